@@ -1,0 +1,18 @@
+import { createRequire } from "node:module";
+import hardhatNetworkHelpers from "@nomicfoundation/hardhat-network-helpers";
+import hardhatViem from "@nomicfoundation/hardhat-viem";
+import { defineConfig } from "hardhat/config";
+
+// The compiler comes from the `solc` npm package so that nothing is downloaded at build time.
+const require = createRequire(import.meta.url);
+const solcVersion: string = require("solc/package.json").version;
+
+export default defineConfig({
+  plugins: [hardhatViem, hardhatNetworkHelpers],
+  solidity: {
+    version: solcVersion,
+    path: require.resolve("solc/soljson.js"),
+    settings: { optimizer: { enabled: true, runs: 10_000 }, evmVersion: "cancun" },
+  },
+  paths: { sources: "./contracts", tests: { solidity: "./contracts" } },
+});
