@@ -10,9 +10,13 @@ const require = createRequire(import.meta.url);
 // Checked in a fresh process: a failed native load leaves state behind in this one.
 function edrLoads(): boolean {
   try {
-    execFileSync(process.execPath, ["-e", `require(${JSON.stringify(require.resolve("@nomicfoundation/edr"))})`], {
-      stdio: "ignore",
-    });
+    execFileSync(
+      process.execPath,
+      ["-e", `require(${JSON.stringify(require.resolve("@nomicfoundation/edr"))})`],
+      {
+        stdio: "ignore",
+      },
+    );
     return true;
   } catch {
     return false; // missing or unloadable binding: the caller installs it

@@ -1,0 +1,157 @@
+// One small SQL interface over the two databases Switchyard runs on: PostgreSQL through `pg`
+// (the system of record) and PGlite (in-process PostgreSQL, the embedded default). Same SQL on both.
+// int8 comes back as bigint and numeric as a decimal string on both, so amounts never pass a float.
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { PGlite, types as pgliteTypes } from "@electric-sql/pglite";
+import pg from "pg";
+
+export type Row = Record<string, unknown>;
+
+export interface Sql {
+  /** Runs one parameterized statement and returns its rows. */
+  query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]>;
+}
+
+export interface Db extends Sql {
+  readonly kind: "postgres" | "pglite";
+  /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
+  transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(script: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type DbConfig =
+  | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
+  | { kind: "pglite" /** a directory, or undefined for memory */; dataDir: string | undefined };
+
+export async function openDb(config: DbConfig): Promise<Db> {
+  return config.kind === "postgres" ? openPostgres(config) : openPglite(config.dataDir);
+}
+
+const int8Oid = 20;
+
+export function openPostgres(config: { url: string; poolSizeMax: number; statementTimeoutMs: number }): Db {
+  const typeParsers = {
+    getTypeParser: ((oid: number, format?: "text" | "binary") =>
+      oid === int8Oid
+        ? (value: string) => BigInt(value)
+        : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+  };
+  const pool = new pg.Pool({
+    connectionString: config.url,
+    max: config.poolSizeMax,
+    types: typeParsers,
+    statement_timeout: config.statementTimeoutMs,
+    connectionTimeoutMillis: 10_000,
+  });
+  pool.on("error", (error) => {
+    // An idle client lost its connection; the pool replaces it. Nothing is in flight on it.
+    console.error(`postgres: idle connection error: ${error.message}`);
+  });
+  const query = async <R extends Row>(
+    client: pg.Pool | pg.PoolClient,
+    text: string,
+    params?: readonly unknown[],
+  ) => (await client.query({ text, values: params as unknown[] | undefined })).rows as R[];
+  return {
+    kind: "postgres",
+    query: (text, params) => query(pool, text, params),
+    async transaction(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query("BEGIN");
+        const result = await fn({ query: (text, params) => query(client, text, params) });
+        await client.query("COMMIT");
+        return result;
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => undefined); // the connection may be gone; the error below is the one that matters
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
+    async exec(script) {
+      await pool.query(script);
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
+
+export async function openPglite(dataDir: string | undefined): Promise<Db> {
+  const db = await PGlite.create({
+    ...(dataDir === undefined ? {} : { dataDir }),
+    parsers: { [pgliteTypes.INT8]: (value: string) => BigInt(value) },
+  });
+  return {
+    kind: "pglite",
+    query: async (text, params) => (await db.query(text, params as unknown[] | undefined)).rows as never,
+    transaction: (fn) =>
+      db.transaction((tx) =>
+        fn({
+          query: async (text, params) =>
+            (await tx.query(text, params as unknown[] | undefined)).rows as never,
+        }),
+      ),
+    async exec(script) {
+      await db.exec(script);
+    },
+    async close() {
+      await db.close();
+    },
+  };
+}
+
+export type MigrationSource = { namespace: string; directory: string };
+
+/**
+ * Applies every `*.sql` file of each source, in name order, once. Each file runs in its own transaction
+ * under an advisory lock, so gateway processes that start together on one database do not race.
+ */
+export async function migrate(db: Db, sources: readonly MigrationSource[]): Promise<string[]> {
+  await db.exec(
+    "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+  );
+  const applied: string[] = [];
+  for (const source of sources) {
+    const files = (await readdir(source.directory)).filter((name) => name.endsWith(".sql")).sort();
+    for (const file of files) {
+      const name = `${source.namespace}/${file}`;
+      const script = await readFile(path.join(source.directory, file), "utf8");
+      const didApply = await db.transaction(async (tx) => {
+        await tx.query("SELECT pg_advisory_xact_lock(7350162)");
+        const done = await tx.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
+        if (done.length > 0) return false;
+        for (const statement of splitStatements(script)) await tx.query(statement);
+        await tx.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
+        return true;
+      });
+      if (didApply) applied.push(name);
+    }
+  }
+  return applied;
+}
+
+/**
+ * Splits a migration script into statements at semicolons that end a line, outside dollar quotes.
+ * Migrations keep to that form so that each statement can run inside the migration's transaction.
+ */
+export function splitStatements(script: string): string[] {
+  const statements: string[] = [];
+  let current = "";
+  let inDollarQuote = false;
+  for (const line of script.split("\n")) {
+    const trimmed = line.replace(/--.*$/, "").trimEnd();
+    if ((trimmed.match(/\$\$/g) ?? []).length % 2 === 1) inDollarQuote = !inDollarQuote;
+    current += `${line}\n`;
+    if (!inDollarQuote && trimmed.endsWith(";")) {
+      if (current.trim().length > 0) statements.push(current.trim());
+      current = "";
+    }
+  }
+  if (current.replace(/--.*$/gm, "").trim().length > 0) statements.push(current.trim());
+  return statements;
+}
