@@ -1,0 +1,247 @@
+// Per-snapshot work done once, so that route() does only the per-payment arithmetic: cross rates between
+// every asset with a USD rate and each rail's asset, the network fee where it does not depend on the
+// amount, the failure odds, and every exclusion whose text does not depend on the payment.
+import type {
+  DestinationKind,
+  Exclusion,
+  ExclusionReason,
+  FxRate,
+  RailSnapshot,
+  Snapshot,
+  UsdRate,
+} from "./types.ts";
+
+export const ppmTotal = 1_000_000n;
+
+/** One bit per destination kind, so a rail's reach is one integer. */
+export const destinationBits: Readonly<Record<DestinationKind, number>> = {
+  account: 1,
+  evm_address: 2,
+  evm_split: 4,
+  bolt11: 8,
+  lightning_node: 16,
+  stripe_account: 32,
+};
+
+/** The conversion from one payment asset into a rail's asset, precomputed. */
+export type PreparedCross = {
+  readonly same: boolean;
+  /** rail minor units = payment minor units × num / den (mid rate), reduced. */
+  readonly rate: FxRate;
+  /** FX cost in USD micro-units = ceil(amount × fxNum / fxDen): the payment's USD value × spread. */
+  readonly fxNum: bigint;
+  readonly fxDen: bigint;
+};
+
+export type PreparedRail = {
+  readonly snapshot: RailSnapshot;
+  readonly rail: string;
+  /** An exclusion that holds whatever the payment (unavailable, circuit open, no USD rate for the rail). */
+  readonly staticExclusion: Exclusion | null;
+  readonly reachMask: number;
+  /** Liquidity, or -1n when the rail is not limited. */
+  readonly liquidity: bigint;
+  readonly feeMin: bigint;
+  /** 0: network fee fixed per payment (networkMicroUsd); 1: Lightning routing, base + ppm of the amount. */
+  readonly networkModel: 0 | 1;
+  readonly networkMicroUsd: bigint;
+  readonly routingBase: bigint;
+  readonly routingPpm: bigint;
+  /** The rail asset's USD rate, as numerator and denominator. */
+  readonly railMicroUsd: bigint;
+  readonly railPerMinorUnits: bigint;
+  /** Failure odds: failures / (successes + failures + 1), a prior of one success. */
+  readonly failNum: bigint;
+  readonly failDen: bigint;
+  readonly latencyMsBig: bigint;
+  /** Keyed by payment asset code. */
+  readonly cross: Readonly<Record<string, PreparedCross>>;
+  readonly exclusions: Readonly<Record<ExclusionReason, Exclusion>>;
+};
+
+export type PreparedRails = {
+  readonly rails: readonly PreparedRail[];
+  /** What these were computed from, checked by identity so a stale preparation is never used. */
+  readonly source: Snapshot["rails"];
+  readonly usdRates: Snapshot["usdRates"];
+  readonly fxSpreadsPpm: Snapshot["fxSpreadsPpm"];
+};
+
+/** A snapshot with its preparation attached; route() uses it when it still matches the snapshot. */
+export type PreparedSnapshot = Snapshot & { readonly prepared: PreparedRails };
+
+export function gcd(a: bigint, b: bigint): bigint {
+  let x = a < 0n ? -a : a;
+  let y = b < 0n ? -b : b;
+  while (y !== 0n) {
+    const t = x % y;
+    x = y;
+    y = t;
+  }
+  return x;
+}
+
+/** Ceiling of a / b for a ≥ 0, b > 0. */
+export function ceilDiv(a: bigint, b: bigint): bigint {
+  return (a + b - 1n) / b;
+}
+
+export function fxPairKey(from: string, to: string): string {
+  return `${from}->${to}`;
+}
+
+function crossFor(
+  paymentCode: string,
+  paymentRate: UsdRate,
+  rail: RailSnapshot,
+  railRate: UsdRate,
+  spreads: Snapshot["fxSpreadsPpm"],
+): PreparedCross {
+  if (paymentCode === rail.asset.code) {
+    return { same: true, rate: { num: 1n, den: 1n }, fxNum: 0n, fxDen: 1n };
+  }
+  const num = paymentRate.microUsd * railRate.perMinorUnits;
+  const den = paymentRate.perMinorUnits * railRate.microUsd;
+  const divisor = gcd(num, den) || 1n;
+  const spread = spreads?.[fxPairKey(paymentCode, rail.asset.code)] ?? rail.fxSpreadPpm ?? 0n;
+  const fxNum = paymentRate.microUsd * spread;
+  const fxDen = paymentRate.perMinorUnits * ppmTotal;
+  const fxDivisor = gcd(fxNum, fxDen) || 1n;
+  return {
+    same: false,
+    rate: { num: num / divisor, den: den / divisor },
+    fxNum: fxNum / fxDivisor,
+    fxDen: fxDen / fxDivisor,
+  };
+}
+
+function validRate(rate: UsdRate | undefined): rate is UsdRate {
+  return rate !== undefined && rate.microUsd > 0n && rate.perMinorUnits > 0n;
+}
+
+function exclusionsFor(rail: RailSnapshot): Record<ExclusionReason, Exclusion> {
+  const id = rail.rail;
+  const code = rail.asset.code;
+  const make = (reason: ExclusionReason, detail: string): Exclusion => ({ rail: id, reason, detail });
+  return {
+    rail_unavailable: make("rail_unavailable", "the rail is not available"),
+    not_allowed: make("not_allowed", "the policy does not allow this rail"),
+    unreachable_destination: make(
+      "unreachable_destination",
+      `the rail reaches only ${rail.reaches.join(", ") || "nothing"}`,
+    ),
+    below_minimum: make(
+      "below_minimum",
+      `the amount is below the rail's minimum of ${rail.amountMin} ${code}`,
+    ),
+    above_maximum: make(
+      "above_maximum",
+      `the amount is above the rail's maximum of ${rail.amountMax} ${code}`,
+    ),
+    insufficient_liquidity: make(
+      "insufficient_liquidity",
+      `the amount is above what the rail can send now, ${rail.liquidity ?? "unlimited"} ${code}`,
+    ),
+    fee_above_max: make("fee_above_max", "the estimated fee is above the policy's maximum"),
+    latency_above_max: make(
+      "latency_above_max",
+      `the rail's expected latency of ${rail.latencyMs} ms is above the policy's maximum`,
+    ),
+    no_fx_rate: make("no_fx_rate", `no USD rate for the payment's asset or the rail's asset ${code}`),
+    circuit_open: make("circuit_open", "the rail failed repeatedly and is paused until it is probed back in"),
+  };
+}
+
+function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
+  const exclusions = exclusionsFor(rail);
+  const railRate = snapshot.usdRates[rail.asset.code];
+  let staticExclusion: Exclusion | null = null;
+  if (!rail.available) staticExclusion = exclusions.rail_unavailable;
+  else if (rail.circuit === "open") staticExclusion = exclusions.circuit_open;
+
+  let networkModel: 0 | 1 = 0;
+  let networkMicroUsd = rail.networkFeeMicroUsd;
+  let routingBase = 0n;
+  let routingPpm = 0n;
+  const model = rail.networkFee;
+  if (model?.kind === "evm_gas") {
+    const native = snapshot.usdRates[model.nativeAsset];
+    if (validRate(native)) {
+      networkMicroUsd = ceilDiv(model.gasUnits * model.gasPriceWei * native.microUsd, native.perMinorUnits);
+    } else if (staticExclusion === null) {
+      staticExclusion = {
+        rail: rail.rail,
+        reason: "no_fx_rate",
+        detail: `no USD rate for the native asset ${model.nativeAsset}`,
+      };
+    }
+  } else if (model?.kind === "lightning_routing") {
+    networkModel = 1;
+    routingBase = model.base;
+    routingPpm = model.ppm;
+  }
+
+  const cross: Record<string, PreparedCross> = {};
+  if (validRate(railRate)) {
+    for (const [code, rate] of Object.entries(snapshot.usdRates)) {
+      if (validRate(rate)) cross[code] = crossFor(code, rate, rail, railRate, snapshot.fxSpreadsPpm);
+    }
+  } else if (staticExclusion === null) {
+    staticExclusion = exclusions.no_fx_rate;
+  }
+
+  let reachMask = 0;
+  for (const kind of rail.reaches) reachMask |= destinationBits[kind] ?? 0;
+  const failures = BigInt(Math.max(0, Math.trunc(rail.failures)));
+  const successes = BigInt(Math.max(0, Math.trunc(rail.successes)));
+  return {
+    snapshot: rail,
+    rail: rail.rail,
+    staticExclusion,
+    reachMask,
+    liquidity: rail.liquidity ?? -1n,
+    feeMin: rail.feeMin ?? 0n,
+    networkModel,
+    networkMicroUsd,
+    routingBase,
+    routingPpm,
+    railMicroUsd: validRate(railRate) ? railRate.microUsd : 1n,
+    railPerMinorUnits: validRate(railRate) ? railRate.perMinorUnits : 1n,
+    failNum: failures,
+    failDen: successes + failures + 1n,
+    latencyMsBig: BigInt(Math.max(0, Math.ceil(rail.latencyMs))),
+    cross,
+    exclusions,
+  };
+}
+
+export function prepareRails(snapshot: Snapshot): PreparedRails {
+  return {
+    rails: snapshot.rails.map((rail) => prepareRail(rail, snapshot)),
+    source: snapshot.rails,
+    usdRates: snapshot.usdRates,
+    fxSpreadsPpm: snapshot.fxSpreadsPpm,
+  };
+}
+
+/**
+ * Does the per-snapshot work once. Call it whenever the snapshot is refreshed and pass the result to
+ * route(): it is a Snapshot, and route() falls back to preparing on the fly when given a plain one.
+ */
+export function prepareSnapshot(snapshot: Snapshot): PreparedSnapshot {
+  return { ...snapshot, prepared: prepareRails(snapshot) };
+}
+
+/** The snapshot's preparation if it still matches it, else a fresh one. */
+export function preparedFor(snapshot: Snapshot): PreparedRails {
+  const prepared = (snapshot as Partial<PreparedSnapshot>).prepared;
+  if (
+    prepared !== undefined &&
+    prepared.source === snapshot.rails &&
+    prepared.usdRates === snapshot.usdRates &&
+    prepared.fxSpreadsPpm === snapshot.fxSpreadsPpm
+  ) {
+    return prepared;
+  }
+  return prepareRails(snapshot);
+}

@@ -1,0 +1,174 @@
+// route(): for one payment, every rail is either a candidate with its cost in USD micro-units or an
+// exclusion with the first reason that rules it out. Pure and synchronous; the per-snapshot work lives in
+// prepare.ts. Costs round up (never under-stated); amounts sent round down (never more than was paid for).
+//
+// Exclusion precedence (the first that applies is reported): not_allowed, rail_unavailable, circuit_open,
+// no_fx_rate (for the rail's asset), unreachable_destination, no_fx_rate (for the payment's asset),
+// below_minimum, above_maximum, insufficient_liquidity, latency_above_max, fee_above_max.
+import { basisPointsTotal } from "../money/index.ts";
+import { ceilDiv, destinationBits, type PreparedRail, ppmTotal, preparedFor } from "./prepare.ts";
+import type { Candidate, Exclusion, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "./types.ts";
+
+/** What one failed attempt costs beyond its network fee when the policy does not say: USD 0.01. */
+export const failureCostMicroUsdDefault = 10_000n;
+/** Fee cap head-room over the estimate when the policy does not say: +50 %. */
+export const feeHeadroomBpsDefault = 5_000;
+
+const msPerS = 1_000n;
+
+/** A caller's bug: route() was given what the payments service must have refused already. */
+export class RouterInputError extends Error {
+  override readonly name = "RouterInputError";
+}
+
+function isAllowed(rail: string, policy: RoutePolicy): boolean {
+  const denied = policy.deniedRails;
+  if (denied?.includes(rail)) return false;
+  const allowed = policy.allowedRails;
+  return allowed === undefined || allowed.includes(rail);
+}
+
+/** Cheapest total first; ties go to the lower latency, then the rail id, so the order is deterministic. */
+function before(a: Candidate, b: Candidate): boolean {
+  if (a.cost.totalMicroUsd !== b.cost.totalMicroUsd) return a.cost.totalMicroUsd < b.cost.totalMicroUsd;
+  if (a.latencyMs !== b.latencyMs) return a.latencyMs < b.latencyMs;
+  return a.rail < b.rail;
+}
+
+export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePolicy): RouteDecision {
+  if (intent.amount <= 0n) throw new RouterInputError(`amount must be positive, got ${intent.amount}`);
+  const prepared = preparedFor(snapshot);
+  const rails = prepared.rails;
+  const amount = intent.amount;
+  const code = intent.asset.code;
+  const paymentRate = snapshot.usdRates[code];
+  const hasPaymentRate =
+    paymentRate !== undefined && paymentRate.microUsd > 0n && paymentRate.perMinorUnits > 0n;
+  const payMicro = hasPaymentRate ? paymentRate.microUsd : 0n;
+  const payPer = hasPaymentRate ? paymentRate.perMinorUnits : 1n;
+  const destinationBit = destinationBits[intent.destination.kind] ?? 0;
+
+  const maxFeeAbs = policy.maxFeeMicroUsd ?? -1n;
+  const maxFeeBps = policy.maxFeeBps === undefined ? -1n : BigInt(policy.maxFeeBps);
+  const maxLatencyMs = policy.maxLatencyMs ?? Number.POSITIVE_INFINITY;
+  const failureCost = policy.failureCostMicroUsd ?? failureCostMicroUsdDefault;
+  const latencyPrice = policy.latencyCostMicroUsdPerS ?? 0n;
+  const headroom = basisPointsTotal + BigInt(policy.feeHeadroomBps ?? feeHeadroomBpsDefault);
+  const hasListFilter = policy.allowedRails !== undefined || policy.deniedRails !== undefined;
+  // The payment's USD value is valueNum / payPer; the bps cap compares against it without rounding.
+  const valueNum = amount * payMicro;
+  const bpsCapMicroUsd = maxFeeBps >= 0n ? (maxFeeBps * valueNum) / (basisPointsTotal * payPer) : -1n;
+
+  const candidates: Candidate[] = [];
+  const excluded: Exclusion[] = [];
+
+  for (let i = 0; i < rails.length; i++) {
+    const r = rails[i] as PreparedRail;
+    if (hasListFilter && !isAllowed(r.rail, policy)) {
+      excluded.push(r.exclusions.not_allowed);
+      continue;
+    }
+    if (r.staticExclusion !== null) {
+      excluded.push(r.staticExclusion);
+      continue;
+    }
+    if ((r.reachMask & destinationBit) === 0) {
+      excluded.push(r.exclusions.unreachable_destination);
+      continue;
+    }
+    const cross = hasPaymentRate ? r.cross[code] : undefined;
+    if (cross === undefined) {
+      excluded.push(r.exclusions.no_fx_rate);
+      continue;
+    }
+    // Amount on the rail: rounded down, so the conversion never sends more than the payment is worth.
+    const railAmount = cross.same ? amount : (amount * cross.rate.num) / cross.rate.den;
+    const snap = r.snapshot;
+    if (railAmount < snap.amountMin) {
+      excluded.push(r.exclusions.below_minimum);
+      continue;
+    }
+    if (railAmount > snap.amountMax) {
+      excluded.push(r.exclusions.above_maximum);
+      continue;
+    }
+    if (r.liquidity >= 0n && railAmount > r.liquidity) {
+      excluded.push(r.exclusions.insufficient_liquidity);
+      continue;
+    }
+    if (snap.latencyMs > maxLatencyMs) {
+      excluded.push(r.exclusions.latency_above_max);
+      continue;
+    }
+    const railMicro = r.railMicroUsd;
+    const railPer = r.railPerMinorUnits;
+    // Network fee, USD micro-units, rounded up.
+    const network =
+      r.networkModel === 0
+        ? r.networkMicroUsd
+        : ceilDiv(
+            (r.routingBase + (r.routingPpm === 0n ? 0n : ceilDiv(railAmount * r.routingPpm, ppmTotal))) *
+              railMicro,
+            railPer,
+          );
+    // Provider fee in the rail's asset (fixed + ppm rounded up, at least the minimum), then USD rounded up.
+    let providerRail =
+      snap.feeFixed + (snap.feePpm === 0n ? 0n : ceilDiv(railAmount * snap.feePpm, ppmTotal));
+    if (providerRail < r.feeMin) providerRail = r.feeMin;
+    const provider = providerRail === 0n ? 0n : ceilDiv(providerRail * railMicro, railPer);
+    // FX: the payment's USD value × spread, rounded up.
+    const fx = cross.fxNum === 0n ? 0n : ceilDiv(amount * cross.fxNum, cross.fxDen);
+    const fee = network + provider + fx;
+    if (
+      (maxFeeAbs >= 0n && fee > maxFeeAbs) ||
+      (maxFeeBps >= 0n && fee * basisPointsTotal * payPer > maxFeeBps * valueNum)
+    ) {
+      excluded.push(r.exclusions.fee_above_max);
+      continue;
+    }
+    const failure = r.failNum === 0n ? 0n : ceilDiv(r.failNum * (network + failureCost), r.failDen);
+    const latency = latencyPrice === 0n ? 0n : ceilDiv(r.latencyMsBig * latencyPrice, msPerS);
+    // Fee cap: the estimate plus head-room (rounded up), never above either policy cap (the bps cap is
+    // rounded down), so fee ≤ feeCap ≤ every cap.
+    let feeCap = ceilDiv(fee * headroom, basisPointsTotal);
+    if (maxFeeAbs >= 0n && feeCap > maxFeeAbs) feeCap = maxFeeAbs;
+    if (bpsCapMicroUsd >= 0n && feeCap > bpsCapMicroUsd) feeCap = bpsCapMicroUsd;
+    // What the rail itself may spend, in its asset, rounded down: its USD value never exceeds feeCap − fx.
+    const feeMax = ((feeCap - fx) * railPer) / railMicro;
+    const candidate: Candidate = {
+      rail: r.rail,
+      kind: snap.kind,
+      cost: {
+        networkMicroUsd: network,
+        providerMicroUsd: provider,
+        fxMicroUsd: fx,
+        failureMicroUsd: failure,
+        latencyMicroUsd: latency,
+        feeMicroUsd: fee,
+        totalMicroUsd: fee + failure + latency,
+      },
+      latencyMs: snap.latencyMs,
+      asset: snap.asset,
+      amount: railAmount,
+      rate: cross.rate,
+      feeCapMicroUsd: feeCap,
+      feeMax,
+    };
+    // Insertion into the sorted list: a handful of rails, no comparator closure.
+    let j = candidates.length;
+    candidates.push(candidate);
+    while (j > 0 && before(candidate, candidates[j - 1] as Candidate)) {
+      candidates[j] = candidates[j - 1] as Candidate;
+      j--;
+    }
+    candidates[j] = candidate;
+  }
+
+  return {
+    chosen: candidates[0] ?? null,
+    candidates,
+    excluded,
+    amountMicroUsd: hasPaymentRate ? valueNum / payPer : null,
+    snapshotTakenAtMs: snapshot.takenAtMs,
+  };
+}
