@@ -1,6 +1,62 @@
-// The router: pure and synchronous. route() ranks the rails for one payment; the rest is the cost
-// model's helpers, learning (success window, circuit breaker), quotes and netting.
-export { type PreparedSnapshot, prepareSnapshot } from "./prepare.ts";
+// The router: pure and synchronous, no I/O. route() ranks the rails for one payment; the rest is the cost
+// model's helpers (rates, conversions), learning (success window, circuit breaker), quotes and netting.
+export {
+  buildSnapshot,
+  convert,
+  crossRate,
+  fromMicroUsd,
+  type RailAmounts,
+  type RateSource,
+  type Rounding,
+  railAmounts,
+  type StaticRates,
+  snapshotAssetsMax,
+  staticRateSource,
+  toMicroUsd,
+} from "./fx.ts";
+export {
+  applyLearning,
+  applyLearningToRail,
+  circuitState,
+  createLearningState,
+  type LearningConfig,
+  LearningConfigError,
+  type LearningState,
+  learningConfigDefault,
+  noteAttempt,
+  type Outcome,
+  outcomesWindowMax,
+  type RailHealth,
+  recordOutcome,
+  windowCounts,
+} from "./learning.ts";
+export {
+  type AccruedPayout,
+  type NettedPayee,
+  NettingInputError,
+  type NettingPlan,
+  type NettingThreshold,
+  type NettingVerdict,
+  nettingAccruedMax,
+  nettingBatchPayeesMax,
+  nettingVerdict,
+  nettingVerdictForDecision,
+  planNettingBatch,
+} from "./netting.ts";
+export { fxPairKey, type PreparedSnapshot, prepareSnapshot, reachableByKind } from "./prepare.ts";
+export {
+  type CheckQuoteResult,
+  type CreateQuoteResult,
+  checkQuote,
+  createQuote,
+  type Quote,
+  type QuoteCandidatesResult,
+  QuoteTtlError,
+  quoteCandidates,
+  quoteMatches,
+  quoteSecondsLeft,
+  quoteTtlMsMax,
+} from "./quote.ts";
 export { failureCostMicroUsdDefault, feeHeadroomBpsDefault, RouterInputError, route } from "./route.ts";
 export type {
   Candidate,

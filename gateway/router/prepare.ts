@@ -6,6 +6,7 @@ import type {
   Exclusion,
   ExclusionReason,
   FxRate,
+  RailKind,
   RailSnapshot,
   Snapshot,
   UsdRate,
@@ -22,6 +23,24 @@ export const destinationBits: Readonly<Record<DestinationKind, number>> = {
   lightning_node: 16,
   stripe_account: 32,
 };
+
+/**
+ * Which destinations each kind of rail can reach at all: a BOLT11 invoice or a node key → Lightning;
+ * a 0x address or a split → EVM; a Switchyard account → internal; a Stripe connected account → fiat.
+ * A rail reaches a destination when its snapshot lists the destination's kind and its kind allows it.
+ */
+export const reachableByKind: Readonly<Record<RailKind, readonly DestinationKind[]>> = {
+  internal: ["account"],
+  evm: ["evm_address", "evm_split"],
+  lightning: ["bolt11", "lightning_node"],
+  fiat: ["stripe_account"],
+};
+
+function kindMask(kind: RailKind): number {
+  let mask = 0;
+  for (const destination of reachableByKind[kind] ?? []) mask |= destinationBits[destination];
+  return mask;
+}
 
 /** The conversion from one payment asset into a rail's asset, precomputed. */
 export type PreparedCross = {
@@ -192,6 +211,7 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
 
   let reachMask = 0;
   for (const kind of rail.reaches) reachMask |= destinationBits[kind] ?? 0;
+  reachMask &= kindMask(rail.kind);
   const failures = BigInt(Math.max(0, Math.trunc(rail.failures)));
   const successes = BigInt(Math.max(0, Math.trunc(rail.successes)));
   return {
