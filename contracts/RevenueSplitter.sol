@@ -1,0 +1,411 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {IERC3009} from "@openzeppelin/contracts/interfaces/draft-IERC3009.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+/// @title RevenueSplitter — revenue splits and batch settlement for ERC-20 stablecoins.
+///
+/// @notice A split is a list of recipients (strictly ascending addresses) with shares in basis points that
+/// sum to 10,000. Its id is `keccak256(abi.encode(recipients, basisPoints))`; creating it twice is harmless.
+/// Money comes in with `pay` (ERC-20 `transferFrom`) or `payWithAuthorization` (EIP-3009
+/// `receiveWithAuthorization`: the payer signs once, anyone submits) and accrues per split and token.
+/// `distribute` credits every recipient's share in one call; recipients (or anyone on their behalf) then
+/// pull with `withdraw`, or `withdrawAll` pushes every balance of a split in one call. `settleBatch` pays
+/// many netted off-chain payouts from the caller's tokens in one transaction.
+///
+/// Remainder rule: a distribution of `amount` gives recipient i `floor(amount * bps[i] / 10000)`, and the
+/// remainder (`amount` minus the sum of those, fewer units than there are recipients) goes to the first
+/// recipient (index 0, the lowest address). So the shares always sum to `amount` exactly.
+///
+/// Recipient limit: at most RECIPIENTS_MAX = 500 recipients per split. Gas reason: `withdrawAll` of a
+/// 500-recipient split to 500 addresses that never held the token costs about 500 × 30,000 ≈ 15M gas (a
+/// zero-to-non-zero balance write is 22,100 gas), just under the EIP-7825 per-transaction cap of 2^24 ≈ 16.8M
+/// gas; the first `distribute` of such a split writes 250 fresh storage words, about 5.7M gas.
+/// `settleBatch` is limited to SETTLE_BATCH_PAYEES_MAX = 500 payees for the same reason.
+///
+/// Tokens: each token's money is accounted on its own; a token that takes a fee on transfer, rebases or
+/// lies about balances is refused at payment (the received amount must equal the amount paid) and can only
+/// ever affect its own accruals. Every state-changing function is `nonReentrant` (transient storage), and
+/// storage is written before any token call except where a received amount must be measured.
+///
+/// @dev Storage layout, chosen for gas:
+/// - `_splits[id]`: recipient count; `_basisPoints[id]`: shares packed 16 × uint16 per word, so
+///   `distribute` needs neither the definition in calldata nor one storage read per recipient.
+/// - `_totals[id][token]`: uint128 received (cumulative) | uint128 distributed (cumulative) in one word that
+///   never returns to zero, so a warm `pay` or `distribute` rewrites a non-zero word (5,000 gas, not 22,100).
+/// - `_balanceWords[keccak256(id, token)]`: recipient balances, two uint128 per word, each stored as
+///   balance + 1 once touched, so a withdrawal leaves 1 (not 0) and the next distribution rewrites a non-zero
+///   word. One storage write pays two recipients.
+contract RevenueSplitter is ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    uint256 public constant BASIS_POINTS_TOTAL = 10_000;
+    uint256 public constant RECIPIENTS_MAX = 500;
+    uint256 public constant SETTLE_BATCH_PAYEES_MAX = 500;
+    /// @notice The largest cumulative amount one split can receive in one token (2^128 - 2, so that a stored
+    /// balance + 1 still fits 128 bits).
+    uint256 public constant RECEIVED_MAX = type(uint128).max - 1;
+
+    uint256 private constant LOW_128 = type(uint128).max;
+    uint256 private constant BASIS_POINTS_PER_WORD = 16;
+    uint256 private constant BASIS_POINTS_WORDS = 32; // 32 × 16 = 512 ≥ RECIPIENTS_MAX
+    uint256 private constant BALANCE_WORDS = 250; // 250 × 2 = RECIPIENTS_MAX
+
+    mapping(bytes32 splitId => uint256 recipientCount) private _splits;
+    mapping(bytes32 splitId => uint256[BASIS_POINTS_WORDS] packed) private _basisPoints;
+    mapping(bytes32 splitId => mapping(address token => uint256 receivedAndDistributed)) private _totals;
+    mapping(bytes32 splitTokenKey => uint256[BALANCE_WORDS] packed) private _balanceWords;
+    mapping(address payer => mapping(bytes32 ref => bool settled)) private _settledBatches;
+
+    /// @notice A split was created (once per definition).
+    event SplitCreated(bytes32 indexed splitId, address[] recipients, uint16[] basisPoints);
+    /// @notice `amount` of `token` from `payer` accrued to split `splitId`; `ref` is the payer's reference.
+    event Paid(bytes32 indexed splitId, address indexed token, address indexed payer, uint256 amount, bytes32 ref);
+    /// @notice `amount` of `token` accrued to `splitId` was credited to its recipients by the remainder rule.
+    event Distributed(
+        bytes32 indexed splitId, address indexed token, address indexed distributor, uint256 amount, bytes32 ref
+    );
+    /// @notice `recipient` (index `index` of split `splitId`) was paid its balance `amount` of `token`.
+    event Withdrawn(
+        bytes32 indexed splitId, address indexed token, address indexed recipient, uint256 index, uint256 amount
+    );
+    /// @notice `payer` paid `amounts[i]` of `token` to `payees[i]` for every i; `total` is their sum.
+    event BatchSettled(
+        address indexed token, address indexed payer, bytes32 indexed ref, address[] payees, uint256[] amounts, uint256 total
+    );
+
+    error RevenueSplitterNoRecipients();
+    error RevenueSplitterTooManyRecipients(uint256 count, uint256 max);
+    error RevenueSplitterLengthMismatch(uint256 addresses, uint256 values);
+    error RevenueSplitterRecipientsNotAscending(uint256 index);
+    error RevenueSplitterZeroBasisPoints(uint256 index);
+    error RevenueSplitterBasisPointsSum(uint256 sum, uint256 expected);
+    error RevenueSplitterUnknownSplit(bytes32 splitId);
+    error RevenueSplitterZeroAmount();
+    error RevenueSplitterReceivedOverflow(bytes32 splitId, address token, uint256 received, uint256 max);
+    error RevenueSplitterAmountNotReceived(address token, uint256 expected, uint256 received);
+    error RevenueSplitterNothingToDistribute(bytes32 splitId, address token);
+    error RevenueSplitterIndexOutOfRange(uint256 index, uint256 count);
+    error RevenueSplitterNothingToWithdraw(bytes32 splitId, address token, uint256 index);
+    error RevenueSplitterEmptyBatch();
+    error RevenueSplitterBatchTooLarge(uint256 count, uint256 max);
+    error RevenueSplitterZeroPayee(uint256 index);
+    error RevenueSplitterZeroPayout(uint256 index);
+    error RevenueSplitterBatchAlreadySettled(address payer, bytes32 ref);
+
+    // ------------------------------------------------------------------------------------------------
+    // Splits
+
+    /// @notice The id of a split definition: `keccak256(abi.encode(recipients, basisPoints))`.
+    function splitIdOf(address[] calldata recipients, uint16[] calldata basisPoints) public pure returns (bytes32) {
+        return keccak256(abi.encode(recipients, basisPoints));
+    }
+
+    /// @notice Creates the split (recipients strictly ascending, shares non-zero and summing to 10,000) and
+    /// returns its id. Creating an existing split returns its id and changes nothing.
+    function createSplit(address[] calldata recipients, uint16[] calldata basisPoints)
+        external
+        nonReentrant
+        returns (bytes32 splitId)
+    {
+        uint256 count = recipients.length;
+        if (count == 0) revert RevenueSplitterNoRecipients();
+        if (count > RECIPIENTS_MAX) revert RevenueSplitterTooManyRecipients(count, RECIPIENTS_MAX);
+        if (basisPoints.length != count) revert RevenueSplitterLengthMismatch(count, basisPoints.length);
+        splitId = splitIdOf(recipients, basisPoints);
+        if (_splits[splitId] != 0) return splitId;
+
+        uint256[BASIS_POINTS_WORDS] storage packed = _basisPoints[splitId];
+        address previous = address(0);
+        uint256 sum = 0;
+        uint256 word = 0;
+        for (uint256 i = 0; i < count; ++i) {
+            address recipient = recipients[i];
+            // Strictly ascending from address(0): no zero address and no duplicates.
+            if (recipient <= previous) revert RevenueSplitterRecipientsNotAscending(i);
+            previous = recipient;
+            uint256 bps = basisPoints[i];
+            if (bps == 0) revert RevenueSplitterZeroBasisPoints(i);
+            // unchecked: at most 500 terms of at most 65,535 each.
+            unchecked {
+                sum += bps;
+            }
+            uint256 slot = i % BASIS_POINTS_PER_WORD;
+            word |= bps << (16 * slot);
+            if (slot == BASIS_POINTS_PER_WORD - 1 || i == count - 1) {
+                packed[i / BASIS_POINTS_PER_WORD] = word;
+                word = 0;
+            }
+        }
+        if (sum != BASIS_POINTS_TOTAL) revert RevenueSplitterBasisPointsSum(sum, BASIS_POINTS_TOTAL);
+        _splits[splitId] = count;
+        emit SplitCreated(splitId, recipients, basisPoints);
+    }
+
+    /// @notice How many recipients split `splitId` has; 0 if it was never created.
+    function recipientCountOf(bytes32 splitId) external view returns (uint256) {
+        return _splits[splitId];
+    }
+
+    /// @notice The shares of split `splitId` in basis points, in recipient order.
+    function basisPointsOf(bytes32 splitId) external view returns (uint16[] memory basisPoints) {
+        uint256 count = _splits[splitId];
+        basisPoints = new uint16[](count);
+        uint256[BASIS_POINTS_WORDS] storage packed = _basisPoints[splitId];
+        for (uint256 i = 0; i < count; ++i) {
+            basisPoints[i] = uint16(packed[i / BASIS_POINTS_PER_WORD] >> (16 * (i % BASIS_POINTS_PER_WORD)));
+        }
+    }
+
+    /// @notice Cumulative amounts of `token` received by and distributed from split `splitId`.
+    function totalsOf(bytes32 splitId, address token) external view returns (uint256 received, uint256 distributed) {
+        uint256 totals = _totals[splitId][token];
+        return (totals & LOW_128, totals >> 128);
+    }
+
+    /// @notice What `distribute` would credit now.
+    function undistributedOf(bytes32 splitId, address token) external view returns (uint256) {
+        uint256 totals = _totals[splitId][token];
+        return (totals & LOW_128) - (totals >> 128);
+    }
+
+    /// @notice The balance of `token` credited to recipient number `index` of split `splitId` and not yet paid.
+    function balanceOf(bytes32 splitId, address token, uint256 index) external view returns (uint256) {
+        uint256 count = _splits[splitId];
+        if (index >= count) revert RevenueSplitterIndexOutOfRange(index, count);
+        uint256 stored = _half(_balanceWords[_balanceKey(splitId, token)][index / 2], index % 2);
+        return stored == 0 ? 0 : stored - 1;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Paying in
+
+    /// @notice Pays `amount` of `token` from the caller into split `splitId` (needs an allowance).
+    function pay(bytes32 splitId, address token, uint256 amount, bytes32 ref) external nonReentrant {
+        uint256 balanceBefore = _checkPayment(splitId, token, amount);
+        _accrue(splitId, token, amount);
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+        _checkReceived(token, balanceBefore, amount);
+        emit Paid(splitId, token, msg.sender, amount, ref);
+    }
+
+    /// @notice The EIP-3009 nonce a payer signs for `payWithAuthorization(splitId, …, ref)`. It binds the
+    /// authorization to this split and reference, so nobody can redirect a signature seen in the mempool
+    /// into another split. Give every payment a fresh random `ref` (it is also the replay protection).
+    function authorizationNonceOf(bytes32 splitId, bytes32 ref) public pure returns (bytes32) {
+        return keccak256(abi.encode(splitId, ref));
+    }
+
+    /// @notice Pays `amount` of `token` from `from` into split `splitId` with an EIP-3009
+    /// `ReceiveWithAuthorization` that `from` signed for `to = this contract`, `value = amount` and
+    /// `nonce = authorizationNonceOf(splitId, ref)`. Anyone may submit it (the gateway pays the gas).
+    function payWithAuthorization(
+        bytes32 splitId,
+        address token,
+        address from,
+        uint256 amount,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 ref,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant {
+        uint256 balanceBefore = _checkPayment(splitId, token, amount);
+        _accrue(splitId, token, amount);
+        IERC3009(token).receiveWithAuthorization(
+            from, address(this), amount, validAfter, validBefore, authorizationNonceOf(splitId, ref), v, r, s
+        );
+        _checkReceived(token, balanceBefore, amount);
+        emit Paid(splitId, token, from, amount, ref);
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Paying out
+
+    /// @notice Credits everything of `token` accrued to split `splitId` since the last distribution to its
+    /// recipients by the remainder rule, and returns the amount. Anyone may call.
+    function distribute(bytes32 splitId, address token, bytes32 ref) external nonReentrant returns (uint256 amount) {
+        uint256 count = _splits[splitId];
+        if (count == 0) revert RevenueSplitterUnknownSplit(splitId);
+        uint256 totals = _totals[splitId][token];
+        uint256 received = totals & LOW_128;
+        amount = received - (totals >> 128);
+        if (amount == 0) revert RevenueSplitterNothingToDistribute(splitId, token);
+        _totals[splitId][token] = received | (received << 128);
+
+        uint256[BASIS_POINTS_WORDS] storage packedBps = _basisPoints[splitId];
+        uint256[BALANCE_WORDS] storage balances = _balanceWords[_balanceKey(splitId, token)];
+        // Walk the balance words from the last to the first, so that recipient 0's share — amount minus
+        // everyone else's — is known when word 0 is written, in one pass.
+        uint256 othersTotal = 0;
+        uint256 bpsWord = 0;
+        uint256 bpsWordIndex = type(uint256).max;
+        // unchecked: every share is at most `amount` < 2^128 and the shares of recipients 1..n-1 sum to at
+        // most `amount` (floors of fractions summing to at most 1), so `amount - othersTotal` cannot
+        // underflow; each stored half is at most 1 + RECEIVED_MAX < 2^128, so halves cannot overflow;
+        // `word` is decremented only while non-zero.
+        unchecked {
+            uint256 word = (count + 1) / 2;
+            while (word != 0) {
+                --word;
+                uint256 low = 2 * word;
+                uint256 stored = balances[word];
+                uint256 lowHalf = stored & LOW_128;
+                uint256 highHalf = stored >> 128;
+                if (low + 1 < count) {
+                    uint256 i = low + 1;
+                    if (i / BASIS_POINTS_PER_WORD != bpsWordIndex) {
+                        bpsWordIndex = i / BASIS_POINTS_PER_WORD;
+                        bpsWord = packedBps[bpsWordIndex];
+                    }
+                    uint256 share = (amount * ((bpsWord >> (16 * (i % BASIS_POINTS_PER_WORD))) & 0xffff))
+                        / BASIS_POINTS_TOTAL;
+                    othersTotal += share;
+                    highHalf = (highHalf == 0 ? 1 : highHalf) + share;
+                }
+                uint256 lowShare;
+                if (low == 0) {
+                    lowShare = amount - othersTotal;
+                } else {
+                    if (low / BASIS_POINTS_PER_WORD != bpsWordIndex) {
+                        bpsWordIndex = low / BASIS_POINTS_PER_WORD;
+                        bpsWord = packedBps[bpsWordIndex];
+                    }
+                    lowShare = (amount * ((bpsWord >> (16 * (low % BASIS_POINTS_PER_WORD))) & 0xffff))
+                        / BASIS_POINTS_TOTAL;
+                    othersTotal += lowShare;
+                }
+                lowHalf = (lowHalf == 0 ? 1 : lowHalf) + lowShare;
+                balances[word] = lowHalf | (highHalf << 128);
+            }
+        }
+        emit Distributed(splitId, token, msg.sender, amount, ref);
+    }
+
+    /// @notice Pays recipient number `index` of the split (given by its definition) its whole balance of
+    /// `token`. Anyone may call; the money always goes to the recipient.
+    function withdraw(address token, address[] calldata recipients, uint16[] calldata basisPoints, uint256 index)
+        external
+        nonReentrant
+        returns (uint256 amount)
+    {
+        bytes32 splitId = _knownSplit(recipients, basisPoints);
+        if (index >= recipients.length) revert RevenueSplitterIndexOutOfRange(index, recipients.length);
+        uint256[BALANCE_WORDS] storage balances = _balanceWords[_balanceKey(splitId, token)];
+        uint256 word = balances[index / 2];
+        uint256 shift = 128 * (index % 2);
+        uint256 stored = (word >> shift) & LOW_128;
+        if (stored <= 1) revert RevenueSplitterNothingToWithdraw(splitId, token, index);
+        amount = stored - 1;
+        balances[index / 2] = (word & ~(LOW_128 << shift)) | (uint256(1) << shift);
+        emit Withdrawn(splitId, token, recipients[index], index, amount);
+        IERC20(token).safeTransfer(recipients[index], amount);
+    }
+
+    /// @notice Pays every recipient of the split its whole balance of `token` in one call (recipients with
+    /// nothing to withdraw are skipped) and returns the total paid.
+    function withdrawAll(address token, address[] calldata recipients, uint16[] calldata basisPoints)
+        external
+        nonReentrant
+        returns (uint256 total)
+    {
+        bytes32 splitId = _knownSplit(recipients, basisPoints);
+        uint256 count = recipients.length;
+        uint256[BALANCE_WORDS] storage balances = _balanceWords[_balanceKey(splitId, token)];
+        uint256[BALANCE_WORDS] memory amounts;
+        // Effects first: every touched half goes back to 1 (touched, nothing owed).
+        for (uint256 word = 0; word * 2 < count; ++word) {
+            uint256 stored = balances[word];
+            uint256 lowHalf = stored & LOW_128;
+            uint256 highHalf = stored >> 128;
+            if (lowHalf > 1 || highHalf > 1) {
+                balances[word] = (lowHalf == 0 ? 0 : 1) | ((highHalf == 0 ? 0 : 1) << 128);
+                amounts[word] = (lowHalf > 1 ? lowHalf - 1 : 0) | ((highHalf > 1 ? highHalf - 1 : 0) << 128);
+            }
+        }
+        // Interactions.
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 amount = _half(amounts[i / 2], i % 2);
+            if (amount == 0) continue;
+            total += amount;
+            emit Withdrawn(splitId, token, recipients[i], i, amount);
+            IERC20(token).safeTransfer(recipients[i], amount);
+        }
+    }
+
+    /// @notice Pays `amounts[i]` of `token` from the caller to `payees[i]` for every i (needs an allowance
+    /// for the total) — many netted off-chain payouts in one transaction. `ref` may be used once per caller,
+    /// so a retried settlement can never pay twice.
+    function settleBatch(address token, address[] calldata payees, uint256[] calldata amounts, bytes32 ref)
+        external
+        nonReentrant
+        returns (uint256 total)
+    {
+        uint256 count = payees.length;
+        if (count == 0) revert RevenueSplitterEmptyBatch();
+        if (count > SETTLE_BATCH_PAYEES_MAX) revert RevenueSplitterBatchTooLarge(count, SETTLE_BATCH_PAYEES_MAX);
+        if (amounts.length != count) revert RevenueSplitterLengthMismatch(count, amounts.length);
+        if (_settledBatches[msg.sender][ref]) revert RevenueSplitterBatchAlreadySettled(msg.sender, ref);
+        _settledBatches[msg.sender][ref] = true;
+        for (uint256 i = 0; i < count; ++i) {
+            address payee = payees[i];
+            uint256 amount = amounts[i];
+            if (payee == address(0)) revert RevenueSplitterZeroPayee(i);
+            if (amount == 0) revert RevenueSplitterZeroPayout(i);
+            total += amount;
+            IERC20(token).safeTransferFrom(msg.sender, payee, amount);
+        }
+        emit BatchSettled(token, msg.sender, ref, payees, amounts, total);
+    }
+
+    /// @notice Whether `payer` already settled a batch with reference `ref`.
+    function batchSettled(address payer, bytes32 ref) external view returns (bool) {
+        return _settledBatches[payer][ref];
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Internals
+
+    function _checkPayment(bytes32 splitId, address token, uint256 amount) private view returns (uint256) {
+        if (_splits[splitId] == 0) revert RevenueSplitterUnknownSplit(splitId);
+        if (amount == 0) revert RevenueSplitterZeroAmount();
+        return IERC20(token).balanceOf(address(this));
+    }
+
+    function _accrue(bytes32 splitId, address token, uint256 amount) private {
+        uint256 totals = _totals[splitId][token];
+        uint256 received = (totals & LOW_128) + amount;
+        if (received > RECEIVED_MAX) revert RevenueSplitterReceivedOverflow(splitId, token, received, RECEIVED_MAX);
+        _totals[splitId][token] = (totals & ~LOW_128) | received;
+    }
+
+    function _checkReceived(address token, uint256 balanceBefore, uint256 amount) private view {
+        uint256 balanceAfter = IERC20(token).balanceOf(address(this));
+        if (balanceAfter < balanceBefore || balanceAfter - balanceBefore != amount) {
+            revert RevenueSplitterAmountNotReceived(
+                token, amount, balanceAfter < balanceBefore ? 0 : balanceAfter - balanceBefore
+            );
+        }
+    }
+
+    function _knownSplit(address[] calldata recipients, uint16[] calldata basisPoints)
+        private
+        view
+        returns (bytes32 splitId)
+    {
+        splitId = splitIdOf(recipients, basisPoints);
+        if (_splits[splitId] == 0) revert RevenueSplitterUnknownSplit(splitId);
+    }
+
+    function _balanceKey(bytes32 splitId, address token) private pure returns (bytes32) {
+        return keccak256(abi.encode(splitId, token));
+    }
+
+    function _half(uint256 word, uint256 which) private pure returns (uint256) {
+        return which == 0 ? word & LOW_128 : word >> 128;
+    }
+}
