@@ -1,0 +1,62 @@
+// Stripe's errors, translated once at the adapter boundary into the rail's closed set of failure codes.
+// `retryElsewhere` is true only when Stripe certainly did nothing: after a timeout or a 5xx the charge or
+// transfer may exist, so the attempt is retried on this rail with the same idempotency key, never elsewhere.
+import Stripe from "stripe";
+import type { RailFailureCode } from "../rail.ts";
+
+export type FiatFailure = {
+  readonly code: RailFailureCode;
+  readonly message: string;
+  readonly retryElsewhere: boolean;
+  /** Stripe's own error type and code, for logs: "StripeInvalidRequestError/balance_insufficient". */
+  readonly stripeError: string;
+};
+
+/** Thrown for what is a bug or a misconfiguration, never for an expected business failure. */
+export class FiatRailError extends Error {
+  override name = "FiatRailError";
+  readonly details: Record<string, unknown>;
+  constructor(shortMessage: string, options: { details?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(shortMessage, { cause: options.cause });
+    this.details = options.details ?? {};
+  }
+}
+
+const insufficientFundsCodes = new Set(["balance_insufficient", "insufficient_funds"]);
+const unreachableCodes = new Set(["account_invalid", "no_account", "account_closed"]);
+const expiredCodes = new Set(["expired_card", "payment_intent_unexpected_state"]);
+
+/** Maps anything a Stripe call threw to a failure value; rethrows what is not Stripe's (a bug of ours). */
+export function translateStripeError(error: unknown): FiatFailure {
+  if (!(error instanceof Stripe.errors.StripeError)) throw error;
+  const stripeError = `${error.type}${error.code === undefined ? "" : `/${error.code}`}`;
+  const message = error.message.split("\n")[0] ?? "stripe error";
+  const failure = (code: RailFailureCode, retryElsewhere: boolean): FiatFailure => ({
+    code,
+    message,
+    retryElsewhere,
+    stripeError,
+  });
+  if (error instanceof Stripe.errors.StripeConnectionError) return failure("rail_unavailable", false);
+  if (error instanceof Stripe.errors.StripeAPIError) return failure("rail_unavailable", false);
+  if (error instanceof Stripe.errors.StripeRateLimitError) return failure("rail_unavailable", false);
+  if (error instanceof Stripe.errors.StripeIdempotencyError) return failure("rejected", false);
+  // Credentials refused: the request never ran, another rail may take the payment.
+  if (error instanceof Stripe.errors.StripeAuthenticationError) return failure("rail_unavailable", true);
+  if (error instanceof Stripe.errors.StripePermissionError) return failure("rail_unavailable", true);
+  if (error instanceof Stripe.errors.StripeCardError) {
+    return failure(error.code !== undefined && expiredCodes.has(error.code) ? "expired" : "rejected", true);
+  }
+  if (error instanceof Stripe.errors.StripeInvalidRequestError) {
+    if (error.code !== undefined && insufficientFundsCodes.has(error.code))
+      return failure("insufficient_liquidity", true);
+    if (error.param === "destination" || (error.code !== undefined && unreachableCodes.has(error.code)))
+      return failure("unreachable_destination", true);
+    if (error.code !== undefined && expiredCodes.has(error.code)) return failure("expired", true);
+    return failure("rejected", true);
+  }
+  // Any other StripeError (5xx-like or unknown): outcome unknown, retry here with the same key.
+  if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500)
+    return failure("rejected", true);
+  return failure("rail_unavailable", false);
+}

@@ -1,0 +1,410 @@
+// Stripe webhook events, parsed (after the signature was verified) and mapped to what the gateway applies.
+// Pure: no I/O. Ordering and idempotency live in receiver.ts.
+import { z } from "zod";
+import type { RailEvent, RailFailureCode, SettlementEvidence } from "../rail.ts";
+import { type FiatFeeSchedule, fiatFee } from "./fees.ts";
+import type { FiatPspIds, ParkedReversal } from "./store.ts";
+
+/** Metadata keys the rail writes on every object it creates, and reads back from events. */
+export const metadataKeys = {
+  paymentId: "switchyard_payment_id",
+  attemptId: "switchyard_attempt_id",
+  reference: "switchyard_reference",
+} as const;
+
+export const stripeIdLengthMax = 255;
+
+const stripeId = z.string().min(1).max(stripeIdLengthMax);
+const minorUnits = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const metadata = z.record(z.string(), z.string()).nullish();
+const expandable = z.union([stripeId, z.object({ id: stripeId }).loose()]).nullish();
+
+export const stripeEventEnvelopeSchema = z
+  .object({
+    id: stripeId,
+    object: z.literal("event"),
+    type: z.string().min(1).max(200),
+    created: z.number().int().nonnegative(),
+    livemode: z.boolean(),
+    account: stripeId.nullish(),
+    data: z.object({ object: z.record(z.string(), z.unknown()) }).loose(),
+  })
+  .loose();
+
+export type StripeEventEnvelope = z.infer<typeof stripeEventEnvelopeSchema>;
+
+export type ParseEventResult =
+  | { ok: true; event: StripeEventEnvelope }
+  | { ok: false; error: "payload_invalid" };
+
+/** Parses the verified raw body. Not a Stripe event envelope: payload_invalid. */
+export function parseStripeEvent(rawBody: Buffer): ParseEventResult {
+  let json: unknown;
+  try {
+    json = JSON.parse(rawBody.toString("utf8"));
+  } catch (error) {
+    if (error instanceof SyntaxError) return { ok: false, error: "payload_invalid" };
+    throw error;
+  }
+  const parsed = stripeEventEnvelopeSchema.safeParse(json);
+  return parsed.success ? { ok: true, event: parsed.data } : { ok: false, error: "payload_invalid" };
+}
+
+const paymentIntentSchema = z
+  .object({
+    id: stripeId,
+    amount: minorUnits,
+    amount_received: minorUnits.nullish(),
+    currency: z.string(),
+    latest_charge: expandable,
+    metadata,
+    last_payment_error: z
+      .object({
+        code: z.string().nullish(),
+        decline_code: z.string().nullish(),
+        message: z.string().nullish(),
+      })
+      .loose()
+      .nullish(),
+  })
+  .loose();
+
+const disputeSchema = z
+  .object({
+    id: stripeId,
+    amount: minorUnits,
+    currency: z.string(),
+    charge: expandable,
+    payment_intent: expandable,
+  })
+  .loose();
+
+const refundSchema = z
+  .object({
+    id: stripeId,
+    amount: minorUnits,
+    currency: z.string(),
+    status: z.string().nullish(),
+    charge: expandable,
+    payment_intent: expandable,
+  })
+  .loose();
+
+const chargeSchema = z
+  .object({
+    id: stripeId,
+    currency: z.string(),
+    payment_intent: expandable,
+    refunds: z
+      .object({ data: z.array(refundSchema).max(100) })
+      .loose()
+      .nullish(),
+  })
+  .loose();
+
+const transferSchema = z
+  .object({ id: stripeId, amount: minorUnits, currency: z.string(), destination: expandable, metadata })
+  .loose();
+
+const payoutSchema = z
+  .object({
+    id: stripeId,
+    amount: minorUnits,
+    currency: z.string(),
+    failure_code: z.string().nullish(),
+    failure_message: z.string().nullish(),
+    metadata,
+  })
+  .loose();
+
+function idOf(value: string | { id: string } | null | undefined): string | undefined {
+  if (value === null || value === undefined) return undefined;
+  return typeof value === "string" ? value : value.id;
+}
+
+/** What the gateway's settlement applies for one Stripe event. The first three kinds are `RailEvent`s. */
+export type FiatEvent =
+  | {
+      readonly kind: "received";
+      /** The Switchyard payment (a top-up or an invoice payment) this money is for. */
+      readonly reference: string;
+      readonly paymentId: string;
+      readonly attemptId: string;
+      readonly amount: bigint;
+      readonly evidence: SettlementEvidence; // pspId: the PaymentIntent
+      readonly pspIds: FiatPspIds;
+    }
+  | {
+      readonly kind: "attempt_succeeded";
+      readonly attemptId: string;
+      readonly evidence: SettlementEvidence; // pspId: the transfer
+      readonly fee: bigint;
+      readonly pspIds: FiatPspIds;
+    }
+  | {
+      readonly kind: "attempt_failed";
+      readonly attemptId: string;
+      readonly code: RailFailureCode;
+      readonly message: string;
+      readonly retryElsewhere: boolean;
+      readonly pspIds: FiatPspIds;
+    }
+  | {
+      /** A charge for this payment failed: nothing is credited (the customer may still pay with another card). */
+      readonly kind: "receive_failed";
+      readonly reference: string;
+      readonly paymentId: string;
+      readonly attemptId: string;
+      readonly code: RailFailureCode;
+      readonly message: string;
+      readonly pspIds: FiatPspIds;
+    }
+  | {
+      /** Money taken back from a credited payment. Always after its `received`; `key` is unique per reversal. */
+      readonly kind: "reversed";
+      readonly key: string;
+      readonly reason: "dispute" | "refund";
+      readonly reference: string;
+      readonly paymentId: string;
+      readonly attemptId: string;
+      readonly amount: bigint;
+      readonly evidence: SettlementEvidence; // pspId: the dispute or the refund
+      readonly pspIds: FiatPspIds;
+    }
+  | {
+      /** A connected account's payout to its bank failed; the money is back on that account. Informational. */
+      readonly kind: "payout_failed";
+      readonly account: string | null;
+      readonly amount: bigint;
+      readonly code: string;
+      readonly message: string;
+      readonly pspIds: FiatPspIds;
+    };
+
+/** The `RailEvent` inside a `FiatEvent`, for the settlement path every rail shares; null for fiat-only kinds. */
+export function toRailEvent(event: FiatEvent): RailEvent | null {
+  switch (event.kind) {
+    case "received":
+      return { kind: "received", reference: event.reference, amount: event.amount, evidence: event.evidence };
+    case "attempt_succeeded":
+      return {
+        kind: "attempt_succeeded",
+        attemptId: event.attemptId,
+        evidence: event.evidence,
+        fee: event.fee,
+      };
+    case "attempt_failed":
+      return {
+        kind: "attempt_failed",
+        attemptId: event.attemptId,
+        code: event.code,
+        message: event.message,
+        retryElsewhere: event.retryElsewhere,
+      };
+    case "receive_failed":
+    case "reversed":
+    case "payout_failed":
+      return null;
+  }
+}
+
+/** What one Stripe event means, before the receiver looks at what it already applied. */
+export type Interpretation =
+  | {
+      kind: "intent_succeeded";
+      intentId: string;
+      paymentId: string;
+      attemptId: string;
+      reference: string;
+      amount: bigint;
+      pspIds: FiatPspIds;
+    }
+  | {
+      kind: "intent_failed";
+      intentId: string;
+      event: Extract<FiatEvent, { kind: "receive_failed" }>;
+    }
+  | { kind: "reversal"; intentId: string; reversal: ParkedReversal }
+  | { kind: "reversals"; intentId: string; reversals: ParkedReversal[] }
+  | { kind: "stateless"; event: FiatEvent }
+  | { kind: "ignored"; reason: IgnoredReason };
+
+export type IgnoredReason =
+  | "event_type_not_handled"
+  | "object_invalid"
+  | "not_created_by_switchyard" // no switchyard_* metadata: someone else's object on the account
+  | "currency_mismatch"
+  | "no_payment_intent"
+  | "refund_not_effective"; // a refund that failed or was canceled took nothing back
+
+function declineCode(
+  error: { code?: string | null; decline_code?: string | null } | null | undefined,
+): RailFailureCode {
+  const code = error?.decline_code ?? error?.code ?? "";
+  return code === "expired_card" ? "expired" : "rejected";
+}
+
+/** The fee the rail quoted for a transfer of `amount` (what `execute` reports); 0 outside the schedule's range. */
+function scheduledFee(schedule: FiatFeeSchedule, amount: bigint): bigint {
+  const quote = fiatFee(schedule, amount);
+  return quote.ok ? quote.fee : 0n;
+}
+
+function refundReversal(refund: z.infer<typeof refundSchema>, eventId: string): ParkedReversal | null {
+  if (refund.status === "failed" || refund.status === "canceled") return null;
+  const paymentIntent = idOf(refund.payment_intent);
+  const charge = idOf(refund.charge);
+  return {
+    key: `refund:${refund.id}`,
+    reason: "refund",
+    amount: BigInt(refund.amount),
+    pspIds: {
+      event: eventId,
+      refund: refund.id,
+      ...(paymentIntent === undefined ? {} : { paymentIntent }),
+      ...(charge === undefined ? {} : { charge }),
+    },
+  };
+}
+
+/**
+ * Maps one event. `currency` is the rail's (lower case, "usd"): objects in another currency are ignored.
+ * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created, charge.refunded,
+ * refund.created / refund.updated, transfer.created, payout.failed. Anything else is ignored with a reason.
+ */
+export function interpretStripeEvent(
+  event: StripeEventEnvelope,
+  params: { currency: string; feeSchedule: FiatFeeSchedule },
+): Interpretation {
+  const object = event.data.object;
+  const sameCurrency = (currency: string) => currency.toLowerCase() === params.currency;
+  switch (event.type) {
+    case "payment_intent.succeeded":
+    case "payment_intent.payment_failed": {
+      const parsed = paymentIntentSchema.safeParse(object);
+      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+      const intent = parsed.data;
+      if (!sameCurrency(intent.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      const paymentId = intent.metadata?.[metadataKeys.paymentId];
+      const attemptId = intent.metadata?.[metadataKeys.attemptId];
+      if (paymentId === undefined || attemptId === undefined)
+        return { kind: "ignored", reason: "not_created_by_switchyard" };
+      const reference = intent.metadata?.[metadataKeys.reference] ?? paymentId;
+      const charge = idOf(intent.latest_charge);
+      const pspIds: FiatPspIds = {
+        event: event.id,
+        paymentIntent: intent.id,
+        ...(charge === undefined ? {} : { charge }),
+      };
+      if (event.type === "payment_intent.succeeded") {
+        return {
+          kind: "intent_succeeded",
+          intentId: intent.id,
+          paymentId,
+          attemptId,
+          reference,
+          amount: BigInt(intent.amount_received ?? intent.amount),
+          pspIds,
+        };
+      }
+      return {
+        kind: "intent_failed",
+        intentId: intent.id,
+        event: {
+          kind: "receive_failed",
+          reference,
+          paymentId,
+          attemptId,
+          code: declineCode(intent.last_payment_error),
+          message: intent.last_payment_error?.message ?? "the payment failed",
+          pspIds,
+        },
+      };
+    }
+    case "charge.dispute.created": {
+      const parsed = disputeSchema.safeParse(object);
+      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+      const dispute = parsed.data;
+      if (!sameCurrency(dispute.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      const intentId = idOf(dispute.payment_intent);
+      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+      const charge = idOf(dispute.charge);
+      return {
+        kind: "reversal",
+        intentId,
+        reversal: {
+          key: `dispute:${dispute.id}`,
+          reason: "dispute",
+          amount: BigInt(dispute.amount),
+          pspIds: {
+            event: event.id,
+            dispute: dispute.id,
+            paymentIntent: intentId,
+            ...(charge === undefined ? {} : { charge }),
+          },
+        },
+      };
+    }
+    case "refund.created":
+    case "refund.updated": {
+      const parsed = refundSchema.safeParse(object);
+      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+      if (!sameCurrency(parsed.data.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      const intentId = idOf(parsed.data.payment_intent);
+      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+      const reversal = refundReversal(parsed.data, event.id);
+      if (reversal === null) return { kind: "ignored", reason: "refund_not_effective" };
+      return { kind: "reversal", intentId, reversal };
+    }
+    case "charge.refunded": {
+      const parsed = chargeSchema.safeParse(object);
+      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+      if (!sameCurrency(parsed.data.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      const intentId = idOf(parsed.data.payment_intent);
+      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+      // Since API 2022-11-15 the refunds list is not included; refund.created carries each refund then.
+      const reversals = (parsed.data.refunds?.data ?? [])
+        .map((refund) => refundReversal(refund, event.id))
+        .filter((reversal): reversal is ParkedReversal => reversal !== null);
+      if (reversals.length === 0) return { kind: "ignored", reason: "refund_not_effective" };
+      return { kind: "reversals", intentId, reversals };
+    }
+    case "transfer.created": {
+      const parsed = transferSchema.safeParse(object);
+      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+      const transfer = parsed.data;
+      if (!sameCurrency(transfer.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      const attemptId = transfer.metadata?.[metadataKeys.attemptId];
+      if (attemptId === undefined) return { kind: "ignored", reason: "not_created_by_switchyard" };
+      return {
+        kind: "stateless",
+        event: {
+          kind: "attempt_succeeded",
+          attemptId,
+          evidence: { rail: "fiat", pspId: transfer.id },
+          fee: scheduledFee(params.feeSchedule, BigInt(transfer.amount)),
+          pspIds: { event: event.id, transfer: transfer.id },
+        },
+      };
+    }
+    case "payout.failed": {
+      const parsed = payoutSchema.safeParse(object);
+      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+      const payout = parsed.data;
+      if (!sameCurrency(payout.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      return {
+        kind: "stateless",
+        event: {
+          kind: "payout_failed",
+          account: event.account ?? null,
+          amount: BigInt(payout.amount),
+          code: payout.failure_code ?? "payout_failed",
+          message: payout.failure_message ?? "the payout failed",
+          pspIds: { event: event.id, payout: payout.id },
+        },
+      };
+    }
+    default:
+      return { kind: "ignored", reason: "event_type_not_handled" };
+  }
+}

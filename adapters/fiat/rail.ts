@@ -1,0 +1,434 @@
+// The fiat rail on Stripe. In: PaymentIntents for a customer's top-up or an invoice. Out: Connect transfers
+// to a merchant's connected account, and refunds. Every request carries an idempotency key derived from our
+// own ids, and what Stripe created is recorded by that key, so a retry never charges or pays twice, even
+// after Stripe has forgotten the key (24 h). Final outcomes of charges arrive by webhook (receiver.ts).
+import type Stripe from "stripe";
+import type { Asset } from "../../gateway/money/index.ts";
+import type { RailSnapshot } from "../../gateway/router/types.ts";
+import type { AttemptOutcome, OutgoingAttempt, Rail, RailEventHandler, RailFailureCode } from "../rail.ts";
+import { type FiatFailure, FiatRailError, translateStripeError } from "./errors.ts";
+import { metadataKeys } from "./events.ts";
+import { type FiatFeeSchedule, fiatFee, validateFeeSchedule } from "./fees.ts";
+import type { StripeObjectStore } from "./store.ts";
+
+/** Stripe's limit on an Idempotency-Key. */
+export const idempotencyKeyLengthMax = 255;
+/** Our ids inside a key; keeps every key under Stripe's limit with room for the prefix. */
+export const switchyardIdLengthMax = 100;
+/** Outcomes remembered for the router's success rate. */
+export const outcomesWindowMax = 100;
+export const snapshotRefreshMsDefault = 30_000;
+/** Expected time from execute to money on the connected account: a transfer is final when created. */
+export const transferLatencyMsDefault = 2_000;
+
+export const idempotencyKeys = {
+  paymentIntent: (paymentId: string, attemptId: string) => `switchyard:pi:${paymentId}:${attemptId}`,
+  transfer: (attemptId: string) => `switchyard:tr:${attemptId}`,
+  refund: (refundId: string) => `switchyard:re:${refundId}`,
+} as const;
+
+export type FiatRailParams = {
+  /** Built by the composition root (createStripeClient): host/port/protocol, timeout and retries set there. */
+  readonly stripe: Stripe;
+  readonly store: StripeObjectStore;
+  /** USD, scale 2. The Stripe currency is its code in lower case. */
+  readonly asset: Asset;
+  readonly feeSchedule: FiatFeeSchedule;
+  readonly id?: string; // default "fiat"
+  /** "balance": the router may send at most Stripe's available balance; "not_limited": no liquidity limit. */
+  readonly liquidity: "balance" | "not_limited";
+  readonly snapshotRefreshMs?: number;
+  readonly latencyMs?: number;
+  readonly nowMs?: () => number;
+  readonly log?: (line: string) => void;
+};
+
+export type CreatePaymentIntentParams = {
+  /** In the rail's asset (cents). */
+  readonly amount: bigint;
+  readonly paymentId: string;
+  readonly attemptId: string;
+  /** Ours: the customer account (top-up) or invoice the money is for; comes back on the webhook as `reference`. */
+  readonly reference: string;
+  /** Stripe's Customer (cus_…), when the tenant keeps one for this customer. */
+  readonly stripeCustomerId?: string;
+  readonly description?: string;
+};
+
+export type PaymentIntentCreated = {
+  readonly intentId: string;
+  /** For the payer's browser or app (Stripe.js confirms the intent with it). */
+  readonly clientSecret: string | null;
+  readonly status: string;
+  readonly amount: bigint;
+  readonly idempotencyKey: string;
+  /** False when this call returned the intent an earlier call with the same payment and attempt created. */
+  readonly created: boolean;
+};
+
+export type FiatRequestFailure = {
+  readonly code: RailFailureCode | "below_minimum" | "above_maximum" | "invalid_id";
+  readonly message: string;
+  readonly retryElsewhere: boolean;
+};
+
+export type CreatePaymentIntentResult =
+  | { ok: true; intent: PaymentIntentCreated }
+  | { ok: false; failure: FiatRequestFailure };
+
+export type RefundParams = {
+  /** Ours, unique per refund: the idempotency key derives from it. */
+  readonly refundId: string;
+  readonly paymentId: string;
+  readonly paymentIntentId: string;
+  /** Absent: the whole remaining amount. */
+  readonly amount?: bigint;
+};
+
+export type RefundResult =
+  | {
+      ok: true;
+      refund: { refundId: string; stripeRefundId: string; status: string; amount: bigint; created: boolean };
+    }
+  | { ok: false; failure: FiatRequestFailure };
+
+export type FiatHealth = {
+  readonly healthy: boolean;
+  readonly lastCheckedAtMs: number | null;
+  readonly lastError: string | null;
+};
+
+export interface FiatRail extends Rail {
+  createPaymentIntent(params: CreatePaymentIntentParams): Promise<CreatePaymentIntentResult>;
+  refund(params: RefundParams): Promise<RefundResult>;
+  /** Reads balance and health now (start() does this, then every snapshotRefreshMs). */
+  refresh(): Promise<void>;
+  health(): FiatHealth;
+}
+
+const idPattern = /^[A-Za-z0-9_.:-]+$/;
+
+function checkId(name: string, value: string): FiatRequestFailure | null {
+  if (value.length === 0 || value.length > switchyardIdLengthMax || !idPattern.test(value))
+    return {
+      code: "invalid_id",
+      message: `${name} must be 1 to ${switchyardIdLengthMax} characters of A-Z a-z 0-9 _ . : -`,
+      retryElsewhere: false,
+    };
+  return null;
+}
+
+function failureOf(failure: FiatFailure): FiatRequestFailure {
+  return { code: failure.code, message: failure.message, retryElsewhere: failure.retryElsewhere };
+}
+
+export function createFiatRail(params: FiatRailParams): FiatRail {
+  const scheduleError = validateFeeSchedule(params.feeSchedule);
+  if (scheduleError !== null) throw new FiatRailError(`invalid fee schedule: ${scheduleError}`);
+  if (params.asset.scale !== 2)
+    throw new FiatRailError(`the fiat rail takes a scale-2 asset, got ${params.asset.code}`);
+  const { stripe, store, asset, feeSchedule } = params;
+  const id = params.id ?? "fiat";
+  const currency = asset.code.toLowerCase();
+  const nowMs = params.nowMs ?? Date.now;
+  const log = params.log ?? (() => {});
+  const refreshMs = params.snapshotRefreshMs ?? snapshotRefreshMsDefault;
+
+  let started = false;
+  let timer: NodeJS.Timeout | null = null;
+  let availableBalance: bigint | null = null;
+  let health: FiatHealth = { healthy: false, lastCheckedAtMs: null, lastError: null };
+  const outcomes: boolean[] = [];
+  const remember = (succeeded: boolean) => {
+    outcomes.push(succeeded);
+    if (outcomes.length > outcomesWindowMax) outcomes.shift();
+  };
+
+  async function readBalance(): Promise<bigint> {
+    const balance = await stripe.balance.retrieve();
+    return balance.available
+      .filter((entry) => entry.currency.toLowerCase() === currency)
+      .reduce((sum, entry) => sum + BigInt(entry.amount), 0n);
+  }
+
+  async function refresh(): Promise<void> {
+    try {
+      availableBalance = await readBalance();
+      health = { healthy: true, lastCheckedAtMs: nowMs(), lastError: null };
+    } catch (error) {
+      const failure = translateStripeError(error);
+      health = {
+        healthy: false,
+        lastCheckedAtMs: nowMs(),
+        lastError: `${failure.stripeError}: ${failure.message}`,
+      };
+      log(`fiat: health check failed: ${health.lastError}`);
+    }
+  }
+
+  function amountFailure(amount: bigint): FiatRequestFailure | null {
+    const quote = fiatFee(feeSchedule, amount);
+    if (quote.ok) return null;
+    return {
+      code: quote.error,
+      message: `amount ${amount} is outside ${feeSchedule.amountMin}..${feeSchedule.amountMax} ${asset.code} minor units`,
+      retryElsewhere: true,
+    };
+  }
+
+  return {
+    id,
+    kind: "fiat",
+    asset,
+
+    async start() {
+      if (started) return;
+      started = true;
+      await refresh();
+      timer = setInterval(() => {
+        refresh().catch((error: unknown) => log(`fiat: refresh threw: ${String(error)}`));
+      }, refreshMs);
+      timer.unref();
+    },
+
+    async stop() {
+      started = false;
+      if (timer !== null) clearInterval(timer);
+      timer = null;
+    },
+
+    snapshot(): RailSnapshot {
+      const successes = outcomes.filter(Boolean).length;
+      return {
+        rail: id,
+        kind: "fiat",
+        asset,
+        available: started && health.healthy,
+        reaches: ["stripe_account"],
+        amountMin: feeSchedule.amountMin,
+        amountMax: feeSchedule.amountMax,
+        liquidity: params.liquidity === "balance" ? (availableBalance ?? 0n) : null,
+        feeFixed: feeSchedule.feeFixed,
+        feePpm: feeSchedule.feePpm,
+        networkFeeMicroUsd: 0n,
+        latencyMs: params.latencyMs ?? transferLatencyMsDefault,
+        successes,
+        failures: outcomes.length - successes,
+        takenAtMs: health.lastCheckedAtMs ?? nowMs(),
+      };
+    },
+
+    async execute(attempt: OutgoingAttempt): Promise<AttemptOutcome> {
+      const fail = (code: RailFailureCode, message: string, retryElsewhere: boolean): AttemptOutcome => ({
+        status: "failed",
+        code,
+        message,
+        retryElsewhere,
+      });
+      const idProblem = checkId("attempt id", attempt.id) ?? checkId("payment id", attempt.paymentId);
+      if (idProblem !== null) return fail("rejected", idProblem.message, false);
+      if (attempt.destination.kind !== "stripe_account")
+        return fail("unreachable_destination", "the fiat rail pays Stripe connected accounts only", true);
+      const quote = fiatFee(feeSchedule, attempt.amount);
+      if (!quote.ok)
+        return fail("rejected", `amount ${attempt.amount} is ${quote.error.replace("_", " ")}`, true);
+      const key = idempotencyKeys.transfer(attempt.id);
+
+      const earlier = await store.find(key);
+      if (earlier !== null)
+        return { status: "succeeded", evidence: { rail: "fiat", pspId: earlier.objectId }, fee: quote.fee };
+      if (quote.fee > attempt.feeMax)
+        return fail(
+          "fee_above_max",
+          `fee ${quote.fee} is above the attempt's maximum ${attempt.feeMax}`,
+          true,
+        );
+
+      let transfer: Stripe.Transfer;
+      try {
+        transfer = await stripe.transfers.create(
+          {
+            amount: Number(attempt.amount),
+            currency,
+            destination: attempt.destination.accountId,
+            transfer_group: attempt.paymentId,
+            metadata: { [metadataKeys.paymentId]: attempt.paymentId, [metadataKeys.attemptId]: attempt.id },
+          },
+          { idempotencyKey: key },
+        );
+      } catch (error) {
+        const failure = translateStripeError(error);
+        remember(false);
+        return fail(failure.code, failure.message, failure.retryElsewhere);
+      }
+      const held = await store.record({
+        idempotencyKey: key,
+        kind: "transfer",
+        objectId: transfer.id,
+        paymentId: attempt.paymentId,
+        attemptId: attempt.id,
+        amount: attempt.amount,
+      });
+      remember(true);
+      return { status: "succeeded", evidence: { rail: "fiat", pspId: held.objectId }, fee: quote.fee };
+    },
+
+    async createPaymentIntent(request) {
+      const idProblem =
+        checkId("payment id", request.paymentId) ??
+        checkId("attempt id", request.attemptId) ??
+        checkId("reference", request.reference);
+      if (idProblem !== null) return { ok: false, failure: idProblem };
+      const amountProblem = amountFailure(request.amount);
+      if (amountProblem !== null) return { ok: false, failure: amountProblem };
+      const key = idempotencyKeys.paymentIntent(request.paymentId, request.attemptId);
+
+      const earlier = await store.find(key);
+      if (earlier !== null) {
+        if (earlier.amount !== request.amount)
+          return {
+            ok: false,
+            failure: {
+              code: "rejected",
+              message: `attempt ${request.attemptId} already has an intent for ${earlier.amount}, not ${request.amount}`,
+              retryElsewhere: false,
+            },
+          };
+        try {
+          const intent = await stripe.paymentIntents.retrieve(earlier.objectId);
+          return {
+            ok: true,
+            intent: {
+              intentId: intent.id,
+              clientSecret: intent.client_secret,
+              status: intent.status,
+              amount: earlier.amount,
+              idempotencyKey: key,
+              created: false,
+            },
+          };
+        } catch (error) {
+          return { ok: false, failure: failureOf(translateStripeError(error)) };
+        }
+      }
+
+      let intent: Stripe.PaymentIntent;
+      try {
+        intent = await stripe.paymentIntents.create(
+          {
+            amount: Number(request.amount),
+            currency,
+            ...(request.stripeCustomerId === undefined ? {} : { customer: request.stripeCustomerId }),
+            ...(request.description === undefined ? {} : { description: request.description }),
+            metadata: {
+              [metadataKeys.paymentId]: request.paymentId,
+              [metadataKeys.attemptId]: request.attemptId,
+              [metadataKeys.reference]: request.reference,
+            },
+          },
+          { idempotencyKey: key },
+        );
+      } catch (error) {
+        return { ok: false, failure: failureOf(translateStripeError(error)) };
+      }
+      const held = await store.record({
+        idempotencyKey: key,
+        kind: "payment_intent",
+        objectId: intent.id,
+        paymentId: request.paymentId,
+        attemptId: request.attemptId,
+        amount: request.amount,
+      });
+      const won = held.objectId === intent.id;
+      return {
+        ok: true,
+        intent: {
+          intentId: held.objectId,
+          clientSecret: won ? intent.client_secret : null,
+          status: won ? intent.status : "unknown",
+          amount: held.amount,
+          idempotencyKey: key,
+          created: won,
+        },
+      };
+    },
+
+    async refund(request) {
+      const idProblem = checkId("refund id", request.refundId) ?? checkId("payment id", request.paymentId);
+      if (idProblem !== null) return { ok: false, failure: idProblem };
+      if (request.amount !== undefined && (request.amount <= 0n || request.amount > feeSchedule.amountMax))
+        return {
+          ok: false,
+          failure: {
+            code: "rejected",
+            message: `refund amount ${request.amount} out of range`,
+            retryElsewhere: false,
+          },
+        };
+      const key = idempotencyKeys.refund(request.refundId);
+      const earlier = await store.find(key);
+      if (earlier !== null)
+        return {
+          ok: true,
+          refund: {
+            refundId: request.refundId,
+            stripeRefundId: earlier.objectId,
+            status: "recorded",
+            amount: earlier.amount,
+            created: false,
+          },
+        };
+      let refund: Stripe.Refund;
+      try {
+        refund = await stripe.refunds.create(
+          {
+            payment_intent: request.paymentIntentId,
+            ...(request.amount === undefined ? {} : { amount: Number(request.amount) }),
+            metadata: { [metadataKeys.paymentId]: request.paymentId, switchyard_refund_id: request.refundId },
+          },
+          { idempotencyKey: key },
+        );
+      } catch (error) {
+        return { ok: false, failure: failureOf(translateStripeError(error)) };
+      }
+      const held = await store.record({
+        idempotencyKey: key,
+        kind: "refund",
+        objectId: refund.id,
+        paymentId: request.paymentId,
+        attemptId: null,
+        amount: BigInt(refund.amount),
+      });
+      return {
+        ok: true,
+        refund: {
+          refundId: request.refundId,
+          stripeRefundId: held.objectId,
+          status: refund.status ?? "pending",
+          amount: held.amount,
+          created: held.objectId === refund.id,
+        },
+      };
+    },
+
+    onEvent(_handler: RailEventHandler) {
+      // Stripe's events arrive through the webhook route (gateway/http/stripe-webhooks.ts), which verifies,
+      // orders and deduplicates them and hands them to the settlement's applyEvent: nothing is emitted here.
+    },
+
+    async balance() {
+      try {
+        return await readBalance();
+      } catch (error) {
+        const failure = translateStripeError(error);
+        throw new FiatRailError(`stripe balance unavailable: ${failure.message}`, {
+          details: { stripeError: failure.stripeError },
+          cause: error,
+        });
+      }
+    },
+
+    refresh,
+    health: () => health,
+  };
+}

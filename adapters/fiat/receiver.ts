@@ -1,0 +1,130 @@
+// Applies verified Stripe events once, in an order that keeps the ledger right whatever order Stripe
+// delivers them in:
+// - an event id already applied changes nothing (duplicates and replays);
+// - a success credits once per PaymentIntent; a failure that arrives after the success is stale and dropped;
+// - a dispute or refund reverses only a credited intent: one that arrives first is parked and applied right
+//   after the credit.
+// An event is marked applied only after `applyEvent` resolved for everything it implies, so a crash or a
+// thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
+// (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
+
+import {
+  type FiatEvent,
+  type IgnoredReason,
+  interpretStripeEvent,
+  type StripeEventEnvelope,
+} from "./events.ts";
+import type { FiatFeeSchedule } from "./fees.ts";
+import type { CreditedIntent, ParkedReversal, StripeWebhookStore } from "./store.ts";
+
+export type ApplyFiatEvent = (event: FiatEvent) => Promise<void>;
+
+export type ReceiveOutcome =
+  | { status: "applied"; applied: number }
+  | { status: "duplicate" }
+  | { status: "parked" } // a reversal waiting for its intent's success
+  | { status: "stale" } // a failure after the success of the same intent
+  | { status: "ignored"; reason: IgnoredReason };
+
+export type StripeEventReceiver = {
+  receive(event: StripeEventEnvelope): Promise<ReceiveOutcome>;
+};
+
+function reversedEvent(intent: CreditedIntent, reversal: ParkedReversal): FiatEvent {
+  const pspId = reversal.pspIds.dispute ?? reversal.pspIds.refund ?? reversal.key;
+  return {
+    kind: "reversed",
+    key: reversal.key,
+    reason: reversal.reason,
+    reference: intent.reference,
+    paymentId: intent.paymentId,
+    attemptId: intent.attemptId,
+    amount: reversal.amount,
+    evidence: { rail: "fiat", pspId },
+    pspIds: reversal.pspIds,
+  };
+}
+
+export function createStripeEventReceiver(deps: {
+  store: StripeWebhookStore;
+  applyEvent: ApplyFiatEvent;
+  currency: string;
+  feeSchedule: FiatFeeSchedule;
+}): StripeEventReceiver {
+  const { store, applyEvent } = deps;
+
+  async function applyReversals(
+    intent: CreditedIntent,
+    reversals: readonly ParkedReversal[],
+  ): Promise<number> {
+    for (const reversal of reversals) {
+      await applyEvent(reversedEvent(intent, reversal));
+      await store.unpark({ intentId: intent.intentId, key: reversal.key });
+    }
+    return reversals.length;
+  }
+
+  async function effects(event: StripeEventEnvelope): Promise<ReceiveOutcome> {
+    const meaning = interpretStripeEvent(event, { currency: deps.currency, feeSchedule: deps.feeSchedule });
+    switch (meaning.kind) {
+      case "ignored":
+        return { status: "ignored", reason: meaning.reason };
+      case "stateless":
+        await applyEvent(meaning.event);
+        return { status: "applied", applied: 1 };
+      case "intent_succeeded": {
+        const intent: CreditedIntent = {
+          intentId: meaning.intentId,
+          paymentId: meaning.paymentId,
+          attemptId: meaning.attemptId,
+          reference: meaning.reference,
+          amount: meaning.amount,
+        };
+        const already = await store.creditedIntent(meaning.intentId);
+        let applied = 0;
+        if (already === null) {
+          await applyEvent({
+            kind: "received",
+            reference: meaning.reference,
+            paymentId: meaning.paymentId,
+            attemptId: meaning.attemptId,
+            amount: meaning.amount,
+            evidence: { rail: "fiat", pspId: meaning.intentId },
+            pspIds: meaning.pspIds,
+          });
+          applied += 1;
+        }
+        const { parked } = await store.markCredited(already ?? intent);
+        applied += await applyReversals(already ?? intent, parked);
+        return { status: "applied", applied };
+      }
+      case "intent_failed": {
+        if ((await store.creditedIntent(meaning.intentId)) !== null) return { status: "stale" };
+        await applyEvent(meaning.event);
+        return { status: "applied", applied: 1 };
+      }
+      case "reversal":
+      case "reversals": {
+        const reversals = meaning.kind === "reversal" ? [meaning.reversal] : meaning.reversals;
+        let applied = 0;
+        for (const reversal of reversals) {
+          const placed = await store.parkUnlessCredited({ intentId: meaning.intentId, reversal });
+          if (placed.status === "credited") {
+            await applyEvent(reversedEvent(placed.intent, reversal));
+            applied += 1;
+          }
+        }
+        return applied === 0 ? { status: "parked" } : { status: "applied", applied };
+      }
+    }
+  }
+
+  return {
+    async receive(event) {
+      if (await store.isApplied(event.id)) return { status: "duplicate" };
+      const outcome = await effects(event);
+      await store.markApplied({ eventId: event.id, type: event.type });
+      return outcome;
+    },
+  };
+}

@@ -1,0 +1,180 @@
+// The fiat rail's stores on PostgreSQL or PGlite (same SQL). Tables: migrations/001_fiat_stripe.sql.
+import { fileURLToPath } from "node:url";
+import type { Db, MigrationSource, Sql } from "../../gateway/db/index.ts";
+import {
+  type CreditedIntent,
+  type FiatPspIds,
+  FiatStoreError,
+  type ParkedReversal,
+  parkedPerIntentMax,
+  type ReversalReason,
+  type StripeObjectKind,
+  type StripeObjectRecord,
+  type StripeObjectStore,
+  type StripeWebhookStore,
+} from "./store.ts";
+
+export const fiatMigrations: MigrationSource = {
+  namespace: "fiat",
+  directory: fileURLToPath(new URL("./migrations/", import.meta.url)),
+};
+
+type ObjectRow = {
+  idempotency_key: string;
+  kind: StripeObjectKind;
+  object_id: string;
+  payment_id: string;
+  attempt_id: string | null;
+  amount: bigint;
+};
+
+function objectFromRow(row: ObjectRow): StripeObjectRecord {
+  return {
+    idempotencyKey: row.idempotency_key,
+    kind: row.kind,
+    objectId: row.object_id,
+    paymentId: row.payment_id,
+    attemptId: row.attempt_id,
+    amount: row.amount,
+  };
+}
+
+export function createSqlStripeObjectStore(db: Db): StripeObjectStore {
+  const find = async (sql: Sql, key: string) => {
+    const rows = await sql.query<ObjectRow>(
+      "SELECT idempotency_key, kind, object_id, payment_id, attempt_id, amount FROM fiat_stripe_objects WHERE idempotency_key = $1",
+      [key],
+    );
+    return rows[0] === undefined ? null : objectFromRow(rows[0]);
+  };
+  return {
+    find: (key) => find(db, key),
+    async record(record) {
+      await db.query(
+        `INSERT INTO fiat_stripe_objects (idempotency_key, kind, object_id, payment_id, attempt_id, amount)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING`,
+        [
+          record.idempotencyKey,
+          record.kind,
+          record.objectId,
+          record.paymentId,
+          record.attemptId,
+          record.amount,
+        ],
+      );
+      const holder = await find(db, record.idempotencyKey);
+      if (holder === null) throw new FiatStoreError(`fiat_stripe_objects lost key ${record.idempotencyKey}`);
+      return holder;
+    },
+  };
+}
+
+type IntentRow = {
+  intent_id: string;
+  credited: boolean;
+  payment_id: string | null;
+  attempt_id: string | null;
+  reference: string | null;
+  amount: bigint | null;
+};
+
+function creditedFromRow(row: IntentRow | undefined): CreditedIntent | null {
+  if (row === undefined || !row.credited) return null;
+  if (row.payment_id === null || row.attempt_id === null || row.reference === null || row.amount === null)
+    throw new FiatStoreError(`fiat_stripe_intents ${row.intent_id} is credited without its payment`);
+  return {
+    intentId: row.intent_id,
+    paymentId: row.payment_id,
+    attemptId: row.attempt_id,
+    reference: row.reference,
+    amount: row.amount,
+  };
+}
+
+type ParkedRow = { key: string; reason: ReversalReason; amount: bigint; psp_ids: FiatPspIds | string };
+
+/** Locks the intent's row (creating it uncredited if absent) for the rest of the transaction. */
+async function lockIntent(tx: Sql, intentId: string): Promise<IntentRow> {
+  await tx.query(
+    "INSERT INTO fiat_stripe_intents (intent_id) VALUES ($1) ON CONFLICT (intent_id) DO NOTHING",
+    [intentId],
+  );
+  const rows = await tx.query<IntentRow>(
+    "SELECT intent_id, credited, payment_id, attempt_id, reference, amount FROM fiat_stripe_intents WHERE intent_id = $1 FOR UPDATE",
+    [intentId],
+  );
+  const row = rows[0];
+  if (row === undefined) throw new FiatStoreError(`fiat_stripe_intents lost ${intentId}`);
+  return row;
+}
+
+export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
+  return {
+    async isApplied(eventId) {
+      const rows = await db.query("SELECT 1 FROM fiat_applied_stripe_events WHERE event_id = $1", [eventId]);
+      return rows.length > 0;
+    },
+    async markApplied({ eventId, type }) {
+      await db.query(
+        "INSERT INTO fiat_applied_stripe_events (event_id, type) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+        [eventId, type],
+      );
+    },
+    async creditedIntent(intentId) {
+      const rows = await db.query<IntentRow>(
+        "SELECT intent_id, credited, payment_id, attempt_id, reference, amount FROM fiat_stripe_intents WHERE intent_id = $1",
+        [intentId],
+      );
+      return creditedFromRow(rows[0]);
+    },
+    async markCredited(intent) {
+      return db.transaction(async (tx) => {
+        const row = await lockIntent(tx, intent.intentId);
+        if (!row.credited) {
+          await tx.query(
+            `UPDATE fiat_stripe_intents SET credited = true, payment_id = $2, attempt_id = $3, reference = $4, amount = $5,
+             updated_at = now() WHERE intent_id = $1`,
+            [intent.intentId, intent.paymentId, intent.attemptId, intent.reference, intent.amount],
+          );
+        }
+        const parked = await tx.query<ParkedRow>(
+          "SELECT key, reason, amount, psp_ids FROM fiat_parked_reversals WHERE intent_id = $1 ORDER BY parked_at, key LIMIT $2",
+          [intent.intentId, parkedPerIntentMax],
+        );
+        return {
+          wasCredited: row.credited,
+          parked: parked.map(
+            (p): ParkedReversal => ({
+              key: p.key,
+              reason: p.reason,
+              amount: p.amount,
+              pspIds: (typeof p.psp_ids === "string" ? JSON.parse(p.psp_ids) : p.psp_ids) as FiatPspIds,
+            }),
+          ),
+        };
+      });
+    },
+    async parkUnlessCredited({ intentId, reversal }) {
+      return db.transaction(async (tx) => {
+        const row = await lockIntent(tx, intentId);
+        const intent = creditedFromRow(row);
+        if (intent !== null) return { status: "credited" as const, intent };
+        const count = await tx.query<{ n: bigint }>(
+          "SELECT count(*)::int8 AS n FROM fiat_parked_reversals WHERE intent_id = $1",
+          [intentId],
+        );
+        if ((count[0]?.n ?? 0n) >= BigInt(parkedPerIntentMax))
+          throw new FiatStoreError(`more than ${parkedPerIntentMax} reversals parked for ${intentId}`);
+        await tx.query(
+          `INSERT INTO fiat_parked_reversals (intent_id, key, reason, amount, psp_ids) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (intent_id, key) DO NOTHING`,
+          [intentId, reversal.key, reversal.reason, reversal.amount, JSON.stringify(reversal.pspIds)],
+        );
+        return { status: "parked" as const };
+      });
+    },
+    async unpark({ intentId, key }) {
+      await db.query("DELETE FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2", [intentId, key]);
+    },
+  };
+}

@@ -1,0 +1,133 @@
+// What the fiat rail remembers: the Stripe objects it created (by idempotency key, so a retry returns the
+// first object even after Stripe forgets the key), the webhook events it applied (by event id), and per
+// PaymentIntent whether it was credited, with the reversals that arrived before the credit.
+// The in-memory stores are for unit tests only; the gateway uses the SQL ones (sql-store.ts).
+
+export type StripeObjectKind = "payment_intent" | "transfer" | "refund";
+
+export type StripeObjectRecord = {
+  readonly idempotencyKey: string;
+  readonly kind: StripeObjectKind;
+  readonly objectId: string;
+  readonly paymentId: string;
+  readonly attemptId: string | null;
+  readonly amount: bigint;
+};
+
+export interface StripeObjectStore {
+  find(idempotencyKey: string): Promise<StripeObjectRecord | null>;
+  /** Keeps the first record for a key; returns the one that holds the key now (the first, not `record` if it lost). */
+  record(record: StripeObjectRecord): Promise<StripeObjectRecord>;
+}
+
+/** Stripe ids that prove a movement; all that apply to the event are set. */
+export type FiatPspIds = {
+  readonly event?: string;
+  readonly paymentIntent?: string;
+  readonly charge?: string;
+  readonly transfer?: string;
+  readonly refund?: string;
+  readonly dispute?: string;
+  readonly payout?: string;
+};
+
+export type ReversalReason = "dispute" | "refund";
+
+/** Money taken back from a credited PaymentIntent. `key` is unique per reversal: "dispute:du_…", "refund:re_…". */
+export type ParkedReversal = {
+  readonly key: string;
+  readonly reason: ReversalReason;
+  readonly amount: bigint;
+  readonly pspIds: FiatPspIds;
+};
+
+export type CreditedIntent = {
+  readonly intentId: string;
+  readonly paymentId: string;
+  readonly attemptId: string;
+  readonly reference: string;
+  readonly amount: bigint;
+};
+
+export interface StripeWebhookStore {
+  isApplied(eventId: string): Promise<boolean>;
+  /** Idempotent. Called only after the event's effects were applied. */
+  markApplied(params: { eventId: string; type: string }): Promise<void>;
+  /** The intent, when its success was applied; null otherwise. */
+  creditedIntent(intentId: string): Promise<CreditedIntent | null>;
+  /**
+   * Atomically marks the intent credited (idempotent) and returns the reversals parked for it, which stay
+   * parked until `unpark`: a crash between the two leaves them to the next delivery.
+   */
+  markCredited(intent: CreditedIntent): Promise<{ wasCredited: boolean; parked: ParkedReversal[] }>;
+  /** Atomically: when the intent is credited, returns it; otherwise parks the reversal (idempotent by key). */
+  parkUnlessCredited(params: {
+    intentId: string;
+    reversal: ParkedReversal;
+  }): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "parked" }>;
+  unpark(params: { intentId: string; key: string }): Promise<void>;
+}
+
+/** The most reversals kept waiting for one intent (Stripe allows far fewer refunds and disputes per charge). */
+export const parkedPerIntentMax = 100;
+
+export class FiatStoreError extends Error {
+  override name = "FiatStoreError";
+}
+
+/** For unit tests only: unbounded maps, lost on restart. */
+export function createMemoryStripeObjectStore(): StripeObjectStore {
+  const byKey = new Map<string, StripeObjectRecord>();
+  return {
+    async find(idempotencyKey) {
+      return byKey.get(idempotencyKey) ?? null;
+    },
+    async record(record) {
+      const existing = byKey.get(record.idempotencyKey);
+      if (existing !== undefined) return existing;
+      byKey.set(record.idempotencyKey, record);
+      return record;
+    },
+  };
+}
+
+/** For unit tests only. Each method runs without an await inside, so it is atomic on one event loop. */
+export function createMemoryStripeWebhookStore(): StripeWebhookStore {
+  const applied = new Map<string, string>();
+  const credited = new Map<string, CreditedIntent>();
+  const parked = new Map<string, Map<string, ParkedReversal>>();
+  return {
+    async isApplied(eventId) {
+      return applied.has(eventId);
+    },
+    async markApplied({ eventId, type }) {
+      if (!applied.has(eventId)) applied.set(eventId, type);
+    },
+    async creditedIntent(intentId) {
+      return credited.get(intentId) ?? null;
+    },
+    async markCredited(intent) {
+      const wasCredited = credited.has(intent.intentId);
+      if (!wasCredited) credited.set(intent.intentId, intent);
+      return { wasCredited, parked: [...(parked.get(intent.intentId)?.values() ?? [])] };
+    },
+    async parkUnlessCredited({ intentId, reversal }) {
+      const intent = credited.get(intentId);
+      if (intent !== undefined) return { status: "credited", intent };
+      let waiting = parked.get(intentId);
+      if (waiting === undefined) {
+        waiting = new Map();
+        parked.set(intentId, waiting);
+      }
+      if (!waiting.has(reversal.key)) {
+        if (waiting.size >= parkedPerIntentMax)
+          throw new FiatStoreError(`more than ${parkedPerIntentMax} reversals parked for ${intentId}`);
+        waiting.set(reversal.key, reversal);
+      }
+      return { status: "parked" };
+    },
+    async unpark({ intentId, key }) {
+      parked.get(intentId)?.delete(key);
+    },
+  };
+}
