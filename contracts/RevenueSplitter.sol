@@ -32,29 +32,37 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// storage is written before any token call except where a received amount must be measured.
 ///
 /// @dev Storage layout, chosen for gas:
-/// - `_splits[id]`: recipient count; `_basisPoints[id]`: shares packed 16 × uint16 per word, so
-///   `distribute` needs neither the definition in calldata nor one storage read per recipient.
+/// - `_basisPoints[id]`: shares packed 15 × uint16 per word, and the recipient count in the top 16 bits of
+///   word 0, so `distribute` needs neither the definition in calldata nor one storage read per recipient,
+///   and knowing that a split exists costs the same read as its first 15 shares.
 /// - `_totals[id][token]`: uint128 received (cumulative) | uint128 distributed (cumulative) in one word that
 ///   never returns to zero, so a warm `pay` or `distribute` rewrites a non-zero word (5,000 gas, not 22,100).
-/// - `_balanceWords[keccak256(id, token)]`: recipient balances, two uint128 per word, each stored as
+/// - `_balanceWords[keccak256(id, token)]`: recipient balances, three 85-bit lanes per word, each stored as
 ///   balance + 1 once touched, so a withdrawal leaves 1 (not 0) and the next distribution rewrites a non-zero
-///   word. One storage write pays two recipients.
+///   word. One storage write credits three recipients. The price: a recipient's unpaid balance is at most
+///   BALANCE_MAX = 2^85 - 2 units (3.8e19 dollars of a 6-decimal token, 3.8e7 of an 18-decimal one);
+///   `distribute` reverts with RevenueSplitterBalanceOverflow until that recipient is paid by `withdraw`
+///   (which anyone may call).
 contract RevenueSplitter is ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     uint256 public constant BASIS_POINTS_TOTAL = 10_000;
     uint256 public constant RECIPIENTS_MAX = 500;
     uint256 public constant SETTLE_BATCH_PAYEES_MAX = 500;
-    /// @notice The largest cumulative amount one split can receive in one token (2^128 - 2, so that a stored
-    /// balance + 1 still fits 128 bits).
-    uint256 public constant RECEIVED_MAX = type(uint128).max - 1;
+    /// @notice The largest cumulative amount one split can receive in one token.
+    uint256 public constant RECEIVED_MAX = type(uint128).max;
 
     uint256 private constant LOW_128 = type(uint128).max;
-    uint256 private constant BASIS_POINTS_PER_WORD = 16;
-    uint256 private constant BASIS_POINTS_WORDS = 32; // 32 × 16 = 512 ≥ RECIPIENTS_MAX
-    uint256 private constant BALANCE_WORDS = 250; // 250 × 2 = RECIPIENTS_MAX
+    uint256 private constant BASIS_POINTS_PER_WORD = 15;
+    uint256 private constant BASIS_POINTS_WORDS = 34; // 34 × 15 = 510 ≥ RECIPIENTS_MAX
+    uint256 private constant COUNT_SHIFT = 240; // the recipient count sits in bits 240..255 of word 0
+    uint256 private constant LANES = 3; // recipient balances per storage word
+    uint256 private constant LANE_BITS = 85;
+    uint256 private constant LANE_MASK = (uint256(1) << LANE_BITS) - 1;
+    uint256 private constant BALANCE_WORDS = 167; // 167 × 3 = 501 ≥ RECIPIENTS_MAX
+    /// @notice The largest unpaid balance one recipient of one split can hold in one token.
+    uint256 public constant BALANCE_MAX = LANE_MASK - 1;
 
-    mapping(bytes32 splitId => uint256 recipientCount) private _splits;
     mapping(bytes32 splitId => uint256[BASIS_POINTS_WORDS] packed) private _basisPoints;
     mapping(bytes32 splitId => mapping(address token => uint256 receivedAndDistributed)) private _totals;
     mapping(bytes32 splitTokenKey => uint256[BALANCE_WORDS] packed) private _balanceWords;
@@ -72,9 +80,17 @@ contract RevenueSplitter is ReentrancyGuardTransient {
     event Withdrawn(
         bytes32 indexed splitId, address indexed token, address indexed recipient, uint256 index, uint256 amount
     );
-    /// @notice `payer` paid `amounts[i]` of `token` to `payees[i]` for every i; `total` is their sum.
+    /// @notice `payer` paid `amounts[i]` of `token` to `payees[i]` for `payeeCount` payees; `total` is their
+    /// sum and `batchHash` is `keccak256(abi.encode(payees, amounts))`. Each leg is also the token's own
+    /// `Transfer(payer, payees[i], amounts[i])` event in the same transaction. (The arrays themselves are not
+    /// logged: at 64 bytes a payee that would add about 6% to a netted settlement's gas.)
     event BatchSettled(
-        address indexed token, address indexed payer, bytes32 indexed ref, address[] payees, uint256[] amounts, uint256 total
+        address indexed token,
+        address indexed payer,
+        bytes32 indexed ref,
+        uint256 payeeCount,
+        uint256 total,
+        bytes32 batchHash
     );
 
     error RevenueSplitterNoRecipients();
@@ -88,6 +104,7 @@ contract RevenueSplitter is ReentrancyGuardTransient {
     error RevenueSplitterReceivedOverflow(bytes32 splitId, address token, uint256 received, uint256 max);
     error RevenueSplitterAmountNotReceived(address token, uint256 expected, uint256 received);
     error RevenueSplitterNothingToDistribute(bytes32 splitId, address token);
+    error RevenueSplitterBalanceOverflow(bytes32 splitId, address token, uint256 index, uint256 balance, uint256 max);
     error RevenueSplitterIndexOutOfRange(uint256 index, uint256 count);
     error RevenueSplitterNothingToWithdraw(bytes32 splitId, address token, uint256 index);
     error RevenueSplitterEmptyBatch();
@@ -116,12 +133,12 @@ contract RevenueSplitter is ReentrancyGuardTransient {
         if (count > RECIPIENTS_MAX) revert RevenueSplitterTooManyRecipients(count, RECIPIENTS_MAX);
         if (basisPoints.length != count) revert RevenueSplitterLengthMismatch(count, basisPoints.length);
         splitId = splitIdOf(recipients, basisPoints);
-        if (_splits[splitId] != 0) return splitId;
-
         uint256[BASIS_POINTS_WORDS] storage packed = _basisPoints[splitId];
+        if (packed[0] != 0) return splitId;
+
         address previous = address(0);
         uint256 sum = 0;
-        uint256 word = 0;
+        uint256 word = count << COUNT_SHIFT;
         for (uint256 i = 0; i < count; ++i) {
             address recipient = recipients[i];
             // Strictly ascending from address(0): no zero address and no duplicates.
@@ -141,18 +158,17 @@ contract RevenueSplitter is ReentrancyGuardTransient {
             }
         }
         if (sum != BASIS_POINTS_TOTAL) revert RevenueSplitterBasisPointsSum(sum, BASIS_POINTS_TOTAL);
-        _splits[splitId] = count;
         emit SplitCreated(splitId, recipients, basisPoints);
     }
 
     /// @notice How many recipients split `splitId` has; 0 if it was never created.
     function recipientCountOf(bytes32 splitId) external view returns (uint256) {
-        return _splits[splitId];
+        return _recipientCount(splitId);
     }
 
     /// @notice The shares of split `splitId` in basis points, in recipient order.
     function basisPointsOf(bytes32 splitId) external view returns (uint16[] memory basisPoints) {
-        uint256 count = _splits[splitId];
+        uint256 count = _recipientCount(splitId);
         basisPoints = new uint16[](count);
         uint256[BASIS_POINTS_WORDS] storage packed = _basisPoints[splitId];
         for (uint256 i = 0; i < count; ++i) {
@@ -174,9 +190,9 @@ contract RevenueSplitter is ReentrancyGuardTransient {
 
     /// @notice The balance of `token` credited to recipient number `index` of split `splitId` and not yet paid.
     function balanceOf(bytes32 splitId, address token, uint256 index) external view returns (uint256) {
-        uint256 count = _splits[splitId];
+        uint256 count = _recipientCount(splitId);
         if (index >= count) revert RevenueSplitterIndexOutOfRange(index, count);
-        uint256 stored = _half(_balanceWords[_balanceKey(splitId, token)][index / 2], index % 2);
+        uint256 stored = _lane(_balanceWords[_balanceKey(splitId, token)][index / LANES], index % LANES);
         return stored == 0 ? 0 : stored - 1;
     }
 
@@ -229,7 +245,9 @@ contract RevenueSplitter is ReentrancyGuardTransient {
     /// @notice Credits everything of `token` accrued to split `splitId` since the last distribution to its
     /// recipients by the remainder rule, and returns the amount. Anyone may call.
     function distribute(bytes32 splitId, address token, bytes32 ref) external nonReentrant returns (uint256 amount) {
-        uint256 count = _splits[splitId];
+        uint256[BASIS_POINTS_WORDS] storage packedBps = _basisPoints[splitId];
+        uint256 bpsWord = packedBps[0];
+        uint256 count = bpsWord >> COUNT_SHIFT;
         if (count == 0) revert RevenueSplitterUnknownSplit(splitId);
         uint256 totals = _totals[splitId][token];
         uint256 received = totals & LOW_128;
@@ -237,50 +255,44 @@ contract RevenueSplitter is ReentrancyGuardTransient {
         if (amount == 0) revert RevenueSplitterNothingToDistribute(splitId, token);
         _totals[splitId][token] = received | (received << 128);
 
-        uint256[BASIS_POINTS_WORDS] storage packedBps = _basisPoints[splitId];
         uint256[BALANCE_WORDS] storage balances = _balanceWords[_balanceKey(splitId, token)];
-        // Walk the balance words from the last to the first, so that recipient 0's share — amount minus
-        // everyone else's — is known when word 0 is written, in one pass.
+        // Walk the recipients from the last to the first, so that recipient 0's share — amount minus
+        // everyone else's — is known when it is reached, in one pass; each balance word is read once and
+        // written once, after its lowest lane.
         uint256 othersTotal = 0;
-        uint256 bpsWord = 0;
-        uint256 bpsWordIndex = type(uint256).max;
-        // unchecked: every share is at most `amount` < 2^128 and the shares of recipients 1..n-1 sum to at
-        // most `amount` (floors of fractions summing to at most 1), so `amount - othersTotal` cannot
-        // underflow; each stored half is at most 1 + RECEIVED_MAX < 2^128, so halves cannot overflow;
-        // `word` is decremented only while non-zero.
+        uint256 bpsWordIndex = 0;
+        uint256 i = count;
+        uint256 word = (count - 1) / LANES;
+        uint256 stored = balances[word];
+        // unchecked: every share is at most `amount` < 2^128, and the shares of recipients 1..n-1 sum to at
+        // most `amount` (floors of fractions that sum to at most 1), so `amount - othersTotal` cannot
+        // underflow; `i` and `word` are decremented only while positive; a lane + share is at most
+        // 2^85 + 2^128, checked against LANE_MASK before it is stored.
         unchecked {
-            uint256 word = (count + 1) / 2;
-            while (word != 0) {
-                --word;
-                uint256 low = 2 * word;
-                uint256 stored = balances[word];
-                uint256 lowHalf = stored & LOW_128;
-                uint256 highHalf = stored >> 128;
-                if (low + 1 < count) {
-                    uint256 i = low + 1;
-                    if (i / BASIS_POINTS_PER_WORD != bpsWordIndex) {
-                        bpsWordIndex = i / BASIS_POINTS_PER_WORD;
-                        bpsWord = packedBps[bpsWordIndex];
-                    }
-                    uint256 share = (amount * ((bpsWord >> (16 * (i % BASIS_POINTS_PER_WORD))) & 0xffff))
-                        / BASIS_POINTS_TOTAL;
-                    othersTotal += share;
-                    highHalf = (highHalf == 0 ? 1 : highHalf) + share;
+            while (true) {
+                --i;
+                if (i / BASIS_POINTS_PER_WORD != bpsWordIndex) {
+                    bpsWordIndex = i / BASIS_POINTS_PER_WORD;
+                    bpsWord = packedBps[bpsWordIndex];
                 }
-                uint256 lowShare;
-                if (low == 0) {
-                    lowShare = amount - othersTotal;
+                uint256 share;
+                if (i == 0) {
+                    share = amount - othersTotal;
                 } else {
-                    if (low / BASIS_POINTS_PER_WORD != bpsWordIndex) {
-                        bpsWordIndex = low / BASIS_POINTS_PER_WORD;
-                        bpsWord = packedBps[bpsWordIndex];
-                    }
-                    lowShare = (amount * ((bpsWord >> (16 * (low % BASIS_POINTS_PER_WORD))) & 0xffff))
-                        / BASIS_POINTS_TOTAL;
-                    othersTotal += lowShare;
+                    share = (amount * ((bpsWord >> (16 * (i % BASIS_POINTS_PER_WORD))) & 0xffff)) / BASIS_POINTS_TOTAL;
+                    othersTotal += share;
                 }
-                lowHalf = (lowHalf == 0 ? 1 : lowHalf) + lowShare;
-                balances[word] = lowHalf | (highHalf << 128);
+                uint256 shift = LANE_BITS * (i % LANES);
+                uint256 lane = (stored >> shift) & LANE_MASK;
+                lane = (lane == 0 ? 1 : lane) + share;
+                if (lane > LANE_MASK) revert RevenueSplitterBalanceOverflow(splitId, token, i, lane - 1, BALANCE_MAX);
+                stored = (stored & ~(LANE_MASK << shift)) | (lane << shift);
+                if (i % LANES == 0) {
+                    balances[word] = stored;
+                    if (i == 0) break;
+                    --word;
+                    stored = balances[word];
+                }
             }
         }
         emit Distributed(splitId, token, msg.sender, amount, ref);
@@ -296,12 +308,12 @@ contract RevenueSplitter is ReentrancyGuardTransient {
         bytes32 splitId = _knownSplit(recipients, basisPoints);
         if (index >= recipients.length) revert RevenueSplitterIndexOutOfRange(index, recipients.length);
         uint256[BALANCE_WORDS] storage balances = _balanceWords[_balanceKey(splitId, token)];
-        uint256 word = balances[index / 2];
-        uint256 shift = 128 * (index % 2);
-        uint256 stored = (word >> shift) & LOW_128;
+        uint256 word = balances[index / LANES];
+        uint256 shift = LANE_BITS * (index % LANES);
+        uint256 stored = (word >> shift) & LANE_MASK;
         if (stored <= 1) revert RevenueSplitterNothingToWithdraw(splitId, token, index);
         amount = stored - 1;
-        balances[index / 2] = (word & ~(LOW_128 << shift)) | (uint256(1) << shift);
+        balances[index / LANES] = (word & ~(LANE_MASK << shift)) | (uint256(1) << shift);
         emit Withdrawn(splitId, token, recipients[index], index, amount);
         IERC20(token).safeTransfer(recipients[index], amount);
     }
@@ -316,20 +328,24 @@ contract RevenueSplitter is ReentrancyGuardTransient {
         bytes32 splitId = _knownSplit(recipients, basisPoints);
         uint256 count = recipients.length;
         uint256[BALANCE_WORDS] storage balances = _balanceWords[_balanceKey(splitId, token)];
-        uint256[BALANCE_WORDS] memory amounts;
-        // Effects first: every touched half goes back to 1 (touched, nothing owed).
-        for (uint256 word = 0; word * 2 < count; ++word) {
+        uint256[] memory amounts = new uint256[](count);
+        // Effects first: every lane with something owed goes back to 1 (touched, nothing owed).
+        for (uint256 word = 0; word * LANES < count; ++word) {
             uint256 stored = balances[word];
-            uint256 lowHalf = stored & LOW_128;
-            uint256 highHalf = stored >> 128;
-            if (lowHalf > 1 || highHalf > 1) {
-                balances[word] = (lowHalf == 0 ? 0 : 1) | ((highHalf == 0 ? 0 : 1) << 128);
-                amounts[word] = (lowHalf > 1 ? lowHalf - 1 : 0) | ((highHalf > 1 ? highHalf - 1 : 0) << 128);
+            uint256 updated = stored;
+            for (uint256 lane = 0; lane < LANES; ++lane) {
+                uint256 shift = LANE_BITS * lane;
+                uint256 value = (stored >> shift) & LANE_MASK;
+                if (value > 1) {
+                    amounts[word * LANES + lane] = value - 1;
+                    updated = (updated & ~(LANE_MASK << shift)) | (uint256(1) << shift);
+                }
             }
+            if (updated != stored) balances[word] = updated;
         }
         // Interactions.
         for (uint256 i = 0; i < count; ++i) {
-            uint256 amount = _half(amounts[i / 2], i % 2);
+            uint256 amount = amounts[i];
             if (amount == 0) continue;
             total += amount;
             emit Withdrawn(splitId, token, recipients[i], i, amount);
@@ -359,7 +375,12 @@ contract RevenueSplitter is ReentrancyGuardTransient {
             total += amount;
             IERC20(token).safeTransferFrom(msg.sender, payee, amount);
         }
-        emit BatchSettled(token, msg.sender, ref, payees, amounts, total);
+        emit BatchSettled(token, msg.sender, ref, count, total, batchHashOf(payees, amounts));
+    }
+
+    /// @notice The `batchHash` of BatchSettled: `keccak256(abi.encode(payees, amounts))`.
+    function batchHashOf(address[] calldata payees, uint256[] calldata amounts) public pure returns (bytes32) {
+        return keccak256(abi.encode(payees, amounts));
     }
 
     /// @notice Whether `payer` already settled a batch with reference `ref`.
@@ -371,7 +392,7 @@ contract RevenueSplitter is ReentrancyGuardTransient {
     // Internals
 
     function _checkPayment(bytes32 splitId, address token, uint256 amount) private view returns (uint256) {
-        if (_splits[splitId] == 0) revert RevenueSplitterUnknownSplit(splitId);
+        if (_recipientCount(splitId) == 0) revert RevenueSplitterUnknownSplit(splitId);
         if (amount == 0) revert RevenueSplitterZeroAmount();
         return IERC20(token).balanceOf(address(this));
     }
@@ -398,14 +419,18 @@ contract RevenueSplitter is ReentrancyGuardTransient {
         returns (bytes32 splitId)
     {
         splitId = splitIdOf(recipients, basisPoints);
-        if (_splits[splitId] == 0) revert RevenueSplitterUnknownSplit(splitId);
+        if (_recipientCount(splitId) == 0) revert RevenueSplitterUnknownSplit(splitId);
+    }
+
+    function _recipientCount(bytes32 splitId) private view returns (uint256) {
+        return _basisPoints[splitId][0] >> COUNT_SHIFT;
     }
 
     function _balanceKey(bytes32 splitId, address token) private pure returns (bytes32) {
         return keccak256(abi.encode(splitId, token));
     }
 
-    function _half(uint256 word, uint256 which) private pure returns (uint256) {
-        return which == 0 ? word & LOW_128 : word >> 128;
+    function _lane(uint256 word, uint256 lane) private pure returns (uint256) {
+        return (word >> (LANE_BITS * lane)) & LANE_MASK;
     }
 }

@@ -250,7 +250,7 @@ export function permitTypedData(
 }
 
 // <generated-abis> (node test/contracts/write-abis.ts)
-export const testUSDAbi = [
+export const testUsdAbi = [
   {
     inputs: [
       { internalType: "string", name: "name_", type: "string" },
@@ -607,6 +607,17 @@ export const revenueSplitterAbi = [
   },
   {
     inputs: [
+      { internalType: "bytes32", name: "splitId", type: "bytes32" },
+      { internalType: "address", name: "token", type: "address" },
+      { internalType: "uint256", name: "index", type: "uint256" },
+      { internalType: "uint256", name: "balance", type: "uint256" },
+      { internalType: "uint256", name: "max", type: "uint256" },
+    ],
+    name: "RevenueSplitterBalanceOverflow",
+    type: "error",
+  },
+  {
+    inputs: [
       { internalType: "uint256", name: "sum", type: "uint256" },
       { internalType: "uint256", name: "expected", type: "uint256" },
     ],
@@ -719,9 +730,9 @@ export const revenueSplitterAbi = [
       { indexed: true, internalType: "address", name: "token", type: "address" },
       { indexed: true, internalType: "address", name: "payer", type: "address" },
       { indexed: true, internalType: "bytes32", name: "ref", type: "bytes32" },
-      { indexed: false, internalType: "address[]", name: "payees", type: "address[]" },
-      { indexed: false, internalType: "uint256[]", name: "amounts", type: "uint256[]" },
+      { indexed: false, internalType: "uint256", name: "payeeCount", type: "uint256" },
       { indexed: false, internalType: "uint256", name: "total", type: "uint256" },
+      { indexed: false, internalType: "bytes32", name: "batchHash", type: "bytes32" },
     ],
     name: "BatchSettled",
     type: "event",
@@ -771,6 +782,13 @@ export const revenueSplitterAbi = [
     ],
     name: "Withdrawn",
     type: "event",
+  },
+  {
+    inputs: [],
+    name: "BALANCE_MAX",
+    outputs: [{ internalType: "uint256", name: "", type: "uint256" }],
+    stateMutability: "view",
+    type: "function",
   },
   {
     inputs: [],
@@ -826,6 +844,16 @@ export const revenueSplitterAbi = [
     name: "basisPointsOf",
     outputs: [{ internalType: "uint16[]", name: "basisPoints", type: "uint16[]" }],
     stateMutability: "view",
+    type: "function",
+  },
+  {
+    inputs: [
+      { internalType: "address[]", name: "payees", type: "address[]" },
+      { internalType: "uint256[]", name: "amounts", type: "uint256[]" },
+    ],
+    name: "batchHashOf",
+    outputs: [{ internalType: "bytes32", name: "", type: "bytes32" }],
+    stateMutability: "pure",
     type: "function",
   },
   {

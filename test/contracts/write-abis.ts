@@ -16,11 +16,11 @@ const from = source.indexOf(begin);
 const to = source.indexOf(end);
 if (from < 0 || to < from) throw new Error(`write-abis: markers not found in ${file}`);
 
-const constName = (name: string) => `${name[0]!.toLowerCase()}${name.slice(1)}Abi`;
+const constNames = { TestUSD: "testUsdAbi", RevenueSplitter: "revenueSplitterAbi" } as const;
 const blocks: string[] = [];
 for (const name of contractNames) {
   const artifact = await readContractArtifact(name);
-  blocks.push(`export const ${constName(name)} = ${JSON.stringify(artifact.abi)} as const;`);
+  blocks.push(`export const ${constNames[name]} = ${JSON.stringify(artifact.abi)} as const;`);
 }
 await writeFile(file, `${source.slice(0, from)}${begin}\n${blocks.join("\n")}\n${source.slice(to)}`);
 console.log(`write-abis: wrote ${contractNames.join(", ")} into ${path.relative(root, file)}`);
