@@ -1,0 +1,44 @@
+// The ledger: TigerBeetle's double-entry model on PostgreSQL and PGlite, behind a group-commit writer.
+import path from "node:path";
+import type { MigrationSource } from "../db/index.ts";
+
+export { createIdGenerator, type IdGenerator, ledgerId } from "./id.ts";
+export { type CreateLedgerParams, createLedger, type Ledger } from "./ledger.ts";
+export {
+  applyAccountRequest,
+  applyTransferRequests,
+  emptyLedgerState,
+  type LedgerState,
+} from "./semantics.ts";
+export { selectLedgerTotals } from "./store.ts";
+export {
+  type Account,
+  AccountFlags,
+  type AccountInput,
+  type AccountTransfersFilter,
+  type AccountTransfersPage,
+  amountMax,
+  type CreateAccountResult,
+  type CreateAccountStatus,
+  type CreateTransferResult,
+  type CreateTransferStatus,
+  createAccountStatuses,
+  createTransferStatuses,
+  defaultLedgerLimits,
+  LedgerBackpressureError,
+  LedgerClosedError,
+  type LedgerLimits,
+  LedgerRequestTooLargeError,
+  LedgerStoreError,
+  type PendingStatus,
+  type Transfer,
+  type TransferEvidence,
+  TransferFlags,
+  type TransferInput,
+} from "./types.ts";
+
+/** The ledger's SQL migrations, for `migrate(db, [ledgerMigrations, …])`. */
+export const ledgerMigrations: MigrationSource = {
+  namespace: "ledger",
+  directory: path.join(import.meta.dirname, "migrations"),
+};

@@ -1,0 +1,366 @@
+// The ledger's SQL, the same on PostgreSQL and PGlite. Batches travel as array parameters (one text literal per
+// column) and are spread with unnest, so a batch of thousands of rows is one statement.
+import type { Db, Row, Sql } from "../db/index.ts";
+import { idToUuid, uuidToId } from "./id.ts";
+import type { Account, PendingStatus, Transfer, TransferEvidence } from "./types.ts";
+
+const two64 = 1n << 64n;
+const two63 = 1n << 63n;
+/** u64 → int8 two's complement, and back. */
+export const u64ToInt8 = (value: bigint): bigint => (value >= two63 ? value - two64 : value);
+export const int8ToU64 = (value: bigint): bigint => (value < 0n ? value + two64 : value);
+
+const uuidList = (ids: readonly bigint[]) => `{${ids.map(idToUuid).join(",")}}`;
+const uuidOrNullList = (ids: readonly bigint[]) =>
+  `{${ids.map((id) => (id === 0n ? "NULL" : idToUuid(id))).join(",")}}`;
+const numberList = (values: readonly (bigint | number)[]) => `{${values.join(",")}}`;
+const quote = (text: string) => `"${text.replace(/[\\"]/g, "\\$&")}"`;
+const jsonOrNullList = (values: readonly (TransferEvidence | null)[]) =>
+  `{${values.map((value) => (value === null ? "NULL" : quote(JSON.stringify(value)))).join(",")}}`;
+
+const accountColumns =
+  "id, ledger, code, flags, user_data_128, user_data_64, user_data_32, debits_pending, debits_posted, credits_pending, credits_posted, timestamp";
+const transferColumns =
+  "id, debit_account_id, credit_account_id, amount, timestamp, ledger, code, flags, timeout, pending_id, user_data_128, user_data_64, user_data_32, evidence";
+
+const uuidOrZero = (value: unknown) =>
+  value === null || value === undefined ? 0n : uuidToId(value as string);
+
+export function accountFromRow(row: Row): Account {
+  return {
+    id: uuidToId(row.id as string),
+    ledger: Number(row.ledger),
+    code: row.code as number,
+    flags: row.flags as number,
+    userData128: uuidOrZero(row.user_data_128),
+    userData64: int8ToU64(row.user_data_64 as bigint),
+    userData32: Number(row.user_data_32),
+    debitsPending: row.debits_pending as bigint,
+    debitsPosted: row.debits_posted as bigint,
+    creditsPending: row.credits_pending as bigint,
+    creditsPosted: row.credits_posted as bigint,
+    timestamp: row.timestamp as bigint,
+  };
+}
+
+export function transferFromRow(row: Row): Transfer {
+  const evidence = row.evidence;
+  return {
+    id: uuidToId(row.id as string),
+    debitAccountId: uuidToId(row.debit_account_id as string),
+    creditAccountId: uuidToId(row.credit_account_id as string),
+    amount: row.amount as bigint,
+    ledger: Number(row.ledger),
+    code: row.code as number,
+    flags: row.flags as number,
+    pendingId: uuidOrZero(row.pending_id),
+    timeout: Number(row.timeout),
+    userData128: uuidOrZero(row.user_data_128),
+    userData64: int8ToU64(row.user_data_64 as bigint),
+    userData32: Number(row.user_data_32),
+    timestamp: row.timestamp as bigint,
+    evidence:
+      evidence === null || evidence === undefined
+        ? null
+        : ((typeof evidence === "string" ? JSON.parse(evidence) : evidence) as TransferEvidence),
+  };
+}
+
+export type Clock = { timestampLast: bigint; token: bigint };
+
+export async function lockClock(tx: Sql): Promise<Clock> {
+  const rows = await tx.query<{ timestamp_last: bigint; token: bigint }>(
+    "SELECT timestamp_last, token FROM ledger_clock WHERE singleton FOR UPDATE",
+  );
+  const row = rows[0];
+  if (row === undefined) throw new Error("ledger: ledger_clock has no row (migrations not applied?)");
+  return { timestampLast: row.timestamp_last, token: row.token };
+}
+
+export async function setClock(tx: Sql, clock: Clock): Promise<void> {
+  await tx.query("UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton", [
+    clock.timestampLast,
+    clock.token,
+  ]);
+}
+
+export async function selectAccounts(
+  sql: Sql,
+  ids: readonly bigint[],
+  options: { forUpdate: boolean },
+): Promise<Account[]> {
+  if (ids.length === 0) return [];
+  const rows = await sql.query(
+    `SELECT ${accountColumns} FROM ledger_accounts WHERE id = ANY($1::uuid[]) ORDER BY id${options.forUpdate ? " FOR UPDATE" : ""}`,
+    [uuidList(ids)],
+  );
+  return rows.map(accountFromRow);
+}
+
+export async function selectTransfers(sql: Sql, ids: readonly bigint[]): Promise<Transfer[]> {
+  if (ids.length === 0) return [];
+  const rows = await sql.query(`SELECT ${transferColumns} FROM ledger_transfers WHERE id = ANY($1::uuid[])`, [
+    uuidList(ids),
+  ]);
+  return rows.map(transferFromRow);
+}
+
+/** Transfers by id, and for the pending ones among them what became of them. */
+export async function selectTransfersWithStatus(
+  sql: Sql,
+  ids: readonly bigint[],
+): Promise<{ transfer: Transfer; status: PendingStatus | null }[]> {
+  if (ids.length === 0) return [];
+  const rows = await sql.query(
+    `SELECT ${transferColumns.replace(/(\w+)/g, "t.$1")}, o.id IS NOT NULL AS open, r.flags AS resolved_flags
+       FROM ledger_transfers t
+       LEFT JOIN ledger_pending_open o ON (t.flags & 2) <> 0 AND o.id = t.id
+       LEFT JOIN ledger_transfers r ON (t.flags & 2) <> 0 AND r.pending_id = t.id
+      WHERE t.id = ANY($1::uuid[])`,
+    [uuidList(ids)],
+  );
+  return rows.map((row) => {
+    const transfer = transferFromRow(row);
+    let status: PendingStatus | null = null;
+    if ((transfer.flags & 2) !== 0) {
+      const resolved = row.resolved_flags as number | null;
+      if (row.open === true) status = "pending";
+      else if (resolved !== null && (resolved & 4) !== 0) status = "posted";
+      else if (resolved !== null && (resolved & 8) !== 0) status = "voided";
+      else status = "expired";
+    }
+    return { transfer, status };
+  });
+}
+
+export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Promise<void> {
+  if (accounts.length === 0) return;
+  await tx.query(
+    `INSERT INTO ledger_accounts (${accountColumns})
+     SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::int4[], $5::uuid[], $6::int8[], $7::int8[],
+                          $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[])`,
+    [
+      uuidList(accounts.map((a) => a.id)),
+      numberList(accounts.map((a) => a.ledger)),
+      numberList(accounts.map((a) => a.code)),
+      numberList(accounts.map((a) => a.flags)),
+      uuidOrNullList(accounts.map((a) => a.userData128)),
+      numberList(accounts.map((a) => u64ToInt8(a.userData64))),
+      numberList(accounts.map((a) => a.userData32)),
+      numberList(accounts.map((a) => a.debitsPending)),
+      numberList(accounts.map((a) => a.debitsPosted)),
+      numberList(accounts.map((a) => a.creditsPending)),
+      numberList(accounts.map((a) => a.creditsPosted)),
+      numberList(accounts.map((a) => a.timestamp)),
+    ],
+  );
+}
+
+/** A prepared write of transfers: the parameters are built ahead (while the previous batch commits). */
+export type TransferRows = { count: number; params: string[]; hasEvidence: boolean };
+
+export function transferRows(transfers: readonly Transfer[]): TransferRows {
+  const count = transfers.length;
+  const ids = new Array<string>(count);
+  const debits = new Array<string>(count);
+  const credits = new Array<string>(count);
+  const amounts = new Array<bigint>(count);
+  const timestamps = new Array<bigint>(count);
+  const ledgers = new Array<number>(count);
+  const codes = new Array<number>(count);
+  const flags = new Array<number>(count);
+  const timeouts = new Array<number>(count);
+  const pendingIds = new Array<string>(count);
+  const ud128 = new Array<string>(count);
+  const ud64 = new Array<bigint>(count);
+  const ud32 = new Array<number>(count);
+  let hasEvidence = false;
+  for (let i = 0; i < count; i++) {
+    const t = transfers[i]!;
+    ids[i] = idToUuid(t.id);
+    debits[i] = idToUuid(t.debitAccountId);
+    credits[i] = idToUuid(t.creditAccountId);
+    amounts[i] = t.amount;
+    timestamps[i] = t.timestamp;
+    ledgers[i] = t.ledger;
+    codes[i] = t.code;
+    flags[i] = t.flags;
+    timeouts[i] = t.timeout;
+    pendingIds[i] = t.pendingId === 0n ? "NULL" : idToUuid(t.pendingId);
+    ud128[i] = t.userData128 === 0n ? "NULL" : idToUuid(t.userData128);
+    ud64[i] = u64ToInt8(t.userData64);
+    ud32[i] = t.userData32;
+    if (t.evidence !== null) hasEvidence = true;
+  }
+  const params = [
+    `{${ids.join(",")}}`,
+    `{${debits.join(",")}}`,
+    `{${credits.join(",")}}`,
+    `{${amounts.join(",")}}`,
+    `{${timestamps.join(",")}}`,
+    `{${ledgers.join(",")}}`,
+    `{${codes.join(",")}}`,
+    `{${flags.join(",")}}`,
+    `{${timeouts.join(",")}}`,
+    `{${pendingIds.join(",")}}`,
+    `{${ud128.join(",")}}`,
+    `{${ud64.join(",")}}`,
+    `{${ud32.join(",")}}`,
+  ];
+  if (hasEvidence) params.push(jsonOrNullList(transfers.map((t) => t.evidence)));
+  return { count, params, hasEvidence };
+}
+
+const insertTransfersSql = (hasEvidence: boolean) =>
+  `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
+   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::int8[], $6::int8[], $7::int4[],
+                        $8::int4[], $9::int8[], $10::uuid[], $11::uuid[], $12::int8[], $13::int8[]${hasEvidence ? ", $14::jsonb[]" : ""})`;
+
+export async function insertTransfers(tx: Sql, rows: TransferRows): Promise<void> {
+  if (rows.count === 0) return;
+  await tx.query(insertTransfersSql(rows.hasEvidence), rows.params);
+}
+
+/** Balance changes per account (deltas, so a row is right whatever else the batch's accounts saw), and flags. */
+export type BalanceRows = { count: number; params: string[] };
+
+export function balanceRows(
+  changes: readonly {
+    id: bigint;
+    debitsPending: bigint;
+    debitsPosted: bigint;
+    creditsPending: bigint;
+    creditsPosted: bigint;
+    flags: number;
+  }[],
+): BalanceRows {
+  const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return {
+    count: sorted.length,
+    params: [
+      uuidList(sorted.map((c) => c.id)),
+      numberList(sorted.map((c) => c.debitsPending)),
+      numberList(sorted.map((c) => c.debitsPosted)),
+      numberList(sorted.map((c) => c.creditsPending)),
+      numberList(sorted.map((c) => c.creditsPosted)),
+      numberList(sorted.map((c) => c.flags)),
+    ],
+  };
+}
+
+export async function updateBalances(tx: Sql, rows: BalanceRows): Promise<void> {
+  if (rows.count === 0) return;
+  await tx.query(
+    `UPDATE ledger_accounts a
+        SET debits_pending = a.debits_pending + d.debits_pending,
+            debits_posted = a.debits_posted + d.debits_posted,
+            credits_pending = a.credits_pending + d.credits_pending,
+            credits_posted = a.credits_posted + d.credits_posted,
+            flags = d.flags
+       FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int4[])
+            AS d(id, debits_pending, debits_posted, credits_pending, credits_posted, flags)
+      WHERE a.id = d.id`,
+    rows.params,
+  );
+}
+
+export async function openPending(
+  tx: Sql,
+  opened: readonly { id: bigint; expiresAt: bigint | null }[],
+): Promise<void> {
+  if (opened.length === 0) return;
+  await tx.query(
+    "INSERT INTO ledger_pending_open (id, expires_at) SELECT * FROM unnest($1::uuid[], $2::int8[])",
+    [
+      uuidList(opened.map((o) => o.id)),
+      `{${opened.map((o) => (o.expiresAt === null ? "NULL" : o.expiresAt)).join(",")}}`,
+    ],
+  );
+}
+
+export async function closePending(tx: Sql, ids: readonly bigint[]): Promise<void> {
+  if (ids.length === 0) return;
+  await tx.query("DELETE FROM ledger_pending_open WHERE id = ANY($1::uuid[])", [uuidList(ids)]);
+}
+
+/** Open pending transfers whose timeout has passed, oldest first, locked. */
+export async function selectExpired(tx: Sql, nowNs: bigint, limit: number): Promise<Transfer[]> {
+  const rows = await tx.query(
+    `SELECT ${transferColumns.replace(/(\w+)/g, "t.$1")}
+       FROM ledger_pending_open o JOIN ledger_transfers t ON t.id = o.id
+      WHERE o.expires_at IS NOT NULL AND o.expires_at <= $1
+      ORDER BY o.expires_at, o.id
+      LIMIT $2
+      FOR UPDATE OF o`,
+    [nowNs, limit],
+  );
+  return rows.map(transferFromRow);
+}
+
+export async function selectAccountTransfers(
+  sql: Sql,
+  filter: {
+    accountId: bigint;
+    limit: number;
+    after: bigint | undefined;
+    debits: boolean;
+    credits: boolean;
+    reversed: boolean;
+    code: number | undefined;
+  },
+): Promise<Transfer[]> {
+  const order = filter.reversed ? "DESC" : "ASC";
+  const comparison = filter.reversed ? "<" : ">";
+  const params: unknown[] = [idToUuid(filter.accountId), filter.limit];
+  let extra = "";
+  if (filter.after !== undefined) {
+    params.push(filter.after);
+    extra += ` AND timestamp ${comparison} $${params.length}`;
+  }
+  if (filter.code !== undefined) {
+    params.push(filter.code);
+    extra += ` AND code = $${params.length}`;
+  }
+  const sides: string[] = [];
+  if (filter.debits)
+    sides.push(
+      `(SELECT ${transferColumns} FROM ledger_transfers WHERE debit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2)`,
+    );
+  if (filter.credits)
+    sides.push(
+      `(SELECT ${transferColumns} FROM ledger_transfers WHERE credit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2)`,
+    );
+  if (sides.length === 0) return [];
+  const rows = await sql.query(`${sides.join(" UNION ALL ")} ORDER BY timestamp ${order} LIMIT $2`, params);
+  return rows.map(transferFromRow);
+}
+
+/** Σ per ledger, for invariant checks: every ledger must balance. */
+export async function selectLedgerTotals(db: Db): Promise<
+  {
+    ledger: number;
+    debitsPending: bigint;
+    debitsPosted: bigint;
+    creditsPending: bigint;
+    creditsPosted: bigint;
+  }[]
+> {
+  const rows = await db.query<{
+    ledger: bigint;
+    debits_pending: string;
+    debits_posted: string;
+    credits_pending: string;
+    credits_posted: string;
+  }>(
+    `SELECT ledger, sum(debits_pending)::text AS debits_pending, sum(debits_posted)::text AS debits_posted,
+            sum(credits_pending)::text AS credits_pending, sum(credits_posted)::text AS credits_posted
+       FROM ledger_accounts GROUP BY ledger ORDER BY ledger`,
+  );
+  return rows.map((row) => ({
+    ledger: Number(row.ledger),
+    debitsPending: BigInt(row.debits_pending),
+    debitsPosted: BigInt(row.debits_posted),
+    creditsPending: BigInt(row.credits_pending),
+    creditsPosted: BigInt(row.credits_posted),
+  }));
+}

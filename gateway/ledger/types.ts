@@ -1,0 +1,322 @@
+// The ledger's vocabulary: TigerBeetle's accounts and transfers, its flags and its result codes (snake_case,
+// in TigerBeetle's precedence), with a few codes of our own for inputs a TypeScript caller can express but a
+// u128 wire format cannot (negative numbers, amounts beyond PostgreSQL's int8, malformed evidence).
+
+/** Account flag bits, TigerBeetle's values. `imported` (1 << 4) is not supported and counts as reserved. */
+export const AccountFlags = {
+  linked: 1,
+  debitsMustNotExceedCredits: 2,
+  creditsMustNotExceedDebits: 4,
+  history: 8,
+  closed: 32,
+} as const;
+
+/** Transfer flag bits, TigerBeetle's values. `imported` (1 << 8) is not supported and counts as reserved. */
+export const TransferFlags = {
+  linked: 1,
+  pending: 2,
+  postPendingTransfer: 4,
+  voidPendingTransfer: 8,
+  balancingDebit: 16,
+  balancingCredit: 32,
+  closingDebit: 64,
+  closingCredit: 128,
+} as const;
+
+export const accountFlagsKnown = 1 | 2 | 4 | 8 | 32;
+export const transferFlagsKnown = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128;
+
+/**
+ * The largest amount and balance: PostgreSQL's int8. TigerBeetle's are u128; ours stop at 2^63 - 1, a deliberate
+ * difference (one int8 column per balance keeps rows small and arithmetic native). Larger amounts are rejected
+ * with `amount_must_not_exceed_max`; balances that would pass it fail with TigerBeetle's `overflows_*` codes.
+ * A post with `amount: amountMax` posts the whole pending amount (TigerBeetle's AMOUNT_MAX).
+ */
+export const amountMax = (1n << 63n) - 1n;
+export const u128Max = (1n << 128n) - 1n;
+export const u64Max = (1n << 64n) - 1n;
+export const u32Max = 2 ** 32 - 1;
+export const u16Max = 2 ** 16 - 1;
+export const nsPerS = 1_000_000_000n;
+/** Ledger timestamps are int8 nanoseconds. */
+export const timestampMax = (1n << 63n) - 1n;
+
+export type TransferEvidence = {
+  /** e.g. "evm", "lightning", "stripe", "internal" */
+  rail: string;
+  /** e.g. "<txHash>:<logIndex>", a Lightning payment hash, a PSP id */
+  reference: string;
+  detail?: Record<string, string>;
+};
+
+/** Limits on evidence, so that a transfer row stays small. */
+export const evidenceRailLengthMax = 32;
+export const evidenceReferenceLengthMax = 256;
+export const evidenceDetailEntriesMax = 16;
+export const evidenceDetailLengthMax = 512;
+
+export type AccountInput = {
+  id: bigint;
+  ledger: number;
+  code: number;
+  flags?: number;
+  userData128?: bigint;
+  userData64?: bigint;
+  userData32?: number;
+};
+
+export type Account = {
+  id: bigint;
+  ledger: number;
+  code: number;
+  flags: number;
+  userData128: bigint;
+  userData64: bigint;
+  userData32: number;
+  debitsPending: bigint;
+  debitsPosted: bigint;
+  creditsPending: bigint;
+  creditsPosted: bigint;
+  timestamp: bigint;
+};
+
+export type TransferInput = {
+  id: bigint;
+  debitAccountId: bigint;
+  creditAccountId: bigint;
+  amount: bigint;
+  ledger: number;
+  code: number;
+  flags?: number;
+  pendingId?: bigint;
+  /** seconds; only on pending transfers */
+  timeout?: number;
+  userData128?: bigint;
+  userData64?: bigint;
+  userData32?: number;
+  evidence?: TransferEvidence;
+};
+
+export type Transfer = {
+  id: bigint;
+  debitAccountId: bigint;
+  creditAccountId: bigint;
+  amount: bigint;
+  ledger: number;
+  code: number;
+  flags: number;
+  pendingId: bigint;
+  timeout: number;
+  userData128: bigint;
+  userData64: bigint;
+  userData32: number;
+  timestamp: bigint;
+  evidence: TransferEvidence | null;
+};
+
+/** What became of a pending transfer. */
+export type PendingStatus = "pending" | "posted" | "voided" | "expired";
+
+export const createAccountStatuses = [
+  "created",
+  "linked_event_failed",
+  "linked_event_chain_open",
+  "reserved_flag",
+  // ours: a value a u128/u64/u32/u16 field cannot hold
+  "id_out_of_range",
+  "ledger_out_of_range",
+  "code_out_of_range",
+  "user_data_128_out_of_range",
+  "user_data_64_out_of_range",
+  "user_data_32_out_of_range",
+  "id_must_not_be_zero",
+  "id_must_not_be_int_max",
+  "exists_with_different_flags",
+  "exists_with_different_user_data_128",
+  "exists_with_different_user_data_64",
+  "exists_with_different_user_data_32",
+  "exists_with_different_ledger",
+  "exists_with_different_code",
+  "exists",
+  "flags_are_mutually_exclusive",
+  "ledger_must_not_be_zero",
+  "code_must_not_be_zero",
+] as const;
+export type CreateAccountStatus = (typeof createAccountStatuses)[number];
+
+export const createTransferStatuses = [
+  "created",
+  "linked_event_failed",
+  "linked_event_chain_open",
+  "reserved_flag",
+  // ours: a value the field's type cannot hold, or malformed evidence
+  "id_out_of_range",
+  "debit_account_id_out_of_range",
+  "credit_account_id_out_of_range",
+  "pending_id_out_of_range",
+  "amount_must_not_be_negative",
+  "amount_must_not_exceed_max",
+  "ledger_out_of_range",
+  "code_out_of_range",
+  "timeout_out_of_range",
+  "user_data_128_out_of_range",
+  "user_data_64_out_of_range",
+  "user_data_32_out_of_range",
+  "evidence_invalid",
+  // TigerBeetle's, in its order
+  "id_must_not_be_zero",
+  "id_must_not_be_int_max",
+  "exists_with_different_flags",
+  "exists_with_different_pending_id",
+  "exists_with_different_timeout",
+  "exists_with_different_debit_account_id",
+  "exists_with_different_credit_account_id",
+  "exists_with_different_amount",
+  "exists_with_different_user_data_128",
+  "exists_with_different_user_data_64",
+  "exists_with_different_user_data_32",
+  "exists_with_different_ledger",
+  "exists_with_different_code",
+  "exists_with_different_evidence",
+  "exists",
+  "flags_are_mutually_exclusive",
+  "debit_account_id_must_not_be_zero",
+  "debit_account_id_must_not_be_int_max",
+  "credit_account_id_must_not_be_zero",
+  "credit_account_id_must_not_be_int_max",
+  "accounts_must_be_different",
+  "pending_id_must_be_zero",
+  "pending_id_must_not_be_zero",
+  "pending_id_must_not_be_int_max",
+  "pending_id_must_be_different",
+  "timeout_reserved_for_pending_transfer",
+  "closing_transfer_must_be_pending",
+  "ledger_must_not_be_zero",
+  "code_must_not_be_zero",
+  "debit_account_not_found",
+  "credit_account_not_found",
+  "accounts_must_have_the_same_ledger",
+  "transfer_must_have_the_same_ledger_as_accounts",
+  "pending_transfer_not_found",
+  "pending_transfer_not_pending",
+  "pending_transfer_has_different_debit_account_id",
+  "pending_transfer_has_different_credit_account_id",
+  "pending_transfer_has_different_ledger",
+  "pending_transfer_has_different_code",
+  "exceeds_pending_transfer_amount",
+  "pending_transfer_has_different_amount",
+  "pending_transfer_already_posted",
+  "pending_transfer_already_voided",
+  "pending_transfer_expired",
+  "debit_account_already_closed",
+  "credit_account_already_closed",
+  "overflows_debits_pending",
+  "overflows_credits_pending",
+  "overflows_debits_posted",
+  "overflows_credits_posted",
+  "overflows_debits",
+  "overflows_credits",
+  "overflows_timeout",
+  "exceeds_credits",
+  "exceeds_debits",
+] as const;
+export type CreateTransferStatus = (typeof createTransferStatuses)[number];
+
+/** `timestamp`: the created (or existing) object's timestamp; for a failure, the one the event would have had. */
+export type CreateAccountResult = { status: CreateAccountStatus; timestamp: bigint };
+export type CreateTransferResult = { status: CreateTransferStatus; timestamp: bigint };
+
+export type AccountTransfersFilter = {
+  accountId: bigint;
+  /** 1 ..= lookupLimitMax */
+  limit: number;
+  /** cursor: only transfers with a timestamp strictly after this one (before it when `reversed`) */
+  after?: bigint;
+  /** default both true */
+  debits?: boolean;
+  credits?: boolean;
+  /** newest first */
+  reversed?: boolean;
+  code?: number;
+};
+
+export type AccountTransfersPage = { transfers: Transfer[]; nextCursor: bigint | null };
+
+export type LedgerLimits = {
+  /** The most transfers one database transaction carries; also the most one createTransfers call may carry. */
+  batchTransfersMax: number;
+  /** The most transfers waiting for the writer; beyond it callers get LedgerBackpressureError. */
+  queueTransfersMax: number;
+  /** How long the writer lingers for more work before it starts a batch while idle (0: start at once). */
+  batchWaitMs: number;
+  /** The most accounts one createAccounts call may carry. */
+  batchAccountsMax: number;
+  /** The most ids one lookup may carry, and the most rows one page returns. */
+  lookupLimitMax: number;
+  /** How many times the writer re-runs a batch after a deadlock or serialization failure before it gives up. */
+  retryAttemptsMax: number;
+  /** Accounts kept in the writer's memory; beyond it the cache starts over. */
+  accountsCacheMax: number;
+  /** How often pending transfers are swept for expiry (0: never; call expirePendingTransfers yourself). */
+  expiryIntervalMs: number;
+  /** The most pending transfers one expiry sweep expires. */
+  expiryBatchMax: number;
+  /** Batches in flight at once on PostgreSQL (validation of the next overlaps the commit of this one). */
+  pipelineDepthMax: number;
+};
+
+export const defaultLedgerLimits: LedgerLimits = {
+  batchTransfersMax: 8190,
+  queueTransfersMax: 200_000,
+  batchWaitMs: 0,
+  batchAccountsMax: 8190,
+  lookupLimitMax: 8190,
+  retryAttemptsMax: 8,
+  accountsCacheMax: 1_000_000,
+  expiryIntervalMs: 1000,
+  expiryBatchMax: 8190,
+  pipelineDepthMax: 2,
+};
+
+/** The writer's queue is full: try again later. Never queued, never partly applied. */
+export class LedgerBackpressureError extends Error {
+  override readonly name = "LedgerBackpressureError";
+  readonly queuedTransfers: number;
+  readonly queueTransfersMax: number;
+  constructor(details: { queuedTransfers: number; queueTransfersMax: number }) {
+    super("ledger writer queue is full");
+    this.queuedTransfers = details.queuedTransfers;
+    this.queueTransfersMax = details.queueTransfersMax;
+  }
+}
+
+/** A call carried more events or ids than the ledger's limits allow; nothing was applied. */
+export class LedgerRequestTooLargeError extends Error {
+  override readonly name = "LedgerRequestTooLargeError";
+  readonly size: number;
+  readonly sizeMax: number;
+  constructor(details: { size: number; sizeMax: number }) {
+    super(`ledger request too large: ${details.size} > ${details.sizeMax}`);
+    this.size = details.size;
+    this.sizeMax = details.sizeMax;
+  }
+}
+
+/**
+ * The database failed (connection lost, disk full, retries exhausted). The batch's outcome may be unknown if it
+ * failed during COMMIT: retry with the same ids, which are idempotent.
+ */
+export class LedgerStoreError extends Error {
+  override readonly name = "LedgerStoreError";
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The ledger was closed; nothing more is accepted. */
+export class LedgerClosedError extends Error {
+  override readonly name = "LedgerClosedError";
+  constructor() {
+    super("ledger is closed");
+  }
+}
