@@ -90,3 +90,16 @@ export function splitByBasisPoints(amount: bigint, basisPoints: readonly number[
   shares[0] = (shares[0] ?? 0n) + remainder;
   return shares;
 }
+
+/** The assets this gateway keeps ledgers for. Ledger numbers are permanent: never renumber one. */
+export const assets = {
+  USDC: { code: "USDC", scale: 6, ledger: 1 },
+  USD: { code: "USD", scale: 2, ledger: 2 },
+  BTC: { code: "BTC", scale: 11, ledger: 3 }, // millisatoshi
+} as const satisfies Record<string, Asset>;
+
+export type AssetCode = keyof typeof assets;
+
+export function assetByCode(code: string): Asset | null {
+  return Object.hasOwn(assets, code) ? assets[code as AssetCode] : null;
+}

@@ -1,0 +1,9 @@
+export {
+  deployContracts,
+  type DeployedContracts,
+  revenueSplitterAbi,
+  splitIdOf,
+  testUsdAbi,
+} from "./contracts.ts";
+export { type EmbeddedChain, hardhatMnemonic, startEmbeddedChain } from "./dev-chain.ts";
+export { createEvmRail, EvmRailError, type EvmRailParams, evmMigrations } from "./rail.ts";

@@ -1,0 +1,124 @@
+// Named accounts over ledger accounts. A tenant's accounts (customer and merchant balances) are
+// liabilities: credit-normal, never overdrawn. A rail's clearing account holds what sits on that rail:
+// an asset, debit-normal, never below zero. Every read is scoped to its tenant.
+import type { Sql } from "../db/index.ts";
+import { derivedLedgerId, newId } from "../ids/index.ts";
+import { AccountFlags, type Account as LedgerAccount, type Ledger } from "../ledger/index.ts";
+import { type Asset, assetByCode } from "../money/index.ts";
+
+export type AccountKind = "customer" | "merchant" | "clearing" | "fee";
+
+export type AccountRecord = {
+  id: string;
+  tenantId: string | null;
+  kind: AccountKind;
+  asset: Asset;
+  ledgerAccountId: bigint;
+  name: string;
+  rail: string | null;
+};
+
+/** TigerBeetle `code` of each kind of account. */
+export const accountCodes: Record<AccountKind, number> = { customer: 1, merchant: 2, clearing: 10, fee: 20 };
+
+const creditNormal: Record<AccountKind, boolean> = { customer: true, merchant: true, clearing: false, fee: true };
+
+export class AccountSetupError extends Error {
+  override name = "AccountSetupError";
+}
+
+export async function createAccount(
+  deps: { sql: Sql; ledger: Ledger },
+  params: { tenantId: string | null; kind: AccountKind; asset: Asset; name: string; rail?: string; id?: string },
+): Promise<AccountRecord> {
+  const id = params.id ?? newId("acct");
+  const ledgerAccountId = derivedLedgerId(id, "account");
+  const [result] = await deps.ledger.createAccounts([
+    {
+      id: ledgerAccountId,
+      ledger: params.asset.ledger,
+      code: accountCodes[params.kind],
+      flags: creditNormal[params.kind] ? AccountFlags.debitsMustNotExceedCredits : AccountFlags.creditsMustNotExceedDebits,
+    },
+  ]);
+  if (result === undefined || (result.status !== "created" && result.status !== "exists")) {
+    throw new AccountSetupError(`ledger refused account ${id}: ${result?.status ?? "no result"}`);
+  }
+  await deps.sql.query(
+    `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
+    [id, params.tenantId, params.kind, params.asset.code, ledgerAccountId.toString(), params.name, params.rail ?? null],
+  );
+  return {
+    id,
+    tenantId: params.tenantId,
+    kind: params.kind,
+    asset: params.asset,
+    ledgerAccountId,
+    name: params.name,
+    rail: params.rail ?? null,
+  };
+}
+
+type AccountRow = {
+  id: string;
+  tenant_id: string | null;
+  kind: AccountKind;
+  asset: string;
+  ledger_account_id: string;
+  name: string;
+  rail: string | null;
+};
+
+function fromRow(row: AccountRow): AccountRecord {
+  const asset = assetByCode(row.asset);
+  if (asset === null) throw new AccountSetupError(`account ${row.id} has unknown asset ${row.asset}`);
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    kind: row.kind,
+    asset,
+    ledgerAccountId: BigInt(row.ledger_account_id),
+    name: row.name,
+    rail: row.rail,
+  };
+}
+
+const columns = "id, tenant_id, kind, asset, ledger_account_id::text AS ledger_account_id, name, rail";
+
+/** A tenant's own account, or null: another tenant's account is as unknown as one that does not exist. */
+export async function getTenantAccount(sql: Sql, params: { tenantId: string; id: string }): Promise<AccountRecord | null> {
+  const rows = await sql.query<AccountRow>(`SELECT ${columns} FROM accounts WHERE id = $1 AND tenant_id = $2`, [
+    params.id,
+    params.tenantId,
+  ]);
+  return rows[0] === undefined ? null : fromRow(rows[0]);
+}
+
+export async function getClearingAccount(sql: Sql, params: { rail: string; asset: Asset }): Promise<AccountRecord | null> {
+  const rows = await sql.query<AccountRow>(
+    `SELECT ${columns} FROM accounts WHERE kind = 'clearing' AND rail = $1 AND asset = $2`,
+    [params.rail, params.asset.code],
+  );
+  return rows[0] === undefined ? null : fromRow(rows[0]);
+}
+
+export type Balance = {
+  /** Settled balance, in the account's normal direction. */
+  posted: bigint;
+  /** Reserved for payments out that have not settled yet. */
+  pendingOut: bigint;
+  /** Expected from payments in that have not settled yet. */
+  pendingIn: bigint;
+  /** What can be spent now: posted less pendingOut. */
+  available: bigint;
+};
+
+export function balanceOf(kind: AccountKind, account: LedgerAccount): Balance {
+  if (creditNormal[kind]) {
+    const posted = account.creditsPosted - account.debitsPosted;
+    return { posted, pendingOut: account.debitsPending, pendingIn: account.creditsPending, available: posted - account.debitsPending };
+  }
+  const posted = account.debitsPosted - account.creditsPosted;
+  return { posted, pendingOut: account.creditsPending, pendingIn: account.debitsPending, available: posted - account.creditsPending };
+}

@@ -1,0 +1,215 @@
+// The composition root: configuration → database and ledger → rails → services → HTTP server. Everything
+// is built here and handed its typed dependencies; nothing looks anything up by name elsewhere.
+import path from "node:path";
+import type { FastifyInstance } from "fastify";
+import { type Chain, createPublicClient, createWalletClient, http, parseEventLogs, type Transport } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { type EmbeddedChain, createEvmRail, evmMigrations, startEmbeddedChain, testUsdAbi } from "../adapters/evm/index.ts";
+import { createInternalRail } from "../adapters/internal/index.ts";
+import type { Rail } from "../adapters/rail.ts";
+import { type AccountRecord, createAccount, getClearingAccount, getTenantAccount } from "./accounts/index.ts";
+import type { Config } from "./config.ts";
+import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
+import { buildServer } from "./http/index.ts";
+import { derivedLedgerId } from "./ids/index.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
+import { type Asset, assets } from "./money/index.ts";
+import { applyRailEvent, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./payments/index.ts";
+import { buildSnapshot, route, staticRateSource } from "./router/index.ts";
+import { createApiKey, createTenant } from "./tenants/index.ts";
+
+export const gatewayMigrations: MigrationSource = { namespace: "gateway", directory: path.join(import.meta.dirname, "migrations") };
+
+/** Development prices, USD micro-units per minor unit: USDC 1:1, USD cents, BTC at $100,000 (1 msat = 1 µUSD), ETH at $3,000 per 10^18 wei. */
+export const developmentUsdRates = staticRateSource({
+  usdRates: {
+    USDC: { microUsd: 1n, perMinorUnits: 1n },
+    USD: { microUsd: 10_000n, perMinorUnits: 1n },
+    BTC: { microUsd: 1n, perMinorUnits: 1n },
+    ETH: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+  },
+});
+
+export type DemoTenant = {
+  tenantId: string;
+  apiKey: string;
+  customer: AccountRecord;
+  merchant: AccountRecord;
+  /** An address on the embedded chain to pay in the demo. */
+  payee: `0x${string}` | null;
+};
+
+export type App = {
+  server: FastifyInstance;
+  db: Db;
+  ledger: Ledger;
+  rails: ReadonlyMap<string, Rail>;
+  payments: PaymentsDeps;
+  chain: EmbeddedChain | null;
+  demo: DemoTenant | null;
+  close(): Promise<void>;
+};
+
+export const demoFundingUsdc = 1_000_000_000n; // 1,000 USDC
+const snapshotAssetCodes = Object.keys(assets);
+
+export async function createApp(config: Config): Promise<App> {
+  const db = await openDb(config.database);
+  const closers: Array<() => Promise<void>> = [() => db.close()];
+  const close = async () => {
+    for (const closer of closers.reverse()) await closer();
+  };
+  try {
+    await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations]);
+    const ledger = createLedger({ db });
+    closers.push(() => ledger.close());
+
+    const chain = config.evm.kind === "embedded" ? await startEmbeddedChain() : null;
+    if (chain !== null) closers.push(() => chain.close());
+    const evmClients =
+      chain !== null
+        ? { publicClient: chain.publicClient, walletClient: chain.walletClient, token: chain.contracts.testUsd }
+        : await rpcClients(config.evm as Extract<Config["evm"], { kind: "rpc" }>);
+
+    const evmRail = createEvmRail({
+      db,
+      publicClient: evmClients.publicClient,
+      walletClient: evmClients.walletClient,
+      token: { address: evmClients.token, asset: assets.USDC },
+      confirmations: config.evm.confirmations,
+      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+      transferGasEstimate: 60_000n,
+      snapshotRefreshMs: 5_000,
+      receiptTimeoutMs: 60_000,
+      expectedLatencyMs: chain === null ? 12_000 * config.evm.confirmations : 1_000,
+    });
+    const rails = new Map<string, Rail>();
+    for (const rail of [createInternalRail({ asset: assets.USDC }), createInternalRail({ asset: assets.USD }), createInternalRail({ asset: assets.BTC }), evmRail]) {
+      rails.set(rail.id, rail);
+    }
+    for (const rail of rails.values()) {
+      if (rail.kind !== "internal") await ensureClearingAccount({ db, ledger }, rail.id, rail.asset);
+    }
+
+    const payments: PaymentsDeps = {
+      db,
+      ledger,
+      rails,
+      snapshot: () =>
+        buildSnapshot({
+          rails: [...rails.values()].map((rail) => rail.snapshot()),
+          rateSource: developmentUsdRates,
+          assetCodes: snapshotAssetCodes,
+          takenAtMs: Date.now(),
+        }),
+      route,
+      recoveryBatchMax: 1_000,
+    };
+    // The demo is funded before the rails start, so that their first snapshot sees the funds.
+    const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;
+    for (const rail of rails.values()) {
+      rail.onEvent((event) => applyRailEvent(payments, event));
+      await rail.start();
+      closers.push(() => rail.stop());
+    }
+    await recoverOpenAttempts(payments);
+
+    const server = await buildServer({
+      db,
+      ledger,
+      rails,
+      payments,
+      requestTimeoutMs: config.requestTimeoutMs,
+      bodyLimitBytes: config.bodyLimitBytes,
+      idempotencyInProgressTimeoutMs: 5 * 60_000,
+      logLevel: config.logLevel,
+    });
+    closers.push(() => server.close());
+    return { server, db, ledger, rails, payments, chain, demo, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+async function rpcClients(evm: Extract<Config["evm"], { kind: "rpc" }>) {
+  const transport: Transport = http(evm.url, { timeout: 30_000, retryCount: 2 });
+  const probe = createPublicClient({ transport });
+  const chainId = await probe.getChainId();
+  const chain: Chain = {
+    id: chainId,
+    name: `chain ${chainId}`,
+    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
+    rpcUrls: { default: { http: [evm.url] } },
+  };
+  return {
+    publicClient: createPublicClient({ chain, transport }),
+    walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(evm.hotWalletKey) }),
+    token: evm.tokenAddress,
+  };
+}
+
+async function ensureClearingAccount(deps: { db: Db; ledger: Ledger }, rail: string, asset: Asset): Promise<AccountRecord> {
+  const existing = await getClearingAccount(deps.db, { rail, asset });
+  if (existing !== null) return existing;
+  return createAccount({ sql: deps.db, ledger: deps.ledger }, {
+    tenantId: null,
+    kind: "clearing",
+    asset,
+    name: `${rail} clearing (${asset.code})`,
+    rail,
+    id: `acct_clearing_${rail.replaceAll("-", "_")}_${asset.code.toLowerCase()}`,
+  });
+}
+
+const demoTenantId = "ten_demo";
+
+/**
+ * Development only: a demo tenant with a fresh API key, a customer and a merchant account, and — on the
+ * embedded chain, the first time — 1,000 TestUSD minted to the hot wallet and credited to the customer.
+ */
+async function ensureDemoTenant(deps: { db: Db; ledger: Ledger; chain: EmbeddedChain | null }): Promise<DemoTenant> {
+  const exists = await deps.db.query("SELECT 1 FROM tenants WHERE id = $1", [demoTenantId]);
+  if (exists.length === 0) await createTenant(deps.db, { id: demoTenantId, name: "Demo" });
+  const key = await createApiKey(deps.db, { tenantId: demoTenantId, mode: "test" });
+  const account = async (id: string, kind: "customer" | "merchant", name: string) =>
+    (await getTenantAccount(deps.db, { tenantId: demoTenantId, id })) ??
+    createAccount({ sql: deps.db, ledger: deps.ledger }, { tenantId: demoTenantId, kind, asset: assets.USDC, name, id });
+  const customer = await account("acct_demo_customer", "customer", "Demo customer");
+  const merchant = await account("acct_demo_merchant", "merchant", "Demo merchant");
+  if (deps.chain !== null) await fundFromMint(deps.db, deps.ledger, deps.chain, customer);
+  return { tenantId: demoTenantId, apiKey: key.secret, customer, merchant, payee: deps.chain?.accounts[1]?.address ?? null };
+}
+
+/** Mints TestUSD to the hot wallet and mirrors it: clearing (what the wallet holds) against the customer's balance. */
+async function fundFromMint(db: Db, ledger: Ledger, chain: EmbeddedChain, customer: AccountRecord): Promise<void> {
+  const [ledgerAccount] = await ledger.lookupAccounts([customer.ledgerAccountId]);
+  if (ledgerAccount === undefined || ledgerAccount.creditsPosted > 0n) return;
+  const clearing = await getClearingAccount(db, { rail: "evm", asset: assets.USDC });
+  if (clearing === null) throw new Error("the evm clearing account is missing");
+  const hash = await chain.walletClient.writeContract({
+    address: chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "mint",
+    args: [chain.walletClient.account.address, demoFundingUsdc],
+  });
+  const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
+  const [log] = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: receipt.logs });
+  if (receipt.status !== "success" || log === undefined) throw new Error(`demo mint ${hash} failed`);
+  const [result] = await ledger.createTransfers([
+    {
+      id: derivedLedgerId(hash, "funding"),
+      debitAccountId: clearing.ledgerAccountId,
+      creditAccountId: customer.ledgerAccountId,
+      amount: demoFundingUsdc,
+      ledger: assets.USDC.ledger,
+      code: transferCodes.funding,
+      evidence: {
+        rail: "evm",
+        reference: `${hash}:${log.logIndex}`,
+        detail: { chainId: String(chain.chain.id), blockNumber: receipt.blockNumber.toString() },
+      },
+    },
+  ]);
+  if (result?.status !== "created" && result?.status !== "exists") throw new Error(`demo funding refused by the ledger: ${result?.status}`);
+}

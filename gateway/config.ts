@@ -1,0 +1,94 @@
+// Every setting, one zod schema, read from the environment. Nothing else in the gateway reads process.env.
+import { z } from "zod";
+
+const port = z.coerce.number().int().min(0).max(65_535);
+const positiveInt = z.coerce.number().int().positive();
+
+const schema = z.object({
+  PORT: port.default(8080),
+  HOST: z.string().default("127.0.0.1"),
+  /** `development` creates a demo tenant with an API key and funds it on the embedded chain. */
+  SWITCHYARD_MODE: z.enum(["development", "production"]).default("development"),
+  /** postgres://… for PostgreSQL; unset: PGlite in-process (in memory, or in PGLITE_DIR). */
+  DATABASE_URL: z.string().url().optional(),
+  PGLITE_DIR: z.string().optional(),
+  DATABASE_POOL_SIZE_MAX: positiveInt.default(10),
+  DATABASE_STATEMENT_TIMEOUT_MS: positiveInt.default(10_000),
+  /** JSON-RPC endpoint of an EVM chain; unset: Hardhat's in-process chain with the contracts deployed at start. */
+  EVM_RPC_URL: z.string().url().optional(),
+  /** Hex private key of the gateway's hot wallet on EVM_RPC_URL. */
+  EVM_HOT_WALLET_KEY: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{64}$/, "a 0x-prefixed 32-byte hex key")
+    .optional(),
+  /** Address of the stablecoin (USDC-like, 6 decimals) on EVM_RPC_URL. */
+  EVM_TOKEN_ADDRESS: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{40}$/)
+    .optional(),
+  EVM_CONFIRMATIONS: z.coerce.number().int().min(1).max(1_000).default(1),
+  REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export type Config = {
+  port: number;
+  host: string;
+  mode: "development" | "production";
+  database:
+    | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
+    | { kind: "pglite"; dataDir: string | undefined };
+  evm:
+    | { kind: "embedded"; confirmations: number }
+    | { kind: "rpc"; url: string; hotWalletKey: `0x${string}`; tokenAddress: `0x${string}`; confirmations: number };
+  requestTimeoutMs: number;
+  bodyLimitBytes: number;
+  logLevel: z.infer<typeof schema>["LOG_LEVEL"];
+};
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; ");
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  let evm: Config["evm"];
+  if (e.EVM_RPC_URL === undefined) {
+    evm = { kind: "embedded", confirmations: e.EVM_CONFIRMATIONS };
+  } else {
+    if (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined) {
+      throw new ConfigError("invalid configuration: EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS");
+    }
+    evm = {
+      kind: "rpc",
+      url: e.EVM_RPC_URL,
+      hotWalletKey: e.EVM_HOT_WALLET_KEY as `0x${string}`,
+      tokenAddress: e.EVM_TOKEN_ADDRESS as `0x${string}`,
+      confirmations: e.EVM_CONFIRMATIONS,
+    };
+  }
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    mode: e.SWITCHYARD_MODE,
+    database:
+      e.DATABASE_URL === undefined
+        ? { kind: "pglite", dataDir: e.PGLITE_DIR }
+        : {
+            kind: "postgres",
+            url: e.DATABASE_URL,
+            poolSizeMax: e.DATABASE_POOL_SIZE_MAX,
+            statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+          },
+    evm,
+    requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,126 @@
+// The closed set of error codes the API answers with, and the HTTP status of each. A code is stable:
+// clients may branch on it. The Record makes the compiler find a code without a status.
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from "fastify";
+import fp from "fastify-plugin";
+import type { ZodError } from "zod";
+import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
+
+export type ApiErrorCode =
+  | PaymentRefusal
+  | PaymentFailureCode
+  | "invalid_json"
+  | "unsupported_media_type"
+  | "body_too_large"
+  | "parameter_missing"
+  | "parameter_invalid"
+  | "parameter_unknown"
+  | "api_key_missing"
+  | "api_key_invalid"
+  | "payment_not_found"
+  | "route_not_found"
+  | "idempotency_key_invalid"
+  | "idempotency_key_reused"
+  | "idempotency_key_in_use"
+  | "request_timeout"
+  | "internal_error";
+
+export const errorStatus: Record<ApiErrorCode, number> = {
+  invalid_json: 400,
+  unsupported_media_type: 415,
+  body_too_large: 413,
+  parameter_missing: 400,
+  parameter_invalid: 400,
+  parameter_unknown: 400,
+  amount_not_a_decimal: 400,
+  amount_not_positive: 400,
+  amount_too_precise: 400,
+  amount_too_large: 400,
+  unknown_asset: 400,
+  asset_mismatch: 400,
+  same_account: 400,
+  api_key_missing: 401,
+  api_key_invalid: 401,
+  insufficient_funds: 402,
+  rail_unavailable: 402,
+  insufficient_liquidity: 402,
+  unreachable_destination: 402,
+  fee_above_max: 402,
+  expired: 402,
+  rejected: 402,
+  account_not_found: 404,
+  destination_not_found: 404,
+  payment_not_found: 404,
+  route_not_found: 404,
+  request_timeout: 408,
+  idempotency_key_invalid: 400,
+  idempotency_key_reused: 409,
+  idempotency_key_in_use: 409,
+  no_route: 422,
+  internal_error: 500,
+};
+
+export type ApiErrorBody = { error: { code: ApiErrorCode; message: string; param?: string } & Record<string, unknown> };
+
+/** An expected failure on its way to the client: thrown in a handler or hook, answered by the error plugin. */
+export class ApiError extends Error {
+  override name = "ApiError";
+  readonly code: ApiErrorCode;
+  readonly param: string | undefined;
+  readonly extra: Record<string, unknown>;
+  constructor(code: ApiErrorCode, message: string, options: { param?: string; extra?: Record<string, unknown> } = {}) {
+    super(message);
+    this.code = code;
+    this.param = options.param;
+    this.extra = options.extra ?? {};
+  }
+  get status(): number {
+    return errorStatus[this.code];
+  }
+  body(): ApiErrorBody {
+    return { error: { code: this.code, message: this.message, ...(this.param === undefined ? {} : { param: this.param }), ...this.extra } };
+  }
+}
+
+/** Turns zod's first issue into one of our codes, naming the parameter by its dotted path. */
+export function fromZodError(error: ZodError, prefix = ""): ApiError {
+  const issue = error.issues[0];
+  if (issue === undefined) return new ApiError("parameter_invalid", "invalid request");
+  const param = [prefix, ...issue.path.map(String)].filter((part) => part !== "").join(".");
+  if (issue.code === "unrecognized_keys") {
+    const key = [param, issue.keys[0]].filter((part) => part !== undefined && part !== "").join(".");
+    return new ApiError("parameter_unknown", `unknown parameter "${key}"`, { param: key });
+  }
+  if (issue.code === "invalid_type" && issue.input === undefined) {
+    return new ApiError("parameter_missing", `missing parameter "${param}"`, { param });
+  }
+  return new ApiError("parameter_invalid", `invalid parameter "${param}": ${issue.message}`, { param });
+}
+
+export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
+  return reply.code(error.status).send(error.body());
+}
+
+type FastifyLikeError = Error & { code?: string; statusCode?: number; validation?: unknown; validationContext?: string };
+
+const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
+  app.setNotFoundHandler((request, reply) => {
+    sendError(reply, new ApiError("route_not_found", `no route ${request.method} ${request.url.split("?")[0]}`));
+  });
+  app.setErrorHandler((error: FastifyLikeError, request, reply) => {
+    if (error instanceof ApiError) return sendError(reply, error);
+    if (error.code === "FST_ERR_CTP_INVALID_JSON_BODY" || error instanceof SyntaxError || error.code === "FST_ERR_CTP_EMPTY_JSON_BODY") {
+      return sendError(reply, new ApiError("invalid_json", "the request body is not valid JSON"));
+    }
+    if (error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      return sendError(reply, new ApiError("unsupported_media_type", "send the body as application/json"));
+    }
+    if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") return sendError(reply, new ApiError("body_too_large", "the request body is too large"));
+    if (error.validation !== undefined && error.cause !== undefined) {
+      return sendError(reply, fromZodError(error.cause as ZodError, error.validationContext === "body" ? "" : error.validationContext));
+    }
+    request.log.error({ err: error }, "unexpected error");
+    return sendError(reply, new ApiError("internal_error", "something went wrong on our side; the request may be retried with the same Idempotency-Key"));
+  });
+};
+
+export const errorsPlugin = fp(plugin, { name: "switchyard-errors" });

@@ -1,0 +1,3 @@
+export { tenantOf } from "./auth.ts";
+export { ApiError, type ApiErrorCode, errorStatus } from "./errors.ts";
+export { buildServer, type ServerOptions } from "./server.ts";

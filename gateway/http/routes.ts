@@ -1,0 +1,121 @@
+// The /v1 routes and /healthz. A handler parses (the schemas did), calls one function, maps the result.
+import type { FastifyInstance, FastifyPluginAsync } from "fastify";
+import type { z } from "zod";
+import type { Rail } from "../../adapters/rail.ts";
+import { balanceOf, getTenantAccount } from "../accounts/index.ts";
+import type { Db } from "../db/index.ts";
+import type { Ledger } from "../ledger/index.ts";
+import { formatAmount } from "../money/index.ts";
+import { type CreatePaymentResult, createPayment, getPayment, type PaymentsDeps } from "../payments/index.ts";
+import type { RoutePolicy } from "../router/types.ts";
+import { tenantOf } from "./auth.ts";
+import { ApiError, type ApiErrorCode } from "./errors.ts";
+import { destinationFromBody, presentPayment, presentRoute } from "./present.ts";
+import { balanceView, createPaymentBody, errorView, healthView, idParams, paymentView } from "./schemas.ts";
+
+export type RoutesOptions = {
+  db: Db;
+  ledger: Ledger;
+  rails: ReadonlyMap<string, Rail>;
+  payments: PaymentsDeps;
+};
+
+function policyFrom(constraints: z.infer<typeof createPaymentBody>["constraints"]): RoutePolicy {
+  if (constraints === undefined) return {};
+  const microUsd = constraints.max_fee_usd === undefined ? undefined : usdToMicro(constraints.max_fee_usd);
+  return {
+    ...(constraints.max_fee_bps === undefined ? {} : { maxFeeBps: constraints.max_fee_bps }),
+    ...(microUsd === undefined ? {} : { maxFeeMicroUsd: microUsd }),
+    ...(constraints.max_latency_ms === undefined ? {} : { maxLatencyMs: constraints.max_latency_ms }),
+    ...(constraints.rails?.allow === undefined ? {} : { allowedRails: constraints.rails.allow }),
+    ...(constraints.rails?.deny === undefined ? {} : { deniedRails: constraints.rails.deny }),
+  };
+}
+
+/** "0.25" USD → 250000 micro-USD; the schema allows 6 decimals at most, so this is exact. */
+function usdToMicro(text: string): bigint {
+  const [whole = "0", fraction = ""] = text.split(".");
+  return BigInt(whole) * 1_000_000n + BigInt(fraction.padEnd(6, "0"));
+}
+
+function refusalError(result: Extract<CreatePaymentResult, { ok: false }>): ApiError {
+  return new ApiError(result.refusal, result.message, {
+    ...(result.param === undefined ? {} : { param: result.param }),
+    ...(result.decision === undefined ? {} : { extra: { route: presentRoute(result.decision) } }),
+  });
+}
+
+const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, options) => {
+  app.get(
+    "/healthz",
+    {
+      schema: { response: { 200: healthView } },
+    },
+    async () => ({
+      status: "ok" as const,
+      rails: Object.fromEntries([...options.rails.values()].map((rail) => [rail.id, { available: rail.snapshot().available }])),
+    }),
+  );
+
+  app.post(
+    "/v1/payments",
+    { schema: { body: createPaymentBody, response: { 201: paymentView, 202: paymentView, "4xx": errorView } } },
+    async (request, reply) => {
+      const body = request.body as z.infer<typeof createPaymentBody>;
+      const tenant = tenantOf(request);
+      const result = await createPayment(options.payments, {
+        tenantId: tenant.id,
+        asset: body.asset,
+        amount: body.amount,
+        sourceAccountId: body.source.account,
+        destination: destinationFromBody(body.destination),
+        policy: policyFrom(body.constraints),
+        metadata: body.metadata ?? {},
+        idempotencyKey: request.idempotencyKey,
+      });
+      if (!result.ok) throw refusalError(result);
+      const view = presentPayment(result.payment);
+      if (result.payment.status === "failed") {
+        const code = (result.payment.failureCode ?? "rejected") as ApiErrorCode;
+        throw new ApiError(code, result.payment.failureMessage ?? "the payment failed", { extra: { payment: view } });
+      }
+      return reply.code(result.payment.status === "succeeded" ? 201 : 202).send(view);
+    },
+  );
+
+  app.get(
+    "/v1/payments/:id",
+    { schema: { params: idParams("pay"), response: { 200: paymentView, "4xx": errorView } } },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const payment = await getPayment(options.db, { tenantId: tenantOf(request).id, id });
+      if (payment === null) throw new ApiError("payment_not_found", `no payment "${id}"`);
+      return presentPayment(payment);
+    },
+  );
+
+  app.get(
+    "/v1/accounts/:id/balance",
+    { schema: { params: idParams("acct"), response: { 200: balanceView, "4xx": errorView } } },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const account = await getTenantAccount(options.db, { tenantId: tenantOf(request).id, id });
+      if (account === null) throw new ApiError("account_not_found", `no account "${id}"`);
+      const [ledgerAccount] = await options.ledger.lookupAccounts([account.ledgerAccountId]);
+      if (ledgerAccount === undefined) throw new Error(`account ${id} has no ledger account`);
+      const balance = balanceOf(account.kind, ledgerAccount);
+      const format = (value: bigint) => formatAmount(value, account.asset);
+      return {
+        object: "balance" as const,
+        account: account.id,
+        asset: account.asset.code,
+        available: format(balance.available),
+        posted: format(balance.posted),
+        pending_out: format(balance.pendingOut),
+        pending_in: format(balance.pendingIn),
+      };
+    },
+  );
+};
+
+export { routes };

@@ -1,0 +1,106 @@
+// Request and response schemas of the API, in zod. Requests are strict: an unknown parameter is an error,
+// as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
+import { z } from "zod";
+
+const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
+const hex = (bytes: number) => z.string().regex(new RegExp(`^0x[0-9a-fA-F]{${bytes * 2}}$`), `0x and ${bytes * 2} hex digits`);
+
+export const destinationSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("account"), account: accountId }),
+  z.strictObject({ type: z.literal("evm_address"), address: hex(20) }),
+  z.strictObject({ type: z.literal("evm_split"), split_id: hex(32) }),
+  z.strictObject({ type: z.literal("bolt11"), invoice: z.string().regex(/^ln[a-z0-9]{10,2000}$/i, "a BOLT11 invoice") }),
+  z.strictObject({ type: z.literal("lightning_node"), pubkey: z.string().regex(/^0[23][0-9a-f]{64}$/, "a 33-byte compressed node key in hex") }),
+  z.strictObject({ type: z.literal("stripe_account"), account: z.string().regex(/^acct_[0-9A-Za-z]{1,64}$/, "a Stripe account id") }),
+]);
+
+const railName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/);
+
+export const createPaymentBody = z.strictObject({
+  amount: z.string().max(64),
+  asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as USDC"),
+  source: z.strictObject({ account: accountId }),
+  destination: destinationSchema,
+  constraints: z
+    .strictObject({
+      max_fee_bps: z.number().int().min(0).max(10_000).optional(),
+      max_fee_usd: z.string().regex(/^(0|[1-9][0-9]{0,12})(\.[0-9]{1,6})?$/, "a USD amount with at most 6 decimals").optional(),
+      max_latency_ms: z.number().int().positive().max(86_400_000).optional(),
+      rails: z.strictObject({ allow: z.array(railName).max(16).optional(), deny: z.array(railName).max(16).optional() }).optional(),
+    })
+    .optional(),
+  metadata: z.record(z.string().max(40), z.string().max(500)).refine((m) => Object.keys(m).length <= 20, "at most 20 keys").optional(),
+});
+export type CreatePaymentBody = z.infer<typeof createPaymentBody>;
+
+export const idParams = (prefix: "pay" | "acct") => z.strictObject({ id: z.string().regex(new RegExp(`^${prefix}_[0-9a-z_]{1,64}$`)) });
+
+const costView = z.object({
+  network_usd: z.string(),
+  provider_usd: z.string(),
+  fx_usd: z.string(),
+  failure_usd: z.string(),
+  total_usd: z.string(),
+});
+
+export const routeView = z.object({
+  chosen: z.string().nullable(),
+  candidates: z.array(z.object({ rail: z.string(), kind: z.string(), cost: costView, latency_ms: z.number() })),
+  excluded: z.array(z.object({ rail: z.string(), reason: z.string(), detail: z.string() })),
+});
+
+const evidenceView = z.union([
+  z.object({ rail: z.literal("internal") }),
+  z.object({ rail: z.literal("evm"), chain_id: z.number(), tx_hash: z.string(), log_index: z.number(), block_number: z.string() }),
+  z.object({ rail: z.literal("lightning"), payment_hash: z.string(), preimage: z.string() }),
+  z.object({ rail: z.literal("fiat"), psp_id: z.string() }),
+]);
+
+const failureView = z.object({ code: z.string(), message: z.string() }).nullable();
+
+export const paymentView = z.object({
+  id: z.string(),
+  object: z.literal("payment"),
+  status: z.enum(["processing", "succeeded", "failed"]),
+  amount: z.string(),
+  asset: z.string(),
+  source: z.object({ account: z.string() }),
+  destination: z.record(z.string(), z.string()),
+  rail: z.string().nullable(),
+  route: routeView.nullable(),
+  attempts: z.array(
+    z.object({
+      id: z.string(),
+      rail: z.string(),
+      status: z.string(),
+      amount: z.string(),
+      fee: z.string().nullable(),
+      evidence: evidenceView.nullable(),
+      failure: failureView,
+    }),
+  ),
+  failure: failureView,
+  metadata: z.record(z.string(), z.string()),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+export type PaymentView = z.infer<typeof paymentView>;
+
+export const balanceView = z.object({
+  object: z.literal("balance"),
+  account: z.string(),
+  asset: z.string(),
+  available: z.string(),
+  posted: z.string(),
+  pending_out: z.string(),
+  pending_in: z.string(),
+});
+
+export const errorView = z.object({
+  error: z.object({ code: z.string(), message: z.string(), param: z.string().optional() }).catchall(z.unknown()),
+});
+
+export const healthView = z.object({
+  status: z.literal("ok"),
+  rails: z.record(z.string(), z.object({ available: z.boolean() })),
+});

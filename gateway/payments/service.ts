@@ -1,0 +1,344 @@
+// The life of a payment: check the request, route it, reserve the funds (a pending ledger transfer),
+// execute an attempt on the chosen rail, then post the reservation with the rail's evidence, or void it
+// and fall back to the next candidate when the failure says another rail may succeed.
+//
+// Crash safety: every step is keyed by ids derived from the attempt id, so repeating a step is harmless.
+// The ledger returns `exists` for a transfer it already has; a rail reports the first outcome of an attempt
+// id it has already executed; status moves are conditional updates. Recovery re-runs open attempts.
+import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../adapters/rail.ts";
+import { type AccountRecord, getClearingAccount, getTenantAccount } from "../accounts/index.ts";
+import type { Db, Sql } from "../db/index.ts";
+import { derivedLedgerId, newId } from "../ids/index.ts";
+import { type Ledger, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
+import { type Asset, assetByCode, parseAmount } from "../money/index.ts";
+import type { Destination, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
+import {
+  finishPayment,
+  getAttempt,
+  getPayment,
+  insertAttempt,
+  insertOutboxEvent,
+  insertPayment,
+  listOpenAttempts,
+  moveAttempt,
+} from "./store.ts";
+import type { Attempt, Payment, PaymentFailureCode, PaymentRefusal } from "./types.ts";
+
+/** TigerBeetle `code` of each kind of transfer. */
+export const transferCodes = { payment: 1, funding: 2 } as const;
+
+export type Router = (intent: { asset: Asset; amount: bigint; destination: Destination }, snapshot: Snapshot, policy: RoutePolicy) => RouteDecision;
+
+export type PaymentsDeps = {
+  db: Db;
+  ledger: Ledger;
+  rails: ReadonlyMap<string, Rail>;
+  snapshot: () => Snapshot;
+  route: Router;
+  /** How many attempts open at a restart are resumed in one pass. */
+  recoveryBatchMax: number;
+};
+
+export type CreatePaymentParams = {
+  tenantId: string;
+  asset: string;
+  amount: string;
+  sourceAccountId: string;
+  destination: Destination;
+  policy: RoutePolicy;
+  metadata: Record<string, string>;
+  /** The caller's Idempotency-Key: with it, a repeated request returns the first payment. */
+  idempotencyKey: string | null;
+};
+
+export type CreatePaymentResult =
+  | { ok: true; payment: Payment }
+  | { ok: false; refusal: PaymentRefusal; message: string; param?: string; decision?: RouteDecision };
+
+type Refused = Extract<CreatePaymentResult, { ok: false }>;
+
+function refuse(refusal: PaymentRefusal, message: string, param?: string): Refused {
+  return param === undefined ? { ok: false, refusal, message } : { ok: false, refusal, message, param };
+}
+
+export class PaymentInvariantError extends Error {
+  override name = "PaymentInvariantError";
+}
+
+/** Checks a request against the tenant's accounts and the router. Writes nothing. */
+async function prepare(
+  deps: PaymentsDeps,
+  params: CreatePaymentParams,
+): Promise<Refused | { ok: true; asset: Asset; amount: bigint; source: AccountRecord; decision: RouteDecision }> {
+  const asset = assetByCode(params.asset);
+  if (asset === null) return refuse("unknown_asset", `no asset "${params.asset}"`, "asset");
+  const amount = parseAmount(params.amount, asset);
+  if (!amount.ok) return refuse(amount.error, `amount "${params.amount}" is not a valid ${asset.code} amount (${asset.scale} decimals at most, more than zero)`, "amount");
+  const source = await getTenantAccount(deps.db, { tenantId: params.tenantId, id: params.sourceAccountId });
+  if (source === null) return refuse("account_not_found", `no account "${params.sourceAccountId}"`, "source.account");
+  if (source.asset.code !== asset.code) return refuse("asset_mismatch", `account ${source.id} holds ${source.asset.code}, not ${asset.code}`, "asset");
+  if (params.destination.kind === "account") {
+    const target = await getTenantAccount(deps.db, { tenantId: params.tenantId, id: params.destination.accountId });
+    if (target === null) return refuse("destination_not_found", `no account "${params.destination.accountId}"`, "destination.account");
+    if (target.asset.code !== asset.code) return refuse("asset_mismatch", `account ${target.id} holds ${target.asset.code}, not ${asset.code}`, "destination.account");
+    if (target.id === source.id) return refuse("same_account", "source and destination are the same account", "destination.account");
+  }
+  const snapshot = deps.snapshot();
+  // Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part.
+  const sameAsset = { ...snapshot, rails: snapshot.rails.filter((rail) => rail.asset.code === asset.code) };
+  const decision = deps.route({ asset, amount: amount.value, destination: params.destination }, sameAsset, params.policy);
+  const otherAsset = snapshot.rails
+    .filter((rail) => rail.asset.code !== asset.code)
+    .map((rail) => ({ rail: rail.rail, reason: "no_fx_rate" as const, detail: `settles ${rail.asset.code}; cross-asset payments are not supported yet` }));
+  const full: RouteDecision = { ...decision, excluded: [...decision.excluded, ...otherAsset] };
+  if (full.chosen === null) {
+    return { ok: false, refusal: "no_route", message: "no rail can make this payment under its constraints", decision: full };
+  }
+  return { ok: true, asset, amount: amount.value, source, decision: full };
+}
+
+export async function createPayment(deps: PaymentsDeps, params: CreatePaymentParams): Promise<CreatePaymentResult> {
+  const prepared = await prepare(deps, params);
+  if (!prepared.ok) return prepared;
+  const paymentId = newId("pay");
+  const inserted = await insertPayment(deps.db, {
+    id: paymentId,
+    tenantId: params.tenantId,
+    assetCode: prepared.asset.code,
+    amount: prepared.amount,
+    sourceAccountId: prepared.source.id,
+    destination: params.destination,
+    policy: params.policy,
+    decision: prepared.decision,
+    metadata: params.metadata,
+    idempotencyKey: params.idempotencyKey,
+  });
+  // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
+  if (inserted.inserted) await runCandidates(deps, { paymentId, tenantId: params.tenantId, firstSeq: 0 });
+  const id = inserted.inserted ? paymentId : inserted.existingId;
+  const payment = await getPayment(deps.db, { tenantId: params.tenantId, id });
+  if (payment === null) throw new PaymentInvariantError(`payment ${id} vanished after it was written`);
+  return { ok: true, payment };
+}
+
+/** Tries the decision's candidates from `firstSeq` on, until one succeeds, is in flight, or may not fall back. */
+async function runCandidates(deps: PaymentsDeps, params: { paymentId: string; tenantId: string; firstSeq: number }): Promise<void> {
+  const payment = await getPayment(deps.db, { tenantId: params.tenantId, id: params.paymentId });
+  if (payment === null || payment.decision === null) throw new PaymentInvariantError(`payment ${params.paymentId} has no decision`);
+  const candidates = payment.decision.candidates;
+  for (let seq = params.firstSeq; seq < candidates.length; seq += 1) {
+    const candidate = candidates[seq]!;
+    const rail = deps.rails.get(candidate.rail);
+    if (rail === undefined) throw new PaymentInvariantError(`router chose unknown rail ${candidate.rail}`);
+    const attemptId = newId("att");
+    await insertAttempt(deps.db, {
+      id: attemptId,
+      paymentId: payment.id,
+      seq,
+      rail: rail.id,
+      amount: payment.amount,
+      feeMax: feeMaxFor(payment),
+      reserveTransferId: derivedLedgerId(attemptId, "reserve"),
+    });
+    const attempt = await getAttempt(deps.db, attemptId);
+    if (attempt === null) throw new PaymentInvariantError(`attempt ${attemptId} vanished after it was written`);
+    const next = await driveAttempt(deps, payment, attempt, rail);
+    if (next !== "fall_back") return;
+  }
+}
+
+/** The most the payer accepts in fees, in the payment's asset. Without a cap, the amount itself bounds it. */
+function feeMaxFor(payment: Payment): bigint {
+  const byBps = payment.policy.maxFeeBps === undefined ? null : (payment.amount * BigInt(payment.policy.maxFeeBps)) / 10_000n; // floor: a cap rounds down
+  return byBps ?? payment.amount;
+}
+
+type Next = "done" | "fall_back";
+
+/** Reserve, execute and settle one attempt, from whatever status it is in. Safe to call again. */
+async function driveAttempt(deps: PaymentsDeps, payment: Payment, attempt: Attempt, rail: Rail): Promise<Next> {
+  if (attempt.status === "reserving") {
+    const reserved = await reserve(deps, payment, attempt, rail);
+    if (reserved !== "created") {
+      await failAttempt(deps, payment, attempt, {
+        code: "insufficient_funds",
+        message: reserved === "exceeds_credits" ? "the source account's available balance is below the amount" : `ledger refused the reservation: ${reserved}`,
+        retryElsewhere: false,
+        voidReservation: false,
+      });
+      return "done";
+    }
+    await moveAttempt(deps.db, { id: attempt.id, to: "executing" });
+  }
+  const outcome: AttemptOutcome = await rail.execute({
+    id: attempt.id,
+    paymentId: payment.id,
+    amount: attempt.amount,
+    destination: payment.destination,
+    feeMax: attempt.feeMax,
+  });
+  return applyOutcome(deps, payment, attempt, outcome);
+}
+
+async function applyOutcome(deps: PaymentsDeps, payment: Payment, attempt: Attempt, outcome: AttemptOutcome): Promise<Next> {
+  switch (outcome.status) {
+    case "succeeded":
+      await succeedAttempt(deps, payment, attempt, outcome.evidence, outcome.fee);
+      return "done";
+    case "in_flight":
+      await moveAttempt(deps.db, { id: attempt.id, to: "in_flight" });
+      return "done";
+    case "failed":
+      return failAttempt(deps, payment, attempt, {
+        code: outcome.code,
+        message: outcome.message,
+        retryElsewhere: outcome.retryElsewhere,
+        voidReservation: true,
+      });
+  }
+}
+
+async function ledgerAccountsFor(deps: PaymentsDeps, payment: Payment, rail: Rail): Promise<{ debit: bigint; credit: bigint; ledger: number }> {
+  const source = await getTenantAccount(deps.db, { tenantId: payment.tenantId, id: payment.sourceAccountId });
+  if (source === null) throw new PaymentInvariantError(`payment ${payment.id} lost its source account`);
+  let credit: AccountRecord | null;
+  if (payment.destination.kind === "account") {
+    credit = await getTenantAccount(deps.db, { tenantId: payment.tenantId, id: payment.destination.accountId });
+  } else {
+    credit = await getClearingAccount(deps.db, { rail: rail.id, asset: source.asset });
+  }
+  if (credit === null) throw new PaymentInvariantError(`payment ${payment.id} has no account to credit on rail ${rail.id}`);
+  return { debit: source.ledgerAccountId, credit: credit.ledgerAccountId, ledger: source.asset.ledger };
+}
+
+/** The pending transfer that holds the funds while the rail works. Its id is derived from the attempt. */
+async function reserve(deps: PaymentsDeps, payment: Payment, attempt: Attempt, rail: Rail): Promise<string> {
+  const accounts = await ledgerAccountsFor(deps, payment, rail);
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id: attempt.reserveTransferId,
+      debitAccountId: accounts.debit,
+      creditAccountId: accounts.credit,
+      amount: attempt.amount,
+      ledger: accounts.ledger,
+      code: transferCodes.payment,
+      flags: TransferFlags.pending,
+      userData128: derivedLedgerId(payment.id, "payment"),
+    },
+  ]);
+  const status = result?.status ?? "no_result";
+  return status === "exists" ? "created" : status;
+}
+
+function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
+  switch (evidence.rail) {
+    case "internal":
+      return { rail: "internal", reference: "ledger" };
+    case "evm":
+      return {
+        rail: "evm",
+        reference: `${evidence.txHash}:${evidence.logIndex}`,
+        detail: { chainId: String(evidence.chainId), blockNumber: evidence.blockNumber.toString() },
+      };
+    case "lightning":
+      return { rail: "lightning", reference: evidence.paymentHash, detail: { preimage: evidence.preimage } };
+    case "fiat":
+      return { rail: "fiat", reference: evidence.pspId };
+  }
+}
+
+async function resolveReservation(deps: PaymentsDeps, attempt: Attempt, how: "post" | "void", evidence?: SettlementEvidence): Promise<void> {
+  const [reservation] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
+  if (reservation === undefined) {
+    if (how === "void") return; // never reserved: nothing to release
+    throw new PaymentInvariantError(`attempt ${attempt.id} succeeded without a reservation`);
+  }
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id: derivedLedgerId(attempt.id, how),
+      debitAccountId: reservation.debitAccountId,
+      creditAccountId: reservation.creditAccountId,
+      amount: reservation.amount,
+      ledger: reservation.ledger,
+      code: reservation.code,
+      pendingId: reservation.id,
+      flags: how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer,
+      userData128: reservation.id,
+      ...(evidence === undefined ? {} : { evidence: evidenceForLedger(evidence) }),
+    },
+  ]);
+  const status = result?.status;
+  if (status !== "created" && status !== "exists") {
+    throw new PaymentInvariantError(`ledger refused to ${how} reservation of attempt ${attempt.id}: ${status ?? "no result"}`);
+  }
+}
+
+async function succeedAttempt(deps: PaymentsDeps, payment: Payment, attempt: Attempt, evidence: SettlementEvidence, fee: bigint): Promise<void> {
+  await resolveReservation(deps, attempt, "post", evidence);
+  await deps.db.transaction(async (tx) => {
+    await moveAttempt(tx, { id: attempt.id, to: "succeeded", evidence, fee });
+    if (await finishPayment(tx, { id: payment.id, status: "succeeded", rail: attempt.rail })) {
+      await announce(tx, payment, "payment.succeeded");
+    }
+  });
+}
+
+async function failAttempt(
+  deps: PaymentsDeps,
+  payment: Payment,
+  attempt: Attempt,
+  failure: { code: PaymentFailureCode; message: string; retryElsewhere: boolean; voidReservation: boolean },
+): Promise<Next> {
+  if (failure.voidReservation) await resolveReservation(deps, attempt, "void");
+  const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
+  const fallBack = failure.retryElsewhere && candidatesLeft;
+  await deps.db.transaction(async (tx) => {
+    await moveAttempt(tx, { id: attempt.id, to: "failed", failureCode: failure.code, failureMessage: failure.message });
+    if (!fallBack && (await finishPayment(tx, { id: payment.id, status: "failed", rail: null, failureCode: failure.code, failureMessage: failure.message }))) {
+      await announce(tx, payment, "payment.failed");
+    }
+  });
+  return fallBack ? "fall_back" : "done";
+}
+
+async function announce(tx: Sql, payment: Payment, type: "payment.succeeded" | "payment.failed"): Promise<void> {
+  await insertOutboxEvent(tx, { tenantId: payment.tenantId, type, payload: { payment_id: payment.id } });
+}
+
+/** Applies a rail's own report about an attempt in flight. Unknown or finished attempts change nothing. */
+export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Promise<void> {
+  if (event.kind === "received") return; // money in is the settlement service's, not a payment's
+  const attempt = await getAttempt(deps.db, event.attemptId);
+  if (attempt === null || attempt.status === "succeeded" || attempt.status === "failed") return;
+  const payment = await paymentOf(deps, attempt);
+  const outcome: AttemptOutcome =
+    event.kind === "attempt_succeeded"
+      ? { status: "succeeded", evidence: event.evidence, fee: event.fee }
+      : { status: "failed", code: event.code, message: event.message, retryElsewhere: event.retryElsewhere };
+  const next = await applyOutcome(deps, payment, attempt, outcome);
+  if (next === "fall_back") await runCandidates(deps, { paymentId: payment.id, tenantId: payment.tenantId, firstSeq: attempt.seq + 1 });
+}
+
+async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment> {
+  const rows = await deps.db.query<{ tenant_id: string }>("SELECT tenant_id FROM payments WHERE id = $1", [attempt.paymentId]);
+  const tenantId = rows[0]?.tenant_id;
+  const payment = tenantId === undefined ? null : await getPayment(deps.db, { tenantId, id: attempt.paymentId });
+  if (payment === null) throw new PaymentInvariantError(`attempt ${attempt.id} has no payment`);
+  return payment;
+}
+
+/**
+ * Resumes every attempt left open by a stop or a crash: reservations are made again (idempotent), rails are
+ * asked for the outcome of what they were executing (they never pay an attempt id twice).
+ */
+export async function recoverOpenAttempts(deps: PaymentsDeps): Promise<number> {
+  const open = await listOpenAttempts(deps.db, deps.recoveryBatchMax);
+  for (const attempt of open) {
+    const rail = deps.rails.get(attempt.rail);
+    if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
+    const payment = await paymentOf(deps, attempt);
+    const next = await driveAttempt(deps, payment, attempt, rail);
+    if (next === "fall_back") await runCandidates(deps, { paymentId: payment.id, tenantId: payment.tenantId, firstSeq: attempt.seq + 1 });
+  }
+  return open.length;
+}

@@ -1,0 +1,224 @@
+// SQL for payments and attempts. Every read of a payment is scoped to its tenant. Status changes are
+// conditional updates: the first writer wins and a repeated event finds nothing left to change.
+import type { SettlementEvidence } from "../../adapters/rail.ts";
+import type { Sql } from "../db/index.ts";
+import type { Destination, RouteDecision, RoutePolicy } from "../router/types.ts";
+import { type Attempt, type AttemptStatus, attemptStatusesBefore, type Payment, type PaymentStatus } from "./types.ts";
+
+/** JSON with bigints as decimal strings, for jsonb columns. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => (typeof v === "bigint" ? { $bigint: v.toString() } : v));
+}
+
+/** Reverses toJson: `{ $bigint: "…" }` back to bigint. */
+export function fromJson<T>(value: unknown): T {
+  const revive = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(revive);
+    if (v !== null && typeof v === "object") {
+      const entries = Object.entries(v as Record<string, unknown>);
+      if (entries.length === 1 && entries[0]![0] === "$bigint" && typeof entries[0]![1] === "string") return BigInt(entries[0]![1]);
+      return Object.fromEntries(entries.map(([k, inner]) => [k, revive(inner)]));
+    }
+    return v;
+  };
+  return revive(typeof value === "string" ? JSON.parse(value) : value) as T;
+}
+
+type PaymentRow = {
+  id: string;
+  tenant_id: string;
+  status: PaymentStatus;
+  asset: string;
+  amount: bigint;
+  source_account_id: string;
+  destination: unknown;
+  policy: unknown;
+  decision: unknown;
+  rail: string | null;
+  failure_code: string | null;
+  failure_message: string | null;
+  metadata: Record<string, string>;
+  created_at: Date;
+  updated_at: Date;
+};
+
+type AttemptRow = {
+  id: string;
+  payment_id: string;
+  seq: number;
+  rail: string;
+  status: AttemptStatus;
+  amount: bigint;
+  fee_max: bigint;
+  fee: bigint | null;
+  reserve_transfer_id: string;
+  evidence: unknown;
+  failure_code: string | null;
+  failure_message: string | null;
+};
+
+function attemptFromRow(row: AttemptRow): Attempt {
+  return {
+    id: row.id,
+    paymentId: row.payment_id,
+    seq: row.seq,
+    rail: row.rail,
+    status: row.status,
+    amount: row.amount,
+    feeMax: row.fee_max,
+    fee: row.fee,
+    reserveTransferId: BigInt(row.reserve_transfer_id),
+    evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
+    failureCode: row.failure_code,
+    failureMessage: row.failure_message,
+  };
+}
+
+const attemptColumns =
+  "id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id::text AS reserve_transfer_id, evidence, failure_code, failure_message";
+
+export async function insertPayment(
+  sql: Sql,
+  payment: {
+    id: string;
+    tenantId: string;
+    assetCode: string;
+    amount: bigint;
+    sourceAccountId: string;
+    destination: Destination;
+    policy: RoutePolicy;
+    decision: RouteDecision;
+    metadata: Record<string, string>;
+    idempotencyKey: string | null;
+  },
+): Promise<{ inserted: true } | { inserted: false; existingId: string }> {
+  const rows = await sql.query<{ id: string }>(
+    `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key)
+     VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id`,
+    [
+      payment.id,
+      payment.tenantId,
+      payment.assetCode,
+      payment.amount,
+      payment.sourceAccountId,
+      toJson(payment.destination),
+      toJson(payment.policy),
+      toJson(payment.decision),
+      JSON.stringify(payment.metadata),
+      payment.idempotencyKey,
+    ],
+  );
+  if (rows.length === 1) return { inserted: true };
+  const existing = await sql.query<{ id: string }>("SELECT id FROM payments WHERE tenant_id = $1 AND idempotency_key = $2", [
+    payment.tenantId,
+    payment.idempotencyKey,
+  ]);
+  if (existing[0] === undefined) throw new Error(`payment insert for key ${payment.idempotencyKey} neither inserted nor conflicted`);
+  return { inserted: false, existingId: existing[0].id };
+}
+
+export async function getPayment(sql: Sql, params: { tenantId: string; id: string }): Promise<Payment | null> {
+  const rows = await sql.query<PaymentRow>("SELECT * FROM payments WHERE id = $1 AND tenant_id = $2", [params.id, params.tenantId]);
+  const row = rows[0];
+  if (row === undefined) return null;
+  const attempts = await sql.query<AttemptRow>(`SELECT ${attemptColumns} FROM attempts WHERE payment_id = $1 ORDER BY seq`, [row.id]);
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    status: row.status,
+    assetCode: row.asset,
+    amount: row.amount,
+    sourceAccountId: row.source_account_id,
+    destination: fromJson<Destination>(row.destination),
+    policy: fromJson<RoutePolicy>(row.policy),
+    decision: row.decision === null ? null : fromJson<RouteDecision>(row.decision),
+    rail: row.rail,
+    failureCode: row.failure_code,
+    failureMessage: row.failure_message,
+    metadata: row.metadata,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    attempts: attempts.map(attemptFromRow),
+  };
+}
+
+export async function insertAttempt(
+  sql: Sql,
+  attempt: { id: string; paymentId: string; seq: number; rail: string; amount: bigint; feeMax: bigint; reserveTransferId: bigint },
+): Promise<void> {
+  await sql.query(
+    `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
+     VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)`,
+    [attempt.id, attempt.paymentId, attempt.seq, attempt.rail, attempt.amount, attempt.feeMax, attempt.reserveTransferId.toString()],
+  );
+}
+
+export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> {
+  const rows = await sql.query<AttemptRow>(`SELECT ${attemptColumns} FROM attempts WHERE id = $1`, [id]);
+  return rows[0] === undefined ? null : attemptFromRow(rows[0]);
+}
+
+/** Attempts that were started and not finished: what recovery resumes after a restart. */
+export async function listOpenAttempts(sql: Sql, limit: number): Promise<Attempt[]> {
+  const rows = await sql.query<AttemptRow>(
+    `SELECT ${attemptColumns} FROM attempts WHERE status IN ('reserving', 'executing', 'in_flight') ORDER BY created_at LIMIT $1`,
+    [limit],
+  );
+  return rows.map(attemptFromRow);
+}
+
+/** Moves an attempt to `to` if it is in a status that may move there; false when another writer got there first. */
+export async function moveAttempt(
+  sql: Sql,
+  params: {
+    id: string;
+    to: AttemptStatus;
+    fee?: bigint;
+    evidence?: SettlementEvidence;
+    failureCode?: string;
+    failureMessage?: string;
+  },
+): Promise<boolean> {
+  const rows = await sql.query(
+    `UPDATE attempts SET status = $2, fee = COALESCE($3, fee), evidence = COALESCE($4, evidence),
+       failure_code = COALESCE($5, failure_code), failure_message = COALESCE($6, failure_message), updated_at = now()
+     WHERE id = $1 AND status = ANY($7::text[]) RETURNING id`,
+    [
+      params.id,
+      params.to,
+      params.fee ?? null,
+      params.evidence === undefined ? null : toJson(params.evidence),
+      params.failureCode ?? null,
+      params.failureMessage ?? null,
+      attemptStatusesBefore(params.to),
+    ],
+  );
+  return rows.length === 1;
+}
+
+/** Ends a processing payment; false when it had already ended. */
+export async function finishPayment(
+  sql: Sql,
+  params: { id: string; status: "succeeded" | "failed"; rail: string | null; failureCode?: string; failureMessage?: string },
+): Promise<boolean> {
+  const rows = await sql.query(
+    `UPDATE payments SET status = $2, rail = COALESCE($3, rail), failure_code = $4, failure_message = $5, updated_at = now()
+     WHERE id = $1 AND status = 'processing' RETURNING id`,
+    [params.id, params.status, params.rail, params.failureCode ?? null, params.failureMessage ?? null],
+  );
+  return rows.length === 1;
+}
+
+export async function getPaymentById(sql: Sql, id: string): Promise<{ tenantId: string } | null> {
+  const rows = await sql.query<{ tenant_id: string }>("SELECT tenant_id FROM payments WHERE id = $1", [id]);
+  return rows[0] === undefined ? null : { tenantId: rows[0].tenant_id };
+}
+
+export async function insertOutboxEvent(sql: Sql, event: { tenantId: string; type: string; payload: unknown }): Promise<void> {
+  await sql.query("INSERT INTO outbox (tenant_id, type, payload) VALUES ($1, $2, $3)", [
+    event.tenantId,
+    event.type,
+    toJson(event.payload),
+  ]);
+}

@@ -1,0 +1,83 @@
+// Payments and attempts: records, statuses, the closed set of reasons a payment is refused or fails,
+// and the transitions allowed between statuses. Pure.
+import type { SettlementEvidence } from "../../adapters/rail.ts";
+import type { ParseAmountError } from "../money/index.ts";
+import type { Destination, RouteDecision, RoutePolicy } from "../router/types.ts";
+
+export type PaymentStatus = "processing" | "succeeded" | "failed";
+export type AttemptStatus = "reserving" | "executing" | "in_flight" | "succeeded" | "failed";
+
+export type Attempt = {
+  id: string;
+  paymentId: string;
+  seq: number;
+  rail: string;
+  status: AttemptStatus;
+  amount: bigint;
+  feeMax: bigint;
+  fee: bigint | null;
+  reserveTransferId: bigint;
+  evidence: SettlementEvidence | null;
+  failureCode: string | null;
+  failureMessage: string | null;
+};
+
+export type Payment = {
+  id: string;
+  tenantId: string;
+  status: PaymentStatus;
+  assetCode: string;
+  amount: bigint;
+  sourceAccountId: string;
+  destination: Destination;
+  policy: RoutePolicy;
+  decision: RouteDecision | null;
+  rail: string | null;
+  failureCode: string | null;
+  failureMessage: string | null;
+  metadata: Record<string, string>;
+  createdAt: Date;
+  updatedAt: Date;
+  attempts: Attempt[];
+};
+
+/** Why a payment request is refused before anything is written. Precedence: the order of checks in createPayment. */
+export type PaymentRefusal =
+  | ParseAmountError
+  | "unknown_asset"
+  | "account_not_found"
+  | "destination_not_found"
+  | "asset_mismatch"
+  | "same_account"
+  | "no_route";
+
+/** Why a payment that was written ends as failed. */
+export type PaymentFailureCode =
+  | "insufficient_funds"
+  | "rail_unavailable"
+  | "insufficient_liquidity"
+  | "unreachable_destination"
+  | "fee_above_max"
+  | "expired"
+  | "rejected";
+
+const attemptTransitions: Record<AttemptStatus, readonly AttemptStatus[]> = {
+  reserving: ["executing", "failed"],
+  executing: ["in_flight", "succeeded", "failed"],
+  in_flight: ["succeeded", "failed"],
+  succeeded: [],
+  failed: [],
+};
+
+export function attemptCanMove(from: AttemptStatus, to: AttemptStatus): boolean {
+  return attemptTransitions[from].includes(to);
+}
+
+/** The statuses an attempt may be in when it moves to `to`: what a conditional UPDATE checks. */
+export function attemptStatusesBefore(to: AttemptStatus): AttemptStatus[] {
+  return (Object.keys(attemptTransitions) as AttemptStatus[]).filter((from) => attemptTransitions[from].includes(to));
+}
+
+export function isFinal(status: AttemptStatus | PaymentStatus): boolean {
+  return status === "succeeded" || status === "failed";
+}
