@@ -1,0 +1,166 @@
+// Stripe event envelopes for tests, shaped as Stripe sends them, and signed with the stripe package's helper.
+import Stripe from "stripe";
+
+const signer = new Stripe("sk_test_signer");
+
+type Envelope = {
+  id: string;
+  object: "event";
+  type: string;
+  created: number;
+  livemode: false;
+  api_version: string;
+  account?: string;
+  data: { object: Record<string, unknown> };
+};
+
+function envelope(id: string, type: string, object: Record<string, unknown>, account?: string): Envelope {
+  return {
+    id,
+    object: "event",
+    type,
+    created: 1_800_000_000,
+    livemode: false,
+    api_version: "2026-10-28.clover",
+    ...(account === undefined ? {} : { account }),
+    data: { object },
+  };
+}
+
+export type IntentFields = {
+  intentId: string;
+  amount: number;
+  paymentId: string;
+  attemptId: string;
+  reference?: string;
+  chargeId?: string;
+  currency?: string;
+  metadata?: Record<string, string>;
+};
+
+function intentObject(fields: IntentFields, status: string, received: number): Record<string, unknown> {
+  return {
+    id: fields.intentId,
+    object: "payment_intent",
+    amount: fields.amount,
+    amount_received: received,
+    currency: fields.currency ?? "usd",
+    status,
+    latest_charge: fields.chargeId ?? `ch_${fields.intentId.slice(3)}`,
+    metadata: fields.metadata ?? {
+      switchyard_payment_id: fields.paymentId,
+      switchyard_attempt_id: fields.attemptId,
+      switchyard_reference: fields.reference ?? fields.paymentId,
+    },
+    last_payment_error:
+      status === "requires_payment_method"
+        ? {
+            code: "card_declined",
+            decline_code: "insufficient_funds",
+            message: "Your card has insufficient funds.",
+          }
+        : null,
+  };
+}
+
+export const stripeEvents = {
+  intentSucceeded: (eventId: string, fields: IntentFields) =>
+    envelope(eventId, "payment_intent.succeeded", intentObject(fields, "succeeded", fields.amount)),
+  intentFailed: (eventId: string, fields: IntentFields) =>
+    envelope(eventId, "payment_intent.payment_failed", intentObject(fields, "requires_payment_method", 0)),
+  disputeCreated: (
+    eventId: string,
+    f: { disputeId: string; intentId: string; amount: number; chargeId?: string },
+  ) =>
+    envelope(eventId, "charge.dispute.created", {
+      id: f.disputeId,
+      object: "dispute",
+      amount: f.amount,
+      currency: "usd",
+      charge: f.chargeId ?? `ch_${f.intentId.slice(3)}`,
+      payment_intent: f.intentId,
+      reason: "fraudulent",
+      status: "needs_response",
+    }),
+  refundCreated: (
+    eventId: string,
+    f: { refundId: string; intentId: string; amount: number; status?: string },
+  ) =>
+    envelope(eventId, "refund.created", {
+      id: f.refundId,
+      object: "refund",
+      amount: f.amount,
+      currency: "usd",
+      status: f.status ?? "succeeded",
+      charge: `ch_${f.intentId.slice(3)}`,
+      payment_intent: f.intentId,
+    }),
+  chargeRefunded: (
+    eventId: string,
+    f: { intentId: string; refunds: { refundId: string; amount: number }[] },
+  ) =>
+    envelope(eventId, "charge.refunded", {
+      id: `ch_${f.intentId.slice(3)}`,
+      object: "charge",
+      currency: "usd",
+      payment_intent: f.intentId,
+      refunded: true,
+      refunds: {
+        object: "list",
+        data: f.refunds.map((r) => ({
+          id: r.refundId,
+          object: "refund",
+          amount: r.amount,
+          currency: "usd",
+          status: "succeeded",
+          charge: `ch_${f.intentId.slice(3)}`,
+          payment_intent: f.intentId,
+        })),
+      },
+    }),
+  transferCreated: (
+    eventId: string,
+    f: { transferId: string; amount: number; attemptId?: string; paymentId?: string },
+  ) =>
+    envelope(eventId, "transfer.created", {
+      id: f.transferId,
+      object: "transfer",
+      amount: f.amount,
+      currency: "usd",
+      destination: "acct_merchant",
+      metadata:
+        f.attemptId === undefined
+          ? {}
+          : { switchyard_attempt_id: f.attemptId, switchyard_payment_id: f.paymentId ?? "p" },
+    }),
+  payoutFailed: (eventId: string, f: { payoutId: string; amount: number; account: string }) =>
+    envelope(
+      eventId,
+      "payout.failed",
+      {
+        id: f.payoutId,
+        object: "payout",
+        amount: f.amount,
+        currency: "usd",
+        failure_code: "account_closed",
+        failure_message: "The bank account has been closed.",
+        metadata: {},
+      },
+      f.account,
+    ),
+  other: (eventId: string, type: string) => envelope(eventId, type, { id: "obj_1", object: "thing" }),
+};
+
+/** The raw body as Stripe sends it and its Stripe-Signature header, made by the stripe package's test helper. */
+export function signEvent(
+  event: unknown,
+  params: { secret: string; timestamp: number; payload?: string },
+): { payload: string; header: string } {
+  const payload = params.payload ?? JSON.stringify(event);
+  const header = signer.webhooks.generateTestHeaderString({
+    payload,
+    secret: params.secret,
+    timestamp: params.timestamp,
+  });
+  return { payload, header };
+}
