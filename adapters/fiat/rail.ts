@@ -107,6 +107,7 @@ export interface FiatRail extends Rail {
 }
 
 const idPattern = /^[A-Za-z0-9_.:-]+$/;
+const connectedAccountPattern = /^acct_[A-Za-z0-9]{1,100}$/;
 
 function checkId(name: string, value: string): FiatRequestFailure | null {
   if (value.length === 0 || value.length > switchyardIdLengthMax || !idPattern.test(value))
@@ -229,6 +230,8 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
       if (idProblem !== null) return fail("rejected", idProblem.message, false);
       if (attempt.destination.kind !== "stripe_account")
         return fail("unreachable_destination", "the fiat rail pays Stripe connected accounts only", true);
+      if (!connectedAccountPattern.test(attempt.destination.accountId))
+        return fail("unreachable_destination", "not a Stripe connected account id (acct_…)", true);
       const quote = fiatFee(feeSchedule, attempt.amount);
       if (!quote.ok)
         return fail("rejected", `amount ${attempt.amount} is ${quote.error.replace("_", " ")}`, true);

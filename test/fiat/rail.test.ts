@@ -1,0 +1,310 @@
+// The fiat rail against stripe-mock: PaymentIntents, Connect transfers, refunds, balance, health, and
+// Stripe's errors translated into the rail's failure codes. stripe-mock keeps no state and does not
+// replay idempotency keys, so "same payment and attempt → same intent" is the rail's own record by key;
+// the key Stripe would replay on is checked on the wire.
+import { beforeEach, describe, expect, inject, it } from "vitest";
+import {
+  createFiatRail,
+  createMemoryStripeObjectStore,
+  createStripeClient,
+  defaultFiatFeeSchedule,
+  type FiatRail,
+  idempotencyKeys,
+  type StripeObjectStore,
+  translateStripeError,
+} from "../../adapters/fiat/index.ts";
+import type { OutgoingAttempt } from "../../adapters/rail.ts";
+import { assets } from "../../gateway/money/index.ts";
+import { freePort } from "../../scripts/lib/free-port.ts";
+
+const port = inject("stripeMockPort");
+
+type Sent = { method: string; path: string; idempotencyKey: string | undefined };
+
+function makeRail(options: { apiKey?: string; port?: number; store?: StripeObjectStore } = {}) {
+  const stripe = createStripeClient({
+    apiKey: options.apiKey ?? "sk_test_switchyard",
+    host: "127.0.0.1",
+    port: options.port ?? port,
+    protocol: "http",
+    requestTimeoutMs: 5_000,
+    networkRetriesMax: 0,
+  });
+  const sent: Sent[] = [];
+  stripe.on("request", (event: { method: string; path: string; idempotency_key?: string }) =>
+    sent.push({ method: event.method, path: event.path, idempotencyKey: event.idempotency_key }),
+  );
+  const store = options.store ?? createMemoryStripeObjectStore();
+  const rail = createFiatRail({
+    stripe,
+    store,
+    asset: assets.USD,
+    feeSchedule: defaultFiatFeeSchedule,
+    liquidity: "balance",
+    snapshotRefreshMs: 60_000,
+  });
+  return { rail, sent, store };
+}
+
+const payout = (overrides: Partial<OutgoingAttempt> = {}): OutgoingAttempt => ({
+  id: "att_out_1",
+  paymentId: "pay_out_1",
+  amount: 10_000n,
+  destination: { kind: "stripe_account", accountId: "acct_1Merchant" },
+  feeMax: 1_000n,
+  ...overrides,
+});
+
+describe("fiat rail: PaymentIntents (money in)", () => {
+  let rail: FiatRail;
+  let sent: Sent[];
+  beforeEach(() => {
+    ({ rail, sent } = makeRail());
+  });
+
+  it("creates a PaymentIntent with an idempotency key derived from the payment and the attempt", async () => {
+    const result = await rail.createPaymentIntent({
+      amount: 2_500n,
+      paymentId: "pay_topup_1",
+      attemptId: "att_1",
+      reference: "cust_42",
+    });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.intent.intentId).toMatch(/^pi_/);
+    expect(result.intent.amount).toBe(2_500n);
+    expect(result.intent.clientSecret).toMatch(/_secret_/);
+    expect(result.intent.created).toBe(true);
+    expect(result.intent.idempotencyKey).toBe("switchyard:pi:pay_topup_1:att_1");
+    expect(sent).toEqual([
+      { method: "POST", path: "/v1/payment_intents", idempotencyKey: "switchyard:pi:pay_topup_1:att_1" },
+    ]);
+  });
+
+  it("returns the same intent for the same payment and attempt, without creating a second", async () => {
+    const params = { amount: 2_500n, paymentId: "pay_topup_2", attemptId: "att_1", reference: "cust_42" };
+    const first = await rail.createPaymentIntent(params);
+    const second = await rail.createPaymentIntent(params);
+    expect(first.ok && second.ok).toBe(true);
+    if (!first.ok || !second.ok) return;
+    expect(second.intent.intentId).toBe(first.intent.intentId);
+    expect(second.intent.created).toBe(false);
+    expect(sent.filter((s) => s.method === "POST")).toHaveLength(1);
+    expect(sent[1]).toMatchObject({ method: "GET", path: `/v1/payment_intents/${first.intent.intentId}` });
+  });
+
+  it("settles concurrent retries of one attempt on one intent", async () => {
+    const params = { amount: 700n, paymentId: "pay_topup_3", attemptId: "att_1", reference: "cust_7" };
+    const results = await Promise.all([1, 2, 3].map(() => rail.createPaymentIntent(params)));
+    const ids = new Set(results.map((r) => (r.ok ? r.intent.intentId : "failed")));
+    expect(ids.size).toBe(1);
+    expect([...ids][0]).toMatch(/^pi_/);
+    // Every request carried the same key: real Stripe would have created one intent.
+    expect(new Set(sent.map((s) => s.idempotencyKey))).toEqual(new Set(["switchyard:pi:pay_topup_3:att_1"]));
+  });
+
+  it("sends the same key from two gateway processes, and a new key for a new attempt", async () => {
+    const other = makeRail();
+    await rail.createPaymentIntent({ amount: 900n, paymentId: "pay_4", attemptId: "att_1", reference: "c" });
+    await other.rail.createPaymentIntent({
+      amount: 900n,
+      paymentId: "pay_4",
+      attemptId: "att_1",
+      reference: "c",
+    });
+    await rail.createPaymentIntent({ amount: 900n, paymentId: "pay_4", attemptId: "att_2", reference: "c" });
+    expect(sent.map((s) => s.idempotencyKey)).toEqual([
+      idempotencyKeys.paymentIntent("pay_4", "att_1"),
+      "switchyard:pi:pay_4:att_2",
+    ]);
+    expect(other.sent.map((s) => s.idempotencyKey)).toEqual(["switchyard:pi:pay_4:att_1"]);
+  });
+
+  it("refuses a reused attempt with another amount", async () => {
+    await rail.createPaymentIntent({ amount: 900n, paymentId: "pay_5", attemptId: "att_1", reference: "c" });
+    const again = await rail.createPaymentIntent({
+      amount: 901n,
+      paymentId: "pay_5",
+      attemptId: "att_1",
+      reference: "c",
+    });
+    expect(again).toMatchObject({ ok: false, failure: { code: "rejected", retryElsewhere: false } });
+  });
+
+  it("refuses amounts below the minimum charge and bad ids without calling Stripe", async () => {
+    expect(
+      await rail.createPaymentIntent({ amount: 5n, paymentId: "p", attemptId: "a", reference: "c" }),
+    ).toMatchObject({
+      ok: false,
+      failure: { code: "below_minimum" },
+    });
+    expect(
+      await rail.createPaymentIntent({ amount: 500n, paymentId: "p p", attemptId: "a", reference: "c" }),
+    ).toMatchObject({ ok: false, failure: { code: "invalid_id" } });
+    expect(sent).toHaveLength(0);
+  });
+});
+
+describe("fiat rail: Connect transfers (money out) and refunds", () => {
+  let rail: FiatRail;
+  let sent: Sent[];
+  beforeEach(() => {
+    ({ rail, sent } = makeRail());
+  });
+
+  it("pays a connected account with a transfer keyed by the attempt id", async () => {
+    const outcome = await rail.execute(payout());
+    expect(outcome).toEqual({
+      status: "succeeded",
+      evidence: { rail: "fiat", pspId: expect.stringMatching(/^tr_/) },
+      fee: 320n, // 30 ¢ + ceil(10_000 ¢ × 2.9 %)
+    });
+    expect(sent).toEqual([
+      { method: "POST", path: "/v1/transfers", idempotencyKey: "switchyard:tr:att_out_1" },
+    ]);
+  });
+
+  it("never pays twice for one attempt: a second execute reports the first outcome", async () => {
+    const first = await rail.execute(payout());
+    const second = await rail.execute(payout());
+    expect(second).toEqual(first);
+    expect(sent).toHaveLength(1);
+  });
+
+  it("refuses destinations it cannot reach, amounts under its minimum and fees above the attempt's maximum", async () => {
+    expect(
+      await rail.execute(payout({ destination: { kind: "bolt11", invoice: "lnbcrt1..." } })),
+    ).toMatchObject({
+      status: "failed",
+      code: "unreachable_destination",
+      retryElsewhere: true,
+    });
+    expect(await rail.execute(payout({ amount: 5n }))).toMatchObject({ status: "failed", code: "rejected" });
+    expect(await rail.execute(payout({ feeMax: 319n }))).toMatchObject({
+      status: "failed",
+      code: "fee_above_max",
+    });
+    expect(sent).toHaveLength(0);
+  });
+
+  it("refuses a destination that is not a connected account id without calling Stripe", async () => {
+    const outcome = await rail.execute(
+      payout({ id: "att_bad", destination: { kind: "stripe_account", accountId: "" } }),
+    );
+    expect(outcome).toMatchObject({
+      status: "failed",
+      code: "unreachable_destination",
+      retryElsewhere: true,
+    });
+    expect(sent).toHaveLength(0);
+  });
+
+  it("translates an error from Stripe's server into rejected, retryable elsewhere (nothing was created)", async () => {
+    // stripe-mock validates requests against Stripe's OpenAPI spec: a transfer without destination is a 400.
+    const stripe = createStripeClient({
+      apiKey: "sk_test_switchyard",
+      host: "127.0.0.1",
+      port,
+      protocol: "http",
+      requestTimeoutMs: 5_000,
+      networkRetriesMax: 0,
+    });
+    const error = await stripe.transfers
+      .create({ amount: 100, currency: "usd" } as Parameters<typeof stripe.transfers.create>[0])
+      .then(
+        () => null,
+        (thrown: unknown) => thrown,
+      );
+    expect(error).toMatchObject({ type: "StripeInvalidRequestError", statusCode: 400 });
+    expect(translateStripeError(error)).toMatchObject({
+      code: "rejected",
+      retryElsewhere: true,
+      stripeError: "StripeInvalidRequestError",
+    });
+  });
+
+  it("refunds a PaymentIntent once per refund id", async () => {
+    const first = await rail.refund({
+      refundId: "rf_1",
+      paymentId: "pay_topup_1",
+      paymentIntentId: "pi_123",
+      amount: 500n,
+    });
+    expect(first).toMatchObject({ ok: true, refund: { amount: 500n, created: true } });
+    if (!first.ok) return;
+    expect(first.refund.stripeRefundId).toMatch(/^re_/);
+    const second = await rail.refund({
+      refundId: "rf_1",
+      paymentId: "pay_topup_1",
+      paymentIntentId: "pi_123",
+      amount: 500n,
+    });
+    expect(second).toMatchObject({
+      ok: true,
+      refund: { stripeRefundId: first.refund.stripeRefundId, created: false },
+    });
+    expect(sent).toEqual([{ method: "POST", path: "/v1/refunds", idempotencyKey: "switchyard:re:rf_1" }]);
+  });
+});
+
+describe("fiat rail: balance, snapshot and health", () => {
+  it("reads the balance and offers a snapshot with its fee schedule and minimum", async () => {
+    const { rail } = makeRail();
+    expect(await rail.balance()).toBe(0n); // stripe-mock's fixture balance
+    expect(rail.snapshot().available).toBe(false); // not started
+    await rail.start();
+    const snapshot = rail.snapshot();
+    await rail.stop();
+    expect(snapshot).toMatchObject({
+      rail: "fiat",
+      kind: "fiat",
+      asset: assets.USD,
+      available: true,
+      reaches: ["stripe_account"],
+      amountMin: 50n,
+      feePpm: 29_000n,
+      feeFixed: 30n,
+      liquidity: 0n,
+      networkFeeMicroUsd: 0n,
+    });
+    expect(rail.health()).toMatchObject({ healthy: true, lastError: null });
+  });
+
+  it("counts outcomes for the router's success rate", async () => {
+    const { rail } = makeRail();
+    await rail.execute(payout({ id: "att_ok" }));
+    const { rail: unreachable } = makeRail({ port: await freePort() });
+    await unreachable.execute(payout({ id: "att_ko" }));
+    expect(unreachable.snapshot()).toMatchObject({ successes: 0, failures: 1 });
+    expect(rail.snapshot()).toMatchObject({ successes: 1, failures: 0 });
+  });
+
+  it("is unavailable when Stripe cannot be reached, and says the outcome is unknown (retry here, not elsewhere)", async () => {
+    const { rail } = makeRail({ port: await freePort() });
+    await rail.start();
+    expect(rail.snapshot().available).toBe(false);
+    expect(rail.health()).toMatchObject({
+      healthy: false,
+      lastError: expect.stringContaining("StripeConnectionError"),
+    });
+    expect(await rail.execute(payout())).toMatchObject({
+      status: "failed",
+      code: "rail_unavailable",
+      retryElsewhere: false,
+    });
+    await expect(rail.balance()).rejects.toMatchObject({ name: "FiatRailError" });
+    await rail.stop();
+  });
+
+  it("maps refused credentials to rail_unavailable, retryable elsewhere (nothing ran)", async () => {
+    const { rail } = makeRail({ apiKey: "not_a_key" });
+    expect(await rail.execute(payout())).toMatchObject({
+      status: "failed",
+      code: "rail_unavailable",
+      retryElsewhere: true,
+    });
+    await rail.start();
+    expect(rail.snapshot().available).toBe(false);
+    await rail.stop();
+  });
+});
