@@ -1,0 +1,93 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createFileRailStore, createMemoryRailStore, type RailStoreRecord } from "./store.ts";
+
+const attempt = (attemptId: string): RailStoreRecord => ({
+  t: "attempt",
+  attemptId,
+  paymentId: `payment-${attemptId}`,
+  paymentHash: "ab".repeat(32),
+  kind: "bolt11",
+  amountMsat: "1000",
+  createdAtMs: 1,
+  feeMaxMsat: "10",
+  destination: null,
+  request: "lnbcrt1...",
+});
+
+describe("rail store", () => {
+  let directory = "";
+  beforeEach(async () => {
+    directory = await mkdtemp(path.join(os.tmpdir(), "rail-store-"));
+  });
+  afterEach(async () => {
+    await rm(directory, { recursive: true, force: true });
+  });
+
+  it("replays attempts, outcomes, invoices and the settle index after a reopen", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const first = createFileRailStore(file);
+    await first.load();
+    await first.append(attempt("a1"));
+    await first.append(attempt("a2"));
+    await first.append({
+      t: "outcome",
+      attemptId: "a1",
+      status: "succeeded",
+      preimage: "cd".repeat(32),
+      feeMsat: "7",
+    });
+    await first.append({ t: "reported", attemptId: "a1" });
+    await first.append({
+      t: "invoice",
+      paymentHash: "ef".repeat(32),
+      reference: "inv-1",
+      expiresAtMs: Date.now() + 60_000,
+    });
+    await first.append({ t: "settle_index", value: 5 });
+    await first.append({ t: "settle_index", value: 3 });
+    await first.close();
+
+    const second = createFileRailStore(file);
+    const state = await second.load();
+    await second.close();
+    expect(state.settleIndex).toBe(5);
+    expect(state.attempts.get("a1")?.outcome).toEqual({
+      status: "succeeded",
+      preimage: "cd".repeat(32),
+      feeMsat: 7n,
+    });
+    expect(state.attempts.get("a1")?.reported).toBe(true);
+    expect(state.attempts.get("a2")?.outcome).toBeNull();
+    expect(state.attempts.get("a2")?.feeMaxMsat).toBe(10n);
+    expect(state.invoices.get("ef".repeat(32))?.reference).toBe("inv-1");
+  });
+
+  it("tolerates a torn last line and refuses corruption in the middle", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    await writeFile(file, `${JSON.stringify(attempt("a1"))}\n{"t":"outc`);
+    const state = await createFileRailStore(file).load();
+    expect(state.attempts.has("a1")).toBe(true);
+    expect(await readFile(file, "utf8")).not.toContain("outc");
+
+    await writeFile(file, `{"t":\n${JSON.stringify(attempt("a1"))}\n`);
+    await expect(createFileRailStore(file).load()).rejects.toThrow(/journal.jsonl:1/);
+  });
+
+  it("forgets delivered invoices on compaction", async () => {
+    const store = createMemoryRailStore();
+    await store.load();
+    await store.append({
+      t: "invoice",
+      paymentHash: "01".repeat(32),
+      reference: "r",
+      expiresAtMs: Date.now() + 1000,
+    });
+    await store.append({ t: "invoice_done", paymentHash: "01".repeat(32) });
+    const state = await store.load();
+    expect(state.invoices.size).toBe(0);
+    expect(store.records()).toEqual([]);
+  });
+});

@@ -1,0 +1,266 @@
+// What the Lightning rail must remember across restarts: which attempt paid which payment hash (written
+// before the payment is sent), each attempt's final outcome, which invoice belongs to which reference,
+// and the last settle index whose invoice was delivered. LND keeps the payments themselves; this keeps
+// only the mapping back to the gateway's ids. Stored as an append-only JSON-lines journal, compacted on
+// open.
+import { mkdir, open, readFile, rename, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { RailFailureCode } from "../rail.ts";
+
+export type PaymentKind = "bolt11" | "keysend";
+
+export type StoredOutcome =
+  | { status: "succeeded"; preimage: string; feeMsat: bigint }
+  | { status: "failed"; code: RailFailureCode; message: string; retryElsewhere: boolean };
+
+export type StoredAttempt = {
+  readonly attemptId: string;
+  readonly paymentId: string;
+  readonly paymentHash: string;
+  readonly kind: PaymentKind;
+  readonly amountMsat: bigint;
+  readonly createdAtMs: number;
+  readonly feeMaxMsat: bigint;
+  /** keysend: the node paid */
+  readonly destination: string | null;
+  /** bolt11: the invoice paid */
+  readonly request: string | null;
+  outcome: StoredOutcome | null;
+  /** The caller has the outcome: returned by execute, or delivered as an event. */
+  reported: boolean;
+};
+
+export type StoredInvoice = {
+  readonly paymentHash: string;
+  readonly reference: string;
+  readonly expiresAtMs: number;
+};
+
+export type RailStoreRecord =
+  | {
+      t: "attempt";
+      attemptId: string;
+      paymentId: string;
+      paymentHash: string;
+      kind: PaymentKind;
+      amountMsat: string;
+      createdAtMs: number;
+      feeMaxMsat: string;
+      destination: string | null;
+      request: string | null;
+    }
+  | {
+      t: "outcome";
+      attemptId: string;
+      status: "succeeded" | "failed";
+      preimage?: string;
+      feeMsat?: string;
+      code?: RailFailureCode;
+      message?: string;
+      retryElsewhere?: boolean;
+    }
+  | { t: "reported"; attemptId: string }
+  | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number }
+  | { t: "invoice_done"; paymentHash: string }
+  | { t: "settle_index"; value: number };
+
+export type RailState = {
+  attempts: Map<string, StoredAttempt>;
+  invoices: Map<string, StoredInvoice>;
+  settleIndex: number;
+};
+
+export type LightningRailStore = {
+  /** Reads what was stored (and compacts it). Called once, by the rail's start. */
+  load(): Promise<RailState>;
+  append(record: RailStoreRecord): Promise<void>;
+  close(): Promise<void>;
+};
+
+export class RailStoreError extends Error {
+  override readonly name = "RailStoreError";
+}
+
+/** Finished attempts kept for idempotent retries; the oldest beyond this are forgotten on compaction. */
+export const finishedAttemptsRetainMax = 100_000;
+/** Invoices past expiry by more than this are forgotten on compaction. */
+export const expiredInvoiceRetainMs = 24 * 60 * 60 * 1000;
+const journalLineLengthMax = 64 * 1024;
+
+export function emptyRailState(): RailState {
+  return { attempts: new Map(), invoices: new Map(), settleIndex: 0 };
+}
+
+export function applyRecord(state: RailState, record: RailStoreRecord): void {
+  switch (record.t) {
+    case "attempt":
+      if (!state.attempts.has(record.attemptId))
+        state.attempts.set(record.attemptId, {
+          attemptId: record.attemptId,
+          paymentId: record.paymentId,
+          paymentHash: record.paymentHash,
+          kind: record.kind,
+          amountMsat: BigInt(record.amountMsat),
+          createdAtMs: record.createdAtMs,
+          feeMaxMsat: BigInt(record.feeMaxMsat),
+          destination: record.destination,
+          request: record.request,
+          outcome: null,
+          reported: false,
+        });
+      return;
+    case "outcome": {
+      const attempt = state.attempts.get(record.attemptId);
+      if (attempt === undefined || attempt.outcome !== null) return;
+      attempt.outcome =
+        record.status === "succeeded"
+          ? { status: "succeeded", preimage: record.preimage ?? "", feeMsat: BigInt(record.feeMsat ?? "0") }
+          : {
+              status: "failed",
+              code: record.code ?? "rail_unavailable",
+              message: record.message ?? "",
+              retryElsewhere: record.retryElsewhere ?? true,
+            };
+      return;
+    }
+    case "reported": {
+      const attempt = state.attempts.get(record.attemptId);
+      if (attempt !== undefined) attempt.reported = true;
+      return;
+    }
+    case "invoice":
+      state.invoices.set(record.paymentHash, {
+        paymentHash: record.paymentHash,
+        reference: record.reference,
+        expiresAtMs: record.expiresAtMs,
+      });
+      return;
+    case "invoice_done":
+      state.invoices.delete(record.paymentHash);
+      return;
+    case "settle_index":
+      state.settleIndex = Math.max(state.settleIndex, record.value);
+      return;
+  }
+}
+
+export function outcomeRecord(attemptId: string, outcome: StoredOutcome): RailStoreRecord {
+  return outcome.status === "succeeded"
+    ? {
+        t: "outcome",
+        attemptId,
+        status: "succeeded",
+        preimage: outcome.preimage,
+        feeMsat: outcome.feeMsat.toString(),
+      }
+    : {
+        t: "outcome",
+        attemptId,
+        status: "failed",
+        code: outcome.code,
+        message: outcome.message,
+        retryElsewhere: outcome.retryElsewhere,
+      };
+}
+
+/** The records that rebuild `state`, minus what is old enough to forget. */
+export function compactRecords(state: RailState, nowMs: number): RailStoreRecord[] {
+  const records: RailStoreRecord[] = [];
+  const attempts = [...state.attempts.values()].sort((a, b) => a.createdAtMs - b.createdAtMs);
+  const finished = attempts.filter((attempt) => attempt.outcome !== null && attempt.reported);
+  const forget = new Set(finished.slice(0, Math.max(0, finished.length - finishedAttemptsRetainMax)));
+  for (const attempt of attempts) {
+    if (forget.has(attempt)) continue;
+    records.push({
+      t: "attempt",
+      attemptId: attempt.attemptId,
+      paymentId: attempt.paymentId,
+      paymentHash: attempt.paymentHash,
+      kind: attempt.kind,
+      amountMsat: attempt.amountMsat.toString(),
+      createdAtMs: attempt.createdAtMs,
+      feeMaxMsat: attempt.feeMaxMsat.toString(),
+      destination: attempt.destination,
+      request: attempt.outcome === null ? attempt.request : null,
+    });
+    if (attempt.outcome !== null) records.push(outcomeRecord(attempt.attemptId, attempt.outcome));
+    if (attempt.reported) records.push({ t: "reported", attemptId: attempt.attemptId });
+  }
+  for (const invoice of state.invoices.values()) {
+    if (invoice.expiresAtMs + expiredInvoiceRetainMs < nowMs) continue;
+    records.push({ t: "invoice", ...invoice });
+  }
+  if (state.settleIndex > 0) records.push({ t: "settle_index", value: state.settleIndex });
+  return records;
+}
+
+/** Keeps the journal in memory: for tests and for a gateway that accepts losing it on restart. */
+export function createMemoryRailStore(): LightningRailStore & { records(): readonly RailStoreRecord[] } {
+  let records: RailStoreRecord[] = [];
+  return {
+    async load() {
+      const state = emptyRailState();
+      for (const record of records) applyRecord(state, record);
+      records = compactRecords(state, Date.now());
+      return state;
+    },
+    async append(record) {
+      records.push(record);
+    },
+    async close() {},
+    records: () => records,
+  };
+}
+
+/** An append-only JSON-lines journal in `file`, compacted (rewritten and renamed) on load. */
+export function createFileRailStore(file: string): LightningRailStore {
+  let handle: Awaited<ReturnType<typeof open>> | null = null;
+  let writing: Promise<void> = Promise.resolve();
+  return {
+    async load() {
+      await mkdir(path.dirname(file), { recursive: true });
+      const state = emptyRailState();
+      let text = "";
+      try {
+        text = await readFile(file, "utf8");
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      }
+      const lines = text.split("\n");
+      lines.forEach((line, index) => {
+        if (line.trim() === "") return;
+        if (line.length > journalLineLengthMax)
+          throw new RailStoreError(`${file}:${index + 1}: line too long`);
+        try {
+          applyRecord(state, JSON.parse(line) as RailStoreRecord);
+        } catch (error) {
+          // A torn last line (crash mid-append) is expected; anything else is corruption.
+          if (index !== lines.length - 1 && !(index === lines.length - 2 && lines[lines.length - 1] === ""))
+            throw new RailStoreError(`${file}:${index + 1}: ${String(error)}`);
+        }
+      });
+      const compacted = compactRecords(state, Date.now());
+      const temporary = `${file}.${process.pid}.tmp`;
+      await writeFile(temporary, compacted.map((record) => `${JSON.stringify(record)}\n`).join(""));
+      await rename(temporary, file);
+      handle = await open(file, "a");
+      return state;
+    },
+    append(record) {
+      const line = `${JSON.stringify(record)}\n`;
+      // Each append's own error goes to its caller; the chain only keeps the order of writes.
+      writing = writing
+        .catch(() => undefined)
+        .then(async () => {
+          if (handle === null) throw new RailStoreError("store not loaded");
+          await handle.appendFile(line);
+        });
+      return writing;
+    },
+    async close() {
+      await writing.catch(() => undefined);
+      await handle?.close();
+      handle = null;
+    },
+  };
+}

@@ -1,0 +1,250 @@
+// A regtest Lightning network for tests and for people: one btcd and three lnd nodes — the gateway's
+// node, a payer and a payee — with channels payer → gateway → payee (and payee → payer, so that the
+// gateway also has a two-hop route that charges a routing fee). Free ports, a temporary directory per
+// run, a clean stop.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import {
+  addPeer,
+  createChainAddress,
+  getChainBalance,
+  getChannels,
+  getRouteToDestination,
+  getWalletInfo,
+  openChannel,
+} from "lightning";
+import { freePort } from "../lib/free-port.ts";
+import type { LightningBinaries } from "./binaries.ts";
+import { type Btcd, startBtcd } from "./btcd.ts";
+import { type LndCredentials, type LndNode, startLndNode } from "./lnd.ts";
+import { waitFor } from "./process.ts";
+
+export type NodeName = "gateway" | "payer" | "payee";
+export const nodeNames: readonly NodeName[] = ["gateway", "payer", "payee"];
+
+export type RegtestCluster = {
+  readonly directory: string;
+  readonly btcd: Btcd;
+  readonly nodes: Readonly<Record<NodeName, LndNode>>;
+  /** Mines blocks (rewards go to the nodes' wallets). */
+  mine(blocks: number): Promise<void>;
+  /** What another process needs to reach the cluster. */
+  describe(): RegtestClusterDescription;
+  stop(): Promise<void>;
+  readonly startDurationMs: number;
+};
+
+export type RegtestClusterDescription = {
+  readonly directory: string;
+  readonly btcd: { rpcHost: string; rpcUser: string; rpcPass: string; certPath: string };
+  readonly nodes: Readonly<Record<NodeName, LndCredentials & { publicKey: string; p2pSocket: string }>>;
+};
+
+export type StartClusterParams = {
+  readonly binaries: Pick<LightningBinaries, "btcd" | "lnd">;
+  /** Defaults to a fresh directory under the OS temp directory. */
+  readonly directory?: string;
+  /** Keep the data directory on stop (logs for debugging). */
+  readonly keepDirectory?: boolean;
+  readonly log?: (line: string) => void;
+  readonly channelCapacitySat?: number;
+};
+
+/** btcd regtest activates SegWit for block 432 (BIP9, window 144); mine past it and past coinbase maturity. */
+const activationBlocks = 450;
+/** Blocks on top of the funding transactions: 6 makes the channels announceable (public). */
+const channelConfirmationBlocks = 6;
+const channelCapacitySatDefault = 10_000_000;
+const syncTimeoutMs = 120_000;
+const channelTimeoutMs = 120_000;
+const portsPerCluster = 8;
+
+async function distinctFreePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  for (let tries = 0; ports.size < count; tries += 1) {
+    if (tries > count * 20) throw new Error("could not find free ports");
+    ports.add(await freePort());
+  }
+  return [...ports];
+}
+
+export async function startRegtestCluster(params: StartClusterParams): Promise<RegtestCluster> {
+  const startedAt = performance.now();
+  const log = params.log ?? (() => {});
+  const directory = params.directory ?? (await mkdtemp(path.join(os.tmpdir(), "switchyard-regtest-")));
+  const capacity = params.channelCapacitySat ?? channelCapacitySatDefault;
+  const ports = await distinctFreePorts(portsPerCluster);
+  const port = (i: number) => ports[i] as number;
+
+  log(`regtest: directory ${directory}`);
+  const btcd = await startBtcd({
+    binary: params.binaries.btcd,
+    directory: path.join(directory, "btcd"),
+    rpcPort: port(0),
+    p2pPort: port(1),
+  });
+  const started: LndNode[] = [];
+  const stopAll = async () => {
+    await Promise.allSettled(started.map((node) => node.stop()));
+    await btcd.stop();
+    if (!params.keepDirectory) await rm(directory, { recursive: true, force: true });
+  };
+
+  try {
+    log("regtest: btcd up; starting lnd gateway, payer, payee");
+    const nodeList = await Promise.all(
+      nodeNames.map(async (alias, i) => {
+        const node = await startLndNode({
+          binary: params.binaries.lnd,
+          alias,
+          directory: path.join(directory, alias),
+          rpcPort: port(2 + i * 2),
+          p2pPort: port(3 + i * 2),
+          btcd,
+        });
+        started.push(node);
+        return node;
+      }),
+    );
+    const nodes = { gateway: nodeList[0], payer: nodeList[1], payee: nodeList[2] } as Record<
+      NodeName,
+      LndNode
+    >;
+
+    // btcd has no generatetoaddress: restart it with the nodes' addresses as mining addresses.
+    const addresses = await Promise.all(
+      nodeList.map(async (node) => (await createChainAddress({ lnd: node.lnd(), format: "p2wpkh" })).address),
+    );
+    await btcd.restart({ miningAddresses: addresses });
+    log(`regtest: mining ${activationBlocks} blocks (SegWit activates at 432)`);
+    await btcd.generate(activationBlocks);
+
+    await Promise.all(
+      nodeList.map((node) =>
+        waitFor(
+          `${node.alias} synced with spendable coins`,
+          async () => {
+            const info = await getWalletInfo({ lnd: node.lnd() });
+            if (!info.is_synced_to_chain) return undefined;
+            const { chain_balance } = await getChainBalance({ lnd: node.lnd() });
+            return chain_balance > capacity * 2 ? true : undefined;
+          },
+          { timeoutMs: syncTimeoutMs, intervalMs: 250 },
+        ),
+      ),
+    );
+
+    log("regtest: opening channels payer → gateway → payee → payer");
+    const edges: readonly [NodeName, NodeName][] = [
+      ["payer", "gateway"],
+      ["gateway", "payee"],
+      ["payee", "payer"],
+    ];
+    const fundingTxids = await Promise.all(
+      edges.map(async ([from, to]) => {
+        await waitFor(
+          `${from} connected to ${to}`,
+          async () => {
+            await addPeer({
+              lnd: nodes[from].lnd(),
+              public_key: nodes[to].publicKey(),
+              socket: nodes[to].p2pSocket,
+            });
+            return true;
+          },
+          { timeoutMs: channelTimeoutMs, intervalMs: 250 },
+        );
+        const opened = await waitFor(
+          `${from} → ${to} channel open`,
+          async () =>
+            await openChannel({
+              lnd: nodes[from].lnd(),
+              local_tokens: capacity,
+              partner_public_key: nodes[to].publicKey(),
+              chain_fee_tokens_per_vbyte: 2,
+            }),
+          { timeoutMs: channelTimeoutMs, intervalMs: 500 },
+        );
+        return opened.transaction_id;
+      }),
+    );
+    await waitFor(
+      "funding transactions in the mempool",
+      async () => {
+        const mempool = new Set(await btcd.mempool());
+        return fundingTxids.every((txid) => mempool.has(txid)) ? true : undefined;
+      },
+      { timeoutMs: channelTimeoutMs, intervalMs: 100 },
+    );
+    await btcd.generate(channelConfirmationBlocks);
+
+    await Promise.all(
+      nodeList.map((node) =>
+        waitFor(
+          `${node.alias} channels active`,
+          async () => {
+            const { channels } = await getChannels({ lnd: node.lnd(), is_active: true });
+            return channels.length >= 2 ? true : undefined;
+          },
+          { timeoutMs: channelTimeoutMs, intervalMs: 100 },
+        ),
+      ),
+    );
+    // Routes that need the gossip: payer → gateway → payee, and gateway → payee → payer.
+    const routes: readonly [NodeName, NodeName][] = [
+      ["payer", "payee"],
+      ["gateway", "payer"],
+    ];
+    await Promise.all(
+      routes.map(([from, to]) =>
+        waitFor(
+          `route ${from} → ${to} in the graph`,
+          async () => {
+            const { route } = await getRouteToDestination({
+              lnd: nodes[from].lnd(),
+              destination: nodes[to].publicKey(),
+              tokens: 1000,
+            });
+            return route ? true : undefined;
+          },
+          { timeoutMs: channelTimeoutMs, intervalMs: 200 },
+        ),
+      ),
+    );
+
+    const describe = (): RegtestClusterDescription => ({
+      directory,
+      btcd: { rpcHost: btcd.rpcHost, rpcUser: btcd.rpcUser, rpcPass: btcd.rpcPass, certPath: btcd.certPath },
+      nodes: Object.fromEntries(
+        nodeNames.map((name) => [
+          name,
+          {
+            ...nodes[name].credentials(),
+            publicKey: nodes[name].publicKey(),
+            p2pSocket: nodes[name].p2pSocket,
+          },
+        ]),
+      ) as RegtestClusterDescription["nodes"],
+    });
+    await writeFile(path.join(directory, "cluster.json"), `${JSON.stringify(describe(), null, 2)}\n`);
+    const startDurationMs = Math.round(performance.now() - startedAt);
+    log(`regtest: ready in ${(startDurationMs / 1000).toFixed(1)} s`);
+    return {
+      directory,
+      btcd,
+      nodes,
+      async mine(blocks) {
+        await btcd.generate(blocks);
+      },
+      describe,
+      stop: stopAll,
+      startDurationMs,
+    };
+  } catch (error) {
+    log(`regtest: start failed (${String(error)}); logs in ${directory}`);
+    await Promise.allSettled(started.map((node) => node.stop()));
+    await btcd.stop();
+    throw error;
+  }
+}
