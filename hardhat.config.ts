@@ -15,4 +15,11 @@ export default defineConfig({
     settings: { optimizer: { enabled: true, runs: 10_000 }, viaIR: true, evmVersion: "cancun" },
   },
   paths: { sources: "./contracts", tests: { solidity: "./contracts" } },
+  // Fixed seed: the fuzz and invariant runs are the same on every machine.
+  test: {
+    solidity: {
+      fuzz: { seed: "0x5eed", runs: 256 },
+      invariant: { runs: 64, depth: 40, failOnRevert: false },
+    },
+  },
 });

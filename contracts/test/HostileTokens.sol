@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+
+/// @dev A token that calls back into a target during every transfer (the call the test arms), and records
+/// whether that reentrant call succeeded. Test-only.
+contract ReentrantToken is ERC20 {
+    address public target;
+    bytes public reentrantCall;
+    bool public reentryAttempted;
+    bool public reentrySucceeded;
+    bytes public reentryRevertData;
+
+    constructor() ERC20("Reentrant", "REE") {}
+
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    function arm(address target_, bytes calldata call) external {
+        target = target_;
+        reentrantCall = call;
+    }
+
+    function _update(address from, address to, uint256 value) internal override {
+        super._update(from, to, value);
+        if (target != address(0) && from != address(0)) {
+            address callee = target;
+            target = address(0); // once
+            reentryAttempted = true;
+            (bool ok, bytes memory data) = callee.call(reentrantCall);
+            reentrySucceeded = ok;
+            reentryRevertData = data;
+        }
+    }
+}
+
+/// @dev A token that burns 1% of every transfer (fee on transfer). Test-only.
+contract FeeOnTransferToken is ERC20 {
+    constructor() ERC20("Fee", "FEE") {}
+
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    function _update(address from, address to, uint256 value) internal override {
+        if (from == address(0) || to == address(0)) {
+            super._update(from, to, value);
+            return;
+        }
+        uint256 fee = value / 100;
+        super._update(from, address(0), fee);
+        super._update(from, to, value - fee);
+    }
+}
