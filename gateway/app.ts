@@ -2,9 +2,22 @@
 // is built here and handed its typed dependencies; nothing looks anything up by name elsewhere.
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
-import { type Chain, createPublicClient, createWalletClient, http, parseEventLogs, type Transport } from "viem";
+import {
+  type Chain,
+  createPublicClient,
+  createWalletClient,
+  http,
+  parseEventLogs,
+  type Transport,
+} from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { type EmbeddedChain, createEvmRail, evmMigrations, startEmbeddedChain, testUsdAbi } from "../adapters/evm/index.ts";
+import {
+  createEvmRail,
+  type EmbeddedChain,
+  evmMigrations,
+  startEmbeddedChain,
+  testUsdAbi,
+} from "../adapters/evm/index.ts";
 import { createInternalRail } from "../adapters/internal/index.ts";
 import type { Rail } from "../adapters/rail.ts";
 import { type AccountRecord, createAccount, getClearingAccount, getTenantAccount } from "./accounts/index.ts";
@@ -18,7 +31,10 @@ import { applyRailEvent, type PaymentsDeps, recoverOpenAttempts, transferCodes }
 import { buildSnapshot, route, staticRateSource } from "./router/index.ts";
 import { createApiKey, createTenant } from "./tenants/index.ts";
 
-export const gatewayMigrations: MigrationSource = { namespace: "gateway", directory: path.join(import.meta.dirname, "migrations") };
+export const gatewayMigrations: MigrationSource = {
+  namespace: "gateway",
+  directory: path.join(import.meta.dirname, "migrations"),
+};
 
 /** Development prices, USD micro-units per minor unit: USDC 1:1, USD cents, BTC at $100,000 (1 msat = 1 µUSD), ETH at $3,000 per 10^18 wei. */
 export const developmentUsdRates = staticRateSource({
@@ -68,7 +84,11 @@ export async function createApp(config: Config): Promise<App> {
     if (chain !== null) closers.push(() => chain.close());
     const evmClients =
       chain !== null
-        ? { publicClient: chain.publicClient, walletClient: chain.walletClient, token: chain.contracts.testUsd }
+        ? {
+            publicClient: chain.publicClient,
+            walletClient: chain.walletClient,
+            token: chain.contracts.testUsd,
+          }
         : await rpcClients(config.evm as Extract<Config["evm"], { kind: "rpc" }>);
 
     const evmRail = createEvmRail({
@@ -84,7 +104,12 @@ export async function createApp(config: Config): Promise<App> {
       expectedLatencyMs: chain === null ? 12_000 * config.evm.confirmations : 1_000,
     });
     const rails = new Map<string, Rail>();
-    for (const rail of [createInternalRail({ asset: assets.USDC }), createInternalRail({ asset: assets.USD }), createInternalRail({ asset: assets.BTC }), evmRail]) {
+    for (const rail of [
+      createInternalRail({ asset: assets.USDC }),
+      createInternalRail({ asset: assets.USD }),
+      createInternalRail({ asset: assets.BTC }),
+      evmRail,
+    ]) {
       rails.set(rail.id, rail);
     }
     for (const rail of rails.values()) {
@@ -149,17 +174,24 @@ async function rpcClients(evm: Extract<Config["evm"], { kind: "rpc" }>) {
   };
 }
 
-async function ensureClearingAccount(deps: { db: Db; ledger: Ledger }, rail: string, asset: Asset): Promise<AccountRecord> {
+async function ensureClearingAccount(
+  deps: { db: Db; ledger: Ledger },
+  rail: string,
+  asset: Asset,
+): Promise<AccountRecord> {
   const existing = await getClearingAccount(deps.db, { rail, asset });
   if (existing !== null) return existing;
-  return createAccount({ sql: deps.db, ledger: deps.ledger }, {
-    tenantId: null,
-    kind: "clearing",
-    asset,
-    name: `${rail} clearing (${asset.code})`,
-    rail,
-    id: `acct_clearing_${rail.replaceAll("-", "_")}_${asset.code.toLowerCase()}`,
-  });
+  return createAccount(
+    { sql: deps.db, ledger: deps.ledger },
+    {
+      tenantId: null,
+      kind: "clearing",
+      asset,
+      name: `${rail} clearing (${asset.code})`,
+      rail,
+      id: `acct_clearing_${rail.replaceAll("-", "_")}_${asset.code.toLowerCase()}`,
+    },
+  );
 }
 
 const demoTenantId = "ten_demo";
@@ -168,21 +200,39 @@ const demoTenantId = "ten_demo";
  * Development only: a demo tenant with a fresh API key, a customer and a merchant account, and — on the
  * embedded chain, the first time — 1,000 TestUSD minted to the hot wallet and credited to the customer.
  */
-async function ensureDemoTenant(deps: { db: Db; ledger: Ledger; chain: EmbeddedChain | null }): Promise<DemoTenant> {
+async function ensureDemoTenant(deps: {
+  db: Db;
+  ledger: Ledger;
+  chain: EmbeddedChain | null;
+}): Promise<DemoTenant> {
   const exists = await deps.db.query("SELECT 1 FROM tenants WHERE id = $1", [demoTenantId]);
   if (exists.length === 0) await createTenant(deps.db, { id: demoTenantId, name: "Demo" });
   const key = await createApiKey(deps.db, { tenantId: demoTenantId, mode: "test" });
   const account = async (id: string, kind: "customer" | "merchant", name: string) =>
     (await getTenantAccount(deps.db, { tenantId: demoTenantId, id })) ??
-    createAccount({ sql: deps.db, ledger: deps.ledger }, { tenantId: demoTenantId, kind, asset: assets.USDC, name, id });
+    createAccount(
+      { sql: deps.db, ledger: deps.ledger },
+      { tenantId: demoTenantId, kind, asset: assets.USDC, name, id },
+    );
   const customer = await account("acct_demo_customer", "customer", "Demo customer");
   const merchant = await account("acct_demo_merchant", "merchant", "Demo merchant");
   if (deps.chain !== null) await fundFromMint(deps.db, deps.ledger, deps.chain, customer);
-  return { tenantId: demoTenantId, apiKey: key.secret, customer, merchant, payee: deps.chain?.accounts[1]?.address ?? null };
+  return {
+    tenantId: demoTenantId,
+    apiKey: key.secret,
+    customer,
+    merchant,
+    payee: deps.chain?.accounts[1]?.address ?? null,
+  };
 }
 
 /** Mints TestUSD to the hot wallet and mirrors it: clearing (what the wallet holds) against the customer's balance. */
-async function fundFromMint(db: Db, ledger: Ledger, chain: EmbeddedChain, customer: AccountRecord): Promise<void> {
+async function fundFromMint(
+  db: Db,
+  ledger: Ledger,
+  chain: EmbeddedChain,
+  customer: AccountRecord,
+): Promise<void> {
   const [ledgerAccount] = await ledger.lookupAccounts([customer.ledgerAccountId]);
   if (ledgerAccount === undefined || ledgerAccount.creditsPosted > 0n) return;
   const clearing = await getClearingAccount(db, { rail: "evm", asset: assets.USDC });
@@ -211,5 +261,6 @@ async function fundFromMint(db: Db, ledger: Ledger, chain: EmbeddedChain, custom
       },
     },
   ]);
-  if (result?.status !== "created" && result?.status !== "exists") throw new Error(`demo funding refused by the ledger: ${result?.status}`);
+  if (result?.status !== "created" && result?.status !== "exists")
+    throw new Error(`demo funding refused by the ledger: ${result?.status}`);
 }

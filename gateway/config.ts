@@ -41,7 +41,13 @@ export type Config = {
     | { kind: "pglite"; dataDir: string | undefined };
   evm:
     | { kind: "embedded"; confirmations: number }
-    | { kind: "rpc"; url: string; hotWalletKey: `0x${string}`; tokenAddress: `0x${string}`; confirmations: number };
+    | {
+        kind: "rpc";
+        url: string;
+        hotWalletKey: `0x${string}`;
+        tokenAddress: `0x${string}`;
+        confirmations: number;
+      };
   requestTimeoutMs: number;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -54,7 +60,9 @@ export class ConfigError extends Error {
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; ");
+    const problems = parsed.error.issues
+      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+      .join("; ");
     throw new ConfigError(`invalid configuration: ${problems}`);
   }
   const e = parsed.data;
@@ -63,7 +71,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     evm = { kind: "embedded", confirmations: e.EVM_CONFIRMATIONS };
   } else {
     if (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined) {
-      throw new ConfigError("invalid configuration: EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS");
+      throw new ConfigError(
+        "invalid configuration: EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS",
+      );
     }
     evm = {
       kind: "rpc",

@@ -6,19 +6,26 @@ import { formatAmount } from "./money/index.ts";
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const started = performance.now();
-  console.log(`switchyard: starting (database: ${config.database.kind}, chain: ${config.evm.kind === "embedded" ? "Hardhat in-process" : config.evm.url})`);
+  console.log(
+    `switchyard: starting (database: ${config.database.kind}, chain: ${config.evm.kind === "embedded" ? "Hardhat in-process" : config.evm.url})`,
+  );
   const app = await createApp(config);
   const address = await app.server.listen({ port: config.port, host: config.host });
   const url = address.replace("[::1]", "localhost");
   console.log(`switchyard: listening on ${url} (ready in ${Math.round(performance.now() - started)} ms)`);
-  console.log(`switchyard: rails: ${[...app.rails.values()].map((rail) => `${rail.id} (${rail.asset.code})`).join(", ")}; lightning and fiat are off (no LND or Stripe configured)`);
+  console.log(
+    `switchyard: rails: ${[...app.rails.values()].map((rail) => `${rail.id} (${rail.asset.code})`).join(", ")}; lightning and fiat are off (no LND or Stripe configured)`,
+  );
   if (app.demo !== null) {
     const demo = app.demo;
     const body = JSON.stringify({
       amount: "1.50",
       asset: "USDC",
       source: { account: demo.customer.id },
-      destination: demo.payee === null ? { type: "account", account: demo.merchant.id } : { type: "evm_address", address: demo.payee },
+      destination:
+        demo.payee === null
+          ? { type: "account", account: demo.merchant.id }
+          : { type: "evm_address", address: demo.payee },
     });
     console.log(`
 Demo tenant (development mode; the key is new at every start and shown only here):

@@ -47,6 +47,16 @@ export async function startEmbeddedChain(): Promise<EmbeddedChain> {
   const hotWallet = mnemonicToAccount(hardhatMnemonic, { addressIndex: 0 });
   const walletClient = createWalletClient({ chain, transport, account: hotWallet });
   const contracts = await deployContracts({ walletClient, publicClient });
-  const accounts = Array.from({ length: 9 }, (_, i) => mnemonicToAccount(hardhatMnemonic, { addressIndex: i + 1 }));
-  return { chain, provider, publicClient, walletClient, contracts, accounts, close: () => connection.close() };
+  const accounts = Array.from({ length: 9 }, (_, i) =>
+    mnemonicToAccount(hardhatMnemonic, { addressIndex: i + 1 }),
+  );
+  return {
+    chain,
+    provider,
+    publicClient,
+    walletClient,
+    contracts,
+    accounts,
+    close: () => connection.close(),
+  };
 }

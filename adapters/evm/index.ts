@@ -1,6 +1,6 @@
 export {
-  deployContracts,
   type DeployedContracts,
+  deployContracts,
   revenueSplitterAbi,
   splitIdOf,
   testUsdAbi,

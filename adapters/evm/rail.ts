@@ -17,11 +17,14 @@ import {
   type WalletClient,
 } from "viem";
 import type { Db, MigrationSource } from "../../gateway/db/index.ts";
-import { amountMax, type Asset, divCeil } from "../../gateway/money/index.ts";
+import { type Asset, amountMax, divCeil } from "../../gateway/money/index.ts";
 import type { RailSnapshot, UsdRate } from "../../gateway/router/types.ts";
 import type { AttemptOutcome, OutgoingAttempt, Rail, RailEventHandler } from "../rail.ts";
 
-export const evmMigrations: MigrationSource = { namespace: "evm", directory: path.join(import.meta.dirname, "migrations") };
+export const evmMigrations: MigrationSource = {
+  namespace: "evm",
+  directory: path.join(import.meta.dirname, "migrations"),
+};
 
 export type EvmRailParams = {
   id?: string;
@@ -65,13 +68,20 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
   async function refresh(): Promise<void> {
     try {
       const [liquidity, gasPrice] = await Promise.all([
-        params.publicClient.readContract({ address: params.token.address, abi: erc20Abi, functionName: "balanceOf", args: [account.address] }),
+        params.publicClient.readContract({
+          address: params.token.address,
+          abi: erc20Abi,
+          functionName: "balanceOf",
+          args: [account.address],
+        }),
         params.publicClient.getGasPrice(),
       ]);
       state = { ...state, available: true, liquidity, gasPrice, takenAtMs: nowMs() };
     } catch (error) {
       state = { ...state, available: false, takenAtMs: nowMs() };
-      console.error(`evm rail: snapshot refresh failed: ${error instanceof Error ? error.message : String(error)}`);
+      console.error(
+        `evm rail: snapshot refresh failed: ${error instanceof Error ? error.message : String(error)}`,
+      );
     }
   }
 
@@ -79,24 +89,41 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
     return attempt.destination.kind === "evm_address" ? attempt.destination.address : null;
   }
 
-  async function signAndStore(attempt: OutgoingAttempt, to: `0x${string}`): Promise<SendRow | AttemptOutcome> {
+  async function signAndStore(
+    attempt: OutgoingAttempt,
+    to: `0x${string}`,
+  ): Promise<SendRow | AttemptOutcome> {
     const data = encodeFunctionData({ abi: erc20Abi, functionName: "transfer", args: [to, attempt.amount] });
     let request: Awaited<ReturnType<typeof params.walletClient.prepareTransactionRequest>>;
     try {
-      request = await params.walletClient.prepareTransactionRequest({ account, chain: params.walletClient.chain, to: params.token.address, data });
+      request = await params.walletClient.prepareTransactionRequest({
+        account,
+        chain: params.walletClient.chain,
+        to: params.token.address,
+        data,
+      });
     } catch (error) {
       // Gas estimation runs the transfer: a revert here means the hot wallet cannot pay it. Nothing was sent.
-      return { status: "failed", code: "insufficient_liquidity", message: `transfer would revert: ${shortMessage(error)}`, retryElsewhere: true };
+      return {
+        status: "failed",
+        code: "insufficient_liquidity",
+        message: `transfer would revert: ${shortMessage(error)}`,
+        retryElsewhere: true,
+      };
     }
-    const raw = await params.walletClient.signTransaction(request as Parameters<typeof params.walletClient.signTransaction>[0]);
-    const row: SendRow = { attempt_id: attempt.id, tx_hash: keccak256(raw), raw_tx: raw, nonce: Number(request.nonce) };
-    await params.db.query("INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, $5)", [
-      row.attempt_id,
-      chainId,
-      row.tx_hash,
-      row.raw_tx,
-      row.nonce,
-    ]);
+    const raw = await params.walletClient.signTransaction(
+      request as Parameters<typeof params.walletClient.signTransaction>[0],
+    );
+    const row: SendRow = {
+      attempt_id: attempt.id,
+      tx_hash: keccak256(raw),
+      raw_tx: raw,
+      nonce: Number(request.nonce),
+    };
+    await params.db.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, $5)",
+      [row.attempt_id, chainId, row.tx_hash, row.raw_tx, row.nonce],
+    );
     await broadcast(row);
     return row;
   }
@@ -107,20 +134,34 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
     } catch (error) {
       // "already known" or "nonce too low" means the node has seen these bytes (or mined them): the receipt decides.
       const text = shortMessage(error).toLowerCase();
-      if (!text.includes("known") && !text.includes("nonce")) throw new EvmRailError(`broadcast of ${row.tx_hash} failed: ${shortMessage(error)}`, { cause: error });
+      if (!text.includes("known") && !text.includes("nonce"))
+        throw new EvmRailError(`broadcast of ${row.tx_hash} failed: ${shortMessage(error)}`, {
+          cause: error,
+        });
     }
   }
 
-  async function outcomeOf(attempt: OutgoingAttempt, row: SendRow, to: `0x${string}`): Promise<AttemptOutcome> {
-    const receipt = await params.publicClient.waitForTransactionReceipt({
-      hash: row.tx_hash,
-      confirmations: params.confirmations,
-      timeout: params.receiptTimeoutMs,
-    }).catch(() => null);
+  async function outcomeOf(
+    attempt: OutgoingAttempt,
+    row: SendRow,
+    to: `0x${string}`,
+  ): Promise<AttemptOutcome> {
+    const receipt = await params.publicClient
+      .waitForTransactionReceipt({
+        hash: row.tx_hash,
+        confirmations: params.confirmations,
+        timeout: params.receiptTimeoutMs,
+      })
+      .catch(() => null);
     if (receipt === null) return { status: "in_flight", reference: row.tx_hash };
     if (receipt.status !== "success") {
       state = { ...state, failures: state.failures + 1 };
-      return { status: "failed", code: "rejected", message: `transaction ${row.tx_hash} reverted`, retryElsewhere: true };
+      return {
+        status: "failed",
+        code: "rejected",
+        message: `transaction ${row.tx_hash} reverted`,
+        retryElsewhere: true,
+      };
     }
     const log = parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs }).find(
       (entry) =>
@@ -129,11 +170,18 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
         entry.args.to.toLowerCase() === to.toLowerCase() &&
         entry.args.value === attempt.amount,
     );
-    if (log === undefined) throw new EvmRailError(`transaction ${row.tx_hash} succeeded without the expected Transfer log`);
+    if (log === undefined)
+      throw new EvmRailError(`transaction ${row.tx_hash} succeeded without the expected Transfer log`);
     state = { ...state, successes: state.successes + 1, liquidity: state.liquidity - attempt.amount };
     return {
       status: "succeeded",
-      evidence: { rail: "evm", chainId, txHash: row.tx_hash, logIndex: log.logIndex, blockNumber: receipt.blockNumber },
+      evidence: {
+        rail: "evm",
+        chainId,
+        txHash: row.tx_hash,
+        logIndex: log.logIndex,
+        blockNumber: receipt.blockNumber,
+      },
       fee: 0n, // gas is paid by the hot wallet in the native token, not taken from the payment
     };
   }
@@ -154,7 +202,10 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
     },
     snapshot(): RailSnapshot {
       // gas × price is in wei; the rate turns wei into USD micro-units, rounded up: an estimate of a cost.
-      const networkFeeMicroUsd = divCeil(params.transferGasEstimate * state.gasPrice * params.nativeUsdRate.microUsd, params.nativeUsdRate.perMinorUnits);
+      const networkFeeMicroUsd = divCeil(
+        params.transferGasEstimate * state.gasPrice * params.nativeUsdRate.microUsd,
+        params.nativeUsdRate.perMinorUnits,
+      );
       return {
         rail: id,
         kind: "evm",
@@ -175,9 +226,18 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
     },
     async execute(attempt: OutgoingAttempt): Promise<AttemptOutcome> {
       const to = destinationAddress(attempt);
-      if (to === null) return { status: "failed", code: "unreachable_destination", message: `the EVM rail does not reach ${attempt.destination.kind}`, retryElsewhere: true };
+      if (to === null)
+        return {
+          status: "failed",
+          code: "unreachable_destination",
+          message: `the EVM rail does not reach ${attempt.destination.kind}`,
+          retryElsewhere: true,
+        };
       const sent = await serialized(async () => {
-        const [existing] = await params.db.query<SendRow>("SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1", [attempt.id]);
+        const [existing] = await params.db.query<SendRow>(
+          "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+          [attempt.id],
+        );
         if (existing !== undefined) {
           await broadcast(existing); // harmless if the node has it; needed if it lost it
           return existing;
@@ -191,12 +251,23 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
       // Payout outcomes come back from execute; the log watcher that mirrors contract events is not wired yet.
     },
     async balance() {
-      return params.publicClient.readContract({ address: params.token.address, abi: erc20Abi, functionName: "balanceOf", args: [account.address] });
+      return params.publicClient.readContract({
+        address: params.token.address,
+        abi: erc20Abi,
+        functionName: "balanceOf",
+        args: [account.address],
+      });
     },
   };
 }
 
 function shortMessage(error: unknown): string {
-  if (error !== null && typeof error === "object" && "shortMessage" in error && typeof error.shortMessage === "string") return error.shortMessage;
+  if (
+    error !== null &&
+    typeof error === "object" &&
+    "shortMessage" in error &&
+    typeof error.shortMessage === "string"
+  )
+    return error.shortMessage;
   return error instanceof Error ? error.message : String(error);
 }

@@ -35,7 +35,12 @@ export function createInternalRail(params: { asset: Asset; id?: string; nowMs?: 
     },
     async execute(attempt: OutgoingAttempt): Promise<AttemptOutcome> {
       if (attempt.destination.kind !== "account") {
-        return { status: "failed", code: "unreachable_destination", message: "the internal rail reaches Switchyard accounts only", retryElsewhere: true };
+        return {
+          status: "failed",
+          code: "unreachable_destination",
+          message: "the internal rail reaches Switchyard accounts only",
+          retryElsewhere: true,
+        };
       }
       return { status: "succeeded", evidence: { rail: "internal" }, fee: 0n };
     },

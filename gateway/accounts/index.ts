@@ -3,7 +3,7 @@
 // an asset, debit-normal, never below zero. Every read is scoped to its tenant.
 import type { Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { AccountFlags, type Account as LedgerAccount, type Ledger } from "../ledger/index.ts";
+import { AccountFlags, type Ledger, type Account as LedgerAccount } from "../ledger/index.ts";
 import { type Asset, assetByCode } from "../money/index.ts";
 
 export type AccountKind = "customer" | "merchant" | "clearing" | "fee";
@@ -21,7 +21,12 @@ export type AccountRecord = {
 /** TigerBeetle `code` of each kind of account. */
 export const accountCodes: Record<AccountKind, number> = { customer: 1, merchant: 2, clearing: 10, fee: 20 };
 
-const creditNormal: Record<AccountKind, boolean> = { customer: true, merchant: true, clearing: false, fee: true };
+const creditNormal: Record<AccountKind, boolean> = {
+  customer: true,
+  merchant: true,
+  clearing: false,
+  fee: true,
+};
 
 export class AccountSetupError extends Error {
   override name = "AccountSetupError";
@@ -29,7 +34,14 @@ export class AccountSetupError extends Error {
 
 export async function createAccount(
   deps: { sql: Sql; ledger: Ledger },
-  params: { tenantId: string | null; kind: AccountKind; asset: Asset; name: string; rail?: string; id?: string },
+  params: {
+    tenantId: string | null;
+    kind: AccountKind;
+    asset: Asset;
+    name: string;
+    rail?: string;
+    id?: string;
+  },
 ): Promise<AccountRecord> {
   const id = params.id ?? newId("acct");
   const ledgerAccountId = derivedLedgerId(id, "account");
@@ -38,7 +50,9 @@ export async function createAccount(
       id: ledgerAccountId,
       ledger: params.asset.ledger,
       code: accountCodes[params.kind],
-      flags: creditNormal[params.kind] ? AccountFlags.debitsMustNotExceedCredits : AccountFlags.creditsMustNotExceedDebits,
+      flags: creditNormal[params.kind]
+        ? AccountFlags.debitsMustNotExceedCredits
+        : AccountFlags.creditsMustNotExceedDebits,
     },
   ]);
   if (result === undefined || (result.status !== "created" && result.status !== "exists")) {
@@ -47,7 +61,15 @@ export async function createAccount(
   await deps.sql.query(
     `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail)
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
-    [id, params.tenantId, params.kind, params.asset.code, ledgerAccountId.toString(), params.name, params.rail ?? null],
+    [
+      id,
+      params.tenantId,
+      params.kind,
+      params.asset.code,
+      ledgerAccountId.toString(),
+      params.name,
+      params.rail ?? null,
+    ],
   );
   return {
     id,
@@ -87,15 +109,21 @@ function fromRow(row: AccountRow): AccountRecord {
 const columns = "id, tenant_id, kind, asset, ledger_account_id::text AS ledger_account_id, name, rail";
 
 /** A tenant's own account, or null: another tenant's account is as unknown as one that does not exist. */
-export async function getTenantAccount(sql: Sql, params: { tenantId: string; id: string }): Promise<AccountRecord | null> {
-  const rows = await sql.query<AccountRow>(`SELECT ${columns} FROM accounts WHERE id = $1 AND tenant_id = $2`, [
-    params.id,
-    params.tenantId,
-  ]);
+export async function getTenantAccount(
+  sql: Sql,
+  params: { tenantId: string; id: string },
+): Promise<AccountRecord | null> {
+  const rows = await sql.query<AccountRow>(
+    `SELECT ${columns} FROM accounts WHERE id = $1 AND tenant_id = $2`,
+    [params.id, params.tenantId],
+  );
   return rows[0] === undefined ? null : fromRow(rows[0]);
 }
 
-export async function getClearingAccount(sql: Sql, params: { rail: string; asset: Asset }): Promise<AccountRecord | null> {
+export async function getClearingAccount(
+  sql: Sql,
+  params: { rail: string; asset: Asset },
+): Promise<AccountRecord | null> {
   const rows = await sql.query<AccountRow>(
     `SELECT ${columns} FROM accounts WHERE kind = 'clearing' AND rail = $1 AND asset = $2`,
     [params.rail, params.asset.code],
@@ -117,8 +145,18 @@ export type Balance = {
 export function balanceOf(kind: AccountKind, account: LedgerAccount): Balance {
   if (creditNormal[kind]) {
     const posted = account.creditsPosted - account.debitsPosted;
-    return { posted, pendingOut: account.debitsPending, pendingIn: account.creditsPending, available: posted - account.debitsPending };
+    return {
+      posted,
+      pendingOut: account.debitsPending,
+      pendingIn: account.creditsPending,
+      available: posted - account.debitsPending,
+    };
   }
   const posted = account.debitsPosted - account.creditsPosted;
-  return { posted, pendingOut: account.creditsPending, pendingIn: account.debitsPending, available: posted - account.creditsPending };
+  return {
+    posted,
+    pendingOut: account.creditsPending,
+    pendingIn: account.debitsPending,
+    available: posted - account.creditsPending,
+  };
 }

@@ -14,7 +14,8 @@ declare module "fastify" {
 
 /** The request's tenant; only reached on authenticated routes, where the hook has set it. */
 export function tenantOf(request: { tenant: Tenant | null }): Tenant {
-  if (request.tenant === null) throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
+  if (request.tenant === null)
+    throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
   return request.tenant;
 }
 

@@ -59,7 +59,9 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   internal_error: 500,
 };
 
-export type ApiErrorBody = { error: { code: ApiErrorCode; message: string; param?: string } & Record<string, unknown> };
+export type ApiErrorBody = {
+  error: { code: ApiErrorCode; message: string; param?: string } & Record<string, unknown>;
+};
 
 /** An expected failure on its way to the client: thrown in a handler or hook, answered by the error plugin. */
 export class ApiError extends Error {
@@ -67,7 +69,11 @@ export class ApiError extends Error {
   readonly code: ApiErrorCode;
   readonly param: string | undefined;
   readonly extra: Record<string, unknown>;
-  constructor(code: ApiErrorCode, message: string, options: { param?: string; extra?: Record<string, unknown> } = {}) {
+  constructor(
+    code: ApiErrorCode,
+    message: string,
+    options: { param?: string; extra?: Record<string, unknown> } = {},
+  ) {
     super(message);
     this.code = code;
     this.param = options.param;
@@ -77,7 +83,14 @@ export class ApiError extends Error {
     return errorStatus[this.code];
   }
   body(): ApiErrorBody {
-    return { error: { code: this.code, message: this.message, ...(this.param === undefined ? {} : { param: this.param }), ...this.extra } };
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.param === undefined ? {} : { param: this.param }),
+        ...this.extra,
+      },
+    };
   }
 }
 
@@ -100,26 +113,48 @@ export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
   return reply.code(error.status).send(error.body());
 }
 
-type FastifyLikeError = Error & { code?: string; statusCode?: number; validation?: unknown; validationContext?: string };
+type FastifyLikeError = Error & { code?: string; statusCode?: number };
+
+/** What the zod validator compiler hands Fastify when a request part does not match its schema. */
+export class RequestValidationError extends Error {
+  override name = "RequestValidationError";
+  readonly zodError: ZodError;
+  constructor(zodError: ZodError) {
+    super("the request does not match its schema");
+    this.zodError = zodError;
+  }
+}
 
 const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
   app.setNotFoundHandler((request, reply) => {
-    sendError(reply, new ApiError("route_not_found", `no route ${request.method} ${request.url.split("?")[0]}`));
+    sendError(
+      reply,
+      new ApiError("route_not_found", `no route ${request.method} ${request.url.split("?")[0]}`),
+    );
   });
   app.setErrorHandler((error: FastifyLikeError, request, reply) => {
     if (error instanceof ApiError) return sendError(reply, error);
-    if (error.code === "FST_ERR_CTP_INVALID_JSON_BODY" || error instanceof SyntaxError || error.code === "FST_ERR_CTP_EMPTY_JSON_BODY") {
+    if (
+      error.code === "FST_ERR_CTP_INVALID_JSON_BODY" ||
+      error instanceof SyntaxError ||
+      error.code === "FST_ERR_CTP_EMPTY_JSON_BODY"
+    ) {
       return sendError(reply, new ApiError("invalid_json", "the request body is not valid JSON"));
     }
     if (error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
       return sendError(reply, new ApiError("unsupported_media_type", "send the body as application/json"));
     }
-    if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") return sendError(reply, new ApiError("body_too_large", "the request body is too large"));
-    if (error.validation !== undefined && error.cause !== undefined) {
-      return sendError(reply, fromZodError(error.cause as ZodError, error.validationContext === "body" ? "" : error.validationContext));
-    }
+    if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE")
+      return sendError(reply, new ApiError("body_too_large", "the request body is too large"));
+    if (error instanceof RequestValidationError) return sendError(reply, fromZodError(error.zodError));
     request.log.error({ err: error }, "unexpected error");
-    return sendError(reply, new ApiError("internal_error", "something went wrong on our side; the request may be retried with the same Idempotency-Key"));
+    return sendError(
+      reply,
+      new ApiError(
+        "internal_error",
+        "something went wrong on our side; the request may be retried with the same Idempotency-Key",
+      ),
+    );
   });
 };
 

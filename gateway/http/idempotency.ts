@@ -25,7 +25,9 @@ export type IdempotencyOptions = {
 };
 
 function requestDigest(method: string, url: string, body: unknown): Buffer {
-  return createHash("sha256").update(`${method} ${url}\n${JSON.stringify(body ?? null)}`).digest();
+  return createHash("sha256")
+    .update(`${method} ${url}\n${JSON.stringify(body ?? null)}`)
+    .digest();
 }
 
 const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
@@ -36,8 +38,16 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     const header = request.headers["idempotency-key"];
     if (header === undefined) return;
     const key = Array.isArray(header) ? header[0] : header;
-    if (key === undefined || key.length === 0 || key.length > idempotencyKeyLengthMax || !/^[\x21-\x7e]+$/.test(key)) {
-      throw new ApiError("idempotency_key_invalid", `Idempotency-Key must be 1 to ${idempotencyKeyLengthMax} visible ASCII characters`);
+    if (
+      key === undefined ||
+      key.length === 0 ||
+      key.length > idempotencyKeyLengthMax ||
+      !/^[\x21-\x7e]+$/.test(key)
+    ) {
+      throw new ApiError(
+        "idempotency_key_invalid",
+        `Idempotency-Key must be 1 to ${idempotencyKeyLengthMax} visible ASCII characters`,
+      );
     }
     const tenant = tenantOf(request);
     const digest = requestDigest(request.method, request.url, request.body);
@@ -54,16 +64,30 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       request.idempotencyKey = key;
       return;
     }
-    const [stored] = await options.sql.query<{ request_sha256: Buffer; response_status: number | null; response_body: unknown }>(
+    const [stored] = await options.sql.query<{
+      request_sha256: Buffer;
+      response_status: number | null;
+      response_body: unknown;
+    }>(
       "SELECT request_sha256, response_status, response_body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
       [tenant.id, key],
     );
-    if (stored === undefined) throw new ApiError("idempotency_key_in_use", "a request with this Idempotency-Key is being run; retry shortly");
+    if (stored === undefined)
+      throw new ApiError(
+        "idempotency_key_in_use",
+        "a request with this Idempotency-Key is being run; retry shortly",
+      );
     if (!Buffer.from(stored.request_sha256).equals(digest)) {
-      throw new ApiError("idempotency_key_reused", "this Idempotency-Key was used with another request; use a new key for a new request");
+      throw new ApiError(
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another request; use a new key for a new request",
+      );
     }
     if (stored.response_status === null) {
-      throw new ApiError("idempotency_key_in_use", "a request with this Idempotency-Key is being run; retry shortly");
+      throw new ApiError(
+        "idempotency_key_in_use",
+        "a request with this Idempotency-Key is being run; retry shortly",
+      );
     }
     reply.header("idempotent-replayed", "true");
     return reply.code(stored.response_status).send(stored.response_body);
@@ -73,15 +97,26 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     const key = request.idempotencyKey;
     if (key === null || request.tenant === null) return payload;
     if (reply.statusCode >= 500) {
-      await options.sql.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL", [request.tenant.id, key]);
+      await options.sql.query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
+        [request.tenant.id, key],
+      );
     } else {
       await options.sql.query(
         "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
-        [request.tenant.id, key, reply.statusCode, typeof payload === "string" ? payload : JSON.stringify(payload)],
+        [
+          request.tenant.id,
+          key,
+          reply.statusCode,
+          typeof payload === "string" ? payload : JSON.stringify(payload),
+        ],
       );
     }
     return payload;
   });
 };
 
-export const idempotencyPlugin = fp(plugin, { name: "switchyard-idempotency", dependencies: ["switchyard-auth"] });
+export const idempotencyPlugin = fp(plugin, {
+  name: "switchyard-idempotency",
+  dependencies: ["switchyard-auth"],
+});

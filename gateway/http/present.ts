@@ -60,7 +60,11 @@ export function presentRoute(decision: RouteDecision) {
       cost: presentCost(candidate.cost),
       latency_ms: candidate.latencyMs,
     })),
-    excluded: decision.excluded.map((exclusion) => ({ rail: exclusion.rail, reason: exclusion.reason, detail: exclusion.detail })),
+    excluded: decision.excluded.map((exclusion) => ({
+      rail: exclusion.rail,
+      reason: exclusion.reason,
+      detail: exclusion.detail,
+    })),
   };
 }
 
@@ -91,7 +95,10 @@ function presentAttempt(attempt: Attempt, scale: number) {
     amount: formatAmount(attempt.amount, { scale }),
     fee: attempt.fee === null ? null : formatAmount(attempt.fee, { scale }),
     evidence: attempt.evidence === null ? null : presentEvidence(attempt.evidence),
-    failure: attempt.failureCode === null ? null : { code: attempt.failureCode, message: attempt.failureMessage ?? "" },
+    failure:
+      attempt.failureCode === null
+        ? null
+        : { code: attempt.failureCode, message: attempt.failureMessage ?? "" },
   };
 }
 
@@ -108,7 +115,10 @@ export function presentPayment(payment: Payment): PaymentView {
     rail: payment.rail,
     route: payment.decision === null ? null : presentRoute(payment.decision),
     attempts: payment.attempts.map((attempt) => presentAttempt(attempt, scale)),
-    failure: payment.failureCode === null ? null : { code: payment.failureCode, message: payment.failureMessage ?? "" },
+    failure:
+      payment.failureCode === null
+        ? null
+        : { code: payment.failureCode, message: payment.failureMessage ?? "" },
     metadata: payment.metadata,
     created_at: payment.createdAt.toISOString(),
     updated_at: payment.updatedAt.toISOString(),

@@ -53,13 +53,17 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
     },
     async () => ({
       status: "ok" as const,
-      rails: Object.fromEntries([...options.rails.values()].map((rail) => [rail.id, { available: rail.snapshot().available }])),
+      rails: Object.fromEntries(
+        [...options.rails.values()].map((rail) => [rail.id, { available: rail.snapshot().available }]),
+      ),
     }),
   );
 
   app.post(
     "/v1/payments",
-    { schema: { body: createPaymentBody, response: { 201: paymentView, 202: paymentView, "4xx": errorView } } },
+    {
+      schema: { body: createPaymentBody, response: { 201: paymentView, 202: paymentView, "4xx": errorView } },
+    },
     async (request, reply) => {
       const body = request.body as z.infer<typeof createPaymentBody>;
       const tenant = tenantOf(request);
@@ -77,7 +81,9 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
       const view = presentPayment(result.payment);
       if (result.payment.status === "failed") {
         const code = (result.payment.failureCode ?? "rejected") as ApiErrorCode;
-        throw new ApiError(code, result.payment.failureMessage ?? "the payment failed", { extra: { payment: view } });
+        throw new ApiError(code, result.payment.failureMessage ?? "the payment failed", {
+          extra: { payment: view },
+        });
       }
       return reply.code(result.payment.status === "succeeded" ? 201 : 202).send(view);
     },

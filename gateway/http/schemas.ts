@@ -3,15 +3,25 @@
 import { z } from "zod";
 
 const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
-const hex = (bytes: number) => z.string().regex(new RegExp(`^0x[0-9a-fA-F]{${bytes * 2}}$`), `0x and ${bytes * 2} hex digits`);
+const hex = (bytes: number) =>
+  z.string().regex(new RegExp(`^0x[0-9a-fA-F]{${bytes * 2}}$`), `0x and ${bytes * 2} hex digits`);
 
 export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("account"), account: accountId }),
   z.strictObject({ type: z.literal("evm_address"), address: hex(20) }),
   z.strictObject({ type: z.literal("evm_split"), split_id: hex(32) }),
-  z.strictObject({ type: z.literal("bolt11"), invoice: z.string().regex(/^ln[a-z0-9]{10,2000}$/i, "a BOLT11 invoice") }),
-  z.strictObject({ type: z.literal("lightning_node"), pubkey: z.string().regex(/^0[23][0-9a-f]{64}$/, "a 33-byte compressed node key in hex") }),
-  z.strictObject({ type: z.literal("stripe_account"), account: z.string().regex(/^acct_[0-9A-Za-z]{1,64}$/, "a Stripe account id") }),
+  z.strictObject({
+    type: z.literal("bolt11"),
+    invoice: z.string().regex(/^ln[a-z0-9]{10,2000}$/i, "a BOLT11 invoice"),
+  }),
+  z.strictObject({
+    type: z.literal("lightning_node"),
+    pubkey: z.string().regex(/^0[23][0-9a-f]{64}$/, "a 33-byte compressed node key in hex"),
+  }),
+  z.strictObject({
+    type: z.literal("stripe_account"),
+    account: z.string().regex(/^acct_[0-9A-Za-z]{1,64}$/, "a Stripe account id"),
+  }),
 ]);
 
 const railName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/);
@@ -24,16 +34,28 @@ export const createPaymentBody = z.strictObject({
   constraints: z
     .strictObject({
       max_fee_bps: z.number().int().min(0).max(10_000).optional(),
-      max_fee_usd: z.string().regex(/^(0|[1-9][0-9]{0,12})(\.[0-9]{1,6})?$/, "a USD amount with at most 6 decimals").optional(),
+      max_fee_usd: z
+        .string()
+        .regex(/^(0|[1-9][0-9]{0,12})(\.[0-9]{1,6})?$/, "a USD amount with at most 6 decimals")
+        .optional(),
       max_latency_ms: z.number().int().positive().max(86_400_000).optional(),
-      rails: z.strictObject({ allow: z.array(railName).max(16).optional(), deny: z.array(railName).max(16).optional() }).optional(),
+      rails: z
+        .strictObject({
+          allow: z.array(railName).max(16).optional(),
+          deny: z.array(railName).max(16).optional(),
+        })
+        .optional(),
     })
     .optional(),
-  metadata: z.record(z.string().max(40), z.string().max(500)).refine((m) => Object.keys(m).length <= 20, "at most 20 keys").optional(),
+  metadata: z
+    .record(z.string().max(40), z.string().max(500))
+    .refine((m) => Object.keys(m).length <= 20, "at most 20 keys")
+    .optional(),
 });
 export type CreatePaymentBody = z.infer<typeof createPaymentBody>;
 
-export const idParams = (prefix: "pay" | "acct") => z.strictObject({ id: z.string().regex(new RegExp(`^${prefix}_[0-9a-z_]{1,64}$`)) });
+export const idParams = (prefix: "pay" | "acct") =>
+  z.strictObject({ id: z.string().regex(new RegExp(`^${prefix}_[0-9a-z_]{1,64}$`)) });
 
 const costView = z.object({
   network_usd: z.string(),
@@ -45,13 +67,21 @@ const costView = z.object({
 
 export const routeView = z.object({
   chosen: z.string().nullable(),
-  candidates: z.array(z.object({ rail: z.string(), kind: z.string(), cost: costView, latency_ms: z.number() })),
+  candidates: z.array(
+    z.object({ rail: z.string(), kind: z.string(), cost: costView, latency_ms: z.number() }),
+  ),
   excluded: z.array(z.object({ rail: z.string(), reason: z.string(), detail: z.string() })),
 });
 
 const evidenceView = z.union([
   z.object({ rail: z.literal("internal") }),
-  z.object({ rail: z.literal("evm"), chain_id: z.number(), tx_hash: z.string(), log_index: z.number(), block_number: z.string() }),
+  z.object({
+    rail: z.literal("evm"),
+    chain_id: z.number(),
+    tx_hash: z.string(),
+    log_index: z.number(),
+    block_number: z.string(),
+  }),
   z.object({ rail: z.literal("lightning"), payment_hash: z.string(), preimage: z.string() }),
   z.object({ rail: z.literal("fiat"), psp_id: z.string() }),
 ]);
@@ -97,7 +127,9 @@ export const balanceView = z.object({
 });
 
 export const errorView = z.object({
-  error: z.object({ code: z.string(), message: z.string(), param: z.string().optional() }).catchall(z.unknown()),
+  error: z
+    .object({ code: z.string(), message: z.string(), param: z.string().optional() })
+    .catchall(z.unknown()),
 });
 
 export const healthView = z.object({

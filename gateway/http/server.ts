@@ -3,7 +3,7 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import type { ZodType } from "zod";
 import { authPlugin } from "./auth.ts";
-import { errorsPlugin } from "./errors.ts";
+import { errorsPlugin, RequestValidationError } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
 import { type RoutesOptions, routes } from "./routes.ts";
 
@@ -24,19 +24,34 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     bodyLimit: options.bodyLimitBytes,
     logger: {
       level: options.logLevel,
-      redact: { paths: ["req.headers.authorization", "req.headers[\"stripe-signature\"]"], censor: "[redacted]" },
+      redact: {
+        paths: ["req.headers.authorization", 'req.headers["stripe-signature"]'],
+        censor: "[redacted]",
+      },
     },
   });
   app.setValidatorCompiler(({ schema }) => (data) => {
-    const result = (schema as ZodType).safeParse(data);
-    return result.success ? { value: result.data } : { error: Object.assign(new Error("validation failed"), { cause: result.error }) };
+    const result = (schema as ZodType).safeParse(data, { reportInput: true }); // input lets a missing field be told from a wrong one
+    return result.success ? { value: result.data } : { error: new RequestValidationError(result.error) };
   });
   // Responses are checked against their schema too: a response that does not match is a bug, answered 500.
-  app.setSerializerCompiler(({ schema }) => (data) => JSON.stringify((schema as ZodType).parse(data)));
+  app.setSerializerCompiler(
+    ({ schema }) =>
+      (data) =>
+        JSON.stringify((schema as ZodType).parse(data)),
+  );
   await app.register(errorsPlugin);
   await app.register(authPlugin, { sql: options.db });
-  await app.register(idempotencyPlugin, { sql: options.db, inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs });
-  await app.register(routes, { db: options.db, ledger: options.ledger, rails: options.rails, payments: options.payments });
+  await app.register(idempotencyPlugin, {
+    sql: options.db,
+    inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+  });
+  await app.register(routes, {
+    db: options.db,
+    ledger: options.ledger,
+    rails: options.rails,
+    payments: options.payments,
+  });
   for (const plugin of options.plugins ?? []) await plugin(app);
   return app;
 }

@@ -27,7 +27,11 @@ import type { Attempt, Payment, PaymentFailureCode, PaymentRefusal } from "./typ
 /** TigerBeetle `code` of each kind of transfer. */
 export const transferCodes = { payment: 1, funding: 2 } as const;
 
-export type Router = (intent: { asset: Asset; amount: bigint; destination: Destination }, snapshot: Snapshot, policy: RoutePolicy) => RouteDecision;
+export type Router = (
+  intent: { asset: Asset; amount: bigint; destination: Destination },
+  snapshot: Snapshot,
+  policy: RoutePolicy,
+) => RouteDecision;
 
 export type PaymentsDeps = {
   db: Db;
@@ -69,35 +73,78 @@ export class PaymentInvariantError extends Error {
 async function prepare(
   deps: PaymentsDeps,
   params: CreatePaymentParams,
-): Promise<Refused | { ok: true; asset: Asset; amount: bigint; source: AccountRecord; decision: RouteDecision }> {
+): Promise<
+  Refused | { ok: true; asset: Asset; amount: bigint; source: AccountRecord; decision: RouteDecision }
+> {
   const asset = assetByCode(params.asset);
   if (asset === null) return refuse("unknown_asset", `no asset "${params.asset}"`, "asset");
   const amount = parseAmount(params.amount, asset);
-  if (!amount.ok) return refuse(amount.error, `amount "${params.amount}" is not a valid ${asset.code} amount (${asset.scale} decimals at most, more than zero)`, "amount");
+  if (!amount.ok)
+    return refuse(
+      amount.error,
+      `amount "${params.amount}" is not a valid ${asset.code} amount (${asset.scale} decimals at most, more than zero)`,
+      "amount",
+    );
   const source = await getTenantAccount(deps.db, { tenantId: params.tenantId, id: params.sourceAccountId });
-  if (source === null) return refuse("account_not_found", `no account "${params.sourceAccountId}"`, "source.account");
-  if (source.asset.code !== asset.code) return refuse("asset_mismatch", `account ${source.id} holds ${source.asset.code}, not ${asset.code}`, "asset");
+  if (source === null)
+    return refuse("account_not_found", `no account "${params.sourceAccountId}"`, "source.account");
+  if (source.asset.code !== asset.code)
+    return refuse(
+      "asset_mismatch",
+      `account ${source.id} holds ${source.asset.code}, not ${asset.code}`,
+      "asset",
+    );
   if (params.destination.kind === "account") {
-    const target = await getTenantAccount(deps.db, { tenantId: params.tenantId, id: params.destination.accountId });
-    if (target === null) return refuse("destination_not_found", `no account "${params.destination.accountId}"`, "destination.account");
-    if (target.asset.code !== asset.code) return refuse("asset_mismatch", `account ${target.id} holds ${target.asset.code}, not ${asset.code}`, "destination.account");
-    if (target.id === source.id) return refuse("same_account", "source and destination are the same account", "destination.account");
+    const target = await getTenantAccount(deps.db, {
+      tenantId: params.tenantId,
+      id: params.destination.accountId,
+    });
+    if (target === null)
+      return refuse(
+        "destination_not_found",
+        `no account "${params.destination.accountId}"`,
+        "destination.account",
+      );
+    if (target.asset.code !== asset.code)
+      return refuse(
+        "asset_mismatch",
+        `account ${target.id} holds ${target.asset.code}, not ${asset.code}`,
+        "destination.account",
+      );
+    if (target.id === source.id)
+      return refuse("same_account", "source and destination are the same account", "destination.account");
   }
   const snapshot = deps.snapshot();
   // Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part.
   const sameAsset = { ...snapshot, rails: snapshot.rails.filter((rail) => rail.asset.code === asset.code) };
-  const decision = deps.route({ asset, amount: amount.value, destination: params.destination }, sameAsset, params.policy);
+  const decision = deps.route(
+    { asset, amount: amount.value, destination: params.destination },
+    sameAsset,
+    params.policy,
+  );
   const otherAsset = snapshot.rails
     .filter((rail) => rail.asset.code !== asset.code)
-    .map((rail) => ({ rail: rail.rail, reason: "no_fx_rate" as const, detail: `settles ${rail.asset.code}; cross-asset payments are not supported yet` }));
+    .map((rail) => ({
+      rail: rail.rail,
+      reason: "no_fx_rate" as const,
+      detail: `settles ${rail.asset.code}; cross-asset payments are not supported yet`,
+    }));
   const full: RouteDecision = { ...decision, excluded: [...decision.excluded, ...otherAsset] };
   if (full.chosen === null) {
-    return { ok: false, refusal: "no_route", message: "no rail can make this payment under its constraints", decision: full };
+    return {
+      ok: false,
+      refusal: "no_route",
+      message: "no rail can make this payment under its constraints",
+      decision: full,
+    };
   }
   return { ok: true, asset, amount: amount.value, source, decision: full };
 }
 
-export async function createPayment(deps: PaymentsDeps, params: CreatePaymentParams): Promise<CreatePaymentResult> {
+export async function createPayment(
+  deps: PaymentsDeps,
+  params: CreatePaymentParams,
+): Promise<CreatePaymentResult> {
   const prepared = await prepare(deps, params);
   if (!prepared.ok) return prepared;
   const paymentId = newId("pay");
@@ -122,9 +169,13 @@ export async function createPayment(deps: PaymentsDeps, params: CreatePaymentPar
 }
 
 /** Tries the decision's candidates from `firstSeq` on, until one succeeds, is in flight, or may not fall back. */
-async function runCandidates(deps: PaymentsDeps, params: { paymentId: string; tenantId: string; firstSeq: number }): Promise<void> {
+async function runCandidates(
+  deps: PaymentsDeps,
+  params: { paymentId: string; tenantId: string; firstSeq: number },
+): Promise<void> {
   const payment = await getPayment(deps.db, { tenantId: params.tenantId, id: params.paymentId });
-  if (payment === null || payment.decision === null) throw new PaymentInvariantError(`payment ${params.paymentId} has no decision`);
+  if (payment === null || payment.decision === null)
+    throw new PaymentInvariantError(`payment ${params.paymentId} has no decision`);
   const candidates = payment.decision.candidates;
   for (let seq = params.firstSeq; seq < candidates.length; seq += 1) {
     const candidate = candidates[seq]!;
@@ -141,7 +192,8 @@ async function runCandidates(deps: PaymentsDeps, params: { paymentId: string; te
       reserveTransferId: derivedLedgerId(attemptId, "reserve"),
     });
     const attempt = await getAttempt(deps.db, attemptId);
-    if (attempt === null) throw new PaymentInvariantError(`attempt ${attemptId} vanished after it was written`);
+    if (attempt === null)
+      throw new PaymentInvariantError(`attempt ${attemptId} vanished after it was written`);
     const next = await driveAttempt(deps, payment, attempt, rail);
     if (next !== "fall_back") return;
   }
@@ -149,20 +201,31 @@ async function runCandidates(deps: PaymentsDeps, params: { paymentId: string; te
 
 /** The most the payer accepts in fees, in the payment's asset. Without a cap, the amount itself bounds it. */
 function feeMaxFor(payment: Payment): bigint {
-  const byBps = payment.policy.maxFeeBps === undefined ? null : (payment.amount * BigInt(payment.policy.maxFeeBps)) / 10_000n; // floor: a cap rounds down
+  const byBps =
+    payment.policy.maxFeeBps === undefined
+      ? null
+      : (payment.amount * BigInt(payment.policy.maxFeeBps)) / 10_000n; // floor: a cap rounds down
   return byBps ?? payment.amount;
 }
 
 type Next = "done" | "fall_back";
 
 /** Reserve, execute and settle one attempt, from whatever status it is in. Safe to call again. */
-async function driveAttempt(deps: PaymentsDeps, payment: Payment, attempt: Attempt, rail: Rail): Promise<Next> {
+async function driveAttempt(
+  deps: PaymentsDeps,
+  payment: Payment,
+  attempt: Attempt,
+  rail: Rail,
+): Promise<Next> {
   if (attempt.status === "reserving") {
     const reserved = await reserve(deps, payment, attempt, rail);
     if (reserved !== "created") {
       await failAttempt(deps, payment, attempt, {
         code: "insufficient_funds",
-        message: reserved === "exceeds_credits" ? "the source account's available balance is below the amount" : `ledger refused the reservation: ${reserved}`,
+        message:
+          reserved === "exceeds_credits"
+            ? "the source account's available balance is below the amount"
+            : `ledger refused the reservation: ${reserved}`,
         retryElsewhere: false,
         voidReservation: false,
       });
@@ -180,7 +243,12 @@ async function driveAttempt(deps: PaymentsDeps, payment: Payment, attempt: Attem
   return applyOutcome(deps, payment, attempt, outcome);
 }
 
-async function applyOutcome(deps: PaymentsDeps, payment: Payment, attempt: Attempt, outcome: AttemptOutcome): Promise<Next> {
+async function applyOutcome(
+  deps: PaymentsDeps,
+  payment: Payment,
+  attempt: Attempt,
+  outcome: AttemptOutcome,
+): Promise<Next> {
   switch (outcome.status) {
     case "succeeded":
       await succeedAttempt(deps, payment, attempt, outcome.evidence, outcome.fee);
@@ -198,16 +266,24 @@ async function applyOutcome(deps: PaymentsDeps, payment: Payment, attempt: Attem
   }
 }
 
-async function ledgerAccountsFor(deps: PaymentsDeps, payment: Payment, rail: Rail): Promise<{ debit: bigint; credit: bigint; ledger: number }> {
+async function ledgerAccountsFor(
+  deps: PaymentsDeps,
+  payment: Payment,
+  rail: Rail,
+): Promise<{ debit: bigint; credit: bigint; ledger: number }> {
   const source = await getTenantAccount(deps.db, { tenantId: payment.tenantId, id: payment.sourceAccountId });
   if (source === null) throw new PaymentInvariantError(`payment ${payment.id} lost its source account`);
   let credit: AccountRecord | null;
   if (payment.destination.kind === "account") {
-    credit = await getTenantAccount(deps.db, { tenantId: payment.tenantId, id: payment.destination.accountId });
+    credit = await getTenantAccount(deps.db, {
+      tenantId: payment.tenantId,
+      id: payment.destination.accountId,
+    });
   } else {
     credit = await getClearingAccount(deps.db, { rail: rail.id, asset: source.asset });
   }
-  if (credit === null) throw new PaymentInvariantError(`payment ${payment.id} has no account to credit on rail ${rail.id}`);
+  if (credit === null)
+    throw new PaymentInvariantError(`payment ${payment.id} has no account to credit on rail ${rail.id}`);
   return { debit: source.ledgerAccountId, credit: credit.ledgerAccountId, ledger: source.asset.ledger };
 }
 
@@ -247,7 +323,12 @@ function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
   }
 }
 
-async function resolveReservation(deps: PaymentsDeps, attempt: Attempt, how: "post" | "void", evidence?: SettlementEvidence): Promise<void> {
+async function resolveReservation(
+  deps: PaymentsDeps,
+  attempt: Attempt,
+  how: "post" | "void",
+  evidence?: SettlementEvidence,
+): Promise<void> {
   const [reservation] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
   if (reservation === undefined) {
     if (how === "void") return; // never reserved: nothing to release
@@ -269,11 +350,19 @@ async function resolveReservation(deps: PaymentsDeps, attempt: Attempt, how: "po
   ]);
   const status = result?.status;
   if (status !== "created" && status !== "exists") {
-    throw new PaymentInvariantError(`ledger refused to ${how} reservation of attempt ${attempt.id}: ${status ?? "no result"}`);
+    throw new PaymentInvariantError(
+      `ledger refused to ${how} reservation of attempt ${attempt.id}: ${status ?? "no result"}`,
+    );
   }
 }
 
-async function succeedAttempt(deps: PaymentsDeps, payment: Payment, attempt: Attempt, evidence: SettlementEvidence, fee: bigint): Promise<void> {
+async function succeedAttempt(
+  deps: PaymentsDeps,
+  payment: Payment,
+  attempt: Attempt,
+  evidence: SettlementEvidence,
+  fee: bigint,
+): Promise<void> {
   await resolveReservation(deps, attempt, "post", evidence);
   await deps.db.transaction(async (tx) => {
     await moveAttempt(tx, { id: attempt.id, to: "succeeded", evidence, fee });
@@ -293,15 +382,33 @@ async function failAttempt(
   const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
   const fallBack = failure.retryElsewhere && candidatesLeft;
   await deps.db.transaction(async (tx) => {
-    await moveAttempt(tx, { id: attempt.id, to: "failed", failureCode: failure.code, failureMessage: failure.message });
-    if (!fallBack && (await finishPayment(tx, { id: payment.id, status: "failed", rail: null, failureCode: failure.code, failureMessage: failure.message }))) {
+    await moveAttempt(tx, {
+      id: attempt.id,
+      to: "failed",
+      failureCode: failure.code,
+      failureMessage: failure.message,
+    });
+    if (
+      !fallBack &&
+      (await finishPayment(tx, {
+        id: payment.id,
+        status: "failed",
+        rail: null,
+        failureCode: failure.code,
+        failureMessage: failure.message,
+      }))
+    ) {
       await announce(tx, payment, "payment.failed");
     }
   });
   return fallBack ? "fall_back" : "done";
 }
 
-async function announce(tx: Sql, payment: Payment, type: "payment.succeeded" | "payment.failed"): Promise<void> {
+async function announce(
+  tx: Sql,
+  payment: Payment,
+  type: "payment.succeeded" | "payment.failed",
+): Promise<void> {
   await insertOutboxEvent(tx, { tenantId: payment.tenantId, type, payload: { payment_id: payment.id } });
 }
 
@@ -316,13 +423,21 @@ export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Prom
       ? { status: "succeeded", evidence: event.evidence, fee: event.fee }
       : { status: "failed", code: event.code, message: event.message, retryElsewhere: event.retryElsewhere };
   const next = await applyOutcome(deps, payment, attempt, outcome);
-  if (next === "fall_back") await runCandidates(deps, { paymentId: payment.id, tenantId: payment.tenantId, firstSeq: attempt.seq + 1 });
+  if (next === "fall_back")
+    await runCandidates(deps, {
+      paymentId: payment.id,
+      tenantId: payment.tenantId,
+      firstSeq: attempt.seq + 1,
+    });
 }
 
 async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment> {
-  const rows = await deps.db.query<{ tenant_id: string }>("SELECT tenant_id FROM payments WHERE id = $1", [attempt.paymentId]);
+  const rows = await deps.db.query<{ tenant_id: string }>("SELECT tenant_id FROM payments WHERE id = $1", [
+    attempt.paymentId,
+  ]);
   const tenantId = rows[0]?.tenant_id;
-  const payment = tenantId === undefined ? null : await getPayment(deps.db, { tenantId, id: attempt.paymentId });
+  const payment =
+    tenantId === undefined ? null : await getPayment(deps.db, { tenantId, id: attempt.paymentId });
   if (payment === null) throw new PaymentInvariantError(`attempt ${attempt.id} has no payment`);
   return payment;
 }
@@ -338,7 +453,12 @@ export async function recoverOpenAttempts(deps: PaymentsDeps): Promise<number> {
     if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
     const payment = await paymentOf(deps, attempt);
     const next = await driveAttempt(deps, payment, attempt, rail);
-    if (next === "fall_back") await runCandidates(deps, { paymentId: payment.id, tenantId: payment.tenantId, firstSeq: attempt.seq + 1 });
+    if (next === "fall_back")
+      await runCandidates(deps, {
+        paymentId: payment.id,
+        tenantId: payment.tenantId,
+        firstSeq: attempt.seq + 1,
+      });
   }
   return open.length;
 }

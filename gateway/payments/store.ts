@@ -3,7 +3,13 @@
 import type { SettlementEvidence } from "../../adapters/rail.ts";
 import type { Sql } from "../db/index.ts";
 import type { Destination, RouteDecision, RoutePolicy } from "../router/types.ts";
-import { type Attempt, type AttemptStatus, attemptStatusesBefore, type Payment, type PaymentStatus } from "./types.ts";
+import {
+  type Attempt,
+  type AttemptStatus,
+  attemptStatusesBefore,
+  type Payment,
+  type PaymentStatus,
+} from "./types.ts";
 
 /** JSON with bigints as decimal strings, for jsonb columns. */
 export function toJson(value: unknown): string {
@@ -16,7 +22,8 @@ export function fromJson<T>(value: unknown): T {
     if (Array.isArray(v)) return v.map(revive);
     if (v !== null && typeof v === "object") {
       const entries = Object.entries(v as Record<string, unknown>);
-      if (entries.length === 1 && entries[0]![0] === "$bigint" && typeof entries[0]![1] === "string") return BigInt(entries[0]![1]);
+      if (entries.length === 1 && entries[0]![0] === "$bigint" && typeof entries[0]![1] === "string")
+        return BigInt(entries[0]![1]);
       return Object.fromEntries(entries.map(([k, inner]) => [k, revive(inner)]));
     }
     return v;
@@ -110,19 +117,29 @@ export async function insertPayment(
     ],
   );
   if (rows.length === 1) return { inserted: true };
-  const existing = await sql.query<{ id: string }>("SELECT id FROM payments WHERE tenant_id = $1 AND idempotency_key = $2", [
-    payment.tenantId,
-    payment.idempotencyKey,
-  ]);
-  if (existing[0] === undefined) throw new Error(`payment insert for key ${payment.idempotencyKey} neither inserted nor conflicted`);
+  const existing = await sql.query<{ id: string }>(
+    "SELECT id FROM payments WHERE tenant_id = $1 AND idempotency_key = $2",
+    [payment.tenantId, payment.idempotencyKey],
+  );
+  if (existing[0] === undefined)
+    throw new Error(`payment insert for key ${payment.idempotencyKey} neither inserted nor conflicted`);
   return { inserted: false, existingId: existing[0].id };
 }
 
-export async function getPayment(sql: Sql, params: { tenantId: string; id: string }): Promise<Payment | null> {
-  const rows = await sql.query<PaymentRow>("SELECT * FROM payments WHERE id = $1 AND tenant_id = $2", [params.id, params.tenantId]);
+export async function getPayment(
+  sql: Sql,
+  params: { tenantId: string; id: string },
+): Promise<Payment | null> {
+  const rows = await sql.query<PaymentRow>("SELECT * FROM payments WHERE id = $1 AND tenant_id = $2", [
+    params.id,
+    params.tenantId,
+  ]);
   const row = rows[0];
   if (row === undefined) return null;
-  const attempts = await sql.query<AttemptRow>(`SELECT ${attemptColumns} FROM attempts WHERE payment_id = $1 ORDER BY seq`, [row.id]);
+  const attempts = await sql.query<AttemptRow>(
+    `SELECT ${attemptColumns} FROM attempts WHERE payment_id = $1 ORDER BY seq`,
+    [row.id],
+  );
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -145,12 +162,28 @@ export async function getPayment(sql: Sql, params: { tenantId: string; id: strin
 
 export async function insertAttempt(
   sql: Sql,
-  attempt: { id: string; paymentId: string; seq: number; rail: string; amount: bigint; feeMax: bigint; reserveTransferId: bigint },
+  attempt: {
+    id: string;
+    paymentId: string;
+    seq: number;
+    rail: string;
+    amount: bigint;
+    feeMax: bigint;
+    reserveTransferId: bigint;
+  },
 ): Promise<void> {
   await sql.query(
     `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
      VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)`,
-    [attempt.id, attempt.paymentId, attempt.seq, attempt.rail, attempt.amount, attempt.feeMax, attempt.reserveTransferId.toString()],
+    [
+      attempt.id,
+      attempt.paymentId,
+      attempt.seq,
+      attempt.rail,
+      attempt.amount,
+      attempt.feeMax,
+      attempt.reserveTransferId.toString(),
+    ],
   );
 }
 
@@ -200,7 +233,13 @@ export async function moveAttempt(
 /** Ends a processing payment; false when it had already ended. */
 export async function finishPayment(
   sql: Sql,
-  params: { id: string; status: "succeeded" | "failed"; rail: string | null; failureCode?: string; failureMessage?: string },
+  params: {
+    id: string;
+    status: "succeeded" | "failed";
+    rail: string | null;
+    failureCode?: string;
+    failureMessage?: string;
+  },
 ): Promise<boolean> {
   const rows = await sql.query(
     `UPDATE payments SET status = $2, rail = COALESCE($3, rail), failure_code = $4, failure_message = $5, updated_at = now()
@@ -215,7 +254,10 @@ export async function getPaymentById(sql: Sql, id: string): Promise<{ tenantId: 
   return rows[0] === undefined ? null : { tenantId: rows[0].tenant_id };
 }
 
-export async function insertOutboxEvent(sql: Sql, event: { tenantId: string; type: string; payload: unknown }): Promise<void> {
+export async function insertOutboxEvent(
+  sql: Sql,
+  event: { tenantId: string; type: string; payload: unknown },
+): Promise<void> {
   await sql.query("INSERT INTO outbox (tenant_id, type, payload) VALUES ($1, $2, $3)", [
     event.tenantId,
     event.type,

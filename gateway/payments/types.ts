@@ -75,7 +75,9 @@ export function attemptCanMove(from: AttemptStatus, to: AttemptStatus): boolean 
 
 /** The statuses an attempt may be in when it moves to `to`: what a conditional UPDATE checks. */
 export function attemptStatusesBefore(to: AttemptStatus): AttemptStatus[] {
-  return (Object.keys(attemptTransitions) as AttemptStatus[]).filter((from) => attemptTransitions[from].includes(to));
+  return (Object.keys(attemptTransitions) as AttemptStatus[]).filter((from) =>
+    attemptTransitions[from].includes(to),
+  );
 }
 
 export function isFinal(status: AttemptStatus | PaymentStatus): boolean {

@@ -1,0 +1,249 @@
+// Bad input gets a 4xx with a stable code, and nothing is written to the ledger or sent on chain.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+let gw: TestGateway;
+let payee: `0x${string}`;
+let transfersBefore: bigint;
+let nonceBefore: number;
+let blockBefore: bigint;
+
+beforeAll(async () => {
+  gw = await startTestGateway();
+  payee = gw.app.demo!.payee!;
+  transfersBefore = await gw.ledgerTransferCount();
+  nonceBefore = await gw.hotWalletNonce();
+  blockBefore = await gw.blockNumber();
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+const valid = () => ({
+  amount: "1.00",
+  asset: "USDC",
+  source: { account: "acct_demo_customer" },
+  destination: { type: "evm_address", address: payee },
+});
+
+type Case = {
+  name: string;
+  status: number;
+  code: string;
+  param?: string;
+  body?: () => unknown;
+  rawBody?: string;
+  key?: string | null;
+  headers?: Record<string, string>;
+};
+
+const cases: Case[] = [
+  { name: "malformed JSON", rawBody: '{"amount": "1.00",', status: 400, code: "invalid_json" },
+  { name: "an empty body", rawBody: "", status: 400, code: "invalid_json" },
+  {
+    name: "a body that is not JSON",
+    rawBody: "amount=1",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    status: 415,
+    code: "unsupported_media_type",
+  },
+  {
+    name: "a missing amount",
+    body: () => ({ ...valid(), amount: undefined }),
+    status: 400,
+    code: "parameter_missing",
+    param: "amount",
+  },
+  {
+    name: "a missing destination",
+    body: () => ({ ...valid(), destination: undefined }),
+    status: 400,
+    code: "parameter_missing",
+    param: "destination",
+  },
+  {
+    name: "a missing source account",
+    body: () => ({ ...valid(), source: {} }),
+    status: 400,
+    code: "parameter_missing",
+    param: "source.account",
+  },
+  {
+    name: "an unknown parameter",
+    body: () => ({ ...valid(), amont: "1" }),
+    status: 400,
+    code: "parameter_unknown",
+    param: "amont",
+  },
+  {
+    name: "an amount sent as a number",
+    body: () => ({ ...valid(), amount: 1.5 }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "amount",
+  },
+  {
+    name: "a zero amount",
+    body: () => ({ ...valid(), amount: "0" }),
+    status: 400,
+    code: "amount_not_positive",
+    param: "amount",
+  },
+  {
+    name: "a zero amount with decimals",
+    body: () => ({ ...valid(), amount: "0.000000" }),
+    status: 400,
+    code: "amount_not_positive",
+    param: "amount",
+  },
+  {
+    name: "a negative amount",
+    body: () => ({ ...valid(), amount: "-1" }),
+    status: 400,
+    code: "amount_not_a_decimal",
+    param: "amount",
+  },
+  {
+    name: "an amount in exponent form",
+    body: () => ({ ...valid(), amount: "1e3" }),
+    status: 400,
+    code: "amount_not_a_decimal",
+    param: "amount",
+  },
+  {
+    name: "a fraction of the smallest unit",
+    body: () => ({ ...valid(), amount: "0.0000005" }),
+    status: 400,
+    code: "amount_too_precise",
+    param: "amount",
+  },
+  {
+    name: "more decimals than the asset's scale",
+    body: () => ({ ...valid(), amount: "1.1234567" }),
+    status: 400,
+    code: "amount_too_precise",
+    param: "amount",
+  },
+  {
+    name: "an amount beyond what the ledger holds",
+    body: () => ({ ...valid(), amount: "99999999999999999999" }),
+    status: 400,
+    code: "amount_too_large",
+    param: "amount",
+  },
+  {
+    name: "an unknown asset",
+    body: () => ({ ...valid(), asset: "DOGE" }),
+    status: 400,
+    code: "unknown_asset",
+    param: "asset",
+  },
+  {
+    name: "an asset the account does not hold",
+    body: () => ({ ...valid(), asset: "USD" }),
+    status: 400,
+    code: "asset_mismatch",
+    param: "asset",
+  },
+  {
+    name: "an unknown source account",
+    body: () => ({ ...valid(), source: { account: "acct_nobody" } }),
+    status: 404,
+    code: "account_not_found",
+    param: "source.account",
+  },
+  {
+    name: "an unknown destination account",
+    body: () => ({ ...valid(), destination: { type: "account", account: "acct_nobody" } }),
+    status: 404,
+    code: "destination_not_found",
+    param: "destination.account",
+  },
+  {
+    name: "a payment to the source itself",
+    body: () => ({ ...valid(), destination: { type: "account", account: "acct_demo_customer" } }),
+    status: 400,
+    code: "same_account",
+  },
+  {
+    name: "a malformed address",
+    body: () => ({ ...valid(), destination: { type: "evm_address", address: "0x1234" } }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.address",
+  },
+  {
+    name: "an unknown destination type",
+    body: () => ({ ...valid(), destination: { type: "iban", iban: "DE00" } }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.type",
+  },
+  {
+    name: "a destination no configured rail reaches",
+    body: () => ({ ...valid(), destination: { type: "bolt11", invoice: "lnbcrt10u1pjexampleinvoice" } }),
+    status: 422,
+    code: "no_route",
+  },
+  { name: "a missing API key", body: valid, key: null, status: 401, code: "api_key_missing" },
+  {
+    name: "a wrong API key",
+    body: valid,
+    key: "sk_test_0000000000000000000000000000000000000000000",
+    status: 401,
+    code: "api_key_invalid",
+  },
+  { name: "a key of the wrong form", body: valid, key: "hunter2", status: 401, code: "api_key_invalid" },
+  {
+    name: "an Idempotency-Key too long",
+    body: valid,
+    headers: { "idempotency-key": "k".repeat(256) },
+    status: 400,
+    code: "idempotency_key_invalid",
+  },
+];
+
+describe("POST /v1/payments refuses bad input", () => {
+  it.each(cases)("$name → $status $code", async (c) => {
+    const response = await gw.call("POST", "/v1/payments", {
+      ...(c.rawBody === undefined ? { body: c.body?.() } : { rawBody: c.rawBody }),
+      ...(c.key === undefined ? {} : { key: c.key }),
+      ...(c.headers === undefined ? {} : { headers: c.headers }),
+    });
+    expect(response.status).toBe(c.status);
+    expect(response.body.error.code).toBe(c.code);
+    if (c.param !== undefined) expect(response.body.error.param).toBe(c.param);
+    expect(typeof response.body.error.message).toBe("string");
+  });
+
+  it("wrote nothing to the ledger and sent nothing on chain for any of them", async () => {
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
+    expect(await gw.hotWalletNonce()).toBe(nonceBefore);
+    expect(await gw.blockNumber()).toBe(blockBefore);
+    const [payments] = await gw.app.db.query<{ count: bigint }>("SELECT count(*) AS count FROM payments");
+    expect(payments?.count).toBe(0n);
+  });
+});
+
+describe("other routes refuse bad input", () => {
+  it("GET of an unknown payment is 404 payment_not_found", async () => {
+    const response = await gw.call("GET", "/v1/payments/pay_01m7zfckv29pdrb3m0gz9e4j5g");
+    expect(response.status).toBe(404);
+    expect(response.body.error.code).toBe("payment_not_found");
+  });
+  it("GET of a malformed payment id is 400", async () => {
+    const response = await gw.call("GET", "/v1/payments/not-an-id");
+    expect(response.status).toBe(400);
+    expect(response.body.error.code).toBe("parameter_invalid");
+  });
+  it("an unknown route is 404 route_not_found", async () => {
+    const response = await gw.call("GET", "/v1/nothing");
+    expect(response.status).toBe(404);
+    expect(response.body.error.code).toBe("route_not_found");
+  });
+  it("health needs no key", async () => {
+    const response = await gw.call("GET", "/healthz", { key: null });
+    expect(response.status).toBe(200);
+    expect(response.body.rails.evm.available).toBe(true);
+  });
+});

@@ -1,0 +1,71 @@
+// Builds a gateway on the embedded defaults for one test file, with helpers to call it and to look at what
+// it wrote: the ledger's transfers and the chain's state.
+import { erc20Abi } from "viem";
+import { type App, createApp } from "../../gateway/app.ts";
+import { loadConfig } from "../../gateway/config.ts";
+
+export type TestGateway = {
+  app: App;
+  key: string;
+  call(
+    method: "GET" | "POST",
+    url: string,
+    options?: { body?: unknown; rawBody?: string; key?: string | null; headers?: Record<string, string> },
+  ): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
+  ledgerTransferCount(): Promise<bigint>;
+  tokenBalance(address: `0x${string}`): Promise<bigint>;
+  blockNumber(): Promise<bigint>;
+  hotWalletNonce(): Promise<number>;
+};
+
+export async function startTestGateway(): Promise<TestGateway> {
+  const app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }));
+  if (app.demo === null || app.chain === null)
+    throw new Error("development mode with the embedded chain was expected");
+  const chain = app.chain;
+  const key = app.demo.apiKey;
+  return {
+    app,
+    key,
+    async call(method, url, options = {}) {
+      const headers: Record<string, string> = { ...(options.headers ?? {}) };
+      const auth = options.key === undefined ? key : options.key;
+      if (auth !== null) headers.authorization = `Bearer ${auth}`;
+      const payload =
+        options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
+      if (payload !== undefined) headers["content-type"] ??= "application/json";
+      const response = await app.server.inject({
+        method,
+        url,
+        headers,
+        ...(payload === undefined ? {} : { payload }),
+      });
+      return {
+        status: response.statusCode,
+        body: response.body === "" ? null : response.json(),
+        headers: response.headers,
+      };
+    },
+    async ledgerTransferCount() {
+      const [row] = await app.db.query<{ count: bigint }>("SELECT count(*) AS count FROM ledger_transfers");
+      return row!.count;
+    },
+    tokenBalance(address) {
+      return chain.publicClient.readContract({
+        address: chain.contracts.testUsd,
+        abi: erc20Abi,
+        functionName: "balanceOf",
+        args: [address],
+      });
+    },
+    blockNumber() {
+      return chain.publicClient.getBlockNumber({ cacheTime: 0 });
+    },
+    hotWalletNonce() {
+      return chain.publicClient.getTransactionCount({
+        address: chain.walletClient.account.address,
+        blockTag: "pending",
+      });
+    },
+  };
+}
