@@ -1,0 +1,131 @@
+import { describe, expect, it } from "vitest";
+import { evmRail, staticSnapshot, usdc } from "./fixtures.ts";
+import {
+  applyLearning,
+  circuitState,
+  createLearningState,
+  type LearningConfig,
+  LearningConfigError,
+  type LearningState,
+  learningConfigDefault,
+  noteAttempt,
+  prepareSnapshot,
+  recordOutcome,
+  route,
+  windowCounts,
+} from "./index.ts";
+
+const config: LearningConfig = {
+  ...learningConfigDefault,
+  windowSize: 10,
+  windowMs: 60_000,
+  consecutiveFailuresMax: 3,
+  failureRatePpmMax: 500_000,
+  minSamples: 6,
+  openMs: 1_000,
+  openMsMax: 4_000,
+  probeTimeoutMs: 500,
+};
+
+function record(state: LearningState, outcomes: string, startMs: number, stepMs = 1): LearningState {
+  let s = state;
+  [...outcomes].forEach((c, i) => {
+    s = recordOutcome(s, "evm", c === "+", startMs + i * stepMs);
+  });
+  return s;
+}
+
+describe("learning: the success window", () => {
+  it("counts the last windowSize outcomes that are younger than windowMs", () => {
+    let state = record(createLearningState(config), "++-+", 0);
+    expect(windowCounts(state, "evm", 10)).toEqual({ successes: 3, failures: 1 });
+    state = record(state, "++++++++", 10); // 12 outcomes: the oldest 2 (++) drop out
+    expect(windowCounts(state, "evm", 20)).toEqual({ successes: 9, failures: 1 });
+    expect(windowCounts(state, "evm", 60_005)).toEqual({ successes: 8, failures: 0 }); // the first 4 have aged out
+    expect(windowCounts(state, "lightning", 0)).toEqual({ successes: 0, failures: 0 });
+  });
+
+  it("is written into the snapshot, where it prices failure", () => {
+    const state = record(createLearningState(config), "+-", 0);
+    const snapshot = applyLearning(staticSnapshot([evmRail]), state, 10);
+    expect(snapshot.rails[0]).toMatchObject({ successes: 1, failures: 1, circuit: "closed" });
+    const decision = route(
+      { asset: usdc, amount: 1_000_000n, destination: { kind: "evm_address", address: "0x01" } },
+      prepareSnapshot(snapshot),
+      {},
+    );
+    // ceil(1 × (1 950 + 10 000) / 3)
+    expect(decision.chosen?.cost.failureMicroUsd).toBe(3_984n);
+  });
+
+  it("refuses a window larger than its maximum", () => {
+    expect(() => createLearningState({ ...config, windowSize: 1_001 })).toThrow(LearningConfigError);
+  });
+});
+
+describe("learning: the circuit breaker", () => {
+  it("opens after consecutive failures, excludes the rail, then lets one probe through", () => {
+    let state = record(createLearningState(config), "+--", 0);
+    expect(circuitState(state, "evm", 3)).toBe("closed");
+    state = recordOutcome(state, "evm", false, 100); // third failure in a row
+    expect(circuitState(state, "evm", 100)).toBe("open");
+    expect(circuitState(state, "evm", 1_099)).toBe("open");
+
+    const intent = {
+      asset: usdc,
+      amount: 1n,
+      destination: { kind: "evm_address", address: "0x01" },
+    } as const;
+    const excluded = route(intent, applyLearning(staticSnapshot([evmRail]), state, 500), {});
+    expect(excluded.excluded.map((e) => e.reason)).toEqual(["circuit_open"]);
+
+    expect(circuitState(state, "evm", 1_100)).toBe("half_open");
+    const probing = route(intent, applyLearning(staticSnapshot([evmRail]), state, 1_100), {});
+    expect(probing.chosen?.rail).toBe("evm");
+
+    state = noteAttempt(state, "evm", 1_100); // this attempt is the probe
+    expect(circuitState(state, "evm", 1_200)).toBe("open"); // others wait for it
+    expect(circuitState(state, "evm", 1_600)).toBe("half_open"); // the probe timed out: another may go
+  });
+
+  it("closes on the probe's success", () => {
+    let state = record(createLearningState(config), "---", 0);
+    state = noteAttempt(state, "evm", 1_500);
+    state = recordOutcome(state, "evm", true, 1_700);
+    expect(circuitState(state, "evm", 1_700)).toBe("closed");
+    // The failures before the close do not reopen it on the next single failure.
+    state = recordOutcome(state, "evm", false, 1_800);
+    expect(circuitState(state, "evm", 1_800)).toBe("closed");
+  });
+
+  it("reopens on the probe's failure for twice as long, up to openMsMax", () => {
+    let state = record(createLearningState(config), "---", 0); // opened at 2 for 1 000
+    state = recordOutcome(state, "evm", false, 1_002); // probe fails: open for 2 000
+    expect(circuitState(state, "evm", 3_001)).toBe("open");
+    expect(circuitState(state, "evm", 3_002)).toBe("half_open");
+    state = recordOutcome(state, "evm", false, 3_002); // 4 000
+    state = recordOutcome(state, "evm", false, 7_002); // 8 000 → capped at 4 000
+    expect(circuitState(state, "evm", 11_001)).toBe("open");
+    expect(circuitState(state, "evm", 11_002)).toBe("half_open");
+  });
+
+  it("ignores late answers while open, and opens on a high failure share too", () => {
+    let state = record(createLearningState(config), "---", 0);
+    state = recordOutcome(state, "evm", true, 500); // a late success during the cool-down
+    expect(circuitState(state, "evm", 500)).toBe("open");
+
+    // No three in a row, but 3 failures in 6 samples reach 50 %.
+    state = record(createLearningState(config), "+-+-+-", 0);
+    expect(circuitState(state, "evm", 5)).toBe("open");
+    state = record(createLearningState(config), "+-+-+", 0);
+    expect(circuitState(state, "evm", 5)).toBe("closed");
+  });
+
+  it("never mutates the state it is given", () => {
+    const before = record(createLearningState(config), "+-", 0);
+    const copy = structuredClone(before);
+    recordOutcome(before, "evm", false, 10);
+    noteAttempt(before, "evm", 10);
+    expect(before).toEqual(copy);
+  });
+});
