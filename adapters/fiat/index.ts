@@ -1,5 +1,6 @@
 // The fiat rail (Stripe): charges in, Connect transfers out, refunds, signed webhooks.
 export { createStripeClient, type StripeClientConfig } from "./client.ts";
+export { type FiatConfig, FiatConfigError, fiatEnvSchema, loadFiatConfig } from "./config.ts";
 export { type FiatFailure, FiatRailError, translateStripeError } from "./errors.ts";
 export {
   type FiatEvent,
