@@ -10,6 +10,7 @@ import path from "node:path";
 import {
   type Address,
   encodeAbiParameters,
+  getAddress,
   type Hex,
   hexToString,
   keccak256,
@@ -118,7 +119,7 @@ async function deployOne(
   if (receipt.status !== "success" || !receipt.contractAddress) {
     throw new ContractDeploymentError(name, hash, receipt.status);
   }
-  return receipt.contractAddress;
+  return getAddress(receipt.contractAddress);
 }
 
 /** A split as the contract wants it: recipients strictly ascending, shares aligned with them. */
@@ -146,6 +147,16 @@ export function canonicalSplit(split: SplitDefinition): SplitDefinition {
     return x < y ? -1 : x > y ? 1 : 0;
   });
   return { recipients: pairs.map((p) => p.recipient), basisPoints: pairs.map((p) => p.bps) };
+}
+
+/** BatchSettled's batchHash, as RevenueSplitter.batchHashOf: keccak256(abi.encode(address[], uint256[])). */
+export function batchHashOf(payees: readonly Address[], amounts: readonly bigint[]): Hex {
+  return keccak256(
+    encodeAbiParameters(
+      [{ type: "address[]" }, { type: "uint256[]" }],
+      [payees as Address[], amounts as bigint[]],
+    ),
+  );
 }
 
 /** The EIP-3009 nonce for payWithAuthorization, as RevenueSplitter.authorizationNonceOf. */
@@ -991,6 +1002,109 @@ export const revenueSplitterAbi = [
     outputs: [{ internalType: "uint256", name: "total", type: "uint256" }],
     stateMutability: "nonpayable",
     type: "function",
+  },
+] as const;
+/** TestUSD's (ERC-20, ERC-3009, permit) errors: add to the splitter's ABI to decode a token revert. */
+export const testUsdErrorsAbi = [
+  { inputs: [], name: "ECDSAInvalidSignature", type: "error" },
+  {
+    inputs: [{ internalType: "uint256", name: "length", type: "uint256" }],
+    name: "ECDSAInvalidSignatureLength",
+    type: "error",
+  },
+  {
+    inputs: [{ internalType: "bytes32", name: "s", type: "bytes32" }],
+    name: "ECDSAInvalidSignatureS",
+    type: "error",
+  },
+  {
+    inputs: [
+      { internalType: "address", name: "spender", type: "address" },
+      { internalType: "uint256", name: "allowance", type: "uint256" },
+      { internalType: "uint256", name: "needed", type: "uint256" },
+    ],
+    name: "ERC20InsufficientAllowance",
+    type: "error",
+  },
+  {
+    inputs: [
+      { internalType: "address", name: "sender", type: "address" },
+      { internalType: "uint256", name: "balance", type: "uint256" },
+      { internalType: "uint256", name: "needed", type: "uint256" },
+    ],
+    name: "ERC20InsufficientBalance",
+    type: "error",
+  },
+  {
+    inputs: [{ internalType: "address", name: "approver", type: "address" }],
+    name: "ERC20InvalidApprover",
+    type: "error",
+  },
+  {
+    inputs: [{ internalType: "address", name: "receiver", type: "address" }],
+    name: "ERC20InvalidReceiver",
+    type: "error",
+  },
+  {
+    inputs: [{ internalType: "address", name: "sender", type: "address" }],
+    name: "ERC20InvalidSender",
+    type: "error",
+  },
+  {
+    inputs: [{ internalType: "address", name: "spender", type: "address" }],
+    name: "ERC20InvalidSpender",
+    type: "error",
+  },
+  {
+    inputs: [
+      { internalType: "uint256", name: "validAfter", type: "uint256" },
+      { internalType: "uint256", name: "validBefore", type: "uint256" },
+    ],
+    name: "ERC3009InvalidAuthorizationTime",
+    type: "error",
+  },
+  { inputs: [], name: "ERC3009InvalidSignature", type: "error" },
+  {
+    inputs: [
+      { internalType: "address", name: "authorizer", type: "address" },
+      { internalType: "bytes32", name: "nonce", type: "bytes32" },
+    ],
+    name: "ERC3009UsedAuthorization",
+    type: "error",
+  },
+  {
+    inputs: [
+      { internalType: "address", name: "account", type: "address" },
+      { internalType: "uint256", name: "currentNonce", type: "uint256" },
+    ],
+    name: "InvalidAccountNonce",
+    type: "error",
+  },
+  { inputs: [], name: "InvalidShortString", type: "error" },
+  {
+    inputs: [
+      { internalType: "uint8", name: "bits", type: "uint8" },
+      { internalType: "uint256", name: "value", type: "uint256" },
+    ],
+    name: "SafeCastOverflowedUintDowncast",
+    type: "error",
+  },
+  { inputs: [{ internalType: "string", name: "str", type: "string" }], name: "StringTooLong", type: "error" },
+  {
+    inputs: [
+      { internalType: "uint256", name: "deadline", type: "uint256" },
+      { internalType: "uint256", name: "timestamp", type: "uint256" },
+    ],
+    name: "TestUSDExpiredPermit",
+    type: "error",
+  },
+  {
+    inputs: [
+      { internalType: "address", name: "signer", type: "address" },
+      { internalType: "address", name: "owner", type: "address" },
+    ],
+    name: "TestUSDInvalidPermitSigner",
+    type: "error",
   },
 ] as const;
 // </generated-abis>

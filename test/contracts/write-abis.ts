@@ -22,5 +22,11 @@ for (const name of contractNames) {
   const artifact = await readContractArtifact(name);
   blocks.push(`export const ${constNames[name]} = ${JSON.stringify(artifact.abi)} as const;`);
 }
+const testUsd = await readContractArtifact("TestUSD");
+const testUsdErrors = (testUsd.abi as { type: string }[]).filter((item) => item.type === "error");
+blocks.push(
+  "/** TestUSD's (ERC-20, ERC-3009, permit) errors: add to the splitter's ABI to decode a token revert. */",
+  `export const testUsdErrorsAbi = ${JSON.stringify(testUsdErrors)} as const;`,
+);
 await writeFile(file, `${source.slice(0, from)}${begin}\n${blocks.join("\n")}\n${source.slice(to)}`);
 console.log(`write-abis: wrote ${contractNames.join(", ")} into ${path.relative(root, file)}`);
