@@ -20,11 +20,16 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// remainder (`amount` minus the sum of those, fewer units than there are recipients) goes to the first
 /// recipient (index 0, the lowest address). So the shares always sum to `amount` exactly.
 ///
-/// Recipient limit: at most RECIPIENTS_MAX = 500 recipients per split. Gas reason: `withdrawAll` of a
-/// 500-recipient split to 500 addresses that never held the token costs about 500 × 30,000 ≈ 15M gas (a
-/// zero-to-non-zero balance write is 22,100 gas), just under the EIP-7825 per-transaction cap of 2^24 ≈ 16.8M
-/// gas; the first `distribute` of such a split writes 250 fresh storage words, about 5.7M gas.
-/// `settleBatch` is limited to SETTLE_BATCH_PAYEES_MAX = 500 payees for the same reason.
+/// Recipient limit: at most RECIPIENTS_MAX = 300 recipients per split. Gas reason: every call on a split
+/// must fit one transaction, whose gas is capped at 2^24 ≈ 16.8M by EIP-7825. The heaviest is `withdrawAll`
+/// to recipients who never held the token: about 31,000 gas each with TestUSD (a zero-to-non-zero balance
+/// write alone is 22,100), more with a proxied token such as USDC, so 500 recipients (15.5M measured with
+/// TestUSD) would leave no margin; 300 keep it under 10M. A first `distribute` writes fresh words at about
+/// 8,000 gas per recipient (2.4M at 300), `createSplit` about 3,400 per recipient. The 0xSplits v2 audit found
+/// its push split stuck above ~1,100 recipients and advised ~250.
+/// `settleBatch` takes at most SETTLE_BATCH_PAYEES_MAX = 500 payees: 13.1M gas measured with TestUSD when
+/// every payee is a new holder, 4.6M when all already hold the token. A rail settling a heavier token to
+/// new holders should size its batches by `estimateGas`.
 ///
 /// Tokens: each token's money is accounted on its own; a token that takes a fee on transfer, rebases or
 /// lies about balances is refused at payment (the received amount must equal the amount paid) and can only
@@ -47,19 +52,19 @@ contract RevenueSplitter is ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     uint256 public constant BASIS_POINTS_TOTAL = 10_000;
-    uint256 public constant RECIPIENTS_MAX = 500;
+    uint256 public constant RECIPIENTS_MAX = 300;
     uint256 public constant SETTLE_BATCH_PAYEES_MAX = 500;
     /// @notice The largest cumulative amount one split can receive in one token.
     uint256 public constant RECEIVED_MAX = type(uint128).max;
 
     uint256 private constant LOW_128 = type(uint128).max;
     uint256 private constant BASIS_POINTS_PER_WORD = 15;
-    uint256 private constant BASIS_POINTS_WORDS = 34; // 34 × 15 = 510 ≥ RECIPIENTS_MAX
+    uint256 private constant BASIS_POINTS_WORDS = 20; // 20 × 15 = RECIPIENTS_MAX
     uint256 private constant COUNT_SHIFT = 240; // the recipient count sits in bits 240..255 of word 0
     uint256 private constant LANES = 3; // recipient balances per storage word
     uint256 private constant LANE_BITS = 85;
     uint256 private constant LANE_MASK = (uint256(1) << LANE_BITS) - 1;
-    uint256 private constant BALANCE_WORDS = 167; // 167 × 3 = 501 ≥ RECIPIENTS_MAX
+    uint256 private constant BALANCE_WORDS = 100; // 100 × 3 = RECIPIENTS_MAX
     /// @notice The largest unpaid balance one recipient of one split can hold in one token.
     uint256 public constant BALANCE_MAX = LANE_MASK - 1;
 

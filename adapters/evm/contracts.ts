@@ -22,7 +22,7 @@ import {
 /** Shares are in basis points and sum to this. */
 export const basisPointsTotal = 10_000;
 /** RevenueSplitter.RECIPIENTS_MAX: the gas reason is written in contracts/RevenueSplitter.sol. */
-export const splitRecipientsMax = 500;
+export const splitRecipientsMax = 300;
 /** RevenueSplitter.SETTLE_BATCH_PAYEES_MAX. */
 export const settleBatchPayeesMax = 500;
 /** What TestUSD is deployed with unless told otherwise: USDC's EIP-712 domain name and version. */

@@ -16,6 +16,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   authorizationNonceOf,
+  basisPointsTotal,
   batchHashOf,
   canonicalSplit,
   deployContracts,
@@ -24,7 +25,9 @@ import {
   receiveWithAuthorizationTypedData,
   referenceFromId,
   revenueSplitterAbi,
+  settleBatchPayeesMax,
   splitIdOf,
+  splitRecipientsMax,
   testUsdAbi,
   testUsdDefaults,
   testUsdErrorsAbi,
@@ -137,6 +140,14 @@ describe("deployment", () => {
     expect(await read("version")).toBe(testUsdDefaults.version);
     expect(await read("decimals")).toBe(testUsdDefaults.decimals);
     expect(await publicClient.getCode({ address: splitter })).toMatch(/^0x[0-9a-f]{100,}$/);
+  });
+
+  it("agrees with the contract on its limits", async () => {
+    const read = (functionName: "RECIPIENTS_MAX" | "SETTLE_BATCH_PAYEES_MAX" | "BASIS_POINTS_TOTAL") =>
+      publicClient.readContract({ address: splitter, abi: revenueSplitterAbi, functionName });
+    expect(await read("RECIPIENTS_MAX")).toBe(BigInt(splitRecipientsMax));
+    expect(await read("SETTLE_BATCH_PAYEES_MAX")).toBe(BigInt(settleBatchPayeesMax));
+    expect(await read("BASIS_POINTS_TOTAL")).toBe(BigInt(basisPointsTotal));
   });
 
   it("keeps the ABIs in adapters/evm/contracts.ts equal to the compiled contracts", async () => {
@@ -455,5 +466,77 @@ describe("settleBatch", () => {
         }),
       ),
     ).toBe("RevenueSplitterBatchAlreadySettled");
+  });
+});
+
+describe("the documented limits", () => {
+  // EIP-7825 caps a transaction at 2^24 gas; the worst case of every call at the limits must fit under it.
+  const transactionGasCap = 2n ** 24n;
+
+  it("the largest split and the largest batch, to fresh addresses, fit the per-transaction gas cap", async () => {
+    const fresh = (group: number, count: number) =>
+      Array.from({ length: count }, (_, i) =>
+        getAddress(`0x${group.toString(16).padStart(4, "0")}${(i + 1).toString(16).padStart(36, "0")}`),
+      );
+    const max = Number(
+      await publicClient.readContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "RECIPIENTS_MAX",
+      }),
+    );
+    const recipients = fresh(0xaaaa, max);
+    const base = Math.floor(basisPointsTotal / max);
+    const basisPoints = recipients.map((_, i) => (i < basisPointsTotal - base * max ? base + 1 : base));
+    expect(basisPoints.reduce((a, b) => a + b, 0)).toBe(10_000);
+    const created = await mined(
+      await gateway.writeContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "createSplit",
+        args: [recipients, basisPoints],
+      }),
+    );
+    const splitId = splitIdOf(recipients, basisPoints);
+    await mined(
+      await gateway.writeContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "pay",
+        args: [splitId, testUsd, 500_000_000n, referenceFromId("limit")],
+      }),
+    );
+    const distributed = await mined(
+      await gateway.writeContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "distribute",
+        args: [splitId, testUsd, referenceFromId("limit")],
+      }),
+    );
+    const withdrawn = await mined(
+      await gateway.writeContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "withdrawAll",
+        args: [testUsd, recipients, basisPoints],
+      }),
+    );
+    const payees = fresh(0xbbbb, settleBatchPayeesMax);
+    const settled = await mined(
+      await gateway.writeContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "settleBatch",
+        args: [testUsd, payees, payees.map(() => 1_000n), referenceFromId("limit")],
+      }),
+    );
+    for (const receipt of [created, distributed, withdrawn, settled]) {
+      expect(receipt.gasUsed).toBeLessThan(transactionGasCap);
+    }
+    console.log(
+      `worst cases at ${max} recipients / ${settleBatchPayeesMax} payees: createSplit ${created.gasUsed}, first distribute ${distributed.gasUsed}, ` +
+        `withdrawAll to new holders ${withdrawn.gasUsed}, settleBatch to new holders ${settled.gasUsed}`,
+    );
   });
 });
