@@ -1,5 +1,5 @@
 // One behaviour suite for the webhook receiver, run with the in-memory store and the SQL store on PGlite.
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeEach, describe, expect, inject, it } from "vitest";
 import {
   createMemoryStripeWebhookStore,
   createSqlStripeWebhookStore,
@@ -9,7 +9,8 @@ import {
   type StripeEventEnvelope,
   type StripeWebhookStore,
 } from "../../adapters/fiat/index.ts";
-import { type Db, migrate, openPglite } from "../../gateway/db/index.ts";
+import { type Db, migrate, openPglite, openPostgres } from "../../gateway/db/index.ts";
+import { createTestDatabase } from "../support/postgres.ts";
 import { stripeEvents } from "./stripe-events.ts";
 import { createToyLedger, type ToyLedger } from "./toy-ledger.ts";
 
@@ -22,9 +23,22 @@ function database(): Promise<Db> {
   });
   return sharedDb;
 }
+let sharedPostgres: Promise<Db> | null = null;
+function postgres(): Promise<Db> {
+  sharedPostgres ??= createTestDatabase(inject("postgresUrl"), "fiat").then(async (url) => {
+    const db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 10_000 });
+    await migrate(db, [fiatMigrations]);
+    return db;
+  });
+  return sharedPostgres;
+}
 afterAll(async () => {
   if (sharedDb !== null) await (await sharedDb).close();
+  if (sharedPostgres !== null) await (await sharedPostgres).close();
 });
+
+const truncateAll =
+  "TRUNCATE fiat_parked_reversals, fiat_stripe_intents, fiat_applied_stripe_events, fiat_stripe_objects";
 
 const stores: [string, () => Promise<StripeWebhookStore>][] = [
   ["memory", async () => createMemoryStripeWebhookStore()],
@@ -32,9 +46,15 @@ const stores: [string, () => Promise<StripeWebhookStore>][] = [
     "sql (PGlite)",
     async () => {
       const db = await database();
-      await db.exec(
-        "TRUNCATE fiat_parked_reversals, fiat_stripe_intents, fiat_applied_stripe_events, fiat_stripe_objects",
-      );
+      await db.exec(truncateAll);
+      return createSqlStripeWebhookStore(db);
+    },
+  ],
+  [
+    "sql (PostgreSQL)",
+    async () => {
+      const db = await postgres();
+      await db.exec(truncateAll);
       return createSqlStripeWebhookStore(db);
     },
   ],
@@ -170,6 +190,31 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
     await Promise.all([receiver.receive(dispute), receiver.receive(success)]);
     expect(ledger.posted).toEqual(["received:pi_topup1", "dispute:du_1"]);
     expect(ledger.balance("cust_42")).toBe(1_500n);
+
+    // Many intents at once, each with its dispute racing its success: no reversal is lost between park and credit.
+    const intents = Array.from({ length: 12 }, (_, i) => ({
+      ...topUp,
+      intentId: `pi_race${i}`,
+      reference: `cust_race${i}`,
+    }));
+    await Promise.all(
+      intents.flatMap((intent, i) => {
+        const pair = [
+          receiver.receive(
+            env(
+              stripeEvents.disputeCreated(`evt_rd${i}`, {
+                disputeId: `du_r${i}`,
+                intentId: intent.intentId,
+                amount: 400,
+              }),
+            ),
+          ),
+          receiver.receive(env(stripeEvents.intentSucceeded(`evt_rs${i}`, intent))),
+        ];
+        return i % 2 === 0 ? pair : pair.reverse();
+      }),
+    );
+    for (const intent of intents) expect(ledger.balance(intent.reference)).toBe(2_100n);
   });
 
   it("reverses refunds by refund id, whichever event carries them", async () => {
