@@ -3,7 +3,10 @@
 //
 // How it measures:
 // - decisions_per_s: the 10,000 intents are routed `throughputRounds` times back to back and the whole
-//   run is timed once with process.hrtime.bigint (no timer inside the loop).
+//   run is timed once with process.hrtime.bigint (no timer inside the loop): wall-clock, so it drops when
+//   other work shares the two cores. decisions_per_cpu_s divides by this process's CPU time over the same
+//   run (process.cpuUsage), which time spent descheduled does not inflate. load_avg_1m says how busy the
+//   machine was.
 // - p50_us / p99_us: each decision is timed on its own with process.hrtime.bigint around the one call; the
 //   median cost of an empty timer pair, measured in the same run, is subtracted from every sample. This is
 //   per decision, not a batch average, so p99 carries the real tail (GC scavenges included).
@@ -13,6 +16,8 @@
 // heaviest case for the cost arithmetic and the ranking.
 // The row `mixed-4rails-unprepared` routes against a plain snapshot (the preparation redone per call): the
 // baseline the prepared snapshot is measured against, in the same run.
+
+import { loadavg } from "node:os";
 import {
   btc,
   evmRail,
@@ -90,12 +95,15 @@ function measure(
   }
 
   // Throughput: one timer around all rounds.
+  const cpuStart = process.cpuUsage();
   const start = process.hrtime.bigint();
   for (let round = 0; round < throughputRounds; round++) {
     for (let i = 0; i < n; i++) sink += route(intents[i]!, snapshot, policyList[i]!).candidates.length;
   }
   const elapsedNs = Number(process.hrtime.bigint() - start);
+  const cpu = process.cpuUsage(cpuStart);
   const decisionsPerS = Math.round((throughputRounds * n * 1e9) / elapsedNs);
+  const decisionsPerCpuS = Math.round((throughputRounds * n * 1e6) / (cpu.user + cpu.system));
 
   // The timer's own cost: median of empty hrtime pairs.
   const overhead: number[] = [];
@@ -132,11 +140,13 @@ function measure(
   return {
     case: name,
     decisions_per_s: decisionsPerS,
+    decisions_per_cpu_s: decisionsPerCpuS,
     p50_us: round3(percentile(samples, 50)),
     p99_us: round3(percentile(samples, 99)),
     p99_batch16_us: round3(percentile(batchSamples, 99)),
     timer_overhead_ns: overheadNs,
     intents: n,
+    load_avg_1m: Math.round(loadavg()[0]! * 100) / 100,
   };
 }
 

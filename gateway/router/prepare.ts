@@ -14,6 +14,9 @@ import type {
 
 export const ppmTotal = 1_000_000n;
 
+/** What one failed attempt costs beyond its network fee when the policy does not say: USD 0.01. */
+export const failureCostMicroUsdDefault = 10_000n;
+
 /** One bit per destination kind, so a rail's reach is one integer. */
 export const destinationBits: Readonly<Record<DestinationKind, number>> = {
   account: 1,
@@ -50,6 +53,7 @@ export type PreparedCross = {
   /** FX cost in USD micro-units = ceil(amount × fxNum / fxDen): the payment's USD value × spread. */
   readonly fxNum: bigint;
   readonly fxDen: bigint;
+  readonly fxDenMinusOne: bigint;
 };
 
 export type PreparedRail = {
@@ -69,9 +73,15 @@ export type PreparedRail = {
   /** The rail asset's USD rate, as numerator and denominator. */
   readonly railMicroUsd: bigint;
   readonly railPerMinorUnits: bigint;
+  readonly railPerMinusOne: bigint;
   /** Failure odds: failures / (successes + failures + 1), a prior of one success. */
   readonly failNum: bigint;
   readonly failDen: bigint;
+  readonly failDenMinusOne: bigint;
+  /** Expected failure cost at the default failure cost, for a fixed network fee (networkModel 0). */
+  readonly failureAtDefault: bigint;
+  /** The rail asset is worth one micro-USD a minor unit (USDC): conversions to USD are the identity. */
+  readonly railUnitRate: boolean;
   readonly latencyMsBig: bigint;
   /** Keyed by payment asset code. */
   readonly cross: Readonly<Record<string, PreparedCross>>;
@@ -117,7 +127,7 @@ function crossFor(
   spreads: Snapshot["fxSpreadsPpm"],
 ): PreparedCross {
   if (paymentCode === rail.asset.code) {
-    return { same: true, rate: { num: 1n, den: 1n }, fxNum: 0n, fxDen: 1n };
+    return { same: true, rate: { num: 1n, den: 1n }, fxNum: 0n, fxDen: 1n, fxDenMinusOne: 0n };
   }
   const num = paymentRate.microUsd * railRate.perMinorUnits;
   const den = paymentRate.perMinorUnits * railRate.microUsd;
@@ -131,6 +141,7 @@ function crossFor(
     rate: { num: num / divisor, den: den / divisor },
     fxNum: fxNum / fxDivisor,
     fxDen: fxDen / fxDivisor,
+    fxDenMinusOne: fxDen / fxDivisor - 1n,
   };
 }
 
@@ -227,8 +238,15 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
     routingPpm,
     railMicroUsd: validRate(railRate) ? railRate.microUsd : 1n,
     railPerMinorUnits: validRate(railRate) ? railRate.perMinorUnits : 1n,
+    railPerMinusOne: validRate(railRate) ? railRate.perMinorUnits - 1n : 0n,
     failNum: failures,
     failDen: successes + failures + 1n,
+    failDenMinusOne: successes + failures,
+    failureAtDefault: ceilDiv(
+      failures * (networkMicroUsd + failureCostMicroUsdDefault),
+      successes + failures + 1n,
+    ),
+    railUnitRate: validRate(railRate) && railRate.microUsd === railRate.perMinorUnits,
     latencyMsBig: BigInt(Math.max(0, Math.ceil(rail.latencyMs))),
     cross,
     exclusions,

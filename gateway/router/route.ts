@@ -6,15 +6,33 @@
 // no_fx_rate (for the rail's asset), unreachable_destination, no_fx_rate (for the payment's asset),
 // below_minimum, above_maximum, insufficient_liquidity, latency_above_max, fee_above_max.
 import { basisPointsTotal } from "../money/index.ts";
-import { ceilDiv, destinationBits, type PreparedRail, ppmTotal, preparedFor } from "./prepare.ts";
+import {
+  ceilDiv,
+  destinationBits,
+  failureCostMicroUsdDefault,
+  type PreparedRail,
+  ppmTotal,
+  preparedFor,
+} from "./prepare.ts";
+
+export { failureCostMicroUsdDefault };
+
 import type { Candidate, Exclusion, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "./types.ts";
 
-/** What one failed attempt costs beyond its network fee when the policy does not say: USD 0.01. */
-export const failureCostMicroUsdDefault = 10_000n;
 /** Fee cap head-room over the estimate when the policy does not say: +50 %. */
 export const feeHeadroomBpsDefault = 5_000;
 
 const msPerS = 1_000n;
+const ppmMinusOne = ppmTotal - 1n;
+
+/** An amount in the rail's asset in USD micro-units, rounded up. */
+function toUsdCeil(r: PreparedRail, railUnits: bigint): bigint {
+  if (r.railUnitRate) return railUnits;
+  return (railUnits * r.railMicroUsd + r.railPerMinusOne) / r.railPerMinorUnits;
+}
+// The default head-room, 1 + 5 000 / 10 000 = 3 / 2, reduced once.
+const headroomDefaultNum = 3n;
+const headroomDefaultDen = 2n;
 
 /** A caller's bug: route() was given what the payments service must have refused already. */
 export class RouterInputError extends Error {
@@ -49,15 +67,24 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
   const destinationBit = destinationBits[intent.destination.kind] ?? 0;
 
   const maxFeeAbs = policy.maxFeeMicroUsd ?? -1n;
-  const maxFeeBps = policy.maxFeeBps === undefined ? -1n : BigInt(policy.maxFeeBps);
+  const hasBps = policy.maxFeeBps !== undefined;
   const maxLatencyMs = policy.maxLatencyMs ?? Number.POSITIVE_INFINITY;
+  const defaultFailureCost = policy.failureCostMicroUsd === undefined;
   const failureCost = policy.failureCostMicroUsd ?? failureCostMicroUsdDefault;
   const latencyPrice = policy.latencyCostMicroUsdPerS ?? 0n;
-  const headroom = basisPointsTotal + BigInt(policy.feeHeadroomBps ?? feeHeadroomBpsDefault);
+  const headroomBps = policy.feeHeadroomBps;
+  const headroomNum =
+    headroomBps === undefined || headroomBps === feeHeadroomBpsDefault
+      ? headroomDefaultNum
+      : basisPointsTotal + BigInt(headroomBps);
+  const headroomDen = headroomNum === headroomDefaultNum ? headroomDefaultDen : basisPointsTotal;
   const hasListFilter = policy.allowedRails !== undefined || policy.deniedRails !== undefined;
-  // The payment's USD value is valueNum / payPer; the bps cap compares against it without rounding.
-  const valueNum = amount * payMicro;
-  const bpsCapMicroUsd = maxFeeBps >= 0n ? (maxFeeBps * valueNum) / (basisPointsTotal * payPer) : -1n;
+  // The payment's USD value is valueNum / payPer. The bps cap holds when fee × bpsFeeScale ≤ bpsLimit,
+  // compared exactly; its value rounded down bounds the fee cap.
+  const valueNum = payMicro === 1n ? amount : amount * payMicro;
+  const bpsFeeScale = hasBps ? basisPointsTotal * payPer : 0n;
+  const bpsLimit = hasBps ? BigInt(policy.maxFeeBps) * valueNum : 0n;
+  const bpsCapMicroUsd = hasBps ? bpsLimit / bpsFeeScale : -1n;
 
   const candidates: Candidate[] = [];
   const excluded: Exclusion[] = [];
@@ -100,41 +127,40 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
       excluded.push(r.exclusions.latency_above_max);
       continue;
     }
-    const railMicro = r.railMicroUsd;
-    const railPer = r.railPerMinorUnits;
     // Network fee, USD micro-units, rounded up.
     const network =
       r.networkModel === 0
         ? r.networkMicroUsd
-        : ceilDiv(
-            (r.routingBase + (r.routingPpm === 0n ? 0n : ceilDiv(railAmount * r.routingPpm, ppmTotal))) *
-              railMicro,
-            railPer,
+        : toUsdCeil(
+            r,
+            r.routingBase + (r.routingPpm === 0n ? 0n : (railAmount * r.routingPpm + ppmMinusOne) / ppmTotal),
           );
     // Provider fee in the rail's asset (fixed + ppm rounded up, at least the minimum), then USD rounded up.
     let providerRail =
-      snap.feeFixed + (snap.feePpm === 0n ? 0n : ceilDiv(railAmount * snap.feePpm, ppmTotal));
+      snap.feeFixed + (snap.feePpm === 0n ? 0n : (railAmount * snap.feePpm + ppmMinusOne) / ppmTotal);
     if (providerRail < r.feeMin) providerRail = r.feeMin;
-    const provider = providerRail === 0n ? 0n : ceilDiv(providerRail * railMicro, railPer);
+    const provider = providerRail === 0n ? 0n : toUsdCeil(r, providerRail);
     // FX: the payment's USD value × spread, rounded up.
-    const fx = cross.fxNum === 0n ? 0n : ceilDiv(amount * cross.fxNum, cross.fxDen);
+    const fx = cross.fxNum === 0n ? 0n : (amount * cross.fxNum + cross.fxDenMinusOne) / cross.fxDen;
     const fee = network + provider + fx;
-    if (
-      (maxFeeAbs >= 0n && fee > maxFeeAbs) ||
-      (maxFeeBps >= 0n && fee * basisPointsTotal * payPer > maxFeeBps * valueNum)
-    ) {
+    if ((maxFeeAbs >= 0n && fee > maxFeeAbs) || (hasBps && fee * bpsFeeScale > bpsLimit)) {
       excluded.push(r.exclusions.fee_above_max);
       continue;
     }
-    const failure = r.failNum === 0n ? 0n : ceilDiv(r.failNum * (network + failureCost), r.failDen);
+    const failure =
+      r.failNum === 0n
+        ? 0n
+        : defaultFailureCost && r.networkModel === 0
+          ? r.failureAtDefault
+          : (r.failNum * (network + failureCost) + r.failDenMinusOne) / r.failDen;
     const latency = latencyPrice === 0n ? 0n : ceilDiv(r.latencyMsBig * latencyPrice, msPerS);
     // Fee cap: the estimate plus head-room (rounded up), never above either policy cap (the bps cap is
     // rounded down), so fee ≤ feeCap ≤ every cap.
-    let feeCap = ceilDiv(fee * headroom, basisPointsTotal);
+    let feeCap = (fee * headroomNum + headroomDen - 1n) / headroomDen;
     if (maxFeeAbs >= 0n && feeCap > maxFeeAbs) feeCap = maxFeeAbs;
     if (bpsCapMicroUsd >= 0n && feeCap > bpsCapMicroUsd) feeCap = bpsCapMicroUsd;
     // What the rail itself may spend, in its asset, rounded down: its USD value never exceeds feeCap − fx.
-    const feeMax = ((feeCap - fx) * railPer) / railMicro;
+    const feeMax = r.railUnitRate ? feeCap - fx : ((feeCap - fx) * r.railPerMinorUnits) / r.railMicroUsd;
     const candidate: Candidate = {
       rail: r.rail,
       kind: snap.kind,
@@ -168,7 +194,7 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
     chosen: candidates[0] ?? null,
     candidates,
     excluded,
-    amountMicroUsd: hasPaymentRate ? valueNum / payPer : null,
+    amountMicroUsd: hasPaymentRate ? (payPer === 1n ? valueNum : valueNum / payPer) : null,
     snapshotTakenAtMs: snapshot.takenAtMs,
   };
 }
