@@ -129,6 +129,7 @@ export async function createApp(config: Config): Promise<App> {
         }),
       route,
       recoveryBatchMax: 1_000,
+      nowMs: Date.now,
     };
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;

@@ -56,6 +56,9 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   idempotency_key_reused: 409,
   idempotency_key_in_use: 409,
   no_route: 422,
+  quote_not_found: 404,
+  quote_mismatch: 422,
+  quote_expired: 422,
   internal_error: 500,
 };
 

@@ -6,12 +6,31 @@ import { balanceOf, getTenantAccount } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import { formatAmount } from "../money/index.ts";
-import { type CreatePaymentResult, createPayment, getPayment, type PaymentsDeps } from "../payments/index.ts";
+import {
+  type CreatePaymentResult,
+  createPayment,
+  createPaymentQuote,
+  getPayment,
+  type PaymentsDeps,
+} from "../payments/index.ts";
 import type { RoutePolicy } from "../router/types.ts";
 import { tenantOf } from "./auth.ts";
 import { ApiError, type ApiErrorCode } from "./errors.ts";
-import { destinationFromBody, presentPayment, presentRoute } from "./present.ts";
-import { balanceView, createPaymentBody, errorView, healthView, idParams, paymentView } from "./schemas.ts";
+import { destinationFromBody, presentDestination, presentPayment, presentRoute } from "./present.ts";
+import {
+  balanceView,
+  type ConstraintsBody,
+  createPaymentBody,
+  createQuoteBody,
+  errorView,
+  healthView,
+  idParams,
+  paymentView,
+  quoteTtlSecondsMax,
+  quoteView,
+} from "./schemas.ts";
+
+type Refusal = Extract<CreatePaymentResult, { ok: false }>;
 
 export type RoutesOptions = {
   db: Db;
@@ -20,7 +39,7 @@ export type RoutesOptions = {
   payments: PaymentsDeps;
 };
 
-function policyFrom(constraints: z.infer<typeof createPaymentBody>["constraints"]): RoutePolicy {
+function policyFrom(constraints: ConstraintsBody | undefined): RoutePolicy {
   if (constraints === undefined) return {};
   const microUsd = constraints.max_fee_usd === undefined ? undefined : usdToMicro(constraints.max_fee_usd);
   return {
@@ -38,7 +57,7 @@ function usdToMicro(text: string): bigint {
   return BigInt(whole) * 1_000_000n + BigInt(fraction.padEnd(6, "0"));
 }
 
-function refusalError(result: Extract<CreatePaymentResult, { ok: false }>): ApiError {
+function refusalError(result: Refusal): ApiError {
   return new ApiError(result.refusal, result.message, {
     ...(result.param === undefined ? {} : { param: result.param }),
     ...(result.decision === undefined ? {} : { extra: { route: presentRoute(result.decision) } }),
@@ -76,6 +95,7 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
         policy: policyFrom(body.constraints),
         metadata: body.metadata ?? {},
         idempotencyKey: request.idempotencyKey,
+        quoteId: body.quote ?? null,
       });
       if (!result.ok) throw refusalError(result);
       const view = presentPayment(result.payment);
@@ -86,6 +106,38 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
         });
       }
       return reply.code(result.payment.status === "succeeded" ? 201 : 202).send(view);
+    },
+  );
+
+  app.post(
+    "/v1/quotes",
+    { schema: { body: createQuoteBody, response: { 201: quoteView, "4xx": errorView } } },
+    async (request, reply) => {
+      const body = request.body as z.infer<typeof createQuoteBody>;
+      const result = await createPaymentQuote(options.payments, {
+        tenantId: tenantOf(request).id,
+        asset: body.asset,
+        amount: body.amount,
+        destination: destinationFromBody(body.destination),
+        policy: policyFrom(body.constraints),
+        ttlMs: (body.ttl_seconds ?? quoteTtlSecondsMax) * 1_000,
+      });
+      if (!result.ok) throw refusalError(result);
+      const { quote } = result;
+      return reply.code(201).send({
+        id: result.id,
+        object: "quote" as const,
+        amount: formatAmount(quote.intent.amount, quote.intent.asset),
+        asset: quote.intent.asset.code,
+        destination: presentDestination(quote.intent.destination),
+        route: presentRoute(quote.decision),
+        rail: quote.chosen.rail,
+        rail_amount: formatAmount(quote.chosen.amount, quote.chosen.asset),
+        rail_asset: quote.chosen.asset.code,
+        fee_cap_usd: formatAmount(quote.chosen.feeCapMicroUsd, { scale: 6 }),
+        created_at: new Date(quote.createdAtMs).toISOString(),
+        expires_at: new Date(quote.expiresAtMs).toISOString(),
+      });
     },
   );
 

@@ -26,27 +26,39 @@ export const destinationSchema = z.discriminatedUnion("type", [
 
 const railName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/);
 
+const constraints = z.strictObject({
+  max_fee_bps: z.number().int().min(0).max(10_000).optional(),
+  max_fee_usd: z
+    .string()
+    .regex(/^(0|[1-9][0-9]{0,12})(\.[0-9]{1,6})?$/, "a USD amount with at most 6 decimals")
+    .optional(),
+  max_latency_ms: z.number().int().positive().max(86_400_000).optional(),
+  rails: z
+    .strictObject({ allow: z.array(railName).max(16).optional(), deny: z.array(railName).max(16).optional() })
+    .optional(),
+});
+export type ConstraintsBody = z.infer<typeof constraints>;
+
+export const quoteTtlSecondsMax = 900;
+
+export const createQuoteBody = z.strictObject({
+  amount: z.string().max(64),
+  asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as USDC"),
+  destination: destinationSchema,
+  constraints: constraints.optional(),
+  ttl_seconds: z.number().int().min(1).max(quoteTtlSecondsMax).optional(),
+});
+
 export const createPaymentBody = z.strictObject({
+  quote: z
+    .string()
+    .regex(/^quo_[0-9a-z]{26}$/, "a quote id (quo_…)")
+    .optional(),
   amount: z.string().max(64),
   asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as USDC"),
   source: z.strictObject({ account: accountId }),
   destination: destinationSchema,
-  constraints: z
-    .strictObject({
-      max_fee_bps: z.number().int().min(0).max(10_000).optional(),
-      max_fee_usd: z
-        .string()
-        .regex(/^(0|[1-9][0-9]{0,12})(\.[0-9]{1,6})?$/, "a USD amount with at most 6 decimals")
-        .optional(),
-      max_latency_ms: z.number().int().positive().max(86_400_000).optional(),
-      rails: z
-        .strictObject({
-          allow: z.array(railName).max(16).optional(),
-          deny: z.array(railName).max(16).optional(),
-        })
-        .optional(),
-    })
-    .optional(),
+  constraints: constraints.optional(),
   metadata: z
     .record(z.string().max(40), z.string().max(500))
     .refine((m) => Object.keys(m).length <= 20, "at most 20 keys")
@@ -115,6 +127,22 @@ export const paymentView = z.object({
   updated_at: z.string(),
 });
 export type PaymentView = z.infer<typeof paymentView>;
+
+export const quoteView = z.object({
+  id: z.string(),
+  object: z.literal("quote"),
+  amount: z.string(),
+  asset: z.string(),
+  destination: z.record(z.string(), z.string()),
+  route: routeView,
+  rail: z.string(),
+  /** What the chosen rail sends, in its asset, and the most it may spend in fees. */
+  rail_amount: z.string(),
+  rail_asset: z.string(),
+  fee_cap_usd: z.string(),
+  created_at: z.string(),
+  expires_at: z.string(),
+});
 
 export const balanceView = z.object({
   object: z.literal("balance"),

@@ -2,6 +2,7 @@ export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } f
 export {
   applyRailEvent,
   createPayment,
+  createPaymentQuote,
   PaymentInvariantError,
   recoverOpenAttempts,
   transferCodes,

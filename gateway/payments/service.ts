@@ -11,14 +11,17 @@ import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
 import { type Asset, assetByCode, parseAmount } from "../money/index.ts";
-import type { Destination, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
+import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
+import type { Destination, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
 import {
   finishPayment,
   getAttempt,
   getPayment,
+  getQuote,
   insertAttempt,
   insertOutboxEvent,
   insertPayment,
+  insertQuote,
   listOpenAttempts,
   moveAttempt,
 } from "./store.ts";
@@ -41,6 +44,7 @@ export type PaymentsDeps = {
   route: Router;
   /** How many attempts open at a restart are resumed in one pass. */
   recoveryBatchMax: number;
+  nowMs: () => number;
 };
 
 export type CreatePaymentParams = {
@@ -53,6 +57,8 @@ export type CreatePaymentParams = {
   metadata: Record<string, string>;
   /** The caller's Idempotency-Key: with it, a repeated request returns the first payment. */
   idempotencyKey: string | null;
+  /** A quote to honour: its locked rates and fee caps, or quote_expired. */
+  quoteId: string | null;
 };
 
 export type CreatePaymentResult =
@@ -67,6 +73,88 @@ function refuse(refusal: PaymentRefusal, message: string, param?: string): Refus
 
 export class PaymentInvariantError extends Error {
   override name = "PaymentInvariantError";
+}
+
+/** Routes on the current snapshot. Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part. */
+function routeNow(deps: PaymentsDeps, intent: PaymentIntent, policy: RoutePolicy): RouteDecision {
+  const snapshot = deps.snapshot();
+  const sameAsset = {
+    ...snapshot,
+    rails: snapshot.rails.filter((rail) => rail.asset.code === intent.asset.code),
+  };
+  const decision = deps.route(intent, sameAsset, policy);
+  const otherAsset = snapshot.rails
+    .filter((rail) => rail.asset.code !== intent.asset.code)
+    .map((rail) => ({
+      rail: rail.rail,
+      reason: "no_fx_rate" as const,
+      detail: `settles ${rail.asset.code}; cross-asset payments are not supported yet`,
+    }));
+  return { ...decision, excluded: [...decision.excluded, ...otherAsset] };
+}
+
+/** The quote's candidates with their locked amounts and caps, less the rails the snapshot now rules out. */
+async function routeByQuote(
+  deps: PaymentsDeps,
+  tenantId: string,
+  quoteId: string,
+  intent: PaymentIntent,
+): Promise<RouteDecision | Refused> {
+  const quote = await getQuote(deps.db, { tenantId, id: quoteId });
+  if (quote === null) return refuse("quote_not_found", `no quote "${quoteId}"`, "quote");
+  if (!quoteMatches(quote, intent))
+    return refuse(
+      "quote_mismatch",
+      "the payment's asset, amount or destination differ from the quote's",
+      "quote",
+    );
+  const nowMs = deps.nowMs();
+  const honoured = quoteCandidates(quote, deps.snapshot(), nowMs);
+  if (!honoured.ok)
+    return refuse(
+      "quote_expired",
+      `quote ${quoteId} expired at ${new Date(quote.expiresAtMs).toISOString()}`,
+      "quote",
+    );
+  return {
+    chosen: honoured.candidates[0] ?? null,
+    candidates: honoured.candidates,
+    excluded: [...quote.decision.excluded, ...honoured.excluded],
+    amountMicroUsd: quote.decision.amountMicroUsd,
+    snapshotTakenAtMs: quote.decision.snapshotTakenAtMs,
+  };
+}
+
+/** Prices a payment and freezes the decision for `ttlMs`. Writes the quote; nothing else. */
+export async function createPaymentQuote(
+  deps: PaymentsDeps,
+  params: {
+    tenantId: string;
+    asset: string;
+    amount: string;
+    destination: Destination;
+    policy: RoutePolicy;
+    ttlMs: number;
+  },
+): Promise<{ ok: true; id: string; quote: Quote } | Refused> {
+  const asset = assetByCode(params.asset);
+  if (asset === null) return refuse("unknown_asset", `no asset "${params.asset}"`, "asset");
+  const amount = parseAmount(params.amount, asset);
+  if (!amount.ok)
+    return refuse(amount.error, `amount "${params.amount}" is not a valid ${asset.code} amount`, "amount");
+  const intent = { asset, amount: amount.value, destination: params.destination };
+  const decision = routeNow(deps, intent, params.policy);
+  const created = createQuote(decision, intent, deps.nowMs(), params.ttlMs);
+  if (!created.ok)
+    return {
+      ok: false,
+      refusal: "no_route",
+      message: "no rail can make this payment under its constraints",
+      decision,
+    };
+  const id = newId("quo");
+  await insertQuote(deps.db, { id, tenantId: params.tenantId, quote: created.quote });
+  return { ok: true, id, quote: created.quote };
 }
 
 /** Checks a request against the tenant's accounts and the router. Writes nothing. */
@@ -114,31 +202,21 @@ async function prepare(
     if (target.id === source.id)
       return refuse("same_account", "source and destination are the same account", "destination.account");
   }
-  const snapshot = deps.snapshot();
-  // Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part.
-  const sameAsset = { ...snapshot, rails: snapshot.rails.filter((rail) => rail.asset.code === asset.code) };
-  const decision = deps.route(
-    { asset, amount: amount.value, destination: params.destination },
-    sameAsset,
-    params.policy,
-  );
-  const otherAsset = snapshot.rails
-    .filter((rail) => rail.asset.code !== asset.code)
-    .map((rail) => ({
-      rail: rail.rail,
-      reason: "no_fx_rate" as const,
-      detail: `settles ${rail.asset.code}; cross-asset payments are not supported yet`,
-    }));
-  const full: RouteDecision = { ...decision, excluded: [...decision.excluded, ...otherAsset] };
-  if (full.chosen === null) {
+  const intent = { asset, amount: amount.value, destination: params.destination };
+  const decision =
+    params.quoteId === null
+      ? routeNow(deps, intent, params.policy)
+      : await routeByQuote(deps, params.tenantId, params.quoteId, intent);
+  if ("refusal" in decision) return decision;
+  if (decision.chosen === null) {
     return {
       ok: false,
       refusal: "no_route",
       message: "no rail can make this payment under its constraints",
-      decision: full,
+      decision,
     };
   }
-  return { ok: true, asset, amount: amount.value, source, decision: full };
+  return { ok: true, asset, amount: amount.value, source, decision };
 }
 
 export async function createPayment(
@@ -159,6 +237,7 @@ export async function createPayment(
     decision: prepared.decision,
     metadata: params.metadata,
     idempotencyKey: params.idempotencyKey,
+    quoteId: params.quoteId,
   });
   // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
   if (inserted.inserted) await runCandidates(deps, { paymentId, tenantId: params.tenantId, firstSeq: 0 });
@@ -187,8 +266,8 @@ async function runCandidates(
       paymentId: payment.id,
       seq,
       rail: rail.id,
-      amount: payment.amount,
-      feeMax: feeMaxFor(payment),
+      amount: candidate.amount,
+      feeMax: candidate.feeMax,
       reserveTransferId: derivedLedgerId(attemptId, "reserve"),
     });
     const attempt = await getAttempt(deps.db, attemptId);
@@ -197,15 +276,6 @@ async function runCandidates(
     const next = await driveAttempt(deps, payment, attempt, rail);
     if (next !== "fall_back") return;
   }
-}
-
-/** The most the payer accepts in fees, in the payment's asset. Without a cap, the amount itself bounds it. */
-function feeMaxFor(payment: Payment): bigint {
-  const byBps =
-    payment.policy.maxFeeBps === undefined
-      ? null
-      : (payment.amount * BigInt(payment.policy.maxFeeBps)) / 10_000n; // floor: a cap rounds down
-  return byBps ?? payment.amount;
 }
 
 type Next = "done" | "fall_back";

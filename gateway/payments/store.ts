@@ -2,6 +2,7 @@
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
 import type { SettlementEvidence } from "../../adapters/rail.ts";
 import type { Sql } from "../db/index.ts";
+import type { Quote } from "../router/index.ts";
 import type { Destination, RouteDecision, RoutePolicy } from "../router/types.ts";
 import {
   type Attempt,
@@ -97,11 +98,12 @@ export async function insertPayment(
     decision: RouteDecision;
     metadata: Record<string, string>;
     idempotencyKey: string | null;
+    quoteId: string | null;
   },
 ): Promise<{ inserted: true } | { inserted: false; existingId: string }> {
   const rows = await sql.query<{ id: string }>(
-    `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key)
-     VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10)
+    `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id)
+     VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11)
      ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id`,
     [
       payment.id,
@@ -114,6 +116,7 @@ export async function insertPayment(
       toJson(payment.decision),
       JSON.stringify(payment.metadata),
       payment.idempotencyKey,
+      payment.quoteId,
     ],
   );
   if (rows.length === 1) return { inserted: true };
@@ -263,4 +266,24 @@ export async function insertOutboxEvent(
     event.type,
     toJson(event.payload),
   ]);
+}
+
+export async function insertQuote(
+  sql: Sql,
+  params: { id: string; tenantId: string; quote: Quote },
+): Promise<void> {
+  await sql.query("INSERT INTO quotes (id, tenant_id, quote, expires_at) VALUES ($1, $2, $3, $4)", [
+    params.id,
+    params.tenantId,
+    toJson(params.quote),
+    new Date(params.quote.expiresAtMs),
+  ]);
+}
+
+export async function getQuote(sql: Sql, params: { tenantId: string; id: string }): Promise<Quote | null> {
+  const rows = await sql.query<{ quote: unknown }>(
+    "SELECT quote FROM quotes WHERE id = $1 AND tenant_id = $2",
+    [params.id, params.tenantId],
+  );
+  return rows[0] === undefined ? null : fromJson<Quote>(rows[0].quote);
 }

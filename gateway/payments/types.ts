@@ -49,6 +49,9 @@ export type PaymentRefusal =
   | "destination_not_found"
   | "asset_mismatch"
   | "same_account"
+  | "quote_not_found"
+  | "quote_mismatch"
+  | "quote_expired"
   | "no_route";
 
 /** Why a payment that was written ends as failed. */
