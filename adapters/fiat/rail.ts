@@ -9,7 +9,7 @@ import type { AttemptOutcome, OutgoingAttempt, Rail, RailEventHandler, RailFailu
 import { type FiatFailure, FiatRailError, translateStripeError } from "./errors.ts";
 import { metadataKeys } from "./events.ts";
 import { type FiatFeeSchedule, fiatFee, validateFeeSchedule } from "./fees.ts";
-import type { StripeObjectStore } from "./store.ts";
+import type { StripeObjectRecord, StripeObjectStore } from "./store.ts";
 
 /** Stripe's limit on an Idempotency-Key. */
 export const idempotencyKeyLengthMax = 255;
@@ -167,6 +167,25 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     }
   }
 
+  async function existingIntent(record: StripeObjectRecord, key: string): Promise<CreatePaymentIntentResult> {
+    try {
+      const intent = await stripe.paymentIntents.retrieve(record.objectId);
+      return {
+        ok: true,
+        intent: {
+          intentId: intent.id,
+          clientSecret: intent.client_secret,
+          status: intent.status,
+          amount: record.amount,
+          idempotencyKey: key,
+          created: false,
+        },
+      };
+    } catch (error) {
+      return { ok: false, failure: failureOf(translateStripeError(error)) };
+    }
+  }
+
   function amountFailure(amount: bigint): FiatRequestFailure | null {
     const quote = fiatFee(feeSchedule, amount);
     if (quote.ok) return null;
@@ -297,22 +316,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
               retryElsewhere: false,
             },
           };
-        try {
-          const intent = await stripe.paymentIntents.retrieve(earlier.objectId);
-          return {
-            ok: true,
-            intent: {
-              intentId: intent.id,
-              clientSecret: intent.client_secret,
-              status: intent.status,
-              amount: earlier.amount,
-              idempotencyKey: key,
-              created: false,
-            },
-          };
-        } catch (error) {
-          return { ok: false, failure: failureOf(translateStripeError(error)) };
-        }
+        return existingIntent(earlier, key);
       }
 
       let intent: Stripe.PaymentIntent;
@@ -342,16 +346,17 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
         attemptId: request.attemptId,
         amount: request.amount,
       });
-      const won = held.objectId === intent.id;
+      // A concurrent call with the same payment and attempt recorded its intent first: that one is the intent.
+      if (held.objectId !== intent.id) return existingIntent(held, key);
       return {
         ok: true,
         intent: {
-          intentId: held.objectId,
-          clientSecret: won ? intent.client_secret : null,
-          status: won ? intent.status : "unknown",
+          intentId: intent.id,
+          clientSecret: intent.client_secret,
+          status: intent.status,
           amount: held.amount,
           idempotencyKey: key,
-          created: won,
+          created: true,
         },
       };
     },

@@ -100,7 +100,11 @@ describe("fiat rail: PaymentIntents (money in)", () => {
     expect(ids.size).toBe(1);
     expect([...ids][0]).toMatch(/^pi_/);
     // Every request carried the same key: real Stripe would have created one intent.
-    expect(new Set(sent.map((s) => s.idempotencyKey))).toEqual(new Set(["switchyard:pi:pay_topup_3:att_1"]));
+    const posts = sent.filter((s) => s.method === "POST");
+    expect(new Set(posts.map((s) => s.idempotencyKey))).toEqual(new Set(["switchyard:pi:pay_topup_3:att_1"]));
+    // The calls that lost the race read the winner's intent back, client secret included.
+    expect(results.every((r) => r.ok && r.intent.clientSecret !== null)).toBe(true);
+    expect(results.filter((r) => r.ok && r.intent.created)).toHaveLength(1);
   });
 
   it("sends the same key from two gateway processes, and a new key for a new attempt", async () => {
