@@ -1,5 +1,7 @@
 // The router: pure and synchronous, no I/O. route() ranks the rails for one payment; the rest is the cost
 // model's helpers (rates, conversions), learning (success window, circuit breaker), quotes and netting.
+
+export { staticUsdRates } from "./fixtures.ts";
 export {
   buildSnapshot,
   convert,
@@ -28,6 +30,7 @@ export {
   outcomesWindowMax,
   type RailHealth,
   recordOutcome,
+  refreshSnapshot,
   windowCounts,
 } from "./learning.ts";
 export {
@@ -43,7 +46,13 @@ export {
   nettingVerdictForDecision,
   planNettingBatch,
 } from "./netting.ts";
-export { fxPairKey, type PreparedSnapshot, prepareSnapshot, reachableByKind } from "./prepare.ts";
+export {
+  fxPairKey,
+  invalidSnapshotReason,
+  type PreparedSnapshot,
+  prepareSnapshot,
+  reachableByKind,
+} from "./prepare.ts";
 export {
   type CheckQuoteResult,
   type CreateQuoteResult,

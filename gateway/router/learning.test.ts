@@ -11,7 +11,10 @@ import {
   noteAttempt,
   prepareSnapshot,
   recordOutcome,
+  refreshSnapshot,
   route,
+  staticRateSource,
+  staticUsdRates,
   windowCounts,
 } from "./index.ts";
 
@@ -127,5 +130,24 @@ describe("learning: the circuit breaker", () => {
     recordOutcome(before, "evm", false, 10);
     noteAttempt(before, "evm", 10);
     expect(before).toEqual(copy);
+  });
+});
+
+describe("refreshSnapshot", () => {
+  it("prices the rails, writes in what was learned and prepares the snapshot", () => {
+    let learning = createLearningState(config);
+    learning = record(learning, "---", 0);
+    const snapshot = refreshSnapshot({
+      rails: [evmRail],
+      rateSource: staticRateSource({ usdRates: staticUsdRates, spreadsPpm: { "USD->USDC": 500n } }),
+      assetCodes: ["USD"],
+      learning,
+      nowMs: 10,
+    });
+    expect(Object.keys(snapshot.usdRates).sort()).toEqual(["ETH", "USD", "USDC"]);
+    expect(snapshot.fxSpreadsPpm).toEqual({ "USD->USDC": 500n });
+    expect(snapshot.rails[0]).toMatchObject({ failures: 3, circuit: "open" });
+    expect(snapshot.prepared.rails).toHaveLength(1);
+    expect(snapshot.takenAtMs).toBe(10);
   });
 });

@@ -2,6 +2,8 @@
 // sliding window (the success rate the cost model prices), and a circuit breaker. A rail that keeps
 // failing opens its circuit and is excluded; after a cool-down it is half-open and one probe may pass;
 // the probe's success closes it, its failure opens it again for twice as long (up to a maximum).
+import { buildSnapshot, type RateSource } from "./fx.ts";
+import { type PreparedSnapshot, prepareSnapshot } from "./prepare.ts";
 import type { CircuitState, RailSnapshot, Snapshot } from "./types.ts";
 
 /** The most outcomes a rail's window holds, whatever the configuration asks. */
@@ -192,4 +194,25 @@ export function applyLearningToRail(rail: RailSnapshot, state: LearningState, no
 /** The snapshot with every rail's learned success counts and circuit state written in. */
 export function applyLearning(snapshot: Snapshot, state: LearningState, nowMs: number): Snapshot {
   return { ...snapshot, rails: snapshot.rails.map((rail) => applyLearningToRail(rail, state, nowMs)) };
+}
+
+/**
+ * The background refresh in one call: the rails' own snapshots, priced by the rate source, with the
+ * learned success counts and circuit states written in, prepared for route().
+ */
+export function refreshSnapshot(params: {
+  rails: readonly RailSnapshot[];
+  rateSource: RateSource;
+  /** Payment assets to price besides the rails' own assets and gas tokens. */
+  assetCodes: readonly string[];
+  learning: LearningState;
+  nowMs: number;
+}): PreparedSnapshot {
+  const built = buildSnapshot({
+    rails: params.rails,
+    rateSource: params.rateSource,
+    assetCodes: params.assetCodes,
+    takenAtMs: params.nowMs,
+  });
+  return prepareSnapshot(applyLearning(built, params.learning, params.nowMs));
 }

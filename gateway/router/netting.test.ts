@@ -40,7 +40,7 @@ describe("netting: when a payout accrues", () => {
 
 const p = (id: string, payee: string, amount: bigint): AccruedPayout => ({ id, payee, amount });
 
-describe("netting: planning a batch", () => {
+describe("netting: planning a batch", { timeout: 60_000 }, () => {
   const accrued = [
     p("1", "alice", 300n),
     p("2", "bob", 50n),

@@ -132,7 +132,9 @@ function crossFor(
   const num = paymentRate.microUsd * railRate.perMinorUnits;
   const den = paymentRate.perMinorUnits * railRate.microUsd;
   const divisor = gcd(num, den) || 1n;
-  const spread = spreads?.[fxPairKey(paymentCode, rail.asset.code)] ?? rail.fxSpreadPpm ?? 0n;
+  const pairSpread = spreads?.[fxPairKey(paymentCode, rail.asset.code)];
+  // A negative spread from the source would be a gain: never trusted, the rail's own spread applies.
+  const spread = pairSpread !== undefined && pairSpread >= 0n ? pairSpread : (rail.fxSpreadPpm ?? 0n);
   const fxNum = paymentRate.microUsd * spread;
   const fxDen = paymentRate.perMinorUnits * ppmTotal;
   const fxDivisor = gcd(fxNum, fxDen) || 1n;
@@ -182,12 +184,41 @@ function exclusionsFor(rail: RailSnapshot): Record<ExclusionReason, Exclusion> {
   };
 }
 
+/**
+ * What is wrong with a rail's snapshot, or null. A rail reporting nonsense (a negative fee, a minimum above
+ * its maximum) is treated as unavailable rather than trusted: a negative cost would win every ranking.
+ */
+export function invalidSnapshotReason(rail: RailSnapshot): string | null {
+  if (rail.amountMin < 0n || rail.amountMax < rail.amountMin) return "amountMin must be ≥ 0 and ≤ amountMax";
+  if (rail.liquidity !== null && rail.liquidity < 0n) return "liquidity must be ≥ 0";
+  if (rail.feeFixed < 0n || rail.feePpm < 0n || (rail.feeMin ?? 0n) < 0n) return "fees must be ≥ 0";
+  if (rail.networkFeeMicroUsd < 0n) return "networkFeeMicroUsd must be ≥ 0";
+  if ((rail.fxSpreadPpm ?? 0n) < 0n) return "fxSpreadPpm must be ≥ 0";
+  if (!Number.isFinite(rail.latencyMs) || rail.latencyMs < 0) return "latencyMs must be a finite number ≥ 0";
+  const model = rail.networkFee;
+  if (model?.kind === "evm_gas" && (model.gasUnits < 0n || model.gasPriceWei < 0n)) return "gas must be ≥ 0";
+  if (model?.kind === "lightning_routing" && (model.base < 0n || model.ppm < 0n))
+    return "routing fee must be ≥ 0";
+  return null;
+}
+
+function countOf(value: number): bigint {
+  return Number.isFinite(value) && value > 0 ? BigInt(Math.trunc(value)) : 0n;
+}
+
 function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
   const exclusions = exclusionsFor(rail);
   const railRate = snapshot.usdRates[rail.asset.code];
   let staticExclusion: Exclusion | null = null;
+  const invalid = invalidSnapshotReason(rail);
   if (!rail.available) staticExclusion = exclusions.rail_unavailable;
-  else if (rail.circuit === "open") staticExclusion = exclusions.circuit_open;
+  else if (invalid !== null) {
+    staticExclusion = {
+      rail: rail.rail,
+      reason: "rail_unavailable",
+      detail: `invalid rail snapshot: ${invalid}`,
+    };
+  } else if (rail.circuit === "open") staticExclusion = exclusions.circuit_open;
 
   let networkModel: 0 | 1 = 0;
   let networkMicroUsd = rail.networkFeeMicroUsd;
@@ -223,8 +254,8 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
   let reachMask = 0;
   for (const kind of rail.reaches) reachMask |= destinationBits[kind] ?? 0;
   reachMask &= kindMask(rail.kind);
-  const failures = BigInt(Math.max(0, Math.trunc(rail.failures)));
-  const successes = BigInt(Math.max(0, Math.trunc(rail.successes)));
+  const failures = countOf(rail.failures);
+  const successes = countOf(rail.successes);
   return {
     snapshot: rail,
     rail: rail.rail,
@@ -247,7 +278,8 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
       successes + failures + 1n,
     ),
     railUnitRate: validRate(railRate) && railRate.microUsd === railRate.perMinorUnits,
-    latencyMsBig: BigInt(Math.max(0, Math.ceil(rail.latencyMs))),
+    latencyMsBig:
+      Number.isFinite(rail.latencyMs) && rail.latencyMs > 0 ? BigInt(Math.ceil(rail.latencyMs)) : 0n,
     cross,
     exclusions,
   };

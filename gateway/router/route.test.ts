@@ -370,3 +370,26 @@ describe("route: ranking", () => {
     expect(route(oneUsdcToAddress, staticSnapshot([evmRail], 1234), {}).snapshotTakenAtMs).toBe(1234);
   });
 });
+
+describe("route: snapshots it does not trust", () => {
+  it.each([
+    { name: "a negative fee", rail: { ...fiatRail, feeFixed: -1n } },
+    { name: "a minimum above the maximum", rail: { ...evmRail, amountMin: 10n, amountMax: 9n } },
+    { name: "a negative network fee", rail: { ...internalRail, networkFeeMicroUsd: -5n } },
+    { name: "a latency that is not a number", rail: { ...evmRail, latencyMs: Number.NaN } },
+  ])("treats a rail reporting $name as unavailable", ({ rail }) => {
+    const decision = route(oneUsdcToAddress, staticSnapshot([rail]), {});
+    expect(decision.excluded).toEqual([
+      expect.objectContaining({
+        reason: "rail_unavailable",
+        detail: expect.stringContaining("invalid rail snapshot"),
+      }),
+    ]);
+  });
+
+  it("never trusts a negative FX spread from the rate source", () => {
+    const snapshot = { ...staticSnapshot([fiatRail]), fxSpreadsPpm: { "USDC->USD": -10_000n } };
+    const decision = route({ asset: usdc, amount: 1_000_000n, destination: toStripe }, snapshot, {});
+    expect(decision.chosen?.cost.fxMicroUsd).toBe(10_000n); // the rail's own 1 %
+  });
+});
