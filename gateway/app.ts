@@ -29,6 +29,7 @@ import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
 import { type Asset, assets } from "./money/index.ts";
 import { applyRailEvent, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./payments/index.ts";
 import { buildSnapshot, route, staticRateSource } from "./router/index.ts";
+import { applyReceived, type Receiver, type SettlementDeps } from "./settlement/index.ts";
 import { createApiKey, createTenant } from "./tenants/index.ts";
 
 export const gatewayMigrations: MigrationSource = {
@@ -61,6 +62,7 @@ export type App = {
   ledger: Ledger;
   rails: ReadonlyMap<string, Rail>;
   payments: PaymentsDeps;
+  settlement: SettlementDeps;
   chain: EmbeddedChain | null;
   demo: DemoTenant | null;
   close(): Promise<void>;
@@ -133,8 +135,19 @@ export async function createApp(config: Config): Promise<App> {
     };
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;
+    const receivers = new Map<string, Receiver>();
+    const settlement: SettlementDeps = { db, ledger, receivers };
     for (const rail of rails.values()) {
-      rail.onEvent((event) => applyRailEvent(payments, event));
+      rail.onEvent((event) =>
+        event.kind === "received"
+          ? applyReceived(settlement, {
+              rail: rail.id,
+              reference: event.reference,
+              amount: event.amount,
+              evidence: event.evidence,
+            }).then(() => undefined)
+          : applyRailEvent(payments, event),
+      );
       await rail.start();
       closers.push(() => rail.stop());
     }
@@ -145,13 +158,14 @@ export async function createApp(config: Config): Promise<App> {
       ledger,
       rails,
       payments,
+      settlement,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       idempotencyInProgressTimeoutMs: 5 * 60_000,
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
-    return { server, db, ledger, rails, payments, chain, demo, close };
+    return { server, db, ledger, rails, payments, settlement, chain, demo, close };
   } catch (error) {
     await close();
     throw error;

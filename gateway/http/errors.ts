@@ -17,6 +17,7 @@ export type ApiErrorCode =
   | "api_key_missing"
   | "api_key_invalid"
   | "payment_not_found"
+  | "invoice_not_found"
   | "route_not_found"
   | "idempotency_key_invalid"
   | "idempotency_key_reused"
@@ -50,6 +51,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   account_not_found: 404,
   destination_not_found: 404,
   payment_not_found: 404,
+  invoice_not_found: 404,
   route_not_found: 404,
   request_timeout: 408,
   idempotency_key_invalid: 400,

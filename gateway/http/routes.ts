@@ -5,7 +5,7 @@ import type { Rail } from "../../adapters/rail.ts";
 import { balanceOf, getTenantAccount } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
-import { formatAmount } from "../money/index.ts";
+import { assetByCode, formatAmount } from "../money/index.ts";
 import {
   type CreatePaymentResult,
   createPayment,
@@ -14,17 +14,20 @@ import {
   type PaymentsDeps,
 } from "../payments/index.ts";
 import type { RoutePolicy } from "../router/types.ts";
+import { createInvoice, getInvoice, type Invoice, type SettlementDeps } from "../settlement/index.ts";
 import { tenantOf } from "./auth.ts";
 import { ApiError, type ApiErrorCode } from "./errors.ts";
 import { destinationFromBody, presentDestination, presentPayment, presentRoute } from "./present.ts";
 import {
   balanceView,
   type ConstraintsBody,
+  createInvoiceBody,
   createPaymentBody,
   createQuoteBody,
   errorView,
   healthView,
   idParams,
+  invoiceView,
   paymentView,
   quoteTtlSecondsMax,
   quoteView,
@@ -37,7 +40,27 @@ export type RoutesOptions = {
   ledger: Ledger;
   rails: ReadonlyMap<string, Rail>;
   payments: PaymentsDeps;
+  settlement: SettlementDeps;
 };
+
+function presentInvoice(invoice: Invoice) {
+  const scale = assetByCode(invoice.assetCode)?.scale ?? 0;
+  return {
+    id: invoice.id,
+    object: "invoice" as const,
+    status: invoice.status,
+    account: invoice.accountId,
+    amount: formatAmount(invoice.amount, { scale }),
+    asset: invoice.assetCode,
+    rail: invoice.rail,
+    description: invoice.description,
+    instructions: invoice.instructions,
+    received_amount: invoice.receivedAmount === null ? null : formatAmount(invoice.receivedAmount, { scale }),
+    expires_at: invoice.expiresAt?.toISOString() ?? null,
+    created_at: invoice.createdAt.toISOString(),
+    paid_at: invoice.paidAt?.toISOString() ?? null,
+  };
+}
 
 function policyFrom(constraints: ConstraintsBody | undefined): RoutePolicy {
   if (constraints === undefined) return {};
@@ -149,6 +172,42 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
       const payment = await getPayment(options.db, { tenantId: tenantOf(request).id, id });
       if (payment === null) throw new ApiError("payment_not_found", `no payment "${id}"`);
       return presentPayment(payment);
+    },
+  );
+
+  app.post(
+    "/v1/invoices",
+    { schema: { body: createInvoiceBody, response: { 201: invoiceView, "4xx": errorView } } },
+    async (request, reply) => {
+      const body = request.body as z.infer<typeof createInvoiceBody>;
+      const result = await createInvoice(options.settlement, {
+        tenantId: tenantOf(request).id,
+        accountId: body.account,
+        asset: body.asset,
+        amount: body.amount,
+        rail: body.rail ?? null,
+        description: body.description ?? "",
+        expirySeconds: body.expires_in_seconds ?? 3_600,
+      });
+      if (!result.ok) {
+        throw new ApiError(
+          result.refusal,
+          result.message,
+          result.param === undefined ? {} : { param: result.param },
+        );
+      }
+      return reply.code(201).send(presentInvoice(result.invoice));
+    },
+  );
+
+  app.get(
+    "/v1/invoices/:id",
+    { schema: { params: idParams("inv"), response: { 200: invoiceView, "4xx": errorView } } },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const invoice = await getInvoice(options.db, { tenantId: tenantOf(request).id, id });
+      if (invoice === null) throw new ApiError("invoice_not_found", `no invoice "${id}"`);
+      return presentInvoice(invoice);
     },
   );
 

@@ -66,7 +66,7 @@ export const createPaymentBody = z.strictObject({
 });
 export type CreatePaymentBody = z.infer<typeof createPaymentBody>;
 
-export const idParams = (prefix: "pay" | "acct") =>
+export const idParams = (prefix: "pay" | "acct" | "inv") =>
   z.strictObject({ id: z.string().regex(new RegExp(`^${prefix}_[0-9a-z_]{1,64}$`)) });
 
 const costView = z.object({
@@ -163,4 +163,32 @@ export const errorView = z.object({
 export const healthView = z.object({
   status: z.literal("ok"),
   rails: z.record(z.string(), z.object({ available: z.boolean() })),
+});
+
+export const invoiceExpirySecondsMax = 7 * 24 * 3600;
+
+export const createInvoiceBody = z.strictObject({
+  account: accountId,
+  amount: z.string().max(64),
+  asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as BTC"),
+  rail: railName.optional(),
+  description: z.string().max(500).optional(),
+  expires_in_seconds: z.number().int().min(60).max(invoiceExpirySecondsMax).optional(),
+});
+
+export const invoiceView = z.object({
+  id: z.string(),
+  object: z.literal("invoice"),
+  status: z.enum(["open", "paid", "reversed"]),
+  account: z.string(),
+  amount: z.string(),
+  asset: z.string(),
+  rail: z.string(),
+  description: z.string(),
+  /** How to pay it: a BOLT11 request, a PaymentIntent's client secret. */
+  instructions: z.record(z.string(), z.string()),
+  received_amount: z.string().nullable(),
+  expires_at: z.string().nullable(),
+  created_at: z.string(),
+  paid_at: z.string().nullable(),
 });

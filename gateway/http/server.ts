@@ -51,6 +51,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     ledger: options.ledger,
     rails: options.rails,
     payments: options.payments,
+    settlement: options.settlement,
   });
   for (const plugin of options.plugins ?? []) await plugin(app);
   return app;

@@ -3,11 +3,12 @@ export {
   applyRailEvent,
   createPayment,
   createPaymentQuote,
+  evidenceForLedger,
   PaymentInvariantError,
   recoverOpenAttempts,
   transferCodes,
 } from "./service.ts";
-export { getPayment, toJson } from "./store.ts";
+export { fromJson, getPayment, insertOutboxEvent, toJson } from "./store.ts";
 export type {
   Attempt,
   AttemptStatus,

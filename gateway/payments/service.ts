@@ -376,7 +376,7 @@ async function reserve(deps: PaymentsDeps, payment: Payment, attempt: Attempt, r
   return status === "exists" ? "created" : status;
 }
 
-function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
+export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
   switch (evidence.rail) {
     case "internal":
       return { rail: "internal", reference: "ledger" };

@@ -1,0 +1,522 @@
+// The group-commit writer. Many callers hand it requests; it takes as many as fit in one batch, applies them in
+// arrival order in one database transaction, and resolves each caller with its own results.
+//
+// Every write, from any process, locks the one ledger_clock row before it touches an account, so batches apply one
+// at a time across all processes (TigerBeetle's single state machine), and accounts cannot deadlock. The clock row
+// carries a token that each batch replaces: a writer whose own token is still there knows nobody else wrote since,
+// so the accounts in its memory are exact and need not be read again.
+//
+// Two ways to run a batch:
+// - locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in memory;
+//   write; COMMIT. Always correct; used on PGlite, for accounts and expiry, after a conflict, and at start.
+// - pipelined (PostgreSQL): validate the batch in memory against what this writer's earlier batches will have
+//   left, build its rows, and send it while the previous batch is still committing: INSERT the transfers, then lock
+//   the clock (waits for the previous batch's COMMIT), check the token is the one the previous batch leaves, apply
+//   the balance deltas, COMMIT. If the token differs (another process wrote) or anything fails, this batch and the
+//   ones behind it roll back and run again, locked, in the same order. Callers never see the difference.
+import { randomBytes } from "node:crypto";
+import type { Db, Sql } from "../db/index.ts";
+import {
+  applyAccountRequest,
+  applyTransferRequests,
+  emptyLedgerState,
+  type LedgerState,
+  type TransferEffects,
+} from "./semantics.ts";
+import {
+  type BalanceRows,
+  balanceRows,
+  closePending,
+  insertAccounts,
+  insertTransfers,
+  lockClock,
+  openPending,
+  selectAccounts,
+  selectExpired,
+  selectTransfersWithStatus,
+  setClock,
+  type TransferRows,
+  transferRows,
+  updateBalances,
+} from "./store.ts";
+import {
+  type Account,
+  AccountFlags,
+  type AccountInput,
+  type CreateAccountResult,
+  type CreateTransferResult,
+  LedgerBackpressureError,
+  LedgerClosedError,
+  type LedgerLimits,
+  LedgerStoreError,
+  TransferFlags,
+  type TransferInput,
+} from "./types.ts";
+
+type TransfersJob = {
+  kind: "transfers";
+  transfers: readonly TransferInput[];
+  resolve: (results: CreateTransferResult[]) => void;
+  reject: (error: unknown) => void;
+};
+type AccountsJob = {
+  kind: "accounts";
+  accounts: readonly AccountInput[];
+  resolve: (results: CreateAccountResult[]) => void;
+  reject: (error: unknown) => void;
+};
+type ExpireJob = {
+  kind: "expire";
+  nowNs: bigint;
+  resolve: (count: number) => void;
+  reject: (error: unknown) => void;
+};
+export type Job = TransfersJob | AccountsJob | ExpireJob;
+
+export type Writer = {
+  /** Queues a job; throws LedgerBackpressureError when the queue is full, LedgerClosedError after close. */
+  submit(job: Job): void;
+  /** Stops taking jobs and waits for the queued ones. */
+  close(): Promise<void>;
+};
+
+const retryableCodes = new Set([
+  "40P01", // deadlock_detected
+  "40001", // serialization_failure
+  "55P03", // lock_not_available
+  "23505", // unique_violation: another process inserted the same id or resolved the same pending first
+]);
+
+function isRetryable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && retryableCodes.has(code);
+}
+
+/** The previous batch did not leave the clock as this batch expected: run it again, locked. */
+class StaleBatchError extends Error {
+  override readonly name = "StaleBatchError";
+  constructor() {
+    super("ledger: another writer committed in between");
+  }
+}
+
+const randomToken = () => randomBytes(8).readBigInt64BE();
+
+/** After a conflict with another process, stay locked for this many batches before pipelining again. */
+const lockedBatchesAfterConflict = 32;
+
+type Plan = {
+  seq: number;
+  jobs: TransfersJob[];
+  results: CreateTransferResult[][];
+  transfers: TransferRows;
+  balances: BalanceRows;
+  pendingOpened: TransferEffects["pendingOpened"];
+  pendingResolved: bigint[];
+  expectedToken: bigint;
+  token: bigint;
+  timestampLast: bigint;
+};
+
+type InFlight = { plan: Plan; done: Promise<unknown | null> };
+
+export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () => bigint }): Writer {
+  const { db, limits, nowNs } = params;
+  const pipelined = db.kind === "postgres" && limits.pipelineDepthMax >= 2;
+
+  const queue: Job[] = [];
+  let queuedTransfers = 0;
+  let running = false;
+  let closed = false;
+  let idle: Promise<void> = Promise.resolve();
+  let signalIdle: () => void = () => undefined;
+
+  // What this writer knows. Accounts are exact while the clock's token is `committedToken`. Transfers and pending
+  // statuses kept here are only those written (or read) by batches still in flight, tagged with the batch's seq.
+  let state: LedgerState = emptyLedgerState();
+  const writtenBy = new Map<bigint, number>();
+  let committedToken: bigint | null = null;
+  let committedTimestamp = 0n;
+  let committedSeq = 0;
+  let plannedToken: bigint | null = null;
+  let plannedTimestamp = 0n;
+  let nextSeq = 1;
+  let lockedBatchesLeft = 0;
+
+  const forget = () => {
+    state = emptyLedgerState();
+    writtenBy.clear();
+    committedToken = null;
+    plannedToken = null;
+  };
+
+  const submit = (job: Job) => {
+    if (closed) throw new LedgerClosedError();
+    const count = job.kind === "transfers" ? job.transfers.length : 0;
+    if (queuedTransfers + count > limits.queueTransfersMax) {
+      throw new LedgerBackpressureError({ queuedTransfers, queueTransfersMax: limits.queueTransfersMax });
+    }
+    queuedTransfers += count;
+    queue.push(job);
+    if (!running) start();
+  };
+
+  const start = () => {
+    running = true;
+    idle = new Promise((resolve) => {
+      signalIdle = resolve;
+    });
+    setImmediate(() => void loop());
+  };
+
+  const takeBatch = (): Job[] => {
+    const first = queue.shift()!;
+    if (first.kind !== "transfers") return [first];
+    const batch: Job[] = [first];
+    let count = first.transfers.length;
+    while (queue.length > 0) {
+      const next = queue[0]!;
+      if (next.kind !== "transfers" || count + next.transfers.length > limits.batchTransfersMax) break;
+      queue.shift();
+      batch.push(next);
+      count += next.transfers.length;
+    }
+    queuedTransfers -= count;
+    return batch;
+  };
+
+  const loop = async () => {
+    const inFlight: InFlight[] = [];
+    /** Waits for every batch in flight; runs the failed ones again, locked, in order. */
+    const drain = async () => {
+      const redo: TransfersJob[][] = [];
+      for (const { plan, done } of inFlight.splice(0)) {
+        const failure = await done;
+        if (failure !== null) {
+          if (process.env.LEDGER_DEBUG) console.error("ledger: redo", (failure as Error).message);
+          redo.push(plan.jobs);
+          if (failure instanceof StaleBatchError) lockedBatchesLeft = lockedBatchesAfterConflict;
+        }
+      }
+      if (redo.length > 0) forget();
+      for (const jobs of redo) await runLocked(jobs);
+    };
+    try {
+      while (queue.length > 0 || inFlight.length > 0) {
+        if (queue.length === 0) {
+          // Nothing new yet: wait for the oldest batch in flight (new jobs wait at most that long).
+          const failure = await inFlight[0]!.done;
+          if (failure !== null) await drain();
+          else inFlight.shift();
+          continue;
+        }
+        if (limits.batchWaitMs > 0 && inFlight.length === 0 && queuedTransfers < limits.batchTransfersMax) {
+          await new Promise((resolve) => setTimeout(resolve, limits.batchWaitMs));
+        }
+        const batch = takeBatch();
+        const first = batch[0]!;
+        if (pipelined && first.kind === "transfers") {
+          // Room in the pipeline: wait for the oldest batch. A failure anywhere drains everything (and runs the
+          // failed batches again, locked) before this batch goes.
+          while (inFlight.length >= limits.pipelineDepthMax) {
+            const failure = await inFlight[0]!.done;
+            if (failure !== null) {
+              await drain();
+              break;
+            }
+            inFlight.shift();
+          }
+          if (await anyFailed(inFlight)) await drain();
+        }
+        const canPipeline =
+          pipelined &&
+          first.kind === "transfers" &&
+          lockedBatchesLeft === 0 &&
+          (committedToken !== null || inFlight.length > 0);
+        if (!canPipeline) {
+          await drain();
+          if (lockedBatchesLeft > 0) lockedBatchesLeft--;
+          await runLocked(batch);
+          continue;
+        }
+        const jobs = batch as TransfersJob[];
+        let plan: Plan;
+        try {
+          plan = await prepare(jobs);
+        } catch (error) {
+          // A read failed: the locked path reads again and reports the failure if it persists.
+          console.error(
+            `ledger: pipelined read failed, running the batch locked: ${(error as Error).message}`,
+          );
+          await drain();
+          forget();
+          await runLocked(jobs);
+          continue;
+        }
+        inFlight.push({ plan, done: commitPlan(plan) });
+      }
+    } finally {
+      running = false;
+      signalIdle();
+      if (queue.length > 0 && !closed) start();
+    }
+  };
+
+  /** Whether a batch in flight has already failed (without waiting for the others). */
+  const anyFailed = async (inFlight: InFlight[]): Promise<boolean> => {
+    const pending = Symbol("pending");
+    for (const { done } of inFlight) {
+      const settled = await Promise.race([done, Promise.resolve(pending)]);
+      if (settled !== pending && settled !== null) return true;
+    }
+    return false;
+  };
+
+  /** Validates a batch against what this writer's earlier batches leave, and builds its rows. */
+  const prepare = async (jobs: TransfersJob[]): Promise<Plan> => {
+    const seq = nextSeq++;
+    // Batches that have committed are in the database now: drop what they left here, except accounts.
+    for (const [id, writer] of writtenBy) {
+      if (writer <= committedSeq) {
+        writtenBy.delete(id);
+        state.transfers.delete(id);
+        state.pending.delete(id);
+      }
+    }
+    if (plannedToken === null) {
+      plannedToken = committedToken;
+      plannedTimestamp = committedTimestamp;
+    }
+    const requests = jobs.map((job) => job.transfers);
+    // Ids not known here are taken to be new; if one is not, the INSERT fails and the batch runs again, locked.
+    await prefetch(db, requests, { forUpdate: false, lookUpIds: false }, seq);
+    const firstTimestamp = maxBigint(plannedTimestamp + 1n, nowNs());
+    const { results, effects } = applyTransferRequests(state, requests, firstTimestamp);
+    for (const transfer of effects.created) writtenBy.set(transfer.id, seq);
+    for (const id of effects.pendingResolved) writtenBy.set(id, seq);
+    const eventCount = requests.reduce((sum, request) => sum + request.length, 0);
+    const plan: Plan = {
+      seq,
+      jobs,
+      results,
+      transfers: transferRows(effects.created),
+      balances: balanceRows(deltas(state, effects.accountsBefore)),
+      pendingOpened: effects.pendingOpened,
+      pendingResolved: effects.pendingResolved,
+      expectedToken: plannedToken!,
+      token: randomToken(),
+      timestampLast: firstTimestamp + BigInt(eventCount) - 1n,
+    };
+    plannedToken = plan.token;
+    plannedTimestamp = plan.timestampLast;
+    return plan;
+  };
+
+  /** Sends a prepared batch. Resolves with null once committed (callers resolved), or with the failure. */
+  const commitPlan = async (plan: Plan): Promise<unknown | null> => {
+    const t0 = performance.now();
+    try {
+      await db.transaction(async (tx) => {
+        await insertTransfers(tx, plan.transfers);
+        const clock = await lockClock(tx);
+        if (clock.token !== plan.expectedToken) throw new StaleBatchError();
+        await updateBalances(tx, plan.balances);
+        await openPending(tx, plan.pendingOpened);
+        await closePending(tx, plan.pendingResolved);
+        await setClock(tx, { timestampLast: plan.timestampLast, token: plan.token });
+      });
+    } catch (error) {
+      return error;
+    }
+    if (process.env.LEDGER_DEBUG)
+      console.error(
+        `ledger: pipelined n=${plan.transfers.count} accts=${plan.balances.count} ms=${(performance.now() - t0).toFixed(1)}`,
+      );
+    committedSeq = plan.seq;
+    committedToken = plan.token;
+    committedTimestamp = plan.timestampLast;
+    plan.jobs.forEach((job, i) => {
+      job.resolve(plan.results[i]!);
+    });
+    return null;
+  };
+
+  /** Runs a batch under the clock lock, retrying deadlocks and the like; rejects its callers if it cannot. */
+  const runLocked = async (batch: Job[]) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const settle = await db.transaction((tx) => applyLocked(tx, batch));
+        settle();
+        return;
+      } catch (error) {
+        forget();
+        if (isRetryable(error) && attempt < limits.retryAttemptsMax) continue;
+        const failure = new LedgerStoreError(`ledger: batch failed: ${(error as Error).message}`, {
+          cause: error,
+        });
+        for (const job of batch) job.reject(failure);
+        return;
+      }
+    }
+  };
+
+  /** Inside the transaction: lock, read, validate, write. Returns what to do once it has committed. */
+  const applyLocked = async (tx: Sql, batch: Job[]): Promise<() => void> => {
+    const clock = await lockClock(tx);
+    if (clock.token !== committedToken) forget();
+    state.transfers.clear();
+    state.pending.clear();
+    writtenBy.clear();
+    if (state.accounts.size > limits.accountsCacheMax) state.accounts.clear();
+    const first = batch[0]!;
+    const token = randomToken();
+    const firstTimestamp = maxBigint(clock.timestampLast + 1n, nowNs());
+    let settle: () => void;
+    let eventCount = 1;
+    if (first.kind === "transfers") {
+      const jobs = batch as TransfersJob[];
+      const requests = jobs.map((job) => job.transfers);
+      await prefetch(tx, requests, { forUpdate: true, lookUpIds: true }, 0);
+      const { results, effects } = applyTransferRequests(state, requests, firstTimestamp);
+      eventCount = requests.reduce((sum, request) => sum + request.length, 0);
+      await insertTransfers(tx, transferRows(effects.created));
+      await updateBalances(tx, balanceRows(deltas(state, effects.accountsBefore)));
+      await openPending(tx, effects.pendingOpened);
+      await closePending(tx, effects.pendingResolved);
+      settle = () => {
+        jobs.forEach((job, i) => {
+          job.resolve(results[i]!);
+        });
+      };
+    } else if (first.kind === "accounts") {
+      const ids = first.accounts.map((a) => a.id).filter((id) => typeof id === "bigint" && id > 0n);
+      await loadAccounts(tx, ids, { forUpdate: true });
+      const { results, created } = applyAccountRequest(state, first.accounts, firstTimestamp);
+      eventCount = Math.max(first.accounts.length, 1);
+      await insertAccounts(tx, created);
+      settle = () => first.resolve(results);
+    } else {
+      const count = await expire(tx, first.nowNs);
+      settle = () => first.resolve(count);
+    }
+    const timestampLast = firstTimestamp + BigInt(eventCount) - 1n;
+    await setClock(tx, { timestampLast, token });
+    return () => {
+      committedToken = token;
+      committedTimestamp = timestampLast;
+      plannedToken = null;
+      state.transfers.clear();
+      state.pending.clear();
+      settle();
+    };
+  };
+
+  const loadAccounts = async (sql: Sql, ids: Iterable<bigint>, options: { forUpdate: boolean }) => {
+    const missing: bigint[] = [];
+    for (const id of ids) if (!state.accounts.has(id)) missing.push(id);
+    if (missing.length === 0) return;
+    const unique = [...new Set(missing)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const account of await selectAccounts(sql, unique, options)) state.accounts.set(account.id, account);
+  };
+
+  /** Reads what a batch of transfers needs that is not in memory: transfers it names, their status, accounts. */
+  const prefetch = async (
+    sql: Sql,
+    requests: readonly (readonly TransferInput[])[],
+    options: { forUpdate: boolean; lookUpIds: boolean },
+    seq: number,
+  ) => {
+    const transferIds = new Set<bigint>();
+    const accountIds = new Set<bigint>();
+    for (const request of requests) {
+      for (const t of request) {
+        if (options.lookUpIds && typeof t.id === "bigint" && !state.transfers.has(t.id))
+          transferIds.add(t.id);
+        const pendingId = t.pendingId ?? 0n;
+        if (typeof pendingId === "bigint" && pendingId !== 0n && !state.transfers.has(pendingId))
+          transferIds.add(pendingId);
+        if (typeof t.debitAccountId === "bigint" && t.debitAccountId !== 0n) accountIds.add(t.debitAccountId);
+        if (typeof t.creditAccountId === "bigint" && t.creditAccountId !== 0n)
+          accountIds.add(t.creditAccountId);
+      }
+    }
+    const found = await selectTransfersWithStatus(sql, [...transferIds]);
+    for (const { transfer, status } of found) {
+      if (state.transfers.has(transfer.id)) continue;
+      state.transfers.set(transfer.id, transfer);
+      if (status !== null) state.pending.set(transfer.id, status);
+      if (seq > 0) writtenBy.set(transfer.id, seq);
+      if ((transfer.flags & TransferFlags.pending) !== 0) {
+        accountIds.add(transfer.debitAccountId);
+        accountIds.add(transfer.creditAccountId);
+      }
+    }
+    await loadAccounts(sql, accountIds, options);
+  };
+
+  /** Voids open pending transfers whose timeout has passed: their amounts leave the pending balances. */
+  const expire = async (tx: Sql, now: bigint): Promise<number> => {
+    const expired = await selectExpired(tx, now, limits.expiryBatchMax);
+    if (expired.length === 0) return 0;
+    await loadAccounts(
+      tx,
+      expired.flatMap((t) => [t.debitAccountId, t.creditAccountId]),
+      { forUpdate: true },
+    );
+    const before = new Map<bigint, Account>();
+    for (const p of expired) {
+      const dr = state.accounts.get(p.debitAccountId)!;
+      const cr = state.accounts.get(p.creditAccountId)!;
+      if (!before.has(dr.id)) before.set(dr.id, { ...dr });
+      if (!before.has(cr.id)) before.set(cr.id, { ...cr });
+      dr.debitsPending -= p.amount;
+      cr.creditsPending -= p.amount;
+      if ((p.flags & TransferFlags.closingDebit) !== 0) dr.flags &= ~AccountFlags.closed;
+      if ((p.flags & TransferFlags.closingCredit) !== 0) cr.flags &= ~AccountFlags.closed;
+    }
+    await updateBalances(tx, balanceRows(deltas(state, before)));
+    await closePending(
+      tx,
+      expired.map((t) => t.id),
+    );
+    return expired.length;
+  };
+
+  return {
+    submit,
+    async close() {
+      closed = true;
+      await idle;
+    },
+  };
+}
+
+/** Balance changes of the touched accounts, as deltas (right whatever the row holds), and their flags. */
+function deltas(state: LedgerState, accountsBefore: Map<bigint, Account>) {
+  const rows = [];
+  for (const [id, before] of accountsBefore) {
+    const after = state.accounts.get(id)!;
+    const row = {
+      id,
+      debitsPending: after.debitsPending - before.debitsPending,
+      debitsPosted: after.debitsPosted - before.debitsPosted,
+      creditsPending: after.creditsPending - before.creditsPending,
+      creditsPosted: after.creditsPosted - before.creditsPosted,
+      flags: after.flags,
+    };
+    if (
+      row.debitsPending === 0n &&
+      row.debitsPosted === 0n &&
+      row.creditsPending === 0n &&
+      row.creditsPosted === 0n &&
+      after.flags === before.flags
+    )
+      continue;
+    rows.push(row);
+  }
+  return rows;
+}
+
+function maxBigint(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
+}

@@ -1,0 +1,299 @@
+// Money in. An invoice asks a rail for a way to be paid into a tenant's account; when the rail reports the
+// money as received, it is mirrored once into the ledger — the rail's clearing account (what now sits on that
+// rail) against the tenant's account — with the rail's evidence. A reversal (a dispute, a refund of a top-up)
+// takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
+import type { SettlementEvidence } from "../../adapters/rail.ts";
+import { type AccountRecord, getClearingAccount, getTenantAccount } from "../accounts/index.ts";
+import type { Db } from "../db/index.ts";
+import { derivedLedgerId, newId } from "../ids/index.ts";
+import { type Ledger, TransferFlags } from "../ledger/index.ts";
+import { assetByCode, parseAmount } from "../money/index.ts";
+import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
+
+/** What a rail offers for money in: it creates the thing a payer pays (an invoice, a PaymentIntent). */
+export type Receiver = {
+  readonly rail: string;
+  readonly assetCode: string;
+  receive(request: {
+    reference: string;
+    amount: bigint;
+    description: string;
+    expirySeconds: number;
+  }): Promise<{
+    railReference: string;
+    expiresAtMs: number | null;
+    instructions: Record<string, string>;
+  }>;
+};
+
+export type SettlementDeps = { db: Db; ledger: Ledger; receivers: ReadonlyMap<string, Receiver> };
+
+export const transferCodesIn = { received: 3, reversed: 4 } as const;
+
+export type InvoiceStatus = "open" | "paid" | "reversed";
+
+export type Invoice = {
+  id: string;
+  tenantId: string;
+  accountId: string;
+  assetCode: string;
+  amount: bigint;
+  rail: string;
+  status: InvoiceStatus;
+  description: string;
+  railReference: string | null;
+  instructions: Record<string, string>;
+  receivedAmount: bigint | null;
+  evidence: SettlementEvidence | null;
+  expiresAt: Date | null;
+  createdAt: Date;
+  paidAt: Date | null;
+};
+
+export type InvoiceRefusal =
+  | "unknown_asset"
+  | "account_not_found"
+  | "asset_mismatch"
+  | "rail_unavailable"
+  | "amount_not_a_decimal"
+  | "amount_not_positive"
+  | "amount_too_precise"
+  | "amount_too_large";
+
+export type CreateInvoiceResult =
+  | { ok: true; invoice: Invoice }
+  | { ok: false; refusal: InvoiceRefusal; message: string; param?: string };
+
+export class SettlementInvariantError extends Error {
+  override name = "SettlementInvariantError";
+}
+
+export async function createInvoice(
+  deps: SettlementDeps,
+  params: {
+    tenantId: string;
+    accountId: string;
+    asset: string;
+    amount: string;
+    rail: string | null;
+    description: string;
+    expirySeconds: number;
+  },
+): Promise<CreateInvoiceResult> {
+  const asset = assetByCode(params.asset);
+  if (asset === null)
+    return { ok: false, refusal: "unknown_asset", message: `no asset "${params.asset}"`, param: "asset" };
+  const amount = parseAmount(params.amount, asset);
+  if (!amount.ok)
+    return {
+      ok: false,
+      refusal: amount.error,
+      message: `amount "${params.amount}" is not a valid ${asset.code} amount`,
+      param: "amount",
+    };
+  const account = await getTenantAccount(deps.db, { tenantId: params.tenantId, id: params.accountId });
+  if (account === null)
+    return {
+      ok: false,
+      refusal: "account_not_found",
+      message: `no account "${params.accountId}"`,
+      param: "account",
+    };
+  if (account.asset.code !== asset.code)
+    return {
+      ok: false,
+      refusal: "asset_mismatch",
+      message: `account ${account.id} holds ${account.asset.code}`,
+      param: "asset",
+    };
+  const receiver = [...deps.receivers.values()].find(
+    (r) => r.assetCode === asset.code && (params.rail === null || r.rail === params.rail),
+  );
+  if (receiver === undefined) {
+    return {
+      ok: false,
+      refusal: "rail_unavailable",
+      message: `no configured rail receives ${asset.code}${params.rail === null ? "" : ` on ${params.rail}`}`,
+      param: "rail",
+    };
+  }
+  const id = newId("inv");
+  await deps.db.query(
+    `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description)
+     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)`,
+    [id, params.tenantId, account.id, asset.code, amount.value, receiver.rail, params.description],
+  );
+  const offer = await receiver.receive({
+    reference: id,
+    amount: amount.value,
+    description: params.description,
+    expirySeconds: params.expirySeconds,
+  });
+  await deps.db.query(
+    "UPDATE invoices SET rail_reference = $2, instructions = $3, expires_at = $4 WHERE id = $1",
+    [
+      id,
+      offer.railReference,
+      JSON.stringify(offer.instructions),
+      offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs),
+    ],
+  );
+  const invoice = await getInvoice(deps.db, { tenantId: params.tenantId, id });
+  if (invoice === null) throw new SettlementInvariantError(`invoice ${id} vanished after it was written`);
+  return { ok: true, invoice };
+}
+
+type InvoiceRow = {
+  id: string;
+  tenant_id: string;
+  account_id: string;
+  asset: string;
+  amount: bigint;
+  rail: string;
+  status: InvoiceStatus;
+  description: string;
+  rail_reference: string | null;
+  instructions: Record<string, string>;
+  received_amount: bigint | null;
+  evidence: unknown;
+  expires_at: Date | null;
+  created_at: Date;
+  paid_at: Date | null;
+};
+
+function fromRow(row: InvoiceRow): Invoice {
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    accountId: row.account_id,
+    assetCode: row.asset,
+    amount: row.amount,
+    rail: row.rail,
+    status: row.status,
+    description: row.description,
+    railReference: row.rail_reference,
+    instructions: row.instructions,
+    receivedAmount: row.received_amount,
+    evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
+    expiresAt: row.expires_at,
+    createdAt: row.created_at,
+    paidAt: row.paid_at,
+  };
+}
+
+export async function getInvoice(db: Db, params: { tenantId: string; id: string }): Promise<Invoice | null> {
+  const rows = await db.query<InvoiceRow>("SELECT * FROM invoices WHERE id = $1 AND tenant_id = $2", [
+    params.id,
+    params.tenantId,
+  ]);
+  return rows[0] === undefined ? null : fromRow(rows[0]);
+}
+
+async function invoiceById(db: Db, id: string): Promise<Invoice | null> {
+  const rows = await db.query<InvoiceRow>("SELECT * FROM invoices WHERE id = $1", [id]);
+  return rows[0] === undefined ? null : fromRow(rows[0]);
+}
+
+async function accountsFor(
+  deps: SettlementDeps,
+  invoice: Invoice,
+): Promise<{ account: AccountRecord; clearing: AccountRecord }> {
+  const account = await getTenantAccount(deps.db, { tenantId: invoice.tenantId, id: invoice.accountId });
+  const asset = assetByCode(invoice.assetCode);
+  const clearing = asset === null ? null : await getClearingAccount(deps.db, { rail: invoice.rail, asset });
+  if (account === null || clearing === null)
+    throw new SettlementInvariantError(`invoice ${invoice.id} has no account or clearing account`);
+  return { account, clearing };
+}
+
+/**
+ * Money came in for `reference` (an invoice id). Credits the invoice's account with what was received, once.
+ * An unknown reference is not ours (another gateway on the same node, a test payment): it is reported back.
+ */
+export async function applyReceived(
+  deps: SettlementDeps,
+  event: { rail: string; reference: string; amount: bigint; evidence: SettlementEvidence },
+): Promise<"applied" | "duplicate" | "unknown_reference"> {
+  const invoice = await invoiceById(deps.db, event.reference);
+  if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
+  const { account, clearing } = await accountsFor(deps, invoice);
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id: derivedLedgerId(invoice.id, "received"),
+      debitAccountId: clearing.ledgerAccountId,
+      creditAccountId: account.ledgerAccountId,
+      amount: event.amount,
+      ledger: account.asset.ledger,
+      code: transferCodesIn.received,
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+    },
+  ]);
+  if (result?.status !== "created" && result?.status !== "exists") {
+    throw new SettlementInvariantError(
+      `ledger refused the receipt of invoice ${invoice.id}: ${result?.status}`,
+    );
+  }
+  return deps.db.transaction(async (tx) => {
+    const moved = await tx.query(
+      `UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now()
+       WHERE id = $1 AND status = 'open' RETURNING id`,
+      [invoice.id, event.amount, toJson(event.evidence)],
+    );
+    if (moved.length === 0) return "duplicate" as const;
+    await insertOutboxEvent(tx, {
+      tenantId: invoice.tenantId,
+      type: "invoice.paid",
+      payload: { invoice_id: invoice.id },
+    });
+    return "applied" as const;
+  });
+}
+
+/**
+ * Money that came in was taken back (a dispute, a refund of a top-up). The account gives back what it still
+ * has, up to the amount (a balancing debit: never below zero); the rest is the tenant's loss and is reported.
+ */
+export async function applyReversed(
+  deps: SettlementDeps,
+  event: { rail: string; reference: string; key: string; amount: bigint; evidence: SettlementEvidence },
+): Promise<{ status: "applied" | "duplicate" | "unknown_reference"; shortfall: bigint }> {
+  const invoice = await invoiceById(deps.db, event.reference);
+  if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
+  const { account, clearing } = await accountsFor(deps, invoice);
+  const id = derivedLedgerId(`${invoice.id}:${event.key}`, "reversed");
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id,
+      debitAccountId: account.ledgerAccountId,
+      creditAccountId: clearing.ledgerAccountId,
+      amount: event.amount,
+      ledger: account.asset.ledger,
+      code: transferCodesIn.reversed,
+      flags: TransferFlags.balancingDebit,
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+    },
+  ]);
+  if (result?.status !== "created" && result?.status !== "exists") {
+    throw new SettlementInvariantError(
+      `ledger refused the reversal of invoice ${invoice.id}: ${result?.status}`,
+    );
+  }
+  const [transfer] = await deps.ledger.lookupTransfers([id]);
+  const shortfall = event.amount - (transfer?.amount ?? 0n);
+  const status = await deps.db.transaction(async (tx) => {
+    const moved = await tx.query(
+      "UPDATE invoices SET status = 'reversed' WHERE id = $1 AND status = 'paid' RETURNING id",
+      [invoice.id],
+    );
+    if (moved.length === 0) return "duplicate" as const;
+    await insertOutboxEvent(tx, {
+      tenantId: invoice.tenantId,
+      type: "invoice.reversed",
+      payload: { invoice_id: invoice.id, shortfall: shortfall.toString() },
+    });
+    return "applied" as const;
+  });
+  return { status, shortfall };
+}
