@@ -2,7 +2,7 @@
 // reused when present, and started on 127.0.0.1 on ports the kernel picks. Used by test/fiat's global
 // setup; `node scripts/stripe-mock.ts build` builds it ahead, `node scripts/stripe-mock.ts start` runs one.
 import { type ChildProcess, spawn } from "node:child_process";
-import { access, constants, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
+import { access, constants, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
@@ -34,7 +34,7 @@ export function stripeMockBinaryPath(params: { cacheDir?: string; version?: stri
 async function isExecutable(file: string): Promise<boolean> {
   try {
     await access(file, constants.X_OK);
-    return true;
+    return (await stat(file)).isFile();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw error;
@@ -78,6 +78,21 @@ export async function ensureStripeMock(
   return { binary, built: true, buildMs };
 }
 
+/** Go's usual install places, tried after PATH: a shell that did not source the profile may lack them. */
+const goFallbacks = [
+  "/usr/local/go/bin/go",
+  path.join(os.homedir(), "go", "bin", "go"),
+  "/usr/lib/go/bin/go",
+];
+
+async function findGo(env: NodeJS.ProcessEnv): Promise<string> {
+  for (const dir of (env.PATH ?? "").split(path.delimiter)) {
+    if (dir !== "" && (await isExecutable(path.join(dir, "go")))) return path.join(dir, "go");
+  }
+  for (const candidate of goFallbacks) if (await isExecutable(candidate)) return candidate;
+  return "go"; // spawn reports ENOENT, turned into a clear error below
+}
+
 async function runGo(params: {
   args: string[];
   env: NodeJS.ProcessEnv;
@@ -85,7 +100,10 @@ async function runGo(params: {
   log: Log;
 }): Promise<void> {
   const started = Date.now();
-  const child = spawn("go", params.args, { env: params.env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(await findGo(params.env), params.args, {
+    env: params.env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let tail = "";
   const onOutput = (chunk: Buffer) => {
     const text = chunk.toString("utf8");
