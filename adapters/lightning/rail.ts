@@ -108,6 +108,8 @@ export type LightningRailParams = {
   readonly keysendSecret?: Uint8Array;
   /** A node whose route fee stands for "a typical payment" in the snapshot. */
   readonly feeProbe?: { readonly destination: string; readonly amountMsat: bigint };
+  /** Also report invoices the rail did not create (reference: the payment hash). Default false. */
+  readonly receiveForeignInvoices?: boolean;
   readonly limits?: Partial<LightningRailLimits>;
   readonly now?: () => number;
   readonly log?: (entry: { level: "info" | "warn" | "error"; message: string; detail?: unknown }) => void;
@@ -193,7 +195,8 @@ type Tracker = {
   readonly startedAtMs: number;
 };
 
-type QueuedEvent = { event: RailEvent; delivered: () => Promise<void> };
+/** event null: nothing for the handler, only `delivered` to run in order (a cursor to move). */
+type QueuedEvent = { event: RailEvent | null; delivered: () => Promise<void> };
 
 export function createLightningRail(params: LightningRailParams): LightningRail {
   const limits: LightningRailLimits = { ...lightningRailLimitsDefault, ...params.limits };
@@ -216,6 +219,8 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
   /** Highest settle index whose invoice is queued (or delivered). */
   let settleIndexQueued = 0;
   const trackers = new Map<string, Tracker>();
+  /** Settled invoices queued for the handler, so that a lookup and the subscription do not both report one. */
+  const invoicesQueued = new Set<string>();
   const queue: QueuedEvent[] = [];
   let pumping = false;
   let invoiceSubscription: EventEmitter | null = null;
@@ -268,7 +273,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       while (running && handler !== null && queue.length > 0) {
         const item = queue[0] as QueuedEvent;
         try {
-          await handler(item.event);
+          if (item.event !== null) await handler(item.event);
           await item.delivered();
           queue.shift();
         } catch (error) {
@@ -638,8 +643,15 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     secret: string;
   };
 
+  const advance = async (settled: number) => {
+    if (settled > settleIndexDelivered) {
+      settleIndexDelivered = settled;
+      await store.append({ t: "settle_index", value: settled });
+    }
+  };
+
   const onInvoice = (invoice: LndInvoice, source: "subscription" | "lookup") => {
-    if (!invoice.is_confirmed) return;
+    if (!invoice.is_confirmed || invoicesQueued.has(invoice.id)) return;
     const index = invoice.confirmed_index ?? 0;
     if (source === "subscription") {
       if (index <= settleIndexQueued) return;
@@ -651,9 +663,15 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
         return;
       }
       settleIndexQueued = index;
-    } else if (!invoices.has(invoice.id) || index <= settleIndexQueued) return;
+    } else if (!invoices.has(invoice.id)) return;
     const known = invoices.get(invoice.id);
+    if (known === undefined && !params.receiveForeignInvoices) {
+      // Not ours (made outside the rail): nothing to mirror; move the cursor past it once the queue is.
+      enqueue({ event: null, delivered: () => advance(index) });
+      return;
+    }
     const reference = known?.reference ?? invoice.id;
+    invoicesQueued.add(invoice.id);
     enqueue({
       event: {
         kind: "received",
@@ -662,15 +680,12 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
         evidence: { rail: "lightning", paymentHash: invoice.id, preimage: invoice.secret },
       },
       delivered: async () => {
+        invoicesQueued.delete(invoice.id);
         if (known !== undefined) {
           invoices.delete(invoice.id);
           await store.append({ t: "invoice_done", paymentHash: invoice.id });
         }
-        if (source === "lookup") return;
-        if (index > settleIndexDelivered) {
-          settleIndexDelivered = index;
-          await store.append({ t: "settle_index", value: index });
-        }
+        if (source === "subscription") await advance(index);
       },
     });
   };
@@ -803,8 +818,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
   const onConnected = () => {
     reconnectDelayMs = limits.reconnectDelayMinMs;
     resubscribeInvoices();
-    for (const tracker of trackers.values())
-      if (tracker.detached || tracker.subscription === null) track(tracker);
+    for (const tracker of trackers.values()) if (tracker.detached) track(tracker); // not one between its journal write and its send
   };
 
   const refreshLiquidity = async () => {
@@ -959,6 +973,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     }
     trackers.clear();
     queue.length = 0;
+    invoicesQueued.clear();
     await store.close();
   };
 

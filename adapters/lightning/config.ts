@@ -1,0 +1,76 @@
+// The Lightning rail's settings, validated with zod from an environment record the composition root
+// passes in (nothing here reads process.env). No LND_SOCKET: the rail is off, and the reason says so.
+// `npm run regtest` prints these variables for its gateway node.
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import type { LightningRailLimits, LndConnection } from "./rail.ts";
+
+const base64 = z.string().regex(/^[A-Za-z0-9+/=\s]+$/, "base64");
+
+export const lightningEnvSchema = z.object({
+  /** host:port of LND's gRPC listener. Unset: the Lightning rail is off. */
+  LND_SOCKET: z
+    .string()
+    .regex(/^[^:\s]+:[0-9]{1,5}$/, "host:port")
+    .optional(),
+  /** LND's tls.cert: a path, or the file's bytes in base64. */
+  LND_CERT_PATH: z.string().min(1).optional(),
+  LND_CERT_BASE64: base64.optional(),
+  /** An admin (or invoice + offchain read/write) macaroon: a path, or base64. */
+  LND_MACAROON_PATH: z.string().min(1).optional(),
+  LND_MACAROON_BASE64: base64.optional(),
+  /** The rail's journal (attempt ↔ payment hash, invoice references, settle index); survives restarts. */
+  LIGHTNING_JOURNAL_PATH: z.string().min(1).default(".switchyard/lightning-journal.jsonl"),
+  LIGHTNING_EXECUTE_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(15_000),
+  LIGHTNING_PAYMENT_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(60_000),
+});
+
+export type LightningConfig =
+  | { kind: "off"; reason: string }
+  | {
+      kind: "on";
+      lnd: LndConnection;
+      journalPath: string;
+      limits: Partial<LightningRailLimits>;
+    };
+
+export class LightningConfigError extends Error {
+  override name = "LightningConfigError";
+}
+
+export function loadLightningConfig(env: Record<string, string | undefined>): LightningConfig {
+  const parsed = lightningEnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues
+      .map((issue) => `${issue.path.join(".")}: ${issue.message}`)
+      .join("; ");
+    throw new LightningConfigError(`invalid lightning configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  if (e.LND_SOCKET === undefined)
+    return { kind: "off", reason: "no LND_SOCKET configured: the Lightning rail is off" };
+  const read = (name: string, file: string | undefined, inline: string | undefined): string => {
+    if ((file === undefined) === (inline === undefined))
+      throw new LightningConfigError(
+        `invalid lightning configuration: set exactly one of ${name}_PATH, ${name}_BASE64`,
+      );
+    if (inline !== undefined) return inline.replace(/\s/g, "");
+    try {
+      return readFileSync(file as string).toString("base64");
+    } catch (error) {
+      throw new LightningConfigError(`invalid lightning configuration: cannot read ${name}_PATH ${file}`, {
+        cause: error,
+      });
+    }
+  };
+  return {
+    kind: "on",
+    lnd: {
+      socket: e.LND_SOCKET,
+      cert: read("LND_CERT", e.LND_CERT_PATH, e.LND_CERT_BASE64),
+      macaroon: read("LND_MACAROON", e.LND_MACAROON_PATH, e.LND_MACAROON_BASE64),
+    },
+    journalPath: e.LIGHTNING_JOURNAL_PATH,
+    limits: { executeWaitMs: e.LIGHTNING_EXECUTE_WAIT_MS, paymentTimeoutMs: e.LIGHTNING_PAYMENT_TIMEOUT_MS },
+  };
+}

@@ -1,0 +1,213 @@
+// `npm run bench -- lightning`: 1-sat payments on the regtest network, payer → gateway ("-in") and
+// gateway → payee ("-out"), sequential and 16 in flight, once with the `lightning` client directly and
+// once through the Lightning rail (adapters/lightning), with the rail's overhead on the median.
+//   in,  direct:  createInvoice on the gateway's lnd, the payer pays, the gateway's invoice subscription
+//                 sees it settle.
+//   in,  gateway: rail.createInvoice, the payer pays, the rail's "received" event arrives.
+//   out, direct:  payViaPaymentRequest from the gateway's lnd to a payee invoice made beforehand.
+//   out, gateway: rail.execute of an attempt for such an invoice.
+// Direct and gateway runs alternate in rounds so that the machine's noise hits both alike.
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { type AuthenticatedLnd, createInvoice, payViaPaymentRequest, subscribeToInvoices } from "lightning";
+import { createFileRailStore, createLightningRail, type LightningRail } from "../adapters/lightning/index.ts";
+import { ensureLightningBinaries, startRegtestCluster } from "../scripts/lightning/index.ts";
+import { type BenchResult, type BenchRow, percentile } from "./report.ts";
+
+const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 40);
+const payments16 = Number(process.env.LIGHTNING_BENCH_PAYMENTS_16 ?? 160);
+const concurrency = 16;
+const rounds = 4;
+const amountMsat = 1_000n; // 1 sat
+const feeMaxMsat = 10_000n;
+const settleTimeoutMs = 60_000;
+
+type Sample = { latencyMs: number };
+type Measured = { samples: number[]; wallMs: number };
+
+/** Settlement waiters keyed by payment hash, fed by one subscription or by the rail's events. */
+function settlementWaiters() {
+  const waiting = new Map<string, () => void>();
+  const settled = new Set<string>();
+  return {
+    wait(hash: string): Promise<void> {
+      if (settled.delete(hash)) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no settlement for ${hash}`)), settleTimeoutMs);
+        waiting.set(hash, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+    settle(hash: string) {
+      const resolve = waiting.get(hash);
+      if (resolve === undefined) settled.add(hash);
+      else {
+        waiting.delete(hash);
+        resolve();
+      }
+    },
+  };
+}
+
+async function runPool(
+  count: number,
+  parallel: number,
+  one: (i: number) => Promise<Sample>,
+): Promise<Measured> {
+  const samples: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: Math.min(parallel, count) }, async () => {
+      while (next < count) {
+        const i = next++;
+        samples.push((await one(i)).latencyMs);
+      }
+    }),
+  );
+  return { samples, wallMs: performance.now() - started };
+}
+
+const timed = async (work: () => Promise<unknown>): Promise<Sample> => {
+  const started = performance.now();
+  await work();
+  return { latencyMs: performance.now() - started };
+};
+
+export async function run(): Promise<BenchResult> {
+  const binaries = await ensureLightningBinaries();
+  const cluster = await startRegtestCluster({ binaries, log: (line) => process.stderr.write(`${line}\n`) });
+  const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-bench-"));
+  const gatewayLnd: AuthenticatedLnd = cluster.nodes.gateway.lnd();
+  const payer = cluster.nodes.payer.lnd();
+  const payee = cluster.nodes.payee.lnd();
+  const rail: LightningRail = createLightningRail({
+    lnd: cluster.nodes.gateway.credentials(),
+    store: createFileRailStore(path.join(directory, "journal.jsonl")),
+    limits: { executeWaitMs: settleTimeoutMs },
+  });
+  const railSettled = settlementWaiters();
+  rail.onEvent(async (event) => {
+    if (event.kind === "received" && event.evidence.rail === "lightning")
+      railSettled.settle(event.evidence.paymentHash);
+  });
+  await rail.start();
+  const directSettled = settlementWaiters();
+  const subscription = subscribeToInvoices({ lnd: gatewayLnd });
+  subscription.on("invoice_updated", (invoice: { id: string; is_confirmed: boolean }) => {
+    if (invoice.is_confirmed) directSettled.settle(invoice.id);
+  });
+  subscription.on("error", (error: unknown) =>
+    process.stderr.write(`bench: invoice subscription: ${String(error)}\n`),
+  );
+
+  let serial = 0;
+  const directIn = () =>
+    timed(async () => {
+      const invoice = await createInvoice({ lnd: gatewayLnd, mtokens: amountMsat.toString() });
+      const settled = directSettled.wait(invoice.id);
+      await payViaPaymentRequest({ lnd: payer, request: invoice.request });
+      await settled;
+    });
+  const gatewayIn = () =>
+    timed(async () => {
+      const invoice = await rail.createInvoice({
+        amountMsat,
+        expirySeconds: 600,
+        memo: "bench",
+        reference: `bench-in-${++serial}`,
+      });
+      const settled = railSettled.wait(invoice.paymentHash);
+      await payViaPaymentRequest({ lnd: payer, request: invoice.request });
+      await settled;
+    });
+  const payeeInvoices = async (count: number) =>
+    await Promise.all(
+      Array.from(
+        { length: count },
+        async () => (await createInvoice({ lnd: payee, mtokens: amountMsat.toString() })).request,
+      ),
+    );
+  const directOut = (requests: string[]) => (i: number) =>
+    timed(() =>
+      payViaPaymentRequest({
+        lnd: gatewayLnd,
+        request: requests[i] as string,
+        max_fee_mtokens: feeMaxMsat.toString(),
+      }),
+    );
+  const gatewayOut = (requests: string[]) => (i: number) =>
+    timed(async () => {
+      const id = `bench-out-${++serial}`;
+      const outcome = await rail.execute({
+        id,
+        paymentId: id,
+        amount: amountMsat,
+        destination: { kind: "bolt11", invoice: requests[i] as string },
+        feeMax: feeMaxMsat,
+      });
+      if (outcome.status !== "succeeded") throw new Error(`bench payment ${id}: ${JSON.stringify(outcome)}`);
+    });
+
+  const rows: BenchRow[] = [];
+  try {
+    // Warm up both paths (connections, gossip caches).
+    await runPool(5, 1, directIn);
+    await runPool(5, 1, gatewayIn);
+    for (const direction of ["in", "out"] as const) {
+      for (const [label, total, parallel] of [
+        ["seq", paymentsSeq, 1],
+        ["16", payments16, concurrency],
+      ] as const) {
+        const perRound = Math.ceil(total / rounds);
+        const direct: Measured = { samples: [], wallMs: 0 };
+        const gateway: Measured = { samples: [], wallMs: 0 };
+        for (let round = 0; round < rounds; round += 1) {
+          for (const [target, which] of [
+            [direct, "direct"],
+            [gateway, "gateway"],
+          ] as const) {
+            let one: (i: number) => Promise<Sample>;
+            if (direction === "in") one = which === "direct" ? directIn : gatewayIn;
+            else {
+              const requests = await payeeInvoices(perRound);
+              one = which === "direct" ? directOut(requests) : gatewayOut(requests);
+            }
+            const measured = await runPool(perRound, parallel, one);
+            target.samples.push(...measured.samples);
+            target.wallMs += measured.wallMs;
+          }
+        }
+        const row = (name: string, measured: Measured): BenchRow => ({
+          case: `${name}-${label}-${direction}`,
+          payments_per_s: Number(((measured.samples.length * 1000) / measured.wallMs).toFixed(2)),
+          p50_ms: Number(percentile(measured.samples, 50).toFixed(2)),
+          p99_ms: Number(percentile(measured.samples, 99).toFixed(2)),
+        });
+        const directRow = row("direct", direct);
+        const gatewayRow = row("gateway", gateway);
+        gatewayRow.overhead_p50_ratio = Number(
+          ((gatewayRow.p50_ms as number) / (directRow.p50_ms as number)).toFixed(3),
+        );
+        rows.push(directRow, gatewayRow);
+        process.stderr.write(`bench: ${JSON.stringify(directRow)} ${JSON.stringify(gatewayRow)}\n`);
+      }
+    }
+  } finally {
+    subscription.removeAllListeners();
+    await rail.stop();
+    await cluster.stop();
+    await rm(directory, { recursive: true, force: true });
+  }
+  const order = ["direct-seq", "gateway-seq", "direct-16", "gateway-16"];
+  rows.sort((a, b) => {
+    const [caseA, caseB] = [a.case, b.case];
+    const direction = (name: string) => (name.endsWith("-in") ? 0 : 1);
+    const rank = (name: string) => order.indexOf(name.replace(/-(in|out)$/, ""));
+    return direction(caseA) - direction(caseB) || rank(caseA) - rank(caseB);
+  });
+  return { benchmark: "lightning", rows };
+}

@@ -1,0 +1,358 @@
+// The Lightning rail against the regtest network: gateway's lnd behind the rail, payer and payee driven
+// directly with `lightning`. Tests run in order; the last one restarts the gateway's lnd.
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import {
+  type AuthenticatedLnd,
+  authenticatedLndGrpc,
+  createHodlInvoice,
+  createInvoice,
+  decodePaymentRequest,
+  getChannels,
+  getInvoice,
+  getPayments,
+  getPendingPayments,
+  pay,
+  settleHodlInvoice,
+} from "lightning";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import {
+  createFileRailStore,
+  createLightningRail,
+  type LightningRail,
+  type LightningRailParams,
+} from "../../adapters/lightning/index.ts";
+import type { OutgoingAttempt, RailEvent } from "../../adapters/rail.ts";
+import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
+
+const cluster = inject("lightningCluster");
+const control = clusterControl(inject("lightningControlUrl"));
+const client = (name: "gateway" | "payer" | "payee"): AuthenticatedLnd =>
+  authenticatedLndGrpc(cluster.nodes[name]).lnd;
+const payer = client("payer");
+const payee = client("payee");
+const sha256 = (hex: string) => createHash("sha256").update(Buffer.from(hex, "hex")).digest("hex");
+
+let directory = "";
+let serial = 0;
+const attemptId = (label: string) => `${label}-${Date.now()}-${++serial}`;
+
+type Running = { rail: LightningRail; events: RailEvent[] };
+
+async function startRail(store: string, limits: LightningRailParams["limits"] = {}): Promise<Running> {
+  const events: RailEvent[] = [];
+  const rail = createLightningRail({
+    lnd: cluster.nodes.gateway,
+    store: createFileRailStore(path.join(directory, store)),
+    limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, executeWaitMs: 30_000, ...limits },
+  });
+  rail.onEvent(async (event) => {
+    events.push(event);
+  });
+  await rail.start();
+  return { rail, events };
+}
+
+const bolt11 = (
+  invoice: string,
+  amount: bigint,
+  feeMax: bigint,
+  id = attemptId("bolt11"),
+): OutgoingAttempt => ({
+  id,
+  paymentId: `payment-${id}`,
+  amount,
+  destination: { kind: "bolt11", invoice },
+  feeMax,
+});
+
+let main: Running;
+
+beforeAll(async () => {
+  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-test-"));
+  main = await startRail("main.jsonl");
+});
+
+afterAll(async () => {
+  await main?.rail.stop();
+  await rm(directory, { recursive: true, force: true });
+});
+
+describe("lightning rail on regtest", () => {
+  it("reports health, liquidity and a fee estimate for the router", async () => {
+    await waitFor("liquidity", async () => main.rail.liquidity() ?? undefined, { timeoutMs: 10_000 });
+    const snapshot = main.rail.snapshot();
+    expect(snapshot).toMatchObject({ rail: "lightning", kind: "lightning", available: true });
+    expect(snapshot.asset).toEqual({ code: "BTC", scale: 11, ledger: 3 });
+    expect(snapshot.liquidity).toBeGreaterThan(0n);
+    expect(main.rail.liquidity()?.inboundMsat).toBeGreaterThan(0n);
+
+    // gateway → payee → payer: the payee charges its routing fee (1 sat base by default).
+    const estimate = await main.rail.estimateFee({
+      destination: { kind: "lightning_node", pubkey: cluster.nodes.payer.publicKey },
+      amountMsat: 1_000_000n,
+    });
+    expect(estimate.ok && estimate.value.feeMsat).toBeGreaterThan(0n);
+    const again = await main.rail.estimateFee({
+      destination: { kind: "lightning_node", pubkey: cluster.nodes.payer.publicKey },
+      amountMsat: 1_000_000n,
+    });
+    expect(again.ok && estimate.ok && again.value.takenAtMs).toBe(estimate.ok && estimate.value.takenAtMs);
+  });
+
+  it("receives: an invoice paid by the payer becomes one received event with hash and preimage", async () => {
+    const invoice = await main.rail.createInvoice({
+      amountMsat: 5_000_000n,
+      expirySeconds: 600,
+      memo: "receive test",
+      reference: "invoice-receive-1",
+    });
+    const paid = await pay({ lnd: payer, request: invoice.request });
+    const event = await waitFor(
+      "received event",
+      async () => main.events.find((e) => e.kind === "received" && e.reference === "invoice-receive-1"),
+      { timeoutMs: 30_000 },
+    );
+    expect(event).toEqual({
+      kind: "received",
+      reference: "invoice-receive-1",
+      amount: 5_000_000n,
+      evidence: { rail: "lightning", paymentHash: invoice.paymentHash, preimage: paid.secret },
+    });
+    expect(sha256(paid.secret)).toBe(invoice.paymentHash);
+
+    const hashed = await main.rail.createInvoice({
+      amountMsat: 1_000n,
+      expirySeconds: 60,
+      descriptionHash: "11".repeat(32),
+      reference: "invoice-receive-2",
+    });
+    const decoded = await decodePaymentRequest({ lnd: payer, request: hashed.request });
+    expect(decoded.description_hash).toBe("11".repeat(32));
+    expect(decoded.mtokens).toBe("1000");
+  });
+
+  it("sends a BOLT11 invoice once, and a retry of the attempt reports the first outcome", async () => {
+    const invoice = await createInvoice({ lnd: payee, tokens: 2_000 });
+    const attempt = bolt11(invoice.request, 2_000_000n, 10_000n);
+    const outcome = await main.rail.execute(attempt);
+    expect(outcome).toMatchObject({ status: "succeeded", fee: 0n, evidence: { paymentHash: invoice.id } });
+    if (outcome.status !== "succeeded" || outcome.evidence.rail !== "lightning")
+      throw new Error("unreachable");
+    expect(sha256(outcome.evidence.preimage)).toBe(invoice.id);
+
+    expect(await main.rail.execute(attempt)).toEqual(outcome);
+    const { payments } = await getPayments({ lnd: client("gateway") });
+    expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
+    expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("2000000");
+  });
+
+  it("sends keysend once per attempt id (the preimage is derived from it)", async () => {
+    const attempt: OutgoingAttempt = {
+      id: attemptId("keysend"),
+      paymentId: "payment-keysend",
+      amount: 1_000_000n,
+      destination: { kind: "lightning_node", pubkey: cluster.nodes.payee.publicKey },
+      feeMax: 10_000n,
+    };
+    const first = await main.rail.execute(attempt);
+    expect(first.status).toBe("succeeded");
+    if (first.status !== "succeeded" || first.evidence.rail !== "lightning") throw new Error("unreachable");
+    expect(await main.rail.execute(attempt)).toEqual(first);
+    const received = await getInvoice({ lnd: payee, id: first.evidence.paymentHash });
+    expect(received.is_confirmed).toBe(true);
+    expect(received.received_mtokens).toBe("1000000");
+
+    const other = await main.rail.execute({ ...attempt, id: attemptId("keysend") });
+    expect(
+      other.status === "succeeded" && other.evidence.rail === "lightning" && other.evidence.paymentHash,
+    ).not.toBe(first.evidence.paymentHash);
+  });
+
+  it("fails cleanly when the fee limit is below the route's fee, and leaves nothing in flight", async () => {
+    // The gateway reaches the payer only through the payee, who charges a routing fee.
+    const invoice = await createInvoice({ lnd: payer, tokens: 1_000 });
+    const outcome = await main.rail.execute(bolt11(invoice.request, 1_000_000n, 0n));
+    expect(outcome).toMatchObject({ status: "failed", code: "fee_above_max", retryElsewhere: true });
+    const pending = await getPendingPayments({ lnd: client("gateway") });
+    expect(pending.payments.filter((payment) => payment.id === invoice.id)).toHaveLength(0);
+
+    const paid = await main.rail.execute(bolt11(invoice.request, 1_000_000n, 5_000n));
+    expect(paid).toMatchObject({ status: "succeeded" });
+    expect(paid.status === "succeeded" && paid.fee).toBeGreaterThan(0n);
+  });
+
+  it("fails an unreachable payee as unreachable_destination, retryable elsewhere", async () => {
+    // A valid public key (the secp256k1 generator) that no node in this network has.
+    const stranger = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    const outcome = await main.rail.execute({
+      id: attemptId("stranger"),
+      paymentId: "payment-stranger",
+      amount: 1_000n,
+      destination: { kind: "lightning_node", pubkey: stranger },
+      feeMax: 10_000n,
+    });
+    expect(outcome).toMatchObject({
+      status: "failed",
+      code: "unreachable_destination",
+      retryElsewhere: true,
+    });
+  });
+
+  it("fails an expired invoice as expired, not retryable elsewhere", async () => {
+    const invoice = await createInvoice({
+      lnd: payee,
+      tokens: 1_000,
+      expires_at: new Date(Date.now() + 1_000).toISOString(),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    const outcome = await main.rail.execute(bolt11(invoice.request, 1_000_000n, 10_000n));
+    expect(outcome).toMatchObject({ status: "failed", code: "expired", retryElsewhere: false });
+  });
+
+  it("resumes a payment in flight after the rail restarts, and settles it exactly once", async () => {
+    const secret = randomBytes(32).toString("hex");
+    const id = sha256(secret);
+    const held = await createHodlInvoice({ lnd: payee, id, tokens: 3_000 });
+    const first = await startRail("restart.jsonl", { executeWaitMs: 2_000 });
+    const attempt = bolt11(held.request, 3_000_000n, 10_000n);
+    expect(await first.rail.execute(attempt)).toEqual({ status: "in_flight", reference: id });
+    await waitFor(
+      "HTLC held at the payee",
+      async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    await first.rail.stop();
+
+    const second = await startRail("restart.jsonl", { executeWaitMs: 1_000 });
+    expect(await second.rail.execute(attempt)).toEqual({ status: "in_flight", reference: id });
+    await settleHodlInvoice({ lnd: payee, secret });
+    const event = await waitFor(
+      "attempt_succeeded after restart",
+      async () => second.events.find((e) => e.kind === "attempt_succeeded" && e.attemptId === attempt.id),
+      { timeoutMs: 30_000 },
+    );
+    expect(event).toEqual({
+      kind: "attempt_succeeded",
+      attemptId: attempt.id,
+      evidence: { rail: "lightning", paymentHash: id, preimage: secret },
+      fee: 0n,
+    });
+    expect(await second.rail.execute(attempt)).toMatchObject({
+      status: "succeeded",
+      evidence: { preimage: secret },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(
+      second.events.filter((e) => e.kind === "attempt_succeeded" && e.attemptId === attempt.id),
+    ).toHaveLength(1);
+    expect(first.events.filter((e) => e.kind !== "received")).toHaveLength(0);
+    const { payments } = await getPayments({ lnd: client("gateway") });
+    expect(payments.filter((payment) => payment.id === id)).toHaveLength(1);
+    expect((await getInvoice({ lnd: payee, id })).received_mtokens).toBe("3000000");
+    await second.rail.stop();
+
+    // A third start finds nothing left to report.
+    const third = await startRail("restart.jsonl");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(third.events.filter((e) => e.kind !== "received")).toHaveLength(0);
+    await third.rail.stop();
+  });
+
+  it("catches up by settle index on invoices settled while the rail was stopped", async () => {
+    const running = await startRail("catch-up.jsonl");
+    const before = await running.rail.createInvoice({
+      amountMsat: 1_000_000n,
+      expirySeconds: 600,
+      memo: "before",
+      reference: "catch-up-before",
+    });
+    await pay({ lnd: payer, request: before.request });
+    await waitFor("first received", async () => running.events.find((e) => e.kind === "received"), {
+      timeoutMs: 30_000,
+    });
+    const during = await running.rail.createInvoice({
+      amountMsat: 2_000_000n,
+      expirySeconds: 600,
+      memo: "during",
+      reference: "catch-up-during",
+    });
+    await running.rail.stop();
+    await pay({ lnd: payer, request: during.request });
+    const foreign = await createInvoice({ lnd: client("gateway"), tokens: 1_000 });
+    await pay({ lnd: payer, request: foreign.request });
+
+    const restarted = await startRail("catch-up.jsonl");
+    const event = await waitFor(
+      "received after restart",
+      async () => restarted.events.find((e) => e.kind === "received" && e.reference === "catch-up-during"),
+      { timeoutMs: 30_000 },
+    );
+    expect(event).toMatchObject({ amount: 2_000_000n, evidence: { paymentHash: during.paymentHash } });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const references = restarted.events.flatMap((e) => (e.kind === "received" ? [e.reference] : []));
+    expect(references).toEqual(["catch-up-during"]);
+    await restarted.rail.stop();
+  });
+
+  it("reconnects after the gateway's lnd restarts and catches up on invoices settled meanwhile", async () => {
+    const invoice = await main.rail.createInvoice({
+      amountMsat: 4_000_000n,
+      expirySeconds: 600,
+      memo: "across a restart",
+      reference: "invoice-lnd-restart",
+    });
+    const receivedBefore = main.events.filter((e) => e.kind === "received").length;
+    await control.stopNode("gateway");
+    await waitFor("rail notices", async () => (main.rail.health().connected ? undefined : true), {
+      timeoutMs: 30_000,
+    });
+    expect(main.rail.snapshot().available).toBe(false);
+    await control.startNode("gateway");
+    // Pay as soon as the payer's channel to the gateway is back, whether or not the rail has resubscribed.
+    await waitFor(
+      "payer's channel to the gateway active",
+      async () => {
+        const { channels } = await getChannels({ lnd: payer, is_active: true });
+        return channels.some((channel) => channel.partner_public_key === cluster.nodes.gateway.publicKey)
+          ? true
+          : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    await waitFor(
+      "payment across the restart",
+      async () => await pay({ lnd: payer, request: invoice.request }),
+      {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+      },
+    );
+    const event = await waitFor(
+      "received after lnd restart",
+      async () => main.events.find((e) => e.kind === "received" && e.reference === "invoice-lnd-restart"),
+      { timeoutMs: 60_000 },
+    );
+    expect(event).toMatchObject({ amount: 4_000_000n, evidence: { paymentHash: invoice.paymentHash } });
+    await waitFor("rail healthy again", async () => (main.rail.snapshot().available ? true : undefined), {
+      timeoutMs: 30_000,
+    });
+    expect(main.events.filter((e) => e.kind === "received")).toHaveLength(receivedBefore + 1);
+
+    // Outgoing works again too.
+    const outgoing = await createInvoice({ lnd: payee, tokens: 500 });
+    const paid = await waitFor(
+      "payment out after restart",
+      async () => {
+        const outcome = await main.rail.execute(bolt11(outgoing.request, 500_000n, 10_000n));
+        return outcome.status === "succeeded" ? outcome : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 1_000 },
+    );
+    expect(paid.status).toBe("succeeded");
+  });
+});
