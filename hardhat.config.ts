@@ -12,7 +12,7 @@ export default defineConfig({
   solidity: {
     version: solcVersion,
     path: require.resolve("solc/soljson.js"),
-    settings: { optimizer: { enabled: true, runs: 10_000 }, viaIR: true, evmVersion: "cancun" },
+    settings: { optimizer: { enabled: true, runs: 10_000 }, evmVersion: "cancun" },
   },
   paths: { sources: "./contracts", tests: { solidity: "./contracts" } },
   // Fixed seed: the fuzz and invariant runs are the same on every machine.

@@ -99,6 +99,14 @@ export async function deployContracts(params: DeployContractsParams): Promise<De
   return { testUsd, splitter };
 }
 
+/** Deploys only RevenueSplitter: for a chain where the stablecoin (USDC) already exists. */
+export async function deployRevenueSplitter(params: {
+  walletClient: WalletClient;
+  publicClient: PublicClient;
+}): Promise<Address> {
+  return deployOne(params.walletClient, params.publicClient, "RevenueSplitter", []);
+}
+
 async function deployOne(
   walletClient: WalletClient,
   publicClient: PublicClient,
@@ -259,6 +267,35 @@ export function permitTypedData(
     message,
   } as const;
 }
+
+/**
+ * `node adapters/evm/contracts.ts deploy [--with-test-usd]`: the same deployment path against any chain,
+ * from EVM_RPC_URL with the key in EVM_HOT_WALLET_KEY (the gateway's own settings). Prints the addresses.
+ */
+async function deployFromCommandLine(argv: readonly string[]): Promise<void> {
+  const [command, ...flags] = argv;
+  const url = process.env.EVM_RPC_URL;
+  const key = process.env.EVM_HOT_WALLET_KEY;
+  if (command !== "deploy" || flags.some((flag) => flag !== "--with-test-usd") || !url || !key) {
+    console.error(
+      "usage: EVM_RPC_URL=… EVM_HOT_WALLET_KEY=0x… node adapters/evm/contracts.ts deploy [--with-test-usd]",
+    );
+    process.exitCode = 2;
+    return;
+  }
+  const { createPublicClient, createWalletClient, http } = await import("viem");
+  const { privateKeyToAccount } = await import("viem/accounts");
+  const transport = http(url, { timeout: commandLineRpcTimeoutMs });
+  const publicClient = createPublicClient({ transport });
+  const walletClient = createWalletClient({ transport, account: privateKeyToAccount(key as Hex) });
+  const chainId = await publicClient.getChainId();
+  const deployed = flags.includes("--with-test-usd")
+    ? await deployContracts({ walletClient, publicClient })
+    : { splitter: await deployRevenueSplitter({ walletClient, publicClient }) };
+  console.log(JSON.stringify({ chainId, ...deployed }, null, 2));
+}
+
+const commandLineRpcTimeoutMs = 30_000;
 
 // <generated-abis> (node test/contracts/write-abis.ts)
 export const testUsdAbi = [
@@ -621,7 +658,6 @@ export const revenueSplitterAbi = [
       { internalType: "bytes32", name: "splitId", type: "bytes32" },
       { internalType: "address", name: "token", type: "address" },
       { internalType: "uint256", name: "index", type: "uint256" },
-      { internalType: "uint256", name: "balance", type: "uint256" },
       { internalType: "uint256", name: "max", type: "uint256" },
     ],
     name: "RevenueSplitterBalanceOverflow",
@@ -649,6 +685,11 @@ export const revenueSplitterAbi = [
       { internalType: "uint256", name: "max", type: "uint256" },
     ],
     name: "RevenueSplitterBatchTooLarge",
+    type: "error",
+  },
+  {
+    inputs: [{ internalType: "uint256", name: "index", type: "uint256" }],
+    name: "RevenueSplitterDirtyAddress",
     type: "error",
   },
   { inputs: [], name: "RevenueSplitterEmptyBatch", type: "error" },
@@ -1108,3 +1149,5 @@ export const testUsdErrorsAbi = [
   },
 ] as const;
 // </generated-abis>
+
+if (import.meta.main) await deployFromCommandLine(process.argv.slice(2));

@@ -6,7 +6,8 @@ import {TestUSD} from "../TestUSD.sol";
 import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3009.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {CheatTest} from "./Vm.sol";
-import {FeeOnTransferToken, ReentrantToken} from "./HostileTokens.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {FalseReturningToken, FeeOnTransferToken, NoReturnToken, ReentrantToken} from "./HostileTokens.sol";
 
 contract RevenueSplitterTest is CheatTest {
     bytes32 private constant RECEIVE_TYPEHASH = keccak256(
@@ -262,7 +263,7 @@ contract RevenueSplitterTest is CheatTest {
         splitter.distribute(id, address(token), bytes32(0));
         _pay(id, 1);
         vm.expectRevert(
-            abi.encodeWithSelector(RevenueSplitter.RevenueSplitterBalanceOverflow.selector, id, address(token), 0, max + 1, max)
+            abi.encodeWithSelector(RevenueSplitter.RevenueSplitterBalanceOverflow.selector, id, address(token), 0, max)
         );
         splitter.distribute(id, address(token), bytes32(0));
         assertEq(splitter.withdraw(address(token), recipients, basisPoints, 0), max, "withdraw the full balance");
@@ -413,6 +414,45 @@ contract RevenueSplitterTest is CheatTest {
         splitter.settleBatch(address(token), new address[](501), new uint256[](501), bytes32("a"));
         vm.stopPrank();
         assertTrue(!splitter.batchSettled(payer, bytes32("a")), "a failed batch leaves the ref unused");
+    }
+
+    function test_settleBatchRefusesADirtyAddress() public {
+        address[] memory payees = new address[](2);
+        payees[0] = address(0x1);
+        payees[1] = address(0x2);
+        uint256[] memory amounts = new uint256[](2);
+        amounts[0] = 1;
+        amounts[1] = 1;
+        bytes memory data = abi.encodeCall(RevenueSplitter.settleBatch, (address(token), payees, amounts, bytes32("d")));
+        // selector, 4 head words, the length, payees[0], then payees[1]: set a bit above its 160 address bits
+        data[4 + 5 * 32 + 32 + 11] = 0x01;
+        vm.prank(payer);
+        (bool ok, bytes memory revertData) = address(splitter).call(data);
+        assertTrue(!ok, "refused");
+        assertEq(
+            uint256(keccak256(revertData)),
+            uint256(keccak256(abi.encodeWithSelector(RevenueSplitter.RevenueSplitterDirtyAddress.selector, 1))),
+            "dirty address error"
+        );
+    }
+
+    function test_settleBatchRefusesATokenThatReturnsFalseAndAcceptsOneThatReturnsNothing() public {
+        FalseReturningToken liar = new FalseReturningToken();
+        address[] memory payees = new address[](1);
+        payees[0] = address(0x1);
+        uint256[] memory amounts = new uint256[](1);
+        amounts[0] = 1;
+        vm.expectRevert(abi.encodeWithSelector(SafeERC20.SafeERC20FailedOperation.selector, address(liar)));
+        splitter.settleBatch(address(liar), payees, amounts, bytes32("f"));
+
+        NoReturnToken usdtLike = new NoReturnToken();
+        usdtLike.mint(address(this), 10);
+        usdtLike.approve(address(splitter), 10);
+        splitter.settleBatch(address(usdtLike), payees, amounts, bytes32("f"));
+        assertEq(usdtLike.balanceOf(address(0x1)), 1, "paid");
+
+        vm.expectRevert(abi.encodeWithSelector(SafeERC20.SafeERC20FailedOperation.selector, address(0xdead)));
+        splitter.settleBatch(address(0xdead), payees, amounts, bytes32("g"));
     }
 
     // ---------------------------------------------------------------------------------------------
