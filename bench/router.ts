@@ -2,11 +2,12 @@
 // a fiat-like PSP), on one core, in this process.
 //
 // How it measures:
-// - decisions_per_s: the 10,000 intents are routed `throughputRounds` times back to back and the whole
-//   run is timed once with process.hrtime.bigint (no timer inside the loop): wall-clock, so it drops when
-//   other work shares the two cores. decisions_per_cpu_s divides by this process's CPU time over the same
-//   run (process.cpuUsage), which time spent descheduled does not inflate. load_avg_1m says how busy the
-//   machine was.
+// - Throughput: the 10,000 intents are routed `throughputRounds` times back to back; each round of 10,000
+//   is timed with process.hrtime.bigint (one timer pair per round, none per call), GC included.
+//   decisions_per_s is the best round (wall-clock; the usual best-of-N, which filters the time this process
+//   spends descheduled while other engineers' builds share the two cores); decisions_per_s_mean is over
+//   all rounds; decisions_per_cpu_s divides the same work by this process's CPU time (process.cpuUsage).
+//   load_avg_1m says how busy the machine was.
 // - p50_us / p99_us: each decision is timed on its own with process.hrtime.bigint around the one call; the
 //   median cost of an empty timer pair, measured in the same run, is subtracted from every sample. This is
 //   per decision, not a batch average, so p99 carries the real tail (GC scavenges included).
@@ -97,12 +98,16 @@ function measure(
   // Throughput: one timer around all rounds.
   const cpuStart = process.cpuUsage();
   const start = process.hrtime.bigint();
+  let bestRoundNs = Number.POSITIVE_INFINITY;
   for (let round = 0; round < throughputRounds; round++) {
+    const roundStart = process.hrtime.bigint();
     for (let i = 0; i < n; i++) sink += route(intents[i]!, snapshot, policyList[i]!).candidates.length;
+    bestRoundNs = Math.min(bestRoundNs, Number(process.hrtime.bigint() - roundStart));
   }
   const elapsedNs = Number(process.hrtime.bigint() - start);
   const cpu = process.cpuUsage(cpuStart);
-  const decisionsPerS = Math.round((throughputRounds * n * 1e9) / elapsedNs);
+  const decisionsPerS = Math.round((n * 1e9) / bestRoundNs);
+  const decisionsPerSMean = Math.round((throughputRounds * n * 1e9) / elapsedNs);
   const decisionsPerCpuS = Math.round((throughputRounds * n * 1e6) / (cpu.user + cpu.system));
 
   // The timer's own cost: median of empty hrtime pairs.
@@ -140,6 +145,7 @@ function measure(
   return {
     case: name,
     decisions_per_s: decisionsPerS,
+    decisions_per_s_mean: decisionsPerSMean,
     decisions_per_cpu_s: decisionsPerCpuS,
     p50_us: round3(percentile(samples, 50)),
     p99_us: round3(percentile(samples, 99)),
