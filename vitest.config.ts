@@ -10,6 +10,8 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["gateway/**/*.test.ts", "adapters/**/*.test.ts", "client/**/*.test.ts"],
+          testTimeout: 30_000,
+          hookTimeout: 120_000,
         },
       },
       "test/*/vitest.config.ts",

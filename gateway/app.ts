@@ -131,6 +131,7 @@ export async function createApp(config: Config): Promise<App> {
         }),
       route,
       recoveryBatchMax: 1_000,
+      strandedQuietMs: 60_000,
       nowMs: Date.now,
     };
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
@@ -151,7 +152,13 @@ export async function createApp(config: Config): Promise<App> {
       await rail.start();
       closers.push(() => rail.stop());
     }
-    await recoverOpenAttempts(payments);
+    // At start every open attempt is this process's to finish; afterwards only those left quiet for a while.
+    await recoverOpenAttempts(payments, { quietMs: 0 });
+    const recovery = setInterval(() => {
+      recoverOpenAttempts(payments).catch((error: unknown) => console.error("recovery pass failed", error));
+    }, payments.strandedQuietMs);
+    recovery.unref();
+    closers.push(async () => clearInterval(recovery));
 
     const server = await buildServer({
       db,

@@ -23,6 +23,7 @@ import {
   insertPayment,
   insertQuote,
   listOpenAttempts,
+  listStrandedPayments,
   moveAttempt,
 } from "./store.ts";
 import type { Attempt, Payment, PaymentFailureCode, PaymentRefusal } from "./types.ts";
@@ -44,6 +45,8 @@ export type PaymentsDeps = {
   route: Router;
   /** How many attempts open at a restart are resumed in one pass. */
   recoveryBatchMax: number;
+  /** Periodic recovery takes an open attempt, or a processing payment with none open, as stranded once untouched this long. */
+  strandedQuietMs: number;
   nowMs: () => number;
 };
 
@@ -276,6 +279,21 @@ async function runCandidates(
     const next = await driveAttempt(deps, payment, attempt, rail);
     if (next !== "fall_back") return;
   }
+  // Only reached when a stopped process left the payment with no candidate after its last failure.
+  await deps.db.transaction(async (tx) => {
+    const message = "every candidate rail failed";
+    if (
+      await finishPayment(tx, {
+        id: payment.id,
+        status: "failed",
+        rail: null,
+        failureCode: "rail_unavailable",
+        failureMessage: message,
+      })
+    ) {
+      await announce(tx, payment, "payment.failed");
+    }
+  });
 }
 
 type Next = "done" | "fall_back";
@@ -290,16 +308,19 @@ async function driveAttempt(
   if (attempt.status === "reserving") {
     const reserved = await reserve(deps, payment, attempt, rail);
     if (reserved !== "created") {
-      await failAttempt(deps, payment, attempt, {
-        code: "insufficient_funds",
-        message:
-          reserved === "exceeds_credits"
+      // exceeds_credits: the payer's account would be overdrawn. exceeds_debits: the rail's clearing account
+      // would go below zero — the rail does not hold that much, and another rail may.
+      const onRail = reserved === "exceeds_debits";
+      return failAttempt(deps, payment, attempt, {
+        code: onRail ? "insufficient_liquidity" : "insufficient_funds",
+        message: onRail
+          ? `rail ${rail.id} does not hold enough to pay this out`
+          : reserved === "exceeds_credits"
             ? "the source account's available balance is below the amount"
             : `ledger refused the reservation: ${reserved}`,
-        retryElsewhere: false,
+        retryElsewhere: onRail,
         voidReservation: false,
       });
-      return "done";
     }
     await moveAttempt(deps.db, { id: attempt.id, to: "executing" });
   }
@@ -514,21 +535,40 @@ async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment>
 
 /**
  * Resumes every attempt left open by a stop or a crash: reservations are made again (idempotent), rails are
- * asked for the outcome of what they were executing (they never pay an attempt id twice).
+ * asked for the outcome of what they were executing (they never pay an attempt id twice). Run at start with
+ * `quietMs` 0 and then periodically; a live request working on the same attempt at the same time is harmless,
+ * since every step is idempotent and every status move conditional.
  */
-export async function recoverOpenAttempts(deps: PaymentsDeps): Promise<number> {
-  const open = await listOpenAttempts(deps.db, deps.recoveryBatchMax);
+export async function recoverOpenAttempts(
+  deps: PaymentsDeps,
+  options: { quietMs: number } = { quietMs: deps.strandedQuietMs },
+): Promise<number> {
+  const open = await listOpenAttempts(deps.db, { quietMs: options.quietMs, limit: deps.recoveryBatchMax });
   for (const attempt of open) {
     const rail = deps.rails.get(attempt.rail);
     if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
     const payment = await paymentOf(deps, attempt);
     const next = await driveAttempt(deps, payment, attempt, rail);
-    if (next === "fall_back")
+    if (next === "fall_back") {
       await runCandidates(deps, {
         paymentId: payment.id,
         tenantId: payment.tenantId,
         firstSeq: attempt.seq + 1,
       });
+    }
   }
-  return open.length;
+  // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
+  // attempts makes a race with a live request in another process lose on insert instead of paying twice.
+  const stranded = await listStrandedPayments(deps.db, {
+    quietMs: options.quietMs,
+    limit: deps.recoveryBatchMax,
+  });
+  for (const payment of stranded) {
+    await runCandidates(deps, {
+      paymentId: payment.id,
+      tenantId: payment.tenantId,
+      firstSeq: payment.nextSeq,
+    });
+  }
+  return open.length + stranded.length;
 }

@@ -195,13 +195,40 @@ export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> 
   return rows[0] === undefined ? null : attemptFromRow(rows[0]);
 }
 
-/** Attempts that were started and not finished: what recovery resumes after a restart. */
-export async function listOpenAttempts(sql: Sql, limit: number): Promise<Attempt[]> {
+/** Attempts started and not finished, untouched for `quietMs`: what recovery resumes after a stop or a crash. */
+export async function listOpenAttempts(
+  sql: Sql,
+  params: { quietMs: number; limit: number },
+): Promise<Attempt[]> {
   const rows = await sql.query<AttemptRow>(
-    `SELECT ${attemptColumns} FROM attempts WHERE status IN ('reserving', 'executing', 'in_flight') ORDER BY created_at LIMIT $1`,
-    [limit],
+    `SELECT ${attemptColumns} FROM attempts
+     WHERE status IN ('reserving', 'executing', 'in_flight') AND updated_at < now() - make_interval(secs => $1::double precision / 1000)
+     ORDER BY created_at LIMIT $2`,
+    [params.quietMs, params.limit],
   );
   return rows.map(attemptFromRow);
+}
+
+/**
+ * Processing payments with no attempt open, untouched for `quietMs`: a process stopped after the payment was
+ * written and before its first attempt, or after an attempt failed over and before the next one was written.
+ * Returns each with the next candidate index to try.
+ */
+export async function listStrandedPayments(
+  sql: Sql,
+  params: { quietMs: number; limit: number },
+): Promise<Array<{ id: string; tenantId: string; nextSeq: number }>> {
+  const rows = await sql.query<{ id: string; tenant_id: string; next_seq: number }>(
+    `SELECT p.id, p.tenant_id, COALESCE((SELECT max(a.seq) + 1 FROM attempts a WHERE a.payment_id = p.id), 0)::int AS next_seq
+     FROM payments p
+     WHERE p.status = 'processing'
+       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id AND a.status IN ('reserving', 'executing', 'in_flight'))
+       AND GREATEST(p.updated_at, COALESCE((SELECT max(a.updated_at) FROM attempts a WHERE a.payment_id = p.id), p.updated_at))
+           < now() - make_interval(secs => $1::double precision / 1000)
+     ORDER BY p.created_at LIMIT $2`,
+    [params.quietMs, params.limit],
+  );
+  return rows.map((row) => ({ id: row.id, tenantId: row.tenant_id, nextSeq: row.next_seq }));
 }
 
 /** Moves an attempt to `to` if it is in a status that may move there; false when another writer got there first. */

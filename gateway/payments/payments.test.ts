@@ -1,0 +1,300 @@
+// The payments service on PGlite with the real ledger and router, and toy rails that can fail or "die"
+// (throw) on either side of paying: two rails must never both pay one payment, whatever the crash point.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
+import { balanceOf, createAccount } from "../accounts/index.ts";
+import { gatewayMigrations } from "../app.ts";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { amountMax, assets } from "../money/index.ts";
+import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
+import type { RailSnapshot } from "../router/types.ts";
+import { createTenant } from "../tenants/index.ts";
+import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./index.ts";
+
+class Crash extends Error {
+  override name = "Crash";
+}
+
+type ToyRail = Rail & {
+  paid: Map<string, bigint>; // attempt id → amount: what actually left on this rail
+  calls: number;
+  behaviour: "pay" | "fail_retryable" | "fail_final" | "crash_before_paying" | "crash_after_paying";
+};
+
+function toyRail(id: string, feeFixed: bigint): ToyRail {
+  const outcomes = new Map<string, AttemptOutcome>();
+  const rail: ToyRail = {
+    id,
+    kind: "evm",
+    asset: assets.USDC,
+    paid: new Map(),
+    calls: 0,
+    behaviour: "pay",
+    async start() {},
+    async stop() {},
+    snapshot(): RailSnapshot {
+      return {
+        rail: id,
+        kind: "evm",
+        asset: assets.USDC,
+        available: true,
+        reaches: ["evm_address"],
+        amountMin: 1n,
+        amountMax,
+        liquidity: null,
+        feeFixed,
+        feePpm: 0n,
+        networkFeeMicroUsd: 0n,
+        latencyMs: 1_000,
+        successes: 0,
+        failures: 0,
+        takenAtMs: 0,
+      };
+    },
+    async execute(attempt: OutgoingAttempt) {
+      rail.calls += 1;
+      const known = outcomes.get(attempt.id);
+      if (known !== undefined) return known; // the first outcome of an attempt, never a second payment
+      if (rail.behaviour === "crash_before_paying") throw new Crash(`${id} died before paying`);
+      if (rail.behaviour === "fail_retryable" || rail.behaviour === "fail_final") {
+        const failed: AttemptOutcome = {
+          status: "failed",
+          code: "rejected",
+          message: `${id} refused`,
+          retryElsewhere: rail.behaviour === "fail_retryable",
+        };
+        outcomes.set(attempt.id, failed);
+        return failed;
+      }
+      rail.paid.set(attempt.id, attempt.amount);
+      const done: AttemptOutcome = {
+        status: "succeeded",
+        evidence: { rail: "fiat", pspId: `${id}-${attempt.id}` },
+        fee: 0n,
+      };
+      outcomes.set(attempt.id, done);
+      if (rail.behaviour === "crash_after_paying") throw new Crash(`${id} died after paying`);
+      return done;
+    },
+    onEvent() {},
+    async balance() {
+      return 0n;
+    },
+  };
+  return rail;
+}
+
+/** A database that "dies" on the nth statement matching a pattern, to stop a process between two steps. */
+function dyingDb(db: Db, pattern: RegExp, nth: number): Db {
+  let seen = 0;
+  const check = (text: string) => {
+    if (pattern.test(text)) {
+      seen += 1;
+      if (seen === nth) throw new Crash(`died before: ${text.slice(0, 40)}`);
+    }
+  };
+  return {
+    ...db,
+    query: async (text, params) => {
+      check(text);
+      return db.query(text, params);
+    },
+    transaction: (fn) =>
+      db.transaction((tx) => fn({ query: async (text, params) => (check(text), tx.query(text, params)) })),
+  };
+}
+
+let db: Db;
+let ledger: Ledger;
+let cheap: ToyRail;
+let dear: ToyRail;
+const tenantId = "ten_test";
+const payee = "0x00000000000000000000000000000000000000aa" as const;
+
+function depsWith(database: Db): PaymentsDeps {
+  const rails = new Map<string, Rail>([
+    [cheap.id, cheap],
+    [dear.id, dear],
+  ]);
+  return {
+    db: database,
+    ledger,
+    rails,
+    snapshot: () =>
+      buildSnapshot({
+        rails: [...rails.values()].map((r) => r.snapshot()),
+        rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
+        assetCodes: ["USDC"],
+        takenAtMs: 0,
+      }),
+    route,
+    recoveryBatchMax: 100,
+    strandedQuietMs: 0,
+    nowMs: Date.now,
+  };
+}
+
+async function customerBalance() {
+  const [account] = await ledger.lookupAccounts([customerLedgerId]);
+  return balanceOf("customer", account!);
+}
+
+let customerLedgerId: bigint;
+let customerId: string;
+
+let customerCount = 0;
+
+// One in-memory database for the file (PGlite takes a while to open); each test gets its own customer.
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations, gatewayMigrations]);
+  ledger = createLedger({ db });
+  await createTenant(db, { id: tenantId, name: "Test" });
+  for (const id of ["cheap", "dear"]) {
+    await createAccount(
+      { sql: db, ledger },
+      { tenantId: null, kind: "clearing", asset: assets.USDC, name: id, rail: id, id: `acct_clearing_${id}` },
+    );
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await ledger?.close();
+  await db?.close();
+});
+
+beforeEach(async () => {
+  customerCount += 1;
+  customerId = `acct_customer_${customerCount}`;
+  const customer = await createAccount(
+    { sql: db, ledger },
+    { tenantId, kind: "customer", asset: assets.USDC, name: "c", id: customerId },
+  );
+  customerLedgerId = customer.ledgerAccountId;
+  cheap = toyRail("cheap", 1n);
+  dear = toyRail("dear", 5n);
+  // 500 arrives on each rail for the customer: each clearing account then holds what its rail can pay out.
+  const clearings = await db.query<{ ledger_account_id: string }>(
+    "SELECT ledger_account_id::text FROM accounts WHERE kind = 'clearing' ORDER BY id",
+  );
+  const results = await ledger.createTransfers(
+    clearings.map((clearing, i) => ({
+      id: 1_000n * BigInt(customerCount) + BigInt(i),
+      debitAccountId: BigInt(clearing.ledger_account_id),
+      creditAccountId: customer.ledgerAccountId,
+      amount: 500n,
+      ledger: 1,
+      code: transferCodes.funding,
+    })),
+  );
+  expect(results.map((r) => r.status)).toEqual(["created", "created"]);
+});
+
+const request = (key: string) => ({
+  tenantId,
+  asset: "USDC",
+  amount: "0.000100", // 100 minor units
+  sourceAccountId: customerId,
+  destination: { kind: "evm_address" as const, address: payee },
+  policy: {},
+  metadata: {},
+  idempotencyKey: key,
+  quoteId: null,
+});
+
+function paidEverywhere(): bigint {
+  return [...cheap.paid.values(), ...dear.paid.values()].reduce((a, b) => a + b, 0n);
+}
+
+describe("payments across two rails", () => {
+  it("routes to the cheaper rail and debits the customer exactly once", async () => {
+    const result = await createPayment(depsWith(db), request("k1"));
+    expect(result.ok && result.payment.status).toBe("succeeded");
+    expect(result.ok && result.payment.rail).toBe("cheap");
+    expect(paidEverywhere()).toBe(100n);
+    expect((await customerBalance()).posted).toBe(900n);
+  });
+
+  it("falls back to the next rail when the first fails in a way another may fix, voiding the first reservation", async () => {
+    cheap.behaviour = "fail_retryable";
+    const result = await createPayment(depsWith(db), request("k2"));
+    expect(result.ok && result.payment.status).toBe("succeeded");
+    expect(result.ok && result.payment.rail).toBe("dear");
+    expect(result.ok && result.payment.attempts.map((a) => [a.rail, a.status])).toEqual([
+      ["cheap", "failed"],
+      ["dear", "succeeded"],
+    ]);
+    expect(dear.paid.size).toBe(1);
+    expect(cheap.paid.size).toBe(0);
+    const balance = await customerBalance();
+    expect(balance).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("does not fall back after a final failure, and releases the reservation", async () => {
+    cheap.behaviour = "fail_final";
+    const result = await createPayment(depsWith(db), request("k3"));
+    expect(result.ok && result.payment.status).toBe("failed");
+    expect(dear.calls).toBe(0);
+    expect(await customerBalance()).toEqual({
+      posted: 1_000n,
+      pendingOut: 0n,
+      pendingIn: 0n,
+      available: 1_000n,
+    });
+  });
+
+  it("a crash after the first rail paid: recovery finds that payment and never pays on the second rail", async () => {
+    cheap.behaviour = "crash_after_paying";
+    await expect(createPayment(depsWith(db), request("k4"))).rejects.toThrow(Crash);
+    expect((await customerBalance()).pendingOut).toBe(100n); // reserved, outcome not yet recorded
+    cheap.behaviour = "fail_retryable"; // were it asked to pay again, it would now fail and tempt a fallback
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k4'");
+    const payment = await getPayment(db, { tenantId, id: row!.id });
+    expect(payment?.status).toBe("succeeded");
+    expect(payment?.rail).toBe("cheap");
+    expect(dear.calls).toBe(0);
+    expect(paidEverywhere()).toBe(100n);
+    expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a crash before the first rail paid: recovery pays once, on that rail", async () => {
+    cheap.behaviour = "crash_before_paying";
+    await expect(createPayment(depsWith(db), request("k5"))).rejects.toThrow(Crash);
+    cheap.behaviour = "pay";
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 }); // a second pass finds nothing to do
+    expect(cheap.paid.size).toBe(1);
+    expect(dear.calls).toBe(0);
+    expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a crash between a failover and the next attempt: recovery goes on with the next rail, once", async () => {
+    cheap.behaviour = "fail_retryable";
+    await expect(
+      createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 2)), request("k6")),
+    ).rejects.toThrow(Crash);
+    expect(dear.calls).toBe(0);
+    expect((await customerBalance()).pendingOut).toBe(0n); // the first reservation was voided before the crash
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    expect(dear.paid.size).toBe(1);
+    expect(cheap.paid.size).toBe(0);
+    expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a crash after the payment was written and before its first attempt: recovery starts it, once", async () => {
+    await expect(
+      createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 1)), request("k7")),
+    ).rejects.toThrow(Crash);
+    expect(cheap.calls + dear.calls).toBe(0);
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    expect(paidEverywhere()).toBe(100n);
+    expect(cheap.paid.size).toBe(1);
+    // The same Idempotency-Key now returns that payment, and pays nothing more.
+    const again = await createPayment(depsWith(db), request("k7"));
+    expect(again.ok && again.payment.status).toBe("succeeded");
+    expect(paidEverywhere()).toBe(100n);
+  });
+});
