@@ -20,6 +20,8 @@ export const outcomesWindowMax = 100;
 export const snapshotRefreshMsDefault = 30_000;
 /** Expected time from execute to money on the connected account: a transfer is final when created. */
 export const transferLatencyMsDefault = 2_000;
+/** Stripe's limit on a PaymentIntent description. */
+export const descriptionLengthMax = 1_000;
 
 export const idempotencyKeys = {
   paymentIntent: (paymentId: string, attemptId: string) => `switchyard:pi:${paymentId}:${attemptId}`,
@@ -98,7 +100,31 @@ export type FiatHealth = {
   readonly lastError: string | null;
 };
 
+/**
+ * Money in for an invoice: one PaymentIntent per invoice (the invoice id is the payment, the attempt and the
+ * reference), so asking again for the same invoice returns the same intent. Same shape as the settlement's
+ * `Receiver`. Throws FiatRailError when Stripe refuses: there is nothing to pay then.
+ */
+export type FiatReceiver = {
+  readonly rail: string;
+  readonly assetCode: string;
+  receive(request: {
+    reference: string;
+    amount: bigint;
+    description: string;
+    expirySeconds: number;
+  }): Promise<{
+    railReference: string; // the PaymentIntent id
+    expiresAtMs: number | null; // PaymentIntents do not expire
+    instructions: Record<string, string>; // method, payment_intent, client_secret (for Stripe.js)
+  }>;
+};
+
+/** The attempt id of an invoice's one PaymentIntent. */
+export const invoiceAttemptId = "invoice";
+
 export interface FiatRail extends Rail {
+  readonly receiver: FiatReceiver;
   createPaymentIntent(params: CreatePaymentIntentParams): Promise<CreatePaymentIntentResult>;
   refund(params: RefundParams): Promise<RefundResult>;
   /** Reads balance and health now (start() does this, then every snapshotRefreshMs). */
@@ -196,10 +222,108 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     };
   }
 
+  async function createPaymentIntent(request: CreatePaymentIntentParams): Promise<CreatePaymentIntentResult> {
+    const idProblem =
+      checkId("payment id", request.paymentId) ??
+      checkId("attempt id", request.attemptId) ??
+      checkId("reference", request.reference);
+    if (idProblem !== null) return { ok: false, failure: idProblem };
+    const amountProblem = amountFailure(request.amount);
+    if (amountProblem !== null) return { ok: false, failure: amountProblem };
+    const key = idempotencyKeys.paymentIntent(request.paymentId, request.attemptId);
+
+    const earlier = await store.find(key);
+    if (earlier !== null) {
+      if (earlier.amount !== request.amount)
+        return {
+          ok: false,
+          failure: {
+            code: "rejected",
+            message: `attempt ${request.attemptId} already has an intent for ${earlier.amount}, not ${request.amount}`,
+            retryElsewhere: false,
+          },
+        };
+      return existingIntent(earlier, key);
+    }
+
+    let intent: Stripe.PaymentIntent;
+    try {
+      intent = await stripe.paymentIntents.create(
+        {
+          amount: Number(request.amount),
+          currency,
+          ...(request.stripeCustomerId === undefined ? {} : { customer: request.stripeCustomerId }),
+          ...(request.description === undefined ? {} : { description: request.description }),
+          metadata: {
+            [metadataKeys.paymentId]: request.paymentId,
+            [metadataKeys.attemptId]: request.attemptId,
+            [metadataKeys.reference]: request.reference,
+          },
+        },
+        { idempotencyKey: key },
+      );
+    } catch (error) {
+      return { ok: false, failure: failureOf(translateStripeError(error)) };
+    }
+    const held = await store.record({
+      idempotencyKey: key,
+      kind: "payment_intent",
+      objectId: intent.id,
+      paymentId: request.paymentId,
+      attemptId: request.attemptId,
+      amount: request.amount,
+    });
+    // A concurrent call with the same payment and attempt recorded its intent first: that one is the intent.
+    if (held.objectId !== intent.id) return existingIntent(held, key);
+    return {
+      ok: true,
+      intent: {
+        intentId: intent.id,
+        clientSecret: intent.client_secret,
+        status: intent.status,
+        amount: held.amount,
+        idempotencyKey: key,
+        created: true,
+      },
+    };
+  }
+
+  const receiver: FiatReceiver = {
+    rail: id,
+    assetCode: asset.code,
+    async receive(request) {
+      const result = await createPaymentIntent({
+        amount: request.amount,
+        paymentId: request.reference,
+        attemptId: invoiceAttemptId,
+        reference: request.reference,
+        description: request.description.slice(0, descriptionLengthMax),
+      });
+      if (!result.ok)
+        throw new FiatRailError(
+          `stripe refused a PaymentIntent for ${request.reference}: ${result.failure.message}`,
+          {
+            details: { code: result.failure.code, reference: request.reference },
+          },
+        );
+      return {
+        railReference: result.intent.intentId,
+        expiresAtMs: null,
+        instructions: {
+          method: "stripe_payment_intent",
+          payment_intent: result.intent.intentId,
+          ...(result.intent.clientSecret === null ? {} : { client_secret: result.intent.clientSecret }),
+        },
+      };
+    },
+  };
+
   return {
     id,
     kind: "fiat",
     asset,
+    receiver,
+    createPaymentIntent,
 
     async start() {
       if (started) return;
@@ -293,72 +417,6 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
       });
       remember(true);
       return { status: "succeeded", evidence: { rail: "fiat", pspId: held.objectId }, fee: quote.fee };
-    },
-
-    async createPaymentIntent(request) {
-      const idProblem =
-        checkId("payment id", request.paymentId) ??
-        checkId("attempt id", request.attemptId) ??
-        checkId("reference", request.reference);
-      if (idProblem !== null) return { ok: false, failure: idProblem };
-      const amountProblem = amountFailure(request.amount);
-      if (amountProblem !== null) return { ok: false, failure: amountProblem };
-      const key = idempotencyKeys.paymentIntent(request.paymentId, request.attemptId);
-
-      const earlier = await store.find(key);
-      if (earlier !== null) {
-        if (earlier.amount !== request.amount)
-          return {
-            ok: false,
-            failure: {
-              code: "rejected",
-              message: `attempt ${request.attemptId} already has an intent for ${earlier.amount}, not ${request.amount}`,
-              retryElsewhere: false,
-            },
-          };
-        return existingIntent(earlier, key);
-      }
-
-      let intent: Stripe.PaymentIntent;
-      try {
-        intent = await stripe.paymentIntents.create(
-          {
-            amount: Number(request.amount),
-            currency,
-            ...(request.stripeCustomerId === undefined ? {} : { customer: request.stripeCustomerId }),
-            ...(request.description === undefined ? {} : { description: request.description }),
-            metadata: {
-              [metadataKeys.paymentId]: request.paymentId,
-              [metadataKeys.attemptId]: request.attemptId,
-              [metadataKeys.reference]: request.reference,
-            },
-          },
-          { idempotencyKey: key },
-        );
-      } catch (error) {
-        return { ok: false, failure: failureOf(translateStripeError(error)) };
-      }
-      const held = await store.record({
-        idempotencyKey: key,
-        kind: "payment_intent",
-        objectId: intent.id,
-        paymentId: request.paymentId,
-        attemptId: request.attemptId,
-        amount: request.amount,
-      });
-      // A concurrent call with the same payment and attempt recorded its intent first: that one is the intent.
-      if (held.objectId !== intent.id) return existingIntent(held, key);
-      return {
-        ok: true,
-        intent: {
-          intentId: intent.id,
-          clientSecret: intent.client_secret,
-          status: intent.status,
-          amount: held.amount,
-          idempotencyKey: key,
-          created: true,
-        },
-      };
     },
 
     async refund(request) {

@@ -149,6 +149,40 @@ describe("fiat rail: PaymentIntents (money in)", () => {
   });
 });
 
+describe("fiat rail: receiver for invoices (the settlement's Receiver shape)", () => {
+  it("offers one PaymentIntent per invoice, the same one when asked again", async () => {
+    const { rail, sent } = makeRail();
+    const request = {
+      reference: "inv_01JTOPUP",
+      amount: 2_000n,
+      description: "top-up",
+      expirySeconds: 3_600,
+    };
+    const offer = await rail.receiver.receive(request);
+    expect(rail.receiver).toMatchObject({ rail: "fiat", assetCode: "USD" });
+    expect(offer).toEqual({
+      railReference: expect.stringMatching(/^pi_/),
+      expiresAtMs: null,
+      instructions: {
+        method: "stripe_payment_intent",
+        payment_intent: offer.railReference,
+        client_secret: expect.stringContaining("_secret_"),
+      },
+    });
+    expect((await rail.receiver.receive(request)).railReference).toBe(offer.railReference);
+    expect(sent.filter((s) => s.method === "POST")).toEqual([
+      { method: "POST", path: "/v1/payment_intents", idempotencyKey: "switchyard:pi:inv_01JTOPUP:invoice" },
+    ]);
+  });
+
+  it("throws FiatRailError when there is nothing to pay (below the minimum charge)", async () => {
+    const { rail } = makeRail();
+    await expect(
+      rail.receiver.receive({ reference: "inv_small", amount: 5n, description: "", expirySeconds: 60 }),
+    ).rejects.toMatchObject({ name: "FiatRailError", details: { code: "below_minimum" } });
+  });
+});
+
 describe("fiat rail: Connect transfers (money out) and refunds", () => {
   let rail: FiatRail;
   let sent: Sent[];

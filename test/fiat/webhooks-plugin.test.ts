@@ -194,29 +194,31 @@ describe("top-up by card against stripe-mock", () => {
       feeSchedule: defaultFiatFeeSchedule,
       liquidity: "balance",
     });
-    const created = await rail.createPaymentIntent({
+    // The settlement asks the rail's receiver for a way to pay invoice inv_card_1 (a top-up of cust_card's account).
+    const offer = await rail.receiver.receive({
+      reference: "inv_card_1",
       amount: 1_000n,
-      paymentId: "pay_card_1",
-      attemptId: "att_card_1",
-      reference: "cust_card",
+      description: "top-up",
+      expirySeconds: 3_600,
     });
-    if (!created.ok) throw new Error(`createPaymentIntent failed: ${created.failure.message}`);
-    expect(ledger.balance("cust_card")).toBe(0n); // the intent exists, no money yet
+    expect(ledger.balance("inv_card_1")).toBe(0n); // the intent exists, no money yet
 
+    // What Stripe sends once the card is charged: the intent with the metadata the rail wrote on it.
     const fields = {
-      intentId: created.intent.intentId,
+      intentId: offer.railReference,
       amount: 1_000,
-      paymentId: "pay_card_1",
-      attemptId: "att_card_1",
-      reference: "cust_card",
+      paymentId: "inv_card_1",
+      attemptId: "invoice",
+      reference: "inv_card_1",
     };
     await deliver(stripeEvents.intentFailed("evt_card_f", fields)); // first card declined
-    expect(ledger.balance("cust_card")).toBe(0n);
+    expect(ledger.balance("inv_card_1")).toBe(0n);
     await deliver(stripeEvents.intentSucceeded("evt_card_s", fields));
-    expect(ledger.balance("cust_card")).toBe(1_000n);
+    expect(ledger.balance("inv_card_1")).toBe(1_000n);
     expect(ledger.calls.at(-1)).toMatchObject({
       kind: "received",
-      evidence: { rail: "fiat", pspId: created.intent.intentId },
+      reference: "inv_card_1",
+      evidence: { rail: "fiat", pspId: offer.railReference },
     });
   });
 });
