@@ -356,7 +356,8 @@ contract RevenueSplitter is ReentrancyGuardTransient {
     }
 
     /// @notice Pays every recipient of the split its whole balance of `token` in one call (recipients with
-    /// nothing to withdraw are skipped) and returns the total paid.
+    /// nothing to withdraw are skipped) and returns the total paid. One transfer the token refuses (say, a
+    /// blacklisted recipient) reverts the whole call; the others can still `withdraw` one by one.
     function withdrawAll(address token, address[] calldata recipients, uint16[] calldata basisPoints)
         external
         nonReentrant
