@@ -152,7 +152,15 @@ function buildRequests(accounts: readonly bigint[], traffic: Traffic, total: num
 
 async function measureLedger(name: string, db: Db, traffic: Traffic, total: number): Promise<BenchRow> {
   await migrate(db, [ledgerMigrations]);
-  const ledger = createLedger({ db, limits: { expiryIntervalMs: 0 } });
+  const ledger = createLedger({
+    db,
+    limits: {
+      expiryIntervalMs: 0,
+      ...(process.env.BENCH_LEDGER_PIPELINE
+        ? { pipelineDepthMax: Number(process.env.BENCH_LEDGER_PIPELINE) }
+        : {}),
+    },
+  });
   const accounts = await setupAccounts(ledger);
   const perCaller = buildRequests(accounts, traffic, total);
   // Warm up: the first batches load the accounts into the writer's cache.

@@ -33,6 +33,7 @@ import {
   openPending,
   selectAccounts,
   selectExpired,
+  selectTransfers,
   selectTransfersWithStatus,
   setClock,
   type TransferRows,
@@ -113,10 +114,21 @@ type Plan = {
   balances: BalanceRows;
   pendingOpened: TransferEffects["pendingOpened"];
   pendingResolved: bigint[];
+  /** ids of events that failed without being checked against stored transfers (ids of created ones are checked by
+   * the primary key) */
+  uncheckedIds: bigint[];
   expectedToken: bigint;
   token: bigint;
   timestampLast: bigint;
 };
+
+/** A transfer this batch did not create turned out to exist already: its code must be `exists*`; run locked. */
+class KnownIdError extends Error {
+  override readonly name = "KnownIdError";
+  constructor() {
+    super("ledger: a failed transfer's id exists; its result must come from the stored transfer");
+  }
+}
 
 type InFlight = { plan: Plan; done: Promise<unknown | null> };
 
@@ -142,6 +154,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   let plannedTimestamp = 0n;
   let nextSeq = 1;
   let lockedBatchesLeft = 0;
+  /** Set while the loop waits with an empty queue and batches in flight: a new job wakes it. */
+  let wake: (() => void) | null = null;
 
   const forget = () => {
     state = emptyLedgerState();
@@ -159,6 +173,10 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     queuedTransfers += count;
     queue.push(job);
     if (!running) start();
+    else if (wake !== null) {
+      wake();
+      wake = null;
+    }
   };
 
   const start = () => {
@@ -194,8 +212,11 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         const failure = await done;
         if (failure !== null) {
           if (process.env.LEDGER_DEBUG) console.error("ledger: redo", (failure as Error).message);
+          // The first failure says why; the batches behind it fail because it did. Only another process
+          // writing in between is a reason to stay locked for a while.
+          if (redo.length === 0 && failure instanceof StaleBatchError)
+            lockedBatchesLeft = lockedBatchesAfterConflict;
           redo.push(plan.jobs);
-          if (failure instanceof StaleBatchError) lockedBatchesLeft = lockedBatchesAfterConflict;
         }
       }
       if (redo.length > 0) forget();
@@ -204,30 +225,34 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     try {
       while (queue.length > 0 || inFlight.length > 0) {
         if (queue.length === 0) {
-          // Nothing new yet: wait for the oldest batch in flight (new jobs wait at most that long).
-          const failure = await inFlight[0]!.done;
-          if (failure !== null) await drain();
-          else inFlight.shift();
+          // Nothing new yet: wait for the oldest batch in flight to settle, or for a new job (which may go at once
+          // if the pipeline has room).
+          const oldest = inFlight[0]!;
+          const arrival = new Promise<"arrival">((resolve) => {
+            wake = () => resolve("arrival");
+          });
+          const outcome = await Promise.race([oldest.done.then((failure) => ({ failure })), arrival]);
+          wake = null;
+          if (outcome !== "arrival") {
+            if (outcome.failure !== null) await drain();
+            else inFlight.shift();
+          }
           continue;
         }
         if (limits.batchWaitMs > 0 && inFlight.length === 0 && queuedTransfers < limits.batchTransfersMax) {
           await new Promise((resolve) => setTimeout(resolve, limits.batchWaitMs));
         }
+        if (pipelined && inFlight.length >= limits.pipelineDepthMax) {
+          // The pipeline is full: wait for the oldest batch while more jobs gather for the next one.
+          const failure = await inFlight[0]!.done;
+          if (failure !== null) await drain();
+          else inFlight.shift();
+          continue;
+        }
+        // A failure anywhere drains everything (and runs the failed batches again, locked) before more go.
+        if (await anyFailed(inFlight)) await drain();
         const batch = takeBatch();
         const first = batch[0]!;
-        if (pipelined && first.kind === "transfers") {
-          // Room in the pipeline: wait for the oldest batch. A failure anywhere drains everything (and runs the
-          // failed batches again, locked) before this batch goes.
-          while (inFlight.length >= limits.pipelineDepthMax) {
-            const failure = await inFlight[0]!.done;
-            if (failure !== null) {
-              await drain();
-              break;
-            }
-            inFlight.shift();
-          }
-          if (await anyFailed(inFlight)) await drain();
-        }
         const canPipeline =
           pipelined &&
           first.kind === "transfers" &&
@@ -253,6 +278,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           await runLocked(jobs);
           continue;
         }
+        if (process.env.LEDGER_DEBUG && inFlight.length > 0) console.error("ledger: overlapped");
         inFlight.push({ plan, done: commitPlan(plan) });
       }
     } finally {
@@ -295,6 +321,14 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     for (const transfer of effects.created) writtenBy.set(transfer.id, seq);
     for (const id of effects.pendingResolved) writtenBy.set(id, seq);
     const eventCount = requests.reduce((sum, request) => sum + request.length, 0);
+    const uncheckedIds: bigint[] = [];
+    requests.forEach((request, r) => {
+      const requestResults = results[r]!;
+      request.forEach((t, i) => {
+        const status = requestResults[i]!.status;
+        if (status !== "created" && !state.transfers.has(t.id) && isStorableId(t.id)) uncheckedIds.push(t.id);
+      });
+    });
     const plan: Plan = {
       seq,
       jobs,
@@ -303,6 +337,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       balances: balanceRows(deltas(state, effects.accountsBefore)),
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,
+      uncheckedIds,
       expectedToken: plannedToken!,
       token: randomToken(),
       timestampLast: firstTimestamp + BigInt(eventCount) - 1n,
@@ -317,6 +352,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     const t0 = performance.now();
     try {
       await db.transaction(async (tx) => {
+        if (plan.uncheckedIds.length > 0 && (await selectTransfers(tx, plan.uncheckedIds)).length > 0)
+          throw new KnownIdError();
         await insertTransfers(tx, plan.transfers);
         const clock = await lockClock(tx);
         if (clock.token !== plan.expectedToken) throw new StaleBatchError();
@@ -515,6 +552,11 @@ function deltas(state: LedgerState, accountsBefore: Map<bigint, Account>) {
     rows.push(row);
   }
   return rows;
+}
+
+const u128Top = (1n << 128n) - 1n;
+function isStorableId(id: bigint): boolean {
+  return typeof id === "bigint" && id > 0n && id < u128Top;
 }
 
 function maxBigint(a: bigint, b: bigint): bigint {

@@ -7,6 +7,7 @@ import type { Db } from "../../gateway/db/index.ts";
 import {
   type AccountInput,
   amountMax,
+  type CreateTransferResult,
   createLedger,
   selectLedgerTotals,
   TransferFlags,
@@ -274,7 +275,14 @@ for (const storeName of storeNames) {
             const submit = async (requests: TransferInput[][]) => {
               history.push(requests);
               // All requests at once: the writer takes them into one batch, in call order.
-              const actual = await Promise.all(requests.map((r) => ledger.createTransfers(r)));
+              // On odd runs the requests reach the writer a moment apart, so that on PostgreSQL they go in separate
+              // batches, the next validated and sent while the one before commits (the pipelined path).
+              const calls: Promise<CreateTransferResult[]>[] = [];
+              for (const request of requests) {
+                calls.push(ledger.createTransfers(request));
+                if (runIndex % 2 === 1) await new Promise((resolve) => setImmediate(resolve));
+              }
+              const actual = await Promise.all(calls);
               actual.forEach(count);
               expect(actual).toEqual(modelCreateTransfers(model, now, requests));
             };
