@@ -5,7 +5,7 @@ import {RevenueSplitter} from "../RevenueSplitter.sol";
 import {TestUSD} from "../TestUSD.sol";
 import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3009.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
-import {CheatTest} from "./Vm.sol";
+import {CheatTest, Vm} from "./Vm.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {FalseReturningToken, FeeOnTransferToken, NoReturnToken, ReentrantToken} from "./HostileTokens.sol";
 
@@ -391,6 +391,32 @@ contract RevenueSplitterTest is CheatTest {
         vm.prank(payer);
         vm.expectRevert(abi.encodeWithSelector(RevenueSplitter.RevenueSplitterBatchAlreadySettled.selector, payer, bytes32(seed)));
         splitter.settleBatch(address(token), payees, amounts, bytes32(seed));
+    }
+
+    /// The event's batchHash (computed by copying calldata) equals batchHashOf (the ABI encoder), for any batch.
+    function testFuzz_batchSettledCarriesTheBatchHash(uint256 count, uint256 seed) public {
+        count = bound(count, 1, 40);
+        address[] memory payees = new address[](count);
+        uint256[] memory amounts = new uint256[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            payees[i] = address(uint160(uint256(keccak256(abi.encode(seed, i))) | 1));
+            amounts[i] = bound(uint256(keccak256(abi.encode(i, seed))), 1, 1e20);
+        }
+        vm.recordLogs();
+        vm.prank(payer);
+        uint256 total = splitter.settleBatch(address(token), payees, amounts, bytes32(seed));
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        bool seen = false;
+        for (uint256 i = 0; i < logs.length; ++i) {
+            if (logs[i].emitter != address(splitter) || logs[i].topics[0] != RevenueSplitter.BatchSettled.selector) continue;
+            (uint256 payeeCount, uint256 loggedTotal, bytes32 batchHash) = abi.decode(logs[i].data, (uint256, uint256, bytes32));
+            assertEq(payeeCount, count, "payee count");
+            assertEq(loggedTotal, total, "total");
+            assertEq(uint256(batchHash), uint256(splitter.batchHashOf(payees, amounts)), "batch hash");
+            assertEq(uint256(logs[i].topics[3]), uint256(bytes32(seed)), "ref");
+            seen = true;
+        }
+        assertTrue(seen, "BatchSettled emitted");
     }
 
     function test_settleBatchRejectsBadBatches() public {

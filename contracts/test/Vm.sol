@@ -4,6 +4,14 @@ pragma solidity 0.8.30;
 /// @dev The few cheatcodes our Solidity tests use, at the standard cheatcode address (forge-std is not on npm
 /// in a current version, so it is not a dependency).
 interface Vm {
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
     function addr(uint256 privateKey) external pure returns (address);
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function prank(address sender) external;
