@@ -27,8 +27,14 @@ import { buildServer } from "./http/index.ts";
 import { derivedLedgerId } from "./ids/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
 import { type Asset, assets } from "./money/index.ts";
-import { applyRailEvent, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./payments/index.ts";
-import { buildSnapshot, route, staticRateSource } from "./router/index.ts";
+import {
+  applyRailEvent,
+  createMarket,
+  type PaymentsDeps,
+  recoverOpenAttempts,
+  transferCodes,
+} from "./payments/index.ts";
+import { route, staticRateSource } from "./router/index.ts";
 import { applyReceived, type Receiver, type SettlementDeps } from "./settlement/index.ts";
 import { createApiKey, createTenant } from "./tenants/index.ts";
 
@@ -118,17 +124,19 @@ export async function createApp(config: Config): Promise<App> {
       if (rail.kind !== "internal") await ensureClearingAccount({ db, ledger }, rail.id, rail.asset);
     }
 
+    const market = createMarket({
+      rails,
+      rateSource: developmentUsdRates,
+      assetCodes: snapshotAssetCodes,
+      refreshMs: 1_000,
+      nowMs: Date.now,
+    });
     const payments: PaymentsDeps = {
       db,
       ledger,
       rails,
-      snapshot: () =>
-        buildSnapshot({
-          rails: [...rails.values()].map((rail) => rail.snapshot()),
-          rateSource: developmentUsdRates,
-          assetCodes: snapshotAssetCodes,
-          takenAtMs: Date.now(),
-        }),
+      snapshot: market.snapshot,
+      learning: market,
       route,
       recoveryBatchMax: 1_000,
       strandedQuietMs: 60_000,
@@ -153,6 +161,8 @@ export async function createApp(config: Config): Promise<App> {
       closers.push(() => rail.stop());
     }
     // At start every open attempt is this process's to finish; afterwards only those left quiet for a while.
+    market.start();
+    closers.push(async () => market.stop());
     await recoverOpenAttempts(payments, { quietMs: 0 });
     const recovery = setInterval(() => {
       recoverOpenAttempts(payments).catch((error: unknown) => console.error("recovery pass failed", error));

@@ -159,7 +159,11 @@ export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Pro
 /** A prepared write of transfers: the parameters are built ahead (while the previous batch commits). */
 export type TransferRows = { count: number; params: string[]; hasEvidence: boolean };
 
-export function transferRows(transfers: readonly Transfer[]): TransferRows {
+/** `accountUuid` may memoize account ids' uuid text (the same few accounts recur in every batch). */
+export function transferRows(
+  transfers: readonly Transfer[],
+  accountUuid: (id: bigint) => string = idToUuid,
+): TransferRows {
   const count = transfers.length;
   const ids = new Array<string>(count);
   const debits = new Array<string>(count);
@@ -178,8 +182,8 @@ export function transferRows(transfers: readonly Transfer[]): TransferRows {
   for (let i = 0; i < count; i++) {
     const t = transfers[i]!;
     ids[i] = idToUuid(t.id);
-    debits[i] = idToUuid(t.debitAccountId);
-    credits[i] = idToUuid(t.creditAccountId);
+    debits[i] = accountUuid(t.debitAccountId);
+    credits[i] = accountUuid(t.creditAccountId);
     amounts[i] = t.amount;
     timestamps[i] = t.timestamp;
     ledgers[i] = t.ledger;

@@ -16,6 +16,7 @@
 //   ones behind it roll back and run again, locked, in the same order. Callers never see the difference.
 import { randomBytes } from "node:crypto";
 import type { Db, Sql } from "../db/index.ts";
+import { idToUuid } from "./id.ts";
 import {
   applyAccountRequest,
   applyTransferRequests,
@@ -156,6 +157,18 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   let lockedBatchesLeft = 0;
   /** Set while the loop waits with an empty queue and batches in flight: a new job wakes it. */
   let wake: (() => void) | null = null;
+
+  // uuid text of account ids, memoized (a pure function of the id, so never stale), bounded like the cache.
+  const accountUuids = new Map<bigint, string>();
+  const accountUuid = (id: bigint): string => {
+    let uuid = accountUuids.get(id);
+    if (uuid === undefined) {
+      uuid = idToUuid(id);
+      if (accountUuids.size >= limits.accountsCacheMax) accountUuids.clear();
+      accountUuids.set(id, uuid);
+    }
+    return uuid;
+  };
 
   const forget = () => {
     state = emptyLedgerState();
@@ -333,7 +346,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       seq,
       jobs,
       results,
-      transfers: transferRows(effects.created),
+      transfers: transferRows(effects.created, accountUuid),
       balances: balanceRows(deltas(state, effects.accountsBefore)),
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,
@@ -416,7 +429,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       await prefetch(tx, requests, { forUpdate: true, lookUpIds: true }, 0);
       const { results, effects } = applyTransferRequests(state, requests, firstTimestamp);
       eventCount = requests.reduce((sum, request) => sum + request.length, 0);
-      await insertTransfers(tx, transferRows(effects.created));
+      await insertTransfers(tx, transferRows(effects.created, accountUuid));
       await updateBalances(tx, balanceRows(deltas(state, effects.accountsBefore)));
       await openPending(tx, effects.pendingOpened);
       await closePending(tx, effects.pendingResolved);

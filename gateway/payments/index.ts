@@ -1,3 +1,4 @@
+export { createMarket, type Market } from "./market.ts";
 export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } from "./service.ts";
 export {
   applyRailEvent,

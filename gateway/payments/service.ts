@@ -43,6 +43,8 @@ export type PaymentsDeps = {
   rails: ReadonlyMap<string, Rail>;
   snapshot: () => Snapshot;
   route: Router;
+  /** Told when an attempt starts and how each rail attempt ended: the router learns success rates from it. */
+  learning?: { noteAttempt(rail: string): void; recordOutcome(rail: string, ok: boolean): void };
   /** How many attempts open at a restart are resumed in one pass. */
   recoveryBatchMax: number;
   /** Periodic recovery takes an open attempt, or a processing payment with none open, as stranded once untouched this long. */
@@ -81,19 +83,28 @@ export class PaymentInvariantError extends Error {
 /** Routes on the current snapshot. Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part. */
 function routeNow(deps: PaymentsDeps, intent: PaymentIntent, policy: RoutePolicy): RouteDecision {
   const snapshot = deps.snapshot();
-  const sameAsset = {
-    ...snapshot,
-    rails: snapshot.rails.filter((rail) => rail.asset.code === intent.asset.code),
-  };
-  const decision = deps.route(intent, sameAsset, policy);
+  // Denied through the policy, not by filtering the snapshot: the router keeps its prepared snapshot.
   const otherAsset = snapshot.rails
     .filter((rail) => rail.asset.code !== intent.asset.code)
-    .map((rail) => ({
-      rail: rail.rail,
-      reason: "no_fx_rate" as const,
-      detail: `settles ${rail.asset.code}; cross-asset payments are not supported yet`,
-    }));
-  return { ...decision, excluded: [...decision.excluded, ...otherAsset] };
+    .map((rail) => rail.rail);
+  if (otherAsset.length === 0) return deps.route(intent, snapshot, policy);
+  const decision = deps.route(intent, snapshot, {
+    ...policy,
+    deniedRails: [...(policy.deniedRails ?? []), ...otherAsset],
+  });
+  const userDenied = new Set(policy.deniedRails ?? []);
+  return {
+    ...decision,
+    excluded: decision.excluded.map((exclusion) =>
+      otherAsset.includes(exclusion.rail) && !userDenied.has(exclusion.rail)
+        ? {
+            rail: exclusion.rail,
+            reason: "no_fx_rate" as const,
+            detail: "settles another asset; cross-asset payments are not supported yet",
+          }
+        : exclusion,
+    ),
+  };
 }
 
 /** The quote's candidates with their locked amounts and caps, less the rails the snapshot now rules out. */
@@ -324,6 +335,7 @@ async function driveAttempt(
     }
     await moveAttempt(deps.db, { id: attempt.id, to: "executing" });
   }
+  deps.learning?.noteAttempt(rail.id);
   const outcome: AttemptOutcome = await rail.execute({
     id: attempt.id,
     paymentId: payment.id,
