@@ -64,7 +64,7 @@ const serverSettings: Record<string, string> = {
   wal_level: "minimal",
   max_wal_senders: "0",
   wal_buffers: "64MB",
-  wal_compression: "on",
+  wal_compression: "off", // CPU is the scarce thing on a 2-core box; full-page images are rare with long checkpoints
   max_wal_size: "8GB",
   min_wal_size: "1GB",
   checkpoint_timeout: "30min",
