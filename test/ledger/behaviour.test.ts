@@ -1,0 +1,243 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Db } from "../../gateway/db/index.ts";
+import {
+  AccountFlags,
+  amountMax,
+  createLedger,
+  type Ledger,
+  LedgerBackpressureError,
+  LedgerRequestTooLargeError,
+  ledgerId,
+  selectLedgerTotals,
+  TransferFlags,
+} from "../../gateway/ledger/index.ts";
+import { openStore, storeNames } from "./stores.ts";
+
+// The ledger's behaviour, end to end through the writer, the same on both stores: idempotency, bad input with the
+// precise result code, linked chains, two-phase with partial posts, voids and expiry, cursors, limits.
+for (const storeName of storeNames)
+  describe(`ledger behaviour on ${storeName}`, () => {
+    let db: Db;
+    let ledger: Ledger;
+    let now = 1_700_000_000_000_000_000n;
+    const L = 1;
+    const accounts = { a: ledgerId(), b: ledgerId(), limited: ledgerId(), other: ledgerId() };
+
+    beforeAll(async () => {
+      db = await openStore(storeName);
+      ledger = createLedger({ db, limits: { expiryIntervalMs: 0 }, nowNs: () => now });
+      const results = await ledger.createAccounts([
+        { id: accounts.a, ledger: L, code: 10 },
+        { id: accounts.b, ledger: L, code: 10, userData64: 2n ** 64n - 1n },
+        { id: accounts.limited, ledger: L, code: 20, flags: AccountFlags.debitsMustNotExceedCredits },
+        { id: accounts.other, ledger: 2, code: 10 },
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["created", "created", "created", "created"]);
+    });
+    afterAll(async () => {
+      await ledger.close();
+      await db.close();
+    });
+
+    it("creates accounts idempotently and looks them up", async () => {
+      const again = await ledger.createAccounts([
+        { id: accounts.a, ledger: L, code: 10 },
+        { id: accounts.a, ledger: L, code: 11 },
+        { id: 0n, ledger: L, code: 1 },
+        { id: ledgerId(), ledger: 0, code: 1 },
+        { id: ledgerId(), ledger: 1, code: 1, flags: 2 | 4 },
+      ]);
+      expect(again.map((r) => r.status)).toEqual([
+        "exists",
+        "exists_with_different_code",
+        "id_must_not_be_zero",
+        "ledger_must_not_be_zero",
+        "flags_are_mutually_exclusive",
+      ]);
+      const [b] = await ledger.lookupAccounts([accounts.b]);
+      expect(b?.userData64).toBe(2n ** 64n - 1n);
+      expect(b?.debitsPosted).toBe(0n);
+    });
+
+    it("posts a transfer, is idempotent, and keeps the books balanced", async () => {
+      const id = ledgerId();
+      const transfer = {
+        id,
+        debitAccountId: accounts.a,
+        creditAccountId: accounts.b,
+        amount: 500n,
+        ledger: L,
+        code: 1,
+        userData128: 42n,
+        evidence: { rail: "evm", reference: "0xabc:3", detail: { chainId: "31337" } },
+      };
+      const [first] = await ledger.createTransfers([transfer]);
+      expect(first?.status).toBe("created");
+      const [again, different] = await ledger.createTransfers([transfer, { ...transfer, amount: 501n }]);
+      expect(again).toEqual({ status: "exists", timestamp: first!.timestamp });
+      expect(different?.status).toBe("exists_with_different_amount");
+      const [stored] = await ledger.lookupTransfers([id]);
+      expect(stored).toMatchObject({ id, amount: 500n, userData128: 42n, timestamp: first!.timestamp });
+      expect(stored?.evidence).toEqual(transfer.evidence);
+      const [a, b] = await ledger.lookupAccounts([accounts.a, accounts.b]);
+      expect(a?.debitsPosted).toBe(500n);
+      expect(b?.creditsPosted).toBe(500n);
+      for (const total of await selectLedgerTotals(db)) {
+        expect(total.debitsPosted).toBe(total.creditsPosted);
+        expect(total.debitsPending).toBe(total.creditsPending);
+      }
+    });
+
+    it("rejects bad input with the precise code", async () => {
+      const base = { debitAccountId: accounts.a, creditAccountId: accounts.b, ledger: L, code: 1 };
+      const results = await ledger.createTransfers([
+        { ...base, id: ledgerId(), amount: -1n },
+        { ...base, id: ledgerId(), amount: amountMax + 1n },
+        { ...base, id: ledgerId(), amount: 1n, creditAccountId: accounts.a },
+        { ...base, id: ledgerId(), amount: 1n, creditAccountId: accounts.other },
+        { ...base, id: ledgerId(), amount: 1n, ledger: 2 },
+        { ...base, id: ledgerId(), amount: 1n, debitAccountId: ledgerId() },
+        { ...base, id: ledgerId(), amount: 1n, creditAccountId: ledgerId() },
+        { ...base, id: ledgerId(), amount: 1n, debitAccountId: accounts.limited },
+        { ...base, id: ledgerId(), amount: 0n },
+        { ...base, id: ledgerId(), amount: 1n, timeout: 5 },
+        { ...base, id: ledgerId(), amount: 1n, evidence: { rail: "", reference: "x" } },
+      ]);
+      expect(results.map((r) => r.status)).toEqual([
+        "amount_must_not_be_negative",
+        "amount_must_not_exceed_max",
+        "accounts_must_be_different",
+        "accounts_must_have_the_same_ledger",
+        "transfer_must_have_the_same_ledger_as_accounts",
+        "debit_account_not_found",
+        "credit_account_not_found",
+        "exceeds_credits",
+        "created",
+        "timeout_reserved_for_pending_transfer",
+        "evidence_invalid",
+      ]);
+    });
+
+    it("applies a linked chain all or nothing, and fails an open chain", async () => {
+      const [before] = await ledger.lookupAccounts([accounts.a]);
+      const base = { debitAccountId: accounts.a, creditAccountId: accounts.b, ledger: L, code: 1 };
+      const broken = await ledger.createTransfers([
+        { ...base, id: ledgerId(), amount: 7n, flags: TransferFlags.linked },
+        {
+          ...base,
+          id: ledgerId(),
+          amount: 1n,
+          flags: TransferFlags.linked,
+          debitAccountId: accounts.limited,
+        },
+        { ...base, id: ledgerId(), amount: 3n },
+        { ...base, id: ledgerId(), amount: 2n, flags: TransferFlags.linked },
+      ]);
+      expect(broken.map((r) => r.status)).toEqual([
+        "linked_event_failed",
+        "exceeds_credits",
+        "linked_event_failed",
+        "linked_event_chain_open",
+      ]);
+      const [after] = await ledger.lookupAccounts([accounts.a]);
+      expect(after?.debitsPosted).toBe(before!.debitsPosted);
+    });
+
+    it("reserves, partially posts, voids and expires pending transfers", async () => {
+      const base = { debitAccountId: accounts.a, creditAccountId: accounts.b, ledger: L, code: 1 };
+      const p1 = ledgerId();
+      const p2 = ledgerId();
+      const p3 = ledgerId();
+      const created = await ledger.createTransfers([
+        { ...base, id: p1, amount: 100n, flags: TransferFlags.pending },
+        { ...base, id: p2, amount: 50n, flags: TransferFlags.pending },
+        { ...base, id: p3, amount: 30n, flags: TransferFlags.pending, timeout: 10 },
+      ]);
+      expect(created.map((r) => r.status)).toEqual(["created", "created", "created"]);
+      const [a0] = await ledger.lookupAccounts([accounts.a]);
+      expect(a0?.debitsPending).toBe(180n);
+
+      const post = { id: ledgerId(), debitAccountId: 0n, creditAccountId: 0n, ledger: 0, code: 0 };
+      const resolved = await ledger.createTransfers([
+        { ...post, amount: 60n, pendingId: p1, flags: TransferFlags.postPendingTransfer },
+        { ...post, id: ledgerId(), amount: 0n, pendingId: p1, flags: TransferFlags.voidPendingTransfer },
+        { ...post, id: ledgerId(), amount: 0n, pendingId: p2, flags: TransferFlags.voidPendingTransfer },
+        { ...post, id: ledgerId(), amount: 200n, pendingId: p3, flags: TransferFlags.postPendingTransfer },
+      ]);
+      expect(resolved.map((r) => r.status)).toEqual([
+        "created",
+        "pending_transfer_already_posted",
+        "created",
+        "exceeds_pending_transfer_amount",
+      ]);
+      const [posted] = await ledger.lookupTransfers([post.id]);
+      expect(posted).toMatchObject({ amount: 60n, debitAccountId: accounts.a, pendingId: p1 });
+
+      now += 11n * 1_000_000_000n;
+      const [late] = await ledger.createTransfers([
+        {
+          ...post,
+          id: ledgerId(),
+          amount: amountMax,
+          pendingId: p3,
+          flags: TransferFlags.postPendingTransfer,
+        },
+      ]);
+      expect(late?.status).toBe("pending_transfer_expired");
+      expect(await ledger.expirePendingTransfers()).toBe(1);
+      expect(await ledger.expirePendingTransfers()).toBe(0);
+      const [a1] = await ledger.lookupAccounts([accounts.a]);
+      expect(a1?.debitsPending).toBe(0n);
+      expect(a1!.debitsPosted - a0!.debitsPosted).toBe(60n);
+      const [again] = await ledger.createTransfers([
+        { ...post, id: ledgerId(), amount: 0n, pendingId: p3, flags: TransferFlags.voidPendingTransfer },
+      ]);
+      expect(again?.status).toBe("pending_transfer_expired");
+      const [postVoided] = await ledger.createTransfers([
+        {
+          ...post,
+          id: ledgerId(),
+          amount: amountMax,
+          pendingId: p2,
+          flags: TransferFlags.postPendingTransfer,
+        },
+      ]);
+      expect(postVoided?.status).toBe("pending_transfer_already_voided");
+    });
+
+    it("pages through an account's transfers with a cursor", async () => {
+      const all: bigint[] = [];
+      let cursor: bigint | undefined;
+      for (;;) {
+        const page = await ledger.getAccountTransfers({ accountId: accounts.b, limit: 2, after: cursor });
+        all.push(...page.transfers.map((t) => t.timestamp));
+        if (page.nextCursor === null) break;
+        cursor = page.nextCursor;
+      }
+      expect(all.length).toBeGreaterThanOrEqual(4);
+      expect([...all].sort((x, y) => (x < y ? -1 : 1))).toEqual(all);
+      expect(new Set(all).size).toBe(all.length);
+    });
+
+    it("bounds requests and the queue", async () => {
+      const small = createLedger({
+        db,
+        limits: { batchTransfersMax: 2, queueTransfersMax: 3, expiryIntervalMs: 0 },
+      });
+      const t = () => ({
+        id: ledgerId(),
+        debitAccountId: accounts.a,
+        creditAccountId: accounts.b,
+        amount: 1n,
+        ledger: L,
+        code: 1,
+      });
+      await expect(small.createTransfers([t(), t(), t()])).rejects.toBeInstanceOf(LedgerRequestTooLargeError);
+      const first = small.createTransfers([t(), t()]);
+      const second = small.createTransfers([t()]);
+      await expect(small.createTransfers([t()])).rejects.toBeInstanceOf(LedgerBackpressureError);
+      expect((await first).map((r) => r.status)).toEqual(["created", "created"]);
+      expect((await second).map((r) => r.status)).toEqual(["created"]);
+      await small.close();
+    });
+  });
