@@ -18,12 +18,23 @@ import {
   startEmbeddedChain,
   testUsdAbi,
 } from "../adapters/evm/index.ts";
+import {
+  type ApplyFiatEvent,
+  createFiatRail,
+  createSqlStripeObjectStore,
+  createSqlStripeWebhookStore,
+  createStripeClient,
+  type FiatRail,
+  fiatMigrations,
+  toRailEvent,
+} from "../adapters/fiat/index.ts";
 import { createInternalRail } from "../adapters/internal/index.ts";
 import type { Rail } from "../adapters/rail.ts";
 import { type AccountRecord, createAccount, getClearingAccount, getTenantAccount } from "./accounts/index.ts";
 import type { Config } from "./config.ts";
 import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
+import { stripeWebhooksPlugin } from "./http/stripe-webhooks.ts";
 import { derivedLedgerId } from "./ids/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
 import { type Asset, assets } from "./money/index.ts";
@@ -35,7 +46,7 @@ import {
   transferCodes,
 } from "./payments/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
-import { applyReceived, type Receiver, type SettlementDeps } from "./settlement/index.ts";
+import { applyReceived, applyReversed, type Receiver, type SettlementDeps } from "./settlement/index.ts";
 import { createApiKey, createTenant } from "./tenants/index.ts";
 
 export const gatewayMigrations: MigrationSource = {
@@ -84,7 +95,7 @@ export async function createApp(config: Config): Promise<App> {
     for (const closer of closers.reverse()) await closer();
   };
   try {
-    await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations]);
+    await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
     const ledger = createLedger({ db });
     closers.push(() => ledger.close());
 
@@ -120,6 +131,19 @@ export async function createApp(config: Config): Promise<App> {
     ]) {
       rails.set(rail.id, rail);
     }
+    const receivers = new Map<string, Receiver>();
+    let fiatRail: FiatRail | null = null;
+    if (config.fiat.kind === "on") {
+      fiatRail = createFiatRail({
+        stripe: createStripeClient(config.fiat.client),
+        store: createSqlStripeObjectStore(db),
+        asset: assets.USD,
+        feeSchedule: config.fiat.feeSchedule,
+        liquidity: config.fiat.liquidity,
+      });
+      rails.set(fiatRail.id, fiatRail);
+      receivers.set(fiatRail.id, fiatRail.receiver);
+    }
     for (const rail of rails.values()) {
       if (rail.kind !== "internal") await ensureClearingAccount({ db, ledger }, rail.id, rail.asset);
     }
@@ -144,7 +168,6 @@ export async function createApp(config: Config): Promise<App> {
     };
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;
-    const receivers = new Map<string, Receiver>();
     const settlement: SettlementDeps = { db, ledger, receivers };
     for (const rail of rails.values()) {
       rail.onEvent((event) =>
@@ -170,7 +193,55 @@ export async function createApp(config: Config): Promise<App> {
     recovery.unref();
     closers.push(async () => clearInterval(recovery));
 
+    const plugins: Array<(app: FastifyInstance) => Promise<void>> = [];
+    if (config.fiat.kind === "on" && fiatRail !== null) {
+      const fiat = config.fiat;
+      const railId = fiatRail.id;
+      const applyEvent: ApplyFiatEvent = async (event) => {
+        switch (event.kind) {
+          case "received":
+            await applyReceived(settlement, {
+              rail: railId,
+              reference: event.reference,
+              amount: event.amount,
+              evidence: event.evidence,
+            });
+            return;
+          case "reversed":
+            await applyReversed(settlement, {
+              rail: railId,
+              reference: event.reference,
+              key: event.key,
+              amount: event.amount,
+              evidence: event.evidence,
+            });
+            return;
+          case "attempt_succeeded":
+          case "attempt_failed": {
+            const railEvent = toRailEvent(event);
+            if (railEvent !== null) await applyRailEvent(payments, railEvent);
+            return;
+          }
+          case "receive_failed":
+          case "payout_failed":
+            return; // informational: nothing was credited, and a connected account's bank payout is not our money
+        }
+      };
+      plugins.push(async (app) => {
+        await app.register(stripeWebhooksPlugin, {
+          secrets: fiat.webhook.secrets,
+          toleranceSeconds: fiat.webhook.toleranceSeconds,
+          bodyLimitBytes: config.bodyLimitBytes,
+          store: createSqlStripeWebhookStore(db),
+          currency: assets.USD.code.toLowerCase(),
+          feeSchedule: fiat.feeSchedule,
+          applyEvent,
+        });
+      });
+    }
+
     const server = await buildServer({
+      plugins,
       db,
       ledger,
       rails,

@@ -1,5 +1,6 @@
 // Every setting, one zod schema, read from the environment. Nothing else in the gateway reads process.env.
 import { z } from "zod";
+import { type FiatConfig, FiatConfigError, loadFiatConfig } from "../adapters/fiat/index.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -48,6 +49,8 @@ export type Config = {
         tokenAddress: `0x${string}`;
         confirmations: number;
       };
+  /** Stripe: off unless STRIPE_SECRET_KEY is set (the fiat rail reads its own variables, adapters/fiat/config.ts). */
+  fiat: FiatConfig;
   requestTimeoutMs: number;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -83,7 +86,15 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       confirmations: e.EVM_CONFIRMATIONS,
     };
   }
+  let fiat: FiatConfig;
+  try {
+    fiat = loadFiatConfig(env);
+  } catch (error) {
+    if (error instanceof FiatConfigError) throw new ConfigError(error.message);
+    throw error;
+  }
   return {
+    fiat,
     port: e.PORT,
     host: e.HOST,
     mode: e.SWITCHYARD_MODE,

@@ -1,0 +1,197 @@
+// A card top-up through the whole gateway against stripe-mock: the invoice makes a PaymentIntent, and the
+// customer's ledger balance moves only when Stripe's signed success webhook arrives — once, however often
+// it is delivered; a bad signature changes nothing; a dispute takes the money back.
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createAccount } from "../../gateway/accounts/index.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { loadConfig } from "../../gateway/config.ts";
+import { assets } from "../../gateway/money/index.ts";
+import { signEvent, stripeEvents } from "./stripe-events.ts";
+
+const secret = "whsec_gateway_topup_test";
+let app: App;
+let key: string;
+const customerId = "acct_card_customer";
+
+beforeAll(async () => {
+  app = await createApp(
+    loadConfig({
+      LOG_LEVEL: "silent",
+      STRIPE_SECRET_KEY: "sk_test_123",
+      STRIPE_WEBHOOK_SECRETS: secret,
+      STRIPE_API_HOST: "127.0.0.1",
+      STRIPE_API_PORT: String(inject("stripeMockPort")),
+      STRIPE_API_PROTOCOL: "http",
+      FIAT_LIQUIDITY: "not_limited",
+    }),
+  );
+  key = app.demo!.apiKey;
+  await createAccount(
+    { sql: app.db, ledger: app.ledger },
+    {
+      tenantId: app.demo!.tenantId,
+      kind: "customer",
+      asset: assets.USD,
+      name: "card customer",
+      id: customerId,
+    },
+  );
+});
+afterAll(async () => {
+  await app?.close();
+});
+
+async function call(method: "GET" | "POST", url: string, body?: unknown) {
+  const response = await app.server.inject({
+    method,
+    url,
+    headers: {
+      authorization: `Bearer ${key}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+async function deliver(event: unknown, options: { secret?: string; timestamp?: number } = {}) {
+  const { payload, header } = signEvent(event, {
+    secret: options.secret ?? secret,
+    timestamp: options.timestamp ?? Math.floor(Date.now() / 1000),
+  });
+  const response = await app.server.inject({
+    method: "POST",
+    url: "/v1/webhooks/stripe",
+    headers: { "content-type": "application/json", "stripe-signature": header },
+    payload,
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+async function available(): Promise<string> {
+  const response = await call("GET", `/v1/accounts/${customerId}/balance`);
+  expect(response.status).toBe(200);
+  return response.body.available;
+}
+
+describe("a card top-up", () => {
+  let invoiceId: string;
+  let intentId: string;
+
+  it("creates an invoice backed by a PaymentIntent, and credits nothing yet", async () => {
+    const created = await call("POST", "/v1/invoices", {
+      account: customerId,
+      amount: "25.00",
+      asset: "USD",
+      description: "top-up",
+    });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({
+      object: "invoice",
+      status: "open",
+      rail: "fiat",
+      amount: "25.00",
+      asset: "USD",
+    });
+    expect(created.body.instructions.payment_intent).toMatch(/^pi_/);
+    invoiceId = created.body.id;
+    intentId = created.body.instructions.payment_intent;
+    expect(await available()).toBe("0.00");
+  });
+
+  it("does not credit on a failed charge", async () => {
+    const failed = stripeEvents.intentFailed("evt_fail_1", {
+      intentId,
+      amount: 2500,
+      paymentId: invoiceId,
+      attemptId: "invoice",
+      reference: invoiceId,
+    });
+    expect((await deliver(failed)).status).toBe(200);
+    expect(await available()).toBe("0.00");
+  });
+
+  it("refuses a bad signature or an old timestamp with 400 and changes nothing", async () => {
+    const succeeded = stripeEvents.intentSucceeded("evt_ok_1", {
+      intentId,
+      amount: 2500,
+      paymentId: invoiceId,
+      attemptId: "invoice",
+      reference: invoiceId,
+    });
+    const forged = await deliver(succeeded, { secret: "whsec_someone_else" });
+    expect(forged.status).toBe(400);
+    expect(forged.body.error.code).toBe("signature_invalid");
+    const old = await deliver(succeeded, { timestamp: Math.floor(Date.now() / 1000) - 3_600 });
+    expect(old.status).toBe(400);
+    expect(old.body.error.code).toBe("timestamp_outside_tolerance");
+    expect(await available()).toBe("0.00");
+  });
+
+  it("credits the customer once when the success webhook arrives, however often it is delivered", async () => {
+    const succeeded = stripeEvents.intentSucceeded("evt_ok_1", {
+      intentId,
+      amount: 2500,
+      paymentId: invoiceId,
+      attemptId: "invoice",
+      reference: invoiceId,
+    });
+    expect((await deliver(succeeded)).status).toBe(200);
+    expect(await available()).toBe("25.00");
+    expect((await deliver(succeeded)).status).toBe(200);
+    const again = stripeEvents.intentSucceeded("evt_ok_2", {
+      intentId,
+      amount: 2500,
+      paymentId: invoiceId,
+      attemptId: "invoice",
+      reference: invoiceId,
+    });
+    expect((await deliver(again)).status).toBe(200);
+    expect(await available()).toBe("25.00");
+    const invoice = await call("GET", `/v1/invoices/${invoiceId}`);
+    expect(invoice.body).toMatchObject({ status: "paid", received_amount: "25.00" });
+    const [row] = await app.db.query<{ evidence: { rail: string; reference: string } }>(
+      "SELECT evidence FROM ledger_transfers WHERE evidence->>'reference' = $1",
+      [intentId],
+    );
+    expect(row?.evidence.rail).toBe("fiat");
+  });
+
+  it("takes the money back on a dispute", async () => {
+    const dispute = stripeEvents.disputeCreated("evt_dispute_1", {
+      disputeId: "dp_1",
+      intentId,
+      amount: 2500,
+    });
+    expect((await deliver(dispute)).status).toBe(200);
+    expect(await available()).toBe("0.00");
+    expect((await deliver(dispute)).status).toBe(200);
+    expect(await available()).toBe("0.00");
+    expect((await call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("reversed");
+  });
+});
+
+describe("the router and the fiat rail", () => {
+  const payout = (amount: string) => ({
+    amount,
+    asset: "USD",
+    destination: { type: "stripe_account", account: "acct_1Merchant" },
+  });
+
+  it("never picks the card rail below its minimum", async () => {
+    const quote = await call("POST", "/v1/quotes", payout("0.05"));
+    expect(quote.status).toBe(422);
+    expect(quote.body.error.code).toBe("no_route");
+    expect(quote.body.error.route.excluded).toContainEqual(
+      expect.objectContaining({ rail: "fiat", reason: "below_minimum" }),
+    );
+  });
+
+  it("prices a payout to a connected account with the rail's fee schedule", async () => {
+    const quote = await call("POST", "/v1/quotes", payout("10.00"));
+    expect(quote.status).toBe(201);
+    expect(quote.body.rail).toBe("fiat");
+    // 2.9 % + 30 ¢ of $10.00 = 59 ¢, in USD micro-units
+    expect(quote.body.route.candidates[0].cost.provider_usd).toBe("0.590000");
+  });
+});
