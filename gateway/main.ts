@@ -14,8 +14,11 @@ async function main(): Promise<void> {
   const url = address.replace("[::1]", "localhost");
   console.log(`switchyard: listening on ${url} (ready in ${Math.round(performance.now() - started)} ms)`);
   console.log(
-    `switchyard: rails: ${[...app.rails.values()].map((rail) => `${rail.id} (${rail.asset.code})`).join(", ")}; lightning and fiat are off (no LND or Stripe configured)`,
+    `switchyard: rails: ${[...app.rails.values()].map((rail) => `${rail.id} (${rail.asset.code})`).join(", ")}`,
   );
+  if (config.fiat.kind === "off") console.log(`switchyard: ${config.fiat.reason}`);
+  if (!app.rails.has("lightning"))
+    console.log("switchyard: no LND configured (LND_SOCKET): the Lightning rail is off");
   if (app.demo !== null) {
     const demo = app.demo;
     const body = JSON.stringify({
