@@ -29,6 +29,7 @@ import {
   toRailEvent,
 } from "../adapters/fiat/index.ts";
 import { createInternalRail } from "../adapters/internal/index.ts";
+import { createFileRailStore, createLightningRail } from "../adapters/lightning/index.ts";
 import type { Rail } from "../adapters/rail.ts";
 import { type AccountRecord, createAccount, getClearingAccount, getTenantAccount } from "./accounts/index.ts";
 import type { Config } from "./config.ts";
@@ -143,6 +144,31 @@ export async function createApp(config: Config): Promise<App> {
       });
       rails.set(fiatRail.id, fiatRail);
       receivers.set(fiatRail.id, fiatRail.receiver);
+    }
+    if (config.lightning.kind === "on") {
+      const lightning = createLightningRail({
+        lnd: config.lightning.lnd,
+        store: createFileRailStore(config.lightning.journalPath),
+        limits: config.lightning.limits,
+      });
+      rails.set(lightning.id, lightning);
+      receivers.set(lightning.id, {
+        rail: lightning.id,
+        assetCode: lightning.asset.code,
+        async receive(request) {
+          const invoice = await lightning.createInvoice({
+            amountMsat: request.amount,
+            expirySeconds: request.expirySeconds,
+            reference: request.reference,
+            memo: request.description,
+          });
+          return {
+            railReference: invoice.paymentHash,
+            expiresAtMs: invoice.expiresAtMs,
+            instructions: { method: "lightning", bolt11: invoice.request, payment_hash: invoice.paymentHash },
+          };
+        },
+      });
     }
     for (const rail of rails.values()) {
       if (rail.kind !== "internal") await ensureClearingAccount({ db, ledger }, rail.id, rail.asset);

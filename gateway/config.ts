@@ -1,6 +1,11 @@
 // Every setting, one zod schema, read from the environment. Nothing else in the gateway reads process.env.
 import { z } from "zod";
 import { type FiatConfig, FiatConfigError, loadFiatConfig } from "../adapters/fiat/index.ts";
+import {
+  type LightningConfig,
+  LightningConfigError,
+  loadLightningConfig,
+} from "../adapters/lightning/index.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -51,6 +56,8 @@ export type Config = {
       };
   /** Stripe: off unless STRIPE_SECRET_KEY is set (the fiat rail reads its own variables, adapters/fiat/config.ts). */
   fiat: FiatConfig;
+  /** LND: off unless LND_SOCKET is set (the Lightning rail reads its own variables, adapters/lightning/config.ts). */
+  lightning: LightningConfig;
   requestTimeoutMs: number;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -87,14 +94,18 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     };
   }
   let fiat: FiatConfig;
+  let lightning: LightningConfig;
   try {
     fiat = loadFiatConfig(env);
+    lightning = loadLightningConfig(env);
   } catch (error) {
-    if (error instanceof FiatConfigError) throw new ConfigError(error.message);
+    if (error instanceof FiatConfigError || error instanceof LightningConfigError)
+      throw new ConfigError(error.message);
     throw error;
   }
   return {
     fiat,
+    lightning,
     port: e.PORT,
     host: e.HOST,
     mode: e.SWITCHYARD_MODE,
