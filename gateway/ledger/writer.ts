@@ -224,7 +224,6 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       for (const { plan, done } of inFlight.splice(0)) {
         const failure = await done;
         if (failure !== null) {
-          if (process.env.LEDGER_DEBUG) console.error("ledger: redo", (failure as Error).message);
           // The first failure says why; the batches behind it fail because it did. Only another process
           // writing in between is a reason to stay locked for a while.
           if (redo.length === 0 && failure instanceof StaleBatchError)
@@ -270,7 +269,9 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           pipelined &&
           first.kind === "transfers" &&
           lockedBatchesLeft === 0 &&
-          (committedToken !== null || inFlight.length > 0);
+          (committedToken !== null || inFlight.length > 0) &&
+          // over the bound, the cache starts over; only the locked path may do that (nothing in flight)
+          state.accounts.size <= limits.accountsCacheMax;
         if (!canPipeline) {
           await drain();
           if (lockedBatchesLeft > 0) lockedBatchesLeft--;
@@ -291,13 +292,12 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           await runLocked(jobs);
           continue;
         }
-        if (process.env.LEDGER_DEBUG && inFlight.length > 0) console.error("ledger: overlapped");
         inFlight.push({ plan, done: commitPlan(plan) });
       }
     } finally {
       running = false;
       signalIdle();
-      if (queue.length > 0 && !closed) start();
+      if (queue.length > 0) start();
     }
   };
 
@@ -362,7 +362,6 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
 
   /** Sends a prepared batch. Resolves with null once committed (callers resolved), or with the failure. */
   const commitPlan = async (plan: Plan): Promise<unknown | null> => {
-    const t0 = performance.now();
     try {
       await db.transaction(async (tx) => {
         if (plan.uncheckedIds.length > 0 && (await selectTransfers(tx, plan.uncheckedIds)).length > 0)
@@ -378,10 +377,6 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     } catch (error) {
       return error;
     }
-    if (process.env.LEDGER_DEBUG)
-      console.error(
-        `ledger: pipelined n=${plan.transfers.count} accts=${plan.balances.count} ms=${(performance.now() - t0).toFixed(1)}`,
-      );
     committedSeq = plan.seq;
     committedToken = plan.token;
     committedTimestamp = plan.timestampLast;
@@ -536,7 +531,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     submit,
     async close() {
       closed = true;
-      await idle;
+      while (running) await idle;
     },
   };
 }
