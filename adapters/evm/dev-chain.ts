@@ -16,6 +16,8 @@ import {
 import { mnemonicToAccount } from "viem/accounts";
 import { type DeployedContracts, deployContracts } from "./contracts.ts";
 
+type NetworkHelpers = Awaited<ReturnType<typeof import("hardhat")["network"]["connect"]>>["networkHelpers"];
+
 export const hardhatMnemonic = "test test test test test test test test test test test junk";
 
 export type EmbeddedChain = {
@@ -27,6 +29,8 @@ export type EmbeddedChain = {
   contracts: DeployedContracts;
   /** Development accounts 1 to 9, for payees and payers in demos and tests. */
   accounts: readonly Account[];
+  /** Hardhat's network helpers on this chain (mine, takeSnapshot, …): tests use them for confirmations and reorgs. */
+  networkHelpers: NetworkHelpers;
   close(): Promise<void>;
 };
 
@@ -57,6 +61,7 @@ export async function startEmbeddedChain(): Promise<EmbeddedChain> {
     walletClient,
     contracts,
     accounts,
+    networkHelpers: connection.networkHelpers,
     close: () => connection.close(),
   };
 }

@@ -1,25 +1,43 @@
-// The EVM rail: stablecoin payouts from the gateway's hot wallet with viem.
+// The EVM rail: stablecoin payouts from the gateway's hot wallet with viem — to an address (`transfer`) or
+// into a RevenueSplitter split (`pay`, after a one-time `approve` of the splitter) — and the splitter calls the
+// gateway submits for others: `payWithAuthorization` (a payer's EIP-3009 signature), `distribute`, `settleBatch`.
 //
 // Never twice: an attempt's transaction is signed, its hash and raw bytes stored (evm_sends), and only then
 // broadcast. Executing the attempt again finds the stored transaction and waits for its receipt (broadcasting
-// the same bytes again if the node lost it), so a retry can only ever land the one transaction.
+// the same bytes again if the node lost it), so a retry can only ever land the one transaction. The splitter
+// calls use the same table, keyed by their own idempotency key (prefixed: `auth:`, `distribute:`, `settle:`).
 // Sends are serialized so that nonces are handed out in order.
 import path from "node:path";
 import {
   type Account,
+  type Address,
+  BaseError,
   type Chain,
+  decodeErrorResult,
   encodeFunctionData,
   erc20Abi,
+  type Hex,
   keccak256,
+  maxUint256,
   type PublicClient,
   parseEventLogs,
+  parseSignature,
+  type TransactionReceipt,
   type Transport,
   type WalletClient,
 } from "viem";
 import type { Db, MigrationSource } from "../../gateway/db/index.ts";
 import { type Asset, amountMax, divCeil } from "../../gateway/money/index.ts";
 import type { RailSnapshot, UsdRate } from "../../gateway/router/types.ts";
-import type { AttemptOutcome, OutgoingAttempt, Rail, RailEventHandler } from "../rail.ts";
+import type {
+  AttemptOutcome,
+  OutgoingAttempt,
+  Rail,
+  RailEventHandler,
+  RailFailureCode,
+  SettlementEvidence,
+} from "../rail.ts";
+import { referenceFromId, revenueSplitterAbi, settleBatchPayeesMax, testUsdErrorsAbi } from "./contracts.ts";
 
 export const evmMigrations: MigrationSource = {
   namespace: "evm",
@@ -32,6 +50,8 @@ export type EvmRailParams = {
   publicClient: PublicClient<Transport, Chain>;
   walletClient: WalletClient<Transport, Chain, Account>;
   token: { address: `0x${string}`; asset: Asset };
+  /** The RevenueSplitter: with it the rail also reaches `evm_split` destinations. */
+  splitter?: Address;
   confirmations: number;
   /** USD value of the chain's native token (gas), per wei. */
   nativeUsdRate: UsdRate;
@@ -49,7 +69,56 @@ export class EvmRailError extends Error {
 
 type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number };
 
-export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promise<void> } {
+type EvmEvidence = Extract<SettlementEvidence, { rail: "evm" }>;
+
+/** The outcome of a splitter call the gateway submits (not a payment attempt). */
+export type EvmCallOutcome =
+  | { status: "succeeded"; evidence: EvmEvidence; amount: bigint }
+  /** Sent (and stored) but no receipt within receiptTimeoutMs: call again with the same key to follow it. */
+  | { status: "in_flight"; txHash: Hex }
+  | { status: "failed"; code: RailFailureCode; message: string; revert: string | null };
+
+/** A payer's EIP-3009 ReceiveWithAuthorization for RevenueSplitter.payWithAuthorization (nonce = authorizationNonceOf(splitId, ref)). */
+export type PayWithAuthorizationParams = {
+  splitId: Hex;
+  from: Address;
+  amount: bigint;
+  validAfter: bigint;
+  validBefore: bigint;
+  ref: Hex;
+  /** The payer's 65-byte signature of receiveWithAuthorizationTypedData(…). */
+  signature: Hex;
+};
+
+export type DistributeParams = {
+  /** The caller's idempotency key: the same key never sends a second transaction. */
+  key: string;
+  splitId: Hex;
+  /** Reference carried by Distributed; default referenceFromId(key) when the key fits 32 bytes. */
+  ref?: Hex;
+};
+
+export type SettleBatchParams = {
+  payees: readonly Address[];
+  amounts: readonly bigint[];
+  /** The batch's reference; the contract accepts it once per payer, and it is also the idempotency key. */
+  ref: Hex;
+};
+
+export type EvmRail = Rail & {
+  refresh(): Promise<void>;
+  /** Submits a payer-signed authorization into a split; keyed by (from, authorization nonce). */
+  payWithAuthorization(params: PayWithAuthorizationParams): Promise<EvmCallOutcome>;
+  /** Credits a split's accrued token balance to its recipients (RevenueSplitter.distribute). */
+  distribute(params: DistributeParams): Promise<EvmCallOutcome>;
+  /** Pays many netted payouts from the hot wallet in one transaction (RevenueSplitter.settleBatch). */
+  settleBatch(params: SettleBatchParams): Promise<EvmCallOutcome>;
+};
+
+/** Errors the splitter or the token may revert with, for decoding reverts met in gas estimation. */
+const revertAbi = [...revenueSplitterAbi, ...testUsdErrorsAbi] as const;
+
+export function createEvmRail(params: EvmRailParams): EvmRail {
   const id = params.id ?? "evm";
   const nowMs = params.nowMs ?? Date.now;
   const account = params.walletClient.account;
@@ -85,37 +154,28 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
     }
   }
 
-  function destinationAddress(attempt: OutgoingAttempt): `0x${string}` | null {
-    return attempt.destination.kind === "evm_address" ? attempt.destination.address : null;
-  }
-
+  /** Signs a call, stores it under `key`, then broadcasts it. A revert in gas estimation sends nothing. */
   async function signAndStore(
-    attempt: OutgoingAttempt,
-    to: `0x${string}`,
-  ): Promise<SendRow | AttemptOutcome> {
-    const data = encodeFunctionData({ abi: erc20Abi, functionName: "transfer", args: [to, attempt.amount] });
+    key: string,
+    call: { to: Address; data: Hex },
+  ): Promise<SendRow | { status: "failed"; revert: string | null; message: string }> {
     let request: Awaited<ReturnType<typeof params.walletClient.prepareTransactionRequest>>;
     try {
       request = await params.walletClient.prepareTransactionRequest({
         account,
         chain: params.walletClient.chain,
-        to: params.token.address,
-        data,
+        to: call.to,
+        data: call.data,
       });
     } catch (error) {
-      // Gas estimation runs the transfer: a revert here means the hot wallet cannot pay it. Nothing was sent.
-      return {
-        status: "failed",
-        code: "insufficient_liquidity",
-        message: `transfer would revert: ${shortMessage(error)}`,
-        retryElsewhere: true,
-      };
+      // Gas estimation runs the call: a revert here means it cannot succeed now. Nothing was sent.
+      return { status: "failed", revert: revertName(error), message: shortMessage(error) };
     }
     const raw = await params.walletClient.signTransaction(
       request as Parameters<typeof params.walletClient.signTransaction>[0],
     );
     const row: SendRow = {
-      attempt_id: attempt.id,
+      attempt_id: key,
       tx_hash: keccak256(raw),
       raw_tx: raw,
       nonce: Number(request.nonce),
@@ -126,6 +186,113 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
     );
     await broadcast(row);
     return row;
+  }
+
+  /** The send stored under `key`, rebroadcast; or a new one made by `prepare` (run only when there is none). */
+  function sendOnce(
+    key: string,
+    prepare: () => Promise<
+      { to: Address; data: Hex } | { status: "failed"; revert: string | null; message: string }
+    >,
+  ): Promise<SendRow | { status: "failed"; revert: string | null; message: string }> {
+    return serialized(async () => {
+      const [existing] = await params.db.query<SendRow>(
+        "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+        [key],
+      );
+      if (existing !== undefined) {
+        await broadcast(existing); // harmless if the node has it; needed if it lost it
+        return existing;
+      }
+      const call = await prepare();
+      if ("status" in call) return call;
+      return signAndStore(key, call);
+    });
+  }
+
+  /** The hot wallet lets the splitter take at least `amount` (approves the maximum once). Runs inside the send queue. */
+  async function ensureAllowance(splitter: Address, amount: bigint): Promise<void> {
+    const allowance = await params.publicClient.readContract({
+      address: params.token.address,
+      abi: erc20Abi,
+      functionName: "allowance",
+      args: [account.address, splitter],
+    });
+    if (allowance >= amount) return;
+    const hash = await params.walletClient.writeContract({
+      account,
+      chain: params.walletClient.chain,
+      address: params.token.address,
+      abi: erc20Abi,
+      functionName: "approve",
+      args: [splitter, maxUint256],
+    });
+    const receipt = await params.publicClient.waitForTransactionReceipt({
+      hash,
+      timeout: params.receiptTimeoutMs,
+    });
+    if (receipt.status !== "success") throw new EvmRailError(`approve of the splitter reverted (${hash})`);
+  }
+
+  async function receiptOf(row: SendRow): Promise<TransactionReceipt | null> {
+    return params.publicClient
+      .waitForTransactionReceipt({
+        hash: row.tx_hash,
+        confirmations: params.confirmations,
+        timeout: params.receiptTimeoutMs,
+      })
+      .catch(() => null);
+  }
+
+  function evidenceOf(receipt: TransactionReceipt, logIndex: number): EvmEvidence {
+    return {
+      rail: "evm",
+      chainId,
+      txHash: receipt.transactionHash,
+      logIndex,
+      blockNumber: receipt.blockNumber,
+    };
+  }
+
+  /** Runs one splitter call once under `key` and finds the event that proves it in the receipt. */
+  async function splitterCall(
+    key: string,
+    prepare: () => Promise<
+      { to: Address; data: Hex } | { status: "failed"; revert: string | null; message: string }
+    >,
+    find: (receipt: TransactionReceipt) => { logIndex: number; amount: bigint } | undefined,
+  ): Promise<EvmCallOutcome> {
+    const sent = await sendOnce(key, prepare);
+    if ("status" in sent)
+      return {
+        status: "failed",
+        code: failureCodeOf(sent.revert),
+        message: sent.message,
+        revert: sent.revert,
+      };
+    const receipt = await receiptOf(sent);
+    if (receipt === null) return { status: "in_flight", txHash: sent.tx_hash };
+    if (receipt.status !== "success")
+      return {
+        status: "failed",
+        code: "rejected",
+        message: `transaction ${sent.tx_hash} reverted`,
+        revert: null,
+      };
+    const found = find(receipt);
+    if (found === undefined)
+      throw new EvmRailError(`transaction ${sent.tx_hash} succeeded without the expected splitter event`);
+    return { status: "succeeded", evidence: evidenceOf(receipt, found.logIndex), amount: found.amount };
+  }
+
+  function requireSplitter(): Address {
+    if (params.splitter === undefined)
+      throw new EvmRailError("the EVM rail has no RevenueSplitter configured");
+    return params.splitter;
+  }
+
+  function isSplitterLog(address: Address): boolean {
+    return address.toLowerCase() === params.splitter?.toLowerCase();
   }
 
   async function broadcast(row: SendRow): Promise<void> {
@@ -141,18 +308,8 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
     }
   }
 
-  async function outcomeOf(
-    attempt: OutgoingAttempt,
-    row: SendRow,
-    to: `0x${string}`,
-  ): Promise<AttemptOutcome> {
-    const receipt = await params.publicClient
-      .waitForTransactionReceipt({
-        hash: row.tx_hash,
-        confirmations: params.confirmations,
-        timeout: params.receiptTimeoutMs,
-      })
-      .catch(() => null);
+  async function outcomeOf(attempt: OutgoingAttempt, row: SendRow): Promise<AttemptOutcome> {
+    const receipt = await receiptOf(row);
     if (receipt === null) return { status: "in_flight", reference: row.tx_hash };
     if (receipt.status !== "success") {
       state = { ...state, failures: state.failures + 1 };
@@ -163,27 +320,64 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
         retryElsewhere: true,
       };
     }
-    const log = parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs }).find(
+    const logIndex = provingLogIndex(attempt, receipt);
+    if (logIndex === undefined)
+      throw new EvmRailError(`transaction ${row.tx_hash} succeeded without the expected log`);
+    state = { ...state, successes: state.successes + 1, liquidity: state.liquidity - attempt.amount };
+    // gas is paid by the hot wallet in the native token, not taken from the payment
+    return { status: "succeeded", evidence: evidenceOf(receipt, logIndex), fee: 0n };
+  }
+
+  /** The log that proves the attempt: the token's Transfer to the address, or the splitter's Paid into the split. */
+  function provingLogIndex(attempt: OutgoingAttempt, receipt: TransactionReceipt): number | undefined {
+    const destination = attempt.destination;
+    if (destination.kind === "evm_split") {
+      const ref = referenceFromId(attempt.id);
+      return parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs }).find(
+        (entry) =>
+          isSplitterLog(entry.address) &&
+          entry.args.splitId.toLowerCase() === destination.splitId.toLowerCase() &&
+          entry.args.token.toLowerCase() === params.token.address.toLowerCase() &&
+          entry.args.payer.toLowerCase() === account.address.toLowerCase() &&
+          entry.args.amount === attempt.amount &&
+          entry.args.ref === ref,
+      )?.logIndex;
+    }
+    const to = destination.kind === "evm_address" ? destination.address : null;
+    return parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs }).find(
       (entry) =>
+        to !== null &&
         entry.address.toLowerCase() === params.token.address.toLowerCase() &&
         entry.args.from.toLowerCase() === account.address.toLowerCase() &&
         entry.args.to.toLowerCase() === to.toLowerCase() &&
         entry.args.value === attempt.amount,
-    );
-    if (log === undefined)
-      throw new EvmRailError(`transaction ${row.tx_hash} succeeded without the expected Transfer log`);
-    state = { ...state, successes: state.successes + 1, liquidity: state.liquidity - attempt.amount };
-    return {
-      status: "succeeded",
-      evidence: {
-        rail: "evm",
-        chainId,
-        txHash: row.tx_hash,
-        logIndex: log.logIndex,
-        blockNumber: receipt.blockNumber,
-      },
-      fee: 0n, // gas is paid by the hot wallet in the native token, not taken from the payment
-    };
+    )?.logIndex;
+  }
+
+  /** The call that pays the attempt, or null when this rail does not reach its destination. */
+  function callFor(attempt: OutgoingAttempt): { to: Address; data: Hex; splitter: Address | null } | null {
+    const destination = attempt.destination;
+    if (destination.kind === "evm_address")
+      return {
+        to: params.token.address,
+        data: encodeFunctionData({
+          abi: erc20Abi,
+          functionName: "transfer",
+          args: [destination.address, attempt.amount],
+        }),
+        splitter: null,
+      };
+    if (destination.kind === "evm_split" && params.splitter !== undefined)
+      return {
+        to: params.splitter,
+        data: encodeFunctionData({
+          abi: revenueSplitterAbi,
+          functionName: "pay",
+          args: [destination.splitId, params.token.address, attempt.amount, referenceFromId(attempt.id)],
+        }),
+        splitter: params.splitter,
+      };
+    return null;
   }
 
   return {
@@ -211,7 +405,7 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
         kind: "evm",
         asset: params.token.asset,
         available: state.available,
-        reaches: ["evm_address"],
+        reaches: params.splitter === undefined ? ["evm_address"] : ["evm_address", "evm_split"],
         amountMin: 1n,
         amountMax,
         liquidity: state.liquidity,
@@ -225,27 +419,123 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
       };
     },
     async execute(attempt: OutgoingAttempt): Promise<AttemptOutcome> {
-      const to = destinationAddress(attempt);
-      if (to === null)
+      const call = callFor(attempt);
+      if (call === null)
         return {
           status: "failed",
           code: "unreachable_destination",
           message: `the EVM rail does not reach ${attempt.destination.kind}`,
           retryElsewhere: true,
         };
-      const sent = await serialized(async () => {
-        const [existing] = await params.db.query<SendRow>(
-          "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
-          [attempt.id],
-        );
-        if (existing !== undefined) {
-          await broadcast(existing); // harmless if the node has it; needed if it lost it
-          return existing;
-        }
-        return signAndStore(attempt, to);
+      const sent = await sendOnce(attempt.id, async () => {
+        if (call.splitter !== null) await ensureAllowance(call.splitter, attempt.amount);
+        return { to: call.to, data: call.data };
       });
-      if ("status" in sent) return sent;
-      return outcomeOf(attempt, sent, to);
+      if ("status" in sent) {
+        const code = failureCodeOf(sent.revert);
+        return {
+          status: "failed",
+          code,
+          message: `${attempt.destination.kind === "evm_split" ? "pay" : "transfer"} would revert: ${sent.message}`,
+          // An unknown split is unknown to every rail; a shortfall of this wallet is not another rail's.
+          retryElsewhere: code !== "unreachable_destination",
+        };
+      }
+      return outcomeOf(attempt, sent);
+    },
+    payWithAuthorization(p) {
+      const splitter = requireSplitter();
+      const { v, yParity, r, s: sig } = parseSignature(p.signature);
+      const vByte = v === undefined ? yParity + 27 : Number(v); // the contract takes v as 27 or 28
+      return splitterCall(
+        `auth:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`,
+        async () => ({
+          to: splitter,
+          data: encodeFunctionData({
+            abi: revenueSplitterAbi,
+            functionName: "payWithAuthorization",
+            args: [
+              p.splitId,
+              params.token.address,
+              p.from,
+              p.amount,
+              p.validAfter,
+              p.validBefore,
+              p.ref,
+              vByte,
+              r,
+              sig,
+            ],
+          }),
+        }),
+        (receipt) => {
+          const log = parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs }).find(
+            (entry) =>
+              isSplitterLog(entry.address) &&
+              entry.args.splitId === p.splitId &&
+              entry.args.payer.toLowerCase() === p.from.toLowerCase() &&
+              entry.args.ref === p.ref,
+          );
+          return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.amount };
+        },
+      );
+    },
+    distribute(p) {
+      const splitter = requireSplitter();
+      const ref = p.ref ?? referenceFromId(p.key);
+      return splitterCall(
+        `distribute:${p.key}`,
+        async () => ({
+          to: splitter,
+          data: encodeFunctionData({
+            abi: revenueSplitterAbi,
+            functionName: "distribute",
+            args: [p.splitId, params.token.address, ref],
+          }),
+        }),
+        (receipt) => {
+          const log = parseEventLogs({
+            abi: revenueSplitterAbi,
+            eventName: "Distributed",
+            logs: receipt.logs,
+          }).find((entry) => isSplitterLog(entry.address) && entry.args.splitId === p.splitId);
+          return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.amount };
+        },
+      );
+    },
+    settleBatch(p) {
+      const splitter = requireSplitter();
+      if (
+        p.payees.length === 0 ||
+        p.payees.length > settleBatchPayeesMax ||
+        p.payees.length !== p.amounts.length
+      )
+        throw new RangeError(
+          `settleBatch: 1 to ${settleBatchPayeesMax} payees with one amount each (got ${p.payees.length} and ${p.amounts.length})`,
+        );
+      const total = p.amounts.reduce((sum, amount) => sum + amount, 0n);
+      return splitterCall(
+        `settle:${p.ref}`,
+        async () => {
+          await ensureAllowance(splitter, total);
+          return {
+            to: splitter,
+            data: encodeFunctionData({
+              abi: revenueSplitterAbi,
+              functionName: "settleBatch",
+              args: [params.token.address, [...p.payees], [...p.amounts], p.ref],
+            }),
+          };
+        },
+        (receipt) => {
+          const log = parseEventLogs({
+            abi: revenueSplitterAbi,
+            eventName: "BatchSettled",
+            logs: receipt.logs,
+          }).find((entry) => isSplitterLog(entry.address) && entry.args.ref === p.ref);
+          return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.total };
+        },
+      );
     },
     onEvent(_handler: RailEventHandler) {
       // Payout outcomes come back from execute; the log watcher that mirrors contract events is not wired yet.
@@ -259,6 +549,36 @@ export function createEvmRail(params: EvmRailParams): Rail & { refresh(): Promis
       });
     },
   };
+}
+
+/** The name of the custom error a call reverted with, when the node returned its data. */
+function revertName(error: unknown): string | null {
+  if (!(error instanceof BaseError)) return null;
+  const withData = error.walk((cause) => {
+    const data = (cause as { data?: unknown }).data;
+    return typeof data === "string" && data.startsWith("0x") && data.length >= 10;
+  }) as { data?: Hex } | null;
+  if (withData?.data === undefined) return null;
+  try {
+    return decodeErrorResult({ abi: revertAbi, data: withData.data }).errorName;
+  } catch (decodeError) {
+    if (decodeError instanceof BaseError) return null; // not one of our errors: the message says what it was
+    throw decodeError;
+  }
+}
+
+/** A revert in gas estimation, in the rail's closed set of failures. */
+function failureCodeOf(revert: string | null): RailFailureCode {
+  switch (revert) {
+    case "RevenueSplitterUnknownSplit":
+      return "unreachable_destination";
+    case "ERC20InsufficientBalance":
+    case "ERC20InsufficientAllowance":
+    case null:
+      return "insufficient_liquidity";
+    default:
+      return "rejected";
+  }
 }
 
 function shortMessage(error: unknown): string {
