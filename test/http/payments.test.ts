@@ -3,198 +3,203 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
-let gw: TestGateway;
-let payee: `0x${string}`;
+describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+  let gw: TestGateway;
+  let payee: `0x${string}`;
 
-beforeAll(async () => {
-  gw = await startTestGateway();
-  payee = gw.app.demo!.payee!;
-});
-afterAll(async () => {
-  await gw?.app.close();
-});
+  beforeAll(async () => {
+    gw = await startTestGateway({ database });
+    payee = gw.app.demo!.payee!;
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
 
-async function balance(account: string) {
-  const response = await gw.call("GET", `/v1/accounts/${account}/balance`);
-  expect(response.status).toBe(200);
-  return response.body as { available: string; posted: string; pending_out: string };
-}
+  async function balance(account: string) {
+    const response = await gw.call("GET", `/v1/accounts/${account}/balance`);
+    expect(response.status).toBe(200);
+    return response.body as { available: string; posted: string; pending_out: string };
+  }
 
-describe("a stablecoin payment end to end", () => {
-  it("pays on the EVM rail, records the evidence and moves the ledger by exactly the amount", async () => {
-    const before = await balance("acct_demo_customer");
-    const payeeBefore = await gw.tokenBalance(payee);
-    const response = await gw.call("POST", "/v1/payments", {
-      body: {
-        amount: "1.25",
+  describe("a stablecoin payment end to end", () => {
+    it("pays on the EVM rail, records the evidence and moves the ledger by exactly the amount", async () => {
+      const before = await balance("acct_demo_customer");
+      const payeeBefore = await gw.tokenBalance(payee);
+      const response = await gw.call("POST", "/v1/payments", {
+        body: {
+          amount: "1.25",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "evm_address", address: payee },
+        },
+      });
+      expect(response.status).toBe(201);
+      const payment = response.body;
+      expect(payment).toMatchObject({
+        object: "payment",
+        status: "succeeded",
+        amount: "1.250000",
+        asset: "USDC",
+        rail: "evm",
+      });
+      expect(payment.route.chosen).toBe("evm");
+      expect(payment.route.excluded).toContainEqual(
+        expect.objectContaining({ rail: "internal-usdc", reason: "unreachable_destination" }),
+      );
+      const [attempt] = payment.attempts;
+      expect(attempt.status).toBe("succeeded");
+      expect(attempt.evidence.tx_hash).toMatch(/^0x[0-9a-f]{64}$/);
+
+      // The chain agrees: the receipt has the Transfer log named as evidence, and the payee holds exactly 1.25 more.
+      const receipt = await gw.app.chain!.publicClient.getTransactionReceipt({
+        hash: attempt.evidence.tx_hash,
+      });
+      const log = parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs }).find(
+        (l) => l.logIndex === attempt.evidence.log_index,
+      );
+      expect(log?.args.value).toBe(1_250_000n);
+      expect(log?.args.to.toLowerCase()).toBe(payee.toLowerCase());
+      expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(1_250_000n);
+
+      const after = await balance("acct_demo_customer");
+      expect(
+        Number.parseInt(before.posted.replace(".", ""), 10) -
+          Number.parseInt(after.posted.replace(".", ""), 10),
+      ).toBe(1_250_000);
+      expect(after.pending_out).toBe("0.000000");
+
+      const fetched = await gw.call("GET", `/v1/payments/${payment.id}`);
+      expect(fetched.status).toBe(200);
+      expect(fetched.body).toEqual(payment);
+
+      // The ledger's posting carries the chain evidence.
+      const [row] = await gw.app.db.query<{ evidence: { rail: string; reference: string } }>(
+        "SELECT evidence FROM ledger_transfers WHERE evidence IS NOT NULL AND evidence->>'reference' LIKE $1",
+        [`${attempt.evidence.tx_hash}:%`],
+      );
+      expect(row?.evidence.reference).toBe(`${attempt.evidence.tx_hash}:${attempt.evidence.log_index}`);
+    });
+
+    it("moves money between two accounts of the tenant on the internal rail, with nothing sent on chain", async () => {
+      const nonce = await gw.hotWalletNonce();
+      const merchantBefore = await balance("acct_demo_merchant");
+      const response = await gw.call("POST", "/v1/payments", {
+        body: {
+          amount: "0.000001",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "account", account: "acct_demo_merchant" },
+        },
+      });
+      expect(response.status).toBe(201);
+      expect(response.body).toMatchObject({ status: "succeeded", rail: "internal-usdc" });
+      expect(response.body.route.excluded).toContainEqual(
+        expect.objectContaining({ rail: "evm", reason: "unreachable_destination" }),
+      );
+      expect((await balance("acct_demo_merchant")).posted).not.toBe(merchantBefore.posted);
+      expect((await balance("acct_demo_merchant")).posted).toBe("0.000001");
+      expect(await gw.hotWalletNonce()).toBe(nonce);
+    });
+
+    it("answers a repeated Idempotency-Key with the first payment and pays once", async () => {
+      const body = {
+        amount: "2",
         asset: "USDC",
         source: { account: "acct_demo_customer" },
         destination: { type: "evm_address", address: payee },
-      },
+      };
+      const payeeBefore = await gw.tokenBalance(payee);
+      const first = await gw.call("POST", "/v1/payments", {
+        body,
+        headers: { "idempotency-key": "order-42" },
+      });
+      const second = await gw.call("POST", "/v1/payments", {
+        body,
+        headers: { "idempotency-key": "order-42" },
+      });
+      expect(first.status).toBe(201);
+      expect(second.status).toBe(201);
+      expect(second.headers["idempotent-replayed"]).toBe("true");
+      expect(second.body.id).toBe(first.body.id);
+      expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(2_000_000n);
+
+      const other = await gw.call("POST", "/v1/payments", {
+        body: { ...body, amount: "3" },
+        headers: { "idempotency-key": "order-42" },
+      });
+      expect(other.status).toBe(409);
+      expect(other.body.error.code).toBe("idempotency_key_reused");
+      expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(2_000_000n);
     });
-    expect(response.status).toBe(201);
-    const payment = response.body;
-    expect(payment).toMatchObject({
-      object: "payment",
-      status: "succeeded",
-      amount: "1.250000",
-      asset: "USDC",
-      rail: "evm",
+
+    it("refuses a payment above the available balance: 402, no ledger posting, nothing on chain", async () => {
+      const transfers = await gw.ledgerTransferCount();
+      const nonce = await gw.hotWalletNonce();
+      const before = await balance("acct_demo_customer");
+      const response = await gw.call("POST", "/v1/payments", {
+        body: {
+          amount: "5000",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "account", account: "acct_demo_merchant" },
+        },
+      });
+      expect(response.status).toBe(402);
+      expect(response.body.error.code).toBe("insufficient_funds");
+      expect(response.body.error.payment.status).toBe("failed");
+      expect(await gw.ledgerTransferCount()).toBe(transfers);
+      expect(await gw.hotWalletNonce()).toBe(nonce);
+      expect(await balance("acct_demo_customer")).toEqual(before);
     });
-    expect(payment.route.chosen).toBe("evm");
-    expect(payment.route.excluded).toContainEqual(
-      expect.objectContaining({ rail: "internal-usdc", reason: "unreachable_destination" }),
-    );
-    const [attempt] = payment.attempts;
-    expect(attempt.status).toBe("succeeded");
-    expect(attempt.evidence.tx_hash).toMatch(/^0x[0-9a-f]{64}$/);
 
-    // The chain agrees: the receipt has the Transfer log named as evidence, and the payee holds exactly 1.25 more.
-    const receipt = await gw.app.chain!.publicClient.getTransactionReceipt({
-      hash: attempt.evidence.tx_hash,
+    it("does not route to the EVM rail beyond what the hot wallet holds: 422 no_route, nothing written", async () => {
+      const transfers = await gw.ledgerTransferCount();
+      const response = await gw.call("POST", "/v1/payments", {
+        body: {
+          amount: "900000",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "evm_address", address: payee },
+        },
+      });
+      expect(response.status).toBe(422);
+      expect(response.body.error.code).toBe("no_route");
+      expect(response.body.error.route.excluded).toContainEqual(
+        expect.objectContaining({ rail: "evm", reason: "insufficient_liquidity" }),
+      );
+      expect(await gw.ledgerTransferCount()).toBe(transfers);
     });
-    const log = parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs }).find(
-      (l) => l.logIndex === attempt.evidence.log_index,
-    );
-    expect(log?.args.value).toBe(1_250_000n);
-    expect(log?.args.to.toLowerCase()).toBe(payee.toLowerCase());
-    expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(1_250_000n);
-
-    const after = await balance("acct_demo_customer");
-    expect(
-      Number.parseInt(before.posted.replace(".", ""), 10) -
-        Number.parseInt(after.posted.replace(".", ""), 10),
-    ).toBe(1_250_000);
-    expect(after.pending_out).toBe("0.000000");
-
-    const fetched = await gw.call("GET", `/v1/payments/${payment.id}`);
-    expect(fetched.status).toBe(200);
-    expect(fetched.body).toEqual(payment);
-
-    // The ledger's posting carries the chain evidence.
-    const [row] = await gw.app.db.query<{ evidence: { rail: string; reference: string } }>(
-      "SELECT evidence FROM ledger_transfers WHERE evidence IS NOT NULL AND evidence->>'reference' LIKE $1",
-      [`${attempt.evidence.tx_hash}:%`],
-    );
-    expect(row?.evidence.reference).toBe(`${attempt.evidence.tx_hash}:${attempt.evidence.log_index}`);
   });
 
-  it("moves money between two accounts of the tenant on the internal rail, with nothing sent on chain", async () => {
-    const nonce = await gw.hotWalletNonce();
-    const merchantBefore = await balance("acct_demo_merchant");
-    const response = await gw.call("POST", "/v1/payments", {
-      body: {
-        amount: "0.000001",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "account", account: "acct_demo_merchant" },
-      },
+  describe("tenant scoping", () => {
+    it("hides one tenant's payments and accounts from another tenant's key", async () => {
+      const paid = await gw.call("POST", "/v1/payments", {
+        body: {
+          amount: "0.5",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "account", account: "acct_demo_merchant" },
+        },
+      });
+      expect(paid.status).toBe(201);
+      const other = await createTenant(gw.app.db, { name: "Other" });
+      const { secret } = await createApiKey(gw.app.db, { tenantId: other.id, mode: "test" });
+      const payment = await gw.call("GET", `/v1/payments/${paid.body.id}`, { key: secret });
+      expect(payment.status).toBe(404);
+      expect(payment.body.error.code).toBe("payment_not_found");
+      const account = await gw.call("GET", "/v1/accounts/acct_demo_customer/balance", { key: secret });
+      expect(account.status).toBe(404);
+      const spend = await gw.call("POST", "/v1/payments", {
+        key: secret,
+        body: {
+          amount: "1",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "account", account: "acct_demo_merchant" },
+        },
+      });
+      expect(spend.status).toBe(404);
+      expect(spend.body.error.code).toBe("account_not_found");
     });
-    expect(response.status).toBe(201);
-    expect(response.body).toMatchObject({ status: "succeeded", rail: "internal-usdc" });
-    expect(response.body.route.excluded).toContainEqual(
-      expect.objectContaining({ rail: "evm", reason: "unreachable_destination" }),
-    );
-    expect((await balance("acct_demo_merchant")).posted).not.toBe(merchantBefore.posted);
-    expect((await balance("acct_demo_merchant")).posted).toBe("0.000001");
-    expect(await gw.hotWalletNonce()).toBe(nonce);
-  });
-
-  it("answers a repeated Idempotency-Key with the first payment and pays once", async () => {
-    const body = {
-      amount: "2",
-      asset: "USDC",
-      source: { account: "acct_demo_customer" },
-      destination: { type: "evm_address", address: payee },
-    };
-    const payeeBefore = await gw.tokenBalance(payee);
-    const first = await gw.call("POST", "/v1/payments", { body, headers: { "idempotency-key": "order-42" } });
-    const second = await gw.call("POST", "/v1/payments", {
-      body,
-      headers: { "idempotency-key": "order-42" },
-    });
-    expect(first.status).toBe(201);
-    expect(second.status).toBe(201);
-    expect(second.headers["idempotent-replayed"]).toBe("true");
-    expect(second.body.id).toBe(first.body.id);
-    expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(2_000_000n);
-
-    const other = await gw.call("POST", "/v1/payments", {
-      body: { ...body, amount: "3" },
-      headers: { "idempotency-key": "order-42" },
-    });
-    expect(other.status).toBe(409);
-    expect(other.body.error.code).toBe("idempotency_key_reused");
-    expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(2_000_000n);
-  });
-
-  it("refuses a payment above the available balance: 402, no ledger posting, nothing on chain", async () => {
-    const transfers = await gw.ledgerTransferCount();
-    const nonce = await gw.hotWalletNonce();
-    const before = await balance("acct_demo_customer");
-    const response = await gw.call("POST", "/v1/payments", {
-      body: {
-        amount: "5000",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "account", account: "acct_demo_merchant" },
-      },
-    });
-    expect(response.status).toBe(402);
-    expect(response.body.error.code).toBe("insufficient_funds");
-    expect(response.body.error.payment.status).toBe("failed");
-    expect(await gw.ledgerTransferCount()).toBe(transfers);
-    expect(await gw.hotWalletNonce()).toBe(nonce);
-    expect(await balance("acct_demo_customer")).toEqual(before);
-  });
-
-  it("does not route to the EVM rail beyond what the hot wallet holds: 422 no_route, nothing written", async () => {
-    const transfers = await gw.ledgerTransferCount();
-    const response = await gw.call("POST", "/v1/payments", {
-      body: {
-        amount: "900000",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "evm_address", address: payee },
-      },
-    });
-    expect(response.status).toBe(422);
-    expect(response.body.error.code).toBe("no_route");
-    expect(response.body.error.route.excluded).toContainEqual(
-      expect.objectContaining({ rail: "evm", reason: "insufficient_liquidity" }),
-    );
-    expect(await gw.ledgerTransferCount()).toBe(transfers);
-  });
-});
-
-describe("tenant scoping", () => {
-  it("hides one tenant's payments and accounts from another tenant's key", async () => {
-    const paid = await gw.call("POST", "/v1/payments", {
-      body: {
-        amount: "0.5",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "account", account: "acct_demo_merchant" },
-      },
-    });
-    expect(paid.status).toBe(201);
-    const other = await createTenant(gw.app.db, { name: "Other" });
-    const { secret } = await createApiKey(gw.app.db, { tenantId: other.id, mode: "test" });
-    const payment = await gw.call("GET", `/v1/payments/${paid.body.id}`, { key: secret });
-    expect(payment.status).toBe(404);
-    expect(payment.body.error.code).toBe("payment_not_found");
-    const account = await gw.call("GET", "/v1/accounts/acct_demo_customer/balance", { key: secret });
-    expect(account.status).toBe(404);
-    const spend = await gw.call("POST", "/v1/payments", {
-      key: secret,
-      body: {
-        amount: "1",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "account", account: "acct_demo_merchant" },
-      },
-    });
-    expect(spend.status).toBe(404);
-    expect(spend.body.error.code).toBe("account_not_found");
   });
 });

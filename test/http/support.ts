@@ -1,8 +1,10 @@
 // Builds a gateway on the embedded defaults for one test file, with helpers to call it and to look at what
 // it wrote: the ledger's transfers and the chain's state.
 import { erc20Abi } from "viem";
+import { inject } from "vitest";
 import { type App, createApp } from "../../gateway/app.ts";
 import { loadConfig } from "../../gateway/config.ts";
+import { createTestDatabase } from "../support/postgres.ts";
 
 export type TestGateway = {
   app: App;
@@ -18,8 +20,14 @@ export type TestGateway = {
   hotWalletNonce(): Promise<number>;
 };
 
-export async function startTestGateway(): Promise<TestGateway> {
-  const app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }));
+/** A gateway on PGlite in memory, or on a fresh database of the run's private PostgreSQL. */
+export async function startTestGateway(
+  options: { database: "pglite" | "postgres" } = { database: "pglite" },
+): Promise<TestGateway> {
+  const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0" };
+  if (options.database === "postgres")
+    env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
+  const app = await createApp(loadConfig(env));
   if (app.demo === null || app.chain === null)
     throw new Error("development mode with the embedded chain was expected");
   const chain = app.chain;
