@@ -19,7 +19,7 @@ import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 const accountCount = 10_000;
 const ledgerNumber = 1;
 /** Callers submitting at once, each with requests of this many transfers (the payments service's shape). */
-const callers = 64;
+const callers = Number(process.env.BENCH_LEDGER_CALLERS ?? 128);
 const transfersPerRequest = 100;
 const transfersPostgres = Number(process.env.BENCH_LEDGER_TRANSFERS ?? 400_000);
 const transfersPglite = Number(process.env.BENCH_LEDGER_TRANSFERS_PGLITE ?? 150_000);
