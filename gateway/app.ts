@@ -15,6 +15,7 @@ import {
   createEvmRail,
   type EmbeddedChain,
   evmMigrations,
+  type SplitterWatcher,
   startEmbeddedChain,
   testUsdAbi,
 } from "../adapters/evm/index.ts";
@@ -47,8 +48,10 @@ import {
   transferCodes,
 } from "./payments/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
+import { createSplitterMirror } from "./settlement/evm.ts";
 import { applyReceived, applyReversed, type Receiver, type SettlementDeps } from "./settlement/index.ts";
 import { createApiKey, createTenant } from "./tenants/index.ts";
+import { startDelivery, webhookLimitsDefault } from "./webhooks/index.ts";
 
 export const gatewayMigrations: MigrationSource = {
   namespace: "gateway",
@@ -82,6 +85,8 @@ export type App = {
   payments: PaymentsDeps;
   settlement: SettlementDeps;
   chain: EmbeddedChain | null;
+  /** Follows the RevenueSplitter's events into the ledger; null without a splitter. */
+  evmWatcher: SplitterWatcher | null;
   demo: DemoTenant | null;
   close(): Promise<void>;
 };
@@ -116,6 +121,7 @@ export async function createApp(config: Config): Promise<App> {
       publicClient: evmClients.publicClient,
       walletClient: evmClients.walletClient,
       token: { address: evmClients.token, asset: assets.USDC },
+      ...(chain === null ? {} : { splitter: chain.contracts.splitter }),
       confirmations: config.evm.confirmations,
       nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
       transferGasEstimate: 60_000n,
@@ -266,6 +272,27 @@ export async function createApp(config: Config): Promise<App> {
       });
     }
 
+    // RevenueSplitter events mirrored into the ledger (adapters/evm/watcher.ts, settlement/evm-mirror.ts).
+    const evmWatcher =
+      chain === null
+        ? null
+        : await createSplitterMirror({
+            db,
+            ledger,
+            publicClient: chain.publicClient,
+            splitter: chain.contracts.splitter,
+            token: { address: chain.contracts.testUsd, asset: assets.USDC },
+            hotWallet: chain.walletClient.account.address,
+            rail: evmRail.id,
+            confirmations: config.evm.confirmations,
+            startBlock: 0n,
+            pollIntervalMs: 250,
+          });
+    if (evmWatcher !== null) {
+      evmWatcher.start();
+      closers.push(() => evmWatcher.stop());
+    }
+
     const server = await buildServer({
       plugins,
       db,
@@ -279,7 +306,14 @@ export async function createApp(config: Config): Promise<App> {
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
-    return { server, db, ledger, rails, payments, settlement, chain, demo, close };
+    const delivery = startDelivery({
+      db,
+      limits: webhookLimitsDefault,
+      nowMs: Date.now,
+      intervalMs: config.webhookDeliveryIntervalMs,
+    });
+    closers.push(() => delivery.stop());
+    return { server, db, ledger, rails, payments, settlement, chain, evmWatcher, demo, close };
   } catch (error) {
     await close();
     throw error;

@@ -34,6 +34,8 @@ const schema = z.object({
     .optional(),
   EVM_CONFIRMATIONS: z.coerce.number().int().min(1).max(1_000).default(1),
   REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  /** How often due events are delivered to the tenants' webhook endpoints. */
+  WEBHOOK_DELIVERY_INTERVAL_MS: positiveInt.default(1_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
@@ -59,6 +61,7 @@ export type Config = {
   /** LND: off unless LND_SOCKET is set (the Lightning rail reads its own variables, adapters/lightning/config.ts). */
   lightning: LightningConfig;
   requestTimeoutMs: number;
+  webhookDeliveryIntervalMs: number;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
 };
@@ -120,6 +123,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           },
     evm,
     requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    webhookDeliveryIntervalMs: e.WEBHOOK_DELIVERY_INTERVAL_MS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     logLevel: e.LOG_LEVEL,
   };

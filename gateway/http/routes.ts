@@ -15,6 +15,7 @@ import {
 } from "../payments/index.ts";
 import type { RoutePolicy } from "../router/types.ts";
 import { createInvoice, getInvoice, type Invoice, type SettlementDeps } from "../settlement/index.ts";
+import { createWebhookEndpoint } from "../webhooks/index.ts";
 import { tenantOf } from "./auth.ts";
 import { ApiError, type ApiErrorCode } from "./errors.ts";
 import { destinationFromBody, presentDestination, presentPayment, presentRoute } from "./present.ts";
@@ -24,6 +25,7 @@ import {
   createInvoiceBody,
   createPaymentBody,
   createQuoteBody,
+  createWebhookEndpointBody,
   errorView,
   healthView,
   idParams,
@@ -31,6 +33,7 @@ import {
   paymentView,
   quoteTtlSecondsMax,
   quoteView,
+  webhookEndpointView,
 } from "./schemas.ts";
 
 type Refusal = Extract<CreatePaymentResult, { ok: false }>;
@@ -208,6 +211,24 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
       const invoice = await getInvoice(options.db, { tenantId: tenantOf(request).id, id });
       if (invoice === null) throw new ApiError("invoice_not_found", `no invoice "${id}"`);
       return presentInvoice(invoice);
+    },
+  );
+
+  app.post(
+    "/v1/webhook_endpoints",
+    { schema: { body: createWebhookEndpointBody, response: { 201: webhookEndpointView, "4xx": errorView } } },
+    async (request, reply) => {
+      const body = request.body as z.infer<typeof createWebhookEndpointBody>;
+      const endpoint = await createWebhookEndpoint(options.db, {
+        tenantId: tenantOf(request).id,
+        url: body.url,
+      });
+      return reply.code(201).send({
+        id: endpoint.id,
+        object: "webhook_endpoint" as const,
+        url: endpoint.url,
+        secret: endpoint.secret,
+      });
     },
   );
 

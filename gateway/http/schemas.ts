@@ -192,3 +192,18 @@ export const invoiceView = z.object({
   created_at: z.string(),
   paid_at: z.string().nullable(),
 });
+
+export const createWebhookEndpointBody = z.strictObject({
+  url: z
+    .string()
+    .max(2_048)
+    .regex(/^https?:\/\/[^\s]+$/, "an http(s) URL"),
+});
+
+export const webhookEndpointView = z.object({
+  id: z.string(),
+  object: z.literal("webhook_endpoint"),
+  url: z.string(),
+  /** Shown once: what every delivery to this endpoint is signed with (Switchyard-Signature). */
+  secret: z.string(),
+});

@@ -1,0 +1,318 @@
+// The ledger mirror of RevenueSplitter's events. Each event becomes ledger transfers, PENDING when the watcher
+// first sees it, POSTED once it has the configured confirmations, VOIDED if a reorg takes it away before that
+// (and reversed by a compensating transfer if a reorg ever takes away one already posted). Every transfer carries
+// the event's tx hash and log index as evidence, and its id is derived from chainId:txHash:logIndex (plus the
+// event's generation, which is 0 unless a reorg removed the event and it came back), so repeats change nothing.
+//
+// Accounts, one set per (chain, splitter, asset), all without balance limits — the chain is the authority and the
+// ledger records what it says, in whatever order pending transfers resolve:
+// - splitter custody (debit-normal): what the contract holds.
+// - one account per split (credit-normal): what the split has received and not yet distributed.
+// - one account per recipient of a split (credit-normal): credited in the splitter, not yet withdrawn (pull-based);
+//   keyed by (split, recipient index), exactly as the contract's balanceOf(splitId, token, index).
+// - netted payouts (credit-normal): payouts the gateway owes and settles in batches.
+//
+// Mapping:
+// - SplitCreated: no money moves; the watcher's split registry records the recipients.
+// - Paid:         custody → split (amount).
+// - Distributed:  split → each recipient, a linked chain; shares by splitByBasisPoints (floor, remainder to the
+//                 first recipient), the contract's own rule; zero shares are left out.
+// - Withdrawn:    recipient → custody (amount).
+// - BatchSettled: only when the payer is the gateway's hot wallet (another payer's batch is not our money):
+//                 netted payouts → the EVM rail's clearing account (total), i.e. the tokens left the hot wallet
+//                 and the debt to the payees is settled. One transfer per batch (the event carries the total and
+//                 the batch hash, not the payees; each leg is the token's Transfer log in the same transaction).
+// Events for tokens without a configured asset are not mirrored.
+import type { Address, Hex } from "viem";
+import type { SplitterEventSink, WatchedEvent } from "../../adapters/evm/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import { type Ledger, type TransferEvidence, TransferFlags, type TransferInput } from "../ledger/index.ts";
+import { type Asset, splitByBasisPoints } from "../money/index.ts";
+
+/** TigerBeetle `code` of the mirror's accounts (gateway/accounts uses 1, 2, 10, 20). */
+export const evmMirrorAccountCodes = {
+  splitterCustody: 11,
+  split: 30,
+  splitRecipient: 31,
+  nettedPayouts: 32,
+} as const;
+
+/** TigerBeetle `code` of the mirror's transfers (payments use 1-2, settlement 3-4). */
+export const evmMirrorTransferCodes = {
+  paid: 20,
+  distributed: 21,
+  withdrawn: 22,
+  batchSettled: 23,
+  reorgReversal: 24,
+} as const;
+
+export type EvmMirrorParams = {
+  ledger: Ledger;
+  chainId: number;
+  splitter: Address;
+  /** The assets of the tokens to mirror, by token address (any case). */
+  tokens: ReadonlyMap<string, Asset>;
+  /** The gateway's hot wallet and the ledger account of the EVM rail's clearing account (per token asset). */
+  hotWallet: { address: Address; clearingLedgerAccountIds: ReadonlyMap<string, bigint> };
+};
+
+export class EvmMirrorError extends Error {
+  override name = "EvmMirrorError";
+}
+
+type Leg = { debit: bigint; credit: bigint; amount: bigint; code: number };
+
+/** Ledger account ids of the mirror: derived, so that every process and every restart agrees. */
+export function evmMirrorAccounts(params: { chainId: number; splitter: Address }) {
+  const base = `${params.chainId}:${params.splitter.toLowerCase()}`;
+  return {
+    custody: (asset: Asset) => derivedLedgerId(`${base}:${asset.code}`, "evm_splitter_custody"),
+    split: (splitId: Hex, asset: Asset) =>
+      derivedLedgerId(`${base}:${splitId.toLowerCase()}:${asset.code}`, "evm_split"),
+    recipient: (splitId: Hex, index: number, asset: Asset) =>
+      derivedLedgerId(`${base}:${splitId.toLowerCase()}:${index}:${asset.code}`, "evm_split_recipient"),
+    nettedPayouts: (asset: Asset) => derivedLedgerId(`${base}:${asset.code}`, "evm_netted_payouts"),
+  };
+}
+
+/** The ids of the ledger transfers the mirror writes for an event: leg `i`, and its post, void or reversal. */
+export function evmMirrorTransferId(
+  event: Pick<WatchedEvent, "chainId" | "txHash" | "logIndex" | "generation">,
+  purpose: "pending" | "post" | "void" | "reversal",
+  leg: number,
+): bigint {
+  return derivedLedgerId(
+    `${event.chainId}:${event.txHash.toLowerCase()}:${event.logIndex}#${event.generation}`,
+    `evm_mirror_${purpose}:${leg}`,
+  );
+}
+
+const acceptedStatuses = new Set([
+  "created",
+  "exists",
+  "pending_transfer_already_posted",
+  "pending_transfer_already_voided",
+]);
+
+export function createEvmMirror(params: EvmMirrorParams): SplitterEventSink {
+  const { ledger } = params;
+  const ids = evmMirrorAccounts(params);
+
+  function assetOf(token: Address): Asset | null {
+    return params.tokens.get(token.toLowerCase()) ?? null;
+  }
+
+  /** The ledger legs of an event with their accounts, or null when the event moves no money we mirror. */
+  function legsOf(watched: WatchedEvent): { asset: Asset; legs: Leg[]; accounts: AccountSpec[] } | null {
+    const event = watched.event;
+    if (event.name === "SplitCreated") return null;
+    const asset = assetOf(event.token);
+    if (asset === null) return null;
+    const custody: AccountSpec = { id: ids.custody(asset), code: evmMirrorAccountCodes.splitterCustody };
+    switch (event.name) {
+      case "Paid": {
+        const split = { id: ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
+        return {
+          asset,
+          accounts: [custody, split],
+          legs: [
+            { debit: custody.id, credit: split.id, amount: event.amount, code: evmMirrorTransferCodes.paid },
+          ],
+        };
+      }
+      case "Distributed": {
+        if (watched.split === null)
+          throw new EvmMirrorError(
+            `Distributed ${watched.txHash}:${watched.logIndex} names split ${event.splitId}, whose creation was never seen`,
+          );
+        const split = { id: ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
+        const shares = splitByBasisPoints(event.amount, watched.split.basisPoints);
+        const accounts: AccountSpec[] = [split];
+        const legs: Leg[] = [];
+        shares.forEach((share, index) => {
+          if (share === 0n) return;
+          const recipient = {
+            id: ids.recipient(event.splitId, index, asset),
+            code: evmMirrorAccountCodes.splitRecipient,
+          };
+          accounts.push(recipient);
+          legs.push({
+            debit: split.id,
+            credit: recipient.id,
+            amount: share,
+            code: evmMirrorTransferCodes.distributed,
+          });
+        });
+        return { asset, accounts, legs };
+      }
+      case "Withdrawn": {
+        const recipient = {
+          id: ids.recipient(event.splitId, Number(event.index), asset),
+          code: evmMirrorAccountCodes.splitRecipient,
+        };
+        return {
+          asset,
+          accounts: [custody, recipient],
+          legs: [
+            {
+              debit: recipient.id,
+              credit: custody.id,
+              amount: event.amount,
+              code: evmMirrorTransferCodes.withdrawn,
+            },
+          ],
+        };
+      }
+      case "BatchSettled": {
+        if (event.payer.toLowerCase() !== params.hotWallet.address.toLowerCase()) return null;
+        const clearing = params.hotWallet.clearingLedgerAccountIds.get(asset.code);
+        if (clearing === undefined)
+          throw new EvmMirrorError(`no EVM clearing account for ${asset.code} to mirror BatchSettled`);
+        const payouts = { id: ids.nettedPayouts(asset), code: evmMirrorAccountCodes.nettedPayouts };
+        return {
+          asset,
+          accounts: [payouts],
+          legs: [
+            {
+              debit: payouts.id,
+              credit: clearing,
+              amount: event.total,
+              code: evmMirrorTransferCodes.batchSettled,
+            },
+          ],
+        };
+      }
+    }
+  }
+
+  function evidenceOf(watched: WatchedEvent): TransferEvidence {
+    const detail: Record<string, string> = {
+      chainId: String(watched.chainId),
+      blockNumber: watched.blockNumber.toString(),
+      blockHash: watched.blockHash,
+      event: watched.event.name,
+    };
+    if ("splitId" in watched.event) detail.splitId = watched.event.splitId;
+    if ("ref" in watched.event) detail.ref = watched.event.ref;
+    return { rail: "evm", reference: `${watched.txHash}:${watched.logIndex}`, detail };
+  }
+
+  async function ensureAccounts(asset: Asset, accounts: readonly AccountSpec[]): Promise<void> {
+    const results = await ledger.createAccounts(
+      accounts.map((account) => ({ id: account.id, ledger: asset.ledger, code: account.code })),
+    );
+    results.forEach((result, i) => {
+      if (result.status !== "created" && result.status !== "exists")
+        throw new EvmMirrorError(`ledger refused mirror account ${accounts[i]?.id}: ${result.status}`);
+    });
+  }
+
+  /** Writes the transfers; on a retry of a linked chain whose members all exist already, that is success too. */
+  async function write(what: string, transfers: TransferInput[]): Promise<void> {
+    if (transfers.length === 0) return;
+    const results = await ledger.createTransfers(transfers);
+    if (results.every((result) => acceptedStatuses.has(result.status))) return;
+    const found = await ledger.lookupTransfers(transfers.map((t) => t.id));
+    if (found.length === transfers.length) return;
+    const refused = results.find((result) => !acceptedStatuses.has(result.status));
+    throw new EvmMirrorError(`ledger refused to ${what}: ${refused?.status ?? "no result"}`);
+  }
+
+  function linked(index: number, count: number): number {
+    return index < count - 1 ? TransferFlags.linked : 0;
+  }
+
+  return {
+    async seen(watched) {
+      const mirrored = legsOf(watched);
+      if (mirrored === null) return;
+      await ensureAccounts(mirrored.asset, mirrored.accounts);
+      const evidence = evidenceOf(watched);
+      await write(
+        `mirror ${watched.event.name} ${evidence.reference} as pending`,
+        mirrored.legs.map((leg, i) => ({
+          id: evmMirrorTransferId(watched, "pending", i),
+          debitAccountId: leg.debit,
+          creditAccountId: leg.credit,
+          amount: leg.amount,
+          ledger: mirrored.asset.ledger,
+          code: leg.code,
+          flags: TransferFlags.pending | linked(i, mirrored.legs.length),
+          evidence,
+        })),
+      );
+    },
+    async final(watched) {
+      const mirrored = legsOf(watched);
+      if (mirrored === null) return;
+      const evidence = evidenceOf(watched);
+      await write(
+        `post ${watched.event.name} ${evidence.reference}`,
+        mirrored.legs.map((leg, i) => ({
+          id: evmMirrorTransferId(watched, "post", i),
+          debitAccountId: leg.debit,
+          creditAccountId: leg.credit,
+          amount: leg.amount,
+          ledger: mirrored.asset.ledger,
+          code: leg.code,
+          pendingId: evmMirrorTransferId(watched, "pending", i),
+          userData128: evmMirrorTransferId(watched, "pending", i),
+          flags: TransferFlags.postPendingTransfer,
+          evidence,
+        })),
+      );
+    },
+    async removed(watched, wasFinal) {
+      const mirrored = legsOf(watched);
+      if (mirrored === null) return;
+      const evidence = evidenceOf(watched);
+      if (!wasFinal) {
+        // Void what is pending. A leg never written (the crash came before it) has nothing to void.
+        const pendings = await ledger.lookupTransfers(
+          mirrored.legs.map((_, i) => evmMirrorTransferId(watched, "pending", i)),
+        );
+        const present = new Set(pendings.map((t) => t.id));
+        await write(
+          `void ${watched.event.name} ${evidence.reference}`,
+          mirrored.legs.flatMap((leg, i) => {
+            const pendingId = evmMirrorTransferId(watched, "pending", i);
+            if (!present.has(pendingId)) return [];
+            return [
+              {
+                id: evmMirrorTransferId(watched, "void", i),
+                debitAccountId: leg.debit,
+                creditAccountId: leg.credit,
+                amount: leg.amount,
+                ledger: mirrored.asset.ledger,
+                code: leg.code,
+                pendingId,
+                userData128: pendingId,
+                flags: TransferFlags.voidPendingTransfer,
+                evidence,
+              },
+            ];
+          }),
+        );
+        return;
+      }
+      // A reorg deeper than the confirmations: the posted legs are reversed by compensating transfers.
+      console.error(`evm mirror: ${evidence.reference} was final and a reorg removed it; reversing it`);
+      await write(
+        `reverse ${watched.event.name} ${evidence.reference}`,
+        mirrored.legs.map((leg, i) => ({
+          id: evmMirrorTransferId(watched, "reversal", i),
+          debitAccountId: leg.credit,
+          creditAccountId: leg.debit,
+          amount: leg.amount,
+          ledger: mirrored.asset.ledger,
+          code: evmMirrorTransferCodes.reorgReversal,
+          userData128: evmMirrorTransferId(watched, "pending", i),
+          flags: linked(i, mirrored.legs.length),
+          evidence,
+        })),
+      );
+    },
+  };
+}
+
+type AccountSpec = { id: bigint; code: number };

@@ -1,0 +1,64 @@
+// The EVM side of settlement: RevenueSplitter events, followed by the watcher (adapters/evm/watcher.ts) and
+// mirrored into the ledger (evm-mirror.ts). createSplitterMirror wires the two for the composition root.
+import type { Address, Chain, PublicClient, Transport } from "viem";
+import { createSplitterWatcher, type SplitterWatcher } from "../../adapters/evm/index.ts";
+import { getClearingAccount } from "../accounts/index.ts";
+import type { Db } from "../db/index.ts";
+import type { Ledger } from "../ledger/index.ts";
+import type { Asset } from "../money/index.ts";
+import { createEvmMirror, EvmMirrorError } from "./evm-mirror.ts";
+
+export {
+  createEvmMirror,
+  EvmMirrorError,
+  type EvmMirrorParams,
+  evmMirrorAccountCodes,
+  evmMirrorAccounts,
+  evmMirrorTransferCodes,
+  evmMirrorTransferId,
+} from "./evm-mirror.ts";
+
+export type SplitterMirrorParams = {
+  db: Db;
+  ledger: Ledger;
+  publicClient: PublicClient<Transport, Chain>;
+  splitter: Address;
+  token: { address: Address; asset: Asset };
+  hotWallet: Address;
+  /** The rail id whose clearing account holds the hot wallet's tokens. */
+  rail: string;
+  confirmations: number;
+  startBlock: bigint;
+  pollIntervalMs: number;
+  /** Defaults: 1,000 blocks per getLogs, 1,000 events per step. */
+  blockRangeMax?: bigint;
+  eventsPerPollMax?: number;
+};
+
+/** Builds the watcher with the ledger mirror as its sink (not started: call start(), or poll() yourself). */
+export async function createSplitterMirror(params: SplitterMirrorParams): Promise<SplitterWatcher> {
+  const clearing = await getClearingAccount(params.db, { rail: params.rail, asset: params.token.asset });
+  if (clearing === null)
+    throw new EvmMirrorError(`the ${params.rail} clearing account for ${params.token.asset.code} is missing`);
+  const sink = createEvmMirror({
+    ledger: params.ledger,
+    chainId: params.publicClient.chain.id,
+    splitter: params.splitter,
+    tokens: new Map([[params.token.address.toLowerCase(), params.token.asset]]),
+    hotWallet: {
+      address: params.hotWallet,
+      clearingLedgerAccountIds: new Map([[params.token.asset.code, clearing.ledgerAccountId]]),
+    },
+  });
+  return createSplitterWatcher({
+    db: params.db,
+    publicClient: params.publicClient,
+    splitter: params.splitter,
+    startBlock: params.startBlock,
+    confirmations: params.confirmations,
+    sink,
+    pollIntervalMs: params.pollIntervalMs,
+    blockRangeMax: params.blockRangeMax ?? 1_000n,
+    eventsPerPollMax: params.eventsPerPollMax ?? 1_000,
+  });
+}
