@@ -22,7 +22,12 @@ if [[ -x "$bin_dir/lnd" && -x "$bin_dir/lncli" && -x "$bin_dir/btcd" && -x "$bin
   exit 0
 fi
 
-command -v go >/dev/null || { log "go is not on PATH"; exit 2; }
+if ! command -v go >/dev/null; then
+  for candidate in /usr/local/go/bin /usr/lib/go/bin "$HOME/go/bin" "$HOME/sdk/go/bin"; do
+    if [[ -x "$candidate/go" ]]; then export PATH="$candidate:$PATH"; break; fi
+  done
+fi
+command -v go >/dev/null || { log "go is not on PATH (nor in /usr/local/go/bin)"; exit 2; }
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 start=$(date +%s)
 
@@ -50,7 +55,7 @@ build() {
   go build -v -trimpath "$@" 2>&1 | while IFS= read -r line; do
     n=$((n + 1))
     if (( n % 25 == 0 )); then log "  $name: $n packages compiled (last: $line)"; fi
-    case "$line" in *error*|*:*:*) printf '%s\n' "$line" >&2 ;; esac
+    case "$line" in *.go:*|*": "*) printf '%s\n' "$line" >&2 ;; esac
   done
   [[ ${PIPESTATUS[0]} -eq 0 ]] || { log "$name build failed"; return 1; }
   log "  $name done after $(( $(date +%s) - start ))s total"
