@@ -169,7 +169,8 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
       });
     } catch (error) {
       // Gas estimation runs the call: a revert here means it cannot succeed now. Nothing was sent.
-      return { status: "failed", revert: revertName(error), message: shortMessage(error) };
+      const revert = revertName(error);
+      return { status: "failed", revert, message: revert ?? shortMessage(error) };
     }
     const raw = await params.walletClient.signTransaction(
       request as Parameters<typeof params.walletClient.signTransaction>[0],
@@ -300,7 +301,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
       await params.publicClient.sendRawTransaction({ serializedTransaction: row.raw_tx });
     } catch (error) {
       // "already known" or "nonce too low" means the node has seen these bytes (or mined them): the receipt decides.
-      const text = shortMessage(error).toLowerCase();
+      const text = errorText(error).toLowerCase();
       if (!text.includes("known") && !text.includes("nonce"))
         throw new EvmRailError(`broadcast of ${row.tx_hash} failed: ${shortMessage(error)}`, {
           cause: error,
@@ -580,6 +581,20 @@ function failureCodeOf(revert: string | null): RailFailureCode {
       return "rejected";
   }
 }
+
+/** Every message in the error's chain (a node's reason often sits in `details`, below a generic short message). */
+function errorText(error: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; depth < errorChainDepthMax && current instanceof Error; depth++) {
+    parts.push(current.message);
+    if ("details" in current && typeof current.details === "string") parts.push(current.details);
+    current = current.cause;
+  }
+  return parts.join(" | ");
+}
+
+const errorChainDepthMax = 8;
 
 function shortMessage(error: unknown): string {
   if (

@@ -1,0 +1,283 @@
+// The EVM rail's splitter calls through the gateway (EVM_CONFIRMATIONS=1), each mirrored into the ledger by the
+// watcher: pay into a split through the HTTP API, payWithAuthorization signed with signTypedData, distribute,
+// a recipient's withdrawal, and settleBatch from the hot wallet.
+import { type Hex, parseSignature } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  authorizationNonceOf,
+  receiveWithAuthorizationTypedData,
+  referenceFromId,
+  revenueSplitterAbi,
+  testUsdDefaults,
+} from "../../adapters/evm/index.ts";
+import { TransferFlags } from "../../gateway/ledger/index.ts";
+import { splitByBasisPoints } from "../../gateway/money/index.ts";
+import { evmMirrorTransferCodes } from "../../gateway/settlement/evm.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let split: { splitId: Hex; recipients: readonly `0x${string}`[]; basisPoints: readonly number[] };
+
+beforeAll(async () => {
+  gw = await startGateway();
+  const [a, b, c] = gw.chain.accounts.slice(2, 5);
+  split = await gw.createSplit([a!.address, b!.address, c!.address], [5000, 3333, 1667]);
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+describe("paying into a split through the HTTP API", () => {
+  it("pays from the hot wallet with the attempt id as reference, and the ledger mirrors Paid as posted", async () => {
+    const custodyBefore = await gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc)).catch(() => null);
+    const response = await gw.call("POST", "/v1/payments", {
+      amount: "2.000001",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_split", split_id: split.splitId },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm" });
+    const [attempt] = response.body.attempts;
+    const evidence = attempt.evidence as { tx_hash: Hex; log_index: number };
+
+    // The evidence names the Paid log, with the attempt id as the reference.
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: evidence.tx_hash });
+    const paid = receipt.logs.find((log) => log.logIndex === evidence.log_index);
+    expect(paid?.address.toLowerCase()).toBe(gw.chain.contracts.splitter.toLowerCase());
+    const [undistributed] = await Promise.all([
+      gw.chain.publicClient.readContract({
+        address: gw.chain.contracts.splitter,
+        abi: revenueSplitterAbi,
+        functionName: "undistributedOf",
+        args: [split.splitId, gw.chain.contracts.testUsd],
+      }),
+    ]);
+    expect(undistributed).toBe(2_000_001n);
+
+    await gw.watcher.catchUp(10);
+    const mirrored = await gw.mirrored({ txHash: evidence.tx_hash, logIndex: evidence.log_index });
+    expect(mirrored.pending).toMatchObject({
+      amount: 2_000_001n,
+      code: evmMirrorTransferCodes.paid,
+      flags: TransferFlags.pending,
+      debitAccountId: gw.mirrorIds.custody(gw.usdc),
+      creditAccountId: gw.mirrorIds.split(split.splitId, gw.usdc),
+    });
+    expect(mirrored.pending?.evidence).toMatchObject({
+      rail: "evm",
+      reference: `${evidence.tx_hash}:${evidence.log_index}`,
+      detail: { ref: referenceFromId(attempt.id), event: "Paid" },
+    });
+    expect(mirrored.post?.amount).toBe(2_000_001n);
+    expect(mirrored.voided).toBeNull();
+    const custody = await gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
+    expect(custody.debitsPosted - (custodyBefore?.debitsPosted ?? 0n)).toBe(2_000_001n);
+    const splitAccount = await gw.ledgerAccount(gw.mirrorIds.split(split.splitId, gw.usdc));
+    expect(splitAccount.creditsPosted - splitAccount.debitsPosted).toBe(2_000_001n);
+  });
+
+  it("a split that does not exist fails the payment as unreachable, and nothing is sent", async () => {
+    const nonce = await gw.chain.publicClient.getTransactionCount({
+      address: gw.chain.walletClient.account.address,
+      blockTag: "pending",
+    });
+    const response = await gw.call("POST", "/v1/payments", {
+      amount: "1",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_split", split_id: `0x${"ab".repeat(32)}` },
+    });
+    expect(response.body.error).toMatchObject({
+      code: "unreachable_destination",
+      message: "pay would revert: RevenueSplitterUnknownSplit",
+    });
+    expect(response.body.error.payment).toMatchObject({ status: "failed", rail: null });
+    expect(
+      await gw.chain.publicClient.getTransactionCount({
+        address: gw.chain.walletClient.account.address,
+        blockTag: "pending",
+      }),
+    ).toBe(nonce);
+  });
+});
+
+describe("the rail's splitter calls", () => {
+  it("payWithAuthorization: a payer signs once with signTypedData, the gateway submits once", async () => {
+    const payer = gw.chain.accounts[6]!;
+    await gw.fund(payer, 10_000_000n);
+    const ref = referenceFromId("pay_auth_1");
+    const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
+    const signature = await payer.signTypedData!(
+      receiveWithAuthorizationTypedData(
+        {
+          name: testUsdDefaults.name,
+          version: testUsdDefaults.version,
+          chainId: gw.chain.chain.id,
+          verifyingContract: gw.chain.contracts.testUsd,
+        },
+        {
+          from: payer.address,
+          to: gw.chain.contracts.splitter,
+          value: 3_000_000n,
+          validAfter: 0n,
+          validBefore,
+          nonce: authorizationNonceOf(split.splitId, ref),
+        },
+      ),
+    );
+    expect(parseSignature(signature).r).toMatch(/^0x/);
+    const params = {
+      splitId: split.splitId,
+      from: payer.address,
+      amount: 3_000_000n,
+      validAfter: 0n,
+      validBefore,
+      ref,
+      signature,
+    };
+    const outcome = await gw.rail.payWithAuthorization(params);
+    expect(outcome.status).toBe("succeeded");
+    if (outcome.status !== "succeeded") return;
+    expect(outcome.amount).toBe(3_000_000n);
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: outcome.evidence.txHash });
+    expect(receipt.from.toLowerCase()).toBe(gw.chain.walletClient.account.address.toLowerCase());
+
+    // Submitted again: the stored transaction, not a second one.
+    const again = await gw.rail.payWithAuthorization(params);
+    expect(again).toEqual(outcome);
+
+    await gw.watcher.catchUp(10);
+    const mirrored = await gw.mirrored({
+      txHash: outcome.evidence.txHash,
+      logIndex: outcome.evidence.logIndex,
+    });
+    expect(mirrored.pending?.amount).toBe(3_000_000n);
+    expect(mirrored.post?.amount).toBe(3_000_000n);
+  });
+
+  it("a bad signature is refused before anything is sent", async () => {
+    const payer = gw.chain.accounts[6]!;
+    const other = gw.chain.accounts[7]!;
+    const ref = referenceFromId("pay_auth_bad");
+    const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
+    const signature = await other.signTypedData!(
+      receiveWithAuthorizationTypedData(
+        {
+          name: testUsdDefaults.name,
+          version: testUsdDefaults.version,
+          chainId: gw.chain.chain.id,
+          verifyingContract: gw.chain.contracts.testUsd,
+        },
+        {
+          from: payer.address,
+          to: gw.chain.contracts.splitter,
+          value: 1_000_000n,
+          validAfter: 0n,
+          validBefore,
+          nonce: authorizationNonceOf(split.splitId, ref),
+        },
+      ),
+    );
+    const outcome = await gw.rail.payWithAuthorization({
+      splitId: split.splitId,
+      from: payer.address,
+      amount: 1_000_000n,
+      validAfter: 0n,
+      validBefore,
+      ref,
+      signature,
+    });
+    expect(outcome).toMatchObject({ status: "failed", code: "rejected" });
+  });
+
+  it("distribute: the split's account is drained into its recipients' by the contract's remainder rule", async () => {
+    const splitAccountId = gw.mirrorIds.split(split.splitId, gw.usdc);
+    const before = await gw.ledgerAccount(splitAccountId);
+    const owed = before.creditsPosted - before.debitsPosted;
+    expect(owed).toBe(5_000_001n);
+    const outcome = await gw.rail.distribute({ key: "dist_1", splitId: split.splitId });
+    expect(outcome).toMatchObject({ status: "succeeded", amount: owed });
+    if (outcome.status !== "succeeded") return;
+    await gw.watcher.catchUp(10);
+
+    const shares = splitByBasisPoints(owed, split.basisPoints);
+    expect(shares.reduce((sum, share) => sum + share, 0n)).toBe(owed);
+    for (const [index, share] of shares.entries()) {
+      const mirrored = await gw.mirrored(
+        { txHash: outcome.evidence.txHash, logIndex: outcome.evidence.logIndex },
+        index,
+      );
+      expect(mirrored.post?.amount).toBe(share);
+      const recipient = await gw.ledgerAccount(gw.mirrorIds.recipient(split.splitId, index, gw.usdc));
+      expect(recipient.creditsPosted - recipient.debitsPosted).toBe(share);
+      // The contract agrees, recipient by recipient.
+      const onChain = await gw.chain.publicClient.readContract({
+        address: gw.chain.contracts.splitter,
+        abi: revenueSplitterAbi,
+        functionName: "balanceOf",
+        args: [split.splitId, gw.chain.contracts.testUsd, BigInt(index)],
+      });
+      expect(onChain).toBe(share);
+    }
+    const after = await gw.ledgerAccount(splitAccountId);
+    expect(after.creditsPosted - after.debitsPosted).toBe(0n);
+  });
+
+  it("a recipient's withdrawal moves its account back to custody", async () => {
+    const custodyBefore = await gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
+    const recipientAccount = gw.mirrorIds.recipient(split.splitId, 1, gw.usdc);
+    const owed = await gw.ledgerAccount(recipientAccount);
+    const amount = owed.creditsPosted - owed.debitsPosted;
+    expect(amount).toBeGreaterThan(0n);
+    const recipient = gw.chain.accounts.find((a) => a.address === split.recipients[1])!;
+    await gw.send(recipient, {
+      address: gw.chain.contracts.splitter,
+      abi: revenueSplitterAbi,
+      functionName: "withdraw",
+      args: [gw.chain.contracts.testUsd, [...split.recipients], [...split.basisPoints], 1n],
+    });
+    await gw.watcher.catchUp(10);
+    const after = await gw.ledgerAccount(recipientAccount);
+    expect(after.creditsPosted - after.debitsPosted).toBe(0n);
+    const custody = await gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
+    expect(custody.creditsPosted - custodyBefore.creditsPosted).toBe(amount);
+    // Custody = what the contract holds.
+    const held = await gw.chain.publicClient.readContract({
+      address: gw.chain.contracts.testUsd,
+      abi: revenueSplitterAbi.length > 0 ? (await import("viem")).erc20Abi : [],
+      functionName: "balanceOf",
+      args: [gw.chain.contracts.splitter],
+    });
+    expect(custody.debitsPosted - custody.creditsPosted).toBe(held);
+  });
+
+  it("settleBatch: netted payouts leave the hot wallet once; the ledger credits the EVM clearing account", async () => {
+    const payees = gw.chain.accounts.slice(2, 5).map((a) => a.address);
+    const amounts = [1_000n, 2_000n, 3_000n];
+    const ref = referenceFromId("batch_1");
+    const clearingId = (
+      await gw.app.db.query<{ id: string }>(
+        "SELECT ledger_account_id::text AS id FROM accounts WHERE kind = 'clearing' AND rail = 'evm'",
+      )
+    )[0]!.id;
+    const clearingBefore = await gw.ledgerAccount(BigInt(clearingId));
+    const outcome = await gw.rail.settleBatch({ payees, amounts, ref });
+    expect(outcome).toMatchObject({ status: "succeeded", amount: 6_000n });
+    if (outcome.status !== "succeeded") return;
+    expect(await gw.rail.settleBatch({ payees, amounts, ref })).toEqual(outcome);
+    await gw.watcher.catchUp(10);
+    const mirrored = await gw.mirrored({
+      txHash: outcome.evidence.txHash,
+      logIndex: outcome.evidence.logIndex,
+    });
+    expect(mirrored.post).toMatchObject({
+      amount: 6_000n,
+      code: evmMirrorTransferCodes.batchSettled,
+      creditAccountId: BigInt(clearingId),
+      debitAccountId: gw.mirrorIds.nettedPayouts(gw.usdc),
+    });
+    const clearing = await gw.ledgerAccount(BigInt(clearingId));
+    expect(clearing.creditsPosted - clearingBefore.creditsPosted).toBe(6_000n);
+  });
+});

@@ -1,0 +1,138 @@
+// A gateway on the embedded defaults for one test file, with helpers for the splitter, the token and the ledger.
+import { type Account, type Address, type Hex, maxUint256, parseEventLogs } from "viem";
+import {
+  canonicalSplit,
+  type EvmRail,
+  revenueSplitterAbi,
+  testUsdAbi,
+  type WatchedEvent,
+} from "../../adapters/evm/index.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { loadConfig } from "../../gateway/config.ts";
+import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
+import { assets } from "../../gateway/money/index.ts";
+import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
+
+export type Gateway = Awaited<ReturnType<typeof startGateway>>;
+
+export async function startGateway(env: Record<string, string> = {}) {
+  const app: App = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0", ...env }));
+  if (app.demo === null || app.chain === null || app.evmWatcher === null)
+    throw new Error("development mode with the embedded chain and its splitter watcher was expected");
+  const chain = app.chain;
+  const watcher = app.evmWatcher;
+  const rail = app.rails.get("evm") as EvmRail;
+  const mirrorIds = evmMirrorAccounts({ chainId: chain.chain.id, splitter: chain.contracts.splitter });
+
+  async function send(
+    account: Account,
+    call: { address: Address; abi: any; functionName: string; args: any[] },
+  ) {
+    const hash = await chain.walletClient.writeContract({ ...call, account, chain: chain.chain } as never);
+    const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
+    if (receipt.status !== "success") throw new Error(`${call.functionName} reverted (${hash})`);
+    return receipt;
+  }
+
+  return {
+    app,
+    chain,
+    watcher,
+    rail,
+    mirrorIds,
+    key: app.demo.apiKey,
+    async call(method: "GET" | "POST", url: string, body?: unknown) {
+      const response = await app.server.inject({
+        method,
+        url,
+        headers: {
+          authorization: `Bearer ${app.demo!.apiKey}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+      });
+      return { status: response.statusCode, body: response.body === "" ? null : response.json() };
+    },
+    send,
+    /** Creates a split among `recipients` (any order) and returns its id and canonical definition. */
+    async createSplit(recipients: readonly Address[], basisPoints: readonly number[]) {
+      const split = canonicalSplit({ recipients, basisPoints });
+      const receipt = await send(chain.accounts[0]!, {
+        address: chain.contracts.splitter,
+        abi: revenueSplitterAbi,
+        functionName: "createSplit",
+        args: [[...split.recipients], [...split.basisPoints]],
+      });
+      const [created] = parseEventLogs({
+        abi: revenueSplitterAbi,
+        eventName: "SplitCreated",
+        logs: receipt.logs,
+      });
+      if (created === undefined) throw new Error("no SplitCreated");
+      return { splitId: created.args.splitId, ...split };
+    },
+    /** Mints TestUSD to a payer and lets the splitter take it. */
+    async fund(payer: Account, amount: bigint) {
+      await send(chain.accounts[0]!, {
+        address: chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "mint",
+        args: [payer.address, amount],
+      });
+      await send(payer, {
+        address: chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "approve",
+        args: [chain.contracts.splitter, maxUint256],
+      });
+    },
+    /** A payer pays into a split directly (not through the gateway): the Paid event's coordinates. */
+    async payDirect(payer: Account, splitId: Hex, amount: bigint, ref: Hex) {
+      const receipt = await send(payer, {
+        address: chain.contracts.splitter,
+        abi: revenueSplitterAbi,
+        functionName: "pay",
+        args: [splitId, chain.contracts.testUsd, amount, ref],
+      });
+      const [paid] = parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs });
+      if (paid === undefined) throw new Error("no Paid");
+      return { txHash: paid.transactionHash, logIndex: paid.logIndex, blockNumber: paid.blockNumber };
+    },
+    async ledgerAccount(id: bigint): Promise<LedgerAccount> {
+      const [account] = await app.ledger.lookupAccounts([id]);
+      if (account === undefined) throw new Error(`ledger account ${id} not found`);
+      return account;
+    },
+    /** What the mirror wrote for leg `leg` of an event: its pending transfer, post and void (each or null). */
+    async mirrored(event: { txHash: Hex; logIndex: number; generation?: number }, leg = 0) {
+      const coordinates = { chainId: chain.chain.id, generation: 0, ...event };
+      const [pending, post, voided] = await Promise.all(
+        (["pending", "post", "void"] as const).map(async (purpose) => {
+          const [transfer] = await app.ledger.lookupTransfers([
+            evmMirrorTransferId(coordinates, purpose, leg),
+          ]);
+          return transfer ?? null;
+        }),
+      );
+      return { pending, post, voided } as {
+        pending: Transfer | null;
+        post: Transfer | null;
+        voided: Transfer | null;
+      };
+    },
+    async eventRow(txHash: Hex, logIndex: number) {
+      const [row] = await app.db.query<{ status: string; generation: number }>(
+        "SELECT status, generation FROM evm_watch_events WHERE tx_hash = $1 AND log_index = $2",
+        [txHash, logIndex],
+      );
+      return row ?? null;
+    },
+    async ledgerTransferCount(): Promise<bigint> {
+      const [row] = await app.db.query<{ count: bigint }>("SELECT count(*) AS count FROM ledger_transfers");
+      return row!.count;
+    },
+    usdc: assets.USDC,
+  };
+}
+
+export type { WatchedEvent };
