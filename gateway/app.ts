@@ -45,6 +45,7 @@ import {
   createMarket,
   type PaymentsDeps,
   recoverOpenAttempts,
+  startNetting,
   transferCodes,
 } from "./payments/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
@@ -214,6 +215,28 @@ export async function createApp(config: Config): Promise<App> {
       );
       await rail.start();
       closers.push(() => rail.stop());
+    }
+    if (config.netting !== null) {
+      payments.netting = {
+        db,
+        ledger,
+        nowMs: Date.now,
+        config: {
+          maxFeeShareBps: config.netting.maxFeeShareBps,
+          threshold: { total: config.netting.batchTotal },
+          intervalMs: config.netting.intervalMs,
+        },
+        payer: {
+          rail: evmRail.id,
+          asset: evmRail.asset,
+          async settleBatch(batch) {
+            const outcome = await evmRail.settleBatch(batch);
+            return outcome.status === "failed" ? { status: "failed", message: outcome.message } : outcome;
+          },
+        },
+      };
+      const netting = startNetting(payments.netting, Math.min(config.netting.intervalMs, 5_000));
+      closers.push(() => netting.stop());
     }
     // At start every open attempt is this process's to finish; afterwards only those left quiet for a while.
     market.start();

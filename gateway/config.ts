@@ -34,6 +34,14 @@ const schema = z.object({
     .optional(),
   EVM_CONFIRMATIONS: z.coerce.number().int().min(1).max(1_000).default(1),
   REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  /** Netting on the EVM rail: a payout whose fee is above this share of its value (basis points) accrues. Unset: off. */
+  NETTING_MAX_FEE_SHARE_BPS: z.coerce.number().int().min(1).max(10_000).optional(),
+  /** A batch leaves when the accrued payouts add up to this many minor units, or at the interval. */
+  NETTING_BATCH_TOTAL: z
+    .string()
+    .regex(/^[1-9][0-9]{0,17}$/, "a whole number of minor units")
+    .default("100000000"),
+  NETTING_INTERVAL_MS: positiveInt.default(60_000),
   /** How often due events are delivered to the tenants' webhook endpoints. */
   WEBHOOK_DELIVERY_INTERVAL_MS: positiveInt.default(1_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
@@ -61,6 +69,7 @@ export type Config = {
   /** LND: off unless LND_SOCKET is set (the Lightning rail reads its own variables, adapters/lightning/config.ts). */
   lightning: LightningConfig;
   requestTimeoutMs: number;
+  netting: { maxFeeShareBps: number; batchTotal: bigint; intervalMs: number } | null;
   webhookDeliveryIntervalMs: number;
   bodyLimitBytes: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -123,6 +132,14 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           },
     evm,
     requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    netting:
+      e.NETTING_MAX_FEE_SHARE_BPS === undefined
+        ? null
+        : {
+            maxFeeShareBps: e.NETTING_MAX_FEE_SHARE_BPS,
+            batchTotal: BigInt(e.NETTING_BATCH_TOTAL),
+            intervalMs: e.NETTING_INTERVAL_MS,
+          },
     webhookDeliveryIntervalMs: e.WEBHOOK_DELIVERY_INTERVAL_MS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     logLevel: e.LOG_LEVEL,

@@ -6,7 +6,7 @@ import { derivedLedgerId, newId } from "../ids/index.ts";
 import { AccountFlags, type Ledger, type Account as LedgerAccount } from "../ledger/index.ts";
 import { type Asset, assetByCode } from "../money/index.ts";
 
-export type AccountKind = "customer" | "merchant" | "clearing" | "fee";
+export type AccountKind = "customer" | "merchant" | "clearing" | "fee" | "payable";
 
 export type AccountRecord = {
   id: string;
@@ -19,13 +19,20 @@ export type AccountRecord = {
 };
 
 /** TigerBeetle `code` of each kind of account. */
-export const accountCodes: Record<AccountKind, number> = { customer: 1, merchant: 2, clearing: 10, fee: 20 };
+export const accountCodes: Record<AccountKind, number> = {
+  customer: 1,
+  merchant: 2,
+  clearing: 10,
+  fee: 20,
+  payable: 30,
+};
 
 const creditNormal: Record<AccountKind, boolean> = {
   customer: true,
   merchant: true,
   clearing: false,
   fee: true,
+  payable: true,
 };
 
 export class AccountSetupError extends Error {

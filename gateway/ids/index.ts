@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "node:crypto";
 
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-export type IdPrefix = "pay" | "att" | "acct" | "ten" | "key" | "evt" | "quo" | "inv" | "we";
+export type IdPrefix = "pay" | "att" | "acct" | "ten" | "key" | "evt" | "quo" | "inv" | "we" | "nb";
 
 export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   const bytes = Buffer.alloc(16);
@@ -20,7 +20,7 @@ export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   return `${prefix}_${text.toLowerCase()}`;
 }
 
-const idPattern = /^(pay|att|acct|ten|key|evt|quo|inv|we)_[0-9a-hjkmnp-tv-z]{26}$/;
+const idPattern = /^(pay|att|acct|ten|key|evt|quo|inv|we|nb)_[0-9a-hjkmnp-tv-z]{26}$/;
 
 export function isId(prefix: IdPrefix, text: string): boolean {
   return idPattern.test(text) && text.startsWith(`${prefix}_`);

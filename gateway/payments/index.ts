@@ -1,4 +1,13 @@
 export { createMarket, type Market } from "./market.ts";
+export {
+  accruePayout,
+  type BatchOutcome,
+  type BatchPayer,
+  flushNetting,
+  type NettingConfig,
+  type NettingDeps,
+  startNetting,
+} from "./netting.ts";
 export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } from "./service.ts";
 export {
   applyRailEvent,

@@ -13,6 +13,7 @@ import { type Ledger, type TransferEvidence, TransferFlags } from "../ledger/ind
 import { type Asset, assetByCode, parseAmount } from "../money/index.ts";
 import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
 import type { Destination, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
+import { accruePayout, type NettingDeps, shouldAccrue } from "./netting.ts";
 import {
   finishPayment,
   getAttempt,
@@ -43,6 +44,8 @@ export type PaymentsDeps = {
   rails: ReadonlyMap<string, Rail>;
   snapshot: () => Snapshot;
   route: Router;
+  /** When set, payouts whose fee would eat too much of their value accrue and leave in netted batches. */
+  netting?: NettingDeps;
   /** Told when an attempt starts and how each rail attempt ended: the router learns success rates from it. */
   learning?: { noteAttempt(rail: string): void; recordOutcome(rail: string, ok: boolean): void };
   /** How many attempts open at a restart are resumed in one pass. */
@@ -254,7 +257,44 @@ export async function createPayment(
     quoteId: params.quoteId,
   });
   // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
-  if (inserted.inserted) await runCandidates(deps, { paymentId, tenantId: params.tenantId, firstSeq: 0 });
+  if (inserted.inserted) {
+    const netting = deps.netting;
+    if (
+      netting !== undefined &&
+      params.destination.kind === "evm_address" &&
+      shouldAccrue(netting, prepared.decision, params.destination.kind)
+    ) {
+      const accrued = await accruePayout(netting, {
+        id: paymentId,
+        tenantId: params.tenantId,
+        sourceAccountId: prepared.source.id,
+        payee: params.destination.address,
+        amount: prepared.amount,
+      });
+      if (accrued === "insufficient_funds") {
+        await deps.db.transaction(async (tx) => {
+          const message = "the source account's available balance is below the amount";
+          if (
+            await finishPayment(tx, {
+              id: paymentId,
+              status: "failed",
+              rail: null,
+              failureCode: "insufficient_funds",
+              failureMessage: message,
+            })
+          ) {
+            await insertOutboxEvent(tx, {
+              tenantId: params.tenantId,
+              type: "payment.failed",
+              payload: { payment_id: paymentId },
+            });
+          }
+        });
+      }
+    } else {
+      await runCandidates(deps, { paymentId, tenantId: params.tenantId, firstSeq: 0 });
+    }
+  }
   const id = inserted.inserted ? paymentId : inserted.existingId;
   const payment = await getPayment(deps.db, { tenantId: params.tenantId, id });
   if (payment === null) throw new PaymentInvariantError(`payment ${id} vanished after it was written`);

@@ -223,6 +223,7 @@ export async function listStrandedPayments(
      FROM payments p
      WHERE p.status = 'processing'
        AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id AND a.status IN ('reserving', 'executing', 'in_flight'))
+       AND NOT EXISTS (SELECT 1 FROM netted_payouts n WHERE n.payment_id = p.id)
        AND GREATEST(p.updated_at, COALESCE((SELECT max(a.updated_at) FROM attempts a WHERE a.payment_id = p.id), p.updated_at))
            < now() - make_interval(secs => $1::double precision / 1000)
      ORDER BY p.created_at LIMIT $2`,

@@ -62,10 +62,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(1_250_000n);
 
       const after = await balance("acct_demo_customer");
-      expect(
-        Number.parseInt(before.posted.replace(".", ""), 10) -
-          Number.parseInt(after.posted.replace(".", ""), 10),
-      ).toBe(1_250_000);
+      expect(BigInt(before.posted.replace(".", "")) - BigInt(after.posted.replace(".", ""))).toBe(1_250_000n);
       expect(after.pending_out).toBe("0.000000");
 
       const fetched = await gw.call("GET", `/v1/payments/${payment.id}`);

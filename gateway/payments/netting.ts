@@ -1,0 +1,307 @@
+// Netting (issue: payouts whose fee would eat too much of their value). Such a payout is not executed on
+// its own: the payer's account is debited at once into the rail's payable account (what Switchyard owes
+// payees on that rail), and the payout waits. A flush nets the waiting payouts per payee (the router's
+// planNettingBatch: on a total, a per-payee threshold, or a timer) and pays them in one batch transaction
+// (EVM RevenueSplitter.settleBatch); the payable account is then debited against the rail's clearing
+// account with the batch's evidence, and each payment succeeds with that evidence.
+//
+// Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
+// contract accept once; a flush first resumes any batch still sending, with the same reference.
+import type { SettlementEvidence } from "../../adapters/rail.ts";
+import { type AccountRecord, createAccount, getTenantAccount } from "../accounts/index.ts";
+import type { Db } from "../db/index.ts";
+import { derivedLedgerId, newId } from "../ids/index.ts";
+import type { Ledger } from "../ledger/index.ts";
+import type { Asset } from "../money/index.ts";
+import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
+import type { RouteDecision } from "../router/types.ts";
+import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";
+
+export type BatchOutcome =
+  | { status: "succeeded"; evidence: SettlementEvidence }
+  | { status: "in_flight" }
+  | { status: "failed"; message: string };
+
+/** A rail that pays many payees in one transaction (the EVM rail's settleBatch). */
+export type BatchPayer = {
+  readonly rail: string;
+  readonly asset: Asset;
+  settleBatch(params: {
+    payees: readonly `0x${string}`[];
+    amounts: readonly bigint[];
+    ref: `0x${string}`;
+  }): Promise<BatchOutcome>;
+};
+
+export type NettingConfig = {
+  /** A payout whose fee is above this share of its value (basis points) accrues instead. */
+  maxFeeShareBps: number;
+  threshold: NettingThreshold;
+  intervalMs: number;
+};
+
+export type NettingDeps = {
+  db: Db;
+  ledger: Ledger;
+  payer: BatchPayer;
+  config: NettingConfig;
+  nowMs: () => number;
+};
+
+export const nettingTransferCodes = { accrue: 5, settle: 6 } as const;
+
+/** Whether this decision's payout should accrue rather than go out on its own. */
+export function shouldAccrue(deps: NettingDeps, decision: RouteDecision, destinationKind: string): boolean {
+  return (
+    decision.chosen?.rail === deps.payer.rail &&
+    destinationKind === "evm_address" &&
+    nettingVerdictForDecision(decision, deps.config.maxFeeShareBps) === "accrue"
+  );
+}
+
+async function payableAccount(deps: NettingDeps): Promise<AccountRecord> {
+  const id = `acct_payable_${deps.payer.rail.replaceAll("-", "_")}_${deps.payer.asset.code.toLowerCase()}`;
+  const rows = await deps.db.query<{ id: string }>("SELECT id FROM accounts WHERE id = $1", [id]);
+  if (rows.length === 0) {
+    return createAccount(
+      { sql: deps.db, ledger: deps.ledger },
+      {
+        tenantId: null,
+        kind: "payable",
+        asset: deps.payer.asset,
+        name: `${deps.payer.rail} netting payable`,
+        rail: deps.payer.rail,
+        id,
+      },
+    );
+  }
+  return accountRow(deps.db, id);
+}
+
+async function accountRow(db: Db, id: string): Promise<AccountRecord> {
+  const [row] = await db.query<{
+    ledger_account_id: string;
+    kind: AccountRecord["kind"];
+    rail: string | null;
+    name: string;
+  }>("SELECT ledger_account_id::text, kind, rail, name FROM accounts WHERE id = $1", [id]);
+  if (row === undefined) throw new Error(`account ${id} is missing`);
+  return {
+    id,
+    tenantId: null,
+    kind: row.kind,
+    asset: { code: "", scale: 0, ledger: 0 },
+    ledgerAccountId: BigInt(row.ledger_account_id),
+    name: row.name,
+    rail: row.rail,
+  };
+}
+
+/**
+ * Debits the payer into the payable account and queues the payout. "insufficient_funds" when the payer's
+ * balance is short (nothing queued); repeated calls for one payment change nothing.
+ */
+export async function accruePayout(
+  deps: NettingDeps,
+  payment: { id: string; tenantId: string; sourceAccountId: string; payee: `0x${string}`; amount: bigint },
+): Promise<"accrued" | "insufficient_funds"> {
+  const source = await getTenantAccount(deps.db, { tenantId: payment.tenantId, id: payment.sourceAccountId });
+  if (source === null) throw new Error(`payment ${payment.id} lost its source account`);
+  const payable = await payableAccount(deps);
+  const transferId = derivedLedgerId(payment.id, "accrue");
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id: transferId,
+      debitAccountId: source.ledgerAccountId,
+      creditAccountId: payable.ledgerAccountId,
+      amount: payment.amount,
+      ledger: deps.payer.asset.ledger,
+      code: nettingTransferCodes.accrue,
+      userData128: derivedLedgerId(payment.id, "payment"),
+    },
+  ]);
+  if (result?.status === "exceeds_credits") return "insufficient_funds";
+  if (result?.status !== "created" && result?.status !== "exists")
+    throw new Error(`ledger refused accrual of ${payment.id}: ${result?.status}`);
+  await deps.db.query(
+    `INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (payment_id) DO NOTHING`,
+    [payment.id, deps.payer.rail, payment.payee.toLowerCase(), payment.amount, transferId.toString()],
+  );
+  return "accrued";
+}
+
+type BatchRow = {
+  id: string;
+  ref: `0x${string}`;
+  payees: Array<{ payee: `0x${string}`; amount: string }>;
+  total: bigint;
+};
+
+export type FlushResult = { batches: number; payouts: number; trigger: string | null };
+
+/** Resumes batches left sending, then settles what the plan says is due now. */
+export async function flushNetting(
+  deps: NettingDeps,
+  options: { force?: boolean } = {},
+): Promise<FlushResult> {
+  const result: FlushResult = { batches: 0, payouts: 0, trigger: null };
+  const sending = await deps.db.query<BatchRow>(
+    "SELECT id, ref, payees, total FROM netting_batches WHERE rail = $1 AND status = 'sending' ORDER BY created_at",
+    [deps.payer.rail],
+  );
+  for (const batch of sending) await sendBatch(deps, batch);
+
+  const accrued = await deps.db.query<{
+    payment_id: string;
+    payee: string;
+    amount: bigint;
+    created_at: Date;
+  }>(
+    "SELECT payment_id, payee, amount, created_at FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL ORDER BY created_at LIMIT 10000",
+    [deps.payer.rail],
+  );
+  if (accrued.length === 0) return result;
+  // The timer runs from the last batch, or from the oldest payout waiting when there was none; `force` fires it now.
+  const [last] = await deps.db.query<{ at: Date | null }>(
+    "SELECT max(created_at) AS at FROM netting_batches WHERE rail = $1",
+    [deps.payer.rail],
+  );
+  const nowMs = deps.nowMs();
+  const lastFlushMs =
+    options.force === true ? nowMs - deps.config.intervalMs : (last?.at ?? accrued[0]!.created_at).getTime();
+  const plan = planNettingBatch(
+    accrued.map((row) => ({ id: row.payment_id, payee: row.payee, amount: row.amount })),
+    deps.config.threshold,
+    nowMs,
+    lastFlushMs,
+    deps.config.intervalMs,
+  );
+  result.trigger = plan.trigger;
+  if (plan.settle.length === 0) return result;
+  const batchId = newId("nb");
+  const ref = `0x${derivedLedgerId(batchId, "ref").toString(16).padStart(64, "0")}` as `0x${string}`;
+  const payees = plan.settle.map((p) => ({ payee: p.payee as `0x${string}`, amount: p.amount.toString() }));
+  const total = plan.settle.reduce((sum, p) => sum + p.amount, 0n);
+  const payoutIds = plan.settle.flatMap((p) => p.payoutIds);
+  await deps.db.transaction(async (tx) => {
+    await tx.query(
+      "INSERT INTO netting_batches (id, rail, ref, payees, total, status) VALUES ($1, $2, $3, $4, $5, 'sending')",
+      [batchId, deps.payer.rail, ref, JSON.stringify(payees), total],
+    );
+    const assigned = await tx.query(
+      "UPDATE netted_payouts SET batch_id = $1 WHERE payment_id = ANY($2::text[]) AND batch_id IS NULL RETURNING payment_id",
+      [batchId, payoutIds],
+    );
+    if (assigned.length !== payoutIds.length)
+      throw new Error(`netting batch ${batchId}: payouts taken by another flush`);
+  });
+  await sendBatch(deps, { id: batchId, ref, payees, total });
+  result.batches = 1;
+  result.payouts = payoutIds.length;
+  return result;
+}
+
+async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
+  const outcome = await deps.payer.settleBatch({
+    payees: batch.payees.map((p) => p.payee),
+    amounts: batch.payees.map((p) => BigInt(p.amount)),
+    ref: batch.ref,
+  });
+  if (outcome.status === "in_flight") return; // the next flush asks again with the same reference
+  if (outcome.status === "failed") {
+    await deps.db.transaction(async (tx) => {
+      await tx.query(
+        "UPDATE netting_batches SET status = 'failed', failure_message = $2, updated_at = now() WHERE id = $1 AND status = 'sending'",
+        [batch.id, outcome.message],
+      );
+      await tx.query("UPDATE netted_payouts SET batch_id = NULL WHERE batch_id = $1", [batch.id]); // back in the queue
+    });
+    return;
+  }
+  const payable = await payableAccount(deps);
+  const clearing = await deps.db.query<{ ledger_account_id: string }>(
+    "SELECT ledger_account_id::text FROM accounts WHERE kind = 'clearing' AND rail = $1 AND asset = $2",
+    [deps.payer.rail, deps.payer.asset.code],
+  );
+  if (clearing[0] === undefined) throw new Error(`no clearing account for ${deps.payer.rail}`);
+  const evidence = outcome.evidence;
+  const [settled] = await deps.ledger.createTransfers([
+    {
+      id: derivedLedgerId(batch.id, "settle"),
+      debitAccountId: payable.ledgerAccountId,
+      creditAccountId: BigInt(clearing[0].ledger_account_id),
+      amount: BigInt(batch.total),
+      ledger: deps.payer.asset.ledger,
+      code: nettingTransferCodes.settle,
+      ...(evidence.rail === "evm"
+        ? {
+            evidence: {
+              rail: "evm",
+              reference: `${evidence.txHash}:${evidence.logIndex}`,
+              detail: {
+                chainId: String(evidence.chainId),
+                blockNumber: evidence.blockNumber.toString(),
+                batch: batch.id,
+              },
+            },
+          }
+        : {}),
+    },
+  ]);
+  if (settled?.status !== "created" && settled?.status !== "exists")
+    throw new Error(`ledger refused settlement of batch ${batch.id}: ${settled?.status}`);
+  const payouts = await deps.db.query<{ payment_id: string; amount: bigint; accrue_transfer_id: string }>(
+    "SELECT payment_id, amount, accrue_transfer_id::text FROM netted_payouts WHERE batch_id = $1",
+    [batch.id],
+  );
+  await deps.db.transaction(async (tx) => {
+    const moved = await tx.query(
+      "UPDATE netting_batches SET status = 'succeeded', evidence = $2, updated_at = now() WHERE id = $1 AND status = 'sending' RETURNING id",
+      [batch.id, toJson(evidence)],
+    );
+    if (moved.length === 0) return;
+    for (const payout of payouts) {
+      await tx.query(
+        `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence)
+         VALUES ($1, $2, 0, $3, 'succeeded', $4, 0, 0, $5, $6) ON CONFLICT DO NOTHING`,
+        [
+          newId("att"),
+          payout.payment_id,
+          deps.payer.rail,
+          payout.amount,
+          payout.accrue_transfer_id,
+          toJson(evidence),
+        ],
+      );
+      const [payment] = await tx.query<{ tenant_id: string }>(
+        "SELECT tenant_id FROM payments WHERE id = $1",
+        [payout.payment_id],
+      );
+      if (await finishPayment(tx, { id: payout.payment_id, status: "succeeded", rail: deps.payer.rail })) {
+        await insertOutboxEvent(tx, {
+          tenantId: payment!.tenant_id,
+          type: "payment.succeeded",
+          payload: { payment_id: payout.payment_id },
+        });
+      }
+    }
+  });
+}
+
+/** Flushes on a timer until stopped. */
+export function startNetting(deps: NettingDeps, pollMs: number): { stop(): Promise<void> } {
+  let running: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    running = running
+      .then(() => flushNetting(deps))
+      .catch((error: unknown) => console.error("netting flush failed", error));
+  }, pollMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}

@@ -1,0 +1,94 @@
+// Micro-payouts whose gas would eat their value accrue in the ledger and leave together in one settleBatch.
+
+import { erc20Abi } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type App, createApp } from "../../gateway/app.ts";
+import { loadConfig } from "../../gateway/config.ts";
+import { flushNetting } from "../../gateway/payments/index.ts";
+
+let app: App;
+
+beforeAll(async () => {
+  app = await createApp(
+    loadConfig({ LOG_LEVEL: "silent", NETTING_MAX_FEE_SHARE_BPS: "1000", NETTING_INTERVAL_MS: "3600000" }),
+  );
+});
+afterAll(async () => {
+  await app?.close();
+});
+
+async function call(method: "GET" | "POST", url: string, body?: unknown) {
+  const response = await app.server.inject({
+    method,
+    url,
+    headers: {
+      authorization: `Bearer ${app.demo!.apiKey}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+const tokenBalance = (address: `0x${string}`) =>
+  app.chain!.publicClient.readContract({
+    address: app.chain!.contracts.testUsd,
+    abi: erc20Abi,
+    functionName: "balanceOf",
+    args: [address],
+  });
+
+describe("netting", () => {
+  it("accrues micro-payouts, then settles them per payee in one transaction", async () => {
+    const payees = app.chain!.accounts.slice(4, 7).map((account) => account.address);
+    const before = await Promise.all(payees.map(tokenBalance));
+    const customerBefore = (await call("GET", "/v1/accounts/acct_demo_customer/balance")).body;
+    const ids: string[] = [];
+    for (const payee of [...payees, ...payees]) {
+      const response = await call("POST", "/v1/payments", {
+        amount: "0.01",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "evm_address", address: payee },
+      });
+      expect(response.status).toBe(202);
+      expect(response.body).toMatchObject({ status: "processing", attempts: [] });
+      ids.push(response.body.id);
+    }
+    // The payer is debited at once; nothing has left on chain yet.
+    const customerAfter = (await call("GET", "/v1/accounts/acct_demo_customer/balance")).body;
+    expect(
+      BigInt(customerBefore.posted.replace(".", "")) - BigInt(customerAfter.posted.replace(".", "")),
+    ).toBe(60_000n);
+    expect(await Promise.all(payees.map(tokenBalance))).toEqual(before);
+
+    const flushed = await flushNetting(app.payments.netting!, { force: true });
+    expect(flushed).toMatchObject({ batches: 1, payouts: 6, trigger: "timer" });
+    const after = await Promise.all(payees.map(tokenBalance));
+    after.forEach((balance, i) => expect(balance - before[i]!).toBe(20_000n)); // two payouts of 0.01 each
+
+    const payments = await Promise.all(ids.map((id) => call("GET", `/v1/payments/${id}`)));
+    const hashes = new Set(payments.map((p) => p.body.attempts[0]?.evidence?.tx_hash));
+    expect(payments.every((p) => p.body.status === "succeeded")).toBe(true);
+    expect(hashes.size).toBe(1); // one transaction for all six
+
+    // A second flush finds nothing to send.
+    expect(await flushNetting(app.payments.netting!, { force: true })).toMatchObject({ batches: 0 });
+    const [payable] = await app.db.query<{ ledger_account_id: string }>(
+      "SELECT ledger_account_id::text FROM accounts WHERE kind = 'payable'",
+    );
+    const [account] = await app.ledger.lookupAccounts([BigInt(payable!.ledger_account_id)]);
+    expect(account!.creditsPosted - account!.debitsPosted).toBe(0n);
+  });
+
+  it("pays a payout worth its fee at once", async () => {
+    const response = await call("POST", "/v1/payments", {
+      amount: "50",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_address", address: app.chain!.accounts[7]!.address },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body.status).toBe("succeeded");
+  });
+});
