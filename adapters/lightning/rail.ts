@@ -348,9 +348,12 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       now() - tracker.startedAtMs,
       outcome.status === "succeeded" ? outcome.feeMsat : 0n,
     );
-    await store.append(outcomeRecord(attempt.attemptId, outcome));
+    // Written in order before any later line; the caller need not wait for the disk: were it lost in a
+    // crash, the restarted rail asks LND again and gets the same outcome.
+    const written = store.append(outcomeRecord(attempt.attemptId, outcome));
     tracker.resolve(outcome);
     if (tracker.eventWanted) emitOutcome(attempt, outcome);
+    await written;
   };
 
   const fail = (tracker: Tracker, failure: Failure) =>
@@ -491,7 +494,12 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     if (tracker.eventWanted) return outcomeToResult(attempt, final); // the event is on its way too
     if (!attempt.reported) {
       attempt.reported = true;
-      await store.append({ t: "reported", attemptId: attempt.attemptId });
+      // Not awaited: lost in a crash, it only means the outcome is also sent as an event after restart.
+      store
+        .append({ t: "reported", attemptId: attempt.attemptId })
+        .catch((error: unknown) =>
+          log({ level: "error", message: "journal write failed", detail: lndErrorText(error) }),
+        );
     }
     return outcomeToResult(attempt, final);
   };

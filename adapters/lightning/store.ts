@@ -86,6 +86,8 @@ export const finishedAttemptsRetainMax = 100_000;
 /** Invoices past expiry by more than this are forgotten on compaction. */
 export const expiredInvoiceRetainMs = 24 * 60 * 60 * 1000;
 const journalLineLengthMax = 64 * 1024;
+/** Journal lines waiting for one write; beyond this appends fail instead of piling up. */
+const batchLinesMax = 10_000;
 
 export function emptyRailState(): RailState {
   return { attempts: new Map(), invoices: new Map(), settleIndex: 0 };
@@ -216,6 +218,25 @@ export function createMemoryRailStore(): LightningRailStore & { records(): reado
 export function createFileRailStore(file: string): LightningRailStore {
   let handle: Awaited<ReturnType<typeof open>> | null = null;
   let writing: Promise<void> = Promise.resolve();
+  let flushing = false;
+  const batch: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  const flush = async () => {
+    flushing = true;
+    try {
+      while (batch.length > 0) {
+        const entries = batch.splice(0, batch.length);
+        try {
+          if (handle === null) throw new RailStoreError("store not loaded");
+          await handle.appendFile(entries.map((entry) => entry.line).join(""));
+          for (const entry of entries) entry.resolve();
+        } catch (error) {
+          for (const entry of entries) entry.reject(error);
+        }
+      }
+    } finally {
+      flushing = false;
+    }
+  };
   return {
     async load() {
       await mkdir(path.dirname(file), { recursive: true });
@@ -247,15 +268,17 @@ export function createFileRailStore(file: string): LightningRailStore {
       return state;
     },
     append(record) {
-      const line = `${JSON.stringify(record)}\n`;
-      // Each append's own error goes to its caller; the chain only keeps the order of writes.
-      writing = writing
-        .catch(() => undefined)
-        .then(async () => {
-          if (handle === null) throw new RailStoreError("store not loaded");
-          await handle.appendFile(line);
-        });
-      return writing;
+      // Group commit: lines appended while a write is under way go out together in the next write.
+      return new Promise<void>((resolve, reject) => {
+        batch.push({ line: `${JSON.stringify(record)}\n`, resolve, reject });
+        if (batch.length > batchLinesMax) {
+          const waiting = batch.splice(0, batch.length);
+          const error = new RailStoreError(`more than ${batchLinesMax} journal lines waiting`);
+          for (const entry of waiting) entry.reject(error);
+          return;
+        }
+        if (!flushing) writing = flush();
+      });
     },
     async close() {
       await writing.catch(() => undefined);
