@@ -6,7 +6,7 @@ import { getClearingAccount } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { Asset } from "../money/index.ts";
-import { createEvmMirror, EvmMirrorError } from "./evm-mirror.ts";
+import { createEvmMirror, EvmMirrorError, evmMirrorAccountCodes, evmMirrorAccounts } from "./evm-mirror.ts";
 
 export {
   createEvmMirror,
@@ -40,6 +40,16 @@ export async function createSplitterMirror(params: SplitterMirrorParams): Promis
   const clearing = await getClearingAccount(params.db, { rail: params.rail, asset: params.token.asset });
   if (clearing === null)
     throw new EvmMirrorError(`the ${params.rail} clearing account for ${params.token.asset.code} is missing`);
+  // The contract-wide accounts exist from the start (a split's accounts appear with its first event).
+  const ids = evmMirrorAccounts({ chainId: params.publicClient.chain.id, splitter: params.splitter });
+  const asset = params.token.asset;
+  const created = await params.ledger.createAccounts([
+    { id: ids.custody(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.splitterCustody },
+    { id: ids.nettedPayouts(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.nettedPayouts },
+  ]);
+  for (const result of created)
+    if (result.status !== "created" && result.status !== "exists")
+      throw new EvmMirrorError(`ledger refused a splitter mirror account: ${result.status}`);
   const sink = createEvmMirror({
     ledger: params.ledger,
     chainId: params.publicClient.chain.id,

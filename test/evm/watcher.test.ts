@@ -1,0 +1,195 @@
+// The splitter watcher and its ledger mirror under EVM_CONFIRMATIONS=3, driven poll by poll: pending until the
+// event has 3 confirmations, then posted; a reorg (Hardhat snapshot, event, revert, another branch) voids the
+// pending transfer; a transaction mined again after a reorg is mirrored anew; a watcher restarted from its cursor
+// (and one that crashed between the ledger and its own bookkeeping) misses nothing and doubles nothing.
+import { encodeFunctionData, type Hex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
+import { createSplitterMirror } from "../../gateway/settlement/evm.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let splitId: Hex;
+const payerIndex = 6;
+
+beforeAll(async () => {
+  gw = await startGateway({ EVM_CONFIRMATIONS: "3" });
+  await gw.watcher.stop(); // this file drives every poll itself
+  const [a, b] = gw.chain.accounts.slice(2, 4);
+  ({ splitId } = await gw.createSplit([a!.address, b!.address], [7000, 3000]));
+  await gw.fund(gw.chain.accounts[payerIndex]!, 100_000_000n);
+  await gw.watcher.catchUp(20);
+  await gw.chain.networkHelpers.mine(3);
+  await gw.watcher.catchUp(20);
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+const payer = () => gw.chain.accounts[payerIndex]!;
+const custody = () => gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
+
+function freshWatcher() {
+  return createSplitterMirror({
+    db: gw.app.db,
+    ledger: gw.app.ledger,
+    publicClient: gw.chain.publicClient,
+    splitter: gw.chain.contracts.splitter,
+    token: { address: gw.chain.contracts.testUsd, asset: gw.usdc },
+    hotWallet: gw.chain.walletClient.account.address,
+    rail: "evm",
+    confirmations: 3,
+    startBlock: 0n,
+    pollIntervalMs: 60_000,
+  });
+}
+
+describe("confirmations", () => {
+  it("an event stays pending until its block has 3 confirmations, then it is posted", async () => {
+    const before = await custody();
+    const paid = await gw.payDirect(payer(), splitId, 1_000_000n, referenceFromId("conf_1"));
+    await gw.watcher.poll(); // 1 confirmation
+    let mirrored = await gw.mirrored(paid);
+    expect(mirrored.pending?.amount).toBe(1_000_000n);
+    expect(mirrored.post).toBeNull();
+    expect((await custody()).debitsPending - before.debitsPending).toBe(1_000_000n);
+    expect((await gw.eventRow(paid.txHash, paid.logIndex))?.status).toBe("pending");
+
+    await gw.chain.networkHelpers.mine(1);
+    await gw.watcher.poll(); // 2 confirmations
+    expect((await gw.mirrored(paid)).post).toBeNull();
+
+    await gw.chain.networkHelpers.mine(1);
+    await gw.watcher.poll(); // 3 confirmations: final
+    mirrored = await gw.mirrored(paid);
+    expect(mirrored.post?.amount).toBe(1_000_000n);
+    expect(mirrored.post?.evidence?.reference).toBe(`${paid.txHash}:${paid.logIndex}`);
+    const after = await custody();
+    expect(after.debitsPending).toBe(before.debitsPending);
+    expect(after.debitsPosted - before.debitsPosted).toBe(1_000_000n);
+    expect((await gw.eventRow(paid.txHash, paid.logIndex))?.status).toBe("posted");
+  });
+});
+
+describe("reorgs", () => {
+  it("an event that disappears before finality has its pending transfer voided; the new branch is mirrored", async () => {
+    const before = await custody();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const lost = await gw.payDirect(payer(), splitId, 2_000_000n, referenceFromId("reorg_lost"));
+    await gw.watcher.poll();
+    expect((await gw.mirrored(lost)).pending?.amount).toBe(2_000_000n);
+
+    // Back to before the payment, and another branch: a different payment, then more blocks.
+    await snapshot.restore();
+    const kept = await gw.payDirect(payer(), splitId, 7n, referenceFromId("reorg_kept"));
+    await gw.chain.networkHelpers.mine(1);
+    const result = await gw.watcher.poll();
+    expect(result.removed).toBe(1);
+
+    const gone = await gw.mirrored(lost);
+    expect(gone.voided?.amount).toBe(2_000_000n);
+    expect(gone.post).toBeNull();
+    expect((await gw.eventRow(lost.txHash, lost.logIndex))?.status).toBe("removed");
+    expect((await gw.mirrored(kept)).pending?.amount).toBe(7n);
+    expect((await custody()).debitsPending - before.debitsPending).toBe(7n);
+
+    await gw.chain.networkHelpers.mine(2);
+    await gw.watcher.poll();
+    expect((await gw.mirrored(kept)).post?.amount).toBe(7n);
+    expect((await gw.mirrored(lost)).post).toBeNull();
+    const after = await custody();
+    expect(after.debitsPending).toBe(before.debitsPending);
+    expect(after.debitsPosted - before.debitsPosted).toBe(7n);
+  });
+
+  it("a transaction mined again in another block after a reorg is mirrored anew (next generation)", async () => {
+    const account = payer();
+    const request = await gw.chain.walletClient.prepareTransactionRequest({
+      account,
+      chain: gw.chain.chain,
+      to: gw.chain.contracts.splitter,
+      data: encodeFunctionData({
+        abi: revenueSplitterAbi,
+        functionName: "pay",
+        args: [splitId, gw.chain.contracts.testUsd, 5_000n, referenceFromId("again")],
+      }),
+    });
+    const raw = await account.signTransaction!(request as never);
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const hash = await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    const receipt = await gw.chain.publicClient.waitForTransactionReceipt({ hash });
+    const logIndex = receipt.logs.find(
+      (log) => log.address.toLowerCase() === gw.chain.contracts.splitter.toLowerCase(),
+    )!.logIndex;
+    await gw.watcher.poll();
+    expect((await gw.mirrored({ txHash: hash, logIndex })).pending?.amount).toBe(5_000n);
+
+    await snapshot.restore();
+    await gw.chain.networkHelpers.mine(1); // the same transaction lands one block later than before
+    await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    const again = await gw.chain.publicClient.waitForTransactionReceipt({ hash });
+    expect(again.blockNumber).toBe(receipt.blockNumber + 1n);
+    await gw.watcher.poll();
+
+    const first = await gw.mirrored({ txHash: hash, logIndex, generation: 0 });
+    expect(first.voided?.amount).toBe(5_000n);
+    const second = await gw.mirrored({ txHash: hash, logIndex, generation: 1 });
+    expect(second.pending?.amount).toBe(5_000n);
+    expect((await gw.eventRow(hash, logIndex))?.generation).toBe(1);
+    await gw.chain.networkHelpers.mine(3);
+    await gw.watcher.poll();
+    expect((await gw.mirrored({ txHash: hash, logIndex, generation: 1 })).post?.amount).toBe(5_000n);
+  });
+});
+
+describe("restart", () => {
+  it("a new watcher resumes from the persisted cursor: events while it was down are mirrored once", async () => {
+    await gw.watcher.catchUp(20);
+    const cursor = await gw.watcher.nextBlock();
+    const before = await custody();
+    // The gateway's watcher is down; money keeps coming in.
+    const one = await gw.payDirect(payer(), splitId, 11n, referenceFromId("down_1"));
+    const two = await gw.payDirect(payer(), splitId, 22n, referenceFromId("down_2"));
+    await gw.chain.networkHelpers.mine(3);
+
+    const restarted = await freshWatcher();
+    expect(await restarted.nextBlock()).toBe(cursor);
+    await restarted.catchUp(20);
+    for (const [event, amount] of [
+      [one, 11n],
+      [two, 22n],
+    ] as const) {
+      const mirrored = await gw.mirrored(event);
+      expect(mirrored.pending?.amount).toBe(amount);
+      expect(mirrored.post?.amount).toBe(amount);
+    }
+    const after = await custody();
+    expect(after.debitsPosted - before.debitsPosted).toBe(33n);
+    expect(after.debitsPending).toBe(before.debitsPending);
+  });
+
+  it("a crash between the ledger and the watcher's bookkeeping repeats nothing", async () => {
+    await gw.watcher.catchUp(20);
+    const transfers = await gw.ledgerTransferCount();
+    const balances = await custody();
+    const [events] = await gw.app.db.query<{ count: bigint }>(
+      "SELECT count(*) AS count FROM evm_watch_events",
+    );
+    // As if the process died after writing the ledger but before moving its rows and its cursor.
+    await gw.app.db.query("UPDATE evm_watch_events SET status = 'seen' WHERE status = 'posted'");
+    await gw.app.db.query("UPDATE evm_watch_cursors SET next_block = 0");
+
+    const restarted = await freshWatcher();
+    await restarted.catchUp(50);
+    expect(await gw.ledgerTransferCount()).toBe(transfers);
+    const [eventsAfter] = await gw.app.db.query<{ count: bigint }>(
+      "SELECT count(*) AS count FROM evm_watch_events",
+    );
+    expect(eventsAfter?.count).toBe(events?.count);
+    const [open] = await gw.app.db.query<{ count: bigint }>(
+      "SELECT count(*) AS count FROM evm_watch_events WHERE status IN ('seen', 'pending')",
+    );
+    expect(open?.count).toBe(0n);
+    expect(await custody()).toEqual(balances);
+  });
+});
