@@ -114,6 +114,7 @@ export async function createApp(config: Config): Promise<App> {
             publicClient: chain.publicClient,
             walletClient: chain.walletClient,
             token: chain.contracts.testUsd,
+            splitter: { address: chain.contracts.splitter, startBlock: 0n },
           }
         : await rpcClients(config.evm as Extract<Config["evm"], { kind: "rpc" }>);
 
@@ -122,7 +123,7 @@ export async function createApp(config: Config): Promise<App> {
       publicClient: evmClients.publicClient,
       walletClient: evmClients.walletClient,
       token: { address: evmClients.token, asset: assets.USDC },
-      ...(chain === null ? {} : { splitter: chain.contracts.splitter }),
+      ...(evmClients.splitter === null ? {} : { splitter: evmClients.splitter.address }),
       confirmations: config.evm.confirmations,
       nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
       transferGasEstimate: 60_000n,
@@ -297,19 +298,19 @@ export async function createApp(config: Config): Promise<App> {
 
     // RevenueSplitter events mirrored into the ledger (adapters/evm/watcher.ts, settlement/evm-mirror.ts).
     const evmWatcher =
-      chain === null
+      evmClients.splitter === null
         ? null
         : await createSplitterMirror({
             db,
             ledger,
-            publicClient: chain.publicClient,
-            splitter: chain.contracts.splitter,
-            token: { address: chain.contracts.testUsd, asset: assets.USDC },
-            hotWallet: chain.walletClient.account.address,
+            publicClient: evmClients.publicClient,
+            splitter: evmClients.splitter.address,
+            token: { address: evmClients.token, asset: assets.USDC },
+            hotWallet: evmClients.walletClient.account.address,
             rail: evmRail.id,
             confirmations: config.evm.confirmations,
-            startBlock: 0n,
-            pollIntervalMs: 250,
+            startBlock: evmClients.splitter.startBlock,
+            pollIntervalMs: chain === null ? 2_000 : 250,
           });
     if (evmWatcher !== null) {
       evmWatcher.start();
@@ -357,6 +358,7 @@ async function rpcClients(evm: Extract<Config["evm"], { kind: "rpc" }>) {
     publicClient: createPublicClient({ chain, transport }),
     walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(evm.hotWalletKey) }),
     token: evm.tokenAddress,
+    splitter: evm.splitter,
   };
 }
 

@@ -33,6 +33,13 @@ const schema = z.object({
     .regex(/^0x[0-9a-fA-F]{40}$/)
     .optional(),
   EVM_CONFIRMATIONS: z.coerce.number().int().min(1).max(1_000).default(1),
+  /** RevenueSplitter on EVM_RPC_URL (deploy: node adapters/evm/contracts.ts deploy); unset: no splits there. */
+  EVM_SPLITTER_ADDRESS: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{40}$/)
+    .optional(),
+  /** The block the splitter was deployed in: where its watcher starts reading the first time. */
+  EVM_SPLITTER_START_BLOCK: z.coerce.bigint().min(0n).default(0n),
   REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
   /** Netting on the EVM rail: a payout whose fee is above this share of its value (basis points) accrues. Unset: off. */
   NETTING_MAX_FEE_SHARE_BPS: z.coerce.number().int().min(1).max(10_000).optional(),
@@ -62,6 +69,7 @@ export type Config = {
         url: string;
         hotWalletKey: `0x${string}`;
         tokenAddress: `0x${string}`;
+        splitter: { address: `0x${string}`; startBlock: bigint } | null;
         confirmations: number;
       };
   /** Stripe: off unless STRIPE_SECRET_KEY is set (the fiat rail reads its own variables, adapters/fiat/config.ts). */
@@ -102,6 +110,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       url: e.EVM_RPC_URL,
       hotWalletKey: e.EVM_HOT_WALLET_KEY as `0x${string}`,
       tokenAddress: e.EVM_TOKEN_ADDRESS as `0x${string}`,
+      splitter:
+        e.EVM_SPLITTER_ADDRESS === undefined
+          ? null
+          : { address: e.EVM_SPLITTER_ADDRESS as `0x${string}`, startBlock: e.EVM_SPLITTER_START_BLOCK },
       confirmations: e.EVM_CONFIRMATIONS,
     };
   }
