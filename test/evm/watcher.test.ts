@@ -5,7 +5,11 @@
 import { encodeFunctionData, type Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
-import { createSplitterMirror } from "../../gateway/settlement/evm.ts";
+import {
+  createSplitterMirror,
+  evmMirrorTransferCodes,
+  evmMirrorTransferId,
+} from "../../gateway/settlement/evm.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -139,6 +143,35 @@ describe("reorgs", () => {
     await gw.chain.networkHelpers.mine(3);
     await gw.watcher.poll();
     expect((await gw.mirrored({ txHash: hash, logIndex, generation: 1 })).post?.amount).toBe(5_000n);
+  });
+});
+
+describe("a reorg deeper than the confirmations", () => {
+  it("reverses a posted event with a compensating transfer (and says so)", async () => {
+    const before = await custody();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const lost = await gw.payDirect(payer(), splitId, 3_000n, referenceFromId("deep_lost"));
+    await gw.chain.networkHelpers.mine(2);
+    await gw.watcher.poll();
+    expect((await gw.mirrored(lost)).post?.amount).toBe(3_000n);
+
+    await snapshot.restore();
+    await gw.payDirect(payer(), splitId, 1n, referenceFromId("deep_kept"));
+    await gw.chain.networkHelpers.mine(4);
+    const result = await gw.watcher.poll();
+    expect(result.removed).toBe(1);
+    const [reversal] = await gw.app.ledger.lookupTransfers([
+      evmMirrorTransferId({ chainId: gw.chain.chain.id, ...lost, generation: 0 }, "reversal", 0),
+    ]);
+    expect(reversal).toMatchObject({
+      amount: 3_000n,
+      code: evmMirrorTransferCodes.reorgReversal,
+      debitAccountId: gw.mirrorIds.split(splitId, gw.usdc),
+      creditAccountId: gw.mirrorIds.custody(gw.usdc),
+    });
+    const after = await custody();
+    // Net of the reversal, custody holds only what the surviving branch paid.
+    expect(after.debitsPosted - after.creditsPosted - (before.debitsPosted - before.creditsPosted)).toBe(1n);
   });
 });
 
