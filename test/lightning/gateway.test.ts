@@ -1,0 +1,112 @@
+// The Lightning rail through the whole gateway: a BTC invoice paid by the payer node credits the tenant's
+// account with the preimage as evidence; a payment to the payee's BOLT11 invoice goes out through the
+// gateway's node and debits the account by exactly the amount.
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createAccount } from "../../gateway/accounts/index.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { loadConfig } from "../../gateway/config.ts";
+import { assets } from "../../gateway/money/index.ts";
+import { waitFor } from "../../scripts/lightning/index.ts";
+
+const cluster = inject("lightningCluster");
+const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
+const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
+const accountId = "acct_btc_customer";
+let app: App;
+let directory = "";
+
+beforeAll(async () => {
+  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-gateway-"));
+  app = await createApp(
+    loadConfig({
+      LOG_LEVEL: "silent",
+      LND_SOCKET: cluster.nodes.gateway.socket,
+      LND_CERT_BASE64: cluster.nodes.gateway.cert,
+      LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
+      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+    }),
+  );
+  await createAccount(
+    { sql: app.db, ledger: app.ledger },
+    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: accountId },
+  );
+  await waitFor(
+    "lightning rail available",
+    async () => (app.rails.get("lightning")?.snapshot().available ? true : undefined),
+    { timeoutMs: 30_000 },
+  );
+});
+afterAll(async () => {
+  await app?.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+async function call(method: "GET" | "POST", url: string, body?: unknown) {
+  const response = await app.server.inject({
+    method,
+    url,
+    headers: {
+      authorization: `Bearer ${app.demo!.apiKey}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+const posted = async () => (await call("GET", `/v1/accounts/${accountId}/balance`)).body.posted as string;
+
+describe("the Lightning rail through the gateway", () => {
+  it("credits an account when its invoice is paid, once, with the payment hash as evidence", async () => {
+    const invoice = await call("POST", "/v1/invoices", {
+      account: accountId,
+      amount: "0.00001",
+      asset: "BTC",
+      description: "top-up",
+    });
+    expect(invoice.status).toBe(201);
+    expect(invoice.body).toMatchObject({ rail: "lightning", status: "open", amount: "0.00001000000" });
+    expect(invoice.body.instructions.bolt11).toMatch(/^lnbcrt/);
+    await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
+    await waitFor(
+      "invoice paid",
+      async () =>
+        (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    expect(await posted()).toBe("0.00001000000");
+    const [row] = await app.db.query<{ evidence: { reference: string } }>(
+      "SELECT evidence FROM ledger_transfers WHERE evidence->>'rail' = 'lightning'",
+    );
+    expect(row?.evidence.reference).toBe(invoice.body.instructions.payment_hash);
+  });
+
+  it("pays a BOLT11 invoice and debits the account by exactly its amount", async () => {
+    const before = await posted();
+    const { request } = await createInvoice({ lnd: payee, tokens: 200, description: "from the gateway" });
+    const payment = await call("POST", "/v1/payments", {
+      amount: "0.000002",
+      asset: "BTC",
+      source: { account: accountId },
+      destination: { type: "bolt11", invoice: request },
+    });
+    expect([201, 202]).toContain(payment.status);
+    const settled = await waitFor(
+      "payment settled",
+      async () => {
+        const current = await call("GET", `/v1/payments/${payment.body.id}`);
+        return current.body.status === "succeeded" ? current.body : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(settled.rail).toBe("lightning");
+    expect(settled.attempts[0].evidence.preimage).toMatch(/^[0-9a-f]{64}$/);
+    expect(BigInt(before.replace(".", "")) - BigInt((await posted()).replace(".", ""))).toBe(200_000n); // 200 sat in msat
+  });
+});
