@@ -1,18 +1,22 @@
 // `npm run bench -- lightning`: 1-sat payments on the regtest network, payer → gateway ("-in") and
 // gateway → payee ("-out"), sequential and 16 in flight, once with the `lightning` client directly and
-// once through the Lightning rail (adapters/lightning), with the rail's overhead on the median.
+// once through the whole gateway (HTTP API in-process via fastify.inject, router, ledger on PGlite, rail),
+// with the gateway's overhead on the median.
 //   in,  direct:  createInvoice on the gateway's lnd, the payer pays, the gateway's invoice subscription
 //                 sees it settle.
-//   in,  gateway: rail.createInvoice, the payer pays, the rail's "received" event arrives.
+//   in,  gateway: POST /v1/invoices, the payer pays, the gateway has credited the account in its ledger.
 //   out, direct:  payViaPaymentRequest from the gateway's lnd to a payee invoice made beforehand.
-//   out, gateway: rail.execute of an attempt for such an invoice.
+//   out, gateway: POST /v1/payments to such an invoice, answered once it succeeded and the ledger posted it.
 // Direct and gateway runs alternate in rounds so that the machine's noise hits both alike.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type AuthenticatedLnd, createInvoice, payViaPaymentRequest, subscribeToInvoices } from "lightning";
-import { createFileRailStore, createLightningRail, type LightningRail } from "../adapters/lightning/index.ts";
-import { ensureLightningBinaries, startRegtestCluster } from "../scripts/lightning/index.ts";
+import { createAccount } from "../gateway/accounts/index.ts";
+import { createApp } from "../gateway/app.ts";
+import { loadConfig } from "../gateway/config.ts";
+import { assets } from "../gateway/money/index.ts";
+import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../scripts/lightning/index.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 40);
@@ -84,17 +88,43 @@ export async function run(): Promise<BenchResult> {
   const gatewayLnd: AuthenticatedLnd = cluster.nodes.gateway.lnd();
   const payer = cluster.nodes.payer.lnd();
   const payee = cluster.nodes.payee.lnd();
-  const rail: LightningRail = createLightningRail({
-    lnd: cluster.nodes.gateway.credentials(),
-    store: createFileRailStore(path.join(directory, "journal.jsonl")),
-    limits: { executeWaitMs: settleTimeoutMs },
-  });
+  const credentials = cluster.nodes.gateway.credentials();
+  const app = await createApp(
+    loadConfig({
+      LOG_LEVEL: "silent",
+      LND_SOCKET: credentials.socket,
+      LND_CERT_BASE64: credentials.cert,
+      LND_MACAROON_BASE64: credentials.macaroon,
+      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+      LIGHTNING_EXECUTE_WAIT_MS: String(settleTimeoutMs),
+      WEBHOOK_DELIVERY_INTERVAL_MS: "3600000",
+    }),
+  );
+  const accountId = "acct_bench_btc";
+  await createAccount(
+    { sql: app.db, ledger: app.ledger },
+    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "bench", id: accountId },
+  );
+  const api = async (url: string, body: unknown) => {
+    const response = await app.server.inject({
+      method: "POST",
+      url,
+      headers: { authorization: `Bearer ${app.demo!.apiKey}`, "content-type": "application/json" },
+      payload: JSON.stringify(body),
+    });
+    if (response.statusCode >= 300)
+      throw new Error(`bench: ${url} answered ${response.statusCode}: ${response.body}`);
+    return response.json() as { id: string; status: string; instructions: Record<string, string> };
+  };
   const railSettled = settlementWaiters();
-  rail.onEvent(async (event) => {
-    if (event.kind === "received" && event.evidence.rail === "lightning")
-      railSettled.settle(event.evidence.paymentHash);
-  });
-  await rail.start();
+  app.events.on("invoice.paid", (invoiceId: string) => railSettled.settle(invoiceId));
+  await waitFor(
+    "lightning rail available",
+    async () => (app.rails.get("lightning")?.snapshot().available ? true : undefined),
+    {
+      timeoutMs: 60_000,
+    },
+  );
   const directSettled = settlementWaiters();
   const subscription = subscribeToInvoices({ lnd: gatewayLnd });
   subscription.on("invoice_updated", (invoice: { id: string; is_confirmed: boolean }) => {
@@ -104,7 +134,7 @@ export async function run(): Promise<BenchResult> {
     process.stderr.write(`bench: invoice subscription: ${String(error)}\n`),
   );
 
-  let serial = 0;
+  const serial = 0;
   const directIn = () =>
     timed(async () => {
       const invoice = await createInvoice({ lnd: gatewayLnd, mtokens: amountMsat.toString() });
@@ -114,14 +144,14 @@ export async function run(): Promise<BenchResult> {
     });
   const gatewayIn = () =>
     timed(async () => {
-      const invoice = await rail.createInvoice({
-        amountMsat,
-        expirySeconds: 600,
-        memo: "bench",
-        reference: `bench-in-${++serial}`,
+      const invoice = await api("/v1/invoices", {
+        account: accountId,
+        amount: "0.00000001",
+        asset: "BTC",
+        description: "bench",
       });
-      const settled = railSettled.wait(invoice.paymentHash);
-      await payViaPaymentRequest({ lnd: payer, request: invoice.request });
+      const settled = railSettled.wait(invoice.id);
+      await payViaPaymentRequest({ lnd: payer, request: invoice.instructions.bolt11 as string });
       await settled;
     });
   const payeeInvoices = async (count: number) =>
@@ -141,20 +171,27 @@ export async function run(): Promise<BenchResult> {
     );
   const gatewayOut = (requests: string[]) => (i: number) =>
     timed(async () => {
-      const id = `bench-out-${++serial}`;
-      const outcome = await rail.execute({
-        id,
-        paymentId: id,
-        amount: amountMsat,
-        destination: { kind: "bolt11", invoice: requests[i] as string },
-        feeMax: feeMaxMsat,
+      const payment = await api("/v1/payments", {
+        amount: "0.00000001",
+        asset: "BTC",
+        source: { account: accountId },
+        destination: { type: "bolt11", invoice: requests[i] as string },
       });
-      if (outcome.status !== "succeeded") throw new Error(`bench payment ${id}: ${JSON.stringify(outcome)}`);
+      if (payment.status !== "succeeded") throw new Error(`bench payment ${payment.id}: ${payment.status}`);
     });
 
   const rows: BenchRow[] = [];
   try {
-    // Warm up both paths (connections, gossip caches).
+    // Fund the account the "out" payments spend (0.001 BTC, paid in by the payer), and warm up both paths.
+    const funding = await api("/v1/invoices", {
+      account: accountId,
+      amount: "0.001",
+      asset: "BTC",
+      description: "bench funding",
+    });
+    const funded = railSettled.wait(funding.id);
+    await payViaPaymentRequest({ lnd: payer, request: funding.instructions.bolt11 as string });
+    await funded;
     await runPool(5, 1, directIn);
     await runPool(5, 1, gatewayIn);
     for (const direction of ["in", "out"] as const) {
@@ -198,7 +235,7 @@ export async function run(): Promise<BenchResult> {
     }
   } finally {
     subscription.removeAllListeners();
-    await rail.stop();
+    await app.close();
     await cluster.stop();
     await rm(directory, { recursive: true, force: true });
   }

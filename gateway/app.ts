@@ -1,5 +1,6 @@
 // The composition root: configuration → database and ledger → rails → services → HTTP server. Everything
 // is built here and handed its typed dependencies; nothing looks anything up by name elsewhere.
+import { EventEmitter } from "node:events";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import {
@@ -85,6 +86,8 @@ export type App = {
   rails: ReadonlyMap<string, Rail>;
   payments: PaymentsDeps;
   settlement: SettlementDeps;
+  /** In-process notifications after a commit: "invoice.paid" (invoice id). For embedding and benchmarks. */
+  events: EventEmitter;
   chain: EmbeddedChain | null;
   /** Follows the RevenueSplitter's events into the ledger; null without a splitter. */
   evmWatcher: SplitterWatcher | null;
@@ -203,6 +206,7 @@ export async function createApp(config: Config): Promise<App> {
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;
     const settlement: SettlementDeps = { db, ledger, receivers };
+    const events = new EventEmitter();
     for (const rail of rails.values()) {
       rail.onEvent((event) =>
         event.kind === "received"
@@ -211,7 +215,9 @@ export async function createApp(config: Config): Promise<App> {
               reference: event.reference,
               amount: event.amount,
               evidence: event.evidence,
-            }).then(() => undefined)
+            }).then((outcome) => {
+              if (outcome === "applied") events.emit("invoice.paid", event.reference);
+            })
           : applyRailEvent(payments, event),
       );
       await rail.start();
@@ -337,7 +343,7 @@ export async function createApp(config: Config): Promise<App> {
       intervalMs: config.webhookDeliveryIntervalMs,
     });
     closers.push(() => delivery.stop());
-    return { server, db, ledger, rails, payments, settlement, chain, evmWatcher, demo, close };
+    return { server, db, ledger, rails, payments, settlement, events, chain, evmWatcher, demo, close };
   } catch (error) {
     await close();
     throw error;
