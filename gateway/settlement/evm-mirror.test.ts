@@ -66,7 +66,7 @@ const mirror = () =>
     chainId,
     splitter,
     tokens: new Map([[token.toLowerCase(), assets.USDC]]),
-    hotWallet: { address: hotWallet, clearingLedgerAccountIds: new Map([["USDC", clearing]]) },
+    hotWallet: { address: hotWallet },
   });
 
 describe("the splitter mirror", () => {

@@ -10,7 +10,8 @@
 // - one account per split (credit-normal): what the split has received and not yet distributed.
 // - one account per recipient of a split (credit-normal): credited in the splitter, not yet withdrawn (pull-based);
 //   keyed by (split, recipient index), exactly as the contract's balanceOf(splitId, token, index).
-// - netted payouts (credit-normal): payouts the gateway owes and settles in batches.
+// - batch payouts (debit-normal) and hot-wallet batch outflow (credit-normal): the chain's record of netted
+//   payouts that left the hot wallet by settleBatch, a memo pair (see BatchSettled).
 //
 // Mapping:
 // - SplitCreated: no money moves; the watcher's split registry records the recipients.
@@ -19,9 +20,13 @@
 //                 first recipient), the contract's own rule; zero shares are left out.
 // - Withdrawn:    recipient → custody (amount).
 // - BatchSettled: only when the payer is the gateway's hot wallet (another payer's batch is not our money):
-//                 netted payouts → the EVM rail's clearing account (total), i.e. the tokens left the hot wallet
-//                 and the debt to the payees is settled. One transfer per batch (the event carries the total and
-//                 the batch hash, not the payees; each leg is the token's Transfer log in the same transaction).
+//                 batch payouts → hot-wallet batch outflow (total). The money side — the payable account against
+//                 the EVM rail's clearing account — is written by the netting service (gateway/payments/netting.ts)
+//                 from the rail's outcome, as a payout's reservation is posted from its outcome; mirroring it here
+//                 as well would move the clearing account twice. The memo pair is the chain's confirmation (with
+//                 reorg handling) that reconciliation compares with the netting's settle transfers, batch by batch
+//                 (same tx hash and log index as evidence). One transfer per batch: the event carries the total
+//                 and the batch hash, not the payees (each leg is the token's Transfer log in the same transaction).
 // Events for tokens without a configured asset are not mirrored.
 import type { Address, Hex } from "viem";
 import type { SplitterEventSink, WatchedEvent } from "../../adapters/evm/index.ts";
@@ -29,15 +34,16 @@ import { derivedLedgerId } from "../ids/index.ts";
 import { type Ledger, type TransferEvidence, TransferFlags, type TransferInput } from "../ledger/index.ts";
 import { type Asset, splitByBasisPoints } from "../money/index.ts";
 
-/** TigerBeetle `code` of the mirror's accounts (gateway/accounts uses 1, 2, 10, 20). */
+/** TigerBeetle `code` of the mirror's accounts (gateway/accounts uses 1, 2, 10, 20, 30). */
 export const evmMirrorAccountCodes = {
   splitterCustody: 11,
-  split: 30,
-  splitRecipient: 31,
-  nettedPayouts: 32,
+  split: 40,
+  splitRecipient: 41,
+  batchPayouts: 42,
+  batchOutflow: 43,
 } as const;
 
-/** TigerBeetle `code` of the mirror's transfers (payments use 1-2, settlement 3-4). */
+/** TigerBeetle `code` of the mirror's transfers (payments use 1-2, settlement 3-4, netting 5-6). */
 export const evmMirrorTransferCodes = {
   paid: 20,
   distributed: 21,
@@ -52,8 +58,8 @@ export type EvmMirrorParams = {
   splitter: Address;
   /** The assets of the tokens to mirror, by token address (any case). */
   tokens: ReadonlyMap<string, Asset>;
-  /** The gateway's hot wallet and the ledger account of the EVM rail's clearing account (per token asset). */
-  hotWallet: { address: Address; clearingLedgerAccountIds: ReadonlyMap<string, bigint> };
+  /** The gateway's hot wallet: its settleBatch calls are mirrored. */
+  hotWallet: { address: Address };
 };
 
 export class EvmMirrorError extends Error {
@@ -71,7 +77,8 @@ export function evmMirrorAccounts(params: { chainId: number; splitter: Address }
       derivedLedgerId(`${base}:${splitId.toLowerCase()}:${asset.code}`, "evm_split"),
     recipient: (splitId: Hex, index: number, asset: Asset) =>
       derivedLedgerId(`${base}:${splitId.toLowerCase()}:${index}:${asset.code}`, "evm_split_recipient"),
-    nettedPayouts: (asset: Asset) => derivedLedgerId(`${base}:${asset.code}`, "evm_netted_payouts"),
+    batchPayouts: (asset: Asset) => derivedLedgerId(`${base}:${asset.code}`, "evm_batch_payouts"),
+    batchOutflow: (asset: Asset) => derivedLedgerId(`${base}:${asset.code}`, "evm_batch_outflow"),
   };
 }
 
@@ -165,17 +172,15 @@ export function createEvmMirror(params: EvmMirrorParams): SplitterEventSink {
       }
       case "BatchSettled": {
         if (event.payer.toLowerCase() !== params.hotWallet.address.toLowerCase()) return null;
-        const clearing = params.hotWallet.clearingLedgerAccountIds.get(asset.code);
-        if (clearing === undefined)
-          throw new EvmMirrorError(`no EVM clearing account for ${asset.code} to mirror BatchSettled`);
-        const payouts = { id: ids.nettedPayouts(asset), code: evmMirrorAccountCodes.nettedPayouts };
+        const payouts = { id: ids.batchPayouts(asset), code: evmMirrorAccountCodes.batchPayouts };
+        const outflow = { id: ids.batchOutflow(asset), code: evmMirrorAccountCodes.batchOutflow };
         return {
           asset,
-          accounts: [payouts],
+          accounts: [payouts, outflow],
           legs: [
             {
               debit: payouts.id,
-              credit: clearing,
+              credit: outflow.id,
               amount: event.total,
               code: evmMirrorTransferCodes.batchSettled,
             },

@@ -2,7 +2,6 @@
 // mirrored into the ledger (evm-mirror.ts). createSplitterMirror wires the two for the composition root.
 import type { Address, Chain, PublicClient, Transport } from "viem";
 import { createSplitterWatcher, type SplitterWatcher } from "../../adapters/evm/index.ts";
-import { getClearingAccount } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { Asset } from "../money/index.ts";
@@ -25,8 +24,8 @@ export type SplitterMirrorParams = {
   splitter: Address;
   token: { address: Address; asset: Asset };
   hotWallet: Address;
-  /** The rail id whose clearing account holds the hot wallet's tokens. */
-  rail: string;
+  /** @deprecated Unused since the mirror no longer moves the rail's clearing account; kept so callers compile. */
+  rail?: string;
   confirmations: number;
   startBlock: bigint;
   pollIntervalMs: number;
@@ -37,15 +36,13 @@ export type SplitterMirrorParams = {
 
 /** Builds the watcher with the ledger mirror as its sink (not started: call start(), or poll() yourself). */
 export async function createSplitterMirror(params: SplitterMirrorParams): Promise<SplitterWatcher> {
-  const clearing = await getClearingAccount(params.db, { rail: params.rail, asset: params.token.asset });
-  if (clearing === null)
-    throw new EvmMirrorError(`the ${params.rail} clearing account for ${params.token.asset.code} is missing`);
   // The contract-wide accounts exist from the start (a split's accounts appear with its first event).
   const ids = evmMirrorAccounts({ chainId: params.publicClient.chain.id, splitter: params.splitter });
   const asset = params.token.asset;
   const created = await params.ledger.createAccounts([
     { id: ids.custody(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.splitterCustody },
-    { id: ids.nettedPayouts(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.nettedPayouts },
+    { id: ids.batchPayouts(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.batchPayouts },
+    { id: ids.batchOutflow(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.batchOutflow },
   ]);
   for (const result of created)
     if (result.status !== "created" && result.status !== "exists")
@@ -55,10 +52,7 @@ export async function createSplitterMirror(params: SplitterMirrorParams): Promis
     chainId: params.publicClient.chain.id,
     splitter: params.splitter,
     tokens: new Map([[params.token.address.toLowerCase(), params.token.asset]]),
-    hotWallet: {
-      address: params.hotWallet,
-      clearingLedgerAccountIds: new Map([[params.token.asset.code, clearing.ledgerAccountId]]),
-    },
+    hotWallet: { address: params.hotWallet },
   });
   return createSplitterWatcher({
     db: params.db,

@@ -243,29 +243,23 @@ describe("the rail's splitter calls", () => {
     const custody = await gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
     expect(custody.creditsPosted - custodyBefore.creditsPosted).toBe(amount);
     // Custody = what the contract holds.
-    const held = await gw.chain.publicClient.readContract({
-      address: gw.chain.contracts.testUsd,
-      abi: revenueSplitterAbi.length > 0 ? (await import("viem")).erc20Abi : [],
-      functionName: "balanceOf",
-      args: [gw.chain.contracts.splitter],
-    });
+    const held = await gw.tokenBalance(gw.chain.contracts.splitter);
     expect(custody.debitsPosted - custody.creditsPosted).toBe(held);
   });
 
-  it("settleBatch: netted payouts leave the hot wallet once; the ledger credits the EVM clearing account", async () => {
+  it("settleBatch: netted payouts leave the hot wallet once; the mirror records the chain's side", async () => {
     const payees = gw.chain.accounts.slice(2, 5).map((a) => a.address);
     const amounts = [1_000n, 2_000n, 3_000n];
     const ref = referenceFromId("batch_1");
-    const clearingId = (
-      await gw.app.db.query<{ id: string }>(
-        "SELECT ledger_account_id::text AS id FROM accounts WHERE kind = 'clearing' AND rail = 'evm'",
-      )
-    )[0]!.id;
-    const clearingBefore = await gw.ledgerAccount(BigInt(clearingId));
+    const payeesBefore = await Promise.all(payees.map((p) => gw.tokenBalance(p)));
     const outcome = await gw.rail.settleBatch({ payees, amounts, ref });
     expect(outcome).toMatchObject({ status: "succeeded", amount: 6_000n });
     if (outcome.status !== "succeeded") return;
+    // Again with the same reference: the stored transaction, not a second payout.
     expect(await gw.rail.settleBatch({ payees, amounts, ref })).toEqual(outcome);
+    const payeesAfter = await Promise.all(payees.map((p) => gw.tokenBalance(p)));
+    expect(payeesAfter.map((after, i) => after - payeesBefore[i]!)).toEqual(amounts);
+
     await gw.watcher.catchUp(10);
     const mirrored = await gw.mirrored({
       txHash: outcome.evidence.txHash,
@@ -274,10 +268,11 @@ describe("the rail's splitter calls", () => {
     expect(mirrored.post).toMatchObject({
       amount: 6_000n,
       code: evmMirrorTransferCodes.batchSettled,
-      creditAccountId: BigInt(clearingId),
-      debitAccountId: gw.mirrorIds.nettedPayouts(gw.usdc),
+      debitAccountId: gw.mirrorIds.batchPayouts(gw.usdc),
+      creditAccountId: gw.mirrorIds.batchOutflow(gw.usdc),
     });
-    const clearing = await gw.ledgerAccount(BigInt(clearingId));
-    expect(clearing.creditsPosted - clearingBefore.creditsPosted).toBe(6_000n);
+    expect(mirrored.post?.evidence?.reference).toBe(
+      `${outcome.evidence.txHash}:${outcome.evidence.logIndex}`,
+    );
   });
 });

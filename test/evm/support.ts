@@ -127,6 +127,14 @@ export async function startGateway(env: Record<string, string> = {}) {
       );
       return row ?? null;
     },
+    tokenBalance(address: Address): Promise<bigint> {
+      return chain.publicClient.readContract({
+        address: chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "balanceOf",
+        args: [address],
+      });
+    },
     async ledgerTransferCount(): Promise<bigint> {
       const [row] = await app.db.query<{ count: bigint }>("SELECT count(*) AS count FROM ledger_transfers");
       return row!.count;

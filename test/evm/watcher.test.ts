@@ -41,7 +41,6 @@ function freshWatcher() {
     splitter: gw.chain.contracts.splitter,
     token: { address: gw.chain.contracts.testUsd, asset: gw.usdc },
     hotWallet: gw.chain.walletClient.account.address,
-    rail: "evm",
     confirmations: 3,
     startBlock: 0n,
     pollIntervalMs: 60_000,
