@@ -6,6 +6,7 @@ import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { loadConfig } from "../../gateway/config.ts";
 import { assets } from "../../gateway/money/index.ts";
+import { apiClient } from "../support/api.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 
 const secret = "whsec_gateway_topup_test";
@@ -41,19 +42,6 @@ afterAll(async () => {
   await app?.close();
 });
 
-async function call(method: "GET" | "POST", url: string, body?: unknown) {
-  const response = await app.server.inject({
-    method,
-    url,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
-  });
-  return { status: response.statusCode, body: response.json() };
-}
-
 async function deliver(event: unknown, options: { secret?: string; timestamp?: number } = {}) {
   const { payload, header } = signEvent(event, {
     secret: options.secret ?? secret,
@@ -73,6 +61,8 @@ async function available(): Promise<string> {
   expect(response.status).toBe(200);
   return response.body.available;
 }
+
+const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
 
 describe("a card top-up", () => {
   let invoiceId: string;

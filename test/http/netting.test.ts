@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../../gateway/app.ts";
 import { loadConfig } from "../../gateway/config.ts";
 import { flushNetting } from "../../gateway/payments/index.ts";
+import { apiClient } from "../support/api.ts";
 
 let app: App;
 
@@ -17,19 +18,6 @@ afterAll(async () => {
   await app?.close();
 });
 
-async function call(method: "GET" | "POST", url: string, body?: unknown) {
-  const response = await app.server.inject({
-    method,
-    url,
-    headers: {
-      authorization: `Bearer ${app.demo!.apiKey}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
-  });
-  return { status: response.statusCode, body: response.json() };
-}
-
 const tokenBalance = (address: `0x${string}`) =>
   app.chain!.publicClient.readContract({
     address: app.chain!.contracts.testUsd,
@@ -37,6 +25,8 @@ const tokenBalance = (address: `0x${string}`) =>
     functionName: "balanceOf",
     args: [address],
   });
+
+const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
 
 describe("netting", () => {
   it("accrues micro-payouts, then settles them per payee in one transaction", async () => {

@@ -11,6 +11,7 @@ import {
   verifyDelivery,
   webhookLimitsDefault,
 } from "../../gateway/webhooks/index.ts";
+import { apiClient } from "../support/api.ts";
 
 type Received = { body: string; signature: string };
 let app: App;
@@ -41,15 +42,7 @@ afterAll(async () => {
   await new Promise((resolve) => receiver?.close(resolve));
 });
 
-async function call(method: "POST", path: string, body: unknown) {
-  const response = await app.server.inject({
-    method,
-    url: path,
-    headers: { authorization: `Bearer ${app.demo!.apiKey}`, "content-type": "application/json" },
-    payload: JSON.stringify(body),
-  });
-  return { status: response.statusCode, body: response.json() };
-}
+const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
 
 describe("webhook delivery", () => {
   it("delivers a payment's event signed, retries after a failure, and then stops", async () => {

@@ -11,6 +11,7 @@ import { type App, createApp } from "../../gateway/app.ts";
 import { loadConfig } from "../../gateway/config.ts";
 import { assets } from "../../gateway/money/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
+import { apiClient } from "../support/api.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
@@ -45,20 +46,9 @@ afterAll(async () => {
   await rm(directory, { recursive: true, force: true });
 });
 
-async function call(method: "GET" | "POST", url: string, body?: unknown) {
-  const response = await app.server.inject({
-    method,
-    url,
-    headers: {
-      authorization: `Bearer ${app.demo!.apiKey}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
-  });
-  return { status: response.statusCode, body: response.json() };
-}
-
 const posted = async () => (await call("GET", `/v1/accounts/${accountId}/balance`)).body.posted as string;
+
+const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
 
 describe("the Lightning rail through the gateway", () => {
   it("credits an account when its invoice is paid, once, with the payment hash as evidence", async () => {
