@@ -127,15 +127,23 @@ export async function getTenantAccount(
   return rows[0] === undefined ? null : fromRow(rows[0]);
 }
 
-export async function getClearingAccount(
+/** A rail's own account of one kind and asset: what sits on the rail (clearing), what it owes payees (payable). */
+export async function getRailAccount(
+  sql: Sql,
+  params: { kind: "clearing" | "payable"; rail: string; asset: Asset },
+): Promise<AccountRecord | null> {
+  const rows = await sql.query<AccountRow>(
+    `SELECT ${columns} FROM accounts WHERE kind = $1 AND rail = $2 AND asset = $3 AND tenant_id IS NULL`,
+    [params.kind, params.rail, params.asset.code],
+  );
+  return rows[0] === undefined ? null : fromRow(rows[0]);
+}
+
+export function getClearingAccount(
   sql: Sql,
   params: { rail: string; asset: Asset },
 ): Promise<AccountRecord | null> {
-  const rows = await sql.query<AccountRow>(
-    `SELECT ${columns} FROM accounts WHERE kind = 'clearing' AND rail = $1 AND asset = $2`,
-    [params.rail, params.asset.code],
-  );
-  return rows[0] === undefined ? null : fromRow(rows[0]);
+  return getRailAccount(sql, { kind: "clearing", ...params });
 }
 
 export type Balance = {

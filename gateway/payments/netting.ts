@@ -8,7 +8,13 @@
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
 // contract accept once; a flush first resumes any batch still sending, with the same reference.
 import type { SettlementEvidence } from "../../adapters/rail.ts";
-import { type AccountRecord, createAccount, getTenantAccount } from "../accounts/index.ts";
+import {
+  type AccountRecord,
+  createAccount,
+  getClearingAccount,
+  getRailAccount,
+  getTenantAccount,
+} from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import type { Ledger } from "../ledger/index.ts";
@@ -60,41 +66,14 @@ export function shouldAccrue(deps: NettingDeps, decision: RouteDecision, destina
 }
 
 async function payableAccount(deps: NettingDeps): Promise<AccountRecord> {
-  const id = `acct_payable_${deps.payer.rail.replaceAll("-", "_")}_${deps.payer.asset.code.toLowerCase()}`;
-  const rows = await deps.db.query<{ id: string }>("SELECT id FROM accounts WHERE id = $1", [id]);
-  if (rows.length === 0) {
-    return createAccount(
-      { sql: deps.db, ledger: deps.ledger },
-      {
-        tenantId: null,
-        kind: "payable",
-        asset: deps.payer.asset,
-        name: `${deps.payer.rail} netting payable`,
-        rail: deps.payer.rail,
-        id,
-      },
-    );
-  }
-  return accountRow(deps.db, id);
-}
-
-async function accountRow(db: Db, id: string): Promise<AccountRecord> {
-  const [row] = await db.query<{
-    ledger_account_id: string;
-    kind: AccountRecord["kind"];
-    rail: string | null;
-    name: string;
-  }>("SELECT ledger_account_id::text, kind, rail, name FROM accounts WHERE id = $1", [id]);
-  if (row === undefined) throw new Error(`account ${id} is missing`);
-  return {
-    id,
-    tenantId: null,
-    kind: row.kind,
-    asset: { code: "", scale: 0, ledger: 0 },
-    ledgerAccountId: BigInt(row.ledger_account_id),
-    name: row.name,
-    rail: row.rail,
-  };
+  const { rail, asset } = deps.payer;
+  const existing = await getRailAccount(deps.db, { kind: "payable", rail, asset });
+  if (existing !== null) return existing;
+  const id = `acct_payable_${rail.replaceAll("-", "_")}_${asset.code.toLowerCase()}`;
+  return createAccount(
+    { sql: deps.db, ledger: deps.ledger },
+    { tenantId: null, kind: "payable", asset, name: `${rail} netting payable`, rail, id },
+  );
 }
 
 /**
@@ -220,17 +199,14 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
     return;
   }
   const payable = await payableAccount(deps);
-  const clearing = await deps.db.query<{ ledger_account_id: string }>(
-    "SELECT ledger_account_id::text FROM accounts WHERE kind = 'clearing' AND rail = $1 AND asset = $2",
-    [deps.payer.rail, deps.payer.asset.code],
-  );
-  if (clearing[0] === undefined) throw new Error(`no clearing account for ${deps.payer.rail}`);
+  const clearing = await getClearingAccount(deps.db, { rail: deps.payer.rail, asset: deps.payer.asset });
+  if (clearing === null) throw new Error(`no clearing account for ${deps.payer.rail}`);
   const evidence = outcome.evidence;
   const [settled] = await deps.ledger.createTransfers([
     {
       id: derivedLedgerId(batch.id, "settle"),
       debitAccountId: payable.ledgerAccountId,
-      creditAccountId: BigInt(clearing[0].ledger_account_id),
+      creditAccountId: clearing.ledgerAccountId,
       amount: BigInt(batch.total),
       ledger: deps.payer.asset.ledger,
       code: nettingTransferCodes.settle,
