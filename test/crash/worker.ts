@@ -1,0 +1,111 @@
+// A payments process for the crash test: the real payments service, ledger and router on PostgreSQL, and two
+// toy rails whose "outside world" is a table (toy_payouts) that, like a real PSP or chain, remembers each
+// attempt id it has seen and never pays one twice. The cheap rail refuses about half the attempts (retryable),
+// so payments fail over to the dear one. It first recovers what a killed predecessor left, then makes
+// payments until it is killed or has made `count`.
+//   node test/crash/worker.ts <database url> <run id> <count>
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
+import { openPostgres } from "../../gateway/db/index.ts";
+import { createLedger } from "../../gateway/ledger/index.ts";
+import { amountMax, assets } from "../../gateway/money/index.ts";
+import { createPayment, type PaymentsDeps, recoverOpenAttempts } from "../../gateway/payments/index.ts";
+import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
+import type { RailSnapshot } from "../../gateway/router/types.ts";
+
+const [url, runId, countText] = process.argv.slice(2);
+if (url === undefined || runId === undefined || countText === undefined)
+  throw new Error("usage: worker.ts <url> <run> <count>");
+const db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 10_000 });
+const ledger = createLedger({ db });
+
+function toyRail(id: string, feeFixed: bigint, refuses: (attemptId: string) => boolean): Rail {
+  return {
+    id,
+    kind: "evm",
+    asset: assets.USDC,
+    async start() {},
+    async stop() {},
+    snapshot(): RailSnapshot {
+      return {
+        rail: id,
+        kind: "evm",
+        asset: assets.USDC,
+        available: true,
+        reaches: ["evm_address"],
+        amountMin: 1n,
+        amountMax,
+        liquidity: null,
+        feeFixed,
+        feePpm: 0n,
+        networkFeeMicroUsd: 0n,
+        latencyMs: 1_000,
+        successes: 0,
+        failures: 0,
+        takenAtMs: 0,
+      };
+    },
+    async execute(attempt: OutgoingAttempt): Promise<AttemptOutcome> {
+      await sleep(Math.random() * 10); // a window for the kill before the effect
+      const outcome = refuses(attempt.id) ? "refused" : "paid";
+      await db.query(
+        "INSERT INTO toy_payouts (attempt_id, payment_id, rail, amount, outcome) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (attempt_id) DO NOTHING",
+        [attempt.id, attempt.paymentId, id, attempt.amount, outcome],
+      );
+      const [row] = await db.query<{ outcome: string }>(
+        "SELECT outcome FROM toy_payouts WHERE attempt_id = $1",
+        [attempt.id],
+      );
+      await sleep(Math.random() * 10); // and one after it, before the gateway records the outcome
+      return row?.outcome === "paid"
+        ? { status: "succeeded", evidence: { rail: "fiat", pspId: `toy-${attempt.id}` }, fee: 0n }
+        : { status: "failed", code: "rejected", message: `${id} refused`, retryElsewhere: true };
+    },
+    onEvent() {},
+    async balance() {
+      return 0n;
+    },
+  };
+}
+
+const halfRefused = (attemptId: string) => createHash("sha256").update(attemptId).digest()[0]! % 2 === 0;
+const rails = new Map<string, Rail>([
+  ["cheap", toyRail("cheap", 1n, halfRefused)],
+  ["dear", toyRail("dear", 5n, () => false)],
+]);
+const deps: PaymentsDeps = {
+  db,
+  ledger,
+  rails,
+  snapshot: () =>
+    buildSnapshot({
+      rails: [...rails.values()].map((rail) => rail.snapshot()),
+      rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
+      assetCodes: ["USDC"],
+      takenAtMs: Date.now(),
+    }),
+  route,
+  recoveryBatchMax: 1_000,
+  strandedQuietMs: 0,
+  nowMs: Date.now,
+};
+
+await recoverOpenAttempts(deps, { quietMs: 0 });
+process.send?.("recovered");
+for (let i = 0; i < Number(countText); i += 1) {
+  await createPayment(deps, {
+    tenantId: "ten_crash",
+    asset: "USDC",
+    amount: "0.000010",
+    sourceAccountId: "acct_crash_customer",
+    destination: { kind: "evm_address", address: "0x00000000000000000000000000000000000000aa" },
+    policy: {},
+    metadata: {},
+    idempotencyKey: `${runId}-${i}`,
+    quoteId: null,
+  });
+}
+await ledger.close();
+await db.close();
+process.send?.("done");
