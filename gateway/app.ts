@@ -313,7 +313,6 @@ export async function createApp(config: Config): Promise<App> {
             splitter: evmClients.splitter.address,
             token: { address: evmClients.token, asset: assets.USDC },
             hotWallet: evmClients.walletClient.account.address,
-            rail: evmRail.id,
             confirmations: config.evm.confirmations,
             startBlock: evmClients.splitter.startBlock,
             pollIntervalMs: chain === null ? 2_000 : 250,

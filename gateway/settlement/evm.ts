@@ -24,8 +24,6 @@ export type SplitterMirrorParams = {
   splitter: Address;
   token: { address: Address; asset: Asset };
   hotWallet: Address;
-  /** @deprecated Unused since the mirror no longer moves the rail's clearing account; kept so callers compile. */
-  rail?: string;
   confirmations: number;
   startBlock: bigint;
   pollIntervalMs: number;
