@@ -134,7 +134,6 @@ export async function run(): Promise<BenchResult> {
     process.stderr.write(`bench: invoice subscription: ${String(error)}\n`),
   );
 
-  const serial = 0;
   const directIn = () =>
     timed(async () => {
       const invoice = await createInvoice({ lnd: gatewayLnd, mtokens: amountMsat.toString() });

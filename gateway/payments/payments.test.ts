@@ -101,7 +101,14 @@ function dyingDb(db: Db, pattern: RegExp, nth: number): Db {
       return db.query(text, params);
     },
     transaction: (fn) =>
-      db.transaction((tx) => fn({ query: async (text, params) => (check(text), tx.query(text, params)) })),
+      db.transaction((tx) =>
+        fn({
+          query: async (text, params) => {
+            check(text);
+            return tx.query(text, params);
+          },
+        }),
+      ),
   };
 }
 

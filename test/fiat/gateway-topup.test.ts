@@ -11,7 +11,6 @@ import { signEvent, stripeEvents } from "./stripe-events.ts";
 
 const secret = "whsec_gateway_topup_test";
 let app: App;
-let key: string;
 const customerId = "acct_card_customer";
 
 beforeAll(async () => {
@@ -26,7 +25,6 @@ beforeAll(async () => {
       FIAT_LIQUIDITY: "not_limited",
     }),
   );
-  key = app.demo!.apiKey;
   await createAccount(
     { sql: app.db, ledger: app.ledger },
     {

@@ -55,7 +55,7 @@ describe("netting", () => {
     const flushed = await flushNetting(app.payments.netting!, { force: true });
     expect(flushed).toMatchObject({ batches: 1, payouts: 6, trigger: "timer" });
     const after = await Promise.all(payees.map(tokenBalance));
-    after.forEach((balance, i) => expect(balance - before[i]!).toBe(20_000n)); // two payouts of 0.01 each
+    expect(after.map((balance, i) => balance - before[i]!)).toEqual([20_000n, 20_000n, 20_000n]); // two payouts of 0.01 each
 
     const payments = await Promise.all(ids.map((id) => call("GET", `/v1/payments/${id}`)));
     const hashes = new Set(payments.map((p) => p.body.attempts[0]?.evidence?.tx_hash));
