@@ -18,6 +18,7 @@ import {
   finishPayment,
   getAttempt,
   getPayment,
+  getPaymentById,
   getQuote,
   insertAttempt,
   insertOutboxEvent,
@@ -575,12 +576,9 @@ export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Prom
 }
 
 async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment> {
-  const rows = await deps.db.query<{ tenant_id: string }>("SELECT tenant_id FROM payments WHERE id = $1", [
-    attempt.paymentId,
-  ]);
-  const tenantId = rows[0]?.tenant_id;
+  const owner = await getPaymentById(deps.db, attempt.paymentId);
   const payment =
-    tenantId === undefined ? null : await getPayment(deps.db, { tenantId, id: attempt.paymentId });
+    owner === null ? null : await getPayment(deps.db, { tenantId: owner.tenantId, id: attempt.paymentId });
   if (payment === null) throw new PaymentInvariantError(`attempt ${attempt.id} has no payment`);
   return payment;
 }
