@@ -2,13 +2,13 @@
 // (throw) on either side of paying: two rails must never both pay one payment, whatever the crash point.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
+import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
-import { amountMax, assets } from "../money/index.ts";
+import { assets } from "../money/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
-import type { RailSnapshot } from "../router/types.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./index.ts";
 
@@ -33,25 +33,7 @@ function toyRail(id: string, feeFixed: bigint): ToyRail {
     behaviour: "pay",
     async start() {},
     async stop() {},
-    snapshot(): RailSnapshot {
-      return {
-        rail: id,
-        kind: "evm",
-        asset: assets.USDC,
-        available: true,
-        reaches: ["evm_address"],
-        amountMin: 1n,
-        amountMax,
-        liquidity: null,
-        feeFixed,
-        feePpm: 0n,
-        networkFeeMicroUsd: 0n,
-        latencyMs: 1_000,
-        successes: 0,
-        failures: 0,
-        takenAtMs: 0,
-      };
-    },
+    snapshot: () => toyRailSnapshot(id, feeFixed),
     async execute(attempt: OutgoingAttempt) {
       rail.calls += 1;
       const known = outcomes.get(attempt.id);

@@ -9,10 +9,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
 import { openPostgres } from "../../gateway/db/index.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
-import { amountMax, assets } from "../../gateway/money/index.ts";
+import { assets } from "../../gateway/money/index.ts";
 import { createPayment, type PaymentsDeps, recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
-import type { RailSnapshot } from "../../gateway/router/types.ts";
+import { toyRailSnapshot } from "../support/toy-rail.ts";
 
 const [url, runId, countText] = process.argv.slice(2);
 if (url === undefined || runId === undefined || countText === undefined)
@@ -27,25 +27,7 @@ function toyRail(id: string, feeFixed: bigint, refuses: (attemptId: string) => b
     asset: assets.USDC,
     async start() {},
     async stop() {},
-    snapshot(): RailSnapshot {
-      return {
-        rail: id,
-        kind: "evm",
-        asset: assets.USDC,
-        available: true,
-        reaches: ["evm_address"],
-        amountMin: 1n,
-        amountMax,
-        liquidity: null,
-        feeFixed,
-        feePpm: 0n,
-        networkFeeMicroUsd: 0n,
-        latencyMs: 1_000,
-        successes: 0,
-        failures: 0,
-        takenAtMs: 0,
-      };
-    },
+    snapshot: () => toyRailSnapshot(id, feeFixed),
     async execute(attempt: OutgoingAttempt): Promise<AttemptOutcome> {
       await sleep(Math.random() * 10); // a window for the kill before the effect
       const outcome = refuses(attempt.id) ? "refused" : "paid";
