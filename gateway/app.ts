@@ -44,16 +44,17 @@ import { type Asset, assets } from "./money/index.ts";
 import {
   applyRailEvent,
   createMarket,
+  flushNetting,
   type PaymentsDeps,
   recoverOpenAttempts,
-  startNetting,
   transferCodes,
 } from "./payments/index.ts";
+import { startPeriodic } from "./periodic/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
 import { createSplitterMirror } from "./settlement/evm.ts";
 import { applyReceived, applyReversed, type Receiver, type SettlementDeps } from "./settlement/index.ts";
 import { createApiKey, createTenant } from "./tenants/index.ts";
-import { startDelivery, webhookLimitsDefault } from "./webhooks/index.ts";
+import { deliverOutbox, webhookLimitsDefault } from "./webhooks/index.ts";
 
 export const gatewayMigrations: MigrationSource = {
   namespace: "gateway",
@@ -242,18 +243,20 @@ export async function createApp(config: Config): Promise<App> {
           },
         },
       };
-      const netting = startNetting(payments.netting, Math.min(config.netting.intervalMs, 5_000));
+      const nettingDeps = payments.netting;
+      const netting = startPeriodic("netting flush", Math.min(config.netting.intervalMs, 5_000), () =>
+        flushNetting(nettingDeps),
+      );
       closers.push(() => netting.stop());
     }
     // At start every open attempt is this process's to finish; afterwards only those left quiet for a while.
     market.start();
     closers.push(async () => market.stop());
     await recoverOpenAttempts(payments, { quietMs: 0 });
-    const recovery = setInterval(() => {
-      recoverOpenAttempts(payments).catch((error: unknown) => console.error("recovery pass failed", error));
-    }, payments.strandedQuietMs);
-    recovery.unref();
-    closers.push(async () => clearInterval(recovery));
+    const recovery = startPeriodic("recovery pass", payments.strandedQuietMs, () =>
+      recoverOpenAttempts(payments),
+    );
+    closers.push(() => recovery.stop());
 
     const plugins: Array<(app: FastifyInstance) => Promise<void>> = [];
     if (config.fiat.kind === "on" && fiatRail !== null) {
@@ -335,12 +338,9 @@ export async function createApp(config: Config): Promise<App> {
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
-    const delivery = startDelivery({
-      db,
-      limits: webhookLimitsDefault,
-      nowMs: Date.now,
-      intervalMs: config.webhookDeliveryIntervalMs,
-    });
+    const delivery = startPeriodic("webhook delivery pass", config.webhookDeliveryIntervalMs, () =>
+      deliverOutbox({ db, limits: webhookLimitsDefault, nowMs: Date.now }),
+    );
     closers.push(() => delivery.stop());
     return { server, db, ledger, rails, payments, settlement, events, chain, evmWatcher, demo, close };
   } catch (error) {

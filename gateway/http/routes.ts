@@ -6,14 +6,8 @@ import { balanceOf, getTenantAccount } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import { assetByCode, formatAmount } from "../money/index.ts";
-import {
-  type CreatePaymentResult,
-  createPayment,
-  createPaymentQuote,
-  getPayment,
-  type PaymentsDeps,
-} from "../payments/index.ts";
-import type { RoutePolicy } from "../router/types.ts";
+import { createPayment, createPaymentQuote, getPayment, type PaymentsDeps } from "../payments/index.ts";
+import type { RouteDecision, RoutePolicy } from "../router/types.ts";
 import { createInvoice, getInvoice, type Invoice, type SettlementDeps } from "../settlement/index.ts";
 import { createWebhookEndpoint } from "../webhooks/index.ts";
 import { tenantOf } from "./auth.ts";
@@ -35,8 +29,6 @@ import {
   quoteView,
   webhookEndpointView,
 } from "./schemas.ts";
-
-type Refusal = Extract<CreatePaymentResult, { ok: false }>;
 
 export type RoutesOptions = {
   db: Db;
@@ -83,7 +75,13 @@ function usdToMicro(text: string): bigint {
   return BigInt(whole) * 1_000_000n + BigInt(fraction.padEnd(6, "0"));
 }
 
-function refusalError(result: Refusal): ApiError {
+/** A refusal from a service (payments, quotes, invoices) as the API error it is, with the route when there is one. */
+function refusalError(result: {
+  refusal: ApiErrorCode;
+  message: string;
+  param?: string;
+  decision?: RouteDecision;
+}): ApiError {
   return new ApiError(result.refusal, result.message, {
     ...(result.param === undefined ? {} : { param: result.param }),
     ...(result.decision === undefined ? {} : { extra: { route: presentRoute(result.decision) } }),
@@ -192,13 +190,7 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
         description: body.description ?? "",
         expirySeconds: body.expires_in_seconds ?? 3_600,
       });
-      if (!result.ok) {
-        throw new ApiError(
-          result.refusal,
-          result.message,
-          result.param === undefined ? {} : { param: result.param },
-        );
-      }
+      if (!result.ok) throw refusalError(result);
       return reply.code(201).send(presentInvoice(result.invoice));
     },
   );

@@ -6,7 +6,6 @@ export {
   flushNetting,
   type NettingConfig,
   type NettingDeps,
-  startNetting,
 } from "./netting.ts";
 export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } from "./service.ts";
 export {

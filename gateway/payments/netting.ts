@@ -264,20 +264,3 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
     }
   });
 }
-
-/** Flushes on a timer until stopped. */
-export function startNetting(deps: NettingDeps, pollMs: number): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    running = running
-      .then(() => flushNetting(deps))
-      .catch((error: unknown) => console.error("netting flush failed", error));
-  }, pollMs);
-  timer.unref();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
-}

@@ -172,25 +172,3 @@ async function post(
     return error instanceof Error ? error.message : String(error);
   }
 }
-
-/** Delivers on a timer until stopped. Errors of a pass are logged; the next pass retries. */
-export function startDelivery(deps: {
-  db: Db;
-  limits: WebhookLimits;
-  nowMs: () => number;
-  intervalMs: number;
-}): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    running = running
-      .then(() => deliverOutbox(deps))
-      .catch((error: unknown) => console.error("webhook delivery pass failed", error));
-  }, deps.intervalMs);
-  timer.unref();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
-}
