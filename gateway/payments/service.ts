@@ -316,7 +316,7 @@ async function runCandidates(
     const rail = deps.rails.get(candidate.rail);
     if (rail === undefined) throw new PaymentInvariantError(`router chose unknown rail ${candidate.rail}`);
     const attemptId = newId("att");
-    await insertAttempt(deps.db, {
+    const attempt = await insertAttempt(deps.db, {
       id: attemptId,
       paymentId: payment.id,
       seq,
@@ -325,9 +325,6 @@ async function runCandidates(
       feeMax: candidate.feeMax,
       reserveTransferId: derivedLedgerId(attemptId, "reserve"),
     });
-    const attempt = await getAttempt(deps.db, attemptId);
-    if (attempt === null)
-      throw new PaymentInvariantError(`attempt ${attemptId} vanished after it was written`);
     const next = await driveAttempt(deps, payment, attempt, rail);
     if (next !== "fall_back") return;
   }

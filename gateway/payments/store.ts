@@ -174,10 +174,11 @@ export async function insertAttempt(
     feeMax: bigint;
     reserveTransferId: bigint;
   },
-): Promise<void> {
-  await sql.query(
+): Promise<Attempt> {
+  const rows = await sql.query<AttemptRow>(
     `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
-     VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)`,
+     VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)
+     RETURNING ${attemptColumns}`,
     [
       attempt.id,
       attempt.paymentId,
@@ -188,6 +189,7 @@ export async function insertAttempt(
       attempt.reserveTransferId.toString(),
     ],
   );
+  return attemptFromRow(rows[0]!); // RETURNING gives the one row inserted
 }
 
 export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> {
