@@ -159,6 +159,9 @@ async function measureLedger(name: string, db: Db, traffic: Traffic, total: numb
       ...(process.env.BENCH_LEDGER_PIPELINE
         ? { pipelineDepthMax: Number(process.env.BENCH_LEDGER_PIPELINE) }
         : {}),
+      ...(process.env.BENCH_LEDGER_BATCH
+        ? { batchTransfersMax: Number(process.env.BENCH_LEDGER_BATCH) }
+        : {}),
     },
   });
   const accounts = await setupAccounts(ledger);

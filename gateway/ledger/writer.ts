@@ -200,14 +200,15 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     setImmediate(() => void loop());
   };
 
-  const takeBatch = (): Job[] => {
+  /** Takes the jobs at the head of the queue that fit in `transfersMax` (at least one job). */
+  const takeBatch = (transfersMax: number): Job[] => {
     const first = queue.shift()!;
     if (first.kind !== "transfers") return [first];
     const batch: Job[] = [first];
     let count = first.transfers.length;
     while (queue.length > 0) {
       const next = queue[0]!;
-      if (next.kind !== "transfers" || count + next.transfers.length > limits.batchTransfersMax) break;
+      if (next.kind !== "transfers" || count + next.transfers.length > transfersMax) break;
       queue.shift();
       batch.push(next);
       count += next.transfers.length;
@@ -261,9 +262,22 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           else inFlight.shift();
           continue;
         }
+        // Callers a committed batch resolved are still resubmitting, one microtask chain each: let them all arrive
+        // (one macrotask) so the next batch is full rather than the first request alone.
+        if (inFlight.length > 0) await new Promise((resolve) => setImmediate(resolve));
         // A failure anywhere drains everything (and runs the failed batches again, locked) before more go.
         if (await anyFailed(inFlight)) await drain();
-        const batch = takeBatch();
+        // Pipelined, a batch only overlaps the commit of the one before it if the work is spread over the
+        // pipeline's depth: a full batch followed by a scrap would leave the scrap's commit to run alone.
+        const inFlightTransfers = inFlight.reduce((sum, { plan }) => sum + plan.transfers.count, 0);
+        const batch = takeBatch(
+          pipelined
+            ? Math.min(
+                limits.batchTransfersMax,
+                Math.ceil((queuedTransfers + inFlightTransfers) / limits.pipelineDepthMax),
+              )
+            : limits.batchTransfersMax,
+        );
         const first = batch[0]!;
         const canPipeline =
           pipelined &&
