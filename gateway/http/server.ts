@@ -2,6 +2,7 @@
 // then the routes. Every limit explicit: Fastify's request timeout defaults to none.
 import Fastify, { type FastifyInstance } from "fastify";
 import type { ZodType } from "zod";
+import { type ApiKeyCacheLimits, apiKeyCacheDefaults } from "../tenants/index.ts";
 import { authPlugin } from "./auth.ts";
 import { errorsPlugin, RequestValidationError } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
@@ -12,6 +13,8 @@ export type ServerOptions = RoutesOptions & {
   bodyLimitBytes: number;
   idempotencyInProgressTimeoutMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** How many valid API keys each server remembers, and for how long (default: apiKeyCacheDefaults). */
+  apiKeyCache?: ApiKeyCacheLimits;
   /** Extra plugins (a rail's webhook route) registered after the core ones. */
   plugins?: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
 };
@@ -41,7 +44,11 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
         JSON.stringify((schema as ZodType).parse(data)),
   );
   await app.register(errorsPlugin);
-  await app.register(authPlugin, { sql: options.db });
+  await app.register(authPlugin, {
+    sql: options.db,
+    apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
+    nowMs: Date.now,
+  });
   await app.register(idempotencyPlugin, {
     sql: options.db,
     inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,

@@ -34,13 +34,77 @@ export async function createApiKey(
 
 const secretPattern = /^sk_(test|live)_[A-Za-z0-9_-]{43}$/;
 
-/** The tenant a secret key belongs to, or null for a malformed, unknown or revoked key. */
+/** The tenant a secret key belongs to, or null for a malformed, unknown or revoked key. Asks the database every time. */
 export async function authenticate(sql: Sql, secret: string): Promise<Tenant | null> {
   if (!secretPattern.test(secret)) return null;
+  return tenantOfDigest(sql, digestOf(secret));
+}
+
+async function tenantOfDigest(sql: Sql, digest: Buffer): Promise<Tenant | null> {
   const rows = await sql.query<{ id: string; name: string }>(
     `SELECT t.id, t.name FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
      WHERE k.secret_sha256 = $1 AND k.revoked_at IS NULL`,
-    [digestOf(secret)],
+    [digest],
   );
   return rows[0] ?? null;
+}
+
+/** Revokes a tenant's key; false when the tenant has no such unrevoked key. Processes that cached it refuse it within their cache's ttlMs. */
+export async function revokeApiKey(sql: Sql, params: { tenantId: string; id: string }): Promise<boolean> {
+  const rows = await sql.query(
+    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL RETURNING id",
+    [params.id, params.tenantId],
+  );
+  return rows.length === 1;
+}
+
+export type ApiKeyCacheLimits = {
+  /** The most keys remembered at once; beyond it the least recently checked is forgotten. */
+  entriesMax: number;
+  /** How long a key found valid is trusted without asking the database again: the longest a revocation waits. */
+  ttlMs: number;
+};
+
+export const apiKeyCacheDefaults: ApiKeyCacheLimits = { entriesMax: 10_000, ttlMs: 5_000 };
+
+export type Authenticator = {
+  /** The tenant a secret key belongs to, or null for a malformed, unknown or revoked key. */
+  authenticate(secret: string): Promise<Tenant | null>;
+};
+
+/**
+ * Authentication with a per-process memory of valid keys, keyed by the key's SHA-256 (the secret itself is
+ * never kept). Only keys found valid are remembered, each for `ttlMs`: an unknown or revoked key always asks
+ * the database, so a stream of made-up keys cannot fill the memory, and a revocation takes effect everywhere
+ * within `ttlMs`.
+ */
+export function createAuthenticator(
+  deps: { sql: Sql; nowMs: () => number },
+  limits: ApiKeyCacheLimits,
+): Authenticator {
+  const valid = new Map<string, { tenant: Tenant; expiresAtMs: number }>();
+  return {
+    async authenticate(secret) {
+      if (!secretPattern.test(secret)) return null;
+      const digest = digestOf(secret);
+      const key = digest.toString("base64");
+      const cached = valid.get(key);
+      if (cached !== undefined) {
+        valid.delete(key); // re-inserted below when still valid: the Map's order is least recently checked first
+        if (cached.expiresAtMs > deps.nowMs()) {
+          valid.set(key, cached);
+          return cached.tenant;
+        }
+      }
+      const tenant = await tenantOfDigest(deps.sql, digest);
+      if (tenant === null || limits.entriesMax <= 0) return tenant;
+      while (valid.size >= limits.entriesMax) {
+        const oldest = valid.keys().next();
+        if (oldest.done === true) break;
+        valid.delete(oldest.value);
+      }
+      valid.set(key, { tenant, expiresAtMs: deps.nowMs() + limits.ttlMs });
+      return tenant;
+    },
+  };
 }
