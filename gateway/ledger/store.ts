@@ -77,13 +77,6 @@ export async function lockClock(tx: Sql): Promise<Clock> {
   return { timestampLast: row.timestamp_last, token: row.token };
 }
 
-export async function setClock(tx: Sql, clock: Clock): Promise<void> {
-  await tx.query("UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton", [
-    clock.timestampLast,
-    clock.token,
-  ]);
-}
-
 export async function selectAccounts(
   sql: Sql,
   ids: readonly bigint[],
@@ -252,39 +245,67 @@ export function balanceRows(
   };
 }
 
-export async function updateBalances(tx: Sql, rows: BalanceRows): Promise<void> {
-  if (rows.count === 0) return;
-  await tx.query(
-    `UPDATE ledger_accounts a
+/** Everything a batch writes besides its transfers, applied under the clock in one statement. */
+export type BatchWrites = {
+  /** The token the clock must still carry (the writer's view is exact only then). */
+  expectedToken: bigint;
+  clock: Clock;
+  balances: BalanceRows;
+  pendingOpened: readonly { id: bigint; expiresAt: bigint | null }[];
+  pendingResolved: readonly bigint[];
+};
+
+/**
+ * One statement: takes the clock (its row lock serializes batches across processes) if it still carries
+ * `expectedToken`, leaves the batch's token and last timestamp there, and applies the balance deltas and the
+ * pending set's changes. Returns false, having written nothing, when the token differs (another writer came
+ * in between). The main query reads the clock's CTE first, and every other part is gated on its row, so no
+ * account row is locked before the clock.
+ */
+export async function applyBatchWrites(tx: Sql, writes: BatchWrites): Promise<boolean> {
+  // Sub-statements of one statement share a snapshot: a pending transfer opened and resolved within this batch
+  // would be inserted and not seen by the delete. Such a transfer never needs a row.
+  const resolved = new Set(writes.pendingResolved);
+  const opened = writes.pendingOpened.filter((o) => !resolved.has(o.id));
+  const openedIds = new Set(writes.pendingOpened.map((o) => o.id));
+  const closed = writes.pendingResolved.filter((id) => !openedIds.has(id));
+  const params: unknown[] = [writes.clock.timestampLast, writes.clock.token, writes.expectedToken];
+  const parts = [
+    "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3 RETURNING 1)",
+  ];
+  const gate = "EXISTS (SELECT 1 FROM clock)";
+  if (writes.balances.count > 0) {
+    const at = params.length;
+    params.push(...writes.balances.params);
+    parts.push(`balances AS (UPDATE ledger_accounts a
         SET debits_pending = a.debits_pending + d.debits_pending,
             debits_posted = a.debits_posted + d.debits_posted,
             credits_pending = a.credits_pending + d.credits_pending,
             credits_posted = a.credits_posted + d.credits_posted,
             flags = d.flags
-       FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int4[])
+       FROM unnest($${at + 1}::uuid[], $${at + 2}::int8[], $${at + 3}::int8[], $${at + 4}::int8[], $${at + 5}::int8[], $${at + 6}::int4[])
             AS d(id, debits_pending, debits_posted, credits_pending, credits_posted, flags)
-      WHERE a.id = d.id`,
-    rows.params,
-  );
-}
-
-export async function openPending(
-  tx: Sql,
-  opened: readonly { id: bigint; expiresAt: bigint | null }[],
-): Promise<void> {
-  if (opened.length === 0) return;
-  await tx.query(
-    "INSERT INTO ledger_pending_open (id, expires_at) SELECT * FROM unnest($1::uuid[], $2::int8[])",
-    [
+      WHERE a.id = d.id AND ${gate})`);
+  }
+  if (opened.length > 0) {
+    params.push(
       uuidList(opened.map((o) => o.id)),
       `{${opened.map((o) => (o.expiresAt === null ? "NULL" : o.expiresAt)).join(",")}}`,
-    ],
+    );
+    parts.push(`opened AS (INSERT INTO ledger_pending_open (id, expires_at)
+       SELECT * FROM unnest($${params.length - 1}::uuid[], $${params.length}::int8[]) WHERE ${gate})`);
+  }
+  if (closed.length > 0) {
+    params.push(uuidList(closed));
+    parts.push(
+      `closed AS (DELETE FROM ledger_pending_open WHERE id = ANY($${params.length}::uuid[]) AND ${gate})`,
+    );
+  }
+  const rows = await tx.query(
+    `WITH ${parts.join(",\n")} SELECT count(*)::int4 AS swapped FROM clock`,
+    params,
   );
-}
-
-export async function closePending(tx: Sql, ids: readonly bigint[]): Promise<void> {
-  if (ids.length === 0) return;
-  await tx.query("DELETE FROM ledger_pending_open WHERE id = ANY($1::uuid[])", [uuidList(ids)]);
+  return rows[0]?.swapped === 1;
 }
 
 /** Open pending transfers whose timeout has passed, oldest first, locked. */

@@ -261,7 +261,10 @@ export type LedgerLimits = {
   expiryIntervalMs: number;
   /** The most pending transfers one expiry sweep expires. */
   expiryBatchMax: number;
-  /** Batches in flight at once on PostgreSQL (validation of the next overlaps the commit of this one). */
+  /**
+   * Batches in flight at once on PostgreSQL (validation of the next overlaps the commit of this one); PGlite uses
+   * at most 1. 0: every batch runs locked (reads under the clock lock), the slow path kept for comparison.
+   */
   pipelineDepthMax: number;
 };
 

@@ -8,12 +8,15 @@
 //
 // Two ways to run a batch:
 // - locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in memory;
-//   write; COMMIT. Always correct; used on PGlite, for accounts and expiry, after a conflict, and at start.
-// - pipelined (PostgreSQL): validate the batch in memory against what this writer's earlier batches will have
-//   left, build its rows, and send it while the previous batch is still committing: INSERT the transfers, then lock
-//   the clock (waits for the previous batch's COMMIT), check the token is the one the previous batch leaves, apply
-//   the balance deltas, COMMIT. If the token differs (another process wrote) or anything fails, this batch and the
-//   ones behind it roll back and run again, locked, in the same order. Callers never see the difference.
+//   write; COMMIT. Always correct; used for accounts and expiry, after a conflict, at start, and when
+//   pipelineDepthMax is 0.
+// - pipelined: validate the batch in memory against what this writer's earlier batches will have left, build its
+//   rows, and send it while the previous batch is still committing: INSERT the transfers, then one statement that
+//   takes the clock (waits for the previous batch's COMMIT) only if it carries the token the previous batch leaves,
+//   and applies the balance deltas and pending changes; COMMIT. If the token differs (another process wrote) or
+//   anything fails, this batch and the ones behind it roll back and run again, locked, in the same order. Callers
+//   never see the difference. On PGlite (one connection, in this process) the depth is 1: nothing overlaps, but a
+//   batch costs two statements instead of reads and writes under the lock.
 import { randomBytes } from "node:crypto";
 import type { Db, Sql } from "../db/index.ts";
 import { idToUuid } from "./id.ts";
@@ -25,21 +28,19 @@ import {
   type TransferEffects,
 } from "./semantics.ts";
 import {
+  applyBatchWrites,
   type BalanceRows,
+  type BatchWrites,
   balanceRows,
-  closePending,
   insertAccounts,
   insertTransfers,
   lockClock,
-  openPending,
   selectAccounts,
   selectExpired,
   selectTransfers,
   selectTransfersWithStatus,
-  setClock,
   type TransferRows,
   transferRows,
-  updateBalances,
 } from "./store.ts";
 import {
   type Account,
@@ -135,7 +136,8 @@ type InFlight = { plan: Plan; done: Promise<unknown | null> };
 
 export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () => bigint }): Writer {
   const { db, limits, nowNs } = params;
-  const pipelined = db.kind === "postgres" && limits.pipelineDepthMax >= 2;
+  const depthMax = db.kind === "postgres" ? limits.pipelineDepthMax : Math.min(limits.pipelineDepthMax, 1);
+  const pipelined = depthMax >= 1;
 
   const queue: Job[] = [];
   let queuedTransfers = 0;
@@ -219,6 +221,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
 
   const loop = async () => {
     const inFlight: InFlight[] = [];
+    let callersResolved = false;
     /** Waits for every batch in flight; runs the failed ones again, locked, in order. */
     const drain = async () => {
       const redo: TransfersJob[][] = [];
@@ -255,16 +258,18 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         if (limits.batchWaitMs > 0 && inFlight.length === 0 && queuedTransfers < limits.batchTransfersMax) {
           await new Promise((resolve) => setTimeout(resolve, limits.batchWaitMs));
         }
-        if (pipelined && inFlight.length >= limits.pipelineDepthMax) {
+        if (pipelined && inFlight.length >= depthMax) {
           // The pipeline is full: wait for the oldest batch while more jobs gather for the next one.
           const failure = await inFlight[0]!.done;
           if (failure !== null) await drain();
           else inFlight.shift();
+          callersResolved = true;
           continue;
         }
         // Callers a committed batch resolved are still resubmitting, one microtask chain each: let them all arrive
         // (one macrotask) so the next batch is full rather than the first request alone.
-        if (inFlight.length > 0) await new Promise((resolve) => setImmediate(resolve));
+        if (callersResolved || inFlight.length > 0) await new Promise((resolve) => setImmediate(resolve));
+        callersResolved = false;
         // A failure anywhere drains everything (and runs the failed batches again, locked) before more go.
         if (await anyFailed(inFlight)) await drain();
         // Pipelined, a batch only overlaps the commit of the one before it if the work is spread over the
@@ -272,10 +277,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         const inFlightTransfers = inFlight.reduce((sum, { plan }) => sum + plan.transfers.count, 0);
         const batch = takeBatch(
           pipelined
-            ? Math.min(
-                limits.batchTransfersMax,
-                Math.ceil((queuedTransfers + inFlightTransfers) / limits.pipelineDepthMax),
-              )
+            ? Math.min(limits.batchTransfersMax, Math.ceil((queuedTransfers + inFlightTransfers) / depthMax))
             : limits.batchTransfersMax,
         );
         const first = batch[0]!;
@@ -290,6 +292,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           await drain();
           if (lockedBatchesLeft > 0) lockedBatchesLeft--;
           await runLocked(batch);
+          callersResolved = true;
           continue;
         }
         const jobs = batch as TransfersJob[];
@@ -381,12 +384,14 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         if (plan.uncheckedIds.length > 0 && (await selectTransfers(tx, plan.uncheckedIds)).length > 0)
           throw new KnownIdError();
         await insertTransfers(tx, plan.transfers);
-        const clock = await lockClock(tx);
-        if (clock.token !== plan.expectedToken) throw new StaleBatchError();
-        await updateBalances(tx, plan.balances);
-        await openPending(tx, plan.pendingOpened);
-        await closePending(tx, plan.pendingResolved);
-        await setClock(tx, { timestampLast: plan.timestampLast, token: plan.token });
+        const applied = await applyBatchWrites(tx, {
+          expectedToken: plan.expectedToken,
+          clock: { timestampLast: plan.timestampLast, token: plan.token },
+          balances: plan.balances,
+          pendingOpened: plan.pendingOpened,
+          pendingResolved: plan.pendingResolved,
+        });
+        if (!applied) throw new StaleBatchError();
       });
     } catch (error) {
       return error;
@@ -432,6 +437,11 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     const firstTimestamp = maxBigint(clock.timestampLast + 1n, nowNs());
     let settle: () => void;
     let eventCount = 1;
+    let writes: Pick<BatchWrites, "balances" | "pendingOpened" | "pendingResolved"> = {
+      balances: balanceRows([]),
+      pendingOpened: [],
+      pendingResolved: [],
+    };
     if (first.kind === "transfers") {
       const jobs = batch as TransfersJob[];
       const requests = jobs.map((job) => job.transfers);
@@ -439,9 +449,11 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       const { results, effects } = applyTransferRequests(state, requests, firstTimestamp);
       eventCount = requests.reduce((sum, request) => sum + request.length, 0);
       await insertTransfers(tx, transferRows(effects.created, accountUuid));
-      await updateBalances(tx, balanceRows(deltas(state, effects.accountsBefore)));
-      await openPending(tx, effects.pendingOpened);
-      await closePending(tx, effects.pendingResolved);
+      writes = {
+        balances: balanceRows(deltas(state, effects.accountsBefore)),
+        pendingOpened: effects.pendingOpened,
+        pendingResolved: effects.pendingResolved,
+      };
       settle = () => {
         jobs.forEach((job, i) => {
           job.resolve(results[i]!);
@@ -455,11 +467,20 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       await insertAccounts(tx, created);
       settle = () => first.resolve(results);
     } else {
-      const count = await expire(tx, first.nowNs);
-      settle = () => first.resolve(count);
+      const expired = await expire(tx, first.nowNs);
+      writes = expired.writes;
+      settle = () => first.resolve(expired.count);
     }
     const timestampLast = firstTimestamp + BigInt(eventCount) - 1n;
-    await setClock(tx, { timestampLast, token });
+    // The clock is ours (locked above), so its token is the one read there.
+    if (
+      !(await applyBatchWrites(tx, {
+        expectedToken: clock.token,
+        clock: { timestampLast, token },
+        ...writes,
+      }))
+    )
+      throw new Error("ledger: the clock changed under its lock");
     return () => {
       committedToken = token;
       committedTimestamp = timestampLast;
@@ -514,9 +535,16 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   };
 
   /** Voids open pending transfers whose timeout has passed: their amounts leave the pending balances. */
-  const expire = async (tx: Sql, now: bigint): Promise<number> => {
+  const expire = async (
+    tx: Sql,
+    now: bigint,
+  ): Promise<{
+    count: number;
+    writes: Pick<BatchWrites, "balances" | "pendingOpened" | "pendingResolved">;
+  }> => {
     const expired = await selectExpired(tx, now, limits.expiryBatchMax);
-    if (expired.length === 0) return 0;
+    if (expired.length === 0)
+      return { count: 0, writes: { balances: balanceRows([]), pendingOpened: [], pendingResolved: [] } };
     await loadAccounts(
       tx,
       expired.flatMap((t) => [t.debitAccountId, t.creditAccountId]),
@@ -533,12 +561,14 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       if ((p.flags & TransferFlags.closingDebit) !== 0) dr.flags &= ~AccountFlags.closed;
       if ((p.flags & TransferFlags.closingCredit) !== 0) cr.flags &= ~AccountFlags.closed;
     }
-    await updateBalances(tx, balanceRows(deltas(state, before)));
-    await closePending(
-      tx,
-      expired.map((t) => t.id),
-    );
-    return expired.length;
+    return {
+      count: expired.length,
+      writes: {
+        balances: balanceRows(deltas(state, before)),
+        pendingOpened: [],
+        pendingResolved: expired.map((t) => t.id),
+      },
+    };
   };
 
   return {

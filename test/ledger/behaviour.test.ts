@@ -205,6 +205,40 @@ for (const storeName of storeNames)
       expect(postVoided?.status).toBe("pending_transfer_already_voided");
     });
 
+    it("resolves a pending transfer within the batch that opened it, and never expires it later", async () => {
+      const base = { debitAccountId: accounts.a, creditAccountId: accounts.b, ledger: L, code: 1 };
+      const resolve = { debitAccountId: 0n, creditAccountId: 0n, ledger: 0, code: 0 };
+      const [before] = await ledger.lookupAccounts([accounts.a]);
+      const posted = ledgerId();
+      const voided = ledgerId();
+      const results = await ledger.createTransfers([
+        { ...base, id: posted, amount: 40n, flags: TransferFlags.pending, timeout: 5 },
+        { ...base, id: voided, amount: 25n, flags: TransferFlags.pending, timeout: 5 },
+        {
+          ...resolve,
+          id: ledgerId(),
+          amount: 30n,
+          pendingId: posted,
+          flags: TransferFlags.postPendingTransfer,
+        },
+        {
+          ...resolve,
+          id: ledgerId(),
+          amount: 0n,
+          pendingId: voided,
+          flags: TransferFlags.voidPendingTransfer,
+        },
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["created", "created", "created", "created"]);
+      const open = await db.query("SELECT id FROM ledger_pending_open");
+      expect(open).toEqual([]);
+      now += 6n * 1_000_000_000n;
+      expect(await ledger.expirePendingTransfers()).toBe(0);
+      const [after] = await ledger.lookupAccounts([accounts.a]);
+      expect(after!.debitsPending).toBe(before!.debitsPending);
+      expect(after!.debitsPosted - before!.debitsPosted).toBe(30n);
+    });
+
     it("pages through an account's transfers with a cursor", async () => {
       const all: bigint[] = [];
       let cursor: bigint | undefined;

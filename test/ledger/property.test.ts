@@ -261,7 +261,12 @@ for (const storeName of storeNames) {
           );
           // Far enough ahead that every pending transfer of earlier runs (on this database) has expired.
           let now = clock!.timestamp_last + 1_000n * 1_000_000_000n;
-          const ledger = createLedger({ db, limits: { expiryIntervalMs: 0 }, nowNs: () => now });
+          // Every third run keeps every batch on the locked path (reads under the clock lock), the rest pipeline.
+          const ledger = createLedger({
+            db,
+            limits: { expiryIntervalMs: 0, ...(runIndex % 3 === 0 ? { pipelineDepthMax: 0 } : {}) },
+            nowNs: () => now,
+          });
           await ledger.expirePendingTransfers(now);
           const [after] = await db.query<{ timestamp_last: bigint }>(
             "SELECT timestamp_last FROM ledger_clock",
