@@ -33,7 +33,14 @@ import {
 import { createInternalRail } from "../adapters/internal/index.ts";
 import { createFileRailStore, createLightningRail } from "../adapters/lightning/index.ts";
 import type { Rail } from "../adapters/rail.ts";
-import { type AccountRecord, createAccount, getClearingAccount, getTenantAccount } from "./accounts/index.ts";
+import {
+  type AccountRecord,
+  accountCacheDefaults,
+  createAccount,
+  createAccountCache,
+  getClearingAccount,
+  getTenantAccount,
+} from "./accounts/index.ts";
 import type { Config } from "./config.ts";
 import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
@@ -193,9 +200,11 @@ export async function createApp(config: Config): Promise<App> {
       refreshMs: 1_000,
       nowMs: Date.now,
     });
+    const accounts = createAccountCache({ sql: db }, accountCacheDefaults);
     const payments: PaymentsDeps = {
       db,
       ledger,
+      accounts,
       rails,
       snapshot: market.snapshot,
       learning: market,
@@ -206,7 +215,7 @@ export async function createApp(config: Config): Promise<App> {
     };
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;
-    const settlement: SettlementDeps = { db, ledger, receivers };
+    const settlement: SettlementDeps = { db, ledger, accounts, receivers };
     const events = new EventEmitter();
     for (const rail of rails.values()) {
       rail.onEvent((event) =>
@@ -329,6 +338,7 @@ export async function createApp(config: Config): Promise<App> {
       plugins,
       db,
       ledger,
+      accounts,
       rails,
       payments,
       settlement,

@@ -146,6 +146,69 @@ export function getClearingAccount(
   return getRailAccount(sql, { kind: "clearing", ...params });
 }
 
+export type AccountCache = {
+  /** As getTenantAccount: another tenant's account is as unknown as one that does not exist. */
+  tenantAccount(params: { tenantId: string; id: string }): Promise<AccountRecord | null>;
+  /** As getRailAccount. */
+  railAccount(params: {
+    kind: "clearing" | "payable";
+    rail: string;
+    asset: Asset;
+  }): Promise<AccountRecord | null>;
+};
+
+export type AccountCacheLimits = {
+  /** The most accounts remembered at once; beyond it the least recently used is forgotten. */
+  entriesMax: number;
+};
+
+export const accountCacheDefaults: AccountCacheLimits = { entriesMax: 100_000 };
+
+/**
+ * Account lookups remembered per process. A row of `accounts` is never updated or deleted, so a record once
+ * read stays true in every process; only records found are remembered (an account may be created later).
+ * Records are kept by account id, which is the table's primary key: a record remembered for one tenant
+ * answers "not found" to any other, exactly as the tenant-scoped query would.
+ */
+export function createAccountCache(deps: { sql: Sql }, limits: AccountCacheLimits): AccountCache {
+  const records = new Map<string, AccountRecord>();
+  const recall = (key: string): AccountRecord | undefined => {
+    const record = records.get(key);
+    if (record !== undefined) {
+      records.delete(key); // re-inserted: the Map's order is least recently used first
+      records.set(key, record);
+    }
+    return record;
+  };
+  const remember = (key: string, record: AccountRecord): void => {
+    if (limits.entriesMax <= 0) return;
+    while (records.size >= limits.entriesMax) {
+      const oldest = records.keys().next();
+      if (oldest.done === true) break;
+      records.delete(oldest.value);
+    }
+    records.set(key, record);
+  };
+  return {
+    async tenantAccount(params) {
+      const key = `id:${params.id}`;
+      const cached = recall(key);
+      if (cached !== undefined) return cached.tenantId === params.tenantId ? cached : null;
+      const record = await getTenantAccount(deps.sql, params);
+      if (record !== null) remember(key, record);
+      return record;
+    },
+    async railAccount(params) {
+      const key = `rail:${params.kind}:${params.rail}:${params.asset.code}`;
+      const cached = recall(key);
+      if (cached !== undefined) return cached;
+      const record = await getRailAccount(deps.sql, params);
+      if (record !== null) remember(key, record);
+      return record;
+    },
+  };
+}
+
 export type Balance = {
   /** Settled balance, in the account's normal direction. */
   posted: bigint;

@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import type { z } from "zod";
 import type { Rail } from "../../adapters/rail.ts";
-import { balanceOf, getTenantAccount } from "../accounts/index.ts";
+import { type AccountCache, balanceOf } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import { assetByCode, formatAmount } from "../money/index.ts";
@@ -33,6 +33,7 @@ import {
 export type RoutesOptions = {
   db: Db;
   ledger: Ledger;
+  accounts: AccountCache;
   rails: ReadonlyMap<string, Rail>;
   payments: PaymentsDeps;
   settlement: SettlementDeps;
@@ -229,7 +230,7 @@ const routes: FastifyPluginAsync<RoutesOptions> = async (app: FastifyInstance, o
     { schema: { params: idParams("acct"), response: { 200: balanceView, "4xx": errorView } } },
     async (request) => {
       const { id } = request.params as { id: string };
-      const account = await getTenantAccount(options.db, { tenantId: tenantOf(request).id, id });
+      const account = await options.accounts.tenantAccount({ tenantId: tenantOf(request).id, id });
       if (account === null) throw new ApiError("account_not_found", `no account "${id}"`);
       const [ledgerAccount] = await options.ledger.lookupAccounts([account.ledgerAccountId]);
       if (ledgerAccount === undefined) throw new Error(`account ${id} has no ledger account`);

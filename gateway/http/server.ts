@@ -56,6 +56,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   await app.register(routes, {
     db: options.db,
     ledger: options.ledger,
+    accounts: options.accounts,
     rails: options.rails,
     payments: options.payments,
     settlement: options.settlement,

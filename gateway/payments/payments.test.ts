@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
-import { balanceOf, createAccount } from "../accounts/index.ts";
+import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
@@ -109,6 +109,7 @@ function depsWith(database: Db): PaymentsDeps {
   return {
     db: database,
     ledger,
+    accounts: createAccountCache({ sql: database }, { entriesMax: 100 }),
     rails,
     snapshot: () =>
       buildSnapshot({

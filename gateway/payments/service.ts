@@ -6,7 +6,7 @@
 // The ledger returns `exists` for a transfer it already has; a rail reports the first outcome of an attempt
 // id it has already executed; status moves are conditional updates. Recovery re-runs open attempts.
 import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../adapters/rail.ts";
-import { type AccountRecord, getClearingAccount, getTenantAccount } from "../accounts/index.ts";
+import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
@@ -42,6 +42,8 @@ export type Router = (
 export type PaymentsDeps = {
   db: Db;
   ledger: Ledger;
+  /** Account lookups, remembered per process (accounts/createAccountCache). */
+  accounts: AccountCache;
   rails: ReadonlyMap<string, Rail>;
   snapshot: () => Snapshot;
   route: Router;
@@ -191,7 +193,7 @@ async function prepare(
       `amount "${params.amount}" is not a valid ${asset.code} amount (${asset.scale} decimals at most, more than zero)`,
       "amount",
     );
-  const source = await getTenantAccount(deps.db, { tenantId: params.tenantId, id: params.sourceAccountId });
+  const source = await deps.accounts.tenantAccount({ tenantId: params.tenantId, id: params.sourceAccountId });
   if (source === null)
     return refuse("account_not_found", `no account "${params.sourceAccountId}"`, "source.account");
   if (source.asset.code !== asset.code)
@@ -201,7 +203,7 @@ async function prepare(
       "asset",
     );
   if (params.destination.kind === "account") {
-    const target = await getTenantAccount(deps.db, {
+    const target = await deps.accounts.tenantAccount({
       tenantId: params.tenantId,
       id: params.destination.accountId,
     });
@@ -412,16 +414,19 @@ async function ledgerAccountsFor(
   payment: Payment,
   rail: Rail,
 ): Promise<{ debit: bigint; credit: bigint; ledger: number }> {
-  const source = await getTenantAccount(deps.db, { tenantId: payment.tenantId, id: payment.sourceAccountId });
+  const source = await deps.accounts.tenantAccount({
+    tenantId: payment.tenantId,
+    id: payment.sourceAccountId,
+  });
   if (source === null) throw new PaymentInvariantError(`payment ${payment.id} lost its source account`);
   let credit: AccountRecord | null;
   if (payment.destination.kind === "account") {
-    credit = await getTenantAccount(deps.db, {
+    credit = await deps.accounts.tenantAccount({
       tenantId: payment.tenantId,
       id: payment.destination.accountId,
     });
   } else {
-    credit = await getClearingAccount(deps.db, { rail: rail.id, asset: source.asset });
+    credit = await deps.accounts.railAccount({ kind: "clearing", rail: rail.id, asset: source.asset });
   }
   if (credit === null)
     throw new PaymentInvariantError(`payment ${payment.id} has no account to credit on rail ${rail.id}`);

@@ -3,7 +3,7 @@
 // rail) against the tenant's account — with the rail's evidence. A reversal (a dispute, a refund of a top-up)
 // takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
 import type { SettlementEvidence } from "../../adapters/rail.ts";
-import { type AccountRecord, getClearingAccount, getTenantAccount } from "../accounts/index.ts";
+import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, TransferFlags } from "../ledger/index.ts";
@@ -26,7 +26,13 @@ export type Receiver = {
   }>;
 };
 
-export type SettlementDeps = { db: Db; ledger: Ledger; receivers: ReadonlyMap<string, Receiver> };
+export type SettlementDeps = {
+  db: Db;
+  ledger: Ledger;
+  /** Account lookups, remembered per process (accounts/createAccountCache). */
+  accounts: AccountCache;
+  receivers: ReadonlyMap<string, Receiver>;
+};
 
 export const transferCodesIn = { received: 3, reversed: 4 } as const;
 
@@ -91,7 +97,7 @@ export async function createInvoice(
       message: `amount "${params.amount}" is not a valid ${asset.code} amount`,
       param: "amount",
     };
-  const account = await getTenantAccount(deps.db, { tenantId: params.tenantId, id: params.accountId });
+  const account = await deps.accounts.tenantAccount({ tenantId: params.tenantId, id: params.accountId });
   if (account === null)
     return {
       ok: false,
@@ -198,9 +204,10 @@ async function accountsFor(
   deps: SettlementDeps,
   invoice: Invoice,
 ): Promise<{ account: AccountRecord; clearing: AccountRecord }> {
-  const account = await getTenantAccount(deps.db, { tenantId: invoice.tenantId, id: invoice.accountId });
+  const account = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: invoice.accountId });
   const asset = assetByCode(invoice.assetCode);
-  const clearing = asset === null ? null : await getClearingAccount(deps.db, { rail: invoice.rail, asset });
+  const clearing =
+    asset === null ? null : await deps.accounts.railAccount({ kind: "clearing", rail: invoice.rail, asset });
   if (account === null || clearing === null)
     throw new SettlementInvariantError(`invoice ${invoice.id} has no account or clearing account`);
   return { account, clearing };

@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
+import { createAccountCache } from "../../gateway/accounts/index.ts";
 import { openPostgres } from "../../gateway/db/index.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
 import { assets } from "../../gateway/money/index.ts";
@@ -59,6 +60,7 @@ const rails = new Map<string, Rail>([
 const deps: PaymentsDeps = {
   db,
   ledger,
+  accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
   rails,
   snapshot: () =>
     buildSnapshot({
