@@ -254,7 +254,10 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
         "SELECT tenant_id FROM payments WHERE id = $1",
         [payout.payment_id],
       );
-      if (await finishPayment(tx, { id: payout.payment_id, status: "succeeded", rail: deps.payer.rail })) {
+      if (
+        (await finishPayment(tx, { id: payout.payment_id, status: "succeeded", rail: deps.payer.rail })) !==
+        null
+      ) {
         await insertOutboxEvent(tx, {
           tenantId: payment!.tenant_id,
           type: "payment.succeeded",

@@ -263,7 +263,8 @@ describe("payments across two rails", () => {
   it("a crash between a failover and the next attempt: recovery goes on with the next rail, once", async () => {
     cheap.behaviour = "fail_retryable";
     await expect(
-      createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 2)), request("k6")),
+      // The first attempt is written with the payment; the second alone, and the process dies before it.
+      createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 1)), request("k6")),
     ).rejects.toThrow(Crash);
     expect(dear.calls).toBe(0);
     expect((await customerBalance()).pendingOut).toBe(0n); // the first reservation was voided before the crash
@@ -274,11 +275,21 @@ describe("payments across two rails", () => {
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
   });
 
-  it("a crash after the payment was written and before its first attempt: recovery starts it, once", async () => {
-    await expect(
-      createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 1)), request("k7")),
-    ).rejects.toThrow(Crash);
+  it("a crash after the payment and its first attempt were written and before the reservation: recovery reserves and pays, once", async () => {
+    const dyingLedger: Ledger = {
+      ...ledger,
+      createTransfers: async () => {
+        throw new Crash("died before the reservation");
+      },
+    };
+    await expect(createPayment({ ...depsWith(db), ledger: dyingLedger }, request("k7"))).rejects.toThrow(
+      Crash,
+    );
     expect(cheap.calls + dear.calls).toBe(0);
+    const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k7'");
+    const written = await getPayment(db, { tenantId, id: row!.id });
+    expect(written?.attempts.map((a) => [a.rail, a.status])).toEqual([["cheap", "executing"]]);
+    expect((await customerBalance()).pendingOut).toBe(0n);
     await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
     expect(paidEverywhere()).toBe(100n);
     expect(cheap.paid.size).toBe(1);
@@ -286,5 +297,60 @@ describe("payments across two rails", () => {
     const again = await createPayment(depsWith(db), request("k7"));
     expect(again.ok && again.payment.status).toBe("succeeded");
     expect(paidEverywhere()).toBe(100n);
+    expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("an attempt an earlier version left in reserving, its reservation made: recovery pays it once and ends it", async () => {
+    cheap.behaviour = "crash_before_paying";
+    await expect(createPayment(depsWith(db), request("k8"))).rejects.toThrow(Crash);
+    const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k8'");
+    await db.query("UPDATE attempts SET status = 'reserving' WHERE payment_id = $1", [row!.id]);
+    cheap.behaviour = "pay";
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    const payment = await getPayment(db, { tenantId, id: row!.id });
+    expect(payment?.status).toBe("succeeded");
+    expect(payment?.attempts.map((a) => [a.rail, a.status])).toEqual([["cheap", "succeeded"]]);
+    expect(paidEverywhere()).toBe(100n);
+    expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a payment made in one go reads nothing back, and answers what the database holds", async () => {
+    const statements: string[] = [];
+    const watched: Db = {
+      ...db,
+      query: (text, params) => {
+        statements.push(text.trim().split(/\s+/)[0]!);
+        return db.query(text, params);
+      },
+      transaction: (fn) =>
+        db.transaction((tx) =>
+          fn({
+            query: (text, params) => {
+              statements.push(text.trim().split(/\s+/)[0]!);
+              return tx.query(text, params);
+            },
+          }),
+        ),
+    };
+    const deps = depsWith(watched);
+    await createPayment(deps, request("k9-warm")); // the account memory fills
+    statements.length = 0;
+    const result = await createPayment(deps, request("k9"));
+    expect(statements).toEqual(["WITH", "UPDATE", "UPDATE", "INSERT"]);
+    expect(result.ok && result.payment).toEqual(
+      await getPayment(db, { tenantId, id: result.ok ? result.payment.id : "" }),
+    );
+    cheap.behaviour = "fail_retryable";
+    const failedOver = await createPayment(deps, request("k9-failover"));
+    expect(failedOver.ok && failedOver.payment.rail).toBe("dear");
+    expect(failedOver.ok && failedOver.payment).toEqual(
+      await getPayment(db, { tenantId, id: failedOver.ok ? failedOver.payment.id : "" }),
+    );
+    dear.behaviour = "fail_final";
+    const failed = await createPayment(deps, request("k9-failed"));
+    expect(failed.ok && failed.payment.status).toBe("failed");
+    expect(failed.ok && failed.payment).toEqual(
+      await getPayment(db, { tenantId, id: failed.ok ? failed.payment.id : "" }),
+    );
   });
 });

@@ -2,9 +2,15 @@
 // execute an attempt on the chosen rail, then post the reservation with the rail's evidence, or void it
 // and fall back to the next candidate when the failure says another rail may succeed.
 //
-// Crash safety: every step is keyed by ids derived from the attempt id, so repeating a step is harmless.
-// The ledger returns `exists` for a transfer it already has; a rail reports the first outcome of an attempt
-// id it has already executed; status moves are conditional updates. Recovery re-runs open attempts.
+// Crash safety: written ahead in this order — the payment with its first attempt (one statement), the
+// reservation, the rail's payment, the post or void, the attempt's and payment's final statuses. Every step is
+// keyed by ids derived from the attempt id, so repeating a step is harmless: the ledger returns `exists` for a
+// transfer it already has; a rail reports the first outcome of an attempt id it has already executed; status
+// moves are conditional updates. Recovery re-runs open attempts, asking the ledger whether each one's
+// reservation (its id is on the attempt row) was made: without it the rail was never asked to pay.
+//
+// The live path keeps the payment it writes in memory and answers from it; it reads the database again only
+// when a conditional update finds that another writer (recovery, a rail event) moved the payment first.
 import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../adapters/rail.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
@@ -245,136 +251,231 @@ export async function createPayment(
 ): Promise<CreatePaymentResult> {
   const prepared = await prepare(deps, params);
   if (!prepared.ok) return prepared;
+  const { asset, amount, source, decision } = prepared;
+  const netting = deps.netting;
+  const accrues =
+    netting !== undefined &&
+    params.destination.kind === "evm_address" &&
+    shouldAccrue(netting, decision, params.destination.kind);
   const paymentId = newId("pay");
-  const inserted = await insertPayment(deps.db, {
+  const firstCandidate = accrues ? undefined : decision.candidates[0];
+  let firstAttempt: {
+    id: string;
+    rail: string;
+    amount: bigint;
+    feeMax: bigint;
+    reserveTransferId: bigint;
+  } | null = null;
+  if (firstCandidate !== undefined) {
+    const rail = deps.rails.get(firstCandidate.rail);
+    if (rail === undefined)
+      throw new PaymentInvariantError(`router chose unknown rail ${firstCandidate.rail}`);
+    const attemptId = newId("att");
+    firstAttempt = {
+      id: attemptId,
+      rail: rail.id,
+      amount: firstCandidate.amount,
+      feeMax: firstCandidate.feeMax,
+      reserveTransferId: derivedLedgerId(attemptId, "reserve"),
+    };
+  }
+  const inserted = await insertPayment(
+    deps.db,
+    {
+      id: paymentId,
+      tenantId: params.tenantId,
+      assetCode: asset.code,
+      amount,
+      sourceAccountId: source.id,
+      destination: params.destination,
+      policy: params.policy,
+      decision,
+      metadata: params.metadata,
+      idempotencyKey: params.idempotencyKey,
+      quoteId: params.quoteId,
+    },
+    firstAttempt,
+  );
+  // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
+  if (!inserted.inserted)
+    return { ok: true, payment: await readPayment(deps, params.tenantId, inserted.existingId) };
+  const payment: Payment = {
     id: paymentId,
     tenantId: params.tenantId,
-    assetCode: prepared.asset.code,
-    amount: prepared.amount,
-    sourceAccountId: prepared.source.id,
+    status: "processing",
+    assetCode: asset.code,
+    amount,
+    sourceAccountId: source.id,
     destination: params.destination,
     policy: params.policy,
-    decision: prepared.decision,
+    decision,
+    rail: null,
+    failureCode: null,
+    failureMessage: null,
     metadata: params.metadata,
-    idempotencyKey: params.idempotencyKey,
-    quoteId: params.quoteId,
-  });
-  // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
-  if (inserted.inserted) {
-    const netting = deps.netting;
-    if (
-      netting !== undefined &&
-      params.destination.kind === "evm_address" &&
-      shouldAccrue(netting, prepared.decision, params.destination.kind)
-    ) {
-      const accrued = await accruePayout(netting, {
-        id: paymentId,
-        tenantId: params.tenantId,
-        sourceAccountId: prepared.source.id,
-        payee: params.destination.address,
-        amount: prepared.amount,
-      });
-      if (accrued === "insufficient_funds") {
-        await deps.db.transaction(async (tx) => {
-          const message = "the source account's available balance is below the amount";
-          if (
-            await finishPayment(tx, {
-              id: paymentId,
-              status: "failed",
-              rail: null,
-              failureCode: "insufficient_funds",
-              failureMessage: message,
-            })
-          ) {
-            await insertOutboxEvent(tx, {
-              tenantId: params.tenantId,
-              type: "payment.failed",
-              payload: { payment_id: paymentId },
-            });
-          }
+    createdAt: inserted.createdAt,
+    updatedAt: inserted.updatedAt,
+    attempts: inserted.attempt === null ? [] : [inserted.attempt],
+  };
+  if (accrues && netting !== undefined && params.destination.kind === "evm_address") {
+    const accrued = await accruePayout(netting, {
+      id: paymentId,
+      tenantId: params.tenantId,
+      sourceAccountId: source.id,
+      payee: params.destination.address,
+      amount,
+    });
+    if (accrued === "insufficient_funds") {
+      await deps.db.transaction(async (tx) => {
+        const message = "the source account's available balance is below the amount";
+        const finished = await finishPayment(tx, {
+          id: paymentId,
+          status: "failed",
+          rail: null,
+          failureCode: "insufficient_funds",
+          failureMessage: message,
         });
-      }
-    } else {
-      await runCandidates(deps, { paymentId, tenantId: params.tenantId, firstSeq: 0 });
+        if (finished !== null) {
+          await insertOutboxEvent(tx, {
+            tenantId: params.tenantId,
+            type: "payment.failed",
+            payload: { payment_id: paymentId },
+          });
+        }
+      });
     }
+    return { ok: true, payment: await readPayment(deps, params.tenantId, paymentId) };
   }
-  const id = inserted.inserted ? paymentId : inserted.existingId;
-  const payment = await getPayment(deps.db, { tenantId: params.tenantId, id });
-  if (payment === null) throw new PaymentInvariantError(`payment ${id} vanished after it was written`);
-  return { ok: true, payment };
+  const driven: Driven = { payment, current: true };
+  await runCandidates(deps, driven, { firstSeq: 0, firstAttempt: inserted.attempt });
+  return {
+    ok: true,
+    payment: driven.current ? payment : await readPayment(deps, params.tenantId, paymentId),
+  };
 }
 
-/** Tries the decision's candidates from `firstSeq` on, until one succeeds, is in flight, or may not fall back. */
+async function readPayment(deps: PaymentsDeps, tenantId: string, id: string): Promise<Payment> {
+  const payment = await getPayment(deps.db, { tenantId, id });
+  if (payment === null) throw new PaymentInvariantError(`payment ${id} vanished after it was written`);
+  return payment;
+}
+
+/**
+ * A payment as this process drives it: the record kept up to date in memory with every write this process
+ * makes, `current` until a conditional update finds that another writer moved it first (then only the
+ * database knows how it stands).
+ */
+type Driven = { payment: Payment; current: boolean };
+
+/** The pending transfer an attempt reserved, as written: what its post or void repeats. */
+type Reservation = {
+  debitAccountId: bigint;
+  creditAccountId: bigint;
+  amount: bigint;
+  ledger: number;
+  code: number;
+};
+
+/** What this process knows of an attempt's reservation: made (and how), not made yet, or only the ledger knows. */
+type ReservationKnown = Reservation | "absent" | "ask_ledger";
+
+/**
+ * Tries the decision's candidates from `firstSeq` on, until one succeeds, is in flight, or may not fall back.
+ * `firstAttempt`, when given, is the attempt for `firstSeq`, already written.
+ */
 async function runCandidates(
   deps: PaymentsDeps,
-  params: { paymentId: string; tenantId: string; firstSeq: number },
+  driven: Driven,
+  params: { firstSeq: number; firstAttempt: Attempt | null },
 ): Promise<void> {
-  const payment = await getPayment(deps.db, { tenantId: params.tenantId, id: params.paymentId });
-  if (payment === null || payment.decision === null)
-    throw new PaymentInvariantError(`payment ${params.paymentId} has no decision`);
+  const { payment } = driven;
+  if (payment.decision === null) throw new PaymentInvariantError(`payment ${payment.id} has no decision`);
   const candidates = payment.decision.candidates;
   for (let seq = params.firstSeq; seq < candidates.length; seq += 1) {
     const candidate = candidates[seq]!;
     const rail = deps.rails.get(candidate.rail);
     if (rail === undefined) throw new PaymentInvariantError(`router chose unknown rail ${candidate.rail}`);
-    const attemptId = newId("att");
-    const attempt = await insertAttempt(deps.db, {
-      id: attemptId,
-      paymentId: payment.id,
-      seq,
-      rail: rail.id,
-      amount: candidate.amount,
-      feeMax: candidate.feeMax,
-      reserveTransferId: derivedLedgerId(attemptId, "reserve"),
-    });
-    const next = await driveAttempt(deps, payment, attempt, rail);
+    let attempt: Attempt;
+    if (seq === params.firstSeq && params.firstAttempt !== null) {
+      attempt = params.firstAttempt;
+    } else {
+      const attemptId = newId("att");
+      attempt = await insertAttempt(deps.db, {
+        id: attemptId,
+        paymentId: payment.id,
+        seq,
+        rail: rail.id,
+        amount: candidate.amount,
+        feeMax: candidate.feeMax,
+        reserveTransferId: derivedLedgerId(attemptId, "reserve"),
+      });
+      payment.attempts.push(attempt);
+    }
+    // A fresh attempt id: its reservation cannot exist yet.
+    const next = await driveAttempt(deps, driven, attempt, rail, "absent");
     if (next !== "fall_back") return;
   }
   // Only reached when a stopped process left the payment with no candidate after its last failure.
   await deps.db.transaction(async (tx) => {
     const message = "every candidate rail failed";
-    if (
-      await finishPayment(tx, {
-        id: payment.id,
-        status: "failed",
-        rail: null,
-        failureCode: "rail_unavailable",
-        failureMessage: message,
-      })
-    ) {
-      await announce(tx, payment, "payment.failed");
-    }
+    const finished = await finishPayment(tx, {
+      id: payment.id,
+      status: "failed",
+      rail: null,
+      failureCode: "rail_unavailable",
+      failureMessage: message,
+    });
+    noteFinished(driven, finished, {
+      status: "failed",
+      failureCode: "rail_unavailable",
+      failureMessage: message,
+    });
+    if (finished !== null) await announce(tx, payment, "payment.failed");
   });
 }
 
 type Next = "done" | "fall_back";
 
-/** Reserve, execute and settle one attempt, from whatever status it is in. Safe to call again. */
+/** Reserve (unless made), execute and settle one attempt, from whatever status it is in. Safe to call again. */
 async function driveAttempt(
   deps: PaymentsDeps,
-  payment: Payment,
+  driven: Driven,
   attempt: Attempt,
   rail: Rail,
+  known: ReservationKnown,
 ): Promise<Next> {
-  if (attempt.status === "reserving") {
+  const { payment } = driven;
+  let reservation: Reservation | "absent";
+  if (known === "ask_ledger") {
+    // Recovery: the reservation's id is on the attempt row; if the ledger has it, it was made, and only then
+    // may the rail have been asked to pay.
+    const [found] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
+    reservation = found === undefined ? "absent" : found;
+  } else {
+    reservation = known;
+  }
+  if (reservation === "absent") {
     const reserved = await reserve(deps, payment, attempt, rail);
-    if (reserved !== "created") {
+    if (!reserved.ok) {
       // exceeds_credits: the payer's account would be overdrawn. exceeds_debits: the rail's clearing account
       // would go below zero — the rail does not hold that much, and another rail may.
-      const onRail = reserved === "exceeds_debits";
-      return failAttempt(deps, payment, attempt, {
+      const onRail = reserved.status === "exceeds_debits";
+      return failAttempt(deps, driven, attempt, {
         code: onRail ? "insufficient_liquidity" : "insufficient_funds",
         message: onRail
           ? `rail ${rail.id} does not hold enough to pay this out`
-          : reserved === "exceeds_credits"
+          : reserved.status === "exceeds_credits"
             ? "the source account's available balance is below the amount"
-            : `ledger refused the reservation: ${reserved}`,
+            : `ledger refused the reservation: ${reserved.status}`,
         retryElsewhere: onRail,
-        voidReservation: false,
+        reservation: null,
       });
     }
-    await moveAttempt(deps.db, { id: attempt.id, to: "executing" });
+    reservation = reserved.reservation;
   }
+  // Written by an earlier version, which moved an attempt to executing once its reservation was made.
+  if (attempt.status === "reserving" && (await moveAttempt(deps.db, { id: attempt.id, to: "executing" })))
+    attempt.status = "executing";
   deps.learning?.noteAttempt(rail.id);
   const outcome: AttemptOutcome = await rail.execute({
     id: attempt.id,
@@ -383,28 +484,30 @@ async function driveAttempt(
     destination: payment.destination,
     feeMax: attempt.feeMax,
   });
-  return applyOutcome(deps, payment, attempt, outcome);
+  return applyOutcome(deps, driven, attempt, outcome, reservation);
 }
 
 async function applyOutcome(
   deps: PaymentsDeps,
-  payment: Payment,
+  driven: Driven,
   attempt: Attempt,
   outcome: AttemptOutcome,
+  reservation: Reservation | null,
 ): Promise<Next> {
   switch (outcome.status) {
     case "succeeded":
-      await succeedAttempt(deps, payment, attempt, outcome.evidence, outcome.fee);
+      await succeedAttempt(deps, driven, attempt, outcome.evidence, outcome.fee, reservation);
       return "done";
     case "in_flight":
-      await moveAttempt(deps.db, { id: attempt.id, to: "in_flight" });
+      if (await moveAttempt(deps.db, { id: attempt.id, to: "in_flight" })) attempt.status = "in_flight";
+      else driven.current = false;
       return "done";
     case "failed":
-      return failAttempt(deps, payment, attempt, {
+      return failAttempt(deps, driven, attempt, {
         code: outcome.code,
         message: outcome.message,
         retryElsewhere: outcome.retryElsewhere,
-        voidReservation: true,
+        reservation: reservation ?? "ask_ledger",
       });
   }
 }
@@ -434,22 +537,30 @@ async function ledgerAccountsFor(
 }
 
 /** The pending transfer that holds the funds while the rail works. Its id is derived from the attempt. */
-async function reserve(deps: PaymentsDeps, payment: Payment, attempt: Attempt, rail: Rail): Promise<string> {
+async function reserve(
+  deps: PaymentsDeps,
+  payment: Payment,
+  attempt: Attempt,
+  rail: Rail,
+): Promise<{ ok: true; reservation: Reservation } | { ok: false; status: string }> {
   const accounts = await ledgerAccountsFor(deps, payment, rail);
+  const reservation: Reservation = {
+    debitAccountId: accounts.debit,
+    creditAccountId: accounts.credit,
+    amount: attempt.amount,
+    ledger: accounts.ledger,
+    code: transferCodes.payment,
+  };
   const [result] = await deps.ledger.createTransfers([
     {
       id: attempt.reserveTransferId,
-      debitAccountId: accounts.debit,
-      creditAccountId: accounts.credit,
-      amount: attempt.amount,
-      ledger: accounts.ledger,
-      code: transferCodes.payment,
+      ...reservation,
       flags: TransferFlags.pending,
       userData128: derivedLedgerId(payment.id, "payment"),
     },
   ]);
   const status = result?.status ?? "no_result";
-  return status === "exists" ? "created" : status;
+  return status === "created" || status === "exists" ? { ok: true, reservation } : { ok: false, status };
 }
 
 export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
@@ -469,16 +580,23 @@ export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidenc
   }
 }
 
+/** Posts or voids an attempt's reservation; when the caller does not know it (a rail event), the ledger is asked. */
 async function resolveReservation(
   deps: PaymentsDeps,
   attempt: Attempt,
   how: "post" | "void",
+  known: Reservation | "ask_ledger",
   evidence?: SettlementEvidence,
 ): Promise<void> {
-  const [reservation] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
-  if (reservation === undefined) {
-    if (how === "void") return; // never reserved: nothing to release
-    throw new PaymentInvariantError(`attempt ${attempt.id} succeeded without a reservation`);
+  let reservation: Reservation | undefined;
+  if (known === "ask_ledger") {
+    [reservation] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
+    if (reservation === undefined) {
+      if (how === "void") return; // never reserved: nothing to release
+      throw new PaymentInvariantError(`attempt ${attempt.id} succeeded without a reservation`);
+    }
+  } else {
+    reservation = known;
   }
   const [result] = await deps.ledger.createTransfers([
     {
@@ -488,9 +606,9 @@ async function resolveReservation(
       amount: reservation.amount,
       ledger: reservation.ledger,
       code: reservation.code,
-      pendingId: reservation.id,
+      pendingId: attempt.reserveTransferId,
       flags: how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer,
-      userData128: reservation.id,
+      userData128: attempt.reserveTransferId,
       ...(evidence === undefined ? {} : { evidence: evidenceForLedger(evidence) }),
     },
   ]);
@@ -502,50 +620,102 @@ async function resolveReservation(
   }
 }
 
+/** Brings the payment in memory up to what finishPayment wrote, or marks it not current when it found the payment already ended. */
+function noteFinished(
+  driven: Driven,
+  updatedAt: Date | null,
+  fields: {
+    status: "succeeded" | "failed";
+    rail?: string;
+    failureCode: string | null;
+    failureMessage: string | null;
+  },
+): void {
+  if (updatedAt === null) {
+    driven.current = false;
+    return;
+  }
+  const { payment } = driven;
+  payment.status = fields.status;
+  if (fields.rail !== undefined) payment.rail = fields.rail;
+  payment.failureCode = fields.failureCode;
+  payment.failureMessage = fields.failureMessage;
+  payment.updatedAt = updatedAt;
+}
+
 async function succeedAttempt(
   deps: PaymentsDeps,
-  payment: Payment,
+  driven: Driven,
   attempt: Attempt,
   evidence: SettlementEvidence,
   fee: bigint,
+  reservation: Reservation | null,
 ): Promise<void> {
-  await resolveReservation(deps, attempt, "post", evidence);
+  const { payment } = driven;
+  await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", evidence);
   await deps.db.transaction(async (tx) => {
-    await moveAttempt(tx, { id: attempt.id, to: "succeeded", evidence, fee });
-    if (await finishPayment(tx, { id: payment.id, status: "succeeded", rail: attempt.rail })) {
-      await announce(tx, payment, "payment.succeeded");
+    if (await moveAttempt(tx, { id: attempt.id, to: "succeeded", evidence, fee })) {
+      attempt.status = "succeeded";
+      attempt.evidence = evidence;
+      attempt.fee = fee;
+    } else {
+      driven.current = false;
     }
+    const finished = await finishPayment(tx, { id: payment.id, status: "succeeded", rail: attempt.rail });
+    noteFinished(driven, finished, {
+      status: "succeeded",
+      rail: attempt.rail,
+      failureCode: null,
+      failureMessage: null,
+    });
+    if (finished !== null) await announce(tx, payment, "payment.succeeded");
   });
 }
 
 async function failAttempt(
   deps: PaymentsDeps,
-  payment: Payment,
+  driven: Driven,
   attempt: Attempt,
-  failure: { code: PaymentFailureCode; message: string; retryElsewhere: boolean; voidReservation: boolean },
+  failure: {
+    code: PaymentFailureCode;
+    message: string;
+    retryElsewhere: boolean;
+    /** The reservation to void; null when none was made. */
+    reservation: Reservation | "ask_ledger" | null;
+  },
 ): Promise<Next> {
-  if (failure.voidReservation) await resolveReservation(deps, attempt, "void");
+  const { payment } = driven;
+  if (failure.reservation !== null) await resolveReservation(deps, attempt, "void", failure.reservation);
   const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
   const fallBack = failure.retryElsewhere && candidatesLeft;
   await deps.db.transaction(async (tx) => {
-    await moveAttempt(tx, {
+    const moved = await moveAttempt(tx, {
       id: attempt.id,
       to: "failed",
       failureCode: failure.code,
       failureMessage: failure.message,
     });
-    if (
-      !fallBack &&
-      (await finishPayment(tx, {
-        id: payment.id,
-        status: "failed",
-        rail: null,
-        failureCode: failure.code,
-        failureMessage: failure.message,
-      }))
-    ) {
-      await announce(tx, payment, "payment.failed");
+    if (moved) {
+      attempt.status = "failed";
+      attempt.failureCode = failure.code;
+      attempt.failureMessage = failure.message;
+    } else {
+      driven.current = false;
     }
+    if (fallBack) return;
+    const finished = await finishPayment(tx, {
+      id: payment.id,
+      status: "failed",
+      rail: null,
+      failureCode: failure.code,
+      failureMessage: failure.message,
+    });
+    noteFinished(driven, finished, {
+      status: "failed",
+      failureCode: failure.code,
+      failureMessage: failure.message,
+    });
+    if (finished !== null) await announce(tx, payment, "payment.failed");
   });
   return fallBack ? "fall_back" : "done";
 }
@@ -563,18 +733,14 @@ export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Prom
   if (event.kind === "received") return; // money in is the settlement service's, not a payment's
   const attempt = await getAttempt(deps.db, event.attemptId);
   if (attempt === null || attempt.status === "succeeded" || attempt.status === "failed") return;
-  const payment = await paymentOf(deps, attempt);
+  const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
   const outcome: AttemptOutcome =
     event.kind === "attempt_succeeded"
       ? { status: "succeeded", evidence: event.evidence, fee: event.fee }
       : { status: "failed", code: event.code, message: event.message, retryElsewhere: event.retryElsewhere };
-  const next = await applyOutcome(deps, payment, attempt, outcome);
+  const next = await applyOutcome(deps, driven, attempt, outcome, null);
   if (next === "fall_back")
-    await runCandidates(deps, {
-      paymentId: payment.id,
-      tenantId: payment.tenantId,
-      firstSeq: attempt.seq + 1,
-    });
+    await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, firstAttempt: null });
 }
 
 async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment> {
@@ -586,10 +752,11 @@ async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment>
 }
 
 /**
- * Resumes every attempt left open by a stop or a crash: reservations are made again (idempotent), rails are
- * asked for the outcome of what they were executing (they never pay an attempt id twice). Run at start with
- * `quietMs` 0 and then periodically; a live request working on the same attempt at the same time is harmless,
- * since every step is idempotent and every status move conditional.
+ * Resumes every attempt left open by a stop or a crash: the ledger is asked whether each one's reservation
+ * was made (and it is made when not), rails are asked for the outcome of what they were executing (they never
+ * pay an attempt id twice). Run at start with `quietMs` 0 and then periodically; a live request working on
+ * the same attempt at the same time is harmless, since every step is idempotent and every status move
+ * conditional.
  */
 export async function recoverOpenAttempts(
   deps: PaymentsDeps,
@@ -599,15 +766,10 @@ export async function recoverOpenAttempts(
   for (const attempt of open) {
     const rail = deps.rails.get(attempt.rail);
     if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
-    const payment = await paymentOf(deps, attempt);
-    const next = await driveAttempt(deps, payment, attempt, rail);
-    if (next === "fall_back") {
-      await runCandidates(deps, {
-        paymentId: payment.id,
-        tenantId: payment.tenantId,
-        firstSeq: attempt.seq + 1,
-      });
-    }
+    const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
+    const next = await driveAttempt(deps, driven, attempt, rail, "ask_ledger");
+    if (next === "fall_back")
+      await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, firstAttempt: null });
   }
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
   // attempts makes a race with a live request in another process lose on insert instead of paying twice.
@@ -615,12 +777,9 @@ export async function recoverOpenAttempts(
     quietMs: options.quietMs,
     limit: deps.recoveryBatchMax,
   });
-  for (const payment of stranded) {
-    await runCandidates(deps, {
-      paymentId: payment.id,
-      tenantId: payment.tenantId,
-      firstSeq: payment.nextSeq,
-    });
+  for (const row of stranded) {
+    const payment = await readPayment(deps, row.tenantId, row.id);
+    await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, firstAttempt: null });
   }
   return open.length + stranded.length;
 }

@@ -85,6 +85,35 @@ function attemptFromRow(row: AttemptRow): Attempt {
 const attemptColumns =
   "id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id::text AS reserve_transfer_id, evidence, failure_code, failure_message";
 
+export type NewAttempt = {
+  id: string;
+  paymentId: string;
+  seq: number;
+  rail: string;
+  amount: bigint;
+  feeMax: bigint;
+  reserveTransferId: bigint;
+};
+
+/**
+ * An attempt is written as `executing` before its reservation is made: whether the reservation exists is the
+ * ledger's to say (recovery looks it up by the id written here), and no rail is asked to pay before it does.
+ */
+function newAttempt(attempt: NewAttempt): Attempt {
+  return {
+    ...attempt,
+    status: "executing",
+    fee: null,
+    evidence: null,
+    failureCode: null,
+    failureMessage: null,
+  };
+}
+
+/**
+ * Writes a payment and, when given, its first attempt, in one statement: both or neither. A payment already
+ * made under the same Idempotency-Key is left as it is (and no attempt is written): its id is returned.
+ */
 export async function insertPayment(
   sql: Sql,
   payment: {
@@ -100,26 +129,53 @@ export async function insertPayment(
     idempotencyKey: string | null;
     quoteId: string | null;
   },
-): Promise<{ inserted: true } | { inserted: false; existingId: string }> {
-  const rows = await sql.query<{ id: string }>(
-    `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id)
+  firstAttempt: Omit<NewAttempt, "paymentId" | "seq"> | null,
+): Promise<
+  | { inserted: true; createdAt: Date; updatedAt: Date; attempt: Attempt | null }
+  | { inserted: false; existingId: string }
+> {
+  const paymentParams = [
+    payment.id,
+    payment.tenantId,
+    payment.assetCode,
+    payment.amount,
+    payment.sourceAccountId,
+    toJson(payment.destination),
+    toJson(payment.policy),
+    toJson(payment.decision),
+    JSON.stringify(payment.metadata),
+    payment.idempotencyKey,
+    payment.quoteId,
+  ];
+  const insertPaymentSql = `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id)
      VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11)
-     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id`,
-    [
-      payment.id,
-      payment.tenantId,
-      payment.assetCode,
-      payment.amount,
-      payment.sourceAccountId,
-      toJson(payment.destination),
-      toJson(payment.policy),
-      toJson(payment.decision),
-      JSON.stringify(payment.metadata),
-      payment.idempotencyKey,
-      payment.quoteId,
-    ],
-  );
-  if (rows.length === 1) return { inserted: true };
+     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, created_at, updated_at`;
+  const rows =
+    firstAttempt === null
+      ? await sql.query<{ id: string; created_at: Date; updated_at: Date }>(insertPaymentSql, paymentParams)
+      : await sql.query<{ id: string; created_at: Date; updated_at: Date }>(
+          `WITH p AS (${insertPaymentSql}),
+           a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
+             SELECT $12::text, p.id, 0, $13::text, 'executing', $14::bigint, $15::bigint, $16::numeric FROM p)
+           SELECT id, created_at, updated_at FROM p`,
+          [
+            ...paymentParams,
+            firstAttempt.id,
+            firstAttempt.rail,
+            firstAttempt.amount,
+            firstAttempt.feeMax,
+            firstAttempt.reserveTransferId.toString(),
+          ],
+        );
+  const row = rows[0];
+  if (row !== undefined) {
+    return {
+      inserted: true,
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+      attempt: firstAttempt === null ? null : newAttempt({ ...firstAttempt, paymentId: payment.id, seq: 0 }),
+    };
+  }
   const existing = await sql.query<{ id: string }>(
     "SELECT id FROM payments WHERE tenant_id = $1 AND idempotency_key = $2",
     [payment.tenantId, payment.idempotencyKey],
@@ -163,22 +219,10 @@ export async function getPayment(
   };
 }
 
-export async function insertAttempt(
-  sql: Sql,
-  attempt: {
-    id: string;
-    paymentId: string;
-    seq: number;
-    rail: string;
-    amount: bigint;
-    feeMax: bigint;
-    reserveTransferId: bigint;
-  },
-): Promise<Attempt> {
-  const rows = await sql.query<AttemptRow>(
+export async function insertAttempt(sql: Sql, attempt: NewAttempt): Promise<Attempt> {
+  await sql.query(
     `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
-     VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)
-     RETURNING ${attemptColumns}`,
+     VALUES ($1, $2, $3, $4, 'executing', $5, $6, $7)`,
     [
       attempt.id,
       attempt.paymentId,
@@ -189,7 +233,7 @@ export async function insertAttempt(
       attempt.reserveTransferId.toString(),
     ],
   );
-  return attemptFromRow(rows[0]!); // RETURNING gives the one row inserted
+  return newAttempt(attempt);
 }
 
 export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> {
@@ -263,7 +307,7 @@ export async function moveAttempt(
   return rows.length === 1;
 }
 
-/** Ends a processing payment; false when it had already ended. */
+/** Ends a processing payment; returns when it was updated, or null when it had already ended. */
 export async function finishPayment(
   sql: Sql,
   params: {
@@ -273,13 +317,13 @@ export async function finishPayment(
     failureCode?: string;
     failureMessage?: string;
   },
-): Promise<boolean> {
-  const rows = await sql.query(
+): Promise<Date | null> {
+  const rows = await sql.query<{ updated_at: Date }>(
     `UPDATE payments SET status = $2, rail = COALESCE($3, rail), failure_code = $4, failure_message = $5, updated_at = now()
-     WHERE id = $1 AND status = 'processing' RETURNING id`,
+     WHERE id = $1 AND status = 'processing' RETURNING updated_at`,
     [params.id, params.status, params.rail, params.failureCode ?? null, params.failureMessage ?? null],
   );
-  return rows.length === 1;
+  return rows[0]?.updated_at ?? null;
 }
 
 export async function getPaymentById(sql: Sql, id: string): Promise<{ tenantId: string } | null> {
