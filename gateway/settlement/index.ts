@@ -124,29 +124,45 @@ export async function createInvoice(
     };
   }
   const id = newId("inv");
-  await deps.db.query(
+  // Written before the rail is asked, so that money arriving for it always finds it.
+  const [written] = await deps.db.query<{ created_at: Date }>(
     `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description)
-     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)`,
+     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) RETURNING created_at`,
     [id, params.tenantId, account.id, asset.code, amount.value, receiver.rail, params.description],
   );
+  if (written === undefined) throw new SettlementInvariantError(`invoice ${id} was not written`);
   const offer = await receiver.receive({
     reference: id,
     amount: amount.value,
     description: params.description,
     expirySeconds: params.expirySeconds,
   });
+  const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
+  // Only this request writes an open invoice's offer; the answer is what was written, not read back.
   await deps.db.query(
     "UPDATE invoices SET rail_reference = $2, instructions = $3, expires_at = $4 WHERE id = $1",
-    [
-      id,
-      offer.railReference,
-      JSON.stringify(offer.instructions),
-      offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs),
-    ],
+    [id, offer.railReference, JSON.stringify(offer.instructions), expiresAt],
   );
-  const invoice = await getInvoice(deps.db, { tenantId: params.tenantId, id });
-  if (invoice === null) throw new SettlementInvariantError(`invoice ${id} vanished after it was written`);
-  return { ok: true, invoice };
+  return {
+    ok: true,
+    invoice: {
+      id,
+      tenantId: params.tenantId,
+      accountId: account.id,
+      assetCode: asset.code,
+      amount: amount.value,
+      rail: receiver.rail,
+      status: "open",
+      description: params.description,
+      railReference: offer.railReference,
+      instructions: offer.instructions,
+      receivedAmount: null,
+      evidence: null,
+      expiresAt,
+      createdAt: written.created_at,
+      paidAt: null,
+    },
+  };
 }
 
 type InvoiceRow = {
@@ -195,14 +211,29 @@ export async function getInvoice(db: Db, params: { tenantId: string; id: string 
   return rows[0] === undefined ? null : fromRow(rows[0]);
 }
 
-async function invoiceById(db: Db, id: string): Promise<Invoice | null> {
-  const rows = await db.query<InvoiceRow>("SELECT * FROM invoices WHERE id = $1", [id]);
-  return rows[0] === undefined ? null : fromRow(rows[0]);
+/** What applying a rail's event to an invoice needs of it. */
+type InvoiceTarget = Pick<Invoice, "id" | "tenantId" | "accountId" | "assetCode" | "rail" | "status">;
+
+async function invoiceTarget(db: Db, id: string): Promise<InvoiceTarget | null> {
+  const rows = await db.query<Pick<InvoiceRow, "tenant_id" | "account_id" | "asset" | "rail" | "status">>(
+    "SELECT tenant_id, account_id, asset, rail, status FROM invoices WHERE id = $1",
+    [id],
+  );
+  const row = rows[0];
+  if (row === undefined) return null;
+  return {
+    id,
+    tenantId: row.tenant_id,
+    accountId: row.account_id,
+    assetCode: row.asset,
+    rail: row.rail,
+    status: row.status,
+  };
 }
 
 async function accountsFor(
   deps: SettlementDeps,
-  invoice: Invoice,
+  invoice: InvoiceTarget,
 ): Promise<{ account: AccountRecord; clearing: AccountRecord }> {
   const account = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: invoice.accountId });
   const asset = assetByCode(invoice.assetCode);
@@ -221,8 +252,10 @@ export async function applyReceived(
   deps: SettlementDeps,
   event: { rail: string; reference: string; amount: bigint; evidence: SettlementEvidence },
 ): Promise<"applied" | "duplicate" | "unknown_reference"> {
-  const invoice = await invoiceById(deps.db, event.reference);
+  const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
+  // The invoice is marked paid only after the ledger credited it: a paid (or since reversed) one is done.
+  if (invoice.status !== "open") return "duplicate";
   const { account, clearing } = await accountsFor(deps, invoice);
   const [result] = await deps.ledger.createTransfers([
     {
@@ -241,20 +274,15 @@ export async function applyReceived(
       `ledger refused the receipt of invoice ${invoice.id}: ${result?.status}`,
     );
   }
-  return deps.db.transaction(async (tx) => {
-    const moved = await tx.query(
-      `UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now()
-       WHERE id = $1 AND status = 'open' RETURNING id`,
-      [invoice.id, event.amount, toJson(event.evidence)],
-    );
-    if (moved.length === 0) return "duplicate" as const;
-    await insertOutboxEvent(tx, {
-      tenantId: invoice.tenantId,
-      type: "invoice.paid",
-      payload: { invoice_id: invoice.id },
-    });
-    return "applied" as const;
-  });
+  // The status move and its event in one statement: both or neither, with no transaction round trips.
+  const moved = await deps.db.query(
+    `WITH moved AS (
+       UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now()
+       WHERE id = $1 AND status = 'open' RETURNING tenant_id)
+     INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, 'invoice.paid', $4::jsonb FROM moved RETURNING id`,
+    [invoice.id, event.amount, toJson(event.evidence), toJson({ invoice_id: invoice.id })],
+  );
+  return moved.length === 0 ? "duplicate" : "applied";
 }
 
 /**
@@ -265,7 +293,7 @@ export async function applyReversed(
   deps: SettlementDeps,
   event: { rail: string; reference: string; key: string; amount: bigint; evidence: SettlementEvidence },
 ): Promise<{ status: "applied" | "duplicate" | "unknown_reference"; shortfall: bigint }> {
-  const invoice = await invoiceById(deps.db, event.reference);
+  const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
   const { account, clearing } = await accountsFor(deps, invoice);
   const id = derivedLedgerId(`${invoice.id}:${event.key}`, "reversed");

@@ -1,0 +1,130 @@
+// Money in on PGlite with a toy receiver: an invoice is answered as written (no read-back), money received for
+// it is credited once through the account memory with one statement to find it, and the paid status and its
+// event are written together.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
+import { gatewayMigrations } from "../app.ts";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { assets } from "../money/index.ts";
+import { createTenant } from "../tenants/index.ts";
+import { applyReceived, createInvoice, getInvoice, type Receiver, type SettlementDeps } from "./index.ts";
+
+let db: Db;
+let ledger: Ledger;
+let customerLedgerId: bigint;
+const tenantId = "ten_in";
+
+const toyReceiver: Receiver = {
+  rail: "toy",
+  assetCode: "BTC",
+  async receive(request) {
+    return {
+      railReference: `hash-${request.reference}`,
+      expiresAtMs: 2_000_000_000_000,
+      instructions: { method: "toy", pay_to: request.reference },
+    };
+  },
+};
+
+function deps(database: Db = db): SettlementDeps {
+  return {
+    db: database,
+    ledger,
+    accounts: createAccountCache({ sql: database }, { entriesMax: 10 }),
+    receivers: new Map([[toyReceiver.rail, toyReceiver]]),
+  };
+}
+
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations, gatewayMigrations]);
+  ledger = createLedger({ db });
+  await createTenant(db, { id: tenantId, name: "In" });
+  await createTenant(db, { id: "ten_else", name: "Else" });
+  const customer = await createAccount(
+    { sql: db, ledger },
+    { tenantId, kind: "customer", asset: assets.BTC, name: "c", id: "acct_in_customer" },
+  );
+  customerLedgerId = customer.ledgerAccountId;
+  await createAccount(
+    { sql: db, ledger },
+    {
+      tenantId: null,
+      kind: "clearing",
+      asset: assets.BTC,
+      name: "toy",
+      rail: "toy",
+      id: "acct_clearing_toy_btc",
+    },
+  );
+}, 120_000);
+
+afterAll(async () => {
+  await ledger?.close();
+  await db?.close();
+});
+
+const params = {
+  tenantId,
+  accountId: "acct_in_customer",
+  asset: "BTC",
+  amount: "0.00000021",
+  rail: null,
+  description: "top-up",
+  expirySeconds: 600,
+};
+
+describe("invoices", () => {
+  it("answers the invoice as written, without reading it back", async () => {
+    const statements: string[] = [];
+    const watched: Db = {
+      ...db,
+      query: (text, values) => {
+        statements.push(text.trim().split(/\s+/)[0]!);
+        return db.query(text, values);
+      },
+    };
+    const result = await createInvoice(deps(watched), params);
+    expect(statements).toEqual(["SELECT", "INSERT", "UPDATE"]); // the account (then remembered), the invoice, its offer
+    if (!result.ok) throw new Error(result.message);
+    expect(result.invoice).toMatchObject({
+      status: "open",
+      amount: 21_000n,
+      railReference: `hash-${result.invoice.id}`,
+    });
+    expect(result.invoice).toEqual(await getInvoice(db, { tenantId, id: result.invoice.id }));
+  });
+
+  it("refuses another tenant's account", async () => {
+    const result = await createInvoice(deps(), { ...params, tenantId: "ten_else" });
+    expect(result.ok || result.refusal).toBe("account_not_found");
+  });
+
+  it("credits money received once, with its event, and reports repeats and strangers", async () => {
+    const settlement = deps();
+    const created = await createInvoice(settlement, params);
+    if (!created.ok) throw new Error(created.message);
+    const id = created.invoice.id;
+    const event = {
+      rail: "toy",
+      reference: id,
+      amount: 21_000n,
+      evidence: { rail: "lightning" as const, paymentHash: "ab".repeat(32), preimage: "cd".repeat(32) },
+    };
+    const [before] = await ledger.lookupAccounts([customerLedgerId]);
+    expect(await applyReceived(settlement, event)).toBe("applied");
+    expect(await applyReceived(settlement, event)).toBe("duplicate");
+    expect(await applyReceived(settlement, { ...event, rail: "other" })).toBe("unknown_reference");
+    expect(await applyReceived(settlement, { ...event, reference: "inv_nobody" })).toBe("unknown_reference");
+    const [after] = await ledger.lookupAccounts([customerLedgerId]);
+    expect(balanceOf("customer", after!).posted - balanceOf("customer", before!).posted).toBe(21_000n);
+    const invoice = await getInvoice(db, { tenantId, id });
+    expect(invoice).toMatchObject({ status: "paid", receivedAmount: 21_000n, evidence: event.evidence });
+    const events = await db.query<{ tenant_id: string; type: string; payload: unknown }>(
+      "SELECT tenant_id, type, payload FROM outbox WHERE payload->>'invoice_id' = $1",
+      [id],
+    );
+    expect(events).toEqual([{ tenant_id: tenantId, type: "invoice.paid", payload: { invoice_id: id } }]);
+  });
+});
