@@ -208,15 +208,27 @@ export function transferRows(
   return { count, params, hasEvidence };
 }
 
-const insertTransfersSql = (hasEvidence: boolean) =>
-  `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
-   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::int8[], $6::int8[], $7::int4[],
-                        $8::int4[], $9::int8[], $10::uuid[], $11::uuid[], $12::int8[], $13::int8[]${hasEvidence ? ", $14::jsonb[]" : ""})`;
-
-export async function insertTransfers(tx: Sql, rows: TransferRows): Promise<void> {
-  if (rows.count === 0) return;
-  await tx.query(insertTransfersSql(rows.hasEvidence), rows.params);
-}
+/** `at`: how many parameters come before the transfers' columns. */
+const insertTransfersSql = (hasEvidence: boolean, at = 0) => {
+  const types = [
+    "uuid",
+    "uuid",
+    "uuid",
+    "int8",
+    "int8",
+    "int8",
+    "int4",
+    "int4",
+    "int8",
+    "uuid",
+    "uuid",
+    "int8",
+    "int8",
+  ];
+  if (hasEvidence) types.push("jsonb");
+  return `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
+   SELECT * FROM unnest(${types.map((type, i) => `$${at + i + 1}::${type}[]`).join(", ")})`;
+};
 
 /** Balance changes per account (deltas, so a row is right whatever else the batch's accounts saw), and flags. */
 export type BalanceRows = { count: number; params: string[] };
@@ -245,8 +257,9 @@ export function balanceRows(
   };
 }
 
-/** Everything a batch writes besides its transfers, applied under the clock in one statement. */
+/** Everything a batch writes: its transfers, the clock, balance deltas, the pending set's changes. */
 export type BatchWrites = {
+  transfers: TransferRows;
   /** The token the clock must still carry (the writer's view is exact only then). */
   expectedToken: bigint;
   clock: Clock;
@@ -255,14 +268,17 @@ export type BatchWrites = {
   pendingResolved: readonly bigint[];
 };
 
+/** SQLSTATE raised by ledger_stale_batch(): the clock did not carry the expected token; nothing was written. */
+export const staleBatchCode = "SYL01";
+
 /**
- * One statement: takes the clock (its row lock serializes batches across processes) if it still carries
- * `expectedToken`, leaves the batch's token and last timestamp there, and applies the balance deltas and the
- * pending set's changes. Returns false, having written nothing, when the token differs (another writer came
- * in between). The main query reads the clock's CTE first, and every other part is gated on its row, so no
- * account row is locked before the clock.
+ * Writes a whole batch in one statement, atomic without a transaction around it: inserts the transfers, then
+ * takes the clock (its row lock serializes batches across processes; the insert runs before it, so a pipelined
+ * batch's insert overlaps the previous batch's commit) if it still carries `expectedToken`, leaving the batch's
+ * token and last timestamp there, and applies the balance deltas and pending changes, gated on the clock row so
+ * no account row is locked before the clock. When the token differs the statement aborts with `staleBatchCode`.
  */
-export async function applyBatchWrites(tx: Sql, writes: BatchWrites): Promise<boolean> {
+export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
   // Sub-statements of one statement share a snapshot: a pending transfer opened and resolved within this batch
   // would be inserted and not seen by the delete. Such a transfer never needs a row.
   const resolved = new Set(writes.pendingResolved);
@@ -270,9 +286,17 @@ export async function applyBatchWrites(tx: Sql, writes: BatchWrites): Promise<bo
   const openedIds = new Set(writes.pendingOpened.map((o) => o.id));
   const closed = writes.pendingResolved.filter((id) => !openedIds.has(id));
   const params: unknown[] = [writes.clock.timestampLast, writes.clock.token, writes.expectedToken];
-  const parts = [
-    "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3 RETURNING 1)",
-  ];
+  const parts: string[] = [];
+  let inserted = "";
+  if (writes.transfers.count > 0) {
+    const at = params.length;
+    params.push(...writes.transfers.params);
+    parts.push(`inserted AS (${insertTransfersSql(writes.transfers.hasEvidence, at)} RETURNING 1)`);
+    inserted = " AND (SELECT count(*) FROM inserted) >= 0";
+  }
+  parts.push(
+    `clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3${inserted} RETURNING 1)`,
+  );
   const gate = "EXISTS (SELECT 1 FROM clock)";
   if (writes.balances.count > 0) {
     const at = params.length;
@@ -301,11 +325,11 @@ export async function applyBatchWrites(tx: Sql, writes: BatchWrites): Promise<bo
       `closed AS (DELETE FROM ledger_pending_open WHERE id = ANY($${params.length}::uuid[]) AND ${gate})`,
     );
   }
-  const rows = await tx.query(
-    `WITH ${parts.join(",\n")} SELECT count(*)::int4 AS swapped FROM clock`,
+  // Reading the clock first runs it (and the insert it waits on) before the gated parts.
+  await sql.query(
+    `WITH ${parts.join(",\n")} SELECT CASE WHEN ${gate} THEN 1 ELSE ledger_stale_batch() END AS written`,
     params,
   );
-  return rows[0]?.swapped === 1;
 }
 
 /** Open pending transfers whose timeout has passed, oldest first, locked. */

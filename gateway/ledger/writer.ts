@@ -11,12 +11,13 @@
 //   write; COMMIT. Always correct; used for accounts and expiry, after a conflict, at start, and when
 //   pipelineDepthMax is 0.
 // - pipelined: validate the batch in memory against what this writer's earlier batches will have left, build its
-//   rows, and send it while the previous batch is still committing: INSERT the transfers, then one statement that
-//   takes the clock (waits for the previous batch's COMMIT) only if it carries the token the previous batch leaves,
-//   and applies the balance deltas and pending changes; COMMIT. If the token differs (another process wrote) or
-//   anything fails, this batch and the ones behind it roll back and run again, locked, in the same order. Callers
-//   never see the difference. On PGlite (one connection, in this process) the depth is 1: nothing overlaps, but a
-//   batch costs two statements instead of reads and writes under the lock.
+//   rows, and send it while the previous batch is still committing, as one statement (no transaction around it):
+//   INSERT the transfers, then take the clock (waits for the previous batch's commit) only if it carries the token
+//   the previous batch leaves, and apply the balance deltas and pending changes. If the token differs (another
+//   process wrote) the statement aborts itself; then, or if anything fails, this batch and the ones behind it run
+//   again, locked, in the same order. Callers never see the difference. On PGlite (one connection, in this
+//   process) the depth is 1: nothing overlaps, but a batch is one statement instead of reads and writes under the
+//   lock.
 import { randomBytes } from "node:crypto";
 import type { Db, Sql } from "../db/index.ts";
 import { idToUuid } from "./id.ts";
@@ -28,19 +29,19 @@ import {
   type TransferEffects,
 } from "./semantics.ts";
 import {
-  applyBatchWrites,
   type BalanceRows,
   type BatchWrites,
   balanceRows,
   insertAccounts,
-  insertTransfers,
   lockClock,
   selectAccounts,
   selectExpired,
   selectTransfers,
   selectTransfersWithStatus,
+  staleBatchCode,
   type TransferRows,
   transferRows,
+  writeBatch,
 } from "./store.ts";
 import {
   type Account,
@@ -380,21 +381,20 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   /** Sends a prepared batch. Resolves with null once committed (callers resolved), or with the failure. */
   const commitPlan = async (plan: Plan): Promise<unknown | null> => {
     try {
-      await db.transaction(async (tx) => {
-        if (plan.uncheckedIds.length > 0 && (await selectTransfers(tx, plan.uncheckedIds)).length > 0)
-          throw new KnownIdError();
-        await insertTransfers(tx, plan.transfers);
-        const applied = await applyBatchWrites(tx, {
-          expectedToken: plan.expectedToken,
-          clock: { timestampLast: plan.timestampLast, token: plan.token },
-          balances: plan.balances,
-          pendingOpened: plan.pendingOpened,
-          pendingResolved: plan.pendingResolved,
-        });
-        if (!applied) throw new StaleBatchError();
+      // Read before the write, outside it: an id another process stores in between changes the clock's token
+      // too, so the write below aborts and the batch runs again, locked.
+      if (plan.uncheckedIds.length > 0 && (await selectTransfers(db, plan.uncheckedIds)).length > 0)
+        throw new KnownIdError();
+      await writeBatch(db, {
+        transfers: plan.transfers,
+        expectedToken: plan.expectedToken,
+        clock: { timestampLast: plan.timestampLast, token: plan.token },
+        balances: plan.balances,
+        pendingOpened: plan.pendingOpened,
+        pendingResolved: plan.pendingResolved,
       });
     } catch (error) {
-      return error;
+      return (error as { code?: unknown } | null)?.code === staleBatchCode ? new StaleBatchError() : error;
     }
     committedSeq = plan.seq;
     committedToken = plan.token;
@@ -437,19 +437,15 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     const firstTimestamp = maxBigint(clock.timestampLast + 1n, nowNs());
     let settle: () => void;
     let eventCount = 1;
-    let writes: Pick<BatchWrites, "balances" | "pendingOpened" | "pendingResolved"> = {
-      balances: balanceRows([]),
-      pendingOpened: [],
-      pendingResolved: [],
-    };
+    let writes: BatchChanges = noChanges();
     if (first.kind === "transfers") {
       const jobs = batch as TransfersJob[];
       const requests = jobs.map((job) => job.transfers);
       await prefetch(tx, requests, { forUpdate: true, lookUpIds: true }, 0);
       const { results, effects } = applyTransferRequests(state, requests, firstTimestamp);
       eventCount = requests.reduce((sum, request) => sum + request.length, 0);
-      await insertTransfers(tx, transferRows(effects.created, accountUuid));
       writes = {
+        transfers: transferRows(effects.created, accountUuid),
         balances: balanceRows(deltas(state, effects.accountsBefore)),
         pendingOpened: effects.pendingOpened,
         pendingResolved: effects.pendingResolved,
@@ -473,14 +469,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     }
     const timestampLast = firstTimestamp + BigInt(eventCount) - 1n;
     // The clock is ours (locked above), so its token is the one read there.
-    if (
-      !(await applyBatchWrites(tx, {
-        expectedToken: clock.token,
-        clock: { timestampLast, token },
-        ...writes,
-      }))
-    )
-      throw new Error("ledger: the clock changed under its lock");
+    await writeBatch(tx, { expectedToken: clock.token, clock: { timestampLast, token }, ...writes });
     return () => {
       committedToken = token;
       committedTimestamp = timestampLast;
@@ -535,16 +524,9 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   };
 
   /** Voids open pending transfers whose timeout has passed: their amounts leave the pending balances. */
-  const expire = async (
-    tx: Sql,
-    now: bigint,
-  ): Promise<{
-    count: number;
-    writes: Pick<BatchWrites, "balances" | "pendingOpened" | "pendingResolved">;
-  }> => {
+  const expire = async (tx: Sql, now: bigint): Promise<{ count: number; writes: BatchChanges }> => {
     const expired = await selectExpired(tx, now, limits.expiryBatchMax);
-    if (expired.length === 0)
-      return { count: 0, writes: { balances: balanceRows([]), pendingOpened: [], pendingResolved: [] } };
+    if (expired.length === 0) return { count: 0, writes: noChanges() };
     await loadAccounts(
       tx,
       expired.flatMap((t) => [t.debitAccountId, t.creditAccountId]),
@@ -564,6 +546,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     return {
       count: expired.length,
       writes: {
+        transfers: transferRows([]),
         balances: balanceRows(deltas(state, before)),
         pendingOpened: [],
         pendingResolved: expired.map((t) => t.id),
@@ -579,6 +562,15 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     },
   };
 }
+
+/** What a batch writes, without the clock. */
+type BatchChanges = Omit<BatchWrites, "expectedToken" | "clock">;
+const noChanges = (): BatchChanges => ({
+  transfers: transferRows([]),
+  balances: balanceRows([]),
+  pendingOpened: [],
+  pendingResolved: [],
+});
 
 /** Balance changes of the touched accounts, as deltas (right whatever the row holds), and their flags. */
 function deltas(state: LedgerState, accountsBefore: Map<bigint, Account>) {
