@@ -336,7 +336,7 @@ describe("payments across two rails", () => {
     await createPayment(deps, request("k9-warm")); // the account memory fills
     statements.length = 0;
     const result = await createPayment(deps, request("k9"));
-    expect(statements).toEqual(["WITH", "UPDATE", "UPDATE", "INSERT"]);
+    expect(statements).toEqual(["WITH", "WITH"]); // the payment with its attempt; their final statuses with the event
     expect(result.ok && result.payment).toEqual(
       await getPayment(db, { tenantId, id: result.ok ? result.payment.id : "" }),
     );
@@ -352,5 +352,14 @@ describe("payments across two rails", () => {
     expect(failed.ok && failed.payment).toEqual(
       await getPayment(db, { tenantId, id: failed.ok ? failed.payment.id : "" }),
     );
+    const events = await db.query<{ type: string; id: string }>(
+      "SELECT type, payload->>'payment_id' AS id FROM outbox WHERE payload->>'payment_id' = ANY($1::text[]) ORDER BY type",
+      [[result, failedOver, failed].map((r) => (r.ok ? r.payment.id : ""))],
+    );
+    expect(events.map((e) => e.type).sort()).toEqual([
+      "payment.failed",
+      "payment.succeeded",
+      "payment.succeeded",
+    ]);
   });
 });

@@ -33,6 +33,7 @@ import {
   listOpenAttempts,
   listStrandedPayments,
   moveAttempt,
+  settleAttempt,
 } from "./store.ts";
 import type { Attempt, Payment, PaymentFailureCode, PaymentRefusal } from "./types.ts";
 
@@ -653,22 +654,27 @@ async function succeedAttempt(
 ): Promise<void> {
   const { payment } = driven;
   await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", evidence);
-  await deps.db.transaction(async (tx) => {
-    if (await moveAttempt(tx, { id: attempt.id, to: "succeeded", evidence, fee })) {
-      attempt.status = "succeeded";
-      attempt.evidence = evidence;
-      attempt.fee = fee;
-    } else {
-      driven.current = false;
-    }
-    const finished = await finishPayment(tx, { id: payment.id, status: "succeeded", rail: attempt.rail });
-    noteFinished(driven, finished, {
+  const settled = await settleAttempt(deps.db, {
+    attempt: { id: attempt.id, to: "succeeded", evidence, fee },
+    payment: {
+      id: payment.id,
       status: "succeeded",
       rail: attempt.rail,
-      failureCode: null,
-      failureMessage: null,
-    });
-    if (finished !== null) await announce(tx, payment, "payment.succeeded");
+      event: { type: "payment.succeeded", payload: { payment_id: payment.id } },
+    },
+  });
+  if (settled.attemptMoved) {
+    attempt.status = "succeeded";
+    attempt.evidence = evidence;
+    attempt.fee = fee;
+  } else {
+    driven.current = false;
+  }
+  noteFinished(driven, settled.paymentFinishedAt, {
+    status: "succeeded",
+    rail: attempt.rail,
+    failureCode: null,
+    failureMessage: null,
   });
 }
 
@@ -688,35 +694,41 @@ async function failAttempt(
   if (failure.reservation !== null) await resolveReservation(deps, attempt, "void", failure.reservation);
   const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
   const fallBack = failure.retryElsewhere && candidatesLeft;
-  await deps.db.transaction(async (tx) => {
-    const moved = await moveAttempt(tx, {
-      id: attempt.id,
-      to: "failed",
-      failureCode: failure.code,
-      failureMessage: failure.message,
+  const move = {
+    id: attempt.id,
+    to: "failed",
+    failureCode: failure.code,
+    failureMessage: failure.message,
+  } as const;
+  let moved: boolean;
+  if (fallBack) {
+    moved = await moveAttempt(deps.db, move);
+  } else {
+    const settled = await settleAttempt(deps.db, {
+      attempt: move,
+      payment: {
+        id: payment.id,
+        status: "failed",
+        rail: null,
+        failureCode: failure.code,
+        failureMessage: failure.message,
+        event: { type: "payment.failed", payload: { payment_id: payment.id } },
+      },
     });
-    if (moved) {
-      attempt.status = "failed";
-      attempt.failureCode = failure.code;
-      attempt.failureMessage = failure.message;
-    } else {
-      driven.current = false;
-    }
-    if (fallBack) return;
-    const finished = await finishPayment(tx, {
-      id: payment.id,
+    moved = settled.attemptMoved;
+    noteFinished(driven, settled.paymentFinishedAt, {
       status: "failed",
-      rail: null,
       failureCode: failure.code,
       failureMessage: failure.message,
     });
-    noteFinished(driven, finished, {
-      status: "failed",
-      failureCode: failure.code,
-      failureMessage: failure.message,
-    });
-    if (finished !== null) await announce(tx, payment, "payment.failed");
-  });
+  }
+  if (moved) {
+    attempt.status = "failed";
+    attempt.failureCode = failure.code;
+    attempt.failureMessage = failure.message;
+  } else {
+    driven.current = false;
+  }
   return fallBack ? "fall_back" : "done";
 }
 

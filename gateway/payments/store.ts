@@ -307,6 +307,64 @@ export async function moveAttempt(
   return rows.length === 1;
 }
 
+/**
+ * An attempt's final status, and with it (when given) its payment's end and the event that announces it, in
+ * one statement: all or nothing, without a transaction's round trips. Each move is conditional exactly as in
+ * moveAttempt and finishPayment; the event is written only when the payment ended here.
+ */
+export async function settleAttempt(
+  sql: Sql,
+  params: {
+    attempt: {
+      id: string;
+      to: "succeeded" | "failed";
+      fee?: bigint;
+      evidence?: SettlementEvidence;
+      failureCode?: string;
+      failureMessage?: string;
+    };
+    payment: {
+      id: string;
+      status: "succeeded" | "failed";
+      rail: string | null;
+      failureCode?: string;
+      failureMessage?: string;
+      event: { type: string; payload: unknown };
+    };
+  },
+): Promise<{ attemptMoved: boolean; paymentFinishedAt: Date | null }> {
+  const { attempt, payment } = params;
+  const rows = await sql.query<{ moved: number; finished_at: Date | null }>(
+    `WITH a AS (
+       UPDATE attempts SET status = $2, fee = COALESCE($3::bigint, fee), evidence = COALESCE($4::jsonb, evidence),
+         failure_code = COALESCE($5::text, failure_code), failure_message = COALESCE($6::text, failure_message), updated_at = now()
+       WHERE id = $1 AND status = ANY($7::text[]) RETURNING id),
+     p AS (
+       UPDATE payments SET status = $9, rail = COALESCE($10::text, rail), failure_code = $11::text, failure_message = $12::text, updated_at = now()
+       WHERE id = $8 AND status = 'processing' RETURNING tenant_id, updated_at),
+     o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, $13::text, $14::jsonb FROM p)
+     SELECT (SELECT count(*) FROM a)::int AS moved, (SELECT updated_at FROM p) AS finished_at`,
+    [
+      attempt.id,
+      attempt.to,
+      attempt.fee ?? null,
+      attempt.evidence === undefined ? null : toJson(attempt.evidence),
+      attempt.failureCode ?? null,
+      attempt.failureMessage ?? null,
+      attemptStatusesBefore(attempt.to),
+      payment.id,
+      payment.status,
+      payment.rail,
+      payment.failureCode ?? null,
+      payment.failureMessage ?? null,
+      payment.event.type,
+      toJson(payment.event.payload),
+    ],
+  );
+  const row = rows[0];
+  return { attemptMoved: row?.moved === 1, paymentFinishedAt: row?.finished_at ?? null };
+}
+
 /** Ends a processing payment; returns when it was updated, or null when it had already ended. */
 export async function finishPayment(
   sql: Sql,
