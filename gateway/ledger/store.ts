@@ -332,6 +332,15 @@ export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
   );
 }
 
+/** Whether any open pending transfer's timeout has passed (a read, no lock). */
+export async function anyPendingDue(sql: Sql, nowNs: bigint): Promise<boolean> {
+  const rows = await sql.query(
+    "SELECT 1 FROM ledger_pending_open WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT 1",
+    [nowNs],
+  );
+  return rows.length > 0;
+}
+
 /** Open pending transfers whose timeout has passed, oldest first, locked. */
 export async function selectExpired(tx: Sql, nowNs: bigint, limit: number): Promise<Transfer[]> {
   const rows = await tx.query(

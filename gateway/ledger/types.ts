@@ -257,6 +257,9 @@ export type LedgerLimits = {
   retryAttemptsMax: number;
   /** Accounts kept in the writer's memory; beyond it the cache starts over. */
   accountsCacheMax: number;
+  /** Open pending transfers the writer keeps in memory after committing them, so posting or voiding one reads
+   * nothing; beyond it they are read from the database. */
+  pendingCacheMax: number;
   /** How often pending transfers are swept for expiry (0: never; call expirePendingTransfers yourself). */
   expiryIntervalMs: number;
   /** The most pending transfers one expiry sweep expires. */
@@ -276,6 +279,7 @@ export const defaultLedgerLimits: LedgerLimits = {
   lookupLimitMax: 8190,
   retryAttemptsMax: 8,
   accountsCacheMax: 1_000_000,
+  pendingCacheMax: 100_000,
   expiryIntervalMs: 1000,
   expiryBatchMax: 8190,
   pipelineDepthMax: 2,

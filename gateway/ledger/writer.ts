@@ -148,9 +148,12 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   let signalIdle: () => void = () => undefined;
 
   // What this writer knows. Accounts are exact while the clock's token is `committedToken`. Transfers and pending
-  // statuses kept here are only those written (or read) by batches still in flight, tagged with the batch's seq.
+  // statuses kept here are those written (or read) by batches still in flight, tagged with the batch's seq, and
+  // the pending transfers this writer's committed batches left open (`openPendings`, bounded), so that posting or
+  // voiding a reservation reads nothing: exact for the same reason as the accounts.
   let state: LedgerState = emptyLedgerState();
   const writtenBy = new Map<bigint, number>();
+  const openPendings = new Set<bigint>();
   let committedToken: bigint | null = null;
   let committedTimestamp = 0n;
   let committedSeq = 0;
@@ -176,6 +179,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   const forget = () => {
     state = emptyLedgerState();
     writtenBy.clear();
+    openPendings.clear();
     committedToken = null;
     plannedToken = null;
   };
@@ -332,10 +336,16 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   /** Validates a batch against what this writer's earlier batches leave, and builds its rows. */
   const prepare = async (jobs: TransfersJob[]): Promise<Plan> => {
     const seq = nextSeq++;
-    // Batches that have committed are in the database now: drop what they left here, except accounts.
+    // Batches that have committed are in the database now: drop what they left here, except accounts and the
+    // pending transfers they left open (up to the bound).
     for (const [id, writer] of writtenBy) {
       if (writer <= committedSeq) {
         writtenBy.delete(id);
+        if (state.pending.get(id) === "pending" && openPendings.size < limits.pendingCacheMax) {
+          openPendings.add(id);
+          continue;
+        }
+        openPendings.delete(id);
         state.transfers.delete(id);
         state.pending.delete(id);
       }
@@ -431,6 +441,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     state.transfers.clear();
     state.pending.clear();
     writtenBy.clear();
+    openPendings.clear();
     if (state.accounts.size > limits.accountsCacheMax) state.accounts.clear();
     const first = batch[0]!;
     const token = randomToken();
@@ -502,8 +513,14 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         if (options.lookUpIds && typeof t.id === "bigint" && !state.transfers.has(t.id))
           transferIds.add(t.id);
         const pendingId = t.pendingId ?? 0n;
-        if (typeof pendingId === "bigint" && pendingId !== 0n && !state.transfers.has(pendingId))
-          transferIds.add(pendingId);
+        if (typeof pendingId === "bigint" && pendingId !== 0n) {
+          const known = state.transfers.get(pendingId);
+          if (known === undefined) transferIds.add(pendingId);
+          else {
+            accountIds.add(known.debitAccountId);
+            accountIds.add(known.creditAccountId);
+          }
+        }
         if (typeof t.debitAccountId === "bigint" && t.debitAccountId !== 0n) accountIds.add(t.debitAccountId);
         if (typeof t.creditAccountId === "bigint" && t.creditAccountId !== 0n)
           accountIds.add(t.creditAccountId);

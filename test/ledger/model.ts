@@ -327,8 +327,8 @@ function transfer(state: ModelState, t: TransferInput, ts: bigint): { status: st
 }
 
 /** Expires every pending transfer whose timeout has passed by `now`; one timestamp for the sweep. */
+/** A sweep that expires something takes one timestamp; one that finds nothing due changes nothing. */
 export function modelExpire(state: ModelState, now: bigint): number {
-  takeTimestamps(state, now, 1);
   let count = 0;
   for (const [id, status] of state.status) {
     if (status !== "pending") continue;
@@ -343,5 +343,6 @@ export function modelExpire(state: ModelState, now: bigint): number {
     state.status.set(id, "expired");
     count++;
   }
+  if (count > 0) takeTimestamps(state, now, 1);
   return count;
 }
