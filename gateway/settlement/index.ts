@@ -124,13 +124,9 @@ export async function createInvoice(
     };
   }
   const id = newId("inv");
-  // Written before the rail is asked, so that money arriving for it always finds it.
-  const [written] = await deps.db.query<{ created_at: Date }>(
-    `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description)
-     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) RETURNING created_at`,
-    [id, params.tenantId, account.id, asset.code, amount.value, receiver.rail, params.description],
-  );
-  if (written === undefined) throw new SettlementInvariantError(`invoice ${id} was not written`);
+  // The rail is asked first and the invoice written once, whole. Money cannot arrive for it before the row
+  // exists: only the answer to this request, sent after the write, tells a payer how to pay it. When the rail
+  // refuses, nothing is written; when the process stops between the two, the rail's offer reached nobody.
   const offer = await receiver.receive({
     reference: id,
     amount: amount.value,
@@ -138,11 +134,24 @@ export async function createInvoice(
     expirySeconds: params.expirySeconds,
   });
   const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
-  // Only this request writes an open invoice's offer; the answer is what was written, not read back.
-  await deps.db.query(
-    "UPDATE invoices SET rail_reference = $2, instructions = $3, expires_at = $4 WHERE id = $1",
-    [id, offer.railReference, JSON.stringify(offer.instructions), expiresAt],
+  const [written] = await deps.db.query<{ created_at: Date }>(
+    `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, rail_reference, instructions, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $10) RETURNING created_at`,
+    [
+      id,
+      params.tenantId,
+      account.id,
+      asset.code,
+      amount.value,
+      receiver.rail,
+      params.description,
+      offer.railReference,
+      JSON.stringify(offer.instructions),
+      expiresAt,
+    ],
   );
+  if (written === undefined) throw new SettlementInvariantError(`invoice ${id} was not written`);
+  // The answer is what was written, not read back.
   return {
     ok: true,
     invoice: {

@@ -86,7 +86,7 @@ describe("invoices", () => {
       },
     };
     const result = await createInvoice(deps(watched), params);
-    expect(statements).toEqual(["SELECT", "INSERT", "UPDATE"]); // the account (then remembered), the invoice, its offer
+    expect(statements).toEqual(["SELECT", "INSERT"]); // the account (then remembered), the invoice with its offer
     if (!result.ok) throw new Error(result.message);
     expect(result.invoice).toMatchObject({
       status: "open",
@@ -94,6 +94,21 @@ describe("invoices", () => {
       railReference: `hash-${result.invoice.id}`,
     });
     expect(result.invoice).toEqual(await getInvoice(db, { tenantId, id: result.invoice.id }));
+  });
+
+  it("writes nothing when the rail refuses to make the offer", async () => {
+    const [before] = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM invoices");
+    const refusing: Receiver = {
+      ...toyReceiver,
+      async receive() {
+        throw new Error("the toy rail is down");
+      },
+    };
+    await expect(
+      createInvoice({ ...deps(), receivers: new Map([["toy", refusing]]) }, params),
+    ).rejects.toThrow("the toy rail is down");
+    const [after] = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM invoices");
+    expect(after?.n).toBe(before?.n);
   });
 
   it("refuses another tenant's account", async () => {
