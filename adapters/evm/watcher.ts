@@ -135,6 +135,8 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> = Promise.resolve();
   let stopped = true;
+  /** The head of the last poll that left nothing to do at that head (every block read, every event handled). */
+  let settledAt: { hash: Hex; result: PollResult } | null = null;
 
   async function nextBlock(sql: Sql = db): Promise<bigint> {
     const [row] = await sql.query<{ next_block: bigint }>(
@@ -296,7 +298,13 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
   }
 
   async function poll(): Promise<PollResult> {
-    const head = await publicClient.getBlockNumber({ cacheTime: 0 });
+    const latest = await publicClient.getBlock({ blockTag: "latest" });
+    const head = latest.number;
+    // The head's hash commits to every block below it: the same hash means the same chain, so a poll that left
+    // nothing to do there has nothing to do now (and reads no database, which on PGlite shares this thread).
+    if (settledAt !== null && settledAt.hash === latest.hash)
+      return { ...settledAt.result, read: 0, seen: 0, finalized: 0, removed: 0 };
+    settledAt = null;
     const removed = await checkReorg(head);
     const readCount = await read(head);
     const seen = await loadEvents("e.status = 'seen' ORDER BY e.block_number, e.log_index LIMIT $3", [
@@ -325,7 +333,7 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
          AND number < (SELECT max(number) FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3)`,
       [chainId, contract, finalBlockMax],
     );
-    return {
+    const result: PollResult = {
       head,
       read: readCount,
       seen: seen.length,
@@ -333,6 +341,14 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
       removed,
       nextBlock: await nextBlock(),
     };
+    if (
+      result.nextBlock > head &&
+      removed === 0 &&
+      seen.length < params.eventsPerPollMax &&
+      final.length < params.eventsPerPollMax
+    )
+      settledAt = { hash: latest.hash, result };
+    return result;
   }
 
   /** Polls never overlap: each waits for the one before it. */
