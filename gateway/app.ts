@@ -59,7 +59,14 @@ import {
 import { startPeriodic } from "./periodic/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
 import { createSplitterMirror } from "./settlement/evm.ts";
-import { applyReceived, applyReversed, type Receiver, type SettlementDeps } from "./settlement/index.ts";
+import {
+  applyReceived,
+  applyReversed,
+  createOpenInvoiceMemory,
+  openInvoiceMemoryDefaults,
+  type Receiver,
+  type SettlementDeps,
+} from "./settlement/index.ts";
 import { createApiKey, createTenant } from "./tenants/index.ts";
 import { deliverOutbox, webhookLimitsDefault } from "./webhooks/index.ts";
 
@@ -215,7 +222,13 @@ export async function createApp(config: Config): Promise<App> {
     };
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;
-    const settlement: SettlementDeps = { db, ledger, accounts, receivers };
+    const settlement: SettlementDeps = {
+      db,
+      ledger,
+      accounts,
+      openInvoices: createOpenInvoiceMemory(openInvoiceMemoryDefaults),
+      receivers,
+    };
     const events = new EventEmitter();
     for (const rail of rails.values()) {
       rail.onEvent((event) =>

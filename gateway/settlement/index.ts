@@ -31,8 +31,46 @@ export type SettlementDeps = {
   ledger: Ledger;
   /** Account lookups, remembered per process (accounts/createAccountCache). */
   accounts: AccountCache;
+  /** Invoices this process made, remembered until paid (createOpenInvoiceMemory). */
+  openInvoices: OpenInvoiceMemory;
   receivers: ReadonlyMap<string, Receiver>;
 };
+
+/** What applying a rail's event to an invoice needs of it: fields that never change once it is written. */
+type InvoiceTarget = { id: string; tenantId: string; accountId: string; assetCode: string; rail: string };
+
+/**
+ * The invoices this process made, so that the money arriving for one needs no query to find it. Only fields
+ * that never change are kept; whether the invoice is still open is the conditional update's to say. Bounded:
+ * beyond `entriesMax` the oldest is forgotten, and an invoice not remembered (made by another process, before
+ * a restart, or forgotten) is read from the database.
+ */
+export type OpenInvoiceMemory = {
+  remember(invoice: InvoiceTarget): void;
+  recall(id: string): InvoiceTarget | undefined;
+  forget(id: string): void;
+};
+
+export const openInvoiceMemoryDefaults = { entriesMax: 100_000 };
+
+export function createOpenInvoiceMemory(limits: { entriesMax: number }): OpenInvoiceMemory {
+  const invoices = new Map<string, InvoiceTarget>();
+  return {
+    remember(invoice) {
+      if (limits.entriesMax <= 0) return;
+      while (invoices.size >= limits.entriesMax) {
+        const oldest = invoices.keys().next();
+        if (oldest.done === true) break;
+        invoices.delete(oldest.value);
+      }
+      invoices.set(invoice.id, invoice);
+    },
+    recall: (id) => invoices.get(id),
+    forget(id) {
+      invoices.delete(id);
+    },
+  };
+}
 
 export const transferCodesIn = { received: 3, reversed: 4 } as const;
 
@@ -151,6 +189,13 @@ export async function createInvoice(
     ],
   );
   if (written === undefined) throw new SettlementInvariantError(`invoice ${id} was not written`);
+  deps.openInvoices.remember({
+    id,
+    tenantId: params.tenantId,
+    accountId: account.id,
+    assetCode: asset.code,
+    rail: receiver.rail,
+  });
   // The answer is what was written, not read back.
   return {
     ok: true,
@@ -220,10 +265,10 @@ export async function getInvoice(db: Db, params: { tenantId: string; id: string 
   return rows[0] === undefined ? null : fromRow(rows[0]);
 }
 
-/** What applying a rail's event to an invoice needs of it. */
-type InvoiceTarget = Pick<Invoice, "id" | "tenantId" | "accountId" | "assetCode" | "rail" | "status">;
-
-async function invoiceTarget(db: Db, id: string): Promise<InvoiceTarget | null> {
+async function invoiceTarget(
+  db: Db,
+  id: string,
+): Promise<(InvoiceTarget & { status: InvoiceStatus }) | null> {
   const rows = await db.query<Pick<InvoiceRow, "tenant_id" | "account_id" | "asset" | "rail" | "status">>(
     "SELECT tenant_id, account_id, asset, rail, status FROM invoices WHERE id = $1",
     [id],
@@ -261,10 +306,14 @@ export async function applyReceived(
   deps: SettlementDeps,
   event: { rail: string; reference: string; amount: bigint; evidence: SettlementEvidence },
 ): Promise<"applied" | "duplicate" | "unknown_reference"> {
-  const invoice = await invoiceTarget(deps.db, event.reference);
+  let invoice: InvoiceTarget | null | undefined = deps.openInvoices.recall(event.reference);
+  if (invoice === undefined) {
+    const read = await invoiceTarget(deps.db, event.reference);
+    // The invoice is marked paid only after the ledger credited it: a paid (or since reversed) one is done.
+    if (read !== null && read.rail === event.rail && read.status !== "open") return "duplicate";
+    invoice = read;
+  }
   if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
-  // The invoice is marked paid only after the ledger credited it: a paid (or since reversed) one is done.
-  if (invoice.status !== "open") return "duplicate";
   const { account, clearing } = await accountsFor(deps, invoice);
   const [result] = await deps.ledger.createTransfers([
     {
@@ -291,6 +340,7 @@ export async function applyReceived(
      INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, 'invoice.paid', $4::jsonb FROM moved RETURNING id`,
     [invoice.id, event.amount, toJson(event.evidence), toJson({ invoice_id: invoice.id })],
   );
+  deps.openInvoices.forget(invoice.id);
   return moved.length === 0 ? "duplicate" : "applied";
 }
 

@@ -8,7 +8,14 @@ import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
 import { assets } from "../money/index.ts";
 import { createTenant } from "../tenants/index.ts";
-import { applyReceived, createInvoice, getInvoice, type Receiver, type SettlementDeps } from "./index.ts";
+import {
+  applyReceived,
+  createInvoice,
+  createOpenInvoiceMemory,
+  getInvoice,
+  type Receiver,
+  type SettlementDeps,
+} from "./index.ts";
 
 let db: Db;
 let ledger: Ledger;
@@ -32,6 +39,7 @@ function deps(database: Db = db): SettlementDeps {
     db: database,
     ledger,
     accounts: createAccountCache({ sql: database }, { entriesMax: 10 }),
+    openInvoices: createOpenInvoiceMemory({ entriesMax: 10 }),
     receivers: new Map([[toyReceiver.rail, toyReceiver]]),
   };
 }
@@ -141,5 +149,60 @@ describe("invoices", () => {
       [id],
     );
     expect(events).toEqual([{ tenant_id: tenantId, type: "invoice.paid", payload: { invoice_id: id } }]);
+  });
+});
+
+function watching(statements: string[]): Db {
+  return {
+    ...db,
+    query: (text, values) => {
+      statements.push(text.trim().split(/\s+/)[0]!);
+      return db.query(text, values);
+    },
+  };
+}
+
+const received = (reference: string) => ({
+  rail: "toy",
+  reference,
+  amount: 21_000n,
+  evidence: { rail: "lightning" as const, paymentHash: "ef".repeat(32), preimage: "01".repeat(32) },
+});
+
+describe("finding the invoice money arrived for", () => {
+  it("needs no query for an invoice this process made: one statement marks it paid with its event", async () => {
+    const statements: string[] = [];
+    const settlement = { ...deps(), db: watching(statements) };
+    const created = await createInvoice(settlement, params);
+    if (!created.ok) throw new Error(created.message);
+    statements.length = 0;
+    expect(await applyReceived(settlement, received(created.invoice.id))).toBe("applied");
+    expect(statements).toEqual(["WITH"]);
+    // Applied, it is forgotten: a repeat reads the invoice, finds it paid, and leaves the ledger alone.
+    statements.length = 0;
+    expect(await applyReceived(settlement, received(created.invoice.id))).toBe("duplicate");
+    expect(statements).toEqual(["SELECT"]);
+  });
+
+  it("reads an invoice another process made (or one forgotten beyond entriesMax) with one query, and credits it once", async () => {
+    const maker = { ...deps(), openInvoices: createOpenInvoiceMemory({ entriesMax: 1 }) };
+    const first = await createInvoice(maker, params);
+    const second = await createInvoice(maker, params); // the memory holds one: the first is forgotten
+    if (!first.ok || !second.ok) throw new Error("invoice refused");
+    const statements: string[] = [];
+    const [before] = await ledger.lookupAccounts([customerLedgerId]);
+    expect(await applyReceived({ ...maker, db: watching(statements) }, received(first.invoice.id))).toBe(
+      "applied",
+    );
+    expect(statements).toEqual(["SELECT", "WITH"]);
+    const other = { ...deps(), db: watching(statements) }; // another process: an empty memory
+    statements.length = 0;
+    expect(await applyReceived(other, received(second.invoice.id))).toBe("applied");
+    expect(await applyReceived(maker, received(second.invoice.id))).toBe("duplicate"); // the maker still remembers it
+    expect(await applyReceived(other, { ...received(second.invoice.id), rail: "other" })).toBe(
+      "unknown_reference",
+    );
+    const [after] = await ledger.lookupAccounts([customerLedgerId]);
+    expect(balanceOf("customer", after!).posted - balanceOf("customer", before!).posted).toBe(42_000n);
   });
 });
