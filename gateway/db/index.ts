@@ -15,6 +15,8 @@ export interface Sql {
 
 export interface Db extends Sql {
   readonly kind: "postgres" | "pglite";
+  /** The most statements that can run at once (PostgreSQL: the pool's size; PGlite: 1). */
+  readonly connectionsMax: number;
   /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
   /** Runs a script of several statements without parameters (migrations). */
@@ -57,6 +59,7 @@ export function openPostgres(config: { url: string; poolSizeMax: number; stateme
   ) => (await client.query({ text, values: params as unknown[] | undefined })).rows as R[];
   return {
     kind: "postgres",
+    connectionsMax: config.poolSizeMax,
     query: (text, params) => query(pool, text, params),
     async transaction(fn) {
       const client = await pool.connect();
@@ -88,6 +91,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
   });
   return {
     kind: "pglite",
+    connectionsMax: 1,
     query: async (text, params) => (await db.query(text, params as unknown[] | undefined)).rows as never,
     transaction: (fn) =>
       db.transaction((tx) =>

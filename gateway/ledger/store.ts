@@ -271,22 +271,11 @@ export type BatchWrites = {
 /** SQLSTATE raised by ledger_stale_batch(): the clock did not carry the expected token; nothing was written. */
 export const staleBatchCode = "SYL01";
 
-/**
- * Writes a whole batch in one statement, atomic without a transaction around it: inserts the transfers, then
- * takes the clock (its row lock serializes batches across processes; the insert runs before it, so a pipelined
- * batch's insert overlaps the previous batch's commit) if it still carries `expectedToken`, leaving the batch's
- * token and last timestamp there, and applies the balance deltas and pending changes, gated on the clock row so
- * no account row is locked before the clock. When the token differs the statement aborts with `staleBatchCode`.
- */
-export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
-  // Sub-statements of one statement share a snapshot: a pending transfer opened and resolved within this batch
-  // would be inserted and not seen by the delete. Such a transfer never needs a row.
-  const resolved = new Set(writes.pendingResolved);
-  const opened = writes.pendingOpened.filter((o) => !resolved.has(o.id));
-  const openedIds = new Set(writes.pendingOpened.map((o) => o.id));
-  const closed = writes.pendingResolved.filter((id) => !openedIds.has(id));
-  const params: unknown[] = [writes.clock.timestampLast, writes.clock.token, writes.expectedToken];
-  const parts: string[] = [];
+type Statement = { parts: string[]; params: unknown[] };
+
+/** The transfers' insert, then the clock's swap (which waits for the insert, so the insert runs unlocked). */
+function claimParts(statement: Statement, writes: BatchWrites): void {
+  const { parts, params } = statement;
   let inserted = "";
   if (writes.transfers.count > 0) {
     const at = params.length;
@@ -294,10 +283,23 @@ export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
     parts.push(`inserted AS (${insertTransfersSql(writes.transfers.hasEvidence, at)} RETURNING 1)`);
     inserted = " AND (SELECT count(*) FROM inserted) >= 0";
   }
+  params.push(writes.clock.timestampLast, writes.clock.token, writes.expectedToken);
+  const n = params.length;
   parts.push(
-    `clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3${inserted} RETURNING 1)`,
+    `clock AS (UPDATE ledger_clock SET timestamp_last = $${n - 2}, token = $${n - 1} WHERE singleton AND token = $${n}${inserted} RETURNING 1)`,
   );
-  const gate = "EXISTS (SELECT 1 FROM clock)";
+}
+
+/** Balance deltas and the pending set's changes, each only if `gate` (an SQL condition) holds. */
+function applyParts(statement: Statement, writes: BatchWrites, gate: string | null): void {
+  const { parts, params } = statement;
+  const and = gate === null ? "" : ` AND ${gate}`;
+  // Sub-statements of one statement share a snapshot: a pending transfer opened and resolved within this batch
+  // would be inserted and not seen by the delete. Such a transfer never needs a row.
+  const resolved = new Set(writes.pendingResolved);
+  const opened = writes.pendingOpened.filter((o) => !resolved.has(o.id));
+  const openedIds = new Set(writes.pendingOpened.map((o) => o.id));
+  const closed = writes.pendingResolved.filter((id) => !openedIds.has(id));
   if (writes.balances.count > 0) {
     const at = params.length;
     params.push(...writes.balances.params);
@@ -309,7 +311,7 @@ export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
             flags = d.flags
        FROM unnest($${at + 1}::uuid[], $${at + 2}::int8[], $${at + 3}::int8[], $${at + 4}::int8[], $${at + 5}::int8[], $${at + 6}::int4[])
             AS d(id, debits_pending, debits_posted, credits_pending, credits_posted, flags)
-      WHERE a.id = d.id AND ${gate})`);
+      WHERE a.id = d.id${and})`);
   }
   if (opened.length > 0) {
     params.push(
@@ -317,19 +319,80 @@ export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
       `{${opened.map((o) => (o.expiresAt === null ? "NULL" : o.expiresAt)).join(",")}}`,
     );
     parts.push(`opened AS (INSERT INTO ledger_pending_open (id, expires_at)
-       SELECT * FROM unnest($${params.length - 1}::uuid[], $${params.length}::int8[]) WHERE ${gate})`);
+       SELECT * FROM unnest($${params.length - 1}::uuid[], $${params.length}::int8[])${gate === null ? "" : ` WHERE ${gate}`})`);
   }
   if (closed.length > 0) {
     params.push(uuidList(closed));
-    parts.push(
-      `closed AS (DELETE FROM ledger_pending_open WHERE id = ANY($${params.length}::uuid[]) AND ${gate})`,
-    );
+    parts.push(`closed AS (DELETE FROM ledger_pending_open WHERE id = ANY($${params.length}::uuid[])${and})`);
   }
+}
+
+const staleCheck =
+  "SELECT CASE WHEN EXISTS (SELECT 1 FROM clock) THEN 1 ELSE ledger_stale_batch() END AS written";
+
+/**
+ * Writes a whole batch in one statement, atomic without a transaction around it: inserts the transfers, takes
+ * the clock (its row lock serializes batches across processes) if it still carries `expectedToken`, leaving the
+ * batch's token and last timestamp there, and applies the balance deltas and pending changes, gated on the clock
+ * row so no account row is locked before the clock. When the token differs the statement aborts with
+ * `staleBatchCode`. For a writer that is alone on its database (PGlite), or that already holds the clock.
+ */
+export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
+  const statement: Statement = { parts: [], params: [] };
+  claimParts(statement, writes);
+  applyParts(statement, writes, "EXISTS (SELECT 1 FROM clock)");
   // Reading the clock first runs it (and the insert it waits on) before the gated parts.
-  await sql.query(
-    `WITH ${parts.join(",\n")} SELECT CASE WHEN ${gate} THEN 1 ELSE ledger_stale_batch() END AS written`,
-    params,
-  );
+  await sql.query(`WITH ${statement.parts.join(",\n")} ${staleCheck}`, statement.params);
+}
+
+/** When a pipelined batch may take the clock, and how it says it has. */
+export type ClaimOrder = {
+  /** Settles once the previous batch in flight holds the clock (or has failed). */
+  after: Promise<unknown>;
+  /** Called once this batch holds the clock, or has failed before or while taking it. */
+  claimed: () => void;
+};
+
+/** The clock carried another token than the batch expected: nothing of the batch was written. */
+export class StaleClockError extends Error {
+  override readonly name = "StaleClockError";
+  readonly code = staleBatchCode;
+  constructor() {
+    super("ledger: another writer committed in between");
+  }
+}
+
+/**
+ * The same writes for a writer whose batches overlap on several connections (PostgreSQL): a transaction of three
+ * statements. The insert runs at once, unlocked, so it overlaps the previous batch's commit. Then the clock is
+ * locked with SELECT … FOR UPDATE, which waits for the previous batch's commit and returns the row as that batch
+ * left it (an UPDATE … WHERE token = … would instead test the row as it was before the wait, and skip it), and
+ * its token is compared here. It is locked only after the previous batch has locked it (`order`), or a batch whose
+ * insert finished first would find the token before the previous batch's. The clock's new token, the balances
+ * and the pending set go last, in one statement whose snapshot is taken after the previous batch committed (in
+ * the locking statement they would be re-checked row by row against that commit: EvalPlanQual, thousands a batch).
+ */
+export async function writeBatchClaimFirst(db: Db, writes: BatchWrites, order: ClaimOrder): Promise<void> {
+  try {
+    await db.transaction(async (tx) => {
+      if (writes.transfers.count > 0)
+        await tx.query(insertTransfersSql(writes.transfers.hasEvidence), writes.transfers.params);
+      await order.after;
+      let clock: Clock;
+      try {
+        clock = await lockClock(tx);
+      } finally {
+        order.claimed();
+      }
+      if (clock.token !== writes.expectedToken) throw new StaleClockError();
+      const apply: Statement = { parts: [], params: [writes.clock.timestampLast, writes.clock.token] };
+      apply.parts.push("clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton)");
+      applyParts(apply, writes, null);
+      await tx.query(`WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
+    });
+  } finally {
+    order.claimed(); // failed before locking the clock: the next batch need not wait for this one
+  }
 }
 
 /** Whether any open pending transfer's timeout has passed (a read, no lock). */

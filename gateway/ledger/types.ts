@@ -265,8 +265,8 @@ export type LedgerLimits = {
   /** The most pending transfers one expiry sweep expires. */
   expiryBatchMax: number;
   /**
-   * Batches in flight at once on PostgreSQL (validation of the next overlaps the commit of this one); PGlite uses
-   * at most 1. 0: every batch runs locked (reads under the clock lock), the slow path kept for comparison.
+   * Batches in flight at once on PostgreSQL (validation of the next overlaps the commit of this one), at most the
+   * pool's size less one; PGlite uses at most 1. 0: every batch runs locked (reads under the clock lock).
    */
   pipelineDepthMax: number;
 };

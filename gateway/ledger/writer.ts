@@ -11,13 +11,13 @@
 //   write; COMMIT. Always correct; used for accounts and expiry, after a conflict, at start, and when
 //   pipelineDepthMax is 0.
 // - pipelined: validate the batch in memory against what this writer's earlier batches will have left, build its
-//   rows, and send it while the previous batch is still committing, as one statement (no transaction around it):
-//   INSERT the transfers, then take the clock (waits for the previous batch's commit) only if it carries the token
-//   the previous batch leaves, and apply the balance deltas and pending changes. If the token differs (another
-//   process wrote) the statement aborts itself; then, or if anything fails, this batch and the ones behind it run
-//   again, locked, in the same order. Callers never see the difference. On PGlite (one connection, in this
-//   process) the depth is 1: nothing overlaps, but a batch is one statement instead of reads and writes under the
-//   lock.
+//   rows, and send it while the previous batch is still committing (store.ts writeBatchClaimFirst, three
+//   statements in a transaction): INSERT the transfers; once the previous batch holds the clock, take the clock,
+//   which waits for the previous batch's commit, only if it carries the token the previous batch leaves; apply the
+//   balance deltas and pending changes. If the token differs (another process wrote) the claim aborts the
+//   transaction; then, or if anything fails, this batch and the ones behind it run again, locked, in the same
+//   order. Callers never see the difference. On PGlite (one connection, in this process) the depth is 1: nothing
+//   overlaps or waits, and a batch is one statement (writeBatch) instead of reads and writes under the lock.
 import { randomBytes } from "node:crypto";
 import type { Db, Sql } from "../db/index.ts";
 import { idToUuid } from "./id.ts";
@@ -32,6 +32,7 @@ import {
   type BalanceRows,
   type BatchWrites,
   balanceRows,
+  type ClaimOrder,
   insertAccounts,
   lockClock,
   selectAccounts,
@@ -42,6 +43,7 @@ import {
   type TransferRows,
   transferRows,
   writeBatch,
+  writeBatchClaimFirst,
 } from "./store.ts";
 import {
   type Account,
@@ -137,7 +139,9 @@ type InFlight = { plan: Plan; done: Promise<unknown | null> };
 
 export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () => bigint }): Writer {
   const { db, limits, nowNs } = params;
-  const depthMax = db.kind === "postgres" ? limits.pipelineDepthMax : Math.min(limits.pipelineDepthMax, 1);
+  // A batch in flight on PostgreSQL holds a connection while it waits for the one before it to take the clock:
+  // leave a connection free for that one (and for reads), or two batches could wait on each other for ever.
+  const depthMax = Math.min(limits.pipelineDepthMax, db.kind === "postgres" ? db.connectionsMax - 1 : 1);
   const pipelined = depthMax >= 1;
 
   const queue: Job[] = [];
@@ -227,6 +231,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   const loop = async () => {
     const inFlight: InFlight[] = [];
     let callersResolved = false;
+    let lastClaimed: Promise<void> = Promise.resolve();
     /** Waits for every batch in flight; runs the failed ones again, locked, in order. */
     const drain = async () => {
       const redo: TransfersJob[][] = [];
@@ -314,7 +319,12 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           await runLocked(jobs);
           continue;
         }
-        inFlight.push({ plan, done: commitPlan(plan) });
+        // Batches take the clock in the order they were planned (each after the one before it has it).
+        const order: ClaimOrder = { after: lastClaimed, claimed: () => undefined };
+        lastClaimed = new Promise<void>((resolve) => {
+          order.claimed = resolve;
+        });
+        inFlight.push({ plan, done: commitPlan(plan, order) });
       }
     } finally {
       running = false;
@@ -389,22 +399,26 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   };
 
   /** Sends a prepared batch. Resolves with null once committed (callers resolved), or with the failure. */
-  const commitPlan = async (plan: Plan): Promise<unknown | null> => {
+  const commitPlan = async (plan: Plan, order: ClaimOrder): Promise<unknown | null> => {
     try {
       // Read before the write, outside it: an id another process stores in between changes the clock's token
       // too, so the write below aborts and the batch runs again, locked.
       if (plan.uncheckedIds.length > 0 && (await selectTransfers(db, plan.uncheckedIds)).length > 0)
         throw new KnownIdError();
-      await writeBatch(db, {
+      const writes: BatchWrites = {
         transfers: plan.transfers,
         expectedToken: plan.expectedToken,
         clock: { timestampLast: plan.timestampLast, token: plan.token },
         balances: plan.balances,
         pendingOpened: plan.pendingOpened,
         pendingResolved: plan.pendingResolved,
-      });
+      };
+      if (db.kind === "postgres") await writeBatchClaimFirst(db, writes, order);
+      else await writeBatch(db, writes); // alone on its database: nothing waits for the order
     } catch (error) {
       return (error as { code?: unknown } | null)?.code === staleBatchCode ? new StaleBatchError() : error;
+    } finally {
+      order.claimed(); // however it ended, the batch behind this one must not wait for it
     }
     committedSeq = plan.seq;
     committedToken = plan.token;
