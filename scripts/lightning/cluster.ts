@@ -56,7 +56,9 @@ const activationBlocks = 450;
 /** Blocks on top of the funding transactions: 6 makes the channels announceable (public). */
 const channelConfirmationBlocks = 6;
 const channelCapacitySatDefault = 10_000_000;
-const syncTimeoutMs = 120_000;
+/** How long a node may take to sync after btcd's restart before it is restarted itself, and how often. */
+const syncAttemptTimeoutMs = 40_000;
+const syncAttemptsMax = 3;
 const channelTimeoutMs = 120_000;
 const portsPerCluster = 8;
 
@@ -120,19 +122,31 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
     log(`regtest: mining ${activationBlocks} blocks (SegWit activates at 432)`);
     await btcd.generate(activationBlocks);
 
+    // lnd's wallet reconnects to the restarted btcd and rescans; now and then the rescan's reply is lost on the
+    // reconnect ("Received unexpected reply: null") and that wallet never syncs. A restarted lnd rescans afresh.
     await Promise.all(
-      nodeList.map((node) =>
-        waitFor(
-          `${node.alias} synced with spendable coins`,
-          async () => {
-            const info = await getWalletInfo({ lnd: node.lnd() });
-            if (!info.is_synced_to_chain) return undefined;
-            const { chain_balance } = await getChainBalance({ lnd: node.lnd() });
-            return chain_balance > capacity * 2 ? true : undefined;
-          },
-          { timeoutMs: syncTimeoutMs, intervalMs: 250 },
-        ),
-      ),
+      nodeList.map(async (node) => {
+        for (let attempt = 1; ; attempt += 1) {
+          try {
+            return await waitFor(
+              `${node.alias} synced with spendable coins`,
+              async () => {
+                const info = await getWalletInfo({ lnd: node.lnd() });
+                if (!info.is_synced_to_chain) return undefined;
+                const { chain_balance } = await getChainBalance({ lnd: node.lnd() });
+                return chain_balance > capacity * 2 ? true : undefined;
+              },
+              { timeoutMs: syncAttemptTimeoutMs, intervalMs: 250 },
+            );
+          } catch (error) {
+            if (attempt >= syncAttemptsMax) throw error;
+            log(
+              `regtest: ${node.alias} did not sync, restarting it (attempt ${attempt + 1} of ${syncAttemptsMax})`,
+            );
+            await node.restart();
+          }
+        }
+      }),
     );
 
     log("regtest: opening channels payer → gateway → payee → payer");
