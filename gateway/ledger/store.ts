@@ -149,15 +149,100 @@ export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Pro
   );
 }
 
+/**
+ * How array parameters travel. "binary": PostgreSQL's binary array format in a Buffer (node-postgres sends a
+ * Buffer parameter in binary), so the server copies 16-byte uuids and 8-byte integers instead of parsing text;
+ * "text": array literals, for PGlite.
+ */
+export type ParamFormat = "text" | "binary";
+
+const oids = { int4: 23, int8: 20, uuid: 2950, jsonb: 3802 } as const;
+const low64 = (1n << 64n) - 1n;
+
+/** A one-dimensional binary array of fixed-size elements; `write` fills element i at `at` (null: SQL NULL). */
+function binaryArray(
+  oid: number,
+  size: number,
+  count: number,
+  isNull: (i: number) => boolean,
+  write: (buffer: Buffer, at: number, i: number) => void,
+): Buffer {
+  let nulls = 0;
+  for (let i = 0; i < count; i++) if (isNull(i)) nulls++;
+  const header = count === 0 ? 12 : 20;
+  const buffer = Buffer.allocUnsafe(header + count * 4 + (count - nulls) * size);
+  buffer.writeInt32BE(count === 0 ? 0 : 1, 0);
+  buffer.writeInt32BE(nulls > 0 ? 1 : 0, 4);
+  buffer.writeInt32BE(oid, 8);
+  if (count === 0) return buffer;
+  buffer.writeInt32BE(count, 12);
+  buffer.writeInt32BE(1, 16);
+  let at = header;
+  for (let i = 0; i < count; i++) {
+    if (isNull(i)) {
+      buffer.writeInt32BE(-1, at);
+      at += 4;
+      continue;
+    }
+    buffer.writeInt32BE(size, at);
+    write(buffer, at + 4, i);
+    at += 4 + size;
+  }
+  return buffer;
+}
+
+const never = () => false;
+/** u128 ids as uuid (16 bytes, big-endian); 0 is NULL when `zeroIsNull`. */
+const uuidArray = (values: readonly bigint[], zeroIsNull = false) =>
+  binaryArray(oids.uuid, 16, values.length, zeroIsNull ? (i) => values[i] === 0n : never, (buffer, at, i) => {
+    const value = values[i]!;
+    buffer.writeBigUInt64BE(value >> 64n, at);
+    buffer.writeBigUInt64BE(value & low64, at + 8);
+  });
+const int8Array = (values: readonly bigint[]) =>
+  binaryArray(oids.int8, 8, values.length, never, (buffer, at, i) => buffer.writeBigInt64BE(values[i]!, at));
+const int4Array = (values: readonly number[]) =>
+  binaryArray(oids.int4, 4, values.length, never, (buffer, at, i) => buffer.writeInt32BE(values[i]!, at));
+
 /** A prepared write of transfers: the parameters are built ahead (while the previous batch commits). */
-export type TransferRows = { count: number; params: string[]; hasEvidence: boolean };
+export type TransferRows = { count: number; params: (string | Buffer)[]; hasEvidence: boolean };
 
 /** `accountUuid` may memoize account ids' uuid text (the same few accounts recur in every batch). */
 export function transferRows(
   transfers: readonly Transfer[],
+  format: ParamFormat = "text",
   accountUuid: (id: bigint) => string = idToUuid,
 ): TransferRows {
   const count = transfers.length;
+  let hasEvidence = false;
+  for (const t of transfers) if (t.evidence !== null) hasEvidence = true;
+  const evidence = () => jsonOrNullList(transfers.map((t) => t.evidence));
+  if (format === "binary") {
+    const column = <T>(pick: (t: Transfer) => T): T[] => transfers.map(pick);
+    const params: (string | Buffer)[] = [
+      uuidArray(column((t) => t.id)),
+      uuidArray(column((t) => t.debitAccountId)),
+      uuidArray(column((t) => t.creditAccountId)),
+      int8Array(column((t) => t.amount)),
+      int8Array(column((t) => t.timestamp)),
+      int8Array(column((t) => BigInt(t.ledger))),
+      int4Array(column((t) => t.code)),
+      int4Array(column((t) => t.flags)),
+      int8Array(column((t) => BigInt(t.timeout))),
+      uuidArray(
+        column((t) => t.pendingId),
+        true,
+      ),
+      uuidArray(
+        column((t) => t.userData128),
+        true,
+      ),
+      int8Array(column((t) => u64ToInt8(t.userData64))),
+      int8Array(column((t) => BigInt(t.userData32))),
+    ];
+    if (hasEvidence) params.push(evidence());
+    return { count, params, hasEvidence };
+  }
   const ids = new Array<string>(count);
   const debits = new Array<string>(count);
   const credits = new Array<string>(count);
@@ -171,7 +256,6 @@ export function transferRows(
   const ud128 = new Array<string>(count);
   const ud64 = new Array<bigint>(count);
   const ud32 = new Array<number>(count);
-  let hasEvidence = false;
   for (let i = 0; i < count; i++) {
     const t = transfers[i]!;
     ids[i] = idToUuid(t.id);
@@ -187,9 +271,8 @@ export function transferRows(
     ud128[i] = t.userData128 === 0n ? "NULL" : idToUuid(t.userData128);
     ud64[i] = u64ToInt8(t.userData64);
     ud32[i] = t.userData32;
-    if (t.evidence !== null) hasEvidence = true;
   }
-  const params = [
+  const params: (string | Buffer)[] = [
     `{${ids.join(",")}}`,
     `{${debits.join(",")}}`,
     `{${credits.join(",")}}`,
@@ -204,7 +287,7 @@ export function transferRows(
     `{${ud64.join(",")}}`,
     `{${ud32.join(",")}}`,
   ];
-  if (hasEvidence) params.push(jsonOrNullList(transfers.map((t) => t.evidence)));
+  if (hasEvidence) params.push(evidence());
   return { count, params, hasEvidence };
 }
 
@@ -231,7 +314,7 @@ const insertTransfersSql = (hasEvidence: boolean, at = 0) => {
 };
 
 /** Balance changes per account (deltas, so a row is right whatever else the batch's accounts saw), and flags. */
-export type BalanceRows = { count: number; params: string[] };
+export type BalanceRows = { count: number; params: (string | Buffer)[] };
 
 export function balanceRows(
   changes: readonly {
@@ -242,18 +325,23 @@ export function balanceRows(
     creditsPosted: bigint;
     flags: number;
   }[],
+  format: ParamFormat = "text",
 ): BalanceRows {
   const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const ids = sorted.map((c) => c.id);
+  const amounts = [
+    sorted.map((c) => c.debitsPending),
+    sorted.map((c) => c.debitsPosted),
+    sorted.map((c) => c.creditsPending),
+    sorted.map((c) => c.creditsPosted),
+  ];
+  const flags = sorted.map((c) => c.flags);
   return {
     count: sorted.length,
-    params: [
-      uuidList(sorted.map((c) => c.id)),
-      numberList(sorted.map((c) => c.debitsPending)),
-      numberList(sorted.map((c) => c.debitsPosted)),
-      numberList(sorted.map((c) => c.creditsPending)),
-      numberList(sorted.map((c) => c.creditsPosted)),
-      numberList(sorted.map((c) => c.flags)),
-    ],
+    params:
+      format === "binary"
+        ? [uuidArray(ids), ...amounts.map(int8Array), int4Array(flags)]
+        : [uuidList(ids), ...amounts.map(numberList), numberList(flags)],
   };
 }
 

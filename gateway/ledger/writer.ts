@@ -35,6 +35,7 @@ import {
   type ClaimOrder,
   insertAccounts,
   lockClock,
+  type ParamFormat,
   selectAccounts,
   selectExpired,
   selectTransfers,
@@ -143,6 +144,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   // leave a connection free for that one (and for reads), or two batches could wait on each other for ever.
   const depthMax = Math.min(limits.pipelineDepthMax, db.kind === "postgres" ? db.connectionsMax - 1 : 1);
   const pipelined = depthMax >= 1;
+  const format: ParamFormat = db.kind === "postgres" ? "binary" : "text";
 
   const queue: Job[] = [];
   let queuedTransfers = 0;
@@ -384,8 +386,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       seq,
       jobs,
       results,
-      transfers: transferRows(effects.created, accountUuid),
-      balances: balanceRows(deltas(state, effects.accountsBefore)),
+      transfers: transferRows(effects.created, format, accountUuid),
+      balances: balanceRows(deltas(state, effects.accountsBefore), format),
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,
       uncheckedIds,
@@ -470,8 +472,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       const { results, effects } = applyTransferRequests(state, requests, firstTimestamp);
       eventCount = requests.reduce((sum, request) => sum + request.length, 0);
       writes = {
-        transfers: transferRows(effects.created, accountUuid),
-        balances: balanceRows(deltas(state, effects.accountsBefore)),
+        transfers: transferRows(effects.created, format, accountUuid),
+        balances: balanceRows(deltas(state, effects.accountsBefore), format),
         pendingOpened: effects.pendingOpened,
         pendingResolved: effects.pendingResolved,
       };
@@ -578,7 +580,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       count: expired.length,
       writes: {
         transfers: transferRows([]),
-        balances: balanceRows(deltas(state, before)),
+        balances: balanceRows(deltas(state, before), format),
         pendingOpened: [],
         pendingResolved: expired.map((t) => t.id),
       },
