@@ -19,6 +19,7 @@ import { createApp } from "../gateway/app.ts";
 import { loadConfig } from "../gateway/config.ts";
 import { assets } from "../gateway/money/index.ts";
 import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../scripts/lightning/index.ts";
+import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 200);
@@ -87,6 +88,9 @@ export async function run(): Promise<BenchResult> {
   const binaries = await ensureLightningBinaries();
   const cluster = await startRegtestCluster({ binaries, log: (line) => process.stderr.write(`${line}\n`) });
   const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-bench-"));
+  // LIGHTNING_BENCH_DB=postgres: the gateway on a private PostgreSQL (durable commits) instead of PGlite.
+  const postgres = process.env.LIGHTNING_BENCH_DB === "postgres" ? await startPostgres() : null;
+  const databaseUrl = postgres === null ? null : await createTestDatabase(postgres.url, "lightning_bench");
   const gatewayLnd: AuthenticatedLnd = cluster.nodes.gateway.lnd();
   const payer = cluster.nodes.payer.lnd();
   const payee = cluster.nodes.payee.lnd();
@@ -100,6 +104,7 @@ export async function run(): Promise<BenchResult> {
       LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
       LIGHTNING_EXECUTE_WAIT_MS: String(settleTimeoutMs),
       WEBHOOK_DELIVERY_INTERVAL_MS: "3600000",
+      ...(databaseUrl === null ? {} : { DATABASE_URL: databaseUrl }),
     }),
   );
   const accountId = "acct_bench_btc";
@@ -242,6 +247,7 @@ export async function run(): Promise<BenchResult> {
     subscription.removeAllListeners();
     await app.close();
     await cluster.stop();
+    await postgres?.stop();
     await rm(directory, { recursive: true, force: true });
   }
   const order = ["direct-seq", "gateway-seq", "direct-16", "gateway-16"];
