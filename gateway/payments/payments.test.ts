@@ -11,6 +11,7 @@ import { assets } from "../money/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./index.ts";
+import { settleAttempt } from "./store.ts";
 
 class Crash extends Error {
   override name = "Crash";
@@ -288,7 +289,7 @@ describe("payments across two rails", () => {
     expect(cheap.calls + dear.calls).toBe(0);
     const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k7'");
     const written = await getPayment(db, { tenantId, id: row!.id });
-    expect(written?.attempts.map((a) => [a.rail, a.status])).toEqual([["cheap", "executing"]]);
+    expect(written?.attempts.map((a) => [a.rail, a.status])).toEqual([["cheap", "reserving"]]);
     expect((await customerBalance()).pendingOut).toBe(0n);
     await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
     expect(paidEverywhere()).toBe(100n);
@@ -300,7 +301,7 @@ describe("payments across two rails", () => {
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
   });
 
-  it("an attempt an earlier version left in reserving, its reservation made: recovery pays it once and ends it", async () => {
+  it("an attempt left in reserving after its reservation was made (a crash before paying): recovery pays it once and ends it", async () => {
     cheap.behaviour = "crash_before_paying";
     await expect(createPayment(depsWith(db), request("k8"))).rejects.toThrow(Crash);
     const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k8'");
@@ -312,6 +313,31 @@ describe("payments across two rails", () => {
     expect(payment?.attempts.map((a) => [a.rail, a.status])).toEqual([["cheap", "succeeded"]]);
     expect(paidEverywhere()).toBe(100n);
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a late outcome for an attempt that already ended does not end its payment", async () => {
+    cheap.behaviour = "crash_before_paying";
+    await expect(createPayment(depsWith(db), request("k-late"))).rejects.toThrow(Crash);
+    const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k-late'");
+    const [attempt] = await db.query<{ id: string }>("SELECT id FROM attempts WHERE payment_id = $1", [
+      row!.id,
+    ]);
+    // The attempt failed over (another attempt of the payment would now run) when a contradictory success arrives.
+    await db.query("UPDATE attempts SET status = 'failed' WHERE id = $1", [attempt!.id]);
+    const outboxBefore = await db.query("SELECT id FROM outbox");
+    const settled = await settleAttempt(db, {
+      attempt: { id: attempt!.id, to: "succeeded", fee: 1n },
+      payment: {
+        id: row!.id,
+        status: "succeeded",
+        rail: "cheap",
+        event: { type: "payment.succeeded", payload: {} },
+      },
+    });
+    expect(settled).toEqual({ attemptMoved: false, paymentFinishedAt: null });
+    const payment = await getPayment(db, { tenantId, id: row!.id });
+    expect(payment?.status).toBe("processing");
+    expect(await db.query("SELECT id FROM outbox")).toHaveLength(outboxBefore.length);
   });
 
   it("a payment made in one go reads nothing back, and answers what the database holds", async () => {

@@ -474,9 +474,6 @@ async function driveAttempt(
     }
     reservation = reserved.reservation;
   }
-  // Written by an earlier version, which moved an attempt to executing once its reservation was made.
-  if (attempt.status === "reserving" && (await moveAttempt(deps.db, { id: attempt.id, to: "executing" })))
-    attempt.status = "executing";
   deps.learning?.noteAttempt(rail.id);
   const outcome: AttemptOutcome = await rail.execute({
     id: attempt.id,

@@ -96,13 +96,15 @@ export type NewAttempt = {
 };
 
 /**
- * An attempt is written as `executing` before its reservation is made: whether the reservation exists is the
- * ledger's to say (recovery looks it up by the id written here), and no rail is asked to pay before it does.
+ * An attempt is written as `reserving` before its reservation is made and stays so while its rail runs: whether
+ * the reservation exists is the ledger's to say (recovery looks it up by the id written here), and no rail is
+ * asked to pay before it does. (`executing` is what an earlier version wrote once it had reserved; its recovery
+ * pays such an attempt without reserving, so a new attempt must never carry it before the reservation exists.)
  */
 function newAttempt(attempt: NewAttempt): Attempt {
   return {
     ...attempt,
-    status: "executing",
+    status: "reserving",
     fee: null,
     evidence: null,
     failureCode: null,
@@ -156,7 +158,7 @@ export async function insertPayment(
       : await sql.query<{ id: string; created_at: Date; updated_at: Date }>(
           `WITH p AS (${insertPaymentSql}),
            a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
-             SELECT $12::text, p.id, 0, $13::text, 'executing', $14::bigint, $15::bigint, $16::numeric FROM p)
+             SELECT $12::text, p.id, 0, $13::text, 'reserving', $14::bigint, $15::bigint, $16::numeric FROM p)
            SELECT id, created_at, updated_at FROM p`,
           [
             ...paymentParams,
@@ -222,7 +224,7 @@ export async function getPayment(
 export async function insertAttempt(sql: Sql, attempt: NewAttempt): Promise<Attempt> {
   await sql.query(
     `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
-     VALUES ($1, $2, $3, $4, 'executing', $5, $6, $7)`,
+     VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)`,
     [
       attempt.id,
       attempt.paymentId,
@@ -341,7 +343,7 @@ export async function settleAttempt(
        WHERE id = $1 AND status = ANY($7::text[]) RETURNING id),
      p AS (
        UPDATE payments SET status = $9, rail = COALESCE($10::text, rail), failure_code = $11::text, failure_message = $12::text, updated_at = now()
-       WHERE id = $8 AND status = 'processing' RETURNING tenant_id, updated_at),
+       WHERE id = $8 AND status = 'processing' AND EXISTS (SELECT 1 FROM a) RETURNING tenant_id, updated_at),
      o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, $13::text, $14::jsonb FROM p)
      SELECT (SELECT count(*) FROM a)::int AS moved, (SELECT updated_at FROM p) AS finished_at`,
     [

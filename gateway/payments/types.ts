@@ -65,7 +65,9 @@ export type PaymentFailureCode =
   | "rejected";
 
 const attemptTransitions: Record<AttemptStatus, readonly AttemptStatus[]> = {
-  reserving: ["executing", "failed"],
+  // An attempt stays `reserving` while its rail runs: `executing` costs a write before the rail is asked, and an
+  // earlier version's recovery reads `executing` as "reserved" (it would pay without reserving).
+  reserving: ["executing", "in_flight", "succeeded", "failed"],
   executing: ["in_flight", "succeeded", "failed"],
   in_flight: ["succeeded", "failed"],
   succeeded: [],
