@@ -328,6 +328,13 @@ export async function applyReceived(
     },
   ]);
   if (result?.status !== "created" && result?.status !== "exists") {
+    // Remembered as open here, but another process may have credited it already (with other evidence): then this
+    // is a duplicate, not a failure to retry for ever.
+    const read = await invoiceTarget(deps.db, invoice.id);
+    if (read !== null && read.status !== "open") {
+      deps.openInvoices.forget(invoice.id);
+      return "duplicate";
+    }
     throw new SettlementInvariantError(
       `ledger refused the receipt of invoice ${invoice.id}: ${result?.status}`,
     );

@@ -205,4 +205,16 @@ describe("finding the invoice money arrived for", () => {
     const [after] = await ledger.lookupAccounts([customerLedgerId]);
     expect(balanceOf("customer", after!).posted - balanceOf("customer", before!).posted).toBe(42_000n);
   });
+
+  it("answers duplicate when another process credited an invoice this one remembers, with other evidence", async () => {
+    const maker = deps();
+    const created = await createInvoice(maker, params);
+    if (!created.ok) throw new Error(created.message);
+    expect(await applyReceived(deps(), received(created.invoice.id))).toBe("applied");
+    const otherEvidence = {
+      ...received(created.invoice.id),
+      evidence: { rail: "lightning" as const, paymentHash: "ef".repeat(32), preimage: "02".repeat(32) },
+    };
+    expect(await applyReceived(maker, otherEvidence)).toBe("duplicate");
+  });
 });
