@@ -193,12 +193,45 @@ function binaryArray(
 
 const never = () => false;
 /** u128 ids as uuid (16 bytes, big-endian); 0 is NULL when `zeroIsNull`. */
-const uuidArray = (values: readonly bigint[], zeroIsNull = false) =>
+const uuidBytes = (value: bigint): Buffer => {
+  const buffer = Buffer.allocUnsafe(16);
+  buffer.writeBigUInt64BE(value >> 64n, 0);
+  buffer.writeBigUInt64BE(value & low64, 8);
+  return buffer;
+};
+/** `bytesOf` may memoize (account ids recur in every batch); without it each id is encoded in place. */
+const uuidArray = (values: readonly bigint[], zeroIsNull = false, bytesOf?: (id: bigint) => Buffer) =>
   binaryArray(oids.uuid, 16, values.length, zeroIsNull ? (i) => values[i] === 0n : never, (buffer, at, i) => {
     const value = values[i]!;
+    if (bytesOf !== undefined) {
+      bytesOf(value).copy(buffer, at);
+      return;
+    }
     buffer.writeBigUInt64BE(value >> 64n, at);
     buffer.writeBigUInt64BE(value & low64, at + 8);
   });
+
+/** An account id's uuid as text and as bytes, each computed once (a pure function of the id, never stale). */
+export type IdEncoder = { text(id: bigint): string; bytes(id: bigint): Buffer };
+
+/** Memoizes up to `entriesMax` ids in each form, then starts over. */
+export function createIdEncoder(entriesMax: number): IdEncoder {
+  const memo = <T>(encode: (id: bigint) => T) => {
+    const known = new Map<bigint, T>();
+    return (id: bigint): T => {
+      let value = known.get(id);
+      if (value === undefined) {
+        value = encode(id);
+        if (known.size >= entriesMax) known.clear();
+        known.set(id, value);
+      }
+      return value;
+    };
+  };
+  return { text: memo(idToUuid), bytes: memo(uuidBytes) };
+}
+
+const plainIds: IdEncoder = { text: idToUuid, bytes: uuidBytes };
 const int8Array = (values: readonly bigint[]) =>
   binaryArray(oids.int8, 8, values.length, never, (buffer, at, i) => buffer.writeBigInt64BE(values[i]!, at));
 const int4Array = (values: readonly number[]) =>
@@ -207,11 +240,11 @@ const int4Array = (values: readonly number[]) =>
 /** A prepared write of transfers: the parameters are built ahead (while the previous batch commits). */
 export type TransferRows = { count: number; params: (string | Buffer)[]; hasEvidence: boolean };
 
-/** `accountUuid` may memoize account ids' uuid text (the same few accounts recur in every batch). */
+/** `accounts` may memoize account ids' encodings (the same accounts recur in every batch). */
 export function transferRows(
   transfers: readonly Transfer[],
   format: ParamFormat = "text",
-  accountUuid: (id: bigint) => string = idToUuid,
+  accounts: IdEncoder = plainIds,
 ): TransferRows {
   const count = transfers.length;
   let hasEvidence = false;
@@ -221,8 +254,16 @@ export function transferRows(
     const column = <T>(pick: (t: Transfer) => T): T[] => transfers.map(pick);
     const params: (string | Buffer)[] = [
       uuidArray(column((t) => t.id)),
-      uuidArray(column((t) => t.debitAccountId)),
-      uuidArray(column((t) => t.creditAccountId)),
+      uuidArray(
+        column((t) => t.debitAccountId),
+        false,
+        accounts.bytes,
+      ),
+      uuidArray(
+        column((t) => t.creditAccountId),
+        false,
+        accounts.bytes,
+      ),
       int8Array(column((t) => t.amount)),
       int8Array(column((t) => t.timestamp)),
       int8Array(column((t) => BigInt(t.ledger))),
@@ -259,8 +300,8 @@ export function transferRows(
   for (let i = 0; i < count; i++) {
     const t = transfers[i]!;
     ids[i] = idToUuid(t.id);
-    debits[i] = accountUuid(t.debitAccountId);
-    credits[i] = accountUuid(t.creditAccountId);
+    debits[i] = accounts.text(t.debitAccountId);
+    credits[i] = accounts.text(t.creditAccountId);
     amounts[i] = t.amount;
     timestamps[i] = t.timestamp;
     ledgers[i] = t.ledger;
@@ -326,6 +367,7 @@ export function balanceRows(
     flags: number;
   }[],
   format: ParamFormat = "text",
+  accounts: IdEncoder = plainIds,
 ): BalanceRows {
   const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const ids = sorted.map((c) => c.id);
@@ -340,7 +382,7 @@ export function balanceRows(
     count: sorted.length,
     params:
       format === "binary"
-        ? [uuidArray(ids), ...amounts.map(int8Array), int4Array(flags)]
+        ? [uuidArray(ids, false, accounts.bytes), ...amounts.map(int8Array), int4Array(flags)]
         : [uuidList(ids), ...amounts.map(numberList), numberList(flags)],
   };
 }

@@ -20,7 +20,6 @@
 //   overlaps or waits, and a batch is one statement (writeBatch) instead of reads and writes under the lock.
 import { randomBytes } from "node:crypto";
 import type { Db, Sql } from "../db/index.ts";
-import { idToUuid } from "./id.ts";
 import {
   applyAccountRequest,
   applyTransferRequests,
@@ -33,6 +32,7 @@ import {
   type BatchWrites,
   balanceRows,
   type ClaimOrder,
+  createIdEncoder,
   insertAccounts,
   lockClock,
   type ParamFormat,
@@ -170,17 +170,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   /** Set while the loop waits with an empty queue and batches in flight: a new job wakes it. */
   let wake: (() => void) | null = null;
 
-  // uuid text of account ids, memoized (a pure function of the id, so never stale), bounded like the cache.
-  const accountUuids = new Map<bigint, string>();
-  const accountUuid = (id: bigint): string => {
-    let uuid = accountUuids.get(id);
-    if (uuid === undefined) {
-      uuid = idToUuid(id);
-      if (accountUuids.size >= limits.accountsCacheMax) accountUuids.clear();
-      accountUuids.set(id, uuid);
-    }
-    return uuid;
-  };
+  // Account ids' uuid text and bytes, memoized, bounded like the cache.
+  const accountIds = createIdEncoder(limits.accountsCacheMax);
 
   const forget = () => {
     state = emptyLedgerState();
@@ -386,8 +377,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       seq,
       jobs,
       results,
-      transfers: transferRows(effects.created, format, accountUuid),
-      balances: balanceRows(deltas(state, effects.accountsBefore), format),
+      transfers: transferRows(effects.created, format, accountIds),
+      balances: balanceRows(deltas(state, effects.accountsBefore), format, accountIds),
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,
       uncheckedIds,
@@ -472,8 +463,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       const { results, effects } = applyTransferRequests(state, requests, firstTimestamp);
       eventCount = requests.reduce((sum, request) => sum + request.length, 0);
       writes = {
-        transfers: transferRows(effects.created, format, accountUuid),
-        balances: balanceRows(deltas(state, effects.accountsBefore), format),
+        transfers: transferRows(effects.created, format, accountIds),
+        balances: balanceRows(deltas(state, effects.accountsBefore), format, accountIds),
         pendingOpened: effects.pendingOpened,
         pendingResolved: effects.pendingResolved,
       };
@@ -580,7 +571,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       count: expired.length,
       writes: {
         transfers: transferRows([]),
-        balances: balanceRows(deltas(state, before), format),
+        balances: balanceRows(deltas(state, before), format, accountIds),
         pendingOpened: [],
         pendingResolved: expired.map((t) => t.id),
       },
