@@ -26,7 +26,11 @@ const transfersPglite = Number(process.env.BENCH_LEDGER_TRANSFERS_PGLITE ?? 150_
 const naiveDurationMs = 8_000;
 const naiveConnections = 16;
 const hotShare = 0.9;
-/** BENCH_LEDGER_ONLY=uniform-postgres,hot-pglite runs only those cases (for development). */
+/**
+ * BENCH_LEDGER_ONLY=uniform-postgres,hot-pglite runs only those cases (for development); BENCH_LEDGER_CALLERS,
+ * BENCH_LEDGER_TRANSFERS(_PGLITE), BENCH_LEDGER_PIPELINE (pipelineDepthMax) and BENCH_LEDGER_BATCH
+ * (batchTransfersMax) change the load and the writer's limits.
+ */
 const only = process.env.BENCH_LEDGER_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
 

@@ -22,6 +22,7 @@ import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../script
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
+/** LIGHTNING_BENCH_PAYMENTS_SEQ / _16: payments per side; LIGHTNING_BENCH_DB=postgres: the gateway on PostgreSQL. */
 const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 200);
 const payments16 = Number(process.env.LIGHTNING_BENCH_PAYMENTS_16 ?? 480);
 const concurrency = 16;
