@@ -240,6 +240,29 @@ const int4Array = (values: readonly number[]) =>
 /** A prepared write of transfers: the parameters are built ahead (while the previous batch commits). */
 export type TransferRows = { count: number; params: (string | Buffer)[]; hasEvidence: boolean };
 
+/** A transfer column: how to read it, and its element type (uuid ids of 0 are NULL unless `account`). */
+type TransferColumn =
+  | { kind: "uuid"; pick: (t: Transfer) => bigint; account?: true; zeroIsNull?: true }
+  | { kind: "int8"; pick: (t: Transfer) => bigint }
+  | { kind: "int4"; pick: (t: Transfer) => number };
+
+/** The insert's columns in order (evidence, jsonb, is added when present). */
+const transferColumnList: readonly TransferColumn[] = [
+  { kind: "uuid", pick: (t) => t.id },
+  { kind: "uuid", pick: (t) => t.debitAccountId, account: true },
+  { kind: "uuid", pick: (t) => t.creditAccountId, account: true },
+  { kind: "int8", pick: (t) => t.amount },
+  { kind: "int8", pick: (t) => t.timestamp },
+  { kind: "int8", pick: (t) => BigInt(t.ledger) },
+  { kind: "int4", pick: (t) => t.code },
+  { kind: "int4", pick: (t) => t.flags },
+  { kind: "int8", pick: (t) => BigInt(t.timeout) },
+  { kind: "uuid", pick: (t) => t.pendingId, zeroIsNull: true },
+  { kind: "uuid", pick: (t) => t.userData128, zeroIsNull: true },
+  { kind: "int8", pick: (t) => u64ToInt8(t.userData64) },
+  { kind: "int8", pick: (t) => BigInt(t.userData32) },
+];
+
 /** `accounts` may memoize account ids' encodings (the same accounts recur in every batch). */
 export function transferRows(
   transfers: readonly Transfer[],
@@ -247,108 +270,31 @@ export function transferRows(
   accounts: IdEncoder = plainIds,
 ): TransferRows {
   const count = transfers.length;
-  let hasEvidence = false;
-  for (const t of transfers) if (t.evidence !== null) hasEvidence = true;
-  const evidence = () => jsonOrNullList(transfers.map((t) => t.evidence));
-  if (format === "binary") {
-    const column = <T>(pick: (t: Transfer) => T): T[] => transfers.map(pick);
-    const params: (string | Buffer)[] = [
-      uuidArray(column((t) => t.id)),
-      uuidArray(
-        column((t) => t.debitAccountId),
-        false,
-        accounts.bytes,
-      ),
-      uuidArray(
-        column((t) => t.creditAccountId),
-        false,
-        accounts.bytes,
-      ),
-      int8Array(column((t) => t.amount)),
-      int8Array(column((t) => t.timestamp)),
-      int8Array(column((t) => BigInt(t.ledger))),
-      int4Array(column((t) => t.code)),
-      int4Array(column((t) => t.flags)),
-      int8Array(column((t) => BigInt(t.timeout))),
-      uuidArray(
-        column((t) => t.pendingId),
-        true,
-      ),
-      uuidArray(
-        column((t) => t.userData128),
-        true,
-      ),
-      int8Array(column((t) => u64ToInt8(t.userData64))),
-      int8Array(column((t) => BigInt(t.userData32))),
-    ];
-    if (hasEvidence) params.push(evidence());
-    return { count, params, hasEvidence };
-  }
-  const ids = new Array<string>(count);
-  const debits = new Array<string>(count);
-  const credits = new Array<string>(count);
-  const amounts = new Array<bigint>(count);
-  const timestamps = new Array<bigint>(count);
-  const ledgers = new Array<number>(count);
-  const codes = new Array<number>(count);
-  const flags = new Array<number>(count);
-  const timeouts = new Array<number>(count);
-  const pendingIds = new Array<string>(count);
-  const ud128 = new Array<string>(count);
-  const ud64 = new Array<bigint>(count);
-  const ud32 = new Array<number>(count);
-  for (let i = 0; i < count; i++) {
-    const t = transfers[i]!;
-    ids[i] = idToUuid(t.id);
-    debits[i] = accounts.text(t.debitAccountId);
-    credits[i] = accounts.text(t.creditAccountId);
-    amounts[i] = t.amount;
-    timestamps[i] = t.timestamp;
-    ledgers[i] = t.ledger;
-    codes[i] = t.code;
-    flags[i] = t.flags;
-    timeouts[i] = t.timeout;
-    pendingIds[i] = t.pendingId === 0n ? "NULL" : idToUuid(t.pendingId);
-    ud128[i] = t.userData128 === 0n ? "NULL" : idToUuid(t.userData128);
-    ud64[i] = u64ToInt8(t.userData64);
-    ud32[i] = t.userData32;
-  }
-  const params: (string | Buffer)[] = [
-    `{${ids.join(",")}}`,
-    `{${debits.join(",")}}`,
-    `{${credits.join(",")}}`,
-    `{${amounts.join(",")}}`,
-    `{${timestamps.join(",")}}`,
-    `{${ledgers.join(",")}}`,
-    `{${codes.join(",")}}`,
-    `{${flags.join(",")}}`,
-    `{${timeouts.join(",")}}`,
-    `{${pendingIds.join(",")}}`,
-    `{${ud128.join(",")}}`,
-    `{${ud64.join(",")}}`,
-    `{${ud32.join(",")}}`,
-  ];
-  if (hasEvidence) params.push(evidence());
+  const hasEvidence = transfers.some((t) => t.evidence !== null);
+  const params = transferColumnList.map((column): string | Buffer => {
+    switch (column.kind) {
+      case "int4": {
+        const values = transfers.map(column.pick);
+        return format === "binary" ? int4Array(values) : numberList(values);
+      }
+      case "int8": {
+        const values = transfers.map(column.pick);
+        return format === "binary" ? int8Array(values) : numberList(values);
+      }
+    }
+    const values = transfers.map(column.pick);
+    if (format === "binary")
+      return uuidArray(values, column.zeroIsNull === true, column.account ? accounts.bytes : undefined);
+    const text = column.account ? accounts.text : idToUuid;
+    return `{${values.map((id) => (column.zeroIsNull && id === 0n ? "NULL" : text(id))).join(",")}}`;
+  });
+  if (hasEvidence) params.push(jsonOrNullList(transfers.map((t) => t.evidence)));
   return { count, params, hasEvidence };
 }
 
 /** `at`: how many parameters come before the transfers' columns. */
 const insertTransfersSql = (hasEvidence: boolean, at = 0) => {
-  const types = [
-    "uuid",
-    "uuid",
-    "uuid",
-    "int8",
-    "int8",
-    "int8",
-    "int4",
-    "int4",
-    "int8",
-    "uuid",
-    "uuid",
-    "int8",
-    "int8",
-  ];
+  const types: string[] = transferColumnList.map((column) => column.kind);
   if (hasEvidence) types.push("jsonb");
   return `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
    SELECT * FROM unnest(${types.map((type, i) => `$${at + i + 1}::${type}[]`).join(", ")})`;
