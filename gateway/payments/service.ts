@@ -280,40 +280,32 @@ export async function createPayment(
       reserveTransferId: derivedLedgerId(attemptId, "reserve"),
     };
   }
-  const inserted = await insertPayment(
-    deps.db,
-    {
-      id: paymentId,
-      tenantId: params.tenantId,
-      assetCode: asset.code,
-      amount,
-      sourceAccountId: source.id,
-      destination: params.destination,
-      policy: params.policy,
-      decision,
-      metadata: params.metadata,
-      idempotencyKey: params.idempotencyKey,
-      quoteId: params.quoteId,
-    },
-    firstAttempt,
-  );
-  // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
-  if (!inserted.inserted)
-    return { ok: true, payment: await readPayment(deps, params.tenantId, inserted.existingId) };
-  const payment: Payment = {
+  // What is written, and (with what the database adds) the payment answered without reading it back.
+  const fields = {
     id: paymentId,
     tenantId: params.tenantId,
-    status: "processing",
     assetCode: asset.code,
     amount,
     sourceAccountId: source.id,
     destination: params.destination,
     policy: params.policy,
     decision,
+    metadata: params.metadata,
+  };
+  const inserted = await insertPayment(
+    deps.db,
+    { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId },
+    firstAttempt,
+  );
+  // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
+  if (!inserted.inserted)
+    return { ok: true, payment: await readPayment(deps, params.tenantId, inserted.existingId) };
+  const payment: Payment = {
+    ...fields,
+    status: "processing",
     rail: null,
     failureCode: null,
     failureMessage: null,
-    metadata: params.metadata,
     createdAt: inserted.createdAt,
     updatedAt: inserted.updatedAt,
     attempts: inserted.attempt === null ? [] : [inserted.attempt],
