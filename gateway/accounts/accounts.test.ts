@@ -1,6 +1,7 @@
 // The per-process account memory on PGlite: it answers from memory after the first read, never across
 // tenants, never remembers an account that was not found, and holds at most entriesMax records.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite, type Sql } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
@@ -47,16 +48,8 @@ afterAll(async () => {
 });
 
 function counting(): { sql: Sql; queries: () => number } {
-  let count = 0;
-  return {
-    sql: {
-      query: (text, params) => {
-        count += 1;
-        return db.query(text, params);
-      },
-    },
-    queries: () => count,
-  };
+  const statements: string[] = [];
+  return { sql: recordStatements(db, statements), queries: () => statements.length };
 }
 
 describe("the account memory", () => {

@@ -2,6 +2,7 @@
 // (throw) on either side of paying: two rails must never both pay one payment, whatever the crash point.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
+import { recordStatements } from "../../test/support/recording-db.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
@@ -342,23 +343,7 @@ describe("payments across two rails", () => {
 
   it("a payment made in one go reads nothing back, and answers what the database holds", async () => {
     const statements: string[] = [];
-    const watched: Db = {
-      ...db,
-      query: (text, params) => {
-        statements.push(text.trim().split(/\s+/)[0]!);
-        return db.query(text, params);
-      },
-      transaction: (fn) =>
-        db.transaction((tx) =>
-          fn({
-            query: (text, params) => {
-              statements.push(text.trim().split(/\s+/)[0]!);
-              return tx.query(text, params);
-            },
-          }),
-        ),
-    };
-    const deps = depsWith(watched);
+    const deps = depsWith(recordStatements(db, statements));
     await createPayment(deps, request("k9-warm")); // the account memory fills
     statements.length = 0;
     const result = await createPayment(deps, request("k9"));

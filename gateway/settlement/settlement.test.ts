@@ -2,6 +2,7 @@
 // it is credited once through the account memory with one statement to find it, and the paid status and its
 // event are written together.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { recordStatements } from "../../test/support/recording-db.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
@@ -86,14 +87,7 @@ const params = {
 describe("invoices", () => {
   it("answers the invoice as written, without reading it back", async () => {
     const statements: string[] = [];
-    const watched: Db = {
-      ...db,
-      query: (text, values) => {
-        statements.push(text.trim().split(/\s+/)[0]!);
-        return db.query(text, values);
-      },
-    };
-    const result = await createInvoice(deps(watched), params);
+    const result = await createInvoice(deps(recordStatements(db, statements)), params);
     expect(statements).toEqual(["SELECT", "INSERT"]); // the account (then remembered), the invoice with its offer
     if (!result.ok) throw new Error(result.message);
     expect(result.invoice).toMatchObject({
@@ -152,16 +146,6 @@ describe("invoices", () => {
   });
 });
 
-function watching(statements: string[]): Db {
-  return {
-    ...db,
-    query: (text, values) => {
-      statements.push(text.trim().split(/\s+/)[0]!);
-      return db.query(text, values);
-    },
-  };
-}
-
 const received = (reference: string) => ({
   rail: "toy",
   reference,
@@ -172,7 +156,7 @@ const received = (reference: string) => ({
 describe("finding the invoice money arrived for", () => {
   it("needs no query for an invoice this process made: one statement marks it paid with its event", async () => {
     const statements: string[] = [];
-    const settlement = { ...deps(), db: watching(statements) };
+    const settlement = { ...deps(), db: recordStatements(db, statements) };
     const created = await createInvoice(settlement, params);
     if (!created.ok) throw new Error(created.message);
     statements.length = 0;
@@ -191,11 +175,11 @@ describe("finding the invoice money arrived for", () => {
     if (!first.ok || !second.ok) throw new Error("invoice refused");
     const statements: string[] = [];
     const [before] = await ledger.lookupAccounts([customerLedgerId]);
-    expect(await applyReceived({ ...maker, db: watching(statements) }, received(first.invoice.id))).toBe(
-      "applied",
-    );
+    expect(
+      await applyReceived({ ...maker, db: recordStatements(db, statements) }, received(first.invoice.id)),
+    ).toBe("applied");
     expect(statements).toEqual(["SELECT", "WITH"]);
-    const other = { ...deps(), db: watching(statements) }; // another process: an empty memory
+    const other = { ...deps(), db: recordStatements(db, statements) }; // another process: an empty memory
     statements.length = 0;
     expect(await applyReceived(other, received(second.invoice.id))).toBe("applied");
     expect(await applyReceived(maker, received(second.invoice.id))).toBe("duplicate"); // the maker still remembers it

@@ -1,6 +1,7 @@
 // API-key authentication with the per-process memory of valid keys, on PGlite: the memory answers without a
 // query while its ttlMs lasts, a revoked key is refused once it has passed, an unknown key is never remembered.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite, type Sql } from "../db/index.ts";
 import { authenticate, createApiKey, createAuthenticator, createTenant, revokeApiKey } from "./index.ts";
@@ -21,16 +22,8 @@ afterAll(async () => {
 
 /** The database, counting the statements that reach it. */
 function counting(): { sql: Sql; queries: () => number } {
-  let count = 0;
-  return {
-    sql: {
-      query: (text, params) => {
-        count += 1;
-        return db.query(text, params);
-      },
-    },
-    queries: () => count,
-  };
+  const statements: string[] = [];
+  return { sql: recordStatements(db, statements), queries: () => statements.length };
 }
 
 function clock() {
