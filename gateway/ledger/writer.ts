@@ -99,12 +99,10 @@ function isRetryable(error: unknown): boolean {
   return typeof code === "string" && retryableCodes.has(code);
 }
 
-/** The previous batch did not leave the clock as this batch expected: run it again, locked. */
-class StaleBatchError extends Error {
-  override readonly name = "StaleBatchError";
-  constructor() {
-    super("ledger: another writer committed in between");
-  }
+/** The previous batch did not leave the clock as this batch expected (store.ts raises staleBatchCode either way:
+ * ledger_stale_batch() in SQL, StaleClockError in the client): run it again, locked. */
+function isStale(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === staleBatchCode;
 }
 
 const randomToken = () => randomBytes(8).readBigInt64BE();
@@ -233,8 +231,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         if (failure !== null) {
           // The first failure says why; the batches behind it fail because it did. Only another process
           // writing in between is a reason to stay locked for a while.
-          if (redo.length === 0 && failure instanceof StaleBatchError)
-            lockedBatchesLeft = lockedBatchesAfterConflict;
+          if (redo.length === 0 && isStale(failure)) lockedBatchesLeft = lockedBatchesAfterConflict;
           redo.push(plan.jobs);
         }
       }
@@ -409,7 +406,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       if (db.kind === "postgres") await writeBatchClaimFirst(db, writes, order);
       else await writeBatch(db, writes); // alone on its database: nothing waits for the order
     } catch (error) {
-      return (error as { code?: unknown } | null)?.code === staleBatchCode ? new StaleBatchError() : error;
+      return error;
     } finally {
       order.claimed(); // however it ended, the batch behind this one must not wait for it
     }
