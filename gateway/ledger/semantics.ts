@@ -46,8 +46,11 @@ export function emptyLedgerState(): LedgerState {
 /** What the store must write for a batch of transfers. */
 export type TransferEffects = {
   created: Transfer[];
-  /** every account the batch touched, as it was before the batch (balances after are in the state) */
-  accountsBefore: Map<bigint, Account>;
+  /**
+   * every account the batch touched, as it was before the batch, keyed by the state's own account object (which
+   * holds the balances after; an object key hashes faster than a bigint id)
+   */
+  accountsBefore: Map<Account, Account>;
   /** pending transfers created: they become open, with their expiry (null: no timeout) */
   pendingOpened: { id: bigint; expiresAt: bigint | null }[];
   /** pending transfers posted or voided: no longer open */
@@ -190,7 +193,7 @@ export function applyTransferRequests(
   const journal = newJournal();
 
   const touch = (account: Account) => {
-    if (!effects.accountsBefore.has(account.id)) effects.accountsBefore.set(account.id, copyAccount(account));
+    if (!effects.accountsBefore.has(account)) effects.accountsBefore.set(account, copyAccount(account));
     if (journal.inChain) journal.undo.push({ kind: "account", account, before: copyAccount(account) });
   };
   const setPending = (id: bigint, status: PendingStatus) => {

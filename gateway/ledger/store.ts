@@ -157,93 +157,98 @@ export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Pro
 export type ParamFormat = "text" | "binary";
 
 const oids = { int4: 23, int8: 20, uuid: 2950, jsonb: 3802 } as const;
-const low64 = (1n << 64n) - 1n;
 
-/** A one-dimensional binary array of fixed-size elements; `write` fills element i at `at` (null: SQL NULL). */
+/**
+ * A one-dimensional binary array of `count` fixed-size elements; `write` fills element i at byte `at` through
+ * `view` (DataView's 64-bit setters take a bigint as is, where Buffer's go through several bigint operations),
+ * and `isNull` (if given) marks SQL NULLs.
+ */
 function binaryArray(
   oid: number,
   size: number,
   count: number,
-  isNull: (i: number) => boolean,
-  write: (buffer: Buffer, at: number, i: number) => void,
+  write: (view: DataView, at: number, i: number) => void,
+  isNull?: (i: number) => boolean,
 ): Buffer {
   let nulls = 0;
-  for (let i = 0; i < count; i++) if (isNull(i)) nulls++;
+  if (isNull !== undefined) for (let i = 0; i < count; i++) if (isNull(i)) nulls++;
   const header = count === 0 ? 12 : 20;
   const buffer = Buffer.allocUnsafe(header + count * 4 + (count - nulls) * size);
-  buffer.writeInt32BE(count === 0 ? 0 : 1, 0);
-  buffer.writeInt32BE(nulls > 0 ? 1 : 0, 4);
-  buffer.writeInt32BE(oid, 8);
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.length);
+  view.setInt32(0, count === 0 ? 0 : 1);
+  view.setInt32(4, nulls > 0 ? 1 : 0);
+  view.setInt32(8, oid);
   if (count === 0) return buffer;
-  buffer.writeInt32BE(count, 12);
-  buffer.writeInt32BE(1, 16);
+  view.setInt32(12, count);
+  view.setInt32(16, 1);
   let at = header;
   for (let i = 0; i < count; i++) {
-    if (isNull(i)) {
-      buffer.writeInt32BE(-1, at);
+    if (nulls > 0 && isNull!(i)) {
+      view.setInt32(at, -1);
       at += 4;
       continue;
     }
-    buffer.writeInt32BE(size, at);
-    write(buffer, at + 4, i);
+    view.setInt32(at, size);
+    write(view, at + 4, i);
     at += 4 + size;
   }
   return buffer;
 }
 
-const never = () => false;
-/** u128 ids as uuid (16 bytes, big-endian); 0 is NULL when `zeroIsNull`. */
-const uuidBytes = (value: bigint): Buffer => {
-  const buffer = Buffer.allocUnsafe(16);
-  buffer.writeBigUInt64BE(value >> 64n, 0);
-  buffer.writeBigUInt64BE(value & low64, 8);
-  return buffer;
+/** A u128 as uuid bytes: the high half, then the low half (setBigUint64 keeps the low 64 bits). */
+const setUuid = (view: DataView, at: number, value: bigint) => {
+  view.setBigUint64(at, value >> 64n);
+  view.setBigUint64(at + 8, value);
 };
-/** `bytesOf` may memoize (account ids recur in every batch); without it each id is encoded in place. */
-const uuidArray = (values: readonly bigint[], zeroIsNull = false, bytesOf?: (id: bigint) => Buffer) =>
-  binaryArray(oids.uuid, 16, values.length, zeroIsNull ? (i) => values[i] === 0n : never, (buffer, at, i) => {
-    const value = values[i]!;
-    if (bytesOf !== undefined) {
-      bytesOf(value).copy(buffer, at);
-      return;
-    }
-    buffer.writeBigUInt64BE(value >> 64n, at);
-    buffer.writeBigUInt64BE(value & low64, at + 8);
-  });
-
-/** An account id's uuid as text and as bytes, each computed once (a pure function of the id, never stale). */
-export type IdEncoder = { text(id: bigint): string; bytes(id: bigint): Buffer };
-
-/** Memoizes up to `entriesMax` ids in each form, then starts over. */
-export function createIdEncoder(entriesMax: number): IdEncoder {
-  const memo = <T>(encode: (id: bigint) => T) => {
-    const known = new Map<bigint, T>();
-    return (id: bigint): T => {
-      let value = known.get(id);
-      if (value === undefined) {
-        value = encode(id);
-        if (known.size >= entriesMax) known.clear();
-        known.set(id, value);
-      }
-      return value;
-    };
-  };
-  return { text: memo(idToUuid), bytes: memo(uuidBytes) };
-}
-
-const plainIds: IdEncoder = { text: idToUuid, bytes: uuidBytes };
+/** u128 ids as uuid; 0 is NULL when `zeroIsNull`. */
+const uuidArray = (values: readonly bigint[], zeroIsNull = false) =>
+  binaryArray(
+    oids.uuid,
+    16,
+    values.length,
+    (view, at, i) => setUuid(view, at, values[i]!),
+    zeroIsNull ? (i) => values[i] === 0n : undefined,
+  );
+/** int8 values, each within int8's range (the callers' values are validated amounts, timestamps and deltas). */
 const int8Array = (values: readonly bigint[]) =>
-  binaryArray(oids.int8, 8, values.length, never, (buffer, at, i) => buffer.writeBigInt64BE(values[i]!, at));
+  binaryArray(oids.int8, 8, values.length, (view, at, i) => view.setBigInt64(at, values[i]!));
+/** Non-negative safe integers (u32 fields) as int8, written without a bigint. */
+const uint32AsInt8Array = (values: readonly number[]) =>
+  binaryArray(oids.int8, 8, values.length, (view, at, i) => {
+    view.setUint32(at, 0);
+    view.setUint32(at + 4, values[i]!);
+  });
 const int4Array = (values: readonly number[]) =>
-  binaryArray(oids.int4, 4, values.length, never, (buffer, at, i) => buffer.writeInt32BE(values[i]!, at));
+  binaryArray(oids.int4, 4, values.length, (view, at, i) => view.setInt32(at, values[i]!));
+
+/** Account ids' uuid text, computed once per id (a pure function of the id, never stale). */
+export type IdEncoder = (id: bigint) => string;
+
+/** Memoizes up to `entriesMax` ids, then starts over. */
+export function createIdEncoder(entriesMax: number): IdEncoder {
+  const known = new Map<bigint, string>();
+  return (id) => {
+    let text = known.get(id);
+    if (text === undefined) {
+      text = idToUuid(id);
+      if (known.size >= entriesMax) known.clear();
+      known.set(id, text);
+    }
+    return text;
+  };
+}
 
 /** A prepared write of transfers: the parameters are built ahead (while the previous batch commits). */
 export type TransferRows = { count: number; params: (string | Buffer)[]; hasEvidence: boolean };
 
-/** A transfer column: how to read it, and its element type (uuid ids of 0 are NULL unless `account`). */
+/**
+ * A transfer column: how to read it, and its SQL element type. uuid ids of 0 are NULL when `zeroIsNull`;
+ * `account` ids may take the memoized text encoding; "u32" fields are stored as int8.
+ */
 type TransferColumn =
   | { kind: "uuid"; pick: (t: Transfer) => bigint; account?: true; zeroIsNull?: true }
   | { kind: "int8"; pick: (t: Transfer) => bigint }
+  | { kind: "u32"; pick: (t: Transfer) => number }
   | { kind: "int4"; pick: (t: Transfer) => number };
 
 /** The insert's columns in order (evidence, jsonb, is added when present). */
@@ -253,21 +258,22 @@ const transferColumnList: readonly TransferColumn[] = [
   { kind: "uuid", pick: (t) => t.creditAccountId, account: true },
   { kind: "int8", pick: (t) => t.amount },
   { kind: "int8", pick: (t) => t.timestamp },
-  { kind: "int8", pick: (t) => BigInt(t.ledger) },
+  { kind: "u32", pick: (t) => t.ledger },
   { kind: "int4", pick: (t) => t.code },
   { kind: "int4", pick: (t) => t.flags },
-  { kind: "int8", pick: (t) => BigInt(t.timeout) },
+  { kind: "u32", pick: (t) => t.timeout },
   { kind: "uuid", pick: (t) => t.pendingId, zeroIsNull: true },
   { kind: "uuid", pick: (t) => t.userData128, zeroIsNull: true },
   { kind: "int8", pick: (t) => u64ToInt8(t.userData64) },
-  { kind: "int8", pick: (t) => BigInt(t.userData32) },
+  { kind: "u32", pick: (t) => t.userData32 },
 ];
+const sqlType = (kind: TransferColumn["kind"]) => (kind === "u32" ? "int8" : kind);
 
-/** `accounts` may memoize account ids' encodings (the same accounts recur in every batch). */
+/** `accountText` may memoize account ids' text (the same accounts recur in every batch); binary needs none. */
 export function transferRows(
   transfers: readonly Transfer[],
   format: ParamFormat = "text",
-  accounts: IdEncoder = plainIds,
+  accountText: IdEncoder = idToUuid,
 ): TransferRows {
   const count = transfers.length;
   const hasEvidence = transfers.some((t) => t.evidence !== null);
@@ -277,15 +283,18 @@ export function transferRows(
         const values = transfers.map(column.pick);
         return format === "binary" ? int4Array(values) : numberList(values);
       }
+      case "u32": {
+        const values = transfers.map(column.pick);
+        return format === "binary" ? uint32AsInt8Array(values) : numberList(values);
+      }
       case "int8": {
         const values = transfers.map(column.pick);
         return format === "binary" ? int8Array(values) : numberList(values);
       }
     }
     const values = transfers.map(column.pick);
-    if (format === "binary")
-      return uuidArray(values, column.zeroIsNull === true, column.account ? accounts.bytes : undefined);
-    const text = column.account ? accounts.text : idToUuid;
+    if (format === "binary") return uuidArray(values, column.zeroIsNull === true);
+    const text = column.account ? accountText : idToUuid;
     return `{${values.map((id) => (column.zeroIsNull && id === 0n ? "NULL" : text(id))).join(",")}}`;
   });
   if (hasEvidence) params.push(jsonOrNullList(transfers.map((t) => t.evidence)));
@@ -294,7 +303,7 @@ export function transferRows(
 
 /** `at`: how many parameters come before the transfers' columns. */
 const insertTransfersSql = (hasEvidence: boolean, at = 0) => {
-  const types: string[] = transferColumnList.map((column) => column.kind);
+  const types: string[] = transferColumnList.map((column) => sqlType(column.kind));
   if (hasEvidence) types.push("jsonb");
   return `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
    SELECT * FROM unnest(${types.map((type, i) => `$${at + i + 1}::${type}[]`).join(", ")})`;
@@ -313,7 +322,7 @@ export function balanceRows(
     flags: number;
   }[],
   format: ParamFormat = "text",
-  accounts: IdEncoder = plainIds,
+  accountText: IdEncoder = idToUuid,
 ): BalanceRows {
   const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const ids = sorted.map((c) => c.id);
@@ -328,8 +337,8 @@ export function balanceRows(
     count: sorted.length,
     params:
       format === "binary"
-        ? [uuidArray(ids, false, accounts.bytes), ...amounts.map(int8Array), int4Array(flags)]
-        : [uuidList(ids), ...amounts.map(numberList), numberList(flags)],
+        ? [uuidArray(ids), ...amounts.map(int8Array), int4Array(flags)]
+        : [`{${ids.map(accountText).join(",")}}`, ...amounts.map(numberList), numberList(flags)],
   };
 }
 
