@@ -306,7 +306,7 @@ const insertTransfersSql = (hasEvidence: boolean, at = 0) => {
   const types: string[] = transferColumnList.map((column) => sqlType(column.kind));
   if (hasEvidence) types.push("jsonb");
   return `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
-   SELECT * FROM unnest(${types.map((type, i) => `$${at + i + 1}::${type}[]`).join(", ")})`;
+   SELECT ${types.map((type, i) => `unnest($${at + i + 1}::${type}[])`).join(", ")}`;
 };
 
 /** Balance changes per account (deltas, so a row is right whatever else the batch's accounts saw), and flags. */
@@ -394,8 +394,9 @@ function applyParts(statement: Statement, writes: BatchWrites, gate: string | nu
             credits_pending = a.credits_pending + d.credits_pending,
             credits_posted = a.credits_posted + d.credits_posted,
             flags = d.flags
-       FROM unnest($${at + 1}::uuid[], $${at + 2}::int8[], $${at + 3}::int8[], $${at + 4}::int8[], $${at + 5}::int8[], $${at + 6}::int4[])
-            AS d(id, debits_pending, debits_posted, credits_pending, credits_posted, flags)
+       FROM (SELECT unnest($${at + 1}::uuid[]) AS id, unnest($${at + 2}::int8[]) AS debits_pending,
+                    unnest($${at + 3}::int8[]) AS debits_posted, unnest($${at + 4}::int8[]) AS credits_pending,
+                    unnest($${at + 5}::int8[]) AS credits_posted, unnest($${at + 6}::int4[]) AS flags) AS d
       WHERE a.id = d.id${and})`);
   }
   if (opened.length > 0) {
