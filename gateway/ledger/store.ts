@@ -1,5 +1,7 @@
-// The ledger's SQL, the same on PostgreSQL and PGlite. Batches travel as array parameters (one text literal per
-// column) and are spread with unnest, so a batch of thousands of rows is one statement.
+// The ledger's SQL, the same on PostgreSQL and PGlite. Batches travel as array parameters (one per column: binary
+// on PostgreSQL, text literals on PGlite) and are spread with unnest in the select list (a ProjectSet, which streams
+// rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so thousands of rows are one
+// statement.
 import type { Db, Row, Sql } from "../db/index.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import type { Account, PendingStatus, Transfer, TransferEvidence } from "./types.ts";
@@ -324,7 +326,8 @@ export function balanceRows(
   format: ParamFormat = "text",
   accountText: IdEncoder = idToUuid,
 ): BalanceRows {
-  const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  // ids are distinct (one row per account), so one comparison decides
+  const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : 1));
   const ids = sorted.map((c) => c.id);
   const amounts = [
     sorted.map((c) => c.debitsPending),
@@ -405,7 +408,7 @@ function applyParts(statement: Statement, writes: BatchWrites, gate: string | nu
       `{${opened.map((o) => (o.expiresAt === null ? "NULL" : o.expiresAt)).join(",")}}`,
     );
     parts.push(`opened AS (INSERT INTO ledger_pending_open (id, expires_at)
-       SELECT * FROM unnest($${params.length - 1}::uuid[], $${params.length}::int8[])${gate === null ? "" : ` WHERE ${gate}`})`);
+       SELECT unnest($${params.length - 1}::uuid[]), unnest($${params.length}::int8[])${gate === null ? "" : ` WHERE ${gate}`})`);
   }
   if (closed.length > 0) {
     params.push(uuidList(closed));
