@@ -1,0 +1,77 @@
+// PGlite's query path through named prepared statements (gateway/db/index.ts): same answers, types and errors as
+// PGlite's own `query`, alone and next to transactions.
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type Db, openPglite } from "./index.ts";
+
+describe("PGlite statements", () => {
+  let db: Db;
+  beforeEach(async () => {
+    db = await openPglite(undefined);
+    await db.exec(
+      "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, amount int8 NOT NULL, tags text[], doc jsonb, at timestamptz)",
+    );
+  });
+  afterEach(async () => {
+    await db.close();
+  });
+
+  it("binds parameters by their types and parses columns, on the first run and on later ones", async () => {
+    const insert =
+      "INSERT INTO items (id, name, amount, tags, doc, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, amount, tags, doc, at";
+    const at = new Date("2026-11-21T10:00:00.000Z");
+    const first = await db.query(insert, [1, "a", 2n ** 62n, ["x", "y,z"], { k: [1, "2"] }, at]);
+    const second = await db.query(insert, [2, "b", -5n, null, null, null]);
+    expect(first).toEqual([{ id: 1, amount: 2n ** 62n, tags: ["x", "y,z"], doc: { k: [1, "2"] }, at }]);
+    expect(second).toEqual([{ id: 2, amount: -5n, tags: null, doc: null, at: null }]);
+    const rows = await db.query("SELECT id, name FROM items WHERE amount > $1 ORDER BY id", [0n]);
+    expect(rows).toEqual([{ id: 1, name: "a" }]);
+    expect(await db.query("SELECT id FROM items WHERE amount > $1 ORDER BY id", [-10n])).toEqual([
+      { id: 1 },
+      { id: 2 },
+    ]);
+  });
+
+  it("raises the database's error with its SQLSTATE and leaves the statement usable", async () => {
+    const insert = "INSERT INTO items (id, name, amount) VALUES ($1, $2, $3)";
+    await db.query(insert, [1, "a", 1n]);
+    await expect(db.query(insert, [1, "again", 1n])).rejects.toMatchObject({ code: "23505" });
+    await expect(db.query(insert, [2, null, 1n])).rejects.toMatchObject({ code: "23502" });
+    await expect(db.query("SELECT nope FROM items", [])).rejects.toMatchObject({ code: "42703" });
+    await db.query(insert, [3, "c", 3n]);
+    expect(await db.query("SELECT count(*)::int AS n FROM items")).toEqual([{ n: 2 }]);
+  });
+
+  it("parses a statement again when its table changed shape", async () => {
+    await db.query("INSERT INTO items (id, name, amount) VALUES (1, 'a', 1)");
+    const select = "SELECT * FROM items WHERE id = $1";
+    expect(Object.keys((await db.query(select, [1]))[0]!)).not.toContain("extra");
+    await db.exec("ALTER TABLE items ADD COLUMN extra int NOT NULL DEFAULT 7");
+    expect((await db.query(select, [1]))[0]).toMatchObject({ id: 1, extra: 7 });
+    expect((await db.query(select, [1]))[0]).toMatchObject({ id: 1, extra: 7 });
+  });
+
+  it("waits for a transaction in progress instead of running inside it", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const transaction = db.transaction(async (tx) => {
+      await tx.query("INSERT INTO items (id, name, amount) VALUES (1, 'a', 1)");
+      await held;
+      throw new Error("roll back");
+    });
+    const outside = db.query("SELECT count(*)::int AS n FROM items");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    release();
+    await expect(transaction).rejects.toThrow("roll back");
+    expect(await outside).toEqual([{ n: 0 }]);
+  });
+
+  it("keeps working past the number of statements it keeps parsed", async () => {
+    for (let i = 0; i < 300; i++)
+      await db.query(`INSERT INTO items (id, name, amount) VALUES ($1, $2, ${i})`, [i, `n${i}`]);
+    expect(await db.query("SELECT count(*)::int AS n, sum(amount) AS total FROM items")).toEqual([
+      { n: 300, total: "44850" },
+    ]);
+  });
+});
