@@ -3,7 +3,7 @@
 // int8 comes back as bigint and numeric as a decimal string on both, so amounts never pass a float.
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { PGlite, protocol, types as pgliteTypes } from "@electric-sql/pglite";
+import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
 import pg from "pg";
 
 export type Row = Record<string, unknown>;
@@ -159,7 +159,11 @@ function preparedStatements(db: PGlite, entriesMax: number) {
   const prepare = async (text: string): Promise<PreparedStatement> => {
     const name = `sy_${++named}`;
     const { messages } = await db.execProtocol(
-      joinMessages([serialize.parse({ name, text }), serialize.describe({ type: "S", name }), serialize.sync()]),
+      joinMessages([
+        serialize.parse({ name, text }),
+        serialize.describe({ type: "S", name }),
+        serialize.sync(),
+      ]),
       { syncToFs: false },
     );
     let paramTypes: number[] = [];
@@ -206,7 +210,9 @@ function preparedStatements(db: PGlite, entriesMax: number) {
       await internals._checkReady();
       try {
         return await internals._runExclusiveTransaction(() =>
-          internals._runExclusiveQuery(async () => run(statements.get(text) ?? (await prepare(text)), params)),
+          internals._runExclusiveQuery(async () =>
+            run(statements.get(text) ?? (await prepare(text)), params),
+          ),
         );
       } catch (error) {
         // A table the statement reads changed shape since it was parsed: parse it again next time.
