@@ -64,6 +64,11 @@ export type LightningRailLimits = {
   /** Recent outcomes (and latencies) the snapshot counts. */
   readonly outcomeWindowMax: number;
   readonly eventRetryDelayMs: number;
+  /**
+   * Events whose handlers run at once (each event is about a different invoice or attempt); they are still
+   * delivered, and the settle index moved, in arrival order.
+   */
+  readonly eventsConcurrentMax: number;
   /** Invoice events waiting for the handler; beyond this the subscription pauses and resumes by settle index. */
   readonly pendingEventsMax: number;
   readonly rpcTimeoutMs: number;
@@ -87,6 +92,7 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   inFlightMax: 1_000,
   outcomeWindowMax: 100,
   eventRetryDelayMs: 1_000,
+  eventsConcurrentMax: 16,
   pendingEventsMax: 1_000,
   rpcTimeoutMs: 15_000,
   invoiceExpirySecondsMax: 30 * 24 * 3600,
@@ -196,7 +202,12 @@ type Tracker = {
 };
 
 /** event null: nothing for the handler, only `delivered` to run in order (a cursor to move). */
-type QueuedEvent = { event: RailEvent | null; delivered: () => Promise<void> };
+type QueuedEvent = {
+  event: RailEvent | null;
+  delivered: () => Promise<void>;
+  /** The handler's run, once started: resolves with null, or with its failure. */
+  handled?: Promise<unknown | null>;
+};
 
 export function createLightningRail(params: LightningRailParams): LightningRail {
   const limits: LightningRailLimits = { ...lightningRailLimitsDefault, ...params.limits };
@@ -271,12 +282,23 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     pumping = true;
     try {
       while (running && handler !== null && queue.length > 0) {
+        // Start the handlers of the first events (a settlement burst is handled together, so the ledger can write
+        // it as one batch), then deliver the oldest once its handler is done.
+        const current = handler;
+        for (const item of queue.slice(0, limits.eventsConcurrentMax)) {
+          if (item.handled !== undefined) continue;
+          const { event } = item;
+          item.handled =
+            event === null ? Promise.resolve(null) : current(event).then(() => null, (error: unknown) => error);
+        }
         const item = queue[0] as QueuedEvent;
         try {
-          if (item.event !== null) await handler(item.event);
+          const failure = await item.handled;
+          if (failure !== null) throw failure;
           await item.delivered();
           queue.shift();
         } catch (error) {
+          item.handled = undefined; // run it again
           log({ level: "warn", message: "event handler failed; retrying", detail: lndErrorText(error) });
           await new Promise((resolve) => setTimeout(resolve, limits.eventRetryDelayMs));
         }
