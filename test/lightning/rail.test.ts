@@ -299,6 +299,64 @@ describe("lightning rail on regtest", () => {
     await restarted.rail.stop();
   });
 
+  it("handles a burst of settlements together: a failed handler runs again, each is delivered once, nothing replays after restart", async () => {
+    const store = createFileRailStore(path.join(directory, "burst.jsonl"));
+    const rail = createLightningRail({
+      lnd: cluster.nodes.gateway,
+      store,
+      limits: { refreshIntervalMs: 500, eventRetryDelayMs: 50 },
+    });
+    const calls: string[] = [];
+    const handled: string[] = [];
+    let failed = false;
+    rail.onEvent(async (event) => {
+      if (event.kind !== "received") return;
+      calls.push(event.reference);
+      // The oldest is slow and one fails once: delivery must wait for both, in order, without losing either.
+      if (event.reference === "burst-0") await new Promise((resolve) => setTimeout(resolve, 300));
+      if (event.reference === "burst-2" && !failed) {
+        failed = true;
+        throw new Error("a transient failure");
+      }
+      handled.push(event.reference);
+    });
+    await rail.start();
+    const invoices = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        rail.createInvoice({
+          amountMsat: 1_000n,
+          expirySeconds: 600,
+          memo: "burst",
+          reference: `burst-${i}`,
+        }),
+      ),
+    );
+    await Promise.all(invoices.map((invoice) => pay({ lnd: payer, request: invoice.request })));
+    await waitFor("every settlement handled", async () => (handled.length >= 5 ? true : undefined), {
+      timeoutMs: 30_000,
+    });
+    expect([...handled].sort()).toEqual(["burst-0", "burst-1", "burst-2", "burst-3", "burst-4"]);
+    expect(calls.filter((reference) => reference === "burst-2")).toHaveLength(2);
+    await rail.stop();
+
+    // Restarted on the same journal: the settle index is past the burst, so only a new settlement comes.
+    const restarted = await startRail("burst.jsonl");
+    const after = await restarted.rail.createInvoice({
+      amountMsat: 1_000n,
+      expirySeconds: 600,
+      memo: "after the burst",
+      reference: "burst-after",
+    });
+    await pay({ lnd: payer, request: after.request });
+    await waitFor("the new settlement", async () => (restarted.events.length > 0 ? true : undefined), {
+      timeoutMs: 30_000,
+    });
+    expect(restarted.events.map((e) => (e.kind === "received" ? e.reference : e.kind))).toEqual([
+      "burst-after",
+    ]);
+    await restarted.rail.stop();
+  });
+
   it("reconnects after the gateway's lnd restarts and catches up on invoices settled meanwhile", async () => {
     const invoice = await main.rail.createInvoice({
       amountMsat: 4_000_000n,
