@@ -203,9 +203,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     idle = new Promise((resolve) => {
       signalIdle = resolve;
     });
-    // After the current microtasks (callers submitting together still share the first batch), not after the
-    // event loop's next turn: an idle writer answers a lone call without waiting behind pending I/O.
-    queueMicrotask(() => void loop());
+    setImmediate(() => void loop());
   };
 
   /** Takes the jobs at the head of the queue that fit in `transfersMax` (at least one job). */
