@@ -68,6 +68,13 @@ const bolt11 = (
   feeMax,
 });
 
+/** Makes an invoice on `rail` (its memo is the reference) and has the payer pay it. */
+async function payThrough(rail: LightningRail, reference: string, amountMsat: bigint) {
+  const invoice = await rail.createInvoice({ amountMsat, expirySeconds: 600, memo: reference, reference });
+  await pay({ lnd: payer, request: invoice.request });
+  return invoice;
+}
+
 let main: Running;
 
 beforeAll(async () => {
@@ -265,13 +272,7 @@ describe("lightning rail on regtest", () => {
 
   it("catches up by settle index on invoices settled while the rail was stopped", async () => {
     const running = await startRail("catch-up.jsonl");
-    const before = await running.rail.createInvoice({
-      amountMsat: 1_000_000n,
-      expirySeconds: 600,
-      memo: "before",
-      reference: "catch-up-before",
-    });
-    await pay({ lnd: payer, request: before.request });
+    await payThrough(running.rail, "catch-up-before", 1_000_000n);
     await waitFor("first received", async () => running.events.find((e) => e.kind === "received"), {
       timeoutMs: 30_000,
     });
@@ -321,17 +322,7 @@ describe("lightning rail on regtest", () => {
       handled.push(event.reference);
     });
     await rail.start();
-    const invoices = await Promise.all(
-      Array.from({ length: 5 }, (_, i) =>
-        rail.createInvoice({
-          amountMsat: 1_000n,
-          expirySeconds: 600,
-          memo: "burst",
-          reference: `burst-${i}`,
-        }),
-      ),
-    );
-    await Promise.all(invoices.map((invoice) => pay({ lnd: payer, request: invoice.request })));
+    await Promise.all(Array.from({ length: 5 }, (_, i) => payThrough(rail, `burst-${i}`, 1_000n)));
     await waitFor("every settlement handled", async () => (handled.length >= 5 ? true : undefined), {
       timeoutMs: 30_000,
     });
@@ -341,13 +332,7 @@ describe("lightning rail on regtest", () => {
 
     // Restarted on the same journal: the settle index is past the burst, so only a new settlement comes.
     const restarted = await startRail("burst.jsonl");
-    const after = await restarted.rail.createInvoice({
-      amountMsat: 1_000n,
-      expirySeconds: 600,
-      memo: "after the burst",
-      reference: "burst-after",
-    });
-    await pay({ lnd: payer, request: after.request });
+    await payThrough(restarted.rail, "burst-after", 1_000n);
     await waitFor("the new settlement", async () => (restarted.events.length > 0 ? true : undefined), {
       timeoutMs: 30_000,
     });
