@@ -113,7 +113,10 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
   };
 }
 
-/** Statements PGlite keeps parsed per database; beyond this, new statement texts take the plain path. */
+/**
+ * Statements PGlite keeps parsed per database. Beyond this, statement texts not seen before take PGlite's plain
+ * path (nothing is evicted: the texts that run often are the ones seen first, at start).
+ */
 const preparedStatementsMax = 256;
 
 /** The parts of PGlite's query machinery used below (present in 0.5; checked at start). */
@@ -156,15 +159,13 @@ function preparedStatements(db: PGlite, entriesMax: number) {
   const { serialize } = protocol;
   const statements = new Map<string, PreparedStatement>();
   let named = 0;
+  const exchange = (parts: readonly Uint8Array[], syncToFs: boolean) =>
+    db.execProtocolStream(joinMessages(parts), { syncToFs });
   const prepare = async (text: string): Promise<PreparedStatement> => {
     const name = `sy_${++named}`;
-    const { messages } = await db.execProtocol(
-      joinMessages([
-        serialize.parse({ name, text }),
-        serialize.describe({ type: "S", name }),
-        serialize.sync(),
-      ]),
-      { syncToFs: false },
+    const messages = await exchange(
+      [serialize.parse({ name, text }), serialize.describe({ type: "S", name }), serialize.sync()],
+      false,
     );
     let paramTypes: number[] = [];
     let fields: PreparedStatement["fields"] = [];
@@ -177,18 +178,19 @@ function preparedStatements(db: PGlite, entriesMax: number) {
     statements.set(text, statement);
     return statement;
   };
+  const forget = async (text: string, statement: PreparedStatement) => {
+    statements.delete(text);
+    await exchange([serialize.close({ type: "S", name: statement.name }), serialize.sync()], false);
+  };
   const run = async (statement: PreparedStatement, params: readonly unknown[]): Promise<Row[]> => {
     const values = params.map((value, i) => {
       if (value === null || value === undefined) return null;
       const toText = internals.serializers[statement.paramTypes[i]!];
       return toText === undefined ? String(value) : toText(value);
     });
-    const { messages } = await db.execProtocol(
-      joinMessages([
-        serialize.bind({ statement: statement.name, values }),
-        serialize.execute({}),
-        serialize.sync(),
-      ]),
+    const messages = await exchange(
+      [serialize.bind({ statement: statement.name, values }), serialize.execute({}), serialize.sync()],
+      true,
     );
     const rows: Row[] = [];
     for (const message of messages) {
@@ -203,25 +205,42 @@ function preparedStatements(db: PGlite, entriesMax: number) {
     }
     return rows;
   };
+  /** Run under PGlite's own locks, in its order: a statement waits for another caller's transaction. */
+  const locked = async <T>(fn: () => Promise<T>): Promise<T> => {
+    await internals._checkReady();
+    return await internals._runExclusiveTransaction(() => internals._runExclusiveQuery(fn));
+  };
   return {
     async query(text: string, params: readonly unknown[]): Promise<Row[]> {
-      if (!statements.has(text) && statements.size >= entriesMax)
-        return (await db.query(text, params as unknown[])).rows as Row[];
-      await internals._checkReady();
-      try {
-        return await internals._runExclusiveTransaction(() =>
-          internals._runExclusiveQuery(async () =>
-            run(statements.get(text) ?? (await prepare(text)), params),
-          ),
-        );
-      } catch (error) {
-        // A table the statement reads changed shape since it was parsed: parse it again next time.
-        if ((error as { code?: unknown }).code !== "0A000") throw error;
-        statements.delete(text);
-        return (await db.query(text, params as unknown[])).rows as Row[];
-      }
+      const rows = await locked(async () => {
+        let statement = statements.get(text);
+        if (statement === undefined) {
+          if (statements.size >= entriesMax) return null;
+          return await run(await prepare(text), params);
+        }
+        try {
+          return await run(statement, params);
+        } catch (error) {
+          if (!parsedStale(error)) throw error;
+          // The statement failed as a whole (and changed nothing): parse it again against the tables as they are.
+          await forget(text, statement);
+          statement = await prepare(text);
+          return await run(statement, params);
+        }
+      });
+      return rows ?? ((await db.query(text, params as unknown[])).rows as Row[]);
     },
   };
+}
+
+/**
+ * Errors of a statement parsed earlier that another parse may not raise: its result columns or parameter types no
+ * longer match the tables (changed since), or the backend no longer has it.
+ */
+function parsedStale(error: unknown): boolean {
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  if (code === "0A000") return typeof message === "string" && message.includes("cached plan must not change");
+  return code === "26000" || code === "42883" || code === "42804";
 }
 
 export type MigrationSource = { namespace: string; directory: string };

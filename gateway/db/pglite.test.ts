@@ -48,6 +48,13 @@ describe("PGlite statements", () => {
     await db.exec("ALTER TABLE items ADD COLUMN extra int NOT NULL DEFAULT 7");
     expect((await db.query(select, [1]))[0]).toMatchObject({ id: 1, extra: 7 });
     expect((await db.query(select, [1]))[0]).toMatchObject({ id: 1, extra: 7 });
+
+    // A parameter typed text when first parsed, compared with a column that has since become an integer.
+    const byName = "SELECT id FROM items WHERE name = $1";
+    expect(await db.query(byName, ["a"])).toEqual([{ id: 1 }]);
+    await db.exec("ALTER TABLE items ALTER COLUMN name TYPE int USING length(name)");
+    expect(await db.query(byName, [1])).toEqual([{ id: 1 }]);
+    expect(await db.query(byName, [2])).toEqual([]);
   });
 
   it("waits for a transaction in progress instead of running inside it", async () => {
