@@ -69,6 +69,8 @@ export type LightningRailLimits = {
    * delivered, and the settle index moved, in arrival order.
    */
   readonly eventsConcurrentMax: number;
+  /** How long `stop` waits for started event handlers to finish and be delivered. */
+  readonly stopWaitMs: number;
   /** Invoice events waiting for the handler; beyond this the subscription pauses and resumes by settle index. */
   readonly pendingEventsMax: number;
   readonly rpcTimeoutMs: number;
@@ -93,6 +95,7 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   outcomeWindowMax: 100,
   eventRetryDelayMs: 1_000,
   eventsConcurrentMax: 16,
+  stopWaitMs: 5_000,
   pendingEventsMax: 1_000,
   rpcTimeoutMs: 15_000,
   invoiceExpirySecondsMax: 30 * 24 * 3600,
@@ -234,6 +237,8 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
   const invoicesQueued = new Set<string>();
   const queue: QueuedEvent[] = [];
   let pumping = false;
+  /** Settles when the pump has stopped (at once if it is not running). */
+  let pumpIdle: Promise<void> = Promise.resolve();
   let invoiceSubscription: EventEmitter | null = null;
   let invoiceBacklog = false;
   let tickTimer: NodeJS.Timeout | null = null;
@@ -277,34 +282,54 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     void pump();
   };
 
+  /** Runs the handler; resolves with null when it succeeded, with what it threw or rejected with otherwise. */
+  const handle = (current: RailEventHandler, event: RailEvent | null): Promise<unknown | null> =>
+    event === null
+      ? Promise.resolve(null)
+      : Promise.resolve()
+          .then(() => current(event))
+          .then(
+            () => null,
+            (error: unknown) => error ?? new LightningRailError("event handler failed", String(error)),
+          );
+
+  /**
+   * Starts the handlers of the first events (a settlement burst is handled together, so the ledger writes it as
+   * one batch) and delivers the oldest once its handler is done, so the journal and the settle index move in
+   * arrival order. A failed handler runs again. Once the rail stops, it starts nothing new but still delivers
+   * the events whose handlers it had started, in order, up to the first that is not done: `stop` waits for that.
+   */
   const pump = async () => {
     if (pumping) return;
     pumping = true;
+    let drained: () => void = () => {};
+    pumpIdle = new Promise((resolve) => {
+      drained = resolve;
+    });
+    const concurrent = Math.max(1, limits.eventsConcurrentMax);
     try {
-      while (running && handler !== null && queue.length > 0) {
-        // Start the handlers of the first events (a settlement burst is handled together, so the ledger can write
-        // it as one batch), then deliver the oldest once its handler is done.
-        const current = handler;
-        for (const item of queue.slice(0, limits.eventsConcurrentMax)) {
-          if (item.handled !== undefined) continue;
-          const { event } = item;
-          item.handled =
-            event === null ? Promise.resolve(null) : current(event).then(() => null, (error: unknown) => error);
+      while (handler !== null && queue.length > 0) {
+        if (running) {
+          const current = handler;
+          for (const item of queue.slice(0, concurrent)) item.handled ??= handle(current, item.event);
         }
         const item = queue[0] as QueuedEvent;
+        if (item.handled === undefined) break; // stopped: left for the replay after a restart
         try {
           const failure = await item.handled;
           if (failure !== null) throw failure;
           await item.delivered();
-          queue.shift();
+          if (queue[0] === item) queue.shift();
         } catch (error) {
           item.handled = undefined; // run it again
+          if (!running) break;
           log({ level: "warn", message: "event handler failed; retrying", detail: lndErrorText(error) });
           await new Promise((resolve) => setTimeout(resolve, limits.eventRetryDelayMs));
         }
       }
     } finally {
       pumping = false;
+      drained();
     }
     if (running && invoiceBacklog && queue.length < limits.pendingEventsMax / 2) {
       invoiceBacklog = false;
@@ -1002,6 +1027,16 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       tracker.subscription = null;
     }
     trackers.clear();
+    // Events whose handlers have started are delivered (journal, settle index) before the journal closes; a
+    // handler that does not finish in time is left to the replay after a restart.
+    let timer: NodeJS.Timeout | null = null;
+    await Promise.race([
+      pumpIdle,
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, limits.stopWaitMs);
+      }),
+    ]);
+    if (timer !== null) clearTimeout(timer);
     queue.length = 0;
     invoicesQueued.clear();
     await store.close();
