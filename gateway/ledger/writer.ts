@@ -171,7 +171,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   /** Set while the loop waits with an empty queue and batches in flight: a new job wakes it. */
   let wake: (() => void) | null = null;
 
-  // Account ids' uuid text and bytes, memoized, bounded like the cache.
+  // Account ids' uuid text (PGlite's text arrays), memoized, bounded like the cache.
   const accountIds = createIdEncoder(limits.accountsCacheMax);
 
   const forget = () => {
