@@ -65,6 +65,14 @@ const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(
 describe("a card top-up", () => {
   let invoiceId: string;
   let intentId: string;
+  /** The top-up's PaymentIntent as the webhook events describe it (25.00 USD for this invoice). */
+  const topUpIntent = () => ({
+    intentId,
+    amount: 2500,
+    paymentId: invoiceId,
+    attemptId: "invoice",
+    reference: invoiceId,
+  });
 
   it("creates an invoice backed by a PaymentIntent, and credits nothing yet", async () => {
     const created = await call("POST", "/v1/invoices", {
@@ -88,25 +96,13 @@ describe("a card top-up", () => {
   });
 
   it("does not credit on a failed charge", async () => {
-    const failed = stripeEvents.intentFailed("evt_fail_1", {
-      intentId,
-      amount: 2500,
-      paymentId: invoiceId,
-      attemptId: "invoice",
-      reference: invoiceId,
-    });
+    const failed = stripeEvents.intentFailed("evt_fail_1", topUpIntent());
     expect((await deliver(failed)).status).toBe(200);
     expect(await available()).toBe("0.00");
   });
 
   it("refuses a bad signature or an old timestamp with 400 and changes nothing", async () => {
-    const succeeded = stripeEvents.intentSucceeded("evt_ok_1", {
-      intentId,
-      amount: 2500,
-      paymentId: invoiceId,
-      attemptId: "invoice",
-      reference: invoiceId,
-    });
+    const succeeded = stripeEvents.intentSucceeded("evt_ok_1", topUpIntent());
     const forged = await deliver(succeeded, { secret: "whsec_someone_else" });
     expect(forged.status).toBe(400);
     expect(forged.body.error.code).toBe("signature_invalid");
@@ -117,23 +113,11 @@ describe("a card top-up", () => {
   });
 
   it("credits the customer once when the success webhook arrives, however often it is delivered", async () => {
-    const succeeded = stripeEvents.intentSucceeded("evt_ok_1", {
-      intentId,
-      amount: 2500,
-      paymentId: invoiceId,
-      attemptId: "invoice",
-      reference: invoiceId,
-    });
+    const succeeded = stripeEvents.intentSucceeded("evt_ok_1", topUpIntent());
     expect((await deliver(succeeded)).status).toBe(200);
     expect(await available()).toBe("25.00");
     expect((await deliver(succeeded)).status).toBe(200);
-    const again = stripeEvents.intentSucceeded("evt_ok_2", {
-      intentId,
-      amount: 2500,
-      paymentId: invoiceId,
-      attemptId: "invoice",
-      reference: invoiceId,
-    });
+    const again = stripeEvents.intentSucceeded("evt_ok_2", topUpIntent());
     expect((await deliver(again)).status).toBe(200);
     expect(await available()).toBe("25.00");
     const invoice = await call("GET", `/v1/invoices/${invoiceId}`);
