@@ -102,30 +102,42 @@ describe("paying into a split through the HTTP API", () => {
   });
 });
 
+/** `signer` signs the test token's receiveWithAuthorization of `value` from `from` to the splitter, for `ref`. */
+const signSplitterAuthorization = (
+  signer: Gateway["chain"]["accounts"][number],
+  params: { from: Hex; value: bigint; validBefore: bigint; ref: Hex },
+) =>
+  signer.signTypedData!(
+    receiveWithAuthorizationTypedData(
+      {
+        name: testUsdDefaults.name,
+        version: testUsdDefaults.version,
+        chainId: gw.chain.chain.id,
+        verifyingContract: gw.chain.contracts.testUsd,
+      },
+      {
+        from: params.from,
+        to: gw.chain.contracts.splitter,
+        value: params.value,
+        validAfter: 0n,
+        validBefore: params.validBefore,
+        nonce: authorizationNonceOf(split.splitId, params.ref),
+      },
+    ),
+  );
+
 describe("the rail's splitter calls", () => {
   it("payWithAuthorization: a payer signs once with signTypedData, the gateway submits once", async () => {
     const payer = gw.chain.accounts[6]!;
     await gw.fund(payer, 10_000_000n);
     const ref = referenceFromId("pay_auth_1");
     const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
-    const signature = await payer.signTypedData!(
-      receiveWithAuthorizationTypedData(
-        {
-          name: testUsdDefaults.name,
-          version: testUsdDefaults.version,
-          chainId: gw.chain.chain.id,
-          verifyingContract: gw.chain.contracts.testUsd,
-        },
-        {
-          from: payer.address,
-          to: gw.chain.contracts.splitter,
-          value: 3_000_000n,
-          validAfter: 0n,
-          validBefore,
-          nonce: authorizationNonceOf(split.splitId, ref),
-        },
-      ),
-    );
+    const signature = await signSplitterAuthorization(payer, {
+      from: payer.address,
+      value: 3_000_000n,
+      validBefore,
+      ref,
+    });
     expect(parseSignature(signature).r).toMatch(/^0x/);
     const params = {
       splitId: split.splitId,
@@ -161,24 +173,12 @@ describe("the rail's splitter calls", () => {
     const other = gw.chain.accounts[7]!;
     const ref = referenceFromId("pay_auth_bad");
     const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
-    const signature = await other.signTypedData!(
-      receiveWithAuthorizationTypedData(
-        {
-          name: testUsdDefaults.name,
-          version: testUsdDefaults.version,
-          chainId: gw.chain.chain.id,
-          verifyingContract: gw.chain.contracts.testUsd,
-        },
-        {
-          from: payer.address,
-          to: gw.chain.contracts.splitter,
-          value: 1_000_000n,
-          validAfter: 0n,
-          validBefore,
-          nonce: authorizationNonceOf(split.splitId, ref),
-        },
-      ),
-    );
+    const signature = await signSplitterAuthorization(other, {
+      from: payer.address,
+      value: 1_000_000n,
+      validBefore,
+      ref,
+    });
     const outcome = await gw.rail.payWithAuthorization({
       splitId: split.splitId,
       from: payer.address,
