@@ -17,7 +17,6 @@ import {
   getPendingPayments,
   getRouteToDestination,
   getWalletInfo,
-  createInvoice as lndCreateInvoice,
   signMessage,
   subscribeToInvoices,
   subscribeToPastPayment,
@@ -777,6 +776,47 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     if (settleIndexDelivered === 0 && invoices.size > 0) void checkOpenInvoices();
   };
 
+  /**
+   * LND's AddInvoice, asked directly. `lightning`'s createInvoice makes a second call (a lookup of the invoice
+   * it just made) and recovers the invoice's signing key twice, none of which the rail uses; at 16 invoices in
+   * flight that was a third of the time to make one. What LND answers is checked here instead: the request must
+   * decode, for the amount asked, with the payment hash LND gave.
+   */
+  const addInvoice = (invoice: CreateInvoiceParams): Promise<{ id: string; request: string }> =>
+    new Promise((resolve, reject) => {
+      const request = {
+        value_msat: invoice.amountMsat.toString(),
+        expiry: invoice.expirySeconds,
+        ...(invoice.memo !== undefined ? { memo: invoice.memo } : {}),
+        ...(invoice.descriptionHash !== undefined
+          ? { description_hash: Buffer.from(invoice.descriptionHash, "hex") }
+          : {}),
+      };
+      lnd.default.addInvoice(
+        request,
+        { deadline: Date.now() + limits.rpcTimeoutMs },
+        (error: unknown, response: { r_hash?: unknown; payment_request?: unknown } | undefined) => {
+          if (error) return reject(error);
+          const id = Buffer.isBuffer(response?.r_hash) ? response.r_hash.toString("hex") : "";
+          const paymentRequest =
+            typeof response?.payment_request === "string" ? response.payment_request : "";
+          const parsed = parseBolt11(paymentRequest);
+          if (!parsed.ok || id.length !== 64 || parsed.value.paymentHash !== id)
+            return reject(
+              new LightningRailError("LND answered an invoice that does not decode", paymentRequest),
+            );
+          if (parsed.value.amountMsat !== invoice.amountMsat)
+            return reject(
+              new LightningRailError(
+                "LND answered an invoice for another amount",
+                `${parsed.value.amountMsat} msat`,
+              ),
+            );
+          resolve({ id, request: paymentRequest });
+        },
+      );
+    });
+
   const createInvoice = async (invoiceParams: CreateInvoiceParams): Promise<CreatedInvoice> => {
     if (!running) throw new LightningRailError("the Lightning rail is not started", "");
     const { amountMsat, expirySeconds, reference } = invoiceParams;
@@ -797,18 +837,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     const expiresAtMs = now() + expirySeconds * 1000;
     let created: { id: string; request: string };
     try {
-      created = await withTimeout(
-        lndCreateInvoice({
-          lnd,
-          mtokens: amountMsat.toString(),
-          expires_at: new Date(expiresAtMs).toISOString(),
-          ...(invoiceParams.memo !== undefined ? { description: invoiceParams.memo } : {}),
-          ...(invoiceParams.descriptionHash !== undefined
-            ? { description_hash: invoiceParams.descriptionHash }
-            : {}),
-        }),
-        "createInvoice",
-      );
+      created = await addInvoice(invoiceParams);
     } catch (error) {
       throw new LightningRailError("LND did not create the invoice", lndErrorText(error), { cause: error });
     }

@@ -129,6 +129,11 @@ describe("lightning rail on regtest", () => {
       evidence: { rail: "lightning", paymentHash: invoice.paymentHash, preimage: paid.secret },
     });
     expect(sha256(paid.secret)).toBe(invoice.paymentHash);
+    const described = await decodePaymentRequest({ lnd: payer, request: invoice.request });
+    expect(described.description).toBe("receive test");
+    expect(described.mtokens).toBe("5000000");
+    // LND stamps invoices in whole seconds: its expiry is the rail's to within one.
+    expect(Math.abs(Date.parse(described.expires_at) - invoice.expiresAtMs)).toBeLessThanOrEqual(1_000);
 
     const hashed = await main.rail.createInvoice({
       amountMsat: 1_000n,
