@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { classifyLndError, failureFromFlags, lndErrorText } from "./failures.ts";
+import { classifyLndError, failureFromFlags, flagsFromFailureReason, lndErrorText } from "./failures.ts";
 
 describe("LND failures", () => {
   it("maps payment failure reasons", () => {
@@ -9,6 +9,29 @@ describe("LND failures", () => {
       retryElsewhere: false,
     });
     expect(failureFromFlags({ is_route_not_found: true })).toBeNull();
+  });
+
+  it("reads LND's failure reasons as the same flags", () => {
+    expect(failureFromFlags(flagsFromFailureReason("FAILURE_REASON_NO_ROUTE"))).toBeNull();
+    expect(failureFromFlags(flagsFromFailureReason("FAILURE_REASON_INSUFFICIENT_BALANCE"))?.code).toBe(
+      "insufficient_liquidity",
+    );
+    expect(
+      failureFromFlags(flagsFromFailureReason("FAILURE_REASON_INCORRECT_PAYMENT_DETAILS")),
+    ).toMatchObject({
+      code: "rejected",
+      retryElsewhere: false,
+    });
+    expect(failureFromFlags(flagsFromFailureReason("FAILURE_REASON_TIMEOUT"))?.message).toBe(
+      "no route found in time",
+    );
+    expect(failureFromFlags(flagsFromFailureReason("FAILURE_REASON_CANCELED"))?.code).toBe(
+      "rail_unavailable",
+    );
+    expect(failureFromFlags(flagsFromFailureReason("FAILURE_REASON_ERROR"))).toMatchObject({
+      code: "unreachable_destination",
+      message: "payment failed",
+    });
   });
 
   it("follows a hash LND already knows instead of failing", () => {

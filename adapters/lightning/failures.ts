@@ -12,6 +12,17 @@ export type FailureFlags = {
   is_route_not_found?: boolean;
 };
 
+/** The flags of LND's own PaymentFailureReason (what `lightning` would have reported for it). */
+export function flagsFromFailureReason(reason: string): FailureFlags {
+  return {
+    is_canceled: reason === "FAILURE_REASON_CANCELED",
+    is_insufficient_balance: reason === "FAILURE_REASON_INSUFFICIENT_BALANCE",
+    is_invalid_payment: reason === "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS",
+    is_pathfinding_timeout: reason === "FAILURE_REASON_TIMEOUT",
+    is_route_not_found: reason === "FAILURE_REASON_NO_ROUTE",
+  };
+}
+
 /** null: no route was found, and whether the fee limit or the graph is to blame needs a route query. */
 export function failureFromFlags(flags: FailureFlags): Failure | null {
   if (flags.is_insufficient_balance)
