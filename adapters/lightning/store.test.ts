@@ -65,6 +65,19 @@ describe("rail store", () => {
     expect(state.invoices.get("ef".repeat(32))?.reference).toBe("inv-1");
   });
 
+  it("keeps lines in the order they were appended, and refuses appends before load or after close", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const store = createFileRailStore(file);
+    await expect(store.append(attempt("early"))).rejects.toThrow("store not loaded");
+    await store.load();
+    const ids = Array.from({ length: 50 }, (_, i) => `a${i}`);
+    await Promise.all(ids.map((id) => store.append(attempt(id))));
+    await store.close();
+    await expect(store.append(attempt("late"))).rejects.toThrow("store not loaded");
+    const lines = (await readFile(file, "utf8")).trimEnd().split("\n");
+    expect(lines.map((line) => (JSON.parse(line) as { attemptId: string }).attemptId)).toEqual(ids);
+  });
+
   it("tolerates a torn last line and refuses corruption in the middle", async () => {
     const file = path.join(directory, "journal.jsonl");
     await writeFile(file, `${JSON.stringify(attempt("a1"))}\n{"t":"outc`);

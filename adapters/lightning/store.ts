@@ -3,7 +3,8 @@
 // and the last settle index whose invoice was delivered. LND keeps the payments themselves; this keeps
 // only the mapping back to the gateway's ids. Stored as an append-only JSON-lines journal, compacted on
 // open.
-import { mkdir, open, readFile, rename, writeFile } from "node:fs/promises";
+import { closeSync, openSync, writeSync } from "node:fs";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { RailFailureCode } from "../rail.ts";
 
@@ -86,8 +87,6 @@ export const finishedAttemptsRetainMax = 100_000;
 /** Invoices past expiry by more than this are forgotten on compaction. */
 export const expiredInvoiceRetainMs = 24 * 60 * 60 * 1000;
 const journalLineLengthMax = 64 * 1024;
-/** Journal lines waiting for one write; beyond this appends fail instead of piling up. */
-const batchLinesMax = 10_000;
 
 export function emptyRailState(): RailState {
   return { attempts: new Map(), invoices: new Map(), settleIndex: 0 };
@@ -216,26 +215,15 @@ export function createMemoryRailStore(): LightningRailStore & { records(): reado
 
 /** An append-only JSON-lines journal in `file`, compacted (rewritten and renamed) on load. */
 export function createFileRailStore(file: string): LightningRailStore {
-  let handle: Awaited<ReturnType<typeof open>> | null = null;
-  let writing: Promise<void> = Promise.resolve();
-  let flushing = false;
-  const batch: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
-  const flush = async () => {
-    flushing = true;
-    try {
-      while (batch.length > 0) {
-        const entries = batch.splice(0, batch.length);
-        try {
-          if (handle === null) throw new RailStoreError("store not loaded");
-          await handle.appendFile(entries.map((entry) => entry.line).join(""));
-          for (const entry of entries) entry.resolve();
-        } catch (error) {
-          for (const entry of entries) entry.reject(error);
-        }
-      }
-    } finally {
-      flushing = false;
-    }
+  let descriptor: number | null = null;
+  /** Appends `text` whole. A write to the page cache takes microseconds: done in place, it spares each line a
+   * round trip through libuv's thread pool (a quarter of a millisecond on a payment's path), and lines reach the
+   * file in the order they were appended without any queue. */
+  const write = (text: string) => {
+    if (descriptor === null) throw new RailStoreError("store not loaded");
+    const bytes = Buffer.from(text);
+    let written = 0;
+    while (written < bytes.length) written += writeSync(descriptor, bytes, written, bytes.length - written);
   };
   return {
     async load() {
@@ -264,26 +252,16 @@ export function createFileRailStore(file: string): LightningRailStore {
       const temporary = `${file}.${process.pid}.tmp`;
       await writeFile(temporary, compacted.map((record) => `${JSON.stringify(record)}\n`).join(""));
       await rename(temporary, file);
-      handle = await open(file, "a");
+      if (descriptor !== null) closeSync(descriptor);
+      descriptor = openSync(file, "a");
       return state;
     },
-    append(record) {
-      // Group commit: lines appended while a write is under way go out together in the next write.
-      return new Promise<void>((resolve, reject) => {
-        batch.push({ line: `${JSON.stringify(record)}\n`, resolve, reject });
-        if (batch.length > batchLinesMax) {
-          const waiting = batch.splice(0, batch.length);
-          const error = new RailStoreError(`more than ${batchLinesMax} journal lines waiting`);
-          for (const entry of waiting) entry.reject(error);
-          return;
-        }
-        if (!flushing) writing = flush();
-      });
+    async append(record) {
+      write(`${JSON.stringify(record)}\n`);
     },
     async close() {
-      await writing.catch(() => undefined);
-      await handle?.close();
-      handle = null;
+      if (descriptor !== null) closeSync(descriptor);
+      descriptor = null;
     },
   };
 }
