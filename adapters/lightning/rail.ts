@@ -1,4 +1,6 @@
-// The Lightning rail: LND through the `lightning` package.
+// The Lightning rail: LND through the `lightning` package. The two calls on a payment's path (AddInvoice,
+// SendPaymentV2) go straight to its authenticated gRPC clients, without the package's wrappers (see addInvoice
+// and sendPayment); everything else uses the wrappers.
 //   In:  invoices (amount, expiry, memo or description hash) and a subscription to their settlement,
 //        caught up by settle index after any disconnect; each settled invoice is one "received" event.
 //   Out: BOLT11 and keysend payments with the router's maximum fee. Each attempt's payment hash is
