@@ -16,6 +16,16 @@ const SECOND = 1_000_000_000n;
 
 type Status = "pending" | "posted" | "voided" | "expired";
 
+type Evidence = NonNullable<TransferInput["evidence"]>;
+
+/** Same rail, reference and detail entries (in any order); none equals only none. */
+function sameEvidence(a: Evidence | null, b: Evidence | null): boolean {
+  if (a === null || b === null) return a === b;
+  const entries = (e: Evidence) =>
+    JSON.stringify(Object.entries(e.detail ?? {}).sort(([x], [y]) => (x < y ? -1 : 1)));
+  return a.rail === b.rail && a.reference === b.reference && entries(a) === entries(b);
+}
+
 export type ModelState = {
   accounts: Map<bigint, Account>;
   transfers: Map<bigint, Transfer>;
@@ -194,6 +204,9 @@ function transfer(state: ModelState, t: TransferInput, ts: bigint): { status: st
       return fail("exists_with_different_user_data_32");
     if (!(pv && t.ledger === 0) && t.ledger !== e.ledger) return fail("exists_with_different_ledger");
     if (!(pv && t.code === 0) && t.code !== e.code) return fail("exists_with_different_code");
+    // Our extension (gateway/ledger/README.md): evidence is compared last; a post or void without any inherits.
+    if (!(pv && t.evidence === undefined) && !sameEvidence(t.evidence ?? null, e.evidence))
+      return fail("exists_with_different_evidence");
     return { status: "exists", timestamp: e.timestamp };
   }
 
