@@ -587,6 +587,10 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       cancelable: true,
       no_inflight_updates: true,
     }) as EventEmitter;
+    // Once the outcome is in, nobody listens: a late error of the stream is nobody's news.
+    const report = (error: unknown) => {
+      if (emitter.listenerCount("error") > 0) emitter.emit("error", error);
+    };
     stream.on(
       "data",
       (payment: {
@@ -604,14 +608,11 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
           else if (payment.status === "FAILED")
             emitter.emit("failed", flagsFromFailureReason(payment.failure_reason ?? ""));
         } catch (error) {
-          if (emitter.listenerCount("error") > 0) emitter.emit("error", error);
+          report(error);
         }
       },
     );
-    stream.on("error", (error: unknown) => {
-      // Once the outcome is in, nobody listens: a late error of the stream is nobody's news.
-      if (emitter.listenerCount("error") > 0) emitter.emit("error", error);
-    });
+    stream.on("error", report);
     return emitter;
   };
 
