@@ -13,12 +13,20 @@ export interface Sql {
   query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]>;
 }
 
+/** A parameterized statement, to run later or with others. */
+export type Statement = { text: string; params: readonly unknown[] };
+
 export interface Db extends Sql {
   readonly kind: "postgres" | "pglite";
   /** The most statements that can run at once (PostgreSQL: the pool's size; PGlite: 1). */
   readonly connectionsMax: number;
   /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /**
+   * Runs statements in order in one transaction, all or none, and returns each one's rows. PGlite takes them in
+   * one exchange, which costs about what one statement does.
+   */
+  queryAll(statements: readonly Statement[]): Promise<Row[][]>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(script: string): Promise<void>;
   close(): Promise<void>;
@@ -75,6 +83,14 @@ export function openPostgres(config: { url: string; poolSizeMax: number; stateme
         client.release();
       }
     },
+    async queryAll(statements) {
+      if (statements.length === 1) return [await query(pool, statements[0]!.text, statements[0]!.params)];
+      return await this.transaction(async (tx) => {
+        const rows: Row[][] = [];
+        for (const statement of statements) rows.push(await tx.query(statement.text, statement.params));
+        return rows;
+      });
+    },
     async exec(script) {
       await pool.query(script);
     },
@@ -90,6 +106,12 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     parsers: { [pgliteTypes.INT8]: (value: string) => BigInt(value) },
   });
   const prepared = preparedStatements(db, preparedStatementsMax);
+  const transaction = <T>(fn: (tx: Sql) => Promise<T>) =>
+    db.transaction((tx) =>
+      fn({
+        query: async (text, params) => (await tx.query(text, params as unknown[] | undefined)).rows as never,
+      }),
+    );
   return {
     kind: "pglite",
     connectionsMax: 1,
@@ -97,13 +119,18 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
       prepared === null
         ? ((await db.query(text, params as unknown[] | undefined)).rows as never)
         : ((await prepared.query(text, params ?? [])) as never),
-    transaction: (fn) =>
-      db.transaction((tx) =>
-        fn({
-          query: async (text, params) =>
-            (await tx.query(text, params as unknown[] | undefined)).rows as never,
-        }),
-      ),
+    transaction,
+    async queryAll(statements) {
+      const rows = prepared === null ? null : await prepared.queryAll(statements);
+      return (
+        rows ??
+        (await transaction(async (tx) => {
+          const all: Row[][] = [];
+          for (const statement of statements) all.push(await tx.query(statement.text, statement.params));
+          return all;
+        }))
+      );
+    },
     async exec(script) {
       await db.exec(script);
     },
@@ -182,54 +209,95 @@ function preparedStatements(db: PGlite, entriesMax: number) {
     statements.delete(text);
     await exchange([serialize.close({ type: "S", name: statement.name }), serialize.sync()], false);
   };
-  const run = async (statement: PreparedStatement, params: readonly unknown[]): Promise<Row[]> => {
-    const values = params.map((value, i) => {
-      if (value === null || value === undefined) return null;
-      const toText = internals.serializers[statement.paramTypes[i]!];
-      return toText === undefined ? String(value) : toText(value);
+  const bind = (statement: PreparedStatement, params: readonly unknown[]) =>
+    serialize.bind({
+      statement: statement.name,
+      values: params.map((value, i) => {
+        if (value === null || value === undefined) return null;
+        const toText = internals.serializers[statement.paramTypes[i]!];
+        return toText === undefined ? String(value) : toText(value);
+      }),
     });
-    const messages = await exchange(
-      [serialize.bind({ statement: statement.name, values }), serialize.execute({}), serialize.sync()],
-      true,
-    );
-    const rows: Row[] = [];
+  /**
+   * Binds and executes each statement, then syncs, in one exchange. Before the sync they are one implicit
+   * transaction: an error in any rolls back all, and the backend skips the rest.
+   */
+  const run = async (
+    statements: readonly PreparedStatement[],
+    params: readonly (readonly unknown[])[],
+  ): Promise<Row[][]> => {
+    const parts: Uint8Array[] = [];
+    statements.forEach((statement, i) => {
+      parts.push(bind(statement, params[i]!), serialize.execute({}));
+    });
+    parts.push(serialize.sync());
+    const messages = await exchange(parts, true);
+    const all: Row[][] = [];
+    let rows: Row[] = [];
     for (const message of messages) {
+      if (message instanceof protocol.messages.CommandCompleteMessage) {
+        all.push(rows);
+        rows = [];
+        continue;
+      }
       if (!(message instanceof protocol.messages.DataRowMessage)) continue;
+      const { fields } = statements[all.length]!;
       const row: Row = {};
       message.fields.forEach((value, i) => {
-        const field = statement.fields[i]!;
+        const field = fields[i]!;
         const parse = internals.parsers[field.oid];
         row[field.name] = value === null ? null : parse === undefined ? value : parse(value, field.oid);
       });
       rows.push(row);
     }
-    return rows;
+    if (all.length !== statements.length)
+      throw new Error(`pglite: ${statements.length} statements sent, ${all.length} completed`);
+    return all;
   };
   /** Run under PGlite's own locks, in its order: a statement waits for another caller's transaction. */
   const locked = async <T>(fn: () => Promise<T>): Promise<T> => {
     await internals._checkReady();
     return await internals._runExclusiveTransaction(() => internals._runExclusiveQuery(fn));
   };
+  /** The statements of these texts, parsed now if new; null when one is new and the cache is full. */
+  const parsed = async (texts: readonly string[]): Promise<PreparedStatement[] | null> => {
+    const found: PreparedStatement[] = [];
+    for (const text of texts) {
+      let statement = statements.get(text);
+      if (statement === undefined) {
+        if (statements.size >= entriesMax) return null;
+        statement = await prepare(text);
+      }
+      found.push(statement);
+    }
+    return found;
+  };
+  /** Runs statements in one exchange; null when they must take PGlite's plain path. */
+  const runAll = (list: readonly Statement[]): Promise<Row[][] | null> =>
+    locked(async () => {
+      const texts = list.map((statement) => statement.text);
+      const params = list.map((statement) => statement.params);
+      const found = await parsed(texts);
+      if (found === null) return null;
+      try {
+        return await run(found, params);
+      } catch (error) {
+        if (!parsedStale(error)) throw error;
+        // The exchange failed as a whole (and changed nothing): parse its statements again against the
+        // tables as they are.
+        for (const [i, text] of texts.entries())
+          if (statements.get(text) === found[i]) await forget(text, found[i]!);
+        const again = await parsed(texts);
+        return again === null ? null : await run(again, params);
+      }
+    });
   return {
     async query(text: string, params: readonly unknown[]): Promise<Row[]> {
-      const rows = await locked(async () => {
-        let statement = statements.get(text);
-        if (statement === undefined) {
-          if (statements.size >= entriesMax) return null;
-          return await run(await prepare(text), params);
-        }
-        try {
-          return await run(statement, params);
-        } catch (error) {
-          if (!parsedStale(error)) throw error;
-          // The statement failed as a whole (and changed nothing): parse it again against the tables as they are.
-          await forget(text, statement);
-          statement = await prepare(text);
-          return await run(statement, params);
-        }
-      });
-      return rows ?? ((await db.query(text, params as unknown[])).rows as Row[]);
+      const rows = await runAll([{ text, params }]);
+      return rows === null ? ((await db.query(text, params as unknown[])).rows as Row[]) : rows[0]!;
     },
+    /** null when a statement is new and the cache full: the caller runs them in a transaction instead. */
+    queryAll: (list: readonly Statement[]): Promise<Row[][] | null> => runAll(list),
   };
 }
 

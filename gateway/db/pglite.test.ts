@@ -1,5 +1,6 @@
 // PGlite's query path through named prepared statements (gateway/db/index.ts): same answers, types and errors as
-// PGlite's own `query`, alone and next to transactions.
+// PGlite's own `query`, alone and next to transactions; and several statements in one exchange (queryAll), all or
+// none.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Db, openPglite } from "./index.ts";
 
@@ -80,5 +81,85 @@ describe("PGlite statements", () => {
     expect(await db.query("SELECT count(*)::int AS n, sum(amount) AS total FROM items")).toEqual([
       { n: 300, total: "44850" },
     ]);
+  });
+
+  describe("queryAll", () => {
+    const insert = "INSERT INTO items (id, name, amount) VALUES ($1, $2, $3) RETURNING id";
+    const count = "SELECT count(*)::int AS n FROM items";
+
+    it("returns each statement's rows, in order, each statement seeing the ones before it", async () => {
+      const rows = await db.queryAll([
+        { text: insert, params: [1, "a", 1n] },
+        { text: "UPDATE items SET amount = amount + $1 WHERE id = $2", params: [10n, 1] },
+        { text: insert, params: [2, "b", 2n] },
+        { text: "SELECT id, amount FROM items ORDER BY id", params: [] },
+      ]);
+      expect(rows).toEqual([
+        [{ id: 1 }],
+        [],
+        [{ id: 2 }],
+        [
+          { id: 1, amount: 11n },
+          { id: 2, amount: 2n },
+        ],
+      ]);
+    });
+
+    it("writes nothing when a later statement fails, and raises that statement's error", async () => {
+      await db.query(insert, [1, "a", 1n]);
+      await expect(
+        db.queryAll([
+          { text: insert, params: [2, "b", 2n] },
+          { text: insert, params: [1, "duplicate", 3n] },
+          { text: insert, params: [3, "c", 3n] },
+        ]),
+      ).rejects.toMatchObject({ code: "23505" });
+      expect(await db.query(count)).toEqual([{ n: 1 }]);
+      // Nothing is left open: the next statements run and commit on their own.
+      expect(await db.queryAll([{ text: insert, params: [2, "b", 2n] }])).toEqual([[{ id: 2 }]]);
+      expect(await db.query(count)).toEqual([{ n: 2 }]);
+    });
+
+    it("parses its statements again when a table changed shape", async () => {
+      const select = "SELECT * FROM items WHERE id = $1";
+      await db.queryAll([
+        { text: insert, params: [1, "a", 1n] },
+        { text: select, params: [1] },
+      ]);
+      await db.exec("ALTER TABLE items ADD COLUMN extra int NOT NULL DEFAULT 7");
+      const [inserted, selected] = await db.queryAll([
+        { text: insert, params: [2, "b", 2n] },
+        { text: select, params: [2] },
+      ]);
+      expect(inserted).toEqual([{ id: 2 }]);
+      expect(selected).toEqual([{ id: 2, name: "b", amount: 2n, tags: null, doc: null, at: null, extra: 7 }]);
+      expect(await db.query(count)).toEqual([{ n: 2 }]);
+    });
+
+    it("waits for a transaction in progress, and runs in a transaction of its own past the statements kept parsed", async () => {
+      let release: () => void = () => undefined;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const transaction = db.transaction(async (tx) => {
+        await tx.query("INSERT INTO items (id, name, amount) VALUES (100, 'held', 1)");
+        await held;
+        throw new Error("roll back");
+      });
+      const outside = db.queryAll([{ text: count, params: [] }]);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      release();
+      await expect(transaction).rejects.toThrow("roll back");
+      expect(await outside).toEqual([[{ n: 0 }]]);
+
+      for (let i = 0; i < 300; i++) await db.query(`SELECT ${i} AS n`, []);
+      const fresh = (i: number) => ({
+        text: `INSERT INTO items (id, name, amount) VALUES ($1, $2, ${i}) RETURNING amount`,
+        params: [i, `n${i}`],
+      });
+      expect(await db.queryAll([fresh(1), fresh(2)])).toEqual([[{ amount: 1n }], [{ amount: 2n }]]);
+      await expect(db.queryAll([fresh(3), fresh(1)])).rejects.toMatchObject({ code: "23505" });
+      expect(await db.query(count)).toEqual([{ n: 2 }]);
+    });
   });
 });
