@@ -6,8 +6,10 @@ import {
   type AccountInput,
   type AccountTransfersFilter,
   type AccountTransfersPage,
+  type Alongside,
   type CreateAccountResult,
   type CreateTransferResult,
+  type CreateTransfersWithResult,
   defaultLedgerLimits,
   type LedgerLimits,
   LedgerRequestTooLargeError,
@@ -25,6 +27,15 @@ export interface Ledger {
    * batchTransfersMax, LedgerStoreError when the database fails (retry with the same ids).
    */
   createTransfers(transfers: readonly TransferInput[]): Promise<CreateTransferResult[]>;
+  /**
+   * createTransfers, and the caller's statement (chosen from the results) committed in the same transaction:
+   * both are written or neither. When the statement fails, the call rejects with LedgerStoreError (its cause the
+   * database's error) and nothing of the request is written; other callers' transfers are not affected.
+   */
+  createTransfersWith(
+    transfers: readonly TransferInput[],
+    alongside: Alongside,
+  ): Promise<CreateTransfersWithResult>;
   /** The accounts found, in the order asked. */
   lookupAccounts(ids: readonly bigint[]): Promise<Account[]>;
   /** The transfers found, in the order asked. */
@@ -67,6 +78,20 @@ export function createLedger(params: CreateLedgerParams): Ledger {
         throw new LedgerRequestTooLargeError({ size: transfers.length, sizeMax: limits.batchTransfersMax });
       return new Promise((resolve, reject) =>
         writer.submit({ kind: "transfers", transfers, resolve, reject }),
+      );
+    },
+    async createTransfersWith(transfers, alongside) {
+      if (transfers.length === 0) throw new RangeError("createTransfersWith needs at least one transfer");
+      if (transfers.length > limits.batchTransfersMax)
+        throw new LedgerRequestTooLargeError({ size: transfers.length, sizeMax: limits.batchTransfersMax });
+      return new Promise((resolve, reject) =>
+        writer.submit({
+          kind: "transfers",
+          transfers,
+          alongside,
+          resolve: (results, rows) => resolve({ results, rows }),
+          reject,
+        }),
       );
     },
     async lookupAccounts(ids) {

@@ -2,7 +2,7 @@
 // on PostgreSQL, text literals on PGlite) and are spread with unnest in the select list (a ProjectSet, which streams
 // rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so thousands of rows are one
 // statement.
-import type { Db, Row, Sql } from "../db/index.ts";
+import type { Db, Row, Sql, Statement } from "../db/index.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import type { Account, PendingStatus, Transfer, TransferEvidence } from "./types.ts";
 
@@ -359,10 +359,10 @@ export type BatchWrites = {
 /** SQLSTATE raised by ledger_stale_batch(): the clock did not carry the expected token; nothing was written. */
 export const staleBatchCode = "SYL01";
 
-type Statement = { parts: string[]; params: unknown[] };
+type Parts = { parts: string[]; params: unknown[] };
 
 /** The transfers' insert, then the clock's swap (which waits for the insert, so the insert runs unlocked). */
-function claimParts(statement: Statement, writes: BatchWrites): void {
+function claimParts(statement: Parts, writes: BatchWrites): void {
   const { parts, params } = statement;
   let inserted = "";
   if (writes.transfers.count > 0) {
@@ -379,7 +379,7 @@ function claimParts(statement: Statement, writes: BatchWrites): void {
 }
 
 /** Balance deltas and the pending set's changes, each only if `gate` (an SQL condition) holds. */
-function applyParts(statement: Statement, writes: BatchWrites, gate: string | null): void {
+function applyParts(statement: Parts, writes: BatchWrites, gate: string | null): void {
   const { parts, params } = statement;
   const and = gate === null ? "" : ` AND ${gate}`;
   // Sub-statements of one statement share a snapshot: a pending transfer opened and resolved within this batch
@@ -427,11 +427,32 @@ const staleCheck =
  * `staleBatchCode`. For a writer that is alone on its database (PGlite), or that already holds the clock.
  */
 export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
-  const statement: Statement = { parts: [], params: [] };
+  await sql.query(...batchStatement(writes));
+}
+
+/**
+ * writeBatch's statement followed by statements of the callers', in one transaction on a database this writer is
+ * alone on (PGlite: one exchange): all are written or none. Returns the rows of those statements.
+ */
+export async function writeBatchWith(
+  db: Db,
+  writes: BatchWrites,
+  alongside: readonly Statement[],
+): Promise<Row[][]> {
+  if (alongside.length === 0) {
+    await writeBatch(db, writes);
+    return [];
+  }
+  const [text, params] = batchStatement(writes);
+  return (await db.queryAll([{ text, params }, ...alongside])).slice(1);
+}
+
+function batchStatement(writes: BatchWrites): [string, unknown[]] {
+  const statement: Parts = { parts: [], params: [] };
   claimParts(statement, writes);
   applyParts(statement, writes, "EXISTS (SELECT 1 FROM clock)");
   // Reading the clock first runs it (and the insert it waits on) before the gated parts.
-  await sql.query(`WITH ${statement.parts.join(",\n")} ${staleCheck}`, statement.params);
+  return [`WITH ${statement.parts.join(",\n")} ${staleCheck}`, statement.params];
 }
 
 /** When a pipelined batch may take the clock, and how it says it has. */
@@ -461,9 +482,14 @@ export class StaleClockError extends Error {
  * and the pending set go last, in one statement whose snapshot is taken after the previous batch committed (in
  * the locking statement they would be re-checked row by row against that commit: EvalPlanQual, thousands a batch).
  */
-export async function writeBatchClaimFirst(db: Db, writes: BatchWrites, order: ClaimOrder): Promise<void> {
+export async function writeBatchClaimFirst(
+  db: Db,
+  writes: BatchWrites,
+  order: ClaimOrder,
+  alongside: readonly Statement[],
+): Promise<Row[][]> {
   try {
-    await db.transaction(async (tx) => {
+    return await db.transaction(async (tx) => {
       if (writes.transfers.count > 0)
         await tx.query(insertTransfersSql(writes.transfers.hasEvidence), writes.transfers.params);
       await order.after;
@@ -474,10 +500,13 @@ export async function writeBatchClaimFirst(db: Db, writes: BatchWrites, order: C
         order.claimed();
       }
       if (clock.token !== writes.expectedToken) throw new StaleClockError();
-      const apply: Statement = { parts: [], params: [writes.clock.timestampLast, writes.clock.token] };
+      const apply: Parts = { parts: [], params: [writes.clock.timestampLast, writes.clock.token] };
       apply.parts.push("clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton)");
       applyParts(apply, writes, null);
       await tx.query(`WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
+      const rows: Row[][] = [];
+      for (const statement of alongside) rows.push(await tx.query(statement.text, statement.params));
+      return rows;
     });
   } finally {
     order.claimed(); // failed before locking the clock: the next batch need not wait for this one

@@ -1,6 +1,7 @@
 // The ledger's vocabulary: TigerBeetle's accounts and transfers, its flags and its result codes (snake_case,
 // in TigerBeetle's precedence), with a few codes of our own for inputs a TypeScript caller can express but a
 // u128 wire format cannot (negative numbers, amounts beyond PostgreSQL's int8, malformed evidence).
+import type { Row, Statement } from "../db/index.ts";
 
 /** Account flag bits, TigerBeetle's values. `imported` (1 << 4) is not supported and counts as reserved. */
 export const AccountFlags = {
@@ -225,6 +226,21 @@ export type CreateTransferStatus = (typeof createTransferStatuses)[number];
 /** `timestamp`: the created (or existing) object's timestamp; for a failure, the one the event would have had. */
 export type CreateAccountResult = { status: CreateAccountStatus; timestamp: bigint };
 export type CreateTransferResult = { status: CreateTransferStatus; timestamp: bigint };
+
+/**
+ * A statement of the caller's that commits in the same database transaction as a request's transfers, or not at
+ * all: the application's own record of what the transfers did, never one without the other.
+ */
+export type Alongside = {
+  /**
+   * Called with the request's results before anything is written (again if the batch is retried): the
+   * statement to write with them, or null for none. Must not throw.
+   */
+  statement(results: readonly CreateTransferResult[]): Statement | null;
+};
+
+/** A request's results, and the rows of the statement written alongside (null when there was none). */
+export type CreateTransfersWithResult = { results: CreateTransferResult[]; rows: Row[] | null };
 
 export type AccountTransfersFilter = {
   accountId: bigint;

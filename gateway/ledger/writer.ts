@@ -19,7 +19,7 @@
 //   order. Callers never see the difference. On PGlite (one connection, in this process) the depth is 1: nothing
 //   overlaps or waits, and a batch is one statement (writeBatch) instead of reads and writes under the lock.
 import { randomBytes } from "node:crypto";
-import type { Db, Sql } from "../db/index.ts";
+import type { Db, Row, Sql, Statement } from "../db/index.ts";
 import {
   applyAccountRequest,
   applyTransferRequests,
@@ -45,11 +45,13 @@ import {
   transferRows,
   writeBatch,
   writeBatchClaimFirst,
+  writeBatchWith,
 } from "./store.ts";
 import {
   type Account,
   AccountFlags,
   type AccountInput,
+  type Alongside,
   type CreateAccountResult,
   type CreateTransferResult,
   LedgerBackpressureError,
@@ -63,7 +65,10 @@ import {
 type TransfersJob = {
   kind: "transfers";
   transfers: readonly TransferInput[];
-  resolve: (results: CreateTransferResult[]) => void;
+  /** The caller's statement to commit with these transfers (see Alongside). */
+  alongside?: Alongside;
+  /** `rows`: those of the statement written alongside, null when there was none. */
+  resolve: (results: CreateTransferResult[], rows: Row[] | null) => void;
   reject: (error: unknown) => void;
 };
 type AccountsJob = {
@@ -118,6 +123,7 @@ type Plan = {
   balances: BalanceRows;
   pendingOpened: TransferEffects["pendingOpened"];
   pendingResolved: bigint[];
+  alongside: AlongsideWrites;
   /** ids of events that failed without being checked against stored transfers (ids of created ones are checked by
    * the primary key) */
   uncheckedIds: bigint[];
@@ -389,6 +395,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       balances: balanceRows(deltas(effects.accountsBefore), format, accountIds),
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,
+      alongside: alongsideOf(jobs, results),
       uncheckedIds,
       expectedToken: plannedToken!,
       token: randomToken(),
@@ -401,6 +408,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
 
   /** Sends a prepared batch. Resolves with null once committed (callers resolved), or with the failure. */
   const commitPlan = async (plan: Plan, order: ClaimOrder): Promise<unknown | null> => {
+    let rows: Row[][];
     try {
       // Read before the write, outside it: an id another process stores in between changes the clock's token
       // too, so the write below aborts and the batch runs again, locked.
@@ -414,8 +422,11 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         pendingOpened: plan.pendingOpened,
         pendingResolved: plan.pendingResolved,
       };
-      if (db.kind === "postgres") await writeBatchClaimFirst(db, writes, order);
-      else await writeBatch(db, writes); // alone on its database: nothing waits for the order
+      const { statements } = plan.alongside;
+      rows =
+        db.kind === "postgres"
+          ? await writeBatchClaimFirst(db, writes, order, statements)
+          : await writeBatchWith(db, writes, statements); // alone on its database: nothing waits for the order
     } catch (error) {
       return error;
     } finally {
@@ -424,9 +435,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     committedSeq = plan.seq;
     committedToken = plan.token;
     committedTimestamp = plan.timestampLast;
-    plan.jobs.forEach((job, i) => {
-      job.resolve(plan.results[i]!);
-    });
+    resolveJobs(plan.jobs, plan.results, plan.alongside, rows);
     return null;
   };
 
@@ -440,6 +449,15 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       } catch (error) {
         forget();
         if (isRetryable(error) && attempt < limits.retryAttemptsMax) continue;
+        // A statement written alongside may fail for its own caller's reasons: each job alone then, so that only
+        // the caller whose statement it was hears of it.
+        if (
+          batch.length > 1 &&
+          batch.some((job) => job.kind === "transfers" && job.alongside !== undefined)
+        ) {
+          for (const job of batch) await runLocked([job]);
+          return;
+        }
         const failure = new LedgerStoreError(`ledger: batch failed: ${(error as Error).message}`, {
           cause: error,
         });
@@ -465,6 +483,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     let settle: () => void;
     let eventCount = 1;
     let writes: BatchChanges = noChanges();
+    let alongside = noAlongside;
     if (first.kind === "transfers") {
       const jobs = batch as TransfersJob[];
       const requests = jobs.map((job) => job.transfers);
@@ -477,11 +496,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         pendingOpened: effects.pendingOpened,
         pendingResolved: effects.pendingResolved,
       };
-      settle = () => {
-        jobs.forEach((job, i) => {
-          job.resolve(results[i]!);
-        });
-      };
+      alongside = alongsideOf(jobs, results);
+      settle = () => resolveJobs(jobs, results, alongside, rows);
     } else if (first.kind === "accounts") {
       const ids = first.accounts.map((a) => a.id).filter((id) => typeof id === "bigint" && id > 0n);
       await loadAccounts(tx, ids, { forUpdate: true });
@@ -497,6 +513,8 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     const timestampLast = firstTimestamp + BigInt(eventCount) - 1n;
     // The clock is ours (locked above), so its token is the one read there.
     await writeBatch(tx, { expectedToken: clock.token, clock: { timestampLast, token }, ...writes });
+    const rows: Row[][] = [];
+    for (const statement of alongside.statements) rows.push(await tx.query(statement.text, statement.params));
     return () => {
       committedToken = token;
       committedTimestamp = timestampLast;
@@ -594,6 +612,38 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
       while (running) await idle;
     },
   };
+}
+
+/** The statements a batch's callers write alongside it; `slots[i]` is job i's among them, or -1 for none. */
+type AlongsideWrites = { statements: Statement[]; slots: number[] };
+const noAlongside: AlongsideWrites = { statements: [], slots: [] };
+
+function alongsideOf(
+  jobs: readonly TransfersJob[],
+  results: readonly CreateTransferResult[][],
+): AlongsideWrites {
+  if (jobs.every((job) => job.alongside === undefined)) return noAlongside;
+  const statements: Statement[] = [];
+  const slots = jobs.map((job, i) => {
+    const statement = job.alongside?.statement(results[i]!) ?? null;
+    if (statement === null) return -1;
+    statements.push(statement);
+    return statements.length - 1;
+  });
+  return { statements, slots };
+}
+
+/** Resolves each job with its results and, when it wrote a statement alongside, that statement's rows. */
+function resolveJobs(
+  jobs: readonly TransfersJob[],
+  results: readonly CreateTransferResult[][],
+  alongside: AlongsideWrites,
+  rows: readonly Row[][],
+): void {
+  jobs.forEach((job, i) => {
+    const slot = alongside.slots[i] ?? -1;
+    job.resolve(results[i]!, slot < 0 ? null : rows[slot]!);
+  });
 }
 
 /** What a batch writes, without the clock. */

@@ -7,6 +7,7 @@ import {
   type Ledger,
   LedgerBackpressureError,
   LedgerRequestTooLargeError,
+  LedgerStoreError,
   ledgerId,
   selectLedgerTotals,
   TransferFlags,
@@ -14,7 +15,8 @@ import {
 import { openStore, storeNames } from "./stores.ts";
 
 // The ledger's behaviour, end to end through the writer, the same on both stores: idempotency, bad input with the
-// precise result code, linked chains, two-phase with partial posts, voids and expiry, cursors, limits.
+// precise result code, linked chains, two-phase with partial posts, voids and expiry, cursors, limits, and a caller's
+// statement written with its transfers.
 for (const storeName of storeNames)
   describe(`ledger behaviour on ${storeName}`, () => {
     let db: Db;
@@ -237,6 +239,66 @@ for (const storeName of storeNames)
       const [after] = await ledger.lookupAccounts([accounts.a]);
       expect(after!.debitsPending).toBe(before!.debitsPending);
       expect(after!.debitsPosted - before!.debitsPosted).toBe(30n);
+    });
+
+    it("writes a caller's statement with its transfers, chosen from their results, all or none", async () => {
+      await db.exec("CREATE TABLE notes (id text PRIMARY KEY, status text NOT NULL)");
+      const note = (id: string) => ({
+        statement: (results: readonly { status: string }[]) =>
+          results.every((r) => r.status === "created")
+            ? {
+                text: "INSERT INTO notes (id, status) VALUES ($1, $2) RETURNING id, status",
+                params: [id, results[0]!.status],
+              }
+            : null,
+      });
+      const t = (amount: bigint) => ({
+        id: ledgerId(),
+        debitAccountId: accounts.a,
+        creditAccountId: accounts.b,
+        amount,
+        ledger: L,
+        code: 1,
+      });
+      const notes = async () =>
+        (await db.query<{ id: string }>("SELECT id FROM notes ORDER BY id")).map((row) => row.id);
+
+      const made = await ledger.createTransfersWith([t(3n)], note("n1"));
+      expect(made.results.map((r) => r.status)).toEqual(["created"]);
+      expect(made.rows).toEqual([{ id: "n1", status: "created" }]);
+      // Refused by the ledger: the caller chose no statement, and nothing is written.
+      const refused = await ledger.createTransfersWith([t(-1n)], note("n0"));
+      expect(refused).toEqual({
+        results: [expect.objectContaining({ status: "amount_must_not_be_negative" })],
+        rows: null,
+      });
+
+      // Three callers in one batch; the second one's statement fails (its note exists): only its transfer is
+      // not written, and only it hears of the failure.
+      const [before] = await ledger.lookupAccounts([accounts.a]);
+      const [first, second, third] = [t(1n), t(10n), t(100n)];
+      const calls = [
+        ledger.createTransfers([first]),
+        ledger.createTransfersWith([second], note("n1")),
+        ledger.createTransfersWith([third], note("n3")),
+      ] as const;
+      await expect(calls[1]).rejects.toSatisfy(
+        (error) => error instanceof LedgerStoreError && (error.cause as { code?: string }).code === "23505",
+      );
+      expect((await calls[0]).map((r) => r.status)).toEqual(["created"]);
+      expect((await calls[2]).rows).toEqual([{ id: "n3", status: "created" }]);
+      expect((await ledger.lookupTransfers([first.id, second.id, third.id])).map((x) => x.id)).toEqual([
+        first.id,
+        third.id,
+      ]);
+      const [after] = await ledger.lookupAccounts([accounts.a]);
+      expect(after!.debitsPosted - before!.debitsPosted).toBe(101n);
+      expect(await notes()).toEqual(["n1", "n3"]);
+      // The writer goes on: the failed request, retried with a free note, is written.
+      expect((await ledger.createTransfersWith([second], note("n2"))).rows).toEqual([
+        { id: "n2", status: "created" },
+      ]);
+      for (const total of await selectLedgerTotals(db)) expect(total.debitsPosted).toBe(total.creditsPosted);
     });
 
     it("pages through an account's transfers with a cursor", async () => {
