@@ -84,6 +84,10 @@ function dyingDb(db: Db, pattern: RegExp, nth: number): Db {
       check(text);
       return db.query(text, params);
     },
+    queryAll: async (list) => {
+      for (const statement of list) check(statement.text);
+      return db.queryAll(list);
+    },
     transaction: (fn) =>
       db.transaction((tx) =>
         fn({
@@ -277,27 +281,53 @@ describe("payments across two rails", () => {
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
   });
 
-  it("a crash after the payment and its first attempt were written and before the reservation: recovery reserves and pays, once", async () => {
+  it("a payment, its first attempt and their reservation are written together: a ledger that fails leaves none of them", async () => {
+    const failingLedger: Ledger = {
+      ...ledger,
+      createTransfersWith: async () => {
+        throw new Crash("died before the reservation");
+      },
+    };
+    await expect(createPayment({ ...depsWith(db), ledger: failingLedger }, request("k7"))).rejects.toThrow(
+      Crash,
+    );
+    expect(await db.query("SELECT id FROM payments WHERE idempotency_key = 'k7'")).toEqual([]);
+    // The same Idempotency-Key then makes the payment, once.
+    const again = await createPayment(depsWith(db), request("k7"));
+    expect(again.ok && again.payment.status).toBe("succeeded");
+    expect(await createPayment(depsWith(db), request("k7"))).toEqual(again);
+    expect(paidEverywhere()).toBe(100n);
+    expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a crash after a later attempt was written and before its reservation: recovery reserves and pays, once", async () => {
+    cheap.behaviour = "fail_retryable";
+    // The first attempt's reservation goes with the payment, its void with its status (createTransfersWith);
+    // the second attempt is written alone, then reserved with createTransfers.
     const dyingLedger: Ledger = {
       ...ledger,
       createTransfers: async () => {
         throw new Crash("died before the reservation");
       },
     };
-    await expect(createPayment({ ...depsWith(db), ledger: dyingLedger }, request("k7"))).rejects.toThrow(
+    await expect(createPayment({ ...depsWith(db), ledger: dyingLedger }, request("k7b"))).rejects.toThrow(
       Crash,
     );
-    expect(cheap.calls + dear.calls).toBe(0);
-    const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k7'");
+    expect(cheap.calls + dear.calls).toBe(1);
+    const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k7b'");
     const written = await getPayment(db, { tenantId, id: row!.id });
-    expect(written?.attempts.map((a) => [a.rail, a.status])).toEqual([["cheap", "reserving"]]);
+    expect(written?.attempts.map((a) => [a.rail, a.status])).toEqual([
+      ["cheap", "failed"],
+      ["dear", "reserving"],
+    ]);
     expect((await customerBalance()).pendingOut).toBe(0n);
     await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    expect(dear.paid.size).toBe(1);
     expect(paidEverywhere()).toBe(100n);
-    expect(cheap.paid.size).toBe(1);
-    // The same Idempotency-Key now returns that payment, and pays nothing more.
-    const again = await createPayment(depsWith(db), request("k7"));
+    const again = await createPayment(depsWith(db), request("k7b"));
     expect(again.ok && again.payment.status).toBe("succeeded");
+    expect(again.ok && again.payment.rail).toBe("dear");
     expect(paidEverywhere()).toBe(100n);
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
   });
@@ -343,11 +373,14 @@ describe("payments across two rails", () => {
 
   it("a payment made in one go reads nothing back, and answers what the database holds", async () => {
     const statements: string[] = [];
-    const deps = depsWith(recordStatements(db, statements));
-    await createPayment(deps, request("k9-warm")); // the account memory fills
+    const recorded = recordStatements(db, statements);
+    const recordedLedger = createLedger({ db: recorded });
+    const deps = { ...depsWith(recorded), ledger: recordedLedger };
+    await createPayment(deps, request("k9-warm")); // the account memory and the ledger writer's fill
     statements.length = 0;
     const result = await createPayment(deps, request("k9"));
-    expect(statements).toEqual(["WITH", "WITH"]); // the payment with its attempt; their final statuses with the event
+    // The reservation's batch with the payment and its attempt; the post's with their final statuses and event.
+    expect(statements).toEqual(["WITH+WITH", "WITH+WITH"]);
     expect(result.ok && result.payment).toEqual(
       await getPayment(db, { tenantId, id: result.ok ? result.payment.id : "" }),
     );
@@ -372,5 +405,6 @@ describe("payments across two rails", () => {
       "payment.succeeded",
       "payment.succeeded",
     ]);
+    await recordedLedger.close();
   });
 });

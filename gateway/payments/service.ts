@@ -2,8 +2,9 @@
 // execute an attempt on the chosen rail, then post the reservation with the rail's evidence, or void it
 // and fall back to the next candidate when the failure says another rail may succeed.
 //
-// Crash safety: written ahead in this order — the payment with its first attempt (one statement), the
-// reservation, the rail's payment, the post or void, the attempt's and payment's final statuses. Every step is
+// Crash safety: written ahead in this order — the payment with its first attempt and that attempt's reservation
+// (one transaction), the rail's payment, the post or void with the attempt's and payment's final statuses (one
+// transaction); a later attempt is written before its reservation. Every step is
 // keyed by ids derived from the attempt id, so repeating a step is harmless: the ledger returns `exists` for a
 // transfer it already has; a rail reports the first outcome of an attempt id it has already executed; status
 // moves are conditional updates. Recovery re-runs open attempts, asking the ledger whether each one's
@@ -13,7 +14,7 @@
 // when a conditional update finds that another writer (recovery, a rail event) moved the payment first.
 import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../adapters/rail.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
-import type { Db, Sql } from "../db/index.ts";
+import type { Db, Row, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
 import { type Asset, assetByCode, parseAmount } from "../money/index.ts";
@@ -21,7 +22,10 @@ import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../route
 import type { Destination, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
 import { accruePayout, type NettingDeps, shouldAccrue } from "./netting.ts";
 import {
+  attemptMoved,
+  attemptSettled,
   finishPayment,
+  firstAttemptOf,
   getAttempt,
   getPayment,
   getPaymentById,
@@ -29,11 +33,16 @@ import {
   insertAttempt,
   insertOutboxEvent,
   insertPayment,
+  insertPaymentStatement,
   insertQuote,
+  isPaymentKeyTaken,
   listOpenAttempts,
   listStrandedPayments,
   moveAttempt,
-  settleAttempt,
+  moveAttemptStatement,
+  paymentIdForKey,
+  paymentInserted,
+  settleAttemptStatement,
 } from "./store.ts";
 import type { Attempt, Payment, PaymentFailureCode, PaymentRefusal } from "./types.ts";
 
@@ -259,27 +268,6 @@ export async function createPayment(
     params.destination.kind === "evm_address" &&
     shouldAccrue(netting, decision, params.destination.kind);
   const paymentId = newId("pay");
-  const firstCandidate = accrues ? undefined : decision.candidates[0];
-  let firstAttempt: {
-    id: string;
-    rail: string;
-    amount: bigint;
-    feeMax: bigint;
-    reserveTransferId: bigint;
-  } | null = null;
-  if (firstCandidate !== undefined) {
-    const rail = deps.rails.get(firstCandidate.rail);
-    if (rail === undefined)
-      throw new PaymentInvariantError(`router chose unknown rail ${firstCandidate.rail}`);
-    const attemptId = newId("att");
-    firstAttempt = {
-      id: attemptId,
-      rail: rail.id,
-      amount: firstCandidate.amount,
-      feeMax: firstCandidate.feeMax,
-      reserveTransferId: derivedLedgerId(attemptId, "reserve"),
-    };
-  }
   // What is written, and (with what the database adds) the payment answered without reading it back.
   const fields = {
     id: paymentId,
@@ -292,15 +280,72 @@ export async function createPayment(
     decision,
     metadata: params.metadata,
   };
-  const inserted = await insertPayment(
-    deps.db,
-    { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId },
-    firstAttempt,
-  );
-  // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
-  if (!inserted.inserted)
-    return { ok: true, payment: await readPayment(deps, params.tenantId, inserted.existingId) };
-  const payment: Payment = {
+  const row = { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId };
+  const firstCandidate = accrues ? undefined : decision.candidates[0];
+  if (firstCandidate === undefined) {
+    const inserted = await insertPayment(deps.db, row, null);
+    // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
+    if (!inserted.inserted)
+      return { ok: true, payment: await readPayment(deps, params.tenantId, inserted.existingId) };
+    if (accrues && netting !== undefined && params.destination.kind === "evm_address")
+      return accrue(deps, netting, {
+        id: paymentId,
+        tenantId: params.tenantId,
+        sourceAccountId: source.id,
+        payee: params.destination.address,
+        amount,
+      });
+    const driven: Driven = { payment: processing(fields, inserted, []), current: true };
+    await runCandidates(deps, driven, { firstSeq: 0, first: null });
+    return {
+      ok: true,
+      payment: driven.current ? driven.payment : await readPayment(deps, params.tenantId, paymentId),
+    };
+  }
+  const rail = deps.rails.get(firstCandidate.rail);
+  if (rail === undefined) throw new PaymentInvariantError(`router chose unknown rail ${firstCandidate.rail}`);
+  const attemptId = newId("att");
+  const newAttempt = {
+    id: attemptId,
+    rail: rail.id,
+    amount: firstCandidate.amount,
+    feeMax: firstCandidate.feeMax,
+    reserveTransferId: derivedLedgerId(attemptId, "reserve"),
+  };
+  // The payment, its first attempt and that attempt's reservation: one transaction. The payment is written
+  // whether or not the ledger grants the reservation (a refused one fails the attempt below).
+  let written: { reservation: Reservation | Refusal; rows: Row[] | null };
+  try {
+    written = await reserve(deps, fields, newAttempt, rail, insertPaymentStatement(row, newAttempt));
+  } catch (error) {
+    // A payment already made under this key is returned as it stands (nothing was written); recovery finishes
+    // it if it is open.
+    if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
+    const existingId = await paymentIdForKey(deps.db, params.tenantId, params.idempotencyKey);
+    return { ok: true, payment: await readPayment(deps, params.tenantId, existingId) };
+  }
+  const attempt = firstAttemptOf(paymentId, newAttempt);
+  const driven: Driven = {
+    payment: processing(fields, paymentInserted(written.rows ?? []), [attempt]),
+    current: true,
+  };
+  await runCandidates(deps, driven, { firstSeq: 0, first: { attempt, reservation: written.reservation } });
+  return {
+    ok: true,
+    payment: driven.current ? driven.payment : await readPayment(deps, params.tenantId, paymentId),
+  };
+}
+
+/** A payment as just written, with what the database added. */
+function processing(
+  fields: Omit<
+    Payment,
+    "status" | "rail" | "failureCode" | "failureMessage" | "createdAt" | "updatedAt" | "attempts"
+  >,
+  inserted: { createdAt: Date; updatedAt: Date },
+  attempts: Attempt[],
+): Payment {
+  return {
     ...fields,
     status: "processing",
     rail: null,
@@ -308,43 +353,37 @@ export async function createPayment(
     failureMessage: null,
     createdAt: inserted.createdAt,
     updatedAt: inserted.updatedAt,
-    attempts: inserted.attempt === null ? [] : [inserted.attempt],
+    attempts,
   };
-  if (accrues && netting !== undefined && params.destination.kind === "evm_address") {
-    const accrued = await accruePayout(netting, {
-      id: paymentId,
-      tenantId: params.tenantId,
-      sourceAccountId: source.id,
-      payee: params.destination.address,
-      amount,
-    });
-    if (accrued === "insufficient_funds") {
-      await deps.db.transaction(async (tx) => {
-        const message = "the source account's available balance is below the amount";
-        const finished = await finishPayment(tx, {
-          id: paymentId,
-          status: "failed",
-          rail: null,
-          failureCode: "insufficient_funds",
-          failureMessage: message,
-        });
-        if (finished !== null) {
-          await insertOutboxEvent(tx, {
-            tenantId: params.tenantId,
-            type: "payment.failed",
-            payload: { payment_id: paymentId },
-          });
-        }
+}
+
+/** A payout that accrues for netting instead of leaving alone; fails at once when the funds are not there. */
+async function accrue(
+  deps: PaymentsDeps,
+  netting: NettingDeps,
+  payout: Parameters<typeof accruePayout>[1],
+): Promise<CreatePaymentResult> {
+  const accrued = await accruePayout(netting, payout);
+  if (accrued === "insufficient_funds") {
+    await deps.db.transaction(async (tx) => {
+      const message = "the source account's available balance is below the amount";
+      const finished = await finishPayment(tx, {
+        id: payout.id,
+        status: "failed",
+        rail: null,
+        failureCode: "insufficient_funds",
+        failureMessage: message,
       });
-    }
-    return { ok: true, payment: await readPayment(deps, params.tenantId, paymentId) };
+      if (finished !== null) {
+        await insertOutboxEvent(tx, {
+          tenantId: payout.tenantId,
+          type: "payment.failed",
+          payload: { payment_id: payout.id },
+        });
+      }
+    });
   }
-  const driven: Driven = { payment, current: true };
-  await runCandidates(deps, driven, { firstSeq: 0, firstAttempt: inserted.attempt });
-  return {
-    ok: true,
-    payment: driven.current ? payment : await readPayment(deps, params.tenantId, paymentId),
-  };
+  return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id) };
 }
 
 async function readPayment(deps: PaymentsDeps, tenantId: string, id: string): Promise<Payment> {
@@ -369,17 +408,23 @@ type Reservation = {
   code: number;
 };
 
-/** What this process knows of an attempt's reservation: made (and how), not made yet, or only the ledger knows. */
-type ReservationKnown = Reservation | "absent" | "ask_ledger";
+/** The ledger would not make a reservation: its result code. */
+type Refusal = { refused: string };
+
+/**
+ * What this process knows of an attempt's reservation: made (and how), refused, not asked for yet, or only the
+ * ledger knows.
+ */
+type ReservationKnown = Reservation | Refusal | "absent" | "ask_ledger";
 
 /**
  * Tries the decision's candidates from `firstSeq` on, until one succeeds, is in flight, or may not fall back.
- * `firstAttempt`, when given, is the attempt for `firstSeq`, already written.
+ * `first`, when given, is the attempt for `firstSeq`, already written, and what became of its reservation.
  */
 async function runCandidates(
   deps: PaymentsDeps,
   driven: Driven,
-  params: { firstSeq: number; firstAttempt: Attempt | null },
+  params: { firstSeq: number; first: { attempt: Attempt; reservation: Reservation | Refusal } | null },
 ): Promise<void> {
   const { payment } = driven;
   if (payment.decision === null) throw new PaymentInvariantError(`payment ${payment.id} has no decision`);
@@ -389,8 +434,11 @@ async function runCandidates(
     const rail = deps.rails.get(candidate.rail);
     if (rail === undefined) throw new PaymentInvariantError(`router chose unknown rail ${candidate.rail}`);
     let attempt: Attempt;
-    if (seq === params.firstSeq && params.firstAttempt !== null) {
-      attempt = params.firstAttempt;
+    // A fresh attempt id: its reservation cannot exist yet.
+    let known: ReservationKnown = "absent";
+    if (seq === params.firstSeq && params.first !== null) {
+      attempt = params.first.attempt;
+      known = params.first.reservation;
     } else {
       const attemptId = newId("att");
       attempt = await insertAttempt(deps.db, {
@@ -404,8 +452,7 @@ async function runCandidates(
       });
       payment.attempts.push(attempt);
     }
-    // A fresh attempt id: its reservation cannot exist yet.
-    const next = await driveAttempt(deps, driven, attempt, rail, "absent");
+    const next = await driveAttempt(deps, driven, attempt, rail, known);
     if (next !== "fall_back") return;
   }
   // Only reached when a stopped process left the payment with no candidate after its last failure.
@@ -438,7 +485,7 @@ async function driveAttempt(
   known: ReservationKnown,
 ): Promise<Next> {
   const { payment } = driven;
-  let reservation: Reservation | "absent";
+  let reservation: Reservation | Refusal | "absent";
   if (known === "ask_ledger") {
     // Recovery: the reservation's id is on the attempt row; if the ledger has it, it was made, and only then
     // may the rail have been asked to pay.
@@ -447,24 +494,21 @@ async function driveAttempt(
   } else {
     reservation = known;
   }
-  if (reservation === "absent") {
-    const reserved = await reserve(deps, payment, attempt, rail);
-    if (!reserved.ok) {
-      // exceeds_credits: the payer's account would be overdrawn. exceeds_debits: the rail's clearing account
-      // would go below zero — the rail does not hold that much, and another rail may.
-      const onRail = reserved.status === "exceeds_debits";
-      return failAttempt(deps, driven, attempt, {
-        code: onRail ? "insufficient_liquidity" : "insufficient_funds",
-        message: onRail
-          ? `rail ${rail.id} does not hold enough to pay this out`
-          : reserved.status === "exceeds_credits"
-            ? "the source account's available balance is below the amount"
-            : `ledger refused the reservation: ${reserved.status}`,
-        retryElsewhere: onRail,
-        reservation: null,
-      });
-    }
-    reservation = reserved.reservation;
+  if (reservation === "absent") reservation = (await reserve(deps, payment, attempt, rail, null)).reservation;
+  if ("refused" in reservation) {
+    // exceeds_credits: the payer's account would be overdrawn. exceeds_debits: the rail's clearing account
+    // would go below zero — the rail does not hold that much, and another rail may.
+    const onRail = reservation.refused === "exceeds_debits";
+    return failAttempt(deps, driven, attempt, {
+      code: onRail ? "insufficient_liquidity" : "insufficient_funds",
+      message: onRail
+        ? `rail ${rail.id} does not hold enough to pay this out`
+        : reservation.refused === "exceeds_credits"
+          ? "the source account's available balance is below the amount"
+          : `ledger refused the reservation: ${reservation.refused}`,
+      retryElsewhere: onRail,
+      reservation: null,
+    });
   }
   deps.learning?.noteAttempt(rail.id);
   const outcome: AttemptOutcome = await rail.execute({
@@ -502,9 +546,12 @@ async function applyOutcome(
   }
 }
 
+/** What the ledger side of a payment needs to know of it. */
+type PaymentAccounts = Pick<Payment, "id" | "tenantId" | "sourceAccountId" | "destination">;
+
 async function ledgerAccountsFor(
   deps: PaymentsDeps,
-  payment: Payment,
+  payment: PaymentAccounts,
   rail: Rail,
 ): Promise<{ debit: bigint; credit: bigint; ledger: number }> {
   const source = await deps.accounts.tenantAccount({
@@ -526,13 +573,17 @@ async function ledgerAccountsFor(
   return { debit: source.ledgerAccountId, credit: credit.ledgerAccountId, ledger: source.asset.ledger };
 }
 
-/** The pending transfer that holds the funds while the rail works. Its id is derived from the attempt. */
+/**
+ * The pending transfer that holds the funds while the rail works. Its id is derived from the attempt. `alongside`,
+ * when given, is written in the same transaction whatever the ledger answers; `rows` are its rows.
+ */
 async function reserve(
   deps: PaymentsDeps,
-  payment: Payment,
-  attempt: Attempt,
+  payment: PaymentAccounts,
+  attempt: Pick<Attempt, "amount" | "reserveTransferId">,
   rail: Rail,
-): Promise<{ ok: true; reservation: Reservation } | { ok: false; status: string }> {
+  alongside: Statement | null,
+): Promise<{ reservation: Reservation | Refusal; rows: Row[] | null }> {
   const accounts = await ledgerAccountsFor(deps, payment, rail);
   const reservation: Reservation = {
     debitAccountId: accounts.debit,
@@ -541,16 +592,19 @@ async function reserve(
     ledger: accounts.ledger,
     code: transferCodes.payment,
   };
-  const [result] = await deps.ledger.createTransfers([
-    {
-      id: attempt.reserveTransferId,
-      ...reservation,
-      flags: TransferFlags.pending,
-      userData128: derivedLedgerId(payment.id, "payment"),
-    },
-  ]);
-  const status = result?.status ?? "no_result";
-  return status === "created" || status === "exists" ? { ok: true, reservation } : { ok: false, status };
+  const transfer = {
+    id: attempt.reserveTransferId,
+    ...reservation,
+    flags: TransferFlags.pending,
+    userData128: derivedLedgerId(payment.id, "payment"),
+  };
+  const { results, rows } =
+    alongside === null
+      ? { results: await deps.ledger.createTransfers([transfer]), rows: null }
+      : await deps.ledger.createTransfersWith([transfer], { statement: () => alongside });
+  const status = results[0]?.status ?? "no_result";
+  const made = status === "created" || status === "exists";
+  return { reservation: made ? reservation : { refused: status }, rows };
 }
 
 export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
@@ -570,44 +624,55 @@ export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidenc
   }
 }
 
-/** Posts or voids an attempt's reservation; when the caller does not know it (a rail event), the ledger is asked. */
+/**
+ * Posts or voids an attempt's reservation, and writes `alongside` (the attempt's new status) in the same
+ * transaction; returns its rows. When the caller does not know the reservation (a rail event), the ledger is asked.
+ */
 async function resolveReservation(
   deps: PaymentsDeps,
   attempt: Attempt,
   how: "post" | "void",
   known: Reservation | "ask_ledger",
+  alongside: Statement,
   evidence?: SettlementEvidence,
-): Promise<void> {
+): Promise<Row[]> {
   let reservation: Reservation | undefined;
   if (known === "ask_ledger") {
     [reservation] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
     if (reservation === undefined) {
-      if (how === "void") return; // never reserved: nothing to release
+      // never reserved: nothing to release
+      if (how === "void") return await deps.db.query(alongside.text, alongside.params);
       throw new PaymentInvariantError(`attempt ${attempt.id} succeeded without a reservation`);
     }
   } else {
     reservation = known;
   }
-  const [result] = await deps.ledger.createTransfers([
-    {
-      id: derivedLedgerId(attempt.id, how),
-      debitAccountId: reservation.debitAccountId,
-      creditAccountId: reservation.creditAccountId,
-      amount: reservation.amount,
-      ledger: reservation.ledger,
-      code: reservation.code,
-      pendingId: attempt.reserveTransferId,
-      flags: how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer,
-      userData128: attempt.reserveTransferId,
-      ...(evidence === undefined ? {} : { evidence: evidenceForLedger(evidence) }),
-    },
-  ]);
-  const status = result?.status;
-  if (status !== "created" && status !== "exists") {
+  const resolved = (status: string | undefined) => status === "created" || status === "exists";
+  const { results, rows } = await deps.ledger.createTransfersWith(
+    [
+      {
+        id: derivedLedgerId(attempt.id, how),
+        debitAccountId: reservation.debitAccountId,
+        creditAccountId: reservation.creditAccountId,
+        amount: reservation.amount,
+        ledger: reservation.ledger,
+        code: reservation.code,
+        pendingId: attempt.reserveTransferId,
+        flags: how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer,
+        userData128: attempt.reserveTransferId,
+        ...(evidence === undefined ? {} : { evidence: evidenceForLedger(evidence) }),
+      },
+    ],
+    // The attempt's status moves only with its reservation.
+    { statement: ([result]) => (resolved(result?.status) ? alongside : null) },
+  );
+  const status = results[0]?.status;
+  if (!resolved(status) || rows === null) {
     throw new PaymentInvariantError(
       `ledger refused to ${how} reservation of attempt ${attempt.id}: ${status ?? "no result"}`,
     );
   }
+  return rows;
 }
 
 /** Brings the payment in memory up to what finishPayment wrote, or marks it not current when it found the payment already ended. */
@@ -642,8 +707,7 @@ async function succeedAttempt(
   reservation: Reservation | null,
 ): Promise<void> {
   const { payment } = driven;
-  await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", evidence);
-  const settled = await settleAttempt(deps.db, {
+  const settlement = settleAttemptStatement({
     attempt: { id: attempt.id, to: "succeeded", evidence, fee },
     payment: {
       id: payment.id,
@@ -652,6 +716,9 @@ async function succeedAttempt(
       event: { type: "payment.succeeded", payload: { payment_id: payment.id } },
     },
   });
+  const settled = attemptSettled(
+    await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", settlement, evidence),
+  );
   if (settled.attemptMoved) {
     attempt.status = "succeeded";
     attempt.evidence = evidence;
@@ -680,7 +747,6 @@ async function failAttempt(
   },
 ): Promise<Next> {
   const { payment } = driven;
-  if (failure.reservation !== null) await resolveReservation(deps, attempt, "void", failure.reservation);
   const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
   const fallBack = failure.retryElsewhere && candidatesLeft;
   const move = {
@@ -689,21 +755,29 @@ async function failAttempt(
     failureCode: failure.code,
     failureMessage: failure.message,
   } as const;
+  // Falling back, only the attempt ends; otherwise the payment ends with it.
+  const statement = fallBack
+    ? moveAttemptStatement(move)
+    : settleAttemptStatement({
+        attempt: move,
+        payment: {
+          id: payment.id,
+          status: "failed",
+          rail: null,
+          failureCode: failure.code,
+          failureMessage: failure.message,
+          event: { type: "payment.failed", payload: { payment_id: payment.id } },
+        },
+      });
+  const rows =
+    failure.reservation === null
+      ? await deps.db.query(statement.text, statement.params)
+      : await resolveReservation(deps, attempt, "void", failure.reservation, statement);
   let moved: boolean;
   if (fallBack) {
-    moved = await moveAttempt(deps.db, move);
+    moved = attemptMoved(rows);
   } else {
-    const settled = await settleAttempt(deps.db, {
-      attempt: move,
-      payment: {
-        id: payment.id,
-        status: "failed",
-        rail: null,
-        failureCode: failure.code,
-        failureMessage: failure.message,
-        event: { type: "payment.failed", payload: { payment_id: payment.id } },
-      },
-    });
+    const settled = attemptSettled(rows);
     moved = settled.attemptMoved;
     noteFinished(driven, settled.paymentFinishedAt, {
       status: "failed",
@@ -740,8 +814,7 @@ export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Prom
       ? { status: "succeeded", evidence: event.evidence, fee: event.fee }
       : { status: "failed", code: event.code, message: event.message, retryElsewhere: event.retryElsewhere };
   const next = await applyOutcome(deps, driven, attempt, outcome, null);
-  if (next === "fall_back")
-    await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, firstAttempt: null });
+  if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });
 }
 
 async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment> {
@@ -769,8 +842,7 @@ export async function recoverOpenAttempts(
     if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
     const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
     const next = await driveAttempt(deps, driven, attempt, rail, "ask_ledger");
-    if (next === "fall_back")
-      await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, firstAttempt: null });
+    if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });
   }
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
   // attempts makes a race with a live request in another process lose on insert instead of paying twice.
@@ -780,7 +852,7 @@ export async function recoverOpenAttempts(
   });
   for (const row of stranded) {
     const payment = await readPayment(deps, row.tenantId, row.id);
-    await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, firstAttempt: null });
+    await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
   }
   return open.length + stranded.length;
 }

@@ -1,7 +1,7 @@
 // SQL for payments and attempts. Every read of a payment is scoped to its tenant. Status changes are
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
 import type { SettlementEvidence } from "../../adapters/rail.ts";
-import type { Sql } from "../db/index.ts";
+import type { Row, Sql, Statement } from "../db/index.ts";
 import type { Quote } from "../router/index.ts";
 import type { Destination, RouteDecision, RoutePolicy } from "../router/types.ts";
 import {
@@ -112,31 +112,40 @@ function newAttempt(attempt: NewAttempt): Attempt {
   };
 }
 
+/** SQLSTATE raised by payment_key_taken(): the payment's Idempotency-Key is another payment's; nothing was written. */
+export const paymentKeyTakenCode = "SYP01";
+
+/** Whether `error` (or the error it wraps, as the ledger's LedgerStoreError does) is payment_key_taken()'s. */
+export function isPaymentKeyTaken(error: unknown): boolean {
+  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause)
+    if ((e as { code?: unknown }).code === paymentKeyTakenCode) return true;
+  return false;
+}
+
+export type NewPayment = {
+  id: string;
+  tenantId: string;
+  assetCode: string;
+  amount: bigint;
+  sourceAccountId: string;
+  destination: Destination;
+  policy: RoutePolicy;
+  decision: RouteDecision;
+  metadata: Record<string, string>;
+  idempotencyKey: string | null;
+  quoteId: string | null;
+};
+
 /**
- * Writes a payment and, when given, its first attempt, in one statement: both or neither. A payment already
- * made under the same Idempotency-Key is left as it is (and no attempt is written): its id is returned.
+ * Writes a payment and, when given, its first attempt, in one statement: both or neither. When the Idempotency-Key
+ * is already another payment's, the statement raises paymentKeyTakenCode instead (and, run in a transaction,
+ * rolls back whatever else it holds: the payment's reservation). Read its row with paymentInserted.
  */
-export async function insertPayment(
-  sql: Sql,
-  payment: {
-    id: string;
-    tenantId: string;
-    assetCode: string;
-    amount: bigint;
-    sourceAccountId: string;
-    destination: Destination;
-    policy: RoutePolicy;
-    decision: RouteDecision;
-    metadata: Record<string, string>;
-    idempotencyKey: string | null;
-    quoteId: string | null;
-  },
+export function insertPaymentStatement(
+  payment: NewPayment,
   firstAttempt: Omit<NewAttempt, "paymentId" | "seq"> | null,
-): Promise<
-  | { inserted: true; createdAt: Date; updatedAt: Date; attempt: Attempt | null }
-  | { inserted: false; existingId: string }
-> {
-  const paymentParams = [
+): Statement {
+  const params: unknown[] = [
     payment.id,
     payment.tenantId,
     payment.assetCode,
@@ -149,42 +158,80 @@ export async function insertPayment(
     payment.idempotencyKey,
     payment.quoteId,
   ];
-  const insertPaymentSql = `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id)
-     VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11)
-     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, created_at, updated_at`;
-  const rows =
-    firstAttempt === null
-      ? await sql.query<{ id: string; created_at: Date; updated_at: Date }>(insertPaymentSql, paymentParams)
-      : await sql.query<{ id: string; created_at: Date; updated_at: Date }>(
-          `WITH p AS (${insertPaymentSql}),
-           a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
-             SELECT $12::text, p.id, 0, $13::text, 'reserving', $14::bigint, $15::bigint, $16::numeric FROM p)
-           SELECT id, created_at, updated_at FROM p`,
-          [
-            ...paymentParams,
-            firstAttempt.id,
-            firstAttempt.rail,
-            firstAttempt.amount,
-            firstAttempt.feeMax,
-            firstAttempt.reserveTransferId.toString(),
-          ],
-        );
-  const row = rows[0];
-  if (row !== undefined) {
+  let attempt = "";
+  if (firstAttempt !== null) {
+    params.push(
+      firstAttempt.id,
+      firstAttempt.rail,
+      firstAttempt.amount,
+      firstAttempt.feeMax,
+      firstAttempt.reserveTransferId.toString(),
+    );
+    attempt = `,
+     a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
+       SELECT $12::text, p.id, 0, $13::text, 'reserving', $14::bigint, $15::bigint, $16::numeric FROM p)`;
+  }
+  return {
+    text: `WITH p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id)
+       VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11)
+       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, created_at, updated_at)${attempt}
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM p) THEN true ELSE payment_key_taken() END AS inserted,
+       (SELECT created_at FROM p) AS created_at, (SELECT updated_at FROM p) AS updated_at`,
+    params,
+  };
+}
+
+/** What the database added to a payment insertPaymentStatement wrote. */
+export function paymentInserted(rows: readonly Row[]): { createdAt: Date; updatedAt: Date } {
+  const row = rows[0] as { created_at: Date; updated_at: Date } | undefined;
+  if (row === undefined) throw new Error("payment insert returned no row");
+  return { createdAt: row.created_at, updatedAt: row.updated_at };
+}
+
+/** The attempt insertPaymentStatement wrote with its payment, as written. */
+export function firstAttemptOf(paymentId: string, attempt: Omit<NewAttempt, "paymentId" | "seq">): Attempt {
+  return newAttempt({ ...attempt, paymentId, seq: 0 });
+}
+
+/**
+ * Writes a payment and, when given, its first attempt: both or neither. A payment already made under the same
+ * Idempotency-Key is left as it is (and no attempt is written): its id is returned.
+ */
+export async function insertPayment(
+  sql: Sql,
+  payment: NewPayment,
+  firstAttempt: Omit<NewAttempt, "paymentId" | "seq"> | null,
+): Promise<
+  | { inserted: true; createdAt: Date; updatedAt: Date; attempt: Attempt | null }
+  | { inserted: false; existingId: string }
+> {
+  const statement = insertPaymentStatement(payment, firstAttempt);
+  let rows: Row[];
+  try {
+    rows = await sql.query(statement.text, statement.params);
+  } catch (error) {
+    if (!isPaymentKeyTaken(error) || payment.idempotencyKey === null) throw error;
     return {
-      inserted: true,
-      createdAt: row.created_at,
-      updatedAt: row.updated_at,
-      attempt: firstAttempt === null ? null : newAttempt({ ...firstAttempt, paymentId: payment.id, seq: 0 }),
+      inserted: false,
+      existingId: await paymentIdForKey(sql, payment.tenantId, payment.idempotencyKey),
     };
   }
+  return {
+    inserted: true,
+    ...paymentInserted(rows),
+    attempt: firstAttempt === null ? null : firstAttemptOf(payment.id, firstAttempt),
+  };
+}
+
+/** The payment that holds an Idempotency-Key (one must). */
+export async function paymentIdForKey(sql: Sql, tenantId: string, idempotencyKey: string): Promise<string> {
   const existing = await sql.query<{ id: string }>(
     "SELECT id FROM payments WHERE tenant_id = $1 AND idempotency_key = $2",
-    [payment.tenantId, payment.idempotencyKey],
+    [tenantId, idempotencyKey],
   );
   if (existing[0] === undefined)
-    throw new Error(`payment insert for key ${payment.idempotencyKey} neither inserted nor conflicted`);
-  return { inserted: false, existingId: existing[0].id };
+    throw new Error(`payment insert for key ${idempotencyKey} neither inserted nor conflicted`);
+  return existing[0].id;
 }
 
 export async function getPayment(
@@ -281,22 +328,22 @@ export async function listStrandedPayments(
 }
 
 /** Moves an attempt to `to` if it is in a status that may move there; false when another writer got there first. */
-export async function moveAttempt(
-  sql: Sql,
-  params: {
-    id: string;
-    to: AttemptStatus;
-    fee?: bigint;
-    evidence?: SettlementEvidence;
-    failureCode?: string;
-    failureMessage?: string;
-  },
-): Promise<boolean> {
-  const rows = await sql.query(
-    `UPDATE attempts SET status = $2, fee = COALESCE($3, fee), evidence = COALESCE($4, evidence),
+export type AttemptMove = {
+  id: string;
+  to: AttemptStatus;
+  fee?: bigint;
+  evidence?: SettlementEvidence;
+  failureCode?: string;
+  failureMessage?: string;
+};
+
+/** Moves an attempt to `to` if its status comes before it; read whether it moved with attemptMoved. */
+export function moveAttemptStatement(params: AttemptMove): Statement {
+  return {
+    text: `UPDATE attempts SET status = $2, fee = COALESCE($3, fee), evidence = COALESCE($4, evidence),
        failure_code = COALESCE($5, failure_code), failure_message = COALESCE($6, failure_message), updated_at = now()
      WHERE id = $1 AND status = ANY($7::text[]) RETURNING id`,
-    [
+    params: [
       params.id,
       params.to,
       params.fee ?? null,
@@ -305,39 +352,39 @@ export async function moveAttempt(
       params.failureMessage ?? null,
       attemptStatusesBefore(params.to),
     ],
-  );
-  return rows.length === 1;
+  };
 }
 
+export const attemptMoved = (rows: readonly Row[]): boolean => rows.length === 1;
+
+export async function moveAttempt(sql: Sql, params: AttemptMove): Promise<boolean> {
+  const statement = moveAttemptStatement(params);
+  return attemptMoved(await sql.query(statement.text, statement.params));
+}
+
+export type AttemptSettlement = {
+  attempt: AttemptMove & { to: "succeeded" | "failed" };
+  payment: {
+    id: string;
+    status: "succeeded" | "failed";
+    rail: string | null;
+    failureCode?: string;
+    failureMessage?: string;
+    event: { type: string; payload: unknown };
+  };
+};
+
+export type AttemptSettled = { attemptMoved: boolean; paymentFinishedAt: Date | null };
+
 /**
- * An attempt's final status, and with it (when given) its payment's end and the event that announces it, in
- * one statement: all or nothing, without a transaction's round trips. Each move is conditional exactly as in
- * moveAttempt and finishPayment; the event is written only when the payment ended here.
+ * An attempt's final status, and with it its payment's end and the event that announces it, in one statement:
+ * all or nothing, without a transaction's round trips. Each move is conditional exactly as in moveAttempt and
+ * finishPayment; the event is written only when the payment ended here. Read it with attemptSettled.
  */
-export async function settleAttempt(
-  sql: Sql,
-  params: {
-    attempt: {
-      id: string;
-      to: "succeeded" | "failed";
-      fee?: bigint;
-      evidence?: SettlementEvidence;
-      failureCode?: string;
-      failureMessage?: string;
-    };
-    payment: {
-      id: string;
-      status: "succeeded" | "failed";
-      rail: string | null;
-      failureCode?: string;
-      failureMessage?: string;
-      event: { type: string; payload: unknown };
-    };
-  },
-): Promise<{ attemptMoved: boolean; paymentFinishedAt: Date | null }> {
+export function settleAttemptStatement(params: AttemptSettlement): Statement {
   const { attempt, payment } = params;
-  const rows = await sql.query<{ moved: number; finished_at: Date | null }>(
-    `WITH a AS (
+  return {
+    text: `WITH a AS (
        UPDATE attempts SET status = $2, fee = COALESCE($3::bigint, fee), evidence = COALESCE($4::jsonb, evidence),
          failure_code = COALESCE($5::text, failure_code), failure_message = COALESCE($6::text, failure_message), updated_at = now()
        WHERE id = $1 AND status = ANY($7::text[]) RETURNING id),
@@ -346,7 +393,7 @@ export async function settleAttempt(
        WHERE id = $8 AND status = 'processing' AND EXISTS (SELECT 1 FROM a) RETURNING tenant_id, updated_at),
      o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, $13::text, $14::jsonb FROM p)
      SELECT (SELECT count(*) FROM a)::int AS moved, (SELECT updated_at FROM p) AS finished_at`,
-    [
+    params: [
       attempt.id,
       attempt.to,
       attempt.fee ?? null,
@@ -362,12 +409,19 @@ export async function settleAttempt(
       payment.event.type,
       toJson(payment.event.payload),
     ],
-  );
-  const row = rows[0];
+  };
+}
+
+export function attemptSettled(rows: readonly Row[]): AttemptSettled {
+  const row = rows[0] as { moved: number; finished_at: Date | null } | undefined;
   return { attemptMoved: row?.moved === 1, paymentFinishedAt: row?.finished_at ?? null };
 }
 
-/** Ends a processing payment; returns when it was updated, or null when it had already ended. */
+export async function settleAttempt(sql: Sql, params: AttemptSettlement): Promise<AttemptSettled> {
+  const statement = settleAttemptStatement(params);
+  return attemptSettled(await sql.query(statement.text, statement.params));
+}
+
 export async function finishPayment(
   sql: Sql,
   params: {
