@@ -65,31 +65,28 @@ export function openPostgres(config: { url: string; poolSizeMax: number; stateme
     text: string,
     params?: readonly unknown[],
   ) => (await client.query({ text, values: params as unknown[] | undefined })).rows as R[];
+  const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
+    const client = await pool.connect();
+    try {
+      await client.query("BEGIN");
+      const result = await fn({ query: (text, params) => query(client, text, params) });
+      await client.query("COMMIT");
+      return result;
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined); // the connection may be gone; the error below is the one that matters
+      throw error;
+    } finally {
+      client.release();
+    }
+  };
   return {
     kind: "postgres",
     connectionsMax: config.poolSizeMax,
     query: (text, params) => query(pool, text, params),
-    async transaction(fn) {
-      const client = await pool.connect();
-      try {
-        await client.query("BEGIN");
-        const result = await fn({ query: (text, params) => query(client, text, params) });
-        await client.query("COMMIT");
-        return result;
-      } catch (error) {
-        await client.query("ROLLBACK").catch(() => undefined); // the connection may be gone; the error below is the one that matters
-        throw error;
-      } finally {
-        client.release();
-      }
-    },
+    transaction,
     async queryAll(statements) {
       if (statements.length === 1) return [await query(pool, statements[0]!.text, statements[0]!.params)];
-      return await this.transaction(async (tx) => {
-        const rows: Row[][] = [];
-        for (const statement of statements) rows.push(await tx.query(statement.text, statement.params));
-        return rows;
-      });
+      return await transaction((tx) => queryEach(tx, statements));
     },
     async exec(script) {
       await pool.query(script);
@@ -122,14 +119,7 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     transaction,
     async queryAll(statements) {
       const rows = prepared === null ? null : await prepared.queryAll(statements);
-      return (
-        rows ??
-        (await transaction(async (tx) => {
-          const all: Row[][] = [];
-          for (const statement of statements) all.push(await tx.query(statement.text, statement.params));
-          return all;
-        }))
-      );
+      return rows ?? (await transaction((tx) => queryEach(tx, statements)));
     },
     async exec(script) {
       await db.exec(script);
@@ -138,6 +128,13 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
       await db.close();
     },
   };
+}
+
+/** Runs statements one after another (in the caller's transaction, if any) and returns each one's rows. */
+export async function queryEach(sql: Sql, statements: readonly Statement[]): Promise<Row[][]> {
+  const rows: Row[][] = [];
+  for (const statement of statements) rows.push(await sql.query(statement.text, statement.params));
+  return rows;
 }
 
 /**

@@ -28,9 +28,10 @@ export interface Ledger {
    */
   createTransfers(transfers: readonly TransferInput[]): Promise<CreateTransferResult[]>;
   /**
-   * createTransfers, and the caller's statement (chosen from the results) committed in the same transaction:
-   * both are written or neither. When the statement fails, the call rejects with LedgerStoreError (its cause the
-   * database's error) and nothing of the request is written; other callers' transfers are not affected.
+   * createTransfers, and the caller's statement (chosen from the results) committed in the same transaction, on
+   * the ledger's database: both are written or neither. When the statement fails, the call rejects with
+   * LedgerStoreError (its cause the database's error) and nothing of the request is written; other callers'
+   * transfers are not affected.
    */
   createTransfersWith(
     transfers: readonly TransferInput[],

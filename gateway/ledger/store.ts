@@ -2,7 +2,7 @@
 // on PostgreSQL, text literals on PGlite) and are spread with unnest in the select list (a ProjectSet, which streams
 // rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so thousands of rows are one
 // statement.
-import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import { type Db, queryEach, type Row, type Sql, type Statement } from "../db/index.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import type { Account, PendingStatus, Transfer, TransferEvidence } from "./types.ts";
 
@@ -504,9 +504,7 @@ export async function writeBatchClaimFirst(
       apply.parts.push("clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton)");
       applyParts(apply, writes, null);
       await tx.query(`WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
-      const rows: Row[][] = [];
-      for (const statement of alongside) rows.push(await tx.query(statement.text, statement.params));
-      return rows;
+      return await queryEach(tx, alongside);
     });
   } finally {
     order.claimed(); // failed before locking the clock: the next batch need not wait for this one

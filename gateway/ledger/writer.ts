@@ -19,7 +19,7 @@
 //   order. Callers never see the difference. On PGlite (one connection, in this process) the depth is 1: nothing
 //   overlaps or waits, and a batch is one statement (writeBatch) instead of reads and writes under the lock.
 import { randomBytes } from "node:crypto";
-import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import { type Db, queryEach, type Row, type Sql, type Statement } from "../db/index.ts";
 import {
   applyAccountRequest,
   applyTransferRequests,
@@ -484,6 +484,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     let eventCount = 1;
     let writes: BatchChanges = noChanges();
     let alongside = noAlongside;
+    let alongsideRows: Row[][] = [];
     if (first.kind === "transfers") {
       const jobs = batch as TransfersJob[];
       const requests = jobs.map((job) => job.transfers);
@@ -497,7 +498,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
         pendingResolved: effects.pendingResolved,
       };
       alongside = alongsideOf(jobs, results);
-      settle = () => resolveJobs(jobs, results, alongside, rows);
+      settle = () => resolveJobs(jobs, results, alongside, alongsideRows);
     } else if (first.kind === "accounts") {
       const ids = first.accounts.map((a) => a.id).filter((id) => typeof id === "bigint" && id > 0n);
       await loadAccounts(tx, ids, { forUpdate: true });
@@ -513,8 +514,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     const timestampLast = firstTimestamp + BigInt(eventCount) - 1n;
     // The clock is ours (locked above), so its token is the one read there.
     await writeBatch(tx, { expectedToken: clock.token, clock: { timestampLast, token }, ...writes });
-    const rows: Row[][] = [];
-    for (const statement of alongside.statements) rows.push(await tx.query(statement.text, statement.params));
+    alongsideRows = await queryEach(tx, alongside.statements);
     return () => {
       committedToken = token;
       committedTimestamp = timestampLast;
