@@ -14,7 +14,7 @@
 // when a conditional update finds that another writer (recovery, a rail event) moved the payment first.
 import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../adapters/rail.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
-import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import type { Db, Row, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
 import { type Asset, assetByCode, parseAmount } from "../money/index.ts";
@@ -364,25 +364,13 @@ async function accrue(
   payout: Parameters<typeof accruePayout>[1],
 ): Promise<CreatePaymentResult> {
   const accrued = await accruePayout(netting, payout);
-  if (accrued === "insufficient_funds") {
-    await deps.db.transaction(async (tx) => {
-      const message = "the source account's available balance is below the amount";
-      const finished = await finishPayment(tx, {
-        id: payout.id,
-        status: "failed",
-        rail: null,
-        failureCode: "insufficient_funds",
-        failureMessage: message,
-      });
-      if (finished !== null) {
-        await insertOutboxEvent(tx, {
-          tenantId: payout.tenantId,
-          type: "payment.failed",
-          payload: { payment_id: payout.id },
-        });
-      }
-    });
-  }
+  if (accrued === "insufficient_funds")
+    await failPayment(
+      deps,
+      payout,
+      "insufficient_funds",
+      "the source account's available balance is below the amount",
+    );
   return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id) };
 }
 
@@ -456,21 +444,37 @@ async function runCandidates(
     if (next !== "fall_back") return;
   }
   // Only reached when a stopped process left the payment with no candidate after its last failure.
-  await deps.db.transaction(async (tx) => {
-    const message = "every candidate rail failed";
+  const message = "every candidate rail failed";
+  const finished = await failPayment(deps, payment, "rail_unavailable", message);
+  noteFinished(driven, finished, {
+    status: "failed",
+    failureCode: "rail_unavailable",
+    failureMessage: message,
+  });
+}
+
+/** Ends a processing payment as failed, with its event, in one transaction. null when it had already ended. */
+async function failPayment(
+  deps: PaymentsDeps,
+  payment: { id: string; tenantId: string },
+  failureCode: PaymentFailureCode,
+  failureMessage: string,
+): Promise<Date | null> {
+  return await deps.db.transaction(async (tx) => {
     const finished = await finishPayment(tx, {
       id: payment.id,
       status: "failed",
       rail: null,
-      failureCode: "rail_unavailable",
-      failureMessage: message,
+      failureCode,
+      failureMessage,
     });
-    noteFinished(driven, finished, {
-      status: "failed",
-      failureCode: "rail_unavailable",
-      failureMessage: message,
-    });
-    if (finished !== null) await announce(tx, payment, "payment.failed");
+    if (finished !== null)
+      await insertOutboxEvent(tx, {
+        tenantId: payment.tenantId,
+        type: "payment.failed",
+        payload: { payment_id: payment.id },
+      });
+    return finished;
   });
 }
 
@@ -793,14 +797,6 @@ async function failAttempt(
     driven.current = false;
   }
   return fallBack ? "fall_back" : "done";
-}
-
-async function announce(
-  tx: Sql,
-  payment: Payment,
-  type: "payment.succeeded" | "payment.failed",
-): Promise<void> {
-  await insertOutboxEvent(tx, { tenantId: payment.tenantId, type, payload: { payment_id: payment.id } });
 }
 
 /** Applies a rail's own report about an attempt in flight. Unknown or finished attempts change nothing. */
