@@ -282,41 +282,30 @@ export async function createPayment(
   };
   const row = { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId };
   const firstCandidate = accrues ? undefined : decision.candidates[0];
-  if (firstCandidate === undefined) {
-    const inserted = await insertPayment(deps.db, row, null);
-    // A payment already made under this key is returned as it stands; recovery finishes it if it is open.
-    if (!inserted.inserted)
-      return { ok: true, payment: await readPayment(deps, params.tenantId, inserted.existingId) };
-    if (accrues && netting !== undefined && params.destination.kind === "evm_address")
-      return accrue(deps, netting, {
-        id: paymentId,
-        tenantId: params.tenantId,
-        sourceAccountId: source.id,
-        payee: params.destination.address,
-        amount,
-      });
-    const driven: Driven = { payment: processing(fields, inserted, []), current: true };
-    await runCandidates(deps, driven, { firstSeq: 0, first: null });
-    return {
-      ok: true,
-      payment: driven.current ? driven.payment : await readPayment(deps, params.tenantId, paymentId),
-    };
-  }
-  const rail = deps.rails.get(firstCandidate.rail);
-  if (rail === undefined) throw new PaymentInvariantError(`router chose unknown rail ${firstCandidate.rail}`);
-  const attemptId = newId("att");
-  const newAttempt = {
-    id: attemptId,
-    rail: rail.id,
-    amount: firstCandidate.amount,
-    feeMax: firstCandidate.feeMax,
-    reserveTransferId: derivedLedgerId(attemptId, "reserve"),
-  };
-  // The payment, its first attempt and that attempt's reservation: one transaction. The payment is written
-  // whether or not the ledger grants the reservation (a refused one fails the attempt below).
-  let written: { reservation: Reservation | Refusal; rows: Row[] | null };
+  let driven: Driven;
+  let first: { attempt: Attempt; reservation: Reservation | Refusal } | null = null;
   try {
-    written = await reserve(deps, fields, newAttempt, rail, insertPaymentStatement(row, newAttempt));
+    if (firstCandidate === undefined) {
+      driven = { payment: processing(fields, await insertPayment(deps.db, row), []), current: true };
+    } else {
+      const rail = deps.rails.get(firstCandidate.rail);
+      if (rail === undefined)
+        throw new PaymentInvariantError(`router chose unknown rail ${firstCandidate.rail}`);
+      const attemptId = newId("att");
+      const newAttempt = {
+        id: attemptId,
+        rail: rail.id,
+        amount: firstCandidate.amount,
+        feeMax: firstCandidate.feeMax,
+        reserveTransferId: derivedLedgerId(attemptId, "reserve"),
+      };
+      // The payment, its first attempt and that attempt's reservation: one transaction. The payment is written
+      // whether or not the ledger grants the reservation (a refused one fails the attempt below).
+      const written = await reserve(deps, fields, newAttempt, rail, insertPaymentStatement(row, newAttempt));
+      const attempt = firstAttemptOf(paymentId, newAttempt);
+      driven = { payment: processing(fields, paymentInserted(written.rows ?? []), [attempt]), current: true };
+      first = { attempt, reservation: written.reservation };
+    }
   } catch (error) {
     // A payment already made under this key is returned as it stands (nothing was written); recovery finishes
     // it if it is open.
@@ -324,12 +313,15 @@ export async function createPayment(
     const existingId = await paymentIdForKey(deps.db, params.tenantId, params.idempotencyKey);
     return { ok: true, payment: await readPayment(deps, params.tenantId, existingId) };
   }
-  const attempt = firstAttemptOf(paymentId, newAttempt);
-  const driven: Driven = {
-    payment: processing(fields, paymentInserted(written.rows ?? []), [attempt]),
-    current: true,
-  };
-  await runCandidates(deps, driven, { firstSeq: 0, first: { attempt, reservation: written.reservation } });
+  if (accrues && netting !== undefined && params.destination.kind === "evm_address")
+    return accrue(deps, netting, {
+      id: paymentId,
+      tenantId: params.tenantId,
+      sourceAccountId: source.id,
+      payee: params.destination.address,
+      amount,
+    });
+  await runCandidates(deps, driven, { firstSeq: 0, first });
   return {
     ok: true,
     payment: driven.current ? driven.payment : await readPayment(deps, params.tenantId, paymentId),

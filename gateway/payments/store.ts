@@ -193,34 +193,13 @@ export function firstAttemptOf(paymentId: string, attempt: Omit<NewAttempt, "pay
   return newAttempt({ ...attempt, paymentId, seq: 0 });
 }
 
-/**
- * Writes a payment and, when given, its first attempt: both or neither. A payment already made under the same
- * Idempotency-Key is left as it is (and no attempt is written): its id is returned.
- */
+/** Writes a payment without an attempt; raises paymentKeyTakenCode when its Idempotency-Key is taken. */
 export async function insertPayment(
   sql: Sql,
   payment: NewPayment,
-  firstAttempt: Omit<NewAttempt, "paymentId" | "seq"> | null,
-): Promise<
-  | { inserted: true; createdAt: Date; updatedAt: Date; attempt: Attempt | null }
-  | { inserted: false; existingId: string }
-> {
-  const statement = insertPaymentStatement(payment, firstAttempt);
-  let rows: Row[];
-  try {
-    rows = await sql.query(statement.text, statement.params);
-  } catch (error) {
-    if (!isPaymentKeyTaken(error) || payment.idempotencyKey === null) throw error;
-    return {
-      inserted: false,
-      existingId: await paymentIdForKey(sql, payment.tenantId, payment.idempotencyKey),
-    };
-  }
-  return {
-    inserted: true,
-    ...paymentInserted(rows),
-    attempt: firstAttempt === null ? null : firstAttemptOf(payment.id, firstAttempt),
-  };
+): Promise<{ createdAt: Date; updatedAt: Date }> {
+  const statement = insertPaymentStatement(payment, null);
+  return paymentInserted(await sql.query(statement.text, statement.params));
 }
 
 /** The payment that holds an Idempotency-Key (one must). */
