@@ -102,7 +102,8 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     ...(dataDir === undefined ? {} : { dataDir }),
     parsers: { [pgliteTypes.INT8]: (value: string) => BigInt(value) },
   });
-  const prepared = preparedStatements(db, preparedStatementsMax);
+  // In memory there is no file to sync: PGlite's sync after each statement is a locked no-op there.
+  const prepared = preparedStatements(db, preparedStatementsMax, dataDir !== undefined);
   const transaction = <T>(fn: (tx: Sql) => Promise<T>) =>
     db.transaction((tx) =>
       fn({
@@ -170,9 +171,9 @@ const joinMessages = (parts: readonly Uint8Array[]) => {
  * (its parameter and column types described then), and each later call is bind, execute and sync in one
  * exchange: about half the cost of a small statement. Same locks as `query` (no statement runs inside someone
  * else's transaction), same parameter serializers and column parsers, same durability (a file-backed database
- * is synced after each statement). null when this PGlite lacks the internals it relies on.
+ * is synced after each statement when `syncAfterWrite`). null when this PGlite lacks the internals it relies on.
  */
-function preparedStatements(db: PGlite, entriesMax: number) {
+function preparedStatements(db: PGlite, entriesMax: number, syncAfterWrite: boolean) {
   const internals = db as unknown as PgliteInternals;
   if (
     typeof internals._runExclusiveTransaction !== "function" ||
@@ -228,7 +229,7 @@ function preparedStatements(db: PGlite, entriesMax: number) {
       parts.push(bind(statement, params[i]!), serialize.execute({}));
     });
     parts.push(serialize.sync());
-    const messages = await exchange(parts, true);
+    const messages = await exchange(parts, syncAfterWrite);
     const all: Row[][] = [];
     let rows: Row[] = [];
     for (const message of messages) {
