@@ -204,6 +204,8 @@ type Tracker = {
   eventWanted: boolean;
   /** Sent, but the connection broke: follow it again once LND answers. */
   detached: boolean;
+  /** How many execute calls wait for the outcome (awaitOutcome). */
+  waiting: number;
   lastErrorText: string | null;
   feeMaxMsat: bigint;
   destination: string | null;
@@ -403,8 +405,14 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       outcome.status === "succeeded" ? outcome.feeMsat : 0n,
     );
     // Written in order before any later line; the caller need not wait for the disk: were it lost in a
-    // crash, the restarted rail asks LND again and gets the same outcome.
-    const written = store.append(outcomeRecord(attempt.attemptId, outcome));
+    // crash, the restarted rail asks LND again and gets the same outcome. A caller waiting in execute gets it
+    // now, so it is reported in the same write (awaitOutcome then has nothing to add).
+    const record = outcomeRecord(attempt.attemptId, outcome);
+    const reportedNow = tracker.waiting > 0 && !tracker.eventWanted && !attempt.reported;
+    if (reportedNow) attempt.reported = true;
+    const written = reportedNow
+      ? store.append(record, { t: "reported", attemptId: attempt.attemptId })
+      : store.append(record);
     tracker.resolve(outcome);
     if (tracker.eventWanted) emitOutcome(attempt, outcome);
     await written;
@@ -510,6 +518,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       subscription: null,
       eventWanted: extra.eventWanted,
       detached: false,
+      waiting: 0,
       lastErrorText: null,
       feeMaxMsat: extra.feeMaxMsat,
       destination: extra.destination,
@@ -537,7 +546,9 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     const timedOut = new Promise<null>((resolve) => {
       timer = setTimeout(() => resolve(null), limits.executeWaitMs);
     });
+    tracker.waiting += 1;
     const outcome = await Promise.race([tracker.settled, timedOut]);
+    tracker.waiting -= 1;
     if (timer !== null) clearTimeout(timer);
     const { attempt } = tracker;
     if (outcome === null && attempt.outcome === null) {

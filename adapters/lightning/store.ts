@@ -74,7 +74,8 @@ export type RailState = {
 export type LightningRailStore = {
   /** Reads what was stored (and compacts it). Called once, by the rail's start. */
   load(): Promise<RailState>;
-  append(record: RailStoreRecord): Promise<void>;
+  /** Appends the records in order, whole (a file: in one write). */
+  append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -205,8 +206,8 @@ export function createMemoryRailStore(): LightningRailStore & { records(): reado
       records = compactRecords(state, Date.now());
       return state;
     },
-    async append(record) {
-      records.push(record);
+    async append(...appended) {
+      records.push(...appended);
     },
     async close() {},
     records: () => records,
@@ -256,8 +257,8 @@ export function createFileRailStore(file: string): LightningRailStore {
       descriptor = openSync(file, "a");
       return state;
     },
-    async append(record) {
-      write(`${JSON.stringify(record)}\n`);
+    async append(...records) {
+      write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
     },
     async close() {
       if (descriptor !== null) closeSync(descriptor);
