@@ -93,26 +93,30 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     return reply.code(stored.response_status).send(stored.response_body);
   });
 
-  app.addHook("onSend", async (request, reply, payload) => {
+  // Callback style: a request without a key (most of them) passes straight through, without a promise.
+  app.addHook("onSend", (request, reply, payload, done) => {
     const key = request.idempotencyKey;
-    if (key === null || request.tenant === null) return payload;
-    if (reply.statusCode >= 500) {
-      await options.sql.query(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
-        [request.tenant.id, key],
-      );
-    } else {
-      await options.sql.query(
-        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
-        [
-          request.tenant.id,
-          key,
-          reply.statusCode,
-          typeof payload === "string" ? payload : JSON.stringify(payload),
-        ],
-      );
-    }
-    return payload;
+    const tenant = request.tenant;
+    if (key === null || tenant === null) return done(null, payload);
+    const stored =
+      reply.statusCode >= 500
+        ? options.sql.query(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
+            [tenant.id, key],
+          )
+        : options.sql.query(
+            "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
+            [
+              tenant.id,
+              key,
+              reply.statusCode,
+              typeof payload === "string" ? payload : JSON.stringify(payload),
+            ],
+          );
+    stored.then(
+      () => done(null, payload),
+      (error: Error) => done(error),
+    );
   });
 };
 
