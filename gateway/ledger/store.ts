@@ -461,6 +461,8 @@ export type ClaimOrder = {
   after: Promise<unknown>;
   /** Called once this batch holds the clock, or has failed before or while taking it. */
   claimed: () => void;
+  /** How long the batch waits for its turn, its inserted rows uncommitted, before it gives way (ClaimTurnError). */
+  waitMaxMs: number;
 };
 
 /** The clock carried another token than the batch expected: nothing of the batch was written. */
@@ -469,6 +471,33 @@ export class StaleClockError extends Error {
   readonly code = staleBatchCode;
   constructor() {
     super("ledger: another writer committed in between");
+  }
+}
+
+/**
+ * A pipelined batch waited too long for its turn and rolled back. Its uncommitted rows may have been what the batch
+ * holding the clock was waiting for (another process inserting the same transfer id under the clock lock), while the
+ * batch before this one waits for that clock: a cycle PostgreSQL cannot see, since this batch's part of it is a wait
+ * in this process. Nothing of the batch was written; it runs again, locked, like a stale batch.
+ */
+export class ClaimTurnError extends Error {
+  override readonly name = "ClaimTurnError";
+  readonly code = staleBatchCode;
+  constructor(waitedMs: number) {
+    super(`ledger: the batch before this one did not take the clock within ${waitedMs} ms`);
+  }
+}
+
+/** Waits for the batch before this one to take the clock, at most `order.waitMaxMs`. */
+async function awaitTurn(order: ClaimOrder): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ClaimTurnError(order.waitMaxMs)), order.waitMaxMs);
+  });
+  try {
+    await Promise.race([order.after, timedOut]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -492,7 +521,7 @@ export async function writeBatchClaimFirst(
     return await db.transaction(async (tx) => {
       if (writes.transfers.count > 0)
         await tx.query(insertTransfersSql(writes.transfers.hasEvidence), writes.transfers.params);
-      await order.after;
+      await awaitTurn(order);
       let clock: Clock;
       try {
         clock = await lockClock(tx);

@@ -285,6 +285,11 @@ export type LedgerLimits = {
    * pool's size less one; PGlite uses at most 1. 0: every batch runs locked (reads under the clock lock).
    */
   pipelineDepthMax: number;
+  /**
+   * How long a pipelined batch, its transfers inserted but uncommitted, waits for the batch before it to take the
+   * clock; then it rolls back and runs again locked. Bounds a wait PostgreSQL's deadlock detector cannot see.
+   */
+  claimWaitMaxMs: number;
 };
 
 export const defaultLedgerLimits: LedgerLimits = {
@@ -299,6 +304,7 @@ export const defaultLedgerLimits: LedgerLimits = {
   expiryIntervalMs: 1000,
   expiryBatchMax: 8190,
   pipelineDepthMax: 2,
+  claimWaitMaxMs: 2000,
 };
 
 /** The writer's queue is full: try again later. Never queued, never partly applied. */

@@ -320,7 +320,11 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           continue;
         }
         // Batches take the clock in the order they were planned (each after the one before it has it).
-        const order: ClaimOrder = { after: lastClaimed, claimed: () => undefined };
+        const order: ClaimOrder = {
+          after: lastClaimed,
+          claimed: () => undefined,
+          waitMaxMs: limits.claimWaitMaxMs,
+        };
         lastClaimed = new Promise<void>((resolve) => {
           order.claimed = resolve;
         });
