@@ -41,6 +41,12 @@ export type SplitterEvent =
     };
 
 export type SplitterEventName = SplitterEvent["name"];
+
+/** The ABI of SplitCreated, to find one split's creation by its indexed id. */
+const splitCreatedEvent = revenueSplitterAbi.find(
+  (item): item is Extract<(typeof revenueSplitterAbi)[number], { type: "event"; name: "SplitCreated" }> =>
+    item.type === "event" && item.name === "SplitCreated",
+)!;
 export const splitterEventNames: readonly SplitterEventName[] = [
   "SplitCreated",
   "Paid",
@@ -207,7 +213,9 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
       (log) => (splitterEventNames as readonly string[]).includes(log.eventName),
     );
     const last = await publicClient.getBlock({ blockNumber: to });
+    const earlier = await splitsCreatedEarlier(events);
     await db.transaction(async (tx) => {
+      for (const split of earlier) await rememberSplit(tx, split);
       for (const log of events) {
         if (log.blockHash === null || log.transactionHash === null || log.logIndex === null)
           throw new EvmWatcherError(`a pending log came back for blocks ${from}..${to}`);
@@ -232,24 +240,64 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
           ],
         );
         await rememberBlock(tx, log.blockNumber, log.blockHash);
-        if (log.eventName === "SplitCreated") {
-          await tx.query(
-            `INSERT INTO evm_splits (chain_id, contract, split_id, recipients, basis_points)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-            [
-              chainId,
-              contract,
-              log.args.splitId.toLowerCase(),
-              JSON.stringify(log.args.recipients),
-              JSON.stringify(log.args.basisPoints),
-            ],
-          );
-        }
+        if (log.eventName === "SplitCreated") await rememberSplit(tx, log.args);
       }
       await rememberBlock(tx, to, last.hash);
       await setNextBlock(tx, to + 1n);
     });
     return events.length;
+  }
+
+  type CreatedSplit = { splitId: Hex; recipients: readonly Address[]; basisPoints: readonly number[] };
+
+  async function rememberSplit(tx: Sql, split: CreatedSplit): Promise<void> {
+    await tx.query(
+      `INSERT INTO evm_splits (chain_id, contract, split_id, recipients, basis_points)
+       VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+      [
+        chainId,
+        contract,
+        split.splitId.toLowerCase(),
+        JSON.stringify(split.recipients),
+        JSON.stringify(split.basisPoints),
+      ],
+    );
+  }
+
+  /**
+   * The definitions of the splits these events distribute that the registry lacks: created before the watcher's
+   * first block (EVM_SPLITTER_START_BLOCK past the splitter's deployment). Read from their SplitCreated log, which
+   * the split id (an indexed topic) finds whatever its block.
+   */
+  async function splitsCreatedEarlier(events: readonly { eventName: string; args: unknown }[]) {
+    const created = new Set<string>();
+    const wanted = new Set<string>();
+    for (const { eventName, args } of events) {
+      const splitId = (args as { splitId?: Hex }).splitId?.toLowerCase();
+      if (splitId === undefined) continue;
+      if (eventName === "SplitCreated") created.add(splitId);
+      else if (eventName === "Distributed" && !created.has(splitId)) wanted.add(splitId);
+    }
+    if (wanted.size === 0) return [];
+    const known = await db.query<{ split_id: string }>(
+      "SELECT split_id FROM evm_splits WHERE chain_id = $1 AND contract = $2 AND split_id = ANY($3::text[])",
+      [chainId, contract, [...wanted]],
+    );
+    for (const row of known) wanted.delete(row.split_id);
+    const found: CreatedSplit[] = [];
+    for (const splitId of wanted) {
+      const logs = await publicClient.getLogs({
+        address: params.splitter,
+        event: splitCreatedEvent,
+        args: { splitId: splitId as Hex },
+        fromBlock: 0n,
+        toBlock: "latest",
+        strict: true,
+      });
+      const log = logs[0];
+      if (log !== undefined) found.push(log.args as CreatedSplit);
+    }
+    return found;
   }
 
   async function rememberBlock(tx: Sql, number: bigint, hash: Hex): Promise<void> {

@@ -2,7 +2,7 @@
 // event has 3 confirmations, then posted; a reorg (Hardhat snapshot, event, revert, another branch) voids the
 // pending transfer; a transaction mined again after a reorg is mirrored anew; a watcher restarted from its cursor
 // (and one that crashed between the ledger and its own bookkeeping) misses nothing and doubles nothing.
-import { encodeFunctionData, type Hex } from "viem";
+import { encodeFunctionData, type Hex, parseEventLogs } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
 import {
@@ -223,5 +223,40 @@ describe("restart", () => {
     );
     expect(open?.count).toBe(0n);
     expect(await custody()).toEqual(balances);
+  });
+});
+
+describe("a split created before the watcher's first block", () => {
+  it("is read from its SplitCreated log, so its Distributed is mirrored to each recipient's share", async () => {
+    await gw.watcher.catchUp(20);
+    const [c, d] = gw.chain.accounts.slice(4, 6);
+    const late = await gw.createSplit([c!.address, d!.address], [6000, 4000]);
+    // The watcher goes on from after the split's creation, as with EVM_SPLITTER_START_BLOCK past it.
+    const head = await gw.chain.publicClient.getBlockNumber();
+    await gw.app.db.query("UPDATE evm_watch_cursors SET next_block = $1", [head + 1n]);
+    await gw.payDirect(payer(), late.splitId, 10_000n, referenceFromId("late_paid"));
+    const receipt = await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.splitter,
+      abi: revenueSplitterAbi,
+      functionName: "distribute",
+      args: [late.splitId, gw.chain.contracts.testUsd, referenceFromId("late_distributed")],
+    });
+    const [distributed] = parseEventLogs({
+      abi: revenueSplitterAbi,
+      eventName: "Distributed",
+      logs: receipt.logs,
+    });
+    await gw.chain.networkHelpers.mine(3);
+    await gw.watcher.catchUp(20);
+
+    const coordinates = { txHash: distributed!.transactionHash, logIndex: distributed!.logIndex };
+    const legs = await Promise.all(late.basisPoints.map((_, leg) => gw.mirrored(coordinates, leg)));
+    // 10,000 units split 60/40 in the contract's recipient order: each share is its basis points.
+    expect(legs.map((leg) => leg.post?.amount)).toEqual(late.basisPoints.map((bp) => BigInt(bp)));
+    const [registered] = await gw.app.db.query<{ basis_points: number[] }>(
+      "SELECT basis_points FROM evm_splits WHERE split_id = $1",
+      [late.splitId.toLowerCase()],
+    );
+    expect(registered?.basis_points).toEqual([...late.basisPoints]);
   });
 });
