@@ -124,7 +124,10 @@ export async function createApp(config: Config): Promise<App> {
     const ledger = createLedger({ db });
     closers.push(() => ledger.close());
 
-    const chain = config.evm.kind === "embedded" ? await startEmbeddedChain() : null;
+    const chain =
+      config.evm.kind === "embedded"
+        ? await startEmbeddedChain({ blockIntervalMs: config.evm.blockIntervalMs })
+        : null;
     if (chain !== null) closers.push(() => chain.close());
     const evmClients =
       chain !== null

@@ -33,6 +33,9 @@ const schema = z.object({
     .regex(/^0x[0-9a-fA-F]{40}$/)
     .optional(),
   EVM_CONFIRMATIONS: z.coerce.number().int().min(1).max(1_000).default(1),
+  /** The embedded chain also mines an empty block this often (0: only with transactions). Unset: 1000 when
+   * EVM_CONFIRMATIONS > 1 (else nothing would ever confirm a payout), 0 otherwise. */
+  EVM_EMBEDDED_BLOCK_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).optional(),
   /** RevenueSplitter on EVM_RPC_URL (deploy: node adapters/evm/contracts.ts deploy); unset: no splits there. */
   EVM_SPLITTER_ADDRESS: z
     .string()
@@ -63,7 +66,7 @@ export type Config = {
     | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
     | { kind: "pglite"; dataDir: string | undefined };
   evm:
-    | { kind: "embedded"; confirmations: number }
+    | { kind: "embedded"; confirmations: number; blockIntervalMs: number }
     | {
         kind: "rpc";
         url: string;
@@ -98,7 +101,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const e = parsed.data;
   let evm: Config["evm"];
   if (e.EVM_RPC_URL === undefined) {
-    evm = { kind: "embedded", confirmations: e.EVM_CONFIRMATIONS };
+    evm = {
+      kind: "embedded",
+      confirmations: e.EVM_CONFIRMATIONS,
+      blockIntervalMs: e.EVM_EMBEDDED_BLOCK_INTERVAL_MS ?? (e.EVM_CONFIRMATIONS > 1 ? 1000 : 0),
+    };
   } else {
     if (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined) {
       throw new ConfigError(

@@ -34,11 +34,15 @@ export type EmbeddedChain = {
   close(): Promise<void>;
 };
 
-export async function startEmbeddedChain(): Promise<EmbeddedChain> {
+/** blockIntervalMs: also mine an empty block this often (0: a block per transaction only, Hardhat's default). */
+export async function startEmbeddedChain(options: { blockIntervalMs?: number } = {}): Promise<EmbeddedChain> {
   // Hardhat is a development dependency: loaded only when the embedded chain is asked for.
   const { network } = await import("hardhat");
   const connection = await network.connect();
   const provider = connection.provider as unknown as EIP1193Provider;
+  // Transactions are still mined at once (automine stays on); the interval adds the blocks that confirm them.
+  if ((options.blockIntervalMs ?? 0) > 0)
+    await provider.request({ method: "evm_setIntervalMining", params: [options.blockIntervalMs] } as never);
   const chainId = Number(await provider.request({ method: "eth_chainId" }));
   const chain = defineChain({
     id: chainId,

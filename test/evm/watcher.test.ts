@@ -17,7 +17,8 @@ let splitId: Hex;
 const payerIndex = 6;
 
 beforeAll(async () => {
-  gw = await startGateway({ EVM_CONFIRMATIONS: "3" });
+  // No interval blocks: this file mines every block itself.
+  gw = await startGateway({ EVM_CONFIRMATIONS: "3", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
   await gw.watcher.stop(); // this file drives every poll itself
   const [a, b] = gw.chain.accounts.slice(2, 4);
   ({ splitId } = await gw.createSplit([a!.address, b!.address], [7000, 3000]));
