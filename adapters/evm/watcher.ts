@@ -12,7 +12,11 @@
 // hash changed (or that no longer exists) and everything above it is rolled back: its events are removed and the
 // cursor goes back to just after the highest block that still matches. An event that comes back (the same
 // transaction mined again) gets a new generation, so its new ledger transfers never reuse a voided id.
-// One watcher per (chain, contract) at a time: two would repeat each other's sink calls (harmless, wasteful).
+// One watcher per (chain, contract) at a time, by a lease in the database: in other processes a watcher stands by
+// (its polls read nothing) until the holder stops or its lease runs out. Two at once would only repeat each
+// other's sink calls, which are idempotent: the lease saves the work, it does not guard the money.
+
+import { randomUUID } from "node:crypto";
 import {
   type Address,
   type Chain,
@@ -93,6 +97,8 @@ export type SplitterWatcherParams = {
   blockRangeMax: bigint;
   /** The most events handed to the sink per step of one poll. */
   eventsPerPollMax: number;
+  /** How long the lease on following this contract lasts; the holder renews it at half its life. */
+  leaseMs: number;
 };
 
 export type PollResult = {
@@ -104,6 +110,8 @@ export type PollResult = {
   removed: number;
   /** The next block the watcher will read. */
   nextBlock: bigint;
+  /** Another watcher holds the lease: this poll did nothing. */
+  standby: boolean;
 };
 
 export type SplitterWatcher = {
@@ -143,6 +151,29 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
   let stopped = true;
   /** The head of the last poll that left nothing to do at that head (every block read, every event handled). */
   let settledAt: { hash: Hex; result: PollResult } | null = null;
+  const holder = randomUUID();
+  /** While Date.now() is below this, the lease is ours without asking (renewed at half its life). */
+  let leaseRenewAtMs = 0;
+
+  /** Takes or renews the lease; false while another watcher holds an unexpired one. */
+  async function holdLease(): Promise<boolean> {
+    if (Date.now() < leaseRenewAtMs) return true;
+    const rows = await db.query(
+      `INSERT INTO evm_watch_leases (chain_id, contract, holder, expires_at)
+       VALUES ($1, $2, $3, now() + make_interval(secs => $4::double precision / 1000))
+       ON CONFLICT (chain_id, contract) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+         WHERE evm_watch_leases.holder = EXCLUDED.holder OR evm_watch_leases.expires_at < now()
+       RETURNING holder`,
+      [chainId, contract, holder, params.leaseMs],
+    );
+    if (rows.length === 0) {
+      leaseRenewAtMs = 0;
+      settledAt = null; // the holder moves on meanwhile: start from the database when the lease is ours
+      return false;
+    }
+    leaseRenewAtMs = Date.now() + params.leaseMs / 2;
+    return true;
+  }
 
   async function nextBlock(sql: Sql = db): Promise<bigint> {
     const [row] = await sql.query<{ next_block: bigint }>(
@@ -346,6 +377,10 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
   }
 
   async function poll(): Promise<PollResult> {
+    if (!(await holdLease())) {
+      const next = await nextBlock();
+      return { head: next - 1n, read: 0, seen: 0, finalized: 0, removed: 0, nextBlock: next, standby: true };
+    }
     const latest = await publicClient.getBlock({ blockTag: "latest" });
     const head = latest.number;
     // The head's hash commits to every block below it: the same hash means the same chain, so a poll that left
@@ -388,6 +423,7 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
       finalized: final.length,
       removed,
       nextBlock: await nextBlock(),
+      standby: false,
     };
     if (
       result.nextBlock > head &&
@@ -438,6 +474,13 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
       stopped = true;
       if (timer !== undefined) clearTimeout(timer);
       await running;
+      // Another process's watcher may take over at once.
+      leaseRenewAtMs = 0;
+      await db.query("DELETE FROM evm_watch_leases WHERE chain_id = $1 AND contract = $2 AND holder = $3", [
+        chainId,
+        contract,
+        holder,
+      ]);
     },
     nextBlock: () => nextBlock(),
   };

@@ -30,6 +30,9 @@ export type SplitterMirrorParams = {
   /** Defaults: 1,000 blocks per getLogs, 1,000 events per step. */
   blockRangeMax?: bigint;
   eventsPerPollMax?: number;
+  /** How long the lease on following the splitter lasts (default 10 s, renewed at half its life): after a crash, how
+   * long another process (or the restarted one) waits before it follows the splitter. */
+  leaseMs?: number;
 };
 
 /** Builds the watcher with the ledger mirror as its sink (not started: call start(), or poll() yourself). */
@@ -62,5 +65,6 @@ export async function createSplitterMirror(params: SplitterMirrorParams): Promis
     pollIntervalMs: params.pollIntervalMs,
     blockRangeMax: params.blockRangeMax ?? 1_000n,
     eventsPerPollMax: params.eventsPerPollMax ?? 1_000,
+    leaseMs: params.leaseMs ?? 10_000,
   });
 }

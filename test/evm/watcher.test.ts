@@ -180,7 +180,8 @@ describe("restart", () => {
     await gw.watcher.catchUp(20);
     const cursor = await gw.watcher.nextBlock();
     const before = await custody();
-    // The gateway's watcher is down; money keeps coming in.
+    // The gateway's watcher is down (its lease released); money keeps coming in.
+    await gw.watcher.stop();
     const one = await gw.payDirect(payer(), splitId, 11n, referenceFromId("down_1"));
     const two = await gw.payDirect(payer(), splitId, 22n, referenceFromId("down_2"));
     await gw.chain.networkHelpers.mine(3);
@@ -199,6 +200,7 @@ describe("restart", () => {
     const after = await custody();
     expect(after.debitsPosted - before.debitsPosted).toBe(33n);
     expect(after.debitsPending).toBe(before.debitsPending);
+    await restarted.stop();
   });
 
   it("a crash between the ledger and the watcher's bookkeeping repeats nothing", async () => {
@@ -211,6 +213,7 @@ describe("restart", () => {
     // As if the process died after writing the ledger but before moving its rows and its cursor.
     await gw.app.db.query("UPDATE evm_watch_events SET status = 'seen' WHERE status = 'posted'");
     await gw.app.db.query("UPDATE evm_watch_cursors SET next_block = 0");
+    await gw.watcher.stop();
 
     const restarted = await freshWatcher();
     await restarted.catchUp(50);
@@ -224,6 +227,7 @@ describe("restart", () => {
     );
     expect(open?.count).toBe(0n);
     expect(await custody()).toEqual(balances);
+    await restarted.stop();
   });
 });
 
@@ -259,5 +263,25 @@ describe("a split created before the watcher's first block", () => {
       [late.splitId.toLowerCase()],
     );
     expect(registered?.basis_points).toEqual([...late.basisPoints]);
+  });
+});
+
+describe("two watchers on one database", () => {
+  it("one follows the splitter; the other stands by, reading nothing, until the first stops", async () => {
+    await gw.watcher.catchUp(20); // holds the lease
+    const other = await freshWatcher();
+    const paid = await gw.payDirect(payer(), splitId, 44n, referenceFromId("standby"));
+    await gw.chain.networkHelpers.mine(3);
+
+    const standing = await other.poll();
+    expect(standing).toMatchObject({ standby: true, read: 0, seen: 0, finalized: 0 });
+    expect(await gw.eventRow(paid.txHash, paid.logIndex)).toBeNull();
+
+    await gw.watcher.stop(); // releases the lease: the other takes over at its next poll
+    const following = await other.catchUp(20);
+    expect(following.standby).toBe(false);
+    expect((await gw.mirrored(paid)).post?.amount).toBe(44n);
+    expect((await gw.watcher.poll()).standby).toBe(true);
+    await other.stop();
   });
 });
