@@ -599,9 +599,11 @@ async function reserve(
       ? { results: await deps.ledger.createTransfers([transfer]), rows: null }
       : await deps.ledger.createTransfersWith([transfer], { statement: () => alongside });
   const status = results[0]?.status ?? "no_result";
-  const made = status === "created" || status === "exists";
-  return { reservation: made ? reservation : { refused: status }, rows };
+  return { reservation: ledgerHolds(status) ? reservation : { refused: status }, rows };
 }
+
+/** The ledger holds the transfer: made by this call, or already by an earlier one with the same id. */
+const ledgerHolds = (status: string | undefined) => status === "created" || status === "exists";
 
 export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
   switch (evidence.rail) {
@@ -643,7 +645,6 @@ async function resolveReservation(
   } else {
     reservation = known;
   }
-  const resolved = (status: string | undefined) => status === "created" || status === "exists";
   const { results, rows } = await deps.ledger.createTransfersWith(
     [
       {
@@ -660,10 +661,10 @@ async function resolveReservation(
       },
     ],
     // The attempt's status moves only with its reservation.
-    { statement: ([result]) => (resolved(result?.status) ? alongside : null) },
+    { statement: ([result]) => (ledgerHolds(result?.status) ? alongside : null) },
   );
   const status = results[0]?.status;
-  if (!resolved(status) || rows === null) {
+  if (!ledgerHolds(status) || rows === null) {
     throw new PaymentInvariantError(
       `ledger refused to ${how} reservation of attempt ${attempt.id}: ${status ?? "no result"}`,
     );
