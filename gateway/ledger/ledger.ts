@@ -69,22 +69,19 @@ export function createLedger(params: CreateLedgerParams): Ledger {
   const ledger: Ledger = {
     async createAccounts(accounts) {
       if (accounts.length === 0) return [];
-      if (accounts.length > limits.batchAccountsMax)
-        throw new LedgerRequestTooLargeError({ size: accounts.length, sizeMax: limits.batchAccountsMax });
+      checkRequestSize(accounts.length, limits.batchAccountsMax);
       return new Promise((resolve, reject) => writer.submit({ kind: "accounts", accounts, resolve, reject }));
     },
     async createTransfers(transfers) {
       if (transfers.length === 0) return [];
-      if (transfers.length > limits.batchTransfersMax)
-        throw new LedgerRequestTooLargeError({ size: transfers.length, sizeMax: limits.batchTransfersMax });
+      checkRequestSize(transfers.length, limits.batchTransfersMax);
       return new Promise((resolve, reject) =>
         writer.submit({ kind: "transfers", transfers, resolve, reject }),
       );
     },
     async createTransfersWith(transfers, alongside) {
       if (transfers.length === 0) throw new RangeError("createTransfersWith needs at least one transfer");
-      if (transfers.length > limits.batchTransfersMax)
-        throw new LedgerRequestTooLargeError({ size: transfers.length, sizeMax: limits.batchTransfersMax });
+      checkRequestSize(transfers.length, limits.batchTransfersMax);
       return new Promise((resolve, reject) =>
         writer.submit({
           kind: "transfers",
@@ -96,12 +93,12 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       );
     },
     async lookupAccounts(ids) {
-      checkLookup(ids.length, limits.lookupLimitMax);
+      checkRequestSize(ids.length, limits.lookupLimitMax);
       const found = await selectAccounts(db, validIds(ids), { forUpdate: false });
       return inOrder(ids, found);
     },
     async lookupTransfers(ids) {
-      checkLookup(ids.length, limits.lookupLimitMax);
+      checkRequestSize(ids.length, limits.lookupLimitMax);
       const found = await selectTransfers(db, validIds(ids));
       return inOrder(ids, found);
     },
@@ -149,7 +146,8 @@ export function createLedger(params: CreateLedgerParams): Ledger {
   return ledger;
 }
 
-function checkLookup(count: number, max: number) {
+/** A request (or lookup) of more than `max` items is refused whole. */
+function checkRequestSize(count: number, max: number) {
   if (count > max) throw new LedgerRequestTooLargeError({ size: count, sizeMax: max });
 }
 
