@@ -4,7 +4,7 @@
 // takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
 import type { SettlementEvidence } from "../../adapters/rail.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
-import type { Db } from "../db/index.ts";
+import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, TransferFlags } from "../ledger/index.ts";
 import { assetByCode, parseAmount } from "../money/index.ts";
@@ -72,7 +72,7 @@ export function createOpenInvoiceMemory(limits: { entriesMax: number }): OpenInv
   };
 }
 
-export const transferCodesIn = { received: 3, reversed: 4 } as const;
+export const transferCodesIn = { received: 3, reversed: 4, reinstated: 5 } as const;
 
 export type InvoiceStatus = "open" | "paid" | "reversed";
 
@@ -354,13 +354,22 @@ export async function applyReceived(
 /**
  * Money that came in was taken back (a dispute, a refund of a top-up). The account gives back what it still
  * has, up to the amount (a balancing debit: never below zero); the rest is the tenant's loss and is reported.
+ * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
+ * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing.
  */
 export async function applyReversed(
   deps: SettlementDeps,
   event: { rail: string; reference: string; key: string; amount: bigint; evidence: SettlementEvidence },
-): Promise<{ status: "applied" | "duplicate" | "unknown_reference"; shortfall: bigint }> {
+): Promise<{ status: "applied" | "duplicate" | "withdrawn" | "unknown_reference"; shortfall: bigint }> {
   const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
+  // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
+  // that raced the withdrawal took).
+  const withdrawn = async () => {
+    await giveBack(deps, invoice.id, event.key, event.evidence);
+    return { status: "withdrawn" as const, shortfall: 0n };
+  };
+  if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
   const { account, clearing } = await accountsFor(deps, invoice);
   const id = derivedLedgerId(`${invoice.id}:${event.key}`, "reversed");
   const [result] = await deps.ledger.createTransfers([
@@ -382,19 +391,115 @@ export async function applyReversed(
     );
   }
   const [transfer] = await deps.ledger.lookupTransfers([id]);
-  const shortfall = event.amount - (transfer?.amount ?? 0n);
+  const taken = transfer?.amount ?? 0n;
+  const shortfall = event.amount - taken;
+  // The record, the status and the event together: a crash before this leaves it to the redelivery, which finds
+  // the ledger transfer there ("exists") and records it then.
   const status = await deps.db.transaction(async (tx) => {
-    const moved = await tx.query(
-      "UPDATE invoices SET status = 'reversed' WHERE id = $1 AND status = 'paid' RETURNING id",
-      [invoice.id],
+    const inserted = await tx.query(
+      `INSERT INTO invoice_reversals (invoice_id, key, amount) VALUES ($1, $2, $3)
+       ON CONFLICT (invoice_id, key) DO NOTHING RETURNING key`,
+      [invoice.id, event.key, taken],
     );
-    if (moved.length === 0) return "duplicate" as const;
+    if (inserted.length === 0)
+      return (await reversalRecord(tx, invoice.id, event.key))?.reinstated === true
+        ? ("withdrawn" as const)
+        : ("duplicate" as const);
+    await tx.query("UPDATE invoices SET status = 'reversed' WHERE id = $1 AND status = 'paid'", [invoice.id]);
     await insertOutboxEvent(tx, {
       tenantId: invoice.tenantId,
       type: "invoice.reversed",
-      payload: { invoice_id: invoice.id, shortfall: shortfall.toString() },
+      payload: {
+        invoice_id: invoice.id,
+        reversal: event.key,
+        amount: taken.toString(),
+        shortfall: shortfall.toString(),
+      },
     });
     return "applied" as const;
   });
+  if (status === "withdrawn") return await withdrawn();
   return { status, shortfall };
+}
+
+/** Gives back what the reversal `key` took, if its ledger transfer exists (idempotent); returns that amount. */
+async function giveBack(
+  deps: SettlementDeps,
+  invoiceId: string,
+  key: string,
+  evidence: SettlementEvidence,
+): Promise<bigint> {
+  const [reversal] = await deps.ledger.lookupTransfers([derivedLedgerId(`${invoiceId}:${key}`, "reversed")]);
+  if (reversal === undefined || reversal.amount === 0n) return 0n;
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id: derivedLedgerId(`${invoiceId}:${key}`, "reinstated"),
+      debitAccountId: reversal.creditAccountId,
+      creditAccountId: reversal.debitAccountId,
+      amount: reversal.amount,
+      ledger: reversal.ledger,
+      code: transferCodesIn.reinstated,
+      userData128: derivedLedgerId(invoiceId, "invoice"),
+      evidence: evidenceForLedger(evidence),
+    },
+  ]);
+  if (result?.status !== "created" && result?.status !== "exists") {
+    throw new SettlementInvariantError(
+      `ledger refused to give back reversal ${key} of invoice ${invoiceId}: ${result?.status}`,
+    );
+  }
+  return reversal.amount;
+}
+
+async function reversalRecord(
+  sql: Sql,
+  invoiceId: string,
+  key: string,
+): Promise<{ amount: bigint; reinstated: boolean } | null> {
+  const [row] = await sql.query<{ amount: bigint; reinstated: boolean }>(
+    "SELECT amount, reinstated_at IS NOT NULL AS reinstated FROM invoice_reversals WHERE invoice_id = $1 AND key = $2",
+    [invoiceId, key],
+  );
+  return row ?? null;
+}
+
+/**
+ * A reversal was undone: a dispute won (Stripe gave the funds back), a refund that failed or was canceled. The
+ * account gets back exactly what the reversal took (its ledger transfer says how much). One not applied yet is
+ * withdrawn instead: recorded as given back, so that if it arrives later (Stripe does not order its events) it
+ * takes nothing. The invoice is 'paid' again once none of its reversals stands.
+ */
+export async function applyReinstated(
+  deps: SettlementDeps,
+  event: { rail: string; reference: string; key: string; evidence: SettlementEvidence },
+): Promise<{ status: "applied" | "duplicate" | "withdrawn" | "unknown_reference"; amount: bigint }> {
+  const invoice = await invoiceTarget(deps.db, event.reference);
+  if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", amount: 0n };
+  const recorded = await reversalRecord(deps.db, invoice.id, event.key);
+  if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n };
+  const amount = await giveBack(deps, invoice.id, event.key, event.evidence);
+  const status = await deps.db.transaction(async (tx) => {
+    // A reversal whose ledger transfer exists but whose record a crash lost is recorded here, as given back.
+    const marked = await tx.query(
+      `INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (invoice_id, key) DO UPDATE SET reinstated_at = now()
+         WHERE invoice_reversals.reinstated_at IS NULL
+       RETURNING key`,
+      [invoice.id, event.key, amount],
+    );
+    if (marked.length === 0) return "duplicate" as const;
+    if (amount === 0n) return "withdrawn" as const;
+    await tx.query(
+      `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
+         AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,
+      [invoice.id],
+    );
+    await insertOutboxEvent(tx, {
+      tenantId: invoice.tenantId,
+      type: "invoice.reinstated",
+      payload: { invoice_id: invoice.id, reversal: event.key, amount: amount.toString() },
+    });
+    return "applied" as const;
+  });
+  return { status, amount: status === "applied" ? amount : 0n };
 }

@@ -11,6 +11,8 @@ import { assets } from "../money/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
+  applyReinstated,
+  applyReversed,
   createInvoice,
   createOpenInvoiceMemory,
   getInvoice,
@@ -200,5 +202,80 @@ describe("finding the invoice money arrived for", () => {
       evidence: { rail: "lightning" as const, paymentHash: "ef".repeat(32), preimage: "02".repeat(32) },
     };
     expect(await applyReceived(maker, otherEvidence)).toBe("duplicate");
+  });
+});
+
+describe("reversals of money received", () => {
+  const evidence = { rail: "lightning" as const, paymentHash: "12".repeat(32), preimage: "34".repeat(32) };
+  const paidInvoice = async (settlement: SettlementDeps) => {
+    const created = await createInvoice(settlement, params);
+    if (!created.ok) throw new Error(created.message);
+    expect(await applyReceived(settlement, received(created.invoice.id))).toBe("applied");
+    return created.invoice.id;
+  };
+  const posted = async () => {
+    const [account] = await ledger.lookupAccounts([customerLedgerId]);
+    return balanceOf("customer", account!).posted;
+  };
+
+  it("gives back a reversal that is undone, and marks the invoice paid again once none stands", async () => {
+    const settlement = deps();
+    const id = await paidInvoice(settlement);
+    const before = await posted();
+    const reversal = (key: string, amount: bigint) => ({ rail: "toy", reference: id, key, amount, evidence });
+    expect((await applyReversed(settlement, reversal("dispute:a", 5_000n))).status).toBe("applied");
+    expect((await applyReversed(settlement, reversal("refund:b", 1_000n))).status).toBe("applied");
+    expect((await applyReversed(settlement, reversal("refund:b", 1_000n))).status).toBe("duplicate");
+    expect(await posted()).toBe(before - 6_000n);
+    const undo = (key: string) => ({ rail: "toy", reference: id, key, evidence });
+    expect(await applyReinstated(settlement, undo("dispute:a"))).toEqual({
+      status: "applied",
+      amount: 5_000n,
+    });
+    expect(await applyReinstated(settlement, undo("dispute:a"))).toEqual({ status: "duplicate", amount: 0n });
+    expect((await getInvoice(db, { tenantId, id }))?.status).toBe("reversed"); // refund:b stands
+    expect(await applyReinstated(settlement, undo("refund:b"))).toEqual({
+      status: "applied",
+      amount: 1_000n,
+    });
+    expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
+    expect(await posted()).toBe(before);
+    // a reversal given back, delivered again, takes nothing
+    expect((await applyReversed(settlement, reversal("dispute:a", 5_000n))).status).toBe("withdrawn");
+    expect(await posted()).toBe(before);
+  });
+
+  it("never takes a reversal withdrawn before it arrived, even one racing its withdrawal", async () => {
+    const settlement = deps();
+    const id = await paidInvoice(settlement);
+    const before = await posted();
+    const undo = (key: string) => ({ rail: "toy", reference: id, key, evidence });
+    const reversal = (key: string) => ({ rail: "toy", reference: id, key, amount: 700n, evidence });
+    expect(await applyReinstated(settlement, undo("refund:early"))).toEqual({
+      status: "withdrawn",
+      amount: 0n,
+    });
+    expect((await applyReversed(settlement, reversal("refund:early"))).status).toBe("withdrawn");
+    expect(await posted()).toBe(before);
+    // The withdrawal looks for the reversal's ledger transfer just before the reversal writes it, and records
+    // itself just before the reversal records it: the reversal, finding the withdrawal, gives back what it took.
+    const tooEarly: Ledger = { ...ledger, lookupTransfers: async () => [] };
+    const racing: SettlementDeps = {
+      ...settlement,
+      db: {
+        ...db,
+        transaction: async (fn) => {
+          await applyReinstated({ ...settlement, ledger: tooEarly }, undo("refund:racing"));
+          return await db.transaction(fn);
+        },
+      },
+    };
+    expect((await applyReversed(racing, reversal("refund:racing"))).status).toBe("withdrawn");
+    expect(await posted()).toBe(before);
+    const events = await db.query<{ type: string }>(
+      "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+      [id],
+    );
+    expect(events.map((event) => event.type)).toEqual(["invoice.paid"]);
   });
 });
