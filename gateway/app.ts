@@ -61,6 +61,7 @@ import { route, staticRateSource } from "./router/index.ts";
 import { createSplitterMirror } from "./settlement/evm.ts";
 import {
   applyReceived,
+  applyReinstated,
   applyReversed,
   createOpenInvoiceMemory,
   openInvoiceMemoryDefaults,
@@ -303,6 +304,14 @@ export async function createApp(config: Config): Promise<App> {
               reference: event.reference,
               key: event.key,
               amount: event.amount,
+              evidence: event.evidence,
+            });
+            return;
+          case "reinstated":
+            await applyReinstated(settlement, {
+              rail: railId,
+              reference: event.reference,
+              key: event.key,
               evidence: event.evidence,
             });
             return;

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import type { RailEvent, RailFailureCode, SettlementEvidence } from "../rail.ts";
 import { type FiatFeeSchedule, fiatFee } from "./fees.ts";
-import type { FiatPspIds, ParkedReversal } from "./store.ts";
+import type { FiatPspIds, ParkedReversal, ReversalReason } from "./store.ts";
 
 /** Metadata keys the rail writes on every object it creates, and reads back from events. */
 export const metadataKeys = {
@@ -172,6 +172,19 @@ export type FiatEvent =
       readonly pspIds: FiatPspIds;
     }
   | {
+      /**
+       * A reversal was undone: the dispute `key` was won (its funds reinstated) or the refund `key` failed or was
+       * canceled. What that reversal took goes back to the account. Always after its payment's `received`.
+       */
+      readonly kind: "reinstated";
+      readonly key: string;
+      readonly reference: string;
+      readonly paymentId: string;
+      readonly attemptId: string;
+      readonly evidence: SettlementEvidence; // pspId: the dispute or the refund
+      readonly pspIds: FiatPspIds;
+    }
+  | {
       /** A connected account's payout to its bank failed; the money is back on that account. Informational. */
       readonly kind: "payout_failed";
       readonly account: string | null;
@@ -203,6 +216,7 @@ export function toRailEvent(event: FiatEvent): RailEvent | null {
       };
     case "receive_failed":
     case "reversed":
+    case "reinstated":
     case "payout_failed":
       return null;
   }
@@ -225,6 +239,8 @@ export type Interpretation =
       event: Extract<FiatEvent, { kind: "receive_failed" }>;
     }
   | { kind: "reversal"; intentId: string; reversal: ParkedReversal }
+  /** The reversal `key` is undone (given back if it was applied; never applied if it comes later). */
+  | { kind: "withdrawal"; intentId: string; key: string; reason: ReversalReason; pspIds: FiatPspIds }
   | { kind: "reversals"; intentId: string; reversals: ParkedReversal[] }
   | { kind: "stateless"; event: FiatEvent }
   | { kind: "ignored"; reason: IgnoredReason };
@@ -235,7 +251,7 @@ export type IgnoredReason =
   | "not_created_by_switchyard" // no switchyard_* metadata: someone else's object on the account
   | "currency_mismatch"
   | "no_payment_intent"
-  | "refund_not_effective"; // a refund that failed or was canceled took nothing back
+  | "refund_not_effective"; // a charge.refunded whose refunds all failed or were canceled
 
 function declineCode(
   error: { code?: string | null; decline_code?: string | null } | null | undefined,
@@ -250,8 +266,10 @@ function scheduledFee(schedule: FiatFeeSchedule, amount: bigint): bigint {
   return quote.ok ? quote.fee : 0n;
 }
 
-function refundReversal(refund: z.infer<typeof refundSchema>, eventId: string): ParkedReversal | null {
-  if (refund.status === "failed" || refund.status === "canceled") return null;
+const refundUndone = (refund: z.infer<typeof refundSchema>) =>
+  refund.status === "failed" || refund.status === "canceled";
+
+function refundReversal(refund: z.infer<typeof refundSchema>, eventId: string): ParkedReversal {
   const paymentIntent = idOf(refund.payment_intent);
   const charge = idOf(refund.charge);
   return {
@@ -269,8 +287,9 @@ function refundReversal(refund: z.infer<typeof refundSchema>, eventId: string): 
 
 /**
  * Maps one event. `currency` is the rail's (lower case, "usd"): objects in another currency are ignored.
- * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created, charge.refunded,
- * refund.created / refund.updated, transfer.created, payout.failed. Anything else is ignored with a reason.
+ * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created / funds_reinstated, charge.refunded,
+ * refund.created / updated / failed, transfer.created, payout.failed. Anything else is ignored with a reason.
+ * A refund whose status is failed or canceled withdraws that refund, whichever event carries it.
  */
 export function interpretStripeEvent(
   event: StripeEventEnvelope,
@@ -345,16 +364,39 @@ export function interpretStripeEvent(
         },
       };
     }
+    case "charge.dispute.funds_reinstated": {
+      const parsed = disputeSchema.safeParse(object);
+      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+      const dispute = parsed.data;
+      if (!sameCurrency(dispute.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      const intentId = idOf(dispute.payment_intent);
+      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+      return {
+        kind: "withdrawal",
+        intentId,
+        key: `dispute:${dispute.id}`,
+        reason: "dispute",
+        pspIds: { event: event.id, dispute: dispute.id, paymentIntent: intentId },
+      };
+    }
     case "refund.created":
-    case "refund.updated": {
+    case "refund.updated":
+    case "refund.failed": {
       const parsed = refundSchema.safeParse(object);
       if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      if (!sameCurrency(parsed.data.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      const intentId = idOf(parsed.data.payment_intent);
+      const refund = parsed.data;
+      if (!sameCurrency(refund.currency)) return { kind: "ignored", reason: "currency_mismatch" };
+      const intentId = idOf(refund.payment_intent);
       if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
-      const reversal = refundReversal(parsed.data, event.id);
-      if (reversal === null) return { kind: "ignored", reason: "refund_not_effective" };
-      return { kind: "reversal", intentId, reversal };
+      if (refundUndone(refund) || event.type === "refund.failed")
+        return {
+          kind: "withdrawal",
+          intentId,
+          key: `refund:${refund.id}`,
+          reason: "refund",
+          pspIds: { event: event.id, refund: refund.id, paymentIntent: intentId },
+        };
+      return { kind: "reversal", intentId, reversal: refundReversal(refund, event.id) };
     }
     case "charge.refunded": {
       const parsed = chargeSchema.safeParse(object);
@@ -364,8 +406,8 @@ export function interpretStripeEvent(
       if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
       // Since API 2022-11-15 the refunds list is not included; refund.created carries each refund then.
       const reversals = (parsed.data.refunds?.data ?? [])
-        .map((refund) => refundReversal(refund, event.id))
-        .filter((reversal): reversal is ParkedReversal => reversal !== null);
+        .filter((refund) => !refundUndone(refund))
+        .map((refund) => refundReversal(refund, event.id));
       if (reversals.length === 0) return { kind: "ignored", reason: "refund_not_effective" };
       return { kind: "reversals", intentId, reversals };
     }

@@ -3,7 +3,9 @@
 // - an event id already applied changes nothing (duplicates and replays);
 // - a success credits once per PaymentIntent; a failure that arrives after the success is stale and dropped;
 // - a dispute or refund reverses only a credited intent: one that arrives first is parked and applied right
-//   after the credit.
+//   after the credit;
+// - a reversal undone (a dispute won, a refund failed or canceled) is given back if it was applied, dropped if
+//   parked, and refused if it arrives later.
 // An event is marked applied only after `applyEvent` resolved for everything it implies, so a crash or a
 // thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
@@ -23,6 +25,7 @@ export type ReceiveOutcome =
   | { status: "applied"; applied: number }
   | { status: "duplicate" }
   | { status: "parked" } // a reversal waiting for its intent's success
+  | { status: "withdrawn" } // a reversal undone before it was applied: nothing to give back
   | { status: "stale" } // a failure after the success of the same intent
   | { status: "ignored"; reason: IgnoredReason };
 
@@ -107,14 +110,30 @@ export function createStripeEventReceiver(deps: {
       case "reversals": {
         const reversals = meaning.kind === "reversal" ? [meaning.reversal] : meaning.reversals;
         let applied = 0;
+        let parked = 0;
         for (const reversal of reversals) {
           const placed = await store.parkUnlessCredited({ intentId: meaning.intentId, reversal });
           if (placed.status === "credited") {
             await applyEvent(reversedEvent(placed.intent, reversal));
             applied += 1;
-          }
+          } else if (placed.status === "parked") parked += 1;
         }
-        return applied === 0 ? { status: "parked" } : { status: "applied", applied };
+        if (applied > 0) return { status: "applied", applied };
+        return parked > 0 ? { status: "parked" } : { status: "withdrawn" };
+      }
+      case "withdrawal": {
+        const placed = await store.withdraw({ intentId: meaning.intentId, key: meaning.key });
+        if (placed.status === "withdrawn") return { status: "withdrawn" };
+        await applyEvent({
+          kind: "reinstated",
+          key: meaning.key,
+          reference: placed.intent.reference,
+          paymentId: placed.intent.paymentId,
+          attemptId: placed.intent.attemptId,
+          evidence: { rail: "fiat", pspId: meaning.pspIds.dispute ?? meaning.pspIds.refund ?? meaning.key },
+          pspIds: meaning.pspIds,
+        });
+        return { status: "applied", applied: 1 };
       }
     }
   }

@@ -157,6 +157,11 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
     async parkUnlessCredited({ intentId, reversal }) {
       return db.transaction(async (tx) => {
         const row = await lockIntent(tx, intentId);
+        const gone = await tx.query(
+          "SELECT 1 FROM fiat_withdrawn_reversals WHERE intent_id = $1 AND key = $2",
+          [intentId, reversal.key],
+        );
+        if (gone.length > 0) return { status: "withdrawn" as const };
         const intent = creditedFromRow(row);
         if (intent !== null) return { status: "credited" as const, intent };
         const count = await tx.query<{ n: bigint }>(
@@ -175,6 +180,22 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
     },
     async unpark({ intentId, key }) {
       await db.query("DELETE FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2", [intentId, key]);
+    },
+    async withdraw({ intentId, key }) {
+      return db.transaction(async (tx) => {
+        // the intent's lock orders this against parkUnlessCredited and markCredited
+        const row = await lockIntent(tx, intentId);
+        await tx.query(
+          "INSERT INTO fiat_withdrawn_reversals (intent_id, key) VALUES ($1, $2) ON CONFLICT (intent_id, key) DO NOTHING",
+          [intentId, key],
+        );
+        await tx.query("DELETE FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2", [
+          intentId,
+          key,
+        ]);
+        const intent = creditedFromRow(row);
+        return intent === null ? { status: "withdrawn" as const } : { status: "credited" as const, intent };
+      });
     },
   };
 }

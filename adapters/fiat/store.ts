@@ -60,11 +60,24 @@ export interface StripeWebhookStore {
    * parked until `unpark`: a crash between the two leaves them to the next delivery.
    */
   markCredited(intent: CreditedIntent): Promise<{ wasCredited: boolean; parked: ParkedReversal[] }>;
-  /** Atomically: when the intent is credited, returns it; otherwise parks the reversal (idempotent by key). */
+  /**
+   * Atomically: a reversal withdrawn already is "withdrawn"; otherwise, when the intent is credited, returns it;
+   * otherwise parks the reversal (idempotent by key).
+   */
   parkUnlessCredited(params: {
     intentId: string;
     reversal: ParkedReversal;
-  }): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "parked" }>;
+  }): Promise<
+    { status: "credited"; intent: CreditedIntent } | { status: "parked" } | { status: "withdrawn" }
+  >;
+  /**
+   * Atomically remembers that the reversal `key` is undone (parkUnlessCredited refuses it from now on) and drops it
+   * if parked; returns the intent when it is credited (the reversal may have been applied: give it back).
+   */
+  withdraw(params: {
+    intentId: string;
+    key: string;
+  }): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "withdrawn" }>;
   unpark(params: { intentId: string; key: string }): Promise<void>;
 }
 
@@ -96,6 +109,8 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
   const applied = new Map<string, string>();
   const credited = new Map<string, CreditedIntent>();
   const parked = new Map<string, Map<string, ParkedReversal>>();
+  const withdrawn = new Set<string>();
+  const withdrawnKey = (intentId: string, key: string) => `${intentId} ${key}`;
   return {
     async isApplied(eventId) {
       return applied.has(eventId);
@@ -112,6 +127,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
       return { wasCredited, parked: [...(parked.get(intent.intentId)?.values() ?? [])] };
     },
     async parkUnlessCredited({ intentId, reversal }) {
+      if (withdrawn.has(withdrawnKey(intentId, reversal.key))) return { status: "withdrawn" };
       const intent = credited.get(intentId);
       if (intent !== undefined) return { status: "credited", intent };
       let waiting = parked.get(intentId);
@@ -128,6 +144,12 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     },
     async unpark({ intentId, key }) {
       parked.get(intentId)?.delete(key);
+    },
+    async withdraw({ intentId, key }) {
+      withdrawn.add(withdrawnKey(intentId, key));
+      parked.get(intentId)?.delete(key);
+      const intent = credited.get(intentId);
+      return intent === undefined ? { status: "withdrawn" } : { status: "credited", intent };
     },
   };
 }

@@ -51,7 +51,7 @@ const routeSchema = {
   response: {
     200: z.object({
       received: z.literal(true),
-      outcome: z.enum(["applied", "duplicate", "parked", "stale", "ignored"]),
+      outcome: z.enum(["applied", "duplicate", "parked", "withdrawn", "stale", "ignored"]),
       reason: z.string().optional(),
     }),
     400: errorBody,

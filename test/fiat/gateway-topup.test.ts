@@ -1,6 +1,7 @@
 // A card top-up through the whole gateway against stripe-mock: the invoice makes a PaymentIntent, and the
 // customer's ledger balance moves only when Stripe's signed success webhook arrives — once, however often
-// it is delivered; a bad signature changes nothing; a dispute takes the money back.
+// it is delivered; a bad signature changes nothing; a dispute takes the money back and a won one gives it back;
+// each partial refund is announced, and a failed one is given back.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
@@ -140,6 +141,69 @@ describe("a card top-up", () => {
     expect((await deliver(dispute)).status).toBe(200);
     expect(await available()).toBe("0.00");
     expect((await call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("reversed");
+  });
+
+  /** The invoice's reversal events in the outbox, oldest first. */
+  const reversalEvents = async () =>
+    await app.db.query<{ type: string; payload: Record<string, string> }>(
+      `SELECT type, payload FROM outbox WHERE type IN ('invoice.reversed', 'invoice.reinstated')
+         AND payload->>'invoice_id' = $1 ORDER BY id`,
+      [invoiceId],
+    );
+
+  it("gives the money back when the dispute is won, once", async () => {
+    const won = stripeEvents.disputeFundsReinstated("evt_dispute_won", {
+      disputeId: "dp_1",
+      intentId,
+      amount: 2500,
+    });
+    expect((await deliver(won)).status).toBe(200);
+    expect(await available()).toBe("25.00");
+    expect((await deliver(won)).status).toBe(200);
+    const again = stripeEvents.disputeFundsReinstated("evt_dispute_won_2", {
+      disputeId: "dp_1",
+      intentId,
+      amount: 2500,
+    });
+    expect((await deliver(again)).status).toBe(200);
+    expect(await available()).toBe("25.00");
+    expect((await call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("paid");
+    expect(await reversalEvents()).toEqual([
+      {
+        type: "invoice.reversed",
+        payload: { invoice_id: invoiceId, reversal: "dispute:dp_1", amount: "2500", shortfall: "0" },
+      },
+      {
+        type: "invoice.reinstated",
+        payload: { invoice_id: invoiceId, reversal: "dispute:dp_1", amount: "2500" },
+      },
+    ]);
+  });
+
+  it("announces each partial refund, and gives back one that failed", async () => {
+    const first = { refundId: "re_part_1", intentId, amount: 500 };
+    const second = { refundId: "re_part_2", intentId, amount: 300 };
+    expect((await deliver(stripeEvents.refundCreated("evt_part_1", first))).status).toBe(200);
+    expect((await deliver(stripeEvents.refundCreated("evt_part_2", second))).status).toBe(200);
+    expect(await available()).toBe("17.00");
+    expect((await reversalEvents()).slice(2).map((event) => event.payload.reversal)).toEqual([
+      "refund:re_part_1",
+      "refund:re_part_2",
+    ]);
+    const failed = await deliver(stripeEvents.refundFailed("evt_part_2_failed", second));
+    expect(failed.body).toMatchObject({ outcome: "applied" });
+    expect(await available()).toBe("20.00");
+    // the first refund still stands
+    expect((await call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("reversed");
+    // the failed refund's creation, redelivered late, takes nothing
+    expect((await deliver(stripeEvents.refundCreated("evt_part_2_late", second))).body).toMatchObject({
+      outcome: "withdrawn",
+    });
+    expect(await available()).toBe("20.00");
+    const [given] = await app.db.query<{ amount: bigint }>(
+      "SELECT amount FROM ledger_transfers WHERE code = 5 AND evidence->>'reference' = 're_part_2'",
+    );
+    expect(given?.amount).toBe(300n);
   });
 });
 

@@ -38,7 +38,7 @@ afterAll(async () => {
 });
 
 const truncateAll =
-  "TRUNCATE fiat_parked_reversals, fiat_stripe_intents, fiat_applied_stripe_events, fiat_stripe_objects";
+  "TRUNCATE fiat_parked_reversals, fiat_withdrawn_reversals, fiat_stripe_intents, fiat_applied_stripe_events, fiat_stripe_objects";
 
 const stores: [string, () => Promise<StripeWebhookStore>][] = [
   ["memory", async () => createMemoryStripeWebhookStore()],
@@ -236,18 +236,83 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
       "refund:re_1",
     ]);
     expect(ledger.balance("cust_42")).toBe(2_000n); // the second carries the same key: posted once
-    expect(
-      await receiver.receive(
-        env(
-          stripeEvents.refundCreated("evt_r3", {
-            refundId: "re_2",
-            intentId: "pi_topup1",
-            amount: 1,
-            status: "failed",
-          }),
-        ),
+    // a refund born failed took nothing: its withdrawal gives nothing back
+    await receiver.receive(
+      env(
+        stripeEvents.refundCreated("evt_r3", {
+          refundId: "re_2",
+          intentId: "pi_topup1",
+          amount: 1,
+          status: "failed",
+        }),
       ),
-    ).toEqual({ status: "ignored", reason: "refund_not_effective" });
+    );
+    expect(ledger.calls.at(-1)).toMatchObject({ kind: "reinstated", key: "refund:re_2" });
+    expect(ledger.balance("cust_42")).toBe(2_000n);
+  });
+
+  it("gives back a refund that failed after it was applied, and never applies it again", async () => {
+    const refund = { refundId: "re_1", intentId: "pi_topup1", amount: 500 };
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    await receiver.receive(env(stripeEvents.refundCreated("evt_r1", refund)));
+    expect(ledger.balance("cust_42")).toBe(2_000n);
+    expect(await receiver.receive(env(stripeEvents.refundFailed("evt_f1", refund)))).toEqual({
+      status: "applied",
+      applied: 1,
+    });
+    expect(ledger.balance("cust_42")).toBe(2_500n);
+    // refund.updated still carrying the old "succeeded" snapshot, delivered late under a new event id
+    expect(await receiver.receive(env(stripeEvents.refundCreated("evt_r2", refund)))).toEqual({
+      status: "withdrawn",
+    });
+    expect(ledger.balance("cust_42")).toBe(2_500n);
+    expect(ledger.posted).toEqual(["received:pi_topup1", "refund:re_1", "reinstated:refund:re_1"]);
+  });
+
+  it("drops a refund withdrawn while parked, and refuses one whose failure came first", async () => {
+    const parkedFirst = { refundId: "re_p", intentId: "pi_topup1", amount: 300 };
+    const failedFirst = { refundId: "re_f", intentId: "pi_topup1", amount: 200 };
+    expect(await receiver.receive(env(stripeEvents.refundCreated("evt_p1", parkedFirst)))).toEqual({
+      status: "parked",
+    });
+    expect(await receiver.receive(env(stripeEvents.refundFailed("evt_p2", parkedFirst)))).toEqual({
+      status: "withdrawn",
+    });
+    expect(await receiver.receive(env(stripeEvents.refundFailed("evt_f1", failedFirst)))).toEqual({
+      status: "withdrawn",
+    });
+    expect(await receiver.receive(env(stripeEvents.refundCreated("evt_f2", failedFirst)))).toEqual({
+      status: "withdrawn",
+    });
+    expect(await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)))).toEqual({
+      status: "applied",
+      applied: 1,
+    });
+    expect(await receiver.receive(env(stripeEvents.refundCreated("evt_f3", failedFirst)))).toEqual({
+      status: "withdrawn",
+    });
+    expect(ledger.balance("cust_42")).toBe(2_500n);
+    expect(ledger.calls.map((call) => call.kind)).toEqual(["received"]);
+  });
+
+  it("gives back a dispute's funds when Stripe reinstates them", async () => {
+    const dispute = { disputeId: "du_w", intentId: "pi_topup1", amount: 400 };
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    await receiver.receive(env(stripeEvents.disputeCreated("evt_d1", dispute)));
+    expect(ledger.balance("cust_42")).toBe(2_100n);
+    await receiver.receive(env(stripeEvents.disputeFundsReinstated("evt_d2", dispute)));
+    expect(ledger.balance("cust_42")).toBe(2_500n);
+    expect(ledger.calls.at(-1)).toMatchObject({
+      kind: "reinstated",
+      key: "dispute:du_w",
+      reference: "cust_42",
+      evidence: { rail: "fiat", pspId: "du_w" },
+      pspIds: { event: "evt_d2", dispute: "du_w", paymentIntent: "pi_topup1" },
+    });
+    expect(await receiver.receive(env(stripeEvents.disputeFundsReinstated("evt_d2", dispute)))).toEqual({
+      status: "duplicate",
+    });
+    expect(ledger.balance("cust_42")).toBe(2_500n);
   });
 
   it("leaves an event unapplied when applyEvent throws, so that Stripe's redelivery applies it", async () => {

@@ -14,7 +14,10 @@ import { assets } from "../../gateway/money/index.ts";
 let db: Db;
 beforeAll(async () => {
   db = await openPglite(undefined);
-  expect(await migrate(db, [fiatMigrations])).toEqual(["fiat/001_fiat_stripe.sql"]);
+  expect(await migrate(db, [fiatMigrations])).toEqual([
+    "fiat/001_fiat_stripe.sql",
+    "fiat/002_withdrawn_reversals.sql",
+  ]);
   expect(await migrate(db, [fiatMigrations])).toEqual([]); // once
 });
 afterAll(async () => {

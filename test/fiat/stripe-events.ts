@@ -82,6 +82,28 @@ export const stripeEvents = {
       reason: "fraudulent",
       status: "needs_response",
     }),
+  disputeFundsReinstated: (eventId: string, f: { disputeId: string; intentId: string; amount: number }) =>
+    envelope(eventId, "charge.dispute.funds_reinstated", {
+      id: f.disputeId,
+      object: "dispute",
+      amount: f.amount,
+      currency: "usd",
+      charge: `ch_${f.intentId.slice(3)}`,
+      payment_intent: f.intentId,
+      reason: "fraudulent",
+      status: "won",
+    }),
+  refundFailed: (eventId: string, f: { refundId: string; intentId: string; amount: number }) =>
+    envelope(eventId, "refund.failed", {
+      id: f.refundId,
+      object: "refund",
+      amount: f.amount,
+      currency: "usd",
+      status: "failed",
+      failure_reason: "expired_or_canceled_card",
+      charge: `ch_${f.intentId.slice(3)}`,
+      payment_intent: f.intentId,
+    }),
   refundCreated: (
     eventId: string,
     f: { refundId: string; intentId: string; amount: number; status?: string },

@@ -17,6 +17,7 @@ export function createToyLedger(): ToyLedger {
   const calls: FiatEvent[] = [];
   const posted: string[] = [];
   let failures = 0;
+  const taken = new Map<string, bigint>();
   const post = (key: string, reference: string, delta: bigint) => {
     if (postedKeys.has(key)) return;
     postedKeys.add(key);
@@ -41,7 +42,14 @@ export function createToyLedger(): ToyLedger {
           event.reference,
           event.amount,
         );
-      if (event.kind === "reversed") post(event.key, event.reference, -event.amount);
+      if (event.kind === "reversed") {
+        if (!postedKeys.has(event.key)) taken.set(event.key, event.amount);
+        post(event.key, event.reference, -event.amount);
+      }
+      // gives back what the reversal took, if it was posted
+      const given = event.kind === "reinstated" ? taken.get(event.key) : undefined;
+      if (event.kind === "reinstated" && given !== undefined)
+        post(`reinstated:${event.key}`, event.reference, given);
     },
     balance: (reference) => balances.get(reference) ?? 0n,
   };
