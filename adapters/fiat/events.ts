@@ -340,30 +340,7 @@ export function interpretStripeEvent(
         },
       };
     }
-    case "charge.dispute.created": {
-      const parsed = disputeSchema.safeParse(object);
-      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      const dispute = parsed.data;
-      if (!sameCurrency(dispute.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      const intentId = idOf(dispute.payment_intent);
-      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
-      const charge = idOf(dispute.charge);
-      return {
-        kind: "reversal",
-        intentId,
-        reversal: {
-          key: `dispute:${dispute.id}`,
-          reason: "dispute",
-          amount: BigInt(dispute.amount),
-          pspIds: {
-            event: event.id,
-            dispute: dispute.id,
-            paymentIntent: intentId,
-            ...(charge === undefined ? {} : { charge }),
-          },
-        },
-      };
-    }
+    case "charge.dispute.created":
     case "charge.dispute.funds_reinstated": {
       const parsed = disputeSchema.safeParse(object);
       if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
@@ -371,12 +348,21 @@ export function interpretStripeEvent(
       if (!sameCurrency(dispute.currency)) return { kind: "ignored", reason: "currency_mismatch" };
       const intentId = idOf(dispute.payment_intent);
       if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+      const charge = idOf(dispute.charge);
+      const key = `dispute:${dispute.id}`;
+      const pspIds: FiatPspIds = {
+        event: event.id,
+        dispute: dispute.id,
+        paymentIntent: intentId,
+        ...(charge === undefined ? {} : { charge }),
+      };
+      // Stripe takes the disputed amount when the dispute opens, and gives it back if it is won.
+      if (event.type === "charge.dispute.funds_reinstated")
+        return { kind: "withdrawal", intentId, key, reason: "dispute", pspIds };
       return {
-        kind: "withdrawal",
+        kind: "reversal",
         intentId,
-        key: `dispute:${dispute.id}`,
-        reason: "dispute",
-        pspIds: { event: event.id, dispute: dispute.id, paymentIntent: intentId },
+        reversal: { key, reason: "dispute", amount: BigInt(dispute.amount), pspIds },
       };
     }
     case "refund.created":
