@@ -480,15 +480,17 @@ export async function applyReinstated(
   const amount = await giveBack(deps, invoice.id, event.key, event.evidence);
   const status = await deps.db.transaction(async (tx) => {
     // A reversal whose ledger transfer exists but whose record a crash lost is recorded here, as given back.
-    const marked = await tx.query(
+    const marked = await tx.query<{ inserted: boolean }>(
       `INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at) VALUES ($1, $2, $3, now())
        ON CONFLICT (invoice_id, key) DO UPDATE SET reinstated_at = now()
          WHERE invoice_reversals.reinstated_at IS NULL
-       RETURNING key`,
+       RETURNING xmax = 0 AS inserted`,
       [invoice.id, event.key, amount],
     );
     if (marked.length === 0) return "duplicate" as const;
-    if (amount === 0n) return "withdrawn" as const;
+    // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
+    // was empty) still ends here, with its event, so the invoice is paid again.
+    if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
     await tx.query(
       `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
          AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,

@@ -245,6 +245,32 @@ describe("reversals of money received", () => {
     expect(await posted()).toBe(before);
   });
 
+  it("counts a reversal that found the account empty as standing until it is undone", async () => {
+    const settlement = deps();
+    const id = await paidInvoice(settlement);
+    const before = await posted();
+    const reversal = (key: string, amount: bigint) => ({ rail: "toy", reference: id, key, amount, evidence });
+    const undo = (key: string) => ({ rail: "toy", reference: id, key, evidence });
+    // the first takes all the account holds (a balancing debit), the second finds nothing left
+    expect(await applyReversed(settlement, reversal("dispute:all", before + 1n))).toEqual({
+      status: "applied",
+      shortfall: 1n,
+    });
+    expect(await applyReversed(settlement, reversal("refund:none", 500n))).toEqual({
+      status: "applied",
+      shortfall: 500n,
+    });
+    expect(await posted()).toBe(0n);
+    expect(await applyReinstated(settlement, undo("refund:none"))).toEqual({ status: "applied", amount: 0n });
+    expect((await getInvoice(db, { tenantId, id }))?.status).toBe("reversed");
+    expect(await applyReinstated(settlement, undo("dispute:all"))).toEqual({
+      status: "applied",
+      amount: before,
+    });
+    expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
+    expect(await posted()).toBe(before);
+  });
+
   it("never takes a reversal withdrawn before it arrived, even one racing its withdrawal", async () => {
     const settlement = deps();
     const id = await paidInvoice(settlement);
