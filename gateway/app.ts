@@ -46,7 +46,7 @@ import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
 import { stripeWebhooksPlugin } from "./http/stripe-webhooks.ts";
 import { derivedLedgerId } from "./ids/index.ts";
-import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
+import { createLedger, type Ledger, ledgerHolds, ledgerMigrations } from "./ledger/index.ts";
 import { type Asset, assets } from "./money/index.ts";
 import {
   applyRailEvent,
@@ -489,6 +489,5 @@ async function fundFromMint(
       },
     },
   ]);
-  if (result?.status !== "created" && result?.status !== "exists")
-    throw new Error(`demo funding refused by the ledger: ${result?.status}`);
+  if (!ledgerHolds(result?.status)) throw new Error(`demo funding refused by the ledger: ${result?.status}`);
 }

@@ -3,7 +3,7 @@
 // an asset, debit-normal, never below zero. Every read is scoped to its tenant.
 import type { Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { AccountFlags, type Ledger, type Account as LedgerAccount } from "../ledger/index.ts";
+import { AccountFlags, type Ledger, type Account as LedgerAccount, ledgerHolds } from "../ledger/index.ts";
 import { type Asset, assetByCode } from "../money/index.ts";
 
 export type AccountKind = "customer" | "merchant" | "clearing" | "fee" | "payable";
@@ -62,7 +62,7 @@ export async function createAccount(
         : AccountFlags.creditsMustNotExceedDebits,
     },
   ]);
-  if (result === undefined || (result.status !== "created" && result.status !== "exists")) {
+  if (!ledgerHolds(result?.status)) {
     throw new AccountSetupError(`ledger refused account ${id}: ${result?.status ?? "no result"}`);
   }
   await deps.sql.query(

@@ -32,6 +32,7 @@ export {
   type LedgerLimits,
   LedgerRequestTooLargeError,
   LedgerStoreError,
+  ledgerHolds,
   type PendingStatus,
   type Transfer,
   type TransferEvidence,

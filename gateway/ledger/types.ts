@@ -227,6 +227,10 @@ export type CreateTransferStatus = (typeof createTransferStatuses)[number];
 export type CreateAccountResult = { status: CreateAccountStatus; timestamp: bigint };
 export type CreateTransferResult = { status: CreateTransferStatus; timestamp: bigint };
 
+/** The ledger holds the account or transfer: made by this request, or already by an earlier one with the same id. */
+export const ledgerHolds = (status: string | undefined): boolean =>
+  status === "created" || status === "exists";
+
 /**
  * A statement of the caller's that commits in the same database transaction as a request's transfers, or not at
  * all: the application's own record of what the transfers did, never one without the other.

@@ -17,7 +17,7 @@ import {
 } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import type { Ledger } from "../ledger/index.ts";
+import { type Ledger, ledgerHolds } from "../ledger/index.ts";
 import type { Asset } from "../money/index.ts";
 import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
@@ -100,7 +100,7 @@ export async function accruePayout(
     },
   ]);
   if (result?.status === "exceeds_credits") return "insufficient_funds";
-  if (result?.status !== "created" && result?.status !== "exists")
+  if (!ledgerHolds(result?.status))
     throw new Error(`ledger refused accrual of ${payment.id}: ${result?.status}`);
   await deps.db.query(
     `INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id) VALUES ($1, $2, $3, $4, $5)
@@ -225,7 +225,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
         : {}),
     },
   ]);
-  if (settled?.status !== "created" && settled?.status !== "exists")
+  if (!ledgerHolds(settled?.status))
     throw new Error(`ledger refused settlement of batch ${batch.id}: ${settled?.status}`);
   const payouts = await deps.db.query<{ payment_id: string; amount: bigint; accrue_transfer_id: string }>(
     "SELECT payment_id, amount, accrue_transfer_id::text FROM netted_payouts WHERE batch_id = $1",

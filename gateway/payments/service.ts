@@ -16,7 +16,7 @@ import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Row, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { type Ledger, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
+import { type Ledger, ledgerHolds, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
 import { type Asset, assetByCode, parseAmount } from "../money/index.ts";
 import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
 import type { Destination, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
@@ -601,9 +601,6 @@ async function reserve(
   const status = results[0]?.status ?? "no_result";
   return { reservation: ledgerHolds(status) ? reservation : { refused: status }, rows };
 }
-
-/** The ledger holds the transfer: made by this call, or already by an earlier one with the same id. */
-const ledgerHolds = (status: string | undefined) => status === "created" || status === "exists";
 
 export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
   switch (evidence.rail) {

@@ -31,7 +31,13 @@
 import type { Address, Hex } from "viem";
 import type { SplitterEventSink, WatchedEvent } from "../../adapters/evm/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { type Ledger, type TransferEvidence, TransferFlags, type TransferInput } from "../ledger/index.ts";
+import {
+  type Ledger,
+  ledgerHolds,
+  type TransferEvidence,
+  TransferFlags,
+  type TransferInput,
+} from "../ledger/index.ts";
 import { type Asset, splitByBasisPoints } from "../money/index.ts";
 
 /** TigerBeetle `code` of the mirror's accounts (gateway/accounts uses 1, 2, 10, 20, 30). */
@@ -207,7 +213,7 @@ export function createEvmMirror(params: EvmMirrorParams): SplitterEventSink {
       accounts.map((account) => ({ id: account.id, ledger: asset.ledger, code: account.code })),
     );
     results.forEach((result, i) => {
-      if (result.status !== "created" && result.status !== "exists")
+      if (!ledgerHolds(result.status))
         throw new EvmMirrorError(`ledger refused mirror account ${accounts[i]?.id}: ${result.status}`);
     });
   }

@@ -3,7 +3,7 @@
 import type { Address, Chain, PublicClient, Transport } from "viem";
 import { createSplitterWatcher, type SplitterWatcher } from "../../adapters/evm/index.ts";
 import type { Db } from "../db/index.ts";
-import type { Ledger } from "../ledger/index.ts";
+import { type Ledger, ledgerHolds } from "../ledger/index.ts";
 import type { Asset } from "../money/index.ts";
 import { createEvmMirror, EvmMirrorError, evmMirrorAccountCodes, evmMirrorAccounts } from "./evm-mirror.ts";
 
@@ -46,7 +46,7 @@ export async function createSplitterMirror(params: SplitterMirrorParams): Promis
     { id: ids.batchOutflow(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.batchOutflow },
   ]);
   for (const result of created)
-    if (result.status !== "created" && result.status !== "exists")
+    if (!ledgerHolds(result.status))
       throw new EvmMirrorError(`ledger refused a splitter mirror account: ${result.status}`);
   const sink = createEvmMirror({
     ledger: params.ledger,

@@ -6,7 +6,7 @@ import type { SettlementEvidence } from "../../adapters/rail.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { type Ledger, TransferFlags } from "../ledger/index.ts";
+import { type Ledger, ledgerHolds, TransferFlags } from "../ledger/index.ts";
 import { assetByCode, parseAmount } from "../money/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 
@@ -327,7 +327,7 @@ export async function applyReceived(
       evidence: evidenceForLedger(event.evidence),
     },
   ]);
-  if (result?.status !== "created" && result?.status !== "exists") {
+  if (!ledgerHolds(result?.status)) {
     // Remembered as open here, but another process may have credited it already (with other evidence): then this
     // is a duplicate, not a failure to retry for ever.
     const read = await invoiceTarget(deps.db, invoice.id);
@@ -385,7 +385,7 @@ export async function applyReversed(
       evidence: evidenceForLedger(event.evidence),
     },
   ]);
-  if (result?.status !== "created" && result?.status !== "exists") {
+  if (!ledgerHolds(result?.status)) {
     throw new SettlementInvariantError(
       `ledger refused the reversal of invoice ${invoice.id}: ${result?.status}`,
     );
@@ -443,7 +443,7 @@ async function giveBack(
       evidence: evidenceForLedger(evidence),
     },
   ]);
-  if (result?.status !== "created" && result?.status !== "exists") {
+  if (!ledgerHolds(result?.status)) {
     throw new SettlementInvariantError(
       `ledger refused to give back reversal ${key} of invoice ${invoiceId}: ${result?.status}`,
     );
