@@ -10,6 +10,7 @@
 // thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
 
+import type { SettlementEvidence } from "../rail.ts";
 import {
   type FiatEvent,
   type IgnoredReason,
@@ -17,7 +18,7 @@ import {
   type StripeEventEnvelope,
 } from "./events.ts";
 import type { FiatFeeSchedule } from "./fees.ts";
-import type { CreditedIntent, ParkedReversal, StripeWebhookStore } from "./store.ts";
+import type { CreditedIntent, FiatPspIds, ParkedReversal, StripeWebhookStore } from "./store.ts";
 
 export type ApplyFiatEvent = (event: FiatEvent) => Promise<void>;
 
@@ -33,8 +34,13 @@ export type StripeEventReceiver = {
   receive(event: StripeEventEnvelope): Promise<ReceiveOutcome>;
 };
 
+/** A reversal's evidence: its dispute or refund. */
+const reversalEvidence = (pspIds: FiatPspIds, key: string): SettlementEvidence => ({
+  rail: "fiat",
+  pspId: pspIds.dispute ?? pspIds.refund ?? key,
+});
+
 function reversedEvent(intent: CreditedIntent, reversal: ParkedReversal): FiatEvent {
-  const pspId = reversal.pspIds.dispute ?? reversal.pspIds.refund ?? reversal.key;
   return {
     kind: "reversed",
     key: reversal.key,
@@ -43,8 +49,20 @@ function reversedEvent(intent: CreditedIntent, reversal: ParkedReversal): FiatEv
     paymentId: intent.paymentId,
     attemptId: intent.attemptId,
     amount: reversal.amount,
-    evidence: { rail: "fiat", pspId },
+    evidence: reversalEvidence(reversal.pspIds, reversal.key),
     pspIds: reversal.pspIds,
+  };
+}
+
+function reinstatedEvent(intent: CreditedIntent, withdrawal: { key: string; pspIds: FiatPspIds }): FiatEvent {
+  return {
+    kind: "reinstated",
+    key: withdrawal.key,
+    reference: intent.reference,
+    paymentId: intent.paymentId,
+    attemptId: intent.attemptId,
+    evidence: reversalEvidence(withdrawal.pspIds, withdrawal.key),
+    pspIds: withdrawal.pspIds,
   };
 }
 
@@ -124,15 +142,7 @@ export function createStripeEventReceiver(deps: {
       case "withdrawal": {
         const placed = await store.withdraw({ intentId: meaning.intentId, key: meaning.key });
         if (placed.status === "withdrawn") return { status: "withdrawn" };
-        await applyEvent({
-          kind: "reinstated",
-          key: meaning.key,
-          reference: placed.intent.reference,
-          paymentId: placed.intent.paymentId,
-          attemptId: placed.intent.attemptId,
-          evidence: { rail: "fiat", pspId: meaning.pspIds.dispute ?? meaning.pspIds.refund ?? meaning.key },
-          pspIds: meaning.pspIds,
-        });
+        await applyEvent(reinstatedEvent(placed.intent, meaning));
         return { status: "applied", applied: 1 };
       }
     }
