@@ -34,7 +34,6 @@ import {
   flagsFromFailureReason,
   lndErrorText,
 } from "./failures.ts";
-import { createSentSettles, type HtlcEvent, type SentSettle } from "./htlc-settles.ts";
 import {
   type LightningRailStore,
   outcomeRecord,
@@ -160,10 +159,6 @@ export type LightningHealth = {
   readonly checkedAtMs: number;
   readonly lastError: string | null;
   readonly invoiceSubscription: boolean;
-  /** Whether LND's HTLC events are followed (payments then succeed on the settle, before LND's payment update). */
-  readonly htlcSubscription: boolean;
-  /** Payments that succeeded on their HTLC's settle event since the rail started. */
-  readonly settledOnHtlcEvent: number;
 };
 
 export type Liquidity = {
@@ -255,8 +250,6 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
   let pumpIdle: Promise<void> = Promise.resolve();
   let invoiceSubscription: EventEmitter | null = null;
   let invoiceBacklog = false;
-  let htlcSubscription: (EventEmitter & { cancel(): void }) | null = null;
-  const sentSettles = createSentSettles(limits.inFlightMax * 4);
   let tickTimer: NodeJS.Timeout | null = null;
   let reconnectDelayMs = limits.reconnectDelayMinMs;
   let unattributed: string[] = [];
@@ -267,8 +260,6 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     checkedAtMs: 0,
     lastError: null,
     invoiceSubscription: false,
-    htlcSubscription: false,
-    settledOnHtlcEvent: 0,
   };
   let liquidityState: Liquidity | null = null;
   let probeEstimate: FeeEstimate | null = null;
@@ -471,39 +462,6 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     }).catch((error: unknown) =>
       log({ level: "error", message: "storing an outcome failed", detail: lndErrorText(error) }),
     );
-
-  /**
-   * A payment in flight whose HTLC settled: it succeeded, with the fee its HTLC carried (see htlc-settles.ts). LND's
-   * own update follows and must agree; if it does not, the ledger holds what the HTLC said, and that is logged.
-   */
-  const onSentSettle = (settle: SentSettle) => {
-    for (const tracker of trackers.values()) {
-      const { attempt } = tracker;
-      if (attempt.paymentHash !== settle.paymentHash || attempt.outcome !== null) continue;
-      const feeMsat = settle.sentMsat - attempt.amountMsat;
-      if (feeMsat < 0n || feeMsat > tracker.feeMaxMsat) continue; // not this attempt's HTLC: LND's update decides
-      const subscription = tracker.subscription;
-      health = { ...health, settledOnHtlcEvent: health.settledOnHtlcEvent + 1 };
-      onConfirmed(tracker, { secret: settle.preimage, fee_mtokens: feeMsat.toString() });
-      if (subscription === null) continue;
-      const disagree = (what: string) =>
-        log({
-          level: "error",
-          message: "LND's payment update disagrees with the HTLC settle the payment succeeded on",
-          detail: { paymentHash: attempt.paymentHash, htlcFeeMsat: feeMsat.toString(), lnd: what },
-        });
-      subscription.once("confirmed", (payment: { secret: string; fee_mtokens: string }) => {
-        subscription.removeAllListeners();
-        if (payment.secret !== settle.preimage || payment.fee_mtokens !== feeMsat.toString())
-          disagree(`succeeded with fee ${payment.fee_mtokens} msat`);
-      });
-      subscription.once("failed", () => {
-        subscription.removeAllListeners();
-        disagree("failed");
-      });
-      subscription.on("error", () => subscription.removeAllListeners());
-    }
-  };
 
   const attach = (tracker: Tracker, subscription: EventEmitter, mode: "send" | "track") => {
     tracker.subscription = subscription;
@@ -880,40 +838,6 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     if (settleIndexDelivered === 0 && invoices.size > 0) void checkOpenInvoices();
   };
 
-  /** Follows LND's HTLC events, for the settles of payments in flight (without them, payments wait for LND's update). */
-  const resubscribeHtlcs = () => {
-    if (!running || htlcSubscription !== null) return;
-    sentSettles.clear();
-    const subscription = lnd.router.subscribeHtlcEvents({}) as EventEmitter & { cancel(): void };
-    htlcSubscription = subscription;
-    health = { ...health, htlcSubscription: true };
-    subscription.on("data", (event: HtlcEvent) => {
-      const settle = sentSettles.take(event);
-      if (settle !== null) onSentSettle(settle);
-    });
-    const ended = (error?: unknown) => {
-      if (htlcSubscription !== subscription) return;
-      dropHtlcSubscription();
-      log({
-        level: "info",
-        message: "HTLC event subscription ended; resubscribing once LND answers",
-        detail: error === undefined ? "end of stream" : lndErrorText(error),
-      });
-    };
-    subscription.on("error", ended);
-    subscription.on("end", () => ended());
-  };
-
-  const dropHtlcSubscription = () => {
-    const subscription = htlcSubscription;
-    htlcSubscription = null;
-    health = { ...health, htlcSubscription: false };
-    if (subscription === null) return;
-    subscription.removeAllListeners();
-    subscription.on("error", () => {}); // the cancel's own
-    subscription.cancel();
-  };
-
   /**
    * LND's AddInvoice, asked directly. `lightning`'s createInvoice makes a second call (a lookup of the invoice
    * it just made) and recovers the invoice's signing key twice, none of which the rail uses; at 16 invoices in
@@ -1040,7 +964,6 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
   const onConnected = () => {
     reconnectDelayMs = limits.reconnectDelayMinMs;
     resubscribeInvoices();
-    resubscribeHtlcs();
     for (const tracker of trackers.values()) if (tracker.detached) track(tracker); // not one between its journal write and its send
   };
 
@@ -1090,7 +1013,6 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
         lnd = authenticatedLndGrpc(params.lnd).lnd;
         invoiceSubscription?.removeAllListeners();
         invoiceSubscription = null;
-        dropHtlcSubscription();
         for (const tracker of trackers.values()) {
           tracker.subscription?.removeAllListeners();
           tracker.subscription = null;
@@ -1191,7 +1113,6 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     tickTimer = null;
     invoiceSubscription?.removeAllListeners();
     invoiceSubscription = null;
-    dropHtlcSubscription();
     for (const tracker of trackers.values()) {
       tracker.subscription?.removeAllListeners();
       tracker.subscription = null;

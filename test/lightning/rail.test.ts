@@ -149,17 +149,11 @@ describe("lightning rail on regtest", () => {
   it("sends a BOLT11 invoice once, and a retry of the attempt reports the first outcome", async () => {
     const invoice = await createInvoice({ lnd: payee, tokens: 2_000 });
     const attempt = bolt11(invoice.request, 2_000_000n, 10_000n);
-    const settledEarly = main.rail.health().settledOnHtlcEvent;
     const outcome = await main.rail.execute(attempt);
     expect(outcome).toMatchObject({ status: "succeeded", fee: 0n, evidence: { paymentHash: invoice.id } });
     if (outcome.status !== "succeeded" || outcome.evidence.rail !== "lightning")
       throw new Error("unreachable");
     expect(sha256(outcome.evidence.preimage)).toBe(invoice.id);
-    // It succeeded on the settle of its HTLC, before LND's payment update.
-    expect(main.rail.health()).toMatchObject({
-      htlcSubscription: true,
-      settledOnHtlcEvent: settledEarly + 1,
-    });
 
     expect(await main.rail.execute(attempt)).toEqual(outcome);
     const { payments } = await getPayments({ lnd: client("gateway") });
@@ -197,15 +191,9 @@ describe("lightning rail on regtest", () => {
     const pending = await getPendingPayments({ lnd: client("gateway") });
     expect(pending.payments.filter((payment) => payment.id === invoice.id)).toHaveLength(0);
 
-    const settledEarly = main.rail.health().settledOnHtlcEvent;
     const paid = await main.rail.execute(bolt11(invoice.request, 1_000_000n, 5_000n));
     expect(paid).toMatchObject({ status: "succeeded" });
     expect(paid.status === "succeeded" && paid.fee).toBeGreaterThan(0n);
-    // The fee worked out from the settled HTLC (what left the gateway, less the payee's amount) is LND's own.
-    expect(main.rail.health().settledOnHtlcEvent).toBe(settledEarly + 1);
-    const { payments } = await getPayments({ lnd: client("gateway") });
-    const recorded = payments.find((payment) => payment.id === invoice.id);
-    expect(paid.status === "succeeded" && paid.fee).toBe(BigInt(recorded?.fee_mtokens ?? -1));
   });
 
   it("fails an unreachable payee as unreachable_destination, retryable elsewhere", async () => {
@@ -414,7 +402,5 @@ describe("lightning rail on regtest", () => {
       { timeoutMs: 60_000, intervalMs: 1_000 },
     );
     expect(paid.status).toBe("succeeded");
-    // The HTLC events are followed again after the restart.
-    expect(main.rail.health().htlcSubscription).toBe(true);
   });
 });
