@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { access, constants, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { exitsWithThisProcess } from "./lightning/process.ts";
 
 /** The stripe-mock release the tests run against. Bump it here only. */
 export const stripeMockVersion = "v0.203.0";
@@ -208,6 +209,7 @@ export async function startStripeMock(params: {
   child.stdout?.resume();
   child.stderr?.resume();
   child.removeAllListeners("exit");
+  exitsWithThisProcess(child);
   log(`stripe-mock: listening on http://127.0.0.1:${ports.port} (pid ${child.pid})`);
   return {
     host: "127.0.0.1",

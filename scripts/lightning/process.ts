@@ -14,6 +14,29 @@ export type Daemon = {
 
 const killAfterMsDefault = 15_000;
 
+/** Children still running, told to stop when this process exits without having stopped them. */
+const children = new Set<ChildProcess>();
+
+/**
+ * Ties `child` to this process: should this process exit while the child runs (process.exit, an uncaught error,
+ * the end of a script that forgot to stop it), the child is sent SIGTERM instead of running on, orphaned, holding
+ * its ports and a share of the CPU. Only a SIGKILL of this process gets past it.
+ */
+export function exitsWithThisProcess(child: ChildProcess): void {
+  if (children.size === 0) process.on("exit", stopChildren);
+  children.add(child);
+  const forget = () => {
+    children.delete(child);
+    if (children.size === 0) process.off("exit", stopChildren);
+  };
+  child.once("exit", forget);
+  child.once("error", forget);
+}
+
+function stopChildren() {
+  for (const child of children) child.kill("SIGTERM");
+}
+
 export function startDaemon(params: {
   name: string;
   command: string;
@@ -26,6 +49,7 @@ export function startDaemon(params: {
     stdio: ["ignore", "pipe", "pipe"],
     env: params.env ?? process.env,
   });
+  exitsWithThisProcess(child);
   child.stdout?.pipe(log, { end: false });
   child.stderr?.pipe(log, { end: false });
   let running = true;
