@@ -209,9 +209,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     idle = new Promise((resolve) => {
       signalIdle = resolve;
     });
-    // At once, not after a turn of the event loop: an idle writer's caller (a payment's outcome) must not wait
-    // behind whatever I/O that turn brings; requests arriving meanwhile gather into the batch after this one.
-    queueMicrotask(() => void loop());
+    setImmediate(() => void loop());
   };
 
   /** Takes the jobs at the head of the queue that fit in `transfersMax` (at least one job). */
