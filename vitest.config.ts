@@ -9,7 +9,12 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["gateway/**/*.test.ts", "adapters/**/*.test.ts", "client/**/*.test.ts"],
+          include: [
+            "gateway/**/*.test.ts",
+            "adapters/**/*.test.ts",
+            "client/**/*.test.ts",
+            "scripts/**/*.test.ts",
+          ],
           testTimeout: 30_000,
           hookTimeout: 120_000,
         },
