@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -37,6 +37,7 @@ describe("daemons started by a process", () => {
     await waitFor("the orphaned daemon to stop", async () => ((await running(pid)) ? undefined : true), {
       timeoutMs: 5_000,
     });
+    await rm(logFile, { force: true });
   });
 
   it("(a plain child, for contrast, outlives its parent)", async () => {
