@@ -371,7 +371,7 @@ export async function applyReversed(
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
   const { account, clearing } = await accountsFor(deps, invoice);
-  const id = derivedLedgerId(`${invoice.id}:${event.key}`, "reversed");
+  const id = reversalLedgerId(invoice.id, event.key, "reversed");
   const [result] = await deps.ledger.createTransfers([
     {
       id,
@@ -422,6 +422,10 @@ export async function applyReversed(
   return { status, shortfall };
 }
 
+/** The ledger transfer that took reversal `key` of an invoice, or the one that gave it back. */
+const reversalLedgerId = (invoiceId: string, key: string, which: "reversed" | "reinstated") =>
+  derivedLedgerId(`${invoiceId}:${key}`, which);
+
 /** Gives back what the reversal `key` took, if its ledger transfer exists (idempotent); returns that amount. */
 async function giveBack(
   deps: SettlementDeps,
@@ -429,11 +433,11 @@ async function giveBack(
   key: string,
   evidence: SettlementEvidence,
 ): Promise<bigint> {
-  const [reversal] = await deps.ledger.lookupTransfers([derivedLedgerId(`${invoiceId}:${key}`, "reversed")]);
+  const [reversal] = await deps.ledger.lookupTransfers([reversalLedgerId(invoiceId, key, "reversed")]);
   if (reversal === undefined || reversal.amount === 0n) return 0n;
   const [result] = await deps.ledger.createTransfers([
     {
-      id: derivedLedgerId(`${invoiceId}:${key}`, "reinstated"),
+      id: reversalLedgerId(invoiceId, key, "reinstated"),
       debitAccountId: reversal.creditAccountId,
       creditAccountId: reversal.debitAccountId,
       amount: reversal.amount,
