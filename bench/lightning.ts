@@ -7,13 +7,22 @@
 //   in,  gateway: POST /v1/invoices, the payer pays, the gateway has credited the account in its ledger.
 //   out, direct:  payViaPaymentRequest from the gateway's lnd to a payee invoice made beforehand.
 //   out, gateway: POST /v1/payments to such an invoice, answered once it succeeded and the ledger posted it.
-// Direct and gateway alternate so that the machine's noise hits both alike: payment by payment when sequential,
-// in rounds when 16 are in flight. A regtest payment's latency spreads over tens of milliseconds (LND signs
-// commitments on a 50 ms ticker), so the medians need a few hundred samples to resolve a 5% difference.
-// What shows in the sequential "-out" ratio is the gateway's work after LND reports the outcome (the post, the
-// payment's status, the response): 3 ms of busy work added there raised the gateway's median by 3 ms, while the
-// same 3 ms added before the send changed nothing, since LND was still finishing the previous payment's
-// commitment updates when the gateway's request arrived.
+// Direct and gateway take turns in rounds, so that the machine's noise hits both alike: rounds of `seqRound`
+// counted payments when sequential, each paying an invoice made just before it (untimed), and longer rounds when
+// 16 are in flight, paying invoices made before the round. A regtest payment's latency spreads over tens of
+// milliseconds (LND signs commitments on a 50 ms ticker), so the medians need a few hundred samples to resolve a
+// 5% difference.
+// A payment is slowed by the commitment updates LND is still exchanging for the one before it, so it matters which
+// path made that one. The first payment of each sequential round follows the other path's round: it is made but
+// not counted (a washout, as in a crossover trial), and its medians are printed. Only the first differs: in
+// rounds of four "-out" payments the p50s by position were direct 74.6 then 77.0-77.3 ms, gateway 81.3 then
+// 77.7-78.6 ms. The direct client starts its next payment as soon as LND answers, into more of those leftovers;
+// the gateway answers about 3 ms later (the ledger post with the payment's status, the response), and the payment
+// after it finds LND further along. Earlier versions of this bench took turns payment by payment, so each gateway
+// payment followed a direct one half the time and each direct payment a gateway one: the sequential "-out" ratio
+// read 1.04-1.05, against about 1.01 for each path following itself.
+// A payment after a pause, LND idle, shows the gateway's whole cost on this machine, the work before the send
+// included: about 6 ms. Paced 100 ms apart, the p50s were 100.3 ms direct and 106.0 ms through the gateway.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -31,6 +40,8 @@ const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 200);
 const payments16 = Number(process.env.LIGHTNING_BENCH_PAYMENTS_16 ?? 480);
 const concurrency = 16;
 const rounds16 = 8;
+/** Sequential rounds: this many counted payments of one path, after one that is not counted. */
+const seqRound = 4;
 const amountMsat = 1_000n; // 1 sat
 const feeMaxMsat = 10_000n;
 const settleTimeoutMs = 60_000;
@@ -165,28 +176,17 @@ export async function run(): Promise<BenchResult> {
       await payViaPaymentRequest({ lnd: payer, request: invoice.instructions.bolt11 as string });
       await settled;
     });
-  const payeeInvoices = async (count: number) =>
-    await Promise.all(
-      Array.from(
-        { length: count },
-        async () => (await createInvoice({ lnd: payee, mtokens: amountMsat.toString() })).request,
-      ),
-    );
-  const directOut = (requests: string[]) => (i: number) =>
-    timed(() =>
-      payViaPaymentRequest({
-        lnd: gatewayLnd,
-        request: requests[i] as string,
-        max_fee_mtokens: feeMaxMsat.toString(),
-      }),
-    );
-  const gatewayOut = (requests: string[]) => (i: number) =>
+  const payeeInvoice = async () =>
+    (await createInvoice({ lnd: payee, mtokens: amountMsat.toString() })).request;
+  const payDirect = (request: string) =>
+    timed(() => payViaPaymentRequest({ lnd: gatewayLnd, request, max_fee_mtokens: feeMaxMsat.toString() }));
+  const payGateway = (request: string) =>
     timed(async () => {
       const payment = await api("/v1/payments", {
         amount: "0.00000001",
         asset: "BTC",
         source: { account: accountId },
-        destination: { type: "bolt11", invoice: requests[i] as string },
+        destination: { type: "bolt11", invoice: request },
       });
       if (payment.status !== "succeeded") throw new Error(`bench payment ${payment.id}: ${payment.status}`);
     });
@@ -210,24 +210,33 @@ export async function run(): Promise<BenchResult> {
         ["seq", paymentsSeq, 1],
         ["16", payments16, concurrency],
       ] as const) {
-        // Sequential: one payment a round, so direct and gateway alternate payment by payment.
-        const rounds = parallel === 1 ? total : rounds16;
+        const rounds = parallel === 1 ? Math.ceil(total / seqRound) : rounds16;
         const perRound = Math.ceil(total / rounds);
         const direct: Measured = { samples: [], wallMs: 0 };
         const gateway: Measured = { samples: [], wallMs: 0 };
+        /** The uncounted first payments of the sequential rounds, printed to show what the washout leaves out. */
+        const firsts = { direct: [] as number[], gateway: [] as number[] };
         for (let round = 0; round < rounds; round += 1) {
           const both = [
             [direct, "direct"],
             [gateway, "gateway"],
           ] as const;
-          // Whichever goes first in a round goes second in the next.
-          for (const [target, which] of round % 2 === 0 ? both : [...both].reverse()) {
+          // Sequential rounds alternate direct, gateway, direct, …: every uncounted first payment follows the other
+          // path's round. With 16 in flight, whichever goes first in a round goes second in the next.
+          for (const [target, which] of parallel === 1 || round % 2 === 0 ? both : [...both].reverse()) {
             let one: (i: number) => Promise<Sample>;
             if (direction === "in") one = which === "direct" ? directIn : gatewayIn;
             else {
-              const requests = await payeeInvoices(perRound);
-              one = which === "direct" ? directOut(requests) : gatewayOut(requests);
+              const pay = which === "direct" ? payDirect : payGateway;
+              if (parallel === 1) {
+                // Each pays an invoice made just before it, untimed, as each "-in" payment makes its own.
+                one = async () => await pay(await payeeInvoice());
+              } else {
+                const requests = await Promise.all(Array.from({ length: perRound }, payeeInvoice));
+                one = (i) => pay(requests[i] as string);
+              }
             }
+            if (parallel === 1) firsts[which].push((await one(0)).latencyMs); // the washout
             const measured = await runPool(perRound, parallel, one);
             target.samples.push(...measured.samples);
             target.wallMs += measured.wallMs;
@@ -246,6 +255,10 @@ export async function run(): Promise<BenchResult> {
         );
         rows.push(directRow, gatewayRow);
         process.stderr.write(`bench: ${JSON.stringify(directRow)} ${JSON.stringify(gatewayRow)}\n`);
+        if (parallel === 1)
+          process.stderr.write(
+            `bench: ${label}-${direction} first payments of rounds, not counted: direct p50 ${percentile(firsts.direct, 50).toFixed(2)} ms (after gateway rounds), gateway p50 ${percentile(firsts.gateway, 50).toFixed(2)} ms (after direct rounds)\n`,
+          );
       }
     }
   } finally {
