@@ -8,19 +8,18 @@
 //   out, direct:  payViaPaymentRequest from the gateway's lnd to a payee invoice made beforehand.
 //   out, gateway: POST /v1/payments to such an invoice, answered once it succeeded and the ledger posted it.
 // Direct and gateway take turns in rounds, so that the machine's noise hits both alike: rounds of `seqRound`
-// counted payments when sequential, each paying an invoice made just before it (untimed), and longer rounds when
-// 16 are in flight, paying invoices made before the round. A regtest payment's latency spreads over tens of
-// milliseconds (LND signs commitments on a 50 ms ticker), so the medians need a few hundred samples to resolve a
-// 5% difference.
-// A payment is slowed by the commitment updates LND is still exchanging for the one before it, so it matters which
-// path made that one. The first payment of each sequential round follows the other path's round: it is made but
-// not counted (a washout, as in a crossover trial), and its medians are printed. Only the first differs: in
-// rounds of four "-out" payments the p50s by position were direct 74.6 then 77.0-77.3 ms, gateway 81.3 then
-// 77.7-78.6 ms. The direct client starts its next payment as soon as LND answers, into more of those leftovers;
-// the gateway answers about 3 ms later (the ledger post with the payment's status, the response), and the payment
-// after it finds LND further along. Earlier versions of this bench took turns payment by payment, so each gateway
-// payment followed a direct one half the time and each direct payment a gateway one: the sequential "-out" ratio
-// read 1.04-1.05, against about 1.01 for each path following itself.
+// counted payments when sequential, each paying an invoice made just before it (untimed), and of 60 when 16 are in
+// flight, paying invoices made before the round. A regtest payment's latency spreads over tens of milliseconds
+// (LND signs commitments on a 50 ms ticker), so the medians need a few hundred samples to resolve a 5% difference.
+// A payment is slowed by the commitment updates LND is still exchanging for the ones before it, so it matters which
+// path made those. The first payments of each round, which may follow the other path's round, are made but not
+// counted (a washout, as in a crossover trial: one when sequential, 16 when 16 are in flight), and their medians are
+// printed. Only the first differs: in sequential rounds of four "-out" payments the p50s by position were direct
+// 74.6 then 77.0-77.3 ms, gateway 81.3 then 77.7-78.6 ms. The direct client starts its next payment as soon as LND
+// answers, into more of those leftovers; the gateway answers about 3 ms later (the ledger post with the payment's
+// status, the response), and the payment after it finds LND further along. Earlier versions of this bench took
+// turns payment by payment, so each gateway payment followed a direct one half the time and each direct payment a
+// gateway one: the sequential "-out" ratio read 1.04-1.05, against about 1.02 for each path following itself.
 // A payment after a pause, LND idle, shows the gateway's whole cost on this machine, the work before the send
 // included: about 6 ms. Paced 100 ms apart, the p50s were 100.3 ms direct and 106.0 ms through the gateway.
 import { mkdtemp, rm } from "node:fs/promises";
@@ -35,11 +34,14 @@ import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../script
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
-/** LIGHTNING_BENCH_PAYMENTS_SEQ / _16: payments per side; LIGHTNING_BENCH_DB=postgres: the gateway on PostgreSQL. */
+/**
+ * LIGHTNING_BENCH_PAYMENTS_SEQ / _16: counted payments per side (the washout's come on top);
+ * LIGHTNING_BENCH_DB=postgres: the gateway on PostgreSQL.
+ */
 const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 200);
-const payments16 = Number(process.env.LIGHTNING_BENCH_PAYMENTS_16 ?? 480);
+const payments16 = Number(process.env.LIGHTNING_BENCH_PAYMENTS_16 ?? 960);
 const concurrency = 16;
-const rounds16 = 8;
+const rounds16 = 16;
 /** Sequential rounds: this many counted payments of one path, after one that is not counted. */
 const seqRound = 4;
 const amountMsat = 1_000n; // 1 sat
@@ -214,16 +216,17 @@ export async function run(): Promise<BenchResult> {
         const perRound = Math.ceil(total / rounds);
         const direct: Measured = { samples: [], wallMs: 0 };
         const gateway: Measured = { samples: [], wallMs: 0 };
-        /** The uncounted first payments of the sequential rounds, printed to show what the washout leaves out. */
+        // The washout: a round's first payment when sequential, its first 16 when 16 are in flight.
+        const washout = parallel === 1 ? 1 : concurrency;
+        /** The rounds' uncounted first payments, printed to show what the washout leaves out. */
         const firsts = { direct: [] as number[], gateway: [] as number[] };
         for (let round = 0; round < rounds; round += 1) {
           const both = [
             [direct, "direct"],
             [gateway, "gateway"],
           ] as const;
-          // Sequential rounds alternate direct, gateway, direct, …: every uncounted first payment follows the other
-          // path's round. With 16 in flight, whichever goes first in a round goes second in the next.
-          for (const [target, which] of parallel === 1 || round % 2 === 0 ? both : [...both].reverse()) {
+          // Whichever goes first in a round goes second in the next.
+          for (const [target, which] of round % 2 === 0 ? both : [...both].reverse()) {
             let one: (i: number) => Promise<Sample>;
             if (direction === "in") one = which === "direct" ? directIn : gatewayIn;
             else {
@@ -232,11 +235,12 @@ export async function run(): Promise<BenchResult> {
                 // Each pays an invoice made just before it, untimed, as each "-in" payment makes its own.
                 one = async () => await pay(await payeeInvoice());
               } else {
-                const requests = await Promise.all(Array.from({ length: perRound }, payeeInvoice));
-                one = (i) => pay(requests[i] as string);
+                const requests = await Promise.all(Array.from({ length: washout + perRound }, payeeInvoice));
+                let next = 0;
+                one = () => pay(requests[next++] as string);
               }
             }
-            if (parallel === 1) firsts[which].push((await one(0)).latencyMs); // the washout
+            firsts[which].push(...(await runPool(washout, parallel, one)).samples);
             const measured = await runPool(perRound, parallel, one);
             target.samples.push(...measured.samples);
             target.wallMs += measured.wallMs;
@@ -255,10 +259,9 @@ export async function run(): Promise<BenchResult> {
         );
         rows.push(directRow, gatewayRow);
         process.stderr.write(`bench: ${JSON.stringify(directRow)} ${JSON.stringify(gatewayRow)}\n`);
-        if (parallel === 1)
-          process.stderr.write(
-            `bench: ${label}-${direction} first payments of rounds, not counted: direct p50 ${percentile(firsts.direct, 50).toFixed(2)} ms (after gateway rounds), gateway p50 ${percentile(firsts.gateway, 50).toFixed(2)} ms (after direct rounds)\n`,
-          );
+        process.stderr.write(
+          `bench: ${label}-${direction} first ${washout} of each round, not counted: p50 direct ${percentile(firsts.direct, 50).toFixed(2)} ms, gateway ${percentile(firsts.gateway, 50).toFixed(2)} ms\n`,
+        );
       }
     }
   } finally {
