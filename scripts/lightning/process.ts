@@ -14,17 +14,21 @@ export type Daemon = {
 
 const killAfterMsDefault = 15_000;
 
-/** Children still running, told to stop when this process exits without having stopped them. */
-const children = new Set<ChildProcess>();
+/** Children still running, each with how to stop it should this process exit without having stopped it. */
+const children = new Map<ChildProcess, () => void>();
 
 /**
  * Ties `child` to this process: should this process exit while the child runs (process.exit, an uncaught error,
- * the end of a script that forgot to stop it), the child is sent SIGTERM instead of running on, orphaned, holding
- * its ports and a share of the CPU. Only a SIGKILL of this process gets past it.
+ * the end of a script that forgot to stop it), `stop` is called (by default, SIGTERM to the child) instead of
+ * leaving it running, orphaned, holding its ports and a share of the CPU. Only a SIGKILL of this process gets past
+ * it. `stop` runs inside the 'exit' event: it must be synchronous.
  */
-export function exitsWithThisProcess(child: ChildProcess): void {
+export function exitsWithThisProcess(
+  child: ChildProcess,
+  stop: () => void = () => child.kill("SIGTERM"),
+): void {
   if (children.size === 0) process.on("exit", stopChildren);
-  children.add(child);
+  children.set(child, stop);
   const forget = () => {
     children.delete(child);
     if (children.size === 0) process.off("exit", stopChildren);
@@ -34,7 +38,13 @@ export function exitsWithThisProcess(child: ChildProcess): void {
 }
 
 function stopChildren() {
-  for (const child of children) child.kill("SIGTERM");
+  for (const stop of children.values()) {
+    try {
+      stop();
+    } catch {
+      // already gone: nothing left to stop
+    }
+  }
 }
 
 export function startDaemon(params: {

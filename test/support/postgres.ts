@@ -3,13 +3,14 @@
 // (initdb refuses root), listening on 127.0.0.1 on a free port with trust auth, durable commits (fsync and
 // synchronous_commit on) and settings sized for a small machine. stop() shuts it down and deletes the directory.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chown, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { chown, mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { freePort } from "../../scripts/lib/free-port.ts";
+import { exitsWithThisProcess } from "../../scripts/lightning/process.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -121,6 +122,13 @@ export async function startPostgres(): Promise<RunningPostgres> {
     ...Object.entries(settings).flatMap(([key, value]) => ["-c", `${key}=${value}`]),
   ]);
   const child: ChildProcess = spawn(command, [...args], { stdio: ["ignore", "ignore", "pipe"] });
+  // Signal the postmaster itself (runuser may not forward signals): SIGINT is a fast shutdown.
+  const shutDown = () => {
+    const pid = postmasterPid(dataDir);
+    if (pid !== null) process.kill(pid, "SIGINT");
+    else child.kill("SIGINT");
+  };
+  exitsWithThisProcess(child, shutDown);
   let log = "";
   child.stderr?.on("data", (chunk: Buffer) => {
     log = (log + chunk.toString()).slice(-8000);
@@ -136,10 +144,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   const stop = async () => {
     if (!exited) {
-      // Signal the postmaster itself (runuser may not forward signals): SIGINT is a fast shutdown.
-      const pid = await postmasterPid(dataDir);
-      if (pid !== null) process.kill(pid, "SIGINT");
-      else child.kill("SIGINT");
+      shutDown();
       const timer = setTimeout(() => child.kill("SIGKILL"), postgresStopTimeoutMs);
       await exit;
       clearTimeout(timer);
@@ -173,9 +178,10 @@ export async function startPostgres(): Promise<RunningPostgres> {
   return { url, port, stop };
 }
 
-async function postmasterPid(dataDir: string): Promise<number | null> {
+/** The postmaster's pid from its pid file; read synchronously, since an 'exit' handler needs it too. */
+function postmasterPid(dataDir: string): number | null {
   try {
-    const text = await readFile(path.join(dataDir, "postmaster.pid"), "utf8");
+    const text = readFileSync(path.join(dataDir, "postmaster.pid"), "utf8");
     const pid = Number(text.split("\n")[0]);
     return Number.isInteger(pid) && pid > 0 ? pid : null;
   } catch (error) {
