@@ -1,12 +1,13 @@
 // The private PostgreSQL of test/support stops when the process that started it exits without stopping it, as a
 // crashed test worker or a benchmark that calls process.exit would: no server left running on its port.
 import { execFile } from "node:child_process";
-import { readFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { expect, it } from "vitest";
 import { waitFor } from "../../scripts/lightning/process.ts";
+import { postmasterPid } from "../support/postgres.ts";
 
 const run = promisify(execFile);
 const postgresModule = path.join(import.meta.dirname, "../support/postgres.ts");
@@ -51,10 +52,8 @@ it("a test PostgreSQL stops when the process that started it exits without stopp
     // The hook leaves the temporary directory (it cannot be removed under a server shutting down). Should the
     // test fail, the server it left running is stopped first.
     if (await accepts(port)) {
-      process.kill(
-        Number((await readFile(path.join(dataDir, "postmaster.pid"), "utf8")).split("\n")[0]),
-        "SIGINT",
-      );
+      const pid = postmasterPid(dataDir);
+      if (pid !== null) process.kill(pid, "SIGINT");
       await waitFor("the left PostgreSQL to stop", async () => ((await accepts(port)) ? undefined : true), {
         timeoutMs: 15_000,
       });

@@ -179,7 +179,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
 }
 
 /** The postmaster's pid from its pid file; read synchronously, since an 'exit' handler needs it too. */
-function postmasterPid(dataDir: string): number | null {
+export function postmasterPid(dataDir: string): number | null {
   try {
     const text = readFileSync(path.join(dataDir, "postmaster.pid"), "utf8");
     const pid = Number(text.split("\n")[0]);
