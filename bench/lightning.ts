@@ -8,8 +8,8 @@
 //   out, direct:  payViaPaymentRequest from the gateway's lnd to a payee invoice made beforehand.
 //   out, gateway: POST /v1/payments to such an invoice, answered once it succeeded and the ledger posted it.
 // Direct and gateway take turns in rounds, so that the machine's noise hits both alike: rounds of `seqRound`
-// counted payments when sequential, each paying an invoice made just before it (untimed), and of 60 when 16 are in
-// flight, paying invoices made before the round. A regtest payment's latency spreads over tens of milliseconds
+// counted payments when sequential, each paying an invoice made just before it (untimed), and longer ones (60 by
+// default) when 16 are in flight, paying invoices made before the round. A regtest payment's latency spreads over tens of milliseconds
 // (LND signs commitments on a 50 ms ticker), so the medians need a few hundred samples to resolve a 5% difference.
 // A payment is slowed by the commitment updates LND is still exchanging for the ones before it, so it matters which
 // path made those. The first payments of each round, which may follow the other path's round, are made but not
