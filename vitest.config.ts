@@ -10,6 +10,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: [
+            "core/**/*.test.ts",
             "gateway/**/*.test.ts",
             "adapters/**/*.test.ts",
             "client/**/*.test.ts",

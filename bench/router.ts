@@ -19,6 +19,7 @@
 // baseline the prepared snapshot is measured against, in the same run.
 
 import { loadavg } from "node:os";
+import type { Destination } from "../core/index.ts";
 import {
   btc,
   evmRail,
@@ -30,7 +31,7 @@ import {
   usdc,
 } from "../gateway/router/fixtures.ts";
 import { prepareSnapshot, route } from "../gateway/router/index.ts";
-import type { Destination, PaymentIntent, RoutePolicy, Snapshot } from "../gateway/router/types.ts";
+import type { PaymentIntent, RoutePolicy, Snapshot } from "../gateway/router/types.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 const intentsCount = 10_000;

@@ -32,7 +32,8 @@ import {
 } from "../adapters/fiat/index.ts";
 import { createInternalRail } from "../adapters/internal/index.ts";
 import { createFileRailStore, createLightningRail } from "../adapters/lightning/index.ts";
-import type { Rail } from "../adapters/rail.ts";
+import type { Rail } from "../core/index.ts";
+import { type Asset, assets } from "../core/index.ts";
 import {
   type AccountRecord,
   accountCacheDefaults,
@@ -47,7 +48,6 @@ import { buildServer } from "./http/index.ts";
 import { stripeWebhooksPlugin } from "./http/stripe-webhooks.ts";
 import { derivedLedgerId } from "./ids/index.ts";
 import { createLedger, type Ledger, ledgerHolds, ledgerMigrations } from "./ledger/index.ts";
-import { type Asset, assets } from "./money/index.ts";
 import {
   applyRailEvent,
   createMarket,

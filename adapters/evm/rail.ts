@@ -26,17 +26,19 @@ import {
   type Transport,
   type WalletClient,
 } from "viem";
-import type { Db, MigrationSource } from "../../gateway/db/index.ts";
-import { type Asset, amountMax, divCeil } from "../../gateway/money/index.ts";
-import type { RailSnapshot, UsdRate } from "../../gateway/router/types.ts";
 import type {
   AttemptOutcome,
+  Db,
+  MigrationSource,
   OutgoingAttempt,
   Rail,
   RailEventHandler,
   RailFailureCode,
+  RailSnapshot,
   SettlementEvidence,
-} from "../rail.ts";
+  UsdRate,
+} from "../../core/index.ts";
+import { type Asset, amountMax, divCeil } from "../../core/index.ts";
 import { referenceFromId, revenueSplitterAbi, settleBatchPayeesMax, testUsdErrorsAbi } from "./contracts.ts";
 
 export const evmMigrations: MigrationSource = {

@@ -26,7 +26,7 @@ import {
   parseEventLogs,
   type Transport,
 } from "viem";
-import type { Db, Sql } from "../../gateway/db/index.ts";
+import type { Db, Sql } from "../../core/index.ts";
 import { revenueSplitterAbi, type SplitDefinition } from "./contracts.ts";
 
 export type SplitterEvent =

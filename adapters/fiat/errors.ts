@@ -2,7 +2,7 @@
 // `retryElsewhere` is true only when Stripe certainly did nothing: after a timeout or a 5xx the charge or
 // transfer may exist, so the attempt is retried on this rail with the same idempotency key, never elsewhere.
 import Stripe from "stripe";
-import type { RailFailureCode } from "../rail.ts";
+import type { RailFailureCode } from "../../core/index.ts";
 
 export type FiatFailure = {
   readonly code: RailFailureCode;

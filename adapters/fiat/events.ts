@@ -1,7 +1,7 @@
 // Stripe webhook events, parsed (after the signature was verified) and mapped to what the gateway applies.
 // Pure: no I/O. Ordering and idempotency live in receiver.ts.
 import { z } from "zod";
-import type { RailEvent, RailFailureCode, SettlementEvidence } from "../rail.ts";
+import type { RailEvent, RailFailureCode, SettlementEvidence } from "../../core/index.ts";
 import { type FiatFeeSchedule, fiatFee } from "./fees.ts";
 import type { FiatPspIds, ParkedReversal, ReversalReason } from "./store.ts";
 

@@ -3,9 +3,15 @@
 // own ids, and what Stripe created is recorded by that key, so a retry never charges or pays twice, even
 // after Stripe has forgotten the key (24 h). Final outcomes of charges arrive by webhook (receiver.ts).
 import type Stripe from "stripe";
-import type { Asset } from "../../gateway/money/index.ts";
-import type { RailSnapshot } from "../../gateway/router/types.ts";
-import type { AttemptOutcome, OutgoingAttempt, Rail, RailEventHandler, RailFailureCode } from "../rail.ts";
+import type {
+  Asset,
+  AttemptOutcome,
+  OutgoingAttempt,
+  Rail,
+  RailEventHandler,
+  RailFailureCode,
+  RailSnapshot,
+} from "../../core/index.ts";
 import { type FiatFailure, FiatRailError, translateStripeError } from "./errors.ts";
 import { metadataKeys } from "./events.ts";
 import { type FiatFeeSchedule, fiatFee, validateFeeSchedule } from "./fees.ts";

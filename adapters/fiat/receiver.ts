@@ -10,7 +10,7 @@
 // thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
 
-import type { SettlementEvidence } from "../rail.ts";
+import type { SettlementEvidence } from "../../core/index.ts";
 import {
   type FiatEvent,
   type IgnoredReason,

@@ -1,6 +1,6 @@
 // The fiat rail's stores on PostgreSQL or PGlite (same SQL). Tables: migrations/001_fiat_stripe.sql.
 import { fileURLToPath } from "node:url";
-import type { Db, MigrationSource, Sql } from "../../gateway/db/index.ts";
+import type { Db, MigrationSource, Sql } from "../../core/index.ts";
 import {
   type CreditedIntent,
   type FiatPspIds,

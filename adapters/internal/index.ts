@@ -1,9 +1,14 @@
 // The internal rail: money moves between two Switchyard accounts of one asset. The ledger transfer is
 // the movement, so executing an attempt has nothing left to do on any network and costs nothing.
-import type { Asset } from "../../gateway/money/index.ts";
-import { amountMax } from "../../gateway/money/index.ts";
-import type { RailSnapshot } from "../../gateway/router/types.ts";
-import type { AttemptOutcome, OutgoingAttempt, Rail, RailEventHandler } from "../rail.ts";
+import type {
+  Asset,
+  AttemptOutcome,
+  OutgoingAttempt,
+  Rail,
+  RailEventHandler,
+  RailSnapshot,
+} from "../../core/index.ts";
+import { amountMax } from "../../core/index.ts";
 
 export function createInternalRail(params: { asset: Asset; id?: string; nowMs?: () => number }): Rail {
   const nowMs = params.nowMs ?? Date.now;

@@ -1,5 +1,5 @@
 // LND's ways of saying no, translated once into the rail's closed set of failure codes.
-import type { RailFailureCode } from "../rail.ts";
+import type { RailFailureCode } from "../../core/index.ts";
 
 export type Failure = { code: RailFailureCode; message: string; retryElsewhere: boolean };
 

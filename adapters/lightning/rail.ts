@@ -23,9 +23,17 @@ import {
   subscribeToInvoices,
   subscribeToPastPayment,
 } from "lightning";
-import { type Asset, assets, divCeil } from "../../gateway/money/index.ts";
-import type { DestinationKind, RailSnapshot, UsdRate } from "../../gateway/router/types.ts";
-import type { AttemptOutcome, OutgoingAttempt, Rail, RailEvent, RailEventHandler } from "../rail.ts";
+import type {
+  AttemptOutcome,
+  DestinationKind,
+  OutgoingAttempt,
+  Rail,
+  RailEvent,
+  RailEventHandler,
+  RailSnapshot,
+  UsdRate,
+} from "../../core/index.ts";
+import { type Asset, assets, divCeil } from "../../core/index.ts";
 import { parseBolt11 } from "./bolt11.ts";
 import {
   classifyLndError,

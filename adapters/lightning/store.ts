@@ -6,7 +6,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { RailFailureCode } from "../rail.ts";
+import type { RailFailureCode } from "../../core/index.ts";
 
 export type PaymentKind = "bolt11" | "keysend";
 

@@ -1,11 +1,11 @@
 // The per-process account memory on PGlite: it answers from memory after the first read, never across
 // tenants, never remembers an account that was not found, and holds at most entriesMax records.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite, type Sql } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
-import { assets } from "../money/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createAccount, createAccountCache } from "./index.ts";
 

@@ -1,10 +1,11 @@
 // Named accounts over ledger accounts. A tenant's accounts (customer and merchant balances) are
 // liabilities: credit-normal, never overdrawn. A rail's clearing account holds what sits on that rail:
 // an asset, debit-normal, never below zero. Every read is scoped to its tenant.
+
+import { type Asset, assetByCode } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { AccountFlags, type Ledger, type Account as LedgerAccount, ledgerHolds } from "../ledger/index.ts";
-import { type Asset, assetByCode } from "../money/index.ts";
 
 export type AccountKind = "customer" | "merchant" | "clearing" | "fee" | "payable";
 

@@ -5,32 +5,9 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
 import pg from "pg";
+import type { Db, MigrationSource, Row, Sql, Statement } from "../../core/index.ts";
 
-export type Row = Record<string, unknown>;
-
-export interface Sql {
-  /** Runs one parameterized statement and returns its rows. */
-  query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]>;
-}
-
-/** A parameterized statement, to run later or with others. */
-export type Statement = { text: string; params: readonly unknown[] };
-
-export interface Db extends Sql {
-  readonly kind: "postgres" | "pglite";
-  /** The most statements that can run at once (PostgreSQL: the pool's size; PGlite: 1). */
-  readonly connectionsMax: number;
-  /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
-  transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
-  /**
-   * Runs statements in order in one transaction, all or none, and returns each one's rows. PGlite takes them in
-   * one exchange, which costs about what one statement does.
-   */
-  queryAll(statements: readonly Statement[]): Promise<Row[][]>;
-  /** Runs a script of several statements without parameters (migrations). */
-  exec(script: string): Promise<void>;
-  close(): Promise<void>;
-}
+export type { Db, MigrationSource, Row, Sql, Statement };
 
 export type DbConfig =
   | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
@@ -308,8 +285,6 @@ function parsedStale(error: unknown): boolean {
   if (code === "0A000") return typeof message === "string" && message.includes("cached plan must not change");
   return code === "26000" || code === "42883" || code === "42804";
 }
-
-export type MigrationSource = { namespace: string; directory: string };
 
 /**
  * Applies every `*.sql` file of each source, in name order, once. Each file runs in its own transaction

@@ -1,8 +1,8 @@
 // From the gateway's records to the API's JSON: bigints become decimal strings, names become snake_case.
-import type { SettlementEvidence } from "../../adapters/rail.ts";
-import { assetByCode, formatAmount } from "../money/index.ts";
+import type { Destination, SettlementEvidence } from "../../core/index.ts";
+import { assetByCode, formatAmount } from "../../core/index.ts";
 import type { Attempt, Payment } from "../payments/index.ts";
-import type { CostBreakdown, Destination, RouteDecision } from "../router/types.ts";
+import type { CostBreakdown, RouteDecision } from "../router/types.ts";
 import type { CreatePaymentBody, PaymentView } from "./schemas.ts";
 
 const microUsd = { scale: 6 };

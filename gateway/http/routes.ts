@@ -1,11 +1,11 @@
 // The /v1 routes and /healthz. A handler parses (the schemas did), calls one function, maps the result.
 import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import type { z } from "zod";
-import type { Rail } from "../../adapters/rail.ts";
+import type { Rail } from "../../core/index.ts";
+import { assetByCode, formatAmount } from "../../core/index.ts";
 import { type AccountCache, balanceOf } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
-import { assetByCode, formatAmount } from "../money/index.ts";
 import { createPayment, createPaymentQuote, getPayment, type PaymentsDeps } from "../payments/index.ts";
 import type { RouteDecision, RoutePolicy } from "../router/types.ts";
 import { createInvoice, getInvoice, type Invoice, type SettlementDeps } from "../settlement/index.ts";

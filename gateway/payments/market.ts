@@ -1,7 +1,7 @@
 // What the router sees: the rails' own snapshots, priced and prepared, with what the gateway has learned of
 // each rail's recent outcomes written in. Refreshed on a timer and after every outcome, so that route()
 // always gets a prepared snapshot (the per-snapshot work is done once, not per payment).
-import type { Rail } from "../../adapters/rail.ts";
+import type { Rail } from "../../core/index.ts";
 import {
   createLearningState,
   type LearningState,

@@ -7,7 +7,7 @@
 //
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
 // contract accept once; a flush first resumes any batch still sending, with the same reference.
-import type { SettlementEvidence } from "../../adapters/rail.ts";
+import type { Asset, SettlementEvidence } from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -18,7 +18,6 @@ import {
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, ledgerHolds } from "../ledger/index.ts";
-import type { Asset } from "../money/index.ts";
 import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
 import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";

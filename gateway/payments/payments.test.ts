@@ -1,14 +1,14 @@
 // The payments service on PGlite with the real ledger and router, and toy rails that can fail or "die"
 // (throw) on either side of paying: two rails must never both pay one payment, whatever the crash point.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
+import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts";
+import { assets } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
-import { assets } from "../money/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./index.ts";

@@ -12,14 +12,14 @@
 //
 // The live path keeps the payment it writes in memory and answers from it; it reads the database again only
 // when a conditional update finds that another writer (recovery, a rail event) moved the payment first.
-import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../adapters/rail.ts";
+import type { AttemptOutcome, Destination, Rail, RailEvent, SettlementEvidence } from "../../core/index.ts";
+import { type Asset, assetByCode, parseAmount } from "../../core/index.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Row, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, ledgerHolds, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
-import { type Asset, assetByCode, parseAmount } from "../money/index.ts";
 import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
-import type { Destination, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
+import type { PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
 import { accruePayout, type NettingDeps, shouldAccrue } from "./netting.ts";
 import {
   attemptMoved,

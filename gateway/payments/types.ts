@@ -1,8 +1,7 @@
 // Payments and attempts: records, statuses, the closed set of reasons a payment is refused or fails,
 // and the transitions allowed between statuses. Pure.
-import type { SettlementEvidence } from "../../adapters/rail.ts";
-import type { ParseAmountError } from "../money/index.ts";
-import type { Destination, RouteDecision, RoutePolicy } from "../router/types.ts";
+import type { Destination, ParseAmountError, SettlementEvidence } from "../../core/index.ts";
+import type { RouteDecision, RoutePolicy } from "../router/types.ts";
 
 export type PaymentStatus = "processing" | "succeeded" | "failed";
 export type AttemptStatus = "reserving" | "executing" | "in_flight" | "succeeded" | "failed";

@@ -1,6 +1,6 @@
 // Assets, rates and rails for tests, benchmarks and development: a static world, nothing live.
-import type { Asset } from "../money/index.ts";
-import type { RailSnapshot, Snapshot, UsdRate } from "./types.ts";
+import type { Asset, RailSnapshot, UsdRate } from "../../core/index.ts";
+import type { Snapshot } from "./types.ts";
 
 export const usdc: Asset = { code: "USDC", scale: 6, ledger: 1 };
 export const usd: Asset = { code: "USD", scale: 2, ledger: 2 };

@@ -1,8 +1,10 @@
 // Rates and conversions. A rate source answers the USD mid rate of an asset and the spread of a pair;
 // the snapshot carries what it answered, so route() stays pure. Every conversion names its rounding.
-import { divCeil, divFloor, divHalfEven } from "../money/index.ts";
+
+import type { RailSnapshot, UsdRate } from "../../core/index.ts";
+import { divCeil, divFloor, divHalfEven } from "../../core/index.ts";
 import { fxPairKey } from "./prepare.ts";
-import type { Candidate, FxRate, RailSnapshot, Snapshot, UsdRate } from "./types.ts";
+import type { Candidate, FxRate, Snapshot } from "./types.ts";
 
 export type Rounding = "floor" | "ceil" | "half_even";
 

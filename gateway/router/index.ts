@@ -69,19 +69,12 @@ export {
 export { failureCostMicroUsdDefault, feeHeadroomBpsDefault, RouterInputError, route } from "./route.ts";
 export type {
   Candidate,
-  CircuitState,
   CostBreakdown,
-  Destination,
-  DestinationKind,
   Exclusion,
   ExclusionReason,
   FxRate,
-  NetworkFeeModel,
   PaymentIntent,
-  RailKind,
-  RailSnapshot,
   RouteDecision,
   RoutePolicy,
   Snapshot,
-  UsdRate,
 } from "./types.ts";

@@ -2,9 +2,11 @@
 // sliding window (the success rate the cost model prices), and a circuit breaker. A rail that keeps
 // failing opens its circuit and is excluded; after a cool-down it is half-open and one probe may pass;
 // the probe's success closes it, its failure opens it again for twice as long (up to a maximum).
+
+import type { CircuitState, RailSnapshot } from "../../core/index.ts";
 import { buildSnapshot, type RateSource } from "./fx.ts";
 import { type PreparedSnapshot, prepareSnapshot } from "./prepare.ts";
-import type { CircuitState, RailSnapshot, Snapshot } from "./types.ts";
+import type { Snapshot } from "./types.ts";
 
 /** The most outcomes a rail's window holds, whatever the configuration asks. */
 export const outcomesWindowMax = 1_000;

@@ -1,7 +1,7 @@
 // Netting: a payout whose fee on its cheapest rail would be more than a configured share of its value
 // accrues instead of leaving at once; accrued payouts leave in batches (EVM settleBatch, one Lightning
 // payment per payee) when a threshold is reached or a timer fires. Pure: the ledger keeps the accruals.
-import { basisPointsTotal } from "../money/index.ts";
+import { basisPointsTotal } from "../../core/index.ts";
 import type { RouteDecision } from "./types.ts";
 
 export type NettingVerdict = "pay_now" | "accrue";

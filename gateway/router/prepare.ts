@@ -1,16 +1,9 @@
 // Per-snapshot work done once, so that route() does only the per-payment arithmetic: cross rates between
 // every asset with a USD rate and each rail's asset, the network fee where it does not depend on the
 // amount, the failure odds, and every exclusion whose text does not depend on the payment.
-import type {
-  DestinationKind,
-  Exclusion,
-  ExclusionReason,
-  FxRate,
-  RailKind,
-  RailSnapshot,
-  Snapshot,
-  UsdRate,
-} from "./types.ts";
+
+import type { DestinationKind, RailKind, RailSnapshot, UsdRate } from "../../core/index.ts";
+import type { Exclusion, ExclusionReason, FxRate, Snapshot } from "./types.ts";
 
 export const ppmTotal = 1_000_000n;
 

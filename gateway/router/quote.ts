@@ -1,8 +1,10 @@
 // Quotes: a decision frozen for a time-to-live. The quote locks, for every candidate, the conversion rate,
 // the amount to send on that rail and the fee cap; a payment made with the quote id honours them until
 // the quote expires, or fails with quote_expired.
+
+import type { Destination } from "../../core/index.ts";
 import { ceilDiv } from "./prepare.ts";
-import type { Candidate, Destination, Exclusion, PaymentIntent, RouteDecision, Snapshot } from "./types.ts";
+import type { Candidate, Exclusion, PaymentIntent, RouteDecision, Snapshot } from "./types.ts";
 
 /** The longest time-to-live a quote may have. */
 export const quoteTtlMsMax = 15 * 60_000;

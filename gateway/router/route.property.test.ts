@@ -2,20 +2,11 @@
 // plainly with the money helpers, and against invariants that hold whatever the model says.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { type Asset, divCeil, divFloor } from "../money/index.ts";
+import type { Destination, DestinationKind, RailKind, RailSnapshot, UsdRate } from "../../core/index.ts";
+import { type Asset, divCeil, divFloor } from "../../core/index.ts";
 import { btc, usd, usdc } from "./fixtures.ts";
 import { convert, fromMicroUsd, prepareSnapshot, reachableByKind, route, toMicroUsd } from "./index.ts";
-import type {
-  Destination,
-  DestinationKind,
-  ExclusionReason,
-  PaymentIntent,
-  RailKind,
-  RailSnapshot,
-  RoutePolicy,
-  Snapshot,
-  UsdRate,
-} from "./types.ts";
+import type { ExclusionReason, PaymentIntent, RoutePolicy, Snapshot } from "./types.ts";
 
 const eur: Asset = { code: "EUR", scale: 2, ledger: 9 }; // never has a USD rate here
 const railKinds: RailKind[] = ["internal", "evm", "lightning", "fiat"];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Asset } from "../money/index.ts";
+import type { Asset, Destination, RailSnapshot } from "../../core/index.ts";
 import {
   btc,
   evmRail,
@@ -11,14 +11,7 @@ import {
   usdc,
 } from "./fixtures.ts";
 import { prepareSnapshot, RouterInputError, route } from "./index.ts";
-import type {
-  Destination,
-  ExclusionReason,
-  PaymentIntent,
-  RailSnapshot,
-  RoutePolicy,
-  Snapshot,
-} from "./types.ts";
+import type { ExclusionReason, PaymentIntent, RoutePolicy, Snapshot } from "./types.ts";
 
 const toAddress: Destination = { kind: "evm_address", address: "0x00000000000000000000000000000000000000aa" };
 const toSplit: Destination = { kind: "evm_split", splitId: "0x01" };

@@ -1,70 +1,7 @@
-// The router's vocabulary: where money goes, what each rail offers right now, what the caller allows,
-// and the decision with its reasons. Pure types; adapters import them, never the other way round.
-import type { Asset } from "../money/index.ts";
-
-export type RailKind = "internal" | "evm" | "lightning" | "fiat";
-
-/** Where a payment goes. Exactly one kind; the kind decides which rails can reach it. */
-export type Destination =
-  | { kind: "account"; accountId: string } // a Switchyard account: internal rail
-  | { kind: "evm_address"; address: `0x${string}` } // a wallet on the EVM chain
-  | { kind: "evm_split"; splitId: `0x${string}` } // a RevenueSplitter split
-  | { kind: "bolt11"; invoice: string } // a Lightning invoice
-  | { kind: "lightning_node"; pubkey: string } // keysend to a Lightning node
-  | { kind: "stripe_account"; accountId: string }; // a Stripe Connect account
-
-export type DestinationKind = Destination["kind"];
-
-/** A price of one asset in USD micro-units per one minor unit, as a rational: exact, no float. */
-export type UsdRate = { readonly microUsd: bigint; readonly perMinorUnits: bigint };
-
-/**
- * How a rail's network fee for one payment is estimated. Absent: `networkFeeMicroUsd` as it stands.
- * - `evm_gas`: gas units × gas price (wei) × the native token's USD rate (`usdRates[nativeAsset]`, per wei).
- * - `lightning_routing`: the routing-fee estimate from the rail's quote, base + parts per million of the
- *   amount, in the rail's asset (millisatoshi).
- */
-export type NetworkFeeModel =
-  | {
-      readonly kind: "evm_gas";
-      readonly gasUnits: bigint;
-      readonly gasPriceWei: bigint;
-      readonly nativeAsset: string;
-    }
-  | { readonly kind: "lightning_routing"; readonly base: bigint; readonly ppm: bigint };
-
-/** The circuit breaker's view of a rail: open excludes it, half_open lets probes through. */
-export type CircuitState = "closed" | "open" | "half_open";
-
-/** What one rail offers at the moment its snapshot was taken. Amounts are in the rail's asset. */
-export type RailSnapshot = {
-  readonly rail: string; // the rail's id: "internal", "evm", "lightning", "fiat"
-  readonly kind: RailKind;
-  readonly asset: Asset;
-  readonly available: boolean; // healthy and started
-  readonly reaches: readonly DestinationKind[];
-  readonly amountMin: bigint;
-  readonly amountMax: bigint;
-  /** What the rail can send right now (hot-wallet balance, outbound channel capacity); null: not limited. */
-  readonly liquidity: bigint | null;
-  /** Provider fee: fixed part plus a proportional part in parts per million of the amount, in the rail's asset. */
-  readonly feeFixed: bigint;
-  readonly feePpm: bigint;
-  /** Network fee estimate for one payment (gas × price, routing fee), in USD micro-units. */
-  readonly networkFeeMicroUsd: bigint;
-  readonly latencyMs: number; // expected time to finality
-  readonly successes: number; // recent outcomes over the rail's window
-  readonly failures: number;
-  readonly takenAtMs: number;
-  /** The smallest provider fee charged (a PSP's minimum), in the rail's asset. Absent: 0. */
-  readonly feeMin?: bigint;
-  /** Replaces `networkFeeMicroUsd` with a model computed from its inputs. */
-  readonly networkFee?: NetworkFeeModel;
-  /** Spread to buy this rail's asset with another asset, parts per million, when the snapshot names none for the pair. */
-  readonly fxSpreadPpm?: bigint;
-  /** The circuit breaker's state (see learning.ts). Absent: closed. */
-  readonly circuit?: CircuitState;
-};
+// The router's vocabulary: the snapshot of every rail, what the payment asks for, what the caller allows,
+// and the decision with its reasons. Pure types. Where money goes and what a rail offers (Destination,
+// RailSnapshot) are core's: rails produce them without knowing the router.
+import type { Asset, Destination, RailKind, RailSnapshot, UsdRate } from "../../core/index.ts";
 
 export type Snapshot = {
   readonly rails: readonly RailSnapshot[];

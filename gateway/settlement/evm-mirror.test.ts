@@ -2,9 +2,9 @@
 import type { Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SplitterEvent, WatchedEvent } from "../../adapters/evm/index.ts";
+import { assets, splitByBasisPoints } from "../../core/index.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, TransferFlags } from "../ledger/index.ts";
-import { assets, splitByBasisPoints } from "../money/index.ts";
 import {
   createEvmMirror,
   evmMirrorAccounts,

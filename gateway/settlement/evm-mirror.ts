@@ -30,6 +30,7 @@
 // Events for tokens without a configured asset are not mirrored.
 import type { Address, Hex } from "viem";
 import type { SplitterEventSink, WatchedEvent } from "../../adapters/evm/index.ts";
+import { type Asset, splitByBasisPoints } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import {
   type Ledger,
@@ -38,7 +39,6 @@ import {
   TransferFlags,
   type TransferInput,
 } from "../ledger/index.ts";
-import { type Asset, splitByBasisPoints } from "../money/index.ts";
 
 /** TigerBeetle `code` of the mirror's accounts (gateway/accounts uses 1, 2, 10, 20, 30). */
 export const evmMirrorAccountCodes = {

@@ -2,9 +2,9 @@
 // mirrored into the ledger (evm-mirror.ts). createSplitterMirror wires the two for the composition root.
 import type { Address, Chain, PublicClient, Transport } from "viem";
 import { createSplitterWatcher, type SplitterWatcher } from "../../adapters/evm/index.ts";
+import type { Asset } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { type Ledger, ledgerHolds } from "../ledger/index.ts";
-import type { Asset } from "../money/index.ts";
 import { createEvmMirror, EvmMirrorError, evmMirrorAccountCodes, evmMirrorAccounts } from "./evm-mirror.ts";
 
 export {

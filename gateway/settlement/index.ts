@@ -2,12 +2,12 @@
 // money as received, it is mirrored once into the ledger — the rail's clearing account (what now sits on that
 // rail) against the tenant's account — with the rail's evidence. A reversal (a dispute, a refund of a top-up)
 // takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
-import type { SettlementEvidence } from "../../adapters/rail.ts";
+import type { SettlementEvidence } from "../../core/index.ts";
+import { assetByCode, parseAmount } from "../../core/index.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Ledger, ledgerHolds, TransferFlags } from "../ledger/index.ts";
-import { assetByCode, parseAmount } from "../money/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 
 /** What a rail offers for money in: it creates the thing a payer pays (an invoice, a PaymentIntent). */

@@ -2,12 +2,12 @@
 // it is credited once through the account memory with one statement to find it, and the paid status and its
 // event are written together.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
-import { assets } from "../money/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,

@@ -32,7 +32,7 @@ import {
   testUsdDefaults,
   testUsdErrorsAbi,
 } from "../../adapters/evm/contracts.ts";
-import { splitByBasisPoints } from "../../gateway/money/index.ts";
+import { splitByBasisPoints } from "../../core/index.ts";
 
 type Connection = Awaited<ReturnType<typeof network.connect>>;
 type Viem = Connection["viem"];

@@ -1,11 +1,11 @@
 import { fork } from "node:child_process";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets } from "../../core/index.ts";
 import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
-import { assets } from "../../gateway/money/index.ts";
 import { transferCodes } from "../../gateway/payments/index.ts";
 import { createTenant } from "../../gateway/tenants/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";

@@ -6,11 +6,11 @@
 //   node test/crash/worker.ts <database url> <run id> <count>
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../adapters/rail.ts";
+import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts";
+import { assets } from "../../core/index.ts";
 import { createAccountCache } from "../../gateway/accounts/index.ts";
 import { openPostgres } from "../../gateway/db/index.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
-import { assets } from "../../gateway/money/index.ts";
 import { createPayment, type PaymentsDeps, recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
 import { toyRailSnapshot } from "../support/toy-rail.ts";

@@ -10,8 +10,8 @@ import {
   revenueSplitterAbi,
   testUsdDefaults,
 } from "../../adapters/evm/index.ts";
+import { splitByBasisPoints } from "../../core/index.ts";
 import { TransferFlags } from "../../gateway/ledger/index.ts";
-import { splitByBasisPoints } from "../../gateway/money/index.ts";
 import { evmMirrorTransferCodes } from "../../gateway/settlement/evm.ts";
 import { type Gateway, startGateway } from "./support.ts";
 

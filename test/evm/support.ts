@@ -7,10 +7,10 @@ import {
   testUsdAbi,
   type WatchedEvent,
 } from "../../adapters/evm/index.ts";
+import { assets } from "../../core/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { loadConfig } from "../../gateway/config.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
-import { assets } from "../../gateway/money/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
 
 export type Gateway = Awaited<ReturnType<typeof startGateway>>;

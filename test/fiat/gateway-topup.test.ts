@@ -3,10 +3,10 @@
 // it is delivered; a bad signature changes nothing; a dispute takes the money back and a won one gives it back;
 // each partial refund is announced, and a failed one is given back.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { loadConfig } from "../../gateway/config.ts";
-import { assets } from "../../gateway/money/index.ts";
 import { apiClient } from "../support/api.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 

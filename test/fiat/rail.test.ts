@@ -13,8 +13,8 @@ import {
   type StripeObjectStore,
   translateStripeError,
 } from "../../adapters/fiat/index.ts";
-import type { OutgoingAttempt } from "../../adapters/rail.ts";
-import { assets } from "../../gateway/money/index.ts";
+import type { OutgoingAttempt } from "../../core/index.ts";
+import { assets } from "../../core/index.ts";
 import { freePort } from "../../scripts/lib/free-port.ts";
 
 const port = inject("stripeMockPort");

@@ -10,9 +10,10 @@ import {
   type FiatRail,
 } from "../../adapters/fiat/index.ts";
 import { createInternalRail } from "../../adapters/internal/index.ts";
-import { assets } from "../../gateway/money/index.ts";
+import type { Destination } from "../../core/index.ts";
+import { assets } from "../../core/index.ts";
 import { route } from "../../gateway/router/index.ts";
-import type { Destination, Snapshot } from "../../gateway/router/types.ts";
+import type { Snapshot } from "../../gateway/router/types.ts";
 
 const makeRail = (id: string, feeSchedule: FiatFeeSchedule) =>
   createFiatRail({

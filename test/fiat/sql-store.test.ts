@@ -8,8 +8,8 @@ import {
   defaultFiatFeeSchedule,
   fiatMigrations,
 } from "../../adapters/fiat/index.ts";
+import { assets } from "../../core/index.ts";
 import { type Db, migrate, openPglite } from "../../gateway/db/index.ts";
-import { assets } from "../../gateway/money/index.ts";
 
 let db: Db;
 beforeAll(async () => {

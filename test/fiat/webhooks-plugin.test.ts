@@ -11,8 +11,8 @@ import {
   defaultFiatFeeSchedule,
   type StripeWebhookStore,
 } from "../../adapters/fiat/index.ts";
+import { assets } from "../../core/index.ts";
 import { stripeWebhookPath, stripeWebhooksPlugin } from "../../gateway/http/stripe-webhooks.ts";
-import { assets } from "../../gateway/money/index.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 import { createToyLedger, type ToyLedger } from "./toy-ledger.ts";
 

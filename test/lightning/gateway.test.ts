@@ -6,10 +6,10 @@ import os from "node:os";
 import path from "node:path";
 import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { loadConfig } from "../../gateway/config.ts";
-import { assets } from "../../gateway/money/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
 

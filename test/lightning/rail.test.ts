@@ -24,7 +24,7 @@ import {
   type LightningRail,
   type LightningRailParams,
 } from "../../adapters/lightning/index.ts";
-import type { OutgoingAttempt, RailEvent } from "../../adapters/rail.ts";
+import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
 
 const cluster = inject("lightningCluster");

@@ -1,7 +1,8 @@
 // The router's view of a toy rail for tests of the payments core: a USDC rail reaching EVM addresses, with
 // no liquidity limit, no network fee and a fixed provider fee that orders rails by price.
-import { amountMax, assets } from "../../gateway/money/index.ts";
-import type { RailSnapshot } from "../../gateway/router/types.ts";
+
+import type { RailSnapshot } from "../../core/index.ts";
+import { amountMax, assets } from "../../core/index.ts";
 
 export function toyRailSnapshot(id: string, feeFixed: bigint): RailSnapshot {
   return {

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { divCeil, divFloor, divHalfEven, formatAmount, parseAmount, splitByBasisPoints } from "./index.ts";
+import { divCeil, divFloor, divHalfEven, formatAmount, parseAmount, splitByBasisPoints } from "./money.ts";
 
 const usdc = { scale: 6 };
 

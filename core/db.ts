@@ -1,0 +1,31 @@
+// What a rail or a store needs of the database: one small SQL interface, the same over PostgreSQL and
+// PGlite (gateway/db implements it). int8 comes back as bigint and numeric as a decimal string.
+
+export type Row = Record<string, unknown>;
+
+export interface Sql {
+  /** Runs one parameterized statement and returns its rows. */
+  query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]>;
+}
+
+/** A parameterized statement, to run later or with others. */
+export type Statement = { text: string; params: readonly unknown[] };
+
+export interface Db extends Sql {
+  readonly kind: "postgres" | "pglite";
+  /** The most statements that can run at once (PostgreSQL: the pool's size; PGlite: 1). */
+  readonly connectionsMax: number;
+  /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
+  transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
+  /**
+   * Runs statements in order in one transaction, all or none, and returns each one's rows. PGlite takes them in
+   * one exchange, which costs about what one statement does.
+   */
+  queryAll(statements: readonly Statement[]): Promise<Row[][]>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(script: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A folder of numbered `.sql` files applied once each, in order, under a namespace. */
+export type MigrationSource = { namespace: string; directory: string };

@@ -1,0 +1,45 @@
+// The one base of every error Switchyard throws, on viem's model: a fixed name, a one-line short message,
+// optional details (plain text, never a secret) and the original cause. Thrown errors are bugs, broken
+// configuration or an unreachable dependency; an expected business failure is a value from a closed set,
+// never one of these.
+
+export type SwitchyardErrorOptions = {
+  /** More about what happened, for logs; one or a few lines. */
+  readonly details?: string;
+  /** The error this one translates (a gRPC, JSON-RPC, SQL or Stripe error), kept as it was. */
+  readonly cause?: unknown;
+};
+
+export class SwitchyardError extends Error {
+  override name = "SwitchyardError";
+  /** The first line of `message`: what went wrong, without the details. */
+  readonly shortMessage: string;
+  readonly details: string | undefined;
+
+  constructor(shortMessage: string, options: SwitchyardErrorOptions = {}) {
+    const details = options.details ?? detailsOf(options.cause);
+    super(details === undefined ? shortMessage : `${shortMessage}\n\nDetails: ${details}`, {
+      cause: options.cause,
+    });
+    this.shortMessage = shortMessage;
+    this.details = details;
+  }
+
+  /** The first error along the cause chain (this one included) that `predicate` accepts. */
+  walk(predicate: (error: unknown) => boolean): unknown {
+    let current: unknown = this;
+    for (let depth = 0; depth < causeDepthMax && current !== undefined; depth += 1) {
+      if (predicate(current)) return current;
+      current = current instanceof Error ? current.cause : undefined;
+    }
+    return undefined;
+  }
+}
+
+const causeDepthMax = 16;
+
+function detailsOf(cause: unknown): string | undefined {
+  if (cause instanceof SwitchyardError) return cause.details ?? cause.shortMessage;
+  if (cause instanceof Error) return cause.message.split("\n")[0];
+  return undefined;
+}

@@ -1,0 +1,34 @@
+// core: the shared vocabulary every other part speaks, importing nothing outside this folder — money and
+// assets, destinations, the Rail contract with its evidence and events, the database interface rails and
+// stores write through, and the base of every thrown error.
+export type { Db, MigrationSource, Row, Sql, Statement } from "./db.ts";
+export type { Destination, DestinationKind, RailKind } from "./destinations.ts";
+export { SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";
+export {
+  type Asset,
+  type AssetCode,
+  amountMax,
+  assetByCode,
+  assets,
+  basisPointsTotal,
+  divCeil,
+  divFloor,
+  divHalfEven,
+  formatAmount,
+  type ParseAmountError,
+  parseAmount,
+  splitByBasisPoints,
+} from "./money.ts";
+export type {
+  AttemptOutcome,
+  CircuitState,
+  NetworkFeeModel,
+  OutgoingAttempt,
+  Rail,
+  RailEvent,
+  RailEventHandler,
+  RailFailureCode,
+  RailSnapshot,
+  SettlementEvidence,
+  UsdRate,
+} from "./rail.ts";
