@@ -4,6 +4,7 @@
 export type { Db, MigrationSource, Row, Sql, Statement } from "./db.ts";
 export type { Destination, DestinationKind, RailKind } from "./destinations.ts";
 export { SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";
+export { type LogFn, type Logger, silentLogger } from "./logger.ts";
 export {
   type Asset,
   type AssetCode,
