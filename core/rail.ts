@@ -60,7 +60,9 @@ export type SettlementEvidence =
   | { rail: "internal" }
   | { rail: "evm"; chainId: number; txHash: `0x${string}`; logIndex: number; blockNumber: bigint }
   | { rail: "lightning"; paymentHash: string; preimage: string }
-  | { rail: "fiat"; pspId: string };
+  | { rail: "fiat"; pspId: string }
+  /** A rail with no evidence kind of its own: its id and the provider's reference for the movement. */
+  | { rail: "external"; railId: string; reference: string };
 
 /** One try at paying out on one rail. `id` is the attempt's idempotency key on that rail. */
 export type OutgoingAttempt = {
@@ -84,7 +86,12 @@ export type AttemptOutcome =
   | { status: "in_flight"; reference: string } // the final outcome arrives as a RailEvent
   | { status: "failed"; code: RailFailureCode; message: string; retryElsewhere: boolean };
 
-/** What a rail reports on its own: the end of an attempt in flight, or money that came in. */
+/**
+ * What a rail reports on its own, on a stream (LND, chain logs) or from its provider's webhooks: the end of an
+ * attempt in flight, money that came in, and money taken back from what came in (a dispute, a refund of a
+ * top-up) or given back after all (a dispute won, a refund failed). `reference` is the one the rail was given
+ * in `receive`; `key` names one reversal, so a second partial refund is a second reversal.
+ */
 export type RailEvent =
   | { kind: "attempt_succeeded"; attemptId: string; evidence: SettlementEvidence; fee: bigint }
   | {
@@ -94,10 +101,74 @@ export type RailEvent =
       message: string;
       retryElsewhere: boolean;
     }
-  | { kind: "received"; reference: string; amount: bigint; evidence: SettlementEvidence };
+  | { kind: "received"; reference: string; amount: bigint; evidence: SettlementEvidence }
+  | { kind: "reversed"; reference: string; key: string; amount: bigint; evidence: SettlementEvidence }
+  | { kind: "reinstated"; reference: string; key: string; evidence: SettlementEvidence };
 
+/**
+ * The one handler a rail delivers its events to. It resolves once the event is durably applied (and applying
+ * it again changes nothing), so a rail treats an event as delivered only then, and redelivers otherwise.
+ */
 export type RailEventHandler = (event: RailEvent) => Promise<void>;
 
+/** Money in: what the gateway asks a rail for, to be paid `amount` (in the rail's asset) for `reference`. */
+export type ReceiveRequest = {
+  readonly reference: string;
+  readonly amount: bigint;
+  readonly description: string;
+  readonly expirySeconds: number;
+};
+
+/**
+ * What a payer needs (a BOLT11 invoice, a PaymentIntent's client secret, …) under `instructions`, and the
+ * rail's own name for it; or why the rail cannot be paid that. A refusal has created nothing on the rail.
+ */
+export type ReceiveOutcome =
+  | {
+      status: "offered";
+      railReference: string;
+      expiresAtMs: number | null;
+      instructions: Readonly<Record<string, string>>;
+    }
+  | { status: "refused"; code: RailFailureCode | "amount_too_large"; message: string };
+
+/** A request from the rail's provider (a webhook), as the server received it: the body's exact bytes. */
+export type RailRouteRequest = {
+  readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+  readonly rawBody: Buffer;
+};
+
+/** The answer to a provider: an HTTP status and a JSON body. */
+export type RailRouteReply = { readonly status: number; readonly body: Readonly<Record<string, unknown>> };
+
+/**
+ * An HTTP route a rail contributes for its provider's calls, framework-free: the server mounts it outside the
+ * API's authentication (the rail authenticates the provider itself, on the raw body, before parsing it).
+ */
+export type RailRoute = {
+  readonly method: "POST";
+  /** The full path, under /v1/webhooks/ by convention: "/v1/webhooks/stripe". */
+  readonly path: string;
+  readonly bodyLimitBytes: number;
+  handle(request: RailRouteRequest): Promise<RailRouteReply>;
+};
+
+/** Many netted payouts paid in one transaction; `reference` is its idempotency key on the rail. */
+export type PayoutBatch = {
+  readonly reference: string;
+  readonly payouts: ReadonlyArray<{ readonly destination: Destination; readonly amount: bigint }>;
+};
+
+export type PayoutBatchOutcome =
+  | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint }
+  | { status: "in_flight"; reference: string }
+  | { status: "failed"; code: RailFailureCode; message: string };
+
+/**
+ * The contract every rail implements. Required: pay out, report events, a snapshot for the router, a balance
+ * for reconciliation. Optional capabilities, which the gateway uses when present: money in (`receive`), the
+ * provider's webhook routes (`routes`), and batched payouts (`payoutBatch`, for netting).
+ */
 export interface Rail {
   readonly id: string;
   readonly kind: RailKind;
@@ -112,4 +183,10 @@ export interface Rail {
   onEvent(handler: RailEventHandler): void;
   /** What the rail holds now (hot wallet, channels, PSP balance), in its asset. */
   balance(): Promise<bigint>;
+  /** Money in: asked again with the same reference, it offers the same thing (never a second charge). */
+  receive?(request: ReceiveRequest): Promise<ReceiveOutcome>;
+  /** Routes for the rail's provider (webhooks); their events reach the handler given to `onEvent`. */
+  readonly routes?: readonly RailRoute[];
+  /** Pays many payouts at once; asked again with the same reference, it reports the first outcome. */
+  payoutBatch?(batch: PayoutBatch): Promise<PayoutBatchOutcome>;
 }

@@ -1,75 +1,44 @@
-// The composition root: configuration → database and ledger → rails → services → HTTP server. Everything
-// is built here and handed its typed dependencies; nothing looks anything up by name elsewhere.
+// The composition root: configuration → database and ledger → rails → services → HTTP server. Everything is
+// built here (and in gateway/app/) and handed its typed dependencies; nothing looks anything up by name
+// elsewhere, and nothing else in gateway/ imports adapters/. Every rail is wired alike, through core's Rail
+// contract: its clearing account, its events into the one settlement path, its `receive` for invoices, its
+// provider routes on the server.
 import { EventEmitter } from "node:events";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
-import {
-  type Chain,
-  createPublicClient,
-  createWalletClient,
-  http,
-  parseEventLogs,
-  type Transport,
-} from "viem";
-import { privateKeyToAccount } from "viem/accounts";
-import {
-  createEvmRail,
-  type EmbeddedChain,
-  evmMigrations,
-  type SplitterWatcher,
-  startEmbeddedChain,
-  testUsdAbi,
-} from "../adapters/evm/index.ts";
-import {
-  type ApplyFiatEvent,
-  createFiatRail,
-  createSqlStripeObjectStore,
-  createSqlStripeWebhookStore,
-  createStripeClient,
-  type FiatRail,
-  fiatMigrations,
-  toRailEvent,
-} from "../adapters/fiat/index.ts";
-import { createInternalRail } from "../adapters/internal/index.ts";
-import { createFileRailStore, createLightningRail } from "../adapters/lightning/index.ts";
-import type { Rail } from "../core/index.ts";
-import { type Asset, assets } from "../core/index.ts";
+import { pino } from "pino";
+import { type EmbeddedChain, evmMigrations, type SplitterWatcher } from "../adapters/evm/index.ts";
+import { fiatMigrations } from "../adapters/fiat/index.ts";
+import { type Asset, assets, type Logger, type Rail } from "../core/index.ts";
 import {
   type AccountRecord,
   accountCacheDefaults,
   createAccount,
   createAccountCache,
   getClearingAccount,
-  getTenantAccount,
 } from "./accounts/index.ts";
-import type { Config } from "./config.ts";
+import type { Config } from "./app/config.ts";
+import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
+import { openEvmClients } from "./app/evm.ts";
+import { type RailModule, railModules } from "./app/rails.ts";
 import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
-import { buildServer } from "./http/index.ts";
-import { stripeWebhooksPlugin } from "./http/stripe-webhooks.ts";
-import { derivedLedgerId } from "./ids/index.ts";
-import { createLedger, type Ledger, ledgerHolds, ledgerMigrations } from "./ledger/index.ts";
-import {
-  applyRailEvent,
-  createMarket,
-  flushNetting,
-  type PaymentsDeps,
-  recoverOpenAttempts,
-  transferCodes,
-} from "./payments/index.ts";
+import { buildServer, railRoutesPlugin } from "./http/index.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
+import { createMarket, flushNetting, type PaymentsDeps, recoverOpenAttempts } from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
 import { createSplitterMirror } from "./settlement/evm.ts";
 import {
-  applyReceived,
-  applyReinstated,
-  applyReversed,
+  applyRailEvent,
   createOpenInvoiceMemory,
   openInvoiceMemoryDefaults,
-  type Receiver,
   type SettlementDeps,
 } from "./settlement/index.ts";
-import { createApiKey, createTenant } from "./tenants/index.ts";
 import { deliverOutbox, webhookLimitsDefault } from "./webhooks/index.ts";
+
+export { type DemoTenant, demoFundingUsdc } from "./app/demo.ts";
+export type { RailContext, RailModule } from "./app/rails.ts";
+export { railModules } from "./app/rails.ts";
 
 export const gatewayMigrations: MigrationSource = {
   namespace: "gateway",
@@ -86,15 +55,6 @@ export const developmentUsdRates = staticRateSource({
   },
 });
 
-export type DemoTenant = {
-  tenantId: string;
-  apiKey: string;
-  customer: AccountRecord;
-  merchant: AccountRecord;
-  /** An address on the embedded chain to pay in the demo. */
-  payee: `0x${string}` | null;
-};
-
 export type App = {
   server: FastifyInstance;
   db: Db;
@@ -104,6 +64,7 @@ export type App = {
   settlement: SettlementDeps;
   /** In-process notifications after a commit: "invoice.paid" (invoice id). For embedding and benchmarks. */
   events: EventEmitter;
+  /** The in-process chain when the gateway runs its own (no EVM_RPC_URL); null on an external chain. */
   chain: EmbeddedChain | null;
   /** Follows the RevenueSplitter's events into the ledger; null without a splitter. */
   evmWatcher: SplitterWatcher | null;
@@ -111,10 +72,20 @@ export type App = {
   close(): Promise<void>;
 };
 
-export const demoFundingUsdc = 1_000_000_000n; // 1,000 USDC
-const snapshotAssetCodes = Object.keys(assets);
+export type AppOptions = {
+  /** The rails to run (default: railModules — internal, EVM, Lightning, fiat). */
+  readonly railModules?: readonly RailModule[];
+};
 
-export async function createApp(config: Config): Promise<App> {
+const snapshotAssetCodes = Object.keys(assets);
+const marketRefreshMs = 1_000;
+const recoveryBatchMax = 1_000;
+const strandedQuietMs = 60_000;
+const nettingFlushEveryMsMax = 5_000;
+const idempotencyInProgressTimeoutMs = 5 * 60_000;
+
+export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const logger: Logger = pino({ level: config.logLevel });
   const db = await openDb(config.database);
   const closers: Array<() => Promise<void>> = [() => db.close()];
   const close = async () => {
@@ -124,91 +95,28 @@ export async function createApp(config: Config): Promise<App> {
     await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
     const ledger = createLedger({ db });
     closers.push(() => ledger.close());
+    const evm = await openEvmClients(config.evm);
+    if (evm.embedded !== null) {
+      const chain = evm.embedded;
+      closers.push(() => chain.close());
+    }
 
-    const chain =
-      config.evm.kind === "embedded"
-        ? await startEmbeddedChain({ blockIntervalMs: config.evm.blockIntervalMs })
-        : null;
-    if (chain !== null) closers.push(() => chain.close());
-    const evmClients =
-      chain !== null
-        ? {
-            publicClient: chain.publicClient,
-            walletClient: chain.walletClient,
-            token: chain.contracts.testUsd,
-            splitter: { address: chain.contracts.splitter, startBlock: 0n },
-          }
-        : await rpcClients(config.evm as Extract<Config["evm"], { kind: "rpc" }>);
-
-    const evmRail = createEvmRail({
-      db,
-      publicClient: evmClients.publicClient,
-      walletClient: evmClients.walletClient,
-      token: { address: evmClients.token, asset: assets.USDC },
-      ...(evmClients.splitter === null ? {} : { splitter: evmClients.splitter.address }),
-      confirmations: config.evm.confirmations,
-      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
-      transferGasEstimate: 60_000n,
-      snapshotRefreshMs: 5_000,
-      receiptTimeoutMs: 60_000,
-      expectedLatencyMs: chain === null ? 12_000 * config.evm.confirmations : 1_000,
-    });
+    // ---- rails: built by their modules, then wired alike
     const rails = new Map<string, Rail>();
-    for (const rail of [
-      createInternalRail({ asset: assets.USDC }),
-      createInternalRail({ asset: assets.USD }),
-      createInternalRail({ asset: assets.BTC }),
-      evmRail,
-    ]) {
-      rails.set(rail.id, rail);
-    }
-    const receivers = new Map<string, Receiver>();
-    let fiatRail: FiatRail | null = null;
-    if (config.fiat.kind === "on") {
-      fiatRail = createFiatRail({
-        stripe: createStripeClient(config.fiat.client),
-        store: createSqlStripeObjectStore(db),
-        asset: assets.USD,
-        feeSchedule: config.fiat.feeSchedule,
-        liquidity: config.fiat.liquidity,
-      });
-      rails.set(fiatRail.id, fiatRail);
-      receivers.set(fiatRail.id, fiatRail.receiver);
-    }
-    if (config.lightning.kind === "on") {
-      const lightning = createLightningRail({
-        lnd: config.lightning.lnd,
-        store: createFileRailStore(config.lightning.journalPath),
-        limits: config.lightning.limits,
-      });
-      rails.set(lightning.id, lightning);
-      receivers.set(lightning.id, {
-        rail: lightning.id,
-        assetCode: lightning.asset.code,
-        async receive(request) {
-          const invoice = await lightning.createInvoice({
-            amountMsat: request.amount,
-            expirySeconds: request.expirySeconds,
-            reference: request.reference,
-            memo: request.description,
-          });
-          return {
-            railReference: invoice.paymentHash,
-            expiresAtMs: invoice.expiresAtMs,
-            instructions: { method: "lightning", bolt11: invoice.request, payment_hash: invoice.paymentHash },
-          };
-        },
-      });
-    }
+    const context = { config, db, logger, evm };
+    const built = (options.railModules ?? railModules).map((module) => module(context));
+    for (const { rails: moduleRails } of built) for (const rail of moduleRails) rails.set(rail.id, rail);
+    const batchPayer = built.find((b) => b.batchPayer !== undefined)?.batchPayer ?? null;
     for (const rail of rails.values()) {
       if (rail.kind !== "internal") await ensureClearingAccount({ db, ledger }, rail.id, rail.asset);
     }
 
+    // ---- services
     const market = createMarket({
       rails,
       rateSource: developmentUsdRates,
       assetCodes: snapshotAssetCodes,
-      refreshMs: 1_000,
+      refreshMs: marketRefreshMs,
       nowMs: Date.now,
     });
     const accounts = createAccountCache({ sql: db }, accountCacheDefaults);
@@ -220,37 +128,34 @@ export async function createApp(config: Config): Promise<App> {
       snapshot: market.snapshot,
       learning: market,
       route,
-      recoveryBatchMax: 1_000,
-      strandedQuietMs: 60_000,
+      recoveryBatchMax,
+      strandedQuietMs,
       nowMs: Date.now,
     };
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
-    const demo = config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain }) : null;
+    const demo =
+      config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain: evm.embedded }) : null;
     const settlement: SettlementDeps = {
       db,
       ledger,
       accounts,
       openInvoices: createOpenInvoiceMemory(openInvoiceMemoryDefaults),
-      receivers,
+      rails,
     };
     const events = new EventEmitter();
+    const railEvents = {
+      settlement,
+      payments,
+      logger: logger.child({ module: "settlement" }),
+      onInvoicePaid: (invoiceId: string) => events.emit("invoice.paid", invoiceId),
+    };
     for (const rail of rails.values()) {
-      rail.onEvent((event) =>
-        event.kind === "received"
-          ? applyReceived(settlement, {
-              rail: rail.id,
-              reference: event.reference,
-              amount: event.amount,
-              evidence: event.evidence,
-            }).then((outcome) => {
-              if (outcome === "applied") events.emit("invoice.paid", event.reference);
-            })
-          : applyRailEvent(payments, event),
-      );
+      rail.onEvent((event) => applyRailEvent(railEvents, rail.id, event));
       await rail.start();
       closers.push(() => rail.stop());
     }
-    if (config.netting !== null) {
+    if (config.netting !== null && batchPayer !== null) {
+      const payer = batchPayer;
       payments.netting = {
         db,
         ledger,
@@ -261,17 +166,19 @@ export async function createApp(config: Config): Promise<App> {
           intervalMs: config.netting.intervalMs,
         },
         payer: {
-          rail: evmRail.id,
-          asset: evmRail.asset,
+          rail: payer.id,
+          asset: payer.asset,
           async settleBatch(batch) {
-            const outcome = await evmRail.settleBatch(batch);
+            const outcome = await payer.settleBatch(batch);
             return outcome.status === "failed" ? { status: "failed", message: outcome.message } : outcome;
           },
         },
       };
       const nettingDeps = payments.netting;
-      const netting = startPeriodic("netting flush", Math.min(config.netting.intervalMs, 5_000), () =>
-        flushNetting(nettingDeps),
+      const netting = startPeriodic(
+        "netting flush",
+        Math.min(config.netting.intervalMs, nettingFlushEveryMsMax),
+        () => flushNetting(nettingDeps),
       );
       closers.push(() => netting.stop());
     }
@@ -284,83 +191,30 @@ export async function createApp(config: Config): Promise<App> {
     );
     closers.push(() => recovery.stop());
 
-    const plugins: Array<(app: FastifyInstance) => Promise<void>> = [];
-    if (config.fiat.kind === "on" && fiatRail !== null) {
-      const fiat = config.fiat;
-      const railId = fiatRail.id;
-      const applyEvent: ApplyFiatEvent = async (event) => {
-        switch (event.kind) {
-          case "received":
-            await applyReceived(settlement, {
-              rail: railId,
-              reference: event.reference,
-              amount: event.amount,
-              evidence: event.evidence,
-            });
-            return;
-          case "reversed":
-            await applyReversed(settlement, {
-              rail: railId,
-              reference: event.reference,
-              key: event.key,
-              amount: event.amount,
-              evidence: event.evidence,
-            });
-            return;
-          case "reinstated":
-            await applyReinstated(settlement, {
-              rail: railId,
-              reference: event.reference,
-              key: event.key,
-              evidence: event.evidence,
-            });
-            return;
-          case "attempt_succeeded":
-          case "attempt_failed": {
-            const railEvent = toRailEvent(event);
-            if (railEvent !== null) await applyRailEvent(payments, railEvent);
-            return;
-          }
-          case "receive_failed":
-          case "payout_failed":
-            return; // informational: nothing was credited, and a connected account's bank payout is not our money
-        }
-      };
-      plugins.push(async (app) => {
-        await app.register(stripeWebhooksPlugin, {
-          secrets: fiat.webhook.secrets,
-          toleranceSeconds: fiat.webhook.toleranceSeconds,
-          bodyLimitBytes: config.bodyLimitBytes,
-          store: createSqlStripeWebhookStore(db),
-          currency: assets.USD.code.toLowerCase(),
-          feeSchedule: fiat.feeSchedule,
-          applyEvent,
-        });
-      });
-    }
-
     // RevenueSplitter events mirrored into the ledger (adapters/evm/watcher.ts, settlement/evm-mirror.ts).
     const evmWatcher =
-      evmClients.splitter === null
+      evm.splitter === null
         ? null
         : await createSplitterMirror({
             db,
             ledger,
-            publicClient: evmClients.publicClient,
-            splitter: evmClients.splitter.address,
-            token: { address: evmClients.token, asset: assets.USDC },
-            hotWallet: evmClients.walletClient.account.address,
+            publicClient: evm.publicClient,
+            splitter: evm.splitter.address,
+            token: { address: evm.token, asset: assets.USDC },
+            hotWallet: evm.walletClient.account.address,
             confirmations: config.evm.confirmations,
-            startBlock: evmClients.splitter.startBlock,
-            pollIntervalMs: chain === null ? 2_000 : 250,
+            startBlock: evm.splitter.startBlock,
+            pollIntervalMs: evm.embedded === null ? 2_000 : 250,
           });
     if (evmWatcher !== null) {
       evmWatcher.start();
       closers.push(() => evmWatcher.stop());
     }
 
+    // ---- HTTP: the API, and every rail's provider routes beside it
+    const providerRoutes = [...rails.values()].flatMap((rail) => rail.routes ?? []);
     const server = await buildServer({
-      plugins,
+      plugins: [async (app) => app.register(railRoutesPlugin, { routes: providerRoutes })],
       db,
       ledger,
       accounts,
@@ -369,7 +223,7 @@ export async function createApp(config: Config): Promise<App> {
       settlement,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
-      idempotencyInProgressTimeoutMs: 5 * 60_000,
+      idempotencyInProgressTimeoutMs,
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
@@ -377,29 +231,23 @@ export async function createApp(config: Config): Promise<App> {
       deliverOutbox({ db, limits: webhookLimitsDefault, nowMs: Date.now }),
     );
     closers.push(() => delivery.stop());
-    return { server, db, ledger, rails, payments, settlement, events, chain, evmWatcher, demo, close };
+    return {
+      server,
+      db,
+      ledger,
+      rails,
+      payments,
+      settlement,
+      events,
+      chain: evm.embedded,
+      evmWatcher,
+      demo,
+      close,
+    };
   } catch (error) {
     await close();
     throw error;
   }
-}
-
-async function rpcClients(evm: Extract<Config["evm"], { kind: "rpc" }>) {
-  const transport: Transport = http(evm.url, { timeout: 30_000, retryCount: 2 });
-  const probe = createPublicClient({ transport });
-  const chainId = await probe.getChainId();
-  const chain: Chain = {
-    id: chainId,
-    name: `chain ${chainId}`,
-    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
-    rpcUrls: { default: { http: [evm.url] } },
-  };
-  return {
-    publicClient: createPublicClient({ chain, transport }),
-    walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(evm.hotWalletKey) }),
-    token: evm.tokenAddress,
-    splitter: evm.splitter,
-  };
 }
 
 async function ensureClearingAccount(
@@ -420,74 +268,4 @@ async function ensureClearingAccount(
       id: `acct_clearing_${rail.replaceAll("-", "_")}_${asset.code.toLowerCase()}`,
     },
   );
-}
-
-const demoTenantId = "ten_demo";
-
-/**
- * Development only: a demo tenant with a fresh API key, a customer and a merchant account, and — on the
- * embedded chain, the first time — 1,000 TestUSD minted to the hot wallet and credited to the customer.
- */
-async function ensureDemoTenant(deps: {
-  db: Db;
-  ledger: Ledger;
-  chain: EmbeddedChain | null;
-}): Promise<DemoTenant> {
-  const exists = await deps.db.query("SELECT 1 FROM tenants WHERE id = $1", [demoTenantId]);
-  if (exists.length === 0) await createTenant(deps.db, { id: demoTenantId, name: "Demo" });
-  const key = await createApiKey(deps.db, { tenantId: demoTenantId, mode: "test" });
-  const account = async (id: string, kind: "customer" | "merchant", name: string) =>
-    (await getTenantAccount(deps.db, { tenantId: demoTenantId, id })) ??
-    createAccount(
-      { sql: deps.db, ledger: deps.ledger },
-      { tenantId: demoTenantId, kind, asset: assets.USDC, name, id },
-    );
-  const customer = await account("acct_demo_customer", "customer", "Demo customer");
-  const merchant = await account("acct_demo_merchant", "merchant", "Demo merchant");
-  if (deps.chain !== null) await fundFromMint(deps.db, deps.ledger, deps.chain, customer);
-  return {
-    tenantId: demoTenantId,
-    apiKey: key.secret,
-    customer,
-    merchant,
-    payee: deps.chain?.accounts[1]?.address ?? null,
-  };
-}
-
-/** Mints TestUSD to the hot wallet and mirrors it: clearing (what the wallet holds) against the customer's balance. */
-async function fundFromMint(
-  db: Db,
-  ledger: Ledger,
-  chain: EmbeddedChain,
-  customer: AccountRecord,
-): Promise<void> {
-  const [ledgerAccount] = await ledger.lookupAccounts([customer.ledgerAccountId]);
-  if (ledgerAccount === undefined || ledgerAccount.creditsPosted > 0n) return;
-  const clearing = await getClearingAccount(db, { rail: "evm", asset: assets.USDC });
-  if (clearing === null) throw new Error("the evm clearing account is missing");
-  const hash = await chain.walletClient.writeContract({
-    address: chain.contracts.testUsd,
-    abi: testUsdAbi,
-    functionName: "mint",
-    args: [chain.walletClient.account.address, demoFundingUsdc],
-  });
-  const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
-  const [log] = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: receipt.logs });
-  if (receipt.status !== "success" || log === undefined) throw new Error(`demo mint ${hash} failed`);
-  const [result] = await ledger.createTransfers([
-    {
-      id: derivedLedgerId(hash, "funding"),
-      debitAccountId: clearing.ledgerAccountId,
-      creditAccountId: customer.ledgerAccountId,
-      amount: demoFundingUsdc,
-      ledger: assets.USDC.ledger,
-      code: transferCodes.funding,
-      evidence: {
-        rail: "evm",
-        reference: `${hash}:${log.logIndex}`,
-        detail: { chainId: String(chain.chain.id), blockNumber: receipt.blockNumber.toString() },
-      },
-    },
-  ]);
-  if (!ledgerHolds(result?.status)) throw new Error(`demo funding refused by the ledger: ${result?.status}`);
 }

@@ -1,8 +1,8 @@
 // `npm start`: reads the configuration from the environment, builds the app, listens, and says how to use it.
 
 import { formatAmount } from "../core/index.ts";
+import { ConfigError, loadConfig } from "./app/config.ts";
 import { createApp } from "./app.ts";
-import { ConfigError, loadConfig } from "./config.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);

@@ -2,7 +2,7 @@
 // `retryElsewhere` is true only when Stripe certainly did nothing: after a timeout or a 5xx the charge or
 // transfer may exist, so the attempt is retried on this rail with the same idempotency key, never elsewhere.
 import Stripe from "stripe";
-import type { RailFailureCode } from "../../core/index.ts";
+import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
 
 export type FiatFailure = {
   readonly code: RailFailureCode;
@@ -13,13 +13,8 @@ export type FiatFailure = {
 };
 
 /** Thrown for what is a bug or a misconfiguration, never for an expected business failure. */
-export class FiatRailError extends Error {
+export class FiatRailError extends SwitchyardError {
   override name = "FiatRailError";
-  readonly details: Record<string, unknown>;
-  constructor(shortMessage: string, options: { details?: Record<string, unknown>; cause?: unknown } = {}) {
-    super(shortMessage, { cause: options.cause });
-    this.details = options.details ?? {};
-  }
 }
 
 const insufficientFundsCodes = new Set(["balance_insufficient", "insufficient_funds"]);

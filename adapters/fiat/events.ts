@@ -194,7 +194,7 @@ export type FiatEvent =
       readonly pspIds: FiatPspIds;
     };
 
-/** The `RailEvent` inside a `FiatEvent`, for the settlement path every rail shares; null for fiat-only kinds. */
+/** The `RailEvent` inside a `FiatEvent`, for the settlement path every rail shares; null for the informational kinds. */
 export function toRailEvent(event: FiatEvent): RailEvent | null {
   switch (event.kind) {
     case "received":
@@ -214,9 +214,17 @@ export function toRailEvent(event: FiatEvent): RailEvent | null {
         message: event.message,
         retryElsewhere: event.retryElsewhere,
       };
-    case "receive_failed":
     case "reversed":
+      return {
+        kind: "reversed",
+        reference: event.reference,
+        key: event.key,
+        amount: event.amount,
+        evidence: event.evidence,
+      };
     case "reinstated":
+      return { kind: "reinstated", reference: event.reference, key: event.key, evidence: event.evidence };
+    case "receive_failed":
     case "payout_failed":
       return null;
   }

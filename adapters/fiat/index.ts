@@ -29,7 +29,6 @@ export {
   type FiatHealth,
   type FiatRail,
   type FiatRailParams,
-  type FiatReceiver,
   type FiatRequestFailure,
   idempotencyKeys,
   invoiceAttemptId,
@@ -65,3 +64,9 @@ export {
   type StripeObjectStore,
   type StripeWebhookStore,
 } from "./store.ts";
+export {
+  createStripeWebhookRoute,
+  type StripeWebhookErrorCode,
+  type StripeWebhookRouteParams,
+  stripeWebhookPath,
+} from "./webhook-route.ts";

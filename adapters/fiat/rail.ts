@@ -1,21 +1,28 @@
 // The fiat rail on Stripe. In: PaymentIntents for a customer's top-up or an invoice. Out: Connect transfers
 // to a merchant's connected account, and refunds. Every request carries an idempotency key derived from our
 // own ids, and what Stripe created is recorded by that key, so a retry never charges or pays twice, even
-// after Stripe has forgotten the key (24 h). Final outcomes of charges arrive by webhook (receiver.ts).
+// after Stripe has forgotten the key (24 h). Final outcomes arrive by webhook, on the route this rail
+// contributes (webhook-route.ts), and reach the settlement as the rail's events.
 import type Stripe from "stripe";
-import type {
-  Asset,
-  AttemptOutcome,
-  OutgoingAttempt,
-  Rail,
-  RailEventHandler,
-  RailFailureCode,
-  RailSnapshot,
+import {
+  type Asset,
+  type AttemptOutcome,
+  type Logger,
+  type OutgoingAttempt,
+  type Rail,
+  type RailEventHandler,
+  type RailFailureCode,
+  type RailSnapshot,
+  type ReceiveOutcome,
+  type ReceiveRequest,
+  silentLogger,
 } from "../../core/index.ts";
 import { type FiatFailure, FiatRailError, translateStripeError } from "./errors.ts";
-import { metadataKeys } from "./events.ts";
+import { metadataKeys, toRailEvent } from "./events.ts";
 import { type FiatFeeSchedule, fiatFee, validateFeeSchedule } from "./fees.ts";
-import type { StripeObjectRecord, StripeObjectStore } from "./store.ts";
+import type { ApplyFiatEvent } from "./receiver.ts";
+import type { StripeObjectRecord, StripeObjectStore, StripeWebhookStore } from "./store.ts";
+import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 /** Stripe's limit on an Idempotency-Key. */
 export const idempotencyKeyLengthMax = 255;
@@ -48,7 +55,14 @@ export type FiatRailParams = {
   readonly snapshotRefreshMs?: number;
   readonly latencyMs?: number;
   readonly nowMs?: () => number;
-  readonly log?: (line: string) => void;
+  readonly logger?: Logger;
+  /** Stripe's webhooks: the route this rail contributes (POST /v1/webhooks/stripe). Absent: no route. */
+  readonly webhooks?: {
+    readonly secrets: readonly string[];
+    readonly toleranceSeconds: number;
+    readonly bodyLimitBytes: number;
+    readonly store: StripeWebhookStore;
+  };
 };
 
 export type CreatePaymentIntentParams = {
@@ -106,31 +120,11 @@ export type FiatHealth = {
   readonly lastError: string | null;
 };
 
-/**
- * Money in for an invoice: one PaymentIntent per invoice (the invoice id is the payment, the attempt and the
- * reference), so asking again for the same invoice returns the same intent. Same shape as the settlement's
- * `Receiver`. Throws FiatRailError when Stripe refuses: there is nothing to pay then.
- */
-export type FiatReceiver = {
-  readonly rail: string;
-  readonly assetCode: string;
-  receive(request: {
-    reference: string;
-    amount: bigint;
-    description: string;
-    expirySeconds: number;
-  }): Promise<{
-    railReference: string; // the PaymentIntent id
-    expiresAtMs: number | null; // PaymentIntents do not expire
-    instructions: Record<string, string>; // method, payment_intent, client_secret (for Stripe.js)
-  }>;
-};
-
 /** The attempt id of an invoice's one PaymentIntent. */
 export const invoiceAttemptId = "invoice";
 
 export interface FiatRail extends Rail {
-  readonly receiver: FiatReceiver;
+  receive(request: ReceiveRequest): Promise<ReceiveOutcome>;
   createPaymentIntent(params: CreatePaymentIntentParams): Promise<CreatePaymentIntentResult>;
   refund(params: RefundParams): Promise<RefundResult>;
   /** Reads balance and health now (start() does this, then every snapshotRefreshMs). */
@@ -151,6 +145,19 @@ function checkId(name: string, value: string): FiatRequestFailure | null {
   return null;
 }
 
+/** Why Stripe would not take money in, in the rail contract's terms. */
+function receiveRefusalOf(failure: FiatRequestFailure): RailFailureCode | "amount_too_large" {
+  switch (failure.code) {
+    case "above_maximum":
+      return "amount_too_large";
+    case "below_minimum":
+    case "invalid_id":
+      return "rejected";
+    default:
+      return failure.code;
+  }
+}
+
 function failureOf(failure: FiatFailure): FiatRequestFailure {
   return { code: failure.code, message: failure.message, retryElsewhere: failure.retryElsewhere };
 }
@@ -164,7 +171,26 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
   const id = params.id ?? "fiat";
   const currency = asset.code.toLowerCase();
   const nowMs = params.nowMs ?? Date.now;
-  const log = params.log ?? (() => {});
+  const logger = params.logger ?? silentLogger;
+  let handler: RailEventHandler | null = null;
+  const deliver: ApplyFiatEvent = async (event) => {
+    const railEvent = toRailEvent(event);
+    if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
+    if (handler === null) throw new FiatRailError("a Stripe event arrived before the rail's handler was set");
+    await handler(railEvent);
+  };
+  const routes =
+    params.webhooks === undefined
+      ? []
+      : [
+          createStripeWebhookRoute({
+            ...params.webhooks,
+            applyEvent: deliver,
+            currency: asset.code.toLowerCase(),
+            feeSchedule: params.feeSchedule,
+            onRefused: (fields) => logger.warn(fields, "stripe webhook refused"),
+          }),
+        ];
   const refreshMs = params.snapshotRefreshMs ?? snapshotRefreshMsDefault;
 
   let started = false;
@@ -195,7 +221,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
         lastCheckedAtMs: nowMs(),
         lastError: `${failure.stripeError}: ${failure.message}`,
       };
-      log(`fiat: health check failed: ${health.lastError}`);
+      logger.warn({ stripeError: failure.stripeError }, "stripe health check failed");
     }
   }
 
@@ -294,41 +320,35 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     };
   }
 
-  const receiver: FiatReceiver = {
-    rail: id,
-    assetCode: asset.code,
-    async receive(request) {
-      const result = await createPaymentIntent({
-        amount: request.amount,
-        paymentId: request.reference,
-        attemptId: invoiceAttemptId,
-        reference: request.reference,
-        description: request.description.slice(0, descriptionLengthMax),
-      });
-      if (!result.ok)
-        throw new FiatRailError(
-          `stripe refused a PaymentIntent for ${request.reference}: ${result.failure.message}`,
-          {
-            details: { code: result.failure.code, reference: request.reference },
-          },
-        );
-      return {
-        railReference: result.intent.intentId,
-        expiresAtMs: null,
-        instructions: {
-          method: "stripe_payment_intent",
-          payment_intent: result.intent.intentId,
-          ...(result.intent.clientSecret === null ? {} : { client_secret: result.intent.clientSecret }),
-        },
-      };
-    },
-  };
+  /** Money in for an invoice: one PaymentIntent per invoice (its id is the payment, the attempt and the reference). */
+  async function receive(request: ReceiveRequest): Promise<ReceiveOutcome> {
+    const result = await createPaymentIntent({
+      amount: request.amount,
+      paymentId: request.reference,
+      attemptId: invoiceAttemptId,
+      reference: request.reference,
+      description: request.description.slice(0, descriptionLengthMax),
+    });
+    if (!result.ok)
+      return { status: "refused", code: receiveRefusalOf(result.failure), message: result.failure.message };
+    return {
+      status: "offered",
+      railReference: result.intent.intentId,
+      expiresAtMs: null, // PaymentIntents do not expire
+      instructions: {
+        method: "stripe_payment_intent",
+        payment_intent: result.intent.intentId,
+        ...(result.intent.clientSecret === null ? {} : { client_secret: result.intent.clientSecret }),
+      },
+    };
+  }
 
   return {
     id,
     kind: "fiat",
     asset,
-    receiver,
+    receive,
+    routes,
     createPaymentIntent,
 
     async start() {
@@ -336,7 +356,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
       started = true;
       await refresh();
       timer = setInterval(() => {
-        refresh().catch((error: unknown) => log(`fiat: refresh threw: ${String(error)}`));
+        refresh().catch((error: unknown) => logger.error({ err: error }, "stripe refresh failed"));
       }, refreshMs);
       timer.unref();
     },
@@ -483,9 +503,10 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
       };
     },
 
-    onEvent(_handler: RailEventHandler) {
-      // Stripe's events arrive through the webhook route (gateway/http/stripe-webhooks.ts), which verifies,
-      // orders and deduplicates them and hands them to the settlement's applyEvent: nothing is emitted here.
+    onEvent(next: RailEventHandler) {
+      // Stripe's events arrive through this rail's webhook route (webhook-route.ts), which verifies, orders and
+      // deduplicates them before they reach the handler.
+      handler = next;
     },
 
     async balance() {
@@ -493,10 +514,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
         return await readBalance();
       } catch (error) {
         const failure = translateStripeError(error);
-        throw new FiatRailError(`stripe balance unavailable: ${failure.message}`, {
-          details: { stripeError: failure.stripeError },
-          cause: error,
-        });
+        throw new FiatRailError("stripe balance unavailable", { details: failure.stripeError, cause: error });
       }
     },
 

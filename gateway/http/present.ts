@@ -84,6 +84,8 @@ function presentEvidence(evidence: SettlementEvidence) {
       return { rail: "lightning" as const, payment_hash: evidence.paymentHash, preimage: evidence.preimage };
     case "fiat":
       return { rail: "fiat" as const, psp_id: evidence.pspId };
+    case "external":
+      return { rail: "external" as const, rail_id: evidence.railId, reference: evidence.reference };
   }
 }
 

@@ -96,6 +96,7 @@ const evidenceView = z.union([
   }),
   z.object({ rail: z.literal("lightning"), payment_hash: z.string(), preimage: z.string() }),
   z.object({ rail: z.literal("fiat"), psp_id: z.string() }),
+  z.object({ rail: z.literal("external"), rail_id: z.string(), reference: z.string() }),
 ]);
 
 const failureView = z.object({ code: z.string(), message: z.string() }).nullable();

@@ -616,6 +616,8 @@ export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidenc
       return { rail: "lightning", reference: evidence.paymentHash, detail: { preimage: evidence.preimage } };
     case "fiat":
       return { rail: "fiat", reference: evidence.pspId };
+    case "external":
+      return { rail: evidence.railId, reference: evidence.reference };
   }
 }
 
@@ -791,7 +793,7 @@ async function failAttempt(
 
 /** Applies a rail's own report about an attempt in flight. Unknown or finished attempts change nothing. */
 export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Promise<void> {
-  if (event.kind === "received") return; // money in is the settlement service's, not a payment's
+  if (event.kind !== "attempt_succeeded" && event.kind !== "attempt_failed") return; // money in is the settlement's
   const attempt = await getAttempt(deps.db, event.attemptId);
   if (attempt === null || attempt.status === "succeeded" || attempt.status === "failed") return;
   const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };

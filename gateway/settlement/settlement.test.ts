@@ -16,7 +16,7 @@ import {
   createInvoice,
   createOpenInvoiceMemory,
   getInvoice,
-  type Receiver,
+  type ReceivingRail,
   type SettlementDeps,
 } from "./index.ts";
 
@@ -25,11 +25,12 @@ let ledger: Ledger;
 let customerLedgerId: bigint;
 const tenantId = "ten_in";
 
-const toyReceiver: Receiver = {
-  rail: "toy",
-  assetCode: "BTC",
+const toyReceiver: ReceivingRail = {
+  id: "toy",
+  asset: assets.BTC,
   async receive(request) {
     return {
+      status: "offered",
       railReference: `hash-${request.reference}`,
       expiresAtMs: 2_000_000_000_000,
       instructions: { method: "toy", pay_to: request.reference },
@@ -43,7 +44,7 @@ function deps(database: Db = db): SettlementDeps {
     ledger,
     accounts: createAccountCache({ sql: database }, { entriesMax: 10 }),
     openInvoices: createOpenInvoiceMemory({ entriesMax: 10 }),
-    receivers: new Map([[toyReceiver.rail, toyReceiver]]),
+    rails: new Map([[toyReceiver.id, toyReceiver]]),
   };
 }
 
@@ -100,17 +101,25 @@ describe("invoices", () => {
     expect(result.invoice).toEqual(await getInvoice(db, { tenantId, id: result.invoice.id }));
   });
 
-  it("writes nothing when the rail refuses to make the offer", async () => {
+  it("writes nothing when the rail fails or refuses to make the offer", async () => {
     const [before] = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM invoices");
-    const refusing: Receiver = {
+    const failing: ReceivingRail = {
       ...toyReceiver,
       async receive() {
         throw new Error("the toy rail is down");
       },
     };
-    await expect(
-      createInvoice({ ...deps(), receivers: new Map([["toy", refusing]]) }, params),
-    ).rejects.toThrow("the toy rail is down");
+    await expect(createInvoice({ ...deps(), rails: new Map([["toy", failing]]) }, params)).rejects.toThrow(
+      "the toy rail is down",
+    );
+    const refusing: ReceivingRail = {
+      ...toyReceiver,
+      async receive() {
+        return { status: "refused", code: "amount_too_large", message: "above the toy rail's maximum" };
+      },
+    };
+    const refused = await createInvoice({ ...deps(), rails: new Map([["toy", refusing]]) }, params);
+    expect(refused).toMatchObject({ ok: false, refusal: "amount_too_large", param: "amount" });
     const [after] = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM invoices");
     expect(after?.n).toBe(before?.n);
   });

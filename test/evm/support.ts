@@ -8,8 +8,8 @@ import {
   type WatchedEvent,
 } from "../../adapters/evm/index.ts";
 import { assets } from "../../core/index.ts";
+import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { loadConfig } from "../../gateway/config.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
 

@@ -2,9 +2,13 @@
 // Idempotency-Key plugins): public (no API key), its raw-body parser and compilers kept to itself.
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMemoryStripeWebhookStore, defaultFiatFeeSchedule } from "../../adapters/fiat/index.ts";
-import { buildServer, type ServerOptions } from "../../gateway/http/index.ts";
-import { stripeWebhookPath, stripeWebhooksPlugin } from "../../gateway/http/stripe-webhooks.ts";
+import {
+  createMemoryStripeWebhookStore,
+  createStripeWebhookRoute,
+  defaultFiatFeeSchedule,
+  stripeWebhookPath,
+} from "../../adapters/fiat/index.ts";
+import { buildServer, railRoutesPlugin, type ServerOptions } from "../../gateway/http/index.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 import { createToyLedger } from "./toy-ledger.ts";
 
@@ -27,7 +31,7 @@ beforeAll(async () => {
     logLevel: "silent",
     plugins: [
       async (app: FastifyInstance) => {
-        await app.register(stripeWebhooksPlugin, {
+        const route = createStripeWebhookRoute({
           secrets: [secret],
           toleranceSeconds: 300,
           bodyLimitBytes: 64 * 1024,
@@ -36,6 +40,7 @@ beforeAll(async () => {
           currency: "usd",
           feeSchedule: defaultFiatFeeSchedule,
         });
+        await app.register(railRoutesPlugin, { routes: [route] });
       },
     ],
   } as unknown as ServerOptions;

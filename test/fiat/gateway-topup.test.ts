@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
+import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { loadConfig } from "../../gateway/config.ts";
 import { apiClient } from "../support/api.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 

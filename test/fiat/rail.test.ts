@@ -149,7 +149,7 @@ describe("fiat rail: PaymentIntents (money in)", () => {
   });
 });
 
-describe("fiat rail: receiver for invoices (the settlement's Receiver shape)", () => {
+describe("fiat rail: receive, money in for invoices (the Rail contract's receive)", () => {
   it("offers one PaymentIntent per invoice, the same one when asked again", async () => {
     const { rail, sent } = makeRail();
     const request = {
@@ -158,9 +158,11 @@ describe("fiat rail: receiver for invoices (the settlement's Receiver shape)", (
       description: "top-up",
       expirySeconds: 3_600,
     };
-    const offer = await rail.receiver.receive(request);
-    expect(rail.receiver).toMatchObject({ rail: "fiat", assetCode: "USD" });
+    const offer = await rail.receive(request);
+    expect(rail).toMatchObject({ id: "fiat", asset: { code: "USD" } });
+    if (offer.status !== "offered") throw new Error(`refused: ${offer.message}`);
     expect(offer).toEqual({
+      status: "offered",
       railReference: expect.stringMatching(/^pi_/),
       expiresAtMs: null,
       instructions: {
@@ -169,17 +171,26 @@ describe("fiat rail: receiver for invoices (the settlement's Receiver shape)", (
         client_secret: expect.stringContaining("_secret_"),
       },
     });
-    expect((await rail.receiver.receive(request)).railReference).toBe(offer.railReference);
+    expect(await rail.receive(request)).toEqual(offer);
     expect(sent.filter((s) => s.method === "POST")).toEqual([
       { method: "POST", path: "/v1/payment_intents", idempotencyKey: "switchyard:pi:inv_01JTOPUP:invoice" },
     ]);
   });
 
-  it("throws FiatRailError when there is nothing to pay (below the minimum charge)", async () => {
-    const { rail } = makeRail();
-    await expect(
-      rail.receiver.receive({ reference: "inv_small", amount: 5n, description: "", expirySeconds: 60 }),
-    ).rejects.toMatchObject({ name: "FiatRailError", details: { code: "below_minimum" } });
+  it("refuses, creating nothing, when there is nothing to pay (below the minimum charge, above the maximum)", async () => {
+    const { rail, sent } = makeRail();
+    expect(
+      await rail.receive({ reference: "inv_small", amount: 5n, description: "", expirySeconds: 60 }),
+    ).toMatchObject({ status: "refused", code: "rejected" });
+    expect(
+      await rail.receive({
+        reference: "inv_big",
+        amount: defaultFiatFeeSchedule.amountMax + 1n,
+        description: "",
+        expirySeconds: 60,
+      }),
+    ).toMatchObject({ status: "refused", code: "amount_too_large" });
+    expect(sent.filter((s) => s.method === "POST")).toEqual([]);
   });
 });
 

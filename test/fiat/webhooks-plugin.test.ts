@@ -1,5 +1,6 @@
-// POST /v1/webhooks/stripe through fastify.inject: signatures checked on the raw body before anything is
-// touched, events applied once and in a safe order, the raw-body parser scoped to the plugin. The top-up
+// POST /v1/webhooks/stripe (the fiat rail's route, mounted by the rail-routes plugin) through fastify.inject:
+// signatures checked on the raw body before anything is touched, events applied once and in a safe order, the
+// raw-body parser scoped to the plugin. The top-up
 // flow runs against stripe-mock: the intent the rail created is credited only when its success arrives.
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterEach, beforeEach, describe, expect, inject, it } from "vitest";
@@ -8,11 +9,13 @@ import {
   createMemoryStripeObjectStore,
   createMemoryStripeWebhookStore,
   createStripeClient,
+  createStripeWebhookRoute,
   defaultFiatFeeSchedule,
   type StripeWebhookStore,
+  stripeWebhookPath,
 } from "../../adapters/fiat/index.ts";
 import { assets } from "../../core/index.ts";
-import { stripeWebhookPath, stripeWebhooksPlugin } from "../../gateway/http/stripe-webhooks.ts";
+import { railRoutesPlugin } from "../../gateway/http/index.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 import { createToyLedger, type ToyLedger } from "./toy-ledger.ts";
 
@@ -37,7 +40,7 @@ beforeEach(async () => {
   store = createMemoryStripeWebhookStore();
   clock = now;
   app = Fastify({ logger: false });
-  await app.register(stripeWebhooksPlugin, {
+  const route = createStripeWebhookRoute({
     secrets: [secret, previousSecret],
     toleranceSeconds: 300,
     bodyLimitBytes: 64 * 1024,
@@ -47,6 +50,7 @@ beforeEach(async () => {
     feeSchedule: defaultFiatFeeSchedule,
     nowSeconds: () => clock,
   });
+  await app.register(railRoutesPlugin, { routes: [route] });
   // A sibling route outside the plugin: it must still get parsed JSON.
   app.post("/echo", async (request) => ({ body: request.body }));
   await app.ready();
@@ -194,13 +198,14 @@ describe("top-up by card against stripe-mock", () => {
       feeSchedule: defaultFiatFeeSchedule,
       liquidity: "balance",
     });
-    // The settlement asks the rail's receiver for a way to pay invoice inv_card_1 (a top-up of cust_card's account).
-    const offer = await rail.receiver.receive({
+    // The settlement asks the rail for a way to pay invoice inv_card_1 (a top-up of cust_card's account).
+    const offer = await rail.receive({
       reference: "inv_card_1",
       amount: 1_000n,
       description: "top-up",
       expirySeconds: 3_600,
     });
+    if (offer.status !== "offered") throw new Error(`refused: ${offer.message}`);
     expect(ledger.balance("inv_card_1")).toBe(0n); // the intent exists, no money yet
 
     // What Stripe sends once the card is charged: the intent with the metadata the rail wrote on it.

@@ -2,8 +2,8 @@
 
 import { erc20Abi } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { loadConfig } from "../../gateway/config.ts";
 import { flushNetting } from "../../gateway/payments/index.ts";
 import { apiClient } from "../support/api.ts";
 

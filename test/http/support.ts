@@ -2,8 +2,8 @@
 // it wrote: the ledger's transfers and the chain's state.
 import { erc20Abi } from "viem";
 import { inject } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { loadConfig } from "../../gateway/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 export type TestGateway = {

@@ -3,8 +3,8 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { loadConfig } from "../../gateway/config.ts";
 import {
   deliverOutbox,
   signatureHeader,

@@ -1,11 +1,12 @@
 // Every setting, one zod schema, read from the environment. Nothing else in the gateway reads process.env.
 import { z } from "zod";
-import { type FiatConfig, FiatConfigError, loadFiatConfig } from "../adapters/fiat/index.ts";
+import { type FiatConfig, FiatConfigError, loadFiatConfig } from "../../adapters/fiat/index.ts";
 import {
   type LightningConfig,
   LightningConfigError,
   loadLightningConfig,
-} from "../adapters/lightning/index.ts";
+} from "../../adapters/lightning/index.ts";
+import { SwitchyardError } from "../../core/index.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -86,7 +87,7 @@ export type Config = {
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
 };
 
-export class ConfigError extends Error {
+export class ConfigError extends SwitchyardError {
   override name = "ConfigError";
 }
 

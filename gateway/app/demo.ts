@@ -1,0 +1,104 @@
+// Development only: the demo tenant that `npm start` prints a working curl for — a fresh API key, a customer
+// and a merchant account, and on the embedded chain, once, 1,000 TestUSD minted to the hot wallet and credited
+// to the customer.
+import { parseEventLogs } from "viem";
+import { type EmbeddedChain, testUsdAbi } from "../../adapters/evm/index.ts";
+import { assets, SwitchyardError } from "../../core/index.ts";
+import {
+  type AccountRecord,
+  createAccount,
+  getClearingAccount,
+  getTenantAccount,
+} from "../accounts/index.ts";
+import type { Db } from "../db/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import { type Ledger, ledgerHolds } from "../ledger/index.ts";
+import { transferCodes } from "../payments/index.ts";
+import { createApiKey, createTenant } from "../tenants/index.ts";
+
+export type DemoTenant = {
+  tenantId: string;
+  apiKey: string;
+  customer: AccountRecord;
+  merchant: AccountRecord;
+  /** An address on the embedded chain to pay in the demo. */
+  payee: `0x${string}` | null;
+};
+
+export const demoFundingUsdc = 1_000_000_000n; // 1,000 USDC
+
+export class DemoSetupError extends SwitchyardError {
+  override name = "DemoSetupError";
+}
+
+const demoTenantId = "ten_demo";
+
+/**
+ * Development only: a demo tenant with a fresh API key, a customer and a merchant account, and — on the
+ * embedded chain, the first time — 1,000 TestUSD minted to the hot wallet and credited to the customer.
+ */
+export async function ensureDemoTenant(deps: {
+  db: Db;
+  ledger: Ledger;
+  chain: EmbeddedChain | null;
+}): Promise<DemoTenant> {
+  const exists = await deps.db.query("SELECT 1 FROM tenants WHERE id = $1", [demoTenantId]);
+  if (exists.length === 0) await createTenant(deps.db, { id: demoTenantId, name: "Demo" });
+  const key = await createApiKey(deps.db, { tenantId: demoTenantId, mode: "test" });
+  const account = async (id: string, kind: "customer" | "merchant", name: string) =>
+    (await getTenantAccount(deps.db, { tenantId: demoTenantId, id })) ??
+    createAccount(
+      { sql: deps.db, ledger: deps.ledger },
+      { tenantId: demoTenantId, kind, asset: assets.USDC, name, id },
+    );
+  const customer = await account("acct_demo_customer", "customer", "Demo customer");
+  const merchant = await account("acct_demo_merchant", "merchant", "Demo merchant");
+  if (deps.chain !== null) await fundFromMint(deps.db, deps.ledger, deps.chain, customer);
+  return {
+    tenantId: demoTenantId,
+    apiKey: key.secret,
+    customer,
+    merchant,
+    payee: deps.chain?.accounts[1]?.address ?? null,
+  };
+}
+
+/** Mints TestUSD to the hot wallet and mirrors it: clearing (what the wallet holds) against the customer's balance. */
+async function fundFromMint(
+  db: Db,
+  ledger: Ledger,
+  chain: EmbeddedChain,
+  customer: AccountRecord,
+): Promise<void> {
+  const [ledgerAccount] = await ledger.lookupAccounts([customer.ledgerAccountId]);
+  if (ledgerAccount === undefined || ledgerAccount.creditsPosted > 0n) return;
+  const clearing = await getClearingAccount(db, { rail: "evm", asset: assets.USDC });
+  if (clearing === null) throw new DemoSetupError("the evm clearing account is missing");
+  const hash = await chain.walletClient.writeContract({
+    address: chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "mint",
+    args: [chain.walletClient.account.address, demoFundingUsdc],
+  });
+  const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
+  const [log] = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: receipt.logs });
+  if (receipt.status !== "success" || log === undefined)
+    throw new DemoSetupError("the demo mint failed", { details: hash });
+  const [result] = await ledger.createTransfers([
+    {
+      id: derivedLedgerId(hash, "funding"),
+      debitAccountId: clearing.ledgerAccountId,
+      creditAccountId: customer.ledgerAccountId,
+      amount: demoFundingUsdc,
+      ledger: assets.USDC.ledger,
+      code: transferCodes.funding,
+      evidence: {
+        rail: "evm",
+        reference: `${hash}:${log.logIndex}`,
+        detail: { chainId: String(chain.chain.id), blockNumber: receipt.blockNumber.toString() },
+      },
+    },
+  ]);
+  if (!ledgerHolds(result?.status))
+    throw new DemoSetupError("the ledger refused the demo funding", { details: String(result?.status) });
+}

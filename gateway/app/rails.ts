@@ -1,0 +1,105 @@
+// The rails the gateway runs, one module a line in `railModules`. A module builds its rails from the
+// configuration; everything else — clearing accounts, events into the settlement, money in, provider routes,
+// the router's snapshot — the composition root does for every rail alike, through core's Rail contract.
+// Adding a rail: a folder under adapters/ and one line here (test/http/toy-rail.test.ts proves it).
+import { createEvmRail, type EvmRail } from "../../adapters/evm/index.ts";
+import {
+  createFiatRail,
+  createSqlStripeObjectStore,
+  createSqlStripeWebhookStore,
+  createStripeClient,
+} from "../../adapters/fiat/index.ts";
+import { createInternalRail } from "../../adapters/internal/index.ts";
+import { createFileRailStore, createLightningRail } from "../../adapters/lightning/index.ts";
+import {
+  assets,
+  type Logger,
+  type Rail,
+  type ReceiveOutcome,
+  type ReceiveRequest,
+} from "../../core/index.ts";
+import type { Db } from "../db/index.ts";
+import type { Config } from "./config.ts";
+import type { EvmClients } from "./evm.ts";
+
+export type RailContext = {
+  readonly config: Config;
+  readonly db: Db;
+  /** The app's logger; a module hands each rail a child naming it. */
+  readonly logger: Logger;
+  readonly evm: EvmClients;
+};
+
+/** What a module built: its rails, and the EVM rail when it is the one that pays netted batches. */
+export type BuiltRails = { readonly rails: readonly Rail[]; readonly batchPayer?: EvmRail };
+
+export type RailModule = (context: RailContext) => BuiltRails;
+
+export const railModules: readonly RailModule[] = [internalRails, evmRails, lightningRails, fiatRails];
+
+function internalRails(): BuiltRails {
+  return { rails: [assets.USDC, assets.USD, assets.BTC].map((asset) => createInternalRail({ asset })) };
+}
+
+function evmRails({ config, db, evm }: RailContext): BuiltRails {
+  const rail = createEvmRail({
+    db,
+    publicClient: evm.publicClient,
+    walletClient: evm.walletClient,
+    token: { address: evm.token, asset: assets.USDC },
+    ...(evm.splitter === null ? {} : { splitter: evm.splitter.address }),
+    confirmations: config.evm.confirmations,
+    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+    transferGasEstimate: 60_000n,
+    snapshotRefreshMs: 5_000,
+    receiptTimeoutMs: 60_000,
+    expectedLatencyMs: evm.embedded === null ? 12_000 * config.evm.confirmations : 1_000,
+  });
+  return { rails: [rail], batchPayer: rail };
+}
+
+function lightningRails({ config }: RailContext): BuiltRails {
+  if (config.lightning.kind !== "on") return { rails: [] };
+  const rail = createLightningRail({
+    lnd: config.lightning.lnd,
+    store: createFileRailStore(config.lightning.journalPath),
+    limits: config.lightning.limits,
+  });
+  const receive = async (request: ReceiveRequest): Promise<ReceiveOutcome> => {
+    const invoice = await rail.createInvoice({
+      amountMsat: request.amount,
+      expirySeconds: request.expirySeconds,
+      reference: request.reference,
+      memo: request.description,
+    });
+    return {
+      status: "offered",
+      railReference: invoice.paymentHash,
+      expiresAtMs: invoice.expiresAtMs,
+      instructions: { method: "lightning", bolt11: invoice.request, payment_hash: invoice.paymentHash },
+    };
+  };
+  return { rails: [Object.assign(rail, { receive })] };
+}
+
+function fiatRails({ config, db, logger }: RailContext): BuiltRails {
+  if (config.fiat.kind !== "on") return { rails: [] };
+  return {
+    rails: [
+      createFiatRail({
+        stripe: createStripeClient(config.fiat.client),
+        store: createSqlStripeObjectStore(db),
+        asset: assets.USD,
+        feeSchedule: config.fiat.feeSchedule,
+        liquidity: config.fiat.liquidity,
+        webhooks: {
+          secrets: config.fiat.webhook.secrets,
+          toleranceSeconds: config.fiat.webhook.toleranceSeconds,
+          bodyLimitBytes: config.bodyLimitBytes,
+          store: createSqlStripeWebhookStore(db),
+        },
+        logger: logger.child({ module: "rail", rail: "fiat" }),
+      }),
+    ],
+  };
+}

@@ -1,0 +1,514 @@
+// Money in. An invoice asks a rail for a way to be paid into a tenant's account; when the rail reports the
+// money as received, it is mirrored once into the ledger — the rail's clearing account (what now sits on that
+// rail) against the tenant's account — with the rail's evidence. A reversal (a dispute, a refund of a top-up)
+// takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
+import {
+  assetByCode,
+  parseAmount,
+  type Rail,
+  type SettlementEvidence,
+  SwitchyardError,
+} from "../../core/index.ts";
+import type { AccountCache, AccountRecord } from "../accounts/index.ts";
+import type { Db, Sql } from "../db/index.ts";
+import { derivedLedgerId, newId } from "../ids/index.ts";
+import { type Ledger, ledgerHolds, TransferFlags } from "../ledger/index.ts";
+import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
+
+/** What the settlement needs of a rail to take money in: its id, its asset and its `receive`. */
+export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive">;
+
+export type SettlementDeps = {
+  db: Db;
+  ledger: Ledger;
+  /** Account lookups, remembered per process (accounts/createAccountCache). */
+  accounts: AccountCache;
+  /** Invoices this process made, remembered until paid (createOpenInvoiceMemory). */
+  openInvoices: OpenInvoiceMemory;
+  /** The configured rails; those with a `receive` take money in for invoices. */
+  rails: ReadonlyMap<string, ReceivingRail>;
+};
+
+/** What applying a rail's event to an invoice needs of it: fields that never change once it is written. */
+type InvoiceTarget = { id: string; tenantId: string; accountId: string; assetCode: string; rail: string };
+
+/**
+ * The invoices this process made, so that the money arriving for one needs no query to find it. Only fields
+ * that never change are kept; whether the invoice is still open is the conditional update's to say. Bounded:
+ * beyond `entriesMax` the oldest is forgotten, and an invoice not remembered (made by another process, before
+ * a restart, or forgotten) is read from the database.
+ */
+export type OpenInvoiceMemory = {
+  remember(invoice: InvoiceTarget): void;
+  recall(id: string): InvoiceTarget | undefined;
+  forget(id: string): void;
+};
+
+export const openInvoiceMemoryDefaults = { entriesMax: 100_000 };
+
+export function createOpenInvoiceMemory(limits: { entriesMax: number }): OpenInvoiceMemory {
+  const invoices = new Map<string, InvoiceTarget>();
+  return {
+    remember(invoice) {
+      if (limits.entriesMax <= 0) return;
+      while (invoices.size >= limits.entriesMax) {
+        const oldest = invoices.keys().next();
+        if (oldest.done === true) break;
+        invoices.delete(oldest.value);
+      }
+      invoices.set(invoice.id, invoice);
+    },
+    recall: (id) => invoices.get(id),
+    forget(id) {
+      invoices.delete(id);
+    },
+  };
+}
+
+export const transferCodesIn = { received: 3, reversed: 4, reinstated: 5 } as const;
+
+export type InvoiceStatus = "open" | "paid" | "reversed";
+
+export type Invoice = {
+  id: string;
+  tenantId: string;
+  accountId: string;
+  assetCode: string;
+  amount: bigint;
+  rail: string;
+  status: InvoiceStatus;
+  description: string;
+  railReference: string | null;
+  instructions: Record<string, string>;
+  receivedAmount: bigint | null;
+  evidence: SettlementEvidence | null;
+  expiresAt: Date | null;
+  createdAt: Date;
+  paidAt: Date | null;
+};
+
+export type InvoiceRefusal =
+  | "unknown_asset"
+  | "account_not_found"
+  | "asset_mismatch"
+  | "rail_unavailable"
+  | "amount_not_a_decimal"
+  | "amount_not_positive"
+  | "amount_too_precise"
+  | "amount_too_large";
+
+export type CreateInvoiceResult =
+  | { ok: true; invoice: Invoice }
+  | { ok: false; refusal: InvoiceRefusal; message: string; param?: string };
+
+export class SettlementInvariantError extends SwitchyardError {
+  override name = "SettlementInvariantError";
+}
+
+export async function createInvoice(
+  deps: SettlementDeps,
+  params: {
+    tenantId: string;
+    accountId: string;
+    asset: string;
+    amount: string;
+    rail: string | null;
+    description: string;
+    expirySeconds: number;
+  },
+): Promise<CreateInvoiceResult> {
+  const asset = assetByCode(params.asset);
+  if (asset === null)
+    return { ok: false, refusal: "unknown_asset", message: `no asset "${params.asset}"`, param: "asset" };
+  const amount = parseAmount(params.amount, asset);
+  if (!amount.ok)
+    return {
+      ok: false,
+      refusal: amount.error,
+      message: `amount "${params.amount}" is not a valid ${asset.code} amount`,
+      param: "amount",
+    };
+  const account = await deps.accounts.tenantAccount({ tenantId: params.tenantId, id: params.accountId });
+  if (account === null)
+    return {
+      ok: false,
+      refusal: "account_not_found",
+      message: `no account "${params.accountId}"`,
+      param: "account",
+    };
+  if (account.asset.code !== asset.code)
+    return {
+      ok: false,
+      refusal: "asset_mismatch",
+      message: `account ${account.id} holds ${account.asset.code}`,
+      param: "asset",
+    };
+  const receiver = [...deps.rails.values()].find(
+    (r) =>
+      r.receive !== undefined &&
+      r.asset.code === asset.code &&
+      (params.rail === null || r.id === params.rail),
+  );
+  if (receiver?.receive === undefined) {
+    return {
+      ok: false,
+      refusal: "rail_unavailable",
+      message: `no configured rail receives ${asset.code}${params.rail === null ? "" : ` on ${params.rail}`}`,
+      param: "rail",
+    };
+  }
+  const id = newId("inv");
+  // The rail is asked first and the invoice written once, whole. Money cannot arrive for it before the row
+  // exists: only the answer to this request, sent after the write, tells a payer how to pay it. When the rail
+  // refuses, nothing is written; when the process stops between the two, the rail's offer reached nobody.
+  const offer = await receiver.receive({
+    reference: id,
+    amount: amount.value,
+    description: params.description,
+    expirySeconds: params.expirySeconds,
+  });
+  if (offer.status === "refused")
+    return {
+      ok: false,
+      refusal: offer.code === "amount_too_large" ? "amount_too_large" : "rail_unavailable",
+      message: `${receiver.id} cannot take this payment: ${offer.message}`,
+      param: offer.code === "amount_too_large" ? "amount" : "rail",
+    };
+  const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
+  const [written] = await deps.db.query<{ created_at: Date }>(
+    `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, rail_reference, instructions, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $10) RETURNING created_at`,
+    [
+      id,
+      params.tenantId,
+      account.id,
+      asset.code,
+      amount.value,
+      receiver.id,
+      params.description,
+      offer.railReference,
+      JSON.stringify(offer.instructions),
+      expiresAt,
+    ],
+  );
+  if (written === undefined) throw new SettlementInvariantError(`invoice ${id} was not written`);
+  deps.openInvoices.remember({
+    id,
+    tenantId: params.tenantId,
+    accountId: account.id,
+    assetCode: asset.code,
+    rail: receiver.id,
+  });
+  // The answer is what was written, not read back.
+  return {
+    ok: true,
+    invoice: {
+      id,
+      tenantId: params.tenantId,
+      accountId: account.id,
+      assetCode: asset.code,
+      amount: amount.value,
+      rail: receiver.id,
+      status: "open",
+      description: params.description,
+      railReference: offer.railReference,
+      instructions: offer.instructions,
+      receivedAmount: null,
+      evidence: null,
+      expiresAt,
+      createdAt: written.created_at,
+      paidAt: null,
+    },
+  };
+}
+
+type InvoiceRow = {
+  id: string;
+  tenant_id: string;
+  account_id: string;
+  asset: string;
+  amount: bigint;
+  rail: string;
+  status: InvoiceStatus;
+  description: string;
+  rail_reference: string | null;
+  instructions: Record<string, string>;
+  received_amount: bigint | null;
+  evidence: unknown;
+  expires_at: Date | null;
+  created_at: Date;
+  paid_at: Date | null;
+};
+
+function fromRow(row: InvoiceRow): Invoice {
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    accountId: row.account_id,
+    assetCode: row.asset,
+    amount: row.amount,
+    rail: row.rail,
+    status: row.status,
+    description: row.description,
+    railReference: row.rail_reference,
+    instructions: row.instructions,
+    receivedAmount: row.received_amount,
+    evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
+    expiresAt: row.expires_at,
+    createdAt: row.created_at,
+    paidAt: row.paid_at,
+  };
+}
+
+export async function getInvoice(db: Db, params: { tenantId: string; id: string }): Promise<Invoice | null> {
+  const rows = await db.query<InvoiceRow>("SELECT * FROM invoices WHERE id = $1 AND tenant_id = $2", [
+    params.id,
+    params.tenantId,
+  ]);
+  return rows[0] === undefined ? null : fromRow(rows[0]);
+}
+
+async function invoiceTarget(
+  db: Db,
+  id: string,
+): Promise<(InvoiceTarget & { status: InvoiceStatus }) | null> {
+  const rows = await db.query<Pick<InvoiceRow, "tenant_id" | "account_id" | "asset" | "rail" | "status">>(
+    "SELECT tenant_id, account_id, asset, rail, status FROM invoices WHERE id = $1",
+    [id],
+  );
+  const row = rows[0];
+  if (row === undefined) return null;
+  return {
+    id,
+    tenantId: row.tenant_id,
+    accountId: row.account_id,
+    assetCode: row.asset,
+    rail: row.rail,
+    status: row.status,
+  };
+}
+
+async function accountsFor(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+): Promise<{ account: AccountRecord; clearing: AccountRecord }> {
+  const account = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: invoice.accountId });
+  const asset = assetByCode(invoice.assetCode);
+  const clearing =
+    asset === null ? null : await deps.accounts.railAccount({ kind: "clearing", rail: invoice.rail, asset });
+  if (account === null || clearing === null)
+    throw new SettlementInvariantError(`invoice ${invoice.id} has no account or clearing account`);
+  return { account, clearing };
+}
+
+/**
+ * Money came in for `reference` (an invoice id). Credits the invoice's account with what was received, once.
+ * An unknown reference is not ours (another gateway on the same node, a test payment): it is reported back.
+ */
+export async function applyReceived(
+  deps: SettlementDeps,
+  event: { rail: string; reference: string; amount: bigint; evidence: SettlementEvidence },
+): Promise<"applied" | "duplicate" | "unknown_reference"> {
+  let invoice: InvoiceTarget | null | undefined = deps.openInvoices.recall(event.reference);
+  if (invoice === undefined) {
+    const read = await invoiceTarget(deps.db, event.reference);
+    // The invoice is marked paid only after the ledger credited it: a paid (or since reversed) one is done.
+    if (read !== null && read.rail === event.rail && read.status !== "open") return "duplicate";
+    invoice = read;
+  }
+  if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
+  const { account, clearing } = await accountsFor(deps, invoice);
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id: derivedLedgerId(invoice.id, "received"),
+      debitAccountId: clearing.ledgerAccountId,
+      creditAccountId: account.ledgerAccountId,
+      amount: event.amount,
+      ledger: account.asset.ledger,
+      code: transferCodesIn.received,
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+    },
+  ]);
+  if (!ledgerHolds(result?.status)) {
+    // Remembered as open here, but another process may have credited it already (with other evidence): then this
+    // is a duplicate, not a failure to retry for ever.
+    const read = await invoiceTarget(deps.db, invoice.id);
+    if (read !== null && read.status !== "open") {
+      deps.openInvoices.forget(invoice.id);
+      return "duplicate";
+    }
+    throw new SettlementInvariantError(
+      `ledger refused the receipt of invoice ${invoice.id}: ${result?.status}`,
+    );
+  }
+  // The status move and its event in one statement: both or neither, with no transaction round trips.
+  const moved = await deps.db.query(
+    `WITH moved AS (
+       UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now()
+       WHERE id = $1 AND status = 'open' RETURNING tenant_id)
+     INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, 'invoice.paid', $4::jsonb FROM moved RETURNING id`,
+    [invoice.id, event.amount, toJson(event.evidence), toJson({ invoice_id: invoice.id })],
+  );
+  deps.openInvoices.forget(invoice.id);
+  return moved.length === 0 ? "duplicate" : "applied";
+}
+
+/**
+ * Money that came in was taken back (a dispute, a refund of a top-up). The account gives back what it still
+ * has, up to the amount (a balancing debit: never below zero); the rest is the tenant's loss and is reported.
+ * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
+ * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing.
+ */
+export async function applyReversed(
+  deps: SettlementDeps,
+  event: { rail: string; reference: string; key: string; amount: bigint; evidence: SettlementEvidence },
+): Promise<{ status: "applied" | "duplicate" | "withdrawn" | "unknown_reference"; shortfall: bigint }> {
+  const invoice = await invoiceTarget(deps.db, event.reference);
+  if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
+  // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
+  // that raced the withdrawal took).
+  const withdrawn = async () => {
+    await giveBack(deps, invoice.id, event.key, event.evidence);
+    return { status: "withdrawn" as const, shortfall: 0n };
+  };
+  if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
+  const { account, clearing } = await accountsFor(deps, invoice);
+  const id = reversalLedgerId(invoice.id, event.key, "reversed");
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id,
+      debitAccountId: account.ledgerAccountId,
+      creditAccountId: clearing.ledgerAccountId,
+      amount: event.amount,
+      ledger: account.asset.ledger,
+      code: transferCodesIn.reversed,
+      flags: TransferFlags.balancingDebit,
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+    },
+  ]);
+  if (!ledgerHolds(result?.status)) {
+    throw new SettlementInvariantError(
+      `ledger refused the reversal of invoice ${invoice.id}: ${result?.status}`,
+    );
+  }
+  const [transfer] = await deps.ledger.lookupTransfers([id]);
+  const taken = transfer?.amount ?? 0n;
+  const shortfall = event.amount - taken;
+  // The record, the status and the event together: a crash before this leaves it to the redelivery, which finds
+  // the ledger transfer there ("exists") and records it then.
+  const status = await deps.db.transaction(async (tx) => {
+    const inserted = await tx.query(
+      `INSERT INTO invoice_reversals (invoice_id, key, amount) VALUES ($1, $2, $3)
+       ON CONFLICT (invoice_id, key) DO NOTHING RETURNING key`,
+      [invoice.id, event.key, taken],
+    );
+    if (inserted.length === 0)
+      return (await reversalRecord(tx, invoice.id, event.key))?.reinstated === true
+        ? ("withdrawn" as const)
+        : ("duplicate" as const);
+    await tx.query("UPDATE invoices SET status = 'reversed' WHERE id = $1 AND status = 'paid'", [invoice.id]);
+    await insertOutboxEvent(tx, {
+      tenantId: invoice.tenantId,
+      type: "invoice.reversed",
+      payload: {
+        invoice_id: invoice.id,
+        reversal: event.key,
+        amount: taken.toString(),
+        shortfall: shortfall.toString(),
+      },
+    });
+    return "applied" as const;
+  });
+  if (status === "withdrawn") return await withdrawn();
+  return { status, shortfall };
+}
+
+/** The ledger transfer that took reversal `key` of an invoice, or the one that gave it back. */
+const reversalLedgerId = (invoiceId: string, key: string, which: "reversed" | "reinstated") =>
+  derivedLedgerId(`${invoiceId}:${key}`, which);
+
+/** Gives back what the reversal `key` took, if its ledger transfer exists (idempotent); returns that amount. */
+async function giveBack(
+  deps: SettlementDeps,
+  invoiceId: string,
+  key: string,
+  evidence: SettlementEvidence,
+): Promise<bigint> {
+  const [reversal] = await deps.ledger.lookupTransfers([reversalLedgerId(invoiceId, key, "reversed")]);
+  if (reversal === undefined || reversal.amount === 0n) return 0n;
+  const [result] = await deps.ledger.createTransfers([
+    {
+      id: reversalLedgerId(invoiceId, key, "reinstated"),
+      debitAccountId: reversal.creditAccountId,
+      creditAccountId: reversal.debitAccountId,
+      amount: reversal.amount,
+      ledger: reversal.ledger,
+      code: transferCodesIn.reinstated,
+      userData128: derivedLedgerId(invoiceId, "invoice"),
+      evidence: evidenceForLedger(evidence),
+    },
+  ]);
+  if (!ledgerHolds(result?.status)) {
+    throw new SettlementInvariantError(
+      `ledger refused to give back reversal ${key} of invoice ${invoiceId}: ${result?.status}`,
+    );
+  }
+  return reversal.amount;
+}
+
+async function reversalRecord(
+  sql: Sql,
+  invoiceId: string,
+  key: string,
+): Promise<{ amount: bigint; reinstated: boolean } | null> {
+  const [row] = await sql.query<{ amount: bigint; reinstated: boolean }>(
+    "SELECT amount, reinstated_at IS NOT NULL AS reinstated FROM invoice_reversals WHERE invoice_id = $1 AND key = $2",
+    [invoiceId, key],
+  );
+  return row ?? null;
+}
+
+/**
+ * A reversal was undone: a dispute won (Stripe gave the funds back), a refund that failed or was canceled. The
+ * account gets back exactly what the reversal took (its ledger transfer says how much). One not applied yet is
+ * withdrawn instead: recorded as given back, so that if it arrives later (Stripe does not order its events) it
+ * takes nothing. The invoice is 'paid' again once none of its reversals stands.
+ */
+export async function applyReinstated(
+  deps: SettlementDeps,
+  event: { rail: string; reference: string; key: string; evidence: SettlementEvidence },
+): Promise<{ status: "applied" | "duplicate" | "withdrawn" | "unknown_reference"; amount: bigint }> {
+  const invoice = await invoiceTarget(deps.db, event.reference);
+  if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", amount: 0n };
+  const recorded = await reversalRecord(deps.db, invoice.id, event.key);
+  if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n };
+  const amount = await giveBack(deps, invoice.id, event.key, event.evidence);
+  const status = await deps.db.transaction(async (tx) => {
+    // A reversal whose ledger transfer exists but whose record a crash lost is recorded here, as given back.
+    const marked = await tx.query<{ inserted: boolean }>(
+      `INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (invoice_id, key) DO UPDATE SET reinstated_at = now()
+         WHERE invoice_reversals.reinstated_at IS NULL
+       RETURNING xmax = 0 AS inserted`,
+      [invoice.id, event.key, amount],
+    );
+    if (marked.length === 0) return "duplicate" as const;
+    // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
+    // was empty) still ends here, with its event, so the invoice is paid again.
+    if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
+    await tx.query(
+      `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
+         AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,
+      [invoice.id],
+    );
+    await insertOutboxEvent(tx, {
+      tenantId: invoice.tenantId,
+      type: "invoice.reinstated",
+      payload: { invoice_id: invoice.id, reversal: event.key, amount: amount.toString() },
+    });
+    return "applied" as const;
+  });
+  return { status, amount: status === "applied" ? amount : 0n };
+}

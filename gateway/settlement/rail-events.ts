@@ -1,0 +1,43 @@
+// The one road every rail's event takes into the gateway, whether it came on a stream (LND, chain logs) or
+// through a provider's webhook route: the end of an attempt goes to its payment, money in (and money taken
+// back or given back) to its invoice. Each step is idempotent, so a redelivered event changes nothing.
+import type { Logger, RailEvent } from "../../core/index.ts";
+import { applyRailEvent as applyAttemptEvent, type PaymentsDeps } from "../payments/index.ts";
+import { applyReceived, applyReinstated, applyReversed, type SettlementDeps } from "./invoices.ts";
+
+export type RailEventDeps = {
+  readonly settlement: SettlementDeps;
+  readonly payments: PaymentsDeps;
+  readonly logger: Logger;
+  /** Told after an invoice was paid by this event (in-process notification, after the commit). */
+  readonly onInvoicePaid?: (invoiceId: string) => void;
+};
+
+/** Applies one event of rail `rail`; resolves once it is durably applied (or known to be nothing of ours). */
+export async function applyRailEvent(deps: RailEventDeps, rail: string, event: RailEvent): Promise<void> {
+  switch (event.kind) {
+    case "attempt_succeeded":
+    case "attempt_failed":
+      await applyAttemptEvent(deps.payments, event);
+      return;
+    case "received": {
+      const outcome = await applyReceived(deps.settlement, { rail, ...event });
+      if (outcome === "applied") deps.onInvoicePaid?.(event.reference);
+      else if (outcome === "unknown_reference")
+        deps.logger.info({ rail, reference: event.reference }, "money in for a reference that is not ours");
+      return;
+    }
+    case "reversed": {
+      const outcome = await applyReversed(deps.settlement, { rail, ...event });
+      if (outcome.shortfall > 0n)
+        deps.logger.warn(
+          { rail, reference: event.reference, key: event.key, shortfall: outcome.shortfall.toString() },
+          "a reversal took more than the account still held",
+        );
+      return;
+    }
+    case "reinstated":
+      await applyReinstated(deps.settlement, { rail, ...event });
+      return;
+  }
+}

@@ -1,0 +1,122 @@
+// Adding a rail is one module line in the composition root: a rail built only from core's contract, registered
+// through createApp's rail modules, takes money in (an invoice, paid through its own provider route), pays money
+// out (the router picks it as the cheapest), and shows on /healthz — with nothing in the gateway knowing it.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { type App, createApp, railModules } from "../../gateway/app.ts";
+import { createToyRail, type ToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
+
+let app: App;
+let toy: ToyRail;
+let key: string;
+
+beforeAll(async () => {
+  toy = createToyRail({ id: "toy", feeFixed: 1n });
+  app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+    railModules: [...railModules, () => ({ rails: [toy] })],
+  });
+  if (app.demo === null) throw new Error("development mode was expected");
+  key = app.demo.apiKey;
+}, 120_000);
+
+afterAll(async () => {
+  await app?.close();
+});
+
+async function call(
+  method: "GET" | "POST",
+  url: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
+  const response = await app.server.inject({
+    method,
+    url,
+    headers: {
+      authorization: `Bearer ${key}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+      ...headers,
+    },
+    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+const balance = async (account: string) =>
+  (await call("GET", `/v1/accounts/${account}/balance`)).body.available as string;
+
+describe("a toy rail registered through the composition root's rail modules", () => {
+  it("is wired like every rail: health, snapshot, clearing account", async () => {
+    const health = await app.server.inject({ method: "GET", url: "/healthz" });
+    expect(health.json().rails.toy).toEqual({ available: true });
+    const [clearing] = await app.db.query<{ id: string }>(
+      "SELECT id FROM accounts WHERE kind = 'clearing' AND rail = 'toy'",
+    );
+    expect(clearing?.id).toBe("acct_clearing_toy_usdc");
+  });
+
+  it("takes money in: an invoice on the toy, paid through the toy's own provider route", async () => {
+    const merchant = app.demo!.merchant.id;
+    const before = await balance(merchant);
+    const invoice = await call(
+      "POST",
+      "/v1/invoices",
+      { account: merchant, asset: "USDC", amount: "2.50", rail: "toy" },
+      { "idempotency-key": "toy-invoice-1" },
+    );
+    expect(invoice.status).toBe(201);
+    expect(invoice.body).toMatchObject({ rail: "toy", status: "open", instructions: { method: "toy" } });
+    expect(toy.offers.get(invoice.body.id)).toBe(2_500_000n);
+
+    // The toy's provider calls its route: mounted by the server without an API key, refused without its secret.
+    const refused = await app.server.inject({
+      method: "POST",
+      url: toyWebhookPath,
+      headers: { "content-type": "application/json" },
+      payload: JSON.stringify({ reference: invoice.body.id, amount: "2500000" }),
+    });
+    expect(refused.statusCode).toBe(401);
+    const paid = await app.server.inject({
+      method: "POST",
+      url: toyWebhookPath,
+      headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
+      payload: JSON.stringify({ reference: invoice.body.id, amount: "2500000" }),
+    });
+    expect(paid.statusCode).toBe(200);
+    const after = await call("GET", `/v1/invoices/${invoice.body.id}`);
+    expect(after.body).toMatchObject({ status: "paid", received_amount: "2.500000" });
+    expect(BigInt((await balance(merchant)).replace(".", ""))).toBe(
+      BigInt(before.replace(".", "")) + 2_500_000n,
+    );
+  });
+
+  it("pays money out: the router picks the toy as the cheapest rail to an address, and the payment shows its evidence", async () => {
+    const customer = app.demo!.customer.id;
+    const before = await balance(customer);
+    const payment = await call(
+      "POST",
+      "/v1/payments",
+      {
+        amount: "1.25",
+        asset: "USDC",
+        source: { account: customer },
+        destination: { type: "evm_address", address: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" },
+      },
+      { "idempotency-key": "toy-payment-1" },
+    );
+    expect(payment.status).toBe(201);
+    expect(payment.body).toMatchObject({ status: "succeeded", rail: "toy" });
+    expect(payment.body.route.candidates.map((c: { rail: string }) => c.rail)).toContain("evm");
+    expect(payment.body.attempts[0].evidence).toEqual({
+      rail: "external",
+      rail_id: "toy",
+      reference: expect.stringMatching(/^toy_out_/),
+    });
+    expect([...toy.payouts.values()]).toEqual([
+      { amount: 1_250_000n, to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" },
+    ]);
+    expect(BigInt((await balance(customer)).replace(".", ""))).toBe(
+      BigInt(before.replace(".", "")) - 1_250_000n,
+    );
+  });
+});
