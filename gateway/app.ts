@@ -175,20 +175,24 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         },
       };
       const nettingDeps = payments.netting;
-      const netting = startPeriodic(
-        "netting flush",
-        Math.min(config.netting.intervalMs, nettingFlushEveryMsMax),
-        () => flushNetting(nettingDeps),
-      );
+      const netting = startPeriodic({
+        name: "netting flush",
+        intervalMs: Math.min(config.netting.intervalMs, nettingFlushEveryMsMax),
+        pass: () => flushNetting(nettingDeps),
+        logger,
+      });
       closers.push(() => netting.stop());
     }
     // At start every open attempt is this process's to finish; afterwards only those left quiet for a while.
     market.start();
     closers.push(async () => market.stop());
     await recoverOpenAttempts(payments, { quietMs: 0 });
-    const recovery = startPeriodic("recovery pass", payments.strandedQuietMs, () =>
-      recoverOpenAttempts(payments),
-    );
+    const recovery = startPeriodic({
+      name: "recovery pass",
+      intervalMs: payments.strandedQuietMs,
+      pass: () => recoverOpenAttempts(payments),
+      logger,
+    });
     closers.push(() => recovery.stop());
 
     // RevenueSplitter events mirrored into the ledger (adapters/evm/watcher.ts, settlement/evm-mirror.ts).
@@ -227,9 +231,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
-    const delivery = startPeriodic("webhook delivery pass", config.webhookDeliveryIntervalMs, () =>
-      deliverOutbox({ db, limits: webhookLimitsDefault, nowMs: Date.now }),
-    );
+    const delivery = startPeriodic({
+      name: "webhook delivery pass",
+      intervalMs: config.webhookDeliveryIntervalMs,
+      pass: () => deliverOutbox({ db, limits: webhookLimitsDefault, nowMs: Date.now }),
+      logger,
+    });
     closers.push(() => delivery.stop());
     return {
       server,

@@ -2,7 +2,7 @@
 // liabilities: credit-normal, never overdrawn. A rail's clearing account holds what sits on that rail:
 // an asset, debit-normal, never below zero. Every read is scoped to its tenant.
 
-import { type Asset, assetByCode } from "../../core/index.ts";
+import { type Asset, assetByCode, SwitchyardError } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { AccountFlags, type Ledger, type Account as LedgerAccount, ledgerHolds } from "../ledger/index.ts";
@@ -36,7 +36,7 @@ const creditNormal: Record<AccountKind, boolean> = {
   payable: true,
 };
 
-export class AccountSetupError extends Error {
+export class AccountSetupError extends SwitchyardError {
   override name = "AccountSetupError";
 }
 

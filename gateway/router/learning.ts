@@ -3,7 +3,7 @@
 // failing opens its circuit and is excluded; after a cool-down it is half-open and one probe may pass;
 // the probe's success closes it, its failure opens it again for twice as long (up to a maximum).
 
-import type { CircuitState, RailSnapshot } from "../../core/index.ts";
+import { type CircuitState, type RailSnapshot, SwitchyardError } from "../../core/index.ts";
 import { buildSnapshot, type RateSource } from "./fx.ts";
 import { type PreparedSnapshot, prepareSnapshot } from "./prepare.ts";
 import type { Snapshot } from "./types.ts";
@@ -60,7 +60,7 @@ export type LearningState = {
   readonly rails: Readonly<Record<string, RailHealth>>;
 };
 
-export class LearningConfigError extends Error {
+export class LearningConfigError extends SwitchyardError {
   override readonly name = "LearningConfigError";
 }
 

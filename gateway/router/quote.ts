@@ -2,7 +2,7 @@
 // the amount to send on that rail and the fee cap; a payment made with the quote id honours them until
 // the quote expires, or fails with quote_expired.
 
-import type { Destination } from "../../core/index.ts";
+import { type Destination, SwitchyardError } from "../../core/index.ts";
 import { ceilDiv } from "./prepare.ts";
 import type { Candidate, Exclusion, PaymentIntent, RouteDecision, Snapshot } from "./types.ts";
 
@@ -21,7 +21,7 @@ export type Quote = {
 export type CreateQuoteResult = { ok: true; quote: Quote } | { ok: false; error: "no_feasible_rail" };
 export type CheckQuoteResult = { ok: true } | { ok: false; error: "quote_expired" };
 
-export class QuoteTtlError extends Error {
+export class QuoteTtlError extends SwitchyardError {
   override readonly name = "QuoteTtlError";
 }
 

@@ -5,7 +5,7 @@
 // Exclusion precedence (the first that applies is reported): not_allowed, rail_unavailable, circuit_open,
 // no_fx_rate (for the rail's asset), unreachable_destination, no_fx_rate (for the payment's asset),
 // below_minimum, above_maximum, insufficient_liquidity, latency_above_max, fee_above_max.
-import { basisPointsTotal } from "../../core/index.ts";
+import { basisPointsTotal, SwitchyardError } from "../../core/index.ts";
 import {
   ceilDiv,
   destinationBits,
@@ -35,7 +35,7 @@ const headroomDefaultNum = 3n;
 const headroomDefaultDen = 2n;
 
 /** A caller's bug: route() was given what the payments service must have refused already. */
-export class RouterInputError extends Error {
+export class RouterInputError extends SwitchyardError {
   override readonly name = "RouterInputError";
 }
 

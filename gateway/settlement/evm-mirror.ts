@@ -30,7 +30,7 @@
 // Events for tokens without a configured asset are not mirrored.
 import type { Address, Hex } from "viem";
 import type { SplitterEventSink, WatchedEvent } from "../../adapters/evm/index.ts";
-import { type Asset, splitByBasisPoints } from "../../core/index.ts";
+import { type Asset, SwitchyardError, splitByBasisPoints } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import {
   type Ledger,
@@ -68,7 +68,7 @@ export type EvmMirrorParams = {
   hotWallet: { address: Address };
 };
 
-export class EvmMirrorError extends Error {
+export class EvmMirrorError extends SwitchyardError {
   override name = "EvmMirrorError";
 }
 
