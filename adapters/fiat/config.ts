@@ -1,6 +1,7 @@
 // The fiat rail's settings, validated with zod from an environment record the composition root passes in
 // (nothing here reads process.env). No STRIPE_SECRET_KEY: the rail is off, and the reason says so.
 import { z } from "zod";
+import { SwitchyardError } from "../../core/index.ts";
 import type { StripeClientConfig } from "./client.ts";
 import { defaultFiatFeeSchedule, type FiatFeeSchedule, validateFeeSchedule } from "./fees.ts";
 import { signingSecretsMax, stripeSignatureToleranceSecondsDefault } from "./signature.ts";
@@ -48,7 +49,7 @@ export type FiatConfig =
       liquidity: "balance" | "not_limited";
     };
 
-export class FiatConfigError extends Error {
+export class FiatConfigError extends SwitchyardError {
   override name = "FiatConfigError";
 }
 

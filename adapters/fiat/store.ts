@@ -2,6 +2,7 @@
 // first object even after Stripe forgets the key), the webhook events it applied (by event id), and per
 // PaymentIntent whether it was credited, with the reversals that arrived before the credit.
 // The in-memory stores are for unit tests only; the gateway uses the SQL ones (sql-store.ts).
+import { SwitchyardError } from "../../core/index.ts";
 
 export type StripeObjectKind = "payment_intent" | "transfer" | "refund";
 
@@ -84,7 +85,7 @@ export interface StripeWebhookStore {
 /** The most reversals kept waiting for one intent (Stripe allows far fewer refunds and disputes per charge). */
 export const parkedPerIntentMax = 100;
 
-export class FiatStoreError extends Error {
+export class FiatStoreError extends SwitchyardError {
   override name = "FiatStoreError";
 }
 
