@@ -42,8 +42,12 @@ export type RailSnapshot = {
   /** Network fee estimate for one payment (gas × price, routing fee), in USD micro-units. */
   readonly networkFeeMicroUsd: bigint;
   readonly latencyMs: number; // expected time to finality
-  readonly successes: number; // recent outcomes over the rail's window
-  readonly failures: number;
+  /**
+   * Recent outcomes of attempts on this rail, within the router's window. Written by the router's learning
+   * (gateway/router/learning.ts) from what the payments service saw; a rail leaves them out. Absent: 0.
+   */
+  readonly successes?: number;
+  readonly failures?: number;
   readonly takenAtMs: number;
   /** The smallest provider fee charged (a PSP's minimum), in the rail's asset. Absent: 0. */
   readonly feeMin?: bigint;
@@ -51,7 +55,7 @@ export type RailSnapshot = {
   readonly networkFee?: NetworkFeeModel;
   /** Spread to buy this rail's asset with another asset, parts per million, when the snapshot names none for the pair. */
   readonly fxSpreadPpm?: bigint;
-  /** The circuit breaker's state (see learning.ts). Absent: closed. */
+  /** The circuit breaker's state, written by the router's learning like the counts. Absent: closed. */
   readonly circuit?: CircuitState;
 };
 

@@ -28,8 +28,6 @@ import { createStripeWebhookRoute } from "./webhook-route.ts";
 export const idempotencyKeyLengthMax = 255;
 /** Our ids inside a key; keeps every key under Stripe's limit with room for the prefix. */
 export const switchyardIdLengthMax = 100;
-/** Outcomes remembered for the router's success rate. */
-export const outcomesWindowMax = 100;
 export const snapshotRefreshMsDefault = 30_000;
 /** Expected time from execute to money on the connected account: a transfer is final when created. */
 export const transferLatencyMsDefault = 2_000;
@@ -197,11 +195,6 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
   let timer: NodeJS.Timeout | null = null;
   let availableBalance: bigint | null = null;
   let health: FiatHealth = { healthy: false, lastCheckedAtMs: null, lastError: null };
-  const outcomes: boolean[] = [];
-  const remember = (succeeded: boolean) => {
-    outcomes.push(succeeded);
-    if (outcomes.length > outcomesWindowMax) outcomes.shift();
-  };
 
   async function readBalance(): Promise<bigint> {
     const balance = await stripe.balance.retrieve();
@@ -368,7 +361,6 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     },
 
     snapshot(): RailSnapshot {
-      const successes = outcomes.filter(Boolean).length;
       return {
         rail: id,
         kind: "fiat",
@@ -382,8 +374,6 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
         feePpm: feeSchedule.feePpm,
         networkFeeMicroUsd: 0n,
         latencyMs: params.latencyMs ?? transferLatencyMsDefault,
-        successes,
-        failures: outcomes.length - successes,
         takenAtMs: health.lastCheckedAtMs ?? nowMs(),
       };
     },
@@ -430,7 +420,6 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
         );
       } catch (error) {
         const failure = translateStripeError(error);
-        remember(false);
         return fail(failure.code, failure.message, failure.retryElsewhere);
       }
       const held = await store.record({
@@ -441,7 +430,6 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
         attemptId: attempt.id,
         amount: attempt.amount,
       });
-      remember(true);
       return { status: "succeeded", evidence: { rail: "fiat", pspId: held.objectId }, fee: quote.fee };
     },
 

@@ -33,8 +33,6 @@ export function createInternalRail(params: { asset: Asset; id?: string; nowMs?: 
         feePpm: 0n,
         networkFeeMicroUsd: 0n,
         latencyMs: 0,
-        successes: 0,
-        failures: 0,
         takenAtMs: nowMs(),
       };
     },

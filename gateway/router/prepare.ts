@@ -247,8 +247,8 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
   let reachMask = 0;
   for (const kind of rail.reaches) reachMask |= destinationBits[kind] ?? 0;
   reachMask &= kindMask(rail.kind);
-  const failures = countOf(rail.failures);
-  const successes = countOf(rail.successes);
+  const failures = countOf(rail.failures ?? 0);
+  const successes = countOf(rail.successes ?? 0);
   return {
     snapshot: rail,
     rail: rail.rail,

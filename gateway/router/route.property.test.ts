@@ -231,10 +231,10 @@ function reference(
   ) {
     return { ok: false, reason: "fee_above_max" };
   }
-  const f = BigInt(rail.failures);
+  const f = BigInt(rail.failures ?? 0);
   const failure = divCeil(
     f * (network + (policy.failureCostMicroUsd ?? 10_000n)),
-    BigInt(rail.successes) + f + 1n,
+    BigInt(rail.successes ?? 0) + f + 1n,
   );
   const latency = divCeil(BigInt(rail.latencyMs) * (policy.latencyCostMicroUsdPerS ?? 0n), 1_000n);
   return { ok: true, amount, fee, total: fee + failure + latency, network, provider, fx };

@@ -319,13 +319,15 @@ describe("fiat rail: balance, snapshot and health", () => {
     expect(rail.health()).toMatchObject({ healthy: true, lastError: null });
   });
 
-  it("counts outcomes for the router's success rate", async () => {
+  it("leaves success counts to the router's learning (one count per rail, kept by the payments service)", async () => {
     const { rail } = makeRail();
     await rail.execute(payout({ id: "att_ok" }));
     const { rail: unreachable } = makeRail({ port: await freePort() });
     await unreachable.execute(payout({ id: "att_ko" }));
-    expect(unreachable.snapshot()).toMatchObject({ successes: 0, failures: 1 });
-    expect(rail.snapshot()).toMatchObject({ successes: 1, failures: 0 });
+    for (const snapshot of [rail.snapshot(), unreachable.snapshot()]) {
+      expect(snapshot).not.toHaveProperty("successes");
+      expect(snapshot).not.toHaveProperty("failures");
+    }
   });
 
   it("is unavailable when Stripe cannot be reached, and says the outcome is unknown (retry here, not elsewhere)", async () => {

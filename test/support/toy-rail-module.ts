@@ -75,8 +75,6 @@ export function createToyRail(params: { id: string; feeFixed: bigint }): ToyRail
         feePpm: 0n,
         networkFeeMicroUsd: 0n,
         latencyMs: 10,
-        successes: 0,
-        failures: 0,
         takenAtMs: Date.now(),
       };
     },
