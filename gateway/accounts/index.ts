@@ -5,7 +5,13 @@
 import { type Asset, assetByCode, SwitchyardError } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { AccountFlags, type Ledger, type Account as LedgerAccount, ledgerHolds } from "../ledger/index.ts";
+import {
+  AccountFlags,
+  accountCodes,
+  type Ledger,
+  type Account as LedgerAccount,
+  ledgerHolds,
+} from "../ledger/index.ts";
 
 export type AccountKind = "customer" | "merchant" | "clearing" | "fee" | "payable";
 
@@ -19,14 +25,8 @@ export type AccountRecord = {
   rail: string | null;
 };
 
-/** TigerBeetle `code` of each kind of account. */
-export const accountCodes: Record<AccountKind, number> = {
-  customer: 1,
-  merchant: 2,
-  clearing: 10,
-  fee: 20,
-  payable: 30,
-};
+/** TigerBeetle `code` of each kind of account (the registry in gateway/ledger/codes.ts). */
+const kindCodes: Record<AccountKind, number> = accountCodes.gateway;
 
 const creditNormal: Record<AccountKind, boolean> = {
   customer: true,
@@ -57,7 +57,7 @@ export async function createAccount(
     {
       id: ledgerAccountId,
       ledger: params.asset.ledger,
-      code: accountCodes[params.kind],
+      code: kindCodes[params.kind],
       flags: creditNormal[params.kind]
         ? AccountFlags.debitsMustNotExceedCredits
         : AccountFlags.creditsMustNotExceedDebits,

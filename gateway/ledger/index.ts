@@ -2,6 +2,7 @@
 import path from "node:path";
 import type { MigrationSource } from "../db/index.ts";
 
+export { accountCodes, namedCodes, transferCodes } from "./codes.ts";
 export { createIdGenerator, type IdGenerator, ledgerId } from "./id.ts";
 export { type CreateLedgerParams, createLedger, type Ledger } from "./ledger.ts";
 export {

@@ -33,30 +33,18 @@ import type { SplitterEventSink, WatchedEvent } from "../../adapters/evm/index.t
 import { type Asset, SwitchyardError, splitByBasisPoints } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import {
+  accountCodes,
   type Ledger,
   ledgerHolds,
   type TransferEvidence,
   TransferFlags,
   type TransferInput,
+  transferCodes,
 } from "../ledger/index.ts";
 
-/** TigerBeetle `code` of the mirror's accounts (gateway/accounts uses 1, 2, 10, 20, 30). */
-export const evmMirrorAccountCodes = {
-  splitterCustody: 11,
-  split: 40,
-  splitRecipient: 41,
-  batchPayouts: 42,
-  batchOutflow: 43,
-} as const;
-
-/** TigerBeetle `code` of the mirror's transfers (payments use 1-2, settlement 3-4, netting 5-6). */
-export const evmMirrorTransferCodes = {
-  paid: 20,
-  distributed: 21,
-  withdrawn: 22,
-  batchSettled: 23,
-  reorgReversal: 24,
-} as const;
+/** TigerBeetle `code` of the mirror's accounts and transfers: their entries in the registry (gateway/ledger/codes.ts). */
+export const evmMirrorAccountCodes = accountCodes.evmMirror;
+export const evmMirrorTransferCodes = transferCodes.evmMirror;
 
 export type EvmMirrorParams = {
   ledger: Ledger;

@@ -1,0 +1,69 @@
+// Every TigerBeetle `code` the gateway writes, in one place: what kind of account an account is, and what kind of
+// movement a transfer is. A code is the audit trail's only word for "what was this": two kinds under one code
+// cannot be told apart afterwards, so every code here is unique within its table (codes.test.ts), nonzero and
+// within TigerBeetle's u16. A code once written is never given to another kind; moving a kind to a new code
+// takes a migration that relabels the transfers already stored (gateway/migrations/0008_netting_accrue_code.sql
+// did so for netting's accrual, which shared 5 with the invoices' reinstatement).
+
+/** Account codes, by the module that creates the accounts. */
+export const accountCodes = {
+  /** gateway/accounts: one per AccountKind. */
+  gateway: {
+    customer: 1,
+    merchant: 2,
+    /** A rail's clearing account: what sits on that rail (debit-normal). */
+    clearing: 10,
+    fee: 20,
+    /** A rail's payable account: netted payouts accrued and not yet paid out. */
+    payable: 30,
+  },
+  /** gateway/settlement/evm-mirror.ts: the RevenueSplitter's accounts, one set per (chain, splitter, asset). */
+  evmMirror: {
+    splitterCustody: 11,
+    split: 40,
+    splitRecipient: 41,
+    batchPayouts: 42,
+    batchOutflow: 43,
+  },
+} as const;
+
+/** Transfer codes, by the module that writes the transfers. */
+export const transferCodes = {
+  /** gateway/payments. */
+  payments: {
+    /** A payout's reservation (pending), and its post or void (which repeat the pending transfer's code). */
+    payment: 1,
+    /** Money put on a tenant's account from a rail's clearing account by an operator (demo setup, tests, benches). */
+    funding: 2,
+  },
+  /** gateway/settlement/invoices.ts: money in, and money taken back from it or given back. */
+  invoices: {
+    received: 3,
+    reversed: 4,
+    reinstated: 5,
+  },
+  /** gateway/payments/batch-payouts.ts: payouts that accrue and leave netted in one batch. */
+  netting: {
+    /** The payer's account into the rail's payable account. Was 5 (shared with invoices.reinstated) until migration 0008. */
+    accrue: 7,
+    /** The payable account against the rail's clearing account, once the batch was paid out. */
+    batchPaid: 6,
+  },
+  /** gateway/settlement/evm-mirror.ts: the RevenueSplitter's events. */
+  evmMirror: {
+    paid: 20,
+    distributed: 21,
+    withdrawn: 22,
+    batchSettled: 23,
+    reorgReversal: 24,
+  },
+} as const;
+
+/** Every code of a table with the name it goes by (`group.kind`), for checks and for reading the audit trail. */
+export function namedCodes(
+  table: Readonly<Record<string, Readonly<Record<string, number>>>>,
+): Array<{ name: string; code: number }> {
+  return Object.entries(table).flatMap(([group, codes]) =>
+    Object.entries(codes).map(([kind, code]) => ({ name: `${group}.${kind}`, code })),
+  );
+}
