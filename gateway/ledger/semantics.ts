@@ -239,7 +239,7 @@ export function applyTransferRequests(
     if (t.id === u128Max) return "id_must_not_be_int_max";
 
     const existing = state.transfers.get(t.id);
-    if (existing !== undefined) return transferExists(t, existing);
+    if (existing !== undefined) return transferExists(t, existing, state.transfers);
 
     if ((flags & (TransferFlags.postPendingTransfer | TransferFlags.voidPendingTransfer)) !== 0) {
       return postOrVoidPendingTransfer(t, timestamp);
@@ -385,11 +385,11 @@ export function applyTransferRequests(
     const expiry = expiresAt(p);
     if (expiry !== null && expiry <= timestamp) return "pending_transfer_expired";
 
+    // The only movement a closed account allows is voiding a pending transfer, its own closing one included (which
+    // reopens it); posting a closing transfer is refused like any other, so a closing stays undoable until it expires.
     if (!isVoid) {
-      if ((dr.flags & AccountFlags.closed) !== 0 && (p.flags & TransferFlags.closingDebit) === 0)
-        return "debit_account_already_closed";
-      if ((cr.flags & AccountFlags.closed) !== 0 && (p.flags & TransferFlags.closingCredit) === 0)
-        return "credit_account_already_closed";
+      if ((dr.flags & AccountFlags.closed) !== 0) return "debit_account_already_closed";
+      if ((cr.flags & AccountFlags.closed) !== 0) return "credit_account_already_closed";
     }
 
     const transfer: Transfer = {
@@ -461,35 +461,66 @@ function minBigint(a: bigint, b: bigint): bigint {
   return a < b ? a : b;
 }
 
-function transferExists(t: TransferInput, e: Transfer): CreateTransferStatus {
+/**
+ * The result for a transfer whose id exists, in TigerBeetle's order: flags, pending id and timeout first (they decide
+ * what the rest means), then the fields of a post or void (postOrVoidExists) or of any other transfer.
+ */
+function transferExists(
+  t: TransferInput,
+  e: Transfer,
+  transfers: ReadonlyMap<bigint, Transfer>,
+): CreateTransferStatus {
   const flags = t.flags ?? 0;
   if (flags !== e.flags) return "exists_with_different_flags";
   if ((t.pendingId ?? 0n) !== e.pendingId) return "exists_with_different_pending_id";
   if ((t.timeout ?? 0) !== e.timeout) return "exists_with_different_timeout";
-  const isPost = (flags & TransferFlags.postPendingTransfer) !== 0;
-  const isVoid = (flags & TransferFlags.voidPendingTransfer) !== 0;
-  const inherits = isPost || isVoid; // a post or void may leave fields zero and take them from the pending transfer
-  if (!(inherits && t.debitAccountId === 0n) && t.debitAccountId !== e.debitAccountId)
-    return "exists_with_different_debit_account_id";
-  if (!(inherits && t.creditAccountId === 0n) && t.creditAccountId !== e.creditAccountId)
-    return "exists_with_different_credit_account_id";
+  if ((flags & (TransferFlags.postPendingTransfer | TransferFlags.voidPendingTransfer)) !== 0) {
+    // Same pending id as a stored post or void: the pending transfer exists, and the writer has read it (it reads
+    // every pending id a batch names).
+    const p = transfers.get(e.pendingId);
+    if (p === undefined)
+      throw new Error("ledger: the pending transfer of a stored post or void is not loaded");
+    return postOrVoidExists(t, e, p);
+  }
+  if (t.debitAccountId !== e.debitAccountId) return "exists_with_different_debit_account_id";
+  if (t.creditAccountId !== e.creditAccountId) return "exists_with_different_credit_account_id";
   if ((flags & (TransferFlags.balancingDebit | TransferFlags.balancingCredit)) !== 0) {
     // a balancing transfer may have moved less than asked
     if (t.amount < e.amount) return "exists_with_different_amount";
-  } else if (isPost) {
-    if (t.amount !== amountMax && t.amount !== e.amount) return "exists_with_different_amount";
-  } else if (isVoid) {
-    if (t.amount !== 0n && t.amount !== e.amount) return "exists_with_different_amount";
   } else if (t.amount !== e.amount) return "exists_with_different_amount";
+  if ((t.userData128 ?? 0n) !== e.userData128) return "exists_with_different_user_data_128";
+  if ((t.userData64 ?? 0n) !== e.userData64) return "exists_with_different_user_data_64";
+  if ((t.userData32 ?? 0) !== e.userData32) return "exists_with_different_user_data_32";
+  if (t.ledger !== e.ledger) return "exists_with_different_ledger";
+  if (t.code !== e.code) return "exists_with_different_code";
+  if (!evidenceEquals(normalizeEvidence(t.evidence), e.evidence)) return "exists_with_different_evidence";
+  return "exists";
+}
+
+/**
+ * A stored post or void `e` of pending transfer `p`, asked for again as `t`. A zero field of `t` means "the pending
+ * transfer's", so it matches only if `e` took the pending transfer's: the maximum amount of a post (and 0 of a void)
+ * matches a post of the whole pending amount, user data 0 matches user data taken from `p`. Accounts, ledger and
+ * code are always `p`'s, so 0 matches them. Evidence, our extension, is looser: a retry without any matches what
+ * was stored, since a caller retrying after a crash may no longer have it.
+ */
+function postOrVoidExists(t: TransferInput, e: Transfer, p: Transfer): CreateTransferStatus {
+  if (t.debitAccountId !== 0n && t.debitAccountId !== e.debitAccountId)
+    return "exists_with_different_debit_account_id";
+  if (t.creditAccountId !== 0n && t.creditAccountId !== e.creditAccountId)
+    return "exists_with_different_credit_account_id";
+  const wholeAmount = (t.flags ?? 0) & TransferFlags.voidPendingTransfer ? 0n : amountMax;
+  if (t.amount === wholeAmount ? e.amount !== p.amount : t.amount !== e.amount)
+    return "exists_with_different_amount";
   const ud128 = t.userData128 ?? 0n;
-  if (!(inherits && ud128 === 0n) && ud128 !== e.userData128) return "exists_with_different_user_data_128";
+  if (e.userData128 !== (ud128 === 0n ? p.userData128 : ud128)) return "exists_with_different_user_data_128";
   const ud64 = t.userData64 ?? 0n;
-  if (!(inherits && ud64 === 0n) && ud64 !== e.userData64) return "exists_with_different_user_data_64";
+  if (e.userData64 !== (ud64 === 0n ? p.userData64 : ud64)) return "exists_with_different_user_data_64";
   const ud32 = t.userData32 ?? 0;
-  if (!(inherits && ud32 === 0) && ud32 !== e.userData32) return "exists_with_different_user_data_32";
-  if (!(inherits && t.ledger === 0) && t.ledger !== e.ledger) return "exists_with_different_ledger";
-  if (!(inherits && t.code === 0) && t.code !== e.code) return "exists_with_different_code";
-  if (!(inherits && t.evidence === undefined) && !evidenceEquals(normalizeEvidence(t.evidence), e.evidence))
+  if (e.userData32 !== (ud32 === 0 ? p.userData32 : ud32)) return "exists_with_different_user_data_32";
+  if (t.ledger !== 0 && t.ledger !== e.ledger) return "exists_with_different_ledger";
+  if (t.code !== 0 && t.code !== e.code) return "exists_with_different_code";
+  if (t.evidence !== undefined && !evidenceEquals(normalizeEvidence(t.evidence), e.evidence))
     return "exists_with_different_evidence";
   return "exists";
 }

@@ -587,17 +587,24 @@ export async function selectAccountTransfers(
     params.push(filter.code);
     extra += ` AND code = $${params.length}`;
   }
+  // One side is one indexed scan, already in order; both are two such scans merged (each limited first, since a
+  // transfer never debits and credits the same account). A lone side must not be wrapped in the union's outer
+  // ORDER BY: PostgreSQL refuses two ORDER BY clauses on one parenthesized query.
   const sides: string[] = [];
   if (filter.debits)
     sides.push(
-      `(SELECT ${transferColumns} FROM ledger_transfers WHERE debit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2)`,
+      `SELECT ${transferColumns} FROM ledger_transfers WHERE debit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
     );
   if (filter.credits)
     sides.push(
-      `(SELECT ${transferColumns} FROM ledger_transfers WHERE credit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2)`,
+      `SELECT ${transferColumns} FROM ledger_transfers WHERE credit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
     );
   if (sides.length === 0) return [];
-  const rows = await sql.query(`${sides.join(" UNION ALL ")} ORDER BY timestamp ${order} LIMIT $2`, params);
+  const text =
+    sides.length === 1
+      ? sides[0]!
+      : `${sides.map((side) => `(${side})`).join(" UNION ALL ")} ORDER BY timestamp ${order} LIMIT $2`;
+  const rows = await sql.query(text, params);
   return rows.map(transferFromRow);
 }
 

@@ -315,6 +315,232 @@ for (const storeName of storeNames)
       expect(new Set(all).size).toBe(all.length);
     });
 
+    // Four divergences from TigerBeetle that its state-machine test tables found (issue #18).
+    it("refuses to post a pending transfer that closed an account, and voiding it reopens the account", async () => {
+      const ids = [ledgerId(), ledgerId(), ledgerId(), ledgerId()] as const;
+      const made = await ledger.createAccounts(ids.map((id) => ({ id, ledger: L, code: 30 })));
+      expect(made.map((r) => r.status)).toEqual(["created", "created", "created", "created"]);
+      const closesDebit = ledgerId();
+      const closesCredit = ledgerId();
+      const opened = await ledger.createTransfers([
+        {
+          id: closesDebit,
+          debitAccountId: ids[0],
+          creditAccountId: ids[1],
+          amount: 5n,
+          ledger: L,
+          code: 1,
+          flags: TransferFlags.pending | TransferFlags.closingDebit,
+        },
+        {
+          id: closesCredit,
+          debitAccountId: ids[2],
+          creditAccountId: ids[3],
+          amount: 6n,
+          ledger: L,
+          code: 1,
+          flags: TransferFlags.pending | TransferFlags.closingCredit,
+        },
+      ]);
+      expect(opened.map((r) => r.status)).toEqual(["created", "created"]);
+      const resolve = { debitAccountId: 0n, creditAccountId: 0n, ledger: 0, code: 0 };
+      const posts = await ledger.createTransfers([
+        {
+          ...resolve,
+          id: ledgerId(),
+          amount: amountMax,
+          pendingId: closesDebit,
+          flags: TransferFlags.postPendingTransfer,
+        },
+        {
+          ...resolve,
+          id: ledgerId(),
+          amount: 6n,
+          pendingId: closesCredit,
+          flags: TransferFlags.postPendingTransfer,
+        },
+      ]);
+      expect(posts.map((r) => r.status)).toEqual([
+        "debit_account_already_closed",
+        "credit_account_already_closed",
+      ]);
+      const closed = await ledger.lookupAccounts([...ids]);
+      expect(closed.map((a) => (a.flags & AccountFlags.closed) !== 0)).toEqual([true, false, false, true]);
+      expect(closed.map((a) => a.debitsPosted + a.creditsPosted)).toEqual([0n, 0n, 0n, 0n]);
+      const voids = await ledger.createTransfers([
+        {
+          ...resolve,
+          id: ledgerId(),
+          amount: 0n,
+          pendingId: closesDebit,
+          flags: TransferFlags.voidPendingTransfer,
+        },
+        {
+          ...resolve,
+          id: ledgerId(),
+          amount: 0n,
+          pendingId: closesCredit,
+          flags: TransferFlags.voidPendingTransfer,
+        },
+      ]);
+      expect(voids.map((r) => r.status)).toEqual(["created", "created"]);
+      const reopened = await ledger.lookupAccounts([...ids]);
+      expect(reopened.map((a) => a.flags & AccountFlags.closed)).toEqual([0, 0, 0, 0]);
+      expect(reopened.map((a) => a.debitsPending + a.creditsPending)).toEqual([0n, 0n, 0n, 0n]);
+    });
+
+    it("lists an account's debits only or credits only", async () => {
+      const [x, y] = [ledgerId(), ledgerId()];
+      await ledger.createAccounts([
+        { id: x, ledger: L, code: 40 },
+        { id: y, ledger: L, code: 40 },
+      ]);
+      const t = (debitAccountId: bigint, creditAccountId: bigint, amount: bigint) => ({
+        id: ledgerId(),
+        debitAccountId,
+        creditAccountId,
+        amount,
+        ledger: L,
+        code: 1,
+      });
+      const made = await ledger.createTransfers([t(x, y, 1n), t(y, x, 2n), t(x, y, 3n), t(y, x, 4n)]);
+      expect(made.map((r) => r.status)).toEqual(["created", "created", "created", "created"]);
+      const amounts = async (filter: Partial<Parameters<Ledger["getAccountTransfers"]>[0]>) =>
+        (await ledger.getAccountTransfers({ accountId: x, limit: 10, ...filter })).transfers.map(
+          (r) => r.amount,
+        );
+      expect(await amounts({})).toEqual([1n, 2n, 3n, 4n]);
+      expect(await amounts({ credits: false })).toEqual([1n, 3n]);
+      expect(await amounts({ debits: false })).toEqual([2n, 4n]);
+      expect(await amounts({ credits: false, reversed: true })).toEqual([3n, 1n]);
+      expect(await amounts({ debits: false, credits: false })).toEqual([]);
+      const first = await ledger.getAccountTransfers({ accountId: x, limit: 1, debits: false });
+      expect(first.transfers.map((r) => r.amount)).toEqual([2n]);
+      const next = await ledger.getAccountTransfers({
+        accountId: x,
+        limit: 1,
+        debits: false,
+        after: first.nextCursor!,
+      });
+      expect(next.transfers.map((r) => r.amount)).toEqual([4n]);
+    });
+
+    it("answers a post retried with the maximum amount after a partial post with exists_with_different_amount", async () => {
+      const base = { debitAccountId: accounts.a, creditAccountId: accounts.b, ledger: L, code: 1 };
+      const [partly, fully, voided] = [ledgerId(), ledgerId(), ledgerId()];
+      const pendings = await ledger.createTransfers(
+        [partly, fully, voided].map((id) => ({ ...base, id, amount: 100n, flags: TransferFlags.pending })),
+      );
+      expect(pendings.map((r) => r.status)).toEqual(["created", "created", "created"]);
+      const resolve = (pendingId: bigint, amount: bigint, flags: number) => ({
+        id: ledgerId(),
+        debitAccountId: 0n,
+        creditAccountId: 0n,
+        ledger: 0,
+        code: 0,
+        amount,
+        pendingId,
+        flags,
+      });
+      const partPost = resolve(partly, 40n, TransferFlags.postPendingTransfer);
+      const fullPost = resolve(fully, amountMax, TransferFlags.postPendingTransfer);
+      const wholeVoid = resolve(voided, 0n, TransferFlags.voidPendingTransfer);
+      const first = await ledger.createTransfers([partPost, fullPost, wholeVoid]);
+      expect(first.map((r) => r.status)).toEqual(["created", "created", "created"]);
+      const retried = await ledger.createTransfers([
+        // the stored post moved 40, not the whole 100 that amountMax asks for
+        { ...partPost, amount: amountMax },
+        partPost,
+        { ...partPost, amount: 41n },
+        // a whole post is the pending amount, asked for either way
+        fullPost,
+        { ...fullPost, amount: 100n },
+        { ...fullPost, amount: 99n },
+        // a void is always whole: 0 and the pending amount are the same request
+        wholeVoid,
+        { ...wholeVoid, amount: 100n },
+      ]);
+      expect(retried.map((r) => r.status)).toEqual([
+        "exists_with_different_amount",
+        "exists",
+        "exists_with_different_amount",
+        "exists",
+        "exists",
+        "exists_with_different_amount",
+        "exists",
+        "exists",
+      ]);
+    });
+
+    it("answers a post or void retried with user data 0 after it stored its own with exists_with_different_user_data", async () => {
+      const base = { debitAccountId: accounts.a, creditAccountId: accounts.b, ledger: L, code: 1 };
+      const [posted, voided, inherits] = [ledgerId(), ledgerId(), ledgerId()];
+      const pendings = await ledger.createTransfers(
+        [posted, voided, inherits].map((id) => ({
+          ...base,
+          id,
+          amount: 100n,
+          flags: TransferFlags.pending,
+          userData128: 1n,
+          userData64: 2n,
+          userData32: 3,
+        })),
+      );
+      expect(pendings.map((r) => r.status)).toEqual(["created", "created", "created"]);
+      const resolve = { debitAccountId: 0n, creditAccountId: 0n, ledger: 0, code: 0 };
+      const ownPost = {
+        ...resolve,
+        id: ledgerId(),
+        amount: 100n,
+        pendingId: posted,
+        flags: TransferFlags.postPendingTransfer,
+        userData128: 11n,
+        userData64: 12n,
+        userData32: 13,
+      };
+      const ownVoid = {
+        ...resolve,
+        id: ledgerId(),
+        amount: 0n,
+        pendingId: voided,
+        flags: TransferFlags.voidPendingTransfer,
+        userData64: 22n,
+      };
+      const inheritPost = {
+        ...resolve,
+        id: ledgerId(),
+        amount: 100n,
+        pendingId: inherits,
+        flags: TransferFlags.postPendingTransfer,
+      };
+      const first = await ledger.createTransfers([ownPost, ownVoid, inheritPost]);
+      expect(first.map((r) => r.status)).toEqual(["created", "created", "created"]);
+      const retried = await ledger.createTransfers([
+        // user data 0 means the pending transfer's; these stored their own
+        { ...ownPost, userData128: 0n },
+        { ...ownPost, userData64: 0n },
+        { ...ownPost, userData32: 0 },
+        ownPost,
+        { ...ownVoid, userData64: 0n },
+        ownVoid,
+        // a post that took the pending transfer's user data matches 0 and that user data alike
+        inheritPost,
+        { ...inheritPost, userData128: 1n, userData64: 2n, userData32: 3 },
+        { ...inheritPost, userData32: 4 },
+      ]);
+      expect(retried.map((r) => r.status)).toEqual([
+        "exists_with_different_user_data_128",
+        "exists_with_different_user_data_64",
+        "exists_with_different_user_data_32",
+        "exists",
+        "exists_with_different_user_data_64",
+        "exists",
+        "exists",
+        "exists",
+        "exists_with_different_user_data_32",
+      ]);
+    });
+
     it("bounds requests and the queue", async () => {
       const small = createLedger({
         db,

@@ -182,31 +182,41 @@ function transfer(state: ModelState, t: TransferInput, ts: bigint): { status: st
     if (e.flags !== flags) return fail("exists_with_different_flags");
     if (e.pendingId !== pendingId) return fail("exists_with_different_pending_id");
     if (e.timeout !== timeout) return fail("exists_with_different_timeout");
-    const pv = (flags & (post | voidF)) !== 0;
-    if (!(pv && t.debitAccountId === 0n) && t.debitAccountId !== e.debitAccountId)
-      return fail("exists_with_different_debit_account_id");
-    if (!(pv && t.creditAccountId === 0n) && t.creditAccountId !== e.creditAccountId)
-      return fail("exists_with_different_credit_account_id");
-    const amountOk =
-      (flags & (balDr | balCr)) !== 0
-        ? t.amount >= e.amount
-        : flags & post
-          ? t.amount === MAX || t.amount === e.amount
-          : flags & voidF
-            ? t.amount === 0n || t.amount === e.amount
-            : t.amount === e.amount;
+    if (flags & (post | voidF)) {
+      // TigerBeetle's post_or_void_pending_transfer_exists: a zero field asks for the pending transfer's value, so
+      // it matches only what the stored post or void took from the pending transfer.
+      const p = state.transfers.get(e.pendingId)!;
+      if (t.debitAccountId !== 0n && t.debitAccountId !== e.debitAccountId)
+        return fail("exists_with_different_debit_account_id");
+      if (t.creditAccountId !== 0n && t.creditAccountId !== e.creditAccountId)
+        return fail("exists_with_different_credit_account_id");
+      const asksWhole = flags & voidF ? t.amount === 0n : t.amount === MAX;
+      if (asksWhole ? e.amount !== p.amount : t.amount !== e.amount)
+        return fail("exists_with_different_amount");
+      const wanted128 = (t.userData128 ?? 0n) === 0n ? p.userData128 : t.userData128;
+      if (e.userData128 !== wanted128) return fail("exists_with_different_user_data_128");
+      const wanted64 = (t.userData64 ?? 0n) === 0n ? p.userData64 : t.userData64;
+      if (e.userData64 !== wanted64) return fail("exists_with_different_user_data_64");
+      const wanted32 = (t.userData32 ?? 0) === 0 ? p.userData32 : t.userData32;
+      if (e.userData32 !== wanted32) return fail("exists_with_different_user_data_32");
+      if (t.ledger !== 0 && t.ledger !== e.ledger) return fail("exists_with_different_ledger");
+      if (t.code !== 0 && t.code !== e.code) return fail("exists_with_different_code");
+      // Our extension (gateway/ledger/README.md): evidence is compared last; a retry without any matches.
+      if (t.evidence !== undefined && !sameEvidence(t.evidence, e.evidence))
+        return fail("exists_with_different_evidence");
+      return { status: "exists", timestamp: e.timestamp };
+    }
+    if (t.debitAccountId !== e.debitAccountId) return fail("exists_with_different_debit_account_id");
+    if (t.creditAccountId !== e.creditAccountId) return fail("exists_with_different_credit_account_id");
+    const amountOk = flags & (balDr | balCr) ? t.amount >= e.amount : t.amount === e.amount;
     if (!amountOk) return fail("exists_with_different_amount");
-    if (!(pv && (t.userData128 ?? 0n) === 0n) && (t.userData128 ?? 0n) !== e.userData128)
-      return fail("exists_with_different_user_data_128");
-    if (!(pv && (t.userData64 ?? 0n) === 0n) && (t.userData64 ?? 0n) !== e.userData64)
-      return fail("exists_with_different_user_data_64");
-    if (!(pv && (t.userData32 ?? 0) === 0) && (t.userData32 ?? 0) !== e.userData32)
-      return fail("exists_with_different_user_data_32");
-    if (!(pv && t.ledger === 0) && t.ledger !== e.ledger) return fail("exists_with_different_ledger");
-    if (!(pv && t.code === 0) && t.code !== e.code) return fail("exists_with_different_code");
-    // Our extension (gateway/ledger/README.md): evidence is compared last; a post or void without any inherits.
-    if (!(pv && t.evidence === undefined) && !sameEvidence(t.evidence ?? null, e.evidence))
-      return fail("exists_with_different_evidence");
+    if ((t.userData128 ?? 0n) !== e.userData128) return fail("exists_with_different_user_data_128");
+    if ((t.userData64 ?? 0n) !== e.userData64) return fail("exists_with_different_user_data_64");
+    if ((t.userData32 ?? 0) !== e.userData32) return fail("exists_with_different_user_data_32");
+    if (t.ledger !== e.ledger) return fail("exists_with_different_ledger");
+    if (t.code !== e.code) return fail("exists_with_different_code");
+    // Our extension (gateway/ledger/README.md): evidence is compared last.
+    if (!sameEvidence(t.evidence ?? null, e.evidence)) return fail("exists_with_different_evidence");
     return { status: "exists", timestamp: e.timestamp };
   }
 
@@ -237,9 +247,11 @@ function transfer(state: ModelState, t: TransferInput, ts: bigint): { status: st
       return fail("pending_transfer_expired");
     const dr = state.accounts.get(p.debitAccountId)!;
     const cr = state.accounts.get(p.creditAccountId)!;
+    // TigerBeetle: the only movement a closed account allows is a void (which reopens it if the pending transfer
+    // closed it); a closing transfer cannot be posted.
     if (!(flags & voidF)) {
-      if (dr.flags & 32 && !(p.flags & 64)) return fail("debit_account_already_closed");
-      if (cr.flags & 32 && !(p.flags & 128)) return fail("credit_account_already_closed");
+      if (dr.flags & 32) return fail("debit_account_already_closed");
+      if (cr.flags & 32) return fail("credit_account_already_closed");
     }
     dr.debitsPending -= p.amount;
     cr.creditsPending -= p.amount;
