@@ -4,6 +4,14 @@
 export type { Db, MigrationSource, Row, Sql, Statement } from "./db.ts";
 export type { Destination, DestinationKind, RailKind } from "./destinations.ts";
 export { SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";
+export {
+  type SplitDefinition,
+  type SplitterEvent,
+  type SplitterEventName,
+  type SplitterEventSink,
+  splitterEventNames,
+  type WatchedEvent,
+} from "./evm-events.ts";
 export { type LogFn, type Logger, silentLogger } from "./logger.ts";
 export {
   type Asset,

@@ -19,7 +19,7 @@ import {
 } from "./accounts/index.ts";
 import type { Config } from "./app/config.ts";
 import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
-import { openEvmClients } from "./app/evm.ts";
+import { createSplitterMirror, openEvmClients } from "./app/evm.ts";
 import { type RailModule, railModules } from "./app/rails.ts";
 import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
 import { buildServer, railRoutesPlugin } from "./http/index.ts";
@@ -27,7 +27,6 @@ import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
 import { createMarket, flushNetting, type PaymentsDeps, recoverOpenAttempts } from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
-import { createSplitterMirror } from "./settlement/evm.ts";
 import {
   applyRailEvent,
   createOpenInvoiceMemory,

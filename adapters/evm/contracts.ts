@@ -18,6 +18,7 @@ import {
   stringToHex,
   type WalletClient,
 } from "viem";
+import type { SplitDefinition } from "../../core/index.ts";
 
 /** Shares are in basis points and sum to this. */
 export const basisPointsTotal = 10_000;
@@ -130,8 +131,8 @@ async function deployOne(
   return getAddress(receipt.contractAddress);
 }
 
-/** A split as the contract wants it: recipients strictly ascending, shares aligned with them. */
-export type SplitDefinition = { recipients: readonly Address[]; basisPoints: readonly number[] };
+/** A split as the contract wants it (defined in core/, where the watcher's events carry it). */
+export type { SplitDefinition };
 
 /** The split's id, exactly as RevenueSplitter.splitIdOf: keccak256(abi.encode(address[], uint16[])). */
 export function splitIdOf(recipients: readonly Address[], basisPoints: readonly number[]): Hex {

@@ -1,3 +1,11 @@
+// The splitter's events are core's vocabulary (the watcher produces them, the ledger mirror consumes them).
+export {
+  type SplitterEvent,
+  type SplitterEventName,
+  type SplitterEventSink,
+  splitterEventNames,
+  type WatchedEvent,
+} from "../../core/index.ts";
 export {
   authorizationNonceOf,
   batchHashOf,
@@ -28,11 +36,6 @@ export {
   createSplitterWatcher,
   EvmWatcherError,
   type PollResult,
-  type SplitterEvent,
-  type SplitterEventName,
-  type SplitterEventSink,
   type SplitterWatcher,
   type SplitterWatcherParams,
-  splitterEventNames,
-  type WatchedEvent,
 } from "./watcher.ts";

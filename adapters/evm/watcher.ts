@@ -26,62 +26,22 @@ import {
   parseEventLogs,
   type Transport,
 } from "viem";
-import type { Db, Sql } from "../../core/index.ts";
-import { revenueSplitterAbi, type SplitDefinition } from "./contracts.ts";
-
-export type SplitterEvent =
-  | { name: "SplitCreated"; splitId: Hex; recipients: Address[]; basisPoints: number[] }
-  | { name: "Paid"; splitId: Hex; token: Address; payer: Address; amount: bigint; ref: Hex }
-  | { name: "Distributed"; splitId: Hex; token: Address; distributor: Address; amount: bigint; ref: Hex }
-  | { name: "Withdrawn"; splitId: Hex; token: Address; recipient: Address; index: bigint; amount: bigint }
-  | {
-      name: "BatchSettled";
-      token: Address;
-      payer: Address;
-      ref: Hex;
-      payeeCount: bigint;
-      total: bigint;
-      batchHash: Hex;
-    };
-
-export type SplitterEventName = SplitterEvent["name"];
+import {
+  type Db,
+  type SplitterEvent,
+  type SplitterEventName,
+  type SplitterEventSink,
+  type Sql,
+  splitterEventNames,
+  type WatchedEvent,
+} from "../../core/index.ts";
+import { revenueSplitterAbi } from "./contracts.ts";
 
 /** The ABI of SplitCreated, to find one split's creation by its indexed id. */
 const splitCreatedEvent = revenueSplitterAbi.find(
   (item): item is Extract<(typeof revenueSplitterAbi)[number], { type: "event"; name: "SplitCreated" }> =>
     item.type === "event" && item.name === "SplitCreated",
 )!;
-export const splitterEventNames: readonly SplitterEventName[] = [
-  "SplitCreated",
-  "Paid",
-  "Distributed",
-  "Withdrawn",
-  "BatchSettled",
-];
-
-/** One log of the splitter as the watcher stored it. */
-export type WatchedEvent = {
-  chainId: number;
-  contract: Address;
-  txHash: Hex;
-  logIndex: number;
-  blockNumber: bigint;
-  blockHash: Hex;
-  /** How many times the event came back after a reorg removed it (0 the first time). */
-  generation: number;
-  event: SplitterEvent;
-  /** The split's definition from the registry, for events that name a split (null if its creation was never seen). */
-  split: SplitDefinition | null;
-};
-
-export type SplitterEventSink = {
-  /** First seen (or seen again after a crash): mirror as pending. Must be idempotent. */
-  seen(event: WatchedEvent): Promise<void>;
-  /** Has the configured confirmations: make it final. Must be idempotent. */
-  final(event: WatchedEvent): Promise<void>;
-  /** A reorg took it away; `wasFinal` says whether `final` had been applied. Must be idempotent. */
-  removed(event: WatchedEvent, wasFinal: boolean): Promise<void>;
-};
 
 export type SplitterWatcherParams = {
   db: Db;

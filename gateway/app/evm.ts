@@ -1,5 +1,6 @@
 // The composition root's EVM part: the chain's clients (the embedded Hardhat chain, or a JSON-RPC endpoint
-// with the hot wallet's key) and the RevenueSplitter's events followed into the ledger.
+// with the hot wallet's key) and the RevenueSplitter's events followed into the ledger: the chain watcher
+// (adapters/evm) wired to the ledger mirror (gateway/settlement) as its sink.
 import {
   type Account,
   type Address,
@@ -12,7 +13,16 @@ import {
   type WalletClient,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { type EmbeddedChain, startEmbeddedChain } from "../../adapters/evm/index.ts";
+import {
+  createSplitterWatcher,
+  type EmbeddedChain,
+  type SplitterWatcher,
+  startEmbeddedChain,
+} from "../../adapters/evm/index.ts";
+import type { Asset } from "../../core/index.ts";
+import type { Db } from "../db/index.ts";
+import type { Ledger } from "../ledger/index.ts";
+import { openSplitterMirror } from "../settlement/evm.ts";
 import type { Config } from "./config.ts";
 
 export type EvmClients = {
@@ -54,4 +64,45 @@ export async function openEvmClients(evm: Config["evm"]): Promise<EvmClients> {
     splitter: evm.splitter,
     embedded: null,
   };
+}
+
+export type SplitterMirrorParams = {
+  db: Db;
+  ledger: Ledger;
+  publicClient: PublicClient<Transport, Chain>;
+  splitter: Address;
+  token: { address: Address; asset: Asset };
+  hotWallet: Address;
+  confirmations: number;
+  startBlock: bigint;
+  pollIntervalMs: number;
+  /** Defaults: 1,000 blocks per getLogs, 1,000 events per step. */
+  blockRangeMax?: bigint;
+  eventsPerPollMax?: number;
+  /** How long the lease on following the splitter lasts (default 10 s, renewed at half its life): after a crash, how
+   * long another process (or the restarted one) waits before it follows the splitter. */
+  leaseMs?: number;
+};
+
+/** Builds the watcher with the ledger mirror as its sink (not started: call start(), or poll() yourself). */
+export async function createSplitterMirror(params: SplitterMirrorParams): Promise<SplitterWatcher> {
+  const sink = await openSplitterMirror({
+    ledger: params.ledger,
+    chainId: params.publicClient.chain.id,
+    splitter: params.splitter,
+    token: params.token,
+    hotWallet: params.hotWallet,
+  });
+  return createSplitterWatcher({
+    db: params.db,
+    publicClient: params.publicClient,
+    splitter: params.splitter,
+    startBlock: params.startBlock,
+    confirmations: params.confirmations,
+    sink,
+    pollIntervalMs: params.pollIntervalMs,
+    blockRangeMax: params.blockRangeMax ?? 1_000n,
+    eventsPerPollMax: params.eventsPerPollMax ?? 1_000,
+    leaseMs: params.leaseMs ?? 10_000,
+  });
 }

@@ -1,8 +1,7 @@
 // The mirror's mapping on a real ledger (PGlite in memory), with events as the watcher hands them over.
 import type { Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { SplitterEvent, WatchedEvent } from "../../adapters/evm/index.ts";
-import { assets, splitByBasisPoints } from "../../core/index.ts";
+import { assets, type SplitterEvent, splitByBasisPoints, type WatchedEvent } from "../../core/index.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, TransferFlags } from "../ledger/index.ts";
 import {

@@ -29,8 +29,13 @@
 //                 and the batch hash, not the payees (each leg is the token's Transfer log in the same transaction).
 // Events for tokens without a configured asset are not mirrored.
 import type { Address, Hex } from "viem";
-import type { SplitterEventSink, WatchedEvent } from "../../adapters/evm/index.ts";
-import { type Asset, SwitchyardError, splitByBasisPoints } from "../../core/index.ts";
+import {
+  type Asset,
+  type SplitterEventSink,
+  SwitchyardError,
+  splitByBasisPoints,
+  type WatchedEvent,
+} from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import {
   accountCodes,

@@ -5,11 +5,8 @@
 import { encodeFunctionData, type Hex, parseEventLogs } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
-import {
-  createSplitterMirror,
-  evmMirrorTransferCodes,
-  evmMirrorTransferId,
-} from "../../gateway/settlement/evm.ts";
+import { createSplitterMirror } from "../../gateway/app/evm.ts";
+import { evmMirrorTransferCodes, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
