@@ -26,6 +26,7 @@ export {
   formatAmount,
   type ParseAmountError,
   parseAmount,
+  ppmTotal,
   splitByBasisPoints,
 } from "./money.ts";
 export type {

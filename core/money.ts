@@ -58,9 +58,11 @@ export function divFloor(numerator: bigint, denominator: bigint): bigint {
   return numerator % denominator !== 0n && numerator < 0n !== denominator < 0n ? quotient - 1n : quotient;
 }
 
-/** Ceiling division (towards plus infinity). */
+/** Ceiling division (towards plus infinity). On the router's hot path: one division, no negation. */
 export function divCeil(numerator: bigint, denominator: bigint): bigint {
-  return -divFloor(-numerator, denominator);
+  if (denominator === 0n) throw new RangeError("divCeil: division by zero");
+  const quotient = numerator / denominator;
+  return numerator % denominator !== 0n && numerator < 0n === denominator < 0n ? quotient + 1n : quotient;
 }
 
 /** Division rounding half to even (banker's rounding). */
@@ -75,6 +77,9 @@ export function divHalfEven(numerator: bigint, denominator: bigint): bigint {
 }
 
 export const basisPointsTotal = 10_000n;
+
+/** Parts per million: a proportional fee or spread of `ppm` is `amount × ppm / ppmTotal`. */
+export const ppmTotal = 1_000_000n;
 
 /**
  * Splits `amount` by basis points. Each share is floored; the remainder (less than the number of

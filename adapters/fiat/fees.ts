@@ -1,8 +1,6 @@
 // The fiat rail's fee schedule: a percentage plus a fixed part, with a minimum charge, all configurable.
 // Fees we pay the PSP (and pass on) round up: a fraction of a cent is a whole cent.
-import { divCeil } from "../../core/index.ts";
-
-export const ppmTotal = 1_000_000n;
+import { divCeil, ppmTotal } from "../../core/index.ts";
 
 /** Amounts in the rail's asset (USD cents). */
 export type FiatFeeSchedule = {

@@ -19,7 +19,6 @@ export {
   type FiatFeeQuote,
   type FiatFeeSchedule,
   fiatFee,
-  ppmTotal,
   validateFeeSchedule,
 } from "./fees.ts";
 export {

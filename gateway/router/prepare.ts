@@ -2,10 +2,15 @@
 // every asset with a USD rate and each rail's asset, the network fee where it does not depend on the
 // amount, the failure odds, and every exclusion whose text does not depend on the payment.
 
-import type { DestinationKind, RailKind, RailSnapshot, UsdRate } from "../../core/index.ts";
+import {
+  type DestinationKind,
+  divCeil,
+  ppmTotal,
+  type RailKind,
+  type RailSnapshot,
+  type UsdRate,
+} from "../../core/index.ts";
 import type { Exclusion, ExclusionReason, FxRate, Snapshot } from "./types.ts";
-
-export const ppmTotal = 1_000_000n;
 
 /** What one failed attempt costs beyond its network fee when the policy does not say: USD 0.01. */
 export const failureCostMicroUsdDefault = 10_000n;
@@ -101,11 +106,6 @@ export function gcd(a: bigint, b: bigint): bigint {
     y = t;
   }
   return x;
-}
-
-/** Ceiling of a / b for a ≥ 0, b > 0. */
-export function ceilDiv(a: bigint, b: bigint): bigint {
-  return (a + b - 1n) / b;
 }
 
 export function fxPairKey(from: string, to: string): string {
@@ -221,7 +221,7 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
   if (model?.kind === "evm_gas") {
     const native = snapshot.usdRates[model.nativeAsset];
     if (validRate(native)) {
-      networkMicroUsd = ceilDiv(model.gasUnits * model.gasPriceWei * native.microUsd, native.perMinorUnits);
+      networkMicroUsd = divCeil(model.gasUnits * model.gasPriceWei * native.microUsd, native.perMinorUnits);
     } else if (staticExclusion === null) {
       staticExclusion = {
         rail: rail.rail,
@@ -266,7 +266,7 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
     failNum: failures,
     failDen: successes + failures + 1n,
     failDenMinusOne: successes + failures,
-    failureAtDefault: ceilDiv(
+    failureAtDefault: divCeil(
       failures * (networkMicroUsd + failureCostMicroUsdDefault),
       successes + failures + 1n,
     ),

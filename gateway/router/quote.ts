@@ -2,8 +2,7 @@
 // the amount to send on that rail and the fee cap; a payment made with the quote id honours them until
 // the quote expires, or fails with quote_expired.
 
-import { type Destination, SwitchyardError } from "../../core/index.ts";
-import { ceilDiv } from "./prepare.ts";
+import { type Destination, divCeil, SwitchyardError } from "../../core/index.ts";
 import type { Candidate, Exclusion, PaymentIntent, RouteDecision, Snapshot } from "./types.ts";
 
 /** The longest time-to-live a quote may have. */
@@ -107,5 +106,5 @@ export function quoteCandidates(quote: Quote, snapshot: Snapshot, nowMs: number)
 /** Seconds left on a quote, rounded up; 0 once expired. */
 export function quoteSecondsLeft(quote: Quote, nowMs: number): number {
   const leftMs = quote.expiresAtMs - nowMs;
-  return leftMs <= 0 ? 0 : Number(ceilDiv(BigInt(Math.ceil(leftMs)), 1_000n));
+  return leftMs <= 0 ? 0 : Number(divCeil(BigInt(Math.ceil(leftMs)), 1_000n));
 }

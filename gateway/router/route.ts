@@ -5,15 +5,8 @@
 // Exclusion precedence (the first that applies is reported): not_allowed, rail_unavailable, circuit_open,
 // no_fx_rate (for the rail's asset), unreachable_destination, no_fx_rate (for the payment's asset),
 // below_minimum, above_maximum, insufficient_liquidity, latency_above_max, fee_above_max.
-import { basisPointsTotal, SwitchyardError } from "../../core/index.ts";
-import {
-  ceilDiv,
-  destinationBits,
-  failureCostMicroUsdDefault,
-  type PreparedRail,
-  ppmTotal,
-  preparedFor,
-} from "./prepare.ts";
+import { basisPointsTotal, divCeil, ppmTotal, SwitchyardError } from "../../core/index.ts";
+import { destinationBits, failureCostMicroUsdDefault, type PreparedRail, preparedFor } from "./prepare.ts";
 
 export { failureCostMicroUsdDefault };
 
@@ -23,7 +16,6 @@ import type { Candidate, Exclusion, PaymentIntent, RouteDecision, RoutePolicy, S
 export const feeHeadroomBpsDefault = 5_000;
 
 const msPerS = 1_000n;
-const ppmMinusOne = ppmTotal - 1n;
 
 /** An amount in the rail's asset in USD micro-units, rounded up. */
 function toUsdCeil(r: PreparedRail, railUnits: bigint): bigint {
@@ -133,11 +125,11 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
         ? r.networkMicroUsd
         : toUsdCeil(
             r,
-            r.routingBase + (r.routingPpm === 0n ? 0n : (railAmount * r.routingPpm + ppmMinusOne) / ppmTotal),
+            r.routingBase + (r.routingPpm === 0n ? 0n : divCeil(railAmount * r.routingPpm, ppmTotal)),
           );
     // Provider fee in the rail's asset (fixed + ppm rounded up, at least the minimum), then USD rounded up.
     let providerRail =
-      snap.feeFixed + (snap.feePpm === 0n ? 0n : (railAmount * snap.feePpm + ppmMinusOne) / ppmTotal);
+      snap.feeFixed + (snap.feePpm === 0n ? 0n : divCeil(railAmount * snap.feePpm, ppmTotal));
     if (providerRail < r.feeMin) providerRail = r.feeMin;
     const provider = providerRail === 0n ? 0n : toUsdCeil(r, providerRail);
     // FX: the payment's USD value × spread, rounded up.
@@ -153,7 +145,7 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
         : defaultFailureCost && r.networkModel === 0
           ? r.failureAtDefault
           : (r.failNum * (network + failureCost) + r.failDenMinusOne) / r.failDen;
-    const latency = latencyPrice === 0n ? 0n : ceilDiv(r.latencyMsBig * latencyPrice, msPerS);
+    const latency = latencyPrice === 0n ? 0n : divCeil(r.latencyMsBig * latencyPrice, msPerS);
     // Fee cap: the estimate plus head-room (rounded up), never above either policy cap (the bps cap is
     // rounded down), so fee ≤ feeCap ≤ every cap.
     let feeCap = (fee * headroomNum + headroomDen - 1n) / headroomDen;
