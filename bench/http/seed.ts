@@ -7,8 +7,7 @@ import { createAccount } from "../../gateway/accounts/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { migrate, openPostgres } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { createLedger, ledgerHolds, ledgerMigrations } from "../../gateway/ledger/index.ts";
-import { transferCodes } from "../../gateway/payments/index.ts";
+import { createLedger, ledgerHolds, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 
 export type SeededTenant = { tenantId: string; apiKey: string; accounts: readonly string[] };
@@ -44,7 +43,7 @@ export async function seedTenants(url: string): Promise<SeededTenant[]> {
           creditAccountId: account.ledgerAccountId,
           amount: fundingPerAccount,
           ledger: assets.USDC.ledger,
-          code: transferCodes.funding,
+          code: transferCodes.payments.funding,
         });
       }
       for (const result of await ledger.createTransfers(transfers))

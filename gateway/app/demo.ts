@@ -12,8 +12,7 @@ import {
 } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds } from "../ledger/index.ts";
-import { transferCodes } from "../payments/index.ts";
+import { type Ledger, ledgerHolds, transferCodes } from "../ledger/index.ts";
 import { createApiKey, createTenant } from "../tenants/index.ts";
 
 export type DemoTenant = {
@@ -91,7 +90,7 @@ async function fundFromMint(
       creditAccountId: customer.ledgerAccountId,
       amount: demoFundingUsdc,
       ledger: assets.USDC.ledger,
-      code: transferCodes.funding,
+      code: transferCodes.payments.funding,
       evidence: {
         rail: "evm",
         reference: `${hash}:${log.logIndex}`,

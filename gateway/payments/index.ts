@@ -15,7 +15,6 @@ export {
   evidenceForLedger,
   PaymentInvariantError,
   recoverOpenAttempts,
-  transferCodes,
 } from "./service.ts";
 export { fromJson, getPayment, insertOutboxEvent, toJson } from "./store.ts";
 export type {

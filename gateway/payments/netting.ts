@@ -17,7 +17,7 @@ import {
 } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds } from "../ledger/index.ts";
+import { type Ledger, ledgerHolds, transferCodes } from "../ledger/index.ts";
 import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
 import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";
@@ -52,8 +52,6 @@ export type NettingDeps = {
   config: NettingConfig;
   nowMs: () => number;
 };
-
-export const nettingTransferCodes = { accrue: 5, settle: 6 } as const;
 
 /** Whether this decision's payout should accrue rather than go out on its own. */
 export function shouldAccrue(deps: NettingDeps, decision: RouteDecision, destinationKind: string): boolean {
@@ -94,7 +92,7 @@ export async function accruePayout(
       creditAccountId: payable.ledgerAccountId,
       amount: payment.amount,
       ledger: deps.payer.asset.ledger,
-      code: nettingTransferCodes.accrue,
+      code: transferCodes.netting.accrue,
       userData128: derivedLedgerId(payment.id, "payment"),
     },
   ]);
@@ -208,7 +206,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
       creditAccountId: clearing.ledgerAccountId,
       amount: BigInt(batch.total),
       ledger: deps.payer.asset.ledger,
-      code: nettingTransferCodes.settle,
+      code: transferCodes.netting.batchPaid,
       ...(evidence.rail === "evm"
         ? {
             evidence: {

@@ -8,10 +8,10 @@ import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
-import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
-import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts, transferCodes } from "./index.ts";
+import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts } from "./index.ts";
 import { settleAttempt } from "./store.ts";
 
 class Crash extends Error {
@@ -181,7 +181,7 @@ beforeEach(async () => {
       creditAccountId: customer.ledgerAccountId,
       amount: 500n,
       ledger: 1,
-      code: transferCodes.funding,
+      code: transferCodes.payments.funding,
     })),
   );
   expect(results.map((r) => r.status)).toEqual(["created", "created"]);

@@ -17,7 +17,13 @@ import { type Asset, assetByCode, parseAmount } from "../../core/index.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Row, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds, type TransferEvidence, TransferFlags } from "../ledger/index.ts";
+import {
+  type Ledger,
+  ledgerHolds,
+  type TransferEvidence,
+  TransferFlags,
+  transferCodes,
+} from "../ledger/index.ts";
 import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
 import type { PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
 import { accruePayout, type NettingDeps, shouldAccrue } from "./netting.ts";
@@ -45,9 +51,6 @@ import {
   settleAttemptStatement,
 } from "./store.ts";
 import type { Attempt, Payment, PaymentFailureCode, PaymentRefusal } from "./types.ts";
-
-/** TigerBeetle `code` of each kind of transfer. */
-export const transferCodes = { payment: 1, funding: 2 } as const;
 
 export type Router = (
   intent: { asset: Asset; amount: bigint; destination: Destination },
@@ -586,7 +589,7 @@ async function reserve(
     creditAccountId: accounts.credit,
     amount: attempt.amount,
     ledger: accounts.ledger,
-    code: transferCodes.payment,
+    code: transferCodes.payments.payment,
   };
   const transfer = {
     id: attempt.reserveTransferId,

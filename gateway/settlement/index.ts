@@ -16,6 +16,5 @@ export {
   type ReceivingRail,
   type SettlementDeps,
   SettlementInvariantError,
-  transferCodesIn,
 } from "./invoices.ts";
 export { applyRailEvent, type RailEventDeps } from "./rail-events.ts";

@@ -12,7 +12,7 @@ import {
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds, TransferFlags } from "../ledger/index.ts";
+import { type Ledger, ledgerHolds, TransferFlags, transferCodes } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 
 /** What the settlement needs of a rail to take money in: its id, its asset and its `receive`. */
@@ -64,8 +64,6 @@ export function createOpenInvoiceMemory(limits: { entriesMax: number }): OpenInv
     },
   };
 }
-
-export const transferCodesIn = { received: 3, reversed: 4, reinstated: 5 } as const;
 
 export type InvoiceStatus = "open" | "paid" | "reversed";
 
@@ -325,7 +323,7 @@ export async function applyReceived(
       creditAccountId: account.ledgerAccountId,
       amount: event.amount,
       ledger: account.asset.ledger,
-      code: transferCodesIn.received,
+      code: transferCodes.invoices.received,
       userData128: derivedLedgerId(invoice.id, "invoice"),
       evidence: evidenceForLedger(event.evidence),
     },
@@ -382,7 +380,7 @@ export async function applyReversed(
       creditAccountId: clearing.ledgerAccountId,
       amount: event.amount,
       ledger: account.asset.ledger,
-      code: transferCodesIn.reversed,
+      code: transferCodes.invoices.reversed,
       flags: TransferFlags.balancingDebit,
       userData128: derivedLedgerId(invoice.id, "invoice"),
       evidence: evidenceForLedger(event.evidence),
@@ -445,7 +443,7 @@ async function giveBack(
       creditAccountId: reversal.debitAccountId,
       amount: reversal.amount,
       ledger: reversal.ledger,
-      code: transferCodesIn.reinstated,
+      code: transferCodes.invoices.reinstated,
       userData128: derivedLedgerId(invoiceId, "invoice"),
       evidence: evidenceForLedger(evidence),
     },

@@ -5,8 +5,7 @@ import { assets } from "../../core/index.ts";
 import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
-import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
-import { transferCodes } from "../../gateway/payments/index.ts";
+import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
 import { createTenant } from "../../gateway/tenants/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
@@ -44,7 +43,7 @@ beforeAll(async () => {
       creditAccountId: customerLedgerId,
       amount: 10_000_000n,
       ledger: 1,
-      code: transferCodes.funding,
+      code: transferCodes.payments.funding,
     })),
   );
   expect(results.map((r) => r.status)).toEqual(["created", "created"]);
