@@ -98,8 +98,8 @@ export type NewAttempt = {
 /**
  * An attempt is written as `reserving` before its reservation is made and stays so while its rail runs: whether
  * the reservation exists is the ledger's to say (recovery looks it up by the id written here), and no rail is
- * asked to pay before it does. (`executing` is what an earlier version wrote once it had reserved; its recovery
- * pays such an attempt without reserving, so a new attempt must never carry it before the reservation exists.)
+ * asked to pay before it does. (An earlier version wrote `executing` once it had reserved; migration 0009 turned
+ * such rows into `reserving`, which recovery resumes alike, and the database now refuses the status.)
  */
 function newAttempt(attempt: NewAttempt): Attempt {
   return {
@@ -276,7 +276,7 @@ export async function listOpenAttempts(
 ): Promise<Attempt[]> {
   const rows = await sql.query<AttemptRow>(
     `SELECT ${attemptColumns} FROM attempts
-     WHERE status IN ('reserving', 'executing', 'in_flight') AND updated_at < now() - make_interval(secs => $1::double precision / 1000)
+     WHERE status IN ('reserving', 'in_flight') AND updated_at < now() - make_interval(secs => $1::double precision / 1000)
      ORDER BY created_at LIMIT $2`,
     [params.quietMs, params.limit],
   );
@@ -296,7 +296,7 @@ export async function listStrandedPayments(
     `SELECT p.id, p.tenant_id, COALESCE((SELECT max(a.seq) + 1 FROM attempts a WHERE a.payment_id = p.id), 0)::int AS next_seq
      FROM payments p
      WHERE p.status = 'processing'
-       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id AND a.status IN ('reserving', 'executing', 'in_flight'))
+       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id AND a.status IN ('reserving', 'in_flight'))
        AND NOT EXISTS (SELECT 1 FROM netted_payouts n WHERE n.payment_id = p.id)
        AND GREATEST(p.updated_at, COALESCE((SELECT max(a.updated_at) FROM attempts a WHERE a.payment_id = p.id), p.updated_at))
            < now() - make_interval(secs => $1::double precision / 1000)

@@ -4,7 +4,11 @@ import type { Destination, ParseAmountError, SettlementEvidence } from "../../co
 import type { RouteDecision, RoutePolicy } from "../router/types.ts";
 
 export type PaymentStatus = "processing" | "succeeded" | "failed";
-export type AttemptStatus = "reserving" | "executing" | "in_flight" | "succeeded" | "failed";
+/**
+ * `reserving` from when the attempt is written until its rail reports (the reservation's existence is the ledger's
+ * to say), `in_flight` while the rail works on it after that, then final.
+ */
+export type AttemptStatus = "reserving" | "in_flight" | "succeeded" | "failed";
 
 export type Attempt = {
   id: string;
@@ -64,10 +68,9 @@ export type PaymentFailureCode =
   | "rejected";
 
 const attemptTransitions: Record<AttemptStatus, readonly AttemptStatus[]> = {
-  // An attempt stays `reserving` while its rail runs: `executing` costs a write before the rail is asked, and an
-  // earlier version's recovery reads `executing` as "reserved" (it would pay without reserving).
-  reserving: ["executing", "in_flight", "succeeded", "failed"],
-  executing: ["in_flight", "succeeded", "failed"],
+  // An attempt stays `reserving` while its rail runs: a status written before the rail is asked would cost a write
+  // (the dropped `executing`, see migration 0009).
+  reserving: ["in_flight", "succeeded", "failed"],
   in_flight: ["succeeded", "failed"],
   succeeded: [],
   failed: [],

@@ -1,0 +1,177 @@
+// The gateway's migrations that rewrite stored rows, run on a database written as the code before them wrote it:
+// 0008 relabels netting's accruals from transfer code 5 (shared with invoices' reinstatements) to 7, and 0009
+// turns attempts left 'executing' into 'reserving' before the status is refused.
+import { cp, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { createAccount } from "../accounts/index.ts";
+import { gatewayMigrations } from "../app.ts";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import { createLedger, ledgerMigrations, type Transfer, transferCodes } from "../ledger/index.ts";
+import { listOpenAttempts } from "../payments/store.ts";
+import { createTenant } from "../tenants/index.ts";
+
+/** The codes as the code before migration 0008 wrote them. */
+const oldCodes = { funding: 2, received: 3, reinstated: 5, accrue: 5, nettingSettle: 6 } as const;
+
+let db: Db;
+let before: Transfer[];
+let beforeAccounts: Awaited<ReturnType<ReturnType<typeof createLedger>["lookupAccounts"]>>;
+let applied: string[];
+let oldMigrations: string;
+const ids = {
+  funding: derivedLedgerId("test", "funding"),
+  received: derivedLedgerId("inv_1", "received"),
+  reversed: derivedLedgerId("inv_1:dp_1", "reversed"),
+  reinstated: derivedLedgerId("inv_1:dp_1", "reinstated"),
+  accrue: derivedLedgerId("pay_netted", "accrue"),
+  accrueOrphan: derivedLedgerId("pay_orphan", "accrue"),
+  nettingSettle: derivedLedgerId("nb_1", "settle"),
+};
+const transferIds = Object.values(ids);
+
+beforeAll(async () => {
+  // The gateway's migrations up to 0007: the schema the old codes were written under.
+  oldMigrations = await mkdtemp(path.join(tmpdir(), "switchyard-migrations-"));
+  for (const file of await readdir(gatewayMigrations.directory))
+    if (/^000[1-7]_.*\.sql$/.test(file))
+      await cp(path.join(gatewayMigrations.directory, file), path.join(oldMigrations, file));
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations, { namespace: gatewayMigrations.namespace, directory: oldMigrations }]);
+
+  const ledger = createLedger({ db });
+  const tenant = await createTenant(db, { id: "ten_m", name: "M" });
+  const account = (kind: "customer" | "clearing" | "payable", id: string) =>
+    createAccount(
+      { sql: db, ledger },
+      {
+        tenantId: kind === "customer" ? tenant.id : null,
+        kind,
+        asset: assets.USDC,
+        name: id,
+        rail: "evm",
+        id,
+      },
+    );
+  const customer = await account("customer", "acct_m_customer");
+  const clearing = await account("clearing", "acct_m_clearing");
+  const payable = await account("payable", "acct_m_payable");
+  const transfer = (id: bigint, debit: bigint, credit: bigint, amount: bigint, code: number, flags = 0) => ({
+    id,
+    debitAccountId: debit,
+    creditAccountId: credit,
+    amount,
+    ledger: assets.USDC.ledger,
+    code,
+    flags,
+  });
+  const c = customer.ledgerAccountId;
+  const k = clearing.ledgerAccountId;
+  const p = payable.ledgerAccountId;
+  const results = await ledger.createTransfers([
+    transfer(ids.funding, k, c, 1_000n, oldCodes.funding),
+    transfer(ids.received, k, c, 300n, oldCodes.received),
+    transfer(ids.reversed, c, k, 100n, 4, 16), // a balancing debit, as applyReversed writes it
+    transfer(ids.reinstated, k, c, 100n, oldCodes.reinstated),
+    transfer(ids.accrue, c, p, 40n, oldCodes.accrue),
+    transfer(ids.accrueOrphan, c, p, 10n, oldCodes.accrue), // its netted_payouts row never written (a crash)
+    transfer(ids.nettingSettle, p, k, 40n, oldCodes.nettingSettle),
+  ]);
+  expect(results.map((r) => r.status)).toEqual(Array(7).fill("created"));
+  before = await ledger.lookupTransfers(transferIds);
+  beforeAccounts = await ledger.lookupAccounts([c, k, p]);
+  await ledger.close();
+
+  // Attempts as an earlier version left them: one 'executing', beside the statuses that stay.
+  await db.query(
+    `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy)
+     VALUES ('pay_m', 'ten_m', 'processing', 'USDC', 5, 'acct_m_customer', '{}', '{}')`,
+  );
+  for (const [seq, status] of ["failed", "executing"].entries())
+    await db.query(
+      `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
+       VALUES ($1, 'pay_m', $2, 'evm', $3, 5, 0, $4)`,
+      [`att_m_${status}`, seq, status, 1_000 + seq],
+    );
+
+  applied = await migrate(db, [ledgerMigrations, gatewayMigrations]);
+}, 120_000);
+
+afterAll(async () => {
+  await db?.close();
+  if (oldMigrations !== undefined) await rm(oldMigrations, { recursive: true, force: true });
+});
+
+describe("0008: netting's accrual gets a code of its own", () => {
+  it("runs on the old database (with 0009), and only the new migrations run", () => {
+    expect(applied).toEqual([
+      "gateway/0008_netting_accrue_code.sql",
+      "gateway/0009_attempt_status_executing.sql",
+    ]);
+  });
+
+  it("reads accruals back with the new code and everything else as it was", async () => {
+    const ledger = createLedger({ db });
+    const after = await ledger.lookupTransfers(transferIds);
+    await ledger.close();
+    const codeOf = (id: bigint) => after.find((t) => t.id === id)?.code;
+    expect(codeOf(ids.accrue)).toBe(transferCodes.netting.accrue);
+    expect(codeOf(ids.accrueOrphan)).toBe(transferCodes.netting.accrue);
+    expect(codeOf(ids.reinstated)).toBe(transferCodes.invoices.reinstated);
+    expect(codeOf(ids.received)).toBe(transferCodes.invoices.received);
+    expect(codeOf(ids.reversed)).toBe(transferCodes.invoices.reversed);
+    expect(codeOf(ids.funding)).toBe(transferCodes.payments.funding);
+    expect(codeOf(ids.nettingSettle)).toBe(transferCodes.netting.batchPaid);
+    // A relabelling: every other field of every transfer, and every balance, is as it was.
+    const withoutCode = (transfers: Transfer[]) => transfers.map(({ code: _code, ...rest }) => rest);
+    expect(withoutCode(after)).toEqual(withoutCode(before));
+    expect(after.filter((t) => t.code !== before.find((b) => b.id === t.id)?.code).map((t) => t.id)).toEqual([
+      ids.accrue,
+      ids.accrueOrphan,
+    ]);
+  });
+
+  it("leaves balances untouched, and an accrual retried under the new code finds its transfer", async () => {
+    const ledger = createLedger({ db });
+    expect(await ledger.lookupAccounts(beforeAccounts.map((a) => a.id))).toEqual(beforeAccounts);
+    const [accrue] = before.filter((t) => t.id === ids.accrue);
+    const [retried] = await ledger.createTransfers([
+      {
+        id: ids.accrue,
+        debitAccountId: accrue!.debitAccountId,
+        creditAccountId: accrue!.creditAccountId,
+        amount: accrue!.amount,
+        ledger: accrue!.ledger,
+        code: transferCodes.netting.accrue,
+      },
+    ]);
+    await ledger.close();
+    expect(retried?.status).toBe("exists");
+  });
+});
+
+describe("0009: the attempt status 'executing' is gone", () => {
+  it("turns an attempt left 'executing' into 'reserving', which recovery resumes", async () => {
+    const rows = await db.query<{ id: string; status: string }>(
+      "SELECT id, status FROM attempts WHERE payment_id = 'pay_m' ORDER BY seq",
+    );
+    expect(rows).toEqual([
+      { id: "att_m_failed", status: "failed" },
+      { id: "att_m_executing", status: "reserving" },
+    ]);
+    const open = await listOpenAttempts(db, { quietMs: 0, limit: 10 });
+    expect(open.map((a) => a.id)).toContain("att_m_executing");
+  });
+
+  it("refuses 'executing' from now on", async () => {
+    await expect(
+      db.query(
+        `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
+         VALUES ('att_m_late', 'pay_m', 2, 'evm', 'executing', 5, 0, 2000)`,
+      ),
+    ).rejects.toThrow(/attempts_status_check/);
+  });
+});
