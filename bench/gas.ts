@@ -17,7 +17,7 @@ import {
   splitIdOf,
   testUsdAbi,
   testUsdDefaults,
-} from "../adapters/evm/contracts.ts";
+} from "../adapters/evm/index.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
 const distributeRecipientCounts = [2, 5, 10, 50] as const;

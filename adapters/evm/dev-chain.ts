@@ -14,7 +14,7 @@ import {
   type WalletClient,
 } from "viem";
 import { mnemonicToAccount } from "viem/accounts";
-import { type DeployedContracts, deployContracts } from "./contracts.ts";
+import { type DeployedContracts, deployContracts } from "./deploy.ts";
 
 type NetworkHelpers = Awaited<ReturnType<typeof import("hardhat")["network"]["connect"]>>["networkHelpers"];
 

@@ -1,3 +1,5 @@
+// The EVM rail (viem): payouts and splitter calls from the hot wallet, the RevenueSplitter watcher, the
+// contracts' ABIs (generated), deployment, split hashing and typed data, and the embedded development chain.
 // The splitter's events are core's vocabulary (the watcher produces them, the ledger mirror consumes them).
 export {
   type SplitterEvent,
@@ -6,20 +8,21 @@ export {
   splitterEventNames,
   type WatchedEvent,
 } from "../../core/index.ts";
+export { revenueSplitterAbi, testUsdAbi, testUsdErrorsAbi } from "./abi.generated.ts";
 export {
-  authorizationNonceOf,
-  batchHashOf,
-  canonicalSplit,
+  type ContractArtifact,
+  ContractArtifactMissingError,
+  ContractDeploymentError,
+  type ContractName,
+  contractArtifactPath,
+  contractNames,
+  type DeployContractsParams,
   type DeployedContracts,
   deployContracts,
-  receiveWithAuthorizationTypedData,
-  referenceFromId,
-  revenueSplitterAbi,
-  type SplitDefinition,
-  splitIdOf,
-  testUsdAbi,
+  deployRevenueSplitter,
+  readContractArtifact,
   testUsdDefaults,
-} from "./contracts.ts";
+} from "./deploy.ts";
 export { type EmbeddedChain, hardhatMnemonic, startEmbeddedChain } from "./dev-chain.ts";
 export {
   createEvmRail,
@@ -32,6 +35,27 @@ export {
   type PayWithAuthorizationParams,
   type SettleBatchParams,
 } from "./rail.ts";
+export {
+  basisPointsTotal,
+  batchHashOf,
+  canonicalSplit,
+  idFromReference,
+  referenceFromId,
+  referenceTextBytesMax,
+  type SplitDefinition,
+  settleBatchPayeesMax,
+  splitIdOf,
+  splitRecipientsMax,
+} from "./splits.ts";
+export {
+  type AuthorizationMessage,
+  authorizationNonceOf,
+  cancelAuthorizationTypedData,
+  permitTypedData,
+  receiveWithAuthorizationTypedData,
+  type TokenDomain,
+  transferWithAuthorizationTypedData,
+} from "./typed-data.ts";
 export {
   createSplitterWatcher,
   EvmWatcherError,

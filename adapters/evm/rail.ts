@@ -39,7 +39,8 @@ import type {
   UsdRate,
 } from "../../core/index.ts";
 import { type Asset, amountMax, divCeil } from "../../core/index.ts";
-import { referenceFromId, revenueSplitterAbi, settleBatchPayeesMax, testUsdErrorsAbi } from "./contracts.ts";
+import { revenueSplitterAbi, testUsdErrorsAbi } from "./abi.generated.ts";
+import { referenceFromId, settleBatchPayeesMax } from "./splits.ts";
 
 export const evmMigrations: MigrationSource = {
   namespace: "evm",

@@ -35,7 +35,7 @@ import {
   splitterEventNames,
   type WatchedEvent,
 } from "../../core/index.ts";
-import { revenueSplitterAbi } from "./contracts.ts";
+import { revenueSplitterAbi } from "./abi.generated.ts";
 
 /** The ABI of SplitCreated, to find one split's creation by its indexed id. */
 const splitCreatedEvent = revenueSplitterAbi.find(

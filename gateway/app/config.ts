@@ -37,7 +37,7 @@ const schema = z.object({
   /** The embedded chain also mines an empty block this often (0: only with transactions). Unset: 1000 when
    * EVM_CONFIRMATIONS > 1 (else nothing would ever confirm a payout), 0 otherwise. */
   EVM_EMBEDDED_BLOCK_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).optional(),
-  /** RevenueSplitter on EVM_RPC_URL (deploy: node adapters/evm/contracts.ts deploy); unset: no splits there. */
+  /** RevenueSplitter on EVM_RPC_URL (deploy: node scripts/evm-deploy.ts); unset: no splits there. */
   EVM_SPLITTER_ADDRESS: z
     .string()
     .regex(/^0x[0-9a-fA-F]{40}$/)

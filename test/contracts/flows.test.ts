@@ -31,7 +31,7 @@ import {
   testUsdAbi,
   testUsdDefaults,
   testUsdErrorsAbi,
-} from "../../adapters/evm/contracts.ts";
+} from "../../adapters/evm/index.ts";
 import { splitByBasisPoints } from "../../core/index.ts";
 
 type Connection = Awaited<ReturnType<typeof network.connect>>;
@@ -150,8 +150,8 @@ describe("deployment", () => {
     expect(await read("BASIS_POINTS_TOTAL")).toBe(BigInt(basisPointsTotal));
   });
 
-  it("keeps the ABIs in adapters/evm/contracts.ts equal to the compiled contracts", async () => {
-    // If this fails: node test/contracts/write-abis.ts
+  it("keeps the ABIs in adapters/evm/abi.generated.ts equal to the compiled contracts", async () => {
+    // If this fails: node scripts/evm-abi.ts
     expect((await readContractArtifact("RevenueSplitter")).abi).toEqual(revenueSplitterAbi);
     expect((await readContractArtifact("TestUSD")).abi).toEqual(testUsdAbi);
   });

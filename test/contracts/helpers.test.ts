@@ -1,5 +1,5 @@
-// The pure helpers of adapters/evm/contracts.ts that must agree with the contracts (checked on chain in
-// flows.test.ts) and with the gateway's ids.
+// The pure helpers of adapters/evm (splits.ts, typed-data.ts) that must agree with the contracts (checked on
+// chain in flows.test.ts) and with the gateway's ids.
 import fc from "fast-check";
 import { type Address, getAddress } from "viem";
 import { describe, expect, it } from "vitest";
@@ -10,7 +10,7 @@ import {
   referenceFromId,
   referenceTextBytesMax,
   splitIdOf,
-} from "../../adapters/evm/contracts.ts";
+} from "../../adapters/evm/index.ts";
 
 const address = (n: number) => getAddress(`0x${n.toString(16).padStart(40, "0")}`);
 

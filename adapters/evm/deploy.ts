@@ -1,0 +1,108 @@
+// The one deployment path of our contracts — `npm start` (Hardhat's in-process chain), the tests, and anyone
+// pointing the gateway at another chain (`node scripts/evm-deploy.ts`) — and the Hardhat artifacts it reads
+// the creation bytecode from, so `npm run compile` (= `hardhat build`) must have run.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { type Address, getAddress, type Hex, type PublicClient, type WalletClient } from "viem";
+
+/** What TestUSD is deployed with unless told otherwise: USDC's EIP-712 domain name and version. */
+export const testUsdDefaults = { name: "USD Coin", symbol: "TUSD", version: "2", decimals: 6 } as const;
+
+export const contractNames = ["TestUSD", "RevenueSplitter"] as const;
+export type ContractName = (typeof contractNames)[number];
+export type ContractArtifact = { contractName: string; abi: readonly unknown[]; bytecode: Hex };
+
+/** The artifacts are missing: `npm run compile` has not run in this checkout. */
+export class ContractArtifactMissingError extends Error {
+  override readonly name = "ContractArtifactMissingError";
+  readonly file: string;
+  constructor(file: string, options: { cause: unknown }) {
+    super(`contract artifact ${file} is missing; run \`npm run compile\``, options);
+    this.file = file;
+  }
+}
+
+/** A deployment transaction was mined without creating the contract. */
+export class ContractDeploymentError extends Error {
+  override readonly name = "ContractDeploymentError";
+  readonly contract: ContractName;
+  readonly txHash: Hex;
+  constructor(contract: ContractName, txHash: Hex, status: string) {
+    super(`deploying ${contract} failed (transaction ${txHash}, status ${status})`);
+    this.contract = contract;
+    this.txHash = txHash;
+  }
+}
+
+/** Where Hardhat writes one of our contracts' artifact (ABI and creation bytecode). */
+export function contractArtifactPath(name: ContractName): string {
+  return path.join(import.meta.dirname, "..", "..", "artifacts", "contracts", `${name}.sol`, `${name}.json`);
+}
+
+/** The Hardhat artifact (ABI and creation bytecode) of one of our contracts. */
+export async function readContractArtifact(name: ContractName): Promise<ContractArtifact> {
+  const file = contractArtifactPath(name);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (cause) {
+    throw new ContractArtifactMissingError(file, { cause });
+  }
+  return JSON.parse(text) as ContractArtifact;
+}
+
+export type DeployContractsParams = {
+  walletClient: WalletClient;
+  publicClient: PublicClient;
+  /** TestUSD's ERC-20 name (= EIP-712 domain name), symbol and EIP-712 version; USDC's by default. */
+  testUsd?: { name: string; symbol: string; version: string };
+};
+
+export type DeployedContracts = { testUsd: Address; splitter: Address };
+
+/**
+ * Deploys TestUSD and RevenueSplitter from the wallet client's account and waits for both receipts.
+ * The one deployment path: `npm start` (Hardhat's in-process chain), the tests, and users on another chain.
+ */
+export async function deployContracts(params: DeployContractsParams): Promise<DeployedContracts> {
+  const { walletClient, publicClient } = params;
+  const token = params.testUsd ?? testUsdDefaults;
+  const testUsd = await deployOne(walletClient, publicClient, "TestUSD", [
+    token.name,
+    token.symbol,
+    token.version,
+  ]);
+  const splitter = await deployOne(walletClient, publicClient, "RevenueSplitter", []);
+  return { testUsd, splitter };
+}
+
+/** Deploys only RevenueSplitter: for a chain where the stablecoin (USDC) already exists. */
+export async function deployRevenueSplitter(params: {
+  walletClient: WalletClient;
+  publicClient: PublicClient;
+}): Promise<Address> {
+  return deployOne(params.walletClient, params.publicClient, "RevenueSplitter", []);
+}
+
+async function deployOne(
+  walletClient: WalletClient,
+  publicClient: PublicClient,
+  name: ContractName,
+  args: readonly unknown[],
+): Promise<Address> {
+  const artifact = await readContractArtifact(name);
+  const account = walletClient.account;
+  if (account === undefined) throw new TypeError("deployContracts: the wallet client has no account");
+  const hash = await walletClient.deployContract({
+    abi: artifact.abi,
+    bytecode: artifact.bytecode,
+    args,
+    account,
+    chain: walletClient.chain ?? null,
+  });
+  const receipt = await publicClient.waitForTransactionReceipt({ hash });
+  if (receipt.status !== "success" || !receipt.contractAddress) {
+    throw new ContractDeploymentError(name, hash, receipt.status);
+  }
+  return getAddress(receipt.contractAddress);
+}
