@@ -5,7 +5,15 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
 import pg from "pg";
-import type { Db, MigrationSource, Row, Sql, Statement } from "../../core/index.ts";
+import {
+  type Db,
+  type Logger,
+  type MigrationSource,
+  type Row,
+  type Sql,
+  type Statement,
+  silentLogger,
+} from "../../core/index.ts";
 
 export type { Db, MigrationSource, Row, Sql, Statement };
 
@@ -13,13 +21,20 @@ export type DbConfig =
   | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
   | { kind: "pglite" /** a directory, or undefined for memory */; dataDir: string | undefined };
 
-export async function openDb(config: DbConfig): Promise<Db> {
-  return config.kind === "postgres" ? openPostgres(config) : openPglite(config.dataDir);
+export async function openDb(config: DbConfig, logger: Logger = silentLogger): Promise<Db> {
+  return config.kind === "postgres" ? openPostgres({ ...config, logger }) : openPglite(config.dataDir);
 }
 
 const int8Oid = 20;
 
-export function openPostgres(config: { url: string; poolSizeMax: number; statementTimeoutMs: number }): Db {
+export function openPostgres(config: {
+  url: string;
+  poolSizeMax: number;
+  statementTimeoutMs: number;
+  /** Where the pool reports a lost idle connection; silent unless given. */
+  logger?: Logger;
+}): Db {
+  const logger = config.logger ?? silentLogger;
   const typeParsers = {
     getTypeParser: ((oid: number, format?: "text" | "binary") =>
       oid === int8Oid
@@ -35,7 +50,7 @@ export function openPostgres(config: { url: string; poolSizeMax: number; stateme
   });
   pool.on("error", (error) => {
     // An idle client lost its connection; the pool replaces it. Nothing is in flight on it.
-    console.error(`postgres: idle connection error: ${error.message}`);
+    logger.warn({ err: error }, "postgres: an idle connection was lost; the pool replaces it");
   });
   const query = async <R extends Row>(
     client: pg.Pool | pg.PoolClient,
