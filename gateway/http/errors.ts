@@ -3,6 +3,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from "fastify";
 import fp from "fastify-plugin";
 import type { ZodError } from "zod";
+import { SwitchyardError } from "../../core/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
 
 export type ApiErrorCode =
@@ -68,8 +69,11 @@ export type ApiErrorBody = {
   error: { code: ApiErrorCode; message: string; param?: string } & Record<string, unknown>;
 };
 
-/** An expected failure on its way to the client: thrown in a handler or hook, answered by the error plugin. */
-export class ApiError extends Error {
+/**
+ * An expected failure on its way to the client: thrown in a handler or hook, answered by the error plugin.
+ * Its short message is what the client reads, so it carries no details.
+ */
+export class ApiError extends SwitchyardError {
   override name = "ApiError";
   readonly code: ApiErrorCode;
   readonly param: string | undefined;
@@ -91,7 +95,7 @@ export class ApiError extends Error {
     return {
       error: {
         code: this.code,
-        message: this.message,
+        message: this.shortMessage,
         ...(this.param === undefined ? {} : { param: this.param }),
         ...this.extra,
       },
@@ -120,12 +124,19 @@ export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
 
 type FastifyLikeError = Error & { code?: string; statusCode?: number };
 
-/** What the zod validator compiler hands Fastify when a request part does not match its schema. */
-export class RequestValidationError extends Error {
+/**
+ * What the validator compiler hands Fastify when a request part does not match its schema; the error plugin
+ * answers it with fromZodError's code. The zod error is also the cause.
+ */
+export class RequestValidationError extends SwitchyardError {
   override name = "RequestValidationError";
   readonly zodError: ZodError;
   constructor(zodError: ZodError) {
-    super("the request does not match its schema");
+    const issue = zodError.issues[0];
+    super("the request does not match its schema", {
+      cause: zodError,
+      ...(issue === undefined ? {} : { details: `${issue.path.join(".")}: ${issue.message}` }),
+    });
     this.zodError = zodError;
   }
 }
