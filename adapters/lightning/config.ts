@@ -3,7 +3,7 @@
 // `npm run regtest` prints these variables for its gateway node.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import type { LightningRailLimits, LndConnection } from "./rail.ts";
+import type { LightningRailLimits, LndConnection } from "./state.ts";
 
 const base64 = z.string().regex(/^[A-Za-z0-9+/=\s]+$/, "base64");
 

@@ -7,22 +7,23 @@ export {
   lightningEnvSchema,
   loadLightningConfig,
 } from "./config.ts";
+export { LightningRailError } from "./errors.ts";
+export type { CreatedInvoice, CreateInvoiceParams } from "./invoices.ts";
+export type { FeeEstimateResult } from "./monitor.ts";
 export {
-  type CreatedInvoice,
-  type CreateInvoiceParams,
   createLightningRail,
-  type FeeEstimate,
-  type FeeEstimateResult,
-  type LightningHealth,
   type LightningRail,
-  LightningRailError,
-  type LightningRailLimits,
   type LightningRailParams,
+  usdRateDefault,
+} from "./rail.ts";
+export {
+  type FeeEstimate,
+  type LightningHealth,
+  type LightningRailLimits,
   type Liquidity,
   type LndConnection,
   lightningRailLimitsDefault,
-  usdRateDefault,
-} from "./rail.ts";
+} from "./state.ts";
 export {
   createFileRailStore,
   createMemoryRailStore,

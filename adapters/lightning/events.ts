@@ -1,0 +1,167 @@
+// The event pump: every event the rail reports goes through one queue, whose handlers run up to
+// eventsConcurrentMax at once and are delivered (journal line, settle index) in arrival order. Settled invoices
+// reach it from LND's invoice subscription, caught up by settle index after any disconnect (or, with no settle
+// index yet, by looking up each open invoice); payment outcomes reach it from send.ts. A stream that breaks
+// marks LND disconnected, and the monitor's tick reconnects.
+import { getInvoice, subscribeToInvoices } from "lightning";
+import type { RailEvent, RailEventHandler } from "../../core/index.ts";
+import { LightningRailError } from "./errors.ts";
+import { lndErrorText } from "./failures.ts";
+import { type LightningRailState, type QueuedEvent, withTimeout } from "./state.ts";
+
+type LndInvoice = {
+  id: string;
+  is_confirmed: boolean;
+  confirmed_index?: number;
+  received_mtokens: string;
+  secret: string;
+};
+
+export function enqueue(s: LightningRailState, item: QueuedEvent): void {
+  s.queue.push(item);
+  void pump(s);
+}
+
+/** Runs the handler; resolves with null when it succeeded, with what it threw or rejected with otherwise. */
+const handle = (current: RailEventHandler, event: RailEvent | null): Promise<unknown | null> =>
+  event === null
+    ? Promise.resolve(null)
+    : Promise.resolve()
+        .then(() => current(event))
+        .then(
+          () => null,
+          (error: unknown) => error ?? new LightningRailError("event handler failed", String(error)),
+        );
+
+/**
+ * Starts the handlers of the first events (a settlement burst is handled together, so the ledger writes it as
+ * one batch) and delivers the oldest once its handler is done, so the journal and the settle index move in
+ * arrival order. A failed handler runs again. Once the rail stops, it starts nothing new but still delivers
+ * the events whose handlers it had started, in order, up to the first that is not done: `stop` waits for that.
+ */
+export async function pump(s: LightningRailState): Promise<void> {
+  if (s.pumping) return;
+  s.pumping = true;
+  let drained: () => void = () => {};
+  s.pumpIdle = new Promise((resolve) => {
+    drained = resolve;
+  });
+  const concurrent = Math.max(1, s.limits.eventsConcurrentMax);
+  try {
+    while (s.handler !== null && s.queue.length > 0) {
+      if (s.running) {
+        const current = s.handler;
+        for (const item of s.queue.slice(0, concurrent)) item.handled ??= handle(current, item.event);
+      }
+      const item = s.queue[0] as QueuedEvent;
+      if (item.handled === undefined) break; // stopped: left for the replay after a restart
+      try {
+        const failure = await item.handled;
+        if (failure !== null) throw failure;
+        await item.delivered();
+        if (s.queue[0] === item) s.queue.shift();
+      } catch (error) {
+        item.handled = undefined; // run it again
+        if (!s.running) break;
+        s.log({ level: "warn", message: "event handler failed; retrying", detail: lndErrorText(error) });
+        await new Promise((resolve) => setTimeout(resolve, s.limits.eventRetryDelayMs));
+      }
+    }
+  } finally {
+    s.pumping = false;
+    drained();
+  }
+  if (s.running && s.invoiceBacklog && s.queue.length < s.limits.pendingEventsMax / 2) {
+    s.invoiceBacklog = false;
+    resubscribeInvoices(s);
+  }
+}
+
+/** A stream broke: LND is unreachable until the monitor's next tick (soon) says otherwise. */
+export function markDisconnected(s: LightningRailState, text: string): void {
+  if (s.health.connected) s.log({ level: "warn", message: "LND connection lost", detail: text });
+  s.health = { ...s.health, connected: false, lastError: text };
+  s.scheduleTick(s.reconnectDelayMs);
+}
+
+// ---- settled invoices --------------------------------------------------------------------------
+
+const advance = async (s: LightningRailState, settled: number) => {
+  if (settled > s.settleIndexDelivered) {
+    s.settleIndexDelivered = settled;
+    await s.store.append({ t: "settle_index", value: settled });
+  }
+};
+
+function onInvoice(s: LightningRailState, invoice: LndInvoice, source: "subscription" | "lookup"): void {
+  if (!invoice.is_confirmed || s.invoicesQueued.has(invoice.id)) return;
+  const index = invoice.confirmed_index ?? 0;
+  if (source === "subscription") {
+    if (index <= s.settleIndexQueued) return;
+    if (s.queue.length >= s.limits.pendingEventsMax) {
+      // Stop listening; the settle index replays what we skip once the handler has caught up.
+      s.invoiceBacklog = true;
+      s.invoiceSubscription?.removeAllListeners();
+      s.invoiceSubscription = null;
+      return;
+    }
+    s.settleIndexQueued = index;
+  } else if (!s.invoices.has(invoice.id)) return;
+  const known = s.invoices.get(invoice.id);
+  if (known === undefined && !s.receiveForeignInvoices) {
+    // Not ours (made outside the rail): nothing to mirror; move the cursor past it once the queue is.
+    enqueue(s, { event: null, delivered: () => advance(s, index) });
+    return;
+  }
+  const reference = known?.reference ?? invoice.id;
+  s.invoicesQueued.add(invoice.id);
+  enqueue(s, {
+    event: {
+      kind: "received",
+      reference,
+      amount: BigInt(invoice.received_mtokens),
+      evidence: { rail: "lightning", paymentHash: invoice.id, preimage: invoice.secret },
+    },
+    delivered: async () => {
+      s.invoicesQueued.delete(invoice.id);
+      if (known !== undefined) {
+        s.invoices.delete(invoice.id);
+        await s.store.append({ t: "invoice_done", paymentHash: invoice.id });
+      }
+      if (source === "subscription") await advance(s, index);
+    },
+  });
+}
+
+/** With no settle index yet, LND cannot replay: ask for each open invoice of ours. */
+async function checkOpenInvoices(s: LightningRailState): Promise<void> {
+  const open = [...s.invoices.values()].slice(0, s.limits.openInvoicesCheckMax);
+  for (const invoice of open) {
+    if (!s.running) return;
+    try {
+      const found = await withTimeout(s, getInvoice({ lnd: s.lnd, id: invoice.paymentHash }), "getInvoice");
+      onInvoice(s, { ...found, id: invoice.paymentHash } as LndInvoice, "lookup");
+    } catch (error) {
+      s.log({ level: "warn", message: "checking an open invoice failed", detail: lndErrorText(error) });
+    }
+  }
+}
+
+/** Subscribes to settled invoices after the last delivered settle index, unless subscribed or backlogged. */
+export function resubscribeInvoices(s: LightningRailState): void {
+  if (!s.running || s.invoiceSubscription !== null || s.invoiceBacklog) return;
+  const subscription = subscribeToInvoices({
+    lnd: s.lnd,
+    ...(s.settleIndexDelivered > 0 ? { confirmed_after: s.settleIndexDelivered } : {}),
+  });
+  s.invoiceSubscription = subscription;
+  s.health = { ...s.health, invoiceSubscription: true };
+  subscription.on("invoice_updated", (invoice: LndInvoice) => onInvoice(s, invoice, "subscription"));
+  subscription.on("error", (error: unknown) => {
+    subscription.removeAllListeners();
+    if (s.invoiceSubscription === subscription) s.invoiceSubscription = null;
+    s.health = { ...s.health, invoiceSubscription: false };
+    markDisconnected(s, lndErrorText(error));
+  });
+  if (s.settleIndexDelivered === 0 && s.invoices.size > 0) void checkOpenInvoices(s);
+}

@@ -1,0 +1,102 @@
+// Getting paid: invoices (amount, expiry, memo or description hash) made with one AddInvoice call and
+// journalled with the gateway's reference. Their settlement comes back through the event pump (events.ts).
+import { parseBolt11 } from "./bolt11.ts";
+import { LightningRailError } from "./errors.ts";
+import { lndErrorText } from "./failures.ts";
+import type { LightningRailState } from "./state.ts";
+import type { StoredInvoice } from "./store.ts";
+
+export type CreateInvoiceParams = {
+  readonly amountMsat: bigint;
+  readonly expirySeconds: number;
+  /** The gateway's id for what this invoice pays; it comes back on the "received" event. */
+  readonly reference: string;
+} & (
+  | { readonly memo: string; readonly descriptionHash?: never }
+  | { readonly descriptionHash: string; readonly memo?: never }
+);
+
+export type CreatedInvoice = {
+  readonly paymentHash: string;
+  readonly request: string;
+  readonly amountMsat: bigint;
+  readonly expiresAtMs: number;
+  readonly reference: string;
+};
+
+/**
+ * LND's AddInvoice, asked directly. `lightning`'s createInvoice makes a second call (a lookup of the invoice
+ * it just made) and recovers the invoice's signing key twice, none of which the rail uses; at 16 invoices in
+ * flight that was a third of the time to make one. What LND answers is checked here instead: the request must
+ * decode, for the amount asked, with the payment hash LND gave.
+ */
+const addInvoice = (
+  s: LightningRailState,
+  invoice: CreateInvoiceParams,
+): Promise<{ id: string; request: string }> =>
+  new Promise((resolve, reject) => {
+    const request = {
+      value_msat: invoice.amountMsat.toString(),
+      expiry: invoice.expirySeconds,
+      ...(invoice.memo !== undefined ? { memo: invoice.memo } : {}),
+      ...(invoice.descriptionHash !== undefined
+        ? { description_hash: Buffer.from(invoice.descriptionHash, "hex") }
+        : {}),
+    };
+    s.lnd.default.addInvoice(
+      request,
+      { deadline: Date.now() + s.limits.rpcTimeoutMs },
+      (error: unknown, response: { r_hash?: unknown; payment_request?: unknown } | undefined) => {
+        if (error) return reject(error);
+        const id = Buffer.isBuffer(response?.r_hash) ? response.r_hash.toString("hex") : "";
+        const paymentRequest = typeof response?.payment_request === "string" ? response.payment_request : "";
+        const parsed = parseBolt11(paymentRequest);
+        if (!parsed.ok || id.length !== 64 || parsed.value.paymentHash !== id)
+          return reject(
+            new LightningRailError("LND answered an invoice that does not decode", paymentRequest),
+          );
+        if (parsed.value.amountMsat !== invoice.amountMsat)
+          return reject(
+            new LightningRailError(
+              "LND answered an invoice for another amount",
+              `${parsed.value.amountMsat} msat`,
+            ),
+          );
+        resolve({ id, request: paymentRequest });
+      },
+    );
+  });
+
+export async function createInvoice(
+  s: LightningRailState,
+  invoiceParams: CreateInvoiceParams,
+): Promise<CreatedInvoice> {
+  if (!s.running) throw new LightningRailError("the Lightning rail is not started", "");
+  const { limits } = s;
+  const { amountMsat, expirySeconds, reference } = invoiceParams;
+  if (amountMsat < limits.amountMinMsat || amountMsat > limits.amountMaxMsat)
+    throw new LightningRailError("invoice amount out of range", `${amountMsat} msat`);
+  if (
+    !Number.isSafeInteger(expirySeconds) ||
+    expirySeconds < 1 ||
+    expirySeconds > limits.invoiceExpirySecondsMax
+  )
+    throw new LightningRailError("invoice expiry out of range", `${expirySeconds} s`);
+  if (reference.length === 0 || reference.length > limits.referenceLengthMax)
+    throw new LightningRailError("invoice reference length out of range", `${reference.length}`);
+  if (invoiceParams.memo !== undefined && Buffer.byteLength(invoiceParams.memo) > limits.memoLengthMax)
+    throw new LightningRailError("memo too long", `${Buffer.byteLength(invoiceParams.memo)} bytes`);
+  if (invoiceParams.descriptionHash !== undefined && !/^[0-9a-f]{64}$/.test(invoiceParams.descriptionHash))
+    throw new LightningRailError("description hash must be 32 bytes hex", invoiceParams.descriptionHash);
+  const expiresAtMs = s.now() + expirySeconds * 1000;
+  let created: { id: string; request: string };
+  try {
+    created = await addInvoice(s, invoiceParams);
+  } catch (error) {
+    throw new LightningRailError("LND did not create the invoice", lndErrorText(error), { cause: error });
+  }
+  const stored: StoredInvoice = { paymentHash: created.id, reference, expiresAtMs };
+  s.invoices.set(created.id, stored);
+  await s.store.append({ t: "invoice", ...stored });
+  return { paymentHash: created.id, request: created.request, amountMsat, expiresAtMs, reference };
+}

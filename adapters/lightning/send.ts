@@ -1,0 +1,467 @@
+// Paying out: BOLT11 and keysend payments through one SendPaymentV2 stream each, with the router's maximum
+// fee. Each attempt's payment hash is written to the journal before LND sees the payment, so that a retry or a
+// restarted gateway follows the payment LND already has instead of paying again (LND refuses a second payment
+// of one hash; keysend preimages are derived from the attempt id, so a retry has the same hash). A tracker
+// follows each payment to its outcome, which is journalled and returned to the waiting execute, or reported
+// as an event through the pump when nobody waits any more.
+import { createHash, createHmac } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { decodePaymentRequest, getRouteToDestination, signMessage, subscribeToPastPayment } from "lightning";
+import type { AttemptOutcome, Destination, OutgoingAttempt, RailEvent } from "../../core/index.ts";
+import { parseBolt11 } from "./bolt11.ts";
+import { LightningRailError } from "./errors.ts";
+import { enqueue, markDisconnected } from "./events.ts";
+import {
+  classifyLndError,
+  type Failure,
+  failureFromFlags,
+  flagsFromFailureReason,
+  lndErrorText,
+} from "./failures.ts";
+import { type LightningRailState, type Tracker, withTimeout } from "./state.ts";
+import {
+  outcomeRecord,
+  type PaymentKind,
+  type RailStoreRecord,
+  type StoredAttempt,
+  type StoredOutcome,
+} from "./store.ts";
+
+const keysendRecordType = "5482373484";
+/** The final hop's CLTV delta of a keysend payment (what `lightning` uses when there is no invoice to say). */
+const keysendFinalCltvDelta = 43;
+const keysendSecretMessage = "switchyard lightning rail keysend secret v1";
+
+// ---- outcomes ------------------------------------------------------------------------------------
+
+const outcomeToResult = (attempt: StoredAttempt, outcome: StoredOutcome): AttemptOutcome =>
+  outcome.status === "succeeded"
+    ? {
+        status: "succeeded",
+        evidence: { rail: "lightning", paymentHash: attempt.paymentHash, preimage: outcome.preimage },
+        fee: outcome.feeMsat,
+      }
+    : {
+        status: "failed",
+        code: outcome.code,
+        message: outcome.message,
+        retryElsewhere: outcome.retryElsewhere,
+      };
+
+const outcomeToEvent = (attempt: StoredAttempt, outcome: StoredOutcome): RailEvent =>
+  outcome.status === "succeeded"
+    ? {
+        kind: "attempt_succeeded",
+        attemptId: attempt.attemptId,
+        evidence: { rail: "lightning", paymentHash: attempt.paymentHash, preimage: outcome.preimage },
+        fee: outcome.feeMsat,
+      }
+    : {
+        kind: "attempt_failed",
+        attemptId: attempt.attemptId,
+        code: outcome.code,
+        message: outcome.message,
+        retryElsewhere: outcome.retryElsewhere,
+      };
+
+/** Reports the outcome as an event; delivered, it is journalled as reported. */
+export function emitOutcome(s: LightningRailState, attempt: StoredAttempt, outcome: StoredOutcome): void {
+  enqueue(s, {
+    event: outcomeToEvent(attempt, outcome),
+    delivered: async () => {
+      attempt.reported = true;
+      await s.store.append({ t: "reported", attemptId: attempt.attemptId });
+    },
+  });
+}
+
+const remember = (s: LightningRailState, ok: boolean, latencyMs: number, feeMsat: bigint) => {
+  s.recent.push({ ok, latencyMs, feeMsat });
+  if (s.recent.length > s.limits.outcomeWindowMax) s.recent.shift();
+};
+
+async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOutcome): Promise<void> {
+  const { attempt } = tracker;
+  if (attempt.outcome !== null) return;
+  attempt.outcome = outcome;
+  tracker.subscription?.removeAllListeners();
+  tracker.subscription = null;
+  s.trackers.delete(attempt.attemptId);
+  remember(
+    s,
+    outcome.status === "succeeded",
+    s.now() - tracker.startedAtMs,
+    outcome.status === "succeeded" ? outcome.feeMsat : 0n,
+  );
+  // Written in order before any later line; the caller need not wait for the disk: were it lost in a
+  // crash, the restarted rail asks LND again and gets the same outcome. A caller waiting in execute gets it
+  // now, so it is reported in the same write (awaitOutcome then has nothing to add).
+  const record = outcomeRecord(attempt.attemptId, outcome);
+  const reportedNow = tracker.waiting > 0 && !tracker.eventWanted && !attempt.reported;
+  if (reportedNow) attempt.reported = true;
+  const written = reportedNow
+    ? s.store.append(record, { t: "reported", attemptId: attempt.attemptId })
+    : s.store.append(record);
+  tracker.resolve(outcome);
+  if (tracker.eventWanted) emitOutcome(s, attempt, outcome);
+  await written;
+}
+
+const fail = (s: LightningRailState, tracker: Tracker, failure: Failure) =>
+  finish(s, tracker, { status: "failed", ...failure }).catch((error: unknown) =>
+    s.log({ level: "error", message: "storing an outcome failed", detail: lndErrorText(error) }),
+  );
+
+/** LND found no route: was it the fee limit or the graph? Ask for a route without the limit. */
+async function classifyNoRoute(s: LightningRailState, tracker: Tracker): Promise<Failure> {
+  try {
+    let destination = tracker.destination;
+    if (destination === null && tracker.request !== null) {
+      destination = (
+        await withTimeout(s, decodePaymentRequest({ lnd: s.lnd, request: tracker.request }), "decode")
+      ).destination;
+    }
+    if (destination === null) throw new LightningRailError("no destination", "");
+    const { route } = await withTimeout(
+      s,
+      getRouteToDestination({ lnd: s.lnd, destination, mtokens: tracker.attempt.amountMsat.toString() }),
+      "route query",
+    );
+    if (route && BigInt(route.fee_mtokens) > tracker.feeMaxMsat)
+      return {
+        code: "fee_above_max",
+        message: `the cheapest route costs ${route.fee_mtokens} msat, above the maximum ${tracker.feeMaxMsat} msat`,
+        retryElsewhere: true,
+      };
+  } catch (error) {
+    s.log({ level: "info", message: "route query after no-route failure", detail: lndErrorText(error) });
+  }
+  return { code: "unreachable_destination", message: "no route to the destination", retryElsewhere: true };
+}
+
+const onPaymentFailed = (
+  s: LightningRailState,
+  tracker: Tracker,
+  flags: Parameters<typeof failureFromFlags>[0],
+) => {
+  const failure = failureFromFlags(flags);
+  if (failure !== null) return void fail(s, tracker, failure);
+  void classifyNoRoute(s, tracker).then((classified) => fail(s, tracker, classified));
+};
+
+const onConfirmed = (
+  s: LightningRailState,
+  tracker: Tracker,
+  payment: { secret: string; fee_mtokens: string },
+) =>
+  void finish(s, tracker, {
+    status: "succeeded",
+    preimage: payment.secret,
+    feeMsat: BigInt(payment.fee_mtokens),
+  }).catch((error: unknown) =>
+    s.log({ level: "error", message: "storing an outcome failed", detail: lndErrorText(error) }),
+  );
+
+// ---- following a payment -----------------------------------------------------------------------
+
+function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmitter, mode: "send" | "track") {
+  tracker.subscription = subscription;
+  tracker.detached = false;
+  subscription.on("confirmed", (payment: { secret: string; fee_mtokens: string }) =>
+    onConfirmed(s, tracker, payment),
+  );
+  subscription.on("failed", (flags: Parameters<typeof failureFromFlags>[0]) =>
+    onPaymentFailed(s, tracker, flags),
+  );
+  subscription.on("error", (error: unknown) => {
+    subscription.removeAllListeners();
+    if (tracker.subscription === subscription) tracker.subscription = null;
+    if (tracker.attempt.outcome !== null) return;
+    const text = lndErrorText(error);
+    if (mode === "track" && Array.isArray(error) && error[0] === 404) {
+      // LND has no payment with this hash: it never took the payment, so nothing was paid.
+      const previous = tracker.lastErrorText === null ? null : classifyLndError(tracker.lastErrorText);
+      return void fail(
+        s,
+        tracker,
+        previous?.kind === "failed"
+          ? previous.failure
+          : { code: "rail_unavailable", message: "LND never took the payment", retryElsewhere: true },
+      );
+    }
+    tracker.lastErrorText = text;
+    const classified = classifyLndError(text);
+    if (classified.kind === "failed" && mode === "send") return void fail(s, tracker, classified.failure);
+    // Either LND already knows the hash, or the connection broke: follow the payment LND has.
+    tracker.detached = true;
+    if (classified.kind === "track" && s.health.connected) return track(s, tracker);
+    markDisconnected(s, text);
+  });
+}
+
+/** Follows the payment LND has for the tracker's hash (after a restart, a disconnect, or a refused resend). */
+export function track(s: LightningRailState, tracker: Tracker): void {
+  if (!s.running || tracker.attempt.outcome !== null) return;
+  tracker.subscription?.removeAllListeners();
+  attach(s, tracker, subscribeToPastPayment({ lnd: s.lnd, id: tracker.attempt.paymentHash }), "track");
+}
+
+export function newTracker(
+  s: LightningRailState,
+  attempt: StoredAttempt,
+  extra: { feeMaxMsat: bigint; destination: string | null; request: string | null; eventWanted: boolean },
+): Tracker {
+  let resolve: (outcome: StoredOutcome) => void = () => {};
+  const settled = new Promise<StoredOutcome>((done) => {
+    resolve = done;
+  });
+  const tracker: Tracker = {
+    attempt,
+    settled,
+    resolve,
+    subscription: null,
+    eventWanted: extra.eventWanted,
+    detached: false,
+    waiting: 0,
+    lastErrorText: null,
+    feeMaxMsat: extra.feeMaxMsat,
+    destination: extra.destination,
+    request: extra.request,
+    startedAtMs: s.now(),
+  };
+  s.trackers.set(attempt.attemptId, tracker);
+  return tracker;
+}
+
+/** Waits for the outcome up to executeWaitMs; then the outcome goes out as an event instead. */
+async function awaitOutcome(s: LightningRailState, tracker: Tracker): Promise<AttemptOutcome> {
+  let timer: NodeJS.Timeout | null = null;
+  const timedOut = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), s.limits.executeWaitMs);
+  });
+  tracker.waiting += 1;
+  const outcome = await Promise.race([tracker.settled, timedOut]);
+  tracker.waiting -= 1;
+  if (timer !== null) clearTimeout(timer);
+  const { attempt } = tracker;
+  if (outcome === null && attempt.outcome === null) {
+    tracker.eventWanted = true;
+    return { status: "in_flight", reference: attempt.paymentHash };
+  }
+  const final = attempt.outcome as StoredOutcome;
+  if (tracker.eventWanted) return outcomeToResult(attempt, final); // the event is on its way too
+  if (!attempt.reported) {
+    attempt.reported = true;
+    // Not awaited: lost in a crash, it only means the outcome is also sent as an event after restart.
+    s.store
+      .append({ t: "reported", attemptId: attempt.attemptId })
+      .catch((error: unknown) =>
+        s.log({ level: "error", message: "journal write failed", detail: lndErrorText(error) }),
+      );
+  }
+  return outcomeToResult(attempt, final);
+}
+
+// ---- sending -------------------------------------------------------------------------------------
+
+const deriveKeysendSecret = async (s: LightningRailState): Promise<Buffer> => {
+  if (s.keysendSecret !== null) return s.keysendSecret;
+  // A signature by LND's node key is deterministic (RFC 6979) and only this node can make it.
+  const { signature } = await withTimeout(
+    s,
+    signMessage({ lnd: s.lnd, message: keysendSecretMessage }),
+    "signMessage",
+  );
+  s.keysendSecret = createHash("sha256").update(signature).digest();
+  return s.keysendSecret;
+};
+
+const failedOutcome = (code: Failure["code"], message: string, retryElsewhere: boolean): AttemptOutcome => ({
+  status: "failed",
+  code,
+  message,
+  retryElsewhere,
+});
+
+/**
+ * LND's SendPaymentV2, asked directly for the final update only. `lightning`'s subscribeToPayViaRequest
+ * decodes the request three times (each recovering its signing key) and every in-flight update, none of which
+ * the rail reads: about a millisecond of this process's time per payment. The final update becomes the events
+ * `lightning` emits, which attach() follows: "confirmed" (preimage, fee) or "failed" (the reason's flags); LND
+ * refusing the call is an "error".
+ */
+function sendPayment(
+  s: LightningRailState,
+  request: Record<string, unknown>,
+  feeMaxMsat: bigint,
+): EventEmitter {
+  const emitter = new EventEmitter();
+  const stream = s.lnd.router.sendPaymentV2({
+    ...request,
+    fee_limit_msat: feeMaxMsat.toString(),
+    timeout_seconds: Math.max(1, Math.round(s.limits.paymentTimeoutMs / 1000)),
+    max_parts: 1,
+    allow_self_payment: true,
+    cancelable: true,
+    no_inflight_updates: true,
+  }) as EventEmitter;
+  // Once the outcome is in, nobody listens: a late error of the stream is nobody's news.
+  const report = (error: unknown) => {
+    if (emitter.listenerCount("error") > 0) emitter.emit("error", error);
+  };
+  stream.on(
+    "data",
+    (payment: { status?: string; failure_reason?: string; payment_preimage?: string; fee_msat?: string }) => {
+      try {
+        if (payment.status === "SUCCEEDED")
+          emitter.emit("confirmed", {
+            secret: payment.payment_preimage ?? "",
+            fee_mtokens: payment.fee_msat ?? "0",
+          });
+        else if (payment.status === "FAILED")
+          emitter.emit("failed", flagsFromFailureReason(payment.failure_reason ?? ""));
+      } catch (error) {
+        report(error);
+      }
+    },
+  );
+  stream.on("error", report);
+  return emitter;
+}
+
+/** An attempt the rail will not send, for its amounts or the rail's state; null: it may go out. */
+function refusal(s: LightningRailState, attempt: OutgoingAttempt): AttemptOutcome | null {
+  if (attempt.amount < s.limits.amountMinMsat || attempt.amount > s.limits.amountMaxMsat)
+    return failedOutcome(
+      "rejected",
+      `amount outside ${s.limits.amountMinMsat}..${s.limits.amountMaxMsat} msat`,
+      true,
+    );
+  if (attempt.feeMax < 0n) return failedOutcome("rejected", "negative maximum fee", false);
+  if (!s.health.connected)
+    return failedOutcome("rail_unavailable", `LND unreachable: ${s.health.lastError ?? ""}`, true);
+  if (s.trackers.size >= s.limits.inFlightMax)
+    return failedOutcome("rail_unavailable", `${s.limits.inFlightMax} payments already in flight`, true);
+  return null;
+}
+
+/** The journal's write-ahead line of an attempt. */
+const attemptRecord = (stored: StoredAttempt): RailStoreRecord => ({
+  t: "attempt",
+  attemptId: stored.attemptId,
+  paymentId: stored.paymentId,
+  paymentHash: stored.paymentHash,
+  kind: stored.kind,
+  amountMsat: stored.amountMsat.toString(),
+  createdAtMs: stored.createdAtMs,
+  feeMaxMsat: stored.feeMaxMsat.toString(),
+  destination: stored.destination,
+  request: stored.request,
+});
+
+/** What SendPaymentV2 is asked to pay, besides the fee limit and the rail's fixed options. */
+const sendRequest = (
+  destination: Extract<Destination, { kind: "bolt11" | "lightning_node" }>,
+  amountMsat: bigint,
+  paid: { paymentHash: string; preimage: string | null; invoiceHasAmount: boolean },
+): Record<string, unknown> =>
+  destination.kind === "bolt11"
+    ? {
+        payment_request: destination.invoice,
+        ...(paid.invoiceHasAmount ? {} : { amt_msat: amountMsat.toString() }),
+      }
+    : {
+        dest: Buffer.from(destination.pubkey, "hex"),
+        payment_hash: Buffer.from(paid.paymentHash, "hex"),
+        amt_msat: amountMsat.toString(),
+        final_cltv_delta: keysendFinalCltvDelta,
+        dest_custom_records: { [keysendRecordType]: Buffer.from(paid.preimage as string, "hex") },
+      };
+
+/** Pays the attempt once per attempt id: called again, it follows or reports the first payment. */
+export async function execute(s: LightningRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
+  if (!s.running) return failedOutcome("rail_unavailable", "the Lightning rail is not started", true);
+  const known = s.attempts.get(attempt.id);
+  if (known !== undefined) {
+    if (known.outcome !== null) {
+      if (!known.reported) {
+        known.reported = true;
+        await s.store.append({ t: "reported", attemptId: known.attemptId });
+      }
+      return outcomeToResult(known, known.outcome);
+    }
+    const tracker = s.trackers.get(known.attemptId);
+    if (tracker === undefined) return { status: "in_flight", reference: known.paymentHash };
+    return await awaitOutcome(s, tracker);
+  }
+
+  const { destination } = attempt;
+  if (destination.kind !== "bolt11" && destination.kind !== "lightning_node")
+    return failedOutcome("unreachable_destination", `Lightning cannot pay a ${destination.kind}`, true);
+  const refused = refusal(s, attempt);
+  if (refused !== null) return refused;
+  let kind: PaymentKind;
+  let paymentHash: string;
+  let preimage: string | null = null;
+  let invoiceHasAmount = false;
+  if (destination.kind === "bolt11") {
+    const parsed = parseBolt11(destination.invoice);
+    if (!parsed.ok) return failedOutcome("rejected", parsed.error, false);
+    if (parsed.value.amountMsat !== null && parsed.value.amountMsat !== attempt.amount)
+      return failedOutcome(
+        "rejected",
+        `the invoice asks ${parsed.value.amountMsat} msat, the attempt pays ${attempt.amount} msat`,
+        false,
+      );
+    kind = "bolt11";
+    paymentHash = parsed.value.paymentHash;
+    invoiceHasAmount = parsed.value.amountMsat !== null;
+  } else {
+    if (!/^0[23][0-9a-f]{64}$/.test(destination.pubkey))
+      return failedOutcome("rejected", "not a node public key", false);
+    let secret: Buffer;
+    try {
+      secret = await deriveKeysendSecret(s);
+    } catch (error) {
+      return failedOutcome("rail_unavailable", `no keysend secret: ${lndErrorText(error)}`, true);
+    }
+    const image = createHmac("sha256", secret).update(`keysend:${attempt.id}`).digest();
+    kind = "keysend";
+    preimage = image.toString("hex");
+    paymentHash = createHash("sha256").update(image).digest("hex");
+  }
+  // Another execute for this id may have started while we awaited.
+  if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+
+  const stored: StoredAttempt = {
+    attemptId: attempt.id,
+    paymentId: attempt.paymentId,
+    paymentHash,
+    kind,
+    amountMsat: attempt.amount,
+    createdAtMs: s.now(),
+    feeMaxMsat: attempt.feeMax,
+    destination: destination.kind === "lightning_node" ? destination.pubkey : null,
+    request: destination.kind === "bolt11" ? destination.invoice : null,
+    outcome: null,
+    reported: false,
+  };
+  s.attempts.set(attempt.id, stored);
+  const tracker = newTracker(s, stored, {
+    feeMaxMsat: stored.feeMaxMsat,
+    destination: stored.destination,
+    request: stored.request,
+    eventWanted: false,
+  });
+  // Write-ahead: the hash is on disk before LND sees the payment.
+  await s.store.append(attemptRecord(stored));
+
+  try {
+    const request = sendRequest(destination, attempt.amount, { paymentHash, preimage, invoiceHasAmount });
+    attach(s, tracker, sendPayment(s, request, attempt.feeMax), "send");
+  } catch (error) {
+    // Thrown before anything was sent (the gRPC client's checks of the request).
+    void fail(s, tracker, { code: "rejected", message: lndErrorText(error), retryElsewhere: false });
+  }
+  return await awaitOutcome(s, tracker);
+}

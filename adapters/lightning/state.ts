@@ -1,0 +1,201 @@
+// What the Lightning rail knows, in one object: its settings, the journal's maps, the trackers of payments in
+// flight, the event queue and LND's connection and health. The rail's modules (events.ts, send.ts,
+// invoices.ts, monitor.ts) are functions of this state; rail.ts builds it and wires them. Nothing else holds
+// state: a module's function reads and writes the fields it names, at the moment it runs.
+import type { EventEmitter } from "node:events";
+import type { AuthenticatedLnd } from "lightning";
+import type { Asset, RailEvent, RailEventHandler, UsdRate } from "../../core/index.ts";
+import { LightningRailError } from "./errors.ts";
+import type { LightningRailStore, StoredAttempt, StoredInvoice, StoredOutcome } from "./store.ts";
+
+export type LndConnection = {
+  /** host:port of LND's gRPC listener */
+  readonly socket: string;
+  /** tls.cert, base64 or hex */
+  readonly cert: string;
+  /** macaroon, base64 or hex */
+  readonly macaroon: string;
+};
+
+export type LightningRailLimits = {
+  /** How long execute waits for a final outcome before it answers in_flight. */
+  readonly executeWaitMs: number;
+  /** LND's time to find and try routes for one payment. */
+  readonly paymentTimeoutMs: number;
+  readonly amountMinMsat: bigint;
+  readonly amountMaxMsat: bigint;
+  readonly feeCacheTtlMs: number;
+  readonly feeCacheEntriesMax: number;
+  /** Health, liquidity and the background fee estimate are refreshed this often. */
+  readonly refreshIntervalMs: number;
+  readonly reconnectDelayMinMs: number;
+  readonly reconnectDelayMaxMs: number;
+  readonly inFlightMax: number;
+  /** Recent outcomes (and latencies) the snapshot counts. */
+  readonly outcomeWindowMax: number;
+  readonly eventRetryDelayMs: number;
+  /**
+   * Events whose handlers run at once (each event is about a different invoice or attempt); they are still
+   * delivered, and the settle index moved, in arrival order.
+   */
+  readonly eventsConcurrentMax: number;
+  /** How long `stop` waits for started event handlers to finish and be delivered. */
+  readonly stopWaitMs: number;
+  /** Invoice events waiting for the handler; beyond this the subscription pauses and resumes by settle index. */
+  readonly pendingEventsMax: number;
+  readonly rpcTimeoutMs: number;
+  readonly invoiceExpirySecondsMax: number;
+  readonly memoLengthMax: number;
+  readonly referenceLengthMax: number;
+  /** Open invoices checked one by one when the settle index cannot replay them (settle index 0). */
+  readonly openInvoicesCheckMax: number;
+};
+
+export const lightningRailLimitsDefault: LightningRailLimits = {
+  executeWaitMs: 15_000,
+  paymentTimeoutMs: 60_000,
+  amountMinMsat: 1n,
+  amountMaxMsat: 4_294_967_295_000n, // 0.043 BTC, the pre-wumbo payment ceiling
+  feeCacheTtlMs: 60_000,
+  feeCacheEntriesMax: 1_000,
+  refreshIntervalMs: 5_000,
+  reconnectDelayMinMs: 250,
+  reconnectDelayMaxMs: 5_000,
+  inFlightMax: 1_000,
+  outcomeWindowMax: 100,
+  eventRetryDelayMs: 1_000,
+  eventsConcurrentMax: 16,
+  stopWaitMs: 5_000,
+  pendingEventsMax: 1_000,
+  rpcTimeoutMs: 15_000,
+  invoiceExpirySecondsMax: 30 * 24 * 3600,
+  memoLengthMax: 639,
+  referenceLengthMax: 200,
+  openInvoicesCheckMax: 1_000,
+};
+
+export type FeeEstimate = { readonly feeMsat: bigint; readonly takenAtMs: number; readonly ageMs: number };
+
+export type LightningHealth = {
+  readonly connected: boolean;
+  readonly syncedToChain: boolean;
+  readonly checkedAtMs: number;
+  readonly lastError: string | null;
+  readonly invoiceSubscription: boolean;
+};
+
+export type Liquidity = {
+  readonly outboundMsat: bigint;
+  readonly inboundMsat: bigint;
+  readonly takenAtMs: number;
+};
+
+export type RailLog = (entry: {
+  level: "info" | "warn" | "error";
+  message: string;
+  detail?: unknown;
+}) => void;
+
+/** One outgoing payment followed until its outcome: its journal entry, LND's stream, who waits for it. */
+export type Tracker = {
+  readonly attempt: StoredAttempt;
+  readonly settled: Promise<StoredOutcome>;
+  resolve(outcome: StoredOutcome): void;
+  subscription: EventEmitter | null;
+  /** The caller was told in_flight (or cannot know): the outcome goes out as an event. */
+  eventWanted: boolean;
+  /** Sent, but the connection broke: follow it again once LND answers. */
+  detached: boolean;
+  /** How many execute calls wait for the outcome (awaitOutcome). */
+  waiting: number;
+  lastErrorText: string | null;
+  feeMaxMsat: bigint;
+  destination: string | null;
+  request: string | null;
+  readonly startedAtMs: number;
+};
+
+/** event null: nothing for the handler, only `delivered` to run in order (a cursor to move). */
+export type QueuedEvent = {
+  event: RailEvent | null;
+  delivered: () => Promise<void>;
+  /** The handler's run, once started: resolves with null, or with its failure. */
+  handled?: Promise<unknown | null>;
+};
+
+export type LightningRailState = {
+  // ---- settings (fixed at creation) ----
+  readonly id: string;
+  readonly asset: Asset;
+  readonly limits: LightningRailLimits;
+  readonly connection: LndConnection;
+  readonly store: LightningRailStore;
+  readonly now: () => number;
+  readonly log: RailLog;
+  readonly usdRate: () => UsdRate;
+  readonly feeProbe: { readonly destination: string; readonly amountMsat: bigint } | undefined;
+  readonly receiveForeignInvoices: boolean;
+  /**
+   * The monitor's scheduleTick, wired by the factory: the one call that goes up, from a stream that broke (the
+   * pump's invoice subscription, a payment's stream) to the loop that reconnects.
+   */
+  readonly scheduleTick: (delayMs: number) => void;
+
+  // ---- LND and the lifecycle ----
+  /** Replaced by a fresh client when LND stops answering (see monitor's tick). */
+  lnd: AuthenticatedLnd;
+  running: boolean;
+  handler: RailEventHandler | null;
+  keysendSecret: Buffer | null;
+
+  // ---- the journal's maps (store.load on start) ----
+  attempts: Map<string, StoredAttempt>;
+  invoices: Map<string, StoredInvoice>;
+  /** Highest settle index whose invoice the handler has taken. */
+  settleIndexDelivered: number;
+  /** Highest settle index whose invoice is queued (or delivered). */
+  settleIndexQueued: number;
+
+  // ---- outgoing payments ----
+  readonly trackers: Map<string, Tracker>;
+  /** Payments LND has in flight that no stored attempt accounts for (found on start). */
+  unattributed: string[];
+
+  // ---- the event pump ----
+  /** Settled invoices queued for the handler, so that a lookup and the subscription do not both report one. */
+  readonly invoicesQueued: Set<string>;
+  readonly queue: QueuedEvent[];
+  pumping: boolean;
+  /** Settles when the pump has stopped (at once if it is not running). */
+  pumpIdle: Promise<void>;
+  invoiceSubscription: EventEmitter | null;
+  invoiceBacklog: boolean;
+
+  // ---- the monitor ----
+  tickTimer: NodeJS.Timeout | null;
+  reconnectDelayMs: number;
+  health: LightningHealth;
+  liquidity: Liquidity | null;
+  probeEstimate: FeeEstimate | null;
+  readonly feeCache: Map<string, FeeEstimate>;
+  readonly recent: { ok: boolean; latencyMs: number; feeMsat: bigint }[];
+};
+
+/** Rejects with a LightningRailError when `promise` has not settled within the rail's rpcTimeoutMs. */
+export const withTimeout = <T>(s: LightningRailState, promise: Promise<T>, what: string): Promise<T> =>
+  new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new LightningRailError(`${what} timed out`, `${s.limits.rpcTimeoutMs} ms`)),
+      s.limits.rpcTimeoutMs,
+    );
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
