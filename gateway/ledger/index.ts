@@ -6,6 +6,21 @@ export { accountCodes, namedCodes, transferCodes } from "./codes.ts";
 export { createIdGenerator, type IdGenerator, ledgerId } from "./id.ts";
 export { type CreateLedgerParams, createLedger, type Ledger } from "./ledger.ts";
 export {
+  credit,
+  debit,
+  findReservation,
+  LedgerPostingError,
+  type Posting,
+  type PostingTransfer,
+  postReservation,
+  type Reservation,
+  type ReserveOutcome,
+  reserve,
+  reverse,
+  takeBack,
+  voidReservation,
+} from "./postings.ts";
+export {
   applyAccountRequest,
   applyTransferRequests,
   emptyLedgerState,

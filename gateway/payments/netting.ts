@@ -7,7 +7,7 @@
 //
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
 // contract accept once; a flush first resumes any batch still sending, with the same reference.
-import type { Asset, SettlementEvidence } from "../../core/index.ts";
+import { type Asset, type SettlementEvidence, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -17,7 +17,7 @@ import {
 } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds, transferCodes } from "../ledger/index.ts";
+import { credit, debit, type Ledger, transferCodes } from "../ledger/index.ts";
 import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
 import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";
@@ -53,6 +53,11 @@ export type NettingDeps = {
   nowMs: () => number;
 };
 
+/** A broken invariant of netting (a bug or broken data), never an expected failure. */
+export class NettingInvariantError extends SwitchyardError {
+  override name = "NettingInvariantError";
+}
+
 /** Whether this decision's payout should accrue rather than go out on its own. */
 export function shouldAccrue(deps: NettingDeps, decision: RouteDecision, destinationKind: string): boolean {
   return (
@@ -82,23 +87,25 @@ export async function accruePayout(
   payment: { id: string; tenantId: string; sourceAccountId: string; payee: `0x${string}`; amount: bigint },
 ): Promise<"accrued" | "insufficient_funds"> {
   const source = await getTenantAccount(deps.db, { tenantId: payment.tenantId, id: payment.sourceAccountId });
-  if (source === null) throw new Error(`payment ${payment.id} lost its source account`);
+  if (source === null) throw new NettingInvariantError(`payment ${payment.id} lost its source account`);
   const payable = await payableAccount(deps);
   const transferId = derivedLedgerId(payment.id, "accrue");
-  const [result] = await deps.ledger.createTransfers([
+  const debited = await debit(
+    deps.ledger,
     {
-      id: transferId,
       debitAccountId: source.ledgerAccountId,
       creditAccountId: payable.ledgerAccountId,
       amount: payment.amount,
       ledger: deps.payer.asset.ledger,
       code: transferCodes.netting.accrue,
-      userData128: derivedLedgerId(payment.id, "payment"),
     },
-  ]);
-  if (result?.status === "exceeds_credits") return "insufficient_funds";
-  if (!ledgerHolds(result?.status))
-    throw new Error(`ledger refused accrual of ${payment.id}: ${result?.status}`);
+    {
+      id: transferId,
+      userData128: derivedLedgerId(payment.id, "payment"),
+      label: `the accrual of payment ${payment.id}`,
+    },
+  );
+  if (debited === "insufficient_funds") return "insufficient_funds";
   await deps.db.query(
     `INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (payment_id) DO NOTHING`,
@@ -170,7 +177,7 @@ export async function flushNetting(
       [batchId, payoutIds],
     );
     if (assigned.length !== payoutIds.length)
-      throw new Error(`netting batch ${batchId}: payouts taken by another flush`);
+      throw new NettingInvariantError(`netting batch ${batchId}: payouts taken by another flush`);
   });
   await sendBatch(deps, { id: batchId, ref, payees, total });
   result.batches = 1;
@@ -197,16 +204,20 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
   }
   const payable = await payableAccount(deps);
   const clearing = await getClearingAccount(deps.db, { rail: deps.payer.rail, asset: deps.payer.asset });
-  if (clearing === null) throw new Error(`no clearing account for ${deps.payer.rail}`);
+  if (clearing === null) throw new NettingInvariantError(`no clearing account for ${deps.payer.rail}`);
   const evidence = outcome.evidence;
-  const [settled] = await deps.ledger.createTransfers([
+  const paid = await credit(
+    deps.ledger,
     {
-      id: derivedLedgerId(batch.id, "settle"),
       debitAccountId: payable.ledgerAccountId,
       creditAccountId: clearing.ledgerAccountId,
       amount: BigInt(batch.total),
       ledger: deps.payer.asset.ledger,
       code: transferCodes.netting.batchPaid,
+    },
+    {
+      id: derivedLedgerId(batch.id, "settle"),
+      label: `the payment of netting batch ${batch.id}`,
       ...(evidence.rail === "evm"
         ? {
             evidence: {
@@ -221,9 +232,9 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
           }
         : {}),
     },
-  ]);
-  if (!ledgerHolds(settled?.status))
-    throw new Error(`ledger refused settlement of batch ${batch.id}: ${settled?.status}`);
+  );
+  if (paid === "conflict")
+    throw new NettingInvariantError(`netting batch ${batch.id} was paid with other details before`);
   const payouts = await deps.db.query<{ payment_id: string; amount: bigint; accrue_transfer_id: string }>(
     "SELECT payment_id, amount, accrue_transfer_id::text FROM netted_payouts WHERE batch_id = $1",
     [batch.id],

@@ -18,11 +18,15 @@ import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Row, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
+  findReservation,
   type Ledger,
-  ledgerHolds,
+  postReservation,
+  type Reservation,
+  type ReserveOutcome,
+  reserve as reserveFunds,
   type TransferEvidence,
-  TransferFlags,
   transferCodes,
+  voidReservation,
 } from "../ledger/index.ts";
 import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
 import type { PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
@@ -382,17 +386,8 @@ async function readPayment(deps: PaymentsDeps, tenantId: string, id: string): Pr
  */
 type Driven = { payment: Payment; current: boolean };
 
-/** The pending transfer an attempt reserved, as written: what its post or void repeats. */
-type Reservation = {
-  debitAccountId: bigint;
-  creditAccountId: bigint;
-  amount: bigint;
-  ledger: number;
-  code: number;
-};
-
-/** The ledger would not make a reservation: its result code. */
-type Refusal = { refused: string };
+/** Why the ledger would not make a reservation: the payer's account is short, or the rail does not hold that much. */
+type Refusal = Exclude<ReserveOutcome, "reserved">;
 
 /**
  * What this process knows of an attempt's reservation: made (and how), refused, not asked for yet, or only the
@@ -488,23 +483,20 @@ async function driveAttempt(
   if (known === "ask_ledger") {
     // Recovery: the reservation's id is on the attempt row; if the ledger has it, it was made, and only then
     // may the rail have been asked to pay.
-    const [found] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
-    reservation = found === undefined ? "absent" : found;
+    reservation = (await findReservation(deps.ledger, attempt.reserveTransferId)) ?? "absent";
   } else {
     reservation = known;
   }
   if (reservation === "absent") reservation = (await reserve(deps, payment, attempt, rail, null)).reservation;
-  if ("refused" in reservation) {
-    // exceeds_credits: the payer's account would be overdrawn. exceeds_debits: the rail's clearing account
-    // would go below zero — the rail does not hold that much, and another rail may.
-    const onRail = reservation.refused === "exceeds_debits";
+  if (typeof reservation === "string") {
+    // insufficient_liquidity: the rail's clearing account would go below zero — the rail does not hold that
+    // much, and another rail may.
+    const onRail = reservation === "insufficient_liquidity";
     return failAttempt(deps, driven, attempt, {
-      code: onRail ? "insufficient_liquidity" : "insufficient_funds",
+      code: reservation,
       message: onRail
         ? `rail ${rail.id} does not hold enough to pay this out`
-        : reservation.refused === "exceeds_credits"
-          ? "the source account's available balance is below the amount"
-          : `ledger refused the reservation: ${reservation.refused}`,
+        : "the source account's available balance is below the amount",
       retryElsewhere: onRail,
       reservation: null,
     });
@@ -585,24 +577,20 @@ async function reserve(
 ): Promise<{ reservation: Reservation | Refusal; rows: Row[] | null }> {
   const accounts = await ledgerAccountsFor(deps, payment, rail);
   const reservation: Reservation = {
+    pendingId: attempt.reserveTransferId,
     debitAccountId: accounts.debit,
     creditAccountId: accounts.credit,
     amount: attempt.amount,
     ledger: accounts.ledger,
     code: transferCodes.payments.payment,
   };
-  const transfer = {
+  const { outcome, rows } = await reserveFunds(deps.ledger, reservation, {
     id: attempt.reserveTransferId,
-    ...reservation,
-    flags: TransferFlags.pending,
     userData128: derivedLedgerId(payment.id, "payment"),
-  };
-  const { results, rows } =
-    alongside === null
-      ? { results: await deps.ledger.createTransfers([transfer]), rows: null }
-      : await deps.ledger.createTransfersWith([transfer], { statement: () => alongside });
-  const status = results[0]?.status ?? "no_result";
-  return { reservation: ledgerHolds(status) ? reservation : { refused: status }, rows };
+    alongside,
+    label: `the reservation of payment ${payment.id}`,
+  });
+  return { reservation: outcome === "reserved" ? reservation : outcome, rows };
 }
 
 export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
@@ -636,10 +624,10 @@ async function resolveReservation(
   alongside: Statement,
   evidence?: SettlementEvidence,
 ): Promise<Row[]> {
-  let reservation: Reservation | undefined;
+  let reservation: Reservation | null;
   if (known === "ask_ledger") {
-    [reservation] = await deps.ledger.lookupTransfers([attempt.reserveTransferId]);
-    if (reservation === undefined) {
+    reservation = await findReservation(deps.ledger, attempt.reserveTransferId);
+    if (reservation === null) {
       // never reserved: nothing to release
       if (how === "void") return await deps.db.query(alongside.text, alongside.params);
       throw new PaymentInvariantError(`attempt ${attempt.id} succeeded without a reservation`);
@@ -647,31 +635,14 @@ async function resolveReservation(
   } else {
     reservation = known;
   }
-  const { results, rows } = await deps.ledger.createTransfersWith(
-    [
-      {
-        id: derivedLedgerId(attempt.id, how),
-        debitAccountId: reservation.debitAccountId,
-        creditAccountId: reservation.creditAccountId,
-        amount: reservation.amount,
-        ledger: reservation.ledger,
-        code: reservation.code,
-        pendingId: attempt.reserveTransferId,
-        flags: how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer,
-        userData128: attempt.reserveTransferId,
-        ...(evidence === undefined ? {} : { evidence: evidenceForLedger(evidence) }),
-      },
-    ],
-    // The attempt's status moves only with its reservation.
-    { statement: ([result]) => (ledgerHolds(result?.status) ? alongside : null) },
-  );
-  const status = results[0]?.status;
-  if (!ledgerHolds(status) || rows === null) {
-    throw new PaymentInvariantError(
-      `ledger refused to ${how} reservation of attempt ${attempt.id}: ${status ?? "no result"}`,
-    );
-  }
-  return rows;
+  // The attempt's status moves only with its reservation.
+  return await (how === "post" ? postReservation : voidReservation)(deps.ledger, reservation, {
+    id: derivedLedgerId(attempt.id, how),
+    userData128: attempt.reserveTransferId,
+    alongside,
+    label: `the ${how} of attempt ${attempt.id}'s reservation`,
+    ...(evidence === undefined ? {} : { evidence: evidenceForLedger(evidence) }),
+  });
 }
 
 /** Brings the payment in memory up to what finishPayment wrote, or marks it not current when it found the payment already ended. */

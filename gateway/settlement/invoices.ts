@@ -12,7 +12,7 @@ import {
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds, TransferFlags, transferCodes } from "../ledger/index.ts";
+import { credit, type Ledger, reverse, takeBack, transferCodes } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 
 /** What the settlement needs of a rail to take money in: its id, its asset and its `receive`. */
@@ -316,19 +316,23 @@ export async function applyReceived(
   }
   if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
-  const [result] = await deps.ledger.createTransfers([
+  const credited = await credit(
+    deps.ledger,
     {
-      id: derivedLedgerId(invoice.id, "received"),
       debitAccountId: clearing.ledgerAccountId,
       creditAccountId: account.ledgerAccountId,
       amount: event.amount,
       ledger: account.asset.ledger,
       code: transferCodes.invoices.received,
+    },
+    {
+      id: derivedLedgerId(invoice.id, "received"),
       userData128: derivedLedgerId(invoice.id, "invoice"),
       evidence: evidenceForLedger(event.evidence),
+      label: `the receipt of invoice ${invoice.id}`,
     },
-  ]);
-  if (!ledgerHolds(result?.status)) {
+  );
+  if (credited === "conflict") {
     // Remembered as open here, but another process may have credited it already (with other evidence): then this
     // is a duplicate, not a failure to retry for ever.
     const read = await invoiceTarget(deps.db, invoice.id);
@@ -337,7 +341,7 @@ export async function applyReceived(
       return "duplicate";
     }
     throw new SettlementInvariantError(
-      `ledger refused the receipt of invoice ${invoice.id}: ${result?.status}`,
+      `invoice ${invoice.id} is open but the ledger holds another receipt for it`,
     );
   }
   // The status move and its event in one statement: both or neither, with no transaction round trips.
@@ -372,27 +376,22 @@ export async function applyReversed(
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
   const { account, clearing } = await accountsFor(deps, invoice);
-  const id = reversalLedgerId(invoice.id, event.key, "reversed");
-  const [result] = await deps.ledger.createTransfers([
+  const taken = await takeBack(
+    deps.ledger,
     {
-      id,
       debitAccountId: account.ledgerAccountId,
       creditAccountId: clearing.ledgerAccountId,
       amount: event.amount,
       ledger: account.asset.ledger,
       code: transferCodes.invoices.reversed,
-      flags: TransferFlags.balancingDebit,
+    },
+    {
+      id: reversalLedgerId(invoice.id, event.key, "reversed"),
       userData128: derivedLedgerId(invoice.id, "invoice"),
       evidence: evidenceForLedger(event.evidence),
+      label: `reversal ${event.key} of invoice ${invoice.id}`,
     },
-  ]);
-  if (!ledgerHolds(result?.status)) {
-    throw new SettlementInvariantError(
-      `ledger refused the reversal of invoice ${invoice.id}: ${result?.status}`,
-    );
-  }
-  const [transfer] = await deps.ledger.lookupTransfers([id]);
-  const taken = transfer?.amount ?? 0n;
+  );
   const shortfall = event.amount - taken;
   // The record, the status and the event together: a crash before this leaves it to the redelivery, which finds
   // the ledger transfer there ("exists") and records it then.
@@ -434,26 +433,17 @@ async function giveBack(
   key: string,
   evidence: SettlementEvidence,
 ): Promise<bigint> {
-  const [reversal] = await deps.ledger.lookupTransfers([reversalLedgerId(invoiceId, key, "reversed")]);
-  if (reversal === undefined || reversal.amount === 0n) return 0n;
-  const [result] = await deps.ledger.createTransfers([
+  return await reverse(
+    deps.ledger,
+    reversalLedgerId(invoiceId, key, "reversed"),
+    transferCodes.invoices.reinstated,
     {
       id: reversalLedgerId(invoiceId, key, "reinstated"),
-      debitAccountId: reversal.creditAccountId,
-      creditAccountId: reversal.debitAccountId,
-      amount: reversal.amount,
-      ledger: reversal.ledger,
-      code: transferCodes.invoices.reinstated,
       userData128: derivedLedgerId(invoiceId, "invoice"),
       evidence: evidenceForLedger(evidence),
+      label: `the giving back of reversal ${key} of invoice ${invoiceId}`,
     },
-  ]);
-  if (!ledgerHolds(result?.status)) {
-    throw new SettlementInvariantError(
-      `ledger refused to give back reversal ${key} of invoice ${invoiceId}: ${result?.status}`,
-    );
-  }
-  return reversal.amount;
+  );
 }
 
 async function reversalRecord(

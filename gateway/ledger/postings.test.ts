@@ -1,0 +1,149 @@
+// The postings layer on PGlite with the real ledger: each operation answers in the services' closed set, and
+// anything else the ledger says is a LedgerPostingError.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { ledgerMigrations } from "./index.ts";
+import { createLedger, type Ledger } from "./ledger.ts";
+import {
+  credit,
+  debit,
+  findReservation,
+  LedgerPostingError,
+  type Posting,
+  postReservation,
+  reserve,
+  reverse,
+  takeBack,
+  voidReservation,
+} from "./postings.ts";
+import { AccountFlags } from "./types.ts";
+
+let db: Db;
+let ledger: Ledger;
+let nextId = 1_000n;
+const id = () => {
+  nextId += 1n;
+  return nextId;
+};
+const ledgerOf = 9;
+const code = 1;
+
+/** A tenant's balance (never overdrawn) and a rail's clearing account (never below zero), funded with `held`. */
+async function accounts(held: bigint): Promise<{ tenant: bigint; clearing: bigint }> {
+  const tenant = id();
+  const clearing = id();
+  await ledger.createAccounts([
+    { id: tenant, ledger: ledgerOf, code: 1, flags: AccountFlags.debitsMustNotExceedCredits },
+    { id: clearing, ledger: ledgerOf, code: 10, flags: AccountFlags.creditsMustNotExceedDebits },
+  ]);
+  await credit(ledger, move(clearing, tenant, held), { id: id() });
+  return { tenant, clearing };
+}
+
+const move = (debitAccountId: bigint, creditAccountId: bigint, amount: bigint): Posting => ({
+  debitAccountId,
+  creditAccountId,
+  amount,
+  ledger: ledgerOf,
+  code,
+});
+
+const alongside = { text: "SELECT 1 AS written", params: [] };
+
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations]);
+  ledger = createLedger({ db });
+}, 120_000);
+
+afterAll(async () => {
+  await ledger?.close();
+  await db?.close();
+});
+
+describe("reserve", () => {
+  it("holds the funds once, and says which side is short", async () => {
+    const { tenant, clearing } = await accounts(100n);
+    const pendingId = id();
+    const posting = move(tenant, clearing, 60n);
+    expect(await reserve(ledger, posting, { id: pendingId })).toEqual({ outcome: "reserved", rows: null });
+    expect(await reserve(ledger, posting, { id: pendingId })).toEqual({ outcome: "reserved", rows: null });
+    // 40 left to the tenant: 50 more is the payer's shortfall.
+    expect((await reserve(ledger, move(tenant, clearing, 50n), { id: id() })).outcome).toBe(
+      "insufficient_funds",
+    );
+    // Paying 50 into a clearing account from another rail's: the rail does not hold it.
+    const other = await accounts(0n);
+    expect((await reserve(ledger, move(other.clearing, clearing, 50n), { id: id() })).outcome).toBe(
+      "insufficient_liquidity",
+    );
+  });
+
+  it("writes the statement alongside whatever the ledger answers", async () => {
+    const { tenant, clearing } = await accounts(10n);
+    const made = await reserve(ledger, move(tenant, clearing, 5n), { id: id(), alongside });
+    expect(made).toEqual({ outcome: "reserved", rows: [{ written: 1 }] });
+    const short = await reserve(ledger, move(tenant, clearing, 50n), { id: id(), alongside });
+    expect(short).toEqual({ outcome: "insufficient_funds", rows: [{ written: 1 }] });
+  });
+
+  it("throws a LedgerPostingError for anything else (an account that does not exist)", async () => {
+    const { tenant } = await accounts(10n);
+    await expect(
+      reserve(ledger, move(tenant, id(), 5n), { id: id(), label: "the test's reservation" }),
+    ).rejects.toThrow(new LedgerPostingError("the test's reservation", "credit_account_not_found"));
+  });
+});
+
+describe("post and void", () => {
+  it("post moves the held funds, void releases them; each writes its statement only when the ledger holds it", async () => {
+    const { tenant, clearing } = await accounts(100n);
+    const posted = { ...move(tenant, clearing, 30n), pendingId: id() };
+    const voided = { ...move(tenant, clearing, 20n), pendingId: id() };
+    await reserve(ledger, posted, { id: posted.pendingId });
+    await reserve(ledger, voided, { id: voided.pendingId });
+    expect(await findReservation(ledger, posted.pendingId)).toEqual(posted);
+    expect(await findReservation(ledger, id())).toBeNull();
+    const postId = id();
+    expect(await postReservation(ledger, posted, { id: postId, alongside })).toEqual([{ written: 1 }]);
+    expect(await postReservation(ledger, posted, { id: postId, alongside })).toEqual([{ written: 1 }]);
+    expect(await voidReservation(ledger, voided, { id: id(), alongside })).toEqual([{ written: 1 }]);
+    const [account] = await ledger.lookupAccounts([tenant]);
+    expect([account?.debitsPosted, account?.debitsPending]).toEqual([30n, 0n]);
+    // Voiding what was posted is refused, and its statement is not written.
+    await expect(voidReservation(ledger, posted, { id: id(), alongside })).rejects.toThrow(
+      LedgerPostingError,
+    );
+  });
+});
+
+describe("credit, debit, takeBack, reverse", () => {
+  it("credit answers conflict when the id was used with other details", async () => {
+    const { tenant, clearing } = await accounts(0n);
+    const transferId = id();
+    expect(await credit(ledger, move(clearing, tenant, 7n), { id: transferId })).toBe("credited");
+    expect(await credit(ledger, move(clearing, tenant, 7n), { id: transferId })).toBe("credited");
+    expect(await credit(ledger, move(clearing, tenant, 8n), { id: transferId })).toBe("conflict");
+  });
+
+  it("debit moves nothing when the payer is short", async () => {
+    const { tenant, clearing } = await accounts(10n);
+    expect(await debit(ledger, move(tenant, clearing, 11n), { id: id() })).toBe("insufficient_funds");
+    expect(await debit(ledger, move(tenant, clearing, 10n), { id: id() })).toBe("debited");
+  });
+
+  it("takeBack takes at most what the account holds, and says how much; reverse gives exactly that back", async () => {
+    const { tenant, clearing } = await accounts(25n);
+    const takenId = id();
+    expect(await takeBack(ledger, move(tenant, clearing, 40n), { id: takenId })).toBe(25n);
+    expect(await takeBack(ledger, move(tenant, clearing, 40n), { id: takenId })).toBe(25n);
+    const backId = id();
+    expect(await reverse(ledger, takenId, 5, { id: backId })).toBe(25n);
+    expect(await reverse(ledger, takenId, 5, { id: backId })).toBe(25n);
+    expect(await reverse(ledger, id(), 5, { id: id() })).toBe(0n); // nothing to reverse: nothing written
+    const [account] = await ledger.lookupAccounts([tenant]);
+    expect((account?.creditsPosted ?? 0n) - (account?.debitsPosted ?? 0n)).toBe(25n);
+    const [back] = await ledger.lookupTransfers([backId]);
+    expect([back?.debitAccountId, back?.creditAccountId, back?.code]).toEqual([clearing, tenant, 5]);
+  });
+});

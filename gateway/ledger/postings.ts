@@ -1,0 +1,232 @@
+// Postings: what the services do to the ledger, in their words. Reserve funds (a pending transfer) and later post
+// or void the reservation; credit an account; debit one that may be short; take back at most what an account
+// holds; reverse a transfer. TigerBeetle's result codes and flag bits stay in here: a service sees the closed set
+// of outcomes it can act on, and anything else the ledger answers is a bug on our side (a LedgerPostingError).
+//
+// Each operation is one createTransfers (or createTransfersWith) call, so it goes through the ledger's
+// group-commit writer exactly as a direct call would; reverse and takeBack add one lookup.
+import { SwitchyardError } from "../../core/index.ts";
+import type { Row, Statement } from "../db/index.ts";
+import type { Ledger } from "./ledger.ts";
+import {
+  type CreateTransferStatus,
+  ledgerHolds,
+  type TransferEvidence,
+  TransferFlags,
+  type TransferInput,
+} from "./types.ts";
+
+/** Money from one account to another: what every posting names. */
+export type Posting = {
+  debitAccountId: bigint;
+  creditAccountId: bigint;
+  amount: bigint;
+  ledger: number;
+  /** A transfer code from the registry (codes.ts). */
+  code: number;
+};
+
+/** The transfer a posting writes: its id (derived by the caller, so that a repeat changes nothing) and annotations. */
+export type PostingTransfer = {
+  id: bigint;
+  userData128?: bigint;
+  evidence?: TransferEvidence;
+  /** What the transfer is, for the error if the ledger refuses it (e.g. "the receipt of invoice inv_…"). */
+  label?: string;
+};
+
+/** Funds held by a pending transfer: what its post or void repeats. */
+export type Reservation = Posting & { pendingId: bigint };
+
+/**
+ * The ledger refused a posting for a reason the caller cannot act on (an account missing, a transfer id taken by
+ * another with different fields, …): a bug or broken data, never an expected business failure.
+ */
+export class LedgerPostingError extends SwitchyardError {
+  override name = "LedgerPostingError";
+  /** The ledger's result code. */
+  readonly result: string;
+  constructor(label: string, result: string) {
+    super(`ledger refused ${label}`, { details: `result: ${result}` });
+    this.result = result;
+  }
+}
+
+function refused(transfer: PostingTransfer, result: string | undefined): LedgerPostingError {
+  return new LedgerPostingError(transfer.label ?? `transfer ${transfer.id}`, result ?? "no result");
+}
+
+function transferInput(posting: Posting, transfer: PostingTransfer, flags: number): TransferInput {
+  const input: TransferInput = {
+    id: transfer.id,
+    debitAccountId: posting.debitAccountId,
+    creditAccountId: posting.creditAccountId,
+    amount: posting.amount,
+    ledger: posting.ledger,
+    code: posting.code,
+  };
+  if (flags !== 0) input.flags = flags;
+  if (transfer.userData128 !== undefined) input.userData128 = transfer.userData128;
+  if (transfer.evidence !== undefined) input.evidence = transfer.evidence;
+  return input;
+}
+
+/**
+ * Short of funds, in the ledger's words: `exceeds_credits` is the debit account (credit-normal, a tenant's
+ * balance) that would be overdrawn; `exceeds_debits` the credit account (debit-normal, a rail's clearing account)
+ * that would go below zero, i.e. the rail does not hold that much.
+ */
+function shortfallOf(
+  status: CreateTransferStatus | undefined,
+): "insufficient_funds" | "insufficient_liquidity" | null {
+  if (status === "exceeds_credits") return "insufficient_funds";
+  if (status === "exceeds_debits") return "insufficient_liquidity";
+  return null;
+}
+
+export type ReserveOutcome = "reserved" | "insufficient_funds" | "insufficient_liquidity";
+
+/**
+ * Holds `posting.amount` on the debit account with a pending transfer. `alongside`, when given, is written in the
+ * same transaction whatever the ledger answers (its rows come back); otherwise `rows` is null. Reserving again
+ * under the same id answers `reserved` without holding twice.
+ */
+export async function reserve(
+  ledger: Ledger,
+  posting: Posting,
+  transfer: PostingTransfer & { alongside?: Statement | null },
+): Promise<{ outcome: ReserveOutcome; rows: Row[] | null }> {
+  const input = transferInput(posting, transfer, TransferFlags.pending);
+  const alongside = transfer.alongside ?? null;
+  const { results, rows } =
+    alongside === null
+      ? { results: await ledger.createTransfers([input]), rows: null }
+      : await ledger.createTransfersWith([input], { statement: () => alongside });
+  const status = results[0]?.status;
+  if (ledgerHolds(status)) return { outcome: "reserved", rows };
+  const shortfall = shortfallOf(status);
+  if (shortfall === null) throw refused(transfer, status);
+  return { outcome: shortfall, rows };
+}
+
+/** The reservation made under `pendingId`, or null when the ledger has none (it was never made). */
+export async function findReservation(ledger: Ledger, pendingId: bigint): Promise<Reservation | null> {
+  const [found] = await ledger.lookupTransfers([pendingId]);
+  if (found === undefined) return null;
+  return {
+    pendingId,
+    debitAccountId: found.debitAccountId,
+    creditAccountId: found.creditAccountId,
+    amount: found.amount,
+    ledger: found.ledger,
+    code: found.code,
+  };
+}
+
+/**
+ * Posts (`post`) or voids (`void`) a reservation in full, and writes `alongside` in the same transaction only
+ * if the ledger holds the post or void (made now, or by an earlier call with the same id); returns its rows.
+ */
+export async function resolveReservation(
+  ledger: Ledger,
+  how: "post" | "void",
+  reservation: Reservation,
+  transfer: PostingTransfer & { alongside: Statement },
+): Promise<Row[]> {
+  const input = transferInput(
+    reservation,
+    transfer,
+    how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer,
+  );
+  input.pendingId = reservation.pendingId;
+  const { results, rows } = await ledger.createTransfersWith([input], {
+    statement: ([result]) => (ledgerHolds(result?.status) ? transfer.alongside : null),
+  });
+  const status = results[0]?.status;
+  if (!ledgerHolds(status) || rows === null) throw refused(transfer, status);
+  return rows;
+}
+
+/** Posts a reservation: the held funds move. See resolveReservation. */
+export const postReservation = (
+  ledger: Ledger,
+  reservation: Reservation,
+  transfer: PostingTransfer & { alongside: Statement },
+): Promise<Row[]> => resolveReservation(ledger, "post", reservation, transfer);
+
+/** Voids a reservation: the held funds are released. See resolveReservation. */
+export const voidReservation = (
+  ledger: Ledger,
+  reservation: Reservation,
+  transfer: PostingTransfer & { alongside: Statement },
+): Promise<Row[]> => resolveReservation(ledger, "void", reservation, transfer);
+
+/**
+ * Moves money that must be there to move (money in from a rail's clearing account, a paid batch out of the payable
+ * account). `conflict`: a transfer with this id exists and differs (an earlier delivery of the same event with
+ * other details); a repeat with the same details is `credited`.
+ */
+export async function credit(
+  ledger: Ledger,
+  posting: Posting,
+  transfer: PostingTransfer,
+): Promise<"credited" | "conflict"> {
+  const [result] = await ledger.createTransfers([transferInput(posting, transfer, 0)]);
+  const status = result?.status;
+  if (ledgerHolds(status)) return "credited";
+  if (status?.startsWith("exists_with_different_") === true) return "conflict";
+  throw refused(transfer, status);
+}
+
+/**
+ * Moves money out of a tenant's account that may not hold it (into an account that takes any amount, such as a
+ * rail's payable account): nothing moves when it is short.
+ */
+export async function debit(
+  ledger: Ledger,
+  posting: Posting,
+  transfer: PostingTransfer,
+): Promise<"debited" | "insufficient_funds"> {
+  const [result] = await ledger.createTransfers([transferInput(posting, transfer, 0)]);
+  const status = result?.status;
+  if (ledgerHolds(status)) return "debited";
+  if (shortfallOf(status) === "insufficient_funds") return "insufficient_funds";
+  throw refused(transfer, status);
+}
+
+/**
+ * Takes back up to `posting.amount` from the debit account, never more than it holds (a balancing debit); returns
+ * what was taken, also when an earlier call with the same id took it.
+ */
+export async function takeBack(ledger: Ledger, posting: Posting, transfer: PostingTransfer): Promise<bigint> {
+  const [result] = await ledger.createTransfers([
+    transferInput(posting, transfer, TransferFlags.balancingDebit),
+  ]);
+  if (!ledgerHolds(result?.status)) throw refused(transfer, result?.status);
+  const [taken] = await ledger.lookupTransfers([transfer.id]);
+  return taken?.amount ?? 0n;
+}
+
+/**
+ * Moves back what transfer `of` moved (its accounts swapped, its amount and ledger), under `transfer.id` and
+ * `code`; returns that amount. When `of` does not exist or moved nothing, nothing is written and 0 is returned.
+ */
+export async function reverse(
+  ledger: Ledger,
+  of: bigint,
+  code: number,
+  transfer: PostingTransfer,
+): Promise<bigint> {
+  const [original] = await ledger.lookupTransfers([of]);
+  if (original === undefined || original.amount === 0n) return 0n;
+  const reversal: Posting = {
+    debitAccountId: original.creditAccountId,
+    creditAccountId: original.debitAccountId,
+    amount: original.amount,
+    ledger: original.ledger,
+    code,
+  };
+  const [result] = await ledger.createTransfers([transferInput(reversal, transfer, 0)]);
+  if (!ledgerHolds(result?.status)) throw refused(transfer, result?.status);
+  return original.amount;
+}
