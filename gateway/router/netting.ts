@@ -1,7 +1,7 @@
 // Netting: a payout whose fee on its cheapest rail would be more than a configured share of its value
 // accrues instead of leaving at once; accrued payouts leave in batches (EVM settleBatch, one Lightning
 // payment per payee) when a threshold is reached or a timer fires. Pure: the ledger keeps the accruals.
-import { basisPointsTotal } from "../../core/index.ts";
+import { basisPointsTotal, SwitchyardError } from "../../core/index.ts";
 import type { RouteDecision } from "./types.ts";
 
 export type NettingVerdict = "pay_now" | "accrue";
@@ -10,8 +10,9 @@ export type NettingVerdict = "pay_now" | "accrue";
 export const nettingAccruedMax = 100_000;
 export const nettingBatchPayeesMax = 200;
 
-export class NettingInputError extends Error {
-  override readonly name = "NettingInputError";
+/** A netting plan asked for with inputs outside its bounds: a bug in the caller. */
+export class NettingInputError extends SwitchyardError {
+  override name = "NettingInputError";
 }
 
 /** Accrue when fee > maxFeeShareBps of the amount (both USD micro-units; compared exactly, no rounding). */
