@@ -24,17 +24,8 @@ export {
   testUsdDefaults,
 } from "./deploy.ts";
 export { type EmbeddedChain, hardhatMnemonic, startEmbeddedChain } from "./dev-chain.ts";
-export {
-  createEvmRail,
-  type DistributeParams,
-  type EvmCallOutcome,
-  type EvmRail,
-  EvmRailError,
-  type EvmRailParams,
-  evmMigrations,
-  type PayWithAuthorizationParams,
-  type SettleBatchParams,
-} from "./rail.ts";
+export { EvmRailError } from "./errors.ts";
+export { createEvmRail, evmMigrations } from "./rail.ts";
 export {
   basisPointsTotal,
   batchHashOf,
@@ -56,6 +47,14 @@ export {
   type TokenDomain,
   transferWithAuthorizationTypedData,
 } from "./typed-data.ts";
+export type {
+  DistributeParams,
+  EvmCallOutcome,
+  EvmRail,
+  EvmRailParams,
+  PayWithAuthorizationParams,
+  SettleBatchParams,
+} from "./types.ts";
 export {
   createSplitterWatcher,
   EvmWatcherError,

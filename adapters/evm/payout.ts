@@ -1,0 +1,134 @@
+// A payout attempt on the EVM rail: a token transfer to an address, or a RevenueSplitter `pay` into a split
+// (after a one-time `approve`), sent once per attempt id through the send journal, and the log in its receipt
+// that proves it.
+import {
+  type Address,
+  encodeFunctionData,
+  erc20Abi,
+  type Hex,
+  parseEventLogs,
+  type TransactionReceipt,
+} from "viem";
+import type { AttemptOutcome, OutgoingAttempt } from "../../core/index.ts";
+import { revenueSplitterAbi } from "./abi.generated.ts";
+import { EvmRailError, failureCodeOf } from "./errors.ts";
+import { type EvmRailState, ensureAllowance, evidenceOf, isSplitterLog } from "./rail-state.ts";
+import { receiptOf, type SendRow, sendOnce } from "./send-journal.ts";
+import { referenceFromId } from "./splits.ts";
+
+/** Pays the attempt once (a repeat follows the transaction already sent) and reports how it ended. */
+export async function executeAttempt(state: EvmRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
+  const call = callFor(state, attempt);
+  if (call === null)
+    return {
+      status: "failed",
+      code: "unreachable_destination",
+      message: `the EVM rail does not reach ${attempt.destination.kind}`,
+      retryElsewhere: true,
+    };
+  const sent = await sendOnce(state.journal, attempt.id, async () => {
+    if (call.splitter !== null) await ensureAllowance(state, call.splitter, attempt.amount);
+    return { to: call.to, data: call.data };
+  });
+  if ("status" in sent) {
+    const code = failureCodeOf(sent.revert);
+    return {
+      status: "failed",
+      code,
+      message: `${attempt.destination.kind === "evm_split" ? "pay" : "transfer"} would revert: ${sent.message}`,
+      // An unknown split is unknown to every rail; a shortfall of this wallet is not another rail's.
+      retryElsewhere: code !== "unreachable_destination",
+    };
+  }
+  return outcomeOf(state, attempt, sent);
+}
+
+async function outcomeOf(
+  state: EvmRailState,
+  attempt: OutgoingAttempt,
+  row: SendRow,
+): Promise<AttemptOutcome> {
+  const receipt = await receiptOf(state.journal, row);
+  if (receipt === null) return { status: "in_flight", reference: row.tx_hash };
+  if (receipt.status !== "success") {
+    state.view = { ...state.view, failures: state.view.failures + 1 };
+    return {
+      status: "failed",
+      code: "rejected",
+      message: `transaction ${row.tx_hash} reverted`,
+      retryElsewhere: true,
+    };
+  }
+  const logIndex = provingLogIndex(state, attempt, receipt);
+  if (logIndex === undefined)
+    throw new EvmRailError(`transaction ${row.tx_hash} succeeded without the expected log`);
+  state.view = {
+    ...state.view,
+    successes: state.view.successes + 1,
+    liquidity: state.view.liquidity - attempt.amount,
+  };
+  // gas is paid by the hot wallet in the native token, not taken from the payment
+  return { status: "succeeded", evidence: evidenceOf(state, receipt, logIndex), fee: 0n };
+}
+
+/** The log that proves the attempt: the token's Transfer to the address, or the splitter's Paid into the split. */
+function provingLogIndex(
+  state: EvmRailState,
+  attempt: OutgoingAttempt,
+  receipt: TransactionReceipt,
+): number | undefined {
+  const { token } = state.params;
+  const hotWallet = state.account.address.toLowerCase();
+  const destination = attempt.destination;
+  if (destination.kind === "evm_split") {
+    const ref = referenceFromId(attempt.id);
+    return parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs }).find(
+      (entry) =>
+        isSplitterLog(state, entry.address) &&
+        entry.args.splitId.toLowerCase() === destination.splitId.toLowerCase() &&
+        entry.args.token.toLowerCase() === token.address.toLowerCase() &&
+        entry.args.payer.toLowerCase() === hotWallet &&
+        entry.args.amount === attempt.amount &&
+        entry.args.ref === ref,
+    )?.logIndex;
+  }
+  const to = destination.kind === "evm_address" ? destination.address : null;
+  return parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs }).find(
+    (entry) =>
+      to !== null &&
+      entry.address.toLowerCase() === token.address.toLowerCase() &&
+      entry.args.from.toLowerCase() === hotWallet &&
+      entry.args.to.toLowerCase() === to.toLowerCase() &&
+      entry.args.value === attempt.amount,
+  )?.logIndex;
+}
+
+/** The call that pays the attempt, or null when this rail does not reach its destination. */
+function callFor(
+  state: EvmRailState,
+  attempt: OutgoingAttempt,
+): { to: Address; data: Hex; splitter: Address | null } | null {
+  const { token, splitter } = state.params;
+  const destination = attempt.destination;
+  if (destination.kind === "evm_address")
+    return {
+      to: token.address,
+      data: encodeFunctionData({
+        abi: erc20Abi,
+        functionName: "transfer",
+        args: [destination.address, attempt.amount],
+      }),
+      splitter: null,
+    };
+  if (destination.kind === "evm_split" && splitter !== undefined)
+    return {
+      to: splitter,
+      data: encodeFunctionData({
+        abi: revenueSplitterAbi,
+        functionName: "pay",
+        args: [destination.splitId, token.address, attempt.amount, referenceFromId(attempt.id)],
+      }),
+      splitter,
+    };
+  return null;
+}

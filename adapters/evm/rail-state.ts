@@ -1,0 +1,75 @@
+// The EVM rail's one explicit state — its parameters, the hot wallet, the send journal and what the last
+// refresh saw — and the small helpers its payouts and splitter calls share.
+import { type Account, type Address, erc20Abi, maxUint256, type TransactionReceipt } from "viem";
+import { EvmRailError } from "./errors.ts";
+import type { SendJournal } from "./send-journal.ts";
+import type { EvmEvidence, EvmRailParams } from "./types.ts";
+
+/** What the snapshot is made of: the last refresh, and the payouts that succeeded since. */
+export type EvmRailView = {
+  available: boolean;
+  /** The hot wallet's token balance. */
+  liquidity: bigint;
+  /** Wei per gas. */
+  gasPrice: bigint;
+  successes: number;
+  failures: number;
+  takenAtMs: number;
+};
+
+export type EvmRailState = {
+  readonly id: string;
+  readonly params: EvmRailParams;
+  readonly nowMs: () => number;
+  /** The hot wallet. */
+  readonly account: Account;
+  readonly chainId: number;
+  readonly journal: SendJournal;
+  view: EvmRailView;
+  refreshTimer: NodeJS.Timeout | undefined;
+};
+
+export function evidenceOf(state: EvmRailState, receipt: TransactionReceipt, logIndex: number): EvmEvidence {
+  return {
+    rail: "evm",
+    chainId: state.chainId,
+    txHash: receipt.transactionHash,
+    logIndex,
+    blockNumber: receipt.blockNumber,
+  };
+}
+
+export function requireSplitter(state: EvmRailState): Address {
+  if (state.params.splitter === undefined)
+    throw new EvmRailError("the EVM rail has no RevenueSplitter configured");
+  return state.params.splitter;
+}
+
+export function isSplitterLog(state: EvmRailState, address: Address): boolean {
+  return address.toLowerCase() === state.params.splitter?.toLowerCase();
+}
+
+/** The hot wallet lets the splitter take at least `amount` (approves the maximum once). Runs inside the send queue. */
+export async function ensureAllowance(state: EvmRailState, splitter: Address, amount: bigint): Promise<void> {
+  const { params, account } = state;
+  const allowance = await params.publicClient.readContract({
+    address: params.token.address,
+    abi: erc20Abi,
+    functionName: "allowance",
+    args: [account.address, splitter],
+  });
+  if (allowance >= amount) return;
+  const hash = await params.walletClient.writeContract({
+    account,
+    chain: params.walletClient.chain,
+    address: params.token.address,
+    abi: erc20Abi,
+    functionName: "approve",
+    args: [splitter, maxUint256],
+  });
+  const receipt = await params.publicClient.waitForTransactionReceipt({
+    hash,
+    timeout: params.receiptTimeoutMs,
+  });
+  if (receipt.status !== "success") throw new EvmRailError(`approve of the splitter reverted (${hash})`);
+}

@@ -1,0 +1,150 @@
+// The RevenueSplitter calls the gateway submits for others — payWithAuthorization (a payer's EIP-3009
+// signature), distribute, settleBatch — each sent once under its own idempotency key through the send journal
+// (prefixed: `auth:`, `distribute:`, `settle:`), and the event in the receipt that proves it.
+import { encodeFunctionData, parseEventLogs, parseSignature, type TransactionReceipt } from "viem";
+import { revenueSplitterAbi } from "./abi.generated.ts";
+import { EvmRailError, failureCodeOf } from "./errors.ts";
+import {
+  type EvmRailState,
+  ensureAllowance,
+  evidenceOf,
+  isSplitterLog,
+  requireSplitter,
+} from "./rail-state.ts";
+import { type Call, receiptOf, type SendRefused, sendOnce } from "./send-journal.ts";
+import { referenceFromId, settleBatchPayeesMax } from "./splits.ts";
+import type {
+  DistributeParams,
+  EvmCallOutcome,
+  PayWithAuthorizationParams,
+  SettleBatchParams,
+} from "./types.ts";
+
+/** Runs one splitter call once under `key` and finds the event that proves it in the receipt. */
+async function splitterCall(
+  state: EvmRailState,
+  key: string,
+  prepare: () => Promise<Call | SendRefused>,
+  find: (receipt: TransactionReceipt) => { logIndex: number; amount: bigint } | undefined,
+): Promise<EvmCallOutcome> {
+  const sent = await sendOnce(state.journal, key, prepare);
+  if ("status" in sent)
+    return {
+      status: "failed",
+      code: failureCodeOf(sent.revert),
+      message: sent.message,
+      revert: sent.revert,
+    };
+  const receipt = await receiptOf(state.journal, sent);
+  if (receipt === null) return { status: "in_flight", txHash: sent.tx_hash };
+  if (receipt.status !== "success")
+    return {
+      status: "failed",
+      code: "rejected",
+      message: `transaction ${sent.tx_hash} reverted`,
+      revert: null,
+    };
+  const found = find(receipt);
+  if (found === undefined)
+    throw new EvmRailError(`transaction ${sent.tx_hash} succeeded without the expected splitter event`);
+  return { status: "succeeded", evidence: evidenceOf(state, receipt, found.logIndex), amount: found.amount };
+}
+
+export function payWithAuthorization(
+  state: EvmRailState,
+  p: PayWithAuthorizationParams,
+): Promise<EvmCallOutcome> {
+  const splitter = requireSplitter(state);
+  const { v, yParity, r, s: sig } = parseSignature(p.signature);
+  const vByte = v === undefined ? yParity + 27 : Number(v); // the contract takes v as 27 or 28
+  return splitterCall(
+    state,
+    `auth:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`,
+    async () => ({
+      to: splitter,
+      data: encodeFunctionData({
+        abi: revenueSplitterAbi,
+        functionName: "payWithAuthorization",
+        args: [
+          p.splitId,
+          state.params.token.address,
+          p.from,
+          p.amount,
+          p.validAfter,
+          p.validBefore,
+          p.ref,
+          vByte,
+          r,
+          sig,
+        ],
+      }),
+    }),
+    (receipt) => {
+      const log = parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs }).find(
+        (entry) =>
+          isSplitterLog(state, entry.address) &&
+          entry.args.splitId === p.splitId &&
+          entry.args.payer.toLowerCase() === p.from.toLowerCase() &&
+          entry.args.ref === p.ref,
+      );
+      return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.amount };
+    },
+  );
+}
+
+export function distribute(state: EvmRailState, p: DistributeParams): Promise<EvmCallOutcome> {
+  const splitter = requireSplitter(state);
+  const ref = p.ref ?? referenceFromId(p.key);
+  return splitterCall(
+    state,
+    `distribute:${p.key}`,
+    async () => ({
+      to: splitter,
+      data: encodeFunctionData({
+        abi: revenueSplitterAbi,
+        functionName: "distribute",
+        args: [p.splitId, state.params.token.address, ref],
+      }),
+    }),
+    (receipt) => {
+      const log = parseEventLogs({
+        abi: revenueSplitterAbi,
+        eventName: "Distributed",
+        logs: receipt.logs,
+      }).find((entry) => isSplitterLog(state, entry.address) && entry.args.splitId === p.splitId);
+      return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.amount };
+    },
+  );
+}
+
+export function settleBatch(state: EvmRailState, p: SettleBatchParams): Promise<EvmCallOutcome> {
+  const splitter = requireSplitter(state);
+  if (p.payees.length === 0 || p.payees.length > settleBatchPayeesMax || p.payees.length !== p.amounts.length)
+    throw new RangeError(
+      `settleBatch: 1 to ${settleBatchPayeesMax} payees with one amount each (got ${p.payees.length} and ${p.amounts.length})`,
+    );
+  const total = p.amounts.reduce((sum, amount) => sum + amount, 0n);
+  return splitterCall(
+    state,
+    `settle:${p.ref}`,
+    async () => {
+      await ensureAllowance(state, splitter, total);
+      return {
+        to: splitter,
+        data: encodeFunctionData({
+          abi: revenueSplitterAbi,
+          functionName: "settleBatch",
+          args: [state.params.token.address, [...p.payees], [...p.amounts], p.ref],
+        }),
+      };
+    },
+    (receipt) => {
+      const log = parseEventLogs({
+        abi: revenueSplitterAbi,
+        eventName: "BatchSettled",
+        logs: receipt.logs,
+      }).find((entry) => isSplitterLog(state, entry.address) && entry.args.ref === p.ref);
+      return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.total };
+    },
+  );
+}

@@ -1,0 +1,68 @@
+// The EVM rail's public types: its parameters, the splitter calls it submits for others and their outcome.
+import type { Account, Address, Chain, Hex, PublicClient, Transport, WalletClient } from "viem";
+import type { Asset, Db, Rail, RailFailureCode, SettlementEvidence, UsdRate } from "../../core/index.ts";
+
+export type EvmRailParams = {
+  id?: string;
+  db: Db;
+  publicClient: PublicClient<Transport, Chain>;
+  walletClient: WalletClient<Transport, Chain, Account>;
+  token: { address: `0x${string}`; asset: Asset };
+  /** The RevenueSplitter: with it the rail also reaches `evm_split` destinations. */
+  splitter?: Address;
+  confirmations: number;
+  /** USD value of the chain's native token (gas), per wei. */
+  nativeUsdRate: UsdRate;
+  /** Gas of one token transfer, for the fee estimate the router sees. */
+  transferGasEstimate: bigint;
+  snapshotRefreshMs: number;
+  receiptTimeoutMs: number;
+  expectedLatencyMs: number;
+  nowMs?: () => number;
+};
+
+export type EvmEvidence = Extract<SettlementEvidence, { rail: "evm" }>;
+
+/** The outcome of a splitter call the gateway submits (not a payment attempt). */
+export type EvmCallOutcome =
+  | { status: "succeeded"; evidence: EvmEvidence; amount: bigint }
+  /** Sent (and stored) but no receipt within receiptTimeoutMs: call again with the same key to follow it. */
+  | { status: "in_flight"; txHash: Hex }
+  | { status: "failed"; code: RailFailureCode; message: string; revert: string | null };
+
+/** A payer's EIP-3009 ReceiveWithAuthorization for RevenueSplitter.payWithAuthorization (nonce = authorizationNonceOf(splitId, ref)). */
+export type PayWithAuthorizationParams = {
+  splitId: Hex;
+  from: Address;
+  amount: bigint;
+  validAfter: bigint;
+  validBefore: bigint;
+  ref: Hex;
+  /** The payer's 65-byte signature of receiveWithAuthorizationTypedData(…). */
+  signature: Hex;
+};
+
+export type DistributeParams = {
+  /** The caller's idempotency key: the same key never sends a second transaction. */
+  key: string;
+  splitId: Hex;
+  /** Reference carried by Distributed; default referenceFromId(key) when the key fits 32 bytes. */
+  ref?: Hex;
+};
+
+export type SettleBatchParams = {
+  payees: readonly Address[];
+  amounts: readonly bigint[];
+  /** The batch's reference; the contract accepts it once per payer, and it is also the idempotency key. */
+  ref: Hex;
+};
+
+export type EvmRail = Rail & {
+  refresh(): Promise<void>;
+  /** Submits a payer-signed authorization into a split; keyed by (from, authorization nonce). */
+  payWithAuthorization(params: PayWithAuthorizationParams): Promise<EvmCallOutcome>;
+  /** Credits a split's accrued token balance to its recipients (RevenueSplitter.distribute). */
+  distribute(params: DistributeParams): Promise<EvmCallOutcome>;
+  /** Pays many netted payouts from the hot wallet in one transaction (RevenueSplitter.settleBatch). */
+  settleBatch(params: SettleBatchParams): Promise<EvmCallOutcome>;
+};
