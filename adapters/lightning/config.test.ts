@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { SwitchyardError } from "../../core/index.ts";
 import { LightningConfigError, loadLightningConfig } from "./config.ts";
 
 describe("loadLightningConfig", () => {
@@ -34,5 +35,6 @@ describe("loadLightningConfig", () => {
       LightningConfigError,
     );
     expect(() => loadLightningConfig({ LND_SOCKET: "nope" })).toThrow(/LND_SOCKET/);
+    expect(() => loadLightningConfig({ LND_SOCKET: "nope" })).toThrow(SwitchyardError);
   });
 });

@@ -3,6 +3,7 @@
 // `npm run regtest` prints these variables for its gateway node.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { SwitchyardError } from "../../core/index.ts";
 import type { LightningRailLimits, LndConnection } from "./state.ts";
 
 const base64 = z.string().regex(/^[A-Za-z0-9+/=\s]+$/, "base64");
@@ -34,7 +35,7 @@ export type LightningConfig =
       limits: Partial<LightningRailLimits>;
     };
 
-export class LightningConfigError extends Error {
+export class LightningConfigError extends SwitchyardError {
   override name = "LightningConfigError";
 }
 

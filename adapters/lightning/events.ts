@@ -30,7 +30,8 @@ const handle = (current: RailEventHandler, event: RailEvent | null): Promise<unk
         .then(() => current(event))
         .then(
           () => null,
-          (error: unknown) => error ?? new LightningRailError("event handler failed", String(error)),
+          (error: unknown) =>
+            error ?? new LightningRailError("event handler failed", { details: String(error) }),
         );
 
 /**

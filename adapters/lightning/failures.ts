@@ -1,5 +1,5 @@
 // LND's ways of saying no, translated once into the rail's closed set of failure codes.
-import type { RailFailureCode } from "../../core/index.ts";
+import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
 
 export type Failure = { code: RailFailureCode; message: string; retryElsewhere: boolean };
 
@@ -72,7 +72,10 @@ export function classifyLndError(text: string): ErrorClass {
   return { kind: "failed", failure: { code: "rejected", message: text, retryElsewhere: false } };
 }
 
-/** The text inside what `lightning` rejects or emits: [code, message, {err: grpcError}] or an Error. */
+/**
+ * The text inside what `lightning` rejects or emits: [code, message, {err: grpcError}] or an Error; one line
+ * for one of ours (its short message and details).
+ */
 export function lndErrorText(error: unknown): string {
   if (Array.isArray(error)) {
     const [, message, detail] = error as [
@@ -83,6 +86,8 @@ export function lndErrorText(error: unknown): string {
     const inner = detail?.err;
     return [String(message ?? ""), inner?.details ?? "", inner?.message ?? ""].filter(Boolean).join(": ");
   }
+  if (error instanceof SwitchyardError)
+    return error.details === undefined ? error.shortMessage : `${error.shortMessage}: ${error.details}`;
   if (error instanceof Error) return error.message;
   return String(error);
 }

@@ -1,8 +1,7 @@
 // Getting paid: invoices (amount, expiry, memo or description hash) made with one AddInvoice call and
 // journalled with the gateway's reference. Their settlement comes back through the event pump (events.ts).
 import { parseBolt11 } from "./bolt11.ts";
-import { LightningRailError } from "./errors.ts";
-import { lndErrorText } from "./failures.ts";
+import { LightningRailError, lndError } from "./errors.ts";
 import type { LightningRailState } from "./state.ts";
 import type { StoredInvoice } from "./store.ts";
 
@@ -53,14 +52,15 @@ const addInvoice = (
         const parsed = parseBolt11(paymentRequest);
         if (!parsed.ok || id.length !== 64 || parsed.value.paymentHash !== id)
           return reject(
-            new LightningRailError("LND answered an invoice that does not decode", paymentRequest),
+            new LightningRailError("LND answered an invoice that does not decode", {
+              details: paymentRequest,
+            }),
           );
         if (parsed.value.amountMsat !== invoice.amountMsat)
           return reject(
-            new LightningRailError(
-              "LND answered an invoice for another amount",
-              `${parsed.value.amountMsat} msat`,
-            ),
+            new LightningRailError("LND answered an invoice for another amount", {
+              details: `${parsed.value.amountMsat} msat`,
+            }),
           );
         resolve({ id, request: paymentRequest });
       },
@@ -71,29 +71,35 @@ export async function createInvoice(
   s: LightningRailState,
   invoiceParams: CreateInvoiceParams,
 ): Promise<CreatedInvoice> {
-  if (!s.running) throw new LightningRailError("the Lightning rail is not started", "");
+  if (!s.running) throw new LightningRailError("the Lightning rail is not started");
   const { limits } = s;
   const { amountMsat, expirySeconds, reference } = invoiceParams;
   if (amountMsat < limits.amountMinMsat || amountMsat > limits.amountMaxMsat)
-    throw new LightningRailError("invoice amount out of range", `${amountMsat} msat`);
+    throw new LightningRailError("invoice amount out of range", { details: `${amountMsat} msat` });
   if (
     !Number.isSafeInteger(expirySeconds) ||
     expirySeconds < 1 ||
     expirySeconds > limits.invoiceExpirySecondsMax
   )
-    throw new LightningRailError("invoice expiry out of range", `${expirySeconds} s`);
+    throw new LightningRailError("invoice expiry out of range", { details: `${expirySeconds} s` });
   if (reference.length === 0 || reference.length > limits.referenceLengthMax)
-    throw new LightningRailError("invoice reference length out of range", `${reference.length}`);
+    throw new LightningRailError("invoice reference length out of range", {
+      details: `${reference.length} characters`,
+    });
   if (invoiceParams.memo !== undefined && Buffer.byteLength(invoiceParams.memo) > limits.memoLengthMax)
-    throw new LightningRailError("memo too long", `${Buffer.byteLength(invoiceParams.memo)} bytes`);
+    throw new LightningRailError("memo too long", {
+      details: `${Buffer.byteLength(invoiceParams.memo)} bytes`,
+    });
   if (invoiceParams.descriptionHash !== undefined && !/^[0-9a-f]{64}$/.test(invoiceParams.descriptionHash))
-    throw new LightningRailError("description hash must be 32 bytes hex", invoiceParams.descriptionHash);
+    throw new LightningRailError("description hash must be 32 bytes hex", {
+      details: invoiceParams.descriptionHash,
+    });
   const expiresAtMs = s.now() + expirySeconds * 1000;
   let created: { id: string; request: string };
   try {
     created = await addInvoice(s, invoiceParams);
   } catch (error) {
-    throw new LightningRailError("LND did not create the invoice", lndErrorText(error), { cause: error });
+    throw lndError("LND did not create the invoice", error);
   }
   const stored: StoredInvoice = { paymentHash: created.id, reference, expiresAtMs };
   s.invoices.set(created.id, stored);

@@ -14,6 +14,7 @@
 import { authenticatedLndGrpc, getPendingPayments } from "lightning";
 import type { OutgoingAttempt, Rail, UsdRate } from "../../core/index.ts";
 import { assets } from "../../core/index.ts";
+import { lndError } from "./errors.ts";
 import { pump } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { type CreatedInvoice, type CreateInvoiceParams, createInvoice } from "./invoices.ts";
@@ -85,7 +86,11 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       void pump(s);
     },
     async balance() {
-      await refreshLiquidity(s);
+      try {
+        await refreshLiquidity(s);
+      } catch (error) {
+        throw lndError("LND did not report its channel balance", error);
+      }
       return s.liquidity?.outboundMsat ?? 0n;
     },
     createInvoice: (invoiceParams) => createInvoice(s, invoiceParams),

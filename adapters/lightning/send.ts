@@ -121,7 +121,7 @@ async function classifyNoRoute(s: LightningRailState, tracker: Tracker): Promise
         await withTimeout(s, decodePaymentRequest({ lnd: s.lnd, request: tracker.request }), "decode")
       ).destination;
     }
-    if (destination === null) throw new LightningRailError("no destination", "");
+    if (destination === null) throw new LightningRailError("no destination");
     const { route } = await withTimeout(
       s,
       getRouteToDestination({ lnd: s.lnd, destination, mtokens: tracker.attempt.amountMsat.toString() }),

@@ -185,7 +185,7 @@ export type LightningRailState = {
 export const withTimeout = <T>(s: LightningRailState, promise: Promise<T>, what: string): Promise<T> =>
   new Promise<T>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new LightningRailError(`${what} timed out`, `${s.limits.rpcTimeoutMs} ms`)),
+      () => reject(new LightningRailError(`${what} timed out`, { details: `${s.limits.rpcTimeoutMs} ms` })),
       s.limits.rpcTimeoutMs,
     );
     promise.then(

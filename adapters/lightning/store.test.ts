@@ -1,8 +1,9 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createFileRailStore, createMemoryRailStore, type RailStoreRecord } from "./store.ts";
+import { SwitchyardError } from "../../core/index.ts";
+import { createFileRailStore, createMemoryRailStore, RailStoreError, type RailStoreRecord } from "./store.ts";
 
 const attempt = (attemptId: string): RailStoreRecord => ({
   t: "attempt",
@@ -84,6 +85,24 @@ describe("rail store", () => {
 
     await writeFile(file, `{"t":\n${JSON.stringify(attempt("a1"))}\n`);
     await expect(createFileRailStore(file).load()).rejects.toThrow(/journal.jsonl:1/);
+    const corrupt = await createFileRailStore(file)
+      .load()
+      .catch((error: unknown) => error);
+    expect(corrupt).toBeInstanceOf(RailStoreError);
+    expect(corrupt).toBeInstanceOf(SwitchyardError);
+    expect((corrupt as RailStoreError).shortMessage).toBe("journal line unreadable");
+    expect((corrupt as RailStoreError).cause).toBeInstanceOf(SyntaxError);
+  });
+
+  it("translates the file system's errors into RailStoreErrors, the original as the cause", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    await mkdir(file); // a directory where the journal should be: reading it fails with EISDIR
+    const error = await createFileRailStore(file)
+      .load()
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(RailStoreError);
+    expect((error as RailStoreError).shortMessage).toBe("journal unreadable");
+    expect(((error as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("EISDIR");
   });
 
   it("forgets delivered invoices on compaction", async () => {

@@ -6,7 +6,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { RailFailureCode } from "../../core/index.ts";
+import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
 
 export type PaymentKind = "bolt11" | "keysend";
 
@@ -79,8 +79,9 @@ export type LightningRailStore = {
   close(): Promise<void>;
 };
 
-export class RailStoreError extends Error {
-  override readonly name = "RailStoreError";
+/** The journal cannot be read or written (the file system's error is the cause), or is corrupt. */
+export class RailStoreError extends SwitchyardError {
+  override name = "RailStoreError";
 }
 
 /** Finished attempts kept for idempotent retries; the oldest beyond this are forgotten on compaction. */
@@ -221,40 +222,52 @@ export function createFileRailStore(file: string): LightningRailStore {
    * round trip through libuv's thread pool (a quarter of a millisecond on a payment's path), and lines reach the
    * file in the order they were appended without any queue. */
   const write = (text: string) => {
-    if (descriptor === null) throw new RailStoreError("store not loaded");
+    if (descriptor === null) throw new RailStoreError("store not loaded", { details: file });
     const bytes = Buffer.from(text);
     let written = 0;
-    while (written < bytes.length) written += writeSync(descriptor, bytes, written, bytes.length - written);
+    try {
+      while (written < bytes.length) written += writeSync(descriptor, bytes, written, bytes.length - written);
+    } catch (error) {
+      throw new RailStoreError("journal write failed", { details: file, cause: error });
+    }
   };
   return {
     async load() {
-      await mkdir(path.dirname(file), { recursive: true });
       const state = emptyRailState();
       let text = "";
       try {
         text = await readFile(file, "utf8");
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT")
+          throw new RailStoreError("journal unreadable", { details: file, cause: error });
       }
       const lines = text.split("\n");
       lines.forEach((line, index) => {
         if (line.trim() === "") return;
         if (line.length > journalLineLengthMax)
-          throw new RailStoreError(`${file}:${index + 1}: line too long`);
+          throw new RailStoreError("journal line too long", { details: `${file}:${index + 1}` });
         try {
           applyRecord(state, JSON.parse(line) as RailStoreRecord);
         } catch (error) {
           // A torn last line (crash mid-append) is expected; anything else is corruption.
           if (index !== lines.length - 1 && !(index === lines.length - 2 && lines[lines.length - 1] === ""))
-            throw new RailStoreError(`${file}:${index + 1}: ${String(error)}`);
+            throw new RailStoreError("journal line unreadable", {
+              details: `${file}:${index + 1}: ${String(error)}`,
+              cause: error,
+            });
         }
       });
       const compacted = compactRecords(state, Date.now());
       const temporary = `${file}.${process.pid}.tmp`;
-      await writeFile(temporary, compacted.map((record) => `${JSON.stringify(record)}\n`).join(""));
-      await rename(temporary, file);
-      if (descriptor !== null) closeSync(descriptor);
-      descriptor = openSync(file, "a");
+      try {
+        await mkdir(path.dirname(file), { recursive: true });
+        await writeFile(temporary, compacted.map((record) => `${JSON.stringify(record)}\n`).join(""));
+        await rename(temporary, file);
+        if (descriptor !== null) closeSync(descriptor);
+        descriptor = openSync(file, "a");
+      } catch (error) {
+        throw new RailStoreError("journal compaction failed", { details: file, cause: error });
+      }
       return state;
     },
     async append(...records) {

@@ -1,0 +1,33 @@
+// The rail with no LND to talk to (a port nobody listens on): what it throws and what it logs. The rail against
+// a real LND is test/lightning.
+import { createServer } from "node:net";
+import { describe, expect, it } from "vitest";
+import { SwitchyardError } from "../../core/index.ts";
+import { LightningRailError } from "./errors.ts";
+import { createLightningRail } from "./rail.ts";
+import { createMemoryRailStore } from "./store.ts";
+
+/** A local port that was free a moment ago: connecting to it is refused. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+describe("the Lightning rail without LND", () => {
+  it("translates lightning's rejection of the balance into a LightningRailError, the array as its cause", async () => {
+    const rail = createLightningRail({
+      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      store: createMemoryRailStore(),
+    });
+    const error = await rail.balance().catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(LightningRailError);
+    expect(error).toBeInstanceOf(SwitchyardError);
+    expect((error as LightningRailError).shortMessage).toBe("LND did not report its channel balance");
+    expect((error as LightningRailError).details).toMatch(/No connection established/);
+    expect(Array.isArray((error as LightningRailError).cause)).toBe(true);
+  });
+});
