@@ -3,6 +3,14 @@ import path from "node:path";
 import type { MigrationSource } from "../db/index.ts";
 
 export { accountCodes, namedCodes, transferCodes } from "./codes.ts";
+export {
+  LedgerBackpressureError,
+  LedgerClosedError,
+  LedgerInvariantError,
+  LedgerRequestInvalidError,
+  LedgerRequestTooLargeError,
+  LedgerStoreError,
+} from "./errors.ts";
 export { createIdGenerator, type IdGenerator, ledgerId } from "./id.ts";
 export { type CreateLedgerParams, createLedger, type Ledger } from "./ledger.ts";
 export {
@@ -43,11 +51,7 @@ export {
   createAccountStatuses,
   createTransferStatuses,
   defaultLedgerLimits,
-  LedgerBackpressureError,
-  LedgerClosedError,
   type LedgerLimits,
-  LedgerRequestTooLargeError,
-  LedgerStoreError,
   ledgerHolds,
   type PendingStatus,
   type Transfer,

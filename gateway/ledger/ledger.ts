@@ -1,5 +1,6 @@
 // The ledger service: writes go through the group-commit writer (writer.ts), reads straight to the store.
 import type { Db } from "../db/index.ts";
+import { LedgerRequestInvalidError, LedgerRequestTooLargeError } from "./errors.ts";
 import { anyPendingDue, selectAccounts, selectAccountTransfers, selectTransfers } from "./store.ts";
 import {
   type Account,
@@ -12,7 +13,6 @@ import {
   type CreateTransfersWithResult,
   defaultLedgerLimits,
   type LedgerLimits,
-  LedgerRequestTooLargeError,
   type Transfer,
   type TransferInput,
 } from "./types.ts";
@@ -80,7 +80,8 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       );
     },
     async createTransfersWith(transfers, alongside) {
-      if (transfers.length === 0) throw new RangeError("createTransfersWith needs at least one transfer");
+      if (transfers.length === 0)
+        throw new LedgerRequestInvalidError("createTransfersWith needs at least one transfer");
       checkRequestSize(transfers.length, limits.batchTransfersMax);
       return new Promise((resolve, reject) =>
         writer.submit({
@@ -104,7 +105,9 @@ export function createLedger(params: CreateLedgerParams): Ledger {
     },
     async getAccountTransfers(filter) {
       if (!Number.isInteger(filter.limit) || filter.limit < 1 || filter.limit > limits.lookupLimitMax)
-        throw new RangeError(`limit must be 1..${limits.lookupLimitMax}`);
+        throw new LedgerRequestInvalidError("getAccountTransfers limit out of range", {
+          details: `limit ${filter.limit}, must be 1..${limits.lookupLimitMax}`,
+        });
       const transfers = await selectAccountTransfers(db, {
         accountId: filter.accountId,
         limit: filter.limit,

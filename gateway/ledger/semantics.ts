@@ -2,6 +2,7 @@
 // pending transfers it names), apply requests in arrival order, one event at a time, each seeing the ones before,
 // exactly as TigerBeetle's state machine does, and say what to write. No I/O here; the stores prefetch the state
 // and write the effects.
+import { LedgerInvariantError } from "./errors.ts";
 import {
   type Account,
   AccountFlags,
@@ -362,7 +363,7 @@ export function applyTransferRequests(
     const dr = state.accounts.get(p.debitAccountId);
     const cr = state.accounts.get(p.creditAccountId);
     if (dr === undefined || cr === undefined)
-      throw new Error("ledger: accounts of a pending transfer not loaded");
+      throw new LedgerInvariantError("the accounts of a pending transfer are not loaded");
 
     if (t.debitAccountId !== 0n && t.debitAccountId !== p.debitAccountId)
       return "pending_transfer_has_different_debit_account_id";
@@ -378,7 +379,8 @@ export function applyTransferRequests(
     if (isVoid && amount < p.amount) return "pending_transfer_has_different_amount";
 
     const status = state.pending.get(pendingId);
-    if (status === undefined) throw new Error("ledger: status of a pending transfer not loaded");
+    if (status === undefined)
+      throw new LedgerInvariantError("the status of a pending transfer is not loaded");
     if (status === "posted") return "pending_transfer_already_posted";
     if (status === "voided") return "pending_transfer_already_voided";
     if (status === "expired") return "pending_transfer_expired";
@@ -479,7 +481,7 @@ function transferExists(
     // every pending id a batch names).
     const p = transfers.get(e.pendingId);
     if (p === undefined)
-      throw new Error("ledger: the pending transfer of a stored post or void is not loaded");
+      throw new LedgerInvariantError("the pending transfer of a stored post or void is not loaded");
     return postOrVoidExists(t, e, p);
   }
   if (t.debitAccountId !== e.debitAccountId) return "exists_with_different_debit_account_id";

@@ -3,6 +3,7 @@
 // rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so thousands of rows are one
 // statement.
 import { type Db, queryEach, type Row, type Sql, type Statement } from "../db/index.ts";
+import { ClaimTurnError, LedgerInvariantError, StaleClockError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import type { Account, PendingStatus, Transfer, TransferEvidence } from "./types.ts";
 
@@ -68,14 +69,59 @@ export function transferFromRow(row: Row): Transfer {
   };
 }
 
+/**
+ * Runs one of the ledger's statements. A failure becomes a LedgerStoreError here (errors.ts, toStoreError), the one
+ * place the database's errors are translated; `operation` names what failed.
+ */
+async function run<R extends Row = Row>(
+  sql: Sql,
+  operation: string,
+  text: string,
+  params?: readonly unknown[],
+): Promise<R[]> {
+  try {
+    return await sql.query<R>(text, params);
+  } catch (error) {
+    throw toStoreError(operation, error);
+  }
+}
+
+/** Runs `fn` in a transaction of the ledger's; whatever fails in it leaves as a translated error. */
+export async function ledgerTransaction<T>(
+  db: Db,
+  operation: string,
+  fn: (tx: Sql) => Promise<T>,
+): Promise<T> {
+  try {
+    return await db.transaction(fn);
+  } catch (error) {
+    throw toStoreError(operation, error);
+  }
+}
+
+/** The callers' statements written alongside a batch, in order, in its transaction (see Alongside). */
+export async function writeAlongside(tx: Sql, statements: readonly Statement[]): Promise<Row[][]> {
+  if (statements.length === 0) return [];
+  try {
+    return await queryEach(tx, statements);
+  } catch (error) {
+    throw toStoreError("statement written alongside", error);
+  }
+}
+
 export type Clock = { timestampLast: bigint; token: bigint };
 
 export async function lockClock(tx: Sql): Promise<Clock> {
-  const rows = await tx.query<{ timestamp_last: bigint; token: bigint }>(
+  const rows = await run<{ timestamp_last: bigint; token: bigint }>(
+    tx,
+    "clock lock",
     "SELECT timestamp_last, token FROM ledger_clock WHERE singleton FOR UPDATE",
   );
   const row = rows[0];
-  if (row === undefined) throw new Error("ledger: ledger_clock has no row (migrations not applied?)");
+  if (row === undefined)
+    throw new LedgerInvariantError("ledger_clock has no row", {
+      details: "are the ledger's migrations applied?",
+    });
   return { timestampLast: row.timestamp_last, token: row.token };
 }
 
@@ -85,7 +131,9 @@ export async function selectAccounts(
   options: { forUpdate: boolean },
 ): Promise<Account[]> {
   if (ids.length === 0) return [];
-  const rows = await sql.query(
+  const rows = await run(
+    sql,
+    "account read",
     `SELECT ${accountColumns} FROM ledger_accounts WHERE id = ANY($1::uuid[]) ORDER BY id${options.forUpdate ? " FOR UPDATE" : ""}`,
     [uuidList(ids)],
   );
@@ -94,9 +142,12 @@ export async function selectAccounts(
 
 export async function selectTransfers(sql: Sql, ids: readonly bigint[]): Promise<Transfer[]> {
   if (ids.length === 0) return [];
-  const rows = await sql.query(`SELECT ${transferColumns} FROM ledger_transfers WHERE id = ANY($1::uuid[])`, [
-    uuidList(ids),
-  ]);
+  const rows = await run(
+    sql,
+    "transfer read",
+    `SELECT ${transferColumns} FROM ledger_transfers WHERE id = ANY($1::uuid[])`,
+    [uuidList(ids)],
+  );
   return rows.map(transferFromRow);
 }
 
@@ -106,7 +157,9 @@ export async function selectTransfersWithStatus(
   ids: readonly bigint[],
 ): Promise<{ transfer: Transfer; status: PendingStatus | null }[]> {
   if (ids.length === 0) return [];
-  const rows = await sql.query(
+  const rows = await run(
+    sql,
+    "transfer read",
     `SELECT ${transferColumns.replace(/(\w+)/g, "t.$1")}, o.id IS NOT NULL AS open, r.flags AS resolved_flags
        FROM ledger_transfers t
        LEFT JOIN ledger_pending_open o ON (t.flags & 2) <> 0 AND o.id = t.id
@@ -130,7 +183,9 @@ export async function selectTransfersWithStatus(
 
 export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Promise<void> {
   if (accounts.length === 0) return;
-  await tx.query(
+  await run(
+    tx,
+    "account insert",
     `INSERT INTO ledger_accounts (${accountColumns})
      SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::int4[], $5::uuid[], $6::int8[], $7::int8[],
                           $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[])`,
@@ -356,9 +411,6 @@ export type BatchWrites = {
   pendingResolved: readonly bigint[];
 };
 
-/** SQLSTATE raised by ledger_stale_batch(): the clock did not carry the expected token; nothing was written. */
-export const staleBatchCode = "SYL01";
-
 type Parts = { parts: string[]; params: unknown[] };
 
 /** The transfers' insert, then the clock's swap (which waits for the insert, so the insert runs unlocked). */
@@ -427,7 +479,7 @@ const staleCheck =
  * `staleBatchCode`. For a writer that is alone on its database (PGlite), or that already holds the clock.
  */
 export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
-  await sql.query(...batchStatement(writes));
+  await run(sql, "batch write", ...batchStatement(writes));
 }
 
 /**
@@ -444,7 +496,11 @@ export async function writeBatchWith(
     return [];
   }
   const [text, params] = batchStatement(writes);
-  return (await db.queryAll([{ text, params }, ...alongside])).slice(1);
+  try {
+    return (await db.queryAll([{ text, params }, ...alongside])).slice(1);
+  } catch (error) {
+    throw toStoreError("batch write", error);
+  }
 }
 
 function batchStatement(writes: BatchWrites): [string, unknown[]] {
@@ -464,29 +520,6 @@ export type ClaimOrder = {
   /** How long the batch waits for its turn, its inserted rows uncommitted, before it gives way (ClaimTurnError). */
   waitMaxMs: number;
 };
-
-/** The clock carried another token than the batch expected: nothing of the batch was written. */
-export class StaleClockError extends Error {
-  override readonly name = "StaleClockError";
-  readonly code = staleBatchCode;
-  constructor() {
-    super("ledger: another writer committed in between");
-  }
-}
-
-/**
- * A pipelined batch waited too long for its turn and rolled back. Its uncommitted rows may have been what the batch
- * holding the clock was waiting for (another process inserting the same transfer id under the clock lock), while the
- * batch before this one waits for that clock: a cycle PostgreSQL cannot see, since this batch's part of it is a wait
- * in this process. Nothing of the batch was written; it runs again, locked, like a stale batch.
- */
-export class ClaimTurnError extends Error {
-  override readonly name = "ClaimTurnError";
-  readonly code = staleBatchCode;
-  constructor(waitedMs: number) {
-    super(`ledger: the batch before this one did not take the clock within ${waitedMs} ms`);
-  }
-}
 
 /** Waits for the batch before this one to take the clock, at most `order.waitMaxMs`. */
 async function awaitTurn(order: ClaimOrder): Promise<void> {
@@ -518,9 +551,14 @@ export async function writeBatchClaimFirst(
   alongside: readonly Statement[],
 ): Promise<Row[][]> {
   try {
-    return await db.transaction(async (tx) => {
+    return await ledgerTransaction(db, "pipelined batch write", async (tx) => {
       if (writes.transfers.count > 0)
-        await tx.query(insertTransfersSql(writes.transfers.hasEvidence), writes.transfers.params);
+        await run(
+          tx,
+          "transfer insert",
+          insertTransfersSql(writes.transfers.hasEvidence),
+          writes.transfers.params,
+        );
       await awaitTurn(order);
       let clock: Clock;
       try {
@@ -532,8 +570,8 @@ export async function writeBatchClaimFirst(
       const apply: Parts = { parts: [], params: [writes.clock.timestampLast, writes.clock.token] };
       apply.parts.push("clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton)");
       applyParts(apply, writes, null);
-      await tx.query(`WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
-      return await queryEach(tx, alongside);
+      await run(tx, "batch write", `WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
+      return await writeAlongside(tx, alongside);
     });
   } finally {
     order.claimed(); // failed before locking the clock: the next batch need not wait for this one
@@ -542,7 +580,9 @@ export async function writeBatchClaimFirst(
 
 /** Whether any open pending transfer's timeout has passed (a read, no lock). */
 export async function anyPendingDue(sql: Sql, nowNs: bigint): Promise<boolean> {
-  const rows = await sql.query(
+  const rows = await run(
+    sql,
+    "expiry check",
     "SELECT 1 FROM ledger_pending_open WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT 1",
     [nowNs],
   );
@@ -551,7 +591,9 @@ export async function anyPendingDue(sql: Sql, nowNs: bigint): Promise<boolean> {
 
 /** Open pending transfers whose timeout has passed, oldest first, locked. */
 export async function selectExpired(tx: Sql, nowNs: bigint, limit: number): Promise<Transfer[]> {
-  const rows = await tx.query(
+  const rows = await run(
+    tx,
+    "expiry read",
     `SELECT ${transferColumns.replace(/(\w+)/g, "t.$1")}
        FROM ledger_pending_open o JOIN ledger_transfers t ON t.id = o.id
       WHERE o.expires_at IS NOT NULL AND o.expires_at <= $1
@@ -604,7 +646,7 @@ export async function selectAccountTransfers(
     sides.length === 1
       ? sides[0]!
       : `${sides.map((side) => `(${side})`).join(" UNION ALL ")} ORDER BY timestamp ${order} LIMIT $2`;
-  const rows = await sql.query(text, params);
+  const rows = await run(sql, "account transfers read", text, params);
   return rows.map(transferFromRow);
 }
 
@@ -618,13 +660,15 @@ export async function selectLedgerTotals(db: Db): Promise<
     creditsPosted: bigint;
   }[]
 > {
-  const rows = await db.query<{
+  const rows = await run<{
     ledger: bigint;
     debits_pending: string;
     debits_posted: string;
     credits_pending: string;
     credits_posted: string;
   }>(
+    db,
+    "ledger totals read",
     `SELECT ledger, sum(debits_pending)::text AS debits_pending, sum(debits_posted)::text AS debits_posted,
             sum(credits_pending)::text AS credits_pending, sum(credits_posted)::text AS credits_posted
        FROM ledger_accounts GROUP BY ledger ORDER BY ledger`,

@@ -19,7 +19,16 @@
 //   order. Callers never see the difference. On PGlite (one connection, in this process) the depth is 1: nothing
 //   overlaps or waits, and a batch is one statement (writeBatch) instead of reads and writes under the lock.
 import { randomBytes } from "node:crypto";
-import { type Db, queryEach, type Row, type Sql, type Statement } from "../db/index.ts";
+import { SwitchyardError } from "../../core/errors.ts";
+import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import {
+  KnownIdError,
+  LedgerBackpressureError,
+  LedgerClosedError,
+  LedgerStoreError,
+  sqlStateOf,
+  staleBatchCode,
+} from "./errors.ts";
 import {
   applyAccountRequest,
   applyTransferRequests,
@@ -34,15 +43,16 @@ import {
   type ClaimOrder,
   createIdEncoder,
   insertAccounts,
+  ledgerTransaction,
   lockClock,
   type ParamFormat,
   selectAccounts,
   selectExpired,
   selectTransfers,
   selectTransfersWithStatus,
-  staleBatchCode,
   type TransferRows,
   transferRows,
+  writeAlongside,
   writeBatch,
   writeBatchClaimFirst,
   writeBatchWith,
@@ -54,10 +64,7 @@ import {
   type Alongside,
   type CreateAccountResult,
   type CreateTransferResult,
-  LedgerBackpressureError,
-  LedgerClosedError,
   type LedgerLimits,
-  LedgerStoreError,
   TransferFlags,
   type TransferInput,
 } from "./types.ts";
@@ -100,14 +107,14 @@ const retryableCodes = new Set([
 ]);
 
 function isRetryable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && retryableCodes.has(code);
+  const code = sqlStateOf(error);
+  return code !== undefined && retryableCodes.has(code);
 }
 
 /** The previous batch did not leave the clock as this batch expected (store.ts raises staleBatchCode either way:
  * ledger_stale_batch() in SQL, StaleClockError in the client): run it again, locked. */
 function isStale(error: unknown): boolean {
-  return (error as { code?: unknown } | null)?.code === staleBatchCode;
+  return sqlStateOf(error) === staleBatchCode;
 }
 
 const randomToken = () => randomBytes(8).readBigInt64BE();
@@ -131,14 +138,6 @@ type Plan = {
   token: bigint;
   timestampLast: bigint;
 };
-
-/** A transfer this batch did not create turned out to exist already: its code must be `exists*`; run locked. */
-class KnownIdError extends Error {
-  override readonly name = "KnownIdError";
-  constructor() {
-    super("ledger: a failed transfer's id exists; its result must come from the stored transfer");
-  }
-}
 
 type InFlight = { plan: Plan; done: Promise<unknown | null> };
 
@@ -447,7 +446,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
   const runLocked = async (batch: Job[]) => {
     for (let attempt = 1; ; attempt++) {
       try {
-        const settle = await db.transaction((tx) => applyLocked(tx, batch));
+        const settle = await ledgerTransaction(db, "locked batch", (tx) => applyLocked(tx, batch));
         settle();
         return;
       } catch (error) {
@@ -462,9 +461,12 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
           for (const job of batch) await runLocked([job]);
           return;
         }
-        const failure = new LedgerStoreError(`ledger: batch failed: ${(error as Error).message}`, {
-          cause: error,
-        });
+        // Already translated where it happened (store.ts), or one of the ledger's own errors; anything else is a
+        // store failure whose cause says more.
+        const failure =
+          error instanceof SwitchyardError
+            ? error
+            : new LedgerStoreError("ledger batch failed", { cause: error });
         for (const job of batch) job.reject(failure);
         return;
       }
@@ -518,7 +520,7 @@ export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () =
     const timestampLast = firstTimestamp + BigInt(eventCount) - 1n;
     // The clock is ours (locked above), so its token is the one read there.
     await writeBatch(tx, { expectedToken: clock.token, clock: { timestampLast, token }, ...writes });
-    alongsideRows = await queryEach(tx, alongside.statements);
+    alongsideRows = await writeAlongside(tx, alongside.statements);
     return () => {
       committedToken = token;
       committedTimestamp = timestampLast;

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SwitchyardError } from "../../core/errors.ts";
 import type { Db } from "../../gateway/db/index.ts";
 import {
   AccountFlags,
@@ -6,6 +7,7 @@ import {
   createLedger,
   type Ledger,
   LedgerBackpressureError,
+  LedgerRequestInvalidError,
   LedgerRequestTooLargeError,
   LedgerStoreError,
   ledgerId,
@@ -539,6 +541,35 @@ for (const storeName of storeNames)
         "exists",
         "exists_with_different_user_data_32",
       ]);
+    });
+
+    it("translates the database's errors once, at the store: LedgerStoreError with the SQLSTATE, its cause kept", async () => {
+      const t = {
+        id: ledgerId(),
+        debitAccountId: accounts.a,
+        creditAccountId: accounts.b,
+        amount: 1n,
+        ledger: L,
+        code: 1,
+      };
+      const failed = await ledger
+        .createTransfersWith([t], { statement: () => ({ text: "SELECT * FROM no_such_table", params: [] }) })
+        .then(
+          () => null,
+          (error: unknown) => error,
+        );
+      expect(failed).toBeInstanceOf(LedgerStoreError);
+      expect(failed).toBeInstanceOf(SwitchyardError);
+      const error = failed as LedgerStoreError;
+      expect(error.name).toBe("LedgerStoreError");
+      expect(error.sqlState).toBe("42P01");
+      expect((error.cause as { code?: string }).code).toBe("42P01");
+      expect(error.cause).not.toBeInstanceOf(SwitchyardError);
+      expect(error.shortMessage).toBe("ledger statement written alongside failed");
+      expect(await ledger.lookupTransfers([t.id])).toEqual([]);
+      await expect(ledger.getAccountTransfers({ accountId: accounts.a, limit: 0 })).rejects.toBeInstanceOf(
+        LedgerRequestInvalidError,
+      );
     });
 
     it("bounds requests and the queue", async () => {

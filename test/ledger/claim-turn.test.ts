@@ -4,12 +4,12 @@
 // JavaScript: PostgreSQL's deadlock detector never fires, and without a bound it lasts until a statement timeout.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Db } from "../../gateway/db/index.ts";
+import { ClaimTurnError } from "../../gateway/ledger/errors.ts";
 import { idToUuid } from "../../gateway/ledger/id.ts";
 import { createLedger, ledgerId, type Transfer } from "../../gateway/ledger/index.ts";
 import {
   type BatchWrites,
   balanceRows,
-  ClaimTurnError,
   lockClock,
   transferRows,
   writeBatch,

@@ -1,0 +1,56 @@
+import { describe, expect, it } from "vitest";
+import { SwitchyardError } from "../../core/errors.ts";
+import {
+  ClaimTurnError,
+  KnownIdError,
+  LedgerBackpressureError,
+  LedgerClosedError,
+  LedgerInvariantError,
+  LedgerRequestInvalidError,
+  LedgerRequestTooLargeError,
+  LedgerStoreError,
+  StaleClockError,
+  sqlStateOf,
+  staleBatchCode,
+  toStoreError,
+} from "./errors.ts";
+
+describe("the ledger's errors", () => {
+  it("are SwitchyardErrors with a fixed name and a one-line short message", () => {
+    const errors = [
+      new LedgerBackpressureError({ queuedTransfers: 3, queueTransfersMax: 3 }),
+      new LedgerRequestTooLargeError({ size: 3, sizeMax: 2 }),
+      new LedgerRequestInvalidError("limit out of range"),
+      new LedgerStoreError("ledger batch write failed", { cause: new Error("disk full") }),
+      new LedgerClosedError(),
+      new LedgerInvariantError("not loaded"),
+      new StaleClockError(),
+      new ClaimTurnError(2000),
+      new KnownIdError(),
+    ];
+    for (const error of errors) {
+      expect(error).toBeInstanceOf(SwitchyardError);
+      expect(error.name).toBe(error.constructor.name);
+      expect(error.shortMessage).not.toContain("\n");
+    }
+  });
+
+  it("translate a database error once, keeping it as the cause and its SQLSTATE", () => {
+    const database = Object.assign(new Error('duplicate key value violates unique constraint "x"'), {
+      code: "23505",
+    });
+    const translated = toStoreError("batch write", database);
+    expect(translated).toBeInstanceOf(LedgerStoreError);
+    expect(translated.shortMessage).toBe("ledger batch write failed");
+    expect(translated.details).toBe('duplicate key value violates unique constraint "x"');
+    expect(translated.cause).toBe(database);
+    expect(sqlStateOf(translated)).toBe("23505");
+    // once: a translated error, or one of the ledger's own, goes through unchanged
+    expect(toStoreError("locked batch", translated)).toBe(translated);
+    const stale = new StaleClockError();
+    expect(toStoreError("pipelined batch write", stale)).toBe(stale);
+    expect(sqlStateOf(stale)).toBe(staleBatchCode);
+    expect(sqlStateOf(new ClaimTurnError(1))).toBe(staleBatchCode);
+    expect(sqlStateOf(database)).toBeUndefined();
+  });
+});

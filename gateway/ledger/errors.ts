@@ -1,0 +1,118 @@
+// What the ledger throws, each a SwitchyardError (core/errors.ts): a fixed name, a one-line short message, details
+// and the cause. A transfer the ledger refuses is not among them: that is a result code (types.ts). These are a full
+// queue, a request over the limits, a closed ledger, the database failing, and a broken invariant (a bug).
+import { SwitchyardError } from "../../core/errors.ts";
+
+/** The writer's queue is full: try again later. Never queued, never partly applied. */
+export class LedgerBackpressureError extends SwitchyardError {
+  override readonly name = "LedgerBackpressureError";
+  readonly queuedTransfers: number;
+  readonly queueTransfersMax: number;
+  constructor(params: { queuedTransfers: number; queueTransfersMax: number }) {
+    super("ledger writer queue is full", {
+      details: `${params.queuedTransfers} transfers queued, at most ${params.queueTransfersMax}`,
+    });
+    this.queuedTransfers = params.queuedTransfers;
+    this.queueTransfersMax = params.queueTransfersMax;
+  }
+}
+
+/** A call carried more events or ids than the ledger's limits allow; nothing was applied. */
+export class LedgerRequestTooLargeError extends SwitchyardError {
+  override readonly name = "LedgerRequestTooLargeError";
+  readonly size: number;
+  readonly sizeMax: number;
+  constructor(params: { size: number; sizeMax: number }) {
+    super(`ledger request too large: ${params.size} > ${params.sizeMax}`);
+    this.size = params.size;
+    this.sizeMax = params.sizeMax;
+  }
+}
+
+/** A call the ledger cannot take as asked (an empty createTransfersWith, a page limit out of range); nothing was applied. */
+export class LedgerRequestInvalidError extends SwitchyardError {
+  override readonly name = "LedgerRequestInvalidError";
+}
+
+/**
+ * The database failed (connection lost, disk full, retries exhausted, a statement written alongside refused). The
+ * batch's outcome may be unknown if it failed during COMMIT: retry with the same ids, which are idempotent. SQL
+ * errors become this once, where the ledger's SQL runs (store.ts); `cause` is the database's own error.
+ */
+export class LedgerStoreError extends SwitchyardError {
+  override readonly name = "LedgerStoreError";
+  /** The SQLSTATE of the database's error, when it had one. */
+  readonly sqlState: string | undefined;
+  constructor(shortMessage: string, options: { cause: unknown; details?: string }) {
+    super(shortMessage, options);
+    const code = (options.cause as { code?: unknown } | null)?.code;
+    this.sqlState = typeof code === "string" ? code : undefined;
+  }
+}
+
+/** The ledger was closed; nothing more is accepted. */
+export class LedgerClosedError extends SwitchyardError {
+  override readonly name = "LedgerClosedError";
+  constructor() {
+    super("ledger is closed");
+  }
+}
+
+/** What the ledger's code assumes did not hold: a bug, or a database changed behind its back. */
+export class LedgerInvariantError extends SwitchyardError {
+  override readonly name = "LedgerInvariantError";
+}
+
+/** SQLSTATE raised by ledger_stale_batch(): the clock did not carry the expected token; nothing was written. */
+export const staleBatchCode = "SYL01";
+
+/** The clock carried another token than the batch expected: nothing of the batch was written. */
+export class StaleClockError extends SwitchyardError {
+  override readonly name = "StaleClockError";
+  readonly code = staleBatchCode;
+  constructor() {
+    super("ledger clock moved: another writer committed in between");
+  }
+}
+
+/**
+ * A pipelined batch waited too long for its turn and rolled back. Its uncommitted rows may have been what the batch
+ * holding the clock was waiting for (another process inserting the same transfer id under the clock lock), while the
+ * batch before this one waits for that clock: a cycle PostgreSQL cannot see, since this batch's part of it is a wait
+ * in this process. Nothing of the batch was written; it runs again, locked, like a stale batch.
+ */
+export class ClaimTurnError extends SwitchyardError {
+  override readonly name = "ClaimTurnError";
+  readonly code = staleBatchCode;
+  constructor(waitedMs: number) {
+    super("ledger batch gave up its turn for the clock", {
+      details: `the batch before it did not take the clock within ${waitedMs} ms`,
+    });
+  }
+}
+
+/** A transfer a pipelined batch did not create turned out to exist already: its code must be `exists*`; run locked. */
+export class KnownIdError extends SwitchyardError {
+  override readonly name = "KnownIdError";
+  constructor() {
+    super("ledger batch named a stored transfer id it took for new", {
+      details: "a failed transfer's id exists; its result must come from the stored transfer",
+    });
+  }
+}
+
+/**
+ * A failure of the ledger's SQL as a LedgerStoreError, translated once: an error that is already a SwitchyardError
+ * (translated further down, or one of the ledger's own) is returned as it is.
+ */
+export function toStoreError(operation: string, error: unknown): SwitchyardError {
+  if (error instanceof SwitchyardError) return error;
+  return new LedgerStoreError(`ledger ${operation} failed`, { cause: error });
+}
+
+/** The SQLSTATE a ledger failure carries (a StaleClockError's and a ClaimTurnError's is staleBatchCode). */
+export function sqlStateOf(error: unknown): string | undefined {
+  if (error instanceof LedgerStoreError) return error.sqlState;
+  if (error instanceof StaleClockError || error instanceof ClaimTurnError) return error.code;
+  return undefined;
+}
