@@ -164,14 +164,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           threshold: { total: config.netting.batchTotal },
           intervalMs: config.netting.intervalMs,
         },
-        payer: {
-          rail: payer.id,
-          asset: payer.asset,
-          async settleBatch(batch) {
-            const outcome = await payer.settleBatch(batch);
-            return outcome.status === "failed" ? { status: "failed", message: outcome.message } : outcome;
-          },
-        },
+        payer,
       };
       const nettingDeps = payments.netting;
       const netting = startPeriodic({

@@ -1,12 +1,11 @@
-export { createMarket, type Market } from "./market.ts";
 export {
   accruePayout,
-  type BatchOutcome,
   type BatchPayer,
   flushNetting,
   type NettingConfig,
   type NettingDeps,
-} from "./netting.ts";
+} from "./batch-payouts.ts";
+export { createMarket, type Market } from "./market.ts";
 export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } from "./service.ts";
 export {
   applyRailEvent,

@@ -12,7 +12,7 @@ import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../l
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts } from "./index.ts";
-import { settleAttempt } from "./store.ts";
+import { finishAttempt } from "./store.ts";
 
 class Crash extends Error {
   override name = "Crash";
@@ -356,7 +356,7 @@ describe("payments across two rails", () => {
     // The attempt failed over (another attempt of the payment would now run) when a contradictory success arrives.
     await db.query("UPDATE attempts SET status = 'failed' WHERE id = $1", [attempt!.id]);
     const outboxBefore = await db.query("SELECT id FROM outbox");
-    const settled = await settleAttempt(db, {
+    const finished = await finishAttempt(db, {
       attempt: { id: attempt!.id, to: "succeeded", fee: 1n },
       payment: {
         id: row!.id,
@@ -365,7 +365,7 @@ describe("payments across two rails", () => {
         event: { type: "payment.succeeded", payload: {} },
       },
     });
-    expect(settled).toEqual({ attemptMoved: false, paymentFinishedAt: null });
+    expect(finished).toEqual({ attemptMoved: false, paymentFinishedAt: null });
     const payment = await getPayment(db, { tenantId, id: row!.id });
     expect(payment?.status).toBe("processing");
     expect(await db.query("SELECT id FROM outbox")).toHaveLength(outboxBefore.length);

@@ -30,10 +30,11 @@ import {
 } from "../ledger/index.ts";
 import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
 import type { PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
-import { accruePayout, type NettingDeps, shouldAccrue } from "./netting.ts";
+import { accruePayout, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
 import {
+  attemptFinished,
   attemptMoved,
-  attemptSettled,
+  finishAttemptStatement,
   finishPayment,
   firstAttemptOf,
   getAttempt,
@@ -52,7 +53,6 @@ import {
   moveAttemptStatement,
   paymentIdForKey,
   paymentInserted,
-  settleAttemptStatement,
 } from "./store.ts";
 import type { Attempt, Payment, PaymentFailureCode, PaymentRefusal } from "./types.ts";
 
@@ -470,7 +470,7 @@ async function failPayment(
 
 type Next = "done" | "fall_back";
 
-/** Reserve (unless made), execute and settle one attempt, from whatever status it is in. Safe to call again. */
+/** Reserve (unless made), execute and finish one attempt, from whatever status it is in. Safe to call again. */
 async function driveAttempt(
   deps: PaymentsDeps,
   driven: Driven,
@@ -677,7 +677,7 @@ async function succeedAttempt(
   reservation: Reservation | null,
 ): Promise<void> {
   const { payment } = driven;
-  const settlement = settleAttemptStatement({
+  const finish = finishAttemptStatement({
     attempt: { id: attempt.id, to: "succeeded", evidence, fee },
     payment: {
       id: payment.id,
@@ -686,17 +686,17 @@ async function succeedAttempt(
       event: { type: "payment.succeeded", payload: { payment_id: payment.id } },
     },
   });
-  const settled = attemptSettled(
-    await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", settlement, evidence),
+  const finished = attemptFinished(
+    await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", finish, evidence),
   );
-  if (settled.attemptMoved) {
+  if (finished.attemptMoved) {
     attempt.status = "succeeded";
     attempt.evidence = evidence;
     attempt.fee = fee;
   } else {
     driven.current = false;
   }
-  noteFinished(driven, settled.paymentFinishedAt, {
+  noteFinished(driven, finished.paymentFinishedAt, {
     status: "succeeded",
     rail: attempt.rail,
     failureCode: null,
@@ -728,7 +728,7 @@ async function failAttempt(
   // Falling back, only the attempt ends; otherwise the payment ends with it.
   const statement = fallBack
     ? moveAttemptStatement(move)
-    : settleAttemptStatement({
+    : finishAttemptStatement({
         attempt: move,
         payment: {
           id: payment.id,
@@ -747,9 +747,9 @@ async function failAttempt(
   if (fallBack) {
     moved = attemptMoved(rows);
   } else {
-    const settled = attemptSettled(rows);
-    moved = settled.attemptMoved;
-    noteFinished(driven, settled.paymentFinishedAt, {
+    const finished = attemptFinished(rows);
+    moved = finished.attemptMoved;
+    noteFinished(driven, finished.paymentFinishedAt, {
       status: "failed",
       failureCode: failure.code,
       failureMessage: failure.message,

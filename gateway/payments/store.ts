@@ -341,7 +341,7 @@ export async function moveAttempt(sql: Sql, params: AttemptMove): Promise<boolea
   return attemptMoved(await sql.query(statement.text, statement.params));
 }
 
-export type AttemptSettlement = {
+export type AttemptFinish = {
   attempt: AttemptMove & { to: "succeeded" | "failed" };
   payment: {
     id: string;
@@ -353,14 +353,14 @@ export type AttemptSettlement = {
   };
 };
 
-export type AttemptSettled = { attemptMoved: boolean; paymentFinishedAt: Date | null };
+export type AttemptFinished = { attemptMoved: boolean; paymentFinishedAt: Date | null };
 
 /**
  * An attempt's final status, and with it its payment's end and the event that announces it, in one statement:
  * all or nothing, without a transaction's round trips. Each move is conditional exactly as in moveAttempt and
- * finishPayment; the event is written only when the payment ended here. Read it with attemptSettled.
+ * finishPayment; the event is written only when the payment ended here. Read it with attemptFinished.
  */
-export function settleAttemptStatement(params: AttemptSettlement): Statement {
+export function finishAttemptStatement(params: AttemptFinish): Statement {
   const { attempt, payment } = params;
   return {
     text: `WITH a AS (
@@ -391,14 +391,14 @@ export function settleAttemptStatement(params: AttemptSettlement): Statement {
   };
 }
 
-export function attemptSettled(rows: readonly Row[]): AttemptSettled {
+export function attemptFinished(rows: readonly Row[]): AttemptFinished {
   const row = rows[0] as { moved: number; finished_at: Date | null } | undefined;
   return { attemptMoved: row?.moved === 1, paymentFinishedAt: row?.finished_at ?? null };
 }
 
-export async function settleAttempt(sql: Sql, params: AttemptSettlement): Promise<AttemptSettled> {
-  const statement = settleAttemptStatement(params);
-  return attemptSettled(await sql.query(statement.text, statement.params));
+export async function finishAttempt(sql: Sql, params: AttemptFinish): Promise<AttemptFinished> {
+  const statement = finishAttemptStatement(params);
+  return attemptFinished(await sql.query(statement.text, statement.params));
 }
 
 export async function finishPayment(

@@ -1,13 +1,14 @@
-// Netting (issue: payouts whose fee would eat too much of their value). Such a payout is not executed on
-// its own: the payer's account is debited at once into the rail's payable account (what Switchyard owes
-// payees on that rail), and the payout waits. A flush nets the waiting payouts per payee (the router's
-// planNettingBatch: on a total, a per-payee threshold, or a timer) and pays them in one batch transaction
-// (EVM RevenueSplitter.settleBatch); the payable account is then debited against the rail's clearing
-// account with the batch's evidence, and each payment succeeds with that evidence.
+// Batch payouts: executing the payouts that netting accrued. Whether a payout accrues is the router's policy
+// (gateway/router/netting.ts: its fee would eat too much of its value); such a payout is not executed on its own:
+// the payer's account is debited at once into the rail's payable account (what Switchyard owes payees on that
+// rail), and the payout waits. A flush nets the waiting payouts per payee (the router's planNettingBatch: on a
+// total, a per-payee threshold, or a timer) and pays them in one batch through the rail's `payoutBatch` (on EVM,
+// RevenueSplitter.settleBatch); the payable account is then debited against the rail's clearing account with the
+// batch's evidence, and each payment succeeds with that evidence.
 //
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
 // contract accept once; a flush first resumes any batch still sending, with the same reference.
-import { type Asset, type SettlementEvidence, SwitchyardError } from "../../core/index.ts";
+import { type Rail, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -22,21 +23,11 @@ import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } fr
 import type { RouteDecision } from "../router/types.ts";
 import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";
 
-export type BatchOutcome =
-  | { status: "succeeded"; evidence: SettlementEvidence }
-  | { status: "in_flight" }
-  | { status: "failed"; message: string };
-
-/** A rail that pays many payees in one transaction (the EVM rail's settleBatch). */
-export type BatchPayer = {
-  readonly rail: string;
-  readonly asset: Asset;
-  settleBatch(params: {
-    payees: readonly `0x${string}`[];
-    amounts: readonly bigint[];
-    ref: `0x${string}`;
-  }): Promise<BatchOutcome>;
-};
+/**
+ * A rail that pays many payees at once: any rail with the Rail contract's optional `payoutBatch` (on EVM, one
+ * RevenueSplitter.settleBatch transaction). Batches carry `evm_address` destinations and a 32-byte hex reference.
+ */
+export type BatchPayer = Pick<Rail, "id" | "asset"> & { payoutBatch: NonNullable<Rail["payoutBatch"]> };
 
 export type NettingConfig = {
   /** A payout whose fee is above this share of its value (basis points) accrues instead. */
@@ -61,14 +52,14 @@ export class NettingInvariantError extends SwitchyardError {
 /** Whether this decision's payout should accrue rather than go out on its own. */
 export function shouldAccrue(deps: NettingDeps, decision: RouteDecision, destinationKind: string): boolean {
   return (
-    decision.chosen?.rail === deps.payer.rail &&
+    decision.chosen?.rail === deps.payer.id &&
     destinationKind === "evm_address" &&
     nettingVerdictForDecision(decision, deps.config.maxFeeShareBps) === "accrue"
   );
 }
 
 async function payableAccount(deps: NettingDeps): Promise<AccountRecord> {
-  const { rail, asset } = deps.payer;
+  const { id: rail, asset } = deps.payer;
   const existing = await getRailAccount(deps.db, { kind: "payable", rail, asset });
   if (existing !== null) return existing;
   const id = `acct_payable_${rail.replaceAll("-", "_")}_${asset.code.toLowerCase()}`;
@@ -109,7 +100,7 @@ export async function accruePayout(
   await deps.db.query(
     `INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (payment_id) DO NOTHING`,
-    [payment.id, deps.payer.rail, payment.payee.toLowerCase(), payment.amount, transferId.toString()],
+    [payment.id, deps.payer.id, payment.payee.toLowerCase(), payment.amount, transferId.toString()],
   );
   return "accrued";
 }
@@ -131,7 +122,7 @@ export async function flushNetting(
   const result: FlushResult = { batches: 0, payouts: 0, trigger: null };
   const sending = await deps.db.query<BatchRow>(
     "SELECT id, ref, payees, total FROM netting_batches WHERE rail = $1 AND status = 'sending' ORDER BY created_at",
-    [deps.payer.rail],
+    [deps.payer.id],
   );
   for (const batch of sending) await sendBatch(deps, batch);
 
@@ -142,13 +133,13 @@ export async function flushNetting(
     created_at: Date;
   }>(
     "SELECT payment_id, payee, amount, created_at FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL ORDER BY created_at LIMIT 10000",
-    [deps.payer.rail],
+    [deps.payer.id],
   );
   if (accrued.length === 0) return result;
   // The timer runs from the last batch, or from the oldest payout waiting when there was none; `force` fires it now.
   const [last] = await deps.db.query<{ at: Date | null }>(
     "SELECT max(created_at) AS at FROM netting_batches WHERE rail = $1",
-    [deps.payer.rail],
+    [deps.payer.id],
   );
   const nowMs = deps.nowMs();
   const lastFlushMs =
@@ -170,7 +161,7 @@ export async function flushNetting(
   await deps.db.transaction(async (tx) => {
     await tx.query(
       "INSERT INTO netting_batches (id, rail, ref, payees, total, status) VALUES ($1, $2, $3, $4, $5, 'sending')",
-      [batchId, deps.payer.rail, ref, JSON.stringify(payees), total],
+      [batchId, deps.payer.id, ref, JSON.stringify(payees), total],
     );
     const assigned = await tx.query(
       "UPDATE netted_payouts SET batch_id = $1 WHERE payment_id = ANY($2::text[]) AND batch_id IS NULL RETURNING payment_id",
@@ -186,10 +177,12 @@ export async function flushNetting(
 }
 
 async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
-  const outcome = await deps.payer.settleBatch({
-    payees: batch.payees.map((p) => p.payee),
-    amounts: batch.payees.map((p) => BigInt(p.amount)),
-    ref: batch.ref,
+  const outcome = await deps.payer.payoutBatch({
+    reference: batch.ref,
+    payouts: batch.payees.map((p) => ({
+      destination: { kind: "evm_address", address: p.payee },
+      amount: BigInt(p.amount),
+    })),
   });
   if (outcome.status === "in_flight") return; // the next flush asks again with the same reference
   if (outcome.status === "failed") {
@@ -203,8 +196,8 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
     return;
   }
   const payable = await payableAccount(deps);
-  const clearing = await getClearingAccount(deps.db, { rail: deps.payer.rail, asset: deps.payer.asset });
-  if (clearing === null) throw new NettingInvariantError(`no clearing account for ${deps.payer.rail}`);
+  const clearing = await getClearingAccount(deps.db, { rail: deps.payer.id, asset: deps.payer.asset });
+  if (clearing === null) throw new NettingInvariantError(`no clearing account for ${deps.payer.id}`);
   const evidence = outcome.evidence;
   const paid = await credit(
     deps.ledger,
@@ -252,7 +245,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
         [
           newId("att"),
           payout.payment_id,
-          deps.payer.rail,
+          deps.payer.id,
           payout.amount,
           payout.accrue_transfer_id,
           toJson(evidence),
@@ -263,7 +256,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
         [payout.payment_id],
       );
       if (
-        (await finishPayment(tx, { id: payout.payment_id, status: "succeeded", rail: deps.payer.rail })) !==
+        (await finishPayment(tx, { id: payout.payment_id, status: "succeeded", rail: deps.payer.id })) !==
         null
       ) {
         await insertOutboxEvent(tx, {
