@@ -64,7 +64,7 @@ export async function pump(s: LightningRailState): Promise<void> {
       } catch (error) {
         item.handled = undefined; // run it again
         if (!s.running) break;
-        s.log({ level: "warn", message: "event handler failed; retrying", detail: lndErrorText(error) });
+        s.logger.warn({ error: lndErrorText(error) }, "event handler failed; retrying");
         await new Promise((resolve) => setTimeout(resolve, s.limits.eventRetryDelayMs));
       }
     }
@@ -80,7 +80,7 @@ export async function pump(s: LightningRailState): Promise<void> {
 
 /** A stream broke: LND is unreachable until the monitor's next tick (soon) says otherwise. */
 export function markDisconnected(s: LightningRailState, text: string): void {
-  if (s.health.connected) s.log({ level: "warn", message: "LND connection lost", detail: text });
+  if (s.health.connected) s.logger.warn({ error: text }, "LND connection lost");
   s.health = { ...s.health, connected: false, lastError: text };
   s.scheduleTick(s.reconnectDelayMs);
 }
@@ -143,7 +143,10 @@ async function checkOpenInvoices(s: LightningRailState): Promise<void> {
       const found = await withTimeout(s, getInvoice({ lnd: s.lnd, id: invoice.paymentHash }), "getInvoice");
       onInvoice(s, { ...found, id: invoice.paymentHash } as LndInvoice, "lookup");
     } catch (error) {
-      s.log({ level: "warn", message: "checking an open invoice failed", detail: lndErrorText(error) });
+      s.logger.warn(
+        { error: lndErrorText(error), paymentHash: invoice.paymentHash },
+        "checking an open invoice failed",
+      );
     }
   }
 }

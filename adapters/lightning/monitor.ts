@@ -99,7 +99,7 @@ export async function tick(s: LightningRailState): Promise<void> {
       lastError: null,
     };
     healthy = true;
-    if (!wasConnected) s.log({ level: "info", message: "LND connected", detail: s.connection.socket });
+    if (!wasConnected) s.logger.info({ socket: s.connection.socket }, "LND connected");
     onConnected(s);
     await refreshLiquidity(s);
     if (
@@ -114,8 +114,14 @@ export async function tick(s: LightningRailState): Promise<void> {
     }
   } catch (error) {
     const text = lndErrorText(error);
-    if (healthy) s.log({ level: "warn", message: "refresh failed", detail: text });
+    if (healthy) s.logger.warn({ error: text }, "refresh failed");
     else {
+      // Logged once: when a connection is lost (a broken stream has said so already) or the first check fails.
+      if (s.health.connected || s.health.checkedAtMs === 0)
+        s.logger.warn(
+          { error: text, socket: s.connection.socket },
+          s.health.connected ? "LND connection lost" : "LND unreachable",
+        );
       s.health = { ...s.health, connected: false, checkedAtMs: s.now(), lastError: text };
       // A fresh client connects at once instead of waiting out gRPC's own reconnect backoff.
       s.lnd = authenticatedLndGrpc(s.connection).lnd;

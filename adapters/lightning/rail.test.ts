@@ -1,8 +1,8 @@
 // The rail with no LND to talk to (a port nobody listens on): what it throws and what it logs. The rail against
 // a real LND is test/lightning.
 import { createServer } from "node:net";
-import { describe, expect, it } from "vitest";
-import { SwitchyardError } from "../../core/index.ts";
+import { describe, expect, it, vi } from "vitest";
+import { type Logger, SwitchyardError } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 import { createLightningRail } from "./rail.ts";
 import { createMemoryRailStore } from "./store.ts";
@@ -29,5 +29,48 @@ describe("the Lightning rail without LND", () => {
     expect((error as LightningRailError).shortMessage).toBe("LND did not report its channel balance");
     expect((error as LightningRailError).details).toMatch(/No connection established/);
     expect(Array.isArray((error as LightningRailError).cause)).toBe(true);
+  });
+
+  it("logs through the logger it is given that LND is unreachable, once, however often it retries", async () => {
+    const lines: { level: string; message: string; fields: Record<string, unknown> }[] = [];
+    const at =
+      (level: string) =>
+      (first: string | Record<string, unknown>, second?: string): void => {
+        lines.push(
+          typeof first === "string"
+            ? { level, message: first, fields: {} }
+            : { level, message: second ?? "", fields: first },
+        );
+      };
+    const logger: Logger = {
+      error: at("error"),
+      warn: at("warn"),
+      info: at("info"),
+      debug: at("debug"),
+      child: () => logger,
+    };
+    const socket = `127.0.0.1:${await closedPort()}`;
+    const rail = createLightningRail({
+      lnd: { socket, cert: "", macaroon: "00" },
+      store: createMemoryRailStore(),
+      limits: { rpcTimeoutMs: 200, reconnectDelayMinMs: 10, reconnectDelayMaxMs: 20 },
+      logger,
+    });
+    await rail.start();
+    try {
+      expect(rail.health().connected).toBe(false);
+      await vi.waitFor(() => expect(rail.health().checkedAtMs).toBeGreaterThan(0));
+      // Let it retry a few times: each failed check is not logged again.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(lines).toEqual([
+        {
+          level: "warn",
+          message: "LND unreachable",
+          fields: { socket, error: expect.any(String) },
+        },
+      ]);
+    } finally {
+      await rail.stop();
+    }
   });
 });

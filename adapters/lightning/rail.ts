@@ -12,8 +12,8 @@
 // (send.ts), invoices (invoices.ts) and the monitor (monitor.ts). This file builds the state, wires the
 // modules into the Rail contract, and starts and stops them.
 import { authenticatedLndGrpc, getPendingPayments } from "lightning";
-import type { OutgoingAttempt, Rail, UsdRate } from "../../core/index.ts";
-import { assets } from "../../core/index.ts";
+import type { Logger, OutgoingAttempt, Rail, UsdRate } from "../../core/index.ts";
+import { assets, silentLogger } from "../../core/index.ts";
 import { lndError } from "./errors.ts";
 import { pump } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
@@ -34,7 +34,6 @@ import {
   type Liquidity,
   type LndConnection,
   lightningRailLimitsDefault,
-  type RailLog,
   withTimeout,
 } from "./state.ts";
 import type { LightningRailStore } from "./store.ts";
@@ -56,7 +55,8 @@ export type LightningRailParams = {
   readonly receiveForeignInvoices?: boolean;
   readonly limits?: Partial<LightningRailLimits>;
   readonly now?: () => number;
-  readonly log?: RailLog;
+  /** Where the rail logs (a child of the app's logger, from the composition root); silent by default. */
+  readonly logger?: Logger;
 };
 
 export type LightningRail = Rail & {
@@ -110,7 +110,7 @@ function createState(params: LightningRailParams): LightningRailState {
     connection: params.lnd,
     store: params.store,
     now: params.now ?? Date.now,
-    log: params.log ?? (() => {}),
+    logger: params.logger ?? silentLogger,
     usdRate: params.usdRate ?? (() => usdRateDefault),
     feeProbe: params.feeProbe,
     receiveForeignInvoices: params.receiveForeignInvoices ?? false,
@@ -178,13 +178,12 @@ async function start(s: LightningRailState): Promise<void> {
       const known = new Set([...s.attempts.values()].map((attempt) => attempt.paymentHash));
       s.unattributed = pending.payments.map((payment) => payment.id).filter((hash) => !known.has(hash));
       if (s.unattributed.length > 0)
-        s.log({
-          level: "warn",
-          message: "LND has payments in flight that no attempt accounts for",
-          detail: s.unattributed,
-        });
+        s.logger.warn(
+          { paymentHashes: s.unattributed },
+          "LND has payments in flight that no attempt accounts for",
+        );
     } catch (error) {
-      s.log({ level: "warn", message: "listing in-flight payments failed", detail: lndErrorText(error) });
+      s.logger.warn({ error: lndErrorText(error) }, "listing in-flight payments failed");
     }
   }
 }

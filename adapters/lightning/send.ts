@@ -109,7 +109,10 @@ async function finish(s: LightningRailState, tracker: Tracker, outcome: StoredOu
 
 const fail = (s: LightningRailState, tracker: Tracker, failure: Failure) =>
   finish(s, tracker, { status: "failed", ...failure }).catch((error: unknown) =>
-    s.log({ level: "error", message: "storing an outcome failed", detail: lndErrorText(error) }),
+    s.logger.error(
+      { error: lndErrorText(error), attemptId: tracker.attempt.attemptId },
+      "storing an outcome failed",
+    ),
   );
 
 /** LND found no route: was it the fee limit or the graph? Ask for a route without the limit. */
@@ -134,7 +137,7 @@ async function classifyNoRoute(s: LightningRailState, tracker: Tracker): Promise
         retryElsewhere: true,
       };
   } catch (error) {
-    s.log({ level: "info", message: "route query after no-route failure", detail: lndErrorText(error) });
+    s.logger.info({ error: lndErrorText(error) }, "route query after no-route failure");
   }
   return { code: "unreachable_destination", message: "no route to the destination", retryElsewhere: true };
 }
@@ -159,7 +162,10 @@ const onConfirmed = (
     preimage: payment.secret,
     feeMsat: BigInt(payment.fee_mtokens),
   }).catch((error: unknown) =>
-    s.log({ level: "error", message: "storing an outcome failed", detail: lndErrorText(error) }),
+    s.logger.error(
+      { error: lndErrorText(error), attemptId: tracker.attempt.attemptId },
+      "storing an outcome failed",
+    ),
   );
 
 // ---- following a payment -----------------------------------------------------------------------
@@ -256,7 +262,7 @@ async function awaitOutcome(s: LightningRailState, tracker: Tracker): Promise<At
     s.store
       .append({ t: "reported", attemptId: attempt.attemptId })
       .catch((error: unknown) =>
-        s.log({ level: "error", message: "journal write failed", detail: lndErrorText(error) }),
+        s.logger.error({ error: lndErrorText(error), attemptId: attempt.attemptId }, "journal write failed"),
       );
   }
   return outcomeToResult(attempt, final);

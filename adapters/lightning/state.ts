@@ -4,7 +4,7 @@
 // state: a module's function reads and writes the fields it names, at the moment it runs.
 import type { EventEmitter } from "node:events";
 import type { AuthenticatedLnd } from "lightning";
-import type { Asset, RailEvent, RailEventHandler, UsdRate } from "../../core/index.ts";
+import type { Asset, Logger, RailEvent, RailEventHandler, UsdRate } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 import type { LightningRailStore, StoredAttempt, StoredInvoice, StoredOutcome } from "./store.ts";
 
@@ -90,12 +90,6 @@ export type Liquidity = {
   readonly takenAtMs: number;
 };
 
-export type RailLog = (entry: {
-  level: "info" | "warn" | "error";
-  message: string;
-  detail?: unknown;
-}) => void;
-
 /** One outgoing payment followed until its outcome: its journal entry, LND's stream, who waits for it. */
 export type Tracker = {
   readonly attempt: StoredAttempt;
@@ -131,7 +125,7 @@ export type LightningRailState = {
   readonly connection: LndConnection;
   readonly store: LightningRailStore;
   readonly now: () => number;
-  readonly log: RailLog;
+  readonly logger: Logger;
   readonly usdRate: () => UsdRate;
   readonly feeProbe: { readonly destination: string; readonly amountMsat: bigint } | undefined;
   readonly receiveForeignInvoices: boolean;

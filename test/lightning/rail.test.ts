@@ -24,7 +24,7 @@ import {
   type LightningRail,
   type LightningRailParams,
 } from "../../adapters/lightning/index.ts";
-import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
+import type { Logger, OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
 
 const cluster = inject("lightningCluster");
@@ -39,20 +39,40 @@ let directory = "";
 let serial = 0;
 const attemptId = (label: string) => `${label}-${Date.now()}-${++serial}`;
 
-type Running = { rail: LightningRail; events: RailEvent[] };
+type LogLine = { level: "error" | "warn" | "info" | "debug"; message: string };
+type Running = { rail: LightningRail; events: RailEvent[]; logs: LogLine[] };
+
+/** A logger that keeps each line's level and message. */
+function recordingLogger(logs: LogLine[]): Logger {
+  const at =
+    (level: LogLine["level"]) =>
+    (first: string | Record<string, unknown>, second?: string): void => {
+      logs.push({ level, message: typeof first === "string" ? first : (second ?? "") });
+    };
+  const logger: Logger = {
+    error: at("error"),
+    warn: at("warn"),
+    info: at("info"),
+    debug: at("debug"),
+    child: () => logger,
+  };
+  return logger;
+}
 
 async function startRail(store: string, limits: LightningRailParams["limits"] = {}): Promise<Running> {
   const events: RailEvent[] = [];
+  const logs: LogLine[] = [];
   const rail = createLightningRail({
     lnd: cluster.nodes.gateway,
     store: createFileRailStore(path.join(directory, store)),
     limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, executeWaitMs: 30_000, ...limits },
+    logger: recordingLogger(logs),
   });
   rail.onEvent(async (event) => {
     events.push(event);
   });
   await rail.start();
-  return { rail, events };
+  return { rail, events, logs };
 }
 
 const bolt11 = (
@@ -355,11 +375,15 @@ describe("lightning rail on regtest", () => {
       reference: "invoice-lnd-restart",
     });
     const receivedBefore = main.events.filter((e) => e.kind === "received").length;
+    const logsBefore = main.logs.length;
     await control.stopNode("gateway");
     await waitFor("rail notices", async () => (main.rail.health().connected ? undefined : true), {
       timeoutMs: 30_000,
     });
     expect(main.rail.snapshot().available).toBe(false);
+    // The loss is logged once, as a warning, through the logger the rail was given.
+    const lost = main.logs.slice(logsBefore).filter((line) => line.message === "LND connection lost");
+    expect(lost).toEqual([{ level: "warn", message: "LND connection lost" }]);
     await control.startNode("gateway");
     // Pay as soon as the payer's channel to the gateway is back, whether or not the rail has resubscribed.
     await waitFor(
@@ -390,6 +414,7 @@ describe("lightning rail on regtest", () => {
       timeoutMs: 30_000,
     });
     expect(main.events.filter((e) => e.kind === "received")).toHaveLength(receivedBefore + 1);
+    expect(main.logs.slice(logsBefore)).toContainEqual({ level: "info", message: "LND connected" });
 
     // Outgoing works again too.
     const outgoing = await createInvoice({ lnd: payee, tokens: 500 });
