@@ -90,9 +90,10 @@ function evmPayoutBatch(rail: EvmRail): BatchPayer["payoutBatch"] {
   };
 }
 
-function lightningRails({ config }: RailContext): BuiltRails {
+function lightningRails({ config, logger }: RailContext): BuiltRails {
   if (config.lightning.kind !== "on") return { rails: [] };
   const rail = createLightningRail({
+    logger: logger.child({ module: "rail", rail: "lightning" }),
     lnd: config.lightning.lnd,
     store: createFileRailStore(config.lightning.journalPath),
     limits: config.lightning.limits,
