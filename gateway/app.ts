@@ -22,7 +22,7 @@ import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
 import { createSplitterMirror, openEvmClients } from "./app/evm.ts";
 import { type RailModule, railModules } from "./app/rails.ts";
 import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
-import { buildServer, railRoutesPlugin } from "./http/index.ts";
+import { buildServer } from "./http/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
 import { createMarket, flushNetting, type PaymentsDeps, recoverOpenAttempts } from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
@@ -208,9 +208,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }
 
     // ---- HTTP: the API, and every rail's provider routes beside it
-    const providerRoutes = [...rails.values()].flatMap((rail) => rail.routes ?? []);
     const server = await buildServer({
-      plugins: [async (app) => app.register(railRoutesPlugin, { routes: providerRoutes })],
+      railRoutes: [...rails.values()].flatMap((rail) => rail.routes ?? []),
       db,
       ledger,
       accounts,

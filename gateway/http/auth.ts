@@ -1,4 +1,5 @@
-// Bearer API keys. Every route under /v1 needs one; the tenant it names is the scope of every query the
+// Bearer API keys. Registered inside the /v1 context (v1.ts), so its hook runs for every route there and for
+// no other: no route is exempted by URL or by flag. The tenant a key names is the scope of every query the
 // request makes. The key is never logged (the logger redacts the Authorization header). Valid keys are
 // remembered by their digest for a few seconds (tenants/createAuthenticator), so most requests ask no query.
 import type { FastifyPluginAsync } from "fastify";
@@ -9,6 +10,7 @@ import { ApiError } from "./errors.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
+    /** Set by the auth hook on every /v1 route; null elsewhere. */
     tenant: Tenant | null;
   }
 }
@@ -20,31 +22,29 @@ export function tenantOf(request: { tenant: Tenant | null }): Tenant {
   return request.tenant;
 }
 
-const plugin: FastifyPluginAsync<{ sql: Sql; apiKeyCache: ApiKeyCacheLimits; nowMs: () => number }> = async (
-  app,
-  options,
-) => {
+export type AuthOptions = { sql: Sql; apiKeyCache: ApiKeyCacheLimits; nowMs: () => number };
+
+const bearer = /^Bearer\s+(\S+)$/i;
+
+const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
   // One memory of valid keys per server, dropped with it.
   const authenticator = createAuthenticator({ sql: options.sql, nowMs: options.nowMs }, options.apiKeyCache);
   app.decorateRequest("tenant", null);
   app.addHook("onRequest", async (request) => {
-    if (!request.url.startsWith("/v1/") || request.routeOptions.config?.public === true) return;
     const header = request.headers.authorization;
     if (header === undefined || header.trim() === "") {
       throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
     }
-    const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
+    const match = bearer.exec(header.trim());
     const tenant = match === null ? null : await authenticator.authenticate(match[1]!);
     if (tenant === null) throw new ApiError("api_key_invalid", "the API key is not valid");
     request.tenant = tenant;
   });
+  // The OpenAPI document says so for every route of this context.
+  app.addHook("onRoute", (route) => {
+    if (route.schema !== undefined) route.schema.security = [{ apiKey: [] }];
+  });
 };
 
-declare module "fastify" {
-  interface FastifyContextConfig {
-    /** A /v1 route that needs no API key (provider webhooks, which carry their own signatures). */
-    public?: boolean;
-  }
-}
-
+// Not encapsulated: the hook belongs to the context that registers the plugin (the /v1 context).
 export const authPlugin = fp(plugin, { name: "switchyard-auth" });

@@ -141,6 +141,27 @@ export class RequestValidationError extends SwitchyardError {
   }
 }
 
+/**
+ * What Fastify answers itself, before routing: a URL that is not valid percent-encoding (FST_ERR_BAD_URL), a
+ * path parameter longer than the router takes (FST_ERR_MAX_PARAM_LENGTH) — in the API's shape instead of
+ * Fastify's, as the invalid parameters they are. The server's frameworkErrors option.
+ */
+export function answerFrameworkError(error: FastifyLikeError, _request: unknown, reply: FastifyReply): void {
+  if (error.code === "FST_ERR_BAD_URL") {
+    sendError(
+      reply,
+      new ApiError("parameter_invalid", "the URL is not valid: a part of it is not percent-encoded"),
+    );
+    return;
+  }
+  if (error.code === "FST_ERR_MAX_PARAM_LENGTH") {
+    sendError(reply, new ApiError("parameter_invalid", "the URL is not valid: a parameter is too long"));
+    return;
+  }
+  reply.log.error({ err: error }, "unexpected framework error");
+  sendError(reply, new ApiError("internal_error", "something went wrong on our side"));
+}
+
 const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
   app.setNotFoundHandler((request, reply) => {
     sendError(

@@ -1,9 +1,12 @@
-// From the gateway's records to the API's JSON: bigints become decimal strings, names become snake_case.
+// From the API's JSON to the gateway's terms (destinations, route policies) and back from its records
+// (bigints become decimal strings, names become snake_case); a service's refusal as the API error it is.
 import type { Destination, SettlementEvidence } from "../../core/index.ts";
 import { assetByCode, formatAmount } from "../../core/index.ts";
 import type { Attempt, Payment } from "../payments/index.ts";
-import type { CostBreakdown, RouteDecision } from "../router/types.ts";
-import type { CreatePaymentBody, PaymentView } from "./schemas.ts";
+import type { CostBreakdown, RouteDecision, RoutePolicy } from "../router/types.ts";
+import type { Invoice } from "../settlement/index.ts";
+import { ApiError, type ApiErrorCode } from "./errors.ts";
+import type { ConstraintsBody, CreatePaymentBody, InvoiceView, PaymentView } from "./schemas.ts";
 
 const microUsd = { scale: 6 };
 
@@ -125,4 +128,54 @@ export function presentPayment(payment: Payment): PaymentView {
     created_at: payment.createdAt.toISOString(),
     updated_at: payment.updatedAt.toISOString(),
   };
+}
+
+export function presentInvoice(invoice: Invoice): InvoiceView {
+  const scale = assetByCode(invoice.assetCode)?.scale ?? 0;
+  return {
+    id: invoice.id,
+    object: "invoice",
+    status: invoice.status,
+    account: invoice.accountId,
+    amount: formatAmount(invoice.amount, { scale }),
+    asset: invoice.assetCode,
+    rail: invoice.rail,
+    description: invoice.description,
+    instructions: invoice.instructions,
+    received_amount: invoice.receivedAmount === null ? null : formatAmount(invoice.receivedAmount, { scale }),
+    expires_at: invoice.expiresAt?.toISOString() ?? null,
+    created_at: invoice.createdAt.toISOString(),
+    paid_at: invoice.paidAt?.toISOString() ?? null,
+  };
+}
+
+export function policyFrom(constraints: ConstraintsBody | undefined): RoutePolicy {
+  if (constraints === undefined) return {};
+  const microUsd = constraints.max_fee_usd === undefined ? undefined : usdToMicro(constraints.max_fee_usd);
+  return {
+    ...(constraints.max_fee_bps === undefined ? {} : { maxFeeBps: constraints.max_fee_bps }),
+    ...(microUsd === undefined ? {} : { maxFeeMicroUsd: microUsd }),
+    ...(constraints.max_latency_ms === undefined ? {} : { maxLatencyMs: constraints.max_latency_ms }),
+    ...(constraints.rails?.allow === undefined ? {} : { allowedRails: constraints.rails.allow }),
+    ...(constraints.rails?.deny === undefined ? {} : { deniedRails: constraints.rails.deny }),
+  };
+}
+
+/** "0.25" USD → 250000 micro-USD; the schema allows 6 decimals at most, so this is exact. */
+function usdToMicro(text: string): bigint {
+  const [whole = "0", fraction = ""] = text.split(".");
+  return BigInt(whole) * 1_000_000n + BigInt(fraction.padEnd(6, "0"));
+}
+
+/** A refusal from a service (payments, quotes, invoices) as the API error it is, with the route when there is one. */
+export function refusalError(result: {
+  refusal: ApiErrorCode;
+  message: string;
+  param?: string;
+  decision?: RouteDecision;
+}): ApiError {
+  return new ApiError(result.refusal, result.message, {
+    ...(result.param === undefined ? {} : { param: result.param }),
+    ...(result.decision === undefined ? {} : { extra: { route: presentRoute(result.decision) } }),
+  });
 }

@@ -1,6 +1,8 @@
 // The routes rails contribute for their providers (core's RailRoute: Stripe's webhooks, …), mounted without
 // knowing which rail they belong to. Encapsulated: the raw-body parser registered here keeps the exact bytes
-// the provider signed, for these routes only. No API key: the rail authenticates its provider itself.
+// the provider signed, for these routes only. No API key: the rail authenticates its provider itself, and the
+// server mounts this plugin beside the /v1 context, outside the auth hook's reach, whatever the paths are.
+// Left out of the OpenAPI document: these are the providers' routes, not the API's.
 import type { FastifyPluginAsync } from "fastify";
 import type { RailRoute } from "../../core/index.ts";
 
@@ -16,7 +18,7 @@ export const railRoutesPlugin: FastifyPluginAsync<RailRoutesOptions> = async (ap
       method: route.method,
       url: route.path,
       bodyLimit: route.bodyLimitBytes,
-      config: { public: true },
+      schema: { hide: true },
       handler: async (request, reply) => {
         const rawBody = Buffer.isBuffer(request.body) ? request.body : emptyBody;
         const answer = await route.handle({ headers: request.headers, rawBody });

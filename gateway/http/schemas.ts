@@ -166,6 +166,13 @@ export const healthView = z.object({
   rails: z.record(z.string(), z.object({ available: z.boolean() })),
 });
 
+/** The OpenAPI document: only its frame is checked; the rest is what @fastify/swagger generated. */
+export const openApiView = z.looseObject({
+  openapi: z.string(),
+  info: z.looseObject({ title: z.string(), version: z.string() }),
+  paths: z.record(z.string(), z.unknown()),
+});
+
 export const invoiceExpirySecondsMax = 7 * 24 * 3600;
 
 export const createInvoiceBody = z.strictObject({
@@ -193,6 +200,7 @@ export const invoiceView = z.object({
   created_at: z.string(),
   paid_at: z.string().nullable(),
 });
+export type InvoiceView = z.infer<typeof invoiceView>;
 
 export const createWebhookEndpointBody = z.strictObject({
   url: z

@@ -1,12 +1,19 @@
-// Builds the Fastify server: zod for requests and responses, the error, auth and idempotency plugins,
-// then the routes. Every limit explicit: Fastify's request timeout defaults to none.
-import Fastify, { type FastifyInstance } from "fastify";
+// Builds the Fastify server. Zod checks requests (typed through the zod type provider) and responses; the
+// error plugin answers every failure in one shape. Three siblings need no API key — health, the OpenAPI
+// document, the rails' provider routes — and one encapsulated /v1 context holds auth, Idempotency-Key and the
+// resources (v1.ts). Every limit explicit: Fastify's request timeout defaults to none.
+import Fastify, { type FastifyInstance, type FastifySchemaCompiler } from "fastify";
+import { serializerCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import type { ZodType } from "zod";
+import type { RailRoute } from "../../core/index.ts";
 import { type ApiKeyCacheLimits, apiKeyCacheDefaults } from "../tenants/index.ts";
-import { authPlugin } from "./auth.ts";
-import { errorsPlugin, RequestValidationError } from "./errors.ts";
-import { idempotencyPlugin } from "./idempotency.ts";
-import { type RoutesOptions, routes } from "./routes.ts";
+import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./errors.ts";
+import { healthPlugin } from "./health.ts";
+import { openApiPlugin } from "./openapi.ts";
+import { railRoutesPlugin } from "./rail-routes.ts";
+import { type RoutesOptions, v1Plugin } from "./v1.ts";
+
+export type { RoutesOptions } from "./v1.ts";
 
 export type ServerOptions = RoutesOptions & {
   requestTimeoutMs: number;
@@ -15,9 +22,25 @@ export type ServerOptions = RoutesOptions & {
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** How many valid API keys each server remembers, and for how long (default: apiKeyCacheDefaults). */
   apiKeyCache?: ApiKeyCacheLimits;
-  /** Extra plugins (a rail's webhook route) registered after the core ones. */
+  /** The rails' provider routes (core's RailRoute), mounted beside /v1 without an API key. */
+  railRoutes?: readonly RailRoute[];
+  /** Extra plugins, registered on the root after the core ones (beside /v1, so without an API key). */
   plugins?: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
 };
+
+/** The version the OpenAPI document states. */
+export const apiVersion = "1.0.0";
+
+/**
+ * Zod for requests, with the input reported so that a missing parameter can be told from a wrong one
+ * (parameter_missing, parameter_invalid): fastify-type-provider-zod's validatorCompiler parses without it.
+ */
+const validatorCompiler: FastifySchemaCompiler<ZodType> =
+  ({ schema }) =>
+  (data) => {
+    const result = schema.safeParse(data, { reportInput: true });
+    return result.success ? { value: result.data } : { error: new RequestValidationError(result.error) };
+  };
 
 export async function buildServer(options: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -25,6 +48,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     connectionTimeout: options.requestTimeoutMs,
     keepAliveTimeout: 5_000,
     bodyLimit: options.bodyLimitBytes,
+    frameworkErrors: answerFrameworkError,
     logger: {
       level: options.logLevel,
       redact: {
@@ -32,34 +56,24 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
         censor: "[redacted]",
       },
     },
-  });
-  app.setValidatorCompiler(({ schema }) => (data) => {
-    const result = (schema as ZodType).safeParse(data, { reportInput: true }); // input lets a missing field be told from a wrong one
-    return result.success ? { value: result.data } : { error: new RequestValidationError(result.error) };
-  });
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
   // Responses are checked against their schema too: a response that does not match is a bug, answered 500.
-  app.setSerializerCompiler(
-    ({ schema }) =>
-      (data) =>
-        JSON.stringify((schema as ZodType).parse(data)),
-  );
+  app.setSerializerCompiler(serializerCompiler);
   await app.register(errorsPlugin);
-  await app.register(authPlugin, {
-    sql: options.db,
-    apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
-    nowMs: Date.now,
-  });
-  await app.register(idempotencyPlugin, {
-    sql: options.db,
-    inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
-  });
-  await app.register(routes, {
+  await app.register(openApiPlugin, { version: apiVersion });
+  await app.register(healthPlugin, { rails: options.rails });
+  await app.register(railRoutesPlugin, { routes: options.railRoutes ?? [] });
+  await app.register(v1Plugin, {
+    prefix: "/v1",
     db: options.db,
     ledger: options.ledger,
     accounts: options.accounts,
     rails: options.rails,
     payments: options.payments,
     settlement: options.settlement,
+    apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
+    idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
   });
   for (const plugin of options.plugins ?? []) await plugin(app);
   return app;

@@ -247,3 +247,75 @@ describe("other routes refuse bad input", () => {
     expect(response.body.rails.evm.available).toBe(true);
   });
 });
+
+describe("every /v1 route, from the OpenAPI document", () => {
+  const routes = async () => {
+    const response = await gw.call("GET", "/openapi.json", { key: null });
+    expect(response.status).toBe(200);
+    const paths = response.body.paths as Record<string, Record<string, unknown>>;
+    const listed = Object.entries(paths).flatMap(([path, methods]) =>
+      Object.keys(methods).map((method) => ({ method: method.toUpperCase() as "GET" | "POST", path })),
+    );
+    expect(listed.length).toBeGreaterThanOrEqual(7);
+    return listed;
+  };
+  const sample: Record<string, string> = { "/v1/payments/{id}": "pay_x", "/v1/invoices/{id}": "inv_x" };
+  const urlOf = (path: string) => path.replace("{id}", sample[path] ?? "acct_demo_customer");
+
+  it("refuses a missing key, and a well-formed key that is no tenant's, with 401", async () => {
+    for (const { method, path } of await routes()) {
+      const body = method === "POST" ? {} : undefined;
+      const missing = await gw.call(method, urlOf(path), { body, key: null });
+      expect([method, path, missing.status, missing.body.error.code]).toEqual([
+        method,
+        path,
+        401,
+        "api_key_missing",
+      ]);
+      const wrong = await gw.call(method, urlOf(path), {
+        body,
+        key: "sk_test_0000000000000000000000000000000000000000000",
+      });
+      expect([method, path, wrong.status, wrong.body.error.code]).toEqual([
+        method,
+        path,
+        401,
+        "api_key_invalid",
+      ]);
+    }
+  });
+
+  it("answers hostile input with a 4xx, never a 500", async () => {
+    const deep = `${"[".repeat(5_000)}${"]".repeat(5_000)}`;
+    const bodies = [
+      "null",
+      "[]",
+      '"text"',
+      "1",
+      "{}",
+      deep,
+      '{"__proto__": {"polluted": true}}',
+      '{"constructor": {"prototype": {"polluted": true}}}',
+      '{"amount": {}, "asset": [], "destination": null, "account": 1, "url": false}',
+      '{"amount": "1", "asset": "USDC", "destination": {"type": "account"}, "account": "acct_x"}',
+      `{"amount": "${"9".repeat(60)}", "asset": "USDC"}`,
+      '{"amount": "1\\u0000", "asset": "USD\\u0000C"}',
+    ];
+    for (const { method, path } of await routes()) {
+      const answers =
+        method === "POST"
+          ? await Promise.all(bodies.map((rawBody) => gw.call(method, urlOf(path), { rawBody })))
+          : await Promise.all(
+              ["%", "%E0%A4%A", "x".repeat(2_000), "pay_%00", "..%2F..%2Fhealthz"].map((id) =>
+                gw.call(method, path.replace("{id}", id)),
+              ),
+            );
+      for (const answer of answers) {
+        const { status, body } = answer;
+        expect([method, path, status >= 400 && status < 500, body]).toEqual([method, path, true, body]);
+        expect([method, path, typeof body?.error?.code, body]).toEqual([method, path, "string", body]);
+      }
+    }
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
+  });
+});

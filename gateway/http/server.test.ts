@@ -1,0 +1,131 @@
+// The server's shape, without a database: the OpenAPI document generated from the zod schemas, and which
+// routes need an API key — the /v1 context's, by where they are registered, not by their URL.
+import type { FastifyInstance } from "fastify";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RailRoute } from "../../core/index.ts";
+import { buildServer, type ServerOptions } from "./server.ts";
+
+/** A provider route under /v1 by its URL, yet outside the /v1 context: it needs no key. */
+const toyProviderRoute: RailRoute = {
+  method: "POST",
+  path: "/v1/webhooks/toy",
+  bodyLimitBytes: 1_024,
+  handle: async ({ rawBody }) => ({ status: 200, body: { received: rawBody.length } }),
+};
+
+let server: FastifyInstance;
+
+beforeAll(async () => {
+  // Nothing here reaches a store: a missing or malformed key is refused before any query (null services; any
+  // use of them fails the test).
+  const options = {
+    db: null,
+    ledger: null,
+    accounts: null,
+    rails: new Map(),
+    payments: null,
+    settlement: null,
+    requestTimeoutMs: 10_000,
+    bodyLimitBytes: 64 * 1024,
+    idempotencyInProgressTimeoutMs: 60_000,
+    logLevel: "silent",
+    railRoutes: [toyProviderRoute],
+  } as unknown as ServerOptions;
+  server = await buildServer(options);
+  await server.ready();
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+type Operation = { security?: unknown; requestBody?: unknown; parameters?: unknown; responses: object };
+type OpenApi = { openapi: string; paths: Record<string, Record<string, Operation>> };
+
+async function openApi(): Promise<OpenApi> {
+  const response = await server.inject({ method: "GET", url: "/openapi.json" });
+  expect(response.statusCode).toBe(200);
+  return response.json();
+}
+
+/** Every operation the document lists, as "METHOD /path". */
+function operations(document: OpenApi): string[] {
+  return Object.entries(document.paths).flatMap(([path, methods]) =>
+    Object.keys(methods).map((method) => `${method.toUpperCase()} ${path}`),
+  );
+}
+
+describe("the OpenAPI document", () => {
+  it("is served without a key and lists every API route, and only those", async () => {
+    const document = await openApi();
+    expect(document.openapi).toMatch(/^3\./);
+    expect(operations(document).sort()).toEqual([
+      "GET /v1/accounts/{id}/balance",
+      "GET /v1/invoices/{id}",
+      "GET /v1/payments/{id}",
+      "POST /v1/invoices",
+      "POST /v1/payments",
+      "POST /v1/quotes",
+      "POST /v1/webhook_endpoints",
+    ]);
+  });
+
+  it("describes each route from its zod schemas: the request, the responses, the key it needs", async () => {
+    const { paths } = await openApi();
+    const create = paths["/v1/payments"]!.post!;
+    expect(create.security).toEqual([{ apiKey: [] }]);
+    expect(create.requestBody).toMatchObject({
+      content: {
+        "application/json": {
+          schema: { type: "object", required: expect.arrayContaining(["amount", "asset", "source"]) },
+        },
+      },
+    });
+    expect(Object.keys(create.responses).sort()).toEqual(["201", "202", "4XX"]);
+    const amount = (create.requestBody as any).content["application/json"].schema.properties.amount;
+    expect(amount.type).toBe("string"); // decimal strings on the wire, never numbers
+    const get = paths["/v1/payments/{id}"]!.get!;
+    expect(get.parameters).toMatchObject([{ in: "path", name: "id", required: true }]);
+  });
+});
+
+describe("which routes need an API key", () => {
+  it("health, the document and a provider route need none, even one whose URL starts with /v1", async () => {
+    expect((await server.inject({ method: "GET", url: "/healthz" })).statusCode).toBe(200);
+    expect((await server.inject({ method: "GET", url: "/openapi.json" })).statusCode).toBe(200);
+    const provider = await server.inject({
+      method: "POST",
+      url: "/v1/webhooks/toy",
+      payload: "{}",
+      headers: { "content-type": "application/json" },
+    });
+    expect(provider.statusCode).toBe(200);
+    expect(provider.json()).toEqual({ received: 2 });
+  });
+
+  it("every route of the /v1 context refuses a missing key, and a key not of the form of one", async () => {
+    const document = await openApi();
+    const listed = operations(document);
+    expect(listed.length).toBeGreaterThan(0);
+    for (const operation of listed) {
+      const [method, path] = operation.split(" ") as ["GET" | "POST", string];
+      const url = path.replace("{id}", "x");
+      for (const [authorization, code] of [
+        [undefined, "api_key_missing"],
+        ["", "api_key_missing"],
+        ["Bearer", "api_key_invalid"],
+        ["Basic dXNlcjpwYXNz", "api_key_invalid"],
+        ["Bearer hunter2", "api_key_invalid"],
+      ] as const) {
+        const response = await server.inject({
+          method,
+          url,
+          headers: authorization === undefined ? {} : { authorization },
+          ...(method === "POST" ? { payload: {} } : {}),
+        });
+        expect([operation, authorization, response.statusCode]).toEqual([operation, authorization, 401]);
+        expect(response.json().error.code).toBe(code);
+      }
+    }
+  });
+});

@@ -1,0 +1,46 @@
+// The /v1 context: everything a client calls with its API key. Auth and Idempotency-Key are registered here,
+// so their hooks run for these routes and for no other: health, the OpenAPI document and the rails' provider
+// routes are siblings of this context (server.ts), and no hook looks at the URL.
+import type { FastifyPluginAsync } from "fastify";
+import type { Rail } from "../../core/index.ts";
+import type { AccountCache } from "../accounts/index.ts";
+import type { Db } from "../db/index.ts";
+import type { Ledger } from "../ledger/index.ts";
+import type { PaymentsDeps } from "../payments/index.ts";
+import type { SettlementDeps } from "../settlement/index.ts";
+import type { ApiKeyCacheLimits } from "../tenants/index.ts";
+import { authPlugin } from "./auth.ts";
+import { idempotencyPlugin } from "./idempotency.ts";
+import { accountRoutes } from "./resources/accounts.ts";
+import { invoiceRoutes } from "./resources/invoices.ts";
+import { paymentRoutes } from "./resources/payments.ts";
+import { quoteRoutes } from "./resources/quotes.ts";
+import { webhookEndpointRoutes } from "./resources/webhook-endpoints.ts";
+
+/** What the routes need: the services, and the stores they read. */
+export type RoutesOptions = {
+  db: Db;
+  ledger: Ledger;
+  accounts: AccountCache;
+  rails: ReadonlyMap<string, Rail>;
+  payments: PaymentsDeps;
+  settlement: SettlementDeps;
+};
+
+export type V1Options = RoutesOptions & {
+  apiKeyCache: ApiKeyCacheLimits;
+  idempotencyInProgressTimeoutMs: number;
+};
+
+export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
+  await app.register(authPlugin, { sql: options.db, apiKeyCache: options.apiKeyCache, nowMs: Date.now });
+  await app.register(idempotencyPlugin, {
+    sql: options.db,
+    inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+  });
+  await app.register(paymentRoutes, { db: options.db, payments: options.payments });
+  await app.register(quoteRoutes, { payments: options.payments });
+  await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
+  await app.register(webhookEndpointRoutes, { db: options.db });
+  await app.register(accountRoutes, { accounts: options.accounts, ledger: options.ledger });
+};
