@@ -1,5 +1,7 @@
 // Getting paid: invoices (amount, expiry, memo or description hash) made with one AddInvoice call and
-// journalled with the gateway's reference. Their settlement comes back through the event pump (events.ts).
+// journalled with the gateway's reference, and the Rail contract's `receive` over them. Their settlement comes
+// back through the event pump (events.ts).
+import type { ReceiveOutcome, ReceiveRequest } from "../../core/index.ts";
 import { parseBolt11 } from "./bolt11.ts";
 import { LightningRailError, lndError } from "./errors.ts";
 import type { LightningRailState } from "./state.ts";
@@ -105,4 +107,37 @@ export async function createInvoice(
   s.invoices.set(created.id, stored);
   await s.store.append({ t: "invoice", ...stored });
   return { paymentHash: created.id, request: created.request, amountMsat, expiresAtMs, reference };
+}
+
+/**
+ * Money in, as the Rail contract asks: a BOLT11 invoice for the request (its description as the memo), or a
+ * refusal that made nothing on LND — an amount outside the rail's range, a description too long for a memo,
+ * LND out of reach.
+ */
+export async function receive(s: LightningRailState, request: ReceiveRequest): Promise<ReceiveOutcome> {
+  const { limits } = s;
+  if (request.amount > limits.amountMaxMsat)
+    return { status: "refused", code: "amount_too_large", message: `above ${limits.amountMaxMsat} msat` };
+  if (request.amount < limits.amountMinMsat)
+    return { status: "refused", code: "rejected", message: `below ${limits.amountMinMsat} msat` };
+  if (Buffer.byteLength(request.description) > limits.memoLengthMax)
+    return { status: "refused", code: "rejected", message: `description over ${limits.memoLengthMax} bytes` };
+  if (!s.running || !s.health.connected)
+    return {
+      status: "refused",
+      code: "rail_unavailable",
+      message: `LND unreachable: ${s.health.lastError ?? ""}`,
+    };
+  const invoice = await createInvoice(s, {
+    amountMsat: request.amount,
+    expirySeconds: request.expirySeconds,
+    reference: request.reference,
+    memo: request.description,
+  });
+  return {
+    status: "offered",
+    railReference: invoice.paymentHash,
+    expiresAtMs: invoice.expiresAtMs,
+    instructions: { method: "lightning", bolt11: invoice.request, payment_hash: invoice.paymentHash },
+  };
 }

@@ -53,7 +53,7 @@ describe("the Lightning rail without LND", () => {
     const rail = createLightningRail({
       lnd: { socket, cert: "", macaroon: "00" },
       store: createMemoryRailStore(),
-      limits: { rpcTimeoutMs: 200, reconnectDelayMinMs: 10, reconnectDelayMaxMs: 20 },
+      limits: { rpcTimeoutMs: 200, reconnectDelayMinMs: 50, reconnectDelayMaxMs: 100 },
       logger,
     });
     await rail.start();
@@ -61,7 +61,7 @@ describe("the Lightning rail without LND", () => {
       expect(rail.health().connected).toBe(false);
       await vi.waitFor(() => expect(rail.health().checkedAtMs).toBeGreaterThan(0));
       // Let it retry a few times: each failed check is not logged again.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await new Promise((resolve) => setTimeout(resolve, 400));
       expect(lines).toEqual([
         {
           level: "warn",
@@ -72,5 +72,27 @@ describe("the Lightning rail without LND", () => {
     } finally {
       await rail.stop();
     }
+  });
+
+  it("refuses to receive, making nothing, what it cannot offer: out of range, a description too long, LND away", async () => {
+    const rail = createLightningRail({
+      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      store: createMemoryRailStore(),
+      limits: { amountMaxMsat: 1_000_000n, memoLengthMax: 8 },
+    });
+    const request = { reference: "inv_1", amount: 1_000n, description: "top-up", expirySeconds: 60 };
+    expect(await rail.receive({ ...request, amount: 1_000_001n })).toMatchObject({
+      status: "refused",
+      code: "amount_too_large",
+    });
+    expect(await rail.receive({ ...request, amount: 0n })).toMatchObject({
+      status: "refused",
+      code: "rejected",
+    });
+    expect(await rail.receive({ ...request, description: "a long description" })).toMatchObject({
+      status: "refused",
+      code: "rejected",
+    });
+    expect(await rail.receive(request)).toMatchObject({ status: "refused", code: "rail_unavailable" });
   });
 });

@@ -17,7 +17,7 @@ import { assets, silentLogger } from "../../core/index.ts";
 import { lndError } from "./errors.ts";
 import { pump } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
-import { type CreatedInvoice, type CreateInvoiceParams, createInvoice } from "./invoices.ts";
+import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive } from "./invoices.ts";
 import {
   estimateFee,
   type FeeEstimateResult,
@@ -60,6 +60,7 @@ export type LightningRailParams = {
 };
 
 export type LightningRail = Rail & {
+  receive: NonNullable<Rail["receive"]>;
   createInvoice(params: CreateInvoiceParams): Promise<CreatedInvoice>;
   estimateFee(params: {
     destination: OutgoingAttempt["destination"];
@@ -93,6 +94,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       }
       return s.liquidity?.outboundMsat ?? 0n;
     },
+    receive: (request) => receive(s, request),
     createInvoice: (invoiceParams) => createInvoice(s, invoiceParams),
     estimateFee: (feeParams) => estimateFee(s, feeParams),
     health: () => s.health,

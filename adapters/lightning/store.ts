@@ -274,8 +274,14 @@ export function createFileRailStore(file: string): LightningRailStore {
       write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
     },
     async close() {
-      if (descriptor !== null) closeSync(descriptor);
+      const closing = descriptor;
       descriptor = null;
+      if (closing === null) return;
+      try {
+        closeSync(closing);
+      } catch (error) {
+        throw new RailStoreError("journal close failed", { details: file, cause: error });
+      }
     },
   };
 }

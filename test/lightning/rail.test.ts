@@ -166,6 +166,32 @@ describe("lightning rail on regtest", () => {
     expect(decoded.mtokens).toBe("1000");
   });
 
+  it("receive (the Rail contract's money in) offers a BOLT11 invoice whose payment is the received event", async () => {
+    const offer = await main.rail.receive({
+      reference: "invoice-receive-contract",
+      amount: 2_000_000n,
+      description: "through receive",
+      expirySeconds: 600,
+    });
+    if (offer.status !== "offered") throw new Error(`refused: ${offer.message}`);
+    const bolt11 = offer.instructions.bolt11 as string;
+    expect(offer.instructions).toEqual({ method: "lightning", bolt11, payment_hash: offer.railReference });
+    const described = await decodePaymentRequest({ lnd: payer, request: bolt11 });
+    expect(described).toMatchObject({
+      id: offer.railReference,
+      mtokens: "2000000",
+      description: "through receive",
+    });
+    await pay({ lnd: payer, request: bolt11 });
+    const event = await waitFor(
+      "received event",
+      async () =>
+        main.events.find((e) => e.kind === "received" && e.reference === "invoice-receive-contract"),
+      { timeoutMs: 30_000 },
+    );
+    expect(event).toMatchObject({ amount: 2_000_000n, evidence: { paymentHash: offer.railReference } });
+  });
+
   it("sends a BOLT11 invoice once, and a retry of the attempt reports the first outcome", async () => {
     const invoice = await createInvoice({ lnd: payee, tokens: 2_000 });
     const attempt = bolt11(invoice.request, 2_000_000n, 10_000n);
