@@ -4,6 +4,8 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { type Address, getAddress, type Hex, type PublicClient, type WalletClient } from "viem";
+import { SwitchyardError, type SwitchyardErrorOptions } from "../../core/index.ts";
+import { translatingViemErrors } from "./errors.ts";
 
 /** What TestUSD is deployed with unless told otherwise: USDC's EIP-712 domain name and version. */
 export const testUsdDefaults = { name: "USD Coin", symbol: "TUSD", version: "2", decimals: 6 } as const;
@@ -13,24 +15,25 @@ export type ContractName = (typeof contractNames)[number];
 export type ContractArtifact = { contractName: string; abi: readonly unknown[]; bytecode: Hex };
 
 /** The artifacts are missing: `npm run compile` has not run in this checkout. */
-export class ContractArtifactMissingError extends Error {
-  override readonly name = "ContractArtifactMissingError";
+export class ContractArtifactMissingError extends SwitchyardError {
+  override name = "ContractArtifactMissingError";
   readonly file: string;
   constructor(file: string, options: { cause: unknown }) {
-    super(`contract artifact ${file} is missing; run \`npm run compile\``, options);
+    super(`contract artifact ${file} is missing; run \`npm run compile\``, { cause: options.cause });
     this.file = file;
   }
 }
 
-/** A deployment transaction was mined without creating the contract. */
-export class ContractDeploymentError extends Error {
-  override readonly name = "ContractDeploymentError";
+/** Deploying a contract failed: the node refused the transaction, or it was mined without creating the contract. */
+export class ContractDeploymentError extends SwitchyardError {
+  override name = "ContractDeploymentError";
   readonly contract: ContractName;
-  readonly txHash: Hex;
-  constructor(contract: ContractName, txHash: Hex, status: string) {
-    super(`deploying ${contract} failed (transaction ${txHash}, status ${status})`);
+  /** The deployment transaction, when one was sent. */
+  readonly txHash: Hex | null;
+  constructor(contract: ContractName, options: { txHash?: Hex; details?: string; cause?: unknown }) {
+    super(`deploying ${contract} failed`, { details: options.details, cause: options.cause });
     this.contract = contract;
-    this.txHash = txHash;
+    this.txHash = options.txHash ?? null;
   }
 }
 
@@ -92,17 +95,33 @@ async function deployOne(
 ): Promise<Address> {
   const artifact = await readContractArtifact(name);
   const account = walletClient.account;
-  if (account === undefined) throw new TypeError("deployContracts: the wallet client has no account");
-  const hash = await walletClient.deployContract({
-    abi: artifact.abi,
-    bytecode: artifact.bytecode,
-    args,
-    account,
-    chain: walletClient.chain ?? null,
-  });
-  const receipt = await publicClient.waitForTransactionReceipt({ hash });
+  if (account === undefined)
+    throw new ContractDeploymentError(name, { details: "the wallet client has no account" });
+  // viem's errors (the node refused, or is out of reach) become this contract's deployment error.
+  const failed = (txHash?: Hex) => (_shortMessage: string, options: SwitchyardErrorOptions) =>
+    new ContractDeploymentError(name, { ...options, ...(txHash === undefined ? {} : { txHash }) });
+  const hash = await translatingViemErrors(
+    `deploying ${name}`,
+    () =>
+      walletClient.deployContract({
+        abi: artifact.abi,
+        bytecode: artifact.bytecode,
+        args,
+        account,
+        chain: walletClient.chain ?? null,
+      }),
+    failed(),
+  );
+  const receipt = await translatingViemErrors(
+    `deploying ${name}`,
+    () => publicClient.waitForTransactionReceipt({ hash }),
+    failed(hash),
+  );
   if (receipt.status !== "success" || !receipt.contractAddress) {
-    throw new ContractDeploymentError(name, hash, receipt.status);
+    throw new ContractDeploymentError(name, {
+      txHash: hash,
+      details: `transaction ${hash}, status ${receipt.status}`,
+    });
   }
   return getAddress(receipt.contractAddress);
 }

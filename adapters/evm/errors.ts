@@ -1,43 +1,42 @@
-// The EVM rail's thrown error and the reading of viem's errors: a revert's custom error name, decoded with our
-// contracts' ABIs, and what it means in the rail's closed set of failures.
-import { BaseError, decodeErrorResult, type Hex } from "viem";
-import type { RailFailureCode } from "../../core/index.ts";
-import { revenueSplitterAbi, testUsdErrorsAbi } from "./abi.generated.ts";
+// The EVM adapter's thrown errors and the one place viem's errors (JSON-RPC, transport, contract) are translated:
+// into a SwitchyardError with viem's short message and details as its details and viem's error as its cause.
+// (A revert met in gas estimation is not thrown: reverts.ts reads it into the rail's closed set of failures.)
+import { BaseError } from "viem";
+import { SwitchyardError, type SwitchyardErrorOptions } from "../../core/index.ts";
 
-export class EvmRailError extends Error {
+/** The EVM rail's: a bug, a misconfiguration, or the node out of reach or answering nonsense. */
+export class EvmRailError extends SwitchyardError {
   override name = "EvmRailError";
 }
 
-/** Errors the splitter or the token may revert with, for decoding reverts met in gas estimation. */
-const revertAbi = [...revenueSplitterAbi, ...testUsdErrorsAbi] as const;
-
-/** The name of the custom error a call reverted with, when the node returned its data. */
-export function revertName(error: unknown): string | null {
-  if (!(error instanceof BaseError)) return null;
-  const withData = error.walk((cause) => {
-    const data = (cause as { data?: unknown }).data;
-    return typeof data === "string" && data.startsWith("0x") && data.length >= 10;
-  }) as { data?: Hex } | null;
-  if (withData?.data === undefined) return null;
-  try {
-    return decodeErrorResult({ abi: revertAbi, data: withData.data }).errorName;
-  } catch (decodeError) {
-    if (decodeError instanceof BaseError) return null; // not one of our errors: the message says what it was
-    throw decodeError;
-  }
+/** viem's account of what went wrong, in one line: its short message, and what the node said when it said more. */
+export function viemDetails(error: unknown): string {
+  if (!(error instanceof BaseError))
+    return error instanceof Error ? (error.message.split("\n")[0] ?? "") : String(error);
+  return error.details && error.details !== error.shortMessage
+    ? `${error.shortMessage} (${error.details})`
+    : error.shortMessage;
 }
 
-/** A revert in gas estimation, in the rail's closed set of failures. */
-export function failureCodeOf(revert: string | null): RailFailureCode {
-  switch (revert) {
-    case "RevenueSplitterUnknownSplit":
-      return "unreachable_destination";
-    case "ERC20InsufficientBalance":
-    case "ERC20InsufficientAllowance":
-    case null:
-      return "insufficient_liquidity";
-    default:
-      return "rejected";
+/**
+ * The translation at the adapter's boundary: a viem error thrown by `fn` becomes `make(doing, …)` with viem's
+ * account as details and viem's error as the cause. The adapter's own errors, and anything not viem's (a bug, a
+ * database error translated by its store), pass through unchanged.
+ */
+export async function translatingViemErrors<T>(
+  doing: string,
+  fn: () => Promise<T>,
+  make: (shortMessage: string, options: SwitchyardErrorOptions) => SwitchyardError = (
+    shortMessage,
+    options,
+  ) => new EvmRailError(shortMessage, options),
+): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof BaseError)
+      throw make(`${doing} failed`, { details: viemDetails(error), cause: error });
+    throw error;
   }
 }
 
@@ -55,6 +54,7 @@ export function errorText(error: unknown): string {
 
 const errorChainDepthMax = 8;
 
+/** viem's short message (without the request and version lines viem appends to its message). */
 export function shortMessage(error: unknown): string {
   if (
     error !== null &&

@@ -11,13 +11,18 @@ import {
 } from "viem";
 import type { AttemptOutcome, OutgoingAttempt } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
-import { EvmRailError, failureCodeOf } from "./errors.ts";
+import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import { type EvmRailState, ensureAllowance, evidenceOf, isSplitterLog } from "./rail-state.ts";
+import { failureCodeOf } from "./reverts.ts";
 import { receiptOf, type SendRow, sendOnce } from "./send-journal.ts";
 import { referenceFromId } from "./splits.ts";
 
 /** Pays the attempt once (a repeat follows the transaction already sent) and reports how it ended. */
-export async function executeAttempt(state: EvmRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
+export function executeAttempt(state: EvmRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
+  return translatingViemErrors(`EVM payout ${attempt.id}`, () => payOnce(state, attempt));
+}
+
+async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
   const call = callFor(state, attempt);
   if (call === null)
     return {
@@ -61,7 +66,9 @@ async function outcomeOf(
   }
   const logIndex = provingLogIndex(state, attempt, receipt);
   if (logIndex === undefined)
-    throw new EvmRailError(`transaction ${row.tx_hash} succeeded without the expected log`);
+    throw new EvmRailError("a payout succeeded without the expected log", {
+      details: `transaction ${row.tx_hash}`,
+    });
   state.view = {
     ...state.view,
     successes: state.view.successes + 1,

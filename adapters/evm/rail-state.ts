@@ -71,5 +71,6 @@ export async function ensureAllowance(state: EvmRailState, splitter: Address, am
     hash,
     timeout: params.receiptTimeoutMs,
   });
-  if (receipt.status !== "success") throw new EvmRailError(`approve of the splitter reverted (${hash})`);
+  if (receipt.status !== "success")
+    throw new EvmRailError("approve of the splitter reverted", { details: `transaction ${hash}` });
 }

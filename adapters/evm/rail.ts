@@ -16,6 +16,7 @@ import {
   type RailEventHandler,
   type RailSnapshot,
 } from "../../core/index.ts";
+import { translatingViemErrors, viemDetails } from "./errors.ts";
 import { executeAttempt } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { createSendJournal } from "./send-journal.ts";
@@ -67,14 +68,15 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     onEvent(_handler: RailEventHandler) {
       // Payout outcomes come back from execute; the log watcher that mirrors contract events is not wired yet.
     },
-    async balance() {
-      return params.publicClient.readContract({
-        address: params.token.address,
-        abi: erc20Abi,
-        functionName: "balanceOf",
-        args: [state.account.address],
-      });
-    },
+    balance: () =>
+      translatingViemErrors("reading the hot wallet's balance", () =>
+        params.publicClient.readContract({
+          address: params.token.address,
+          abi: erc20Abi,
+          functionName: "balanceOf",
+          args: [state.account.address],
+        }),
+      ),
   };
 }
 
@@ -94,9 +96,7 @@ async function refresh(state: EvmRailState): Promise<void> {
     state.view = { ...state.view, available: true, liquidity, gasPrice, takenAtMs: state.nowMs() };
   } catch (error) {
     state.view = { ...state.view, available: false, takenAtMs: state.nowMs() };
-    console.error(
-      `evm rail: snapshot refresh failed: ${error instanceof Error ? error.message : String(error)}`,
-    );
+    console.error(`evm rail: snapshot refresh failed: ${viemDetails(error)}`);
   }
 }
 

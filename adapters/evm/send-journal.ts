@@ -14,7 +14,8 @@ import type {
 } from "viem";
 import { keccak256 } from "viem";
 import type { Db } from "../../core/index.ts";
-import { EvmRailError, errorText, revertName, shortMessage } from "./errors.ts";
+import { EvmRailError, errorText, shortMessage, viemDetails } from "./errors.ts";
+import { revertName } from "./reverts.ts";
 
 /** One stored send; `attempt_id` is the key (a payment attempt's id, or a prefixed splitter-call key). */
 export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number };
@@ -120,7 +121,8 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
     // "already known" or "nonce too low" means the node has seen these bytes (or mined them): the receipt decides.
     const text = errorText(error).toLowerCase();
     if (!text.includes("known") && !text.includes("nonce"))
-      throw new EvmRailError(`broadcast of ${row.tx_hash} failed: ${shortMessage(error)}`, {
+      throw new EvmRailError(`broadcast of ${row.tx_hash} failed`, {
+        details: viemDetails(error),
         cause: error,
       });
   }

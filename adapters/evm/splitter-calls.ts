@@ -3,7 +3,7 @@
 // (prefixed: `auth:`, `distribute:`, `settle:`), and the event in the receipt that proves it.
 import { encodeFunctionData, parseEventLogs, parseSignature, type TransactionReceipt } from "viem";
 import { revenueSplitterAbi } from "./abi.generated.ts";
-import { EvmRailError, failureCodeOf } from "./errors.ts";
+import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import {
   type EvmRailState,
   ensureAllowance,
@@ -11,6 +11,7 @@ import {
   isSplitterLog,
   requireSplitter,
 } from "./rail-state.ts";
+import { failureCodeOf } from "./reverts.ts";
 import { type Call, receiptOf, type SendRefused, sendOnce } from "./send-journal.ts";
 import { referenceFromId, settleBatchPayeesMax } from "./splits.ts";
 import type {
@@ -20,12 +21,23 @@ import type {
   SettleBatchParams,
 } from "./types.ts";
 
+type FindProof = (receipt: TransactionReceipt) => { logIndex: number; amount: bigint } | undefined;
+
 /** Runs one splitter call once under `key` and finds the event that proves it in the receipt. */
-async function splitterCall(
+function splitterCall(
   state: EvmRailState,
   key: string,
   prepare: () => Promise<Call | SendRefused>,
-  find: (receipt: TransactionReceipt) => { logIndex: number; amount: bigint } | undefined,
+  find: FindProof,
+): Promise<EvmCallOutcome> {
+  return translatingViemErrors(`splitter call ${key}`, () => callOnce(state, key, prepare, find));
+}
+
+async function callOnce(
+  state: EvmRailState,
+  key: string,
+  prepare: () => Promise<Call | SendRefused>,
+  find: FindProof,
 ): Promise<EvmCallOutcome> {
   const sent = await sendOnce(state.journal, key, prepare);
   if ("status" in sent)
@@ -46,7 +58,9 @@ async function splitterCall(
     };
   const found = find(receipt);
   if (found === undefined)
-    throw new EvmRailError(`transaction ${sent.tx_hash} succeeded without the expected splitter event`);
+    throw new EvmRailError("a splitter call succeeded without the expected event", {
+      details: `transaction ${sent.tx_hash}`,
+    });
   return { status: "succeeded", evidence: evidenceOf(state, receipt, found.logIndex), amount: found.amount };
 }
 

@@ -32,10 +32,12 @@ import {
   type SplitterEventName,
   type SplitterEventSink,
   type Sql,
+  SwitchyardError,
   splitterEventNames,
   type WatchedEvent,
 } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
+import { translatingViemErrors } from "./errors.ts";
 
 /** The ABI of SplitCreated, to find one split's creation by its indexed id. */
 const splitCreatedEvent = revenueSplitterAbi.find(
@@ -84,7 +86,8 @@ export type SplitterWatcher = {
   nextBlock(): Promise<bigint>;
 };
 
-export class EvmWatcherError extends Error {
+/** The watcher's: the node out of reach or answering what cannot be (viem's error as the cause). */
+export class EvmWatcherError extends SwitchyardError {
   override name = "EvmWatcherError";
 }
 
@@ -209,7 +212,7 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
       for (const split of earlier) await rememberSplit(tx, split);
       for (const log of events) {
         if (log.blockHash === null || log.transactionHash === null || log.logIndex === null)
-          throw new EvmWatcherError(`a pending log came back for blocks ${from}..${to}`);
+          throw new EvmWatcherError("a pending log came back", { details: `blocks ${from}..${to}` });
         await tx.query(
           `INSERT INTO evm_watch_events
              (chain_id, contract, tx_hash, log_index, block_number, block_hash, event_name, args, status)
@@ -403,7 +406,12 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
   }
 
   const watcher: SplitterWatcher = {
-    poll: () => exclusive(poll),
+    poll: () =>
+      exclusive(() =>
+        translatingViemErrors("polling the splitter", poll, (shortMessage, options) => {
+          return new EvmWatcherError(shortMessage, options);
+        }),
+      ),
     async catchUp(roundsMax) {
       let result = await watcher.poll();
       for (let round = 1; round < roundsMax && (result.nextBlock <= result.head || result.seen > 0); round++)

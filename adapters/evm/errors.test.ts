@@ -1,0 +1,108 @@
+// The EVM adapter's thrown errors are SwitchyardErrors, and viem's errors are translated once, at the adapter's
+// boundary: what was being done as the short message, viem's account as the details, viem's error as the cause.
+import { BaseError, createPublicClient, createWalletClient, defineChain, HttpRequestError, http } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { describe, expect, it } from "vitest";
+import { assets, type Db, SwitchyardError } from "../../core/index.ts";
+import { ContractArtifactMissingError, ContractDeploymentError } from "./deploy.ts";
+import { EvmRailError, translatingViemErrors } from "./errors.ts";
+import { createEvmRail } from "./rail.ts";
+import { createSplitterWatcher, EvmWatcherError } from "./watcher.ts";
+
+const refused = () =>
+  new HttpRequestError({ url: "http://127.0.0.1:1", details: "fetch failed: connect ECONNREFUSED" });
+
+describe("the EVM adapter's errors", () => {
+  it("extend SwitchyardError with fixed names", () => {
+    const errors = [
+      new EvmRailError("x"),
+      new EvmWatcherError("x"),
+      new ContractArtifactMissingError("artifacts/x.json", { cause: new Error("ENOENT") }),
+      new ContractDeploymentError("RevenueSplitter", { txHash: "0x01" }),
+    ];
+    for (const error of errors) expect(error).toBeInstanceOf(SwitchyardError);
+    expect(errors.map((error) => error.name)).toEqual([
+      "EvmRailError",
+      "EvmWatcherError",
+      "ContractArtifactMissingError",
+      "ContractDeploymentError",
+    ]);
+    expect(errors[3]?.shortMessage).toBe("deploying RevenueSplitter failed");
+  });
+});
+
+describe("translatingViemErrors", () => {
+  it("turns a viem error into the adapter's, viem's short message and details kept, viem's error as the cause", async () => {
+    const viemError = refused();
+    const thrown = await translatingViemErrors("reading a balance", () => Promise.reject(viemError)).catch(
+      (error: unknown) => error,
+    );
+    expect(thrown).toBeInstanceOf(EvmRailError);
+    const error = thrown as EvmRailError;
+    expect(error.shortMessage).toBe("reading a balance failed");
+    expect(error.details).toBe("HTTP request failed. (fetch failed: connect ECONNREFUSED)");
+    expect(error.cause).toBe(viemError);
+    expect(error.message.split("\n")[0]).toBe("reading a balance failed");
+  });
+
+  it("lets the adapter's own errors and anything not viem's through unchanged", async () => {
+    for (const original of [new EvmRailError("ours"), new TypeError("a bug")]) {
+      await expect(translatingViemErrors("x", () => Promise.reject(original))).rejects.toBe(original);
+    }
+  });
+});
+
+describe("at the boundary", () => {
+  // A node that is not there: viem's HTTP transport fails at once, without retries.
+  const chain = defineChain({
+    id: 31337,
+    name: "nowhere",
+    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
+    rpcUrls: { default: { http: ["http://127.0.0.1:1"] } },
+  });
+  const transport = http("http://127.0.0.1:1", { retryCount: 0, timeout: 2_000 });
+  const publicClient = createPublicClient({ chain, transport });
+  const account = privateKeyToAccount(`0x${"11".repeat(32)}`);
+  const walletClient = createWalletClient({ chain, transport, account });
+  // The lease query answers as if the lease were ours; nothing else is asked of the database before the node.
+  const db = { query: async () => [{ holder: "me" }] } as unknown as Db;
+
+  it("the rail's balance: an EvmRailError caused by viem's", async () => {
+    const rail = createEvmRail({
+      db,
+      publicClient,
+      walletClient,
+      token: { address: `0x${"aa".repeat(20)}`, asset: assets.USDC },
+      confirmations: 1,
+      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+      transferGasEstimate: 60_000n,
+      snapshotRefreshMs: 60_000,
+      receiptTimeoutMs: 1_000,
+      expectedLatencyMs: 1_000,
+    });
+    const error = await rail.balance().catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(EvmRailError);
+    expect((error as EvmRailError).shortMessage).toBe("reading the hot wallet's balance failed");
+    expect((error as EvmRailError).cause).toBeInstanceOf(BaseError); // viem's ContractFunctionExecutionError
+    expect((error as EvmRailError).details).toMatch(/HTTP request failed/);
+  });
+
+  it("the watcher's poll: an EvmWatcherError caused by viem's", async () => {
+    const watcher = createSplitterWatcher({
+      db,
+      publicClient,
+      splitter: `0x${"bb".repeat(20)}`,
+      startBlock: 0n,
+      confirmations: 1,
+      sink: { seen: async () => {}, final: async () => {}, removed: async () => {} },
+      pollIntervalMs: 60_000,
+      blockRangeMax: 1_000n,
+      eventsPerPollMax: 1_000,
+      leaseMs: 10_000,
+    });
+    const error = await watcher.poll().catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(EvmWatcherError);
+    expect((error as EvmWatcherError).shortMessage).toBe("polling the splitter failed");
+    expect((error as EvmWatcherError).cause).toBeInstanceOf(HttpRequestError);
+  });
+});

@@ -1,0 +1,38 @@
+// A revert met in gas estimation: the name of the custom error the call reverted with, decoded with our
+// contracts' ABIs, and what it means in the rail's closed set of failures.
+import { BaseError, decodeErrorResult, type Hex } from "viem";
+import type { RailFailureCode } from "../../core/index.ts";
+import { revenueSplitterAbi, testUsdErrorsAbi } from "./abi.generated.ts";
+
+/** Errors the splitter or the token may revert with, for decoding reverts met in gas estimation. */
+const revertAbi = [...revenueSplitterAbi, ...testUsdErrorsAbi] as const;
+
+/** The name of the custom error a call reverted with, when the node returned its data. */
+export function revertName(error: unknown): string | null {
+  if (!(error instanceof BaseError)) return null;
+  const withData = error.walk((cause) => {
+    const data = (cause as { data?: unknown }).data;
+    return typeof data === "string" && data.startsWith("0x") && data.length >= 10;
+  }) as { data?: Hex } | null;
+  if (withData?.data === undefined) return null;
+  try {
+    return decodeErrorResult({ abi: revertAbi, data: withData.data }).errorName;
+  } catch (decodeError) {
+    if (decodeError instanceof BaseError) return null; // not one of our errors: the message says what it was
+    throw decodeError;
+  }
+}
+
+/** A revert in gas estimation, in the rail's closed set of failures. */
+export function failureCodeOf(revert: string | null): RailFailureCode {
+  switch (revert) {
+    case "RevenueSplitterUnknownSplit":
+      return "unreachable_destination";
+    case "ERC20InsufficientBalance":
+    case "ERC20InsufficientAllowance":
+    case null:
+      return "insufficient_liquidity";
+    default:
+      return "rejected";
+  }
+}
