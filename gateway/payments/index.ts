@@ -5,16 +5,14 @@ export {
   type NettingConfig,
   type NettingDeps,
 } from "./batch-payouts.ts";
+export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } from "./deps.ts";
+export { PaymentInvariantError } from "./errors.ts";
+export { applyRailEvent } from "./execution.ts";
 export { createMarket, type Market } from "./market.ts";
-export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } from "./service.ts";
-export {
-  applyRailEvent,
-  createPayment,
-  createPaymentQuote,
-  evidenceForLedger,
-  PaymentInvariantError,
-  recoverOpenAttempts,
-} from "./service.ts";
+export { recoverOpenAttempts } from "./recovery.ts";
+export { evidenceForLedger } from "./reservations.ts";
+export { createPaymentQuote } from "./routing.ts";
+export { createPayment } from "./service.ts";
 export { fromJson, getPayment, insertOutboxEvent, toJson } from "./store.ts";
 export type {
   Attempt,

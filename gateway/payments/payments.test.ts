@@ -2,7 +2,7 @@
 // (throw) on either side of paying: two rails must never both pay one payment, whatever the crash point.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts";
-import { assets } from "../../core/index.ts";
+import { assets, SwitchyardError } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
@@ -11,7 +11,13 @@ import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
-import { createPayment, getPayment, type PaymentsDeps, recoverOpenAttempts } from "./index.ts";
+import {
+  createPayment,
+  getPayment,
+  PaymentInvariantError,
+  type PaymentsDeps,
+  recoverOpenAttempts,
+} from "./index.ts";
 import { finishAttempt } from "./store.ts";
 
 class Crash extends Error {
@@ -406,5 +412,16 @@ describe("payments across two rails", () => {
       "payment.succeeded",
     ]);
     await recordedLedger.close();
+  });
+});
+
+describe("errors", () => {
+  it("a broken invariant is a SwitchyardError, with the house's name and short message", () => {
+    const error = new PaymentInvariantError("payment pay_x has no decision");
+    expect(error).toBeInstanceOf(SwitchyardError);
+    expect([error.name, error.shortMessage]).toEqual([
+      "PaymentInvariantError",
+      "payment pay_x has no decision",
+    ]);
   });
 });

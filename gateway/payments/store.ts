@@ -4,11 +4,13 @@ import type { Destination, SettlementEvidence } from "../../core/index.ts";
 import type { Row, Sql, Statement } from "../db/index.ts";
 import type { Quote } from "../router/index.ts";
 import type { RouteDecision, RoutePolicy } from "../router/types.ts";
+import { PaymentInvariantError } from "./errors.ts";
 import {
   type Attempt,
   type AttemptStatus,
   attemptStatusesBefore,
   type Payment,
+  type PaymentFailureCode,
   type PaymentStatus,
 } from "./types.ts";
 
@@ -43,7 +45,7 @@ type PaymentRow = {
   policy: unknown;
   decision: unknown;
   rail: string | null;
-  failure_code: string | null;
+  failure_code: PaymentFailureCode | null;
   failure_message: string | null;
   metadata: Record<string, string>;
   created_at: Date;
@@ -61,7 +63,7 @@ type AttemptRow = {
   fee: bigint | null;
   reserve_transfer_id: string;
   evidence: unknown;
-  failure_code: string | null;
+  failure_code: PaymentFailureCode | null;
   failure_message: string | null;
 };
 
@@ -184,7 +186,7 @@ export function insertPaymentStatement(
 /** What the database added to a payment insertPaymentStatement wrote. */
 export function paymentInserted(rows: readonly Row[]): { createdAt: Date; updatedAt: Date } {
   const row = rows[0] as { created_at: Date; updated_at: Date } | undefined;
-  if (row === undefined) throw new Error("payment insert returned no row");
+  if (row === undefined) throw new PaymentInvariantError("payment insert returned no row");
   return { createdAt: row.created_at, updatedAt: row.updated_at };
 }
 
@@ -209,7 +211,9 @@ export async function paymentIdForKey(sql: Sql, tenantId: string, idempotencyKey
     [tenantId, idempotencyKey],
   );
   if (existing[0] === undefined)
-    throw new Error(`payment insert for key ${idempotencyKey} neither inserted nor conflicted`);
+    throw new PaymentInvariantError(
+      `payment insert for key ${idempotencyKey} neither inserted nor conflicted`,
+    );
   return existing[0].id;
 }
 
@@ -312,7 +316,7 @@ export type AttemptMove = {
   to: AttemptStatus;
   fee?: bigint;
   evidence?: SettlementEvidence;
-  failureCode?: string;
+  failureCode?: PaymentFailureCode;
   failureMessage?: string;
 };
 
@@ -347,7 +351,7 @@ export type AttemptFinish = {
     id: string;
     status: "succeeded" | "failed";
     rail: string | null;
-    failureCode?: string;
+    failureCode?: PaymentFailureCode;
     failureMessage?: string;
     event: { type: string; payload: unknown };
   };
@@ -407,7 +411,7 @@ export async function finishPayment(
     id: string;
     status: "succeeded" | "failed";
     rail: string | null;
-    failureCode?: string;
+    failureCode?: PaymentFailureCode;
     failureMessage?: string;
   },
 ): Promise<Date | null> {

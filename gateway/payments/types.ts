@@ -1,6 +1,6 @@
 // Payments and attempts: records, statuses, the closed set of reasons a payment is refused or fails,
 // and the transitions allowed between statuses. Pure.
-import type { Destination, ParseAmountError, SettlementEvidence } from "../../core/index.ts";
+import type { Destination, ParseAmountError, RailFailureCode, SettlementEvidence } from "../../core/index.ts";
 import type { RouteDecision, RoutePolicy } from "../router/types.ts";
 
 export type PaymentStatus = "processing" | "succeeded" | "failed";
@@ -21,7 +21,7 @@ export type Attempt = {
   fee: bigint | null;
   reserveTransferId: bigint;
   evidence: SettlementEvidence | null;
-  failureCode: string | null;
+  failureCode: PaymentFailureCode | null;
   failureMessage: string | null;
 };
 
@@ -36,7 +36,7 @@ export type Payment = {
   policy: RoutePolicy;
   decision: RouteDecision | null;
   rail: string | null;
-  failureCode: string | null;
+  failureCode: PaymentFailureCode | null;
   failureMessage: string | null;
   metadata: Record<string, string>;
   createdAt: Date;
@@ -57,15 +57,12 @@ export type PaymentRefusal =
   | "quote_expired"
   | "no_route";
 
-/** Why a payment that was written ends as failed. */
-export type PaymentFailureCode =
-  | "insufficient_funds"
-  | "rail_unavailable"
-  | "insufficient_liquidity"
-  | "unreachable_destination"
-  | "fee_above_max"
-  | "expired"
-  | "rejected";
+/**
+ * Why a payment that was written ends as failed, and why one of its attempts failed: the payer's account was short
+ * when the funds were reserved, or the rail's own failure (insufficient_liquidity also when the rail's clearing
+ * account does not hold the amount). Stored as text; only these are ever written.
+ */
+export type PaymentFailureCode = "insufficient_funds" | RailFailureCode;
 
 const attemptTransitions: Record<AttemptStatus, readonly AttemptStatus[]> = {
   // An attempt stays `reserving` while its rail runs: a status written before the rail is asked would cost a write

@@ -1,0 +1,58 @@
+// What the payments service is given (its dependencies, wired by the composition root) and what it answers:
+// a payment, or a refusal from the closed set in types.ts.
+import type { Asset, Destination, Rail } from "../../core/index.ts";
+import type { AccountCache } from "../accounts/index.ts";
+import type { Db } from "../db/index.ts";
+import type { Ledger } from "../ledger/index.ts";
+import type { RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
+import type { NettingDeps } from "./batch-payouts.ts";
+import type { Payment, PaymentRefusal } from "./types.ts";
+
+export type Router = (
+  intent: { asset: Asset; amount: bigint; destination: Destination },
+  snapshot: Snapshot,
+  policy: RoutePolicy,
+) => RouteDecision;
+
+export type PaymentsDeps = {
+  db: Db;
+  ledger: Ledger;
+  /** Account lookups, remembered per process (accounts/createAccountCache). */
+  accounts: AccountCache;
+  rails: ReadonlyMap<string, Rail>;
+  snapshot: () => Snapshot;
+  route: Router;
+  /** When set, payouts whose fee would eat too much of their value accrue and leave in netted batches. */
+  netting?: NettingDeps;
+  /** Told when an attempt starts and how each rail attempt ended: the router learns success rates from it. */
+  learning?: { noteAttempt(rail: string): void; recordOutcome(rail: string, ok: boolean): void };
+  /** How many attempts open at a restart are resumed in one pass. */
+  recoveryBatchMax: number;
+  /** Periodic recovery takes an open attempt, or a processing payment with none open, as stranded once untouched this long. */
+  strandedQuietMs: number;
+  nowMs: () => number;
+};
+
+export type CreatePaymentParams = {
+  tenantId: string;
+  asset: string;
+  amount: string;
+  sourceAccountId: string;
+  destination: Destination;
+  policy: RoutePolicy;
+  metadata: Record<string, string>;
+  /** The caller's Idempotency-Key: with it, a repeated request returns the first payment. */
+  idempotencyKey: string | null;
+  /** A quote to honour: its locked rates and fee caps, or quote_expired. */
+  quoteId: string | null;
+};
+
+export type CreatePaymentResult =
+  | { ok: true; payment: Payment }
+  | { ok: false; refusal: PaymentRefusal; message: string; param?: string; decision?: RouteDecision };
+
+export type Refused = Extract<CreatePaymentResult, { ok: false }>;
+
+export function refuse(refusal: PaymentRefusal, message: string, param?: string): Refused {
+  return param === undefined ? { ok: false, refusal, message } : { ok: false, refusal, message, param };
+}

@@ -1,0 +1,321 @@
+// Executing a payment's attempts: reserve (unless made), ask the rail, then post the reservation with the rail's
+// evidence, or void it and fall back to the next candidate when the failure says another rail may succeed. Every
+// step is idempotent and every status move conditional, so the live path, recovery and a rail's late event may
+// all drive the same attempt.
+import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../core/index.ts";
+import { derivedLedgerId, newId } from "../ids/index.ts";
+import { findReservation, type Reservation } from "../ledger/index.ts";
+import type { PaymentsDeps } from "./deps.ts";
+import { PaymentInvariantError } from "./errors.ts";
+import { type Refusal, type ReservationKnown, reserve, resolveReservation } from "./reservations.ts";
+import {
+  attemptFinished,
+  attemptMoved,
+  finishAttemptStatement,
+  finishPayment,
+  getAttempt,
+  getPayment,
+  getPaymentById,
+  insertAttempt,
+  insertOutboxEvent,
+  moveAttempt,
+  moveAttemptStatement,
+} from "./store.ts";
+import type { Attempt, Payment, PaymentFailureCode } from "./types.ts";
+
+export async function readPayment(deps: PaymentsDeps, tenantId: string, id: string): Promise<Payment> {
+  const payment = await getPayment(deps.db, { tenantId, id });
+  if (payment === null) throw new PaymentInvariantError(`payment ${id} vanished after it was written`);
+  return payment;
+}
+
+/**
+ * A payment as this process drives it: the record kept up to date in memory with every write this process
+ * makes, `current` until a conditional update finds that another writer moved it first (then only the
+ * database knows how it stands).
+ */
+export type Driven = { payment: Payment; current: boolean };
+
+/**
+ * Tries the decision's candidates from `firstSeq` on, until one succeeds, is in flight, or may not fall back.
+ * `first`, when given, is the attempt for `firstSeq`, already written, and what became of its reservation.
+ */
+export async function runCandidates(
+  deps: PaymentsDeps,
+  driven: Driven,
+  params: { firstSeq: number; first: { attempt: Attempt; reservation: Reservation | Refusal } | null },
+): Promise<void> {
+  const { payment } = driven;
+  if (payment.decision === null) throw new PaymentInvariantError(`payment ${payment.id} has no decision`);
+  const candidates = payment.decision.candidates;
+  for (let seq = params.firstSeq; seq < candidates.length; seq += 1) {
+    const candidate = candidates[seq]!;
+    const rail = deps.rails.get(candidate.rail);
+    if (rail === undefined) throw new PaymentInvariantError(`router chose unknown rail ${candidate.rail}`);
+    let attempt: Attempt;
+    // A fresh attempt id: its reservation cannot exist yet.
+    let known: ReservationKnown = "absent";
+    if (seq === params.firstSeq && params.first !== null) {
+      attempt = params.first.attempt;
+      known = params.first.reservation;
+    } else {
+      const attemptId = newId("att");
+      attempt = await insertAttempt(deps.db, {
+        id: attemptId,
+        paymentId: payment.id,
+        seq,
+        rail: rail.id,
+        amount: candidate.amount,
+        feeMax: candidate.feeMax,
+        reserveTransferId: derivedLedgerId(attemptId, "reserve"),
+      });
+      payment.attempts.push(attempt);
+    }
+    const next = await driveAttempt(deps, driven, attempt, rail, known);
+    if (next !== "fall_back") return;
+  }
+  // Only reached when a stopped process left the payment with no candidate after its last failure.
+  const message = "every candidate rail failed";
+  const finished = await failPayment(deps, payment, "rail_unavailable", message);
+  noteFinished(driven, finished, {
+    status: "failed",
+    failureCode: "rail_unavailable",
+    failureMessage: message,
+  });
+}
+
+/** Ends a processing payment as failed, with its event, in one transaction. null when it had already ended. */
+export async function failPayment(
+  deps: PaymentsDeps,
+  payment: { id: string; tenantId: string },
+  failureCode: PaymentFailureCode,
+  failureMessage: string,
+): Promise<Date | null> {
+  return await deps.db.transaction(async (tx) => {
+    const finished = await finishPayment(tx, {
+      id: payment.id,
+      status: "failed",
+      rail: null,
+      failureCode,
+      failureMessage,
+    });
+    if (finished !== null)
+      await insertOutboxEvent(tx, {
+        tenantId: payment.tenantId,
+        type: "payment.failed",
+        payload: { payment_id: payment.id },
+      });
+    return finished;
+  });
+}
+
+type Next = "done" | "fall_back";
+
+/** Reserve (unless made), execute and finish one attempt, from whatever status it is in. Safe to call again. */
+export async function driveAttempt(
+  deps: PaymentsDeps,
+  driven: Driven,
+  attempt: Attempt,
+  rail: Rail,
+  known: ReservationKnown,
+): Promise<Next> {
+  const { payment } = driven;
+  let reservation: Reservation | Refusal | "absent";
+  if (known === "ask_ledger") {
+    // Recovery: the reservation's id is on the attempt row; if the ledger has it, it was made, and only then
+    // may the rail have been asked to pay.
+    reservation = (await findReservation(deps.ledger, attempt.reserveTransferId)) ?? "absent";
+  } else {
+    reservation = known;
+  }
+  if (reservation === "absent") reservation = (await reserve(deps, payment, attempt, rail, null)).reservation;
+  if (typeof reservation === "string") {
+    // insufficient_liquidity: the rail's clearing account would go below zero — the rail does not hold that
+    // much, and another rail may.
+    const onRail = reservation === "insufficient_liquidity";
+    return failAttempt(deps, driven, attempt, {
+      code: reservation,
+      message: onRail
+        ? `rail ${rail.id} does not hold enough to pay this out`
+        : "the source account's available balance is below the amount",
+      retryElsewhere: onRail,
+      reservation: null,
+    });
+  }
+  deps.learning?.noteAttempt(rail.id);
+  const outcome: AttemptOutcome = await rail.execute({
+    id: attempt.id,
+    paymentId: payment.id,
+    amount: attempt.amount,
+    destination: payment.destination,
+    feeMax: attempt.feeMax,
+  });
+  return applyOutcome(deps, driven, attempt, outcome, reservation);
+}
+
+async function applyOutcome(
+  deps: PaymentsDeps,
+  driven: Driven,
+  attempt: Attempt,
+  outcome: AttemptOutcome,
+  reservation: Reservation | null,
+): Promise<Next> {
+  switch (outcome.status) {
+    case "succeeded":
+      await succeedAttempt(deps, driven, attempt, outcome.evidence, outcome.fee, reservation);
+      return "done";
+    case "in_flight":
+      if (await moveAttempt(deps.db, { id: attempt.id, to: "in_flight" })) attempt.status = "in_flight";
+      else driven.current = false;
+      return "done";
+    case "failed":
+      return failAttempt(deps, driven, attempt, {
+        code: outcome.code,
+        message: outcome.message,
+        retryElsewhere: outcome.retryElsewhere,
+        reservation: reservation ?? "ask_ledger",
+      });
+  }
+}
+
+/** Brings the payment in memory up to what finishPayment wrote, or marks it not current when it found the payment already ended. */
+function noteFinished(
+  driven: Driven,
+  updatedAt: Date | null,
+  fields: {
+    status: "succeeded" | "failed";
+    rail?: string;
+    failureCode: PaymentFailureCode | null;
+    failureMessage: string | null;
+  },
+): void {
+  if (updatedAt === null) {
+    driven.current = false;
+    return;
+  }
+  const { payment } = driven;
+  payment.status = fields.status;
+  if (fields.rail !== undefined) payment.rail = fields.rail;
+  payment.failureCode = fields.failureCode;
+  payment.failureMessage = fields.failureMessage;
+  payment.updatedAt = updatedAt;
+}
+
+async function succeedAttempt(
+  deps: PaymentsDeps,
+  driven: Driven,
+  attempt: Attempt,
+  evidence: SettlementEvidence,
+  fee: bigint,
+  reservation: Reservation | null,
+): Promise<void> {
+  const { payment } = driven;
+  const finish = finishAttemptStatement({
+    attempt: { id: attempt.id, to: "succeeded", evidence, fee },
+    payment: {
+      id: payment.id,
+      status: "succeeded",
+      rail: attempt.rail,
+      event: { type: "payment.succeeded", payload: { payment_id: payment.id } },
+    },
+  });
+  const finished = attemptFinished(
+    await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", finish, evidence),
+  );
+  if (finished.attemptMoved) {
+    attempt.status = "succeeded";
+    attempt.evidence = evidence;
+    attempt.fee = fee;
+  } else {
+    driven.current = false;
+  }
+  noteFinished(driven, finished.paymentFinishedAt, {
+    status: "succeeded",
+    rail: attempt.rail,
+    failureCode: null,
+    failureMessage: null,
+  });
+}
+
+async function failAttempt(
+  deps: PaymentsDeps,
+  driven: Driven,
+  attempt: Attempt,
+  failure: {
+    code: PaymentFailureCode;
+    message: string;
+    retryElsewhere: boolean;
+    /** The reservation to void; null when none was made. */
+    reservation: Reservation | "ask_ledger" | null;
+  },
+): Promise<Next> {
+  const { payment } = driven;
+  const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
+  const fallBack = failure.retryElsewhere && candidatesLeft;
+  const move = {
+    id: attempt.id,
+    to: "failed",
+    failureCode: failure.code,
+    failureMessage: failure.message,
+  } as const;
+  // Falling back, only the attempt ends; otherwise the payment ends with it.
+  const statement = fallBack
+    ? moveAttemptStatement(move)
+    : finishAttemptStatement({
+        attempt: move,
+        payment: {
+          id: payment.id,
+          status: "failed",
+          rail: null,
+          failureCode: failure.code,
+          failureMessage: failure.message,
+          event: { type: "payment.failed", payload: { payment_id: payment.id } },
+        },
+      });
+  const rows =
+    failure.reservation === null
+      ? await deps.db.query(statement.text, statement.params)
+      : await resolveReservation(deps, attempt, "void", failure.reservation, statement);
+  let moved: boolean;
+  if (fallBack) {
+    moved = attemptMoved(rows);
+  } else {
+    const finished = attemptFinished(rows);
+    moved = finished.attemptMoved;
+    noteFinished(driven, finished.paymentFinishedAt, {
+      status: "failed",
+      failureCode: failure.code,
+      failureMessage: failure.message,
+    });
+  }
+  if (moved) {
+    attempt.status = "failed";
+    attempt.failureCode = failure.code;
+    attempt.failureMessage = failure.message;
+  } else {
+    driven.current = false;
+  }
+  return fallBack ? "fall_back" : "done";
+}
+
+/** Applies a rail's own report about an attempt in flight. Unknown or finished attempts change nothing. */
+export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Promise<void> {
+  if (event.kind !== "attempt_succeeded" && event.kind !== "attempt_failed") return; // money in is the settlement's
+  const attempt = await getAttempt(deps.db, event.attemptId);
+  if (attempt === null || attempt.status === "succeeded" || attempt.status === "failed") return;
+  const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
+  const outcome: AttemptOutcome =
+    event.kind === "attempt_succeeded"
+      ? { status: "succeeded", evidence: event.evidence, fee: event.fee }
+      : { status: "failed", code: event.code, message: event.message, retryElsewhere: event.retryElsewhere };
+  const next = await applyOutcome(deps, driven, attempt, outcome, null);
+  if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });
+}
+
+export async function paymentOf(deps: PaymentsDeps, attempt: Attempt): Promise<Payment> {
+  const owner = await getPaymentById(deps.db, attempt.paymentId);
+  const payment =
+    owner === null ? null : await getPayment(deps.db, { tenantId: owner.tenantId, id: attempt.paymentId });
+  if (payment === null) throw new PaymentInvariantError(`attempt ${attempt.id} has no payment`);
+  return payment;
+}

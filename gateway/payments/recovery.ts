@@ -1,0 +1,36 @@
+// Recovery: what a stop or a crash left open is driven on to its end, at start and then periodically.
+import type { PaymentsDeps } from "./deps.ts";
+import { type Driven, driveAttempt, paymentOf, readPayment, runCandidates } from "./execution.ts";
+import { listOpenAttempts, listStrandedPayments } from "./store.ts";
+
+/**
+ * Resumes every attempt left open by a stop or a crash: the ledger is asked whether each one's reservation
+ * was made (and it is made when not), rails are asked for the outcome of what they were executing (they never
+ * pay an attempt id twice). Run at start with `quietMs` 0 and then periodically; a live request working on
+ * the same attempt at the same time is harmless, since every step is idempotent and every status move
+ * conditional.
+ */
+export async function recoverOpenAttempts(
+  deps: PaymentsDeps,
+  options: { quietMs: number } = { quietMs: deps.strandedQuietMs },
+): Promise<number> {
+  const open = await listOpenAttempts(deps.db, { quietMs: options.quietMs, limit: deps.recoveryBatchMax });
+  for (const attempt of open) {
+    const rail = deps.rails.get(attempt.rail);
+    if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
+    const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
+    const next = await driveAttempt(deps, driven, attempt, rail, "ask_ledger");
+    if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });
+  }
+  // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
+  // attempts makes a race with a live request in another process lose on insert instead of paying twice.
+  const stranded = await listStrandedPayments(deps.db, {
+    quietMs: options.quietMs,
+    limit: deps.recoveryBatchMax,
+  });
+  for (const row of stranded) {
+    const payment = await readPayment(deps, row.tenantId, row.id);
+    await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
+  }
+  return open.length + stranded.length;
+}
