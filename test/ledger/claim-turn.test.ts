@@ -7,14 +7,9 @@ import type { Db } from "../../gateway/db/index.ts";
 import { ClaimTurnError } from "../../gateway/ledger/errors.ts";
 import { idToUuid } from "../../gateway/ledger/id.ts";
 import { createLedger, ledgerId, type Transfer } from "../../gateway/ledger/index.ts";
-import {
-  type BatchWrites,
-  balanceRows,
-  lockClock,
-  transferRows,
-  writeBatch,
-  writeBatchClaimFirst,
-} from "../../gateway/ledger/store.ts";
+import { lockClock } from "../../gateway/ledger/store.ts";
+import { type BatchWrites, writeBatch, writeBatchClaimFirst } from "../../gateway/ledger/store-batch.ts";
+import { balanceRows, transferRows } from "../../gateway/ledger/store-params.ts";
 import { openStore } from "./stores.ts";
 
 describe("a pipelined batch waiting for its turn on PostgreSQL", () => {

@@ -1,0 +1,186 @@
+// A batch's writes: one statement that inserts its transfers, swaps the clock's token and applies balance deltas and
+// the pending set's changes (writeBatch, writeBatchWith: PGlite, or any writer holding the clock), or the same as a
+// transaction of three statements that waits its turn for the clock (writeBatchClaimFirst: pipelined on
+// PostgreSQL). See writer.ts for when each runs.
+import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import { ClaimTurnError, StaleClockError, toStoreError } from "./errors.ts";
+import { type Clock, ledgerTransaction, lockClock, run, writeAlongside } from "./store.ts";
+import { type BalanceRows, insertTransfersSql, type TransferRows, uuidList } from "./store-params.ts";
+
+/** Everything a batch writes: its transfers, the clock, balance deltas, the pending set's changes. */
+export type BatchWrites = {
+  transfers: TransferRows;
+  /** The token the clock must still carry (the writer's view is exact only then). */
+  expectedToken: bigint;
+  clock: Clock;
+  balances: BalanceRows;
+  pendingOpened: readonly { id: bigint; expiresAt: bigint | null }[];
+  pendingResolved: readonly bigint[];
+};
+
+type Parts = { parts: string[]; params: unknown[] };
+
+/** The transfers' insert, then the clock's swap (which waits for the insert, so the insert runs unlocked). */
+function claimParts(statement: Parts, writes: BatchWrites): void {
+  const { parts, params } = statement;
+  let inserted = "";
+  if (writes.transfers.count > 0) {
+    const at = params.length;
+    params.push(...writes.transfers.params);
+    parts.push(`inserted AS (${insertTransfersSql(writes.transfers.hasEvidence, at)} RETURNING 1)`);
+    inserted = " AND (SELECT count(*) FROM inserted) >= 0";
+  }
+  params.push(writes.clock.timestampLast, writes.clock.token, writes.expectedToken);
+  const n = params.length;
+  parts.push(
+    `clock AS (UPDATE ledger_clock SET timestamp_last = $${n - 2}, token = $${n - 1} WHERE singleton AND token = $${n}${inserted} RETURNING 1)`,
+  );
+}
+
+/** Balance deltas and the pending set's changes, each only if `gate` (an SQL condition) holds. */
+function applyParts(statement: Parts, writes: BatchWrites, gate: string | null): void {
+  const { parts, params } = statement;
+  const and = gate === null ? "" : ` AND ${gate}`;
+  // Sub-statements of one statement share a snapshot: a pending transfer opened and resolved within this batch
+  // would be inserted and not seen by the delete. Such a transfer never needs a row.
+  const resolved = new Set(writes.pendingResolved);
+  const opened = writes.pendingOpened.filter((o) => !resolved.has(o.id));
+  const openedIds = new Set(writes.pendingOpened.map((o) => o.id));
+  const closed = writes.pendingResolved.filter((id) => !openedIds.has(id));
+  if (writes.balances.count > 0) {
+    const at = params.length;
+    params.push(...writes.balances.params);
+    parts.push(`balances AS (UPDATE ledger_accounts a
+        SET debits_pending = a.debits_pending + d.debits_pending,
+            debits_posted = a.debits_posted + d.debits_posted,
+            credits_pending = a.credits_pending + d.credits_pending,
+            credits_posted = a.credits_posted + d.credits_posted,
+            flags = d.flags
+       FROM (SELECT unnest($${at + 1}::uuid[]) AS id, unnest($${at + 2}::int8[]) AS debits_pending,
+                    unnest($${at + 3}::int8[]) AS debits_posted, unnest($${at + 4}::int8[]) AS credits_pending,
+                    unnest($${at + 5}::int8[]) AS credits_posted, unnest($${at + 6}::int4[]) AS flags) AS d
+      WHERE a.id = d.id${and})`);
+  }
+  if (opened.length > 0) {
+    params.push(
+      uuidList(opened.map((o) => o.id)),
+      `{${opened.map((o) => (o.expiresAt === null ? "NULL" : o.expiresAt)).join(",")}}`,
+    );
+    parts.push(`opened AS (INSERT INTO ledger_pending_open (id, expires_at)
+       SELECT unnest($${params.length - 1}::uuid[]), unnest($${params.length}::int8[])${gate === null ? "" : ` WHERE ${gate}`})`);
+  }
+  if (closed.length > 0) {
+    params.push(uuidList(closed));
+    parts.push(`closed AS (DELETE FROM ledger_pending_open WHERE id = ANY($${params.length}::uuid[])${and})`);
+  }
+}
+
+const staleCheck =
+  "SELECT CASE WHEN EXISTS (SELECT 1 FROM clock) THEN 1 ELSE ledger_stale_batch() END AS written";
+
+/**
+ * Writes a whole batch in one statement, atomic without a transaction around it: inserts the transfers, takes
+ * the clock (its row lock serializes batches across processes) if it still carries `expectedToken`, leaving the
+ * batch's token and last timestamp there, and applies the balance deltas and pending changes, gated on the clock
+ * row so no account row is locked before the clock. When the token differs the statement aborts with
+ * `staleBatchCode`. For a writer that is alone on its database (PGlite), or that already holds the clock.
+ */
+export async function writeBatch(sql: Sql, writes: BatchWrites): Promise<void> {
+  await run(sql, "batch write", ...batchStatement(writes));
+}
+
+/**
+ * writeBatch's statement followed by statements of the callers', in one transaction on a database this writer is
+ * alone on (PGlite: one exchange): all are written or none. Returns the rows of those statements.
+ */
+export async function writeBatchWith(
+  db: Db,
+  writes: BatchWrites,
+  alongside: readonly Statement[],
+): Promise<Row[][]> {
+  if (alongside.length === 0) {
+    await writeBatch(db, writes);
+    return [];
+  }
+  const [text, params] = batchStatement(writes);
+  try {
+    return (await db.queryAll([{ text, params }, ...alongside])).slice(1);
+  } catch (error) {
+    throw toStoreError("batch write", error);
+  }
+}
+
+function batchStatement(writes: BatchWrites): [string, unknown[]] {
+  const statement: Parts = { parts: [], params: [] };
+  claimParts(statement, writes);
+  applyParts(statement, writes, "EXISTS (SELECT 1 FROM clock)");
+  // Reading the clock first runs it (and the insert it waits on) before the gated parts.
+  return [`WITH ${statement.parts.join(",\n")} ${staleCheck}`, statement.params];
+}
+
+/** When a pipelined batch may take the clock, and how it says it has. */
+export type ClaimOrder = {
+  /** Settles once the previous batch in flight holds the clock (or has failed). */
+  after: Promise<unknown>;
+  /** Called once this batch holds the clock, or has failed before or while taking it. */
+  claimed: () => void;
+  /** How long the batch waits for its turn, its inserted rows uncommitted, before it gives way (ClaimTurnError). */
+  waitMaxMs: number;
+};
+
+/** Waits for the batch before this one to take the clock, at most `order.waitMaxMs`. */
+async function awaitTurn(order: ClaimOrder): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ClaimTurnError(order.waitMaxMs)), order.waitMaxMs);
+  });
+  try {
+    await Promise.race([order.after, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The same writes for a writer whose batches overlap on several connections (PostgreSQL): a transaction of three
+ * statements. The insert runs at once, unlocked, so it overlaps the previous batch's commit. Then the clock is
+ * locked with SELECT … FOR UPDATE, which waits for the previous batch's commit and returns the row as that batch
+ * left it (an UPDATE … WHERE token = … would instead test the row as it was before the wait, and skip it), and
+ * its token is compared here. It is locked only after the previous batch has locked it (`order`), or a batch whose
+ * insert finished first would find the token before the previous batch's. The clock's new token, the balances
+ * and the pending set go last, in one statement whose snapshot is taken after the previous batch committed (in
+ * the locking statement they would be re-checked row by row against that commit: EvalPlanQual, thousands a batch).
+ */
+export async function writeBatchClaimFirst(
+  db: Db,
+  writes: BatchWrites,
+  order: ClaimOrder,
+  alongside: readonly Statement[],
+): Promise<Row[][]> {
+  try {
+    return await ledgerTransaction(db, "pipelined batch write", async (tx) => {
+      if (writes.transfers.count > 0)
+        await run(
+          tx,
+          "transfer insert",
+          insertTransfersSql(writes.transfers.hasEvidence),
+          writes.transfers.params,
+        );
+      await awaitTurn(order);
+      let clock: Clock;
+      try {
+        clock = await lockClock(tx);
+      } finally {
+        order.claimed();
+      }
+      if (clock.token !== writes.expectedToken) throw new StaleClockError();
+      const apply: Parts = { parts: [], params: [writes.clock.timestampLast, writes.clock.token] };
+      apply.parts.push("clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton)");
+      applyParts(apply, writes, null);
+      await run(tx, "batch write", `WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
+      return await writeAlongside(tx, alongside);
+    });
+  } finally {
+    order.claimed(); // failed before locking the clock: the next batch need not wait for this one
+  }
+}

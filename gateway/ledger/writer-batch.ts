@@ -1,0 +1,73 @@
+// What both ways of running a batch share: the callers' statements written alongside it, resolving the callers,
+// and the balance deltas of the accounts a batch touched.
+import type { Row, Statement } from "../db/index.ts";
+import type { BatchWrites } from "./store-batch.ts";
+import { balanceRows, transferRows } from "./store-params.ts";
+import type { Account, CreateTransferResult } from "./types.ts";
+import type { TransfersJob } from "./writer-state.ts";
+
+/** The statements a batch's callers write alongside it; `slots[i]` is job i's among them, or -1 for none. */
+export type AlongsideWrites = { statements: Statement[]; slots: number[] };
+export const noAlongside: AlongsideWrites = { statements: [], slots: [] };
+
+export function alongsideOf(
+  jobs: readonly TransfersJob[],
+  results: readonly CreateTransferResult[][],
+): AlongsideWrites {
+  if (jobs.every((job) => job.alongside === undefined)) return noAlongside;
+  const statements: Statement[] = [];
+  const slots = jobs.map((job, i) => {
+    const statement = job.alongside?.statement(results[i]!) ?? null;
+    if (statement === null) return -1;
+    statements.push(statement);
+    return statements.length - 1;
+  });
+  return { statements, slots };
+}
+
+/** Resolves each job with its results and, when it wrote a statement alongside, that statement's rows. */
+export function resolveJobs(
+  jobs: readonly TransfersJob[],
+  results: readonly CreateTransferResult[][],
+  alongside: AlongsideWrites,
+  rows: readonly Row[][],
+): void {
+  jobs.forEach((job, i) => {
+    const slot = alongside.slots[i] ?? -1;
+    job.resolve(results[i]!, slot < 0 ? null : rows[slot]!);
+  });
+}
+
+/** What a batch writes, without the clock. */
+export type BatchChanges = Omit<BatchWrites, "expectedToken" | "clock">;
+export const noChanges = (): BatchChanges => ({
+  transfers: transferRows([]),
+  balances: balanceRows([]),
+  pendingOpened: [],
+  pendingResolved: [],
+});
+
+/** Balance changes of the touched accounts, as deltas (right whatever the row holds), and their flags. */
+export function deltas(accountsBefore: Map<Account, Account>) {
+  const rows = [];
+  for (const [after, before] of accountsBefore) {
+    const row = {
+      id: after.id,
+      debitsPending: after.debitsPending - before.debitsPending,
+      debitsPosted: after.debitsPosted - before.debitsPosted,
+      creditsPending: after.creditsPending - before.creditsPending,
+      creditsPosted: after.creditsPosted - before.creditsPosted,
+      flags: after.flags,
+    };
+    if (
+      row.debitsPending === 0n &&
+      row.debitsPosted === 0n &&
+      row.creditsPending === 0n &&
+      row.creditsPosted === 0n &&
+      after.flags === before.flags
+    )
+      continue;
+    rows.push(row);
+  }
+  return rows;
+}

@@ -1,0 +1,189 @@
+// A batch run locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in
+// memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
+// conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
+import { SwitchyardError } from "../../core/errors.ts";
+import type { Row, Sql } from "../db/index.ts";
+import { LedgerStoreError, sqlStateOf } from "./errors.ts";
+import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
+import { insertAccounts, ledgerTransaction, lockClock, selectExpired, writeAlongside } from "./store.ts";
+import { writeBatch } from "./store-batch.ts";
+import { balanceRows, transferRows } from "./store-params.ts";
+import { type Account, AccountFlags, TransferFlags } from "./types.ts";
+import {
+  type AlongsideWrites,
+  alongsideOf,
+  type BatchChanges,
+  deltas,
+  noAlongside,
+  noChanges,
+  resolveJobs,
+} from "./writer-batch.ts";
+import { loadAccounts, prefetch } from "./writer-reads.ts";
+import {
+  type AccountsJob,
+  type ExpireJob,
+  forget,
+  type Job,
+  maxBigint,
+  randomToken,
+  type TransfersJob,
+  type WriterState,
+} from "./writer-state.ts";
+
+const retryableCodes = new Set([
+  "40P01", // deadlock_detected
+  "40001", // serialization_failure
+  "55P03", // lock_not_available
+  "23505", // unique_violation: another process inserted the same id or resolved the same pending first
+]);
+
+function isRetryable(error: unknown): boolean {
+  const code = sqlStateOf(error);
+  return code !== undefined && retryableCodes.has(code);
+}
+
+/** Runs a batch under the clock lock, retrying deadlocks and the like; rejects its callers if it cannot. */
+export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const settle = await ledgerTransaction(w.db, "locked batch", (tx) => applyLocked(w, tx, batch));
+      settle();
+      return;
+    } catch (error) {
+      forget(w);
+      if (isRetryable(error) && attempt < w.limits.retryAttemptsMax) continue;
+      // A statement written alongside may fail for its own caller's reasons: each job alone then, so that only
+      // the caller whose statement it was hears of it.
+      if (batch.length > 1 && batch.some((job) => job.kind === "transfers" && job.alongside !== undefined)) {
+        for (const job of batch) await runLocked(w, [job]);
+        return;
+      }
+      // Already translated where it happened (store.ts), or one of the ledger's own errors; anything else is a
+      // store failure whose cause says more.
+      const failure =
+        error instanceof SwitchyardError
+          ? error
+          : new LedgerStoreError("ledger batch failed", { cause: error });
+      for (const job of batch) job.reject(failure);
+      return;
+    }
+  }
+}
+
+/** One kind of job applied under the lock: how many timestamps it takes, what it writes, and how to settle it. */
+type LockedWork = {
+  eventCount: number;
+  writes: BatchChanges;
+  alongside: AlongsideWrites;
+  /** Called once committed, with the rows of the statements written alongside. */
+  settle: (alongsideRows: Row[][]) => void;
+};
+
+/** Inside the transaction: lock, read, validate, write. Returns what to do once it has committed. */
+async function applyLocked(w: WriterState, tx: Sql, batch: Job[]): Promise<() => void> {
+  const clock = await lockClock(tx);
+  if (clock.token !== w.committedToken) forget(w);
+  w.known.transfers.clear();
+  w.known.pending.clear();
+  w.writtenBy.clear();
+  w.createdFinal.length = 0;
+  w.openPendings.clear();
+  if (w.known.accounts.size > w.limits.accountsCacheMax) w.known.accounts.clear();
+  const first = batch[0]!;
+  const token = randomToken();
+  const firstTimestamp = maxBigint(clock.timestampLast + 1n, w.nowNs());
+  const work =
+    first.kind === "transfers"
+      ? await lockedTransfers(w, tx, batch as TransfersJob[], firstTimestamp)
+      : first.kind === "accounts"
+        ? await lockedAccounts(w, tx, first, firstTimestamp)
+        : await lockedExpiry(w, tx, first);
+  const timestampLast = firstTimestamp + BigInt(work.eventCount) - 1n;
+  // The clock is ours (locked above), so its token is the one read there.
+  await writeBatch(tx, { expectedToken: clock.token, clock: { timestampLast, token }, ...work.writes });
+  const alongsideRows = await writeAlongside(tx, work.alongside.statements);
+  return () => {
+    w.committedToken = token;
+    w.committedTimestamp = timestampLast;
+    w.plannedToken = null;
+    w.known.transfers.clear();
+    w.known.pending.clear();
+    work.settle(alongsideRows);
+  };
+}
+
+async function lockedTransfers(
+  w: WriterState,
+  tx: Sql,
+  jobs: TransfersJob[],
+  firstTimestamp: bigint,
+): Promise<LockedWork> {
+  const requests = jobs.map((job) => job.transfers);
+  await prefetch(w, tx, requests, { forUpdate: true, lookUpIds: true }, 0);
+  const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
+  const alongside = alongsideOf(jobs, results);
+  return {
+    eventCount: requests.reduce((sum, request) => sum + request.length, 0),
+    writes: {
+      transfers: transferRows(effects.created, w.format, w.accountIds),
+      balances: balanceRows(deltas(effects.accountsBefore), w.format, w.accountIds),
+      pendingOpened: effects.pendingOpened,
+      pendingResolved: effects.pendingResolved,
+    },
+    alongside,
+    settle: (rows) => resolveJobs(jobs, results, alongside, rows),
+  };
+}
+
+async function lockedAccounts(
+  w: WriterState,
+  tx: Sql,
+  job: AccountsJob,
+  firstTimestamp: bigint,
+): Promise<LockedWork> {
+  const ids = job.accounts.map((a) => a.id).filter((id) => typeof id === "bigint" && id > 0n);
+  await loadAccounts(w, tx, ids, { forUpdate: true });
+  const { results, created } = applyAccountRequest(w.known, job.accounts, firstTimestamp);
+  await insertAccounts(tx, created);
+  return {
+    eventCount: Math.max(job.accounts.length, 1),
+    writes: noChanges(),
+    alongside: noAlongside,
+    settle: () => job.resolve(results),
+  };
+}
+
+/** Voids open pending transfers whose timeout has passed: their amounts leave the pending balances. */
+async function lockedExpiry(w: WriterState, tx: Sql, job: ExpireJob): Promise<LockedWork> {
+  const expired = await selectExpired(tx, job.nowNs, w.limits.expiryBatchMax);
+  const done = (count: number, writes: BatchChanges): LockedWork => ({
+    eventCount: 1,
+    writes,
+    alongside: noAlongside,
+    settle: () => job.resolve(count),
+  });
+  if (expired.length === 0) return done(0, noChanges());
+  await loadAccounts(
+    w,
+    tx,
+    expired.flatMap((t) => [t.debitAccountId, t.creditAccountId]),
+    { forUpdate: true },
+  );
+  const before = new Map<Account, Account>();
+  for (const p of expired) {
+    const dr = w.known.accounts.get(p.debitAccountId)!;
+    const cr = w.known.accounts.get(p.creditAccountId)!;
+    if (!before.has(dr)) before.set(dr, { ...dr });
+    if (!before.has(cr)) before.set(cr, { ...cr });
+    dr.debitsPending -= p.amount;
+    cr.creditsPending -= p.amount;
+    if ((p.flags & TransferFlags.closingDebit) !== 0) dr.flags &= ~AccountFlags.closed;
+    if ((p.flags & TransferFlags.closingCredit) !== 0) cr.flags &= ~AccountFlags.closed;
+  }
+  return done(expired.length, {
+    transfers: transferRows([]),
+    balances: balanceRows(deltas(before), w.format, w.accountIds),
+    pendingOpened: [],
+    pendingResolved: expired.map((t) => t.id),
+  });
+}

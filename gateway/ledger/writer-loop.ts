@@ -1,0 +1,192 @@
+// The writer's loop: takes batches off the queue while there is work, runs each locked or pipelined, and keeps the
+// pipeline (batches in flight, taking the clock in the order they were planned). A failure anywhere drains the
+// pipeline and runs the failed batches again, locked, in order, before anything more goes.
+import { sqlStateOf, staleBatchCode } from "./errors.ts";
+import type { ClaimOrder } from "./store-batch.ts";
+import { runLocked } from "./writer-locked.ts";
+import { commitPlan, type InFlight, type Plan, prepare } from "./writer-pipeline.ts";
+import { forget, type Job, type TransfersJob, type WriterState } from "./writer-state.ts";
+
+/** After a conflict with another process, stay locked for this many batches before pipelining again. */
+const lockedBatchesAfterConflict = 32;
+
+/** The previous batch did not leave the clock as this batch expected (store-batch.ts raises staleBatchCode either
+ * way: ledger_stale_batch() in SQL, StaleClockError or ClaimTurnError in the client): run it again, locked. */
+function isStale(error: unknown): boolean {
+  return sqlStateOf(error) === staleBatchCode;
+}
+
+/** One run of the loop's pipeline: it starts empty and ends drained. */
+type Pipeline = {
+  inFlight: InFlight[];
+  /** A batch just resolved its callers, who may be resubmitting. */
+  callersResolved: boolean;
+  /** Settles once the latest batch sent holds the clock (or has failed). */
+  lastClaimed: Promise<void>;
+};
+
+/** Starts the loop (on the next macrotask, so that callers submitting together share a batch). */
+export function startLoop(w: WriterState): void {
+  w.running = true;
+  w.idle = new Promise((resolve) => {
+    w.signalIdle = resolve;
+  });
+  setImmediate(() => void loop(w));
+}
+
+async function loop(w: WriterState): Promise<void> {
+  const p: Pipeline = { inFlight: [], callersResolved: false, lastClaimed: Promise.resolve() };
+  try {
+    while (w.queue.length > 0 || p.inFlight.length > 0) {
+      if (w.queue.length === 0) {
+        await awaitArrivalOrOldest(w, p);
+        continue;
+      }
+      if (
+        w.limits.batchWaitMs > 0 &&
+        p.inFlight.length === 0 &&
+        w.queuedTransfers < w.limits.batchTransfersMax
+      ) {
+        await new Promise((resolve) => setTimeout(resolve, w.limits.batchWaitMs));
+      }
+      if (w.pipelined && p.inFlight.length >= w.depthMax) {
+        // The pipeline is full: wait for the oldest batch while more jobs gather for the next one.
+        await settleOldest(w, p, await p.inFlight[0]!.done);
+        p.callersResolved = true;
+        continue;
+      }
+      // Callers a committed batch resolved are still resubmitting, one microtask chain each: let them all arrive
+      // (one macrotask) so the next batch is full rather than the first request alone.
+      if (p.callersResolved || p.inFlight.length > 0) await new Promise((resolve) => setImmediate(resolve));
+      p.callersResolved = false;
+      // A failure anywhere drains everything (and runs the failed batches again, locked) before more go.
+      if (await anyFailed(p.inFlight)) await drain(w, p);
+      const batch = takeBatch(w, batchTransfersMax(w, p));
+      if (!canPipeline(w, p, batch[0]!)) {
+        await drain(w, p);
+        if (w.lockedBatchesLeft > 0) w.lockedBatchesLeft--;
+        await runLocked(w, batch);
+        p.callersResolved = true;
+        continue;
+      }
+      await sendPipelined(w, p, batch as TransfersJob[]);
+    }
+  } finally {
+    w.running = false;
+    w.signalIdle();
+    if (w.queue.length > 0) startLoop(w);
+  }
+}
+
+/**
+ * Nothing new yet: waits for the oldest batch in flight to settle, or for a new job (which may go at once if the
+ * pipeline has room).
+ */
+async function awaitArrivalOrOldest(w: WriterState, p: Pipeline): Promise<void> {
+  const oldest = p.inFlight[0]!;
+  const arrival = new Promise<"arrival">((resolve) => {
+    w.wake = () => resolve("arrival");
+  });
+  const outcome = await Promise.race([oldest.done.then((failure) => ({ failure })), arrival]);
+  w.wake = null;
+  if (outcome !== "arrival") await settleOldest(w, p, outcome.failure);
+}
+
+/** The oldest batch in flight settled with `failure` (null: committed): drop it, or drain on a failure. */
+async function settleOldest(w: WriterState, p: Pipeline, failure: unknown | null): Promise<void> {
+  if (failure !== null) await drain(w, p);
+  else p.inFlight.shift();
+}
+
+/** Waits for every batch in flight; runs the failed ones again, locked, in order. */
+async function drain(w: WriterState, p: Pipeline): Promise<void> {
+  const redo: TransfersJob[][] = [];
+  for (const { plan, done } of p.inFlight.splice(0)) {
+    const failure = await done;
+    if (failure !== null) {
+      // The first failure says why; the batches behind it fail because it did. Only another process
+      // writing in between is a reason to stay locked for a while.
+      if (redo.length === 0 && isStale(failure)) w.lockedBatchesLeft = lockedBatchesAfterConflict;
+      redo.push(plan.jobs);
+    }
+  }
+  if (redo.length > 0) forget(w);
+  for (const jobs of redo) await runLocked(w, jobs);
+}
+
+/** Whether a batch in flight has already failed (without waiting for the others). */
+async function anyFailed(inFlight: InFlight[]): Promise<boolean> {
+  const pending = Symbol("pending");
+  for (const { done } of inFlight) {
+    const settled = await Promise.race([done, Promise.resolve(pending)]);
+    if (settled !== pending && settled !== null) return true;
+  }
+  return false;
+}
+
+/**
+ * The most transfers the next batch takes. Pipelined, a batch only overlaps the commit of the one before it if the
+ * work is spread over the pipeline's depth: a full batch followed by a scrap would leave the scrap's commit to run
+ * alone.
+ */
+function batchTransfersMax(w: WriterState, p: Pipeline): number {
+  if (!w.pipelined) return w.limits.batchTransfersMax;
+  const inFlightTransfers = p.inFlight.reduce((sum, { plan }) => sum + plan.transfers.count, 0);
+  return Math.min(
+    w.limits.batchTransfersMax,
+    Math.ceil((w.queuedTransfers + inFlightTransfers) / w.depthMax),
+  );
+}
+
+/** Takes the jobs at the head of the queue that fit in `transfersMax` (at least one job). */
+function takeBatch(w: WriterState, transfersMax: number): Job[] {
+  const first = w.queue.shift()!;
+  if (first.kind !== "transfers") return [first];
+  const batch: Job[] = [first];
+  let count = first.transfers.length;
+  while (w.queue.length > 0) {
+    const next = w.queue[0]!;
+    if (next.kind !== "transfers" || count + next.transfers.length > transfersMax) break;
+    w.queue.shift();
+    batch.push(next);
+    count += next.transfers.length;
+  }
+  w.queuedTransfers -= count;
+  return batch;
+}
+
+function canPipeline(w: WriterState, p: Pipeline, first: Job): boolean {
+  return (
+    w.pipelined &&
+    first.kind === "transfers" &&
+    w.lockedBatchesLeft === 0 &&
+    (w.committedToken !== null || p.inFlight.length > 0) &&
+    // over the bound, the cache starts over; only the locked path may do that (nothing in flight)
+    w.known.accounts.size <= w.limits.accountsCacheMax
+  );
+}
+
+/** Prepares a batch and sends it, to take the clock after the batch sent before it. */
+async function sendPipelined(w: WriterState, p: Pipeline, jobs: TransfersJob[]): Promise<void> {
+  let plan: Plan;
+  try {
+    plan = await prepare(w, jobs);
+  } catch (error) {
+    // A read failed: the locked path reads again and reports the failure if it persists.
+    console.error(`ledger: pipelined read failed, running the batch locked: ${(error as Error).message}`);
+    await drain(w, p);
+    forget(w);
+    await runLocked(w, jobs);
+    return;
+  }
+  // Batches take the clock in the order they were planned (each after the one before it has it).
+  const order: ClaimOrder = {
+    after: p.lastClaimed,
+    claimed: () => undefined,
+    waitMaxMs: w.limits.claimWaitMaxMs,
+  };
+  p.lastClaimed = new Promise<void>((resolve) => {
+    order.claimed = resolve;
+  });
+  p.inFlight.push({ plan, done: commitPlan(w, plan, order) });
+}
