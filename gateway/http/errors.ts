@@ -1,6 +1,6 @@
 // The closed set of error codes the API answers with, and the HTTP status of each. A code is stable:
 // clients may branch on it. The Record makes the compiler find a code without a status.
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from "fastify";
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import type { ZodError } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
@@ -162,13 +162,16 @@ export function answerFrameworkError(error: FastifyLikeError, _request: unknown,
   sendError(reply, new ApiError("internal_error", "something went wrong on our side"));
 }
 
+/** 404 route_not_found; a context's own not-found handler (the /v1 context's) runs that context's hooks first. */
+export function answerNotFound(request: FastifyRequest, reply: FastifyReply): void {
+  sendError(
+    reply,
+    new ApiError("route_not_found", `no route ${request.method} ${request.url.split("?")[0]}`),
+  );
+}
+
 const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
-  app.setNotFoundHandler((request, reply) => {
-    sendError(
-      reply,
-      new ApiError("route_not_found", `no route ${request.method} ${request.url.split("?")[0]}`),
-    );
-  });
+  app.setNotFoundHandler(answerNotFound);
   app.setErrorHandler((error: FastifyLikeError, request, reply) => {
     if (error instanceof ApiError) return sendError(reply, error);
     if (

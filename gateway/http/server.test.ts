@@ -103,6 +103,13 @@ describe("which routes need an API key", () => {
     expect(provider.json()).toEqual({ received: 2 });
   });
 
+  it("an unknown route under /v1 asks for the key first; elsewhere it is simply not found", async () => {
+    const v1 = await server.inject({ method: "GET", url: "/v1/nothing" });
+    expect([v1.statusCode, v1.json().error.code]).toEqual([401, "api_key_missing"]);
+    const root = await server.inject({ method: "GET", url: "/nothing" });
+    expect([root.statusCode, root.json().error.code]).toEqual([404, "route_not_found"]);
+  });
+
   it("every route of the /v1 context refuses a missing key, and a key not of the form of one", async () => {
     const document = await openApi();
     const listed = operations(document);

@@ -10,6 +10,7 @@ import type { PaymentsDeps } from "../payments/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import type { ApiKeyCacheLimits } from "../tenants/index.ts";
 import { authPlugin } from "./auth.ts";
+import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
 import { accountRoutes } from "./resources/accounts.ts";
 import { invoiceRoutes } from "./resources/invoices.ts";
@@ -34,6 +35,8 @@ export type V1Options = RoutesOptions & {
 
 export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(authPlugin, { sql: options.db, apiKeyCache: options.apiKeyCache, nowMs: Date.now });
+  // An unknown /v1 route asks for the key first, as every /v1 route does: without one, 401, not 404.
+  app.setNotFoundHandler(answerNotFound);
   await app.register(idempotencyPlugin, {
     sql: options.db,
     inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
