@@ -5,7 +5,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { Db } from "../../db/index.ts";
 import { createPayment, getPayment, type PaymentsDeps } from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
-import { ApiError, type ApiErrorCode } from "../errors.ts";
+import { ApiError } from "../errors.ts";
 import { destinationFromBody, policyFrom, presentPayment, refusalError } from "../present.ts";
 import { createPaymentBody, errorView, idParams, paymentView } from "../schemas.ts";
 
@@ -33,7 +33,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       if (!result.ok) throw refusalError(result);
       const view = presentPayment(result.payment);
       if (result.payment.status === "failed") {
-        const code = (result.payment.failureCode ?? "rejected") as ApiErrorCode;
+        const code = result.payment.failureCode ?? "rejected"; // a PaymentFailureCode, itself an ApiErrorCode
         throw new ApiError(code, result.payment.failureMessage ?? "the payment failed", {
           extra: { payment: view },
         });
