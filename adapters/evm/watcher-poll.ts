@@ -1,0 +1,215 @@
+// One poll of the splitter watcher: check the stored blocks for a reorg (and undo what it took away), read the
+// next range of logs into the database, hand stored events to the sink as seen, then as final once confirmed.
+import { type Hex, type Log, parseEventLogs } from "viem";
+import { splitterEventNames } from "../../core/index.ts";
+import { revenueSplitterAbi } from "./abi.generated.ts";
+import { EvmWatcherError, type PollResult, type WatcherState } from "./watcher-state.ts";
+import {
+  type CreatedSplit,
+  holdLease,
+  loadEvents,
+  move,
+  nextBlock,
+  rememberBlock,
+  rememberSplit,
+  setNextBlock,
+  toWatched,
+} from "./watcher-store.ts";
+
+/** The ABI of SplitCreated, to find one split's creation by its indexed id. */
+const splitCreatedEvent = revenueSplitterAbi.find(
+  (item): item is Extract<(typeof revenueSplitterAbi)[number], { type: "event"; name: "SplitCreated" }> =>
+    item.type === "event" && item.name === "SplitCreated",
+)!;
+
+export async function poll(w: WatcherState): Promise<PollResult> {
+  const { params, sink } = w;
+  if (!(await holdLease(w))) {
+    const next = await nextBlock(w);
+    return { head: next - 1n, read: 0, seen: 0, finalized: 0, removed: 0, nextBlock: next, standby: true };
+  }
+  const latest = await w.publicClient.getBlock({ blockTag: "latest" });
+  const head = latest.number;
+  // The head's hash commits to every block below it: the same hash means the same chain, so a poll that left
+  // nothing to do there has nothing to do now (and reads no database, which on PGlite shares this thread).
+  if (w.settledAt !== null && w.settledAt.hash === latest.hash)
+    return { ...w.settledAt.result, read: 0, seen: 0, finalized: 0, removed: 0 };
+  w.settledAt = null;
+  const removed = await checkReorg(w, head);
+  const readCount = await read(w, head);
+  const seen = await loadEvents(w, "e.status = 'seen' ORDER BY e.block_number, e.log_index LIMIT $3", [
+    params.eventsPerPollMax,
+  ]);
+  for (const row of seen) {
+    await sink.seen(toWatched(w, row));
+    await move(w, row, "seen", "pending");
+  }
+  // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen.
+  const finalBlockMax = head - w.confirmations + 1n;
+  const final = await loadEvents(
+    w,
+    `e.status = 'pending' AND e.block_number <= $3
+     AND NOT EXISTS (SELECT 1 FROM evm_watch_events o WHERE o.chain_id = e.chain_id AND o.contract = e.contract
+                     AND o.status = 'seen')
+     ORDER BY e.block_number, e.log_index LIMIT $4`,
+    [finalBlockMax, params.eventsPerPollMax],
+  );
+  for (const row of final) {
+    await sink.final(toWatched(w, row));
+    await move(w, row, "pending", "posted");
+  }
+  // Final blocks can no longer fork (by the confirmations rule): keep one as the anchor, forget the rest.
+  await w.db.query(
+    `DELETE FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3
+       AND number < (SELECT max(number) FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3)`,
+    [w.chainId, w.contract, finalBlockMax],
+  );
+  const result: PollResult = {
+    head,
+    read: readCount,
+    seen: seen.length,
+    finalized: final.length,
+    removed,
+    nextBlock: await nextBlock(w),
+    standby: false,
+  };
+  if (
+    result.nextBlock > head &&
+    removed === 0 &&
+    seen.length < params.eventsPerPollMax &&
+    final.length < params.eventsPerPollMax
+  )
+    w.settledAt = { hash: latest.hash, result };
+  return result;
+}
+
+/** Returns how many events a reorg removed (0 when every stored block still matches the chain). */
+async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
+  const { params, sink } = w;
+  const blocks = await w.db.query<{ number: bigint; hash: Hex }>(
+    "SELECT number, hash FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 ORDER BY number",
+    [w.chainId, w.contract],
+  );
+  let matching: bigint | null = null;
+  let forked: bigint | null = null;
+  for (const block of blocks) {
+    const current = block.number > head ? null : await w.publicClient.getBlock({ blockNumber: block.number });
+    if (current === null || current.hash !== block.hash) {
+      forked = block.number;
+      break;
+    }
+    matching = block.number;
+  }
+  if (forked === null) return 0;
+  // The fork lies above the highest block that still matches; without one, within the finality window.
+  const floor = forked - w.confirmations;
+  let rescanFrom = matching !== null ? matching + 1n : params.startBlock;
+  if (matching === null && floor > params.startBlock) rescanFrom = floor; // bigints: Math.max takes numbers only
+  const gone = await loadEvents(
+    w,
+    "e.block_number >= $3 AND e.status <> 'removed' ORDER BY e.block_number DESC, e.log_index DESC",
+    [forked],
+  );
+  for (const row of gone) await sink.removed(toWatched(w, row), row.status === "posted");
+  await w.db.transaction(async (tx) => {
+    for (const row of gone) {
+      await tx.query(
+        `UPDATE evm_watch_events SET status = 'removed', updated_at = now()
+         WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4`,
+        [w.chainId, w.contract, row.tx_hash, row.log_index],
+      );
+    }
+    await tx.query("DELETE FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number >= $3", [
+      w.chainId,
+      w.contract,
+      rescanFrom,
+    ]);
+    await setNextBlock(w, tx, rescanFrom);
+  });
+  return gone.length;
+}
+
+/** Reads the next range of logs (up to the head) and stores its events, blocks and the advanced cursor at once. */
+async function read(w: WatcherState, head: bigint): Promise<number> {
+  const { params } = w;
+  const from = await nextBlock(w);
+  if (from > head) return 0;
+  const to = from + params.blockRangeMax - 1n < head ? from + params.blockRangeMax - 1n : head;
+  const logs = await w.publicClient.getLogs({ address: params.splitter, fromBlock: from, toBlock: to });
+  const events = parseEventLogs({ abi: revenueSplitterAbi, logs: logs as Log[], strict: true }).filter(
+    (log) => (splitterEventNames as readonly string[]).includes(log.eventName),
+  );
+  const last = await w.publicClient.getBlock({ blockNumber: to });
+  const earlier = await splitsCreatedEarlier(w, events);
+  await w.db.transaction(async (tx) => {
+    for (const split of earlier) await rememberSplit(w, tx, split);
+    for (const log of events) {
+      if (log.blockHash === null || log.transactionHash === null || log.logIndex === null)
+        throw new EvmWatcherError("a pending log came back", { details: `blocks ${from}..${to}` });
+      await tx.query(
+        `INSERT INTO evm_watch_events
+           (chain_id, contract, tx_hash, log_index, block_number, block_hash, event_name, args, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'seen')
+         ON CONFLICT (chain_id, contract, tx_hash, log_index) DO UPDATE
+           SET status = 'seen', generation = evm_watch_events.generation + 1,
+               block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
+               event_name = EXCLUDED.event_name, args = EXCLUDED.args, updated_at = now()
+           WHERE evm_watch_events.status = 'removed'`,
+        [
+          w.chainId,
+          w.contract,
+          log.transactionHash,
+          log.logIndex,
+          log.blockNumber,
+          log.blockHash,
+          log.eventName,
+          JSON.stringify(log.args, (_key, value) => (typeof value === "bigint" ? value.toString() : value)),
+        ],
+      );
+      await rememberBlock(w, tx, log.blockNumber, log.blockHash);
+      if (log.eventName === "SplitCreated") await rememberSplit(w, tx, log.args);
+    }
+    await rememberBlock(w, tx, to, last.hash);
+    await setNextBlock(w, tx, to + 1n);
+  });
+  return events.length;
+}
+
+/**
+ * The definitions of the splits these events distribute that the registry lacks: created before the watcher's
+ * first block (EVM_SPLITTER_START_BLOCK past the splitter's deployment). Read from their SplitCreated log, which
+ * the split id (an indexed topic) finds whatever its block.
+ */
+async function splitsCreatedEarlier(
+  w: WatcherState,
+  events: readonly { eventName: string; args: unknown }[],
+): Promise<CreatedSplit[]> {
+  const created = new Set<string>();
+  const wanted = new Set<string>();
+  for (const { eventName, args } of events) {
+    const splitId = (args as { splitId?: Hex }).splitId?.toLowerCase();
+    if (splitId === undefined) continue;
+    if (eventName === "SplitCreated") created.add(splitId);
+    else if (eventName === "Distributed" && !created.has(splitId)) wanted.add(splitId);
+  }
+  if (wanted.size === 0) return [];
+  const known = await w.db.query<{ split_id: string }>(
+    "SELECT split_id FROM evm_splits WHERE chain_id = $1 AND contract = $2 AND split_id = ANY($3::text[])",
+    [w.chainId, w.contract, [...wanted]],
+  );
+  for (const row of known) wanted.delete(row.split_id);
+  const found: CreatedSplit[] = [];
+  for (const splitId of wanted) {
+    const logs = await w.publicClient.getLogs({
+      address: w.params.splitter,
+      event: splitCreatedEvent,
+      args: { splitId: splitId as Hex },
+      fromBlock: 0n,
+      toBlock: "latest",
+      strict: true,
+    });
+    const log = logs[0];
+    if (log !== undefined) found.push(log.args as CreatedSplit);
+  }
+  return found;
+}

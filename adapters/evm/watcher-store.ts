@@ -1,0 +1,186 @@
+// The splitter watcher's bookkeeping in SQL: its lease, its cursor, the hashes of the blocks it has not yet seen
+// final, the split registry, and the events it stored with their status (seen → pending → posted, or removed).
+import type { Address, Hex } from "viem";
+import type { SplitterEvent, SplitterEventName, Sql, WatchedEvent } from "../../core/index.ts";
+import type { WatcherState } from "./watcher-state.ts";
+
+export type EventRow = {
+  tx_hash: Hex;
+  log_index: number;
+  block_number: bigint;
+  block_hash: Hex;
+  event_name: SplitterEventName;
+  args: Record<string, unknown>;
+  status: "seen" | "pending" | "posted" | "removed";
+  generation: number;
+  recipients: Address[] | null;
+  basis_points: number[] | null;
+};
+
+export type CreatedSplit = { splitId: Hex; recipients: readonly Address[]; basisPoints: readonly number[] };
+
+/** Takes or renews the lease; false while another watcher holds an unexpired one. */
+export async function holdLease(w: WatcherState): Promise<boolean> {
+  if (Date.now() < w.leaseRenewAtMs) return true;
+  const rows = await w.db.query(
+    `INSERT INTO evm_watch_leases (chain_id, contract, holder, expires_at)
+     VALUES ($1, $2, $3, now() + make_interval(secs => $4::double precision / 1000))
+     ON CONFLICT (chain_id, contract) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+       WHERE evm_watch_leases.holder = EXCLUDED.holder OR evm_watch_leases.expires_at < now()
+     RETURNING holder`,
+    [w.chainId, w.contract, w.holder, w.params.leaseMs],
+  );
+  if (rows.length === 0) {
+    w.leaseRenewAtMs = 0;
+    w.settledAt = null; // the holder moves on meanwhile: start from the database when the lease is ours
+    return false;
+  }
+  w.leaseRenewAtMs = Date.now() + w.params.leaseMs / 2;
+  return true;
+}
+
+/** Gives the lease up, so that another process's watcher may take over at once. */
+export async function releaseLease(w: WatcherState): Promise<void> {
+  w.leaseRenewAtMs = 0;
+  await w.db.query("DELETE FROM evm_watch_leases WHERE chain_id = $1 AND contract = $2 AND holder = $3", [
+    w.chainId,
+    w.contract,
+    w.holder,
+  ]);
+}
+
+export async function nextBlock(w: WatcherState, sql: Sql = w.db): Promise<bigint> {
+  const [row] = await sql.query<{ next_block: bigint }>(
+    "SELECT next_block FROM evm_watch_cursors WHERE chain_id = $1 AND contract = $2",
+    [w.chainId, w.contract],
+  );
+  return row?.next_block ?? w.params.startBlock;
+}
+
+export async function setNextBlock(w: WatcherState, sql: Sql, next: bigint): Promise<void> {
+  await sql.query(
+    `INSERT INTO evm_watch_cursors (chain_id, contract, next_block) VALUES ($1, $2, $3)
+     ON CONFLICT (chain_id, contract) DO UPDATE SET next_block = EXCLUDED.next_block, updated_at = now()`,
+    [w.chainId, w.contract, next],
+  );
+}
+
+export async function rememberSplit(w: WatcherState, tx: Sql, split: CreatedSplit): Promise<void> {
+  await tx.query(
+    `INSERT INTO evm_splits (chain_id, contract, split_id, recipients, basis_points)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+    [
+      w.chainId,
+      w.contract,
+      split.splitId.toLowerCase(),
+      JSON.stringify(split.recipients),
+      JSON.stringify(split.basisPoints),
+    ],
+  );
+}
+
+export async function rememberBlock(w: WatcherState, tx: Sql, number: bigint, hash: Hex): Promise<void> {
+  await tx.query(
+    `INSERT INTO evm_watch_blocks (chain_id, contract, number, hash) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (chain_id, contract, number) DO UPDATE SET hash = EXCLUDED.hash`,
+    [w.chainId, w.contract, number, hash],
+  );
+}
+
+/** The stored events matching `where` ($3… are `extra`), each with its split's definition when known. */
+export async function loadEvents(
+  w: WatcherState,
+  where: string,
+  extra: readonly unknown[],
+): Promise<EventRow[]> {
+  return w.db.query<EventRow>(
+    `SELECT e.tx_hash, e.log_index, e.block_number, e.block_hash, e.event_name, e.args, e.status, e.generation,
+            s.recipients, s.basis_points
+     FROM evm_watch_events e
+     LEFT JOIN evm_splits s
+       ON s.chain_id = e.chain_id AND s.contract = e.contract AND s.split_id = lower(e.args->>'splitId')
+     WHERE e.chain_id = $1 AND e.contract = $2 AND ${where}`,
+    [w.chainId, w.contract, ...extra],
+  );
+}
+
+export async function move(
+  w: WatcherState,
+  row: EventRow,
+  from: EventRow["status"],
+  to: EventRow["status"],
+): Promise<void> {
+  await w.db.query(
+    `UPDATE evm_watch_events SET status = $6, updated_at = now()
+     WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND status = $5`,
+    [w.chainId, w.contract, row.tx_hash, row.log_index, from, to],
+  );
+}
+
+export function toWatched(w: WatcherState, row: EventRow): WatchedEvent {
+  return {
+    chainId: w.chainId,
+    contract: w.params.splitter,
+    txHash: row.tx_hash,
+    logIndex: row.log_index,
+    blockNumber: row.block_number,
+    blockHash: row.block_hash,
+    generation: row.generation,
+    event: eventFromArgs(row.event_name, row.args),
+    split:
+      row.recipients === null || row.basis_points === null
+        ? null
+        : { recipients: row.recipients, basisPoints: row.basis_points },
+  };
+}
+
+function eventFromArgs(name: SplitterEventName, args: Record<string, unknown>): SplitterEvent {
+  const hex = (key: string) => String(args[key]) as Hex;
+  const big = (key: string) => BigInt(String(args[key]));
+  switch (name) {
+    case "SplitCreated":
+      return {
+        name,
+        splitId: hex("splitId"),
+        recipients: args.recipients as Address[],
+        basisPoints: (args.basisPoints as number[]).map(Number),
+      };
+    case "Paid":
+      return {
+        name,
+        splitId: hex("splitId"),
+        token: hex("token"),
+        payer: hex("payer"),
+        amount: big("amount"),
+        ref: hex("ref"),
+      };
+    case "Distributed":
+      return {
+        name,
+        splitId: hex("splitId"),
+        token: hex("token"),
+        distributor: hex("distributor"),
+        amount: big("amount"),
+        ref: hex("ref"),
+      };
+    case "Withdrawn":
+      return {
+        name,
+        splitId: hex("splitId"),
+        token: hex("token"),
+        recipient: hex("recipient"),
+        index: big("index"),
+        amount: big("amount"),
+      };
+    case "BatchSettled":
+      return {
+        name,
+        token: hex("token"),
+        payer: hex("payer"),
+        ref: hex("ref"),
+        payeeCount: big("payeeCount"),
+        total: big("total"),
+        batchHash: hex("batchHash"),
+      };
+  }
+}
