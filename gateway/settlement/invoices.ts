@@ -3,6 +3,7 @@
 // rail) against the tenant's account — with the rail's evidence. A reversal (a dispute, a refund of a top-up)
 // takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
 import {
+  type Asset,
   assetByCode,
   parseAmount,
   type Rail,
@@ -103,18 +104,34 @@ export class SettlementInvariantError extends SwitchyardError {
   override name = "SettlementInvariantError";
 }
 
-export async function createInvoice(
+export type CreateInvoiceParams = {
+  tenantId: string;
+  accountId: string;
+  asset: string;
+  amount: string;
+  rail: string | null;
+  description: string;
+  expirySeconds: number;
+};
+
+type InvoiceRefused = Extract<CreateInvoiceResult, { ok: false }>;
+
+/** Checks an invoice request against the tenant's accounts and the configured rails. Writes nothing. */
+async function checkInvoiceRequest(
   deps: SettlementDeps,
-  params: {
-    tenantId: string;
-    accountId: string;
-    asset: string;
-    amount: string;
-    rail: string | null;
-    description: string;
-    expirySeconds: number;
-  },
-): Promise<CreateInvoiceResult> {
+  params: CreateInvoiceParams,
+): Promise<
+  | InvoiceRefused
+  | {
+      ok: true;
+      asset: Asset;
+      amount: bigint;
+      account: AccountRecord;
+      /** The rail that takes the money in, and its `receive`. */
+      rail: string;
+      receive: NonNullable<ReceivingRail["receive"]>;
+    }
+> {
   const asset = assetByCode(params.asset);
   if (asset === null)
     return { ok: false, refusal: "unknown_asset", message: `no asset "${params.asset}"`, param: "asset" };
@@ -155,13 +172,28 @@ export async function createInvoice(
       param: "rail",
     };
   }
+  const receive = receiver.receive.bind(receiver);
+  return { ok: true, asset, amount: amount.value, account, rail: receiver.id, receive };
+}
+
+/**
+ * Asks a rail for a way to be paid `amount` into a tenant's account, and writes the invoice with the rail's offer;
+ * a rail's refusal writes nothing.
+ */
+export async function createInvoice(
+  deps: SettlementDeps,
+  params: CreateInvoiceParams,
+): Promise<CreateInvoiceResult> {
+  const checked = await checkInvoiceRequest(deps, params);
+  if (!checked.ok) return checked;
+  const { asset, amount, account, rail, receive } = checked;
   const id = newId("inv");
   // The rail is asked first and the invoice written once, whole. Money cannot arrive for it before the row
   // exists: only the answer to this request, sent after the write, tells a payer how to pay it. When the rail
   // refuses, nothing is written; when the process stops between the two, the rail's offer reached nobody.
-  const offer = await receiver.receive({
+  const offer = await receive({
     reference: id,
-    amount: amount.value,
+    amount,
     description: params.description,
     expirySeconds: params.expirySeconds,
   });
@@ -169,7 +201,7 @@ export async function createInvoice(
     return {
       ok: false,
       refusal: offer.code === "amount_too_large" ? "amount_too_large" : "rail_unavailable",
-      message: `${receiver.id} cannot take this payment: ${offer.message}`,
+      message: `${rail} cannot take this payment: ${offer.message}`,
       param: offer.code === "amount_too_large" ? "amount" : "rail",
     };
   const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
@@ -181,8 +213,8 @@ export async function createInvoice(
       params.tenantId,
       account.id,
       asset.code,
-      amount.value,
-      receiver.id,
+      amount,
+      rail,
       params.description,
       offer.railReference,
       JSON.stringify(offer.instructions),
@@ -195,7 +227,7 @@ export async function createInvoice(
     tenantId: params.tenantId,
     accountId: account.id,
     assetCode: asset.code,
-    rail: receiver.id,
+    rail,
   });
   // The answer is what was written, not read back.
   return {
@@ -205,8 +237,8 @@ export async function createInvoice(
       tenantId: params.tenantId,
       accountId: account.id,
       assetCode: asset.code,
-      amount: amount.value,
-      rail: receiver.id,
+      amount,
+      rail,
       status: "open",
       description: params.description,
       railReference: offer.railReference,
