@@ -19,6 +19,7 @@ import { openStore, storeNames } from "./stores.ts";
 // The ledger's behaviour, end to end through the writer, the same on both stores: idempotency, bad input with the
 // precise result code, linked chains, two-phase with partial posts, voids and expiry, cursors, limits, and a caller's
 // statement written with its transfers.
+// One piece by nature: a vitest suite, whose tests share the store opened in its beforeAll; each test is short.
 for (const storeName of storeNames)
   describe(`ledger behaviour on ${storeName}`, () => {
     let db: Db;

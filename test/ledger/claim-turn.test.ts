@@ -12,6 +12,7 @@ import { type BatchWrites, writeBatch, writeBatchClaimFirst } from "../../gatewa
 import { balanceRows, transferRows } from "../../gateway/ledger/store-params.ts";
 import { openStore } from "./stores.ts";
 
+// One piece by nature: a vitest suite, whose tests share the store opened in its beforeAll; each test is short.
 describe("a pipelined batch waiting for its turn on PostgreSQL", () => {
   let db: Db;
   const debit = ledgerId();

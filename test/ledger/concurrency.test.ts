@@ -20,6 +20,7 @@ import { type HammerOutcome, type HammerPlan, hammer } from "./hammer.ts";
 const execFileAsync = promisify(execFile);
 const childTimeoutMs = 150_000;
 
+// One piece by nature: a vitest suite, whose tests share the store opened in its beforeAll; each test is short.
 describe("ledger under concurrent writers on PostgreSQL", () => {
   let url: string;
   let db: Db;

@@ -160,129 +160,149 @@ export function modelCreateTransfers(
   });
 }
 
-function transfer(state: ModelState, t: TransferInput, ts: bigint): { status: string; timestamp: bigint } {
+// TigerBeetle's flag bits, by name.
+const pending = 2,
+  post = 4,
+  voidF = 8,
+  balDr = 16,
+  balCr = 32;
+
+type Outcome = { status: string; timestamp: bigint };
+
+function transfer(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   const flags = t.flags ?? 0;
   const fail = (status: string) => ({ status, timestamp: ts });
-  const linked = 1,
-    pending = 2,
-    post = 4,
-    voidF = 8,
-    balDr = 16,
-    balCr = 32;
-  const pendingId = t.pendingId ?? 0n;
-  const timeout = t.timeout ?? 0;
   if ((flags & ~255) !== 0) return fail("reserved_flag");
   if (t.amount < 0n) return fail("amount_must_not_be_negative");
   if (t.amount > MAX) return fail("amount_must_not_exceed_max");
   if (t.id === 0n) return fail("id_must_not_be_zero");
-  void linked;
-
   const e = state.transfers.get(t.id);
-  if (e) {
-    if (e.flags !== flags) return fail("exists_with_different_flags");
-    if (e.pendingId !== pendingId) return fail("exists_with_different_pending_id");
-    if (e.timeout !== timeout) return fail("exists_with_different_timeout");
-    if (flags & (post | voidF)) {
-      // TigerBeetle's post_or_void_pending_transfer_exists: a zero field asks for the pending transfer's value, so
-      // it matches only what the stored post or void took from the pending transfer.
-      const p = state.transfers.get(e.pendingId)!;
-      if (t.debitAccountId !== 0n && t.debitAccountId !== e.debitAccountId)
-        return fail("exists_with_different_debit_account_id");
-      if (t.creditAccountId !== 0n && t.creditAccountId !== e.creditAccountId)
-        return fail("exists_with_different_credit_account_id");
-      const asksWhole = flags & voidF ? t.amount === 0n : t.amount === MAX;
-      if (asksWhole ? e.amount !== p.amount : t.amount !== e.amount)
-        return fail("exists_with_different_amount");
-      const wanted128 = (t.userData128 ?? 0n) === 0n ? p.userData128 : t.userData128;
-      if (e.userData128 !== wanted128) return fail("exists_with_different_user_data_128");
-      const wanted64 = (t.userData64 ?? 0n) === 0n ? p.userData64 : t.userData64;
-      if (e.userData64 !== wanted64) return fail("exists_with_different_user_data_64");
-      const wanted32 = (t.userData32 ?? 0) === 0 ? p.userData32 : t.userData32;
-      if (e.userData32 !== wanted32) return fail("exists_with_different_user_data_32");
-      if (t.ledger !== 0 && t.ledger !== e.ledger) return fail("exists_with_different_ledger");
-      if (t.code !== 0 && t.code !== e.code) return fail("exists_with_different_code");
-      // Our extension (gateway/ledger/README.md): evidence is compared last; a retry without any matches.
-      if (t.evidence !== undefined && !sameEvidence(t.evidence, e.evidence))
-        return fail("exists_with_different_evidence");
-      return { status: "exists", timestamp: e.timestamp };
-    }
-    if (t.debitAccountId !== e.debitAccountId) return fail("exists_with_different_debit_account_id");
-    if (t.creditAccountId !== e.creditAccountId) return fail("exists_with_different_credit_account_id");
-    const amountOk = flags & (balDr | balCr) ? t.amount >= e.amount : t.amount === e.amount;
-    if (!amountOk) return fail("exists_with_different_amount");
-    if ((t.userData128 ?? 0n) !== e.userData128) return fail("exists_with_different_user_data_128");
-    if ((t.userData64 ?? 0n) !== e.userData64) return fail("exists_with_different_user_data_64");
-    if ((t.userData32 ?? 0) !== e.userData32) return fail("exists_with_different_user_data_32");
-    if (t.ledger !== e.ledger) return fail("exists_with_different_ledger");
-    if (t.code !== e.code) return fail("exists_with_different_code");
-    // Our extension (gateway/ledger/README.md): evidence is compared last.
-    if (!sameEvidence(t.evidence ?? null, e.evidence)) return fail("exists_with_different_evidence");
+  if (e) return transferExists(state, t, e, ts);
+  if (flags & (post | voidF)) return postOrVoid(state, t, ts);
+  return createNew(state, t, ts);
+}
+
+/** A transfer whose id exists: `exists`, or the first field that differs. */
+function transferExists(state: ModelState, t: TransferInput, e: Transfer, ts: bigint): Outcome {
+  const fail = (status: string) => ({ status, timestamp: ts });
+  const flags = t.flags ?? 0;
+  const pendingId = t.pendingId ?? 0n;
+  const timeout = t.timeout ?? 0;
+  if (e.flags !== flags) return fail("exists_with_different_flags");
+  if (e.pendingId !== pendingId) return fail("exists_with_different_pending_id");
+  if (e.timeout !== timeout) return fail("exists_with_different_timeout");
+  if (flags & (post | voidF)) {
+    // TigerBeetle's post_or_void_pending_transfer_exists: a zero field asks for the pending transfer's value, so
+    // it matches only what the stored post or void took from the pending transfer.
+    const p = state.transfers.get(e.pendingId)!;
+    if (t.debitAccountId !== 0n && t.debitAccountId !== e.debitAccountId)
+      return fail("exists_with_different_debit_account_id");
+    if (t.creditAccountId !== 0n && t.creditAccountId !== e.creditAccountId)
+      return fail("exists_with_different_credit_account_id");
+    const asksWhole = flags & voidF ? t.amount === 0n : t.amount === MAX;
+    if (asksWhole ? e.amount !== p.amount : t.amount !== e.amount)
+      return fail("exists_with_different_amount");
+    const wanted128 = (t.userData128 ?? 0n) === 0n ? p.userData128 : t.userData128;
+    if (e.userData128 !== wanted128) return fail("exists_with_different_user_data_128");
+    const wanted64 = (t.userData64 ?? 0n) === 0n ? p.userData64 : t.userData64;
+    if (e.userData64 !== wanted64) return fail("exists_with_different_user_data_64");
+    const wanted32 = (t.userData32 ?? 0) === 0 ? p.userData32 : t.userData32;
+    if (e.userData32 !== wanted32) return fail("exists_with_different_user_data_32");
+    if (t.ledger !== 0 && t.ledger !== e.ledger) return fail("exists_with_different_ledger");
+    if (t.code !== 0 && t.code !== e.code) return fail("exists_with_different_code");
+    // Our extension (gateway/ledger/README.md): evidence is compared last; a retry without any matches.
+    if (t.evidence !== undefined && !sameEvidence(t.evidence, e.evidence))
+      return fail("exists_with_different_evidence");
     return { status: "exists", timestamp: e.timestamp };
   }
+  if (t.debitAccountId !== e.debitAccountId) return fail("exists_with_different_debit_account_id");
+  if (t.creditAccountId !== e.creditAccountId) return fail("exists_with_different_credit_account_id");
+  const amountOk = flags & (balDr | balCr) ? t.amount >= e.amount : t.amount === e.amount;
+  if (!amountOk) return fail("exists_with_different_amount");
+  if ((t.userData128 ?? 0n) !== e.userData128) return fail("exists_with_different_user_data_128");
+  if ((t.userData64 ?? 0n) !== e.userData64) return fail("exists_with_different_user_data_64");
+  if ((t.userData32 ?? 0) !== e.userData32) return fail("exists_with_different_user_data_32");
+  if (t.ledger !== e.ledger) return fail("exists_with_different_ledger");
+  if (t.code !== e.code) return fail("exists_with_different_code");
+  // Our extension (gateway/ledger/README.md): evidence is compared last.
+  if (!sameEvidence(t.evidence ?? null, e.evidence)) return fail("exists_with_different_evidence");
+  return { status: "exists", timestamp: e.timestamp };
+}
 
-  if (flags & (post | voidF)) {
-    if (flags & post && flags & voidF) return fail("flags_are_mutually_exclusive");
-    if (flags & (pending | balDr | balCr | 64 | 128)) return fail("flags_are_mutually_exclusive");
-    if (pendingId === 0n) return fail("pending_id_must_not_be_zero");
-    if (pendingId === t.id) return fail("pending_id_must_be_different");
-    if (timeout !== 0) return fail("timeout_reserved_for_pending_transfer");
-    const p = state.transfers.get(pendingId);
-    if (!p) return fail("pending_transfer_not_found");
-    if (!(p.flags & pending)) return fail("pending_transfer_not_pending");
-    if (t.debitAccountId !== 0n && t.debitAccountId !== p.debitAccountId)
-      return fail("pending_transfer_has_different_debit_account_id");
-    if (t.creditAccountId !== 0n && t.creditAccountId !== p.creditAccountId)
-      return fail("pending_transfer_has_different_credit_account_id");
-    if (t.ledger !== 0 && t.ledger !== p.ledger) return fail("pending_transfer_has_different_ledger");
-    if (t.code !== 0 && t.code !== p.code) return fail("pending_transfer_has_different_code");
-    const amount =
-      flags & voidF ? (t.amount === 0n ? p.amount : t.amount) : t.amount === MAX ? p.amount : t.amount;
-    if (amount > p.amount) return fail("exceeds_pending_transfer_amount");
-    if (flags & voidF && amount < p.amount) return fail("pending_transfer_has_different_amount");
-    const status = state.status.get(p.id);
-    if (status === "posted") return fail("pending_transfer_already_posted");
-    if (status === "voided") return fail("pending_transfer_already_voided");
-    if (status === "expired") return fail("pending_transfer_expired");
-    if (p.timeout > 0 && p.timestamp + BigInt(p.timeout) * SECOND <= ts)
-      return fail("pending_transfer_expired");
-    const dr = state.accounts.get(p.debitAccountId)!;
-    const cr = state.accounts.get(p.creditAccountId)!;
-    // TigerBeetle: the only movement a closed account allows is a void (which reopens it if the pending transfer
-    // closed it); a closing transfer cannot be posted.
-    if (!(flags & voidF)) {
-      if (dr.flags & 32) return fail("debit_account_already_closed");
-      if (cr.flags & 32) return fail("credit_account_already_closed");
-    }
-    dr.debitsPending -= p.amount;
-    cr.creditsPending -= p.amount;
-    if (flags & post) {
-      dr.debitsPosted += amount;
-      cr.creditsPosted += amount;
-      state.status.set(p.id, "posted");
-    } else {
-      if (p.flags & 64) dr.flags &= ~32;
-      if (p.flags & 128) cr.flags &= ~32;
-      state.status.set(p.id, "voided");
-    }
-    state.transfers.set(t.id, {
-      id: t.id,
-      debitAccountId: p.debitAccountId,
-      creditAccountId: p.creditAccountId,
-      amount,
-      ledger: p.ledger,
-      code: p.code,
-      flags,
-      pendingId,
-      timeout: 0,
-      userData128: (t.userData128 ?? 0n) || p.userData128,
-      userData64: (t.userData64 ?? 0n) || p.userData64,
-      userData32: (t.userData32 ?? 0) || p.userData32,
-      timestamp: ts,
-      evidence: t.evidence ?? p.evidence,
-    });
-    return { status: "created", timestamp: ts };
+/** A post or void of a pending transfer. */
+function postOrVoid(state: ModelState, t: TransferInput, ts: bigint): Outcome {
+  const fail = (status: string) => ({ status, timestamp: ts });
+  const flags = t.flags ?? 0;
+  const pendingId = t.pendingId ?? 0n;
+  const timeout = t.timeout ?? 0;
+  if (flags & post && flags & voidF) return fail("flags_are_mutually_exclusive");
+  if (flags & (pending | balDr | balCr | 64 | 128)) return fail("flags_are_mutually_exclusive");
+  if (pendingId === 0n) return fail("pending_id_must_not_be_zero");
+  if (pendingId === t.id) return fail("pending_id_must_be_different");
+  if (timeout !== 0) return fail("timeout_reserved_for_pending_transfer");
+  const p = state.transfers.get(pendingId);
+  if (!p) return fail("pending_transfer_not_found");
+  if (!(p.flags & pending)) return fail("pending_transfer_not_pending");
+  if (t.debitAccountId !== 0n && t.debitAccountId !== p.debitAccountId)
+    return fail("pending_transfer_has_different_debit_account_id");
+  if (t.creditAccountId !== 0n && t.creditAccountId !== p.creditAccountId)
+    return fail("pending_transfer_has_different_credit_account_id");
+  if (t.ledger !== 0 && t.ledger !== p.ledger) return fail("pending_transfer_has_different_ledger");
+  if (t.code !== 0 && t.code !== p.code) return fail("pending_transfer_has_different_code");
+  const amount =
+    flags & voidF ? (t.amount === 0n ? p.amount : t.amount) : t.amount === MAX ? p.amount : t.amount;
+  if (amount > p.amount) return fail("exceeds_pending_transfer_amount");
+  if (flags & voidF && amount < p.amount) return fail("pending_transfer_has_different_amount");
+  const status = state.status.get(p.id);
+  if (status === "posted") return fail("pending_transfer_already_posted");
+  if (status === "voided") return fail("pending_transfer_already_voided");
+  if (status === "expired") return fail("pending_transfer_expired");
+  if (p.timeout > 0 && p.timestamp + BigInt(p.timeout) * SECOND <= ts)
+    return fail("pending_transfer_expired");
+  const dr = state.accounts.get(p.debitAccountId)!;
+  const cr = state.accounts.get(p.creditAccountId)!;
+  // TigerBeetle: the only movement a closed account allows is a void (which reopens it if the pending transfer
+  // closed it); a closing transfer cannot be posted.
+  if (!(flags & voidF)) {
+    if (dr.flags & 32) return fail("debit_account_already_closed");
+    if (cr.flags & 32) return fail("credit_account_already_closed");
   }
+  dr.debitsPending -= p.amount;
+  cr.creditsPending -= p.amount;
+  if (flags & post) {
+    dr.debitsPosted += amount;
+    cr.creditsPosted += amount;
+    state.status.set(p.id, "posted");
+  } else {
+    if (p.flags & 64) dr.flags &= ~32;
+    if (p.flags & 128) cr.flags &= ~32;
+    state.status.set(p.id, "voided");
+  }
+  state.transfers.set(t.id, {
+    id: t.id,
+    debitAccountId: p.debitAccountId,
+    creditAccountId: p.creditAccountId,
+    amount,
+    ledger: p.ledger,
+    code: p.code,
+    flags,
+    pendingId,
+    timeout: 0,
+    userData128: (t.userData128 ?? 0n) || p.userData128,
+    userData64: (t.userData64 ?? 0n) || p.userData64,
+    userData32: (t.userData32 ?? 0) || p.userData32,
+    timestamp: ts,
+    evidence: t.evidence ?? p.evidence,
+  });
+  return { status: "created", timestamp: ts };
+}
 
+/** A single-phase or pending transfer. */
+function createNew(state: ModelState, t: TransferInput, ts: bigint): Outcome {
+  const fail = (status: string) => ({ status, timestamp: ts });
+  const flags = t.flags ?? 0;
+  const pendingId = t.pendingId ?? 0n;
+  const timeout = t.timeout ?? 0;
   if (t.debitAccountId === 0n) return fail("debit_account_id_must_not_be_zero");
   if (t.creditAccountId === 0n) return fail("credit_account_id_must_not_be_zero");
   if (t.debitAccountId === t.creditAccountId) return fail("accounts_must_be_different");

@@ -243,6 +243,7 @@ function withPrefix(prefix: bigint) {
   };
 }
 
+// One piece by nature: a vitest suite, whose tests share the store opened in its beforeAll; each test is short.
 for (const storeName of storeNames) {
   describe(`ledger vs reference model on ${storeName}`, () => {
     let db: Db;
