@@ -201,6 +201,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
             confirmations: config.evm.confirmations,
             startBlock: evm.splitter.startBlock,
             pollIntervalMs: evm.embedded === null ? 2_000 : 250,
+            logger: logger.child({ module: "evm-splitter" }),
           });
     if (evmWatcher !== null) {
       evmWatcher.start();

@@ -1,9 +1,10 @@
 // The EVM adapter's thrown errors are SwitchyardErrors, and viem's errors are translated once, at the adapter's
 // boundary: what was being done as the short message, viem's account as the details, viem's error as the cause.
+// What the rail only reports (a failed refresh) goes to the logger it was given.
 import { BaseError, createPublicClient, createWalletClient, defineChain, HttpRequestError, http } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
-import { assets, type Db, SwitchyardError } from "../../core/index.ts";
+import { assets, type Db, type LogFn, type Logger, SwitchyardError, silentLogger } from "../../core/index.ts";
 import { ContractArtifactMissingError, ContractDeploymentError } from "./deploy.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import { createEvmRail } from "./rail.ts";
@@ -66,20 +67,33 @@ describe("at the boundary", () => {
   const walletClient = createWalletClient({ chain, transport, account });
   // The lease query answers as if the lease were ours; nothing else is asked of the database before the node.
   const db = { query: async () => [{ holder: "me" }] } as unknown as Db;
+  const watcherParams = () => ({
+    db,
+    publicClient,
+    splitter: `0x${"bb".repeat(20)}` as const,
+    startBlock: 0n,
+    confirmations: 1,
+    sink: { seen: async () => {}, final: async () => {}, removed: async () => {} },
+    pollIntervalMs: 60_000,
+    blockRangeMax: 1_000n,
+    eventsPerPollMax: 1_000,
+    leaseMs: 10_000,
+  });
+  const railParams = () => ({
+    db,
+    publicClient,
+    walletClient,
+    token: { address: `0x${"aa".repeat(20)}` as const, asset: assets.USDC },
+    confirmations: 1,
+    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+    transferGasEstimate: 60_000n,
+    snapshotRefreshMs: 60_000,
+    receiptTimeoutMs: 1_000,
+    expectedLatencyMs: 1_000,
+  });
 
   it("the rail's balance: an EvmRailError caused by viem's", async () => {
-    const rail = createEvmRail({
-      db,
-      publicClient,
-      walletClient,
-      token: { address: `0x${"aa".repeat(20)}`, asset: assets.USDC },
-      confirmations: 1,
-      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
-      transferGasEstimate: 60_000n,
-      snapshotRefreshMs: 60_000,
-      receiptTimeoutMs: 1_000,
-      expectedLatencyMs: 1_000,
-    });
+    const rail = createEvmRail(railParams());
     const error = await rail.balance().catch((thrown: unknown) => thrown);
     expect(error).toBeInstanceOf(EvmRailError);
     expect((error as EvmRailError).shortMessage).toBe("reading the hot wallet's balance failed");
@@ -88,21 +102,47 @@ describe("at the boundary", () => {
   });
 
   it("the watcher's poll: an EvmWatcherError caused by viem's", async () => {
-    const watcher = createSplitterWatcher({
-      db,
-      publicClient,
-      splitter: `0x${"bb".repeat(20)}`,
-      startBlock: 0n,
-      confirmations: 1,
-      sink: { seen: async () => {}, final: async () => {}, removed: async () => {} },
-      pollIntervalMs: 60_000,
-      blockRangeMax: 1_000n,
-      eventsPerPollMax: 1_000,
-      leaseMs: 10_000,
-    });
+    const watcher = createSplitterWatcher(watcherParams());
     const error = await watcher.poll().catch((thrown: unknown) => thrown);
     expect(error).toBeInstanceOf(EvmWatcherError);
     expect((error as EvmWatcherError).shortMessage).toBe("polling the splitter failed");
     expect((error as EvmWatcherError).cause).toBeInstanceOf(HttpRequestError);
+  });
+
+  it("a failed snapshot refresh leaves the rail unavailable and is logged through the rail's logger", async () => {
+    const lines: { fields: Record<string, unknown>; message: string }[] = [];
+    const logger: Logger = {
+      ...silentLogger,
+      warn: ((fields: Record<string, unknown>, message: string) => {
+        lines.push({ fields, message });
+      }) as LogFn,
+    };
+    const rail = createEvmRail({ ...railParams(), logger });
+    await rail.refresh();
+    expect(rail.snapshot().available).toBe(false);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]?.message).toMatch(/snapshot refresh failed/);
+    expect(String(lines[0]?.fields.error)).toMatch(/HTTP request failed/);
+  });
+
+  it("a failed poll of the started watcher is logged through its logger, and it polls on", async () => {
+    const lines: { fields: Record<string, unknown>; message: string }[] = [];
+    let logged: () => void = () => {};
+    const firstLine = new Promise<void>((resolve) => {
+      logged = resolve;
+    });
+    const logger: Logger = {
+      ...silentLogger,
+      error: ((fields: Record<string, unknown>, message: string) => {
+        lines.push({ fields, message });
+        logged();
+      }) as LogFn,
+    };
+    const watcher = createSplitterWatcher({ ...watcherParams(), logger });
+    watcher.start();
+    await firstLine;
+    await watcher.stop();
+    expect(lines[0]?.message).toBe("poll failed; the next one tries again");
+    expect(String(lines[0]?.fields.error)).toMatch(/^polling the splitter failed/);
   });
 });

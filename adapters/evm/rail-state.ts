@@ -1,6 +1,7 @@
 // The EVM rail's one explicit state — its parameters, the hot wallet, the send journal and what the last
 // refresh saw — and the small helpers its payouts and splitter calls share.
 import { type Account, type Address, erc20Abi, maxUint256, type TransactionReceipt } from "viem";
+import type { Logger } from "../../core/index.ts";
 import { EvmRailError } from "./errors.ts";
 import type { SendJournal } from "./send-journal.ts";
 import type { EvmEvidence, EvmRailParams } from "./types.ts";
@@ -21,6 +22,7 @@ export type EvmRailState = {
   readonly id: string;
   readonly params: EvmRailParams;
   readonly nowMs: () => number;
+  readonly logger: Logger;
   /** The hot wallet. */
   readonly account: Account;
   readonly chainId: number;

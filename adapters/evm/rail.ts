@@ -15,6 +15,7 @@ import {
   type OutgoingAttempt,
   type RailEventHandler,
   type RailSnapshot,
+  silentLogger,
 } from "../../core/index.ts";
 import { translatingViemErrors, viemDetails } from "./errors.ts";
 import { executeAttempt } from "./payout.ts";
@@ -40,6 +41,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     id: params.id ?? "evm",
     params,
     nowMs: params.nowMs ?? Date.now,
+    logger: params.logger ?? silentLogger,
     account: journal.account,
     chainId: journal.chainId,
     journal,
@@ -96,7 +98,10 @@ async function refresh(state: EvmRailState): Promise<void> {
     state.view = { ...state.view, available: true, liquidity, gasPrice, takenAtMs: state.nowMs() };
   } catch (error) {
     state.view = { ...state.view, available: false, takenAtMs: state.nowMs() };
-    console.error(`evm rail: snapshot refresh failed: ${viemDetails(error)}`);
+    state.logger.warn(
+      { error: viemDetails(error) },
+      "snapshot refresh failed: the rail is unavailable until one succeeds",
+    );
   }
 }
 

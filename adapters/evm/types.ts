@@ -1,6 +1,14 @@
 // The EVM rail's public types: its parameters, the splitter calls it submits for others and their outcome.
 import type { Account, Address, Chain, Hex, PublicClient, Transport, WalletClient } from "viem";
-import type { Asset, Db, Rail, RailFailureCode, SettlementEvidence, UsdRate } from "../../core/index.ts";
+import type {
+  Asset,
+  Db,
+  Logger,
+  Rail,
+  RailFailureCode,
+  SettlementEvidence,
+  UsdRate,
+} from "../../core/index.ts";
 
 export type EvmRailParams = {
   id?: string;
@@ -19,6 +27,8 @@ export type EvmRailParams = {
   receiptTimeoutMs: number;
   expectedLatencyMs: number;
   nowMs?: () => number;
+  /** Where the rail logs (a child of the app's logger, from the composition root); silent by default. */
+  logger?: Logger;
 };
 
 export type EvmEvidence = Extract<SettlementEvidence, { rail: "evm" }>;

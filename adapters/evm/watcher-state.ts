@@ -2,7 +2,13 @@
 // (watcher-store.ts), its poll (watcher-poll.ts) and its lifecycle (watcher.ts).
 import { randomUUID } from "node:crypto";
 import type { Address, Chain, Hex, PublicClient, Transport } from "viem";
-import { type Db, type SplitterEventSink, SwitchyardError } from "../../core/index.ts";
+import {
+  type Db,
+  type Logger,
+  type SplitterEventSink,
+  SwitchyardError,
+  silentLogger,
+} from "../../core/index.ts";
 
 export type SplitterWatcherParams = {
   db: Db;
@@ -20,6 +26,8 @@ export type SplitterWatcherParams = {
   eventsPerPollMax: number;
   /** How long the lease on following this contract lasts; the holder renews it at half its life. */
   leaseMs: number;
+  /** Where a failed poll is logged (a child of the app's logger, from the composition root); silent by default. */
+  logger?: Logger;
 };
 
 export type PollResult = {
@@ -55,6 +63,7 @@ export type WatcherState = {
   readonly db: Db;
   readonly publicClient: PublicClient<Transport, Chain>;
   readonly sink: SplitterEventSink;
+  readonly logger: Logger;
   readonly chainId: number;
   /** The splitter's address, lower case: the key of every row the watcher keeps. */
   readonly contract: string;
@@ -77,6 +86,7 @@ export function createWatcherState(params: SplitterWatcherParams): WatcherState 
     db: params.db,
     publicClient: params.publicClient,
     sink: params.sink,
+    logger: params.logger ?? silentLogger,
     chainId: params.publicClient.chain.id,
     contract: params.splitter.toLowerCase(),
     confirmations: BigInt(params.confirmations),

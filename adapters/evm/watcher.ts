@@ -58,8 +58,9 @@ export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWa
         watcher
           .poll()
           .catch((error: unknown) =>
-            console.error(
-              `evm watcher: poll failed: ${error instanceof Error ? error.message : String(error)}`,
+            w.logger.error(
+              { error: error instanceof Error ? error.message : String(error) },
+              "poll failed; the next one tries again",
             ),
           )
           .finally(() => {

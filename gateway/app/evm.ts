@@ -19,7 +19,7 @@ import {
   type SplitterWatcher,
   startEmbeddedChain,
 } from "../../adapters/evm/index.ts";
-import type { Asset } from "../../core/index.ts";
+import type { Asset, Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import { openSplitterMirror } from "../settlement/evm.ts";
@@ -82,6 +82,8 @@ export type SplitterMirrorParams = {
   /** How long the lease on following the splitter lasts (default 10 s, renewed at half its life): after a crash, how
    * long another process (or the restarted one) waits before it follows the splitter. */
   leaseMs?: number;
+  /** The watcher's and the mirror's logger (children of it); silent by default. */
+  logger?: Logger;
 };
 
 /** Builds the watcher with the ledger mirror as its sink (not started: call start(), or poll() yourself). */
@@ -92,6 +94,7 @@ export async function createSplitterMirror(params: SplitterMirrorParams): Promis
     splitter: params.splitter,
     token: params.token,
     hotWallet: params.hotWallet,
+    ...(params.logger === undefined ? {} : { logger: params.logger.child({ part: "mirror" }) }),
   });
   return createSplitterWatcher({
     db: params.db,
@@ -104,5 +107,6 @@ export async function createSplitterMirror(params: SplitterMirrorParams): Promis
     blockRangeMax: params.blockRangeMax ?? 1_000n,
     eventsPerPollMax: params.eventsPerPollMax ?? 1_000,
     leaseMs: params.leaseMs ?? 10_000,
+    ...(params.logger === undefined ? {} : { logger: params.logger.child({ part: "watcher" }) }),
   });
 }

@@ -44,7 +44,7 @@ function internalRails(): BuiltRails {
   return { rails: [assets.USDC, assets.USD, assets.BTC].map((asset) => createInternalRail({ asset })) };
 }
 
-function evmRails({ config, db, evm }: RailContext): BuiltRails {
+function evmRails({ config, db, evm, logger }: RailContext): BuiltRails {
   const rail = createEvmRail({
     db,
     publicClient: evm.publicClient,
@@ -57,6 +57,7 @@ function evmRails({ config, db, evm }: RailContext): BuiltRails {
     snapshotRefreshMs: 5_000,
     receiptTimeoutMs: 60_000,
     expectedLatencyMs: evm.embedded === null ? 12_000 * config.evm.confirmations : 1_000,
+    logger: logger.child({ module: "rail", rail: "evm" }),
   });
   return { rails: [rail], batchPayer: { id: rail.id, asset: rail.asset, payoutBatch: evmPayoutBatch(rail) } };
 }

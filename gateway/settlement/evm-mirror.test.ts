@@ -1,7 +1,15 @@
 // The mirror's mapping on a real ledger (PGlite in memory), with events as the watcher hands them over.
 import type { Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assets, type SplitterEvent, splitByBasisPoints, type WatchedEvent } from "../../core/index.ts";
+import {
+  assets,
+  type LogFn,
+  type Logger,
+  type SplitterEvent,
+  silentLogger,
+  splitByBasisPoints,
+  type WatchedEvent,
+} from "../../core/index.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, TransferFlags } from "../ledger/index.ts";
 import {
@@ -163,5 +171,43 @@ describe("the splitter mirror", () => {
       await sink.seen(event);
       expect(await ledger.lookupTransfers([evmMirrorTransferId(event, "pending", 0)])).toEqual([]);
     }
+  });
+
+  it("a final event a reorg removed is reversed, and that is reported through the mirror's logger", async () => {
+    const lines: { fields: Record<string, unknown>; message: string }[] = [];
+    const logger: Logger = {
+      ...silentLogger,
+      error: ((fields: Record<string, unknown>, message: string) => {
+        lines.push({ fields, message });
+      }) as LogFn,
+    };
+    const sink = createEvmMirror({
+      ledger,
+      chainId,
+      splitter,
+      tokens: new Map([[token.toLowerCase(), assets.USDC]]),
+      hotWallet: { address: hotWallet },
+      logger,
+    });
+    const paid = watched({
+      name: "Paid",
+      splitId,
+      token,
+      payer: hotWallet,
+      amount: 70n,
+      ref: `0x${"06".repeat(32)}`,
+    });
+    await sink.seen(paid);
+    await sink.final(paid);
+    await sink.removed(paid, true);
+    const [reversal] = await ledger.lookupTransfers([evmMirrorTransferId(paid, "reversal", 0)]);
+    expect(reversal?.amount).toBe(70n);
+    expect(reversal?.code).toBe(evmMirrorTransferCodes.reorgReversal);
+    expect(lines).toEqual([
+      {
+        fields: { reference: `${paid.txHash}:0` },
+        message: "a reorg removed a final event; reversing its transfers",
+      },
+    ]);
   });
 });

@@ -31,8 +31,10 @@
 import type { Address, Hex } from "viem";
 import {
   type Asset,
+  type Logger,
   type SplitterEventSink,
   SwitchyardError,
+  silentLogger,
   splitByBasisPoints,
   type WatchedEvent,
 } from "../../core/index.ts";
@@ -59,6 +61,8 @@ export type EvmMirrorParams = {
   tokens: ReadonlyMap<string, Asset>;
   /** The gateway's hot wallet: its settleBatch calls are mirrored. */
   hotWallet: { address: Address };
+  /** Where a reorg deeper than the confirmations is reported (a child of the app's logger); silent by default. */
+  logger?: Logger;
 };
 
 export class EvmMirrorError extends SwitchyardError {
@@ -102,6 +106,7 @@ const acceptedStatuses = new Set([
 
 export function createEvmMirror(params: EvmMirrorParams): SplitterEventSink {
   const { ledger } = params;
+  const logger = params.logger ?? silentLogger;
   const ids = evmMirrorAccounts(params);
 
   function assetOf(token: Address): Asset | null {
@@ -300,7 +305,10 @@ export function createEvmMirror(params: EvmMirrorParams): SplitterEventSink {
         return;
       }
       // A reorg deeper than the confirmations: the posted legs are reversed by compensating transfers.
-      console.error(`evm mirror: ${evidence.reference} was final and a reorg removed it; reversing it`);
+      logger.error(
+        { reference: evidence.reference },
+        "a reorg removed a final event; reversing its transfers",
+      );
       await write(
         `reverse ${watched.event.name} ${evidence.reference}`,
         mirrored.legs.map((leg, i) => ({

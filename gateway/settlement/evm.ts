@@ -2,7 +2,7 @@
 // from the EVM adapter's chain watcher, which the composition root (gateway/app/evm.ts) builds with this
 // mirror as its sink; the two share only core's event types (core/evm-events.ts).
 import type { Address } from "viem";
-import type { Asset, SplitterEventSink } from "../../core/index.ts";
+import type { Asset, Logger, SplitterEventSink } from "../../core/index.ts";
 import { type Ledger, ledgerHolds } from "../ledger/index.ts";
 import { createEvmMirror, EvmMirrorError, evmMirrorAccountCodes, evmMirrorAccounts } from "./evm-mirror.ts";
 
@@ -23,6 +23,7 @@ export type SplitterMirrorParams = {
   token: { address: Address; asset: Asset };
   /** The gateway's hot wallet: its settleBatch calls are mirrored. */
   hotWallet: Address;
+  logger?: Logger;
 };
 
 /** Opens the splitter's ledger mirror: its contract-wide accounts made sure of, the sink for the watcher returned. */
@@ -44,5 +45,6 @@ export async function openSplitterMirror(params: SplitterMirrorParams): Promise<
     splitter: params.splitter,
     tokens: new Map([[params.token.address.toLowerCase(), params.token.asset]]),
     hotWallet: { address: params.hotWallet },
+    ...(params.logger === undefined ? {} : { logger: params.logger }),
   });
 }
