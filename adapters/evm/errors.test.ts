@@ -145,4 +145,10 @@ describe("at the boundary", () => {
     expect(lines[0]?.message).toBe("poll failed; the next one tries again");
     expect(String(lines[0]?.fields.error)).toMatch(/^polling the splitter failed/);
   });
+
+  it("the rail's snapshot leaves the success counts to the router's learning", () => {
+    const snapshot = createEvmRail(railParams()).snapshot();
+    expect(snapshot).not.toHaveProperty("successes");
+    expect(snapshot).not.toHaveProperty("failures");
+  });
 });

@@ -56,7 +56,6 @@ async function outcomeOf(
   const receipt = await receiptOf(state.journal, row);
   if (receipt === null) return { status: "in_flight", reference: row.tx_hash };
   if (receipt.status !== "success") {
-    state.view = { ...state.view, failures: state.view.failures + 1 };
     return {
       status: "failed",
       code: "rejected",
@@ -69,11 +68,7 @@ async function outcomeOf(
     throw new EvmRailError("a payout succeeded without the expected log", {
       details: `transaction ${row.tx_hash}`,
     });
-  state.view = {
-    ...state.view,
-    successes: state.view.successes + 1,
-    liquidity: state.view.liquidity - attempt.amount,
-  };
+  state.view = { ...state.view, liquidity: state.view.liquidity - attempt.amount };
   // gas is paid by the hot wallet in the native token, not taken from the payment
   return { status: "succeeded", evidence: evidenceOf(state, receipt, logIndex), fee: 0n };
 }

@@ -6,15 +6,16 @@ import { EvmRailError } from "./errors.ts";
 import type { SendJournal } from "./send-journal.ts";
 import type { EvmEvidence, EvmRailParams } from "./types.ts";
 
-/** What the snapshot is made of: the last refresh, and the payouts that succeeded since. */
+/**
+ * What the snapshot is made of: the last refresh, less the payouts that succeeded since. Success counts are
+ * not here: the router's learning writes them into the snapshot (core/rail.ts).
+ */
 export type EvmRailView = {
   available: boolean;
   /** The hot wallet's token balance. */
   liquidity: bigint;
   /** Wei per gas. */
   gasPrice: bigint;
-  successes: number;
-  failures: number;
   takenAtMs: number;
 };
 

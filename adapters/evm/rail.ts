@@ -45,7 +45,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     account: journal.account,
     chainId: journal.chainId,
     journal,
-    view: { available: false, liquidity: 0n, gasPrice: 0n, successes: 0, failures: 0, takenAtMs: 0 },
+    view: { available: false, liquidity: 0n, gasPrice: 0n, takenAtMs: 0 },
     refreshTimer: undefined,
   };
   return {
@@ -125,8 +125,6 @@ function snapshotOf(state: EvmRailState): RailSnapshot {
     feePpm: 0n,
     networkFeeMicroUsd,
     latencyMs: params.expectedLatencyMs,
-    successes: view.successes,
-    failures: view.failures,
     takenAtMs: view.takenAtMs,
   };
 }
