@@ -158,7 +158,6 @@ export function snapshot(s: LightningRailState): RailSnapshot {
     .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const feeMsat = s.probeEstimate?.feeMsat ?? fees[Math.floor(fees.length / 2)] ?? 0n;
   const rate = s.usdRate();
-  const successes = s.recent.filter((entry) => entry.ok).length;
   return {
     rail: s.id,
     kind: "lightning",
@@ -173,8 +172,6 @@ export function snapshot(s: LightningRailState): RailSnapshot {
     // Rounded up: the estimate must not look cheaper than it is.
     networkFeeMicroUsd: divCeil(feeMsat * rate.microUsd, rate.perMinorUnits),
     latencyMs: latencies[Math.floor(latencies.length / 2)] ?? latencyDefaultMs,
-    successes,
-    failures: s.recent.length - successes,
     takenAtMs: s.now(),
   };
 }

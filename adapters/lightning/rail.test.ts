@@ -95,4 +95,15 @@ describe("the Lightning rail without LND", () => {
     });
     expect(await rail.receive(request)).toMatchObject({ status: "refused", code: "rail_unavailable" });
   });
+
+  it("leaves the success and failure counts out of its snapshot: the router's learning writes them", async () => {
+    const rail = createLightningRail({
+      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      store: createMemoryRailStore(),
+    });
+    const snapshot = rail.snapshot();
+    expect(snapshot).toMatchObject({ rail: "lightning", available: false, latencyMs: 2_000 });
+    expect(snapshot).not.toHaveProperty("successes");
+    expect(snapshot).not.toHaveProperty("failures");
+  });
 });

@@ -31,7 +31,7 @@ export type LightningRailLimits = {
   readonly reconnectDelayMinMs: number;
   readonly reconnectDelayMaxMs: number;
   readonly inFlightMax: number;
-  /** Recent outcomes (and latencies) the snapshot counts. */
+  /** Recent outcomes, whose latencies and fees (of the successes) the snapshot takes the medians of. */
   readonly outcomeWindowMax: number;
   readonly eventRetryDelayMs: number;
   /**
