@@ -1,4 +1,5 @@
 // The ledger service: writes go through the group-commit writer (writer.ts), reads straight to the store.
+import { type Logger, silentLogger } from "../../core/logger.ts";
 import type { Db } from "../db/index.ts";
 import { LedgerRequestInvalidError, LedgerRequestTooLargeError } from "./errors.ts";
 import { anyPendingDue, selectAccounts, selectAccountTransfers, selectTransfers } from "./store.ts";
@@ -54,6 +55,8 @@ export type CreateLedgerParams = {
   limits?: Partial<LedgerLimits>;
   /** Wall clock in nanoseconds; ledger timestamps are strictly increasing and never behind it. */
   nowNs?: () => bigint;
+  /** Where the writer and the expiry sweep say what went wrong (the app's, as a child); default: nowhere. */
+  logger?: Logger;
 };
 
 const defaultNowNs = () => BigInt(Date.now()) * 1_000_000n;
@@ -62,7 +65,8 @@ export function createLedger(params: CreateLedgerParams): Ledger {
   const { db } = params;
   const limits: LedgerLimits = { ...defaultLedgerLimits, ...params.limits };
   const nowNs = params.nowNs ?? defaultNowNs;
-  const writer = createWriter({ db, limits, nowNs });
+  const logger = params.logger ?? silentLogger;
+  const writer = createWriter({ db, limits, nowNs, logger });
   let closed = false;
 
   let expiryTimer: NodeJS.Timeout | undefined;
@@ -141,7 +145,7 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       if (closed) return;
       ledger.expirePendingTransfers().catch((error: unknown) => {
         // The next tick tries again; a failing sweep must not take the process down.
-        console.error(`ledger: expiry sweep failed: ${(error as Error).message}`);
+        logger.error({ err: error }, "ledger expiry sweep failed");
       });
     }, limits.expiryIntervalMs);
     expiryTimer.unref();

@@ -173,7 +173,7 @@ async function sendPipelined(w: WriterState, p: Pipeline, jobs: TransfersJob[]):
     plan = await prepare(w, jobs);
   } catch (error) {
     // A read failed: the locked path reads again and reports the failure if it persists.
-    console.error(`ledger: pipelined read failed, running the batch locked: ${(error as Error).message}`);
+    w.logger.warn({ err: error }, "ledger pipelined read failed; running the batch locked");
     await drain(w, p);
     forget(w);
     await runLocked(w, jobs);

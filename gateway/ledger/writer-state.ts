@@ -3,6 +3,7 @@
 // (writer-loop.ts), the pipelined commit (writer-pipeline.ts), the locked batch (writer-locked.ts) and the reads
 // both make (writer-reads.ts). Nothing else does.
 import { randomBytes } from "node:crypto";
+import type { Logger } from "../../core/logger.ts";
 import type { Db, Row } from "../db/index.ts";
 import { emptyLedgerState, type LedgerState } from "./semantics.ts";
 import { createIdEncoder, type IdEncoder, type ParamFormat } from "./store-params.ts";
@@ -42,6 +43,7 @@ export type WriterState = {
   readonly db: Db;
   readonly limits: LedgerLimits;
   readonly nowNs: () => bigint;
+  readonly logger: Logger;
   /** Batches in flight at most (see createWriterState). */
   readonly depthMax: number;
   readonly pipelined: boolean;
@@ -87,8 +89,9 @@ export function createWriterState(params: {
   db: Db;
   limits: LedgerLimits;
   nowNs: () => bigint;
+  logger: Logger;
 }): WriterState {
-  const { db, limits, nowNs } = params;
+  const { db, limits, nowNs, logger } = params;
   // A batch in flight on PostgreSQL holds a connection while it waits for the one before it to take the clock:
   // leave a connection free for that one (and for reads), or two batches could wait on each other for ever.
   const depthMax = Math.min(limits.pipelineDepthMax, db.kind === "postgres" ? db.connectionsMax - 1 : 1);
@@ -96,6 +99,7 @@ export function createWriterState(params: {
     db,
     limits,
     nowNs,
+    logger,
     depthMax,
     pipelined: depthMax >= 1,
     format: db.kind === "postgres" ? "binary" : "text",

@@ -22,6 +22,7 @@
 // The parts, over one explicit state (writer-state.ts): admission here; the loop that assembles batches and keeps the
 // pipeline (writer-loop.ts); a pipelined batch (writer-pipeline.ts); a locked batch (writer-locked.ts); the reads
 // both make (writer-reads.ts); what both share (writer-batch.ts).
+import type { Logger } from "../../core/logger.ts";
 import type { Db } from "../db/index.ts";
 import { LedgerBackpressureError, LedgerClosedError } from "./errors.ts";
 import type { LedgerLimits } from "./types.ts";
@@ -37,7 +38,12 @@ export type Writer = {
   close(): Promise<void>;
 };
 
-export function createWriter(params: { db: Db; limits: LedgerLimits; nowNs: () => bigint }): Writer {
+export function createWriter(params: {
+  db: Db;
+  limits: LedgerLimits;
+  nowNs: () => bigint;
+  logger: Logger;
+}): Writer {
   const w = createWriterState(params);
   const submit = (job: Job) => {
     if (w.closed) throw new LedgerClosedError();
