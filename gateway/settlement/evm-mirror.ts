@@ -104,227 +104,250 @@ const acceptedStatuses = new Set([
   "pending_transfer_already_voided",
 ]);
 
+/** The mirror's one explicit state: its parameters, and the account ids derived from them. */
+type MirrorState = {
+  readonly params: EvmMirrorParams;
+  readonly ledger: Ledger;
+  readonly logger: Logger;
+  readonly ids: ReturnType<typeof evmMirrorAccounts>;
+};
+
 export function createEvmMirror(params: EvmMirrorParams): SplitterEventSink {
-  const { ledger } = params;
-  const logger = params.logger ?? silentLogger;
-  const ids = evmMirrorAccounts(params);
+  const m: MirrorState = {
+    params,
+    ledger: params.ledger,
+    logger: params.logger ?? silentLogger,
+    ids: evmMirrorAccounts(params),
+  };
+  return {
+    seen: (watched) => mirrorSeen(m, watched),
+    final: (watched) => mirrorFinal(m, watched),
+    removed: (watched, wasFinal) => mirrorRemoved(m, watched, wasFinal),
+  };
+}
 
-  function assetOf(token: Address): Asset | null {
-    return params.tokens.get(token.toLowerCase()) ?? null;
-  }
+function assetOf(m: MirrorState, token: Address): Asset | null {
+  return m.params.tokens.get(token.toLowerCase()) ?? null;
+}
 
-  /** The ledger legs of an event with their accounts, or null when the event moves no money we mirror. */
-  function legsOf(watched: WatchedEvent): { asset: Asset; legs: Leg[]; accounts: AccountSpec[] } | null {
-    const event = watched.event;
-    if (event.name === "SplitCreated") return null;
-    const asset = assetOf(event.token);
-    if (asset === null) return null;
-    const custody: AccountSpec = { id: ids.custody(asset), code: evmMirrorAccountCodes.splitterCustody };
-    switch (event.name) {
-      case "Paid": {
-        const split = { id: ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
-        return {
-          asset,
-          accounts: [custody, split],
-          legs: [
-            { debit: custody.id, credit: split.id, amount: event.amount, code: evmMirrorTransferCodes.paid },
-          ],
-        };
-      }
-      case "Distributed": {
-        if (watched.split === null)
-          throw new EvmMirrorError(
-            `Distributed ${watched.txHash}:${watched.logIndex} names split ${event.splitId}, whose creation was never seen`,
-          );
-        const split = { id: ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
-        const shares = splitByBasisPoints(event.amount, watched.split.basisPoints);
-        const accounts: AccountSpec[] = [split];
-        const legs: Leg[] = [];
-        shares.forEach((share, index) => {
-          if (share === 0n) return;
-          const recipient = {
-            id: ids.recipient(event.splitId, index, asset),
-            code: evmMirrorAccountCodes.splitRecipient,
-          };
-          accounts.push(recipient);
-          legs.push({
-            debit: split.id,
-            credit: recipient.id,
-            amount: share,
-            code: evmMirrorTransferCodes.distributed,
-          });
-        });
-        return { asset, accounts, legs };
-      }
-      case "Withdrawn": {
+/** The ledger legs of an event with their accounts, or null when the event moves no money we mirror. */
+function legsOf(
+  m: MirrorState,
+  watched: WatchedEvent,
+): { asset: Asset; legs: Leg[]; accounts: AccountSpec[] } | null {
+  const event = watched.event;
+  if (event.name === "SplitCreated") return null;
+  const asset = assetOf(m, event.token);
+  if (asset === null) return null;
+  const custody: AccountSpec = { id: m.ids.custody(asset), code: evmMirrorAccountCodes.splitterCustody };
+  switch (event.name) {
+    case "Paid": {
+      const split = { id: m.ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
+      return {
+        asset,
+        accounts: [custody, split],
+        legs: [
+          { debit: custody.id, credit: split.id, amount: event.amount, code: evmMirrorTransferCodes.paid },
+        ],
+      };
+    }
+    case "Distributed": {
+      if (watched.split === null)
+        throw new EvmMirrorError(
+          `Distributed ${watched.txHash}:${watched.logIndex} names split ${event.splitId}, whose creation was never seen`,
+        );
+      const split = { id: m.ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
+      const shares = splitByBasisPoints(event.amount, watched.split.basisPoints);
+      const accounts: AccountSpec[] = [split];
+      const legs: Leg[] = [];
+      shares.forEach((share, index) => {
+        if (share === 0n) return;
         const recipient = {
-          id: ids.recipient(event.splitId, Number(event.index), asset),
+          id: m.ids.recipient(event.splitId, index, asset),
           code: evmMirrorAccountCodes.splitRecipient,
         };
-        return {
-          asset,
-          accounts: [custody, recipient],
-          legs: [
-            {
-              debit: recipient.id,
-              credit: custody.id,
-              amount: event.amount,
-              code: evmMirrorTransferCodes.withdrawn,
-            },
-          ],
-        };
-      }
-      case "BatchSettled": {
-        if (event.payer.toLowerCase() !== params.hotWallet.address.toLowerCase()) return null;
-        const payouts = { id: ids.batchPayouts(asset), code: evmMirrorAccountCodes.batchPayouts };
-        const outflow = { id: ids.batchOutflow(asset), code: evmMirrorAccountCodes.batchOutflow };
-        return {
-          asset,
-          accounts: [payouts, outflow],
-          legs: [
-            {
-              debit: payouts.id,
-              credit: outflow.id,
-              amount: event.total,
-              code: evmMirrorTransferCodes.batchSettled,
-            },
-          ],
-        };
-      }
+        accounts.push(recipient);
+        legs.push({
+          debit: split.id,
+          credit: recipient.id,
+          amount: share,
+          code: evmMirrorTransferCodes.distributed,
+        });
+      });
+      return { asset, accounts, legs };
+    }
+    case "Withdrawn": {
+      const recipient = {
+        id: m.ids.recipient(event.splitId, Number(event.index), asset),
+        code: evmMirrorAccountCodes.splitRecipient,
+      };
+      return {
+        asset,
+        accounts: [custody, recipient],
+        legs: [
+          {
+            debit: recipient.id,
+            credit: custody.id,
+            amount: event.amount,
+            code: evmMirrorTransferCodes.withdrawn,
+          },
+        ],
+      };
+    }
+    case "BatchSettled": {
+      if (event.payer.toLowerCase() !== m.params.hotWallet.address.toLowerCase()) return null;
+      const payouts = { id: m.ids.batchPayouts(asset), code: evmMirrorAccountCodes.batchPayouts };
+      const outflow = { id: m.ids.batchOutflow(asset), code: evmMirrorAccountCodes.batchOutflow };
+      return {
+        asset,
+        accounts: [payouts, outflow],
+        legs: [
+          {
+            debit: payouts.id,
+            credit: outflow.id,
+            amount: event.total,
+            code: evmMirrorTransferCodes.batchSettled,
+          },
+        ],
+      };
     }
   }
+}
 
-  function evidenceOf(watched: WatchedEvent): TransferEvidence {
-    const detail: Record<string, string> = {
-      chainId: String(watched.chainId),
-      blockNumber: watched.blockNumber.toString(),
-      blockHash: watched.blockHash,
-      event: watched.event.name,
-    };
-    if ("splitId" in watched.event) detail.splitId = watched.event.splitId;
-    if ("ref" in watched.event) detail.ref = watched.event.ref;
-    return { rail: "evm", reference: `${watched.txHash}:${watched.logIndex}`, detail };
-  }
-
-  async function ensureAccounts(asset: Asset, accounts: readonly AccountSpec[]): Promise<void> {
-    const results = await ledger.createAccounts(
-      accounts.map((account) => ({ id: account.id, ledger: asset.ledger, code: account.code })),
-    );
-    results.forEach((result, i) => {
-      if (!ledgerHolds(result.status))
-        throw new EvmMirrorError(`ledger refused mirror account ${accounts[i]?.id}: ${result.status}`);
-    });
-  }
-
-  /** Writes the transfers; on a retry of a linked chain whose members all exist already, that is success too. */
-  async function write(what: string, transfers: TransferInput[]): Promise<void> {
-    if (transfers.length === 0) return;
-    const results = await ledger.createTransfers(transfers);
-    if (results.every((result) => acceptedStatuses.has(result.status))) return;
-    const found = await ledger.lookupTransfers(transfers.map((t) => t.id));
-    if (found.length === transfers.length) return;
-    const refused = results.find((result) => !acceptedStatuses.has(result.status));
-    throw new EvmMirrorError(`ledger refused to ${what}: ${refused?.status ?? "no result"}`);
-  }
-
-  function linked(index: number, count: number): number {
-    return index < count - 1 ? TransferFlags.linked : 0;
-  }
-
-  return {
-    async seen(watched) {
-      const mirrored = legsOf(watched);
-      if (mirrored === null) return;
-      await ensureAccounts(mirrored.asset, mirrored.accounts);
-      const evidence = evidenceOf(watched);
-      await write(
-        `mirror ${watched.event.name} ${evidence.reference} as pending`,
-        mirrored.legs.map((leg, i) => ({
-          id: evmMirrorTransferId(watched, "pending", i),
-          debitAccountId: leg.debit,
-          creditAccountId: leg.credit,
-          amount: leg.amount,
-          ledger: mirrored.asset.ledger,
-          code: leg.code,
-          flags: TransferFlags.pending | linked(i, mirrored.legs.length),
-          evidence,
-        })),
-      );
-    },
-    async final(watched) {
-      const mirrored = legsOf(watched);
-      if (mirrored === null) return;
-      const evidence = evidenceOf(watched);
-      await write(
-        `post ${watched.event.name} ${evidence.reference}`,
-        mirrored.legs.map((leg, i) => ({
-          id: evmMirrorTransferId(watched, "post", i),
-          debitAccountId: leg.debit,
-          creditAccountId: leg.credit,
-          amount: leg.amount,
-          ledger: mirrored.asset.ledger,
-          code: leg.code,
-          pendingId: evmMirrorTransferId(watched, "pending", i),
-          userData128: evmMirrorTransferId(watched, "pending", i),
-          flags: TransferFlags.postPendingTransfer,
-          evidence,
-        })),
-      );
-    },
-    async removed(watched, wasFinal) {
-      const mirrored = legsOf(watched);
-      if (mirrored === null) return;
-      const evidence = evidenceOf(watched);
-      if (!wasFinal) {
-        // Void what is pending. A leg never written (the crash came before it) has nothing to void.
-        const pendings = await ledger.lookupTransfers(
-          mirrored.legs.map((_, i) => evmMirrorTransferId(watched, "pending", i)),
-        );
-        const present = new Set(pendings.map((t) => t.id));
-        await write(
-          `void ${watched.event.name} ${evidence.reference}`,
-          mirrored.legs.flatMap((leg, i) => {
-            const pendingId = evmMirrorTransferId(watched, "pending", i);
-            if (!present.has(pendingId)) return [];
-            return [
-              {
-                id: evmMirrorTransferId(watched, "void", i),
-                debitAccountId: leg.debit,
-                creditAccountId: leg.credit,
-                amount: leg.amount,
-                ledger: mirrored.asset.ledger,
-                code: leg.code,
-                pendingId,
-                userData128: pendingId,
-                flags: TransferFlags.voidPendingTransfer,
-                evidence,
-              },
-            ];
-          }),
-        );
-        return;
-      }
-      // A reorg deeper than the confirmations: the posted legs are reversed by compensating transfers.
-      logger.error(
-        { reference: evidence.reference },
-        "a reorg removed a final event; reversing its transfers",
-      );
-      await write(
-        `reverse ${watched.event.name} ${evidence.reference}`,
-        mirrored.legs.map((leg, i) => ({
-          id: evmMirrorTransferId(watched, "reversal", i),
-          debitAccountId: leg.credit,
-          creditAccountId: leg.debit,
-          amount: leg.amount,
-          ledger: mirrored.asset.ledger,
-          code: evmMirrorTransferCodes.reorgReversal,
-          userData128: evmMirrorTransferId(watched, "pending", i),
-          flags: linked(i, mirrored.legs.length),
-          evidence,
-        })),
-      );
-    },
+function evidenceOf(watched: WatchedEvent): TransferEvidence {
+  const detail: Record<string, string> = {
+    chainId: String(watched.chainId),
+    blockNumber: watched.blockNumber.toString(),
+    blockHash: watched.blockHash,
+    event: watched.event.name,
   };
+  if ("splitId" in watched.event) detail.splitId = watched.event.splitId;
+  if ("ref" in watched.event) detail.ref = watched.event.ref;
+  return { rail: "evm", reference: `${watched.txHash}:${watched.logIndex}`, detail };
+}
+
+async function ensureAccounts(m: MirrorState, asset: Asset, accounts: readonly AccountSpec[]): Promise<void> {
+  const results = await m.ledger.createAccounts(
+    accounts.map((account) => ({ id: account.id, ledger: asset.ledger, code: account.code })),
+  );
+  results.forEach((result, i) => {
+    if (!ledgerHolds(result.status))
+      throw new EvmMirrorError(`ledger refused mirror account ${accounts[i]?.id}: ${result.status}`);
+  });
+}
+
+/** Writes the transfers; on a retry of a linked chain whose members all exist already, that is success too. */
+async function write(m: MirrorState, what: string, transfers: TransferInput[]): Promise<void> {
+  if (transfers.length === 0) return;
+  const results = await m.ledger.createTransfers(transfers);
+  if (results.every((result) => acceptedStatuses.has(result.status))) return;
+  const found = await m.ledger.lookupTransfers(transfers.map((t) => t.id));
+  if (found.length === transfers.length) return;
+  const refused = results.find((result) => !acceptedStatuses.has(result.status));
+  throw new EvmMirrorError(`ledger refused to ${what}: ${refused?.status ?? "no result"}`);
+}
+
+function linked(index: number, count: number): number {
+  return index < count - 1 ? TransferFlags.linked : 0;
+}
+
+/** First seen: each leg written as a pending transfer (a linked chain), its accounts made sure of first. */
+async function mirrorSeen(m: MirrorState, watched: WatchedEvent): Promise<void> {
+  const mirrored = legsOf(m, watched);
+  if (mirrored === null) return;
+  await ensureAccounts(m, mirrored.asset, mirrored.accounts);
+  const evidence = evidenceOf(watched);
+  await write(
+    m,
+    `mirror ${watched.event.name} ${evidence.reference} as pending`,
+    mirrored.legs.map((leg, i) => ({
+      id: evmMirrorTransferId(watched, "pending", i),
+      debitAccountId: leg.debit,
+      creditAccountId: leg.credit,
+      amount: leg.amount,
+      ledger: mirrored.asset.ledger,
+      code: leg.code,
+      flags: TransferFlags.pending | linked(i, mirrored.legs.length),
+      evidence,
+    })),
+  );
+}
+
+/** Final: each pending leg posted. */
+async function mirrorFinal(m: MirrorState, watched: WatchedEvent): Promise<void> {
+  const mirrored = legsOf(m, watched);
+  if (mirrored === null) return;
+  const evidence = evidenceOf(watched);
+  await write(
+    m,
+    `post ${watched.event.name} ${evidence.reference}`,
+    mirrored.legs.map((leg, i) => ({
+      id: evmMirrorTransferId(watched, "post", i),
+      debitAccountId: leg.debit,
+      creditAccountId: leg.credit,
+      amount: leg.amount,
+      ledger: mirrored.asset.ledger,
+      code: leg.code,
+      pendingId: evmMirrorTransferId(watched, "pending", i),
+      userData128: evmMirrorTransferId(watched, "pending", i),
+      flags: TransferFlags.postPendingTransfer,
+      evidence,
+    })),
+  );
+}
+
+/** Removed by a reorg: pending legs voided; legs already posted reversed by compensating transfers. */
+async function mirrorRemoved(m: MirrorState, watched: WatchedEvent, wasFinal: boolean): Promise<void> {
+  const mirrored = legsOf(m, watched);
+  if (mirrored === null) return;
+  const evidence = evidenceOf(watched);
+  if (!wasFinal) {
+    // Void what is pending. A leg never written (the crash came before it) has nothing to void.
+    const pendings = await m.ledger.lookupTransfers(
+      mirrored.legs.map((_, i) => evmMirrorTransferId(watched, "pending", i)),
+    );
+    const present = new Set(pendings.map((t) => t.id));
+    await write(
+      m,
+      `void ${watched.event.name} ${evidence.reference}`,
+      mirrored.legs.flatMap((leg, i) => {
+        const pendingId = evmMirrorTransferId(watched, "pending", i);
+        if (!present.has(pendingId)) return [];
+        return [
+          {
+            id: evmMirrorTransferId(watched, "void", i),
+            debitAccountId: leg.debit,
+            creditAccountId: leg.credit,
+            amount: leg.amount,
+            ledger: mirrored.asset.ledger,
+            code: leg.code,
+            pendingId,
+            userData128: pendingId,
+            flags: TransferFlags.voidPendingTransfer,
+            evidence,
+          },
+        ];
+      }),
+    );
+    return;
+  }
+  // A reorg deeper than the confirmations: the posted legs are reversed by compensating transfers.
+  m.logger.error({ reference: evidence.reference }, "a reorg removed a final event; reversing its transfers");
+  await write(
+    m,
+    `reverse ${watched.event.name} ${evidence.reference}`,
+    mirrored.legs.map((leg, i) => ({
+      id: evmMirrorTransferId(watched, "reversal", i),
+      debitAccountId: leg.credit,
+      creditAccountId: leg.debit,
+      amount: leg.amount,
+      ledger: mirrored.asset.ledger,
+      code: evmMirrorTransferCodes.reorgReversal,
+      userData128: evmMirrorTransferId(watched, "pending", i),
+      flags: linked(i, mirrored.legs.length),
+      evidence,
+    })),
+  );
 }
 
 type AccountSpec = { id: bigint; code: number };
