@@ -180,14 +180,24 @@ export async function credit(
 
 /**
  * Moves money out of a tenant's account that may not hold it (into an account that takes any amount, such as a
- * rail's payable account): nothing moves when it is short.
+ * rail's payable account): nothing moves when it is short. `alongside`, when given, is written in the same
+ * transaction only if the debit is made (now, or by an earlier call with the same id).
  */
 export async function debit(
   ledger: Ledger,
   posting: Posting,
-  transfer: PostingTransfer,
+  transfer: PostingTransfer & { alongside?: Statement },
 ): Promise<"debited" | "insufficient_funds"> {
-  const [result] = await ledger.createTransfers([transferInput(posting, transfer, 0)]);
+  const input = transferInput(posting, transfer, 0);
+  const alongside = transfer.alongside;
+  const [result] =
+    alongside === undefined
+      ? await ledger.createTransfers([input])
+      : (
+          await ledger.createTransfersWith([input], {
+            statement: ([made]) => (ledgerHolds(made?.status) ? alongside : null),
+          })
+        ).results;
   const status = result?.status;
   if (ledgerHolds(status)) return "debited";
   if (shortfallOf(status) === "insufficient_funds") return "insufficient_funds";

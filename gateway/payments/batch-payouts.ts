@@ -70,8 +70,10 @@ async function payableAccount(deps: NettingDeps): Promise<AccountRecord> {
 }
 
 /**
- * Debits the payer into the payable account and queues the payout. "insufficient_funds" when the payer's
- * balance is short (nothing queued); repeated calls for one payment change nothing.
+ * Debits the payer into the payable account and queues the payout, in one transaction: a payment is never
+ * debited without its queued payout (recovery would take it for stranded and pay it a second time, on its own).
+ * "insufficient_funds" when the payer's balance is short (nothing queued); repeated calls for one payment change
+ * nothing.
  */
 export async function accruePayout(
   deps: NettingDeps,
@@ -94,15 +96,20 @@ export async function accruePayout(
       id: transferId,
       userData128: derivedLedgerId(payment.id, "payment"),
       label: `the accrual of payment ${payment.id}`,
+      alongside: {
+        text: `INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (payment_id) DO NOTHING`,
+        params: [
+          payment.id,
+          deps.payer.id,
+          payment.payee.toLowerCase(),
+          payment.amount,
+          transferId.toString(),
+        ],
+      },
     },
   );
-  if (debited === "insufficient_funds") return "insufficient_funds";
-  await deps.db.query(
-    `INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (payment_id) DO NOTHING`,
-    [payment.id, deps.payer.id, payment.payee.toLowerCase(), payment.amount, transferId.toString()],
-  );
-  return "accrued";
+  return debited === "insufficient_funds" ? "insufficient_funds" : "accrued";
 }
 
 type BatchRow = {

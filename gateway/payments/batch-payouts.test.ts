@@ -1,0 +1,129 @@
+// Accruing a payout for a netted batch, on PGlite with the real ledger: the payer's debit and the queued payout
+// are written together, so recovery never finds a debited payment without its payout (and pays it again).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { balanceOf, createAccount } from "../accounts/index.ts";
+import { gatewayMigrations } from "../app.ts";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
+import { createTenant } from "../tenants/index.ts";
+import { accruePayout, type NettingDeps } from "./batch-payouts.ts";
+
+let db: Db;
+let ledger: Ledger;
+let customerLedgerId: bigint;
+const tenantId = "ten_netting";
+const payee = "0x00000000000000000000000000000000000000bb" as const;
+
+function deps(): NettingDeps {
+  return {
+    db,
+    ledger,
+    payer: {
+      id: "evm",
+      asset: assets.USDC,
+      payoutBatch: async () => ({ status: "failed", code: "rail_unavailable", message: "not in this test" }),
+    },
+    config: { maxFeeShareBps: 1_000, threshold: { total: 1_000n }, intervalMs: 60_000 },
+    nowMs: Date.now,
+  };
+}
+
+async function insertPayment(id: string): Promise<void> {
+  await db.query(
+    `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy)
+     VALUES ($1, $2, 'processing', 'USDC', 40, 'acct_netting_customer', '{}', '{}')`,
+    [id, tenantId],
+  );
+}
+
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations, gatewayMigrations]);
+  ledger = createLedger({ db });
+  await createTenant(db, { id: tenantId, name: "Netting" });
+  const customer = await createAccount(
+    { sql: db, ledger },
+    { tenantId, kind: "customer", asset: assets.USDC, name: "c", id: "acct_netting_customer" },
+  );
+  const clearing = await createAccount(
+    { sql: db, ledger },
+    {
+      tenantId: null,
+      kind: "clearing",
+      asset: assets.USDC,
+      name: "evm",
+      rail: "evm",
+      id: "acct_netting_clearing",
+    },
+  );
+  customerLedgerId = customer.ledgerAccountId;
+  await ledger.createTransfers([
+    {
+      id: 77n,
+      debitAccountId: clearing.ledgerAccountId,
+      creditAccountId: customer.ledgerAccountId,
+      amount: 100n,
+      ledger: assets.USDC.ledger,
+      code: transferCodes.payments.funding,
+    },
+  ]);
+}, 120_000);
+
+afterAll(async () => {
+  await ledger?.close();
+  await db?.close();
+});
+
+const customerPosted = async () =>
+  balanceOf("customer", (await ledger.lookupAccounts([customerLedgerId]))[0]!).posted;
+
+describe("accruePayout", () => {
+  it("debits the payer and queues the payout once, under the netting's accrue code", async () => {
+    await insertPayment("pay_accrued");
+    const payout = {
+      id: "pay_accrued",
+      tenantId,
+      sourceAccountId: "acct_netting_customer",
+      payee,
+      amount: 40n,
+    };
+    expect(await accruePayout(deps(), payout)).toBe("accrued");
+    expect(await accruePayout(deps(), payout)).toBe("accrued");
+    expect(await customerPosted()).toBe(60n);
+    const queued = await db.query<{ accrue_transfer_id: string }>(
+      "SELECT accrue_transfer_id::text FROM netted_payouts WHERE payment_id = 'pay_accrued'",
+    );
+    expect(queued).toHaveLength(1);
+    const [transfer] = await ledger.lookupTransfers([BigInt(queued[0]!.accrue_transfer_id)]);
+    expect(transfer?.code).toBe(transferCodes.netting.accrue);
+  });
+
+  it("is short: nothing debited, nothing queued", async () => {
+    await insertPayment("pay_short");
+    const payout = {
+      id: "pay_short",
+      tenantId,
+      sourceAccountId: "acct_netting_customer",
+      payee,
+      amount: 1_000n,
+    };
+    expect(await accruePayout(deps(), payout)).toBe("insufficient_funds");
+    expect(await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_short'")).toEqual([]);
+  });
+
+  it("a queued payout that cannot be written leaves the payer's debit unwritten too", async () => {
+    // No payments row: the netted_payouts insert fails on its foreign key, as a crash between the two would leave it.
+    const before = await customerPosted();
+    const payout = {
+      id: "pay_missing",
+      tenantId,
+      sourceAccountId: "acct_netting_customer",
+      payee,
+      amount: 10n,
+    };
+    await expect(accruePayout(deps(), payout)).rejects.toThrow();
+    expect(await customerPosted()).toBe(before);
+    expect(await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_missing'")).toEqual([]);
+  });
+});
