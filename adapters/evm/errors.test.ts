@@ -4,7 +4,15 @@
 import { BaseError, createPublicClient, createWalletClient, defineChain, HttpRequestError, http } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
-import { assets, type Db, type LogFn, type Logger, SwitchyardError, silentLogger } from "../../core/index.ts";
+import {
+  assets,
+  type Db,
+  type LogFn,
+  type Logger,
+  type OutgoingAttempt,
+  SwitchyardError,
+  silentLogger,
+} from "../../core/index.ts";
 import { ContractArtifactMissingError, ContractDeploymentError } from "./deploy.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import { createEvmRail } from "./rail.ts";
@@ -65,8 +73,10 @@ describe("at the boundary", () => {
   const publicClient = createPublicClient({ chain, transport });
   const account = privateKeyToAccount(`0x${"11".repeat(32)}`);
   const walletClient = createWalletClient({ chain, transport, account });
-  // The lease query answers as if the lease were ours; nothing else is asked of the database before the node.
-  const db = { query: async () => [{ holder: "me" }] } as unknown as Db;
+  // The lease is ours; no send is stored yet. Nothing else is asked of the database before the node.
+  const db = {
+    query: async (text: string) => (text.includes("evm_watch_leases") ? [{ holder: "me" }] : []),
+  } as unknown as Db;
   const watcherParams = () => ({
     db,
     publicClient,
@@ -150,5 +160,16 @@ describe("at the boundary", () => {
     const snapshot = createEvmRail(railParams()).snapshot();
     expect(snapshot).not.toHaveProperty("successes");
     expect(snapshot).not.toHaveProperty("failures");
+  });
+
+  it("a payout the node never answered fails as rail_unavailable (not a shortfall), nothing sent", async () => {
+    const outcome = await createEvmRail(railParams()).execute({
+      id: "att_nowhere",
+      paymentId: "pay_nowhere",
+      amount: 1n,
+      destination: { kind: "evm_address", address: `0x${"cc".repeat(20)}` },
+      feeMax: 0n,
+    } satisfies OutgoingAttempt);
+    expect(outcome).toMatchObject({ status: "failed", code: "rail_unavailable", retryElsewhere: true });
   });
 });

@@ -1,7 +1,7 @@
 // The EVM adapter's thrown errors and the one place viem's errors (JSON-RPC, transport, contract) are translated:
 // into a SwitchyardError with viem's short message and details as its details and viem's error as its cause.
 // (A revert met in gas estimation is not thrown: reverts.ts reads it into the rail's closed set of failures.)
-import { BaseError } from "viem";
+import { BaseError, HttpRequestError, SocketClosedError, TimeoutError, WebSocketRequestError } from "viem";
 import { SwitchyardError, type SwitchyardErrorOptions } from "../../core/index.ts";
 
 /** The EVM rail's: a bug, a misconfiguration, or the node out of reach or answering nonsense. */
@@ -38,6 +38,19 @@ export async function translatingViemErrors<T>(
       throw make(`${doing} failed`, { details: viemDetails(error), cause: error });
     throw error;
   }
+}
+
+/** The node did not answer (refused, timed out, closed the socket): it said nothing about the call itself. */
+export function nodeUnreachable(error: unknown): boolean {
+  if (!(error instanceof BaseError)) return false;
+  const transport = error.walk(
+    (cause) =>
+      cause instanceof HttpRequestError ||
+      cause instanceof TimeoutError ||
+      cause instanceof WebSocketRequestError ||
+      cause instanceof SocketClosedError,
+  );
+  return transport !== null && transport !== undefined;
 }
 
 /** Every message in the error's chain (a node's reason often sits in `details`, below a generic short message). */

@@ -13,7 +13,6 @@ import type { AttemptOutcome, OutgoingAttempt } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import { type EvmRailState, ensureAllowance, evidenceOf, isSplitterLog } from "./rail-state.ts";
-import { failureCodeOf } from "./reverts.ts";
 import { receiptOf, type SendRow, sendOnce } from "./send-journal.ts";
 import { referenceFromId } from "./splits.ts";
 
@@ -36,11 +35,14 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
     return { to: call.to, data: call.data };
   });
   if ("status" in sent) {
-    const code = failureCodeOf(sent.revert);
+    const code = sent.code;
     return {
       status: "failed",
       code,
-      message: `${attempt.destination.kind === "evm_split" ? "pay" : "transfer"} would revert: ${sent.message}`,
+      message:
+        code === "rail_unavailable"
+          ? `the node did not answer: ${sent.message}`
+          : `${attempt.destination.kind === "evm_split" ? "pay" : "transfer"} would revert: ${sent.message}`,
       // An unknown split is unknown to every rail; a shortfall of this wallet is not another rail's.
       retryElsewhere: code !== "unreachable_destination",
     };

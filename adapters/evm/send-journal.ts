@@ -13,15 +13,15 @@ import type {
   WalletClient,
 } from "viem";
 import { keccak256 } from "viem";
-import type { Db } from "../../core/index.ts";
-import { EvmRailError, errorText, shortMessage, viemDetails } from "./errors.ts";
-import { revertName } from "./reverts.ts";
+import type { Db, RailFailureCode } from "../../core/index.ts";
+import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
+import { failureCodeOf, revertName } from "./reverts.ts";
 
 /** One stored send; `attempt_id` is the key (a payment attempt's id, or a prefixed splitter-call key). */
 export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number };
 
-/** A call gas estimation says would revert: nothing was signed, stored or sent. */
-export type SendRefused = { status: "failed"; revert: string | null; message: string };
+/** A call gas estimation says would revert, or that the node did not answer: nothing was signed, stored or sent. */
+export type SendRefused = { status: "failed"; code: RailFailureCode; revert: string | null; message: string };
 
 /** A contract call to send. */
 export type Call = { to: Address; data: Hex };
@@ -93,9 +93,11 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
       data: call.data,
     });
   } catch (error) {
-    // Gas estimation runs the call: a revert here means it cannot succeed now. Nothing was sent.
+    // Gas estimation runs the call: a revert here means it cannot succeed now; a node out of reach has said
+    // nothing about it. Either way nothing was sent.
     const revert = revertName(error);
-    return { status: "failed", revert, message: revert ?? shortMessage(error) };
+    const code = revert === null && nodeUnreachable(error) ? "rail_unavailable" : failureCodeOf(revert);
+    return { status: "failed", code, revert, message: revert ?? shortMessage(error) };
   }
   const raw = await walletClient.signTransaction(
     request as Parameters<typeof walletClient.signTransaction>[0],

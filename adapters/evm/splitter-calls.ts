@@ -11,7 +11,6 @@ import {
   isSplitterLog,
   requireSplitter,
 } from "./rail-state.ts";
-import { failureCodeOf } from "./reverts.ts";
 import { type Call, receiptOf, type SendRefused, sendOnce } from "./send-journal.ts";
 import { referenceFromId, settleBatchPayeesMax } from "./splits.ts";
 import type {
@@ -43,7 +42,7 @@ async function callOnce(
   if ("status" in sent)
     return {
       status: "failed",
-      code: failureCodeOf(sent.revert),
+      code: sent.code,
       message: sent.message,
       revert: sent.revert,
     };
