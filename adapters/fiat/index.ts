@@ -21,20 +21,7 @@ export {
   fiatFee,
   validateFeeSchedule,
 } from "./fees.ts";
-export {
-  type CreatePaymentIntentParams,
-  type CreatePaymentIntentResult,
-  createFiatRail,
-  type FiatHealth,
-  type FiatRail,
-  type FiatRailParams,
-  type FiatRequestFailure,
-  idempotencyKeys,
-  invoiceAttemptId,
-  type PaymentIntentCreated,
-  type RefundParams,
-  type RefundResult,
-} from "./rail.ts";
+export { createFiatRail } from "./rail.ts";
 export {
   type ApplyFiatEvent,
   createStripeEventReceiver,
@@ -63,6 +50,19 @@ export {
   type StripeObjectStore,
   type StripeWebhookStore,
 } from "./store.ts";
+export {
+  type CreatePaymentIntentParams,
+  type CreatePaymentIntentResult,
+  type FiatHealth,
+  type FiatRail,
+  type FiatRailParams,
+  type FiatRequestFailure,
+  idempotencyKeys,
+  invoiceAttemptId,
+  type PaymentIntentCreated,
+  type RefundParams,
+  type RefundResult,
+} from "./types.ts";
 export {
   createStripeWebhookRoute,
   type StripeWebhookErrorCode,

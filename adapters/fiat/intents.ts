@@ -1,0 +1,146 @@
+// Money in: PaymentIntents, for a customer's top-up (createPaymentIntent) or an invoice (receive). One intent
+// per payment and attempt: its idempotency key derives from both, and what Stripe created is recorded by that
+// key, so a retry, even after Stripe has forgotten the key, returns the intent the first call created.
+import type Stripe from "stripe";
+import type { RailFailureCode, ReceiveOutcome, ReceiveRequest } from "../../core/index.ts";
+import { translateStripeError } from "./errors.ts";
+import { metadataKeys } from "./events.ts";
+import { amountFailure, checkId, type FiatRailState, failureOf } from "./rail-state.ts";
+import type { StripeObjectRecord } from "./store.ts";
+import {
+  type CreatePaymentIntentParams,
+  type CreatePaymentIntentResult,
+  descriptionLengthMax,
+  type FiatRequestFailure,
+  idempotencyKeys,
+  invoiceAttemptId,
+} from "./types.ts";
+
+/** Why Stripe would not take money in, in the rail contract's terms. */
+function receiveRefusalOf(failure: FiatRequestFailure): RailFailureCode | "amount_too_large" {
+  switch (failure.code) {
+    case "above_maximum":
+      return "amount_too_large";
+    case "below_minimum":
+    case "invalid_id":
+      return "rejected";
+    default:
+      return failure.code;
+  }
+}
+
+async function existingIntent(
+  state: FiatRailState,
+  record: StripeObjectRecord,
+  key: string,
+): Promise<CreatePaymentIntentResult> {
+  try {
+    const intent = await state.stripe.paymentIntents.retrieve(record.objectId);
+    return {
+      ok: true,
+      intent: {
+        intentId: intent.id,
+        clientSecret: intent.client_secret,
+        status: intent.status,
+        amount: record.amount,
+        idempotencyKey: key,
+        created: false,
+      },
+    };
+  } catch (error) {
+    return { ok: false, failure: failureOf(translateStripeError(error)) };
+  }
+}
+
+export async function createPaymentIntent(
+  state: FiatRailState,
+  request: CreatePaymentIntentParams,
+): Promise<CreatePaymentIntentResult> {
+  const { stripe, store, currency } = state;
+  const idProblem =
+    checkId("payment id", request.paymentId) ??
+    checkId("attempt id", request.attemptId) ??
+    checkId("reference", request.reference);
+  if (idProblem !== null) return { ok: false, failure: idProblem };
+  const amountProblem = amountFailure(state, request.amount);
+  if (amountProblem !== null) return { ok: false, failure: amountProblem };
+  const key = idempotencyKeys.paymentIntent(request.paymentId, request.attemptId);
+
+  const earlier = await store.find(key);
+  if (earlier !== null) {
+    if (earlier.amount !== request.amount)
+      return {
+        ok: false,
+        failure: {
+          code: "rejected",
+          message: `attempt ${request.attemptId} already has an intent for ${earlier.amount}, not ${request.amount}`,
+          retryElsewhere: false,
+        },
+      };
+    return existingIntent(state, earlier, key);
+  }
+
+  let intent: Stripe.PaymentIntent;
+  try {
+    intent = await stripe.paymentIntents.create(
+      {
+        amount: Number(request.amount),
+        currency,
+        ...(request.stripeCustomerId === undefined ? {} : { customer: request.stripeCustomerId }),
+        ...(request.description === undefined ? {} : { description: request.description }),
+        metadata: {
+          [metadataKeys.paymentId]: request.paymentId,
+          [metadataKeys.attemptId]: request.attemptId,
+          [metadataKeys.reference]: request.reference,
+        },
+      },
+      { idempotencyKey: key },
+    );
+  } catch (error) {
+    return { ok: false, failure: failureOf(translateStripeError(error)) };
+  }
+  const held = await store.record({
+    idempotencyKey: key,
+    kind: "payment_intent",
+    objectId: intent.id,
+    paymentId: request.paymentId,
+    attemptId: request.attemptId,
+    amount: request.amount,
+  });
+  // A concurrent call with the same payment and attempt recorded its intent first: that one is the intent.
+  if (held.objectId !== intent.id) return existingIntent(state, held, key);
+  return {
+    ok: true,
+    intent: {
+      intentId: intent.id,
+      clientSecret: intent.client_secret,
+      status: intent.status,
+      amount: held.amount,
+      idempotencyKey: key,
+      created: true,
+    },
+  };
+}
+
+/** Money in for an invoice: one PaymentIntent per invoice (its id is the payment, the attempt and the reference). */
+export async function receive(state: FiatRailState, request: ReceiveRequest): Promise<ReceiveOutcome> {
+  const result = await createPaymentIntent(state, {
+    amount: request.amount,
+    paymentId: request.reference,
+    attemptId: invoiceAttemptId,
+    reference: request.reference,
+    description: request.description.slice(0, descriptionLengthMax),
+  });
+  if (!result.ok)
+    return { status: "refused", code: receiveRefusalOf(result.failure), message: result.failure.message };
+  return {
+    status: "offered",
+    railReference: result.intent.intentId,
+    expiresAtMs: null, // PaymentIntents do not expire
+    instructions: {
+      method: "stripe_payment_intent",
+      payment_intent: result.intent.intentId,
+      ...(result.intent.clientSecret === null ? {} : { client_secret: result.intent.clientSecret }),
+    },
+  };
+}

@@ -1,0 +1,58 @@
+// The fiat rail's health, balance and snapshot: Stripe's available balance, read at start and every
+// snapshotRefreshMs, is the rail's liquidity (when the rail is limited by it) and its health check.
+import type { RailSnapshot } from "../../core/index.ts";
+import { FiatRailError, translateStripeError } from "./errors.ts";
+import type { FiatRailState } from "./rail-state.ts";
+import { transferLatencyMsDefault } from "./types.ts";
+
+async function readBalance(state: FiatRailState): Promise<bigint> {
+  const balance = await state.stripe.balance.retrieve();
+  return balance.available
+    .filter((entry) => entry.currency.toLowerCase() === state.currency)
+    .reduce((sum, entry) => sum + BigInt(entry.amount), 0n);
+}
+
+/** Reads the balance now; a failure is kept as the rail's health (and logged), never thrown. */
+export async function refresh(state: FiatRailState): Promise<void> {
+  try {
+    state.availableBalance = await readBalance(state);
+    state.health = { healthy: true, lastCheckedAtMs: state.nowMs(), lastError: null };
+  } catch (error) {
+    const failure = translateStripeError(error);
+    state.health = {
+      healthy: false,
+      lastCheckedAtMs: state.nowMs(),
+      lastError: `${failure.stripeError}: ${failure.message}`,
+    };
+    state.logger.warn({ stripeError: failure.stripeError }, "stripe health check failed");
+  }
+}
+
+/** For reconciliation: Stripe's available balance now, or FiatRailError when Stripe does not answer. */
+export async function balance(state: FiatRailState): Promise<bigint> {
+  try {
+    return await readBalance(state);
+  } catch (error) {
+    const failure = translateStripeError(error);
+    throw new FiatRailError("stripe balance unavailable", { details: failure.stripeError, cause: error });
+  }
+}
+
+export function snapshot(state: FiatRailState): RailSnapshot {
+  const { params, feeSchedule, health } = state;
+  return {
+    rail: state.id,
+    kind: "fiat",
+    asset: state.asset,
+    available: state.started && health.healthy,
+    reaches: ["stripe_account"],
+    amountMin: feeSchedule.amountMin,
+    amountMax: feeSchedule.amountMax,
+    liquidity: params.liquidity === "balance" ? (state.availableBalance ?? 0n) : null,
+    feeFixed: feeSchedule.feeFixed,
+    feePpm: feeSchedule.feePpm,
+    networkFeeMicroUsd: 0n,
+    latencyMs: params.latencyMs ?? transferLatencyMsDefault,
+    takenAtMs: health.lastCheckedAtMs ?? state.nowMs(),
+  };
+}

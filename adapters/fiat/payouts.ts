@@ -1,0 +1,66 @@
+// Money out: a Connect transfer to a merchant's connected account, final when Stripe creates it. One transfer
+// per attempt: its idempotency key derives from the attempt, and what Stripe created is recorded by that key,
+// so a retried attempt answers the transfer the first call made and never pays twice.
+import type Stripe from "stripe";
+import type { AttemptOutcome, OutgoingAttempt, RailFailureCode } from "../../core/index.ts";
+import { translateStripeError } from "./errors.ts";
+import { metadataKeys } from "./events.ts";
+import { fiatFee } from "./fees.ts";
+import { checkId, connectedAccountPattern, type FiatRailState } from "./rail-state.ts";
+import { idempotencyKeys } from "./types.ts";
+
+const fail = (code: RailFailureCode, message: string, retryElsewhere: boolean): AttemptOutcome => ({
+  status: "failed",
+  code,
+  message,
+  retryElsewhere,
+});
+
+export async function executeAttempt(
+  state: FiatRailState,
+  attempt: OutgoingAttempt,
+): Promise<AttemptOutcome> {
+  const { stripe, store, feeSchedule, currency } = state;
+  const idProblem = checkId("attempt id", attempt.id) ?? checkId("payment id", attempt.paymentId);
+  if (idProblem !== null) return fail("rejected", idProblem.message, false);
+  if (attempt.destination.kind !== "stripe_account")
+    return fail("unreachable_destination", "the fiat rail pays Stripe connected accounts only", true);
+  if (!connectedAccountPattern.test(attempt.destination.accountId))
+    return fail("unreachable_destination", "not a Stripe connected account id (acct_…)", true);
+  const quote = fiatFee(feeSchedule, attempt.amount);
+  if (!quote.ok)
+    return fail("rejected", `amount ${attempt.amount} is ${quote.error.replace("_", " ")}`, true);
+  const key = idempotencyKeys.transfer(attempt.id);
+
+  const earlier = await store.find(key);
+  if (earlier !== null)
+    return { status: "succeeded", evidence: { rail: "fiat", pspId: earlier.objectId }, fee: quote.fee };
+  if (quote.fee > attempt.feeMax)
+    return fail("fee_above_max", `fee ${quote.fee} is above the attempt's maximum ${attempt.feeMax}`, true);
+
+  let transfer: Stripe.Transfer;
+  try {
+    transfer = await stripe.transfers.create(
+      {
+        amount: Number(attempt.amount),
+        currency,
+        destination: attempt.destination.accountId,
+        transfer_group: attempt.paymentId,
+        metadata: { [metadataKeys.paymentId]: attempt.paymentId, [metadataKeys.attemptId]: attempt.id },
+      },
+      { idempotencyKey: key },
+    );
+  } catch (error) {
+    const failure = translateStripeError(error);
+    return fail(failure.code, failure.message, failure.retryElsewhere);
+  }
+  const held = await store.record({
+    idempotencyKey: key,
+    kind: "transfer",
+    objectId: transfer.id,
+    paymentId: attempt.paymentId,
+    attemptId: attempt.id,
+    amount: attempt.amount,
+  });
+  return { status: "succeeded", evidence: { rail: "fiat", pspId: held.objectId }, fee: quote.fee };
+}
