@@ -293,153 +293,183 @@ function refundReversal(refund: z.infer<typeof refundSchema>, eventId: string): 
   };
 }
 
+type InterpretParams = { currency: string; feeSchedule: FiatFeeSchedule };
+
+/** `currency` is Stripe's on the object; `railCurrency` the rail's, in lower case. */
+const sameCurrency = (currency: string, railCurrency: string) => currency.toLowerCase() === railCurrency;
+
+/** payment_intent.succeeded / payment_failed: money in for a payment, or a charge that failed. */
+function interpretPaymentIntent(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const parsed = paymentIntentSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  const intent = parsed.data;
+  if (!sameCurrency(intent.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  const paymentId = intent.metadata?.[metadataKeys.paymentId];
+  const attemptId = intent.metadata?.[metadataKeys.attemptId];
+  if (paymentId === undefined || attemptId === undefined)
+    return { kind: "ignored", reason: "not_created_by_switchyard" };
+  const reference = intent.metadata?.[metadataKeys.reference] ?? paymentId;
+  const charge = idOf(intent.latest_charge);
+  const pspIds: FiatPspIds = {
+    event: event.id,
+    paymentIntent: intent.id,
+    ...(charge === undefined ? {} : { charge }),
+  };
+  if (event.type === "payment_intent.succeeded") {
+    return {
+      kind: "intent_succeeded",
+      intentId: intent.id,
+      paymentId,
+      attemptId,
+      reference,
+      amount: BigInt(intent.amount_received ?? intent.amount),
+      pspIds,
+    };
+  }
+  return {
+    kind: "intent_failed",
+    intentId: intent.id,
+    event: {
+      kind: "receive_failed",
+      reference,
+      paymentId,
+      attemptId,
+      code: declineCode(intent.last_payment_error),
+      message: intent.last_payment_error?.message ?? "the payment failed",
+      pspIds,
+    },
+  };
+}
+
+/** charge.dispute.created / funds_reinstated: a dispute takes the money back, and gives it back if it is won. */
+function interpretDispute(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const parsed = disputeSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  const dispute = parsed.data;
+  if (!sameCurrency(dispute.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  const intentId = idOf(dispute.payment_intent);
+  if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+  const charge = idOf(dispute.charge);
+  const key = `dispute:${dispute.id}`;
+  const pspIds: FiatPspIds = {
+    event: event.id,
+    dispute: dispute.id,
+    paymentIntent: intentId,
+    ...(charge === undefined ? {} : { charge }),
+  };
+  // Stripe takes the disputed amount when the dispute opens, and gives it back if it is won.
+  if (event.type === "charge.dispute.funds_reinstated")
+    return { kind: "withdrawal", intentId, key, reason: "dispute", pspIds };
+  return {
+    kind: "reversal",
+    intentId,
+    reversal: { key, reason: "dispute", amount: BigInt(dispute.amount), pspIds },
+  };
+}
+
+/** refund.created / updated / failed: a refund takes the money back; failed or canceled, it is withdrawn. */
+function interpretRefund(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const parsed = refundSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  const refund = parsed.data;
+  if (!sameCurrency(refund.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  const intentId = idOf(refund.payment_intent);
+  if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+  if (refundUndone(refund) || event.type === "refund.failed")
+    return {
+      kind: "withdrawal",
+      intentId,
+      key: `refund:${refund.id}`,
+      reason: "refund",
+      pspIds: { event: event.id, refund: refund.id, paymentIntent: intentId },
+    };
+  return { kind: "reversal", intentId, reversal: refundReversal(refund, event.id) };
+}
+
+/** charge.refunded: the charge's effective refunds, when the event still lists them. */
+function interpretChargeRefunded(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const parsed = chargeSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  if (!sameCurrency(parsed.data.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  const intentId = idOf(parsed.data.payment_intent);
+  if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+  // Since API 2022-11-15 the refunds list is not included; refund.created carries each refund then.
+  const reversals = (parsed.data.refunds?.data ?? [])
+    .filter((refund) => !refundUndone(refund))
+    .map((refund) => refundReversal(refund, event.id));
+  if (reversals.length === 0) return { kind: "ignored", reason: "refund_not_effective" };
+  return { kind: "reversals", intentId, reversals };
+}
+
+/** transfer.created: a payout attempt's Connect transfer, final when created, with the fee the rail quoted. */
+function interpretTransfer(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const parsed = transferSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  const transfer = parsed.data;
+  if (!sameCurrency(transfer.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  const attemptId = transfer.metadata?.[metadataKeys.attemptId];
+  if (attemptId === undefined) return { kind: "ignored", reason: "not_created_by_switchyard" };
+  return {
+    kind: "stateless",
+    event: {
+      kind: "attempt_succeeded",
+      attemptId,
+      evidence: { rail: "fiat", pspId: transfer.id },
+      fee: scheduledFee(params.feeSchedule, BigInt(transfer.amount)),
+      pspIds: { event: event.id, transfer: transfer.id },
+    },
+  };
+}
+
+/** payout.failed: a connected account's payout to its bank failed (informational). */
+function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const parsed = payoutSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  const payout = parsed.data;
+  if (!sameCurrency(payout.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  return {
+    kind: "stateless",
+    event: {
+      kind: "payout_failed",
+      account: event.account ?? null,
+      amount: BigInt(payout.amount),
+      code: payout.failure_code ?? "payout_failed",
+      message: payout.failure_message ?? "the payout failed",
+      pspIds: { event: event.id, payout: payout.id },
+    },
+  };
+}
+
 /**
  * Maps one event. `currency` is the rail's (lower case, "usd"): objects in another currency are ignored.
  * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created / funds_reinstated, charge.refunded,
  * refund.created / updated / failed, transfer.created, payout.failed. Anything else is ignored with a reason.
  * A refund whose status is failed or canceled withdraws that refund, whichever event carries it.
  */
-export function interpretStripeEvent(
-  event: StripeEventEnvelope,
-  params: { currency: string; feeSchedule: FiatFeeSchedule },
-): Interpretation {
-  const object = event.data.object;
-  const sameCurrency = (currency: string) => currency.toLowerCase() === params.currency;
+export function interpretStripeEvent(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
   switch (event.type) {
     case "payment_intent.succeeded":
-    case "payment_intent.payment_failed": {
-      const parsed = paymentIntentSchema.safeParse(object);
-      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      const intent = parsed.data;
-      if (!sameCurrency(intent.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      const paymentId = intent.metadata?.[metadataKeys.paymentId];
-      const attemptId = intent.metadata?.[metadataKeys.attemptId];
-      if (paymentId === undefined || attemptId === undefined)
-        return { kind: "ignored", reason: "not_created_by_switchyard" };
-      const reference = intent.metadata?.[metadataKeys.reference] ?? paymentId;
-      const charge = idOf(intent.latest_charge);
-      const pspIds: FiatPspIds = {
-        event: event.id,
-        paymentIntent: intent.id,
-        ...(charge === undefined ? {} : { charge }),
-      };
-      if (event.type === "payment_intent.succeeded") {
-        return {
-          kind: "intent_succeeded",
-          intentId: intent.id,
-          paymentId,
-          attemptId,
-          reference,
-          amount: BigInt(intent.amount_received ?? intent.amount),
-          pspIds,
-        };
-      }
-      return {
-        kind: "intent_failed",
-        intentId: intent.id,
-        event: {
-          kind: "receive_failed",
-          reference,
-          paymentId,
-          attemptId,
-          code: declineCode(intent.last_payment_error),
-          message: intent.last_payment_error?.message ?? "the payment failed",
-          pspIds,
-        },
-      };
-    }
+    case "payment_intent.payment_failed":
+      return interpretPaymentIntent(event, params);
     case "charge.dispute.created":
-    case "charge.dispute.funds_reinstated": {
-      const parsed = disputeSchema.safeParse(object);
-      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      const dispute = parsed.data;
-      if (!sameCurrency(dispute.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      const intentId = idOf(dispute.payment_intent);
-      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
-      const charge = idOf(dispute.charge);
-      const key = `dispute:${dispute.id}`;
-      const pspIds: FiatPspIds = {
-        event: event.id,
-        dispute: dispute.id,
-        paymentIntent: intentId,
-        ...(charge === undefined ? {} : { charge }),
-      };
-      // Stripe takes the disputed amount when the dispute opens, and gives it back if it is won.
-      if (event.type === "charge.dispute.funds_reinstated")
-        return { kind: "withdrawal", intentId, key, reason: "dispute", pspIds };
-      return {
-        kind: "reversal",
-        intentId,
-        reversal: { key, reason: "dispute", amount: BigInt(dispute.amount), pspIds },
-      };
-    }
+    case "charge.dispute.funds_reinstated":
+      return interpretDispute(event, params);
     case "refund.created":
     case "refund.updated":
-    case "refund.failed": {
-      const parsed = refundSchema.safeParse(object);
-      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      const refund = parsed.data;
-      if (!sameCurrency(refund.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      const intentId = idOf(refund.payment_intent);
-      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
-      if (refundUndone(refund) || event.type === "refund.failed")
-        return {
-          kind: "withdrawal",
-          intentId,
-          key: `refund:${refund.id}`,
-          reason: "refund",
-          pspIds: { event: event.id, refund: refund.id, paymentIntent: intentId },
-        };
-      return { kind: "reversal", intentId, reversal: refundReversal(refund, event.id) };
-    }
-    case "charge.refunded": {
-      const parsed = chargeSchema.safeParse(object);
-      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      if (!sameCurrency(parsed.data.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      const intentId = idOf(parsed.data.payment_intent);
-      if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
-      // Since API 2022-11-15 the refunds list is not included; refund.created carries each refund then.
-      const reversals = (parsed.data.refunds?.data ?? [])
-        .filter((refund) => !refundUndone(refund))
-        .map((refund) => refundReversal(refund, event.id));
-      if (reversals.length === 0) return { kind: "ignored", reason: "refund_not_effective" };
-      return { kind: "reversals", intentId, reversals };
-    }
-    case "transfer.created": {
-      const parsed = transferSchema.safeParse(object);
-      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      const transfer = parsed.data;
-      if (!sameCurrency(transfer.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      const attemptId = transfer.metadata?.[metadataKeys.attemptId];
-      if (attemptId === undefined) return { kind: "ignored", reason: "not_created_by_switchyard" };
-      return {
-        kind: "stateless",
-        event: {
-          kind: "attempt_succeeded",
-          attemptId,
-          evidence: { rail: "fiat", pspId: transfer.id },
-          fee: scheduledFee(params.feeSchedule, BigInt(transfer.amount)),
-          pspIds: { event: event.id, transfer: transfer.id },
-        },
-      };
-    }
-    case "payout.failed": {
-      const parsed = payoutSchema.safeParse(object);
-      if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
-      const payout = parsed.data;
-      if (!sameCurrency(payout.currency)) return { kind: "ignored", reason: "currency_mismatch" };
-      return {
-        kind: "stateless",
-        event: {
-          kind: "payout_failed",
-          account: event.account ?? null,
-          amount: BigInt(payout.amount),
-          code: payout.failure_code ?? "payout_failed",
-          message: payout.failure_message ?? "the payout failed",
-          pspIds: { event: event.id, payout: payout.id },
-        },
-      };
-    }
+    case "refund.failed":
+      return interpretRefund(event, params);
+    case "charge.refunded":
+      return interpretChargeRefunded(event, params);
+    case "transfer.created":
+      return interpretTransfer(event, params);
+    case "payout.failed":
+      return interpretPayoutFailed(event, params);
     default:
       return { kind: "ignored", reason: "event_type_not_handled" };
   }
