@@ -11,6 +11,7 @@ import { type EmbeddedChain, evmMigrations, type SplitterWatcher } from "../adap
 import { fiatMigrations } from "../adapters/fiat/index.ts";
 import { type Asset, assets, type Logger, type Rail } from "../core/index.ts";
 import {
+  type AccountCache,
   type AccountRecord,
   accountCacheDefaults,
   createAccount,
@@ -19,12 +20,19 @@ import {
 } from "./accounts/index.ts";
 import type { Config } from "./app/config.ts";
 import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
-import { createSplitterMirror, openEvmClients } from "./app/evm.ts";
-import { type RailModule, railModules } from "./app/rails.ts";
+import { createSplitterMirror, type EvmClients, openEvmClients } from "./app/evm.ts";
+import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
-import { createMarket, flushNetting, type PaymentsDeps, recoverOpenAttempts } from "./payments/index.ts";
+import {
+  type BatchPayer,
+  createMarket,
+  flushNetting,
+  type Market,
+  type PaymentsDeps,
+  recoverOpenAttempts,
+} from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
 import { route, staticRateSource } from "./router/index.ts";
 import {
@@ -83,160 +91,66 @@ const strandedQuietMs = 60_000;
 const nettingFlushEveryMsMax = 5_000;
 const idempotencyInProgressTimeoutMs = 5 * 60_000;
 
+/** What each start-up phase leaves to undo: closed in the reverse order of their opening. */
+type Closers = Array<() => Promise<void>>;
+
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger: Logger = pino({ level: config.logLevel });
-  const db = await openDb(config.database);
-  const closers: Array<() => Promise<void>> = [() => db.close()];
+  const db = await openDb(config.database, logger.child({ module: "db" }));
+  const closers: Closers = [() => db.close()];
   const close = async () => {
     for (const closer of closers.reverse()) await closer();
   };
   try {
     await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
-    const ledger = createLedger({ db });
+    const ledger = createLedger({ db, logger: logger.child({ module: "ledger" }) });
     closers.push(() => ledger.close());
     const evm = await openEvmClients(config.evm);
     if (evm.embedded !== null) {
       const chain = evm.embedded;
       closers.push(() => chain.close());
     }
-
-    // ---- rails: built by their modules, then wired alike
-    const rails = new Map<string, Rail>();
-    const context = { config, db, logger, evm };
-    const built = (options.railModules ?? railModules).map((module) => module(context));
-    for (const { rails: moduleRails } of built) for (const rail of moduleRails) rails.set(rail.id, rail);
-    const batchPayer = built.find((b) => b.batchPayer !== undefined)?.batchPayer ?? null;
-    for (const rail of rails.values()) {
-      if (rail.kind !== "internal") await ensureClearingAccount({ db, ledger }, rail.id, rail.asset);
-    }
-
-    // ---- services
-    const market = createMarket({
-      rails,
-      rateSource: developmentUsdRates,
-      assetCodes: snapshotAssetCodes,
-      refreshMs: marketRefreshMs,
-      nowMs: Date.now,
-    });
-    const accounts = createAccountCache({ sql: db }, accountCacheDefaults);
-    const payments: PaymentsDeps = {
-      db,
-      ledger,
-      accounts,
-      rails,
-      snapshot: market.snapshot,
-      learning: market,
-      route,
-      recoveryBatchMax,
-      strandedQuietMs,
-      nowMs: Date.now,
-    };
+    const { rails, batchPayer } = await buildRails({ config, db, ledger, logger, evm }, options);
+    const services = createServices({ db, ledger, rails });
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo =
       config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain: evm.embedded }) : null;
-    const settlement: SettlementDeps = {
-      db,
-      ledger,
-      accounts,
-      openInvoices: createOpenInvoiceMemory(openInvoiceMemoryDefaults),
-      rails,
-    };
     const events = new EventEmitter();
-    const railEvents = {
-      settlement,
-      payments,
-      logger: logger.child({ module: "settlement" }),
-      onInvoicePaid: (invoiceId: string) => events.emit("invoice.paid", invoiceId),
-    };
-    for (const rail of rails.values()) {
-      rail.onEvent((event) => applyRailEvent(railEvents, rail.id, event));
-      await rail.start();
-      closers.push(() => rail.stop());
-    }
+    await startRails(closers, { ...services, rails, logger, events });
     if (config.netting !== null && batchPayer !== null) {
-      const payer = batchPayer;
-      payments.netting = {
+      startNetting(closers, {
         db,
         ledger,
-        nowMs: Date.now,
-        config: {
-          maxFeeShareBps: config.netting.maxFeeShareBps,
-          threshold: { total: config.netting.batchTotal },
-          intervalMs: config.netting.intervalMs,
-        },
-        payer,
-      };
-      const nettingDeps = payments.netting;
-      const netting = startPeriodic({
-        name: "netting flush",
-        intervalMs: Math.min(config.netting.intervalMs, nettingFlushEveryMsMax),
-        pass: () => flushNetting(nettingDeps),
         logger,
+        payments: services.payments,
+        netting: config.netting,
+        batchPayer,
       });
-      closers.push(() => netting.stop());
     }
-    // At start every open attempt is this process's to finish; afterwards only those left quiet for a while.
-    market.start();
-    closers.push(async () => market.stop());
-    await recoverOpenAttempts(payments, { quietMs: 0 });
-    const recovery = startPeriodic({
-      name: "recovery pass",
-      intervalMs: payments.strandedQuietMs,
-      pass: () => recoverOpenAttempts(payments),
-      logger,
-    });
-    closers.push(() => recovery.stop());
-
-    // RevenueSplitter events mirrored into the ledger (adapters/evm/watcher.ts, settlement/evm-mirror.ts).
-    const evmWatcher =
-      evm.splitter === null
-        ? null
-        : await createSplitterMirror({
-            db,
-            ledger,
-            publicClient: evm.publicClient,
-            splitter: evm.splitter.address,
-            token: { address: evm.token, asset: assets.USDC },
-            hotWallet: evm.walletClient.account.address,
-            confirmations: config.evm.confirmations,
-            startBlock: evm.splitter.startBlock,
-            pollIntervalMs: evm.embedded === null ? 2_000 : 250,
-            logger: logger.child({ module: "evm-splitter" }),
-          });
-    if (evmWatcher !== null) {
-      evmWatcher.start();
-      closers.push(() => evmWatcher.stop());
-    }
-
-    // ---- HTTP: the API, and every rail's provider routes beside it
+    await startRecovery(closers, { ...services, logger });
+    const evmWatcher = await startSplitterMirror(closers, { config, db, ledger, logger, evm });
     const server = await buildServer({
       railRoutes: [...rails.values()].flatMap((rail) => rail.routes ?? []),
       db,
       ledger,
-      accounts,
+      accounts: services.accounts,
       rails,
-      payments,
-      settlement,
+      payments: services.payments,
+      settlement: services.settlement,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       idempotencyInProgressTimeoutMs,
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
-    const delivery = startPeriodic({
-      name: "webhook delivery pass",
-      intervalMs: config.webhookDeliveryIntervalMs,
-      pass: () => deliverOutbox({ db, limits: webhookLimitsDefault, nowMs: Date.now }),
-      logger,
-    });
-    closers.push(() => delivery.stop());
+    startWebhookDelivery(closers, { db, logger, intervalMs: config.webhookDeliveryIntervalMs });
     return {
       server,
       db,
       ledger,
       rails,
-      payments,
-      settlement,
+      payments: services.payments,
+      settlement: services.settlement,
       events,
       chain: evm.embedded,
       evmWatcher,
@@ -247,6 +161,165 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await close();
     throw error;
   }
+}
+
+// ---- rails: built by their modules, then given their clearing accounts alike
+
+async function buildRails(
+  context: RailContext & { ledger: Ledger },
+  options: AppOptions,
+): Promise<{ rails: Map<string, Rail>; batchPayer: BatchPayer | null }> {
+  const rails = new Map<string, Rail>();
+  const built = (options.railModules ?? railModules).map((module) => module(context));
+  for (const { rails: moduleRails } of built) for (const rail of moduleRails) rails.set(rail.id, rail);
+  const batchPayer = built.find((b) => b.batchPayer !== undefined)?.batchPayer ?? null;
+  for (const rail of rails.values()) {
+    if (rail.kind !== "internal") await ensureClearingAccount(context, rail.id, rail.asset);
+  }
+  return { rails, batchPayer };
+}
+
+// ---- services: the market's snapshot, accounts, payments and settlement over one database and ledger
+
+type Services = {
+  market: Market;
+  accounts: AccountCache;
+  payments: PaymentsDeps;
+  settlement: SettlementDeps;
+};
+
+function createServices(deps: { db: Db; ledger: Ledger; rails: ReadonlyMap<string, Rail> }): Services {
+  const { db, ledger, rails } = deps;
+  const market = createMarket({
+    rails,
+    rateSource: developmentUsdRates,
+    assetCodes: snapshotAssetCodes,
+    refreshMs: marketRefreshMs,
+    nowMs: Date.now,
+  });
+  const accounts = createAccountCache({ sql: db }, accountCacheDefaults);
+  const payments: PaymentsDeps = {
+    db,
+    ledger,
+    accounts,
+    rails,
+    snapshot: market.snapshot,
+    learning: market,
+    route,
+    recoveryBatchMax,
+    strandedQuietMs,
+    nowMs: Date.now,
+  };
+  const settlement: SettlementDeps = {
+    db,
+    ledger,
+    accounts,
+    openInvoices: createOpenInvoiceMemory(openInvoiceMemoryDefaults),
+    rails,
+  };
+  return { market, accounts, payments, settlement };
+}
+
+/** Every rail's events go to the one settlement path; then the rail starts. */
+async function startRails(
+  closers: Closers,
+  deps: Services & { rails: ReadonlyMap<string, Rail>; logger: Logger; events: EventEmitter },
+): Promise<void> {
+  const railEvents = {
+    settlement: deps.settlement,
+    payments: deps.payments,
+    logger: deps.logger.child({ module: "settlement" }),
+    onInvoicePaid: (invoiceId: string) => deps.events.emit("invoice.paid", invoiceId),
+  };
+  for (const rail of deps.rails.values()) {
+    rail.onEvent((event) => applyRailEvent(railEvents, rail.id, event));
+    await rail.start();
+    closers.push(() => rail.stop());
+  }
+}
+
+// ---- background passes: netting, recovery, webhook delivery
+
+function startNetting(
+  closers: Closers,
+  deps: {
+    db: Db;
+    ledger: Ledger;
+    logger: Logger;
+    payments: PaymentsDeps;
+    netting: NonNullable<Config["netting"]>;
+    batchPayer: BatchPayer;
+  },
+): void {
+  const { netting: config } = deps;
+  const nettingDeps = {
+    db: deps.db,
+    ledger: deps.ledger,
+    nowMs: Date.now,
+    config: {
+      maxFeeShareBps: config.maxFeeShareBps,
+      threshold: { total: config.batchTotal },
+      intervalMs: config.intervalMs,
+    },
+    payer: deps.batchPayer,
+  };
+  deps.payments.netting = nettingDeps;
+  const flush = startPeriodic({
+    name: "netting flush",
+    intervalMs: Math.min(config.intervalMs, nettingFlushEveryMsMax),
+    pass: () => flushNetting(nettingDeps),
+    logger: deps.logger,
+  });
+  closers.push(() => flush.stop());
+}
+
+/** At start every open attempt is this process's to finish; afterwards only those left quiet for a while. */
+async function startRecovery(closers: Closers, deps: Services & { logger: Logger }): Promise<void> {
+  const { market, payments } = deps;
+  market.start();
+  closers.push(async () => market.stop());
+  await recoverOpenAttempts(payments, { quietMs: 0 });
+  const recovery = startPeriodic({
+    name: "recovery pass",
+    intervalMs: payments.strandedQuietMs,
+    pass: () => recoverOpenAttempts(payments),
+    logger: deps.logger,
+  });
+  closers.push(() => recovery.stop());
+}
+
+function startWebhookDelivery(closers: Closers, deps: { db: Db; logger: Logger; intervalMs: number }): void {
+  const delivery = startPeriodic({
+    name: "webhook delivery pass",
+    intervalMs: deps.intervalMs,
+    pass: () => deliverOutbox({ db: deps.db, limits: webhookLimitsDefault, nowMs: Date.now }),
+    logger: deps.logger,
+  });
+  closers.push(() => delivery.stop());
+}
+
+/** RevenueSplitter events mirrored into the ledger (adapters/evm watcher → settlement/evm-mirror). */
+async function startSplitterMirror(
+  closers: Closers,
+  deps: { config: Config; db: Db; ledger: Ledger; logger: Logger; evm: EvmClients },
+): Promise<SplitterWatcher | null> {
+  const { evm, config } = deps;
+  if (evm.splitter === null) return null;
+  const watcher = await createSplitterMirror({
+    db: deps.db,
+    ledger: deps.ledger,
+    publicClient: evm.publicClient,
+    splitter: evm.splitter.address,
+    token: { address: evm.token, asset: assets.USDC },
+    hotWallet: evm.walletClient.account.address,
+    confirmations: config.evm.confirmations,
+    startBlock: evm.splitter.startBlock,
+    pollIntervalMs: evm.embedded === null ? 2_000 : 250,
+    logger: deps.logger.child({ module: "evm-splitter" }),
+  });
+  watcher.start();
+  closers.push(() => watcher.stop());
+  return watcher;
 }
 
 async function ensureClearingAccount(

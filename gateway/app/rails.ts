@@ -12,14 +12,7 @@ import {
 } from "../../adapters/fiat/index.ts";
 import { createInternalRail } from "../../adapters/internal/index.ts";
 import { createFileRailStore, createLightningRail } from "../../adapters/lightning/index.ts";
-import {
-  assets,
-  type Logger,
-  type Rail,
-  type ReceiveOutcome,
-  type ReceiveRequest,
-  SwitchyardError,
-} from "../../core/index.ts";
+import { assets, type Logger, type Rail, SwitchyardError } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { BatchPayer } from "../payments/index.ts";
 import type { Config } from "./config.ts";
@@ -99,21 +92,7 @@ function lightningRails({ config, logger }: RailContext): BuiltRails {
     store: createFileRailStore(config.lightning.journalPath),
     limits: config.lightning.limits,
   });
-  const receive = async (request: ReceiveRequest): Promise<ReceiveOutcome> => {
-    const invoice = await rail.createInvoice({
-      amountMsat: request.amount,
-      expirySeconds: request.expirySeconds,
-      reference: request.reference,
-      memo: request.description,
-    });
-    return {
-      status: "offered",
-      railReference: invoice.paymentHash,
-      expiresAtMs: invoice.expiresAtMs,
-      instructions: { method: "lightning", bolt11: invoice.request, payment_hash: invoice.paymentHash },
-    };
-  };
-  return { rails: [Object.assign(rail, { receive })] };
+  return { rails: [rail] };
 }
 
 function fiatRails({ config, db, logger }: RailContext): BuiltRails {
