@@ -12,6 +12,7 @@ import {
   type Row,
   type Sql,
   type Statement,
+  SwitchyardError,
   silentLogger,
 } from "../../core/index.ts";
 
@@ -199,15 +200,6 @@ function preparedStatements(db: PGlite, entriesMax: number, syncAfterWrite: bool
     statements.delete(text);
     await exchange([serialize.close({ type: "S", name: statement.name }), serialize.sync()], false);
   };
-  const bind = (statement: PreparedStatement, params: readonly unknown[]) =>
-    serialize.bind({
-      statement: statement.name,
-      values: params.map((value, i) => {
-        if (value === null || value === undefined) return null;
-        const toText = internals.serializers[statement.paramTypes[i]!];
-        return toText === undefined ? String(value) : toText(value);
-      }),
-    });
   /**
    * Binds and executes each statement, then syncs, in one exchange. Before the sync they are one implicit
    * transaction: an error in any rolls back all, and the backend skips the rest.
@@ -218,31 +210,10 @@ function preparedStatements(db: PGlite, entriesMax: number, syncAfterWrite: bool
   ): Promise<Row[][]> => {
     const parts: Uint8Array[] = [];
     statements.forEach((statement, i) => {
-      parts.push(bind(statement, params[i]!), serialize.execute({}));
+      parts.push(bindMessage(internals, statement, params[i]!), serialize.execute({}));
     });
     parts.push(serialize.sync());
-    const messages = await exchange(parts, syncAfterWrite);
-    const all: Row[][] = [];
-    let rows: Row[] = [];
-    for (const message of messages) {
-      if (message instanceof protocol.messages.CommandCompleteMessage) {
-        all.push(rows);
-        rows = [];
-        continue;
-      }
-      if (!(message instanceof protocol.messages.DataRowMessage)) continue;
-      const { fields } = statements[all.length]!;
-      const row: Row = {};
-      message.fields.forEach((value, i) => {
-        const field = fields[i]!;
-        const parse = internals.parsers[field.oid];
-        row[field.name] = value === null ? null : parse === undefined ? value : parse(value, field.oid);
-      });
-      rows.push(row);
-    }
-    if (all.length !== statements.length)
-      throw new Error(`pglite: ${statements.length} statements sent, ${all.length} completed`);
-    return all;
+    return decodeRows(internals, statements, await exchange(parts, syncAfterWrite));
   };
   /** Run under PGlite's own locks, in its order: a statement waits for another caller's transaction. */
   const locked = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -289,6 +260,49 @@ function preparedStatements(db: PGlite, entriesMax: number, syncAfterWrite: bool
     /** null when a statement is new and the cache full: the caller runs them in a transaction instead. */
     queryAll: (list: readonly Statement[]): Promise<Row[][] | null> => runAll(list),
   };
+}
+
+/** A Bind message for a parsed statement, its parameters as text through PGlite's own serializers. */
+function bindMessage(internals: PgliteInternals, statement: PreparedStatement, params: readonly unknown[]) {
+  return protocol.serialize.bind({
+    statement: statement.name,
+    values: params.map((value, i) => {
+      if (value === null || value === undefined) return null;
+      const toText = internals.serializers[statement.paramTypes[i]!];
+      return toText === undefined ? String(value) : toText(value);
+    }),
+  });
+}
+
+/** The rows of each statement of one exchange, columns parsed by PGlite's own parsers. */
+function decodeRows(
+  internals: PgliteInternals,
+  statements: readonly PreparedStatement[],
+  messages: readonly unknown[],
+): Row[][] {
+  const all: Row[][] = [];
+  let rows: Row[] = [];
+  for (const message of messages) {
+    if (message instanceof protocol.messages.CommandCompleteMessage) {
+      all.push(rows);
+      rows = [];
+      continue;
+    }
+    if (!(message instanceof protocol.messages.DataRowMessage)) continue;
+    const { fields } = statements[all.length]!;
+    const row: Row = {};
+    message.fields.forEach((value, i) => {
+      const field = fields[i]!;
+      const parse = internals.parsers[field.oid];
+      row[field.name] = value === null ? null : parse === undefined ? value : parse(value, field.oid);
+    });
+    rows.push(row);
+  }
+  if (all.length !== statements.length)
+    throw new SwitchyardError("pglite: an exchange completed fewer statements than it sent", {
+      details: `${statements.length} sent, ${all.length} completed`,
+    });
+  return all;
 }
 
 /**
