@@ -63,6 +63,10 @@ export async function run(): Promise<BenchResult> {
 
 type HardhatViem = Awaited<ReturnType<typeof network.connect>>["viem"];
 
+/**
+ * One piece on purpose: each row's receipt is measured on the chain state the rows before it left (the split,
+ * its recipients and allowances already there), so the cases run in this order on one chain.
+ */
 async function measure(viem: HardhatViem): Promise<BenchResult> {
   const publicClient = await viem.getPublicClient();
   const [gateway] = await viem.getWalletClients();

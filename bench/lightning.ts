@@ -102,6 +102,10 @@ const timed = async (work: () => Promise<unknown>): Promise<Sample> => {
   return { latencyMs: performance.now() - started };
 };
 
+/**
+ * One piece on purpose: the bench's script, read top to bottom — cluster, gateway, then the four cases in
+ * rounds with their washouts, each row measured against its direct baseline in the same run — one cleanup.
+ */
 export async function run(): Promise<BenchResult> {
   const binaries = await ensureLightningBinaries();
   const cluster = await startRegtestCluster({ binaries, log: (line) => process.stderr.write(`${line}\n`) });

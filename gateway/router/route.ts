@@ -45,6 +45,12 @@ function before(a: Candidate, b: Candidate): boolean {
   return a.rail < b.rail;
 }
 
+/**
+ * One piece on purpose: this is the router's hot path (a decision in about a microsecond). The per-call values
+ * computed above the loop (payment rate, caps, head-room, the bps scale) feed every rail's exclusion checks and
+ * cost; split into per-rail helpers they would travel as a dozen parameters or an object allocated per call.
+ * The loop reads top to bottom in the exclusion precedence the header lists, then costs, caps and ranking.
+ */
 export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePolicy): RouteDecision {
   if (intent.amount <= 0n) throw new RouterInputError(`amount must be positive, got ${intent.amount}`);
   const prepared = preparedFor(snapshot);

@@ -43,6 +43,10 @@ const startTimeoutMs = 60_000;
 /** btcd's `generate` is synchronous; keep each call short enough to stay under the RPC timeout. */
 const generateBatchMax = 100;
 
+/**
+ * One piece on purpose: certificate, daemon, readiness and the RPC client it hands back share the daemon's
+ * lifetime, and one failure path stops the daemon whatever step failed.
+ */
 export async function startBtcd(params: BtcdParams): Promise<Btcd> {
   await mkdir(params.directory, { recursive: true });
   const certPath = path.join(params.directory, "rpc.cert");

@@ -71,6 +71,10 @@ async function distinctFreePorts(count: number): Promise<number[]> {
   return [...ports];
 }
 
+/**
+ * One piece on purpose: the bring-up is a sequence where each step needs the one before (btcd, wallets,
+ * blocks, nodes, channels, the graph) and one failure handler stops whatever had started, in reverse.
+ */
 export async function startRegtestCluster(params: StartClusterParams): Promise<RegtestCluster> {
   const startedAt = performance.now();
   const log = params.log ?? (() => {});
