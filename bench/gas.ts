@@ -7,7 +7,6 @@ import { type Address, type Hex, maxUint256, parseSignature } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import {
   authorizationNonceOf,
-  basisPointsTotal,
   canonicalSplit,
   deployContracts,
   receiveWithAuthorizationTypedData,
@@ -18,6 +17,7 @@ import {
   testUsdAbi,
   testUsdDefaults,
 } from "../adapters/evm/index.ts";
+import { basisPointsTotal } from "../core/index.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
 const distributeRecipientCounts = [2, 5, 10, 50] as const;
@@ -34,9 +34,10 @@ function addressAt(group: number, index: number): Address {
 
 /** Shares that sum to 10,000: equal, the remainder on the first. */
 function equalShares(count: number): number[] {
-  const base = Math.floor(basisPointsTotal / count);
+  const totalBps = Number(basisPointsTotal);
+  const base = Math.floor(totalBps / count);
   const shares = Array.from({ length: count }, () => base);
-  shares[0]! += basisPointsTotal - base * count;
+  shares[0]! += totalBps - base * count;
   return shares;
 }
 

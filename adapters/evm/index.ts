@@ -27,7 +27,6 @@ export { type EmbeddedChain, hardhatMnemonic, startEmbeddedChain } from "./dev-c
 export { EvmRailError } from "./errors.ts";
 export { createEvmRail, evmMigrations } from "./rail.ts";
 export {
-  basisPointsTotal,
   batchHashOf,
   canonicalSplit,
   idFromReference,

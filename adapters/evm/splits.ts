@@ -3,8 +3,6 @@
 import { type Address, encodeAbiParameters, type Hex, hexToString, keccak256, stringToHex } from "viem";
 import type { SplitDefinition } from "../../core/index.ts";
 
-/** Shares are in basis points and sum to this (RevenueSplitter.BASIS_POINTS_TOTAL; core's is the same, as a bigint). */
-export const basisPointsTotal = 10_000;
 /** RevenueSplitter.RECIPIENTS_MAX: the gas reason is written in contracts/RevenueSplitter.sol. */
 export const splitRecipientsMax = 300;
 /** RevenueSplitter.SETTLE_BATCH_PAYEES_MAX. */

@@ -12,9 +12,7 @@ import type {
 import type { FiatFeeSchedule } from "./fees.ts";
 import type { StripeObjectStore, StripeWebhookStore } from "./store.ts";
 
-/** Stripe's limit on an Idempotency-Key. */
-export const idempotencyKeyLengthMax = 255;
-/** Our ids inside a key; keeps every key under Stripe's limit with room for the prefix. */
+/** Our ids inside a key; keeps every key under Stripe's limit (255 characters) with room for the prefix. */
 export const switchyardIdLengthMax = 100;
 export const snapshotRefreshMsDefault = 30_000;
 /** Expected time from execute to money on the connected account: a transfer is final when created. */
