@@ -36,17 +36,7 @@ async function existingIntent(
 ): Promise<CreatePaymentIntentResult> {
   try {
     const intent = await state.stripe.paymentIntents.retrieve(record.objectId);
-    return {
-      ok: true,
-      intent: {
-        intentId: intent.id,
-        clientSecret: intent.client_secret,
-        status: intent.status,
-        amount: record.amount,
-        idempotencyKey: key,
-        created: false,
-      },
-    };
+    return intentResult(intent, { amount: record.amount, idempotencyKey: key, created: false });
   } catch (error) {
     return { ok: false, failure: failureOf(translateStripeError(error)) };
   }
@@ -109,6 +99,14 @@ export async function createPaymentIntent(
   });
   // A concurrent call with the same payment and attempt recorded its intent first: that one is the intent.
   if (held.objectId !== intent.id) return existingIntent(state, held, key);
+  return intentResult(intent, { amount: held.amount, idempotencyKey: key, created: true });
+}
+
+/** The rail's answer for a PaymentIntent Stripe returned, made now (`created`) or found again. */
+function intentResult(
+  intent: Pick<Stripe.PaymentIntent, "id" | "client_secret" | "status">,
+  held: { amount: bigint; idempotencyKey: string; created: boolean },
+): CreatePaymentIntentResult {
   return {
     ok: true,
     intent: {
@@ -116,8 +114,8 @@ export async function createPaymentIntent(
       clientSecret: intent.client_secret,
       status: intent.status,
       amount: held.amount,
-      idempotencyKey: key,
-      created: true,
+      idempotencyKey: held.idempotencyKey,
+      created: held.created,
     },
   };
 }
