@@ -5,13 +5,7 @@
 import { type Asset, assetByCode, SwitchyardError } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import {
-  AccountFlags,
-  accountCodes,
-  type Ledger,
-  type Account as LedgerAccount,
-  ledgerHolds,
-} from "../ledger/index.ts";
+import { accountCodes, type Ledger, type Account as LedgerAccount, openAccounts } from "../ledger/index.ts";
 
 export type AccountKind = "customer" | "merchant" | "clearing" | "fee" | "payable";
 
@@ -53,19 +47,18 @@ export async function createAccount(
 ): Promise<AccountRecord> {
   const id = params.id ?? newId("acct");
   const ledgerAccountId = derivedLedgerId(id, "account");
-  const [result] = await deps.ledger.createAccounts([
-    {
-      id: ledgerAccountId,
-      ledger: params.asset.ledger,
-      code: kindCodes[params.kind],
-      flags: creditNormal[params.kind]
-        ? AccountFlags.debitsMustNotExceedCredits
-        : AccountFlags.creditsMustNotExceedDebits,
-    },
-  ]);
-  if (!ledgerHolds(result?.status)) {
-    throw new AccountSetupError(`ledger refused account ${id}: ${result?.status ?? "no result"}`);
-  }
+  await openAccounts(
+    deps.ledger,
+    [
+      {
+        id: ledgerAccountId,
+        ledger: params.asset.ledger,
+        code: kindCodes[params.kind],
+        balance: creditNormal[params.kind] ? "debits_within_credits" : "credits_within_debits",
+      },
+    ],
+    () => `account ${id}`,
+  );
   await deps.sql.query(
     `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail)
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,

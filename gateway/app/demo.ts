@@ -12,7 +12,7 @@ import {
 } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { type Ledger, ledgerHolds, transferCodes } from "../ledger/index.ts";
+import { credit, type Ledger, transferCodes } from "../ledger/index.ts";
 import { createApiKey, createTenant } from "../tenants/index.ts";
 
 export type DemoTenant = {
@@ -83,21 +83,27 @@ async function fundFromMint(
   const [log] = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: receipt.logs });
   if (receipt.status !== "success" || log === undefined)
     throw new DemoSetupError("the demo mint failed", { details: hash });
-  const [result] = await ledger.createTransfers([
+  const funded = await credit(
+    ledger,
     {
-      id: derivedLedgerId(hash, "funding"),
       debitAccountId: clearing.ledgerAccountId,
       creditAccountId: customer.ledgerAccountId,
       amount: demoFundingUsdc,
       ledger: assets.USDC.ledger,
       code: transferCodes.payments.funding,
+    },
+    {
+      id: derivedLedgerId(hash, "funding"),
       evidence: {
         rail: "evm",
         reference: `${hash}:${log.logIndex}`,
         detail: { chainId: String(chain.chain.id), blockNumber: receipt.blockNumber.toString() },
       },
+      label: "the demo funding",
     },
-  ]);
-  if (!ledgerHolds(result?.status))
-    throw new DemoSetupError("the ledger refused the demo funding", { details: String(result?.status) });
+  );
+  if (funded === "conflict")
+    throw new DemoSetupError("the ledger refused the demo funding", {
+      details: "a different funding has its id",
+    });
 }

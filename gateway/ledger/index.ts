@@ -14,18 +14,27 @@ export {
 export { createIdGenerator, type IdGenerator, ledgerId } from "./id.ts";
 export { type CreateLedgerParams, createLedger, type Ledger } from "./ledger.ts";
 export {
+  type AccountSpec,
+  type BalanceRule,
   credit,
   debit,
   findReservation,
+  type HeldLeg,
+  holdLegs,
   LedgerPostingError,
+  type Leg,
+  openAccounts,
   type Posting,
   type PostingTransfer,
+  postLegs,
   postReservation,
   type Reservation,
   type ReserveOutcome,
   reserve,
   reverse,
+  reverseLegs,
   takeBack,
+  voidLegs,
   voidReservation,
 } from "./postings.ts";
 export {

@@ -1,14 +1,19 @@
-// Postings: what the services do to the ledger, in their words. Reserve funds (a pending transfer) and later post
-// or void the reservation; credit an account; debit one that may be short; take back at most what an account
-// holds; reverse a transfer. TigerBeetle's result codes and flag bits stay in here: a service sees the closed set
-// of outcomes it can act on, and anything else the ledger answers is a bug on our side (a LedgerPostingError).
+// Postings: what the services do to the ledger, in their words. Open accounts under a balance rule; reserve funds
+// (a pending transfer) and later post or void the reservation; credit an account; debit one that may be short;
+// take back at most what an account holds; reverse a transfer; hold, post, void or reverse the legs of one event
+// (a chain that is written all or none). TigerBeetle's result codes and flag bits stay in here: a service sees the
+// closed set of outcomes it can act on, and anything else the ledger answers is a bug on our side (a
+// LedgerPostingError).
 //
-// Each operation is one createTransfers (or createTransfersWith) call, so it goes through the ledger's
-// group-commit writer exactly as a direct call would; reverse and takeBack add one lookup.
+// Each operation is one createAccounts, createTransfers (or createTransfersWith) call, so it goes through the
+// ledger's group-commit writer exactly as a direct call would; reverse and takeBack add one lookup, and a chain of
+// legs one more only when the ledger refuses some of it (to tell a retried chain from a refused one).
 import { SwitchyardError } from "../../core/index.ts";
 import type { Row, Statement } from "../db/index.ts";
 import type { Ledger } from "./ledger.ts";
 import {
+  AccountFlags,
+  type AccountInput,
   type CreateTransferStatus,
   ledgerHolds,
   type TransferEvidence,
@@ -239,4 +244,159 @@ export async function reverse(
   const [result] = await ledger.createTransfers([transferInput(reversal, transfer, 0)]);
   if (!ledgerHolds(result?.status)) throw refused(transfer, result?.status);
   return original.amount;
+}
+
+/**
+ * What an account's balance may never do: `debits_within_credits` for a credit-normal account that is never
+ * overdrawn (a tenant's balance), `credits_within_debits` for a debit-normal one that never goes below zero (a
+ * rail's clearing account), `none` for one that records whatever it is told (the chain's mirror).
+ */
+export type BalanceRule = "debits_within_credits" | "credits_within_debits" | "none";
+
+const balanceRuleFlags: Record<BalanceRule, number> = {
+  debits_within_credits: AccountFlags.debitsMustNotExceedCredits,
+  credits_within_debits: AccountFlags.creditsMustNotExceedDebits,
+  none: 0,
+};
+
+/** An account to open: its id (derived by the caller, so that opening it again changes nothing) and its rule. */
+export type AccountSpec = {
+  id: bigint;
+  ledger: number;
+  /** An account code from the registry (codes.ts). */
+  code: number;
+  balance: BalanceRule;
+};
+
+/**
+ * Opens the accounts in one createAccounts call; an account already open with the same fields counts as opened.
+ * Throws a LedgerPostingError naming the first account the ledger refused (`label`, or its id).
+ */
+export async function openAccounts(
+  ledger: Ledger,
+  specs: readonly AccountSpec[],
+  label?: (spec: AccountSpec) => string,
+): Promise<void> {
+  const results = await ledger.createAccounts(
+    specs.map((spec) => {
+      const input: AccountInput = { id: spec.id, ledger: spec.ledger, code: spec.code };
+      const flags = balanceRuleFlags[spec.balance];
+      if (flags !== 0) input.flags = flags;
+      return input;
+    }),
+  );
+  results.forEach((result, i) => {
+    const spec = specs[i];
+    if (ledgerHolds(result.status) || spec === undefined) return;
+    throw new LedgerPostingError(label?.(spec) ?? `account ${spec.id}`, result.status);
+  });
+}
+
+/** One leg of a chain: money from one account to another, under its own transfer id. */
+export type Leg = { posting: Posting; transfer: PostingTransfer };
+
+/** One leg of a held chain, to post or void: its reservation, and the id of the post or void. */
+export type HeldLeg = { reservation: Reservation; transfer: PostingTransfer };
+
+/**
+ * What a chain's write may answer and still count as done: made now or earlier, or a post or void whose pending
+ * transfer was already resolved (by an earlier post or void of the same leg).
+ */
+const legAccepted = new Set<string>([
+  "created",
+  "exists",
+  "pending_transfer_already_posted",
+  "pending_transfer_already_voided",
+]);
+
+/**
+ * Writes the transfers of a chain in one createTransfers call (nothing when there are none). When the ledger
+ * refuses some, a retry of a chain whose members all exist already is success too (one lookup tells); otherwise a
+ * LedgerPostingError names `label` and the first refusal.
+ */
+async function writeLegs(ledger: Ledger, label: string, transfers: TransferInput[]): Promise<void> {
+  if (transfers.length === 0) return;
+  const results = await ledger.createTransfers(transfers);
+  if (results.every((result) => legAccepted.has(result.status))) return;
+  const found = await ledger.lookupTransfers(transfers.map((t) => t.id));
+  if (found.length === transfers.length) return;
+  const refusal = results.find((result) => !legAccepted.has(result.status));
+  throw new LedgerPostingError(label, refusal?.status ?? "no result");
+}
+
+/** Every leg but the last carries `linked`: the chain is written all or none. */
+const linkedUnlessLast = (index: number, count: number): number =>
+  index < count - 1 ? TransferFlags.linked : 0;
+
+/**
+ * Holds each leg's amount with a pending transfer, the legs as one linked chain (all or none). `label` says what
+ * the chain is, for the error if the ledger refuses it.
+ */
+export function holdLegs(ledger: Ledger, legs: readonly Leg[], label: string): Promise<void> {
+  return writeLegs(
+    ledger,
+    label,
+    legs.map(({ posting, transfer }, i) =>
+      transferInput(posting, transfer, TransferFlags.pending | linkedUnlessLast(i, legs.length)),
+    ),
+  );
+}
+
+function resolveLegs(
+  ledger: Ledger,
+  how: "post" | "void",
+  legs: readonly HeldLeg[],
+  label: string,
+): Promise<void> {
+  const flags = how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer;
+  return writeLegs(
+    ledger,
+    label,
+    legs.map(({ reservation, transfer }) => {
+      const input = transferInput(reservation, transfer, flags);
+      input.pendingId = reservation.pendingId;
+      return input;
+    }),
+  );
+}
+
+/**
+ * Posts each held leg in full, each on its own (not linked): a leg already posted counts as posted, and so does
+ * one already voided (the pending transfer is resolved either way).
+ */
+export const postLegs = (ledger: Ledger, legs: readonly HeldLeg[], label: string): Promise<void> =>
+  resolveLegs(ledger, "post", legs, label);
+
+/** Voids each held leg, each on its own (not linked): a leg already posted or voided counts as voided. */
+export const voidLegs = (ledger: Ledger, legs: readonly HeldLeg[], label: string): Promise<void> =>
+  resolveLegs(ledger, "void", legs, label);
+
+/**
+ * Moves back what each leg moved (its accounts swapped, its amount and ledger, under `code` and the leg's
+ * transfer id), the reversals as one linked chain (all or none). Unlike `reverse`, the legs are given, not looked
+ * up.
+ */
+export function reverseLegs(
+  ledger: Ledger,
+  legs: readonly Leg[],
+  code: number,
+  label: string,
+): Promise<void> {
+  return writeLegs(
+    ledger,
+    label,
+    legs.map(({ posting, transfer }, i) =>
+      transferInput(
+        {
+          debitAccountId: posting.creditAccountId,
+          creditAccountId: posting.debitAccountId,
+          amount: posting.amount,
+          ledger: posting.ledger,
+          code,
+        },
+        transfer,
+        linkedUnlessLast(i, legs.length),
+      ),
+    ),
+  );
 }

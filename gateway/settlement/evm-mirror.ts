@@ -41,12 +41,16 @@ import {
 import { derivedLedgerId } from "../ids/index.ts";
 import {
   accountCodes,
+  type HeldLeg,
+  holdLegs,
   type Ledger,
-  ledgerHolds,
+  type Leg,
+  openAccounts,
+  postLegs,
+  reverseLegs,
   type TransferEvidence,
-  TransferFlags,
-  type TransferInput,
   transferCodes,
+  voidLegs,
 } from "../ledger/index.ts";
 
 /** TigerBeetle `code` of the mirror's accounts and transfers: their entries in the registry (gateway/ledger/codes.ts). */
@@ -69,7 +73,7 @@ export class EvmMirrorError extends SwitchyardError {
   override name = "EvmMirrorError";
 }
 
-type Leg = { debit: bigint; credit: bigint; amount: bigint; code: number };
+type MirrorLeg = { debit: bigint; credit: bigint; amount: bigint; code: number };
 
 /** Ledger account ids of the mirror: derived, so that every process and every restart agrees. */
 export function evmMirrorAccounts(params: { chainId: number; splitter: Address }) {
@@ -96,13 +100,6 @@ export function evmMirrorTransferId(
     `evm_mirror_${purpose}:${leg}`,
   );
 }
-
-const acceptedStatuses = new Set([
-  "created",
-  "exists",
-  "pending_transfer_already_posted",
-  "pending_transfer_already_voided",
-]);
 
 /** The mirror's one explicit state: its parameters, and the account ids derived from them. */
 type MirrorState = {
@@ -134,12 +131,12 @@ function assetOf(m: MirrorState, token: Address): Asset | null {
 function legsOf(
   m: MirrorState,
   watched: WatchedEvent,
-): { asset: Asset; legs: Leg[]; accounts: AccountSpec[] } | null {
+): { asset: Asset; legs: MirrorLeg[]; accounts: MirrorAccount[] } | null {
   const event = watched.event;
   if (event.name === "SplitCreated") return null;
   const asset = assetOf(m, event.token);
   if (asset === null) return null;
-  const custody: AccountSpec = { id: m.ids.custody(asset), code: evmMirrorAccountCodes.splitterCustody };
+  const custody: MirrorAccount = { id: m.ids.custody(asset), code: evmMirrorAccountCodes.splitterCustody };
   switch (event.name) {
     case "Paid": {
       const split = { id: m.ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
@@ -158,8 +155,8 @@ function legsOf(
         );
       const split = { id: m.ids.split(event.splitId, asset), code: evmMirrorAccountCodes.split };
       const shares = splitByBasisPoints(event.amount, watched.split.basisPoints);
-      const accounts: AccountSpec[] = [split];
-      const legs: Leg[] = [];
+      const accounts: MirrorAccount[] = [split];
+      const legs: MirrorLeg[] = [];
       shares.forEach((share, index) => {
         if (share === 0n) return;
         const recipient = {
@@ -226,29 +223,60 @@ function evidenceOf(watched: WatchedEvent): TransferEvidence {
   return { rail: "evm", reference: `${watched.txHash}:${watched.logIndex}`, detail };
 }
 
-async function ensureAccounts(m: MirrorState, asset: Asset, accounts: readonly AccountSpec[]): Promise<void> {
-  const results = await m.ledger.createAccounts(
-    accounts.map((account) => ({ id: account.id, ledger: asset.ledger, code: account.code })),
+async function ensureAccounts(
+  m: MirrorState,
+  asset: Asset,
+  accounts: readonly MirrorAccount[],
+): Promise<void> {
+  await openAccounts(
+    m.ledger,
+    accounts.map((account) => ({
+      id: account.id,
+      ledger: asset.ledger,
+      code: account.code,
+      balance: "none",
+    })),
+    (account) => `mirror account ${account.id}`,
   );
-  results.forEach((result, i) => {
-    if (!ledgerHolds(result.status))
-      throw new EvmMirrorError(`ledger refused mirror account ${accounts[i]?.id}: ${result.status}`);
-  });
 }
 
-/** Writes the transfers; on a retry of a linked chain whose members all exist already, that is success too. */
-async function write(m: MirrorState, what: string, transfers: TransferInput[]): Promise<void> {
-  if (transfers.length === 0) return;
-  const results = await m.ledger.createTransfers(transfers);
-  if (results.every((result) => acceptedStatuses.has(result.status))) return;
-  const found = await m.ledger.lookupTransfers(transfers.map((t) => t.id));
-  if (found.length === transfers.length) return;
-  const refused = results.find((result) => !acceptedStatuses.has(result.status));
-  throw new EvmMirrorError(`ledger refused to ${what}: ${refused?.status ?? "no result"}`);
+/** Leg `i` of an event as a posting from its debit to its credit account, under the transfer id of `purpose`. */
+function ledgerLeg(
+  watched: WatchedEvent,
+  asset: Asset,
+  leg: MirrorLeg,
+  i: number,
+  purpose: "pending" | "post" | "void" | "reversal",
+  evidence: TransferEvidence,
+): Leg {
+  return {
+    posting: {
+      debitAccountId: leg.debit,
+      creditAccountId: leg.credit,
+      amount: leg.amount,
+      ledger: asset.ledger,
+      code: leg.code,
+    },
+    transfer: {
+      id: evmMirrorTransferId(watched, purpose, i),
+      // The pending leg's id, on every transfer after it: what ties a post, void or reversal to its leg.
+      ...(purpose === "pending" ? {} : { userData128: evmMirrorTransferId(watched, "pending", i) }),
+      evidence,
+    },
+  };
 }
 
-function linked(index: number, count: number): number {
-  return index < count - 1 ? TransferFlags.linked : 0;
+/** Leg `i` as held under its pending id, with the id of its post or void. */
+function heldLeg(
+  watched: WatchedEvent,
+  asset: Asset,
+  leg: MirrorLeg,
+  i: number,
+  purpose: "post" | "void",
+  evidence: TransferEvidence,
+): HeldLeg {
+  const { posting, transfer } = ledgerLeg(watched, asset, leg, i, purpose, evidence);
+  return { reservation: { ...posting, pendingId: evmMirrorTransferId(watched, "pending", i) }, transfer };
 }
 
 /** First seen: each leg written as a pending transfer (a linked chain), its accounts made sure of first. */
@@ -257,19 +285,10 @@ async function mirrorSeen(m: MirrorState, watched: WatchedEvent): Promise<void> 
   if (mirrored === null) return;
   await ensureAccounts(m, mirrored.asset, mirrored.accounts);
   const evidence = evidenceOf(watched);
-  await write(
-    m,
+  await holdLegs(
+    m.ledger,
+    mirrored.legs.map((leg, i) => ledgerLeg(watched, mirrored.asset, leg, i, "pending", evidence)),
     `mirror ${watched.event.name} ${evidence.reference} as pending`,
-    mirrored.legs.map((leg, i) => ({
-      id: evmMirrorTransferId(watched, "pending", i),
-      debitAccountId: leg.debit,
-      creditAccountId: leg.credit,
-      amount: leg.amount,
-      ledger: mirrored.asset.ledger,
-      code: leg.code,
-      flags: TransferFlags.pending | linked(i, mirrored.legs.length),
-      evidence,
-    })),
   );
 }
 
@@ -278,21 +297,10 @@ async function mirrorFinal(m: MirrorState, watched: WatchedEvent): Promise<void>
   const mirrored = legsOf(m, watched);
   if (mirrored === null) return;
   const evidence = evidenceOf(watched);
-  await write(
-    m,
+  await postLegs(
+    m.ledger,
+    mirrored.legs.map((leg, i) => heldLeg(watched, mirrored.asset, leg, i, "post", evidence)),
     `post ${watched.event.name} ${evidence.reference}`,
-    mirrored.legs.map((leg, i) => ({
-      id: evmMirrorTransferId(watched, "post", i),
-      debitAccountId: leg.debit,
-      creditAccountId: leg.credit,
-      amount: leg.amount,
-      ledger: mirrored.asset.ledger,
-      code: leg.code,
-      pendingId: evmMirrorTransferId(watched, "pending", i),
-      userData128: evmMirrorTransferId(watched, "pending", i),
-      flags: TransferFlags.postPendingTransfer,
-      evidence,
-    })),
   );
 }
 
@@ -307,47 +315,25 @@ async function mirrorRemoved(m: MirrorState, watched: WatchedEvent, wasFinal: bo
       mirrored.legs.map((_, i) => evmMirrorTransferId(watched, "pending", i)),
     );
     const present = new Set(pendings.map((t) => t.id));
-    await write(
-      m,
+    await voidLegs(
+      m.ledger,
+      mirrored.legs.flatMap((leg, i) =>
+        present.has(evmMirrorTransferId(watched, "pending", i))
+          ? [heldLeg(watched, mirrored.asset, leg, i, "void", evidence)]
+          : [],
+      ),
       `void ${watched.event.name} ${evidence.reference}`,
-      mirrored.legs.flatMap((leg, i) => {
-        const pendingId = evmMirrorTransferId(watched, "pending", i);
-        if (!present.has(pendingId)) return [];
-        return [
-          {
-            id: evmMirrorTransferId(watched, "void", i),
-            debitAccountId: leg.debit,
-            creditAccountId: leg.credit,
-            amount: leg.amount,
-            ledger: mirrored.asset.ledger,
-            code: leg.code,
-            pendingId,
-            userData128: pendingId,
-            flags: TransferFlags.voidPendingTransfer,
-            evidence,
-          },
-        ];
-      }),
     );
     return;
   }
   // A reorg deeper than the confirmations: the posted legs are reversed by compensating transfers.
   m.logger.error({ reference: evidence.reference }, "a reorg removed a final event; reversing its transfers");
-  await write(
-    m,
+  await reverseLegs(
+    m.ledger,
+    mirrored.legs.map((leg, i) => ledgerLeg(watched, mirrored.asset, leg, i, "reversal", evidence)),
+    evmMirrorTransferCodes.reorgReversal,
     `reverse ${watched.event.name} ${evidence.reference}`,
-    mirrored.legs.map((leg, i) => ({
-      id: evmMirrorTransferId(watched, "reversal", i),
-      debitAccountId: leg.credit,
-      creditAccountId: leg.debit,
-      amount: leg.amount,
-      ledger: mirrored.asset.ledger,
-      code: evmMirrorTransferCodes.reorgReversal,
-      userData128: evmMirrorTransferId(watched, "pending", i),
-      flags: linked(i, mirrored.legs.length),
-      evidence,
-    })),
   );
 }
 
-type AccountSpec = { id: bigint; code: number };
+type MirrorAccount = { id: bigint; code: number };

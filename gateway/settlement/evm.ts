@@ -3,8 +3,8 @@
 // mirror as its sink; the two share only core's event types (core/evm-events.ts).
 import type { Address } from "viem";
 import type { Asset, Logger, SplitterEventSink } from "../../core/index.ts";
-import { type Ledger, ledgerHolds } from "../ledger/index.ts";
-import { createEvmMirror, EvmMirrorError, evmMirrorAccountCodes, evmMirrorAccounts } from "./evm-mirror.ts";
+import { type Ledger, openAccounts } from "../ledger/index.ts";
+import { createEvmMirror, evmMirrorAccountCodes, evmMirrorAccounts } from "./evm-mirror.ts";
 
 export {
   createEvmMirror,
@@ -31,14 +31,21 @@ export async function openSplitterMirror(params: SplitterMirrorParams): Promise<
   // The contract-wide accounts exist from the start (a split's accounts appear with its first event).
   const ids = evmMirrorAccounts({ chainId: params.chainId, splitter: params.splitter });
   const asset = params.token.asset;
-  const created = await params.ledger.createAccounts([
-    { id: ids.custody(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.splitterCustody },
-    { id: ids.batchPayouts(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.batchPayouts },
-    { id: ids.batchOutflow(asset), ledger: asset.ledger, code: evmMirrorAccountCodes.batchOutflow },
-  ]);
-  for (const result of created)
-    if (!ledgerHolds(result.status))
-      throw new EvmMirrorError(`ledger refused a splitter mirror account: ${result.status}`);
+  const account = (id: bigint, code: number) => ({
+    id,
+    ledger: asset.ledger,
+    code,
+    balance: "none" as const,
+  });
+  await openAccounts(
+    params.ledger,
+    [
+      account(ids.custody(asset), evmMirrorAccountCodes.splitterCustody),
+      account(ids.batchPayouts(asset), evmMirrorAccountCodes.batchPayouts),
+      account(ids.batchOutflow(asset), evmMirrorAccountCodes.batchOutflow),
+    ],
+    (spec) => `splitter mirror account ${spec.id}`,
+  );
   return createEvmMirror({
     ledger: params.ledger,
     chainId: params.chainId,
