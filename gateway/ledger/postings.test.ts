@@ -8,15 +8,22 @@ import {
   credit,
   debit,
   findReservation,
+  type HeldLeg,
+  holdLegs,
   LedgerPostingError,
+  type Leg,
+  openAccounts,
   type Posting,
+  postLegs,
   postReservation,
   reserve,
   reverse,
+  reverseLegs,
   takeBack,
+  voidLegs,
   voidReservation,
 } from "./postings.ts";
-import { AccountFlags } from "./types.ts";
+import { AccountFlags, TransferFlags } from "./types.ts";
 
 let db: Db;
 let ledger: Ledger;
@@ -145,5 +152,122 @@ describe("credit, debit, takeBack, reverse", () => {
     expect((account?.creditsPosted ?? 0n) - (account?.debitsPosted ?? 0n)).toBe(25n);
     const [back] = await ledger.lookupTransfers([backId]);
     expect([back?.debitAccountId, back?.creditAccountId, back?.code]).toEqual([clearing, tenant, 5]);
+  });
+});
+
+describe("openAccounts", () => {
+  it("maps each balance rule to its flag, counts an account already open as opened, and names a refused one", async () => {
+    const [tenant, clearing, memo] = [id(), id(), id()];
+    const specs = [
+      { id: tenant, ledger: ledgerOf, code: 1, balance: "debits_within_credits" as const },
+      { id: clearing, ledger: ledgerOf, code: 10, balance: "credits_within_debits" as const },
+      { id: memo, ledger: ledgerOf, code: 20, balance: "none" as const },
+    ];
+    await openAccounts(ledger, specs);
+    await openAccounts(ledger, specs);
+    const opened = await ledger.lookupAccounts([tenant, clearing, memo]);
+    expect(opened.map((account) => account.flags)).toEqual([
+      AccountFlags.debitsMustNotExceedCredits,
+      AccountFlags.creditsMustNotExceedDebits,
+      0,
+    ]);
+    // The same id under another rule is refused, and the error names it as the caller labels it.
+    await expect(
+      openAccounts(
+        ledger,
+        [{ id: memo, ledger: ledgerOf, code: 20, balance: "debits_within_credits" }],
+        (spec) => `memo ${spec.id}`,
+      ),
+    ).rejects.toThrow(new LedgerPostingError(`memo ${memo}`, "exists_with_different_flags"));
+  });
+});
+
+describe("chains of legs", () => {
+  /** Two legs out of an account without limits, into two others: a Distributed event's shape. */
+  async function chain(amounts: [bigint, bigint]): Promise<{ from: bigint; legs: Leg[] }> {
+    const [from, a, b] = [id(), id(), id()];
+    await openAccounts(
+      ledger,
+      [from, a, b].map((account) => ({ id: account, ledger: ledgerOf, code: 20, balance: "none" as const })),
+    );
+    return {
+      from,
+      legs: [
+        { posting: move(from, a, amounts[0]), transfer: { id: id() } },
+        { posting: move(from, b, amounts[1]), transfer: { id: id() } },
+      ],
+    };
+  }
+  const held = (legs: Leg[]): HeldLeg[] =>
+    legs.map(({ posting, transfer }) => ({
+      reservation: { ...posting, pendingId: transfer.id },
+      transfer: { id: id(), userData128: transfer.id },
+    }));
+
+  it("holdLegs writes a linked chain of pending legs, all or none; a retry of the whole chain is success", async () => {
+    const { from, legs } = await chain([3n, 4n]);
+    await holdLegs(ledger, legs, "the test's chain");
+    await holdLegs(ledger, legs, "the test's chain");
+    const written = await ledger.lookupTransfers(legs.map((leg) => leg.transfer.id));
+    expect(written.map((t) => t.flags)).toEqual([
+      TransferFlags.pending | TransferFlags.linked,
+      TransferFlags.pending,
+    ]);
+    // A chain whose second leg names an account that does not exist: neither leg is written.
+    const broken: Leg[] = [
+      { posting: move(from, legs[0]?.posting.creditAccountId ?? 0n, 1n), transfer: { id: id() } },
+      { posting: move(from, id(), 1n), transfer: { id: id() } },
+    ];
+    await expect(holdLegs(ledger, broken, "the broken chain")).rejects.toThrow(
+      new LedgerPostingError("the broken chain", "linked_event_failed"),
+    );
+    expect(await ledger.lookupTransfers(broken.map((leg) => leg.transfer.id))).toEqual([]);
+  });
+
+  it("postLegs and voidLegs resolve each held leg; resolving one already resolved is harmless", async () => {
+    const posted = await chain([3n, 4n]);
+    const voided = await chain([5n, 6n]);
+    await holdLegs(ledger, posted.legs, "posted");
+    await holdLegs(ledger, voided.legs, "voided");
+    const posts = held(posted.legs);
+    const voids = held(voided.legs);
+    await postLegs(ledger, posts, "post");
+    await postLegs(ledger, posts, "post");
+    await voidLegs(ledger, voids, "void");
+    await voidLegs(ledger, voids, "void");
+    // A late void of legs already posted, under new ids: the pending legs are resolved, so it is not an error.
+    await voidLegs(ledger, held(posted.legs), "late void");
+    await voidLegs(ledger, [], "nothing");
+    const [postedFrom, voidedFrom] = await ledger.lookupAccounts([posted.from, voided.from]);
+    expect([postedFrom?.debitsPosted, postedFrom?.debitsPending]).toEqual([7n, 0n]);
+    expect([voidedFrom?.debitsPosted, voidedFrom?.debitsPending]).toEqual([0n, 0n]);
+    const [post] = await ledger.lookupTransfers([posts[0]?.transfer.id ?? 0n]);
+    expect([post?.flags, post?.pendingId, post?.userData128]).toEqual([
+      TransferFlags.postPendingTransfer,
+      posted.legs[0]?.transfer.id,
+      posted.legs[0]?.transfer.id,
+    ]);
+    // Posting a leg that was never held is refused.
+    await expect(postLegs(ledger, held((await chain([1n, 1n])).legs), "post unheld")).rejects.toThrow(
+      LedgerPostingError,
+    );
+  });
+
+  it("reverseLegs moves each leg back under the given code, as one linked chain", async () => {
+    const { from, legs } = await chain([3n, 4n]);
+    for (const { posting } of legs) await credit(ledger, posting, { id: id() });
+    const reversals: Leg[] = legs.map(({ posting, transfer }) => ({
+      posting,
+      transfer: { id: id(), userData128: transfer.id },
+    }));
+    await reverseLegs(ledger, reversals, 7, "reverse");
+    await reverseLegs(ledger, reversals, 7, "reverse");
+    const written = await ledger.lookupTransfers(reversals.map((leg) => leg.transfer.id));
+    expect(written.map((t) => [t.debitAccountId, t.creditAccountId, t.amount, t.code, t.flags])).toEqual([
+      [legs[0]?.posting.creditAccountId, from, 3n, 7, TransferFlags.linked],
+      [legs[1]?.posting.creditAccountId, from, 4n, 7, 0],
+    ]);
+    const [account] = await ledger.lookupAccounts([from]);
+    expect((account?.debitsPosted ?? 0n) - (account?.creditsPosted ?? 0n)).toBe(0n);
   });
 });

@@ -361,13 +361,13 @@ function resolveLegs(
 }
 
 /**
- * Posts each held leg in full, each on its own (not linked): a leg already posted counts as posted, and so does
- * one already voided (the pending transfer is resolved either way).
+ * Posts each held leg in full, each on its own (not linked). A leg whose pending transfer is already resolved
+ * (posted, or voided by a reorg that came first) is not an error: the chain's record says what happened.
  */
 export const postLegs = (ledger: Ledger, legs: readonly HeldLeg[], label: string): Promise<void> =>
   resolveLegs(ledger, "post", legs, label);
 
-/** Voids each held leg, each on its own (not linked): a leg already posted or voided counts as voided. */
+/** Voids each held leg, each on its own (not linked); as postLegs, a leg already resolved is not an error. */
 export const voidLegs = (ledger: Ledger, legs: readonly HeldLeg[], label: string): Promise<void> =>
   resolveLegs(ledger, "void", legs, label);
 
