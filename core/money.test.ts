@@ -68,6 +68,10 @@ describe("rounding helpers", () => {
     expect(divHalfEven(-5n, 2n)).toBe(-2n);
     expect(divFloor(-7n, 2n)).toBe(-4n);
     expect(divCeil(-7n, 2n)).toBe(-3n);
+    expect(divCeil(7n, 2n)).toBe(4n);
+    expect(divCeil(0n, 5n)).toBe(0n);
+    expect(() => divCeil(1n, 0n)).toThrow(RangeError);
+    expect(() => divCeil(-1n, 0n)).toThrow(RangeError);
   });
 });
 

@@ -58,8 +58,12 @@ export function divFloor(numerator: bigint, denominator: bigint): bigint {
   return numerator % denominator !== 0n && numerator < 0n !== denominator < 0n ? quotient - 1n : quotient;
 }
 
-/** Ceiling division (towards plus infinity). On the router's hot path: one division, no negation. */
+/**
+ * Ceiling division (towards plus infinity). On the router's hot path, so the usual case (a non-negative amount
+ * over a positive denominator) is one addition and one division; other signs take a division and a remainder.
+ */
 export function divCeil(numerator: bigint, denominator: bigint): bigint {
+  if (numerator >= 0n && denominator > 0n) return (numerator + denominator - 1n) / denominator;
   if (denominator === 0n) throw new RangeError("divCeil: division by zero");
   const quotient = numerator / denominator;
   return numerator % denominator !== 0n && numerator < 0n === denominator < 0n ? quotient + 1n : quotient;
