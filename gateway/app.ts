@@ -47,6 +47,7 @@ export { type DemoTenant, demoFundingUsdc } from "./app/demo.ts";
 export type { RailContext, RailModule } from "./app/rails.ts";
 export { railModules } from "./app/rails.ts";
 
+/** The gateway's tables. They run after `ledgerMigrations`: 0008 relabels transfers stored in the ledger's. */
 export const gatewayMigrations: MigrationSource = {
   namespace: "gateway",
   directory: path.join(import.meta.dirname, "migrations"),

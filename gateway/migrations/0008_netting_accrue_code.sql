@@ -1,4 +1,5 @@
 -- Netting's accrual moves from transfer code 5 to 7 (gateway/ledger/codes.ts: transferCodes.netting.accrue).
+-- It reads and writes the ledger's tables, so the gateway's migrations run after the ledger's (as createApp does).
 -- Code 5 was given to two kinds of transfer, netting's accrual (migration 0005) and an invoice's reinstatement
 -- (0007), so the audit trail could not say which one a code-5 transfer was. The reinstatements keep 5.
 --

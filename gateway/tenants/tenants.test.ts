@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite, type Sql } from "../db/index.ts";
+import { ledgerMigrations } from "../ledger/index.ts";
 import { authenticate, createApiKey, createAuthenticator, createTenant, revokeApiKey } from "./index.ts";
 
 let db: Db;
@@ -11,7 +12,7 @@ const tenantId = "ten_auth";
 
 beforeAll(async () => {
   db = await openPglite(undefined);
-  await migrate(db, [gatewayMigrations]);
+  await migrate(db, [ledgerMigrations, gatewayMigrations]);
   await createTenant(db, { id: tenantId, name: "Auth" });
   await createTenant(db, { id: "ten_other", name: "Other" });
 }, 120_000);
