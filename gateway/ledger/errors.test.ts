@@ -53,4 +53,20 @@ describe("the ledger's errors", () => {
     expect(sqlStateOf(new ClaimTurnError(1))).toBe(staleBatchCode);
     expect(sqlStateOf(database)).toBeUndefined();
   });
+
+  it("make any other layer's failure a LedgerStoreError, its SwitchyardErrors included", () => {
+    // The Db layer's own error (a short PGlite exchange) is a database failure to the ledger's callers.
+    const fromDb = new SwitchyardError("pglite: an exchange completed fewer statements than it sent");
+    const translated = toStoreError("batch write", fromDb);
+    expect(translated).toBeInstanceOf(LedgerStoreError);
+    expect(translated.cause).toBe(fromDb);
+    expect(toStoreError("batch write", new LedgerInvariantError("x"))).toBeInstanceOf(LedgerInvariantError);
+  });
+
+  it("take only a SQLSTATE as sqlState, not a Node error's code", () => {
+    const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+    expect(sqlStateOf(toStoreError("lookup", refused))).toBeUndefined();
+    const serialization = Object.assign(new Error("could not serialize access"), { code: "40001" });
+    expect(sqlStateOf(toStoreError("lookup", serialization))).toBe("40001");
+  });
 });

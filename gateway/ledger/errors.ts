@@ -46,7 +46,8 @@ export class LedgerStoreError extends SwitchyardError {
   constructor(shortMessage: string, options: { cause: unknown; details?: string }) {
     super(shortMessage, options);
     const code = (options.cause as { code?: unknown } | null)?.code;
-    this.sqlState = typeof code === "string" ? code : undefined;
+    // A SQLSTATE is five digits or capitals; a Node error's code (ECONNREFUSED) is not one.
+    this.sqlState = typeof code === "string" && sqlStatePattern.test(code) ? code : undefined;
   }
 }
 
@@ -101,12 +102,30 @@ export class KnownIdError extends SwitchyardError {
   }
 }
 
+const sqlStatePattern = /^[0-9A-Z]{5}$/;
+
+/** One of the ledger's own errors (this file's classes), which travel as they are. */
+export function isLedgerError(error: unknown): error is SwitchyardError {
+  return (
+    error instanceof LedgerStoreError ||
+    error instanceof LedgerInvariantError ||
+    error instanceof StaleClockError ||
+    error instanceof ClaimTurnError ||
+    error instanceof KnownIdError ||
+    error instanceof LedgerBackpressureError ||
+    error instanceof LedgerRequestTooLargeError ||
+    error instanceof LedgerRequestInvalidError ||
+    error instanceof LedgerClosedError
+  );
+}
+
 /**
- * A failure of the ledger's SQL as a LedgerStoreError, translated once: an error that is already a SwitchyardError
- * (translated further down, or one of the ledger's own) is returned as it is.
+ * A failure of the ledger's SQL as a LedgerStoreError, translated once: one of the ledger's own errors is returned
+ * as it is; anything else — the database's error, or another layer's error such as the Db's own — becomes a
+ * LedgerStoreError with it as the cause, so a caller of the ledger always hears a database failure as one.
  */
 export function toStoreError(operation: string, error: unknown): SwitchyardError {
-  if (error instanceof SwitchyardError) return error;
+  if (isLedgerError(error)) return error;
   return new LedgerStoreError(`ledger ${operation} failed`, { cause: error });
 }
 

@@ -1,9 +1,8 @@
 // A batch run locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
-import { SwitchyardError } from "../../core/errors.ts";
 import type { Row, Sql } from "../db/index.ts";
-import { LedgerStoreError, sqlStateOf } from "./errors.ts";
+import { isLedgerError, LedgerStoreError, sqlStateOf } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import { insertAccounts, ledgerTransaction, lockClock, selectExpired, writeAlongside } from "./store.ts";
 import { writeBatch } from "./store-batch.ts";
@@ -60,10 +59,9 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
       }
       // Already translated where it happened (store.ts), or one of the ledger's own errors; anything else is a
       // store failure whose cause says more.
-      const failure =
-        error instanceof SwitchyardError
-          ? error
-          : new LedgerStoreError("ledger batch failed", { cause: error });
+      const failure = isLedgerError(error)
+        ? error
+        : new LedgerStoreError("ledger batch failed", { cause: error });
       for (const job of batch) job.reject(failure);
       return;
     }
