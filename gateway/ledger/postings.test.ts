@@ -94,11 +94,15 @@ describe("reserve", () => {
     expect(short).toEqual({ outcome: "insufficient_funds", rows: [{ written: 1 }] });
   });
 
-  it("throws a LedgerPostingError for anything else (an account that does not exist)", async () => {
+  it("answers rejected for any other refusal (an account that does not exist), holding nothing", async () => {
     const { tenant } = await accounts(10n);
-    await expect(
-      reserve(ledger, move(tenant, id(), 5n), { id: id(), label: "the test's reservation" }),
-    ).rejects.toThrow(new LedgerPostingError("the test's reservation", "credit_account_not_found"));
+    const pendingId = id();
+    const result = await reserve(ledger, move(tenant, id(), 5n), {
+      id: pendingId,
+      label: "the test's reservation",
+    });
+    expect(result.outcome).toBe("rejected");
+    expect(await findReservation(ledger, pendingId)).toBeNull();
   });
 });
 

@@ -89,7 +89,12 @@ function shortfallOf(
   return null;
 }
 
-export type ReserveOutcome = "reserved" | "insufficient_funds" | "insufficient_liquidity";
+/**
+ * `rejected`: the ledger refused for another reason than a shortfall (the accounts do not take this transfer: a
+ * closed account, another ledger, a balance that would overflow). Not thrown: the funds were not held, and the
+ * caller fails what it was doing cleanly, with the payment row it wrote beside the reservation.
+ */
+export type ReserveOutcome = "reserved" | "insufficient_funds" | "insufficient_liquidity" | "rejected";
 
 /**
  * Holds `posting.amount` on the debit account with a pending transfer. `alongside`, when given, is written in the
@@ -109,9 +114,9 @@ export async function reserve(
       : await ledger.createTransfersWith([input], { statement: () => alongside });
   const status = results[0]?.status;
   if (ledgerHolds(status)) return { outcome: "reserved", rows };
-  const shortfall = shortfallOf(status);
-  if (shortfall === null) throw refused(transfer, status);
-  return { outcome: shortfall, rows };
+  // A reservation never made gives no result at all only through a bug in the writer.
+  if (status === undefined) throw refused(transfer, status);
+  return { outcome: shortfallOf(status) ?? "rejected", rows };
 }
 
 /** The reservation made under `pendingId`, or null when the ledger has none (it was never made). */

@@ -129,19 +129,8 @@ export async function driveAttempt(
     reservation = known;
   }
   if (reservation === "absent") reservation = (await reserve(deps, payment, attempt, rail, null)).reservation;
-  if (typeof reservation === "string") {
-    // insufficient_liquidity: the rail's clearing account would go below zero — the rail does not hold that
-    // much, and another rail may.
-    const onRail = reservation === "insufficient_liquidity";
-    return failAttempt(deps, driven, attempt, {
-      code: reservation,
-      message: onRail
-        ? `rail ${rail.id} does not hold enough to pay this out`
-        : "the source account's available balance is below the amount",
-      retryElsewhere: onRail,
-      reservation: null,
-    });
-  }
+  if (typeof reservation === "string")
+    return failAttempt(deps, driven, attempt, refusalFailure(reservation, rail));
   deps.learning?.noteAttempt(rail.id);
   const outcome: AttemptOutcome = await rail.execute({
     id: attempt.id,
@@ -151,6 +140,37 @@ export async function driveAttempt(
     feeMax: attempt.feeMax,
   });
   return applyOutcome(deps, driven, attempt, outcome, reservation);
+}
+
+/**
+ * A reservation the ledger would not make, as the attempt's failure. insufficient_liquidity: the rail's clearing
+ * account would go below zero — the rail does not hold that much, and another rail may; rejected: the accounts of
+ * this rail do not take the transfer, and another rail's may.
+ */
+function refusalFailure(refusal: Refusal, rail: Rail) {
+  switch (refusal) {
+    case "insufficient_funds":
+      return {
+        code: refusal,
+        message: "the source account's available balance is below the amount",
+        retryElsewhere: false,
+        reservation: null,
+      };
+    case "insufficient_liquidity":
+      return {
+        code: refusal,
+        message: `rail ${rail.id} does not hold enough to pay this out`,
+        retryElsewhere: true,
+        reservation: null,
+      };
+    case "rejected":
+      return {
+        code: refusal,
+        message: `the ledger refused to hold the amount between the source account and rail ${rail.id}`,
+        retryElsewhere: true,
+        reservation: null,
+      };
+  }
 }
 
 async function applyOutcome(

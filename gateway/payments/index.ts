@@ -9,7 +9,7 @@ export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } f
 export { PaymentInvariantError } from "./errors.ts";
 export { applyRailEvent } from "./execution.ts";
 export { createMarket, type Market } from "./market.ts";
-export { recoverOpenAttempts } from "./recovery.ts";
+export { RecoveryError, recoverOpenAttempts } from "./recovery.ts";
 export { evidenceForLedger } from "./reservations.ts";
 export { createPaymentQuote } from "./routing.ts";
 export { createPayment } from "./service.ts";

@@ -8,7 +8,13 @@ import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
-import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
+import {
+  createLedger,
+  type Ledger,
+  ledgerMigrations,
+  TransferFlags,
+  transferCodes,
+} from "../ledger/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
@@ -16,6 +22,7 @@ import {
   getPayment,
   PaymentInvariantError,
   type PaymentsDeps,
+  RecoveryError,
   recoverOpenAttempts,
 } from "./index.ts";
 import { finishAttempt } from "./store.ts";
@@ -350,6 +357,65 @@ describe("payments across two rails", () => {
     expect(payment?.attempts.map((a) => [a.rail, a.status])).toEqual([["cheap", "succeeded"]]);
     expect(paidEverywhere()).toBe(100n);
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a reservation the ledger refuses for another reason than a shortfall fails the payment as rejected", async () => {
+    // The customer's account is closed (a pending closing transfer): the ledger answers
+    // debit_account_already_closed on every rail. That is no shortfall, and no reason to answer 500.
+    const [clearing] = await db.query<{ ledger_account_id: string }>(
+      "SELECT ledger_account_id::text FROM accounts WHERE id = 'acct_clearing_cheap'",
+    );
+    const [closing] = await ledger.createTransfers([
+      {
+        id: 9_000_000n + BigInt(customerCount),
+        debitAccountId: customerLedgerId,
+        creditAccountId: BigInt(clearing!.ledger_account_id),
+        amount: 0n,
+        ledger: 1,
+        code: transferCodes.payments.funding,
+        flags: TransferFlags.pending | TransferFlags.closingDebit,
+      },
+    ]);
+    expect(closing?.status).toBe("created");
+    const result = await createPayment(depsWith(db), request("k-closed"));
+    expect(result.ok && result.payment.status).toBe("failed");
+    expect(result.ok && result.payment.failureCode).toBe("rejected");
+    expect(result.ok && result.payment.attempts.map((a) => [a.rail, a.failureCode])).toEqual([
+      ["cheap", "rejected"],
+      ["dear", "rejected"],
+    ]);
+    expect(cheap.calls + dear.calls).toBe(0);
+  });
+
+  it("recovery drives every open attempt even when one of them cannot be driven, and says which", async () => {
+    cheap.behaviour = "crash_before_paying";
+    const stuck = createPayment(depsWith(db), request("k-rec-stuck"));
+    await expect(stuck).rejects.toThrow(Crash);
+    const after = createPayment(depsWith(db), request("k-rec-after"));
+    await expect(after).rejects.toThrow(Crash);
+    const [stuckRow] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE idempotency_key = 'k-rec-stuck'",
+    );
+    const [afterRow] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE idempotency_key = 'k-rec-after'",
+    );
+    // The older attempt (recovery takes them oldest first) cannot be driven; the younger one can.
+    const real = cheap;
+    real.behaviour = "pay";
+    cheap = {
+      ...real,
+      execute: (attempt: OutgoingAttempt) =>
+        attempt.paymentId === stuckRow!.id ? Promise.reject(new Crash("still down")) : real.execute(attempt),
+    };
+    try {
+      const pass = recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+      await expect(pass).rejects.toThrow(RecoveryError);
+      await expect(pass).rejects.toMatchObject({ attemptIds: [expect.stringMatching(/./)] });
+    } finally {
+      cheap = real;
+    }
+    expect((await getPayment(db, { tenantId, id: afterRow!.id }))?.status).toBe("succeeded");
+    expect((await getPayment(db, { tenantId, id: stuckRow!.id }))?.status).toBe("processing");
   });
 
   it("a late outcome for an attempt that already ended does not end its payment", async () => {

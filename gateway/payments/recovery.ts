@@ -1,4 +1,5 @@
 // Recovery: what a stop or a crash left open is driven on to its end, at start and then periodically.
+import { SwitchyardError } from "../../core/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { type Driven, driveAttempt, paymentOf, readPayment, runCandidates } from "./execution.ts";
 import { listOpenAttempts, listStrandedPayments } from "./store.ts";
@@ -15,12 +16,19 @@ export async function recoverOpenAttempts(
   options: { quietMs: number } = { quietMs: deps.strandedQuietMs },
 ): Promise<number> {
   const open = await listOpenAttempts(deps.db, { quietMs: options.quietMs, limit: deps.recoveryBatchMax });
+  // One attempt that cannot be driven (a bug, a dependency down) must not keep the ones after it open: each is
+  // driven on its own, and what failed is thrown together once the others had their turn.
+  const failures: Array<{ attemptId: string; error: unknown }> = [];
   for (const attempt of open) {
     const rail = deps.rails.get(attempt.rail);
     if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
-    const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
-    const next = await driveAttempt(deps, driven, attempt, rail, "ask_ledger");
-    if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });
+    try {
+      const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
+      const next = await driveAttempt(deps, driven, attempt, rail, "ask_ledger");
+      if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });
+    } catch (error) {
+      failures.push({ attemptId: attempt.id, error });
+    }
   }
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
   // attempts makes a race with a live request in another process lose on insert instead of paying twice.
@@ -32,5 +40,25 @@ export async function recoverOpenAttempts(
     const payment = await readPayment(deps, row.tenantId, row.id);
     await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
   }
+  if (failures.length > 0) throw new RecoveryError(failures);
   return open.length + stranded.length;
+}
+
+/** Attempts recovery could not drive this pass; the others were driven. `cause` is the first one's error. */
+export class RecoveryError extends SwitchyardError {
+  override name = "RecoveryError";
+  readonly attemptIds: readonly string[];
+  constructor(failures: ReadonlyArray<{ attemptId: string; error: unknown }>) {
+    super(`recovery could not drive ${failures.length} open attempt(s); the others were driven`, {
+      details: failures
+        .slice(0, 10)
+        .map(
+          (f) =>
+            `${f.attemptId}: ${f.error instanceof Error ? f.error.message.split("\n")[0] : String(f.error)}`,
+        )
+        .join("; "),
+      cause: failures[0]?.error,
+    });
+    this.attemptIds = failures.map((f) => f.attemptId);
+  }
 }

@@ -20,7 +20,10 @@ import type { PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
 import type { Attempt, Payment } from "./types.ts";
 
-/** Why the ledger would not make a reservation: the payer's account is short, or the rail does not hold that much. */
+/**
+ * Why the ledger would not make a reservation: the payer's account is short, the rail does not hold that much, or
+ * the accounts do not take the transfer at all (`rejected`).
+ */
 export type Refusal = Exclude<ReserveOutcome, "reserved">;
 
 /**
