@@ -105,7 +105,7 @@ export class KnownIdError extends SwitchyardError {
 const sqlStatePattern = /^[0-9A-Z]{5}$/;
 
 /** One of the ledger's own errors (this file's classes), which travel as they are. */
-export function isLedgerError(error: unknown): error is SwitchyardError {
+function isLedgerError(error: unknown): error is SwitchyardError {
   return (
     error instanceof LedgerStoreError ||
     error instanceof LedgerInvariantError ||

@@ -2,7 +2,7 @@
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
 import type { Row, Sql } from "../db/index.ts";
-import { isLedgerError, LedgerStoreError, sqlStateOf } from "./errors.ts";
+import { sqlStateOf, toStoreError } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import { insertAccounts, ledgerTransaction, lockClock, selectExpired, writeAlongside } from "./store.ts";
 import { writeBatch } from "./store-batch.ts";
@@ -59,9 +59,7 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
       }
       // Already translated where it happened (store.ts), or one of the ledger's own errors; anything else is a
       // store failure whose cause says more.
-      const failure = isLedgerError(error)
-        ? error
-        : new LedgerStoreError("ledger batch failed", { cause: error });
+      const failure = toStoreError("batch", error);
       for (const job of batch) job.reject(failure);
       return;
     }
