@@ -38,7 +38,7 @@ export class ContractDeploymentError extends SwitchyardError {
 }
 
 /** Where Hardhat writes one of our contracts' artifact (ABI and creation bytecode). */
-export function contractArtifactPath(name: ContractName): string {
+function contractArtifactPath(name: ContractName): string {
   return path.join(import.meta.dirname, "..", "..", "artifacts", "contracts", `${name}.sol`, `${name}.json`);
 }
 

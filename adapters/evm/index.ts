@@ -14,7 +14,6 @@ export {
   ContractArtifactMissingError,
   ContractDeploymentError,
   type ContractName,
-  contractArtifactPath,
   contractNames,
   type DeployContractsParams,
   type DeployedContracts,
@@ -40,11 +39,8 @@ export {
 export {
   type AuthorizationMessage,
   authorizationNonceOf,
-  cancelAuthorizationTypedData,
-  permitTypedData,
   receiveWithAuthorizationTypedData,
   type TokenDomain,
-  transferWithAuthorizationTypedData,
 } from "./typed-data.ts";
 export type {
   DistributeParams,

@@ -70,31 +70,25 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     onEvent(_handler: RailEventHandler) {
       // Payout outcomes come back from execute; the log watcher that mirrors contract events is not wired yet.
     },
-    balance: () =>
-      translatingViemErrors("reading the hot wallet's balance", () =>
-        params.publicClient.readContract({
-          address: params.token.address,
-          abi: erc20Abi,
-          functionName: "balanceOf",
-          args: [state.account.address],
-        }),
-      ),
+    balance: () => translatingViemErrors("reading the hot wallet's balance", () => readBalance(state)),
   };
+}
+
+/** The hot wallet's balance of the rail's token, as the chain has it now. */
+function readBalance(state: EvmRailState): Promise<bigint> {
+  return state.params.publicClient.readContract({
+    address: state.params.token.address,
+    abi: erc20Abi,
+    functionName: "balanceOf",
+    args: [state.account.address],
+  });
 }
 
 /** Reads the hot wallet's token balance and the gas price; on failure the rail is unavailable until the next. */
 async function refresh(state: EvmRailState): Promise<void> {
   const { params } = state;
   try {
-    const [liquidity, gasPrice] = await Promise.all([
-      params.publicClient.readContract({
-        address: params.token.address,
-        abi: erc20Abi,
-        functionName: "balanceOf",
-        args: [state.account.address],
-      }),
-      params.publicClient.getGasPrice(),
-    ]);
+    const [liquidity, gasPrice] = await Promise.all([readBalance(state), params.publicClient.getGasPrice()]);
     state.view = { ...state.view, available: true, liquidity, gasPrice, takenAtMs: state.nowMs() };
   } catch (error) {
     state.view = { ...state.view, available: false, takenAtMs: state.nowMs() };
