@@ -3,7 +3,7 @@
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RailRoute } from "../../core/index.ts";
-import { buildServer, type ServerOptions } from "./server.ts";
+import { buildBareServer } from "../../test/support/bare-server.ts";
 
 /** A provider route under /v1 by its URL, yet outside the /v1 context: it needs no key. */
 const toyProviderRoute: RailRoute = {
@@ -16,23 +16,8 @@ const toyProviderRoute: RailRoute = {
 let server: FastifyInstance;
 
 beforeAll(async () => {
-  // Nothing here reaches a store: a missing or malformed key is refused before any query (null services; any
-  // use of them fails the test).
-  const options = {
-    db: null,
-    ledger: null,
-    accounts: null,
-    rails: new Map(),
-    payments: null,
-    settlement: null,
-    requestTimeoutMs: 10_000,
-    bodyLimitBytes: 64 * 1024,
-    idempotencyInProgressTimeoutMs: 60_000,
-    logLevel: "silent",
-    railRoutes: [toyProviderRoute],
-  } as unknown as ServerOptions;
-  server = await buildServer(options);
-  await server.ready();
+  // Nothing here reaches a store: a missing or malformed key is refused before any query.
+  server = await buildBareServer([toyProviderRoute]);
 });
 
 afterAll(async () => {

@@ -24,8 +24,6 @@ export type ServerOptions = RoutesOptions & {
   apiKeyCache?: ApiKeyCacheLimits;
   /** The rails' provider routes (core's RailRoute), mounted beside /v1 without an API key. */
   railRoutes?: readonly RailRoute[];
-  /** Extra plugins, registered on the root after the core ones (beside /v1, so without an API key). */
-  plugins?: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
 };
 
 /** The version the OpenAPI document states. */
@@ -75,6 +73,5 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
     idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
   });
-  for (const plugin of options.plugins ?? []) await plugin(app);
   return app;
 }

@@ -8,7 +8,7 @@ import {
   defaultFiatFeeSchedule,
   stripeWebhookPath,
 } from "../../adapters/fiat/index.ts";
-import { buildServer, railRoutesPlugin, type ServerOptions } from "../../gateway/http/index.ts";
+import { buildBareServer } from "../support/bare-server.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 import { createToyLedger } from "./toy-ledger.ts";
 
@@ -17,35 +17,17 @@ const ledger = createToyLedger();
 let server: FastifyInstance;
 
 beforeAll(async () => {
-  // Only the webhook route runs, and the API-key check that refuses before any query: no database, no
-  // payment services are needed (null here; any use of them fails the test).
-  const options = {
-    db: null,
-    ledger: null,
-    rails: new Map(),
-    payments: null,
-    settlement: null,
-    requestTimeoutMs: 10_000,
+  // Only the webhook route runs, and the API-key check that refuses before any query.
+  const route = createStripeWebhookRoute({
+    secrets: [secret],
+    toleranceSeconds: 300,
     bodyLimitBytes: 64 * 1024,
-    idempotencyInProgressTimeoutMs: 60_000,
-    logLevel: "silent",
-    plugins: [
-      async (app: FastifyInstance) => {
-        const route = createStripeWebhookRoute({
-          secrets: [secret],
-          toleranceSeconds: 300,
-          bodyLimitBytes: 64 * 1024,
-          store: createMemoryStripeWebhookStore(),
-          applyEvent: ledger.applyEvent,
-          currency: "usd",
-          feeSchedule: defaultFiatFeeSchedule,
-        });
-        await app.register(railRoutesPlugin, { routes: [route] });
-      },
-    ],
-  } as unknown as ServerOptions;
-  server = await buildServer(options);
-  await server.ready();
+    store: createMemoryStripeWebhookStore(),
+    applyEvent: ledger.applyEvent,
+    currency: "usd",
+    feeSchedule: defaultFiatFeeSchedule,
+  });
+  server = await buildBareServer([route]);
 });
 
 afterAll(async () => {
