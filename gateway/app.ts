@@ -173,11 +173,21 @@ async function buildRails(
   const rails = new Map<string, Rail>();
   const built = (options.railModules ?? railModules).map((module) => module(context));
   for (const { rails: moduleRails } of built) for (const rail of moduleRails) rails.set(rail.id, rail);
-  const batchPayer = built.find((b) => b.batchPayer !== undefined)?.batchPayer ?? null;
+  // Netting pays through the first rail that pays many payees at once (the Rail contract's payoutBatch).
+  const batchPayer = batchPayerOf(rails.values());
   for (const rail of rails.values()) {
     if (rail.kind !== "internal") await ensureClearingAccount(context, rail.id, rail.asset);
   }
   return { rails, batchPayer };
+}
+
+function batchPayerOf(rails: Iterable<Rail>): BatchPayer | null {
+  for (const rail of rails) {
+    const { payoutBatch } = rail;
+    if (payoutBatch !== undefined)
+      return { id: rail.id, asset: rail.asset, payoutBatch: payoutBatch.bind(rail) };
+  }
+  return null;
 }
 
 // ---- services: the market's snapshot, accounts, payments and settlement over one database and ledger

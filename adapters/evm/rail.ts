@@ -21,7 +21,7 @@ import { translatingViemErrors, viemDetails } from "./errors.ts";
 import { executeAttempt } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { createSendJournal } from "./send-journal.ts";
-import { distribute, payWithAuthorization, settleBatch } from "./splitter-calls.ts";
+import { distribute, payoutBatch, payWithAuthorization, settleBatch } from "./splitter-calls.ts";
 import type { EvmRail, EvmRailParams } from "./types.ts";
 
 export const evmMigrations: MigrationSource = {
@@ -67,6 +67,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     payWithAuthorization: (p) => payWithAuthorization(state, p),
     distribute: (p) => distribute(state, p),
     settleBatch: (p) => settleBatch(state, p),
+    payoutBatch: (batch) => payoutBatch(state, batch),
     onEvent(_handler: RailEventHandler) {
       // Payout outcomes come back from execute; the log watcher that mirrors contract events is not wired yet.
     },

@@ -1,7 +1,8 @@
 // The RevenueSplitter calls the gateway submits for others — payWithAuthorization (a payer's EIP-3009
 // signature), distribute, settleBatch — each sent once under its own idempotency key through the send journal
 // (prefixed: `auth:`, `distribute:`, `settle:`), and the event in the receipt that proves it.
-import { encodeFunctionData, parseEventLogs, parseSignature, type TransactionReceipt } from "viem";
+import { encodeFunctionData, isHex, parseEventLogs, parseSignature, type TransactionReceipt } from "viem";
+import { type PayoutBatch, type PayoutBatchOutcome, SwitchyardError } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import {
@@ -160,4 +161,31 @@ export function settleBatch(state: EvmRailState, p: SettleBatchParams): Promise<
       return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.total };
     },
   );
+}
+
+/**
+ * The Rail contract's payoutBatch, the shape netting pays through: many payees in one settleBatch transaction. The
+ * fee is 0 in the token: gas is paid in the chain's coin, not out of what was paid.
+ */
+export async function payoutBatch(state: EvmRailState, batch: PayoutBatch): Promise<PayoutBatchOutcome> {
+  const payees = batch.payouts.map(({ destination }) => {
+    if (destination.kind !== "evm_address")
+      throw new SwitchyardError("an EVM batch pays EVM addresses only", { details: destination.kind });
+    return destination.address;
+  });
+  if (!isHex(batch.reference))
+    throw new SwitchyardError("an EVM batch's reference is a hex string", { details: batch.reference });
+  const outcome = await settleBatch(state, {
+    payees,
+    amounts: batch.payouts.map((payout) => payout.amount),
+    ref: batch.reference,
+  });
+  switch (outcome.status) {
+    case "succeeded":
+      return { status: "succeeded", evidence: outcome.evidence, fee: 0n };
+    case "in_flight":
+      return { status: "in_flight", reference: outcome.txHash };
+    case "failed":
+      return { status: "failed", code: outcome.code, message: outcome.message };
+  }
 }

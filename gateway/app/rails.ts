@@ -2,8 +2,7 @@
 // configuration; everything else — clearing accounts, events into the settlement, money in, provider routes,
 // the router's snapshot — the composition root does for every rail alike, through core's Rail contract.
 // Adding a rail: a folder under adapters/ and one line here (test/http/toy-rail.test.ts proves it).
-import { isHex } from "viem";
-import { createEvmRail, type EvmRail } from "../../adapters/evm/index.ts";
+import { createEvmRail } from "../../adapters/evm/index.ts";
 import {
   createFiatRail,
   createSqlStripeObjectStore,
@@ -12,9 +11,8 @@ import {
 } from "../../adapters/fiat/index.ts";
 import { createInternalRail } from "../../adapters/internal/index.ts";
 import { createFileRailStore, createLightningRail } from "../../adapters/lightning/index.ts";
-import { assets, type Logger, type Rail, SwitchyardError } from "../../core/index.ts";
+import { assets, type Logger, type Rail } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
-import type { BatchPayer } from "../payments/index.ts";
 import type { Config } from "./config.ts";
 import type { EvmClients } from "./evm.ts";
 
@@ -26,8 +24,8 @@ export type RailContext = {
   readonly evm: EvmClients;
 };
 
-/** What a module built: its rails, and the one that pays netted batches (the EVM rail) when it built it. */
-export type BuiltRails = { readonly rails: readonly Rail[]; readonly batchPayer?: BatchPayer };
+/** What a module built: its rails. */
+export type BuiltRails = { readonly rails: readonly Rail[] };
 
 export type RailModule = (context: RailContext) => BuiltRails;
 
@@ -52,36 +50,7 @@ function evmRails({ config, db, evm, logger }: RailContext): BuiltRails {
     expectedLatencyMs: evm.embedded === null ? 12_000 * config.evm.confirmations : 1_000,
     logger: logger.child({ module: "rail", rail: "evm" }),
   });
-  return { rails: [rail], batchPayer: { id: rail.id, asset: rail.asset, payoutBatch: evmPayoutBatch(rail) } };
-}
-
-/**
- * The EVM rail's settleBatch (one RevenueSplitter transaction) as the Rail contract's payoutBatch, the shape netting
- * pays through. Were the EVM rail to implement payoutBatch itself, it would be the batch payer as it stands.
- */
-function evmPayoutBatch(rail: EvmRail): BatchPayer["payoutBatch"] {
-  return async (batch) => {
-    const payees = batch.payouts.map(({ destination }) => {
-      if (destination.kind !== "evm_address")
-        throw new SwitchyardError("an EVM batch pays EVM addresses only", { details: destination.kind });
-      return destination.address;
-    });
-    if (!isHex(batch.reference))
-      throw new SwitchyardError("an EVM batch's reference is a hex string", { details: batch.reference });
-    const outcome = await rail.settleBatch({
-      payees,
-      amounts: batch.payouts.map((payout) => payout.amount),
-      ref: batch.reference,
-    });
-    switch (outcome.status) {
-      case "succeeded": // gas is paid in the chain's coin, not out of the token paid
-        return { status: "succeeded", evidence: outcome.evidence, fee: 0n };
-      case "in_flight":
-        return { status: "in_flight", reference: outcome.txHash };
-      case "failed":
-        return { status: "failed", code: outcome.code, message: outcome.message };
-    }
-  };
+  return { rails: [rail] };
 }
 
 function lightningRails({ config, logger }: RailContext): BuiltRails {
