@@ -143,18 +143,23 @@ export async function resolveReservation(
   reservation: Reservation,
   transfer: PostingTransfer & { alongside: Statement },
 ): Promise<Row[]> {
-  const input = transferInput(
-    reservation,
-    transfer,
-    how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer,
-  );
-  input.pendingId = reservation.pendingId;
+  const input = resolutionInput(reservation, transfer, how);
   const { results, rows } = await ledger.createTransfersWith([input], {
     statement: ([result]) => (ledgerHolds(result?.status) ? transfer.alongside : null),
   });
   const status = results[0]?.status;
   if (!ledgerHolds(status) || rows === null) throw refused(transfer, status);
   return rows;
+}
+
+/** The post or void of a reservation in full: its accounts, amount, ledger and code, and its pending id. */
+function resolutionInput(
+  reservation: Reservation,
+  transfer: PostingTransfer,
+  how: "post" | "void",
+): TransferInput {
+  const flags = how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer;
+  return { ...transferInput(reservation, transfer, flags), pendingId: reservation.pendingId };
 }
 
 /** Posts a reservation: the held funds move. See resolveReservation. */
@@ -239,16 +244,20 @@ export async function reverse(
 ): Promise<bigint> {
   const [original] = await ledger.lookupTransfers([of]);
   if (original === undefined || original.amount === 0n) return 0n;
-  const reversal: Posting = {
-    debitAccountId: original.creditAccountId,
-    creditAccountId: original.debitAccountId,
-    amount: original.amount,
-    ledger: original.ledger,
-    code,
-  };
-  const [result] = await ledger.createTransfers([transferInput(reversal, transfer, 0)]);
+  const [result] = await ledger.createTransfers([transferInput(swapped(original, code), transfer, 0)]);
   if (!ledgerHolds(result?.status)) throw refused(transfer, result?.status);
   return original.amount;
+}
+
+/** What moves `posting` back: its accounts swapped, its amount and ledger, under `code`. */
+function swapped(posting: Posting, code: number): Posting {
+  return {
+    debitAccountId: posting.creditAccountId,
+    creditAccountId: posting.debitAccountId,
+    amount: posting.amount,
+    ledger: posting.ledger,
+    code,
+  };
 }
 
 /**
@@ -353,15 +362,10 @@ function resolveLegs(
   legs: readonly HeldLeg[],
   label: string,
 ): Promise<void> {
-  const flags = how === "post" ? TransferFlags.postPendingTransfer : TransferFlags.voidPendingTransfer;
   return writeLegs(
     ledger,
     label,
-    legs.map(({ reservation, transfer }) => {
-      const input = transferInput(reservation, transfer, flags);
-      input.pendingId = reservation.pendingId;
-      return input;
-    }),
+    legs.map(({ reservation, transfer }) => resolutionInput(reservation, transfer, how)),
   );
 }
 
@@ -391,17 +395,7 @@ export function reverseLegs(
     ledger,
     label,
     legs.map(({ posting, transfer }, i) =>
-      transferInput(
-        {
-          debitAccountId: posting.creditAccountId,
-          creditAccountId: posting.debitAccountId,
-          amount: posting.amount,
-          ledger: posting.ledger,
-          code,
-        },
-        transfer,
-        linkedUnlessLast(i, legs.length),
-      ),
+      transferInput(swapped(posting, code), transfer, linkedUnlessLast(i, legs.length)),
     ),
   );
 }
