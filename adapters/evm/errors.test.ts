@@ -4,15 +4,8 @@
 import { BaseError, createPublicClient, createWalletClient, defineChain, HttpRequestError, http } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
-import {
-  assets,
-  type Db,
-  type LogFn,
-  type Logger,
-  type OutgoingAttempt,
-  SwitchyardError,
-  silentLogger,
-} from "../../core/index.ts";
+import { assets, type Db, type OutgoingAttempt, SwitchyardError } from "../../core/index.ts";
+import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { ContractArtifactMissingError, ContractDeploymentError } from "./deploy.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import { createEvmRail } from "./rail.ts";
@@ -120,38 +113,27 @@ describe("at the boundary", () => {
   });
 
   it("a failed snapshot refresh leaves the rail unavailable and is logged through the rail's logger", async () => {
-    const lines: { fields: Record<string, unknown>; message: string }[] = [];
-    const logger: Logger = {
-      ...silentLogger,
-      warn: ((fields: Record<string, unknown>, message: string) => {
-        lines.push({ fields, message });
-      }) as LogFn,
-    };
-    const rail = createEvmRail({ ...railParams(), logger });
+    const recorded = recordingLogger();
+    const rail = createEvmRail({ ...railParams(), logger: recorded.logger });
     await rail.refresh();
     expect(rail.snapshot().available).toBe(false);
+    const lines = recorded.lines.filter((line) => line.level === "warn");
     expect(lines).toHaveLength(1);
     expect(lines[0]?.message).toMatch(/snapshot refresh failed/);
     expect(String(lines[0]?.fields.error)).toMatch(/HTTP request failed/);
   });
 
   it("a failed poll of the started watcher is logged through its logger, and it polls on", async () => {
-    const lines: { fields: Record<string, unknown>; message: string }[] = [];
     let logged: () => void = () => {};
     const firstLine = new Promise<void>((resolve) => {
       logged = resolve;
     });
-    const logger: Logger = {
-      ...silentLogger,
-      error: ((fields: Record<string, unknown>, message: string) => {
-        lines.push({ fields, message });
-        logged();
-      }) as LogFn,
-    };
-    const watcher = createSplitterWatcher({ ...watcherParams(), logger });
+    const recorded = recordingLogger({ onLine: (line) => line.level === "error" && logged() });
+    const watcher = createSplitterWatcher({ ...watcherParams(), logger: recorded.logger });
     watcher.start();
     await firstLine;
     await watcher.stop();
+    const lines = recorded.lines.filter((line) => line.level === "error");
     expect(lines[0]?.message).toBe("poll failed; the next one tries again");
     expect(String(lines[0]?.fields.error)).toMatch(/^polling the splitter failed/);
   });

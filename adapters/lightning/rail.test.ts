@@ -2,7 +2,8 @@
 // a real LND is test/lightning.
 import { createServer } from "node:net";
 import { describe, expect, it, vi } from "vitest";
-import { type Logger, SwitchyardError } from "../../core/index.ts";
+import { SwitchyardError } from "../../core/index.ts";
+import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { LightningRailError } from "./errors.ts";
 import { createLightningRail } from "./rail.ts";
 import { createMemoryRailStore } from "./store.ts";
@@ -32,23 +33,7 @@ describe("the Lightning rail without LND", () => {
   });
 
   it("logs through the logger it is given that LND is unreachable, once, however often it retries", async () => {
-    const lines: { level: string; message: string; fields: Record<string, unknown> }[] = [];
-    const at =
-      (level: string) =>
-      (first: string | Record<string, unknown>, second?: string): void => {
-        lines.push(
-          typeof first === "string"
-            ? { level, message: first, fields: {} }
-            : { level, message: second ?? "", fields: first },
-        );
-      };
-    const logger: Logger = {
-      error: at("error"),
-      warn: at("warn"),
-      info: at("info"),
-      debug: at("debug"),
-      child: () => logger,
-    };
+    const { logger, lines } = recordingLogger();
     const socket = `127.0.0.1:${await closedPort()}`;
     const rail = createLightningRail({
       lnd: { socket, cert: "", macaroon: "00" },

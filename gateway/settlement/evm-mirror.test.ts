@@ -1,15 +1,8 @@
 // The mirror's mapping on a real ledger (PGlite in memory), with events as the watcher hands them over.
 import type { Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  assets,
-  type LogFn,
-  type Logger,
-  type SplitterEvent,
-  silentLogger,
-  splitByBasisPoints,
-  type WatchedEvent,
-} from "../../core/index.ts";
+import { assets, type SplitterEvent, splitByBasisPoints, type WatchedEvent } from "../../core/index.ts";
+import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, TransferFlags } from "../ledger/index.ts";
 import {
@@ -174,13 +167,7 @@ describe("the splitter mirror", () => {
   });
 
   it("a final event a reorg removed is reversed, and that is reported through the mirror's logger", async () => {
-    const lines: { fields: Record<string, unknown>; message: string }[] = [];
-    const logger: Logger = {
-      ...silentLogger,
-      error: ((fields: Record<string, unknown>, message: string) => {
-        lines.push({ fields, message });
-      }) as LogFn,
-    };
+    const { logger, lines } = recordingLogger();
     const sink = createEvmMirror({
       ledger,
       chainId,
@@ -203,7 +190,9 @@ describe("the splitter mirror", () => {
     const [reversal] = await ledger.lookupTransfers([evmMirrorTransferId(paid, "reversal", 0)]);
     expect(reversal?.amount).toBe(70n);
     expect(reversal?.code).toBe(evmMirrorTransferCodes.reorgReversal);
-    expect(lines).toEqual([
+    expect(
+      lines.filter((line) => line.level === "error").map(({ fields, message }) => ({ fields, message })),
+    ).toEqual([
       {
         fields: { reference: `${paid.txHash}:0` },
         message: "a reorg removed a final event; reversing its transfers",

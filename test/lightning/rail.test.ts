@@ -24,8 +24,9 @@ import {
   type LightningRail,
   type LightningRailParams,
 } from "../../adapters/lightning/index.ts";
-import type { Logger, OutgoingAttempt, RailEvent } from "../../core/index.ts";
+import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
+import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
 const cluster = inject("lightningCluster");
 const control = clusterControl(inject("lightningControlUrl"));
@@ -39,25 +40,7 @@ let directory = "";
 let serial = 0;
 const attemptId = (label: string) => `${label}-${Date.now()}-${++serial}`;
 
-type LogLine = { level: "error" | "warn" | "info" | "debug"; message: string };
 type Running = { rail: LightningRail; events: RailEvent[]; logs: LogLine[] };
-
-/** A logger that keeps each line's level and message. */
-function recordingLogger(logs: LogLine[]): Logger {
-  const at =
-    (level: LogLine["level"]) =>
-    (first: string | Record<string, unknown>, second?: string): void => {
-      logs.push({ level, message: typeof first === "string" ? first : (second ?? "") });
-    };
-  const logger: Logger = {
-    error: at("error"),
-    warn: at("warn"),
-    info: at("info"),
-    debug: at("debug"),
-    child: () => logger,
-  };
-  return logger;
-}
 
 async function startRail(store: string, limits: LightningRailParams["limits"] = {}): Promise<Running> {
   const events: RailEvent[] = [];
@@ -66,7 +49,7 @@ async function startRail(store: string, limits: LightningRailParams["limits"] = 
     lnd: cluster.nodes.gateway,
     store: createFileRailStore(path.join(directory, store)),
     limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, executeWaitMs: 30_000, ...limits },
-    logger: recordingLogger(logs),
+    logger: recordingLogger({ lines: logs }).logger,
   });
   rail.onEvent(async (event) => {
     events.push(event);
@@ -408,7 +391,11 @@ describe("lightning rail on regtest", () => {
     });
     expect(main.rail.snapshot().available).toBe(false);
     // The loss is logged once, as a warning, through the logger the rail was given.
-    const lost = main.logs.slice(logsBefore).filter((line) => line.message === "LND connection lost");
+    const levelAndMessage = ({ level, message }: LogLine) => ({ level, message });
+    const lost = main.logs
+      .slice(logsBefore)
+      .filter((line) => line.message === "LND connection lost")
+      .map(levelAndMessage);
     expect(lost).toEqual([{ level: "warn", message: "LND connection lost" }]);
     await control.startNode("gateway");
     // Pay as soon as the payer's channel to the gateway is back, whether or not the rail has resubscribed.
@@ -440,7 +427,10 @@ describe("lightning rail on regtest", () => {
       timeoutMs: 30_000,
     });
     expect(main.events.filter((e) => e.kind === "received")).toHaveLength(receivedBefore + 1);
-    expect(main.logs.slice(logsBefore)).toContainEqual({ level: "info", message: "LND connected" });
+    expect(main.logs.slice(logsBefore).map(levelAndMessage)).toContainEqual({
+      level: "info",
+      message: "LND connected",
+    });
 
     // Outgoing works again too.
     const outgoing = await createInvoice({ lnd: payee, tokens: 500 });
