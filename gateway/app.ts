@@ -22,11 +22,12 @@ import type { Config } from "./app/config.ts";
 import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
 import { createSplitterMirror, type EvmClients, openEvmClients } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
-import { type Db, type MigrationSource, migrate, openDb } from "./db/index.ts";
+import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
 import {
   type BatchPayer,
+  createInternalSettler,
   createMarket,
   flushNetting,
   type Market,
@@ -66,6 +67,8 @@ export const developmentUsdRates = staticRateSource({
 export type App = {
   server: FastifyInstance;
   db: Db;
+  /** Tells every process's caches what changed (revokeApiKey announces on it). */
+  changes: ChangeBus;
   ledger: Ledger;
   rails: ReadonlyMap<string, Rail>;
   payments: PaymentsDeps;
@@ -104,6 +107,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   };
   try {
     await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
+    const changes = await openChangeBus(config.database, logger.child({ module: "changes" }));
+    closers.push(() => changes.close());
     const ledger = createLedger({ db, logger: logger.child({ module: "ledger" }) });
     closers.push(() => ledger.close());
     const evm = await openEvmClients(config.evm);
@@ -112,7 +117,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       closers.push(() => chain.close());
     }
     const { rails, batchPayer } = await buildRails({ config, db, ledger, logger, evm }, options);
-    const services = createServices({ db, ledger, rails });
+    const services = createServices({ db, ledger, rails, changes });
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo =
       config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain: evm.embedded }) : null;
@@ -138,6 +143,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       rails,
       payments: services.payments,
       settlement: services.settlement,
+      changes,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       idempotencyInProgressTimeoutMs,
@@ -148,6 +154,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     return {
       server,
       db,
+      changes,
       ledger,
       rails,
       payments: services.payments,
@@ -199,7 +206,12 @@ type Services = {
   settlement: SettlementDeps;
 };
 
-function createServices(deps: { db: Db; ledger: Ledger; rails: ReadonlyMap<string, Rail> }): Services {
+function createServices(deps: {
+  db: Db;
+  ledger: Ledger;
+  rails: ReadonlyMap<string, Rail>;
+  changes: ChangeBus;
+}): Services {
   const { db, ledger, rails } = deps;
   const market = createMarket({
     rails,
@@ -208,12 +220,13 @@ function createServices(deps: { db: Db; ledger: Ledger; rails: ReadonlyMap<strin
     refreshMs: marketRefreshMs,
     nowMs: Date.now,
   });
-  const accounts = createAccountCache({ sql: db }, accountCacheDefaults);
+  const accounts = createAccountCache({ sql: db, changes: deps.changes }, accountCacheDefaults);
   const payments: PaymentsDeps = {
     db,
     ledger,
     accounts,
     rails,
+    internal: createInternalSettler({ ledger, nowMs: Date.now }),
     snapshot: market.snapshot,
     learning: market,
     route,

@@ -3,7 +3,7 @@
 // an asset, debit-normal, never below zero. Every read is scoped to its tenant.
 
 import { type Asset, assetByCode, SwitchyardError } from "../../core/index.ts";
-import type { Sql } from "../db/index.ts";
+import type { ChangeFeed, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { accountCodes, type Ledger, type Account as LedgerAccount, openAccounts } from "../ledger/index.ts";
 
@@ -159,13 +159,33 @@ export type AccountCacheLimits = {
 export const accountCacheDefaults: AccountCacheLimits = { entriesMax: 100_000 };
 
 /**
- * Account lookups remembered per process. A row of `accounts` is never updated or deleted, so a record once
- * read stays true in every process; only records found are remembered (an account may be created later).
+ * Account lookups remembered per process. Today a row of `accounts` is never updated or deleted, so a record
+ * once read stays true in every process; only records found are remembered (an account may be created later).
  * Records are kept by account id, which is the table's primary key: a record remembered for one tenant
  * answers "not found" to any other, exactly as the tenant-scoped query would.
+ * With a change bus, an `account_changed` announced by any process makes it forget that account (under its id
+ * and as a rail's account) and `resync` everything; nothing is remembered while the bus is not listening, nor
+ * from a read that began before something was forgotten. Nothing announces `account_changed` yet: whatever
+ * first changes an account row must, in the transaction that changes it.
  */
-export function createAccountCache(deps: { sql: Sql }, limits: AccountCacheLimits): AccountCache {
+export function createAccountCache(
+  deps: { sql: Sql; changes?: ChangeFeed },
+  limits: AccountCacheLimits,
+): AccountCache {
   const records = new Map<string, AccountRecord>();
+  /** Counts what the bus made us forget: a read remembers its record only if this did not move meanwhile. */
+  let forgotten = 0;
+  deps.changes?.subscribe((event) => {
+    if (event.kind === "account_changed") {
+      records.delete(`id:${event.id}`);
+      // A rail's few accounts are also kept by (kind, rail, asset); a change is rare: look through them all.
+      for (const [key, record] of records) if (record.id === event.id) records.delete(key);
+      forgotten += 1;
+    } else if (event.kind === "resync") {
+      records.clear();
+      forgotten += 1;
+    }
+  });
   const recall = (key: string): AccountRecord | undefined => {
     const record = records.get(key);
     if (record !== undefined) {
@@ -174,8 +194,9 @@ export function createAccountCache(deps: { sql: Sql }, limits: AccountCacheLimit
     }
     return record;
   };
-  const remember = (key: string, record: AccountRecord): void => {
+  const remember = (key: string, record: AccountRecord, forgottenBefore: number): void => {
     if (limits.entriesMax <= 0) return;
+    if (forgotten !== forgottenBefore || deps.changes?.listening() === false) return;
     while (records.size >= limits.entriesMax) {
       const oldest = records.keys().next();
       if (oldest.done === true) break;
@@ -188,16 +209,18 @@ export function createAccountCache(deps: { sql: Sql }, limits: AccountCacheLimit
       const key = `id:${params.id}`;
       const cached = recall(key);
       if (cached !== undefined) return cached.tenantId === params.tenantId ? cached : null;
+      const forgottenBefore = forgotten;
       const record = await getTenantAccount(deps.sql, params);
-      if (record !== null) remember(key, record);
+      if (record !== null) remember(key, record, forgottenBefore);
       return record;
     },
     async railAccount(params) {
       const key = `rail:${params.kind}:${params.rail}:${params.asset.code}`;
       const cached = recall(key);
       if (cached !== undefined) return cached;
+      const forgottenBefore = forgotten;
       const record = await getRailAccount(deps.sql, params);
-      if (record !== null) remember(key, record);
+      if (record !== null) remember(key, record, forgottenBefore);
       return record;
     },
   };

@@ -16,6 +16,22 @@ import {
   silentLogger,
 } from "../../core/index.ts";
 
+export {
+  type Change,
+  type ChangeBus,
+  ChangeBusError,
+  type ChangeEvent,
+  type ChangeFeed,
+  type ChangeListenerLimits,
+  type ChangeSubscriber,
+  changeChannel,
+  changeListenerApplicationName,
+  changeListenerLimitsDefaults,
+  createLocalChangeBus,
+  openChangeBus,
+  openPostgresChangeBus,
+  transactionAnnouncing,
+} from "./changes.ts";
 export type { Db, MigrationSource, Row, Sql, Statement };
 
 export type DbConfig =

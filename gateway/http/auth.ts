@@ -1,10 +1,11 @@
 // Bearer API keys. Registered inside the /v1 context (v1.ts), so its hook runs for every route there and for
 // no other: no route is exempted by URL or by flag. The tenant a key names is the scope of every query the
 // request makes. The key is never logged (the logger redacts the Authorization header). Valid keys are
-// remembered by their digest for a few seconds (tenants/createAuthenticator), so most requests ask no query.
+// remembered by their digest (tenants/createAuthenticator), so most requests ask no query; a revocation by any
+// process reaches that memory through the change bus.
 import type { FastifyPluginAsync } from "fastify";
 import fp from "fastify-plugin";
-import type { Sql } from "../db/index.ts";
+import type { ChangeFeed, Sql } from "../db/index.ts";
 import { type ApiKeyCacheLimits, createAuthenticator, type Tenant } from "../tenants/index.ts";
 import { ApiError } from "./errors.ts";
 
@@ -22,13 +23,23 @@ export function tenantOf(request: { tenant: Tenant | null }): Tenant {
   return request.tenant;
 }
 
-export type AuthOptions = { sql: Sql; apiKeyCache: ApiKeyCacheLimits; nowMs: () => number };
+export type AuthOptions = {
+  sql: Sql;
+  apiKeyCache: ApiKeyCacheLimits;
+  nowMs: () => number;
+  /** Where revocations by any process arrive. */
+  changes: ChangeFeed;
+};
 
 const bearer = /^Bearer\s+(\S+)$/i;
 
 const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
   // One memory of valid keys per server, dropped with it.
-  const authenticator = createAuthenticator({ sql: options.sql, nowMs: options.nowMs }, options.apiKeyCache);
+  const authenticator = createAuthenticator(
+    { sql: options.sql, nowMs: options.nowMs, changes: options.changes },
+    options.apiKeyCache,
+  );
+  app.addHook("onClose", async () => authenticator.close());
   app.decorateRequest("tenant", null);
   app.addHook("onRequest", async (request) => {
     const header = request.headers.authorization;

@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance, type FastifySchemaCompiler } from "fasti
 import { serializerCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import type { ZodType } from "zod";
 import type { RailRoute } from "../../core/index.ts";
+import type { ChangeFeed } from "../db/index.ts";
 import { type ApiKeyCacheLimits, apiKeyCacheDefaults } from "../tenants/index.ts";
 import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./errors.ts";
 import { healthPlugin } from "./health.ts";
@@ -22,6 +23,8 @@ export type ServerOptions = RoutesOptions & {
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** How many valid API keys each server remembers, and for how long (default: apiKeyCacheDefaults). */
   apiKeyCache?: ApiKeyCacheLimits;
+  /** Where API-key revocations by any process arrive (the app's change bus). */
+  changes: ChangeFeed;
   /** The rails' provider routes (core's RailRoute), mounted beside /v1 without an API key. */
   railRoutes?: readonly RailRoute[];
 };
@@ -71,6 +74,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     payments: options.payments,
     settlement: options.settlement,
     apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
+    changes: options.changes,
     idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
   });
   return app;

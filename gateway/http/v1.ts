@@ -4,7 +4,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { Rail } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
-import type { Db } from "../db/index.ts";
+import type { ChangeFeed, Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { PaymentsDeps } from "../payments/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
@@ -30,18 +30,29 @@ export type RoutesOptions = {
 
 export type V1Options = RoutesOptions & {
   apiKeyCache: ApiKeyCacheLimits;
+  /** Where API-key revocations by any process arrive. */
+  changes: ChangeFeed;
   idempotencyInProgressTimeoutMs: number;
 };
 
 export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
-  await app.register(authPlugin, { sql: options.db, apiKeyCache: options.apiKeyCache, nowMs: Date.now });
+  await app.register(authPlugin, {
+    sql: options.db,
+    apiKeyCache: options.apiKeyCache,
+    nowMs: Date.now,
+    changes: options.changes,
+  });
   // An unknown /v1 route asks for the key first, as every /v1 route does: without one, 401, not 404.
   app.setNotFoundHandler(answerNotFound);
   await app.register(idempotencyPlugin, {
     sql: options.db,
     inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
   });
-  await app.register(paymentRoutes, { db: options.db, payments: options.payments });
+  await app.register(paymentRoutes, {
+    db: options.db,
+    payments: options.payments,
+    idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+  });
   await app.register(quoteRoutes, { payments: options.payments });
   await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
   await app.register(webhookEndpointRoutes, { db: options.db });

@@ -1,7 +1,7 @@
 // Tenants and their API keys. A key is `sk_<mode>_<43 base64url chars>` (256 random bits), shown once;
 // only its SHA-256 is stored, which is enough for a secret of that entropy, and lookups are by digest.
 import { createHash, randomBytes } from "node:crypto";
-import type { Sql } from "../db/index.ts";
+import { type ChangeBus, type ChangeFeed, type Db, type Sql, transactionAnnouncing } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
 
 export type Tenant = { id: string; name: string };
@@ -49,40 +49,73 @@ async function tenantOfDigest(sql: Sql, digest: Buffer): Promise<Tenant | null> 
   return rows[0] ?? null;
 }
 
-/** Revokes a tenant's key; false when the tenant has no such unrevoked key. Processes that cached it refuse it within their cache's ttlMs. */
-export async function revokeApiKey(sql: Sql, params: { tenantId: string; id: string }): Promise<boolean> {
-  const rows = await sql.query(
-    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL RETURNING id",
-    [params.id, params.tenantId],
-  );
-  return rows.length === 1;
+/**
+ * Revokes a tenant's key; false when the tenant has no such unrevoked key. The revocation is announced on the
+ * change bus in its own transaction: every process's authenticator forgets the key once it commits (this
+ * process's before this returns).
+ */
+export async function revokeApiKey(
+  deps: { db: Db; changes: ChangeBus },
+  params: { tenantId: string; id: string },
+): Promise<boolean> {
+  return transactionAnnouncing(deps, async (tx, announce) => {
+    const rows = await tx.query<{ secret_sha256: Uint8Array }>(
+      `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL
+       RETURNING secret_sha256`,
+      [params.id, params.tenantId],
+    );
+    if (rows.length !== 1) return false;
+    await announce({
+      kind: "api_key_revoked",
+      digest: Buffer.from(rows[0]!.secret_sha256).toString("base64"),
+    });
+    return true;
+  });
 }
 
 export type ApiKeyCacheLimits = {
   /** The most keys remembered at once; beyond it the least recently checked is forgotten. */
   entriesMax: number;
-  /** How long a key found valid is trusted without asking the database again: the longest a revocation waits. */
+  /**
+   * How long a key found valid is trusted without asking the database again. Revocations arrive on the change
+   * bus at once; this bounds what a revocation the bus could not deliver waits (a safety net).
+   */
   ttlMs: number;
 };
 
-export const apiKeyCacheDefaults: ApiKeyCacheLimits = { entriesMax: 10_000, ttlMs: 5_000 };
+export const apiKeyCacheDefaults: ApiKeyCacheLimits = { entriesMax: 10_000, ttlMs: 60_000 };
 
 export type Authenticator = {
   /** The tenant a secret key belongs to, or null for a malformed, unknown or revoked key. */
   authenticate(secret: string): Promise<Tenant | null>;
+  /** Stops hearing the change bus (the memory is dropped with the authenticator). */
+  close(): void;
 };
 
 /**
  * Authentication with a per-process memory of valid keys, keyed by the key's SHA-256 (the secret itself is
  * never kept). Only keys found valid are remembered, each for `ttlMs`: an unknown or revoked key always asks
- * the database, so a stream of made-up keys cannot fill the memory, and a revocation takes effect everywhere
- * within `ttlMs`.
+ * the database, so a stream of made-up keys cannot fill the memory. A key revoked by any process is forgotten
+ * when its announcement arrives on the change bus, and everything is forgotten on `resync`. Nothing is
+ * remembered while the bus is not listening, nor from a lookup that began before something was forgotten (it
+ * may have read the key just before its revocation committed).
  */
 export function createAuthenticator(
-  deps: { sql: Sql; nowMs: () => number },
+  deps: { sql: Sql; nowMs: () => number; changes: ChangeFeed },
   limits: ApiKeyCacheLimits,
 ): Authenticator {
   const valid = new Map<string, { tenant: Tenant; expiresAtMs: number }>();
+  /** Counts what the bus made us forget: a lookup remembers its answer only if this did not move meanwhile. */
+  let forgotten = 0;
+  const unsubscribe = deps.changes.subscribe((event) => {
+    if (event.kind === "api_key_revoked") {
+      valid.delete(event.digest);
+      forgotten += 1;
+    } else if (event.kind === "resync") {
+      valid.clear();
+      forgotten += 1;
+    }
+  });
   return {
     async authenticate(secret) {
       if (!secretPattern.test(secret)) return null;
@@ -96,8 +129,10 @@ export function createAuthenticator(
           return cached.tenant;
         }
       }
+      const forgottenBefore = forgotten;
       const tenant = await tenantOfDigest(deps.sql, digest);
       if (tenant === null || limits.entriesMax <= 0) return tenant;
+      if (forgotten !== forgottenBefore || !deps.changes.listening()) return tenant;
       while (valid.size >= limits.entriesMax) {
         const oldest = valid.keys().next();
         if (oldest.done === true) break;
@@ -105,6 +140,10 @@ export function createAuthenticator(
       }
       valid.set(key, { tenant, expiresAtMs: deps.nowMs() + limits.ttlMs });
       return tenant;
+    },
+    close() {
+      unsubscribe();
+      valid.clear();
     },
   };
 }

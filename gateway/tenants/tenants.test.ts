@@ -1,23 +1,38 @@
 // API-key authentication with the per-process memory of valid keys, on PGlite: the memory answers without a
-// query while its ttlMs lasts, a revoked key is refused once it has passed, an unknown key is never remembered.
+// query while its ttlMs lasts, a revocation announced on its change bus is refused at once (one it never hears of
+// once ttlMs has passed), an unknown key is never remembered. Across processes on PostgreSQL:
+// test/http/api-key-revocation.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
-import { type Db, migrate, openPglite, type Sql } from "../db/index.ts";
+import {
+  type ChangeBus,
+  type ChangeEvent,
+  type ChangeFeed,
+  createLocalChangeBus,
+  type Db,
+  migrate,
+  openPglite,
+  type Sql,
+} from "../db/index.ts";
 import { ledgerMigrations } from "../ledger/index.ts";
 import { authenticate, createApiKey, createAuthenticator, createTenant, revokeApiKey } from "./index.ts";
 
 let db: Db;
+/** This process's bus: what revokeApiKey announces on, and what the memories below hear. */
+let changes: ChangeBus;
 const tenantId = "ten_auth";
 
 beforeAll(async () => {
   db = await openPglite(undefined);
+  changes = createLocalChangeBus();
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
   await createTenant(db, { id: tenantId, name: "Auth" });
   await createTenant(db, { id: "ten_other", name: "Other" });
 }, 120_000);
 
 afterAll(async () => {
+  await changes?.close();
   await db?.close();
 });
 
@@ -37,7 +52,7 @@ describe("the API-key memory", () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
     const { sql, queries } = counting();
     const time = clock();
-    const auth = createAuthenticator({ sql, nowMs: time.nowMs }, { entriesMax: 10, ttlMs: 5_000 });
+    const auth = createAuthenticator({ sql, nowMs: time.nowMs, changes }, { entriesMax: 10, ttlMs: 5_000 });
     expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
     expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
     expect(queries()).toBe(1);
@@ -49,10 +64,15 @@ describe("the API-key memory", () => {
   it("refuses a revoked key once ttlMs has passed since it was last looked up", async () => {
     const key = await createApiKey(db, { tenantId, mode: "live" });
     const time = clock();
-    const auth = createAuthenticator({ sql: db, nowMs: time.nowMs }, { entriesMax: 10, ttlMs: 3_000 });
+    // A memory that never hears of the revocation (its bus is not the one it is announced on): ttlMs is the net.
+    const deaf = createLocalChangeBus();
+    const auth = createAuthenticator(
+      { sql: db, nowMs: time.nowMs, changes: deaf },
+      { entriesMax: 10, ttlMs: 3_000 },
+    );
     expect(await auth.authenticate(key.secret)).not.toBeNull();
-    expect(await revokeApiKey(db, { tenantId, id: key.id })).toBe(true);
-    expect(await revokeApiKey(db, { tenantId, id: key.id })).toBe(false); // already revoked
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(true);
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(false); // already revoked
     expect(await authenticate(db, key.secret)).toBeNull(); // the database refuses at once
     time.advance(2_999);
     expect(await auth.authenticate(key.secret)).not.toBeNull(); // the memory, for at most ttlMs
@@ -63,13 +83,16 @@ describe("the API-key memory", () => {
 
   it("only the key's own tenant can revoke it", async () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
-    expect(await revokeApiKey(db, { tenantId: "ten_other", id: key.id })).toBe(false);
+    expect(await revokeApiKey({ db, changes }, { tenantId: "ten_other", id: key.id })).toBe(false);
     expect(await authenticate(db, key.secret)).toEqual({ id: tenantId, name: "Auth" });
   });
 
   it("never remembers an unknown key, and refuses a malformed one without a query", async () => {
     const { sql, queries } = counting();
-    const auth = createAuthenticator({ sql, nowMs: clock().nowMs }, { entriesMax: 10, ttlMs: 60_000 });
+    const auth = createAuthenticator(
+      { sql, nowMs: clock().nowMs, changes },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
     const unknown = `sk_test_${"A".repeat(43)}`;
     expect(await auth.authenticate(unknown)).toBeNull();
     expect(await auth.authenticate(unknown)).toBeNull();
@@ -82,7 +105,10 @@ describe("the API-key memory", () => {
   it("holds at most entriesMax keys, forgetting the least recently checked", async () => {
     const keys = await Promise.all([0, 1, 2].map(() => createApiKey(db, { tenantId, mode: "test" })));
     const { sql, queries } = counting();
-    const auth = createAuthenticator({ sql, nowMs: clock().nowMs }, { entriesMax: 2, ttlMs: 60_000 });
+    const auth = createAuthenticator(
+      { sql, nowMs: clock().nowMs, changes },
+      { entriesMax: 2, ttlMs: 60_000 },
+    );
     await auth.authenticate(keys[0]!.secret);
     await auth.authenticate(keys[1]!.secret);
     await auth.authenticate(keys[0]!.secret); // from memory; key 1 is now the least recent
@@ -92,5 +118,100 @@ describe("the API-key memory", () => {
     expect(queries()).toBe(3);
     await auth.authenticate(keys[1]!.secret);
     expect(queries()).toBe(4);
+  });
+});
+
+describe("the API-key memory and the change bus", () => {
+  it("refuses a key at once when its revocation is announced, without waiting for ttlMs", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const other = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql, queries } = counting();
+    const auth = createAuthenticator(
+      { sql, nowMs: clock().nowMs, changes },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
+    await auth.authenticate(key.secret);
+    await auth.authenticate(other.secret);
+    expect(queries()).toBe(2);
+    const heard: ChangeEvent[] = [];
+    const stop = changes.subscribe((event) => heard.push(event));
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(true);
+    stop();
+    // The announcement names the key by its digest, never by the key.
+    expect(heard).toEqual([
+      { kind: "api_key_revoked", digest: expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/) },
+    ]);
+    expect(JSON.stringify(heard)).not.toContain(key.secret.slice(8));
+    expect(await auth.authenticate(key.secret)).toBeNull(); // no clock moved
+    expect(await auth.authenticate(other.secret)).toEqual({ id: tenantId, name: "Auth" }); // still remembered
+    expect(queries()).toBe(3);
+    // Revoking nothing announces nothing.
+    const none: ChangeEvent[] = [];
+    const stopNone = changes.subscribe((event) => none.push(event));
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(false);
+    stopNone();
+    expect(none).toEqual([]);
+    auth.close();
+  });
+
+  it("does not remember a key read just before its revocation was heard", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let hold = true;
+    // The lookup reads the key (still valid), then its answer is held back until the revocation has been heard.
+    const slow: Sql = {
+      query: async (text, params) => {
+        const rows = await db.query(text, params);
+        if (hold) await held;
+        return rows as never;
+      },
+    };
+    const auth = createAuthenticator(
+      { sql: slow, nowMs: clock().nowMs, changes },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
+    const lookup = auth.authenticate(key.secret);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    hold = false;
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(true);
+    release();
+    expect(await lookup).toEqual({ id: tenantId, name: "Auth" }); // valid when it was read
+    expect(await auth.authenticate(key.secret)).toBeNull(); // but not remembered
+    auth.close();
+  });
+
+  it("forgets everything on resync, and remembers nothing while the bus is not listening", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const subscribers: Array<(event: ChangeEvent) => void> = [];
+    let listening = true;
+    const feed: ChangeFeed = {
+      subscribe: (subscriber) => {
+        subscribers.push(subscriber);
+        return () => subscribers.splice(subscribers.indexOf(subscriber), 1);
+      },
+      listening: () => listening,
+    };
+    const { sql, queries } = counting();
+    const auth = createAuthenticator(
+      { sql, nowMs: clock().nowMs, changes: feed },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
+    await auth.authenticate(key.secret);
+    await auth.authenticate(key.secret);
+    expect(queries()).toBe(1);
+    listening = false;
+    for (const subscriber of subscribers) subscriber({ kind: "resync" });
+    await auth.authenticate(key.secret);
+    await auth.authenticate(key.secret);
+    expect(queries()).toBe(3); // forgotten, and not remembered again while deaf
+    listening = true;
+    await auth.authenticate(key.secret);
+    await auth.authenticate(key.secret);
+    expect(queries()).toBe(4);
+    auth.close();
+    expect(subscribers).toEqual([]);
   });
 });

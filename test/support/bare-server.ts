@@ -3,6 +3,7 @@
 // fails the test (they are null).
 import type { FastifyInstance } from "fastify";
 import type { RailRoute } from "../../core/index.ts";
+import { createLocalChangeBus } from "../../gateway/db/index.ts";
 import { buildServer, type ServerOptions } from "../../gateway/http/index.ts";
 
 export async function buildBareServer(railRoutes: readonly RailRoute[]): Promise<FastifyInstance> {
@@ -18,6 +19,7 @@ export async function buildBareServer(railRoutes: readonly RailRoute[]): Promise
     idempotencyInProgressTimeoutMs: 60_000,
     logLevel: "silent",
     railRoutes,
+    changes: createLocalChangeBus(),
   } as unknown as ServerOptions;
   const server = await buildServer(options);
   await server.ready();
