@@ -1,22 +1,45 @@
 // Idempotency-Key on POST requests, as Stripe does it: the first request with a key runs and its answer
 // is kept; a repeat with the same body gets that answer again (Idempotent-Replayed: true); a repeat with
 // another body is refused; a repeat while the first is still running is refused. Server errors are not
-// kept, so the request can be retried. Payments also carry the key themselves (the last line of defence
-// against paying twice when a process dies between running the request and keeping its answer).
+// kept, so the request can be retried.
+//
+// Two ways to keep the record:
+// - claimed first (most routes): the key is claimed with a row before the handler runs, and the answer written
+//   into it once sent.
+// - inline (a route whose config says `idempotency: "inline"`, POST /v1/payments): nothing is written before the
+//   handler. The route hands the service the request's digest and how to answer, and the service writes the record
+//   in the same transaction as the payment — with the answer when the payment is final in that transaction (an
+//   internal payment: one write for everything), else still unanswered until the answer is sent. When the service
+//   finds the key taken, the route answers from the stored record (replayedAnswer). This process's own keys in
+//   flight and its recent answers are remembered, so a repeat to the same process asks no query.
 import { createHash } from "node:crypto";
-import type { FastifyPluginAsync } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import type { Sql } from "../db/index.ts";
+import type { StoredAnswer } from "../payments/index.ts";
 import { tenantOf } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
     idempotencyKey: string | null;
+    /** The SHA-256 of the request (method, URL, body) the key was sent with. */
+    idempotencyDigest: Buffer | null;
+    /**
+     * Set by an inline route: `stored` when its answer is already kept (written with the payment, or a replay),
+     * `refused` when the key itself was refused (another request's): either way, nothing more is written.
+     */
+    idempotencyOutcome: "stored" | "refused" | null;
+  }
+  interface FastifyContextConfig {
+    idempotency?: "inline";
   }
 }
 
 export const idempotencyKeyLengthMax = 255;
+
+/** How many answers of inline routes each process remembers (least recently used forgotten first). */
+export const rememberedAnswersMax = 10_000;
 
 export type IdempotencyOptions = {
   sql: Sql;
@@ -30,8 +53,86 @@ function requestDigest(method: string, url: string, body: unknown): Buffer {
     .digest();
 }
 
+/** What the stored record says about a repeated key. */
+export type StoredRecord =
+  | { kind: "answered"; answer: StoredAnswer }
+  | { kind: "reused" }
+  | { kind: "in_use" }
+  /** No record, or one whose request died unanswered: the caller answers from the state of things. */
+  | { kind: "none" };
+
+/** Looks up the record of a key that is taken. */
+export async function storedRecord(
+  sql: Sql,
+  params: { tenantId: string; key: string; digest: Buffer; inProgressTimeoutMs: number },
+): Promise<StoredRecord> {
+  const [stored] = await sql.query<{
+    request_sha256: Buffer;
+    response_status: number | null;
+    response_body: unknown;
+    stale: boolean;
+  }>(
+    `SELECT request_sha256, response_status, response_body::text AS response_body,
+       created_at < now() - make_interval(secs => $3::double precision / 1000) AS stale
+     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
+    [params.tenantId, params.key, params.inProgressTimeoutMs],
+  );
+  if (stored === undefined) return { kind: "none" };
+  if (!Buffer.from(stored.request_sha256).equals(params.digest)) return { kind: "reused" };
+  if (stored.response_status === null) return stored.stale ? { kind: "none" } : { kind: "in_use" };
+  return { kind: "answered", answer: { status: stored.response_status, body: String(stored.response_body) } };
+}
+
+const keyReused = () =>
+  new ApiError(
+    "idempotency_key_reused",
+    "this Idempotency-Key was used with another request; use a new key for a new request",
+  );
+const keyInUse = () =>
+  new ApiError("idempotency_key_in_use", "a request with this Idempotency-Key is being run; retry shortly");
+
+/** Sends a stored answer again, marked as a replay. */
+export function sendReplay(request: FastifyRequest, reply: FastifyReply, answer: StoredAnswer): FastifyReply {
+  request.idempotencyOutcome = "stored";
+  return reply
+    .code(answer.status)
+    .header("idempotent-replayed", "true")
+    .type("application/json; charset=utf-8")
+    .send(answer.body);
+}
+
+/** Throws the refusal a stored record means, or sends its answer; `none` is the caller's to answer. */
+export function answerFromRecord(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  record: StoredRecord,
+): FastifyReply | null {
+  switch (record.kind) {
+    case "reused":
+      request.idempotencyOutcome = "refused";
+      throw keyReused();
+    case "in_use":
+      request.idempotencyOutcome = "refused";
+      throw keyInUse();
+    case "answered":
+      return sendReplay(request, reply, record.answer);
+    case "none":
+      return null;
+  }
+}
+
 const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
   app.decorateRequest("idempotencyKey", null);
+  app.decorateRequest("idempotencyDigest", null);
+  app.decorateRequest("idempotencyOutcome", null);
+  // Inline routes' keys in flight in this process, and their recent answers (tenant id and key, joined by a newline).
+  const inFlight = new Set<string>();
+  const answered = new Map<string, { digest: Buffer; answer: StoredAnswer }>();
+  const remember = (memo: string, digest: Buffer, answer: StoredAnswer) => {
+    answered.delete(memo);
+    if (answered.size >= rememberedAnswersMax) answered.delete(answered.keys().next().value!);
+    answered.set(memo, { digest, answer });
+  };
 
   app.addHook("preHandler", async (request, reply) => {
     if (request.method !== "POST" || request.tenant === null) return;
@@ -51,6 +152,19 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     }
     const tenant = tenantOf(request);
     const digest = requestDigest(request.method, request.url, request.body);
+    if (request.routeOptions.config.idempotency === "inline") {
+      const memo = `${tenant.id}\n${key}`;
+      if (inFlight.has(memo)) throw keyInUse();
+      const remembered = answered.get(memo);
+      if (remembered !== undefined) {
+        if (!remembered.digest.equals(digest)) throw keyReused();
+        return sendReplay(request, reply, remembered.answer);
+      }
+      inFlight.add(memo);
+      request.idempotencyKey = key;
+      request.idempotencyDigest = digest;
+      return;
+    }
     const claimed = await options.sql.query(
       `INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($1, $2, $3)
        ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now()
@@ -62,35 +176,17 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     );
     if (claimed.length === 1) {
       request.idempotencyKey = key;
+      request.idempotencyDigest = digest;
       return;
     }
-    const [stored] = await options.sql.query<{
-      request_sha256: Buffer;
-      response_status: number | null;
-      response_body: unknown;
-    }>(
-      "SELECT request_sha256, response_status, response_body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-      [tenant.id, key],
-    );
-    if (stored === undefined)
-      throw new ApiError(
-        "idempotency_key_in_use",
-        "a request with this Idempotency-Key is being run; retry shortly",
-      );
-    if (!Buffer.from(stored.request_sha256).equals(digest)) {
-      throw new ApiError(
-        "idempotency_key_reused",
-        "this Idempotency-Key was used with another request; use a new key for a new request",
-      );
-    }
-    if (stored.response_status === null) {
-      throw new ApiError(
-        "idempotency_key_in_use",
-        "a request with this Idempotency-Key is being run; retry shortly",
-      );
-    }
-    reply.header("idempotent-replayed", "true");
-    return reply.code(stored.response_status).send(stored.response_body);
+    const record = await storedRecord(options.sql, {
+      tenantId: tenant.id,
+      key,
+      digest,
+      inProgressTimeoutMs: options.inProgressTimeoutMs,
+    });
+    // The claim failed, so a record exists; gone since (a server error deleted it): being run, retry.
+    return answerFromRecord(request, reply, record.kind === "none" ? { kind: "in_use" } : record);
   });
 
   // Callback style: a request without a key (most of them) passes straight through, without a promise.
@@ -98,21 +194,43 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     const key = request.idempotencyKey;
     const tenant = request.tenant;
     if (key === null || tenant === null) return done(null, payload);
-    const stored =
-      reply.statusCode >= 500
-        ? options.sql.query(
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
-            [tenant.id, key],
-          )
-        : options.sql.query(
-            "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
-            [
-              tenant.id,
-              key,
-              reply.statusCode,
-              typeof payload === "string" ? payload : JSON.stringify(payload),
-            ],
-          );
+    const inline = request.routeOptions.config.idempotency === "inline";
+    const memo = `${tenant.id}\n${key}`;
+    const body = typeof payload === "string" ? payload : JSON.stringify(payload);
+    if (inline) {
+      inFlight.delete(memo);
+      if (request.idempotencyOutcome === "refused") return done(null, payload);
+      if (request.idempotencyOutcome === "stored") {
+        remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body });
+        return done(null, payload);
+      }
+    }
+    let stored: Promise<unknown>;
+    if (reply.statusCode >= 500) {
+      stored = options.sql.query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
+        [tenant.id, key],
+      );
+    } else if (inline) {
+      // The record the service wrote unanswered (a payment not final yet), or none (a request refused before
+      // anything was written): the answer goes in now, unless another request's answer is there.
+      stored = options.sql
+        .query(
+          `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (tenant_id, key) DO UPDATE SET response_status = EXCLUDED.response_status,
+             response_body = EXCLUDED.response_body
+             WHERE idempotency_keys.response_status IS NULL
+               AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256`,
+          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body],
+        )
+        .then(() => remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body }));
+    } else {
+      stored = options.sql.query(
+        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
+        [tenant.id, key, reply.statusCode, body],
+      );
+    }
     stored.then(
       () => done(null, payload),
       (error: Error) => done(error),

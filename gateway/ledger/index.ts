@@ -23,6 +23,8 @@ export {
   holdLegs,
   LedgerPostingError,
   type Leg,
+  type MoveOutcome,
+  moveEach,
   openAccounts,
   type Posting,
   type PostingTransfer,

@@ -176,6 +176,32 @@ export const voidReservation = (
   transfer: PostingTransfer & { alongside: Statement },
 ): Promise<Row[]> => resolveReservation(ledger, "void", reservation, transfer);
 
+/** How one of moveEach's postings ended: moved (now, or by an earlier call with the same id), or why not. */
+export type MoveOutcome = "moved" | Exclude<ReserveOutcome, "reserved">;
+
+/**
+ * Moves each posting at once (no reservation: posted transfers), each on its own — one short payer refuses only
+ * its own — in one ledger request, and writes the statement `alongside` builds from the outcomes in the same
+ * transaction (always: it records the refusals too). Returns the outcomes and that statement's rows.
+ */
+export async function moveEach(
+  ledger: Ledger,
+  moves: readonly { posting: Posting; transfer: PostingTransfer }[],
+  alongside: (outcomes: readonly MoveOutcome[]) => Statement,
+): Promise<{ outcomes: MoveOutcome[]; rows: Row[] }> {
+  const outcomesOf = (results: readonly { status: CreateTransferStatus }[]): MoveOutcome[] =>
+    results.map((result) =>
+      ledgerHolds(result.status) ? "moved" : (shortfallOf(result.status) ?? "rejected"),
+    );
+  const { results, rows } = await ledger.createTransfersWith(
+    moves.map((move) => transferInput(move.posting, move.transfer, 0)),
+    { statement: (made) => alongside(outcomesOf(made)) },
+  );
+  if (rows === null || results.length !== moves.length)
+    throw refused(moves[0]!.transfer, "no result for every posting");
+  return { outcomes: outcomesOf(results), rows };
+}
+
 /**
  * Moves money that must be there to move (money in from a rail's clearing account, a paid batch out of the payable
  * account). `conflict`: a transfer with this id exists and differs (an earlier delivery of the same event with

@@ -6,6 +6,7 @@ import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
 import type { NettingDeps } from "./batch-payouts.ts";
+import type { IdempotencyRecord, InternalSettler, StoredAnswer } from "./internal.ts";
 import type { Payment, PaymentRefusal } from "./types.ts";
 
 export type Router = (
@@ -20,6 +21,8 @@ export type PaymentsDeps = {
   /** Account lookups, remembered per process (accounts/createAccountCache). */
   accounts: AccountCache;
   rails: ReadonlyMap<string, Rail>;
+  /** Writes internal payments together (internal.ts createInternalSettler, over this ledger). */
+  internal: InternalSettler;
   snapshot: () => Snapshot;
   route: Router;
   /** When set, payouts whose fee would eat too much of their value accrue and leave in netted batches. */
@@ -43,15 +46,24 @@ export type CreatePaymentParams = {
   metadata: Record<string, string>;
   /** The caller's Idempotency-Key: with it, a repeated request returns the first payment. */
   idempotencyKey: string | null;
+  /**
+   * With the key, the HTTP request's record: written with the payment, in the same transaction (with the answer
+   * when the payment is final there). When the key turns out taken, the result is `key_taken` and the caller looks
+   * the record up. Without it, a taken key returns the payment that holds it.
+   */
+  idempotencyRecord?: IdempotencyRecord;
   /** A quote to honour: its locked rates and fee caps, or quote_expired. */
   quoteId: string | null;
 };
 
 export type CreatePaymentResult =
-  | { ok: true; payment: Payment }
+  /** `answer`: what was stored as the request's answer with the payment (internal payments), else null. */
+  | { ok: true; payment: Payment; answer: StoredAnswer | null }
+  /** With `idempotencyRecord`: the key is another request's, and nothing was written. */
+  | { ok: false; keyTaken: true }
   | { ok: false; refusal: PaymentRefusal; message: string; param?: string; decision?: RouteDecision };
 
-export type Refused = Extract<CreatePaymentResult, { ok: false }>;
+export type Refused = Extract<CreatePaymentResult, { refusal: PaymentRefusal }>;
 
 export function refuse(refusal: PaymentRefusal, message: string, param?: string): Refused {
   return param === undefined ? { ok: false, refusal, message } : { ok: false, refusal, message, param };

@@ -8,6 +8,12 @@ export {
 export type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps, Router } from "./deps.ts";
 export { PaymentInvariantError } from "./errors.ts";
 export { applyRailEvent } from "./execution.ts";
+export {
+  createInternalSettler,
+  type IdempotencyRecord,
+  type InternalSettler,
+  type StoredAnswer,
+} from "./internal.ts";
 export { createMarket, type Market } from "./market.ts";
 export { RecoveryError, recoverOpenAttempts } from "./recovery.ts";
 export { evidenceForLedger } from "./reservations.ts";

@@ -18,6 +18,7 @@ import {
 import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
+  createInternalSettler,
   createPayment,
   getPayment,
   PaymentInvariantError,
@@ -130,6 +131,7 @@ function depsWith(database: Db): PaymentsDeps {
     ledger,
     accounts: createAccountCache({ sql: database }, { entriesMax: 100 }),
     rails,
+    internal: createInternalSettler({ ledger, nowMs: Date.now }),
     snapshot: () =>
       buildSnapshot({
         rails: [...rails.values()].map((r) => r.snapshot()),

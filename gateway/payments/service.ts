@@ -14,7 +14,7 @@
 // The live path keeps the payment it writes in memory and answers from it; it reads the database again only
 // when a conditional update finds that another writer (recovery, a rail event) moved the payment first.
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import type { Reservation } from "../ledger/index.ts";
+import { type Reservation, transferCodes } from "../ledger/index.ts";
 import { accruePayout, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
 import type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
@@ -56,38 +56,77 @@ export async function createPayment(
     decision,
     metadata: params.metadata,
   };
-  const row = { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId };
+  const record = params.idempotencyKey === null ? null : (params.idempotencyRecord ?? null);
   const firstCandidate = accrues ? undefined : decision.candidates[0];
+  const firstRail = firstCandidate === undefined ? undefined : deps.rails.get(firstCandidate.rail);
+  if (
+    firstCandidate !== undefined &&
+    firstRail?.kind === "internal" &&
+    decision.candidates.length === 1 &&
+    params.destination.kind === "account"
+  ) {
+    // Two accounts of the tenant: settled in the ledger alone, in one write shared with the payments beside it.
+    const destination = await deps.accounts.tenantAccount({
+      tenantId: params.tenantId,
+      id: params.destination.accountId,
+    });
+    if (destination === null) throw new PaymentInvariantError(`payment ${paymentId} lost its destination`);
+    deps.learning?.noteAttempt(firstRail.id);
+    const settled = await deps.internal.settle({
+      payment: fields,
+      attempt: {
+        id: newId("att"),
+        rail: firstRail.id,
+        amount: firstCandidate.amount,
+        feeMax: firstCandidate.feeMax,
+      },
+      posting: {
+        debitAccountId: source.ledgerAccountId,
+        creditAccountId: destination.ledgerAccountId,
+        amount: firstCandidate.amount,
+        ledger: asset.ledger,
+        code: transferCodes.payments.payment,
+      },
+      idempotencyKey: params.idempotencyKey,
+      quoteId: params.quoteId,
+      record,
+    });
+    if (settled.kind === "key_taken") return keyTaken(deps, params);
+    return { ok: true, payment: settled.payment, answer: settled.answer };
+  }
+  const row = { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId };
   let driven: Driven;
   let first: { attempt: Attempt; reservation: Reservation | Refusal } | null = null;
   try {
     if (firstCandidate === undefined) {
-      driven = { payment: processing(fields, await insertPayment(deps.db, row), []), current: true };
+      driven = { payment: processing(fields, await insertPayment(deps.db, row, record), []), current: true };
     } else {
-      const rail = deps.rails.get(firstCandidate.rail);
-      if (rail === undefined)
+      if (firstRail === undefined)
         throw new PaymentInvariantError(`router chose unknown rail ${firstCandidate.rail}`);
       const attemptId = newId("att");
       const newAttempt = {
         id: attemptId,
-        rail: rail.id,
+        rail: firstRail.id,
         amount: firstCandidate.amount,
         feeMax: firstCandidate.feeMax,
         reserveTransferId: derivedLedgerId(attemptId, "reserve"),
       };
       // The payment, its first attempt and that attempt's reservation: one transaction. The payment is written
       // whether or not the ledger grants the reservation (a refused one fails the attempt below).
-      const written = await reserve(deps, fields, newAttempt, rail, insertPaymentStatement(row, newAttempt));
+      const written = await reserve(
+        deps,
+        fields,
+        newAttempt,
+        firstRail,
+        insertPaymentStatement(row, newAttempt, record),
+      );
       const attempt = firstAttemptOf(paymentId, newAttempt);
       driven = { payment: processing(fields, paymentInserted(written.rows ?? []), [attempt]), current: true };
       first = { attempt, reservation: written.reservation };
     }
   } catch (error) {
-    // A payment already made under this key is returned as it stands (nothing was written); recovery finishes
-    // it if it is open.
     if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
-    const existingId = await paymentIdForKey(deps.db, params.tenantId, params.idempotencyKey);
-    return { ok: true, payment: await readPayment(deps, params.tenantId, existingId) };
+    return keyTaken(deps, params);
   }
   if (accrues && netting !== undefined && params.destination.kind === "evm_address")
     return accrue(deps, netting, {
@@ -101,7 +140,19 @@ export async function createPayment(
   return {
     ok: true,
     payment: driven.current ? driven.payment : await readPayment(deps, params.tenantId, paymentId),
+    answer: null,
   };
+}
+
+/**
+ * The Idempotency-Key is another request's (nothing was written): with the HTTP record, the caller looks it up;
+ * without, the payment already made under the key is returned as it stands (recovery finishes it if it is open).
+ */
+async function keyTaken(deps: PaymentsDeps, params: CreatePaymentParams): Promise<CreatePaymentResult> {
+  if (params.idempotencyRecord !== undefined || params.idempotencyKey === null)
+    return { ok: false, keyTaken: true };
+  const existingId = await paymentIdForKey(deps.db, params.tenantId, params.idempotencyKey);
+  return { ok: true, payment: await readPayment(deps, params.tenantId, existingId), answer: null };
 }
 
 /** A payment as just written, with what the database added. */
@@ -139,5 +190,5 @@ async function accrue(
       "insufficient_funds",
       "the source account's available balance is below the amount",
     );
-  return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id) };
+  return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id), answer: null };
 }

@@ -146,6 +146,8 @@ export type NewPayment = {
 export function insertPaymentStatement(
   payment: NewPayment,
   firstAttempt: Omit<NewAttempt, "paymentId" | "seq"> | null,
+  /** The HTTP request's idempotency record (its answer still to come), written with the payment or neither. */
+  record: { requestSha256: Buffer } | null = null,
 ): Statement {
   const params: unknown[] = [
     payment.id,
@@ -173,11 +175,20 @@ export function insertPaymentStatement(
      a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
        SELECT $12::text, p.id, 0, $13::text, 'reserving', $14::bigint, $15::bigint, $16::numeric FROM p)`;
   }
+  let keyed = "";
+  let keyTaken = "";
+  if (record !== null && payment.idempotencyKey !== null) {
+    params.push(record.requestSha256.toString("hex"));
+    keyed = `,
+     k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($2, $10, decode($${params.length}, 'hex'))
+       ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)`;
+    keyTaken = " AND EXISTS (SELECT 1 FROM k)";
+  }
   return {
     text: `WITH p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id)
        VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11)
-       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, created_at, updated_at)${attempt}
-     SELECT CASE WHEN EXISTS (SELECT 1 FROM p) THEN true ELSE payment_key_taken() END AS inserted,
+       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, created_at, updated_at)${attempt}${keyed}
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM p)${keyTaken} THEN true ELSE payment_key_taken() END AS inserted,
        (SELECT created_at FROM p) AS created_at, (SELECT updated_at FROM p) AS updated_at`,
     params,
   };
@@ -199,8 +210,9 @@ export function firstAttemptOf(paymentId: string, attempt: Omit<NewAttempt, "pay
 export async function insertPayment(
   sql: Sql,
   payment: NewPayment,
+  record: { requestSha256: Buffer } | null = null,
 ): Promise<{ createdAt: Date; updatedAt: Date }> {
-  const statement = insertPaymentStatement(payment, null);
+  const statement = insertPaymentStatement(payment, null, record);
   return paymentInserted(await sql.query(statement.text, statement.params));
 }
 

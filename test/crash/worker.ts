@@ -11,7 +11,12 @@ import { assets } from "../../core/index.ts";
 import { createAccountCache } from "../../gateway/accounts/index.ts";
 import { openPostgres } from "../../gateway/db/index.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
-import { createPayment, type PaymentsDeps, recoverOpenAttempts } from "../../gateway/payments/index.ts";
+import {
+  createInternalSettler,
+  createPayment,
+  type PaymentsDeps,
+  recoverOpenAttempts,
+} from "../../gateway/payments/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
 import { toyRailSnapshot } from "../support/toy-rail.ts";
 
@@ -62,6 +67,7 @@ const deps: PaymentsDeps = {
   ledger,
   accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
   rails,
+  internal: createInternalSettler({ ledger, nowMs: Date.now }),
   snapshot: () =>
     buildSnapshot({
       rails: [...rails.values()].map((rail) => rail.snapshot()),

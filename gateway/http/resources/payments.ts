@@ -3,24 +3,51 @@
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { Db } from "../../db/index.ts";
-import { createPayment, getPayment, type PaymentsDeps } from "../../payments/index.ts";
+import {
+  createPayment,
+  getPayment,
+  type Payment,
+  PaymentInvariantError,
+  type PaymentsDeps,
+  type StoredAnswer,
+} from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
+import { answerFromRecord, storedRecord } from "../idempotency.ts";
 import { destinationFromBody, policyFrom, presentPayment, refusalError } from "../present.ts";
 import { createPaymentBody, errorView, idParams, paymentView } from "../schemas.ts";
 
-export type PaymentRoutesOptions = { db: Db; payments: PaymentsDeps };
+export type PaymentRoutesOptions = { db: Db; payments: PaymentsDeps; idempotencyInProgressTimeoutMs: number };
+
+/**
+ * What a payment's request is answered, as the JSON text sent (and kept with an Idempotency-Key): 201 once it
+ * succeeded, 202 while it is processing, the failure's error (with the payment) once it failed. Sent as text, so
+ * the response schema (kept for the OpenAPI document) does not serialize it a second time.
+ */
+export function answerOf(payment: Payment): StoredAnswer {
+  const view = presentPayment(payment);
+  if (payment.status === "failed") {
+    const code = payment.failureCode ?? "rejected"; // a PaymentFailureCode, itself an ApiErrorCode
+    const error = new ApiError(code, payment.failureMessage ?? "the payment failed", {
+      extra: { payment: view },
+    });
+    return { status: error.status, body: JSON.stringify(error.body()) };
+  }
+  return { status: payment.status === "succeeded" ? 201 : 202, body: JSON.stringify(view) };
+}
 
 const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options) => {
   app.post(
     "/payments",
     {
       schema: { body: createPaymentBody, response: { 201: paymentView, 202: paymentView, "4xx": errorView } },
+      config: { idempotency: "inline" },
     },
     async (request, reply) => {
       const { body } = request;
-      const result = await createPayment(options.payments, {
-        tenantId: tenantOf(request).id,
+      const tenantId = tenantOf(request).id;
+      const params = {
+        tenantId,
         asset: body.asset,
         amount: body.amount,
         sourceAccountId: body.source.account,
@@ -29,16 +56,39 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         metadata: body.metadata ?? {},
         idempotencyKey: request.idempotencyKey,
         quoteId: body.quote ?? null,
-      });
-      if (!result.ok) throw refusalError(result);
-      const view = presentPayment(result.payment);
-      if (result.payment.status === "failed") {
-        const code = result.payment.failureCode ?? "rejected"; // a PaymentFailureCode, itself an ApiErrorCode
-        throw new ApiError(code, result.payment.failureMessage ?? "the payment failed", {
-          extra: { payment: view },
+      };
+      const key = request.idempotencyKey;
+      const digest = request.idempotencyDigest;
+      let result =
+        key === null || digest === null
+          ? await createPayment(options.payments, params)
+          : await createPayment(options.payments, {
+              ...params,
+              idempotencyRecord: { key, requestSha256: digest, answer: answerOf },
+            });
+      if (!result.ok && "keyTaken" in result && key !== null && digest !== null) {
+        const record = await storedRecord(options.db, {
+          tenantId,
+          key,
+          digest,
+          inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
         });
+        const replayed = answerFromRecord(request, reply, record);
+        if (replayed !== null) return replayed;
+        // No answer kept (its request died, or a server error dropped it): the payment under the key, as it stands.
+        result = await createPayment(options.payments, params);
       }
-      return reply.code(result.payment.status === "succeeded" ? 201 : 202).send(view);
+      if (!result.ok) {
+        if ("keyTaken" in result) throw new PaymentInvariantError("a taken key without its record");
+        throw refusalError(result);
+      }
+      if (result.answer !== null) request.idempotencyOutcome = "stored";
+      const answer = result.answer ?? answerOf(result.payment);
+      // JSON text already: sent as is (the type provider types the payload as the schema's object).
+      return reply
+        .code(answer.status)
+        .type("application/json; charset=utf-8")
+        .send(answer.body as never);
     },
   );
 

@@ -1,0 +1,282 @@
+// The hot path: a payment between two accounts of one tenant, on the internal rail, settles in the ledger alone.
+// Its whole life is one write — the ledger transfer (posted at once: nothing waits on a rail, so nothing needs
+// holding), the payment and its attempt in their final status, the event that announces it and, with an
+// Idempotency-Key, the answer the request gets — and payments that arrive together share that write: they are
+// gathered for one turn of the event loop, handed to the ledger as one request of one transfer each (one short
+// payer refuses only its own), and the ledger's group commit adds them to its next batch with the rows below as
+// one statement. So concurrent payments share one database transaction and one fsync, and each is answered from
+// what was written for it, with nothing read back.
+//
+// Failure: the statement fails whole when an Idempotency-Key of the batch is already taken (by this process's
+// earlier request, or another process's): then each payment of the batch is written again on its own, and only
+// the one whose key is taken hears of it (`key_taken`: the caller looks the key up). Nothing is half-written —
+// the transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
+import type { Statement } from "../db/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import { type Ledger, type MoveOutcome, moveEach, type Posting, transferCodes } from "../ledger/index.ts";
+import { isPaymentKeyTaken, toJson } from "./store.ts";
+import type { Attempt, Payment, PaymentFailureCode } from "./types.ts";
+
+/** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
+export type StoredAnswer = { status: number; body: string };
+
+/** With an Idempotency-Key: the request's digest, and the answer a payment in its final status gets. */
+export type IdempotencyRecord = {
+  key: string;
+  requestSha256: Buffer;
+  answer(payment: Payment): StoredAnswer;
+};
+
+/** A payment ready to settle: everything but its status, which the ledger's answer decides. */
+export type InternalPayment = {
+  payment: Omit<
+    Payment,
+    "status" | "rail" | "failureCode" | "failureMessage" | "attempts" | "createdAt" | "updatedAt"
+  >;
+  attempt: { id: string; rail: string; amount: bigint; feeMax: bigint };
+  posting: Posting;
+  idempotencyKey: string | null;
+  quoteId: string | null;
+  record: IdempotencyRecord | null;
+};
+
+export type InternalSettled =
+  | { kind: "settled"; payment: Payment; answer: StoredAnswer | null }
+  | { kind: "key_taken" };
+
+export type InternalSettler = {
+  settle(payment: InternalPayment): Promise<InternalSettled>;
+};
+
+/** The most payments written in one statement; more wait for the next turn. */
+export const internalBatchPaymentsMax = 1024;
+
+type Waiting = {
+  item: InternalPayment;
+  resolve: (settled: InternalSettled) => void;
+  reject: (error: unknown) => void;
+};
+
+export function createInternalSettler(deps: { ledger: Ledger; nowMs: () => number }): InternalSettler {
+  const gathering: Waiting[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    while (gathering.length > 0) {
+      const batch = gathering.splice(0, internalBatchPaymentsMax);
+      void write(deps, batch, true);
+    }
+  };
+  return {
+    settle(item) {
+      return new Promise((resolve, reject) => {
+        gathering.push({ item, resolve, reject });
+        if (!scheduled) {
+          scheduled = true;
+          // The requests parsed in this turn of the event loop join; the next turn's go in the next batch.
+          setImmediate(flush);
+        }
+      });
+    },
+  };
+}
+
+/** Writes a batch; when a key of it is taken, each payment again alone (`split`: this batch may still be split). */
+async function write(
+  deps: { ledger: Ledger; nowMs: () => number },
+  batch: Waiting[],
+  split: boolean,
+): Promise<void> {
+  const at = new Date(deps.nowMs());
+  let settled: Array<{ payment: Payment; answer: StoredAnswer | null }> = [];
+  try {
+    await moveEach(
+      deps.ledger,
+      batch.map(({ item }) => ({
+        posting: item.posting,
+        transfer: {
+          id: transferIdOf(item.attempt.id),
+          userData128: derivedLedgerId(item.payment.id, "payment"),
+          evidence: { rail: "internal", reference: "ledger" },
+          label: `internal payment ${item.payment.id}`,
+        },
+      })),
+      (outcomes) => {
+        settled = batch.map(({ item }, i) => finalOf(item, outcomes[i]!, at));
+        return batchStatement(batch, settled, at);
+      },
+    );
+  } catch (error) {
+    if (isPaymentKeyTaken(error)) {
+      if (split && batch.length > 1) {
+        await Promise.all(batch.map((waiting) => write(deps, [waiting], false)));
+        return;
+      }
+      for (const waiting of batch) waiting.resolve({ kind: "key_taken" });
+      return;
+    }
+    for (const waiting of batch) waiting.reject(error);
+    return;
+  }
+  for (const [i, waiting] of batch.entries()) waiting.resolve({ kind: "settled", ...settled[i]! });
+}
+
+/** The internal payment's one transfer: derived from its attempt, like a rail attempt's reservation. */
+export const transferIdOf = (attemptId: string): bigint => derivedLedgerId(attemptId, "reserve");
+
+function failureOf(outcome: Exclude<MoveOutcome, "moved">): { code: PaymentFailureCode; message: string } {
+  switch (outcome) {
+    case "insufficient_funds":
+      return { code: outcome, message: "the source account's available balance is below the amount" };
+    case "insufficient_liquidity":
+    case "rejected":
+      return { code: "rejected", message: "the ledger refused to move the amount between the two accounts" };
+  }
+}
+
+/** The payment as the ledger's outcome leaves it, and its answer. */
+function finalOf(
+  item: InternalPayment,
+  outcome: MoveOutcome,
+  at: Date,
+): { payment: Payment; answer: StoredAnswer | null } {
+  const failure = outcome === "moved" ? null : failureOf(outcome);
+  const attempt: Attempt = {
+    id: item.attempt.id,
+    paymentId: item.payment.id,
+    seq: 0,
+    rail: item.attempt.rail,
+    status: failure === null ? "succeeded" : "failed",
+    amount: item.attempt.amount,
+    feeMax: item.attempt.feeMax,
+    fee: failure === null ? 0n : null,
+    reserveTransferId: transferIdOf(item.attempt.id),
+    evidence: failure === null ? { rail: "internal" } : null,
+    failureCode: failure?.code ?? null,
+    failureMessage: failure?.message ?? null,
+  };
+  const payment: Payment = {
+    ...item.payment,
+    status: attempt.status === "succeeded" ? "succeeded" : "failed",
+    rail: failure === null ? item.attempt.rail : null,
+    failureCode: attempt.failureCode,
+    failureMessage: attempt.failureMessage,
+    createdAt: at,
+    updatedAt: at,
+    attempts: [attempt],
+  };
+  return { payment, answer: item.record?.answer(payment) ?? null };
+}
+
+/**
+ * One statement for the whole batch: the idempotency records, the payments, their attempts and their events, each
+ * table one INSERT over arrays. A key already taken (in either table) raises payment_key_taken(), which rolls the
+ * transaction back, transfers and all.
+ */
+function batchStatement(
+  batch: readonly Waiting[],
+  settled: readonly { payment: Payment; answer: StoredAnswer | null }[],
+  at: Date,
+): Statement {
+  const p = columns(17);
+  const a = columns(11);
+  const k = columns(5);
+  let keyed = 0;
+  batch.forEach(({ item }, i) => {
+    const { payment, answer } = settled[i]!;
+    const attempt = payment.attempts[0]!;
+    p.push(
+      payment.id,
+      payment.tenantId,
+      payment.status,
+      payment.assetCode,
+      payment.amount.toString(),
+      payment.sourceAccountId,
+      toJson(payment.destination),
+      toJson(payment.policy),
+      toJson(payment.decision),
+      payment.rail,
+      payment.failureCode,
+      payment.failureMessage,
+      JSON.stringify(payment.metadata),
+      item.idempotencyKey,
+      item.quoteId,
+      payment.id, // payment_id of the event
+      payment.status === "succeeded" ? "payment.succeeded" : "payment.failed",
+    );
+    a.push(
+      attempt.id,
+      payment.id,
+      attempt.rail,
+      attempt.status,
+      attempt.amount.toString(),
+      attempt.feeMax.toString(),
+      attempt.fee?.toString() ?? null,
+      attempt.reserveTransferId.toString(),
+      attempt.evidence === null ? null : toJson(attempt.evidence),
+      attempt.failureCode,
+      attempt.failureMessage,
+    );
+    if (item.record !== null && answer !== null && item.idempotencyKey !== null) {
+      keyed += 1;
+      k.push(
+        payment.tenantId,
+        item.idempotencyKey,
+        item.record.requestSha256.toString("hex"),
+        answer.status,
+        answer.body,
+      );
+    }
+  });
+  const params = [...p.arrays(), ...a.arrays(), ...k.arrays(), at, batch.length, keyed];
+  const n = params.length;
+  return {
+    text: `WITH
+     p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
+             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, created_at, updated_at)
+       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination::jsonb, policy::jsonb,
+              decision::jsonb, rail, failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, $${n - 2}, $${n - 2}
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                   $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+         AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, rail,
+               failure_code, failure_message, metadata, idempotency_key, quote_id)
+       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING 1),
+     a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence,
+             failure_code, failure_message, created_at, updated_at)
+       SELECT id, payment_id, 0, rail, status, amount::bigint, fee_max::bigint, fee::bigint, reserve_transfer_id::numeric,
+              evidence::jsonb, failure_code, failure_message, $${n - 2}, $${n - 2}
+       FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[],
+                   $26::text[], $27::text[], $28::text[])
+         AS t (id, payment_id, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence, failure_code, failure_message)),
+     o AS (INSERT INTO outbox (tenant_id, type, payload, created_at)
+       SELECT tenant_id, type, jsonb_build_object('payment_id', payment_id), $${n - 2}
+       FROM unnest($2::text[], $17::text[], $16::text[]) AS t (tenant_id, type, payment_id)),
+     k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body, created_at)
+       SELECT tenant_id, key, decode(sha, 'hex'), status::int, body::jsonb, $${n - 2}
+       FROM unnest($29::text[], $30::text[], $31::text[], $32::text[], $33::text[]) AS t (tenant_id, key, sha, status, body)
+       ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)
+     SELECT CASE WHEN (SELECT count(*) FROM p) = $${n - 1}::int AND (SELECT count(*) FROM k) = $${n}::int
+       THEN true ELSE payment_key_taken() END AS written`,
+    params,
+  };
+}
+
+/**
+ * Column-wise parameters for unnest, each column a text array literal (the same on PostgreSQL and PGlite; the
+ * statement casts each element): `push` a row of strings, numbers or nulls, `arrays` the literals.
+ */
+function columns(width: number) {
+  const cols: string[][] = Array.from({ length: width }, () => []);
+  return {
+    push(...row: (string | number | null)[]) {
+      for (let i = 0; i < width; i += 1) cols[i]!.push(arrayElement(row[i] ?? null));
+    },
+    arrays: () => cols.map((col) => `{${col.join(",")}}`),
+  };
+}
+
+/** An element of a text array literal: NULL, or the value double-quoted with `"` and `\` escaped. */
+function arrayElement(value: string | number | null): string {
+  if (value === null) return "NULL";
+  return `"${String(value).replace(/[\\"]/g, "\\$&")}"`;
+}
