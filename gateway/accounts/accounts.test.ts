@@ -1,10 +1,19 @@
 // The per-process account memory on PGlite: it answers from memory after the first read, never across
-// tenants, never remembers an account that was not found, and holds at most entriesMax records.
+// tenants, never remembers an account that was not found, and holds at most entriesMax records; with a change
+// bus it forgets an account announced as changed, and everything on resync.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
-import { type Db, migrate, openPglite, type Sql } from "../db/index.ts";
+import {
+  type ChangeEvent,
+  type ChangeFeed,
+  createLocalChangeBus,
+  type Db,
+  migrate,
+  openPglite,
+  type Sql,
+} from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createAccount, createAccountCache } from "./index.ts";
@@ -121,6 +130,55 @@ describe("the account memory", () => {
     await get("acct_a1");
     expect(queries()).toBe(3);
     expect(await get("acct_a2")).toMatchObject({ id: "acct_a2" });
+    expect(queries()).toBe(4);
+  });
+});
+
+describe("the account memory and the change bus", () => {
+  it("forgets an account announced as changed, under its id and as a rail's account", async () => {
+    const changes = createLocalChangeBus();
+    const { sql, queries } = counting();
+    const cache = createAccountCache({ sql, changes }, { entriesMax: 10 });
+    const rail = { kind: "clearing", rail: "toy", asset: assets.USDC } as const;
+    await cache.tenantAccount({ tenantId: "ten_a", id: "acct_a1" });
+    await cache.tenantAccount({ tenantId: "ten_a", id: "acct_a2" });
+    await cache.railAccount(rail);
+    expect(queries()).toBe(3);
+    changes.committed([{ kind: "account_changed", id: "acct_a1" }]);
+    changes.committed([{ kind: "account_changed", id: "acct_clearing_toy" }]);
+    await cache.tenantAccount({ tenantId: "ten_a", id: "acct_a1" });
+    await cache.railAccount(rail);
+    expect(queries()).toBe(5);
+    await cache.tenantAccount({ tenantId: "ten_a", id: "acct_a2" }); // not this one
+    await cache.tenantAccount({ tenantId: "ten_a", id: "acct_a1" }); // remembered again
+    expect(queries()).toBe(5);
+    await changes.close();
+  });
+
+  it("forgets everything on resync and remembers nothing while the bus is not listening", async () => {
+    const subscribers: Array<(event: ChangeEvent) => void> = [];
+    let listening = true;
+    const feed: ChangeFeed = {
+      subscribe: (subscriber) => {
+        subscribers.push(subscriber);
+        return () => subscribers.splice(subscribers.indexOf(subscriber), 1);
+      },
+      listening: () => listening,
+    };
+    const { sql, queries } = counting();
+    const cache = createAccountCache({ sql, changes: feed }, { entriesMax: 10 });
+    const get = () => cache.tenantAccount({ tenantId: "ten_a", id: "acct_a1" });
+    await get();
+    await get();
+    expect(queries()).toBe(1);
+    listening = false;
+    for (const subscriber of subscribers) subscriber({ kind: "resync" });
+    await get();
+    await get();
+    expect(queries()).toBe(3);
+    listening = true;
+    await get();
+    await get();
     expect(queries()).toBe(4);
   });
 });
