@@ -143,7 +143,9 @@ async function awaitTurn(order: ClaimOrder): Promise<void> {
 
 /**
  * The same writes for a writer whose batches overlap on several connections (PostgreSQL): a transaction of three
- * statements. The insert runs at once, unlocked, so it overlaps the previous batch's commit. Then the clock is
+ * statements and the callers' own. The insert and the callers' statements run at once, unlocked, so they overlap the
+ * previous batch's commit (a caller's statement that waits on a row another batch in flight holds — two writers of
+ * one attempt — ends in that batch's ClaimTurnError at worst, and both run again, locked). Then the clock is
  * locked with SELECT … FOR UPDATE, which waits for the previous batch's commit and returns the row as that batch
  * left it (an UPDATE … WHERE token = … would instead test the row as it was before the wait, and skip it), and
  * its token is compared here. It is locked only after the previous batch has locked it (`order`), or a batch whose
@@ -166,6 +168,9 @@ export async function writeBatchClaimFirst(
           insertTransfersSql(writes.transfers.hasEvidence),
           writes.transfers.params,
         );
+      // The callers' statements read nothing of the ledger's: they too run before the clock, overlapping the
+      // previous batch's commit, so that the clock is held only for the balances.
+      const rows = await writeAlongside(tx, alongside);
       await awaitTurn(order);
       let clock: Clock;
       try {
@@ -178,7 +183,7 @@ export async function writeBatchClaimFirst(
       apply.parts.push("clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton)");
       applyParts(apply, writes, null);
       await run(tx, "batch write", `WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
-      return await writeAlongside(tx, alongside);
+      return rows;
     });
   } finally {
     order.claimed(); // failed before locking the clock: the next batch need not wait for this one
