@@ -22,9 +22,14 @@
 // gateway one: the sequential "-out" ratio read 1.04-1.05, against about 1.02 for each path following itself.
 // A payment after a pause, LND idle, shows the gateway's whole cost on this machine, the work before the send
 // included: about 6 ms. Paced 100 ms apart, the p50s were 100.3 ms direct and 106.0 ms through the gateway.
+//   lone-out:     "-out" payments, each after an idle pause of 200 ms (its invoice made before the pause, untimed),
+//                 in the sequential cases' rounds. The pause is the washout: nothing of the other path's payments
+//                 is left in LND, so every payment counts; the medians of the rounds' first payments are printed
+//                 beside the others' to show it.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { type AuthenticatedLnd, createInvoice, payViaPaymentRequest, subscribeToInvoices } from "lightning";
 import { assets } from "../core/index.ts";
 import { createAccount } from "../gateway/accounts/index.ts";
@@ -35,11 +40,14 @@ import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 /**
- * LIGHTNING_BENCH_PAYMENTS_SEQ / _16: counted payments per side (the washout's come on top);
- * LIGHTNING_BENCH_DB=postgres: the gateway on PostgreSQL.
+ * LIGHTNING_BENCH_PAYMENTS_SEQ / _16 / _LONE: counted payments per side (seq and 16: the washouts come on top), 0 leaves
+ * the case out; LIGHTNING_BENCH_DB=postgres: the gateway on PostgreSQL.
  */
 const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 200);
 const payments16 = Number(process.env.LIGHTNING_BENCH_PAYMENTS_16 ?? 960);
+const paymentsLone = Number(process.env.LIGHTNING_BENCH_PAYMENTS_LONE ?? 200);
+/** "lone-out": each payment after this long with nothing in flight, LND idle (its commitment ticker is 50 ms). */
+const lonePauseMs = 200;
 const concurrency = 16;
 const rounds16 = 16;
 /** Sequential rounds: this many counted payments of one path, after one that is not counted. */
@@ -102,9 +110,26 @@ const timed = async (work: () => Promise<unknown>): Promise<Sample> => {
   return { latencyMs: performance.now() - started };
 };
 
+/** A case's two rows, direct and through the gateway, the gateway's with its overhead on the median. */
+function pairRows(name: string, direct: Measured, gateway: Measured): [BenchRow, BenchRow] {
+  const row = (side: "direct" | "gateway", measured: Measured): BenchRow => ({
+    case: `${side}-${name}`,
+    payments_per_s: Number(((measured.samples.length * 1000) / measured.wallMs).toFixed(2)),
+    p50_ms: Number(percentile(measured.samples, 50).toFixed(2)),
+    p99_ms: Number(percentile(measured.samples, 99).toFixed(2)),
+  });
+  const directRow = row("direct", direct);
+  const gatewayRow = row("gateway", gateway);
+  gatewayRow.overhead_p50_ratio = Number(
+    ((gatewayRow.p50_ms as number) / (directRow.p50_ms as number)).toFixed(3),
+  );
+  process.stderr.write(`bench: ${JSON.stringify(directRow)} ${JSON.stringify(gatewayRow)}\n`);
+  return [directRow, gatewayRow];
+}
+
 /**
- * One piece on purpose: the bench's script, read top to bottom — cluster, gateway, then the four cases in
- * rounds with their washouts, each row measured against its direct baseline in the same run — one cleanup.
+ * One piece on purpose: the bench's script, read top to bottom — cluster, gateway, the four cases in rounds with
+ * their washouts, then lone-out, each row measured against its direct baseline in the same run — one cleanup.
  */
 export async function run(): Promise<BenchResult> {
   const binaries = await ensureLightningBinaries();
@@ -216,6 +241,7 @@ export async function run(): Promise<BenchResult> {
         ["seq", paymentsSeq, 1],
         ["16", payments16, concurrency],
       ] as const) {
+        if (total === 0) continue;
         const rounds = parallel === 1 ? Math.ceil(total / seqRound) : rounds16;
         const perRound = Math.ceil(total / rounds);
         const direct: Measured = { samples: [], wallMs: 0 };
@@ -250,23 +276,40 @@ export async function run(): Promise<BenchResult> {
             target.wallMs += measured.wallMs;
           }
         }
-        const row = (name: string, measured: Measured): BenchRow => ({
-          case: `${name}-${label}-${direction}`,
-          payments_per_s: Number(((measured.samples.length * 1000) / measured.wallMs).toFixed(2)),
-          p50_ms: Number(percentile(measured.samples, 50).toFixed(2)),
-          p99_ms: Number(percentile(measured.samples, 99).toFixed(2)),
-        });
-        const directRow = row("direct", direct);
-        const gatewayRow = row("gateway", gateway);
-        gatewayRow.overhead_p50_ratio = Number(
-          ((gatewayRow.p50_ms as number) / (directRow.p50_ms as number)).toFixed(3),
-        );
-        rows.push(directRow, gatewayRow);
-        process.stderr.write(`bench: ${JSON.stringify(directRow)} ${JSON.stringify(gatewayRow)}\n`);
+        rows.push(...pairRows(`${label}-${direction}`, direct, gateway));
         process.stderr.write(
           `bench: ${label}-${direction} first ${washout} of each round, not counted: p50 direct ${percentile(firsts.direct, 50).toFixed(2)} ms, gateway ${percentile(firsts.gateway, 50).toFixed(2)} ms\n`,
         );
       }
+    }
+    if (paymentsLone > 0) {
+      const direct: Measured = { samples: [], wallMs: 0 };
+      const gateway: Measured = { samples: [], wallMs: 0 };
+      /** The rounds' first payments (counted), printed beside the rest. */
+      const firsts = { direct: [] as number[], gateway: [] as number[] };
+      const rest = { direct: [] as number[], gateway: [] as number[] };
+      for (let round = 0; round < Math.ceil(paymentsLone / seqRound); round += 1) {
+        const both = [
+          [direct, "direct"],
+          [gateway, "gateway"],
+        ] as const;
+        for (const [target, which] of round % 2 === 0 ? both : [...both].reverse()) {
+          const pay = which === "direct" ? payDirect : payGateway;
+          for (let i = 0; i < seqRound; i += 1) {
+            const request = await payeeInvoice();
+            await sleep(lonePauseMs);
+            const { latencyMs } = await pay(request);
+            target.samples.push(latencyMs);
+            target.wallMs += latencyMs; // payments_per_s: of the payments themselves, the pauses left out
+            (i === 0 ? firsts : rest)[which].push(latencyMs);
+          }
+        }
+      }
+      rows.push(...pairRows("lone-out", direct, gateway));
+      const p50 = (samples: number[]) => percentile(samples, 50).toFixed(2);
+      process.stderr.write(
+        `bench: lone-out p50 of the rounds' first payments: direct ${p50(firsts.direct)} ms, gateway ${p50(firsts.gateway)} ms; of the others: direct ${p50(rest.direct)} ms, gateway ${p50(rest.gateway)} ms\n`,
+      );
     }
   } finally {
     subscription.removeAllListeners();
@@ -275,7 +318,7 @@ export async function run(): Promise<BenchResult> {
     await postgres?.stop();
     await rm(directory, { recursive: true, force: true });
   }
-  const order = ["direct-seq", "gateway-seq", "direct-16", "gateway-16"];
+  const order = ["direct-seq", "gateway-seq", "direct-16", "gateway-16", "direct-lone", "gateway-lone"];
   rows.sort((a, b) => {
     const [caseA, caseB] = [a.case, b.case];
     const direction = (name: string) => (name.endsWith("-in") ? 0 : 1);
