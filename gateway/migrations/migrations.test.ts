@@ -110,6 +110,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
     expect(applied).toEqual([
       "gateway/0008_netting_accrue_code.sql",
       "gateway/0009_attempt_status_executing.sql",
+      "gateway/0010_json_columns.sql",
     ]);
   });
 
@@ -173,5 +174,26 @@ describe("0009: the attempt status 'executing' is gone", () => {
          VALUES ('att_m_late', 'pay_m', 2, 'evm', 'executing', 5, 0, 2000)`,
       ),
     ).rejects.toThrow(/attempts_status_check/);
+  });
+});
+
+describe("0010: a payment's documents and an idempotency answer are kept as json", () => {
+  it("turns the columns into json and keeps what the rows held", async () => {
+    const types = await db.query<{ table_name: string; column_name: string; data_type: string }>(
+      `SELECT table_name, column_name, data_type FROM information_schema.columns
+       WHERE (table_name = 'payments' AND column_name IN ('destination', 'policy', 'decision'))
+          OR (table_name = 'idempotency_keys' AND column_name = 'response_body')
+       ORDER BY table_name, column_name`,
+    );
+    expect(types.map((t) => `${t.table_name}.${t.column_name}: ${t.data_type}`)).toEqual([
+      "idempotency_keys.response_body: json",
+      "payments.decision: json",
+      "payments.destination: json",
+      "payments.policy: json",
+    ]);
+    const [row] = await db.query<{ destination: unknown; policy: unknown }>(
+      "SELECT destination, policy FROM payments WHERE id = 'pay_m'",
+    );
+    expect(row).toEqual({ destination: {}, policy: {} });
   });
 });

@@ -234,8 +234,8 @@ function batchStatement(
     text: `WITH
      p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
              rail, failure_code, failure_message, metadata, idempotency_key, quote_id, created_at, updated_at)
-       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination::jsonb, policy::jsonb,
-              decision::jsonb, rail, failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, $${n - 2}, $${n - 2}
+       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination::json, policy::json,
+              decision::json, rail, failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, $${n - 2}, $${n - 2}
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
          AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, rail,
@@ -252,7 +252,7 @@ function batchStatement(
        SELECT tenant_id, type, jsonb_build_object('payment_id', payment_id), $${n - 2}
        FROM unnest($2::text[], $17::text[], $16::text[]) AS t (tenant_id, type, payment_id)),
      k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body, created_at)
-       SELECT tenant_id, key, decode(sha, 'hex'), status::int, body::jsonb, $${n - 2}
+       SELECT tenant_id, key, decode(sha, 'hex'), status::int, body::json, $${n - 2}
        FROM unnest($29::text[], $30::text[], $31::text[], $32::text[], $33::text[]) AS t (tenant_id, key, sha, status, body)
        ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)
      SELECT CASE WHEN (SELECT count(*) FROM p) = $${n - 1}::int AND (SELECT count(*) FROM k) = $${n}::int
