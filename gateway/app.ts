@@ -94,6 +94,8 @@ const recoveryBatchMax = 1_000;
 const strandedQuietMs = 60_000;
 const nettingFlushEveryMsMax = 5_000;
 const idempotencyInProgressTimeoutMs = 5 * 60_000;
+/** How long a payment request waits for a slow rail before it is answered 202 processing (Prefer: wait=N overrides). */
+const railWaitMs = 5_000;
 
 /** What each start-up phase leaves to undo: closed in the reverse order of their opening. */
 type Closers = Array<() => Promise<void>>;
@@ -117,7 +119,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       closers.push(() => chain.close());
     }
     const { rails, batchPayer } = await buildRails({ config, db, ledger, logger, evm }, options);
-    const services = createServices({ db, ledger, rails, changes });
+    const services = createServices({ db, ledger, rails, changes, logger });
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo =
       config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain: evm.embedded }) : null;
@@ -211,6 +213,7 @@ function createServices(deps: {
   ledger: Ledger;
   rails: ReadonlyMap<string, Rail>;
   changes: ChangeBus;
+  logger: Logger;
 }): Services {
   const { db, ledger, rails } = deps;
   const market = createMarket({
@@ -230,6 +233,8 @@ function createServices(deps: {
     snapshot: market.snapshot,
     learning: market,
     route,
+    railWaitMs,
+    logger: deps.logger.child({ module: "payments" }),
     recoveryBatchMax,
     strandedQuietMs,
     nowMs: Date.now,

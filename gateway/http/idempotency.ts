@@ -130,6 +130,8 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
   const answered = new Map<string, { digest: Buffer; answer: StoredAnswer }>();
   const remember = (memo: string, digest: Buffer, answer: StoredAnswer) => {
     answered.delete(memo);
+    // A 202 tells how a payment stood then: its repeats answer how it stands now (the route reads it).
+    if (answer.status === 202) return;
     if (answered.size >= rememberedAnswersMax) answered.delete(answered.keys().next().value!);
     answered.set(memo, { digest, answer });
   };

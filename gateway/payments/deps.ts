@@ -1,6 +1,6 @@
 // What the payments service is given (its dependencies, wired by the composition root) and what it answers:
 // a payment, or a refusal from the closed set in types.ts.
-import type { Asset, Destination, Rail } from "../../core/index.ts";
+import type { Asset, Destination, Logger, Rail } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
@@ -29,6 +29,14 @@ export type PaymentsDeps = {
   netting?: NettingDeps;
   /** Told when an attempt starts and how each rail attempt ended: the router learns success rates from it. */
   learning?: { noteAttempt(rail: string): void; recordOutcome(rail: string, ok: boolean): void };
+  /**
+   * How long a request waits for a rail before it is answered `processing` (its reservation durable, the rail
+   * still working; the outcome follows by webhook and GET). Unset: until the rail reports. Internal payments never
+   * wait on a rail.
+   */
+  railWaitMs?: number;
+  /** Where a payment still working after its request was answered reports an unexpected failure. */
+  logger?: Logger;
   /** How many attempts open at a restart are resumed in one pass. */
   recoveryBatchMax: number;
   /** Periodic recovery takes an open attempt, or a processing payment with none open, as stranded once untouched this long. */
@@ -54,6 +62,8 @@ export type CreatePaymentParams = {
   idempotencyRecord?: IdempotencyRecord;
   /** A quote to honour: its locked rates and fee caps, or quote_expired. */
   quoteId: string | null;
+  /** This request's own bound on waiting for a rail (`Prefer: respond-async` is 0); else deps.railWaitMs. */
+  waitMs?: number;
 };
 
 export type CreatePaymentResult =

@@ -136,12 +136,41 @@ export async function createPayment(
       payee: params.destination.address,
       amount,
     });
-  await runCandidates(deps, driven, { firstSeq: 0, first });
+  const run = runCandidates(deps, driven, { firstSeq: 0, first });
+  const waitMs = params.waitMs ?? deps.railWaitMs;
+  if (waitMs !== undefined && !(await settlesWithin(run, waitMs))) {
+    // The rail is slow: the caller hears `processing` (the reservation is durable) and the payment goes on here;
+    // if this process stops first, recovery resumes it.
+    run.catch((error: unknown) =>
+      deps.logger?.error({ err: error, paymentId }, "a payment answered processing failed while it went on"),
+    );
+    return { ok: true, payment: structuredClone(driven.payment), answer: null };
+  }
+  await run;
   return {
     ok: true,
     payment: driven.current ? driven.payment : await readPayment(deps, params.tenantId, paymentId),
     answer: null,
   };
+}
+
+/** Whether `work` settles (either way) within `ms`. */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      timedOut,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

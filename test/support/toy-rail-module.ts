@@ -24,7 +24,12 @@ export type ToyRail = Rail & {
 export const toyWebhookPath = "/v1/webhooks/toy";
 export const toyWebhookSecret = "toy-secret";
 
-export function createToyRail(params: { id: string; feeFixed: bigint }): ToyRail {
+export function createToyRail(params: {
+  id: string;
+  feeFixed: bigint;
+  /** When given, every payout waits for it: a slow rail. */
+  gate?: () => Promise<void>;
+}): ToyRail {
   const payouts = new Map<string, { amount: bigint; to: string }>();
   const offers = new Map<string, bigint>();
   let handler: RailEventHandler | null = null;
@@ -81,6 +86,7 @@ export function createToyRail(params: { id: string; feeFixed: bigint }): ToyRail
     async execute(attempt: OutgoingAttempt): Promise<AttemptOutcome> {
       if (attempt.destination.kind !== "evm_address")
         return { status: "failed", code: "unreachable_destination", message: "toy", retryElsewhere: true };
+      await params.gate?.();
       if (!payouts.has(attempt.id)) {
         payouts.set(attempt.id, { amount: attempt.amount, to: attempt.destination.address });
         balance -= attempt.amount;

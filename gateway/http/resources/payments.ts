@@ -13,11 +13,37 @@ import {
 } from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { answerFromRecord, storedRecord } from "../idempotency.ts";
+import { answerFromRecord, sendReplay, storedRecord } from "../idempotency.ts";
 import { destinationFromBody, policyFrom, presentPayment, refusalError } from "../present.ts";
 import { createPaymentBody, errorView, idParams, paymentView } from "../schemas.ts";
 
 export type PaymentRoutesOptions = { db: Db; payments: PaymentsDeps; idempotencyInProgressTimeoutMs: number };
+
+/** The longest `Prefer: wait=N` honoured (the request's own timeout is longer). */
+export const preferredWaitMsMax = 25_000;
+
+/**
+ * How long the client is willing to wait for a slow rail (RFC 7240): `respond-async` alone is 0 (answered 202 once
+ * the reservation is durable), `wait=N` is N seconds (at most preferredWaitMsMax); undefined without either.
+ */
+export function preferredWaitMs(header: string | string[] | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  let async = false;
+  let waitMs: number | undefined;
+  for (const part of (Array.isArray(header) ? header.join(",") : header).split(",")) {
+    const [name, value] = part
+      .trim()
+      .toLowerCase()
+      .split("=", 2)
+      .map((token) => token.trim());
+    if (name === "respond-async") async = true;
+    if (name === "wait" && value !== undefined && /^\d{1,6}$/.test(value))
+      waitMs = Math.min(Number(value) * 1000, preferredWaitMsMax);
+  }
+  return waitMs ?? (async ? 0 : undefined);
+}
+
+const preferenceApplied = (waitMs: number) => (waitMs === 0 ? "respond-async" : `wait=${waitMs / 1000}`);
 
 /**
  * What a payment's request is answered, as the JSON text sent (and kept with an Idempotency-Key): 201 once it
@@ -46,7 +72,9 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
     async (request, reply) => {
       const { body } = request;
       const tenantId = tenantOf(request).id;
+      const waitMs = preferredWaitMs(request.headers.prefer);
       const params = {
+        ...(waitMs === undefined ? {} : { waitMs }),
         tenantId,
         asset: body.asset,
         amount: body.amount,
@@ -73,10 +101,13 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           digest,
           inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
         });
-        const replayed = answerFromRecord(request, reply, record);
+        // A 202 told how the payment stood then: a repeat is answered how it stands now, as a replay.
+        const current = record.kind === "answered" && record.answer.status === 202;
+        const replayed = current ? null : answerFromRecord(request, reply, record);
         if (replayed !== null) return replayed;
-        // No answer kept (its request died, or a server error dropped it): the payment under the key, as it stands.
+        // Else no answer kept (its request died, or a server error dropped it): the payment under the key, as it stands.
         result = await createPayment(options.payments, params);
+        if (current && result.ok) return sendReplay(request, reply, answerOf(result.payment));
       }
       if (!result.ok) {
         if ("keyTaken" in result) throw new PaymentInvariantError("a taken key without its record");
@@ -84,6 +115,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       }
       if (result.answer !== null) request.idempotencyOutcome = "stored";
       const answer = result.answer ?? answerOf(result.payment);
+      if (waitMs !== undefined && answer.status === 202)
+        reply.header("preference-applied", preferenceApplied(waitMs));
       // JSON text already: sent as is (the type provider types the payload as the schema's object).
       return reply
         .code(answer.status)

@@ -1,0 +1,155 @@
+// Slow rails never hold the line (issue #19): a payment on a rail slower than the request's bound is answered 202
+// `processing` once its reservation is durable, and goes on; its outcome follows by GET (and the webhook's event).
+// `Prefer: respond-async` asks for that at once, `Prefer: wait=N` bounds the wait; internal payments stay synchronous.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { type App, createApp, railModules } from "../../gateway/app.ts";
+import { preferredWaitMs } from "../../gateway/http/resources/payments.ts";
+import { createToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
+
+let app: App;
+let key: string;
+let open: () => void = () => undefined;
+let gate = Promise.resolve();
+const hold = () => {
+  gate = new Promise((resolve) => {
+    open = resolve;
+  });
+};
+
+beforeAll(async () => {
+  const toy = createToyRail({ id: "toy", feeFixed: 1n, gate: () => gate });
+  app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+    railModules: [...railModules, () => ({ rails: [toy] })],
+  });
+  key = app.demo!.apiKey;
+  // The toy pays out of what it took in: money in first, through its own provider route.
+  const invoice = await app.server.inject({
+    method: "POST",
+    url: "/v1/invoices",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    payload: JSON.stringify({ account: app.demo!.merchant.id, asset: "USDC", amount: "100", rail: "toy" }),
+  });
+  const paid = await app.server.inject({
+    method: "POST",
+    url: toyWebhookPath,
+    headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
+    payload: JSON.stringify({ reference: invoice.json().id, amount: "100000000" }),
+  });
+  if (paid.statusCode !== 200) throw new Error(`the toy was not funded: ${paid.body}`);
+}, 120_000);
+
+afterAll(async () => {
+  open();
+  await app?.close();
+});
+
+const payout = {
+  amount: "1.00",
+  asset: "USDC",
+  source: { account: "acct_demo_customer" },
+  destination: { type: "evm_address", address: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" },
+};
+
+const post = (body: unknown, headers: Record<string, string>) =>
+  app.server.inject({
+    method: "POST",
+    url: "/v1/payments",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+    payload: JSON.stringify(body),
+  });
+
+const get = async (id: string) =>
+  (
+    await app.server.inject({
+      method: "GET",
+      url: `/v1/payments/${id}`,
+      headers: { authorization: `Bearer ${key}` },
+    })
+  ).json();
+
+async function until<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
+  for (let i = 0; i < 200; i += 1) {
+    const value = await read();
+    if (done(value)) return value;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error("timed out");
+}
+
+describe("a payment on a slow rail", () => {
+  it("answers 202 processing with the reservation held under Prefer: respond-async, then succeeds", async () => {
+    hold();
+    const response = await post(payout, { prefer: "respond-async", "idempotency-key": "slow-1" });
+    expect(response.statusCode).toBe(202);
+    expect(response.headers["preference-applied"]).toBe("respond-async");
+    const payment = response.json();
+    expect(payment).toMatchObject({ status: "processing", attempts: [{ rail: "toy", status: "reserving" }] });
+    // The reservation is durable before the answer: the ledger holds the amount pending.
+    const [held] = await app.db.query<{ pending: bigint }>(
+      "SELECT count(*) AS pending FROM ledger_pending_open", // the reservation's open pending transfer
+    );
+    expect(held!.pending).toBeGreaterThan(0n);
+    // A repeat while it works answers how it stands now.
+    const early = await post(payout, { prefer: "respond-async", "idempotency-key": "slow-1" });
+    expect(early.statusCode).toBe(202);
+    expect(early.headers["idempotent-replayed"]).toBe("true");
+    open();
+    const done = await until(
+      () => get(payment.id),
+      (p) => p.status !== "processing",
+    );
+    expect(done).toMatchObject({ status: "succeeded", rail: "toy", attempts: [{ status: "succeeded" }] });
+    const [event] = await app.db.query<{ type: string }>(
+      "SELECT type FROM outbox WHERE payload->>'payment_id' = $1",
+      [payment.id],
+    );
+    expect(event?.type).toBe("payment.succeeded");
+    // Once it has ended, a repeat of the key answers the end.
+    const later = await post(payout, { prefer: "respond-async", "idempotency-key": "slow-1" });
+    expect(later.statusCode).toBe(201);
+    expect(later.headers["idempotent-replayed"]).toBe("true");
+    expect(later.json().id).toBe(payment.id);
+  });
+
+  it("waits at most Prefer: wait=N seconds, and answers 201 when the rail is done within it", async () => {
+    hold();
+    const started = performance.now();
+    const slow = await post(payout, { prefer: "wait=1" });
+    const waited = performance.now() - started;
+    expect(slow.statusCode).toBe(202);
+    expect(slow.headers["preference-applied"]).toBe("wait=1");
+    expect(waited).toBeGreaterThanOrEqual(900);
+    open();
+    await until(
+      () => get(slow.json().id),
+      (p) => p.status === "succeeded",
+    );
+    const fast = await post(payout, { prefer: "wait=1" });
+    expect(fast.statusCode).toBe(201);
+    expect(fast.headers["preference-applied"]).toBeUndefined();
+  });
+
+  it("keeps internal payments synchronous whatever the preference", async () => {
+    hold();
+    const response = await post(
+      { ...payout, amount: "0.01", destination: { type: "account", account: "acct_demo_merchant" } },
+      { prefer: "respond-async" },
+    );
+    open();
+    expect(response.statusCode).toBe(201);
+    expect(response.json().status).toBe("succeeded");
+  });
+});
+
+describe("Prefer header", () => {
+  it("reads respond-async and wait=N (seconds, bounded), and ignores the rest", () => {
+    expect(preferredWaitMs(undefined)).toBeUndefined();
+    expect(preferredWaitMs("return=minimal")).toBeUndefined();
+    expect(preferredWaitMs("respond-async")).toBe(0);
+    expect(preferredWaitMs("respond-async, wait=3")).toBe(3_000);
+    expect(preferredWaitMs("wait=100000")).toBe(25_000);
+    expect(preferredWaitMs("wait=-1")).toBeUndefined();
+    expect(preferredWaitMs(["Respond-Async"])).toBe(0);
+  });
+});
