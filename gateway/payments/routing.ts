@@ -106,7 +106,16 @@ export async function prepare(
   deps: PaymentsDeps,
   params: CreatePaymentParams,
 ): Promise<
-  Refused | { ok: true; asset: Asset; amount: bigint; source: AccountRecord; decision: RouteDecision }
+  | Refused
+  | {
+      ok: true;
+      asset: Asset;
+      amount: bigint;
+      source: AccountRecord;
+      /** The destination's record when it is an account of the tenant. */
+      target: AccountRecord | null;
+      decision: RouteDecision;
+    }
 > {
   const asset = assetByCode(params.asset);
   if (asset === null) return refuse("unknown_asset", `no asset "${params.asset}"`, "asset");
@@ -126,8 +135,9 @@ export async function prepare(
       `account ${source.id} holds ${source.asset.code}, not ${asset.code}`,
       "asset",
     );
+  let target: AccountRecord | null = null;
   if (params.destination.kind === "account") {
-    const target = await deps.accounts.tenantAccount({
+    target = await deps.accounts.tenantAccount({
       tenantId: params.tenantId,
       id: params.destination.accountId,
     });
@@ -160,5 +170,5 @@ export async function prepare(
       decision,
     };
   }
-  return { ok: true, asset, amount: amount.value, source, decision };
+  return { ok: true, asset, amount: amount.value, source, target, decision };
 }

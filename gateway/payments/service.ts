@@ -37,7 +37,7 @@ export async function createPayment(
 ): Promise<CreatePaymentResult> {
   const prepared = await prepare(deps, params);
   if (!prepared.ok) return prepared;
-  const { asset, amount, source, decision } = prepared;
+  const { asset, amount, source, target, decision } = prepared;
   const netting = deps.netting;
   const accrues =
     netting !== undefined &&
@@ -63,14 +63,9 @@ export async function createPayment(
     firstCandidate !== undefined &&
     firstRail?.kind === "internal" &&
     decision.candidates.length === 1 &&
-    params.destination.kind === "account"
+    target !== null
   ) {
     // Two accounts of the tenant: settled in the ledger alone, in one write shared with the payments beside it.
-    const destination = await deps.accounts.tenantAccount({
-      tenantId: params.tenantId,
-      id: params.destination.accountId,
-    });
-    if (destination === null) throw new PaymentInvariantError(`payment ${paymentId} lost its destination`);
     deps.learning?.noteAttempt(firstRail.id);
     const settled = await deps.internal.settle({
       payment: fields,
@@ -82,7 +77,7 @@ export async function createPayment(
       },
       posting: {
         debitAccountId: source.ledgerAccountId,
-        creditAccountId: destination.ledgerAccountId,
+        creditAccountId: target.ledgerAccountId,
         amount: firstCandidate.amount,
         ledger: asset.ledger,
         code: transferCodes.payments.payment,
