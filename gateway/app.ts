@@ -111,7 +111,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
     const changes = await openChangeBus(config.database, logger.child({ module: "changes" }));
     closers.push(() => changes.close());
-    const ledger = createLedger({ db, logger: logger.child({ module: "ledger" }) });
+    const ledger = createLedger({
+      db,
+      logger: logger.child({ module: "ledger" }),
+      limits: { queueTransfersMax: config.ledgerQueueTransfersMax },
+    });
     closers.push(() => ledger.close());
     const evm = await openEvmClients(config.evm);
     if (evm.embedded !== null) {
@@ -148,6 +152,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       changes,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
+      requestsInFlightMax: config.requestsInFlightMax,
       idempotencyInProgressTimeoutMs,
       logLevel: config.logLevel,
     });

@@ -7,6 +7,8 @@ import {
   loadLightningConfig,
 } from "../../adapters/lightning/index.ts";
 import { SwitchyardError } from "../../core/index.ts";
+import { requestsInFlightMaxDefault } from "../http/admission.ts";
+import { defaultLedgerLimits } from "../ledger/index.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -56,6 +58,10 @@ const schema = z.object({
   /** How often due events are delivered to the tenants' webhook endpoints. */
   WEBHOOK_DELIVERY_INTERVAL_MS: positiveInt.default(1_000),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
+  /** The most API (/v1) requests in flight in this process; more are answered 503 `overloaded` with Retry-After. */
+  REQUESTS_IN_FLIGHT_MAX: positiveInt.default(requestsInFlightMaxDefault),
+  /** The most transfers waiting for the ledger's writer; a request beyond it is answered 503 `overloaded`. */
+  LEDGER_QUEUE_TRANSFERS_MAX: positiveInt.default(defaultLedgerLimits.queueTransfersMax),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
@@ -84,6 +90,8 @@ export type Config = {
   netting: { maxFeeShareBps: number; batchTotal: bigint; intervalMs: number } | null;
   webhookDeliveryIntervalMs: number;
   bodyLimitBytes: number;
+  requestsInFlightMax: number;
+  ledgerQueueTransfersMax: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
 };
 
@@ -162,6 +170,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           },
     webhookDeliveryIntervalMs: e.WEBHOOK_DELIVERY_INTERVAL_MS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    requestsInFlightMax: e.REQUESTS_IN_FLIGHT_MAX,
+    ledgerQueueTransfersMax: e.LEDGER_QUEUE_TRANSFERS_MAX,
     logLevel: e.LOG_LEVEL,
   };
 }

@@ -1,7 +1,9 @@
+import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
-import { ApiError, fromZodError, RequestValidationError } from "./errors.ts";
+import { LedgerBackpressureError, LedgerStoreError } from "../ledger/index.ts";
+import { ApiError, errorsPlugin, fromZodError, overloaded, RequestValidationError } from "./errors.ts";
 
 describe("the API's errors", () => {
   it("ApiError is a SwitchyardError whose short message is what the client reads", () => {
@@ -42,5 +44,54 @@ describe("the API's errors", () => {
     expect(code({ source: {} })).toEqual(["parameter_missing", "source.account"]);
     expect(code({ source: { account: 1 } })).toEqual(["parameter_invalid", "source.account"]);
     expect(code({ source: { account: "a", acount: "b" } })).toEqual(["parameter_unknown", "source.acount"]);
+  });
+
+  it("overloaded is 503 with a Retry-After in whole seconds", async () => {
+    const error = overloaded("too many requests in flight");
+    expect([error.status, error.retryAfterSeconds]).toEqual([503, 1]);
+    const server = Fastify();
+    await server.register(errorsPlugin);
+    server.get("/", async () => {
+      throw error;
+    });
+    const response = await server.inject({ method: "GET", url: "/" });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers["retry-after"]).toBe("1");
+    expect(response.json()).toEqual({
+      error: { code: "overloaded", message: "too many requests in flight" },
+    });
+    await server.close();
+  });
+});
+
+describe("the error plugin and the ledger's full queue", () => {
+  const answer = async (thrown: Error) => {
+    const server = Fastify({ logger: false });
+    await server.register(errorsPlugin);
+    server.post("/pay", async () => {
+      throw thrown;
+    });
+    const response = await server.inject({ method: "POST", url: "/pay" });
+    await server.close();
+    return {
+      status: response.statusCode,
+      retryAfter: response.headers["retry-after"],
+      body: response.json(),
+    };
+  };
+  const full = () => new LedgerBackpressureError({ queuedTransfers: 4, queueTransfersMax: 4 });
+
+  it("answers LedgerBackpressureError 503 overloaded with Retry-After, by its class, not its message", async () => {
+    const direct = await answer(full());
+    expect(direct).toMatchObject({ status: 503, retryAfter: "1", body: { error: { code: "overloaded" } } });
+    // As the cause of a service's error, too.
+    const wrapped = await answer(new SwitchyardError("the payment could not be written", { cause: full() }));
+    expect(wrapped).toMatchObject({ status: 503, retryAfter: "1", body: { error: { code: "overloaded" } } });
+    // Another error with the same words is not a full queue.
+    const lookalike = await answer(new SwitchyardError("ledger writer queue is full"));
+    expect(lookalike).toMatchObject({ status: 500, body: { error: { code: "internal_error" } } });
+    expect(lookalike.retryAfter).toBeUndefined();
+    const store = await answer(new LedgerStoreError("connection lost", { cause: new Error("ECONNRESET") }));
+    expect(store).toMatchObject({ status: 500, body: { error: { code: "internal_error" } } });
   });
 });

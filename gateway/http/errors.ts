@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import fp from "fastify-plugin";
 import type { ZodError } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
+import { LedgerBackpressureError } from "../ledger/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
 
 export type ApiErrorCode =
@@ -24,6 +25,7 @@ export type ApiErrorCode =
   | "idempotency_key_reused"
   | "idempotency_key_in_use"
   | "request_timeout"
+  | "overloaded"
   | "internal_error";
 
 export const errorStatus: Record<ApiErrorCode, number> = {
@@ -63,7 +65,11 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   quote_mismatch: 422,
   quote_expired: 422,
   internal_error: 500,
+  overloaded: 503,
 };
+
+/** What an `overloaded` answer's Retry-After says: a full queue drains within about a second. */
+export const overloadedRetryAfterSeconds = 1;
 
 export type ApiErrorBody = {
   error: { code: ApiErrorCode; message: string; param?: string } & Record<string, unknown>;
@@ -71,22 +77,25 @@ export type ApiErrorBody = {
 
 /**
  * An expected failure on its way to the client: thrown in a handler or hook, answered by the error plugin.
- * Its short message is what the client reads, so it carries no details.
+ * Its short message is what the client reads, so it carries no details. With `retryAfterSeconds`, the answer
+ * carries a Retry-After header.
  */
 export class ApiError extends SwitchyardError {
   override name = "ApiError";
   readonly code: ApiErrorCode;
   readonly param: string | undefined;
   readonly extra: Record<string, unknown>;
+  readonly retryAfterSeconds: number | undefined;
   constructor(
     code: ApiErrorCode,
     message: string,
-    options: { param?: string; extra?: Record<string, unknown> } = {},
+    options: { param?: string; extra?: Record<string, unknown>; retryAfterSeconds?: number } = {},
   ) {
     super(message);
     this.code = code;
     this.param = options.param;
     this.extra = options.extra ?? {};
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
   get status(): number {
     return errorStatus[this.code];
@@ -118,8 +127,25 @@ export function fromZodError(error: ZodError, prefix = ""): ApiError {
   return new ApiError("parameter_invalid", `invalid parameter "${param}": ${issue.message}`, { param });
 }
 
+/** 503 `overloaded`, with Retry-After: a queue or limit of this process is full; nothing of the request was done. */
+export function overloaded(message: string): ApiError {
+  return new ApiError("overloaded", message, { retryAfterSeconds: overloadedRetryAfterSeconds });
+}
+
 export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
+  if (error.retryAfterSeconds !== undefined) reply.header("retry-after", String(error.retryAfterSeconds));
   return reply.code(error.status).send(error.body());
+}
+
+/**
+ * Whether a full queue is why the request failed: the ledger's writer refused it (LedgerBackpressureError, never
+ * queued, never partly applied), thrown as it is or along a service's error's causes.
+ */
+export function isBackpressure(error: unknown): boolean {
+  return (
+    error instanceof SwitchyardError &&
+    error.walk((cause) => cause instanceof LedgerBackpressureError) !== undefined
+  );
 }
 
 type FastifyLikeError = Error & { code?: string; statusCode?: number };
@@ -187,6 +213,12 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
     if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE")
       return sendError(reply, new ApiError("body_too_large", "the request body is too large"));
     if (error instanceof RequestValidationError) return sendError(reply, fromZodError(error.zodError));
+    // Not logged: past saturation there is one per refused request, and each is the caller's to retry.
+    if (isBackpressure(error))
+      return sendError(
+        reply,
+        overloaded("the ledger's queue is full; retry after the seconds in Retry-After"),
+      );
     request.log.error({ err: error }, "unexpected error");
     return sendError(
       reply,

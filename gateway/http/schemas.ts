@@ -164,6 +164,7 @@ export const errorView = z.object({
 export const healthView = z.object({
   status: z.literal("ok"),
   rails: z.record(z.string(), z.object({ available: z.boolean() })),
+  requests: z.object({ in_flight: z.number().int(), in_flight_max: z.number().int() }),
 });
 
 /** The OpenAPI document: only its frame is checked; the rest is what @fastify/swagger generated. */

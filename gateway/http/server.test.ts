@@ -66,7 +66,7 @@ describe("the OpenAPI document", () => {
         },
       },
     });
-    expect(Object.keys(create.responses).sort()).toEqual(["201", "202", "4XX"]);
+    expect(Object.keys(create.responses).sort()).toEqual(["201", "202", "4XX", "503"]);
     const amount = (create.requestBody as any).content["application/json"].schema.properties.amount;
     expect(amount.type).toBe("string"); // decimal strings on the wire, never numbers
     const get = paths["/v1/payments/{id}"]!.get!;

@@ -1,13 +1,15 @@
 // Builds the Fastify server. Zod checks requests (typed through the zod type provider) and responses; the
 // error plugin answers every failure in one shape. Three siblings need no API key — health, the OpenAPI
 // document, the rails' provider routes — and one encapsulated /v1 context holds auth, Idempotency-Key and the
-// resources (v1.ts). Every limit explicit: Fastify's request timeout defaults to none.
+// resources (v1.ts), inside the admission limit (admission.ts: at most so many API requests in flight, the rest
+// answered 503 at once). Every limit explicit: Fastify's request timeout defaults to none.
 import Fastify, { type FastifyInstance, type FastifySchemaCompiler } from "fastify";
 import { serializerCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import type { ZodType } from "zod";
 import type { RailRoute } from "../../core/index.ts";
 import type { ChangeFeed } from "../db/index.ts";
 import { type ApiKeyCacheLimits, apiKeyCacheDefaults } from "../tenants/index.ts";
+import { type Admission, admissionPlugin, createAdmission, requestsInFlightMaxDefault } from "./admission.ts";
 import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./errors.ts";
 import { healthPlugin } from "./health.ts";
 import { openApiPlugin } from "./openapi.ts";
@@ -27,7 +29,16 @@ export type ServerOptions = RoutesOptions & {
   changes: ChangeFeed;
   /** The rails' provider routes (core's RailRoute), mounted beside /v1 without an API key. */
   railRoutes?: readonly RailRoute[];
+  /** The most API requests in flight at once; more are answered 503 `overloaded` (default: requestsInFlightMaxDefault). */
+  requestsInFlightMax?: number;
 };
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The admission limit of the API's requests, and how many are in flight now. */
+    admission: Admission;
+  }
+}
 
 /** The version the OpenAPI document states. */
 export const apiVersion = "1.0.0";
@@ -61,21 +72,29 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   app.setValidatorCompiler(validatorCompiler);
   // Responses are checked against their schema too: a response that does not match is a bug, answered 500.
   app.setSerializerCompiler(serializerCompiler);
+  const admission = createAdmission({
+    requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,
+  });
+  app.decorate("admission", admission);
   await app.register(errorsPlugin);
   await app.register(openApiPlugin, { version: apiVersion });
-  await app.register(healthPlugin, { rails: options.rails });
+  await app.register(healthPlugin, { rails: options.rails, admission });
   await app.register(railRoutesPlugin, { routes: options.railRoutes ?? [] });
-  await app.register(v1Plugin, {
-    prefix: "/v1",
-    db: options.db,
-    ledger: options.ledger,
-    accounts: options.accounts,
-    rails: options.rails,
-    payments: options.payments,
-    settlement: options.settlement,
-    apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
-    changes: options.changes,
-    idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+  // The admission limit's hook runs before any of the /v1 context's own (auth's first): a context around it.
+  await app.register(async (admitted) => {
+    await admitted.register(admissionPlugin, { admission });
+    await admitted.register(v1Plugin, {
+      prefix: "/v1",
+      db: options.db,
+      ledger: options.ledger,
+      accounts: options.accounts,
+      rails: options.rails,
+      payments: options.payments,
+      settlement: options.settlement,
+      apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
+      changes: options.changes,
+      idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+    });
   });
   return app;
 }

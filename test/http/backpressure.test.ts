@@ -1,0 +1,247 @@
+// Backpressure, never collapse (issue #19): past the admission limit (REQUESTS_IN_FLIGHT_MAX) a /v1 request is
+// answered at once 503 `overloaded` with Retry-After, before its API key is checked or its body read, and writes
+// nothing; requests held in flight (bodies sent half-way over real sockets) are counted until their responses close,
+// and a client that hangs up or a request that fails leaves nothing counted. A full ledger queue
+// (LEDGER_QUEUE_TRANSFERS_MAX, the writer held behind the clock's row lock on PostgreSQL) is the same 503, and
+// its refused payments write nothing and go through when retried.
+import net from "node:net";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+
+const internal = (amount: string) => ({
+  amount,
+  asset: "USDC",
+  source: { account: "acct_demo_customer" },
+  destination: { type: "account", account: "acct_demo_merchant" },
+});
+
+async function call(
+  app: App,
+  method: "GET" | "POST",
+  url: string,
+  options: { body?: unknown; rawBody?: string; key?: string; headers?: Record<string, string> } = {},
+) {
+  const payload = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
+  const response = await app.server.inject({
+    method,
+    url,
+    headers: {
+      authorization: `Bearer ${options.key ?? app.demo!.apiKey}`,
+      ...(payload === undefined ? {} : { "content-type": "application/json" }),
+      ...options.headers,
+    },
+    ...(payload === undefined ? {} : { payload }),
+  });
+  return { status: response.statusCode, body: response.json(), headers: response.headers };
+}
+
+const health = async (app: App) =>
+  (await app.server.inject({ method: "GET", url: "/healthz" })).json().requests as {
+    in_flight: number;
+    in_flight_max: number;
+  };
+
+async function writtenUnder(app: App, key: string) {
+  const [row] = await app.db.query<{ payments: bigint; records: bigint }>(
+    `SELECT (SELECT count(*) FROM payments WHERE idempotency_key = $1) AS payments,
+            (SELECT count(*) FROM idempotency_keys WHERE key = $1) AS records`,
+    [key],
+  );
+  return { payments: Number(row!.payments), records: Number(row!.records) };
+}
+
+/** A payment request over a real socket whose body stops after its first byte: in flight until finished or aborted. */
+function holdPayment(port: number, apiKey: string, idempotencyKey: string) {
+  const body = JSON.stringify(internal("0.000001"));
+  const socket = net.connect(port, "127.0.0.1");
+  let received = "";
+  socket.on("data", (chunk) => {
+    received += chunk.toString("utf8");
+  });
+  const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+  socket.write(
+    `POST /v1/payments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${apiKey}\r\n` +
+      `Content-Type: application/json\r\nIdempotency-Key: ${idempotencyKey}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body.slice(0, 1)}`,
+  );
+  return {
+    /** Sends the rest of the body; the response's status. */
+    async finish(): Promise<number> {
+      socket.write(body.slice(1));
+      await closed;
+      return Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1]);
+    },
+    /** Hangs up mid-body. */
+    async abort(): Promise<void> {
+      socket.destroy();
+      await closed;
+    },
+  };
+}
+
+describe("the admission limit in front of /v1", () => {
+  let app: App;
+  let port: number;
+
+  beforeAll(async () => {
+    app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0", REQUESTS_IN_FLIGHT_MAX: "2" }));
+    await app.server.listen({ port: 0, host: "127.0.0.1" });
+    port = (app.server.server.address() as net.AddressInfo).port;
+  }, 120_000);
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  const holdTwo = async (prefix: string) => {
+    const held = [0, 1].map((i) => holdPayment(port, app.demo!.apiKey, `${prefix}-${i}`));
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlight).toBe(2));
+    return held;
+  };
+
+  it("answers one more request 503 overloaded with Retry-After at once, before its key or body; it writes nothing", async () => {
+    const [before] = await app.db.query<{ payments: bigint }>("SELECT count(*) AS payments FROM payments");
+    const held = await holdTwo("held");
+
+    const refused = await call(app, "POST", "/v1/payments", {
+      body: internal("0.000001"),
+      headers: { "idempotency-key": "refused-1" },
+    });
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.code).toBe("overloaded");
+    expect(refused.headers["retry-after"]).toBe("1");
+    // Neither the key nor the body was looked at: not 401, not 400, not 404.
+    for (const [url, options] of [
+      ["/v1/payments", { body: internal("0.000001"), key: "sk_test_not_a_key" }],
+      ["/v1/payments", { rawBody: "{not json" }],
+      ["/v1/nothing", {}],
+    ] as const) {
+      const response = await call(app, "POST", url, options);
+      expect([url, response.status, response.body.error.code]).toEqual([url, 503, "overloaded"]);
+    }
+    expect((await call(app, "GET", "/v1/accounts/acct_demo_customer/balance")).status).toBe(503);
+    // Health and the document are outside the limit; health shows it.
+    expect(await health(app)).toEqual({ in_flight: 2, in_flight_max: 2 });
+    expect((await app.server.inject({ method: "GET", url: "/openapi.json" })).statusCode).toBe(200);
+    expect(await writtenUnder(app, "refused-1")).toEqual({ payments: 0, records: 0 });
+
+    // The held ones go through; then the count is back to 0 and requests pass again.
+    expect(await Promise.all(held.map((h) => h.finish()))).toEqual([201, 201]);
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlight).toBe(0));
+    expect(await health(app)).toEqual({ in_flight: 0, in_flight_max: 2 });
+    const retried = await call(app, "POST", "/v1/payments", {
+      body: internal("0.000001"),
+      headers: { "idempotency-key": "refused-1" },
+    });
+    expect(retried.status).toBe(201);
+    expect(retried.headers["idempotent-replayed"]).toBeUndefined();
+    const [after] = await app.db.query<{ payments: bigint }>("SELECT count(*) AS payments FROM payments");
+    expect(after!.payments - before!.payments).toBe(3n);
+  });
+
+  it("counts nothing after a client hangs up mid-body, or after a request that failed", async () => {
+    const held = await holdTwo("hung-up");
+    await Promise.all(held.map((h) => h.abort()));
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlight).toBe(0));
+    expect(await writtenUnder(app, "hung-up-0")).toEqual({ payments: 0, records: 0 });
+
+    for (const [url, options, status] of [
+      ["/v1/payments", { body: internal("0.000001"), key: "sk_test_not_a_key" }, 401],
+      ["/v1/payments", { rawBody: "{not json" }, 400],
+      ["/v1/payments", { body: { ...internal("0.000001"), amount: "-1" } }, 400],
+      ["/v1/nothing", {}, 404],
+    ] as const) {
+      const response = await call(app, "POST", url, options);
+      expect([url, response.status]).toEqual([url, status]);
+      expect(app.server.admission.requestsInFlight).toBe(0);
+    }
+    // Twice the limit, one after the other: each passes.
+    for (let i = 0; i < 4; i += 1)
+      expect((await call(app, "GET", "/v1/accounts/acct_demo_customer/balance")).status).toBe(200);
+    expect(app.server.admission.requestsInFlight).toBe(0);
+  });
+
+  it("says so in the OpenAPI document: every /v1 operation may answer 503", async () => {
+    const document = (await app.server.inject({ method: "GET", url: "/openapi.json" })).json();
+    const operations = Object.values(
+      document.paths as Record<string, Record<string, { responses: object }>>,
+    ).flatMap((methods) => Object.values(methods));
+    expect(operations.length).toBeGreaterThanOrEqual(7);
+    for (const operation of operations) expect(Object.keys(operation.responses)).toContain("503");
+  });
+});
+
+describe("a full ledger queue, on PostgreSQL", () => {
+  const queueTransfersMax = 4;
+  let app: App;
+  let databaseUrl: string;
+
+  beforeAll(async () => {
+    databaseUrl = await createTestDatabase(inject("postgresUrl"), "backpressure");
+    app = await createApp(
+      loadConfig({
+        LOG_LEVEL: "silent",
+        PORT: "0",
+        DATABASE_URL: databaseUrl,
+        LEDGER_QUEUE_TRANSFERS_MAX: String(queueTransfersMax),
+      }),
+    );
+  }, 120_000);
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("is 503 overloaded with Retry-After; a refused payment writes nothing and goes through when retried", async () => {
+    // Warm the caches (key, accounts) so that nothing but the ledger waits below.
+    expect((await call(app, "POST", "/v1/payments", { body: internal("0.000001") })).status).toBe(201);
+    // Another connection holds the clock's row: every ledger write waits for it, so the writer's queue fills.
+    const holder = new pg.Client({ connectionString: databaseUrl });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM ledger_clock WHERE singleton FOR UPDATE");
+      // One at a time, so that they wait as batches of their own: the first ones get in — the batches in flight
+      // (the pipeline's depth, 2 on PostgreSQL, each at most the queue's size) and the queue — and the rest are
+      // refused, answered while the clock is still held.
+      const count = 20;
+      const refusedMin = count - 3 * queueTransfersMax;
+      const answered: Array<Awaited<ReturnType<typeof call>>> = [];
+      const pending: Array<Promise<Awaited<ReturnType<typeof call>>>> = [];
+      for (let i = 0; i < count; i += 1) {
+        const sent = call(app, "POST", "/v1/payments", {
+          body: internal("0.000001"),
+          headers: { "idempotency-key": `queue-${i}` },
+        });
+        pending.push(sent);
+        void sent.then((answer) => answered.push(answer));
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await vi.waitFor(() => expect(answered.length).toBeGreaterThanOrEqual(refusedMin), { timeout: 5_000 });
+      for (const answer of answered) expect(answer.status).toBe(503);
+
+      await holder.query("ROLLBACK");
+      const all = await Promise.all(pending);
+      const refused = [...all.keys()].filter((i) => all[i]!.status !== 201);
+      expect(refused.length).toBeGreaterThanOrEqual(refusedMin);
+      expect(refused.length).toBeLessThan(count);
+      for (const i of refused) {
+        expect(all[i]!.status).toBe(503);
+        expect(all[i]!.body.error.code).toBe("overloaded");
+        expect(all[i]!.headers["retry-after"]).toBe("1");
+        expect(await writtenUnder(app, `queue-${i}`)).toEqual({ payments: 0, records: 0 });
+      }
+      for (const i of refused) {
+        const retried = await call(app, "POST", "/v1/payments", {
+          body: internal("0.000001"),
+          headers: { "idempotency-key": `queue-${i}` },
+        });
+        expect(retried.status).toBe(201);
+        expect(await writtenUnder(app, `queue-${i}`)).toEqual({ payments: 1, records: 1 });
+      }
+    } finally {
+      await holder.end();
+    }
+  });
+});
