@@ -1,0 +1,35 @@
+import { describe, expect, it } from "vitest";
+import { derivedLedgerId, isId, newId } from "./index.ts";
+
+const alphabet = "0123456789abcdefghjkmnpqrstvwxyz";
+/** The 128 bits an id's 26 characters spell (read back with bigints, independently of how they were written). */
+const bitsOf = (id: string) =>
+  [...id.slice(id.indexOf("_") + 1)].reduce(
+    (value, char) => value * 32n + BigInt(alphabet.indexOf(char)),
+    0n,
+  );
+
+describe("newId", () => {
+  it("spells 48 bits of time then 80 random bits in Crockford base32, sortable by time", () => {
+    for (const nowMs of [0, 1, 1_795_000_000_000, 2 ** 48 - 1]) {
+      const id = newId("pay", nowMs);
+      expect(isId("pay", id)).toBe(true);
+      expect(bitsOf(id) >> 80n).toBe(BigInt(nowMs));
+    }
+    expect(newId("att", 1_000) < newId("att", 1_001)).toBe(true);
+  });
+
+  it("does not repeat, across many more ids than one draw of random bytes covers", () => {
+    const ids = new Set(Array.from({ length: 20_000 }, () => newId("pay", 5)));
+    expect(ids.size).toBe(20_000);
+    const randomParts = new Set([...ids].map((id) => bitsOf(id) & ((1n << 80n) - 1n)));
+    expect(randomParts.size).toBe(20_000);
+  });
+});
+
+describe("derivedLedgerId", () => {
+  it("is the same for the same id and purpose, and differs by purpose", () => {
+    expect(derivedLedgerId("pay_x", "reserve")).toBe(derivedLedgerId("pay_x", "reserve"));
+    expect(derivedLedgerId("pay_x", "reserve")).not.toBe(derivedLedgerId("pay_x", "post"));
+  });
+});
