@@ -13,7 +13,8 @@
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
 // BENCH_HTTP_CLIENTS (client counts tried, default "8,32,128"), BENCH_HTTP_P99_MS_MAX (default 50),
 // BENCH_HTTP_ONLY (a comma-separated list of cases).
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
@@ -36,7 +37,55 @@ type Load = {
   next(): { headers: Record<string, string>; body: string };
 };
 
-type Measured = { requestsPerS: number; p50Ms: number; p99Ms: number; non2xx: number; errors: number };
+type Measured = {
+  requestsPerS: number;
+  p50Ms: number;
+  p99Ms: number;
+  non2xx: number;
+  errors: number;
+  /** CPU time per answered request over the measured window: the server process's, and PostgreSQL's (all its processes). */
+  serverCpuUs: number;
+  postgresCpuUs: number;
+};
+
+/** The processes whose CPU time a case counts: the server under load, and PostgreSQL's postmaster (null: none). */
+type Watched = { server: number; postmaster: number | null };
+
+const clockTicksPerS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+
+/** CPU seconds (user + system) of a process, from /proc; 0 once it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerS; // utime, stime (fields 14 and 15)
+  } catch {
+    return 0; // the process ended between the listing and the read: its time is not counted
+  }
+}
+
+/** CPU seconds of the postmaster and every process it started (the backends, the WAL writer, the checkpointer). */
+function postgresCpuSeconds(postmaster: number): number {
+  let total = cpuSeconds(postmaster);
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === postmaster) total += cpuSeconds(Number(entry));
+    } catch {
+      // gone since the listing
+    }
+  }
+  return total;
+}
+
+function cpuNow(watched: Watched) {
+  return {
+    server: cpuSeconds(watched.server),
+    postgres: watched.postmaster === null ? 0 : postgresCpuSeconds(watched.postmaster),
+  };
+}
 
 export async function run(): Promise<BenchResult> {
   const postgres = await startPostgres();
@@ -48,13 +97,14 @@ export async function run(): Promise<BenchResult> {
       const gateway = await startGateway({ DATABASE_URL: url });
       try {
         const load = demoLoad(gateway.apiKey, gateway.accounts);
+        const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: postgres.pid() } };
         if (wanted("internal-postgres")) {
-          const best = await bestWithinBound(gateway.url, load);
+          const best = await bestWithinBound(target, load);
           bestClients = best.clients;
           rows.push(paymentsRow("internal-postgres", best.measured, best.clients));
         }
         if (wanted("single-postgres"))
-          rows.push(paymentsRow("single-postgres", await measure(gateway.url, load, 1), 1));
+          rows.push(paymentsRow("single-postgres", await measure(target, load, 1), 1));
       } finally {
         await gateway.stop();
       }
@@ -63,7 +113,8 @@ export async function run(): Promise<BenchResult> {
       const url = await createTestDatabase(postgres.url, "bench_http_many");
       const gateway = await startGateway({ DATABASE_URL: url }, { seed: url });
       try {
-        const best = await bestWithinBound(gateway.url, manyLoad(gateway.seeded));
+        const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: postgres.pid() } };
+        const best = await bestWithinBound(target, manyLoad(gateway.seeded));
         rows.push(paymentsRow("internal-postgres-many", best.measured, best.clients));
       } finally {
         await gateway.stop();
@@ -72,7 +123,8 @@ export async function run(): Promise<BenchResult> {
     if (wanted("internal-pglite")) {
       const gateway = await startGateway({});
       try {
-        const best = await bestWithinBound(gateway.url, demoLoad(gateway.apiKey, gateway.accounts));
+        const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: null } };
+        const best = await bestWithinBound(target, demoLoad(gateway.apiKey, gateway.accounts));
         rows.push(paymentsRow("internal-pglite", best.measured, best.clients));
       } finally {
         await gateway.stop();
@@ -82,7 +134,8 @@ export async function run(): Promise<BenchResult> {
       const url = await createTestDatabase(postgres.url, "bench_http_floor");
       const floor = await startFloor("commit", url);
       try {
-        rows.push(requestsRow("commit-postgres", await measure(floor.url, floorLoad(), 1), 1));
+        const target = { url: floor.url, watched: { server: floor.child.pid!, postmaster: postgres.pid() } };
+        rows.push(requestsRow("commit-postgres", await measure(target, floorLoad(), 1), 1));
       } finally {
         await stopChild(floor.child);
       }
@@ -90,7 +143,8 @@ export async function run(): Promise<BenchResult> {
     if (wanted("baseline-fastify")) {
       const floor = await startFloor("fastify");
       try {
-        const measured = await measure(floor.url, floorLoad(), bestClients);
+        const target = { url: floor.url, watched: { server: floor.child.pid!, postmaster: null } };
+        const measured = await measure(target, floorLoad(), bestClients);
         rows.push(requestsRow("baseline-fastify", measured, bestClients));
       } finally {
         await stopChild(floor.child);
@@ -111,6 +165,8 @@ function paymentsRow(name: string, m: Measured, clients: number): BenchRow {
     p50_ms: m.p50Ms,
     p99_ms: m.p99Ms,
     clients,
+    gateway_cpu_us_per_payment: m.serverCpuUs,
+    postgres_cpu_us_per_payment: m.postgresCpuUs,
     non2xx: m.non2xx,
     errors: m.errors,
   };
@@ -123,6 +179,8 @@ function requestsRow(name: string, m: Measured, clients: number): BenchRow {
     p50_ms: m.p50Ms,
     p99_ms: m.p99Ms,
     clients,
+    server_cpu_us_per_request: m.serverCpuUs,
+    postgres_cpu_us_per_request: m.postgresCpuUs,
     non2xx: m.non2xx,
     errors: m.errors,
   };
@@ -182,14 +240,17 @@ function floorLoad(): Load {
 
 // ---- measuring
 
-async function measure(url: string, load: Load, connections: number): Promise<Measured> {
-  await drive(url, load, connections, warmupS); // warm-up: JIT, pools, caches; not counted
-  return drive(url, load, connections, durationS);
+type Target = { url: string; watched: Watched };
+
+async function measure(target: Target, load: Load, connections: number): Promise<Measured> {
+  await drive(target, load, connections, warmupS); // warm-up: JIT, pools, caches; not counted
+  return drive(target, load, connections, durationS);
 }
 
-async function drive(url: string, load: Load, connections: number, seconds: number): Promise<Measured> {
+async function drive(target: Target, load: Load, connections: number, seconds: number): Promise<Measured> {
+  const before = cpuNow(target.watched);
   const result = await autocannon({
-    url: `${url}/v1/payments`,
+    url: `${target.url}/v1/payments`,
     connections,
     duration: seconds,
     requests: [
@@ -203,7 +264,11 @@ async function drive(url: string, load: Load, connections: number, seconds: numb
     ],
   });
   const ok = result["2xx"];
+  const after = cpuNow(target.watched);
+  const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
   return {
+    serverCpuUs: perRequestUs(after.server - before.server),
+    postgresCpuUs: perRequestUs(after.postgres - before.postgres),
     requestsPerS: ok / seconds,
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
@@ -213,12 +278,12 @@ async function drive(url: string, load: Load, connections: number, seconds: numb
 }
 
 /** Tries each client count; the best throughput whose p99 is within the bound (else the lowest p99). */
-async function bestWithinBound(url: string, load: Load): Promise<{ clients: number; measured: Measured }> {
+async function bestWithinBound(target: Target, load: Load): Promise<{ clients: number; measured: Measured }> {
   const tries: Array<{ clients: number; measured: Measured }> = [];
   for (const clients of clientCounts) {
-    const measured = await measure(url, load, clients);
+    const measured = await measure(target, load, clients);
     console.log(
-      `  ${clients} clients: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}`,
+      `  ${clients} clients: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs`,
     );
     tries.push({ clients, measured });
   }
@@ -235,6 +300,7 @@ type RunningGateway = {
   apiKey: string;
   accounts: { customer: string; merchant: string };
   seeded: readonly SeededTenant[];
+  pid: number;
   stop(): Promise<void>;
 };
 
@@ -267,6 +333,7 @@ async function startGateway(
         apiKey: key,
         accounts: { customer, merchant },
         seeded,
+        pid: child.pid!,
         stop: () => stopChild(child),
       };
     if (child.exitCode !== null || Date.now() > deadline) {

@@ -39,6 +39,8 @@ export type RunningPostgres = {
   /** postgres://postgres@127.0.0.1:<port>/postgres */
   url: string;
   port: number;
+  /** The postmaster's pid (its backends are its children), null once it has stopped. */
+  pid(): number | null;
   stop(): Promise<void>;
 };
 
@@ -175,7 +177,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
-  return { url, port, stop };
+  return { url, port, pid: () => postmasterPid(dataDir), stop };
 }
 
 /** The postmaster's pid from its pid file; read synchronously, since an 'exit' handler needs it too. */
