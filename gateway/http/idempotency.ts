@@ -56,6 +56,8 @@ function requestDigest(method: string, url: string, body: unknown): Buffer {
 /** What the stored record says about a repeated key. */
 export type StoredRecord =
   | { kind: "answered"; answer: StoredAnswer }
+  /** Answered with this payment in its final status, written with it: answer it again. */
+  | { kind: "payment"; paymentId: string }
   | { kind: "reused" }
   | { kind: "in_use" }
   /** No record, or one whose request died unanswered: the caller answers from the state of things. */
@@ -70,9 +72,10 @@ export async function storedRecord(
     request_sha256: Buffer;
     response_status: number | null;
     response_body: unknown;
+    payment_id: string | null;
     stale: boolean;
   }>(
-    `SELECT request_sha256, response_status, response_body::text AS response_body,
+    `SELECT request_sha256, response_status, response_body::text AS response_body, payment_id,
        created_at < now() - make_interval(secs => $3::double precision / 1000) AS stale
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
     [params.tenantId, params.key, params.inProgressTimeoutMs],
@@ -80,6 +83,8 @@ export async function storedRecord(
   if (stored === undefined) return { kind: "none" };
   if (!Buffer.from(stored.request_sha256).equals(params.digest)) return { kind: "reused" };
   if (stored.response_status === null) return stored.stale ? { kind: "none" } : { kind: "in_use" };
+  if (stored.response_body === null && stored.payment_id !== null)
+    return { kind: "payment", paymentId: stored.payment_id };
   return { kind: "answered", answer: { status: stored.response_status, body: String(stored.response_body) } };
 }
 
@@ -101,7 +106,7 @@ export function sendReplay(request: FastifyRequest, reply: FastifyReply, answer:
     .send(answer.body);
 }
 
-/** Throws the refusal a stored record means, or sends its answer; `none` is the caller's to answer. */
+/** Throws the refusal a stored record means, or sends its answer; `none` and `payment` are the caller's to answer. */
 export function answerFromRecord(
   request: FastifyRequest,
   reply: FastifyReply,
@@ -117,6 +122,7 @@ export function answerFromRecord(
     case "answered":
       return sendReplay(request, reply, record.answer);
     case "none":
+    case "payment":
       return null;
   }
 }

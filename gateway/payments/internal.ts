@@ -20,7 +20,10 @@ import type { Attempt, Payment, PaymentFailureCode } from "./types.ts";
 /** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
 export type StoredAnswer = { status: number; body: string };
 
-/** With an Idempotency-Key: the request's digest, and the answer a payment in its final status gets. */
+/**
+ * With an Idempotency-Key: the request's digest, and the answer a payment in its final status gets (kept as its
+ * status and the payment's id: a repeat reads the payment back and answers it again).
+ */
 export type IdempotencyRecord = {
   key: string;
   requestSha256: Buffer;
@@ -224,7 +227,7 @@ function batchStatement(
         item.idempotencyKey,
         item.record.requestSha256.toString("hex"),
         answer.status,
-        answer.body,
+        payment.id,
       );
     }
   });
@@ -251,9 +254,9 @@ function batchStatement(
      o AS (INSERT INTO outbox (tenant_id, type, payload, created_at)
        SELECT tenant_id, type, jsonb_build_object('payment_id', payment_id), $${n - 2}
        FROM unnest($2::text[], $17::text[], $16::text[]) AS t (tenant_id, type, payment_id)),
-     k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body, created_at)
-       SELECT tenant_id, key, decode(sha, 'hex'), status::int, body::json, $${n - 2}
-       FROM unnest($29::text[], $30::text[], $31::text[], $32::text[], $33::text[]) AS t (tenant_id, key, sha, status, body)
+     k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, payment_id, created_at)
+       SELECT tenant_id, key, decode(sha, 'hex'), status::int, payment_id, $${n - 2}
+       FROM unnest($29::text[], $30::text[], $31::text[], $32::text[], $33::text[]) AS t (tenant_id, key, sha, status, payment_id)
        ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)
      SELECT CASE WHEN (SELECT count(*) FROM p) = $${n - 1}::int AND (SELECT count(*) FROM k) = $${n}::int
        THEN true ELSE payment_key_taken() END AS written`,

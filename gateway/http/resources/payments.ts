@@ -101,6 +101,13 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           digest,
           inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
         });
+        if (record.kind === "payment") {
+          // Answered with the payment, final in the same write: its answer again, from the payment.
+          const payment = await getPayment(options.db, { tenantId, id: record.paymentId });
+          if (payment === null)
+            throw new PaymentInvariantError(`payment ${record.paymentId} of a key is gone`);
+          return sendReplay(request, reply, answerOf(payment));
+        }
         // A 202 told how the payment stood then: a repeat is answered how it stands now, as a replay.
         const current = record.kind === "answered" && record.answer.status === 202;
         const replayed = current ? null : answerFromRecord(request, reply, record);
