@@ -14,7 +14,7 @@
 import type { Statement } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting, transferCodes } from "../ledger/index.ts";
-import { isPaymentKeyTaken, toJson } from "./store.ts";
+import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
 import type { Attempt, Payment, PaymentFailureCode } from "./types.ts";
 
 /** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
@@ -197,7 +197,7 @@ function batchStatement(
       payment.sourceAccountId,
       toJson(payment.destination),
       toJson(payment.policy),
-      toJson(payment.decision),
+      decisionJson(payment.decision),
       payment.rail,
       payment.failureCode,
       payment.failureMessage,

@@ -34,6 +34,22 @@ export function fromJson<T>(value: unknown): T {
   return revive(typeof value === "string" ? JSON.parse(value) : value) as T;
 }
 
+/**
+ * A routing decision as a payment keeps it: its chosen candidate is always the first (route.ts, routing.ts), so it is
+ * not written a second time — a third of the decision — and is put back when read.
+ */
+export function decisionJson(decision: RouteDecision | null): string {
+  if (decision === null) return "null";
+  const { chosen: _chosen, ...rest } = decision;
+  return toJson(rest);
+}
+
+function decisionFromJson(value: unknown): RouteDecision {
+  const stored = fromJson<Omit<RouteDecision, "chosen"> & { chosen?: RouteDecision["chosen"] }>(value);
+  // Rows written before the chosen candidate was left out carry it.
+  return { ...stored, chosen: stored.chosen ?? stored.candidates[0] ?? null };
+}
+
 type PaymentRow = {
   id: string;
   tenant_id: string;
@@ -157,7 +173,7 @@ export function insertPaymentStatement(
     payment.sourceAccountId,
     toJson(payment.destination),
     toJson(payment.policy),
-    toJson(payment.decision),
+    decisionJson(payment.decision),
     JSON.stringify(payment.metadata),
     payment.idempotencyKey,
     payment.quoteId,
@@ -252,7 +268,7 @@ export async function getPayment(
     sourceAccountId: row.source_account_id,
     destination: fromJson<Destination>(row.destination),
     policy: fromJson<RoutePolicy>(row.policy),
-    decision: row.decision === null ? null : fromJson<RouteDecision>(row.decision),
+    decision: row.decision === null ? null : decisionFromJson(row.decision),
     rail: row.rail,
     failureCode: row.failure_code,
     failureMessage: row.failure_message,
