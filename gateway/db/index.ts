@@ -69,11 +69,16 @@ export function openPostgres(config: {
     // An idle client lost its connection; the pool replaces it. Nothing is in flight on it.
     logger.warn({ err: error }, "postgres: an idle connection was lost; the pool replaces it");
   });
+  const names = preparedNames(preparedStatementsMax);
   const query = async <R extends Row>(
     client: pg.Pool | pg.PoolClient,
     text: string,
     params?: readonly unknown[],
-  ) => (await client.query({ text, values: params as unknown[] | undefined })).rows as R[];
+  ) => {
+    const name = names(text);
+    const config = { text, values: params as unknown[] | undefined };
+    return (await client.query(name === undefined ? config : { ...config, name })).rows as R[];
+  };
   const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
     try {
@@ -140,6 +145,24 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
   };
 }
 
+/**
+ * Names for the statements PostgreSQL keeps parsed and planned on each connection (node-postgres parses a named
+ * statement once per connection, then only binds and executes it): the same name for the same text, for the first
+ * `entriesMax` texts of reads and writes seen (the ones that run often are seen first, at start). Other texts —
+ * migrations, and any beyond the bound — stay unnamed and are parsed each time, as before.
+ */
+function preparedNames(entriesMax: number): (text: string) => string | undefined {
+  const names = new Map<string, string>();
+  return (text) => {
+    const known = names.get(text);
+    if (known !== undefined) return known;
+    if (names.size >= entriesMax || !/^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b/i.test(text)) return undefined;
+    const name = `sy_${names.size + 1}`;
+    names.set(text, name);
+    return name;
+  };
+}
+
 /** Runs statements one after another (in the caller's transaction, if any) and returns each one's rows. */
 export async function queryEach(sql: Sql, statements: readonly Statement[]): Promise<Row[][]> {
   const rows: Row[][] = [];
@@ -148,8 +171,8 @@ export async function queryEach(sql: Sql, statements: readonly Statement[]): Pro
 }
 
 /**
- * Statements PGlite keeps parsed per database. Beyond this, statement texts not seen before take PGlite's plain
- * path (nothing is evicted: the texts that run often are the ones seen first, at start).
+ * Statements kept parsed: per database on PGlite, per connection on PostgreSQL. Beyond this, statement texts not
+ * seen before are parsed each time (nothing is evicted: the texts that run often are the ones seen first, at start).
  */
 const preparedStatementsMax = 256;
 

@@ -63,22 +63,29 @@ type Waiting = {
 export function createInternalSettler(deps: { ledger: Ledger; nowMs: () => number }): InternalSettler {
   const gathering: Waiting[] = [];
   let scheduled = false;
+  /** Batches handed to the ledger and not answered yet. */
+  let writing = 0;
   const flush = () => {
     scheduled = false;
     while (gathering.length > 0) {
       const batch = gathering.splice(0, internalBatchPaymentsMax);
-      void write(deps, batch, true);
+      writing += 1;
+      void write(deps, batch, true).finally(() => {
+        writing -= 1;
+      });
     }
   };
   return {
     settle(item) {
       return new Promise((resolve, reject) => {
         gathering.push({ item, resolve, reject });
-        if (!scheduled) {
-          scheduled = true;
-          // The requests parsed in this turn of the event loop join; the next turn's go in the next batch.
-          setImmediate(flush);
-        }
+        if (scheduled) return;
+        scheduled = true;
+        // Nothing being written: this one goes at once (after the code that is running), alone or with what that
+        // code adds. While a batch is being written, the requests parsed in this turn of the event loop join and go
+        // in the next turn: batches grow with the load, and a lone payment waits for no one.
+        if (writing === 0) queueMicrotask(flush);
+        else setImmediate(flush);
       });
     },
   };
