@@ -48,6 +48,8 @@ export type WorkerLine =
   | { event: "refused"; batch: number; keyTaken: boolean; payments: string[] }
   /** The worker kills itself now; `payments`: the ids of the payments in that ledger transaction. */
   | { event: "kill"; at: WorkerKill["at"]; tx: number; payments: string[] }
+  /** The nth ledger transaction that carries payments committed, with this many. */
+  | { event: "committed"; tx: number; payments: number }
   /** Key number `n` answered: written now (`replayed` false) or the stored record's answer (key taken). */
   | ({ event: "answered"; n: number; replayed: boolean; paymentId: string } & StoredAnswer)
   /** Key number `n` was taken but its record held no answer (never expected on the internal path). */

@@ -91,6 +91,7 @@ function watched(db: Db): Db {
         return result;
       });
       return written.then((result) => {
+        if (tx > 0) report({ event: "committed", tx, payments: payments.length });
         if (kill?.tx === tx && kill.at === "committed") die("committed", tx, payments);
         return result;
       });

@@ -5,29 +5,20 @@
 // it) or by this process when a batch is handed to the ledger or at a random time — and started again with the same
 // keys for everything not yet answered and some already answered. At the end every key holds one payment, written
 // whole, answered the same way every time it was asked.
-import { fork } from "node:child_process";
-import path from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { assets } from "../../core/index.ts";
-import { createAccount } from "../../gateway/accounts/index.ts";
-import { gatewayMigrations } from "../../gateway/app.ts";
-import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
+import type { Db } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
-import { createTenant } from "../../gateway/tenants/index.ts";
-import { createTestDatabase } from "../support/postgres.ts";
+import { type Ledger, transferCodes } from "../../gateway/ledger/index.ts";
 import {
   batchedTenantId,
   merchantAccountId,
   plannedPayment,
   richAccountId,
-  richFundingMinor,
   shortAccountId,
   shortFundingMinor,
-  type WorkerKill,
   type WorkerLine,
 } from "./batched-plan.ts";
+import { type BatchedDatabase, type Kill, openBatchedDatabase, type Run, runWorker } from "./batched-run.ts";
 
 /** Already answered keys asked again at the head of each killed round, and of the final one. */
 const repeatsPerRound = 10;
@@ -36,13 +27,6 @@ const repeatsFinal = 20;
 const freshKeysFinal = 100;
 /** Keys a worker starts at once (its in-flight maximum): the repeats go among them. */
 const firstWaveKeys = 200;
-
-type Kill =
-  | { by: "worker"; kill: WorkerKill }
-  /** This process kills the worker as soon as it reports the nth batch handed to the ledger. */
-  | { by: "parent"; afterHanded: number }
-  /** This process kills the worker this long after it started paying. */
-  | { by: "parent"; afterMs: number };
 
 const between = (min: number, max: number) => min + Math.floor(Math.random() * (max - min + 1));
 const rounds: Kill[] = [
@@ -60,7 +44,6 @@ const rounds: Kill[] = [
 
 type Answer = Extract<WorkerLine, { event: "answered" }>;
 type Refused = Extract<WorkerLine, { event: "refused" }>;
-type Run = { outcome: "killed" | "done"; lines: WorkerLine[]; ms: number };
 type PaymentRow = {
   id: string;
   key: string;
@@ -70,94 +53,17 @@ type PaymentRow = {
   failure_code: string | null;
 };
 
-let url: string;
+let batched: BatchedDatabase;
 let db: Db;
 let ledger: Ledger;
-const ledgerIds = new Map<string, bigint>();
 
 beforeAll(async () => {
-  url = await createTestDatabase(inject("postgresUrl"), "crash_batched");
-  db = openPostgres({ url, poolSizeMax: 2, statementTimeoutMs: 10_000 });
-  await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
-  await createTenant(db, { id: batchedTenantId, name: "batched" });
-  const open = async (id: string, kind: "customer" | "merchant" | "clearing") => {
-    const account = await createAccount(
-      { sql: db, ledger },
-      kind === "clearing"
-        ? { tenantId: null, kind, asset: assets.USDC, name: id, rail: "funding", id }
-        : { tenantId: batchedTenantId, kind, asset: assets.USDC, name: id, id },
-    );
-    ledgerIds.set(id, account.ledgerAccountId);
-    return account.ledgerAccountId;
-  };
-  const funding = await open("acct_clearing_funding", "clearing");
-  const funded = [
-    { account: await open(richAccountId, "customer"), amount: richFundingMinor },
-    { account: await open(shortAccountId, "customer"), amount: shortFundingMinor },
-  ];
-  await open(merchantAccountId, "merchant");
-  const results = await ledger.createTransfers(
-    funded.map(({ account, amount }, i) => ({
-      id: 700n + BigInt(i),
-      debitAccountId: funding,
-      creditAccountId: account,
-      amount,
-      ledger: assets.USDC.ledger,
-      code: transferCodes.payments.funding,
-    })),
-  );
-  expect(results.map((r) => r.status)).toEqual(["created", "created"]);
+  batched = await openBatchedDatabase(inject("postgresUrl"));
+  ({ db, ledger } = batched);
 });
 afterAll(async () => {
-  await ledger?.close();
-  await db?.close();
+  await batched?.close();
 });
-
-/**
- * Runs the worker over `keys` (then new keys from `overflowFrom` until killed, when given), killed as `kill` says
- * or left to finish, and collects what it reported.
- */
-function runWorker(keys: readonly number[], kill: Kill | null, overflowFrom: number | null): Promise<Run> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const workerKill = kill?.by === "worker" ? kill.kill : null;
-    const child = fork(
-      path.join(import.meta.dirname, "batched-worker.ts"),
-      [
-        url,
-        JSON.stringify(workerKill),
-        keys.join(","),
-        overflowFrom === null ? "none" : String(overflowFrom),
-      ],
-      { stdio: ["ignore", "pipe", "inherit", "ipc"] },
-    );
-    const lines: WorkerLine[] = [];
-    let killedHere = false;
-    const killNow = () => {
-      if (killedHere || child.exitCode !== null) return;
-      killedHere = true;
-      child.kill("SIGKILL");
-    };
-    let handed = 0;
-    createInterface({ input: child.stdout! }).on("line", (text) => {
-      const line = JSON.parse(text) as WorkerLine;
-      lines.push(line);
-      if (line.event === "started" && kill !== null && "afterMs" in kill) setTimeout(killNow, kill.afterMs);
-      if (line.event === "handed") {
-        handed += 1;
-        if (kill !== null && "afterHanded" in kill && handed === kill.afterHanded) killNow();
-      }
-    });
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      const ms = Date.now() - started;
-      if (signal === "SIGKILL") resolve({ outcome: "killed", lines, ms });
-      else if (code === 0 && !killedHere) resolve({ outcome: "done", lines, ms });
-      else reject(new Error(`batched worker exited with ${code ?? signal}`));
-    });
-  });
-}
 
 /** `picked` items of `from`, chosen at random. */
 function sample<T>(from: Iterable<T>, picked: number): T[] {
@@ -302,7 +208,7 @@ async function expectLedgerMatches(payments: readonly PaymentRow[]): Promise<voi
   const paidBy = (source: string) =>
     succeeded.filter((p) => p.source === source).reduce((sum, p) => sum + p.amount, 0n);
   const [rich, short, merchant] = await ledger.lookupAccounts(
-    [richAccountId, shortAccountId, merchantAccountId].map((id) => ledgerIds.get(id)!),
+    [richAccountId, shortAccountId, merchantAccountId].map((id) => batched.ledgerIds.get(id)!),
   );
   expect(rich!.debitsPosted).toBe(paidBy(richAccountId));
   expect(short!.debitsPosted).toBe(paidBy(shortAccountId));
@@ -384,7 +290,7 @@ describe("internal payments written in batches, the worker killed at any point",
       const repeats = sample(heard.first.keys(), repeatsPerRound);
       const keys = interleave(unansweredOf(heard), repeats);
       const answeredBefore = heard.first.size;
-      const run = await runWorker(keys, kill, heard.nextNew);
+      const run = await runWorker(batched.url, keys, kill, heard.nextNew);
       expect(run.outcome).toBe("killed");
       hear(heard, keys, run, new Set(repeats));
       killed.push({ kill, run, answered: heard.first.size - answeredBefore });
@@ -394,7 +300,7 @@ describe("internal payments written in batches, the worker killed at any point",
     const fresh = Array.from({ length: freshKeysFinal }, (_, i) => heard.nextNew + i);
     const repeats = sample(heard.first.keys(), repeatsFinal);
     const keys = interleave([...fresh, ...unansweredOf(heard)], repeats);
-    const final = await runWorker(keys, null, null);
+    const final = await runWorker(batched.url, keys, null, null);
     expect(final.outcome).toBe("done");
     hear(heard, keys, final, new Set(repeats));
     expect(unansweredOf(heard)).toEqual([]);
