@@ -40,8 +40,8 @@ import {
 const inFlightMax = 200;
 const poolSizeMax = 6;
 const inProgressTimeoutMs = 60_000;
-/** New keys a worker asks past its list at most (a kill comes long before). */
-const overflowKeysMax = 50_000;
+/** New keys a worker asks past its list at most: a kill comes long before (the rounds kill by the 30th batch). */
+const overflowKeysMax = 10_000;
 
 const [url, killText, keysText, overflowText] = process.argv.slice(2);
 if (url === undefined || killText === undefined || keysText === undefined || overflowText === undefined)
@@ -58,12 +58,12 @@ function die(at: WorkerKill["at"], tx: number, payments: string[]): void {
   process.kill(process.pid, "SIGKILL");
 }
 
-/** The payment ids of a batch statement: its first parameter is the payments' id column, an array literal. */
-const paymentIdsOf = (params: readonly unknown[] | undefined): string[] =>
-  String(params?.[0] ?? "").match(/pay_[0-9a-z]{26}/g) ?? [];
+/** The payment ids a statement writes: every `pay_…` id in its parameters (array literals on the batched path). */
+const paymentIdsOf = (params: readonly unknown[] | undefined): Set<string> =>
+  new Set((params ?? []).flatMap((param) => String(param).match(/pay_[0-9a-z]{26}/g) ?? []));
 
 /**
- * The ledger's database, watched: each transaction that writes payments (its statement calls payment_key_taken())
+ * The ledger's database, watched: each transaction that writes payments (a statement of its inserts into payments)
  * is counted, and the chosen one is killed at the chosen point.
  */
 function watched(db: Db): Db {
@@ -76,7 +76,7 @@ function watched(db: Db): Db {
       const written = db.transaction(async (sql) => {
         const result = await fn({
           query<R extends Row>(text: string, params?: readonly unknown[]) {
-            if (text.includes("payment_key_taken()")) payments.push(...paymentIdsOf(params));
+            if (/INSERT INTO payments\b/.test(text)) payments.push(...paymentIdsOf(params));
             return sql.query<R>(text, params);
           },
         });
