@@ -36,7 +36,8 @@ export type InternalPayment = {
     Payment,
     "status" | "rail" | "failureCode" | "failureMessage" | "attempts" | "createdAt" | "updatedAt"
   >;
-  attempt: { id: string; rail: string; amount: bigint; feeMax: bigint };
+  /** `transferId`: the ledger transfer that moves the amount (transferIdOf the attempt id). */
+  attempt: { id: string; rail: string; amount: bigint; feeMax: bigint; transferId: bigint };
   posting: Posting;
   idempotencyKey: string | null;
   quoteId: string | null;
@@ -105,7 +106,7 @@ async function write(
       batch.map(({ item }) => ({
         posting: item.posting,
         transfer: {
-          id: transferIdOf(item.attempt.id),
+          id: item.attempt.transferId,
           userData128: derivedLedgerId(item.payment.id, "payment"),
           evidence: { rail: "internal", reference: "ledger" },
           label: `internal payment ${item.payment.id}`,
@@ -160,7 +161,7 @@ function finalOf(
     amount: item.attempt.amount,
     feeMax: item.attempt.feeMax,
     fee: failure === null ? 0n : null,
-    reserveTransferId: transferIdOf(item.attempt.id),
+    reserveTransferId: item.attempt.transferId,
     evidence: failure === null ? { rail: "internal" } : null,
     failureCode: failure?.code ?? null,
     failureMessage: failure?.message ?? null,

@@ -19,6 +19,7 @@ import { accruePayout, type NettingDeps, shouldAccrue } from "./batch-payouts.ts
 import type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
 import { type Driven, failPayment, readPayment, runCandidates } from "./execution.ts";
+import { transferIdOf } from "./internal.ts";
 import { type Refusal, reserve } from "./reservations.ts";
 import { prepare } from "./routing.ts";
 import {
@@ -67,13 +68,15 @@ export async function createPayment(
   ) {
     // Two accounts of the tenant: settled in the ledger alone, in one write shared with the payments beside it.
     deps.learning?.noteAttempt(firstRail.id);
+    const attemptId = newId("att");
     const settled = await deps.internal.settle({
       payment: fields,
       attempt: {
-        id: newId("att"),
+        id: attemptId,
         rail: firstRail.id,
         amount: firstCandidate.amount,
         feeMax: firstCandidate.feeMax,
+        transferId: transferIdOf(attemptId),
       },
       posting: {
         debitAccountId: source.ledgerAccountId,
