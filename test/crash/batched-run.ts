@@ -119,6 +119,11 @@ export function runWorker(
     };
     let handed = 0;
     createInterface({ input: child.stdout! }).on("line", (text) => {
+      // The worker's lines are JSON objects; anything else on its stdout (a console.log in the code it runs) passes.
+      if (!text.startsWith('{"event":')) {
+        process.stderr.write(`batched worker: ${text}\n`);
+        return;
+      }
       const line = JSON.parse(text) as WorkerLine;
       lines.push(line);
       if (line.event === "started" && kill !== null && "afterMs" in kill) setTimeout(killNow, kill.afterMs);
