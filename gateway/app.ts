@@ -234,7 +234,7 @@ function createServices(deps: {
     ledger,
     accounts,
     rails,
-    internal: createInternalSettler({ ledger, nowMs: Date.now }),
+    internal: createInternalSettler({ ledger, sql: db, nowMs: Date.now }),
     snapshot: market.snapshot,
     learning: market,
     route,

@@ -40,7 +40,7 @@ export class LedgerRequestInvalidError extends SwitchyardError {
  * errors become this once, where the ledger's SQL runs (store.ts); `cause` is the database's own error.
  */
 export class LedgerStoreError extends SwitchyardError {
-  override readonly name = "LedgerStoreError";
+  override readonly name: string = "LedgerStoreError";
   /** The SQLSTATE of the database's error, when it had one. */
   readonly sqlState: string | undefined;
   constructor(shortMessage: string, options: { cause: unknown; details?: string }) {
@@ -48,6 +48,20 @@ export class LedgerStoreError extends SwitchyardError {
     const code = (options.cause as { code?: unknown } | null)?.code;
     // A SQLSTATE is five digits or capitals; a Node error's code (ECONNREFUSED) is not one.
     this.sqlState = typeof code === "string" && sqlStatePattern.test(code) ? code : undefined;
+  }
+}
+
+/**
+ * A caller's statement written alongside a batch failed (its own reasons: a key it inserts is taken, …): the
+ * transaction rolled back. `statementIndex` says which of the batch's statements it was, so that only its caller hears
+ * of it and the others are written again together.
+ */
+export class AlongsideStatementError extends LedgerStoreError {
+  override readonly name = "AlongsideStatementError";
+  readonly statementIndex: number;
+  constructor(statementIndex: number, cause: unknown) {
+    super("ledger statement written alongside failed", { cause, details: `statement ${statementIndex}` });
+    this.statementIndex = statementIndex;
   }
 }
 

@@ -4,6 +4,7 @@ import type { MigrationSource } from "../db/index.ts";
 
 export { accountCodes, namedCodes, transferCodes } from "./codes.ts";
 export {
+  AlongsideStatementError,
   LedgerBackpressureError,
   LedgerClosedError,
   LedgerInvariantError,

@@ -3,8 +3,8 @@
 // column: binary on PostgreSQL, text literals on PGlite; store-params.ts) and are spread with unnest in the select
 // list (a ProjectSet, which streams rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so
 // thousands of rows are one statement; a batch's writes are store-batch.ts.
-import { type Db, queryEach, type Row, type Sql, type Statement } from "../db/index.ts";
-import { LedgerInvariantError, toStoreError } from "./errors.ts";
+import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import { AlongsideStatementError, LedgerInvariantError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import {
   accountColumns,
@@ -92,12 +92,15 @@ export async function ledgerTransaction<T>(
 
 /** The callers' statements written alongside a batch, in order, in its transaction (see Alongside). */
 export async function writeAlongside(tx: Sql, statements: readonly Statement[]): Promise<Row[][]> {
-  if (statements.length === 0) return [];
-  try {
-    return await queryEach(tx, statements);
-  } catch (error) {
-    throw toStoreError("statement written alongside", error);
+  const rows: Row[][] = [];
+  for (const [i, statement] of statements.entries()) {
+    try {
+      rows.push(await tx.query(statement.text, statement.params));
+    } catch (error) {
+      throw new AlongsideStatementError(i, error);
+    }
   }
+  return rows;
 }
 
 export type Clock = { timestampLast: bigint; token: bigint };

@@ -2,7 +2,7 @@
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
 import type { Row, Sql } from "../db/index.ts";
-import { sqlStateOf, toStoreError } from "./errors.ts";
+import { AlongsideStatementError, sqlStateOf, toStoreError } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import { insertAccounts, ledgerTransaction, lockClock, selectExpired, writeAlongside } from "./store.ts";
 import { writeBatch } from "./store-batch.ts";
@@ -44,15 +44,29 @@ function isRetryable(error: unknown): boolean {
 /** Runs a batch under the clock lock, retrying deadlocks and the like; rejects its callers if it cannot. */
 export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
   for (let attempt = 1; ; attempt++) {
+    // The statements this attempt wrote alongside, to tell whose failed.
+    const written: { alongside: AlongsideWrites } = { alongside: noAlongside };
     try {
-      const settle = await ledgerTransaction(w.db, "locked batch", (tx) => applyLocked(w, tx, batch));
+      const settle = await ledgerTransaction(w.db, "locked batch", (tx) =>
+        applyLocked(w, tx, batch, written),
+      );
       settle();
       return;
     } catch (error) {
       forget(w);
       if (isRetryable(error) && attempt < w.limits.retryAttemptsMax) continue;
-      // A statement written alongside may fail for its own caller's reasons: each job alone then, so that only
-      // the caller whose statement it was hears of it.
+      // A statement written alongside failed for its own caller's reasons: only that caller hears of it, and the
+      // others are written again together.
+      const failed = jobOfStatement(batch, written.alongside, error);
+      if (failed !== null && batch.length > 1) {
+        failed.reject(error);
+        await runLocked(
+          w,
+          batch.filter((job) => job !== failed),
+        );
+        return;
+      }
+      // Which one is not known (PGlite sends them in one exchange): each job alone then.
       if (batch.length > 1 && batch.some((job) => job.kind === "transfers" && job.alongside !== undefined)) {
         for (const job of batch) await runLocked(w, [job]);
         return;
@@ -75,8 +89,20 @@ type LockedWork = {
   settle: (alongsideRows: Row[][]) => void;
 };
 
+/** The job whose statement written alongside failed with `error`, when that is what failed and it is known. */
+function jobOfStatement(batch: readonly Job[], alongside: AlongsideWrites, error: unknown): Job | null {
+  if (!(error instanceof AlongsideStatementError)) return null;
+  const index = alongside.slots.indexOf(error.statementIndex);
+  return index < 0 ? null : (batch[index] ?? null);
+}
+
 /** Inside the transaction: lock, read, validate, write. Returns what to do once it has committed. */
-async function applyLocked(w: WriterState, tx: Sql, batch: Job[]): Promise<() => void> {
+async function applyLocked(
+  w: WriterState,
+  tx: Sql,
+  batch: Job[],
+  written: { alongside: AlongsideWrites },
+): Promise<() => void> {
   const clock = await lockClock(tx);
   if (clock.token !== w.committedToken) forget(w);
   w.known.transfers.clear();
@@ -97,6 +123,7 @@ async function applyLocked(w: WriterState, tx: Sql, batch: Job[]): Promise<() =>
   const timestampLast = firstTimestamp + BigInt(work.eventCount) - 1n;
   // The clock is ours (locked above), so its token is the one read there.
   await writeBatch(tx, { expectedToken: clock.token, clock: { timestampLast, token }, ...work.writes });
+  written.alongside = work.alongside;
   const alongsideRows = await writeAlongside(tx, work.alongside.statements);
   return () => {
     w.committedToken = token;

@@ -11,7 +11,7 @@
 // earlier request, or another process's): then each payment of the batch is written again on its own, and only
 // the one whose key is taken hears of it (`key_taken`: the caller looks the key up). Nothing is half-written —
 // the transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
-import type { Statement } from "../db/index.ts";
+import type { Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting, transferCodes } from "../ledger/index.ts";
 import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
@@ -61,7 +61,9 @@ type Waiting = {
   reject: (error: unknown) => void;
 };
 
-export function createInternalSettler(deps: { ledger: Ledger; nowMs: () => number }): InternalSettler {
+type SettlerDeps = { ledger: Ledger; sql: Sql; nowMs: () => number };
+
+export function createInternalSettler(deps: SettlerDeps): InternalSettler {
   const gathering: Waiting[] = [];
   let scheduled = false;
   /** Batches handed to the ledger and not answered yet. */
@@ -71,7 +73,7 @@ export function createInternalSettler(deps: { ledger: Ledger; nowMs: () => numbe
     while (gathering.length > 0) {
       const batch = gathering.splice(0, internalBatchPaymentsMax);
       writing += 1;
-      void write(deps, batch, true).finally(() => {
+      void write(deps, batch, keyRoundsMax).finally(() => {
         writing -= 1;
       });
     }
@@ -92,12 +94,15 @@ export function createInternalSettler(deps: { ledger: Ledger; nowMs: () => numbe
   };
 }
 
-/** Writes a batch; when a key of it is taken, each payment again alone (`split`: this batch may still be split). */
-async function write(
-  deps: { ledger: Ledger; nowMs: () => number },
-  batch: Waiting[],
-  split: boolean,
-): Promise<void> {
+/** How many times a batch is written again without the keys found taken, before its payments go one by one. */
+const keyRoundsMax = 2;
+
+/**
+ * Writes a batch. When a key of it is taken, the taken keys are looked up (one query) and answered `key_taken`, and
+ * the others are written again together; a key taken again in between (another process, at that moment) is rare,
+ * and after `keyRounds` such rounds each payment goes alone, so that only the taken one hears of it.
+ */
+async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Promise<void> {
   const at = new Date(deps.nowMs());
   let settled: Array<{ payment: Payment; answer: StoredAnswer | null }> = [];
   try {
@@ -118,18 +123,51 @@ async function write(
       },
     );
   } catch (error) {
-    if (isPaymentKeyTaken(error)) {
-      if (split && batch.length > 1) {
-        await Promise.all(batch.map((waiting) => write(deps, [waiting], false)));
-        return;
-      }
-      for (const waiting of batch) waiting.resolve({ kind: "key_taken" });
+    if (!isPaymentKeyTaken(error)) {
+      for (const waiting of batch) waiting.reject(error);
       return;
     }
-    for (const waiting of batch) waiting.reject(error);
+    if (batch.length === 1) {
+      batch[0]!.resolve({ kind: "key_taken" });
+      return;
+    }
+    if (keyRounds === 0) {
+      await Promise.all(batch.map((waiting) => write(deps, [waiting], 0)));
+      return;
+    }
+    let taken: Set<string>;
+    try {
+      taken = await takenKeys(deps.sql, batch);
+    } catch (lookupError) {
+      for (const waiting of batch) waiting.reject(lookupError);
+      return;
+    }
+    const rest: Waiting[] = [];
+    for (const waiting of batch) {
+      const { tenantId } = waiting.item.payment;
+      const key = waiting.item.idempotencyKey;
+      if (key !== null && taken.has(`${tenantId}\n${key}`)) waiting.resolve({ kind: "key_taken" });
+      else rest.push(waiting);
+    }
+    if (rest.length > 0) await write(deps, rest, keyRounds - 1);
     return;
   }
   for (const [i, waiting] of batch.entries()) waiting.resolve({ kind: "settled", ...settled[i]! });
+}
+
+/** The batch's Idempotency-Keys already held by a record or a payment, as tenant id and key joined by a newline. */
+async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<string>> {
+  const keyed = batch.filter(({ item }) => item.idempotencyKey !== null);
+  const tenants = keyed.map(({ item }) => item.payment.tenantId);
+  const keys = keyed.map(({ item }) => item.idempotencyKey!);
+  const rows = await sql.query<{ tenant_id: string; key: string }>(
+    `WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[]) AS w (tenant_id, key))
+     SELECT k.tenant_id, k.key FROM idempotency_keys k JOIN wanted w USING (tenant_id, key)
+     UNION SELECT p.tenant_id, p.idempotency_key FROM payments p
+       JOIN wanted w ON p.tenant_id = w.tenant_id AND p.idempotency_key = w.key`,
+    [textArray(tenants), textArray(keys)],
+  );
+  return new Set(rows.map((row) => `${row.tenant_id}\n${row.key}`));
 }
 
 /** The internal payment's one transfer: derived from its attempt, like a rail attempt's reservation. */
@@ -285,6 +323,9 @@ function columns(width: number) {
     arrays: () => cols.map((col) => `{${col.join(",")}}`),
   };
 }
+
+/** A text array literal (see columns). */
+const textArray = (values: readonly string[]) => `{${values.map(arrayElement).join(",")}}`;
 
 /** An element of a text array literal: NULL, or the value double-quoted with `"` and `\` escaped. */
 function arrayElement(value: string | number | null): string {

@@ -131,7 +131,7 @@ function depsWith(database: Db): PaymentsDeps {
     ledger,
     accounts: createAccountCache({ sql: database }, { entriesMax: 100 }),
     rails,
-    internal: createInternalSettler({ ledger, nowMs: Date.now }),
+    internal: createInternalSettler({ ledger, sql: database, nowMs: Date.now }),
     snapshot: () =>
       buildSnapshot({
         rails: [...rails.values()].map((r) => r.snapshot()),

@@ -130,7 +130,7 @@ const deps: PaymentsDeps = {
   ledger: reportingLedger,
   accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
   rails,
-  internal: createInternalSettler({ ledger: reportingLedger, nowMs: Date.now }),
+  internal: createInternalSettler({ ledger: reportingLedger, sql: db, nowMs: Date.now }),
   snapshot: () =>
     buildSnapshot({
       rails: [...rails.values()].map((rail) => rail.snapshot()),

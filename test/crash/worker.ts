@@ -67,7 +67,7 @@ const deps: PaymentsDeps = {
   ledger,
   accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
   rails,
-  internal: createInternalSettler({ ledger, nowMs: Date.now }),
+  internal: createInternalSettler({ ledger, sql: db, nowMs: Date.now }),
   snapshot: () =>
     buildSnapshot({
       rails: [...rails.values()].map((rail) => rail.snapshot()),

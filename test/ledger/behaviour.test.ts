@@ -3,6 +3,7 @@ import { SwitchyardError } from "../../core/errors.ts";
 import type { Db } from "../../gateway/db/index.ts";
 import {
   AccountFlags,
+  AlongsideStatementError,
   amountMax,
   createLedger,
   type Ledger,
@@ -562,7 +563,10 @@ for (const storeName of storeNames)
       expect(failed).toBeInstanceOf(LedgerStoreError);
       expect(failed).toBeInstanceOf(SwitchyardError);
       const error = failed as LedgerStoreError;
-      expect(error.name).toBe("LedgerStoreError");
+      // Which statement failed is said too: only its caller hears of it (writer-locked.ts).
+      expect(error.name).toBe("AlongsideStatementError");
+      expect(error).toBeInstanceOf(AlongsideStatementError);
+      expect((error as AlongsideStatementError).statementIndex).toBe(0);
       expect(error.sqlState).toBe("42P01");
       expect((error.cause as { code?: string }).code).toBe("42P01");
       expect(error.cause).not.toBeInstanceOf(SwitchyardError);
