@@ -11,7 +11,7 @@
 // the same body schema, no database, at the best client count of internal-postgres).
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
-// BENCH_HTTP_CLIENTS (client counts tried, default "8,32,128"), BENCH_HTTP_P99_MS_MAX (default 50),
+// BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,128,256"), BENCH_HTTP_P99_MS_MAX (default 50),
 // BENCH_HTTP_ONLY (a comma-separated list of cases).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
@@ -25,7 +25,7 @@ import type { BenchResult, BenchRow } from "./report.ts";
 
 const durationS = Number(process.env.BENCH_HTTP_DURATION_S ?? 10);
 const warmupS = Number(process.env.BENCH_HTTP_WARMUP_S ?? 3);
-const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,32,128").split(",").map(Number);
+const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,128,256").split(",").map(Number);
 const p99MsMax = Number(process.env.BENCH_HTTP_P99_MS_MAX ?? 50);
 const only = process.env.BENCH_HTTP_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
@@ -64,26 +64,37 @@ function cpuSeconds(pid: number): number {
   }
 }
 
-/** CPU seconds of the postmaster and every process it started (the backends, the WAL writer, the checkpointer). */
-function postgresCpuSeconds(postmaster: number): number {
-  let total = cpuSeconds(postmaster);
+/** CPU seconds of the postmaster and of each process it started (backends, WAL writer, checkpointer), by pid. */
+function postgresCpuSeconds(postmaster: number): Map<number, number> {
+  const byPid = new Map([[postmaster, cpuSeconds(postmaster)]]);
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
       const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === postmaster) total += cpuSeconds(Number(entry));
+      if (ppid === postmaster) byPid.set(Number(entry), cpuSeconds(Number(entry)));
     } catch {
       // gone since the listing
     }
   }
+  return byPid;
+}
+
+/**
+ * PostgreSQL's CPU seconds between two readings: each process's own increase (one that ended in between, such as an
+ * idle connection the pool closed, counts for nothing; one that started counts whole).
+ */
+function postgresCpuBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, seconds] of after) total += seconds - (before.get(pid) ?? 0);
   return total;
 }
 
 function cpuNow(watched: Watched) {
   return {
     server: cpuSeconds(watched.server),
-    postgres: watched.postmaster === null ? 0 : postgresCpuSeconds(watched.postmaster),
+    postgres:
+      watched.postmaster === null ? new Map<number, number>() : postgresCpuSeconds(watched.postmaster),
   };
 }
 
@@ -268,7 +279,7 @@ async function drive(target: Target, load: Load, connections: number, seconds: n
   const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
   return {
     serverCpuUs: perRequestUs(after.server - before.server),
-    postgresCpuUs: perRequestUs(after.postgres - before.postgres),
+    postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
     requestsPerS: ok / seconds,
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
