@@ -25,13 +25,17 @@ type Pipeline = {
   lastClaimed: Promise<void>;
 };
 
-/** Starts the loop (on the next macrotask, so that callers submitting together share a batch). */
+/**
+ * Starts the loop, idle until now: once the code that submitted has run (callers submitting in one go share the first
+ * batch), without waiting for the event loop's next turn — a lone request waits for no one. Requests that arrive
+ * while that batch is on its way gather for a turn (the loop waits one before each batch it sends behind another).
+ */
 export function startLoop(w: WriterState): void {
   w.running = true;
   w.idle = new Promise((resolve) => {
     w.signalIdle = resolve;
   });
-  setImmediate(() => void loop(w));
+  queueMicrotask(() => void loop(w));
 }
 
 async function loop(w: WriterState): Promise<void> {
