@@ -26,16 +26,19 @@ type Pipeline = {
 };
 
 /**
- * Starts the loop, idle until now: once the code that submitted has run (callers submitting in one go share the first
- * batch), without waiting for the event loop's next turn — a lone request waits for no one. Requests that arrive
- * while that batch is on its way gather for a turn (the loop waits one before each batch it sends behind another).
+ * Starts the loop, idle until now. On PostgreSQL, once the code that submitted has run (callers submitting in one go
+ * share the first batch), without waiting for the event loop's next turn — a lone request waits for no one; requests
+ * that arrive while that batch is on its way gather for a turn (the loop waits one before each batch it sends behind
+ * another). On PGlite the database runs on this thread, so a batch may be written and answered before any other
+ * request is even read: there the loop starts on the next turn, so that the requests read in this one share it.
  */
 export function startLoop(w: WriterState): void {
   w.running = true;
   w.idle = new Promise((resolve) => {
     w.signalIdle = resolve;
   });
-  queueMicrotask(() => void loop(w));
+  if (w.db.kind === "postgres") queueMicrotask(() => void loop(w));
+  else setImmediate(() => void loop(w));
 }
 
 async function loop(w: WriterState): Promise<void> {

@@ -11,9 +11,9 @@
 // earlier request, or another process's): then each payment of the batch is written again on its own, and only
 // the one whose key is taken hears of it (`key_taken`: the caller looks the key up). Nothing is half-written —
 // the transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
-import type { Sql, Statement } from "../db/index.ts";
+import type { Db, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { type Ledger, type MoveOutcome, moveEach, type Posting, transferCodes } from "../ledger/index.ts";
+import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
 import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
 import type { Attempt, Payment, PaymentFailureCode } from "./types.ts";
 
@@ -61,7 +61,7 @@ type Waiting = {
   reject: (error: unknown) => void;
 };
 
-type SettlerDeps = { ledger: Ledger; sql: Sql; nowMs: () => number };
+type SettlerDeps = { ledger: Ledger; sql: Db; nowMs: () => number };
 
 export function createInternalSettler(deps: SettlerDeps): InternalSettler {
   const gathering: Waiting[] = [];
@@ -86,8 +86,9 @@ export function createInternalSettler(deps: SettlerDeps): InternalSettler {
         scheduled = true;
         // Nothing being written: this one goes at once (after the code that is running), alone or with what that
         // code adds. While a batch is being written, the requests parsed in this turn of the event loop join and go
-        // in the next turn: batches grow with the load, and a lone payment waits for no one.
-        if (writing === 0) queueMicrotask(flush);
+        // in the next turn: batches grow with the load, and a lone payment waits for no one. On PGlite (the database
+        // on this thread, a batch possibly answered before another request is read) every batch gathers for a turn.
+        if (writing === 0 && deps.sql.kind === "postgres") queueMicrotask(flush);
         else setImmediate(flush);
       });
     },
@@ -227,105 +228,92 @@ function batchStatement(
   settled: readonly { payment: Payment; answer: StoredAnswer | null }[],
   at: Date,
 ): Statement {
-  const p = columns(17);
-  const a = columns(11);
-  const k = columns(5);
-  let keyed = 0;
-  batch.forEach(({ item }, i) => {
-    const { payment, answer } = settled[i]!;
-    const attempt = payment.attempts[0]!;
-    p.push(
-      payment.id,
-      payment.tenantId,
-      payment.status,
-      payment.assetCode,
-      payment.amount.toString(),
-      payment.sourceAccountId,
-      toJson(payment.destination),
-      toJson(payment.policy),
-      decisionJson(payment.decision),
-      payment.rail,
-      payment.failureCode,
-      payment.failureMessage,
-      JSON.stringify(payment.metadata),
-      item.idempotencyKey,
-      item.quoteId,
-      payment.id, // payment_id of the event
-      payment.status === "succeeded" ? "payment.succeeded" : "payment.failed",
-    );
-    a.push(
-      attempt.id,
-      payment.id,
-      attempt.rail,
-      attempt.status,
-      attempt.amount.toString(),
-      attempt.feeMax.toString(),
-      attempt.fee?.toString() ?? null,
-      attempt.reserveTransferId.toString(),
-      attempt.evidence === null ? null : toJson(attempt.evidence),
-      attempt.failureCode,
-      attempt.failureMessage,
-    );
-    if (item.record !== null && answer !== null && item.idempotencyKey !== null) {
-      keyed += 1;
-      k.push(
-        payment.tenantId,
-        item.idempotencyKey,
-        item.record.requestSha256.toString("hex"),
-        answer.status,
-        payment.id,
-      );
-    }
-  });
-  const params = [...p.arrays(), ...a.arrays(), ...k.arrays(), at, batch.length, keyed];
-  const n = params.length;
+  const params: unknown[] = [];
+  /** Adds a parameter; its placeholder. */
+  const param = (value: unknown) => `$${params.push(value)}`;
+  const texts = (values: readonly (string | null)[]) => `unnest(${param(textArray(values))}::text[])`;
+  // JSON documents travel as one JSON array each, their text as it is: nothing to escape.
+  const documents = (values: readonly string[]) =>
+    `json_array_elements(${param(`[${values.join(",")}]`)}::json)`;
+  const rows = batch.map(({ item }, i) => ({ item, ...settled[i]! }));
+  const payments = rows.map((row) => row.payment);
+  const attempts = payments.map((payment) => payment.attempts[0]!);
+  const keyed = rows.filter(
+    (row) => row.item.record !== null && row.answer !== null && row.item.idempotencyKey !== null,
+  );
+  const paymentRows = `ROWS FROM (${[
+    texts(payments.map((payment) => payment.id)),
+    texts(payments.map((payment) => payment.tenantId)),
+    texts(payments.map((payment) => payment.status)),
+    texts(payments.map((payment) => payment.assetCode)),
+    texts(payments.map((payment) => payment.amount.toString())),
+    texts(payments.map((payment) => payment.sourceAccountId)),
+    documents(payments.map((payment) => toJson(payment.destination))),
+    documents(payments.map((payment) => toJson(payment.policy))),
+    documents(payments.map((payment) => decisionJson(payment.decision))),
+    texts(payments.map((payment) => payment.rail)),
+    texts(payments.map((payment) => payment.failureCode)),
+    texts(payments.map((payment) => payment.failureMessage)),
+    documents(payments.map((payment) => JSON.stringify(payment.metadata))),
+    texts(rows.map((row) => row.item.idempotencyKey)),
+    texts(rows.map((row) => row.item.quoteId)),
+  ].join(", ")})`;
+  const attemptRows = `ROWS FROM (${[
+    texts(attempts.map((attempt) => attempt.id)),
+    texts(attempts.map((attempt) => attempt.paymentId)),
+    texts(attempts.map((attempt) => attempt.rail)),
+    texts(attempts.map((attempt) => attempt.status)),
+    texts(attempts.map((attempt) => attempt.amount.toString())),
+    texts(attempts.map((attempt) => attempt.feeMax.toString())),
+    texts(attempts.map((attempt) => attempt.fee?.toString() ?? null)),
+    texts(attempts.map((attempt) => attempt.reserveTransferId.toString())),
+    documents(attempts.map((attempt) => (attempt.evidence === null ? "null" : toJson(attempt.evidence)))),
+    texts(attempts.map((attempt) => attempt.failureCode)),
+    texts(attempts.map((attempt) => attempt.failureMessage)),
+  ].join(", ")})`;
+  const keyRows = `ROWS FROM (${[
+    texts(keyed.map((row) => row.payment.tenantId)),
+    texts(keyed.map((row) => row.item.idempotencyKey)),
+    texts(keyed.map((row) => row.item.record!.requestSha256.toString("hex"))),
+    texts(keyed.map((row) => String(row.answer!.status))),
+    texts(keyed.map((row) => row.payment.id)),
+  ].join(", ")})`;
+  const now = param(at);
+  const paymentCount = param(batch.length);
+  const keyCount = param(keyed.length);
   return {
     text: `WITH
      p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
              rail, failure_code, failure_message, metadata, idempotency_key, quote_id, created_at, updated_at)
-       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination::json, policy::json,
-              decision::json, rail, failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, $${n - 2}, $${n - 2}
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                   $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, decision, rail,
+              failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, ${now}, ${now}
+       FROM ${paymentRows}
          AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, rail,
                failure_code, failure_message, metadata, idempotency_key, quote_id)
-       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING 1),
+       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, id, status),
      a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence,
              failure_code, failure_message, created_at, updated_at)
        SELECT id, payment_id, 0, rail, status, amount::bigint, fee_max::bigint, fee::bigint, reserve_transfer_id::numeric,
-              evidence::jsonb, failure_code, failure_message, $${n - 2}, $${n - 2}
-       FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[],
-                   $26::text[], $27::text[], $28::text[])
+              CASE WHEN json_typeof(evidence) = 'null' THEN NULL ELSE evidence::jsonb END, failure_code, failure_message,
+              ${now}, ${now}
+       FROM ${attemptRows}
          AS t (id, payment_id, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence, failure_code, failure_message)),
      o AS (INSERT INTO outbox (tenant_id, type, payload, created_at)
-       SELECT tenant_id, type, jsonb_build_object('payment_id', payment_id), $${n - 2}
-       FROM unnest($2::text[], $17::text[], $16::text[]) AS t (tenant_id, type, payment_id)),
+       SELECT tenant_id, CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,
+              jsonb_build_object('payment_id', id), ${now}
+       FROM p),
      k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, payment_id, created_at)
-       SELECT tenant_id, key, decode(sha, 'hex'), status::int, payment_id, $${n - 2}
-       FROM unnest($29::text[], $30::text[], $31::text[], $32::text[], $33::text[]) AS t (tenant_id, key, sha, status, payment_id)
+       SELECT tenant_id, key, decode(sha, 'hex'), status::int, payment_id, ${now}
+       FROM ${keyRows} AS t (tenant_id, key, sha, status, payment_id)
        ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)
-     SELECT CASE WHEN (SELECT count(*) FROM p) = $${n - 1}::int AND (SELECT count(*) FROM k) = $${n}::int
+     SELECT CASE WHEN (SELECT count(*) FROM p) = ${paymentCount}::int AND (SELECT count(*) FROM k) = ${keyCount}::int
        THEN true ELSE payment_key_taken() END AS written`,
     params,
   };
 }
 
-/**
- * Column-wise parameters for unnest, each column a text array literal (the same on PostgreSQL and PGlite; the
- * statement casts each element): `push` a row of strings, numbers or nulls, `arrays` the literals.
- */
-function columns(width: number) {
-  const cols: string[][] = Array.from({ length: width }, () => []);
-  return {
-    push(...row: (string | number | null)[]) {
-      for (let i = 0; i < width; i += 1) cols[i]!.push(arrayElement(row[i] ?? null));
-    },
-    arrays: () => cols.map((col) => `{${col.join(",")}}`),
-  };
-}
-
-/** A text array literal (see columns). */
-const textArray = (values: readonly string[]) => `{${values.map(arrayElement).join(",")}}`;
+/** A text array literal (the same on PostgreSQL and PGlite; the statement casts its elements). */
+const textArray = (values: readonly (string | null)[]) => `{${values.map(arrayElement).join(",")}}`;
 
 /** An element of a text array literal: NULL, or the value double-quoted with `"` and `\` escaped. */
 function arrayElement(value: string | number | null): string {
