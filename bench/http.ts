@@ -8,7 +8,8 @@
 // within the p99 bound), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
 // internal-pglite (the embedded default), single-postgres (one client: latency), commit-postgres (one client, one
 // bare INSERT committed per request: the floor for single-postgres), baseline-fastify (a bare Fastify route with
-// the same body schema, no database, at the best client count of internal-postgres).
+// the same body schema, no database, at the best client count of internal-postgres), overload-postgres (twice that
+// many clients against a gateway that admits that many requests at once: past saturation, refused at the door).
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
 // BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,128,256"), BENCH_HTTP_P99_MS_MAX (default 50),
@@ -116,6 +117,23 @@ export async function run(): Promise<BenchResult> {
         }
         if (wanted("single-postgres"))
           rows.push(paymentsRow("single-postgres", await measure(target, load, 1), 1));
+      } finally {
+        await gateway.stop();
+      }
+    }
+    if (wanted("overload-postgres")) {
+      // Twice the clients of the best case, against a gateway that admits that many requests at once: the rest are
+      // refused at the door (503 overloaded, Retry-After) instead of queueing, so the answered ones keep their latency.
+      const url = await createTestDatabase(postgres.url, "bench_http_overload");
+      const gateway = await startGateway({ DATABASE_URL: url, REQUESTS_IN_FLIGHT_MAX: String(bestClients) });
+      try {
+        const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: postgres.pid() } };
+        const measured = await measure(target, demoLoad(gateway.apiKey, gateway.accounts), 2 * bestClients);
+        rows.push({
+          ...paymentsRow("overload-postgres", measured, 2 * bestClients),
+          in_flight_max: bestClients,
+          refused_per_s: Math.round(measured.non2xx / durationS),
+        });
       } finally {
         await gateway.stop();
       }
