@@ -3,17 +3,10 @@
 // bus it forgets an account announced as changed, and everything on resync.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
+import { manualChangeFeed } from "../../test/support/manual-change-feed.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
-import {
-  type ChangeEvent,
-  type ChangeFeed,
-  createLocalChangeBus,
-  type Db,
-  migrate,
-  openPglite,
-  type Sql,
-} from "../db/index.ts";
+import { createLocalChangeBus, type Db, migrate, openPglite, type Sql } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createAccount, createAccountCache } from "./index.ts";
@@ -156,27 +149,19 @@ describe("the account memory and the change bus", () => {
   });
 
   it("forgets everything on resync and remembers nothing while the bus is not listening", async () => {
-    const subscribers: Array<(event: ChangeEvent) => void> = [];
-    let listening = true;
-    const feed: ChangeFeed = {
-      subscribe: (subscriber) => {
-        subscribers.push(subscriber);
-        return () => subscribers.splice(subscribers.indexOf(subscriber), 1);
-      },
-      listening: () => listening,
-    };
+    const { feed, publish, setListening } = manualChangeFeed();
     const { sql, queries } = counting();
     const cache = createAccountCache({ sql, changes: feed }, { entriesMax: 10 });
     const get = () => cache.tenantAccount({ tenantId: "ten_a", id: "acct_a1" });
     await get();
     await get();
     expect(queries()).toBe(1);
-    listening = false;
-    for (const subscriber of subscribers) subscriber({ kind: "resync" });
+    setListening(false);
+    publish({ kind: "resync" });
     await get();
     await get();
     expect(queries()).toBe(3);
-    listening = true;
+    setListening(true);
     await get();
     await get();
     expect(queries()).toBe(4);

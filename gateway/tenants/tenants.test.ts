@@ -3,12 +3,12 @@
 // once ttlMs has passed), an unknown key is never remembered. Across processes on PostgreSQL:
 // test/http/api-key-revocation.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { manualChangeFeed } from "../../test/support/manual-change-feed.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
 import {
   type ChangeBus,
   type ChangeEvent,
-  type ChangeFeed,
   createLocalChangeBus,
   type Db,
   migrate,
@@ -185,15 +185,7 @@ describe("the API-key memory and the change bus", () => {
 
   it("forgets everything on resync, and remembers nothing while the bus is not listening", async () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
-    const subscribers: Array<(event: ChangeEvent) => void> = [];
-    let listening = true;
-    const feed: ChangeFeed = {
-      subscribe: (subscriber) => {
-        subscribers.push(subscriber);
-        return () => subscribers.splice(subscribers.indexOf(subscriber), 1);
-      },
-      listening: () => listening,
-    };
+    const { feed, publish, setListening, subscriberCount } = manualChangeFeed();
     const { sql, queries } = counting();
     const auth = createAuthenticator(
       { sql, nowMs: clock().nowMs, changes: feed },
@@ -202,16 +194,16 @@ describe("the API-key memory and the change bus", () => {
     await auth.authenticate(key.secret);
     await auth.authenticate(key.secret);
     expect(queries()).toBe(1);
-    listening = false;
-    for (const subscriber of subscribers) subscriber({ kind: "resync" });
+    setListening(false);
+    publish({ kind: "resync" });
     await auth.authenticate(key.secret);
     await auth.authenticate(key.secret);
     expect(queries()).toBe(3); // forgotten, and not remembered again while deaf
-    listening = true;
+    setListening(true);
     await auth.authenticate(key.secret);
     await auth.authenticate(key.secret);
     expect(queries()).toBe(4);
     auth.close();
-    expect(subscribers).toEqual([]);
+    expect(subscriberCount()).toBe(0);
   });
 });

@@ -13,19 +13,12 @@ import { createHash } from "node:crypto";
 import { writeSync } from "node:fs";
 import { createInternalRail } from "../../adapters/internal/index.ts";
 import { assets, type Rail } from "../../core/index.ts";
-import { createAccountCache } from "../../gateway/accounts/index.ts";
 import { type Db, openPostgres, type Row, type Sql } from "../../gateway/db/index.ts";
 import { storedRecord } from "../../gateway/http/idempotency.ts";
 import { answerOf } from "../../gateway/http/resources/payments.ts";
 import { createLedger, type Ledger } from "../../gateway/ledger/index.ts";
-import {
-  createInternalSettler,
-  createPayment,
-  getPayment,
-  type PaymentsDeps,
-} from "../../gateway/payments/index.ts";
+import { createPayment, getPayment, type PaymentsDeps } from "../../gateway/payments/index.ts";
 import { isPaymentKeyTaken } from "../../gateway/payments/store.ts";
-import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
 import {
   batchedTenantId,
   merchantAccountId,
@@ -35,6 +28,7 @@ import {
   type WorkerKill,
   type WorkerLine,
 } from "./batched-plan.ts";
+import { workerPaymentsDeps } from "./worker-deps.ts";
 
 /** Payments in flight at once, as many concurrent HTTP requests would be. */
 const inFlightMax = 200;
@@ -125,24 +119,7 @@ const reportingLedger: Ledger = {
 
 const internalRail = createInternalRail({ asset: assets.USDC });
 const rails = new Map<string, Rail>([[internalRail.id, internalRail]]);
-const deps: PaymentsDeps = {
-  db,
-  ledger: reportingLedger,
-  accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
-  rails,
-  internal: createInternalSettler({ ledger: reportingLedger, sql: db, nowMs: Date.now }),
-  snapshot: () =>
-    buildSnapshot({
-      rails: [...rails.values()].map((rail) => rail.snapshot()),
-      rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
-      assetCodes: ["USDC"],
-      takenAtMs: Date.now(),
-    }),
-  route,
-  recoveryBatchMax: 1_000,
-  strandedQuietMs: 0,
-  nowMs: Date.now,
-};
+const deps: PaymentsDeps = workerPaymentsDeps({ db, ledger: reportingLedger, rails });
 
 /** Pays key number `n` as POST /v1/payments does with an Idempotency-Key, and reports its answer. */
 async function pay(n: number): Promise<void> {

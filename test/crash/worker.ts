@@ -8,17 +8,11 @@ import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts";
 import { assets } from "../../core/index.ts";
-import { createAccountCache } from "../../gateway/accounts/index.ts";
 import { openPostgres } from "../../gateway/db/index.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
-import {
-  createInternalSettler,
-  createPayment,
-  type PaymentsDeps,
-  recoverOpenAttempts,
-} from "../../gateway/payments/index.ts";
-import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
+import { createPayment, type PaymentsDeps, recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { toyRailSnapshot } from "../support/toy-rail.ts";
+import { workerPaymentsDeps } from "./worker-deps.ts";
 
 const [url, runId, countText] = process.argv.slice(2);
 if (url === undefined || runId === undefined || countText === undefined)
@@ -62,24 +56,7 @@ const rails = new Map<string, Rail>([
   ["cheap", toyRail("cheap", 1n, halfRefused)],
   ["dear", toyRail("dear", 5n, () => false)],
 ]);
-const deps: PaymentsDeps = {
-  db,
-  ledger,
-  accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
-  rails,
-  internal: createInternalSettler({ ledger, sql: db, nowMs: Date.now }),
-  snapshot: () =>
-    buildSnapshot({
-      rails: [...rails.values()].map((rail) => rail.snapshot()),
-      rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
-      assetCodes: ["USDC"],
-      takenAtMs: Date.now(),
-    }),
-  route,
-  recoveryBatchMax: 1_000,
-  strandedQuietMs: 0,
-  nowMs: Date.now,
-};
+const deps: PaymentsDeps = workerPaymentsDeps({ db, ledger, rails });
 
 await recoverOpenAttempts(deps, { quietMs: 0 });
 process.send?.("recovered");
