@@ -2,7 +2,7 @@ import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
-import { LedgerBackpressureError, LedgerStoreError } from "../ledger/index.ts";
+import { LedgerBackpressureError, LedgerClosedError, LedgerStoreError } from "../ledger/index.ts";
 import { ApiError, errorsPlugin, fromZodError, overloaded, RequestValidationError } from "./errors.ts";
 
 describe("the API's errors", () => {
@@ -93,5 +93,10 @@ describe("the error plugin and the ledger's full queue", () => {
     expect(lookalike.retryAfter).toBeUndefined();
     const store = await answer(new LedgerStoreError("connection lost", { cause: new Error("ECONNRESET") }));
     expect(store).toMatchObject({ status: 500, body: { error: { code: "internal_error" } } });
+  });
+
+  it("answers a ledger closed under a request (the process stopping) 503 overloaded, not 500", async () => {
+    const closing = await answer(new LedgerClosedError());
+    expect(closing).toMatchObject({ status: 503, retryAfter: "1", body: { error: { code: "overloaded" } } });
   });
 });

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import fp from "fastify-plugin";
 import type { ZodError } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
-import { LedgerBackpressureError } from "../ledger/index.ts";
+import { LedgerBackpressureError, LedgerClosedError } from "../ledger/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
 
 export type ApiErrorCode =
@@ -219,6 +219,12 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
         reply,
         overloaded("the ledger's queue is full; retry after the seconds in Retry-After"),
       );
+    // The process is stopping: nothing was written; another process (or this one, restarted) takes the retry.
+    if (
+      error instanceof SwitchyardError &&
+      error.walk((cause) => cause instanceof LedgerClosedError) !== undefined
+    )
+      return sendError(reply, overloaded("the server is stopping; retry after the seconds in Retry-After"));
     request.log.error({ err: error }, "unexpected error");
     return sendError(
       reply,
