@@ -8,8 +8,8 @@
 // within the p99 bound), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
 // internal-pglite (the embedded default), single-postgres (one client: latency), commit-postgres (one client, one
 // bare INSERT committed per request: the floor for single-postgres), baseline-fastify (a bare Fastify route with
-// the same body schema, no database, at the best client count of internal-postgres), overload-postgres (twice that
-// many clients against a gateway that admits that many requests at once: past saturation, refused at the door).
+// the same body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the
+// best case's throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
 // BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,128,256"), BENCH_HTTP_P99_MS_MAX (default 50),
@@ -19,6 +19,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
+import { requestsInFlightMaxDefault } from "../gateway/http/admission.ts";
 import { freePort } from "../scripts/lib/free-port.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type SeededTenant, seedTenants } from "./http/seed.ts";
@@ -104,6 +105,7 @@ export async function run(): Promise<BenchResult> {
   const rows: BenchRow[] = [];
   try {
     let bestClients = clientCounts[clientCounts.length - 1]!;
+    let bestPaymentsPerS = 1_000;
     if (wanted("internal-postgres") || wanted("single-postgres")) {
       const url = await createTestDatabase(postgres.url, "bench_http");
       const gateway = await startGateway({ DATABASE_URL: url });
@@ -113,6 +115,7 @@ export async function run(): Promise<BenchResult> {
         if (wanted("internal-postgres")) {
           const best = await bestWithinBound(target, load);
           bestClients = best.clients;
+          bestPaymentsPerS = Math.round(best.measured.requestsPerS);
           rows.push(paymentsRow("internal-postgres", best.measured, best.clients));
         }
         if (wanted("single-postgres"))
@@ -122,16 +125,28 @@ export async function run(): Promise<BenchResult> {
       }
     }
     if (wanted("overload-postgres")) {
-      // Twice the clients of the best case, against a gateway that admits that many requests at once: the rest are
-      // refused at the door (503 overloaded, Retry-After) instead of queueing, so the answered ones keep their latency.
+      // Twice the best case's throughput offered (requests sent at that rate, on four times its clients). The gateway
+      // admits REQUESTS_IN_FLIGHT_MAX at once (its default, or BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX): past that the excess
+      // is refused at the door (503 overloaded, Retry-After) instead of queueing.
       const url = await createTestDatabase(postgres.url, "bench_http_overload");
-      const gateway = await startGateway({ DATABASE_URL: url, REQUESTS_IN_FLIGHT_MAX: String(bestClients) });
+      const inFlightMax = process.env.BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX;
+      const gateway = await startGateway({
+        DATABASE_URL: url,
+        ...(inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax }),
+      });
       try {
         const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: postgres.pid() } };
-        const measured = await measure(target, demoLoad(gateway.apiKey, gateway.accounts), 2 * bestClients);
+        const offered = 2 * Math.max(bestPaymentsPerS, 100);
+        const measured = await measure(
+          target,
+          demoLoad(gateway.apiKey, gateway.accounts),
+          4 * bestClients,
+          offered,
+        );
         rows.push({
-          ...paymentsRow("overload-postgres", measured, 2 * bestClients),
-          in_flight_max: bestClients,
+          ...paymentsRow("overload-postgres", measured, 4 * bestClients),
+          offered_per_s: offered,
+          in_flight_max: Number(inFlightMax ?? requestsInFlightMaxDefault),
           refused_per_s: Math.round(measured.non2xx / durationS),
         });
       } finally {
@@ -271,17 +286,29 @@ function floorLoad(): Load {
 
 type Target = { url: string; watched: Watched };
 
-async function measure(target: Target, load: Load, connections: number): Promise<Measured> {
-  await drive(target, load, connections, warmupS); // warm-up: JIT, pools, caches; not counted
-  return drive(target, load, connections, durationS);
+async function measure(
+  target: Target,
+  load: Load,
+  connections: number,
+  ratePerS?: number,
+): Promise<Measured> {
+  await drive(target, load, connections, warmupS, ratePerS); // warm-up: JIT, pools, caches; not counted
+  return drive(target, load, connections, durationS, ratePerS);
 }
 
-async function drive(target: Target, load: Load, connections: number, seconds: number): Promise<Measured> {
+async function drive(
+  target: Target,
+  load: Load,
+  connections: number,
+  seconds: number,
+  ratePerS?: number,
+): Promise<Measured> {
   const before = cpuNow(target.watched);
   const result = await autocannon({
     url: `${target.url}/v1/payments`,
     connections,
     duration: seconds,
+    ...(ratePerS === undefined ? {} : { overallRate: ratePerS }),
     requests: [
       {
         method: "POST",
