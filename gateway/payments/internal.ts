@@ -1,16 +1,16 @@
 // The hot path: a payment between two accounts of one tenant, on the internal rail, settles in the ledger alone.
 // Its whole life is one write — the ledger transfer (posted at once: nothing waits on a rail, so nothing needs
 // holding), the payment and its attempt in their final status, the event that announces it and, with an
-// Idempotency-Key, the answer the request gets — and payments that arrive together share that write: they are
-// gathered for one turn of the event loop, handed to the ledger as one request of one transfer each (one short
-// payer refuses only its own), and the ledger's group commit adds them to its next batch with the rows below as
-// one statement. So concurrent payments share one database transaction and one fsync, and each is answered from
-// what was written for it, with nothing read back.
+// Idempotency-Key, the request's record — and payments that arrive together share that write: handed to the ledger
+// as one request of one transfer each (one short payer refuses only its own), their rows as one statement that the
+// ledger's group commit writes in its batch transaction. So concurrent payments share one database transaction and
+// one fsync, and each is answered from what was written for it, with nothing read back. A lone payment goes at once;
+// while a batch is being written, the next gathers for a turn of the event loop (createInternalSettler).
 //
-// Failure: the statement fails whole when an Idempotency-Key of the batch is already taken (by this process's
-// earlier request, or another process's): then each payment of the batch is written again on its own, and only
-// the one whose key is taken hears of it (`key_taken`: the caller looks the key up). Nothing is half-written —
-// the transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
+// Failure: the statement fails whole when an Idempotency-Key of the batch is already taken (a repeat of an earlier
+// request, or another process's at the same moment): the keys taken are looked up, their payments answered
+// `key_taken` (the caller reads the record), and the others written again together. Nothing is half-written — the
+// transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
 import type { Db, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
