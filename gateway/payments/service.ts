@@ -13,6 +13,10 @@
 //
 // The live path keeps the payment it writes in memory and answers from it; it reads the database again only
 // when a conditional update finds that another writer (recovery, a rail event) moved the payment first.
+//
+// Two departures from that life: a payment between two accounts of the tenant skips the reservation and is written
+// once, final, with the payments beside it (internal.ts); a payment whose rail takes longer than the request's wait
+// is answered as it stands, processing, and goes on here (recovery resumes it if this process stops).
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Reservation, transferCodes } from "../ledger/index.ts";
 import { accruePayout, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
