@@ -163,6 +163,14 @@ function preparedNames(entriesMax: number): (text: string) => string | undefined
   };
 }
 
+/**
+ * A text array parameter as an array literal, the same on PostgreSQL and PGlite (the statement casts it, `$1::text[]`,
+ * and may cast its elements further): each element double-quoted with `"` and `\` escaped, null as NULL.
+ */
+export function textArrayLiteral(values: readonly (string | null)[]): string {
+  return `{${values.map((value) => (value === null ? "NULL" : `"${value.replace(/[\\"]/g, "\\$&")}"`)).join(",")}}`;
+}
+
 /** Runs statements one after another (in the caller's transaction, if any) and returns each one's rows. */
 export async function queryEach(sql: Sql, statements: readonly Statement[]): Promise<Row[][]> {
   const rows: Row[][] = [];

@@ -1,6 +1,7 @@
 // How the ledger's batches travel to the database: one array parameter per column, binary on PostgreSQL (a Buffer
 // in PostgreSQL's binary array format, which node-postgres sends as is) and text literals on PGlite; and the column
 // lists of the two tables they fill. Pure: builds parameters, runs nothing (store.ts and store-batch.ts run them).
+import { textArrayLiteral } from "../db/index.ts";
 import { idToUuid } from "./id.ts";
 import type { Transfer, TransferEvidence } from "./types.ts";
 
@@ -14,9 +15,8 @@ export const uuidList = (ids: readonly bigint[]) => `{${ids.map(idToUuid).join("
 export const uuidOrNullList = (ids: readonly bigint[]) =>
   `{${ids.map((id) => (id === 0n ? "NULL" : idToUuid(id))).join(",")}}`;
 export const numberList = (values: readonly (bigint | number)[]) => `{${values.join(",")}}`;
-const quote = (text: string) => `"${text.replace(/[\\"]/g, "\\$&")}"`;
 const jsonOrNullList = (values: readonly (TransferEvidence | null)[]) =>
-  `{${values.map((value) => (value === null ? "NULL" : quote(JSON.stringify(value)))).join(",")}}`;
+  textArrayLiteral(values.map((value) => (value === null ? null : JSON.stringify(value))));
 
 export const accountColumns =
   "id, ledger, code, flags, user_data_128, user_data_64, user_data_32, debits_pending, debits_posted, credits_pending, credits_posted, timestamp";

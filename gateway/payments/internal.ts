@@ -11,11 +11,11 @@
 // request, or another process's at the same moment): the keys taken are looked up, their payments answered
 // `key_taken` (the caller reads the record), and the others written again together. Nothing is half-written — the
 // transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
-import type { Db, Sql, Statement } from "../db/index.ts";
+import { type Db, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
 import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
-import type { Attempt, Payment, PaymentFailureCode } from "./types.ts";
+import { type Attempt, insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
 
 /** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
 export type StoredAnswer = { status: number; body: string };
@@ -166,7 +166,7 @@ async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<strin
      SELECT k.tenant_id, k.key FROM idempotency_keys k JOIN wanted w USING (tenant_id, key)
      UNION SELECT p.tenant_id, p.idempotency_key FROM payments p
        JOIN wanted w ON p.tenant_id = w.tenant_id AND p.idempotency_key = w.key`,
-    [textArray(tenants), textArray(keys)],
+    [textArrayLiteral(tenants), textArrayLiteral(keys)],
   );
   return new Set(rows.map((row) => `${row.tenant_id}\n${row.key}`));
 }
@@ -177,7 +177,7 @@ export const transferIdOf = (attemptId: string): bigint => derivedLedgerId(attem
 function failureOf(outcome: Exclude<MoveOutcome, "moved">): { code: PaymentFailureCode; message: string } {
   switch (outcome) {
     case "insufficient_funds":
-      return { code: outcome, message: "the source account's available balance is below the amount" };
+      return { code: outcome, message: insufficientFundsMessage };
     case "insufficient_liquidity":
     case "rejected":
       return { code: "rejected", message: "the ledger refused to move the amount between the two accounts" };
@@ -231,7 +231,7 @@ function batchStatement(
   const params: unknown[] = [];
   /** Adds a parameter; its placeholder. */
   const param = (value: unknown) => `$${params.push(value)}`;
-  const texts = (values: readonly (string | null)[]) => `unnest(${param(textArray(values))}::text[])`;
+  const texts = (values: readonly (string | null)[]) => `unnest(${param(textArrayLiteral(values))}::text[])`;
   // JSON documents travel as one JSON array each, their text as it is: nothing to escape.
   const documents = (values: readonly string[]) =>
     `json_array_elements(${param(`[${values.join(",")}]`)}::json)`;
@@ -310,13 +310,4 @@ function batchStatement(
        THEN true ELSE payment_key_taken() END AS written`,
     params,
   };
-}
-
-/** A text array literal (the same on PostgreSQL and PGlite; the statement casts its elements). */
-const textArray = (values: readonly (string | null)[]) => `{${values.map(arrayElement).join(",")}}`;
-
-/** An element of a text array literal: NULL, or the value double-quoted with `"` and `\` escaped. */
-function arrayElement(value: string | number | null): string {
-  if (value === null) return "NULL";
-  return `"${String(value).replace(/[\\"]/g, "\\$&")}"`;
 }
