@@ -21,7 +21,7 @@ import {
   moveAttempt,
   moveAttemptStatement,
 } from "./store.ts";
-import type { Attempt, Payment, PaymentFailureCode } from "./types.ts";
+import { type Attempt, insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
 
 export async function readPayment(deps: PaymentsDeps, tenantId: string, id: string): Promise<Payment> {
   const payment = await getPayment(deps.db, { tenantId, id });
@@ -152,7 +152,7 @@ function refusalFailure(refusal: Refusal, rail: Rail) {
     case "insufficient_funds":
       return {
         code: refusal,
-        message: "the source account's available balance is below the amount",
+        message: insufficientFundsMessage,
         retryElsewhere: false,
         reservation: null,
       };

@@ -34,7 +34,7 @@ import {
   paymentIdForKey,
   paymentInserted,
 } from "./store.ts";
-import type { Attempt, Payment } from "./types.ts";
+import { type Attempt, insufficientFundsMessage, type Payment } from "./types.ts";
 
 export async function createPayment(
   deps: PaymentsDeps,
@@ -215,11 +215,6 @@ async function accrue(
 ): Promise<CreatePaymentResult> {
   const accrued = await accruePayout(netting, payout);
   if (accrued === "insufficient_funds")
-    await failPayment(
-      deps,
-      payout,
-      "insufficient_funds",
-      "the source account's available balance is below the amount",
-    );
+    await failPayment(deps, payout, "insufficient_funds", insufficientFundsMessage);
   return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id), answer: null };
 }

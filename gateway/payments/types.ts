@@ -64,6 +64,9 @@ export type PaymentRefusal =
  */
 export type PaymentFailureCode = "insufficient_funds" | RailFailureCode;
 
+/** What a payment that failed `insufficient_funds` says, wherever the shortfall was found. */
+export const insufficientFundsMessage = "the source account's available balance is below the amount";
+
 const attemptTransitions: Record<AttemptStatus, readonly AttemptStatus[]> = {
   // An attempt stays `reserving` while its rail runs: a status written before the rail is asked would cost a write
   // (the dropped `executing`, see migration 0009).
