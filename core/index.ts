@@ -32,6 +32,7 @@ export {
 export type {
   AttemptOutcome,
   CircuitState,
+  NetworkFeeEstimate,
   NetworkFeeModel,
   OutgoingAttempt,
   PayoutBatch,

@@ -57,7 +57,15 @@ export type RailSnapshot = {
   readonly fxSpreadPpm?: bigint;
   /** The circuit breaker's state, written by the router's learning like the counts. Absent: closed. */
   readonly circuit?: CircuitState;
+  /** The EVM chain the rail settles on; an address destination that names another chain is out of its reach. */
+  readonly chainId?: number;
 };
+
+/**
+ * A rail's network fee for one destination and amount, asked before routing (a route query, a probe): the model
+ * that replaces the snapshot's for this payment, or `unreachable` when the rail found no way there.
+ */
+export type NetworkFeeEstimate = NetworkFeeModel | { readonly kind: "unreachable"; readonly detail: string };
 
 /** Proof that money moved on a rail; it rides on the ledger transfer that mirrors the movement. */
 export type SettlementEvidence =
@@ -193,4 +201,10 @@ export interface Rail {
   readonly routes?: readonly RailRoute[];
   /** Pays many payouts at once; asked again with the same reference, it reports the first outcome. */
   payoutBatch?(batch: PayoutBatch): Promise<PayoutBatchOutcome>;
+  /**
+   * The network fee to this destination for this amount (in the rail's asset), when the snapshot's one model
+   * does not fit every destination (Lightning routes). Bounded in time and cached by the rail; null: no better
+   * estimate than the snapshot's.
+   */
+  estimateNetworkFee?(request: { destination: Destination; amount: bigint }): Promise<NetworkFeeEstimate | null>;
 }
