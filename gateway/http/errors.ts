@@ -5,11 +5,13 @@ import fp from "fastify-plugin";
 import type { ZodError } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
 import { LedgerBackpressureError, LedgerClosedError } from "../ledger/index.ts";
+import type { PayeeRefusal } from "../payees/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
 
 export type ApiErrorCode =
   | PaymentRefusal
   | PaymentFailureCode
+  | PayeeRefusal
   | "invalid_json"
   | "unsupported_media_type"
   | "body_too_large"
@@ -55,6 +57,8 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   destination_not_found: 404,
   payment_not_found: 404,
   invoice_not_found: 404,
+  payee_not_found: 404,
+  payee_method_duplicate: 400,
   route_not_found: 404,
   request_timeout: 408,
   idempotency_key_invalid: 400,
