@@ -31,6 +31,8 @@ export {
 } from "./money.ts";
 export type {
   AttemptOutcome,
+  AttemptSucceeded,
+  FeePaid,
   CircuitState,
   NetworkFeeEstimate,
   NetworkFeeModel,

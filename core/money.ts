@@ -105,6 +105,11 @@ export const assets = {
   USDC: { code: "USDC", scale: 6, ledger: 1 },
   USD: { code: "USD", scale: 2, ledger: 2 },
   BTC: { code: "BTC", scale: 11, ledger: 3 }, // millisatoshi
+  /**
+   * An EVM chain's native token, in gwei (10⁻⁹ ETH): the gas the hot wallet pays, booked as it is paid. Not wei:
+   * ledger amounts are 64-bit, and 2⁶³ wei is only 9.2 ETH. A fee in wei is booked rounded up to the gwei.
+   */
+  ETH: { code: "ETH", scale: 9, ledger: 4 },
 } as const satisfies Record<string, Asset>;
 
 export type AssetCode = keyof typeof assets;

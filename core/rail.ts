@@ -93,8 +93,30 @@ export type RailFailureCode =
   | "expired"
   | "rejected";
 
+/**
+ * What a rail paid to move money, beyond the amount itself. `fee` on an outcome is in the rail's own asset (a
+ * Lightning routing fee, a PSP's fee); a fee paid in another asset (gas, in the chain's native token) is a
+ * FeePaid of its own. `detail` is what shows it (gas used × effective gas price, the PSP's balance transaction).
+ */
+export type FeePaid = {
+  readonly asset: Asset;
+  readonly amount: bigint;
+  readonly detail: Readonly<Record<string, string>>;
+};
+
+/** A payout that went through: its proof, the fee it cost in the rail's asset, and any fee paid in another asset. */
+export type AttemptSucceeded = {
+  status: "succeeded";
+  evidence: SettlementEvidence;
+  fee: bigint;
+  /** What shows `fee` (a PSP's balance transaction), when the rail has it. */
+  feeDetail?: Readonly<Record<string, string>>;
+  /** A fee paid in another asset than the rail's: gas, in the native token. */
+  nativeFee?: FeePaid;
+};
+
 export type AttemptOutcome =
-  | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint }
+  | AttemptSucceeded
   | { status: "in_flight"; reference: string } // the final outcome arrives as a RailEvent
   | { status: "failed"; code: RailFailureCode; message: string; retryElsewhere: boolean };
 
@@ -105,7 +127,7 @@ export type AttemptOutcome =
  * in `receive`; `key` names one reversal, so a second partial refund is a second reversal.
  */
 export type RailEvent =
-  | { kind: "attempt_succeeded"; attemptId: string; evidence: SettlementEvidence; fee: bigint }
+  | ({ kind: "attempt_succeeded"; attemptId: string } & Omit<AttemptSucceeded, "status">)
   | {
       kind: "attempt_failed";
       attemptId: string;

@@ -54,13 +54,13 @@ export const gatewayMigrations: MigrationSource = {
   directory: path.join(import.meta.dirname, "migrations"),
 };
 
-/** Development prices, USD micro-units per minor unit: USDC 1:1, USD cents, BTC at $100,000 (1 msat = 1 µUSD), ETH at $3,000 per 10^18 wei. */
+/** Development prices, USD micro-units per minor unit: USDC 1:1, USD cents, BTC at $100,000 (1 msat = 1 µUSD), ETH at $3,000 (3 µUSD a gwei). */
 export const developmentUsdRates = staticRateSource({
   usdRates: {
     USDC: { microUsd: 1n, perMinorUnits: 1n },
     USD: { microUsd: 10_000n, perMinorUnits: 1n },
     BTC: { microUsd: 1n, perMinorUnits: 1n },
-    ETH: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+    ETH: { microUsd: 3n, perMinorUnits: 1n },
   },
 });
 

@@ -9,7 +9,13 @@ import {
   parseEventLogs,
   type TransactionReceipt,
 } from "viem";
-import type { AttemptOutcome, OutgoingAttempt } from "../../core/index.ts";
+import {
+  type AttemptOutcome,
+  assets,
+  divCeil,
+  type FeePaid,
+  type OutgoingAttempt,
+} from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import { type EvmRailState, ensureAllowance, evidenceOf, isSplitterLog } from "./rail-state.ts";
@@ -71,8 +77,32 @@ async function outcomeOf(
       details: `transaction ${row.tx_hash}`,
     });
   state.view = { ...state.view, liquidity: state.view.liquidity - attempt.amount };
-  // gas is paid by the hot wallet in the native token, not taken from the payment
-  return { status: "succeeded", evidence: evidenceOf(state, receipt, logIndex), fee: 0n };
+  // Gas is paid by the hot wallet in the native token, not in the token paid out: a fee of its own.
+  return {
+    status: "succeeded",
+    evidence: evidenceOf(state, receipt, logIndex),
+    fee: 0n,
+    nativeFee: gasPaid(receipt),
+  };
+}
+
+const weiPerGwei = 1_000_000_000n;
+
+/**
+ * The gas a receipt shows was paid: gas used × effective gas price, in wei, booked in the native asset's
+ * minor unit (gwei) rounded up — the ledger never shows the wallet holding more than it does.
+ */
+export function gasPaid(receipt: Pick<TransactionReceipt, "gasUsed" | "effectiveGasPrice">): FeePaid {
+  const wei = receipt.gasUsed * receipt.effectiveGasPrice;
+  return {
+    asset: assets.ETH,
+    amount: divCeil(wei, weiPerGwei),
+    detail: {
+      gasUsed: receipt.gasUsed.toString(),
+      effectiveGasPrice: receipt.effectiveGasPrice.toString(),
+      wei: wei.toString(),
+    },
+  };
 }
 
 /** The log that proves the attempt: the token's Transfer to the address, or the splitter's Paid into the split. */

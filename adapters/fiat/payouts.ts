@@ -33,8 +33,18 @@ export async function executeAttempt(
   const key = idempotencyKeys.transfer(attempt.id);
 
   const earlier = await store.find(key);
-  if (earlier !== null)
-    return { status: "succeeded", evidence: { rail: "fiat", pspId: earlier.objectId }, fee: quote.fee };
+  if (earlier !== null) {
+    let made: Stripe.Transfer;
+    try {
+      made = await stripe.transfers.retrieve(earlier.objectId, { expand: ["balance_transaction"] });
+    } catch (error) {
+      const failure = translateStripeError(error);
+      // The transfer was made: only what it cost is unknown until Stripe answers again.
+      if (failure.code === "rail_unavailable") return { status: "in_flight", reference: earlier.objectId };
+      throw error;
+    }
+    return succeeded(earlier.objectId, made);
+  }
   if (quote.fee > attempt.feeMax)
     return fail("fee_above_max", `fee ${quote.fee} is above the attempt's maximum ${attempt.feeMax}`, true);
 
@@ -47,6 +57,7 @@ export async function executeAttempt(
         destination: attempt.destination.accountId,
         transfer_group: attempt.paymentId,
         metadata: { [metadataKeys.paymentId]: attempt.paymentId, [metadataKeys.attemptId]: attempt.id },
+        expand: ["balance_transaction"],
       },
       { idempotencyKey: key },
     );
@@ -62,5 +73,26 @@ export async function executeAttempt(
     attemptId: attempt.id,
     amount: attempt.amount,
   });
-  return { status: "succeeded", evidence: { rail: "fiat", pspId: held.objectId }, fee: quote.fee };
+  return succeeded(held.objectId, transfer);
+}
+
+/**
+ * A transfer made, with the fee Stripe took for it: its balance transaction's `fee` (a Connect transfer's is
+ * usually 0 — the schedule above is the router's estimate, not what is booked), and that transaction as proof.
+ */
+function succeeded(pspId: string, transfer: Stripe.Transfer): AttemptOutcome {
+  const txn = transfer.balance_transaction;
+  if (txn === null || typeof txn === "string")
+    return {
+      status: "succeeded",
+      evidence: { rail: "fiat", pspId },
+      fee: 0n,
+      feeDetail: { balanceTransaction: txn ?? "none" },
+    };
+  return {
+    status: "succeeded",
+    evidence: { rail: "fiat", pspId },
+    fee: BigInt(txn.fee),
+    feeDetail: { balanceTransaction: txn.id },
+  };
 }
