@@ -1,6 +1,8 @@
 // Request and response schemas of the API, in zod. Requests are strict: an unknown parameter is an error,
 // as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
+import { isAddress } from "viem";
 import { z } from "zod";
+import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
 
 const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
 const hex = (bytes: number) =>
@@ -66,7 +68,7 @@ export const createPaymentBody = z.strictObject({
 });
 export type CreatePaymentBody = z.infer<typeof createPaymentBody>;
 
-export const idParams = (prefix: "pay" | "acct" | "inv") =>
+export const idParams = (prefix: "pay" | "acct" | "inv" | "pye") =>
   z.strictObject({ id: z.string().regex(new RegExp(`^${prefix}_[0-9a-z_]{1,64}$`)) });
 
 const costView = z.object({
@@ -216,4 +218,111 @@ export const webhookEndpointView = z.object({
   url: z.string(),
   /** Shown once: what every delivery to this endpoint is signed with (Switchyard-Signature). */
   secret: z.string(),
+});
+
+// ---- Payees
+
+export const payeeNameLengthMax = 256;
+
+/** An EVM address whose checksum (EIP-55), when it is written in mixed case, is right. */
+const checksummedAddress = hex(20).refine(
+  (address) => isAddress(address, { strict: true }),
+  "an EVM address with a wrong EIP-55 checksum (write it all lower case, or with its checksum)",
+);
+
+/** LUD-16: user@domain (a port allowed, as a local LNURL server has one). */
+const lightningAddress = z
+  .string()
+  .max(320)
+  .regex(
+    /^[a-z0-9._+-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?$/i,
+    "a Lightning Address (name@domain)",
+  );
+
+export const payeeMethodSchema = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("evm_address"),
+    address: checksummedAddress,
+    /** Only the rail on this chain pays it; absent or null: any chain's. */
+    chain_id: z.number().int().positive().nullable().optional(),
+  }),
+  z.strictObject({
+    type: z.literal("lightning_node"),
+    pubkey: z.string().regex(/^0[23][0-9a-f]{64}$/, "a 33-byte compressed node key in lower-case hex"),
+  }),
+  z.strictObject({ type: z.literal("lightning_address"), address: lightningAddress }),
+  z.strictObject({
+    type: z.literal("stripe_account"),
+    account: z.string().regex(/^acct_[0-9A-Za-z]{1,64}$/, "a Stripe account id"),
+  }),
+  z.strictObject({ type: z.literal("account"), account: accountId }),
+]);
+export type PayeeMethodBody = z.infer<typeof payeeMethodSchema>;
+
+const payeeName = z
+  .string()
+  .min(1)
+  .max(payeeNameLengthMax)
+  .regex(/^[^\p{Cc}]*$/u, "a name without control characters");
+
+/** Text PostgreSQL can hold: no NUL character. */
+const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
+
+/** As a payment's metadata, without NUL characters. */
+const payeeMetadata = z
+  .record(
+    z.string().max(40).refine(withoutNul, "no NUL character"),
+    z.string().max(500).refine(withoutNul, "no NUL character"),
+  )
+  .refine((m) => Object.keys(m).length <= 20, "at most 20 keys");
+
+const payeeMethods = z.array(payeeMethodSchema).min(1).max(payeeMethodsMax);
+
+export const createPayeeBody = z.strictObject({
+  name: payeeName,
+  methods: payeeMethods,
+  metadata: payeeMetadata.optional(),
+});
+export type CreatePayeeBody = z.infer<typeof createPayeeBody>;
+
+/** Each field given replaces the stored one whole; a field left out is kept. */
+export const updatePayeeBody = z.strictObject({
+  name: payeeName.optional(),
+  methods: payeeMethods.optional(),
+  metadata: payeeMetadata.optional(),
+});
+export type UpdatePayeeBody = z.infer<typeof updatePayeeBody>;
+
+export const listPayeesQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(payeesListLimitMax).optional(),
+  /** A payee id: the page starts after it (older payees). */
+  starting_after: z
+    .string()
+    .regex(/^pye_[0-9a-z]{26}$/, "a payee id (pye_…)")
+    .optional(),
+});
+
+const payeeMethodView = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("evm_address"), address: z.string(), chain_id: z.number().nullable() }),
+  z.object({ type: z.literal("lightning_node"), pubkey: z.string() }),
+  z.object({ type: z.literal("lightning_address"), address: z.string() }),
+  z.object({ type: z.literal("stripe_account"), account: z.string() }),
+  z.object({ type: z.literal("account"), account: z.string() }),
+]);
+
+export const payeeView = z.object({
+  id: z.string(),
+  object: z.literal("payee"),
+  name: z.string(),
+  methods: z.array(payeeMethodView),
+  metadata: z.record(z.string(), z.string()),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+export type PayeeView = z.infer<typeof payeeView>;
+
+export const payeeListView = z.object({
+  object: z.literal("list"),
+  data: z.array(payeeView),
+  has_more: z.boolean(),
 });

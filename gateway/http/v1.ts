@@ -14,6 +14,7 @@ import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
 import { accountRoutes } from "./resources/accounts.ts";
 import { invoiceRoutes } from "./resources/invoices.ts";
+import { payeeRoutes } from "./resources/payees.ts";
 import { paymentRoutes } from "./resources/payments.ts";
 import { quoteRoutes } from "./resources/quotes.ts";
 import { webhookEndpointRoutes } from "./resources/webhook-endpoints.ts";
@@ -57,4 +58,5 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
   await app.register(webhookEndpointRoutes, { db: options.db });
   await app.register(accountRoutes, { accounts: options.accounts, ledger: options.ledger });
+  await app.register(payeeRoutes, { db: options.db, accounts: options.accounts, nowMs: Date.now });
 };
