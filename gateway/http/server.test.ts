@@ -47,8 +47,12 @@ describe("the OpenAPI document", () => {
     expect(operations(document).sort()).toEqual([
       "GET /v1/accounts/{id}/balance",
       "GET /v1/invoices/{id}",
+      "GET /v1/payees",
+      "GET /v1/payees/{id}",
       "GET /v1/payments/{id}",
+      "PATCH /v1/payees/{id}",
       "POST /v1/invoices",
+      "POST /v1/payees",
       "POST /v1/payments",
       "POST /v1/quotes",
       "POST /v1/webhook_endpoints",
@@ -100,7 +104,7 @@ describe("which routes need an API key", () => {
     const listed = operations(document);
     expect(listed.length).toBeGreaterThan(0);
     for (const operation of listed) {
-      const [method, path] = operation.split(" ") as ["GET" | "POST", string];
+      const [method, path] = operation.split(" ") as ["GET" | "POST" | "PATCH", string];
       const url = path.replace("{id}", "x");
       for (const [authorization, code] of [
         [undefined, "api_key_missing"],
