@@ -37,4 +37,24 @@ describe("loadLightningConfig", () => {
     expect(() => loadLightningConfig({ LND_SOCKET: "nope" })).toThrow(/LND_SOCKET/);
     expect(() => loadLightningConfig({ LND_SOCKET: "nope" })).toThrow(SwitchyardError);
   });
+
+  it("reads the fee estimate's deadline and the fee of an unknown route, and refuses a negative one", () => {
+    const lnd = { LND_SOCKET: "127.0.0.1:10009", LND_CERT_BASE64: "AA==", LND_MACAROON_BASE64: "AQID" };
+    expect(loadLightningConfig(lnd)).toMatchObject({
+      limits: { feeEstimateTimeoutMs: 2_000, unknownRouteFeeBaseMsat: 2_000n, unknownRouteFeePpm: 1_000n },
+    });
+    expect(
+      loadLightningConfig({
+        ...lnd,
+        LIGHTNING_FEE_ESTIMATE_TIMEOUT_MS: "500",
+        LIGHTNING_UNKNOWN_ROUTE_FEE_BASE_MSAT: "5000",
+        LIGHTNING_UNKNOWN_ROUTE_FEE_PPM: "2500",
+      }),
+    ).toMatchObject({
+      limits: { feeEstimateTimeoutMs: 500, unknownRouteFeeBaseMsat: 5_000n, unknownRouteFeePpm: 2_500n },
+    });
+    expect(() => loadLightningConfig({ ...lnd, LIGHTNING_UNKNOWN_ROUTE_FEE_PPM: "-1" })).toThrow(
+      /LIGHTNING_UNKNOWN_ROUTE_FEE_PPM/,
+    );
+  });
 });

@@ -24,6 +24,11 @@ export const lightningEnvSchema = z.object({
   LIGHTNING_JOURNAL_PATH: z.string().min(1).default(".switchyard/lightning-journal.jsonl"),
   LIGHTNING_EXECUTE_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(15_000),
   LIGHTNING_PAYMENT_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(60_000),
+  /** How long a payment waits for LND's route fee to its destination before routing on the snapshot's model. */
+  LIGHTNING_FEE_ESTIMATE_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2_000),
+  /** The routing fee assumed for a destination not asked about yet: base (msat) + parts per million. */
+  LIGHTNING_UNKNOWN_ROUTE_FEE_BASE_MSAT: z.coerce.bigint().min(0n).max(100_000_000n).default(2_000n),
+  LIGHTNING_UNKNOWN_ROUTE_FEE_PPM: z.coerce.bigint().min(0n).max(1_000_000n).default(1_000n),
 });
 
 export type LightningConfig =
@@ -72,6 +77,12 @@ export function loadLightningConfig(env: Record<string, string | undefined>): Li
       macaroon: read("LND_MACAROON", e.LND_MACAROON_PATH, e.LND_MACAROON_BASE64),
     },
     journalPath: e.LIGHTNING_JOURNAL_PATH,
-    limits: { executeWaitMs: e.LIGHTNING_EXECUTE_WAIT_MS, paymentTimeoutMs: e.LIGHTNING_PAYMENT_TIMEOUT_MS },
+    limits: {
+      executeWaitMs: e.LIGHTNING_EXECUTE_WAIT_MS,
+      paymentTimeoutMs: e.LIGHTNING_PAYMENT_TIMEOUT_MS,
+      feeEstimateTimeoutMs: e.LIGHTNING_FEE_ESTIMATE_TIMEOUT_MS,
+      unknownRouteFeeBaseMsat: e.LIGHTNING_UNKNOWN_ROUTE_FEE_BASE_MSAT,
+      unknownRouteFeePpm: e.LIGHTNING_UNKNOWN_ROUTE_FEE_PPM,
+    },
   };
 }

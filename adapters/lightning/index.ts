@@ -8,8 +8,8 @@ export {
   loadLightningConfig,
 } from "./config.ts";
 export { LightningRailError } from "./errors.ts";
+export type { FeeEstimateResult } from "./fees.ts";
 export type { CreatedInvoice, CreateInvoiceParams } from "./invoices.ts";
-export type { FeeEstimateResult } from "./monitor.ts";
 export {
   createLightningRail,
   type LightningRail,
@@ -23,6 +23,7 @@ export {
   type Liquidity,
   type LndConnection,
   lightningRailLimitsDefault,
+  type RouteFee,
 } from "./state.ts";
 export {
   createFileRailStore,

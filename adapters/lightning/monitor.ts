@@ -2,72 +2,19 @@
 // disconnect, resubscribes to invoices and follows the payments whose streams broke), its channel balance and
 // the background fee estimate; when it does not answer, a fresh client is tried with a backoff between
 // reconnectDelayMinMs and reconnectDelayMaxMs. The snapshot the router reads is made from what the tick
-// found and the recent outcomes; fee estimates for quotes are cached with their age.
-import {
-  authenticatedLndGrpc,
-  decodePaymentRequest,
-  getChannelBalance,
-  getRouteToDestination,
-  getWalletInfo,
-} from "lightning";
-import type { DestinationKind, OutgoingAttempt, RailSnapshot } from "../../core/index.ts";
+// found and the recent outcomes; its routing fee model is for a destination nobody has asked about (fees.ts
+// answers per destination and amount).
+import { authenticatedLndGrpc, getChannelBalance, getWalletInfo } from "lightning";
+import type { DestinationKind, RailSnapshot } from "../../core/index.ts";
 import { divCeil } from "../../core/index.ts";
 import { resubscribeInvoices } from "./events.ts";
-import { classifyLndError, lndErrorText } from "./failures.ts";
+import { lndErrorText } from "./failures.ts";
+import { estimateFee, snapshotRoutingFee } from "./fees.ts";
 import { track } from "./send.ts";
-import { type FeeEstimate, type LightningRailState, withTimeout } from "./state.ts";
-
-export type FeeEstimateResult =
-  | { ok: true; value: FeeEstimate }
-  | { ok: false; code: "unreachable_destination" | "rail_unavailable" | "rejected"; message: string };
+import { type LightningRailState, withTimeout } from "./state.ts";
 
 const reaches: readonly DestinationKind[] = ["bolt11", "lightning_node"];
 const latencyDefaultMs = 2_000;
-
-export async function estimateFee(
-  s: LightningRailState,
-  feeParams: { destination: OutgoingAttempt["destination"]; amountMsat: bigint },
-): Promise<FeeEstimateResult> {
-  const { destination, amountMsat } = feeParams;
-  let key: string;
-  if (destination.kind === "lightning_node") key = destination.pubkey;
-  else if (destination.kind === "bolt11") key = destination.invoice;
-  else
-    return {
-      ok: false,
-      code: "unreachable_destination",
-      message: `Lightning cannot pay a ${destination.kind}`,
-    };
-  const cacheKey = `${key}:${amountMsat}`;
-  const cached = s.feeCache.get(cacheKey);
-  if (cached !== undefined && s.now() - cached.takenAtMs < s.limits.feeCacheTtlMs)
-    return { ok: true, value: { ...cached, ageMs: s.now() - cached.takenAtMs } };
-  try {
-    const pubkey =
-      destination.kind === "lightning_node"
-        ? destination.pubkey
-        : (await withTimeout(s, decodePaymentRequest({ lnd: s.lnd, request: destination.invoice }), "decode"))
-            .destination;
-    const { route } = await withTimeout(
-      s,
-      getRouteToDestination({ lnd: s.lnd, destination: pubkey, mtokens: amountMsat.toString() }),
-      "route query",
-    );
-    if (!route) return { ok: false, code: "unreachable_destination", message: "no route" };
-    const estimate: FeeEstimate = { feeMsat: BigInt(route.fee_mtokens), takenAtMs: s.now(), ageMs: 0 };
-    if (s.feeCache.size >= s.limits.feeCacheEntriesMax) {
-      const oldest = s.feeCache.keys().next();
-      if (!oldest.done) s.feeCache.delete(oldest.value);
-    }
-    s.feeCache.set(cacheKey, estimate);
-    return { ok: true, value: estimate };
-  } catch (error) {
-    const text = lndErrorText(error);
-    const classified = classifyLndError(text);
-    if (classified.kind === "disconnected") return { ok: false, code: "rail_unavailable", message: text };
-    return { ok: false, code: "unreachable_destination", message: text };
-  }
-}
 
 const onConnected = (s: LightningRailState) => {
   s.reconnectDelayMs = s.limits.reconnectDelayMinMs;
@@ -156,7 +103,10 @@ export function snapshot(s: LightningRailState): RailSnapshot {
     .filter((entry) => entry.ok)
     .map((entry) => entry.feeMsat)
     .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  const feeMsat = s.probeEstimate?.feeMsat ?? fees[Math.floor(fees.length / 2)] ?? 0n;
+  const networkFee = snapshotRoutingFee(
+    s,
+    s.probeEstimate?.feeMsat ?? fees[Math.floor(fees.length / 2)] ?? null,
+  );
   const rate = s.usdRate();
   return {
     rail: s.id,
@@ -169,8 +119,9 @@ export function snapshot(s: LightningRailState): RailSnapshot {
     liquidity: s.liquidity?.outboundMsat ?? 0n,
     feeFixed: 0n,
     feePpm: 0n,
-    // Rounded up: the estimate must not look cheaper than it is.
-    networkFeeMicroUsd: divCeil(feeMsat * rate.microUsd, rate.perMinorUnits),
+    // The model's base, for a reader that does not take the model; rounded up: not cheaper than it is.
+    networkFeeMicroUsd: divCeil(networkFee.base * rate.microUsd, rate.perMinorUnits),
+    networkFee,
     latencyMs: latencies[Math.floor(latencies.length / 2)] ?? latencyDefaultMs,
     takenAtMs: s.now(),
   };

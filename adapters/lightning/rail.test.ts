@@ -91,4 +91,37 @@ describe("the Lightning rail without LND", () => {
     expect(snapshot).not.toHaveProperty("successes");
     expect(snapshot).not.toHaveProperty("failures");
   });
+
+  it("never tells the router a route to an unknown destination is free: with no estimate, the configured fee", async () => {
+    const rail = createLightningRail({
+      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      store: createMemoryRailStore(),
+      limits: { unknownRouteFeeBaseMsat: 3_000n, unknownRouteFeePpm: 500n },
+    });
+    const snapshot = rail.snapshot();
+    expect(snapshot.networkFee).toEqual({ kind: "lightning_routing", base: 3_000n, ppm: 500n });
+    // One millisatoshi is one micro-USD at the default rate.
+    expect(snapshot.networkFeeMicroUsd).toBe(3_000n);
+    expect(
+      createLightningRail({
+        lnd: { socket: "127.0.0.1:1", cert: "", macaroon: "00" },
+        store: createMemoryRailStore(),
+      }).snapshot().networkFee,
+    ).toEqual({ kind: "lightning_routing", base: 2_000n, ppm: 1_000n });
+  });
+
+  it("estimates a destination it cannot pay as unreachable, and leaves the snapshot's model to stand while LND is away", async () => {
+    const rail = createLightningRail({
+      lnd: { socket: `127.0.0.1:${await closedPort()}`, cert: "", macaroon: "00" },
+      store: createMemoryRailStore(),
+    });
+    expect(
+      await rail.estimateNetworkFee({
+        destination: { kind: "account", accountId: "acct_1" },
+        amount: 1_000n,
+      }),
+    ).toEqual({ kind: "unreachable", detail: "Lightning cannot pay a account" });
+    const node = { kind: "lightning_node", pubkey: `02${"11".repeat(32)}` } as const;
+    expect(await rail.estimateNetworkFee({ destination: node, amount: 1_000n })).toBeNull();
+  });
 });

@@ -17,15 +17,10 @@ import { assets, silentLogger } from "../../core/index.ts";
 import { lndError } from "./errors.ts";
 import { pump } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
+import { createAnswerCache } from "./fee-cache.ts";
+import { estimateFee, estimateNetworkFee, type FeeEstimateResult } from "./fees.ts";
 import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive } from "./invoices.ts";
-import {
-  estimateFee,
-  type FeeEstimateResult,
-  refreshLiquidity,
-  scheduleTick,
-  snapshot,
-  tick,
-} from "./monitor.ts";
+import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
 import { emitOutcome, execute, newTracker, track } from "./send.ts";
 import {
   type LightningHealth,
@@ -61,6 +56,7 @@ export type LightningRailParams = {
 
 export type LightningRail = Rail & {
   receive: NonNullable<Rail["receive"]>;
+  estimateNetworkFee: NonNullable<Rail["estimateNetworkFee"]>;
   createInvoice(params: CreateInvoiceParams): Promise<CreatedInvoice>;
   estimateFee(params: {
     destination: OutgoingAttempt["destination"];
@@ -82,6 +78,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     stop: () => stop(s),
     snapshot: () => snapshot(s),
     execute: (attempt) => execute(s, attempt),
+    estimateNetworkFee: (request) => estimateNetworkFee(s, request),
     onEvent(eventHandler) {
       s.handler = eventHandler;
       void pump(s);
@@ -105,13 +102,14 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
 
 function createState(params: LightningRailParams): LightningRailState {
   const limits: LightningRailLimits = { ...lightningRailLimitsDefault, ...params.limits };
+  const now = params.now ?? Date.now;
   const s: LightningRailState = {
     id: params.id ?? "lightning",
     asset: assets.BTC,
     limits,
     connection: params.lnd,
     store: params.store,
-    now: params.now ?? Date.now,
+    now,
     logger: params.logger ?? silentLogger,
     usdRate: params.usdRate ?? (() => usdRateDefault),
     feeProbe: params.feeProbe,
@@ -144,7 +142,11 @@ function createState(params: LightningRailParams): LightningRailState {
     },
     liquidity: null,
     probeEstimate: null,
-    feeCache: new Map(),
+    feeCache: createAnswerCache({
+      limits: { entriesMax: limits.feeCacheEntriesMax, loadingMax: limits.feeQueriesInFlightMax },
+      ttlMs: (fee) => (fee.kind === "route" ? limits.feeCacheTtlMs : limits.feeCacheUnreachableTtlMs),
+      now,
+    }),
     recent: [],
   };
   return s;

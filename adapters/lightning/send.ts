@@ -29,7 +29,7 @@ import {
 
 const keysendRecordType = "5482373484";
 /** The final hop's CLTV delta of a keysend payment (what `lightning` uses when there is no invoice to say). */
-const keysendFinalCltvDelta = 43;
+export const keysendFinalCltvDelta = 43;
 const keysendSecretMessage = "switchyard lightning rail keysend secret v1";
 
 // ---- outcomes ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import type { EventEmitter } from "node:events";
 import type { AuthenticatedLnd } from "lightning";
 import type { Asset, Logger, RailEvent, RailEventHandler, UsdRate } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
+import type { AnswerCache } from "./fee-cache.ts";
 import type { LightningRailStore, StoredAttempt, StoredInvoice, StoredOutcome } from "./store.ts";
 
 export type LndConnection = {
@@ -24,8 +25,21 @@ export type LightningRailLimits = {
   readonly paymentTimeoutMs: number;
   readonly amountMinMsat: bigint;
   readonly amountMaxMsat: bigint;
+  /** How long a route's fee (per destination and amount) is reused. */
   readonly feeCacheTtlMs: number;
+  /** How long "no route" to a destination is believed: channels open, gossip arrives. */
+  readonly feeCacheUnreachableTtlMs: number;
   readonly feeCacheEntriesMax: number;
+  /** Route queries on their way at once (distinct destinations and amounts); one more gets no estimate. */
+  readonly feeQueriesInFlightMax: number;
+  /** How long a payment waits for its route's fee before routing on the snapshot's model. */
+  readonly feeEstimateTimeoutMs: number;
+  /**
+   * The snapshot's routing fee for a destination nobody has asked about: base (msat) plus parts per million of
+   * the amount. Not 0: the router's fee cap for LND comes from it.
+   */
+  readonly unknownRouteFeeBaseMsat: bigint;
+  readonly unknownRouteFeePpm: bigint;
   /** Health, liquidity and the background fee estimate are refreshed this often. */
   readonly refreshIntervalMs: number;
   readonly reconnectDelayMinMs: number;
@@ -57,7 +71,13 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   amountMinMsat: 1n,
   amountMaxMsat: 4_294_967_295_000n, // 0.043 BTC, the pre-wumbo payment ceiling
   feeCacheTtlMs: 60_000,
+  feeCacheUnreachableTtlMs: 5_000,
   feeCacheEntriesMax: 1_000,
+  feeQueriesInFlightMax: 64,
+  feeEstimateTimeoutMs: 2_000,
+  // About two hops at LND's default base fee (1 sat each), and 0.1 % of the amount.
+  unknownRouteFeeBaseMsat: 2_000n,
+  unknownRouteFeePpm: 1_000n,
   refreshIntervalMs: 5_000,
   reconnectDelayMinMs: 250,
   reconnectDelayMaxMs: 5_000,
@@ -75,6 +95,11 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
 };
 
 export type FeeEstimate = { readonly feeMsat: bigint; readonly takenAtMs: number; readonly ageMs: number };
+
+/** LND's answer to "what does this destination cost for this amount": a route's fee, or no way there. */
+export type RouteFee =
+  | { readonly kind: "route"; readonly feeMsat: bigint }
+  | { readonly kind: "unreachable"; readonly detail: string };
 
 export type LightningHealth = {
   readonly connected: boolean;
@@ -171,7 +196,8 @@ export type LightningRailState = {
   health: LightningHealth;
   liquidity: Liquidity | null;
   probeEstimate: FeeEstimate | null;
-  readonly feeCache: Map<string, FeeEstimate>;
+  /** Route fees per destination and amount (fees.ts). */
+  readonly feeCache: AnswerCache<RouteFee>;
   readonly recent: { ok: boolean; latencyMs: number; feeMsat: bigint }[];
 };
 
