@@ -254,17 +254,24 @@ describe("every /v1 route, from the OpenAPI document", () => {
     expect(response.status).toBe(200);
     const paths = response.body.paths as Record<string, Record<string, unknown>>;
     const listed = Object.entries(paths).flatMap(([path, methods]) =>
-      Object.keys(methods).map((method) => ({ method: method.toUpperCase() as "GET" | "POST", path })),
+      Object.keys(methods).map((method) => ({
+        method: method.toUpperCase() as "GET" | "POST" | "PATCH",
+        path,
+      })),
     );
     expect(listed.length).toBeGreaterThanOrEqual(7);
     return listed;
   };
-  const sample: Record<string, string> = { "/v1/payments/{id}": "pay_x", "/v1/invoices/{id}": "inv_x" };
+  const sample: Record<string, string> = {
+    "/v1/payments/{id}": "pay_x",
+    "/v1/invoices/{id}": "inv_x",
+    "/v1/payees/{id}": "pye_01m7zfckv29pdrb3m0gz9e4j5g",
+  };
   const urlOf = (path: string) => path.replace("{id}", sample[path] ?? "acct_demo_customer");
 
   it("refuses a missing key, and a well-formed key that is no tenant's, with 401", async () => {
     for (const { method, path } of await routes()) {
-      const body = method === "POST" ? {} : undefined;
+      const body = method === "GET" ? undefined : {};
       const missing = await gw.call(method, urlOf(path), { body, key: null });
       expect([method, path, missing.status, missing.body.error.code]).toEqual([
         method,
@@ -302,14 +309,24 @@ describe("every /v1 route, from the OpenAPI document", () => {
       '{"amount": "1\\u0000", "asset": "USD\\u0000C"}',
     ];
     for (const { method, path } of await routes()) {
+      // A body where the route takes one; else a hostile id, or hostile query parameters on a list.
+      const urls = path.includes("{id}")
+        ? ["%", "%E0%A4%A", "x".repeat(2_000), "pay_%00", "..%2F..%2Fhealthz"].map((id) =>
+            path.replace("{id}", id),
+          )
+        : [
+            "limit=%",
+            "limit=0",
+            "limit=101",
+            "limit=1e400",
+            "limit=x",
+            "starting_after=%00",
+            "nothing=1",
+          ].map((query) => `${path}?${query}`);
       const answers =
-        method === "POST"
-          ? await Promise.all(bodies.map((rawBody) => gw.call(method, urlOf(path), { rawBody })))
-          : await Promise.all(
-              ["%", "%E0%A4%A", "x".repeat(2_000), "pay_%00", "..%2F..%2Fhealthz"].map((id) =>
-                gw.call(method, path.replace("{id}", id)),
-              ),
-            );
+        method === "GET"
+          ? await Promise.all(urls.map((url) => gw.call(method, url)))
+          : await Promise.all(bodies.map((rawBody) => gw.call(method, urlOf(path), { rawBody })));
       for (const answer of answers) {
         const { status, body } = answer;
         expect([method, path, status >= 400 && status < 500, body]).toEqual([method, path, true, body]);

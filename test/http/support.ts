@@ -10,7 +10,7 @@ export type TestGateway = {
   app: App;
   key: string;
   call(
-    method: "GET" | "POST",
+    method: "GET" | "POST" | "PATCH",
     url: string,
     options?: { body?: unknown; rawBody?: string; key?: string | null; headers?: Record<string, string> },
   ): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
