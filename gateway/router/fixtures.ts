@@ -52,6 +52,18 @@ export const evmRail: RailSnapshot = {
   fxSpreadPpm: 1_000n,
 };
 
+/** An L1-like chain (chain id 1): 65 000 gas at 30 gwei, ETH at 3 000 USD: 5.85 USD a transfer. */
+export const evmL1Rail: RailSnapshot = {
+  ...evmRail,
+  rail: "evm-l1",
+  chainId: 1,
+  networkFee: { kind: "evm_gas", gasUnits: 65_000n, gasPriceWei: 30_000_000_000n, nativeAsset: "ETH" },
+  latencyMs: 180_000,
+};
+
+/** An L2-like chain (chain id 10): 65 000 gas at 0.01 gwei, ETH at 3 000 USD: 1 950 micro-USD a transfer. */
+export const evmL2Rail: RailSnapshot = { ...evmRail, rail: "evm-l2", chainId: 10 };
+
 /** Lightning: 1 sat base + 500 ppm routing estimate, 10 M sat outbound. */
 export const lightningRail: RailSnapshot = {
   ...base,

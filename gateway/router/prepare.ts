@@ -28,7 +28,8 @@ export const destinationBits: Readonly<Record<DestinationKind, number>> = {
 /**
  * Which destinations each kind of rail can reach at all: a BOLT11 invoice or a node key → Lightning;
  * a 0x address or a split → EVM; a Switchyard account → internal; a Stripe connected account → fiat.
- * A rail reaches a destination when its snapshot lists the destination's kind and its kind allows it.
+ * A rail reaches a destination when its snapshot lists the destination's kind and its kind allows it, and,
+ * for a 0x address that names its chain, when the rail settles on that chain (`chainIdReaches`).
  */
 export const reachableByKind: Readonly<Record<RailKind, readonly DestinationKind[]>> = {
   internal: ["account"],
@@ -36,6 +37,14 @@ export const reachableByKind: Readonly<Record<RailKind, readonly DestinationKind
   lightning: ["bolt11", "lightning_node"],
   fiat: ["stripe_account"],
 };
+
+/**
+ * Whether a rail on `railChainId` (undefined: it names none) reaches an address on `addressChainId`: an address
+ * that names no chain is reached on any chain; one that names a chain only by the rail settling on it.
+ */
+export function chainIdReaches(railChainId: number | undefined, addressChainId: number | undefined): boolean {
+  return addressChainId === undefined || railChainId === addressChainId;
+}
 
 function kindMask(kind: RailKind): number {
   let mask = 0;
@@ -60,6 +69,10 @@ export type PreparedRail = {
   /** An exclusion that holds whatever the payment (unavailable, circuit open, no USD rate for the rail). */
   readonly staticExclusion: Exclusion | null;
   readonly reachMask: number;
+  /** The EVM chain the rail settles on, from the snapshot; undefined when it names none. */
+  readonly chainId: number | undefined;
+  /** The exclusion for a 0x address on a chain other than the rail's. */
+  readonly unreachableChain: Exclusion;
   /** Liquidity, or -1n when the rail is not limited. */
   readonly liquidity: bigint;
   readonly feeMin: bigint;
@@ -188,6 +201,8 @@ export function invalidSnapshotReason(rail: RailSnapshot): string | null {
   if (rail.networkFeeMicroUsd < 0n) return "networkFeeMicroUsd must be ≥ 0";
   if ((rail.fxSpreadPpm ?? 0n) < 0n) return "fxSpreadPpm must be ≥ 0";
   if (!Number.isFinite(rail.latencyMs) || rail.latencyMs < 0) return "latencyMs must be a finite number ≥ 0";
+  if (rail.chainId !== undefined && !(Number.isSafeInteger(rail.chainId) && rail.chainId > 0))
+    return "chainId must be a positive integer";
   const model = rail.networkFee;
   if (model?.kind === "evm_gas" && (model.gasUnits < 0n || model.gasPriceWei < 0n)) return "gas must be ≥ 0";
   if (model?.kind === "lightning_routing" && (model.base < 0n || model.ppm < 0n))
@@ -254,6 +269,15 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
     rail: rail.rail,
     staticExclusion,
     reachMask,
+    chainId: rail.chainId,
+    unreachableChain: {
+      rail: rail.rail,
+      reason: "unreachable_destination",
+      detail:
+        rail.chainId === undefined
+          ? "the address names a chain and the rail names none"
+          : `the address names a chain other than the rail's chain ${rail.chainId}`,
+    },
     liquidity: rail.liquidity ?? -1n,
     feeMin: rail.feeMin ?? 0n,
     networkModel,

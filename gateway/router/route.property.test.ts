@@ -6,7 +6,7 @@ import type { Destination, DestinationKind, RailKind, RailSnapshot, UsdRate } fr
 import { type Asset, divCeil, divFloor } from "../../core/index.ts";
 import { btc, usd, usdc } from "./fixtures.ts";
 import { convert, fromMicroUsd, prepareSnapshot, reachableByKind, route, toMicroUsd } from "./index.ts";
-import type { ExclusionReason, PaymentIntent, RoutePolicy, Snapshot } from "./types.ts";
+import type { ExclusionReason, PayeeTarget, PaymentIntent, RoutePolicy, Snapshot } from "./types.ts";
 
 const eur: Asset = { code: "EUR", scale: 2, ledger: 9 }; // never has a USD rate here
 const railKinds: RailKind[] = ["internal", "evm", "lightning", "fiat"];
@@ -26,6 +26,18 @@ const destinationOf: Record<DestinationKind, Destination> = {
   lightning_node: { kind: "lightning_node", pubkey: "02" },
   stripe_account: { kind: "stripe_account", accountId: "acct" },
 };
+/** The chains rails settle on and addresses name here; a rail or an address may name none. */
+const chainIds = [1, 10, 8453];
+const chainIdArb = fc.constantFrom(undefined, undefined, ...chainIds);
+/** A destination of this kind; an address names one of the chains, or none. */
+const destinationArb = (kind: DestinationKind): fc.Arbitrary<Destination> =>
+  kind === "evm_address"
+    ? chainIdArb.map((chainId) =>
+        chainId === undefined
+          ? destinationOf.evm_address
+          : { kind: "evm_address" as const, address: `0x0${chainId}` as const, chainId },
+      )
+    : fc.constant(destinationOf[kind]);
 const seed = 20_261_121;
 
 const rateArb: fc.Arbitrary<UsdRate> = fc.record({
@@ -102,46 +114,79 @@ const railArb = (id: string, kinds: readonly RailKind[]): fc.Arbitrary<RailSnaps
         "open" as const,
       ),
       fxSpreadPpm: fc.option(fc.bigInt({ min: 0n, max: 100_000n }), { nil: undefined }),
+      chainId: chainIdArb,
     })
-    .map(({ amountSpan, ownReach, reachesOther, ...r }) => ({
+    .map(({ amountSpan, ownReach, reachesOther, chainId, ...r }) => ({
       ...r,
+      ...(chainId === undefined ? {} : { chainId }),
       reaches: ownReach ? reachableByKind[r.kind] : reachesOther,
       rail: id,
       amountMax: r.amountMin + amountSpan,
       takenAtMs: 0,
     }));
 
-const snapshotArb: fc.Arbitrary<Snapshot> = fc
-  .tuple(
-    fc
-      .tuple(fc.integer({ min: 1, max: 6 }), fc.subarray(railKinds, { minLength: 1, maxLength: 2 }))
-      .chain(([n, kinds]) => fc.tuple(...Array.from({ length: n }, (_, i) => railArb(`r${i}`, kinds)))),
-    ratesArb,
-    fc.option(fc.bigInt({ min: 0n, max: 50_000n }), { nil: undefined }),
-  )
-  .map(([rails, usdRates, pairSpread]) => ({
-    rails,
-    usdRates,
-    takenAtMs: 0,
-    ...(pairSpread === undefined
-      ? {}
-      : { fxSpreadsPpm: { "USDC->BTC": pairSpread, "USD->USDC": pairSpread } }),
-  }));
+/** Snapshots of `railsMin` to six rails whose kinds are drawn from `kinds`. */
+const snapshotArbOf = (railsMin: number, kinds: fc.Arbitrary<RailKind[]>): fc.Arbitrary<Snapshot> =>
+  fc
+    .tuple(
+      fc
+        .tuple(fc.integer({ min: railsMin, max: 6 }), kinds)
+        .chain(([n, kinds]) => fc.tuple(...Array.from({ length: n }, (_, i) => railArb(`r${i}`, kinds)))),
+      ratesArb,
+      fc.option(fc.bigInt({ min: 0n, max: 50_000n }), { nil: undefined }),
+    )
+    .map(([rails, usdRates, pairSpread]) => ({
+      rails,
+      usdRates,
+      takenAtMs: 0,
+      ...(pairSpread === undefined
+        ? {}
+        : { fxSpreadsPpm: { "USDC->BTC": pairSpread, "USD->USDC": pairSpread } }),
+    }));
 
-/** A payment, mostly to a destination some rail of the snapshot reaches. */
+/** Rails of one or two kinds, often several of one kind (chains that compete). */
+const snapshotArb = snapshotArbOf(1, fc.subarray(railKinds, { minLength: 1, maxLength: 2 }));
+
+/**
+ * A payment, mostly to a destination some rail of the snapshot reaches; three in ten to a payee with up to
+ * four methods in any order, drawn from every kind the rails reach (addresses on each chain and on none).
+ */
 const intentArb = (snapshot: Snapshot): fc.Arbitrary<PaymentIntent> => {
   const reached = [...new Set(snapshot.rails.flatMap((r) => r.reaches))];
-  return fc.record({
-    asset: fc.constantFrom(usdc, usd, btc, usdc, usd, btc, eur),
-    amount: logBig(15),
-    destination: (reached.length > 0
+  const kindArb =
+    reached.length > 0
       ? fc.oneof(
           { weight: 9, arbitrary: fc.constantFrom(...reached) },
           { weight: 1, arbitrary: fc.constantFrom(...destinationKinds) },
         )
-      : fc.constantFrom(...destinationKinds)
-    ).map((kind) => destinationOf[kind]),
+      : fc.constantFrom(...destinationKinds);
+  return fc.record({
+    asset: fc.constantFrom(usdc, usd, btc, usdc, usd, btc, eur),
+    amount: logBig(15),
+    destination: fc.oneof(
+      { weight: 7, arbitrary: kindArb.chain(destinationArb) },
+      { weight: 3, arbitrary: payeeArb(reached.length > 0 ? reached : destinationKinds, 4) },
+    ),
   });
+};
+
+/** A payee with up to `methodsMax` methods in any order, of these kinds: addresses on each chain and on none. */
+const payeeArb = (kinds: readonly DestinationKind[], methodsMax: number): fc.Arbitrary<PayeeTarget> => {
+  const methodPool = kinds.flatMap((kind) =>
+    kind === "evm_address"
+      ? [
+          destinationOf.evm_address,
+          ...chainIds.map((chainId) => ({
+            kind: "evm_address" as const,
+            address: `0x0${chainId}` as const,
+            chainId,
+          })),
+        ]
+      : [destinationOf[kind]],
+  );
+  return fc
+    .shuffledSubarray(methodPool, { maxLength: Math.min(methodsMax, methodPool.length) })
+    .map((methods) => ({ kind: "payee", payeeId: "pye_1", methods }));
 };
 
 const railIds = ["r0", "r1", "r2", "r3", "r4", "r5"];
@@ -167,9 +212,42 @@ const caseArb = snapshotArb.chain((snapshot) =>
   fc.tuple(fc.constant(snapshot), intentArb(snapshot), policyArb),
 );
 
+/** A payee with methods of every kind against rails of every kind: the methods compete across rails and chains. */
+const payeeCaseArb = snapshotArbOf(4, fc.constant(railKinds)).chain((snapshot) =>
+  fc.tuple(
+    fc.constant(snapshot),
+    fc.record({
+      asset: fc.constantFrom(usdc, usd, btc),
+      amount: logBig(12),
+      destination: payeeArb(destinationKinds, 7),
+    }),
+    policyArb,
+  ),
+);
+
 type Reference =
   | { ok: false; reason: ExclusionReason }
-  | { ok: true; amount: bigint; fee: bigint; total: bigint; network: bigint; provider: bigint; fx: bigint };
+  | {
+      ok: true;
+      destination: Destination;
+      amount: bigint;
+      fee: bigint;
+      total: bigint;
+      network: bigint;
+      provider: bigint;
+      fx: bigint;
+    };
+
+/** Whether a rail reaches one destination: its snapshot and its kind allow the kind, and an address's chain is the rail's. */
+function reaches(rail: RailSnapshot, destination: Destination): boolean {
+  if (!rail.reaches.includes(destination.kind) || !reachableByKind[rail.kind].includes(destination.kind)) {
+    return false;
+  }
+  if (destination.kind === "evm_address" && destination.chainId !== undefined) {
+    return rail.chainId === destination.chainId;
+  }
+  return true;
+}
 
 /** The model stated plainly, one rail at a time, in the documented precedence. */
 function reference(
@@ -192,10 +270,10 @@ function reference(
   const native = gas ? rates[gas.nativeAsset] : undefined;
   if (gas && !native) return { ok: false, reason: "no_fx_rate" };
   if (!rr) return { ok: false, reason: "no_fx_rate" };
-  const kind = intent.destination.kind;
-  if (!rail.reaches.includes(kind) || !reachableByKind[rail.kind].includes(kind)) {
-    return { ok: false, reason: "unreachable_destination" };
-  }
+  const target = intent.destination;
+  const methods = target.kind === "payee" ? target.methods : [target];
+  const destination = methods.find((method) => reaches(rail, method));
+  if (destination === undefined) return { ok: false, reason: "unreachable_destination" };
   const pr = rates[intent.asset.code];
   if (!pr) return { ok: false, reason: "no_fx_rate" };
   const same = intent.asset.code === rail.asset.code;
@@ -237,34 +315,50 @@ function reference(
     BigInt(rail.successes ?? 0) + f + 1n,
   );
   const latency = divCeil(BigInt(rail.latencyMs) * (policy.latencyCostMicroUsdPerS ?? 0n), 1_000n);
-  return { ok: true, amount, fee, total: fee + failure + latency, network, provider, fx };
+  return { ok: true, destination, amount, fee, total: fee + failure + latency, network, provider, fx };
 }
 
 const runs = { seed, numRuns: 2_000 };
 /** Property suites run thousands of cases; a busy machine must not fail them on time alone. */
 const propertyTimeoutMs = 120_000;
 
+/** Every rail is a candidate or excluded, once, with the reference's verdict, reason, method and cost. */
+function expectReferenceVerdicts([snapshot, intent, policy]: [Snapshot, PaymentIntent, RoutePolicy]): void {
+  const decision = route(intent, prepareSnapshot(snapshot), policy);
+  const seen = [...decision.candidates.map((c) => c.rail), ...decision.excluded.map((e) => e.rail)].sort();
+  expect(seen).toEqual(snapshot.rails.map((r) => r.rail).sort());
+  for (const rail of snapshot.rails) {
+    const ref = reference(rail, intent, snapshot, policy);
+    const candidate = decision.candidates.find((c) => c.rail === rail.rail);
+    if (ref.ok) {
+      expect(candidate?.destination).toBe(ref.destination);
+      expect(candidate?.amount).toBe(ref.amount);
+      expect(candidate?.cost.feeMicroUsd).toBe(ref.fee);
+      expect(candidate?.cost.totalMicroUsd).toBe(ref.total);
+    } else {
+      expect(candidate).toBeUndefined();
+      expect(decision.excluded.find((e) => e.rail === rail.rail)?.reason).toBe(ref.reason);
+    }
+  }
+}
+
 describe("route: properties", { timeout: propertyTimeoutMs }, () => {
   it("every rail is either a candidate or excluded, once, with the reference's verdict and reason", () => {
+    fc.assert(fc.property(caseArb, expectReferenceVerdicts), runs);
+  });
+
+  it("a payee on rails of every kind: each rail pays the first method it reaches, as the reference says", () => {
+    fc.assert(fc.property(payeeCaseArb, expectReferenceVerdicts), runs);
+  });
+
+  it("a payee is routed as its rails would route the method each reaches, alone", () => {
     fc.assert(
-      fc.property(caseArb, ([snapshot, intent, policy]) => {
-        const decision = route(intent, prepareSnapshot(snapshot), policy);
-        const seen = [
-          ...decision.candidates.map((c) => c.rail),
-          ...decision.excluded.map((e) => e.rail),
-        ].sort();
-        expect(seen).toEqual(snapshot.rails.map((r) => r.rail).sort());
-        for (const rail of snapshot.rails) {
-          const ref = reference(rail, intent, snapshot, policy);
-          const candidate = decision.candidates.find((c) => c.rail === rail.rail);
-          if (ref.ok) {
-            expect(candidate?.amount).toBe(ref.amount);
-            expect(candidate?.cost.feeMicroUsd).toBe(ref.fee);
-            expect(candidate?.cost.totalMicroUsd).toBe(ref.total);
-          } else {
-            expect(candidate).toBeUndefined();
-            expect(decision.excluded.find((e) => e.rail === rail.rail)?.reason).toBe(ref.reason);
-          }
+      fc.property(payeeCaseArb, ([snapshot, intent, policy]) => {
+        const prepared = prepareSnapshot(snapshot);
+        const decision = route(intent, prepared, policy);
+        for (const candidate of decision.candidates) {
+          const alone = route({ ...intent, destination: candidate.destination }, prepared, policy);
+          expect(alone.candidates.find((c) => c.rail === candidate.rail)).toEqual(candidate);
         }
       }),
       runs,
@@ -371,25 +465,6 @@ describe("the generators", { timeout: propertyTimeoutMs }, () => {
     const counts = { routed: 0, several: 0, reasons: new Set<string>() };
     for (const [snapshot, intent, policy] of samples) {
       const decision = route(intent, snapshot, policy);
-      console.log(
-        JSON.stringify(
-          {
-            rails: snapshot.rails.map((r) => [
-              r.rail,
-              r.kind,
-              r.asset.code,
-              r.reaches,
-              r.circuit,
-              r.available,
-            ]),
-            rates: snapshot.usdRates,
-            intent,
-            policy,
-            ex: decision.excluded,
-          },
-          (_k, v) => (typeof v === "bigint" ? v.toString() : v),
-        ),
-      );
       if (decision.candidates.length > 0) counts.routed++;
       if (decision.candidates.length > 1) counts.several++;
       for (const e of decision.excluded) {
@@ -399,5 +474,24 @@ describe("the generators", { timeout: propertyTimeoutMs }, () => {
     expect(counts.routed).toBeGreaterThan(200);
     expect(counts.several).toBeGreaterThan(40);
     expect(counts.reasons.size).toBe(10);
+  });
+
+  it("produce payees paid over several rails and methods, and addresses on the wrong chain", () => {
+    const samples = fc.sample(payeeCaseArb, { seed, numRuns: 2_000 });
+    const counts = { severalRails: 0, severalMethods: 0, laterMethod: 0, chainRefused: 0 };
+    for (const [snapshot, intent, policy] of samples) {
+      const decision = route(intent, snapshot, policy);
+      const target = intent.destination as PayeeTarget;
+      if (decision.candidates.length > 1) counts.severalRails++;
+      if (new Set(decision.candidates.map((c) => c.destination)).size > 1) counts.severalMethods++;
+      if (decision.candidates.some((c) => c.destination !== target.methods[0])) counts.laterMethod++;
+      for (const e of decision.excluded) {
+        if (e.reason === "unreachable_destination" && e.detail.includes("chain")) counts.chainRefused++;
+      }
+    }
+    expect(counts.severalRails).toBeGreaterThan(40);
+    expect(counts.severalMethods).toBeGreaterThan(25);
+    expect(counts.laterMethod).toBeGreaterThan(100);
+    expect(counts.chainRefused).toBeGreaterThan(80);
   });
 });

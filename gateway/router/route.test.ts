@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import type { Asset, Destination, RailSnapshot } from "../../core/index.ts";
 import {
   btc,
+  evmL1Rail,
+  evmL2Rail,
   evmRail,
   fiatRail,
   internalRail,
@@ -11,7 +13,7 @@ import {
   usdc,
 } from "./fixtures.ts";
 import { prepareSnapshot, RouterInputError, route } from "./index.ts";
-import type { ExclusionReason, PaymentIntent, RoutePolicy, Snapshot } from "./types.ts";
+import type { ExclusionReason, PayeeTarget, PaymentIntent, RoutePolicy, Snapshot } from "./types.ts";
 
 const toAddress: Destination = { kind: "evm_address", address: "0x00000000000000000000000000000000000000aa" };
 const toSplit: Destination = { kind: "evm_split", splitId: "0x01" };
@@ -370,6 +372,7 @@ describe("route: snapshots it does not trust", () => {
     { name: "a minimum above the maximum", rail: { ...evmRail, amountMin: 10n, amountMax: 9n } },
     { name: "a negative network fee", rail: { ...internalRail, networkFeeMicroUsd: -5n } },
     { name: "a latency that is not a number", rail: { ...evmRail, latencyMs: Number.NaN } },
+    { name: "a chain id that is not a positive integer", rail: { ...evmRail, chainId: 0 } },
   ])("treats a rail reporting $name as unavailable", ({ rail }) => {
     const decision = route(oneUsdcToAddress, staticSnapshot([rail]), {});
     expect(decision.excluded).toEqual([
@@ -384,5 +387,149 @@ describe("route: snapshots it does not trust", () => {
     const snapshot = { ...staticSnapshot([fiatRail]), fxSpreadsPpm: { "USDC->USD": -10_000n } };
     const decision = route({ asset: usdc, amount: 1_000_000n, destination: toStripe }, snapshot, {});
     expect(decision.chosen?.cost.fxMicroUsd).toBe(10_000n); // the rail's own 1 %
+  });
+});
+
+const onL1: Destination = {
+  kind: "evm_address",
+  address: "0x00000000000000000000000000000000000000b1",
+  chainId: 1,
+};
+const onL2: Destination = {
+  kind: "evm_address",
+  address: "0x00000000000000000000000000000000000000b2",
+  chainId: 10,
+};
+const onPolygon: Destination = {
+  kind: "evm_address",
+  address: "0x00000000000000000000000000000000000000b3",
+  chainId: 137,
+};
+const payee = (...methods: Destination[]): PayeeTarget => ({ kind: "payee", payeeId: "pye_1", methods });
+
+type ReachCase = {
+  name: string;
+  rails: RailSnapshot[];
+  destination: Destination | PayeeTarget;
+  /** Per rail: the method its candidate pays, or why it is excluded (and a word of the detail). */
+  expected: Record<string, Destination | { reason: ExclusionReason; detail: string }>;
+};
+
+const payeeEverywhere = payee(onL1, onL2, toNode, toStripe, toAccount);
+const reachCases: ReachCase[] = [
+  {
+    name: "an address naming chain 10 is reached only by the rail on chain 10",
+    rails: [evmL1Rail, evmL2Rail, evmRail],
+    destination: onL2,
+    expected: {
+      "evm-l2": onL2,
+      "evm-l1": { reason: "unreachable_destination", detail: "chain 1" },
+      evm: { reason: "unreachable_destination", detail: "names none" },
+    },
+  },
+  {
+    name: "an address naming no chain is reached by every EVM rail",
+    rails: [evmL1Rail, evmL2Rail, evmRail, lightningRail],
+    destination: toAddress,
+    expected: {
+      "evm-l1": toAddress,
+      "evm-l2": toAddress,
+      evm: toAddress,
+      lightning: { reason: "unreachable_destination", detail: "reaches only" },
+    },
+  },
+  {
+    name: "a payee on every rail: each rail pays its own method",
+    rails: [internalRail, evmL1Rail, evmL2Rail, lightningRail, fiatRail],
+    destination: payeeEverywhere,
+    expected: {
+      internal: toAccount,
+      "evm-l1": onL1,
+      "evm-l2": onL2,
+      lightning: toNode,
+      fiat: toStripe,
+    },
+  },
+  {
+    name: "a payee's methods on other chains do not reach a rail, whatever else the payee accepts",
+    rails: [evmL1Rail, evmL2Rail, evmRail, lightningRail],
+    destination: payee(toStripe, onPolygon, toInvoice),
+    expected: {
+      "evm-l1": { reason: "unreachable_destination", detail: "chain 1" },
+      "evm-l2": { reason: "unreachable_destination", detail: "chain 10" },
+      evm: { reason: "unreachable_destination", detail: "names none" },
+      lightning: toInvoice,
+    },
+  },
+  {
+    name: "with several methods a rail reaches, the first listed is paid",
+    rails: [evmL2Rail, evmL1Rail, lightningRail],
+    destination: payee(toInvoice, toSplit, onL2, toAddress, toNode),
+    expected: { "evm-l2": toSplit, "evm-l1": toSplit, lightning: toInvoice },
+  },
+  {
+    name: "an address on no chain listed before the chain's own is paid first",
+    rails: [evmL2Rail, evmL1Rail],
+    destination: payee(onL2, toAddress),
+    expected: { "evm-l2": onL2, "evm-l1": toAddress },
+  },
+  {
+    name: "a payee with no methods reaches nothing",
+    rails: [internalRail, evmL2Rail],
+    destination: payee(),
+    expected: {
+      internal: { reason: "unreachable_destination", detail: "reaches only" },
+      "evm-l2": { reason: "unreachable_destination", detail: "reaches only" },
+    },
+  },
+];
+
+describe("route: payees and chains", () => {
+  it.each(reachCases)("$name", (c) => {
+    const decision = route(
+      { asset: usdc, amount: 1_000_000n, destination: c.destination },
+      prepareSnapshot(staticSnapshot(c.rails)),
+      {},
+    );
+    for (const [rail, want] of Object.entries(c.expected)) {
+      const candidate = decision.candidates.find((x) => x.rail === rail);
+      if ("reason" in want) {
+        expect(candidate).toBeUndefined();
+        const exclusion = decision.excluded.find((x) => x.rail === rail);
+        expect(exclusion?.reason).toBe(want.reason);
+        expect(exclusion?.detail).toContain(want.detail);
+      } else {
+        expect(candidate?.destination).toBe(want);
+      }
+    }
+    expect(decision.candidates.length + decision.excluded.length).toBe(c.rails.length);
+  });
+
+  it("ranks a payee's rails in one cost unit: internal, L2, Lightning, Stripe, then L1 for 1 USDC", () => {
+    const decision = route(
+      { asset: usdc, amount: 1_000_000n, destination: payeeEverywhere },
+      prepareSnapshot(staticSnapshot([evmL1Rail, fiatRail, lightningRail, evmL2Rail, internalRail])),
+      {},
+    );
+    // 0; 1 950 gas; 1 101 routing + 5 000 spread; 330 000 + 10 000 spread; 5 850 000 gas.
+    expect(decision.candidates.map((c) => [c.rail, c.cost.feeMicroUsd])).toEqual([
+      ["internal", 0n],
+      ["evm-l2", 1_950n],
+      ["lightning", 6_101n],
+      ["fiat", 340_000n],
+      ["evm-l1", 5_850_000n],
+    ]);
+  });
+
+  it("prices a payee's method exactly as the method alone, and a plain destination is its own candidate's", () => {
+    const snapshot = prepareSnapshot(
+      staticSnapshot([internalRail, evmL1Rail, evmL2Rail, lightningRail, fiatRail]),
+    );
+    const intent: PaymentIntent = { asset: usd, amount: 12_345n, destination: payeeEverywhere };
+    for (const candidate of route(intent, snapshot, {}).candidates) {
+      const alone = route({ ...intent, destination: candidate.destination }, snapshot, {});
+      expect(alone.candidates.find((c) => c.rail === candidate.rail)).toEqual(candidate);
+      expect(alone.candidates.every((c) => c.destination === candidate.destination)).toBe(true);
+    }
   });
 });

@@ -1,12 +1,20 @@
 // route(): for one payment, every rail is either a candidate with its cost in USD micro-units or an
 // exclusion with the first reason that rules it out. Pure and synchronous; the per-snapshot work lives in
 // prepare.ts. Costs round up (never under-stated); amounts sent round down (never more than was paid for).
+// A payment to a payee is reachable by every rail that reaches one of the payee's methods; each candidate
+// names the method it pays (the first listed that its rail reaches).
 //
 // Exclusion precedence (the first that applies is reported): not_allowed, rail_unavailable, circuit_open,
 // no_fx_rate (for the rail's asset), unreachable_destination, no_fx_rate (for the payment's asset),
 // below_minimum, above_maximum, insufficient_liquidity, latency_above_max, fee_above_max.
-import { basisPointsTotal, divCeil, ppmTotal, SwitchyardError } from "../../core/index.ts";
-import { destinationBits, failureCostMicroUsdDefault, type PreparedRail, preparedFor } from "./prepare.ts";
+import { basisPointsTotal, type Destination, divCeil, ppmTotal, SwitchyardError } from "../../core/index.ts";
+import {
+  chainIdReaches,
+  destinationBits,
+  failureCostMicroUsdDefault,
+  type PreparedRail,
+  preparedFor,
+} from "./prepare.ts";
 
 export { failureCostMicroUsdDefault };
 
@@ -16,6 +24,7 @@ import type { Candidate, Exclusion, PaymentIntent, RouteDecision, RoutePolicy, S
 export const feeHeadroomBpsDefault = 5_000;
 
 const msPerS = 1_000n;
+const noMethods: readonly Destination[] = [];
 
 /** An amount in the rail's asset in USD micro-units, rounded up. */
 function toUsdCeil(r: PreparedRail, railUnits: bigint): bigint {
@@ -36,6 +45,19 @@ function isAllowed(rail: string, policy: RoutePolicy): boolean {
   if (denied?.includes(rail)) return false;
   const allowed = policy.allowedRails;
   return allowed === undefined || allowed.includes(rail);
+}
+
+/**
+ * The first of a payee's methods the rail reaches, or null. Called only when the rail reaches one of the
+ * methods' kinds, so null means every such method is a 0x address on another chain.
+ */
+function methodFor(r: PreparedRail, methods: readonly Destination[]): Destination | null {
+  for (let k = 0; k < methods.length; k++) {
+    const method = methods[k] as Destination;
+    if ((r.reachMask & (destinationBits[method.kind] ?? 0)) === 0) continue;
+    if (method.kind !== "evm_address" || chainIdReaches(r.chainId, method.chainId)) return method;
+  }
+  return null;
 }
 
 /** Cheapest total first; ties go to the lower latency, then the rail id, so the order is deterministic. */
@@ -62,7 +84,22 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
     paymentRate !== undefined && paymentRate.microUsd > 0n && paymentRate.perMinorUnits > 0n;
   const payMicro = hasPaymentRate ? paymentRate.microUsd : 0n;
   const payPer = hasPaymentRate ? paymentRate.perMinorUnits : 1n;
-  const destinationBit = destinationBits[intent.destination.kind] ?? 0;
+  // One destination: its kind's bit and the chain an address names. A payee: the bits of all its methods'
+  // kinds, so that a rail reaching none of them is ruled out with one test, as for one destination.
+  const target = intent.destination;
+  let plain: Destination | null = null;
+  let methods: readonly Destination[] = noMethods;
+  let reachBits = 0;
+  let chainWanted: number | undefined;
+  if (target.kind === "payee") {
+    methods = target.methods;
+    for (let k = 0; k < methods.length; k++)
+      reachBits |= destinationBits[(methods[k] as Destination).kind] ?? 0;
+  } else {
+    plain = target;
+    reachBits = destinationBits[target.kind] ?? 0;
+    chainWanted = target.kind === "evm_address" ? target.chainId : undefined;
+  }
 
   const maxFeeAbs = policy.maxFeeMicroUsd ?? -1n;
   const hasBps = policy.maxFeeBps !== undefined;
@@ -97,9 +134,24 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
       excluded.push(r.staticExclusion);
       continue;
     }
-    if ((r.reachMask & destinationBit) === 0) {
+    if ((r.reachMask & reachBits) === 0) {
       excluded.push(r.exclusions.unreachable_destination);
       continue;
+    }
+    let destination: Destination;
+    if (plain !== null) {
+      if (chainWanted !== undefined && r.chainId !== chainWanted) {
+        excluded.push(r.unreachableChain);
+        continue;
+      }
+      destination = plain;
+    } else {
+      const method = methodFor(r, methods);
+      if (method === null) {
+        excluded.push(r.unreachableChain);
+        continue;
+      }
+      destination = method;
     }
     const cross = hasPaymentRate ? r.cross[code] : undefined;
     if (cross === undefined) {
@@ -162,6 +214,7 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
     const candidate: Candidate = {
       rail: r.rail,
       kind: snap.kind,
+      destination,
       cost: {
         networkMicroUsd: network,
         providerMicroUsd: provider,

@@ -12,11 +12,22 @@ export type Snapshot = {
   readonly fxSpreadsPpm?: Readonly<Record<string, bigint>>;
 };
 
+/**
+ * A payee with several ways to be paid. A rail reaches the payee when it reaches one of the methods; with
+ * several, it pays the first one listed that it reaches.
+ */
+export type PayeeTarget = {
+  readonly kind: "payee";
+  readonly payeeId: string;
+  readonly methods: readonly Destination[];
+};
+
 /** What the payment asks for. Amount is in the payment's asset. */
 export type PaymentIntent = {
   readonly asset: Asset;
   readonly amount: bigint;
-  readonly destination: Destination;
+  /** One destination, or a payee whose methods the rails compete for. */
+  readonly destination: Destination | PayeeTarget;
 };
 
 /** What the caller allows. Absent fields do not constrain. */
@@ -55,6 +66,8 @@ export type FxRate = { readonly num: bigint; readonly den: bigint };
 export type Candidate = {
   readonly rail: string;
   readonly kind: RailKind;
+  /** What this rail pays: the intent's destination, or the payee's method the rail reaches (first listed). */
+  readonly destination: Destination;
   readonly cost: CostBreakdown;
   readonly latencyMs: number;
   /** The rail's asset. */
