@@ -112,6 +112,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0009_attempt_status_executing.sql",
       "gateway/0010_json_columns.sql",
       "gateway/0011_idempotency_payment.sql",
+      "gateway/0012_payees.sql",
     ]);
   });
 
