@@ -1,6 +1,6 @@
-// `npm run regtest`: builds (or reuses) btcd/lnd, starts btcd and three lnd nodes (gateway, payer, payee)
-// with channels payer → gateway → payee → payer, prints how to point the gateway at its node, and tears
-// everything down on Ctrl-C.
+// `npm run regtest`: builds (or reuses) btcd/lnd, starts btcd and four lnd nodes (gateway, payer, payee,
+// remote) with channels payer → gateway → payee → payer and payee → remote (a hop that charges a fee),
+// prints how to point the gateway at its node, and tears everything down on Ctrl-C.
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { ensureLightningBinaries, nodeNames, startRegtestCluster } from "./lightning/index.ts";

@@ -1,7 +1,8 @@
-// A regtest Lightning network for tests and for people: one btcd and three lnd nodes — the gateway's
-// node, a payer and a payee — with channels payer → gateway → payee (and payee → payer, so that the
-// gateway also has a two-hop route that charges a routing fee). Free ports, a temporary directory per
-// run, a clean stop.
+// A regtest Lightning network for tests and for people: one btcd and four lnd nodes — the gateway's
+// node, a payer, a payee and a remote payee — with channels payer → gateway → payee → payer (so that the
+// gateway also has a two-hop route that charges LND's default routing fee) and payee → remote, whose
+// policy charges a clearly nonzero fee (remoteHopFee): the gateway reaches the remote payee only through
+// that hop. Free ports, a temporary directory per run, a clean stop.
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -20,8 +21,15 @@ import { type Btcd, startBtcd } from "./btcd.ts";
 import { type LndCredentials, type LndNode, startLndNode } from "./lnd.ts";
 import { waitFor } from "./process.ts";
 
-export type NodeName = "gateway" | "payer" | "payee";
-export const nodeNames: readonly NodeName[] = ["gateway", "payer", "payee"];
+export type NodeName = "gateway" | "payer" | "payee" | "remote";
+export const nodeNames: readonly NodeName[] = ["gateway", "payer", "payee", "remote"];
+
+/**
+ * The payee's policy on its channel to the remote payee, set when the channel is opened (so the channel's
+ * first announcement carries it: no update to wait for): a payment of `a` msat to the remote payee costs
+ * baseMsat + a × ppm / 1,000,000 (rounded down, as LND does).
+ */
+export const remoteHopFee = { baseMsat: 2_000n, ppm: 5_000n } as const;
 
 export type RegtestCluster = {
   readonly directory: string;
@@ -60,7 +68,7 @@ const channelCapacitySatDefault = 10_000_000;
 const syncAttemptTimeoutMs = 40_000;
 const syncAttemptsMax = 3;
 const channelTimeoutMs = 120_000;
-const portsPerCluster = 8;
+const portsPerCluster = 2 + nodeNames.length * 2;
 
 async function distinctFreePorts(count: number): Promise<number[]> {
   const ports = new Set<number>();
@@ -98,7 +106,7 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
   };
 
   try {
-    log("regtest: btcd up; starting lnd gateway, payer, payee");
+    log(`regtest: btcd up; starting lnd ${nodeNames.join(", ")}`);
     const nodeList = await Promise.all(
       nodeNames.map(async (alias, i) => {
         const node = await startLndNode({
@@ -113,7 +121,7 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
         return node;
       }),
     );
-    const nodes = { gateway: nodeList[0], payer: nodeList[1], payee: nodeList[2] } as Record<
+    const nodes = Object.fromEntries(nodeNames.map((name, i) => [name, nodeList[i]])) as Record<
       NodeName,
       LndNode
     >;
@@ -153,14 +161,19 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
       }),
     );
 
-    log("regtest: opening channels payer → gateway → payee → payer");
+    log("regtest: opening channels payer → gateway → payee → payer, payee → remote");
     const edges: readonly [NodeName, NodeName][] = [
       ["payer", "gateway"],
       ["gateway", "payee"],
       ["payee", "payer"],
+      ["payee", "remote"],
     ];
     const fundingTxids = await Promise.all(
       edges.map(async ([from, to]) => {
+        const policy =
+          to === "remote"
+            ? { base_fee_mtokens: remoteHopFee.baseMsat.toString(), fee_rate: Number(remoteHopFee.ppm) }
+            : {};
         await waitFor(
           `${from} connected to ${to}`,
           async () => {
@@ -181,6 +194,7 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
               local_tokens: capacity,
               partner_public_key: nodes[to].publicKey(),
               chain_fee_tokens_per_vbyte: 2,
+              ...policy,
             }),
           { timeoutMs: channelTimeoutMs, intervalMs: 500 },
         );
@@ -198,21 +212,24 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
     await btcd.generate(channelConfirmationBlocks);
 
     await Promise.all(
-      nodeList.map((node) =>
+      nodeNames.map((name) =>
         waitFor(
-          `${node.alias} channels active`,
+          `${name} channels active`,
           async () => {
-            const { channels } = await getChannels({ lnd: node.lnd(), is_active: true });
-            return channels.length >= 2 ? true : undefined;
+            const { channels } = await getChannels({ lnd: nodes[name].lnd(), is_active: true });
+            const expected = edges.filter((edge) => edge.includes(name)).length;
+            return channels.length >= expected ? true : undefined;
           },
           { timeoutMs: channelTimeoutMs, intervalMs: 100 },
         ),
       ),
     );
-    // Routes that need the gossip: payer → gateway → payee, and gateway → payee → payer.
+    // Routes that need the gossip: payer → gateway → payee, gateway → payee → payer and gateway → payee →
+    // remote (announced with its fee policy, so the route's fee is the policy's from the start).
     const routes: readonly [NodeName, NodeName][] = [
       ["payer", "payee"],
       ["gateway", "payer"],
+      ["gateway", "remote"],
     ];
     await Promise.all(
       routes.map(([from, to]) =>

@@ -1,4 +1,4 @@
-// The regtest Lightning network: binaries from the Go module proxy, a btcd + three-lnd cluster, and a
+// The regtest Lightning network: binaries from the Go module proxy, a btcd + four-lnd cluster, and a
 // control channel for processes that do not own it.
 export { ensureLightningBinaries, type LightningBinaries, LightningBuildError } from "./binaries.ts";
 export { type Btcd, BtcdRpcError } from "./btcd.ts";
@@ -7,6 +7,7 @@ export {
   nodeNames,
   type RegtestCluster,
   type RegtestClusterDescription,
+  remoteHopFee,
   type StartClusterParams,
   startRegtestCluster,
 } from "./cluster.ts";

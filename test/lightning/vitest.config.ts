@@ -1,6 +1,6 @@
 import { defineProject } from "vitest/config";
 
-// The Lightning rail against a real regtest network: btcd + three lnd nodes built from the Go module
+// The Lightning rail against a real regtest network: btcd + four lnd nodes built from the Go module
 // proxy (cached outside the repo), started once per run by the global setup. Files run one after another:
 // some tests restart the gateway's lnd.
 export default defineProject({
