@@ -15,6 +15,10 @@
 //   the timer's own noise but smooths the tail; reported beside the per-call figure.
 // The row `evm-4chains-all-costed` makes every rail a candidate (four EVM chains, 0x destinations), the
 // heaviest case for the cost arithmetic and the ranking.
+// The row `payee-6rails` pays a payee with a method on each of six rails: two EVM chains (an L1 at 30 gwei and
+// an L2 at 0.01 gwei, priced through the gas model), Lightning, a Stripe-like PSP (30 ¢ + 2.9 %) and two internal
+// rails; every intent's destination is the payee, so each decision picks a method per rail and ranks up to six.
+// Its target: p99 ≤ 5 µs and ≥ 500k decisions/s.
 // The row `mixed-4rails-unprepared` routes against a plain snapshot (the preparation redone per call): the
 // baseline the prepared snapshot is measured against, in the same run.
 
@@ -22,6 +26,8 @@ import { loadavg } from "node:os";
 import type { Destination } from "../core/index.ts";
 import {
   btc,
+  evmL1Rail,
+  evmL2Rail,
   evmRail,
   fiatRail,
   internalRail,
@@ -31,7 +37,7 @@ import {
   usdc,
 } from "../gateway/router/fixtures.ts";
 import { prepareSnapshot, route } from "../gateway/router/index.ts";
-import type { PaymentIntent, RoutePolicy, Snapshot } from "../gateway/router/types.ts";
+import type { PayeeTarget, PaymentIntent, RoutePolicy, Snapshot } from "../gateway/router/types.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 const intentsCount = 10_000;
@@ -60,6 +66,26 @@ const destinations: Destination[] = [
   { kind: "bolt11", invoice: "lnbcrt1..." },
   { kind: "lightning_node", pubkey: "02ab" },
   { kind: "stripe_account", accountId: "acct_stripe" },
+];
+/** A payee paid on every rail of `payeeRails`: an address on each chain, a node, a Stripe account, an account. */
+const payee: PayeeTarget = {
+  kind: "payee",
+  payeeId: "pye_bench",
+  methods: [
+    { kind: "evm_address", address: "0x00000000000000000000000000000000000000b1", chainId: 1 },
+    { kind: "evm_address", address: "0x00000000000000000000000000000000000000b2", chainId: 10 },
+    { kind: "lightning_node", pubkey: "02ab" },
+    { kind: "stripe_account", accountId: "acct_stripe" },
+    { kind: "account", accountId: "acct_1" },
+  ],
+};
+const payeeRails = [
+  internalRail,
+  { ...internalRail, rail: "internal-2", latencyMs: 2 },
+  evmL1Rail,
+  evmL2Rail,
+  lightningRail,
+  fiatRail,
 ];
 const assets = [usdc, usd, btc];
 const policies: RoutePolicy[] = [
@@ -180,9 +206,11 @@ export async function run(): Promise<BenchResult> {
     },
   }));
   const toAddress = intents.map((intent) => ({ ...intent, destination: destinations[1]! }));
+  const toPayee = intents.map((intent) => ({ ...intent, destination: payee }));
   const rows = [
     measure("mixed-4rails", prepared, intents, policyList),
     measure("evm-4chains-all-costed", prepareSnapshot(staticSnapshot(chains)), toAddress, policyList),
+    measure("payee-6rails", prepareSnapshot(staticSnapshot(payeeRails)), toPayee, policyList),
     measure("mixed-4rails-unprepared", plain, intents, policyList),
   ];
   return { benchmark: "router", rows };
