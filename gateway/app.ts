@@ -24,7 +24,8 @@ import { createSplitterMirror, type EvmClients, openEvmClients } from "./app/evm
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
-import { createLedger, type Ledger, ledgerMigrations } from "./ledger/index.ts";
+import { derivedLedgerId } from "./ids/index.ts";
+import { createLedger, credit, type Ledger, ledgerMigrations, transferCodes } from "./ledger/index.ts";
 import {
   type BatchPayer,
   createInternalSettler,
@@ -32,6 +33,7 @@ import {
   flushNetting,
   type Market,
   type PaymentsDeps,
+  railAccountOpened,
   recoverOpenAttempts,
 } from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
@@ -191,8 +193,50 @@ async function buildRails(
   const batchPayer = batchPayerOf(rails.values());
   for (const rail of rails.values()) {
     if (rail.kind !== "internal") await ensureClearingAccount(context, rail.id, rail.asset);
+    if (rail.kind === "evm") await openGasCapital(context, rail.id);
   }
   return { rails, batchPayer };
+}
+
+/**
+ * Books the gas the EVM hot wallet holds as the operator's capital on the rail, the first time the gateway sees
+ * that wallet on that chain: clearing (native token) against capital, in gwei rounded down. From then on every
+ * payout's gas is booked out of that clearing account as it is paid; gas sent to the wallet later is the operator's
+ * to book (a reconciliation finds it).
+ */
+async function openGasCapital(context: RailContext & { ledger: Ledger }, rail: string): Promise<void> {
+  const { walletClient, publicClient } = context.evm;
+  const wallet = walletClient.account.address;
+  const wei = await publicClient.getBalance({ address: wallet });
+  const deps = {
+    db: context.db,
+    ledger: context.ledger,
+    accounts: createAccountCache({ sql: context.db }, accountCacheDefaults),
+  };
+  const [clearing, capital] = await Promise.all([
+    railAccountOpened(deps, { kind: "clearing", rail, asset: assets.ETH }),
+    railAccountOpened(deps, { kind: "capital", rail, asset: assets.ETH }),
+  ]);
+  await credit(
+    context.ledger,
+    {
+      debitAccountId: clearing.ledgerAccountId,
+      creditAccountId: capital.ledgerAccountId,
+      amount: wei / 1_000_000_000n,
+      ledger: assets.ETH.ledger,
+      code: transferCodes.payments.capitalIn,
+    },
+    {
+      id: derivedLedgerId(`${publicClient.chain.id}:${wallet.toLowerCase()}`, "gas-capital"),
+      evidence: {
+        rail,
+        reference: wallet,
+        detail: { chainId: String(publicClient.chain.id), wei: wei.toString() },
+      },
+      label: `the gas capital of rail ${rail}`,
+    },
+  );
+  // "conflict": booked at an earlier start, with the balance the wallet had then.
 }
 
 function batchPayerOf(rails: Iterable<Rail>): BatchPayer | null {

@@ -5,9 +5,18 @@
 import { type Asset, assetByCode, SwitchyardError } from "../../core/index.ts";
 import type { ChangeFeed, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { accountCodes, type Ledger, type Account as LedgerAccount, openAccounts } from "../ledger/index.ts";
+import {
+  accountCodes,
+  type BalanceRule,
+  type Ledger,
+  type Account as LedgerAccount,
+  openAccounts,
+} from "../ledger/index.ts";
 
-export type AccountKind = "customer" | "merchant" | "clearing" | "fee" | "payable";
+export type AccountKind = "customer" | "merchant" | "clearing" | "fee" | "payable" | "capital";
+
+/** The accounts a rail has of its own, one per kind and asset. */
+export type RailAccountKind = "clearing" | "payable" | "fee" | "capital";
 
 export type AccountRecord = {
   id: string;
@@ -28,6 +37,20 @@ const creditNormal: Record<AccountKind, boolean> = {
   clearing: false,
   fee: true,
   payable: true,
+  capital: true,
+};
+
+/**
+ * What each kind's balance may never do. A rail's fee account records fees charged (credits) and fees paid
+ * (debits) and may show a loss; the operator's capital records what it put on a rail: neither refuses anything.
+ */
+const balanceRules: Record<AccountKind, BalanceRule> = {
+  customer: "debits_within_credits",
+  merchant: "debits_within_credits",
+  clearing: "credits_within_debits",
+  fee: "none",
+  payable: "debits_within_credits",
+  capital: "none",
 };
 
 export class AccountSetupError extends SwitchyardError {
@@ -43,6 +66,8 @@ export async function createAccount(
     name: string;
     rail?: string;
     id?: string;
+    /** Overrides the kind's rule: a clearing account for gas records what the wallet pays even unopened. */
+    balance?: BalanceRule;
   },
 ): Promise<AccountRecord> {
   const id = params.id ?? newId("acct");
@@ -54,7 +79,7 @@ export async function createAccount(
         id: ledgerAccountId,
         ledger: params.asset.ledger,
         code: kindCodes[params.kind],
-        balance: creditNormal[params.kind] ? "debits_within_credits" : "credits_within_debits",
+        balance: params.balance ?? balanceRules[params.kind],
       },
     ],
     () => `account ${id}`,
@@ -121,10 +146,13 @@ export async function getTenantAccount(
   return rows[0] === undefined ? null : fromRow(rows[0]);
 }
 
-/** A rail's own account of one kind and asset: what sits on the rail (clearing), what it owes payees (payable). */
+/**
+ * A rail's own account of one kind and asset: what sits on the rail (clearing), what it owes payees (payable), its
+ * fees charged and paid (fee), the operator's capital put on it (capital).
+ */
 export async function getRailAccount(
   sql: Sql,
-  params: { kind: "clearing" | "payable"; rail: string; asset: Asset },
+  params: { kind: RailAccountKind; rail: string; asset: Asset },
 ): Promise<AccountRecord | null> {
   const rows = await sql.query<AccountRow>(
     `SELECT ${columns} FROM accounts WHERE kind = $1 AND rail = $2 AND asset = $3 AND tenant_id IS NULL`,
@@ -144,11 +172,7 @@ export type AccountCache = {
   /** As getTenantAccount: another tenant's account is as unknown as one that does not exist. */
   tenantAccount(params: { tenantId: string; id: string }): Promise<AccountRecord | null>;
   /** As getRailAccount. */
-  railAccount(params: {
-    kind: "clearing" | "payable";
-    rail: string;
-    asset: Asset;
-  }): Promise<AccountRecord | null>;
+  railAccount(params: { kind: RailAccountKind; rail: string; asset: Asset }): Promise<AccountRecord | null>;
 };
 
 export type AccountCacheLimits = {

@@ -13,9 +13,12 @@ export const accountCodes = {
     merchant: 2,
     /** A rail's clearing account: what sits on that rail (debit-normal). */
     clearing: 10,
+    /** A rail's fee account: fees charged to tenants (credits) against fees the rail paid (debits). */
     fee: 20,
     /** A rail's payable account: netted payouts accrued and not yet paid out. */
     payable: 30,
+    /** The operator's capital on a rail: what it put there of its own (the gas a hot wallet holds). */
+    capital: 50,
   },
   /** gateway/settlement/evm-mirror.ts: the RevenueSplitter's accounts, one set per (chain, splitter, asset). */
   evmMirror: {
@@ -35,6 +38,12 @@ export const transferCodes = {
     payment: 1,
     /** Money put on a tenant's account from a rail's clearing account by an operator (demo setup, tests, benches). */
     funding: 2,
+    /** A payout's fee hold (pending) on the payer, its post (what the payer is charged) or void. */
+    feeCharged: 8,
+    /** What the rail really paid in fees, from its fee account to the account it was paid from (clearing). */
+    feePaid: 9,
+    /** The operator's capital put on a rail (the gas a hot wallet holds when the gateway first sees it). */
+    capitalIn: 10,
   },
   /** gateway/settlement/invoices.ts: money in, and money taken back from it or given back. */
   invoices: {

@@ -17,6 +17,7 @@ export { type CreateLedgerParams, createLedger, type Ledger } from "./ledger.ts"
 export {
   type AccountSpec,
   type BalanceRule,
+  type ChainMember,
   credit,
   debit,
   findReservation,
@@ -39,6 +40,7 @@ export {
   takeBack,
   voidLegs,
   voidReservation,
+  writeChainWith,
 } from "./postings.ts";
 export {
   applyAccountRequest,

@@ -9,7 +9,7 @@
 // ledger's group-commit writer exactly as a direct call would; reverse and takeBack add one lookup, and a chain of
 // legs one more only when the ledger refuses some of it (to tell a retried chain from a refused one).
 import { SwitchyardError } from "../../core/index.ts";
-import type { Row, Statement } from "../db/index.ts";
+import type { Row, Sql, Statement } from "../db/index.ts";
 import type { Ledger } from "./ledger.ts";
 import {
   AccountFlags,
@@ -424,4 +424,67 @@ export function reverseLegs(
       transferInput(swapped(posting, code), transfer, linkedUnlessLast(i, legs.length)),
     ),
   );
+}
+
+/** One member of a chain written with a statement: a hold, the post or void of a hold, or a posted move. */
+export type ChainMember =
+  | { kind: "hold" | "move"; posting: Posting; transfer: PostingTransfer }
+  /** `amount`, on a post, posts less than was held (the rest is released); absent: all of it. */
+  | { kind: "post" | "void"; reservation: Reservation; transfer: PostingTransfer; amount?: bigint };
+
+function chainInput(member: ChainMember, flags: number): TransferInput {
+  switch (member.kind) {
+    case "hold":
+      return transferInput(member.posting, member.transfer, TransferFlags.pending | flags);
+    case "move":
+      return transferInput(member.posting, member.transfer, flags);
+    case "post":
+    case "void": {
+      const input = resolutionInput(member.reservation, member.transfer, member.kind);
+      input.flags = (input.flags ?? 0) | flags;
+      if (member.kind === "post" && member.amount !== undefined) input.amount = member.amount;
+      return input;
+    }
+  }
+}
+
+/**
+ * Writes the members as one linked chain (all or none), with `alongside`: written in the same transaction
+ * `always` (it records a refusal too) or only when the ledger `held` every member. A chain any member of which
+ * the ledger already has breaks, as in TigerBeetle; when every member exists (a retry) that is success, and a
+ * `held` statement is then written on its own, as a repeat of a single transfer would be. A refusal that is not a
+ * shortfall throws a LedgerPostingError naming `label`, unless `alongside` is `always` (then it is `rejected`).
+ */
+export async function writeChainWith(
+  ledger: Ledger,
+  members: readonly ChainMember[],
+  alongside:
+    | { statement: Statement | null; when: "always" }
+    /** `sql` writes the statement on its own for a retry the ledger already had whole. */
+    | { statement: Statement; when: "held"; sql: Sql },
+  label: string,
+): Promise<{ outcome: ReserveOutcome; rows: Row[] | null }> {
+  const inputs = members.map((member, i) => chainInput(member, linkedUnlessLast(i, members.length)));
+  const statement = alongside.statement;
+  const { results, rows } = await ledger.createTransfersWith(inputs, {
+    statement: (made) =>
+      alongside.when === "always" || made.every((result) => result.status === "created") ? statement : null,
+  });
+  if (results.length === inputs.length && results.every((result) => result.status === "created"))
+    return { outcome: "reserved", rows };
+  const found = await ledger.lookupTransfers(inputs.map((input) => input.id));
+  if (found.length === inputs.length) {
+    if (alongside.when === "always") return { outcome: "reserved", rows };
+    return {
+      outcome: "reserved",
+      rows: await alongside.sql.query(alongside.statement.text, alongside.statement.params),
+    };
+  }
+  const refusal = results.find(
+    (result) => result.status !== "linked_event_failed" && result.status !== "exists",
+  )?.status;
+  const shortfall = shortfallOf(refusal);
+  if (shortfall !== null) return { outcome: shortfall, rows };
+  if (alongside.when === "always") return { outcome: "rejected", rows };
+  throw new LedgerPostingError(label, refusal ?? "no result");
 }

@@ -2,7 +2,7 @@
 // evidence, or void it and fall back to the next candidate when the failure says another rail may succeed. Every
 // step is idempotent and every status move conditional, so the live path, recovery and a rail's late event may
 // all drive the same attempt.
-import type { AttemptOutcome, Rail, RailEvent, SettlementEvidence } from "../../core/index.ts";
+import type { AttemptOutcome, AttemptSucceeded, Rail, RailEvent } from "../../core/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { findReservation, type Reservation } from "../ledger/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
@@ -182,7 +182,7 @@ async function applyOutcome(
 ): Promise<Next> {
   switch (outcome.status) {
     case "succeeded":
-      await succeedAttempt(deps, driven, attempt, outcome.evidence, outcome.fee, reservation);
+      await succeedAttempt(deps, driven, attempt, outcome, reservation);
       return "done";
     case "in_flight":
       if (await moveAttempt(deps.db, { id: attempt.id, to: "in_flight" })) attempt.status = "in_flight";
@@ -225,11 +225,11 @@ async function succeedAttempt(
   deps: PaymentsDeps,
   driven: Driven,
   attempt: Attempt,
-  evidence: SettlementEvidence,
-  fee: bigint,
+  outcome: AttemptSucceeded,
   reservation: Reservation | null,
 ): Promise<void> {
   const { payment } = driven;
+  const { evidence, fee } = outcome;
   const finish = finishAttemptStatement({
     attempt: { id: attempt.id, to: "succeeded", evidence, fee },
     payment: {
@@ -240,7 +240,7 @@ async function succeedAttempt(
     },
   });
   const finished = attemptFinished(
-    await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", finish, evidence),
+    await resolveReservation(deps, attempt, "post", reservation ?? "ask_ledger", finish, evidence, outcome),
   );
   if (finished.attemptMoved) {
     attempt.status = "succeeded";
@@ -326,7 +326,13 @@ export async function applyRailEvent(deps: PaymentsDeps, event: RailEvent): Prom
   const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
   const outcome: AttemptOutcome =
     event.kind === "attempt_succeeded"
-      ? { status: "succeeded", evidence: event.evidence, fee: event.fee }
+      ? {
+          status: "succeeded",
+          evidence: event.evidence,
+          fee: event.fee,
+          ...(event.feeDetail === undefined ? {} : { feeDetail: event.feeDetail }),
+          ...(event.nativeFee === undefined ? {} : { nativeFee: event.nativeFee }),
+        }
       : { status: "failed", code: event.code, message: event.message, retryElsewhere: event.retryElsewhere };
   const next = await applyOutcome(deps, driven, attempt, outcome, null);
   if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });

@@ -16,7 +16,7 @@ export {
 } from "./internal.ts";
 export { createMarket, type Market } from "./market.ts";
 export { RecoveryError, recoverOpenAttempts } from "./recovery.ts";
-export { evidenceForLedger } from "./reservations.ts";
+export { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 export { createPaymentQuote } from "./routing.ts";
 export { createPayment } from "./service.ts";
 export { fromJson, getPayment, insertOutboxEvent, toJson } from "./store.ts";

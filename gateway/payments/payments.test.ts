@@ -258,7 +258,8 @@ describe("payments across two rails", () => {
   it("a crash after the first rail paid: recovery finds that payment and never pays on the second rail", async () => {
     cheap.behaviour = "crash_after_paying";
     await expect(createPayment(depsWith(db), request("k4"))).rejects.toThrow(Crash);
-    expect((await customerBalance()).pendingOut).toBe(100n); // reserved, outcome not yet recorded
+    // reserved, outcome not yet recorded: the amount, and the fee it may cost (cheap's fee 1 + 50 % head-room)
+    expect((await customerBalance()).pendingOut).toBe(102n);
     cheap.behaviour = "fail_retryable"; // were it asked to pay again, it would now fail and tempt a fallback
     await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
     const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k4'");
@@ -318,11 +319,17 @@ describe("payments across two rails", () => {
   it("a crash after a later attempt was written and before its reservation: recovery reserves and pays, once", async () => {
     cheap.behaviour = "fail_retryable";
     // The first attempt's reservation goes with the payment, its void with its status (createTransfersWith);
-    // the second attempt is written alone, then reserved with createTransfers.
+    // the second attempt is written alone, then reserved with its fee hold: the third createTransfersWith.
+    let withCalls = 0;
     const dyingLedger: Ledger = {
       ...ledger,
       createTransfers: async () => {
         throw new Crash("died before the reservation");
+      },
+      createTransfersWith: async (transfers, alongside) => {
+        withCalls += 1;
+        if (withCalls === 3) throw new Crash("died before the reservation");
+        return ledger.createTransfersWith(transfers, alongside);
       },
     };
     await expect(createPayment({ ...depsWith(db), ledger: dyingLedger }, request("k7b"))).rejects.toThrow(
