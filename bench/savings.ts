@@ -29,8 +29,7 @@ import {
   staticSnapshot,
   usdc,
 } from "../gateway/router/fixtures.ts";
-import { prepareSnapshot, route } from "../gateway/router/index.ts";
-import type { PayeeTarget, PaymentIntent } from "../gateway/router/types.ts";
+import { type PayeeTarget, type PaymentIntent, prepareSnapshot, route } from "../gateway/router/index.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
 const paymentsCount = 10_000;

@@ -73,6 +73,7 @@ export type {
   Exclusion,
   ExclusionReason,
   FxRate,
+  PayeeTarget,
   PaymentIntent,
   RouteDecision,
   RoutePolicy,
