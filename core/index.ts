@@ -32,8 +32,8 @@ export {
 export type {
   AttemptOutcome,
   AttemptSucceeded,
-  FeePaid,
   CircuitState,
+  FeePaid,
   NetworkFeeEstimate,
   NetworkFeeModel,
   OutgoingAttempt,

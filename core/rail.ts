@@ -228,5 +228,8 @@ export interface Rail {
    * does not fit every destination (Lightning routes). Bounded in time and cached by the rail; null: no better
    * estimate than the snapshot's.
    */
-  estimateNetworkFee?(request: { destination: Destination; amount: bigint }): Promise<NetworkFeeEstimate | null>;
+  estimateNetworkFee?(request: {
+    destination: Destination;
+    amount: bigint;
+  }): Promise<NetworkFeeEstimate | null>;
 }
