@@ -18,7 +18,6 @@ import type { Destination, NetworkFeeEstimate, NetworkFeeModel } from "../../cor
 import { lndError } from "./errors.ts";
 import { classifyLndError, lndErrorText } from "./failures.ts";
 import { type Cached, load, withDeadline } from "./fee-cache.ts";
-import { keysendFinalCltvDelta } from "./send.ts";
 import { type FeeEstimate, type LightningRailState, type RouteFee, withTimeout } from "./state.ts";
 
 export type FeeEstimateResult =
@@ -35,6 +34,8 @@ type RouteTarget = {
   readonly features: GetRouteToDestinationArgs["features"];
 };
 
+/** The final hop's CLTV delta of a keysend payment (what `lightning` uses when there is no invoice to say). */
+export const keysendFinalCltvDelta = 43;
 const nodePublicKey = /^0[23][0-9a-f]{64}$/;
 /** `lightning`'s rejections of a route query that mean "no way there", not "LND is in trouble". */
 const noWayThere = /TargetNotFound|PaymentTooLargeToFindRoute/;

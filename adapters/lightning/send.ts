@@ -6,10 +6,9 @@
 // as an event through the pump when nobody waits any more.
 import { createHash, createHmac } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { decodePaymentRequest, getRouteToDestination, signMessage, subscribeToPastPayment } from "lightning";
+import { signMessage, subscribeToPastPayment } from "lightning";
 import type { AttemptOutcome, Destination, OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { parseBolt11 } from "./bolt11.ts";
-import { LightningRailError } from "./errors.ts";
 import { enqueue, markDisconnected } from "./events.ts";
 import {
   classifyLndError,
@@ -18,6 +17,7 @@ import {
   flagsFromFailureReason,
   lndErrorText,
 } from "./failures.ts";
+import { estimateFee, keysendFinalCltvDelta } from "./fees.ts";
 import { type LightningRailState, type Tracker, withTimeout } from "./state.ts";
 import {
   outcomeRecord,
@@ -28,8 +28,6 @@ import {
 } from "./store.ts";
 
 const keysendRecordType = "5482373484";
-/** The final hop's CLTV delta of a keysend payment (what `lightning` uses when there is no invoice to say). */
-export const keysendFinalCltvDelta = 43;
 const keysendSecretMessage = "switchyard lightning rail keysend secret v1";
 
 // ---- outcomes ------------------------------------------------------------------------------------
@@ -115,29 +113,27 @@ const fail = (s: LightningRailState, tracker: Tracker, failure: Failure) =>
     ),
   );
 
-/** LND found no route: was it the fee limit or the graph? Ask for a route without the limit. */
+/**
+ * LND found no route: was it the fee limit or the graph? The route fee to this destination and amount without
+ * the limit (fees.ts: the invoice's route hints included, a recent answer reused) says.
+ */
 async function classifyNoRoute(s: LightningRailState, tracker: Tracker): Promise<Failure> {
-  try {
-    let destination = tracker.destination;
-    if (destination === null && tracker.request !== null) {
-      destination = (
-        await withTimeout(s, decodePaymentRequest({ lnd: s.lnd, request: tracker.request }), "decode")
-      ).destination;
-    }
-    if (destination === null) throw new LightningRailError("no destination");
-    const { route } = await withTimeout(
-      s,
-      getRouteToDestination({ lnd: s.lnd, destination, mtokens: tracker.attempt.amountMsat.toString() }),
-      "route query",
-    );
-    if (route && BigInt(route.fee_mtokens) > tracker.feeMaxMsat)
+  const { destination, request } = tracker;
+  const target: Destination | null =
+    destination !== null
+      ? { kind: "lightning_node", pubkey: destination }
+      : request !== null
+        ? { kind: "bolt11", invoice: request }
+        : null;
+  if (target !== null) {
+    const estimate = await estimateFee(s, { destination: target, amountMsat: tracker.attempt.amountMsat });
+    if (estimate.ok && estimate.value.feeMsat > tracker.feeMaxMsat)
       return {
         code: "fee_above_max",
-        message: `the cheapest route costs ${route.fee_mtokens} msat, above the maximum ${tracker.feeMaxMsat} msat`,
+        message: `the cheapest route costs ${estimate.value.feeMsat} msat, above the maximum ${tracker.feeMaxMsat} msat`,
         retryElsewhere: true,
       };
-  } catch (error) {
-    s.logger.info({ error: lndErrorText(error) }, "route query after no-route failure");
+    if (!estimate.ok) s.logger.info({ error: estimate.message }, "route query after no-route failure");
   }
   return { code: "unreachable_destination", message: "no route to the destination", retryElsewhere: true };
 }
