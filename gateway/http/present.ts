@@ -2,7 +2,7 @@
 // (bigints become decimal strings, names become snake_case); a service's refusal as the API error it is.
 import type { Destination, SettlementEvidence } from "../../core/index.ts";
 import { assetByCode, formatAmount } from "../../core/index.ts";
-import type { Attempt, Payment } from "../payments/index.ts";
+import type { Attempt, Payment, PaymentDestination } from "../payments/index.ts";
 import type { CostBreakdown, RouteDecision, RoutePolicy } from "../router/types.ts";
 import type { Invoice } from "../settlement/index.ts";
 import { ApiError, type ApiErrorCode } from "./errors.ts";
@@ -10,12 +10,16 @@ import type { ConstraintsBody, CreatePaymentBody, InvoiceView, PaymentView } fro
 
 const microUsd = { scale: 6 };
 
-export function destinationFromBody(body: CreatePaymentBody["destination"]): Destination {
+export function destinationFromBody(body: CreatePaymentBody["destination"]): PaymentDestination {
   switch (body.type) {
+    case "payee":
+      return { kind: "payee", payeeId: body.payee };
     case "account":
       return { kind: "account", accountId: body.account };
     case "evm_address":
-      return { kind: "evm_address", address: body.address as `0x${string}` };
+      return body.chain_id === undefined
+        ? { kind: "evm_address", address: body.address as `0x${string}` }
+        : { kind: "evm_address", address: body.address as `0x${string}`, chainId: body.chain_id };
     case "evm_split":
       return { kind: "evm_split", splitId: body.split_id as `0x${string}` };
     case "bolt11":
@@ -27,12 +31,18 @@ export function destinationFromBody(body: CreatePaymentBody["destination"]): Des
   }
 }
 
-export function presentDestination(destination: Destination): Record<string, string> {
+export function presentDestination(
+  destination: Destination | PaymentDestination,
+): Record<string, string | number> {
   switch (destination.kind) {
+    case "payee":
+      return { type: "payee", payee: destination.payeeId };
     case "account":
       return { type: "account", account: destination.accountId };
     case "evm_address":
-      return { type: "evm_address", address: destination.address };
+      return destination.chainId === undefined
+        ? { type: "evm_address", address: destination.address }
+        : { type: "evm_address", address: destination.address, chain_id: destination.chainId };
     case "evm_split":
       return { type: "evm_split", split_id: destination.splitId };
     case "bolt11":
@@ -49,7 +59,9 @@ function presentCost(cost: CostBreakdown) {
     network_usd: formatAmount(cost.networkMicroUsd, microUsd),
     provider_usd: formatAmount(cost.providerMicroUsd, microUsd),
     fx_usd: formatAmount(cost.fxMicroUsd, microUsd),
+    fee_usd: formatAmount(cost.feeMicroUsd, microUsd),
     failure_usd: formatAmount(cost.failureMicroUsd, microUsd),
+    latency_usd: formatAmount(cost.latencyMicroUsd, microUsd),
     total_usd: formatAmount(cost.totalMicroUsd, microUsd),
   };
 }
@@ -60,7 +72,11 @@ export function presentRoute(decision: RouteDecision) {
     candidates: decision.candidates.map((candidate) => ({
       rail: candidate.rail,
       kind: candidate.kind,
+      destination: presentDestination(candidate.destination),
+      amount: formatAmount(candidate.amount, candidate.asset),
+      asset: candidate.asset.code,
       cost: presentCost(candidate.cost),
+      fee_cap_usd: formatAmount(candidate.feeCapMicroUsd, microUsd),
       latency_ms: candidate.latencyMs,
     })),
     excluded: decision.excluded.map((exclusion) => ({

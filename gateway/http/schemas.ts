@@ -10,7 +10,17 @@ const hex = (bytes: number) =>
 
 export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("account"), account: accountId }),
-  z.strictObject({ type: z.literal("evm_address"), address: hex(20) }),
+  z.strictObject({
+    type: z.literal("evm_address"),
+    address: hex(20),
+    /** Pay on this chain only; absent: on any EVM rail. */
+    chain_id: z
+      .number()
+      .int()
+      .positive()
+      .max(2 ** 53 - 1)
+      .optional(),
+  }),
   z.strictObject({ type: z.literal("evm_split"), split_id: hex(32) }),
   z.strictObject({
     type: z.literal("bolt11"),
@@ -23,6 +33,11 @@ export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("stripe_account"),
     account: z.string().regex(/^acct_[0-9A-Za-z]{1,64}$/, "a Stripe account id"),
+  }),
+  /** A payee of the tenant's: every rail that reaches one of its methods competes. */
+  z.strictObject({
+    type: z.literal("payee"),
+    payee: z.string().regex(/^pye_[0-9a-z_]{1,64}$/, "a payee id"),
   }),
 ]);
 
@@ -75,14 +90,30 @@ const costView = z.object({
   network_usd: z.string(),
   provider_usd: z.string(),
   fx_usd: z.string(),
+  /** network + provider + fx: what the payment really costs, which its caps bound. */
+  fee_usd: z.string(),
   failure_usd: z.string(),
+  latency_usd: z.string(),
+  /** fee + failure + latency: what the router ranks by. */
   total_usd: z.string(),
 });
 
 export const routeView = z.object({
   chosen: z.string().nullable(),
   candidates: z.array(
-    z.object({ rail: z.string(), kind: z.string(), cost: costView, latency_ms: z.number() }),
+    z.object({
+      rail: z.string(),
+      kind: z.string(),
+      /** The destination this rail pays (for a payee, the method it reaches). */
+      destination: z.record(z.string(), z.union([z.string(), z.number()])),
+      /** What is sent on the rail, in its asset. */
+      amount: z.string(),
+      asset: z.string(),
+      cost: costView,
+      /** The most this payment may spend in fees on this rail. */
+      fee_cap_usd: z.string(),
+      latency_ms: z.number(),
+    }),
   ),
   excluded: z.array(z.object({ rail: z.string(), reason: z.string(), detail: z.string() })),
 });
@@ -110,7 +141,7 @@ export const paymentView = z.object({
   amount: z.string(),
   asset: z.string(),
   source: z.object({ account: z.string() }),
-  destination: z.record(z.string(), z.string()),
+  destination: z.record(z.string(), z.union([z.string(), z.number()])),
   rail: z.string().nullable(),
   route: routeView.nullable(),
   attempts: z.array(
@@ -136,7 +167,7 @@ export const quoteView = z.object({
   object: z.literal("quote"),
   amount: z.string(),
   asset: z.string(),
-  destination: z.record(z.string(), z.string()),
+  destination: z.record(z.string(), z.union([z.string(), z.number()])),
   route: routeView,
   rail: z.string(),
   /** What the chosen rail sends, in its asset, and the most it may spend in fees. */

@@ -114,6 +114,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0011_idempotency_payment.sql",
       "gateway/0012_payees.sql",
       "gateway/0013_rail_fee_accounts.sql",
+      "gateway/0014_quote_used_once.sql",
     ]);
   });
 

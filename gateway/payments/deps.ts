@@ -1,19 +1,15 @@
 // What the payments service is given (its dependencies, wired by the composition root) and what it answers:
 // a payment, or a refusal from the closed set in types.ts.
-import type { Asset, Destination, Logger, Rail } from "../../core/index.ts";
+import type { Logger, Rail } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
-import type { RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
+import type { PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
 import type { NettingDeps } from "./batch-payouts.ts";
 import type { IdempotencyRecord, InternalSettler, StoredAnswer } from "./internal.ts";
-import type { Payment, PaymentRefusal } from "./types.ts";
+import type { Payment, PaymentDestination, PaymentRefusal } from "./types.ts";
 
-export type Router = (
-  intent: { asset: Asset; amount: bigint; destination: Destination },
-  snapshot: Snapshot,
-  policy: RoutePolicy,
-) => RouteDecision;
+export type Router = (intent: PaymentIntent, snapshot: Snapshot, policy: RoutePolicy) => RouteDecision;
 
 export type PaymentsDeps = {
   db: Db;
@@ -49,7 +45,7 @@ export type CreatePaymentParams = {
   asset: string;
   amount: string;
   sourceAccountId: string;
-  destination: Destination;
+  destination: PaymentDestination;
   policy: RoutePolicy;
   metadata: Record<string, string>;
   /** The caller's Idempotency-Key: with it, a repeated request returns the first payment. */

@@ -2,7 +2,7 @@
 // evidence, or void it and fall back to the next candidate when the failure says another rail may succeed. Every
 // step is idempotent and every status move conditional, so the live path, recovery and a rail's late event may
 // all drive the same attempt.
-import type { AttemptOutcome, AttemptSucceeded, Rail, RailEvent } from "../../core/index.ts";
+import type { AttemptOutcome, AttemptSucceeded, Destination, Rail, RailEvent } from "../../core/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { findReservation, type Reservation } from "../ledger/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
@@ -21,7 +21,13 @@ import {
   moveAttempt,
   moveAttemptStatement,
 } from "./store.ts";
-import { type Attempt, insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
+import {
+  type Attempt,
+  attemptDestination,
+  insufficientFundsMessage,
+  type Payment,
+  type PaymentFailureCode,
+} from "./types.ts";
 
 export async function readPayment(deps: PaymentsDeps, tenantId: string, id: string): Promise<Payment> {
   const payment = await getPayment(deps.db, { tenantId, id });
@@ -111,6 +117,13 @@ export async function failPayment(
 
 type Next = "done" | "fall_back";
 
+function destinationOf(payment: Payment, attempt: Attempt): Destination {
+  const destination = attemptDestination(payment, attempt.seq);
+  if (destination === null)
+    throw new PaymentInvariantError(`attempt ${attempt.id} has no candidate ${attempt.seq} to pay`);
+  return destination;
+}
+
 /** Reserve (unless made), execute and finish one attempt, from whatever status it is in. Safe to call again. */
 export async function driveAttempt(
   deps: PaymentsDeps,
@@ -136,7 +149,7 @@ export async function driveAttempt(
     id: attempt.id,
     paymentId: payment.id,
     amount: attempt.amount,
-    destination: payment.destination,
+    destination: destinationOf(payment, attempt),
     feeMax: attempt.feeMax,
   });
   return applyOutcome(deps, driven, attempt, outcome, reservation);

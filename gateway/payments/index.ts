@@ -24,7 +24,9 @@ export type {
   Attempt,
   AttemptStatus,
   Payment,
+  PaymentDestination,
   PaymentFailureCode,
   PaymentRefusal,
   PaymentStatus,
 } from "./types.ts";
+export { attemptDestination } from "./types.ts";

@@ -27,7 +27,7 @@ import {
 } from "../ledger/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
-import type { Attempt, Payment } from "./types.ts";
+import { type Attempt, attemptDestination, type Payment } from "./types.ts";
 
 /**
  * Why the ledger would not make a reservation: the payer's account is short, the rail does not hold that much, or
@@ -42,12 +42,13 @@ export type Refusal = Exclude<ReserveOutcome, "reserved">;
 export type ReservationKnown = Reservation | Refusal | "absent" | "ask_ledger";
 
 /** What the ledger side of a payment needs to know of it. */
-type PaymentAccounts = Pick<Payment, "id" | "tenantId" | "sourceAccountId" | "destination">;
+type PaymentAccounts = Pick<Payment, "id" | "tenantId" | "sourceAccountId" | "destination" | "decision">;
 
 async function ledgerAccountsFor(
   deps: PaymentsDeps,
   payment: PaymentAccounts,
   rail: Rail,
+  seq: number,
 ): Promise<{ debit: bigint; credit: bigint; ledger: number; asset: Asset; internal: boolean }> {
   const source = await deps.accounts.tenantAccount({
     tenantId: payment.tenantId,
@@ -55,12 +56,12 @@ async function ledgerAccountsFor(
   });
   if (source === null) throw new PaymentInvariantError(`payment ${payment.id} lost its source account`);
   let credit: AccountRecord | null;
-  const internal = payment.destination.kind === "account";
-  if (payment.destination.kind === "account") {
-    credit = await deps.accounts.tenantAccount({
-      tenantId: payment.tenantId,
-      id: payment.destination.accountId,
-    });
+  const destination = attemptDestination(payment, seq);
+  if (destination === null) throw new PaymentInvariantError(`payment ${payment.id} has no candidate ${seq}`);
+  const internal = destination.kind === "account";
+  if (destination.kind === "account") {
+    // The tenant's own account, also when a payee names it: scoped to the tenant like every read.
+    credit = await deps.accounts.tenantAccount({ tenantId: payment.tenantId, id: destination.accountId });
   } else {
     credit = await deps.accounts.railAccount({ kind: "clearing", rail: rail.id, asset: source.asset });
   }
@@ -113,11 +114,11 @@ export const feeHoldIdOf = (reserveTransferId: bigint): bigint =>
 export async function reserve(
   deps: PaymentsDeps,
   payment: PaymentAccounts,
-  attempt: Pick<Attempt, "amount" | "feeMax" | "reserveTransferId">,
+  attempt: Pick<Attempt, "seq" | "amount" | "feeMax" | "reserveTransferId">,
   rail: Rail,
   alongside: Statement | null,
 ): Promise<{ reservation: Reservation | Refusal; rows: Row[] | null }> {
-  const accounts = await ledgerAccountsFor(deps, payment, rail);
+  const accounts = await ledgerAccountsFor(deps, payment, rail, attempt.seq);
   const reservation: Reservation = {
     pendingId: attempt.reserveTransferId,
     debitAccountId: accounts.debit,

@@ -2,13 +2,22 @@
 // less what the snapshot now rules out; and quotes themselves. Nothing here writes but the quote.
 
 import type { Destination } from "../../core/index.ts";
-import { type Asset, assetByCode, parseAmount } from "../../core/index.ts";
+import { type Asset, assetByCode, basisPointsTotal, parseAmount } from "../../core/index.ts";
 import type { AccountRecord } from "../accounts/index.ts";
 import { newId } from "../ids/index.ts";
+import { payeeMethods } from "../payees/index.ts";
 import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
-import type { PaymentIntent, RouteDecision, RoutePolicy } from "../router/types.ts";
+import type {
+  Candidate,
+  Exclusion,
+  PayeeTarget,
+  PaymentIntent,
+  RouteDecision,
+  RoutePolicy,
+} from "../router/types.ts";
 import { type CreatePaymentParams, type PaymentsDeps, type Refused, refuse } from "./deps.ts";
 import { getQuote, insertQuote } from "./store.ts";
+import type { PaymentDestination } from "./types.ts";
 
 /** Routes on the current snapshot. Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part. */
 function routeNow(deps: PaymentsDeps, intent: PaymentIntent, policy: RoutePolicy): RouteDecision {
@@ -37,12 +46,68 @@ function routeNow(deps: PaymentsDeps, intent: PaymentIntent, policy: RoutePolicy
   };
 }
 
-/** The quote's candidates with their locked amounts and caps, less the rails the snapshot now rules out. */
+/**
+ * A quote's candidates under the payment's own constraints: a rail the payment denies (or does not allow), one
+ * slower than its maximum latency, or one whose locked fee is above its maximum fee is excluded; the others keep
+ * their locked amounts, and their fee caps come down to the payment's caps (the rail's fee limit with them, in
+ * proportion, rounded down).
+ */
+function underPolicy(
+  candidates: readonly Candidate[],
+  policy: RoutePolicy,
+  amountMicroUsd: bigint | null,
+): { candidates: Candidate[]; excluded: Exclusion[] } {
+  const kept: Candidate[] = [];
+  const excluded: Exclusion[] = [];
+  const bpsCap =
+    policy.maxFeeBps === undefined || amountMicroUsd === null
+      ? null
+      : (BigInt(policy.maxFeeBps) * amountMicroUsd) / basisPointsTotal;
+  for (const candidate of candidates) {
+    const exclude = (reason: Exclusion["reason"], detail: string) =>
+      excluded.push({ rail: candidate.rail, reason, detail });
+    if (
+      policy.deniedRails?.includes(candidate.rail) ||
+      (policy.allowedRails !== undefined && !policy.allowedRails.includes(candidate.rail))
+    ) {
+      exclude("not_allowed", "the payment's constraints do not allow this rail");
+      continue;
+    }
+    if (policy.maxLatencyMs !== undefined && candidate.latencyMs > policy.maxLatencyMs) {
+      exclude(
+        "latency_above_max",
+        `the rail's expected latency of ${candidate.latencyMs} ms is above the payment's maximum`,
+      );
+      continue;
+    }
+    let cap = candidate.feeCapMicroUsd;
+    if (policy.maxFeeMicroUsd !== undefined && policy.maxFeeMicroUsd < cap) cap = policy.maxFeeMicroUsd;
+    if (bpsCap !== null && bpsCap < cap) cap = bpsCap;
+    if (candidate.cost.feeMicroUsd > cap) {
+      exclude("fee_above_max", "the quote's fee for this rail is above the payment's maximum fee");
+      continue;
+    }
+    if (cap === candidate.feeCapMicroUsd) {
+      kept.push(candidate);
+      continue;
+    }
+    const railShare = candidate.feeCapMicroUsd - candidate.cost.fxMicroUsd;
+    const feeMax = railShare <= 0n ? 0n : (candidate.feeMax * (cap - candidate.cost.fxMicroUsd)) / railShare;
+    kept.push({ ...candidate, feeCapMicroUsd: cap, feeMax });
+  }
+  return { candidates: kept, excluded };
+}
+
+/**
+ * The quote's candidates with their locked amounts and caps, less the rails the snapshot now rules out and those
+ * the payment's own constraints rule out.
+ */
 async function routeByQuote(
   deps: PaymentsDeps,
   tenantId: string,
   quoteId: string,
   intent: PaymentIntent,
+  policy: RoutePolicy,
 ): Promise<RouteDecision | Refused> {
   const quote = await getQuote(deps.db, { tenantId, id: quoteId });
   if (quote === null) return refuse("quote_not_found", `no quote "${quoteId}"`, "quote");
@@ -60,13 +125,45 @@ async function routeByQuote(
       `quote ${quoteId} expired at ${new Date(quote.expiresAtMs).toISOString()}`,
       "quote",
     );
+  const allowed = underPolicy(honoured.candidates, policy, quote.decision.amountMicroUsd);
+  if (allowed.candidates.length === 0 && honoured.candidates.length > 0)
+    return {
+      ...refuse(
+        "quote_constraints_unmet",
+        `no rail of quote ${quoteId} meets the payment's constraints (${allowed.excluded.map((e) => `${e.rail}: ${e.reason}`).join("; ")})`,
+        "constraints",
+      ),
+      decision: {
+        chosen: null,
+        candidates: [],
+        excluded: [...quote.decision.excluded, ...honoured.excluded, ...allowed.excluded],
+        amountMicroUsd: quote.decision.amountMicroUsd,
+        snapshotTakenAtMs: quote.decision.snapshotTakenAtMs,
+      },
+    };
   return {
-    chosen: honoured.candidates[0] ?? null,
-    candidates: honoured.candidates,
-    excluded: [...quote.decision.excluded, ...honoured.excluded],
+    chosen: allowed.candidates[0] ?? null,
+    candidates: allowed.candidates,
+    excluded: [...quote.decision.excluded, ...honoured.excluded, ...allowed.excluded],
     amountMicroUsd: quote.decision.amountMicroUsd,
     snapshotTakenAtMs: quote.decision.snapshotTakenAtMs,
   };
+}
+
+/**
+ * What the router is asked to reach: the destination itself, or a payee's methods (each a destination some
+ * rail may reach). A payee that is not the tenant's is as unknown as one that does not exist.
+ */
+async function targetOf(
+  deps: PaymentsDeps,
+  tenantId: string,
+  destination: PaymentDestination,
+): Promise<Destination | PayeeTarget | Refused> {
+  if (destination.kind !== "payee") return destination;
+  const found = await payeeMethods(deps.db, { tenantId, id: destination.payeeId });
+  if (found === null)
+    return refuse("payee_not_found", `no payee "${destination.payeeId}"`, "destination.payee");
+  return { kind: "payee", payeeId: destination.payeeId, methods: found.destinations };
 }
 
 /** Prices a payment and freezes the decision for `ttlMs`. Writes the quote; nothing else. */
@@ -76,7 +173,7 @@ export async function createPaymentQuote(
     tenantId: string;
     asset: string;
     amount: string;
-    destination: Destination;
+    destination: PaymentDestination;
     policy: RoutePolicy;
     ttlMs: number;
   },
@@ -86,7 +183,9 @@ export async function createPaymentQuote(
   const amount = parseAmount(params.amount, asset);
   if (!amount.ok)
     return refuse(amount.error, `amount "${params.amount}" is not a valid ${asset.code} amount`, "amount");
-  const intent = { asset, amount: amount.value, destination: params.destination };
+  const target = await targetOf(deps, params.tenantId, params.destination);
+  if ("refusal" in target) return target;
+  const intent = { asset, amount: amount.value, destination: target };
   const decision = routeNow(deps, intent, params.policy);
   const created = createQuote(decision, intent, deps.nowMs(), params.ttlMs);
   if (!created.ok)
@@ -156,11 +255,13 @@ export async function prepare(
     if (target.id === source.id)
       return refuse("same_account", "source and destination are the same account", "destination.account");
   }
-  const intent = { asset, amount: amount.value, destination: params.destination };
+  const reach = await targetOf(deps, params.tenantId, params.destination);
+  if ("refusal" in reach) return reach;
+  const intent = { asset, amount: amount.value, destination: reach };
   const decision =
     params.quoteId === null
       ? routeNow(deps, intent, params.policy)
-      : await routeByQuote(deps, params.tenantId, params.quoteId, intent);
+      : await routeByQuote(deps, params.tenantId, params.quoteId, intent, params.policy);
   if ("refusal" in decision) return decision;
   if (decision.chosen === null) {
     return {

@@ -20,7 +20,7 @@
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Reservation, transferCodes } from "../ledger/index.ts";
 import { accruePayout, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
-import type { CreatePaymentParams, CreatePaymentResult, PaymentsDeps } from "./deps.ts";
+import { type CreatePaymentParams, type CreatePaymentResult, type PaymentsDeps, refuse } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
 import { type Driven, failPayment, readPayment, runCandidates } from "./execution.ts";
 import { transferIdOf } from "./internal.ts";
@@ -31,6 +31,7 @@ import {
   insertPayment,
   insertPaymentStatement,
   isPaymentKeyTaken,
+  isQuoteTaken,
   paymentIdForKey,
   paymentInserted,
 } from "./store.ts";
@@ -68,7 +69,9 @@ export async function createPayment(
     firstCandidate !== undefined &&
     firstRail?.kind === "internal" &&
     decision.candidates.length === 1 &&
-    target !== null
+    target !== null &&
+    // A quote is claimed by the payment's own row, which refuses a second one: the batch must not share that fate.
+    params.quoteId === null
   ) {
     // Two accounts of the tenant: settled in the ledger alone, in one write shared with the payments beside it.
     deps.learning?.noteAttempt(firstRail.id);
@@ -108,6 +111,7 @@ export async function createPayment(
       const attemptId = newId("att");
       const newAttempt = {
         id: attemptId,
+        seq: 0,
         rail: firstRail.id,
         amount: firstCandidate.amount,
         feeMax: firstCandidate.feeMax,
@@ -127,6 +131,9 @@ export async function createPayment(
       first = { attempt, reservation: written.reservation };
     }
   } catch (error) {
+    // Nothing was written: the payment, its attempt and its reservation went in one transaction.
+    if (params.quoteId !== null && isQuoteTaken(error))
+      return refuse("quote_used", `quote ${params.quoteId} has paid another payment already`, "quote");
     if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
     return keyTaken(deps, params);
   }

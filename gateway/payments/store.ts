@@ -10,6 +10,7 @@ import {
   type AttemptStatus,
   attemptStatusesBefore,
   type Payment,
+  type PaymentDestination,
   type PaymentFailureCode,
   type PaymentStatus,
 } from "./types.ts";
@@ -140,13 +141,27 @@ export function isPaymentKeyTaken(error: unknown): boolean {
   return false;
 }
 
+/** The unique index that lets a quote pay one payment (migration 0014). */
+const quoteOnceIndex = "payments_quote_once";
+
+/** Whether an error is the database refusing a second payment on one quote (a unique violation of that index). */
+export function isQuoteTaken(error: unknown): boolean {
+  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause) {
+    const { code, constraint, message } = e as { code?: unknown; constraint?: unknown; message?: unknown };
+    if (code !== "23505") continue;
+    if (constraint === quoteOnceIndex || (typeof message === "string" && message.includes(quoteOnceIndex)))
+      return true;
+  }
+  return false;
+}
+
 export type NewPayment = {
   id: string;
   tenantId: string;
   assetCode: string;
   amount: bigint;
   sourceAccountId: string;
-  destination: Destination;
+  destination: PaymentDestination;
   policy: RoutePolicy;
   decision: RouteDecision;
   metadata: Record<string, string>;
@@ -266,7 +281,7 @@ export async function getPayment(
     assetCode: row.asset,
     amount: row.amount,
     sourceAccountId: row.source_account_id,
-    destination: fromJson<Destination>(row.destination),
+    destination: fromJson<PaymentDestination>(row.destination),
     policy: fromJson<RoutePolicy>(row.policy),
     decision: row.decision === null ? null : decisionFromJson(row.decision),
     rail: row.rail,

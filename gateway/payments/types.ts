@@ -25,6 +25,12 @@ export type Attempt = {
   failureMessage: string | null;
 };
 
+/**
+ * Where a payment goes: one destination, or a payee of the tenant's (gateway/payees), whose methods the rails
+ * competed for — each candidate of its decision names the method it pays.
+ */
+export type PaymentDestination = Destination | { kind: "payee"; payeeId: string };
+
 export type Payment = {
   id: string;
   tenantId: string;
@@ -32,7 +38,7 @@ export type Payment = {
   assetCode: string;
   amount: bigint;
   sourceAccountId: string;
-  destination: Destination;
+  destination: PaymentDestination;
   policy: RoutePolicy;
   decision: RouteDecision | null;
   rail: string | null;
@@ -55,6 +61,9 @@ export type PaymentRefusal =
   | "quote_not_found"
   | "quote_mismatch"
   | "quote_expired"
+  | "payee_not_found"
+  | "quote_used"
+  | "quote_constraints_unmet"
   | "no_route";
 
 /**
@@ -89,4 +98,16 @@ export function attemptStatusesBefore(to: AttemptStatus): AttemptStatus[] {
 
 export function isFinal(status: AttemptStatus | PaymentStatus): boolean {
   return status === "succeeded" || status === "failed";
+}
+
+/**
+ * What an attempt pays: the payment's destination, or for a payee the method its candidate reaches. Null when the
+ * decision has no candidate at that position (a bug in the caller).
+ */
+export function attemptDestination(
+  payment: Pick<Payment, "destination" | "decision">,
+  seq: number,
+): Destination | null {
+  if (payment.destination.kind !== "payee") return payment.destination;
+  return payment.decision?.candidates[seq]?.destination ?? null;
 }

@@ -2,7 +2,7 @@
 // the amount to send on that rail and the fee cap; a payment made with the quote id honours them until
 // the quote expires, or fails with quote_expired.
 
-import { type Destination, divCeil, SwitchyardError } from "../../core/index.ts";
+import { divCeil, SwitchyardError } from "../../core/index.ts";
 import type { Candidate, Exclusion, PaymentIntent, RouteDecision, Snapshot } from "./types.ts";
 
 /** The longest time-to-live a quote may have. */
@@ -45,8 +45,10 @@ export function checkQuote(quote: Quote, nowMs: number): CheckQuoteResult {
   return nowMs < quote.expiresAtMs ? { ok: true } : { ok: false, error: "quote_expired" };
 }
 
-function sameDestination(a: Destination, b: Destination): boolean {
+function sameDestination(a: PaymentIntent["destination"], b: PaymentIntent["destination"]): boolean {
   if (a.kind !== b.kind) return false;
+  if (a.kind === "payee" || b.kind === "payee")
+    return a.kind === "payee" && b.kind === "payee" && a.payeeId === b.payeeId;
   const left = a as Record<string, unknown>;
   const right = b as Record<string, unknown>;
   for (const key of Object.keys(left)) if (left[key] !== right[key]) return false;

@@ -45,7 +45,83 @@ describe("quotes", () => {
     expect(payment.status).toBe(201);
     expect(payment.body.status).toBe("succeeded");
     expect(payment.body.route.candidates).toEqual(quote.body.route.candidates);
-    expect(await gw.ledgerTransferCount()).toBe(transfersBefore + 2n); // the reservation and its posting
+    // The reservation and its fee hold, their posts, and the gas the payout really cost.
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore + 5n);
+  });
+
+  it("pays one payment: a second payment on the same quote is refused with quote_used, writing nothing", async () => {
+    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
+    const first = await gw.call("POST", "/v1/payments", {
+      body: paymentBody(quote.body.id),
+      headers: { "idempotency-key": `q-once-${quote.body.id}-1` },
+    });
+    expect(first.status).toBe(201);
+    // The same request again under its own key is a replay, not a second use.
+    const replay = await gw.call("POST", "/v1/payments", {
+      body: paymentBody(quote.body.id),
+      headers: { "idempotency-key": `q-once-${quote.body.id}-1` },
+    });
+    expect(replay.status).toBe(201);
+    expect(replay.body.id).toBe(first.body.id);
+    const transfersBefore = await gw.ledgerTransferCount();
+    const second = await gw.call("POST", "/v1/payments", {
+      body: paymentBody(quote.body.id),
+      headers: { "idempotency-key": `q-once-${quote.body.id}-2` },
+    });
+    expect(second.status).toBe(409);
+    expect(second.body.error).toMatchObject({ code: "quote_used", param: "quote" });
+    const third = await gw.call("POST", "/v1/payments", { body: paymentBody(quote.body.id) });
+    expect(third.body.error.code).toBe("quote_used");
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
+    const [row] = await gw.app.db.query<{ count: string }>(
+      "SELECT count(*)::text AS count FROM payments WHERE quote_id = $1",
+      [quote.body.id],
+    );
+    expect(row?.count).toBe("1");
+  });
+
+  it("two payments racing for one quote: one is paid, the other refused", async () => {
+    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
+    const answers = await Promise.all(
+      [1, 2, 3].map(() => gw.call("POST", "/v1/payments", { body: paymentBody(quote.body.id) })),
+    );
+    expect(answers.map((answer) => answer.status).sort()).toEqual([201, 409, 409]);
+  });
+
+  it("a payment on a quote still obeys its own constraints, or fails with quote_constraints_unmet", async () => {
+    const denied = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
+    const refused = await gw.call("POST", "/v1/payments", {
+      body: { ...paymentBody(denied.body.id), constraints: { rails: { deny: ["evm"] } } },
+    });
+    expect(refused.status).toBe(422);
+    expect(refused.body.error).toMatchObject({ code: "quote_constraints_unmet", param: "constraints" });
+    expect(refused.body.error.route.excluded).toContainEqual(
+      expect.objectContaining({ rail: "evm", reason: "not_allowed" }),
+    );
+    const tooDear = await gw.call("POST", "/v1/payments", {
+      body: { ...paymentBody(denied.body.id), constraints: { max_fee_usd: "0" } },
+    });
+    expect(tooDear.status).toBe(422);
+    expect(tooDear.body.error.route.excluded).toContainEqual(
+      expect.objectContaining({ rail: "evm", reason: "fee_above_max" }),
+    );
+    // Refused payments did not use the quote up: it still pays, under constraints it meets.
+    const paid = await gw.call("POST", "/v1/payments", { body: paymentBody(denied.body.id) });
+    expect(paid.status).toBe(201);
+  });
+
+  it("a payment's lower fee cap than its quote's is the one the rail is held to", async () => {
+    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
+    const [candidate] = quote.body.route.candidates;
+    const fee = Number(candidate.cost.fee_usd);
+    const cap = Number(candidate.fee_cap_usd);
+    expect(cap).toBeGreaterThan(fee);
+    const between = ((fee + cap) / 2).toFixed(6);
+    const payment = await gw.call("POST", "/v1/payments", {
+      body: { ...paymentBody(quote.body.id), constraints: { max_fee_usd: between } },
+    });
+    expect(payment.status).toBe(201);
+    expect(payment.body.route.candidates[0].fee_cap_usd).toBe(between);
   });
 
   it("refuses a payment on an expired quote with quote_expired, writing nothing", async () => {
