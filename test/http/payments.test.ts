@@ -61,8 +61,16 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(log?.args.to.toLowerCase()).toBe(payee.toLowerCase());
       expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(1_250_000n);
 
+      // The payer pays the amount and the gas the receipt shows (gwei, rounded up, at 3 µUSD a gwei), within
+      // the payment's fee cap; nothing stays held.
       const after = await balance("acct_demo_customer");
-      expect(BigInt(before.posted.replace(".", "")) - BigInt(after.posted.replace(".", ""))).toBe(1_250_000n);
+      const gasGwei = (receipt.gasUsed * receipt.effectiveGasPrice + 999_999_999n) / 1_000_000_000n;
+      const cap = BigInt(payment.route.candidates[0].fee_cap_usd.replace(".", ""));
+      const charged = gasGwei * 3n < cap ? gasGwei * 3n : cap;
+      expect(charged).toBeGreaterThan(0n);
+      expect(BigInt(before.posted.replace(".", "")) - BigInt(after.posted.replace(".", ""))).toBe(
+        1_250_000n + charged,
+      );
       expect(after.pending_out).toBe("0.000000");
 
       const fetched = await gw.call("GET", `/v1/payments/${payment.id}`);

@@ -1,0 +1,131 @@
+// Paying a payee through the HTTP API: every rail that reaches one of its methods competes, the route lists each
+// candidate with the method it pays, the cheapest pays once, and a candidate that fails falls back to the next
+// under the same payment. On PGlite with the embedded chain (the EVM rail) and the internal rails.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { createAccount } from "../../gateway/accounts/index.ts";
+import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+let gw: TestGateway;
+let address: `0x${string}`;
+
+beforeAll(async () => {
+  gw = await startTestGateway();
+  address = gw.app.demo!.payee!;
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+async function payee(methods: unknown[]): Promise<string> {
+  const created = await gw.call("POST", "/v1/payees", { body: { name: "Payee", methods } });
+  expect(created.status).toBe(201);
+  return created.body.id;
+}
+
+const pay = (payeeId: string, extra: Record<string, unknown> = {}) =>
+  gw.call("POST", "/v1/payments", {
+    body: {
+      amount: "2",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "payee", payee: payeeId },
+      ...extra,
+    },
+  });
+
+async function balanceOf(account: string): Promise<string> {
+  const answer = await gw.call("GET", `/v1/accounts/${account}/balance`);
+  expect(answer.status).toBe(200);
+  return answer.body.posted;
+}
+
+describe("payments to a payee", () => {
+  it("ranks every rail that reaches a method; the internal account wins and nothing goes on chain", async () => {
+    const id = await payee([
+      { type: "evm_address", address },
+      { type: "account", account: "acct_demo_merchant" },
+    ]);
+    const merchantBefore = await balanceOf("acct_demo_merchant");
+    const payeeTokensBefore = await gw.tokenBalance(address);
+    const response = await pay(id);
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({
+      status: "succeeded",
+      rail: "internal-usdc",
+      destination: { type: "payee", payee: id },
+    });
+    const candidates = response.body.route.candidates;
+    expect(candidates.map((c: { rail: string }) => c.rail)).toEqual(["internal-usdc", "evm"]);
+    expect(candidates[0].destination).toEqual({ type: "account", account: "acct_demo_merchant" });
+    expect(candidates[1].destination).toEqual({ type: "evm_address", address });
+    expect(BigInt(candidates[1].cost.fee_usd.replace(".", ""))).toBeGreaterThan(0n);
+    expect(
+      BigInt((await balanceOf("acct_demo_merchant")).replace(".", "")) -
+        BigInt(merchantBefore.replace(".", "")),
+    ).toBe(2_000_000n);
+    expect(await gw.tokenBalance(address)).toBe(payeeTokensBefore);
+    const fetched = await gw.call("GET", `/v1/payments/${response.body.id}`);
+    expect(fetched.body).toEqual(response.body);
+  });
+
+  it("a candidate that fails falls back to the next rail under the same payment, which pays once", async () => {
+    // The payee's account holds BTC: the internal USDC rail is ranked first (no fee), the ledger refuses to move
+    // USDC into it, and the EVM rail pays the address.
+    const btc = await createAccount(
+      { sql: gw.app.db, ledger: gw.app.ledger },
+      { tenantId: gw.app.demo!.tenantId, kind: "merchant", asset: assets.BTC, name: "BTC merchant" },
+    );
+    const id = await payee([
+      { type: "account", account: btc.id },
+      { type: "evm_address", address },
+    ]);
+    const tokensBefore = await gw.tokenBalance(address);
+    const response = await pay(id);
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm" });
+    expect(response.body.attempts.map((a: { rail: string; status: string }) => [a.rail, a.status])).toEqual([
+      ["internal-usdc", "failed"],
+      ["evm", "succeeded"],
+    ]);
+    expect((await gw.tokenBalance(address)) - tokensBefore).toBe(2_000_000n);
+  });
+
+  it("an address that names another chain is out of every rail's reach", async () => {
+    const id = await payee([{ type: "evm_address", address, chain_id: 999_999 }]);
+    const response = await pay(id);
+    expect(response.status).toBe(422);
+    expect(response.body.error.code).toBe("no_route");
+    expect(response.body.error.route.excluded).toContainEqual(
+      expect.objectContaining({ rail: "evm", reason: "unreachable_destination" }),
+    );
+  });
+
+  it("the payment's constraints still apply: denying the internal rail pays the address on chain", async () => {
+    const id = await payee([
+      { type: "account", account: "acct_demo_merchant" },
+      { type: "evm_address", address },
+    ]);
+    const response = await pay(id, { constraints: { rails: { deny: ["internal-usdc"] } } });
+    expect(response.status).toBe(201);
+    expect(response.body.rail).toBe("evm");
+  });
+
+  it("another tenant's payee is not found, and nothing is written", async () => {
+    const id = await payee([{ type: "evm_address", address }]);
+    const tenant = await createTenant(gw.app.db, { name: "Other" });
+    const key = (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret;
+    const response = await gw.call("POST", "/v1/payments", {
+      key,
+      body: {
+        amount: "1",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "payee", payee: id },
+      },
+    });
+    expect(response.status).toBe(404);
+    expect(["account_not_found", "payee_not_found"]).toContain(response.body.error.code);
+  });
+});
