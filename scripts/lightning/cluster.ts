@@ -3,7 +3,8 @@
 // gateway also has a two-hop route that charges LND's default routing fee) and payee → remote, whose
 // policy charges a clearly nonzero fee (remoteHopFee): the gateway reaches the remote payee only through
 // that hop. Free ports, a temporary directory per run, a clean stop.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -57,6 +58,14 @@ export type StartClusterParams = {
   readonly keepDirectory?: boolean;
   readonly log?: (line: string) => void;
   readonly channelCapacitySat?: number;
+  /**
+   * Where each node's wallet is saved (a directory per node name, with the address btcd mines to): the first
+   * start on a machine creates the wallets and saves them; later starts copy them in, so btcd is started with
+   * the mining addresses and mines while the nodes start, instead of being restarted once they are up (and lnd's
+   * btcd client waiting out its 5 s reconnect delay). Defaults to `<cache>/regtest-wallets/<build key>` for binaries in the build cache
+   * (`<cache>/bin/<build key>/`), else null: every start creates its wallets.
+   */
+  readonly walletTemplates?: string | null;
 };
 
 /** btcd regtest activates SegWit for block 432 (BIP9, window 144); mine past it and past coinbase maturity. */
@@ -79,6 +88,24 @@ async function distinctFreePorts(count: number): Promise<number[]> {
   return [...ports];
 }
 
+/** Where a saved wallet keeps the address btcd mines to: a wallet that has it is a complete template. */
+const miningAddressFile = "mining-address";
+
+/** Every node's saved mining address, or null unless all nodes have a saved wallet. */
+async function savedMiningAddresses(
+  templateOf: (alias: NodeName) => string | null,
+): Promise<Record<NodeName, string> | null> {
+  const found: Partial<Record<NodeName, string>> = {};
+  for (const alias of nodeNames) {
+    const template = templateOf(alias);
+    if (template === null) return null;
+    const file = path.join(template, miningAddressFile);
+    if (!existsSync(file)) return null;
+    found[alias] = (await readFile(file, "utf8")).trim();
+  }
+  return found as Record<NodeName, string>;
+}
+
 /**
  * One piece on purpose: the bring-up is a sequence where each step needs the one before (btcd, wallets,
  * blocks, nodes, channels, the graph) and one failure handler stops whatever had started, in reverse.
@@ -89,7 +116,18 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
   const directory = params.directory ?? (await mkdtemp(path.join(os.tmpdir(), "switchyard-regtest-")));
   const capacity = params.channelCapacitySat ?? channelCapacitySatDefault;
   const ports = await distinctFreePorts(portsPerCluster);
+  const binaryDirectory = path.dirname(params.binaries.lnd);
+  const cacheRoot = path.dirname(path.dirname(binaryDirectory)); // <cache>/bin/<build key>/lnd
+  const templates =
+    params.walletTemplates !== undefined
+      ? params.walletTemplates
+      : path.basename(path.dirname(binaryDirectory)) === "bin"
+        ? path.join(cacheRoot, "regtest-wallets", path.basename(binaryDirectory))
+        : null;
   const port = (i: number) => ports[i] as number;
+
+  const templateOf = (alias: NodeName) => (templates === null ? null : path.join(templates, alias));
+  const saved = await savedMiningAddresses(templateOf);
 
   log(`regtest: directory ${directory}`);
   const btcd = await startBtcd({
@@ -97,8 +135,10 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
     directory: path.join(directory, "btcd"),
     rpcPort: port(0),
     p2pPort: port(1),
+    ...(saved === null ? {} : { miningAddresses: nodeNames.map((alias) => saved[alias]) }),
   });
   const started: LndNode[] = [];
+  const addresses = new Map<NodeName, string>();
   const stopAll = async () => {
     await Promise.allSettled(started.map((node) => node.stop()));
     await btcd.stop();
@@ -106,9 +146,23 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
   };
 
   try {
-    log(`regtest: btcd up; starting lnd ${nodeNames.join(", ")}`);
+    // With saved wallets, btcd mines to their addresses while the nodes start (their wallets watch those
+    // addresses and find the coins as they sync). Else btcd has no generatetoaddress: it is restarted with the
+    // new wallets' addresses once the nodes are up.
+    const mined =
+      saved === null
+        ? null
+        : btcd.generate(activationBlocks).then(
+            () => null,
+            (error: unknown) => error,
+          );
+    if (saved !== null) log(`regtest: mining ${activationBlocks} blocks (SegWit activates at 432)`);
+    log(
+      `regtest: btcd up; starting lnd ${nodeNames.join(", ")}${saved === null ? "" : " from saved wallets"}`,
+    );
     const nodeList = await Promise.all(
       nodeNames.map(async (alias, i) => {
+        const template = templateOf(alias);
         const node = await startLndNode({
           binary: params.binaries.lnd,
           alias,
@@ -116,8 +170,17 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
           rpcPort: port(2 + i * 2),
           p2pPort: port(3 + i * 2),
           btcd,
+          ...(saved === null || template === null ? {} : { template }),
         });
         started.push(node);
+        if (saved !== null) return node;
+        const { address } = await createChainAddress({ lnd: node.lnd(), format: "p2wpkh" });
+        addresses.set(alias, address);
+        // btcd has only the genesis block so far: the wallet fits any regtest chain.
+        if (template !== null) {
+          log(`regtest: saving ${alias}'s wallet in ${template}`);
+          await node.saveTemplate(template, { [miningAddressFile]: `${address}\n` });
+        }
         return node;
       }),
     );
@@ -126,13 +189,14 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
       LndNode
     >;
 
-    // btcd has no generatetoaddress: restart it with the nodes' addresses as mining addresses.
-    const addresses = await Promise.all(
-      nodeList.map(async (node) => (await createChainAddress({ lnd: node.lnd(), format: "p2wpkh" })).address),
-    );
-    await btcd.restart({ miningAddresses: addresses });
-    log(`regtest: mining ${activationBlocks} blocks (SegWit activates at 432)`);
-    await btcd.generate(activationBlocks);
+    if (mined === null) {
+      await btcd.restart({ miningAddresses: nodeNames.map((alias) => addresses.get(alias) as string) });
+      log(`regtest: mining ${activationBlocks} blocks (SegWit activates at 432)`);
+      await btcd.generate(activationBlocks);
+    } else {
+      const miningError = await mined;
+      if (miningError !== null) throw miningError;
+    }
 
     // lnd's wallet reconnects to the restarted btcd and rescans; now and then the rescan's reply is lost on the
     // reconnect ("Received unexpected reply: null") and that wallet never syncs. A restarted lnd rescans afresh.

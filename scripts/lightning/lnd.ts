@@ -1,7 +1,7 @@
 // One lnd node on regtest against btcd: start, credentials, an authenticated `lightning` client,
-// restart (same data, same ports) and stop.
+// restart (same data, same ports) and stop; optionally from a saved wallet template (see saveTemplate).
 import { existsSync } from "node:fs";
-import { mkdir, readFile } from "node:fs/promises";
+import { cp, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { type AuthenticatedLnd, authenticatedLndGrpc, getWalletInfo } from "lightning";
 import type { Btcd } from "./btcd.ts";
@@ -31,6 +31,15 @@ export type LndNode = {
   start(): Promise<void>;
   restart(): Promise<void>;
   readonly logFile: string;
+  /** The node's data came from a template (its wallet was not created by this start). */
+  readonly fromTemplate: boolean;
+  /**
+   * Stops the node, copies its data directory (wallet, macaroons, TLS key; not its logs) and `extraFiles` to
+   * `directory` (atomically: a copy, then a rename; a template someone else saved meanwhile is kept) and starts it
+   * again. Meant right after the first start, before its chain has any block but the genesis block, which every
+   * regtest chain shares.
+   */
+  saveTemplate(directory: string, extraFiles?: Readonly<Record<string, string>>): Promise<void>;
 };
 
 export type LndNodeParams = {
@@ -41,9 +50,16 @@ export type LndNodeParams = {
   readonly p2pPort: number;
   readonly btcd: Pick<Btcd, "rpcHost" | "rpcUser" | "rpcPass" | "certPath">;
   readonly extraArgs?: readonly string[];
+  /**
+   * A data directory saved by saveTemplate: copied in before the first start when it exists, so lnd opens a
+   * wallet instead of creating one (the creation's scrypt key derivations are most of an lnd's start time).
+   */
+  readonly template?: string;
 };
 
 const startTimeoutMs = 120_000;
+/** What a template leaves out: the node's logs. */
+const templateExcluded = new Set(["logs", "lnd.out.log"]);
 
 export async function startLndNode(params: LndNodeParams): Promise<LndNode> {
   await mkdir(params.directory, { recursive: true });
@@ -112,10 +128,30 @@ export async function startLndNode(params: LndNodeParams): Promise<LndNode> {
     client = lnd;
   };
 
+  const fromTemplate = params.template !== undefined && existsSync(path.join(params.template, "tls.cert"));
+  if (fromTemplate) await cp(params.template as string, params.directory, { recursive: true });
   await start();
 
   const stop = async () => {
     await (daemon as Daemon | null)?.stop({ killAfterMs: 30_000 });
+  };
+
+  const saveTemplate = async (directory: string, extraFiles: Readonly<Record<string, string>> = {}) => {
+    await stop();
+    const copy = `${directory}.tmp-${process.pid}-${Date.now()}`;
+    await mkdir(path.dirname(directory), { recursive: true });
+    await cp(params.directory, copy, {
+      recursive: true,
+      filter: (source) => !templateExcluded.has(path.relative(params.directory, source)),
+    });
+    for (const [name, content] of Object.entries(extraFiles)) await writeFile(path.join(copy, name), content);
+    try {
+      await rename(copy, directory);
+    } catch (error) {
+      await rm(copy, { recursive: true, force: true });
+      if (!existsSync(directory)) throw error;
+    }
+    await start();
   };
 
   return {
@@ -132,6 +168,8 @@ export async function startLndNode(params: LndNodeParams): Promise<LndNode> {
       return client;
     },
     publicKey: () => publicKey,
+    fromTemplate,
+    saveTemplate,
     stop,
     start,
     async restart() {
