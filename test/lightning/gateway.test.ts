@@ -16,6 +16,7 @@ import { apiClient } from "../support/api.ts";
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
 const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
+const remote = authenticatedLndGrpc(cluster.nodes.remote).lnd;
 const accountId = "acct_btc_customer";
 let app: App;
 let directory = "";
@@ -98,5 +99,46 @@ describe("the Lightning rail through the gateway", () => {
     expect(settled.rail).toBe("lightning");
     expect(settled.attempts[0].evidence.preimage).toMatch(/^[0-9a-f]{64}$/);
     expect(BigInt(before.replace(".", "")) - BigInt((await posted()).replace(".", ""))).toBe(200_000n); // 200 sat in msat
+  });
+
+  it("pays an invoice behind a fee-charging hop: the fee cap comes from the route's estimate, the attempt's fee is LND's", async () => {
+    const topUp = await call("POST", "/v1/invoices", {
+      account: accountId,
+      amount: "0.00002",
+      asset: "BTC",
+      description: "top-up for the far payment",
+    });
+    await pay({ lnd: payer, request: topUp.body.instructions.bolt11 });
+    await waitFor(
+      "top-up paid",
+      async () =>
+        (await call("GET", `/v1/invoices/${topUp.body.id}`)).body.status === "paid" ? true : undefined,
+      { timeoutMs: 30_000 },
+    );
+    const before = await posted();
+    // 1,000 sat through the payee's hop: 2,000 msat + 5,000 ppm = 7,000 msat (remoteHopFee).
+    const { request } = await createInvoice({ lnd: remote, tokens: 1_000, description: "far away" });
+    const payment = await call("POST", "/v1/payments", {
+      amount: "0.00001",
+      asset: "BTC",
+      source: { account: accountId },
+      destination: { type: "bolt11", invoice: request },
+    });
+    expect([201, 202]).toContain(payment.status);
+    const settled = await waitFor(
+      "payment settled",
+      async () => {
+        const current = await call("GET", `/v1/payments/${payment.body.id}`);
+        return current.body.status === "succeeded" || current.body.status === "failed"
+          ? current.body
+          : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(settled).toMatchObject({ status: "succeeded", rail: "lightning" });
+    expect(settled.attempts[0].fee).toBe("0.00000007000");
+    const debited = BigInt(before.replace(".", "")) - BigInt((await posted()).replace(".", ""));
+    expect(debited).toBeGreaterThanOrEqual(1_000_000n);
+    expect(debited).toBeLessThanOrEqual(1_007_000n);
   });
 });
