@@ -4,7 +4,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
+import { authenticatedLndGrpc, createInvoice, getFailedPayments, getPayments, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
@@ -140,5 +140,30 @@ describe("the Lightning rail through the gateway", () => {
     const debited = BigInt(before.replace(".", "")) - BigInt((await posted()).replace(".", ""));
     expect(debited).toBeGreaterThanOrEqual(1_000_000n);
     expect(debited).toBeLessThanOrEqual(1_007_000n);
+  });
+
+  it("refuses a payment whose route costs more than its maximum fee before LND sees it (fee_above_max)", async () => {
+    const before = await posted();
+    // 7,000 msat through the payee's hop: above $0.006 (one msat is one micro-USD at the development rate),
+    // though the snapshot's model for an unknown route (3,000 msat for 1,000 sat) is below it.
+    const invoice = await createInvoice({ lnd: remote, tokens: 1_000, description: "too dear" });
+    const refused = await call("POST", "/v1/payments", {
+      amount: "0.00001",
+      asset: "BTC",
+      source: { account: accountId },
+      destination: { type: "bolt11", invoice: invoice.request },
+      constraints: { max_fee_usd: "0.006" },
+    });
+    expect(refused.status).toBe(402);
+    expect(refused.body.error.code).toBe("fee_above_max");
+    expect(refused.body.error.route.excluded).toContainEqual(
+      expect.objectContaining({ rail: "lightning", reason: "fee_above_max" }),
+    );
+    // LND never had the payment: nothing sent, nothing failed.
+    const gateway = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
+    const { payments } = await getPayments({ lnd: gateway });
+    const { payments: failed } = await getFailedPayments({ lnd: gateway });
+    expect([...payments, ...failed].filter((payment) => payment.id === invoice.id)).toEqual([]);
+    expect(await posted()).toBe(before);
   });
 });
