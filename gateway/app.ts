@@ -20,7 +20,7 @@ import {
 } from "./accounts/index.ts";
 import type { Config } from "./app/config.ts";
 import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
-import { createSplitterMirror, type EvmClients, openEvmClients } from "./app/evm.ts";
+import { closeEvmClients, createSplitterMirror, type EvmClients, openEvmClients } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
@@ -77,10 +77,14 @@ export type App = {
   settlement: SettlementDeps;
   /** In-process notifications after a commit: "invoice.paid" (invoice id). For embedding and benchmarks. */
   events: EventEmitter;
-  /** The in-process chain when the gateway runs its own (no EVM_RPC_URL); null on an external chain. */
+  /** The first EVM rail's ("evm") in-process chain when the gateway runs it (no EVM_RPC_URL); null on an external chain. */
   chain: EmbeddedChain | null;
-  /** Follows the RevenueSplitter's events into the ledger; null without a splitter. */
+  /** Every in-process chain the gateway runs, by the id of the rail that pays on it ("evm", "evm-l2", …). */
+  chains: ReadonlyMap<string, EmbeddedChain>;
+  /** Follows the first EVM rail's RevenueSplitter events into the ledger; null without a splitter. */
   evmWatcher: SplitterWatcher | null;
+  /** A watcher per EVM rail with a splitter, by rail id. */
+  evmWatchers: ReadonlyMap<string, SplitterWatcher>;
   demo: DemoTenant | null;
   close(): Promise<void>;
 };
@@ -119,16 +123,20 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       limits: { queueTransfersMax: config.ledgerQueueTransfersMax },
     });
     closers.push(() => ledger.close());
-    const evm = await openEvmClients(config.evm);
-    if (evm.embedded !== null) {
-      const chain = evm.embedded;
-      closers.push(() => chain.close());
-    }
+    const evm = await openEvmClients(config.evm, logger);
+    closers.push(() => closeEvmClients(evm));
+    const embedded = embeddedChains(evm);
     const { rails, batchPayer } = await buildRails({ config, db, ledger, logger, evm }, options);
     const services = createServices({ db, ledger, rails, changes, logger });
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo =
-      config.mode === "development" ? await ensureDemoTenant({ db, ledger, chain: evm.embedded }) : null;
+      config.mode === "development"
+        ? await ensureDemoTenant({
+            db,
+            ledger,
+            chains: [...embedded].map(([rail, chain]) => ({ rail, chain })),
+          })
+        : null;
     const events = new EventEmitter();
     await startRails(closers, { ...services, rails, logger, events });
     if (config.netting !== null && batchPayer !== null) {
@@ -142,7 +150,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       });
     }
     await startRecovery(closers, { ...services, logger });
-    const evmWatcher = await startSplitterMirror(closers, { config, db, ledger, logger, evm });
+    const evmWatchers = await startSplitterMirrors(closers, { db, ledger, logger, evm });
     const server = await buildServer({
       railRoutes: [...rails.values()].flatMap((rail) => rail.routes ?? []),
       db,
@@ -169,8 +177,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       payments: services.payments,
       settlement: services.settlement,
       events,
-      chain: evm.embedded,
-      evmWatcher,
+      chain: embedded.get("evm") ?? null,
+      chains: embedded,
+      evmWatcher: evmWatchers.get("evm") ?? null,
+      evmWatchers,
       demo,
       close,
     };
@@ -193,19 +203,31 @@ async function buildRails(
   const batchPayer = batchPayerOf(rails.values());
   for (const rail of rails.values()) {
     if (rail.kind !== "internal") await ensureClearingAccount(context, rail.id, rail.asset);
-    if (rail.kind === "evm") await openGasCapital(context, rail.id);
+    const chain = rail.kind === "evm" ? context.evm.find((clients) => clients.id === rail.id) : undefined;
+    if (chain !== undefined) await openGasCapital(context, rail.id, chain);
   }
   return { rails, batchPayer };
+}
+
+/** The in-process chains among the EVM chains, by rail id. */
+function embeddedChains(evm: readonly EvmClients[]): ReadonlyMap<string, EmbeddedChain> {
+  const chains = new Map<string, EmbeddedChain>();
+  for (const clients of evm) if (clients.embedded !== null) chains.set(clients.id, clients.embedded);
+  return chains;
 }
 
 /**
  * Books the gas the EVM hot wallet holds as the operator's capital on the rail, the first time the gateway sees
  * that wallet on that chain: clearing (native token) against capital, in gwei rounded down. From then on every
  * payout's gas is booked out of that clearing account as it is paid; gas sent to the wallet later is the operator's
- * to book (a reconciliation finds it).
+ * to book (a reconciliation finds it). Each EVM rail books its own chain's wallet, with its own clients.
  */
-async function openGasCapital(context: RailContext & { ledger: Ledger }, rail: string): Promise<void> {
-  const { walletClient, publicClient } = context.evm;
+async function openGasCapital(
+  context: RailContext & { ledger: Ledger },
+  rail: string,
+  chain: EvmClients,
+): Promise<void> {
+  const { walletClient, publicClient } = chain;
   const wallet = walletClient.account.address;
   const wei = await publicClient.getBalance({ address: wallet });
   const deps = {
@@ -376,28 +398,31 @@ function startWebhookDelivery(closers: Closers, deps: { db: Db; logger: Logger; 
   closers.push(() => delivery.stop());
 }
 
-/** RevenueSplitter events mirrored into the ledger (adapters/evm watcher → settlement/evm-mirror). */
-async function startSplitterMirror(
+/** Each EVM chain's RevenueSplitter events mirrored into the ledger (adapters/evm watcher → settlement/evm-mirror). */
+async function startSplitterMirrors(
   closers: Closers,
-  deps: { config: Config; db: Db; ledger: Ledger; logger: Logger; evm: EvmClients },
-): Promise<SplitterWatcher | null> {
-  const { evm, config } = deps;
-  if (evm.splitter === null) return null;
-  const watcher = await createSplitterMirror({
-    db: deps.db,
-    ledger: deps.ledger,
-    publicClient: evm.publicClient,
-    splitter: evm.splitter.address,
-    token: { address: evm.token, asset: assets.USDC },
-    hotWallet: evm.walletClient.account.address,
-    confirmations: config.evm.confirmations,
-    startBlock: evm.splitter.startBlock,
-    pollIntervalMs: evm.embedded === null ? 2_000 : 250,
-    logger: deps.logger.child({ module: "evm-splitter" }),
-  });
-  watcher.start();
-  closers.push(() => watcher.stop());
-  return watcher;
+  deps: { db: Db; ledger: Ledger; logger: Logger; evm: readonly EvmClients[] },
+): Promise<ReadonlyMap<string, SplitterWatcher>> {
+  const watchers = new Map<string, SplitterWatcher>();
+  for (const chain of deps.evm) {
+    if (chain.splitter === null) continue;
+    const watcher = await createSplitterMirror({
+      db: deps.db,
+      ledger: deps.ledger,
+      publicClient: chain.publicClient,
+      splitter: chain.splitter.address,
+      token: { address: chain.token, asset: assets.USDC },
+      hotWallet: chain.walletClient.account.address,
+      confirmations: chain.confirmations,
+      startBlock: chain.splitter.startBlock,
+      pollIntervalMs: chain.embedded === null ? 2_000 : 250,
+      logger: deps.logger.child({ module: "evm-splitter", rail: chain.id }),
+    });
+    watcher.start();
+    closers.push(() => watcher.stop());
+    watchers.set(chain.id, watcher);
+  }
+  return watchers;
 }
 
 async function ensureClearingAccount(

@@ -1,14 +1,14 @@
 // `npm start`: reads the configuration from the environment, builds the app, listens, and says how to use it.
 
 import { formatAmount } from "../core/index.ts";
-import { ConfigError, loadConfig } from "./app/config.ts";
-import { createApp } from "./app.ts";
+import { ConfigError, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
+import { createApp, demoFundingUsdc } from "./app.ts";
 
 async function main(): Promise<void> {
-  const config = loadConfig(process.env);
+  const config = loadConfig(withStartDefaults(process.env));
   const started = performance.now();
   console.log(
-    `switchyard: starting (database: ${config.database.kind}, chain: ${config.evm.kind === "embedded" ? "Hardhat in-process" : config.evm.url})`,
+    `switchyard: starting (database: ${config.database.kind}, EVM chains: ${config.evm.chains.map(chainText).join(", ")})`,
   );
   const app = await createApp(config);
   const address = await app.server.listen({ port: config.port, host: config.host });
@@ -22,24 +22,37 @@ async function main(): Promise<void> {
     console.log("switchyard: no LND configured (LND_SOCKET): the Lightning rail is off");
   if (app.demo !== null) {
     const demo = app.demo;
-    const body = JSON.stringify({
+    const curl = (body: unknown) =>
+      `  curl -s ${url}/v1/payments -H 'Authorization: Bearer ${demo.apiKey}' -H 'Content-Type: application/json' -H "Idempotency-Key: $(date +%s%N)" -d '${JSON.stringify(body)}'`;
+    const payment = (destination: Record<string, string | number>) => ({
       amount: "1.50",
       asset: "USDC",
       source: { account: demo.customer.id },
-      destination:
-        demo.payee === null
-          ? { type: "account", account: demo.merchant.id }
-          : { type: "evm_address", address: demo.payee },
+      destination,
     });
+    const first = demo.chains[0];
+    const onChain = demo.chains.map(
+      (chain) => `
+Pay 1.50 USDC on rail ${chain.rail} only (the address names chain ${chain.chainId}):
+${curl(payment({ type: "evm_address", address: chain.payee, chain_id: chain.chainId }))}
+`,
+    );
     console.log(`
 Demo tenant (development mode; the key is new at every start and shown only here):
   API key:   ${demo.apiKey}
-  customer:  ${demo.customer.id} (funded with ${formatAmount(1_000_000_000n, demo.customer.asset)} USDC of TestUSD on the embedded chain)
+  customer:  ${demo.customer.id} (funded with ${formatAmount(demoFundingUsdc, demo.customer.asset)} USDC of TestUSD on each embedded chain: ${demo.chains.map((chain) => chain.rail).join(", ") || "none"})
   merchant:  ${demo.merchant.id}
-
-Pay 1.50 USDC on chain to ${demo.payee ?? demo.merchant.id}:
-  curl -s ${url}/v1/payments -H 'Authorization: Bearer ${demo.apiKey}' -H 'Content-Type: application/json' -H "Idempotency-Key: $(date +%s%N)" -d '${body}'
-
+${
+  first === undefined
+    ? `
+Pay 1.50 USDC to the merchant's account:
+${curl(payment({ type: "account", account: demo.merchant.id }))}
+`
+    : `
+Pay 1.50 USDC to ${first.payee}, on whichever chain the router finds cheapest:
+${curl(payment({ type: "evm_address", address: first.payee }))}
+${onChain.join("")}`
+}
 Then look at it, and at the customer's balance:
   curl -s ${url}/v1/payments/<id> -H 'Authorization: Bearer ${demo.apiKey}'
   curl -s ${url}/v1/accounts/${demo.customer.id}/balance -H 'Authorization: Bearer ${demo.apiKey}'
@@ -65,3 +78,11 @@ main().catch((error: unknown) => {
   console.error("switchyard: failed to start", error);
   process.exit(1);
 });
+
+function chainText(chain: EvmChainConfig): string {
+  const where =
+    chain.source.kind === "embedded"
+      ? `Hardhat in-process, chain ${chain.source.chainId}`
+      : new URL(chain.source.url).host;
+  return `${chain.id} (${where})`;
+}

@@ -1,6 +1,7 @@
-// Hardhat's in-process chain for `npm start` and the tests: EDR behind an EIP-1193 provider, viem clients
+// Hardhat's in-process chains for `npm start` and the tests: EDR behind an EIP-1193 provider, viem clients
 // on it, the contracts deployed through the one deployment path, and the well-known development accounts
-// (Hardhat's test mnemonic: never hold real money with them).
+// (Hardhat's test mnemonic: never hold real money with them). Several can run side by side (an "L1" and an
+// "L2"), each with its own chain id and its own base fee, which it holds block after block.
 import {
   type Account,
   type Chain,
@@ -9,16 +10,23 @@ import {
   custom,
   defineChain,
   type EIP1193Provider,
+  type Hex,
+  numberToHex,
   type PublicClient,
+  parseTransaction,
   type Transport,
   type WalletClient,
 } from "viem";
 import { mnemonicToAccount } from "viem/accounts";
+import { type Logger, silentLogger } from "../../core/index.ts";
 import { type DeployedContracts, deployContracts } from "./deploy.ts";
 
-type NetworkHelpers = Awaited<ReturnType<typeof import("hardhat")["network"]["connect"]>>["networkHelpers"];
+type NetworkHelpers = Awaited<ReturnType<typeof import("hardhat")["network"]["create"]>>["networkHelpers"];
 
 export const hardhatMnemonic = "test test test test test test test test test test test junk";
+
+/** Hardhat's own chain id: the first embedded chain's. */
+export const hardhatChainId = 31_337;
 
 export type EmbeddedChain = {
   chain: Chain;
@@ -29,24 +37,41 @@ export type EmbeddedChain = {
   contracts: DeployedContracts;
   /** Development accounts 1 to 9, for payees and payers in demos and tests. */
   accounts: readonly Account[];
+  /** The base fee the chain holds (wei per gas). */
+  baseFeePerGas: bigint;
   /** Hardhat's network helpers on this chain (mine, takeSnapshot, …): tests use them for confirmations and reorgs. */
   networkHelpers: NetworkHelpers;
+  /** Holds another base fee from the next block on (a test of a fee spike). */
+  setBaseFeePerGas(wei: bigint): Promise<void>;
   close(): Promise<void>;
 };
 
-/** blockIntervalMs: also mine an empty block this often (0: a block per transaction only, Hardhat's default). */
-export async function startEmbeddedChain(options: { blockIntervalMs?: number } = {}): Promise<EmbeddedChain> {
+export type EmbeddedChainOptions = {
+  /** Default 31337 (Hardhat's). */
+  chainId?: number;
+  /** The base fee every block has (wei per gas); default Hardhat's initial 1 gwei. */
+  baseFeePerGas?: bigint;
+  /** Also mine an empty block this often (0: a block per transaction only, Hardhat's default). */
+  blockIntervalMs?: number;
+  /** Where a failed interval block is reported; silent by default. */
+  logger?: Logger;
+};
+
+const hardhatInitialBaseFeePerGas = 1_000_000_000n;
+
+export async function startEmbeddedChain(options: EmbeddedChainOptions = {}): Promise<EmbeddedChain> {
   // Hardhat is a development dependency: loaded only when the embedded chain is asked for.
   const { network } = await import("hardhat");
-  const connection = await network.connect();
-  const provider = connection.provider as unknown as EIP1193Provider;
-  // Transactions are still mined at once (automine stays on); the interval adds the blocks that confirm them.
-  if ((options.blockIntervalMs ?? 0) > 0)
-    await provider.request({ method: "evm_setIntervalMining", params: [options.blockIntervalMs] } as never);
-  const chainId = Number(await provider.request({ method: "eth_chainId" }));
+  const chainId = options.chainId ?? hardhatChainId;
+  const baseFee = { wei: options.baseFeePerGas ?? hardhatInitialBaseFeePerGas };
+  const connection = await network.create({
+    override: { chainId, initialBaseFeePerGas: baseFee.wei },
+  } as Parameters<typeof network.create>[0]);
+  const inner = connection.provider as unknown as EIP1193Provider;
+  const provider = holdingBaseFee(inner, baseFee);
   const chain = defineChain({
     id: chainId,
-    name: "Hardhat (in-process)",
+    name: `Hardhat (in-process, ${chainId})`,
     nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
     rpcUrls: { default: { http: [] } },
   });
@@ -54,18 +79,100 @@ export async function startEmbeddedChain(options: { blockIntervalMs?: number } =
   const publicClient = createPublicClient({ chain, transport, pollingInterval: 50 });
   const hotWallet = mnemonicToAccount(hardhatMnemonic, { addressIndex: 0 });
   const walletClient = createWalletClient({ chain, transport, account: hotWallet });
-  const contracts = await deployContracts({ walletClient, publicClient });
-  const accounts = Array.from({ length: 9 }, (_, i) =>
-    mnemonicToAccount(hardhatMnemonic, { addressIndex: i + 1 }),
-  );
+  const intervalMiner = startIntervalMining(provider, options.blockIntervalMs ?? 0, options.logger);
+  try {
+    const contracts = await deployContracts({ walletClient, publicClient });
+    const accounts = Array.from({ length: 9 }, (_, i) =>
+      mnemonicToAccount(hardhatMnemonic, { addressIndex: i + 1 }),
+    );
+    return {
+      chain,
+      provider,
+      publicClient,
+      walletClient,
+      contracts,
+      accounts,
+      get baseFeePerGas() {
+        return baseFee.wei;
+      },
+      networkHelpers: connection.networkHelpers,
+      async setBaseFeePerGas(wei: bigint) {
+        baseFee.wei = wei;
+        await setNextBaseFee(inner, wei);
+      },
+      async close() {
+        await intervalMiner.stop();
+        await connection.close();
+      },
+    };
+  } catch (error) {
+    await intervalMiner.stop();
+    await connection.close();
+    throw error;
+  }
+}
+
+/**
+ * The provider with the chain's base fee held: EIP-1559 lowers it 12.5% a block while blocks are less than half
+ * full — nearly always here — and an L1 left alone would cost nothing after a few dozen payouts. So every block
+ * this provider mines starts at the held fee, or at a transaction's max fee when that is lower (it would not be
+ * mined otherwise; a real chain's base fee also moves). Blocks mined past it (networkHelpers.mine) drift as EIP-1559
+ * says until the next one.
+ */
+function holdingBaseFee(inner: EIP1193Provider, baseFee: { wei: bigint }): EIP1193Provider {
+  const request = (async (args: { method: string; params?: unknown }) => {
+    if (args.method === "eth_sendRawTransaction") {
+      const [raw] = args.params as [Hex];
+      const tx = parseTransaction(raw);
+      const fee = tx.maxFeePerGas ?? tx.gasPrice ?? baseFee.wei;
+      const underpriced = fee < baseFee.wei;
+      await setNextBaseFee(inner, underpriced ? fee : baseFee.wei);
+    } else if (args.method === "evm_mine") await setNextBaseFee(inner, baseFee.wei);
+    return inner.request(args as Parameters<EIP1193Provider["request"]>[0]);
+  }) as EIP1193Provider["request"];
+  // viem's custom transport asks only `request`; events (on/removeListener) are the inner provider's.
   return {
-    chain,
-    provider,
-    publicClient,
-    walletClient,
-    contracts,
-    accounts,
-    networkHelpers: connection.networkHelpers,
-    close: () => connection.close(),
+    request,
+    on: (...args: Parameters<EIP1193Provider["on"]>) => inner.on(...args),
+    removeListener: (...args: Parameters<EIP1193Provider["removeListener"]>) => inner.removeListener(...args),
+  } as EIP1193Provider;
+}
+
+function setNextBaseFee(provider: EIP1193Provider, wei: bigint): Promise<unknown> {
+  return provider.request({
+    method: "hardhat_setNextBlockBaseFeePerGas",
+    params: [numberToHex(wei)],
+  } as never);
+}
+
+/** Mines an empty block (at the held base fee) every `intervalMs`; one at a time. */
+function startIntervalMining(
+  provider: EIP1193Provider,
+  intervalMs: number,
+  logger: Logger = silentLogger,
+): { stop(): Promise<void> } {
+  if (intervalMs <= 0) return { stop: async () => undefined };
+  let mining: Promise<void> = Promise.resolve();
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    mining = provider
+      .request({ method: "evm_mine", params: [] } as never)
+      .then(
+        () => undefined,
+        (error: unknown) =>
+          logger.warn({ error: String(error) }, "the embedded chain's interval block failed"),
+      )
+      .finally(() => {
+        busy = false;
+      });
+  }, intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await mining;
+    },
   };
 }

@@ -22,8 +22,15 @@ export {
   readContractArtifact,
   testUsdDefaults,
 } from "./deploy.ts";
-export { type EmbeddedChain, hardhatMnemonic, startEmbeddedChain } from "./dev-chain.ts";
-export { EvmRailError } from "./errors.ts";
+export {
+  type EmbeddedChain,
+  type EmbeddedChainOptions,
+  hardhatChainId,
+  hardhatMnemonic,
+  startEmbeddedChain,
+} from "./dev-chain.ts";
+export { EvmRailError, translatingViemErrors } from "./errors.ts";
+export { type GasAboveMax, type GasFees, type GasPolicy, gasFeesFor, readBaseFee } from "./gas.ts";
 export { createEvmRail, evmMigrations } from "./rail.ts";
 export {
   batchHashOf,

@@ -48,9 +48,12 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       message:
         code === "rail_unavailable"
           ? `the node did not answer: ${sent.message}`
-          : `${attempt.destination.kind === "evm_split" ? "pay" : "transfer"} would revert: ${sent.message}`,
-      // An unknown split is unknown to every rail; a shortfall of this wallet is not another rail's.
-      retryElsewhere: code !== "unreachable_destination",
+          : code === "fee_above_max"
+            ? `gas on chain ${state.chainId}: ${sent.message}`
+            : `${attempt.destination.kind === "evm_split" ? "pay" : "transfer"} would revert: ${sent.message}`,
+      // Nothing was sent, and none of it is another rail's concern: a shortfall of this wallet, gas above this
+      // chain's cap, a split unknown on this chain (a split lives on one chain; another rail's may have it).
+      retryElsewhere: true,
     };
   }
   return outcomeOf(state, attempt, sent);

@@ -3,6 +3,7 @@
 import { type Account, type Address, erc20Abi, maxUint256, type TransactionReceipt } from "viem";
 import type { Logger } from "../../core/index.ts";
 import { EvmRailError } from "./errors.ts";
+import { currentGasFees } from "./gas.ts";
 import type { SendJournal } from "./send-journal.ts";
 import type { EvmEvidence, EvmRailParams } from "./types.ts";
 
@@ -14,7 +15,7 @@ export type EvmRailView = {
   available: boolean;
   /** The hot wallet's token balance. */
   liquidity: bigint;
-  /** Wei per gas. */
+  /** Wei per gas a transaction is expected to pay now: the latest base fee + the policy's tip (even above its cap). */
   gasPrice: bigint;
   takenAtMs: number;
 };
@@ -62,7 +63,15 @@ export async function ensureAllowance(state: EvmRailState, splitter: Address, am
     args: [account.address, splitter],
   });
   if (allowance >= amount) return;
+  const fees = await currentGasFees(params.publicClient, params.gas);
+  if (fees.kind === "above_max")
+    throw new EvmRailError("the base fee is above the rail's max fee: the splitter's approve waits", {
+      details: `base fee ${fees.baseFeeWei} wei, max fee ${fees.maxFeeWei} wei`,
+    });
   const hash = await params.walletClient.writeContract({
+    type: "eip1559",
+    maxFeePerGas: fees.maxFeePerGas,
+    maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
     account,
     chain: params.walletClient.chain,
     address: params.token.address,

@@ -18,6 +18,7 @@ import {
   silentLogger,
 } from "../../core/index.ts";
 import { translatingViemErrors, viemDetails } from "./errors.ts";
+import { readBaseFee } from "./gas.ts";
 import { executeAttempt } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { createSendJournal } from "./send-journal.ts";
@@ -36,6 +37,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     walletClient: params.walletClient,
     confirmations: params.confirmations,
     receiptTimeoutMs: params.receiptTimeoutMs,
+    gas: params.gas,
   });
   const state: EvmRailState = {
     id: params.id ?? "evm",
@@ -85,11 +87,15 @@ function readBalance(state: EvmRailState): Promise<bigint> {
   });
 }
 
-/** Reads the hot wallet's token balance and the gas price; on failure the rail is unavailable until the next. */
+/**
+ * Reads the hot wallet's token balance and the latest block's base fee (the gas price is base fee + the policy's
+ * tip); on failure the rail is unavailable until the next.
+ */
 async function refresh(state: EvmRailState): Promise<void> {
   const { params } = state;
   try {
-    const [liquidity, gasPrice] = await Promise.all([readBalance(state), params.publicClient.getGasPrice()]);
+    const [liquidity, baseFeeWei] = await Promise.all([readBalance(state), readBaseFee(params.publicClient)]);
+    const gasPrice = baseFeeWei + params.gas.priorityFeeWei;
     state.view = { ...state.view, available: true, liquidity, gasPrice, takenAtMs: state.nowMs() };
   } catch (error) {
     state.view = { ...state.view, available: false, takenAtMs: state.nowMs() };
@@ -102,7 +108,8 @@ async function refresh(state: EvmRailState): Promise<void> {
 
 function snapshotOf(state: EvmRailState): RailSnapshot {
   const { params, view } = state;
-  // gas × price is in wei; the rate turns wei into USD micro-units, rounded up: an estimate of a cost.
+  // gas × price (latest base fee + tip, live) is in wei; the rate turns wei into USD micro-units, rounded up: an
+  // estimate of a cost. Above the policy's cap the price stands as it is: the rail would refuse (fee_above_max).
   const networkFeeMicroUsd = divCeil(
     params.transferGasEstimate * view.gasPrice * params.nativeUsdRate.microUsd,
     params.nativeUsdRate.perMinorUnits,
@@ -111,6 +118,7 @@ function snapshotOf(state: EvmRailState): RailSnapshot {
     rail: state.id,
     kind: "evm",
     asset: params.token.asset,
+    chainId: state.chainId,
     available: view.available,
     reaches: params.splitter === undefined ? ["evm_address"] : ["evm_address", "evm_split"],
     amountMin: 1n,

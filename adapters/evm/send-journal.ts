@@ -15,12 +15,16 @@ import type {
 import { keccak256 } from "viem";
 import type { Db, RailFailureCode } from "../../core/index.ts";
 import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
+import { currentGasFees, type GasPolicy, gweiText } from "./gas.ts";
 import { failureCodeOf, revertName } from "./reverts.ts";
 
 /** One stored send; `attempt_id` is the key (a payment attempt's id, or a prefixed splitter-call key). */
 export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number };
 
-/** A call gas estimation says would revert, or that the node did not answer: nothing was signed, stored or sent. */
+/**
+ * A call gas estimation says would revert, that the node did not answer, or whose gas would cost more than the
+ * policy's cap (fee_above_max): nothing was signed, stored or sent.
+ */
 export type SendRefused = { status: "failed"; code: RailFailureCode; revert: string | null; message: string };
 
 /** A contract call to send. */
@@ -34,6 +38,8 @@ export type SendJournal = {
   readonly chainId: number;
   readonly confirmations: number;
   readonly receiptTimeoutMs: number;
+  /** What every transaction offers for gas (EIP-1559 fees from the latest base fee, capped). */
+  readonly gas: GasPolicy;
   /** The last send queued: each send waits for it, so nonces are assigned in order. */
   queue: Promise<unknown>;
 };
@@ -44,6 +50,7 @@ export function createSendJournal(params: {
   walletClient: WalletClient<Transport, Chain, Account>;
   confirmations: number;
   receiptTimeoutMs: number;
+  gas: GasPolicy;
 }): SendJournal {
   return {
     ...params,
@@ -81,16 +88,30 @@ export function sendOnce(
   });
 }
 
-/** Signs a call, stores it under `key`, then broadcasts it. A revert in gas estimation sends nothing. */
+/**
+ * Signs a call with the policy's fees, stores it under `key`, then broadcasts it. A base fee above the cap, or a
+ * revert in gas estimation, sends nothing.
+ */
 async function signAndStore(journal: SendJournal, key: string, call: Call): Promise<SendRow | SendRefused> {
   const { walletClient } = journal;
   let request: Awaited<ReturnType<typeof walletClient.prepareTransactionRequest>>;
   try {
+    const fees = await currentGasFees(journal.publicClient, journal.gas);
+    if (fees.kind === "above_max")
+      return {
+        status: "failed",
+        code: "fee_above_max",
+        revert: null,
+        message: `the base fee (${gweiText(fees.baseFeeWei)}) and the tip are above the rail's max fee (${gweiText(fees.maxFeeWei)})`,
+      };
     request = await walletClient.prepareTransactionRequest({
       account: journal.account,
       chain: walletClient.chain,
       to: call.to,
       data: call.data,
+      type: "eip1559",
+      maxFeePerGas: fees.maxFeePerGas,
+      maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
     });
   } catch (error) {
     // Gas estimation runs the call: a revert here means it cannot succeed now; a node out of reach has said

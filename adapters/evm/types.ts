@@ -9,6 +9,7 @@ import type {
   SettlementEvidence,
   UsdRate,
 } from "../../core/index.ts";
+import type { GasPolicy } from "./gas.ts";
 
 export type EvmRailParams = {
   id?: string;
@@ -19,6 +20,8 @@ export type EvmRailParams = {
   /** The RevenueSplitter: with it the rail also reaches `evm_split` destinations. */
   splitter?: Address;
   confirmations: number;
+  /** EIP-1559 gas: the tip above the latest base fee, and the most paid per gas (above it: fee_above_max). */
+  gas: GasPolicy;
   /** USD value of the chain's native token (gas), per wei. */
   nativeUsdRate: UsdRate;
   /** Gas of one token transfer, for the fee estimate the router sees. */

@@ -12,6 +12,75 @@ import { defaultLedgerLimits } from "../ledger/index.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
+const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "a 0x-prefixed 20-byte hex address");
+const hotWalletKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "a 0x-prefixed 32-byte hex key");
+const confirmations = z.coerce.number().int().min(1).max(1_000);
+const blockIntervalMs = z.coerce.number().int().min(0).max(3_600_000);
+/** A price per gas in gwei, as a decimal string with at most 9 decimals (a whole number of wei). */
+const gwei = z
+  .string()
+  .regex(/^(0|[1-9][0-9]{0,5})(\.[0-9]{1,9})?$/, "gwei with at most 9 decimals, below 1,000,000");
+
+const embeddedL1BaseFeeGwei = "25";
+const embeddedL2BaseFeeGwei = "0.01";
+const l1PriorityFeeGwei = "1";
+const l1MaxFeeGwei = "200";
+const evmChainsMax = 16;
+const embeddedFirstChainId = 31_337;
+
+/** One further chain in EVM_CHAINS. Without `rpc_url` it is one more embedded Hardhat chain. */
+const evmChainEntry = z.strictObject({
+  /** The rail's id: "evm-" and a name ("evm-l2", "evm-base"). */
+  id: z.string().regex(/^evm-[a-z0-9][a-z0-9-]{0,27}$/, 'a rail id "evm-…" (lower case, digits, dashes)'),
+  rpc_url: z.string().url().optional(),
+  /** On an RPC chain: checked against the node at start (unset: whatever the node says). Embedded: its id
+   * (default 31337 + the entry's position, from 1). */
+  chain_id: z
+    .number()
+    .int()
+    .positive()
+    .max(2 ** 53 - 1)
+    .optional(),
+  /** Default: EVM_HOT_WALLET_KEY. */
+  hot_wallet_key: hotWalletKey.optional(),
+  /** The stablecoin on an RPC chain (required there); the embedded chain deploys TestUSD. */
+  token: address.optional(),
+  splitter: address.optional(),
+  splitter_start_block: z.coerce.bigint().min(0n).default(0n),
+  confirmations: confirmations.default(1),
+  priority_fee_gwei: gwei.default(l1PriorityFeeGwei),
+  max_fee_gwei: gwei.default(l1MaxFeeGwei),
+  /** Embedded only: the base fee it holds, and an empty block this often (0: only with transactions). */
+  base_fee_gwei: gwei.default(embeddedL2BaseFeeGwei),
+  block_interval_ms: blockIntervalMs.optional(),
+});
+const evmChainEntries = z.array(evmChainEntry).max(evmChainsMax - 1);
+
+/**
+ * What `npm start` adds to the environment it was given (gateway/main.ts): with no chain configured (no
+ * EVM_RPC_URL, no EVM_CHAINS), an embedded L2 ("evm-l2", chain 31338, base fee 0.01 gwei) beside the embedded
+ * L1, so that the router has a real choice. The test setups call loadConfig without it: one chain unless
+ * they ask for more.
+ */
+export function withStartDefaults(
+  env: Record<string, string | undefined>,
+): Record<string, string | undefined> {
+  if (env.EVM_RPC_URL !== undefined || env.EVM_CHAINS !== undefined) return env;
+  return { ...env, EVM_CHAINS: embeddedL2Chains };
+}
+
+/** One embedded L2 beside the first chain: cheap gas (0.01 gwei base fee, 0.001 gwei tip, at most 1 gwei). */
+export const embeddedL2Chains = JSON.stringify([
+  { id: "evm-l2", chain_id: 31_338, base_fee_gwei: "0.01", priority_fee_gwei: "0.001", max_fee_gwei: "1" },
+]);
+
+const weiPerGwei = 1_000_000_000n;
+
+/** "1.5" gwei → 1,500,000,000 wei, exactly (the schema allows at most 9 decimals). */
+export function gweiToWei(text: string): bigint {
+  const [whole = "0", fraction = ""] = text.split(".");
+  return BigInt(whole) * weiPerGwei + BigInt(fraction.padEnd(9, "0"));
+}
 
 const schema = z.object({
   PORT: port.default(8080),
@@ -23,29 +92,27 @@ const schema = z.object({
   PGLITE_DIR: z.string().optional(),
   DATABASE_POOL_SIZE_MAX: positiveInt.default(10),
   DATABASE_STATEMENT_TIMEOUT_MS: positiveInt.default(10_000),
-  /** JSON-RPC endpoint of an EVM chain; unset: Hardhat's in-process chain with the contracts deployed at start. */
+  /** The first EVM chain (rail "evm"). JSON-RPC endpoint; unset: Hardhat's in-process chain with the contracts deployed at start. */
   EVM_RPC_URL: z.string().url().optional(),
-  /** Hex private key of the gateway's hot wallet on EVM_RPC_URL. */
-  EVM_HOT_WALLET_KEY: z
-    .string()
-    .regex(/^0x[0-9a-fA-F]{64}$/, "a 0x-prefixed 32-byte hex key")
-    .optional(),
+  /** Hex private key of the gateway's hot wallet on EVM_RPC_URL (and on every chain of EVM_CHAINS that names none). */
+  EVM_HOT_WALLET_KEY: hotWalletKey.optional(),
   /** Address of the stablecoin (USDC-like, 6 decimals) on EVM_RPC_URL. */
-  EVM_TOKEN_ADDRESS: z
-    .string()
-    .regex(/^0x[0-9a-fA-F]{40}$/)
-    .optional(),
-  EVM_CONFIRMATIONS: z.coerce.number().int().min(1).max(1_000).default(1),
+  EVM_TOKEN_ADDRESS: address.optional(),
+  EVM_CONFIRMATIONS: confirmations.default(1),
   /** The embedded chain also mines an empty block this often (0: only with transactions). Unset: 1000 when
    * EVM_CONFIRMATIONS > 1 (else nothing would ever confirm a payout), 0 otherwise. */
-  EVM_EMBEDDED_BLOCK_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).optional(),
+  EVM_EMBEDDED_BLOCK_INTERVAL_MS: blockIntervalMs.optional(),
+  /** The embedded first chain's base fee, held there block after block (an L1's). */
+  EVM_EMBEDDED_BASE_FEE_GWEI: gwei.default(embeddedL1BaseFeeGwei),
   /** RevenueSplitter on EVM_RPC_URL (deploy: node scripts/evm-deploy.ts); unset: no splits there. */
-  EVM_SPLITTER_ADDRESS: z
-    .string()
-    .regex(/^0x[0-9a-fA-F]{40}$/)
-    .optional(),
+  EVM_SPLITTER_ADDRESS: address.optional(),
   /** The block the splitter was deployed in: where its watcher starts reading the first time. */
   EVM_SPLITTER_START_BLOCK: z.coerce.bigint().min(0n).default(0n),
+  /** Gas policy of the first chain: the tip offered above the base fee, and the most paid per gas (else fee_above_max). */
+  EVM_PRIORITY_FEE_GWEI: gwei.default(l1PriorityFeeGwei),
+  EVM_MAX_FEE_GWEI: gwei.default(l1MaxFeeGwei),
+  /** Further EVM chains, each its own rail: a JSON array of `evmChainEntry` (see README). Unset: none. */
+  EVM_CHAINS: z.string().optional(),
   REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
   /** Netting on the EVM rail: a payout whose fee is above this share of its value (basis points) accrues. Unset: off. */
   NETTING_MAX_FEE_SHARE_BPS: z.coerce.number().int().min(1).max(10_000).optional(),
@@ -72,16 +139,8 @@ export type Config = {
   database:
     | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
     | { kind: "pglite"; dataDir: string | undefined };
-  evm:
-    | { kind: "embedded"; confirmations: number; blockIntervalMs: number }
-    | {
-        kind: "rpc";
-        url: string;
-        hotWalletKey: `0x${string}`;
-        tokenAddress: `0x${string}`;
-        splitter: { address: `0x${string}`; startBlock: bigint } | null;
-        confirmations: number;
-      };
+  /** The EVM chains, each its own rail; the first is rail "evm" (EVM_RPC_URL or the embedded L1). */
+  evm: { chains: readonly EvmChainConfig[] };
   /** Stripe: off unless STRIPE_SECRET_KEY is set (the fiat rail reads its own variables, adapters/fiat/config.ts). */
   fiat: FiatConfig;
   /** LND: off unless LND_SOCKET is set (the Lightning rail reads its own variables, adapters/lightning/config.ts). */
@@ -93,6 +152,33 @@ export type Config = {
   requestsInFlightMax: number;
   ledgerQueueTransfersMax: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
+};
+
+/** How a rail pays for gas (EIP-1559): the base fee of the latest block plus `priorityFeeWei`, never above `maxFeeWei`. */
+export type EvmGasPolicy = { priorityFeeWei: bigint; maxFeeWei: bigint };
+
+export type EvmChainConfig = {
+  /** The rail's id: "evm" for the first chain, "evm-…" for the others. */
+  id: string;
+  confirmations: number;
+  gas: EvmGasPolicy;
+  source:
+    | {
+        kind: "embedded";
+        chainId: number;
+        /** The base fee the chain holds block after block. */
+        baseFeeWei: bigint;
+        blockIntervalMs: number;
+      }
+    | {
+        kind: "rpc";
+        url: string;
+        /** Checked against the node at start; null: the node's. */
+        chainId: number | null;
+        hotWalletKey: `0x${string}`;
+        tokenAddress: `0x${string}`;
+        splitter: { address: `0x${string}`; startBlock: bigint } | null;
+      };
 };
 
 export class ConfigError extends SwitchyardError {
@@ -108,31 +194,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(`invalid configuration: ${problems}`);
   }
   const e = parsed.data;
-  let evm: Config["evm"];
-  if (e.EVM_RPC_URL === undefined) {
-    evm = {
-      kind: "embedded",
-      confirmations: e.EVM_CONFIRMATIONS,
-      blockIntervalMs: e.EVM_EMBEDDED_BLOCK_INTERVAL_MS ?? (e.EVM_CONFIRMATIONS > 1 ? 1000 : 0),
-    };
-  } else {
-    if (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined) {
-      throw new ConfigError(
-        "invalid configuration: EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS",
-      );
-    }
-    evm = {
-      kind: "rpc",
-      url: e.EVM_RPC_URL,
-      hotWalletKey: e.EVM_HOT_WALLET_KEY as `0x${string}`,
-      tokenAddress: e.EVM_TOKEN_ADDRESS as `0x${string}`,
-      splitter:
-        e.EVM_SPLITTER_ADDRESS === undefined
-          ? null
-          : { address: e.EVM_SPLITTER_ADDRESS as `0x${string}`, startBlock: e.EVM_SPLITTER_START_BLOCK },
-      confirmations: e.EVM_CONFIRMATIONS,
-    };
-  }
+  const evm: Config["evm"] = { chains: [firstChain(e), ...furtherChains(e)] };
   let fiat: FiatConfig;
   let lightning: LightningConfig;
   try {
@@ -174,4 +236,120 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ledgerQueueTransfersMax: e.LEDGER_QUEUE_TRANSFERS_MAX,
     logLevel: e.LOG_LEVEL,
   };
+}
+
+type Env = z.infer<typeof schema>;
+
+/** The first chain (rail "evm"), from the single-chain variables. */
+function firstChain(e: Env): EvmChainConfig {
+  const gas = gasPolicy("EVM", e.EVM_PRIORITY_FEE_GWEI, e.EVM_MAX_FEE_GWEI);
+  if (e.EVM_RPC_URL === undefined) {
+    return {
+      id: "evm",
+      confirmations: e.EVM_CONFIRMATIONS,
+      gas,
+      source: {
+        kind: "embedded",
+        chainId: embeddedFirstChainId,
+        baseFeeWei: gweiToWei(e.EVM_EMBEDDED_BASE_FEE_GWEI),
+        blockIntervalMs: e.EVM_EMBEDDED_BLOCK_INTERVAL_MS ?? (e.EVM_CONFIRMATIONS > 1 ? 1000 : 0),
+      },
+    };
+  }
+  if (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined) {
+    throw new ConfigError(
+      "invalid configuration: EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS",
+    );
+  }
+  return {
+    id: "evm",
+    confirmations: e.EVM_CONFIRMATIONS,
+    gas,
+    source: {
+      kind: "rpc",
+      url: e.EVM_RPC_URL,
+      chainId: null,
+      hotWalletKey: e.EVM_HOT_WALLET_KEY as `0x${string}`,
+      tokenAddress: e.EVM_TOKEN_ADDRESS as `0x${string}`,
+      splitter:
+        e.EVM_SPLITTER_ADDRESS === undefined
+          ? null
+          : { address: e.EVM_SPLITTER_ADDRESS as `0x${string}`, startBlock: e.EVM_SPLITTER_START_BLOCK },
+    },
+  };
+}
+
+/** The chains of EVM_CHAINS, each checked: a unique rail id, an RPC chain with its token and key, a unique chain id. */
+function furtherChains(e: Env): EvmChainConfig[] {
+  if (e.EVM_CHAINS === undefined) return [];
+  let json: unknown;
+  try {
+    json = JSON.parse(e.EVM_CHAINS);
+  } catch (cause) {
+    throw new ConfigError("invalid configuration: EVM_CHAINS is not JSON", { cause });
+  }
+  const parsed = evmChainEntries.safeParse(json);
+  if (!parsed.success) {
+    const problems = parsed.error.issues
+      .map((issue) => `EVM_CHAINS.${issue.path.join(".")}: ${issue.message}`)
+      .join("; ");
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  const ids = new Set<string>();
+  const chainIds = new Set<number>([...(e.EVM_RPC_URL === undefined ? [embeddedFirstChainId] : [])]);
+  return parsed.data.map((entry, index) => {
+    const where = `EVM_CHAINS[${index}] (${entry.id})`;
+    if (ids.has(entry.id)) throw new ConfigError(`invalid configuration: ${where}: the id is used twice`);
+    ids.add(entry.id);
+    const gas = gasPolicy(where, entry.priority_fee_gwei, entry.max_fee_gwei);
+    const chainId = entry.chain_id ?? (entry.rpc_url === undefined ? embeddedFirstChainId + index + 1 : null);
+    if (chainId !== null) {
+      if (chainIds.has(chainId))
+        throw new ConfigError(`invalid configuration: ${where}: chain id ${chainId} is another chain's`);
+      chainIds.add(chainId);
+    }
+    if (entry.rpc_url === undefined) {
+      return {
+        id: entry.id,
+        confirmations: entry.confirmations,
+        gas,
+        source: {
+          kind: "embedded",
+          chainId: chainId ?? embeddedFirstChainId + index + 1,
+          baseFeeWei: gweiToWei(entry.base_fee_gwei),
+          blockIntervalMs: entry.block_interval_ms ?? (entry.confirmations > 1 ? 1000 : 0),
+        },
+      };
+    }
+    const key = entry.hot_wallet_key ?? e.EVM_HOT_WALLET_KEY;
+    if (key === undefined || entry.token === undefined)
+      throw new ConfigError(
+        `invalid configuration: ${where}: an rpc_url needs a token and a hot_wallet_key (or EVM_HOT_WALLET_KEY)`,
+      );
+    return {
+      id: entry.id,
+      confirmations: entry.confirmations,
+      gas,
+      source: {
+        kind: "rpc",
+        url: entry.rpc_url,
+        chainId,
+        hotWalletKey: key as `0x${string}`,
+        tokenAddress: entry.token as `0x${string}`,
+        splitter:
+          entry.splitter === undefined
+            ? null
+            : { address: entry.splitter as `0x${string}`, startBlock: entry.splitter_start_block },
+      },
+    };
+  });
+}
+
+function gasPolicy(where: string, priorityFeeGwei: string, maxFeeGwei: string): EvmGasPolicy {
+  const policy = { priorityFeeWei: gweiToWei(priorityFeeGwei), maxFeeWei: gweiToWei(maxFeeGwei) };
+  if (policy.maxFeeWei === 0n || policy.priorityFeeWei > policy.maxFeeWei)
+    throw new ConfigError(
+      `invalid configuration: ${where}: the max fee must be above 0 and at least the priority fee`,
+    );
+  return policy;
 }

@@ -1,6 +1,6 @@
 // Development only: the demo tenant that `npm start` prints a working curl for — a fresh API key, a customer
-// and a merchant account, and on the embedded chain, once, 1,000 TestUSD minted to the hot wallet and credited
-// to the customer.
+// and a merchant account, and on each embedded chain, once, 1,000 TestUSD minted to the hot wallet and credited
+// to the customer from that chain's rail.
 import { parseEventLogs } from "viem";
 import { type EmbeddedChain, testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, SwitchyardError } from "../../core/index.ts";
@@ -20,9 +20,16 @@ export type DemoTenant = {
   apiKey: string;
   customer: AccountRecord;
   merchant: AccountRecord;
-  /** An address on the embedded chain to pay in the demo. */
+  /** An address on the first embedded chain to pay in the demo. */
   payee: `0x${string}` | null;
+  /** Per embedded chain (one EVM rail each): its rail, its chain id and an address to pay there. */
+  chains: readonly DemoChain[];
 };
+
+export type DemoChain = { rail: string; chainId: number; payee: `0x${string}` };
+
+/** An embedded chain and the rail that pays on it. */
+export type DemoChainSource = { rail: string; chain: EmbeddedChain };
 
 export const demoFundingUsdc = 1_000_000_000n; // 1,000 USDC
 
@@ -33,13 +40,13 @@ export class DemoSetupError extends SwitchyardError {
 const demoTenantId = "ten_demo";
 
 /**
- * Development only: a demo tenant with a fresh API key, a customer and a merchant account, and — on the
+ * Development only: a demo tenant with a fresh API key, a customer and a merchant account, and — on each
  * embedded chain, the first time — 1,000 TestUSD minted to the hot wallet and credited to the customer.
  */
 export async function ensureDemoTenant(deps: {
   db: Db;
   ledger: Ledger;
-  chain: EmbeddedChain | null;
+  chains: readonly DemoChainSource[];
 }): Promise<DemoTenant> {
   const exists = await deps.db.query("SELECT 1 FROM tenants WHERE id = $1", [demoTenantId]);
   if (exists.length === 0) await createTenant(deps.db, { id: demoTenantId, name: "Demo" });
@@ -52,27 +59,37 @@ export async function ensureDemoTenant(deps: {
     );
   const customer = await account("acct_demo_customer", "customer", "Demo customer");
   const merchant = await account("acct_demo_merchant", "merchant", "Demo merchant");
-  if (deps.chain !== null) await fundFromMint(deps.db, deps.ledger, deps.chain, customer);
+  const chains: DemoChain[] = [];
+  for (const source of deps.chains) {
+    await fundFromMint(deps.db, deps.ledger, source, customer);
+    const payee = source.chain.accounts[1]?.address;
+    if (payee !== undefined) chains.push({ rail: source.rail, chainId: source.chain.chain.id, payee });
+  }
   return {
     tenantId: demoTenantId,
     apiKey: key.secret,
     customer,
     merchant,
-    payee: deps.chain?.accounts[1]?.address ?? null,
+    payee: chains[0]?.payee ?? null,
+    chains,
   };
 }
 
-/** Mints TestUSD to the hot wallet and mirrors it: clearing (what the wallet holds) against the customer's balance. */
+/**
+ * Mints TestUSD to the hot wallet and mirrors it: the rail's clearing (what the wallet holds on that chain)
+ * against the customer's balance. Once per rail: a clearing account that has paid anything out is funded.
+ */
 async function fundFromMint(
   db: Db,
   ledger: Ledger,
-  chain: EmbeddedChain,
+  source: DemoChainSource,
   customer: AccountRecord,
 ): Promise<void> {
-  const [ledgerAccount] = await ledger.lookupAccounts([customer.ledgerAccountId]);
-  if (ledgerAccount === undefined || ledgerAccount.creditsPosted > 0n) return;
-  const clearing = await getClearingAccount(db, { rail: "evm", asset: assets.USDC });
-  if (clearing === null) throw new DemoSetupError("the evm clearing account is missing");
+  const { chain, rail } = source;
+  const clearing = await getClearingAccount(db, { rail, asset: assets.USDC });
+  if (clearing === null) throw new DemoSetupError(`the ${rail} clearing account is missing`);
+  const [clearingAccount] = await ledger.lookupAccounts([clearing.ledgerAccountId]);
+  if (clearingAccount === undefined || clearingAccount.debitsPosted > 0n) return;
   const hash = await chain.walletClient.writeContract({
     address: chain.contracts.testUsd,
     abi: testUsdAbi,
@@ -95,11 +112,11 @@ async function fundFromMint(
     {
       id: derivedLedgerId(hash, "funding"),
       evidence: {
-        rail: "evm",
+        rail,
         reference: `${hash}:${log.logIndex}`,
         detail: { chainId: String(chain.chain.id), blockNumber: receipt.blockNumber.toString() },
       },
-      label: "the demo funding",
+      label: `the demo funding on ${rail}`,
     },
   );
   if (funded === "conflict")

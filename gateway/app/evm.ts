@@ -1,6 +1,6 @@
-// The composition root's EVM part: the chain's clients (the embedded Hardhat chain, or a JSON-RPC endpoint
-// with the hot wallet's key) and the RevenueSplitter's events followed into the ledger: the chain watcher
-// (adapters/evm) wired to the ledger mirror (gateway/settlement) as its sink.
+// The composition root's EVM part: each configured chain's clients (an embedded Hardhat chain, or a JSON-RPC
+// endpoint with the hot wallet's key) — one rail each — and each chain's RevenueSplitter events followed into
+// the ledger: the chain watcher (adapters/evm) wired to the ledger mirror (gateway/settlement) as its sink.
 import {
   type Account,
   type Address,
@@ -18,30 +18,83 @@ import {
   type EmbeddedChain,
   type SplitterWatcher,
   startEmbeddedChain,
+  translatingViemErrors,
 } from "../../adapters/evm/index.ts";
-import type { Asset, Logger } from "../../core/index.ts";
+import { type Asset, type Logger, SwitchyardError, silentLogger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import { openSplitterMirror } from "../settlement/evm.ts";
-import type { Config } from "./config.ts";
+import type { Config, EvmChainConfig } from "./config.ts";
 
+/** One EVM chain the gateway pays on (one rail): its clients, contracts and policy. */
 export type EvmClients = {
+  /** The rail's id: "evm" for the first chain, "evm-…" for the others. */
+  readonly id: string;
+  readonly chainId: number;
   readonly publicClient: PublicClient<Transport, Chain>;
   readonly walletClient: WalletClient<Transport, Chain, Account>;
   readonly token: Address;
   readonly splitter: { readonly address: Address; readonly startBlock: bigint } | null;
-  /** The embedded chain when the gateway runs its own; null on an external chain. */
+  readonly confirmations: number;
+  readonly gas: EvmChainConfig["gas"];
+  /** The embedded chain when the gateway runs it; null on an external chain. */
   readonly embedded: EmbeddedChain | null;
 };
 
 const rpcTimeoutMs = 30_000;
 const rpcRetryCountMax = 2;
 
-/** Starts the embedded chain (contracts deployed) or connects to the configured one. */
-export async function openEvmClients(evm: Config["evm"]): Promise<EvmClients> {
-  if (evm.kind === "embedded") {
-    const chain = await startEmbeddedChain({ blockIntervalMs: evm.blockIntervalMs });
+/**
+ * Starts the embedded chains (side by side, contracts deployed) and connects to the configured ones, in the
+ * configuration's order. Every chain id must be another: the router tells the chains apart by it.
+ */
+export async function openEvmClients(
+  evm: Config["evm"],
+  logger: Logger = silentLogger,
+): Promise<readonly EvmClients[]> {
+  const settled = await Promise.allSettled(evm.chains.map((chain) => openChain(chain, logger)));
+  const opened = settled.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+  const failed = settled.find((result) => result.status === "rejected");
+  try {
+    if (failed !== undefined) throw failed.reason;
+    const seen = new Map<number, string>();
+    for (const clients of opened) {
+      const other = seen.get(clients.chainId);
+      if (other !== undefined)
+        throw new EvmSetupError(
+          `EVM rails ${other} and ${clients.id} are on the same chain ${clients.chainId}`,
+        );
+      seen.set(clients.chainId, clients.id);
+    }
+    return opened;
+  } catch (error) {
+    await closeEvmClients(opened);
+    throw error;
+  }
+}
+
+/** Stops the embedded chains (the RPC clients hold nothing open). */
+export async function closeEvmClients(chains: readonly EvmClients[]): Promise<void> {
+  for (const clients of chains) await clients.embedded?.close();
+}
+
+export class EvmSetupError extends SwitchyardError {
+  override name = "EvmSetupError";
+}
+
+async function openChain(config: EvmChainConfig, logger: Logger): Promise<EvmClients> {
+  const { source } = config;
+  const common = { id: config.id, confirmations: config.confirmations, gas: config.gas };
+  if (source.kind === "embedded") {
+    const chain = await startEmbeddedChain({
+      chainId: source.chainId,
+      baseFeePerGas: source.baseFeeWei,
+      blockIntervalMs: source.blockIntervalMs,
+      logger: logger.child({ module: "embedded-chain", rail: config.id }),
+    });
     return {
+      ...common,
+      chainId: chain.chain.id,
       publicClient: chain.publicClient,
       walletClient: chain.walletClient,
       token: chain.contracts.testUsd,
@@ -49,19 +102,29 @@ export async function openEvmClients(evm: Config["evm"]): Promise<EvmClients> {
       embedded: chain,
     };
   }
-  const transport: Transport = http(evm.url, { timeout: rpcTimeoutMs, retryCount: rpcRetryCountMax });
-  const chainId = await createPublicClient({ transport }).getChainId();
+  const transport: Transport = http(source.url, { timeout: rpcTimeoutMs, retryCount: rpcRetryCountMax });
+  const chainId = await translatingViemErrors(
+    `reading the chain id of rail ${config.id}`,
+    () => createPublicClient({ transport }).getChainId(),
+    (shortMessage, options) => new EvmSetupError(shortMessage, options),
+  );
+  if (source.chainId !== null && source.chainId !== chainId)
+    throw new EvmSetupError(
+      `rail ${config.id} is configured for chain ${source.chainId}, but ${source.url} is chain ${chainId}`,
+    );
   const chain: Chain = {
     id: chainId,
     name: `chain ${chainId}`,
     nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
-    rpcUrls: { default: { http: [evm.url] } },
+    rpcUrls: { default: { http: [source.url] } },
   };
   return {
+    ...common,
+    chainId,
     publicClient: createPublicClient({ chain, transport }),
-    walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(evm.hotWalletKey) }),
-    token: evm.tokenAddress,
-    splitter: evm.splitter,
+    walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(source.hotWalletKey) }),
+    token: source.tokenAddress,
+    splitter: source.splitter,
     embedded: null,
   };
 }

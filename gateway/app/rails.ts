@@ -21,7 +21,8 @@ export type RailContext = {
   readonly db: Db;
   /** The app's logger; a module hands each rail a child naming it. */
   readonly logger: Logger;
-  readonly evm: EvmClients;
+  /** Every configured EVM chain, the first being rail "evm". */
+  readonly evm: readonly EvmClients[];
 };
 
 /** What a module built: its rails. */
@@ -35,22 +36,27 @@ function internalRails(): BuiltRails {
   return { rails: [assets.USDC, assets.USD, assets.BTC].map((asset) => createInternalRail({ asset })) };
 }
 
-function evmRails({ config, db, evm, logger }: RailContext): BuiltRails {
-  const rail = createEvmRail({
-    db,
-    publicClient: evm.publicClient,
-    walletClient: evm.walletClient,
-    token: { address: evm.token, asset: assets.USDC },
-    ...(evm.splitter === null ? {} : { splitter: evm.splitter.address }),
-    confirmations: config.evm.confirmations,
-    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
-    transferGasEstimate: 60_000n,
-    snapshotRefreshMs: 5_000,
-    receiptTimeoutMs: 60_000,
-    expectedLatencyMs: evm.embedded === null ? 12_000 * config.evm.confirmations : 1_000,
-    logger: logger.child({ module: "rail", rail: "evm" }),
-  });
-  return { rails: [rail] };
+/** One rail per EVM chain, each with its chain's gas policy; its snapshot names the chain (core's chainId). */
+function evmRails({ db, evm, logger }: RailContext): BuiltRails {
+  const rails = evm.map((chain) =>
+    createEvmRail({
+      id: chain.id,
+      db,
+      publicClient: chain.publicClient,
+      walletClient: chain.walletClient,
+      token: { address: chain.token, asset: assets.USDC },
+      ...(chain.splitter === null ? {} : { splitter: chain.splitter.address }),
+      confirmations: chain.confirmations,
+      gas: chain.gas,
+      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+      transferGasEstimate: 60_000n,
+      snapshotRefreshMs: 5_000,
+      receiptTimeoutMs: 60_000,
+      expectedLatencyMs: chain.embedded === null ? 12_000 * chain.confirmations : 1_000,
+      logger: logger.child({ module: "rail", rail: chain.id }),
+    }),
+  );
+  return { rails };
 }
 
 function lightningRails({ config, logger }: RailContext): BuiltRails {

@@ -1,0 +1,131 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, gweiToWei, loadConfig, withStartDefaults } from "./config.ts";
+
+const gwei = 1_000_000_000n;
+const key = `0x${"11".repeat(32)}`;
+const token = `0x${"22".repeat(20)}`;
+
+describe("EVM chains in the configuration", () => {
+  it("with nothing set: one embedded chain, rail evm on 31337, an L1's base fee and gas policy", () => {
+    const { chains } = loadConfig({}).evm;
+    expect(chains).toEqual([
+      {
+        id: "evm",
+        confirmations: 1,
+        gas: { priorityFeeWei: 1n * gwei, maxFeeWei: 200n * gwei },
+        source: { kind: "embedded", chainId: 31_337, baseFeeWei: 25n * gwei, blockIntervalMs: 0 },
+      },
+    ]);
+  });
+
+  it("npm start's defaults add an embedded L2 (evm-l2, chain 31338, 0.01 gwei) beside it", () => {
+    const { chains } = loadConfig(withStartDefaults({})).evm;
+    expect(chains.map((chain) => chain.id)).toEqual(["evm", "evm-l2"]);
+    expect(chains[1]).toEqual({
+      id: "evm-l2",
+      confirmations: 1,
+      gas: { priorityFeeWei: 1_000_000n, maxFeeWei: 1n * gwei },
+      source: { kind: "embedded", chainId: 31_338, baseFeeWei: 10_000_000n, blockIntervalMs: 0 },
+    });
+    // Not on top of a chain the operator configured.
+    expect(withStartDefaults({ EVM_RPC_URL: "http://node:8545" }).EVM_CHAINS).toBeUndefined();
+    expect(withStartDefaults({ EVM_CHAINS: "[]" }).EVM_CHAINS).toBe("[]");
+  });
+
+  it("the single-chain variables still make the first chain, with its gas policy", () => {
+    const { chains } = loadConfig({
+      EVM_RPC_URL: "http://node:8545",
+      EVM_HOT_WALLET_KEY: key,
+      EVM_TOKEN_ADDRESS: token,
+      EVM_CONFIRMATIONS: "3",
+      EVM_PRIORITY_FEE_GWEI: "1.5",
+      EVM_MAX_FEE_GWEI: "80",
+    }).evm;
+    expect(chains).toEqual([
+      {
+        id: "evm",
+        confirmations: 3,
+        gas: { priorityFeeWei: 1_500_000_000n, maxFeeWei: 80n * gwei },
+        source: {
+          kind: "rpc",
+          url: "http://node:8545",
+          chainId: null,
+          hotWalletKey: key,
+          tokenAddress: token,
+          splitter: null,
+        },
+      },
+    ]);
+  });
+
+  it("EVM_CHAINS adds RPC chains, each with its own policy, key (or EVM_HOT_WALLET_KEY) and splitter", () => {
+    const { chains } = loadConfig({
+      EVM_HOT_WALLET_KEY: key,
+      EVM_CHAINS: JSON.stringify([
+        {
+          id: "evm-base",
+          rpc_url: "https://base.example/rpc",
+          chain_id: 8453,
+          token,
+          splitter: token,
+          splitter_start_block: "12",
+          confirmations: 2,
+          priority_fee_gwei: "0.001",
+          max_fee_gwei: "0.5",
+        },
+      ]),
+    }).evm;
+    expect(chains[1]).toEqual({
+      id: "evm-base",
+      confirmations: 2,
+      gas: { priorityFeeWei: 1_000_000n, maxFeeWei: 500_000_000n },
+      source: {
+        kind: "rpc",
+        url: "https://base.example/rpc",
+        chainId: 8453,
+        hotWalletKey: key,
+        tokenAddress: token,
+        splitter: { address: token, startBlock: 12n },
+      },
+    });
+  });
+
+  it.each([
+    ["not JSON", "[", /EVM_CHAINS is not JSON/],
+    ["a rail id outside evm-…", JSON.stringify([{ id: "l2" }]), /EVM_CHAINS\.0\.id/],
+    ["the id twice", JSON.stringify([{ id: "evm-a" }, { id: "evm-a", chain_id: 5 }]), /used twice/],
+    [
+      "a chain id twice",
+      JSON.stringify([{ id: "evm-a", chain_id: 31_337 }]),
+      /chain id 31337 is another chain's/,
+    ],
+    [
+      "an RPC chain without a token",
+      JSON.stringify([{ id: "evm-a", rpc_url: "http://x:1" }]),
+      /needs a token/,
+    ],
+    [
+      "gwei with 10 decimals",
+      JSON.stringify([{ id: "evm-a", max_fee_gwei: "0.0000000001" }]),
+      /max_fee_gwei/,
+    ],
+    [
+      "a tip above the cap",
+      JSON.stringify([{ id: "evm-a", priority_fee_gwei: "2", max_fee_gwei: "1" }]),
+      /max fee/,
+    ],
+    ["an unknown field", JSON.stringify([{ id: "evm-a", rpc: "http://x:1" }]), /EVM_CHAINS\.0/],
+  ])("refuses EVM_CHAINS with %s", (_name, value, message) => {
+    expect(() => loadConfig({ EVM_CHAINS: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ EVM_CHAINS: value })).toThrow(message);
+  });
+});
+
+describe("gweiToWei", () => {
+  it("is exact to the wei", () => {
+    expect(gweiToWei("25")).toBe(25n * gwei);
+    expect(gweiToWei("0.01")).toBe(10_000_000n);
+    expect(gweiToWei("0.000000001")).toBe(1n);
+    expect(gweiToWei("1.5")).toBe(1_500_000_000n);
+  });
+});

@@ -1,0 +1,195 @@
+// Two EVM chains at once, each its own rail: the embedded "L1" (rail evm, chain 31337, base fee 25 gwei) and
+// "L2" (rail evm-l2, chain 31338, base fee 0.01 gwei), as `npm start` runs them. Each snapshot names its chain
+// and prices gas live (latest base fee + the rail's tip); an address naming the L2 is paid on the L2 and its gas
+// booked out of the L2 rail's own native clearing account; a base fee above the rail's cap refuses the payout
+// (fee_above_max), nothing sent.
+import type { Hex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { EmbeddedChain, EvmRail } from "../../adapters/evm/index.ts";
+import { assets, divCeil } from "../../core/index.ts";
+import { getRailAccount } from "../../gateway/accounts/index.ts";
+import { embeddedL2Chains } from "../../gateway/app/config.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { transferCodes } from "../../gateway/ledger/index.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+const gwei = 1_000_000_000n;
+let gw: Gateway;
+let l1: EmbeddedChain;
+let l2: EmbeddedChain;
+let l2Rail: EvmRail;
+
+beforeAll(async () => {
+  gw = await startGateway({ EVM_CHAINS: embeddedL2Chains });
+  l1 = gw.chain;
+  l2 = gw.app.chains.get("evm-l2")!;
+  l2Rail = gw.app.rails.get("evm-l2") as EvmRail;
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+async function railAccountId(rail: string, kind: "clearing" | "fee" | "capital") {
+  const account = await getRailAccount(gw.app.db, { kind, rail, asset: assets.ETH });
+  if (account === null) throw new Error(`no ${kind} account for ${rail} in ETH`);
+  return account.ledgerAccountId;
+}
+
+const pendingNonce = (chain: EmbeddedChain) =>
+  chain.publicClient.getTransactionCount({
+    address: chain.walletClient.account.address,
+    blockTag: "pending",
+  });
+
+/** Mines a block at the chain's held base fee, so that "latest" shows it. */
+async function mineAtHeldFee(chain: EmbeddedChain) {
+  await chain.provider.request({ method: "evm_mine", params: [] } as never);
+}
+
+describe("two EVM chains, each its own rail", () => {
+  it("each snapshot names its chain and prices gas at its latest base fee + tip: the L1's far above the L2's", async () => {
+    await Promise.all([gw.rail.refresh(), l2Rail.refresh()]);
+    const [l1Block, l2Block] = await Promise.all([
+      l1.publicClient.getBlock({ blockTag: "latest" }),
+      l2.publicClient.getBlock({ blockTag: "latest" }),
+    ]);
+    expect(l1Block.baseFeePerGas).toBe(25n * gwei);
+    expect(l2Block.baseFeePerGas).toBe(10_000_000n);
+    const [evm, evmL2] = [gw.rail.snapshot(), l2Rail.snapshot()];
+    expect(evm).toMatchObject({ rail: "evm", chainId: 31_337, available: true });
+    expect(evmL2).toMatchObject({ rail: "evm-l2", chainId: 31_338, available: true });
+    // 60,000 gas × (base fee + tip) wei × $3,000 an ETH (3 µUSD per 10⁹ wei), rounded up.
+    expect(evm.networkFeeMicroUsd).toBe(divCeil(60_000n * (25n * gwei + 1n * gwei) * 3n, gwei));
+    expect(evmL2.networkFeeMicroUsd).toBe(divCeil(60_000n * (10_000_000n + 1_000_000n) * 3n, gwei));
+    expect(evm.networkFeeMicroUsd).toBeGreaterThan(1_000n * evmL2.networkFeeMicroUsd);
+  });
+
+  it("an address naming the L2 is paid on the L2, with the policy's fees, and its gas booked on the L2 rail", async () => {
+    const payee = l2.accounts[5]!.address;
+    const l1Nonce = await pendingNonce(l1);
+    const clearingBefore = await gw.ledgerAccount(await railAccountId("evm-l2", "clearing"));
+    const response = await gw.call("POST", "/v1/payments", {
+      amount: "3",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_address", address: payee, chain_id: 31_338 },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm-l2" });
+    const [attempt] = response.body.attempts;
+    const evidence = attempt.evidence as { tx_hash: Hex; chain_id: number };
+    expect(evidence.chain_id).toBe(31_338);
+
+    // The transaction is the L2's: its receipt is there, the payee holds the tokens there, the L1 sent nothing.
+    const receipt = await l2.publicClient.getTransactionReceipt({ hash: evidence.tx_hash });
+    expect(receipt.status).toBe("success");
+    await expect(l1.publicClient.getTransactionReceipt({ hash: evidence.tx_hash })).rejects.toThrow();
+    expect(await pendingNonce(l1)).toBe(l1Nonce);
+    const tx = await l2.publicClient.getTransaction({ hash: evidence.tx_hash });
+    expect(tx.type).toBe("eip1559");
+    expect(tx.maxPriorityFeePerGas).toBe(1_000_000n); // the L2 rail's tip, 0.001 gwei
+    expect(tx.maxFeePerGas).toBe(2n * 10_000_000n + 1_000_000n); // twice the base fee + tip, under the 1 gwei cap
+    expect(receipt.effectiveGasPrice).toBe(11_000_000n);
+
+    // Its gas leaves the evm-l2 rail's native clearing account, with the L2 receipt's figures.
+    const wei = receipt.gasUsed * receipt.effectiveGasPrice;
+    const [paid] = await gw.app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "native-fee-paid")]);
+    expect(paid).toMatchObject({
+      amount: divCeil(wei, gwei),
+      ledger: assets.ETH.ledger,
+      code: transferCodes.payments.feePaid,
+      debitAccountId: await railAccountId("evm-l2", "fee"),
+      creditAccountId: await railAccountId("evm-l2", "clearing"),
+    });
+    expect(paid?.evidence?.detail).toMatchObject({ wei: wei.toString() });
+    const clearingAfter = await gw.ledgerAccount(await railAccountId("evm-l2", "clearing"));
+    expect(clearingAfter.creditsPosted - clearingBefore.creditsPosted).toBe(divCeil(wei, gwei));
+    // Each rail's gas capital is its own chain's wallet.
+    const [l1Capital, l2Capital] = await Promise.all([
+      gw.ledgerAccount(await railAccountId("evm", "capital")),
+      gw.ledgerAccount(await railAccountId("evm-l2", "capital")),
+    ]);
+    expect(l1Capital.creditsPosted).toBeGreaterThan(0n);
+    expect(l2Capital.creditsPosted).toBeGreaterThan(0n);
+    expect(l1Capital.id).not.toBe(l2Capital.id);
+  });
+
+  it("an address naming no chain goes to the cheaper L2, the L1 ranked behind it", async () => {
+    const response = await gw.call("POST", "/v1/payments", {
+      amount: "1",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_address", address: l1.accounts[6]!.address },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm-l2" });
+    expect(response.body.route.candidates.map((c: { rail: string }) => c.rail)).toEqual(["evm-l2", "evm"]);
+  });
+
+  it("a split that lives on the L1 only: the L2 finds it unknown (no payout sent there) and the L1 pays it", async () => {
+    const [a, b] = l1.accounts.slice(2, 4);
+    const { splitId } = await gw.createSplit([a!.address, b!.address], [5000, 5000]);
+    const response = await gw.call("POST", "/v1/payments", {
+      amount: "1",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_split", split_id: splitId },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm" });
+    const [onL2, onL1] = response.body.attempts;
+    expect(onL2).toMatchObject({
+      rail: "evm-l2",
+      status: "failed",
+      failure: { code: "unreachable_destination" },
+    });
+    expect(onL1).toMatchObject({ rail: "evm", status: "succeeded" });
+    // The L2's pay was refused in gas estimation: nothing stored for its attempt (only the splitter's one-time
+    // approve went out there).
+    const sends = await gw.app.db.query("SELECT chain_id FROM evm_sends WHERE attempt_id = $1", [onL2.id]);
+    expect(sends).toHaveLength(0);
+  });
+});
+
+describe("a base fee above the rail's cap", () => {
+  it("the rail refuses to send: fee_above_max, another rail may pay, no transaction signed or sent", async () => {
+    await l2.setBaseFeePerGas(2n * gwei); // the L2 rail's cap is 1 gwei
+    await mineAtHeldFee(l2);
+    try {
+      const nonce = await pendingNonce(l2);
+      const outcome = await l2Rail.execute({
+        id: "att_fee_spike",
+        paymentId: "pay_fee_spike",
+        amount: 1_000_000n,
+        destination: { kind: "evm_address", address: l2.accounts[7]!.address, chainId: 31_338 },
+        feeMax: 1_000_000n,
+      });
+      expect(outcome).toMatchObject({ status: "failed", code: "fee_above_max", retryElsewhere: true });
+      expect(outcome.status === "failed" && outcome.message).toMatch(
+        /2 gwei.*above the rail's max fee \(1 gwei\)/,
+      );
+      expect(await pendingNonce(l2)).toBe(nonce);
+      const sends = await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1", ["att_fee_spike"]);
+      expect(sends).toHaveLength(0);
+      // The snapshot prices the spike as it is (base fee 2 gwei + tip): the router sees what the rail would refuse.
+      await l2Rail.refresh();
+      expect(l2Rail.snapshot().networkFeeMicroUsd).toBe(
+        divCeil(60_000n * (2n * gwei + 1_000_000n) * 3n, gwei),
+      );
+
+      // Through the API, a payment the L2 alone may pay fails with that code, nothing sent.
+      const response = await gw.call("POST", "/v1/payments", {
+        amount: "1",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "evm_address", address: l2.accounts[7]!.address, chain_id: 31_338 },
+      });
+      expect(response.status).toBe(402);
+      expect(response.body.error.code).toBe("fee_above_max");
+      expect(await pendingNonce(l2)).toBe(nonce);
+    } finally {
+      await l2.setBaseFeePerGas(10_000_000n);
+      await mineAtHeldFee(l2);
+    }
+  });
+});
