@@ -1,12 +1,12 @@
 // Checking a payment request and routing it: the router on the current snapshot, or a quote's frozen decision
 // less what the snapshot now rules out; and quotes themselves. Nothing here writes but the quote.
 
-import type { Destination } from "../../core/index.ts";
+import type { Destination, NetworkFeeEstimate, RailSnapshot } from "../../core/index.ts";
 import { type Asset, assetByCode, basisPointsTotal, parseAmount } from "../../core/index.ts";
 import type { AccountRecord } from "../accounts/index.ts";
 import { newId } from "../ids/index.ts";
 import { payeeMethods } from "../payees/index.ts";
-import { createQuote, type Quote, quoteCandidates, quoteMatches } from "../router/index.ts";
+import { createQuote, type Quote, quoteCandidates, quoteMatches, reachableByKind } from "../router/index.ts";
 import type {
   Candidate,
   Exclusion,
@@ -14,14 +14,71 @@ import type {
   PaymentIntent,
   RouteDecision,
   RoutePolicy,
+  Snapshot,
 } from "../router/types.ts";
 import { type CreatePaymentParams, type PaymentsDeps, type Refused, refuse } from "./deps.ts";
 import { getQuote, insertQuote } from "./store.ts";
 import type { PaymentDestination } from "./types.ts";
 
+/** The destination a rail would pay for this intent: the destination, or the payee's first method it reaches. */
+function reachedBy(rail: RailSnapshot, destination: PaymentIntent["destination"]): Destination | null {
+  const kinds = reachableByKind[rail.kind] ?? [];
+  const reaches = (method: Destination) => kinds.includes(method.kind) && rail.reaches.includes(method.kind);
+  if (destination.kind !== "payee") return reaches(destination) ? destination : null;
+  return destination.methods.find(reaches) ?? null;
+}
+
+/**
+ * The snapshot with each rail's network fee for this payment where the rail can say better than its snapshot (a
+ * Lightning route query for this destination and amount): its model replaced, or the rail out of reach when it
+ * found no way there. The estimates run at once, each bounded in time by its rail; one that fails leaves the
+ * snapshot's model standing.
+ */
+async function withEstimates(
+  deps: PaymentsDeps,
+  snapshot: Snapshot,
+  intent: PaymentIntent,
+): Promise<Snapshot> {
+  const asks: Promise<readonly [number, NetworkFeeEstimate | null]>[] = [];
+  snapshot.rails.forEach((snap, index) => {
+    const rail = deps.rails.get(snap.rail);
+    if (rail?.estimateNetworkFee === undefined || !snap.available || snap.asset.code !== intent.asset.code)
+      return;
+    const destination = reachedBy(snap, intent.destination);
+    if (destination === null) return;
+    asks.push(
+      rail
+        .estimateNetworkFee({ destination, amount: intent.amount })
+        .catch((error: unknown) => {
+          deps.logger?.warn({ rail: snap.rail, error }, "fee estimate failed: the snapshot's model stands");
+          return null;
+        })
+        .then((estimate) => [index, estimate] as const),
+    );
+  });
+  if (asks.length === 0) return snapshot;
+  const rails = [...snapshot.rails];
+  for (const [index, estimate] of await Promise.all(asks)) {
+    const snap = rails[index];
+    if (estimate === null || snap === undefined) continue;
+    rails[index] =
+      estimate.kind === "unreachable" ? { ...snap, reaches: [] } : { ...snap, networkFee: estimate };
+  }
+  return {
+    rails,
+    usdRates: snapshot.usdRates,
+    takenAtMs: snapshot.takenAtMs,
+    fxSpreadsPpm: snapshot.fxSpreadsPpm ?? {},
+  };
+}
+
 /** Routes on the current snapshot. Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part. */
-function routeNow(deps: PaymentsDeps, intent: PaymentIntent, policy: RoutePolicy): RouteDecision {
-  const snapshot = deps.snapshot();
+async function routeNow(
+  deps: PaymentsDeps,
+  intent: PaymentIntent,
+  policy: RoutePolicy,
+): Promise<RouteDecision> {
+  const snapshot = await withEstimates(deps, deps.snapshot(), intent);
   // Denied through the policy, not by filtering the snapshot: the router keeps its prepared snapshot.
   const otherAsset = snapshot.rails
     .filter((rail) => rail.asset.code !== intent.asset.code)
@@ -166,6 +223,36 @@ async function targetOf(
   return { kind: "payee", payeeId: destination.payeeId, methods: found.destinations };
 }
 
+/** Reasons that say a rail never had a chance, whatever the payment's caps. */
+const outOfPlay = new Set<Exclusion["reason"]>([
+  "not_allowed",
+  "rail_unavailable",
+  "circuit_open",
+  "unreachable_destination",
+  "no_fx_rate",
+]);
+
+/**
+ * No rail can pay: `fee_above_max` when every rail that could have paid was ruled out by the payment's fee cap
+ * alone (raise the cap and it pays), else `no_route`. Either way nothing was written or sent.
+ */
+function noRoute(decision: RouteDecision): Refused {
+  const inPlay = decision.excluded.filter((exclusion) => !outOfPlay.has(exclusion.reason));
+  if (inPlay.length > 0 && inPlay.every((exclusion) => exclusion.reason === "fee_above_max"))
+    return {
+      ok: false,
+      refusal: "fee_above_max",
+      message: "every rail that reaches the destination costs more in fees than the payment allows",
+      decision,
+    };
+  return {
+    ok: false,
+    refusal: "no_route",
+    message: "no rail can make this payment under its constraints",
+    decision,
+  };
+}
+
 /** Prices a payment and freezes the decision for `ttlMs`. Writes the quote; nothing else. */
 export async function createPaymentQuote(
   deps: PaymentsDeps,
@@ -186,15 +273,9 @@ export async function createPaymentQuote(
   const target = await targetOf(deps, params.tenantId, params.destination);
   if ("refusal" in target) return target;
   const intent = { asset, amount: amount.value, destination: target };
-  const decision = routeNow(deps, intent, params.policy);
+  const decision = await routeNow(deps, intent, params.policy);
   const created = createQuote(decision, intent, deps.nowMs(), params.ttlMs);
-  if (!created.ok)
-    return {
-      ok: false,
-      refusal: "no_route",
-      message: "no rail can make this payment under its constraints",
-      decision,
-    };
+  if (!created.ok) return noRoute(decision);
   const id = newId("quo");
   await insertQuote(deps.db, { id, tenantId: params.tenantId, quote: created.quote });
   return { ok: true, id, quote: created.quote };
@@ -260,16 +341,9 @@ export async function prepare(
   const intent = { asset, amount: amount.value, destination: reach };
   const decision =
     params.quoteId === null
-      ? routeNow(deps, intent, params.policy)
+      ? await routeNow(deps, intent, params.policy)
       : await routeByQuote(deps, params.tenantId, params.quoteId, intent, params.policy);
   if ("refusal" in decision) return decision;
-  if (decision.chosen === null) {
-    return {
-      ok: false,
-      refusal: "no_route",
-      message: "no rail can make this payment under its constraints",
-      decision,
-    };
-  }
+  if (decision.chosen === null) return noRoute(decision);
   return { ok: true, asset, amount: amount.value, source, target, decision };
 }

@@ -64,6 +64,7 @@ export type PaymentRefusal =
   | "payee_not_found"
   | "quote_used"
   | "quote_constraints_unmet"
+  | "fee_above_max"
   | "no_route";
 
 /**
