@@ -112,6 +112,19 @@ describe("payments to a payee", () => {
     expect(response.body.rail).toBe("evm");
   });
 
+  it("a fee cap no rail can meet is refused as fee_above_max before anything is written or sent", async () => {
+    const id = await payee([{ type: "evm_address", address }]);
+    const [before] = await gw.app.db.query<{ count: string }>("SELECT count(*)::text AS count FROM payments");
+    const response = await pay(id, { constraints: { max_fee_usd: "0.000001" } });
+    expect(response.status).toBe(402);
+    expect(response.body.error.code).toBe("fee_above_max");
+    expect(response.body.error.route.excluded).toContainEqual(
+      expect.objectContaining({ rail: "evm", reason: "fee_above_max" }),
+    );
+    const [after] = await gw.app.db.query<{ count: string }>("SELECT count(*)::text AS count FROM payments");
+    expect(after?.count).toBe(before?.count);
+  });
+
   it("another tenant's payee is not found, and nothing is written", async () => {
     const id = await payee([{ type: "evm_address", address }]);
     const tenant = await createTenant(gw.app.db, { name: "Other" });

@@ -50,7 +50,7 @@ describe("a toy rail registered through the composition root's rail modules", ()
     const health = await app.server.inject({ method: "GET", url: "/healthz" });
     expect(health.json().rails.toy).toEqual({ available: true });
     const [clearing] = await app.db.query<{ id: string }>(
-      "SELECT id FROM accounts WHERE kind = 'clearing' AND rail = 'toy'",
+      "SELECT id FROM accounts WHERE kind = 'clearing' AND rail = 'toy' AND asset = 'USDC'",
     );
     expect(clearing?.id).toBe("acct_clearing_toy_usdc");
   });
@@ -115,8 +115,11 @@ describe("a toy rail registered through the composition root's rail modules", ()
     expect([...toy.payouts.values()]).toEqual([
       { amount: 1_250_000n, to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" },
     ]);
+    // The payer pays the amount and the fee the toy reports having paid (passed through, within the fee cap).
+    const fee = BigInt(payment.body.attempts[0].fee.replace(".", ""));
+    expect(fee).toBeGreaterThan(0n);
     expect(BigInt((await balance(customer)).replace(".", ""))).toBe(
-      BigInt(before.replace(".", "")) - 1_250_000n,
+      BigInt(before.replace(".", "")) - 1_250_000n - fee,
     );
   });
 });
