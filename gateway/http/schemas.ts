@@ -66,6 +66,17 @@ export const createQuoteBody = z.strictObject({
   ttl_seconds: z.number().int().min(1).max(quoteTtlSecondsMax).optional(),
 });
 
+/** Text PostgreSQL can hold: no NUL character. */
+const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
+
+/** A resource's metadata (payments, payees): at most 20 keys of short text, without NUL characters. */
+const metadataSchema = z
+  .record(
+    z.string().max(40).refine(withoutNul, "no NUL character"),
+    z.string().max(500).refine(withoutNul, "no NUL character"),
+  )
+  .refine((m) => Object.keys(m).length <= 20, "at most 20 keys");
+
 export const createPaymentBody = z.strictObject({
   quote: z
     .string()
@@ -76,10 +87,7 @@ export const createPaymentBody = z.strictObject({
   source: z.strictObject({ account: accountId }),
   destination: destinationSchema,
   constraints: constraints.optional(),
-  metadata: z
-    .record(z.string().max(40), z.string().max(500))
-    .refine((m) => Object.keys(m).length <= 20, "at most 20 keys")
-    .optional(),
+  metadata: metadataSchema.optional(),
 });
 export type CreatePaymentBody = z.infer<typeof createPaymentBody>;
 
@@ -296,23 +304,12 @@ const payeeName = z
   .max(payeeNameLengthMax)
   .regex(/^[^\p{Cc}]*$/u, "a name without control characters");
 
-/** Text PostgreSQL can hold: no NUL character. */
-const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
-
-/** As a payment's metadata, without NUL characters. */
-const payeeMetadata = z
-  .record(
-    z.string().max(40).refine(withoutNul, "no NUL character"),
-    z.string().max(500).refine(withoutNul, "no NUL character"),
-  )
-  .refine((m) => Object.keys(m).length <= 20, "at most 20 keys");
-
 const payeeMethods = z.array(payeeMethodSchema).min(1).max(payeeMethodsMax);
 
 export const createPayeeBody = z.strictObject({
   name: payeeName,
   methods: payeeMethods,
-  metadata: payeeMetadata.optional(),
+  metadata: metadataSchema.optional(),
 });
 export type CreatePayeeBody = z.infer<typeof createPayeeBody>;
 
@@ -320,7 +317,7 @@ export type CreatePayeeBody = z.infer<typeof createPayeeBody>;
 export const updatePayeeBody = z.strictObject({
   name: payeeName.optional(),
   methods: payeeMethods.optional(),
-  metadata: payeeMetadata.optional(),
+  metadata: metadataSchema.optional(),
 });
 export type UpdatePayeeBody = z.infer<typeof updatePayeeBody>;
 

@@ -173,6 +173,30 @@ const cases: Case[] = [
     param: "destination.address",
   },
   {
+    name: "a NUL character in a metadata value (PostgreSQL cannot store it)",
+    body: () => ({ ...valid(), metadata: { note: `a${String.fromCharCode(0)}b` } }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "metadata.note",
+  },
+  {
+    name: "a payee id of the wrong form",
+    body: () => ({ ...valid(), destination: { type: "payee", payee: "acct_demo_merchant" } }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.payee",
+  },
+  {
+    name: "an address with a chain id that is not a positive integer",
+    body: () => ({
+      ...valid(),
+      destination: { type: "evm_address", address: `0x${"11".repeat(20)}`, chain_id: 1.5 },
+    }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.chain_id",
+  },
+  {
     name: "an unknown destination type",
     body: () => ({ ...valid(), destination: { type: "iban", iban: "DE00" } }),
     status: 400,
