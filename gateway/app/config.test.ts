@@ -6,21 +6,22 @@ const key = `0x${"11".repeat(32)}`;
 const token = `0x${"22".repeat(20)}`;
 
 describe("EVM chains in the configuration", () => {
-  it("with nothing set: one embedded chain, rail evm on 31337, an L1's base fee and gas policy", () => {
+  it("with nothing set: one embedded chain, rail evm on 31337, at Hardhat's 1 gwei, with an L1's gas policy", () => {
     const { chains } = loadConfig({}).evm;
     expect(chains).toEqual([
       {
         id: "evm",
         confirmations: 1,
         gas: { priorityFeeWei: 1n * gwei, maxFeeWei: 200n * gwei },
-        source: { kind: "embedded", chainId: 31_337, baseFeeWei: 25n * gwei, blockIntervalMs: 0 },
+        source: { kind: "embedded", chainId: 31_337, baseFeeWei: 1n * gwei, blockIntervalMs: 0 },
       },
     ]);
   });
 
-  it("npm start's defaults add an embedded L2 (evm-l2, chain 31338, 0.01 gwei) beside it", () => {
+  it("npm start's defaults make it an L1 (25 gwei) and add an embedded L2 (evm-l2, chain 31338, 0.01 gwei)", () => {
     const { chains } = loadConfig(withStartDefaults({})).evm;
     expect(chains.map((chain) => chain.id)).toEqual(["evm", "evm-l2"]);
+    expect(chains[0]?.source).toMatchObject({ kind: "embedded", chainId: 31_337, baseFeeWei: 25n * gwei });
     expect(chains[1]).toEqual({
       id: "evm-l2",
       confirmations: 1,

@@ -21,6 +21,8 @@ const gwei = z
   .string()
   .regex(/^(0|[1-9][0-9]{0,5})(\.[0-9]{1,9})?$/, "gwei with at most 9 decimals, below 1,000,000");
 
+/** The embedded first chain's base fee: Hardhat's initial 1 gwei, unless `npm start`'s defaults make it an L1's. */
+const embeddedBaseFeeGwei = "1";
 const embeddedL1BaseFeeGwei = "25";
 const embeddedL2BaseFeeGwei = "0.01";
 const l1PriorityFeeGwei = "1";
@@ -58,21 +60,27 @@ const evmChainEntries = z.array(evmChainEntry).max(evmChainsMax - 1);
 
 /**
  * What `npm start` adds to the environment it was given (gateway/main.ts): with no chain configured (no
- * EVM_RPC_URL, no EVM_CHAINS), an embedded L2 ("evm-l2", chain 31338, base fee 0.01 gwei) beside the embedded
- * L1, so that the router has a real choice. The test setups call loadConfig without it: one chain unless
- * they ask for more.
+ * EVM_RPC_URL, no EVM_CHAINS), the embedded first chain as an L1 (25 gwei base fee) and an embedded L2 beside it,
+ * so that the router has a real choice. The test setups call loadConfig without it (one chain at Hardhat's 1 gwei,
+ * as before) unless they ask for these (`embeddedL1L2`).
  */
 export function withStartDefaults(
   env: Record<string, string | undefined>,
 ): Record<string, string | undefined> {
   if (env.EVM_RPC_URL !== undefined || env.EVM_CHAINS !== undefined) return env;
-  return { ...env, EVM_CHAINS: embeddedL2Chains };
+  return { ...embeddedL1L2, ...env };
 }
 
-/** One embedded L2 beside the first chain: cheap gas (0.01 gwei base fee, 0.001 gwei tip, at most 1 gwei). */
-export const embeddedL2Chains = JSON.stringify([
-  { id: "evm-l2", chain_id: 31_338, base_fee_gwei: "0.01", priority_fee_gwei: "0.001", max_fee_gwei: "1" },
-]);
+/**
+ * Two embedded chains: the first (rail evm, chain 31337) with an L1's base fee of 25 gwei, and rail evm-l2
+ * (chain 31338) with an L2's: 0.01 gwei base fee, 0.001 gwei tip, at most 1 gwei.
+ */
+export const embeddedL1L2: Readonly<Record<string, string>> = {
+  EVM_EMBEDDED_BASE_FEE_GWEI: embeddedL1BaseFeeGwei,
+  EVM_CHAINS: JSON.stringify([
+    { id: "evm-l2", chain_id: 31_338, base_fee_gwei: "0.01", priority_fee_gwei: "0.001", max_fee_gwei: "1" },
+  ]),
+};
 
 const weiPerGwei = 1_000_000_000n;
 
@@ -102,8 +110,8 @@ const schema = z.object({
   /** The embedded chain also mines an empty block this often (0: only with transactions). Unset: 1000 when
    * EVM_CONFIRMATIONS > 1 (else nothing would ever confirm a payout), 0 otherwise. */
   EVM_EMBEDDED_BLOCK_INTERVAL_MS: blockIntervalMs.optional(),
-  /** The embedded first chain's base fee, held there block after block (an L1's). */
-  EVM_EMBEDDED_BASE_FEE_GWEI: gwei.default(embeddedL1BaseFeeGwei),
+  /** The embedded first chain's base fee, held there block after block (`npm start`: an L1's 25 gwei). */
+  EVM_EMBEDDED_BASE_FEE_GWEI: gwei.default(embeddedBaseFeeGwei),
   /** RevenueSplitter on EVM_RPC_URL (deploy: node scripts/evm-deploy.ts); unset: no splits there. */
   EVM_SPLITTER_ADDRESS: address.optional(),
   /** The block the splitter was deployed in: where its watcher starts reading the first time. */

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EmbeddedChain, EvmRail } from "../../adapters/evm/index.ts";
 import { assets, divCeil } from "../../core/index.ts";
 import { getRailAccount } from "../../gateway/accounts/index.ts";
-import { embeddedL2Chains } from "../../gateway/app/config.ts";
+import { embeddedL1L2 } from "../../gateway/app/config.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { type Gateway, startGateway } from "./support.ts";
@@ -20,7 +20,7 @@ let l2: EmbeddedChain;
 let l2Rail: EvmRail;
 
 beforeAll(async () => {
-  gw = await startGateway({ EVM_CHAINS: embeddedL2Chains });
+  gw = await startGateway({ ...embeddedL1L2 });
   l1 = gw.chain;
   l2 = gw.app.chains.get("evm-l2")!;
   l2Rail = gw.app.rails.get("evm-l2") as EvmRail;
