@@ -37,7 +37,7 @@ import {
   recoverOpenAttempts,
 } from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
-import { route, staticRateSource } from "./router/index.ts";
+import { fxPairKey, route, staticRateSource } from "./router/index.ts";
 import {
   applyRailEvent,
   createOpenInvoiceMemory,
@@ -56,6 +56,8 @@ export const gatewayMigrations: MigrationSource = {
   directory: path.join(import.meta.dirname, "migrations"),
 };
 
+const developmentSpreadPpm = 2_000n;
+
 /** Development prices, USD micro-units per minor unit: USDC 1:1, USD cents, BTC at $100,000 (1 msat = 1 µUSD), ETH at $3,000 (3 µUSD a gwei). */
 export const developmentUsdRates = staticRateSource({
   usdRates: {
@@ -64,6 +66,12 @@ export const developmentUsdRates = staticRateSource({
     BTC: { microUsd: 1n, perMinorUnits: 1n },
     ETH: { microUsd: 3n, perMinorUnits: 1n },
   },
+  // What the FX desk charges to pay in another asset than the payer's: 0.2 % each way between the payment assets.
+  spreadsPpm: Object.fromEntries(
+    ["USDC", "USD", "BTC"].flatMap((from) =>
+      ["USDC", "USD", "BTC"].filter((to) => to !== from).map((to) => [fxPairKey(from, to), developmentSpreadPpm]),
+    ),
+  ),
 });
 
 export type App = {

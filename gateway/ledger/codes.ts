@@ -44,6 +44,10 @@ export const transferCodes = {
     feePaid: 9,
     /** The operator's capital put on a rail (the gas a hot wallet holds when the gateway first sees it). */
     capitalIn: 10,
+    /** A cross-asset payout's leg out of the operator's FX capital in the rail's asset (its hold, post or void). */
+    fxOut: 11,
+    /** The FX spread a cross-asset payout pays the operator's FX desk (its hold, post or void). */
+    fxSpread: 12,
   },
   /** gateway/settlement/invoices.ts: money in, and money taken back from it or given back. */
   invoices: {

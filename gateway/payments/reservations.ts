@@ -42,19 +42,23 @@ export type Refusal = Exclude<ReserveOutcome, "reserved">;
 export type ReservationKnown = Reservation | Refusal | "absent" | "ask_ledger";
 
 /** What the ledger side of a payment needs to know of it. */
-type PaymentAccounts = Pick<Payment, "id" | "tenantId" | "sourceAccountId" | "destination" | "decision">;
+type PaymentAccounts = Pick<
+  Payment,
+  "id" | "tenantId" | "sourceAccountId" | "destination" | "decision" | "amount"
+>;
 
+/** The payer's account, and the account an attempt credits: the rail's clearing account, or a tenant's own. */
 async function ledgerAccountsFor(
   deps: PaymentsDeps,
   payment: PaymentAccounts,
   rail: Rail,
   seq: number,
-): Promise<{ debit: bigint; credit: bigint; ledger: number; asset: Asset; internal: boolean }> {
-  const source = await deps.accounts.tenantAccount({
+): Promise<{ payer: AccountRecord; credit: AccountRecord; internal: boolean }> {
+  const payer = await deps.accounts.tenantAccount({
     tenantId: payment.tenantId,
     id: payment.sourceAccountId,
   });
-  if (source === null) throw new PaymentInvariantError(`payment ${payment.id} lost its source account`);
+  if (payer === null) throw new PaymentInvariantError(`payment ${payment.id} lost its source account`);
   let credit: AccountRecord | null;
   const destination = attemptDestination(payment, seq);
   if (destination === null) throw new PaymentInvariantError(`payment ${payment.id} has no candidate ${seq}`);
@@ -63,17 +67,11 @@ async function ledgerAccountsFor(
     // The tenant's own account, also when a payee names it: scoped to the tenant like every read.
     credit = await deps.accounts.tenantAccount({ tenantId: payment.tenantId, id: destination.accountId });
   } else {
-    credit = await deps.accounts.railAccount({ kind: "clearing", rail: rail.id, asset: source.asset });
+    credit = await deps.accounts.railAccount({ kind: "clearing", rail: rail.id, asset: rail.asset });
   }
   if (credit === null)
     throw new PaymentInvariantError(`payment ${payment.id} has no account to credit on rail ${rail.id}`);
-  return {
-    debit: source.ledgerAccountId,
-    credit: credit.ledgerAccountId,
-    ledger: source.asset.ledger,
-    asset: source.asset,
-    internal,
-  };
+  return { payer, credit, internal };
 }
 
 /**
@@ -105,10 +103,19 @@ export async function railAccountOpened(
 export const feeHoldIdOf = (reserveTransferId: bigint): bigint =>
   derivedLedgerId(reserveTransferId.toString(), "fee-hold");
 
+/** The id of a hold beside an attempt's reservation (the FX legs of a cross-asset payout). */
+const besideIdOf = (reserveTransferId: bigint, purpose: "fx-out" | "fx-spread"): bigint =>
+  derivedLedgerId(reserveTransferId.toString(), purpose);
+
 /**
- * The pending transfer that holds the funds while the rail works, and, for a payout that may cost a fee
- * (`feeMax` > 0), a second one on the payer for that fee, into the rail's fee account: one linked chain, so the
- * payer is never short of the fee a payout it was allowed turns out to cost. Ids derive from the attempt.
+ * The pending transfers that hold the funds while the rail works, written as one linked chain (all or none), with
+ * ids derived from the attempt:
+ * - the reservation: the payer to the account the attempt credits (the rail's clearing account, or a tenant's);
+ * - for a payout that may cost a fee (`feeMax` > 0), the payer to the rail's fee account, so the payer is never
+ *   short of the fee a payout it was allowed turns out to cost;
+ * - across assets (the payer holds A, the rail pays B), FX through the operator's FX capital: the payer's amount
+ *   into FX capital in A (this is then the reservation), FX capital in B out to the account credited, and the
+ *   spread the router priced from the payer to the FX fee account (revenue). Every ledger balances.
  * `alongside`, when given, is written in the same transaction whatever the ledger answers; `rows` are its rows.
  */
 export async function reserve(
@@ -118,18 +125,60 @@ export async function reserve(
   rail: Rail,
   alongside: Statement | null,
 ): Promise<{ reservation: Reservation | Refusal; rows: Row[] | null }> {
-  const accounts = await ledgerAccountsFor(deps, payment, rail, attempt.seq);
-  const reservation: Reservation = {
-    pendingId: attempt.reserveTransferId,
-    debitAccountId: accounts.debit,
-    creditAccountId: accounts.credit,
-    amount: attempt.amount,
-    ledger: accounts.ledger,
-    code: transferCodes.payments.payment,
-  };
+  const { payer, credit, internal } = await ledgerAccountsFor(deps, payment, rail, attempt.seq);
+  const cross = payer.asset.code !== credit.asset.code;
   const userData128 = derivedLedgerId(payment.id, "payment");
   const label = `the reservation of payment ${payment.id}`;
-  if (accounts.internal || attempt.feeMax <= 0n) {
+  const posting = (debit: AccountRecord, to: AccountRecord, amount: bigint, code: number) => ({
+    debitAccountId: debit.ledgerAccountId,
+    creditAccountId: to.ledgerAccountId,
+    amount,
+    ledger: debit.asset.ledger,
+    code,
+  });
+  const fxIn = cross
+    ? await railAccountOpened(deps, { kind: "capital", rail: fxRail, asset: payer.asset })
+    : null;
+  const reservation: Reservation = {
+    pendingId: attempt.reserveTransferId,
+    ...(fxIn === null
+      ? posting(payer, credit, attempt.amount, transferCodes.payments.payment)
+      : posting(payer, fxIn, payment.amount, transferCodes.payments.payment)),
+  };
+  const members: ChainMember[] = [
+    { kind: "hold", posting: reservation, transfer: { id: attempt.reserveTransferId, userData128, label } },
+  ];
+  if (fxIn !== null) {
+    const fxOut = await railAccountOpened(deps, { kind: "capital", rail: fxRail, asset: credit.asset });
+    members.push({
+      kind: "hold",
+      posting: posting(fxOut, credit, attempt.amount, transferCodes.payments.fxOut),
+      transfer: { id: besideIdOf(attempt.reserveTransferId, "fx-out"), userData128 },
+    });
+    const spread = spreadInPayerAsset(payment, attempt.seq);
+    if (spread > 0n) {
+      const revenue = await railAccountOpened(deps, { kind: "fee", rail: fxRail, asset: payer.asset });
+      members.push({
+        kind: "hold",
+        posting: posting(payer, revenue, spread, transferCodes.payments.fxSpread),
+        transfer: { id: besideIdOf(attempt.reserveTransferId, "fx-spread"), userData128 },
+      });
+    }
+  }
+  const feeHold = internal ? 0n : inAssetOf(deps, attempt.feeMax, rail.asset, payer.asset);
+  if (feeHold > 0n) {
+    const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: payer.asset });
+    members.push({
+      kind: "hold",
+      posting: posting(payer, fees, feeHold, transferCodes.payments.feeCharged),
+      transfer: {
+        id: feeHoldIdOf(attempt.reserveTransferId),
+        userData128,
+        label: `the fee hold of payment ${payment.id}`,
+      },
+    });
+  }
+  if (members.length === 1) {
     const { outcome, rows } = await reserveFunds(deps.ledger, reservation, {
       id: attempt.reserveTransferId,
       userData128,
@@ -138,26 +187,6 @@ export async function reserve(
     });
     return { reservation: outcome === "reserved" ? reservation : outcome, rows };
   }
-  sameAssetOrThrow(rail, accounts.asset);
-  const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: accounts.asset });
-  const members: ChainMember[] = [
-    { kind: "hold", posting: reservation, transfer: { id: attempt.reserveTransferId, userData128, label } },
-    {
-      kind: "hold",
-      posting: {
-        debitAccountId: accounts.debit,
-        creditAccountId: fees.ledgerAccountId,
-        amount: attempt.feeMax,
-        ledger: accounts.ledger,
-        code: transferCodes.payments.feeCharged,
-      },
-      transfer: {
-        id: feeHoldIdOf(attempt.reserveTransferId),
-        userData128,
-        label: `the fee hold of payment ${payment.id}`,
-      },
-    },
-  ];
   const { outcome, rows } = await writeChainWith(
     deps.ledger,
     members,
@@ -167,10 +196,18 @@ export async function reserve(
   return { reservation: outcome === "reserved" ? reservation : outcome, rows };
 }
 
-/** Cross-asset payouts (FX legs) are not wired: a rail is only ever asked to pay in the payer's asset. */
-function sameAssetOrThrow(rail: Rail, asset: Asset): void {
-  if (rail.asset.code !== asset.code)
-    throw new PaymentInvariantError(`rail ${rail.id} pays ${rail.asset.code}, the payer holds ${asset.code}`);
+/** The operator's FX desk: its capital per asset (what it holds of each) and its fee account (the spread earned). */
+const fxRail = "fx";
+
+/**
+ * The FX spread the router priced for the attempt's candidate, in the payer's asset: the payment's amount in the
+ * share the spread is of its USD value, rounded up (a spread earned is never under-booked). 0 without a USD value.
+ */
+function spreadInPayerAsset(payment: PaymentAccounts, seq: number): bigint {
+  const fx = payment.decision?.candidates[seq]?.cost.fxMicroUsd ?? 0n;
+  const value = payment.decision?.amountMicroUsd ?? null;
+  if (fx <= 0n || value === null || value <= 0n) return 0n;
+  return divCeil(payment.amount * fx, value);
 }
 
 export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {
@@ -229,22 +266,47 @@ export async function resolveReservation(
     label: `the ${how} of attempt ${attempt.id}'s reservation`,
     ...(evidence === undefined ? {} : { evidence: evidenceForLedger(evidence) }),
   };
-  const feeHold = await feeHoldFor(deps, attempt, known, reservation);
+  const rail = deps.rails.get(attempt.rail);
+  if (rail === undefined)
+    throw new PaymentInvariantError(`attempt ${attempt.id} names unknown rail ${attempt.rail}`);
+  const beside = await besideHolds(deps, attempt, known, reservation, rail);
   const nativeFee = paid?.nativeFee;
-  if (feeHold === null && (how === "void" || ((paid?.fee ?? 0n) === 0n && (nativeFee?.amount ?? 0n) === 0n)))
+  const noFees = (paid?.fee ?? 0n) === 0n && (nativeFee?.amount ?? 0n) === 0n;
+  if (beside.length === 0 && (how === "void" || noFees))
     // The attempt's status moves only with its reservation.
     return await (how === "post" ? postReservation : voidReservation)(deps.ledger, reservation, transfer);
 
   const members: ChainMember[] = [{ kind: how, reservation, transfer }];
-  if (how === "void") {
-    if (feeHold !== null)
+  for (const hold of beside) {
+    if (how === "void" || hold.purpose !== "fee-hold")
       members.push({
-        kind: "void",
-        reservation: feeHold,
-        transfer: { id: derivedLedgerId(attempt.id, "fee-void") },
+        kind: how,
+        reservation: hold.reservation,
+        transfer: {
+          id: derivedLedgerId(attempt.id, `${hold.purpose}-${how}`),
+          userData128: attempt.reserveTransferId,
+        },
       });
-  } else {
-    members.push(...(await feeMembers(deps, attempt, reservation, feeHold, paid ?? { fee: 0n }, evidence)));
+  }
+  if (how === "post") {
+    const payerAsset = assetOfLedger(reservation.ledger);
+    // What the rail paid from: the account its FX leg credits, or the reservation's own.
+    const paidFrom =
+      beside.find((hold) => hold.purpose === "fx-out")?.reservation.creditAccountId ??
+      reservation.creditAccountId;
+    const feeHold = beside.find((hold) => hold.purpose === "fee-hold")?.reservation ?? null;
+    members.push(
+      ...(await feeMembers(
+        deps,
+        attempt,
+        rail,
+        paidFrom,
+        payerAsset,
+        feeHold,
+        paid ?? { fee: 0n },
+        evidence,
+      )),
+    );
   }
   const { rows } = await writeChainWith(
     deps.ledger,
@@ -256,55 +318,98 @@ export async function resolveReservation(
   return rows;
 }
 
+/** The asset whose ledger this is. */
+function assetOfLedger(ledger: number): Asset {
+  const asset = Object.values(assets).find((candidate) => candidate.ledger === ledger);
+  if (asset === undefined) throw new PaymentInvariantError(`no asset keeps ledger ${ledger}`);
+  return asset;
+}
+
+type BesideHold = { purpose: "fx-out" | "fx-spread" | "fee-hold"; reservation: Reservation };
+
 /**
- * The attempt's fee hold: none for an internal move or a payout allowed no fee; as reserve() made it when this
- * process made the reservation; else the ledger's (an attempt reserved before fee holds existed has none).
+ * The holds reserve() wrote beside the reservation. Same asset, when this process made the reservation: the fee
+ * hold as reserve() made it, with no read. Otherwise the ledger says which exist (one lookup): an attempt reserved
+ * before fee holds existed has none.
  */
-async function feeHoldFor(
+async function besideHolds(
   deps: PaymentsDeps,
   attempt: Attempt,
   known: Reservation | "ask_ledger",
   reservation: Reservation,
-): Promise<Reservation | null> {
-  const rail = deps.rails.get(attempt.rail);
-  if (attempt.feeMax <= 0n || rail === undefined || rail.kind === "internal") return null;
-  const pendingId = feeHoldIdOf(attempt.reserveTransferId);
-  if (known === "ask_ledger") return findReservation(deps.ledger, pendingId);
-  const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: rail.asset });
-  return {
-    pendingId,
-    debitAccountId: reservation.debitAccountId,
-    creditAccountId: fees.ledgerAccountId,
-    amount: attempt.feeMax,
-    ledger: reservation.ledger,
-    code: transferCodes.payments.feeCharged,
-  };
+  rail: Rail,
+): Promise<BesideHold[]> {
+  if (rail.kind === "internal" && reservation.ledger === rail.asset.ledger) return [];
+  const feeHoldId = feeHoldIdOf(attempt.reserveTransferId);
+  if (known !== "ask_ledger" && reservation.ledger === rail.asset.ledger) {
+    if (attempt.feeMax <= 0n) return [];
+    const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: rail.asset });
+    return [
+      {
+        purpose: "fee-hold",
+        reservation: {
+          pendingId: feeHoldId,
+          debitAccountId: reservation.debitAccountId,
+          creditAccountId: fees.ledgerAccountId,
+          amount: attempt.feeMax,
+          ledger: reservation.ledger,
+          code: transferCodes.payments.feeCharged,
+        },
+      },
+    ];
+  }
+  const ids = {
+    "fx-out": besideIdOf(attempt.reserveTransferId, "fx-out"),
+    "fx-spread": besideIdOf(attempt.reserveTransferId, "fx-spread"),
+    "fee-hold": feeHoldId,
+  } as const;
+  const found = await deps.ledger.lookupTransfers(Object.values(ids));
+  const holds: BesideHold[] = [];
+  for (const purpose of ["fx-out", "fx-spread", "fee-hold"] as const) {
+    const transfer = found.find((candidate) => candidate.id === ids[purpose]);
+    if (transfer === undefined) continue;
+    holds.push({
+      purpose,
+      reservation: {
+        pendingId: transfer.id,
+        debitAccountId: transfer.debitAccountId,
+        creditAccountId: transfer.creditAccountId,
+        amount: transfer.amount,
+        ledger: transfer.ledger,
+        code: transfer.code,
+      },
+    });
+  }
+  return holds;
 }
 
-/** The fee legs of a post: the payer's charge out of its fee hold, and what the rail paid from where it paid it. */
+/**
+ * The fee legs of a post: what the rail paid, from its fee account to where it paid it from (`paidFrom`, in the
+ * rail's asset; gas from the clearing account in the native token), and the payer's charge out of its fee hold, in
+ * the payer's asset at the market's mid rate.
+ */
 async function feeMembers(
   deps: PaymentsDeps,
   attempt: Attempt,
-  reservation: Reservation,
+  rail: Rail,
+  paidFrom: bigint,
+  payerAsset: Asset,
   feeHold: Reservation | null,
   paid: FeesPaid,
   evidence: SettlementEvidence | undefined,
 ): Promise<ChainMember[]> {
-  const rail = deps.rails.get(attempt.rail);
-  if (rail === undefined)
-    throw new PaymentInvariantError(`attempt ${attempt.id} names unknown rail ${attempt.rail}`);
   const members: ChainMember[] = [];
   const reference = evidence === undefined ? attempt.id : evidenceForLedger(evidence).reference;
-  let chargeable = paid.fee;
+  let chargeable = 0n;
   if (paid.fee > 0n) {
     const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: rail.asset });
     members.push({
       kind: "move",
       posting: {
         debitAccountId: fees.ledgerAccountId,
-        creditAccountId: reservation.creditAccountId,
+        creditAccountId: paidFrom,
         amount: paid.fee,
-        ledger: reservation.ledger,
+        ledger: rail.asset.ledger,
         code: transferCodes.payments.feePaid,
       },
       transfer: {
@@ -313,6 +418,7 @@ async function feeMembers(
         evidence: { rail: rail.id, reference, detail: { kind: "fee", ...paid.feeDetail } },
       },
     });
+    chargeable += inAssetOf(deps, paid.fee, rail.asset, payerAsset);
   }
   const native = paid.nativeFee;
   if (native !== undefined && native.amount > 0n) {
@@ -335,7 +441,7 @@ async function feeMembers(
         evidence: { rail: rail.id, reference, detail: { kind: "native_fee", ...native.detail } },
       },
     });
-    chargeable += inAssetOf(deps, native.amount, native.asset, rail.asset);
+    chargeable += inAssetOf(deps, native.amount, native.asset, payerAsset);
   }
   if (feeHold !== null) {
     // Passed through within the hold (the payment's fee cap): what is above it is the platform's to absorb.

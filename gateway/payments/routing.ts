@@ -6,7 +6,15 @@ import { type Asset, assetByCode, basisPointsTotal, parseAmount } from "../../co
 import type { AccountRecord } from "../accounts/index.ts";
 import { newId } from "../ids/index.ts";
 import { payeeMethods } from "../payees/index.ts";
-import { createQuote, type Quote, quoteCandidates, quoteMatches, reachableByKind } from "../router/index.ts";
+import {
+  convert,
+  createQuote,
+  crossRate,
+  type Quote,
+  quoteCandidates,
+  quoteMatches,
+  reachableByKind,
+} from "../router/index.ts";
 import type {
   Candidate,
   Exclusion,
@@ -42,13 +50,14 @@ async function withEstimates(
   const asks: Promise<readonly [number, NetworkFeeEstimate | null]>[] = [];
   snapshot.rails.forEach((snap, index) => {
     const rail = deps.rails.get(snap.rail);
-    if (rail?.estimateNetworkFee === undefined || !snap.available || snap.asset.code !== intent.asset.code)
-      return;
+    if (rail?.estimateNetworkFee === undefined || !snap.available) return;
     const destination = reachedBy(snap, intent.destination);
-    if (destination === null) return;
+    // What the rail would send: the payment's amount at the mid rate, rounded down, as the router converts it.
+    const rate = crossRate(snapshot.usdRates[intent.asset.code], snapshot.usdRates[snap.asset.code]);
+    if (destination === null || rate === null) return;
     asks.push(
       rail
-        .estimateNetworkFee({ destination, amount: intent.amount })
+        .estimateNetworkFee({ destination, amount: convert(intent.amount, rate, "floor") })
         .catch((error: unknown) => {
           deps.logger?.warn({ rail: snap.rail, error }, "fee estimate failed: the snapshot's model stands");
           return null;
@@ -72,7 +81,11 @@ async function withEstimates(
   };
 }
 
-/** Routes on the current snapshot. Cross-asset settlement (FX legs in the ledger) is not wired yet: only rails of the payment's asset take part. */
+/**
+ * Routes on the current snapshot. A rail in another asset than the payment's pays through FX legs in the ledger
+ * (reservations.ts); an internal rail in another asset does not take part: a tenant's accounts are paid in their
+ * own asset.
+ */
 async function routeNow(
   deps: PaymentsDeps,
   intent: PaymentIntent,
@@ -81,7 +94,7 @@ async function routeNow(
   const snapshot = await withEstimates(deps, deps.snapshot(), intent);
   // Denied through the policy, not by filtering the snapshot: the router keeps its prepared snapshot.
   const otherAsset = snapshot.rails
-    .filter((rail) => rail.asset.code !== intent.asset.code)
+    .filter((rail) => rail.kind === "internal" && rail.asset.code !== intent.asset.code)
     .map((rail) => rail.rail);
   if (otherAsset.length === 0) return deps.route(intent, snapshot, policy);
   const decision = deps.route(intent, snapshot, {
@@ -96,7 +109,7 @@ async function routeNow(
         ? {
             rail: exclusion.rail,
             reason: "no_fx_rate" as const,
-            detail: "settles another asset; cross-asset payments are not supported yet",
+            detail: "an internal rail moves its own asset only",
           }
         : exclusion,
     ),

@@ -111,7 +111,7 @@ describe("gas booked on an EVM payout", () => {
     expect(response.status).toBe(402);
     expect(response.body.error.payment).toMatchObject({ status: "failed" });
     const [attempt] = response.body.error.payment.attempts;
-    const [voided] = await gw.app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "fee-void")]);
+    const [voided] = await gw.app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "fee-hold-void")]);
     expect(voided).toBeDefined();
     const [paid] = await gw.app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "native-fee-paid")]);
     expect(paid).toBeUndefined();

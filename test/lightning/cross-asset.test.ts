@@ -1,0 +1,143 @@
+// Paying a BOLT11 invoice (BTC) from a USDC balance: the router prices the Lightning rail with the FX spread,
+// the ledger moves the payer's USDC into the FX desk's capital and the desk's BTC out to the Lightning clearing
+// account, as one linked chain, with the spread booked as the desk's revenue — every ledger balances — and LND
+// pays the invoice once.
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { createAccount, getRailAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { selectLedgerTotals, transferCodes } from "../../gateway/ledger/index.ts";
+import { waitFor } from "../../scripts/lightning/index.ts";
+import { apiClient } from "../support/api.ts";
+
+const cluster = inject("lightningCluster");
+const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
+const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
+let app: App;
+let directory = "";
+
+beforeAll(async () => {
+  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-fx-"));
+  app = await createApp(
+    loadConfig({
+      LOG_LEVEL: "silent",
+      LND_SOCKET: cluster.nodes.gateway.socket,
+      LND_CERT_BASE64: cluster.nodes.gateway.cert,
+      LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
+      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+    }),
+  );
+  await waitFor(
+    "lightning rail available",
+    async () => (app.rails.get("lightning")?.snapshot().available ? true : undefined),
+    { timeoutMs: 30_000 },
+  );
+  // BTC arrives on the gateway's node first (an invoice of a BTC account paid by the payer node): the Lightning
+  // clearing account then holds what the FX leg pays out of it.
+  await createAccount(
+    { sql: app.db, ledger: app.ledger },
+    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: "acct_fx_btc" },
+  );
+  const invoice = await call("POST", "/v1/invoices", {
+    account: "acct_fx_btc",
+    amount: "0.0001",
+    asset: "BTC",
+    description: "liquidity",
+  });
+  expect(invoice.status).toBe(201);
+  await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
+  await waitFor(
+    "invoice paid",
+    async () =>
+      (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
+    { timeoutMs: 30_000 },
+  );
+});
+afterAll(async () => {
+  await app?.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
+
+async function ledgerAccount(id: bigint) {
+  const [account] = await app.ledger.lookupAccounts([id]);
+  if (account === undefined) throw new Error(`no ledger account ${id}`);
+  return account;
+}
+
+describe("a USDC balance pays a BOLT11 invoice", () => {
+  it("pays once through the FX desk, with the spread booked and every ledger balanced", async () => {
+    const customer = await getTenantAccount(app.db, {
+      tenantId: app.demo!.tenantId,
+      id: "acct_demo_customer",
+    });
+    const customerBefore = await ledgerAccount(customer!.ledgerAccountId);
+    // 5,000 sat at $100,000 a BTC is $5: 5 USDC at the mid rate.
+    const { request, id: paymentHash } = await createInvoice({ lnd: payee, tokens: 5_000 });
+    const response = await call("POST", "/v1/payments", {
+      amount: "5",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "bolt11", invoice: request },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "lightning" });
+    const [candidate] = response.body.route.candidates;
+    expect(candidate).toMatchObject({ rail: "lightning", asset: "BTC", amount: "0.00005000000" });
+    // 0.2 % of $5, the development spread.
+    expect(candidate.cost.fx_usd).toBe("0.010000");
+    const [attempt] = response.body.attempts;
+    expect(attempt.evidence.payment_hash).toBe(paymentHash);
+
+    const reserveId = derivedLedgerId(attempt.id, "reserve").toString();
+    const [main, fxOut, spread] = await app.ledger.lookupTransfers([
+      derivedLedgerId(attempt.id, "post"),
+      derivedLedgerId(reserveId, "fx-out"),
+      derivedLedgerId(reserveId, "fx-spread"),
+    ]);
+    const fxUsdc = await getRailAccount(app.db, { kind: "capital", rail: "fx", asset: assets.USDC });
+    const fxBtc = await getRailAccount(app.db, { kind: "capital", rail: "fx", asset: assets.BTC });
+    const revenue = await getRailAccount(app.db, { kind: "fee", rail: "fx", asset: assets.USDC });
+    const clearing = await getRailAccount(app.db, { kind: "clearing", rail: "lightning", asset: assets.BTC });
+    // The payer's USDC into the desk, posted.
+    expect(main).toMatchObject({
+      amount: 5_000_000n,
+      ledger: assets.USDC.ledger,
+      debitAccountId: customer!.ledgerAccountId,
+      creditAccountId: fxUsdc!.ledgerAccountId,
+    });
+    // The desk's BTC out to the Lightning clearing account: what LND paid.
+    const [fxOutPost] = await app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "fx-out-post")]);
+    expect(fxOut).toMatchObject({
+      amount: 5_000_000n,
+      code: transferCodes.payments.fxOut,
+      ledger: assets.BTC.ledger,
+    });
+    expect(fxOutPost).toMatchObject({
+      amount: 5_000_000n,
+      debitAccountId: fxBtc!.ledgerAccountId,
+      creditAccountId: clearing!.ledgerAccountId,
+    });
+    // The spread: $0.01 in USDC, to the desk's revenue.
+    expect(spread).toMatchObject({ amount: 10_000n, creditAccountId: revenue!.ledgerAccountId });
+    const [spreadPost] = await app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "fx-spread-post")]);
+    expect(spreadPost?.amount).toBe(10_000n);
+    // The payer paid the amount and the spread (the direct channel's routing fee is 0), nothing held.
+    const customerAfter = await ledgerAccount(customer!.ledgerAccountId);
+    expect(customerAfter.debitsPosted - customerBefore.debitsPosted).toBe(5_010_000n);
+    expect(customerAfter.debitsPending).toBe(customerBefore.debitsPending);
+
+    // Every ledger balances: debits and credits over all accounts are equal, per ledger, posted and pending.
+    for (const totals of await selectLedgerTotals(app.db)) {
+      expect(totals.debitsPosted).toBe(totals.creditsPosted);
+      expect(totals.debitsPending).toBe(totals.creditsPending);
+    }
+  });
+});
