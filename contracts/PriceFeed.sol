@@ -71,14 +71,14 @@ contract PriceFeed {
     }
 
     /// @notice One posted round, as AggregatorV3Interface; reverts for a round never posted.
-    function getRoundData(uint80 roundId)
+    function getRoundData(uint80 _roundId)
         public
         view
-        returns (uint80, int256 answer, uint256 startedAt, uint256 updatedAt, uint80 answeredInRound)
+        returns (uint80 roundId, int256 answer, uint256 startedAt, uint256 updatedAt, uint80 answeredInRound)
     {
-        Round storage round = rounds[roundId];
-        if (round.updatedAt == 0) revert PriceFeedUnknownRound(roundId);
-        return (roundId, round.answer, round.startedAt, round.updatedAt, roundId);
+        Round storage round = rounds[_roundId];
+        if (round.updatedAt == 0) revert PriceFeedUnknownRound(_roundId);
+        return (_roundId, round.answer, round.startedAt, round.updatedAt, _roundId);
     }
 
     function _post(int256 answer) private {

@@ -1,0 +1,183 @@
+// The rate feed: polls its sources in the background and answers the router's RateSource synchronously from
+// what it holds. Per source and asset it keeps the latest rate and the time it describes; an asset is answered
+// by the first source, in priority order, whose rate is fresh (no older than maxAgeMs). A rate that has aged
+// past maxAgeMs is stale, one never observed is missing: usdRate answers null for both, and rateStatus tells
+// them apart (the router's stale_rate vs no_fx_rate). The static table is for development: it answers only
+// assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale.
+
+import type { UsdRate } from "../../core/index.ts";
+import { assetByCode, type Logger, silentLogger } from "../../core/index.ts";
+import { fxPairKey, type RateSource } from "../router/index.ts";
+import { RateConfigError } from "./errors.ts";
+import type { PolledRateSource, RateFetchResult, RateObservation } from "./types.ts";
+
+export type RateStatus = "fresh" | "stale" | "missing";
+
+export type RateFeedParams = {
+  /** In priority order: the first with a fresh rate for an asset answers it. */
+  readonly sources: readonly PolledRateSource[];
+  /** Development only: rates for assets no source covers, always fresh. */
+  readonly staticRates?: Readonly<Record<string, UsdRate>>;
+  /** Spreads charged per pair, parts per million, keyed by fxPairKey(from, to). */
+  readonly spreadsPpm?: Readonly<Record<string, bigint>>;
+  /** A rate older than this is stale. */
+  readonly maxAgeMs: number;
+  /** Time between the end of one refresh and the start of the next. */
+  readonly refreshMs: number;
+  /** Wall clock, ms since the epoch; default Date.now. */
+  readonly nowMs?: () => number;
+  /** Where failed fetches are reported (warn); silent by default. */
+  readonly logger?: Logger;
+};
+
+export type RateFeed = RateSource & {
+  /** fresh: usdRate answers it; stale: only rates older than maxAgeMs; missing: never observed, or unknown. */
+  rateStatus(assetCode: string): RateStatus;
+  /** The assets whose every source's rate is stale, sorted. */
+  staleAssets(): string[];
+  /** When the rate usdRate would answer was observed (ms), and by which source; null unless fresh. */
+  rateOrigin(assetCode: string): { readonly source: string; readonly observedAtMs: number } | null;
+  /** Fetches every source once now (a refresh already running is joined, not repeated). Never rejects. */
+  refresh(): Promise<void>;
+  /** Refreshes now and then every refreshMs until stop(). */
+  start(): void;
+  /** Stops refreshing; resolves when a refresh in flight has ended. */
+  stop(): Promise<void>;
+};
+
+/** The most sources one feed polls. */
+export const rateSourcesMax = 8;
+
+export function createRateFeed(params: RateFeedParams): RateFeed {
+  validate(params);
+  const { sources, maxAgeMs, refreshMs } = params;
+  const nowMs = params.nowMs ?? Date.now;
+  const logger = params.logger ?? silentLogger;
+  const staticRates = params.staticRates ?? {};
+  /** Per source (same index as `sources`), the latest observation of each asset it covers. */
+  const held: Map<string, RateObservation>[] = sources.map(() => new Map());
+  const covered = new Set(sources.flatMap((source) => source.assetCodes));
+
+  let inFlight: Promise<void> | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let running = false;
+  /** Bumped by start() and stop(): a loop from before a stop() never schedules again. */
+  let generation = 0;
+
+  function isFresh(observation: RateObservation): boolean {
+    return nowMs() - observation.observedAtMs <= maxAgeMs;
+  }
+
+  /** The fresh observation that answers an asset, and its source's index; null when none is fresh. */
+  function answering(assetCode: string): { observation: RateObservation; index: number } | null {
+    for (let index = 0; index < sources.length; index += 1) {
+      const observation = held[index]!.get(assetCode);
+      if (observation !== undefined && isFresh(observation)) return { observation, index };
+    }
+    return null;
+  }
+
+  function rateStatus(assetCode: string): RateStatus {
+    if (!covered.has(assetCode)) return Object.hasOwn(staticRates, assetCode) ? "fresh" : "missing";
+    if (answering(assetCode) !== null) return "fresh";
+    return held.some((byAsset) => byAsset.has(assetCode)) ? "stale" : "missing";
+  }
+
+  function keep(index: number, result: RateFetchResult): void {
+    const source = sources[index]!;
+    const byAsset = held[index]!;
+    for (const observation of result.observations) {
+      // Only the assets the source declared: the map stays bounded whatever a source returns.
+      if (!source.assetCodes.includes(observation.assetCode)) continue;
+      const previous = byAsset.get(observation.assetCode);
+      if (previous === undefined || observation.observedAtMs >= previous.observedAtMs)
+        byAsset.set(observation.assetCode, observation);
+    }
+    for (const failure of result.failures)
+      logger.warn(
+        { source: source.name, asset: failure.assetCode, reason: failure.reason, details: failure.details },
+        "rate source failed",
+      );
+  }
+
+  async function refreshOnce(): Promise<void> {
+    const results = await Promise.allSettled(sources.map((source) => source.fetchRates()));
+    results.forEach((result, index) => {
+      if (result.status === "fulfilled") keep(index, result.value);
+      // A source's fetchRates never rejects by contract; one that does is a bug in it, reported, not fatal.
+      else logger.error({ source: sources[index]!.name, err: result.reason }, "rate source threw");
+    });
+  }
+
+  function refresh(): Promise<void> {
+    if (inFlight === null) {
+      inFlight = refreshOnce().finally(() => {
+        inFlight = null;
+      });
+    }
+    return inFlight;
+  }
+
+  async function loop(loopGeneration: number): Promise<void> {
+    await refresh();
+    if (running && loopGeneration === generation)
+      timer = setTimeout(() => void loop(loopGeneration), refreshMs);
+  }
+
+  return {
+    usdRate(assetCode) {
+      if (!covered.has(assetCode))
+        return Object.hasOwn(staticRates, assetCode) ? staticRates[assetCode]! : null;
+      return answering(assetCode)?.observation.rate ?? null;
+    },
+    spreadPpm(from, to) {
+      const key = fxPairKey(from, to);
+      return params.spreadsPpm !== undefined && Object.hasOwn(params.spreadsPpm, key)
+        ? params.spreadsPpm[key]!
+        : null;
+    },
+    rateStatus,
+    staleAssets() {
+      return [...covered].filter((code) => rateStatus(code) === "stale").sort();
+    },
+    rateOrigin(assetCode) {
+      const found = covered.has(assetCode) ? answering(assetCode) : null;
+      return found === null
+        ? null
+        : { source: sources[found.index]!.name, observedAtMs: found.observation.observedAtMs };
+    },
+    refresh,
+    start() {
+      if (running) return;
+      running = true;
+      generation += 1;
+      void loop(generation);
+    },
+    async stop() {
+      running = false;
+      generation += 1;
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+      await inFlight;
+    },
+  };
+}
+
+function validate(params: RateFeedParams): void {
+  if (params.sources.length > rateSourcesMax)
+    throw new RateConfigError(
+      `rate feed: ${params.sources.length} sources, more than rateSourcesMax ${rateSourcesMax}`,
+    );
+  for (const [what, value] of [
+    ["maxAgeMs", params.maxAgeMs],
+    ["refreshMs", params.refreshMs],
+  ] as const)
+    if (!Number.isInteger(value) || value <= 0)
+      throw new RateConfigError(`rate feed: ${what} must be a positive integer, not ${value}`);
+  for (const code of Object.keys(params.staticRates ?? {}))
+    if (assetByCode(code) === null)
+      throw new RateConfigError(`rate feed: static rate for unknown asset ${code}`);
+  for (const [code, rate] of Object.entries(params.staticRates ?? {}))
+    if (rate.microUsd <= 0n || rate.perMinorUnits <= 0n)
+      throw new RateConfigError(`rate feed: the static rate of ${code} is not positive`);
+}
