@@ -25,6 +25,7 @@ export const feeHeadroomBpsDefault = 5_000;
 
 const msPerS = 1_000n;
 const noMethods: readonly Destination[] = [];
+const noMethodBits: readonly number[] = [];
 
 /** An amount in the rail's asset in USD micro-units, rounded up. */
 function toUsdCeil(r: PreparedRail, railUnits: bigint): bigint {
@@ -47,15 +48,26 @@ function isAllowed(rail: string, policy: RoutePolicy): boolean {
   return allowed === undefined || allowed.includes(rail);
 }
 
+const evmAddressBit = destinationBits.evm_address;
+
 /**
- * The first of a payee's methods the rail reaches, or null. Called only when the rail reaches one of the
- * methods' kinds, so null means every such method is a 0x address on another chain.
+ * The first of a payee's methods the rail reaches, or null. `methodBits[k]` is method k's kind bit, read once
+ * per payment: the methods are objects of several shapes, and reading their kind for every rail cost more
+ * than the rest of the reach test. Called only when the rail reaches one of the methods' kinds, so null means
+ * every such method is a 0x address on another chain.
  */
-function methodFor(r: PreparedRail, methods: readonly Destination[]): Destination | null {
-  for (let k = 0; k < methods.length; k++) {
+function methodFor(
+  r: PreparedRail,
+  methods: readonly Destination[],
+  methodBits: readonly number[],
+): Destination | null {
+  const mask = r.reachMask;
+  for (let k = 0; k < methodBits.length; k++) {
+    const bit = methodBits[k] as number;
+    if ((mask & bit) === 0) continue;
     const method = methods[k] as Destination;
-    if ((r.reachMask & (destinationBits[method.kind] ?? 0)) === 0) continue;
-    if (method.kind !== "evm_address" || chainIdReaches(r.chainId, method.chainId)) return method;
+    if (bit !== evmAddressBit) return method;
+    if (chainIdReaches(r.chainId, (method as { readonly chainId?: number }).chainId)) return method;
   }
   return null;
 }
@@ -89,12 +101,18 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
   const target = intent.destination;
   let plain: Destination | null = null;
   let methods: readonly Destination[] = noMethods;
+  let methodBits: readonly number[] = noMethodBits;
   let reachBits = 0;
   let chainWanted: number | undefined;
   if (target.kind === "payee") {
     methods = target.methods;
-    for (let k = 0; k < methods.length; k++)
-      reachBits |= destinationBits[(methods[k] as Destination).kind] ?? 0;
+    const bits = new Array<number>(methods.length);
+    for (let k = 0; k < methods.length; k++) {
+      const bit = destinationBits[(methods[k] as Destination).kind] ?? 0;
+      bits[k] = bit;
+      reachBits |= bit;
+    }
+    methodBits = bits;
   } else {
     plain = target;
     reachBits = destinationBits[target.kind] ?? 0;
@@ -146,7 +164,7 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
       }
       destination = plain;
     } else {
-      const method = methodFor(r, methods);
+      const method = methodFor(r, methods, methodBits);
       if (method === null) {
         excluded.push(r.unreachableChain);
         continue;
