@@ -69,15 +69,16 @@ export function httpRateSource(params: HttpRateSourceParams): PolledRateSource {
     }
     const chunks: Uint8Array[] = [];
     let total = 0;
-    if (response.body !== null) {
-      for await (const chunk of response.body) {
-        total += chunk.byteLength;
-        if (total > responseBytesMax) {
-          await response.body.cancel();
-          throw new ResponseTooLarge(`more than ${responseBytesMax} bytes`);
-        }
-        chunks.push(chunk);
+    const reader = response.body?.getReader();
+    while (reader !== undefined) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > responseBytesMax) {
+        await reader.cancel();
+        throw new ResponseTooLarge(`more than ${responseBytesMax} bytes`);
       }
+      chunks.push(value);
     }
     return { status: 200, body: Buffer.concat(chunks).toString("utf8") };
   }

@@ -1,0 +1,198 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import type { Logger } from "../../core/index.ts";
+import { fxPairKey } from "../router/index.ts";
+import { RateConfigError } from "./errors.ts";
+import { createRateFeed } from "./feed.ts";
+import type { PolledRateSource, RateFetchResult } from "./types.ts";
+
+const eth3000 = { microUsd: 3n, perMinorUnits: 1n };
+const eth3100 = { microUsd: 31n, perMinorUnits: 10n };
+const btc = { microUsd: 1n, perMinorUnits: 1n };
+
+/** A source whose next answer the test sets; counts its fetches. */
+function toySource(name: string, assetCodes: string[]) {
+  let next: RateFetchResult = { observations: [], failures: [] };
+  const source = {
+    name,
+    assetCodes,
+    fetches: 0,
+    answer(result: RateFetchResult) {
+      next = result;
+    },
+    async fetchRates() {
+      source.fetches += 1;
+      return next;
+    },
+  };
+  return source satisfies PolledRateSource;
+}
+
+const clock = { ms: 1_000_000 };
+const feedWith = (sources: PolledRateSource[], extra: Partial<Parameters<typeof createRateFeed>[0]> = {}) =>
+  createRateFeed({ sources, maxAgeMs: 60_000, refreshMs: 10_000, nowMs: () => clock.ms, ...extra });
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("createRateFeed", () => {
+  it("answers a fresh rate, then null and stale once it is older than maxAgeMs; missing before any", async () => {
+    const chain = toySource("chainlink", ["ETH"]);
+    const feed = feedWith([chain]);
+    expect(feed.usdRate("ETH")).toBeNull();
+    expect(feed.rateStatus("ETH")).toBe("missing");
+    chain.answer({
+      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms - 1_000 }],
+      failures: [],
+    });
+    await feed.refresh();
+    expect(feed.usdRate("ETH")).toEqual(eth3000);
+    expect(feed.rateStatus("ETH")).toBe("fresh");
+    expect(feed.rateOrigin("ETH")).toEqual({ source: "chainlink", observedAtMs: clock.ms - 1_000 });
+    clock.ms += 59_000;
+    expect(feed.rateStatus("ETH")).toBe("fresh");
+    clock.ms += 1_001;
+    expect(feed.usdRate("ETH")).toBeNull();
+    expect(feed.rateStatus("ETH")).toBe("stale");
+    expect(feed.staleAssets()).toEqual(["ETH"]);
+    expect(feed.rateOrigin("ETH")).toBeNull();
+  });
+
+  it("keeps the last rate through a failed fetch, until it ages out", async () => {
+    const chain = toySource("chainlink", ["ETH"]);
+    const feed = feedWith([chain]);
+    chain.answer({
+      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    await feed.refresh();
+    chain.answer({
+      observations: [],
+      failures: [{ assetCode: "ETH", reason: "unreachable", details: "down" }],
+    });
+    await feed.refresh();
+    expect(feed.usdRate("ETH")).toEqual(eth3000);
+    clock.ms += 60_001;
+    expect(feed.rateStatus("ETH")).toBe("stale");
+  });
+
+  it("answers from the first source in priority order whose rate is fresh", async () => {
+    const chain = toySource("chainlink", ["ETH", "BTC"]);
+    const http = toySource("http", ["ETH"]);
+    const feed = feedWith([chain, http]);
+    chain.answer({
+      observations: [
+        { assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms - 50_000 },
+        { assetCode: "BTC", rate: btc, observedAtMs: clock.ms },
+      ],
+      failures: [],
+    });
+    http.answer({
+      observations: [{ assetCode: "ETH", rate: eth3100, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    await feed.refresh();
+    expect(feed.usdRate("ETH")).toEqual(eth3000); // the first source wins while fresh, though older
+    clock.ms += 20_000; // the chain's ETH is now 70 s old, the HTTP one 20 s
+    expect(feed.usdRate("ETH")).toEqual(eth3100);
+    expect(feed.rateOrigin("ETH")?.source).toBe("http");
+    expect(feed.rateStatus("ETH")).toBe("fresh");
+    clock.ms += 41_000;
+    expect(feed.rateStatus("ETH")).toBe("stale");
+    expect(feed.staleAssets()).toEqual(["BTC", "ETH"]);
+  });
+
+  it("answers static rates only for assets no source covers", async () => {
+    const chain = toySource("chainlink", ["ETH"]);
+    const usdc = { microUsd: 1n, perMinorUnits: 1n };
+    const feed = feedWith([chain], { staticRates: { USDC: usdc, ETH: eth3000 } });
+    expect(feed.usdRate("USDC")).toEqual(usdc);
+    expect(feed.rateStatus("USDC")).toBe("fresh");
+    expect(feed.usdRate("ETH")).toBeNull(); // a feed covers ETH: its absence shows
+    expect(feed.rateStatus("ETH")).toBe("missing");
+    expect(feed.rateStatus("BTC")).toBe("missing");
+    expect(feed.rateStatus("toString")).toBe("missing");
+    expect(feed.usdRate("toString")).toBeNull();
+  });
+
+  it("ignores observations of assets a source did not declare, and never goes back in time", async () => {
+    const chain = toySource("chainlink", ["ETH"]);
+    const feed = feedWith([chain]);
+    chain.answer({
+      observations: [
+        { assetCode: "BTC", rate: btc, observedAtMs: clock.ms },
+        { assetCode: "ETH", rate: eth3100, observedAtMs: clock.ms },
+      ],
+      failures: [],
+    });
+    await feed.refresh();
+    chain.answer({
+      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms - 1 }],
+      failures: [],
+    });
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toBeNull();
+    expect(feed.usdRate("ETH")).toEqual(eth3100);
+  });
+
+  it("answers spreads from its table", () => {
+    const feed = feedWith([], { spreadsPpm: { [fxPairKey("USDC", "BTC")]: 2_000n } });
+    expect(feed.spreadPpm("USDC", "BTC")).toBe(2_000n);
+    expect(feed.spreadPpm("BTC", "USDC")).toBeNull();
+  });
+
+  it("refreshes at start and every refreshMs until stopped; joins a refresh in flight", async () => {
+    vi.useFakeTimers();
+    const chain = toySource("chainlink", ["ETH"]);
+    const feed = feedWith([chain]);
+    await Promise.all([feed.refresh(), feed.refresh()]);
+    expect(chain.fetches).toBe(1);
+    feed.start();
+    feed.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(chain.fetches).toBe(2);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(chain.fetches).toBe(3);
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(chain.fetches).toBe(5);
+    await feed.stop();
+    feed.start();
+    await feed.stop();
+    await vi.advanceTimersByTimeAsync(100_000);
+    expect(chain.fetches).toBe(6);
+  });
+
+  it("logs failures and a source that breaks its contract by throwing, and carries on", async () => {
+    const warned: unknown[] = [];
+    const errors: unknown[] = [];
+    const logger = {
+      warn: (fields: unknown) => warned.push(fields),
+      error: (fields: unknown) => errors.push(fields),
+      info() {},
+      debug() {},
+      child: () => logger,
+    } as unknown as Logger;
+    const broken: PolledRateSource = {
+      name: "broken",
+      assetCodes: ["BTC"],
+      fetchRates: () => Promise.reject(new Error("bug")),
+    };
+    const chain = toySource("chainlink", ["ETH"]);
+    chain.answer({ observations: [], failures: [{ assetCode: "ETH", reason: "timeout", details: "slow" }] });
+    const feed = feedWith([broken, chain], { logger });
+    await feed.refresh();
+    expect(warned).toEqual([{ source: "chainlink", asset: "ETH", reason: "timeout", details: "slow" }]);
+    expect(errors).toHaveLength(1);
+  });
+
+  it("refuses bad configuration", () => {
+    expect(() => feedWith([], { maxAgeMs: 0 })).toThrow(RateConfigError);
+    expect(() => feedWith([], { refreshMs: 1.5 })).toThrow(RateConfigError);
+    expect(() => feedWith([], { staticRates: { DOGE: btc } })).toThrow(RateConfigError);
+    expect(() => feedWith([], { staticRates: { ETH: { microUsd: 0n, perMinorUnits: 1n } } })).toThrow(
+      RateConfigError,
+    );
+    const many = Array.from({ length: 9 }, (_, i) => toySource(`s${i}`, []));
+    expect(() => feedWith(many)).toThrow(RateConfigError);
+  });
+});
