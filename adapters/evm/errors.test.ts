@@ -93,6 +93,7 @@ describe("at the boundary", () => {
     transferGasEstimate: 60_000n,
     snapshotRefreshMs: 60_000,
     receiptTimeoutMs: 1_000,
+    replaceAfterMs: 60_000,
     expectedLatencyMs: 1_000,
   });
 

@@ -37,7 +37,10 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       retryElsewhere: true,
     };
   const sent = await sendOnce(state.journal, attempt.id, async () => {
-    if (call.splitter !== null) await ensureAllowance(state, call.splitter, attempt.amount);
+    if (call.splitter !== null) {
+      const refused = await ensureAllowance(state, call.splitter, attempt.amount, attempt.id);
+      if (refused !== null) return refused;
+    }
     return { to: call.to, data: call.data };
   });
   if ("status" in sent) {

@@ -1,10 +1,16 @@
 // The EVM rail's one explicit state — its parameters, the hot wallet, the send journal and what the last
 // refresh saw — and the small helpers its payouts and splitter calls share.
-import { type Account, type Address, erc20Abi, maxUint256, type TransactionReceipt } from "viem";
+import {
+  type Account,
+  type Address,
+  encodeFunctionData,
+  erc20Abi,
+  maxUint256,
+  type TransactionReceipt,
+} from "viem";
 import type { Logger } from "../../core/index.ts";
 import { EvmRailError } from "./errors.ts";
-import { currentGasFees } from "./gas.ts";
-import type { SendJournal } from "./send-journal.ts";
+import { receiptOf, type SendJournal, type SendRefused, sendWithinQueue } from "./send-journal.ts";
 import type { EvmEvidence, EvmRailParams } from "./types.ts";
 
 /**
@@ -53,8 +59,18 @@ export function isSplitterLog(state: EvmRailState, address: Address): boolean {
   return address.toLowerCase() === state.params.splitter?.toLowerCase();
 }
 
-/** The hot wallet lets the splitter take at least `amount` (approves the maximum once). Runs inside the send queue. */
-export async function ensureAllowance(state: EvmRailState, splitter: Address, amount: bigint): Promise<void> {
+/**
+ * The hot wallet lets the splitter take at least `amount` (approves the maximum once), sent through the journal
+ * under `approve:<key>` (the database's nonce, the gas policy; a retry of `key` follows the same approve). Runs
+ * inside the send queue. A refusal (gas above the cap, the node out of reach) is the caller's to return: nothing
+ * of its own was sent.
+ */
+export async function ensureAllowance(
+  state: EvmRailState,
+  splitter: Address,
+  amount: bigint,
+  key: string,
+): Promise<SendRefused | null> {
   const { params, account } = state;
   const allowance = await params.publicClient.readContract({
     address: params.token.address,
@@ -62,27 +78,18 @@ export async function ensureAllowance(state: EvmRailState, splitter: Address, am
     functionName: "allowance",
     args: [account.address, splitter],
   });
-  if (allowance >= amount) return;
-  const fees = await currentGasFees(params.publicClient, params.gas);
-  if (fees.kind === "above_max")
-    throw new EvmRailError("the base fee is above the rail's max fee: the splitter's approve waits", {
-      details: `base fee ${fees.baseFeeWei} wei, max fee ${fees.maxFeeWei} wei`,
+  if (allowance >= amount) return null;
+  const sent = await sendWithinQueue(state.journal, `approve:${key}`, {
+    to: params.token.address,
+    data: encodeFunctionData({ abi: erc20Abi, functionName: "approve", args: [splitter, maxUint256] }),
+  });
+  if ("status" in sent) return sent;
+  const receipt = await receiptOf(state.journal, sent);
+  if (receipt === null)
+    throw new EvmRailError("the splitter's approve is not mined yet", {
+      details: `transaction ${sent.tx_hash}`,
     });
-  const hash = await params.walletClient.writeContract({
-    type: "eip1559",
-    maxFeePerGas: fees.maxFeePerGas,
-    maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
-    account,
-    chain: params.walletClient.chain,
-    address: params.token.address,
-    abi: erc20Abi,
-    functionName: "approve",
-    args: [splitter, maxUint256],
-  });
-  const receipt = await params.publicClient.waitForTransactionReceipt({
-    hash,
-    timeout: params.receiptTimeoutMs,
-  });
   if (receipt.status !== "success")
-    throw new EvmRailError("approve of the splitter reverted", { details: `transaction ${hash}` });
+    throw new EvmRailError("approve of the splitter reverted", { details: `transaction ${sent.tx_hash}` });
+  return null;
 }

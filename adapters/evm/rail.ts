@@ -38,6 +38,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     confirmations: params.confirmations,
     receiptTimeoutMs: params.receiptTimeoutMs,
     gas: params.gas,
+    replaceAfterMs: params.replaceAfterMs,
   });
   const state: EvmRailState = {
     id: params.id ?? "evm",

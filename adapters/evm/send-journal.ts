@@ -1,19 +1,27 @@
 // The send journal: how the EVM rail sends a transaction at most once per key. A call is signed, its hash and
 // raw bytes stored (evm_sends), and only then broadcast. Sending under the same key again finds the stored
 // transaction and broadcasts the same bytes again (harmless if the node has them, needed if it lost them), so a
-// retry can only ever land the one transaction. Sends are serialized so that nonces are handed out in order.
-import type {
-  Account,
-  Address,
-  Chain,
-  Hex,
-  PublicClient,
-  TransactionReceipt,
-  Transport,
-  WalletClient,
+// retry can only ever land the one transaction — or, once the send has waited `replaceAfterMs` without being
+// mined, its replacement: the same call with the same nonce and fees bumped by at least 12.5% within the cap
+// (the transactions it superseded are kept, and whichever is mined is the send's receipt).
+//
+// Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
+// with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
+// several gateway processes can share one hot wallet. Within a process, sends are also queued in order.
+import {
+  type Account,
+  type Address,
+  type Chain,
+  type Hex,
+  keccak256,
+  type PublicClient,
+  parseTransaction,
+  type TransactionReceipt,
+  TransactionReceiptNotFoundError,
+  type Transport,
+  type WalletClient,
 } from "viem";
-import { keccak256 } from "viem";
-import type { Db, RailFailureCode } from "../../core/index.ts";
+import type { Db, RailFailureCode, Sql } from "../../core/index.ts";
 import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
 import { currentGasFees, type GasPolicy, gweiText } from "./gas.ts";
 import { failureCodeOf, revertName } from "./reverts.ts";
@@ -40,6 +48,8 @@ export type SendJournal = {
   readonly receiptTimeoutMs: number;
   /** What every transaction offers for gas (EIP-1559 fees from the latest base fee, capped). */
   readonly gas: GasPolicy;
+  /** A send not mined this long after it was signed is replaced (same nonce, fees bumped) when sent again. */
+  readonly replaceAfterMs: number;
   /** The last send queued: each send waits for it, so nonces are assigned in order. */
   queue: Promise<unknown>;
 };
@@ -51,6 +61,7 @@ export function createSendJournal(params: {
   confirmations: number;
   receiptTimeoutMs: number;
   gas: GasPolicy;
+  replaceAfterMs: number;
 }): SendJournal {
   return {
     ...params,
@@ -67,21 +78,18 @@ export function serialized<T>(journal: SendJournal, fn: () => Promise<T>): Promi
   return run;
 }
 
-/** The send stored under `key`, rebroadcast; or a new one made by `prepare` (run only when there is none). */
+/**
+ * The send stored under `key`, rebroadcast (replaced first when it has waited too long); or a new one made by
+ * `prepare` (run only when there is none).
+ */
 export function sendOnce(
   journal: SendJournal,
   key: string,
   prepare: () => Promise<Call | SendRefused>,
 ): Promise<SendRow | SendRefused> {
   return serialized(journal, async () => {
-    const [existing] = await journal.db.query<SendRow>(
-      "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
-      [key],
-    );
-    if (existing !== undefined) {
-      await broadcast(journal, existing); // harmless if the node has it; needed if it lost it
-      return existing;
-    }
+    const existing = await storedSend(journal, key);
+    if (existing !== null) return existing;
     const call = await prepare();
     if ("status" in call) return call;
     return signAndStore(journal, key, call);
@@ -89,8 +97,36 @@ export function sendOnce(
 }
 
 /**
- * Signs a call with the policy's fees, stores it under `key`, then broadcasts it. A base fee above the cap, or a
- * revert in gas estimation, sends nothing.
+ * Like sendOnce, for a send a queued one needs first (the splitter's approve before a pay): the caller already
+ * holds the queue.
+ */
+export async function sendWithinQueue(
+  journal: SendJournal,
+  key: string,
+  call: Call,
+): Promise<SendRow | SendRefused> {
+  return (await storedSend(journal, key)) ?? signAndStore(journal, key, call);
+}
+
+type StoredRow = SendRow & { due: boolean };
+
+/** The send under `key`, broadcast again — replaced first when it is due; null when there is none. */
+async function storedSend(journal: SendJournal, key: string): Promise<SendRow | null> {
+  const [existing] = await journal.db.query<StoredRow>(
+    `SELECT attempt_id, tx_hash, raw_tx, nonce, now() - signed_at >= $2::int * interval '1 millisecond' AS due
+       FROM evm_sends WHERE attempt_id = $1`,
+    [key, journal.replaceAfterMs],
+  );
+  if (existing === undefined) return null;
+  const { due, ...row } = existing;
+  const current = due ? await replaceIfStuck(journal, row) : row;
+  await broadcast(journal, current); // harmless if the node has it; needed if it lost it
+  return current;
+}
+
+/**
+ * Signs a call with the policy's fees and the next nonce of the wallet, stores it under `key`, then broadcasts
+ * it. A base fee above the cap, or a revert in gas estimation, sends nothing.
  */
 async function signAndStore(journal: SendJournal, key: string, call: Call): Promise<SendRow | SendRefused> {
   const { walletClient } = journal;
@@ -104,6 +140,7 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
         revert: null,
         message: `the base fee (${gweiText(fees.baseFeeWei)}) and the tip are above the rail's max fee (${gweiText(fees.maxFeeWei)})`,
       };
+    // The nonce is not the node's to give: it comes from the database below.
     request = await walletClient.prepareTransactionRequest({
       account: journal.account,
       chain: walletClient.chain,
@@ -112,6 +149,7 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
       type: "eip1559",
       maxFeePerGas: fees.maxFeePerGas,
       maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
+      parameters: ["chainId", "gas", "type"],
     });
   } catch (error) {
     // Gas estimation runs the call: a revert here means it cannot succeed now; a node out of reach has said
@@ -120,21 +158,118 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
     const code = revert === null && nodeUnreachable(error) ? "rail_unavailable" : failureCodeOf(revert);
     return { status: "failed", code, revert, message: revert ?? shortMessage(error) };
   }
-  const raw = await walletClient.signTransaction(
-    request as Parameters<typeof walletClient.signTransaction>[0],
-  );
-  const row: SendRow = {
-    attempt_id: key,
-    tx_hash: keccak256(raw),
-    raw_tx: raw,
-    nonce: Number(request.nonce),
-  };
-  await journal.db.query(
-    "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, $5)",
-    [row.attempt_id, journal.chainId, row.tx_hash, row.raw_tx, row.nonce],
-  );
+  const row = await journal.db.transaction(async (tx) => {
+    const nonce = await takeNonce(journal, tx);
+    const raw = await walletClient.signTransaction({
+      ...(request as Parameters<typeof walletClient.signTransaction>[0]),
+      nonce,
+    } as Parameters<typeof walletClient.signTransaction>[0]);
+    const signed: SendRow = { attempt_id: key, tx_hash: keccak256(raw), raw_tx: raw, nonce };
+    await tx.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, $5)",
+      [signed.attempt_id, journal.chainId, signed.tx_hash, signed.raw_tx, signed.nonce],
+    );
+    await tx.query(
+      "UPDATE evm_nonces SET next_nonce = $3, updated_at = now() WHERE chain_id = $1 AND wallet = $2",
+      [journal.chainId, walletKey(journal), BigInt(nonce) + 1n],
+    );
+    return signed;
+  });
   await broadcast(journal, row);
   return row;
+}
+
+function walletKey(journal: SendJournal): string {
+  return journal.account.address.toLowerCase();
+}
+
+/**
+ * The wallet's next nonce, under the lock of its row (held until `tx` ends): the row's, or the chain's pending
+ * count when that is ahead (a transaction sent from the wallet outside the gateway, or the first send).
+ */
+async function takeNonce(journal: SendJournal, tx: Sql): Promise<number> {
+  const wallet = walletKey(journal);
+  await tx.query(
+    "INSERT INTO evm_nonces (chain_id, wallet, next_nonce) VALUES ($1, $2, 0) ON CONFLICT (chain_id, wallet) DO NOTHING",
+    [journal.chainId, wallet],
+  );
+  const [locked] = await tx.query<{ next_nonce: bigint }>(
+    "SELECT next_nonce FROM evm_nonces WHERE chain_id = $1 AND wallet = $2 FOR UPDATE",
+    [journal.chainId, wallet],
+  );
+  if (locked === undefined) throw new EvmRailError("the wallet's nonce row vanished inside its transaction");
+  const pending = BigInt(
+    await journal.publicClient.getTransactionCount({ address: journal.account.address, blockTag: "pending" }),
+  );
+  const next = locked.next_nonce > pending ? locked.next_nonce : pending;
+  return Number(next);
+}
+
+/** A replacement must offer at least 12.5% more (geth asks 10%, others up to 12.5%): numerator over 8. */
+const replacementBumpEighths = 9n;
+
+/**
+ * Replaces a send that has waited too long: the same call, the same nonce, fees bumped by ≥ 12.5% (or to what
+ * the base fee asks now, when more), within the cap. Nothing is replaced when a transaction with its nonce has
+ * been mined (the receipt decides) or when the bump would pass the cap (the send waits as it is).
+ */
+async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
+  const mined = await journal.publicClient.getTransactionCount({
+    address: journal.account.address,
+    blockTag: "latest",
+  });
+  if (mined > row.nonce) return row;
+  const old = parseTransaction(row.raw_tx);
+  if (old.type !== "eip1559" || old.maxFeePerGas === undefined || old.maxPriorityFeePerGas === undefined)
+    return row;
+  const fees = await currentGasFees(journal.publicClient, journal.gas);
+  if (fees.kind === "above_max") return row;
+  const bump = (wei: bigint) => (wei * replacementBumpEighths + 7n) / 8n; // rounded up
+  const tip = maxOf(bump(old.maxPriorityFeePerGas), fees.maxPriorityFeePerGas);
+  const maxFee = maxOf(bump(old.maxFeePerGas), fees.maxFeePerGas, tip);
+  if (maxFee > journal.gas.maxFeeWei) return row;
+  const { walletClient } = journal;
+  const raw = await walletClient.signTransaction({
+    account: journal.account,
+    chain: walletClient.chain,
+    type: "eip1559",
+    chainId: journal.chainId,
+    nonce: row.nonce,
+    to: old.to ?? null,
+    data: old.data ?? "0x",
+    value: old.value ?? 0n,
+    gas: old.gas,
+    maxFeePerGas: maxFee,
+    maxPriorityFeePerGas: tip,
+  } as Parameters<typeof walletClient.signTransaction>[0]);
+  const replacement: SendRow = { ...row, tx_hash: keccak256(raw), raw_tx: raw };
+  return journal.db.transaction(async (tx) => {
+    // Only over the transaction this process saw: another process may have replaced it meanwhile.
+    const updated = await tx.query(
+      `UPDATE evm_sends SET tx_hash = $3, raw_tx = $4, signed_at = now()
+        WHERE attempt_id = $1 AND tx_hash = $2 RETURNING attempt_id`,
+      [row.attempt_id, row.tx_hash, replacement.tx_hash, replacement.raw_tx],
+    );
+    if (updated.length === 0) {
+      const [current] = await tx.query<SendRow>(
+        "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+        [row.attempt_id],
+      );
+      return current ?? row;
+    }
+    await tx.query("INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, $3)", [
+      row.attempt_id,
+      row.tx_hash,
+      row.raw_tx,
+    ]);
+    return replacement;
+  });
+}
+
+function maxOf(first: bigint, ...rest: bigint[]): bigint {
+  let max = first;
+  for (const value of rest) if (value > max) max = value;
+  return max;
 }
 
 async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
@@ -151,11 +286,31 @@ async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
   }
 }
 
-/** The send's receipt once it has the configured confirmations; null when none came within receiptTimeoutMs. */
+/**
+ * The send's receipt once it has the configured confirmations — of its transaction, or of one its replacement
+ * superseded, whichever was mined; null when none came within receiptTimeoutMs.
+ */
 export async function receiptOf(journal: SendJournal, row: SendRow): Promise<TransactionReceipt | null> {
+  const superseded = await journal.db.query<{ tx_hash: Hex }>(
+    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+    [row.attempt_id],
+  );
+  for (const { tx_hash } of superseded) {
+    const mined = await journal.publicClient
+      .getTransactionReceipt({ hash: tx_hash })
+      .catch((error: unknown) => {
+        if (error instanceof TransactionReceiptNotFoundError) return null;
+        throw error;
+      });
+    if (mined !== null) return confirmedReceipt(journal, tx_hash);
+  }
+  return confirmedReceipt(journal, row.tx_hash);
+}
+
+function confirmedReceipt(journal: SendJournal, hash: Hex): Promise<TransactionReceipt | null> {
   return journal.publicClient
     .waitForTransactionReceipt({
-      hash: row.tx_hash,
+      hash,
       confirmations: journal.confirmations,
       timeout: journal.receiptTimeoutMs,
     })

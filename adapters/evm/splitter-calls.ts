@@ -142,7 +142,8 @@ export function settleBatch(state: EvmRailState, p: SettleBatchParams): Promise<
     state,
     `settle:${p.ref}`,
     async () => {
-      await ensureAllowance(state, splitter, total);
+      const refused = await ensureAllowance(state, splitter, total, `settle:${p.ref}`);
+      if (refused !== null) return refused;
       return {
         to: splitter,
         data: encodeFunctionData({

@@ -28,6 +28,9 @@ export type EvmRailParams = {
   transferGasEstimate: bigint;
   snapshotRefreshMs: number;
   receiptTimeoutMs: number;
+  /** A transaction not mined this long after it was signed is replaced (same nonce, fees bumped ≥ 12.5%, within
+   * the cap) the next time its attempt is executed (recovery does). */
+  replaceAfterMs: number;
   expectedLatencyMs: number;
   nowMs?: () => number;
   /** Where the rail logs (a child of the app's logger, from the composition root); silent by default. */

@@ -13,6 +13,7 @@ describe("EVM chains in the configuration", () => {
         id: "evm",
         confirmations: 1,
         gas: { priorityFeeWei: 1n * gwei, maxFeeWei: 200n * gwei },
+        replaceAfterMs: 120_000,
         source: { kind: "embedded", chainId: 31_337, baseFeeWei: 1n * gwei, blockIntervalMs: 0 },
       },
     ]);
@@ -26,6 +27,7 @@ describe("EVM chains in the configuration", () => {
       id: "evm-l2",
       confirmations: 1,
       gas: { priorityFeeWei: 1_000_000n, maxFeeWei: 1n * gwei },
+      replaceAfterMs: 120_000,
       source: { kind: "embedded", chainId: 31_338, baseFeeWei: 10_000_000n, blockIntervalMs: 0 },
     });
     // Not on top of a chain the operator configured.
@@ -41,12 +43,14 @@ describe("EVM chains in the configuration", () => {
       EVM_CONFIRMATIONS: "3",
       EVM_PRIORITY_FEE_GWEI: "1.5",
       EVM_MAX_FEE_GWEI: "80",
+      EVM_REPLACE_AFTER_MS: "30000",
     }).evm;
     expect(chains).toEqual([
       {
         id: "evm",
         confirmations: 3,
         gas: { priorityFeeWei: 1_500_000_000n, maxFeeWei: 80n * gwei },
+        replaceAfterMs: 30_000,
         source: {
           kind: "rpc",
           url: "http://node:8545",
@@ -73,6 +77,7 @@ describe("EVM chains in the configuration", () => {
           confirmations: 2,
           priority_fee_gwei: "0.001",
           max_fee_gwei: "0.5",
+          replace_after_ms: 60_000,
         },
       ]),
     }).evm;
@@ -80,6 +85,7 @@ describe("EVM chains in the configuration", () => {
       id: "evm-base",
       confirmations: 2,
       gas: { priorityFeeWei: 1_000_000n, maxFeeWei: 500_000_000n },
+      replaceAfterMs: 60_000,
       source: {
         kind: "rpc",
         url: "https://base.example/rpc",

@@ -16,6 +16,8 @@ const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "a 0x-prefixed 20-byte h
 const hotWalletKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "a 0x-prefixed 32-byte hex key");
 const confirmations = z.coerce.number().int().min(1).max(1_000);
 const blockIntervalMs = z.coerce.number().int().min(0).max(3_600_000);
+const replaceAfterMs = z.coerce.number().int().min(0).max(86_400_000);
+const replaceAfterMsDefault = 120_000;
 /** A price per gas in gwei, as a decimal string with at most 9 decimals (a whole number of wei). */
 const gwei = z
   .string()
@@ -52,6 +54,7 @@ const evmChainEntry = z.strictObject({
   confirmations: confirmations.default(1),
   priority_fee_gwei: gwei.default(l1PriorityFeeGwei),
   max_fee_gwei: gwei.default(l1MaxFeeGwei),
+  replace_after_ms: replaceAfterMs.default(replaceAfterMsDefault),
   /** Embedded only: the base fee it holds, and an empty block this often (0: only with transactions). */
   base_fee_gwei: gwei.default(embeddedL2BaseFeeGwei),
   block_interval_ms: blockIntervalMs.optional(),
@@ -119,6 +122,8 @@ const schema = z.object({
   /** Gas policy of the first chain: the tip offered above the base fee, and the most paid per gas (else fee_above_max). */
   EVM_PRIORITY_FEE_GWEI: gwei.default(l1PriorityFeeGwei),
   EVM_MAX_FEE_GWEI: gwei.default(l1MaxFeeGwei),
+  /** A transaction not mined this long after it was signed is replaced (same nonce, fees bumped ≥ 12.5%, within the cap). */
+  EVM_REPLACE_AFTER_MS: replaceAfterMs.default(replaceAfterMsDefault),
   /** Further EVM chains, each its own rail: a JSON array of `evmChainEntry` (see README). Unset: none. */
   EVM_CHAINS: z.string().optional(),
   REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
@@ -170,6 +175,8 @@ export type EvmChainConfig = {
   id: string;
   confirmations: number;
   gas: EvmGasPolicy;
+  /** A transaction not mined this long after it was signed is replaced with bumped fees. */
+  replaceAfterMs: number;
   source:
     | {
         kind: "embedded";
@@ -256,6 +263,7 @@ function firstChain(e: Env): EvmChainConfig {
       id: "evm",
       confirmations: e.EVM_CONFIRMATIONS,
       gas,
+      replaceAfterMs: e.EVM_REPLACE_AFTER_MS,
       source: {
         kind: "embedded",
         chainId: embeddedFirstChainId,
@@ -273,6 +281,7 @@ function firstChain(e: Env): EvmChainConfig {
     id: "evm",
     confirmations: e.EVM_CONFIRMATIONS,
     gas,
+    replaceAfterMs: e.EVM_REPLACE_AFTER_MS,
     source: {
       kind: "rpc",
       url: e.EVM_RPC_URL,
@@ -321,6 +330,7 @@ function furtherChains(e: Env): EvmChainConfig[] {
         id: entry.id,
         confirmations: entry.confirmations,
         gas,
+        replaceAfterMs: entry.replace_after_ms,
         source: {
           kind: "embedded",
           chainId: chainId ?? embeddedFirstChainId + index + 1,
@@ -338,6 +348,7 @@ function furtherChains(e: Env): EvmChainConfig[] {
       id: entry.id,
       confirmations: entry.confirmations,
       gas,
+      replaceAfterMs: entry.replace_after_ms,
       source: {
         kind: "rpc",
         url: entry.rpc_url,

@@ -37,6 +37,7 @@ export type EvmClients = {
   readonly splitter: { readonly address: Address; readonly startBlock: bigint } | null;
   readonly confirmations: number;
   readonly gas: EvmChainConfig["gas"];
+  readonly replaceAfterMs: number;
   /** The embedded chain when the gateway runs it; null on an external chain. */
   readonly embedded: EmbeddedChain | null;
 };
@@ -84,7 +85,12 @@ export class EvmSetupError extends SwitchyardError {
 
 async function openChain(config: EvmChainConfig, logger: Logger): Promise<EvmClients> {
   const { source } = config;
-  const common = { id: config.id, confirmations: config.confirmations, gas: config.gas };
+  const common = {
+    id: config.id,
+    confirmations: config.confirmations,
+    gas: config.gas,
+    replaceAfterMs: config.replaceAfterMs,
+  };
   if (source.kind === "embedded") {
     const chain = await startEmbeddedChain({
       chainId: source.chainId,

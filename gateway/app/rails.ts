@@ -52,6 +52,7 @@ function evmRails({ db, evm, logger }: RailContext): BuiltRails {
       transferGasEstimate: 60_000n,
       snapshotRefreshMs: 5_000,
       receiptTimeoutMs: 60_000,
+      replaceAfterMs: chain.replaceAfterMs,
       expectedLatencyMs: chain.embedded === null ? 12_000 * chain.confirmations : 1_000,
       logger: logger.child({ module: "rail", rail: chain.id }),
     }),

@@ -1,0 +1,114 @@
+// The hot wallet's nonces come from the database, so that several gateway processes can share one wallet: two
+// rails over the same database and wallet ("two processes") pay at once and every transaction lands, each with its
+// own nonce. And a transaction not mined in time is replaced when its attempt is executed again: the same call,
+// the same nonce, both fees bumped by at least 12.5% within the cap; the replacement is the one mined and the
+// payout's evidence.
+import { parseTransaction } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createEvmRail, type EvmRail } from "../../adapters/evm/index.ts";
+import { assets, type OutgoingAttempt } from "../../core/index.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+
+beforeAll(async () => {
+  gw = await startGateway();
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+/** Another rail on the gateway's database and hot wallet: what a second gateway process would run. */
+function anotherProcessRail(overrides: { receiptTimeoutMs?: number; replaceAfterMs?: number } = {}): EvmRail {
+  return createEvmRail({
+    id: "evm",
+    db: gw.app.db,
+    publicClient: gw.chain.publicClient,
+    walletClient: gw.chain.walletClient,
+    token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
+    splitter: gw.chain.contracts.splitter,
+    confirmations: 1,
+    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+    transferGasEstimate: 60_000n,
+    snapshotRefreshMs: 60_000,
+    receiptTimeoutMs: overrides.receiptTimeoutMs ?? 30_000,
+    replaceAfterMs: overrides.replaceAfterMs ?? 120_000,
+    expectedLatencyMs: 1_000,
+  });
+}
+
+const payout = (id: string, amount: bigint): OutgoingAttempt => ({
+  id,
+  paymentId: `pay_${id}`,
+  amount,
+  destination: { kind: "evm_address", address: gw.chain.accounts[8]!.address },
+  feeMax: 1_000_000n,
+});
+
+describe("nonces held in the database", () => {
+  it("two processes on one hot wallet pay at once: every payout lands, each transaction with its own nonce", async () => {
+    const other = anotherProcessRail();
+    const ids = Array.from({ length: 6 }, (_, i) => [`att_nonce_a${i}`, `att_nonce_b${i}`]).flat();
+    const outcomes = await Promise.all(
+      ids.map((id, i) => (i % 2 === 0 ? gw.rail : other).execute(payout(id, 1_000n + BigInt(i)))),
+    );
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(ids.map(() => "succeeded"));
+    const rows = await gw.app.db.query<{ nonce: number }>(
+      "SELECT nonce FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+      [ids],
+    );
+    const nonces = rows.map((row) => Number(row.nonce));
+    expect(new Set(nonces).size).toBe(ids.length);
+    expect(nonces.at(-1)! - nonces[0]!).toBe(ids.length - 1); // consecutive: no gap left behind
+    const [sequence] = await gw.app.db.query<{ next_nonce: bigint }>(
+      "SELECT next_nonce FROM evm_nonces WHERE chain_id = $1 AND wallet = $2",
+      [gw.chain.chain.id, gw.chain.walletClient.account.address.toLowerCase()],
+    );
+    expect(Number(sequence?.next_nonce)).toBe(nonces.at(-1)! + 1);
+  });
+});
+
+describe("a stuck transaction", () => {
+  it("is replaced when its attempt runs again after replaceAfterMs: same nonce, fees bumped ≥ 12.5%, the replacement mined", async () => {
+    const rail = anotherProcessRail({ receiptTimeoutMs: 300, replaceAfterMs: 0 });
+    const setAutomine = (on: boolean) =>
+      gw.chain.provider.request({ method: "evm_setAutomine", params: [on] } as never);
+    const attempt = payout("att_stuck", 4_242n);
+    await setAutomine(false);
+    let first: { tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number } | undefined;
+    try {
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+      [first] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
+        "SELECT tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+        [attempt.id],
+      );
+      // Run again (recovery does): not mined after replaceAfterMs, so it is replaced.
+      expect(await rail.execute(attempt)).toMatchObject({ status: "in_flight" });
+    } finally {
+      await setAutomine(true);
+    }
+    const [second] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
+      "SELECT tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+      [attempt.id],
+    );
+    expect(second!.tx_hash).not.toBe(first!.tx_hash);
+    expect(Number(second!.nonce)).toBe(Number(first!.nonce));
+    const [before, after] = [parseTransaction(first!.raw_tx), parseTransaction(second!.raw_tx)];
+    expect(after.nonce).toBe(before.nonce);
+    expect(after.to).toBe(before.to);
+    expect(after.data).toBe(before.data);
+    expect(after.maxFeePerGas! * 8n).toBeGreaterThanOrEqual(before.maxFeePerGas! * 9n);
+    expect(after.maxPriorityFeePerGas! * 8n).toBeGreaterThanOrEqual(before.maxPriorityFeePerGas! * 9n);
+    expect(after.maxFeePerGas!).toBeLessThanOrEqual(200_000_000_000n);
+    const replaced = await gw.app.db.query("SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1", [
+      attempt.id,
+    ]);
+    expect(replaced).toEqual([{ tx_hash: first!.tx_hash }]);
+
+    await gw.chain.provider.request({ method: "evm_mine", params: [] } as never);
+    const outcome = await rail.execute(attempt);
+    expect(outcome).toMatchObject({ status: "succeeded", evidence: { txHash: second!.tx_hash } });
+    await expect(gw.chain.publicClient.getTransactionReceipt({ hash: first!.tx_hash })).rejects.toThrow();
+  });
+});
