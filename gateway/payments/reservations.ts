@@ -126,7 +126,9 @@ export async function reserve(
   alongside: Statement | null,
 ): Promise<{ reservation: Reservation | Refusal; rows: Row[] | null }> {
   const { payer, credit, internal } = await ledgerAccountsFor(deps, payment, rail, attempt.seq);
-  const cross = payer.asset.code !== credit.asset.code;
+  // Across assets when the rail pays another asset than the payer's (the account credited must hold the rail's
+  // asset: the ledger refuses a leg between two ledgers, and the attempt fails as rejected).
+  const cross = payer.asset.code !== rail.asset.code;
   const userData128 = derivedLedgerId(payment.id, "payment");
   const label = `the reservation of payment ${payment.id}`;
   const posting = (debit: AccountRecord, to: AccountRecord, amount: bigint, code: number) => ({
@@ -149,7 +151,7 @@ export async function reserve(
     { kind: "hold", posting: reservation, transfer: { id: attempt.reserveTransferId, userData128, label } },
   ];
   if (fxIn !== null) {
-    const fxOut = await railAccountOpened(deps, { kind: "capital", rail: fxRail, asset: credit.asset });
+    const fxOut = await railAccountOpened(deps, { kind: "capital", rail: fxRail, asset: rail.asset });
     members.push({
       kind: "hold",
       posting: posting(fxOut, credit, attempt.amount, transferCodes.payments.fxOut),
