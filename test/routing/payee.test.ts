@@ -1,0 +1,238 @@
+// A payee reachable on every kind of rail, paid through the HTTP API with the real parts up: the embedded Hardhat
+// chain (EVM), the regtest Lightning network and stripe-mock (fiat). The router ranks every rail in one cost unit
+// (USD micro-units), the cheapest wins in its amount band, a winner that fails falls back to the next rail under
+// the same payment, paying once, and every fee is booked as the rail reported it.
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { authenticatedLndGrpc, getPayments, pay } from "lightning";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets, divCeil } from "../../core/index.ts";
+import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { selectLedgerTotals } from "../../gateway/ledger/index.ts";
+import { waitFor } from "../../scripts/lightning/index.ts";
+import { apiClient } from "../support/api.ts";
+
+const cluster = inject("lightningCluster");
+const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
+const gatewayNode = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
+let app: App;
+let directory = "";
+let address: `0x${string}`;
+
+const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
+
+/** Lightning liquidity the ledger knows of: what a BTC account was paid by invoice, $20 at $100,000 a BTC. */
+const lightningFundingBtc = "0.0002";
+
+beforeAll(async () => {
+  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-routing-"));
+  app = await createApp(
+    loadConfig({
+      LOG_LEVEL: "silent",
+      LND_SOCKET: cluster.nodes.gateway.socket,
+      LND_CERT_BASE64: cluster.nodes.gateway.cert,
+      LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
+      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+      STRIPE_SECRET_KEY: "sk_test_123",
+      STRIPE_WEBHOOK_SECRETS: "whsec_routing_test_secret",
+      STRIPE_API_HOST: "127.0.0.1",
+      STRIPE_API_PORT: String(inject("stripeMockPort")),
+      STRIPE_API_PROTOCOL: "http",
+      FIAT_LIQUIDITY: "not_limited",
+    }),
+  );
+  address = app.demo!.payee!;
+  await waitFor(
+    "every rail available",
+    async () =>
+      ["evm", "lightning", "fiat"].every((id) => app.rails.get(id)?.snapshot().available === true) ? true : undefined,
+    { timeoutMs: 60_000 },
+  );
+  await createAccount(
+    { sql: app.db, ledger: app.ledger },
+    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: "acct_routing_btc" },
+  );
+  const invoice = await call("POST", "/v1/invoices", {
+    account: "acct_routing_btc",
+    amount: lightningFundingBtc,
+    asset: "BTC",
+    description: "lightning liquidity",
+  });
+  expect(invoice.status).toBe(201);
+  await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
+  await waitFor(
+    "invoice paid",
+    async () => ((await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined),
+    { timeoutMs: 30_000 },
+  );
+});
+afterAll(async () => {
+  await app?.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+async function payee(methods: unknown[]): Promise<string> {
+  const created = await call("POST", "/v1/payees", { name: "Everywhere", methods });
+  expect(created.status).toBe(201);
+  return created.body.id;
+}
+
+const everywhere = () => [
+  { type: "evm_address", address },
+  { type: "lightning_node", pubkey: cluster.nodes.payee.publicKey },
+  { type: "stripe_account", account: "acct_1Nv0FGQ9RKHgCVdK" },
+];
+
+const pay$ = (payeeId: string, amount: string, extra: Record<string, unknown> = {}) =>
+  call("POST", "/v1/payments", {
+    amount,
+    asset: "USDC",
+    source: { account: "acct_demo_customer" },
+    destination: { type: "payee", payee: payeeId },
+    ...extra,
+  });
+
+const micro = (decimal: string) => BigInt(decimal.replace(".", ""));
+
+async function customerLedger() {
+  const record = await getTenantAccount(app.db, { tenantId: app.demo!.tenantId, id: "acct_demo_customer" });
+  const [account] = await app.ledger.lookupAccounts([record!.ledgerAccountId]);
+  return account!;
+}
+
+describe("a payee on every rail", () => {
+  it("a small payment goes by Lightning (no gas, a 0.2 % spread), and the route shows every rail with its costs", async () => {
+    const id = await payee(everywhere());
+    const response = await pay$(id, "0.50");
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "lightning" });
+    const candidates = response.body.route.candidates as {
+      rail: string;
+      destination: Record<string, string>;
+      cost: { fee_usd: string; total_usd: string };
+    }[];
+    // Every rail of the payee is priced, cheapest first, each paying the method it reaches.
+    expect(candidates.map((c) => c.rail).sort()).toEqual(["evm", "fiat", "lightning"]);
+    for (let i = 1; i < candidates.length; i++)
+      expect(micro(candidates[i - 1]!.cost.total_usd)).toBeLessThanOrEqual(micro(candidates[i]!.cost.total_usd));
+    expect(candidates.find((c) => c.rail === "fiat")?.destination).toEqual({
+      type: "stripe_account",
+      account: "acct_1Nv0FGQ9RKHgCVdK",
+    });
+    // Stripe's 30 ¢ + 2.9 % and the EVM rail's gas both cost more than the spread on 50 ¢.
+    expect(micro(candidates[0]!.cost.fee_usd)).toBeLessThan(micro(candidates[1]!.cost.fee_usd));
+    const [attempt] = response.body.attempts;
+    expect(attempt.rail).toBe("lightning");
+  });
+
+  it("a large payment goes on chain: the gas is worth less than the spread, and is booked as the receipt says", async () => {
+    const id = await payee(everywhere());
+    const before = await customerLedger();
+    const response = await pay$(id, "200");
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm" });
+    const [attempt] = response.body.attempts;
+    const receipt = await app.chain!.publicClient.getTransactionReceipt({ hash: attempt.evidence.tx_hash });
+    const gwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
+    const [gas] = await app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "native-fee-paid")]);
+    expect(gas?.amount).toBe(gwei);
+    const [charged] = await app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "fee-post")]);
+    const after = await customerLedger();
+    expect(after.debitsPosted - before.debitsPosted).toBe(200_000_000n + charged!.amount);
+  });
+
+  it("the winner that cannot pay falls back to the next rail under the same payment, which pays once", async () => {
+    // $60: Lightning is ranked first (its spread, 12 ¢, is below the gas), but the Lightning clearing account
+    // holds only what was paid in ($20): the ledger refuses its reservation and the EVM rail pays.
+    const id = await payee(everywhere());
+    const tokensBefore = await app.chain!.publicClient.readContract({
+      address: app.chain!.contracts.testUsd,
+      abi: [
+        {
+          type: "function",
+          name: "balanceOf",
+          stateMutability: "view",
+          inputs: [{ type: "address" }],
+          outputs: [{ type: "uint256" }],
+        },
+      ],
+      functionName: "balanceOf",
+      args: [address],
+    });
+    const paymentsBefore = (await getPayments({ lnd: gatewayNode })).payments.length;
+    const response = await pay$(id, "60");
+    expect(response.status).toBe(201);
+    const rails = response.body.route.candidates.map((c: { rail: string }) => c.rail);
+    expect(rails[0]).toBe("lightning");
+    expect(response.body.rail).toBe("evm");
+    expect(response.body.attempts.map((a: { rail: string; status: string; failure_code?: string }) => [a.rail, a.status])).toEqual([
+      ["lightning", "failed"],
+      ["evm", "succeeded"],
+    ]);
+    expect((await getPayments({ lnd: gatewayNode })).payments.length).toBe(paymentsBefore);
+    const tokensAfter = await app.chain!.publicClient.readContract({
+      address: app.chain!.contracts.testUsd,
+      abi: [
+        {
+          type: "function",
+          name: "balanceOf",
+          stateMutability: "view",
+          inputs: [{ type: "address" }],
+          outputs: [{ type: "uint256" }],
+        },
+      ],
+      functionName: "balanceOf",
+      args: [address],
+    });
+    expect(tokensAfter - tokensBefore).toBe(60_000_000n);
+  });
+
+  it("a payee behind a fee-charging hop is paid by Lightning with LND's routing fee booked", async () => {
+    const id = await payee([{ type: "lightning_node", pubkey: cluster.nodes.remote.publicKey }]);
+    const response = await pay$(id, "1");
+    expect(response.status).toBe(201);
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "lightning" });
+    const [attempt] = response.body.attempts;
+    const fee = micro(attempt.fee); // msat, as LND reported it
+    expect(fee).toBeGreaterThan(0n);
+    const [paid] = await app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "fee-paid")]);
+    expect(paid?.amount).toBe(fee);
+    const lndPayment = (await getPayments({ lnd: gatewayNode })).payments.find(
+      (p) => p.id === attempt.evidence.payment_hash,
+    );
+    expect(BigInt(lndPayment!.fee_mtokens)).toBe(fee);
+  });
+
+  it("a quote is used once, and a payment on it keeps its own constraints", async () => {
+    const id = await payee(everywhere());
+    const quote = await call("POST", "/v1/quotes", {
+      amount: "0.50",
+      asset: "USDC",
+      destination: { type: "payee", payee: id },
+      ttl_seconds: 60,
+    });
+    expect(quote.status).toBe(201);
+    const contradicted = await pay$(id, "0.50", {
+      quote: quote.body.id,
+      constraints: { rails: { deny: ["lightning", "evm", "fiat"] } },
+    });
+    expect(contradicted.status).toBe(422);
+    expect(contradicted.body.error.code).toBe("quote_constraints_unmet");
+    const first = await pay$(id, "0.50", { quote: quote.body.id });
+    expect(first.status).toBe(201);
+    const second = await pay$(id, "0.50", { quote: quote.body.id });
+    expect(second.status).toBe(409);
+    expect(second.body.error.code).toBe("quote_used");
+  });
+
+  it("every ledger balances after all of it", async () => {
+    for (const totals of await selectLedgerTotals(app.db)) {
+      expect(totals.debitsPosted).toBe(totals.creditsPosted);
+      expect(totals.debitsPending).toBe(totals.creditsPending);
+    }
+  });
+});
