@@ -115,7 +115,7 @@ describe("createRateFeed", () => {
     expect(feed.usdRate("toString")).toBeNull();
   });
 
-  it("ignores observations of assets a source did not declare, and never goes back in time", async () => {
+  it("ignores observations of assets a source did not declare; a source's latest answer replaces its last", async () => {
     const chain = toySource("chainlink", ["ETH"]);
     const feed = feedWith([chain]);
     chain.answer({
@@ -126,13 +126,15 @@ describe("createRateFeed", () => {
       failures: [],
     });
     await feed.refresh();
+    expect(feed.usdRate("BTC")).toBeNull();
+    expect(feed.usdRate("ETH")).toEqual(eth3100);
+    // The same round, now older on the chain's clock (it jumped ahead): the older time is the one that counts.
     chain.answer({
-      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms - 1 }],
+      observations: [{ assetCode: "ETH", rate: eth3100, observedAtMs: clock.ms - 60_001 }],
       failures: [],
     });
     await feed.refresh();
-    expect(feed.usdRate("BTC")).toBeNull();
-    expect(feed.usdRate("ETH")).toEqual(eth3100);
+    expect(feed.rateStatus("ETH")).toBe("stale");
   });
 
   it("answers spreads from its table", () => {

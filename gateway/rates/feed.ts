@@ -89,9 +89,9 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     for (const observation of result.observations) {
       // Only the assets the source declared: the map stays bounded whatever a source returns.
       if (!source.assetCodes.includes(observation.assetCode)) continue;
-      const previous = byAsset.get(observation.assetCode);
-      if (previous === undefined || observation.observedAtMs >= previous.observedAtMs)
-        byAsset.set(observation.assetCode, observation);
+      // The latest fetch replaces what the source said before, even with an earlier time: a feed's round ages
+      // when the chain's clock jumps ahead (see chainlink.ts), and that age must show.
+      byAsset.set(observation.assetCode, observation);
     }
     for (const failure of result.failures)
       logger.warn(
