@@ -158,8 +158,13 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
     const code = revert === null && nodeUnreachable(error) ? "rail_unavailable" : failureCodeOf(revert);
     return { status: "failed", code, revert, message: revert ?? shortMessage(error) };
   }
+  // Read before the lock, so that no RPC runs inside the transaction: a send of any gateway process moves the
+  // row on before it is broadcast, so a count read early is behind the row, never ahead of it.
+  const pending = BigInt(
+    await journal.publicClient.getTransactionCount({ address: journal.account.address, blockTag: "pending" }),
+  );
   const row = await journal.db.transaction(async (tx) => {
-    const nonce = await takeNonce(journal, tx);
+    const nonce = await takeNonce(journal, tx, pending);
     const raw = await walletClient.signTransaction({
       ...(request as Parameters<typeof walletClient.signTransaction>[0]),
       nonce,
@@ -187,7 +192,7 @@ function walletKey(journal: SendJournal): string {
  * The wallet's next nonce, under the lock of its row (held until `tx` ends): the row's, or the chain's pending
  * count when that is ahead (a transaction sent from the wallet outside the gateway, or the first send).
  */
-async function takeNonce(journal: SendJournal, tx: Sql): Promise<number> {
+async function takeNonce(journal: SendJournal, tx: Sql, pending: bigint): Promise<number> {
   const wallet = walletKey(journal);
   await tx.query(
     "INSERT INTO evm_nonces (chain_id, wallet, next_nonce) VALUES ($1, $2, 0) ON CONFLICT (chain_id, wallet) DO NOTHING",
@@ -198,9 +203,6 @@ async function takeNonce(journal: SendJournal, tx: Sql): Promise<number> {
     [journal.chainId, wallet],
   );
   if (locked === undefined) throw new EvmRailError("the wallet's nonce row vanished inside its transaction");
-  const pending = BigInt(
-    await journal.publicClient.getTransactionCount({ address: journal.account.address, blockTag: "pending" }),
-  );
   const next = locked.next_nonce > pending ? locked.next_nonce : pending;
   return Number(next);
 }
