@@ -179,12 +179,19 @@ describe("createRateFeed", () => {
       assetCodes: ["BTC"],
       fetchRates: () => Promise.reject(new Error("bug")),
     };
+    const throwing: PolledRateSource = {
+      name: "throwing",
+      assetCodes: ["USDC"],
+      fetchRates: () => {
+        throw new Error("sync bug");
+      },
+    };
     const chain = toySource("chainlink", ["ETH"]);
     chain.answer({ observations: [], failures: [{ assetCode: "ETH", reason: "timeout", details: "slow" }] });
-    const feed = feedWith([broken, chain], { logger });
+    const feed = feedWith([broken, throwing, chain], { logger });
     await feed.refresh();
     expect(warned).toEqual([{ source: "chainlink", asset: "ETH", reason: "timeout", details: "slow" }]);
-    expect(errors).toHaveLength(1);
+    expect(errors).toHaveLength(2);
   });
 
   it("refuses bad configuration", () => {

@@ -101,7 +101,10 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
   }
 
   async function refreshOnce(): Promise<void> {
-    const results = await Promise.allSettled(sources.map((source) => source.fetchRates()));
+    // Through then(): a source that throws instead of rejecting is caught the same way.
+    const results = await Promise.allSettled(
+      sources.map((source) => Promise.resolve().then(() => source.fetchRates())),
+    );
     results.forEach((result, index) => {
       if (result.status === "fulfilled") keep(index, result.value);
       // A source's fetchRates never rejects by contract; one that does is a bug in it, reported, not fatal.

@@ -4,7 +4,8 @@
 //
 // each value the USD price of one whole unit as a plain decimal string (no sign, exponent or spaces; a JSON
 // number is refused — it would have been a float). Assets not configured are ignored. The request has a
-// timeout covering the body, and the body a size bound; the rates are observed at the time of the fetch.
+// timeout covering the body, and the body a size bound; a redirect is refused. The rates are observed at the
+// time of the fetch.
 
 import { assetByCode } from "../../core/index.ts";
 import { parsePriceDecimal, usdRateFromPrice } from "./decimal.ts";
