@@ -73,12 +73,8 @@ async function withEstimates(
     rails[index] =
       estimate.kind === "unreachable" ? { ...snap, reaches: [] } : { ...snap, networkFee: estimate };
   }
-  return {
-    rails,
-    usdRates: snapshot.usdRates,
-    takenAtMs: snapshot.takenAtMs,
-    fxSpreadsPpm: snapshot.fxSpreadsPpm ?? {},
-  };
+  // A new rails list: route() prepares it afresh (a few microseconds), the rest is the snapshot as it was.
+  return { ...snapshot, rails };
 }
 
 /**

@@ -14,6 +14,8 @@ export interface RateSource {
   usdRate(assetCode: string): UsdRate | null;
   /** Spread charged to convert `from` into `to`, parts per million; null when the source names none. */
   spreadPpm(from: string, to: string): bigint | null;
+  /** Whether the source has a rate for the asset that is too old to use (usdRate then answers null). */
+  isStale?(assetCode: string): boolean;
 }
 
 export type StaticRates = {
@@ -55,9 +57,11 @@ export function buildSnapshot(params: {
   }
   const usdRates: Record<string, UsdRate> = {};
   const spreads: Record<string, bigint> = {};
+  const staleAssets: string[] = [];
   for (const code of codes) {
     const rate = params.rateSource.usdRate(code);
     if (rate !== null) usdRates[code] = rate;
+    else if (params.rateSource.isStale?.(code) === true) staleAssets.push(code);
   }
   for (const from of codes) {
     for (const to of codes) {
@@ -66,7 +70,13 @@ export function buildSnapshot(params: {
       if (spread !== null) spreads[fxPairKey(from, to)] = spread;
     }
   }
-  return { rails: params.rails, usdRates, fxSpreadsPpm: spreads, takenAtMs: params.takenAtMs };
+  return {
+    rails: params.rails,
+    usdRates,
+    fxSpreadsPpm: spreads,
+    takenAtMs: params.takenAtMs,
+    ...(staleAssets.length === 0 ? {} : { staleAssets }),
+  };
 }
 
 function divide(numerator: bigint, denominator: bigint, rounding: Rounding): bigint {

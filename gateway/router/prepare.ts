@@ -186,6 +186,7 @@ function exclusionsFor(rail: RailSnapshot): Record<ExclusionReason, Exclusion> {
       `the rail's expected latency of ${rail.latencyMs} ms is above the policy's maximum`,
     ),
     no_fx_rate: make("no_fx_rate", `no USD rate for the payment's asset or the rail's asset ${code}`),
+    stale_rate: make("stale_rate", `the USD rate of the rail's asset ${code} is too old to use`),
     circuit_open: make("circuit_open", "the rail failed repeatedly and is paused until it is probed back in"),
   };
 }
@@ -208,6 +209,13 @@ export function invalidSnapshotReason(rail: RailSnapshot): string | null {
   if (model?.kind === "lightning_routing" && (model.base < 0n || model.ppm < 0n))
     return "routing fee must be ≥ 0";
   return null;
+}
+
+/** A rate missing for `code`: stale_rate when the source has one too old to use, else no_fx_rate. */
+function rateExclusion(rail: string, code: string, snapshot: Snapshot, what: string): Exclusion {
+  return snapshot.staleAssets?.includes(code)
+    ? { rail, reason: "stale_rate", detail: `the USD rate of ${what} ${code} is too old to use` }
+    : { rail, reason: "no_fx_rate", detail: `no USD rate for ${what} ${code}` };
 }
 
 function countOf(value: number): bigint {
@@ -238,11 +246,7 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
     if (validRate(native)) {
       networkMicroUsd = divCeil(model.gasUnits * model.gasPriceWei * native.microUsd, native.perMinorUnits);
     } else if (staticExclusion === null) {
-      staticExclusion = {
-        rail: rail.rail,
-        reason: "no_fx_rate",
-        detail: `no USD rate for the native asset ${model.nativeAsset}`,
-      };
+      staticExclusion = rateExclusion(rail.rail, model.nativeAsset, snapshot, "the native asset");
     }
   } else if (model?.kind === "lightning_routing") {
     networkModel = 1;
@@ -256,7 +260,9 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
       if (validRate(rate)) cross[code] = crossFor(code, rate, rail, railRate, snapshot.fxSpreadsPpm);
     }
   } else if (staticExclusion === null) {
-    staticExclusion = exclusions.no_fx_rate;
+    staticExclusion = snapshot.staleAssets?.includes(rail.asset.code)
+      ? rateExclusion(rail.rail, rail.asset.code, snapshot, "the rail's asset")
+      : exclusions.no_fx_rate;
   }
 
   let reachMask = 0;

@@ -173,7 +173,15 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
     }
     const cross = hasPaymentRate ? r.cross[code] : undefined;
     if (cross === undefined) {
-      excluded.push(r.exclusions.no_fx_rate);
+      excluded.push(
+        snapshot.staleAssets?.includes(code) === true
+          ? {
+              rail: r.rail,
+              reason: "stale_rate",
+              detail: `the USD rate of the payment's asset ${code} is too old to use`,
+            }
+          : r.exclusions.no_fx_rate,
+      );
       continue;
     }
     // Amount on the rail: rounded down, so the conversion never sends more than the payment is worth.

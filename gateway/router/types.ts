@@ -10,6 +10,11 @@ export type Snapshot = {
   readonly takenAtMs: number;
   /** FX spread per pair, keyed `${from}->${to}` (asset codes), parts per million. See fx.ts. */
   readonly fxSpreadsPpm?: Readonly<Record<string, bigint>>;
+  /**
+   * Assets whose rate the source has but too old to use (left out of usdRates): a rail that needs one is
+   * excluded as `stale_rate` rather than `no_fx_rate`.
+   */
+  readonly staleAssets?: readonly string[];
 };
 
 /**
@@ -92,6 +97,7 @@ export type ExclusionReason =
   | "fee_above_max"
   | "latency_above_max"
   | "no_fx_rate"
+  | "stale_rate"
   | "circuit_open";
 
 export type Exclusion = { readonly rail: string; readonly reason: ExclusionReason; readonly detail: string };
