@@ -108,13 +108,15 @@ function presentEvidence(evidence: SettlementEvidence) {
   }
 }
 
-function presentAttempt(attempt: Attempt, scale: number) {
+/** An attempt, its amount and fee in its rail's asset (another than the payment's for a cross-asset payout). */
+function presentAttempt(attempt: Attempt, asset: { code: string; scale: number }) {
   return {
     id: attempt.id,
     rail: attempt.rail,
     status: attempt.status,
-    amount: formatAmount(attempt.amount, { scale }),
-    fee: attempt.fee === null ? null : formatAmount(attempt.fee, { scale }),
+    asset: asset.code,
+    amount: formatAmount(attempt.amount, asset),
+    fee: attempt.fee === null ? null : formatAmount(attempt.fee, asset),
     evidence: attempt.evidence === null ? null : presentEvidence(attempt.evidence),
     failure:
       attempt.failureCode === null
@@ -135,7 +137,12 @@ export function presentPayment(payment: Payment): PaymentView {
     destination: presentDestination(payment.destination),
     rail: payment.rail,
     route: payment.decision === null ? null : presentRoute(payment.decision),
-    attempts: payment.attempts.map((attempt) => presentAttempt(attempt, scale)),
+    attempts: payment.attempts.map((attempt) =>
+      presentAttempt(
+        attempt,
+        payment.decision?.candidates[attempt.seq]?.asset ?? { code: payment.assetCode, scale },
+      ),
+    ),
     failure:
       payment.failureCode === null
         ? null

@@ -157,6 +157,8 @@ export const paymentView = z.object({
       id: z.string(),
       rail: z.string(),
       status: z.string(),
+      /** The rail's asset, in which amount and fee are. */
+      asset: z.string(),
       amount: z.string(),
       fee: z.string().nullable(),
       evidence: evidenceView.nullable(),

@@ -95,6 +95,8 @@ describe("a USDC balance pays a BOLT11 invoice", () => {
     expect(candidate.cost.fx_usd).toBe("0.010000");
     const [attempt] = response.body.attempts;
     expect(attempt.evidence.payment_hash).toBe(paymentHash);
+    // The attempt is in the rail's asset: what LND sent, in BTC.
+    expect(attempt).toMatchObject({ asset: "BTC", amount: "0.00005000000" });
 
     const reserveId = derivedLedgerId(attempt.id, "reserve").toString();
     const [main, fxOut, spread] = await app.ledger.lookupTransfers([
