@@ -1,15 +1,16 @@
-// A payee reachable on every kind of rail, paid through the HTTP API with the real parts up: the embedded Hardhat
-// chain (EVM), the regtest Lightning network and stripe-mock (fiat). The router ranks every rail in one cost unit
+// A payee reachable on every kind of rail, paid through the HTTP API with the real parts up: two embedded Hardhat
+// chains (an "L1" at 25 gwei and an "L2" at 0.01 gwei), the regtest Lightning network and stripe-mock (fiat). The router ranks every rail in one cost unit
 // (USD micro-units), the cheapest wins in its amount band, a winner that fails falls back to the next rail under
 // the same payment, paying once, and every fee is booked as the rail reported it.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { authenticatedLndGrpc, getPayments, pay } from "lightning";
+import { erc20Abi } from "viem";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets, divCeil } from "../../core/index.ts";
 import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
+import { embeddedL1L2, loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { selectLedgerTotals } from "../../gateway/ledger/index.ts";
@@ -32,6 +33,7 @@ beforeAll(async () => {
   directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-routing-"));
   app = await createApp(
     loadConfig({
+      ...embeddedL1L2,
       LOG_LEVEL: "silent",
       LND_SOCKET: cluster.nodes.gateway.socket,
       LND_CERT_BASE64: cluster.nodes.gateway.cert,
@@ -49,12 +51,20 @@ beforeAll(async () => {
   await waitFor(
     "every rail available",
     async () =>
-      ["evm", "lightning", "fiat"].every((id) => app.rails.get(id)?.snapshot().available === true) ? true : undefined,
+      ["evm", "evm-l2", "lightning", "fiat"].every((id) => app.rails.get(id)?.snapshot().available === true)
+        ? true
+        : undefined,
     { timeoutMs: 60_000 },
   );
   await createAccount(
     { sql: app.db, ledger: app.ledger },
-    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: "acct_routing_btc" },
+    {
+      tenantId: app.demo!.tenantId,
+      kind: "customer",
+      asset: assets.BTC,
+      name: "btc",
+      id: "acct_routing_btc",
+    },
   );
   const invoice = await call("POST", "/v1/invoices", {
     account: "acct_routing_btc",
@@ -66,7 +76,8 @@ beforeAll(async () => {
   await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
   await waitFor(
     "invoice paid",
-    async () => ((await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined),
+    async () =>
+      (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
     { timeoutMs: 30_000 },
   );
 });
@@ -105,7 +116,7 @@ async function customerLedger() {
 }
 
 describe("a payee on every rail", () => {
-  it("a small payment goes by Lightning (no gas, a 0.2 % spread), and the route shows every rail with its costs", async () => {
+  it("a small payment goes by Lightning (no gas, a 0.2 % spread), and the route shows all four rails with their costs", async () => {
     const id = await payee(everywhere());
     const response = await pay$(id, "0.50");
     expect(response.status).toBe(201);
@@ -116,27 +127,33 @@ describe("a payee on every rail", () => {
       cost: { fee_usd: string; total_usd: string };
     }[];
     // Every rail of the payee is priced, cheapest first, each paying the method it reaches.
-    expect(candidates.map((c) => c.rail).sort()).toEqual(["evm", "fiat", "lightning"]);
+    expect(candidates.map((c) => c.rail).sort()).toEqual(["evm", "evm-l2", "fiat", "lightning"]);
     for (let i = 1; i < candidates.length; i++)
-      expect(micro(candidates[i - 1]!.cost.total_usd)).toBeLessThanOrEqual(micro(candidates[i]!.cost.total_usd));
+      expect(micro(candidates[i - 1]!.cost.total_usd)).toBeLessThanOrEqual(
+        micro(candidates[i]!.cost.total_usd),
+      );
     expect(candidates.find((c) => c.rail === "fiat")?.destination).toEqual({
       type: "stripe_account",
       account: "acct_1Nv0FGQ9RKHgCVdK",
     });
-    // Stripe's 30 ¢ + 2.9 % and the EVM rail's gas both cost more than the spread on 50 ¢.
+    // Stripe's 30 ¢ + 2.9 % and either chain's gas cost more than the spread on 50 ¢ (0.1 ¢); the L1 costs most.
     expect(micro(candidates[0]!.cost.fee_usd)).toBeLessThan(micro(candidates[1]!.cost.fee_usd));
+    expect(candidates[1]!.rail).toBe("evm-l2");
+    expect(candidates.at(-1)!.rail).toBe("evm");
     const [attempt] = response.body.attempts;
     expect(attempt.rail).toBe("lightning");
   });
 
-  it("a large payment goes on chain: the gas is worth less than the spread, and is booked as the receipt says", async () => {
+  it("a large payment goes on the L2: its gas is worth less than the spread, and is booked as the receipt says", async () => {
     const id = await payee(everywhere());
     const before = await customerLedger();
     const response = await pay$(id, "200");
     expect(response.status).toBe(201);
-    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm" });
+    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm-l2" });
     const [attempt] = response.body.attempts;
-    const receipt = await app.chain!.publicClient.getTransactionReceipt({ hash: attempt.evidence.tx_hash });
+    expect(attempt.evidence.chain_id).toBe(31338);
+    const l2 = app.chains.get("evm-l2")!;
+    const receipt = await l2.publicClient.getTransactionReceipt({ hash: attempt.evidence.tx_hash });
     const gwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
     const [gas] = await app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "native-fee-paid")]);
     expect(gas?.amount).toBe(gwei);
@@ -145,50 +162,42 @@ describe("a payee on every rail", () => {
     expect(after.debitsPosted - before.debitsPosted).toBe(200_000_000n + charged!.amount);
   });
 
-  it("the winner that cannot pay falls back to the next rail under the same payment, which pays once", async () => {
-    // $60: Lightning is ranked first (its spread, 12 ¢, is below the gas), but the Lightning clearing account
-    // holds only what was paid in ($20): the ledger refuses its reservation and the EVM rail pays.
+  it("a winner that cannot pay falls back across kinds under the same payment, which pays once", async () => {
+    // $60 with the L2 denied: Lightning is ranked first (its spread, 12 ¢) but its clearing account holds only
+    // what was paid in ($20); Stripe next (30 ¢ + 2.9 %), but nothing was ever paid in on Stripe's side; then the
+    // L1 at 25 gwei pays. The ledger refuses each reservation it cannot cover, so nothing is sent on the way.
     const id = await payee(everywhere());
-    const tokensBefore = await app.chain!.publicClient.readContract({
-      address: app.chain!.contracts.testUsd,
-      abi: [
-        {
-          type: "function",
-          name: "balanceOf",
-          stateMutability: "view",
-          inputs: [{ type: "address" }],
-          outputs: [{ type: "uint256" }],
-        },
-      ],
-      functionName: "balanceOf",
-      args: [address],
-    });
+    const l1 = app.chains.get("evm")!;
+    const balanceOf = () =>
+      l1.publicClient.readContract({
+        address: l1.contracts.testUsd,
+        abi: erc20Abi,
+        functionName: "balanceOf",
+        args: [address],
+      });
+    const tokensBefore = await balanceOf();
     const paymentsBefore = (await getPayments({ lnd: gatewayNode })).payments.length;
-    const response = await pay$(id, "60");
+    const response = await pay$(id, "60", { constraints: { rails: { deny: ["evm-l2"] } } });
     expect(response.status).toBe(201);
-    const rails = response.body.route.candidates.map((c: { rail: string }) => c.rail);
-    expect(rails[0]).toBe("lightning");
+    expect(response.body.route.candidates.map((c: { rail: string }) => c.rail)).toEqual([
+      "lightning",
+      "fiat",
+      "evm",
+    ]);
     expect(response.body.rail).toBe("evm");
-    expect(response.body.attempts.map((a: { rail: string; status: string; failure_code?: string }) => [a.rail, a.status])).toEqual([
-      ["lightning", "failed"],
-      ["evm", "succeeded"],
+    expect(
+      response.body.attempts.map((a: { rail: string; status: string; failure: { code: string } | null }) => [
+        a.rail,
+        a.status,
+        a.failure?.code ?? null,
+      ]),
+    ).toEqual([
+      ["lightning", "failed", "insufficient_liquidity"],
+      ["fiat", "failed", "insufficient_liquidity"],
+      ["evm", "succeeded", null],
     ]);
     expect((await getPayments({ lnd: gatewayNode })).payments.length).toBe(paymentsBefore);
-    const tokensAfter = await app.chain!.publicClient.readContract({
-      address: app.chain!.contracts.testUsd,
-      abi: [
-        {
-          type: "function",
-          name: "balanceOf",
-          stateMutability: "view",
-          inputs: [{ type: "address" }],
-          outputs: [{ type: "uint256" }],
-        },
-      ],
-      functionName: "balanceOf",
-      args: [address],
-    });
-    expect(tokensAfter - tokensBefore).toBe(60_000_000n);
+    expect((await balanceOf()) - tokensBefore).toBe(60_000_000n);
   });
 
   it("a payee behind a fee-charging hop is paid by Lightning with LND's routing fee booked", async () => {
