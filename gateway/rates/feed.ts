@@ -140,6 +140,7 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
         : null;
     },
     rateStatus,
+    isStale: (assetCode) => rateStatus(assetCode) === "stale",
     staleAssets() {
       return [...covered].filter((code) => rateStatus(code) === "stale").sort();
     },
