@@ -227,7 +227,7 @@ describe("a payee on every rail", () => {
     expect(quote.status).toBe(201);
     const contradicted = await pay$(id, "0.50", {
       quote: quote.body.id,
-      constraints: { rails: { deny: ["lightning", "evm", "fiat"] } },
+      constraints: { rails: { deny: ["lightning", "evm", "evm-l2", "fiat"] } },
     });
     expect(contradicted.status).toBe(422);
     expect(contradicted.body.error.code).toBe("quote_constraints_unmet");
