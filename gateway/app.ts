@@ -37,7 +37,15 @@ import {
   recoverOpenAttempts,
 } from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
-import { fxPairKey, route, staticRateSource } from "./router/index.ts";
+import {
+  chainlinkFeedSource,
+  createRateFeed,
+  deployPriceFeeds,
+  httpRateSource,
+  type PolledRateSource,
+  type RateFeed,
+} from "./rates/index.ts";
+import { fxPairKey, route } from "./router/index.ts";
 import {
   applyRailEvent,
   createOpenInvoiceMemory,
@@ -56,23 +64,29 @@ export const gatewayMigrations: MigrationSource = {
   directory: path.join(import.meta.dirname, "migrations"),
 };
 
-const developmentSpreadPpm = 2_000n;
+/** USD and USDC are fixed in every mode (a definition and a peg) unless a source says otherwise. */
+const fixedUsdRates = {
+  USD: { microUsd: 10_000n, perMinorUnits: 1n },
+  USDC: { microUsd: 1n, perMinorUnits: 1n },
+};
 
-/** Development prices, USD micro-units per minor unit: USDC 1:1, USD cents, BTC at $100,000 (1 msat = 1 µUSD), ETH at $3,000 (3 µUSD a gwei). */
-export const developmentUsdRates = staticRateSource({
-  usdRates: {
-    USDC: { microUsd: 1n, perMinorUnits: 1n },
-    USD: { microUsd: 10_000n, perMinorUnits: 1n },
-    BTC: { microUsd: 1n, perMinorUnits: 1n },
-    ETH: { microUsd: 3n, perMinorUnits: 1n },
-  },
-  // What the FX desk charges to pay in another asset than the payer's: 0.2 % each way between the payment assets.
-  spreadsPpm: Object.fromEntries(
-    ["USDC", "USD", "BTC"].flatMap((from) =>
-      ["USDC", "USD", "BTC"].filter((to) => to !== from).map((to) => [fxPairKey(from, to), developmentSpreadPpm]),
-    ),
+/** What the FX desk charges to pay in another asset than the payer's: 0.2 % each way between the payment assets. */
+const fxSpreadPpmDefault = 2_000n;
+const developmentSpreadsPpm: Record<string, bigint> = Object.fromEntries(
+  ["USDC", "USD", "BTC"].flatMap((from) =>
+    ["USDC", "USD", "BTC"].filter((to) => to !== from).map((to) => [fxPairKey(from, to), fxSpreadPpmDefault]),
   ),
-});
+);
+
+/**
+ * Development prices, USD micro-units per minor unit: USDC 1:1, USD cents, BTC at $100,000 (1 msat = 1 µUSD), ETH at
+ * $3,000 (3 µUSD a gwei). In development they answer only what no source covers (the deployed feeds cover ETH and BTC).
+ */
+const developmentUsdRateTable = {
+  ...fixedUsdRates,
+  BTC: { microUsd: 1n, perMinorUnits: 1n },
+  ETH: { microUsd: 3n, perMinorUnits: 1n },
+};
 
 export type App = {
   server: FastifyInstance;
@@ -89,6 +103,8 @@ export type App = {
   chain: EmbeddedChain | null;
   /** Every in-process chain the gateway runs, by the id of the rail that pays on it ("evm", "evm-l2", …). */
   chains: ReadonlyMap<string, EmbeddedChain>;
+  /** The USD rates the router prices with, refreshed in the background; says which are stale. */
+  rates: RateFeed;
   /** Follows the first EVM rail's RevenueSplitter events into the ledger; null without a splitter. */
   evmWatcher: SplitterWatcher | null;
   /** A watcher per EVM rail with a splitter, by rail id. */
@@ -135,7 +151,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     closers.push(() => closeEvmClients(evm));
     const embedded = embeddedChains(evm);
     const { rails, batchPayer } = await buildRails({ config, db, ledger, logger, evm }, options);
-    const services = createServices({ db, ledger, rails, changes, logger });
+    const rates = await openRates(closers, { config, evm, logger });
+    const services = createServices({ db, ledger, rails, changes, logger, rates });
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo =
       config.mode === "development"
@@ -187,6 +204,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       events,
       chain: embedded.get("evm") ?? null,
       chains: embedded,
+      rates,
       evmWatcher: evmWatchers.get("evm") ?? null,
       evmWatchers,
       demo,
@@ -196,6 +214,41 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await close();
     throw error;
   }
+}
+
+// ---- rates: price feeds on the first chain, an HTTP source, and the static table in development only
+
+async function openRates(
+  closers: Closers,
+  deps: { config: Config; evm: readonly EvmClients[]; logger: Logger },
+): Promise<RateFeed> {
+  const { config } = deps;
+  const first = deps.evm.find((clients) => clients.id === "evm") ?? deps.evm[0];
+  let feeds = config.rates.priceFeeds;
+  if (feeds === null && config.mode === "development" && first?.embedded !== null && first !== undefined)
+    feeds = await deployPriceFeeds({ walletClient: first.walletClient, publicClient: first.publicClient });
+  const sources: PolledRateSource[] = [];
+  if (feeds !== null && first !== undefined)
+    sources.push(
+      chainlinkFeedSource({
+        client: first.publicClient,
+        feeds: Object.entries(feeds).map(([assetCode, address]) => ({ assetCode, address })),
+      }),
+    );
+  if (config.rates.httpUrl !== null)
+    sources.push(httpRateSource({ url: config.rates.httpUrl, assetCodes: Object.keys(assets) }));
+  const rates = createRateFeed({
+    sources,
+    staticRates: config.mode === "development" ? developmentUsdRateTable : fixedUsdRates,
+    spreadsPpm: developmentSpreadsPpm,
+    maxAgeMs: config.rates.maxAgeMs,
+    refreshMs: config.rates.refreshMs,
+    logger: deps.logger.child({ module: "rates" }),
+  });
+  await rates.refresh();
+  rates.start();
+  closers.push(() => rates.stop());
+  return rates;
 }
 
 // ---- rails: built by their modules, then given their clearing accounts alike
@@ -293,11 +346,12 @@ function createServices(deps: {
   rails: ReadonlyMap<string, Rail>;
   changes: ChangeBus;
   logger: Logger;
+  rates: RateFeed;
 }): Services {
   const { db, ledger, rails } = deps;
   const market = createMarket({
     rails,
-    rateSource: developmentUsdRates,
+    rateSource: deps.rates,
     assetCodes: snapshotAssetCodes,
     refreshMs: marketRefreshMs,
     nowMs: Date.now,

@@ -127,6 +127,16 @@ const schema = z.object({
   /** Further EVM chains, each its own rail: a JSON array of `evmChainEntry` (see README). Unset: none. */
   EVM_CHAINS: z.string().optional(),
   REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  /**
+   * Chainlink-style price feeds on the first EVM chain, a JSON object of asset code → feed address, e.g.
+   * {"ETH":"0x…","BTC":"0x…"}. Unset in development on the embedded chain: feeds are deployed at start.
+   */
+  PRICE_FEEDS: z.string().optional(),
+  /** An HTTP source of USD rates, {"rates": {"BTC": "100000.00", …}}, read after the feeds. Unset: none. */
+  RATES_HTTP_URL: z.string().url().optional(),
+  /** A rate older than this is stale: the rails that need it are excluded (stale_rate). */
+  RATES_MAX_AGE_MS: positiveInt.default(3_600_000),
+  RATES_REFRESH_MS: positiveInt.default(30_000),
   /** Netting on the EVM rail: a payout whose fee is above this share of its value (basis points) accrues. Unset: off. */
   NETTING_MAX_FEE_SHARE_BPS: z.coerce.number().int().min(1).max(10_000).optional(),
   /** A batch leaves when the accrued payouts add up to this many minor units, or at the interval. */
@@ -154,6 +164,13 @@ export type Config = {
     | { kind: "pglite"; dataDir: string | undefined };
   /** The EVM chains, each its own rail; the first is rail "evm" (EVM_RPC_URL or the embedded L1). */
   evm: { chains: readonly EvmChainConfig[] };
+  /** Where USD rates come from (gateway/rates): price feeds, an HTTP source; the static table only in development. */
+  rates: {
+    priceFeeds: Readonly<Record<string, `0x${string}`>> | null;
+    httpUrl: string | null;
+    maxAgeMs: number;
+    refreshMs: number;
+  };
   /** Stripe: off unless STRIPE_SECRET_KEY is set (the fiat rail reads its own variables, adapters/fiat/config.ts). */
   fiat: FiatConfig;
   /** LND: off unless LND_SOCKET is set (the Lightning rail reads its own variables, adapters/lightning/config.ts). */
@@ -237,6 +254,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
           },
     evm,
     requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    rates: {
+      priceFeeds: e.PRICE_FEEDS === undefined ? null : parsePriceFeeds(e.PRICE_FEEDS),
+      httpUrl: e.RATES_HTTP_URL ?? null,
+      maxAgeMs: e.RATES_MAX_AGE_MS,
+      refreshMs: e.RATES_REFRESH_MS,
+    },
     netting:
       e.NETTING_MAX_FEE_SHARE_BPS === undefined
         ? null
@@ -254,6 +277,23 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
 }
 
 type Env = z.infer<typeof schema>;
+
+const priceFeedsSchema = z.record(
+  z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code"),
+  z.string().regex(/^0x[0-9a-fA-F]{40}$/, "a feed address"),
+);
+
+function parsePriceFeeds(text: string): Record<string, `0x${string}`> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError("PRICE_FEEDS is not JSON", { cause: error });
+  }
+  const parsed = priceFeedsSchema.safeParse(json);
+  if (!parsed.success) throw new ConfigError(`PRICE_FEEDS: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  return parsed.data as Record<string, `0x${string}`>;
+}
 
 /** The first chain (rail "evm"), from the single-chain variables. */
 function firstChain(e: Env): EvmChainConfig {
