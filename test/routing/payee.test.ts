@@ -6,7 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { authenticatedLndGrpc, getPayments, pay } from "lightning";
-import { erc20Abi } from "viem";
+import { erc20Abi, numberToHex } from "viem";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets, divCeil } from "../../core/index.ts";
 import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
@@ -236,6 +236,33 @@ describe("a payee on every rail", () => {
     const second = await pay$(id, "0.50", { quote: quote.body.id });
     expect(second.status).toBe(409);
     expect(second.body.error.code).toBe("quote_used");
+  });
+
+  it("a stale BTC rate excludes Lightning as stale_rate, and the other rails still price the payment", async () => {
+    const id = await payee(everywhere());
+    // The BTC feed lives on the L1 chain: two hours on that chain make its last answer older than RATES_MAX_AGE_MS.
+    const l1 = app.chains.get("evm")!;
+    await l1.provider.request({ method: "evm_increaseTime", params: [numberToHex(2 * 60 * 60)] } as never);
+    await l1.provider.request({ method: "evm_mine", params: [] } as never);
+    await app.rates.refresh();
+    expect(app.rates.rateStatus("BTC")).toBe("stale");
+    const quote = await waitFor(
+      "the market's snapshot to see the stale rate",
+      async () => {
+        const answer = await call("POST", "/v1/quotes", {
+          amount: "0.50",
+          asset: "USDC",
+          destination: { type: "payee", payee: id },
+        });
+        const excluded = answer.body.route?.excluded as { rail: string; reason: string }[] | undefined;
+        return excluded?.some((e) => e.rail === "lightning" && e.reason === "stale_rate")
+          ? answer
+          : undefined;
+      },
+      { timeoutMs: 10_000 },
+    );
+    expect(quote.status).toBe(201);
+    expect(quote.body.rail).toBe("evm-l2");
   });
 
   it("every ledger balances after all of it", async () => {
