@@ -136,3 +136,24 @@ describe("gweiToWei", () => {
     expect(gweiToWei("1.5")).toBe(1_500_000_000n);
   });
 });
+
+describe("netting and rates in the configuration", () => {
+  it("nets by default: a payout whose fee is above half its value accrues; `off` pays every payout alone", () => {
+    expect(loadConfig({}).netting).toMatchObject({ maxFeeShareBps: 5_000 });
+    expect(loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "1000" }).netting).toMatchObject({ maxFeeShareBps: 1_000 });
+    expect(loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "off" }).netting).toBeNull();
+    expect(() => loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "0" })).toThrow();
+  });
+
+  it("reads price feeds as a JSON object of asset code to address, and refuses anything else", () => {
+    const feeds = { ETH: `0x${"33".repeat(20)}`, BTC: `0x${"44".repeat(20)}` };
+    expect(loadConfig({ PRICE_FEEDS: JSON.stringify(feeds) }).rates).toMatchObject({
+      priceFeeds: feeds,
+      httpUrl: null,
+      maxAgeMs: 3_600_000,
+    });
+    expect(loadConfig({}).rates.priceFeeds).toBeNull();
+    expect(() => loadConfig({ PRICE_FEEDS: "{not json" })).toThrow(ConfigError);
+    expect(() => loadConfig({ PRICE_FEEDS: JSON.stringify({ ETH: "0x12" }) })).toThrow(ConfigError);
+  });
+});

@@ -93,6 +93,9 @@ export function gweiToWei(text: string): bigint {
   return BigInt(whole) * weiPerGwei + BigInt(fraction.padEnd(9, "0"));
 }
 
+/** A payout whose fee would be more than half its value accrues for a netted batch by default. */
+export const nettingMaxFeeShareBpsDefault = 5_000;
+
 const schema = z.object({
   PORT: port.default(8080),
   HOST: z.string().default("127.0.0.1"),
@@ -137,8 +140,13 @@ const schema = z.object({
   /** A rate older than this is stale: the rails that need it are excluded (stale_rate). */
   RATES_MAX_AGE_MS: positiveInt.default(3_600_000),
   RATES_REFRESH_MS: positiveInt.default(30_000),
-  /** Netting on the EVM rail: a payout whose fee is above this share of its value (basis points) accrues. Unset: off. */
-  NETTING_MAX_FEE_SHARE_BPS: z.coerce.number().int().min(1).max(10_000).optional(),
+  /**
+   * Netting on the EVM rail: a payout whose fee is above this share of its value (basis points) accrues and leaves
+   * in a netted batch, never paid at a loss on its own. On by default at 50 %; `off` pays every payout alone.
+   */
+  NETTING_MAX_FEE_SHARE_BPS: z
+    .union([z.literal("off"), z.coerce.number().int().min(1).max(10_000)])
+    .default(nettingMaxFeeShareBpsDefault),
   /** A batch leaves when the accrued payouts add up to this many minor units, or at the interval. */
   NETTING_BATCH_TOTAL: z
     .string()
@@ -261,7 +269,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       refreshMs: e.RATES_REFRESH_MS,
     },
     netting:
-      e.NETTING_MAX_FEE_SHARE_BPS === undefined
+      e.NETTING_MAX_FEE_SHARE_BPS === "off"
         ? null
         : {
             maxFeeShareBps: e.NETTING_MAX_FEE_SHARE_BPS,
