@@ -488,6 +488,21 @@ describe("payments across two rails", () => {
     ]);
     await recordedLedger.close();
   });
+
+  it("a decision stored before candidates named their destination reads back with the payment's", async () => {
+    const result = await createPayment(depsWith(db), request("k-old-decision"));
+    const id = result.ok ? result.payment.id : "";
+    const [row] = await db.query<{ decision: unknown }>("SELECT decision FROM payments WHERE id = $1", [id]);
+    const stored = (typeof row!.decision === "string" ? JSON.parse(row!.decision) : row!.decision) as {
+      candidates: Array<Record<string, unknown>>;
+    };
+    for (const candidate of stored.candidates) delete candidate.destination;
+    await db.query("UPDATE payments SET decision = $2 WHERE id = $1", [id, JSON.stringify(stored)]);
+    const read = await getPayment(db, { tenantId, id });
+    expect(read?.decision?.candidates.map((candidate) => candidate.destination)).toEqual(
+      stored.candidates.map(() => ({ kind: "evm_address", address: payee })),
+    );
+  });
 });
 
 describe("errors", () => {

@@ -45,10 +45,19 @@ export function decisionJson(decision: RouteDecision | null): string {
   return toJson(rest);
 }
 
-function decisionFromJson(value: unknown): RouteDecision {
+function decisionFromJson(value: unknown, destination: PaymentDestination): RouteDecision {
   const stored = fromJson<Omit<RouteDecision, "chosen"> & { chosen?: RouteDecision["chosen"] }>(value);
+  // Rows written before each candidate named the destination it pays went to one destination: that one.
+  const candidates =
+    destination.kind === "payee" ||
+    stored.candidates.every((candidate) => candidate.destination !== undefined)
+      ? stored.candidates
+      : stored.candidates.map((candidate) => ({
+          ...candidate,
+          destination: candidate.destination ?? destination,
+        }));
   // Rows written before the chosen candidate was left out carry it.
-  return { ...stored, chosen: stored.chosen ?? stored.candidates[0] ?? null };
+  return { ...stored, candidates, chosen: stored.chosen ?? candidates[0] ?? null };
 }
 
 type PaymentRow = {
@@ -274,6 +283,7 @@ export async function getPayment(
     `SELECT ${attemptColumns} FROM attempts WHERE payment_id = $1 ORDER BY seq`,
     [row.id],
   );
+  const destination = fromJson<PaymentDestination>(row.destination);
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -281,9 +291,9 @@ export async function getPayment(
     assetCode: row.asset,
     amount: row.amount,
     sourceAccountId: row.source_account_id,
-    destination: fromJson<PaymentDestination>(row.destination),
+    destination,
     policy: fromJson<RoutePolicy>(row.policy),
-    decision: row.decision === null ? null : decisionFromJson(row.decision),
+    decision: row.decision === null ? null : decisionFromJson(row.decision, destination),
     rail: row.rail,
     failureCode: row.failure_code,
     failureMessage: row.failure_message,
