@@ -45,10 +45,17 @@ export async function createPayment(
   if (!prepared.ok) return prepared;
   const { asset, amount, source, target, decision } = prepared;
   const netting = deps.netting;
-  const accrues =
+  // Netted: a payout to an address (the payment's, or the payee's method the chosen rail pays) in the batch
+  // payer's own asset, whose fee would eat too much of it.
+  const chosenDestination = decision.chosen?.destination;
+  const accruesTo =
     netting !== undefined &&
-    params.destination.kind === "evm_address" &&
-    shouldAccrue(netting, decision, params.destination.kind);
+    chosenDestination?.kind === "evm_address" &&
+    asset.code === netting.payer.asset.code &&
+    shouldAccrue(netting, decision, chosenDestination.kind)
+      ? chosenDestination.address
+      : null;
+  const accrues = accruesTo !== null;
   const paymentId = newId("pay");
   // What is written, and (with what the database adds) the payment answered without reading it back.
   const fields = {
@@ -137,12 +144,12 @@ export async function createPayment(
     if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
     return keyTaken(deps, params);
   }
-  if (accrues && netting !== undefined && params.destination.kind === "evm_address")
+  if (accruesTo !== null && netting !== undefined)
     return accrue(deps, netting, {
       id: paymentId,
       tenantId: params.tenantId,
       sourceAccountId: source.id,
-      payee: params.destination.address,
+      payee: accruesTo,
       amount,
     });
   const run = runCandidates(deps, driven, { firstSeq: 0, first });

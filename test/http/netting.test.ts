@@ -81,4 +81,24 @@ describe("netting", () => {
     expect(response.status).toBe(201);
     expect(response.body.status).toBe("succeeded");
   });
+  it("a payee paid on chain nets like an address: the micro-payout to its address method accrues", async () => {
+    const payee = app.chain!.accounts[8]!.address;
+    const created = await call("POST", "/v1/payees", {
+      name: "Tiny",
+      methods: [{ type: "evm_address", address: payee }],
+    });
+    expect(created.status).toBe(201);
+    const before = await tokenBalance(payee);
+    const response = await call("POST", "/v1/payments", {
+      amount: "0.01",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "payee", payee: created.body.id },
+    });
+    expect(response.status).toBe(202);
+    expect(response.body).toMatchObject({ status: "processing", attempts: [] });
+    const flushed = await flushNetting(app.payments.netting!, { force: true });
+    expect(flushed).toMatchObject({ payouts: 1 });
+    expect((await tokenBalance(payee)) - before).toBe(10_000n);
+  });
 });
