@@ -1,7 +1,8 @@
-// An attempt's reservation: the pending ledger transfer that holds the funds while the rail works, through the
-// ledger's postings (gateway/ledger/postings.ts). Its id is on the attempt row, derived from the attempt id, so
-// whether it was made is the ledger's to say; its post or void repeats it, and is written with the attempt's
-// new status in one transaction.
+// An attempt's reservation: the pending ledger transfers that hold the funds while the rail works — the amount, a
+// hold for the fees it may cost, and across assets the FX legs — through the ledger's postings
+// (gateway/ledger/postings.ts), as one linked chain. Its id is on the attempt row, derived from the attempt id (the
+// other holds' ids derive from it), so whether it was made is the ledger's to say; its post (with the fees the rail
+// really paid) or void repeats it, and is written with the attempt's new status in one transaction.
 import {
   type Asset,
   type AttemptSucceeded,
@@ -402,47 +403,57 @@ async function feeMembers(
 ): Promise<ChainMember[]> {
   const members: ChainMember[] = [];
   const reference = evidence === undefined ? attempt.id : evidenceForLedger(evidence).reference;
-  let chargeable = 0n;
-  if (paid.fee > 0n) {
-    const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: rail.asset });
-    members.push({
+  // One leg per fee paid: from the rail's fee account (in the fee's asset) to the account it left.
+  const paidLeg = async (fee: {
+    asset: Asset;
+    amount: bigint;
+    from: bigint;
+    purpose: "fee-paid" | "native-fee-paid";
+    detail: Readonly<Record<string, string>>;
+  }): Promise<ChainMember> => {
+    const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: fee.asset });
+    return {
       kind: "move",
       posting: {
         debitAccountId: fees.ledgerAccountId,
-        creditAccountId: paidFrom,
-        amount: paid.fee,
-        ledger: rail.asset.ledger,
+        creditAccountId: fee.from,
+        amount: fee.amount,
+        ledger: fee.asset.ledger,
         code: transferCodes.payments.feePaid,
       },
       transfer: {
-        id: derivedLedgerId(attempt.id, "fee-paid"),
+        id: derivedLedgerId(attempt.id, fee.purpose),
         userData128: attempt.reserveTransferId,
-        evidence: { rail: rail.id, reference, detail: { kind: "fee", ...paid.feeDetail } },
+        evidence: { rail: rail.id, reference, detail: fee.detail },
       },
-    });
+    };
+  };
+  let chargeable = 0n;
+  if (paid.fee > 0n) {
+    members.push(
+      await paidLeg({
+        asset: rail.asset,
+        amount: paid.fee,
+        from: paidFrom,
+        purpose: "fee-paid",
+        detail: { kind: "fee", ...paid.feeDetail },
+      }),
+    );
     chargeable += inAssetOf(deps, paid.fee, rail.asset, payerAsset);
   }
   const native = paid.nativeFee;
   if (native !== undefined && native.amount > 0n) {
-    const [fees, wallet] = await Promise.all([
-      railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: native.asset }),
-      railAccountOpened(deps, { kind: "clearing", rail: rail.id, asset: native.asset }),
-    ]);
-    members.push({
-      kind: "move",
-      posting: {
-        debitAccountId: fees.ledgerAccountId,
-        creditAccountId: wallet.ledgerAccountId,
+    // Gas leaves the wallet's balance in the native token: the rail's clearing account in that asset.
+    const wallet = await railAccountOpened(deps, { kind: "clearing", rail: rail.id, asset: native.asset });
+    members.push(
+      await paidLeg({
+        asset: native.asset,
         amount: native.amount,
-        ledger: native.asset.ledger,
-        code: transferCodes.payments.feePaid,
-      },
-      transfer: {
-        id: derivedLedgerId(attempt.id, "native-fee-paid"),
-        userData128: attempt.reserveTransferId,
-        evidence: { rail: rail.id, reference, detail: { kind: "native_fee", ...native.detail } },
-      },
-    });
+        from: wallet.ledgerAccountId,
+        purpose: "native-fee-paid",
+        detail: { kind: "native_fee", ...native.detail },
+      }),
+    );
     chargeable += inAssetOf(deps, native.amount, native.asset, payerAsset);
   }
   if (feeHold !== null) {
