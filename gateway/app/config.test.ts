@@ -140,7 +140,9 @@ describe("gweiToWei", () => {
 describe("netting and rates in the configuration", () => {
   it("nets by default: a payout whose fee is above half its value accrues; `off` pays every payout alone", () => {
     expect(loadConfig({}).netting).toMatchObject({ maxFeeShareBps: 5_000 });
-    expect(loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "1000" }).netting).toMatchObject({ maxFeeShareBps: 1_000 });
+    expect(loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "1000" }).netting).toMatchObject({
+      maxFeeShareBps: 1_000,
+    });
     expect(loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "off" }).netting).toBeNull();
     expect(() => loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "0" })).toThrow();
   });

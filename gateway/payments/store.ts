@@ -1,6 +1,6 @@
 // SQL for payments and attempts. Every read of a payment is scoped to its tenant. Status changes are
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
-import type { Destination, SettlementEvidence } from "../../core/index.ts";
+import type { SettlementEvidence } from "../../core/index.ts";
 import type { Row, Sql, Statement } from "../db/index.ts";
 import type { Quote } from "../router/index.ts";
 import type { RouteDecision, RoutePolicy } from "../router/types.ts";
