@@ -10,6 +10,8 @@ export type Destination =
   | { kind: "evm_split"; splitId: `0x${string}` } // a RevenueSplitter split
   | { kind: "bolt11"; invoice: string } // a Lightning invoice
   | { kind: "lightning_node"; pubkey: string } // keysend to a Lightning node
+  /** A Lightning Address (name@domain): an invoice is asked of its LNURL-pay server for each payment. */
+  | { kind: "lightning_address"; address: string }
   | { kind: "stripe_account"; accountId: string }; // a Stripe Connect account
 
 export type DestinationKind = Destination["kind"];

@@ -7,6 +7,8 @@ export type Bolt11Summary = {
   readonly amountMsat: bigint | null;
   readonly timestampSeconds: number;
   readonly expirySeconds: number;
+  /** The `h` field (hex): the SHA-256 of a description kept elsewhere (LNURL-pay's metadata); null when absent. */
+  readonly descriptionHash: string | null;
 };
 
 export type Bolt11Error = "invoice_malformed" | "invoice_checksum" | "invoice_no_payment_hash";
@@ -94,6 +96,7 @@ export function parseBolt11(
   const timestampSeconds = wordsToInt(data.slice(0, timestampWords));
   let paymentHash: string | null = null;
   let expirySeconds = defaultExpirySeconds;
+  let descriptionHash: string | null = null;
   for (let i = timestampWords; i + 3 <= data.length; ) {
     const type = data[i] as number;
     const length = (data[i + 1] as number) * 32 + (data[i + 2] as number);
@@ -101,8 +104,12 @@ export function parseBolt11(
     if (field.length !== length) return { ok: false, error: "invoice_malformed" };
     if (type === 1 && length === 52) paymentHash = wordsToBytes(field).subarray(0, 32).toString("hex");
     if (type === 6) expirySeconds = wordsToInt(field);
+    if (type === 23 && length === 52) descriptionHash = wordsToBytes(field).subarray(0, 32).toString("hex");
     i += 3 + length;
   }
   if (paymentHash === null) return { ok: false, error: "invoice_no_payment_hash" };
-  return { ok: true, value: { network, paymentHash, amountMsat, timestampSeconds, expirySeconds } };
+  return {
+    ok: true,
+    value: { network, paymentHash, amountMsat, timestampSeconds, expirySeconds, descriptionHash },
+  };
 }

@@ -29,6 +29,8 @@ export const lightningEnvSchema = z.object({
   /** The routing fee assumed for a destination not asked about yet: base (msat) + parts per million. */
   LIGHTNING_UNKNOWN_ROUTE_FEE_BASE_MSAT: z.coerce.bigint().min(0n).max(100_000_000n).default(2_000n),
   LIGHTNING_UNKNOWN_ROUTE_FEE_PPM: z.coerce.bigint().min(0n).max(1_000_000n).default(1_000n),
+  /** Hosts whose Lightning Addresses' LNURL-pay servers may be asked over plain http (comma-separated); others: https. */
+  LIGHTNING_ADDRESS_HTTP_HOSTS: z.string().default(""),
 });
 
 export type LightningConfig =
@@ -83,6 +85,9 @@ export function loadLightningConfig(env: Record<string, string | undefined>): Li
       feeEstimateTimeoutMs: e.LIGHTNING_FEE_ESTIMATE_TIMEOUT_MS,
       unknownRouteFeeBaseMsat: e.LIGHTNING_UNKNOWN_ROUTE_FEE_BASE_MSAT,
       unknownRouteFeePpm: e.LIGHTNING_UNKNOWN_ROUTE_FEE_PPM,
+      lnurlHttpHosts: e.LIGHTNING_ADDRESS_HTTP_HOSTS.split(",")
+        .map((host) => host.trim().toLowerCase())
+        .filter((host) => host !== ""),
     },
   };
 }

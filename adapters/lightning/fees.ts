@@ -140,6 +140,9 @@ export async function estimateNetworkFee(
   request: { destination: Destination; amount: bigint },
 ): Promise<NetworkFeeEstimate | null> {
   const { destination, amount } = request;
+  // A Lightning Address names no node until its server is asked for an invoice, which this does not do for a
+  // mere estimate: the snapshot's model stands.
+  if (destination.kind === "lightning_address") return null;
   if (!isLightningDestination(destination))
     return { kind: "unreachable", detail: `Lightning cannot pay a ${destination.kind}` };
   if (!s.running || !s.health.connected) return null;

@@ -13,7 +13,7 @@ import { estimateFee, snapshotRoutingFee } from "./fees.ts";
 import { track } from "./send.ts";
 import { type LightningRailState, withTimeout } from "./state.ts";
 
-const reaches: readonly DestinationKind[] = ["bolt11", "lightning_node"];
+const reaches: readonly DestinationKind[] = ["bolt11", "lightning_node", "lightning_address"];
 const latencyDefaultMs = 2_000;
 
 const onConnected = (s: LightningRailState) => {

@@ -18,6 +18,7 @@ import {
   lndErrorText,
 } from "./failures.ts";
 import { estimateFee, keysendFinalCltvDelta } from "./fees.ts";
+import { invoiceForAddress, lnurlDefaults } from "./lnurl.ts";
 import { type LightningRailState, type Tracker, withTimeout } from "./state.ts";
 import {
   outcomeRecord,
@@ -397,6 +398,18 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     return await awaitOutcome(s, tracker);
   }
 
+  if (attempt.destination.kind === "lightning_address") {
+    const early = refusal(s, attempt);
+    if (early !== null) return early;
+    // Asked for an invoice only the first time: a repeat of this attempt id follows the payment made above.
+    const asked = await invoiceForAddress(attempt.destination.address, attempt.amount, {
+      ...lnurlDefaults,
+      httpHosts: s.limits.lnurlHttpHosts,
+    });
+    if (!asked.ok) return failedOutcome(asked.code, asked.message, asked.retryElsewhere);
+    if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+    return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice: asked.invoice } });
+  }
   const { destination } = attempt;
   if (destination.kind !== "bolt11" && destination.kind !== "lightning_node")
     return failedOutcome("unreachable_destination", `Lightning cannot pay a ${destination.kind}`, true);

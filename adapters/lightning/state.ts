@@ -40,6 +40,8 @@ export type LightningRailLimits = {
    */
   readonly unknownRouteFeeBaseMsat: bigint;
   readonly unknownRouteFeePpm: bigint;
+  /** Hosts whose Lightning Addresses are asked over plain http (a local LNURL server); every other over https. */
+  readonly lnurlHttpHosts: readonly string[];
   /** Health, liquidity and the background fee estimate are refreshed this often. */
   readonly refreshIntervalMs: number;
   readonly reconnectDelayMinMs: number;
@@ -78,6 +80,7 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   // About two hops at LND's default base fee (1 sat each), and 0.1 % of the amount.
   unknownRouteFeeBaseMsat: 2_000n,
   unknownRouteFeePpm: 1_000n,
+  lnurlHttpHosts: [],
   refreshIntervalMs: 5_000,
   reconnectDelayMinMs: 250,
   reconnectDelayMaxMs: 5_000,

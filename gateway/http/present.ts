@@ -26,6 +26,8 @@ export function destinationFromBody(body: CreatePaymentBody["destination"]): Pay
       return { kind: "bolt11", invoice: body.invoice };
     case "lightning_node":
       return { kind: "lightning_node", pubkey: body.pubkey };
+    case "lightning_address":
+      return { kind: "lightning_address", address: body.address.toLowerCase() };
     case "stripe_account":
       return { kind: "stripe_account", accountId: body.account };
   }
@@ -49,6 +51,8 @@ export function presentDestination(
       return { type: "bolt11", invoice: destination.invoice };
     case "lightning_node":
       return { type: "lightning_node", pubkey: destination.pubkey };
+    case "lightning_address":
+      return { type: "lightning_address", address: destination.address };
     case "stripe_account":
       return { type: "stripe_account", account: destination.accountId };
   }

@@ -8,6 +8,15 @@ const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acc
 const hex = (bytes: number) =>
   z.string().regex(new RegExp(`^0x[0-9a-fA-F]{${bytes * 2}}$`), `0x and ${bytes * 2} hex digits`);
 
+/** LUD-16: user@domain (a port allowed, as a local LNURL server has one). */
+const lightningAddress = z
+  .string()
+  .max(320)
+  .regex(
+    /^[a-z0-9._+-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?$/i,
+    "a Lightning Address (name@domain)",
+  );
+
 export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("account"), account: accountId }),
   z.strictObject({
@@ -34,6 +43,8 @@ export const destinationSchema = z.discriminatedUnion("type", [
     type: z.literal("stripe_account"),
     account: z.string().regex(/^acct_[0-9A-Za-z]{1,64}$/, "a Stripe account id"),
   }),
+  /** A Lightning Address: its LNURL-pay server is asked for an invoice of the amount, then the invoice is paid. */
+  z.strictObject({ type: z.literal("lightning_address"), address: lightningAddress }),
   /** A payee of the tenant's: every rail that reaches one of its methods competes. */
   z.strictObject({
     type: z.literal("payee"),
@@ -270,15 +281,6 @@ const checksummedAddress = hex(20).refine(
   (address) => isAddress(address, { strict: true }),
   "an EVM address with a wrong EIP-55 checksum (write it all lower case, or with its checksum)",
 );
-
-/** LUD-16: user@domain (a port allowed, as a local LNURL server has one). */
-const lightningAddress = z
-  .string()
-  .max(320)
-  .regex(
-    /^[a-z0-9._+-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?$/i,
-    "a Lightning Address (name@domain)",
-  );
 
 export const payeeMethodSchema = z.discriminatedUnion("type", [
   z.strictObject({

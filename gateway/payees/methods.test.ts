@@ -62,7 +62,7 @@ describe("firstDuplicate", () => {
 });
 
 describe("splitMethods", () => {
-  it("returns the core destinations and the Lightning Addresses apart, each in order", () => {
+  it("returns every method as a core destination, in order, and the Lightning Addresses among them", () => {
     expect(
       splitMethods([
         { kind: "lightning_address", address: "a@example.com" },
@@ -72,7 +72,9 @@ describe("splitMethods", () => {
       ]),
     ).toEqual({
       destinations: [
+        { kind: "lightning_address", address: "a@example.com" },
         { kind: "account", accountId: "acct_a" },
+        { kind: "lightning_address", address: "b@example.com" },
         { kind: "evm_address", address: checksummed, chainId: 1 },
       ],
       lightningAddresses: ["a@example.com", "b@example.com"],

@@ -1,17 +1,20 @@
-// A payee's ways to be paid, in the gateway's terms: each a core Destination the rails already reach, or a
-// Lightning Address (no core kind yet: stored and validated, paid by later work). Pure: normalizing and
-// refusing duplicates needs no store.
+// A payee's ways to be paid, in the gateway's terms: each a core Destination a rail reaches (a Lightning Address
+// through its LNURL-pay server). Pure: normalizing and refusing duplicates needs no store.
 import { getAddress } from "viem";
 import type { Destination } from "../../core/index.ts";
 
 /** A payee method a core Destination already names. */
 export type PayeeDestination = Extract<
   Destination,
-  { kind: "evm_address" } | { kind: "lightning_node" } | { kind: "stripe_account" } | { kind: "account" }
+  | { kind: "evm_address" }
+  | { kind: "lightning_node" }
+  | { kind: "lightning_address" }
+  | { kind: "stripe_account" }
+  | { kind: "account" }
 >;
 
 /** One way a payee can be paid. */
-export type PayeeMethod = PayeeDestination | { kind: "lightning_address"; address: string };
+export type PayeeMethod = PayeeDestination;
 
 export type PayeeMethodKind = PayeeMethod["kind"];
 
@@ -68,7 +71,7 @@ export function firstDuplicate(methods: readonly PayeeMethod[]): { index: number
   return null;
 }
 
-/** The methods a rail can pay today, as core Destinations, and the Lightning Addresses apart, in stored order. */
+/** The methods as core Destinations, every one, in stored order; and the Lightning Addresses among them. */
 export function splitMethods(methods: readonly PayeeMethod[]): {
   destinations: PayeeDestination[];
   lightningAddresses: string[];
@@ -77,7 +80,7 @@ export function splitMethods(methods: readonly PayeeMethod[]): {
   const lightningAddresses: string[] = [];
   for (const method of methods) {
     if (method.kind === "lightning_address") lightningAddresses.push(method.address);
-    else destinations.push(method);
+    destinations.push(method);
   }
   return { destinations, lightningAddresses };
 }

@@ -23,6 +23,7 @@ export const destinationBits: Readonly<Record<DestinationKind, number>> = {
   bolt11: 8,
   lightning_node: 16,
   stripe_account: 32,
+  lightning_address: 64,
 };
 
 /**
@@ -34,7 +35,7 @@ export const destinationBits: Readonly<Record<DestinationKind, number>> = {
 export const reachableByKind: Readonly<Record<RailKind, readonly DestinationKind[]>> = {
   internal: ["account"],
   evm: ["evm_address", "evm_split"],
-  lightning: ["bolt11", "lightning_node"],
+  lightning: ["bolt11", "lightning_node", "lightning_address"],
   fiat: ["stripe_account"],
 };
 

@@ -16,6 +16,7 @@ const destinationKinds: DestinationKind[] = [
   "evm_split",
   "bolt11",
   "lightning_node",
+  "lightning_address",
   "stripe_account",
 ];
 const destinationOf: Record<DestinationKind, Destination> = {
@@ -24,6 +25,7 @@ const destinationOf: Record<DestinationKind, Destination> = {
   evm_split: { kind: "evm_split", splitId: "0x02" },
   bolt11: { kind: "bolt11", invoice: "lnbc" },
   lightning_node: { kind: "lightning_node", pubkey: "02" },
+  lightning_address: { kind: "lightning_address", address: "a@b.example" },
   stripe_account: { kind: "stripe_account", accountId: "acct" },
 };
 /** The chains rails settle on and addresses name here; a rail or an address may name none. */

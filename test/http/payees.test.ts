@@ -564,6 +564,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           { kind: "evm_address", address: checksummed },
           { kind: "evm_address", address: checksummed, chainId: 31337 },
           { kind: "lightning_node", pubkey },
+          { kind: "lightning_address", address: "alice@pay.example.com" },
           { kind: "stripe_account", accountId: "acct_1Nv0FGQ9RKHgCVdK" },
           { kind: "account", accountId: "acct_demo_merchant" },
         ],
