@@ -15,8 +15,18 @@ describe("parseBolt11", () => {
         amountMsat: 250_000_000n,
         timestampSeconds: 1496314658,
         expirySeconds: 60,
+        descriptionHash: null,
       },
     });
+  });
+
+  it("reads a description hash (the specification's hashed list of things, $24)", () => {
+    const hashed =
+      "lnbc20m1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqhp58yjmdan79s6qqdhdzgynm4zwqd5d7xmw5fk98klysy043l2ahrqscc6gd6ql3jrc5yzme8v4ntcewwz5cnw92tz0pc8qcuufvq7khhr8wpald05e92xw006sq94mg8v2ndf4sefvf9sygkshp5zfem29trqq2yxxz7";
+    const parsed = parseBolt11(hashed);
+    expect(parsed.ok && parsed.value.descriptionHash).toBe(
+      "3925b6f67e2c340036ed12093dd44e0368df1b6ea26c53dbe4811f58fd5db8c1",
+    );
   });
 
   it("accepts upper case and a lightning: prefix", () => {
