@@ -24,8 +24,8 @@ async function main(): Promise<void> {
     const demo = app.demo;
     const curl = (body: unknown) =>
       `  curl -s ${url}/v1/payments -H 'Authorization: Bearer ${demo.apiKey}' -H 'Content-Type: application/json' -H "Idempotency-Key: $(date +%s%N)" -d '${JSON.stringify(body)}'`;
-    const payment = (destination: Record<string, string | number>) => ({
-      amount: "1.50",
+    const payment = (destination: Record<string, string | number>, amount = "1.50") => ({
+      amount,
       asset: "USDC",
       source: { account: demo.customer.id },
       destination,
@@ -33,8 +33,8 @@ async function main(): Promise<void> {
     const first = demo.chains[0];
     const onChain = demo.chains.map(
       (chain) => `
-Pay 1.50 USDC on rail ${chain.rail} only (the address names chain ${chain.chainId}):
-${curl(payment({ type: "evm_address", address: chain.payee, chain_id: chain.chainId }))}
+Pay 25 USDC on rail ${chain.rail} only (the address names chain ${chain.chainId}):
+${curl(payment({ type: "evm_address", address: chain.payee, chain_id: chain.chainId }, "25.00"))}
 `,
     );
     console.log(`
@@ -53,6 +53,9 @@ Pay 1.50 USDC to ${first.payee}, on whichever chain the router finds cheapest:
 ${curl(payment({ type: "evm_address", address: first.payee }))}
 ${onChain.join("")}`
 }
+A payout whose gas would cost more than half of it (1.50 USDC on the 25 gwei L1) is not paid at a loss: it is
+answered 202 processing and leaves in the next netted batch (NETTING_MAX_FEE_SHARE_BPS).
+
 Then look at it, and at the customer's balance:
   curl -s ${url}/v1/payments/<id> -H 'Authorization: Bearer ${demo.apiKey}'
   curl -s ${url}/v1/accounts/${demo.customer.id}/balance -H 'Authorization: Bearer ${demo.apiKey}'
