@@ -15,6 +15,7 @@ import { type App, createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { selectLedgerTotals } from "../../gateway/ledger/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
+import { signEvent, stripeEvents } from "../fiat/stripe-events.ts";
 import { apiClient } from "../support/api.ts";
 
 const cluster = inject("lightningCluster");
@@ -25,6 +26,7 @@ let directory = "";
 let address: `0x${string}`;
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
+const stripeWebhookSecret = "whsec_routing_test_secret";
 
 /** Lightning liquidity the ledger knows of: what a BTC account was paid by invoice, $20 at $100,000 a BTC. */
 const lightningFundingBtc = "0.0002";
@@ -40,7 +42,7 @@ beforeAll(async () => {
       LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
       LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
       STRIPE_SECRET_KEY: "sk_test_123",
-      STRIPE_WEBHOOK_SECRETS: "whsec_routing_test_secret",
+      STRIPE_WEBHOOK_SECRETS: stripeWebhookSecret,
       STRIPE_API_HOST: "127.0.0.1",
       STRIPE_API_PORT: String(inject("stripeMockPort")),
       STRIPE_API_PROTOCOL: "http",
@@ -236,6 +238,89 @@ describe("a payee on every rail", () => {
     const second = await pay$(id, "0.50", { quote: quote.body.id });
     expect(second.status).toBe(409);
     expect(second.body.error.code).toBe("quote_used");
+  });
+
+  it("a USD balance pays a Stripe connected account (its fee as Stripe's balance transaction says) and a USDC address", async () => {
+    // USD arrives first: a card top-up, credited when Stripe's signed webhook says the PaymentIntent succeeded.
+    await createAccount(
+      { sql: app.db, ledger: app.ledger },
+      {
+        tenantId: app.demo!.tenantId,
+        kind: "customer",
+        asset: assets.USD,
+        name: "usd",
+        id: "acct_routing_usd",
+      },
+    );
+    const topUp = await call("POST", "/v1/invoices", {
+      account: "acct_routing_usd",
+      amount: "25.00",
+      asset: "USD",
+      description: "top-up",
+    });
+    expect(topUp.status).toBe(201);
+    const event = stripeEvents.intentSucceeded("evt_routing_topup", {
+      intentId: topUp.body.instructions.payment_intent,
+      amount: 2500,
+      paymentId: topUp.body.id,
+      attemptId: "invoice",
+      reference: topUp.body.id,
+    });
+    const { payload, header } = signEvent(event, {
+      secret: stripeWebhookSecret,
+      timestamp: Math.floor(Date.now() / 1000),
+    });
+    const delivered = await app.server.inject({
+      method: "POST",
+      url: "/v1/webhooks/stripe",
+      headers: { "content-type": "application/json", "stripe-signature": header },
+      payload,
+    });
+    expect(delivered.statusCode).toBe(200);
+
+    const stripeOnly = await payee([{ type: "stripe_account", account: "acct_1Nv0FGQ9RKHgCVdK" }]);
+    const paid = await call("POST", "/v1/payments", {
+      amount: "10.00",
+      asset: "USD",
+      source: { account: "acct_routing_usd" },
+      destination: { type: "payee", payee: stripeOnly },
+    });
+    expect(paid.status).toBe(201);
+    expect(paid.body).toMatchObject({ status: "succeeded", rail: "fiat" });
+    const [attempt] = paid.body.attempts;
+    // What Stripe took for the transfer: its balance transaction's fee, read back from stripe-mock.
+    const transfer = await fetch(
+      `http://127.0.0.1:${inject("stripeMockPort")}/v1/transfers/${attempt.evidence.psp_id}?expand[]=balance_transaction`,
+      { headers: { authorization: "Bearer sk_test_123" } },
+    ).then((response) => response.json() as Promise<{ balance_transaction: { fee: number } }>);
+    expect(micro(attempt.fee)).toBe(BigInt(transfer.balance_transaction.fee));
+
+    // The same USD balance pays a USDC address: through the FX desk, on the L2.
+    const tokensBefore = await app.chains.get("evm-l2")!.publicClient.readContract({
+      address: app.chains.get("evm-l2")!.contracts.testUsd,
+      abi: erc20Abi,
+      functionName: "balanceOf",
+      args: [address],
+    });
+    const crossed = await call("POST", "/v1/payments", {
+      amount: "5.00",
+      asset: "USD",
+      source: { account: "acct_routing_usd" },
+      destination: { type: "evm_address", address },
+    });
+    expect(crossed.status).toBe(201);
+    expect(crossed.body).toMatchObject({ status: "succeeded", rail: "evm-l2" });
+    expect(crossed.body.attempts[0]).toMatchObject({ asset: "USDC", amount: "5.000000" });
+    const tokensAfter = await app.chains.get("evm-l2")!.publicClient.readContract({
+      address: app.chains.get("evm-l2")!.contracts.testUsd,
+      abi: erc20Abi,
+      functionName: "balanceOf",
+      args: [address],
+    });
+    expect(tokensAfter - tokensBefore).toBe(5_000_000n);
+    const reserveId = derivedLedgerId(crossed.body.attempts[0].id, "reserve").toString();
+    const [spread] = await app.ledger.lookupTransfers([derivedLedgerId(reserveId, "fx-spread")]);
+    expect(spread?.amount).toBe(1n); // 0.2 % of $5, one cent
   });
 
   it("a stale BTC rate excludes Lightning as stale_rate, and the other rails still price the payment", async () => {
