@@ -52,10 +52,21 @@ async function getJson(
     return { ok: false, why: `${url.host} answered more than ${params.bodyBytesMax} bytes` };
   let text: string;
   try {
-    const body = Buffer.from(await response.arrayBuffer());
-    if (body.length > params.bodyBytesMax)
-      return { ok: false, why: `${url.host} answered more than ${params.bodyBytesMax} bytes` };
-    text = body.toString("utf8");
+    // Read a chunk at a time and stop at the bound: a server that streams forever costs no more than it.
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const reader = response.body?.getReader();
+    for (;;) {
+      const next = await reader?.read();
+      if (next === undefined || next.done) break;
+      size += next.value.byteLength;
+      if (size > params.bodyBytesMax) {
+        await reader?.cancel();
+        return { ok: false, why: `${url.host} answered more than ${params.bodyBytesMax} bytes` };
+      }
+      chunks.push(next.value);
+    }
+    text = Buffer.concat(chunks).toString("utf8");
   } catch (error) {
     return {
       ok: false,
