@@ -22,6 +22,7 @@ import {
   takeBack,
   voidLegs,
   voidReservation,
+  writeChainWith,
 } from "./postings.ts";
 import { AccountFlags, TransferFlags } from "./types.ts";
 
@@ -273,5 +274,61 @@ describe("chains of legs", () => {
     ]);
     const [account] = await ledger.lookupAccounts([from]);
     expect((account?.debitsPosted ?? 0n) - (account?.creditsPosted ?? 0n)).toBe(0n);
+  });
+});
+
+describe("writeChainWith", () => {
+  it("holds a chain all or none: one short member refuses every member, and says which shortfall it was", async () => {
+    const { tenant, clearing } = await accounts(100n);
+    const fees = id();
+    await ledger.createAccounts([{ id: fees, ledger: ledgerOf, code: 20 }]);
+    const [amountId, feeId] = [id(), id()];
+    const refused = await writeChainWith(
+      ledger,
+      [
+        { kind: "hold", posting: move(tenant, clearing, 90n), transfer: { id: amountId } },
+        { kind: "hold", posting: move(tenant, fees, 20n), transfer: { id: feeId } },
+      ],
+      { statement: alongside, when: "always" },
+      "the chain",
+    );
+    expect(refused.outcome).toBe("insufficient_funds");
+    expect(refused.rows).toEqual([{ written: 1 }]); // `always`: the refusal is recorded too
+    expect(await ledger.lookupTransfers([amountId, feeId])).toEqual([]);
+  });
+
+  it("posts less than a hold (the rest released) beside a move, and a repeat of the whole chain is success", async () => {
+    const { tenant, clearing } = await accounts(100n);
+    const fees = id();
+    await ledger.createAccounts([{ id: fees, ledger: ledgerOf, code: 20 }]);
+    const [amountId, feeId] = [id(), id()];
+    const held = await writeChainWith(
+      ledger,
+      [
+        { kind: "hold", posting: move(tenant, clearing, 60n), transfer: { id: amountId } },
+        { kind: "hold", posting: move(tenant, fees, 30n), transfer: { id: feeId } },
+      ],
+      { statement: alongside, when: "always" },
+      "the holds",
+    );
+    expect(held.outcome).toBe("reserved");
+    const [amountHold, feeHold] = [
+      await findReservation(ledger, amountId),
+      await findReservation(ledger, feeId),
+    ];
+    const members = [
+      { kind: "post" as const, reservation: amountHold!, transfer: { id: id() } },
+      { kind: "post" as const, reservation: feeHold!, transfer: { id: id() }, amount: 7n },
+      { kind: "move" as const, posting: move(fees, clearing, 7n), transfer: { id: id() } },
+    ];
+    const statement = { text: "SELECT 2 AS written", params: [] };
+    const posted = await writeChainWith(ledger, members, { statement, when: "held", sql: db }, "the posts");
+    expect(posted).toEqual({ outcome: "reserved", rows: [{ written: 2 }] });
+    const [account] = await ledger.lookupAccounts([tenant]);
+    expect(account).toMatchObject({ debitsPosted: 67n, debitsPending: 0n }); // 60 + 7; the hold's other 23 released
+    // The same chain again: every member exists, and the `held` statement is written on its own.
+    const again = await writeChainWith(ledger, members, { statement, when: "held", sql: db }, "the posts");
+    expect(again).toEqual({ outcome: "reserved", rows: [{ written: 2 }] });
+    expect((await ledger.lookupAccounts([tenant]))[0]).toMatchObject({ debitsPosted: 67n });
   });
 });
