@@ -2,66 +2,31 @@
 // the ledger moves the payer's USDC into the FX desk's capital and the desk's BTC out to the Lightning clearing
 // account, as one linked chain, with the spread booked as the desk's revenue — every ledger balances — and LND
 // pays the invoice once.
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
-import { authenticatedLndGrpc, createInvoice, pay } from "lightning";
+import { authenticatedLndGrpc, createInvoice } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
-import { createAccount, getRailAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
-import { type App, createApp } from "../../gateway/app.ts";
+import { getRailAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
+import type { App } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { selectLedgerTotals, transferCodes } from "../../gateway/ledger/index.ts";
-import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
+import { btcAccount, startLightningGateway } from "../support/lightning-gateway.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
 const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
 let app: App;
-let directory = "";
+let gateway: Awaited<ReturnType<typeof startLightningGateway>>;
 
 beforeAll(async () => {
-  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-fx-"));
-  app = await createApp(
-    loadConfig({
-      LOG_LEVEL: "silent",
-      LND_SOCKET: cluster.nodes.gateway.socket,
-      LND_CERT_BASE64: cluster.nodes.gateway.cert,
-      LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
-      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
-    }),
-  );
-  await waitFor(
-    "lightning rail available",
-    async () => (app.rails.get("lightning")?.snapshot().available ? true : undefined),
-    { timeoutMs: 30_000 },
-  );
+  gateway = await startLightningGateway(cluster);
+  app = gateway.app;
   // BTC arrives on the gateway's node first (an invoice of a BTC account paid by the payer node): the Lightning
   // clearing account then holds what the FX leg pays out of it.
-  await createAccount(
-    { sql: app.db, ledger: app.ledger },
-    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: "acct_fx_btc" },
-  );
-  const invoice = await call("POST", "/v1/invoices", {
-    account: "acct_fx_btc",
-    amount: "0.0001",
-    asset: "BTC",
-    description: "liquidity",
-  });
-  expect(invoice.status).toBe(201);
-  await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
-  await waitFor(
-    "invoice paid",
-    async () =>
-      (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
-    { timeoutMs: 30_000 },
-  );
+  await btcAccount(app, { id: "acct_fx_btc", funding: { amount: "0.0001", payer } });
 });
 afterAll(async () => {
-  await app?.close();
-  await rm(directory, { recursive: true, force: true });
+  await gateway?.close();
 });
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);

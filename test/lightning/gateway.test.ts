@@ -1,17 +1,12 @@
 // The Lightning rail through the whole gateway: a BTC invoice paid by the payer node credits the tenant's
 // account with the preimage as evidence; a payment to the payee's BOLT11 invoice goes out through the
 // gateway's node and debits the account by exactly the amount.
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import { authenticatedLndGrpc, createInvoice, getFailedPayments, getPayments, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { assets } from "../../core/index.ts";
-import { createAccount } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
-import { type App, createApp } from "../../gateway/app.ts";
+import type { App } from "../../gateway/app.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
+import { btcAccount, startLightningGateway } from "../support/lightning-gateway.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
@@ -19,32 +14,15 @@ const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
 const remote = authenticatedLndGrpc(cluster.nodes.remote).lnd;
 const accountId = "acct_btc_customer";
 let app: App;
-let directory = "";
+let gateway: Awaited<ReturnType<typeof startLightningGateway>>;
 
 beforeAll(async () => {
-  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-gateway-"));
-  app = await createApp(
-    loadConfig({
-      LOG_LEVEL: "silent",
-      LND_SOCKET: cluster.nodes.gateway.socket,
-      LND_CERT_BASE64: cluster.nodes.gateway.cert,
-      LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
-      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
-    }),
-  );
-  await createAccount(
-    { sql: app.db, ledger: app.ledger },
-    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: accountId },
-  );
-  await waitFor(
-    "lightning rail available",
-    async () => (app.rails.get("lightning")?.snapshot().available ? true : undefined),
-    { timeoutMs: 30_000 },
-  );
+  gateway = await startLightningGateway(cluster);
+  app = gateway.app;
+  await btcAccount(app, { id: accountId });
 });
 afterAll(async () => {
-  await app?.close();
-  await rm(directory, { recursive: true, force: true });
+  await gateway?.close();
 });
 
 const posted = async () => (await call("GET", `/v1/accounts/${accountId}/balance`)).body.posted as string;

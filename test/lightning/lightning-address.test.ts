@@ -3,19 +3,13 @@
 // amount and pays that invoice once. A server whose invoice asks another amount, or does not commit to the pay
 // request, is refused before LND sees anything.
 import { createHash } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
-import path from "node:path";
-import { authenticatedLndGrpc, createInvoice, getInvoice, getPayments, pay } from "lightning";
+import { authenticatedLndGrpc, createInvoice, getInvoice, getPayments } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { assets } from "../../core/index.ts";
-import { createAccount } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
-import { type App, createApp } from "../../gateway/app.ts";
-import { waitFor } from "../../scripts/lightning/index.ts";
+import type { App } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
+import { btcAccount, startLightningGateway } from "../support/lightning-gateway.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
@@ -23,7 +17,7 @@ const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
 const gatewayNode = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
 const accountId = "acct_lnaddr_btc";
 let app: App;
-let directory = "";
+let gateway: Awaited<ReturnType<typeof startLightningGateway>>;
 let server: Server;
 let host = "";
 const callbacks: { user: string; amount: string; invoiceId: string }[] = [];
@@ -67,44 +61,13 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lnaddr-"));
-  app = await createApp(
-    loadConfig({
-      LOG_LEVEL: "silent",
-      LND_SOCKET: cluster.nodes.gateway.socket,
-      LND_CERT_BASE64: cluster.nodes.gateway.cert,
-      LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
-      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
-      LIGHTNING_ADDRESS_HTTP_HOSTS: "127.0.0.1",
-    }),
-  );
-  await waitFor(
-    "lightning rail available",
-    async () => (app.rails.get("lightning")?.snapshot().available ? true : undefined),
-    { timeoutMs: 30_000 },
-  );
-  await createAccount(
-    { sql: app.db, ledger: app.ledger },
-    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: accountId },
-  );
-  const invoice = await call("POST", "/v1/invoices", {
-    account: accountId,
-    amount: "0.0001",
-    asset: "BTC",
-    description: "top-up",
-  });
-  await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
-  await waitFor(
-    "invoice paid",
-    async () =>
-      (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
-    { timeoutMs: 30_000 },
-  );
+  gateway = await startLightningGateway(cluster, { LIGHTNING_ADDRESS_HTTP_HOSTS: "127.0.0.1" });
+  app = gateway.app;
+  await btcAccount(app, { id: accountId, funding: { amount: "0.0001", payer } });
 });
 afterAll(async () => {
-  await app?.close();
+  await gateway?.close();
   await new Promise<void>((resolve) => server?.close(() => resolve()));
-  await rm(directory, { recursive: true, force: true });
 });
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);

@@ -1,28 +1,27 @@
 // A payee reachable on every kind of rail, paid through the HTTP API with the real parts up: two embedded Hardhat
-// chains (an "L1" at 25 gwei and an "L2" at 0.01 gwei), the regtest Lightning network and stripe-mock (fiat). The router ranks every rail in one cost unit
-// (USD micro-units), the cheapest wins in its amount band, a winner that fails falls back to the next rail under
-// the same payment, paying once, and every fee is booked as the rail reported it.
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
-import { authenticatedLndGrpc, getPayments, pay } from "lightning";
+// chains (an "L1" at 25 gwei and an "L2" at 0.01 gwei), the regtest Lightning network and stripe-mock (fiat). The
+// router ranks every rail in one cost unit (USD micro-units), the cheapest wins in its amount band, a winner that
+// fails falls back to the next rail under the same payment, paying once, and every fee is booked as the rail
+// reported it.
+import { authenticatedLndGrpc, getPayments } from "lightning";
 import { erc20Abi, numberToHex } from "viem";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets, divCeil } from "../../core/index.ts";
 import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
-import { embeddedL1L2, loadConfig } from "../../gateway/app/config.ts";
-import { type App, createApp } from "../../gateway/app.ts";
+import { embeddedL1L2 } from "../../gateway/app/config.ts";
+import type { App } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { selectLedgerTotals } from "../../gateway/ledger/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { signEvent, stripeEvents } from "../fiat/stripe-events.ts";
 import { apiClient } from "../support/api.ts";
+import { btcAccount, startLightningGateway } from "../support/lightning-gateway.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
 const gatewayNode = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
 let app: App;
-let directory = "";
+let gateway: Awaited<ReturnType<typeof startLightningGateway>>;
 let address: `0x${string}`;
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
@@ -32,23 +31,16 @@ const stripeWebhookSecret = "whsec_routing_test_secret";
 const lightningFundingBtc = "0.0002";
 
 beforeAll(async () => {
-  directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-routing-"));
-  app = await createApp(
-    loadConfig({
-      ...embeddedL1L2,
-      LOG_LEVEL: "silent",
-      LND_SOCKET: cluster.nodes.gateway.socket,
-      LND_CERT_BASE64: cluster.nodes.gateway.cert,
-      LND_MACAROON_BASE64: cluster.nodes.gateway.macaroon,
-      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
-      STRIPE_SECRET_KEY: "sk_test_123",
-      STRIPE_WEBHOOK_SECRETS: stripeWebhookSecret,
-      STRIPE_API_HOST: "127.0.0.1",
-      STRIPE_API_PORT: String(inject("stripeMockPort")),
-      STRIPE_API_PROTOCOL: "http",
-      FIAT_LIQUIDITY: "not_limited",
-    }),
-  );
+  gateway = await startLightningGateway(cluster, {
+    ...embeddedL1L2,
+    STRIPE_SECRET_KEY: "sk_test_123",
+    STRIPE_WEBHOOK_SECRETS: stripeWebhookSecret,
+    STRIPE_API_HOST: "127.0.0.1",
+    STRIPE_API_PORT: String(inject("stripeMockPort")),
+    STRIPE_API_PROTOCOL: "http",
+    FIAT_LIQUIDITY: "not_limited",
+  });
+  app = gateway.app;
   address = app.demo!.payee!;
   await waitFor(
     "every rail available",
@@ -58,34 +50,10 @@ beforeAll(async () => {
         : undefined,
     { timeoutMs: 60_000 },
   );
-  await createAccount(
-    { sql: app.db, ledger: app.ledger },
-    {
-      tenantId: app.demo!.tenantId,
-      kind: "customer",
-      asset: assets.BTC,
-      name: "btc",
-      id: "acct_routing_btc",
-    },
-  );
-  const invoice = await call("POST", "/v1/invoices", {
-    account: "acct_routing_btc",
-    amount: lightningFundingBtc,
-    asset: "BTC",
-    description: "lightning liquidity",
-  });
-  expect(invoice.status).toBe(201);
-  await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
-  await waitFor(
-    "invoice paid",
-    async () =>
-      (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
-    { timeoutMs: 30_000 },
-  );
+  await btcAccount(app, { id: "acct_routing_btc", funding: { amount: lightningFundingBtc, payer } });
 });
 afterAll(async () => {
-  await app?.close();
-  await rm(directory, { recursive: true, force: true });
+  await gateway?.close();
 });
 
 async function payee(methods: unknown[]): Promise<string> {
