@@ -291,16 +291,26 @@ const priceFeedsSchema = z.record(
   z.string().regex(/^0x[0-9a-fA-F]{40}$/, "a feed address"),
 );
 
-function parsePriceFeeds(text: string): Record<string, `0x${string}`> {
+/** A setting that holds JSON, checked by its schema; a ConfigError names the setting and the path of each problem. */
+function jsonSetting<T>(name: string, text: string, schema: z.ZodType<T>): T {
   let json: unknown;
   try {
     json = JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError("PRICE_FEEDS is not JSON", { cause: error });
+  } catch (cause) {
+    throw new ConfigError(`invalid configuration: ${name} is not JSON`, { cause });
   }
-  const parsed = priceFeedsSchema.safeParse(json);
-  if (!parsed.success) throw new ConfigError(`PRICE_FEEDS: ${parsed.error.issues[0]?.message ?? "invalid"}`);
-  return parsed.data as Record<string, `0x${string}`>;
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const problems = parsed.error.issues
+      .map((issue) => `${[name, ...issue.path].join(".")}: ${issue.message}`)
+      .join("; ");
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  return parsed.data;
+}
+
+function parsePriceFeeds(text: string): Record<string, `0x${string}`> {
+  return jsonSetting("PRICE_FEEDS", text, priceFeedsSchema) as Record<string, `0x${string}`>;
 }
 
 /** The first chain (rail "evm"), from the single-chain variables. */
@@ -347,22 +357,10 @@ function firstChain(e: Env): EvmChainConfig {
 /** The chains of EVM_CHAINS, each checked: a unique rail id, an RPC chain with its token and key, a unique chain id. */
 function furtherChains(e: Env): EvmChainConfig[] {
   if (e.EVM_CHAINS === undefined) return [];
-  let json: unknown;
-  try {
-    json = JSON.parse(e.EVM_CHAINS);
-  } catch (cause) {
-    throw new ConfigError("invalid configuration: EVM_CHAINS is not JSON", { cause });
-  }
-  const parsed = evmChainEntries.safeParse(json);
-  if (!parsed.success) {
-    const problems = parsed.error.issues
-      .map((issue) => `EVM_CHAINS.${issue.path.join(".")}: ${issue.message}`)
-      .join("; ");
-    throw new ConfigError(`invalid configuration: ${problems}`);
-  }
+  const entries = jsonSetting("EVM_CHAINS", e.EVM_CHAINS, evmChainEntries);
   const ids = new Set<string>();
   const chainIds = new Set<number>([...(e.EVM_RPC_URL === undefined ? [embeddedFirstChainId] : [])]);
-  return parsed.data.map((entry, index) => {
+  return entries.map((entry, index) => {
     const where = `EVM_CHAINS[${index}] (${entry.id})`;
     if (ids.has(entry.id)) throw new ConfigError(`invalid configuration: ${where}: the id is used twice`);
     ids.add(entry.id);
