@@ -38,26 +38,13 @@ import {
 } from "../gateway/router/fixtures.ts";
 import { prepareSnapshot, route } from "../gateway/router/index.ts";
 import type { PayeeTarget, PaymentIntent, RoutePolicy, Snapshot } from "../gateway/router/types.ts";
-import { type BenchResult, type BenchRow, percentile } from "./report.ts";
+import { type BenchResult, type BenchRow, makeRandom, percentile } from "./report.ts";
 
 const intentsCount = 10_000;
 const throughputRounds = 30;
 const warmupRounds = 20;
 const batchSize = 16;
 const seed = 0x5eed;
-
-/** xorshift32: a fixed seed, so every run routes the same intents. */
-function makeRandom(start: number): () => number {
-  let state = start >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
-  };
-}
 
 const destinations: Destination[] = [
   { kind: "account", accountId: "acct_1" },

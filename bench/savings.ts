@@ -30,7 +30,7 @@ import {
   usdc,
 } from "../gateway/router/fixtures.ts";
 import { type PayeeTarget, type PaymentIntent, prepareSnapshot, route } from "../gateway/router/index.ts";
-import type { BenchResult, BenchRow } from "./report.ts";
+import { type BenchResult, type BenchRow, makeRandom } from "./report.ts";
 
 const paymentsCount = 10_000;
 const seed = 0x5a71_4e55;
@@ -68,19 +68,6 @@ const methods: readonly Destination[] = [
   { kind: "stripe_account", accountId: "acct_payee" },
 ];
 const payee: PayeeTarget = { kind: "payee", payeeId: "pye_savings", methods };
-
-/** xorshift32: a fixed seed, so every run pays the same stream. */
-function makeRandom(start: number): () => number {
-  let state = start >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state;
-  };
-}
 
 /** A uniform integer in [0, n) for 0 < n ≤ 2^31, without modulo bias (a draw in the ragged top is drawn again). */
 function uniformBelow(next: () => number, n: number): number {
