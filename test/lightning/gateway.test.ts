@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { App } from "../../gateway/app.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
-import { btcAccount, startLightningGateway } from "../support/lightning-gateway.ts";
+import { btcAccount, startLightningGateway, topUpByInvoice } from "../support/lightning-gateway.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
@@ -80,19 +80,7 @@ describe("the Lightning rail through the gateway", () => {
   });
 
   it("pays an invoice behind a fee-charging hop: the fee cap comes from the route's estimate, the attempt's fee is LND's", async () => {
-    const topUp = await call("POST", "/v1/invoices", {
-      account: accountId,
-      amount: "0.00002",
-      asset: "BTC",
-      description: "top-up for the far payment",
-    });
-    await pay({ lnd: payer, request: topUp.body.instructions.bolt11 });
-    await waitFor(
-      "top-up paid",
-      async () =>
-        (await call("GET", `/v1/invoices/${topUp.body.id}`)).body.status === "paid" ? true : undefined,
-      { timeoutMs: 30_000 },
-    );
+    await topUpByInvoice(app, { account: accountId, amount: "0.00002", payer });
     const before = await posted();
     // 1,000 sat through the payee's hop: 2,000 msat + 5,000 ppm = 7,000 msat (remoteHopFee).
     const { request } = await createInvoice({ lnd: remote, tokens: 1_000, description: "far away" });

@@ -54,18 +54,25 @@ export async function btcAccount(
     { sql: app.db, ledger: app.ledger },
     { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.BTC, name: "btc", id: params.id },
   );
-  if (params.funding === undefined) return;
+  if (params.funding !== undefined) await topUpByInvoice(app, { account: params.id, ...params.funding });
+}
+
+/** Puts `amount` BTC on an account the way it arrives on Lightning: its invoice, paid by the payer node. */
+export async function topUpByInvoice(
+  app: App,
+  params: { account: string; amount: string; payer: AuthenticatedLnd },
+): Promise<void> {
   const call = apiClient(app);
   const invoice = await call("POST", "/v1/invoices", {
-    account: params.id,
-    amount: params.funding.amount,
+    account: params.account,
+    amount: params.amount,
     asset: "BTC",
     description: "top-up",
   });
-  if (invoice.status !== 201) throw new Error(`funding invoice refused: ${JSON.stringify(invoice.body)}`);
-  await pay({ lnd: params.funding.payer, request: invoice.body.instructions.bolt11 });
+  if (invoice.status !== 201) throw new Error(`top-up invoice refused: ${JSON.stringify(invoice.body)}`);
+  await pay({ lnd: params.payer, request: invoice.body.instructions.bolt11 });
   await waitFor(
-    "funding invoice paid",
+    "top-up invoice paid",
     async () =>
       (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
     { timeoutMs: invoicePaidTimeoutMs },
