@@ -22,6 +22,10 @@ export type ApiErrorCode =
   | "api_key_invalid"
   | "payment_not_found"
   | "invoice_not_found"
+  | "refund_not_found"
+  | "refund_exceeds_remaining"
+  | "invoice_not_paid"
+  | "refund_unsupported"
   | "route_not_found"
   | "idempotency_key_invalid"
   | "idempotency_key_reused"
@@ -57,6 +61,10 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   destination_not_found: 404,
   payment_not_found: 404,
   invoice_not_found: 404,
+  refund_not_found: 404,
+  refund_exceeds_remaining: 409,
+  invoice_not_paid: 409,
+  refund_unsupported: 422,
   payee_not_found: 404,
   payee_method_duplicate: 400,
   route_not_found: 404,

@@ -5,7 +5,7 @@ import { createHash, randomFillSync } from "node:crypto";
 
 const crockford = "0123456789abcdefghjkmnpqrstvwxyz";
 
-export type IdPrefix = "pay" | "att" | "acct" | "ten" | "key" | "evt" | "quo" | "inv" | "we" | "nb" | "pye";
+export type IdPrefix = "pay" | "att" | "acct" | "ten" | "key" | "evt" | "quo" | "inv" | "we" | "nb" | "pye" | "rfd";
 
 export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   const bytes = Buffer.allocUnsafe(16);
@@ -48,7 +48,7 @@ function base32(bytes: Buffer): string {
   return text;
 }
 
-const idPattern = /^(pay|att|acct|ten|key|evt|quo|inv|we|nb|pye)_[0-9a-hjkmnp-tv-z]{26}$/;
+const idPattern = /^(pay|att|acct|ten|key|evt|quo|inv|we|nb|pye|rfd)_[0-9a-hjkmnp-tv-z]{26}$/;
 
 export function isId(prefix: IdPrefix, text: string): boolean {
   return idPattern.test(text) && text.startsWith(`${prefix}_`);

@@ -62,6 +62,13 @@ export const transferCodes = {
     /** The payable account against the rail's clearing account, once the batch was paid out. */
     batchPaid: 6,
   },
+  /** gateway/payments/refunds.ts: money given back to a payer. */
+  refunds: {
+    /** The refunded account into the rail's clearing account (its hold, post or void); internal: back to the payer. */
+    refund: 30,
+    /** A refund that succeeded and was given back after all (a Stripe refund that failed later). */
+    refundUndone: 31,
+  },
   /** gateway/settlement/evm-mirror.ts: the RevenueSplitter's events. */
   evmMirror: {
     paid: 20,
