@@ -47,6 +47,8 @@ export type {
   RailRouteReply,
   RailRouteRequest,
   RailSnapshot,
+  ReceivedRefund,
+  ReceivedRefundOutcome,
   ReceiveOutcome,
   ReceiveRequest,
   SettlementEvidence,

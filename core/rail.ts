@@ -166,6 +166,27 @@ export type ReceiveOutcome =
     }
   | { status: "refused"; code: RailFailureCode | "amount_too_large"; message: string };
 
+/**
+ * Money that came in for an invoice, given back to whoever paid it (a Stripe refund of its PaymentIntent). `id` is
+ * the refund's idempotency key on the rail: asked again, the rail refunds once and reports the first outcome.
+ */
+export type ReceivedRefund = {
+  readonly id: string;
+  /** The invoice the money came in for (`ReceiveRequest.reference`), and the rail's own name for it. */
+  readonly reference: string;
+  readonly railReference: string;
+  readonly amount: bigint; // in the rail's asset
+};
+
+/**
+ * `in_flight`: the rail took the refund and will say how it ended as a `reversed` (effective) or `reinstated`
+ * (failed) event of `reference` whose evidence is this one. A failure moved nothing.
+ */
+export type ReceivedRefundOutcome =
+  | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint }
+  | { status: "in_flight"; evidence: SettlementEvidence }
+  | { status: "failed"; code: RailFailureCode | "amount_too_large"; message: string };
+
 /** A request from the rail's provider (a webhook), as the server received it: the body's exact bytes. */
 export type RailRouteRequest = {
   readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -219,6 +240,8 @@ export interface Rail {
   balance(): Promise<bigint>;
   /** Money in: asked again with the same reference, it offers the same thing (never a second charge). */
   receive?(request: ReceiveRequest): Promise<ReceiveOutcome>;
+  /** Gives money that came in for an invoice back to its payer, once per refund id. */
+  refundReceived?(refund: ReceivedRefund): Promise<ReceivedRefundOutcome>;
   /** Routes for the rail's provider (webhooks); their events reach the handler given to `onEvent`. */
   readonly routes?: readonly RailRoute[];
   /** Pays many payouts at once; asked again with the same reference, it reports the first outcome. */
