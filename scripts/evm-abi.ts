@@ -13,6 +13,7 @@ export const abiModulePath = path.join(import.meta.dirname, "..", "adapters", "e
 const constNames: Record<ContractName, string> = {
   TestUSD: "testUsdAbi",
   RevenueSplitter: "revenueSplitterAbi",
+  ForwarderFactory: "forwarderFactoryAbi",
 };
 
 /** One ABI item per line: a change to the interface is a change to the lines of the items it touches. */

@@ -98,6 +98,22 @@ export const revenueSplitterAbi = [
   {"inputs":[{"internalType":"address","name":"token","type":"address"},{"internalType":"address[]","name":"recipients","type":"address[]"},{"internalType":"uint16[]","name":"basisPoints","type":"uint16[]"}],"name":"withdrawAll","outputs":[{"internalType":"uint256","name":"total","type":"uint256"}],"stateMutability":"nonpayable","type":"function"},
 ] as const;
 
+export const forwarderFactoryAbi = [
+  {"inputs":[{"internalType":"address","name":"owner_","type":"address"}],"stateMutability":"nonpayable","type":"constructor"},
+  {"inputs":[],"name":"FailedDeployment","type":"error"},
+  {"inputs":[{"internalType":"uint256","name":"count","type":"uint256"},{"internalType":"uint256","name":"max","type":"uint256"}],"name":"ForwarderFactoryTooManySalts","type":"error"},
+  {"inputs":[{"internalType":"address","name":"caller","type":"address"}],"name":"ForwarderFactoryUnauthorized","type":"error"},
+  {"inputs":[],"name":"ForwarderFactoryZeroOwner","type":"error"},
+  {"inputs":[{"internalType":"uint256","name":"balance","type":"uint256"},{"internalType":"uint256","name":"needed","type":"uint256"}],"name":"InsufficientBalance","type":"error"},
+  {"anonymous":false,"inputs":[{"indexed":true,"internalType":"bytes32","name":"salt","type":"bytes32"},{"indexed":true,"internalType":"address","name":"forwarder","type":"address"}],"name":"ForwarderDeployed","type":"event"},
+  {"anonymous":false,"inputs":[{"indexed":true,"internalType":"address","name":"token","type":"address"},{"indexed":true,"internalType":"bytes32","name":"salt","type":"bytes32"},{"indexed":true,"internalType":"address","name":"forwarder","type":"address"},{"indexed":false,"internalType":"uint256","name":"amount","type":"uint256"}],"name":"Swept","type":"event"},
+  {"inputs":[],"name":"SWEEP_SALTS_MAX","outputs":[{"internalType":"uint256","name":"","type":"uint256"}],"stateMutability":"view","type":"function"},
+  {"inputs":[{"internalType":"bytes32","name":"salt","type":"bytes32"}],"name":"forwarderAddress","outputs":[{"internalType":"address","name":"","type":"address"}],"stateMutability":"view","type":"function"},
+  {"inputs":[],"name":"implementation","outputs":[{"internalType":"address","name":"","type":"address"}],"stateMutability":"view","type":"function"},
+  {"inputs":[],"name":"owner","outputs":[{"internalType":"address","name":"","type":"address"}],"stateMutability":"view","type":"function"},
+  {"inputs":[{"internalType":"contract IERC20","name":"token","type":"address"},{"internalType":"bytes32[]","name":"salts","type":"bytes32[]"}],"name":"sweep","outputs":[{"internalType":"uint256","name":"total","type":"uint256"}],"stateMutability":"nonpayable","type":"function"},
+] as const;
+
 /** TestUSD's (ERC-20, ERC-3009, permit) errors: add to the splitter's ABI to decode a token revert. */
 export const testUsdErrorsAbi = [
   {"inputs":[],"name":"ECDSAInvalidSignature","type":"error"},

@@ -10,7 +10,7 @@ import { translatingViemErrors } from "./errors.ts";
 /** What TestUSD is deployed with unless told otherwise: USDC's EIP-712 domain name and version. */
 export const testUsdDefaults = { name: "USD Coin", symbol: "TUSD", version: "2", decimals: 6 } as const;
 
-export const contractNames = ["TestUSD", "RevenueSplitter"] as const;
+export const contractNames = ["TestUSD", "RevenueSplitter", "ForwarderFactory"] as const;
 export type ContractName = (typeof contractNames)[number];
 export type ContractArtifact = { contractName: string; abi: readonly unknown[]; bytecode: Hex };
 
@@ -61,10 +61,16 @@ export type DeployContractsParams = {
   testUsd?: { name: string; symbol: string; version: string };
 };
 
-export type DeployedContracts = { testUsd: Address; splitter: Address };
+export type DeployedContracts = {
+  testUsd: Address;
+  splitter: Address;
+  /** Deposit addresses per invoice (CREATE2 forwarders), swept to the deploying account. */
+  forwarderFactory: Address;
+};
 
 /**
- * Deploys TestUSD and RevenueSplitter from the wallet client's account and waits for both receipts.
+ * Deploys TestUSD, RevenueSplitter and a ForwarderFactory owned by the wallet client's account (last, so the
+ * first two keep their addresses) and waits for each receipt.
  * The one deployment path: `npm start` (Hardhat's in-process chain), the tests, and users on another chain.
  */
 export async function deployContracts(params: DeployContractsParams): Promise<DeployedContracts> {
@@ -76,7 +82,19 @@ export async function deployContracts(params: DeployContractsParams): Promise<De
     token.version,
   ]);
   const splitter = await deployOne(walletClient, publicClient, "RevenueSplitter", []);
-  return { testUsd, splitter };
+  const forwarderFactory = await deployForwarderFactory({ walletClient, publicClient });
+  return { testUsd, splitter, forwarderFactory };
+}
+
+/** Deploys a ForwarderFactory whose sweeps go to (and may only be run by) the wallet client's account. */
+export async function deployForwarderFactory(params: {
+  walletClient: WalletClient;
+  publicClient: PublicClient;
+}): Promise<Address> {
+  const owner = params.walletClient.account?.address;
+  if (owner === undefined)
+    throw new ContractDeploymentError("ForwarderFactory", { details: "the wallet client has no account" });
+  return deployOne(params.walletClient, params.publicClient, "ForwarderFactory", [owner]);
 }
 
 /** Deploys only RevenueSplitter: for a chain where the stablecoin (USDC) already exists. */
