@@ -1,0 +1,242 @@
+// Lists, as Stripe's: every collection answers `{ object: "list", url, data, has_more }`, newest first.
+//
+// Query parameters (Fastify's parser hands the bracketed keys over literally, and a repeated key as an array):
+// - `limit`: 1..100, default 10; 0 or 101 is 400 parameter_invalid.
+// - `starting_after` / `ending_before`: an id of an object of the same collection and tenant; the page is the
+//   objects older than it (`starting_after`) or newer than it (`ending_before`, still newest first). At most one
+//   of the two. An id that is not one of the tenant's objects of that collection — unknown, deleted, or another
+//   tenant's — is 400 parameter_invalid naming the parameter (as Stripe's 400 resource_missing), the same answer
+//   for all three so that it tells nothing about other tenants.
+// - `created`, `created[gte]`, `created[gt]`, `created[lte]`, `created[lt]`: unix seconds. A creation time
+//   counts by its whole second, as Stripe's integer `created` does: `created[lte]=T` takes everything created
+//   during second T, `created[gt]=T` nothing of it; `created=T` is that second alone.
+// - `has_more`: whether objects remain beyond this page in the direction it was read (older ones after
+//   `starting_after` or with no cursor, newer ones with `ending_before`). Exact: one row more than `limit` is
+//   read.
+// - `status` and `expand[]` where a collection has them (statusParam, expandParam), passed as `extra`.
+//
+// Order is by (created_at, id), both descending, a keyset: a page costs the same wherever it starts, and
+// objects created while a client pages never shift what it reads next.
+//
+// Use: `listQuery({ idPrefix: "pay", extra: { status: statusParam([...]) } })` as the route's querystring schema,
+// `listView(itemView)` as its 200, and in the handler `listPage(db, { table, tenantColumn, ... }, { tenantId, url,
+// params: listParams(request.query) })`.
+import { z } from "zod";
+import { type Row, type Sql, SwitchyardError } from "../../core/index.ts";
+import { ApiError } from "./errors.ts";
+
+export const listLimitDefault = 10;
+export const listLimitMax = 100;
+/** The last second of the year 9999: no creation time is later, and to_timestamp takes it. */
+export const listCreatedSecondsMax = 253_402_300_799;
+/** The most values `expand[]` may repeat. */
+export const listExpandValuesMax = 8;
+
+const createdSeconds = z.coerce.number().int().min(0).max(listCreatedSecondsMax).optional();
+
+/** The parameters every list takes, for the collection whose ids start with `idPrefix`. */
+function baseShape(idPrefix: string) {
+  const cursor = z
+    .string()
+    .regex(new RegExp(`^${idPrefix}_[0-9a-z_]{1,64}$`), `an id of this list (${idPrefix}_…)`)
+    .optional();
+  return {
+    limit: z.coerce.number().int().min(1).max(listLimitMax).optional(),
+    /** An id: the page holds the objects created before it. */
+    starting_after: cursor,
+    /** An id: the page holds the objects created after it. */
+    ending_before: cursor,
+    /** Unix seconds: created during that second. */
+    created: createdSeconds,
+    "created[gte]": createdSeconds,
+    "created[gt]": createdSeconds,
+    "created[lte]": createdSeconds,
+    "created[lt]": createdSeconds,
+  };
+}
+
+/**
+ * The querystring schema of a list: the common parameters and the collection's own (`extra`: statusParam,
+ * expandParam, or filters of its own). Strict: an unknown parameter is 400 parameter_unknown.
+ */
+export function listQuery<Extra extends z.ZodRawShape = Record<never, never>>(params: {
+  idPrefix: string;
+  extra?: Extra;
+}) {
+  const shape = { ...baseShape(params.idPrefix), ...(params.extra ?? ({} as Extra)) };
+  return z.strictObject(shape).superRefine((query, context) => {
+    const values = query as Record<string, unknown>;
+    if (values.starting_after !== undefined && values.ending_before !== undefined)
+      context.addIssue({
+        code: "custom",
+        path: ["ending_before"],
+        message: "give starting_after or ending_before, not both",
+      });
+  });
+}
+
+/** `status`: one of the collection's statuses. */
+export function statusParam<const Status extends readonly [string, ...string[]]>(statuses: Status) {
+  return z.enum(statuses).optional();
+}
+
+/** `expand[]`: one of `values`, or several (the key repeated). */
+export function expandParam<const Value extends readonly [string, ...string[]]>(values: Value) {
+  const one = z.enum(values);
+  return z.union([one, z.array(one).max(listExpandValuesMax)]).optional();
+}
+
+/** The page's response schema around the collection's item schema. */
+export function listView<Item extends z.ZodType>(item: Item) {
+  return z.object({
+    object: z.literal("list"),
+    /** The list's path, e.g. /v1/payments. */
+    url: z.string(),
+    data: z.array(item),
+    has_more: z.boolean(),
+  });
+}
+
+export type ListPage<Item> = { object: "list"; url: string; data: Item[]; has_more: boolean };
+
+/** What the common parameters ask, in a form SQL takes. */
+export type ListParams = {
+  limit: number;
+  /** `after`: older than the object (starting_after); `before`: newer than it (ending_before). */
+  cursor: { direction: "after" | "before"; id: string; param: "starting_after" | "ending_before" } | null;
+  /** Created at or after this unix second (inclusive), or no lower bound. */
+  createdFromSeconds: number | null;
+  /** Created before this unix second (exclusive), or no upper bound. */
+  createdUntilSeconds: number | null;
+  /** The `expand[]` values given. */
+  expand: ReadonlySet<string>;
+};
+
+type CommonQuery = {
+  limit?: number | undefined;
+  starting_after?: string | undefined;
+  ending_before?: string | undefined;
+  created?: number | undefined;
+  "created[gte]"?: number | undefined;
+  "created[gt]"?: number | undefined;
+  "created[lte]"?: number | undefined;
+  "created[lt]"?: number | undefined;
+  "expand[]"?: string | readonly string[] | undefined;
+};
+
+const maxOf = (values: readonly (number | undefined)[]): number | null => {
+  const given = values.filter((value): value is number => value !== undefined);
+  return given.length === 0 ? null : Math.max(...given);
+};
+const minOf = (values: readonly (number | undefined)[]): number | null => {
+  const given = values.filter((value): value is number => value !== undefined);
+  return given.length === 0 ? null : Math.min(...given);
+};
+const plusOne = (value: number | undefined) => (value === undefined ? undefined : value + 1);
+
+/** The parsed querystring of a list (listQuery's output) as ListParams. */
+export function listParams(query: CommonQuery): ListParams {
+  const expand = query["expand[]"];
+  return {
+    limit: query.limit ?? listLimitDefault,
+    cursor:
+      query.starting_after !== undefined
+        ? { direction: "after", id: query.starting_after, param: "starting_after" }
+        : query.ending_before !== undefined
+          ? { direction: "before", id: query.ending_before, param: "ending_before" }
+          : null,
+    // Whole seconds: `gt T` is `gte T+1`, `lte T` is `lt T+1`, `created T` is both `gte T` and `lt T+1`.
+    createdFromSeconds: maxOf([query["created[gte]"], plusOne(query["created[gt]"]), query.created]),
+    createdUntilSeconds: minOf([
+      query["created[lt]"],
+      plusOne(query["created[lte]"]),
+      plusOne(query.created),
+    ]),
+    expand: new Set(expand === undefined ? [] : typeof expand === "string" ? [expand] : expand),
+  };
+}
+
+/** Where a list's rows come from. Table and column names are the code's own, never the client's. */
+export type ListSource<R extends Row, Item> = {
+  table: string;
+  /** The column holding the tenant's id; every query is scoped by it. */
+  tenantColumn: string;
+  /** The select list; default `*`. */
+  columns?: string;
+  /** What the collection's objects are called, for the answer to an unknown cursor ("payment"). */
+  noun: string;
+  /** Column = value conditions; a value undefined or null is no condition. */
+  equals?: Readonly<Record<string, string | number | undefined | null>>;
+  /** One row as the API shows it. */
+  map: (row: R) => Item;
+  /** The whole page at once instead (to load what the rows nest, say, in one query); default: `map` each. */
+  mapPage?: (rows: R[]) => Promise<Item[]>;
+};
+
+const identifier = /^[a-z_][a-z0-9_]*$/;
+
+function checkedIdentifier(name: string): string {
+  if (!identifier.test(name))
+    throw new SwitchyardError("a list names a table or column that is not a plain identifier", {
+      details: name,
+    });
+  return name;
+}
+
+/**
+ * One page of the tenant's objects of `source`, newest first by (created_at, id), as ListParams asks. A cursor
+ * that is not one of the tenant's objects of the table is 400 parameter_invalid naming its parameter.
+ */
+export async function listPage<R extends Row, Item>(
+  sql: Sql,
+  source: ListSource<R, Item>,
+  request: { tenantId: string; url: string; params: ListParams },
+): Promise<ListPage<Item>> {
+  const table = checkedIdentifier(source.table);
+  const tenant = checkedIdentifier(source.tenantColumn);
+  const { params } = request;
+  if (!Number.isInteger(params.limit) || params.limit < 1 || params.limit > listLimitMax)
+    throw new SwitchyardError("a list was asked a limit out of range", { details: String(params.limit) });
+  const values: unknown[] = [request.tenantId];
+  const where = [`${tenant} = $1`];
+  for (const [column, value] of Object.entries(source.equals ?? {})) {
+    if (value === undefined || value === null) continue;
+    values.push(value);
+    where.push(`${checkedIdentifier(column)} = $${values.length}`);
+  }
+  if (params.createdFromSeconds !== null) {
+    values.push(params.createdFromSeconds);
+    where.push(`created_at >= to_timestamp($${values.length})`);
+  }
+  if (params.createdUntilSeconds !== null) {
+    values.push(params.createdUntilSeconds);
+    where.push(`created_at < to_timestamp($${values.length})`);
+  }
+  const newer = params.cursor?.direction === "before";
+  if (params.cursor !== null) {
+    const found = await sql.query(`SELECT 1 FROM ${table} WHERE ${tenant} = $1 AND id = $2`, [
+      request.tenantId,
+      params.cursor.id,
+    ]);
+    if (found.length === 0)
+      throw new ApiError("parameter_invalid", `no ${source.noun} "${params.cursor.id}"`, {
+        param: params.cursor.param,
+      });
+    values.push(params.cursor.id);
+    // Compared in SQL, so the cursor's created_at keeps its microseconds.
+    where.push(
+      `(created_at, id) ${newer ? ">" : "<"} (SELECT created_at, id FROM ${table} WHERE ${tenant} = $1 AND id = $${values.length})`,
+    );
+  }
+  values.push(params.limit + 1);
+  const order = newer ? "ASC" : "DESC";
+  const rows = await sql.query<R>(
+    `SELECT ${source.columns ?? "*"} FROM ${table} WHERE ${where.join(" AND ")}
+     ORDER BY created_at ${order}, id ${order} LIMIT $${values.length}`,
+    values,
+  );
+  const page = rows.slice(0, params.limit);
+  if (newer) page.reverse();
+  const data = source.mapPage === undefined ? page.map(source.map) : await source.mapPage(page);
+  return { object: "list", url: request.url, data, has_more: rows.length > params.limit };
+}
