@@ -15,7 +15,7 @@ import { createPaymentIntent, receive } from "./intents.ts";
 import { balance, refresh, snapshot } from "./monitor.ts";
 import { executeAttempt } from "./payouts.ts";
 import type { FiatRailState } from "./rail-state.ts";
-import { refund } from "./refunds.ts";
+import { refund, refundReceived } from "./refunds.ts";
 import { type FiatRail, type FiatRailParams, snapshotRefreshMsDefault } from "./types.ts";
 
 export function createFiatRail(params: FiatRailParams): FiatRail {
@@ -67,6 +67,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     snapshot: () => snapshot(state),
     execute: (attempt) => executeAttempt(state, attempt),
     refund: (request) => refund(state, request),
+    refundReceived: (request) => refundReceived(state, request),
 
     onEvent(next) {
       // Stripe's events arrive through this rail's webhook route (webhook-route.ts), which verifies, orders and

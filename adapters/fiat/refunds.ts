@@ -2,10 +2,11 @@
 // and what Stripe created is recorded by that key. The refund's outcome (and a dispute's) reaches the
 // settlement by webhook, as a reversal (events.ts).
 import type Stripe from "stripe";
+import type { RailFailureCode, ReceivedRefund, ReceivedRefundOutcome } from "../../core/index.ts";
 import { translateStripeError } from "./errors.ts";
 import { metadataKeys } from "./events.ts";
 import { checkId, type FiatRailState, failureOf } from "./rail-state.ts";
-import { idempotencyKeys, type RefundParams, type RefundResult } from "./types.ts";
+import { type FiatRequestFailure, idempotencyKeys, type RefundParams, type RefundResult } from "./types.ts";
 
 export async function refund(state: FiatRailState, request: RefundParams): Promise<RefundResult> {
   const { stripe, store, feeSchedule } = state;
@@ -64,4 +65,62 @@ export async function refund(state: FiatRailState, request: RefundParams): Promi
       created: held.objectId === created.id,
     },
   };
+}
+
+/**
+ * The Rail contract's `refundReceived`: an invoice's PaymentIntent (its `railReference`) refunded by `amount`, once
+ * per refund id. Stripe's `succeeded` is final; `pending` (and `requires_action`) is in flight, its end arriving by
+ * webhook as a reversal of the invoice whose evidence names the Stripe refund. An amount above the fee schedule's
+ * maximum is refused before Stripe is asked.
+ */
+export async function refundReceived(
+  state: FiatRailState,
+  request: ReceivedRefund,
+): Promise<ReceivedRefundOutcome> {
+  if (request.amount > state.feeSchedule.amountMax)
+    return {
+      status: "failed",
+      code: "amount_too_large",
+      message: `refund amount ${request.amount} is above the rail's maximum ${state.feeSchedule.amountMax}`,
+    };
+  const result = await refund(state, {
+    refundId: request.id,
+    paymentId: request.reference,
+    paymentIntentId: request.railReference,
+    amount: request.amount,
+  });
+  if (!result.ok)
+    return {
+      status: "failed",
+      code: result.failure.code === "above_maximum" ? "amount_too_large" : railFailureCode(result.failure),
+      message: result.failure.message,
+    };
+  const evidence = { rail: "fiat", pspId: result.refund.stripeRefundId } as const;
+  let { status } = result.refund;
+  // Found again by its key (a retry): Stripe is asked how that refund stands, never to refund again.
+  if (status === "recorded") {
+    try {
+      status = (await state.stripe.refunds.retrieve(result.refund.stripeRefundId)).status ?? "pending";
+    } catch (error) {
+      // The refund exists: unread now, it is in flight, and its end arrives by webhook.
+      state.logger.warn({ err: translateStripeError(error) }, "a recorded refund could not be read back");
+      return { status: "in_flight", evidence };
+    }
+  }
+  if (status === "failed" || status === "canceled")
+    return { status: "failed", code: "rejected", message: `Stripe's refund is ${status}` };
+  if (status === "succeeded") return { status: "succeeded", evidence, fee: 0n };
+  return { status: "in_flight", evidence };
+}
+
+/** A request failure of this rail in the contract's closed set (the fiat-only codes are refusals of the request). */
+function railFailureCode(failure: FiatRequestFailure): RailFailureCode {
+  switch (failure.code) {
+    case "below_minimum":
+    case "above_maximum":
+    case "invalid_id":
+      return "rejected";
+    default:
+      return failure.code;
+  }
 }
