@@ -147,3 +147,5 @@ export function createAuthenticator(
     },
   };
 }
+
+export { type TenancyErrorCode, tenancyErrorStatus } from "./codes.ts";
