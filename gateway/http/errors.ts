@@ -7,6 +7,7 @@ import { SwitchyardError } from "../../core/index.ts";
 import { LedgerBackpressureError, LedgerClosedError } from "../ledger/index.ts";
 import type { PayeeRefusal } from "../payees/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
+import { type TenancyErrorCode, tenancyErrorStatus } from "../tenants/index.ts";
 
 export type ApiErrorCode =
   | PaymentRefusal
@@ -20,6 +21,7 @@ export type ApiErrorCode =
   | "parameter_unknown"
   | "api_key_missing"
   | "api_key_invalid"
+  | TenancyErrorCode
   | "payment_not_found"
   | "invoice_not_found"
   | "refund_not_found"
@@ -50,6 +52,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   same_account: 400,
   api_key_missing: 401,
   api_key_invalid: 401,
+  ...tenancyErrorStatus,
   insufficient_funds: 402,
   rail_unavailable: 402,
   insufficient_liquidity: 402,
