@@ -81,7 +81,7 @@ export const createQuoteBody = z.strictObject({
 const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
 
 /** A resource's metadata (payments, payees): at most 20 keys of short text, without NUL characters. */
-const metadataSchema = z
+export const metadataSchema = z
   .record(
     z.string().max(40).refine(withoutNul, "no NUL character"),
     z.string().max(500).refine(withoutNul, "no NUL character"),
