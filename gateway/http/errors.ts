@@ -27,6 +27,7 @@ export type ApiErrorCode =
   | "refund_not_found"
   | "refund_exceeds_remaining"
   | "invoice_not_paid"
+  | "payment_not_succeeded"
   | "refund_unsupported"
   | "route_not_found"
   | "idempotency_key_invalid"
@@ -67,6 +68,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   refund_not_found: 404,
   refund_exceeds_remaining: 409,
   invoice_not_paid: 409,
+  payment_not_succeeded: 409,
   refund_unsupported: 422,
   payee_not_found: 404,
   payee_method_duplicate: 400,
