@@ -101,6 +101,12 @@ const schema = z.object({
   HOST: z.string().default("127.0.0.1"),
   /** `development` creates a demo tenant with an API key and funds it on the embedded chain. */
   SWITCHYARD_MODE: z.enum(["development", "production"]).default("development"),
+  /** The operator's credential (op_ and 32 to 200 URL-safe characters), stored hashed at start. Unset: one is made at
+   * the first start, stored hashed and printed once. */
+  OPERATOR_KEY: z
+    .string()
+    .regex(/^op_[A-Za-z0-9_-]{32,200}$/, "op_ and 32 to 200 URL-safe characters")
+    .optional(),
   /** postgres://… for PostgreSQL; unset: PGlite in-process (in memory, or in PGLITE_DIR). */
   DATABASE_URL: z.string().url().optional(),
   PGLITE_DIR: z.string().optional(),
@@ -167,6 +173,8 @@ export type Config = {
   port: number;
   host: string;
   mode: "development" | "production";
+  /** OPERATOR_KEY: the operator's credential when configured; null: the stored one, made at the first start. */
+  operatorKey: string | null;
   database:
     | { kind: "postgres"; url: string; poolSizeMax: number; statementTimeoutMs: number }
     | { kind: "pglite"; dataDir: string | undefined };
@@ -251,6 +259,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     port: e.PORT,
     host: e.HOST,
     mode: e.SWITCHYARD_MODE,
+    operatorKey: e.OPERATOR_KEY ?? null,
     database:
       e.DATABASE_URL === undefined
         ? { kind: "pglite", dataDir: e.PGLITE_DIR }
