@@ -48,7 +48,7 @@ export {
   emptyLedgerState,
   type LedgerState,
 } from "./semantics.ts";
-export { selectLedgerTotals } from "./store.ts";
+export { selectLedgerTotals, selectTransfersWithStatus } from "./store.ts";
 export {
   type Account,
   AccountFlags,
