@@ -1,26 +1,9 @@
-// One poll of the splitter watcher: check the stored blocks for a reorg (and undo what it took away), read the
-// next range of logs into the database, hand stored events to the sink as seen, then as final once confirmed.
-import { type Hex, type Log, parseEventLogs } from "viem";
-import { splitterEventNames } from "../../core/index.ts";
-import { revenueSplitterAbi } from "./abi.generated.ts";
-import { EvmWatcherError, type PollResult, type WatcherState } from "./watcher-state.ts";
-import {
-  type CreatedSplit,
-  holdLease,
-  loadEvents,
-  move,
-  nextBlock,
-  rememberBlock,
-  rememberSplit,
-  setNextBlock,
-  toWatched,
-} from "./watcher-store.ts";
-
-/** The ABI of SplitCreated, to find one split's creation by its indexed id. */
-const splitCreatedEvent = revenueSplitterAbi.find(
-  (item): item is Extract<(typeof revenueSplitterAbi)[number], { type: "event"; name: "SplitCreated" }> =>
-    item.type === "event" && item.name === "SplitCreated",
-)!;
+// One poll of a chain watcher: check the stored blocks for a reorg (and undo what it took away), read the
+// next range of its source's logs into the database, hand stored events to the sink as seen, then as final once
+// confirmed.
+import type { Hex } from "viem";
+import type { PollResult, WatcherState } from "./watcher-state.ts";
+import { holdLease, loadEvents, move, nextBlock, rememberBlock, setNextBlock } from "./watcher-store.ts";
 
 export async function poll(w: WatcherState): Promise<PollResult> {
   const { params, sink } = w;
@@ -41,7 +24,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     params.eventsPerPollMax,
   ]);
   for (const row of seen) {
-    await sink.seen(toWatched(w, row));
+    await sink.seen(w.source.toEvent(row));
     await move(w, row, "seen", "pending");
   }
   // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen.
@@ -55,7 +38,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     [finalBlockMax, params.eventsPerPollMax],
   );
   for (const row of final) {
-    await sink.final(toWatched(w, row));
+    await sink.final(w.source.toEvent(row));
     await move(w, row, "pending", "posted");
   }
   // Final blocks can no longer fork (by the confirmations rule): keep one as the anchor, forget the rest.
@@ -110,7 +93,7 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     "e.block_number >= $3 AND e.status <> 'removed' ORDER BY e.block_number DESC, e.log_index DESC",
     [forked],
   );
-  for (const row of gone) await sink.removed(toWatched(w, row), row.status === "posted");
+  for (const row of gone) await sink.removed(w.source.toEvent(row), row.status === "posted");
   await w.db.transaction(async (tx) => {
     for (const row of gone) {
       await tx.query(
@@ -135,17 +118,11 @@ async function read(w: WatcherState, head: bigint): Promise<number> {
   const from = await nextBlock(w);
   if (from > head) return 0;
   const to = from + params.blockRangeMax - 1n < head ? from + params.blockRangeMax - 1n : head;
-  const logs = await w.publicClient.getLogs({ address: params.splitter, fromBlock: from, toBlock: to });
-  const events = parseEventLogs({ abi: revenueSplitterAbi, logs: logs as Log[], strict: true }).filter(
-    (log) => (splitterEventNames as readonly string[]).includes(log.eventName),
-  );
+  const batch = await w.source.read(from, to);
   const last = await w.publicClient.getBlock({ blockNumber: to });
-  const earlier = await splitsCreatedEarlier(w, events);
   await w.db.transaction(async (tx) => {
-    for (const split of earlier) await rememberSplit(w, tx, split);
-    for (const log of events) {
-      if (log.blockHash === null || log.transactionHash === null || log.logIndex === null)
-        throw new EvmWatcherError("a pending log came back", { details: `blocks ${from}..${to}` });
+    await batch.store?.(tx);
+    for (const log of batch.logs) {
       await tx.query(
         `INSERT INTO evm_watch_events
            (chain_id, contract, tx_hash, log_index, block_number, block_hash, event_name, args, status)
@@ -167,49 +144,9 @@ async function read(w: WatcherState, head: bigint): Promise<number> {
         ],
       );
       await rememberBlock(w, tx, log.blockNumber, log.blockHash);
-      if (log.eventName === "SplitCreated") await rememberSplit(w, tx, log.args);
     }
     await rememberBlock(w, tx, to, last.hash);
     await setNextBlock(w, tx, to + 1n);
   });
-  return events.length;
-}
-
-/**
- * The definitions of the splits these events distribute that the registry lacks: created before the watcher's
- * first block (EVM_SPLITTER_START_BLOCK past the splitter's deployment). Read from their SplitCreated log, which
- * the split id (an indexed topic) finds whatever its block.
- */
-async function splitsCreatedEarlier(
-  w: WatcherState,
-  events: readonly { eventName: string; args: unknown }[],
-): Promise<CreatedSplit[]> {
-  const created = new Set<string>();
-  const wanted = new Set<string>();
-  for (const { eventName, args } of events) {
-    const splitId = (args as { splitId?: Hex }).splitId?.toLowerCase();
-    if (splitId === undefined) continue;
-    if (eventName === "SplitCreated") created.add(splitId);
-    else if (eventName === "Distributed" && !created.has(splitId)) wanted.add(splitId);
-  }
-  if (wanted.size === 0) return [];
-  const known = await w.db.query<{ split_id: string }>(
-    "SELECT split_id FROM evm_splits WHERE chain_id = $1 AND contract = $2 AND split_id = ANY($3::text[])",
-    [w.chainId, w.contract, [...wanted]],
-  );
-  for (const row of known) wanted.delete(row.split_id);
-  const found: CreatedSplit[] = [];
-  for (const splitId of wanted) {
-    const logs = await w.publicClient.getLogs({
-      address: w.params.splitter,
-      event: splitCreatedEvent,
-      args: { splitId: splitId as Hex },
-      fromBlock: 0n,
-      toBlock: "latest",
-      strict: true,
-    });
-    const log = logs[0];
-    if (log !== undefined) found.push(log.args as CreatedSplit);
-  }
-  return found;
+  return batch.logs.length;
 }

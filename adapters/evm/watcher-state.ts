@@ -1,24 +1,27 @@
-// The splitter watcher's public types and its one explicit state, shared by its SQL bookkeeping
-// (watcher-store.ts), its poll (watcher-poll.ts) and its lifecycle (watcher.ts).
+// The chain watcher's public types and its one explicit state, shared by its SQL bookkeeping
+// (watcher-store.ts), its poll (watcher-poll.ts) and its lifecycle (watcher.ts). What it follows is a log source
+// (the RevenueSplitter's events: splitter-source.ts; token transfers to deposit addresses: deposit-source.ts);
+// the confirmations, reorgs, lease and cursor are the same for every source.
 import { randomUUID } from "node:crypto";
 import type { Address, Chain, Hex, PublicClient, Transport } from "viem";
 import {
   type Db,
   type Logger,
   type SplitterEventSink,
+  type Sql,
   SwitchyardError,
   silentLogger,
 } from "../../core/index.ts";
+import type { EventRow } from "./watcher-store.ts";
 
-export type SplitterWatcherParams = {
+/** What every watcher needs, whatever it follows. */
+export type ChainWatcherLimits = {
   db: Db;
   publicClient: PublicClient<Transport, Chain>;
-  splitter: Address;
-  /** First block to read when there is no cursor yet (the splitter's deployment block). */
+  /** First block to read when there is no cursor yet (the contract's deployment block). */
   startBlock: bigint;
   /** An event is final when its block has this many confirmations (1 = the block itself). */
   confirmations: number;
-  sink: SplitterEventSink;
   pollIntervalMs: number;
   /** The most blocks one getLogs call covers. */
   blockRangeMax: bigint;
@@ -29,6 +32,45 @@ export type SplitterWatcherParams = {
   /** Where a failed poll is logged (a child of the app's logger, from the composition root); silent by default. */
   logger?: Logger;
 };
+
+export type SplitterWatcherParams = ChainWatcherLimits & {
+  splitter: Address;
+  sink: SplitterEventSink;
+};
+
+/** One log as a source decoded it, to be stored. */
+export type DecodedLog = {
+  transactionHash: Hex;
+  logIndex: number;
+  blockNumber: bigint;
+  blockHash: Hex;
+  eventName: string;
+  args: unknown;
+};
+
+/** The logs of one block range a source read, and what it stores beside them (in the same transaction). */
+export type SourceRead = { logs: readonly DecodedLog[]; store?: (tx: Sql) => Promise<void> };
+
+/**
+ * What a watcher follows: the contract that keys its rows (lease, cursor, blocks, events), how to read a range's
+ * logs, and how a stored row becomes the event its sink takes.
+ */
+export type LogSource<E> = {
+  /** What it follows, in the watcher's error messages: "the splitter", "deposits". */
+  readonly name: string;
+  readonly contract: Address;
+  read(from: bigint, to: bigint): Promise<SourceRead>;
+  toEvent(row: EventRow): E;
+};
+
+/** Where a watcher hands each event, in three steps. Every method must be idempotent. */
+export type WatchSink<E> = {
+  seen(event: E): Promise<void>;
+  final(event: E): Promise<void>;
+  removed(event: E, wasFinal: boolean): Promise<void>;
+};
+
+export type ChainWatcherParams<E> = ChainWatcherLimits & { source: LogSource<E>; sink: WatchSink<E> };
 
 export type PollResult = {
   head: bigint;
@@ -43,8 +85,8 @@ export type PollResult = {
   standby: boolean;
 };
 
-export type SplitterWatcher = {
-  /** One round: check for a reorg, read new logs, mirror seen events, finalize confirmed ones. */
+export type ChainWatcher = {
+  /** One round: check for a reorg, read new logs, hand seen events to the sink, finalize confirmed ones. */
   poll(): Promise<PollResult>;
   /** Polls until caught up to the head (bounded by `roundsMax`). */
   catchUp(roundsMax: number): Promise<PollResult>;
@@ -53,19 +95,22 @@ export type SplitterWatcher = {
   nextBlock(): Promise<bigint>;
 };
 
+export type SplitterWatcher = ChainWatcher;
+
 /** The watcher's: the node out of reach or answering what cannot be (viem's error as the cause). */
 export class EvmWatcherError extends SwitchyardError {
   override name = "EvmWatcherError";
 }
 
 export type WatcherState = {
-  readonly params: SplitterWatcherParams;
+  readonly params: ChainWatcherLimits;
   readonly db: Db;
   readonly publicClient: PublicClient<Transport, Chain>;
-  readonly sink: SplitterEventSink;
+  readonly source: LogSource<unknown>;
+  readonly sink: WatchSink<unknown>;
   readonly logger: Logger;
   readonly chainId: number;
-  /** The splitter's address, lower case: the key of every row the watcher keeps. */
+  /** The source's contract, lower case: the key of every row the watcher keeps. */
   readonly contract: string;
   readonly confirmations: bigint;
   /** This watcher's name in the lease table. */
@@ -80,15 +125,16 @@ export type WatcherState = {
   timer: NodeJS.Timeout | undefined;
 };
 
-export function createWatcherState(params: SplitterWatcherParams): WatcherState {
+export function createWatcherState<E>(params: ChainWatcherParams<E>): WatcherState {
   return {
     params,
     db: params.db,
     publicClient: params.publicClient,
-    sink: params.sink,
+    source: params.source as LogSource<unknown>,
+    sink: params.sink as WatchSink<unknown>,
     logger: params.logger ?? silentLogger,
     chainId: params.publicClient.chain.id,
-    contract: params.splitter.toLowerCase(),
+    contract: params.source.contract.toLowerCase(),
     confirmations: BigInt(params.confirmations),
     holder: randomUUID(),
     leaseRenewAtMs: 0,

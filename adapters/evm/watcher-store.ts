@@ -1,7 +1,8 @@
-// The splitter watcher's bookkeeping in SQL: its lease, its cursor, the hashes of the blocks it has not yet seen
-// final, the split registry, and the events it stored with their status (seen → pending → posted, or removed).
+// A chain watcher's bookkeeping in SQL: its lease, its cursor, the hashes of the blocks it has not yet seen
+// final, the split registry (the splitter's), and the events it stored with their status (seen → pending →
+// posted, or removed). Every row is keyed by (chain, contract): the splitter, or the token for deposits.
 import type { Address, Hex } from "viem";
-import type { SplitterEvent, SplitterEventName, Sql, WatchedEvent } from "../../core/index.ts";
+import type { Sql } from "../../core/index.ts";
 import type { WatcherState } from "./watcher-state.ts";
 
 export type EventRow = {
@@ -9,7 +10,7 @@ export type EventRow = {
   log_index: number;
   block_number: bigint;
   block_hash: Hex;
-  event_name: SplitterEventName;
+  event_name: string;
   args: Record<string, unknown>;
   status: "seen" | "pending" | "posted" | "removed";
   generation: number;
@@ -65,7 +66,11 @@ export async function setNextBlock(w: WatcherState, sql: Sql, next: bigint): Pro
   );
 }
 
-export async function rememberSplit(w: WatcherState, tx: Sql, split: CreatedSplit): Promise<void> {
+export async function rememberSplit(
+  w: Pick<WatcherState, "chainId" | "contract">,
+  tx: Sql,
+  split: CreatedSplit,
+): Promise<void> {
   await tx.query(
     `INSERT INTO evm_splits (chain_id, contract, split_id, recipients, basis_points)
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
@@ -115,72 +120,4 @@ export async function move(
      WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND status = $5`,
     [w.chainId, w.contract, row.tx_hash, row.log_index, from, to],
   );
-}
-
-export function toWatched(w: WatcherState, row: EventRow): WatchedEvent {
-  return {
-    chainId: w.chainId,
-    contract: w.params.splitter,
-    txHash: row.tx_hash,
-    logIndex: row.log_index,
-    blockNumber: row.block_number,
-    blockHash: row.block_hash,
-    generation: row.generation,
-    event: eventFromArgs(row.event_name, row.args),
-    split:
-      row.recipients === null || row.basis_points === null
-        ? null
-        : { recipients: row.recipients, basisPoints: row.basis_points },
-  };
-}
-
-function eventFromArgs(name: SplitterEventName, args: Record<string, unknown>): SplitterEvent {
-  const hex = (key: string) => String(args[key]) as Hex;
-  const big = (key: string) => BigInt(String(args[key]));
-  switch (name) {
-    case "SplitCreated":
-      return {
-        name,
-        splitId: hex("splitId"),
-        recipients: args.recipients as Address[],
-        basisPoints: (args.basisPoints as number[]).map(Number),
-      };
-    case "Paid":
-      return {
-        name,
-        splitId: hex("splitId"),
-        token: hex("token"),
-        payer: hex("payer"),
-        amount: big("amount"),
-        ref: hex("ref"),
-      };
-    case "Distributed":
-      return {
-        name,
-        splitId: hex("splitId"),
-        token: hex("token"),
-        distributor: hex("distributor"),
-        amount: big("amount"),
-        ref: hex("ref"),
-      };
-    case "Withdrawn":
-      return {
-        name,
-        splitId: hex("splitId"),
-        token: hex("token"),
-        recipient: hex("recipient"),
-        index: big("index"),
-        amount: big("amount"),
-      };
-    case "BatchSettled":
-      return {
-        name,
-        token: hex("token"),
-        payer: hex("payer"),
-        ref: hex("ref"),
-        payeeCount: big("payeeCount"),
-        total: big("total"),
-        batchHash: hex("batchHash"),
-      };
-  }
 }

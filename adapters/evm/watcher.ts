@@ -16,9 +16,15 @@
 // (its polls read nothing) until the holder stops or its lease runs out. Two at once would only repeat each
 // other's sink calls, which are idempotent: the lease saves the work, it does not guard the money.
 
+// The same machinery follows other sources: the token's transfers to deposit addresses (deposit-source.ts) is
+// one, with its own rows (keyed by the token's address), its own lease and its own sink.
+
 import { translatingViemErrors } from "./errors.ts";
+import { splitterSource } from "./splitter-source.ts";
 import { poll } from "./watcher-poll.ts";
 import {
+  type ChainWatcher,
+  type ChainWatcherParams,
   createWatcherState,
   EvmWatcherError,
   type SplitterWatcher,
@@ -28,19 +34,34 @@ import {
 import { nextBlock, releaseLease } from "./watcher-store.ts";
 
 export {
+  type ChainWatcher,
+  type ChainWatcherLimits,
+  type ChainWatcherParams,
   EvmWatcherError,
+  type LogSource,
   type PollResult,
   type SplitterWatcher,
   type SplitterWatcherParams,
+  type WatchSink,
 } from "./watcher-state.ts";
 
 export function createSplitterWatcher(params: SplitterWatcherParams): SplitterWatcher {
+  const { splitter, sink, ...limits } = params;
+  return createChainWatcher({
+    ...limits,
+    source: splitterSource({ db: params.db, publicClient: params.publicClient, splitter }),
+    sink,
+  });
+}
+
+/** A watcher of any log source: confirmations, reorgs, the lease and the cursor as described above. */
+export function createChainWatcher<E>(params: ChainWatcherParams<E>): ChainWatcher {
   const w = createWatcherState(params);
-  const watcher: SplitterWatcher = {
+  const watcher: ChainWatcher = {
     poll: () =>
       exclusive(w, () =>
         translatingViemErrors(
-          "polling the splitter",
+          `polling ${params.source.name}`,
           () => poll(w),
           (shortMessage, options) => new EvmWatcherError(shortMessage, options),
         ),
