@@ -52,5 +52,8 @@ export type {
   ReceiveOutcome,
   ReceiveRequest,
   SettlementEvidence,
+  SignedPayment,
+  SignedPaymentOutcome,
+  SignedPaymentRefusal,
   UsdRate,
 } from "./rail.ts";

@@ -135,7 +135,18 @@ export type RailEvent =
       message: string;
       retryElsewhere: boolean;
     }
-  | { kind: "received"; reference: string; amount: bigint; evidence: SettlementEvidence }
+  | {
+      kind: "received";
+      reference: string;
+      amount: bigint;
+      evidence: SettlementEvidence;
+      /** Names this receipt among several for one reference (a second transfer to a deposit address); absent: the one receipt. */
+      key?: string;
+      /** Who paid, when the rail knows (the EVM address a token transfer came from): where a refund goes back to. */
+      payer?: string;
+      /** When the money arrived on the rail (a block's timestamp); absent: when the event is applied. */
+      receivedAtMs?: number;
+    }
   | { kind: "reversed"; reference: string; key: string; amount: bigint; evidence: SettlementEvidence }
   | { kind: "reinstated"; reference: string; key: string; evidence: SettlementEvidence };
 
@@ -186,6 +197,26 @@ export type ReceivedRefundOutcome =
   | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint }
   | { status: "in_flight"; evidence: SettlementEvidence }
   | { status: "failed"; code: RailFailureCode | "amount_too_large"; message: string };
+
+/**
+ * A payer's signed payment for an invoice that the rail submits itself (an EIP-3009 authorization: the payer pays no
+ * gas): `fields` are the payer's message and signature, as strings in the rail's own terms. The rail checks them
+ * before it submits anything; a refusal has submitted nothing.
+ */
+export type SignedPayment = { readonly reference: string; readonly fields: Readonly<Record<string, string>> };
+
+export type SignedPaymentRefusal =
+  | "signature_invalid"
+  | "authorization_mismatch"
+  | "authorization_expired"
+  | "authorization_used"
+  | "invoice_not_payable"
+  | "rail_unavailable";
+
+/** `submitted`: on its way (credited by a `received` event once final); `railReference` is its transaction. */
+export type SignedPaymentOutcome =
+  | { status: "submitted"; railReference: string }
+  | { status: "refused"; code: SignedPaymentRefusal; message: string };
 
 /** A request from the rail's provider (a webhook), as the server received it: the body's exact bytes. */
 export type RailRouteRequest = {
@@ -242,6 +273,8 @@ export interface Rail {
   receive?(request: ReceiveRequest): Promise<ReceiveOutcome>;
   /** Gives money that came in for an invoice back to its payer, once per refund id. */
   refundReceived?(refund: ReceivedRefund): Promise<ReceivedRefundOutcome>;
+  /** Money in pushed by the payer: a signed payment for an invoice, checked, then submitted by the rail. */
+  submitSignedPayment?(payment: SignedPayment): Promise<SignedPaymentOutcome>;
   /** Routes for the rail's provider (webhooks); their events reach the handler given to `onEvent`. */
   readonly routes?: readonly RailRoute[];
   /** Pays many payouts at once; asked again with the same reference, it reports the first outcome. */
