@@ -10,10 +10,12 @@ import type { RailRoute } from "../../core/index.ts";
 import type { ChangeFeed } from "../db/index.ts";
 import { type ApiKeyCacheLimits, apiKeyCacheDefaults } from "../tenants/index.ts";
 import { type Admission, admissionPlugin, createAdmission, requestsInFlightMaxDefault } from "./admission.ts";
+import { docsPlugin } from "./docs.ts";
 import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./errors.ts";
 import { healthPlugin } from "./health.ts";
 import { openApiPlugin } from "./openapi.ts";
 import { railRoutesPlugin } from "./rail-routes.ts";
+import { textSafetyPlugin } from "./text-safety.ts";
 import { type RoutesOptions, v1Plugin } from "./v1.ts";
 
 export type { RoutesOptions } from "./v1.ts";
@@ -77,7 +79,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   });
   app.decorate("admission", admission);
   await app.register(errorsPlugin);
+  await app.register(textSafetyPlugin);
   await app.register(openApiPlugin, { version: apiVersion });
+  await app.register(docsPlugin);
   await app.register(healthPlugin, { rails: options.rails, admission });
   await app.register(railRoutesPlugin, { routes: options.railRoutes ?? [] });
   // The admission limit's hook runs before any of the /v1 context's own (auth's first): a context around it.

@@ -1,0 +1,193 @@
+// The OpenAPI document: 3.1, valid against the specification (swagger-parser), generated from the zod schemas,
+// and every operation's errors written from what the document says of it — so a route added later gets them too.
+import SwaggerParser from "@apidevtools/swagger-parser";
+import Fastify, { type FastifyInstance } from "fastify";
+import { type FastifyPluginAsyncZod, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { buildBareServer } from "../../test/support/bare-server.ts";
+import { errorStatus } from "./errors.ts";
+import { errorSchemaName, openApiPlugin } from "./openapi.ts";
+import { errorView, idParams } from "./schemas.ts";
+
+type Response = {
+  description: string;
+  content?: Record<string, { schema: unknown }>;
+  "x-error-codes"?: string[];
+};
+type Parameter = { in: string; name: string; required?: boolean; schema?: { pattern?: string } };
+type Operation = {
+  security?: Record<string, string[]>[];
+  requestBody?: unknown;
+  parameters?: Parameter[];
+  responses: Record<string, Response>;
+  "x-error-codes"?: string[];
+};
+type Document = {
+  openapi: string;
+  paths: Record<string, Record<string, Operation>>;
+  components: { schemas: Record<string, any> };
+};
+
+async function documentOf(server: FastifyInstance): Promise<Document> {
+  const response = await server.inject({ method: "GET", url: "/openapi.json" });
+  expect(response.statusCode).toBe(200);
+  return response.json();
+}
+
+function operationsOf(document: Document): [string, string, Operation][] {
+  return Object.entries(document.paths).flatMap(([path, methods]) =>
+    Object.entries(methods).map(
+      ([method, operation]) => [method, path, operation] as [string, string, Operation],
+    ),
+  );
+}
+
+const errorRef = { $ref: `#/components/schemas/${errorSchemaName}` };
+
+describe("the gateway's OpenAPI document", () => {
+  let server: FastifyInstance;
+  let document: Document;
+  beforeAll(async () => {
+    server = await buildBareServer([]);
+    document = await documentOf(server);
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("is OpenAPI 3.1 and valid against the specification's schema", async () => {
+    expect(document.openapi).toBe("3.1.0");
+    // swagger-parser dereferences in place: it is given a copy.
+    const validated = await SwaggerParser.validate(structuredClone(document) as never);
+    expect((validated as { openapi: string }).openapi).toBe("3.1.0");
+  });
+
+  it("says JSON Schema 2020-12's way that a field may be null (no 3.0 `nullable`)", () => {
+    const text = JSON.stringify(document);
+    expect(text).not.toContain('"nullable"');
+    const payment = (
+      document.paths["/v1/payments/{id}"]!.get!.responses["200"]!.content!["application/json"]!.schema as any
+    ).properties;
+    expect(payment.rail).toEqual({ type: ["string", "null"] });
+  });
+
+  it("has one shared error schema whose code is one of the stable codes", () => {
+    const { schemas } = document.components;
+    expect(schemas[errorSchemaName].properties.error.properties.code).toEqual({
+      $ref: "#/components/schemas/ErrorCode",
+    });
+    expect(schemas.ErrorCode.enum).toEqual(Object.keys(errorStatus).sort());
+  });
+
+  it("lists every operation's errors, each under its status, with the shared schema", () => {
+    const operations = operationsOf(document);
+    expect(operations.length).toBeGreaterThan(5);
+    for (const [method, path, operation] of operations) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const statuses = Object.keys(operation.responses);
+      const takesInput =
+        operation.requestBody !== undefined ||
+        (operation.parameters ?? []).some((p) => p.in === "path" || p.in === "query");
+      const required = ["401", "500", "503", ...(takesInput ? ["400"] : [])];
+      if (path.includes("{")) required.push("404");
+      if (method === "post") required.push("409");
+      if (operation.requestBody !== undefined) required.push("413", "415");
+      expect([where, statuses]).toEqual([where, expect.arrayContaining(required)]);
+      const all = new Set<string>();
+      for (const [status, response] of Object.entries(operation.responses)) {
+        if (!/^[45]/.test(status)) continue;
+        expect([where, status, response.content?.["application/json"]?.schema]).toEqual([
+          where,
+          status,
+          errorRef,
+        ]);
+        for (const code of response["x-error-codes"] ?? []) {
+          expect([where, code, String(errorStatus[code as keyof typeof errorStatus])]).toEqual([
+            where,
+            code,
+            status,
+          ]);
+          all.add(code);
+        }
+      }
+      expect(operation["x-error-codes"]).toEqual([...all].sort());
+      expect(operation["x-error-codes"]).toEqual(
+        expect.arrayContaining(["api_key_missing", "internal_error"]),
+      );
+      if (method === "post") {
+        expect(operation.parameters).toContainEqual(
+          expect.objectContaining({ in: "header", name: "Idempotency-Key", required: false }),
+        );
+        expect(operation["x-error-codes"]).toEqual(
+          expect.arrayContaining(["idempotency_key_reused", "idempotency_key_in_use", "invalid_json"]),
+        );
+      }
+    }
+  });
+
+  it("names the not-found code of the object a path's id names", () => {
+    const codes = (path: string, method = "get") =>
+      document.paths[path]![method]!.responses["404"]!["x-error-codes"];
+    expect(codes("/v1/payments/{id}")).toEqual(["payment_not_found"]);
+    expect(codes("/v1/payees/{id}", "patch")).toEqual(["payee_not_found"]);
+    expect(codes("/v1/accounts/{id}/balance")).toEqual(["account_not_found"]);
+  });
+});
+
+describe("a route added later", () => {
+  let server: FastifyInstance;
+  let document: Document;
+  beforeAll(async () => {
+    server = Fastify({ logger: false });
+    server.setValidatorCompiler(validatorCompiler);
+    server.setSerializerCompiler(serializerCompiler);
+    await server.register(openApiPlugin, { version: "0.0.0" });
+    const routes: FastifyPluginAsyncZod = async (app) => {
+      app.addHook("onRoute", (route) => {
+        if (route.schema !== undefined) route.schema.security = [{ apiKey: [] }];
+      });
+      app.post(
+        "/v1/things/:id/poke",
+        {
+          schema: {
+            params: idParams("pay"),
+            body: z.strictObject({ how: z.string() }),
+            response: { 200: z.object({ ok: z.boolean() }), "4xx": errorView },
+            "x-error-codes": ["insufficient_funds", "quote_used", "not_a_code"],
+          } as never,
+        },
+        async () => ({ ok: true }),
+      );
+      app.get(
+        "/v1/widgets/:id",
+        { schema: { params: z.strictObject({ id: z.string().regex(/^wid_[a-z0-9]+$/) }) } },
+        async () => ({}),
+      );
+    };
+    await server.register(routes);
+    document = await documentOf(server);
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("gets its errors without a line of its own, its declared refusals filed under their status", () => {
+    const poke = document.paths["/v1/things/{id}/poke"]!.post!;
+    expect(poke.responses["404"]!["x-error-codes"]).toEqual(["payment_not_found"]);
+    expect(poke.responses["402"]!["x-error-codes"]).toEqual(["insufficient_funds"]);
+    expect(poke.responses["409"]!["x-error-codes"]).toEqual([
+      "idempotency_key_in_use",
+      "idempotency_key_reused",
+      "quote_used",
+    ]);
+    expect(poke["x-error-codes"]).not.toContain("not_a_code");
+    expect(poke.responses["401"]!["x-error-codes"]).toEqual(["api_key_invalid", "api_key_missing"]);
+  });
+
+  it("whose id is of a kind not known answers any not-found code but the route's", () => {
+    const codes = document.paths["/v1/widgets/{id}"]!.get!.responses["404"]!["x-error-codes"]!;
+    expect(codes).toEqual(expect.arrayContaining(["payment_not_found", "payee_not_found"]));
+    expect(codes).not.toContain("route_not_found");
+  });
+});
