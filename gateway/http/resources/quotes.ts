@@ -1,8 +1,10 @@
 // POST /v1/quotes: a route and its price, held for a while, that a payment can then take.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import type { z } from "zod";
 import { formatAmount } from "../../../core/index.ts";
 import { createPaymentQuote, type PaymentsDeps } from "../../payments/index.ts";
+import type { Quote } from "../../router/index.ts";
 import { tenantOf } from "../auth.ts";
 import {
   destinationFromBody,
@@ -16,6 +18,24 @@ import { createQuoteBody, errorView, quoteTtlSecondsMax, quoteView } from "../sc
 export type QuoteRoutesOptions = { payments: PaymentsDeps };
 
 const microUsd = { scale: 6 };
+
+/** A quote as the API shows it (POST /v1/quotes, and the quotes list). */
+export function presentQuote(id: string, quote: Quote): z.infer<typeof quoteView> {
+  return {
+    id,
+    object: "quote",
+    amount: formatAmount(quote.intent.amount, quote.intent.asset),
+    asset: quote.intent.asset.code,
+    destination: presentDestination(quote.intent.destination),
+    route: presentRoute(quote.decision),
+    rail: quote.chosen.rail,
+    rail_amount: formatAmount(quote.chosen.amount, quote.chosen.asset),
+    rail_asset: quote.chosen.asset.code,
+    fee_cap_usd: formatAmount(quote.chosen.feeCapMicroUsd, microUsd),
+    created_at: new Date(quote.createdAtMs).toISOString(),
+    expires_at: new Date(quote.expiresAtMs).toISOString(),
+  };
+}
 
 const plugin: FastifyPluginAsyncZod<QuoteRoutesOptions> = async (app, options) => {
   app.post(
@@ -32,21 +52,7 @@ const plugin: FastifyPluginAsyncZod<QuoteRoutesOptions> = async (app, options) =
         ttlMs: (body.ttl_seconds ?? quoteTtlSecondsMax) * 1_000,
       });
       if (!result.ok) throw refusalError(result);
-      const { quote } = result;
-      return reply.code(201).send({
-        id: result.id,
-        object: "quote",
-        amount: formatAmount(quote.intent.amount, quote.intent.asset),
-        asset: quote.intent.asset.code,
-        destination: presentDestination(quote.intent.destination),
-        route: presentRoute(quote.decision),
-        rail: quote.chosen.rail,
-        rail_amount: formatAmount(quote.chosen.amount, quote.chosen.asset),
-        rail_asset: quote.chosen.asset.code,
-        fee_cap_usd: formatAmount(quote.chosen.feeCapMicroUsd, microUsd),
-        created_at: new Date(quote.createdAtMs).toISOString(),
-        expires_at: new Date(quote.expiresAtMs).toISOString(),
-      });
+      return reply.code(201).send(presentQuote(result.id, result.quote));
     },
   );
 };
