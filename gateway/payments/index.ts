@@ -16,6 +16,25 @@ export {
 } from "./internal.ts";
 export { createMarket, type Market } from "./market.ts";
 export { RecoveryError, recoverOpenAttempts } from "./recovery.ts";
+export {
+  applyRefundEvent,
+  type CreateRefundParams,
+  type CreateRefundResult,
+  createRefund,
+  RefundInvariantError,
+  RefundNotYetKnownError,
+  type RefundsDeps,
+} from "./refunds.ts";
+export { getRefund, listRefunds, type RefundListParams } from "./refunds-store.ts";
+export type {
+  Refund,
+  RefundDestination,
+  RefundFailureCode,
+  RefundReason,
+  RefundRefusal,
+  RefundStatus,
+  RefundTarget,
+} from "./refunds-types.ts";
 export { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 export { createPaymentQuote } from "./routing.ts";
 export { createPayment } from "./service.ts";

@@ -1,0 +1,318 @@
+// SQL for refunds. Every read a tenant asks for is scoped to it; the rail's events find a refund by its id or its
+// rail reference. Status changes are conditional updates written beside the ledger's post or void (the first
+// writer wins; a repeated event finds nothing left to change), each with its event in the outbox.
+import type { SettlementEvidence } from "../../core/index.ts";
+import type { Db, Sql, Statement } from "../db/index.ts";
+import type {
+  Refund,
+  RefundDestination,
+  RefundFailureCode,
+  RefundReason,
+  RefundStatus,
+} from "./refunds-types.ts";
+import { fromJson, insertOutboxEvent, toJson } from "./store.ts";
+
+type RefundRow = {
+  id: string;
+  tenant_id: string;
+  invoice_id: string | null;
+  payment_id: string | null;
+  account_id: string;
+  asset: string;
+  amount: bigint;
+  rail: string;
+  status: RefundStatus;
+  reason: RefundReason | null;
+  metadata: Record<string, string>;
+  destination: unknown;
+  hold_transfer_id: bigint | string;
+  rail_reference: string | null;
+  evidence: unknown;
+  fee: bigint | null;
+  failure_code: RefundFailureCode | null;
+  failure_message: string | null;
+  created_at: Date;
+  updated_at: Date;
+};
+
+function fromRow(row: RefundRow): Refund {
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    target:
+      row.invoice_id !== null
+        ? { kind: "invoice", invoiceId: row.invoice_id }
+        : { kind: "payment", paymentId: row.payment_id ?? "" },
+    accountId: row.account_id,
+    assetCode: row.asset,
+    amount: row.amount,
+    rail: row.rail,
+    status: row.status,
+    reason: row.reason,
+    metadata: row.metadata,
+    destination: row.destination === null ? null : fromJson<RefundDestination>(row.destination),
+    railReference: row.rail_reference,
+    evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
+    fee: row.fee,
+    failureCode: row.failure_code,
+    failureMessage: row.failure_message,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+export async function getRefund(sql: Sql, params: { tenantId: string; id: string }): Promise<Refund | null> {
+  const [row] = await sql.query<RefundRow>("SELECT * FROM refunds WHERE id = $1 AND tenant_id = $2", [
+    params.id,
+    params.tenantId,
+  ]);
+  return row === undefined ? null : fromRow(row);
+}
+
+/** A refund by its id alone: for the rail's events, which carry no tenant. */
+export async function getRefundById(sql: Sql, id: string): Promise<Refund | null> {
+  const [row] = await sql.query<RefundRow>("SELECT * FROM refunds WHERE id = $1", [id]);
+  return row === undefined ? null : fromRow(row);
+}
+
+export async function getRefundByKey(
+  sql: Sql,
+  params: { tenantId: string; key: string },
+): Promise<Refund | null> {
+  const [row] = await sql.query<RefundRow>(
+    "SELECT * FROM refunds WHERE tenant_id = $1 AND idempotency_key = $2",
+    [params.tenantId, params.key],
+  );
+  return row === undefined ? null : fromRow(row);
+}
+
+/**
+ * The refunds of an invoice on a rail that a rail's reversal may be about: the one whose rail reference it names,
+ * and whether any is still waiting for its provider's answer (no reference yet).
+ */
+export async function refundsOfInvoice(
+  sql: Sql,
+  params: { invoiceId: string; rail: string; railReference: string },
+): Promise<{ named: Refund | null; unanswered: boolean }> {
+  const rows = await sql.query<RefundRow>(
+    `SELECT * FROM refunds WHERE invoice_id = $1 AND rail = $2
+       AND (rail_reference = $3 OR (rail_reference IS NULL AND status = 'pending'))`,
+    [params.invoiceId, params.rail, params.railReference],
+  );
+  const named = rows.find((row) => row.rail_reference === params.railReference);
+  return {
+    named: named === undefined ? null : fromRow(named),
+    unanswered: rows.some((row) => row.rail_reference === null),
+  };
+}
+
+/** What is left to refund of an invoice or payment: all it paid, before a first refund. */
+export async function remainingOf(sql: Sql, params: { targetId: string; paid: bigint }): Promise<bigint> {
+  const [row] = await sql.query<{ left: bigint }>(
+    "SELECT paid - refunded AS left FROM refundable WHERE target_id = $1",
+    [params.targetId],
+  );
+  return row === undefined ? params.paid : row.left;
+}
+
+export type NewRefund = Omit<
+  Refund,
+  | "status"
+  | "railReference"
+  | "evidence"
+  | "fee"
+  | "failureCode"
+  | "failureMessage"
+  | "createdAt"
+  | "updatedAt"
+> & { holdTransferId: bigint; idempotencyKey: string | null; paid: bigint };
+
+/**
+ * Writes a refund `pending` with its `refund.created` event, having claimed its amount of what is left of its
+ * invoice or payment, in one transaction. `exceeds`: less is left than the amount (nothing written); `key_taken`:
+ * another refund holds the Idempotency-Key (nothing written).
+ */
+export async function insertRefund(
+  db: Db,
+  refund: NewRefund,
+): Promise<{ kind: "written"; refund: Refund } | { kind: "exceeds"; left: bigint } | { kind: "key_taken" }> {
+  const targetId = refund.target.kind === "invoice" ? refund.target.invoiceId : refund.target.paymentId;
+  return await db.transaction(async (tx) => {
+    const [written] = await tx.query<RefundRow>(
+      `INSERT INTO refunds (id, tenant_id, invoice_id, payment_id, account_id, asset, amount, rail, status, reason,
+         metadata, destination, hold_transfer_id, idempotency_key)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13)
+       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *`,
+      [
+        refund.id,
+        refund.tenantId,
+        refund.target.kind === "invoice" ? refund.target.invoiceId : null,
+        refund.target.kind === "payment" ? refund.target.paymentId : null,
+        refund.accountId,
+        refund.assetCode,
+        refund.amount,
+        refund.rail,
+        refund.reason,
+        JSON.stringify(refund.metadata),
+        refund.destination === null ? null : toJson(refund.destination),
+        refund.holdTransferId.toString(),
+        refund.idempotencyKey,
+      ],
+    );
+    if (written === undefined) return { kind: "key_taken" as const };
+    await tx.query(
+      "INSERT INTO refundable (target_id, paid) VALUES ($1, $2) ON CONFLICT (target_id) DO NOTHING",
+      [targetId, refund.paid],
+    );
+    // The claim: one conditional update, which a concurrent claim on the same row waits for and re-checks.
+    const claimed = await tx.query(
+      `UPDATE refundable SET refunded = refunded + $2 WHERE target_id = $1 AND paid - refunded >= $2
+       RETURNING refunded`,
+      [targetId, refund.amount],
+    );
+    if (claimed.length === 0) {
+      const left = await remainingOf(tx, { targetId, paid: refund.paid });
+      await tx.query("DELETE FROM refunds WHERE id = $1", [refund.id]);
+      return { kind: "exceeds" as const, left };
+    }
+    await insertOutboxEvent(tx, {
+      tenantId: refund.tenantId,
+      type: "refund.created",
+      payload: eventPayload(fromRow(written)),
+    });
+    return { kind: "written" as const, refund: fromRow(written) };
+  });
+}
+
+function eventPayload(refund: Pick<Refund, "id" | "target" | "amount" | "status">) {
+  return {
+    refund_id: refund.id,
+    ...(refund.target.kind === "invoice"
+      ? { invoice_id: refund.target.invoiceId }
+      : { payment_id: refund.target.paymentId }),
+    amount: refund.amount.toString(),
+    status: refund.status,
+  };
+}
+
+/** The JSON of an event's payload, built in SQL from the refund's row (`moved`). */
+const payloadSql = (status: RefundStatus) =>
+  `jsonb_strip_nulls(jsonb_build_object('refund_id', id, 'invoice_id', invoice_id, 'payment_id', payment_id,
+     'amount', amount::text, 'status', '${status}'))`;
+
+/** pending → succeeded, with the rail's proof and fee, and `refund.succeeded`; nothing when it is not pending. */
+export function succeededStatement(
+  id: string,
+  outcome: { evidence: SettlementEvidence; railReference: string | null; fee: bigint },
+): Statement {
+  return {
+    text: `WITH moved AS (
+       UPDATE refunds SET status = 'succeeded', evidence = $2, rail_reference = coalesce($3, rail_reference), fee = $4,
+         updated_at = now()
+       WHERE id = $1 AND status = 'pending' RETURNING *)
+     INSERT INTO outbox (tenant_id, type, payload)
+     SELECT tenant_id, 'refund.succeeded', ${payloadSql("succeeded")} FROM moved RETURNING id`,
+    params: [id, toJson(outcome.evidence), outcome.railReference, outcome.fee],
+  };
+}
+
+/**
+ * `from` → failed, with the rail's reason, its amount given back to what is left to refund, and `refund.failed`;
+ * nothing when it is not in `from`.
+ */
+export function failedStatement(
+  id: string,
+  from: "pending" | "succeeded",
+  failure: { code: RefundFailureCode; message: string; evidence: SettlementEvidence | null },
+): Statement {
+  return {
+    text: `WITH moved AS (
+       UPDATE refunds SET status = 'failed', failure_code = $3, failure_message = $4,
+         evidence = coalesce($5, evidence), updated_at = now()
+       WHERE id = $1 AND status = $2 RETURNING *),
+     released AS (
+       UPDATE refundable SET refunded = refundable.refunded - moved.amount FROM moved
+       WHERE refundable.target_id = coalesce(moved.invoice_id, moved.payment_id) RETURNING 1)
+     INSERT INTO outbox (tenant_id, type, payload)
+     SELECT tenant_id, 'refund.failed', ${payloadSql("failed")} FROM moved RETURNING id`,
+    params: [
+      id,
+      from,
+      failure.code,
+      failure.message,
+      failure.evidence === null ? null : toJson(failure.evidence),
+    ],
+  };
+}
+
+/** A refund the rail took and works on: its reference and proof so far, so that its events find it. */
+export async function markInFlight(
+  sql: Sql,
+  id: string,
+  outcome: { railReference: string; evidence: SettlementEvidence | null },
+): Promise<void> {
+  await sql.query(
+    `UPDATE refunds SET rail_reference = $2, evidence = coalesce($3, evidence), updated_at = now()
+     WHERE id = $1 AND status = 'pending'`,
+    [id, outcome.railReference, outcome.evidence === null ? null : toJson(outcome.evidence)],
+  );
+}
+
+export type RefundListParams = {
+  tenantId: string;
+  limit: number;
+  /** A refund id: the page after it (older), or before it (newer). At most one. */
+  startingAfter: string | null;
+  endingBefore: string | null;
+  createdGte: Date | null;
+  createdLte: Date | null;
+  status: RefundStatus | null;
+  /** Only the refunds of this invoice or payment. */
+  invoiceId: string | null;
+  paymentId: string | null;
+};
+
+/**
+ * A page of the tenant's refunds, newest first, and whether there are more past it (in the direction asked).
+ * `cursor_not_found`: the cursor is not a refund of the tenant's.
+ */
+export async function listRefunds(
+  sql: Sql,
+  params: RefundListParams,
+): Promise<{ ok: true; refunds: Refund[]; hasMore: boolean } | { ok: false; refusal: "cursor_not_found" }> {
+  const cursorId = params.startingAfter ?? params.endingBefore;
+  const filters = ["tenant_id = $1"];
+  const values: unknown[] = [params.tenantId];
+  const add = (clause: (placeholder: string) => string, value: unknown) => {
+    values.push(value);
+    filters.push(clause(`$${values.length}`));
+  };
+  if (cursorId !== null) {
+    const [cursor] = await sql.query("SELECT 1 FROM refunds WHERE id = $1 AND tenant_id = $2", [
+      cursorId,
+      params.tenantId,
+    ]);
+    if (cursor === undefined) return { ok: false, refusal: "cursor_not_found" };
+    // Compared in SQL, at the column's own precision (microseconds; a Date would keep milliseconds).
+    add(
+      (p) =>
+        `(created_at, id) ${params.startingAfter !== null ? "<" : ">"} (SELECT created_at, id FROM refunds WHERE id = ${p})`,
+      cursorId,
+    );
+  }
+  if (params.createdGte !== null) add((p) => `created_at >= ${p}`, params.createdGte);
+  if (params.createdLte !== null) add((p) => `created_at <= ${p}`, params.createdLte);
+  if (params.status !== null) add((p) => `status = ${p}`, params.status);
+  if (params.invoiceId !== null) add((p) => `invoice_id = ${p}`, params.invoiceId);
+  if (params.paymentId !== null) add((p) => `payment_id = ${p}`, params.paymentId);
+  // ending_before pages toward the newest: read oldest first from the cursor, then put newest first.
+  const backwards = params.startingAfter === null && params.endingBefore !== null;
+  values.push(params.limit + 1);
+  const rows = await sql.query<RefundRow>(
+    `SELECT * FROM refunds WHERE ${filters.join(" AND ")}
+     ORDER BY created_at ${backwards ? "ASC" : "DESC"}, id ${backwards ? "ASC" : "DESC"} LIMIT $${values.length}`,
+    values,
+  );
+  const page = rows.slice(0, params.limit).map(fromRow);
+  return { ok: true, refunds: backwards ? page.reverse() : page, hasMore: rows.length > params.limit };
+}

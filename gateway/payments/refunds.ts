@@ -1,0 +1,716 @@
+// Refunds: money given back to whoever paid. Against an invoice that was paid, on the rail it came in by (Stripe
+// refunds its PaymentIntent; Lightning pays an invoice the payer supplies; EVM pays the address that paid), or
+// against an internal payment that succeeded (moved back between the two accounts). A payout on a rail that cannot
+// pull money back (on-chain, Lightning) is refused `refund_unsupported`.
+//
+// One refund's life, each step keyed by ids derived from the refund's, so a repeat changes nothing:
+//   1. checks that write nothing: the target, what is left of it, the rail's limits, the destination;
+//   2. a ledger hold on the tenant's account for the amount (refused `insufficient_funds`: nothing written);
+//   3. the refund row `pending`, its claim on what is left (one conditional update of the target's `refundable`
+//      row: two refunds racing for the last of it cannot both pass; the loser's hold is voided) and
+//      `refund.created`, in one transaction;
+//   4. the rail: a provider refund, a payout, or nothing (internal);
+//   5. succeeded → the hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed → the
+//      hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
+//      (applyRefundEvent, called by the settlement before anything else looks at the event).
+// The ledger's post or void and the status change with its event are one transaction (writeChainWith's statement).
+import {
+  type Asset,
+  type AttemptOutcome,
+  assetByCode,
+  type FeePaid,
+  parseAmount,
+  type RailEvent,
+  type SettlementEvidence,
+  SwitchyardError,
+} from "../../core/index.ts";
+import type { AccountRecord } from "../accounts/index.ts";
+import { derivedLedgerId, newId } from "../ids/index.ts";
+import {
+  type ChainMember,
+  type Posting,
+  type Reservation,
+  reserve,
+  reverse,
+  transferCodes,
+  voidLegs,
+  writeChainWith,
+} from "../ledger/index.ts";
+import type { PaymentsDeps } from "./deps.ts";
+import {
+  failedStatement,
+  getRefundById,
+  getRefundByKey,
+  insertRefund,
+  markInFlight,
+  refundsOfInvoice,
+  remainingOf,
+  succeededStatement,
+} from "./refunds-store.ts";
+import {
+  type Refund,
+  type RefundDestination,
+  type RefundFailureCode,
+  type RefundMode,
+  type RefundReason,
+  type RefundRefusal,
+  type RefundTarget,
+  referenceOf,
+} from "./refunds-types.ts";
+import { evidenceForLedger, railAccountOpened } from "./reservations.ts";
+import { getPayment } from "./store.ts";
+import { attemptDestination } from "./types.ts";
+
+/** What refunds need of the payments' dependencies: the stores, the ledger and the rails. */
+export type RefundsDeps = Pick<PaymentsDeps, "db" | "ledger" | "accounts" | "rails" | "logger">;
+
+export type CreateRefundParams = {
+  tenantId: string;
+  target: RefundTarget;
+  /** A decimal in the asset's major unit; null: all that is left. */
+  amount: string | null;
+  reason: RefundReason | null;
+  metadata: Record<string, string>;
+  destination: RefundDestination | null;
+  /** The caller's Idempotency-Key: a refund written under it is answered again, never made twice. */
+  idempotencyKey: string | null;
+};
+
+export type CreateRefundResult =
+  | { ok: true; refund: Refund }
+  | { ok: false; refusal: RefundRefusal; message: string; param?: string };
+
+type Refused = Extract<CreateRefundResult, { ok: false }>;
+
+const refuse = (refusal: RefundRefusal, message: string, param?: string): Refused =>
+  param === undefined ? { ok: false, refusal, message } : { ok: false, refusal, message, param };
+
+/** A bug or broken data around a refund (a hold the ledger refused for no shortfall, a row missing). */
+export class RefundInvariantError extends SwitchyardError {
+  override name = "RefundInvariantError";
+}
+
+/**
+ * A provider's answer about a refund of an invoice arrived while a refund of that invoice was still waiting for the
+ * provider's reply to its request: it cannot be told whose it is yet. Thrown so that the rail delivers it again.
+ */
+export class RefundNotYetKnownError extends SwitchyardError {
+  override name = "RefundNotYetKnownError";
+}
+
+/** The most a Lightning refund may spend on routing, in parts per million of its amount, and at least this much. */
+export const lightningRefundFeePpmMax = 10_000n;
+export const lightningRefundFeeMsatMin = 10_000n;
+
+/** What a refund is taken from and given to, and how its rail moves it. */
+type Source = {
+  targetId: string;
+  asset: Asset;
+  /** All that came in or was paid, in the asset. */
+  paid: bigint;
+  /** The tenant's account the money leaves, and where it goes in the ledger (the rail's clearing, or the payer). */
+  account: AccountRecord;
+  counter: AccountRecord;
+  rail: string;
+  mode: RefundMode;
+};
+
+// ---- checks (write nothing)
+
+async function invoiceSource(
+  deps: RefundsDeps,
+  params: { tenantId: string; invoiceId: string; destination: RefundDestination | null },
+): Promise<Source | Refused> {
+  const [invoice] = await deps.db.query<{
+    account_id: string;
+    asset: string;
+    rail: string;
+    status: string;
+    received_amount: bigint | null;
+    rail_reference: string | null;
+  }>(
+    `SELECT account_id, asset, rail, status, received_amount, rail_reference FROM invoices
+     WHERE id = $1 AND tenant_id = $2`,
+    [params.invoiceId, params.tenantId],
+  );
+  if (invoice === undefined)
+    return refuse("invoice_not_found", `no invoice "${params.invoiceId}"`, "invoice");
+  if (invoice.status === "open" || invoice.received_amount === null || invoice.received_amount <= 0n)
+    return refuse("invoice_not_paid", `invoice ${params.invoiceId} has not been paid`, "invoice");
+  const asset = assetByCode(invoice.asset);
+  const rail = deps.rails.get(invoice.rail);
+  if (asset === null || rail === undefined)
+    return refuse("rail_unavailable", `the rail ${invoice.rail} is not configured here`, "invoice");
+  let mode: RefundMode;
+  if (rail.refundReceived !== undefined && invoice.rail_reference !== null) {
+    if (params.destination !== null)
+      return refuse(
+        "parameter_invalid",
+        `a refund on ${rail.id} goes back the way it was paid: leave out destination`,
+        "destination",
+      );
+    mode = { kind: "provider", rail, reference: params.invoiceId, railReference: invoice.rail_reference };
+  } else if (rail.kind === "lightning") {
+    if (params.destination === null)
+      return refuse(
+        "parameter_missing",
+        "a Lightning refund is paid to an invoice the payer gives: destination {type: bolt11, invoice}",
+        "destination",
+      );
+    if (params.destination.kind !== "bolt11")
+      return refuse("parameter_invalid", "a Lightning refund pays a bolt11 invoice", "destination.type");
+    mode = { kind: "payout", rail, destination: params.destination };
+  } else {
+    return refuse(
+      "refund_unsupported",
+      `invoices paid on ${rail.id} cannot be refunded through the API yet`,
+      "invoice",
+    );
+  }
+  const accounts = await ledgerAccounts(deps, {
+    tenantId: params.tenantId,
+    accountId: invoice.account_id,
+    rail: rail.id,
+    asset,
+  });
+  return {
+    targetId: params.invoiceId,
+    asset,
+    paid: invoice.received_amount,
+    ...accounts,
+    rail: rail.id,
+    mode,
+  };
+}
+
+async function ledgerAccounts(
+  deps: RefundsDeps,
+  params: { tenantId: string; accountId: string; rail: string; asset: Asset },
+): Promise<{ account: AccountRecord; counter: AccountRecord }> {
+  const account = await deps.accounts.tenantAccount({ tenantId: params.tenantId, id: params.accountId });
+  if (account === null)
+    throw new RefundInvariantError(`the account ${params.accountId} of a refund's invoice is missing`);
+  const counter = await railAccountOpened(deps, { kind: "clearing", rail: params.rail, asset: params.asset });
+  return { account, counter };
+}
+
+async function paymentSource(
+  deps: RefundsDeps,
+  params: { tenantId: string; paymentId: string; destination: RefundDestination | null },
+): Promise<Source | Refused> {
+  const payment = await getPayment(deps.db, { tenantId: params.tenantId, id: params.paymentId });
+  if (payment === null) return refuse("payment_not_found", `no payment "${params.paymentId}"`, "payment");
+  if (payment.status !== "succeeded")
+    return refuse(
+      "payment_not_succeeded",
+      `payment ${params.paymentId} is ${payment.status}; only a payment that succeeded is refunded`,
+      "payment",
+    );
+  const attempt = payment.attempts.find((a) => a.status === "succeeded");
+  const paidTo = attempt === undefined ? null : attemptDestination(payment, attempt.seq);
+  if (attempt === undefined || attempt.rail !== "internal" || paidTo?.kind !== "account")
+    return refuse(
+      "refund_unsupported",
+      `payment ${params.paymentId} was paid out on ${attempt?.rail ?? "a rail"}, which cannot pull money back; ` +
+        "only a payment between two accounts is refunded",
+      "payment",
+    );
+  if (params.destination !== null)
+    return refuse(
+      "parameter_invalid",
+      "a refund of an internal payment goes back to its source account: leave out destination",
+      "destination",
+    );
+  const asset = assetByCode(payment.assetCode);
+  const account = await deps.accounts.tenantAccount({ tenantId: params.tenantId, id: paidTo.accountId });
+  const counter = await deps.accounts.tenantAccount({
+    tenantId: params.tenantId,
+    id: payment.sourceAccountId,
+  });
+  if (asset === null || account === null || counter === null)
+    throw new RefundInvariantError(`payment ${params.paymentId} has no asset or accounts to refund between`);
+  return {
+    targetId: params.paymentId,
+    asset,
+    paid: payment.amount,
+    account,
+    counter,
+    rail: "internal",
+    mode: { kind: "ledger" },
+  };
+}
+
+/**
+ * The amount of a BOLT11 invoice in millisatoshi, read from its human-readable part (`lnbcrt2500n1…`); null when it
+ * names none. `invalid`: not an invoice's prefix. The rail checks the rest (signature, network, expiry).
+ */
+export function bolt11AmountMsat(invoice: string): bigint | null | "invalid" {
+  const match = /^ln(?:bcrt|bc|tbs|tb|sb)(?:(\d+)([munp])?)?1[02-9ac-hj-np-z]+$/.exec(invoice.toLowerCase());
+  if (match === null) return "invalid";
+  const [, digits, multiplier] = match;
+  if (digits === undefined) return null;
+  const msatPerUnit: Record<string, bigint> = { m: 100_000_000n, u: 100_000n, n: 100n };
+  if (multiplier === undefined) return BigInt(digits) * 100_000_000_000n;
+  if (multiplier === "p") {
+    const pico = BigInt(digits);
+    return pico % 10n === 0n ? pico / 10n : "invalid";
+  }
+  return BigInt(digits) * (msatPerUnit[multiplier] ?? 0n);
+}
+
+/** The refund's amount: the one asked, or all that is left (a Lightning invoice that names one: that one). */
+async function amountOf(
+  deps: RefundsDeps,
+  source: Source,
+  params: CreateRefundParams,
+): Promise<{ amount: bigint } | Refused> {
+  const left = await remainingOf(deps.db, { targetId: source.targetId, paid: source.paid });
+  const named =
+    source.mode.kind === "payout" && source.mode.destination.kind === "bolt11"
+      ? bolt11AmountMsat(source.mode.destination.invoice)
+      : null;
+  if (named === "invalid")
+    return refuse("parameter_invalid", "destination.invoice is not a BOLT11 invoice", "destination.invoice");
+  let amount: bigint;
+  if (params.amount === null) amount = named ?? left;
+  else {
+    const parsed = parseAmount(params.amount, source.asset);
+    if (!parsed.ok)
+      return refuse(
+        parsed.error,
+        `amount "${params.amount}" is not a valid ${source.asset.code} amount`,
+        "amount",
+      );
+    amount = parsed.value;
+  }
+  if (amount > left)
+    return refuse(
+      "refund_exceeds_remaining",
+      left === 0n
+        ? `${source.targetId} is refunded in full`
+        : `the refund is above what is left to refund of ${source.targetId} (${left} minor units)`,
+      "amount",
+    );
+  if (named !== null && named !== amount)
+    return refuse(
+      "parameter_invalid",
+      `destination.invoice asks ${named} msat; the refund is ${amount}`,
+      "destination.invoice",
+    );
+  if (source.mode.kind !== "ledger") {
+    const snapshot = source.mode.rail.snapshot();
+    if (amount > snapshot.amountMax)
+      return refuse(
+        "amount_too_large",
+        `${source.rail} moves at most ${snapshot.amountMax} minor units at once`,
+        "amount",
+      );
+  }
+  return { amount };
+}
+
+// ---- create
+
+/** Checks, holds, writes and asks the rail; answers the refund as its rail left it, or a refusal with nothing moved. */
+export async function createRefund(
+  deps: RefundsDeps,
+  params: CreateRefundParams,
+): Promise<CreateRefundResult> {
+  if (params.idempotencyKey !== null) {
+    const earlier = await getRefundByKey(deps.db, { tenantId: params.tenantId, key: params.idempotencyKey });
+    if (earlier !== null) return { ok: true, refund: earlier };
+  }
+  const source =
+    params.target.kind === "invoice"
+      ? await invoiceSource(deps, {
+          tenantId: params.tenantId,
+          invoiceId: params.target.invoiceId,
+          destination: params.destination,
+        })
+      : await paymentSource(deps, {
+          tenantId: params.tenantId,
+          paymentId: params.target.paymentId,
+          destination: params.destination,
+        });
+  if ("ok" in source) return source;
+  const sized = await amountOf(deps, source, params);
+  if ("ok" in sized) return sized;
+  const { amount } = sized;
+
+  const id = newId("rfd");
+  const hold = holdOf(id, source, amount);
+  const held = await reserve(deps.ledger, hold, {
+    id: hold.pendingId,
+    userData128: derivedLedgerId(source.targetId, "refund"),
+    evidence: { rail: source.rail, reference: id, detail: { refund: id } },
+    label: `the hold of refund ${id}`,
+  });
+  if (held.outcome === "insufficient_funds")
+    return refuse(
+      "insufficient_funds",
+      `account ${source.account.id} holds less than the refund; nothing was refunded`,
+      "amount",
+    );
+  if (held.outcome !== "reserved")
+    throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);
+
+  const written = await insertRefund(deps.db, {
+    id,
+    tenantId: params.tenantId,
+    target: params.target,
+    accountId: source.account.id,
+    assetCode: source.asset.code,
+    amount,
+    rail: source.rail,
+    reason: params.reason,
+    metadata: params.metadata,
+    destination: source.mode.kind === "payout" ? source.mode.destination : null,
+    holdTransferId: hold.pendingId,
+    idempotencyKey: params.idempotencyKey,
+    paid: source.paid,
+  });
+  if (written.kind !== "written") {
+    await voidLegs(
+      deps.ledger,
+      [{ reservation: hold, transfer: { id: derivedLedgerId(id, "refund-void") } }],
+      `the release of refund ${id}'s hold`,
+    );
+    if (written.kind === "exceeds")
+      return refuse(
+        "refund_exceeds_remaining",
+        `the refund is above what is left to refund of ${source.targetId} (${written.left} minor units)`,
+        "amount",
+      );
+    const earlier = await getRefundByKey(deps.db, {
+      tenantId: params.tenantId,
+      key: params.idempotencyKey ?? "",
+    });
+    if (earlier === null) throw new RefundInvariantError(`refund ${id}'s key is taken by no refund`);
+    return { ok: true, refund: earlier };
+  }
+  await runRail(deps, written.refund, source);
+  const after = await getRefundById(deps.db, id);
+  if (after === null) throw new RefundInvariantError(`refund ${id} was not written`);
+  return { ok: true, refund: after };
+}
+
+/** The refund's hold: from the tenant's account to where the money goes in the ledger, in the asset. */
+function holdOf(id: string, source: Source, amount: bigint): Reservation {
+  return {
+    pendingId: derivedLedgerId(id, "refund-hold"),
+    debitAccountId: source.account.ledgerAccountId,
+    creditAccountId: source.counter.ledgerAccountId,
+    amount,
+    ledger: source.asset.ledger,
+    code: transferCodes.refunds.refund,
+  };
+}
+
+/** Asks the rail and applies what it answered; a rail that throws leaves the refund pending (its event ends it). */
+async function runRail(deps: RefundsDeps, refund: Refund, source: Source): Promise<void> {
+  const { mode } = source;
+  let outcome: RailRefundOutcome;
+  try {
+    outcome = await askRail(refund, mode);
+  } catch (error) {
+    deps.logger?.error(
+      { err: error, refund: refund.id },
+      "the rail failed to answer a refund; it stays pending",
+    );
+    return;
+  }
+  await applyOutcome(deps, refund, outcome);
+}
+
+type RailRefundOutcome =
+  | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint; nativeFee?: FeePaid }
+  | { status: "in_flight"; railReference: string; evidence: SettlementEvidence | null }
+  | { status: "failed"; code: RefundFailureCode; message: string };
+
+async function askRail(refund: Refund, mode: RefundMode): Promise<RailRefundOutcome> {
+  switch (mode.kind) {
+    case "ledger":
+      return { status: "succeeded", evidence: { rail: "internal" }, fee: 0n };
+    case "provider": {
+      const answered = await mode.rail.refundReceived!({
+        id: refund.id,
+        reference: mode.reference,
+        railReference: mode.railReference,
+        amount: refund.amount,
+      });
+      if (answered.status !== "in_flight") return answered;
+      return {
+        status: "in_flight",
+        railReference: referenceOf(answered.evidence) ?? refund.id,
+        evidence: answered.evidence,
+      };
+    }
+    case "payout": {
+      const feeFromPpm = (refund.amount * lightningRefundFeePpmMax) / 1_000_000n;
+      const outcome = await mode.rail.execute({
+        id: refund.id,
+        paymentId: refund.id,
+        amount: refund.amount,
+        destination: mode.destination,
+        feeMax: feeFromPpm > lightningRefundFeeMsatMin ? feeFromPpm : lightningRefundFeeMsatMin,
+      });
+      return fromAttemptOutcome(outcome);
+    }
+  }
+}
+
+function fromAttemptOutcome(outcome: AttemptOutcome): RailRefundOutcome {
+  switch (outcome.status) {
+    case "succeeded":
+      return {
+        status: "succeeded",
+        evidence: outcome.evidence,
+        fee: outcome.fee,
+        ...(outcome.nativeFee === undefined ? {} : { nativeFee: outcome.nativeFee }),
+      };
+    case "in_flight":
+      return { status: "in_flight", railReference: outcome.reference, evidence: null };
+    case "failed":
+      return { status: "failed", code: outcome.code, message: outcome.message };
+  }
+}
+
+async function applyOutcome(deps: RefundsDeps, refund: Refund, outcome: RailRefundOutcome): Promise<void> {
+  switch (outcome.status) {
+    case "succeeded":
+      await finishSucceeded(deps, refund, outcome);
+      return;
+    case "failed":
+      await finishFailed(deps, refund, { code: outcome.code, message: outcome.message, evidence: null });
+      return;
+    case "in_flight":
+      await markInFlight(deps.db, refund.id, outcome);
+      return;
+  }
+}
+
+// ---- finish
+
+/** The hold as the ledger has it: the refund's accounts, amount and asset. */
+async function reservationOf(deps: RefundsDeps, refund: Refund): Promise<Reservation> {
+  const asset = assetByCode(refund.assetCode);
+  const account = await deps.accounts.tenantAccount({ tenantId: refund.tenantId, id: refund.accountId });
+  if (asset === null || account === null)
+    throw new RefundInvariantError(`refund ${refund.id} has no asset or account`);
+  const pendingId = derivedLedgerId(refund.id, "refund-hold");
+  const [found] = await deps.ledger.lookupTransfers([pendingId]);
+  if (found === undefined) throw new RefundInvariantError(`refund ${refund.id} has no hold in the ledger`);
+  return {
+    pendingId,
+    debitAccountId: found.debitAccountId,
+    creditAccountId: found.creditAccountId,
+    amount: found.amount,
+    ledger: found.ledger,
+    code: found.code,
+  };
+}
+
+/** The ledger's evidence of a refund: the rail's proof, with the refund's id beside it. */
+function ledgerEvidence(refund: Refund, evidence: SettlementEvidence) {
+  const onLedger = evidenceForLedger(evidence);
+  return { ...onLedger, detail: { ...onLedger.detail, refund: refund.id } };
+}
+
+/** Posts the hold (and books the rail's fee) with `refund.succeeded`, once. */
+async function finishSucceeded(
+  deps: RefundsDeps,
+  refund: Refund,
+  outcome: { evidence: SettlementEvidence; fee: bigint; nativeFee?: FeePaid },
+): Promise<void> {
+  const reservation = await reservationOf(deps, refund);
+  const members: ChainMember[] = [
+    {
+      kind: "post",
+      reservation,
+      transfer: {
+        id: derivedLedgerId(refund.id, "refund-post"),
+        userData128: reservation.pendingId,
+        evidence: ledgerEvidence(refund, outcome.evidence),
+        label: `refund ${refund.id}`,
+      },
+    },
+    ...(await feeLegs(deps, refund, outcome)),
+  ];
+  await writeChainWith(
+    deps.ledger,
+    members,
+    {
+      statement: succeededStatement(refund.id, {
+        evidence: outcome.evidence,
+        railReference: referenceOf(outcome.evidence),
+        fee: outcome.fee,
+      }),
+      when: "held",
+      sql: deps.db,
+    },
+    `refund ${refund.id}`,
+  );
+}
+
+/**
+ * What the rail paid to move the refund (a routing fee in its asset, gas in the native token): from the rail's fee
+ * account to the account it left (its clearing account), as payments book theirs. The platform's cost: the tenant
+ * is charged the refund's amount only.
+ */
+async function feeLegs(
+  deps: RefundsDeps,
+  refund: Refund,
+  outcome: { evidence: SettlementEvidence; fee: bigint; nativeFee?: FeePaid },
+): Promise<ChainMember[]> {
+  const rail = deps.rails.get(refund.rail);
+  const paid: Array<{
+    asset: Asset;
+    amount: bigint;
+    purpose: string;
+    detail: Readonly<Record<string, string>>;
+  }> = [];
+  if (rail !== undefined && outcome.fee > 0n)
+    paid.push({
+      asset: rail.asset,
+      amount: outcome.fee,
+      purpose: "refund-fee-paid",
+      detail: { kind: "fee" },
+    });
+  const native = outcome.nativeFee;
+  if (rail !== undefined && native !== undefined && native.amount > 0n)
+    paid.push({
+      asset: native.asset,
+      amount: native.amount,
+      purpose: "refund-native-fee-paid",
+      detail: { kind: "native_fee", ...native.detail },
+    });
+  const reference = referenceOf(outcome.evidence) ?? refund.id;
+  const legs: ChainMember[] = [];
+  for (const fee of paid) {
+    const fees = await railAccountOpened(deps, { kind: "fee", rail: refund.rail, asset: fee.asset });
+    const from = await railAccountOpened(deps, { kind: "clearing", rail: refund.rail, asset: fee.asset });
+    const posting: Posting = {
+      debitAccountId: fees.ledgerAccountId,
+      creditAccountId: from.ledgerAccountId,
+      amount: fee.amount,
+      ledger: fee.asset.ledger,
+      code: transferCodes.payments.feePaid,
+    };
+    legs.push({
+      kind: "move",
+      posting,
+      transfer: {
+        id: derivedLedgerId(refund.id, fee.purpose),
+        userData128: derivedLedgerId(refund.id, "refund-hold"),
+        evidence: { rail: refund.rail, reference, detail: { ...fee.detail, refund: refund.id } },
+      },
+    });
+  }
+  return legs;
+}
+
+/** Voids the hold with `refund.failed` and gives the claim back, once: nothing moved. */
+async function finishFailed(
+  deps: RefundsDeps,
+  refund: Refund,
+  failure: { code: RefundFailureCode; message: string; evidence: SettlementEvidence | null },
+): Promise<void> {
+  const reservation = await reservationOf(deps, refund);
+  await writeChainWith(
+    deps.ledger,
+    [
+      {
+        kind: "void",
+        reservation,
+        transfer: { id: derivedLedgerId(refund.id, "refund-void"), userData128: reservation.pendingId },
+      },
+    ],
+    { statement: failedStatement(refund.id, "pending", failure), when: "held", sql: deps.db },
+    `the release of refund ${refund.id}`,
+  );
+}
+
+/**
+ * A refund that succeeded and that its provider then failed (Stripe's refund.failed): what it took goes back to the
+ * account, the claim is given back, `refund.failed`. The ledger's reversal first (idempotent by its id), then the
+ * status (conditional): a crash between the two is finished by the redelivered event.
+ */
+async function undoSucceeded(deps: RefundsDeps, refund: Refund, evidence: SettlementEvidence): Promise<void> {
+  await reverse(deps.ledger, derivedLedgerId(refund.id, "refund-post"), transferCodes.refunds.refundUndone, {
+    id: derivedLedgerId(refund.id, "refund-undone"),
+    userData128: derivedLedgerId(refund.id, "refund-hold"),
+    evidence: ledgerEvidence(refund, evidence),
+    label: `the undoing of refund ${refund.id}`,
+  });
+  const statement = failedStatement(refund.id, "succeeded", {
+    code: "rejected",
+    message: "the provider failed the refund after it succeeded; the amount is back on the account",
+    evidence,
+  });
+  await deps.db.query(statement.text, statement.params);
+}
+
+// ---- the rails' events
+
+/**
+ * Applies a rail's event that is about a refund, and says so; `false`: the event is not about a refund (the caller
+ * applies it as usual). A payout refund's end comes as its attempt's event (the refund's id is the attempt id); a
+ * provider refund's as a reversal of its invoice (`reversed`: effective; `reinstated`: failed) whose evidence names
+ * the provider's refund. Applying one again changes nothing.
+ */
+export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: RailEvent): Promise<boolean> {
+  switch (event.kind) {
+    case "attempt_succeeded":
+    case "attempt_failed": {
+      if (!event.attemptId.startsWith("rfd_")) return false;
+      const refund = await getRefundById(deps.db, event.attemptId);
+      if (refund === null) return false;
+      if (refund.status !== "pending") return true;
+      await applyOutcome(
+        deps,
+        refund,
+        event.kind === "attempt_succeeded"
+          ? {
+              status: "succeeded",
+              evidence: event.evidence,
+              fee: event.fee,
+              ...(event.nativeFee === undefined ? {} : { nativeFee: event.nativeFee }),
+            }
+          : { status: "failed", code: event.code, message: event.message },
+      );
+      return true;
+    }
+    case "reversed":
+    case "reinstated": {
+      const railReference = referenceOf(event.evidence);
+      if (railReference === null) return false;
+      const { named, unanswered } = await refundsOfInvoice(deps.db, {
+        invoiceId: event.reference,
+        rail,
+        railReference,
+      });
+      if (named === null) {
+        if (unanswered)
+          throw new RefundNotYetKnownError(
+            `a reversal of invoice ${event.reference} arrived while a refund of it awaits its provider's reply`,
+          );
+        return false;
+      }
+      if (event.kind === "reversed") {
+        if (named.status === "pending")
+          await finishSucceeded(deps, named, { evidence: event.evidence, fee: 0n });
+        return true;
+      }
+      if (named.status === "pending")
+        await finishFailed(deps, named, {
+          code: "rejected",
+          message: "the provider failed the refund",
+          evidence: event.evidence,
+        });
+      else if (named.status === "succeeded") await undoSucceeded(deps, named, event.evidence);
+      return true;
+    }
+    case "received":
+      return false;
+  }
+}
