@@ -2,7 +2,11 @@
 // through a provider's webhook route: the end of an attempt goes to its payment, money in (and money taken
 // back or given back) to its invoice. Each step is idempotent, so a redelivered event changes nothing.
 import type { Logger, RailEvent } from "../../core/index.ts";
-import { applyRailEvent as applyAttemptEvent, type PaymentsDeps } from "../payments/index.ts";
+import {
+  applyRailEvent as applyAttemptEvent,
+  applyRefundEvent,
+  type PaymentsDeps,
+} from "../payments/index.ts";
 import { applyReceived, applyReinstated, applyReversed, type SettlementDeps } from "./invoices.ts";
 
 export type RailEventDeps = {
@@ -15,6 +19,8 @@ export type RailEventDeps = {
 
 /** Applies one event of rail `rail`; resolves once it is durably applied (or known to be nothing of ours). */
 export async function applyRailEvent(deps: RailEventDeps, rail: string, event: RailEvent): Promise<void> {
+  // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice).
+  if (await applyRefundEvent(deps.payments, rail, event)) return;
   switch (event.kind) {
     case "attempt_succeeded":
     case "attempt_failed":
