@@ -167,11 +167,18 @@ export type ListSource<R extends Row, Item> = {
   noun: string;
   /** Column = value conditions; a value undefined or null is no condition. */
   equals?: Readonly<Record<string, string | number | undefined | null>>;
-  /** One row as the API shows it. */
-  map: (row: R) => Item;
-  /** The whole page at once instead (to load what the rows nest, say, in one query); default: `map` each. */
-  mapPage?: (rows: R[]) => Promise<Item[]>;
-};
+} & (
+  | {
+      /** One row as the API shows it. */
+      map: (row: R) => Item;
+      mapPage?: never;
+    }
+  | {
+      /** The whole page at once (to load what the rows nest, say, in one query). */
+      mapPage: (rows: R[]) => Promise<Item[]>;
+      map?: never;
+    }
+);
 
 const identifier = /^[a-z_][a-z0-9_]*$/;
 
@@ -237,6 +244,6 @@ export async function listPage<R extends Row, Item>(
   );
   const page = rows.slice(0, params.limit);
   if (newer) page.reverse();
-  const data = source.mapPage === undefined ? page.map(source.map) : await source.mapPage(page);
+  const data = source.map === undefined ? await source.mapPage(page) : page.map(source.map);
   return { object: "list", url: request.url, data, has_more: rows.length > params.limit };
 }
