@@ -182,7 +182,9 @@ describe("a route added later", () => {
       "quote_used",
     ]);
     expect(poke["x-error-codes"]).not.toContain("not_a_code");
-    expect(poke.responses["401"]!["x-error-codes"]).toEqual(["api_key_invalid", "api_key_missing"]);
+    expect(poke.responses["401"]!["x-error-codes"]).toEqual(
+      expect.arrayContaining(["api_key_invalid", "api_key_missing"]),
+    );
   });
 
   it("whose id is of a kind not known answers any not-found code but the route's", () => {

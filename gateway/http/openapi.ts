@@ -15,6 +15,7 @@ import type { FastifyPluginAsync } from "fastify";
 import fp from "fastify-plugin";
 import { createJsonSchemaTransform, createJsonSchemaTransformObject } from "fastify-type-provider-zod";
 import { z } from "zod";
+import type { IdPrefix } from "../ids/index.ts";
 import { type ApiErrorCode, errorStatus } from "./errors.ts";
 import { idempotencyKeyLengthMax } from "./idempotency.ts";
 import { errorView, openApiView } from "./schemas.ts";
@@ -25,12 +26,15 @@ export const openApiPath = "/openapi.json";
 export const errorSchemaName = "Error";
 
 /** The object each id prefix names, and the code a missing one is answered with. */
-export const notFoundCodeByIdPrefix: Readonly<Record<string, ApiErrorCode>> = {
+export const notFoundCodeByIdPrefix: Readonly<Partial<Record<IdPrefix, ApiErrorCode>>> = {
   acct: "account_not_found",
   inv: "invoice_not_found",
+  key: "api_key_not_found",
   pay: "payment_not_found",
   pye: "payee_not_found",
   quo: "quote_not_found",
+  rfd: "refund_not_found",
+  ten: "tenant_not_found",
 };
 
 type Schema = Record<string, unknown>;
@@ -78,9 +82,9 @@ export function errorCodesOf(method: string, operation: Operation): ApiErrorCode
     for (const code of ["invalid_json", "body_too_large", "unsupported_media_type"] as const) codes.add(code);
   }
   if (keyed) {
-    codes.add("api_key_missing");
-    codes.add("api_key_invalid");
-    for (const code of codesWithStatus(403)) codes.add(code);
+    // Every refusal of the key: missing, invalid, of the other mode (401); suspended, without the scope (403).
+    for (const code of [...codesWithStatus(401), ...codesWithStatus(403)]) codes.add(code);
+    if ("api_version_invalid" in errorStatus) codes.add("api_version_invalid");
     codes.add("overloaded");
   }
   if (keyed && method === "post") {
@@ -94,7 +98,7 @@ export function errorCodesOf(method: string, operation: Operation): ApiErrorCode
   for (const parameter of parameters) {
     if (parameter.in !== "path") continue;
     const prefix = idPrefixOf(parameter);
-    const code = prefix === null ? undefined : notFoundCodeByIdPrefix[prefix];
+    const code = prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as IdPrefix];
     // An id whose kind is not known here: any of the not-found codes but the route's own.
     if (code !== undefined) codes.add(code);
     else for (const other of codesWithStatus(404)) if (other !== "route_not_found") codes.add(other);
