@@ -1,0 +1,144 @@
+// Authentication of API keys, with a per-process memory of valid keys keyed by the key's SHA-256 (the secret itself
+// is never kept).
+//
+// The bound: a key revoked, rolled out, past its expiry, or whose tenant is suspended — by any process — is refused
+// by every process within apiKeyTrustMsMax (1 s). Two mechanisms give it: the change is announced on the change bus
+// in the changing transaction, and every process forgets the key when the announcement arrives (typically within a
+// millisecond or two of the commit); and no process trusts a remembered key longer than `ttlMs` (at most 1 s by
+// default) nor past the key's own expires_at, whether the bus delivered or not.
+import type { ChangeFeed, Sql } from "../db/index.ts";
+import {
+  type ApiKeyRecord,
+  type ApiKeyRow,
+  apiKeyColumns,
+  apiKeyOfRow,
+  digestOf,
+  secretPattern,
+} from "./keys.ts";
+import type { Tenant } from "./tenants.ts";
+
+/** The longest any process trusts a key it found valid without asking the database again. */
+export const apiKeyTrustMsMax = 1_000;
+
+export type ApiKeyCacheLimits = {
+  /** The most keys remembered at once; beyond it the least recently checked is forgotten. */
+  entriesMax: number;
+  /**
+   * How long a key found valid is trusted without asking the database again (never past the key's expires_at).
+   * Revocations arrive on the change bus at once; this bounds what a revocation the bus could not deliver waits.
+   */
+  ttlMs: number;
+};
+
+export const apiKeyCacheDefaults: ApiKeyCacheLimits = { entriesMax: 10_000, ttlMs: apiKeyTrustMsMax };
+
+/** What a valid key says: its tenant, and the key (id, mode, scopes, pinned API version). */
+export type ApiKeyPrincipal = { tenant: Tenant; key: ApiKeyRecord };
+
+export type KeyCheck =
+  | { ok: true; principal: ApiKeyPrincipal }
+  /** `api_key_invalid`: malformed, unknown, revoked or expired; `tenant_suspended`: a working key of a suspended tenant. */
+  | { ok: false; refusal: "api_key_invalid" | "tenant_suspended" };
+
+const invalid: KeyCheck = { ok: false, refusal: "api_key_invalid" };
+
+async function checkDigest(sql: Sql, digest: Buffer): Promise<KeyCheck> {
+  const rows = await sql.query<ApiKeyRow & { tenant_name: string; tenant_status: string }>(
+    `SELECT ${apiKeyColumns
+      .split(", ")
+      .map((column) => `k.${column}`)
+      .join(", ")}, t.name AS tenant_name, t.status AS tenant_status
+     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+     WHERE k.secret_sha256 = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`,
+    [digest],
+  );
+  const row = rows[0];
+  if (row === undefined) return invalid;
+  if (row.tenant_status !== "active") return { ok: false, refusal: "tenant_suspended" };
+  return {
+    ok: true,
+    principal: { tenant: { id: row.tenant_id, name: row.tenant_name }, key: apiKeyOfRow(row) },
+  };
+}
+
+/** The tenant a secret key belongs to, or null for a malformed, unknown, revoked or expired key, or a suspended tenant's. Asks the database every time. */
+export async function authenticate(sql: Sql, secret: string): Promise<Tenant | null> {
+  if (!secretPattern.test(secret)) return null;
+  const check = await checkDigest(sql, digestOf(secret));
+  return check.ok ? check.principal.tenant : null;
+}
+
+export type Authenticator = {
+  /** The tenant a secret key belongs to, or null for a malformed, unknown, revoked or expired key, or a suspended tenant's. */
+  authenticate(secret: string): Promise<Tenant | null>;
+  /** What the key is and who it acts for, or why it is refused. */
+  check(secret: string): Promise<KeyCheck>;
+  /** Stops hearing the change bus (the memory is dropped with the authenticator). */
+  close(): void;
+};
+
+/**
+ * Authentication with a per-process memory of valid keys. Only keys found valid are remembered, each until the
+ * earlier of `ttlMs` from now and the key's expiry: an unknown, revoked or suspended key always asks the database, so
+ * a stream of made-up keys cannot fill the memory. A key revoked by any process is forgotten when its announcement
+ * arrives on the change bus, and everything is forgotten on `resync`. Nothing is remembered while the bus is not
+ * listening, nor from a lookup that began before something was forgotten (it may have read the key just before its
+ * revocation committed).
+ */
+export function createAuthenticator(
+  deps: { sql: Sql; nowMs: () => number; changes: ChangeFeed },
+  limits: ApiKeyCacheLimits,
+): Authenticator {
+  const valid = new Map<string, { principal: ApiKeyPrincipal; expiresAtMs: number }>();
+  /** Counts what the bus made us forget: a lookup remembers its answer only if this did not move meanwhile. */
+  let forgotten = 0;
+  const unsubscribe = deps.changes.subscribe((event) => {
+    if (event.kind === "api_key_revoked") {
+      valid.delete(event.digest);
+      forgotten += 1;
+    } else if (event.kind === "resync") {
+      valid.clear();
+      forgotten += 1;
+    }
+  });
+  const check = async (secret: string): Promise<KeyCheck> => {
+    if (!secretPattern.test(secret)) return invalid;
+    const digest = digestOf(secret);
+    const key = digest.toString("base64");
+    const cached = valid.get(key);
+    if (cached !== undefined) {
+      valid.delete(key); // re-inserted below when still valid: the Map's order is least recently checked first
+      if (cached.expiresAtMs > deps.nowMs()) {
+        valid.set(key, cached);
+        return { ok: true, principal: cached.principal };
+      }
+    }
+    const forgottenBefore = forgotten;
+    const checked = await checkDigest(deps.sql, digest);
+    if (!checked.ok || limits.entriesMax <= 0) return checked;
+    if (forgotten !== forgottenBefore || !deps.changes.listening()) return checked;
+    while (valid.size >= limits.entriesMax) {
+      const oldest = valid.keys().next();
+      if (oldest.done === true) break;
+      valid.delete(oldest.value);
+    }
+    const expiresAt = checked.principal.key.expiresAt;
+    const trustedUntilMs = deps.nowMs() + limits.ttlMs;
+    valid.set(key, {
+      principal: checked.principal,
+      expiresAtMs: expiresAt === null ? trustedUntilMs : Math.min(trustedUntilMs, expiresAt.getTime()),
+    });
+    return checked;
+  };
+  return {
+    check,
+    async authenticate(secret) {
+      const checked = await check(secret);
+      return checked.ok ? checked.principal.tenant : null;
+    },
+    close() {
+      unsubscribe();
+      valid.clear();
+    },
+  };
+}
