@@ -25,7 +25,7 @@ export {
   RefundNotYetKnownError,
   type RefundsDeps,
 } from "./refunds.ts";
-export { getRefund, listRefunds, type RefundListParams } from "./refunds-store.ts";
+export { getRefund, type RefundRow, refundFromRow } from "./refunds-store.ts";
 export type {
   Refund,
   RefundDestination,

@@ -12,7 +12,8 @@ import type {
 } from "./refunds-types.ts";
 import { fromJson, insertOutboxEvent, toJson } from "./store.ts";
 
-type RefundRow = {
+/** A row of `refunds`, as lists read it. */
+export type RefundRow = {
   id: string;
   tenant_id: string;
   invoice_id: string | null;
@@ -35,7 +36,7 @@ type RefundRow = {
   updated_at: Date;
 };
 
-function fromRow(row: RefundRow): Refund {
+export function refundFromRow(row: RefundRow): Refund {
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -66,13 +67,13 @@ export async function getRefund(sql: Sql, params: { tenantId: string; id: string
     params.id,
     params.tenantId,
   ]);
-  return row === undefined ? null : fromRow(row);
+  return row === undefined ? null : refundFromRow(row);
 }
 
 /** A refund by its id alone: for the rail's events, which carry no tenant. */
 export async function getRefundById(sql: Sql, id: string): Promise<Refund | null> {
   const [row] = await sql.query<RefundRow>("SELECT * FROM refunds WHERE id = $1", [id]);
-  return row === undefined ? null : fromRow(row);
+  return row === undefined ? null : refundFromRow(row);
 }
 
 export async function getRefundByKey(
@@ -83,7 +84,7 @@ export async function getRefundByKey(
     "SELECT * FROM refunds WHERE tenant_id = $1 AND idempotency_key = $2",
     [params.tenantId, params.key],
   );
-  return row === undefined ? null : fromRow(row);
+  return row === undefined ? null : refundFromRow(row);
 }
 
 /**
@@ -101,7 +102,7 @@ export async function refundsOfInvoice(
   );
   const named = rows.find((row) => row.rail_reference === params.railReference);
   return {
-    named: named === undefined ? null : fromRow(named),
+    named: named === undefined ? null : refundFromRow(named),
     unanswered: rows.some((row) => row.rail_reference === null),
   };
 }
@@ -178,9 +179,9 @@ export async function insertRefund(
     await insertOutboxEvent(tx, {
       tenantId: refund.tenantId,
       type: "refund.created",
-      payload: eventPayload(fromRow(written)),
+      payload: eventPayload(refundFromRow(written)),
     });
-    return { kind: "written" as const, refund: fromRow(written) };
+    return { kind: "written" as const, refund: refundFromRow(written) };
   });
 }
 
@@ -256,63 +257,4 @@ export async function markInFlight(
      WHERE id = $1 AND status = 'pending'`,
     [id, outcome.railReference, outcome.evidence === null ? null : toJson(outcome.evidence)],
   );
-}
-
-export type RefundListParams = {
-  tenantId: string;
-  limit: number;
-  /** A refund id: the page after it (older), or before it (newer). At most one. */
-  startingAfter: string | null;
-  endingBefore: string | null;
-  createdGte: Date | null;
-  createdLte: Date | null;
-  status: RefundStatus | null;
-  /** Only the refunds of this invoice or payment. */
-  invoiceId: string | null;
-  paymentId: string | null;
-};
-
-/**
- * A page of the tenant's refunds, newest first, and whether there are more past it (in the direction asked).
- * `cursor_not_found`: the cursor is not a refund of the tenant's.
- */
-export async function listRefunds(
-  sql: Sql,
-  params: RefundListParams,
-): Promise<{ ok: true; refunds: Refund[]; hasMore: boolean } | { ok: false; refusal: "cursor_not_found" }> {
-  const cursorId = params.startingAfter ?? params.endingBefore;
-  const filters = ["tenant_id = $1"];
-  const values: unknown[] = [params.tenantId];
-  const add = (clause: (placeholder: string) => string, value: unknown) => {
-    values.push(value);
-    filters.push(clause(`$${values.length}`));
-  };
-  if (cursorId !== null) {
-    const [cursor] = await sql.query("SELECT 1 FROM refunds WHERE id = $1 AND tenant_id = $2", [
-      cursorId,
-      params.tenantId,
-    ]);
-    if (cursor === undefined) return { ok: false, refusal: "cursor_not_found" };
-    // Compared in SQL, at the column's own precision (microseconds; a Date would keep milliseconds).
-    add(
-      (p) =>
-        `(created_at, id) ${params.startingAfter !== null ? "<" : ">"} (SELECT created_at, id FROM refunds WHERE id = ${p})`,
-      cursorId,
-    );
-  }
-  if (params.createdGte !== null) add((p) => `created_at >= ${p}`, params.createdGte);
-  if (params.createdLte !== null) add((p) => `created_at <= ${p}`, params.createdLte);
-  if (params.status !== null) add((p) => `status = ${p}`, params.status);
-  if (params.invoiceId !== null) add((p) => `invoice_id = ${p}`, params.invoiceId);
-  if (params.paymentId !== null) add((p) => `payment_id = ${p}`, params.paymentId);
-  // ending_before pages toward the newest: read oldest first from the cursor, then put newest first.
-  const backwards = params.startingAfter === null && params.endingBefore !== null;
-  values.push(params.limit + 1);
-  const rows = await sql.query<RefundRow>(
-    `SELECT * FROM refunds WHERE ${filters.join(" AND ")}
-     ORDER BY created_at ${backwards ? "ASC" : "DESC"}, id ${backwards ? "ASC" : "DESC"} LIMIT $${values.length}`,
-    values,
-  );
-  const page = rows.slice(0, params.limit).map(fromRow);
-  return { ok: true, refunds: backwards ? page.reverse() : page, hasMore: rows.length > params.limit };
 }

@@ -1,0 +1,256 @@
+// /v1/refunds: money given back to whoever paid. Create against a paid invoice (`invoice`: Stripe refunds the
+// PaymentIntent; Lightning pays a BOLT11 invoice the payer gives as `destination`) or a succeeded internal payment
+// (`payment`: moved back between the two accounts); retrieve; list (Stripe's convention, newest first, `status`,
+// `invoice`, `payment`). With an Idempotency-Key (claimed first, as on most routes) a repeat is the same refund.
+// Another tenant's invoice, payment or refund is not found, never forbidden.
+import fp from "fastify-plugin";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import { assetByCode, formatAmount, type SettlementEvidence } from "../../../core/index.ts";
+import {
+  type CreateRefundResult,
+  createRefund,
+  getRefund,
+  type Refund,
+  type RefundDestination,
+  type RefundRow,
+  type RefundsDeps,
+  refundFromRow,
+} from "../../payments/index.ts";
+import { tenantOf } from "../auth.ts";
+import { ApiError } from "../errors.ts";
+import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
+import { errorView, metadataSchema } from "../schemas.ts";
+
+export type RefundRoutesOptions = { refunds: RefundsDeps };
+
+const refundId = z.string().regex(/^rfd_[0-9a-z]{26}$/, "a refund id (rfd_…)");
+const invoiceId = z.string().regex(/^inv_[0-9a-z]{26}$/, "an invoice id (inv_…)");
+const paymentId = z.string().regex(/^pay_[0-9a-z]{26}$/, "a payment id (pay_…)");
+
+/** The longest BOLT11 invoice taken (LND's own limit on a payment request is 7,089 characters). */
+export const bolt11LengthMax = 7_089;
+
+export const createRefundBody = z.strictObject({
+  /** The paid invoice to refund; or `payment`. Exactly one of the two. */
+  invoice: invoiceId.optional(),
+  /** The succeeded payment to refund (between two accounts only); or `invoice`. */
+  payment: paymentId.optional(),
+  /** A decimal in the asset's major unit; absent: all that is left to refund. */
+  amount: z.string().max(64).optional(),
+  reason: z.enum(["duplicate", "fraudulent", "requested_by_customer"]).optional(),
+  metadata: metadataSchema.optional(),
+  /** Where the rail pays the refund, when it cannot go back the way it came: Lightning, an invoice of the payer's. */
+  destination: z
+    .discriminatedUnion("type", [
+      z.strictObject({
+        type: z.literal("bolt11"),
+        invoice: z
+          .string()
+          .max(bolt11LengthMax)
+          .regex(/^ln[a-zA-Z0-9]+$/, "a BOLT11 invoice (ln…)"),
+      }),
+    ])
+    .optional(),
+});
+export type CreateRefundBody = z.infer<typeof createRefundBody>;
+
+const evidenceView = z.union([
+  z.object({ rail: z.literal("internal") }),
+  z.object({
+    rail: z.literal("evm"),
+    chain_id: z.number(),
+    tx_hash: z.string(),
+    log_index: z.number(),
+    block_number: z.string(),
+  }),
+  z.object({ rail: z.literal("lightning"), payment_hash: z.string(), preimage: z.string() }),
+  z.object({ rail: z.literal("fiat"), psp_id: z.string() }),
+  z.object({ rail: z.literal("external"), rail_id: z.string(), reference: z.string() }),
+]);
+
+export const refundView = z.object({
+  id: z.string(),
+  object: z.literal("refund"),
+  status: z.enum(["pending", "succeeded", "failed"]),
+  amount: z.string(),
+  asset: z.string(),
+  /** What was refunded: one of the two is set. */
+  invoice: z.string().nullable(),
+  payment: z.string().nullable(),
+  /** The tenant's account the money left. */
+  account: z.string(),
+  rail: z.string(),
+  reason: z.enum(["duplicate", "fraudulent", "requested_by_customer"]).nullable(),
+  destination: z
+    .union([
+      z.object({ type: z.literal("bolt11"), invoice: z.string() }),
+      z.object({ type: z.literal("evm_address"), address: z.string(), chain_id: z.number().nullable() }),
+    ])
+    .nullable(),
+  /** The rail's name for the refund: a Stripe refund id (re_…), a Lightning payment hash, a transaction hash. */
+  rail_reference: z.string().nullable(),
+  evidence: evidenceView.nullable(),
+  /** What the rail paid to move the refund, in the rail's asset; the platform's, not charged to the account. */
+  fee: z.string().nullable(),
+  failure: z.object({ code: z.string(), message: z.string() }).nullable(),
+  metadata: z.record(z.string(), z.string()),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+export type RefundView = z.infer<typeof refundView>;
+
+export const listRefundsQuery = listQuery({
+  idPrefix: "rfd",
+  extra: {
+    status: statusParam(["pending", "succeeded", "failed"]),
+    invoice: invoiceId.optional(),
+    payment: paymentId.optional(),
+  },
+});
+
+function presentEvidence(evidence: SettlementEvidence): z.infer<typeof evidenceView> {
+  switch (evidence.rail) {
+    case "internal":
+      return { rail: "internal" };
+    case "evm":
+      return {
+        rail: "evm",
+        chain_id: evidence.chainId,
+        tx_hash: evidence.txHash,
+        log_index: evidence.logIndex,
+        block_number: evidence.blockNumber.toString(),
+      };
+    case "lightning":
+      return { rail: "lightning", payment_hash: evidence.paymentHash, preimage: evidence.preimage };
+    case "fiat":
+      return { rail: "fiat", psp_id: evidence.pspId };
+    case "external":
+      return { rail: "external", rail_id: evidence.railId, reference: evidence.reference };
+  }
+}
+
+function presentDestination(destination: RefundDestination): NonNullable<RefundView["destination"]> {
+  switch (destination.kind) {
+    case "bolt11":
+      return { type: "bolt11", invoice: destination.invoice };
+    case "evm_address":
+      return { type: "evm_address", address: destination.address, chain_id: destination.chainId ?? null };
+  }
+}
+
+export function presentRefund(refund: Refund): RefundView {
+  const scale = assetByCode(refund.assetCode)?.scale ?? 0;
+  return {
+    id: refund.id,
+    object: "refund",
+    status: refund.status,
+    amount: formatAmount(refund.amount, { scale }),
+    asset: refund.assetCode,
+    invoice: refund.target.kind === "invoice" ? refund.target.invoiceId : null,
+    payment: refund.target.kind === "payment" ? refund.target.paymentId : null,
+    account: refund.accountId,
+    rail: refund.rail,
+    reason: refund.reason,
+    destination: refund.destination === null ? null : presentDestination(refund.destination),
+    rail_reference: refund.railReference,
+    evidence: refund.evidence === null ? null : presentEvidence(refund.evidence),
+    // An invoice's asset is its rail's: the fee is in the refund's asset.
+    fee: refund.fee === null ? null : formatAmount(refund.fee, { scale }),
+    failure:
+      refund.failureCode === null ? null : { code: refund.failureCode, message: refund.failureMessage ?? "" },
+    metadata: refund.metadata,
+    created_at: refund.createdAt.toISOString(),
+    updated_at: refund.updatedAt.toISOString(),
+  };
+}
+
+/** The refund written, or the refusal as the API error it is. */
+function refundOf(result: CreateRefundResult): Refund {
+  if (result.ok) return result.refund;
+  throw new ApiError(
+    result.refusal,
+    result.message,
+    result.param === undefined ? {} : { param: result.param },
+  );
+}
+
+function destinationOf(body: CreateRefundBody["destination"]): RefundDestination | null {
+  if (body === undefined) return null;
+  return { kind: "bolt11", invoice: body.invoice };
+}
+
+const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) => {
+  const deps = options.refunds;
+
+  app.post(
+    "/refunds",
+    { schema: { body: createRefundBody, response: { 201: refundView, "4xx": errorView } } },
+    async (request, reply) => {
+      const { body } = request;
+      if (body.invoice === undefined && body.payment === undefined)
+        throw new ApiError("parameter_missing", "give the invoice or the payment to refund", {
+          param: "invoice",
+        });
+      if (body.invoice !== undefined && body.payment !== undefined)
+        throw new ApiError("parameter_invalid", "give the invoice or the payment to refund, not both", {
+          param: "payment",
+        });
+      const result = await createRefund(deps, {
+        tenantId: tenantOf(request).id,
+        target:
+          body.invoice !== undefined
+            ? { kind: "invoice", invoiceId: body.invoice }
+            : { kind: "payment", paymentId: body.payment ?? "" },
+        amount: body.amount ?? null,
+        reason: body.reason ?? null,
+        metadata: body.metadata ?? {},
+        destination: destinationOf(body.destination),
+        idempotencyKey: request.idempotencyKey,
+      });
+      return reply.code(201).send(presentRefund(refundOf(result)));
+    },
+  );
+
+  app.get(
+    "/refunds/:id",
+    {
+      schema: {
+        params: z.strictObject({ id: refundId }),
+        response: { 200: refundView, "4xx": errorView },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const refund = await getRefund(deps.db, { tenantId: tenantOf(request).id, id });
+      if (refund === null) throw new ApiError("refund_not_found", `no refund "${id}"`);
+      return presentRefund(refund);
+    },
+  );
+
+  app.get(
+    "/refunds",
+    { schema: { querystring: listRefundsQuery, response: { 200: listView(refundView), "4xx": errorView } } },
+    async (request) => {
+      const { query } = request;
+      return listPage(
+        deps.db,
+        {
+          table: "refunds",
+          tenantColumn: "tenant_id",
+          noun: "refund",
+          equals: { status: query.status, invoice_id: query.invoice, payment_id: query.payment },
+          map: (row: RefundRow) => presentRefund(refundFromRow(row)),
+        },
+        { tenantId: tenantOf(request).id, url: "/v1/refunds", params: listParams(query) },
+      );
+    },
+  );
+};
+
+export const refundRoutes = fp(plugin, {
+  name: "switchyard-refunds",
+  encapsulate: true,
+  dependencies: ["switchyard-auth"],
+  decorators: { request: ["tenant"] },
+});
