@@ -14,9 +14,11 @@ import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
 import { accountRoutes } from "./resources/accounts.ts";
 import { invoiceRoutes } from "./resources/invoices.ts";
+import { listRoutes } from "./resources/lists.ts";
 import { payeeRoutes } from "./resources/payees.ts";
 import { paymentRoutes } from "./resources/payments.ts";
 import { quoteRoutes } from "./resources/quotes.ts";
+import { refundRoutes } from "./resources/refunds.ts";
 import { webhookEndpointRoutes } from "./resources/webhook-endpoints.ts";
 
 /** What the routes need: the services, and the stores they read. */
@@ -57,6 +59,8 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(quoteRoutes, { payments: options.payments });
   await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
   await app.register(webhookEndpointRoutes, { db: options.db });
-  await app.register(accountRoutes, { accounts: options.accounts, ledger: options.ledger });
+  await app.register(accountRoutes, { db: options.db, accounts: options.accounts, ledger: options.ledger });
   await app.register(payeeRoutes, { db: options.db, accounts: options.accounts, nowMs: Date.now });
+  await app.register(listRoutes, { db: options.db });
+  await app.register(refundRoutes, { refunds: options.payments });
 };
