@@ -210,6 +210,7 @@ export type SignedPaymentRefusal =
   | "authorization_mismatch"
   | "authorization_expired"
   | "authorization_used"
+  | "payer_insufficient_funds"
   | "invoice_not_payable"
   | "rail_unavailable";
 
