@@ -1,0 +1,44 @@
+// A typed client of the Switchyard API: openapi-fetch over the types generated from the gateway's OpenAPI
+// document (client/openapi.generated.ts), with the API key, the pinned API version and, per request, an
+// Idempotency-Key (`params: { header: { "Idempotency-Key": … } }`, typed on every POST).
+//
+//   const switchyard = createSwitchyardClient({ baseUrl: "http://localhost:3000", apiKey: "sk_test_…" });
+//   const { data, error, response } = await switchyard.POST("/v1/payments", { body, params: { header: { "Idempotency-Key": "order-42" } } });
+//
+// `data` is the operation's success body, `error` its error body (`error.code` one of the stable codes), and
+// `response` the fetch Response (status, headers). With `fetch: injectFetch(server)` it calls a Fastify server
+// in-process, without a socket (tests).
+import createClient, { type Client } from "openapi-fetch";
+import type { components, paths } from "./openapi.generated.ts";
+
+export { injectFetch } from "./inject-fetch.ts";
+export type { components, paths } from "./openapi.generated.ts";
+
+export type SwitchyardClient = Client<paths>;
+
+/** A stable error code of the API. */
+export type ErrorCode = components["schemas"]["ErrorCode"];
+/** The body of every error answer. */
+export type ErrorBody = components["schemas"]["Error"];
+
+export type SwitchyardClientOptions = {
+  /** Where the gateway listens, without /v1: the paths carry it. */
+  baseUrl: string;
+  /** The secret API key (`sk_test_…`, `sk_live_…`), sent as a bearer token; null sends none. */
+  apiKey: string | null;
+  /** The API version to ask for (Switchyard-Version); absent: the version the key is pinned to. */
+  version?: string;
+  /** Another fetch: `injectFetch(server)` for a server in the same process. */
+  fetch?: (request: Request) => Promise<Response>;
+};
+
+export function createSwitchyardClient(options: SwitchyardClientOptions): SwitchyardClient {
+  const headers: Record<string, string> = {};
+  if (options.apiKey !== null) headers.authorization = `Bearer ${options.apiKey}`;
+  if (options.version !== undefined) headers["switchyard-version"] = options.version;
+  return createClient<paths>({
+    baseUrl: options.baseUrl,
+    headers,
+    ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+  });
+}
