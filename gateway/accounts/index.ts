@@ -68,6 +68,8 @@ export async function createAccount(
     id?: string;
     /** Overrides the kind's rule: a clearing account for gas records what the wallet pays even unopened. */
     balance?: BalanceRule;
+    /** The tenant's own key-value pairs (an account created over the API); absent: none. */
+    metadata?: Readonly<Record<string, string>>;
   },
 ): Promise<AccountRecord> {
   const id = params.id ?? newId("acct");
@@ -84,18 +86,23 @@ export async function createAccount(
     ],
     () => `account ${id}`,
   );
+  const values = [
+    id,
+    params.tenantId,
+    params.kind,
+    params.asset.code,
+    ledgerAccountId.toString(),
+    params.name,
+    params.rail ?? null,
+  ];
+  // Without metadata the row is written as before migration 0018 (which added the column) could read it.
   await deps.sql.query(
-    `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
-    [
-      id,
-      params.tenantId,
-      params.kind,
-      params.asset.code,
-      ledgerAccountId.toString(),
-      params.name,
-      params.rail ?? null,
-    ],
+    params.metadata === undefined
+      ? `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`
+      : `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
+    params.metadata === undefined ? values : [...values, JSON.stringify(params.metadata)],
   );
   return {
     id,
@@ -279,3 +286,25 @@ export function balanceOf(kind: AccountKind, account: LedgerAccount): Balance {
     available: posted - account.creditsPending,
   };
 }
+
+export {
+  accountNameLengthMax,
+  createTenantAccount,
+  getTenantAccountDetail,
+  type TenantAccount,
+  type TenantAccountKind,
+  type TenantAccountRow,
+  tenantAccountAsset,
+  tenantAccountAssets,
+  tenantAccountColumns,
+  tenantAccountFromRow,
+  tenantAccountKinds,
+} from "./tenant-accounts.ts";
+export {
+  type AccountTransaction,
+  accountTransactions,
+  type TransactionPhase,
+  type TransactionStatus,
+  type TransactionsPage,
+  type TransactionsParams,
+} from "./transactions.ts";

@@ -76,8 +76,8 @@ export function listQuery<Extra extends z.ZodRawShape = Record<never, never>>(pa
 }
 
 /** `status`: one of the collection's statuses. */
-export function statusParam<const Status extends readonly [string, ...string[]]>(statuses: Status) {
-  return z.enum(statuses).optional();
+export function statusParam<const Status extends string>(statuses: readonly Status[]) {
+  return z.enum(statuses as readonly Status[] as [Status, ...Status[]]).optional();
 }
 
 /** `expand[]`: one of `values`, or several (the key repeated). */

@@ -1,0 +1,188 @@
+// The collections' lists, each with the convention of ../lists.ts (limit, starting_after / ending_before,
+// created[…], newest first, has_more): GET /v1/payments (status; expand[]=data.attempts for each payment's
+// attempts, absent otherwise), /v1/invoices (status), /v1/quotes, /v1/webhook_endpoints (without their secrets,
+// shown once at creation) and /v1/payees. Accounts list in ./accounts.ts. Items are presented as each
+// resource's GET presents one, by the same readers.
+import fp from "fastify-plugin";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import type { Db } from "../../db/index.ts";
+import { getPayee } from "../../payees/index.ts";
+import { fromJson, getPayment } from "../../payments/index.ts";
+import type { Quote } from "../../router/index.ts";
+import { getInvoice } from "../../settlement/index.ts";
+import { tenantOf } from "../auth.ts";
+import { expandParam, listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
+import { presentInvoice, presentPayment } from "../present.ts";
+import { errorView, invoiceView, payeeView, paymentView, quoteView } from "../schemas.ts";
+import { presentPayee } from "./payees.ts";
+import { presentQuote } from "./quotes.ts";
+
+export type ListRoutesOptions = { db: Db };
+
+/** A payment in a list: its attempts only when `expand[]=data.attempts` asks for them. */
+export const paymentListItemView = paymentView.extend({ attempts: paymentView.shape.attempts.optional() });
+
+export const listPaymentsQuery = listQuery({
+  idPrefix: "pay",
+  extra: {
+    status: statusParam(paymentView.shape.status.options),
+    "expand[]": expandParam(["data.attempts"]),
+  },
+});
+
+export const listInvoicesQuery = listQuery({
+  idPrefix: "inv",
+  extra: { status: statusParam(invoiceView.shape.status.options) },
+});
+
+export const listQuotesQuery = listQuery({ idPrefix: "quo" });
+export const listWebhookEndpointsQuery = listQuery({ idPrefix: "we" });
+export const listPayeesQuery = listQuery({ idPrefix: "pye" });
+
+/** A webhook endpoint in a list: its secret was shown once, when it was made. */
+export const webhookEndpointListItemView = z.object({
+  id: z.string(),
+  object: z.literal("webhook_endpoint"),
+  url: z.string(),
+  created_at: z.string(),
+});
+
+type IdRow = { id: string };
+
+/** Each id read by `read` (the resource's own reader), in order; one gone in between is left out. */
+async function readEach<T>(ids: readonly IdRow[], read: (id: string) => Promise<T | null>): Promise<T[]> {
+  const found = await Promise.all(ids.map((row) => read(row.id)));
+  return found.flatMap((item) => (item === null ? [] : [item]));
+}
+
+const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) => {
+  const { db } = options;
+
+  app.get(
+    "/payments",
+    {
+      schema: {
+        querystring: listPaymentsQuery,
+        response: { 200: listView(paymentListItemView), "4xx": errorView },
+      },
+    },
+    async (request) => {
+      const tenantId = tenantOf(request).id;
+      const params = listParams(request.query);
+      const attempts = params.expand.has("data.attempts");
+      return listPage(
+        db,
+        {
+          table: "payments",
+          tenantColumn: "tenant_id",
+          columns: "id",
+          noun: "payment",
+          equals: { status: request.query.status },
+          mapPage: async (rows: IdRow[]) =>
+            (await readEach(rows, (id) => getPayment(db, { tenantId, id }))).map((payment) => {
+              const view = presentPayment(payment);
+              if (attempts) return view;
+              const { attempts: _omitted, ...rest } = view;
+              return rest;
+            }),
+        },
+        { tenantId, url: "/v1/payments", params },
+      );
+    },
+  );
+
+  app.get(
+    "/invoices",
+    {
+      schema: { querystring: listInvoicesQuery, response: { 200: listView(invoiceView), "4xx": errorView } },
+    },
+    async (request) => {
+      const tenantId = tenantOf(request).id;
+      return listPage(
+        db,
+        {
+          table: "invoices",
+          tenantColumn: "tenant_id",
+          columns: "id",
+          noun: "invoice",
+          equals: { status: request.query.status },
+          mapPage: async (rows: IdRow[]) =>
+            (await readEach(rows, (id) => getInvoice(db, { tenantId, id }))).map(presentInvoice),
+        },
+        { tenantId, url: "/v1/invoices", params: listParams(request.query) },
+      );
+    },
+  );
+
+  app.get(
+    "/quotes",
+    { schema: { querystring: listQuotesQuery, response: { 200: listView(quoteView), "4xx": errorView } } },
+    async (request) =>
+      listPage(
+        db,
+        {
+          table: "quotes",
+          tenantColumn: "tenant_id",
+          columns: "id, quote",
+          noun: "quote",
+          map: (row: { id: string; quote: unknown }) => presentQuote(row.id, fromJson<Quote>(row.quote)),
+        },
+        { tenantId: tenantOf(request).id, url: "/v1/quotes", params: listParams(request.query) },
+      ),
+  );
+
+  app.get(
+    "/webhook_endpoints",
+    {
+      schema: {
+        querystring: listWebhookEndpointsQuery,
+        response: { 200: listView(webhookEndpointListItemView), "4xx": errorView },
+      },
+    },
+    async (request) =>
+      listPage(
+        db,
+        {
+          table: "webhook_endpoints",
+          tenantColumn: "tenant_id",
+          columns: "id, url, created_at",
+          noun: "webhook endpoint",
+          map: (row: { id: string; url: string; created_at: Date }) => ({
+            id: row.id,
+            object: "webhook_endpoint" as const,
+            url: row.url,
+            created_at: row.created_at.toISOString(),
+          }),
+        },
+        { tenantId: tenantOf(request).id, url: "/v1/webhook_endpoints", params: listParams(request.query) },
+      ),
+  );
+
+  app.get(
+    "/payees",
+    { schema: { querystring: listPayeesQuery, response: { 200: listView(payeeView), "4xx": errorView } } },
+    async (request) => {
+      const tenantId = tenantOf(request).id;
+      return listPage(
+        db,
+        {
+          table: "payees",
+          tenantColumn: "tenant_id",
+          columns: "id",
+          noun: "payee",
+          mapPage: async (rows: IdRow[]) =>
+            (await readEach(rows, (id) => getPayee(db, { tenantId, id }))).map(presentPayee),
+        },
+        { tenantId, url: "/v1/payees", params: listParams(request.query) },
+      );
+    },
+  );
+};
+
+export const listRoutes = fp(plugin, {
+  name: "switchyard-lists",
+  encapsulate: true,
+  dependencies: ["switchyard-auth"],
+  decorators: { request: ["tenant"] },
+});
