@@ -1,6 +1,6 @@
 // /v1/payees: whom the tenant pays and the ways each can be paid. Create (with Idempotency-Key, claimed first as
-// on most routes), retrieve, list (newest first, `starting_after` a payee id) and update (each field given is
-// replaced whole). Another tenant's payee is not found, never forbidden.
+// on most routes), retrieve and update (each field given is replaced whole); the list is with the others, in
+// ./lists.ts. Another tenant's payee is not found, never forbidden.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { AccountCache } from "../../accounts/index.ts";
@@ -8,12 +8,10 @@ import type { Db } from "../../db/index.ts";
 import {
   createPayee,
   getPayee,
-  listPayees,
   type Payee,
   type PayeeMethod,
   type PayeeResult,
   type PayeesDeps,
-  payeesListLimitDefault,
   updatePayee,
 } from "../../payees/index.ts";
 import { tenantOf } from "../auth.ts";
@@ -22,10 +20,8 @@ import {
   createPayeeBody,
   errorView,
   idParams,
-  listPayeesQuery,
   type PayeeMethodBody,
   type PayeeView,
-  payeeListView,
   payeeView,
   updatePayeeBody,
 } from "../schemas.ts";
@@ -114,20 +110,6 @@ const plugin: FastifyPluginAsyncZod<PayeeRoutesOptions> = async (app, options) =
       const payee = await getPayee(options.db, { tenantId: tenantOf(request).id, id });
       if (payee === null) throw new ApiError("payee_not_found", `no payee "${id}"`);
       return presentPayee(payee);
-    },
-  );
-
-  app.get(
-    "/payees",
-    { schema: { querystring: listPayeesQuery, response: { 200: payeeListView, "4xx": errorView } } },
-    async (request) => {
-      const { query } = request;
-      const page = await listPayees(options.db, {
-        tenantId: tenantOf(request).id,
-        limit: query.limit ?? payeesListLimitDefault,
-        startingAfter: query.starting_after ?? null,
-      });
-      return { object: "list" as const, data: page.payees.map(presentPayee), has_more: page.hasMore };
     },
   );
 
