@@ -163,7 +163,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(second.body.data.map((payee: { id: string }) => payee.id)).toEqual([ids[0]]);
       expect(second.body.has_more).toBe(false);
       const past = await gw.call("GET", `/v1/payees?starting_after=${ids[0]}`, { key: secret });
-      expect(past.body).toEqual({ object: "list", data: [], has_more: false });
+      expect(past.body).toEqual({ object: "list", url: "/v1/payees", data: [], has_more: false });
     });
 
     it("returns 10 when the request does not say, and 100 at most", async () => {
