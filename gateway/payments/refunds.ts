@@ -208,7 +208,8 @@ async function paymentSource(
     );
   const attempt = payment.attempts.find((a) => a.status === "succeeded");
   const paidTo = attempt === undefined ? null : attemptDestination(payment, attempt.seq);
-  if (attempt === undefined || attempt.rail !== "internal" || paidTo?.kind !== "account")
+  const internal = attempt !== undefined && deps.rails.get(attempt.rail)?.kind === "internal";
+  if (attempt === undefined || !internal || paidTo?.kind !== "account")
     return refuse(
       "refund_unsupported",
       `payment ${params.paymentId} was paid out on ${attempt?.rail ?? "a rail"}, which cannot pull money back; ` +
@@ -235,7 +236,7 @@ async function paymentSource(
     paid: payment.amount,
     account,
     counter,
-    rail: "internal",
+    rail: attempt.rail,
     mode: { kind: "ledger" },
   };
 }
@@ -283,7 +284,7 @@ async function amountOf(
       );
     amount = parsed.value;
   }
-  if (amount > left)
+  if (amount > left || left === 0n)
     return refuse(
       "refund_exceeds_remaining",
       left === 0n

@@ -1,0 +1,391 @@
+// /v1/refunds end to end on PGlite and on PostgreSQL, on the internal rail: a payment between two accounts refunded
+// in part and in full, posted as a ledger reversal with its events; never more than was paid, also when two refunds
+// race for the last of it; an Idempotency-Key repeated; another tenant's objects not found; lists; and every refusal
+// with its stable code and nothing moved or written.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getTenantAccount } from "../../gateway/accounts/index.ts";
+import { transferCodes } from "../../gateway/ledger/index.ts";
+import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+const customer = "acct_demo_customer";
+const merchant = "acct_demo_merchant";
+
+describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+  let gw: TestGateway;
+  let otherKey: string;
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ database });
+    const tenant = await createTenant(gw.app.db, { name: "Other" });
+    otherKey = (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret;
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  async function ledgerAccount(account: string) {
+    const record = await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: account });
+    const [found] = await gw.app.ledger.lookupAccounts([record!.ledgerAccountId]);
+    return found!;
+  }
+
+  /** Posted balance in minor units (USDC, scale 6). */
+  async function posted(account: string): Promise<bigint> {
+    const found = await ledgerAccount(account);
+    return found.creditsPosted - found.debitsPosted;
+  }
+
+  async function pendingOut(account: string): Promise<bigint> {
+    return (await ledgerAccount(account)).debitsPending;
+  }
+
+  async function count(table: "refunds" | "outbox"): Promise<bigint> {
+    const [row] = await gw.app.db.query<{ count: bigint }>(`SELECT count(*) AS count FROM ${table}`);
+    return row!.count;
+  }
+
+  async function pay(amount: string, from = customer, to = merchant): Promise<string> {
+    const response = await gw.call("POST", "/v1/payments", {
+      body: {
+        amount,
+        asset: "USDC",
+        source: { account: from },
+        destination: { type: "account", account: to },
+      },
+    });
+    expect(response.status).toBe(201);
+    expect(response.body.status).toBe("succeeded");
+    return response.body.id;
+  }
+
+  async function refund(body: unknown, options: { key?: string; headers?: Record<string, string> } = {}) {
+    return gw.call("POST", "/v1/refunds", { body, ...options });
+  }
+
+  /** Runs `act` and checks that it moved nothing, wrote no refund and no event. */
+  async function movesNothing(act: () => Promise<void>) {
+    const before = {
+      transfers: await gw.ledgerTransferCount(),
+      refunds: await count("refunds"),
+      outbox: await count("outbox"),
+      customer: await posted(customer),
+      merchant: await posted(merchant),
+    };
+    await act();
+    expect({
+      transfers: await gw.ledgerTransferCount(),
+      refunds: await count("refunds"),
+      outbox: await count("outbox"),
+      customer: await posted(customer),
+      merchant: await posted(merchant),
+    }).toEqual(before);
+  }
+
+  describe("refunds of an internal payment", () => {
+    it("refunds in part, then the rest, posted as a reversal with its events, and no more", async () => {
+      const payment = await pay("10");
+      const customerBefore = await posted(customer);
+      const merchantBefore = await posted(merchant);
+
+      const first = await refund({
+        payment,
+        amount: "4",
+        reason: "requested_by_customer",
+        metadata: { ticket: "T-1" },
+      });
+      expect(first.status).toBe(201);
+      expect(first.body).toEqual({
+        id: expect.stringMatching(/^rfd_[0-9a-z]{26}$/),
+        object: "refund",
+        status: "succeeded",
+        amount: "4.000000",
+        asset: "USDC",
+        invoice: null,
+        payment,
+        account: merchant,
+        rail: "internal-usdc",
+        reason: "requested_by_customer",
+        destination: null,
+        rail_reference: null,
+        evidence: { rail: "internal" },
+        fee: "0.000000",
+        failure: null,
+        metadata: { ticket: "T-1" },
+        created_at: expect.any(String),
+        updated_at: expect.any(String),
+      });
+      expect(await posted(merchant)).toBe(merchantBefore - 4_000_000n);
+      expect(await posted(customer)).toBe(customerBefore + 4_000_000n);
+      expect(await pendingOut(merchant)).toBe(0n);
+
+      // The ledger's post carries the refund's id; its hold is posted in full.
+      const transfers = await gw.app.db.query<{ code: number; amount: bigint; flags: number; evidence: any }>(
+        `SELECT code, amount, flags, evidence FROM ledger_transfers WHERE code = $1 ORDER BY timestamp`,
+        [transferCodes.refunds.refund],
+      );
+      expect(transfers.length).toBeGreaterThanOrEqual(2);
+      expect(JSON.stringify(transfers.map((t) => t.evidence))).toContain(first.body.id);
+
+      // refund.created and refund.succeeded, in that order.
+      const events = await gw.app.db.query<{ type: string; payload: any }>(
+        "SELECT type, payload FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
+        [first.body.id],
+      );
+      expect(events.map((e) => e.type)).toEqual(["refund.created", "refund.succeeded"]);
+      expect(events[1]!.payload).toEqual({
+        refund_id: first.body.id,
+        payment_id: payment,
+        amount: "4000000",
+        status: "succeeded",
+      });
+
+      const fetched = await gw.call("GET", `/v1/refunds/${first.body.id}`);
+      expect(fetched.status).toBe(200);
+      expect(fetched.body).toEqual(first.body);
+
+      // Without an amount: all that is left.
+      const rest = await refund({ payment });
+      expect(rest.status).toBe(201);
+      expect(rest.body.amount).toBe("6.000000");
+      expect(await posted(merchant)).toBe(merchantBefore - 10_000_000n);
+
+      await movesNothing(async () => {
+        const more = await refund({ payment, amount: "0.000001" });
+        expect(more.status).toBe(409);
+        expect(more.body.error).toMatchObject({ code: "refund_exceeds_remaining", param: "amount" });
+        const none = await refund({ payment });
+        expect(none.status).toBe(409);
+        expect(none.body.error.code).toBe("refund_exceeds_remaining");
+      });
+    });
+
+    it("refuses a refund above what is left, and takes one up to it", async () => {
+      const payment = await pay("3");
+      await movesNothing(async () => {
+        const over = await refund({ payment, amount: "3.000001" });
+        expect(over.status).toBe(409);
+        expect(over.body.error.code).toBe("refund_exceeds_remaining");
+      });
+      expect((await refund({ payment, amount: "3" })).status).toBe(201);
+    });
+
+    it("lets only one of two refunds racing for the last of a payment pass", async () => {
+      // The merchant holds more than the payment: the ledger would take every hold, the claim decides.
+      await pay("20");
+      const payment = await pay("5");
+      const merchantBefore = await posted(merchant);
+      const answers = await Promise.all([
+        refund({ payment, amount: "3" }),
+        refund({ payment, amount: "3" }),
+        refund({ payment, amount: "3" }),
+      ]);
+      const statuses = answers.map((a) => a.status).sort();
+      expect(statuses).toEqual([201, 409, 409]);
+      for (const answer of answers.filter((a) => a.status === 409))
+        expect(answer.body.error.code).toBe("refund_exceeds_remaining");
+      expect(await posted(merchant)).toBe(merchantBefore - 3_000_000n);
+      // The losers' holds were released.
+      expect(await pendingOut(merchant)).toBe(0n);
+      const [left] = await gw.app.db.query<{ refunded: bigint }>(
+        "SELECT refunded FROM refundable WHERE target_id = $1",
+        [payment],
+      );
+      expect(left!.refunded).toBe(3_000_000n);
+    });
+
+    it("gives the same refund twice under one Idempotency-Key, moving the money once", async () => {
+      const payment = await pay("2");
+      const merchantBefore = await posted(merchant);
+      const headers = { "idempotency-key": `refund-${payment}` };
+      const first = await refund({ payment, amount: "1" }, { headers });
+      expect(first.status).toBe(201);
+      const transfers = await gw.ledgerTransferCount();
+      const again = await refund({ payment, amount: "1" }, { headers });
+      expect(again.status).toBe(201);
+      expect(again.headers["idempotent-replayed"]).toBe("true");
+      expect(again.body.id).toBe(first.body.id);
+      expect(await gw.ledgerTransferCount()).toBe(transfers);
+      expect(await posted(merchant)).toBe(merchantBefore - 1_000_000n);
+      // Another body under the same key is refused.
+      const reused = await refund({ payment, amount: "0.5" }, { headers });
+      expect(reused.status).toBe(409);
+      expect(reused.body.error.code).toBe("idempotency_key_reused");
+    });
+
+    it("refuses when the receiving account no longer holds the amount: 402, nothing written", async () => {
+      const payment = await pay("1", customer, merchant);
+      // The merchant pays all it has onward.
+      const all = await posted(merchant);
+      const whole = all / 1_000_000n;
+      const fraction = (all % 1_000_000n).toString().padStart(6, "0");
+      await pay(`${whole}.${fraction}`, merchant, customer);
+      await movesNothing(async () => {
+        const response = await refund({ payment });
+        expect(response.status).toBe(402);
+        expect(response.body.error.code).toBe("insufficient_funds");
+      });
+      expect(await pendingOut(merchant)).toBe(0n);
+    });
+  });
+
+  describe("refusals", () => {
+    it("refuses a payout on a rail that cannot pull it back: 422 refund_unsupported", async () => {
+      const response = await gw.call("POST", "/v1/payments", {
+        body: {
+          amount: "2",
+          asset: "USDC",
+          source: { account: customer },
+          destination: { type: "evm_address", address: gw.app.demo!.payee! },
+        },
+      });
+      expect([201, 202]).toContain(response.status);
+      let payment = response.body;
+      for (let i = 0; i < 100 && payment.status === "processing"; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        payment = (await gw.call("GET", `/v1/payments/${payment.id}`)).body;
+      }
+      expect(payment).toMatchObject({ status: "succeeded", rail: "evm" });
+      await movesNothing(async () => {
+        const refused = await refund({ payment: response.body.id });
+        expect(refused.status).toBe(422);
+        expect(refused.body.error).toMatchObject({ code: "refund_unsupported", param: "payment" });
+        expect(refused.body.error.message).toMatch(/cannot pull money back/);
+      });
+    });
+
+    it("refuses a payment that did not succeed: 409 payment_not_succeeded", async () => {
+      const failed = await gw.call("POST", "/v1/payments", {
+        body: {
+          amount: "1000000",
+          asset: "USDC",
+          source: { account: customer },
+          destination: { type: "account", account: merchant },
+        },
+      });
+      expect(failed.status).toBe(402);
+      const id = failed.body.error.payment.id;
+      await movesNothing(async () => {
+        const response = await refund({ payment: id });
+        expect(response.status).toBe(409);
+        expect(response.body.error.code).toBe("payment_not_succeeded");
+      });
+    });
+
+    it("refuses an invoice not paid (409 invoice_not_paid) and one paid on a rail that cannot refund (422)", async () => {
+      const open = "inv_01m7zfckv29pdrb3m0gz9e4j50";
+      const paid = "inv_01m7zfckv29pdrb3m0gz9e4j51";
+      await gw.app.db.query(
+        `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, received_amount)
+         VALUES ($1, 'ten_demo', $3, 'USDC', 1000000, 'evm', 'open', '', NULL),
+                ($2, 'ten_demo', $3, 'USDC', 1000000, 'evm', 'paid', '', 1000000)`,
+        [open, paid, merchant],
+      );
+      await movesNothing(async () => {
+        const notPaid = await refund({ invoice: open });
+        expect(notPaid.status).toBe(409);
+        expect(notPaid.body.error).toMatchObject({ code: "invoice_not_paid", param: "invoice" });
+        const unsupported = await refund({ invoice: paid });
+        expect(unsupported.status).toBe(422);
+        expect(unsupported.body.error.code).toBe("refund_unsupported");
+      });
+    });
+
+    it("answers another tenant's payment, invoice and refund 404, and changes nothing", async () => {
+      const payment = await pay("1");
+      const mine = await refund({ payment, amount: "0.1" });
+      expect(mine.status).toBe(201);
+      await movesNothing(async () => {
+        const theirs = await refund({ payment }, { key: otherKey });
+        expect(theirs.status).toBe(404);
+        expect(theirs.body.error.code).toBe("payment_not_found");
+        const invoice = await refund({ invoice: "inv_01m7zfckv29pdrb3m0gz9e4j51" }, { key: otherKey });
+        expect(invoice.status).toBe(404);
+        expect(invoice.body.error.code).toBe("invoice_not_found");
+        const read = await gw.call("GET", `/v1/refunds/${mine.body.id}`, { key: otherKey });
+        expect(read.status).toBe(404);
+        expect(read.body.error.code).toBe("refund_not_found");
+        const list = await gw.call("GET", "/v1/refunds", { key: otherKey });
+        expect(list.status).toBe(200);
+        expect(list.body.data).toEqual([]);
+      });
+    });
+
+    it("answers bad input with a stable 4xx and writes nothing", async () => {
+      const payment = await pay("1");
+      const cases: Array<[unknown, number, string, string?]> = [
+        [{}, 400, "parameter_missing", "invoice"],
+        [{ payment, invoice: "inv_01m7zfckv29pdrb3m0gz9e4j51" }, 400, "parameter_invalid", "payment"],
+        [{ payment, amount: "abc" }, 400, "amount_not_a_decimal", "amount"],
+        [{ payment, amount: "0" }, 400, "amount_not_positive", "amount"],
+        [{ payment, amount: "-1" }, 400, "amount_not_a_decimal", "amount"],
+        [{ payment, amount: "0.0000001" }, 400, "amount_too_precise", "amount"],
+        [{ payment, amount: 1 }, 400, "parameter_invalid", "amount"],
+        [{ payment, reason: "because" }, 400, "parameter_invalid", "reason"],
+        [{ payment, surprise: true }, 400, "parameter_unknown", "surprise"],
+        [{ payment: "pay_nope" }, 400, "parameter_invalid", "payment"],
+        [{ payment: "pay_01m7zfckv29pdrb3m0gz9e4j5g" }, 404, "payment_not_found", "payment"],
+        [
+          { payment, destination: { type: "bolt11", invoice: "lnbcrt10n1pqqqqqq" } },
+          400,
+          "parameter_invalid",
+          "destination",
+        ],
+        [{ payment, destination: { type: "bolt11", invoice: "not an invoice" } }, 400, "parameter_invalid"],
+      ];
+      await movesNothing(async () => {
+        for (const [body, status, code, param] of cases) {
+          const response = await refund(body);
+          expect({ body, status: response.status, code: response.body.error?.code }).toEqual({
+            body,
+            status,
+            code,
+          });
+          if (param !== undefined) expect(response.body.error.param).toBe(param);
+        }
+        const unknown = await gw.call("GET", "/v1/refunds/rfd_01m7zfckv29pdrb3m0gz9e4j5g");
+        expect(unknown.status).toBe(404);
+        expect(unknown.body.error.code).toBe("refund_not_found");
+        const malformed = await gw.call("GET", "/v1/refunds/re_123");
+        expect(malformed.status).toBe(400);
+      });
+    });
+  });
+
+  describe("the list", () => {
+    it("pages newest first with Stripe's parameters and filters by status and payment", async () => {
+      const payment = await pay("3");
+      const made: string[] = [];
+      for (const amount of ["1", "1", "1"]) {
+        const response = await refund({ payment, amount });
+        expect(response.status).toBe(201);
+        made.push(response.body.id);
+      }
+      const byPayment = await gw.call("GET", `/v1/refunds?payment=${payment}`);
+      expect(byPayment.status).toBe(200);
+      expect(byPayment.body).toMatchObject({ object: "list", url: "/v1/refunds", has_more: false });
+      expect(byPayment.body.data.map((r: { id: string }) => r.id)).toEqual([...made].reverse());
+
+      const first = await gw.call("GET", `/v1/refunds?payment=${payment}&limit=2`);
+      expect(first.body.data.map((r: { id: string }) => r.id)).toEqual([made[2], made[1]]);
+      expect(first.body.has_more).toBe(true);
+      const next = await gw.call("GET", `/v1/refunds?payment=${payment}&limit=2&starting_after=${made[1]}`);
+      expect(next.body.data.map((r: { id: string }) => r.id)).toEqual([made[0]]);
+      expect(next.body.has_more).toBe(false);
+      const back = await gw.call("GET", `/v1/refunds?payment=${payment}&ending_before=${made[0]}`);
+      expect(back.body.data.map((r: { id: string }) => r.id)).toEqual([made[2], made[1]]);
+
+      const failed = await gw.call("GET", "/v1/refunds?status=failed");
+      expect(failed.status).toBe(200);
+      expect(failed.body.data).toEqual([]);
+      const succeeded = await gw.call("GET", "/v1/refunds?status=succeeded&limit=100");
+      expect(succeeded.body.data.length).toBeGreaterThanOrEqual(3);
+
+      const badLimit = await gw.call("GET", "/v1/refunds?limit=101");
+      expect(badLimit.status).toBe(400);
+      const foreign = await gw.call("GET", `/v1/refunds?starting_after=${made[0]}`, { key: otherKey });
+      expect(foreign.status).toBe(400);
+      expect(foreign.body.error).toMatchObject({ code: "parameter_invalid", param: "starting_after" });
+    });
+  });
+});
