@@ -1,0 +1,311 @@
+// The list convention on every collection, on PGlite and on PostgreSQL: newest first, pages both ways with an
+// exact has_more, created[…] by whole second, status filters, expand[]=data.attempts, limit bounds, a cursor that
+// is not the tenant's refused, and one tenant's objects in no other tenant's list.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { getClearingAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { credit, transferCodes } from "../../gateway/ledger/index.ts";
+import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+type Listed = { id: string };
+const idsOf = (body: { data: Listed[] }) => body.data.map((item) => item.id);
+
+describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+  let gw: TestGateway;
+  /** A tenant of its own, with a funded USDC customer account and a merchant account. */
+  let tenant: { id: string; key: string; payer: string; payee: string };
+  let other: { id: string; key: string };
+
+  async function newTenant(name: string) {
+    const created = await createTenant(gw.app.db, { name });
+    return {
+      id: created.id,
+      key: (await createApiKey(gw.app.db, { tenantId: created.id, mode: "test" })).secret,
+    };
+  }
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ database });
+    const made = await newTenant("Lists");
+    const account = async (kind: string) =>
+      (await gw.call("POST", "/v1/accounts", { key: made.key, body: { asset: "USDC", kind } })).body
+        .id as string;
+    tenant = { ...made, payer: await account("customer"), payee: await account("merchant") };
+    const payer = await getTenantAccount(gw.app.db, { tenantId: tenant.id, id: tenant.payer });
+    const clearing = await getClearingAccount(gw.app.db, { rail: "evm", asset: assets.USDC });
+    const funded = await credit(
+      gw.app.ledger,
+      {
+        debitAccountId: clearing!.ledgerAccountId,
+        creditAccountId: payer!.ledgerAccountId,
+        amount: 100_000_000n,
+        ledger: assets.USDC.ledger,
+        code: transferCodes.payments.funding,
+      },
+      { id: derivedLedgerId(tenant.payer, "test-funding"), label: "test funding" },
+    );
+    expect(funded).toBe("credited");
+    other = await newTenant("Other");
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  const pay = async (amount = "1.00") => {
+    const response = await gw.call("POST", "/v1/payments", {
+      key: tenant.key,
+      body: {
+        amount,
+        asset: "USDC",
+        source: { account: tenant.payer },
+        destination: { type: "account", account: tenant.payee },
+      },
+    });
+    expect([response.status, response.body.status]).toEqual([201, "succeeded"]);
+    return response.body.id as string;
+  };
+  const list = (path: string, key = tenant.key) => gw.call("GET", path, { key });
+
+  describe("payments", () => {
+    let ids: string[];
+    beforeAll(async () => {
+      ids = [];
+      for (let index = 0; index < 5; index += 1) ids.unshift(await pay());
+      // Creation times a second apart and more, set by hand, so that created[…] has edges to test.
+      for (const [index, id] of ids.entries())
+        await gw.app.db.query("UPDATE payments SET created_at = to_timestamp($2) WHERE id = $1", [
+          id,
+          2_000_000_000 - index * 10 + 0.5,
+        ]);
+    });
+
+    it("lists newest first, attempts only when expanded", async () => {
+      const all = await list("/v1/payments");
+      expect(all.status).toBe(200);
+      expect(all.body).toMatchObject({ object: "list", url: "/v1/payments", has_more: false });
+      expect(idsOf(all.body)).toEqual(ids);
+      expect(all.body.data[0]).not.toHaveProperty("attempts");
+      expect(all.body.data[0]).toMatchObject({ object: "payment", status: "succeeded", amount: "1.000000" });
+      const expanded = await list("/v1/payments?expand[]=data.attempts");
+      expect(expanded.body.data[0].attempts).toEqual([
+        expect.objectContaining({ rail: "internal-usdc", status: "succeeded" }),
+      ]);
+      const one = await gw.call("GET", `/v1/payments/${ids[0]}`, { key: tenant.key });
+      expect(expanded.body.data[0]).toEqual(one.body);
+      const twice = await list("/v1/payments?expand[]=data.attempts&expand[]=data.attempts&limit=1");
+      expect(twice.body.data[0].attempts).toHaveLength(1);
+    });
+
+    it("pages both ways, has_more exact at every edge", async () => {
+      const first = await list("/v1/payments?limit=2");
+      expect([idsOf(first.body), first.body.has_more]).toEqual([ids.slice(0, 2), true]);
+      const second = await list(`/v1/payments?limit=2&starting_after=${ids[1]}`);
+      expect([idsOf(second.body), second.body.has_more]).toEqual([ids.slice(2, 4), true]);
+      const last = await list(`/v1/payments?limit=2&starting_after=${ids[3]}`);
+      expect([idsOf(last.body), last.body.has_more]).toEqual([[ids[4]], false]);
+      const exact = await list(`/v1/payments?limit=3&starting_after=${ids[1]}`);
+      expect([idsOf(exact.body), exact.body.has_more]).toEqual([ids.slice(2), false]);
+      const past = await list(`/v1/payments?starting_after=${ids[4]}`);
+      expect([idsOf(past.body), past.body.has_more]).toEqual([[], false]);
+
+      const back = await list(`/v1/payments?limit=2&ending_before=${ids[4]}`);
+      expect([idsOf(back.body), back.body.has_more]).toEqual([ids.slice(2, 4), true]);
+      const top = await list(`/v1/payments?limit=2&ending_before=${ids[2]}`);
+      expect([idsOf(top.body), top.body.has_more]).toEqual([ids.slice(0, 2), false]);
+      const none = await list(`/v1/payments?ending_before=${ids[0]}`);
+      expect([idsOf(none.body), none.body.has_more]).toEqual([[], false]);
+    });
+
+    it("filters by creation time in whole seconds, and by status", async () => {
+      // ids[i] was created at 2,000,000,000 − 10·i + 0.5 s.
+      const at = (index: number) => 2_000_000_000 - index * 10;
+      for (const [query, expected] of [
+        [`created[gte]=${at(2)}`, ids.slice(0, 3)],
+        [`created[gt]=${at(2)}`, ids.slice(0, 2)],
+        [`created[lte]=${at(2)}`, ids.slice(2)],
+        [`created[lt]=${at(2)}`, ids.slice(3)],
+        [`created=${at(2)}`, [ids[2]]],
+        [`created[gte]=${at(3)}&created[lte]=${at(1)}`, ids.slice(1, 4)],
+        [`created[gte]=${at(0) + 1}`, []],
+        [`created[gte]=${at(3)}&limit=1&starting_after=${ids[1]}`, [ids[2]]],
+        ["status=succeeded", ids],
+        ["status=failed", []],
+        ["status=processing", []],
+      ] as const) {
+        const response = await list(`/v1/payments?${query}`);
+        expect([query, response.status, idsOf(response.body)]).toEqual([query, 200, expected]);
+      }
+    });
+
+    it("refuses bad parameters with 400 naming them", async () => {
+      for (const [query, code, param] of [
+        ["limit=0", "parameter_invalid", "limit"],
+        ["limit=101", "parameter_invalid", "limit"],
+        ["limit=x", "parameter_invalid", "limit"],
+        [`starting_after=${ids[0]}&ending_before=${ids[1]}`, "parameter_invalid", "ending_before"],
+        ["starting_after=pay_01m7zfckv29pdrb3m0gz9e4j5g", "parameter_invalid", "starting_after"],
+        ["ending_before=pay_01m7zfckv29pdrb3m0gz9e4j5g", "parameter_invalid", "ending_before"],
+        ["starting_after=inv_01m7zfckv29pdrb3m0gz9e4j5g", "parameter_invalid", "starting_after"],
+        ["status=paid", "parameter_invalid", "status"],
+        ["expand[]=data.route", "parameter_invalid", "expand[]"],
+        ["created[gte]=-1", "parameter_invalid", "created[gte]"],
+        ["created[after]=1", "parameter_unknown", "created[after]"],
+        ["order=asc", "parameter_unknown", "order"],
+      ] as const) {
+        const response = await list(`/v1/payments?${query}`);
+        expect([query, response.status, response.body.error?.code, response.body.error?.param]).toEqual([
+          query,
+          400,
+          code,
+          param,
+        ]);
+      }
+      const hundred = await list("/v1/payments?limit=100");
+      expect(hundred.status).toBe(200);
+    });
+
+    it("shows another tenant nothing, and refuses a payment of this one as its cursor", async () => {
+      const theirs = await list("/v1/payments?limit=100", other.key);
+      expect([theirs.status, idsOf(theirs.body)]).toEqual([200, []]);
+      const cursor = await list(`/v1/payments?starting_after=${ids[0]}`, other.key);
+      expect([cursor.status, cursor.body.error.code, cursor.body.error.param]).toEqual([
+        400,
+        "parameter_invalid",
+        "starting_after",
+      ]);
+      const unknown = await list("/v1/payments?starting_after=pay_01m7zfckv29pdrb3m0gz9e4j5g", other.key);
+      expect(unknown.body.error.message.replace(/"[^"]*"/, "")).toBe(
+        cursor.body.error.message.replace(/"[^"]*"/, ""),
+      );
+    });
+  });
+
+  describe("the other collections", () => {
+    it("lists invoices by status", async () => {
+      // No rail takes invoices in the default test gateway: rows as the invoices service writes them.
+      const made: string[] = [];
+      for (const [index, status] of ["open", "paid", "open"].entries()) {
+        const id = `inv_list${database}${index}`;
+        await gw.app.db.query(
+          `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, created_at)
+           VALUES ($1, $2, $3, 'USDC', 1000000, 'evm', $4, 'listed', to_timestamp($5))`,
+          [id, tenant.id, tenant.payee, status, 1_900_000_000 + index],
+        );
+        made.unshift(id);
+      }
+      const all = await list("/v1/invoices");
+      expect([all.status, idsOf(all.body), all.body.url]).toEqual([200, made, "/v1/invoices"]);
+      expect(all.body.data[0]).toMatchObject({ object: "invoice", status: "open", amount: "1.000000" });
+      const one = await gw.call("GET", `/v1/invoices/${made[0]}`, { key: tenant.key });
+      expect(all.body.data[0]).toEqual(one.body);
+      expect(idsOf((await list("/v1/invoices?status=open")).body)).toEqual([made[0], made[2]]);
+      expect(idsOf((await list("/v1/invoices?status=paid")).body)).toEqual([made[1]]);
+      expect(idsOf((await list(`/v1/invoices?ending_before=${made[2]}&limit=1`)).body)).toEqual([made[1]]);
+      expect((await list("/v1/invoices?status=succeeded")).status).toBe(400);
+      expect(idsOf((await list("/v1/invoices", other.key)).body)).toEqual([]);
+    });
+
+    it("lists quotes", async () => {
+      const made: string[] = [];
+      for (let index = 0; index < 3; index += 1) {
+        const quote = await gw.call("POST", "/v1/quotes", {
+          key: tenant.key,
+          body: {
+            amount: "1.00",
+            asset: "USDC",
+            destination: { type: "evm_address", address: gw.app.demo!.payee! },
+          },
+        });
+        expect(quote.status).toBe(201);
+        made.unshift(quote.body.id);
+        await gw.app.db.query("UPDATE quotes SET created_at = to_timestamp($2) WHERE id = $1", [
+          quote.body.id,
+          1_900_000_000 + index,
+        ]);
+      }
+      const all = await list("/v1/quotes?limit=2");
+      expect([idsOf(all.body), all.body.has_more, all.body.url]).toEqual([
+        made.slice(0, 2),
+        true,
+        "/v1/quotes",
+      ]);
+      expect(all.body.data[0]).toMatchObject({ object: "quote", asset: "USDC", amount: "1.000000" });
+      const rest = await list(`/v1/quotes?starting_after=${made[1]}`);
+      expect([idsOf(rest.body), rest.body.has_more]).toEqual([[made[2]], false]);
+      expect(idsOf((await list("/v1/quotes", other.key)).body)).toEqual([]);
+    });
+
+    it("lists webhook endpoints without their secrets", async () => {
+      const made: string[] = [];
+      for (let index = 0; index < 2; index += 1) {
+        const endpoint = await gw.call("POST", "/v1/webhook_endpoints", {
+          key: tenant.key,
+          body: { url: `https://example.com/hooks/${index}` },
+        });
+        expect(endpoint.status).toBe(201);
+        made.unshift(endpoint.body.id);
+        await gw.app.db.query("UPDATE webhook_endpoints SET created_at = to_timestamp($2) WHERE id = $1", [
+          endpoint.body.id,
+          1_900_000_000 + index,
+        ]);
+      }
+      const all = await list("/v1/webhook_endpoints");
+      expect(all.body).toEqual({
+        object: "list",
+        url: "/v1/webhook_endpoints",
+        data: [
+          {
+            id: made[0],
+            object: "webhook_endpoint",
+            url: "https://example.com/hooks/1",
+            created_at: new Date(1_900_000_001_000).toISOString(),
+          },
+          {
+            id: made[1],
+            object: "webhook_endpoint",
+            url: "https://example.com/hooks/0",
+            created_at: new Date(1_900_000_000_000).toISOString(),
+          },
+        ],
+        has_more: false,
+      });
+      expect(idsOf((await list("/v1/webhook_endpoints", other.key)).body)).toEqual([]);
+      const cursor = await list(`/v1/webhook_endpoints?starting_after=${made[0]}`, other.key);
+      expect([cursor.status, cursor.body.error.param]).toEqual([400, "starting_after"]);
+    });
+
+    it("lists payees on the same convention", async () => {
+      const made: string[] = [];
+      for (const name of ["a", "b", "c"]) {
+        const payee = await gw.call("POST", "/v1/payees", {
+          key: tenant.key,
+          body: { name, methods: [{ type: "account", account: tenant.payee }] },
+        });
+        expect(payee.status).toBe(201);
+        made.unshift(payee.body.id);
+      }
+      const back = await list(`/v1/payees?ending_before=${made[2]}&limit=1`);
+      expect([idsOf(back.body), back.body.has_more, back.body.url]).toEqual([[made[1]], true, "/v1/payees"]);
+      const cursor = await list(`/v1/payees?starting_after=${made[0]}`, other.key);
+      expect([cursor.status, cursor.body.error.param]).toEqual([400, "starting_after"]);
+      for (const path of [
+        "/v1/invoices",
+        "/v1/quotes",
+        "/v1/webhook_endpoints",
+        "/v1/payees",
+        "/v1/accounts",
+      ])
+        for (const query of ["limit=0", "limit=101"]) {
+          const response = await list(`${path}?${query}`);
+          expect([path, query, response.status, response.body.error.param]).toEqual([
+            path,
+            query,
+            400,
+            "limit",
+          ]);
+        }
+    });
+  });
+});
