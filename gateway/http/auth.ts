@@ -1,26 +1,101 @@
-// Bearer API keys. Registered inside the /v1 context (v1.ts), so its hook runs for every route there and for
-// no other: no route is exempted by URL or by flag. The tenant a key names is the scope of every query the
-// request makes. The key is never logged (the logger redacts the Authorization header). Valid keys are
-// remembered by their digest (tenants/createAuthenticator), so most requests ask no query; a revocation by any
-// process reaches that memory through the change bus.
-import type { FastifyPluginAsync } from "fastify";
+// Bearer credentials and what each may do. Registered inside the /v1 context (v1.ts), so its hook runs for every
+// route there and for no other: no route is exempted by URL or by flag. Two kinds of credential:
+// - a tenant's API key (sk_test_… / sk_live_…): only the deployment's mode (development takes test keys, production
+//   live ones), and only on a tenant's route, with the scope the route needs. The tenant it names is the scope of
+//   every query the request makes. Valid keys are remembered by their digest (tenants/createAuthenticator) for at
+//   most 1 s; a revocation or a suspension by any process reaches that memory at once through the change bus.
+// - the operator's credential (op_…): only on the operator's routes (/v1/tenants).
+//
+// Every route's need is found when the route is added, from its first path segment and its method (routeScopes:
+// a GET or HEAD takes `read` or the resource's scope, anything else the resource's scope), or from its
+// `config.scope`. A route for which neither says anything makes the server fail to start: no route slips through
+// unguarded. The need is written into the route's OpenAPI operation (security, x-switchyard-scope).
+// The key is never logged (the logger redacts the Authorization header).
+import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from "fastify";
 import fp from "fastify-plugin";
+import { SwitchyardError } from "../../core/index.ts";
 import type { ChangeFeed, Sql } from "../db/index.ts";
-import { type ApiKeyCacheLimits, createAuthenticator, type Tenant } from "../tenants/index.ts";
+import {
+  type ApiKeyCacheLimits,
+  type ApiKeyRecord,
+  createAuthenticator,
+  isOperatorKey,
+  type KeyMode,
+  modeOfSecret,
+  type ResourceScope,
+  type ScopeRequirement,
+  scopeGranted,
+  type Tenant,
+} from "../tenants/index.ts";
 import { ApiError } from "./errors.ts";
+
+/** What a route needs: the operator's credential, or a tenant's key with a scope. */
+export type RouteAccess = { kind: "operator" } | { kind: "tenant"; requirement: ScopeRequirement };
 
 declare module "fastify" {
   interface FastifyRequest {
-    /** Set by the auth hook on every /v1 route; null elsewhere. */
+    /** Set by the auth hook on every /v1 route called with a tenant's key; null elsewhere. */
     tenant: Tenant | null;
+    /** The tenant's key the request was made with; null elsewhere. */
+    apiKey: ApiKeyRecord | null;
+    /** Whether the request was made with the operator's credential. */
+    operator: boolean;
+  }
+  interface FastifyContextConfig {
+    /** The scope this route needs, when its first path segment does not say it (routeScopes) or says another. */
+    scope?: ResourceScope | "operator";
+    /** Set by the auth plugin when the route is added: what the route needs. */
+    access?: RouteAccess;
   }
 }
 
-/** The request's tenant; only reached on authenticated routes, where the hook has set it. */
+/** The scope each /v1 collection needs, by the first segment of its path. */
+export const routeScopes: Readonly<Record<string, ResourceScope | "operator">> = {
+  payments: "payments",
+  quotes: "payments",
+  invoices: "invoices",
+  refunds: "invoices",
+  accounts: "accounts",
+  payees: "accounts",
+  webhook_endpoints: "webhooks",
+  events: "webhooks",
+  api_keys: "keys",
+  tenants: "operator",
+};
+
+/** The OpenAPI extension that names the scope an operation needs ("operator": the operator's credential). */
+export const scopeExtension = "x-switchyard-scope";
+
+export class RouteScopeError extends SwitchyardError {
+  override name = "RouteScopeError";
+}
+
+/** What a route under the /v1 context needs, from its config or its path and method; null when nothing says. */
+export function routeAccess(route: {
+  method: string;
+  path: string;
+  scope?: ResourceScope | "operator";
+}): RouteAccess | null {
+  const segment = route.path.split("/")[1] ?? "";
+  const scope = route.scope ?? routeScopes[segment];
+  if (scope === undefined) return null;
+  if (scope === "operator") return { kind: "operator" };
+  const readSuffices = route.method === "GET" || route.method === "HEAD";
+  return { kind: "tenant", requirement: { scope, readSuffices } };
+}
+
+/** The request's tenant; only reached on tenants' routes, where the hook has set it. */
 export function tenantOf(request: { tenant: Tenant | null }): Tenant {
   if (request.tenant === null)
     throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
   return request.tenant;
+}
+
+/** The key of the request; only reached on tenants' routes, where the hook has set it. */
+export function apiKeyOf(request: { apiKey: ApiKeyRecord | null }): ApiKeyRecord {
+  if (request.apiKey === null)
+    throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
+  return request.apiKey;
 }
 
 export type AuthOptions = {
@@ -29,9 +104,34 @@ export type AuthOptions = {
   nowMs: () => number;
   /** Where revocations by any process arrive. */
   changes: ChangeFeed;
+  /** The deployment's mode: development takes only sk_test_ keys, production only sk_live_ ones. */
+  mode: "development" | "production";
 };
 
 const bearer = /^Bearer\s+(\S+)$/i;
+
+/** The mode of key a deployment takes. */
+export function keyModeOf(mode: "development" | "production"): KeyMode {
+  return mode === "production" ? "live" : "test";
+}
+
+function modeMismatch(keyMode: KeyMode, deployment: "development" | "production"): ApiError {
+  const wanted = keyModeOf(deployment);
+  return new ApiError(
+    "api_key_mode_mismatch",
+    `this is a ${keyMode} key (sk_${keyMode}_…) and this is a ${deployment} deployment, which takes only ${wanted} keys (sk_${wanted}_…): use a ${wanted} key of your tenant here` +
+      (keyMode === "live" ? "" : ", or send this test key to a development deployment"),
+  );
+}
+
+function scopeMissing(requirement: ScopeRequirement): ApiError {
+  const also = requirement.readSuffices ? ` (or "read")` : "";
+  return new ApiError(
+    "scope_missing",
+    `this API key lacks the "${requirement.scope}" scope${also} that this route needs; make a key with it (POST /v1/api_keys)`,
+    { extra: { scope: requirement.scope } },
+  );
+}
 
 const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
   // One memory of valid keys per server, dropped with it.
@@ -39,21 +139,96 @@ const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
     { sql: options.sql, nowMs: options.nowMs, changes: options.changes },
     options.apiKeyCache,
   );
+  const deploymentKeyMode = keyModeOf(options.mode);
   app.addHook("onClose", async () => authenticator.close());
   app.decorateRequest("tenant", null);
+  app.decorateRequest("apiKey", null);
+  app.decorateRequest("operator", false);
+
+  const authenticateOperator = async (
+    request: FastifyRequest,
+    secret: string,
+    access: RouteAccess | undefined,
+  ) => {
+    if (!(await isOperatorKey(options.sql, secret)))
+      throw new ApiError("api_key_invalid", "the API key is not valid");
+    if (access?.kind === "tenant")
+      throw new ApiError(
+        "tenant_key_required",
+        "the operator's credential manages tenants (/v1/tenants) only; call this route with one of the tenant's API keys",
+      );
+    request.operator = true;
+  };
+
   app.addHook("onRequest", async (request) => {
     const header = request.headers.authorization;
     if (header === undefined || header.trim() === "") {
       throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
     }
     const match = bearer.exec(header.trim());
-    const tenant = match === null ? null : await authenticator.authenticate(match[1]!);
-    if (tenant === null) throw new ApiError("api_key_invalid", "the API key is not valid");
-    request.tenant = tenant;
+    if (match === null) throw new ApiError("api_key_invalid", "the API key is not valid");
+    const secret = match[1]!;
+    // Undefined on the context's not-found route: authenticated, then answered 404.
+    const access = request.routeOptions.config.access;
+    if (secret.startsWith("op_")) return authenticateOperator(request, secret, access);
+    const keyMode = modeOfSecret(secret);
+    if (keyMode === null) throw new ApiError("api_key_invalid", "the API key is not valid");
+    if (keyMode !== deploymentKeyMode) throw modeMismatch(keyMode, options.mode);
+    const checked = await authenticator.check(secret);
+    if (!checked.ok) {
+      if (checked.refusal === "tenant_suspended")
+        throw new ApiError(
+          "tenant_suspended",
+          "this API key's tenant is suspended; its keys work again when the operator reactivates it",
+        );
+      throw new ApiError("api_key_invalid", "the API key is not valid");
+    }
+    request.tenant = checked.principal.tenant;
+    request.apiKey = checked.principal.key;
+    request.apiVersion = checked.principal.key.apiVersion;
+    if (access?.kind === "operator")
+      throw new ApiError("operator_only", "only the operator's credential may call this route");
+    if (access !== undefined && !scopeGranted(checked.principal.key.scopes, access.requirement))
+      throw scopeMissing(access.requirement);
   });
-  // The OpenAPI document says so for every route of this context.
-  app.addHook("onRoute", (route) => {
-    if (route.schema !== undefined) route.schema.security = [{ apiKey: [] }];
+
+  // Every route's need, found as it is added; a route nothing says anything of fails the start (onReady).
+  const unguarded: string[] = [];
+  app.addHook("onRoute", (route: RouteOptions) => {
+    const path = route.url.startsWith(app.prefix) ? route.url.slice(app.prefix.length) : route.url;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const method of methods) {
+      const access = routeAccess({
+        method,
+        path,
+        ...(route.config?.scope === undefined ? {} : { scope: route.config.scope }),
+      });
+      if (access === null) {
+        unguarded.push(`${method} ${route.url}`);
+        continue;
+      }
+      route.config = { ...route.config, access };
+      if (route.schema === undefined || method === "HEAD") continue;
+      if (access.kind === "operator") {
+        route.schema.security = [{ apiKey: ["operator"] }];
+        (route.schema as Record<string, unknown>)[scopeExtension] = "operator";
+      } else {
+        const { scope, readSuffices } = access.requirement;
+        route.schema.security = readSuffices
+          ? [{ apiKey: [scope] }, { apiKey: ["read"] }]
+          : [{ apiKey: [scope] }];
+        (route.schema as Record<string, unknown>)[scopeExtension] = scope;
+      }
+    }
+  });
+  app.addHook("onReady", async () => {
+    if (unguarded.length > 0)
+      throw new RouteScopeError(
+        "a /v1 route needs no known scope: add its collection to routeScopes or give it config.scope",
+        {
+          details: unguarded.join(", "),
+        },
+      );
   });
 };
 

@@ -1,0 +1,294 @@
+// /v1/api_keys: a tenant manages its own keys. Create (a name, scopes — at most the caller's own —, the
+// deployment's mode, an API version; the secret shown once), list and retrieve (the hint only, never the secret),
+// roll (a new key with the same name, scopes, mode and version; the old one works `expires_in_seconds` more, default
+// 24 h, 0: revoked now) and revoke (POST …/revoke or DELETE). Revoking, and a roll's end, reach every process
+// within 1 s (gateway/tenants/authenticator.ts). Another tenant's key is not found, never forbidden.
+//
+// An Idempotency-Key is not applied to the two routes that answer a secret (create, roll): the answer would have to
+// be stored to be given again, and a secret is never stored. A retried request makes another key (list and revoke
+// the one you did not get).
+import fp from "fastify-plugin";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import type { ChangeBus, Db } from "../../db/index.ts";
+import {
+  type ApiKeyRecord,
+  type ApiKeyRow,
+  apiKeyColumns,
+  apiKeyOfRow,
+  currentApiVersion,
+  getApiKey,
+  isApiVersion,
+  issueApiKey,
+  type RevokeResult,
+  revokeTenantApiKey,
+  rollApiKey,
+  rollOverlapSecondsDefault,
+  rollOverlapSecondsMax,
+  scopes,
+  scopesBeyond,
+  type Tenant,
+} from "../../tenants/index.ts";
+import { apiKeyOf, keyModeOf, tenantOf } from "../auth.ts";
+import { ApiError } from "../errors.ts";
+import { listPage, listParams, listQuery, listView } from "../lists.ts";
+import { errorView } from "../schemas.ts";
+
+export type ApiKeyRoutesOptions = {
+  db: Db;
+  changes: ChangeBus;
+  mode: "development" | "production";
+  nowMs: () => number;
+};
+
+export const apiKeyNameLengthMax = 200;
+
+const apiKeyId = z.string().regex(/^key_[0-9a-z]{26}$/, "an API key id (key_…)");
+const keyParams = z.strictObject({ id: apiKeyId });
+
+/** A short label: no control characters, no lone surrogates (PostgreSQL cannot store them). */
+export const labelSchema = (lengthMax: number) =>
+  z
+    .string()
+    .min(1)
+    .max(lengthMax)
+    .regex(/^[^\p{Cc}]*$/u, "text without control characters")
+    .refine((text) => text.isWellFormed(), "text without lone surrogates");
+
+export const createApiKeyBody = z.strictObject({
+  name: labelSchema(apiKeyNameLengthMax).optional(),
+  /** What the key may do; default: every scope the calling key has. At most the calling key's own. */
+  scopes: z
+    .array(z.enum(scopes))
+    .min(1)
+    .max(scopes.length)
+    .refine((given) => new Set(given).size === given.length, "each scope once")
+    .optional(),
+  /** The deployment's mode (default): test on a development deployment, live on a production one. */
+  mode: z.enum(["test", "live"]).optional(),
+  /** The API version the key is pinned to; default: the current one. */
+  api_version: z.string().max(32).optional(),
+});
+
+export const rollApiKeyBody = z
+  .strictObject({
+    /** How long the old key keeps working beside the new one; 0: it stops now. */
+    expires_in_seconds: z.number().int().min(0).max(rollOverlapSecondsMax).optional(),
+  })
+  .optional();
+
+export const apiKeyView = z.object({
+  id: z.string(),
+  object: z.literal("api_key"),
+  name: z.string().nullable(),
+  mode: z.enum(["test", "live"]),
+  scopes: z.array(z.enum(scopes)),
+  api_version: z.string(),
+  /** The secret's first 8 and last 4 characters. */
+  hint: z.string(),
+  /** `expiring`: rolled, working until expires_at. */
+  status: z.enum(["active", "expiring", "expired", "revoked"]),
+  created_at: z.string(),
+  expires_at: z.string().nullable(),
+  revoked_at: z.string().nullable(),
+  /** The key a roll made in this one's place. */
+  rolled_to: z.string().nullable(),
+});
+export type ApiKeyView = z.infer<typeof apiKeyView>;
+
+/** A new key, with its secret: the only answer that carries one. */
+export const apiKeyWithSecretView = apiKeyView.extend({ secret: z.string() });
+
+export const rollApiKeyView = apiKeyWithSecretView.extend({ rolled: apiKeyView });
+
+export const listApiKeysQuery = listQuery({ idPrefix: "key" });
+
+export function presentApiKey(key: ApiKeyRecord, nowMs: number): ApiKeyView {
+  const status =
+    key.revokedAt !== null
+      ? "revoked"
+      : key.expiresAt === null
+        ? "active"
+        : key.expiresAt.getTime() <= nowMs
+          ? "expired"
+          : "expiring";
+  return {
+    id: key.id,
+    object: "api_key",
+    name: key.name,
+    mode: key.mode,
+    scopes: key.scopes,
+    api_version: key.apiVersion,
+    hint: key.hint,
+    status,
+    created_at: key.createdAt.toISOString(),
+    expires_at: key.expiresAt?.toISOString() ?? null,
+    revoked_at: key.revokedAt?.toISOString() ?? null,
+    rolled_to: key.rolledTo,
+  };
+}
+
+function revokedOrRefused(result: RevokeResult, id: string): ApiKeyRecord {
+  if (result.ok) return result.key;
+  if (result.refusal === "api_key_not_found") throw new ApiError("api_key_not_found", `no API key "${id}"`);
+  throw new ApiError("api_key_revoked", `the API key "${id}" is already revoked or expired`);
+}
+
+/** A route that answers a secret takes no Idempotency-Key (see the header): the header is dropped before the plugin sees it. */
+async function withoutIdempotencyKey(request: { headers: Record<string, unknown> }): Promise<void> {
+  delete request.headers["idempotency-key"];
+}
+
+const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) => {
+  const deps = { db: options.db, changes: options.changes };
+  const deploymentKeyMode = keyModeOf(options.mode);
+
+  app.post(
+    "/api_keys",
+    {
+      onRequest: withoutIdempotencyKey,
+      schema: { body: createApiKeyBody, response: { 201: apiKeyWithSecretView, "4xx": errorView } },
+    },
+    async (request, reply) => {
+      const { body } = request;
+      const caller = apiKeyOf(request);
+      if (body.mode !== undefined && body.mode !== deploymentKeyMode)
+        throw new ApiError(
+          "parameter_invalid",
+          `invalid parameter "mode": this ${options.mode} deployment makes only ${deploymentKeyMode} keys`,
+          { param: "mode" },
+        );
+      if (body.api_version !== undefined && !isApiVersion(body.api_version))
+        throw new ApiError("api_version_invalid", `"${body.api_version}" is no version of this API`, {
+          param: "api_version",
+        });
+      const wanted = body.scopes ?? caller.scopes;
+      const beyond = scopesBeyond(caller.scopes, wanted);
+      if (beyond.length > 0)
+        throw new ApiError(
+          "scope_missing",
+          `a key cannot make a key with more scopes than its own: this one lacks ${beyond.map((scope) => `"${scope}"`).join(", ")}`,
+          { param: "scopes", extra: { scope: beyond[0] } },
+        );
+      const issued = await issueApiKey(deps, {
+        tenantId: tenantOf(request).id,
+        mode: deploymentKeyMode,
+        name: body.name ?? null,
+        scopes: wanted,
+        apiVersion: body.api_version ?? currentApiVersion,
+      });
+      if (!issued.ok) {
+        if (issued.refusal === "api_keys_too_many")
+          throw new ApiError(
+            "api_keys_too_many",
+            "this tenant has as many working API keys as it may: revoke one first",
+          );
+        if (issued.refusal === "tenant_suspended")
+          throw new ApiError("tenant_suspended", "the tenant is suspended");
+        throw new ApiError("tenant_not_found", "the key's tenant is gone");
+      }
+      return reply.code(201).send({ ...presentApiKey(issued.key, options.nowMs()), secret: issued.secret });
+    },
+  );
+
+  app.get(
+    "/api_keys",
+    { schema: { querystring: listApiKeysQuery, response: { 200: listView(apiKeyView), "4xx": errorView } } },
+    async (request) => {
+      const nowMs = options.nowMs();
+      return listPage(
+        options.db,
+        {
+          table: "api_keys",
+          tenantColumn: "tenant_id",
+          columns: apiKeyColumns,
+          noun: "API key",
+          map: (row: ApiKeyRow) => presentApiKey(apiKeyOfRow(row), nowMs),
+        },
+        { tenantId: tenantOf(request).id, url: "/v1/api_keys", params: listParams(request.query) },
+      );
+    },
+  );
+
+  app.get(
+    "/api_keys/:id",
+    { schema: { params: keyParams, response: { 200: apiKeyView, "4xx": errorView } } },
+    async (request) => {
+      const { id } = request.params;
+      const key = await getApiKey(options.db, { tenantId: tenantOf(request).id, id });
+      if (key === null) throw new ApiError("api_key_not_found", `no API key "${id}"`);
+      return presentApiKey(key, options.nowMs());
+    },
+  );
+
+  app.post(
+    "/api_keys/:id/roll",
+    {
+      onRequest: withoutIdempotencyKey,
+      schema: {
+        params: keyParams,
+        body: rollApiKeyBody,
+        response: { 200: rollApiKeyView, "4xx": errorView },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const result = await rollApiKey(deps, {
+        tenantId: tenantOf(request).id,
+        id,
+        overlapSeconds: request.body?.expires_in_seconds ?? rollOverlapSecondsDefault,
+        grantedScopes: apiKeyOf(request).scopes,
+      });
+      if (!result.ok) {
+        switch (result.refusal) {
+          case "api_key_not_found":
+            throw new ApiError("api_key_not_found", `no API key "${id}"`);
+          case "api_key_revoked":
+            throw new ApiError(
+              "api_key_revoked",
+              `the API key "${id}" is revoked or expired: make a new one`,
+            );
+          case "api_key_rolled":
+            throw new ApiError("api_key_rolled", `the API key "${id}" was already rolled`);
+          case "tenant_suspended":
+            throw new ApiError("tenant_suspended", "the tenant is suspended");
+          case "scope_missing":
+            throw new ApiError(
+              "scope_missing",
+              `rolling gives the new key the old one's scopes, and this key lacks ${result.scopes.map((scope) => `"${scope}"`).join(", ")}`,
+              { extra: { scope: result.scopes[0] } },
+            );
+        }
+      }
+      const nowMs = options.nowMs();
+      return {
+        ...presentApiKey(result.key, nowMs),
+        secret: result.secret,
+        rolled: presentApiKey(result.rolled, nowMs),
+      };
+    },
+  );
+
+  const revoke = async (request: { params: { id: string }; tenant: Tenant | null }) => {
+    const { id } = request.params;
+    const key = revokedOrRefused(await revokeTenantApiKey(deps, { tenantId: tenantOf(request).id, id }), id);
+    return presentApiKey(key, options.nowMs());
+  };
+  app.post(
+    "/api_keys/:id/revoke",
+    { schema: { params: keyParams, response: { 200: apiKeyView, "4xx": errorView } } },
+    async (request) => revoke(request),
+  );
+  app.delete(
+    "/api_keys/:id",
+    { schema: { params: keyParams, response: { 200: apiKeyView, "4xx": errorView } } },
+    async (request) => revoke(request),
+  );
+};
+
+export const apiKeyRoutes = fp(plugin, {
+  name: "switchyard-api-keys",
+  encapsulate: true,
+  dependencies: ["switchyard-auth"],
+  decorators: { request: ["tenant", "apiKey"] },
+});
