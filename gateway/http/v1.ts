@@ -4,7 +4,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { Rail } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
-import type { ChangeFeed, Db } from "../db/index.ts";
+import type { ChangeBus, Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { PaymentsDeps } from "../payments/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
@@ -13,12 +13,14 @@ import { authPlugin } from "./auth.ts";
 import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
 import { accountRoutes } from "./resources/accounts.ts";
+import { apiKeyRoutes } from "./resources/api-keys.ts";
 import { invoiceRoutes } from "./resources/invoices.ts";
 import { listRoutes } from "./resources/lists.ts";
 import { payeeRoutes } from "./resources/payees.ts";
 import { paymentRoutes } from "./resources/payments.ts";
 import { quoteRoutes } from "./resources/quotes.ts";
 import { refundRoutes } from "./resources/refunds.ts";
+import { tenantRoutes } from "./resources/tenants.ts";
 import { webhookEndpointRoutes } from "./resources/webhook-endpoints.ts";
 
 /** What the routes need: the services, and the stores they read. */
@@ -33,8 +35,10 @@ export type RoutesOptions = {
 
 export type V1Options = RoutesOptions & {
   apiKeyCache: ApiKeyCacheLimits;
-  /** Where API-key revocations by any process arrive. */
-  changes: ChangeFeed;
+  /** Where API-key revocations by any process arrive, and where this one's are announced. */
+  changes: ChangeBus;
+  /** The deployment's mode: development takes only sk_test_ keys, production only sk_live_ ones. */
+  mode: "development" | "production";
   idempotencyInProgressTimeoutMs: number;
 };
 
@@ -44,6 +48,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
     apiKeyCache: options.apiKeyCache,
     nowMs: Date.now,
     changes: options.changes,
+    mode: options.mode,
   });
   // An unknown /v1 route asks for the key first, as every /v1 route does: without one, 401, not 404.
   app.setNotFoundHandler(answerNotFound);
@@ -63,4 +68,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(payeeRoutes, { db: options.db, accounts: options.accounts, nowMs: Date.now });
   await app.register(listRoutes, { db: options.db });
   await app.register(refundRoutes, { refunds: options.payments });
+  const keyed = { db: options.db, changes: options.changes, mode: options.mode, nowMs: Date.now };
+  await app.register(tenantRoutes, keyed);
+  await app.register(apiKeyRoutes, keyed);
 };
