@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance, type FastifySchemaCompiler } from "fasti
 import { serializerCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import type { ZodType } from "zod";
 import type { RailRoute } from "../../core/index.ts";
-import type { ChangeFeed } from "../db/index.ts";
+import type { ChangeBus } from "../db/index.ts";
 import { type ApiKeyCacheLimits, apiKeyCacheDefaults } from "../tenants/index.ts";
 import { type Admission, admissionPlugin, createAdmission, requestsInFlightMaxDefault } from "./admission.ts";
 import { docsPlugin } from "./docs.ts";
@@ -17,6 +17,7 @@ import { openApiPlugin } from "./openapi.ts";
 import { railRoutesPlugin } from "./rail-routes.ts";
 import { textSafetyPlugin } from "./text-safety.ts";
 import { type RoutesOptions, v1Plugin } from "./v1.ts";
+import { versioningPlugin } from "./versioning.ts";
 
 export type { RoutesOptions } from "./v1.ts";
 
@@ -27,8 +28,10 @@ export type ServerOptions = RoutesOptions & {
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** How many valid API keys each server remembers, and for how long (default: apiKeyCacheDefaults). */
   apiKeyCache?: ApiKeyCacheLimits;
-  /** Where API-key revocations by any process arrive (the app's change bus). */
-  changes: ChangeFeed;
+  /** Where API-key revocations by any process arrive, and where this one's are announced (the app's change bus). */
+  changes: ChangeBus;
+  /** The deployment's mode: development takes only sk_test_ keys, production only sk_live_ ones. */
+  mode: "development" | "production";
   /** The rails' provider routes (core's RailRoute), mounted beside /v1 without an API key. */
   railRoutes?: readonly RailRoute[];
   /** The most API requests in flight at once; more are answered 503 `overloaded` (default: requestsInFlightMaxDefault). */
@@ -79,6 +82,8 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   });
   app.decorate("admission", admission);
   await app.register(errorsPlugin);
+  // Switchyard-Version on every response, errors too; hooks before every other.
+  await app.register(versioningPlugin);
   await app.register(textSafetyPlugin);
   await app.register(openApiPlugin, { version: apiVersion });
   await app.register(docsPlugin);
@@ -97,6 +102,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       settlement: options.settlement,
       apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
       changes: options.changes,
+      mode: options.mode,
       idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
     });
   });
