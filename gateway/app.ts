@@ -185,6 +185,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       payments: services.payments,
       settlement: services.settlement,
       changes,
+      mode: config.mode,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       requestsInFlightMax: config.requestsInFlightMax,
