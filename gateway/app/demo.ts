@@ -1,9 +1,10 @@
-// Development only: the demo tenant that `npm start` prints a working curl for — a fresh API key, a customer
-// and a merchant account, and on each embedded chain, once, 1,000 TestUSD minted to the hot wallet and credited
-// to the customer from that chain's rail.
+// Development only: the demo tenant that `npm start` prints a working curl for — an API key, a customer and a
+// merchant account in USDC, a customer account in BTC and one in USD (empty: money comes in by invoice, on
+// Lightning and through Stripe), and on each embedded chain, once, 1,000 TestUSD minted to the hot wallet and
+// credited to the USDC customer from that chain's rail.
 import { parseEventLogs } from "viem";
 import { type EmbeddedChain, testUsdAbi } from "../../adapters/evm/index.ts";
-import { assets, SwitchyardError } from "../../core/index.ts";
+import { type Asset, assets, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -13,13 +14,17 @@ import {
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { credit, type Ledger, transferCodes } from "../ledger/index.ts";
-import { createApiKey, createTenant } from "../tenants/index.ts";
+import { createTenant, ensureDemoApiKey } from "../tenants/index.ts";
 
 export type DemoTenant = {
   tenantId: string;
   apiKey: string;
   customer: AccountRecord;
   merchant: AccountRecord;
+  /** A BTC customer account: invoices paid on Lightning fill it, BOLT11 payments spend it. */
+  btc: AccountRecord;
+  /** A USD customer account: invoices paid through Stripe fill it. */
+  usd: AccountRecord;
   /** An address on the first embedded chain to pay in the demo. */
   payee: `0x${string}` | null;
   /** Per embedded chain (one EVM rail each): its rail, its chain id and an address to pay there. */
@@ -40,8 +45,9 @@ export class DemoSetupError extends SwitchyardError {
 const demoTenantId = "ten_demo";
 
 /**
- * Development only: a demo tenant with a fresh API key, a customer and a merchant account, and — on each
- * embedded chain, the first time — 1,000 TestUSD minted to the hot wallet and credited to the customer.
+ * Development only: a demo tenant with its API key, a USDC customer and merchant account, a BTC and a USD
+ * customer account, and — on each embedded chain, the first time — 1,000 TestUSD minted to the hot wallet and
+ * credited to the USDC customer.
  */
 export async function ensureDemoTenant(deps: {
   db: Db;
@@ -50,15 +56,19 @@ export async function ensureDemoTenant(deps: {
 }): Promise<DemoTenant> {
   const exists = await deps.db.query("SELECT 1 FROM tenants WHERE id = $1", [demoTenantId]);
   if (exists.length === 0) await createTenant(deps.db, { id: demoTenantId, name: "Demo" });
-  const key = await createApiKey(deps.db, { tenantId: demoTenantId, mode: "test" });
-  const account = async (id: string, kind: "customer" | "merchant", name: string) =>
+  const key = await ensureDemoApiKey(deps, { tenantId: demoTenantId }); // the same at every start on this database
+  const account = async (
+    id: string,
+    kind: "customer" | "merchant",
+    name: string,
+    asset: Asset = assets.USDC,
+  ) =>
     (await getTenantAccount(deps.db, { tenantId: demoTenantId, id })) ??
-    createAccount(
-      { sql: deps.db, ledger: deps.ledger },
-      { tenantId: demoTenantId, kind, asset: assets.USDC, name, id },
-    );
+    createAccount({ sql: deps.db, ledger: deps.ledger }, { tenantId: demoTenantId, kind, asset, name, id });
   const customer = await account("acct_demo_customer", "customer", "Demo customer");
   const merchant = await account("acct_demo_merchant", "merchant", "Demo merchant");
+  const btc = await account("acct_demo_btc", "customer", "Demo customer (BTC)", assets.BTC);
+  const usd = await account("acct_demo_usd", "customer", "Demo customer (USD)", assets.USD);
   const chains: DemoChain[] = [];
   for (const source of deps.chains) {
     await fundFromMint(deps.db, deps.ledger, source, customer);
@@ -70,6 +80,8 @@ export async function ensureDemoTenant(deps: {
     apiKey: key.secret,
     customer,
     merchant,
+    btc,
+    usd,
     payee: chains[0]?.payee ?? null,
     chains,
   };
