@@ -45,16 +45,27 @@ describe("the OpenAPI document", () => {
     const document = await openApi();
     expect(document.openapi).toMatch(/^3\./);
     expect(operations(document).sort()).toEqual([
+      "DELETE /v1/api_keys/{id}",
       "GET /v1/accounts/{id}/balance",
+      "GET /v1/api_keys",
+      "GET /v1/api_keys/{id}",
       "GET /v1/invoices/{id}",
       "GET /v1/payees",
       "GET /v1/payees/{id}",
       "GET /v1/payments/{id}",
+      "GET /v1/tenants",
+      "GET /v1/tenants/{id}",
       "PATCH /v1/payees/{id}",
+      "POST /v1/api_keys",
+      "POST /v1/api_keys/{id}/revoke",
+      "POST /v1/api_keys/{id}/roll",
       "POST /v1/invoices",
       "POST /v1/payees",
       "POST /v1/payments",
       "POST /v1/quotes",
+      "POST /v1/tenants",
+      "POST /v1/tenants/{id}/reactivate",
+      "POST /v1/tenants/{id}/suspend",
       "POST /v1/webhook_endpoints",
     ]);
   });
@@ -62,7 +73,8 @@ describe("the OpenAPI document", () => {
   it("describes each route from its zod schemas: the request, the responses, the key it needs", async () => {
     const { paths } = await openApi();
     const create = paths["/v1/payments"]!.post!;
-    expect(create.security).toEqual([{ apiKey: [] }]);
+    // The scope it needs (auth.ts): a key with "payments".
+    expect(create.security).toEqual([{ apiKey: ["payments"] }]);
     expect(create.requestBody).toMatchObject({
       content: {
         "application/json": {
