@@ -141,16 +141,12 @@ async function linksOf(
   return { payments: paymentLinks, invoices: byHex(invoices), refunds: refunds };
 }
 
-/** Refunds by their hold's id (hex), when the refunds table exists (migration 0017). */
+/** Refunds by their hold's id (hex): a refund's hold is its hold_transfer_id, its post or void names it. */
 async function refundLinks(
   sql: Sql,
   tenantId: string,
   decimal: readonly string[],
 ): Promise<Map<string, string>> {
-  const [table] = await sql.query<{ present: boolean }>(
-    "SELECT to_regclass('refunds') IS NOT NULL AS present",
-  );
-  if (table?.present !== true) return new Map();
   const rows = await sql.query<{ link: string; id: string }>(
     `SELECT hold_transfer_id::text AS link, id FROM refunds
       WHERE tenant_id = $1 AND hold_transfer_id = ANY($2::numeric[])`,
