@@ -239,9 +239,18 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
         [tenant.id, key, reply.statusCode, body],
       );
     }
+    // The answer goes out whatever became of keeping it: it says what was done, and an error here would make
+    // Fastify answer a second time, outside the API's error shape. A record left unanswered reads as in use,
+    // then as dead once the in-progress timeout has passed: the key is never answered with another request's.
     stored.then(
       () => done(null, payload),
-      (error: Error) => done(error),
+      (error: unknown) => {
+        request.log.error(
+          { err: error, status: reply.statusCode },
+          "the Idempotency-Key's answer was not kept",
+        );
+        done(null, payload);
+      },
     );
   });
 };

@@ -3,6 +3,7 @@
 import { isAddress } from "viem";
 import { z } from "zod";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
+import { isStorableText } from "./text-safety.ts";
 
 const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
 const hex = (bytes: number) =>
@@ -77,15 +78,16 @@ export const createQuoteBody = z.strictObject({
   ttl_seconds: z.number().int().min(1).max(quoteTtlSecondsMax).optional(),
 });
 
-/** Text PostgreSQL can hold: no NUL character. */
-const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
+/**
+ * Text PostgreSQL can store as sent: no NUL character, no unpaired surrogate. text-safety.ts refuses such text on
+ * every route before validation; the schema says it too, so that the document and a direct parse agree.
+ */
+export const storable = (schema: z.ZodString) =>
+  schema.refine(isStorableText, "no NUL character or unpaired UTF-16 surrogate");
 
-/** A resource's metadata (payments, payees): at most 20 keys of short text, without NUL characters. */
+/** A resource's metadata (payments, payees, …): at most 20 keys of short text, each storable. */
 export const metadataSchema = z
-  .record(
-    z.string().max(40).refine(withoutNul, "no NUL character"),
-    z.string().max(500).refine(withoutNul, "no NUL character"),
-  )
+  .record(storable(z.string().max(40)), storable(z.string().max(500)))
   .refine((m) => Object.keys(m).length <= 20, "at most 20 keys");
 
 export const createPaymentBody = z.strictObject({
@@ -235,7 +237,7 @@ export const createInvoiceBody = z.strictObject({
   amount: z.string().max(64),
   asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as BTC"),
   rail: railName.optional(),
-  description: z.string().max(500).optional(),
+  description: storable(z.string().max(500)).optional(),
   expires_in_seconds: z.number().int().min(60).max(invoiceExpirySecondsMax).optional(),
 });
 
@@ -258,10 +260,12 @@ export const invoiceView = z.object({
 export type InvoiceView = z.infer<typeof invoiceView>;
 
 export const createWebhookEndpointBody = z.strictObject({
-  url: z
-    .string()
-    .max(2_048)
-    .regex(/^https?:\/\/[^\s]+$/, "an http(s) URL"),
+  url: storable(
+    z
+      .string()
+      .max(2_048)
+      .regex(/^https?:\/\/[^\s]+$/, "an http(s) URL"),
+  ),
 });
 
 export const webhookEndpointView = z.object({
@@ -302,11 +306,13 @@ export const payeeMethodSchema = z.discriminatedUnion("type", [
 ]);
 export type PayeeMethodBody = z.infer<typeof payeeMethodSchema>;
 
-const payeeName = z
-  .string()
-  .min(1)
-  .max(payeeNameLengthMax)
-  .regex(/^[^\p{Cc}]*$/u, "a name without control characters");
+const payeeName = storable(
+  z
+    .string()
+    .min(1)
+    .max(payeeNameLengthMax)
+    .regex(/^[^\p{Cc}]*$/u, "a name without control characters"),
+);
 
 const payeeMethods = z.array(payeeMethodSchema).min(1).max(payeeMethodsMax);
 

@@ -1,0 +1,97 @@
+// Text PostgreSQL cannot store is refused at the door, for every route at once: a NUL character (text refuses
+// the byte, jsonb the \u0000 escape) and an unpaired UTF-16 surrogate (jsonb refuses its escape; text takes the
+// UTF-8 encoder's replacement character instead, silently changing what was sent). Checked on the path
+// parameters and the query string as the request arrives (onRequest: before the API key is looked at, before
+// any hook of the /v1 context), and on the parsed JSON body before it is validated (preValidation: before the
+// Idempotency-Key is claimed, before any handler). Answered 400 `parameter_invalid` naming the parameter by its
+// dotted path, as zod's errors are (`metadata.order`, `methods.0.address`); a key that is itself unstorable is
+// named with the offending code units written out (`metadata.a\u0000`), so the answer carries none of them.
+// Registered once in server.ts, not encapsulated: routes added later are covered without a line of their own.
+import type { FastifyPluginAsync, FastifyRequest } from "fastify";
+import fp from "fastify-plugin";
+import { ApiError } from "./errors.ts";
+
+const nul = String.fromCharCode(0);
+
+/** Whether PostgreSQL can store this text as sent (text and jsonb): no NUL, no unpaired surrogate. */
+export function isStorableText(text: string): boolean {
+  return text.isWellFormed() && !text.includes(nul);
+}
+
+const isHighSurrogate = (unit: number) => unit >= 0xd800 && unit <= 0xdbff;
+const isLowSurrogate = (unit: number) => unit >= 0xdc00 && unit <= 0xdfff;
+
+/** The text with each unstorable code unit written out as `\uXXXX`, safe to echo in an answer. */
+export function escapeUnstorable(text: string): string {
+  let escaped = "";
+  for (let index = 0; index < text.length; index += 1) {
+    const unit = text.charCodeAt(index);
+    const next = index + 1 < text.length ? text.charCodeAt(index + 1) : -1;
+    if (isHighSurrogate(unit) && isLowSurrogate(next)) {
+      escaped += text.slice(index, index + 2);
+      index += 1;
+    } else if (unit === 0 || isHighSurrogate(unit) || isLowSurrogate(unit)) {
+      escaped += `\\u${unit.toString(16).padStart(4, "0")}`;
+    } else {
+      escaped += text[index];
+    }
+  }
+  return escaped;
+}
+
+/** Where unstorable text was found: the parameter's dotted path, and whether it was a key or a value. */
+export type UnstorableText = { param: string; in: "key" | "value" };
+
+/**
+ * The first string, key or value, that PostgreSQL cannot store, in a parsed JSON value (objects, arrays,
+ * strings, numbers, booleans, null), walked with an explicit stack (no recursion over client data; the body
+ * limit bounds the work); null when every string is storable.
+ */
+export function findUnstorableText(value: unknown, prefix: readonly string[] = []): UnstorableText | null {
+  const stack: Array<{ value: unknown; path: readonly string[] }> = [{ value, path: prefix }];
+  while (stack.length > 0) {
+    const { value: item, path } = stack.pop()!;
+    if (typeof item === "string") {
+      if (!isStorableText(item)) return { param: path.join("."), in: "value" };
+    } else if (Array.isArray(item)) {
+      for (let index = item.length - 1; index >= 0; index -= 1)
+        stack.push({ value: item[index], path: [...path, String(index)] });
+    } else if (item !== null && typeof item === "object" && !Buffer.isBuffer(item)) {
+      const entries = Object.entries(item);
+      for (let index = entries.length - 1; index >= 0; index -= 1) {
+        const [key, child] = entries[index]!;
+        if (!isStorableText(key)) return { param: [...path, escapeUnstorable(key)].join("."), in: "key" };
+        stack.push({ value: child, path: [...path, key] });
+      }
+    }
+  }
+  return null;
+}
+
+/** The 400 an unstorable string is answered with. */
+export function unstorableTextError(found: UnstorableText): ApiError {
+  const what = found.in === "key" ? "the parameter's name" : "the parameter";
+  const param = found.param === "" ? "body" : found.param;
+  return new ApiError(
+    "parameter_invalid",
+    `invalid parameter "${param}": ${what} holds a NUL character or an unpaired UTF-16 surrogate, which cannot be stored`,
+    { param },
+  );
+}
+
+function checkUrl(request: FastifyRequest): void {
+  const found =
+    findUnstorableText(request.params ?? {}) ?? findUnstorableText((request.query as unknown) ?? {});
+  if (found !== null) throw unstorableTextError(found);
+}
+
+const plugin: FastifyPluginAsync = async (app) => {
+  app.addHook("onRequest", async (request) => checkUrl(request));
+  app.addHook("preValidation", async (request) => {
+    const found = findUnstorableText(request.body);
+    if (found !== null) throw unstorableTextError(found);
+  });
+};
+
+/** Not encapsulated: registered at the root, its hooks run for every route, before any context's own. */
+export const textSafetyPlugin = fp(plugin, { name: "switchyard-text-safety" });
