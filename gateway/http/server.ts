@@ -16,7 +16,6 @@ import { healthPlugin } from "./health.ts";
 import { openApiPlugin } from "./openapi.ts";
 import { railRoutesPlugin } from "./rail-routes.ts";
 import { textSafetyPlugin } from "./text-safety.ts";
-import { textSafetyPlugin } from "./text-safety.ts";
 import { type RoutesOptions, v1Plugin } from "./v1.ts";
 import { versioningPlugin } from "./versioning.ts";
 
@@ -83,7 +82,6 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   });
   app.decorate("admission", admission);
   await app.register(errorsPlugin);
-  await app.register(textSafetyPlugin);
   // Switchyard-Version on every response, errors too; hooks before every other.
   await app.register(versioningPlugin);
   await app.register(textSafetyPlugin);
