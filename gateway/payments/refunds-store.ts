@@ -107,13 +107,13 @@ export async function refundsOfInvoice(
   };
 }
 
-/** What is left to refund of an invoice or payment: all it paid, before a first refund. */
+/** What is left to refund of an invoice or payment that paid `paid` (as it stands now): all of it, before a first refund. */
 export async function remainingOf(sql: Sql, params: { targetId: string; paid: bigint }): Promise<bigint> {
-  const [row] = await sql.query<{ left: bigint }>(
-    "SELECT paid - refunded AS left FROM refundable WHERE target_id = $1",
+  const [row] = await sql.query<{ refunded: bigint }>(
+    "SELECT refunded FROM refundable WHERE target_id = $1",
     [params.targetId],
   );
-  return row === undefined ? params.paid : row.left;
+  return params.paid - (row?.refunded ?? 0n);
 }
 
 export type NewRefund = Omit<
@@ -161,8 +161,10 @@ export async function insertRefund(
       ],
     );
     if (written === undefined) return { kind: "key_taken" as const };
+    // What was paid only grows (a further receipt for an invoice): the row keeps the most it has been told.
     await tx.query(
-      "INSERT INTO refundable (target_id, paid) VALUES ($1, $2) ON CONFLICT (target_id) DO NOTHING",
+      `INSERT INTO refundable (target_id, paid) VALUES ($1, $2)
+       ON CONFLICT (target_id) DO UPDATE SET paid = EXCLUDED.paid WHERE refundable.paid < EXCLUDED.paid`,
       [targetId, refund.paid],
     );
     // The claim: one conditional update, which a concurrent claim on the same row waits for and re-checks.

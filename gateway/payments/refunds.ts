@@ -125,18 +125,18 @@ async function invoiceSource(
     account_id: string;
     asset: string;
     rail: string;
-    status: string;
     received_amount: bigint | null;
     rail_reference: string | null;
   }>(
-    `SELECT account_id, asset, rail, status, received_amount, rail_reference FROM invoices
+    `SELECT account_id, asset, rail, received_amount, rail_reference FROM invoices
      WHERE id = $1 AND tenant_id = $2`,
     [params.invoiceId, params.tenantId],
   );
   if (invoice === undefined)
     return refuse("invoice_not_found", `no invoice "${params.invoiceId}"`, "invoice");
-  if (invoice.status === "open" || invoice.received_amount === null || invoice.received_amount <= 0n)
-    return refuse("invoice_not_paid", `invoice ${params.invoiceId} has not been paid`, "invoice");
+  // What came in is refundable, also of an invoice still open because it was paid in part.
+  if (invoice.received_amount === null || invoice.received_amount <= 0n)
+    return refuse("invoice_not_paid", `nothing has been paid for invoice ${params.invoiceId}`, "invoice");
   const asset = assetByCode(invoice.asset);
   const rail = deps.rails.get(invoice.rail);
   if (asset === null || rail === undefined)
