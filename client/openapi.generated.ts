@@ -9,7 +9,186 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                    status?: "processing" | "succeeded" | "failed";
+                    "expand[]"?: "data.attempts" | "data.attempts"[];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "payment";
+                                /** @enum {string} */
+                                status: "processing" | "succeeded" | "failed";
+                                amount: string;
+                                asset: string;
+                                source: {
+                                    account: string;
+                                };
+                                destination: {
+                                    [key: string]: string | number;
+                                };
+                                rail: string | null;
+                                route: {
+                                    chosen: string | null;
+                                    candidates: {
+                                        rail: string;
+                                        kind: string;
+                                        destination: {
+                                            [key: string]: string | number;
+                                        };
+                                        amount: string;
+                                        asset: string;
+                                        cost: {
+                                            network_usd: string;
+                                            provider_usd: string;
+                                            fx_usd: string;
+                                            fee_usd: string;
+                                            failure_usd: string;
+                                            latency_usd: string;
+                                            total_usd: string;
+                                        };
+                                        fee_cap_usd: string;
+                                        latency_ms: number;
+                                    }[];
+                                    excluded: {
+                                        rail: string;
+                                        reason: string;
+                                        detail: string;
+                                    }[];
+                                } | null;
+                                attempts?: {
+                                    id: string;
+                                    rail: string;
+                                    status: string;
+                                    asset: string;
+                                    amount: string;
+                                    fee: string | null;
+                                    evidence: ({
+                                        /** @enum {string} */
+                                        rail: "internal";
+                                    } | {
+                                        /** @enum {string} */
+                                        rail: "evm";
+                                        chain_id: number;
+                                        tx_hash: string;
+                                        log_index: number;
+                                        block_number: string;
+                                    } | {
+                                        /** @enum {string} */
+                                        rail: "lightning";
+                                        payment_hash: string;
+                                        preimage: string;
+                                    } | {
+                                        /** @enum {string} */
+                                        rail: "fiat";
+                                        psp_id: string;
+                                    } | {
+                                        /** @enum {string} */
+                                        rail: "external";
+                                        rail_id: string;
+                                        reference: string;
+                                    }) | null;
+                                    failure: {
+                                        code: string;
+                                        message: string;
+                                    } | null;
+                                }[];
+                                failure: {
+                                    code: string;
+                                    message: string;
+                                } | null;
+                                metadata: {
+                                    [key: string]: string;
+                                };
+                                created_at: string;
+                                updated_at: string;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         put?: never;
         post: {
             parameters: {
@@ -561,7 +740,138 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "quote";
+                                amount: string;
+                                asset: string;
+                                destination: {
+                                    [key: string]: string | number;
+                                };
+                                route: {
+                                    chosen: string | null;
+                                    candidates: {
+                                        rail: string;
+                                        kind: string;
+                                        destination: {
+                                            [key: string]: string | number;
+                                        };
+                                        amount: string;
+                                        asset: string;
+                                        cost: {
+                                            network_usd: string;
+                                            provider_usd: string;
+                                            fx_usd: string;
+                                            fee_usd: string;
+                                            failure_usd: string;
+                                            latency_usd: string;
+                                            total_usd: string;
+                                        };
+                                        fee_cap_usd: string;
+                                        latency_ms: number;
+                                    }[];
+                                    excluded: {
+                                        rail: string;
+                                        reason: string;
+                                        detail: string;
+                                    }[];
+                                };
+                                rail: string;
+                                rail_amount: string;
+                                rail_asset: string;
+                                fee_cap_usd: string;
+                                created_at: string;
+                                expires_at: string;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         put?: never;
         post: {
             parameters: {
@@ -774,7 +1084,114 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                    status?: "open" | "paid" | "reversed";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "invoice";
+                                /** @enum {string} */
+                                status: "open" | "paid" | "reversed";
+                                account: string;
+                                amount: string;
+                                asset: string;
+                                rail: string;
+                                description: string;
+                                instructions: {
+                                    [key: string]: string;
+                                };
+                                received_amount: string | null;
+                                expires_at: string | null;
+                                created_at: string;
+                                paid_at: string | null;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         put?: never;
         post: {
             parameters: {
@@ -1040,7 +1457,101 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "webhook_endpoint";
+                                url: string;
+                                created_at: string;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         put?: never;
         post: {
             parameters: {
@@ -1164,6 +1675,381 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                    asset?: "USDC" | "USD" | "BTC";
+                    kind?: "customer" | "merchant";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "account";
+                                asset: string;
+                                /** @enum {string} */
+                                kind: "customer" | "merchant";
+                                name: string;
+                                balance: {
+                                    available: string;
+                                    posted: string;
+                                    pending_out: string;
+                                    pending_in: string;
+                                };
+                                metadata: {
+                                    [key: string]: string;
+                                };
+                                created_at: string;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        asset: string;
+                        /** @enum {string} */
+                        kind: "customer" | "merchant";
+                        name?: string;
+                        metadata?: {
+                            [key: string]: string;
+                        };
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "account";
+                            asset: string;
+                            /** @enum {string} */
+                            kind: "customer" | "merchant";
+                            name: string;
+                            balance: {
+                                available: string;
+                                posted: string;
+                                pending_out: string;
+                                pending_in: string;
+                            };
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/accounts/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "account";
+                            asset: string;
+                            /** @enum {string} */
+                            kind: "customer" | "merchant";
+                            name: string;
+                            balance: {
+                                available: string;
+                                posted: string;
+                                pending_out: string;
+                                pending_in: string;
+                            };
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `account_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/accounts/{id}/balance": {
         parameters: {
             query?: never;
@@ -1273,6 +2159,153 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts/{id}/transactions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "account_transaction";
+                                account: string;
+                                asset: string;
+                                /** @enum {string} */
+                                direction: "debit" | "credit";
+                                amount: string;
+                                /** @enum {string} */
+                                phase: "single" | "pending" | "post_pending" | "void_pending";
+                                /** @enum {string} */
+                                status: "posted" | "pending" | "voided" | "expired";
+                                pending_transaction: string | null;
+                                code: number;
+                                kind: string | null;
+                                counterparty: {
+                                    kind: string;
+                                    account: string | null;
+                                    rail: string | null;
+                                };
+                                payment: string | null;
+                                invoice: string | null;
+                                refund: string | null;
+                                evidence: {
+                                    rail: string;
+                                    reference: string;
+                                    detail: {
+                                        [key: string]: string;
+                                    };
+                                } | null;
+                                created_at: string;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `account_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/payees": {
         parameters: {
             query?: never;
@@ -1285,6 +2318,12 @@ export interface paths {
                 query?: {
                     limit?: number;
                     starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
                 };
                 header?: never;
                 path?: never;
@@ -1301,6 +2340,7 @@ export interface paths {
                         "application/json": {
                             /** @enum {string} */
                             object: "list";
+                            url: string;
                             data: {
                                 id: string;
                                 /** @enum {string} */
@@ -1863,6 +2903,1894 @@ export interface paths {
                 };
             };
         };
+        trace?: never;
+    };
+    "/v1/refunds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                    status?: "pending" | "succeeded" | "failed";
+                    invoice?: string;
+                    payment?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "refund";
+                                /** @enum {string} */
+                                status: "pending" | "succeeded" | "failed";
+                                amount: string;
+                                asset: string;
+                                invoice: string | null;
+                                payment: string | null;
+                                account: string;
+                                rail: string;
+                                reason: ("duplicate" | "fraudulent" | "requested_by_customer") | null;
+                                destination: ({
+                                    /** @enum {string} */
+                                    type: "bolt11";
+                                    invoice: string;
+                                } | {
+                                    /** @enum {string} */
+                                    type: "evm_address";
+                                    address: string;
+                                    chain_id: number | null;
+                                }) | null;
+                                rail_reference: string | null;
+                                evidence: ({
+                                    /** @enum {string} */
+                                    rail: "internal";
+                                } | {
+                                    /** @enum {string} */
+                                    rail: "evm";
+                                    chain_id: number;
+                                    tx_hash: string;
+                                    log_index: number;
+                                    block_number: string;
+                                } | {
+                                    /** @enum {string} */
+                                    rail: "lightning";
+                                    payment_hash: string;
+                                    preimage: string;
+                                } | {
+                                    /** @enum {string} */
+                                    rail: "fiat";
+                                    psp_id: string;
+                                } | {
+                                    /** @enum {string} */
+                                    rail: "external";
+                                    rail_id: string;
+                                    reference: string;
+                                }) | null;
+                                fee: string | null;
+                                failure: {
+                                    code: string;
+                                    message: string;
+                                } | null;
+                                metadata: {
+                                    [key: string]: string;
+                                };
+                                created_at: string;
+                                updated_at: string;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        invoice?: string;
+                        payment?: string;
+                        amount?: string;
+                        /** @enum {string} */
+                        reason?: "duplicate" | "fraudulent" | "requested_by_customer";
+                        metadata?: {
+                            [key: string]: string;
+                        };
+                        destination?: {
+                            /** @enum {string} */
+                            type: "bolt11";
+                            invoice: string;
+                        };
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "refund";
+                            /** @enum {string} */
+                            status: "pending" | "succeeded" | "failed";
+                            amount: string;
+                            asset: string;
+                            invoice: string | null;
+                            payment: string | null;
+                            account: string;
+                            rail: string;
+                            reason: ("duplicate" | "fraudulent" | "requested_by_customer") | null;
+                            destination: ({
+                                /** @enum {string} */
+                                type: "bolt11";
+                                invoice: string;
+                            } | {
+                                /** @enum {string} */
+                                type: "evm_address";
+                                address: string;
+                                chain_id: number | null;
+                            }) | null;
+                            rail_reference: string | null;
+                            evidence: ({
+                                /** @enum {string} */
+                                rail: "internal";
+                            } | {
+                                /** @enum {string} */
+                                rail: "evm";
+                                chain_id: number;
+                                tx_hash: string;
+                                log_index: number;
+                                block_number: string;
+                            } | {
+                                /** @enum {string} */
+                                rail: "lightning";
+                                payment_hash: string;
+                                preimage: string;
+                            } | {
+                                /** @enum {string} */
+                                rail: "fiat";
+                                psp_id: string;
+                            } | {
+                                /** @enum {string} */
+                                rail: "external";
+                                rail_id: string;
+                                reference: string;
+                            }) | null;
+                            fee: string | null;
+                            failure: {
+                                code: string;
+                                message: string;
+                            } | null;
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/refunds/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "refund";
+                            /** @enum {string} */
+                            status: "pending" | "succeeded" | "failed";
+                            amount: string;
+                            asset: string;
+                            invoice: string | null;
+                            payment: string | null;
+                            account: string;
+                            rail: string;
+                            reason: ("duplicate" | "fraudulent" | "requested_by_customer") | null;
+                            destination: ({
+                                /** @enum {string} */
+                                type: "bolt11";
+                                invoice: string;
+                            } | {
+                                /** @enum {string} */
+                                type: "evm_address";
+                                address: string;
+                                chain_id: number | null;
+                            }) | null;
+                            rail_reference: string | null;
+                            evidence: ({
+                                /** @enum {string} */
+                                rail: "internal";
+                            } | {
+                                /** @enum {string} */
+                                rail: "evm";
+                                chain_id: number;
+                                tx_hash: string;
+                                log_index: number;
+                                block_number: string;
+                            } | {
+                                /** @enum {string} */
+                                rail: "lightning";
+                                payment_hash: string;
+                                preimage: string;
+                            } | {
+                                /** @enum {string} */
+                                rail: "fiat";
+                                psp_id: string;
+                            } | {
+                                /** @enum {string} */
+                                rail: "external";
+                                rail_id: string;
+                                reference: string;
+                            }) | null;
+                            fee: string | null;
+                            failure: {
+                                code: string;
+                                message: string;
+                            } | null;
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `refund_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                    status?: "active" | "suspended";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "tenant";
+                                name: string;
+                                /** @enum {string} */
+                                status: "active" | "suspended";
+                                metadata: {
+                                    [key: string]: string;
+                                };
+                                created_at: string;
+                                suspended_at: string | null;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        name: string;
+                        metadata?: {
+                            [key: string]: string;
+                        };
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "tenant";
+                            name: string;
+                            /** @enum {string} */
+                            status: "active" | "suspended";
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                            suspended_at: string | null;
+                            api_key: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "api_key";
+                                name: string | null;
+                                /** @enum {string} */
+                                mode: "test" | "live";
+                                scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                                api_version: string;
+                                hint: string;
+                                /** @enum {string} */
+                                status: "active" | "expiring" | "expired" | "revoked";
+                                created_at: string;
+                                expires_at: string | null;
+                                revoked_at: string | null;
+                                rolled_to: string | null;
+                                secret: string;
+                            };
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "tenant";
+                            name: string;
+                            /** @enum {string} */
+                            status: "active" | "suspended";
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                            suspended_at: string | null;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{id}/suspend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "tenant";
+                            name: string;
+                            /** @enum {string} */
+                            status: "active" | "suspended";
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                            suspended_at: string | null;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tenants/{id}/reactivate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "tenant";
+                            name: string;
+                            /** @enum {string} */
+                            status: "active" | "suspended";
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            created_at: string;
+                            suspended_at: string | null;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "api_key";
+                                name: string | null;
+                                /** @enum {string} */
+                                mode: "test" | "live";
+                                scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                                api_version: string;
+                                hint: string;
+                                /** @enum {string} */
+                                status: "active" | "expiring" | "expired" | "revoked";
+                                created_at: string;
+                                expires_at: string | null;
+                                revoked_at: string | null;
+                                rolled_to: string | null;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        name?: string;
+                        scopes?: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                        /** @enum {string} */
+                        mode?: "test" | "live";
+                        api_version?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "api_key";
+                            name: string | null;
+                            /** @enum {string} */
+                            mode: "test" | "live";
+                            scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                            api_version: string;
+                            hint: string;
+                            /** @enum {string} */
+                            status: "active" | "expiring" | "expired" | "revoked";
+                            created_at: string;
+                            expires_at: string | null;
+                            revoked_at: string | null;
+                            rolled_to: string | null;
+                            secret: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "api_key";
+                            name: string | null;
+                            /** @enum {string} */
+                            mode: "test" | "live";
+                            scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                            api_version: string;
+                            hint: string;
+                            /** @enum {string} */
+                            status: "active" | "expiring" | "expired" | "revoked";
+                            created_at: string;
+                            expires_at: string | null;
+                            revoked_at: string | null;
+                            rolled_to: string | null;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `api_key_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "api_key";
+                            name: string | null;
+                            /** @enum {string} */
+                            mode: "test" | "live";
+                            scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                            api_version: string;
+                            hint: string;
+                            /** @enum {string} */
+                            status: "active" | "expiring" | "expired" | "revoked";
+                            created_at: string;
+                            expires_at: string | null;
+                            revoked_at: string | null;
+                            rolled_to: string | null;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `api_key_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys/{id}/roll": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        expires_in_seconds?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "api_key";
+                            name: string | null;
+                            /** @enum {string} */
+                            mode: "test" | "live";
+                            scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                            api_version: string;
+                            hint: string;
+                            /** @enum {string} */
+                            status: "active" | "expiring" | "expired" | "revoked";
+                            created_at: string;
+                            expires_at: string | null;
+                            revoked_at: string | null;
+                            rolled_to: string | null;
+                            secret: string;
+                            rolled: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "api_key";
+                                name: string | null;
+                                /** @enum {string} */
+                                mode: "test" | "live";
+                                scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                                api_version: string;
+                                hint: string;
+                                /** @enum {string} */
+                                status: "active" | "expiring" | "expired" | "revoked";
+                                created_at: string;
+                                expires_at: string | null;
+                                revoked_at: string | null;
+                                rolled_to: string | null;
+                            };
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `api_key_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/api_keys/{id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "api_key";
+                            name: string | null;
+                            /** @enum {string} */
+                            mode: "test" | "live";
+                            scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                            api_version: string;
+                            hint: string;
+                            /** @enum {string} */
+                            status: "active" | "expiring" | "expired" | "revoked";
+                            created_at: string;
+                            expires_at: string | null;
+                            revoked_at: string | null;
+                            rolled_to: string | null;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `api_key_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
 }

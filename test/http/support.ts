@@ -1,40 +1,71 @@
-// Builds a gateway on the embedded defaults for one test file, with helpers to call it and to look at what
-// it wrote: the ledger's transfers and the chain's state.
+// Builds a gateway on the embedded defaults for one test file, with helpers to call it — the typed client
+// (client/, in-process) and, for requests the client would not send (malformed on purpose), `call` — and to look at
+// what it wrote: the ledger's transfers, every table's rows, and the chain's state.
 import { erc20Abi } from "viem";
 import { inject } from "vitest";
+import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import { loadConfig } from "../../gateway/app/config.ts";
-import { type App, createApp } from "../../gateway/app.ts";
+import { type App, createApp, type RailModule, railModules } from "../../gateway/app.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 export type TestGateway = {
   app: App;
   key: string;
+  /** The typed client with the demo tenant's key, calling the server in-process. */
+  client: SwitchyardClient;
+  /** The typed client with another key (null: none), or asking for an API version. */
+  clientFor(key: string | null, options?: { version?: string }): SwitchyardClient;
+  /** Raw requests: for what the typed client would not send (a malformed body, a wrong type, no content type). */
   call(
     method: "GET" | "POST" | "PATCH",
     url: string,
     options?: { body?: unknown; rawBody?: string; key?: string | null; headers?: Record<string, string> },
   ): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   ledgerTransferCount(): Promise<bigint>;
+  /** A digest of every row of every table of the gateway's schema, by table: equal before and after = nothing written. */
+  tableDigests(): Promise<Record<string, string>>;
   tokenBalance(address: `0x${string}`): Promise<bigint>;
   blockNumber(): Promise<bigint>;
   hotWalletNonce(): Promise<number>;
 };
 
-/** A gateway on PGlite in memory, or on a fresh database of the run's private PostgreSQL. */
+/**
+ * A gateway on PGlite in memory, or on a fresh database of the run's private PostgreSQL; with `extraRailModules`,
+ * rails beside the embedded ones (a toy rail: test/support/toy-rail-module.ts).
+ */
 export async function startTestGateway(
-  options: { database: "pglite" | "postgres" } = { database: "pglite" },
+  options: {
+    database: "pglite" | "postgres";
+    extraRailModules?: readonly RailModule[];
+    /** More configuration (WEBHOOK_DELIVERY_INTERVAL_MS, …). */
+    env?: Record<string, string>;
+  } = { database: "pglite" },
 ): Promise<TestGateway> {
-  const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0" };
+  const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0", ...options.env };
   if (options.database === "postgres")
     env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
-  const app = await createApp(loadConfig(env));
+  const app = await createApp(
+    loadConfig(env),
+    options.extraRailModules === undefined
+      ? {}
+      : { railModules: [...railModules, ...options.extraRailModules] },
+  );
   if (app.demo === null || app.chain === null)
     throw new Error("development mode with the embedded chain was expected");
   const chain = app.chain;
   const key = app.demo.apiKey;
+  const clientFor: TestGateway["clientFor"] = (clientKey, clientOptions = {}) =>
+    createSwitchyardClient({
+      baseUrl: "http://gateway.test",
+      apiKey: clientKey,
+      fetch: injectFetch(app.server),
+      ...(clientOptions.version === undefined ? {} : { version: clientOptions.version }),
+    });
   return {
     app,
     key,
+    client: clientFor(key),
+    clientFor,
     async call(method, url, options = {}) {
       const headers: Record<string, string> = { ...(options.headers ?? {}) };
       const auth = options.key === undefined ? key : options.key;
@@ -57,6 +88,20 @@ export async function startTestGateway(
     async ledgerTransferCount() {
       const [row] = await app.db.query<{ count: bigint }>("SELECT count(*) AS count FROM ledger_transfers");
       return row!.count;
+    },
+    async tableDigests() {
+      const tables = await app.db.query<{ name: string }>(
+        `SELECT table_name AS name FROM information_schema.tables
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name`,
+      );
+      const digests: Record<string, string> = {};
+      for (const { name } of tables) {
+        const [row] = await app.db.query<{ count: bigint; digest: string | null }>(
+          `SELECT count(*) AS count, md5(string_agg(t::text, '|' ORDER BY t::text)) AS digest FROM "${name}" t`,
+        );
+        digests[name] = `${row!.count}:${row!.digest ?? ""}`;
+      }
+      return digests;
     },
     tokenBalance(address) {
       return chain.publicClient.readContract({
