@@ -195,12 +195,44 @@ function usdToMicro(text: string): bigint {
 }
 
 /** A refusal from a service (payments, quotes, invoices) as the API error it is, with the route when there is one. */
+/**
+ * Reasons that say a rail never had a chance at this payment, whatever its amount (as payments/routing.ts's
+ * outOfPlay: an internal rail moves its own asset only, `no_fx_rate`): among the rest, `above_maximum` alone
+ * means the amount is the problem.
+ */
+const outOfReach = new Set([
+  "not_allowed",
+  "rail_unavailable",
+  "circuit_open",
+  "unreachable_destination",
+  "no_fx_rate",
+]);
+
+/**
+ * `no_route` because every rail that reaches the destination takes less in one payment (each rail's snapshot's
+ * amountMax, checked by the router before any rail is asked): 400 `amount_too_large`, the route attached.
+ */
+function amountAboveEveryMaximum(decision: RouteDecision): boolean {
+  const inReach = decision.excluded.filter((exclusion) => !outOfReach.has(exclusion.reason));
+  return inReach.length > 0 && inReach.every((exclusion) => exclusion.reason === "above_maximum");
+}
+
 export function refusalError(result: {
   refusal: ApiErrorCode;
   message: string;
   param?: string;
   decision?: RouteDecision;
 }): ApiError {
+  if (
+    result.refusal === "no_route" &&
+    result.decision !== undefined &&
+    amountAboveEveryMaximum(result.decision)
+  )
+    return new ApiError(
+      "amount_too_large",
+      "the amount is above the most every rail that reaches the destination takes in one payment",
+      { param: "amount", extra: { route: presentRoute(result.decision) } },
+    );
   return new ApiError(result.refusal, result.message, {
     ...(result.param === undefined ? {} : { param: result.param }),
     ...(result.decision === undefined ? {} : { extra: { route: presentRoute(result.decision) } }),

@@ -1,0 +1,124 @@
+// An amount above a rail's maximum for one payment (its snapshot's amountMax: Stripe's 99,999,999 minor units,
+// a Lightning invoice's ceiling, …) is refused 400 `amount_too_large` naming `amount` before the rail is asked:
+// an invoice on a rail that takes less creates nothing on it, and a payment whose only reachable rails all take
+// less is refused the same way instead of a bare `no_route`. Shown with a toy rail built from core's contract
+// alone, so the check is the gateway's and not any one adapter's.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { type App, createApp, railModules } from "../../gateway/app.ts";
+import { createToyRail, type ToyRail } from "../support/toy-rail-module.ts";
+
+/** The toy takes at most 1,000.000000 USDC in one payment. */
+const toyAmountMax = 1_000_000_000n;
+
+let app: App;
+let toy: ToyRail;
+let offersAsked = 0;
+
+beforeAll(async () => {
+  const base = createToyRail({ id: "toy", feeFixed: 1n });
+  toy = {
+    ...base,
+    snapshot: () => ({ ...base.snapshot(), amountMax: toyAmountMax }),
+    receive: (request) => {
+      offersAsked += 1;
+      return base.receive!(request);
+    },
+    execute: (attempt) => base.execute(attempt),
+  };
+  app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+    railModules: [...railModules, () => ({ rails: [toy] })],
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await app?.close();
+});
+
+async function call(url: string, body: unknown, headers: Record<string, string> = {}) {
+  const response = await app.server.inject({
+    method: "POST",
+    url,
+    headers: {
+      authorization: `Bearer ${app.demo!.apiKey}`,
+      "content-type": "application/json",
+      ...headers,
+    },
+    payload: JSON.stringify(body),
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+const count = async (table: string) => {
+  const [row] = await app.db.query<{ count: bigint }>(`SELECT count(*) AS count FROM ${table}`);
+  return row!.count;
+};
+
+describe("an amount above a rail's maximum", () => {
+  it("an invoice: 400 amount_too_large, the rail never asked, nothing written", async () => {
+    const invoicesBefore = await count("invoices");
+    for (const headers of [{}, { "idempotency-key": "over-max-invoice" }]) {
+      const answer = await call(
+        "/v1/invoices",
+        { account: app.demo!.merchant.id, amount: "1000.000001", asset: "USDC", rail: "toy" },
+        headers,
+      );
+      expect(answer).toEqual({
+        status: 400,
+        body: {
+          error: { code: "amount_too_large", message: expect.stringContaining("toy"), param: "amount" },
+        },
+      });
+    }
+    expect(offersAsked).toBe(0);
+    expect(await count("invoices")).toBe(invoicesBefore);
+  });
+
+  it("an invoice at the maximum is offered", async () => {
+    const answer = await call("/v1/invoices", {
+      account: app.demo!.merchant.id,
+      amount: "1000.000000",
+      asset: "USDC",
+      rail: "toy",
+    });
+    expect(answer.status).toBe(201);
+    expect(offersAsked).toBe(1);
+  });
+
+  it("a payment whose every reachable rail takes less: 400 amount_too_large with the route, nothing moved", async () => {
+    const transfersBefore = await count("ledger_transfers");
+    const paymentsBefore = await count("payments");
+    for (const headers of [{}, { "idempotency-key": "over-max-payment" }]) {
+      const answer = await call(
+        "/v1/payments",
+        {
+          amount: "1000.000001",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "evm_address", address: app.demo!.payee! },
+          constraints: { rails: { allow: ["toy"] } },
+        },
+        headers,
+      );
+      expect(answer.status).toBe(400);
+      expect(answer.body.error).toMatchObject({ code: "amount_too_large", param: "amount" });
+      expect(answer.body.error.route.excluded).toContainEqual(
+        expect.objectContaining({ rail: "toy", reason: "above_maximum" }),
+      );
+    }
+    expect(toy.payouts.size).toBe(0);
+    expect(await count("ledger_transfers")).toBe(transfersBefore);
+    expect(await count("payments")).toBe(paymentsBefore);
+  });
+
+  it("a quote the same way", async () => {
+    const answer = await call("/v1/quotes", {
+      amount: "1000.000001",
+      asset: "USDC",
+      destination: { type: "evm_address", address: app.demo!.payee! },
+      constraints: { rails: { allow: ["toy"] } },
+    });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error).toMatchObject({ code: "amount_too_large", param: "amount" });
+  });
+});
