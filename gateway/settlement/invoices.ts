@@ -17,7 +17,9 @@ import { credit, type Ledger, reverse, takeBack, transferCodes } from "../ledger
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 
 /** What the settlement needs of a rail to take money in: its id, its asset and its `receive`. */
-export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive">;
+export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive"> &
+  /** Its snapshot's amountMax bounds an invoice (absent: only the rail's `receive` says). */
+  Partial<Pick<Rail, "snapshot">>;
 
 export type SettlementDeps = {
   db: Db;
@@ -172,6 +174,16 @@ async function checkInvoiceRequest(
       param: "rail",
     };
   }
+  // The rail's most for one payment (core/rail.ts: Stripe's 99,999,999 minor units, a Lightning invoice's
+  // ceiling), checked before the provider is asked: above it, nothing is made on the rail or written here.
+  const amountMax = receiver.snapshot?.().amountMax;
+  if (amountMax !== undefined && amount.value > amountMax)
+    return {
+      ok: false,
+      refusal: "amount_too_large",
+      message: `${receiver.id} takes at most ${amountMax} ${asset.code} minor units in one payment`,
+      param: "amount",
+    };
   const receive = receiver.receive.bind(receiver);
   return { ok: true, asset, amount: amount.value, account, rail: receiver.id, receive };
 }
