@@ -8,7 +8,8 @@ export {
   splitterEventNames,
   type WatchedEvent,
 } from "../../core/index.ts";
-export { revenueSplitterAbi, testUsdAbi, testUsdErrorsAbi } from "./abi.generated.ts";
+export { forwarderFactoryAbi, revenueSplitterAbi, testUsdAbi, testUsdErrorsAbi } from "./abi.generated.ts";
+export { authorizationFields, signedPaymentRefusalStatus } from "./authorizations.ts";
 export {
   type ContractArtifact,
   ContractArtifactMissingError,
@@ -18,10 +19,19 @@ export {
   type DeployContractsParams,
   type DeployedContracts,
   deployContracts,
+  deployForwarderFactory,
   deployRevenueSplitter,
   readContractArtifact,
   testUsdDefaults,
 } from "./deploy.ts";
+export { type DepositLog, depositTopicsPerCallMax } from "./deposit-source.ts";
+export {
+  authorizationNonceForInvoice,
+  authorizationPath,
+  type DepositParams,
+  depositSaltOf,
+  forwarderAddressOf,
+} from "./deposits.ts";
 export {
   type EmbeddedChain,
   type EmbeddedChainOptions,
@@ -43,6 +53,7 @@ export {
   splitIdOf,
   splitRecipientsMax,
 } from "./splits.ts";
+export type { DepositSweep, SweepBooker, SweepPassResult } from "./sweeps.ts";
 export {
   type AuthorizationMessage,
   authorizationNonceOf,
@@ -58,6 +69,8 @@ export type {
   SettleBatchParams,
 } from "./types.ts";
 export {
+  type ChainWatcher,
+  createChainWatcher,
   createSplitterWatcher,
   EvmWatcherError,
   type PollResult,

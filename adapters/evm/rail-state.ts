@@ -9,6 +9,7 @@ import {
   type TransactionReceipt,
 } from "viem";
 import type { Logger } from "../../core/index.ts";
+import type { DepositState } from "./deposits.ts";
 import { EvmRailError } from "./errors.ts";
 import { receiptOf, type SendJournal, type SendRefused, sendWithinQueue } from "./send-journal.ts";
 import type { EvmEvidence, EvmRailParams } from "./types.ts";
@@ -37,6 +38,8 @@ export type EvmRailState = {
   readonly journal: SendJournal;
   view: EvmRailView;
   refreshTimer: NodeJS.Timeout | undefined;
+  /** Money in, when the rail receives (params.deposits). */
+  deposits: DepositState | null;
 };
 
 export function evidenceOf(state: EvmRailState, receipt: TransactionReceipt, logIndex: number): EvmEvidence {

@@ -13,17 +13,23 @@ import {
   divCeil,
   type MigrationSource,
   type OutgoingAttempt,
+  type Rail,
   type RailEventHandler,
   type RailSnapshot,
   silentLogger,
 } from "../../core/index.ts";
+import { authorizationRoute, submitSignedPayment } from "./authorizations.ts";
+import { depositSink, depositSource } from "./deposit-source.ts";
+import { receiveDeposit } from "./deposits.ts";
 import { translatingViemErrors, viemDetails } from "./errors.ts";
 import { readBaseFee } from "./gas.ts";
 import { executeAttempt } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { createSendJournal } from "./send-journal.ts";
 import { distribute, payoutBatch, payWithAuthorization, settleBatch } from "./splitter-calls.ts";
+import { sweepDeposits } from "./sweeps.ts";
 import type { EvmRail, EvmRailParams } from "./types.ts";
+import { type ChainWatcher, createChainWatcher } from "./watcher.ts";
 
 export const evmMigrations: MigrationSource = {
   namespace: "evm",
@@ -50,7 +56,20 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     journal,
     view: { available: false, liquidity: 0n, gasPrice: 0n, takenAtMs: 0 },
     refreshTimer: undefined,
+    deposits:
+      params.deposits === undefined ? null : { params: params.deposits, implementation: null, domain: null },
   };
+  let handler: RailEventHandler | null = null;
+  let watcher: ChainWatcher | null = null;
+  const deposits = state.deposits;
+  const moneyIn: Pick<Rail, "receive" | "submitSignedPayment" | "routes"> =
+    deposits === null
+      ? {}
+      : {
+          receive: (request) => receiveDeposit(state, deposits, request),
+          submitSignedPayment: (payment) => submitSignedPayment(state, deposits, payment),
+          routes: [authorizationRoute(state, deposits)],
+        };
   return {
     id: state.id,
     kind: "evm",
@@ -60,23 +79,66 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
       await refresh(state);
       state.refreshTimer = setInterval(() => void refresh(state), params.snapshotRefreshMs);
       state.refreshTimer.unref();
+      if (deposits !== null && watcher === null) {
+        watcher = await startDepositWatcher(state, deposits.params, () => handler);
+      }
     },
     async stop() {
       if (state.refreshTimer !== undefined) clearInterval(state.refreshTimer);
+      await watcher?.stop();
       await journal.queue;
     },
+    ...moneyIn,
+    sweepDeposits: (book) =>
+      deposits === null
+        ? Promise.resolve({ swept: [], pending: 0, refused: null })
+        : sweepDeposits(state, deposits, book),
+    depositWatcher: () => watcher,
     snapshot: () => snapshotOf(state),
     execute: (attempt: OutgoingAttempt) => executeAttempt(state, attempt),
     payWithAuthorization: (p) => payWithAuthorization(state, p),
     distribute: (p) => distribute(state, p),
     settleBatch: (p) => settleBatch(state, p),
     payoutBatch: (batch) => payoutBatch(state, batch),
-    onEvent(_handler: RailEventHandler) {
-      // Payout outcomes come back from execute; the log watcher that mirrors contract events is not wired yet.
+    onEvent(given: RailEventHandler) {
+      // Payout outcomes come back from execute; money in comes from the deposit watcher, once final.
+      handler = given;
     },
     balance: () => translatingViemErrors("reading the hot wallet's balance", () => readBalance(state)),
   };
 }
+
+/** Follows the token's transfers to deposit addresses and the invoices' authorizations (from the head at first start). */
+async function startDepositWatcher(
+  state: EvmRailState,
+  deposits: NonNullable<EvmRailParams["deposits"]>,
+  handler: () => RailEventHandler | null,
+): Promise<ChainWatcher> {
+  const { params } = state;
+  const startBlock =
+    deposits.startBlock ??
+    (await translatingViemErrors("reading the head for the deposit watcher", () =>
+      params.publicClient.getBlockNumber(),
+    ));
+  const watcher = createChainWatcher({
+    db: params.db,
+    publicClient: params.publicClient,
+    startBlock,
+    confirmations: params.confirmations,
+    pollIntervalMs: deposits.pollIntervalMs,
+    blockRangeMax: depositBlockRangeMax,
+    eventsPerPollMax: depositEventsPerPollMax,
+    leaseMs: deposits.leaseMs ?? 10_000,
+    logger: state.logger.child({ part: "deposit-watcher" }),
+    source: depositSource(state),
+    sink: depositSink(state, handler),
+  });
+  watcher.start();
+  return watcher;
+}
+
+const depositBlockRangeMax = 1_000n;
+const depositEventsPerPollMax = 1_000;
 
 /** The hot wallet's balance of the rail's token, as the chain has it now. */
 function readBalance(state: EvmRailState): Promise<bigint> {

@@ -9,7 +9,10 @@ import type {
   SettlementEvidence,
   UsdRate,
 } from "../../core/index.ts";
+import type { DepositParams } from "./deposits.ts";
 import type { GasPolicy } from "./gas.ts";
+import type { SweepBooker, SweepPassResult } from "./sweeps.ts";
+import type { ChainWatcher } from "./watcher-state.ts";
 
 export type EvmRailParams = {
   id?: string;
@@ -32,6 +35,8 @@ export type EvmRailParams = {
    * the cap) the next time its attempt is executed (recovery does). */
   replaceAfterMs: number;
   expectedLatencyMs: number;
+  /** Money in (invoices): deposit addresses and EIP-3009 authorizations. Absent: the rail does not receive. */
+  deposits?: DepositParams;
   nowMs?: () => number;
   /** Where the rail logs (a child of the app's logger, from the composition root); silent by default. */
   logger?: Logger;
@@ -81,4 +86,11 @@ export type EvmRail = Rail & {
   distribute(params: DistributeParams): Promise<EvmCallOutcome>;
   /** Pays many netted payouts from the hot wallet in one transaction (RevenueSplitter.settleBatch). */
   settleBatch(params: SettleBatchParams): Promise<EvmCallOutcome>;
+  /**
+   * One sweep pass: forwarders with confirmed deposits emptied into the hot wallet in a batch; each final sweep's
+   * gas handed to `book` before the sweep is done. Nothing to do without deposits or a factory.
+   */
+  sweepDeposits(book: SweepBooker): Promise<SweepPassResult>;
+  /** The deposit watcher, once the rail has started with deposits (tests poll it on demand); null otherwise. */
+  depositWatcher(): ChainWatcher | null;
 };

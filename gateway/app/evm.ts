@@ -15,15 +15,20 @@ import {
 import { privateKeyToAccount } from "viem/accounts";
 import {
   createSplitterWatcher,
+  type DepositParams,
   type EmbeddedChain,
   type SplitterWatcher,
   startEmbeddedChain,
   translatingViemErrors,
 } from "../../adapters/evm/index.ts";
+import type { Rail } from "../../core/index.ts";
 import { type Asset, type Logger, SwitchyardError, silentLogger } from "../../core/index.ts";
+import type { AccountCache } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
+import { startPeriodic } from "../periodic/index.ts";
 import { openSplitterMirror } from "../settlement/evm.ts";
+import { type DepositSweeper, sweepDepositsOnce } from "../settlement/index.ts";
 import type { Config, EvmChainConfig } from "./config.ts";
 
 /** One EVM chain the gateway pays on (one rail): its clients, contracts and policy. */
@@ -35,6 +40,8 @@ export type EvmClients = {
   readonly walletClient: WalletClient<Transport, Chain, Account>;
   readonly token: Address;
   readonly splitter: { readonly address: Address; readonly startBlock: bigint } | null;
+  /** The ForwarderFactory of deposit addresses (owned by the hot wallet); null: invoices are paid by authorization only. */
+  readonly forwarderFactory: Address | null;
   readonly confirmations: number;
   readonly gas: EvmChainConfig["gas"];
   readonly replaceAfterMs: number;
@@ -105,6 +112,7 @@ async function openChain(config: EvmChainConfig, logger: Logger): Promise<EvmCli
       walletClient: chain.walletClient,
       token: chain.contracts.testUsd,
       splitter: { address: chain.contracts.splitter, startBlock: 0n },
+      forwarderFactory: chain.contracts.forwarderFactory,
       embedded: chain,
     };
   }
@@ -131,6 +139,7 @@ async function openChain(config: EvmChainConfig, logger: Logger): Promise<EvmCli
     walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(source.hotWalletKey) }),
     token: source.tokenAddress,
     splitter: source.splitter,
+    forwarderFactory: null,
     embedded: null,
   };
 }
@@ -178,4 +187,66 @@ export async function createSplitterMirror(params: SplitterMirrorParams): Promis
     leaseMs: params.leaseMs ?? 10_000,
     ...(params.logger === undefined ? {} : { logger: params.logger.child({ part: "watcher" }) }),
   });
+}
+
+// ---- money in: each EVM rail's deposits, and the periodic sweep of its forwarders
+
+/** How long past an invoice's expiry its deposit address is still watched (a late payment there is credited). */
+const depositLateWatchMs = 30 * 24 * 3_600_000;
+/** The most forwarders one sweep transaction empties (the factory allows 200). */
+const sweepSaltsMax = 100;
+
+/**
+ * What a chain's rail needs to take money in: the factory (when there is one), the watcher's pace, the late
+ * window and the sweep's batch. The embedded chain is watched from its first block; another from the head at the
+ * rail's first start.
+ */
+export function depositParamsOf(chain: EvmClients): DepositParams {
+  return {
+    ...(chain.forwarderFactory === null ? {} : { factory: chain.forwarderFactory }),
+    ...(chain.embedded === null ? {} : { startBlock: 0n }),
+    pollIntervalMs: chain.embedded === null ? 2_000 : 250,
+    lateWatchMs: depositLateWatchMs,
+    sweepSaltsMax,
+  };
+}
+
+/** How often each EVM rail sweeps its forwarders with confirmed deposits (a batch a pass). */
+const sweepIntervalMs = 60_000;
+
+/** The rail's sweeps, when it is an EVM rail that takes deposits (its `sweepDeposits`, beyond the Rail contract). */
+function depositSweeperOf(rail: Rail): DepositSweeper | null {
+  const sweep = (rail as Partial<DepositSweeper>).sweepDeposits;
+  return rail.kind === "evm" && typeof sweep === "function"
+    ? { id: rail.id, sweepDeposits: sweep.bind(rail) }
+    : null;
+}
+
+/**
+ * Every EVM rail's forwarders swept periodically, each sweep's gas booked as the rail's fee; returns the closers.
+ */
+export function startDepositSweeps(deps: {
+  db: Db;
+  ledger: Ledger;
+  accounts: AccountCache;
+  logger: Logger;
+  rails: ReadonlyMap<string, Rail>;
+  evm: readonly EvmClients[];
+}): Array<() => Promise<void>> {
+  const closers: Array<() => Promise<void>> = [];
+  for (const rail of deps.rails.values()) {
+    const sweeper = depositSweeperOf(rail);
+    const chain = deps.evm.find((clients) => clients.id === rail.id);
+    if (sweeper === null || chain === undefined || chain.forwarderFactory === null) continue;
+    const periodic = startPeriodic({
+      name: `deposit sweep ${rail.id}`,
+      intervalMs: sweepIntervalMs,
+      pass: async () => {
+        await sweepDepositsOnce(deps, sweeper, chain.chainId);
+      },
+      logger: deps.logger,
+    });
+    closers.push(() => periodic.stop());
+  }
+  return closers;
 }

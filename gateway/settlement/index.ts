@@ -1,5 +1,13 @@
 // settlement: applies every rail's event (a stream's or a webhook's) to payments, invoices and the ledger, once;
 // invoices are how money comes in. The EVM splitter's mirror is in evm.ts, wired by the composition root.
+
+export {
+  bookSweepGas,
+  type DepositSweeper,
+  type FinalSweep,
+  type SweepDeps,
+  sweepDepositsOnce,
+} from "./evm-deposits.ts";
 export {
   applyReceived,
   applyReinstated,
@@ -9,12 +17,16 @@ export {
   createOpenInvoiceMemory,
   getInvoice,
   type Invoice,
+  type InvoicePaymentRefusal,
   type InvoiceRefusal,
   type InvoiceStatus,
+  invoicePaymentRefusalStatus,
   type OpenInvoiceMemory,
   openInvoiceMemoryDefaults,
   type ReceivingRail,
   type SettlementDeps,
   SettlementInvariantError,
+  type SubmitInvoicePaymentResult,
+  submitInvoicePayment,
 } from "./invoices.ts";
 export { applyRailEvent, type RailEventDeps } from "./rail-events.ts";

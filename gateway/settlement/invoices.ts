@@ -2,12 +2,26 @@
 // money as received, it is mirrored once into the ledger — the rail's clearing account (what now sits on that
 // rail) against the tenant's account — with the rail's evidence. A reversal (a dispute, a refund of a top-up)
 // takes it back. Both are keyed by ids derived from the invoice, so a repeated event changes nothing.
+//
+// A rail that names its receipts (the EVM rail: one per token transfer or authorization, `key` on the event) can
+// bring several for one invoice; each is credited once, as it comes, and the outcomes are:
+// - under-payment: what came is credited; the invoice stays open (received_amount < amount) and a further receipt
+//   can complete it. At expiry nothing is undone: it stays open, partially paid, its money in the account, and the
+//   merchant refunds the payer (`payer`) or asks for the rest; the deposit address is still watched for 30 days.
+// - over-payment: all of it is credited; the invoice is paid with received_amount > amount, the excess refundable.
+// - a further payment to a paid invoice (a second transfer to its address): credited the same way, received_amount
+//   grows, an `invoice.payment_received` event says so; the merchant refunds it if it is not owed.
+// - late payment (arrived after the expiry, only possible by deposit address: an authorization's validBefore is the
+//   expiry): credited and counted like any other, flagged `late` on its receipt and event. The money is on the
+//   rail's address already; the ledger mirrors the chain, and a refund is the merchant's call.
+// Every receipt emits `invoice.payment_received`; the one that brings the total to the amount also `invoice.paid`.
 import {
   type Asset,
   assetByCode,
   parseAmount,
   type Rail,
   type SettlementEvidence,
+  type SignedPaymentRefusal,
   SwitchyardError,
 } from "../../core/index.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
@@ -16,8 +30,8 @@ import { derivedLedgerId, newId } from "../ids/index.ts";
 import { credit, type Ledger, reverse, takeBack, transferCodes } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 
-/** What the settlement needs of a rail to take money in: its id, its asset and its `receive`. */
-export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive"> &
+/** What the settlement needs of a rail to take money in: its id, its asset, its `receive`, and signed payments. */
+export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive" | "submitSignedPayment"> &
   /** Its snapshot's amountMax bounds an invoice (absent: only the rail's `receive` says). */
   Partial<Pick<Rail, "snapshot">>;
 
@@ -83,6 +97,8 @@ export type Invoice = {
   instructions: Record<string, string>;
   receivedAmount: bigint | null;
   evidence: SettlementEvidence | null;
+  /** Who paid (the first receipt's payer, when the rail knows): where a refund goes back to. */
+  payer: string | null;
   expiresAt: Date | null;
   createdAt: Date;
   paidAt: Date | null;
@@ -257,6 +273,7 @@ export async function createInvoice(
       instructions: offer.instructions,
       receivedAmount: null,
       evidence: null,
+      payer: null,
       expiresAt,
       createdAt: written.created_at,
       paidAt: null,
@@ -277,6 +294,7 @@ type InvoiceRow = {
   instructions: Record<string, string>;
   received_amount: bigint | null;
   evidence: unknown;
+  payer: string | null;
   expires_at: Date | null;
   created_at: Date;
   paid_at: Date | null;
@@ -296,6 +314,7 @@ function fromRow(row: InvoiceRow): Invoice {
     instructions: row.instructions,
     receivedAmount: row.received_amount,
     evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
+    payer: row.payer,
     expiresAt: row.expires_at,
     createdAt: row.created_at,
     paidAt: row.paid_at,
@@ -347,10 +366,25 @@ async function accountsFor(
  * Money came in for `reference` (an invoice id). Credits the invoice's account with what was received, once.
  * An unknown reference is not ours (another gateway on the same node, a test payment): it is reported back.
  */
+export type ReceivedEvent = {
+  rail: string;
+  reference: string;
+  amount: bigint;
+  evidence: SettlementEvidence;
+  /** The receipt's name among the invoice's receipts; absent: the invoice's one receipt. */
+  key?: string;
+  payer?: string;
+  receivedAtMs?: number;
+};
+
+/**
+ * `applied`: the invoice is paid by this event; `received`: credited, the invoice not (or already) paid by it.
+ */
 export async function applyReceived(
   deps: SettlementDeps,
-  event: { rail: string; reference: string; amount: bigint; evidence: SettlementEvidence },
-): Promise<"applied" | "duplicate" | "unknown_reference"> {
+  event: ReceivedEvent,
+): Promise<"applied" | "received" | "duplicate" | "unknown_reference"> {
+  if (event.key !== undefined) return applyReceipt(deps, { ...event, key: event.key });
   let invoice: InvoiceTarget | null | undefined = deps.openInvoices.recall(event.reference);
   if (invoice === undefined) {
     const read = await invoiceTarget(deps.db, event.reference);
@@ -391,14 +425,152 @@ export async function applyReceived(
   // The status move and its event in one statement: both or neither, with no transaction round trips.
   const moved = await deps.db.query(
     `WITH moved AS (
-       UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now()
+       UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now(), payer = $5
        WHERE id = $1 AND status = 'open' RETURNING tenant_id)
      INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, 'invoice.paid', $4::jsonb FROM moved RETURNING id`,
-    [invoice.id, event.amount, toJson(event.evidence), toJson({ invoice_id: invoice.id })],
+    [
+      invoice.id,
+      event.amount,
+      toJson(event.evidence),
+      toJson({ invoice_id: invoice.id }),
+      event.payer ?? null,
+    ],
   );
   deps.openInvoices.forget(invoice.id);
   return moved.length === 0 ? "duplicate" : "applied";
 }
+
+/**
+ * One named receipt of an invoice (see the outcomes at the top): credited once under an id derived from the
+ * invoice and the key, then counted once (invoice_receipts), the invoice paid when the total reaches its amount.
+ */
+async function applyReceipt(
+  deps: SettlementDeps,
+  event: ReceivedEvent & { key: string },
+): Promise<"applied" | "received" | "duplicate" | "unknown_reference"> {
+  const invoice =
+    deps.openInvoices.recall(event.reference) ?? (await invoiceTarget(deps.db, event.reference));
+  if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
+  const { account, clearing } = await accountsFor(deps, invoice);
+  const credited = await credit(
+    deps.ledger,
+    {
+      debitAccountId: clearing.ledgerAccountId,
+      creditAccountId: account.ledgerAccountId,
+      amount: event.amount,
+      ledger: account.asset.ledger,
+      code: transferCodes.invoices.received,
+    },
+    {
+      id: derivedLedgerId(`${invoice.id}:${event.key}`, "received"),
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+      label: `receipt ${event.key} of invoice ${invoice.id}`,
+    },
+  );
+  if (credited === "conflict")
+    throw new SettlementInvariantError(
+      `receipt ${event.key} of invoice ${invoice.id} is in the ledger with other terms`,
+    );
+  const outcome = await deps.db.transaction(async (tx) => {
+    const [before] = await tx.query<{
+      status: InvoiceStatus;
+      amount: bigint;
+      received_amount: bigint | null;
+      expires_at: Date | null;
+    }>("SELECT status, amount, received_amount, expires_at FROM invoices WHERE id = $1 FOR UPDATE", [
+      invoice.id,
+    ]);
+    if (before === undefined) throw new SettlementInvariantError(`invoice ${invoice.id} is gone`);
+    const receivedAt = new Date(event.receivedAtMs ?? Date.now());
+    const late = before.expires_at !== null && receivedAt.getTime() > before.expires_at.getTime();
+    const inserted = await tx.query(
+      `INSERT INTO invoice_receipts (invoice_id, key, amount, payer, late, evidence, received_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (invoice_id, key) DO NOTHING RETURNING key`,
+      [invoice.id, event.key, event.amount, event.payer ?? null, late, toJson(event.evidence), receivedAt],
+    );
+    if (inserted.length === 0) return "duplicate" as const;
+    const total = (before.received_amount ?? 0n) + event.amount;
+    const paidNow = before.status === "open" && total >= before.amount;
+    await tx.query(
+      `UPDATE invoices SET received_amount = $2, payer = COALESCE(payer, $3), evidence = COALESCE(evidence, $4),
+         status = CASE WHEN $5 THEN 'paid' ELSE status END, paid_at = CASE WHEN $5 THEN now() ELSE paid_at END
+       WHERE id = $1`,
+      [invoice.id, total, event.payer ?? null, toJson(event.evidence), paidNow],
+    );
+    await insertOutboxEvent(tx, {
+      tenantId: invoice.tenantId,
+      type: "invoice.payment_received",
+      payload: {
+        invoice_id: invoice.id,
+        receipt: event.key,
+        amount: event.amount.toString(),
+        received_amount: total.toString(),
+        ...(event.payer === undefined ? {} : { payer: event.payer }),
+        late,
+      },
+    });
+    if (paidNow)
+      await insertOutboxEvent(tx, {
+        tenantId: invoice.tenantId,
+        type: "invoice.paid",
+        payload: { invoice_id: invoice.id },
+      });
+    return paidNow ? ("applied" as const) : ("received" as const);
+  });
+  if (outcome === "applied") deps.openInvoices.forget(invoice.id);
+  return outcome;
+}
+
+/** Why a payer's signed payment for an invoice was refused: the rail's reasons, or the invoice's own state. */
+export type InvoicePaymentRefusal = SignedPaymentRefusal | "invoice_not_found";
+
+export type SubmitInvoicePaymentResult =
+  | { ok: true; invoice: Invoice; railReference: string }
+  | { ok: false; refusal: InvoicePaymentRefusal; message: string };
+
+/**
+ * A payer's signed payment (an EIP-3009 authorization) for a tenant's invoice, handed to the invoice's rail, which
+ * checks it and submits it; credited when the rail reports it received. A paid or expired invoice takes none.
+ */
+export async function submitInvoicePayment(
+  deps: SettlementDeps,
+  params: { tenantId: string; id: string; fields: Readonly<Record<string, string>> },
+): Promise<SubmitInvoicePaymentResult> {
+  const invoice = await getInvoice(deps.db, { tenantId: params.tenantId, id: params.id });
+  if (invoice === null)
+    return { ok: false, refusal: "invoice_not_found", message: `no invoice "${params.id}"` };
+  if (invoice.status !== "open")
+    return {
+      ok: false,
+      refusal: "invoice_not_payable",
+      message: `invoice ${invoice.id} is ${invoice.status}`,
+    };
+  if (invoice.expiresAt !== null && invoice.expiresAt.getTime() <= Date.now())
+    return { ok: false, refusal: "authorization_expired", message: `invoice ${invoice.id} has expired` };
+  const submit = deps.rails.get(invoice.rail)?.submitSignedPayment;
+  if (submit === undefined)
+    return {
+      ok: false,
+      refusal: "invoice_not_payable",
+      message: `rail ${invoice.rail} takes no signed payments`,
+    };
+  const outcome = await submit({ reference: invoice.id, fields: params.fields });
+  if (outcome.status === "refused") return { ok: false, refusal: outcome.code, message: outcome.message };
+  return { ok: true, invoice, railReference: outcome.railReference };
+}
+
+/** The HTTP status of each refusal of a signed payment (the API's errors map them with this). */
+export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> = {
+  invoice_not_found: 404,
+  signature_invalid: 400,
+  authorization_mismatch: 400,
+  authorization_expired: 400,
+  authorization_used: 409,
+  payer_insufficient_funds: 402,
+  invoice_not_payable: 409,
+  rail_unavailable: 402,
+};
 
 /**
  * Money that came in was taken back (a dispute, a refund of a top-up). The account gives back what it still

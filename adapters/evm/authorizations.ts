@@ -1,0 +1,337 @@
+// A payer's EIP-3009 authorization for an invoice (ReceiveWithAuthorization: only the hot wallet, its `to`, can
+// submit it, so nobody can front-run it into another transfer), checked before anything is sent — the signature
+// (viem verifyTypedData), `to` = the hot wallet, `value` = the invoice's amount, the invoice's nonce, the validity
+// window, the nonce unused, the invoice not paid already — then simulated and submitted from the hot wallet
+// through the send journal (once per signer and nonce). It is credited by the deposit watcher once final.
+// Two ways in: the Rail contract's submitSignedPayment (the API's authenticated route) and the rail's own route for
+// wallets, without an API key, where the invoice's client secret (from its instructions) names the invoice.
+import {
+  type Address,
+  BaseError,
+  encodeFunctionData,
+  getAddress,
+  type Hex,
+  isAddress,
+  isAddressEqual,
+  isHex,
+  parseSignature,
+  verifyTypedData,
+} from "viem";
+import type {
+  RailRoute,
+  RailRouteReply,
+  SignedPayment,
+  SignedPaymentOutcome,
+  SignedPaymentRefusal,
+} from "../../core/index.ts";
+import { testUsdAbi } from "./abi.generated.ts";
+import {
+  authorizationPath,
+  type DepositRow,
+  type DepositState,
+  depositByClientSecret,
+  depositByReference,
+  tokenDomainOf,
+} from "./deposits.ts";
+import { viemDetails } from "./errors.ts";
+import type { EvmRailState } from "./rail-state.ts";
+import { revertName } from "./reverts.ts";
+import { sendOnce } from "./send-journal.ts";
+import { receiveWithAuthorizationTypedData } from "./typed-data.ts";
+
+/** The fields a signed authorization comes in (strings: decimal numbers, 0x hex). */
+export const authorizationFields = [
+  "from",
+  "value",
+  "valid_after",
+  "valid_before",
+  "nonce",
+  "signature",
+] as const;
+
+/** An authorization must stay valid at least this long after it is checked: time to be mined. */
+const authorizationValidityMarginS = 30n;
+/** The wallet route's body: a client secret and six short fields. */
+const authorizationBodyBytesMax = 4_096;
+
+type Refused = Extract<SignedPaymentOutcome, { status: "refused" }>;
+const refused = (code: SignedPaymentRefusal, message: string): Refused => ({
+  status: "refused",
+  code,
+  message,
+});
+
+type Authorization = {
+  from: Address;
+  value: bigint;
+  validAfter: bigint;
+  validBefore: bigint;
+  nonce: Hex;
+  signature: Hex;
+};
+
+const uintPattern = /^[0-9]{1,78}$/;
+
+function parseAuthorization(fields: Readonly<Record<string, string>>): Authorization | Refused {
+  const { from, value, valid_after, valid_before, nonce, signature } = fields;
+  if (from === undefined || !isAddress(from, { strict: false }))
+    return refused("authorization_mismatch", "from is not an address");
+  for (const [name, text] of [
+    ["value", value],
+    ["valid_after", valid_after],
+    ["valid_before", valid_before],
+  ] as const)
+    if (text === undefined || !uintPattern.test(text))
+      return refused("authorization_mismatch", `${name} is not a whole number`);
+  if (nonce === undefined || !isHex(nonce) || nonce.length !== 66)
+    return refused("authorization_mismatch", "nonce is not 32 bytes of hex");
+  if (signature === undefined || !isHex(signature) || signature.length !== 132)
+    return refused("signature_invalid", "signature is not 65 bytes of hex");
+  return {
+    from: getAddress(from),
+    value: BigInt(value!),
+    validAfter: BigInt(valid_after!),
+    validBefore: BigInt(valid_before!),
+    nonce,
+    signature,
+  };
+}
+
+/** Checks what can be checked without the chain: the terms against the invoice's, the time, the signature. */
+async function checkTerms(
+  state: EvmRailState,
+  deposits: DepositState,
+  row: DepositRow,
+  auth: Authorization,
+): Promise<Refused | null> {
+  const nowS = BigInt(Math.floor(state.nowMs() / 1000));
+  const expiresS = BigInt(Math.floor(row.expires_at.getTime() / 1000));
+  if (nowS >= expiresS) return refused("authorization_expired", "the invoice has expired");
+  if (auth.value !== row.amount)
+    return refused("authorization_mismatch", `value must be the invoice's amount, ${row.amount}`);
+  if (auth.nonce.toLowerCase() !== row.auth_nonce.toLowerCase())
+    return refused("authorization_mismatch", "nonce must be the invoice's authorization_nonce");
+  if (auth.validAfter > nowS) return refused("authorization_mismatch", "valid_after is in the future");
+  if (auth.validBefore > expiresS)
+    return refused("authorization_mismatch", "valid_before must not be after the invoice's expiry");
+  if (auth.validBefore < nowS + authorizationValidityMarginS)
+    return refused("authorization_expired", "the authorization expires too soon to be mined");
+  const domain = await tokenDomainOf(state, deposits);
+  const valid = await verifyTypedData({
+    address: auth.from,
+    ...receiveWithAuthorizationTypedData(domain, {
+      from: auth.from,
+      to: state.account.address,
+      value: auth.value,
+      validAfter: auth.validAfter,
+      validBefore: auth.validBefore,
+      nonce: auth.nonce,
+    }),
+    signature: auth.signature,
+  });
+  if (!valid) return refused("signature_invalid", "the signature is not the payer's over these terms");
+  return null;
+}
+
+/** Checks the chain: the nonce unused, the invoice not already paid to its address, the call simulated. */
+async function checkChain(
+  state: EvmRailState,
+  row: DepositRow,
+  auth: Authorization,
+): Promise<Refused | null> {
+  const { publicClient, token, db } = state.params;
+  const used = await publicClient.readContract({
+    address: token.address,
+    abi: testUsdAbi,
+    functionName: "authorizationState",
+    args: [auth.from, auth.nonce],
+  });
+  if (used) return refused("authorization_used", "this authorization's nonce is already used");
+  if (row.deposit_address !== null) {
+    // Transfers to the address the watcher has read (confirmed or not): paying again by authorization would pay twice.
+    const [paid] = await db.query<{ total: string | null }>(
+      `SELECT sum((args->>'value')::numeric)::text AS total FROM evm_watch_events
+       WHERE chain_id = $1 AND contract = $2 AND event_name = 'Transfer' AND status <> 'removed'
+         AND lower(args->>'to') = $3`,
+      [state.chainId, token.address.toLowerCase(), row.deposit_address],
+    );
+    if (paid?.total != null && BigInt(paid.total) >= row.amount)
+      return refused("invoice_not_payable", "the invoice was paid to its deposit address");
+  }
+  try {
+    await publicClient.simulateContract({
+      account: state.account,
+      address: token.address,
+      abi: testUsdAbi,
+      functionName: "receiveWithAuthorization",
+      args: receiveArgs(state, auth),
+    });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    const revert = revertName(error);
+    switch (revert) {
+      case "ERC3009UsedAuthorization":
+        return refused("authorization_used", "this authorization's nonce is already used");
+      case "ERC3009InvalidSignature":
+        return refused("signature_invalid", "the token refused the signature");
+      case "ERC3009InvalidAuthorizationTime":
+        return refused("authorization_expired", "the authorization is not valid now");
+      case "ERC20InsufficientBalance":
+        return refused("payer_insufficient_funds", `${auth.from} holds less than ${auth.value}`);
+      default:
+        state.logger.warn({ error: viemDetails(error) }, "simulating receiveWithAuthorization failed");
+        return refused("rail_unavailable", `the chain would not take it: ${revert ?? error.shortMessage}`);
+    }
+  }
+  return null;
+}
+
+function receiveArgs(state: EvmRailState, auth: Authorization) {
+  const { v, yParity, r, s } = parseSignature(auth.signature);
+  const vByte = v === undefined ? yParity + 27 : Number(v); // the token takes v as 27 or 28
+  return [
+    auth.from,
+    state.account.address,
+    auth.value,
+    auth.validAfter,
+    auth.validBefore,
+    auth.nonce,
+    vByte,
+    r,
+    s,
+  ] as const;
+}
+
+/** Checks a payer's authorization for invoice `row` and submits it; a refusal has sent nothing. */
+async function submit(
+  state: EvmRailState,
+  deposits: DepositState,
+  row: DepositRow,
+  fields: Readonly<Record<string, string>>,
+): Promise<SignedPaymentOutcome> {
+  const auth = parseAuthorization(fields);
+  if ("status" in auth) return auth;
+  if (
+    fields.to !== undefined &&
+    (!isAddress(fields.to, { strict: false }) || !isAddressEqual(fields.to, state.account.address))
+  )
+    return refused("authorization_mismatch", `to must be the gateway's address ${state.account.address}`);
+  const terms = await checkTerms(state, deposits, row, auth);
+  if (terms !== null) return terms;
+  const chain = await checkChain(state, row, auth);
+  if (chain !== null) return chain;
+  // One signer per invoice: a second payer's authorization (its own nonce space) would pay it twice.
+  const [claimed] = await state.params.db.query<{ auth_from: string }>(
+    `UPDATE evm_deposits SET auth_from = $4
+     WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
+     RETURNING auth_from`,
+    [state.chainId, state.params.token.address.toLowerCase(), row.reference, auth.from.toLowerCase()],
+  );
+  if (claimed === undefined)
+    return refused(
+      "authorization_used",
+      "another payer's authorization was already submitted for this invoice",
+    );
+  const sent = await sendOnce(
+    state.journal,
+    `receive-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
+    async () => ({
+      to: state.params.token.address,
+      data: encodeFunctionData({
+        abi: testUsdAbi,
+        functionName: "receiveWithAuthorization",
+        args: receiveArgs(state, auth),
+      }),
+    }),
+  );
+  if ("status" in sent) {
+    state.logger.warn(
+      { reference: row.reference, message: sent.message },
+      "receiveWithAuthorization not sent",
+    );
+    return sent.code === "rejected"
+      ? refused("authorization_mismatch", sent.message)
+      : refused("rail_unavailable", sent.message);
+  }
+  await state.params.db.query(
+    "UPDATE evm_deposits SET auth_tx_hash = $4 WHERE chain_id = $1 AND token = $2 AND reference = $3",
+    [state.chainId, state.params.token.address.toLowerCase(), row.reference, sent.tx_hash],
+  );
+  return { status: "submitted", railReference: sent.tx_hash };
+}
+
+/** The Rail contract's submitSignedPayment: the invoice named by its reference (the API checked its tenant). */
+export async function submitSignedPayment(
+  state: EvmRailState,
+  deposits: DepositState,
+  payment: SignedPayment,
+): Promise<SignedPaymentOutcome> {
+  const row = await depositByReference(state, payment.reference);
+  if (row === null)
+    return refused("invoice_not_payable", `no invoice ${payment.reference} on rail ${state.id}`);
+  return submit(state, deposits, row, payment.fields);
+}
+
+/** How each refusal answers a wallet on the rail's own route (the API's route maps them the same way). */
+export const signedPaymentRefusalStatus: Record<SignedPaymentRefusal, number> = {
+  signature_invalid: 400,
+  authorization_mismatch: 400,
+  authorization_expired: 400,
+  authorization_used: 409,
+  payer_insufficient_funds: 402,
+  invoice_not_payable: 409,
+  rail_unavailable: 503,
+};
+
+const errorReply = (status: number, code: string, message: string): RailRouteReply => ({
+  status,
+  body: { error: { type: "invalid_request_error", code, message } },
+});
+
+/** POST /pay/<rail>/authorizations: a wallet submits the payer's authorization with the invoice's client secret. */
+export function authorizationRoute(state: EvmRailState, deposits: DepositState): RailRoute {
+  return {
+    method: "POST",
+    path: authorizationPath(state.id),
+    bodyLimitBytes: authorizationBodyBytesMax,
+    async handle(request) {
+      let body: unknown;
+      try {
+        body = JSON.parse(request.rawBody.toString("utf8"));
+      } catch (error) {
+        if (!(error instanceof SyntaxError)) throw error;
+        return errorReply(400, "invalid_json", "the body is not JSON");
+      }
+      if (typeof body !== "object" || body === null || Array.isArray(body))
+        return errorReply(400, "invalid_json", "the body is not a JSON object");
+      const fields: Record<string, string> = {};
+      for (const [key, value] of Object.entries(body)) {
+        if (
+          key !== "client_secret" &&
+          key !== "to" &&
+          !(authorizationFields as readonly string[]).includes(key)
+        )
+          return errorReply(400, "parameter_unknown", `unknown parameter ${key}`);
+        if (typeof value !== "string" || value.length > 200)
+          return errorReply(400, "parameter_invalid", `${key} must be a string`);
+        fields[key] = value;
+      }
+      const secret = fields.client_secret;
+      if (secret === undefined) return errorReply(400, "parameter_missing", "client_secret is required");
+      const row = await depositByClientSecret(state, secret);
+      if (row === null) return errorReply(404, "invoice_not_found", "no invoice has this client secret");
+      const outcome = await submit(state, deposits, row, fields);
+      if (outcome.status === "refused")
+        return errorReply(signedPaymentRefusalStatus[outcome.code], outcome.code, outcome.message);
+      return {
+        status: 202,
+        body: {
+          object: "invoice_authorization",
+          invoice: row.reference,
+          status: "submitted",
+          transaction: outcome.railReference,
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,278 @@
+// The deposit watcher's source and sink: the token's Transfer logs to the deposit addresses and its
+// AuthorizationUsed logs of the invoices' nonces, followed by the chain watcher (confirmations, reorgs, lease,
+// cursor: watcher.ts). A deposit is credited — a `received` rail event — only once final; one that a reorg takes
+// away before that was never credited, and one taken away after it (deeper than the confirmations) is reversed.
+//
+// Which addresses and nonces: those of invoices whose watch has not ended (expiry + the late window), read after
+// the head: a payment in a block up to the head was made after its invoice's row was committed, so it is there.
+import {
+  type Address,
+  type Chain,
+  type Hex,
+  isAddressEqual,
+  type Log,
+  type PublicClient,
+  parseEventLogs,
+  type Transport,
+} from "viem";
+import type { RailEvent, RailEventHandler } from "../../core/index.ts";
+import { testUsdAbi } from "./abi.generated.ts";
+import { EvmRailError } from "./errors.ts";
+import type { EvmRailState } from "./rail-state.ts";
+import type { EvmEvidence } from "./types.ts";
+import { EvmWatcherError, type LogSource, type WatchSink } from "./watcher-state.ts";
+import type { EventRow } from "./watcher-store.ts";
+
+/** The most addresses (or nonces) one getLogs call filters on. */
+export const depositTopicsPerCallMax = 200;
+
+/** One stored log of money toward an invoice. */
+export type DepositLog = {
+  txHash: Hex;
+  logIndex: number;
+  blockNumber: bigint;
+  blockHash: Hex;
+  generation: number;
+} & (
+  | { kind: "transfer"; from: Address; to: Address; value: bigint }
+  | { kind: "authorization"; authorizer: Address; nonce: Hex; to: Address; value: bigint }
+);
+
+const transferEvent = testUsdAbi.find(
+  (item): item is Extract<(typeof testUsdAbi)[number], { type: "event"; name: "Transfer" }> =>
+    item.type === "event" && item.name === "Transfer",
+)!;
+const authorizationUsedEvent = testUsdAbi.find(
+  (item): item is Extract<(typeof testUsdAbi)[number], { type: "event"; name: "AuthorizationUsed" }> =>
+    item.type === "event" && item.name === "AuthorizationUsed",
+)!;
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+export function depositSource(state: EvmRailState): LogSource<DepositLog> {
+  const { publicClient, token, db } = state.params;
+  return {
+    name: "deposits",
+    contract: token.address,
+    async read(from, to) {
+      const watched = await db.query<{ deposit_address: string | null; auth_nonce: Hex }>(
+        `SELECT deposit_address, auth_nonce FROM evm_deposits
+         WHERE chain_id = $1 AND token = $2 AND watch_until > now()`,
+        [state.chainId, token.address.toLowerCase()],
+      );
+      const addresses = watched.flatMap((w) =>
+        w.deposit_address === null ? [] : [w.deposit_address as Address],
+      );
+      const nonces = watched.map((w) => w.auth_nonce);
+      const logs: DecodedDeposit[] = [];
+      for (const group of chunks(addresses, depositTopicsPerCallMax)) {
+        const found = await publicClient.getLogs({
+          address: token.address,
+          event: transferEvent,
+          args: { to: group },
+          fromBlock: from,
+          toBlock: to,
+          strict: true,
+        });
+        for (const log of found)
+          if (log.args.value > 0n)
+            logs.push(
+              decoded(log, "Transfer", { from: log.args.from, to: log.args.to, value: log.args.value }),
+            );
+      }
+      for (const group of chunks(nonces, depositTopicsPerCallMax)) {
+        const found = await publicClient.getLogs({
+          address: token.address,
+          event: authorizationUsedEvent,
+          args: { nonce: group },
+          fromBlock: from,
+          toBlock: to,
+          strict: true,
+        });
+        for (const log of found) {
+          const moved = await authorizedTransfer(publicClient, token.address, log);
+          if (moved !== null)
+            logs.push(
+              decoded(log, "AuthorizationUsed", {
+                authorizer: log.args.authorizer,
+                nonce: log.args.nonce,
+                to: moved.to,
+                value: moved.value,
+              }),
+            );
+        }
+      }
+      return { logs };
+    },
+    toEvent: (row) => depositLogOf(row),
+  };
+}
+
+type DecodedDeposit = {
+  transactionHash: Hex;
+  logIndex: number;
+  blockNumber: bigint;
+  blockHash: Hex;
+  eventName: string;
+  args: Record<string, unknown>;
+};
+
+function decoded(
+  log: {
+    transactionHash: Hex | null;
+    logIndex: number | null;
+    blockNumber: bigint | null;
+    blockHash: Hex | null;
+  },
+  eventName: string,
+  args: Record<string, unknown>,
+): DecodedDeposit {
+  if (
+    log.transactionHash === null ||
+    log.logIndex === null ||
+    log.blockNumber === null ||
+    log.blockHash === null
+  )
+    throw new EvmWatcherError("a pending log came back", { details: eventName });
+  return {
+    transactionHash: log.transactionHash,
+    logIndex: log.logIndex,
+    blockNumber: log.blockNumber,
+    blockHash: log.blockHash,
+    eventName,
+    args,
+  };
+}
+
+/** The Transfer the authorization made (the next log of the same transaction from the authorizer), or null. */
+async function authorizedTransfer(
+  publicClient: PublicClient<Transport, Chain>,
+  token: Address,
+  log: { transactionHash: Hex | null; args: { authorizer: Address } },
+): Promise<{ to: Address; value: bigint } | null> {
+  if (log.transactionHash === null) return null;
+  const receipt = await publicClient.getTransactionReceipt({ hash: log.transactionHash });
+  const transfer = parseEventLogs({
+    abi: testUsdAbi,
+    eventName: "Transfer",
+    logs: receipt.logs as Log[],
+  }).find(
+    (entry) => isAddressEqual(entry.address, token) && isAddressEqual(entry.args.from, log.args.authorizer),
+  );
+  return transfer === undefined ? null : { to: transfer.args.to, value: transfer.args.value };
+}
+
+function depositLogOf(row: EventRow): DepositLog {
+  const args = row.args;
+  const base = {
+    txHash: row.tx_hash,
+    logIndex: row.log_index,
+    blockNumber: row.block_number,
+    blockHash: row.block_hash,
+    generation: row.generation,
+  };
+  if (row.event_name === "Transfer")
+    return {
+      ...base,
+      kind: "transfer",
+      from: String(args.from) as Address,
+      to: String(args.to) as Address,
+      value: BigInt(String(args.value)),
+    };
+  return {
+    ...base,
+    kind: "authorization",
+    authorizer: String(args.authorizer) as Address,
+    nonce: String(args.nonce) as Hex,
+    to: String(args.to) as Address,
+    value: BigInt(String(args.value)),
+  };
+}
+
+/** What a deposit log pays: the invoice (by its address or its nonce), the payer and the amount; null: not ours. */
+async function invoiceOf(
+  state: EvmRailState,
+  log: DepositLog,
+): Promise<{ reference: string; payer: Address; amount: bigint } | null> {
+  const byAddress = log.kind === "transfer";
+  if (!byAddress && !isAddressEqual(log.to, state.account.address)) return null; // not paid to the hot wallet
+  const [row] = await state.params.db.query<{ reference: string }>(
+    `SELECT reference FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND ${byAddress ? "deposit_address" : "auth_nonce"} = $3`,
+    [state.chainId, state.params.token.address.toLowerCase(), byAddress ? log.to.toLowerCase() : log.nonce],
+  );
+  if (row === undefined) return null;
+  return {
+    reference: row.reference,
+    payer: log.kind === "transfer" ? log.from : log.authorizer,
+    amount: log.value,
+  };
+}
+
+function evidenceOf(state: EvmRailState, log: DepositLog): EvmEvidence {
+  return {
+    rail: "evm",
+    chainId: state.chainId,
+    txHash: log.txHash,
+    logIndex: log.logIndex,
+    blockNumber: log.blockNumber,
+  };
+}
+
+/** The receipt's key among an invoice's receipts: its log, and how often a reorg brought it back. */
+const receiptKey = (log: DepositLog) => `${log.txHash.toLowerCase()}:${log.logIndex}#${log.generation}`;
+
+export function depositSink(
+  state: EvmRailState,
+  handler: () => RailEventHandler | null,
+): WatchSink<DepositLog> {
+  const deliver = async (event: RailEvent) => {
+    const handle = handler();
+    if (handle === null) throw new EvmRailError("a deposit is final before the rail has an event handler");
+    await handle(event);
+  };
+  return {
+    // Seen, not final: nothing is credited (the invoice shows nothing until the confirmations).
+    async seen() {},
+    async final(log) {
+      const paid = await invoiceOf(state, log);
+      if (paid === null) return;
+      const block = await state.params.publicClient.getBlock({ blockHash: log.blockHash });
+      await deliver({
+        kind: "received",
+        reference: paid.reference,
+        amount: paid.amount,
+        evidence: evidenceOf(state, log),
+        key: receiptKey(log),
+        payer: paid.payer,
+        receivedAtMs: Number(block.timestamp) * 1000,
+      });
+      if (log.kind === "transfer")
+        await state.params.db.query(
+          `UPDATE evm_deposits SET sweep_due_at = now()
+           WHERE chain_id = $1 AND token = $2 AND reference = $3`,
+          [state.chainId, state.params.token.address.toLowerCase(), paid.reference],
+        );
+    },
+    async removed(log, wasFinal) {
+      // Removed before it was final: it was never credited, so there is nothing to undo.
+      if (!wasFinal) return;
+      const paid = await invoiceOf(state, log);
+      if (paid === null) return;
+      state.logger.error(
+        { txHash: log.txHash, reference: paid.reference },
+        "a reorg removed a credited deposit",
+      );
+      await deliver({
+        kind: "reversed",
+        reference: paid.reference,
+        key: `reorg:${receiptKey(log)}`,
+        amount: paid.amount,
+        evidence: evidenceOf(state, log),
+      });
+    },
+  };
+}

@@ -1,0 +1,148 @@
+// Sweeps: the forwarders that received confirmed deposits, deployed (when not yet) and emptied into the hot wallet
+// by one ForwarderFactory.sweep call per batch of up to `sweepSaltsMax`, sent through the send journal. Each sweep
+// is written (its salts) before it is sent and followed on every pass until its receipt has the confirmations;
+// then its gas is handed to the caller to book (a fee of the rail, in the native token) and only after that is
+// the sweep done and its forwarders no longer due. Moving tokens from a forwarder to the hot wallet moves nothing
+// in the ledger: both are the rail's clearing account (what the rail holds on chain).
+import { randomUUID } from "node:crypto";
+import {
+  encodeFunctionData,
+  type Hex,
+  parseEventLogs,
+  type TransactionReceipt,
+  TransactionReceiptNotFoundError,
+} from "viem";
+import type { FeePaid } from "../../core/index.ts";
+import { forwarderFactoryAbi } from "./abi.generated.ts";
+import type { DepositState } from "./deposits.ts";
+import { gasPaid } from "./payout.ts";
+import type { EvmRailState } from "./rail-state.ts";
+import { sendOnce } from "./send-journal.ts";
+
+/** One sweep whose transaction is final: what it moved and the gas it cost. */
+export type DepositSweep = {
+  key: string;
+  txHash: Hex;
+  blockNumber: bigint;
+  /** Tokens moved to the hot wallet (0 when it reverted). */
+  amount: bigint;
+  forwarders: number;
+  reverted: boolean;
+  gas: FeePaid;
+};
+
+export type SweepPassResult = {
+  /** Sweeps that ended in this pass (their gas booked by the caller). */
+  swept: DepositSweep[];
+  /** Sweeps sent and not final yet: followed by the next pass. */
+  pending: number;
+  /** A sweep the journal refused to send (gas above the cap, the node out of reach): tried again next pass. */
+  refused: string | null;
+};
+
+/** Books a sweep's gas; resolves once booked (idempotent: a crash before the sweep is marked done repeats it). */
+export type SweepBooker = (sweep: DepositSweep) => Promise<void>;
+
+export async function sweepDeposits(
+  state: EvmRailState,
+  deposits: DepositState,
+  book: SweepBooker,
+): Promise<SweepPassResult> {
+  const factory = deposits.params.factory;
+  const result: SweepPassResult = { swept: [], pending: 0, refused: null };
+  if (factory === undefined) return result;
+  const token = state.params.token.address.toLowerCase();
+  const { db } = state.params;
+  const open = await db.query<{ key: string; salts: Hex[]; started_at: Date }>(
+    "SELECT key, salts, started_at FROM evm_sweeps WHERE chain_id = $1 AND token = $2 AND done_at IS NULL ORDER BY started_at",
+    [state.chainId, token],
+  );
+  if (open.length === 0) {
+    const due = await db.query<{ salt: Hex }>(
+      `SELECT salt FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND sweep_due_at IS NOT NULL
+       ORDER BY sweep_due_at LIMIT $3`,
+      [state.chainId, token, deposits.params.sweepSaltsMax],
+    );
+    if (due.length === 0) return result;
+    const [started] = await db.query<{ key: string; salts: Hex[]; started_at: Date }>(
+      `INSERT INTO evm_sweeps (key, chain_id, token, salts) VALUES ($1, $2, $3, $4)
+       RETURNING key, salts, started_at`,
+      [
+        `sweep:${state.chainId}:${randomUUID()}`,
+        state.chainId,
+        token,
+        JSON.stringify(due.map((d) => d.salt)),
+      ],
+    );
+    if (started !== undefined) open.push(started);
+  }
+  for (const sweep of open) {
+    const sent = await sendOnce(state.journal, sweep.key, async () => ({
+      to: factory,
+      data: encodeFunctionData({
+        abi: forwarderFactoryAbi,
+        functionName: "sweep",
+        args: [state.params.token.address, sweep.salts],
+      }),
+    }));
+    if ("status" in sent) {
+      result.refused = sent.message;
+      state.logger.warn(
+        { key: sweep.key, message: sent.message },
+        "a sweep was not sent; the next pass tries again",
+      );
+      continue;
+    }
+    const receipt = await finalReceipt(state, [sent.tx_hash, ...(await supersededOf(state, sweep.key))]);
+    if (receipt === null) {
+      result.pending += 1;
+      continue;
+    }
+    const swept = parseEventLogs({ abi: forwarderFactoryAbi, eventName: "Swept", logs: receipt.logs });
+    const done: DepositSweep = {
+      key: sweep.key,
+      txHash: receipt.transactionHash,
+      blockNumber: receipt.blockNumber,
+      amount: swept.reduce((sum, log) => sum + log.args.amount, 0n),
+      forwarders: sweep.salts.length,
+      reverted: receipt.status !== "success",
+      gas: gasPaid(receipt),
+    };
+    await book(done);
+    await db.transaction(async (tx) => {
+      await tx.query("UPDATE evm_sweeps SET done_at = now() WHERE key = $1", [sweep.key]);
+      // A forwarder that received again after this sweep started stays due for the next one.
+      if (!done.reverted)
+        await tx.query(
+          `UPDATE evm_deposits SET sweep_due_at = NULL
+           WHERE chain_id = $1 AND token = $2 AND salt = ANY($3::text[]) AND sweep_due_at <= $4`,
+          [state.chainId, token, sweep.salts, sweep.started_at],
+        );
+    });
+    result.swept.push(done);
+  }
+  return result;
+}
+
+async function supersededOf(state: EvmRailState, key: string): Promise<Hex[]> {
+  const rows = await state.params.db.query<{ tx_hash: Hex }>(
+    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+    [key],
+  );
+  return rows.map((row) => row.tx_hash);
+}
+
+/** The receipt of whichever of these transactions was mined, once it has the confirmations; null before. */
+async function finalReceipt(state: EvmRailState, hashes: readonly Hex[]): Promise<TransactionReceipt | null> {
+  const { publicClient, confirmations } = state.params;
+  for (const hash of hashes) {
+    const receipt = await publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
+      if (error instanceof TransactionReceiptNotFoundError) return null;
+      throw error;
+    });
+    if (receipt === null) continue;
+    const head = await publicClient.getBlockNumber({ cacheTime: 0 });
+    return head - receipt.blockNumber + 1n >= BigInt(confirmations) ? receipt : null;
+  }
+  return null;
+}
