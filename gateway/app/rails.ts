@@ -14,7 +14,7 @@ import { createFileRailStore, createLightningRail } from "../../adapters/lightni
 import { assets, type Logger, type Rail } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Config } from "./config.ts";
-import type { EvmClients } from "./evm.ts";
+import { depositParamsOf, type EvmClients } from "./evm.ts";
 
 export type RailContext = {
   readonly config: Config;
@@ -54,6 +54,7 @@ function evmRails({ db, evm, logger }: RailContext): BuiltRails {
       receiptTimeoutMs: 60_000,
       replaceAfterMs: chain.replaceAfterMs,
       expectedLatencyMs: chain.embedded === null ? 12_000 * chain.confirmations : 1_000,
+      deposits: depositParamsOf(chain),
       logger: logger.child({ module: "rail", rail: chain.id }),
     }),
   );
