@@ -20,7 +20,13 @@ import {
 } from "./accounts/index.ts";
 import type { Config } from "./app/config.ts";
 import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
-import { closeEvmClients, createSplitterMirror, type EvmClients, openEvmClients } from "./app/evm.ts";
+import {
+  closeEvmClients,
+  createSplitterMirror,
+  type EvmClients,
+  openEvmClients,
+  startDepositSweeps,
+} from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
 import { buildServer } from "./http/index.ts";
@@ -176,6 +182,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }
     await startRecovery(closers, { ...services, logger });
     const evmWatchers = await startSplitterMirrors(closers, { db, ledger, logger, evm });
+    closers.push(...startDepositSweeps({ db, ledger, accounts: services.accounts, logger, rails, evm }));
     const server = await buildServer({
       railRoutes: [...rails.values()].flatMap((rail) => rail.routes ?? []),
       db,
