@@ -43,3 +43,17 @@ CREATE TABLE refundable (
   paid bigint NOT NULL CHECK (paid > 0),
   refunded bigint NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= paid)
 );
+
+-- A refund is written in one transaction with its ledger hold. When what is left is less than its amount, or its
+-- Idempotency-Key is another refund's, the insert calls one of these, so that the hold is rolled back with it.
+CREATE FUNCTION refund_exceeds_remaining() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'refunds: less is left to refund than the amount' USING ERRCODE = 'SYR01';
+END
+$$;
+
+CREATE FUNCTION refund_key_taken() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'refunds: the Idempotency-Key is taken by another refund' USING ERRCODE = 'SYR02';
+END
+$$;

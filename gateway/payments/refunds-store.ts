@@ -2,7 +2,7 @@
 // rail reference. Status changes are conditional updates written beside the ledger's post or void (the first
 // writer wins; a repeated event finds nothing left to change), each with its event in the outbox.
 import type { SettlementEvidence } from "../../core/index.ts";
-import type { Db, Sql, Statement } from "../db/index.ts";
+import type { Sql, Statement } from "../db/index.ts";
 import type {
   Refund,
   RefundDestination,
@@ -10,7 +10,7 @@ import type {
   RefundReason,
   RefundStatus,
 } from "./refunds-types.ts";
-import { fromJson, insertOutboxEvent, toJson } from "./store.ts";
+import { fromJson, toJson } from "./store.ts";
 
 /** A row of `refunds`, as lists read it. */
 export type RefundRow = {
@@ -129,74 +129,65 @@ export type NewRefund = Omit<
 > & { holdTransferId: bigint; idempotencyKey: string | null; paid: bigint };
 
 /**
- * Writes a refund `pending` with its `refund.created` event, having claimed its amount of what is left of its
- * invoice or payment, in one transaction. `exceeds`: less is left than the amount (nothing written); `key_taken`:
- * another refund holds the Idempotency-Key (nothing written).
+ * The statement written with a refund's ledger hold, in its transaction: the refund `pending`, its claim on what is
+ * left of its invoice or payment, and `refund.created`. The claim is one upsert of the target's `refundable` row, whose
+ * condition a concurrent claim on the same row waits for and checks again; what was paid only grows (a further
+ * receipt for an invoice), so the row keeps the most it has been told. Less left than the amount raises
+ * refund_exceeds_remaining(), a key another refund holds refund_key_taken(): the transaction, hold and all, is
+ * rolled back (isRefundExceeding, isRefundKeyTaken). Returns the refund's row.
  */
-export async function insertRefund(
-  db: Db,
-  refund: NewRefund,
-): Promise<{ kind: "written"; refund: Refund } | { kind: "exceeds"; left: bigint } | { kind: "key_taken" }> {
+export function claimStatement(refund: NewRefund): Statement {
   const targetId = refund.target.kind === "invoice" ? refund.target.invoiceId : refund.target.paymentId;
-  return await db.transaction(async (tx) => {
-    const [written] = await tx.query<RefundRow>(
-      `INSERT INTO refunds (id, tenant_id, invoice_id, payment_id, account_id, asset, amount, rail, status, reason,
-         metadata, destination, hold_transfer_id, idempotency_key)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13)
-       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *`,
-      [
-        refund.id,
-        refund.tenantId,
-        refund.target.kind === "invoice" ? refund.target.invoiceId : null,
-        refund.target.kind === "payment" ? refund.target.paymentId : null,
-        refund.accountId,
-        refund.assetCode,
-        refund.amount,
-        refund.rail,
-        refund.reason,
-        JSON.stringify(refund.metadata),
-        refund.destination === null ? null : toJson(refund.destination),
-        refund.holdTransferId.toString(),
-        refund.idempotencyKey,
-      ],
-    );
-    if (written === undefined) return { kind: "key_taken" as const };
-    // What was paid only grows (a further receipt for an invoice): the row keeps the most it has been told.
-    await tx.query(
-      `INSERT INTO refundable (target_id, paid) VALUES ($1, $2)
-       ON CONFLICT (target_id) DO UPDATE SET paid = EXCLUDED.paid WHERE refundable.paid < EXCLUDED.paid`,
-      [targetId, refund.paid],
-    );
-    // The claim: one conditional update, which a concurrent claim on the same row waits for and re-checks.
-    const claimed = await tx.query(
-      `UPDATE refundable SET refunded = refunded + $2 WHERE target_id = $1 AND paid - refunded >= $2
-       RETURNING refunded`,
-      [targetId, refund.amount],
-    );
-    if (claimed.length === 0) {
-      const left = await remainingOf(tx, { targetId, paid: refund.paid });
-      await tx.query("DELETE FROM refunds WHERE id = $1", [refund.id]);
-      return { kind: "exceeds" as const, left };
-    }
-    await insertOutboxEvent(tx, {
-      tenantId: refund.tenantId,
-      type: "refund.created",
-      payload: eventPayload(refundFromRow(written)),
-    });
-    return { kind: "written" as const, refund: refundFromRow(written) };
-  });
-}
-
-function eventPayload(refund: Pick<Refund, "id" | "target" | "amount" | "status">) {
   return {
-    refund_id: refund.id,
-    ...(refund.target.kind === "invoice"
-      ? { invoice_id: refund.target.invoiceId }
-      : { payment_id: refund.target.paymentId }),
-    amount: refund.amount.toString(),
-    status: refund.status,
+    text: `WITH
+     claim AS (
+       INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($14, $15, $7)
+       ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid), refunded = r.refunded + EXCLUDED.refunded
+         WHERE GREATEST(r.paid, EXCLUDED.paid) - r.refunded >= EXCLUDED.refunded
+       RETURNING 1),
+     written AS (
+       INSERT INTO refunds (id, tenant_id, invoice_id, payment_id, account_id, asset, amount, rail, status, reason,
+         metadata, destination, hold_transfer_id, idempotency_key)
+       SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10::jsonb, $11::jsonb, $12::numeric, $13
+       WHERE EXISTS (SELECT 1 FROM claim)
+       ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *),
+     announced AS (
+       INSERT INTO outbox (tenant_id, type, payload)
+       SELECT tenant_id, 'refund.created', ${payloadSql("pending")} FROM written RETURNING 1)
+     SELECT written.*,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM claim) THEN refund_exceeds_remaining()
+            WHEN NOT EXISTS (SELECT 1 FROM announced) THEN refund_key_taken() ELSE true END AS claimed
+     FROM (SELECT 1) AS one LEFT JOIN written ON true`,
+    params: [
+      refund.id,
+      refund.tenantId,
+      refund.target.kind === "invoice" ? refund.target.invoiceId : null,
+      refund.target.kind === "payment" ? refund.target.paymentId : null,
+      refund.accountId,
+      refund.assetCode,
+      refund.amount,
+      refund.rail,
+      refund.reason,
+      JSON.stringify(refund.metadata),
+      refund.destination === null ? null : toJson(refund.destination),
+      refund.holdTransferId.toString(),
+      refund.idempotencyKey,
+      targetId,
+      refund.paid,
+    ],
   };
 }
+
+const sqlStateIs = (error: unknown, code: string): boolean => {
+  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause)
+    if ((e as { code?: unknown }).code === code) return true;
+  return false;
+};
+
+/** Whether an error is refund_exceeds_remaining() (migration 0017), along its causes. */
+export const isRefundExceeding = (error: unknown): boolean => sqlStateIs(error, "SYR01");
+/** Whether an error is refund_key_taken() (migration 0017), along its causes. */
+export const isRefundKeyTaken = (error: unknown): boolean => sqlStateIs(error, "SYR02");
 
 /** The JSON of an event's payload, built in SQL from the refund's row (`moved`). */
 const payloadSql = (status: RefundStatus) =>

@@ -5,12 +5,12 @@
 //
 // One refund's life, each step keyed by ids derived from the refund's, so a repeat changes nothing:
 //   1. checks that write nothing: the target, what is left of it, the rail's limits, the destination;
-//   2. a ledger hold on the tenant's account for the amount (refused `insufficient_funds`: nothing written);
-//   3. the refund row `pending`, its claim on what is left (one conditional update of the target's `refundable`
-//      row: two refunds racing for the last of it cannot both pass; the loser's hold is voided) and
-//      `refund.created`, in one transaction;
-//   4. the rail: a provider refund, a payout, or nothing (internal);
-//   5. succeeded → the hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed → the
+//   2. in one transaction: a ledger hold on the tenant's account for the amount, the refund row `pending`, its claim
+//      on what is left of the target (one upsert of the target's `refundable` row: two refunds racing for the last
+//      of it cannot both pass) and `refund.created` — refused `insufficient_funds` or `refund_exceeds_remaining`
+//      (or its Idempotency-Key another refund's: that one is the answer), none of it is written;
+//   3. the rail: a provider refund, a payout, or nothing (internal);
+//   4. succeeded → the hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed → the
 //      hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
 //      (applyRefundEvent, called by the settlement before anything else looks at the event).
 // The ledger's post or void and the status change with its event are one transaction (writeChainWith's statement).
@@ -30,19 +30,21 @@ import {
   type ChainMember,
   type Posting,
   type Reservation,
-  reserve,
   reverse,
   transferCodes,
-  voidLegs,
   writeChainWith,
 } from "../ledger/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import {
+  claimStatement,
   failedStatement,
   getRefundById,
   getRefundByKey,
-  insertRefund,
+  isRefundExceeding,
+  isRefundKeyTaken,
   markInFlight,
+  type RefundRow,
+  refundFromRow,
   refundsOfInvoice,
   remainingOf,
   succeededStatement,
@@ -340,22 +342,7 @@ export async function createRefund(
 
   const id = newId("rfd");
   const hold = holdOf(id, source, amount);
-  const held = await reserve(deps.ledger, hold, {
-    id: hold.pendingId,
-    userData128: derivedLedgerId(source.targetId, "refund"),
-    evidence: { rail: source.rail, reference: id, detail: { refund: id } },
-    label: `the hold of refund ${id}`,
-  });
-  if (held.outcome === "insufficient_funds")
-    return refuse(
-      "insufficient_funds",
-      `account ${source.account.id} holds less than the refund; nothing was refunded`,
-      "amount",
-    );
-  if (held.outcome !== "reserved")
-    throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);
-
-  const written = await insertRefund(deps.db, {
+  const claim = claimStatement({
     id,
     tenantId: params.tenantId,
     target: params.target,
@@ -370,29 +357,53 @@ export async function createRefund(
     idempotencyKey: params.idempotencyKey,
     paid: source.paid,
   });
-  if (written.kind !== "written") {
-    await voidLegs(
+  // The hold, the row, its claim on what is left and its event: one transaction, all or nothing.
+  let held: Awaited<ReturnType<typeof writeChainWith>>;
+  try {
+    held = await writeChainWith(
       deps.ledger,
-      [{ reservation: hold, transfer: { id: derivedLedgerId(id, "refund-void") } }],
-      `the release of refund ${id}'s hold`,
+      [{ kind: "hold", posting: hold, transfer: holdTransfer(id, source) }],
+      { statement: claim, when: "held", sql: deps.db },
+      `the hold of refund ${id}`,
     );
-    if (written.kind === "exceeds")
+  } catch (error) {
+    if (isRefundExceeding(error)) {
+      const left = await remainingOf(deps.db, { targetId: source.targetId, paid: source.paid });
       return refuse(
         "refund_exceeds_remaining",
-        `the refund is above what is left to refund of ${source.targetId} (${written.left} minor units)`,
+        `the refund is above what is left to refund of ${source.targetId} (${left} minor units)`,
         "amount",
       );
-    const earlier = await getRefundByKey(deps.db, {
-      tenantId: params.tenantId,
-      key: params.idempotencyKey ?? "",
-    });
-    if (earlier === null) throw new RefundInvariantError(`refund ${id}'s key is taken by no refund`);
+    }
+    if (!isRefundKeyTaken(error) || params.idempotencyKey === null) throw error;
+    const earlier = await getRefundByKey(deps.db, { tenantId: params.tenantId, key: params.idempotencyKey });
+    if (earlier === null)
+      throw new RefundInvariantError(`refund ${id}'s key is taken by no refund`, { cause: error });
     return { ok: true, refund: earlier };
   }
-  await runRail(deps, written.refund, source);
+  if (held.outcome === "insufficient_funds")
+    return refuse(
+      "insufficient_funds",
+      `account ${source.account.id} holds less than the refund; nothing was refunded`,
+      "amount",
+    );
+  const [row] = (held.rows ?? []) as RefundRow[];
+  if (held.outcome !== "reserved" || row === undefined)
+    throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);
+  await runRail(deps, refundFromRow(row), source);
   const after = await getRefundById(deps.db, id);
   if (after === null) throw new RefundInvariantError(`refund ${id} was not written`);
   return { ok: true, refund: after };
+}
+
+/** The hold's transfer: its id derived from the refund's, the target it is for, the refund's id as its evidence. */
+function holdTransfer(id: string, source: Source) {
+  return {
+    id: derivedLedgerId(id, "refund-hold"),
+    userData128: derivedLedgerId(source.targetId, "refund"),
+    evidence: { rail: source.rail, reference: id, detail: { refund: id } },
+    label: `the hold of refund ${id}`,
+  };
 }
 
 /** The refund's hold: from the tenant's account to where the money goes in the ledger, in the asset. */
