@@ -2,8 +2,12 @@
 // change buses, two authenticators over one database). A key remembered by B and revoked through A is refused
 // by B within a bound measured here (printed: typical and worst of 50 trials); B's listening connection, killed
 // by the server, is opened again and B forgets what it remembered; an announcement in a transaction that rolls
-// back reaches nobody; a payload B does not know makes it forget everything.
+// back reaches nobody; a payload B does not know makes it forget everything. And two HTTP servers on the database,
+// each with the default memory (keys trusted at most 1 s): a key revoked, a key rolled without overlap and a tenant
+// suspended through A's API are refused by B within 1 s; a server that hears no announcement refuses within 1 s too.
+import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
+import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { silentLogger } from "../../core/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
@@ -13,18 +17,22 @@ import {
   changeChannel,
   changeListenerApplicationName,
   changeListenerLimitsDefaults,
+  createLocalChangeBus,
   type Db,
   migrate,
   openPostgres,
   openPostgresChangeBus,
   transactionAnnouncing,
 } from "../../gateway/db/index.ts";
+import { buildServer, type ServerOptions } from "../../gateway/http/index.ts";
 import { ledgerMigrations } from "../../gateway/ledger/index.ts";
 import {
   type Authenticator,
+  apiKeyTrustMsMax,
   createApiKey,
   createAuthenticator,
   createTenant,
+  ensureOperatorKey,
   revokeApiKey,
 } from "../../gateway/tenants/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -214,5 +222,155 @@ describe("API-key revocation across processes (PostgreSQL)", () => {
     const before = b.queries();
     expect(await b.auth.authenticate(key.secret)).toEqual(tenant);
     expect(b.queries()).toBe(before + 1);
+  });
+});
+
+/**
+ * The HTTP server of a process on `db` and `changes`, with the default memory of keys; no other service (the routes
+ * used here need none).
+ */
+async function serverOf(db: Db, changes: ChangeBus): Promise<FastifyInstance> {
+  const options = {
+    db,
+    ledger: null,
+    accounts: null,
+    rails: new Map(),
+    payments: null,
+    settlement: null,
+    requestTimeoutMs: 10_000,
+    bodyLimitBytes: 64 * 1024,
+    idempotencyInProgressTimeoutMs: 60_000,
+    logLevel: "silent",
+    changes,
+    mode: "development",
+  } as unknown as ServerOptions;
+  const server = await buildServer(options);
+  await server.ready();
+  return server;
+}
+
+describe("two HTTP servers on one PostgreSQL, each trusting a key at most 1 s", () => {
+  const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
+  let serverA: FastifyInstance;
+  let serverB: FastifyInstance;
+  /** A server whose bus hears nothing any other process announces: only the 1 s bound makes it forget. */
+  let deaf: { server: FastifyInstance; changes: ChangeBus };
+
+  beforeAll(async () => {
+    await ensureOperatorKey(a.db, { configured: operatorKey });
+    serverA = await serverOf(a.db, a.changes);
+    serverB = await serverOf(b.db, b.changes);
+    const deafChanges = createLocalChangeBus();
+    deaf = { server: await serverOf(b.db, deafChanges), changes: deafChanges };
+  });
+  afterAll(async () => {
+    await serverA?.close();
+    await serverB?.close();
+    await deaf?.server.close();
+    await deaf?.changes.close();
+  });
+
+  const call = async (
+    server: FastifyInstance,
+    method: "GET" | "POST",
+    url: string,
+    key: string,
+    body?: unknown,
+  ) => {
+    const response = await server.inject({
+      method,
+      url,
+      headers: {
+        authorization: `Bearer ${key}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+    });
+    return { status: response.statusCode, body: response.json() };
+  };
+
+  /** A tenant made through A's operator route, with its first key and a second one. */
+  async function tenantWithKeys() {
+    const made = await call(serverA, "POST", "/v1/tenants", operatorKey, { name: "Two servers" });
+    expect(made.status).toBe(201);
+    const admin = made.body.api_key.secret as string;
+    const second = await call(serverA, "POST", "/v1/api_keys", admin, { name: "second" });
+    expect(second.status).toBe(201);
+    return {
+      id: made.body.id as string,
+      admin,
+      key: second.body.secret as string,
+      keyId: second.body.id as string,
+    };
+  }
+
+  /** Waits until `server` refuses `key` with `code`; returns how long it took since `since`. */
+  async function refusedWithin(
+    server: FastifyInstance,
+    key: string,
+    code: string,
+    since: number,
+  ): Promise<number> {
+    let last: { status: number; body: { error?: { code: string } } };
+    await until(
+      async () => {
+        last = await call(server, "GET", "/v1/api_keys", key);
+        return last.body.error?.code === code;
+      },
+      apiKeyTrustMsMax * 5,
+      `the key refused ${code}`,
+    );
+    return performance.now() - since;
+  }
+
+  /** Both B and the deaf server remember the key (a second lookup would ask no query). */
+  async function rememberedByB(key: string) {
+    expect((await call(serverB, "GET", "/v1/api_keys", key)).status).toBe(200);
+    expect((await call(deaf.server, "GET", "/v1/api_keys", key)).status).toBe(200);
+  }
+
+  it("a key revoked through A's API is refused by B within 1 s, and by a server that heard nothing too", async () => {
+    const tenant = await tenantWithKeys();
+    await rememberedByB(tenant.key);
+    const calledAt = performance.now();
+    expect((await call(serverA, "POST", `/v1/api_keys/${tenant.keyId}/revoke`, tenant.admin)).status).toBe(
+      200,
+    );
+    const onB = await refusedWithin(serverB, tenant.key, "api_key_invalid", calledAt);
+    const onDeaf = await refusedWithin(deaf.server, tenant.key, "api_key_invalid", calledAt);
+    console.info(
+      `revoked over HTTP: refused by B after ${onB.toFixed(1)} ms, by the deaf server after ${onDeaf.toFixed(1)} ms`,
+    );
+    expect(onB).toBeLessThan(apiKeyTrustMsMax);
+    expect(onDeaf).toBeLessThan(apiKeyTrustMsMax + 250); // the bound, and the time to ask once more
+  });
+
+  it("a key rolled without overlap through A is refused by B within 1 s; the new key works on B", async () => {
+    const tenant = await tenantWithKeys();
+    await rememberedByB(tenant.key);
+    const calledAt = performance.now();
+    const rolled = await call(serverA, "POST", `/v1/api_keys/${tenant.keyId}/roll`, tenant.admin, {
+      expires_in_seconds: 0,
+    });
+    expect(rolled.status).toBe(200);
+    expect(await refusedWithin(serverB, tenant.key, "api_key_invalid", calledAt)).toBeLessThan(
+      apiKeyTrustMsMax,
+    );
+    expect((await call(serverB, "GET", "/v1/api_keys", rolled.body.secret)).status).toBe(200);
+  });
+
+  it("a tenant suspended through A is refused by B (tenant_suspended) within 1 s, also where unheard; reactivated, it works", async () => {
+    const tenant = await tenantWithKeys();
+    await rememberedByB(tenant.key);
+    const calledAt = performance.now();
+    expect((await call(serverA, "POST", `/v1/tenants/${tenant.id}/suspend`, operatorKey)).status).toBe(200);
+    const onB = await refusedWithin(serverB, tenant.key, "tenant_suspended", calledAt);
+    const onDeaf = await refusedWithin(deaf.server, tenant.key, "tenant_suspended", calledAt);
+    expect(onB).toBeLessThan(apiKeyTrustMsMax);
+    expect(onDeaf).toBeLessThan(apiKeyTrustMsMax + 250);
+    expect((await call(serverA, "POST", `/v1/tenants/${tenant.id}/reactivate`, operatorKey)).status).toBe(
+      200,
+    );
+    expect((await call(serverB, "GET", "/v1/api_keys", tenant.key)).status).toBe(200);
   });
 });
