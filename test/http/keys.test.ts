@@ -2,10 +2,17 @@
 // mode, the secret once), lists and retrieves them (the hint, never the secret), rolls them (the old key works for the
 // overlap, then not; 0: at once) and revokes them (at once; twice: 409); every /v1 route asks its scope (403
 // scope_missing naming it); a live key on this development deployment is 401 api_key_mode_mismatch; another tenant's
-// key is not found; the operator's credential is refused here.
+// key is not found; the operator's credential is refused here. And the development demo key is the same after a
+// restart on the same database (PGLITE_DIR, or PostgreSQL), and no other is made.
 import { randomBytes } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { createApp } from "../../gateway/app.ts";
 import { ensureOperatorKey, scopes } from "../../gateway/tenants/index.ts";
+import { createTestDatabase } from "../support/postgres.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
@@ -291,5 +298,36 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
       [headers["idempotency-key"]],
     );
     expect(stored!.n).toBe(0);
+  });
+});
+
+describe.each(["pglite", "postgres"] as const)("the demo key on %s", (database) => {
+  it("survives a restart with its database, and a restart makes no other key", async () => {
+    const dir = database === "pglite" ? await mkdtemp(path.join(tmpdir(), "switchyard-demo-key-")) : null;
+    const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0" };
+    if (dir !== null) env.PGLITE_DIR = dir;
+    else env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
+    try {
+      const first = await createApp(loadConfig(env));
+      const key = first.demo!.apiKey;
+      await first.close();
+      const second = await createApp(loadConfig(env));
+      try {
+        expect(second.demo!.apiKey).toBe(key);
+        const answer = await second.server.inject({
+          method: "GET",
+          url: "/v1/api_keys",
+          headers: { authorization: `Bearer ${key}` },
+        });
+        expect(answer.statusCode).toBe(200);
+        expect(
+          answer.json().data.filter((listed: { status: string }) => listed.status === "active"),
+        ).toHaveLength(1);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      if (dir !== null) await rm(dir, { recursive: true, force: true });
+    }
   });
 });
