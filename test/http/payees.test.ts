@@ -582,7 +582,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(Object.keys(paths["/v1/payees"]).sort()).toEqual(["get", "post"]);
       expect(Object.keys(paths["/v1/payees/{id}"]).sort()).toEqual(["get", "patch"]);
       const createOp = paths["/v1/payees"].post;
-      expect(createOp.security).toEqual([{ apiKey: [] }]);
+      expect(createOp.security).toEqual([{ apiKey: ["accounts"] }]); // the scope it needs (auth.ts)
       expect(createOp.requestBody.content["application/json"].schema.required).toEqual(
         expect.arrayContaining(["name", "methods"]),
       );
