@@ -11,8 +11,12 @@ describe("adapters/evm/abi.generated.ts", () => {
 
   it("would differ if a contract's interface changed", () => {
     const event = { type: "event", name: "Paid", inputs: [], anonymous: false };
-    const before = renderAbiModule({ TestUSD: [], RevenueSplitter: [event] });
-    const after = renderAbiModule({ TestUSD: [], RevenueSplitter: [{ ...event, name: "Paid2" }] });
+    const before = renderAbiModule({ TestUSD: [], RevenueSplitter: [event], ForwarderFactory: [] });
+    const after = renderAbiModule({
+      TestUSD: [],
+      RevenueSplitter: [{ ...event, name: "Paid2" }],
+      ForwarderFactory: [],
+    });
     expect(after).not.toBe(before);
     expect(before).toContain("do not edit");
   });
