@@ -280,12 +280,12 @@ export const signedPaymentRefusalStatus: Record<SignedPaymentRefusal, number> = 
   authorization_used: 409,
   payer_insufficient_funds: 402,
   invoice_not_payable: 409,
-  rail_unavailable: 503,
+  rail_unavailable: 402,
 };
 
 const errorReply = (status: number, code: string, message: string): RailRouteReply => ({
   status,
-  body: { error: { type: "invalid_request_error", code, message } },
+  body: { error: { code, message } },
 });
 
 /** POST /pay/<rail>/authorizations: a wallet submits the payer's authorization with the invoice's client secret. */

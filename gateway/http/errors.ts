@@ -7,12 +7,14 @@ import { SwitchyardError } from "../../core/index.ts";
 import { LedgerBackpressureError, LedgerClosedError } from "../ledger/index.ts";
 import type { PayeeRefusal } from "../payees/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
+import { type InvoicePaymentRefusal, invoicePaymentRefusalStatus } from "../settlement/index.ts";
 import { type TenancyErrorCode, tenancyErrorStatus } from "../tenants/index.ts";
 
 export type ApiErrorCode =
   | PaymentRefusal
   | PaymentFailureCode
   | PayeeRefusal
+  | InvoicePaymentRefusal
   | "invalid_json"
   | "unsupported_media_type"
   | "body_too_large"
@@ -54,6 +56,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   api_key_missing: 401,
   api_key_invalid: 401,
   ...tenancyErrorStatus,
+  ...invoicePaymentRefusalStatus,
   insufficient_funds: 402,
   rail_unavailable: 402,
   insufficient_liquidity: 402,

@@ -170,6 +170,7 @@ export function presentInvoice(invoice: Invoice): InvoiceView {
     description: invoice.description,
     instructions: invoice.instructions,
     received_amount: invoice.receivedAmount === null ? null : formatAmount(invoice.receivedAmount, { scale }),
+    payer: invoice.payer,
     expires_at: invoice.expiresAt?.toISOString() ?? null,
     created_at: invoice.createdAt.toISOString(),
     paid_at: invoice.paidAt?.toISOString() ?? null,

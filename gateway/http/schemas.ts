@@ -253,6 +253,8 @@ export const invoiceView = z.object({
   /** How to pay it: a BOLT11 request, a PaymentIntent's client secret. */
   instructions: z.record(z.string(), z.string()),
   received_amount: z.string().nullable(),
+  /** Who paid (a USDC payer's address): where a refund goes back to. */
+  payer: z.string().nullable(),
   expires_at: z.string().nullable(),
   created_at: z.string(),
   paid_at: z.string().nullable(),

@@ -14,6 +14,7 @@ import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
 import { accountRoutes } from "./resources/accounts.ts";
 import { apiKeyRoutes } from "./resources/api-keys.ts";
+import { invoicePaymentRoutes } from "./resources/invoice-payments.ts";
 import { invoiceRoutes } from "./resources/invoices.ts";
 import { listRoutes } from "./resources/lists.ts";
 import { payeeRoutes } from "./resources/payees.ts";
@@ -63,6 +64,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   });
   await app.register(quoteRoutes, { payments: options.payments });
   await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
+  await app.register(invoicePaymentRoutes, { settlement: options.settlement });
   await app.register(webhookEndpointRoutes, { db: options.db });
   await app.register(accountRoutes, { db: options.db, accounts: options.accounts, ledger: options.ledger });
   await app.register(payeeRoutes, { db: options.db, accounts: options.accounts, nowMs: Date.now });
