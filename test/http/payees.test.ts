@@ -590,7 +590,16 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const listParams = paths["/v1/payees"].get.parameters.map(
         (p: { in: string; name: string }) => `${p.in} ${p.name}`,
       );
-      expect(listParams.sort()).toEqual(["query limit", "query starting_after"]);
+      expect(listParams.sort()).toEqual([
+        "query created",
+        "query created[gt]",
+        "query created[gte]",
+        "query created[lt]",
+        "query created[lte]",
+        "query ending_before",
+        "query limit",
+        "query starting_after",
+      ]);
       expect(Object.keys(paths["/v1/payees/{id}"].patch.responses)).toEqual(
         expect.arrayContaining(["200", "4XX"]),
       );
