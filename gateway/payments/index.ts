@@ -24,6 +24,7 @@ export {
   RefundInvariantError,
   RefundNotYetKnownError,
   type RefundsDeps,
+  recoverPendingRefunds,
 } from "./refunds.ts";
 export { getRefund, type RefundRow, refundFromRow } from "./refunds-store.ts";
 export type {

@@ -87,6 +87,20 @@ export async function getRefundByKey(
   return row === undefined ? null : refundFromRow(row);
 }
 
+/** Refunds still pending and untouched for `quietMs`, oldest first: what the recovery pass drives on. */
+export async function listPendingRefunds(
+  sql: Sql,
+  params: { quietMs: number; limit: number },
+): Promise<Refund[]> {
+  const rows = await sql.query<RefundRow>(
+    `SELECT * FROM refunds WHERE status = 'pending'
+       AND updated_at <= now() - make_interval(secs => $1::double precision / 1000)
+     ORDER BY updated_at LIMIT $2`,
+    [params.quietMs, params.limit],
+  );
+  return rows.map(refundFromRow);
+}
+
 /**
  * The refunds of an invoice on a rail that a rail's reversal may be about: the one whose rail reference it names,
  * and whether any is still waiting for its provider's answer (no reference yet).

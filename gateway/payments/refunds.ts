@@ -42,6 +42,7 @@ import {
   getRefundByKey,
   isRefundExceeding,
   isRefundKeyTaken,
+  listPendingRefunds,
   markInFlight,
   type RefundRow,
   refundFromRow,
@@ -390,7 +391,7 @@ export async function createRefund(
   const [row] = (held.rows ?? []) as RefundRow[];
   if (held.outcome !== "reserved" || row === undefined)
     throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);
-  await runRail(deps, refundFromRow(row), source);
+  await runRail(deps, refundFromRow(row), source.mode);
   const after = await getRefundById(deps.db, id);
   if (after === null) throw new RefundInvariantError(`refund ${id} was not written`);
   return { ok: true, refund: after };
@@ -418,9 +419,11 @@ function holdOf(id: string, source: Source, amount: bigint): Reservation {
   };
 }
 
-/** Asks the rail and applies what it answered; a rail that throws leaves the refund pending (its event ends it). */
-async function runRail(deps: RefundsDeps, refund: Refund, source: Source): Promise<void> {
-  const { mode } = source;
+/**
+ * Asks the rail and applies what it answered; a rail that throws leaves the refund pending (its event, or the
+ * recovery pass, ends it).
+ */
+async function runRail(deps: RefundsDeps, refund: Refund, mode: RefundMode): Promise<void> {
   let outcome: RailRefundOutcome;
   try {
     outcome = await askRail(refund, mode);
@@ -660,6 +663,66 @@ async function undoSucceeded(deps: RefundsDeps, refund: Refund, evidence: Settle
     evidence,
   });
   await deps.db.query(statement.text, statement.params);
+}
+
+// ---- recovery
+
+/**
+ * How a written refund's rail moves it, as createRefund chose: null when its rail is not configured in this process
+ * (it stays pending for one that has it).
+ */
+async function modeOf(deps: RefundsDeps, refund: Refund): Promise<RefundMode | null> {
+  const rail = deps.rails.get(refund.rail);
+  if (rail === undefined) return null;
+  if (rail.kind === "internal") return { kind: "ledger" };
+  if (refund.destination !== null) return { kind: "payout", rail, destination: refund.destination };
+  if (refund.target.kind !== "invoice" || rail.refundReceived === undefined) return null;
+  const [invoice] = await deps.db.query<{ rail_reference: string | null }>(
+    "SELECT rail_reference FROM invoices WHERE id = $1",
+    [refund.target.invoiceId],
+  );
+  if (invoice?.rail_reference == null) return null;
+  return {
+    kind: "provider",
+    rail,
+    reference: refund.target.invoiceId,
+    railReference: invoice.rail_reference,
+  };
+}
+
+/** The most pending refunds one recovery pass asks their rails about. */
+export const refundRecoveryBatchMax = 500;
+
+/**
+ * Drives on the refunds left pending (a stop or a crash between the write and the rail's answer, an answer lost),
+ * untouched for `quietMs`: each rail is asked again under the refund's id — Stripe's refund is found by its
+ * idempotency key and read back, a payout attempt reports its first outcome — and what it answers is applied, as at
+ * creation. Every step is idempotent and every status move conditional, so a live request on the same refund is
+ * harmless. Returns how many were looked at; one that cannot be driven does not keep the others pending.
+ */
+export async function recoverPendingRefunds(
+  deps: RefundsDeps,
+  options: { quietMs: number },
+): Promise<number> {
+  const pending = await listPendingRefunds(deps.db, {
+    quietMs: options.quietMs,
+    limit: refundRecoveryBatchMax,
+  });
+  const failures: Array<{ id: string; error: unknown }> = [];
+  for (const refund of pending) {
+    try {
+      const mode = await modeOf(deps, refund);
+      if (mode !== null) await runRail(deps, refund, mode);
+    } catch (error) {
+      failures.push({ id: refund.id, error });
+    }
+  }
+  if (failures.length > 0)
+    throw new RefundInvariantError(`${failures.length} pending refund(s) could not be driven on`, {
+      details: failures.map((f) => f.id).join(", "),
+      cause: failures[0]?.error,
+    });
+  return pending.length;
 }
 
 // ---- the rails' events

@@ -4,7 +4,10 @@
 // with its stable code and nothing moved or written.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getTenantAccount } from "../../gateway/accounts/index.ts";
-import { transferCodes } from "../../gateway/ledger/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { transferCodes, writeChainWith } from "../../gateway/ledger/index.ts";
+import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
+import { claimStatement } from "../../gateway/payments/refunds-store.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
@@ -226,6 +229,80 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         expect(response.body.error.code).toBe("insufficient_funds");
       });
       expect(await pendingOut(merchant)).toBe(0n);
+    });
+  });
+
+  describe("recovery", () => {
+    it("drives on a refund a crash left pending after its write, once", async () => {
+      const payment = await pay("2");
+      const merchantBefore = await posted(merchant);
+      const customerBefore = await posted(customer);
+      // What createRefund writes before it asks the rail: the hold, the row, the claim, refund.created.
+      const id = "rfd_01m7zfckv29pdrb3m0gz9e4j5r";
+      const payer = await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: merchant });
+      const payee = await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: customer });
+      const holdId = derivedLedgerId(id, "refund-hold");
+      await writeChainWith(
+        gw.app.ledger,
+        [
+          {
+            kind: "hold",
+            posting: {
+              debitAccountId: payer!.ledgerAccountId,
+              creditAccountId: payee!.ledgerAccountId,
+              amount: 1_500_000n,
+              ledger: 1,
+              code: transferCodes.refunds.refund,
+            },
+            transfer: { id: holdId },
+          },
+        ],
+        {
+          statement: claimStatement({
+            id,
+            tenantId: "ten_demo",
+            target: { kind: "payment", paymentId: payment },
+            accountId: merchant,
+            assetCode: "USDC",
+            amount: 1_500_000n,
+            rail: "internal-usdc",
+            reason: null,
+            metadata: {},
+            destination: null,
+            holdTransferId: holdId,
+            idempotencyKey: null,
+            paid: 2_000_000n,
+          }),
+          when: "held",
+          sql: gw.app.db,
+        },
+        "a refund's hold",
+      );
+      expect((await gw.call("GET", `/v1/refunds/${id}`)).body.status).toBe("pending");
+      expect(await pendingOut(merchant)).toBe(1_500_000n);
+      // What is claimed is not refundable twice meanwhile.
+      const over = await refund({ payment, amount: "0.6" });
+      expect(over.body.error.code).toBe("refund_exceeds_remaining");
+
+      expect(await recoverPendingRefunds(gw.app.payments, { quietMs: 0 })).toBeGreaterThanOrEqual(1);
+      const read = await gw.call("GET", `/v1/refunds/${id}`);
+      expect(read.body).toMatchObject({
+        status: "succeeded",
+        amount: "1.500000",
+        evidence: { rail: "internal" },
+      });
+      expect(await posted(merchant)).toBe(merchantBefore - 1_500_000n);
+      expect(await posted(customer)).toBe(customerBefore + 1_500_000n);
+      expect(await pendingOut(merchant)).toBe(0n);
+      // Again: nothing more.
+      await movesNothing(async () => {
+        await recoverPendingRefunds(gw.app.payments, { quietMs: 0 });
+      });
+      const events = await gw.app.db.query<{ type: string }>(
+        "SELECT type FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
+        [id],
+      );
+      expect(events.map((e) => e.type)).toEqual(["refund.created", "refund.succeeded"]);
     });
   });
 
