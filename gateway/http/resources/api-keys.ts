@@ -147,7 +147,12 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
     "/api_keys",
     {
       onRequest: withoutIdempotencyKey,
-      schema: { body: createApiKeyBody, response: { 201: apiKeyWithSecretView, "4xx": errorView } },
+      schema: {
+        description:
+          "Make an API key: its secret is in this answer only. Scopes at most the calling key's own (default: the same). An Idempotency-Key is not applied (the answer holds a secret, which is never stored).",
+        body: createApiKeyBody,
+        response: { 201: apiKeyWithSecretView, "4xx": errorView },
+      },
     },
     async (request, reply) => {
       const { body } = request;
@@ -193,7 +198,13 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
 
   app.get(
     "/api_keys",
-    { schema: { querystring: listApiKeysQuery, response: { 200: listView(apiKeyView), "4xx": errorView } } },
+    {
+      schema: {
+        description: "The tenant's API keys, newest first (hints, never secrets).",
+        querystring: listApiKeysQuery,
+        response: { 200: listView(apiKeyView), "4xx": errorView },
+      },
+    },
     async (request) => {
       const nowMs = options.nowMs();
       return listPage(
@@ -226,6 +237,8 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
     {
       onRequest: withoutIdempotencyKey,
       schema: {
+        description:
+          "Roll a key: a new key with its name, scopes, mode and API version (the secret in this answer only); the old one keeps working expires_in_seconds more (default 86400; 0: revoked now). An Idempotency-Key is not applied.",
         params: keyParams,
         body: rollApiKeyBody,
         response: { 200: rollApiKeyView, "4xx": errorView },

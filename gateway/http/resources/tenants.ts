@@ -75,7 +75,14 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
 
   app.post(
     "/tenants",
-    { schema: { body: createTenantBody, response: { 201: createdTenantView, "4xx": errorView } } },
+    {
+      schema: {
+        description:
+          "Make a tenant and its first API key (every scope, this deployment's mode; the secret in this answer only). The operator's credential only; an Idempotency-Key is not applied.",
+        body: createTenantBody,
+        response: { 201: createdTenantView, "4xx": errorView },
+      },
+    },
     async (request, reply) => {
       const made = await createTenantWithKey(deps, {
         name: request.body.name,
