@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 let gw: TestGateway;
 let payee: `0x${string}`;
@@ -16,7 +16,7 @@ afterAll(async () => {
 const quoteBody = () => ({
   amount: "3",
   asset: "USDC",
-  destination: { type: "evm_address", address: payee },
+  destination: { type: "evm_address" as const, address: payee },
   ttl_seconds: 60,
 });
 const paymentBody = (quote: string, amount = "3") => ({
@@ -24,114 +24,114 @@ const paymentBody = (quote: string, amount = "3") => ({
   amount,
   asset: "USDC",
   source: { account: "acct_demo_customer" },
-  destination: { type: "evm_address", address: payee },
+  destination: { type: "evm_address" as const, address: payee },
 });
 
 describe("quotes", () => {
   it("prices a payment with its route and fee cap, and a payment honours it", async () => {
-    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
-    expect(quote.status).toBe(201);
-    expect(quote.body).toMatchObject({
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
+    expect(quote.response.status).toBe(201);
+    expect(quote.data!).toMatchObject({
       object: "quote",
       rail: "evm",
       rail_amount: "3.000000",
       rail_asset: "USDC",
       amount: "3.000000",
     });
-    expect(quote.body.route.candidates[0].rail).toBe("evm");
-    expect(Date.parse(quote.body.expires_at) - Date.parse(quote.body.created_at)).toBe(60_000);
+    expect(quote.data!.route.candidates[0]!.rail).toBe("evm");
+    expect(Date.parse(quote.data!.expires_at) - Date.parse(quote.data!.created_at)).toBe(60_000);
     const transfersBefore = await gw.ledgerTransferCount();
-    const payment = await gw.call("POST", "/v1/payments", { body: paymentBody(quote.body.id) });
-    expect(payment.status).toBe(201);
-    expect(payment.body.status).toBe("succeeded");
-    expect(payment.body.route.candidates).toEqual(quote.body.route.candidates);
+    const payment = await gw.client.POST("/v1/payments", { body: paymentBody(quote.data!.id) });
+    expect(payment.response.status).toBe(201);
+    expect(payment.data!.status).toBe("succeeded");
+    expect(payment.data!.route!.candidates).toEqual(quote.data!.route.candidates);
     // The reservation and its fee hold, their posts, and the gas the payout really cost.
     expect(await gw.ledgerTransferCount()).toBe(transfersBefore + 5n);
   });
 
   it("pays one payment: a second payment on the same quote is refused with quote_used, writing nothing", async () => {
-    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
-    const first = await gw.call("POST", "/v1/payments", {
-      body: paymentBody(quote.body.id),
-      headers: { "idempotency-key": `q-once-${quote.body.id}-1` },
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
+    const first = await gw.client.POST("/v1/payments", {
+      body: paymentBody(quote.data!.id),
+      params: { header: { "Idempotency-Key": `q-once-${quote.data!.id}-1` } },
     });
-    expect(first.status).toBe(201);
+    expect(first.response.status).toBe(201);
     // The same request again under its own key is a replay, not a second use.
-    const replay = await gw.call("POST", "/v1/payments", {
-      body: paymentBody(quote.body.id),
-      headers: { "idempotency-key": `q-once-${quote.body.id}-1` },
+    const replay = await gw.client.POST("/v1/payments", {
+      body: paymentBody(quote.data!.id),
+      params: { header: { "Idempotency-Key": `q-once-${quote.data!.id}-1` } },
     });
-    expect(replay.status).toBe(201);
-    expect(replay.body.id).toBe(first.body.id);
+    expect(replay.response.status).toBe(201);
+    expect(replay.data!.id).toBe(first.data!.id);
     const transfersBefore = await gw.ledgerTransferCount();
-    const second = await gw.call("POST", "/v1/payments", {
-      body: paymentBody(quote.body.id),
-      headers: { "idempotency-key": `q-once-${quote.body.id}-2` },
+    const second = await gw.client.POST("/v1/payments", {
+      body: paymentBody(quote.data!.id),
+      params: { header: { "Idempotency-Key": `q-once-${quote.data!.id}-2` } },
     });
-    expect(second.status).toBe(409);
-    expect(second.body.error).toMatchObject({ code: "quote_used", param: "quote" });
-    const third = await gw.call("POST", "/v1/payments", { body: paymentBody(quote.body.id) });
-    expect(third.body.error.code).toBe("quote_used");
+    expect(second.response.status).toBe(409);
+    expect(errorOf(second)).toMatchObject({ code: "quote_used", param: "quote" });
+    const third = await gw.client.POST("/v1/payments", { body: paymentBody(quote.data!.id) });
+    expect(errorOf(third).code).toBe("quote_used");
     expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
     const [row] = await gw.app.db.query<{ count: string }>(
       "SELECT count(*)::text AS count FROM payments WHERE quote_id = $1",
-      [quote.body.id],
+      [quote.data!.id],
     );
     expect(row?.count).toBe("1");
   });
 
   it("two payments racing for one quote: one is paid, the other refused", async () => {
-    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
     const answers = await Promise.all(
-      [1, 2, 3].map(() => gw.call("POST", "/v1/payments", { body: paymentBody(quote.body.id) })),
+      [1, 2, 3].map(() => gw.client.POST("/v1/payments", { body: paymentBody(quote.data!.id) })),
     );
-    expect(answers.map((answer) => answer.status).sort()).toEqual([201, 409, 409]);
+    expect(answers.map((answer) => answer.response.status).sort()).toEqual([201, 409, 409]);
   });
 
   it("a payment on a quote still obeys its own constraints, or fails with quote_constraints_unmet", async () => {
-    const denied = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
-    const refused = await gw.call("POST", "/v1/payments", {
-      body: { ...paymentBody(denied.body.id), constraints: { rails: { deny: ["evm"] } } },
+    const denied = await gw.client.POST("/v1/quotes", { body: quoteBody() });
+    const refused = await gw.client.POST("/v1/payments", {
+      body: { ...paymentBody(denied.data!.id), constraints: { rails: { deny: ["evm"] } } },
     });
-    expect(refused.status).toBe(422);
-    expect(refused.body.error).toMatchObject({ code: "quote_constraints_unmet", param: "constraints" });
-    expect(refused.body.error.route.excluded).toContainEqual(
+    expect(refused.response.status).toBe(422);
+    expect(errorOf(refused)).toMatchObject({ code: "quote_constraints_unmet", param: "constraints" });
+    expect(errorOf(refused).route.excluded).toContainEqual(
       expect.objectContaining({ rail: "evm", reason: "not_allowed" }),
     );
-    const tooDear = await gw.call("POST", "/v1/payments", {
-      body: { ...paymentBody(denied.body.id), constraints: { max_fee_usd: "0" } },
+    const tooDear = await gw.client.POST("/v1/payments", {
+      body: { ...paymentBody(denied.data!.id), constraints: { max_fee_usd: "0" } },
     });
-    expect(tooDear.status).toBe(422);
-    expect(tooDear.body.error.route.excluded).toContainEqual(
+    expect(tooDear.response.status).toBe(422);
+    expect(errorOf(tooDear).route.excluded).toContainEqual(
       expect.objectContaining({ rail: "evm", reason: "fee_above_max" }),
     );
     // Refused payments did not use the quote up: it still pays, under constraints it meets.
-    const paid = await gw.call("POST", "/v1/payments", { body: paymentBody(denied.body.id) });
-    expect(paid.status).toBe(201);
+    const paid = await gw.client.POST("/v1/payments", { body: paymentBody(denied.data!.id) });
+    expect(paid.response.status).toBe(201);
   });
 
   it("a payment's lower fee cap than its quote's is the one the rail is held to", async () => {
-    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
-    const [candidate] = quote.body.route.candidates;
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
+    const candidate = quote.data!.route.candidates[0]!;
     const fee = Number(candidate.cost.fee_usd);
     const cap = Number(candidate.fee_cap_usd);
     expect(cap).toBeGreaterThan(fee);
     const between = ((fee + cap) / 2).toFixed(6);
-    const payment = await gw.call("POST", "/v1/payments", {
-      body: { ...paymentBody(quote.body.id), constraints: { max_fee_usd: between } },
+    const payment = await gw.client.POST("/v1/payments", {
+      body: { ...paymentBody(quote.data!.id), constraints: { max_fee_usd: between } },
     });
-    expect(payment.status).toBe(201);
-    expect(payment.body.route.candidates[0].fee_cap_usd).toBe(between);
+    expect(payment.response.status).toBe(201);
+    expect(payment.data!.route!.candidates[0]!.fee_cap_usd).toBe(between);
   });
 
   it("refuses a payment on an expired quote with quote_expired, writing nothing", async () => {
-    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
     const transfersBefore = await gw.ledgerTransferCount();
     gw.app.payments.nowMs = () => realNow() + 61_000;
     try {
-      const payment = await gw.call("POST", "/v1/payments", { body: paymentBody(quote.body.id) });
-      expect(payment.status).toBe(422);
-      expect(payment.body.error.code).toBe("quote_expired");
+      const payment = await gw.client.POST("/v1/payments", { body: paymentBody(quote.data!.id) });
+      expect(payment.response.status).toBe(422);
+      expect(errorOf(payment).code).toBe("quote_expired");
     } finally {
       gw.app.payments.nowMs = realNow;
     }
@@ -139,27 +139,27 @@ describe("quotes", () => {
   });
 
   it("refuses a payment that asks for something else than its quote priced", async () => {
-    const quote = await gw.call("POST", "/v1/quotes", { body: quoteBody() });
-    const payment = await gw.call("POST", "/v1/payments", { body: paymentBody(quote.body.id, "4") });
-    expect(payment.status).toBe(422);
-    expect(payment.body.error.code).toBe("quote_mismatch");
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
+    const payment = await gw.client.POST("/v1/payments", { body: paymentBody(quote.data!.id, "4") });
+    expect(payment.response.status).toBe(422);
+    expect(errorOf(payment).code).toBe("quote_mismatch");
   });
 
   it("does not find a quote that is not the tenant's", async () => {
-    const payment = await gw.call("POST", "/v1/payments", {
+    const payment = await gw.client.POST("/v1/payments", {
       body: paymentBody("quo_01m7zfckv29pdrb3m0gz9e4j5g"),
     });
-    expect(payment.status).toBe(404);
-    expect(payment.body.error.code).toBe("quote_not_found");
+    expect(payment.response.status).toBe(404);
+    expect(errorOf(payment).code).toBe("quote_not_found");
   });
 
   it("answers no_route with the reasons when no rail can make the payment", async () => {
-    const quote = await gw.call("POST", "/v1/quotes", {
+    const quote = await gw.client.POST("/v1/quotes", {
       body: { ...quoteBody(), constraints: { rails: { deny: ["evm"] } } },
     });
-    expect(quote.status).toBe(422);
-    expect(quote.body.error.code).toBe("no_route");
-    expect(quote.body.error.route.excluded).toContainEqual(
+    expect(quote.response.status).toBe(422);
+    expect(errorOf(quote).code).toBe("no_route");
+    expect(errorOf(quote).route.excluded).toContainEqual(
       expect.objectContaining({ rail: "evm", reason: "not_allowed" }),
     );
   });

@@ -122,3 +122,17 @@ export async function startTestGateway(
     },
   };
 }
+
+/**
+ * The error body of a typed call's refusal: its code and message as the schema types them, and the extras a
+ * refusal carries (a route, a scope) as loosely as the schema leaves them.
+ */
+export function errorOf(result: { error?: unknown; response: Response }): {
+  code: string;
+  message: string;
+  param?: string;
+} & Record<string, any> {
+  const body = result.error as { error?: { code: string; message: string } } | undefined;
+  if (body?.error === undefined) throw new Error(`expected an error, got ${result.response.status}`);
+  return body.error;
+}
