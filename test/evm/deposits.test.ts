@@ -1,0 +1,376 @@
+// USDC paid in on the Hardhat chain under EVM_CONFIRMATIONS=3, both ways an invoice offers, through the HTTP API:
+// a plain transfer to the invoice's deposit address (a CREATE2 forwarder, swept later in a batch whose gas is booked
+// as the rail's fee) and an EIP-3009 authorization the payer signs and the gateway submits (checked first: a bad
+// one is a stable 4xx and sends nothing). Credited only once final; a deposit a reorg takes away before that is
+// never credited; under-, over-, repeated and late payments each end as the settlement documents.
+import type { Account, Address, Hex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  depositSaltOf,
+  type EvmRail,
+  forwarderFactoryAbi,
+  receiveWithAuthorizationTypedData,
+  testUsdAbi,
+} from "../../adapters/evm/index.ts";
+import { assets } from "../../core/index.ts";
+import { sweepDepositsOnce } from "../../gateway/settlement/index.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let rail: EvmRail;
+const payerIndex = 5;
+const strangerIndex = 6;
+
+beforeAll(async () => {
+  // No interval blocks: this file mines every block and drives every poll itself.
+  gw = await startGateway({ EVM_CONFIRMATIONS: "3", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
+  rail = gw.rail;
+  await gw.watcher.stop();
+  await rail.depositWatcher()!.stop();
+  for (const index of [payerIndex, strangerIndex])
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [gw.chain.accounts[index]!.address, 1_000_000_000n],
+    });
+  await poll();
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+const payer = () => gw.chain.accounts[payerIndex]!;
+const stranger = () => gw.chain.accounts[strangerIndex]!;
+const poll = () => rail.depositWatcher()!.catchUp(20);
+const mine = (blocks: number) => gw.chain.networkHelpers.mine(blocks);
+
+type InvoiceBody = {
+  id: string;
+  status: string;
+  amount: string;
+  received_amount: string | null;
+  payer: string | null;
+  instructions: Record<string, string>;
+};
+
+async function createInvoice(amount: string, extra: Record<string, unknown> = {}): Promise<InvoiceBody> {
+  const created = await gw.call("POST", "/v1/invoices", {
+    account: gw.app.demo!.merchant.id,
+    asset: "USDC",
+    amount,
+    ...extra,
+  });
+  expect(created.status).toBe(201);
+  return created.body as InvoiceBody;
+}
+
+async function invoice(id: string): Promise<InvoiceBody> {
+  const read = await gw.call("GET", `/v1/invoices/${id}`);
+  expect(read.status).toBe(200);
+  return read.body as InvoiceBody;
+}
+
+async function transfer(from: Account, to: string, amount: bigint) {
+  return gw.send(from, {
+    address: gw.chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "transfer",
+    args: [to as Address, amount],
+  });
+}
+
+async function merchantBalance(): Promise<bigint> {
+  const account = await gw.ledgerAccount(gw.app.demo!.merchant.ledgerAccountId);
+  return account.creditsPosted - account.debitsPosted;
+}
+
+/** The payer's signature over the invoice's authorization terms (overridable, to make bad ones). */
+async function signAuthorization(
+  inv: InvoiceBody,
+  options: { signer?: Account; from?: Address; value?: bigint; validBefore?: bigint } = {},
+) {
+  const typed = JSON.parse(inv.instructions.authorization_typed_data!) as {
+    domain: { name: string; version: string; chainId: number; verifyingContract: Address };
+  };
+  const from = options.from ?? payer().address;
+  const message = {
+    from,
+    to: inv.instructions.authorization_to as Address,
+    value: options.value ?? BigInt(inv.instructions.authorization_value!),
+    validAfter: 0n,
+    validBefore: options.validBefore ?? BigInt(inv.instructions.authorization_valid_before!),
+    nonce: inv.instructions.authorization_nonce as Hex,
+  };
+  const signer = options.signer ?? payer();
+  const signature = await signer.signTypedData!(receiveWithAuthorizationTypedData(typed.domain, message));
+  return {
+    from,
+    value: message.value.toString(),
+    valid_after: "0",
+    valid_before: message.validBefore.toString(),
+    nonce: message.nonce,
+    signature,
+  };
+}
+
+const hotWalletNonce = () =>
+  gw.chain.publicClient.getTransactionCount({
+    address: gw.chain.walletClient.account.address,
+    blockTag: "pending",
+  });
+
+describe("a plain transfer to the invoice's deposit address", () => {
+  it("is credited after 3 confirmations to the address the factory deploys, then swept with its gas booked", async () => {
+    const inv = await createInvoice("25.00");
+    const address = inv.instructions.deposit_address as Address;
+    expect(address).toMatch(/^0x[0-9a-fA-F]{40}$/);
+    const predicted = await gw.chain.publicClient.readContract({
+      address: gw.chain.contracts.forwarderFactory,
+      abi: forwarderFactoryAbi,
+      functionName: "forwarderAddress",
+      args: [depositSaltOf(inv.id)],
+    });
+    expect(predicted).toBe(address);
+    const before = await merchantBalance();
+
+    await transfer(payer(), address, 25_000_000n);
+    await poll(); // 1 confirmation: seen, nothing credited
+    expect((await invoice(inv.id)).status).toBe("open");
+    expect((await invoice(inv.id)).received_amount).toBeNull();
+    await mine(1);
+    await poll(); // 2
+    expect((await invoice(inv.id)).status).toBe("open");
+    await mine(1);
+    await poll(); // 3: final
+    const paid = await invoice(inv.id);
+    expect(paid.status).toBe("paid");
+    expect(paid.received_amount).toBe("25.000000");
+    expect(paid.payer?.toLowerCase()).toBe(payer().address.toLowerCase());
+    expect((await merchantBalance()) - before).toBe(25_000_000n);
+
+    // The sweep: sent in one pass, final (and its gas booked) in a later one once it has the confirmations.
+    const hot = gw.chain.walletClient.account.address;
+    const hotBefore = await gw.tokenBalance(hot);
+    const feeAccount = await gw.app.settlement.accounts.railAccount({
+      kind: "fee",
+      rail: "evm",
+      asset: assets.ETH,
+    });
+    const feeBefore =
+      feeAccount === null ? 0n : (await gw.ledgerAccount(feeAccount.ledgerAccountId)).debitsPosted;
+    const deps = { db: gw.app.db, ledger: gw.app.ledger, accounts: gw.app.settlement.accounts };
+    const first = await sweepDepositsOnce(deps, rail, gw.chain.chain.id);
+    expect(first.swept).toHaveLength(0);
+    await mine(3);
+    const second = await sweepDepositsOnce(deps, rail, gw.chain.chain.id);
+    expect(second.swept).toHaveLength(1);
+    expect(second.swept[0]!.amount).toBe(25_000_000n);
+    expect(await gw.tokenBalance(address)).toBe(0n);
+    expect((await gw.tokenBalance(hot)) - hotBefore).toBe(25_000_000n);
+    expect(
+      (await gw.chain.publicClient.getCode({ address }))?.length ?? 0,
+      "the forwarder is deployed where it was predicted",
+    ).toBeGreaterThan(2);
+    const fees = await gw.app.settlement.accounts.railAccount({
+      kind: "fee",
+      rail: "evm",
+      asset: assets.ETH,
+    });
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({
+      hash: second.swept[0]!.txHash as Hex,
+    });
+    const gwei = (receipt.gasUsed * receipt.effectiveGasPrice + 999_999_999n) / 1_000_000_000n;
+    expect((await gw.ledgerAccount(fees!.ledgerAccountId)).debitsPosted - feeBefore).toBe(gwei);
+    // Nothing left to sweep: a third pass sends nothing.
+    const third = await sweepDepositsOnce(deps, rail, gw.chain.chain.id);
+    expect(third.swept).toHaveLength(0);
+  });
+});
+
+describe("an EIP-3009 authorization", () => {
+  it("is refused with a stable 4xx and nothing sent when the signature, amount or validity is wrong", async () => {
+    const inv = await createInvoice("10.00");
+    const nonceBefore = await hotWalletNonce();
+    const url = `/v1/invoices/${inv.id}/authorizations`;
+    const wrongAmount = await gw.call("POST", url, await signAuthorization(inv, { value: 9_000_000n }));
+    expect(wrongAmount.status).toBe(400);
+    expect(wrongAmount.body.error.code).toBe("authorization_mismatch");
+    const notThePayer = await gw.call("POST", url, await signAuthorization(inv, { signer: stranger() }));
+    expect(notThePayer.status).toBe(400);
+    expect(notThePayer.body.error.code).toBe("signature_invalid");
+    const tooLate = BigInt(Math.floor(Date.now() / 1000) - 10);
+    const expired = await gw.call("POST", url, await signAuthorization(inv, { validBefore: tooLate }));
+    expect(expired.status).toBe(400);
+    expect(expired.body.error.code).toBe("authorization_expired");
+    const malformed = await gw.call("POST", url, { ...(await signAuthorization(inv)), signature: "0x12" });
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.error.code).toBe("parameter_invalid");
+    const broke = gw.chain.accounts[8]!; // holds no TestUSD
+    const poor = await gw.call(
+      "POST",
+      url,
+      await signAuthorization(inv, { signer: broke, from: broke.address }),
+    );
+    expect(poor.status).toBe(402);
+    expect(poor.body.error.code).toBe("payer_insufficient_funds");
+    expect(await hotWalletNonce()).toBe(nonceBefore);
+    expect((await invoice(inv.id)).status).toBe("open");
+  });
+
+  it("is submitted by the gateway, credited once final, and a second submission is refused", async () => {
+    const inv = await createInvoice("10.00");
+    const before = await merchantBalance();
+    const payerBefore = await gw.tokenBalance(payer().address);
+    const signed = await signAuthorization(inv);
+    const submitted = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
+    expect(submitted.status).toBe(202);
+    expect(submitted.body).toMatchObject({
+      object: "invoice_authorization",
+      invoice: inv.id,
+      status: "submitted",
+    });
+    const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
+      hash: submitted.body.transaction,
+    });
+    expect(receipt.status).toBe("success");
+    expect(payerBefore - (await gw.tokenBalance(payer().address))).toBe(10_000_000n);
+
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("open"); // 1 confirmation
+    const again = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe("authorization_used");
+
+    await mine(2);
+    await poll();
+    const paid = await invoice(inv.id);
+    expect(paid.status).toBe("paid");
+    expect(paid.received_amount).toBe("10.000000");
+    expect(paid.payer?.toLowerCase()).toBe(payer().address.toLowerCase());
+    expect((await merchantBalance()) - before).toBe(10_000_000n);
+    const afterPaid = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
+    expect(afterPaid.status).toBe(409);
+    expect(afterPaid.body.error.code).toBe("invoice_not_payable");
+  });
+
+  it("a wallet submits it without an API key, with the invoice's client secret", async () => {
+    const inv = await createInvoice("3.50");
+    const url = inv.instructions.authorization_url!;
+    expect(url).toBe("/pay/evm/authorizations");
+    const post = (body: unknown) =>
+      gw.app.server.inject({
+        method: "POST",
+        url,
+        headers: { "content-type": "application/json" },
+        payload: JSON.stringify(body),
+      });
+    const signed = await signAuthorization(inv);
+    const unknown = await post({ ...signed, client_secret: "pay_secret_nope" });
+    expect(unknown.statusCode).toBe(404);
+    expect(unknown.json().error.code).toBe("invoice_not_found");
+    const forged = await post({
+      ...(await signAuthorization(inv, { signer: stranger() })),
+      client_secret: inv.instructions.client_secret,
+    });
+    expect(forged.statusCode).toBe(400);
+    expect(forged.json().error.code).toBe("signature_invalid");
+    const accepted = await post({ ...signed, client_secret: inv.instructions.client_secret });
+    expect(accepted.statusCode).toBe(202);
+    await gw.chain.publicClient.waitForTransactionReceipt({ hash: accepted.json().transaction });
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+  });
+});
+
+describe("reorgs", () => {
+  it("a deposit reorged out before its 3rd confirmation is never credited; the new branch's is", async () => {
+    const inv = await createInvoice("7.00");
+    const address = inv.instructions.deposit_address!;
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const lost = await transfer(payer(), address, 7_000_000n);
+    await poll();
+    await mine(1);
+    await poll(); // 2 confirmations: seen, not final
+    expect((await gw.eventRow(lost.transactionHash, lostLogIndex(lost)))?.status).toBe("pending");
+
+    await snapshot.restore(); // another branch, without the transfer
+    await mine(3);
+    const result = await poll();
+    expect(result.removed).toBeGreaterThanOrEqual(1);
+    expect((await gw.eventRow(lost.transactionHash, lostLogIndex(lost)))?.status).toBe("removed");
+    await mine(3);
+    await poll();
+    const open = await invoice(inv.id);
+    expect(open.status).toBe("open");
+    expect(open.received_amount).toBeNull();
+    expect(await merchantBalance()).toBe(before);
+
+    // Paid on the branch that stays: credited once, once final.
+    await transfer(payer(), address, 7_000_000n);
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+    expect((await merchantBalance()) - before).toBe(7_000_000n);
+  });
+});
+
+function lostLogIndex(receipt: { logs: readonly { address: string; logIndex: number }[] }): number {
+  return receipt.logs.find((log) => log.address.toLowerCase() === gw.chain.contracts.testUsd.toLowerCase())!
+    .logIndex;
+}
+
+describe("under-, over-, repeated and late payments", () => {
+  async function confirmed(from: Account, to: string, amount: bigint) {
+    await transfer(from, to, amount);
+    await mine(2);
+    await poll();
+  }
+
+  it("under-payment stays open with what came; the rest completes it; more is credited as over-payment", async () => {
+    const inv = await createInvoice("10.00");
+    const address = inv.instructions.deposit_address!;
+    const before = await merchantBalance();
+    await confirmed(payer(), address, 4_000_000n);
+    const partial = await invoice(inv.id);
+    expect(partial.status).toBe("open");
+    expect(partial.received_amount).toBe("4.000000");
+    await confirmed(stranger(), address, 7_000_000n);
+    const paid = await invoice(inv.id);
+    expect(paid.status).toBe("paid");
+    expect(paid.received_amount).toBe("11.000000"); // over-paid by 1.00: refundable
+    expect(paid.payer?.toLowerCase()).toBe(payer().address.toLowerCase()); // the first payer
+    // A second payment to a paid invoice's address: credited, counted, announced.
+    await confirmed(payer(), address, 1_000_000n);
+    expect((await invoice(inv.id)).received_amount).toBe("12.000000");
+    expect((await merchantBalance()) - before).toBe(12_000_000n);
+    const events = await gw.app.db.query<{ type: string; payload: { amount?: string; late?: boolean } }>(
+      "SELECT type, payload FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+      [inv.id],
+    );
+    expect(events.map((e) => e.type)).toEqual([
+      "invoice.payment_received",
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.payment_received",
+    ]);
+  });
+
+  it("a payment after expiry is credited, flagged late", async () => {
+    const inv = await createInvoice("2.00", { expires_in_seconds: 60 });
+    const before = await merchantBalance();
+    await gw.chain.networkHelpers.time.increase(120); // the chain's clock is past the invoice's expiry
+    await confirmed(payer(), inv.instructions.deposit_address!, 2_000_000n);
+    const late = await invoice(inv.id);
+    expect(late.status).toBe("paid");
+    expect(late.received_amount).toBe("2.000000");
+    expect((await merchantBalance()) - before).toBe(2_000_000n);
+    const [receipt] = await gw.app.db.query<{ late: boolean }>(
+      "SELECT late FROM invoice_receipts WHERE invoice_id = $1",
+      [inv.id],
+    );
+    expect(receipt?.late).toBe(true);
+  });
+});
