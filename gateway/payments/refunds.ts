@@ -391,7 +391,7 @@ export async function createRefund(
   const [row] = (held.rows ?? []) as RefundRow[];
   if (held.outcome !== "reserved" || row === undefined)
     throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);
-  await runRail(deps, refundFromRow(row), source.mode);
+  await runRail(deps, refundFromRow(row), source.mode, "first");
   const after = await getRefundById(deps.db, id);
   if (after === null) throw new RefundInvariantError(`refund ${id} was not written`);
   return { ok: true, refund: after };
@@ -423,7 +423,12 @@ function holdOf(id: string, source: Source, amount: bigint): Reservation {
  * Asks the rail and applies what it answered; a rail that throws leaves the refund pending (its event, or the
  * recovery pass, ends it).
  */
-async function runRail(deps: RefundsDeps, refund: Refund, mode: RefundMode): Promise<void> {
+async function runRail(
+  deps: RefundsDeps,
+  refund: Refund,
+  mode: RefundMode,
+  how: "first" | "again",
+): Promise<void> {
   let outcome: RailRefundOutcome;
   try {
     outcome = await askRail(refund, mode);
@@ -434,6 +439,8 @@ async function runRail(deps: RefundsDeps, refund: Refund, mode: RefundMode): Pro
     );
     return;
   }
+  // Asked again, a rail that is down cannot say what became of what it was asked before: it stays pending.
+  if (how === "again" && outcome.status === "failed" && outcome.code === "rail_unavailable") return;
   await applyOutcome(deps, refund, outcome);
 }
 
@@ -712,7 +719,7 @@ export async function recoverPendingRefunds(
   for (const refund of pending) {
     try {
       const mode = await modeOf(deps, refund);
-      if (mode !== null) await runRail(deps, refund, mode);
+      if (mode !== null) await runRail(deps, refund, mode, "again");
     } catch (error) {
       failures.push({ id: refund.id, error });
     }
