@@ -41,6 +41,7 @@ import {
   type PaymentsDeps,
   railAccountOpened,
   recoverOpenAttempts,
+  recoverPendingRefunds,
 } from "./payments/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
 import {
@@ -456,6 +457,14 @@ async function startRecovery(closers: Closers, deps: Services & { logger: Logger
     logger: deps.logger,
   });
   closers.push(() => recovery.stop());
+  await recoverPendingRefunds(payments, { quietMs: 0 });
+  const refundRecovery = startPeriodic({
+    name: "refund recovery pass",
+    intervalMs: payments.strandedQuietMs,
+    pass: () => recoverPendingRefunds(payments, { quietMs: payments.strandedQuietMs }),
+    logger: deps.logger,
+  });
+  closers.push(() => refundRecovery.stop());
 }
 
 function startWebhookDelivery(closers: Closers, deps: { db: Db; logger: Logger; intervalMs: number }): void {
