@@ -116,6 +116,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0013_rail_fee_accounts.sql",
       "gateway/0014_quote_used_once.sql",
       "gateway/0015_tenants_keys.sql",
+      "gateway/0016_invoice_receipts.sql",
       "gateway/0017_refunds.sql",
       "gateway/0018_list_indexes.sql",
     ]);
