@@ -68,6 +68,7 @@ describe("the OpenAPI document", () => {
       "POST /v1/api_keys/{id}/revoke",
       "POST /v1/api_keys/{id}/roll",
       "POST /v1/invoices",
+      "POST /v1/invoices/{id}/authorizations",
       "POST /v1/payees",
       "POST /v1/payments",
       "POST /v1/quotes",
