@@ -197,18 +197,19 @@ const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
   app.addHook("onRoute", (route: RouteOptions) => {
     const path = route.url.startsWith(app.prefix) ? route.url.slice(app.prefix.length) : route.url;
     const methods = Array.isArray(route.method) ? route.method : [route.method];
-    for (const method of methods) {
-      const access = routeAccess({
-        method,
-        path,
-        ...(route.config?.scope === undefined ? {} : { scope: route.config.scope }),
-      });
-      if (access === null) {
-        unguarded.push(`${method} ${route.url}`);
-        continue;
-      }
-      route.config = { ...route.config, access };
-      if (route.schema === undefined || method === "HEAD") continue;
+    // One route for several methods needs what its most demanding one needs (a write's scope, not `read`).
+    const method = methods.find((name) => name !== "GET" && name !== "HEAD") ?? methods[0]!;
+    const access = routeAccess({
+      method,
+      path,
+      ...(route.config?.scope === undefined ? {} : { scope: route.config.scope }),
+    });
+    if (access === null) {
+      unguarded.push(`${methods.join(",")} ${route.url}`);
+      return;
+    }
+    route.config = { ...route.config, access };
+    if (route.schema !== undefined && method !== "HEAD") {
       if (access.kind === "operator") {
         route.schema.security = [{ apiKey: ["operator"] }];
         (route.schema as Record<string, unknown>)[scopeExtension] = "operator";
