@@ -27,11 +27,14 @@ import {
 import type { Db } from "../../db/index.ts";
 import type { Ledger, Account as LedgerAccount } from "../../ledger/index.ts";
 import { tenantOf } from "../auth.ts";
-import { ApiError } from "../errors.ts";
+import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
 import { balanceView, errorView, idParams, metadataSchema } from "../schemas.ts";
 
 export type AccountRoutesOptions = { db: Db; accounts: AccountCache; ledger: Ledger };
+
+/** A route's business refusals, for the OpenAPI document (openapi.ts files each under its status). */
+const refusals = (...codes: ApiErrorCode[]): Record<never, never> => ({ "x-error-codes": codes });
 
 const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
 
@@ -216,7 +219,13 @@ const plugin: FastifyPluginAsyncZod<AccountRoutesOptions> = async (app, options)
 
   app.post(
     "/accounts",
-    { schema: { body: createAccountBody, response: { 201: accountView, "4xx": errorView } } },
+    {
+      schema: {
+        body: createAccountBody,
+        response: { 201: accountView, "4xx": errorView },
+        ...refusals("unknown_asset"),
+      },
+    },
     async (request, reply) => {
       const { body } = request;
       const asset = tenantAccountAsset(body.asset);
