@@ -18,11 +18,14 @@ import {
   refundFromRow,
 } from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
-import { ApiError } from "../errors.ts";
+import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { errorView, metadataSchema } from "../schemas.ts";
 
 export type RefundRoutesOptions = { refunds: RefundsDeps };
+
+/** A route's business refusals, for the OpenAPI document (openapi.ts files each under its status). */
+const refusals = (...codes: ApiErrorCode[]): Record<never, never> => ({ "x-error-codes": codes });
 
 const refundId = z.string().regex(/^rfd_[0-9a-z]{26}$/, "a refund id (rfd_…)");
 const invoiceId = z.string().regex(/^inv_[0-9a-z]{26}$/, "an invoice id (inv_…)");
@@ -185,7 +188,26 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
 
   app.post(
     "/refunds",
-    { schema: { body: createRefundBody, response: { 201: refundView, "4xx": errorView } } },
+    {
+      schema: {
+        body: createRefundBody,
+        response: { 201: refundView, "4xx": errorView },
+        ...refusals(
+          "invoice_not_found",
+          "payment_not_found",
+          "invoice_not_paid",
+          "payment_not_succeeded",
+          "refund_unsupported",
+          "rail_unavailable",
+          "refund_exceeds_remaining",
+          "amount_not_a_decimal",
+          "amount_not_positive",
+          "amount_too_precise",
+          "amount_too_large",
+          "insufficient_funds",
+        ),
+      },
+    },
     async (request, reply) => {
       const { body } = request;
       if (body.invoice === undefined && body.payment === undefined)
