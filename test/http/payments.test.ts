@@ -1,7 +1,7 @@
 import { erc20Abi, parseEventLogs } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   let gw: TestGateway;
@@ -16,16 +16,16 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   async function balance(account: string) {
-    const response = await gw.call("GET", `/v1/accounts/${account}/balance`);
-    expect(response.status).toBe(200);
-    return response.body as { available: string; posted: string; pending_out: string };
+    const response = await gw.client.GET("/v1/accounts/{id}/balance", { params: { path: { id: account } } });
+    expect(response.response.status).toBe(200);
+    return response.data!;
   }
 
   describe("a stablecoin payment end to end", () => {
     it("pays on the EVM rail, records the evidence and moves the ledger by exactly the amount", async () => {
       const before = await balance("acct_demo_customer");
       const payeeBefore = await gw.tokenBalance(payee);
-      const response = await gw.call("POST", "/v1/payments", {
+      const response = await gw.client.POST("/v1/payments", {
         body: {
           amount: "1.25",
           asset: "USDC",
@@ -33,8 +33,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           destination: { type: "evm_address", address: payee },
         },
       });
-      expect(response.status).toBe(201);
-      const payment = response.body;
+      expect(response.response.status).toBe(201);
+      const payment = response.data!;
       expect(payment).toMatchObject({
         object: "payment",
         status: "succeeded",
@@ -42,20 +42,22 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         asset: "USDC",
         rail: "evm",
       });
-      expect(payment.route.chosen).toBe("evm");
-      expect(payment.route.excluded).toContainEqual(
+      expect(payment.route!.chosen).toBe("evm");
+      expect(payment.route!.excluded).toContainEqual(
         expect.objectContaining({ rail: "internal-usdc", reason: "unreachable_destination" }),
       );
-      const [attempt] = payment.attempts;
+      const attempt = payment.attempts[0]!;
       expect(attempt.status).toBe("succeeded");
-      expect(attempt.evidence.tx_hash).toMatch(/^0x[0-9a-f]{64}$/);
+      // The EVM rail's evidence: the transaction and the Transfer log's index in it.
+      const evidence = attempt.evidence as { tx_hash: `0x${string}`; log_index: number };
+      expect(evidence.tx_hash).toMatch(/^0x[0-9a-f]{64}$/);
 
       // The chain agrees: the receipt has the Transfer log named as evidence, and the payee holds exactly 1.25 more.
       const receipt = await gw.app.chain!.publicClient.getTransactionReceipt({
-        hash: attempt.evidence.tx_hash,
+        hash: evidence.tx_hash,
       });
       const log = parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs }).find(
-        (l) => l.logIndex === attempt.evidence.log_index,
+        (l) => l.logIndex === evidence.log_index,
       );
       expect(log?.args.value).toBe(1_250_000n);
       expect(log?.args.to.toLowerCase()).toBe(payee.toLowerCase());
@@ -65,7 +67,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       // the payment's fee cap; nothing stays held.
       const after = await balance("acct_demo_customer");
       const gasGwei = (receipt.gasUsed * receipt.effectiveGasPrice + 999_999_999n) / 1_000_000_000n;
-      const cap = BigInt(payment.route.candidates[0].fee_cap_usd.replace(".", ""));
+      const cap = BigInt(payment.route!.candidates[0]!.fee_cap_usd.replace(".", ""));
       const charged = gasGwei * 3n < cap ? gasGwei * 3n : cap;
       expect(charged).toBeGreaterThan(0n);
       expect(BigInt(before.posted.replace(".", "")) - BigInt(after.posted.replace(".", ""))).toBe(
@@ -73,22 +75,22 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       );
       expect(after.pending_out).toBe("0.000000");
 
-      const fetched = await gw.call("GET", `/v1/payments/${payment.id}`);
-      expect(fetched.status).toBe(200);
-      expect(fetched.body).toEqual(payment);
+      const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: payment.id } } });
+      expect(fetched.response.status).toBe(200);
+      expect(fetched.data!).toEqual(payment);
 
       // The ledger's posting carries the chain evidence.
       const [row] = await gw.app.db.query<{ evidence: { rail: string; reference: string } }>(
         "SELECT evidence FROM ledger_transfers WHERE evidence IS NOT NULL AND evidence->>'reference' LIKE $1",
-        [`${attempt.evidence.tx_hash}:%`],
+        [`${evidence.tx_hash}:%`],
       );
-      expect(row?.evidence.reference).toBe(`${attempt.evidence.tx_hash}:${attempt.evidence.log_index}`);
+      expect(row?.evidence.reference).toBe(`${evidence.tx_hash}:${evidence.log_index}`);
     });
 
     it("moves money between two accounts of the tenant on the internal rail, with nothing sent on chain", async () => {
       const nonce = await gw.hotWalletNonce();
       const merchantBefore = await balance("acct_demo_merchant");
-      const response = await gw.call("POST", "/v1/payments", {
+      const response = await gw.client.POST("/v1/payments", {
         body: {
           amount: "0.000001",
           asset: "USDC",
@@ -96,9 +98,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           destination: { type: "account", account: "acct_demo_merchant" },
         },
       });
-      expect(response.status).toBe(201);
-      expect(response.body).toMatchObject({ status: "succeeded", rail: "internal-usdc" });
-      expect(response.body.route.excluded).toContainEqual(
+      expect(response.response.status).toBe(201);
+      expect(response.data!).toMatchObject({ status: "succeeded", rail: "internal-usdc" });
+      expect(response.data!.route!.excluded).toContainEqual(
         expect.objectContaining({ rail: "evm", reason: "unreachable_destination" }),
       );
       expect((await balance("acct_demo_merchant")).posted).not.toBe(merchantBefore.posted);
@@ -111,29 +113,29 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         amount: "2",
         asset: "USDC",
         source: { account: "acct_demo_customer" },
-        destination: { type: "evm_address", address: payee },
+        destination: { type: "evm_address" as const, address: payee },
       };
       const payeeBefore = await gw.tokenBalance(payee);
-      const first = await gw.call("POST", "/v1/payments", {
+      const first = await gw.client.POST("/v1/payments", {
         body,
-        headers: { "idempotency-key": "order-42" },
+        params: { header: { "Idempotency-Key": "order-42" } },
       });
-      const second = await gw.call("POST", "/v1/payments", {
+      const second = await gw.client.POST("/v1/payments", {
         body,
-        headers: { "idempotency-key": "order-42" },
+        params: { header: { "Idempotency-Key": "order-42" } },
       });
-      expect(first.status).toBe(201);
-      expect(second.status).toBe(201);
-      expect(second.headers["idempotent-replayed"]).toBe("true");
-      expect(second.body.id).toBe(first.body.id);
+      expect(first.response.status).toBe(201);
+      expect(second.response.status).toBe(201);
+      expect(second.response.headers.get("idempotent-replayed")).toBe("true");
+      expect(second.data!.id).toBe(first.data!.id);
       expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(2_000_000n);
 
-      const other = await gw.call("POST", "/v1/payments", {
+      const other = await gw.client.POST("/v1/payments", {
         body: { ...body, amount: "3" },
-        headers: { "idempotency-key": "order-42" },
+        params: { header: { "Idempotency-Key": "order-42" } },
       });
-      expect(other.status).toBe(409);
-      expect(other.body.error.code).toBe("idempotency_key_reused");
+      expect(other.response.status).toBe(409);
+      expect(errorOf(other).code).toBe("idempotency_key_reused");
       expect((await gw.tokenBalance(payee)) - payeeBefore).toBe(2_000_000n);
     });
 
@@ -141,7 +143,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const transfers = await gw.ledgerTransferCount();
       const nonce = await gw.hotWalletNonce();
       const before = await balance("acct_demo_customer");
-      const response = await gw.call("POST", "/v1/payments", {
+      const response = await gw.client.POST("/v1/payments", {
         body: {
           amount: "5000",
           asset: "USDC",
@@ -149,9 +151,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           destination: { type: "account", account: "acct_demo_merchant" },
         },
       });
-      expect(response.status).toBe(402);
-      expect(response.body.error.code).toBe("insufficient_funds");
-      expect(response.body.error.payment.status).toBe("failed");
+      expect(response.response.status).toBe(402);
+      expect(errorOf(response).code).toBe("insufficient_funds");
+      expect(errorOf(response).payment.status).toBe("failed");
       expect(await gw.ledgerTransferCount()).toBe(transfers);
       expect(await gw.hotWalletNonce()).toBe(nonce);
       expect(await balance("acct_demo_customer")).toEqual(before);
@@ -159,7 +161,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
 
     it("does not route to the EVM rail beyond what the hot wallet holds: 422 no_route, nothing written", async () => {
       const transfers = await gw.ledgerTransferCount();
-      const response = await gw.call("POST", "/v1/payments", {
+      const response = await gw.client.POST("/v1/payments", {
         body: {
           amount: "900000",
           asset: "USDC",
@@ -167,9 +169,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           destination: { type: "evm_address", address: payee },
         },
       });
-      expect(response.status).toBe(422);
-      expect(response.body.error.code).toBe("no_route");
-      expect(response.body.error.route.excluded).toContainEqual(
+      expect(response.response.status).toBe(422);
+      expect(errorOf(response).code).toBe("no_route");
+      expect(errorOf(response).route.excluded).toContainEqual(
         expect.objectContaining({ rail: "evm", reason: "insufficient_liquidity" }),
       );
       expect(await gw.ledgerTransferCount()).toBe(transfers);
@@ -178,7 +180,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
 
   describe("tenant scoping", () => {
     it("hides one tenant's payments and accounts from another tenant's key", async () => {
-      const paid = await gw.call("POST", "/v1/payments", {
+      const paid = await gw.client.POST("/v1/payments", {
         body: {
           amount: "0.5",
           asset: "USDC",
@@ -186,16 +188,19 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           destination: { type: "account", account: "acct_demo_merchant" },
         },
       });
-      expect(paid.status).toBe(201);
+      expect(paid.response.status).toBe(201);
       const other = await createTenant(gw.app.db, { name: "Other" });
       const { secret } = await createApiKey(gw.app.db, { tenantId: other.id, mode: "test" });
-      const payment = await gw.call("GET", `/v1/payments/${paid.body.id}`, { key: secret });
-      expect(payment.status).toBe(404);
-      expect(payment.body.error.code).toBe("payment_not_found");
-      const account = await gw.call("GET", "/v1/accounts/acct_demo_customer/balance", { key: secret });
-      expect(account.status).toBe(404);
-      const spend = await gw.call("POST", "/v1/payments", {
-        key: secret,
+      const payment = await gw
+        .clientFor(secret)
+        .GET("/v1/payments/{id}", { params: { path: { id: paid.data!.id } } });
+      expect(payment.response.status).toBe(404);
+      expect(errorOf(payment).code).toBe("payment_not_found");
+      const account = await gw.clientFor(secret).GET("/v1/accounts/{id}/balance", {
+        params: { path: { id: "acct_demo_customer" } },
+      });
+      expect(account.response.status).toBe(404);
+      const spend = await gw.clientFor(secret).POST("/v1/payments", {
         body: {
           amount: "1",
           asset: "USDC",
@@ -203,8 +208,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           destination: { type: "account", account: "acct_demo_merchant" },
         },
       });
-      expect(spend.status).toBe(404);
-      expect(spend.body.error.code).toBe("account_not_found");
+      expect(spend.response.status).toBe(404);
+      expect(errorOf(spend).code).toBe("account_not_found");
     });
   });
 });
