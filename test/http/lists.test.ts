@@ -1,7 +1,9 @@
-// The list convention on every collection, on PGlite and on PostgreSQL: newest first, pages both ways with an
-// exact has_more, created[…] by whole second, status filters, expand[]=data.attempts, limit bounds, a cursor that
-// is not the tenant's refused, and one tenant's objects in no other tenant's list.
+// The list convention on every collection, through the typed client, on PGlite and on PostgreSQL: newest first,
+// pages both ways with an exact has_more, created[…] by whole second, status filters, expand[]=data.attempts,
+// limit bounds, a cursor that is not the tenant's refused, and one tenant's objects in no other tenant's list.
+// Queries the client's types would not send (limit=x, an unknown parameter) go raw.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { SwitchyardClient } from "../../client/index.ts";
 import { assets } from "../../core/index.ts";
 import { getClearingAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
@@ -15,23 +17,20 @@ const idsOf = (body: { data: Listed[] }) => body.data.map((item) => item.id);
 describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   let gw: TestGateway;
   /** A tenant of its own, with a funded USDC customer account and a merchant account. */
-  let tenant: { id: string; key: string; payer: string; payee: string };
-  let other: { id: string; key: string };
+  let tenant: { id: string; key: string; client: SwitchyardClient; payer: string; payee: string };
+  let other: { id: string; key: string; client: SwitchyardClient };
 
   async function newTenant(name: string) {
     const created = await createTenant(gw.app.db, { name });
-    return {
-      id: created.id,
-      key: (await createApiKey(gw.app.db, { tenantId: created.id, mode: "test" })).secret,
-    };
+    const key = (await createApiKey(gw.app.db, { tenantId: created.id, mode: "test" })).secret;
+    return { id: created.id, key, client: gw.clientFor(key) };
   }
 
   beforeAll(async () => {
     gw = await startTestGateway({ database });
     const made = await newTenant("Lists");
-    const account = async (kind: string) =>
-      (await gw.call("POST", "/v1/accounts", { key: made.key, body: { asset: "USDC", kind } })).body
-        .id as string;
+    const account = async (kind: "customer" | "merchant") =>
+      (await made.client.POST("/v1/accounts", { body: { asset: "USDC", kind } })).data!.id;
     tenant = { ...made, payer: await account("customer"), payee: await account("merchant") };
     const payer = await getTenantAccount(gw.app.db, { tenantId: tenant.id, id: tenant.payer });
     const clearing = await getClearingAccount(gw.app.db, { rail: "evm", asset: assets.USDC });
@@ -53,20 +52,38 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     await gw?.app.close();
   });
 
-  const pay = async (amount = "1.00") => {
-    const response = await gw.call("POST", "/v1/payments", {
-      key: tenant.key,
+  const pay = async () => {
+    const { data, response } = await tenant.client.POST("/v1/payments", {
       body: {
-        amount,
+        amount: "1.00",
         asset: "USDC",
         source: { account: tenant.payer },
         destination: { type: "account", account: tenant.payee },
       },
     });
-    expect([response.status, response.body.status]).toEqual([201, "succeeded"]);
-    return response.body.id as string;
+    expect([response.status, data?.status]).toEqual([201, "succeeded"]);
+    return data!.id;
   };
+  /** A raw GET, for the queries the typed client would not send. */
   const list = (path: string, key = tenant.key) => gw.call("GET", path, { key });
+  type PaymentsQuery = {
+    limit?: number;
+    starting_after?: string;
+    ending_before?: string;
+    created?: number;
+    "created[gte]"?: number;
+    "created[gt]"?: number;
+    "created[lte]"?: number;
+    "created[lt]"?: number;
+    status?: "processing" | "succeeded" | "failed";
+    "expand[]"?: "data.attempts" | "data.attempts"[];
+  };
+  const payments = async (query: PaymentsQuery, client = tenant.client) => {
+    const { data, response } = await client.GET("/v1/payments", { params: { query } });
+    expect(response.status).toBe(200);
+    return data!;
+  };
+  const page = (body: { data: Listed[]; has_more: boolean }) => [idsOf(body), body.has_more];
 
   describe("payments", () => {
     let ids: string[];
@@ -82,60 +99,50 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     });
 
     it("lists newest first, attempts only when expanded", async () => {
-      const all = await list("/v1/payments");
-      expect(all.status).toBe(200);
-      expect(all.body).toMatchObject({ object: "list", url: "/v1/payments", has_more: false });
-      expect(idsOf(all.body)).toEqual(ids);
-      expect(all.body.data[0]).not.toHaveProperty("attempts");
-      expect(all.body.data[0]).toMatchObject({ object: "payment", status: "succeeded", amount: "1.000000" });
-      const expanded = await list("/v1/payments?expand[]=data.attempts");
-      expect(expanded.body.data[0].attempts).toEqual([
+      const all = await payments({});
+      expect(all).toMatchObject({ object: "list", url: "/v1/payments", has_more: false });
+      expect(idsOf(all)).toEqual(ids);
+      expect(all.data[0]).not.toHaveProperty("attempts");
+      expect(all.data[0]).toMatchObject({ object: "payment", status: "succeeded", amount: "1.000000" });
+      const expanded = await payments({ "expand[]": "data.attempts" });
+      expect(expanded.data[0]!.attempts).toEqual([
         expect.objectContaining({ rail: "internal-usdc", status: "succeeded" }),
       ]);
-      const one = await gw.call("GET", `/v1/payments/${ids[0]}`, { key: tenant.key });
-      expect(expanded.body.data[0]).toEqual(one.body);
-      const twice = await list("/v1/payments?expand[]=data.attempts&expand[]=data.attempts&limit=1");
-      expect(twice.body.data[0].attempts).toHaveLength(1);
+      const one = await tenant.client.GET("/v1/payments/{id}", { params: { path: { id: ids[0]! } } });
+      expect(expanded.data[0]).toEqual(one.data);
+      const twice = await payments({ "expand[]": ["data.attempts", "data.attempts"], limit: 1 });
+      expect(twice.data[0]!.attempts).toHaveLength(1);
     });
 
     it("pages both ways, has_more exact at every edge", async () => {
-      const first = await list("/v1/payments?limit=2");
-      expect([idsOf(first.body), first.body.has_more]).toEqual([ids.slice(0, 2), true]);
-      const second = await list(`/v1/payments?limit=2&starting_after=${ids[1]}`);
-      expect([idsOf(second.body), second.body.has_more]).toEqual([ids.slice(2, 4), true]);
-      const last = await list(`/v1/payments?limit=2&starting_after=${ids[3]}`);
-      expect([idsOf(last.body), last.body.has_more]).toEqual([[ids[4]], false]);
-      const exact = await list(`/v1/payments?limit=3&starting_after=${ids[1]}`);
-      expect([idsOf(exact.body), exact.body.has_more]).toEqual([ids.slice(2), false]);
-      const past = await list(`/v1/payments?starting_after=${ids[4]}`);
-      expect([idsOf(past.body), past.body.has_more]).toEqual([[], false]);
+      expect(page(await payments({ limit: 2 }))).toEqual([ids.slice(0, 2), true]);
+      expect(page(await payments({ limit: 2, starting_after: ids[1] }))).toEqual([ids.slice(2, 4), true]);
+      expect(page(await payments({ limit: 2, starting_after: ids[3] }))).toEqual([[ids[4]], false]);
+      expect(page(await payments({ limit: 3, starting_after: ids[1] }))).toEqual([ids.slice(2), false]);
+      expect(page(await payments({ starting_after: ids[4] }))).toEqual([[], false]);
 
-      const back = await list(`/v1/payments?limit=2&ending_before=${ids[4]}`);
-      expect([idsOf(back.body), back.body.has_more]).toEqual([ids.slice(2, 4), true]);
-      const top = await list(`/v1/payments?limit=2&ending_before=${ids[2]}`);
-      expect([idsOf(top.body), top.body.has_more]).toEqual([ids.slice(0, 2), false]);
-      const none = await list(`/v1/payments?ending_before=${ids[0]}`);
-      expect([idsOf(none.body), none.body.has_more]).toEqual([[], false]);
+      expect(page(await payments({ limit: 2, ending_before: ids[4] }))).toEqual([ids.slice(2, 4), true]);
+      expect(page(await payments({ limit: 2, ending_before: ids[2] }))).toEqual([ids.slice(0, 2), false]);
+      expect(page(await payments({ ending_before: ids[0] }))).toEqual([[], false]);
     });
 
     it("filters by creation time in whole seconds, and by status", async () => {
       // ids[i] was created at 2,000,000,000 − 10·i + 0.5 s.
       const at = (index: number) => 2_000_000_000 - index * 10;
       for (const [query, expected] of [
-        [`created[gte]=${at(2)}`, ids.slice(0, 3)],
-        [`created[gt]=${at(2)}`, ids.slice(0, 2)],
-        [`created[lte]=${at(2)}`, ids.slice(2)],
-        [`created[lt]=${at(2)}`, ids.slice(3)],
-        [`created=${at(2)}`, [ids[2]]],
-        [`created[gte]=${at(3)}&created[lte]=${at(1)}`, ids.slice(1, 4)],
-        [`created[gte]=${at(0) + 1}`, []],
-        [`created[gte]=${at(3)}&limit=1&starting_after=${ids[1]}`, [ids[2]]],
-        ["status=succeeded", ids],
-        ["status=failed", []],
-        ["status=processing", []],
-      ] as const) {
-        const response = await list(`/v1/payments?${query}`);
-        expect([query, response.status, idsOf(response.body)]).toEqual([query, 200, expected]);
+        [{ "created[gte]": at(2) }, ids.slice(0, 3)],
+        [{ "created[gt]": at(2) }, ids.slice(0, 2)],
+        [{ "created[lte]": at(2) }, ids.slice(2)],
+        [{ "created[lt]": at(2) }, ids.slice(3)],
+        [{ created: at(2) }, [ids[2]]],
+        [{ "created[gte]": at(3), "created[lte]": at(1) }, ids.slice(1, 4)],
+        [{ "created[gte]": at(0) + 1 }, []],
+        [{ "created[gte]": at(3), limit: 1, starting_after: ids[1] }, [ids[2]]],
+        [{ status: "succeeded" }, ids],
+        [{ status: "failed" }, []],
+        [{ status: "processing" }, []],
+      ] as const satisfies readonly (readonly [PaymentsQuery, readonly (string | undefined)[]])[]) {
+        expect([query, idsOf(await payments(query))]).toEqual([query, expected]);
       }
     });
 
@@ -167,17 +174,20 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     });
 
     it("shows another tenant nothing, and refuses a payment of this one as its cursor", async () => {
-      const theirs = await list("/v1/payments?limit=100", other.key);
-      expect([theirs.status, idsOf(theirs.body)]).toEqual([200, []]);
-      const cursor = await list(`/v1/payments?starting_after=${ids[0]}`, other.key);
-      expect([cursor.status, cursor.body.error.code, cursor.body.error.param]).toEqual([
+      expect(idsOf(await payments({ limit: 100 }, other.client))).toEqual([]);
+      const cursor = await other.client.GET("/v1/payments", {
+        params: { query: { starting_after: ids[0] } },
+      });
+      expect([cursor.response.status, cursor.error?.error.code, cursor.error?.error.param]).toEqual([
         400,
         "parameter_invalid",
         "starting_after",
       ]);
-      const unknown = await list("/v1/payments?starting_after=pay_01m7zfckv29pdrb3m0gz9e4j5g", other.key);
-      expect(unknown.body.error.message.replace(/"[^"]*"/, "")).toBe(
-        cursor.body.error.message.replace(/"[^"]*"/, ""),
+      const unknown = await other.client.GET("/v1/payments", {
+        params: { query: { starting_after: "pay_01m7zfckv29pdrb3m0gz9e4j5g" } },
+      });
+      expect(unknown.error?.error.message.replace(/"[^"]*"/, "")).toBe(
+        cursor.error?.error.message.replace(/"[^"]*"/, ""),
       );
     });
   });
@@ -195,64 +205,63 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         );
         made.unshift(id);
       }
-      const all = await list("/v1/invoices");
-      expect([all.status, idsOf(all.body), all.body.url]).toEqual([200, made, "/v1/invoices"]);
-      expect(all.body.data[0]).toMatchObject({ object: "invoice", status: "open", amount: "1.000000" });
-      const one = await gw.call("GET", `/v1/invoices/${made[0]}`, { key: tenant.key });
-      expect(all.body.data[0]).toEqual(one.body);
-      expect(idsOf((await list("/v1/invoices?status=open")).body)).toEqual([made[0], made[2]]);
-      expect(idsOf((await list("/v1/invoices?status=paid")).body)).toEqual([made[1]]);
-      expect(idsOf((await list(`/v1/invoices?ending_before=${made[2]}&limit=1`)).body)).toEqual([made[1]]);
+      const invoices = async (
+        query: { status?: "open" | "paid" | "reversed"; ending_before?: string; limit?: number },
+        client = tenant.client,
+      ) => (await client.GET("/v1/invoices", { params: { query } })).data!;
+      const all = await invoices({});
+      expect([idsOf(all), all.url]).toEqual([made, "/v1/invoices"]);
+      expect(all.data[0]).toMatchObject({ object: "invoice", status: "open", amount: "1.000000" });
+      const one = await tenant.client.GET("/v1/invoices/{id}", { params: { path: { id: made[0]! } } });
+      expect(all.data[0]).toEqual(one.data);
+      expect(idsOf(await invoices({ status: "open" }))).toEqual([made[0], made[2]]);
+      expect(idsOf(await invoices({ status: "paid" }))).toEqual([made[1]]);
+      expect(idsOf(await invoices({ ending_before: made[2], limit: 1 }))).toEqual([made[1]]);
       expect((await list("/v1/invoices?status=succeeded")).status).toBe(400);
-      expect(idsOf((await list("/v1/invoices", other.key)).body)).toEqual([]);
+      expect(idsOf(await invoices({}, other.client))).toEqual([]);
     });
 
     it("lists quotes", async () => {
       const made: string[] = [];
       for (let index = 0; index < 3; index += 1) {
-        const quote = await gw.call("POST", "/v1/quotes", {
-          key: tenant.key,
+        const quote = await tenant.client.POST("/v1/quotes", {
           body: {
             amount: "1.00",
             asset: "USDC",
             destination: { type: "evm_address", address: gw.app.demo!.payee! },
           },
         });
-        expect(quote.status).toBe(201);
-        made.unshift(quote.body.id);
+        expect(quote.response.status).toBe(201);
+        made.unshift(quote.data!.id);
         await gw.app.db.query("UPDATE quotes SET created_at = to_timestamp($2) WHERE id = $1", [
-          quote.body.id,
+          quote.data!.id,
           1_900_000_000 + index,
         ]);
       }
-      const all = await list("/v1/quotes?limit=2");
-      expect([idsOf(all.body), all.body.has_more, all.body.url]).toEqual([
-        made.slice(0, 2),
-        true,
-        "/v1/quotes",
-      ]);
-      expect(all.body.data[0]).toMatchObject({ object: "quote", asset: "USDC", amount: "1.000000" });
-      const rest = await list(`/v1/quotes?starting_after=${made[1]}`);
-      expect([idsOf(rest.body), rest.body.has_more]).toEqual([[made[2]], false]);
-      expect(idsOf((await list("/v1/quotes", other.key)).body)).toEqual([]);
+      const quotes = async (query: { limit?: number; starting_after?: string }, client = tenant.client) =>
+        (await client.GET("/v1/quotes", { params: { query } })).data!;
+      const all = await quotes({ limit: 2 });
+      expect([...page(all), all.url]).toEqual([made.slice(0, 2), true, "/v1/quotes"]);
+      expect(all.data[0]).toMatchObject({ object: "quote", asset: "USDC", amount: "1.000000" });
+      expect(page(await quotes({ starting_after: made[1] }))).toEqual([[made[2]], false]);
+      expect(idsOf(await quotes({}, other.client))).toEqual([]);
     });
 
     it("lists webhook endpoints without their secrets", async () => {
       const made: string[] = [];
       for (let index = 0; index < 2; index += 1) {
-        const endpoint = await gw.call("POST", "/v1/webhook_endpoints", {
-          key: tenant.key,
+        const endpoint = await tenant.client.POST("/v1/webhook_endpoints", {
           body: { url: `https://example.com/hooks/${index}` },
         });
-        expect(endpoint.status).toBe(201);
-        made.unshift(endpoint.body.id);
+        expect(endpoint.response.status).toBe(201);
+        made.unshift(endpoint.data!.id);
         await gw.app.db.query("UPDATE webhook_endpoints SET created_at = to_timestamp($2) WHERE id = $1", [
-          endpoint.body.id,
+          endpoint.data!.id,
           1_900_000_000 + index,
         ]);
       }
-      const all = await list("/v1/webhook_endpoints");
-      expect(all.body).toEqual({
+      const all = await tenant.client.GET("/v1/webhook_endpoints");
+      expect(all.data).toEqual({
         object: "list",
         url: "/v1/webhook_endpoints",
         data: [
@@ -271,25 +280,28 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         ],
         has_more: false,
       });
-      expect(idsOf((await list("/v1/webhook_endpoints", other.key)).body)).toEqual([]);
-      const cursor = await list(`/v1/webhook_endpoints?starting_after=${made[0]}`, other.key);
-      expect([cursor.status, cursor.body.error.param]).toEqual([400, "starting_after"]);
+      expect(idsOf((await other.client.GET("/v1/webhook_endpoints")).data!)).toEqual([]);
+      const cursor = await other.client.GET("/v1/webhook_endpoints", {
+        params: { query: { starting_after: made[0] } },
+      });
+      expect([cursor.response.status, cursor.error?.error.param]).toEqual([400, "starting_after"]);
     });
 
     it("lists payees on the same convention", async () => {
       const made: string[] = [];
       for (const name of ["a", "b", "c"]) {
-        const payee = await gw.call("POST", "/v1/payees", {
-          key: tenant.key,
+        const payee = await tenant.client.POST("/v1/payees", {
           body: { name, methods: [{ type: "account", account: tenant.payee }] },
         });
-        expect(payee.status).toBe(201);
-        made.unshift(payee.body.id);
+        expect(payee.response.status).toBe(201);
+        made.unshift(payee.data!.id);
       }
-      const back = await list(`/v1/payees?ending_before=${made[2]}&limit=1`);
-      expect([idsOf(back.body), back.body.has_more, back.body.url]).toEqual([[made[1]], true, "/v1/payees"]);
-      const cursor = await list(`/v1/payees?starting_after=${made[0]}`, other.key);
-      expect([cursor.status, cursor.body.error.param]).toEqual([400, "starting_after"]);
+      const back = await tenant.client.GET("/v1/payees", {
+        params: { query: { ending_before: made[2], limit: 1 } },
+      });
+      expect([...page(back.data!), back.data!.url]).toEqual([[made[1]], true, "/v1/payees"]);
+      const cursor = await other.client.GET("/v1/payees", { params: { query: { starting_after: made[0] } } });
+      expect([cursor.response.status, cursor.error?.error.param]).toEqual([400, "starting_after"]);
       for (const path of [
         "/v1/invoices",
         "/v1/quotes",
