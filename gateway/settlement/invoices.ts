@@ -32,8 +32,8 @@ import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payme
 
 /** What the settlement needs of a rail to take money in: its id, its asset, its `receive`, and signed payments. */
 export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive" | "submitSignedPayment"> &
-  /** Its snapshot's amountMax bounds an invoice (absent: only the rail's `receive` says). */
-  Partial<Pick<Rail, "snapshot">>;
+  /** Its snapshot's amountMax bounds an invoice; cancelReceive withdraws an offer no invoice was written for. */
+  Partial<Pick<Rail, "snapshot" | "cancelReceive">>;
 
 export type SettlementDeps = {
   db: Db;
@@ -205,6 +205,29 @@ async function checkInvoiceRequest(
 }
 
 /**
+ * The invoice could not be written after the rail made its offer: the offer reached nobody, so it is withdrawn
+ * (core's cancelReceive: a Stripe PaymentIntent cancelled) before the write's error goes on. A withdrawal that
+ * fails is said in the error thrown, the write's error its cause.
+ */
+async function withdrawOffer(
+  deps: SettlementDeps,
+  offer: { rail: string; reference: string; railReference: string },
+  cause: unknown,
+): Promise<never> {
+  const receiver = deps.rails.get(offer.rail);
+  const withdrawn = await receiver?.cancelReceive?.({
+    reference: offer.reference,
+    railReference: offer.railReference,
+  });
+  if (withdrawn?.status === "failed")
+    throw new SettlementInvariantError(
+      `invoice ${offer.reference} was not written, and its offer ${offer.railReference} on ${offer.rail} was not withdrawn: ${withdrawn.message}`,
+      { cause },
+    );
+  throw cause;
+}
+
+/**
  * Asks a rail for a way to be paid `amount` into a tenant's account, and writes the invoice with the rail's offer;
  * a rail's refusal writes nothing.
  */
@@ -233,22 +256,26 @@ export async function createInvoice(
       param: offer.code === "amount_too_large" ? "amount" : "rail",
     };
   const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
-  const [written] = await deps.db.query<{ created_at: Date }>(
-    `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, rail_reference, instructions, expires_at)
+  const [written] = await deps.db
+    .query<{ created_at: Date }>(
+      `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, rail_reference, instructions, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $10) RETURNING created_at`,
-    [
-      id,
-      params.tenantId,
-      account.id,
-      asset.code,
-      amount,
-      rail,
-      params.description,
-      offer.railReference,
-      JSON.stringify(offer.instructions),
-      expiresAt,
-    ],
-  );
+      [
+        id,
+        params.tenantId,
+        account.id,
+        asset.code,
+        amount,
+        rail,
+        params.description,
+        offer.railReference,
+        JSON.stringify(offer.instructions),
+        expiresAt,
+      ],
+    )
+    .catch((error: unknown) =>
+      withdrawOffer(deps, { rail, reference: id, railReference: offer.railReference }, error),
+    );
   if (written === undefined) throw new SettlementInvariantError(`invoice ${id} was not written`);
   deps.openInvoices.remember({
     id,
@@ -464,7 +491,7 @@ async function applyReceipt(
     {
       id: derivedLedgerId(`${invoice.id}:${event.key}`, "received"),
       userData128: derivedLedgerId(invoice.id, "invoice"),
-      evidence: evidenceForLedger(event.evidence),
+      evidence: receiptEvidence(event),
       label: `receipt ${event.key} of invoice ${invoice.id}`,
     },
   );
@@ -520,6 +547,13 @@ async function applyReceipt(
   });
   if (outcome === "applied") deps.openInvoices.forget(invoice.id);
   return outcome;
+}
+
+/** The ledger's evidence of a receipt: the rail's, with the payer (where a refund goes) in its detail. */
+function receiptEvidence(event: ReceivedEvent) {
+  const evidence = evidenceForLedger(event.evidence);
+  if (event.payer === undefined) return evidence;
+  return { ...evidence, detail: { ...evidence.detail, payer: event.payer } };
 }
 
 /** Why a payer's signed payment for an invoice was refused: the rail's reasons, or the invoice's own state. */

@@ -134,7 +134,7 @@ describe("a plain transfer to the invoice's deposit address", () => {
     expect(predicted).toBe(address);
     const before = await merchantBalance();
 
-    await transfer(payer(), address, 25_000_000n);
+    const sent = await transfer(payer(), address, 25_000_000n);
     await poll(); // 1 confirmation: seen, nothing credited
     expect((await invoice(inv.id)).status).toBe("open");
     expect((await invoice(inv.id)).received_amount).toBeNull();
@@ -148,6 +148,13 @@ describe("a plain transfer to the invoice's deposit address", () => {
     expect(paid.received_amount).toBe("25.000000");
     expect(paid.payer?.toLowerCase()).toBe(payer().address.toLowerCase());
     expect((await merchantBalance()) - before).toBe(25_000_000n);
+    // The ledger's credit carries the transfer as evidence, with the payer (where a refund goes back to).
+    const [credit] = await gw.app.db.query<{ payer: string; amount: bigint }>(
+      "SELECT evidence->'detail'->>'payer' AS payer, amount FROM ledger_transfers WHERE evidence->>'reference' = $1",
+      [`${sent.transactionHash}:${lostLogIndex(sent)}`],
+    );
+    expect(credit?.amount).toBe(25_000_000n);
+    expect(credit?.payer.toLowerCase()).toBe(payer().address.toLowerCase());
 
     // The sweep: sent in one pass, final (and its gas booked) in a later one once it has the confirmations.
     const hot = gw.chain.walletClient.account.address;
