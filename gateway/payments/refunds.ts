@@ -1,5 +1,6 @@
 // Refunds: money given back to whoever paid. Against an invoice that was paid, on the rail it came in by (Stripe
-// refunds its PaymentIntent; Lightning pays an invoice the payer supplies; EVM pays the address that paid), or
+// refunds its PaymentIntent; Lightning pays an invoice the payer supplies; EVM pays the address that paid, its gas
+// booked as the rail's fee), or
 // against an internal payment that succeeded (moved back between the two accounts). A payout on a rail that cannot
 // pull money back (on-chain, Lightning) is refused `refund_unsupported`.
 //
@@ -63,6 +64,12 @@ import {
 import { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 import { getPayment } from "./store.ts";
 import { attemptDestination } from "./types.ts";
+
+/** The most a Lightning refund of `amount` msat may spend on routing. */
+function lightningFeeMax(amount: bigint): bigint {
+  const fromPpm = (amount * lightningRefundFeePpmMax) / 1_000_000n;
+  return fromPpm > lightningRefundFeeMsatMin ? fromPpm : lightningRefundFeeMsatMin;
+}
 
 /** What refunds need of the payments' dependencies: the stores, the ledger and the rails. */
 export type RefundsDeps = Pick<PaymentsDeps, "db" | "ledger" | "accounts" | "rails" | "logger">;
@@ -130,8 +137,9 @@ async function invoiceSource(
     rail: string;
     received_amount: bigint | null;
     rail_reference: string | null;
+    payer: string | null;
   }>(
-    `SELECT account_id, asset, rail, received_amount, rail_reference FROM invoices
+    `SELECT account_id, asset, rail, received_amount, rail_reference, payer FROM invoices
      WHERE id = $1 AND tenant_id = $2`,
     [params.invoiceId, params.tenantId],
   );
@@ -163,12 +171,31 @@ async function invoiceSource(
     if (params.destination.kind !== "bolt11")
       return refuse("parameter_invalid", "a Lightning refund pays a bolt11 invoice", "destination.type");
     mode = { kind: "payout", rail, destination: params.destination };
+  } else if (rail.kind === "evm") {
+    if (params.destination !== null)
+      return refuse(
+        "parameter_invalid",
+        "a USDC refund goes back to the address that paid: leave out destination",
+        "destination",
+      );
+    if (invoice.payer === null || !/^0x[0-9a-fA-F]{40}$/.test(invoice.payer))
+      return refuse(
+        "refund_unsupported",
+        `the address that paid invoice ${params.invoiceId} is not known, so it cannot be paid back`,
+        "invoice",
+      );
+    const chainId = rail.snapshot().chainId;
+    mode = {
+      kind: "payout",
+      rail,
+      destination: {
+        kind: "evm_address",
+        address: invoice.payer as `0x${string}`,
+        ...(chainId === undefined ? {} : { chainId }),
+      },
+    };
   } else {
-    return refuse(
-      "refund_unsupported",
-      `invoices paid on ${rail.id} cannot be refunded through the API yet`,
-      "invoice",
-    );
+    return refuse("refund_unsupported", `invoices paid on ${rail.id} cannot be refunded`, "invoice");
   }
   const accounts = await ledgerAccounts(deps, {
     tenantId: params.tenantId,
@@ -468,13 +495,13 @@ async function askRail(refund: Refund, mode: RefundMode): Promise<RailRefundOutc
       };
     }
     case "payout": {
-      const feeFromPpm = (refund.amount * lightningRefundFeePpmMax) / 1_000_000n;
       const outcome = await mode.rail.execute({
         id: refund.id,
         paymentId: refund.id,
         amount: refund.amount,
         destination: mode.destination,
-        feeMax: feeFromPpm > lightningRefundFeeMsatMin ? feeFromPpm : lightningRefundFeeMsatMin,
+        // Lightning's routing-fee cap; on a chain the gas is the platform's and the rail takes no cap.
+        feeMax: mode.destination.kind === "bolt11" ? lightningFeeMax(refund.amount) : 0n,
       });
       return fromAttemptOutcome(outcome);
     }

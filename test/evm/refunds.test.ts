@@ -1,0 +1,127 @@
+// Refunds of a USDC invoice on the Hardhat chain through the HTTP API: the invoice paid by a plain transfer to its
+// deposit address, then refunded in part to the address that paid (a token transfer from the gateway's hot wallet,
+// its tx hash the evidence, its gas booked on the rail's fee account), never more than came in, and a destination of
+// the caller's refused.
+import { type Account, type Address, parseEventLogs } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { assets } from "../../core/index.ts";
+import { transferCodes } from "../../gateway/ledger/index.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+const payerIndex = 7;
+
+beforeAll(async () => {
+  gw = await startGateway({ EVM_CONFIRMATIONS: "1" });
+  await gw.send(gw.chain.accounts[0]!, {
+    address: gw.chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "mint",
+    args: [gw.chain.accounts[payerIndex]!.address, 100_000_000n],
+  });
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+const payer = (): Account => gw.chain.accounts[payerIndex]!;
+
+async function merchantPosted(): Promise<bigint> {
+  const account = await gw.ledgerAccount(gw.app.demo!.merchant.ledgerAccountId);
+  return account.creditsPosted - account.debitsPosted;
+}
+
+async function waitUntil<T>(what: string, read: () => Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 200; i++) {
+    const value = await read();
+    if (value !== undefined) return value;
+    await gw.rail.depositWatcher()?.catchUp(20);
+    await gw.chain.networkHelpers.mine(1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe("refunds of a USDC invoice", () => {
+  let invoiceId: string;
+
+  it("has an invoice of 10.00 paid by a transfer to its deposit address", async () => {
+    const created = await gw.call("POST", "/v1/invoices", {
+      account: gw.app.demo!.merchant.id,
+      asset: "USDC",
+      amount: "10.00",
+    });
+    expect(created.status).toBe(201);
+    invoiceId = created.body.id;
+    const notPaid = await gw.call("POST", "/v1/refunds", { invoice: invoiceId });
+    expect(notPaid.status).toBe(409);
+    expect(notPaid.body.error.code).toBe("invoice_not_paid");
+    await gw.send(payer(), {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "transfer",
+      args: [created.body.instructions.deposit_address as Address, 10_000_000n],
+    });
+    const paid = await waitUntil("invoice paid", async () => {
+      const read = await gw.call("GET", `/v1/invoices/${invoiceId}`);
+      return read.body.status === "paid" ? read.body : undefined;
+    });
+    expect(paid.payer.toLowerCase()).toBe(payer().address.toLowerCase());
+  });
+
+  it("pays part of it back to the address that paid, its gas booked as the rail's fee", async () => {
+    const merchantBefore = await merchantPosted();
+    const tokensBefore = await gw.tokenBalance(payer().address);
+    const created = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "4.00" });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({
+      amount: "4.000000",
+      asset: "USDC",
+      rail: "evm",
+      destination: { type: "evm_address", address: expect.any(String) },
+    });
+    expect(created.body.destination.address.toLowerCase()).toBe(payer().address.toLowerCase());
+    const refund = await waitUntil("refund settled", async () => {
+      const read = await gw.call("GET", `/v1/refunds/${created.body.id}`);
+      return read.body.status === "pending" ? undefined : read.body;
+    });
+    expect(refund).toMatchObject({
+      status: "succeeded",
+      evidence: { rail: "evm", tx_hash: expect.stringMatching(/^0x[0-9a-f]{64}$/) },
+    });
+    expect(refund.rail_reference).toBe(refund.evidence.tx_hash);
+
+    // The chain agrees: a Transfer of exactly 4.00 to the payer in the evidence's transaction.
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: refund.evidence.tx_hash });
+    const log = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: receipt.logs }).find(
+      (l) => l.logIndex === refund.evidence.log_index,
+    );
+    expect(log?.args.value).toBe(4_000_000n);
+    expect((await gw.tokenBalance(payer().address)) - tokensBefore).toBe(4_000_000n);
+    expect(merchantBefore - (await merchantPosted())).toBe(4_000_000n);
+
+    // The gas, in ETH, from the rail's fee account, with the refund as its evidence.
+    const gas = await gw.app.db.query<{ amount: bigint }>(
+      "SELECT amount FROM ledger_transfers WHERE code = $1 AND evidence->'detail'->>'refund' = $2",
+      [transferCodes.payments.feePaid, refund.id],
+    );
+    const gwei = (receipt.gasUsed * receipt.effectiveGasPrice + 999_999_999n) / 1_000_000_000n;
+    expect(gas.map((g) => g.amount)).toEqual([gwei]);
+    expect(assets.ETH.scale).toBe(9);
+  });
+
+  it("never refunds more than came in, and takes no destination of the caller's", async () => {
+    const transfers = await gw.app.db.query("SELECT count(*) FROM ledger_transfers");
+    const over = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "6.01" });
+    expect(over.status).toBe(409);
+    expect(over.body.error.code).toBe("refund_exceeds_remaining");
+    const elsewhere = await gw.call("POST", "/v1/refunds", {
+      invoice: invoiceId,
+      destination: { type: "bolt11", invoice: "lnbcrt10n1pqqqqqq" },
+    });
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.body.error.param).toBe("destination");
+    expect(await gw.app.db.query("SELECT count(*) FROM ledger_transfers")).toEqual(transfers);
+  });
+});
