@@ -257,6 +257,10 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
     const twice = await call("POST", `/v1/api_keys/${old.body.id}/roll`, { body: {} });
     expect([twice.status, twice.body.error.code]).toEqual([409, "api_key_rolled"]);
 
+    // A roll without a body takes every default (and is refused here: already rolled).
+    const bare = await call("POST", `/v1/api_keys/${old.body.id}/roll`);
+    expect([bare.status, bare.body.error.code]).toEqual([409, "api_key_rolled"]);
+
     // 0: the old key stops now.
     const now = await call("POST", `/v1/api_keys/${rolled.body.id}/roll`, {
       body: { expires_in_seconds: 0 },

@@ -135,6 +135,47 @@ describe.each(["pglite", "postgres"] as const)("tenants on %s", (database) => {
     expect((await gw.call("GET", "/v1/api_keys", { key })).status).toBe(200);
   });
 
+  it("makes a key for a tenant that revoked its last one; none for a suspended or unknown tenant", async () => {
+    const made = await operator("POST", "/v1/tenants", { body: { name: "Locked out" } });
+    const first = made.body.api_key;
+    const revoked = await gw.call("POST", `/v1/api_keys/${first.id}/revoke`, { key: first.secret });
+    expect(revoked.status).toBe(200);
+    expect((await gw.call("GET", "/v1/api_keys", { key: first.secret })).status).toBe(401);
+    const key = await operator("POST", `/v1/tenants/${made.body.id}/api_keys`, {
+      body: { name: "Recovery", scopes: ["read", "keys"] },
+    });
+    expect(key.status).toBe(201);
+    expect(key.body).toMatchObject({
+      object: "api_key",
+      name: "Recovery",
+      scopes: ["read", "keys"],
+      mode: "test",
+    });
+    const listed = await gw.call("GET", "/v1/api_keys", { key: key.body.secret });
+    expect(listed.body.data.map((listedKey: { id: string }) => listedKey.id)).toEqual([
+      key.body.id,
+      first.id,
+    ]);
+    const all = await operator("POST", `/v1/tenants/${made.body.id}/api_keys`);
+    expect([all.status, all.body.scopes], JSON.stringify(all.body)).toEqual([201, [...scopes]]);
+    const byTenant = await gw.call("POST", `/v1/tenants/${made.body.id}/api_keys`, {
+      key: key.body.secret,
+      body: {},
+    });
+    expect([byTenant.status, byTenant.body.error.code]).toEqual([403, "operator_only"]);
+    await operator("POST", `/v1/tenants/${made.body.id}/suspend`);
+    const suspended = await operator("POST", `/v1/tenants/${made.body.id}/api_keys`, { body: {} });
+    expect([suspended.status, suspended.body.error.code]).toEqual([403, "tenant_suspended"]);
+    const unknown = await operator("POST", "/v1/tenants/ten_01m7zfckv29pdrb3m0gz9e4j5g/api_keys", {
+      body: {},
+    });
+    expect([unknown.status, unknown.body.error.code]).toEqual([404, "tenant_not_found"]);
+    const bad = await operator("POST", `/v1/tenants/${made.body.id}/api_keys`, {
+      body: { scopes: ["root"] },
+    });
+    expect([bad.status, bad.body.error.code]).toEqual([400, "parameter_invalid"]);
+  });
+
   it("an unknown tenant is 404 on every route; a malformed id 400", async () => {
     for (const [method, url] of [
       ["GET", "/v1/tenants/ten_01m7zfckv29pdrb3m0gz9e4j5g"],

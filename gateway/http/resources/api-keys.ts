@@ -75,7 +75,7 @@ export const rollApiKeyBody = z
     /** How long the old key keeps working beside the new one; 0: it stops now. */
     expires_in_seconds: z.number().int().min(0).max(rollOverlapSecondsMax).optional(),
   })
-  .optional();
+  .nullish(); // a POST without a body is one with every default
 
 export const apiKeyView = z.object({
   id: z.string(),

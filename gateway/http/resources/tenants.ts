@@ -1,8 +1,8 @@
 // /v1/tenants: the operator's routes (only the operator's credential is answered here; auth.ts). Create a tenant
 // (name, metadata) with its first API key — every scope, the deployment's mode, the secret shown once —, list them
 // (Stripe's convention, `status`), retrieve one, suspend it (its keys are refused `tenant_suspended` on every process
-// within 1 s) and reactivate it (its keys work again). Suspending a suspended tenant, or reactivating an active one,
-// changes nothing and answers the tenant.
+// within 1 s) and reactivate it (its keys work again), and make a key for it (a tenant that revoked its last one).
+// Suspending a suspended tenant, or reactivating an active one, changes nothing and answers the tenant.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -10,7 +10,9 @@ import type { ChangeBus, Db } from "../../db/index.ts";
 import {
   createTenantWithKey,
   getTenant,
+  issueApiKey,
   listTenants,
+  scopes,
   setTenantStatus,
   type TenantRecord,
   type TenantStatus,
@@ -19,7 +21,7 @@ import { keyModeOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { errorView, metadataSchema } from "../schemas.ts";
-import { apiKeyWithSecretView, labelSchema, presentApiKey } from "./api-keys.ts";
+import { apiKeyNameLengthMax, apiKeyWithSecretView, labelSchema, presentApiKey } from "./api-keys.ts";
 
 export type TenantRoutesOptions = {
   db: Db;
@@ -52,6 +54,19 @@ export type TenantView = z.infer<typeof tenantView>;
 
 /** A new tenant, with its first key and that key's secret (shown this once). */
 export const createdTenantView = tenantView.extend({ api_key: apiKeyWithSecretView });
+
+/** A key the operator makes for a tenant (one that lost its last key, say): every scope unless told. */
+export const createTenantApiKeyBody = z
+  .strictObject({
+    name: labelSchema(apiKeyNameLengthMax).optional(),
+    scopes: z
+      .array(z.enum(scopes))
+      .min(1)
+      .max(scopes.length)
+      .refine((given) => new Set(given).size === given.length, "each scope once")
+      .optional(),
+  })
+  .nullish(); // a POST without a body is one with every default
 
 export const listTenantsQuery = listQuery({
   idPrefix: "ten",
@@ -129,6 +144,39 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
       const tenant = await getTenant(options.db, id);
       if (tenant === null) throw new ApiError("tenant_not_found", `no tenant "${id}"`);
       return presentTenant(tenant);
+    },
+  );
+
+  app.post(
+    "/tenants/:id/api_keys",
+    {
+      schema: {
+        description:
+          "Make an API key for a tenant (one that lost its keys, say): every scope unless told, this deployment's mode; the secret in this answer only.",
+        params: tenantParams,
+        body: createTenantApiKeyBody,
+        response: { 201: apiKeyWithSecretView, "4xx": errorView },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params;
+      const issued = await issueApiKey(deps, {
+        tenantId: id,
+        mode: keyModeOf(options.mode),
+        name: request.body?.name ?? null,
+        scopes: request.body?.scopes ?? scopes,
+      });
+      if (!issued.ok) {
+        if (issued.refusal === "tenant_not_found")
+          throw new ApiError("tenant_not_found", `no tenant "${id}"`);
+        if (issued.refusal === "tenant_suspended")
+          throw new ApiError("tenant_suspended", `the tenant "${id}" is suspended: reactivate it first`);
+        throw new ApiError(
+          "api_keys_too_many",
+          "the tenant has as many working API keys as it may: revoke one first",
+        );
+      }
+      return reply.code(201).send({ ...presentApiKey(issued.key, options.nowMs()), secret: issued.secret });
     },
   );
 
