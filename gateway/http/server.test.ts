@@ -73,6 +73,7 @@ describe("the OpenAPI document", () => {
       "POST /v1/payments",
       "POST /v1/quotes",
       "POST /v1/tenants",
+      "POST /v1/tenants/{id}/api_keys",
       "POST /v1/tenants/{id}/reactivate",
       "POST /v1/tenants/{id}/suspend",
       "POST /v1/webhook_endpoints",
