@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { flushNetting } from "../../gateway/payments/index.ts";
-import { apiClient } from "../support/api.ts";
+import { typedClient } from "../support/api.ts";
 
 let app: App;
 
@@ -26,27 +26,30 @@ const tokenBalance = (address: `0x${string}`) =>
     args: [address],
   });
 
-const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
+const balance = async (account: string) =>
+  (await typedClient(app).GET("/v1/accounts/{id}/balance", { params: { path: { id: account } } })).data!;
 
 describe("netting", () => {
   it("accrues micro-payouts, then settles them per payee in one transaction", async () => {
     const payees = app.chain!.accounts.slice(4, 7).map((account) => account.address);
     const before = await Promise.all(payees.map(tokenBalance));
-    const customerBefore = (await call("GET", "/v1/accounts/acct_demo_customer/balance")).body;
+    const customerBefore = await balance("acct_demo_customer");
     const ids: string[] = [];
     for (const payee of [...payees, ...payees]) {
-      const response = await call("POST", "/v1/payments", {
-        amount: "0.01",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "evm_address", address: payee },
+      const response = await typedClient(app).POST("/v1/payments", {
+        body: {
+          amount: "0.01",
+          asset: "USDC",
+          source: { account: "acct_demo_customer" },
+          destination: { type: "evm_address" as const, address: payee },
+        },
       });
-      expect(response.status).toBe(202);
-      expect(response.body).toMatchObject({ status: "processing", attempts: [] });
-      ids.push(response.body.id);
+      expect(response.response.status).toBe(202);
+      expect(response.data!).toMatchObject({ status: "processing", attempts: [] });
+      ids.push(response.data!.id);
     }
     // The payer is debited at once; nothing has left on chain yet.
-    const customerAfter = (await call("GET", "/v1/accounts/acct_demo_customer/balance")).body;
+    const customerAfter = await balance("acct_demo_customer");
     expect(
       BigInt(customerBefore.posted.replace(".", "")) - BigInt(customerAfter.posted.replace(".", "")),
     ).toBe(60_000n);
@@ -57,9 +60,13 @@ describe("netting", () => {
     const after = await Promise.all(payees.map(tokenBalance));
     expect(after.map((balance, i) => balance - before[i]!)).toEqual([20_000n, 20_000n, 20_000n]); // two payouts of 0.01 each
 
-    const payments = await Promise.all(ids.map((id) => call("GET", `/v1/payments/${id}`)));
-    const hashes = new Set(payments.map((p) => p.body.attempts[0]?.evidence?.tx_hash));
-    expect(payments.every((p) => p.body.status === "succeeded")).toBe(true);
+    const payments = await Promise.all(
+      ids.map((id) => typedClient(app).GET("/v1/payments/{id}", { params: { path: { id } } })),
+    );
+    const hashes = new Set(
+      payments.map((p) => (p.data!.attempts[0]?.evidence as { tx_hash?: string } | null)?.tx_hash),
+    );
+    expect(payments.every((p) => p.data!.status === "succeeded")).toBe(true);
     expect(hashes.size).toBe(1); // one transaction for all six
 
     // A second flush finds nothing to send.
@@ -72,31 +79,37 @@ describe("netting", () => {
   });
 
   it("pays a payout worth its fee at once", async () => {
-    const response = await call("POST", "/v1/payments", {
-      amount: "50",
-      asset: "USDC",
-      source: { account: "acct_demo_customer" },
-      destination: { type: "evm_address", address: app.chain!.accounts[7]!.address },
+    const response = await typedClient(app).POST("/v1/payments", {
+      body: {
+        amount: "50",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "evm_address", address: app.chain!.accounts[7]!.address },
+      },
     });
-    expect(response.status).toBe(201);
-    expect(response.body.status).toBe("succeeded");
+    expect(response.response.status).toBe(201);
+    expect(response.data!.status).toBe("succeeded");
   });
   it("a payee paid on chain nets like an address: the micro-payout to its address method accrues", async () => {
     const payee = app.chain!.accounts[8]!.address;
-    const created = await call("POST", "/v1/payees", {
-      name: "Tiny",
-      methods: [{ type: "evm_address", address: payee }],
+    const created = await typedClient(app).POST("/v1/payees", {
+      body: {
+        name: "Tiny",
+        methods: [{ type: "evm_address" as const, address: payee }],
+      },
     });
-    expect(created.status).toBe(201);
+    expect(created.response.status).toBe(201);
     const before = await tokenBalance(payee);
-    const response = await call("POST", "/v1/payments", {
-      amount: "0.01",
-      asset: "USDC",
-      source: { account: "acct_demo_customer" },
-      destination: { type: "payee", payee: created.body.id },
+    const response = await typedClient(app).POST("/v1/payments", {
+      body: {
+        amount: "0.01",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "payee", payee: created.data!.id },
+      },
     });
-    expect(response.status).toBe(202);
-    expect(response.body).toMatchObject({ status: "processing", attempts: [] });
+    expect(response.response.status).toBe(202);
+    expect(response.data!).toMatchObject({ status: "processing", attempts: [] });
     const flushed = await flushNetting(app.payments.netting!, { force: true });
     expect(flushed).toMatchObject({ payouts: 1 });
     expect((await tokenBalance(payee)) - before).toBe(10_000n);

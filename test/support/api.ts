@@ -1,4 +1,6 @@
-// Calls a gateway's HTTP API in-process (fastify.inject) with a tenant's key, for tests and benchmarks.
+// Calls a gateway's HTTP API in-process (fastify.inject) with a tenant's key, for tests and benchmarks: the typed
+// client, or raw requests (apiClient) for what it would not send.
+import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import type { App } from "../../gateway/app.ts";
 
 export type ApiResponse = { status: number; body: any; headers: Record<string, unknown> };
@@ -20,4 +22,13 @@ export function apiClient(app: App, key: string = app.demo!.apiKey) {
       headers: response.headers,
     };
   };
+}
+
+/** The typed client (client/) with a tenant's key (the demo's by default), calling the app's server in-process. */
+export function typedClient(app: App, key: string = app.demo!.apiKey): SwitchyardClient {
+  return createSwitchyardClient({
+    baseUrl: "http://gateway.test",
+    apiKey: key,
+    fetch: injectFetch(app.server),
+  });
 }
