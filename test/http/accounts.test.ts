@@ -334,6 +334,40 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     });
   });
 
+  describe("a refund's transactions", () => {
+    it("names the refund on the hold and the post that give the money back", async () => {
+      const { tenantId, key, client } = await newTenant("Refunder");
+      const payer = await createIn(client, { asset: "USDC", kind: "customer" });
+      const payee = await createIn(client, { asset: "USDC", kind: "merchant" });
+      await fund(tenantId, payer.id, 5_000_000n);
+      const paid = await client.POST("/v1/payments", {
+        body: {
+          amount: "2.00",
+          asset: "USDC",
+          source: { account: payer.id },
+          destination: { type: "account", account: payee.id },
+        },
+      });
+      expect(paid.data?.status).toBe("succeeded");
+      const refunded = await gw.call("POST", "/v1/refunds", {
+        key,
+        body: { payment: paid.data!.id, amount: "0.50" },
+      });
+      expect([refunded.status, refunded.body.status]).toEqual([201, "succeeded"]);
+      const { data } = await client.GET("/v1/accounts/{id}/transactions", {
+        params: { path: { id: payee.id } },
+      });
+      const back = data!.data.filter((entry) => entry.refund === refunded.body.id);
+      expect(back.length).toBeGreaterThan(0);
+      expect(back.every((entry) => entry.direction === "debit" && entry.amount === "0.500000")).toBe(true);
+      expect(back.some((entry) => entry.status === "posted" && entry.phase !== "pending")).toBe(true);
+      // The payment's own credit is still there, named by its payment.
+      expect(
+        data!.data.some((entry) => entry.payment === paid.data!.id && entry.direction === "credit"),
+      ).toBe(true);
+    });
+  });
+
   /** Credits `amount` µUSDC to the account from the EVM rail's clearing account, as the demo funding does. */
   async function fund(tenantId: string, accountId: string, amount: bigint): Promise<void> {
     const account = await getTenantAccount(gw.app.db, { tenantId, id: accountId });
