@@ -47,6 +47,8 @@ export type {
   RailRouteReply,
   RailRouteRequest,
   RailSnapshot,
+  ReceiveCancellation,
+  ReceiveCancellationOutcome,
   ReceivedRefund,
   ReceivedRefundOutcome,
   ReceiveOutcome,

@@ -32,6 +32,13 @@ export type RailSnapshot = {
   readonly asset: Asset;
   readonly available: boolean; // healthy and started
   readonly reaches: readonly DestinationKind[];
+  /**
+   * The least and the most one payment on this rail may be, in or out, in its asset's minor units: the provider's
+   * own limits (Stripe's 99,999,999 minor units for a USD charge — its eight-digit maximum — and its minimum; a
+   * Lightning invoice's or payment's ceiling; on an EVM chain, what the ledger holds). The gateway checks them
+   * before it asks the rail anything (the router before `execute`, the settlement before `receive`), so a rail's
+   * own check is a second line, never the only one.
+   */
   readonly amountMin: bigint;
   readonly amountMax: bigint;
   /** What the rail can send right now (hot-wallet balance, outbound channel capacity); null: not limited. */
@@ -219,6 +226,13 @@ export type SignedPaymentOutcome =
   | { status: "submitted"; railReference: string }
   | { status: "refused"; code: SignedPaymentRefusal; message: string };
 
+/** An offer to withdraw: the reference `receive` was given, and the rail's own name for what it made. */
+export type ReceiveCancellation = { readonly reference: string; readonly railReference: string };
+
+export type ReceiveCancellationOutcome =
+  | { status: "cancelled" }
+  | { status: "failed"; code: RailFailureCode; message: string };
+
 /** A request from the rail's provider (a webhook), as the server received it: the body's exact bytes. */
 export type RailRouteRequest = {
   readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -272,6 +286,12 @@ export interface Rail {
   balance(): Promise<bigint>;
   /** Money in: asked again with the same reference, it offers the same thing (never a second charge). */
   receive?(request: ReceiveRequest): Promise<ReceiveOutcome>;
+  /**
+   * Withdraws an offer `receive` made that reached nobody — the gateway could not record its invoice — so that
+   * nothing is left payable on the rail for an invoice that does not exist (a PaymentIntent is cancelled). Asked
+   * again, it changes nothing. Absent: such an offer is left to expire unpaid (no payer ever saw it).
+   */
+  cancelReceive?(offer: ReceiveCancellation): Promise<ReceiveCancellationOutcome>;
   /** Gives money that came in for an invoice back to its payer, once per refund id. */
   refundReceived?(refund: ReceivedRefund): Promise<ReceivedRefundOutcome>;
   /** Money in pushed by the payer: a signed payment for an invoice, checked, then submitted by the rail. */
