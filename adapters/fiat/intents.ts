@@ -2,7 +2,13 @@
 // per payment and attempt: its idempotency key derives from both, and what Stripe created is recorded by that
 // key, so a retry, even after Stripe has forgotten the key, returns the intent the first call created.
 import type Stripe from "stripe";
-import type { RailFailureCode, ReceiveOutcome, ReceiveRequest } from "../../core/index.ts";
+import type {
+  RailFailureCode,
+  ReceiveCancellation,
+  ReceiveCancellationOutcome,
+  ReceiveOutcome,
+  ReceiveRequest,
+} from "../../core/index.ts";
 import { translateStripeError } from "./errors.ts";
 import { metadataKeys } from "./events.ts";
 import { amountFailure, checkId, type FiatRailState, failureOf } from "./rail-state.ts";
@@ -141,4 +147,33 @@ export async function receive(state: FiatRailState, request: ReceiveRequest): Pr
       ...(result.intent.clientSecret === null ? {} : { client_secret: result.intent.clientSecret }),
     },
   };
+}
+
+/**
+ * Withdraws an invoice's PaymentIntent that reached nobody (the gateway could not write the invoice): cancelled at
+ * Stripe, so no one can pay it. Only the intent this rail recorded for the reference is cancelled; none recorded,
+ * nothing to withdraw.
+ */
+export async function cancelReceive(
+  state: FiatRailState,
+  offer: ReceiveCancellation,
+): Promise<ReceiveCancellationOutcome> {
+  const idProblem = checkId("reference", offer.reference);
+  if (idProblem !== null) return { status: "failed", code: "rejected", message: idProblem.message };
+  const key = idempotencyKeys.paymentIntent(offer.reference, invoiceAttemptId);
+  const recorded = await state.store.find(key);
+  if (recorded === null) return { status: "cancelled" };
+  if (recorded.objectId !== offer.railReference)
+    return {
+      status: "failed",
+      code: "rejected",
+      message: `invoice ${offer.reference}'s PaymentIntent is ${recorded.objectId}, not ${offer.railReference}`,
+    };
+  try {
+    await state.stripe.paymentIntents.cancel(recorded.objectId, {}, { idempotencyKey: `${key}:cancel` });
+  } catch (error) {
+    const failure = translateStripeError(error);
+    return { status: "failed", code: failure.code, message: failure.message };
+  }
+  return { status: "cancelled" };
 }

@@ -11,7 +11,7 @@ import { silentLogger } from "../../core/index.ts";
 import { webhookRoutes } from "./delivery.ts";
 import { FiatRailError } from "./errors.ts";
 import { validateFeeSchedule } from "./fees.ts";
-import { createPaymentIntent, receive } from "./intents.ts";
+import { cancelReceive, createPaymentIntent, receive } from "./intents.ts";
 import { balance, refresh, snapshot } from "./monitor.ts";
 import { executeAttempt } from "./payouts.ts";
 import type { FiatRailState } from "./rail-state.ts";
@@ -45,6 +45,7 @@ export function createFiatRail(params: FiatRailParams): FiatRail {
     kind: "fiat",
     asset: state.asset,
     receive: (request) => receive(state, request),
+    cancelReceive: (offer) => cancelReceive(state, offer),
     routes: webhookRoutes(state),
     createPaymentIntent: (request) => createPaymentIntent(state, request),
 
