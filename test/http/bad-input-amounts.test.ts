@@ -57,7 +57,7 @@ const count = async (table: string) => {
 describe("an amount above a rail's maximum", () => {
   it("an invoice: 400 amount_too_large, the rail never asked, nothing written", async () => {
     const invoicesBefore = await count("invoices");
-    for (const headers of [{}, { "idempotency-key": "over-max-invoice" }]) {
+    for (const headers of [{}, { "idempotency-key": "over-max-invoice" }] as Record<string, string>[]) {
       const answer = await call(
         "/v1/invoices",
         { account: app.demo!.merchant.id, amount: "1000.000001", asset: "USDC", rail: "toy" },
@@ -88,7 +88,7 @@ describe("an amount above a rail's maximum", () => {
   it("a payment whose every reachable rail takes less: 400 amount_too_large with the route, nothing moved", async () => {
     const transfersBefore = await count("ledger_transfers");
     const paymentsBefore = await count("payments");
-    for (const headers of [{}, { "idempotency-key": "over-max-payment" }]) {
+    for (const headers of [{}, { "idempotency-key": "over-max-payment" }] as Record<string, string>[]) {
       const answer = await call(
         "/v1/payments",
         {

@@ -3,15 +3,16 @@
 // pass them, so the handlers run — then mutates them: wrong types, huge and negative numbers, amounts with many
 // decimals, deep nesting, NUL and lone surrogates, unknown fields, arrays for objects, huge strings, empty and
 // non-JSON bodies, hostile query strings and ids; with no Idempotency-Key, a fresh one, or one of a few reused.
-// Every answer must be below 500 and, when an error, in the API's shape with a code of the closed set and the
-// status that code has. Seeded and bounded (FUZZ_SEED, FUZZ_RUNS per operation).
+// Every answer must be below 500; when an error, in the API's shape with a code of the closed set and the status
+// that code has; when a success, free of text the database cannot store as sent. Seeded and bounded (FUZZ_SEED, FUZZ_RUNS per operation).
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorStatus } from "../../gateway/http/errors.ts";
+import { findUnstorableText } from "../../gateway/http/text-safety.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const seed = Number(process.env.FUZZ_SEED ?? 20261123);
-const runsPerOperation = Number(process.env.FUZZ_RUNS ?? 40);
+const runsPerOperation = Number(process.env.FUZZ_RUNS ?? 30);
 /** A run stops collecting after this many failures: enough to show them, without drowning the report. */
 const failuresShownMax = 20;
 
@@ -205,10 +206,22 @@ function pathsOf(value: unknown, prefix: Array<string | number> = []): Array<Arr
 }
 
 type Mutation = {
-  kind: "replace" | "delete" | "unknown_field" | "wrap_in_array";
+  kind: "replace" | "append" | "delete" | "unknown_field" | "wrap_in_array";
   pick: number;
   value: unknown;
+  suffix: string;
 };
+
+/** Appended to a string that passes its schema: what a pattern or a length check may let through. */
+const suffixes = fc.constantFrom(
+  nul,
+  loneHigh,
+  loneLow,
+  `${loneLow}${loneHigh}`,
+  "\u202e",
+  "'",
+  "x".repeat(10_000),
+);
 
 function mutate(value: unknown, mutation: Mutation): unknown {
   // A JSON round trip, not structuredClone: a deeply nested value would overflow its stack.
@@ -217,6 +230,7 @@ function mutate(value: unknown, mutation: Mutation): unknown {
   const path = paths[mutation.pick % paths.length]!;
   if (path.length === 0) {
     if (mutation.kind === "wrap_in_array") return [copy];
+    if (mutation.kind === "append" && typeof copy === "string") return `${copy}${mutation.suffix}`;
     if (
       mutation.kind === "unknown_field" &&
       copy !== null &&
@@ -245,14 +259,18 @@ function mutate(value: unknown, mutation: Mutation): unknown {
     case "wrap_in_array":
       parent[last] = [parent[last]];
       break;
+    case "append":
+      parent[last] = typeof parent[last] === "string" ? `${parent[last]}${mutation.suffix}` : mutation.value;
+      break;
   }
   return copy;
 }
 
 const mutation: fc.Arbitrary<Mutation> = fc.record({
-  kind: fc.constantFrom("replace", "replace", "delete", "unknown_field", "wrap_in_array"),
+  kind: fc.constantFrom("replace", "replace", "append", "append", "delete", "unknown_field", "wrap_in_array"),
   pick: fc.nat(),
   value: hostileValue,
+  suffix: suffixes,
 });
 
 /** A URL part, percent-encoded; a lone surrogate as the three bytes WTF-8 writes for it (not UTF-8, on purpose). */
@@ -454,7 +472,12 @@ function answerProblem(status: number, text: string): string | null {
   } catch (error) {
     return `not JSON: ${String(error)}`;
   }
-  if (status < 400) return null;
+  // Accepted text is stored as sent: an answer never carries a NUL or a lone surrogate (the database would have
+  // refused the one and replaced the other).
+  if (status < 400) {
+    const found = findUnstorableText(body);
+    return found === null ? null : `answered ${status} with unstorable text at "${found.param}"`;
+  }
   const error = body?.error;
   if (error === undefined || typeof error.code !== "string" || typeof error.message !== "string")
     return "an error not in the API's shape";
