@@ -16,6 +16,13 @@ export type { components, paths } from "./openapi.generated.ts";
 
 export type SwitchyardClient = Client<paths>;
 
+/** The JSON body an operation takes: `RequestBody<"/v1/payments", "post">`. */
+export type RequestBody<P extends keyof paths, M extends keyof paths[P]> = paths[P][M] extends {
+  requestBody?: { content: { "application/json": infer Body } };
+}
+  ? Body
+  : never;
+
 /** A stable error code of the API. */
 export type ErrorCode = components["schemas"]["ErrorCode"];
 /** The body of every error answer. */

@@ -2,10 +2,11 @@
 // candidate with the method it pays, the cheapest pays once, and a candidate that fails falls back to the next
 // under the same payment. On PGlite with the embedded chain (the EVM rail) and the internal rails.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RequestBody } from "../../client/index.ts";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 let gw: TestGateway;
 let address: `0x${string}`;
@@ -18,14 +19,14 @@ afterAll(async () => {
   await gw?.app.close();
 });
 
-async function payee(methods: unknown[]): Promise<string> {
-  const created = await gw.call("POST", "/v1/payees", { body: { name: "Payee", methods } });
-  expect(created.status).toBe(201);
-  return created.body.id;
+async function payee(methods: RequestBody<"/v1/payees", "post">["methods"]): Promise<string> {
+  const created = await gw.client.POST("/v1/payees", { body: { name: "Payee", methods } });
+  expect(created.response.status).toBe(201);
+  return created.data!.id;
 }
 
-const pay = (payeeId: string, extra: Record<string, unknown> = {}) =>
-  gw.call("POST", "/v1/payments", {
+const pay = (payeeId: string, extra: Partial<RequestBody<"/v1/payments", "post">> = {}) =>
+  gw.client.POST("/v1/payments", {
     body: {
       amount: "2",
       asset: "USDC",
@@ -36,9 +37,9 @@ const pay = (payeeId: string, extra: Record<string, unknown> = {}) =>
   });
 
 async function balanceOf(account: string): Promise<string> {
-  const answer = await gw.call("GET", `/v1/accounts/${account}/balance`);
-  expect(answer.status).toBe(200);
-  return answer.body.posted;
+  const answer = await gw.client.GET("/v1/accounts/{id}/balance", { params: { path: { id: account } } });
+  expect(answer.response.status).toBe(200);
+  return answer.data!.posted;
 }
 
 describe("payments to a payee", () => {
@@ -50,24 +51,24 @@ describe("payments to a payee", () => {
     const merchantBefore = await balanceOf("acct_demo_merchant");
     const payeeTokensBefore = await gw.tokenBalance(address);
     const response = await pay(id);
-    expect(response.status).toBe(201);
-    expect(response.body).toMatchObject({
+    expect(response.response.status).toBe(201);
+    expect(response.data!).toMatchObject({
       status: "succeeded",
       rail: "internal-usdc",
       destination: { type: "payee", payee: id },
     });
-    const candidates = response.body.route.candidates;
+    const candidates = response.data!.route!.candidates;
     expect(candidates.map((c: { rail: string }) => c.rail)).toEqual(["internal-usdc", "evm"]);
-    expect(candidates[0].destination).toEqual({ type: "account", account: "acct_demo_merchant" });
-    expect(candidates[1].destination).toEqual({ type: "evm_address", address });
-    expect(BigInt(candidates[1].cost.fee_usd.replace(".", ""))).toBeGreaterThan(0n);
+    expect(candidates[0]!.destination).toEqual({ type: "account", account: "acct_demo_merchant" });
+    expect(candidates[1]!.destination).toEqual({ type: "evm_address", address });
+    expect(BigInt(candidates[1]!.cost.fee_usd.replace(".", ""))).toBeGreaterThan(0n);
     expect(
       BigInt((await balanceOf("acct_demo_merchant")).replace(".", "")) -
         BigInt(merchantBefore.replace(".", "")),
     ).toBe(2_000_000n);
     expect(await gw.tokenBalance(address)).toBe(payeeTokensBefore);
-    const fetched = await gw.call("GET", `/v1/payments/${response.body.id}`);
-    expect(fetched.body).toEqual(response.body);
+    const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: response.data!.id } } });
+    expect(fetched.data!).toEqual(response.data!);
   });
 
   it("a candidate that fails falls back to the next rail under the same payment, which pays once", async () => {
@@ -83,9 +84,9 @@ describe("payments to a payee", () => {
     ]);
     const tokensBefore = await gw.tokenBalance(address);
     const response = await pay(id);
-    expect(response.status).toBe(201);
-    expect(response.body).toMatchObject({ status: "succeeded", rail: "evm" });
-    expect(response.body.attempts.map((a: { rail: string; status: string }) => [a.rail, a.status])).toEqual([
+    expect(response.response.status).toBe(201);
+    expect(response.data!).toMatchObject({ status: "succeeded", rail: "evm" });
+    expect(response.data!.attempts.map((a: { rail: string; status: string }) => [a.rail, a.status])).toEqual([
       ["internal-usdc", "failed"],
       ["evm", "succeeded"],
     ]);
@@ -95,9 +96,9 @@ describe("payments to a payee", () => {
   it("an address that names another chain is out of every rail's reach", async () => {
     const id = await payee([{ type: "evm_address", address, chain_id: 999_999 }]);
     const response = await pay(id);
-    expect(response.status).toBe(422);
-    expect(response.body.error.code).toBe("no_route");
-    expect(response.body.error.route.excluded).toContainEqual(
+    expect(response.response.status).toBe(422);
+    expect(errorOf(response).code).toBe("no_route");
+    expect(errorOf(response).route.excluded).toContainEqual(
       expect.objectContaining({ rail: "evm", reason: "unreachable_destination" }),
     );
   });
@@ -108,17 +109,17 @@ describe("payments to a payee", () => {
       { type: "evm_address", address },
     ]);
     const response = await pay(id, { constraints: { rails: { deny: ["internal-usdc"] } } });
-    expect(response.status).toBe(201);
-    expect(response.body.rail).toBe("evm");
+    expect(response.response.status).toBe(201);
+    expect(response.data!.rail).toBe("evm");
   });
 
   it("a fee cap no rail can meet is refused as fee_above_max before anything is written or sent", async () => {
     const id = await payee([{ type: "evm_address", address }]);
     const [before] = await gw.app.db.query<{ count: string }>("SELECT count(*)::text AS count FROM payments");
     const response = await pay(id, { constraints: { max_fee_usd: "0.000001" } });
-    expect(response.status).toBe(402);
-    expect(response.body.error.code).toBe("fee_above_max");
-    expect(response.body.error.route.excluded).toContainEqual(
+    expect(response.response.status).toBe(402);
+    expect(errorOf(response).code).toBe("fee_above_max");
+    expect(errorOf(response).route.excluded).toContainEqual(
       expect.objectContaining({ rail: "evm", reason: "fee_above_max" }),
     );
     const [after] = await gw.app.db.query<{ count: string }>("SELECT count(*)::text AS count FROM payments");
@@ -129,8 +130,7 @@ describe("payments to a payee", () => {
     const id = await payee([{ type: "evm_address", address }]);
     const tenant = await createTenant(gw.app.db, { name: "Other" });
     const key = (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret;
-    const response = await gw.call("POST", "/v1/payments", {
-      key,
+    const response = await gw.clientFor(key).POST("/v1/payments", {
       body: {
         amount: "1",
         asset: "USDC",
@@ -138,7 +138,7 @@ describe("payments to a payee", () => {
         destination: { type: "payee", payee: id },
       },
     });
-    expect(response.status).toBe(404);
-    expect(["account_not_found", "payee_not_found"]).toContain(response.body.error.code);
+    expect(response.response.status).toBe(404);
+    expect(["account_not_found", "payee_not_found"]).toContain(errorOf(response).code);
   });
 });
