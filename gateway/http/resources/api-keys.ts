@@ -282,6 +282,8 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
     },
   );
 
+  const revokeDescription =
+    "Revoke a key: refused on every process of the deployment within 1 s (apiKeyTrustMsMax), typically at once. A key revoked or expired already: 409 api_key_revoked.";
   const revoke = async (request: { params: { id: string }; tenant: Tenant | null }) => {
     const { id } = request.params;
     const key = revokedOrRefused(await revokeTenantApiKey(deps, { tenantId: tenantOf(request).id, id }), id);
@@ -289,12 +291,24 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
   };
   app.post(
     "/api_keys/:id/revoke",
-    { schema: { params: keyParams, response: { 200: apiKeyView, "4xx": errorView } } },
+    {
+      schema: {
+        description: revokeDescription,
+        params: keyParams,
+        response: { 200: apiKeyView, "4xx": errorView },
+      },
+    },
     async (request) => revoke(request),
   );
   app.delete(
     "/api_keys/:id",
-    { schema: { params: keyParams, response: { 200: apiKeyView, "4xx": errorView } } },
+    {
+      schema: {
+        description: revokeDescription,
+        params: keyParams,
+        response: { 200: apiKeyView, "4xx": errorView },
+      },
+    },
     async (request) => revoke(request),
   );
 };

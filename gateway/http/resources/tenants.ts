@@ -188,7 +188,14 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
   };
   app.post(
     "/tenants/:id/suspend",
-    { schema: { params: tenantParams, response: { 200: tenantView, "4xx": errorView } } },
+    {
+      schema: {
+        description:
+          "Suspend a tenant: its keys are refused 403 tenant_suspended on every process within 1 s; reactivating makes them work again.",
+        params: tenantParams,
+        response: { 200: tenantView, "4xx": errorView },
+      },
+    },
     setStatus("suspended"),
   );
   app.post(
