@@ -73,7 +73,17 @@ export function listOperations(operations: readonly DocumentOperation[]): Docume
  * A body that passes an operation's validation, so that what answers is the handler (404, 403), not the schema:
  * `{}` when no field is required; otherwise a sample written here by operation. None: the test says to add one.
  */
-const bodySamples: Record<string, unknown> = {};
+const bodySamples: Record<string, unknown> = {
+  // Well-formed, signed by nobody: the handler answers (404 for another tenant's invoice) before the rail checks it.
+  "POST /v1/invoices/{id}/authorizations": {
+    from: `0x${"11".repeat(20)}`,
+    value: "1",
+    valid_after: "0",
+    valid_before: "1",
+    nonce: `0x${"22".repeat(32)}`,
+    signature: `0x${"33".repeat(65)}`,
+  },
+};
 
 export function bodySampleFor(op: DocumentOperation): unknown {
   const schema = op.operation.requestBody?.content["application/json"]?.schema;
