@@ -3,6 +3,7 @@
 // race for the last of it; an Idempotency-Key repeated; another tenant's objects not found; lists; and every refusal
 // with its stable code and nothing moved or written.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { getTenantAccount } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes, writeChainWith } from "../../gateway/ledger/index.ts";
@@ -11,15 +12,89 @@ import { claimStatement } from "../../gateway/payments/refunds-store.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
+/**
+ * A rail built from the Rail contract alone that takes USDC in for invoices and refunds it through its "provider"
+ * (refundReceived); `amountMax` is what it moves at once (lowered by a test after money came in); a refund of
+ * exactly 1 USDC the provider fails.
+ */
+function createRefundingToyRail() {
+  const refunds = new Map<string, bigint>();
+  let handler: RailEventHandler | null = null;
+  const limits = { amountMax: 100_000_000n };
+  const rail: Rail = {
+    id: "toyrefunds",
+    kind: "fiat",
+    asset: assets.USDC,
+    async start() {},
+    async stop() {},
+    snapshot: () => ({
+      rail: "toyrefunds",
+      kind: "fiat",
+      asset: assets.USDC,
+      available: true,
+      reaches: [],
+      amountMin: 1n,
+      amountMax: limits.amountMax,
+      liquidity: null,
+      feeFixed: 0n,
+      feePpm: 0n,
+      networkFeeMicroUsd: 0n,
+      latencyMs: 1_000,
+      takenAtMs: 0,
+    }),
+    execute: async () => ({
+      status: "failed",
+      code: "rejected",
+      message: "no payouts",
+      retryElsewhere: true,
+    }),
+    onEvent(next) {
+      handler = next;
+    },
+    balance: async () => 0n,
+    receive: async (request) => ({
+      status: "offered",
+      railReference: `toy_${request.reference}`,
+      expiresAtMs: null,
+      instructions: { pay: request.reference },
+    }),
+    async refundReceived(refund) {
+      if (refund.amount === 1_000_000n)
+        return { status: "failed", code: "rejected", message: "the toy provider refuses 1 USDC" };
+      refunds.set(refund.id, refund.amount);
+      return {
+        status: "succeeded",
+        evidence: { rail: "external", railId: "toyrefunds", reference: `toy_re_${refund.id}` },
+        fee: 0n,
+      };
+    },
+  };
+  return {
+    rail,
+    refunds,
+    limits,
+    /** The toy's provider says the invoice was paid `amount`. */
+    async pay(invoiceId: string, amount: bigint) {
+      await handler!({
+        kind: "received",
+        reference: invoiceId,
+        amount,
+        evidence: { rail: "external", railId: "toyrefunds", reference: `toy_in_${invoiceId}` },
+      });
+    },
+  };
+}
+
 const customer = "acct_demo_customer";
 const merchant = "acct_demo_merchant";
 
 describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   let gw: TestGateway;
   let otherKey: string;
+  const toy = createRefundingToyRail();
 
   beforeAll(async () => {
-    gw = await startTestGateway({ database });
+    gw = await startTestGateway({ database, extraRailModules: [() => ({ rails: [toy.rail] })] });
     const tenant = await createTenant(gw.app.db, { name: "Other" });
     otherKey = (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret;
   });
@@ -229,6 +304,65 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         expect(response.body.error.code).toBe("insufficient_funds");
       });
       expect(await pendingOut(merchant)).toBe(0n);
+    });
+  });
+
+  describe("refunds through a rail's provider (refundReceived)", () => {
+    let invoiceId: string;
+
+    it("refunds a paid invoice through the provider, and refuses above the rail's maximum before asking it", async () => {
+      const created = await gw.call("POST", "/v1/invoices", {
+        body: { account: merchant, amount: "10", asset: "USDC", rail: "toyrefunds" },
+      });
+      expect(created.body).toMatchObject({ status: "open" });
+      invoiceId = created.body.id;
+      await toy.pay(invoiceId, 10_000_000n);
+      expect((await gw.call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("paid");
+      // The rail moves at most 5 USDC at once now.
+      toy.limits.amountMax = 5_000_000n;
+
+      await movesNothing(async () => {
+        const above = await refund({ invoice: invoiceId, amount: "6" });
+        expect(above.status).toBe(400);
+        expect(above.body.error).toMatchObject({ code: "amount_too_large", param: "amount" });
+        // All that is left (10) is above it too.
+        const all = await refund({ invoice: invoiceId });
+        expect(all.body.error.code).toBe("amount_too_large");
+      });
+      expect(toy.refunds.size).toBe(0);
+
+      const merchantBefore = await posted(merchant);
+      const ok = await refund({ invoice: invoiceId, amount: "4" });
+      expect(ok.status).toBe(201);
+      expect(ok.body).toMatchObject({
+        status: "succeeded",
+        rail: "toyrefunds",
+        invoice: invoiceId,
+        rail_reference: `toy_re_${ok.body.id}`,
+        evidence: { rail: "external", rail_id: "toyrefunds", reference: `toy_re_${ok.body.id}` },
+      });
+      expect(toy.refunds.get(ok.body.id)).toBe(4_000_000n);
+      expect(await posted(merchant)).toBe(merchantBefore - 4_000_000n);
+    });
+
+    it("fails a refund the provider refuses: the hold released, the amount refundable again", async () => {
+      const merchantBefore = await posted(merchant);
+      const failed = await refund({ invoice: invoiceId, amount: "1" });
+      expect(failed.status).toBe(201);
+      expect(failed.body).toMatchObject({ status: "failed", failure: { code: "rejected" } });
+      expect(await posted(merchant)).toBe(merchantBefore);
+      expect(await pendingOut(merchant)).toBe(0n);
+      const events = await gw.app.db.query<{ type: string }>(
+        "SELECT type FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
+        [failed.body.id],
+      );
+      expect(events.map((e) => e.type)).toEqual(["refund.created", "refund.failed"]);
+      // 10 paid, 4 refunded: 6 are left, the failed 1 among them.
+      const [left] = await gw.app.db.query<{ left: bigint }>(
+        "SELECT paid - refunded AS left FROM refundable WHERE target_id = $1",
+        [invoiceId],
+      );
+      expect(left!.left).toBe(6_000_000n);
     });
   });
 
@@ -454,7 +588,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
 
       const failed = await gw.call("GET", "/v1/refunds?status=failed");
       expect(failed.status).toBe(200);
-      expect(failed.body.data).toEqual([]);
+      expect(failed.body.data.length).toBeGreaterThanOrEqual(1);
+      expect(failed.body.data.every((r: { status: string }) => r.status === "failed")).toBe(true);
       const succeeded = await gw.call("GET", "/v1/refunds?status=succeeded&limit=100");
       expect(succeeded.body.data.length).toBeGreaterThanOrEqual(3);
 
