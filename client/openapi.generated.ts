@@ -1128,6 +1128,7 @@ export interface paths {
                                     [key: string]: string;
                                 };
                                 received_amount: string | null;
+                                payer: string | null;
                                 expires_at: string | null;
                                 created_at: string;
                                 paid_at: string | null;
@@ -1237,6 +1238,7 @@ export interface paths {
                                 [key: string]: string;
                             };
                             received_amount: string | null;
+                            payer: string | null;
                             expires_at: string | null;
                             created_at: string;
                             paid_at: string | null;
@@ -1371,6 +1373,7 @@ export interface paths {
                                 [key: string]: string;
                             };
                             received_amount: string | null;
+                            payer: string | null;
                             expires_at: string | null;
                             created_at: string;
                             paid_at: string | null;
@@ -1444,6 +1447,164 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/invoices/{id}/authorizations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        from: string;
+                        to?: string;
+                        value: string;
+                        valid_after: string;
+                        valid_before: string;
+                        nonce: string;
+                        signature: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "invoice_authorization";
+                            invoice: string;
+                            /** @enum {string} */
+                            status: "submitted";
+                            transaction: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `authorization_expired`, `authorization_mismatch`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `signature_invalid` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: the money cannot move: `payer_insufficient_funds`, `rail_unavailable` */
+                402: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `invoice_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `authorization_used`, `idempotency_key_in_use`, `idempotency_key_reused`, `invoice_not_payable` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -1843,7 +2004,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `unknown_asset` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -3162,7 +3323,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -3180,6 +3341,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Refused: the money cannot move: `insufficient_funds`, `rail_unavailable` */
+                402: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
                     headers: {
@@ -3189,7 +3359,16 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                /** @description Not found (another tenant's object is not found too): `invoice_not_found`, `payment_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused`, `invoice_not_paid`, `payment_not_succeeded`, `refund_exceeds_remaining` */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -3209,6 +3388,15 @@ export interface paths {
                 };
                 /** @description The request body is not JSON: `unsupported_media_type` */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: no route meets the request: `refund_unsupported` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3520,6 +3708,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** @description Make a tenant and its first API key (every scope, this deployment's mode; the secret in this answer only). The operator's credential only; an Idempotency-Key is not applied. */
         post: {
             parameters: {
                 query?: never;
@@ -3781,6 +3970,161 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tenants/{id}/api_keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Make an API key for a tenant (one that lost its keys, say): every scope unless told, this deployment's mode; the secret in this answer only. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        name?: string;
+                        scopes?: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                    } | null;
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "api_key";
+                            name: string | null;
+                            /** @enum {string} */
+                            mode: "test" | "live";
+                            scopes: ("read" | "payments" | "invoices" | "accounts" | "webhooks" | "keys")[];
+                            api_version: string;
+                            hint: string;
+                            /** @enum {string} */
+                            status: "active" | "expiring" | "expired" | "revoked";
+                            created_at: string;
+                            expires_at: string | null;
+                            revoked_at: string | null;
+                            rolled_to: string | null;
+                            secret: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{id}/suspend": {
         parameters: {
             query?: never;
@@ -3790,6 +4134,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** @description Suspend a tenant: its keys are refused 403 tenant_suspended on every process within 1 s; reactivating makes them work again. */
         post: {
             parameters: {
                 query?: never;
@@ -4036,6 +4381,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** @description The tenant's API keys, newest first (hints, never secrets). */
         get: {
             parameters: {
                 query?: {
@@ -4142,6 +4488,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** @description Make an API key: its secret is in this answer only. Scopes at most the calling key's own (default: the same). An Idempotency-Key is not applied (the answer holds a secret, which is never stored). */
         post: {
             parameters: {
                 query?: never;
@@ -4389,6 +4736,7 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        /** @description Revoke a key: refused on every process of the deployment within 1 s (apiKeyTrustMsMax), typically at once. A key revoked or expired already: 409 api_key_revoked. */
         delete: {
             parameters: {
                 query?: never;
@@ -4504,6 +4852,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** @description Roll a key: a new key with its name, scopes, mode and API version (the secret in this answer only); the old one keeps working expires_in_seconds more (default 86400; 0: revoked now). An Idempotency-Key is not applied. */
         post: {
             parameters: {
                 query?: never;
@@ -4520,7 +4869,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         expires_in_seconds?: number;
-                    };
+                    } | null;
                 };
             };
             responses: {
@@ -4674,6 +5023,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** @description Revoke a key: refused on every process of the deployment within 1 s (apiKeyTrustMsMax), typically at once. A key revoked or expired already: 409 api_key_revoked. */
         post: {
             parameters: {
                 query?: never;
@@ -4810,7 +5160,7 @@ export interface components {
          * @description Every stable error code the API answers with
          * @enum {string}
          */
-        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "body_too_large" | "destination_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payment_not_found" | "payment_not_succeeded" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type";
+        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type";
     };
     responses: never;
     parameters: never;

@@ -8,7 +8,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { type SettlementDeps, submitInvoicePayment } from "../../settlement/index.ts";
 import { tenantOf } from "../auth.ts";
-import { ApiError } from "../errors.ts";
+import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { errorView, idParams } from "../schemas.ts";
 
 export type InvoicePaymentRoutesOptions = { settlement: SettlementDeps };
@@ -37,6 +37,9 @@ export const invoiceAuthorizationView = z.object({
   transaction: z.string(),
 });
 
+/** The route's business refusals, for the OpenAPI document (openapi.ts files each under its status). */
+const refusals = (...codes: ApiErrorCode[]): Record<never, never> => ({ "x-error-codes": codes });
+
 const plugin: FastifyPluginAsyncZod<InvoicePaymentRoutesOptions> = async (app, options) => {
   app.post(
     "/invoices/:id/authorizations",
@@ -45,6 +48,15 @@ const plugin: FastifyPluginAsyncZod<InvoicePaymentRoutesOptions> = async (app, o
         params: idParams("inv"),
         body: invoiceAuthorizationBody,
         response: { 202: invoiceAuthorizationView, "4xx": errorView },
+        ...refusals(
+          "signature_invalid",
+          "authorization_mismatch",
+          "authorization_expired",
+          "authorization_used",
+          "payer_insufficient_funds",
+          "invoice_not_payable",
+          "rail_unavailable",
+        ),
       },
     },
     async (request, reply) => {
