@@ -1,8 +1,9 @@
-// /v1/refunds end to end on PGlite and on PostgreSQL, on the internal rail: a payment between two accounts refunded
+// /v1/refunds end to end on PGlite and on PostgreSQL, through the typed client, on the internal rail: a payment between two accounts refunded
 // in part and in full, posted as a ledger reversal with its events; never more than was paid, also when two refunds
 // race for the last of it; an Idempotency-Key repeated; another tenant's objects not found; lists; and every refusal
 // with its stable code and nothing moved or written.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RequestBody } from "../../client/index.ts";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { getTenantAccount } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
@@ -137,8 +138,32 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     return response.body.id;
   }
 
-  async function refund(body: unknown, options: { key?: string; headers?: Record<string, string> } = {}) {
-    return gw.call("POST", "/v1/refunds", { body, ...options });
+  type Answer = { status: number; body: any; headers: Record<string, string> };
+  const answerOf = (sent: { data?: unknown; error?: unknown; response: Response }): Answer => ({
+    status: sent.response.status,
+    body: sent.data ?? sent.error ?? null,
+    headers: Object.fromEntries(sent.response.headers),
+  });
+  const clientOf = (key: string | undefined) => (key === undefined ? gw.client : gw.clientFor(key));
+
+  /** POST /v1/refunds through the typed client; `body` may be anything, to send bad input too. */
+  async function refund(body: unknown, options: { key?: string; idempotencyKey?: string } = {}) {
+    return answerOf(
+      await clientOf(options.key).POST("/v1/refunds", {
+        body: body as RequestBody<"/v1/refunds", "post">,
+        ...(options.idempotencyKey === undefined
+          ? {}
+          : { params: { header: { "Idempotency-Key": options.idempotencyKey } } }),
+      }),
+    );
+  }
+
+  async function readRefund(id: string, key?: string) {
+    return answerOf(await clientOf(key).GET("/v1/refunds/{id}", { params: { path: { id } } }));
+  }
+
+  async function listRefunds(query: Record<string, string | number>, key?: string) {
+    return answerOf(await clientOf(key).GET("/v1/refunds", { params: { query: query as never } }));
   }
 
   /** Runs `act` and checks that it moved nothing, wrote no refund and no event. */
@@ -218,7 +243,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         status: "succeeded",
       });
 
-      const fetched = await gw.call("GET", `/v1/refunds/${first.body.id}`);
+      const fetched = await readRefund(first.body.id);
       expect(fetched.status).toBe(200);
       expect(fetched.body).toEqual(first.body);
 
@@ -275,18 +300,18 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     it("gives the same refund twice under one Idempotency-Key, moving the money once", async () => {
       const payment = await pay("2");
       const merchantBefore = await posted(merchant);
-      const headers = { "idempotency-key": `refund-${payment}` };
-      const first = await refund({ payment, amount: "1" }, { headers });
+      const idempotencyKey = `refund-${payment}`;
+      const first = await refund({ payment, amount: "1" }, { idempotencyKey });
       expect(first.status).toBe(201);
       const transfers = await gw.ledgerTransferCount();
-      const again = await refund({ payment, amount: "1" }, { headers });
+      const again = await refund({ payment, amount: "1" }, { idempotencyKey });
       expect(again.status).toBe(201);
       expect(again.headers["idempotent-replayed"]).toBe("true");
       expect(again.body.id).toBe(first.body.id);
       expect(await gw.ledgerTransferCount()).toBe(transfers);
       expect(await posted(merchant)).toBe(merchantBefore - 1_000_000n);
       // Another body under the same key is refused.
-      const reused = await refund({ payment, amount: "0.5" }, { headers });
+      const reused = await refund({ payment, amount: "0.5" }, { idempotencyKey });
       expect(reused.status).toBe(409);
       expect(reused.body.error.code).toBe("idempotency_key_reused");
     });
@@ -412,14 +437,14 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         },
         "a refund's hold",
       );
-      expect((await gw.call("GET", `/v1/refunds/${id}`)).body.status).toBe("pending");
+      expect((await readRefund(id)).body.status).toBe("pending");
       expect(await pendingOut(merchant)).toBe(1_500_000n);
       // What is claimed is not refundable twice meanwhile.
       const over = await refund({ payment, amount: "0.6" });
       expect(over.body.error.code).toBe("refund_exceeds_remaining");
 
       expect(await recoverPendingRefunds(gw.app.payments, { quietMs: 0 })).toBeGreaterThanOrEqual(1);
-      const read = await gw.call("GET", `/v1/refunds/${id}`);
+      const read = await readRefund(id);
       expect(read.body).toMatchObject({
         status: "succeeded",
         amount: "1.500000",
@@ -513,10 +538,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         const invoice = await refund({ invoice: "inv_01m7zfckv29pdrb3m0gz9e4j51" }, { key: otherKey });
         expect(invoice.status).toBe(404);
         expect(invoice.body.error.code).toBe("invoice_not_found");
-        const read = await gw.call("GET", `/v1/refunds/${mine.body.id}`, { key: otherKey });
+        const read = await readRefund(mine.body.id, otherKey);
         expect(read.status).toBe(404);
         expect(read.body.error.code).toBe("refund_not_found");
-        const list = await gw.call("GET", "/v1/refunds", { key: otherKey });
+        const list = await listRefunds({}, otherKey);
         expect(list.status).toBe(200);
         expect(list.body.data).toEqual([]);
       });
@@ -554,10 +579,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           });
           if (param !== undefined) expect(response.body.error.param).toBe(param);
         }
-        const unknown = await gw.call("GET", "/v1/refunds/rfd_01m7zfckv29pdrb3m0gz9e4j5g");
+        const unknown = await readRefund("rfd_01m7zfckv29pdrb3m0gz9e4j5g");
         expect(unknown.status).toBe(404);
         expect(unknown.body.error.code).toBe("refund_not_found");
-        const malformed = await gw.call("GET", "/v1/refunds/re_123");
+        const malformed = await readRefund("re_123");
         expect(malformed.status).toBe(400);
       });
     });
@@ -572,30 +597,30 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         expect(response.status).toBe(201);
         made.push(response.body.id);
       }
-      const byPayment = await gw.call("GET", `/v1/refunds?payment=${payment}`);
+      const byPayment = await listRefunds({ payment });
       expect(byPayment.status).toBe(200);
       expect(byPayment.body).toMatchObject({ object: "list", url: "/v1/refunds", has_more: false });
       expect(byPayment.body.data.map((r: { id: string }) => r.id)).toEqual([...made].reverse());
 
-      const first = await gw.call("GET", `/v1/refunds?payment=${payment}&limit=2`);
+      const first = await listRefunds({ payment, limit: 2 });
       expect(first.body.data.map((r: { id: string }) => r.id)).toEqual([made[2], made[1]]);
       expect(first.body.has_more).toBe(true);
-      const next = await gw.call("GET", `/v1/refunds?payment=${payment}&limit=2&starting_after=${made[1]}`);
+      const next = await listRefunds({ payment, limit: 2, starting_after: made[1]! });
       expect(next.body.data.map((r: { id: string }) => r.id)).toEqual([made[0]]);
       expect(next.body.has_more).toBe(false);
-      const back = await gw.call("GET", `/v1/refunds?payment=${payment}&ending_before=${made[0]}`);
+      const back = await listRefunds({ payment, ending_before: made[0]! });
       expect(back.body.data.map((r: { id: string }) => r.id)).toEqual([made[2], made[1]]);
 
-      const failed = await gw.call("GET", "/v1/refunds?status=failed");
+      const failed = await listRefunds({ status: "failed" });
       expect(failed.status).toBe(200);
       expect(failed.body.data.length).toBeGreaterThanOrEqual(1);
       expect(failed.body.data.every((r: { status: string }) => r.status === "failed")).toBe(true);
-      const succeeded = await gw.call("GET", "/v1/refunds?status=succeeded&limit=100");
+      const succeeded = await listRefunds({ status: "succeeded", limit: 100 });
       expect(succeeded.body.data.length).toBeGreaterThanOrEqual(3);
 
-      const badLimit = await gw.call("GET", "/v1/refunds?limit=101");
+      const badLimit = await listRefunds({ limit: 101 });
       expect(badLimit.status).toBe(400);
-      const foreign = await gw.call("GET", `/v1/refunds?starting_after=${made[0]}`, { key: otherKey });
+      const foreign = await listRefunds({ starting_after: made[0]! }, otherKey);
       expect(foreign.status).toBe(400);
       expect(foreign.body.error).toMatchObject({ code: "parameter_invalid", param: "starting_after" });
     });
