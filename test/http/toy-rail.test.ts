@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
+import { typedClient } from "../support/api.ts";
 import { createToyRail, type ToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
 
 let app: App;
@@ -23,27 +24,10 @@ afterAll(async () => {
   await app?.close();
 });
 
-async function call(
-  method: "GET" | "POST",
-  url: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-) {
-  const response = await app.server.inject({
-    method,
-    url,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-      ...headers,
-    },
-    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
-  });
-  return { status: response.statusCode, body: response.json() };
-}
+const client = () => typedClient(app, key);
 
 const balance = async (account: string) =>
-  (await call("GET", `/v1/accounts/${account}/balance`)).body.available as string;
+  (await client().GET("/v1/accounts/{id}/balance", { params: { path: { id: account } } })).data!.available;
 
 describe("a toy rail registered through the composition root's rail modules", () => {
   it("is wired like every rail: health, snapshot, clearing account", async () => {
@@ -58,33 +42,31 @@ describe("a toy rail registered through the composition root's rail modules", ()
   it("takes money in: an invoice on the toy, paid through the toy's own provider route", async () => {
     const merchant = app.demo!.merchant.id;
     const before = await balance(merchant);
-    const invoice = await call(
-      "POST",
-      "/v1/invoices",
-      { account: merchant, asset: "USDC", amount: "2.50", rail: "toy" },
-      { "idempotency-key": "toy-invoice-1" },
-    );
-    expect(invoice.status).toBe(201);
-    expect(invoice.body).toMatchObject({ rail: "toy", status: "open", instructions: { method: "toy" } });
-    expect(toy.offers.get(invoice.body.id)).toBe(2_500_000n);
+    const invoice = await client().POST("/v1/invoices", {
+      body: { account: merchant, asset: "USDC", amount: "2.50", rail: "toy" },
+      params: { header: { "Idempotency-Key": "toy-invoice-1" } },
+    });
+    expect(invoice.response.status).toBe(201);
+    expect(invoice.data!).toMatchObject({ rail: "toy", status: "open", instructions: { method: "toy" } });
+    expect(toy.offers.get(invoice.data!.id)).toBe(2_500_000n);
 
     // The toy's provider calls its route: mounted by the server without an API key, refused without its secret.
     const refused = await app.server.inject({
       method: "POST",
       url: toyWebhookPath,
       headers: { "content-type": "application/json" },
-      payload: JSON.stringify({ reference: invoice.body.id, amount: "2500000" }),
+      payload: JSON.stringify({ reference: invoice.data!.id, amount: "2500000" }),
     });
     expect(refused.statusCode).toBe(401);
     const paid = await app.server.inject({
       method: "POST",
       url: toyWebhookPath,
       headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
-      payload: JSON.stringify({ reference: invoice.body.id, amount: "2500000" }),
+      payload: JSON.stringify({ reference: invoice.data!.id, amount: "2500000" }),
     });
     expect(paid.statusCode).toBe(200);
-    const after = await call("GET", `/v1/invoices/${invoice.body.id}`);
-    expect(after.body).toMatchObject({ status: "paid", received_amount: "2.500000" });
+    const after = await client().GET("/v1/invoices/{id}", { params: { path: { id: invoice.data!.id } } });
+    expect(after.data!).toMatchObject({ status: "paid", received_amount: "2.500000" });
     expect(BigInt((await balance(merchant)).replace(".", ""))).toBe(
       BigInt(before.replace(".", "")) + 2_500_000n,
     );
@@ -93,21 +75,19 @@ describe("a toy rail registered through the composition root's rail modules", ()
   it("pays money out: the router picks the toy as the cheapest rail to an address, and the payment shows its evidence", async () => {
     const customer = app.demo!.customer.id;
     const before = await balance(customer);
-    const payment = await call(
-      "POST",
-      "/v1/payments",
-      {
+    const payment = await client().POST("/v1/payments", {
+      body: {
         amount: "1.25",
         asset: "USDC",
         source: { account: customer },
         destination: { type: "evm_address", address: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" },
       },
-      { "idempotency-key": "toy-payment-1" },
-    );
-    expect(payment.status).toBe(201);
-    expect(payment.body).toMatchObject({ status: "succeeded", rail: "toy" });
-    expect(payment.body.route.candidates.map((c: { rail: string }) => c.rail)).toContain("evm");
-    expect(payment.body.attempts[0].evidence).toEqual({
+      params: { header: { "Idempotency-Key": "toy-payment-1" } },
+    });
+    expect(payment.response.status).toBe(201);
+    expect(payment.data!).toMatchObject({ status: "succeeded", rail: "toy" });
+    expect(payment.data!.route!.candidates.map((c: { rail: string }) => c.rail)).toContain("evm");
+    expect(payment.data!.attempts[0]!.evidence).toEqual({
       rail: "external",
       rail_id: "toy",
       reference: expect.stringMatching(/^toy_out_/),
@@ -116,7 +96,7 @@ describe("a toy rail registered through the composition root's rail modules", ()
       { amount: 1_250_000n, to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" },
     ]);
     // The payer pays the amount and the fee the toy reports having paid (passed through, within the fee cap).
-    const fee = BigInt(payment.body.attempts[0].fee.replace(".", ""));
+    const fee = BigInt(payment.data!.attempts[0]!.fee!.replace(".", ""));
     expect(fee).toBeGreaterThan(0n);
     expect(BigInt((await balance(customer)).replace(".", ""))).toBe(
       BigInt(before.replace(".", "")) - 1_250_000n - fee,

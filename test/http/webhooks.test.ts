@@ -11,7 +11,8 @@ import {
   verifyDelivery,
   webhookLimitsDefault,
 } from "../../gateway/webhooks/index.ts";
-import { apiClient } from "../support/api.ts";
+import { typedClient } from "../support/api.ts";
+import { errorOf } from "./support.ts";
 
 type Received = { body: string; signature: string };
 let app: App;
@@ -42,20 +43,20 @@ afterAll(async () => {
   await new Promise((resolve) => receiver?.close(resolve));
 });
 
-const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
-
 describe("webhook delivery", () => {
   it("delivers a payment's event signed, retries after a failure, and then stops", async () => {
-    const endpoint = await call("POST", "/v1/webhook_endpoints", { url });
-    expect(endpoint.status).toBe(201);
-    expect(endpoint.body.secret).toMatch(/^whsec_/);
-    const payment = await call("POST", "/v1/payments", {
-      amount: "0.10",
-      asset: "USDC",
-      source: { account: "acct_demo_customer" },
-      destination: { type: "account", account: "acct_demo_merchant" },
+    const endpoint = await typedClient(app).POST("/v1/webhook_endpoints", { body: { url } });
+    expect(endpoint.response.status).toBe(201);
+    expect(endpoint.data!.secret).toMatch(/^whsec_/);
+    const payment = await typedClient(app).POST("/v1/payments", {
+      body: {
+        amount: "0.10",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "account", account: "acct_demo_merchant" },
+      },
     });
-    expect(payment.status).toBe(201);
+    expect(payment.response.status).toBe(201);
 
     failNext = 1;
     const deps = { db: app.db, limits: { ...webhookLimitsDefault, backoffBaseMs: 0 }, nowMs: Date.now };
@@ -70,12 +71,12 @@ describe("webhook delivery", () => {
     expect(event).toMatchObject({
       object: "event",
       type: "payment.succeeded",
-      data: { payment_id: payment.body.id },
+      data: { payment_id: payment.data!.id },
     });
     const nowSeconds = Math.floor(Date.now() / 1000);
     expect(
       verifyDelivery({
-        secret: endpoint.body.secret,
+        secret: endpoint.data!.secret,
         body: second!.body,
         header: second!.signature,
         nowSeconds,
@@ -93,7 +94,7 @@ describe("webhook delivery", () => {
     ).toBe(false);
     expect(
       verifyDelivery({
-        secret: endpoint.body.secret,
+        secret: endpoint.data!.secret,
         body: `${second!.body} `,
         header: second!.signature,
         nowSeconds,
@@ -103,8 +104,8 @@ describe("webhook delivery", () => {
   });
 
   it("refuses an endpoint that is not an http(s) URL", async () => {
-    const response = await call("POST", "/v1/webhook_endpoints", { url: "ftp://example" });
-    expect(response.status).toBe(400);
-    expect(response.body.error.code).toBe("parameter_invalid");
+    const response = await typedClient(app).POST("/v1/webhook_endpoints", { body: { url: "ftp://example" } });
+    expect(response.response.status).toBe(400);
+    expect(errorOf(response).code).toBe("parameter_invalid");
   });
 });
