@@ -5,7 +5,7 @@
 import type { Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, receiveWithAuthorizationTypedData, testUsdAbi } from "../../adapters/evm/index.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 describe.each(["pglite", "postgres"] as const)("USDC invoices on %s", (database) => {
   let gw: TestGateway;
@@ -26,20 +26,20 @@ describe.each(["pglite", "postgres"] as const)("USDC invoices on %s", (database)
       args: [payer.address, 50_000_000n],
     });
     await chain.publicClient.waitForTransactionReceipt({ hash: minted });
-    const created = await gw.call("POST", "/v1/invoices", {
+    const created = await gw.client.POST("/v1/invoices", {
       body: { account: gw.app.demo!.merchant.id, asset: "USDC", amount: "12.5" },
     });
-    expect(created.status).toBe(201);
-    const invoice = created.body;
+    expect(created.response.status).toBe(201);
+    const invoice = created.data!;
     expect(invoice).toMatchObject({ rail: "evm", status: "open", payer: null });
     expect(invoice.instructions.deposit_address).toMatch(/^0x[0-9a-fA-F]{40}$/);
-    const typed = JSON.parse(invoice.instructions.authorization_typed_data);
+    const typed = JSON.parse(invoice.instructions.authorization_typed_data!);
     const message = {
       from: payer.address,
-      to: invoice.instructions.authorization_to,
-      value: BigInt(invoice.instructions.authorization_value),
+      to: invoice.instructions.authorization_to as Hex,
+      value: BigInt(invoice.instructions.authorization_value!),
       validAfter: 0n,
-      validBefore: BigInt(invoice.instructions.authorization_valid_before),
+      validBefore: BigInt(invoice.instructions.authorization_valid_before!),
       nonce: invoice.instructions.authorization_nonce as Hex,
     };
     const body = (signature: Hex) => ({
@@ -50,7 +50,8 @@ describe.each(["pglite", "postgres"] as const)("USDC invoices on %s", (database)
       nonce: message.nonce,
       signature,
     });
-    const url = `/v1/invoices/${invoice.id}/authorizations`;
+    const authorize = (id: string, signature: Hex) =>
+      gw.client.POST("/v1/invoices/{id}/authorizations", { params: { path: { id } }, body: body(signature) });
 
     // The watchers' own bookkeeping (cursor, lease, block hashes) moves on in the background: left out.
     const written = async () =>
@@ -60,23 +61,23 @@ describe.each(["pglite", "postgres"] as const)("USDC invoices on %s", (database)
     const forged = await chain.accounts[5]!.signTypedData!(
       receiveWithAuthorizationTypedData(typed.domain, message),
     );
-    const refused = await gw.call("POST", url, { body: body(forged) });
-    expect(refused.status).toBe(400);
-    expect(refused.body.error.code).toBe("signature_invalid");
+    const refused = await authorize(invoice.id, forged);
+    expect(refused.response.status).toBe(400);
+    expect(errorOf(refused).code).toBe("signature_invalid");
     expect(await written()).toEqual(digests);
     expect(await gw.hotWalletNonce()).toBe(nonce);
 
     const signed = await payer.signTypedData!(receiveWithAuthorizationTypedData(typed.domain, message));
-    const submitted = await gw.call("POST", url, { body: body(signed) });
-    expect(submitted.status).toBe(202);
-    await chain.publicClient.waitForTransactionReceipt({ hash: submitted.body.transaction });
+    const submitted = await authorize(invoice.id, signed);
+    expect(submitted.response.status).toBe(202);
+    await chain.publicClient.waitForTransactionReceipt({ hash: submitted.data!.transaction as Hex });
     await (gw.app.rails.get("evm") as EvmRail).depositWatcher()!.catchUp(20);
-    const paid = await gw.call("GET", `/v1/invoices/${invoice.id}`);
-    expect(paid.body).toMatchObject({ status: "paid", received_amount: "12.500000" });
-    expect(paid.body.payer.toLowerCase()).toBe(payer.address.toLowerCase());
+    const paid = await gw.client.GET("/v1/invoices/{id}", { params: { path: { id: invoice.id } } });
+    expect(paid.data).toMatchObject({ status: "paid", received_amount: "12.500000" });
+    expect(paid.data!.payer?.toLowerCase()).toBe(payer.address.toLowerCase());
 
-    const unknown = await gw.call("POST", "/v1/invoices/inv_nope/authorizations", { body: body(signed) });
-    expect(unknown.status).toBe(404);
-    expect(unknown.body.error.code).toBe("invoice_not_found");
+    const unknown = await authorize("inv_nope", signed);
+    expect(unknown.response.status).toBe(404);
+    expect(errorOf(unknown).code).toBe("invoice_not_found");
   });
 });
