@@ -229,12 +229,30 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
     ) {
       return sendError(reply, new ApiError("invalid_json", "the request body is not valid JSON"));
     }
-    if (error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+    // A QUERY request must say its Content-Type (RFC 10008), before its route is even looked at.
+    if (
+      error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE" ||
+      error.code === "FST_ERR_ROUTE_MISSING_CONTENT_TYPE"
+    ) {
       return sendError(reply, new ApiError("unsupported_media_type", "send the body as application/json"));
     }
     if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE")
       return sendError(reply, new ApiError("body_too_large", "the request body is too large"));
     if (error instanceof RequestValidationError) return sendError(reply, fromZodError(error.zodError));
+    // Any other refusal of Fastify's own (its code FST_…, a 4xx status): the request is at fault, answered in the
+    // API's shape with a fixed message, never Fastify's text.
+    if (
+      error.code?.startsWith("FST_") === true &&
+      error.statusCode !== undefined &&
+      error.statusCode >= 400 &&
+      error.statusCode < 500
+    ) {
+      request.log.info({ err: error }, "a request Fastify refused");
+      return sendError(
+        reply,
+        new ApiError("parameter_invalid", "the request is not valid HTTP for this API"),
+      );
+    }
     // Not logged: past saturation there is one per refused request, and each is the caller's to retry.
     if (isBackpressure(error))
       return sendError(

@@ -38,6 +38,10 @@ declare module "fastify" {
 
 export const idempotencyKeyLengthMax = 255;
 
+/** What a key is made of: visible ASCII, as the OpenAPI document says (its `pattern`). */
+export const idempotencyKeyPattern = "^[\\x21-\\x7e]+$";
+const idempotencyKeyRegex = new RegExp(idempotencyKeyPattern);
+
 /** How many answers of inline routes each process remembers (least recently used forgotten first). */
 export const rememberedAnswersMax = 10_000;
 
@@ -151,7 +155,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       key === undefined ||
       key.length === 0 ||
       key.length > idempotencyKeyLengthMax ||
-      !/^[\x21-\x7e]+$/.test(key)
+      !idempotencyKeyRegex.test(key)
     ) {
       throw new ApiError(
         "idempotency_key_invalid",

@@ -283,6 +283,17 @@ describe("other routes refuse bad input", () => {
     expect(response.status).toBe(400);
     expect(response.body.error.code).toBe("parameter_invalid");
   });
+  it("a QUERY request without a Content-Type is 415 in the API's shape (it was a 500)", async () => {
+    const response = await gw.app.server.inject({
+      method: "QUERY" as "GET",
+      url: "/v1/payments/pay_x",
+      headers: { authorization: `Bearer ${gw.key}` },
+    });
+    expect(response.statusCode).toBe(415);
+    expect(response.json()).toEqual({
+      error: { code: "unsupported_media_type", message: expect.any(String) },
+    });
+  });
   it("an unknown route is 404 route_not_found", async () => {
     const response = await gw.call("GET", "/v1/nothing");
     expect(response.status).toBe(404);
