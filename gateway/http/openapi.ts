@@ -17,7 +17,7 @@ import { createJsonSchemaTransform, createJsonSchemaTransformObject } from "fast
 import { z } from "zod";
 import type { IdPrefix } from "../ids/index.ts";
 import { type ApiErrorCode, errorStatus } from "./errors.ts";
-import { idempotencyKeyLengthMax } from "./idempotency.ts";
+import { idempotencyKeyLengthMax, idempotencyKeyPattern } from "./idempotency.ts";
 import { errorView, openApiView } from "./schemas.ts";
 
 export const openApiPath = "/openapi.json";
@@ -171,7 +171,12 @@ export function documentErrors(document: Document): Document {
               required: false,
               description:
                 "Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true)",
-              schema: { type: "string", minLength: 1, maxLength: idempotencyKeyLengthMax },
+              schema: {
+                type: "string",
+                minLength: 1,
+                maxLength: idempotencyKeyLengthMax,
+                pattern: idempotencyKeyPattern,
+              },
             } as Parameter,
           ];
         }
