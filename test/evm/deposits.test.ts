@@ -324,6 +324,25 @@ describe("reorgs", () => {
   });
 });
 
+describe("a reorg deeper than the confirmations", () => {
+  it("takes back a credited deposit: the invoice reversed, the account debited", async () => {
+    const inv = await createInvoice("3.00");
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    await transfer(stranger(), inv.instructions.deposit_address!, 3_000_000n);
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+    expect((await merchantBalance()) - before).toBe(3_000_000n);
+
+    await snapshot.restore(); // a branch without it, longer than the one that had it
+    await mine(6);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("reversed");
+    expect(await merchantBalance()).toBe(before);
+  });
+});
+
 function lostLogIndex(receipt: { logs: readonly { address: string; logIndex: number }[] }): number {
   return receipt.logs.find((log) => log.address.toLowerCase() === gw.chain.contracts.testUsd.toLowerCase())!
     .logIndex;
