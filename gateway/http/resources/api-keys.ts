@@ -77,6 +77,9 @@ export const rollApiKeyBody = z
   })
   .nullish(); // a POST without a body is one with every default
 
+/** A POST that takes no parameters: no body, or an empty object. */
+export const noBody = z.strictObject({}).nullish();
+
 export const apiKeyView = z.object({
   id: z.string(),
   object: z.literal("api_key"),
@@ -295,6 +298,7 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
       schema: {
         description: revokeDescription,
         params: keyParams,
+        body: noBody,
         response: { 200: apiKeyView, "4xx": errorView },
       },
     },

@@ -21,7 +21,7 @@ import { keyModeOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { errorView, metadataSchema } from "../schemas.ts";
-import { apiKeyNameLengthMax, apiKeyWithSecretView, labelSchema, presentApiKey } from "./api-keys.ts";
+import { apiKeyNameLengthMax, apiKeyWithSecretView, labelSchema, noBody, presentApiKey } from "./api-keys.ts";
 
 export type TenantRoutesOptions = {
   db: Db;
@@ -193,6 +193,7 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
         description:
           "Suspend a tenant: its keys are refused 403 tenant_suspended on every process within 1 s; reactivating makes them work again.",
         params: tenantParams,
+        body: noBody,
         response: { 200: tenantView, "4xx": errorView },
       },
     },
@@ -200,7 +201,7 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
   );
   app.post(
     "/tenants/:id/reactivate",
-    { schema: { params: tenantParams, response: { 200: tenantView, "4xx": errorView } } },
+    { schema: { params: tenantParams, body: noBody, response: { 200: tenantView, "4xx": errorView } } },
     setStatus("active"),
   );
 };
