@@ -6,14 +6,15 @@ import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
+import { typedClient } from "../support/api.ts";
 import { createTestDatabase } from "../support/postgres.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 const internal = (amount: string, source = "acct_demo_customer", destination = "acct_demo_merchant") => ({
   amount,
   asset: "USDC",
   source: { account: source },
-  destination: { type: "account", account: destination },
+  destination: { type: "account" as const, account: destination },
 });
 
 describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
@@ -30,21 +31,21 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const count = 40;
     const responses = await Promise.all(
       Array.from({ length: count }, (_, i) =>
-        gw.call("POST", "/v1/payments", {
+        gw.client.POST("/v1/payments", {
           body: { ...internal("0.000001"), metadata: { n: String(i) } },
-          headers: { "idempotency-key": `together-${database}-${i}` },
+          params: { header: { "Idempotency-Key": `together-${database}-${i}` } },
         }),
       ),
     );
     for (const [i, response] of responses.entries()) {
-      expect(response.status).toBe(201);
-      expect(response.body).toMatchObject({
+      expect(response.response.status).toBe(201);
+      expect(response.data!).toMatchObject({
         status: "succeeded",
         rail: "internal-usdc",
         metadata: { n: String(i) },
       });
     }
-    const ids = responses.map((response) => response.body.id as string);
+    const ids = responses.map((response) => response.data!.id);
     expect(new Set(ids).size).toBe(count);
     // Rows written by one transaction share its id (xmin): far fewer transactions than payments.
     const [row] = await gw.app.db.query<{ transactions: bigint; events: bigint; records: bigint }>(
@@ -57,8 +58,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(row!.events).toBe(BigInt(count));
     expect(row!.records).toBe(BigInt(count));
     // What each was answered is what GET reads back.
-    const fetched = await gw.call("GET", `/v1/payments/${ids[7]}`);
-    expect(fetched.body).toEqual(responses[7]!.body);
+    const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: ids[7]! } } });
+    expect(fetched.data!).toEqual(responses[7]!.data!);
   });
 
   it("fails a short payer alone: its neighbours in the batch succeed and its refusal is kept for its key", async () => {
@@ -70,43 +71,43 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     );
     const transfersBefore = await gw.ledgerTransferCount();
     const calls = [
-      gw.call("POST", "/v1/payments", { body: internal("0.000002") }),
-      gw.call("POST", "/v1/payments", {
+      gw.client.POST("/v1/payments", { body: internal("0.000002") }),
+      gw.client.POST("/v1/payments", {
         body: internal("1", empty.id),
-        headers: { "idempotency-key": `short-${database}` },
+        params: { header: { "Idempotency-Key": `short-${database}` } },
       }),
-      gw.call("POST", "/v1/payments", { body: internal("0.000003") }),
+      gw.client.POST("/v1/payments", { body: internal("0.000003") }),
     ];
     const [left, short, right] = await Promise.all(calls);
-    expect(left!.status).toBe(201);
-    expect(right!.status).toBe(201);
-    expect(short!.status).toBe(402);
-    expect(short!.body.error.code).toBe("insufficient_funds");
-    expect(short!.body.error.payment).toMatchObject({ status: "failed", attempts: [{ status: "failed" }] });
+    expect(left!.response.status).toBe(201);
+    expect(right!.response.status).toBe(201);
+    expect(short!.response.status).toBe(402);
+    expect(errorOf(short!).code).toBe("insufficient_funds");
+    expect(errorOf(short!).payment).toMatchObject({ status: "failed", attempts: [{ status: "failed" }] });
     expect(await gw.ledgerTransferCount()).toBe(transfersBefore + 2n);
-    const again = await gw.call("POST", "/v1/payments", {
+    const again = await gw.client.POST("/v1/payments", {
       body: internal("1", empty.id),
-      headers: { "idempotency-key": `short-${database}` },
+      params: { header: { "Idempotency-Key": `short-${database}` } },
     });
-    expect(again.status).toBe(402);
-    expect(again.headers["idempotent-replayed"]).toBe("true");
-    expect(again.body).toEqual(short!.body);
+    expect(again.response.status).toBe(402);
+    expect(again.response.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.error).toEqual(short!.error);
   });
 
   it("refuses a key in flight in this process, and replays it once answered", async () => {
-    const headers = { "idempotency-key": `flight-${database}` };
+    const params = { header: { "Idempotency-Key": `flight-${database}` } };
     const [first, second] = await Promise.all([
-      gw.call("POST", "/v1/payments", { body: internal("0.000001"), headers }),
-      gw.call("POST", "/v1/payments", { body: internal("0.000001"), headers }),
+      gw.client.POST("/v1/payments", { body: internal("0.000001"), params }),
+      gw.client.POST("/v1/payments", { body: internal("0.000001"), params }),
     ]);
-    const statuses = [first!.status, second!.status].sort();
+    const statuses = [first!.response.status, second!.response.status].sort();
     expect(statuses).toEqual([201, 409]);
-    const refused = first!.status === 409 ? first! : second!;
-    expect(refused.body.error.code).toBe("idempotency_key_in_use");
-    const answered = first!.status === 201 ? first! : second!;
-    const replay = await gw.call("POST", "/v1/payments", { body: internal("0.000001"), headers });
-    expect(replay.status).toBe(201);
-    expect(replay.body).toEqual(answered.body);
+    const refused = first!.response.status === 409 ? first! : second!;
+    expect(errorOf(refused).code).toBe("idempotency_key_in_use");
+    const answered = first!.response.status === 201 ? first! : second!;
+    const replay = await gw.client.POST("/v1/payments", { body: internal("0.000001"), params });
+    expect(replay.response.status).toBe(201);
+    expect(replay.data!).toEqual(answered.data!);
   });
 });
 
@@ -124,29 +125,20 @@ describe("two processes on one PostgreSQL database", () => {
     await b?.close();
   });
 
-  const pay = (app: App, body: unknown, key: string) =>
-    app.server.inject({
-      method: "POST",
-      url: "/v1/payments",
-      headers: {
-        authorization: `Bearer ${app.demo!.apiKey}`,
-        "content-type": "application/json",
-        "idempotency-key": key,
-      },
-      payload: JSON.stringify(body),
-    });
+  const pay = (app: App, body: ReturnType<typeof internal>, key: string) =>
+    typedClient(app).POST("/v1/payments", { body, params: { header: { "Idempotency-Key": key } } });
 
   it("replays a key answered by the other process, refuses it with another body, and pays once", async () => {
     const first = await pay(a, internal("0.000005"), "across-1");
-    expect(first.statusCode).toBe(201);
+    expect(first.response.status).toBe(201);
     // b has never seen the key: its write finds it taken and answers from the stored record.
     const replay = await pay(b, internal("0.000005"), "across-1");
-    expect(replay.statusCode).toBe(201);
-    expect(replay.headers["idempotent-replayed"]).toBe("true");
-    expect(replay.json()).toEqual(first.json());
+    expect(replay.response.status).toBe(201);
+    expect(replay.response.headers.get("idempotent-replayed")).toBe("true");
+    expect(replay.data!).toEqual(first.data!);
     const other = await pay(b, internal("0.000006"), "across-1");
-    expect(other.statusCode).toBe(409);
-    expect(other.json().error.code).toBe("idempotency_key_reused");
+    expect(other.response.status).toBe(409);
+    expect(errorOf(other).code).toBe("idempotency_key_reused");
     const [row] = await a.db.query<{ payments: bigint }>(
       "SELECT count(*) AS payments FROM payments WHERE idempotency_key = 'across-1'",
     );
@@ -158,11 +150,11 @@ describe("two processes on one PostgreSQL database", () => {
     const responses = await Promise.all(
       keys.flatMap((key) => [pay(a, internal("0.000001"), key), pay(b, internal("0.000001"), key)]),
     );
-    for (const response of responses) expect([201, 409]).toContain(response.statusCode);
+    for (const response of responses) expect([201, 409]).toContain(response.response.status);
     for (let i = 0; i < keys.length; i += 1) {
       const pair = [responses[2 * i]!, responses[2 * i + 1]!];
-      expect(pair.some((response) => response.statusCode === 201)).toBe(true);
-      const ids = new Set(pair.filter((r) => r.statusCode === 201).map((r) => r.json().id));
+      expect(pair.some((response) => response.response.status === 201)).toBe(true);
+      const ids = new Set(pair.filter((r) => r.response.status === 201).map((r) => r.data!.id));
       expect(ids.size).toBe(1);
     }
     const [row] = await a.db.query<{ payments: bigint }>(
