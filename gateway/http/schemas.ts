@@ -282,6 +282,12 @@ export const webhookEndpointView = z.object({
 
 export const payeeNameLengthMax = 256;
 
+/**
+ * No control character (Unicode's Cc: U+0000–U+001F, U+007F–U+009F), written with plain escapes rather than
+ * \p{Cc}, so that the OpenAPI document's pattern is one every JSON Schema tool can read.
+ */
+export const withoutControlCharacters = /^[^\u0000-\u001f\u007f-\u009f]*$/;
+
 /** An EVM address whose checksum (EIP-55), when it is written in mixed case, is right. */
 const checksummedAddress = hex(20).refine(
   (address) => isAddress(address, { strict: true }),
@@ -313,7 +319,7 @@ const payeeName = storable(
     .string()
     .min(1)
     .max(payeeNameLengthMax)
-    .regex(/^[^\p{Cc}]*$/u, "a name without control characters"),
+    .regex(withoutControlCharacters, "a name without control characters"),
 );
 
 const payeeMethods = z.array(payeeMethodSchema).min(1).max(payeeMethodsMax);
