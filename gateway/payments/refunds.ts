@@ -60,6 +60,7 @@ import {
   type RefundRefusal,
   type RefundTarget,
   referenceOf,
+  refundCanMove,
 } from "./refunds-types.ts";
 import { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 import { getPayment } from "./store.ts";
@@ -806,17 +807,18 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
         return false;
       }
       if (event.kind === "reversed") {
-        if (named.status === "pending")
+        if (refundCanMove(named.status, "succeeded"))
           await finishSucceeded(deps, named, { evidence: event.evidence, fee: 0n });
         return true;
       }
-      if (named.status === "pending")
+      if (!refundCanMove(named.status, "failed")) return true;
+      if (named.status === "succeeded") await undoSucceeded(deps, named, event.evidence);
+      else
         await finishFailed(deps, named, {
           code: "rejected",
           message: "the provider failed the refund",
           evidence: event.evidence,
         });
-      else if (named.status === "succeeded") await undoSucceeded(deps, named, event.evidence);
       return true;
     }
     case "received":
