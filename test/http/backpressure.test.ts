@@ -9,15 +9,18 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
+import { typedClient } from "../support/api.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { errorOf } from "./support.ts";
 
 const internal = (amount: string) => ({
   amount,
   asset: "USDC",
   source: { account: "acct_demo_customer" },
-  destination: { type: "account", account: "acct_demo_merchant" },
+  destination: { type: "account" as const, account: "acct_demo_merchant" },
 });
 
+/** Raw requests: for what the typed client would not send (a key not of the form of one, a body not JSON). */
 async function call(
   app: App,
   method: "GET" | "POST",
@@ -37,6 +40,16 @@ async function call(
   });
   return { status: response.statusCode, body: response.json(), headers: response.headers };
 }
+
+/** A well-formed payment through the typed client, under an Idempotency-Key when given. */
+const pay = (app: App, idempotencyKey?: string) =>
+  typedClient(app).POST("/v1/payments", {
+    body: internal("0.000001"),
+    ...(idempotencyKey === undefined ? {} : { params: { header: { "Idempotency-Key": idempotencyKey } } }),
+  });
+
+const balance = (app: App) =>
+  typedClient(app).GET("/v1/accounts/{id}/balance", { params: { path: { id: "acct_demo_customer" } } });
 
 const health = async (app: App) =>
   (await app.server.inject({ method: "GET", url: "/healthz" })).json().requests as {
@@ -105,13 +118,10 @@ describe("the admission limit in front of /v1", () => {
     const [before] = await app.db.query<{ payments: bigint }>("SELECT count(*) AS payments FROM payments");
     const held = await holdTwo("held");
 
-    const refused = await call(app, "POST", "/v1/payments", {
-      body: internal("0.000001"),
-      headers: { "idempotency-key": "refused-1" },
-    });
-    expect(refused.status).toBe(503);
-    expect(refused.body.error.code).toBe("overloaded");
-    expect(refused.headers["retry-after"]).toBe("1");
+    const refused = await pay(app, "refused-1");
+    expect(refused.response.status).toBe(503);
+    expect(errorOf(refused).code).toBe("overloaded");
+    expect(refused.response.headers.get("retry-after")).toBe("1");
     // Neither the key nor the body was looked at: not 401, not 400, not 404.
     for (const [url, options] of [
       ["/v1/payments", { body: internal("0.000001"), key: "sk_test_not_a_key" }],
@@ -121,7 +131,7 @@ describe("the admission limit in front of /v1", () => {
       const response = await call(app, "POST", url, options);
       expect([url, response.status, response.body.error.code]).toEqual([url, 503, "overloaded"]);
     }
-    expect((await call(app, "GET", "/v1/accounts/acct_demo_customer/balance")).status).toBe(503);
+    expect((await balance(app)).response.status).toBe(503);
     // Health and the document are outside the limit; health shows it.
     expect(await health(app)).toEqual({ in_flight: 2, in_flight_max: 2 });
     expect((await app.server.inject({ method: "GET", url: "/openapi.json" })).statusCode).toBe(200);
@@ -131,12 +141,9 @@ describe("the admission limit in front of /v1", () => {
     expect(await Promise.all(held.map((h) => h.finish()))).toEqual([201, 201]);
     await vi.waitFor(() => expect(app.server.admission.requestsInFlight).toBe(0));
     expect(await health(app)).toEqual({ in_flight: 0, in_flight_max: 2 });
-    const retried = await call(app, "POST", "/v1/payments", {
-      body: internal("0.000001"),
-      headers: { "idempotency-key": "refused-1" },
-    });
-    expect(retried.status).toBe(201);
-    expect(retried.headers["idempotent-replayed"]).toBeUndefined();
+    const retried = await pay(app, "refused-1");
+    expect(retried.response.status).toBe(201);
+    expect(retried.response.headers.get("idempotent-replayed")).toBeNull();
     const [after] = await app.db.query<{ payments: bigint }>("SELECT count(*) AS payments FROM payments");
     expect(after!.payments - before!.payments).toBe(3n);
   });
@@ -158,8 +165,7 @@ describe("the admission limit in front of /v1", () => {
       expect(app.server.admission.requestsInFlight).toBe(0);
     }
     // Twice the limit, one after the other: each passes.
-    for (let i = 0; i < 4; i += 1)
-      expect((await call(app, "GET", "/v1/accounts/acct_demo_customer/balance")).status).toBe(200);
+    for (let i = 0; i < 4; i += 1) expect((await balance(app)).response.status).toBe(200);
     expect(app.server.admission.requestsInFlight).toBe(0);
   });
 
@@ -195,7 +201,7 @@ describe("a full ledger queue, on PostgreSQL", () => {
 
   it("is 503 overloaded with Retry-After; a refused payment writes nothing and goes through when retried", async () => {
     // Warm the caches (key, accounts) so that nothing but the ledger waits below.
-    expect((await call(app, "POST", "/v1/payments", { body: internal("0.000001") })).status).toBe(201);
+    expect((await pay(app)).response.status).toBe(201);
     // Another connection holds the clock's row: every ledger write waits for it, so the writer's queue fills.
     const holder = new pg.Client({ connectionString: databaseUrl });
     await holder.connect();
@@ -207,37 +213,31 @@ describe("a full ledger queue, on PostgreSQL", () => {
       // refused, answered while the clock is still held.
       const count = 20;
       const refusedMin = count - 3 * queueTransfersMax;
-      const answered: Array<Awaited<ReturnType<typeof call>>> = [];
-      const pending: Array<Promise<Awaited<ReturnType<typeof call>>>> = [];
+      const answered: Array<Awaited<ReturnType<typeof pay>>> = [];
+      const pending: Array<ReturnType<typeof pay>> = [];
       for (let i = 0; i < count; i += 1) {
-        const sent = call(app, "POST", "/v1/payments", {
-          body: internal("0.000001"),
-          headers: { "idempotency-key": `queue-${i}` },
-        });
+        const sent = pay(app, `queue-${i}`);
         pending.push(sent);
         void sent.then((answer) => answered.push(answer));
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       await vi.waitFor(() => expect(answered.length).toBeGreaterThanOrEqual(refusedMin), { timeout: 5_000 });
-      for (const answer of answered) expect(answer.status).toBe(503);
+      for (const answer of answered) expect(answer.response.status).toBe(503);
 
       await holder.query("ROLLBACK");
       const all = await Promise.all(pending);
-      const refused = [...all.keys()].filter((i) => all[i]!.status !== 201);
+      const refused = [...all.keys()].filter((i) => all[i]!.response.status !== 201);
       expect(refused.length).toBeGreaterThanOrEqual(refusedMin);
       expect(refused.length).toBeLessThan(count);
       for (const i of refused) {
-        expect(all[i]!.status).toBe(503);
-        expect(all[i]!.body.error.code).toBe("overloaded");
-        expect(all[i]!.headers["retry-after"]).toBe("1");
+        expect(all[i]!.response.status).toBe(503);
+        expect(errorOf(all[i]!).code).toBe("overloaded");
+        expect(all[i]!.response.headers.get("retry-after")).toBe("1");
         expect(await writtenUnder(app, `queue-${i}`)).toEqual({ payments: 0, records: 0 });
       }
       for (const i of refused) {
-        const retried = await call(app, "POST", "/v1/payments", {
-          body: internal("0.000001"),
-          headers: { "idempotency-key": `queue-${i}` },
-        });
-        expect(retried.status).toBe(201);
+        const retried = await pay(app, `queue-${i}`);
+        expect(retried.response.status).toBe(201);
         expect(await writtenUnder(app, `queue-${i}`)).toEqual({ payments: 1, records: 1 });
       }
     } finally {
