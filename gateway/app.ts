@@ -59,6 +59,7 @@ import {
   openInvoiceMemoryDefaults,
   type SettlementDeps,
 } from "./settlement/index.ts";
+import { ensureOperatorKey, type OperatorKeyBootstrap } from "./tenants/index.ts";
 import { deliverOutbox, webhookLimitsDefault } from "./webhooks/index.ts";
 
 export { type DemoTenant, demoFundingUsdc } from "./app/demo.ts";
@@ -117,6 +118,8 @@ export type App = {
   /** A watcher per EVM rail with a splitter, by rail id. */
   evmWatchers: ReadonlyMap<string, SplitterWatcher>;
   demo: DemoTenant | null;
+  /** The operator's credential as this start found it: made now (its secret, shown once), configured, or kept. */
+  operator: OperatorKeyBootstrap;
   close(): Promise<void>;
 };
 
@@ -146,6 +149,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   };
   try {
     await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
+    const operator = await ensureOperatorKey(db, { configured: config.operatorKey });
     const changes = await openChangeBus(config.database, logger.child({ module: "changes" }));
     closers.push(() => changes.close());
     const ledger = createLedger({
@@ -217,6 +221,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       evmWatcher: evmWatchers.get("evm") ?? null,
       evmWatchers,
       demo,
+      operator,
       close,
     };
   } catch (error) {

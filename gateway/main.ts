@@ -2,7 +2,7 @@
 
 import { formatAmount } from "../core/index.ts";
 import { ConfigError, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
-import { createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
+import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig(withStartDefaults(process.env));
@@ -20,6 +20,7 @@ async function main(): Promise<void> {
   if (config.fiat.kind === "off") console.log(`switchyard: ${config.fiat.reason}`);
   if (!app.rails.has("lightning"))
     console.log("switchyard: no LND configured (LND_SOCKET): the Lightning rail is off");
+  console.log(operatorText(app.operator));
   if (app.demo !== null)
     console.log(
       demoText(app.demo, url, { lightning: app.rails.has("lightning"), fiat: config.fiat.kind === "on" }),
@@ -44,6 +45,17 @@ main().catch((error: unknown) => {
   console.error("switchyard: failed to start", error);
   process.exit(1);
 });
+
+function operatorText(operator: App["operator"]): string {
+  switch (operator.kind) {
+    case "created":
+      return `switchyard: operator credential (manages tenants at /v1/tenants; shown this once, only its SHA-256 is kept):\n  ${operator.secret}`;
+    case "configured":
+      return `switchyard: operator credential from OPERATOR_KEY (${operator.hint})`;
+    case "existing":
+      return `switchyard: operator credential made at an earlier start (${operator.hint}); set OPERATOR_KEY to replace it`;
+  }
+}
 
 function chainText(chain: EvmChainConfig): string {
   const where =
