@@ -58,12 +58,13 @@ describe("EVM chains in the configuration", () => {
           hotWalletKey: key,
           tokenAddress: token,
           splitter: null,
+          forwarderFactory: null,
         },
       },
     ]);
   });
 
-  it("EVM_CHAINS adds RPC chains, each with its own policy, key (or EVM_HOT_WALLET_KEY) and splitter", () => {
+  it("EVM_CHAINS adds RPC chains, each with its own policy, key (or EVM_HOT_WALLET_KEY), splitter and deposit factory", () => {
     const { chains } = loadConfig({
       EVM_HOT_WALLET_KEY: key,
       EVM_CHAINS: JSON.stringify([
@@ -74,6 +75,7 @@ describe("EVM chains in the configuration", () => {
           token,
           splitter: token,
           splitter_start_block: "12",
+          forwarder_factory: key.slice(0, 42),
           confirmations: 2,
           priority_fee_gwei: "0.001",
           max_fee_gwei: "0.5",
@@ -93,6 +95,7 @@ describe("EVM chains in the configuration", () => {
         hotWalletKey: key,
         tokenAddress: token,
         splitter: { address: token, startBlock: 12n },
+        forwarderFactory: key.slice(0, 42),
       },
     });
   });

@@ -51,6 +51,9 @@ const evmChainEntry = z.strictObject({
   token: address.optional(),
   splitter: address.optional(),
   splitter_start_block: z.coerce.bigint().min(0n).default(0n),
+  /** The ForwarderFactory of USDC deposit addresses on an RPC chain, owned by the hot wallet; unset: invoices there
+   * are paid by EIP-3009 authorization only. */
+  forwarder_factory: address.optional(),
   confirmations: confirmations.default(1),
   priority_fee_gwei: gwei.default(l1PriorityFeeGwei),
   max_fee_gwei: gwei.default(l1MaxFeeGwei),
@@ -128,6 +131,9 @@ const schema = z.object({
   EVM_SPLITTER_ADDRESS: address.optional(),
   /** The block the splitter was deployed in: where its watcher starts reading the first time. */
   EVM_SPLITTER_START_BLOCK: z.coerce.bigint().min(0n).default(0n),
+  /** ForwarderFactory on EVM_RPC_URL, owned by the hot wallet (deploy: node scripts/evm-deploy.ts): a USDC deposit
+   * address per invoice. Unset: invoices there are paid by EIP-3009 authorization only. */
+  EVM_FORWARDER_FACTORY: address.optional(),
   /** Gas policy of the first chain: the tip offered above the base fee, and the most paid per gas (else fee_above_max). */
   EVM_PRIORITY_FEE_GWEI: gwei.default(l1PriorityFeeGwei),
   EVM_MAX_FEE_GWEI: gwei.default(l1MaxFeeGwei),
@@ -226,6 +232,8 @@ export type EvmChainConfig = {
         hotWalletKey: `0x${string}`;
         tokenAddress: `0x${string}`;
         splitter: { address: `0x${string}`; startBlock: bigint } | null;
+        /** Deposit addresses (CREATE2 forwarders) for USDC invoices; null: authorizations only. */
+        forwarderFactory: `0x${string}` | null;
       };
 };
 
@@ -359,6 +367,7 @@ function firstChain(e: Env): EvmChainConfig {
         e.EVM_SPLITTER_ADDRESS === undefined
           ? null
           : { address: e.EVM_SPLITTER_ADDRESS as `0x${string}`, startBlock: e.EVM_SPLITTER_START_BLOCK },
+      forwarderFactory: (e.EVM_FORWARDER_FACTORY as `0x${string}` | undefined) ?? null,
     },
   };
 }
@@ -414,6 +423,7 @@ function furtherChains(e: Env): EvmChainConfig[] {
           entry.splitter === undefined
             ? null
             : { address: entry.splitter as `0x${string}`, startBlock: entry.splitter_start_block },
+        forwarderFactory: (entry.forwarder_factory as `0x${string}` | undefined) ?? null,
       },
     };
   });

@@ -139,7 +139,7 @@ async function openChain(config: EvmChainConfig, logger: Logger): Promise<EvmCli
     walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(source.hotWalletKey) }),
     token: source.tokenAddress,
     splitter: source.splitter,
-    forwarderFactory: null,
+    forwarderFactory: source.forwarderFactory,
     embedded: null,
   };
 }
