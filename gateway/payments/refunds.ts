@@ -19,6 +19,7 @@ import {
   type Asset,
   type AttemptOutcome,
   assetByCode,
+  divFloor,
   type FeePaid,
   parseAmount,
   type RailEvent,
@@ -66,12 +67,6 @@ import { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 import { getPayment } from "./store.ts";
 import { attemptDestination } from "./types.ts";
 
-/** The most a Lightning refund of `amount` msat may spend on routing. */
-function lightningFeeMax(amount: bigint): bigint {
-  const fromPpm = (amount * lightningRefundFeePpmMax) / 1_000_000n;
-  return fromPpm > lightningRefundFeeMsatMin ? fromPpm : lightningRefundFeeMsatMin;
-}
-
 /** What refunds need of the payments' dependencies: the stores, the ledger and the rails. */
 export type RefundsDeps = Pick<PaymentsDeps, "db" | "ledger" | "accounts" | "rails" | "logger">;
 
@@ -112,6 +107,12 @@ export class RefundNotYetKnownError extends SwitchyardError {
 /** The most a Lightning refund may spend on routing, in parts per million of its amount, and at least this much. */
 export const lightningRefundFeePpmMax = 10_000n;
 export const lightningRefundFeeMsatMin = 10_000n;
+
+/** The most a Lightning refund of `amount` msat may spend on routing. */
+function lightningFeeMax(amount: bigint): bigint {
+  const fromPpm = divFloor(amount * lightningRefundFeePpmMax, 1_000_000n);
+  return fromPpm > lightningRefundFeeMsatMin ? fromPpm : lightningRefundFeeMsatMin;
+}
 
 /** What a refund is taken from and given to, and how its rail moves it. */
 type Source = {
