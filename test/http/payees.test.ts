@@ -2,10 +2,11 @@
 // from another's key; every refusal with its stable code and nothing written; an Idempotency-Key replayed; the
 // routes in the OpenAPI document; and payeeMethods, what payments will read.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RequestBody } from "../../client/index.ts";
 import { getTenantAccount } from "../../gateway/accounts/index.ts";
 import { createPayee, payeeMethods } from "../../gateway/payees/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 const checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 /** The same address with one letter's case flipped: its checksum is wrong. */
@@ -13,7 +14,7 @@ const badChecksum = "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 const pubkey = `02${"ab".repeat(32)}`;
 const unknownPayee = "pye_01m7zfckv29pdrb3m0gz9e4j5g";
 
-const validMethods = () => [
+const validMethods = (): RequestBody<"/v1/payees", "post">["methods"] => [
   { type: "evm_address", address: checksummed.toLowerCase() },
   { type: "evm_address", address: checksummed, chain_id: 31337 },
   { type: "lightning_node", pubkey },
@@ -44,6 +45,12 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     return row!.count;
   }
 
+  /** A well-formed payee through the typed client, with the demo key or another. */
+  function add(body: RequestBody<"/v1/payees", "post"> = validBody(), key: string = gw.key) {
+    return gw.clientFor(key).POST("/v1/payees", { body });
+  }
+
+  /** Raw: for bodies the typed client would not send, and the Idempotency-Key cases. */
   async function create(
     body: unknown = validBody(),
     options: { key?: string; headers?: Record<string, string> } = {},
@@ -53,9 +60,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
 
   describe("create, retrieve, update", () => {
     it("creates a payee with every kind of method, stored normalized, and retrieves it", async () => {
-      const created = await create();
-      expect(created.status).toBe(201);
-      expect(created.body).toEqual({
+      const created = await add();
+      expect(created.response.status).toBe(201);
+      expect(created.data!).toEqual({
         id: expect.stringMatching(/^pye_[0-9a-z]{26}$/),
         object: "payee",
         name: "Alice",
@@ -69,54 +76,66 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         ],
         metadata: { ref: "42" },
         created_at: expect.any(String),
-        updated_at: created.body.created_at,
+        updated_at: created.data!.created_at,
       });
-      expect(Math.abs(Date.parse(created.body.created_at) - Date.now())).toBeLessThan(60_000);
-      const retrieved = await gw.call("GET", `/v1/payees/${created.body.id}`);
-      expect(retrieved.status).toBe(200);
-      expect(retrieved.body).toEqual(created.body);
+      expect(Math.abs(Date.parse(created.data!.created_at) - Date.now())).toBeLessThan(60_000);
+      const retrieved = await gw.client.GET("/v1/payees/{id}", {
+        params: { path: { id: created.data!.id } },
+      });
+      expect(retrieved.response.status).toBe(200);
+      expect(retrieved.data!).toEqual(created.data!);
     });
 
     it("takes metadata as optional, and a method as the API presents it (chain_id null)", async () => {
-      const created = await create({
+      const created = await add({
         name: "Bob",
         methods: [{ type: "evm_address", address: checksummed, chain_id: null }],
       });
-      expect(created.status).toBe(201);
-      expect(created.body.metadata).toEqual({});
-      expect(created.body.methods).toEqual([{ type: "evm_address", address: checksummed, chain_id: null }]);
+      expect(created.response.status).toBe(201);
+      expect(created.data!.metadata).toEqual({});
+      expect(created.data!.methods).toEqual([{ type: "evm_address", address: checksummed, chain_id: null }]);
     });
 
     it("updates what is given, each field replaced whole, and keeps the rest", async () => {
-      const created = (await create()).body;
-      const renamed = await gw.call("PATCH", `/v1/payees/${created.id}`, { body: { name: "Alice B." } });
-      expect(renamed.status).toBe(200);
-      expect(renamed.body).toMatchObject({ id: created.id, name: "Alice B.", methods: created.methods });
-      expect(renamed.body.metadata).toEqual({ ref: "42" });
-      expect(Date.parse(renamed.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(created.updated_at));
-      expect(renamed.body.created_at).toBe(created.created_at);
+      const created = (await add()).data!;
+      const renamed = await gw.client.PATCH("/v1/payees/{id}", {
+        params: { path: { id: created.id } },
+        body: { name: "Alice B." },
+      });
+      expect(renamed.response.status).toBe(200);
+      expect(renamed.data!).toMatchObject({ id: created.id, name: "Alice B.", methods: created.methods });
+      expect(renamed.data!.metadata).toEqual({ ref: "42" });
+      expect(Date.parse(renamed.data!.updated_at)).toBeGreaterThanOrEqual(Date.parse(created.updated_at));
+      expect(renamed.data!.created_at).toBe(created.created_at);
 
-      const replaced = await gw.call("PATCH", `/v1/payees/${created.id}`, {
+      const replaced = await gw.client.PATCH("/v1/payees/{id}", {
+        params: { path: { id: created.id } },
         body: { methods: [{ type: "lightning_node", pubkey }], metadata: { other: "x" } },
       });
-      expect(replaced.status).toBe(200);
-      expect(replaced.body.methods).toEqual([{ type: "lightning_node", pubkey }]);
-      expect(replaced.body.metadata).toEqual({ other: "x" });
-      expect(replaced.body.name).toBe("Alice B.");
-      expect((await gw.call("GET", `/v1/payees/${created.id}`)).body).toEqual(replaced.body);
+      expect(replaced.response.status).toBe(200);
+      expect(replaced.data!.methods).toEqual([{ type: "lightning_node", pubkey }]);
+      expect(replaced.data!.metadata).toEqual({ other: "x" });
+      expect(replaced.data!.name).toBe("Alice B.");
+      expect(
+        (await gw.client.GET("/v1/payees/{id}", { params: { path: { id: created.id } } })).data!,
+      ).toEqual(replaced.data!);
 
-      const unchanged = await gw.call("PATCH", `/v1/payees/${created.id}`, { body: {} });
-      expect(unchanged.status).toBe(200);
-      expect({ ...unchanged.body, updated_at: null }).toEqual({ ...replaced.body, updated_at: null });
+      const unchanged = await gw.client.PATCH("/v1/payees/{id}", {
+        params: { path: { id: created.id } },
+        body: {},
+      });
+      expect(unchanged.response.status).toBe(200);
+      expect({ ...unchanged.data!, updated_at: null }).toEqual({ ...replaced.data!, updated_at: null });
     });
 
     it("accepts the methods a retrieved payee presents as an update", async () => {
-      const created = (await create()).body;
-      const again = await gw.call("PATCH", `/v1/payees/${created.id}`, {
+      const created = (await add()).data!;
+      const again = await gw.client.PATCH("/v1/payees/{id}", {
+        params: { path: { id: created.id } },
         body: { methods: created.methods },
       });
-      expect(again.status).toBe(200);
-      expect(again.body.methods).toEqual(created.methods);
+      expect(again.response.status).toBe(200);
+      expect(again.data!.methods).toEqual(created.methods);
     });
   });
 
@@ -145,61 +164,71 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         if (!result.ok) throw new Error(result.message);
         ids.push(result.payee.id);
       }
-      const all = await gw.call("GET", "/v1/payees", { key: secret });
-      expect(all.status).toBe(200);
-      expect(all.body.object).toBe("list");
-      expect(all.body.has_more).toBe(false);
-      expect(all.body.data.map((payee: { name: string }) => payee.name)).toEqual([
+      const all = await gw.clientFor(secret).GET("/v1/payees");
+      expect(all.response.status).toBe(200);
+      expect(all.data!.object).toBe("list");
+      expect(all.data!.has_more).toBe(false);
+      expect(all.data!.data.map((payee: { name: string }) => payee.name)).toEqual([
         "third",
         "second",
         "first",
       ]);
-      expect(all.body.data[0].created_at).toBe(new Date(1_800_000_002_000).toISOString());
+      expect(all.data!.data[0]!.created_at).toBe(new Date(1_800_000_002_000).toISOString());
 
-      const first = await gw.call("GET", "/v1/payees?limit=2", { key: secret });
-      expect(first.body.data.map((payee: { id: string }) => payee.id)).toEqual([ids[2], ids[1]]);
-      expect(first.body.has_more).toBe(true);
-      const second = await gw.call("GET", `/v1/payees?limit=2&starting_after=${ids[1]}`, { key: secret });
-      expect(second.body.data.map((payee: { id: string }) => payee.id)).toEqual([ids[0]]);
-      expect(second.body.has_more).toBe(false);
-      const past = await gw.call("GET", `/v1/payees?starting_after=${ids[0]}`, { key: secret });
-      expect(past.body).toEqual({ object: "list", url: "/v1/payees", data: [], has_more: false });
+      const first = await gw.clientFor(secret).GET("/v1/payees", { params: { query: { limit: 2 } } });
+      expect(first.data!.data.map((payee: { id: string }) => payee.id)).toEqual([ids[2], ids[1]]);
+      expect(first.data!.has_more).toBe(true);
+      const second = await gw
+        .clientFor(secret)
+        .GET("/v1/payees", { params: { query: { limit: 2, starting_after: ids[1]! } } });
+      expect(second.data!.data.map((payee: { id: string }) => payee.id)).toEqual([ids[0]]);
+      expect(second.data!.has_more).toBe(false);
+      const past = await gw
+        .clientFor(secret)
+        .GET("/v1/payees", { params: { query: { starting_after: ids[0]! } } });
+      expect(past.data!).toEqual({ object: "list", url: "/v1/payees", data: [], has_more: false });
     });
 
     it("returns 10 when the request does not say, and 100 at most", async () => {
       const tenant = await createTenant(gw.app.db, { name: "Many" });
       const { secret } = await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" });
       for (let index = 0; index < 12; index += 1) {
-        const response = await create(
+        const response = await add(
           { name: `p${index}`, methods: [{ type: "lightning_node", pubkey }] },
-          { key: secret },
+          secret,
         );
-        expect(response.status).toBe(201);
+        expect(response.response.status).toBe(201);
       }
-      const page = await gw.call("GET", "/v1/payees", { key: secret });
-      expect([page.body.data.length, page.body.has_more]).toEqual([10, true]);
-      const full = await gw.call("GET", "/v1/payees?limit=100", { key: secret });
-      expect([full.body.data.length, full.body.has_more]).toEqual([12, false]);
-      const ids = full.body.data.map((payee: { id: string }) => payee.id);
+      const page = await gw.clientFor(secret).GET("/v1/payees");
+      expect([page.data!.data.length, page.data!.has_more]).toEqual([10, true]);
+      const full = await gw.clientFor(secret).GET("/v1/payees", { params: { query: { limit: 100 } } });
+      expect([full.data!.data.length, full.data!.has_more]).toEqual([12, false]);
+      const ids = full.data!.data.map((payee: { id: string }) => payee.id);
       expect(ids).toEqual([...ids].sort().reverse());
     });
   });
 
   describe("tenant scoping", () => {
     it("hides one tenant's payees from another tenant's key: not found, never forbidden", async () => {
-      const mine = (await create()).body;
-      const read = await gw.call("GET", `/v1/payees/${mine.id}`, { key: other.key });
-      expect([read.status, read.body.error.code]).toEqual([404, "payee_not_found"]);
-      const unknown = await gw.call("GET", `/v1/payees/${unknownPayee}`, { key: other.key });
-      expect(unknown.body).toEqual({ error: { ...read.body.error, message: `no payee "${unknownPayee}"` } });
-      const write = await gw.call("PATCH", `/v1/payees/${mine.id}`, {
-        key: other.key,
+      const mine = (await add()).data!;
+      const read = await gw
+        .clientFor(other.key)
+        .GET("/v1/payees/{id}", { params: { path: { id: mine.id } } });
+      expect([read.response.status, errorOf(read).code]).toEqual([404, "payee_not_found"]);
+      const unknown = await gw
+        .clientFor(other.key)
+        .GET("/v1/payees/{id}", { params: { path: { id: unknownPayee } } });
+      expect(unknown.error).toEqual({ error: { ...errorOf(read), message: `no payee "${unknownPayee}"` } });
+      const write = await gw.clientFor(other.key).PATCH("/v1/payees/{id}", {
+        params: { path: { id: mine.id } },
         body: { name: "Mallory" },
       });
-      expect([write.status, write.body.error.code]).toEqual([404, "payee_not_found"]);
-      expect((await gw.call("GET", `/v1/payees/${mine.id}`)).body.name).toBe("Alice");
-      const list = await gw.call("GET", "/v1/payees?limit=100", { key: other.key });
-      expect(list.body.data.map((payee: { id: string }) => payee.id)).not.toContain(mine.id);
+      expect([write.response.status, errorOf(write).code]).toEqual([404, "payee_not_found"]);
+      expect((await gw.client.GET("/v1/payees/{id}", { params: { path: { id: mine.id } } })).data!.name).toBe(
+        "Alice",
+      );
+      const list = await gw.clientFor(other.key).GET("/v1/payees", { params: { query: { limit: 100 } } });
+      expect(list.data!.data.map((payee: { id: string }) => payee.id)).not.toContain(mine.id);
       expect(await payeeMethods(gw.app.db, { tenantId: other.tenantId, id: mine.id })).toBeNull();
     });
 
