@@ -30,6 +30,7 @@ import type { AccountRecord } from "../accounts/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
   type ChainMember,
+  findReservation,
   type Posting,
   type Reservation,
   reverse,
@@ -544,21 +545,9 @@ async function applyOutcome(deps: RefundsDeps, refund: Refund, outcome: RailRefu
 
 /** The hold as the ledger has it: the refund's accounts, amount and asset. */
 async function reservationOf(deps: RefundsDeps, refund: Refund): Promise<Reservation> {
-  const asset = assetByCode(refund.assetCode);
-  const account = await deps.accounts.tenantAccount({ tenantId: refund.tenantId, id: refund.accountId });
-  if (asset === null || account === null)
-    throw new RefundInvariantError(`refund ${refund.id} has no asset or account`);
-  const pendingId = derivedLedgerId(refund.id, "refund-hold");
-  const [found] = await deps.ledger.lookupTransfers([pendingId]);
-  if (found === undefined) throw new RefundInvariantError(`refund ${refund.id} has no hold in the ledger`);
-  return {
-    pendingId,
-    debitAccountId: found.debitAccountId,
-    creditAccountId: found.creditAccountId,
-    amount: found.amount,
-    ledger: found.ledger,
-    code: found.code,
-  };
+  const found = await findReservation(deps.ledger, derivedLedgerId(refund.id, "refund-hold"));
+  if (found === null) throw new RefundInvariantError(`refund ${refund.id} has no hold in the ledger`);
+  return found;
 }
 
 /** The ledger's evidence of a refund: the rail's proof, with the refund's id beside it. */
