@@ -2,9 +2,11 @@
 // `processing` once its reservation is durable, and goes on; its outcome follows by GET (and the webhook's event).
 // `Prefer: respond-async` asks for that at once, `Prefer: wait=N` bounds the wait; internal payments stay synchronous.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RequestBody } from "../../client/index.ts";
 import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
 import { preferredWaitMs } from "../../gateway/http/resources/payments.ts";
+import { typedClient } from "../support/api.ts";
 import { createToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
 
 let app: App;
@@ -24,17 +26,14 @@ beforeAll(async () => {
   });
   key = app.demo!.apiKey;
   // The toy pays out of what it took in: money in first, through its own provider route.
-  const invoice = await app.server.inject({
-    method: "POST",
-    url: "/v1/invoices",
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    payload: JSON.stringify({ account: app.demo!.merchant.id, asset: "USDC", amount: "100", rail: "toy" }),
+  const invoice = await typedClient(app, key).POST("/v1/invoices", {
+    body: { account: app.demo!.merchant.id, asset: "USDC", amount: "100", rail: "toy" },
   });
   const paid = await app.server.inject({
     method: "POST",
     url: toyWebhookPath,
     headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
-    payload: JSON.stringify({ reference: invoice.json().id, amount: "100000000" }),
+    payload: JSON.stringify({ reference: invoice.data!.id, amount: "100000000" }),
   });
   if (paid.statusCode !== 200) throw new Error(`the toy was not funded: ${paid.body}`);
 }, 120_000);
@@ -49,24 +48,23 @@ const payout = {
   asset: "USDC",
   source: { account: "acct_demo_customer" },
   destination: { type: "evm_address", address: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" },
-};
+} satisfies RequestBody<"/v1/payments", "post">;
 
-const post = (body: unknown, headers: Record<string, string>) =>
-  app.server.inject({
-    method: "POST",
-    url: "/v1/payments",
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
-    payload: JSON.stringify(body),
+/** A payment through the typed client; Prefer is not in the document, so it goes as a plain header. */
+const post = (
+  body: RequestBody<"/v1/payments", "post">,
+  options: { prefer?: string; idempotencyKey?: string },
+) =>
+  typedClient(app, key).POST("/v1/payments", {
+    body,
+    ...(options.idempotencyKey === undefined
+      ? {}
+      : { params: { header: { "Idempotency-Key": options.idempotencyKey } } }),
+    ...(options.prefer === undefined ? {} : { headers: { prefer: options.prefer } }),
   });
 
 const get = async (id: string) =>
-  (
-    await app.server.inject({
-      method: "GET",
-      url: `/v1/payments/${id}`,
-      headers: { authorization: `Bearer ${key}` },
-    })
-  ).json();
+  (await typedClient(app, key).GET("/v1/payments/{id}", { params: { path: { id } } })).data!;
 
 async function until<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
   for (let i = 0; i < 200; i += 1) {
@@ -80,10 +78,10 @@ async function until<T>(read: () => Promise<T>, done: (value: T) => boolean): Pr
 describe("a payment on a slow rail", () => {
   it("answers 202 processing with the reservation held under Prefer: respond-async, then succeeds", async () => {
     hold();
-    const response = await post(payout, { prefer: "respond-async", "idempotency-key": "slow-1" });
-    expect(response.statusCode).toBe(202);
-    expect(response.headers["preference-applied"]).toBe("respond-async");
-    const payment = response.json();
+    const response = await post(payout, { prefer: "respond-async", idempotencyKey: "slow-1" });
+    expect(response.response.status).toBe(202);
+    expect(response.response.headers.get("preference-applied")).toBe("respond-async");
+    const payment = response.data!;
     expect(payment).toMatchObject({ status: "processing", attempts: [{ rail: "toy", status: "reserving" }] });
     // The reservation is durable before the answer: the ledger holds the amount pending.
     const [held] = await app.db.query<{ pending: bigint }>(
@@ -91,9 +89,9 @@ describe("a payment on a slow rail", () => {
     );
     expect(held!.pending).toBeGreaterThan(0n);
     // A repeat while it works answers how it stands now.
-    const early = await post(payout, { prefer: "respond-async", "idempotency-key": "slow-1" });
-    expect(early.statusCode).toBe(202);
-    expect(early.headers["idempotent-replayed"]).toBe("true");
+    const early = await post(payout, { prefer: "respond-async", idempotencyKey: "slow-1" });
+    expect(early.response.status).toBe(202);
+    expect(early.response.headers.get("idempotent-replayed")).toBe("true");
     open();
     const done = await until(
       () => get(payment.id),
@@ -106,10 +104,10 @@ describe("a payment on a slow rail", () => {
     );
     expect(event?.type).toBe("payment.succeeded");
     // Once it has ended, a repeat of the key answers the end.
-    const later = await post(payout, { prefer: "respond-async", "idempotency-key": "slow-1" });
-    expect(later.statusCode).toBe(201);
-    expect(later.headers["idempotent-replayed"]).toBe("true");
-    expect(later.json().id).toBe(payment.id);
+    const later = await post(payout, { prefer: "respond-async", idempotencyKey: "slow-1" });
+    expect(later.response.status).toBe(201);
+    expect(later.response.headers.get("idempotent-replayed")).toBe("true");
+    expect(later.data!.id).toBe(payment.id);
   });
 
   it("waits at most Prefer: wait=N seconds, and answers 201 when the rail is done within it", async () => {
@@ -117,17 +115,17 @@ describe("a payment on a slow rail", () => {
     const started = performance.now();
     const slow = await post(payout, { prefer: "wait=1" });
     const waited = performance.now() - started;
-    expect(slow.statusCode).toBe(202);
-    expect(slow.headers["preference-applied"]).toBe("wait=1");
+    expect(slow.response.status).toBe(202);
+    expect(slow.response.headers.get("preference-applied")).toBe("wait=1");
     expect(waited).toBeGreaterThanOrEqual(900);
     open();
     await until(
-      () => get(slow.json().id),
+      () => get(slow.data!.id),
       (p) => p.status === "succeeded",
     );
     const fast = await post(payout, { prefer: "wait=1" });
-    expect(fast.statusCode).toBe(201);
-    expect(fast.headers["preference-applied"]).toBeUndefined();
+    expect(fast.response.status).toBe(201);
+    expect(fast.response.headers.get("preference-applied")).toBeNull();
   });
 
   it("keeps internal payments synchronous whatever the preference", async () => {
@@ -137,8 +135,8 @@ describe("a payment on a slow rail", () => {
       { prefer: "respond-async" },
     );
     open();
-    expect(response.statusCode).toBe(201);
-    expect(response.json().status).toBe("succeeded");
+    expect(response.response.status).toBe(201);
+    expect(response.data!.status).toBe("succeeded");
   });
 });
 
