@@ -209,6 +209,8 @@ function presentTransaction(
 }
 
 const nsPerSecond = 1_000_000_000n;
+/** The last whole second the ledger's nanosecond timestamps (int8) can hold. */
+const ledgerTimestampSecondsMax = Number((2n ** 63n - 1n) / 1_000_000_000n);
 
 const plugin: FastifyPluginAsyncZod<AccountRoutesOptions> = async (app, options) => {
   const accountOf = async (tenantId: string, id: string): Promise<TenantAccount> => {
@@ -317,7 +319,9 @@ const plugin: FastifyPluginAsyncZod<AccountRoutesOptions> = async (app, options)
     async (request) => {
       const account = await accountOf(tenantOf(request).id, request.params.id);
       const params = listParams(request.query);
-      const seconds = (value: number | null) => (value === null ? null : BigInt(value) * nsPerSecond);
+      // Past the ledger's last nanosecond (int8, in 2262) every bound is the same bound: clamped, not sent on to overflow.
+      const seconds = (value: number | null) =>
+        value === null ? null : BigInt(Math.min(value, ledgerTimestampSecondsMax)) * nsPerSecond;
       const page = await accountTransactions(
         { sql: options.db, ledger: options.ledger },
         {
