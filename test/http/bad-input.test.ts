@@ -294,6 +294,12 @@ describe("other routes refuse bad input", () => {
       error: { code: "unsupported_media_type", message: expect.any(String) },
     });
   });
+  it("an account's transactions until the year 9999 (past the ledger's int8 nanoseconds) is a page, not a 500", async () => {
+    for (const query of ["created[lte]=253402300799", "created=236074842481", "created[gte]=236074842481"]) {
+      const response = await gw.call("GET", `/v1/accounts/acct_demo_customer/transactions?${query}`);
+      expect([query, response.status, response.body.object]).toEqual([query, 200, "list"]);
+    }
+  });
   it("an unknown route is 404 route_not_found", async () => {
     const response = await gw.call("GET", "/v1/nothing");
     expect(response.status).toBe(404);
