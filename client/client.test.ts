@@ -3,6 +3,7 @@
 import { readFile } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { currentApiVersion } from "../gateway/tenants/index.ts";
 import { buildBareServer } from "../test/support/bare-server.ts";
 import { generatedTypesPath, servedDocument, typesOf } from "./generate-types.ts";
 import { createSwitchyardClient, injectFetch } from "./index.ts";
@@ -46,7 +47,7 @@ describe("the client in-process", () => {
     const wrong = createSwitchyardClient({
       baseUrl: "http://gateway",
       apiKey: "hunter2",
-      version: "2026-01-01",
+      version: currentApiVersion,
       fetch: injectFetch(server),
     });
     const invalid = await wrong.POST("/v1/payments", {
@@ -61,6 +62,17 @@ describe("the client in-process", () => {
     expect(invalid.response.status).toBe(401);
     expect(invalid.error?.error.code).toBe("api_key_invalid");
     expect(invalid.response.headers.get("content-type")).toMatch(/^application\/json/);
+  });
+
+  it("sends the API version it is asked for (Switchyard-Version)", async () => {
+    const client = createSwitchyardClient({
+      baseUrl: "http://gateway",
+      apiKey: "hunter2",
+      version: "not-a-version",
+      fetch: injectFetch(server),
+    });
+    const answer = await client.GET("/v1/payments/{id}", { params: { path: { id: "pay_x" } } });
+    expect([answer.response.status, answer.error?.error.code]).toEqual([400, "api_version_invalid"]);
   });
 
   it("passes the query string and reads a document outside /v1", async () => {

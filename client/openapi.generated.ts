@@ -4147,7 +4147,11 @@ export interface paths {
                 };
                 cookie?: never;
             };
-            requestBody?: never;
+            requestBody: {
+                content: {
+                    "application/json": Record<string, never> | null;
+                };
+            };
             responses: {
                 /** @description Default Response */
                 200: {
@@ -4170,7 +4174,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -4208,6 +4212,24 @@ export interface paths {
                 };
                 /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4271,7 +4293,11 @@ export interface paths {
                 };
                 cookie?: never;
             };
-            requestBody?: never;
+            requestBody: {
+                content: {
+                    "application/json": Record<string, never> | null;
+                };
+            };
             responses: {
                 /** @description Default Response */
                 200: {
@@ -4294,7 +4320,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -4332,6 +4358,24 @@ export interface paths {
                 };
                 /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5036,7 +5080,11 @@ export interface paths {
                 };
                 cookie?: never;
             };
-            requestBody?: never;
+            requestBody: {
+                content: {
+                    "application/json": Record<string, never> | null;
+                };
+            };
             responses: {
                 /** @description Default Response */
                 200: {
@@ -5063,7 +5111,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -5101,6 +5149,24 @@ export interface paths {
                 };
                 /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
