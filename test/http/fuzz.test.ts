@@ -4,7 +4,8 @@
 // decimals, deep nesting, NUL and lone surrogates, unknown fields, arrays for objects, huge strings, empty and
 // non-JSON bodies, hostile query strings and ids; with no Idempotency-Key, a fresh one, or one of a few reused.
 // Every answer must be below 500; when an error, in the API's shape with a code of the closed set and the status
-// that code has; when a success, free of text the database cannot store as sent. Seeded and bounded (FUZZ_SEED, FUZZ_RUNS per operation).
+// that code has; when a success, free of text the database cannot store as sent. Seeded and bounded (FUZZ_SEED,
+// FUZZ_RUNS per operation); on PGlite, or on PostgreSQL with FUZZ_DATABASE=postgres. A failure lists the requests.
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -409,7 +410,9 @@ describe("every operation of the OpenAPI document, fuzzed", () => {
   let components: Record<string, JsonSchema>;
 
   beforeAll(async () => {
-    gw = await startTestGateway({ database: "pglite" });
+    gw = await startTestGateway({
+      database: process.env.FUZZ_DATABASE === "postgres" ? "postgres" : "pglite",
+    });
     await ensureOperatorKey(gw.app.db, { configured: operatorKey });
     const document = (await gw.app.server.inject({ method: "GET", url: "/openapi.json" })).json();
     components = document.components?.schemas ?? {};
