@@ -764,7 +764,7 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
     case "attempt_failed": {
       if (!event.attemptId.startsWith("rfd_")) return false;
       const refund = await getRefundById(deps.db, event.attemptId);
-      if (refund === null) return false;
+      if (refund === null || refund.rail !== rail) return false;
       if (refund.status !== "pending") return true;
       await applyOutcome(
         deps,
