@@ -159,6 +159,17 @@ describe("a route added later", () => {
         },
         async () => ({ ok: true }),
       );
+      app.post(
+        "/v1/things",
+        {
+          schema: {
+            body: z.strictObject({ how: z.string() }),
+            response: { 201: z.object({ ok: z.boolean() }) },
+          },
+          config: { errorCodes: ["rail_unavailable", "no_route"] },
+        },
+        async () => ({ ok: true }),
+      );
       app.get(
         "/v1/widgets/:id",
         { schema: { params: z.strictObject({ id: z.string().regex(/^wid_[a-z0-9]+$/) }) } },
@@ -185,6 +196,12 @@ describe("a route added later", () => {
     expect(poke.responses["401"]!["x-error-codes"]).toEqual(
       expect.arrayContaining(["api_key_invalid", "api_key_missing"]),
     );
+  });
+
+  it("names the refusals its config declares, typed as stable codes", () => {
+    const things = document.paths["/v1/things"]!.post!;
+    expect(things.responses["402"]!["x-error-codes"]).toEqual(["rail_unavailable"]);
+    expect(things.responses["422"]!["x-error-codes"]).toEqual(["no_route"]);
   });
 
   it("whose id is of a kind not known answers any not-found code but the route's", () => {

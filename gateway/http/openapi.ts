@@ -8,8 +8,9 @@
 // body; 401 and 403 when it needs a key; 404 when its path names an object (the code from the id's prefix); 409
 // and an Idempotency-Key header on a keyed POST; 503 `overloaded` on the API's routes; 500 on all. Each response
 // is the shared Error schema and lists the stable codes it can carry (`x-error-codes`, and in its description);
-// the operation's `x-error-codes` lists them all. A route may name its business refusals in its schema's own
-// `x-error-codes`: each is filed under its status (errors.ts's errorStatus).
+// the operation's `x-error-codes` lists them all. A route may name its business refusals in its config
+// (`config: { errorCodes: ["insufficient_funds", …] }`, typed by ApiErrorCode) or its schema's `x-error-codes`: each
+// is filed under its status (errors.ts's errorStatus).
 import swagger from "@fastify/swagger";
 import type { FastifyPluginAsync } from "fastify";
 import fp from "fastify-plugin";
@@ -19,6 +20,13 @@ import type { IdPrefix } from "../ids/index.ts";
 import { type ApiErrorCode, errorStatus } from "./errors.ts";
 import { idempotencyKeyLengthMax, idempotencyKeyPattern } from "./idempotency.ts";
 import { errorView, openApiView } from "./schemas.ts";
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** The business refusals this route may answer, listed in its OpenAPI operation under their statuses. */
+    errorCodes?: readonly ApiErrorCode[];
+  }
+}
 
 export const openApiPath = "/openapi.json";
 
@@ -217,6 +225,14 @@ const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => 
     },
     transform: createJsonSchemaTransform({ schemaRegistry: registry }),
     transformObject: (input) => documentErrors(transformObject(input) as unknown as Document) as never,
+  });
+  // A route's declared refusals reach its operation through its schema (the document is built from schemas).
+  app.addHook("onRoute", (route) => {
+    const codes = route.config?.errorCodes;
+    if (codes === undefined || route.schema === undefined) return;
+    const schema = route.schema as Record<string, unknown>;
+    const declared = Array.isArray(schema["x-error-codes"]) ? (schema["x-error-codes"] as string[]) : [];
+    schema["x-error-codes"] = [...new Set([...declared, ...codes])];
   });
   app.get(openApiPath, { schema: { hide: true, response: { 200: openApiView } } }, async () => app.swagger());
 };
