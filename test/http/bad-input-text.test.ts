@@ -28,6 +28,12 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   /** Every table's rows, digested (support.ts): equal before and after, nothing was written. */
   let before: Record<string, string>;
 
+  /** The digests of the tables requests write: the chain watcher's own (blocks, cursors, leases) move on their own. */
+  async function digests(): Promise<Record<string, string>> {
+    const all = await gw.tableDigests();
+    return Object.fromEntries(Object.entries(all).filter(([table]) => !table.startsWith("evm_watch_")));
+  }
+
   async function send(
     method: Method,
     url: string,
@@ -66,7 +72,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
             };
           }),
       );
-    before = await gw.tableDigests();
+    before = await digests();
   });
   afterAll(async () => {
     await gw?.app.close();
@@ -208,7 +214,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("wrote nothing for any of them, in any table: no object, no ledger transfer, no Idempotency-Key claimed", async () => {
-    expect(await gw.tableDigests()).toEqual(before);
+    expect(await digests()).toEqual(before);
   });
 
   it("a paired surrogate (an emoji) is text like any other", async () => {
