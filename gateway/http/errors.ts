@@ -36,6 +36,7 @@ export type ApiErrorCode =
   | "idempotency_key_reused"
   | "idempotency_key_in_use"
   | "request_timeout"
+  | "rate_limited"
   | "overloaded"
   | "internal_error";
 
@@ -87,6 +88,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   quote_used: 409,
   quote_constraints_unmet: 422,
   internal_error: 500,
+  rate_limited: 429,
   overloaded: 503,
 };
 
