@@ -27,6 +27,8 @@ export type ApiErrorCode =
   | "payment_not_found"
   | "invoice_not_found"
   | "refund_not_found"
+  | "webhook_endpoint_not_found"
+  | "webhook_delivery_not_found"
   | "refund_exceeds_remaining"
   | "invoice_not_paid"
   | "payment_not_succeeded"
@@ -70,6 +72,8 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   payment_not_found: 404,
   invoice_not_found: 404,
   refund_not_found: 404,
+  webhook_endpoint_not_found: 404,
+  webhook_delivery_not_found: 404,
   refund_exceeds_remaining: 409,
   invoice_not_paid: 409,
   payment_not_succeeded: 409,
