@@ -167,6 +167,9 @@ const schema = z.object({
   NETTING_INTERVAL_MS: positiveInt.default(60_000),
   /** How often due events are delivered to the tenants' webhook endpoints. */
   WEBHOOK_DELIVERY_INTERVAL_MS: positiveInt.default(1_000),
+  /** Hosts (host or host:port, comma-separated) reached whatever their address, and over http in development: the
+   * tests' local receivers. Every other outbound URL (webhooks, Lightning Addresses) must reach a public address. */
+  EGRESS_ALLOW_HOSTS: z.string().default(""),
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   /** The most API (/v1) requests in flight in this process; more are answered 503 `overloaded` with Retry-After. */
   REQUESTS_IN_FLIGHT_MAX: positiveInt.default(requestsInFlightMaxDefault),
@@ -200,6 +203,8 @@ export type Config = {
   requestTimeoutMs: number;
   netting: { maxFeeShareBps: number; batchTotal: bigint; intervalMs: number } | null;
   webhookDeliveryIntervalMs: number;
+  /** EGRESS_ALLOW_HOSTS, lowercased and trimmed (gateway/egress). */
+  egressAllowHosts: readonly string[];
   bodyLimitBytes: number;
   requestsInFlightMax: number;
   ledgerQueueTransfersMax: number;
@@ -294,6 +299,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
             intervalMs: e.NETTING_INTERVAL_MS,
           },
     webhookDeliveryIntervalMs: e.WEBHOOK_DELIVERY_INTERVAL_MS,
+    egressAllowHosts: e.EGRESS_ALLOW_HOSTS.split(",")
+      .map((host) => host.trim().toLowerCase())
+      .filter((host) => host !== ""),
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     requestsInFlightMax: e.REQUESTS_IN_FLIGHT_MAX,
     ledgerQueueTransfersMax: e.LEDGER_QUEUE_TRANSFERS_MAX,
