@@ -1,0 +1,90 @@
+// Events as the API shows them (GET /v1/events) and as deliveries carry them: a change writes its event into the
+// outbox in the change's own transaction (payments' insertOutboxEvent, or SQL of its own); the database gives each
+// a random public id (migration 0019). `data.object` is what the change wrote: the object's id and the facts of
+// that change (e.g. `{ payment_id }`, `{ invoice_id, amount, received_amount }`), not a copy of the whole object.
+// Events are kept eventRetentionDays, then pruned (pruneEvents, a periodic pass).
+import type { Sql } from "../db/index.ts";
+
+/** How long an event is kept, from its creation. */
+export const eventRetentionDays = 30;
+/** How many events one prune pass deletes at most (it runs again until none is left). */
+export const pruneBatchEventsMax = 10_000;
+
+export type EventView = {
+  id: string;
+  object: "event";
+  type: string;
+  /** Unix seconds. */
+  created: number;
+  data: { object: Record<string, unknown> };
+  livemode: boolean;
+};
+
+export type EventRow = { id: string; type: string; payload: unknown; created_at: Date };
+
+/** Columns of the `events` view that presentEvent reads. */
+export const eventColumns = "id, type, payload, created_at";
+
+/** A payload's bigints (toJson's `{ $bigint }`) as decimal strings, as the API carries amounts. */
+function plain(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(plain);
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>);
+    if (entries.length === 1 && entries[0]![0] === "$bigint" && typeof entries[0]![1] === "string")
+      return entries[0]![1];
+    return Object.fromEntries(entries.map(([key, inner]) => [key, plain(inner)]));
+  }
+  return value;
+}
+
+export function presentEvent(row: EventRow, livemode: boolean): EventView {
+  const payload = plain(typeof row.payload === "string" ? JSON.parse(row.payload) : row.payload);
+  return {
+    id: row.id,
+    object: "event",
+    type: row.type,
+    created: Math.floor(row.created_at.getTime() / 1000),
+    data: {
+      object:
+        payload !== null && typeof payload === "object" && !Array.isArray(payload)
+          ? (payload as Record<string, unknown>)
+          : { value: payload },
+    },
+    livemode,
+  };
+}
+
+/** The tenant's event, or null (unknown, pruned, or another tenant's). */
+export async function getEvent(sql: Sql, params: { tenantId: string; id: string }): Promise<EventRow | null> {
+  const [row] = await sql.query<EventRow>(
+    `SELECT ${eventColumns} FROM events WHERE tenant_id = $1 AND id = $2`,
+    [params.tenantId, params.id],
+  );
+  return row ?? null;
+}
+
+/** The public id of the outbox row `seq` (its serial id), for a delivery of it. */
+export async function eventBySeq(
+  sql: Sql,
+  seq: bigint | string,
+): Promise<(EventRow & { tenant_id: string }) | null> {
+  const [row] = await sql.query<EventRow & { tenant_id: string }>(
+    `SELECT ${eventColumns}, tenant_id FROM events WHERE seq = $1`,
+    [String(seq)],
+  );
+  return row ?? null;
+}
+
+/** Deletes events older than the retention, at most pruneBatchEventsMax; returns how many. */
+export async function pruneEvents(
+  sql: Sql,
+  params: { retentionDays?: number } = {},
+): Promise<{ deleted: number }> {
+  const rows = await sql.query(
+    `DELETE FROM outbox WHERE id IN (
+       SELECT id FROM outbox WHERE created_at < now() - make_interval(days => $1::int) ORDER BY created_at LIMIT $2)
+     RETURNING id`,
+    [params.retentionDays ?? eventRetentionDays, pruneBatchEventsMax],
+  );
+  return { deleted: rows.length };
+}
