@@ -9,6 +9,7 @@ import type { PayeeRefusal } from "../payees/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
 import { type InvoicePaymentRefusal, invoicePaymentRefusalStatus } from "../settlement/index.ts";
 import { type TenancyErrorCode, tenancyErrorStatus } from "../tenants/index.ts";
+import { type WebhookErrorCode, webhookErrorStatus } from "../webhooks/endpoints.ts";
 
 export type ApiErrorCode =
   | PaymentRefusal
@@ -24,6 +25,7 @@ export type ApiErrorCode =
   | "api_key_missing"
   | "api_key_invalid"
   | TenancyErrorCode
+  | WebhookErrorCode
   | "payment_not_found"
   | "invoice_not_found"
   | "refund_not_found"
@@ -59,6 +61,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   api_key_missing: 401,
   api_key_invalid: 401,
   ...tenancyErrorStatus,
+  ...webhookErrorStatus,
   ...invoicePaymentRefusalStatus,
   insufficient_funds: 402,
   rail_unavailable: 402,
