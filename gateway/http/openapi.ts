@@ -36,6 +36,7 @@ export const errorSchemaName = "Error";
 /** The object each id prefix names, and the code a missing one is answered with. */
 export const notFoundCodeByIdPrefix: Readonly<Partial<Record<IdPrefix, ApiErrorCode>>> = {
   acct: "account_not_found",
+  evt: "event_not_found",
   inv: "invoice_not_found",
   key: "api_key_not_found",
   pay: "payment_not_found",
@@ -43,6 +44,7 @@ export const notFoundCodeByIdPrefix: Readonly<Partial<Record<IdPrefix, ApiErrorC
   quo: "quote_not_found",
   rfd: "refund_not_found",
   ten: "tenant_not_found",
+  we: "webhook_endpoint_not_found",
 };
 
 type Schema = Record<string, unknown>;
