@@ -33,6 +33,8 @@ declare module "fastify" {
   }
   interface FastifyContextConfig {
     idempotency?: "inline";
+    /** Top-level fields of the answer never kept (a secret shown once): a replay answers without them. */
+    idempotencyOmit?: readonly string[];
   }
 }
 
@@ -129,6 +131,14 @@ export function answerFromRecord(
     case "payment":
       return null;
   }
+}
+
+/** A JSON object answer without the `omit` fields (an error answer has none of them: unchanged). */
+function withoutFields(body: string, omit: readonly string[] | undefined): string {
+  if (omit === undefined || omit.length === 0) return body;
+  const parsed = JSON.parse(body) as Record<string, unknown>;
+  for (const field of omit) delete parsed[field];
+  return JSON.stringify(parsed);
 }
 
 const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
@@ -240,7 +250,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     } else {
       stored = options.sql.query(
         "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
-        [tenant.id, key, reply.statusCode, body],
+        [tenant.id, key, reply.statusCode, withoutFields(body, request.routeOptions.config.idempotencyOmit)],
       );
     }
     // The answer goes out whatever became of keeping it: it says what was done, and an error here would make
