@@ -1,0 +1,196 @@
+// Sending to a vetted URL. The URL is vetted (`vetUrl`), then every connection resolves its hostname once, vets
+// every address it got and connects only to those (an undici Agent whose connector's `lookup` is ours): a name
+// that answered a public address at registration and a private one now (DNS rebinding) is refused when it
+// connects, and the address vetted is the address connected to. SNI and Host stay the URL's hostname. Redirects
+// are never followed (a 3xx is the answer); an IP literal is vetted by `vetUrl` and connected to as written.
+import { lookup as dnsLookup, type LookupAddress } from "node:dns";
+import type { LookupFunction } from "node:net";
+import { Agent, type Response, type RequestInit as UndiciRequestInit, fetch as undiciFetch } from "undici";
+import { SwitchyardError } from "../../core/index.ts";
+import { classifyAddress } from "./address.ts";
+import { type EgressPolicy, type EgressRefusal, hostOf, type UrlVerdict, vetUrl } from "./url.ts";
+
+/** What a hostname resolves to: every address, as `dns.lookup(host, { all: true })` answers. */
+export type Resolver = (hostname: string) => Promise<readonly LookupAddress[]>;
+
+export const systemResolver: Resolver = (hostname) =>
+  new Promise((resolve, reject) =>
+    dnsLookup(hostname, { all: true, verbatim: true }, (error, addresses) =>
+      error === null ? resolve(addresses) : reject(error),
+    ),
+  );
+
+export type EgressLimits = {
+  /** A connection not made within this is abandoned. */
+  readonly connectTimeoutMs: number;
+  /** The resolution of one hostname. */
+  readonly resolveTimeoutMs: number;
+};
+
+export const egressLimitsDefault: EgressLimits = { connectTimeoutMs: 5_000, resolveTimeoutMs: 5_000 };
+
+/** An outbound request refused by the egress guard; `reason` is from a closed set. */
+export class EgressRefusedError extends SwitchyardError {
+  override name = "EgressRefusedError";
+  readonly reason: EgressRefusal;
+  constructor(reason: EgressRefusal, message: string) {
+    super(`egress refused: ${message}`);
+    this.reason = reason;
+  }
+}
+
+export type EgressInit = Omit<UndiciRequestInit, "dispatcher" | "redirect">;
+
+export type Egress = {
+  readonly policy: EgressPolicy;
+  /** The URL alone, without resolving it: `vetUrl` under this policy. */
+  vetUrl(text: string): UrlVerdict;
+  /**
+   * At registration: the URL, and every address its hostname resolves to now. A name that does not resolve is
+   * accepted (it is vetted again at every connection); one that resolves to any non-public address is not.
+   */
+  vetRegistration(text: string): Promise<UrlVerdict>;
+  /** fetch, to vetted addresses only, never following a redirect; refusals throw `EgressRefusedError`. */
+  fetch(url: string | URL, init?: EgressInit): Promise<Response>;
+  /** Closes the pooled connections. */
+  close(): Promise<void>;
+};
+
+export type EgressParams = {
+  readonly policy: EgressPolicy;
+  /** The system's resolver unless given (tests give one that answers what they need). */
+  readonly resolver?: Resolver;
+  readonly limits?: EgressLimits;
+};
+
+export function createEgress(params: EgressParams): Egress {
+  const { policy } = params;
+  const resolver = params.resolver ?? systemResolver;
+  const limits = params.limits ?? egressLimitsDefault;
+  const dispatcher = new Agent({
+    connect: { lookup: vettedLookup(policy, resolver, limits), timeout: limits.connectTimeoutMs },
+  });
+  return {
+    policy,
+    vetUrl: (text) => vetUrl(text, policy),
+    async vetRegistration(text) {
+      const verdict = vetUrl(text, policy);
+      if (!verdict.ok || verdict.allowed || isLiteral(hostOf(verdict.url))) return verdict;
+      const resolved = await resolveVetted(hostOf(verdict.url), resolver, limits);
+      if (!resolved.ok && resolved.reason !== "unresolvable") return resolved;
+      return verdict;
+    },
+    async fetch(url, init = {}) {
+      const verdict = vetUrl(String(url), policy);
+      if (!verdict.ok) throw new EgressRefusedError(verdict.reason, verdict.message);
+      try {
+        return await undiciFetch(verdict.url, { ...init, redirect: "manual", dispatcher });
+      } catch (error) {
+        throw refusalIn(error) ?? error;
+      }
+    },
+    close: () => dispatcher.close(),
+  };
+}
+
+type Resolution =
+  | { readonly ok: true; readonly addresses: readonly LookupAddress[] }
+  | { readonly ok: false; readonly reason: EgressRefusal; readonly message: string };
+
+/** Resolves `hostname` once and vets every address: all public, or refused. */
+export async function resolveVetted(
+  hostname: string,
+  resolver: Resolver,
+  limits: EgressLimits,
+): Promise<Resolution> {
+  let addresses: readonly LookupAddress[];
+  try {
+    addresses = await withTimeout(resolver(hostname), limits.resolveTimeoutMs);
+  } catch (error) {
+    return {
+      ok: false,
+      reason: "unresolvable",
+      message: `${hostname} did not resolve: ${error instanceof Error ? error.message : String(error)}`,
+    };
+  }
+  if (addresses.length === 0)
+    return { ok: false, reason: "unresolvable", message: `${hostname} has no address` };
+  for (const { address } of addresses) {
+    const verdict = classifyAddress(address);
+    if (!verdict.public)
+      return {
+        ok: false,
+        reason: "address_not_public",
+        message: `${hostname} resolves to ${address}, not a public address (${verdict.range})`,
+      };
+  }
+  return { ok: true, addresses };
+}
+
+/** The connector's lookup: an allowed host as the resolver answers it, any other only to vetted addresses. */
+function vettedLookup(policy: EgressPolicy, resolver: Resolver, limits: EgressLimits): LookupFunction {
+  return (hostname, options, callback) => {
+    const host = hostname.toLowerCase().replace(/\.+$/, "");
+    // The port was checked against the allow-list by vetUrl before this request was sent.
+    const allowed = policy.allowHosts.some((entry) => entry === host || entry.startsWith(`${host}:`));
+    const answer = allowed
+      ? withTimeout(resolver(host), limits.resolveTimeoutMs).then(
+          (addresses): Resolution => ({ ok: true, addresses }),
+          (error: unknown): Resolution => ({
+            ok: false,
+            reason: "unresolvable",
+            message: `${host} did not resolve: ${error instanceof Error ? error.message : String(error)}`,
+          }),
+        )
+      : resolveVetted(host, resolver, limits);
+    void answer.then((resolution) => {
+      if (!resolution.ok) {
+        callback(new EgressRefusedError(resolution.reason, resolution.message), "", 4);
+        return;
+      }
+      const family = options.family === 4 || options.family === 6 ? options.family : 0;
+      const fitting = resolution.addresses.filter((a) => family === 0 || a.family === family);
+      const first = fitting[0];
+      if (first === undefined) {
+        callback(new EgressRefusedError("unresolvable", `${host} has no IPv${family} address`), "", 4);
+        return;
+      }
+      if (options.all === true) (callback as unknown as AllCallback)(null, fitting);
+      else callback(null, first.address, first.family);
+    });
+  };
+}
+
+type AllCallback = (error: NodeJS.ErrnoException | null, addresses: readonly LookupAddress[]) => void;
+
+function isLiteral(host: string): boolean {
+  return host.startsWith("[") || /^[0-9.]+$/.test(host);
+}
+
+/** The egress refusal along an error's cause chain (undici wraps the connector's error in "fetch failed"). */
+function refusalIn(error: unknown): EgressRefusedError | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < causeDepthMax && current !== undefined; depth += 1) {
+    if (current instanceof EgressRefusedError) return current;
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return undefined;
+}
+
+const causeDepthMax = 8;
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
