@@ -6,6 +6,11 @@
 // in the changing transaction, and every process forgets the key when the announcement arrives (typically within a
 // millisecond or two of the commit); and no process trusts a remembered key longer than `ttlMs` (at most 1 s by
 // default) nor past the key's own expires_at, whether the bus delivered or not.
+//
+// A secret without a key's shape and checksum (keys.ts) is refused before any lookup: a mistyped or made-up key
+// costs no query. Nothing remembers unknown keys: the checksum already refuses what a guess would produce, a forger
+// who computes checksums can make endless distinct keys that no bounded memory would hold, and the per-IP rate limit
+// (gateway/http/rate-limit.ts) bounds how many such lookups one address can cause.
 import type { ChangeFeed, Sql } from "../db/index.ts";
 import {
   type ApiKeyRecord,
@@ -13,7 +18,7 @@ import {
   apiKeyColumns,
   apiKeyOfRow,
   digestOf,
-  secretPattern,
+  hasValidChecksum,
 } from "./keys.ts";
 import type { Tenant } from "./tenants.ts";
 
@@ -63,7 +68,7 @@ async function checkDigest(sql: Sql, digest: Buffer): Promise<KeyCheck> {
 
 /** The tenant a secret key belongs to, or null for a malformed, unknown, revoked or expired key, or a suspended tenant's. Asks the database every time. */
 export async function authenticate(sql: Sql, secret: string): Promise<Tenant | null> {
-  if (!secretPattern.test(secret)) return null;
+  if (!hasValidChecksum(secret)) return null;
   const check = await checkDigest(sql, digestOf(secret));
   return check.ok ? check.principal.tenant : null;
 }
@@ -102,7 +107,7 @@ export function createAuthenticator(
     }
   });
   const check = async (secret: string): Promise<KeyCheck> => {
-    if (!secretPattern.test(secret)) return invalid;
+    if (!hasValidChecksum(secret)) return invalid;
     const digest = digestOf(secret);
     const key = digest.toString("base64");
     const cached = valid.get(key);

@@ -3,12 +3,17 @@
 // refused (announced, and within the bound without the announcement); rolls (scopes kept, once, the caller's scopes
 // bounding it); issuing under the limit; the operator's credential configured, made once, or replaced; the demo key
 // kept across "restarts" and never a live one.
+
+import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gatewayMigrations } from "../app.ts";
 import { type ChangeBus, createLocalChangeBus, type Db, migrate, openPglite } from "../db/index.ts";
 import { ledgerMigrations } from "../ledger/index.ts";
 import {
   apiKeyCacheDefaults,
+  apiKeyChecksumLength,
+  apiKeyChecksumOf,
+  apiKeySecretOf,
   apiKeysActiveMax,
   apiKeyTrustMsMax,
   authenticate,
@@ -19,6 +24,7 @@ import {
   ensureDemoApiKey,
   ensureOperatorKey,
   getApiKey,
+  hasValidChecksum,
   isOperatorKey,
   issueApiKey,
   revokeTenantApiKey,
@@ -204,7 +210,70 @@ describe("the operator's credential", () => {
   });
 });
 
+describe("the key format's checksum", () => {
+  it("ends every new key: sk_<mode>_, 36 random characters, 7 of SHA-256 over what precedes them", async () => {
+    const { id } = await createTenant(db, { name: "Checksums" });
+    const made = [
+      await createApiKey(db, { tenantId: id, mode: "test" }),
+      await createApiKey(db, { tenantId: id, mode: "live" }),
+      (await issueApiKey({ db }, { tenantId: id, mode: "test" })) as { secret: string },
+      await ensureDemoApiKey({ db }, { tenantId: id }),
+    ];
+    for (const { secret } of made) {
+      expect(secret).toMatch(/^sk_(test|live)_[A-Za-z0-9_-]{43}$/);
+      expect(hasValidChecksum(secret)).toBe(true);
+      const body = secret.slice(0, -apiKeyChecksumLength);
+      expect(secret.slice(-apiKeyChecksumLength)).toBe(apiKeyChecksumOf(body));
+    }
+    expect(new Set(made.map(({ secret }) => secret)).size).toBe(made.length);
+  });
+
+  it("refuses a wrong checksum, a changed character, another mode's prefix, and other shapes", () => {
+    const secret = apiKeySecretOf("test", randomBytes(27).toString("base64url"));
+    expect(hasValidChecksum(secret)).toBe(true);
+    for (let at = "sk_test_".length; at < secret.length; at += 1) {
+      const changed = `${secret.slice(0, at)}${secret[at] === "A" ? "B" : "A"}${secret.slice(at + 1)}`;
+      expect(hasValidChecksum(changed)).toBe(false);
+    }
+    expect(hasValidChecksum(secret.replace("sk_test_", "sk_live_"))).toBe(false);
+    expect(hasValidChecksum(`sk_test_${"A".repeat(43)}`)).toBe(false);
+    expect(hasValidChecksum(`sk_test_${randomBytes(32).toString("base64url")}`)).toBe(false); // the old format
+    expect(hasValidChecksum(`${secret} `)).toBe(false);
+    expect(hasValidChecksum(secret.slice(0, -1))).toBe(false);
+    expect(hasValidChecksum("")).toBe(false);
+    expect(apiKeySecretOf("live", "x".repeat(36))).toMatch(/^sk_live_x{36}[A-Za-z0-9_-]{7}$/);
+  });
+});
+
 describe("the demo key", () => {
+  it("kept from before keys had a checksum is revoked and made again, once", async () => {
+    const { id } = await createTenant(db, { name: "Old demo" });
+    const old = `sk_test_${randomBytes(32).toString("base64url")}`;
+    const oldId = "key_olddemo";
+    await db.query(
+      `INSERT INTO api_keys (id, tenant_id, secret_sha256, hint, mode, scopes, api_version, demo_secret)
+       VALUES ($1, $2, $3, 'sk_test_…', 'test', '{read}', $4, $5)`,
+      [oldId, id, Buffer.alloc(32, 7), currentApiVersion, old],
+    );
+    const made = await ensureDemoApiKey({ db }, { tenantId: id });
+    expect(made.created).toBe(true);
+    expect(made.id).not.toBe(oldId);
+    expect(hasValidChecksum(made.secret)).toBe(true);
+    expect(await authenticate(db, made.secret)).toMatchObject({ id });
+    const oldKey = await getApiKey(db, { tenantId: id, id: oldId });
+    expect(oldKey?.revokedAt).not.toBeNull();
+    const [kept] = await db.query<{ demo_secret: string | null }>(
+      "SELECT demo_secret FROM api_keys WHERE id = $1",
+      [oldId],
+    );
+    expect(kept!.demo_secret).toBeNull();
+    expect(await ensureDemoApiKey({ db }, { tenantId: id })).toEqual({
+      id: made.id,
+      secret: made.secret,
+      created: false,
+    });
+  });
+
   it("is the same at every start on the same database, a test key, and made again only once revoked", async () => {
     const { id } = await createTenant(db, { name: "Demo" });
     const first = await ensureDemoApiKey({ db }, { tenantId: id });

@@ -1,12 +1,14 @@
-// A tenant's API keys. A key is `sk_<mode>_<43 base64url chars>` (256 random bits), shown once; only its SHA-256 is
-// stored, which is enough for a secret of that entropy, and lookups are by digest. A key has a name, scopes
+// A tenant's API keys. A key is `sk_<mode>_<43 base64url chars>`: 36 random (216 bits) and a 7-character checksum
+// of everything before it (apiKeyChecksumOf), so that a mistyped, truncated or made-up key is refused without a
+// database query (authenticator.ts). Shown once; only its SHA-256 is stored, which is enough for a secret of that
+// entropy, and lookups are by digest. A key has a name, scopes
 // (scopes.ts), a mode (test or live: the deployment takes only its own), the API version it is pinned to, and an
 // expiry once it is rolled (the overlap during which the old and the new key both work).
 //
 // Revoking a key, and rolling one without overlap, is announced on the change bus in the changing transaction:
 // every process's authenticator forgets the key once it commits. A key's expiry needs no announcement: no process
 // trusts a key past its expires_at (authenticator.ts).
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { type ChangeBus, type Db, type Sql, textArrayLiteral, transactionAnnouncing } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
 import { scopes as allScopes, normalizedScopes, type Scope, scopesBeyond } from "./scopes.ts";
@@ -38,7 +40,34 @@ export const rollOverlapSecondsMax = 7 * 24 * 3600;
 /** The overlap a roll gives the old key when the request names none. */
 export const rollOverlapSecondsDefault = 24 * 3600;
 
+/** A key's shape: what the mode is read from (modeOfSecret). Its checksum is checked apart (hasValidChecksum). */
 export const secretPattern = /^sk_(test|live)_[A-Za-z0-9_-]{43}$/;
+
+/** The random part of a secret: 27 bytes, 36 base64url characters. */
+const secretRandomBytes = 27;
+/** The checksum's characters at the end of a secret: 42 bits, so a made-up key passes once in 4 × 10^12. */
+export const apiKeyChecksumLength = 7;
+
+/** The checksum of a secret's beginning (`sk_<mode>_` and its random part): SHA-256's first 42 bits, base64url. */
+export function apiKeyChecksumOf(body: string): string {
+  return createHash("sha256").update(body, "utf8").digest("base64url").slice(0, apiKeyChecksumLength);
+}
+
+/** A secret of this mode with this random part (36 base64url characters) and its checksum. */
+export function apiKeySecretOf(mode: KeyMode, random: string): string {
+  const body = `sk_${mode}_${random}`;
+  return `${body}${apiKeyChecksumOf(body)}`;
+}
+
+/** Whether a secret has a key's shape and its checksum matches: only then can it be a key (no query needed). */
+export function hasValidChecksum(secret: string): boolean {
+  if (!secretPattern.test(secret)) return false;
+  const body = secret.slice(0, -apiKeyChecksumLength);
+  return timingSafeEqual(
+    Buffer.from(secret.slice(-apiKeyChecksumLength), "utf8"),
+    Buffer.from(apiKeyChecksumOf(body), "utf8"),
+  );
+}
 
 export function digestOf(secret: string): Buffer {
   return createHash("sha256").update(secret, "utf8").digest();
@@ -110,7 +139,7 @@ export async function createApiKey(
   sql: Sql,
   params: CreateApiKeyParams,
 ): Promise<{ id: string; secret: string; key: ApiKeyRecord }> {
-  const secret = `sk_${params.mode}_${randomBytes(32).toString("base64url")}`;
+  const secret = apiKeySecretOf(params.mode, randomBytes(secretRandomBytes).toString("base64url"));
   const id = newId("key");
   const scopes = normalizedScopes(params.scopes ?? allScopes);
   const rows = await sql.query<ApiKeyRow>(
@@ -289,7 +318,8 @@ export async function workingKeyDigests(sql: Sql, tenantId: string): Promise<Buf
 
 /**
  * Development only: the tenant's demo key, made the first time with its secret kept, and the same secret at every
- * later start on the same database. A test key always (the table refuses to keep a live key's secret).
+ * later start on the same database. A test key always (the table refuses to keep a live key's secret). A kept key
+ * made before keys had a checksum (it could never authenticate now) is revoked and a new one made in its place.
  */
 export async function ensureDemoApiKey(
   deps: { db: Db },
@@ -303,7 +333,13 @@ export async function ensureDemoApiKey(
          AND (expires_at IS NULL OR expires_at > now())`,
       [params.tenantId],
     );
-    if (kept !== undefined) return { id: kept.id, secret: kept.demo_secret, created: false };
+    if (kept !== undefined && hasValidChecksum(kept.demo_secret))
+      return { id: kept.id, secret: kept.demo_secret, created: false };
+    if (kept !== undefined)
+      await tx.query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND tenant_id = $2", [
+        kept.id,
+        params.tenantId,
+      ]);
     // A kept key that was revoked or rolled out keeps its secret no longer.
     await tx.query(
       "UPDATE api_keys SET demo_secret = NULL WHERE tenant_id = $1 AND demo_secret IS NOT NULL",

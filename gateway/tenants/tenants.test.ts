@@ -16,7 +16,14 @@ import {
   type Sql,
 } from "../db/index.ts";
 import { ledgerMigrations } from "../ledger/index.ts";
-import { authenticate, createApiKey, createAuthenticator, createTenant, revokeApiKey } from "./index.ts";
+import {
+  apiKeySecretOf,
+  authenticate,
+  createApiKey,
+  createAuthenticator,
+  createTenant,
+  revokeApiKey,
+} from "./index.ts";
 
 let db: Db;
 /** This process's bus: what revokeApiKey announces on, and what the memories below hear. */
@@ -93,13 +100,34 @@ describe("the API-key memory", () => {
       { sql, nowMs: clock().nowMs, changes },
       { entriesMax: 10, ttlMs: 60_000 },
     );
-    const unknown = `sk_test_${"A".repeat(43)}`;
+    const unknown = apiKeySecretOf("test", "A".repeat(36)); // well-formed, its checksum right: looked up
     expect(await auth.authenticate(unknown)).toBeNull();
     expect(await auth.authenticate(unknown)).toBeNull();
     expect(queries()).toBe(2);
     expect(await auth.authenticate("sk_test_short")).toBeNull();
     expect(await auth.authenticate(`${unknown} `)).toBeNull();
     expect(queries()).toBe(2);
+  });
+
+  it("refuses a key of the right shape whose checksum is wrong without a query (a made-up or mistyped key)", async () => {
+    const real = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql, queries } = counting();
+    const auth = createAuthenticator(
+      { sql, nowMs: clock().nowMs, changes },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
+    // The probe's made-up key: sk_test_ and 43 URL-safe characters.
+    expect(await auth.authenticate(`sk_test_${"A".repeat(43)}`)).toBeNull();
+    // A real key with one character changed, in its random part or in its checksum; its mode changed.
+    const flip = (text: string, at: number) =>
+      `${text.slice(0, at)}${text[at] === "A" ? "B" : "A"}${text.slice(at + 1)}`;
+    expect(await auth.authenticate(flip(real.secret, 10))).toBeNull();
+    expect(await auth.authenticate(flip(real.secret, real.secret.length - 1))).toBeNull();
+    expect(await authenticate(sql, real.secret.replace("sk_test_", "sk_live_"))).toBeNull();
+    expect(await authenticate(sql, flip(real.secret, 20))).toBeNull();
+    expect(queries()).toBe(0);
+    expect(await auth.authenticate(real.secret)).toEqual({ id: tenantId, name: "Auth" });
+    expect(queries()).toBe(1);
   });
 
   it("holds at most entriesMax keys, forgetting the least recently checked", async () => {
