@@ -3,7 +3,7 @@
 import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
 import { createLocalChangeBus } from "../db/index.ts";
-import { apiKeyCacheDefaults } from "../tenants/index.ts";
+import { apiKeyCacheDefaults, apiKeySecretOf } from "../tenants/index.ts";
 import { authPlugin, RouteScopeError, routeAccess } from "./auth.ts";
 
 /** The scopes of the one key the fake database knows (every lookup finds it). */
@@ -23,7 +23,7 @@ const keyRow = () => ({
   tenant_name: "X",
   tenant_status: "active",
 });
-const secret = `sk_test_${"x".repeat(43)}`;
+const secret = apiKeySecretOf("test", "x".repeat(36));
 
 async function v1With(routes: (app: import("fastify").FastifyInstance) => void) {
   const app = Fastify();
