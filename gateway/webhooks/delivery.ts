@@ -1,0 +1,374 @@
+// Delivery of the outbox's events, per (event, endpoint). A state change and its event commit in one
+// transaction (the outbox); delivery then:
+// 1. fans each new event out, once, to the tenant's endpoints that want it at that moment: one
+//    webhook_deliveries row per (event, endpoint), unique, so two processes fanning out at once make one;
+// 2. claims due deliveries for claimMs (locked_until: a process never sends one a second process holds), at most
+//    tenantInFlightMax of a tenant's at once (counted over every process's unexpired claims) and at most
+//    globalInFlightMax per process, the tenants' turns interleaved;
+// 3. POSTs each one signed, concurrently, each attempt bounded by deliveryTimeoutMs, and records the attempt in
+//    the endpoint's log (time, status code, latency, error). A 2xx ends that delivery alone: one endpoint's
+//    failure never makes another receive the event again. A failure is retried with exponential backoff and
+//    jitter (backoffBaseMs doubling, capped at backoffMaxMs) until giveUpAfterMs after the event's fan-out, then
+//    the delivery is `failed`. An endpoint whose attempts have all failed for disableAfterMs is disabled, and the
+//    tenant gets a `webhook_endpoint.disabled` event.
+// Receivers dedupe on the event id: a delivery may repeat (a redelivery, a claim expired mid-attempt), never
+// vanish before giving up.
+import { createHmac } from "node:crypto";
+import type { Db, Logger, Sql } from "../../core/index.ts";
+import { textArrayLiteral } from "../db/index.ts";
+import { newId } from "../ids/index.ts";
+
+/** How long a delivery is retried after its event was fanned out, before it is `failed`: 3 days. */
+export const webhookDeliveryGiveUpAfterMs = 3 * 24 * 3_600_000;
+/** How long an endpoint's attempts may all fail before it is disabled: 5 days (Standard Webhooks' advice). */
+export const webhookEndpointDisableAfterMs = 5 * 24 * 3_600_000;
+
+export type WebhookLimits = {
+  /** The most events fanned out per pass. */
+  batchEventsMax: number;
+  /** One attempt's bound: connection, answer and all. */
+  deliveryTimeoutMs: number;
+  /** How long a claim holds a delivery; longer than deliveryTimeoutMs, so a live attempt keeps its claim. */
+  claimMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** The most deliveries of one tenant in flight at once, over all processes. */
+  tenantInFlightMax: number;
+  /** The most deliveries in flight at once in one process. */
+  globalInFlightMax: number;
+  giveUpAfterMs: number;
+  disableAfterMs: number;
+  /** The most characters of an attempt's error text kept. */
+  errorCharsMax: number;
+};
+
+export const webhookLimitsDefault: WebhookLimits = {
+  batchEventsMax: 100,
+  deliveryTimeoutMs: 10_000,
+  claimMs: 60_000,
+  backoffBaseMs: 1_000,
+  backoffMaxMs: 3_600_000,
+  tenantInFlightMax: 4,
+  globalInFlightMax: 64,
+  giveUpAfterMs: webhookDeliveryGiveUpAfterMs,
+  disableAfterMs: webhookEndpointDisableAfterMs,
+  errorCharsMax: 500,
+};
+
+export const signatureHeader = "switchyard-signature";
+
+/** `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: what a receiver checks before trusting a delivery. */
+export function signDelivery(secret: string, body: string, timestampSeconds: number): string {
+  const mac = createHmac("sha256", secret).update(`${timestampSeconds}.${body}`).digest("hex");
+  return `t=${timestampSeconds},v1=${mac}`;
+}
+
+// ---- sending: the seam the egress guard plugs into
+
+export type DeliveryRequest = {
+  url: string;
+  headers: Readonly<Record<string, string>>;
+  body: string;
+  signal: AbortSignal;
+};
+/** What came back: the receiver's status, or why none came. */
+export type DeliveryResponse = { statusCode: number } | { error: string };
+export type Send = (request: DeliveryRequest) => Promise<DeliveryResponse>;
+
+/** A plain POST, redirects not followed, the answer's body left unread. */
+export const fetchSend: Send = async (request) => {
+  try {
+    const response = await fetch(request.url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...request.headers },
+      body: request.body,
+      signal: request.signal,
+      redirect: "manual",
+    });
+    await response.body?.cancel();
+    return { statusCode: response.status };
+  } catch (error) {
+    return { error: error instanceof Error ? error.message : String(error) };
+  }
+};
+
+export type DeliveryDeps = {
+  db: Db;
+  limits: WebhookLimits;
+  nowMs: () => number;
+  /** How a request goes out; fetchSend unless given. */
+  send?: Send;
+  /** In [0, 1): the backoff's jitter; Math.random unless given. */
+  random?: () => number;
+};
+
+// ---- fan-out
+
+type EndpointWanting = { id: string };
+
+/** The tenant's endpoints that take events of `type` now: enabled ones. */
+export async function endpointsWanting(
+  sql: Sql,
+  params: { tenantId: string; type: string },
+): Promise<EndpointWanting[]> {
+  return sql.query<EndpointWanting>(
+    "SELECT id FROM webhook_endpoints WHERE tenant_id = $1 AND enabled ORDER BY id",
+    [params.tenantId],
+  );
+}
+
+/** Fans out up to batchEventsMax new events; returns how many deliveries it made. */
+export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
+  const events = await deps.db.query<{ id: bigint; tenant_id: string; type: string }>(
+    "SELECT id, tenant_id, type FROM outbox WHERE fanned_out_at IS NULL ORDER BY id LIMIT $1",
+    [deps.limits.batchEventsMax],
+  );
+  let made = 0;
+  for (const event of events) {
+    const endpoints = await endpointsWanting(deps.db, { tenantId: event.tenant_id, type: event.type });
+    const ids = endpoints.map(() => newId("whd", deps.nowMs()));
+    const inserted = await deps.db.transaction(async (tx) => {
+      const rows =
+        endpoints.length === 0
+          ? []
+          : await tx.query(
+              `INSERT INTO webhook_deliveries (id, tenant_id, event_id, endpoint_id)
+               SELECT d.id, $1, $2, d.endpoint_id FROM unnest($3::text[], $4::text[]) AS d (id, endpoint_id)
+               ON CONFLICT (event_id, endpoint_id) DO NOTHING RETURNING id`,
+              [
+                event.tenant_id,
+                event.id,
+                textArrayLiteral(ids),
+                textArrayLiteral(endpoints.map((endpoint) => endpoint.id)),
+              ],
+            );
+      await tx.query("UPDATE outbox SET fanned_out_at = now() WHERE id = $1 AND fanned_out_at IS NULL", [
+        event.id,
+      ]);
+      return rows.length;
+    });
+    made += inserted;
+  }
+  return made;
+}
+
+// ---- claims
+
+export type ClaimedDelivery = {
+  id: string;
+  tenant_id: string;
+  endpoint_id: string;
+  attempts: number;
+  event_seq: bigint;
+  event_id: string;
+  type: string;
+  payload: unknown;
+  event_created_at: Date;
+  url: string;
+  secret: string;
+};
+
+/**
+ * Claims up to `countMax` due deliveries of enabled endpoints, no tenant past tenantInFlightMax in flight (its
+ * unexpired claims), the tenants' turns interleaved (each one's first due, then each one's second…).
+ */
+export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Promise<ClaimedDelivery[]> {
+  if (countMax <= 0) return [];
+  return deps.db.query<ClaimedDelivery>(
+    `WITH busy AS (
+       SELECT tenant_id, count(*)::int AS n FROM webhook_deliveries
+       WHERE status = 'pending' AND locked_until > now() GROUP BY tenant_id
+     ), due AS (
+       SELECT d.id, d.tenant_id,
+              row_number() OVER (PARTITION BY d.tenant_id ORDER BY d.next_attempt_at, d.id) AS turn
+       FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+       WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+         AND (d.locked_until IS NULL OR d.locked_until <= now()) AND e.enabled
+     ), chosen AS (
+       SELECT due.id FROM due LEFT JOIN busy ON busy.tenant_id = due.tenant_id
+       WHERE due.turn <= $1 - coalesce(busy.n, 0)
+       ORDER BY due.turn, due.id LIMIT $2
+     )
+     UPDATE webhook_deliveries d
+     SET locked_until = now() + make_interval(secs => $3::double precision / 1000)
+     FROM outbox o, webhook_endpoints e
+     WHERE d.id IN (SELECT id FROM chosen) AND (d.locked_until IS NULL OR d.locked_until <= now())
+       AND d.status = 'pending' AND o.id = d.event_id AND e.id = d.endpoint_id
+     RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, o.id AS event_seq, 'evt_' || o.id AS event_id,
+       o.type, o.payload, o.created_at AS event_created_at, e.url, e.secret`,
+    [deps.limits.tenantInFlightMax, countMax, deps.limits.claimMs],
+  );
+}
+
+// ---- one attempt
+
+export type AttemptOutcome = "succeeded" | "retrying" | "failed";
+
+/** The body a delivery carries: the event. */
+export function eventBody(delivery: ClaimedDelivery): string {
+  return JSON.stringify({
+    id: delivery.event_id,
+    object: "event",
+    type: delivery.type,
+    created_at: delivery.event_created_at.toISOString(),
+    data: delivery.payload,
+  });
+}
+
+/** The wait before attempt `attempts + 1`: base·2^(attempts−1), capped, the upper half of it random. */
+export function backoffMs(limits: WebhookLimits, attempts: number, random: () => number): number {
+  const ceiling = Math.min(limits.backoffMaxMs, limits.backoffBaseMs * 2 ** Math.min(attempts - 1, 40));
+  return Math.floor(ceiling / 2 + (ceiling / 2) * random());
+}
+
+/**
+ * Sends one claimed delivery and records the attempt. `stopping` aborts the request; an attempt cut short by
+ * it records nothing, and its claim runs out for another pass.
+ */
+export async function attemptDelivery(
+  deps: DeliveryDeps,
+  delivery: ClaimedDelivery,
+  stopping?: AbortSignal,
+): Promise<AttemptOutcome | "stopped"> {
+  const body = eventBody(delivery);
+  const startedMs = deps.nowMs();
+  const timeout = AbortSignal.timeout(deps.limits.deliveryTimeoutMs);
+  const answer = await (deps.send ?? fetchSend)({
+    url: delivery.url,
+    headers: { [signatureHeader]: signDelivery(delivery.secret, body, Math.floor(startedMs / 1000)) },
+    body,
+    signal: stopping === undefined ? timeout : AbortSignal.any([timeout, stopping]),
+  });
+  if (stopping?.aborted) return "stopped";
+  const latencyMs = Math.max(0, deps.nowMs() - startedMs);
+  const statusCode = "statusCode" in answer ? answer.statusCode : null;
+  const ok = statusCode !== null && statusCode >= 200 && statusCode < 300;
+  const error = ok
+    ? null
+    : ("error" in answer ? answer.error : `HTTP ${statusCode}`).slice(0, deps.limits.errorCharsMax);
+  const waitMs = backoffMs(deps.limits, delivery.attempts + 1, deps.random ?? Math.random);
+  return deps.db.transaction(async (tx) => {
+    await tx.query(
+      `INSERT INTO webhook_delivery_attempts (delivery_id, tenant_id, attempted_at, status_code, latency_ms, error)
+       VALUES ($1, $2, $3, $4, $5, $6)`,
+      [delivery.id, delivery.tenant_id, new Date(startedMs), statusCode, latencyMs, error],
+    );
+    const [row] = await tx.query<{ status: "pending" | "succeeded" | "failed" }>(
+      `UPDATE webhook_deliveries SET attempts = attempts + 1, locked_until = NULL, last_attempt_at = $2,
+         last_status_code = $3, last_latency_ms = $4, last_error = $5,
+         status = CASE WHEN $6::boolean THEN 'succeeded'
+                       WHEN created_at <= now() - make_interval(secs => $7::double precision / 1000) THEN 'failed'
+                       ELSE 'pending' END,
+         next_attempt_at = CASE WHEN $6::boolean THEN next_attempt_at
+                                ELSE now() + make_interval(secs => $8::double precision / 1000) END
+       WHERE id = $1 RETURNING status`,
+      [delivery.id, new Date(startedMs), statusCode, latencyMs, error, ok, deps.limits.giveUpAfterMs, waitMs],
+    );
+    await tx.query(
+      "UPDATE webhook_deliveries SET completed_at = now() WHERE id = $1 AND status <> 'pending' AND completed_at IS NULL",
+      [delivery.id],
+    );
+    if (ok) {
+      await tx.query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1", [
+        delivery.endpoint_id,
+      ]);
+    } else {
+      await recordEndpointFailure(tx, deps.limits, delivery.endpoint_id);
+    }
+    return row?.status === "pending" ? "retrying" : (row?.status ?? "failed");
+  });
+}
+
+/** An endpoint's attempt failed: it is failing since now if it was not; past disableAfterMs it is disabled. */
+async function recordEndpointFailure(tx: Sql, limits: WebhookLimits, endpointId: string): Promise<void> {
+  await tx.query(
+    "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now()) WHERE id = $1",
+    [endpointId],
+  );
+  const disabled = await tx.query<{ tenant_id: string; id: string; url: string; failing_since: Date }>(
+    `UPDATE webhook_endpoints SET enabled = false, disabled_at = now()
+     WHERE id = $1 AND enabled AND failing_since <= now() - make_interval(secs => $2::double precision / 1000)
+     RETURNING tenant_id, id, url, failing_since`,
+    [endpointId, limits.disableAfterMs],
+  );
+  for (const endpoint of disabled)
+    await tx.query(
+      "INSERT INTO outbox (tenant_id, type, payload) VALUES ($1, 'webhook_endpoint.disabled', $2)",
+      [
+        endpoint.tenant_id,
+        JSON.stringify({
+          object: {
+            id: endpoint.id,
+            object: "webhook_endpoint",
+            url: endpoint.url,
+            enabled: false,
+            failing_since: endpoint.failing_since.toISOString(),
+          },
+          reason: "failing",
+        }),
+      ],
+    );
+}
+
+// ---- passes
+
+export type DeliveryPass = { claimed: number; delivered: number; retried: number; gaveUp: number };
+
+/** One pass run to its end: fans out, claims up to globalInFlightMax, sends them all at once, waits for each. */
+export async function deliverOutbox(deps: DeliveryDeps): Promise<DeliveryPass> {
+  await fanOutEvents(deps);
+  const claimed = await claimDeliveries(deps, deps.limits.globalInFlightMax);
+  const outcomes = await Promise.all(claimed.map((delivery) => attemptDelivery(deps, delivery)));
+  return {
+    claimed: claimed.length,
+    delivered: outcomes.filter((outcome) => outcome === "succeeded").length,
+    retried: outcomes.filter((outcome) => outcome === "retrying").length,
+    gaveUp: outcomes.filter((outcome) => outcome === "failed").length,
+  };
+}
+
+export type WebhookDelivery = { stop(): Promise<void> };
+
+/**
+ * Delivery in the background: every intervalMs a pass fans out and claims as many deliveries as this process
+ * has free slots (globalInFlightMax less those in flight), and starts them without waiting for them, so that a
+ * hanging endpoint holds its own slot and no pass. `stop` aborts what is in flight.
+ */
+export function startWebhookDelivery(
+  deps: DeliveryDeps & { intervalMs: number; logger: Logger },
+): WebhookDelivery {
+  const logger = deps.logger.child({ module: "webhooks" });
+  const inFlight = new Set<Promise<void>>();
+  const stopping = new AbortController();
+  let passing: Promise<void> | null = null;
+  const pass = async (): Promise<void> => {
+    await fanOutEvents(deps);
+    const claimed = await claimDeliveries(deps, deps.limits.globalInFlightMax - inFlight.size);
+    for (const delivery of claimed) {
+      const running: Promise<void> = attemptDelivery(deps, delivery, stopping.signal)
+        .then(
+          () => undefined,
+          (error: unknown) => logger.error({ err: error, delivery: delivery.id }, "webhook delivery failed"),
+        )
+        .finally(() => inFlight.delete(running));
+      inFlight.add(running);
+    }
+  };
+  const timer = setInterval(() => {
+    if (passing !== null || stopping.signal.aborted) return;
+    passing = pass()
+      .catch((error: unknown) => logger.error({ err: error }, "webhook delivery pass failed"))
+      .finally(() => {
+        passing = null;
+      });
+  }, deps.intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      stopping.abort();
+      await passing;
+      await Promise.all([...inFlight]);
+    },
+  };
+}
