@@ -60,7 +60,7 @@ import {
   type SettlementDeps,
 } from "./settlement/index.ts";
 import { ensureOperatorKey, type OperatorKeyBootstrap } from "./tenants/index.ts";
-import { deliverOutbox, webhookLimitsDefault } from "./webhooks/index.ts";
+import { startWebhookDelivery as startDeliveries, webhookLimitsDefault } from "./webhooks/index.ts";
 
 export { type DemoTenant, demoFundingUsdc } from "./app/demo.ts";
 export type { RailContext, RailModule } from "./app/rails.ts";
@@ -473,12 +473,7 @@ async function startRecovery(closers: Closers, deps: Services & { logger: Logger
 }
 
 function startWebhookDelivery(closers: Closers, deps: { db: Db; logger: Logger; intervalMs: number }): void {
-  const delivery = startPeriodic({
-    name: "webhook delivery pass",
-    intervalMs: deps.intervalMs,
-    pass: () => deliverOutbox({ db: deps.db, limits: webhookLimitsDefault, nowMs: Date.now }),
-    logger: deps.logger,
-  });
+  const delivery = startDeliveries({ ...deps, limits: webhookLimitsDefault, nowMs: Date.now });
   closers.push(() => delivery.stop());
 }
 
