@@ -1,11 +1,10 @@
 // The collections' lists, each with the convention of ../lists.ts (limit, starting_after / ending_before,
 // created[…], newest first, has_more): GET /v1/payments (status; expand[]=data.attempts for each payment's
-// attempts, absent otherwise), /v1/invoices (status), /v1/quotes, /v1/webhook_endpoints (without their secrets,
-// shown once at creation) and /v1/payees. Accounts list in ./accounts.ts. Items are presented as each
-// resource's GET presents one, by the same readers.
+// attempts, absent otherwise), /v1/invoices (status), /v1/quotes and /v1/payees. Accounts list in ./accounts.ts,
+// webhook endpoints in ./webhook-endpoints.ts, events in ./events.ts. Items are presented as each resource's GET
+// presents one, by the same readers.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
-import { z } from "zod";
 import type { Db } from "../../db/index.ts";
 import { getPayee } from "../../payees/index.ts";
 import { fromJson, getPayment } from "../../payments/index.ts";
@@ -37,16 +36,7 @@ export const listInvoicesQuery = listQuery({
 });
 
 export const listQuotesQuery = listQuery({ idPrefix: "quo" });
-export const listWebhookEndpointsQuery = listQuery({ idPrefix: "we" });
 export const listPayeesQuery = listQuery({ idPrefix: "pye" });
-
-/** A webhook endpoint in a list: its secret was shown once, when it was made. */
-export const webhookEndpointListItemView = z.object({
-  id: z.string(),
-  object: z.literal("webhook_endpoint"),
-  url: z.string(),
-  created_at: z.string(),
-});
 
 type IdRow = { id: string };
 
@@ -129,33 +119,6 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
           map: (row: { id: string; quote: unknown }) => presentQuote(row.id, fromJson<Quote>(row.quote)),
         },
         { tenantId: tenantOf(request).id, url: "/v1/quotes", params: listParams(request.query) },
-      ),
-  );
-
-  app.get(
-    "/webhook_endpoints",
-    {
-      schema: {
-        querystring: listWebhookEndpointsQuery,
-        response: { 200: listView(webhookEndpointListItemView), "4xx": errorView },
-      },
-    },
-    async (request) =>
-      listPage(
-        db,
-        {
-          table: "webhook_endpoints",
-          tenantColumn: "tenant_id",
-          columns: "id, url, created_at",
-          noun: "webhook endpoint",
-          map: (row: { id: string; url: string; created_at: Date }) => ({
-            id: row.id,
-            object: "webhook_endpoint" as const,
-            url: row.url,
-            created_at: row.created_at.toISOString(),
-          }),
-        },
-        { tenantId: tenantOf(request).id, url: "/v1/webhook_endpoints", params: listParams(request.query) },
       ),
   );
 

@@ -1,28 +1,248 @@
-// POST /v1/webhook_endpoints: where the tenant's events are delivered, and the secret they are signed with.
+// /v1/webhook_endpoints: where the tenant's events are delivered. Create (the secret in that answer only: a replay
+// with the same Idempotency-Key answers without it, the key's record never keeps it), retrieve, list, update
+// (POST /v1/webhook_endpoints/:id: each field given replaced), delete, and rotate the secret
+// (POST /v1/webhook_endpoints/:id/rotate_secret: the new secret shown once; the one before keeps signing for
+// `expires_in_seconds`, 24 h unless said). At most webhookEndpointsPerTenantMax per tenant: one more is 409
+// webhook_endpoint_limit_reached. Another tenant's endpoint is not found.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
 import type { Db } from "../../db/index.ts";
-import { createWebhookEndpoint } from "../../webhooks/index.ts";
+import {
+  allEventTypes,
+  createWebhookEndpoint,
+  deleteWebhookEndpoint,
+  getWebhookEndpoint,
+  rotateWebhookSecret,
+  secretOverlapDefaultSeconds,
+  secretOverlapMaxSeconds,
+  updateWebhookEndpoint,
+  type WebhookEndpoint,
+  webhookEndpointsPerTenantMax,
+} from "../../webhooks/endpoints.ts";
 import { tenantOf } from "../auth.ts";
-import { createWebhookEndpointBody, errorView, webhookEndpointView } from "../schemas.ts";
+import { ApiError } from "../errors.ts";
+import { listPage, listParams, listQuery, listView } from "../lists.ts";
+import { createWebhookEndpointBody, errorView, storable } from "../schemas.ts";
 
 export type WebhookEndpointRoutesOptions = { db: Db };
 
+/** The most event types one endpoint names. */
+export const enabledEventsMax = 64;
+export const webhookDescriptionLengthMax = 500;
+
+const eventType = z
+  .string()
+  .max(100)
+  .regex(
+    /^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)+)$/,
+    'an event type such as "payment.succeeded", or "*" for all',
+  );
+const enabledEvents = z.array(eventType).min(1).max(enabledEventsMax);
+const description = storable(z.string().max(webhookDescriptionLengthMax));
+const url = createWebhookEndpointBody.shape.url;
+
+export const createWebhookEndpointRequest = z.strictObject({
+  url,
+  /** Event types delivered to it; ["*"] (the default) for all. */
+  enabled_events: enabledEvents.optional(),
+  description: description.optional(),
+});
+
+export const updateWebhookEndpointRequest = z.strictObject({
+  url: url.optional(),
+  enabled_events: enabledEvents.optional(),
+  /** null removes it. */
+  description: description.nullable().optional(),
+  /** false: nothing is delivered to it until it is enabled again. */
+  enabled: z.boolean().optional(),
+});
+
+export const rotateWebhookSecretRequest = z.strictObject({
+  /** How long the secret before keeps signing too (0: not at all); 24 h unless said, at most 7 days. */
+  expires_in_seconds: z.number().int().min(0).max(secretOverlapMaxSeconds).optional(),
+});
+
+export const webhookEndpointParams = z.strictObject({ id: z.string().regex(/^we_[0-9a-z_]{1,64}$/) });
+
+export const webhookEndpointItemView = z.object({
+  id: z.string(),
+  object: z.literal("webhook_endpoint"),
+  url: z.string(),
+  description: z.string().nullable(),
+  enabled: z.boolean(),
+  enabled_events: z.array(z.string()),
+  /** Until when the secret before the last rotation still signs too; null when only the current one does. */
+  previous_secret_expires_at: z.string().nullable(),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+
+/** The answer of a creation or rotation: the secret shown this once (a replay of the request leaves it out). */
+export const webhookEndpointWithSecretView = webhookEndpointItemView.extend({
+  /** `whsec_` and base64: what deliveries are signed with (Standard Webhooks). Absent in a replay. */
+  secret: z.string().optional(),
+});
+
+export const deletedWebhookEndpointView = z.object({
+  id: z.string(),
+  object: z.literal("webhook_endpoint"),
+  deleted: z.literal(true),
+});
+
+export const listWebhookEndpointsQuery = listQuery({ idPrefix: "we" });
+
+export function presentWebhookEndpoint(endpoint: WebhookEndpoint): z.infer<typeof webhookEndpointItemView> {
+  return {
+    id: endpoint.id,
+    object: "webhook_endpoint",
+    url: endpoint.url,
+    description: endpoint.description,
+    enabled: endpoint.enabled,
+    enabled_events: endpoint.enabledEvents,
+    previous_secret_expires_at: endpoint.previousSecretExpiresAt?.toISOString() ?? null,
+    created_at: endpoint.createdAt.toISOString(),
+    updated_at: endpoint.updatedAt.toISOString(),
+  };
+}
+
+/** Duplicates dropped; "*" among others is all of them. */
+function normalizedEvents(types: readonly string[]): string[] {
+  return types.includes(allEventTypes) ? [allEventTypes] : [...new Set(types)];
+}
+
+const notFound = (id: string) => new ApiError("webhook_endpoint_not_found", `no webhook endpoint "${id}"`);
+
 const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, options) => {
+  const { db } = options;
+
   app.post(
     "/webhook_endpoints",
-    { schema: { body: createWebhookEndpointBody, response: { 201: webhookEndpointView, "4xx": errorView } } },
+    {
+      schema: {
+        body: createWebhookEndpointRequest,
+        response: { 201: webhookEndpointWithSecretView, "4xx": errorView },
+      },
+      config: { idempotencyOmit: ["secret"], errorCodes: ["webhook_endpoint_limit_reached"] },
+    },
     async (request, reply) => {
-      const endpoint = await createWebhookEndpoint(options.db, {
+      const { body } = request;
+      const created = await createWebhookEndpoint(db, {
         tenantId: tenantOf(request).id,
-        url: request.body.url,
+        url: body.url,
+        description: body.description ?? null,
+        enabledEvents: normalizedEvents(body.enabled_events ?? [allEventTypes]),
       });
-      return reply.code(201).send({
-        id: endpoint.id,
-        object: "webhook_endpoint",
-        url: endpoint.url,
-        secret: endpoint.secret,
+      if (!created.ok)
+        throw new ApiError(
+          created.refusal,
+          `a tenant has at most ${webhookEndpointsPerTenantMax} webhook endpoints; delete one first`,
+        );
+      return reply.code(201).send({ ...presentWebhookEndpoint(created.endpoint), secret: created.secret });
+    },
+  );
+
+  app.get(
+    "/webhook_endpoints/:id",
+    {
+      schema: { params: webhookEndpointParams, response: { 200: webhookEndpointItemView, "4xx": errorView } },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const endpoint = await getWebhookEndpoint(db, { tenantId: tenantOf(request).id, id });
+      if (endpoint === null) throw notFound(id);
+      return presentWebhookEndpoint(endpoint);
+    },
+  );
+
+  app.post(
+    "/webhook_endpoints/:id",
+    {
+      schema: {
+        params: webhookEndpointParams,
+        body: updateWebhookEndpointRequest,
+        response: { 200: webhookEndpointItemView, "4xx": errorView },
+      },
+    },
+    async (request) => {
+      const { body } = request;
+      const { id } = request.params;
+      const endpoint = await updateWebhookEndpoint(db, {
+        tenantId: tenantOf(request).id,
+        id,
+        ...(body.url === undefined ? {} : { url: body.url }),
+        ...(body.description === undefined ? {} : { description: body.description }),
+        ...(body.enabled === undefined ? {} : { enabled: body.enabled }),
+        ...(body.enabled_events === undefined
+          ? {}
+          : { enabledEvents: normalizedEvents(body.enabled_events) }),
       });
+      if (endpoint === null) throw notFound(id);
+      return presentWebhookEndpoint(endpoint);
+    },
+  );
+
+  app.delete(
+    "/webhook_endpoints/:id",
+    {
+      schema: {
+        params: webhookEndpointParams,
+        response: { 200: deletedWebhookEndpointView, "4xx": errorView },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      if (!(await deleteWebhookEndpoint(db, { tenantId: tenantOf(request).id, id }))) throw notFound(id);
+      return { id, object: "webhook_endpoint" as const, deleted: true as const };
+    },
+  );
+
+  app.post(
+    "/webhook_endpoints/:id/rotate_secret",
+    {
+      schema: {
+        params: webhookEndpointParams,
+        body: rotateWebhookSecretRequest,
+        response: { 200: webhookEndpointWithSecretView, "4xx": errorView },
+      },
+      config: { idempotencyOmit: ["secret"] },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const rotated = await rotateWebhookSecret(db, {
+        tenantId: tenantOf(request).id,
+        id,
+        overlapSeconds: request.body.expires_in_seconds ?? secretOverlapDefaultSeconds,
+      });
+      if (rotated === null) throw notFound(id);
+      return { ...presentWebhookEndpoint(rotated.endpoint), secret: rotated.secret };
+    },
+  );
+
+  app.get(
+    "/webhook_endpoints",
+    {
+      schema: {
+        querystring: listWebhookEndpointsQuery,
+        response: { 200: listView(webhookEndpointItemView), "4xx": errorView },
+      },
+    },
+    async (request) => {
+      const tenantId = tenantOf(request).id;
+      return listPage(
+        db,
+        {
+          table: "webhook_endpoints",
+          tenantColumn: "tenant_id",
+          columns: "id",
+          noun: "webhook endpoint",
+          mapPage: async (rows: { id: string }[]) =>
+            (await Promise.all(rows.map((row) => getWebhookEndpoint(db, { tenantId, id: row.id }))))
+              .filter((endpoint) => endpoint !== null)
+              .map(presentWebhookEndpoint),
+        },
+        { tenantId, url: "/v1/webhook_endpoints", params: listParams(request.query) },
+      );
     },
   );
 };
