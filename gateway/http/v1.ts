@@ -14,6 +14,7 @@ import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
 import { accountRoutes } from "./resources/accounts.ts";
 import { apiKeyRoutes } from "./resources/api-keys.ts";
+import { eventRoutes } from "./resources/events.ts";
 import { invoicePaymentRoutes } from "./resources/invoice-payments.ts";
 import { invoiceRoutes } from "./resources/invoices.ts";
 import { listRoutes } from "./resources/lists.ts";
@@ -66,6 +67,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
   await app.register(invoicePaymentRoutes, { settlement: options.settlement });
   await app.register(webhookEndpointRoutes, { db: options.db });
+  await app.register(eventRoutes, { db: options.db, mode: options.mode });
   await app.register(accountRoutes, { db: options.db, accounts: options.accounts, ledger: options.ledger });
   await app.register(payeeRoutes, { db: options.db, accounts: options.accounts, nowMs: Date.now });
   await app.register(listRoutes, { db: options.db });
