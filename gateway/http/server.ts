@@ -15,6 +15,7 @@ import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./er
 import { healthPlugin } from "./health.ts";
 import { openApiPlugin } from "./openapi.ts";
 import { railRoutesPlugin } from "./rail-routes.ts";
+import { type RateLimits, rateLimitPlugin, rateLimitsOff } from "./rate-limit.ts";
 import { textSafetyPlugin } from "./text-safety.ts";
 import { type RoutesOptions, v1Plugin } from "./v1.ts";
 import { versioningPlugin } from "./versioning.ts";
@@ -36,6 +37,8 @@ export type ServerOptions = RoutesOptions & {
   railRoutes?: readonly RailRoute[];
   /** The most API requests in flight at once; more are answered 503 `overloaded` (default: requestsInFlightMaxDefault). */
   requestsInFlightMax?: number;
+  /** Requests a second per client IP and per API key, past which 429 rate_limited (default: none, rateLimitsOff). */
+  rateLimits?: RateLimits;
 };
 
 declare module "fastify" {
@@ -85,6 +88,8 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   // Switchyard-Version on every response, errors too; hooks before every other.
   await app.register(versioningPlugin);
   await app.register(textSafetyPlugin);
+  // The per-IP limit's hook before every route's own (admission's, auth's); the per-key one is added after auth (v1.ts).
+  await app.register(rateLimitPlugin, { limits: options.rateLimits ?? rateLimitsOff });
   await app.register(openApiPlugin, { version: apiVersion });
   await app.register(docsPlugin);
   await app.register(healthPlugin, { rails: options.rails, admission });

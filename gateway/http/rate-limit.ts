@@ -1,0 +1,124 @@
+// Request rate limits (@fastify/rate-limit's counters), two of them, each a fixed window of one second:
+// - per client IP, before anything else of the request is looked at — before the admission limit, the API key, the
+//   body — on every route: /v1, health, the OpenAPI document, /docs, the rails' provider routes (Stripe's webhooks,
+//   /pay/…). Stripe's deliveries are counted too: a 429 is a failure Stripe retries with backoff, and the limit is far
+//   above Stripe's delivery rate to one account.
+// - per API key, after authentication, in the /v1 context: keyed by the key's id (never its secret), the operator's
+//   credential its own bucket. A tenant's keys are counted apart: a key's burst does not throttle its sibling keys.
+// Past either, 429 `rate_limited` with Retry-After (whole seconds until the window ends) and X-RateLimit-Limit,
+// X-RateLimit-Remaining, X-RateLimit-Reset on every counted answer (the tighter of the two counters when both count).
+//
+// The counters are in this process's memory (an LRU of at most rateLimitEntriesMax keys per limit): with N processes
+// behind one address, a client may make N times the limit. The IP is the socket's peer (no trustProxy): behind a
+// reverse proxy every request has the proxy's address, and the per-IP limit should then be off or set high.
+import fastifyRateLimit from "@fastify/rate-limit";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from "fastify";
+import fp from "fastify-plugin";
+import { ApiError } from "./errors.ts";
+
+/** Requests per second allowed; null: no limit. */
+export type RateLimits = {
+  /** Per client IP (IPv6 counted per /64), on every route. */
+  ipRequestsPerSecondMax: number | null;
+  /** Per API key (and the operator's credential), on the /v1 routes. */
+  keyRequestsPerSecondMax: number | null;
+};
+
+/** No limit: development's default (the tests and benches send thousands of requests a second from 127.0.0.1). */
+export const rateLimitsOff: RateLimits = { ipRequestsPerSecondMax: null, keyRequestsPerSecondMax: null };
+
+/**
+ * Production's defaults: 100 a second per key (Stripe's own live-mode limit), and ten times that per IP so that a few
+ * busy clients behind one NAT each reach their key's limit first.
+ */
+export const rateLimitsProductionDefault: RateLimits = {
+  ipRequestsPerSecondMax: 1_000,
+  keyRequestsPerSecondMax: 100,
+};
+
+/** The window each limit counts in. */
+export const rateLimitWindowMs = 1_000;
+/** The most IPs (or keys) whose counts each limit keeps; past it the least recently seen is forgotten. */
+export const rateLimitEntriesMax = 10_000;
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The per-key limit's hook, for the /v1 context to add after its auth hook (keyRateLimitPlugin); null: off. */
+    keyRateLimit: onRequestHookHandler | null;
+  }
+}
+
+type Limiter = (request: FastifyRequest) => Promise<{
+  isAllowed: boolean;
+  max?: number;
+  remaining?: number;
+  ttlInSeconds?: number;
+  isExceeded?: boolean;
+}>;
+
+const headerLimit = "x-ratelimit-limit";
+const headerRemaining = "x-ratelimit-remaining";
+const headerReset = "x-ratelimit-reset";
+
+/** Counts the request in `limiter`; throws 429 past its limit; otherwise says how much is left, unless another counter already said less. */
+async function count(limiter: Limiter, request: FastifyRequest, reply: FastifyReply, what: string) {
+  const counted = await limiter(request);
+  if (counted.isAllowed || counted.max === undefined) return;
+  const remaining = counted.remaining ?? 0;
+  const resetSeconds = Math.max(1, counted.ttlInSeconds ?? 1);
+  const said = reply.getHeader(headerRemaining);
+  if (counted.isExceeded === true || said === undefined || Number(said) > remaining) {
+    reply.header(headerLimit, String(counted.max));
+    reply.header(headerRemaining, String(remaining));
+    reply.header(headerReset, String(resetSeconds));
+  }
+  if (counted.isExceeded === true)
+    throw new ApiError(
+      "rate_limited",
+      `too many requests ${what}: at most ${counted.max} a second; retry after the seconds in Retry-After`,
+      { retryAfterSeconds: resetSeconds },
+    );
+}
+
+/** The key a request's per-key count is kept under: the key's id, or the operator's. */
+function principalOf(request: FastifyRequest): string {
+  if (request.apiKey !== null) return request.apiKey.id;
+  return request.operator ? "operator" : `ip:${request.ip}`;
+}
+
+const plugin: FastifyPluginAsync<{ limits: RateLimits }> = async (app, { limits }) => {
+  await app.register(fastifyRateLimit, {
+    global: false,
+    timeWindow: rateLimitWindowMs,
+    cache: rateLimitEntriesMax,
+  });
+  const ipMax = limits.ipRequestsPerSecondMax;
+  if (ipMax !== null) {
+    const limiter = app.createRateLimit({ max: ipMax, timeWindow: rateLimitWindowMs }) as Limiter;
+    app.addHook("onRequest", (request, reply) => count(limiter, request, reply, "from this address"));
+  }
+  const keyMax = limits.keyRequestsPerSecondMax;
+  if (keyMax === null) {
+    app.decorate("keyRateLimit", null);
+    return;
+  }
+  const limiter = app.createRateLimit({
+    max: keyMax,
+    timeWindow: rateLimitWindowMs,
+    keyGenerator: principalOf,
+  }) as Limiter;
+  app.decorate("keyRateLimit", (request: FastifyRequest, reply: FastifyReply) =>
+    count(limiter, request, reply, "with this API key"),
+  );
+};
+
+/** At the server's root, before every route: the per-IP limit's hook, and the per-key limit for keyRateLimitPlugin. */
+export const rateLimitPlugin = fp(plugin, { name: "switchyard-rate-limit" });
+
+/** In the /v1 context, right after the auth plugin: the per-key limit's hook, run once the key is known. */
+export const keyRateLimitPlugin = fp(
+  async (app) => {
+    if (app.keyRateLimit !== null) app.addHook("onRequest", app.keyRateLimit);
+  },
+  { name: "switchyard-key-rate-limit", dependencies: ["switchyard-rate-limit", "switchyard-auth"] },
+);
