@@ -8,6 +8,7 @@ import {
 } from "../../adapters/lightning/index.ts";
 import { SwitchyardError } from "../../core/index.ts";
 import { requestsInFlightMaxDefault } from "../http/admission.ts";
+import { type RateLimits, rateLimitsOff, rateLimitsProductionDefault } from "../http/rate-limit.ts";
 import { defaultLedgerLimits } from "../ledger/index.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -173,6 +174,10 @@ const schema = z.object({
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   /** The most API (/v1) requests in flight in this process; more are answered 503 `overloaded` with Retry-After. */
   REQUESTS_IN_FLIGHT_MAX: positiveInt.default(requestsInFlightMaxDefault),
+  /** Requests a second per client IP (every route) and per API key (/v1), each past it answered 429 rate_limited;
+   * `off`: none. Unset: off in development (tests, benches), 1000 and 100 in production (gateway/http/rate-limit.ts). */
+  RATE_LIMIT_PER_IP: z.union([z.literal("off"), positiveInt]).optional(),
+  RATE_LIMIT_PER_KEY: z.union([z.literal("off"), positiveInt]).optional(),
   /** The most transfers waiting for the ledger's writer; a request beyond it is answered 503 `overloaded`. */
   LEDGER_QUEUE_TRANSFERS_MAX: positiveInt.default(defaultLedgerLimits.queueTransfersMax),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -207,6 +212,7 @@ export type Config = {
   egressAllowHosts: readonly string[];
   bodyLimitBytes: number;
   requestsInFlightMax: number;
+  rateLimits: RateLimits;
   ledgerQueueTransfersMax: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
 };
@@ -304,12 +310,24 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       .filter((host) => host !== ""),
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     requestsInFlightMax: e.REQUESTS_IN_FLIGHT_MAX,
+    rateLimits: rateLimitsOf(e),
     ledgerQueueTransfersMax: e.LEDGER_QUEUE_TRANSFERS_MAX,
     logLevel: e.LOG_LEVEL,
   };
 }
 
 type Env = z.infer<typeof schema>;
+
+/** RATE_LIMIT_PER_IP and RATE_LIMIT_PER_KEY, each defaulting by mode. */
+function rateLimitsOf(e: Env): RateLimits {
+  const defaults = e.SWITCHYARD_MODE === "production" ? rateLimitsProductionDefault : rateLimitsOff;
+  const setting = (value: "off" | number | undefined, otherwise: number | null) =>
+    value === undefined ? otherwise : value === "off" ? null : value;
+  return {
+    ipRequestsPerSecondMax: setting(e.RATE_LIMIT_PER_IP, defaults.ipRequestsPerSecondMax),
+    keyRequestsPerSecondMax: setting(e.RATE_LIMIT_PER_KEY, defaults.keyRequestsPerSecondMax),
+  };
+}
 
 const priceFeedsSchema = z.record(
   z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code"),
