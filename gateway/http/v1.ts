@@ -12,6 +12,7 @@ import type { ApiKeyCacheLimits } from "../tenants/index.ts";
 import { authPlugin } from "./auth.ts";
 import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
+import { keyRateLimitPlugin } from "./rate-limit.ts";
 import { accountRoutes } from "./resources/accounts.ts";
 import { apiKeyRoutes } from "./resources/api-keys.ts";
 import { eventRoutes } from "./resources/events.ts";
@@ -52,6 +53,8 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
     changes: options.changes,
     mode: options.mode,
   });
+  // The per-key rate limit, once auth has found the key (rate-limit.ts).
+  await app.register(keyRateLimitPlugin);
   // An unknown /v1 route asks for the key first, as every /v1 route does: without one, 401, not 404.
   app.setNotFoundHandler(answerNotFound);
   await app.register(idempotencyPlugin, {
