@@ -201,6 +201,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       requestsInFlightMax: config.requestsInFlightMax,
+      rateLimits: config.rateLimits,
       idempotencyInProgressTimeoutMs,
       logLevel: config.logLevel,
     });
