@@ -24,6 +24,7 @@ import { paymentRoutes } from "./resources/payments.ts";
 import { quoteRoutes } from "./resources/quotes.ts";
 import { refundRoutes } from "./resources/refunds.ts";
 import { tenantRoutes } from "./resources/tenants.ts";
+import { webhookDeliveryRoutes } from "./resources/webhook-deliveries.ts";
 import { webhookEndpointRoutes } from "./resources/webhook-endpoints.ts";
 
 /** What the routes need: the services, and the stores they read. */
@@ -70,6 +71,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
   await app.register(invoicePaymentRoutes, { settlement: options.settlement });
   await app.register(webhookEndpointRoutes, { db: options.db });
+  await app.register(webhookDeliveryRoutes, { db: options.db });
   await app.register(eventRoutes, { db: options.db, mode: options.mode });
   await app.register(accountRoutes, { db: options.db, accounts: options.accounts, ledger: options.ledger });
   await app.register(payeeRoutes, { db: options.db, accounts: options.accounts, nowMs: Date.now });
