@@ -42,36 +42,53 @@ export function escapeUnstorable(text: string): string {
 /** Where unstorable text was found: the parameter's dotted path, and whether it was a key or a value. */
 export type UnstorableText = { param: string; in: "key" | "value" };
 
+/** A value on the walk's stack: its key under its parent, the parent's own entry (null at the top). */
+type Visit = { value: unknown; key: string | null; parent: Visit | null };
+
+/** The dotted path of a visit, from the top; built only for the one reported. */
+function pathOf(visit: Visit | null, last?: string): string {
+  const parts: string[] = last === undefined ? [] : [last];
+  for (let at = visit; at !== null; at = at.parent) if (at.key !== null) parts.push(at.key);
+  return parts.reverse().join(".");
+}
+
 /**
  * The first string, key or value, that PostgreSQL cannot store, in a parsed JSON value (objects, arrays,
- * strings, numbers, booleans, null), walked with an explicit stack (no recursion over client data; the body
- * limit bounds the work); null when every string is storable.
+ * strings, numbers, booleans, null), walked with an explicit stack of parent links — no recursion over client
+ * data, no path copied per value, so a deeply nested body costs what its size does (the body limit bounds it);
+ * null when every string is storable.
  */
-export function findUnstorableText(value: unknown, prefix: readonly string[] = []): UnstorableText | null {
-  const stack: Array<{ value: unknown; path: readonly string[] }> = [{ value, path: prefix }];
+export function findUnstorableText(value: unknown): UnstorableText | null {
+  const stack: Visit[] = [{ value, key: null, parent: null }];
   while (stack.length > 0) {
-    const { value: item, path } = stack.pop()!;
+    const visit = stack.pop()!;
+    const item = visit.value;
     if (typeof item === "string") {
-      if (!isStorableText(item)) return { param: path.join("."), in: "value" };
+      if (!isStorableText(item)) return { param: pathOf(visit), in: "value" };
     } else if (Array.isArray(item)) {
       for (let index = item.length - 1; index >= 0; index -= 1)
-        stack.push({ value: item[index], path: [...path, String(index)] });
+        stack.push({ value: item[index], key: String(index), parent: visit });
     } else if (item !== null && typeof item === "object" && !Buffer.isBuffer(item)) {
       const entries = Object.entries(item);
       for (let index = entries.length - 1; index >= 0; index -= 1) {
         const [key, child] = entries[index]!;
-        if (!isStorableText(key)) return { param: [...path, escapeUnstorable(key)].join("."), in: "key" };
-        stack.push({ value: child, path: [...path, key] });
+        if (!isStorableText(key)) return { param: pathOf(visit, escapeUnstorable(key)), in: "key" };
+        stack.push({ value: child, key, parent: visit });
       }
     }
   }
   return null;
 }
 
+/** The longest parameter name an answer carries (a longer path is cut, marked with an ellipsis). */
+export const paramLengthMax = 256;
+
 /** The 400 an unstorable string is answered with. */
 export function unstorableTextError(found: UnstorableText): ApiError {
   const what = found.in === "key" ? "the parameter's name" : "the parameter";
-  const param = found.param === "" ? "body" : found.param;
+  const named = found.param === "" ? "body" : found.param;
+  // A path into a deeply nested body can be longer than anything worth sending back: its start names it.
+  const param = named.length > paramLengthMax ? `${named.slice(0, paramLengthMax)}…` : named;
   return new ApiError(
     "parameter_invalid",
     `invalid parameter "${param}": ${what} holds a NUL character or an unpaired UTF-16 surrogate, which cannot be stored`,

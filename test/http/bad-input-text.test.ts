@@ -217,6 +217,21 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await digests()).toEqual(before);
   });
 
+  it("a NUL at the bottom of a body nested 30,000 deep (within the 64 KiB limit): refused at once, the path cut short", async () => {
+    const depth = 30_000;
+    const started = Date.now();
+    const response = await gw.app.server.inject({
+      method: "POST",
+      url: "/v1/payments",
+      headers: { authorization: `Bearer ${gw.key}`, "content-type": "application/json" },
+      payload: `${"[".repeat(depth)}"\\u0000"${"]".repeat(depth)}`,
+    });
+    expect(response.statusCode).toBe(400);
+    expect(response.json().error.code).toBe("parameter_invalid");
+    expect(response.json().error.param.length).toBeLessThanOrEqual(257);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it("a paired surrogate (an emoji) is text like any other", async () => {
     const answer = await send("POST", "/v1/webhook_endpoints", { body: { url: "https://example.com/😀" } });
     expect(answer.status).toBe(201);
