@@ -301,6 +301,12 @@ export interface Rail {
   /** Pays many payouts at once; asked again with the same reference, it reports the first outcome. */
   payoutBatch?(batch: PayoutBatch): Promise<PayoutBatchOutcome>;
   /**
+   * Whether the destination is the gateway's own on this rail (its hot wallet, its contracts, a deposit address
+   * it issued), on whatever chain the destination names: a payment there moves nothing out of the gateway while
+   * the ledger would book it as paid out, so the gateway refuses it before anything is held. Absent: none is.
+   */
+  ownsDestination?(destination: Destination): Promise<boolean>;
+  /**
    * The network fee to this destination for this amount (in the rail's asset), when the snapshot's one model
    * does not fit every destination (Lightning routes). Bounded in time and cached by the rail; null: no better
    * estimate than the snapshot's.

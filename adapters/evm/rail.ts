@@ -23,6 +23,7 @@ import { depositSink, depositSource } from "./deposit-source.ts";
 import { receiveDeposit } from "./deposits.ts";
 import { translatingViemErrors, viemDetails } from "./errors.ts";
 import { readBaseFee } from "./gas.ts";
+import { ownsDestination } from "./own-addresses.ts";
 import { executeAttempt } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { createSendJournal } from "./send-journal.ts";
@@ -100,6 +101,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     distribute: (p) => distribute(state, p),
     settleBatch: (p) => settleBatch(state, p),
     payoutBatch: (batch) => payoutBatch(state, batch),
+    ownsDestination: (destination) => ownsDestination(state, destination),
     onEvent(given: RailEventHandler) {
       // Payout outcomes come back from execute; money in comes from the deposit watcher, once final.
       handler = given;

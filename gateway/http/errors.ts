@@ -37,6 +37,7 @@ export type ApiErrorCode =
   | "refund_unsupported"
   | "route_not_found"
   | "idempotency_key_invalid"
+  | "idempotency_key_missing"
   | "idempotency_key_reused"
   | "idempotency_key_in_use"
   | "request_timeout"
@@ -86,9 +87,11 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   route_not_found: 404,
   request_timeout: 408,
   idempotency_key_invalid: 400,
+  idempotency_key_missing: 400,
   idempotency_key_reused: 409,
   idempotency_key_in_use: 409,
   no_route: 422,
+  destination_is_gateway: 422,
   quote_not_found: 404,
   quote_mismatch: 422,
   quote_expired: 422,

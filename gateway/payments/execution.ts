@@ -25,6 +25,7 @@ import {
   type Attempt,
   attemptDestination,
   insufficientFundsMessage,
+  insufficientLiquidityMessage,
   type Payment,
   type PaymentFailureCode,
 } from "./types.ts";
@@ -172,7 +173,7 @@ function refusalFailure(refusal: Refusal, rail: Rail) {
     case "insufficient_liquidity":
       return {
         code: refusal,
-        message: `rail ${rail.id} does not hold enough to pay this out`,
+        message: insufficientLiquidityMessage,
         retryElsewhere: true,
         reservation: null,
       };
@@ -274,7 +275,7 @@ async function failAttempt(
   deps: PaymentsDeps,
   driven: Driven,
   attempt: Attempt,
-  failure: {
+  reported: {
     code: PaymentFailureCode;
     message: string;
     retryElsewhere: boolean;
@@ -283,6 +284,15 @@ async function failAttempt(
   },
 ): Promise<Next> {
   const { payment } = driven;
+  // The rail's own text about its liquidity (LND's, the chain's) may carry the shared balance: the log keeps it.
+  const hidden =
+    reported.code === "insufficient_liquidity" && reported.message !== insufficientLiquidityMessage;
+  if (hidden)
+    deps.logger?.info(
+      { paymentId: payment.id, attemptId: attempt.id, rail: attempt.rail, railMessage: reported.message },
+      "rail cannot send the amount now",
+    );
+  const failure = hidden ? { ...reported, message: insufficientLiquidityMessage } : reported;
   const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
   const fallBack = failure.retryElsewhere && candidatesLeft;
   const move = {

@@ -35,7 +35,13 @@ class Crash extends Error {
 type ToyRail = Rail & {
   paid: Map<string, bigint>; // attempt id → amount: what actually left on this rail
   calls: number;
-  behaviour: "pay" | "fail_retryable" | "fail_final" | "crash_before_paying" | "crash_after_paying";
+  behaviour:
+    | "pay"
+    | "fail_retryable"
+    | "fail_final"
+    | "fail_liquidity"
+    | "crash_before_paying"
+    | "crash_after_paying";
 };
 
 function toyRail(id: string, feeFixed: bigint): ToyRail {
@@ -55,6 +61,17 @@ function toyRail(id: string, feeFixed: bigint): ToyRail {
       const known = outcomes.get(attempt.id);
       if (known !== undefined) return known; // the first outcome of an attempt, never a second payment
       if (rail.behaviour === "crash_before_paying") throw new Crash(`${id} died before paying`);
+      if (rail.behaviour === "fail_liquidity") {
+        // As LND or a node may say it: with the shared balance in the text.
+        const failed: AttemptOutcome = {
+          status: "failed",
+          code: "insufficient_liquidity",
+          message: `${id}: insufficient local balance, 4321987 available`,
+          retryElsewhere: false,
+        };
+        outcomes.set(attempt.id, failed);
+        return failed;
+      }
       if (rail.behaviour === "fail_retryable" || rail.behaviour === "fail_final") {
         const failed: AttemptOutcome = {
           status: "failed",
@@ -247,6 +264,48 @@ describe("payments across two rails", () => {
     const result = await createPayment(depsWith(db), request("k3"));
     expect(result.ok && result.payment.status).toBe("failed");
     expect(dear.calls).toBe(0);
+    expect(await customerBalance()).toEqual({
+      posted: 1_000n,
+      pendingOut: 0n,
+      pendingIn: 0n,
+      available: 1_000n,
+    });
+  });
+
+  it("a rail's shortfall is told without the rail's own text, which may carry the shared balance", async () => {
+    cheap.behaviour = "fail_liquidity";
+    const result = await createPayment(depsWith(db), request("k-liquidity"));
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.payment).toMatchObject({
+      status: "failed",
+      failureCode: "insufficient_liquidity",
+      failureMessage: "the rail cannot send this amount now",
+    });
+    expect(result.payment.attempts[0]?.failureMessage).toBe("the rail cannot send this amount now");
+    const stored = await getPayment(db, { tenantId, id: result.payment.id });
+    expect(JSON.stringify(stored, (_k, v) => (typeof v === "bigint" ? v.toString() : v))).not.toContain(
+      "4321987",
+    );
+  });
+
+  it("refuses a destination a rail owns (its hot wallet, a deposit address) before anything is written", async () => {
+    const asked: unknown[] = [];
+    dear.ownsDestination = async (destination) => {
+      asked.push(destination);
+      return destination.kind === "evm_address" && destination.address.toLowerCase() === payee;
+    };
+    const [before] = await db.query<{ count: bigint }>("SELECT count(*) AS count FROM payments");
+    const result = await createPayment(depsWith(db), request("k-own"));
+    expect(result).toMatchObject({
+      ok: false,
+      refusal: "destination_is_gateway",
+      param: "destination.address",
+    });
+    expect(asked).toEqual([{ kind: "evm_address", address: payee }]);
+    const [after] = await db.query<{ count: bigint }>("SELECT count(*) AS count FROM payments");
+    expect(after!.count).toBe(before!.count);
+    expect(paidEverywhere()).toBe(0n);
     expect(await customerBalance()).toEqual({
       posted: 1_000n,
       pendingOut: 0n,

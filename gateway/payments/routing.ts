@@ -232,6 +232,32 @@ async function targetOf(
   return { kind: "payee", payeeId: destination.payeeId, methods: found.destinations };
 }
 
+/**
+ * `destination_is_gateway` when the destination, or one of a payee's methods, is an address of the gateway's own
+ * (a hot wallet, a contract, a deposit address it issued: each rail's ownsDestination): paying it would move
+ * nothing out of the gateway while the ledger booked it as paid out. Asked before anything is routed or held.
+ */
+async function gatewayOwned(deps: PaymentsDeps, target: Destination | PayeeTarget): Promise<Refused | null> {
+  const destinations = target.kind === "payee" ? target.methods : [target];
+  const asks: Promise<boolean>[] = [];
+  for (const rail of deps.rails.values()) {
+    if (rail.ownsDestination === undefined) continue;
+    for (const destination of destinations) asks.push(rail.ownsDestination(destination));
+  }
+  if (asks.length === 0 || !(await Promise.all(asks)).includes(true)) return null;
+  return target.kind === "payee"
+    ? refuse(
+        "destination_is_gateway",
+        `a payment method of payee "${target.payeeId}" is an address of the gateway's own`,
+        "destination.payee",
+      )
+    : refuse(
+        "destination_is_gateway",
+        "the destination is an address of the gateway's own",
+        target.kind === "evm_address" ? "destination.address" : "destination",
+      );
+}
+
 /** Reasons that say a rail never had a chance, whatever the payment's caps. */
 const outOfPlay = new Set<Exclusion["reason"]>([
   "not_allowed",
@@ -281,6 +307,8 @@ export async function createPaymentQuote(
     return refuse(amount.error, `amount "${params.amount}" is not a valid ${asset.code} amount`, "amount");
   const target = await targetOf(deps, params.tenantId, params.destination);
   if ("refusal" in target) return target;
+  const owned = await gatewayOwned(deps, target);
+  if (owned !== null) return owned;
   const intent = { asset, amount: amount.value, destination: target };
   const decision = await routeNow(deps, intent, params.policy);
   const created = createQuote(decision, intent, deps.nowMs(), params.ttlMs);
@@ -347,6 +375,8 @@ export async function prepare(
   }
   const reach = await targetOf(deps, params.tenantId, params.destination);
   if ("refusal" in reach) return reach;
+  const owned = await gatewayOwned(deps, reach);
+  if (owned !== null) return owned;
   const intent = { asset, amount: amount.value, destination: reach };
   const decision =
     params.quoteId === null

@@ -65,6 +65,7 @@ export type PaymentRefusal =
   | "quote_used"
   | "quote_constraints_unmet"
   | "fee_above_max"
+  | "destination_is_gateway"
   | "no_route";
 
 /**
@@ -76,6 +77,13 @@ export type PaymentFailureCode = "insufficient_funds" | RailFailureCode;
 
 /** What a payment that failed `insufficient_funds` says, wherever the shortfall was found. */
 export const insufficientFundsMessage = "the source account's available balance is below the amount";
+
+/**
+ * What a payment says when a rail cannot send the amount now. Never the rail's own text: that can carry the
+ * shared balance of a hot wallet, a channel or a provider account, which no tenant is shown (the operator reads
+ * the rail's text in the log).
+ */
+export const insufficientLiquidityMessage = "the rail cannot send this amount now";
 
 const attemptTransitions: Record<AttemptStatus, readonly AttemptStatus[]> = {
   // An attempt stays `reserving` while its rail runs: a status written before the rail is asked would cost a write

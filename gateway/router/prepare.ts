@@ -179,7 +179,9 @@ function exclusionsFor(rail: RailSnapshot): Record<ExclusionReason, Exclusion> {
     ),
     insufficient_liquidity: make(
       "insufficient_liquidity",
-      `the amount is above what the rail can send now, ${rail.liquidity ?? "unlimited"} ${code}`,
+      // No number: the rail's liquidity is the gateway's shared balance (a hot wallet, a channel, a provider
+      // account), not a tenant's fact. The operator reads it from the rail's snapshot, not from a payment.
+      "the amount is above what the rail can send now",
     ),
     fee_above_max: make("fee_above_max", "the estimated fee is above the policy's maximum"),
     latency_above_max: make(

@@ -61,6 +61,20 @@ describe("quotes", () => {
     expect(quoteCandidates(quote, moved, 40_000)).toEqual({ ok: false, error: "quote_expired" });
   });
 
+  it("drops a rail whose liquidity fell below the locked amount without saying how much it holds", () => {
+    const short = prepareSnapshot(
+      staticSnapshot([internalRail, evmRail, { ...lightningRail, liquidity: 4_166_665n }, second]),
+    );
+    const result = quoteCandidates(quote, short, 20_000);
+    expect(result.ok && result.excluded).toEqual([
+      {
+        rail: "lightning",
+        reason: "insufficient_liquidity",
+        detail: "the locked amount is above what the rail can send now",
+      },
+    ]);
+  });
+
   it("matches only the payment it priced", () => {
     expect(quoteMatches(quote, { ...intent })).toBe(true);
     expect(quoteMatches(quote, { ...intent, amount: 251n })).toBe(false);

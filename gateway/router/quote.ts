@@ -96,7 +96,7 @@ export function quoteCandidates(quote: Quote, snapshot: Snapshot, nowMs: number)
       excluded.push({
         rail: candidate.rail,
         reason: "insufficient_liquidity",
-        detail: `the rail can send ${rail.liquidity} ${rail.asset.code} now`,
+        detail: "the locked amount is above what the rail can send now",
       });
     } else {
       candidates.push(candidate);

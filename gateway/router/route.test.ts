@@ -320,6 +320,17 @@ describe("route: every exclusion reason", () => {
     expect(decision.excluded[0]?.detail.length).toBeGreaterThan(0);
   });
 
+  it("says a rail is short of liquidity without the number: the hot wallet's balance is no tenant's fact", () => {
+    const decision = route(oneUsdcToAddress, staticSnapshot([{ ...evmRail, liquidity: 987_654n }]), {});
+    expect(decision.excluded).toEqual([
+      {
+        rail: evmRail.rail,
+        reason: "insufficient_liquidity",
+        detail: "the amount is above what the rail can send now",
+      },
+    ]);
+  });
+
   it("lets the fee through at exactly the caps", () => {
     const decision = route(oneUsdcToAddress, staticSnapshot([evmRail]), {
       maxFeeMicroUsd: 1_950n,
