@@ -24,6 +24,8 @@ import { startTestGateway, type TestGateway } from "./support.ts";
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
 const seed = Number(process.env.FUZZ_SEED ?? 20261123);
 const runsPerOperation = Number(process.env.FUZZ_RUNS ?? 30);
+/** Longer than this for one answer is a failure: a request that holds the process (a quadratic walk, …). */
+const answerMsMax = 5_000;
 /** A run stops collecting after this many failures: enough to show them, without drowning the report. */
 const failuresShownMax = 20;
 
@@ -328,6 +330,9 @@ const rawBodies = fc.record({
     '{"a":1,"a":2}',
     "\u00ff\u00fe",
     `[${"[".repeat(9_000)}`,
+    // Valid JSON nested as deep as the 64 KiB body limit allows, a NUL at the bottom.
+    `${"[".repeat(30_000)}"\\u0000"${"]".repeat(30_000)}`,
+    `${'{"a":'.repeat(12_000)}1${"}".repeat(12_000)}`,
   ),
   type: fc.constantFrom<string | null>(
     "application/json",
@@ -483,14 +488,18 @@ describe("every operation of the OpenAPI document, fuzzed", () => {
           payload = request.body.text;
           if (request.body.type !== null) headers["content-type"] = request.body.type;
         }
+        const startedMs = Date.now();
         const response = await gw.app.server.inject({
           method: op.method,
           url: request.url,
           headers,
           ...(payload === undefined ? {} : { payload }),
         });
+        const tookMs = Date.now() - startedMs;
         sent += 1;
-        const problem = answerProblem(response.statusCode, response.body);
+        const problem =
+          answerProblem(response.statusCode, response.body) ??
+          (tookMs > answerMsMax ? `answered in ${tookMs} ms, more than ${answerMsMax}` : null);
         if (problem !== null && failures.length < failuresShownMax)
           failures.push(
             `${op.method} ${request.url.slice(0, 300)} key=${request.idempotencyKey} body=${(payload ?? "").slice(0, 300)} → ${response.statusCode} ${response.body.slice(0, 300)}: ${problem}`,
