@@ -1,0 +1,145 @@
+// /v1/events end to end, on PGlite and on PostgreSQL: a change's event written in its transaction with a random
+// public id (not a counter, not shared between tenants), listed newest first with the lists' convention and a type
+// filter, retrieved by id, another tenant's not found, and pruned after the retention.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { insertOutboxEvent } from "../../gateway/payments/index.ts";
+import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { eventRetentionDays, pruneEvents } from "../../gateway/webhooks/events.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
+
+const eventIdPattern = /^evt_[0-9a-f]{32}$/;
+
+describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+  let gw: TestGateway;
+  let other: { tenantId: string; key: string };
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ database, env: { WEBHOOK_DELIVERY_INTERVAL_MS: "3600000" } });
+    const tenant = await createTenant(gw.app.db, { name: "Other" });
+    other = {
+      tenantId: tenant.id,
+      key: (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret,
+    };
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  async function pay(): Promise<string> {
+    const payment = await gw.client.POST("/v1/payments", {
+      body: {
+        amount: "0.01",
+        asset: "USDC",
+        source: { account: gw.app.demo!.customer.id },
+        destination: { type: "account", account: gw.app.demo!.merchant.id },
+      },
+    });
+    expect(payment.response.status).toBe(201);
+    return payment.data!.id;
+  }
+
+  it("a payment's event is listed and retrieved with a random id, type, created and data.object", async () => {
+    const before = Math.floor(Date.now() / 1000);
+    const paymentId = await pay();
+    const list = await gw.client.GET("/v1/events", { params: { query: { type: "payment.succeeded" } } });
+    expect(list.response.status).toBe(200);
+    const event = list.data!.data.find((item) => item.data.object.payment_id === paymentId);
+    expect(event).toMatchObject({ object: "event", type: "payment.succeeded", livemode: false });
+    expect(event!.id).toMatch(eventIdPattern);
+    expect(event!.created).toBeGreaterThanOrEqual(before);
+    expect(event!.created).toBeLessThanOrEqual(Math.floor(Date.now() / 1000));
+    const got = await gw.client.GET("/v1/events/{id}", { params: { path: { id: event!.id } } });
+    expect(got.data).toEqual(event);
+  });
+
+  it("ids are random, not a counter, and another tenant's events are not found nor listed", async () => {
+    await pay();
+    await pay();
+    await insertOutboxEvent(gw.app.db, {
+      tenantId: other.tenantId,
+      type: "payment.succeeded",
+      payload: { payment_id: "pay_other" },
+    });
+    const mine = await gw.client.GET("/v1/events", { params: { query: { limit: 100 } } });
+    const ids = mine.data!.data.map((event) => event.id);
+    expect(ids.length).toBeGreaterThanOrEqual(3);
+    for (const id of ids) expect(id).toMatch(eventIdPattern);
+    expect(new Set(ids).size).toBe(ids.length);
+    // Two events in a row share no long prefix, as consecutive numbers or time-ordered ids would.
+    expect(ids[0]!.slice(0, 10)).not.toBe(ids[1]!.slice(0, 10));
+    const serials = await gw.app.db.query<{ id: string }>("SELECT id::text AS id FROM outbox");
+    for (const { id } of serials) expect(ids).not.toContain(`evt_${id}`);
+
+    const theirs = gw.clientFor(other.key);
+    const theirList = await theirs.GET("/v1/events", {});
+    expect(theirList.data!.data.map((event) => event.data.object.payment_id)).toEqual(["pay_other"]);
+    const theirId = theirList.data!.data[0]!.id;
+    expect(ids).not.toContain(theirId);
+    const crossed = await theirs.GET("/v1/events/{id}", { params: { path: { id: ids[0]! } } });
+    expect(crossed.response.status).toBe(404);
+    expect(errorOf(crossed).code).toBe("event_not_found");
+    const back = await gw.client.GET("/v1/events/{id}", { params: { path: { id: theirId } } });
+    expect(errorOf(back).code).toBe("event_not_found");
+    const cursor = await theirs.GET("/v1/events", { params: { query: { starting_after: ids[0]! } } });
+    expect(cursor.response.status).toBe(400);
+    expect(errorOf(cursor).code).toBe("parameter_invalid");
+    const unknown = await gw.client.GET("/v1/events/{id}", {
+      params: { path: { id: `evt_${"0".repeat(32)}` } },
+    });
+    expect(errorOf(unknown).code).toBe("event_not_found");
+  });
+
+  it("pages newest first, filters by type and created, and refuses a bad filter", async () => {
+    const all = await gw.client.GET("/v1/events", { params: { query: { limit: 100 } } });
+    const ids = all.data!.data.map((event) => event.id);
+    const firstPage = await gw.client.GET("/v1/events", { params: { query: { limit: 1 } } });
+    expect(firstPage.data!.data.map((event) => event.id)).toEqual([ids[0]]);
+    expect(firstPage.data!.has_more).toBe(true);
+    const next = await gw.client.GET("/v1/events", {
+      params: { query: { limit: 1, starting_after: ids[0]! } },
+    });
+    expect(next.data!.data.map((event) => event.id)).toEqual([ids[1]]);
+    const future = await gw.client.GET("/v1/events", {
+      params: { query: { "created[gt]": Math.floor(Date.now() / 1000) + 60 } },
+    });
+    expect(future.data!.data).toEqual([]);
+    const none = await gw.client.GET("/v1/events", { params: { query: { type: "invoice.paid" } } });
+    expect(none.data!.data).toEqual([]);
+    const bad = await gw.call("GET", "/v1/events?type=Not%20a%20type");
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe("parameter_invalid");
+  });
+
+  it("an event is written with its change or not at all: a transaction that fails leaves none", async () => {
+    const before = await gw.app.db.query("SELECT 1 FROM outbox");
+    await expect(
+      gw.app.db.transaction(async (tx) => {
+        await insertOutboxEvent(tx, {
+          tenantId: gw.app.demo!.tenantId,
+          type: "payment.succeeded",
+          payload: { payment_id: "pay_rolled_back" },
+        });
+        throw new Error("the change failed");
+      }),
+    ).rejects.toThrow("the change failed");
+    expect(await gw.app.db.query("SELECT 1 FROM outbox")).toHaveLength(before.length);
+  });
+
+  it(`prunes events older than ${eventRetentionDays} days`, async () => {
+    await insertOutboxEvent(gw.app.db, {
+      tenantId: gw.app.demo!.tenantId,
+      type: "payment.succeeded",
+      payload: { payment_id: "pay_old" },
+    });
+    const [old] = await gw.app.db.query<{ id: string }>(
+      `UPDATE outbox SET created_at = now() - make_interval(days => $1::int + 1)
+       WHERE payload->>'payment_id' = 'pay_old' RETURNING public_id AS id`,
+      [eventRetentionDays],
+    );
+    const kept = (await gw.app.db.query("SELECT 1 FROM outbox")).length;
+    expect((await pruneEvents(gw.app.db)).deleted).toBe(1);
+    expect(await gw.app.db.query("SELECT 1 FROM outbox")).toHaveLength(kept - 1);
+    const gone = await gw.client.GET("/v1/events/{id}", { params: { path: { id: old!.id } } });
+    expect(errorOf(gone).code).toBe("event_not_found");
+  });
+});
