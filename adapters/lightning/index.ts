@@ -10,6 +10,7 @@ export {
 export { LightningRailError } from "./errors.ts";
 export type { FeeEstimateResult } from "./fees.ts";
 export type { CreatedInvoice, CreateInvoiceParams } from "./invoices.ts";
+export type { LnurlFetch, LnurlResponse } from "./lnurl.ts";
 export {
   createLightningRail,
   type LightningRail,

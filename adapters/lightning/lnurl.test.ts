@@ -20,7 +20,13 @@ afterAll(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 });
 
-const params: LnurlParams = { httpHosts: ["127.0.0.1"], timeoutMs: 500, bodyBytesMax: 1_024 };
+const params: LnurlParams = {
+  httpHosts: ["127.0.0.1"],
+  timeoutMs: 500,
+  bodyBytesMax: 1_024,
+  // The client's own checks, on the platform's fetch (the gateway's egress guard: gateway/app/lnurl-egress.test.ts).
+  fetch: (url, init) => fetch(url, { ...init, redirect: "manual" }),
+};
 
 const payRequest = (overrides: Record<string, unknown> = {}) =>
   JSON.stringify({

@@ -2,19 +2,41 @@
 // https://domain/.well-known/lnurlp/name for its pay request, whose callback answers an invoice for an amount. The
 // invoice must ask exactly that amount and commit to the pay request's metadata (its description hash); anything
 // else is refused before LND sees it. Every request is bounded in time and size and never follows a redirect;
-// plain http only for hosts the operator names (a local LNURL server in tests).
+// plain http only for hosts the operator names (a local LNURL server in tests). Requests go through the `fetch`
+// the composition root gives (the gateway's egress guard: public addresses only, vetted on every connection), so
+// an address whose domain or callback resolves to a private, loopback or metadata address is refused.
 import { createHash } from "node:crypto";
 import type { RailFailureCode } from "../../core/index.ts";
 import { parseBolt11 } from "./bolt11.ts";
 
+/** The response an LNURL request reads: a status, headers and a body read a chunk at a time. */
+export type LnurlResponse = {
+  readonly ok: boolean;
+  readonly status: number;
+  readonly headers: { get(name: string): string | null };
+  readonly body: ReadableStream<Uint8Array> | null;
+};
+
+/** A GET that never follows redirects; throws when nothing answered (or the egress guard refused the host). */
+export type LnurlFetch = (
+  url: URL,
+  init: { readonly signal: AbortSignal; readonly headers: Record<string, string> },
+) => Promise<LnurlResponse>;
+
 export type LnurlParams = {
+  /** Every request goes through it: the gateway's egress guard. */
+  readonly fetch: LnurlFetch;
   /** Hosts (without port) that may be asked over plain http; every other host is asked over https. */
   readonly httpHosts: readonly string[];
   readonly timeoutMs: number;
   readonly bodyBytesMax: number;
 };
 
-export const lnurlDefaults: LnurlParams = { httpHosts: [], timeoutMs: 5_000, bodyBytesMax: 64 * 1024 };
+export const lnurlDefaults: Omit<LnurlParams, "fetch"> = {
+  httpHosts: [],
+  timeoutMs: 5_000,
+  bodyBytesMax: 64 * 1024,
+};
 
 export type LnurlInvoice =
   | { ok: true; invoice: string }
@@ -34,10 +56,9 @@ async function getJson(
   url: URL,
   params: LnurlParams,
 ): Promise<{ ok: true; json: unknown } | { ok: false; why: string }> {
-  let response: Response;
+  let response: LnurlResponse;
   try {
-    response = await fetch(url, {
-      redirect: "error",
+    response = await params.fetch(url, {
       signal: AbortSignal.timeout(params.timeoutMs),
       headers: { accept: "application/json" },
     });

@@ -14,12 +14,13 @@
 import { authenticatedLndGrpc, getPendingPayments } from "lightning";
 import type { Logger, OutgoingAttempt, Rail, UsdRate } from "../../core/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
-import { lndError } from "./errors.ts";
+import { LightningRailError, lndError } from "./errors.ts";
 import { pump } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { createAnswerCache } from "./fee-cache.ts";
 import { estimateFee, estimateNetworkFee, type FeeEstimateResult } from "./fees.ts";
 import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive } from "./invoices.ts";
+import type { LnurlFetch } from "./lnurl.ts";
 import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
 import { emitOutcome, execute, newTracker, track } from "./send.ts";
 import {
@@ -52,6 +53,11 @@ export type LightningRailParams = {
   readonly now?: () => number;
   /** Where the rail logs (a child of the app's logger, from the composition root); silent by default. */
   readonly logger?: Logger;
+  /**
+   * How Lightning Addresses' LNURL servers are asked (the composition root gives the gateway's egress guard).
+   * Without it no Lightning Address is asked: each is refused as unreachable.
+   */
+  readonly lnurlFetch?: LnurlFetch;
 };
 
 export type LightningRail = Rail & {
@@ -114,6 +120,7 @@ function createState(params: LightningRailParams): LightningRailState {
     usdRate: params.usdRate ?? (() => usdRateDefault),
     feeProbe: params.feeProbe,
     receiveForeignInvoices: params.receiveForeignInvoices ?? false,
+    lnurlFetch: params.lnurlFetch ?? noLnurlFetch,
     scheduleTick: (delayMs) => scheduleTick(s, delayMs),
     lnd: authenticatedLndGrpc(params.lnd).lnd,
     running: false,
@@ -218,3 +225,9 @@ async function stop(s: LightningRailState): Promise<void> {
   s.invoicesQueued.clear();
   await s.store.close();
 }
+
+/** The LNURL fetch of a rail given none: nothing is asked, so no address can reach a host nobody vetted. */
+const noLnurlFetch: LnurlFetch = () =>
+  Promise.reject(
+    new LightningRailError("no egress guard was given to the Lightning rail for LNURL requests"),
+  );

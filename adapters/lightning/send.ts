@@ -405,6 +405,7 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     const asked = await invoiceForAddress(attempt.destination.address, attempt.amount, {
       ...lnurlDefaults,
       httpHosts: s.limits.lnurlHttpHosts,
+      fetch: s.lnurlFetch,
     });
     if (!asked.ok) return failedOutcome(asked.code, asked.message, asked.retryElsewhere);
     if (s.attempts.has(attempt.id)) return await execute(s, attempt);

@@ -7,6 +7,7 @@ import type { AuthenticatedLnd } from "lightning";
 import type { Asset, Logger, RailEvent, RailEventHandler, UsdRate } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 import type { AnswerCache } from "./fee-cache.ts";
+import type { LnurlFetch } from "./lnurl.ts";
 import type { LightningRailStore, StoredAttempt, StoredInvoice, StoredOutcome } from "./store.ts";
 
 export type LndConnection = {
@@ -157,6 +158,8 @@ export type LightningRailState = {
   readonly usdRate: () => UsdRate;
   readonly feeProbe: { readonly destination: string; readonly amountMsat: bigint } | undefined;
   readonly receiveForeignInvoices: boolean;
+  /** How Lightning Addresses' LNURL servers are asked: the gateway's egress guard. */
+  readonly lnurlFetch: LnurlFetch;
   /**
    * The monitor's scheduleTick, wired by the factory: the one call that goes up, from a stream that broke (the
    * pump's invoice subscription, a payment's stream) to the loop that reconnects.
