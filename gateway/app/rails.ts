@@ -13,6 +13,7 @@ import { createInternalRail } from "../../adapters/internal/index.ts";
 import { createFileRailStore, createLightningRail } from "../../adapters/lightning/index.ts";
 import { assets, type Logger, type Rail } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
+import { createEgress } from "../egress/index.ts";
 import type { Config } from "./config.ts";
 import { depositParamsOf, type EvmClients } from "./evm.ts";
 
@@ -68,8 +69,19 @@ function lightningRails({ config, logger }: RailContext): BuiltRails {
     lnd: config.lightning.lnd,
     store: createFileRailStore(config.lightning.journalPath),
     limits: config.lightning.limits,
+    lnurlFetch: lnurlEgressOf(config, config.lightning.limits.lnurlHttpHosts ?? []).fetch,
   });
   return { rails: [rail] };
+}
+
+/** Lightning Addresses reach public addresses only, but for EGRESS_ALLOW_HOSTS and the hosts asked over http. */
+export function lnurlEgressOf(
+  config: Pick<Config, "mode" | "egressAllowHosts">,
+  httpHosts: readonly string[],
+) {
+  return createEgress({
+    policy: { mode: config.mode, allowHosts: [...config.egressAllowHosts, ...httpHosts] },
+  });
 }
 
 function fiatRails({ config, db, logger }: RailContext): BuiltRails {
