@@ -455,7 +455,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `idempotency_key_missing`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -502,6 +502,15 @@ export interface paths {
                 };
                 /** @description The request body is not JSON: `unsupported_media_type` */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: no route meets the request: `destination_is_gateway` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1035,6 +1044,15 @@ export interface paths {
                 };
                 /** @description The request body is not JSON: `unsupported_media_type` */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: no route meets the request: `destination_is_gateway` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1651,7 +1669,12 @@ export interface paths {
                                 /** @enum {string} */
                                 object: "webhook_endpoint";
                                 url: string;
+                                description: string | null;
+                                enabled: boolean;
+                                enabled_events: string[];
+                                previous_secret_expires_at: string | null;
                                 created_at: string;
+                                updated_at: string;
                             }[];
                             has_more: boolean;
                         };
@@ -1728,6 +1751,8 @@ export interface paths {
                 content: {
                     "application/json": {
                         url: string;
+                        enabled_events?: string[];
+                        description?: string;
                     };
                 };
             };
@@ -1743,7 +1768,13 @@ export interface paths {
                             /** @enum {string} */
                             object: "webhook_endpoint";
                             url: string;
-                            secret: string;
+                            description: string | null;
+                            enabled: boolean;
+                            enabled_events: string[];
+                            previous_secret_expires_at: string | null;
+                            created_at: string;
+                            updated_at: string;
+                            secret?: string;
                         };
                     };
                 };
@@ -1767,6 +1798,251 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused`, `webhook_endpoint_limit_reached` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook_endpoint";
+                            url: string;
+                            description: string | null;
+                            enabled: boolean;
+                            enabled_events: string[];
+                            previous_secret_expires_at: string | null;
+                            created_at: string;
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `webhook_endpoint_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        url?: string;
+                        enabled_events?: string[];
+                        description?: string | null;
+                        enabled?: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook_endpoint";
+                            url: string;
+                            description: string | null;
+                            enabled: boolean;
+                            enabled_events: string[];
+                            previous_secret_expires_at: string | null;
+                            created_at: string;
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `webhook_endpoint_not_found` */
+                404: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1830,6 +2106,738 @@ export interface paths {
                 };
             };
         };
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook_endpoint";
+                            /** @enum {boolean} */
+                            deleted: true;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `webhook_endpoint_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/rotate_secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        expires_in_seconds?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook_endpoint";
+                            url: string;
+                            description: string | null;
+                            enabled: boolean;
+                            enabled_events: string[];
+                            previous_secret_expires_at: string | null;
+                            created_at: string;
+                            updated_at: string;
+                            secret?: string;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `webhook_endpoint_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is too large: `body_too_large` */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The request body is not JSON: `unsupported_media_type` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                    status?: "pending" | "succeeded" | "failed";
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "webhook_delivery";
+                                endpoint: string;
+                                event: string;
+                                event_type: string;
+                                /** @enum {string} */
+                                status: "pending" | "succeeded" | "failed";
+                                attempt_count: number;
+                                next_attempt: number | null;
+                                created: number;
+                                attempts: {
+                                    attempted_ms: number;
+                                    status_code: number | null;
+                                    latency_ms: number;
+                                    error: string | null;
+                                }[];
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `webhook_endpoint_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook_endpoints/{id}/deliveries/{delivery_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    id: string;
+                    delivery_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "webhook_delivery";
+                            endpoint: string;
+                            event: string;
+                            event_type: string;
+                            /** @enum {string} */
+                            status: "pending" | "succeeded" | "failed";
+                            attempt_count: number;
+                            next_attempt: number | null;
+                            created: number;
+                            attempts: {
+                                attempted_ms: number;
+                                status_code: number | null;
+                                latency_ms: number;
+                                error: string | null;
+                            }[];
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `account_not_found`, `api_key_not_found`, `destination_not_found`, `event_not_found`, `invoice_not_found`, `payee_not_found`, `payment_not_found`, `quote_not_found`, `refund_not_found`, `tenant_not_found`, `webhook_delivery_not_found`, `webhook_endpoint_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    starting_after?: string;
+                    ending_before?: string;
+                    created?: number;
+                    "created[gte]"?: number;
+                    "created[gt]"?: number;
+                    "created[lte]"?: number;
+                    "created[lt]"?: number;
+                    type?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            url: string;
+                            data: {
+                                id: string;
+                                /** @enum {string} */
+                                object: "event";
+                                type: string;
+                                created: number;
+                                data: {
+                                    object: {
+                                        [key: string]: unknown;
+                                    };
+                                };
+                                livemode: boolean;
+                            }[];
+                            has_more: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/events/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            /** @enum {string} */
+                            object: "event";
+                            type: string;
+                            created: number;
+                            data: {
+                                object: {
+                                    [key: string]: unknown;
+                                };
+                            };
+                            livemode: boolean;
+                        };
+                    };
+                };
+                /** @description The request is not valid: `api_version_invalid`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (another tenant's object is not found too): `event_not_found` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Another refusal: the code says which */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -3323,7 +4331,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `idempotency_key_invalid`, `idempotency_key_missing`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -5226,7 +6234,7 @@ export interface components {
          * @description Every stable error code the API answers with
          * @enum {string}
          */
-        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type";
+        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
     };
     responses: never;
     parameters: never;
