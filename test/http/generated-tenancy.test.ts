@@ -78,6 +78,11 @@ const fixtures: Record<string, Fixture> = {
   rfd: async (a, gw) =>
     created(await a.POST("/v1/refunds", { body: { payment: await fixtures.pay!(a, gw), amount: "0.01" } })),
   key: async (a) => created(await a.POST("/v1/api_keys", { body: { name: "A's other key" } })),
+  evt: async (a, gw) => {
+    await fixtures.pay!(a, gw);
+    const events = await a.GET("/v1/events", { params: { query: { limit: 1 } } });
+    return created({ ...events, data: events.data?.data[0] });
+  },
 };
 
 describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
