@@ -125,4 +125,25 @@ describe("createEgress", () => {
     expect(response.status).toBe(302);
     expect(received.map((r) => r.url)).toEqual(["/redirect"]);
   });
+
+  it("send: a webhook POST's status, or its refusal as a value", async () => {
+    const egress = egressOf(
+      scripted({ "receiver.test": [["127.0.0.1"]], "rebind.example": [["127.0.0.1"]] }),
+      ["receiver.test"],
+    );
+    const post = (url: string) =>
+      egress.send({
+        url,
+        headers: { "webhook-id": "msg_1" },
+        body: "{}",
+        signal: AbortSignal.timeout(2_000),
+      });
+    expect(await post(`http://receiver.test:${port}/hook`)).toEqual({ statusCode: 200 });
+    expect(received.map((r) => [r.headers["content-type"], r.headers["webhook-id"]])).toEqual([
+      ["application/json", "msg_1"],
+    ]);
+    expect(await post(`https://rebind.example:${port}/hook`)).toMatchObject({ reason: "address_not_public" });
+    expect(await post("https://169.254.169.254/latest")).toMatchObject({ reason: "address_not_public" });
+    expect(received).toHaveLength(1);
+  });
 });

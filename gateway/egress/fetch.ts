@@ -52,8 +52,20 @@ export type Egress = {
   vetRegistration(text: string): Promise<UrlVerdict>;
   /** fetch, to vetted addresses only, never following a redirect; refusals throw `EgressRefusedError`. */
   fetch(url: string | URL, init?: EgressInit): Promise<Response>;
+  /**
+   * A webhook's POST of a JSON body through `fetch`, the answer's body left unread: its status, or why none came
+   * (an egress refusal names its reason). Never throws; the shape of the delivery loop's `Send`.
+   */
+  send(request: EgressPost): Promise<{ statusCode: number } | { error: string; reason?: EgressRefusal }>;
   /** Closes the pooled connections. */
   close(): Promise<void>;
+};
+
+export type EgressPost = {
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+  readonly signal: AbortSignal;
 };
 
 export type EgressParams = {
@@ -70,7 +82,7 @@ export function createEgress(params: EgressParams): Egress {
   const dispatcher = new Agent({
     connect: { lookup: vettedLookup(policy, resolver, limits), timeout: limits.connectTimeoutMs },
   });
-  return {
+  const egress: Egress = {
     policy,
     vetUrl: (text) => vetUrl(text, policy),
     async vetRegistration(text) {
@@ -89,8 +101,24 @@ export function createEgress(params: EgressParams): Egress {
         throw refusalIn(error) ?? error;
       }
     },
+    async send(request) {
+      try {
+        const response = await egress.fetch(request.url, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...request.headers },
+          body: request.body,
+          signal: request.signal,
+        });
+        await response.body?.cancel();
+        return { statusCode: response.status };
+      } catch (error) {
+        if (error instanceof EgressRefusedError) return { error: error.shortMessage, reason: error.reason };
+        return { error: error instanceof Error ? error.message : String(error) };
+      }
+    },
     close: () => dispatcher.close(),
   };
+  return egress;
 }
 
 type Resolution =

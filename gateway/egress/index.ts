@@ -7,6 +7,7 @@ export {
   type EgressInit,
   type EgressLimits,
   type EgressParams,
+  type EgressPost,
   EgressRefusedError,
   egressLimitsDefault,
   type Resolver,
