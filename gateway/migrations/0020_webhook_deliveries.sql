@@ -1,6 +1,7 @@
 -- Delivery per (event, endpoint). An event in the outbox is fanned out once, to the endpoints that want it at
 -- that moment: one webhook_deliveries row each, with its own attempts, backoff, claim and outcome, so that one
 -- failing endpoint never makes another receive the event again. Each attempt is kept in the endpoint's log.
+-- A delivery and its log go with its event when the event is pruned (retention), or with its endpoint.
 ALTER TABLE outbox ADD COLUMN fanned_out_at timestamptz;
 -- Events handled by the per-event loop before this migration are not sent again.
 UPDATE outbox SET fanned_out_at = coalesce(delivered_at, gave_up_at) WHERE delivered_at IS NOT NULL OR gave_up_at IS NOT NULL;
@@ -15,7 +16,7 @@ ALTER TABLE webhook_endpoints ADD COLUMN disabled_at timestamptz;
 CREATE TABLE webhook_deliveries (
   id text PRIMARY KEY,
   tenant_id text NOT NULL REFERENCES tenants (id),
-  event_id bigint NOT NULL REFERENCES outbox (id),
+  event_id bigint NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
   endpoint_id text NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
   status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'failed')),
   attempts integer NOT NULL DEFAULT 0,

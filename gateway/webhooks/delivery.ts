@@ -17,6 +17,9 @@ import { createHmac } from "node:crypto";
 import type { Db, Logger, Sql } from "../../core/index.ts";
 import { textArrayLiteral } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
+import { deliveryTargets } from "./endpoints.ts";
+import { presentEvent } from "./events.ts";
+import { signedHeaders } from "./signing.ts";
 
 /** How long a delivery is retried after its event was fanned out, before it is `failed`: 3 days. */
 export const webhookDeliveryGiveUpAfterMs = 3 * 24 * 3_600_000;
@@ -100,22 +103,11 @@ export type DeliveryDeps = {
   send?: Send;
   /** In [0, 1): the backoff's jitter; Math.random unless given. */
   random?: () => number;
+  /** What the events' `livemode` says: true in production; false unless given. */
+  livemode?: boolean;
 };
 
 // ---- fan-out
-
-type EndpointWanting = { id: string };
-
-/** The tenant's endpoints that take events of `type` now: enabled ones. */
-export async function endpointsWanting(
-  sql: Sql,
-  params: { tenantId: string; type: string },
-): Promise<EndpointWanting[]> {
-  return sql.query<EndpointWanting>(
-    "SELECT id FROM webhook_endpoints WHERE tenant_id = $1 AND enabled ORDER BY id",
-    [params.tenantId],
-  );
-}
 
 /** Fans out up to batchEventsMax new events; returns how many deliveries it made. */
 export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
@@ -125,7 +117,7 @@ export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
   );
   let made = 0;
   for (const event of events) {
-    const endpoints = await endpointsWanting(deps.db, { tenantId: event.tenant_id, type: event.type });
+    const endpoints = await deliveryTargets(deps.db, { tenantId: event.tenant_id, type: event.type });
     const ids = endpoints.map(() => newId("whd", deps.nowMs()));
     const inserted = await deps.db.transaction(async (tx) => {
       const rows =
@@ -139,7 +131,7 @@ export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
                 event.tenant_id,
                 event.id,
                 textArrayLiteral(ids),
-                textArrayLiteral(endpoints.map((endpoint) => endpoint.id)),
+                textArrayLiteral(endpoints.map((endpoint) => endpoint.endpointId)),
               ],
             );
       await tx.query("UPDATE outbox SET fanned_out_at = now() WHERE id = $1 AND fanned_out_at IS NULL", [
@@ -166,6 +158,8 @@ export type ClaimedDelivery = {
   event_created_at: Date;
   url: string;
   secret: string;
+  /** The secret before a rotation, while it still signs; else null. */
+  previous_secret: string | null;
 };
 
 /**
@@ -194,8 +188,9 @@ export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Pro
      FROM outbox o, webhook_endpoints e
      WHERE d.id IN (SELECT id FROM chosen) AND (d.locked_until IS NULL OR d.locked_until <= now())
        AND d.status = 'pending' AND o.id = d.event_id AND e.id = d.endpoint_id
-     RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, o.id AS event_seq, 'evt_' || o.id AS event_id,
-       o.type, o.payload, o.created_at AS event_created_at, e.url, e.secret`,
+     RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, o.id AS event_seq, o.public_id AS event_id,
+       o.type, o.payload, o.created_at AS event_created_at, e.url, e.secret,
+       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret`,
     [deps.limits.tenantInFlightMax, countMax, deps.limits.claimMs],
   );
 }
@@ -204,15 +199,19 @@ export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Pro
 
 export type AttemptOutcome = "succeeded" | "retrying" | "failed";
 
-/** The body a delivery carries: the event. */
-export function eventBody(delivery: ClaimedDelivery): string {
-  return JSON.stringify({
-    id: delivery.event_id,
-    object: "event",
-    type: delivery.type,
-    created_at: delivery.event_created_at.toISOString(),
-    data: delivery.payload,
-  });
+/** The body a delivery carries: the event, as GET /v1/events/:id shows it. */
+export function eventBody(delivery: ClaimedDelivery, livemode: boolean): string {
+  return JSON.stringify(
+    presentEvent(
+      {
+        id: delivery.event_id,
+        type: delivery.type,
+        payload: delivery.payload,
+        created_at: delivery.event_created_at,
+      },
+      livemode,
+    ),
+  );
 }
 
 /** The wait before attempt `attempts + 1`: base·2^(attempts−1), capped, the upper half of it random. */
@@ -230,12 +229,17 @@ export async function attemptDelivery(
   delivery: ClaimedDelivery,
   stopping?: AbortSignal,
 ): Promise<AttemptOutcome | "stopped"> {
-  const body = eventBody(delivery);
+  const body = eventBody(delivery, deps.livemode ?? false);
   const startedMs = deps.nowMs();
   const timeout = AbortSignal.timeout(deps.limits.deliveryTimeoutMs);
   const answer = await (deps.send ?? fetchSend)({
     url: delivery.url,
-    headers: { [signatureHeader]: signDelivery(delivery.secret, body, Math.floor(startedMs / 1000)) },
+    headers: signedHeaders(
+      delivery.previous_secret === null ? [delivery.secret] : [delivery.secret, delivery.previous_secret],
+      delivery.event_id,
+      Math.floor(startedMs / 1000),
+      body,
+    ),
     body,
     signal: stopping === undefined ? timeout : AbortSignal.any([timeout, stopping]),
   });
@@ -297,14 +301,11 @@ async function recordEndpointFailure(tx: Sql, limits: WebhookLimits, endpointId:
       [
         endpoint.tenant_id,
         JSON.stringify({
-          object: {
-            id: endpoint.id,
-            object: "webhook_endpoint",
-            url: endpoint.url,
-            enabled: false,
-            failing_since: endpoint.failing_since.toISOString(),
-          },
-          reason: "failing",
+          webhook_endpoint_id: endpoint.id,
+          url: endpoint.url,
+          enabled: false,
+          disabled_reason: "failing",
+          failing_since: Math.floor(endpoint.failing_since.getTime() / 1000),
         }),
       ],
     );

@@ -15,7 +15,6 @@ export {
   type DeliveryRequest,
   type DeliveryResponse,
   deliverOutbox,
-  endpointsWanting,
   fanOutEvents,
   fetchSend,
   type Send,

@@ -71,12 +71,12 @@ describe("webhook delivery", () => {
     expect(event).toMatchObject({
       object: "event",
       type: "payment.succeeded",
-      data: { payment_id: payment.data!.id },
+      data: { object: { payment_id: payment.data!.id } },
     });
     const nowSeconds = Math.floor(Date.now() / 1000);
     expect(
       verifyDelivery({
-        secret: endpoint.data!.secret,
+        secret: endpoint.data!.secret!,
         body: second!.body,
         header: second!.signature,
         nowSeconds,
@@ -94,7 +94,7 @@ describe("webhook delivery", () => {
     ).toBe(false);
     expect(
       verifyDelivery({
-        secret: endpoint.data!.secret,
+        secret: endpoint.data!.secret!,
         body: `${second!.body} `,
         header: second!.signature,
         nowSeconds,

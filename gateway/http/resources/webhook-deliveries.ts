@@ -75,7 +75,7 @@ const seconds = (at: Date) => Math.floor(at.getTime() / 1000);
 async function present(sql: Sql, tenantId: string, rows: DeliveryRow[]): Promise<WebhookDeliveryView[]> {
   if (rows.length === 0) return [];
   const events = await sql.query<{ id: bigint; public_id: string; type: string }>(
-    "SELECT id, 'evt_' || id AS public_id, type FROM outbox WHERE tenant_id = $1 AND id = ANY($2::bigint[])",
+    "SELECT id, public_id, type FROM outbox WHERE tenant_id = $1 AND id = ANY($2::bigint[])",
     [tenantId, textArrayLiteral(rows.map((row) => String(row.event_id)))],
   );
   const attempts = await sql.query<AttemptRow>(
