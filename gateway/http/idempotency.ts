@@ -1,7 +1,19 @@
 // Idempotency-Key on POST requests, as Stripe does it: the first request with a key runs and its answer
 // is kept; a repeat with the same body gets that answer again (Idempotent-Replayed: true); a repeat with
-// another body is refused; a repeat while the first is still running is refused. Server errors are not
-// kept, so the request can be retried.
+// another body is refused; a repeat while the first is still running is refused.
+//
+// Which answers are kept (one rule for every route): the final answer of a request that began executing — a
+// success, and a refusal of the service (402, 404, 409, 422: asking again would be refused again). Never kept: a
+// 400 (the request is not valid — by its schema, its text or the service's own checks alike: corrected, it may
+// be sent again with the same key), and transient answers (408, 429, 5xx: a retry runs again). Answers given
+// before the key is looked at (401, 403, a schema 400, 429 from the rate limit) never touch it.
+//
+// Required where a route's config says `idempotencyRequired` (a route that moves money: without a key a retried
+// request would move it twice): a request without one is refused 400 idempotency_key_missing.
+//
+// Records are kept for 24 hours (idempotencyRecordTtlMs, as Stripe): a key whose record is older is treated as new
+// on the claimed-first routes, and a periodic prune (startIdempotencyPrune) deletes expired records. A payment
+// keeps its key for good (payments_idempotency): after 24 h the key still answers the payment it made.
 //
 // Two ways to keep the record:
 // - claimed first (most routes): the key is claimed with a row before the handler runs, and the answer written
@@ -15,8 +27,10 @@
 import { createHash } from "node:crypto";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
+import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import type { StoredAnswer } from "../payments/index.ts";
+import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import { tenantOf } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 
@@ -33,6 +47,8 @@ declare module "fastify" {
   }
   interface FastifyContextConfig {
     idempotency?: "inline";
+    /** The route moves money: a request without an Idempotency-Key is refused (idempotency_key_missing). */
+    idempotencyRequired?: boolean;
     /** Top-level fields of the answer never kept (a secret shown once): a replay answers without them. */
     idempotencyOmit?: readonly string[];
   }
@@ -43,6 +59,54 @@ export const idempotencyKeyLengthMax = 255;
 /** What a key is made of: visible ASCII, as the OpenAPI document says (its `pattern`). */
 export const idempotencyKeyPattern = "^[\\x21-\\x7e]+$";
 const idempotencyKeyRegex = new RegExp(idempotencyKeyPattern);
+
+/** How long an idempotency record is kept: a key older than this is treated as new. 24 h, as Stripe. */
+export const idempotencyRecordTtlMs = 24 * 60 * 60 * 1000;
+
+/** How often expired records are pruned, and how many one statement deletes. */
+export const idempotencyPruneEveryMs = 10 * 60 * 1000;
+export const idempotencyPruneBatchMax = 5_000;
+
+/**
+ * Whether an answer with this status is kept under its key (see the header): not a 400, not a transient answer.
+ * 409 is kept too: the key refusals (reused, in use) are answered before anything is claimed.
+ */
+export function isKeptAnswer(status: number): boolean {
+  return status < 500 && status !== 400 && status !== 408 && status !== 429;
+}
+
+/** Deletes records older than `ttlMs`, up to `batchMax` at a time until none is left; returns how many. */
+export async function pruneIdempotencyRecords(
+  sql: Sql,
+  params: { ttlMs: number; batchMax: number },
+): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const deleted = await sql.query<{ key: string }>(
+      `DELETE FROM idempotency_keys WHERE (tenant_id, key) IN (
+         SELECT tenant_id, key FROM idempotency_keys
+         WHERE created_at < now() - make_interval(secs => $1::double precision / 1000) LIMIT $2)
+       RETURNING key`,
+      [params.ttlMs, params.batchMax],
+    );
+    total += deleted.length;
+    if (deleted.length < params.batchMax) return total;
+  }
+}
+
+/** The periodic prune of expired idempotency records, for the composition root. */
+export function startIdempotencyPrune(deps: { sql: Sql; logger: Logger }): Periodic {
+  return startPeriodic({
+    name: "idempotency prune",
+    intervalMs: idempotencyPruneEveryMs,
+    pass: () =>
+      pruneIdempotencyRecords(deps.sql, {
+        ttlMs: idempotencyRecordTtlMs,
+        batchMax: idempotencyPruneBatchMax,
+      }),
+    logger: deps.logger,
+  });
+}
 
 /** How many answers of inline routes each process remembers (least recently used forgotten first). */
 export const rememberedAnswersMax = 10_000;
@@ -159,7 +223,13 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
   app.addHook("preHandler", async (request, reply) => {
     if (request.method !== "POST" || request.tenant === null) return;
     const header = request.headers["idempotency-key"];
-    if (header === undefined) return;
+    if (header === undefined) {
+      if (request.routeOptions.config.idempotencyRequired !== true) return;
+      throw new ApiError(
+        "idempotency_key_missing",
+        "this request moves money: send an Idempotency-Key header (a new unique value, such as a UUID, per operation, the same on every retry of it) so that a retry cannot make it twice",
+      );
+    }
     const key = Array.isArray(header) ? header[0] : header;
     if (
       key === undefined ||
@@ -187,14 +257,18 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       request.idempotencyDigest = digest;
       return;
     }
+    // Claimed anew: a record whose request died unanswered (same request, in progress past its timeout), and
+    // any record past its 24 h, which is a new key's.
     const claimed = await options.sql.query(
       `INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($1, $2, $3)
-       ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now()
-         WHERE idempotency_keys.response_status IS NULL
-           AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256
-           AND idempotency_keys.created_at < now() - make_interval(secs => $4::double precision / 1000)
+       ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now(),
+         request_sha256 = EXCLUDED.request_sha256, response_status = NULL, response_body = NULL, payment_id = NULL
+         WHERE (idempotency_keys.response_status IS NULL
+             AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256
+             AND idempotency_keys.created_at < now() - make_interval(secs => $4::double precision / 1000))
+           OR idempotency_keys.created_at < now() - make_interval(secs => $5::double precision / 1000)
        RETURNING key`,
-      [tenant.id, key, digest, options.inProgressTimeoutMs],
+      [tenant.id, key, digest, options.inProgressTimeoutMs, idempotencyRecordTtlMs],
     );
     if (claimed.length === 1) {
       request.idempotencyKey = key;
@@ -228,7 +302,9 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       }
     }
     let stored: Promise<unknown>;
-    if (reply.statusCode >= 500) {
+    if (!isKeptAnswer(reply.statusCode)) {
+      // A 400 or a transient answer: the claim goes (a payment's record written unanswered with it too), so that
+      // the corrected request, or the retry, runs.
       stored = options.sql.query(
         "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
         [tenant.id, key],

@@ -67,7 +67,10 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
     "/payments",
     {
       schema: { body: createPaymentBody, response: { 201: paymentView, 202: paymentView, "4xx": errorView } },
-      config: { idempotency: "inline" },
+      config: {
+        idempotency: "inline",
+        errorCodes: ["destination_is_gateway"],
+      },
     },
     async (request, reply) => {
       const { body } = request;

@@ -40,7 +40,10 @@ export function presentQuote(id: string, quote: Quote): z.infer<typeof quoteView
 const plugin: FastifyPluginAsyncZod<QuoteRoutesOptions> = async (app, options) => {
   app.post(
     "/quotes",
-    { schema: { body: createQuoteBody, response: { 201: quoteView, "4xx": errorView } } },
+    {
+      schema: { body: createQuoteBody, response: { 201: quoteView, "4xx": errorView } },
+      config: { errorCodes: ["destination_is_gateway"] },
+    },
     async (request, reply) => {
       const { body } = request;
       const result = await createPaymentQuote(options.payments, {

@@ -1,0 +1,230 @@
+// Idempotency made consistent (issue #22, item 8), on PGlite and on PostgreSQL, and across two processes:
+// - one rule for what is kept under a key: a final answer of a request that ran (402, 422, …) is kept and replayed;
+//   a 400 is never kept, whether the schema or the service found the request invalid (corrected, it runs under
+//   the same key); transient answers are never kept;
+// - records expire after 24 h: an older key is a new key, and the prune deletes expired records;
+// - the probe's money invariants: one key and 50 concurrent requests make one payment; concurrent payments above
+//   the balance through two gateway processes on one PostgreSQL never overdraw.
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import {
+  balanceOf,
+  createAccount,
+  getClearingAccount,
+  getTenantAccount,
+} from "../../gateway/accounts/index.ts";
+import { loadConfig } from "../../gateway/app/config.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/http/idempotency.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { credit, transferCodes } from "../../gateway/ledger/index.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+const internal = (amount: string, source = "acct_demo_customer", destination = "acct_demo_merchant") => ({
+  amount,
+  asset: "USDC",
+  source: { account: source },
+  destination: { type: "account" as const, account: destination },
+});
+
+/** A POST straight to the server: headers exactly as given (no key unless one is given). */
+async function post(app: App, url: string, body: unknown, headers: Record<string, string> = {}) {
+  const response = await app.server.inject({
+    method: "POST",
+    url,
+    headers: { authorization: `Bearer ${app.demo!.apiKey}`, "content-type": "application/json", ...headers },
+    payload: JSON.stringify(body),
+  });
+  return { status: response.statusCode, body: response.json(), headers: response.headers };
+}
+
+/** A new customer account of the demo tenant, funded with `amount` µUSDC from the EVM rail's clearing account. */
+async function fundedAccount(app: App, amount: bigint): Promise<string> {
+  const tenantId = app.demo!.tenantId;
+  const account = await createAccount(
+    { sql: app.db, ledger: app.ledger },
+    { tenantId, kind: "customer", asset: assets.USDC, name: "idempotency" },
+  );
+  const clearing = await getClearingAccount(app.db, { rail: "evm", asset: assets.USDC });
+  const outcome = await credit(
+    app.ledger,
+    {
+      debitAccountId: clearing!.ledgerAccountId,
+      creditAccountId: account.ledgerAccountId,
+      amount,
+      ledger: assets.USDC.ledger,
+      code: transferCodes.payments.funding,
+    },
+    { id: derivedLedgerId(account.id, "idempotency-test-funding"), label: "test funding" },
+  );
+  expect(outcome).toBe("credited");
+  return account.id;
+}
+
+async function postedOf(app: App, accountId: string): Promise<bigint> {
+  const account = await getTenantAccount(app.db, { tenantId: app.demo!.tenantId, id: accountId });
+  const [ledgerAccount] = await app.ledger.lookupAccounts([account!.ledgerAccountId]);
+  return balanceOf("customer", ledgerAccount!).posted;
+}
+
+async function paymentsWithKey(app: App, key: string): Promise<bigint> {
+  const [row] = await app.db.query<{ count: bigint }>(
+    "SELECT count(*) AS count FROM payments WHERE idempotency_key = $1",
+    [key],
+  );
+  return row!.count;
+}
+
+describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway({ database });
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  it("keeps no 400 under its key, from the schema or from the service: the corrected request runs", async () => {
+    const key = `corrected-${randomUUID()}`;
+    const schema = await post(
+      gw.app,
+      "/v1/payments",
+      { ...internal("1"), asset: 7 },
+      { "idempotency-key": key },
+    );
+    expect(schema.status).toBe(400);
+    const service = await post(
+      gw.app,
+      "/v1/payments",
+      internal("1", "acct_demo_customer", "acct_demo_customer"),
+      {
+        "idempotency-key": key,
+      },
+    );
+    expect(service.status).toBe(400);
+    expect(service.body.error.code).toBe("same_account");
+    const corrected = await post(gw.app, "/v1/payments", internal("0.000001"), { "idempotency-key": key });
+    expect(corrected.status).toBe(201);
+    expect(corrected.body.status).toBe("succeeded");
+    expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+  });
+
+  it("keeps a final refusal of the service (402) and answers it again", async () => {
+    const empty = await fundedAccount(gw.app, 1n);
+    const key = `short-${randomUUID()}`;
+    const first = await post(gw.app, "/v1/payments", internal("1", empty), { "idempotency-key": key });
+    expect(first.status).toBe(402);
+    expect(first.body.error.code).toBe("insufficient_funds");
+    const again = await post(gw.app, "/v1/payments", internal("1", empty), { "idempotency-key": key });
+    expect(again.status).toBe(402);
+    expect(again.headers["idempotent-replayed"]).toBe("true");
+    expect(again.body).toEqual(first.body);
+  });
+
+  it("treats a key older than 24 hours as new, and the prune deletes records past their 24 hours", async () => {
+    const key = `old-${randomUUID()}`;
+    const body = { name: "Old key", methods: [{ type: "account", account: "acct_demo_merchant" }] };
+    const first = await post(gw.app, "/v1/payees", body, { "idempotency-key": key });
+    expect(first.status).toBe(201);
+    const replay = await post(gw.app, "/v1/payees", body, { "idempotency-key": key });
+    expect(replay.body.id).toBe(first.body.id);
+    const ageBack = `UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $2::double precision / 1000)
+       WHERE key = $1`;
+    await gw.app.db.query(ageBack, [key, idempotencyRecordTtlMs + 60_000]);
+    // Another request under the old key: a new key's, so it runs (not 409 idempotency_key_reused).
+    const other = await post(
+      gw.app,
+      "/v1/payees",
+      { ...body, name: "New under the old key" },
+      { "idempotency-key": key },
+    );
+    expect(other.status).toBe(201);
+    expect(other.headers["idempotent-replayed"]).toBeUndefined();
+    expect(other.body.id).not.toBe(first.body.id);
+    // The prune: only records past their 24 hours go.
+    const fresh = `fresh-${randomUUID()}`;
+    expect((await post(gw.app, "/v1/payees", body, { "idempotency-key": fresh })).status).toBe(201);
+    await gw.app.db.query(ageBack, [key, idempotencyRecordTtlMs + 60_000]);
+    expect(await pruneIdempotencyRecords(gw.app.db, { ttlMs: idempotencyRecordTtlMs, batchMax: 1 })).toBe(1);
+    const left = await gw.app.db.query<{ key: string }>(
+      "SELECT key FROM idempotency_keys WHERE key = ANY($1::text[])",
+      [`{${key},${fresh}}`],
+    );
+    expect(left.map((row) => row.key)).toEqual([fresh]);
+  });
+
+  it("one key, 50 concurrent requests: one payment, the money moved once", async () => {
+    const source = await fundedAccount(gw.app, 10_000_000n);
+    const key = `fifty-${randomUUID()}`;
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        post(gw.app, "/v1/payments", internal("1", source), { "idempotency-key": key }),
+      ),
+    );
+    const statuses = new Set(answers.map((answer) => answer.status));
+    expect([...statuses].every((status) => status === 201 || status === 409)).toBe(true);
+    const paid = answers.filter((answer) => answer.status === 201);
+    expect(paid.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(paid.map((answer) => answer.body.id)).size).toBe(1);
+    for (const refused of answers.filter((answer) => answer.status === 409))
+      expect(refused.body.error.code).toBe("idempotency_key_in_use");
+    expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+    expect(await postedOf(gw.app, source)).toBe(9_000_000n);
+  });
+});
+
+describe("two processes on one PostgreSQL database", () => {
+  let a: App;
+  let b: App;
+  beforeAll(async () => {
+    const url = await createTestDatabase(inject("postgresUrl"), "http_idem");
+    const env = { LOG_LEVEL: "silent", PORT: "0", DATABASE_URL: url };
+    a = await createApp(loadConfig(env));
+    b = await createApp(loadConfig(env));
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  it("one key, 50 concurrent requests split between the processes: one payment", async () => {
+    const source = await fundedAccount(a, 10_000_000n);
+    const key = `fifty-across-${randomUUID()}`;
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        post(i % 2 === 0 ? a : b, "/v1/payments", internal("1", source), { "idempotency-key": key }),
+      ),
+    );
+    const paid = answers.filter((answer) => answer.status === 201);
+    expect(paid.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(paid.map((answer) => answer.body.id)).size).toBe(1);
+    expect(answers.every((answer) => answer.status === 201 || answer.status === 409)).toBe(true);
+    expect(await paymentsWithKey(a, key)).toBe(1n);
+    expect(await postedOf(a, source)).toBe(9_000_000n);
+  });
+
+  it("concurrent payments above the balance through both processes never overdraw", async () => {
+    const funds = 10_000_000n; // 10 USDC
+    const source = await fundedAccount(a, funds);
+    const attempts = 60; // 60 × 0.7 USDC = 42 USDC asked of 10
+    const answers = await Promise.all(
+      Array.from({ length: attempts }, (_, i) =>
+        post(i % 2 === 0 ? a : b, "/v1/payments", internal("0.7", source), {
+          "idempotency-key": `over-${randomUUID()}`,
+        }),
+      ),
+    );
+    for (const answer of answers) expect([201, 402]).toContain(answer.status);
+    const succeeded = answers.filter((answer) => answer.status === 201);
+    const spent = BigInt(succeeded.length) * 700_000n;
+    expect(spent).toBeLessThanOrEqual(funds);
+    expect(succeeded.length).toBe(14); // floor(10 / 0.7): every payment that fits is made
+    const balance = await postedOf(a, source);
+    expect(balance).toBeGreaterThanOrEqual(0n);
+    expect(balance).toBe(funds - spent);
+    for (const refused of answers.filter((answer) => answer.status === 402))
+      expect(refused.body.error.code).toBe("insufficient_funds");
+  });
+});
