@@ -29,6 +29,7 @@ import {
 } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
+import { startIdempotencyPrune } from "./http/idempotency.ts";
 import { buildServer } from "./http/index.ts";
 import { derivedLedgerId } from "./ids/index.ts";
 import { createLedger, credit, type Ledger, ledgerMigrations, transferCodes } from "./ledger/index.ts";
@@ -186,6 +187,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       });
     }
     await startRecovery(closers, { ...services, logger });
+    const idempotencyPrune = startIdempotencyPrune({
+      sql: db,
+      logger: logger.child({ module: "idempotency" }),
+    });
+    closers.push(() => idempotencyPrune.stop());
     const evmWatchers = await startSplitterMirrors(closers, { db, ledger, logger, evm });
     closers.push(...startDepositSweeps({ db, ledger, accounts: services.accounts, logger, rails, evm }));
     const server = await buildServer({
