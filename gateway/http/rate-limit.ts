@@ -8,10 +8,10 @@
 // Past either, 429 `rate_limited` with Retry-After (whole seconds until the window ends) and X-RateLimit-Limit,
 // X-RateLimit-Remaining, X-RateLimit-Reset on every counted answer (the tighter of the two counters when both count).
 //
-// The counters are in this process's memory (an LRU of at most rateLimitEntriesMax keys per limit): with N processes
+// The counters are in this process's memory (WindowStore: at most rateLimitEntriesMax keys per limit): with N processes
 // behind one address, a client may make N times the limit. The IP is the socket's peer (no trustProxy): behind a
 // reverse proxy every request has the proxy's address, and the per-IP limit should then be off or set high.
-import fastifyRateLimit from "@fastify/rate-limit";
+import fastifyRateLimit, { type FastifyRateLimitStore } from "@fastify/rate-limit";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from "fastify";
 import fp from "fastify-plugin";
 import { ApiError } from "./errors.ts";
@@ -56,6 +56,37 @@ type Limiter = (request: FastifyRequest) => Promise<{
   isExceeded?: boolean;
 }>;
 
+type Window = { count: number; startMs: number };
+
+/**
+ * The counts of one limit: a fixed window per key, at most rateLimitEntriesMax keys (the least recently counted
+ * forgotten first). Instead of the library's LocalStore, which hands every caller the same mutable record: a burst of
+ * concurrent requests all read the count after the last one's increment, and all are refused.
+ */
+class WindowStore implements FastifyRateLimitStore {
+  readonly #windows = new Map<string, Window>();
+  incr(
+    key: string,
+    callback: (error: Error | null, result?: { current: number; ttl: number }) => void,
+    timeWindow: number,
+  ): void {
+    const nowMs = Date.now();
+    let window = this.#windows.get(key);
+    this.#windows.delete(key); // set again below: the Map's order is least recently counted first
+    if (window === undefined || window.startMs + timeWindow <= nowMs) window = { count: 0, startMs: nowMs };
+    window.count += 1;
+    this.#windows.set(key, window);
+    if (this.#windows.size > rateLimitEntriesMax) {
+      const oldest = this.#windows.keys().next();
+      if (oldest.done !== true) this.#windows.delete(oldest.value);
+    }
+    callback(null, { current: window.count, ttl: window.startMs + timeWindow - nowMs });
+  }
+  child(): FastifyRateLimitStore {
+    return new WindowStore();
+  }
+}
+
 const headerLimit = "x-ratelimit-limit";
 const headerRemaining = "x-ratelimit-remaining";
 const headerReset = "x-ratelimit-reset";
@@ -90,7 +121,7 @@ const plugin: FastifyPluginAsync<{ limits: RateLimits }> = async (app, { limits 
   await app.register(fastifyRateLimit, {
     global: false,
     timeWindow: rateLimitWindowMs,
-    cache: rateLimitEntriesMax,
+    store: WindowStore,
   });
   const ipMax = limits.ipRequestsPerSecondMax;
   if (ipMax !== null) {
