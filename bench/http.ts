@@ -368,7 +368,16 @@ async function startGateway(
   const port = await freePort();
   const child = spawn(process.execPath, [path.join(root, "gateway/main.ts")], {
     cwd: root,
-    env: { ...process.env, ...env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "warn" },
+    // Never throttled: every request comes from 127.0.0.1 with one key (development's default, said again).
+    env: {
+      ...process.env,
+      RATE_LIMIT_PER_IP: "off",
+      RATE_LIMIT_PER_KEY: "off",
+      ...env,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      LOG_LEVEL: "warn",
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
