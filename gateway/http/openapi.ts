@@ -6,7 +6,7 @@
 // Every operation's errors are written here, from what the document already says of it, so that a new route
 // gets them without a line of its own: 400 when it takes a body, a query or path parameters; 413 and 415 with a
 // body; 401 and 403 when it needs a key; 404 when its path names an object (the code from the id's prefix); 409
-// and an Idempotency-Key header on a keyed POST; 503 `overloaded` on the API's routes; 500 on all. Each response
+// and an Idempotency-Key header on a keyed POST; 503 `overloaded` on the API's routes; 429 and 500 on all. Each response
 // is the shared Error schema and lists the stable codes it can carry (`x-error-codes`, and in its description);
 // the operation's `x-error-codes` lists them all. A route may name its business refusals in its config
 // (`config: { errorCodes: ["insufficient_funds", …] }`, typed by ApiErrorCode) or its schema's `x-error-codes`: each
@@ -118,6 +118,8 @@ export function errorCodesOf(method: string, operation: Operation): ApiErrorCode
     for (const code of declared)
       if (typeof code === "string" && code in errorStatus) codes.add(code as ApiErrorCode);
   }
+  // The per-IP rate limit runs before every route (rate-limit.ts), when it is configured.
+  codes.add("rate_limited");
   codes.add("internal_error");
   return [...codes].sort();
 }
@@ -133,6 +135,7 @@ const statusDescriptions: Record<string, string> = {
   "413": "The request body is too large",
   "415": "The request body is not JSON",
   "422": "Refused: no route meets the request",
+  "429": "Too many requests from this address or with this key: retry after the seconds in Retry-After",
   "500": "Something went wrong on our side; retry with the same Idempotency-Key",
   "503": "Overloaded or stopping: nothing was done; retry after the seconds in Retry-After",
   "4XX": "Another refusal: the code says which",
