@@ -3,12 +3,16 @@
 // a random public id (migration 0019). `data.object` is what the change wrote: the object's id and the facts of
 // that change (e.g. `{ payment_id }`, `{ invoice_id, amount, received_amount }`), not a copy of the whole object.
 // Events are kept eventRetentionDays, then pruned (pruneEvents, a periodic pass).
+import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
+import { type Periodic, startPeriodic } from "../periodic/index.ts";
 
 /** How long an event is kept, from its creation. */
 export const eventRetentionDays = 30;
 /** How many events one prune pass deletes at most (it runs again until none is left). */
 export const pruneBatchEventsMax = 10_000;
+/** How often the prune pass runs. */
+export const eventPruneIntervalMs = 3_600_000;
 
 export type EventView = {
   id: string;
@@ -87,4 +91,14 @@ export async function pruneEvents(
     [params.retentionDays ?? eventRetentionDays, pruneBatchEventsMax],
   );
   return { deleted: rows.length };
+}
+
+/** The prune pass, every eventPruneIntervalMs, until stopped. */
+export function startEventPrune(deps: { sql: Sql; logger: Logger }): Periodic {
+  return startPeriodic({
+    name: "event prune pass",
+    intervalMs: eventPruneIntervalMs,
+    pass: () => pruneEvents(deps.sql),
+    logger: deps.logger,
+  });
 }
