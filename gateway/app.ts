@@ -61,6 +61,7 @@ import {
   type SettlementDeps,
 } from "./settlement/index.ts";
 import { ensureOperatorKey, type OperatorKeyBootstrap } from "./tenants/index.ts";
+import { startEventPrune } from "./webhooks/events.ts";
 import { startWebhookDelivery as startDeliveries, webhookLimitsDefault } from "./webhooks/index.ts";
 
 export { type DemoTenant, demoFundingUsdc } from "./app/demo.ts";
@@ -213,6 +214,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
     closers.push(() => server.close());
     startWebhookDelivery(closers, { db, logger, intervalMs: config.webhookDeliveryIntervalMs });
+    const eventPrune = startEventPrune({ sql: db, logger });
+    closers.push(() => eventPrune.stop());
     return {
       server,
       db,
