@@ -1,0 +1,293 @@
+// Delivery per (event, endpoint), against local receivers: one endpoint's failures never make another receive
+// the event again; a tenant's hanging endpoints do not delay another tenant's event; backoff per delivery; give-up
+// and an endpoint disabled with a webhook_endpoint.disabled event; the endpoint's delivery log and redelivery on
+// demand, both tenant-scoped.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../core/index.ts";
+import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import {
+  type DeliveryDeps,
+  deliverOutbox,
+  startWebhookDelivery,
+  webhookLimitsDefault,
+} from "../../gateway/webhooks/index.ts";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+type Received = { path: string; body: any; at: number };
+
+/** A receiver: /ok/… answers 204, /fail/… 500 while `failing` holds the path, /hang/… never answers. */
+function receiver() {
+  const received: Received[] = [];
+  const failing = new Set<string>();
+  let hanging = 0;
+  const server: Server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    let body = "";
+    request.on("data", (chunk: Buffer) => {
+      body += chunk.toString("utf8");
+    });
+    request.on("end", () => {
+      const path = request.url ?? "";
+      received.push({ path, body: JSON.parse(body), at: Date.now() });
+      if (path.startsWith("/hang/")) {
+        hanging += 1;
+        return;
+      }
+      response.statusCode = failing.has(path) ? 500 : 204;
+      response.end();
+    });
+  });
+  return {
+    server,
+    received,
+    failing,
+    hanging: () => hanging,
+    count: (path: string) => received.filter((entry) => entry.path === path).length,
+  };
+}
+
+describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on %s", (database) => {
+  let gw: TestGateway;
+  let hooks: ReturnType<typeof receiver>;
+  let base: string;
+
+  beforeAll(async () => {
+    hooks = receiver();
+    await new Promise<void>((resolve) => hooks.server.listen(0, "127.0.0.1", resolve));
+    const port = (hooks.server.address() as AddressInfo).port;
+    base = `http://127.0.0.1:${port}`;
+    gw = await startTestGateway({
+      database,
+      // The background loop stays idle: each test runs its own passes with its own limits.
+      env: { WEBHOOK_DELIVERY_INTERVAL_MS: "3600000", EGRESS_ALLOW_HOSTS: `127.0.0.1:${port}` },
+    });
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+    hooks?.server.closeAllConnections();
+    await new Promise((resolve) => hooks?.server.close(resolve));
+  });
+
+  /** A tenant of its own for each test, so that no other test's endpoints take its events. */
+  async function tenant(name: string) {
+    const made = await createTenant(gw.app.db, { name });
+    const key = (await createApiKey(gw.app.db, { tenantId: made.id, mode: "test" })).secret;
+    const endpoint = async (path: string): Promise<string> => {
+      const answer = await gw.call("POST", "/v1/webhook_endpoints", { key, body: { url: `${base}${path}` } });
+      expect(answer.status).toBe(201);
+      return answer.body.id as string;
+    };
+    const emit = async (type = "payment.succeeded"): Promise<void> => {
+      await gw.app.db.query("INSERT INTO outbox (tenant_id, type, payload) VALUES ($1, $2, $3)", [
+        made.id,
+        type,
+        JSON.stringify({ payment_id: "pay_test" }),
+      ]);
+    };
+    return { id: made.id, key, endpoint, emit };
+  }
+
+  const deps = (limits: Partial<DeliveryDeps["limits"]> = {}): DeliveryDeps => ({
+    db: gw.app.db,
+    limits: { ...webhookLimitsDefault, backoffBaseMs: 0, ...limits },
+    nowMs: Date.now,
+  });
+
+  it("one endpoint's failures never make another receive the event again", async () => {
+    const a = await tenant("per endpoint");
+    await a.endpoint("/ok/1");
+    await a.endpoint("/fail/1");
+    hooks.failing.add("/fail/1");
+    await a.emit();
+
+    expect(await deliverOutbox(deps())).toEqual({ claimed: 2, delivered: 1, retried: 1, gaveUp: 0 });
+    expect(await deliverOutbox(deps())).toEqual({ claimed: 1, delivered: 0, retried: 1, gaveUp: 0 });
+    expect(await deliverOutbox(deps())).toEqual({ claimed: 1, delivered: 0, retried: 1, gaveUp: 0 });
+    hooks.failing.delete("/fail/1");
+    expect(await deliverOutbox(deps())).toEqual({ claimed: 1, delivered: 1, retried: 0, gaveUp: 0 });
+    expect(await deliverOutbox(deps())).toEqual({ claimed: 0, delivered: 0, retried: 0, gaveUp: 0 });
+
+    expect(hooks.count("/ok/1")).toBe(1);
+    expect(hooks.count("/fail/1")).toBe(4);
+    const bodies = hooks.received.filter((entry) => entry.path === "/fail/1").map((entry) => entry.body);
+    expect(new Set(bodies.map((body) => body.id)).size).toBe(1); // one event, the same id each time
+  });
+
+  it("a tenant's hanging endpoints do not delay another tenant's event", async () => {
+    const b = await tenant("slow B");
+    for (let index = 0; index < 5; index += 1) await b.endpoint(`/hang/${index}`);
+    const a = await tenant("prompt A");
+    await a.endpoint("/ok/prompt");
+    for (let index = 0; index < 3; index += 1) await b.emit();
+    const loop = startWebhookDelivery({
+      ...deps(),
+      limits: { ...webhookLimitsDefault, deliveryTimeoutMs: 30_000, claimMs: 60_000 },
+      intervalMs: 50,
+      logger: silentLogger,
+    });
+    try {
+      // B's deliveries are in flight, hanging, as many as its cap lets it have.
+      await expect
+        .poll(() => hooks.hanging(), { timeout: 5_000 })
+        .toBe(webhookLimitsDefault.tenantInFlightMax);
+      const sentMs = Date.now();
+      await a.emit();
+      await expect.poll(() => hooks.count("/ok/prompt"), { timeout: 2_000, interval: 20 }).toBe(1);
+      const arrivedMs = hooks.received.find((entry) => entry.path === "/ok/prompt")!.at;
+      expect(arrivedMs - sentMs).toBeLessThan(2_000);
+      // B is still held at its cap: no more of its 15 deliveries started.
+      expect(hooks.hanging()).toBe(webhookLimitsDefault.tenantInFlightMax);
+    } finally {
+      await loop.stop();
+    }
+  });
+
+  it("backs off per delivery: exponential, with jitter, capped", async () => {
+    const c = await tenant("backoff");
+    await c.endpoint("/fail/backoff");
+    hooks.failing.add("/fail/backoff");
+    await c.emit();
+    const limits = { backoffBaseMs: 60_000, backoffMaxMs: 200_000 };
+    const waitSeconds = async () => {
+      const [row] = await gw.app.db.query<{ wait: number }>(
+        `SELECT extract(epoch FROM next_attempt_at - last_attempt_at)::float8 AS wait
+         FROM webhook_deliveries WHERE tenant_id = $1`,
+        [c.id],
+      );
+      return Number(row!.wait);
+    };
+    const due = () =>
+      gw.app.db.query("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE tenant_id = $1", [c.id]);
+
+    expect(await deliverOutbox({ ...deps(limits), random: () => 0 })).toMatchObject({ retried: 1 });
+    expect(await waitSeconds()).toBeGreaterThanOrEqual(29); // 60 s, its lower half: 30 s
+    expect(await waitSeconds()).toBeLessThan(32);
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 0 }); // not due yet
+    await due();
+    expect(await deliverOutbox({ ...deps(limits), random: () => 0.999 })).toMatchObject({ retried: 1 });
+    expect(await waitSeconds()).toBeGreaterThan(118); // 120 s at most
+    expect(await waitSeconds()).toBeLessThan(122);
+    await due();
+    expect(await deliverOutbox({ ...deps(limits), random: () => 0.999 })).toMatchObject({ retried: 1 });
+    expect(await waitSeconds()).toBeGreaterThan(198); // 240 s capped at 200 s
+    expect(await waitSeconds()).toBeLessThan(202);
+    expect(hooks.count("/fail/backoff")).toBe(3);
+    hooks.failing.delete("/fail/backoff");
+  });
+
+  it("gives a delivery up, disables an endpoint that keeps failing, and tells the tenant", async () => {
+    const d = await tenant("disabled");
+    const failingId = await d.endpoint("/fail/disable");
+    const okId = await d.endpoint("/ok/disable");
+    hooks.failing.add("/fail/disable");
+    await d.emit();
+    const limits = { giveUpAfterMs: 300, disableAfterMs: 300 };
+
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 2, delivered: 1, retried: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 1, gaveUp: 1 });
+    // The disabled event goes to the endpoint still enabled, not to the disabled one.
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 1, delivered: 1 });
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 0 });
+
+    expect(hooks.count("/fail/disable")).toBe(2);
+    const told = hooks.received.filter((entry) => entry.path === "/ok/disable").map((entry) => entry.body);
+    expect(told.map((body) => body.type)).toEqual(["payment.succeeded", "webhook_endpoint.disabled"]);
+    expect(told[1].data.object).toMatchObject({
+      webhook_endpoint_id: failingId,
+      enabled: false,
+      disabled_reason: "failing",
+    });
+    const [endpoint] = await gw.app.db.query<{ enabled: boolean }>(
+      "SELECT enabled FROM webhook_endpoints WHERE id = $1",
+      [failingId],
+    );
+    expect(endpoint!.enabled).toBe(false);
+    const log = await gw.call("GET", `/v1/webhook_endpoints/${failingId}/deliveries`, { key: d.key });
+    expect(log.status).toBe(200);
+    expect(log.body.data.map((delivery: any) => delivery.status)).toEqual(["failed"]);
+    const okLog = await gw.call("GET", `/v1/webhook_endpoints/${okId}/deliveries`, { key: d.key });
+    expect(okLog.body.data.map((delivery: any) => delivery.event_type)).toEqual([
+      "webhook_endpoint.disabled",
+      "payment.succeeded",
+    ]);
+    hooks.failing.delete("/fail/disable");
+  });
+
+  it("keeps a log per endpoint and redelivers on demand, for the tenant's own deliveries only", async () => {
+    const e = await tenant("log");
+    const okId = await e.endpoint("/ok/log");
+    const flakyId = await e.endpoint("/fail/log");
+    hooks.failing.add("/fail/log");
+    await e.emit();
+    await deliverOutbox(deps());
+    hooks.failing.delete("/fail/log");
+    await deliverOutbox(deps());
+
+    const log = await gw.call("GET", `/v1/webhook_endpoints/${flakyId}/deliveries`, { key: e.key });
+    expect(log.status).toBe(200);
+    expect(log.body).toMatchObject({
+      object: "list",
+      url: `/v1/webhook_endpoints/${flakyId}/deliveries`,
+      has_more: false,
+    });
+    const [delivery] = log.body.data;
+    expect(delivery).toMatchObject({
+      object: "webhook_delivery",
+      endpoint: flakyId,
+      event_type: "payment.succeeded",
+      status: "succeeded",
+      attempt_count: 2,
+      next_attempt: null,
+    });
+    expect(delivery.event).toMatch(/^evt_[0-9a-f]{32}$/);
+    expect(delivery.attempts.map((attempt: any) => [attempt.status_code, attempt.error])).toEqual([
+      [204, null],
+      [500, "HTTP 500"],
+    ]);
+    for (const attempt of delivery.attempts) {
+      expect(attempt.latency_ms).toBeGreaterThanOrEqual(0);
+      expect(Math.abs(attempt.attempted_ms - Date.now())).toBeLessThan(60_000);
+    }
+    const failed = await gw.call("GET", `/v1/webhook_endpoints/${flakyId}/deliveries?status=failed`, {
+      key: e.key,
+    });
+    expect(failed.body.data).toEqual([]);
+
+    // Redelivery to the endpoint that already has it: it alone receives the event again.
+    const okLog = await gw.call("GET", `/v1/webhook_endpoints/${okId}/deliveries`, { key: e.key });
+    const okDelivery = okLog.body.data[0].id as string;
+    expect(okDelivery).toMatch(/^whd_/);
+    const retried = await gw.call("POST", `/v1/webhook_endpoints/${okId}/deliveries/${okDelivery}/retry`, {
+      key: e.key,
+    });
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ id: okDelivery, status: "pending", attempt_count: 1 });
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 1, delivered: 1 });
+    expect(hooks.count("/ok/log")).toBe(2);
+    expect(hooks.count("/fail/log")).toBe(2);
+
+    // Another tenant: 404 for A's endpoint, and for A's delivery through its own endpoint.
+    const other = await tenant("other");
+    const otherEndpoint = await other.endpoint("/ok/other");
+    const before = await gw.tableDigests();
+    const notMine = await gw.call("GET", `/v1/webhook_endpoints/${okId}/deliveries`, { key: other.key });
+    expect([notMine.status, notMine.body.error.code]).toEqual([404, "webhook_endpoint_not_found"]);
+    const retryNotMine = await gw.call(
+      "POST",
+      `/v1/webhook_endpoints/${okId}/deliveries/${okDelivery}/retry`,
+      {
+        key: other.key,
+      },
+    );
+    expect([retryNotMine.status, retryNotMine.body.error.code]).toEqual([404, "webhook_endpoint_not_found"]);
+    const throughMine = await gw.call(
+      "POST",
+      `/v1/webhook_endpoints/${otherEndpoint}/deliveries/${okDelivery}/retry`,
+      { key: other.key },
+    );
+    expect([throughMine.status, throughMine.body.error.code]).toEqual([404, "webhook_delivery_not_found"]);
+    expect(await gw.tableDigests()).toEqual(before);
+  });
+});
