@@ -46,12 +46,15 @@ describe("the OpenAPI document", () => {
     expect(document.openapi).toMatch(/^3\./);
     expect(operations(document).sort()).toEqual([
       "DELETE /v1/api_keys/{id}",
+      "DELETE /v1/webhook_endpoints/{id}",
       "GET /v1/accounts",
       "GET /v1/accounts/{id}",
       "GET /v1/accounts/{id}/balance",
       "GET /v1/accounts/{id}/transactions",
       "GET /v1/api_keys",
       "GET /v1/api_keys/{id}",
+      "GET /v1/events",
+      "GET /v1/events/{id}",
       "GET /v1/invoices",
       "GET /v1/invoices/{id}",
       "GET /v1/payees",
@@ -64,6 +67,7 @@ describe("the OpenAPI document", () => {
       "GET /v1/tenants",
       "GET /v1/tenants/{id}",
       "GET /v1/webhook_endpoints",
+      "GET /v1/webhook_endpoints/{id}",
       "PATCH /v1/payees/{id}",
       "POST /v1/accounts",
       "POST /v1/api_keys",
@@ -80,6 +84,8 @@ describe("the OpenAPI document", () => {
       "POST /v1/tenants/{id}/reactivate",
       "POST /v1/tenants/{id}/suspend",
       "POST /v1/webhook_endpoints",
+      "POST /v1/webhook_endpoints/{id}",
+      "POST /v1/webhook_endpoints/{id}/rotate_secret",
     ]);
   });
 
