@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SwitchyardClient } from "../../client/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { fanOutEvents, webhookLimitsDefault } from "../../gateway/webhooks/index.ts";
 import { createToyRail } from "../support/toy-rail-module.ts";
 import {
   bodySampleFor,
@@ -78,6 +79,16 @@ const fixtures: Record<string, Fixture> = {
   rfd: async (a, gw) =>
     created(await a.POST("/v1/refunds", { body: { payment: await fixtures.pay!(a, gw), amount: "0.01" } })),
   key: async (a) => created(await a.POST("/v1/api_keys", { body: { name: "A's other key" } })),
+  // A delivery of one of A's events to A's endpoint: the event fanned out (no attempt is made, nothing sent).
+  whd: async (a, gw) => {
+    const endpoint = await fixtures.we!(a, gw);
+    await fixtures.pay!(a, gw);
+    await fanOutEvents({ db: gw.app.db, limits: webhookLimitsDefault, nowMs: Date.now });
+    const deliveries = await a.GET("/v1/webhook_endpoints/{id}/deliveries", {
+      params: { path: { id: endpoint }, query: { limit: 1 } },
+    });
+    return created({ ...deliveries, data: deliveries.data?.data[0] });
+  },
   evt: async (a, gw) => {
     await fixtures.pay!(a, gw);
     const events = await a.GET("/v1/events", { params: { query: { limit: 1 } } });
