@@ -29,6 +29,7 @@ import {
 } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
+import { createEgress } from "./egress/index.ts";
 import { startIdempotencyPrune } from "./http/idempotency.ts";
 import { buildServer } from "./http/index.ts";
 import { derivedLedgerId } from "./ids/index.ts";
@@ -213,7 +214,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
-    startWebhookDelivery(closers, { db, logger, intervalMs: config.webhookDeliveryIntervalMs });
+    startWebhookDelivery(closers, { db, logger, intervalMs: config.webhookDeliveryIntervalMs, config });
     const eventPrune = startEventPrune({ sql: db, logger });
     closers.push(() => eventPrune.stop());
     return {
@@ -482,8 +483,22 @@ async function startRecovery(closers: Closers, deps: Services & { logger: Logger
   closers.push(() => refundRecovery.stop());
 }
 
-function startWebhookDelivery(closers: Closers, deps: { db: Db; logger: Logger; intervalMs: number }): void {
-  const delivery = startDeliveries({ ...deps, limits: webhookLimitsDefault, nowMs: Date.now });
+/** Deliveries go out through the egress guard: each connection only to a vetted public address (or an allowed host). */
+function startWebhookDelivery(
+  closers: Closers,
+  deps: { db: Db; logger: Logger; intervalMs: number; config: Pick<Config, "mode" | "egressAllowHosts"> },
+): void {
+  const egress = createEgress({
+    policy: { mode: deps.config.mode, allowHosts: deps.config.egressAllowHosts },
+  });
+  closers.push(() => egress.close());
+  const delivery = startDeliveries({
+    ...deps,
+    limits: webhookLimitsDefault,
+    nowMs: Date.now,
+    send: egress.send,
+    livemode: deps.config.mode === "production",
+  });
   closers.push(() => delivery.stop());
 }
 
