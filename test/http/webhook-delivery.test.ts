@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../core/index.ts";
+import { createEgress } from "../../gateway/egress/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import {
   type DeliveryDeps,
@@ -85,7 +86,11 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
         JSON.stringify({ payment_id: "pay_test" }),
       ]);
     };
-    return { id: made.id, key, endpoint, emit };
+    /** Its endpoints disabled: deliveries it leaves pending are no later test's business. */
+    const quiet = async (): Promise<void> => {
+      await gw.app.db.query("UPDATE webhook_endpoints SET enabled = false WHERE tenant_id = $1", [made.id]);
+    };
+    return { id: made.id, key, endpoint, emit, quiet };
   }
 
   const deps = (limits: Partial<DeliveryDeps["limits"]> = {}): DeliveryDeps => ({
@@ -120,8 +125,10 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     const a = await tenant("prompt A");
     await a.endpoint("/ok/prompt");
     for (let index = 0; index < 3; index += 1) await b.emit();
+    const egress = createEgress({ policy: { mode: "development", allowHosts: [new URL(base).host] } });
     const loop = startWebhookDelivery({
       ...deps(),
+      send: egress.send,
       limits: { ...webhookLimitsDefault, deliveryTimeoutMs: 30_000, claimMs: 60_000 },
       intervalMs: 50,
       logger: silentLogger,
@@ -140,6 +147,8 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
       expect(hooks.hanging()).toBe(webhookLimitsDefault.tenantInFlightMax);
     } finally {
       await loop.stop();
+      await egress.close();
+      await b.quiet();
     }
   });
 
@@ -174,6 +183,7 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     expect(await waitSeconds()).toBeLessThan(202);
     expect(hooks.count("/fail/backoff")).toBe(3);
     hooks.failing.delete("/fail/backoff");
+    await c.quiet();
   });
 
   it("gives a delivery up, disables an endpoint that keeps failing, and tells the tenant", async () => {
@@ -289,5 +299,46 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     );
     expect([throughMine.status, throughMine.body.error.code]).toEqual([404, "webhook_delivery_not_found"]);
     expect(await gw.tableDigests()).toEqual(before);
+  });
+  it("sends each (event, endpoint) once when passes claim at the same time", async () => {
+    const f = await tenant("two passes");
+    for (let index = 0; index < 3; index += 1) await f.endpoint(`/ok/twice/${index}`);
+    for (let index = 0; index < 5; index += 1) await f.emit();
+    const wide = deps({ tenantInFlightMax: 100, globalInFlightMax: 4 });
+    let claimed = 0;
+    for (let round = 0; round < 20; round += 1) {
+      const passes = await Promise.all([deliverOutbox(wide), deliverOutbox(wide), deliverOutbox(wide)]);
+      const now = passes.reduce((sum, pass) => sum + pass.claimed, 0);
+      if (now === 0) break;
+      claimed += now;
+    }
+    expect(claimed).toBe(15);
+    for (let index = 0; index < 3; index += 1) {
+      const bodies = hooks.received.filter((entry) => entry.path === `/ok/twice/${index}`);
+      expect(bodies).toHaveLength(5);
+      expect(new Set(bodies.map((entry) => entry.body.id)).size).toBe(5);
+    }
+  });
+
+  it("refuses at delivery, through the egress guard, an endpoint that now points at a non-public address", async () => {
+    const g = await tenant("rebound");
+    const id = await g.endpoint("/ok/rebound");
+    await gw.app.db.query(
+      "UPDATE webhook_endpoints SET url = 'http://169.254.169.254/latest' WHERE id = $1",
+      [id],
+    );
+    await g.emit();
+    const egress = createEgress({ policy: { mode: "development", allowHosts: [new URL(base).host] } });
+    try {
+      expect(await deliverOutbox({ ...deps(), send: egress.send })).toMatchObject({ claimed: 1, retried: 1 });
+    } finally {
+      await egress.close();
+      await g.quiet();
+    }
+    expect(hooks.count("/ok/rebound")).toBe(0);
+    const log = await gw.call("GET", `/v1/webhook_endpoints/${id}/deliveries`, { key: g.key });
+    const [attempt] = log.body.data[0].attempts;
+    expect(attempt.status_code).toBeNull();
+    expect(attempt.error).toMatch(/refused|not public|not allowed/i);
   });
 });
