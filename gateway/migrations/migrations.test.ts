@@ -119,6 +119,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0016_invoice_receipts.sql",
       "gateway/0017_refunds.sql",
       "gateway/0018_list_indexes.sql",
+      "gateway/0019_events.sql",
       "gateway/0020_webhook_deliveries.sql",
     ]);
   });
