@@ -290,9 +290,12 @@ async function recordEndpointFailure(tx: Sql, limits: WebhookLimits, endpointId:
     [endpointId],
   );
   const disabled = await tx.query<{ tenant_id: string; id: string; url: string; failing_since: Date }>(
-    `UPDATE webhook_endpoints SET enabled = false, disabled_at = now()
-     WHERE id = $1 AND enabled AND failing_since <= now() - make_interval(secs => $2::double precision / 1000)
-     RETURNING tenant_id, id, url, failing_since`,
+    // failing_since starts again: re-enabled, the endpoint gets a whole period before it is disabled again.
+    `UPDATE webhook_endpoints e SET enabled = false, disabled_at = now(), failing_since = NULL
+     FROM (SELECT failing_since FROM webhook_endpoints WHERE id = $1) before
+     WHERE e.id = $1 AND e.enabled
+       AND before.failing_since <= now() - make_interval(secs => $2::double precision / 1000)
+     RETURNING e.tenant_id, e.id, e.url, before.failing_since`,
     [endpointId, limits.disableAfterMs],
   );
   for (const endpoint of disabled)

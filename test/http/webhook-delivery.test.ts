@@ -209,16 +209,26 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
       enabled: false,
       disabled_reason: "failing",
     });
-    const [endpoint] = await gw.app.db.query<{ enabled: boolean }>(
-      "SELECT enabled FROM webhook_endpoints WHERE id = $1",
-      [failingId],
-    );
-    expect(endpoint!.enabled).toBe(false);
+    const shown = await gw.call("GET", `/v1/webhook_endpoints/${failingId}`, { key: d.key });
+    expect(shown.body.enabled).toBe(false);
+
+    // Enabled again by the tenant, it has a whole period again: one more failure does not disable it at once.
+    const enabled = await gw.call("POST", `/v1/webhook_endpoints/${failingId}`, {
+      key: d.key,
+      body: { enabled: true },
+    });
+    expect(enabled.status).toBe(200);
+    await d.emit();
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 2, delivered: 1, retried: 1 });
+    const again = await gw.call("GET", `/v1/webhook_endpoints/${failingId}`, { key: d.key });
+    expect(again.body.enabled).toBe(true);
+    await d.quiet();
     const log = await gw.call("GET", `/v1/webhook_endpoints/${failingId}/deliveries`, { key: d.key });
     expect(log.status).toBe(200);
-    expect(log.body.data.map((delivery: any) => delivery.status)).toEqual(["failed"]);
+    expect(log.body.data.map((delivery: any) => delivery.status)).toEqual(["pending", "failed"]);
     const okLog = await gw.call("GET", `/v1/webhook_endpoints/${okId}/deliveries`, { key: d.key });
     expect(okLog.body.data.map((delivery: any) => delivery.event_type)).toEqual([
+      "payment.succeeded",
       "webhook_endpoint.disabled",
       "payment.succeeded",
     ]);
