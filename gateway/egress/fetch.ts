@@ -85,13 +85,7 @@ export function createEgress(params: EgressParams): Egress {
   const egress: Egress = {
     policy,
     vetUrl: (text) => vetUrl(text, policy),
-    async vetRegistration(text) {
-      const verdict = vetUrl(text, policy);
-      if (!verdict.ok || verdict.allowed || isLiteral(hostOf(verdict.url))) return verdict;
-      const resolved = await resolveVetted(hostOf(verdict.url), resolver, limits);
-      if (!resolved.ok && resolved.reason !== "unresolvable") return resolved;
-      return verdict;
-    },
+    vetRegistration: (text) => vetRegistration(text, policy, { resolver, limits }),
     async fetch(url, init = {}) {
       const verdict = vetUrl(String(url), policy);
       if (!verdict.ok) throw new EgressRefusedError(verdict.reason, verdict.message);
@@ -119,6 +113,26 @@ export function createEgress(params: EgressParams): Egress {
     close: () => dispatcher.close(),
   };
   return egress;
+}
+
+/**
+ * At registration (a webhook endpoint's URL): `vetUrl`, then every address the hostname resolves to now must be
+ * public. A name that does not resolve now is accepted: it is vetted again on every connection.
+ */
+export async function vetRegistration(
+  text: string,
+  policy: EgressPolicy,
+  params: { readonly resolver?: Resolver; readonly limits?: EgressLimits } = {},
+): Promise<UrlVerdict> {
+  const verdict = vetUrl(text, policy);
+  if (!verdict.ok || verdict.allowed || isLiteral(hostOf(verdict.url))) return verdict;
+  const resolved = await resolveVetted(
+    hostOf(verdict.url),
+    params.resolver ?? systemResolver,
+    params.limits ?? egressLimitsDefault,
+  );
+  if (!resolved.ok && resolved.reason !== "unresolvable") return resolved;
+  return verdict;
 }
 
 type Resolution =

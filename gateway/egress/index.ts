@@ -13,6 +13,7 @@ export {
   type Resolver,
   resolveVetted,
   systemResolver,
+  vetRegistration,
 } from "./fetch.ts";
 export {
   type EgressMode,
