@@ -160,6 +160,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -518,6 +527,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -705,6 +723,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -845,6 +872,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1060,6 +1096,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -1175,6 +1220,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1317,6 +1371,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -1427,6 +1490,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `invoice_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1594,6 +1666,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -1700,6 +1781,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1832,6 +1922,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -1934,6 +2033,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `webhook_endpoint_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2077,6 +2185,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -2161,6 +2278,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `webhook_endpoint_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2315,6 +2441,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -2447,6 +2582,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -2562,7 +2706,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Not found (another tenant's object is not found too): `account_not_found`, `api_key_not_found`, `destination_not_found`, `event_not_found`, `invoice_not_found`, `payee_not_found`, `payment_not_found`, `quote_not_found`, `refund_not_found`, `tenant_not_found`, `webhook_delivery_not_found`, `webhook_endpoint_not_found` */
+                /** @description Not found (another tenant's object is not found too): `webhook_delivery_not_found`, `webhook_endpoint_not_found` */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -2573,6 +2717,15 @@ export interface paths {
                 };
                 /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2695,6 +2848,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -2800,6 +2962,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `event_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2924,6 +3095,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3066,6 +3246,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -3182,6 +3371,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -3284,6 +3482,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `account_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3438,6 +3645,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -3567,6 +3783,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3742,6 +3967,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -3865,6 +4099,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `payee_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4043,6 +4286,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -4196,6 +4448,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4412,6 +4673,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -4569,6 +4839,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -4679,6 +4958,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4831,6 +5119,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -4934,6 +5231,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5098,6 +5404,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -5238,6 +5553,15 @@ export interface paths {
                 };
                 /** @description The request body is not JSON: `unsupported_media_type` */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5391,6 +5715,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -5503,6 +5836,15 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5643,6 +5985,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -5757,6 +6108,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -5854,6 +6214,15 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `api_key_not_found` */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -6031,6 +6400,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description Something went wrong on our side; retry with the same Idempotency-Key: `internal_error` */
                 500: {
                     headers: {
@@ -6175,6 +6553,15 @@ export interface paths {
                 };
                 /** @description The request body is not JSON: `unsupported_media_type` */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };

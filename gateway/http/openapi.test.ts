@@ -120,8 +120,9 @@ describe("the gateway's OpenAPI document", () => {
           expect.objectContaining({ in: "header", name: "Idempotency-Key", required: false }),
         );
         expect(operation["x-error-codes"]).toEqual(
-          expect.arrayContaining(["idempotency_key_reused", "idempotency_key_in_use", "invalid_json"]),
+          expect.arrayContaining(["idempotency_key_reused", "idempotency_key_in_use"]),
         );
+        if (operation.requestBody !== undefined) expect(operation["x-error-codes"]).toContain("invalid_json");
       }
     }
   });

@@ -45,6 +45,7 @@ export const notFoundCodeByIdPrefix: Readonly<Partial<Record<IdPrefix, ApiErrorC
   rfd: "refund_not_found",
   ten: "tenant_not_found",
   we: "webhook_endpoint_not_found",
+  whd: "webhook_delivery_not_found",
 };
 
 type Schema = Record<string, unknown>;

@@ -68,6 +68,7 @@ describe("the OpenAPI document", () => {
       "GET /v1/tenants/{id}",
       "GET /v1/webhook_endpoints",
       "GET /v1/webhook_endpoints/{id}",
+      "GET /v1/webhook_endpoints/{id}/deliveries",
       "PATCH /v1/payees/{id}",
       "POST /v1/accounts",
       "POST /v1/api_keys",
@@ -85,6 +86,7 @@ describe("the OpenAPI document", () => {
       "POST /v1/tenants/{id}/suspend",
       "POST /v1/webhook_endpoints",
       "POST /v1/webhook_endpoints/{id}",
+      "POST /v1/webhook_endpoints/{id}/deliveries/{delivery_id}/retry",
       "POST /v1/webhook_endpoints/{id}/rotate_secret",
     ]);
   });
