@@ -1,7 +1,7 @@
 // Outgoing events: the tenants' webhook endpoints, and the signature receivers check. Delivery, per (event,
 // endpoint), is in delivery.ts.
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import type { Db, Sql } from "../db/index.ts";
+import type { Sql } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
 import { signDelivery } from "./delivery.ts";
 
