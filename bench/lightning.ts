@@ -26,6 +26,7 @@
 //                 in the sequential cases' rounds. The pause is the washout: nothing of the other path's payments
 //                 is left in LND, so every payment counts; the medians of the rounds' first payments are printed
 //                 beside the others' to show it.
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -163,7 +164,12 @@ export async function run(): Promise<BenchResult> {
     const response = await app.server.inject({
       method: "POST",
       url,
-      headers: { authorization: `Bearer ${app.demo!.apiKey}`, "content-type": "application/json" },
+      headers: {
+        authorization: `Bearer ${app.demo!.apiKey}`,
+        "content-type": "application/json",
+        // POST /v1/payments requires one: a new key per call (the bench never retries).
+        "idempotency-key": `bench-${randomUUID()}`,
+      },
       payload: JSON.stringify(body),
     });
     if (response.statusCode >= 300)

@@ -8,8 +8,8 @@
 // be sent again with the same key), and transient answers (408, 429, 5xx: a retry runs again). Answers given
 // before the key is looked at (401, 403, a schema 400, 429 from the rate limit) never touch it.
 //
-// Required where a route's config says `idempotencyRequired` (a route that moves money: without a key a retried
-// request would move it twice): a request without one is refused 400 idempotency_key_missing.
+// Required where a route's config says `idempotencyRequired`, on the routes that move money (POST /v1/payments, POST
+// /v1/refunds: without a key a retried request would move it twice): without one, 400 idempotency_key_missing.
 //
 // Records are kept for 24 hours (idempotencyRecordTtlMs, as Stripe): a key whose record is older is treated as new
 // on the claimed-first routes, and a periodic prune (startIdempotencyPrune) deletes expired records. A payment

@@ -12,6 +12,7 @@ import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
+import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 
 export type Gateway = Awaited<ReturnType<typeof startGateway>>;
 
@@ -45,10 +46,10 @@ export async function startGateway(env: Record<string, string> = {}) {
       const response = await app.server.inject({
         method,
         url,
-        headers: {
+        headers: withIdempotencyKey(method, url, {
           authorization: `Bearer ${app.demo!.apiKey}`,
           ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
+        }),
         ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
       });
       return { status: response.statusCode, body: response.body === "" ? null : response.json() };

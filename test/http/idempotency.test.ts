@@ -1,4 +1,6 @@
 // Idempotency made consistent (issue #22, item 8), on PGlite and on PostgreSQL, and across two processes:
+// - a POST that moves money (payments, refunds) without an Idempotency-Key is refused 400 idempotency_key_missing,
+//   nothing written, nothing moved: a retry without a key would pay twice;
 // - one rule for what is kept under a key: a final answer of a request that ran (402, 422, …) is kept and replayed;
 //   a 400 is never kept, whether the schema or the service found the request invalid (corrected, it runs under
 //   the same key); transient answers are never kept;
@@ -84,6 +86,27 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
   afterAll(async () => {
     await gw?.app.close();
+  });
+
+  it("refuses a payment and a refund without an Idempotency-Key: 400 idempotency_key_missing, nothing written", async () => {
+    const digests = await gw.tableDigests();
+    const transfers = await gw.ledgerTransferCount();
+    const paid = await post(gw.app, "/v1/payments", internal("1"));
+    expect(paid.status).toBe(400);
+    expect(paid.body.error.code).toBe("idempotency_key_missing");
+    expect(paid.body.error.message).toContain("Idempotency-Key");
+    const refunded = await post(gw.app, "/v1/refunds", { payment: "pay_00000000000000000000000000" });
+    expect(refunded.status).toBe(400);
+    expect(refunded.body.error.code).toBe("idempotency_key_missing");
+    expect(await gw.tableDigests()).toEqual(digests);
+    expect(await gw.ledgerTransferCount()).toBe(transfers);
+    // A POST that moves no money keeps the key optional.
+    const quoted = await post(gw.app, "/v1/quotes", {
+      amount: "1",
+      asset: "USDC",
+      destination: internal("1").destination,
+    });
+    expect(quoted.status).toBe(201);
   });
 
   it("keeps no 400 under its key, from the schema or from the service: the corrected request runs", async () => {

@@ -6,6 +6,7 @@ import { inject } from "vitest";
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, type RailModule, railModules } from "../../gateway/app.ts";
+import { idempotencyKeyMiddleware, withIdempotencyKey } from "../support/idempotency-keys.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 export type TestGateway = {
@@ -60,20 +61,24 @@ export async function startTestGateway(
     throw new Error("development mode with the embedded chain was expected");
   const chain = app.chain;
   const key = app.demo.apiKey;
-  const clientFor: TestGateway["clientFor"] = (clientKey, clientOptions = {}) =>
-    createSwitchyardClient({
+  // A POST that needs an Idempotency-Key and names none gets a new one (../support/idempotency-keys.ts).
+  const clientFor: TestGateway["clientFor"] = (clientKey, clientOptions = {}) => {
+    const client = createSwitchyardClient({
       baseUrl: "http://gateway.test",
       apiKey: clientKey,
       fetch: injectFetch(app.server),
       ...(clientOptions.version === undefined ? {} : { version: clientOptions.version }),
     });
+    client.use(idempotencyKeyMiddleware);
+    return client;
+  };
   return {
     app,
     key,
     client: clientFor(key),
     clientFor,
     async call(method, url, options = {}) {
-      const headers: Record<string, string> = { ...(options.headers ?? {}) };
+      const headers = withIdempotencyKey(method, url, { ...(options.headers ?? {}) });
       const auth = options.key === undefined ? key : options.key;
       if (auth !== null) headers.authorization = `Bearer ${auth}`;
       const payload =

@@ -1,7 +1,8 @@
 // Calls a gateway's HTTP API in-process (fastify.inject) with a tenant's key, for tests and benchmarks: the typed
-// client, or raw requests (apiClient) for what it would not send.
+// client, or raw requests (apiClient) for what it would not send. Both add an Idempotency-Key where one is required.
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import type { App } from "../../gateway/app.ts";
+import { idempotencyKeyMiddleware, withIdempotencyKey } from "./idempotency-keys.ts";
 
 export type ApiResponse = { status: number; body: any; headers: Record<string, unknown> };
 
@@ -10,10 +11,10 @@ export function apiClient(app: App, key: string = app.demo!.apiKey) {
     const response = await app.server.inject({
       method,
       url,
-      headers: {
+      headers: withIdempotencyKey(method, url, {
         authorization: `Bearer ${key}`,
         ...(body === undefined ? {} : { "content-type": "application/json" }),
-      },
+      }),
       ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
     });
     return {
@@ -24,11 +25,16 @@ export function apiClient(app: App, key: string = app.demo!.apiKey) {
   };
 }
 
-/** The typed client (client/) with a tenant's key (the demo's by default), calling the app's server in-process. */
+/**
+ * The typed client (client/) with a tenant's key (the demo's by default), calling the app's server in-process; a
+ * POST that needs an Idempotency-Key and names none gets a new one (./idempotency-keys.ts).
+ */
 export function typedClient(app: App, key: string = app.demo!.apiKey): SwitchyardClient {
-  return createSwitchyardClient({
+  const client = createSwitchyardClient({
     baseUrl: "http://gateway.test",
     apiKey: key,
     fetch: injectFetch(app.server),
   });
+  client.use(idempotencyKeyMiddleware);
+  return client;
 }

@@ -69,7 +69,9 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       schema: { body: createPaymentBody, response: { 201: paymentView, 202: paymentView, "4xx": errorView } },
       config: {
         idempotency: "inline",
-        errorCodes: ["destination_is_gateway"],
+        // Moves money: a retry without a key would pay twice.
+        idempotencyRequired: true,
+        errorCodes: ["idempotency_key_missing", "destination_is_gateway"],
       },
     },
     async (request, reply) => {

@@ -203,6 +203,8 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
           "insufficient_funds",
         ),
       },
+      // Moves money: a retry without a key would refund twice.
+      config: { idempotencyRequired: true, errorCodes: ["idempotency_key_missing"] },
     },
     async (request, reply) => {
       const { body } = request;

@@ -1,0 +1,34 @@
+// The routes that move money require an Idempotency-Key (POST /v1/payments, POST /v1/refunds: without one a retry
+// would pay twice). The tests' helpers act as an SDK does: a call to one of them that names no key of its own gets
+// a new random one, so a test that is not about keys need not make them up. A test about the key sends its own, or
+// calls the server without these helpers.
+import { randomUUID } from "node:crypto";
+
+/** The paths whose POST must carry an Idempotency-Key. */
+export const keyRequiredPaths: readonly string[] = ["/v1/payments", "/v1/refunds"];
+
+function needsKey(method: string, url: string): boolean {
+  if (method.toUpperCase() !== "POST") return false;
+  const path = url.startsWith("/") ? url.split("?")[0] : new URL(url).pathname;
+  return keyRequiredPaths.includes(path ?? "");
+}
+
+/** `headers` with a new Idempotency-Key when the request needs one and names none. */
+export function withIdempotencyKey(
+  method: string,
+  url: string,
+  headers: Record<string, string>,
+): Record<string, string> {
+  if (!needsKey(method, url)) return headers;
+  if (Object.keys(headers).some((name) => name.toLowerCase() === "idempotency-key")) return headers;
+  return { ...headers, "idempotency-key": `test-${randomUUID()}` };
+}
+
+/** A middleware for the typed client (openapi-fetch's `use`) doing the same. */
+export const idempotencyKeyMiddleware = {
+  onRequest({ request }: { request: Request }): Request | undefined {
+    if (!needsKey(request.method, request.url) || request.headers.has("idempotency-key")) return undefined;
+    request.headers.set("idempotency-key", `test-${randomUUID()}`);
+    return request;
+  },
+};
