@@ -2,7 +2,12 @@
 // (bigints become decimal strings, names become snake_case); a service's refusal as the API error it is.
 import type { Destination, SettlementEvidence } from "../../core/index.ts";
 import { assetByCode, formatAmount } from "../../core/index.ts";
-import type { Attempt, Payment, PaymentDestination } from "../payments/index.ts";
+import {
+  type Attempt,
+  insufficientLiquidityMessage,
+  type Payment,
+  type PaymentDestination,
+} from "../payments/index.ts";
 import type { CostBreakdown, RouteDecision, RoutePolicy } from "../router/types.ts";
 import type { Invoice } from "../settlement/index.ts";
 import { ApiError, type ApiErrorCode } from "./errors.ts";
@@ -86,7 +91,11 @@ export function presentRoute(decision: RouteDecision) {
     excluded: decision.excluded.map((exclusion) => ({
       rail: exclusion.rail,
       reason: exclusion.reason,
-      detail: exclusion.detail,
+      // Stored decisions from before #22 named the rail's balance (a shared fact): the reason alone is shown.
+      detail:
+        exclusion.reason === "insufficient_liquidity"
+          ? "the amount is above what the rail can send now"
+          : exclusion.detail,
     })),
   };
 }
@@ -125,8 +134,13 @@ function presentAttempt(attempt: Attempt, asset: { code: string; scale: number }
     failure:
       attempt.failureCode === null
         ? null
-        : { code: attempt.failureCode, message: attempt.failureMessage ?? "" },
+        : { code: attempt.failureCode, message: failureText(attempt.failureCode, attempt.failureMessage) },
   };
+}
+
+/** A failure's text; a rail's shortfall in the fixed words (a rail's own text, stored before #22, may carry its balance). */
+function failureText(code: string, message: string | null): string {
+  return code === "insufficient_liquidity" ? insufficientLiquidityMessage : (message ?? "");
 }
 
 export function presentPayment(payment: Payment): PaymentView {
@@ -150,7 +164,7 @@ export function presentPayment(payment: Payment): PaymentView {
     failure:
       payment.failureCode === null
         ? null
-        : { code: payment.failureCode, message: payment.failureMessage ?? "" },
+        : { code: payment.failureCode, message: failureText(payment.failureCode, payment.failureMessage) },
     metadata: payment.metadata,
     created_at: payment.createdAt.toISOString(),
     updated_at: payment.updatedAt.toISOString(),

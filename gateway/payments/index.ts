@@ -49,4 +49,4 @@ export type {
   PaymentRefusal,
   PaymentStatus,
 } from "./types.ts";
-export { attemptDestination } from "./types.ts";
+export { attemptDestination, insufficientLiquidityMessage } from "./types.ts";
