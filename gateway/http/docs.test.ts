@@ -78,56 +78,59 @@ const chromiumPath = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((pa
 
 // Needs a Chromium on the machine (apt-get install chromium; .ci/run installs it): without one there is nothing to
 // drive, and the block is skipped — except under CI=true, where a missing browser fails it.
-describe.skipIf(chromiumPath === undefined && process.env.CI !== "true")("the API reference in a browser", () => {
-  let listening: FastifyInstance;
-  let origin: string;
-  let browser: Browser;
-  beforeAll(async () => {
-    listening = await buildBareServer([]);
-    origin = await listening.listen({ port: 0, host: "127.0.0.1" });
-    browser = await chromium.launch({ executablePath: chromiumPath!, args: ["--no-sandbox"] });
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await listening?.close();
-  });
+describe.skipIf(chromiumPath === undefined && process.env.CI !== "true")(
+  "the API reference in a browser",
+  () => {
+    let listening: FastifyInstance;
+    let origin: string;
+    let browser: Browser;
+    beforeAll(async () => {
+      listening = await buildBareServer([]);
+      origin = await listening.listen({ port: 0, host: "127.0.0.1" });
+      browser = await chromium.launch({ executablePath: chromiumPath!, args: ["--no-sandbox"] });
+    });
+    afterAll(async () => {
+      await browser?.close();
+      await listening?.close();
+    });
 
-  it("renders every operation with nothing asked of another host", async () => {
-    const page = await browser.newPage();
-    const elsewhere: string[] = [];
-    const failed: string[] = [];
-    await page.route("**/*", async (route) => {
-      const url = route.request().url();
-      if (url.startsWith(`${origin}/`) || url.startsWith("data:")) return route.continue();
-      elsewhere.push(url);
-      return route.abort();
-    });
-    page.on("requestfailed", (request) => failed.push(request.url()));
-    // A script or style the page's Content-Security-Policy refused would show here.
-    const errors: string[] = [];
-    page.on("console", (message) => {
-      if (message.type() === "error") errors.push(message.text());
-    });
-    const answer = await page.goto(`${origin}${docsPath}`);
-    expect(answer?.status()).toBe(200);
-    await page.waitForSelector(".opblock-summary-path", { timeout: 20_000 });
-    const paths = await page.$$eval(".opblock-summary-path", (nodes) =>
-      nodes.map((node) => node.textContent),
-    );
-    const served = (await listening.inject({ method: "GET", url: "/openapi.json" })).json() as {
-      paths: Record<string, Record<string, unknown>>;
-    };
-    const operationCount = Object.values(served.paths).reduce(
-      (sum, methods) => sum + Object.keys(methods).length,
-      0,
-    );
-    expect(paths.length).toBe(operationCount);
-    expect(paths).toContain("/v1/payments");
-    expect(paths).toContain("/v1/payees/{id}");
-    expect(await page.title()).toBe("Switchyard API reference");
-    expect(elsewhere).toEqual([]);
-    expect(failed).toEqual([]);
-    expect(errors).toEqual([]);
-    await page.close();
-  }, 60_000);
-});
+    it("renders every operation with nothing asked of another host", async () => {
+      const page = await browser.newPage();
+      const elsewhere: string[] = [];
+      const failed: string[] = [];
+      await page.route("**/*", async (route) => {
+        const url = route.request().url();
+        if (url.startsWith(`${origin}/`) || url.startsWith("data:")) return route.continue();
+        elsewhere.push(url);
+        return route.abort();
+      });
+      page.on("requestfailed", (request) => failed.push(request.url()));
+      // A script or style the page's Content-Security-Policy refused would show here.
+      const errors: string[] = [];
+      page.on("console", (message) => {
+        if (message.type() === "error") errors.push(message.text());
+      });
+      const answer = await page.goto(`${origin}${docsPath}`);
+      expect(answer?.status()).toBe(200);
+      await page.waitForSelector(".opblock-summary-path", { timeout: 20_000 });
+      const paths = await page.$$eval(".opblock-summary-path", (nodes) =>
+        nodes.map((node) => node.textContent),
+      );
+      const served = (await listening.inject({ method: "GET", url: "/openapi.json" })).json() as {
+        paths: Record<string, Record<string, unknown>>;
+      };
+      const operationCount = Object.values(served.paths).reduce(
+        (sum, methods) => sum + Object.keys(methods).length,
+        0,
+      );
+      expect(paths.length).toBe(operationCount);
+      expect(paths).toContain("/v1/payments");
+      expect(paths).toContain("/v1/payees/{id}");
+      expect(await page.title()).toBe("Switchyard API reference");
+      expect(elsewhere).toEqual([]);
+      expect(failed).toEqual([]);
+      expect(errors).toEqual([]);
+      await page.close();
+    }, 60_000);
+  },
+);

@@ -286,6 +286,7 @@ export const payeeNameLengthMax = 256;
  * No control character (Unicode's Cc: U+0000–U+001F, U+007F–U+009F), written with plain escapes rather than
  * \p{Cc}, so that the OpenAPI document's pattern is one every JSON Schema tool can read.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is this pattern's purpose.
 export const withoutControlCharacters = /^[^\u0000-\u001f\u007f-\u009f]*$/;
 
 /** An EVM address whose checksum (EIP-55), when it is written in mixed case, is right. */

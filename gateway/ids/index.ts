@@ -5,7 +5,20 @@ import { createHash, randomFillSync } from "node:crypto";
 
 const crockford = "0123456789abcdefghjkmnpqrstvwxyz";
 
-export type IdPrefix = "pay" | "att" | "acct" | "ten" | "key" | "evt" | "quo" | "inv" | "we" | "nb" | "pye" | "rfd" | "whd";
+export type IdPrefix =
+  | "pay"
+  | "att"
+  | "acct"
+  | "ten"
+  | "key"
+  | "evt"
+  | "quo"
+  | "inv"
+  | "we"
+  | "nb"
+  | "pye"
+  | "rfd"
+  | "whd";
 
 export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   const bytes = Buffer.allocUnsafe(16);
