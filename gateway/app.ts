@@ -206,6 +206,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       settlement: services.settlement,
       changes,
       mode: config.mode,
+      egress: { mode: config.mode, allowHosts: config.egressAllowHosts },
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       requestsInFlightMax: config.requestsInFlightMax,

@@ -105,6 +105,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       rails: options.rails,
       payments: options.payments,
       settlement: options.settlement,
+      egress: options.egress,
       apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
       changes: options.changes,
       mode: options.mode,

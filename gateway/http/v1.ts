@@ -5,6 +5,7 @@ import type { FastifyPluginAsync } from "fastify";
 import type { Rail } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
 import type { ChangeBus, Db } from "../db/index.ts";
+import type { EgressPolicy } from "../egress/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { PaymentsDeps } from "../payments/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
@@ -35,6 +36,8 @@ export type RoutesOptions = {
   rails: ReadonlyMap<string, Rail>;
   payments: PaymentsDeps;
   settlement: SettlementDeps;
+  /** What webhook endpoint URLs are vetted under; public addresses only (no host allowed) unless given. */
+  egress?: EgressPolicy | undefined;
 };
 
 export type V1Options = RoutesOptions & {
@@ -70,7 +73,10 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(quoteRoutes, { payments: options.payments });
   await app.register(invoiceRoutes, { db: options.db, settlement: options.settlement });
   await app.register(invoicePaymentRoutes, { settlement: options.settlement });
-  await app.register(webhookEndpointRoutes, { db: options.db });
+  await app.register(webhookEndpointRoutes, {
+    db: options.db,
+    egress: options.egress ?? { mode: options.mode, allowHosts: [] },
+  });
   await app.register(webhookDeliveryRoutes, { db: options.db });
   await app.register(eventRoutes, { db: options.db, mode: options.mode });
   await app.register(accountRoutes, { db: options.db, accounts: options.accounts, ledger: options.ledger });

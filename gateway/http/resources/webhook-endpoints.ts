@@ -8,6 +8,7 @@ import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Db } from "../../db/index.ts";
+import { type EgressPolicy, vetRegistration } from "../../egress/index.ts";
 import {
   allEventTypes,
   createWebhookEndpoint,
@@ -25,7 +26,19 @@ import { ApiError } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
 import { createWebhookEndpointBody, errorView, storable } from "../schemas.ts";
 
-export type WebhookEndpointRoutesOptions = { db: Db };
+/** `egress`: the policy a URL is vetted under (gateway/egress): public addresses only, but for the hosts allowed. */
+export type WebhookEndpointRoutesOptions = { db: Db; egress: EgressPolicy };
+
+/** A URL that may not be delivered to (a private, loopback or metadata address, credentials, http): 400
+ * parameter_invalid on `url`, with the egress guard's `reason`. */
+async function vetEndpointUrl(url: string, policy: EgressPolicy): Promise<void> {
+  const verdict = await vetRegistration(url, policy);
+  if (!verdict.ok)
+    throw new ApiError("parameter_invalid", `url: ${verdict.message}`, {
+      param: "url",
+      extra: { reason: verdict.reason },
+    });
+}
 
 /** The most event types one endpoint names. */
 export const enabledEventsMax = 64;
@@ -114,7 +127,7 @@ function normalizedEvents(types: readonly string[]): string[] {
 const notFound = (id: string) => new ApiError("webhook_endpoint_not_found", `no webhook endpoint "${id}"`);
 
 const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, options) => {
-  const { db } = options;
+  const { db, egress } = options;
 
   app.post(
     "/webhook_endpoints",
@@ -127,6 +140,7 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
     },
     async (request, reply) => {
       const { body } = request;
+      await vetEndpointUrl(body.url, egress);
       const created = await createWebhookEndpoint(db, {
         tenantId: tenantOf(request).id,
         url: body.url,
@@ -167,6 +181,7 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
     async (request) => {
       const { body } = request;
       const { id } = request.params;
+      if (body.url !== undefined) await vetEndpointUrl(body.url, egress);
       const endpoint = await updateWebhookEndpoint(db, {
         tenantId: tenantOf(request).id,
         id,
