@@ -22,7 +22,13 @@ const received: Received[] = [];
 let failNext = 0;
 
 beforeAll(async () => {
-  app = await createApp(loadConfig({ LOG_LEVEL: "silent", WEBHOOK_DELIVERY_INTERVAL_MS: "3600000" }));
+  app = await createApp(
+    loadConfig({
+      LOG_LEVEL: "silent",
+      WEBHOOK_DELIVERY_INTERVAL_MS: "3600000",
+      EGRESS_ALLOW_HOSTS: "127.0.0.1",
+    }),
+  );
   receiver = createServer((request, response) => {
     let body = "";
     request.on("data", (chunk: Buffer) => {
