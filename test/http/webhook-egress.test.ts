@@ -1,9 +1,89 @@
-// SSRF through webhook endpoints (issue #22), at delivery: the app's loop connects through the egress guard, so an
-// endpoint whose stored URL is not allowed (one written before this release) gets nothing, not even a connection.
+// SSRF through webhook endpoints (issue #22): a URL that reaches a loopback, private, link-local, CGNAT,
+// multicast, unspecified or metadata address — in any spelling — is refused when an endpoint is created or its URL
+// updated, and so are credentials in the URL and plain http to a host not allowed; the tests' local receiver,
+// named in EGRESS_ALLOW_HOSTS, is taken. At delivery the app's loop connects through the guard too: an endpoint
+// whose stored URL is not allowed (one written before this release) gets nothing, not even a connection.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestGateway, type TestGateway } from "./support.ts";
+
+const refusedUrls = [
+  "https://169.254.169.254/latest/meta-data/",
+  "https://metadata.google.internal/computeMetadata/v1/",
+  "https://METADATA.GOOGLE.INTERNAL./computeMetadata/v1/",
+  "https://10.0.0.1/hooks",
+  "https://[::ffff:127.0.0.1]/hooks",
+  "https://2130706433/hooks",
+  "https://0x7f000001/hooks",
+  "https://127.1/hooks",
+  "https://0177.0.0.1/hooks",
+  "https://[::1]/hooks",
+  "https://100.64.0.1/hooks",
+  "https://[fe80::1]/hooks",
+  "https://224.0.0.1/hooks",
+  "https://[::]/hooks",
+  "https://0.0.0.0/hooks",
+  "https://[fd00:ec2::254]/hooks",
+  "https://localhost/hooks",
+  "https://user:pass@example.com/hooks",
+  "http://example.com/hooks",
+];
+
+describe.each(["pglite", "postgres"] as const)("webhook endpoint URLs on %s", (database) => {
+  let gw: TestGateway;
+  let receiver: Server;
+  let port = 0;
+
+  beforeAll(async () => {
+    receiver = createServer((_request, response) => response.writeHead(204).end());
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    port = (receiver.address() as AddressInfo).port;
+    gw = await startTestGateway({
+      database,
+      env: { WEBHOOK_DELIVERY_INTERVAL_MS: "3600000", EGRESS_ALLOW_HOSTS: `127.0.0.1:${port}` },
+    });
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+    receiver?.closeAllConnections();
+    await new Promise((resolve) => receiver?.close(resolve));
+  });
+
+  it.each(refusedUrls)("refuses %s at creation, writing nothing", async (url) => {
+    const before = await gw.call("GET", "/v1/webhook_endpoints");
+    const answer = await gw.call("POST", "/v1/webhook_endpoints", { body: { url } });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error).toMatchObject({ code: "parameter_invalid", param: "url" });
+    expect(answer.body.error.reason).toMatch(
+      /^(address_not_public|host_not_allowed|credentials_in_url|https_required)$/,
+    );
+    const after = await gw.call("GET", "/v1/webhook_endpoints");
+    expect(after.body.data.length).toBe(before.body.data.length);
+  });
+
+  it("takes the allowed local receiver, and refuses an update of its URL to a private address", async () => {
+    const created = await gw.call("POST", "/v1/webhook_endpoints", {
+      body: { url: `http://127.0.0.1:${port}/hooks` },
+    });
+    expect(created.status).toBe(201);
+    const id = created.body.id as string;
+    // Another port of the allowed host is not allowed.
+    const otherPort = await gw.call("POST", `/v1/webhook_endpoints/${id}`, {
+      body: { url: `http://127.0.0.1:${port + 1}/hooks` },
+    });
+    expect(otherPort.status).toBe(400);
+    expect(otherPort.body.error).toMatchObject({ code: "parameter_invalid", reason: "https_required" });
+    const updated = await gw.call("POST", `/v1/webhook_endpoints/${id}`, {
+      body: { url: "https://169.254.169.254/latest/meta-data/" },
+    });
+    expect(updated.status).toBe(400);
+    expect(updated.body.error).toMatchObject({ code: "parameter_invalid", reason: "address_not_public" });
+    expect((await gw.call("GET", `/v1/webhook_endpoints/${id}`)).body.url).toBe(
+      `http://127.0.0.1:${port}/hooks`,
+    );
+  });
+});
 
 describe("deliveries through the app's egress guard", () => {
   let gw: TestGateway;
