@@ -100,7 +100,7 @@ export function presentRoute(decision: RouteDecision) {
   };
 }
 
-function presentEvidence(evidence: SettlementEvidence) {
+export function presentEvidence(evidence: SettlementEvidence) {
   switch (evidence.rail) {
     case "internal":
       return { rail: "internal" as const };

@@ -139,7 +139,8 @@ export const routeView = z.object({
   excluded: z.array(z.object({ rail: z.string(), reason: z.string(), detail: z.string() })),
 });
 
-const evidenceView = z.union([
+/** A settled leg's proof, per rail: tx hash and log, preimage, PSP id. */
+export const evidenceView = z.union([
   z.object({ rail: z.literal("internal") }),
   z.object({
     rail: z.literal("evm"),

@@ -7,7 +7,7 @@
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
-import { assetByCode, formatAmount, type SettlementEvidence } from "../../../core/index.ts";
+import { assetByCode, formatAmount } from "../../../core/index.ts";
 import {
   type CreateRefundResult,
   createRefund,
@@ -21,7 +21,8 @@ import {
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
-import { errorView, metadataSchema } from "../schemas.ts";
+import { presentEvidence } from "../present.ts";
+import { errorView, evidenceView, metadataSchema } from "../schemas.ts";
 
 export type RefundRoutesOptions = { refunds: RefundsDeps };
 
@@ -53,20 +54,6 @@ export const createRefundBody = z.strictObject({
     .optional(),
 });
 export type CreateRefundBody = z.infer<typeof createRefundBody>;
-
-const evidenceView = z.union([
-  z.object({ rail: z.literal("internal") }),
-  z.object({
-    rail: z.literal("evm"),
-    chain_id: z.number(),
-    tx_hash: z.string(),
-    log_index: z.number(),
-    block_number: z.string(),
-  }),
-  z.object({ rail: z.literal("lightning"), payment_hash: z.string(), preimage: z.string() }),
-  z.object({ rail: z.literal("fiat"), psp_id: z.string() }),
-  z.object({ rail: z.literal("external"), rail_id: z.string(), reference: z.string() }),
-]);
 
 export const refundView = z.object({
   id: z.string(),
@@ -107,27 +94,6 @@ export const listRefundsQuery = listQuery({
     payment: paymentId.optional(),
   },
 });
-
-function presentEvidence(evidence: SettlementEvidence): z.infer<typeof evidenceView> {
-  switch (evidence.rail) {
-    case "internal":
-      return { rail: "internal" };
-    case "evm":
-      return {
-        rail: "evm",
-        chain_id: evidence.chainId,
-        tx_hash: evidence.txHash,
-        log_index: evidence.logIndex,
-        block_number: evidence.blockNumber.toString(),
-      };
-    case "lightning":
-      return { rail: "lightning", payment_hash: evidence.paymentHash, preimage: evidence.preimage };
-    case "fiat":
-      return { rail: "fiat", psp_id: evidence.pspId };
-    case "external":
-      return { rail: "external", rail_id: evidence.railId, reference: evidence.reference };
-  }
-}
 
 function presentDestination(destination: RefundDestination): NonNullable<RefundView["destination"]> {
   switch (destination.kind) {
