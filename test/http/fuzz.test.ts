@@ -19,11 +19,14 @@ import {
   startStripeMock,
   stripeMockBuildTimeoutMs,
 } from "../../scripts/stripe-mock.ts";
+import { ledgerInvariantProblems } from "../support/ledger-invariants.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
 const seed = Number(process.env.FUZZ_SEED ?? 20261123);
 const runsPerOperation = Number(process.env.FUZZ_RUNS ?? 30);
+/** A bound on the whole pass that grows with FUZZ_RUNS (`npm run fuzz` runs a long one). */
+const fuzzTimeoutMs = Math.max(180_000, runsPerOperation * 6_000);
 /** Longer than this for one answer is a failure: a request that holds the process (a quadratic walk, …). */
 const answerMsMax = 5_000;
 /** A run stops collecting after this many failures: enough to show them, without drowning the report. */
@@ -469,7 +472,7 @@ describe("every operation of the OpenAPI document, fuzzed", () => {
     await stripeMock?.stop();
   });
 
-  it("answers every request below 500, errors in the API's shape", { timeout: 180_000 }, async () => {
+  it("answers every request below 500, errors in the API's shape", { timeout: fuzzTimeoutMs }, async () => {
     expect(operations.length).toBeGreaterThanOrEqual(10);
     const failures: string[] = [];
     let sent = 0;
@@ -508,6 +511,28 @@ describe("every operation of the OpenAPI document, fuzzed", () => {
     }
     expect(failures).toEqual([]);
     expect(sent).toBe(operations.length * runsPerOperation);
+  });
+
+  // After the pass above (tests in a file run in order): whatever it sent, every ledger balances and every account's
+  // balances are exactly its transfers. The check itself is shown to see a drift, inside a transaction rolled back.
+  it("leaves every ledger exact", async () => {
+    expect(await ledgerInvariantProblems(gw.app.db)).toEqual([]);
+    const rolledBack = new Error("rolled back");
+    const seen = await gw.app.db
+      .transaction(async (tx) => {
+        await tx.query(
+          "UPDATE ledger_accounts SET debits_posted = debits_posted + 1 WHERE id = (SELECT id FROM ledger_accounts LIMIT 1)",
+        );
+        const problems = await ledgerInvariantProblems(tx);
+        throw Object.assign(rolledBack, { problems });
+      })
+      .catch((error: unknown) => {
+        if (error !== rolledBack) throw error;
+        return (error as Error & { problems: string[] }).problems;
+      });
+    expect(seen.some((problem) => problem.includes("does not balance"))).toBe(true);
+    expect(seen.some((problem) => problem.includes("debits_posted is"))).toBe(true);
+    expect(await ledgerInvariantProblems(gw.app.db)).toEqual([]);
   });
 });
 
