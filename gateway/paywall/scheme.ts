@@ -1,0 +1,90 @@
+// The boundary between the paywall and the ways to pay it. The paywall (core.ts) knows priced resources, locks a
+// rate, and answers one 402 that offers every configured way at once; each way (x402 in gateway/x402, L402 in
+// gateway/l402) knows only its own headers, its own proof and its own settlement. Nothing here imports either.
+import type { Asset } from "../../core/index.ts";
+
+/** A request as the paywall sees it, framework-free: Fastify, Express or a plain Node handler can each make one. */
+export type PaywallRequest = {
+  readonly method: string;
+  /** The absolute URL the client asked for (x402 v1 needs an absolute `resource`). */
+  readonly url: string;
+  /** Lower-case names; a repeated header as an array. */
+  readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+  /**
+   * Node's raw header list, name and value alternating, when the framework has it: Node keeps only the first
+   * `Authorization` in `headers`, and Aperture-family clients send `LSAT …` before `L402 …`.
+   */
+  readonly rawHeaders?: readonly string[];
+};
+
+/** The priced resource a request falls under, as a scheme needs it. */
+export type PricedResource = {
+  readonly tenantId: string;
+  readonly paywallId: string;
+  /** The account credited with what is paid (after the split, when the paywall has one). */
+  readonly accountId: string;
+  /** A short name for the service (the L402 `services` caveat; the x402 description). */
+  readonly service: string;
+  readonly description: string;
+  readonly mimeType: string;
+};
+
+/**
+ * The price in the scheme's own asset, converted by the paywall at a rate it locked for this challenge: a scheme
+ * never converts. `amount` is in `asset`'s minor units.
+ */
+export type SchemePrice = { readonly asset: Asset; readonly amount: bigint };
+
+/** A header to set on the answer; a scheme may set the same name more than once (two WWW-Authenticate lines). */
+export type HeaderLine = readonly [name: string, value: string];
+
+/** One scheme's part of the shared 402. `body` fields are merged into the JSON body (x402 v1 puts its offer there). */
+export type ChallengePart = {
+  readonly headers: readonly HeaderLine[];
+  readonly body?: Readonly<Record<string, unknown>>;
+};
+
+/** Why a presented payment was not taken: a stable code the 402's body carries, and words for a person. */
+export type PaymentRefusal = { readonly code: string; readonly message: string };
+
+/**
+ * What a scheme says about a request that carries its credential:
+ * - `paid`: serve it. `payer` names who paid (an address, a node, a token id). `complete` runs after the handler:
+ *   with `served: true` when the handler succeeded (x402 settles, or queues settlement, then returns its receipt
+ *   headers), with `served: false` when it failed (nothing is settled; an L402 request count is given back).
+ *   A `complete` that fails answers `settled: false` and the paywall discards the handler's answer for a 402.
+ * - `refused`: a 402 again, with a fresh challenge and `refusal` in the body; nothing credited, nothing settled.
+ */
+export type SchemeVerdict =
+  | {
+      readonly kind: "paid";
+      readonly payer: string;
+      complete(outcome: {
+        served: boolean;
+      }): Promise<
+        | { settled: true; headers: readonly HeaderLine[] }
+        | { settled: false; refusal: PaymentRefusal; headers: readonly HeaderLine[] }
+      >;
+    }
+  | { readonly kind: "refused"; readonly refusal: PaymentRefusal };
+
+export interface PaymentScheme {
+  /** `x402` or `l402`: the name a paywall lists in its `schemes`. */
+  readonly id: string;
+  /** The asset this scheme is paid in on `rail` (USDC on an EVM chain, BTC on Lightning). */
+  assetFor(rail: string): Asset | null;
+  /** Whether the request carries this scheme's credential (a payment header, an Authorization scheme). */
+  carries(request: PaywallRequest): boolean;
+  /** This scheme's part of the 402 for `resource` at `price`, on the rails the paywall offers for it. */
+  challenge(
+    resource: PricedResource,
+    offers: readonly { rail: string; price: SchemePrice }[],
+    request: PaywallRequest,
+  ): Promise<ChallengePart>;
+  /** Checks the credential the request carries against what `resource` costs on those rails. */
+  verify(
+    resource: PricedResource,
+    offers: readonly { rail: string; price: SchemePrice }[],
+    request: PaywallRequest,
+  ): Promise<SchemeVerdict>;
+}
