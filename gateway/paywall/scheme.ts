@@ -1,7 +1,7 @@
 // The boundary between the paywall and the ways to pay it. The paywall (core.ts) knows priced resources, locks a
 // rate, and answers one 402 that offers every configured way at once; each way (x402 in gateway/x402, L402 in
 // gateway/l402) knows only its own headers, its own proof and its own settlement. Nothing here imports either.
-import type { Asset } from "../../core/index.ts";
+import { type Asset, basisPointsTotal, divFloor } from "../../core/index.ts";
 
 /** A request as the paywall sees it, framework-free: Fastify, Express or a plain Node handler can each make one. */
 export type PaywallRequest = {
@@ -27,7 +27,35 @@ export type PricedResource = {
   readonly service: string;
   readonly description: string;
   readonly mimeType: string;
+  /**
+   * Shares of what is paid that go to other accounts of the tenant (in the paid asset), applied by whoever credits
+   * the payment (the scheme, when it settles): `splitShares` says how much each gets. Absent or empty: all to
+   * `accountId`.
+   */
+  readonly split?: readonly { readonly accountId: string; readonly basisPoints: number }[];
+  /**
+   * For schemes whose credential is reused (L402): how long a token opens the resource, and for how many requests
+   * (null: any number until it expires).
+   */
+  readonly credential?: { readonly lifetimeSeconds: number; readonly requestsMax: number | null };
 };
+
+/**
+ * Who gets what of `amount` (minor units) paid for `resource`: each split share floored (amount × bps / 10,000), the
+ * rest (including every rounding remainder) to `resource.accountId`, listed first. The amounts sum to `amount`;
+ * a zero share is left out.
+ */
+export function splitShares(
+  amount: bigint,
+  resource: Pick<PricedResource, "accountId" | "split">,
+): { accountId: string; amount: bigint }[] {
+  const shares = (resource.split ?? []).map((share) => ({
+    accountId: share.accountId,
+    amount: divFloor(amount * BigInt(share.basisPoints), basisPointsTotal),
+  }));
+  const rest = amount - shares.reduce((sum, share) => sum + share.amount, 0n);
+  return [{ accountId: resource.accountId, amount: rest }, ...shares].filter((share) => share.amount > 0n);
+}
 
 /**
  * The price in the scheme's own asset, converted by the paywall at a rate it locked for this challenge: a scheme
