@@ -18,7 +18,8 @@ export type IdPrefix =
   | "nb"
   | "pye"
   | "rfd"
-  | "whd";
+  | "whd"
+  | "pwl";
 
 export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   const bytes = Buffer.allocUnsafe(16);
@@ -61,7 +62,7 @@ function base32(bytes: Buffer): string {
   return text;
 }
 
-const idPattern = /^(pay|att|acct|ten|key|evt|quo|inv|we|nb|pye|rfd)_[0-9a-hjkmnp-tv-z]{26}$/;
+const idPattern = /^(pay|att|acct|ten|key|evt|quo|inv|we|nb|pye|rfd|pwl)_[0-9a-hjkmnp-tv-z]{26}$/;
 
 export function isId(prefix: IdPrefix, text: string): boolean {
   return idPattern.test(text) && text.startsWith(`${prefix}_`);
