@@ -55,6 +55,9 @@ export const routeScopes: Readonly<Record<string, ResourceScope | "operator">> =
   quotes: "payments",
   invoices: "invoices",
   refunds: "invoices",
+  // A paywall is a standing way to be paid into the tenant's accounts, as an invoice is; its verdicts likewise.
+  paywalls: "invoices",
+  paywall_verdicts: "invoices",
   accounts: "accounts",
   payees: "accounts",
   webhook_endpoints: "webhooks",
