@@ -1,4 +1,5 @@
 import { createRequire } from "node:module";
+import hardhatIgnitionViem from "@nomicfoundation/hardhat-ignition-viem";
 import hardhatNetworkHelpers from "@nomicfoundation/hardhat-network-helpers";
 import hardhatViem from "@nomicfoundation/hardhat-viem";
 import { defineConfig } from "hardhat/config";
@@ -8,7 +9,9 @@ const require = createRequire(import.meta.url);
 const solcVersion: string = require("solc/package.json").version;
 
 export default defineConfig({
-  plugins: [hardhatViem, hardhatNetworkHelpers],
+  plugins: [hardhatViem, hardhatNetworkHelpers, hardhatIgnitionViem],
+  // `--network localhost`: a `hardhat node` at 127.0.0.1:8545, or at HARDHAT_NODE_URL (the tests' node on a free port).
+  networks: { localhost: { type: "http", url: process.env.HARDHAT_NODE_URL ?? "http://127.0.0.1:8545" } },
   solidity: {
     version: solcVersion,
     path: require.resolve("solc/soljson.js"),
