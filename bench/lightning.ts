@@ -34,9 +34,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type AuthenticatedLnd, createInvoice, payViaPaymentRequest, subscribeToInvoices } from "lightning";
 import { assets } from "../core/index.ts";
 import { createAccount } from "../gateway/accounts/index.ts";
-import { loadConfig } from "../gateway/app/config.ts";
 import { createApp } from "../gateway/app.ts";
 import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../scripts/lightning/index.ts";
+import { testConfig } from "../test/support/config.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
@@ -144,7 +144,7 @@ export async function run(): Promise<BenchResult> {
   const payee = cluster.nodes.payee.lnd();
   const credentials = cluster.nodes.gateway.credentials();
   const app = await createApp(
-    loadConfig({
+    testConfig({
       LOG_LEVEL: "silent",
       LND_SOCKET: credentials.socket,
       LND_CERT_BASE64: credentials.cert,

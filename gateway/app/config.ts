@@ -8,7 +8,11 @@ import {
 } from "../../adapters/lightning/index.ts";
 import { SwitchyardError } from "../../core/index.ts";
 import { requestsInFlightMaxDefault } from "../http/admission.ts";
-import { type RateLimits, rateLimitsOff, rateLimitsProductionDefault } from "../http/rate-limit.ts";
+import {
+  type RateLimits,
+  rateLimitsDevelopmentDefault,
+  rateLimitsProductionDefault,
+} from "../http/rate-limit.ts";
 import { defaultLedgerLimits } from "../ledger/index.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -175,7 +179,7 @@ const schema = z.object({
   /** The most API (/v1) requests in flight in this process; more are answered 503 `overloaded` with Retry-After. */
   REQUESTS_IN_FLIGHT_MAX: positiveInt.default(requestsInFlightMaxDefault),
   /** Requests a second per client IP (every route) and per API key (/v1), each past it answered 429 rate_limited;
-   * `off`: none. Unset: off in development (tests, benches), 1000 and 100 in production (gateway/http/rate-limit.ts). */
+   * `off`: none (load tests). Unset: 1000 and 1000 in development, 1000 and 100 in production (gateway/http/rate-limit.ts). */
   RATE_LIMIT_PER_IP: z.union([z.literal("off"), positiveInt]).optional(),
   RATE_LIMIT_PER_KEY: z.union([z.literal("off"), positiveInt]).optional(),
   /** The most transfers waiting for the ledger's writer; a request beyond it is answered 503 `overloaded`. */
@@ -320,7 +324,8 @@ type Env = z.infer<typeof schema>;
 
 /** RATE_LIMIT_PER_IP and RATE_LIMIT_PER_KEY, each defaulting by mode. */
 function rateLimitsOf(e: Env): RateLimits {
-  const defaults = e.SWITCHYARD_MODE === "production" ? rateLimitsProductionDefault : rateLimitsOff;
+  const defaults =
+    e.SWITCHYARD_MODE === "production" ? rateLimitsProductionDefault : rateLimitsDevelopmentDefault;
   const setting = (value: "off" | number | undefined, otherwise: number | null) =>
     value === undefined ? otherwise : value === "off" ? null : value;
   return {

@@ -24,8 +24,18 @@ export type RateLimits = {
   keyRequestsPerSecondMax: number | null;
 };
 
-/** No limit: development's default (the tests and benches send thousands of requests a second from 127.0.0.1). */
+/** No limit (RATE_LIMIT_PER_IP=off RATE_LIMIT_PER_KEY=off): load tests and benches, which measure the payment path. */
 export const rateLimitsOff: RateLimits = { ipRequestsPerSecondMax: null, keyRequestsPerSecondMax: null };
+
+/**
+ * Development's defaults: a hostile burst against `npm start` meets 429s as it would in production, while one client
+ * on a laptop running a load test at what the default embedded database sustains (a few hundred payments a second)
+ * is not throttled; a faster load test turns both off.
+ */
+export const rateLimitsDevelopmentDefault: RateLimits = {
+  ipRequestsPerSecondMax: 1_000,
+  keyRequestsPerSecondMax: 1_000,
+};
 
 /**
  * Production's defaults: 100 a second per key (Stripe's own live-mode limit), and ten times that per IP so that a few

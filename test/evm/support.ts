@@ -8,16 +8,16 @@ import {
   type WatchedEvent,
 } from "../../adapters/evm/index.ts";
 import { assets } from "../../core/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
+import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 
 export type Gateway = Awaited<ReturnType<typeof startGateway>>;
 
 export async function startGateway(env: Record<string, string> = {}) {
-  const app: App = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0", ...env }));
+  const app: App = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0", ...env }));
   if (app.demo === null || app.chain === null || app.evmWatcher === null)
     throw new Error("development mode with the embedded chain and its splitter watcher was expected");
   const chain = app.chain;

@@ -5,9 +5,9 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 
 const secret = "whsec_gateway_topup_test";
@@ -16,7 +16,7 @@ const customerId = "acct_card_customer";
 
 beforeAll(async () => {
   app = await createApp(
-    loadConfig({
+    testConfig({
       LOG_LEVEL: "silent",
       STRIPE_SECRET_KEY: "sk_test_123",
       STRIPE_WEBHOOK_SECRETS: secret,

@@ -7,9 +7,9 @@
 import net from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { typedClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { errorOf } from "./support.ts";
 
@@ -100,7 +100,7 @@ describe("the admission limit in front of /v1", () => {
   let port: number;
 
   beforeAll(async () => {
-    app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0", REQUESTS_IN_FLIGHT_MAX: "2" }));
+    app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0", REQUESTS_IN_FLIGHT_MAX: "2" }));
     await app.server.listen({ port: 0, host: "127.0.0.1" });
     port = (app.server.server.address() as net.AddressInfo).port;
   }, 120_000);
@@ -187,7 +187,7 @@ describe("a full ledger queue, on PostgreSQL", () => {
   beforeAll(async () => {
     databaseUrl = await createTestDatabase(inject("postgresUrl"), "backpressure");
     app = await createApp(
-      loadConfig({
+      testConfig({
         LOG_LEVEL: "silent",
         PORT: "0",
         DATABASE_URL: databaseUrl,

@@ -4,8 +4,8 @@
 // less is refused the same way instead of a bare `no_route`. Shown with a toy rail built from core's contract
 // alone, so the check is the gateway's and not any one adapter's.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
+import { testConfig } from "../support/config.ts";
 import { createToyRail, type ToyRail } from "../support/toy-rail-module.ts";
 
 /** The toy takes at most 1,000.000000 USDC in one payment. */
@@ -26,7 +26,7 @@ beforeAll(async () => {
     },
     execute: (attempt) => base.execute(attempt),
   };
-  app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+  app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
     railModules: [...railModules, () => ({ rails: [toy] })],
   });
 }, 120_000);

@@ -5,7 +5,6 @@
 // invoice above Stripe's maximum is refused before a PaymentIntent is made.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ReceiveCancellation, ReceiveCancellationOutcome } from "../../core/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
 import {
   ensureStripeMock,
@@ -13,6 +12,7 @@ import {
   startStripeMock,
   stripeMockBuildTimeoutMs,
 } from "../../scripts/stripe-mock.ts";
+import { testConfig } from "../support/config.ts";
 import { createToyRail } from "../support/toy-rail-module.ts";
 
 const refusedDescription = "the database refuses this write";
@@ -63,7 +63,7 @@ describe("an offer whose invoice could not be written", () => {
         return { status: "cancelled" };
       },
     };
-    app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+    app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
       railModules: [...railModules, () => ({ rails: [toy] })],
     });
     await refuseInvoiceWrites(app);
@@ -114,7 +114,7 @@ describe("the fiat rail against stripe-mock", () => {
     const ensured = await ensureStripeMock({ buildTimeoutMs: stripeMockBuildTimeoutMs });
     stripeMock = await startStripeMock({ binary: ensured.binary });
     app = await createApp(
-      loadConfig({
+      testConfig({
         LOG_LEVEL: "silent",
         PORT: "0",
         STRIPE_SECRET_KEY: "sk_test_123",

@@ -4,9 +4,9 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { typedClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
@@ -117,8 +117,8 @@ describe("two processes on one PostgreSQL database", () => {
   beforeAll(async () => {
     const url = await createTestDatabase(inject("postgresUrl"), "http_two");
     const env = { LOG_LEVEL: "silent", PORT: "0", DATABASE_URL: url };
-    a = await createApp(loadConfig(env));
-    b = await createApp(loadConfig(env));
+    a = await createApp(testConfig(env));
+    b = await createApp(testConfig(env));
   });
   afterAll(async () => {
     await a?.close();

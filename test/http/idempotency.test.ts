@@ -16,11 +16,11 @@ import {
   getClearingAccount,
   getTenantAccount,
 } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/http/idempotency.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
+import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
@@ -204,8 +204,8 @@ describe("two processes on one PostgreSQL database", () => {
   beforeAll(async () => {
     const url = await createTestDatabase(inject("postgresUrl"), "http_idem");
     const env = { LOG_LEVEL: "silent", PORT: "0", DATABASE_URL: url };
-    a = await createApp(loadConfig(env));
-    b = await createApp(loadConfig(env));
+    a = await createApp(testConfig(env));
+    b = await createApp(testConfig(env));
   });
   afterAll(async () => {
     await a?.close();

@@ -9,9 +9,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { createApp } from "../../gateway/app.ts";
 import { ensureOperatorKey, scopes } from "../../gateway/tenants/index.ts";
+import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
@@ -312,10 +312,10 @@ describe.each(["pglite", "postgres"] as const)("the demo key on %s", (database) 
     if (dir !== null) env.PGLITE_DIR = dir;
     else env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
     try {
-      const first = await createApp(loadConfig(env));
+      const first = await createApp(testConfig(env));
       const key = first.demo!.apiKey;
       await first.close();
-      const second = await createApp(loadConfig(env));
+      const second = await createApp(testConfig(env));
       try {
         expect(second.demo!.apiKey).toBe(key);
         const answer = await second.server.inject({

@@ -2,16 +2,16 @@
 
 import { erc20Abi } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { flushNetting } from "../../gateway/payments/index.ts";
 import { typedClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
 
 let app: App;
 
 beforeAll(async () => {
   app = await createApp(
-    loadConfig({ LOG_LEVEL: "silent", NETTING_MAX_FEE_SHARE_BPS: "1000", NETTING_INTERVAL_MS: "3600000" }),
+    testConfig({ LOG_LEVEL: "silent", NETTING_MAX_FEE_SHARE_BPS: "1000", NETTING_INTERVAL_MS: "3600000" }),
   );
 });
 afterAll(async () => {

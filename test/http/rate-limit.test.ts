@@ -1,13 +1,15 @@
 // Rate limits end to end (issue #22: "8,000 burst requests, no 429"): per client IP on every route, before the API
 // key is looked at (a made-up key, no key, health, a rail's provider route); per API key after authentication, each
 // key (and the operator's credential) its own count; past either, 429 rate_limited with Retry-After and the
-// X-RateLimit-* headers; off (development's default, which the tests and benches run on) nothing is refused. The
-// limit's window is one second: a refused client is served again once it has passed.
+// X-RateLimit-* headers; on by default in development too (what `npm start` runs), off (what the other tests and the
+// benches set) nothing is refused. The limit's window is one second: a refused client is served again once it has
+// passed.
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../gateway/app/config.ts";
-import { rateLimitsOff, rateLimitsProductionDefault } from "../../gateway/http/rate-limit.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { rateLimitsDevelopmentDefault, rateLimitsProductionDefault } from "../../gateway/http/rate-limit.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
@@ -52,19 +54,54 @@ function expectRateLimited(answer: Answer, limit: number) {
 const nextWindow = () => sleep(1_100);
 
 describe("the configuration", () => {
-  it("is off in development unless set, on in production, and `off` turns either off", () => {
-    expect(loadConfig({}).rateLimits).toEqual(rateLimitsOff);
+  it("is on in development and in production unless set, and `off` turns either off", () => {
+    expect(loadConfig({}).rateLimits).toEqual(rateLimitsDevelopmentDefault);
+    expect(rateLimitsDevelopmentDefault.ipRequestsPerSecondMax).not.toBeNull();
+    expect(rateLimitsDevelopmentDefault.keyRequestsPerSecondMax).not.toBeNull();
     expect(loadConfig({ SWITCHYARD_MODE: "production" }).rateLimits).toEqual(rateLimitsProductionDefault);
     expect(
       loadConfig({ SWITCHYARD_MODE: "production", RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "7" })
         .rateLimits,
     ).toEqual({ ipRequestsPerSecondMax: null, keyRequestsPerSecondMax: 7 });
-    expect(loadConfig({ RATE_LIMIT_PER_IP: "50" }).rateLimits).toEqual({
+    expect(loadConfig({ RATE_LIMIT_PER_IP: "50", RATE_LIMIT_PER_KEY: "off" }).rateLimits).toEqual({
       ipRequestsPerSecondMax: 50,
       keyRequestsPerSecondMax: null,
     });
     expect(() => loadConfig({ RATE_LIMIT_PER_KEY: "0" })).toThrow("RATE_LIMIT_PER_KEY");
     expect(() => loadConfig({ RATE_LIMIT_PER_IP: "fast" })).toThrow("RATE_LIMIT_PER_IP");
+  });
+});
+
+describe("npm start's defaults (development, no RATE_LIMIT_* set)", () => {
+  let app: App;
+  beforeAll(async () => {
+    app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }));
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("meet a burst of made-up keys from one address with 429s (the probe's 8,000 went through)", async () => {
+    const limit = rateLimitsDevelopmentDefault.ipRequestsPerSecondMax!;
+    const count = 2 * limit + 500;
+    const started = performance.now();
+    const answers = await Promise.all(
+      Array.from({ length: count }, () =>
+        app.server.inject({
+          method: "GET",
+          url: "/v1/payments",
+          remoteAddress: "203.0.113.5",
+          headers: { authorization: `Bearer sk_test_${randomBytes(32).toString("base64url")}` },
+        }),
+      ),
+    );
+    const windows = Math.ceil((performance.now() - started) / 1_000);
+    const refused = answers.filter((answer) => answer.statusCode === 429);
+    expect(answers.filter((answer) => answer.statusCode === 401).length).toBeLessThanOrEqual(windows * limit);
+    expect(refused.length).toBeGreaterThanOrEqual(count - windows * limit);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused[0]!.json().error.code).toBe("rate_limited");
+    expect(answers.every((answer) => answer.statusCode === 401 || answer.statusCode === 429)).toBe(true);
   });
 });
 

@@ -3,10 +3,10 @@
 // `Prefer: respond-async` asks for that at once, `Prefer: wait=N` bounds the wait; internal payments stay synchronous.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
 import { preferredWaitMs } from "../../gateway/http/resources/payments.ts";
 import { typedClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
 import { createToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
 
 let app: App;
@@ -21,7 +21,7 @@ const hold = () => {
 
 beforeAll(async () => {
   const toy = createToyRail({ id: "toy", feeFixed: 1n, gate: () => gate });
-  app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+  app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
     railModules: [...railModules, () => ({ rails: [toy] })],
   });
   key = app.demo!.apiKey;

@@ -4,8 +4,8 @@
 import { erc20Abi } from "viem";
 import { inject } from "vitest";
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, type RailModule, railModules } from "../../gateway/app.ts";
+import { testConfig } from "../support/config.ts";
 import { idempotencyKeyMiddleware, withIdempotencyKey } from "../support/idempotency-keys.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
@@ -52,7 +52,7 @@ export async function startTestGateway(
   if (options.database === "postgres")
     env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
   const app = await createApp(
-    loadConfig(env),
+    testConfig(env),
     options.extraRailModules === undefined
       ? {}
       : { railModules: [...railModules, ...options.extraRailModules] },

@@ -2,9 +2,9 @@
 // through createApp's rail modules, takes money in (an invoice, paid through its own provider route), pays money
 // out (the router picks it as the cheapest), and shows on /healthz — with nothing in the gateway knowing it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
 import { typedClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
 import { createToyRail, type ToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
 
 let app: App;
@@ -13,7 +13,7 @@ let key: string;
 
 beforeAll(async () => {
   toy = createToyRail({ id: "toy", feeFixed: 1n });
-  app = await createApp(loadConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+  app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
     railModules: [...railModules, () => ({ rails: [toy] })],
   });
   if (app.demo === null) throw new Error("development mode was expected");

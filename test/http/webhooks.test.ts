@@ -3,7 +3,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import {
   deliverOutbox,
@@ -12,6 +11,7 @@ import {
   webhookLimitsDefault,
 } from "../../gateway/webhooks/index.ts";
 import { typedClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
 import { errorOf } from "./support.ts";
 
 type Received = { body: string; signature: string };
@@ -23,7 +23,7 @@ let failNext = 0;
 
 beforeAll(async () => {
   app = await createApp(
-    loadConfig({
+    testConfig({
       LOG_LEVEL: "silent",
       WEBHOOK_DELIVERY_INTERVAL_MS: "3600000",
       EGRESS_ALLOW_HOSTS: "127.0.0.1",

@@ -7,10 +7,10 @@ import path from "node:path";
 import { type AuthenticatedLnd, pay } from "lightning";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
-import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { type RegtestClusterDescription, waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "./api.ts";
+import { testConfig } from "./config.ts";
 
 const railReadyTimeoutMs = 30_000;
 const invoicePaidTimeoutMs = 30_000;
@@ -22,7 +22,7 @@ export async function startLightningGateway(
 ): Promise<{ app: App; close(): Promise<void> }> {
   const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-gateway-"));
   const app = await createApp(
-    loadConfig({
+    testConfig({
       LOG_LEVEL: "silent",
       LND_SOCKET: cluster.nodes.gateway.socket,
       LND_CERT_BASE64: cluster.nodes.gateway.cert,
