@@ -1,0 +1,295 @@
+// The paywall, framework-free: `createPaywall(deps)` gives `(request) → verdict`. A request outside every paywall
+// of the tenant is free; inside one, a request without payment gets ONE 402 that offers every configured way at
+// once (each scheme adds its headers and body fields: x402's PAYMENT-REQUIRED and v1 body, L402's two
+// WWW-Authenticate lines), at prices locked for the window (price.ts); a request with a credential is verified by
+// the scheme it belongs to and, when paid, carries a `complete` to call once after the handler.
+// Refusals (a 402 again, with a fresh challenge) carry a stable `error` code in the body; precedence: a CORS
+// preflight is answered first, then more than one scheme's credential (payment_ambiguous), then a credential of a
+// scheme this paywall does not offer (payment_scheme_not_offered), then the scheme's own refusal.
+import type { Asset, Logger } from "../../core/index.ts";
+import { silentLogger } from "../../core/index.ts";
+import type { Sql } from "../db/index.ts";
+import type { RateSource } from "../router/index.ts";
+import { corsHeaders, isPreflight, type PaywallCorsOrigins, preflightHeaders } from "./cors.ts";
+import { type Paywall, tenantPaywalls } from "./paywalls.ts";
+import { createPriceLocks, type PriceLocks } from "./price.ts";
+import type {
+  HeaderLine,
+  PaymentRefusal,
+  PaymentScheme,
+  PaywallRequest,
+  PricedResource,
+  SchemePrice,
+} from "./scheme.ts";
+
+/** The code in a 402's body when no payment came with the request. */
+export const paymentRequiredCode = "payment_required";
+
+/** What the paywall says about a request. */
+export type PaywallVerdict =
+  | { readonly kind: "free" }
+  | { readonly kind: "preflight"; readonly status: 204; readonly headers: readonly HeaderLine[] }
+  | {
+      readonly kind: "challenge";
+      /** 402; 503 when no way to pay can be priced now (no rate for any scheme's asset). */
+      readonly status: 402 | 503;
+      readonly headers: readonly HeaderLine[];
+      readonly body: Readonly<Record<string, unknown>>;
+    }
+  | {
+      readonly kind: "paid";
+      readonly paywallId: string;
+      readonly scheme: string;
+      readonly payer: string;
+      /**
+       * Once, after the handler: `served` when it answered below 400. `settled`: add `headers` to the answer.
+       * `refused`: discard the handler's answer and send this 402 instead. Called again, it answers the first result.
+       */
+      complete(outcome: { served: boolean }): Promise<PaywallCompletion>;
+    };
+
+export type PaywallCompletion =
+  | { readonly kind: "settled"; readonly headers: readonly HeaderLine[] }
+  | {
+      readonly kind: "refused";
+      readonly status: 402;
+      readonly headers: readonly HeaderLine[];
+      readonly body: Readonly<Record<string, unknown>>;
+    };
+
+/** The paywall as a function: the same shape in-process (createPaywall) and remote (remotePaywall). */
+export type PaywallCheck = (request: PaywallRequest) => Promise<PaywallVerdict>;
+
+export type PaywallDeps = {
+  readonly sql: Sql;
+  readonly tenantId: string;
+  /** Every scheme the gateway can take; a paywall offers those it lists. */
+  readonly schemes: readonly PaymentScheme[];
+  readonly rates: Pick<RateSource, "usdRate">;
+  readonly nowMs?: () => number;
+  /** Default `*`. */
+  readonly corsOrigins?: PaywallCorsOrigins;
+  /** How long the tenant's paywalls are used before they are read again (default paywallsRefreshMsDefault). */
+  readonly paywallsRefreshMs?: number;
+  /** Shared between the tenants of one process when given (the service's). */
+  readonly priceLocks?: PriceLocks;
+  readonly logger?: Logger;
+};
+
+export const paywallsRefreshMsDefault = 1_000;
+
+// ---- matching a request to a paywall
+
+/** The path of an absolute or relative URL, without query or fragment. */
+export function pathOf(url: string): string {
+  const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const rest = url.slice(start);
+  const end = rest.search(/[?#]/);
+  return end < 0 ? rest : rest.slice(0, end);
+}
+
+/** The paywall covering `path`: an exact resource first, else the longest `*` prefix; null when none. */
+export function matchPaywall(paywalls: readonly Paywall[], path: string): Paywall | null {
+  let best: Paywall | null = null;
+  for (const paywall of paywalls) {
+    const { resource } = paywall;
+    if (!resource.endsWith("*")) {
+      if (resource === path) return paywall;
+      continue;
+    }
+    if (path.startsWith(resource.slice(0, -1)) && (best === null || resource.length > best.resource.length))
+      best = paywall;
+  }
+  return best;
+}
+
+// ---- the paywall
+
+type Offer = { rail: string; price: SchemePrice };
+type SchemeGroup = { scheme: PaymentScheme; asset: Asset; resource: PricedResource; rails: string[] };
+
+export function createPaywall(deps: PaywallDeps): PaywallCheck {
+  const nowMs = deps.nowMs ?? Date.now;
+  const origins = deps.corsOrigins ?? "*";
+  const refreshMs = deps.paywallsRefreshMs ?? paywallsRefreshMsDefault;
+  const logger = deps.logger ?? silentLogger;
+  const locks = deps.priceLocks ?? createPriceLocks({ sql: deps.sql, rates: deps.rates, nowMs });
+  let held: { paywalls: Paywall[]; readAtMs: number } | null = null;
+  let reading: Promise<Paywall[]> | null = null;
+
+  async function paywalls(): Promise<Paywall[]> {
+    if (held !== null && nowMs() - held.readAtMs < refreshMs) return held.paywalls;
+    reading ??= tenantPaywalls(deps.sql, { tenantId: deps.tenantId })
+      .then((found) => {
+        held = { paywalls: found, readAtMs: nowMs() };
+        return found;
+      })
+      .finally(() => {
+        reading = null;
+      });
+    return reading;
+  }
+
+  function groups(paywall: Paywall): SchemeGroup[] {
+    const found: SchemeGroup[] = [];
+    for (const offer of paywall.offers) {
+      const existing = found.find((group) => group.scheme.id === offer.scheme);
+      if (existing !== undefined) {
+        existing.rails.push(offer.rail);
+        continue;
+      }
+      const scheme = deps.schemes.find((candidate) => candidate.id === offer.scheme);
+      const asset = scheme?.assetFor(offer.rail) ?? null;
+      if (scheme === undefined || asset === null) continue; // a scheme no longer configured: not offered
+      const accountId = paywall.accounts[asset.code];
+      if (accountId === undefined) continue;
+      const resource: PricedResource = {
+        tenantId: paywall.tenantId,
+        paywallId: paywall.id,
+        accountId,
+        service: paywall.id,
+        description: paywall.description,
+        mimeType: paywall.mimeType,
+        split: paywall.split.flatMap((share) => {
+          const splitAccount = share.accounts[asset.code];
+          return splitAccount === undefined
+            ? []
+            : [{ accountId: splitAccount, basisPoints: share.basisPoints }];
+        }),
+        credential: { lifetimeSeconds: paywall.tokenLifetimeSeconds, requestsMax: paywall.tokenRequestsMax },
+      };
+      found.push({ scheme, asset, resource, rails: [offer.rail] });
+    }
+    return found;
+  }
+
+  function offersAt(group: SchemeGroup, prices: ReadonlyMap<string, bigint>): Offer[] | null {
+    const amount = prices.get(group.asset.code);
+    if (amount === undefined) return null;
+    return group.rails.map((rail) => ({ rail, price: { asset: group.asset, amount } }));
+  }
+
+  async function challenge(
+    request: PaywallRequest,
+    paywall: Paywall,
+    found: readonly SchemeGroup[],
+    refusal: PaymentRefusal,
+  ): Promise<PaywallVerdict> {
+    const prices = await locks.current(
+      paywall,
+      found.map((group) => group.asset),
+    );
+    const parts = await Promise.all(
+      found.map(async (group) => {
+        const offers = offersAt(group, prices);
+        return offers === null ? null : group.scheme.challenge(group.resource, offers, request);
+      }),
+    );
+    const offered = parts.filter((part) => part !== null);
+    const headers: HeaderLine[] = [["Cache-Control", "no-store"], ...corsHeaders(request, origins)];
+    let body: Record<string, unknown> = {};
+    for (const part of offered) {
+      headers.push(...part.headers);
+      body = { ...body, ...part.body };
+    }
+    if (offered.length === 0 && found.length > 0)
+      return {
+        kind: "challenge",
+        status: 503,
+        headers,
+        body: {
+          ...body,
+          error: "paywall_rate_unavailable",
+          message: "no way to pay can be priced now; retry later",
+        },
+      };
+    return {
+      kind: "challenge",
+      status: 402,
+      headers,
+      body: { ...body, error: refusal.code, message: refusal.message, paywall: paywall.id },
+    };
+  }
+
+  /** The scheme's verdict at the prices of this window, else of the window before (a challenge made just before). */
+  async function verifyLocked(request: PaywallRequest, paywall: Paywall, group: SchemeGroup) {
+    const prices = await locks.current(paywall, [group.asset]);
+    const offers = offersAt(group, prices);
+    const first =
+      offers === null
+        ? ({
+            kind: "refused",
+            refusal: { code: "paywall_rate_unavailable", message: "no rate now" },
+          } as const)
+        : await group.scheme.verify(group.resource, offers, request);
+    if (first.kind === "paid") return first;
+    const before = await locks.previous(paywall);
+    const earlier = before === null ? null : offersAt(group, before);
+    if (earlier === null || earlier[0]?.price.amount === offers?.[0]?.price.amount) return first;
+    const second = await group.scheme.verify(group.resource, earlier, request);
+    return second.kind === "paid" ? second : first;
+  }
+
+  function paid(
+    request: PaywallRequest,
+    paywall: Paywall,
+    group: SchemeGroup,
+    verdict: Extract<Awaited<ReturnType<PaymentScheme["verify"]>>, { kind: "paid" }>,
+  ): PaywallVerdict {
+    let result: Promise<PaywallCompletion> | null = null;
+    const complete = async (outcome: { served: boolean }): Promise<PaywallCompletion> => {
+      const done = await verdict.complete(outcome);
+      const cors = corsHeaders(request, origins);
+      if (done.settled) return { kind: "settled", headers: [...done.headers, ...cors] };
+      logger.warn(
+        { paywall: paywall.id, scheme: group.scheme.id, refusal: done.refusal.code },
+        "paywall: not settled",
+      );
+      return {
+        kind: "refused",
+        status: 402,
+        headers: [["Cache-Control", "no-store"], ...done.headers, ...cors],
+        body: { error: done.refusal.code, message: done.refusal.message, paywall: paywall.id },
+      };
+    };
+    return {
+      kind: "paid",
+      paywallId: paywall.id,
+      scheme: group.scheme.id,
+      payer: verdict.payer,
+      complete(outcome) {
+        result ??= complete(outcome);
+        return result;
+      },
+    };
+  }
+
+  return async (request) => {
+    const paywall = matchPaywall(await paywalls(), pathOf(request.url));
+    if (paywall === null) return { kind: "free" };
+    if (isPreflight(request))
+      return { kind: "preflight", status: 204, headers: preflightHeaders(request, origins) };
+    const found = groups(paywall);
+    const carried = deps.schemes.filter((scheme) => scheme.carries(request));
+    if (carried.length === 0)
+      return challenge(request, paywall, found, {
+        code: paymentRequiredCode,
+        message: "this resource is paid: pay by one of the ways offered",
+      });
+    if (carried.length > 1)
+      return challenge(request, paywall, found, {
+        code: "payment_ambiguous",
+        message: `the request carries credentials of ${carried.map((scheme) => scheme.id).join(" and ")}: send one`,
+      });
+    const group = found.find((candidate) => candidate.scheme.id === carried[0]!.id);
+    if (group === undefined)
+      return challenge(request, paywall, found, {
+        code: "payment_scheme_not_offered",
+        message: `this resource is not paid by ${carried[0]!.id}`,
+      });
+    const verdict = await verifyLocked(request, paywall, group);
+    if (verdict.kind === "refused") return challenge(request, paywall, found, verdict.refusal);
+    return paid(request, paywall, group, verdict);
+  };
+}

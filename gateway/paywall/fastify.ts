@@ -1,0 +1,93 @@
+// The paywall in a tenant's own Fastify app: `app.register(switchyardPaywall, { paywall })`, where `paywall` is
+// createPaywall(…) in-process or remotePaywall(…) over HTTP. The verdict runs in onRequest (a 402 or a preflight
+// is answered there, before any body is read); a paid request runs its handler, and in onSend — the answer
+// serialized, not yet written — the verdict is completed: settled only when the handler answered below 400;
+// a settlement that fails discards the handler's answer for a 402 (reference §1.3, "Express adapter flow").
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
+import fp from "fastify-plugin";
+import type { PaywallCheck, PaywallVerdict } from "./core.ts";
+import type { HeaderLine, PaywallRequest } from "./scheme.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** The paywall's paid verdict for this request, until it is completed; null otherwise. */
+    paywallPaid: Extract<PaywallVerdict, { kind: "paid" }> | null;
+  }
+}
+
+export type SwitchyardPaywallOptions = {
+  readonly paywall: PaywallCheck;
+  /** The origin clients use (`https://api.example.com`), for the absolute resource URL; default: the request's. */
+  readonly publicOrigin?: string;
+};
+
+/** The framework-free request of a Fastify one. */
+export function paywallRequestOf(request: FastifyRequest, publicOrigin?: string): PaywallRequest {
+  const origin = publicOrigin ?? `${request.protocol}://${request.host}`;
+  return {
+    method: request.method,
+    url: `${origin}${request.url}`,
+    headers: request.headers,
+    rawHeaders: request.raw.rawHeaders,
+  };
+}
+
+/** Sets header lines on the reply; a name given more than once becomes that many lines. */
+export function setHeaderLines(reply: FastifyReply, lines: readonly HeaderLine[]): void {
+  const byName = new Map<string, { name: string; values: string[] }>();
+  for (const [name, value] of lines) {
+    const entry = byName.get(name.toLowerCase()) ?? { name, values: [] };
+    entry.values.push(value);
+    byName.set(name.toLowerCase(), entry);
+  }
+  for (const { name, values } of byName.values())
+    reply.header(name, values.length === 1 ? values[0] : values);
+}
+
+const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options) => {
+  app.decorateRequest("paywallPaid", null);
+
+  app.addHook("onRequest", async (request, reply) => {
+    const verdict = await options.paywall(paywallRequestOf(request, options.publicOrigin));
+    switch (verdict.kind) {
+      case "free":
+        return;
+      case "preflight":
+        setHeaderLines(reply, verdict.headers);
+        return reply.code(204).send();
+      case "challenge":
+        setHeaderLines(reply, verdict.headers);
+        return reply.code(verdict.status).type("application/json").send(verdict.body);
+      case "paid":
+        request.paywallPaid = verdict;
+        return;
+    }
+  });
+
+  app.addHook("onSend", async (request, reply, payload) => {
+    const paid = request.paywallPaid;
+    if (paid === null) return payload;
+    request.paywallPaid = null;
+    const served = reply.statusCode < 400;
+    const done = await paid.complete({ served });
+    if (!served) return payload;
+    if (done.kind === "settled") {
+      setHeaderLines(reply, done.headers);
+      return payload;
+    }
+    reply.removeHeader("content-length");
+    setHeaderLines(reply, done.headers);
+    reply.code(done.status).type("application/json");
+    return JSON.stringify(done.body);
+  });
+
+  // A request that ends without an answer sent (the client went away): nothing is settled.
+  app.addHook("onRequestAbort", async (request) => {
+    const paid = request.paywallPaid;
+    if (paid === null) return;
+    request.paywallPaid = null;
+    await paid.complete({ served: false });
+  });
+};
+
+export const switchyardPaywall = fp(plugin, { name: "switchyard-paywall", fastify: "5.x" });

@@ -1,0 +1,86 @@
+// The gateway's paywalls for every tenant: one PaywallCheck per tenant (built on first use, a bounded number kept),
+// sharing the price locks; and the verdicts given over HTTP (POST /v1/paywall_verdicts) that wait for their
+// `complete` call, each for at most pendingCompleteWithinMs (then completed unserved: nothing is settled).
+import { randomBytes } from "node:crypto";
+import type { Logger } from "../../core/index.ts";
+import type { Sql } from "../db/index.ts";
+import type { RateSource } from "../router/index.ts";
+import { createPaywall, type PaywallCheck, type PaywallCompletion, type PaywallVerdict } from "./core.ts";
+import { createPriceLocks } from "./price.ts";
+import type { PaymentScheme } from "./scheme.ts";
+
+export const paywallTenantsCachedMax = 1_000;
+export const pendingVerdictsMax = 10_000;
+export const pendingCompleteWithinMs = 5 * 60_000;
+
+export type PaywallService = {
+  readonly schemes: readonly PaymentScheme[];
+  forTenant(tenantId: string): PaywallCheck;
+  /** A paid verdict given over HTTP, kept until its complete call: its id. Null when too many wait already. */
+  hold(tenantId: string, verdict: Extract<PaywallVerdict, { kind: "paid" }>): string | null;
+  /** Completes a held verdict of the tenant once; null when there is none (unknown, another tenant's, done). */
+  complete(tenantId: string, id: string, outcome: { served: boolean }): Promise<PaywallCompletion | null>;
+  close(): Promise<void>;
+};
+
+export function createPaywallService(deps: {
+  sql: Sql;
+  schemes: readonly PaymentScheme[];
+  rates: Pick<RateSource, "usdRate">;
+  logger: Logger;
+  nowMs?: () => number;
+}): PaywallService {
+  const nowMs = deps.nowMs ?? Date.now;
+  const priceLocks = createPriceLocks({ sql: deps.sql, rates: deps.rates, nowMs });
+  const checks = new Map<string, PaywallCheck>();
+  const pending = new Map<
+    string,
+    { tenantId: string; verdict: Extract<PaywallVerdict, { kind: "paid" }>; timer: NodeJS.Timeout }
+  >();
+
+  function forTenant(tenantId: string): PaywallCheck {
+    let check = checks.get(tenantId);
+    if (check === undefined) {
+      if (checks.size >= paywallTenantsCachedMax) checks.delete(checks.keys().next().value as string);
+      check = createPaywall({ ...deps, tenantId, priceLocks, nowMs, logger: deps.logger });
+      checks.set(tenantId, check);
+    }
+    return check;
+  }
+
+  function take(id: string) {
+    const held = pending.get(id);
+    if (held === undefined) return null;
+    pending.delete(id);
+    clearTimeout(held.timer);
+    return held;
+  }
+
+  return {
+    schemes: deps.schemes,
+    forTenant,
+    hold(tenantId, verdict) {
+      if (pending.size >= pendingVerdictsMax) return null;
+      const id = `pwv_${randomBytes(16).toString("hex")}`;
+      const timer = setTimeout(() => {
+        const held = take(id);
+        held?.verdict.complete({ served: false }).catch((error: unknown) => {
+          deps.logger.error({ err: error, verdict: id }, "paywall: completing an abandoned verdict failed");
+        });
+      }, pendingCompleteWithinMs);
+      timer.unref();
+      pending.set(id, { tenantId, verdict, timer });
+      return id;
+    },
+    async complete(tenantId, id, outcome) {
+      const held = pending.get(id);
+      if (held === undefined || held.tenantId !== tenantId) return null;
+      take(id);
+      return held.verdict.complete(outcome);
+    },
+    async close() {
+      const left = [...pending.keys()].map((id) => take(id));
+      await Promise.allSettled(left.map((held) => held?.verdict.complete({ served: false })));
+    },
+  };
+}
