@@ -45,7 +45,8 @@ export type PaywallErrorCode =
   | "paywall_resource_taken"
   | "paywall_scheme_unavailable"
   | "paywall_account_missing"
-  | "paywall_split_invalid";
+  | "paywall_split_invalid"
+  | "paywall_verdict_not_found";
 
 export const paywallErrorStatus: Record<PaywallErrorCode, number> = {
   paywall_not_found: 404,
@@ -53,6 +54,7 @@ export const paywallErrorStatus: Record<PaywallErrorCode, number> = {
   paywall_scheme_unavailable: 400,
   paywall_account_missing: 400,
   paywall_split_invalid: 400,
+  paywall_verdict_not_found: 404,
 };
 
 export type PaywallRefusal =
