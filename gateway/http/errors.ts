@@ -7,6 +7,7 @@ import { SwitchyardError } from "../../core/index.ts";
 import { LedgerBackpressureError, LedgerClosedError } from "../ledger/index.ts";
 import type { PayeeRefusal } from "../payees/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
+import { type PaywallErrorCode, paywallErrorStatus } from "../paywall/paywalls.ts";
 import { type InvoicePaymentRefusal, invoicePaymentRefusalStatus } from "../settlement/index.ts";
 import { type TenancyErrorCode, tenancyErrorStatus } from "../tenants/index.ts";
 import { type WebhookErrorCode, webhookErrorStatus } from "../webhooks/endpoints.ts";
@@ -26,6 +27,7 @@ export type ApiErrorCode =
   | "api_key_invalid"
   | TenancyErrorCode
   | WebhookErrorCode
+  | PaywallErrorCode
   | "payment_not_found"
   | "invoice_not_found"
   | "refund_not_found"
@@ -63,6 +65,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   api_key_invalid: 401,
   ...tenancyErrorStatus,
   ...webhookErrorStatus,
+  ...paywallErrorStatus,
   ...invoicePaymentRefusalStatus,
   insufficient_funds: 402,
   rail_unavailable: 402,
