@@ -21,7 +21,12 @@ export {
   deployContracts,
   deployForwarderFactory,
   deployRevenueSplitter,
+  deployWithIgnition,
+  IgnitionDeploymentError,
+  IgnitionDeploymentFolderError,
+  ignitionModuleId,
   readContractArtifact,
+  readIgnitionDeployment,
   testUsdDefaults,
 } from "./deploy.ts";
 export { type DepositLog, depositTopicsPerCallMax } from "./deposit-source.ts";
