@@ -1,0 +1,315 @@
+// wrapFetch: a fetch that answers a 402 by paying it under a policy, once, and retries the request with the proof.
+// x402 v2/v1 is signed by the EVM payer (EIP-3009), L402 is paid by the Lightning payer and its token kept per
+// scope for the requests after. What a payment costs is reserved in the budget before the payer is asked, so
+// concurrent requests cannot together overspend; a payer that fails gives its reservation back; an authorization
+// or an invoice handed over stays spent, whatever the server answers.
+import { randomBytes } from "node:crypto";
+import { type Budget, type Reservation, unlimitedReservation } from "./budget.ts";
+import { BudgetExceededError, PayError, PayerFailedError, PaymentRefusedError } from "./errors.ts";
+import {
+  createL402TokenCache,
+  type L402Token,
+  type L402TokenCache,
+  l402Authorization,
+  macaroonExpiryMs,
+  parseL402Challenge,
+} from "./l402.ts";
+import type { LightningPayer } from "./payers.ts";
+import { type AcceptRule, type Candidate, type Offer, rankOffers } from "./policy.ts";
+import {
+  bodyReason,
+  createX402Payment,
+  type EvmPayer,
+  parseX402Challenge,
+  paymentResponseHeader,
+  paymentSignatureHeader,
+  readX402Receipt,
+  type X402Receipt,
+  x402RefusalReason,
+  xPaymentHeader,
+  xPaymentResponseHeader,
+} from "./x402.ts";
+
+/** The most of a 402's body read for a challenge or a refusal (bytes). */
+export const challengeBodyBytesMax = 65_536;
+
+export type FetchLike = (input: Request) => Promise<Response>;
+
+/** A payment made, after the server answered the paid retry without refusing it. */
+export type PaymentRecord = {
+  readonly scheme: "x402" | "l402";
+  /** The x402 version paid (1 or 2); null for L402. */
+  readonly version: 1 | 2 | null;
+  readonly url: string;
+  /** The budget's asset id (`eip155:…/erc20:0x…`, `lightning:regtest/msat`). */
+  readonly asset: string;
+  /** What was paid, in the asset's minor units (msat for L402), the Lightning routing fee included. */
+  readonly amount: bigint;
+  /** x402: the settlement receipt of the answer (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE), when it carried one. */
+  readonly receipt: X402Receipt | null;
+  readonly status: number;
+};
+
+export type WrapFetchOptions = {
+  /** What may be paid, most preferred first. An offer no rule names is never paid. */
+  readonly accept: readonly AcceptRule[];
+  /** Signs x402 payments: viemPayer(account | walletClient), ethersPayer(signer). */
+  readonly evm?: EvmPayer;
+  /** Pays L402 invoices: lndPayer({ lnd }), weblnPayer(window.webln). */
+  readonly lightning?: LightningPayer;
+  /** The total that may be spent, per asset (createBudget); absent: only the per-request limits apply. */
+  readonly budget?: Budget;
+  /** Paid L402 tokens (createL402TokenCache), shared between wrapped fetches if given; default one of its own. */
+  readonly l402Tokens?: L402TokenCache;
+  /** What a paid L402 token is reused for: the same origin and path (default), or the whole origin. */
+  readonly l402Scope?: "path" | "origin";
+  /** Told of each payment after the server took it. An exception it throws is not caught. */
+  readonly onPayment?: (payment: PaymentRecord) => void;
+  /** The clock (ms since the epoch); default Date.now. */
+  readonly now?: () => number;
+};
+
+/** Whether the request already carries a payment: it is sent as it is, and a 402 to it is returned, never paid. */
+export function carriesPayment(headers: Headers): boolean {
+  if (headers.has(paymentSignatureHeader) || headers.has(xPaymentHeader)) return true;
+  return /^\s*(l402|lsat)\s/i.test(headers.get("authorization") ?? "");
+}
+
+/**
+ * `fetch` that pays a 402 by `options` and retries once with the payment. Throws a PayError (its `code` says
+ * which) when the 402 is not paid or the paid retry is refused; any other answer is returned as it came.
+ */
+export function wrapFetch(
+  fetch: FetchLike | typeof globalThis.fetch,
+  options: WrapFetchOptions,
+): (input: string | URL | Request, init?: RequestInit) => Promise<Response> {
+  const send = fetch as FetchLike;
+  const tokens = options.l402Tokens ?? createL402TokenCache();
+  const inFlight = new Map<string, Promise<L402Token>>();
+  const now = options.now ?? Date.now;
+  const scopeOf = (url: URL) =>
+    options.l402Scope === "origin" ? url.origin : `${url.origin}${url.pathname}`;
+
+  return async (input, init) => {
+    const request = new Request(input, init);
+    if (carriesPayment(request.headers)) return send(request);
+    const url = new URL(request.url);
+    const scope = scopeOf(url);
+    const mayUseL402 = !request.headers.has("authorization");
+
+    let token: L402Token | null = null;
+    if (mayUseL402) {
+      const pending = inFlight.get(scope);
+      if (pending !== undefined) await pending.catch(ignoreOtherRequestsFailure);
+      token = tokens.get(scope, now());
+    }
+    const first = await send(token === null ? request.clone() : withAuthorization(request.clone(), token));
+    if (first.status !== 402) return first;
+    if (token !== null) tokens.drop(scope, token);
+
+    const body = await readBody(first.clone());
+    const offers: Offer[] = [];
+    const x402 = parseX402Challenge(first.headers, body);
+    if (x402 !== null) for (const offer of x402.offers) offers.push({ kind: "x402", challenge: x402, offer });
+    const l402 = mayUseL402 ? parseL402Challenge(first.headers.get("www-authenticate")) : null;
+    if (l402 !== null) offers.push({ kind: "l402", challenge: l402 });
+    if (x402 === null && l402 === null) return first;
+
+    const candidates = rankOffers({
+      accept: options.accept,
+      offers,
+      payable: (kind) => (kind === "x402" ? options.evm !== undefined : options.lightning !== undefined),
+    });
+    if (candidates[0]!.offer.kind === "l402") {
+      // Another request to this scope is paying an L402 invoice already: its token serves this one too.
+      const pending = inFlight.get(scope);
+      if (pending !== undefined) {
+        const shared = await pending.then(
+          (paid) => paid,
+          () => null,
+        );
+        if (shared !== null) return sendWithToken(request, shared, scope);
+      }
+    }
+    const { candidate, reservation } = reserveFirst(candidates, options);
+    if (candidate.offer.kind === "x402")
+      return payX402(candidate, candidate.offer, reservation, request, url);
+    return payL402(candidate, candidate.offer.challenge, reservation, request, url, scope);
+  };
+
+  async function payX402(
+    candidate: Candidate,
+    offer: Extract<Offer, { kind: "x402" }>,
+    reservation: Reservation,
+    request: Request,
+    url: URL,
+  ): Promise<Response> {
+    let header: { name: string; value: string };
+    try {
+      header = await createX402Payment({
+        payer: options.evm!,
+        challenge: offer.challenge,
+        offer: offer.offer,
+        nowMs: now(),
+        nonce: `0x${randomBytes(32).toString("hex")}`,
+      });
+    } catch (error) {
+      reservation.release();
+      throw error instanceof PayError
+        ? error
+        : new PayerFailedError("The EVM payer could not sign the authorization", { cause: error });
+    }
+    reservation.commit();
+    const retry = request.clone();
+    retry.headers.set(header.name, header.value);
+    retry.headers.set("access-control-expose-headers", `${paymentResponseHeader},${xPaymentResponseHeader}`);
+    const answer = await send(retry);
+    if (answer.status === 402 || answer.status === 412)
+      throw new PaymentRefusedError({
+        scheme: `x402 v${offer.offer.version}`,
+        status: answer.status,
+        reason: x402RefusalReason(answer.headers, await readBody(answer)),
+      });
+    options.onPayment?.({
+      scheme: "x402",
+      version: offer.offer.version,
+      url: url.href,
+      asset: candidate.asset,
+      amount: candidate.amount,
+      receipt: readX402Receipt(answer.headers),
+      status: answer.status,
+    });
+    return answer;
+  }
+
+  async function payL402(
+    candidate: Candidate,
+    challenge: Extract<Offer, { kind: "l402" }>["challenge"],
+    reservation: Reservation,
+    request: Request,
+    url: URL,
+    scope: string,
+  ): Promise<Response> {
+    const payer = options.lightning!;
+    const feeMsatMax = reservation.amount - candidate.amount;
+    let feeMsat = 0n;
+    const paying = (async (): Promise<L402Token> => {
+      let paid: { preimage: string; feeMsat: bigint };
+      try {
+        paid = await payer.payInvoice({
+          invoice: challenge.invoice,
+          amountMsat: challenge.amountMsat,
+          feeMsatMax,
+        });
+      } catch (error) {
+        reservation.release();
+        throw error instanceof PayError
+          ? error
+          : new PayerFailedError("The Lightning payer could not pay the invoice", { cause: error });
+      }
+      if (!/^[0-9a-fA-F]{64}$/.test(paid.preimage)) {
+        reservation.commit();
+        throw new PayerFailedError("The Lightning payer returned no preimage", {
+          details: String(paid.preimage),
+        });
+      }
+      feeMsat = clampMsat(paid.feeMsat, feeMsatMax);
+      reservation.commit(candidate.amount + feeMsat);
+      const token: L402Token = {
+        scheme: challenge.scheme,
+        macaroon: challenge.macaroon,
+        preimage: paid.preimage.toLowerCase(),
+        expiresAtMs: macaroonExpiryMs(challenge.macaroon),
+      };
+      tokens.set(scope, token);
+      return token;
+    })();
+    inFlight.set(scope, paying);
+    let token: L402Token;
+    try {
+      token = await paying;
+    } finally {
+      if (inFlight.get(scope) === paying) inFlight.delete(scope);
+    }
+    const answer = await sendWithToken(request, token, scope);
+    options.onPayment?.({
+      scheme: "l402",
+      version: null,
+      url: url.href,
+      asset: candidate.asset,
+      amount: candidate.amount + feeMsat,
+      receipt: null,
+      status: answer.status,
+    });
+    return answer;
+  }
+
+  /** The request with an L402 token; refused (402, 401), the token is forgotten and PaymentRefusedError thrown. */
+  async function sendWithToken(request: Request, token: L402Token, scope: string): Promise<Response> {
+    const answer = await send(withAuthorization(request, token));
+    if (answer.status === 402 || answer.status === 401) {
+      tokens.drop(scope, token);
+      throw new PaymentRefusedError({
+        scheme: token.scheme,
+        status: answer.status,
+        reason: bodyReason(await readBody(answer)),
+      });
+    }
+    return answer;
+  }
+}
+
+/** The first candidate the budget covers, reserved (with the Lightning payer's fee ceiling on top of the amount). */
+function reserveFirst(
+  candidates: readonly Candidate[],
+  options: WrapFetchOptions,
+): { candidate: Candidate; reservation: Reservation } {
+  let refused: BudgetExceededError | null = null;
+  for (const candidate of candidates) {
+    const fee =
+      candidate.offer.kind === "l402" ? (options.lightning?.feeMsatMax(candidate.amount) ?? 0n) : 0n;
+    const total = candidate.amount + (fee > 0n ? fee : 0n);
+    if (options.budget === undefined)
+      return { candidate, reservation: unlimitedReservation(candidate.asset, total) };
+    try {
+      return { candidate, reservation: options.budget.reserve(candidate.asset, total) };
+    } catch (error) {
+      if (!(error instanceof BudgetExceededError)) throw error;
+      refused ??= error;
+    }
+  }
+  throw refused!;
+}
+
+/** A fee as reported, within [0, max]: a payer cannot spend more of the budget than it reserved. */
+function clampMsat(feeMsat: bigint, max: bigint): bigint {
+  if (feeMsat < 0n) return 0n;
+  return feeMsat > max ? max : feeMsat;
+}
+
+function withAuthorization(request: Request, token: L402Token): Request {
+  request.headers.set("authorization", l402Authorization(token));
+  return request;
+}
+
+/** Another request's L402 payment failed: this one goes on and pays for itself if it must. */
+function ignoreOtherRequestsFailure(): void {}
+
+/** A response's body as text, at most challengeBodyBytesMax bytes; null when it has none or is longer. */
+async function readBody(response: Response): Promise<string | null> {
+  if (response.body === null) return null;
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    length += value.byteLength;
+    if (length > challengeBodyBytesMax) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
