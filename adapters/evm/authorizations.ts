@@ -5,6 +5,10 @@
 // through the send journal (once per signer and nonce). It is credited by the deposit watcher once final.
 // Two ways in: the Rail contract's submitSignedPayment (the API's authenticated route) and the rail's own route for
 // wallets, without an API key, where the invoice's client secret (from its instructions) names the invoice.
+// x402's `exact` scheme signs TransferWithAuthorization instead, with a nonce of the payer's choosing: given as
+// `method: "transfer"` (only through submitSignedPayment, for an invoice the x402 settler made for that payment),
+// the same checks run over that typed data, the invoice takes the payer's nonce (so the watcher credits its
+// AuthorizationUsed log), and the gateway submits transferWithAuthorization to the hot wallet.
 import {
   type Address,
   BaseError,
@@ -37,7 +41,7 @@ import { viemDetails } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { revertName } from "./reverts.ts";
 import { sendOnce } from "./send-journal.ts";
-import { receiveWithAuthorizationTypedData } from "./typed-data.ts";
+import { receiveWithAuthorizationTypedData, transferWithAuthorizationTypedData } from "./typed-data.ts";
 
 /** The fields a signed authorization comes in (strings: decimal numbers, 0x hex). */
 export const authorizationFields = [
@@ -51,6 +55,11 @@ export const authorizationFields = [
 
 /** An authorization must stay valid at least this long after it is checked: time to be mined. */
 const authorizationValidityMarginS = 30n;
+/** The same margin for x402's TransferWithAuthorization: the x402 reference's 6 s (clients sign for maxTimeoutSeconds). */
+const transferValidityMarginS = 6n;
+
+/** Which EIP-3009 call the payer signed: ReceiveWithAuthorization (invoices) or TransferWithAuthorization (x402). */
+export type AuthorizationMethod = "receive" | "transfer";
 /** The wallet route's body: a client secret and six short fields. */
 const authorizationBodyBytesMax = 4_096;
 
@@ -62,6 +71,7 @@ const refused = (code: SignedPaymentRefusal, message: string): Refused => ({
 });
 
 type Authorization = {
+  method: AuthorizationMethod;
   from: Address;
   value: bigint;
   validAfter: bigint;
@@ -73,7 +83,9 @@ type Authorization = {
 const uintPattern = /^[0-9]{1,78}$/;
 
 function parseAuthorization(fields: Readonly<Record<string, string>>): Authorization | Refused {
-  const { from, value, valid_after, valid_before, nonce, signature } = fields;
+  const { from, value, valid_after, valid_before, nonce, signature, method = "receive" } = fields;
+  if (method !== "receive" && method !== "transfer")
+    return refused("authorization_mismatch", "method is receive or transfer");
   if (from === undefined || !isAddress(from, { strict: false }))
     return refused("authorization_mismatch", "from is not an address");
   for (const [name, text] of [
@@ -88,6 +100,7 @@ function parseAuthorization(fields: Readonly<Record<string, string>>): Authoriza
   if (signature === undefined || !isHex(signature) || signature.length !== 132)
     return refused("signature_invalid", "signature is not 65 bytes of hex");
   return {
+    method,
     from: getAddress(from),
     value: BigInt(value!),
     validAfter: BigInt(valid_after!),
@@ -109,26 +122,35 @@ async function checkTerms(
   if (nowS >= expiresS) return refused("authorization_expired", "the invoice has expired");
   if (auth.value !== row.amount)
     return refused("authorization_mismatch", `value must be the invoice's amount, ${row.amount}`);
-  if (auth.nonce.toLowerCase() !== row.auth_nonce.toLowerCase())
+  const transfer = auth.method === "transfer";
+  // A transfer's nonce is the payer's (x402); a receive's is the invoice's own, bound to it.
+  if (!transfer && auth.nonce.toLowerCase() !== row.auth_nonce.toLowerCase())
     return refused("authorization_mismatch", "nonce must be the invoice's authorization_nonce");
   if (auth.validAfter > nowS) return refused("authorization_mismatch", "valid_after is in the future");
-  if (auth.validBefore > expiresS)
+  if (!transfer && auth.validBefore > expiresS)
     return refused("authorization_mismatch", "valid_before must not be after the invoice's expiry");
-  if (auth.validBefore < nowS + authorizationValidityMarginS)
+  if (auth.validBefore < nowS + (transfer ? transferValidityMarginS : authorizationValidityMarginS))
     return refused("authorization_expired", "the authorization expires too soon to be mined");
   const domain = await tokenDomainOf(state, deposits);
-  const valid = await verifyTypedData({
-    address: auth.from,
-    ...receiveWithAuthorizationTypedData(domain, {
-      from: auth.from,
-      to: state.account.address,
-      value: auth.value,
-      validAfter: auth.validAfter,
-      validBefore: auth.validBefore,
-      nonce: auth.nonce,
-    }),
-    signature: auth.signature,
-  });
+  const message = {
+    from: auth.from,
+    to: state.account.address,
+    value: auth.value,
+    validAfter: auth.validAfter,
+    validBefore: auth.validBefore,
+    nonce: auth.nonce,
+  };
+  const valid = transfer
+    ? await verifyTypedData({
+        address: auth.from,
+        ...transferWithAuthorizationTypedData(domain, message),
+        signature: auth.signature,
+      })
+    : await verifyTypedData({
+        address: auth.from,
+        ...receiveWithAuthorizationTypedData(domain, message),
+        signature: auth.signature,
+      });
   if (!valid) return refused("signature_invalid", "the signature is not the payer's over these terms");
   return null;
 }
@@ -163,7 +185,7 @@ async function checkChain(
       account: state.account,
       address: token.address,
       abi: testUsdAbi,
-      functionName: "receiveWithAuthorization",
+      functionName: functionOf(auth),
       args: receiveArgs(state, auth),
     });
   } catch (error) {
@@ -179,13 +201,17 @@ async function checkChain(
       case "ERC20InsufficientBalance":
         return refused("payer_insufficient_funds", `${auth.from} holds less than ${auth.value}`);
       default:
-        state.logger.warn({ error: viemDetails(error) }, "simulating receiveWithAuthorization failed");
+        state.logger.warn({ error: viemDetails(error) }, `simulating ${functionOf(auth)} failed`);
         return refused("rail_unavailable", `the chain would not take it: ${revert ?? error.shortMessage}`);
     }
   }
   return null;
 }
 
+const functionOf = (auth: Authorization) =>
+  auth.method === "transfer" ? "transferWithAuthorization" : "receiveWithAuthorization";
+
+/** The call's arguments (the same for both: from, to = the hot wallet, value, window, nonce, v, r, s). */
 function receiveArgs(state: EvmRailState, auth: Authorization) {
   const { v, yParity, r, s } = parseSignature(auth.signature);
   const vByte = v === undefined ? yParity + 27 : Number(v); // the token takes v as 27 or 28
@@ -220,12 +246,27 @@ async function submit(
   if (terms !== null) return terms;
   const chain = await checkChain(state, row, auth);
   if (chain !== null) return chain;
-  // One signer per invoice: a second payer's authorization (its own nonce space) would pay it twice.
+  // One signer per invoice: a second payer's authorization (its own nonce space) would pay it twice. A transfer
+  // authorization also gives the invoice its nonce (once: no other invoice may hold it), which the watcher follows.
   const [claimed] = await state.params.db.query<{ auth_from: string }>(
-    `UPDATE evm_deposits SET auth_from = $4
-     WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
-     RETURNING auth_from`,
-    [state.chainId, state.params.token.address.toLowerCase(), row.reference, auth.from.toLowerCase()],
+    auth.method === "transfer"
+      ? `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+         WHERE chain_id = $1 AND token = $2 AND reference = $3
+           AND ((auth_from IS NULL AND NOT EXISTS (
+                  SELECT 1 FROM evm_deposits other
+                  WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5))
+             OR (auth_from = $4 AND auth_nonce = $5))
+         RETURNING auth_from`
+      : `UPDATE evm_deposits SET auth_from = $4
+         WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
+         RETURNING auth_from`,
+    [
+      state.chainId,
+      state.params.token.address.toLowerCase(),
+      row.reference,
+      auth.from.toLowerCase(),
+      ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
+    ],
   );
   if (claimed === undefined)
     return refused(
@@ -234,21 +275,18 @@ async function submit(
     );
   const sent = await sendOnce(
     state.journal,
-    `receive-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
+    `${auth.method}-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
     async () => ({
       to: state.params.token.address,
       data: encodeFunctionData({
         abi: testUsdAbi,
-        functionName: "receiveWithAuthorization",
+        functionName: functionOf(auth),
         args: receiveArgs(state, auth),
       }),
     }),
   );
   if ("status" in sent) {
-    state.logger.warn(
-      { reference: row.reference, message: sent.message },
-      "receiveWithAuthorization not sent",
-    );
+    state.logger.warn({ reference: row.reference, message: sent.message }, `${functionOf(auth)} not sent`);
     return sent.code === "rejected"
       ? refused("authorization_mismatch", sent.message)
       : refused("rail_unavailable", sent.message);

@@ -1,0 +1,125 @@
+// Switchyard as an x402 facilitator, framework-free: /verify, /settle and /supported with the specification's
+// bodies (v2 shapes; v1 payloads and requirements taken too). The HTTP glue (gateway/http/resources/x402.ts) finds
+// the tenant and the account to credit, and answers what these return. A business refusal is an answer
+// (`isValid: false` / `success: false` with x402's reason), never a throw.
+import type { Logger } from "../../core/index.ts";
+import type { Db } from "../db/index.ts";
+import type { SettlementDeps } from "../settlement/index.ts";
+import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
+import type { Refused } from "./refusals.ts";
+import { exactScheme } from "./requirements.ts";
+import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
+import type { X402Settler } from "./settle.ts";
+import { type CreditTarget, claim } from "./store.ts";
+import { type ExactRequirements, parsePayment, type VerifiedPayment, verifyExact } from "./verify.ts";
+
+/** What x402 needs, the facilitator and the paywall's scheme alike. */
+export type X402Deps = {
+  readonly db: Db;
+  readonly settlement: SettlementDeps;
+  readonly chains: ChainRegistry;
+  readonly settler: X402Settler;
+  readonly nowMs: () => number;
+  readonly logger: Logger;
+};
+
+/** A verify or settle request's body, as the official HTTPFacilitatorClient sends it. */
+export type FacilitatorRequest = { readonly paymentPayload: unknown; readonly paymentRequirements: unknown };
+
+const payerOf = (payload: unknown): string | undefined => {
+  const from = (payload as { payload?: { authorization?: { from?: unknown } } } | null)?.payload
+    ?.authorization?.from;
+  return typeof from === "string" ? from : undefined;
+};
+
+/** Parses and verifies; the refusal or the verified payment. */
+export async function checkPayment(
+  deps: X402Deps,
+  request: FacilitatorRequest,
+): Promise<{ ok: true; payment: VerifiedPayment; requirements: ExactRequirements } | Refused> {
+  const parsed = parsePayment(request.paymentPayload, request.paymentRequirements, deps.chains);
+  if (!parsed.ok) return parsed;
+  const verified = await verifyExact(deps, parsed.payload, parsed.requirements);
+  if (!verified.ok) return verified;
+  return { ok: true, payment: verified.payment, requirements: parsed.requirements };
+}
+
+/** POST /verify: whether settling this payment would succeed now (nothing is claimed or sent). */
+export async function facilitatorVerify(
+  deps: X402Deps,
+  request: FacilitatorRequest,
+): Promise<VerifyResponse> {
+  const checked = await checkPayment(deps, request);
+  if (!checked.ok) {
+    const payer = payerOf(request.paymentPayload);
+    return {
+      isValid: false,
+      invalidReason: checked.refusal,
+      invalidMessage: checked.message,
+      ...(payer === undefined ? {} : { payer }),
+    };
+  }
+  return { isValid: true, payer: checked.payment.payer };
+}
+
+/** POST /settle: verifies, claims the authorization for `credit`, and settles it (once, whoever asks again). */
+export async function facilitatorSettle(
+  deps: X402Deps,
+  request: FacilitatorRequest,
+  credit: CreditTarget,
+): Promise<SettleResponse> {
+  const network = networkOf(request.paymentRequirements);
+  const failed = (refused: Refused, payer?: string): SettleResponse => ({
+    success: false,
+    errorReason: refused.refusal,
+    errorMessage: refused.message,
+    transaction: "",
+    network,
+    ...(payer === undefined ? {} : { payer }),
+  });
+  const checked = await checkPayment(deps, request);
+  if (!checked.ok) return failed(checked, payerOf(request.paymentPayload));
+  const { payment, requirements } = checked;
+  if (!(await claim(deps.db, requirements.chain, payment.authorization, credit)))
+    return failed(
+      {
+        ok: false,
+        refusal: "invalid_exact_evm_nonce_already_used",
+        message: "this authorization was already taken",
+      },
+      payment.payer,
+    );
+  const settled = await deps.settler.settle(
+    { ...payment, credit, description: "x402 payment settled by the facilitator" },
+    requirements,
+  );
+  if (!settled.ok) return failed(settled, payment.payer);
+  return {
+    success: true,
+    transaction: settled.transaction,
+    network: settled.network,
+    payer: settled.payer,
+    amount: settled.amount.toString(),
+  };
+}
+
+function networkOf(requirements: unknown): string {
+  const network = (requirements as { network?: unknown } | null)?.network;
+  return typeof network === "string" ? network : "";
+}
+
+/** GET /supported: `exact` on every chain (v2 by CAIP-2, v1 where the chain has a name); payTo is the hot wallet. */
+export async function facilitatorSupported(deps: X402Deps): Promise<SupportedResponse> {
+  const kinds: SupportedResponse["kinds"] = [];
+  for (const chain of deps.chains.chains) {
+    const extra = { asset: chain.token, payTo: chain.hotWallet };
+    kinds.push({ x402Version: 2, scheme: exactScheme, network: caip2Of(chain.chainId), extra });
+    const v1 = v1NetworkOf(chain.chainId);
+    if (v1 !== null) kinds.push({ x402Version: 1, scheme: exactScheme, network: v1, extra });
+  }
+  return {
+    kinds,
+    extensions: [],
+    signers: { "eip155:*": [...new Set(deps.chains.chains.map((chain) => chain.hotWallet))] },
+  };
+}

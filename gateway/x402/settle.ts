@@ -1,0 +1,181 @@
+// Settlement of a verified x402 payment, one transaction per authorization. Each payment becomes an invoice of the
+// seller's account on the chain's EVM rail (so its receipt, its events, a refund and its booking are an invoice's:
+// credited from the rail's clearing account with the transaction as evidence when the deposit watcher sees it final),
+// and the authorization is handed to that rail (`method: "transfer"`), which checks it again and submits
+// transferWithAuthorization from the hot wallet through its send journal — the one signer and nonce sequence of that
+// wallet. The settler waits for the receipt; the gas the hot wallet paid is booked as the rail's fee, as a sweep's is.
+// Behind `X402Settler` so that a batch settler (many authorizations per transaction) can take its place.
+import { type Address, BaseError, type Hex } from "viem";
+import { assets, divCeil, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import { credit, transferCodes } from "../ledger/index.ts";
+import { railAccountOpened } from "../payments/index.ts";
+import { createInvoice, type SettlementDeps, submitInvoicePayment } from "../settlement/index.ts";
+import type { X402Chain } from "./chains.ts";
+import type { X402Refusal } from "./refusals.ts";
+import { type CreditTarget, record, release } from "./store.ts";
+import type { ExactRequirements, VerifiedPayment } from "./verify.ts";
+
+/** What settling one payment came to. `transaction` is the chain's transaction hash. */
+export type SettleResult =
+  | {
+      readonly ok: true;
+      readonly transaction: Hex;
+      readonly payer: Address;
+      readonly network: string;
+      readonly amount: bigint;
+      /** The seller's invoice that books the payment. */
+      readonly invoiceId: string;
+    }
+  | { readonly ok: false; readonly refusal: X402Refusal; readonly message: string; readonly payer: Address };
+
+/** A payment verified and claimed (store.claim) for `credit`, settled once. */
+export type ClaimedPayment = VerifiedPayment & {
+  readonly credit: CreditTarget;
+  readonly description: string;
+};
+
+export interface X402Settler {
+  settle(payment: ClaimedPayment, requirements: ExactRequirements): Promise<SettleResult>;
+}
+
+export type SingleSettlerDeps = {
+  readonly settlement: SettlementDeps;
+  readonly logger?: Logger;
+  readonly nowMs?: () => number;
+};
+
+/** An invoice for an x402 payment stays open this long past the authorization's validBefore, at least. */
+const invoiceExpiryMarginS = 60;
+/** …and at most this long in all. */
+const invoiceExpirySecondsMax = 86_400;
+
+/** How each refusal of the rail (core's SignedPaymentRefusal, or the invoice's) reads in x402's terms. */
+const railRefusalReason: Record<string, X402Refusal> = {
+  signature_invalid: "invalid_exact_evm_payload_signature",
+  authorization_mismatch: "invalid_payload",
+  authorization_expired: "invalid_exact_evm_payload_authorization_valid_before",
+  authorization_used: "invalid_exact_evm_nonce_already_used",
+  payer_insufficient_funds: "insufficient_funds",
+};
+
+export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
+  const logger = deps.logger ?? silentLogger;
+  const nowMs = deps.nowMs ?? Date.now;
+  return {
+    async settle(payment, requirements) {
+      const { chain } = requirements;
+      const a = payment.authorization;
+      const refused = (refusal: X402Refusal, message: string): SettleResult => ({
+        ok: false,
+        refusal,
+        message,
+        payer: payment.payer,
+      });
+      const validForS = Number(a.validBefore) - Math.floor(nowMs() / 1000);
+      const created = await createInvoice(deps.settlement, {
+        tenantId: payment.credit.tenantId,
+        accountId: payment.credit.accountId,
+        asset: chain.asset.code,
+        amount: formatAmount(a.value, chain.asset),
+        rail: chain.rail,
+        description: payment.description,
+        expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
+      });
+      if (!created.ok) {
+        await release(deps.settlement.db, chain, a);
+        return refused("unexpected_settle_error", `the payment could not be booked: ${created.message}`);
+      }
+      const invoiceId = created.invoice.id;
+      await record(deps.settlement.db, chain, a, { status: "claimed", invoiceId });
+      const submitted = await submitInvoicePayment(deps.settlement, {
+        tenantId: payment.credit.tenantId,
+        id: invoiceId,
+        fields: {
+          method: "transfer",
+          from: a.from,
+          to: a.to,
+          value: a.value.toString(),
+          valid_after: a.validAfter.toString(),
+          valid_before: a.validBefore.toString(),
+          nonce: a.nonce,
+          signature: payment.signature,
+        },
+      });
+      if (!submitted.ok) {
+        // Refused before anything was sent: the claim is given back, the invoice stays open until it expires.
+        await release(deps.settlement.db, chain, a);
+        return refused(railRefusalReason[submitted.refusal] ?? "unexpected_settle_error", submitted.message);
+      }
+      const txHash = submitted.railReference as Hex;
+      await record(deps.settlement.db, chain, a, { status: "submitted", txHash });
+      const mined = await receiptOf(chain, txHash);
+      if (mined === null) {
+        logger.warn(
+          { txHash, invoiceId },
+          "x402 settlement not mined in time; the invoice is credited if it is",
+        );
+        return refused("unexpected_settle_error", `transaction ${txHash} was not mined in time`);
+      }
+      await bookGas(deps.settlement, chain, txHash, mined.gasWei);
+      if (!mined.success) {
+        await record(deps.settlement.db, chain, a, { status: "failed", failure: "reverted" });
+        return refused("invalid_transaction_state", `transaction ${txHash} reverted`);
+      }
+      await record(deps.settlement.db, chain, a, { status: "settled" });
+      return {
+        ok: true,
+        transaction: txHash,
+        payer: payment.payer,
+        network: requirements.network,
+        amount: a.value,
+        invoiceId,
+      };
+    },
+  };
+}
+
+async function receiptOf(chain: X402Chain, hash: Hex): Promise<{ success: boolean; gasWei: bigint } | null> {
+  try {
+    const receipt = await chain.publicClient.waitForTransactionReceipt({
+      hash,
+      timeout: chain.receiptTimeoutMs,
+    });
+    return { success: receipt.status === "success", gasWei: receipt.gasUsed * receipt.effectiveGasPrice };
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return null;
+  }
+}
+
+const weiPerGwei = 1_000_000_000n;
+
+/** The gas of the settlement's transaction, in gwei rounded up: the rail's fee against its ETH clearing (idempotent). */
+async function bookGas(settlement: SettlementDeps, chain: X402Chain, txHash: Hex, gasWei: bigint) {
+  const amount = divCeil(gasWei, weiPerGwei);
+  if (amount === 0n) return;
+  const gas = assets.ETH;
+  const [fees, clearing] = await Promise.all([
+    railAccountOpened(settlement, { kind: "fee", rail: chain.rail, asset: gas }),
+    railAccountOpened(settlement, { kind: "clearing", rail: chain.rail, asset: gas }),
+  ]);
+  await credit(
+    settlement.ledger,
+    {
+      debitAccountId: fees.ledgerAccountId,
+      creditAccountId: clearing.ledgerAccountId,
+      amount,
+      ledger: gas.ledger,
+      code: transferCodes.payments.feePaid,
+    },
+    {
+      id: derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas"),
+      evidence: {
+        rail: chain.rail,
+        reference: txHash,
+        detail: { kind: "x402_gas", wei: gasWei.toString() },
+      },
+      label: `the gas of x402 settlement ${txHash}`,
+    },
+  );
+}

@@ -1,0 +1,81 @@
+// The gateway's record of x402 authorizations (migration 0021): the claim that makes one authorization pay at most
+// once, and what became of it. Every statement names the chain, token, payer and nonce.
+import type { Db } from "../db/index.ts";
+import type { X402Chain } from "./chains.ts";
+import type { Eip3009Authorization } from "./verify.ts";
+
+const keyOf = (chain: X402Chain, a: Pick<Eip3009Authorization, "from" | "nonce">) => [
+  chain.chainId,
+  chain.token.toLowerCase(),
+  a.from.toLowerCase(),
+  a.nonce.toLowerCase(),
+];
+
+/** Whether the authorization is already claimed (by any payment, any tenant, any process). */
+export async function isClaimed(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce">,
+): Promise<boolean> {
+  const rows = await db.query(
+    "SELECT 1 FROM x402_authorizations WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4",
+    keyOf(chain, authorization),
+  );
+  return rows.length > 0;
+}
+
+/** Who is credited with a payment: a tenant's account. */
+export type CreditTarget = { readonly tenantId: string; readonly accountId: string };
+
+/** Claims the authorization for `credit`: true when this call took it, false when it was taken before. */
+export async function claim(
+  db: Db,
+  chain: X402Chain,
+  authorization: Eip3009Authorization,
+  credit: CreditTarget,
+): Promise<boolean> {
+  const rows = await db.query(
+    `INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (chain_id, token, payer, nonce) DO NOTHING
+     RETURNING 1`,
+    [...keyOf(chain, authorization), credit.tenantId, credit.accountId, authorization.value.toString()],
+  );
+  return rows.length === 1;
+}
+
+/** Gives a claim back while nothing was sent: the same authorization may come again. */
+export async function release(db: Db, chain: X402Chain, authorization: Eip3009Authorization): Promise<void> {
+  await db.query(
+    `DELETE FROM x402_authorizations
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'claimed' AND tx_hash IS NULL`,
+    keyOf(chain, authorization),
+  );
+}
+
+/** Records what became of a claimed authorization. */
+export async function record(
+  db: Db,
+  chain: X402Chain,
+  authorization: Eip3009Authorization,
+  change: {
+    status: "claimed" | "submitted" | "settled" | "failed";
+    invoiceId?: string;
+    txHash?: string;
+    failure?: string;
+  },
+): Promise<void> {
+  await db.query(
+    `UPDATE x402_authorizations
+     SET status = $5, invoice_id = coalesce($6, invoice_id), tx_hash = coalesce($7, tx_hash),
+         failure = coalesce($8, failure), updated_at = now()
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4`,
+    [
+      ...keyOf(chain, authorization),
+      change.status,
+      change.invoiceId ?? null,
+      change.txHash ?? null,
+      change.failure ?? null,
+    ],
+  );
+}

@@ -1,0 +1,315 @@
+// Verification of an `exact` EVM payment (EIP-3009 TransferWithAuthorization), in the reference facilitator's
+// order: version, scheme, network, the requirements are the gateway's (its token, its hot wallet as payTo, the
+// token's real EIP-712 domain), the signature (an EOA's recovered; a contract wallet's asked through the chain,
+// ERC-1271), recipient, validity window, value (v2: equal; v1: at least), the nonce unused in the gateway and on the
+// chain, the payer's balance, and last the transfer simulated from the hot wallet. Each refusal is a code from
+// refusals.ts; a chain that cannot be read is `unexpected_verify_error`, never a throw.
+import { type Address, BaseError, getAddress, type Hex, isAddressEqual, parseSignature } from "viem";
+import type { Db } from "../db/index.ts";
+import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
+import { type Refused, refusedWith } from "./refusals.ts";
+import { exactScheme } from "./requirements.ts";
+import {
+  exactEvmPayload,
+  type PaymentPayload,
+  paymentPayload,
+  paymentRequirementsV1,
+  paymentRequirementsV2,
+} from "./schemas.ts";
+import { isClaimed } from "./store.ts";
+
+/** An authorization must stay valid at least this long after it is checked (the x402 reference's margin). */
+export const validBeforeMarginS = 6n;
+
+/** What verification needs. */
+export type VerifyDeps = { readonly db: Db; readonly chains: ChainRegistry; readonly nowMs: () => number };
+
+export type Eip3009Authorization = {
+  from: Address;
+  to: Address;
+  value: bigint;
+  validAfter: bigint;
+  validBefore: bigint;
+  nonce: Hex;
+};
+
+/** The requirements, as the gateway reads them (v2's `amount`, v1's `maxAmountRequired`). */
+export type ExactRequirements = {
+  readonly version: 1 | 2;
+  readonly chain: X402Chain;
+  /** As the requirements name it: `eip155:<id>` (v2) or a v1 name. */
+  readonly network: string;
+  readonly amount: bigint;
+  readonly payTo: Address;
+  readonly asset: Address;
+  /** As given: `name` and `version` must be the token's EIP-712 domain. */
+  readonly extra: Readonly<Record<string, unknown>>;
+};
+
+/** A payment that passed every check: what settlement submits. */
+export type VerifiedPayment = {
+  readonly version: 1 | 2;
+  readonly requirements: ExactRequirements;
+  readonly payer: Address;
+  readonly authorization: Eip3009Authorization;
+  readonly signature: Hex;
+};
+
+const uintPattern = /^[0-9]{1,78}$/;
+
+/** The payload and requirements of a request, parsed; the shape's faults refused. */
+export function parsePayment(
+  rawPayload: unknown,
+  rawRequirements: unknown,
+  chains: ChainRegistry,
+): { ok: true; payload: PaymentPayload; requirements: ExactRequirements } | Refused {
+  const version =
+    typeof rawPayload === "object" && rawPayload !== null
+      ? (rawPayload as { x402Version?: unknown }).x402Version
+      : undefined;
+  if (version !== 1 && version !== 2)
+    return refusedWith("invalid_x402_version", "x402Version must be 1 or 2");
+  const payload = paymentPayload.safeParse(rawPayload);
+  if (!payload.success) return refusedWith("invalid_payload", "the payment payload is not x402's");
+  const parsed = (version === 2 ? paymentRequirementsV2 : paymentRequirementsV1).safeParse(rawRequirements);
+  if (!parsed.success)
+    return refusedWith("invalid_payment_requirements", `the payment requirements are not x402 v${version}'s`);
+  const req = parsed.data;
+  const payloadScheme = payload.data.x402Version === 2 ? payload.data.accepted.scheme : payload.data.scheme;
+  if (req.scheme !== exactScheme || payloadScheme !== exactScheme)
+    return refusedWith("unsupported_scheme", `only the ${exactScheme} scheme is taken`);
+  const chain = chains.byNetwork(req.network);
+  if (chain === null) return refusedWith("invalid_network", `the gateway does not settle on ${req.network}`);
+  const payloadNetwork =
+    payload.data.x402Version === 2 ? payload.data.accepted.network : payload.data.network;
+  if (payloadNetwork !== req.network)
+    return refusedWith(
+      "invalid_network",
+      `the payment is for ${payloadNetwork}, the requirements for ${req.network}`,
+    );
+  const amountText = "amount" in req ? req.amount : req.maxAmountRequired;
+  if (!uintPattern.test(amountText))
+    return refusedWith("invalid_payment_requirements", "the amount is not a whole number of atomic units");
+  if (!/^0x[0-9a-fA-F]{40}$/.test(req.payTo) || !isAddressEqual(req.payTo as Address, chain.hotWallet))
+    return refusedWith(
+      "invalid_payment_requirements",
+      `payTo must be the gateway's address on ${req.network}, ${getAddress(chain.hotWallet)}`,
+    );
+  if (!/^0x[0-9a-fA-F]{40}$/.test(req.asset) || !isAddressEqual(req.asset as Address, chain.token))
+    return refusedWith(
+      "invalid_payment_requirements",
+      `asset must be the token the gateway settles on ${req.network}, ${getAddress(chain.token)}`,
+    );
+  return {
+    ok: true,
+    payload: payload.data,
+    requirements: {
+      version,
+      chain,
+      network: req.network,
+      amount: BigInt(amountText),
+      payTo: getAddress(chain.hotWallet),
+      asset: getAddress(chain.token),
+      extra: req.extra ?? {},
+    },
+  };
+}
+
+/** Checks a parsed payment against its requirements: everything but settlement. */
+export async function verifyExact(
+  deps: VerifyDeps,
+  payload: PaymentPayload,
+  requirements: ExactRequirements,
+): Promise<{ ok: true; payment: VerifiedPayment } | Refused> {
+  const chain = requirements.chain;
+  const domain = await readDomain(deps, chain);
+  if (domain === null) return refusedWith("unexpected_verify_error", "the token's domain cannot be read now");
+  const given = requirements.extra;
+  if (typeof given.name !== "string" || typeof given.version !== "string")
+    return refusedWith(
+      "invalid_exact_evm_missing_eip712_domain",
+      "extra.name and extra.version are required",
+    );
+  if (given.name !== domain.name || given.version !== domain.version)
+    return refusedWith(
+      "invalid_exact_evm_token_name_mismatch",
+      `the token's EIP-712 domain is name "${domain.name}", version "${domain.version}"`,
+    );
+  const parsed = exactEvmPayload.safeParse(payload.payload);
+  if (!parsed.success)
+    return refusedWith(
+      "invalid_payload",
+      "payload must be {signature, authorization} of an EIP-3009 transfer",
+    );
+  const a = parsed.data.authorization;
+  const authorization: Eip3009Authorization = {
+    from: getAddress(a.from),
+    to: getAddress(a.to),
+    value: BigInt(a.value),
+    validAfter: BigInt(a.validAfter),
+    validBefore: BigInt(a.validBefore),
+    nonce: a.nonce.toLowerCase() as Hex,
+  };
+  const signature = parsed.data.signature as Hex;
+  const signed = await signatureValid(chain, domain, authorization, signature);
+  if (signed === null) return refusedWith("unexpected_verify_error", "the chain cannot be read now");
+  if (!signed)
+    return refusedWith(
+      "invalid_exact_evm_payload_signature",
+      "the signature is not the payer's over these terms",
+    );
+  if (!isAddressEqual(authorization.to, requirements.payTo))
+    return refusedWith("invalid_exact_evm_payload_recipient_mismatch", `to must be ${requirements.payTo}`);
+  const nowS = BigInt(Math.floor(deps.nowMs() / 1000));
+  if (authorization.validBefore < nowS + validBeforeMarginS)
+    return refusedWith(
+      "invalid_exact_evm_payload_authorization_valid_before",
+      "the authorization has expired",
+    );
+  if (authorization.validAfter > nowS)
+    return refusedWith(
+      "invalid_exact_evm_payload_authorization_valid_after",
+      "the authorization is not valid yet",
+    );
+  const valueOk =
+    requirements.version === 2
+      ? authorization.value === requirements.amount
+      : authorization.value >= requirements.amount;
+  if (!valueOk)
+    return refusedWith(
+      "invalid_exact_evm_payload_authorization_value",
+      `value must be ${requirements.version === 2 ? "" : "at least "}${requirements.amount}`,
+    );
+  if (await isClaimed(deps.db, chain, authorization))
+    return refusedWith("invalid_exact_evm_nonce_already_used", "this authorization was already taken");
+  const onChain = await checkChain(chain, authorization, signature);
+  if (onChain !== null) return onChain;
+  return {
+    ok: true,
+    payment: {
+      version: requirements.version,
+      requirements,
+      payer: authorization.from,
+      authorization,
+      signature,
+    },
+  };
+}
+
+async function readDomain(deps: VerifyDeps, chain: X402Chain) {
+  try {
+    return await deps.chains.domainOf(chain);
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return null;
+  }
+}
+
+/** The EIP-712 typed data of a TransferWithAuthorization on `chain`. */
+export function transferTypedData(
+  chain: X402Chain,
+  domain: { name: string; version: string },
+  authorization: Eip3009Authorization,
+) {
+  return {
+    domain: { ...domain, chainId: chain.chainId, verifyingContract: chain.token },
+    types: {
+      TransferWithAuthorization: [
+        { name: "from", type: "address" },
+        { name: "to", type: "address" },
+        { name: "value", type: "uint256" },
+        { name: "validAfter", type: "uint256" },
+        { name: "validBefore", type: "uint256" },
+        { name: "nonce", type: "bytes32" },
+      ],
+    },
+    primaryType: "TransferWithAuthorization",
+    message: authorization,
+  } as const;
+}
+
+/** true / false; null when the chain could not answer (a contract wallet's ERC-1271 is asked through it). */
+async function signatureValid(
+  chain: X402Chain,
+  domain: { name: string; version: string },
+  authorization: Eip3009Authorization,
+  signature: Hex,
+): Promise<boolean | null> {
+  try {
+    return await chain.publicClient.verifyTypedData({
+      address: authorization.from,
+      ...transferTypedData(chain, domain, authorization),
+      signature,
+    });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    // A signature viem cannot even parse (a bad recovery byte) is not the payer's; the node out of reach is null.
+    return error.name === "HttpRequestError" || error.name === "TimeoutError" ? null : false;
+  }
+}
+
+/** The EIP-3009 call's v, r, s (the token takes v as 27 or 28); null for a signature that is not 65 bytes. */
+export function vrsOf(signature: Hex): { v: number; r: Hex; s: Hex } | null {
+  if (signature.length !== 132) return null;
+  const { v, yParity, r, s } = parseSignature(signature);
+  return { v: v === undefined ? yParity + 27 : Number(v), r, s };
+}
+
+async function checkChain(
+  chain: X402Chain,
+  authorization: Eip3009Authorization,
+  signature: Hex,
+): Promise<Refused | null> {
+  const { publicClient, token } = chain;
+  try {
+    const [used, balance] = await Promise.all([
+      publicClient.readContract({
+        address: token,
+        abi: eip3009Abi,
+        functionName: "authorizationState",
+        args: [authorization.from, authorization.nonce],
+      }),
+      publicClient.readContract({
+        address: token,
+        abi: eip3009Abi,
+        functionName: "balanceOf",
+        args: [authorization.from],
+      }),
+    ]);
+    if (used) return refusedWith("invalid_exact_evm_nonce_already_used", "the token has used this nonce");
+    if (balance < authorization.value)
+      return refusedWith(
+        "insufficient_funds",
+        `${authorization.from} holds less than ${authorization.value}`,
+      );
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return refusedWith("unexpected_verify_error", `the chain cannot be read now: ${error.shortMessage}`);
+  }
+  const vrs = vrsOf(signature);
+  if (vrs === null)
+    return refusedWith(
+      "invalid_exact_evm_transaction_simulation_failed",
+      "the token takes a 65-byte signature (v, r, s) only",
+    );
+  try {
+    await publicClient.simulateContract({
+      account: chain.hotWallet,
+      address: token,
+      abi: eip3009Abi,
+      functionName: "transferWithAuthorization",
+      args: transferArgs(authorization, vrs),
+    });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return refusedWith(
+      "invalid_exact_evm_transaction_simulation_failed",
+      `the token would not take it: ${error.shortMessage}`,
+    );
+  }
+  return null;
+}
+
+export function transferArgs(a: Eip3009Authorization, vrs: { v: number; r: Hex; s: Hex }) {
+  return [a.from, a.to, a.value, a.validAfter, a.validBefore, a.nonce, vrs.v, vrs.r, vrs.s] as const;
+}
