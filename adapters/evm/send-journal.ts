@@ -35,8 +35,8 @@ export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x$
  */
 export type SendRefused = { status: "failed"; code: RailFailureCode; revert: string | null; message: string };
 
-/** A contract call to send. */
-export type Call = { to: Address; data: Hex };
+/** A contract call to send; `gasAboveEstimate` is added to the estimate (a call that needs headroom at its end). */
+export type Call = { to: Address; data: Hex; gasAboveEstimate?: bigint };
 
 export type SendJournal = {
   readonly db: Db;
@@ -151,6 +151,7 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
       maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
       parameters: ["chainId", "gas", "type"],
     });
+    if (call.gasAboveEstimate !== undefined) request.gas = (request.gas ?? 0n) + call.gasAboveEstimate;
   } catch (error) {
     // Gas estimation runs the call: a revert here means it cannot succeed now; a node out of reach has said
     // nothing about it. Either way nothing was sent.
