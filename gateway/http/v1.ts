@@ -80,7 +80,12 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(webhookDeliveryRoutes, { db: options.db });
   await app.register(eventRoutes, { db: options.db, mode: options.mode });
   await app.register(accountRoutes, { db: options.db, accounts: options.accounts, ledger: options.ledger });
-  await app.register(payeeRoutes, { db: options.db, accounts: options.accounts, nowMs: Date.now });
+  await app.register(payeeRoutes, {
+    db: options.db,
+    accounts: options.accounts,
+    rails: options.rails,
+    nowMs: Date.now,
+  });
   await app.register(listRoutes, { db: options.db });
   await app.register(refundRoutes, { refunds: options.payments });
   const keyed = { db: options.db, changes: options.changes, mode: options.mode, nowMs: Date.now };

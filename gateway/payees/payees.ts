@@ -1,6 +1,7 @@
 // Payees: whom a tenant pays, by name, with its ways to be paid. Every read and write is scoped to its tenant:
 // another tenant's payee is as unknown as one that does not exist. Expected refusals are values (PayeeRefusal),
-// checked in a fixed order: a repeated method first (no store asked), then each `account` method's account.
+// checked in a fixed order: a repeated method first (no store asked), then each method in turn: an `account` method's
+// account exists, any other method is not one of the gateway's own addresses.
 import type { Sql } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
 import {
@@ -22,7 +23,11 @@ export type Payee = {
 };
 
 /** Why a create or update wrote nothing. */
-export type PayeeRefusal = "payee_not_found" | "payee_method_duplicate" | "account_not_found";
+export type PayeeRefusal =
+  | "payee_not_found"
+  | "payee_method_duplicate"
+  | "account_not_found"
+  | "destination_is_gateway";
 
 export type PayeeResult =
   | { ok: true; payee: Payee }
@@ -32,6 +37,11 @@ export type PayeesDeps = {
   sql: Sql;
   /** The tenant's own account, or null (the account cache's tenantAccount). */
   accounts: { tenantAccount(params: { tenantId: string; id: string }): Promise<{ id: string } | null> };
+  /**
+   * Whether a destination is an address of the gateway's own (a hot wallet, a contract, a deposit address: the
+   * rails' ownsDestination). Such a method is refused when it is written, not only when it is paid.
+   */
+  ownsDestination: (destination: PayeeDestination) => Promise<boolean>;
   nowMs: () => number;
 };
 
@@ -83,7 +93,16 @@ async function checkMethods(
       param: `methods.${duplicate.index}`,
     };
   for (const [index, method] of methods.entries()) {
-    if (method.kind !== "account") continue;
+    if (method.kind !== "account") {
+      if (await deps.ownsDestination(method))
+        return {
+          ok: false,
+          refusal: "destination_is_gateway",
+          message: `methods.${index} is an address of the gateway's own: paying it would move nothing out`,
+          param: `methods.${index}`,
+        };
+      continue;
+    }
     const account = await deps.accounts.tenantAccount({ tenantId: params.tenantId, id: method.accountId });
     if (account === null)
       return {

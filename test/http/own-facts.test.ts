@@ -2,7 +2,8 @@
 // - a rail short of liquidity is named with its reason, never with the shared hot wallet's balance;
 // - a payment to one of the gateway's own addresses (the hot wallet, the RevenueSplitter, the ForwarderFactory,
 //   a deposit address issued for an invoice; directly or as a payee's method) is refused 422
-//   `destination_is_gateway` before anything is written or sent. Before, a payment of 100 USDC to the hot wallet
+//   `destination_is_gateway` before anything is written or sent; a payee's method that is one is refused when the
+//   payee is created or updated. Before, a payment of 100 USDC to the hot wallet
 //   succeeded: the transfer from the wallet to itself moved no token, while the ledger booked 100 USDC out of the
 //   EVM rail's clearing account, which then stood 100 USDC away from what the wallet holds.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -107,14 +108,47 @@ describe.each(["pglite", "postgres"] as const)("own facts on %s", (database) => 
     expect(await gw.hotWalletNonce()).toBe(nonce);
   });
 
-  it("refuses a payee whose method is the hot wallet, at payment time", async () => {
-    const created = await gw.client.POST("/v1/payees", {
+  it("refuses a payee method that is the gateway's own address when it is written, created or updated", async () => {
+    const hotWallet = gw.app.chain!.walletClient.account.address;
+    const digests = await written();
+    const created = await gw.call("POST", "/v1/payees", {
       body: {
         name: "Mirror",
-        methods: [{ type: "evm_address", address: gw.app.chain!.walletClient.account.address }],
+        methods: [
+          { type: "lightning_address", address: "mirror@example.com" },
+          { type: "evm_address", address: hotWallet },
+        ],
       },
     });
+    expect(created.status).toBe(422);
+    expect(created.body.error).toMatchObject({ code: "destination_is_gateway", param: "methods.1" });
+    expect(await written()).toEqual(digests);
+    const honest = await gw.client.POST("/v1/payees", {
+      body: { name: "Honest", methods: [{ type: "lightning_address", address: "honest@example.com" }] },
+    });
+    expect(honest.response.status).toBe(201);
+    const updated = await gw.call("PATCH", `/v1/payees/${honest.data!.id}`, {
+      body: {
+        methods: [{ type: "evm_address", address: gw.app.chain!.contracts.splitter, chain_id: 31337 }],
+      },
+    });
+    expect(updated.status).toBe(422);
+    expect(updated.body.error).toMatchObject({ code: "destination_is_gateway", param: "methods.0" });
+    const kept = await gw.client.GET("/v1/payees/{id}", { params: { path: { id: honest.data!.id } } });
+    expect(kept.data!.methods).toEqual([{ type: "lightning_address", address: "honest@example.com" }]);
+  });
+
+  it("refuses, at payment time, a payee written before its method was checked", async () => {
+    const created = await gw.client.POST("/v1/payees", {
+      body: { name: "Old mirror", methods: [{ type: "lightning_address", address: "old@example.com" }] },
+    });
     expect(created.response.status).toBe(201);
+    // As a payee stored before methods were checked when written: its method is the hot wallet.
+    const hotWallet = gw.app.chain!.walletClient.account.address;
+    await gw.app.db.query("UPDATE payees SET methods = $1 WHERE id = $2", [
+      JSON.stringify([{ kind: "evm_address", address: hotWallet }]),
+      created.data!.id,
+    ]);
     const gap = await ledgerLessChain();
     const digests = await written();
     const answer = await pay({ type: "payee", payee: created.data!.id });

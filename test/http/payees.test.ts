@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { getTenantAccount } from "../../gateway/accounts/index.ts";
+import { ownedByGateway } from "../../gateway/http/resources/payees.ts";
 import { createPayee, payeeMethods } from "../../gateway/payees/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
@@ -148,6 +149,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         accounts: {
           tenantAccount: (params: { tenantId: string; id: string }) => getTenantAccount(gw.app.db, params),
         },
+        ownsDestination: ownedByGateway(gw.app.rails),
       };
       // Written a second apart, oldest first.
       const ids: string[] = [];

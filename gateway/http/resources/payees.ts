@@ -3,6 +3,7 @@
 // ./lists.ts. Another tenant's payee is not found, never forbidden.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import type { Rail } from "../../../core/index.ts";
 import type { AccountCache } from "../../accounts/index.ts";
 import type { Db } from "../../db/index.ts";
 import {
@@ -26,7 +27,23 @@ import {
   updatePayeeBody,
 } from "../schemas.ts";
 
-export type PayeeRoutesOptions = { db: Db; accounts: AccountCache; nowMs: () => number };
+export type PayeeRoutesOptions = {
+  db: Db;
+  accounts: AccountCache;
+  /** The rails, each asked whether a method is one of the gateway's own addresses (Rail.ownsDestination). */
+  rails: ReadonlyMap<string, Rail>;
+  nowMs: () => number;
+};
+
+/** Whether any rail owns the destination. */
+export function ownedByGateway(rails: ReadonlyMap<string, Rail>) {
+  return async (destination: PayeeMethod): Promise<boolean> => {
+    const asks: Promise<boolean>[] = [];
+    for (const rail of rails.values())
+      if (rail.ownsDestination !== undefined) asks.push(rail.ownsDestination(destination));
+    return (await Promise.all(asks)).includes(true);
+  };
+}
 
 function methodFromBody(body: PayeeMethodBody): PayeeMethod {
   switch (body.type) {
@@ -85,7 +102,12 @@ function payeeOf(result: PayeeResult): Payee {
 }
 
 const plugin: FastifyPluginAsyncZod<PayeeRoutesOptions> = async (app, options) => {
-  const deps: PayeesDeps = { sql: options.db, accounts: options.accounts, nowMs: options.nowMs };
+  const deps: PayeesDeps = {
+    sql: options.db,
+    accounts: options.accounts,
+    ownsDestination: ownedByGateway(options.rails),
+    nowMs: options.nowMs,
+  };
 
   app.post(
     "/payees",
