@@ -1,0 +1,118 @@
+// The caveats an L402 token is minted with, and how presented caveats are judged. Conditions are UTF-8
+// `key=value` strings (lightninglabs/L402:macaroon-spec.md):
+// - `services=<service>:0`           the service the token was bought for, tier 0 (Aperture's layout);
+// - `<service>_valid_until=<unix s>` serves while now < that second (Aperture's timeout caveat);
+// - `<service>_path=<path>`          the request's path: equal to it, or, when it ends in `*`, under that prefix;
+//                                    minted as the exact path the 402 answered;
+// - `<service>_requests=<n>`         the most requests the token serves; minted as what was bought, counted in
+//                                    the database (tokens.ts), never in the macaroon.
+// A holder may append caveats (the HMAC chain lets anyone add, no one remove) and every occurrence of a known
+// caveat must hold, so an appended one can only tighten: a later valid_until, another path or a larger count
+// never widens what the first one allowed. Conditions this gateway does not know (`preimage=…` appended by
+// Aperture-family clients, another service's caveats) are skipped, as the spec says.
+
+/** A service's name as caveat keys carry it: lower case, only [a-z0-9_-] (anything else becomes `-`). */
+export function caveatServiceName(service: string): string {
+  const name = service
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]/g, "-")
+    .slice(0, serviceNameLengthMax);
+  return name.length === 0 ? "service" : name;
+}
+
+const serviceNameLengthMax = 64;
+
+export type MintedCaveats = {
+  service: string;
+  validUntilSeconds: number;
+  path: string;
+  requestsMax: number;
+};
+
+export function mintCaveats(params: MintedCaveats): string[] {
+  const name = caveatServiceName(params.service);
+  return [
+    `services=${name}:0`,
+    `${name}_valid_until=${params.validUntilSeconds}`,
+    `${name}_path=${params.path}`,
+    `${name}_requests=${params.requestsMax}`,
+  ];
+}
+
+export type CaveatRefusalCode =
+  | "l402_caveat_invalid"
+  | "l402_service_mismatch"
+  | "l402_expired"
+  | "l402_path_mismatch";
+
+/** When several caveats fail, the first of these is said. */
+const refusalPrecedence: readonly CaveatRefusalCode[] = [
+  "l402_caveat_invalid",
+  "l402_service_mismatch",
+  "l402_expired",
+  "l402_path_mismatch",
+];
+
+export type CaveatJudgement =
+  | {
+      ok: true /** The smallest request count the caveats allow, null when none says. */;
+      requestsMax: number | null;
+    }
+  | { ok: false; code: CaveatRefusalCode; message: string };
+
+const unsignedInteger = /^[0-9]{1,15}$/;
+const tierPattern = /^[0-9]{1,3}$/;
+
+function pathAllows(pattern: string, path: string): boolean {
+  return pattern.endsWith("*") ? path.startsWith(pattern.slice(0, -1)) : path === pattern;
+}
+
+/** Judges presented conditions for a request to `service` at `path` at `nowMs`. */
+export function judgeCaveats(
+  conditions: readonly string[],
+  request: { service: string; path: string; nowMs: number },
+): CaveatJudgement {
+  const name = caveatServiceName(request.service);
+  const failures = new Map<CaveatRefusalCode, string>();
+  const fail = (code: CaveatRefusalCode, message: string) => {
+    if (!failures.has(code)) failures.set(code, message);
+  };
+  let requestsMax: number | null = null;
+  let servicesSeen = false;
+  for (const condition of conditions) {
+    const separator = condition.indexOf("=");
+    if (separator <= 0) continue;
+    const key = condition.slice(0, separator).trim();
+    const value = condition.slice(separator + 1).trim();
+    if (key === "services") {
+      servicesSeen = true;
+      const entries = value.split(",").map((entry) => entry.trim().split(":"));
+      if (
+        entries.some(
+          ([service, tier, ...rest]) => !service || !tierPattern.test(tier ?? "") || rest.length > 0,
+        )
+      )
+        fail("l402_caveat_invalid", `services caveat "${value}" is not name:tier[,…]`);
+      else if (!entries.some(([service]) => service === name))
+        fail("l402_service_mismatch", `the token is for ${value}, not ${name}`);
+    } else if (key === `${name}_valid_until`) {
+      if (!unsignedInteger.test(value)) fail("l402_caveat_invalid", `${key} "${value}" is not unix seconds`);
+      else if (request.nowMs >= Number(value) * 1000) fail("l402_expired", `the token expired at ${value}`);
+    } else if (key === `${name}_path`) {
+      if (!value.startsWith("/")) fail("l402_caveat_invalid", `${key} "${value}" is not a path`);
+      else if (!pathAllows(value, request.path))
+        fail("l402_path_mismatch", `the token is for ${value}, not ${request.path}`);
+    } else if (key === `${name}_requests`) {
+      if (!unsignedInteger.test(value) || Number(value) === 0)
+        fail("l402_caveat_invalid", `${key} "${value}" is not a positive count`);
+      else requestsMax = Math.min(requestsMax ?? Number.MAX_SAFE_INTEGER, Number(value));
+    }
+  }
+  // A token minted here always names its service; one without is not for this one.
+  if (!servicesSeen) fail("l402_service_mismatch", "the token names no service");
+  for (const code of refusalPrecedence) {
+    const message = failures.get(code);
+    if (message !== undefined) return { ok: false, code, message };
+  }
+  return { ok: true, requestsMax };
+}

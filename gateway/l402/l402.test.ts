@@ -1,0 +1,454 @@
+// L402 without a network: the identifier's layout, the caveats' rules, the headers both ways (Aperture's
+// challenge; LSAT-first raw headers, comma-joined lines, several macaroons), and the scheme on PGlite with a toy
+// Lightning-like receiver whose preimages the test holds: forged and extra caveats, another invoice's preimage,
+// expiry, an unpaid invoice, another tenant, the request count and its give-back, revocation.
+import { createHash, randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { createAccount, createAccountCache } from "../accounts/index.ts";
+import { gatewayMigrations } from "../app.ts";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import type { PaywallRequest, PricedResource, SchemeVerdict } from "../paywall/scheme.ts";
+import {
+  applyReceived,
+  createOpenInvoiceMemory,
+  getInvoice,
+  type ReceivingRail,
+  type SettlementDeps,
+} from "../settlement/index.ts";
+import { createTenant } from "../tenants/index.ts";
+import {
+  attenuateMacaroon,
+  caveatServiceName,
+  challengeLines,
+  createL402Scheme,
+  decodeIdentifier,
+  encodeIdentifier,
+  judgeCaveats,
+  mintCaveats,
+  mintMacaroon,
+  parseCredentials,
+  readMacaroon,
+  revokeToken,
+  rootKeyId,
+} from "./index.ts";
+
+const hash = "ab".repeat(32);
+const tokenId = "cd".repeat(32);
+
+describe("the identifier", () => {
+  it("is uint16 0 ‖ payment hash ‖ token id, 66 bytes, and reads back", () => {
+    const bytes = encodeIdentifier({ paymentHash: hash, tokenId });
+    expect(bytes.length).toBe(66);
+    expect(Buffer.from(bytes).toString("hex")).toBe(`0000${hash}${tokenId}`);
+    expect(decodeIdentifier(bytes)).toEqual({ paymentHash: hash, tokenId });
+    expect(rootKeyId(bytes)).toBe(createHash("sha256").update(bytes).digest("hex"));
+  });
+
+  it("refuses another length or version", () => {
+    const bytes = Buffer.from(encodeIdentifier({ paymentHash: hash, tokenId }));
+    expect(decodeIdentifier(bytes.subarray(0, 65))).toBeNull();
+    bytes.writeUInt16BE(1, 0);
+    expect(decodeIdentifier(bytes)).toBeNull();
+    expect(() => encodeIdentifier({ paymentHash: "ab", tokenId })).toThrow(RangeError);
+  });
+});
+
+describe("the macaroon", () => {
+  it("is written as the macaroon package writes V2 binary (where its writer still works: few caveats)", () => {
+    const library = createRequire(import.meta.url)("macaroon") as {
+      newMacaroon(p: object): { addFirstPartyCaveat(c: string): void; exportBinary(): Uint8Array };
+    };
+    const identifier = encodeIdentifier({ paymentHash: hash, tokenId });
+    const rootKey = new Uint8Array(32).fill(7);
+    const theirs = library.newMacaroon({ identifier, rootKey, location: "lsat", version: 2 });
+    theirs.addFirstPartyCaveat("services=w:0");
+    theirs.addFirstPartyCaveat("w_valid_until=1");
+    const ours = mintMacaroon({ identifier, rootKey, caveats: ["services=w:0", "w_valid_until=1"] });
+    expect(Buffer.from(ours).toString("hex")).toBe(Buffer.from(theirs.exportBinary()).toString("hex"));
+    expect(readMacaroon(ours)?.verifies(rootKey)).toBe(true);
+    expect(readMacaroon(ours)?.verifies(new Uint8Array(32))).toBe(false);
+  });
+});
+
+describe("caveats", () => {
+  const now = 1_800_000_000_000;
+  const minted = mintCaveats({
+    service: "Weather API",
+    validUntilSeconds: 1_800_000_060,
+    path: "/w",
+    requestsMax: 5,
+  });
+  const at = (path = "/w", nowMs = now) => ({ service: "Weather API", path, nowMs });
+
+  it("are minted as services, valid_until, path and requests under the service's caveat name", () => {
+    expect(caveatServiceName("Weather API")).toBe("weather-api");
+    expect(minted).toEqual([
+      "services=weather-api:0",
+      "weather-api_valid_until=1800000060",
+      "weather-api_path=/w",
+      "weather-api_requests=5",
+    ]);
+    expect(judgeCaveats(minted, at())).toEqual({ ok: true, requestsMax: 5 });
+  });
+
+  it("ignore unknown conditions and other services' caveats", () => {
+    const extra = [...minted, `preimage=${hash}`, "other_valid_until=1", "whatever"];
+    expect(judgeCaveats(extra, at())).toEqual({ ok: true, requestsMax: 5 });
+  });
+
+  it("only tighten: every occurrence must hold, the smallest count wins", () => {
+    expect(judgeCaveats([...minted, "weather-api_requests=2"], at())).toEqual({ ok: true, requestsMax: 2 });
+    expect(judgeCaveats([...minted, "weather-api_requests=50"], at())).toEqual({ ok: true, requestsMax: 5 });
+    expect(
+      judgeCaveats([...minted, "weather-api_valid_until=1900000000"], at("/w", now + 61_000)),
+    ).toMatchObject({
+      ok: false,
+      code: "l402_expired",
+    });
+    expect(judgeCaveats([...minted, "weather-api_path=/x"], at())).toMatchObject({
+      code: "l402_path_mismatch",
+    });
+    expect(judgeCaveats([...minted, "services=other:0"], at())).toMatchObject({
+      code: "l402_service_mismatch",
+    });
+  });
+
+  it("refuse an expired token, another path, another service, a malformed known caveat", () => {
+    expect(judgeCaveats(minted, at("/w", now + 60_000))).toMatchObject({ code: "l402_expired" });
+    expect(judgeCaveats(minted, at("/w/2"))).toMatchObject({ code: "l402_path_mismatch" });
+    expect(judgeCaveats(["services=weather-api:0", "weather-api_path=/w*"], at("/w/2"))).toMatchObject({
+      ok: true,
+    });
+    expect(judgeCaveats(minted, { ...at(), service: "maps" })).toMatchObject({
+      code: "l402_service_mismatch",
+    });
+    expect(judgeCaveats(["weather-api_path=/w"], at())).toMatchObject({ code: "l402_service_mismatch" });
+    expect(judgeCaveats([...minted, "weather-api_valid_until=soon"], at())).toMatchObject({
+      code: "l402_caveat_invalid",
+    });
+  });
+});
+
+const request = (authorization: string[] | undefined, raw = true): PaywallRequest => ({
+  method: "GET",
+  url: "http://127.0.0.1/w",
+  headers: authorization === undefined ? {} : { authorization: authorization[0] },
+  ...(raw && authorization !== undefined
+    ? { rawHeaders: authorization.flatMap((value) => ["Authorization", value]) }
+    : {}),
+});
+
+describe("headers", () => {
+  const macaroon = mintMacaroon({
+    identifier: encodeIdentifier({ paymentHash: hash, tokenId }),
+    rootKey: new Uint8Array(32),
+    caveats: ["services=w:0"],
+  });
+  const b64 = Buffer.from(macaroon).toString("base64");
+
+  it("challenge as Aperture: LSAT then L402, macaroon then invoice, no-store", () => {
+    expect(challengeLines({ macaroon, invoice: "lnbcrt1x" })).toEqual([
+      ["WWW-Authenticate", `LSAT macaroon="${b64}", invoice="lnbcrt1x"`],
+      ["WWW-Authenticate", `L402 macaroon="${b64}", invoice="lnbcrt1x"`],
+      ["Cache-Control", "no-store"],
+    ]);
+  });
+
+  it("read L402 and LSAT in any case, LSAT-first raw headers, comma-joined lines and several macaroons", () => {
+    const preimage = "EF".repeat(32);
+    const one = { macaroons: [macaroon], preimage: preimage.toLowerCase() };
+    expect(parseCredentials(request([`l402 ${b64}:${preimage}`]))).toEqual({
+      kind: "credentials",
+      credentials: [{ scheme: "L402", ...one }],
+    });
+    // Node keeps the first Authorization in `headers`; the raw list has both.
+    expect(parseCredentials(request([`LSAT ${b64}:${preimage}`, `L402 ${b64}:${preimage}`]))).toEqual({
+      kind: "credentials",
+      credentials: [
+        { scheme: "LSAT", ...one },
+        { scheme: "L402", ...one },
+      ],
+    });
+    expect(parseCredentials(request([`LSAT ${b64}:${preimage}, L402 ${b64}:${preimage}`]))).toMatchObject({
+      credentials: [{ scheme: "LSAT" }, { scheme: "L402" }],
+    });
+    expect(parseCredentials(request([`L402 ${b64}, ${b64}:${preimage}`], false))).toMatchObject({
+      credentials: [{ macaroons: [macaroon, macaroon] }],
+    });
+    expect(readMacaroon(macaroon)?.conditions).toEqual(["services=w:0"]);
+  });
+
+  it("tell no credential from a malformed one", () => {
+    expect(parseCredentials(request(undefined))).toEqual({ kind: "none" });
+    expect(parseCredentials(request(["Bearer abc"]))).toEqual({ kind: "none" });
+    expect(parseCredentials(request([`L402 ${b64}:abc`]))).toMatchObject({ kind: "malformed" });
+    expect(parseCredentials(request([`L402 ${b64}`]))).toMatchObject({ kind: "malformed" });
+    expect(parseCredentials(request([`L402 ${"A".repeat(20_000)}:${hash}`]))).toMatchObject({
+      kind: "malformed",
+    });
+    expect(parseCredentials(request([`L402 ${Array(5).fill(b64).join(",")}:${hash}`]))).toMatchObject({
+      kind: "malformed",
+    });
+  });
+});
+
+// ---- the scheme on PGlite, with a toy receiver standing in for LND
+
+let db: Db;
+let ledger: Ledger;
+const tenantId = "ten_l402";
+const preimages = new Map<string, string>(); // payment hash → preimage
+const toyLightning: ReceivingRail = {
+  id: "toyln",
+  asset: assets.BTC,
+  async receive(offer) {
+    const preimage = randomBytes(32).toString("hex");
+    const paymentHash = createHash("sha256").update(Buffer.from(preimage, "hex")).digest("hex");
+    preimages.set(paymentHash, preimage);
+    return {
+      status: "offered",
+      railReference: paymentHash,
+      expiresAtMs: Date.now() + offer.expirySeconds * 1000,
+      instructions: {
+        method: "lightning",
+        bolt11: `lnbcrt-toy-${offer.reference}`,
+        payment_hash: paymentHash,
+      },
+    };
+  },
+};
+let settlement: SettlementDeps;
+let clockMs = Date.now();
+const resource: PricedResource = {
+  tenantId,
+  paywallId: "pw_1",
+  accountId: "acct_l402_seller",
+  service: "weather",
+  description: "the weather",
+  mimeType: "application/json",
+};
+const offers = [{ rail: "toyln", price: { asset: assets.BTC, amount: 2_000n } }];
+
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations, gatewayMigrations]);
+  ledger = createLedger({ db });
+  await createTenant(db, { id: tenantId, name: "L402" });
+  await createTenant(db, { id: "ten_other", name: "Other" });
+  await createAccount(
+    { sql: db, ledger },
+    { tenantId, kind: "customer", asset: assets.BTC, name: "seller", id: resource.accountId },
+  );
+  await createAccount(
+    { sql: db, ledger },
+    {
+      tenantId: null,
+      kind: "clearing",
+      asset: assets.BTC,
+      name: "toyln",
+      rail: "toyln",
+      id: "acct_clearing_toyln",
+    },
+  );
+  settlement = {
+    db,
+    ledger,
+    accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
+    openInvoices: createOpenInvoiceMemory({ entriesMax: 10 }),
+    rails: new Map([[toyLightning.id, toyLightning]]),
+  };
+}, 120_000);
+
+afterAll(async () => {
+  await ledger?.close();
+  await db?.close();
+});
+
+const scheme = (limits: Parameters<typeof createL402Scheme>[0]["limits"] = {}) =>
+  createL402Scheme({
+    settlement,
+    rail: "toyln",
+    nowMs: () => clockMs,
+    limits: { requestsPerToken: 3, invoicePaidWaitMs: 0, ...limits },
+  });
+
+/** A challenge, its macaroon (base64) and payment hash, and the invoice id. */
+async function challenged(l402 = scheme()) {
+  const part = await l402.challenge(resource, offers, request(undefined));
+  const line = part.headers.find(([name, value]) => name === "WWW-Authenticate" && value.startsWith("L402 "));
+  const [, macaroon = "", invoice = ""] = /macaroon="([^"]+)", invoice="([^"]+)"/.exec(line?.[1] ?? "") ?? [];
+  const paymentHash = decodeIdentifier(
+    readMacaroon(Buffer.from(macaroon, "base64"))!.identifier,
+  )!.paymentHash;
+  const [row] = await db.query<{ id: string }>("SELECT id FROM invoices WHERE rail_reference = $1", [
+    paymentHash,
+  ]);
+  return {
+    l402,
+    part,
+    macaroon,
+    invoice,
+    paymentHash,
+    invoiceId: row!.id,
+    preimage: preimages.get(paymentHash)!,
+  };
+}
+
+async function pay(invoiceId: string, paymentHash: string) {
+  await applyReceived(settlement, {
+    rail: "toyln",
+    reference: invoiceId,
+    amount: 6_000n,
+    evidence: { rail: "lightning", paymentHash, preimage: preimages.get(paymentHash)! },
+  });
+}
+
+const verify = (
+  l402: ReturnType<typeof scheme>,
+  authorization: string,
+  at: PricedResource = resource,
+): Promise<SchemeVerdict> => l402.verify(at, offers, request([authorization]));
+
+const code = (verdict: SchemeVerdict) => (verdict.kind === "refused" ? verdict.refusal.code : "paid");
+
+describe("the scheme", () => {
+  it("challenges with an invoice for the requests a token buys, into the paywall's account", async () => {
+    const { part, invoice, invoiceId, macaroon } = await challenged();
+    expect(part.headers.map(([name]) => name)).toEqual([
+      "WWW-Authenticate",
+      "WWW-Authenticate",
+      "Cache-Control",
+    ]);
+    expect(invoice).toBe(`lnbcrt-toy-${invoiceId}`);
+    expect(await getInvoice(db, { tenantId, id: invoiceId })).toMatchObject({
+      accountId: resource.accountId,
+      amount: 6_000n, // 3 requests at 2,000 msat
+      status: "open",
+      rail: "toyln",
+    });
+    expect(readMacaroon(Buffer.from(macaroon, "base64"))?.conditions).toEqual([
+      "services=weather:0",
+      `weather_valid_until=${Math.floor(clockMs / 1000) + 3600}`,
+      "weather_path=/w",
+      "weather_requests=3",
+    ]);
+    expect(scheme().carries(request([`LSAT ${macaroon}:${hash}`]))).toBe(true);
+    expect(scheme().carries(request(["Bearer x"]))).toBe(false);
+  });
+
+  it("serves a paid token up to its count, gives back a request not served, then refuses", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    const token = `L402 ${macaroon}:${preimage}`;
+    expect(code(await verify(l402, token))).toBe("l402_invoice_unpaid");
+    await pay(invoiceId, paymentHash);
+    const first = await verify(l402, token);
+    expect(first.kind === "paid" && first.payer).toMatch(/^[0-9a-f]{64}$/);
+    if (first.kind === "paid")
+      expect(await first.complete({ served: false })).toEqual({ settled: true, headers: [] });
+    for (let i = 0; i < 3; i += 1) {
+      const verdict = await verify(l402, token);
+      expect(code(verdict)).toBe("paid");
+      if (verdict.kind === "paid") await verdict.complete({ served: true });
+    }
+    expect(code(await verify(l402, token))).toBe("l402_requests_exhausted");
+  });
+
+  it("counts across processes: a scheme that never saw the token serves only what is left", async () => {
+    const { macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    await pay(invoiceId, paymentHash);
+    const token = `L402 ${macaroon}:${preimage}`;
+    const verdicts = await Promise.all(
+      [scheme(), scheme(), scheme(), scheme(), scheme()].map((s) => verify(s, token)),
+    );
+    expect(verdicts.map(code).sort()).toEqual([
+      "l402_requests_exhausted",
+      "l402_requests_exhausted",
+      "paid",
+      "paid",
+      "paid",
+    ]);
+  });
+
+  it("refuses a forged or extra caveat, another invoice's preimage, expiry, another paywall and another tenant", async () => {
+    const a = await challenged();
+    const b = await challenged(a.l402);
+    await pay(a.invoiceId, a.paymentHash);
+    await pay(b.invoiceId, b.paymentHash);
+    const bytes = Buffer.from(a.macaroon, "base64");
+    // A caveat's text changed in place (the count raised): the chain no longer ends in the signature.
+    const forged = Buffer.from(
+      bytes.toString("latin1").replace("weather_requests=3", "weather_requests=9"),
+      "latin1",
+    );
+    expect(code(await verify(a.l402, `L402 ${forged.toString("base64")}:${a.preimage}`))).toBe(
+      "l402_signature_invalid",
+    );
+    // A caveat appended without extending the chain (the old signature kept): the same.
+    const presented = readMacaroon(bytes)!;
+    const extra = mintMacaroon({
+      identifier: presented.identifier,
+      rootKey: randomBytes(32),
+      caveats: [...presented.conditions, "weather_requests=99"],
+    });
+    expect(code(await verify(a.l402, `L402 ${Buffer.from(extra).toString("base64")}:${a.preimage}`))).toBe(
+      "l402_signature_invalid",
+    );
+    expect(code(await verify(a.l402, `L402 ${a.macaroon}:${b.preimage}`))).toBe("l402_preimage_mismatch");
+    expect(
+      code(await verify(a.l402, `L402 ${a.macaroon}:${a.preimage}`, { ...resource, paywallId: "pw_2" })),
+    ).toBe("l402_service_mismatch");
+    expect(
+      code(await verify(a.l402, `L402 ${a.macaroon}:${a.preimage}`, { ...resource, tenantId: "ten_other" })),
+    ).toBe("l402_unknown_token");
+    expect(code(await verify(a.l402, `L402 garbage:${a.preimage}`))).toBe("l402_malformed");
+    clockMs += 3_601_000;
+    try {
+      expect(code(await verify(a.l402, `L402 ${a.macaroon}:${a.preimage}`))).toBe("l402_expired");
+    } finally {
+      clockMs -= 3_601_000;
+    }
+    // After all that, the token is whole: nothing refused was counted.
+    expect(code(await verify(a.l402, `LSAT ${a.macaroon}:${a.preimage}`))).toBe("paid");
+  });
+
+  it("accepts a caveat the holder appended properly, and it only tightens", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    await pay(invoiceId, paymentHash);
+    // What a holder can do: extend the chain from the signature it holds.
+    const attenuated = attenuateMacaroon(Buffer.from(macaroon, "base64"), [
+      "weather_requests=1",
+      `preimage=${preimage}`,
+    ]);
+    const token = `L402 ${Buffer.from(attenuated).toString("base64")}:${preimage}`;
+    expect(code(await verify(l402, token))).toBe("paid");
+    expect(code(await verify(l402, token))).toBe("l402_requests_exhausted");
+    // The original still has its other two.
+    expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
+  });
+
+  it("refuses a revoked token, also in a process that remembered it", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    await pay(invoiceId, paymentHash);
+    const token = `L402 ${macaroon}:${preimage}`;
+    expect(code(await verify(l402, token))).toBe("paid");
+    const keyId = rootKeyId(readMacaroon(Buffer.from(macaroon, "base64"))!.identifier);
+    expect(await revokeToken(db, { tenantId: "ten_other", keyId })).toBe(false);
+    expect(await revokeToken(db, { tenantId, keyId })).toBe(true);
+    expect(code(await verify(l402, token))).toBe("l402_unknown_token");
+    expect(code(await verify(scheme(), token))).toBe("l402_unknown_token");
+  });
+
+  it("waits a moment for a payment LND settled but the gateway has not booked yet", async () => {
+    const { macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    const realClock = createL402Scheme({
+      settlement,
+      rail: "toyln",
+      limits: { requestsPerToken: 3, invoicePaidWaitMs: 2_000, invoicePaidPollMs: 20 },
+    });
+    setTimeout(() => void pay(invoiceId, paymentHash), 100);
+    expect(code(await verify(realClock, `L402 ${macaroon}:${preimage}`))).toBe("paid");
+  });
+});

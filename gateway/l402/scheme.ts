@@ -1,0 +1,260 @@
+// L402 as one of the paywall's ways to pay (gateway/paywall/scheme.ts). A challenge is an invoice made the way
+// the gateway makes every invoice (settlement/invoices.ts createInvoice on the Lightning rail, into the paywall's
+// account: its payment is booked in the ledger with the preimage as evidence, with its events and receipt) and a
+// macaroon bound to the invoice's payment hash. A credential serves when, in this order:
+//   it reads (l402_malformed) → its root key is here, for this tenant (l402_unknown_token) → the HMAC chain over
+//   every presented caveat ends in its signature (l402_signature_invalid) → sha256(preimage) is the identifier's
+//   payment hash (l402_preimage_mismatch) → it was minted for this paywall and its caveats hold
+//   (l402_caveat_invalid, l402_service_mismatch, l402_expired, l402_path_mismatch) → its invoice is paid here
+//   (l402_invoice_unpaid) → a request is left on its count (l402_requests_exhausted).
+// A refusal is a 402 again with a fresh challenge (Aperture's choice, so that lnget and lsat-js pay again).
+import { createHash, randomBytes } from "node:crypto";
+import { type Asset, formatAmount, SwitchyardError } from "../../core/index.ts";
+import type {
+  ChallengePart,
+  PaymentRefusal,
+  PaymentScheme,
+  PaywallRequest,
+  PricedResource,
+  SchemePrice,
+  SchemeVerdict,
+} from "../paywall/scheme.ts";
+import { createInvoice, type SettlementDeps } from "../settlement/index.ts";
+import { judgeCaveats, mintCaveats } from "./caveats.ts";
+import { carriesL402, challengeLines, parseCredentials } from "./header.ts";
+import { decodeIdentifier, encodeIdentifier, type L402Identifier, rootKeyId } from "./identifier.ts";
+import { mintMacaroon, type PresentedMacaroon, readMacaroon } from "./macaroon.ts";
+import { giveBackRequest, insertToken, readToken, type StoredToken, takeRequest } from "./tokens.ts";
+
+export type L402RefusalCode =
+  | "l402_malformed"
+  | "l402_not_offered"
+  | "l402_unknown_token"
+  | "l402_signature_invalid"
+  | "l402_preimage_mismatch"
+  | "l402_caveat_invalid"
+  | "l402_service_mismatch"
+  | "l402_expired"
+  | "l402_path_mismatch"
+  | "l402_invoice_unpaid"
+  | "l402_requests_exhausted";
+
+export type L402SchemeLimits = {
+  /** How many requests one token buys; its invoice is the price of one request times this. */
+  requestsPerToken: number;
+  /** How long a token serves after its challenge (its `_valid_until` caveat). */
+  tokenValiditySeconds: number;
+  /** How long the invoice can be paid. */
+  invoiceExpirySeconds: number;
+  /**
+   * How long a credential whose invoice is not yet booked waits for it: the payer has the preimage the moment
+   * LND settles, a few milliseconds before the gateway books the payment (Aperture waits likewise).
+   */
+  invoicePaidWaitMs: number;
+  invoicePaidPollMs: number;
+  /** Tokens whose root key and paid invoice this process remembers, so that reuse costs one statement. */
+  tokenMemoryEntriesMax: number;
+};
+
+export const l402SchemeDefaults: L402SchemeLimits = {
+  requestsPerToken: 10,
+  tokenValiditySeconds: 3600,
+  invoiceExpirySeconds: 600,
+  invoicePaidWaitMs: 3000,
+  invoicePaidPollMs: 50,
+  tokenMemoryEntriesMax: 10_000,
+};
+
+export type L402SchemeDeps = {
+  /** Where invoices are made and their payments booked; its `db` keeps the tokens. */
+  settlement: SettlementDeps;
+  /** The rail the invoices are made on (default "lightning"): its railReference is the payment hash. */
+  rail?: string;
+  nowMs?: () => number;
+  limits?: Partial<L402SchemeLimits>;
+};
+
+export class L402Error extends SwitchyardError {
+  override name = "L402Error";
+}
+
+const refused = (code: L402RefusalCode, message: string): SchemeVerdict => ({
+  kind: "refused",
+  refusal: { code, message } satisfies PaymentRefusal,
+});
+
+const hex32 = /^[0-9a-f]{64}$/;
+
+/** Remembers tokens whose invoice is paid (fields that never change); the oldest is forgotten beyond the max. */
+function createTokenMemory(entriesMax: number) {
+  const tokens = new Map<string, StoredToken>();
+  const name = (tenantId: string, keyId: string) => `${tenantId}:${keyId}`;
+  return {
+    recall: (tenantId: string, keyId: string) => tokens.get(name(tenantId, keyId)),
+    remember(token: StoredToken) {
+      if (entriesMax <= 0) return;
+      while (tokens.size >= entriesMax) {
+        const oldest = tokens.keys().next();
+        if (oldest.done === true) break;
+        tokens.delete(oldest.value);
+      }
+      tokens.set(name(token.tenantId, token.keyId), token);
+    },
+    forget: (tenantId: string, keyId: string) => tokens.delete(name(tenantId, keyId)),
+  };
+}
+
+/** The first presented macaroon that carries an L402 version-0 identifier, with the preimage sent beside it. */
+function presentedToken(
+  request: PaywallRequest,
+):
+  | { ok: true; macaroon: PresentedMacaroon; identifier: L402Identifier; preimage: string }
+  | { ok: false; message: string } {
+  const parsed = parseCredentials(request);
+  if (parsed.kind === "none") return { ok: false, message: "no L402 credential in Authorization" };
+  if (parsed.kind === "malformed") return { ok: false, message: parsed.message };
+  for (const credential of parsed.credentials)
+    for (const bytes of credential.macaroons) {
+      const macaroon = readMacaroon(bytes);
+      const identifier = macaroon === null ? null : decodeIdentifier(macaroon.identifier);
+      if (macaroon !== null && identifier !== null)
+        return { ok: true, macaroon, identifier, preimage: credential.preimage };
+    }
+  return { ok: false, message: "no V2 macaroon with an L402 identifier in the credential" };
+}
+
+export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
+  const rail = deps.rail ?? "lightning";
+  const limits: L402SchemeLimits = { ...l402SchemeDefaults, ...deps.limits };
+  const nowMs = deps.nowMs ?? Date.now;
+  const db = deps.settlement.db;
+  const memory = createTokenMemory(limits.tokenMemoryEntriesMax);
+
+  const assetFor = (id: string): Asset | null =>
+    id === rail ? (deps.settlement.rails.get(id)?.asset ?? null) : null;
+
+  /** The token's row, waiting up to invoicePaidWaitMs for its invoice to be booked as paid. */
+  async function paidToken(tenantId: string, keyId: string, first: StoredToken): Promise<StoredToken> {
+    let token = first;
+    const deadline = nowMs() + limits.invoicePaidWaitMs;
+    while (!token.invoicePaid && nowMs() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, limits.invoicePaidPollMs));
+      token = (await readToken(db, { tenantId, keyId })) ?? token;
+    }
+    return token;
+  }
+
+  async function challenge(
+    resource: PricedResource,
+    offers: readonly { rail: string; price: SchemePrice }[],
+    request: PaywallRequest,
+  ): Promise<ChallengePart> {
+    const offer = offers.find((o) => o.rail === rail);
+    if (offer === undefined) return { headers: [] };
+    const asset = assetFor(rail);
+    if (asset === null || offer.price.asset.code !== asset.code)
+      throw new L402Error(`an L402 price must be in ${asset?.code ?? "the rail's asset"} on ${rail}`, {
+        details: offer.price.asset.code,
+      });
+    const created = await createInvoice(deps.settlement, {
+      tenantId: resource.tenantId,
+      accountId: resource.accountId,
+      asset: asset.code,
+      amount: formatAmount(offer.price.amount * BigInt(limits.requestsPerToken), asset),
+      rail,
+      description: `${resource.service}: ${limits.requestsPerToken} request(s)`.slice(0, 200),
+      expirySeconds: limits.invoiceExpirySeconds,
+    });
+    // No invoice (the rail is unreachable, the amount out of its range): the 402 offers the other ways.
+    if (!created.ok)
+      return { headers: [], body: { l402: { unavailable: created.refusal, message: created.message } } };
+    const { invoice } = created;
+    const paymentHash = invoice.railReference ?? "";
+    const bolt11 = invoice.instructions.bolt11 ?? "";
+    if (!hex32.test(paymentHash) || bolt11.length === 0)
+      throw new L402Error(`rail ${rail} answered an invoice without a payment hash and a BOLT11 request`, {
+        details: invoice.id,
+      });
+    const identifier = encodeIdentifier({ paymentHash, tokenId: randomBytes(32).toString("hex") });
+    const rootKey = new Uint8Array(randomBytes(32));
+    const validUntilSeconds = Math.floor(nowMs() / 1000) + limits.tokenValiditySeconds;
+    await insertToken(db, {
+      keyId: rootKeyId(identifier),
+      tenantId: resource.tenantId,
+      rootKey,
+      paymentHash,
+      invoiceId: invoice.id,
+      paywallId: resource.paywallId,
+      service: resource.service,
+      requestsMax: limits.requestsPerToken,
+      validUntil: new Date(validUntilSeconds * 1000),
+    });
+    const macaroon = mintMacaroon({
+      identifier,
+      rootKey,
+      caveats: mintCaveats({
+        service: resource.service,
+        validUntilSeconds,
+        path: new URL(request.url).pathname,
+        requestsMax: limits.requestsPerToken,
+      }),
+    });
+    return { headers: challengeLines({ macaroon, invoice: bolt11 }) };
+  }
+
+  async function verify(
+    resource: PricedResource,
+    offers: readonly { rail: string; price: SchemePrice }[],
+    request: PaywallRequest,
+  ): Promise<SchemeVerdict> {
+    const presented = presentedToken(request);
+    if (!presented.ok) return refused("l402_malformed", presented.message);
+    if (!offers.some((o) => o.rail === rail))
+      return refused("l402_not_offered", `${rail} is not offered here`);
+    const { macaroon, identifier, preimage } = presented;
+    const { tenantId } = resource;
+    const keyId = rootKeyId(macaroon.identifier);
+    const stored = memory.recall(tenantId, keyId) ?? (await readToken(db, { tenantId, keyId }));
+    if (stored === null)
+      return refused("l402_unknown_token", "no such token here (never issued, or revoked)");
+    if (!macaroon.verifies(stored.rootKey))
+      return refused("l402_signature_invalid", "the macaroon's signature does not match its caveats");
+    if (createHash("sha256").update(Buffer.from(preimage, "hex")).digest("hex") !== identifier.paymentHash)
+      return refused("l402_preimage_mismatch", "the preimage is not the token's invoice's");
+    if (stored.paywallId !== resource.paywallId)
+      return refused("l402_service_mismatch", "the token was bought for another paywall");
+    const judged = judgeCaveats(macaroon.conditions, {
+      service: resource.service,
+      path: new URL(request.url).pathname,
+      nowMs: nowMs(),
+    });
+    if (!judged.ok) return refused(judged.code, judged.message);
+    const paid = stored.invoicePaid ? stored : await paidToken(tenantId, keyId, stored);
+    if (!paid.invoicePaid) return refused("l402_invoice_unpaid", `invoice ${paid.invoiceId} is not paid`);
+    memory.remember(paid);
+    const taken = await takeRequest(db, {
+      tenantId,
+      keyId,
+      requestsMax: Math.min(paid.requestsMax, judged.requestsMax ?? paid.requestsMax),
+    });
+    if (!taken.ok) {
+      if (taken.reason === "revoked") {
+        memory.forget(tenantId, keyId);
+        return refused("l402_unknown_token", "the token was revoked");
+      }
+      return refused("l402_requests_exhausted", "the token's requests are used up");
+    }
+    let completed = false;
+    return {
+      kind: "paid",
+      payer: identifier.tokenId,
+      async complete({ served }) {
+        if (!served && !completed) await giveBackRequest(db, { tenantId, keyId });
+        completed = true;
+        return { settled: true, headers: [] };
+      },
+    };
+  }
+
+  return { id: "l402", assetFor, carries: carriesL402, challenge, verify };
+}
