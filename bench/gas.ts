@@ -2,8 +2,17 @@
 // on Hardhat's in-process chain (EDR). "Warm" means what a running gateway sees: the split, its totals and
 // its recipients' balances already exist, payees already hold the token, and allowances are unlimited.
 // gas_per_recipient = transaction gas / recipients; gas_per_payment = gas of all settleBatch calls / payments.
+//
+// x402-single / x402-batch-N: x402 `exact` payments (EIP-3009 transferWithAuthorization, each from its own payer
+// who already holds the token, each with a fresh random nonce, all to the hot wallet, which holds the token too),
+// one transaction per payment or N per X402BatchSettler.settle; gas_per_payment = the transaction's gas (21,000
+// base and calldata included) / payments. x402-batch-100-one-payer: the same with one payer for all 100.
+// The floor per payment on an unmodified EIP-3009 token (USDC, TestUSD) is not 25,000: each authorization writes
+// a fresh nonce slot (2,100 cold + 20,000 zero→non-zero = 22,100) and recovers a signature (ecrecover 3,000):
+// 25,100 before the payer's balance (cold read + write, 5,000), the token's two logs (AuthorizationUsed ≈ 1,100,
+// Transfer ≈ 1,750), the item's calldata (145 packed bytes ≈ 2,200) and the call itself (≈ 1,000).
 import { network } from "hardhat";
-import { type Address, type Hex, maxUint256, parseSignature } from "viem";
+import { type Address, type Hex, keccak256, maxUint256, parseSignature, stringToHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import {
   authorizationNonceOf,
@@ -17,6 +26,12 @@ import {
   testUsdAbi,
   testUsdDefaults,
 } from "../adapters/evm/index.ts";
+import { transferWithAuthorizationTypedData } from "../adapters/evm/typed-data.ts";
+import {
+  packAuthorizations,
+  type TransferAuthorization,
+  x402BatchSettlerAbi,
+} from "../adapters/evm/x402-batch.ts";
 import { basisPointsTotal } from "../core/index.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
@@ -26,6 +41,8 @@ const nettedPayments = 10_000;
 const nettedPayees = 100;
 const nettedPaymentUnitsMax = 10_000n; // one cent of a 6-decimal dollar
 const prngSeed = 0x5eed_1234;
+const x402BatchPayments = 100;
+const x402PaymentUnits = 1_000n; // a tenth of a cent of a 6-decimal dollar
 
 /** Deterministic addresses that hold no key: recipients and payees only receive. */
 function addressAt(group: number, index: number): Address {
@@ -222,5 +239,105 @@ async function measure(viem: HardhatViem): Promise<BenchResult> {
     gas_per_payment: Number(nettedGas) / nettedPayments,
   });
 
+  rows.push(...(await measureX402(viem, { testUsd, chainId, send, mint })));
   return { benchmark: "gas", rows };
+}
+
+/** x402-single, x402-batch-100 and x402-batch-100-one-payer (see the header). */
+async function measureX402(
+  viem: HardhatViem,
+  chain: {
+    testUsd: Address;
+    chainId: number;
+    send: (hash: Hex) => Promise<bigint>;
+    mint: (to: Address, amount: bigint) => Promise<Hex>;
+  },
+): Promise<BenchRow[]> {
+  const [gateway] = await viem.getWalletClients();
+  if (!gateway) throw new Error("bench gas: no wallet client");
+  const { testUsd, send, mint } = chain;
+  const settler = await viem.deployContract("X402BatchSettler");
+  const domain = {
+    name: testUsdDefaults.name,
+    version: testUsdDefaults.version,
+    chainId: chain.chainId,
+    verifyingContract: testUsd,
+  };
+  const payers = Array.from({ length: x402BatchPayments + 1 }, (_, i) =>
+    privateKeyToAccount(keccak256(stringToHex(`bench x402 payer ${i}`))),
+  );
+  for (const payer of payers) await send(await mint(payer.address, 10n ** 9n));
+  const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
+  const authorize = async (
+    payer: (typeof payers)[number],
+    nonceText: string,
+  ): Promise<TransferAuthorization> => {
+    const message = {
+      from: payer.address,
+      to: gateway.account.address,
+      value: x402PaymentUnits,
+      validAfter: 0n,
+      validBefore,
+      nonce: keccak256(stringToHex(nonceText)),
+    };
+    const signature = await payer.signTypedData(transferWithAuthorizationTypedData(domain, message));
+    return { ...message, signature };
+  };
+  const settle = async (items: TransferAuthorization[]) =>
+    Number(
+      await send(
+        await gateway.writeContract({
+          address: settler.address,
+          abi: x402BatchSettlerAbi,
+          functionName: "settle",
+          args: [testUsd, gateway.account.address, packAuthorizations(items)],
+        }),
+      ),
+    );
+  const rows: BenchRow[] = [];
+
+  const single = await authorize(payers[x402BatchPayments]!, "bench x402 single");
+  const { v, r, s } = parseSignature(single.signature);
+  const singleGas = Number(
+    await send(
+      await gateway.writeContract({
+        address: testUsd,
+        abi: testUsdAbi,
+        functionName: "transferWithAuthorization",
+        args: [
+          single.from,
+          gateway.account.address,
+          single.value,
+          single.validAfter,
+          single.validBefore,
+          single.nonce,
+          Number(v),
+          r,
+          s,
+        ],
+      }),
+    ),
+  );
+  rows.push({ case: "x402-single", gas: singleGas, gas_per_payment: singleGas });
+
+  const many = await Promise.all(
+    payers.slice(0, x402BatchPayments).map((payer, i) => authorize(payer, `bench x402 batch ${i}`)),
+  );
+  const batchGas = await settle(many);
+  rows.push({
+    case: `x402-batch-${x402BatchPayments}`,
+    gas: batchGas,
+    gas_per_payment: Math.round(batchGas / x402BatchPayments),
+  });
+
+  const onePayer = await Promise.all(
+    Array.from({ length: x402BatchPayments }, (_, i) => authorize(payers[0]!, `bench x402 one payer ${i}`)),
+  );
+  const onePayerGas = await settle(onePayer);
+  rows.push({
+    case: `x402-batch-${x402BatchPayments}-one-payer`,
+    gas: onePayerGas,
+    gas_per_payment: Math.round(onePayerGas / x402BatchPayments),
+  });
+  return rows;
 }

@@ -1,0 +1,279 @@
+// Many EIP-3009 TransferWithAuthorization payments to the hot wallet in one transaction: X402BatchSettler.settle
+// (contracts/X402BatchSettler.sol), sent by the hot wallet through the send journal like every other call of the
+// rail (one signer, the database's nonce, sent at most once per key), and its receipt read back item by item.
+// Each item is bound to its invoice first, as a single transfer authorization is (authorizations.ts): the invoice
+// takes the payer and the nonce, so the deposit watcher credits the invoice when it sees the token's
+// AuthorizationUsed log, in whatever transaction it came.
+import {
+  type Address,
+  concatHex,
+  encodeFunctionData,
+  type Hex,
+  numberToHex,
+  parseEventLogs,
+  parseSignature,
+  toFunctionSelector,
+} from "viem";
+import { EvmRailError, translatingViemErrors } from "./errors.ts";
+import type { EvmRailState } from "./rail-state.ts";
+import { receiptOf, sendOnce } from "./send-journal.ts";
+
+/** X402BatchSettler's interface (test/evm/x402-batch.test.ts compares it with the compiled contract). */
+export const x402BatchSettlerAbi = [
+  {
+    type: "function",
+    name: "settle",
+    stateMutability: "nonpayable",
+    inputs: [
+      { name: "token", type: "address", internalType: "address" },
+      { name: "to", type: "address", internalType: "address" },
+      { name: "items", type: "bytes", internalType: "bytes" },
+    ],
+    outputs: [{ name: "settledBitmap", type: "uint256", internalType: "uint256" }],
+  },
+  {
+    type: "event",
+    name: "BatchSettled",
+    anonymous: false,
+    inputs: [
+      { name: "token", type: "address", indexed: true, internalType: "address" },
+      { name: "to", type: "address", indexed: true, internalType: "address" },
+      { name: "count", type: "uint256", indexed: false, internalType: "uint256" },
+      { name: "settledBitmap", type: "uint256", indexed: false, internalType: "uint256" },
+    ],
+  },
+  {
+    type: "event",
+    name: "AuthorizationFailed",
+    anonymous: false,
+    inputs: [
+      { name: "token", type: "address", indexed: true, internalType: "address" },
+      { name: "from", type: "address", indexed: true, internalType: "address" },
+      { name: "nonce", type: "bytes32", indexed: true, internalType: "bytes32" },
+      { name: "index", type: "uint256", indexed: false, internalType: "uint256" },
+      { name: "reason", type: "bytes4", indexed: false, internalType: "bytes4" },
+    ],
+  },
+] as const;
+
+/** The contract's ITEMS_MAX: one word of bitmap. */
+export const authorizationBatchItemsMax = 256;
+/** The contract's ITEM_BYTES. */
+export const authorizationBatchItemBytes = 145;
+/** The contract's FAILURE_GAS_RESERVE: the gas limit must leave this much above what the items use. */
+const failureGasReserve = 50_000n;
+
+const uint128Max = (1n << 128n) - 1n;
+const uint48Max = (1n << 48n) - 1n;
+
+/** One payer's signed TransferWithAuthorization to the batch's payee. */
+export type TransferAuthorization = {
+  from: Address;
+  value: bigint;
+  validAfter: bigint;
+  validBefore: bigint;
+  nonce: Hex;
+  /** The payer's 65-byte ECDSA signature (an ERC-1271 wallet's is settled one by one instead). */
+  signature: Hex;
+};
+
+/** Whether the authorization fits the contract's packed item (value ≤ 2^128 − 1, window ≤ 2^48 − 1, 65-byte signature). */
+export function fitsAuthorizationBatch(a: TransferAuthorization): boolean {
+  return (
+    a.value <= uint128Max &&
+    a.validAfter <= uint48Max &&
+    a.validBefore <= uint48Max &&
+    a.signature.length === 132 &&
+    a.nonce.length === 66
+  );
+}
+
+/** The items as X402BatchSettler.settle reads them: from | value | validAfter | validBefore | nonce | r | s | v. */
+export function packAuthorizations(items: readonly TransferAuthorization[]): Hex {
+  return concatHex(
+    items.map((a) => {
+      if (!fitsAuthorizationBatch(a))
+        throw new RangeError(`authorization ${a.nonce} of ${a.from} does not fit a packed batch item`);
+      const { v, yParity, r, s } = parseSignature(a.signature);
+      const vByte = v === undefined ? yParity + 27 : Number(v); // the token takes v as 27 or 28
+      return concatHex([
+        a.from,
+        numberToHex(a.value, { size: 16 }),
+        numberToHex(a.validAfter, { size: 6 }),
+        numberToHex(a.validBefore, { size: 6 }),
+        a.nonce,
+        r,
+        s,
+        numberToHex(vByte, { size: 1 }),
+      ]);
+    }),
+  );
+}
+
+/** What the token's revert selector in AuthorizationFailed means (TestUSD / OpenZeppelin and USDC). */
+const refusalBySelector: ReadonlyMap<string, AuthorizationBatchItemRefusal> = new Map([
+  [toFunctionSelector("ERC3009InvalidSignature()"), "signature_invalid"],
+  [toFunctionSelector("ECDSAInvalidSignature()"), "signature_invalid"],
+  [toFunctionSelector("ECDSAInvalidSignatureS(bytes32)"), "signature_invalid"],
+  [toFunctionSelector("ERC3009InvalidAuthorizationTime(uint256,uint256)"), "authorization_expired"],
+  [toFunctionSelector("ERC3009UsedAuthorization(address,bytes32)"), "authorization_used"],
+  [toFunctionSelector("ERC20InsufficientBalance(address,uint256,uint256)"), "payer_insufficient_funds"],
+]);
+
+export type AuthorizationBatchItemRefusal =
+  | "signature_invalid"
+  | "authorization_expired"
+  | "authorization_used"
+  | "payer_insufficient_funds"
+  /** The invoice could not take this payer and nonce (another invoice holds the nonce): nothing sent for it. */
+  | "authorization_mismatch"
+  /** The token refused it for a reason this list does not name (`revert` carries the selector). */
+  | "rejected";
+
+export type AuthorizationBatchItemOutcome =
+  | { status: "settled"; logIndex: number }
+  | { status: "refused"; refusal: AuthorizationBatchItemRefusal; revert: Hex | null };
+
+export type AuthorizationBatchParams = {
+  /** The batch's idempotency key: the same key never sends a second transaction. */
+  key: string;
+  /** The X402BatchSettler. */
+  settler: Address;
+  /** Each item with the invoice (its rail reference) it pays. */
+  items: readonly { reference: string; authorization: TransferAuthorization }[];
+};
+
+export type AuthorizationBatchOutcome =
+  | {
+      status: "mined";
+      txHash: Hex;
+      blockNumber: bigint;
+      /** The transaction's gas: used × effective price, in wei. */
+      gasUsed: bigint;
+      effectiveGasPrice: bigint;
+      /** In the order of `items`. */
+      items: AuthorizationBatchItemOutcome[];
+    }
+  /** Sent (and stored) but not mined within receiptTimeoutMs: the same key follows it. */
+  | { status: "in_flight"; txHash: Hex }
+  /** Nothing mined: refused before sending (gas estimation, fee cap, node unreachable) or reverted as a whole. */
+  | { status: "failed"; message: string; revert: string | null; txHash: Hex | null };
+
+/**
+ * Binds each item to its invoice, then sends X402BatchSettler.settle(token, hot wallet, items) once under `key`
+ * through the journal and reads each item's outcome from the receipt. Items the invoice refuses are not sent.
+ */
+export function settleAuthorizationBatch(
+  state: EvmRailState,
+  params: AuthorizationBatchParams,
+): Promise<AuthorizationBatchOutcome> {
+  const count = params.items.length;
+  if (count === 0 || count > authorizationBatchItemsMax)
+    throw new RangeError(
+      `an authorization batch has 1 to ${authorizationBatchItemsMax} items (got ${count})`,
+    );
+  return translatingViemErrors(`authorization batch ${params.key}`, () => settleOnce(state, params));
+}
+
+async function settleOnce(
+  state: EvmRailState,
+  params: AuthorizationBatchParams,
+): Promise<AuthorizationBatchOutcome> {
+  const bound = await Promise.all(params.items.map((item) => bindToInvoice(state, item)));
+  const sentIndexes = params.items.flatMap((_, i) => (bound[i] ? [i] : []));
+  const outcomes: AuthorizationBatchItemOutcome[] = params.items.map(() => ({
+    status: "refused",
+    refusal: "authorization_mismatch",
+    revert: null,
+  }));
+  if (sentIndexes.length === 0)
+    return { status: "failed", message: "no item could be bound to its invoice", revert: null, txHash: null };
+  const sentItems = sentIndexes.map((i) => params.items[i]!.authorization);
+  const token = state.params.token.address;
+  const data = encodeFunctionData({
+    abi: x402BatchSettlerAbi,
+    functionName: "settle",
+    args: [token, state.account.address, packAuthorizations(sentItems)],
+  });
+  // The estimate is what the items use; the contract wants its reserve left when an item fails last.
+  const sent = await sendOnce(state.journal, `x402-batch:${params.key}`, async () => ({
+    to: params.settler,
+    data,
+    gasAboveEstimate: failureGasReserve,
+  }));
+  if ("status" in sent) return { status: "failed", message: sent.message, revert: sent.revert, txHash: null };
+  const receipt = await receiptOf(state.journal, sent);
+  if (receipt === null) return { status: "in_flight", txHash: sent.tx_hash };
+  if (receipt.status !== "success")
+    return {
+      status: "failed",
+      message: `transaction ${sent.tx_hash} reverted`,
+      revert: null,
+      txHash: sent.tx_hash,
+    };
+  const logs = parseEventLogs({ abi: x402BatchSettlerAbi, logs: receipt.logs }).filter(
+    (log) => log.address.toLowerCase() === params.settler.toLowerCase(),
+  );
+  const summary = logs.find((log) => log.eventName === "BatchSettled");
+  if (
+    summary === undefined ||
+    summary.eventName !== "BatchSettled" ||
+    summary.args.count !== BigInt(sentItems.length)
+  )
+    throw new EvmRailError("an authorization batch was mined without its BatchSettled event", {
+      details: `transaction ${sent.tx_hash}`,
+    });
+  const failures = new Map<number, Hex>();
+  for (const log of logs)
+    if (log.eventName === "AuthorizationFailed") failures.set(Number(log.args.index), log.args.reason);
+  sentIndexes.forEach((itemIndex, batchIndex) => {
+    const settled = ((summary.args.settledBitmap >> BigInt(batchIndex)) & 1n) === 1n;
+    if (settled) {
+      outcomes[itemIndex] = { status: "settled", logIndex: summary.logIndex };
+      return;
+    }
+    const revert = failures.get(batchIndex) ?? null;
+    outcomes[itemIndex] = {
+      status: "refused",
+      refusal: (revert === null ? undefined : refusalBySelector.get(revert)) ?? "rejected",
+      revert,
+    };
+  });
+  return {
+    status: "mined",
+    txHash: sent.tx_hash,
+    blockNumber: receipt.blockNumber,
+    gasUsed: receipt.gasUsed,
+    effectiveGasPrice: receipt.effectiveGasPrice,
+    items: outcomes,
+  };
+}
+
+/**
+ * The invoice takes this payer and nonce, as a single transfer authorization's does (authorizations.ts): once,
+ * and only when no other invoice holds the nonce. True when it holds them now (a retry of the same batch too).
+ */
+async function bindToInvoice(
+  state: EvmRailState,
+  item: AuthorizationBatchParams["items"][number],
+): Promise<boolean> {
+  const a = item.authorization;
+  const rows = await state.params.db.query(
+    `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+     WHERE chain_id = $1 AND token = $2 AND reference = $3 AND amount = $6
+       AND ((auth_from IS NULL AND NOT EXISTS (
+              SELECT 1 FROM evm_deposits other
+              WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5 AND other.reference <> $3))
+         OR (auth_from = $4 AND auth_nonce = $5))
+     RETURNING 1`,
+    [
+      state.chainId,
+      state.params.token.address.toLowerCase(),
+      item.reference,
+      a.from.toLowerCase(),
+      a.nonce.toLowerCase(),
+      a.value,
+    ],
+  );
+  return rows.length === 1;
+}
