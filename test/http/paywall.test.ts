@@ -1,0 +1,355 @@
+// The paywall end to end, on PGlite and on PostgreSQL, with two toy schemes made in this file from the
+// PaymentScheme contract alone (ids x402 and l402, so a paywall can list them; they test the composition, not the
+// protocols): /v1/paywalls create, retrieve, list, update, delete, tenant-scoped, each refusal with its code and
+// nothing written; one 402 offering both ways with their prices converted at a locked rate; CORS and the
+// preflight; a tenant's own Fastify app behind switchyardPaywall, in-process and through a remote Switchyard
+// (/v1/paywall_verdicts): served once and completed once when paid, not settled when the handler fails, a failed
+// settlement turned into a 402.
+import Fastify, { type FastifyInstance } from "fastify";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import {
+  createPaywall,
+  type PaymentScheme,
+  type PaywallCheck,
+  remotePaywall,
+  splitShares,
+  switchyardPaywall,
+} from "../../gateway/paywall/index.ts";
+import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { testConfig } from "../support/config.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+
+type Completed = { scheme: string; served: boolean; accountId: string; amount: bigint };
+
+/** A scheme paid by a header `x-toy-<id>: <amount>`; `fail` settles nothing. Records every completion. */
+function toyScheme(id: "x402" | "l402", asset: (typeof assets)[keyof typeof assets], completed: Completed[]) {
+  const header = `x-toy-${id}`;
+  const scheme: PaymentScheme = {
+    id,
+    assetFor: (rail) => (rail === (id === "x402" ? "evm" : "lightning") ? asset : null),
+    carries: (request) => request.headers[header] !== undefined,
+    async challenge(resource, offers) {
+      const line = offers.map((offer) => `${offer.rail}=${offer.price.amount}`).join(";");
+      return id === "x402"
+        ? {
+            headers: [["PAYMENT-REQUIRED", Buffer.from(line).toString("base64")]],
+            body: {
+              x402Version: 1,
+              accepts: offers.map((offer) => ({ maxAmountRequired: `${offer.price.amount}` })),
+            },
+          }
+        : {
+            headers: [
+              ["WWW-Authenticate", `LSAT macaroon="${resource.paywallId}", invoice="${line}"`],
+              ["WWW-Authenticate", `L402 macaroon="${resource.paywallId}", invoice="${line}"`],
+            ],
+          };
+    },
+    async verify(resource, offers, request) {
+      const sent = request.headers[header] as string;
+      const amount = sent === "fail" ? offers[0]!.price.amount : BigInt(sent);
+      if (!offers.some((offer) => offer.price.amount === amount))
+        return { kind: "refused", refusal: { code: "toy_amount_wrong", message: "not the price" } };
+      return {
+        kind: "paid",
+        payer: "toy-payer",
+        async complete({ served }) {
+          completed.push({ scheme: id, served, accountId: resource.accountId, amount });
+          if (served && sent === "fail")
+            return { settled: false, refusal: { code: "toy_settle_failed", message: "no" }, headers: [] };
+          return { settled: true, headers: served ? [["PAYMENT-RESPONSE", "receipt"]] : [] };
+        },
+      };
+    },
+  };
+  return scheme;
+}
+
+/** A tenant's own app: one free route, one paid, one paid that fails. */
+async function tenantApp(paywall: PaywallCheck, served: string[]): Promise<FastifyInstance> {
+  const app = Fastify();
+  await app.register(switchyardPaywall, { paywall, publicOrigin: "http://shop.test" });
+  app.get("/free", async () => ({ free: true }));
+  app.get("/paid/report", async () => {
+    served.push("report");
+    return { report: "the goods" };
+  });
+  app.get("/paid/broken", async (_request, reply) => reply.code(500).send({ broken: true }));
+  return app;
+}
+
+describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+  let app: App;
+  let key: string;
+  let tenantId: string;
+  let other: string;
+  const completed: Completed[] = [];
+  const call = async (method: string, url: string, body?: unknown, auth = key) => {
+    const response = await app.server.inject({
+      method: method as "GET",
+      url,
+      headers: {
+        authorization: `Bearer ${auth}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+    });
+    return { status: response.statusCode, body: response.body === "" ? null : response.json() };
+  };
+  const count = async () => {
+    const [row] = await app.db.query<{ n: string }>("SELECT count(*)::text AS n FROM paywalls");
+    return Number(row!.n);
+  };
+
+  beforeAll(async () => {
+    const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0" };
+    if (database === "postgres") env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
+    app = await createApp(testConfig(env), {
+      paymentSchemes: [toyScheme("x402", assets.USDC, completed), toyScheme("l402", assets.BTC, completed)],
+    });
+    key = app.demo!.apiKey;
+    tenantId = app.demo!.tenantId;
+    const tenant = await createTenant(app.db, { name: "Other" });
+    other = (await createApiKey(app.db, { tenantId: tenant.id, mode: "test" })).secret;
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  const body = () => ({
+    resource: "/paid/*",
+    description: "reports",
+    price: { amount: "0.01", asset: "USD" },
+    offers: [
+      { scheme: "x402", rail: "evm" },
+      { scheme: "l402", rail: "lightning" },
+    ],
+    accounts: [app.demo!.merchant.id, app.demo!.btc.id],
+  });
+
+  it("creates, retrieves, lists, updates and deletes a paywall, hidden from another tenant", async () => {
+    const created = await call("POST", "/v1/paywalls", { ...body(), resource: "/crud" });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({
+      object: "paywall",
+      resource: "/crud",
+      price: { amount: "0.01", asset: "USD" },
+      accounts: { USDC: app.demo!.merchant.id, BTC: app.demo!.btc.id },
+      split: [],
+      l402: { token_lifetime_seconds: 3600, token_requests_max: null },
+      mime_type: "application/json",
+    });
+    const id = created.body.id as string;
+    expect((await call("GET", `/v1/paywalls/${id}`)).body).toEqual(created.body);
+    expect((await call("GET", `/v1/paywalls/${id}`, undefined, other)).body.error.code).toBe(
+      "paywall_not_found",
+    );
+    expect((await call("GET", "/v1/paywalls")).body.data.map((item: { id: string }) => item.id)).toContain(
+      id,
+    );
+    expect((await call("GET", "/v1/paywalls", undefined, other)).body.data).toEqual([]);
+    const updated = await call("PATCH", `/v1/paywalls/${id}`, {
+      price: { amount: "0.02", asset: "USD" },
+      l402: { token_requests_max: 5 },
+    });
+    expect(updated.body).toMatchObject({ price: { amount: "0.02" }, l402: { token_requests_max: 5 } });
+    expect((await call("PATCH", `/v1/paywalls/${id}`, { description: "x" }, other)).status).toBe(404);
+    expect((await call("DELETE", `/v1/paywalls/${id}`, undefined, other)).status).toBe(404);
+    expect((await call("DELETE", `/v1/paywalls/${id}`)).body).toEqual({
+      id,
+      object: "paywall",
+      deleted: true,
+    });
+    expect((await call("GET", `/v1/paywalls/${id}`)).status).toBe(404);
+  });
+
+  it("refuses bad paywalls with a stable code and writes nothing", async () => {
+    const before = await count();
+    const cases: [unknown, number, string][] = [
+      [{ ...body(), resource: "paid" }, 400, "parameter_invalid"],
+      [{ ...body(), resource: "/a*b" }, 400, "parameter_invalid"],
+      [{ ...body(), offers: [{ scheme: "x402", rail: "lightning" }] }, 400, "paywall_scheme_unavailable"],
+      [{ ...body(), offers: [{ scheme: "bitcoin", rail: "evm" }] }, 400, "parameter_invalid"],
+      [{ ...body(), accounts: [app.demo!.merchant.id] }, 400, "paywall_account_missing"],
+      [{ ...body(), accounts: [app.demo!.merchant.id, app.demo!.usd.id] }, 400, "paywall_account_missing"],
+      [{ ...body(), price: { amount: "0.001", asset: "USD" } }, 400, "amount_too_precise"],
+      [{ ...body(), price: { amount: "1", asset: "DOGE" } }, 400, "unknown_asset"],
+      [
+        { ...body(), split: [{ payee: "pye_01m7zfckv29pdrb3m0gz9e4j5g", basis_points: 100 }] },
+        404,
+        "payee_not_found",
+      ],
+      [
+        { ...body(), split: [{ payee: "pye_01m7zfckv29pdrb3m0gz9e4j5g", basis_points: 10_001 }] },
+        400,
+        "parameter_invalid",
+      ],
+      [{ ...body(), surprise: 1 }, 400, "parameter_unknown"],
+    ];
+    for (const [sent, status, code] of cases) {
+      const answer = await call("POST", "/v1/paywalls", sent);
+      expect([answer.status, answer.body.error.code], JSON.stringify(sent)).toEqual([status, code]);
+    }
+    expect((await call("POST", "/v1/paywalls", { ...body(), resource: "/twice" })).status).toBe(201);
+    const twice = await call("POST", "/v1/paywalls", { ...body(), resource: "/twice" });
+    expect([twice.status, twice.body.error.code]).toEqual([409, "paywall_resource_taken"]);
+    expect(await count()).toBe(before + 1);
+  });
+
+  it("splits by basis points into a payee's account, the remainder to the seller", async () => {
+    const payee = await call("POST", "/v1/payees", {
+      name: "Partner",
+      methods: [
+        { type: "account", account: app.demo!.customer.id },
+        { type: "account", account: app.demo!.btc.id },
+      ],
+    });
+    const created = await call("POST", "/v1/paywalls", {
+      ...body(),
+      resource: "/split",
+      split: [{ payee: payee.body.id, basis_points: 2_500 }],
+    });
+    expect(created.body.split).toEqual([
+      {
+        payee: payee.body.id,
+        basis_points: 2_500,
+        accounts: { USDC: app.demo!.customer.id, BTC: app.demo!.btc.id },
+      },
+    ]);
+    // 10 001 minor units: 2 500 floored, the remainder to the seller.
+    expect(
+      splitShares(10_001n, {
+        accountId: "acct_seller",
+        split: [{ accountId: "acct_p", basisPoints: 2_500 }],
+      }),
+    ).toEqual([
+      { accountId: "acct_seller", amount: 7_501n },
+      { accountId: "acct_p", amount: 2_500n },
+    ]);
+  });
+
+  describe("in front of a tenant's app", () => {
+    let paywallId: string;
+    beforeAll(async () => {
+      paywallId = (await call("POST", "/v1/paywalls", body())).body.id;
+    });
+
+    for (const mode of ["in-process", "remote"] as const) {
+      it(`answers one 402 with every way to pay, serves a paid request once (${mode})`, async () => {
+        const paywall =
+          mode === "in-process"
+            ? createPaywall({ sql: app.db, tenantId, schemes: app.paywalls.schemes, rates: app.rates })
+            : remotePaywall({
+                baseUrl: "http://switchyard.test",
+                apiKey: key,
+                fetch: (async (url: string, init: RequestInit) => {
+                  const answer = await app.server.inject({
+                    method: init.method as "POST",
+                    url: new URL(url).pathname,
+                    headers: init.headers as Record<string, string>,
+                    payload: init.body as string,
+                  });
+                  return new Response(answer.body, { status: answer.statusCode });
+                }) as typeof fetch,
+              });
+        const served: string[] = [];
+        const shop = await tenantApp(paywall, served);
+        completed.length = 0;
+
+        expect((await shop.inject({ url: "/free" })).json()).toEqual({ free: true });
+
+        const unpaid = await shop.inject({
+          url: "/paid/report?x=1",
+          headers: { origin: "https://app.example" },
+        });
+        expect(unpaid.statusCode).toBe(402);
+        // 0.01 USD is 10 000 µUSDC, and 10 000 msat at the development rate of BTC ($100,000).
+        expect(Buffer.from(unpaid.headers["payment-required"] as string, "base64").toString()).toBe(
+          "evm=10000",
+        );
+        expect(unpaid.headers["www-authenticate"]).toEqual([
+          `LSAT macaroon="${paywallId}", invoice="lightning=10000"`,
+          `L402 macaroon="${paywallId}", invoice="lightning=10000"`,
+        ]);
+        expect(unpaid.json()).toMatchObject({
+          x402Version: 1,
+          accepts: [{ maxAmountRequired: "10000" }],
+          error: "payment_required",
+          paywall: paywallId,
+        });
+        expect(unpaid.headers["access-control-allow-origin"]).toBe("*");
+        expect(unpaid.headers["access-control-expose-headers"]).toContain("PAYMENT-REQUIRED");
+        expect(unpaid.headers["access-control-expose-headers"]).toContain("WWW-Authenticate");
+        expect(unpaid.headers["cache-control"]).toBe("no-store");
+
+        const preflight = await shop.inject({
+          method: "OPTIONS",
+          url: "/paid/report",
+          headers: {
+            origin: "https://app.example",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "payment-signature, access-control-expose-headers",
+          },
+        });
+        expect(preflight.statusCode).toBe(204);
+        expect(preflight.headers["access-control-allow-headers"]).toContain("PAYMENT-SIGNATURE");
+        expect(preflight.headers["access-control-allow-headers"]).toContain("X-PAYMENT");
+        expect(preflight.headers["access-control-allow-headers"]).toContain("Authorization");
+        expect(preflight.headers["access-control-allow-headers"]).toContain("Access-Control-Expose-Headers");
+
+        const paid = await shop.inject({ url: "/paid/report", headers: { "x-toy-x402": "10000" } });
+        expect([paid.statusCode, paid.json()]).toEqual([200, { report: "the goods" }]);
+        expect(paid.headers["payment-response"]).toBe("receipt");
+        expect(served).toEqual(["report"]);
+        expect(completed).toEqual([
+          { scheme: "x402", served: true, accountId: app.demo!.merchant.id, amount: 10_000n },
+        ]);
+
+        const wrong = await shop.inject({ url: "/paid/report", headers: { "x-toy-l402": "9999" } });
+        expect([wrong.statusCode, wrong.json().error]).toEqual([402, "toy_amount_wrong"]);
+        expect(wrong.headers["payment-required"]).toBeDefined(); // a fresh challenge with the refusal
+
+        const both = await shop.inject({
+          url: "/paid/report",
+          headers: { "x-toy-l402": "10000", "x-toy-x402": "10000" },
+        });
+        expect([both.statusCode, both.json().error]).toEqual([402, "payment_ambiguous"]);
+
+        const broken = await shop.inject({ url: "/paid/broken", headers: { "x-toy-x402": "10000" } });
+        expect(broken.statusCode).toBe(500);
+        expect(broken.headers["payment-response"]).toBeUndefined();
+
+        const failed = await shop.inject({ url: "/paid/report", headers: { "x-toy-x402": "fail" } });
+        expect([failed.statusCode, failed.json().error]).toEqual([402, "toy_settle_failed"]);
+        expect(failed.body).not.toContain("the goods");
+        expect(served).toEqual(["report", "report"]); // the handler ran; its answer was discarded
+        expect(completed.slice(1)).toEqual([
+          { scheme: "x402", served: false, accountId: app.demo!.merchant.id, amount: 10_000n },
+          { scheme: "x402", served: true, accountId: app.demo!.merchant.id, amount: 10_000n },
+        ]);
+        await shop.close();
+      });
+    }
+
+    it("keeps the locked price through a rate change within the window", async () => {
+      const [row] = await app.db.query<{ n: string }>(
+        "SELECT count(*)::text AS n FROM paywall_rate_locks WHERE paywall_id = $1",
+        [paywallId],
+      );
+      expect(Number(row!.n)).toBeGreaterThan(0); // USDC and BTC locked; USD needed no conversion
+      const moved = createPaywall({
+        sql: app.db,
+        tenantId,
+        schemes: app.paywalls.schemes,
+        rates: { usdRate: () => ({ microUsd: 2n, perMinorUnits: 1n }) },
+      });
+      const verdict = await moved({ method: "GET", url: "http://shop.test/paid/report", headers: {} });
+      expect(verdict.kind).toBe("challenge");
+      if (verdict.kind !== "challenge") return;
+      const header = verdict.headers.find(([name]) => name === "PAYMENT-REQUIRED")![1];
+      expect(Buffer.from(header, "base64").toString()).toBe("evm=10000");
+    });
+  });
+});
