@@ -8,6 +8,7 @@ import type { ChangeBus, Db } from "../db/index.ts";
 import type { EgressPolicy } from "../egress/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { PaymentsDeps } from "../payments/index.ts";
+import type { PaywallService } from "../paywall/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import type { ApiKeyCacheLimits } from "../tenants/index.ts";
 import { authPlugin } from "./auth.ts";
@@ -22,6 +23,7 @@ import { invoiceRoutes } from "./resources/invoices.ts";
 import { listRoutes } from "./resources/lists.ts";
 import { payeeRoutes } from "./resources/payees.ts";
 import { paymentRoutes } from "./resources/payments.ts";
+import { paywallRoutes } from "./resources/paywalls.ts";
 import { quoteRoutes } from "./resources/quotes.ts";
 import { refundRoutes } from "./resources/refunds.ts";
 import { tenantRoutes } from "./resources/tenants.ts";
@@ -38,6 +40,8 @@ export type RoutesOptions = {
   settlement: SettlementDeps;
   /** What webhook endpoint URLs are vetted under; public addresses only (no host allowed) unless given. */
   egress?: EgressPolicy | undefined;
+  /** The paywalls' service (/v1/paywalls, /v1/paywall_verdicts); the routes are absent without it. */
+  paywalls?: PaywallService | undefined;
 };
 
 export type V1Options = RoutesOptions & {
@@ -88,6 +92,13 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   });
   await app.register(listRoutes, { db: options.db });
   await app.register(refundRoutes, { refunds: options.payments });
+  if (options.paywalls !== undefined)
+    await app.register(paywallRoutes, {
+      db: options.db,
+      accounts: options.accounts,
+      paywalls: options.paywalls,
+      nowMs: Date.now,
+    });
   const keyed = { db: options.db, changes: options.changes, mode: options.mode, nowMs: Date.now };
   await app.register(tenantRoutes, keyed);
   await app.register(apiKeyRoutes, keyed);
