@@ -106,6 +106,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       payments: options.payments,
       settlement: options.settlement,
       egress: options.egress,
+      paywalls: options.paywalls,
       apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
       changes: options.changes,
       mode: options.mode,
