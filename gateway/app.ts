@@ -45,6 +45,7 @@ import {
   recoverOpenAttempts,
   recoverPendingRefunds,
 } from "./payments/index.ts";
+import { createPaywallService, type PaymentScheme, type PaywallService } from "./paywall/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
 import {
   chainlinkFeedSource,
@@ -121,6 +122,8 @@ export type App = {
   /** A watcher per EVM rail with a splitter, by rail id. */
   evmWatchers: ReadonlyMap<string, SplitterWatcher>;
   demo: DemoTenant | null;
+  /** Every tenant's paywalls: `paywalls.forTenant(id)` is the in-process PaywallCheck for a tenant's own server. */
+  paywalls: PaywallService;
   /** The operator's credential as this start found it: made now (its secret, shown once), configured, or kept. */
   operator: OperatorKeyBootstrap;
   close(): Promise<void>;
@@ -129,6 +132,8 @@ export type App = {
 export type AppOptions = {
   /** The rails to run (default: railModules — internal, EVM, Lightning, fiat). */
   readonly railModules?: readonly RailModule[];
+  /** The ways paywalls can be paid (default: none until x402 and L402 are wired). */
+  readonly paymentSchemes?: readonly PaymentScheme[];
 };
 
 const snapshotAssetCodes = Object.keys(assets);
@@ -196,7 +201,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     closers.push(() => idempotencyPrune.stop());
     const evmWatchers = await startSplitterMirrors(closers, { db, ledger, logger, evm });
     closers.push(...startDepositSweeps({ db, ledger, accounts: services.accounts, logger, rails, evm }));
+    const paywalls = createPaywallService({
+      sql: db,
+      schemes: options.paymentSchemes ?? [],
+      rates,
+      logger: logger.child({ module: "paywall" }),
+    });
+    closers.push(() => paywalls.close());
     const server = await buildServer({
+      paywalls,
       railRoutes: [...rails.values()].flatMap((rail) => rail.routes ?? []),
       db,
       ledger,
@@ -233,6 +246,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       evmWatcher: evmWatchers.get("evm") ?? null,
       evmWatchers,
       demo,
+      paywalls,
       operator,
       close,
     };
