@@ -82,3 +82,14 @@ export {
   type SplitterWatcher,
   type SplitterWatcherParams,
 } from "./watcher.ts";
+export {
+  type AuthorizationBatchItemOutcome,
+  type AuthorizationBatchItemRefusal,
+  type AuthorizationBatchOutcome,
+  type AuthorizationBatchParams,
+  authorizationBatchItemsMax,
+  fitsAuthorizationBatch,
+  packAuthorizations,
+  type TransferAuthorization,
+  x402BatchSettlerAbi,
+} from "./x402-batch.ts";

@@ -31,6 +31,7 @@ import { distribute, payoutBatch, payWithAuthorization, settleBatch } from "./sp
 import { sweepDeposits } from "./sweeps.ts";
 import type { EvmRail, EvmRailParams } from "./types.ts";
 import { type ChainWatcher, createChainWatcher } from "./watcher.ts";
+import { settleAuthorizationBatch } from "./x402-batch.ts";
 
 export const evmMigrations: MigrationSource = {
   namespace: "evm",
@@ -100,6 +101,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     payWithAuthorization: (p) => payWithAuthorization(state, p),
     distribute: (p) => distribute(state, p),
     settleBatch: (p) => settleBatch(state, p),
+    settleAuthorizationBatch: (p) => settleAuthorizationBatch(state, p),
     payoutBatch: (batch) => payoutBatch(state, batch),
     ownsDestination: (destination) => ownsDestination(state, destination),
     onEvent(given: RailEventHandler) {

@@ -13,6 +13,7 @@ import type { DepositParams } from "./deposits.ts";
 import type { GasPolicy } from "./gas.ts";
 import type { SweepBooker, SweepPassResult } from "./sweeps.ts";
 import type { ChainWatcher } from "./watcher-state.ts";
+import type { AuthorizationBatchOutcome, AuthorizationBatchParams } from "./x402-batch.ts";
 
 export type EvmRailParams = {
   id?: string;
@@ -86,6 +87,8 @@ export type EvmRail = Rail & {
   distribute(params: DistributeParams): Promise<EvmCallOutcome>;
   /** Pays many netted payouts from the hot wallet in one transaction (RevenueSplitter.settleBatch). */
   settleBatch(params: SettleBatchParams): Promise<EvmCallOutcome>;
+  /** Many x402 transfer authorizations to the hot wallet, each bound to its invoice, in one X402BatchSettler call. */
+  settleAuthorizationBatch(params: AuthorizationBatchParams): Promise<AuthorizationBatchOutcome>;
   /**
    * One sweep pass: forwarders with confirmed deposits emptied into the hot wallet in a batch; each final sweep's
    * gas handed to `book` before the sweep is done. Nothing to do without deposits or a factory.
