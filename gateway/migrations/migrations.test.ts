@@ -121,6 +121,10 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0018_list_indexes.sql",
       "gateway/0019_events.sql",
       "gateway/0020_webhook_deliveries.sql",
+      "gateway/0021_x402_authorizations.sql",
+      "gateway/0022_l402_tokens.sql",
+      "gateway/0023_paywalls.sql",
+      "gateway/0024_idempotency_created_at.sql",
     ]);
   });
 
