@@ -1,0 +1,111 @@
+// Switchyard as an x402 facilitator: POST /v1/x402/verify, POST /v1/x402/settle, GET /v1/x402/supported — the
+// specification's bodies (v2; v1 payloads and requirements taken too), so a resource server built with the official
+// packages points its HTTPFacilitatorClient at `<gateway>/v1/x402` and authenticates with the tenant's API key
+// (`createAuthHeaders`: Authorization: Bearer sk_…), scope `invoices`.
+//
+// Which account is credited: the requirements' payTo must be the gateway's hot wallet on that chain (GET /supported
+// names it in each kind's `extra.payTo`), so the money lands where the gateway can book it; the tenant names its
+// account in the `Switchyard-Account` header (acct_…, an account of its own holding the chain's asset), required on
+// /settle and checked on /verify when sent. Each settled payment is an invoice of that account (credited once final,
+// the transaction as evidence; refundable like any invoice).
+//
+// A refusal of the payment is a 200 with `isValid: false` / `success: false` and x402's reason (the reference
+// facilitator's habit); a malformed request body or an unknown account is the API's own 4xx.
+import fp from "fastify-plugin";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import type { AccountCache } from "../../accounts/index.ts";
+import {
+  type CreditTarget,
+  facilitatorSettle,
+  facilitatorSupported,
+  facilitatorVerify,
+  settleResponse,
+  supportedResponse,
+  verifyResponse,
+  type X402Deps,
+} from "../../x402/index.ts";
+import { tenantOf } from "../auth.ts";
+import { ApiError } from "../errors.ts";
+import { errorView } from "../schemas.ts";
+
+export type X402RoutesOptions = { x402: X402Deps; accounts: AccountCache };
+
+/** The header that names the account credited with what the facilitator settles. */
+export const creditAccountHeader = "switchyard-account";
+
+const facilitatorBody = z.strictObject({
+  x402Version: z.number().int(),
+  paymentPayload: z.record(z.string(), z.unknown()),
+  paymentRequirements: z.record(z.string(), z.unknown()),
+});
+
+const accountIdBytesMax = 64;
+
+/** The account the header names: the tenant's own, holding an asset x402 is paid in; null when none is named. */
+async function creditOf(
+  options: X402RoutesOptions,
+  tenantId: string,
+  named: string | readonly string[] | undefined,
+): Promise<CreditTarget | null> {
+  if (named === undefined) return null;
+  if (typeof named !== "string" || named.length === 0 || named.length > accountIdBytesMax)
+    throw new ApiError("parameter_invalid", `${creditAccountHeader} must name one account`, {
+      param: creditAccountHeader,
+    });
+  const account = await options.accounts.tenantAccount({ tenantId, id: named });
+  if (account === null)
+    throw new ApiError("account_not_found", `no account "${named}"`, { param: creditAccountHeader });
+  if (!options.x402.chains.chains.some((chain) => chain.asset.code === account.asset.code))
+    throw new ApiError(
+      "asset_mismatch",
+      `account ${account.id} holds ${account.asset.code}; x402 pays USDC`,
+      {
+        param: creditAccountHeader,
+      },
+    );
+  return { tenantId, accountId: account.id };
+}
+
+const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) => {
+  app.post(
+    "/x402/verify",
+    {
+      config: { scope: "invoices" },
+      schema: { body: facilitatorBody, response: { 200: verifyResponse, "4xx": errorView } },
+    },
+    async (request) => {
+      await creditOf(options, tenantOf(request).id, request.headers[creditAccountHeader]);
+      return facilitatorVerify(options.x402, request.body);
+    },
+  );
+  app.post(
+    "/x402/settle",
+    {
+      config: { scope: "invoices" },
+      schema: { body: facilitatorBody, response: { 200: settleResponse, "4xx": errorView } },
+    },
+    async (request) => {
+      const credit = await creditOf(options, tenantOf(request).id, request.headers[creditAccountHeader]);
+      if (credit === null)
+        throw new ApiError(
+          "parameter_missing",
+          `name the account to credit in the ${creditAccountHeader} header`,
+          { param: creditAccountHeader },
+        );
+      return facilitatorSettle(options.x402, request.body, credit);
+    },
+  );
+  app.get(
+    "/x402/supported",
+    { config: { scope: "invoices" }, schema: { response: { 200: supportedResponse, "4xx": errorView } } },
+    async () => facilitatorSupported(options.x402),
+  );
+};
+
+export const x402Routes = fp(plugin, {
+  name: "switchyard-x402",
+  encapsulate: true,
+  dependencies: ["switchyard-auth"],
+  decorators: { request: ["tenant"] },
+});

@@ -1,0 +1,203 @@
+// x402 as one of the paywall's ways to pay (gateway/paywall/scheme.ts): its part of the shared 402 (the v2
+// PAYMENT-REQUIRED header and the v1 body, `exact` on every EVM rail the paywall offers), and the verdict on a
+// request that carries PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1). A v2 payment is matched by deep equality of its
+// `accepted` against the requirements rebuilt for this request (the reference server's rule), a v1 payment by
+// scheme and network; then verified, and the authorization claimed before the resource is served, so a replayed or
+// concurrent copy is refused rather than served. After the handler: settled (served) or the claim given back.
+import { isDeepStrictEqual } from "node:util";
+import type {
+  ChallengePart,
+  HeaderLine,
+  PaymentScheme,
+  PaywallRequest,
+  PricedResource,
+  SchemePrice,
+  SchemeVerdict,
+} from "../paywall/scheme.ts";
+import type { TokenDomainExtra, X402Chain } from "./chains.ts";
+import {
+  decodeHeader,
+  encodeHeader,
+  paymentHeaderOf,
+  receiptHeaderNames,
+  requiredHeaderName,
+} from "./codec.ts";
+import type { X402Deps } from "./facilitator.ts";
+import { type Refused, refusedWith } from "./refusals.ts";
+import { requirementsV1, requirementsV2 } from "./requirements.ts";
+import type {
+  PaymentRequiredV1,
+  PaymentRequiredV2,
+  PaymentRequirementsV1,
+  PaymentRequirementsV2,
+  SettleResponse,
+} from "./schemas.ts";
+import { claim, release } from "./store.ts";
+import { parsePayment, verifyExact } from "./verify.ts";
+
+type Offer = { rail: string; price: SchemePrice };
+type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
+
+const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused.message });
+
+/** The paywall's x402 scheme over these chains, verifying and settling with `deps`. */
+export function createX402Scheme(deps: X402Deps): PaymentScheme {
+  /** The requirements for each offer on a chain of ours (an offer whose token cannot be read now is left out). */
+  async function build(resource: PricedResource, offers: readonly Offer[], url: string): Promise<Built[]> {
+    const built: Built[] = [];
+    for (const offer of offers) {
+      const chain = deps.chains.byRail(offer.rail);
+      if (chain === null || offer.price.asset.code !== chain.asset.code) continue;
+      let domain: TokenDomainExtra;
+      try {
+        domain = await deps.chains.domainOf(chain);
+      } catch (error) {
+        deps.logger.warn(
+          { rail: chain.rail, error: String(error) },
+          "x402: the token's domain cannot be read",
+        );
+        continue;
+      }
+      built.push({
+        chain,
+        v2: requirementsV2(chain, domain, offer.price.amount),
+        v1: requirementsV1(chain, domain, offer.price.amount, {
+          url,
+          description: resource.description,
+          mimeType: resource.mimeType,
+        }),
+      });
+    }
+    return built;
+  }
+
+  return {
+    id: "x402",
+    assetFor: (rail) => deps.chains.byRail(rail)?.asset ?? null,
+    carries: (request) => paymentHeaderOf(request.headers, request.rawHeaders) !== null,
+
+    async challenge(resource, offers, request): Promise<ChallengePart> {
+      const built = await build(resource, offers, request.url);
+      if (built.length === 0) return { headers: [] };
+      const v2: PaymentRequiredV2 = {
+        x402Version: 2,
+        error: "Payment required",
+        resource: { url: request.url, description: resource.description, mimeType: resource.mimeType },
+        accepts: built.map((b) => b.v2),
+      };
+      const headers: HeaderLine[] = [[requiredHeaderName, encodeHeader(v2)]];
+      const accepts = built.flatMap((b) => (b.v1 === null ? [] : [b.v1]));
+      if (accepts.length === 0) return { headers };
+      const v1: PaymentRequiredV1 = { x402Version: 1, error: "X-PAYMENT header is required", accepts };
+      return { headers, body: v1 };
+    },
+
+    async verify(resource, offers, request: PaywallRequest): Promise<SchemeVerdict> {
+      const header = paymentHeaderOf(request.headers, request.rawHeaders);
+      if (header === null)
+        return { kind: "refused", refusal: { code: "invalid_payload", message: "no payment header" } };
+      if ("ok" in header) return { kind: "refused", refusal: refusal(header) };
+      const decoded = decodeHeader(header.value);
+      if (!decoded.ok) return { kind: "refused", refusal: refusal(decoded) };
+      const raw = decoded.value as Record<string, unknown>;
+      const built = await build(resource, offers, request.url);
+      const matched = match(raw, built);
+      if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
+      const parsed = parsePayment(raw, matched.requirements, deps.chains);
+      if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
+      const verified = await verifyExact(deps, parsed.payload, parsed.requirements);
+      if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
+      const { payment } = verified;
+      const { chain } = parsed.requirements;
+      const credit = { tenantId: resource.tenantId, accountId: resource.accountId };
+      if (!(await claim(deps.db, chain, payment.authorization, credit)))
+        return {
+          kind: "refused",
+          refusal: {
+            code: "invalid_exact_evm_nonce_already_used",
+            message: "this authorization was already taken",
+          },
+        };
+      const receiptHeader = payment.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
+      let completed: ReturnType<Extract<SchemeVerdict, { kind: "paid" }>["complete"]> | null = null;
+      return {
+        kind: "paid",
+        payer: payment.payer,
+        complete(outcome) {
+          // Once: a second call reports the first outcome.
+          completed ??= (async () => {
+            if (!outcome.served) {
+              await release(deps.db, chain, payment.authorization);
+              return {
+                settled: false as const,
+                refusal: {
+                  code: "resource_not_served",
+                  message: "the resource was not served: nothing settled",
+                },
+                headers: [],
+              };
+            }
+            const settled = await deps.settler.settle(
+              { ...payment, credit, description: resource.description || `x402: ${resource.service}` },
+              parsed.requirements,
+            );
+            if (!settled.ok) {
+              const failed: SettleResponse = {
+                success: false,
+                errorReason: settled.refusal,
+                errorMessage: settled.message,
+                transaction: "",
+                network: parsed.requirements.network,
+                payer: payment.payer,
+              };
+              return {
+                settled: false as const,
+                refusal: { code: settled.refusal, message: settled.message },
+                headers: [[receiptHeader, encodeHeader(failed)] as const],
+              };
+            }
+            const receipt: SettleResponse = {
+              success: true,
+              transaction: settled.transaction,
+              network: settled.network,
+              payer: settled.payer,
+              amount: settled.amount.toString(),
+            };
+            return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
+          })();
+          return completed;
+        },
+      };
+    },
+  };
+}
+
+/** The requirements the payment answers: v2 by deep equality of `accepted`, v1 by scheme and network. */
+function match(
+  raw: Record<string, unknown>,
+  built: readonly Built[],
+): { requirements: PaymentRequirementsV1 | PaymentRequirementsV2 } | Refused {
+  if (raw.x402Version === 2) {
+    const accepted = raw.accepted;
+    const found = built.find((b) => isDeepStrictEqual(accepted, b.v2));
+    if (found !== undefined) return { requirements: found.v2 };
+    const network = (accepted as { network?: unknown } | null)?.network;
+    if (!built.some((b) => b.v2.network === network))
+      return refusedWith("invalid_network", `this resource is not paid on ${String(network)}`);
+    return refusedWith(
+      "invalid_payment_requirements",
+      "accepted is not one of this resource's payment requirements (amount, asset, payTo, extra)",
+    );
+  }
+  if (raw.x402Version === 1) {
+    const found = built.find(
+      (b) => b.v1 !== null && b.v1.scheme === raw.scheme && b.v1.network === raw.network,
+    );
+    if (found?.v1 != null) return { requirements: found.v1 };
+    return refusedWith(
+      "invalid_network",
+      `this resource is not paid with ${String(raw.scheme)} on ${String(raw.network)}`,
+    );
+  }
+  return refusedWith("invalid_x402_version", "x402Version must be 1 or 2");
+}
