@@ -107,6 +107,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       settlement: options.settlement,
       egress: options.egress,
       paywalls: options.paywalls,
+      x402: options.x402,
       apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,
       changes: options.changes,
       mode: options.mode,

@@ -11,6 +11,7 @@ import type { PaymentsDeps } from "../payments/index.ts";
 import type { PaywallService } from "../paywall/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import type { ApiKeyCacheLimits } from "../tenants/index.ts";
+import type { X402Deps } from "../x402/index.ts";
 import { authPlugin } from "./auth.ts";
 import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
@@ -29,6 +30,7 @@ import { refundRoutes } from "./resources/refunds.ts";
 import { tenantRoutes } from "./resources/tenants.ts";
 import { webhookDeliveryRoutes } from "./resources/webhook-deliveries.ts";
 import { webhookEndpointRoutes } from "./resources/webhook-endpoints.ts";
+import { x402Routes } from "./resources/x402.ts";
 
 /** What the routes need: the services, and the stores they read. */
 export type RoutesOptions = {
@@ -42,6 +44,8 @@ export type RoutesOptions = {
   egress?: EgressPolicy | undefined;
   /** The paywalls' service (/v1/paywalls, /v1/paywall_verdicts); the routes are absent without it. */
   paywalls?: PaywallService | undefined;
+  /** x402 (gateway/x402): the facilitator's routes (/v1/x402/verify, settle, supported); absent without it. */
+  x402?: X402Deps | undefined;
 };
 
 export type V1Options = RoutesOptions & {
@@ -99,6 +103,8 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
       paywalls: options.paywalls,
       nowMs: Date.now,
     });
+  if (options.x402 !== undefined)
+    await app.register(x402Routes, { x402: options.x402, accounts: options.accounts });
   const keyed = { db: options.db, changes: options.changes, mode: options.mode, nowMs: Date.now };
   await app.register(tenantRoutes, keyed);
   await app.register(apiKeyRoutes, keyed);
