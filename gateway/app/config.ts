@@ -1,4 +1,5 @@
 // Every setting, one zod schema, read from the environment. Nothing else in the gateway reads process.env.
+import path from "node:path";
 import { z } from "zod";
 import { type FiatConfig, FiatConfigError, loadFiatConfig } from "../../adapters/fiat/index.ts";
 import {
@@ -139,6 +140,12 @@ const schema = z.object({
   /** ForwarderFactory on EVM_RPC_URL, owned by the hot wallet (deploy: node scripts/evm-deploy.ts): a USDC deposit
    * address per invoice. Unset: invoices there are paid by EIP-3009 authorization only. */
   EVM_FORWARDER_FACTORY: address.optional(),
+  /** An Ignition deployment of ignition/modules/Switchyard.ts on EVM_RPC_URL, instead of the three addresses: its
+   * folder, or its id under ignition/deployments/ (`chain-31337` after `npx hardhat ignition deploy`). */
+  EVM_IGNITION_DEPLOYMENT: z.string().min(1).optional(),
+  /** `npm start` serves each embedded chain over JSON-RPC on 127.0.0.1 for wallets: the first at this port, the
+   * next ones at the ports after it; `off`: not served. */
+  EVM_EMBEDDED_RPC_PORT: z.union([z.literal("off"), port]).default(8545),
   /** Gas policy of the first chain: the tip offered above the base fee, and the most paid per gas (else fee_above_max). */
   EVM_PRIORITY_FEE_GWEI: gwei.default(l1PriorityFeeGwei),
   EVM_MAX_FEE_GWEI: gwei.default(l1MaxFeeGwei),
@@ -198,6 +205,8 @@ export type Config = {
     | { kind: "pglite"; dataDir: string | undefined };
   /** The EVM chains, each its own rail; the first is rail "evm" (EVM_RPC_URL or the embedded L1). */
   evm: { chains: readonly EvmChainConfig[] };
+  /** Where `npm start` serves the embedded chains over JSON-RPC (gateway/main.ts); null: not served. */
+  embeddedRpc: { host: "127.0.0.1"; port: number } | null;
   /** Where USD rates come from (gateway/rates): price feeds, an HTTP source; the static table only in development. */
   rates: {
     priceFeeds: Readonly<Record<string, `0x${string}`>> | null;
@@ -244,8 +253,13 @@ export type EvmChainConfig = {
         url: string;
         /** Checked against the node at start; null: the node's. */
         chainId: number | null;
-        hotWalletKey: `0x${string}`;
-        tokenAddress: `0x${string}`;
+        /** null (first chain only): a development chain's Hardhat account, one per database (gateway/app/dev-chain.ts). */
+        hotWalletKey: `0x${string}` | null;
+        /** null (first chain only): from `ignitionDeployment`, or — none given — a development chain on which the
+         * gateway deploys the Ignition module at its first start. */
+        tokenAddress: `0x${string}` | null;
+        /** The Ignition deployment folder the contracts are read from (EVM_IGNITION_DEPLOYMENT). */
+        ignitionDeployment?: string;
         splitter: { address: `0x${string}`; startBlock: bigint } | null;
         /** Deposit addresses (CREATE2 forwarders) for USDC invoices; null: authorizations only. */
         forwarderFactory: `0x${string}` | null;
@@ -293,6 +307,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
             statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
           },
     evm,
+    embeddedRpc:
+      e.EVM_EMBEDDED_RPC_PORT === "off" ? null : { host: "127.0.0.1", port: e.EVM_EMBEDDED_RPC_PORT },
     requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
     rates: {
       priceFeeds: e.PRICE_FEEDS === undefined ? null : parsePriceFeeds(e.PRICE_FEEDS),
@@ -378,7 +394,15 @@ function firstChain(e: Env): EvmChainConfig {
       },
     };
   }
-  if (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined) {
+  const addressGiven = [e.EVM_TOKEN_ADDRESS, e.EVM_SPLITTER_ADDRESS, e.EVM_FORWARDER_FACTORY].some(
+    (value) => value !== undefined,
+  );
+  if (e.EVM_IGNITION_DEPLOYMENT !== undefined && addressGiven)
+    throw new ConfigError(
+      "invalid configuration: EVM_IGNITION_DEPLOYMENT names the contracts; set it or their addresses, not both",
+    );
+  // Without a token (and no Ignition deployment) the chain must be a development chain: the gateway deploys there.
+  if (addressGiven && (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined)) {
     throw new ConfigError(
       "invalid configuration: EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS",
     );
@@ -392,8 +416,11 @@ function firstChain(e: Env): EvmChainConfig {
       kind: "rpc",
       url: e.EVM_RPC_URL,
       chainId: null,
-      hotWalletKey: e.EVM_HOT_WALLET_KEY as `0x${string}`,
-      tokenAddress: e.EVM_TOKEN_ADDRESS as `0x${string}`,
+      hotWalletKey: (e.EVM_HOT_WALLET_KEY as `0x${string}` | undefined) ?? null,
+      tokenAddress: (e.EVM_TOKEN_ADDRESS as `0x${string}` | undefined) ?? null,
+      ...(e.EVM_IGNITION_DEPLOYMENT === undefined
+        ? {}
+        : { ignitionDeployment: ignitionDeploymentDir(e.EVM_IGNITION_DEPLOYMENT) }),
       splitter:
         e.EVM_SPLITTER_ADDRESS === undefined
           ? null
@@ -401,6 +428,13 @@ function firstChain(e: Env): EvmChainConfig {
       forwarderFactory: (e.EVM_FORWARDER_FACTORY as `0x${string}` | undefined) ?? null,
     },
   };
+}
+
+/** A folder as given, or an id: Ignition's folder of that name under ignition/deployments/. */
+function ignitionDeploymentDir(setting: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(setting)
+    ? path.resolve("ignition", "deployments", setting)
+    : path.resolve(setting);
 }
 
 /** The chains of EVM_CHAINS, each checked: a unique rail id, an RPC chain with its token and key, a unique chain id. */
