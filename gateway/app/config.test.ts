@@ -1,3 +1,4 @@
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, gweiToWei, loadConfig, withStartDefaults } from "./config.ts";
 
@@ -98,6 +99,51 @@ describe("EVM chains in the configuration", () => {
         forwarderFactory: key.slice(0, 42),
       },
     });
+  });
+
+  it("EVM_RPC_URL alone is a development chain: the wallet and the contracts are the gateway's to choose", () => {
+    const [first] = loadConfig({ EVM_RPC_URL: "http://127.0.0.1:8545" }).evm.chains;
+    expect(first?.source).toEqual({
+      kind: "rpc",
+      url: "http://127.0.0.1:8545",
+      chainId: null,
+      hotWalletKey: null,
+      tokenAddress: null,
+      splitter: null,
+      forwarderFactory: null,
+    });
+  });
+
+  it("EVM_IGNITION_DEPLOYMENT names the contracts by an Ignition folder, or its id under ignition/deployments/", () => {
+    const source = (setting: string) =>
+      loadConfig({ EVM_RPC_URL: "http://127.0.0.1:8545", EVM_IGNITION_DEPLOYMENT: setting }).evm.chains[0]
+        ?.source;
+    expect(source("chain-31337")).toMatchObject({
+      ignitionDeployment: path.resolve("ignition/deployments/chain-31337"),
+      tokenAddress: null,
+    });
+    expect(source("/tmp/deployments/mine")).toMatchObject({ ignitionDeployment: "/tmp/deployments/mine" });
+    expect(() =>
+      loadConfig({
+        EVM_RPC_URL: "http://127.0.0.1:8545",
+        EVM_IGNITION_DEPLOYMENT: "chain-31337",
+        EVM_TOKEN_ADDRESS: token,
+      }),
+    ).toThrow(/set it or their addresses, not both/);
+    // An address without the token and the key is half a configuration, as before.
+    expect(() => loadConfig({ EVM_RPC_URL: "http://127.0.0.1:8545", EVM_SPLITTER_ADDRESS: token })).toThrow(
+      /EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS/,
+    );
+  });
+
+  it("serves the embedded chains to wallets at 127.0.0.1:8545 unless EVM_EMBEDDED_RPC_PORT says otherwise", () => {
+    expect(loadConfig({}).embeddedRpc).toEqual({ host: "127.0.0.1", port: 8545 });
+    expect(loadConfig({ EVM_EMBEDDED_RPC_PORT: "9545" }).embeddedRpc).toEqual({
+      host: "127.0.0.1",
+      port: 9545,
+    });
+    expect(loadConfig({ EVM_EMBEDDED_RPC_PORT: "off" }).embeddedRpc).toBeNull();
+    expect(() => loadConfig({ EVM_EMBEDDED_RPC_PORT: "http" })).toThrow(ConfigError);
   });
 
   it.each([
