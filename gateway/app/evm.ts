@@ -30,6 +30,7 @@ import { startPeriodic } from "../periodic/index.ts";
 import { openSplitterMirror } from "../settlement/evm.ts";
 import { type DepositSweeper, sweepDepositsOnce } from "../settlement/index.ts";
 import type { Config, EvmChainConfig } from "./config.ts";
+import { type DevChain, openDevChain } from "./dev-chain.ts";
 
 /** One EVM chain the gateway pays on (one rail): its clients, contracts and policy. */
 export type EvmClients = {
@@ -47,6 +48,8 @@ export type EvmClients = {
   readonly replaceAfterMs: number;
   /** The embedded chain when the gateway runs it; null on an external chain. */
   readonly embedded: EmbeddedChain | null;
+  /** On a development chain whose wallet or contracts the gateway chose (gateway/app/dev-chain.ts): what it chose. */
+  readonly dev?: DevChain;
 };
 
 const rpcTimeoutMs = 30_000;
@@ -59,8 +62,9 @@ const rpcRetryCountMax = 2;
 export async function openEvmClients(
   evm: Config["evm"],
   logger: Logger = silentLogger,
+  db: Db | null = null,
 ): Promise<readonly EvmClients[]> {
-  const settled = await Promise.allSettled(evm.chains.map((chain) => openChain(chain, logger)));
+  const settled = await Promise.allSettled(evm.chains.map((chain) => openChain(chain, logger, db)));
   const opened = settled.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
   const failed = settled.find((result) => result.status === "rejected");
   try {
@@ -90,7 +94,7 @@ export class EvmSetupError extends SwitchyardError {
   override name = "EvmSetupError";
 }
 
-async function openChain(config: EvmChainConfig, logger: Logger): Promise<EvmClients> {
+async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null): Promise<EvmClients> {
   const { source } = config;
   const common = {
     id: config.id,
@@ -132,15 +136,47 @@ async function openChain(config: EvmChainConfig, logger: Logger): Promise<EvmCli
     nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
     rpcUrls: { default: { http: [source.url] } },
   };
+  const publicClient = createPublicClient({ chain, transport });
+  if (source.hotWalletKey !== null && source.tokenAddress !== null)
+    return {
+      ...common,
+      chainId,
+      publicClient,
+      walletClient: createWalletClient({
+        chain,
+        transport,
+        account: privateKeyToAccount(source.hotWalletKey),
+      }),
+      token: source.tokenAddress,
+      splitter: source.splitter,
+      forwarderFactory: source.forwarderFactory,
+      embedded: null,
+    };
+  // A development chain: the wallet, the contracts or both are the gateway's to choose, kept in the database.
+  if (db === null)
+    throw new EvmSetupError(`rail ${config.id} needs the database to choose its wallet or contracts`);
+  const dev = await openDevChain(
+    { db, logger: logger.child({ module: "dev-chain", rail: config.id }) },
+    {
+      railId: config.id,
+      url: source.url,
+      chain,
+      transport,
+      publicClient,
+      hotWalletKey: source.hotWalletKey,
+      ignitionDeployment: source.ignitionDeployment ?? null,
+    },
+  );
   return {
     ...common,
     chainId,
-    publicClient: createPublicClient({ chain, transport }),
-    walletClient: createWalletClient({ chain, transport, account: privateKeyToAccount(source.hotWalletKey) }),
-    token: source.tokenAddress,
-    splitter: source.splitter,
-    forwarderFactory: source.forwarderFactory,
+    publicClient,
+    walletClient: dev.walletClient,
+    token: dev.token,
+    splitter: dev.splitter,
+    forwarderFactory: dev.forwarderFactory,
     embedded: null,
+    dev,
   };
 }
 

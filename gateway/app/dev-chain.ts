@@ -1,0 +1,332 @@
+// Development chains reached over JSON-RPC (a developer's `hardhat node` or anvil): what the configuration leaves
+// to the gateway there. Without EVM_HOT_WALLET_KEY the gateway takes one of Hardhat's development accounts as its
+// hot wallet — one no other gateway has used, claimed on chain by sending its first transaction, and kept in this
+// database (evm_dev_chains) — so two gateways on one node with their own databases never sign with one nonce.
+// Without addresses it deploys the Ignition module (ignition/modules/Switchyard.ts) once and keeps the addresses;
+// with EVM_IGNITION_DEPLOYMENT it reads them from that folder. A restart on the same database repeats none of it.
+import {
+  type Account,
+  type Address,
+  BaseError,
+  type Chain,
+  ContractFunctionRevertedError,
+  createWalletClient,
+  getAddress,
+  type Hex,
+  type PublicClient,
+  type Transport,
+  type WalletClient,
+} from "viem";
+import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
+import {
+  deployForwarderFactory,
+  deployWithIgnition,
+  forwarderFactoryAbi,
+  hardhatMnemonic,
+  readIgnitionDeployment,
+  testUsdAbi,
+} from "../../adapters/evm/index.ts";
+import { type Db, type Logger, SwitchyardError } from "../../core/index.ts";
+
+/** A development chain cannot be used as configured (no account to take, its contracts gone, another wallet). */
+export class DevChainSetupError extends SwitchyardError {
+  override name = "DevChainSetupError";
+}
+
+/**
+ * The development accounts a gateway may take: Hardhat's 10 to 19 (a `hardhat node` funds 0 to 19), leaving 0 to 9
+ * — the ones `npx hardhat ignition deploy` and a dapp's scripts use — to the developer.
+ */
+export const gatewayAccountIndexFirst = 10;
+export const gatewayAccountIndexLast = 19;
+/** What an account anvil did not fund (it funds 0 to 9) is given through hardhat_setBalance: 10,000 ETH. */
+const devAccountBalanceWei = 10_000n * 10n ** 18n;
+
+export type DevChainRecord = {
+  chainId: number;
+  wallet: Address;
+  accountIndex: number | null;
+  deployed: { testUsd: Address; splitter: Address; startBlock: bigint } | null;
+  forwarderFactory: Address | null;
+  demoMintTx: Hex | null;
+};
+
+type RecordRow = {
+  chain_id: number;
+  wallet: string;
+  account_index: number | null;
+  test_usd: string | null;
+  splitter: string | null;
+  forwarder_factory: string | null;
+  start_block: string | number | bigint | null;
+  demo_mint_tx: string | null;
+};
+
+export async function readDevChainRecord(db: Db, chainId: number): Promise<DevChainRecord | null> {
+  const [row] = await db.query<RecordRow>("SELECT * FROM evm_dev_chains WHERE chain_id = $1", [chainId]);
+  if (row === undefined) return null;
+  return {
+    chainId,
+    wallet: getAddress(row.wallet),
+    accountIndex: row.account_index,
+    deployed:
+      row.test_usd === null || row.splitter === null
+        ? null
+        : {
+            testUsd: getAddress(row.test_usd),
+            splitter: getAddress(row.splitter),
+            startBlock: BigInt(row.start_block ?? 0),
+          },
+    forwarderFactory: row.forwarder_factory === null ? null : getAddress(row.forwarder_factory),
+    demoMintTx: row.demo_mint_tx as Hex | null,
+  };
+}
+
+async function saveDevChainRecord(db: Db, record: DevChainRecord): Promise<void> {
+  await db.query(
+    `INSERT INTO evm_dev_chains (chain_id, wallet, account_index, test_usd, splitter, forwarder_factory, start_block, demo_mint_tx)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (chain_id) DO UPDATE SET wallet = $2, account_index = $3, test_usd = $4, splitter = $5,
+       forwarder_factory = $6, start_block = $7, demo_mint_tx = $8`,
+    [
+      record.chainId,
+      record.wallet.toLowerCase(),
+      record.accountIndex,
+      record.deployed?.testUsd.toLowerCase() ?? null,
+      record.deployed?.splitter.toLowerCase() ?? null,
+      record.forwarderFactory?.toLowerCase() ?? null,
+      record.deployed?.startBlock.toString() ?? null,
+      record.demoMintTx,
+    ],
+  );
+}
+
+/** The demo's mint on this chain, kept so that a restart does not mint again (gateway/app/demo.ts). */
+export async function recordDemoMint(
+  db: Db,
+  params: { chainId: number; wallet: Address; txHash: Hex },
+): Promise<void> {
+  const record = (await readDevChainRecord(db, params.chainId)) ?? {
+    chainId: params.chainId,
+    wallet: params.wallet,
+    accountIndex: null,
+    deployed: null,
+    forwarderFactory: null,
+    demoMintTx: null,
+  };
+  await saveDevChainRecord(db, { ...record, demoMintTx: params.txHash });
+}
+
+export type DevChainParams = {
+  railId: string;
+  url: string;
+  chain: Chain;
+  transport: Transport;
+  publicClient: PublicClient<Transport, Chain>;
+  hotWalletKey: Hex | null;
+  /** The Ignition deployment folder to read; null: deploy the module (once per database). */
+  ignitionDeployment: string | null;
+};
+
+export type DevChain = {
+  walletClient: WalletClient<Transport, Chain, Account>;
+  /** The Hardhat development account taken; null: EVM_HOT_WALLET_KEY's wallet. */
+  accountIndex: number | null;
+  token: Address;
+  splitter: { address: Address; startBlock: bigint };
+  forwarderFactory: Address;
+  /** How the contracts came: deployed by this start, by an earlier one, or read from an Ignition folder. */
+  contracts: "deployed" | "deployed before" | "ignition";
+};
+
+/** The hot wallet and the contracts of a development chain, as this database had them or as taken now. */
+export async function openDevChain(
+  deps: { db: Db; logger: Logger },
+  params: DevChainParams,
+): Promise<DevChain> {
+  const { publicClient, chain } = params;
+  const record = await readDevChainRecord(deps.db, chain.id);
+  const wallet = await hotWalletOf(deps, params, record);
+  const walletClient = createWalletClient({ chain, transport: params.transport, account: wallet.account });
+  const base: DevChainRecord = record ?? {
+    chainId: chain.id,
+    wallet: wallet.account.address,
+    accountIndex: wallet.accountIndex,
+    deployed: null,
+    forwarderFactory: null,
+    demoMintTx: null,
+  };
+  await saveDevChainRecord(deps.db, base);
+  const where = `rail ${params.railId} (${params.url}, chain ${chain.id})`;
+  const hasCode = async (address: Address) => ((await publicClient.getCode({ address })) ?? "0x") !== "0x";
+  if (params.ignitionDeployment !== null) {
+    const folder = await readIgnitionDeployment(params.ignitionDeployment);
+    if (folder.chainId !== chain.id)
+      throw new DevChainSetupError(
+        `${where}: the Ignition deployment ${params.ignitionDeployment} is of chain ${folder.chainId}`,
+      );
+    if (!(await hasCode(folder.testUsd)))
+      throw new DevChainSetupError(
+        `${where}: no contract at TestUSD's ${folder.testUsd} from ${params.ignitionDeployment}: the node was restarted since; deploy again (npx hardhat ignition deploy ignition/modules/Switchyard.ts --network localhost)`,
+      );
+    const forwarderFactory = await ownForwarderFactory(deps, { ...params, walletClient }, base, {
+      configured: folder.forwarderFactory,
+      hasCode,
+    });
+    return {
+      walletClient,
+      accountIndex: wallet.accountIndex,
+      token: folder.testUsd,
+      splitter: { address: folder.splitter, startBlock: 0n },
+      forwarderFactory,
+      contracts: "ignition",
+    };
+  }
+  if (base.deployed !== null && base.forwarderFactory !== null) {
+    if (!(await hasCode(base.deployed.testUsd)))
+      throw new DevChainSetupError(
+        `${where}: this database's contracts (TestUSD at ${base.deployed.testUsd}) are not on the chain: the node was restarted since; use a new database with it (another PGLITE_DIR or DATABASE_URL)`,
+      );
+    return {
+      walletClient,
+      accountIndex: wallet.accountIndex,
+      token: base.deployed.testUsd,
+      splitter: { address: base.deployed.splitter, startBlock: base.deployed.startBlock },
+      forwarderFactory: base.forwarderFactory,
+      contracts: "deployed before",
+    };
+  }
+  const startBlock = await publicClient.getBlockNumber();
+  const deployed = await deployWithIgnition({ walletClient, publicClient });
+  await saveDevChainRecord(deps.db, {
+    ...base,
+    deployed: { testUsd: deployed.testUsd, splitter: deployed.splitter, startBlock },
+    forwarderFactory: deployed.forwarderFactory,
+  });
+  deps.logger.info({ ...deployed }, "deployed the Ignition module SwitchyardModule");
+  return {
+    walletClient,
+    accountIndex: wallet.accountIndex,
+    token: deployed.testUsd,
+    splitter: { address: deployed.splitter, startBlock },
+    forwarderFactory: deployed.forwarderFactory,
+    contracts: "deployed",
+  };
+}
+
+/**
+ * The folder's ForwarderFactory when its owner (who takes its sweeps) is this gateway's wallet; otherwise one of
+ * the wallet's own, deployed once and kept.
+ */
+async function ownForwarderFactory(
+  deps: { db: Db },
+  params: DevChainParams & { walletClient: WalletClient<Transport, Chain, Account> },
+  record: DevChainRecord,
+  folder: { configured: Address; hasCode: (address: Address) => Promise<boolean> },
+): Promise<Address> {
+  const wallet = params.walletClient.account.address;
+  const owner = await params.publicClient.readContract({
+    address: folder.configured,
+    abi: forwarderFactoryAbi,
+    functionName: "owner",
+  });
+  if (getAddress(owner) === wallet) return folder.configured;
+  if (record.forwarderFactory !== null && (await folder.hasCode(record.forwarderFactory)))
+    return record.forwarderFactory;
+  const forwarderFactory = await deployForwarderFactory({
+    walletClient: params.walletClient,
+    publicClient: params.publicClient,
+  });
+  await saveDevChainRecord(deps.db, { ...record, forwarderFactory });
+  return forwarderFactory;
+}
+
+type HotWallet = { account: Account; accountIndex: number | null };
+
+async function hotWalletOf(
+  deps: { logger: Logger },
+  params: DevChainParams,
+  record: DevChainRecord | null,
+): Promise<HotWallet> {
+  const where = `rail ${params.railId} (${params.url}, chain ${params.chain.id})`;
+  const configured: HotWallet | null =
+    params.hotWalletKey !== null
+      ? { account: privateKeyToAccount(params.hotWalletKey), accountIndex: null }
+      : record?.accountIndex != null
+        ? {
+            account: mnemonicToAccount(hardhatMnemonic, { addressIndex: record.accountIndex }),
+            accountIndex: record.accountIndex,
+          }
+        : null;
+  if (configured !== null) {
+    if (record !== null && record.wallet !== configured.account.address)
+      throw new DevChainSetupError(
+        `${where}: this database used the hot wallet ${record.wallet} there, not ${configured.account.address}; use a new database for another wallet`,
+      );
+    return configured;
+  }
+  return takeDevAccount(deps, params);
+}
+
+/**
+ * The first of Hardhat's development accounts 10 to 19 that has never sent a transaction, taken by sending its
+ * first one (nonce 0, to itself): of two gateways racing for it, the node accepts one such transaction only.
+ */
+async function takeDevAccount(deps: { logger: Logger }, params: DevChainParams): Promise<HotWallet> {
+  const { publicClient } = params;
+  const where = `rail ${params.railId} (${params.url}, chain ${params.chain.id})`;
+  const nodeAccounts = (
+    (await publicClient.request({ method: "eth_accounts" } as never)) as readonly string[]
+  ).map((address) => getAddress(address));
+  const first = mnemonicToAccount(hardhatMnemonic, { addressIndex: 0 }).address;
+  if (!nodeAccounts.includes(first))
+    throw new DevChainSetupError(
+      `${where} set no EVM_HOT_WALLET_KEY, and the node does not hold Hardhat's development accounts: set the key`,
+    );
+  for (let index = gatewayAccountIndexFirst; index <= gatewayAccountIndexLast; index++) {
+    const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: index });
+    const sent = await publicClient.getTransactionCount({ address: account.address, blockTag: "pending" });
+    if (sent !== 0) continue;
+    if ((await publicClient.getBalance({ address: account.address })) === 0n)
+      await publicClient.request({
+        method: "hardhat_setBalance",
+        params: [account.address, `0x${devAccountBalanceWei.toString(16)}`],
+      } as never);
+    const walletClient = createWalletClient({ chain: params.chain, transport: params.transport, account });
+    try {
+      const hash = await walletClient.sendTransaction({ to: account.address, value: 0n, nonce: 0 });
+      const receipt = await publicClient.waitForTransactionReceipt({ hash });
+      if (receipt.status !== "success") continue;
+    } catch (error) {
+      // Another gateway sent this account's first transaction a moment before: the next one.
+      deps.logger.info({ index, error: String(error) }, "development account taken meanwhile");
+      continue;
+    }
+    return { account, accountIndex: index };
+  }
+  throw new DevChainSetupError(
+    `${where}: Hardhat's development accounts ${gatewayAccountIndexFirst} to ${gatewayAccountIndexLast} have all sent transactions (other gateways, or scripts): set EVM_HOT_WALLET_KEY`,
+  );
+}
+
+/** Whether TestUSD-style `mint(to, amount)` is open to the wallet on this token (simulated; nothing is sent). */
+export async function canMint(
+  publicClient: PublicClient<Transport, Chain>,
+  params: { token: Address; wallet: Address; amount: bigint },
+): Promise<boolean> {
+  try {
+    await publicClient.simulateContract({
+      address: params.token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [params.wallet, params.amount],
+      account: params.wallet,
+    });
+    return true;
+  } catch (error) {
+    // A revert (no mint, or not for this wallet) says no; anything else (the node out of reach) is thrown.
+    if (error instanceof BaseError && error.walk((cause) => cause instanceof ContractFunctionRevertedError))
+      return false;
+    throw error;
+  }
+}
