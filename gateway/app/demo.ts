@@ -1,9 +1,23 @@
 // Development only: the demo tenant that `npm start` prints a working curl for — an API key, a customer and a
 // merchant account in USDC, a customer account in BTC and one in USD (empty: money comes in by invoice, on
 // Lightning and through Stripe), and on each embedded chain, once, 1,000 TestUSD minted to the hot wallet and
-// credited to the USDC customer from that chain's rail.
-import { parseEventLogs } from "viem";
-import { type EmbeddedChain, testUsdAbi } from "../../adapters/evm/index.ts";
+// credited to the USDC customer from that chain's rail. On the first chain reached over JSON-RPC (a developer's
+// `hardhat node`), the same once per database where TestUSD's mint is open to the hot wallet (the mint kept in
+// evm_dev_chains); where it is not, nothing, and the customer is funded by a USDC invoice. On each embedded chain a
+// payer too: a Hardhat development account holding 1,000 TestUSD minted at this start, for wallets and x402 clients.
+import {
+  type Account,
+  type Address,
+  type Chain,
+  type Hex,
+  type PublicClient,
+  parseEventLogs,
+  type Transport,
+  toHex,
+  type WalletClient,
+} from "viem";
+import { mnemonicToAccount } from "viem/accounts";
+import { hardhatMnemonic, testUsdAbi } from "../../adapters/evm/index.ts";
 import { type Asset, assets, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
@@ -15,6 +29,8 @@ import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { credit, type Ledger, transferCodes } from "../ledger/index.ts";
 import { createTenant, ensureDemoApiKey } from "../tenants/index.ts";
+import { canMint, readDevChainRecord, recordDemoMint } from "./dev-chain.ts";
+import type { EvmClients } from "./evm.ts";
 
 export type DemoTenant = {
   tenantId: string;
@@ -31,10 +47,49 @@ export type DemoTenant = {
   chains: readonly DemoChain[];
 };
 
-export type DemoChain = { rail: string; chainId: number; payee: `0x${string}` };
+export type DemoChain = {
+  rail: string;
+  chainId: number;
+  /** Hardhat's development account 2 on an embedded chain, 1 on another: an address to pay. */
+  payee: `0x${string}`;
+  /** What the demo funding on this chain was at this start. */
+  funding: DemoFunding;
+  /** Embedded chains: a development account holding TestUSD minted at this start (wallets, x402 clients). */
+  payer: DemoPayer | null;
+};
 
-/** An embedded chain and the rail that pays on it. */
-export type DemoChainSource = { rail: string; chain: EmbeddedChain };
+/** minted: now; minted before: at an earlier start on this database; not mintable: TestUSD's mint is not open here. */
+export type DemoFunding = "minted" | "minted before" | "not mintable";
+
+export type DemoPayer = { address: Address; privateKey: Hex; accountIndex: number; balance: bigint };
+
+/** A chain the demo funds on, and the rail that pays on it. */
+export type DemoChainSource = {
+  rail: string;
+  chainId: number;
+  publicClient: PublicClient<Transport, Chain>;
+  walletClient: WalletClient<Transport, Chain, Account>;
+  token: Address;
+  /** embedded: the gateway's in-process chain; rpc: another, its mint kept in the database. */
+  kind: "embedded" | "rpc";
+};
+
+/** The demo's chains: every embedded chain, and the first rail's chain when it is reached over JSON-RPC. */
+export function demoChainSourcesOf(evm: readonly EvmClients[]): DemoChainSource[] {
+  return evm
+    .filter((clients) => clients.embedded !== null || clients.id === "evm")
+    .map((clients) => ({
+      rail: clients.id,
+      chainId: clients.chainId,
+      publicClient: clients.publicClient,
+      walletClient: clients.walletClient,
+      token: clients.token,
+      kind: clients.embedded === null ? "rpc" : "embedded",
+    }));
+}
+
+/** Hardhat's development account that holds TestUSD on each embedded chain for wallets and x402 clients. */
+export const demoPayerAccountIndex = 3;
 
 export const demoFundingUsdc = 1_000_000_000n; // 1,000 USDC
 
@@ -71,9 +126,14 @@ export async function ensureDemoTenant(deps: {
   const usd = await account("acct_demo_usd", "customer", "Demo customer (USD)", assets.USD);
   const chains: DemoChain[] = [];
   for (const source of deps.chains) {
-    await fundFromMint(deps.db, deps.ledger, source, customer);
-    const payee = source.chain.accounts[1]?.address;
-    if (payee !== undefined) chains.push({ rail: source.rail, chainId: source.chain.chain.id, payee });
+    const funding =
+      source.kind === "embedded"
+        ? await fundFromMint(deps.db, deps.ledger, source, customer)
+        : await fundFromMintOnce(deps.db, deps.ledger, source, customer);
+    const payer = source.kind === "embedded" ? await fundPayer(source) : null;
+    const payeeIndex = source.kind === "embedded" ? 2 : 1;
+    const payee = mnemonicToAccount(hardhatMnemonic, { addressIndex: payeeIndex }).address;
+    chains.push({ rail: source.rail, chainId: source.chainId, payee, funding, payer });
   }
   return {
     tenantId: demoTenantId,
@@ -96,37 +156,85 @@ async function fundFromMint(
   ledger: Ledger,
   source: DemoChainSource,
   customer: AccountRecord,
-): Promise<void> {
-  const { chain, rail } = source;
+): Promise<DemoFunding> {
+  const clearing = await clearingOf(db, source.rail);
+  const [clearingAccount] = await ledger.lookupAccounts([clearing]);
+  if (clearingAccount === undefined || clearingAccount.debitsPosted > 0n) return "minted before";
+  const hash = await mint(source, source.walletClient.account.address, demoFundingUsdc);
+  await creditMint(ledger, source, { clearing, customer, hash });
+  return "minted";
+}
+
+/**
+ * On a chain reached over JSON-RPC: the same, once per database — the mint's transaction kept (evm_dev_chains)
+ * before it is credited, and credited again (the same ledger id: nothing twice) at a start after a crash between.
+ * Where TestUSD's mint is not open to the hot wallet, nothing.
+ */
+async function fundFromMintOnce(
+  db: Db,
+  ledger: Ledger,
+  source: DemoChainSource,
+  customer: AccountRecord,
+): Promise<DemoFunding> {
+  const clearing = await clearingOf(db, source.rail);
+  const wallet = source.walletClient.account.address;
+  const record = await readDevChainRecord(db, source.chainId);
+  if (record?.demoMintTx != null) {
+    await creditMint(ledger, source, { clearing, customer, hash: record.demoMintTx });
+    return "minted before";
+  }
+  const token = { token: source.token, wallet, amount: demoFundingUsdc };
+  if (!(await canMint(source.publicClient, token))) return "not mintable";
+  const hash = await mint(source, wallet, demoFundingUsdc);
+  await recordDemoMint(db, { chainId: source.chainId, wallet, txHash: hash });
+  await creditMint(ledger, source, { clearing, customer, hash });
+  return "minted";
+}
+
+async function clearingOf(db: Db, rail: string): Promise<bigint> {
   const clearing = await getClearingAccount(db, { rail, asset: assets.USDC });
   if (clearing === null) throw new DemoSetupError(`the ${rail} clearing account is missing`);
-  const [clearingAccount] = await ledger.lookupAccounts([clearing.ledgerAccountId]);
-  if (clearingAccount === undefined || clearingAccount.debitsPosted > 0n) return;
-  const hash = await chain.walletClient.writeContract({
-    address: chain.contracts.testUsd,
+  return clearing.ledgerAccountId;
+}
+
+async function mint(source: DemoChainSource, to: Address, amount: bigint): Promise<Hex> {
+  const hash = await source.walletClient.writeContract({
+    address: source.token,
     abi: testUsdAbi,
     functionName: "mint",
-    args: [chain.walletClient.account.address, demoFundingUsdc],
+    args: [to, amount],
   });
-  const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
+  const receipt = await source.publicClient.waitForTransactionReceipt({ hash });
+  if (receipt.status !== "success") throw new DemoSetupError("the demo mint failed", { details: hash });
+  return hash;
+}
+
+/** The mint (its Transfer log the evidence) credited to the customer against the rail's clearing account. */
+async function creditMint(
+  ledger: Ledger,
+  source: DemoChainSource,
+  params: { clearing: bigint; customer: AccountRecord; hash: Hex },
+): Promise<void> {
+  const { rail } = source;
+  const receipt = await source.publicClient.waitForTransactionReceipt({ hash: params.hash });
   const [log] = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: receipt.logs });
   if (receipt.status !== "success" || log === undefined)
-    throw new DemoSetupError("the demo mint failed", { details: hash });
+    throw new DemoSetupError("the demo mint failed", { details: params.hash });
   const funded = await credit(
     ledger,
     {
-      debitAccountId: clearing.ledgerAccountId,
-      creditAccountId: customer.ledgerAccountId,
+      debitAccountId: params.clearing,
+      creditAccountId: params.customer.ledgerAccountId,
       amount: demoFundingUsdc,
       ledger: assets.USDC.ledger,
       code: transferCodes.payments.funding,
     },
     {
-      id: derivedLedgerId(hash, "funding"),
+      id: derivedLedgerId(params.hash, "funding"),
       evidence: {
         rail,
-        reference: `${hash}:${log.logIndex}`,
-        detail: { chainId: String(chain.chain.id), blockNumber: receipt.blockNumber.toString() },
+        reference: `${params.hash}:${log.logIndex}`,
+        detail: { chainId: String(source.chainId), blockNumber: receipt.blockNumber.toString() },
       },
       label: `the demo funding on ${rail}`,
     },
@@ -135,4 +243,18 @@ async function fundFromMint(
     throw new DemoSetupError("the ledger refused the demo funding", {
       details: "a different funding has its id",
     });
+}
+
+/** 1,000 TestUSD minted to the payer on an embedded chain (new at every start): not in the ledger, it is the payer's. */
+async function fundPayer(source: DemoChainSource): Promise<DemoPayer> {
+  const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: demoPayerAccountIndex });
+  const privateKey = account.getHdKey().privateKey;
+  if (privateKey === null) throw new DemoSetupError("the payer's development key is missing");
+  await mint(source, account.address, demoFundingUsdc);
+  return {
+    address: account.address,
+    privateKey: toHex(privateKey),
+    accountIndex: demoPayerAccountIndex,
+    balance: demoFundingUsdc,
+  };
 }
