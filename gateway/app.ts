@@ -19,7 +19,7 @@ import {
   getClearingAccount,
 } from "./accounts/index.ts";
 import type { Config } from "./app/config.ts";
-import { type DemoTenant, ensureDemoTenant } from "./app/demo.ts";
+import { type DemoTenant, demoChainSourcesOf, ensureDemoTenant } from "./app/demo.ts";
 import {
   closeEvmClients,
   createSplitterMirror,
@@ -166,7 +166,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       limits: { queueTransfersMax: config.ledgerQueueTransfersMax },
     });
     closers.push(() => ledger.close());
-    const evm = await openEvmClients(config.evm, logger);
+    const evm = await openEvmClients(config.evm, logger, db);
     closers.push(() => closeEvmClients(evm));
     const embedded = embeddedChains(evm);
     const { rails, batchPayer } = await buildRails({ config, db, ledger, logger, evm }, options);
@@ -178,7 +178,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         ? await ensureDemoTenant({
             db,
             ledger,
-            chains: [...embedded].map(([rail, chain]) => ({ rail, chain })),
+            chains: demoChainSourcesOf(evm),
           })
         : null;
     const events = new EventEmitter();
