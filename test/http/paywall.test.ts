@@ -8,6 +8,7 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
+import { buildExampleApp } from "../../examples/paywall-fastify.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import {
   createPaywall,
@@ -332,6 +333,31 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         await shop.close();
       });
     }
+
+    it("runs the example app against Switchyard over real HTTP: free route free, paid route paid once", async () => {
+      await call("POST", "/v1/paywalls", { ...body(), resource: "/reports/*" });
+      const switchyard = await app.server.listen({ port: 0, host: "127.0.0.1" });
+      const shop = await buildExampleApp({ paywall: remotePaywall({ baseUrl: switchyard, apiKey: key }) });
+      const base = await shop.listen({ port: 0, host: "127.0.0.1" });
+      try {
+        completed.length = 0;
+        const free = await fetch(`${base}/hello`);
+        expect([free.status, await free.json()]).toEqual([200, { hello: "free for everyone" }]);
+        const unpaid = await fetch(`${base}/reports/q1`);
+        expect(unpaid.status).toBe(402);
+        expect(unpaid.headers.get("payment-required")).not.toBeNull();
+        expect(unpaid.headers.get("www-authenticate")).toContain("L402 macaroon=");
+        expect(((await unpaid.json()) as { error: string }).error).toBe("payment_required");
+        const paid = await fetch(`${base}/reports/q1`, { headers: { "x-toy-l402": "10000" } });
+        expect([paid.status, await paid.json()]).toEqual([200, { report: "q1", body: "the paid content" }]);
+        expect(paid.headers.get("payment-response")).toBe("receipt");
+        expect(completed).toEqual([
+          { scheme: "l402", served: true, accountId: app.demo!.btc.id, amount: 10_000n },
+        ]);
+      } finally {
+        await shop.close();
+      }
+    });
 
     it("keeps the locked price through a rate change within the window", async () => {
       const [row] = await app.db.query<{ n: string }>(
