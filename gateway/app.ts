@@ -65,6 +65,7 @@ import {
 import { ensureOperatorKey, type OperatorKeyBootstrap } from "./tenants/index.ts";
 import { startEventPrune } from "./webhooks/events.ts";
 import { startWebhookDelivery as startDeliveries, webhookLimitsDefault } from "./webhooks/index.ts";
+import { createX402Deps, createX402Scheme, type X402Chain } from "./x402/index.ts";
 
 export { type DemoTenant, demoFundingUsdc } from "./app/demo.ts";
 export type { RailContext, RailModule } from "./app/rails.ts";
@@ -148,6 +149,24 @@ const railWaitMs = 5_000;
 /** What each start-up phase leaves to undo: closed in the reverse order of their opening. */
 type Closers = Array<() => Promise<void>>;
 
+/** How long an x402 settlement waits for its transaction to be mined (as the EVM rail waits for a receipt). */
+const x402ReceiptTimeoutMs = 60_000;
+
+/** x402's chains: each EVM rail that takes money in (its token in USDC, its hot wallet as payTo). */
+function x402Chains(evm: readonly EvmClients[], rails: ReadonlyMap<string, Rail>): X402Chain[] {
+  return evm
+    .filter((clients) => rails.get(clients.id)?.submitSignedPayment !== undefined)
+    .map((clients) => ({
+      rail: clients.id,
+      chainId: clients.chainId,
+      publicClient: clients.publicClient,
+      token: clients.token,
+      asset: assets.USDC,
+      hotWallet: clients.walletClient.account.address,
+      receiptTimeoutMs: x402ReceiptTimeoutMs,
+    }));
+}
+
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger: Logger = pino({ level: config.logLevel });
   const db = await openDb(config.database, logger.child({ module: "db" }));
@@ -201,15 +220,22 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     closers.push(() => idempotencyPrune.stop());
     const evmWatchers = await startSplitterMirrors(closers, { db, ledger, logger, evm });
     closers.push(...startDepositSweeps({ db, ledger, accounts: services.accounts, logger, rails, evm }));
+    const x402 = createX402Deps({
+      db,
+      settlement: services.settlement,
+      chains: x402Chains(evm, rails),
+      logger: logger.child({ module: "x402" }),
+    });
     const paywalls = createPaywallService({
       sql: db,
-      schemes: options.paymentSchemes ?? [],
+      schemes: options.paymentSchemes ?? [createX402Scheme(x402)],
       rates,
       logger: logger.child({ module: "paywall" }),
     });
     closers.push(() => paywalls.close());
     const server = await buildServer({
       paywalls,
+      x402,
       railRoutes: [...rails.values()].flatMap((rail) => rail.routes ?? []),
       db,
       ledger,
