@@ -26,7 +26,8 @@ export type MintedCaveats = {
   service: string;
   validUntilSeconds: number;
   path: string;
-  requestsMax: number;
+  /** Null: no count caveat (any number of requests until it expires). */
+  requestsMax: number | null;
 };
 
 export function mintCaveats(params: MintedCaveats): string[] {
@@ -35,7 +36,7 @@ export function mintCaveats(params: MintedCaveats): string[] {
     `services=${name}:0`,
     `${name}_valid_until=${params.validUntilSeconds}`,
     `${name}_path=${params.path}`,
-    `${name}_requests=${params.requestsMax}`,
+    ...(params.requestsMax === null ? [] : [`${name}_requests=${params.requestsMax}`]),
   ];
 }
 

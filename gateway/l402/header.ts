@@ -1,8 +1,8 @@
 // L402 on the wire. The challenge is Aperture's (lightninglabs/aperture:auth/authenticator.go
 // FreshChallengeHeader): two WWW-Authenticate lines, `LSAT macaroon="<b64>", invoice="<bolt11>"` first (old
 // Loop clients, lsat-js) and `L402 …` second, key order macaroon then invoice — the Go clients' regexes need
-// exactly that — with Cache-Control: no-store. The credential is `Authorization: L402|LSAT <b64>[,<b64>…]:<hex>`,
-// the scheme in any case. Node keeps only the first Authorization header in `headers`, and Aperture-family
+// exactly that. (Cache-Control: no-store is the paywall's, on every 402 it answers: gateway/paywall/core.ts.)
+// The credential is `Authorization: L402|LSAT <b64>[,<b64>…]:<hex>`, the scheme in any case. Node keeps only the first Authorization header in `headers`, and Aperture-family
 // clients send `LSAT …` then `L402 …`, so the raw header list is read when there is one; a proxy that joined
 // the two lines with ", " is read too.
 import type { HeaderLine, PaywallRequest } from "../paywall/scheme.ts";
@@ -14,7 +14,6 @@ export function challengeLines(params: { macaroon: Uint8Array; invoice: string }
   return [
     ["WWW-Authenticate", `LSAT ${value}`],
     ["WWW-Authenticate", `L402 ${value}`],
-    ["Cache-Control", "no-store"],
   ];
 }
 

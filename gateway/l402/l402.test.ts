@@ -149,11 +149,10 @@ describe("headers", () => {
   });
   const b64 = Buffer.from(macaroon).toString("base64");
 
-  it("challenge as Aperture: LSAT then L402, macaroon then invoice, no-store", () => {
+  it("challenge as Aperture: LSAT then L402, macaroon then invoice", () => {
     expect(challengeLines({ macaroon, invoice: "lnbcrt1x" })).toEqual([
       ["WWW-Authenticate", `LSAT macaroon="${b64}", invoice="lnbcrt1x"`],
       ["WWW-Authenticate", `L402 macaroon="${b64}", invoice="lnbcrt1x"`],
-      ["Cache-Control", "no-store"],
     ]);
   });
 
@@ -272,12 +271,12 @@ const scheme = (limits: Parameters<typeof createL402Scheme>[0]["limits"] = {}) =
     settlement,
     rail: "toyln",
     nowMs: () => clockMs,
-    limits: { requestsPerToken: 3, invoicePaidWaitMs: 0, ...limits },
+    limits: { tokenRequestsMax: 3, invoicePaidWaitMs: 0, ...limits },
   });
 
 /** A challenge, its macaroon (base64) and payment hash, and the invoice id. */
-async function challenged(l402 = scheme()) {
-  const part = await l402.challenge(resource, offers, request(undefined));
+async function challenged(l402 = scheme(), at: PricedResource = resource) {
+  const part = await l402.challenge(at, offers, request(undefined));
   const line = part.headers.find(([name, value]) => name === "WWW-Authenticate" && value.startsWith("L402 "));
   const [, macaroon = "", invoice = ""] = /macaroon="([^"]+)", invoice="([^"]+)"/.exec(line?.[1] ?? "") ?? [];
   const paymentHash = decodeIdentifier(
@@ -298,10 +297,11 @@ async function challenged(l402 = scheme()) {
 }
 
 async function pay(invoiceId: string, paymentHash: string) {
+  const invoice = await getInvoice(db, { tenantId, id: invoiceId });
   await applyReceived(settlement, {
     rail: "toyln",
     reference: invoiceId,
-    amount: 6_000n,
+    amount: invoice!.amount,
     evidence: { rail: "lightning", paymentHash, preimage: preimages.get(paymentHash)! },
   });
 }
@@ -317,11 +317,7 @@ const code = (verdict: SchemeVerdict) => (verdict.kind === "refused" ? verdict.r
 describe("the scheme", () => {
   it("challenges with an invoice for the requests a token buys, into the paywall's account", async () => {
     const { part, invoice, invoiceId, macaroon } = await challenged();
-    expect(part.headers.map(([name]) => name)).toEqual([
-      "WWW-Authenticate",
-      "WWW-Authenticate",
-      "Cache-Control",
-    ]);
+    expect(part.headers.map(([name]) => name)).toEqual(["WWW-Authenticate", "WWW-Authenticate"]);
     expect(invoice).toBe(`lnbcrt-toy-${invoiceId}`);
     expect(await getInvoice(db, { tenantId, id: invoiceId })).toMatchObject({
       accountId: resource.accountId,
@@ -429,6 +425,29 @@ describe("the scheme", () => {
     expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
   });
 
+  it("takes the paywall's terms: an uncounted token costs the price once and serves until it expires", async () => {
+    const uncounted = { ...resource, credential: { lifetimeSeconds: 120, requestsMax: null } };
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged(scheme(), uncounted);
+    expect((await getInvoice(db, { tenantId, id: invoiceId }))?.amount).toBe(2_000n);
+    expect(readMacaroon(Buffer.from(macaroon, "base64"))?.conditions).toEqual([
+      "services=weather:0",
+      `weather_valid_until=${Math.floor(clockMs / 1000) + 120}`,
+      "weather_path=/w",
+    ]);
+    await pay(invoiceId, paymentHash);
+    for (let i = 0; i < 5; i += 1)
+      expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`, uncounted))).toBe("paid");
+    clockMs += 120_000;
+    try {
+      expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`, uncounted))).toBe("l402_expired");
+    } finally {
+      clockMs -= 120_000;
+    }
+    const counted = { ...resource, credential: { lifetimeSeconds: 60, requestsMax: 7 } };
+    const seven = await challenged(scheme(), counted);
+    expect((await getInvoice(db, { tenantId, id: seven.invoiceId }))?.amount).toBe(14_000n); // 7 × 2,000 msat
+  });
+
   it("refuses a revoked token, also in a process that remembered it", async () => {
     const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
     await pay(invoiceId, paymentHash);
@@ -446,7 +465,7 @@ describe("the scheme", () => {
     const realClock = createL402Scheme({
       settlement,
       rail: "toyln",
-      limits: { requestsPerToken: 3, invoicePaidWaitMs: 2_000, invoicePaidPollMs: 20 },
+      limits: { tokenRequestsMax: 3, invoicePaidWaitMs: 2_000, invoicePaidPollMs: 20 },
     });
     setTimeout(() => void pay(invoiceId, paymentHash), 100);
     expect(code(await verify(realClock, `L402 ${macaroon}:${preimage}`))).toBe("paid");

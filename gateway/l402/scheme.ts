@@ -40,10 +40,13 @@ export type L402RefusalCode =
   | "l402_requests_exhausted";
 
 export type L402SchemeLimits = {
-  /** How many requests one token buys; its invoice is the price of one request times this. */
-  requestsPerToken: number;
-  /** How long a token serves after its challenge (its `_valid_until` caveat). */
-  tokenValiditySeconds: number;
+  /**
+   * How many requests one token opens when the paywall does not say (its `credential`); null: any number until it
+   * expires, as Aperture's tokens.
+   */
+  tokenRequestsMax: number | null;
+  /** How long a token opens the resource after its challenge when the paywall does not say. */
+  tokenLifetimeSeconds: number;
   /** How long the invoice can be paid. */
   invoiceExpirySeconds: number;
   /**
@@ -56,9 +59,12 @@ export type L402SchemeLimits = {
   tokenMemoryEntriesMax: number;
 };
 
+/** The most requests a counted token may open (the column is an integer). */
+export const tokenRequestsMaxLimit = 1_000_000_000;
+
 export const l402SchemeDefaults: L402SchemeLimits = {
-  requestsPerToken: 10,
-  tokenValiditySeconds: 3600,
+  tokenRequestsMax: null,
+  tokenLifetimeSeconds: 3600,
   invoiceExpirySeconds: 600,
   invoicePaidWaitMs: 3000,
   invoicePaidPollMs: 50,
@@ -84,6 +90,14 @@ const refused = (code: L402RefusalCode, message: string): SchemeVerdict => ({
 });
 
 const hex32 = /^[0-9a-f]{64}$/;
+
+/**
+ * What a token costs: the paywall's price is a price per request, so a counted token prepays its requests (price ×
+ * requestsMax); an uncounted one (Aperture's kind, any number of requests until it expires) costs the price once.
+ */
+export function tokenPrice(pricePerRequest: bigint, requestsMax: number | null): bigint {
+  return requestsMax === null ? pricePerRequest : pricePerRequest * BigInt(requestsMax);
+}
 
 /** Remembers tokens whose invoice is paid (fields that never change); the oldest is forgotten beyond the max. */
 function createTokenMemory(entriesMax: number) {
@@ -136,8 +150,8 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
   /** The token's row, waiting up to invoicePaidWaitMs for its invoice to be booked as paid. */
   async function paidToken(tenantId: string, keyId: string, first: StoredToken): Promise<StoredToken> {
     let token = first;
-    const deadline = nowMs() + limits.invoicePaidWaitMs;
-    while (!token.invoicePaid && nowMs() < deadline) {
+    const pollsMax = Math.ceil(limits.invoicePaidWaitMs / Math.max(1, limits.invoicePaidPollMs));
+    for (let poll = 0; poll < pollsMax && !token.invoicePaid; poll += 1) {
       await new Promise((resolve) => setTimeout(resolve, limits.invoicePaidPollMs));
       token = (await readToken(db, { tenantId, keyId })) ?? token;
     }
@@ -156,13 +170,14 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       throw new L402Error(`an L402 price must be in ${asset?.code ?? "the rail's asset"} on ${rail}`, {
         details: offer.price.asset.code,
       });
+    const { requestsMax, lifetimeSeconds } = tokenTerms(resource);
     const created = await createInvoice(deps.settlement, {
       tenantId: resource.tenantId,
       accountId: resource.accountId,
       asset: asset.code,
-      amount: formatAmount(offer.price.amount * BigInt(limits.requestsPerToken), asset),
+      amount: formatAmount(tokenPrice(offer.price.amount, requestsMax), asset),
       rail,
-      description: `${resource.service}: ${limits.requestsPerToken} request(s)`.slice(0, 200),
+      description: `${resource.service}: ${requestsMax ?? "any number of"} request(s) for ${lifetimeSeconds} s`,
       expirySeconds: limits.invoiceExpirySeconds,
     });
     // No invoice (the rail is unreachable, the amount out of its range): the 402 offers the other ways.
@@ -177,7 +192,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       });
     const identifier = encodeIdentifier({ paymentHash, tokenId: randomBytes(32).toString("hex") });
     const rootKey = new Uint8Array(randomBytes(32));
-    const validUntilSeconds = Math.floor(nowMs() / 1000) + limits.tokenValiditySeconds;
+    const validUntilSeconds = Math.floor(nowMs() / 1000) + lifetimeSeconds;
     await insertToken(db, {
       keyId: rootKeyId(identifier),
       tenantId: resource.tenantId,
@@ -186,7 +201,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       invoiceId: invoice.id,
       paywallId: resource.paywallId,
       service: resource.service,
-      requestsMax: limits.requestsPerToken,
+      requestsMax,
       validUntil: new Date(validUntilSeconds * 1000),
     });
     const macaroon = mintMacaroon({
@@ -196,10 +211,27 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
         service: resource.service,
         validUntilSeconds,
         path: new URL(request.url).pathname,
-        requestsMax: limits.requestsPerToken,
+        requestsMax,
       }),
     });
     return { headers: challengeLines({ macaroon, invoice: bolt11 }) };
+  }
+
+  /** What a token opens: the paywall's terms (its `credential`), else this scheme's defaults. */
+  function tokenTerms(resource: PricedResource): { requestsMax: number | null; lifetimeSeconds: number } {
+    const requestsMax =
+      resource.credential !== undefined ? resource.credential.requestsMax : limits.tokenRequestsMax;
+    const lifetimeSeconds = resource.credential?.lifetimeSeconds ?? limits.tokenLifetimeSeconds;
+    if (
+      (requestsMax !== null &&
+        (!Number.isSafeInteger(requestsMax) || requestsMax < 1 || requestsMax > tokenRequestsMaxLimit)) ||
+      !Number.isSafeInteger(lifetimeSeconds) ||
+      lifetimeSeconds < 1
+    )
+      throw new L402Error("an L402 token's terms are out of range", {
+        details: `${requestsMax} requests, ${lifetimeSeconds} s`,
+      });
+    return { requestsMax, lifetimeSeconds };
   }
 
   async function verify(
@@ -232,10 +264,11 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     const paid = stored.invoicePaid ? stored : await paidToken(tenantId, keyId, stored);
     if (!paid.invoicePaid) return refused("l402_invoice_unpaid", `invoice ${paid.invoiceId} is not paid`);
     memory.remember(paid);
+    const requestsMax = [paid.requestsMax, judged.requestsMax].filter((n) => n !== null);
     const taken = await takeRequest(db, {
       tenantId,
       keyId,
-      requestsMax: Math.min(paid.requestsMax, judged.requestsMax ?? paid.requestsMax),
+      requestsMax: requestsMax.length === 0 ? null : Math.min(...requestsMax),
     });
     if (!taken.ok) {
       if (taken.reason === "revoked") {

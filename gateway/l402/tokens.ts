@@ -11,7 +11,8 @@ export type TokenRecord = {
   invoiceId: string;
   paywallId: string;
   service: string;
-  requestsMax: number;
+  /** Null: any number of requests until it expires. */
+  requestsMax: number | null;
   validUntil: Date;
 };
 
@@ -42,7 +43,7 @@ type TokenRow = {
   invoice_id: string;
   paywall_id: string;
   service: string;
-  requests_max: number;
+  requests_max: number | null;
   invoice_status: string | null;
 };
 
@@ -71,31 +72,31 @@ export async function readToken(
     invoiceId: row.invoice_id,
     paywallId: row.paywall_id,
     service: row.service,
-    requestsMax: Number(row.requests_max),
+    requestsMax: row.requests_max === null ? null : Number(row.requests_max),
     invoicePaid: row.invoice_status === "paid",
   };
 }
 
 export type TakeRequestResult =
-  | { ok: true; requestsUsed: number; requestsMax: number }
+  | { ok: true; requestsUsed: number }
   | { ok: false; reason: "exhausted" | "revoked" };
 
 /**
- * Counts one request against the token, atomically: taken only while fewer than `requestsMax` (the row's, or
- * the presented caveats' when smaller) were used. Two processes racing for the last request: one wins.
+ * Counts one request against the token, atomically: taken only while fewer than `requestsMax` (the smallest of
+ * the row's and the presented caveats'; null: no count) were used. Two processes racing for the last request:
+ * one wins. Every request is counted, also on an uncounted token, so that revocation is seen at once.
  */
 export async function takeRequest(
   sql: Sql,
-  params: { tenantId: string; keyId: string; requestsMax: number },
+  params: { tenantId: string; keyId: string; requestsMax: number | null },
 ): Promise<TakeRequestResult> {
-  const [row] = await sql.query<{ requests_used: number; requests_max: number }>(
+  const [row] = await sql.query<{ requests_used: number }>(
     `UPDATE l402_tokens SET requests_used = requests_used + 1
-      WHERE key_id = $1 AND tenant_id = $2 AND requests_used < LEAST(requests_max, $3)
-      RETURNING requests_used, requests_max`,
+      WHERE key_id = $1 AND tenant_id = $2 AND ($3::integer IS NULL OR requests_used < $3::integer)
+      RETURNING requests_used`,
     [params.keyId, params.tenantId, params.requestsMax],
   );
-  if (row !== undefined)
-    return { ok: true, requestsUsed: Number(row.requests_used), requestsMax: Number(row.requests_max) };
+  if (row !== undefined) return { ok: true, requestsUsed: Number(row.requests_used) };
   const [exists] = await sql.query("SELECT 1 FROM l402_tokens WHERE key_id = $1 AND tenant_id = $2", [
     params.keyId,
     params.tenantId,

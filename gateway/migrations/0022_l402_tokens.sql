@@ -13,8 +13,9 @@ CREATE TABLE l402_tokens (
   invoice_id text NOT NULL REFERENCES invoices (id),
   paywall_id text NOT NULL,
   service text NOT NULL,
-  requests_max integer NOT NULL CHECK (requests_max > 0),
-  requests_used integer NOT NULL DEFAULT 0 CHECK (requests_used >= 0 AND requests_used <= requests_max),
+  -- Null: any number of requests until valid_until (Aperture's tokens); every request is still counted.
+  requests_max integer CHECK (requests_max > 0),
+  requests_used integer NOT NULL DEFAULT 0 CHECK (requests_used >= 0 AND (requests_max IS NULL OR requests_used <= requests_max)),
   valid_until timestamptz NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now()
 );
