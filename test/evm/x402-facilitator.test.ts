@@ -1,0 +1,429 @@
+// Switchyard as an x402 facilitator on the Hardhat chain: the official resource server (@x402/express's
+// paymentMiddleware with an HTTPFacilitatorClient pointed at <gateway>/v1/x402, authenticated by the tenant's key)
+// paid by the official client (@x402/fetch + @x402/evm's exact scheme, a viem account holding TestUSD): the resource
+// is served once, the tenant's account credited once with the transaction as evidence. Then bad input straight to
+// /v1/x402/verify and /settle: each refusal is x402's reason code, nothing sent, nothing credited; one authorization
+// settled twice at once pays once.
+import type { AddressInfo } from "node:net";
+import { HTTPFacilitatorClient } from "@x402/core/server";
+import { registerExactEvmScheme } from "@x402/evm/exact/client";
+import { ExactEvmScheme } from "@x402/evm/exact/server";
+import { paymentMiddleware, x402ResourceServer } from "@x402/express";
+import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
+import express from "express";
+import { type Account, type Address, getAddress, type Hex, toHex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { getInvoice } from "../../gateway/settlement/index.ts";
+import { transferTypedData } from "../../gateway/x402/index.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let gatewayUrl: string;
+let hotWallet: Address;
+let token: Address;
+const domain = { name: "", version: "" };
+const price = 10_000n; // 0.01 TestUSD
+const payerIndex = 5;
+const strangerIndex = 6;
+const payer = () => gw.chain.accounts[payerIndex]!;
+const stranger = () => gw.chain.accounts[strangerIndex]!;
+const network = () => `eip155:${gw.chain.chain.id}`;
+
+function listen(app: express.Express): Promise<{ url: string; close(): Promise<void> }> {
+  return new Promise((resolve) => {
+    const server = app.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        close: () => new Promise<void>((done) => server.close(() => done())),
+      });
+    });
+  });
+}
+
+const authHeaders = () => ({
+  authorization: `Bearer ${gw.key}`,
+  "switchyard-account": gw.app.demo!.merchant.id,
+});
+
+async function merchantBalance(): Promise<bigint> {
+  const account = await gw.ledgerAccount(gw.app.demo!.merchant.ledgerAccountId);
+  return account.creditsPosted - account.debitsPosted;
+}
+
+async function hotWalletNonce(): Promise<number> {
+  return gw.chain.publicClient.getTransactionCount({ address: hotWallet, blockTag: "pending" });
+}
+
+async function facilitator(path: "verify" | "settle", body: unknown, headers = authHeaders()) {
+  const response = await gw.app.server.inject({
+    method: "POST",
+    url: `/v1/x402/${path}`,
+    headers: { ...headers, "content-type": "application/json" },
+    payload: JSON.stringify(body),
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+/** The requirements the resource server would send (v2), overridable. */
+function requirements(overrides: Record<string, unknown> = {}) {
+  return {
+    scheme: "exact",
+    network: network(),
+    amount: price.toString(),
+    asset: token,
+    payTo: hotWallet,
+    maxTimeoutSeconds: 300,
+    extra: { name: domain.name, version: domain.version },
+    ...overrides,
+  };
+}
+
+let nonceCounter = 0;
+
+/** A signed v2 payment for `requirements()`, its authorization's fields overridable (and the signer). */
+async function signedPayment(
+  options: {
+    signer?: Account;
+    from?: Address;
+    to?: Address;
+    value?: bigint;
+    validAfter?: bigint;
+    validBefore?: bigint;
+    nonce?: Hex;
+    accepted?: Record<string, unknown>;
+  } = {},
+) {
+  const nowS = BigInt(Math.floor(Date.now() / 1000));
+  nonceCounter += 1;
+  const authorization = {
+    from: options.from ?? payer().address,
+    to: options.to ?? hotWallet,
+    value: options.value ?? price,
+    validAfter: options.validAfter ?? nowS - 600n,
+    validBefore: options.validBefore ?? nowS + 300n,
+    nonce: options.nonce ?? toHex(BigInt(Date.now()) * 1000n + BigInt(nonceCounter), { size: 32 }),
+  };
+  const chain = { chainId: gw.chain.chain.id, token } as Parameters<typeof transferTypedData>[0];
+  const signer = options.signer ?? payer();
+  const signature = await signer.signTypedData!(transferTypedData(chain, domain, authorization));
+  const accepted = options.accepted ?? requirements();
+  return {
+    x402Version: 2,
+    paymentPayload: {
+      x402Version: 2,
+      resource: { url: "http://127.0.0.1/report", description: "a report", mimeType: "application/json" },
+      accepted,
+      payload: {
+        signature,
+        authorization: {
+          from: authorization.from,
+          to: authorization.to,
+          value: authorization.value.toString(),
+          validAfter: authorization.validAfter.toString(),
+          validBefore: authorization.validBefore.toString(),
+          nonce: authorization.nonce,
+        },
+      },
+    },
+    paymentRequirements: accepted,
+  };
+}
+
+beforeAll(async () => {
+  gw = await startGateway();
+  await gw.app.server.listen({ port: 0, host: "127.0.0.1" });
+  const { port } = gw.app.server.server.address() as AddressInfo;
+  gatewayUrl = `http://127.0.0.1:${port}`;
+  token = getAddress(gw.chain.contracts.testUsd);
+  for (const index of [payerIndex, strangerIndex])
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [gw.chain.accounts[index]!.address, 1_000_000_000n],
+    });
+  const supported = await gw.app.server.inject({
+    method: "GET",
+    url: "/v1/x402/supported",
+    headers: { authorization: `Bearer ${gw.key}` },
+  });
+  expect(supported.statusCode).toBe(200);
+  const kind = supported.json().kinds.find((k: { network: string }) => k.network === network());
+  hotWallet = getAddress(kind.extra.payTo);
+  domain.name = await gw.chain.publicClient.readContract({
+    address: token,
+    abi: testUsdAbi,
+    functionName: "name",
+  });
+  domain.version = await gw.chain.publicClient.readContract({
+    address: token,
+    abi: testUsdAbi,
+    functionName: "version",
+  });
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+/** Waits until the deposit watcher has credited the invoice of the authorization with nonce `nonce`. */
+async function settledRow(nonce: Hex) {
+  for (let i = 0; i < 100; i += 1) {
+    const [row] = await gw.app.db.query<{ status: string; invoice_id: string; tx_hash: string }>(
+      "SELECT status, invoice_id, tx_hash FROM x402_authorizations WHERE nonce = $1",
+      [nonce.toLowerCase()],
+    );
+    if (row !== undefined && row.status === "settled") {
+      const invoice = await gw.call("GET", `/v1/invoices/${row.invoice_id}`);
+      if (invoice.body.status === "paid") return { row, invoice: invoice.body };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`authorization ${nonce} was not settled and credited`);
+}
+
+describe("the official @x402/express server with Switchyard as its facilitator", () => {
+  it("is paid by the official @x402/fetch client: served once, the tenant's account credited once", async () => {
+    let served = 0;
+    const resourceServer = new x402ResourceServer(
+      new HTTPFacilitatorClient({
+        url: `${gatewayUrl}/v1/x402`,
+        createAuthHeaders: async () => ({
+          verify: { Authorization: `Bearer ${gw.key}`, "Switchyard-Account": gw.app.demo!.merchant.id },
+          settle: { Authorization: `Bearer ${gw.key}`, "Switchyard-Account": gw.app.demo!.merchant.id },
+          supported: { Authorization: `Bearer ${gw.key}` },
+        }),
+      }),
+    ).register(network() as `${string}:${string}`, new ExactEvmScheme());
+    const app = express();
+    app.use(
+      paymentMiddleware(
+        {
+          "GET /report": {
+            accepts: {
+              scheme: "exact",
+              network: network() as `${string}:${string}`,
+              payTo: hotWallet,
+              price: { amount: price.toString(), asset: token, extra: { ...domain } },
+              maxTimeoutSeconds: 120,
+            },
+            description: "a report",
+            mimeType: "application/json",
+          },
+        },
+        resourceServer,
+      ),
+    );
+    app.get("/report", (_request, response) => {
+      served += 1;
+      response.json({ report: "paid content" });
+    });
+    const site = await listen(app);
+    try {
+      const before = await merchantBalance();
+      const payerBefore = await gw.tokenBalance(payer().address);
+      const client = new x402Client();
+      registerExactEvmScheme(client, { signer: payer() as never });
+      // TestUSD is no default asset of the client's: allowed by name, capped at the price.
+      client.setSpendControls({
+        allowedAssets: [
+          {
+            network: network() as `${string}:${string}`,
+            asset: token,
+            maxAmountPerPayment: price.toString(),
+          },
+        ],
+      });
+      const sent: string[] = [];
+      const recording: typeof fetch = async (input, init) => {
+        const request = new Request(input, init);
+        const header = request.headers.get("payment-signature");
+        if (header !== null) sent.push(header);
+        return fetch(request);
+      };
+      const paidFetch = wrapFetchWithPayment(recording, client);
+      const unpaid = await fetch(`${site.url}/report`);
+      expect(unpaid.status).toBe(402);
+      const response = await paidFetch(`${site.url}/report`);
+      expect(response.status).toBe(200);
+      expect(await response.json()).toEqual({ report: "paid content" });
+      expect(served).toBe(1);
+      const receipt = JSON.parse(
+        Buffer.from(response.headers.get("payment-response")!, "base64").toString("utf8"),
+      );
+      expect(receipt).toMatchObject({ success: true, network: network() });
+      expect(receipt.payer.toLowerCase()).toBe(payer().address.toLowerCase());
+      expect(receipt.transaction).toMatch(/^0x[0-9a-f]{64}$/);
+
+      const [row] = await gw.app.db.query<{ nonce: Hex }>(
+        "SELECT nonce FROM x402_authorizations WHERE tx_hash = $1",
+        [receipt.transaction],
+      );
+      const { invoice } = await settledRow(row!.nonce);
+      expect(invoice.amount).toBe("0.010000");
+      const booked = await getInvoice(gw.app.db, { tenantId: gw.app.demo!.tenantId, id: invoice.id });
+      expect(booked?.evidence).toMatchObject({ rail: "evm", txHash: receipt.transaction });
+      expect(booked?.payer?.toLowerCase()).toBe(payer().address.toLowerCase());
+      expect((await merchantBalance()) - before).toBe(price);
+      expect(payerBefore - (await gw.tokenBalance(payer().address))).toBe(price);
+
+      // The header the client paid with, sent again: the facilitator refuses it, nothing is served or credited.
+      expect(sent).toHaveLength(1);
+      const again = await fetch(`${site.url}/report`, { headers: { "PAYMENT-SIGNATURE": sent[0]! } });
+      expect(again.status).toBe(402);
+      expect(served).toBe(1);
+      const [count] = await gw.app.db.query<{ n: string }>(
+        "SELECT count(*)::text AS n FROM x402_authorizations WHERE tenant_id = $1",
+        [gw.app.demo!.tenantId],
+      );
+      expect(count!.n).toBe("1");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect((await merchantBalance()) - before).toBe(price);
+    } finally {
+      await site.close();
+    }
+  });
+});
+
+describe("the facilitator's routes", () => {
+  it("verify and settle a good payment: valid, then settled once with the transaction", async () => {
+    const payment = await signedPayment();
+    const verified = await facilitator("verify", payment);
+    expect(verified).toMatchObject({ status: 200, body: { isValid: true } });
+    expect(verified.body.payer.toLowerCase()).toBe(payer().address.toLowerCase());
+    const before = await merchantBalance();
+    const settled = await facilitator("settle", payment);
+    expect(settled.status).toBe(200);
+    expect(settled.body).toMatchObject({ success: true, network: network(), amount: price.toString() });
+    const nonce = payment.paymentPayload.payload.authorization.nonce as Hex;
+    const { row } = await settledRow(nonce);
+    expect(row.tx_hash).toBe(settled.body.transaction);
+    expect((await merchantBalance()) - before).toBe(price);
+    // Verified or settled again: the nonce is used (in the gateway first, on the chain too).
+    expect((await facilitator("verify", payment)).body).toMatchObject({
+      isValid: false,
+      invalidReason: "invalid_exact_evm_nonce_already_used",
+    });
+    expect((await facilitator("settle", payment)).body).toMatchObject({
+      success: false,
+      errorReason: "invalid_exact_evm_nonce_already_used",
+      transaction: "",
+    });
+  });
+
+  it("refuses bad payments with x402's reason: nothing sent, nothing credited", async () => {
+    const nowS = BigInt(Math.floor(Date.now() / 1000));
+    const before = await merchantBalance();
+    const nonceBefore = await hotWalletNonce();
+    const cases: [string, Awaited<ReturnType<typeof signedPayment>> | Record<string, unknown>][] = [
+      ["invalid_network", await signedPayment({ accepted: requirements({ network: "eip155:1" }) })],
+      [
+        "invalid_payment_requirements",
+        await signedPayment({ accepted: requirements({ asset: stranger().address }) }),
+      ],
+      [
+        "invalid_payment_requirements",
+        await signedPayment({ accepted: requirements({ payTo: stranger().address }) }),
+      ],
+      ["invalid_exact_evm_payload_recipient_mismatch", await signedPayment({ to: stranger().address })],
+      [
+        "invalid_exact_evm_payload_authorization_valid_before",
+        await signedPayment({ validBefore: nowS - 10n }),
+      ],
+      [
+        "invalid_exact_evm_payload_authorization_valid_before",
+        await signedPayment({ validBefore: nowS + 3n }),
+      ],
+      [
+        "invalid_exact_evm_payload_authorization_valid_after",
+        await signedPayment({ validAfter: nowS + 600n }),
+      ],
+      ["invalid_exact_evm_payload_authorization_value", await signedPayment({ value: price - 1n })],
+      ["invalid_exact_evm_payload_authorization_value", await signedPayment({ value: price + 1n })],
+      ["invalid_exact_evm_payload_signature", await signedPayment({ signer: stranger() })],
+      [
+        "invalid_exact_evm_token_name_mismatch",
+        await signedPayment({
+          accepted: requirements({ extra: { name: "Wrong Coin", version: domain.version } }),
+        }),
+      ],
+      [
+        "invalid_exact_evm_missing_eip712_domain",
+        await signedPayment({ accepted: requirements({ extra: {} }) }),
+      ],
+      [
+        "insufficient_funds",
+        await signedPayment({ signer: gw.chain.accounts[8]!, from: gw.chain.accounts[8]!.address }),
+      ],
+    ];
+    const malformed = await signedPayment();
+    cases.push(
+      ["invalid_payload", { ...malformed, paymentPayload: { ...malformed.paymentPayload, payload: {} } }],
+      [
+        "invalid_payload",
+        {
+          ...malformed,
+          paymentPayload: {
+            ...malformed.paymentPayload,
+            payload: { ...malformed.paymentPayload.payload, signature: "0x12" },
+          },
+        },
+      ],
+      [
+        "invalid_x402_version",
+        { ...malformed, paymentPayload: { ...malformed.paymentPayload, x402Version: 3 } },
+      ],
+      ["unsupported_scheme", await signedPayment({ accepted: requirements({ scheme: "upto" }) })],
+    );
+    for (const [reason, body] of cases) {
+      const verified = await facilitator("verify", body);
+      expect({ reason, status: verified.status, body: verified.body }).toMatchObject({
+        reason,
+        status: 200,
+        body: { isValid: false, invalidReason: reason },
+      });
+      const settled = await facilitator("settle", body);
+      expect({ reason, status: settled.status, body: settled.body }).toMatchObject({
+        reason,
+        status: 200,
+        body: { success: false, errorReason: reason, transaction: "" },
+      });
+    }
+    expect(await hotWalletNonce()).toBe(nonceBefore);
+    expect(await merchantBalance()).toBe(before);
+  });
+
+  it("settles one authorization sent twice at once exactly once", async () => {
+    const before = await merchantBalance();
+    const payment = await signedPayment();
+    const [a, b] = await Promise.all([facilitator("settle", payment), facilitator("settle", payment)]);
+    const outcomes = [a.body, b.body];
+    expect(outcomes.filter((o) => o.success === true)).toHaveLength(1);
+    expect(outcomes.find((o) => o.success === false)).toMatchObject({
+      errorReason: "invalid_exact_evm_nonce_already_used",
+    });
+    await settledRow(payment.paymentPayload.payload.authorization.nonce as Hex);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await merchantBalance()) - before).toBe(price);
+  });
+
+  it("takes only the tenant's key, and settles only into an account of the tenant named in Switchyard-Account", async () => {
+    const payment = await signedPayment();
+    const noKey = await facilitator("settle", payment, {} as never);
+    expect(noKey.status).toBe(401);
+    const noAccount = await facilitator("settle", payment, { authorization: `Bearer ${gw.key}` } as never);
+    expect(noAccount.status).toBe(400);
+    expect(noAccount.body.error.code).toBe("parameter_missing");
+    const unknown = await facilitator("settle", payment, {
+      authorization: `Bearer ${gw.key}`,
+      "switchyard-account": "acct_nobody",
+    });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe("account_not_found");
+    const malformedBody = await facilitator("verify", { paymentPayload: "x" });
+    expect(malformedBody.status).toBe(400);
+    // Nothing was claimed: the same payment still verifies.
+    expect((await facilitator("verify", payment)).body).toMatchObject({ isValid: true });
+  });
+});
