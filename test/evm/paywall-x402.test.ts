@@ -1,0 +1,98 @@
+// The official x402 v2 client pays Switchyard's paywall on Hardhat's chain: @x402/fetch with @x402/evm's
+// registerExactEvmScheme and a viem account holding TestUSD (the demo payer) pays a tenant's Fastify route behind
+// switchyardPaywall (in-process); the resource is served once, the seller's account credited once, the receipt in
+// PAYMENT-RESPONSE; the same payment sent again is a 402 with a code and changes nothing.
+import { registerExactEvmScheme } from "@x402/evm/exact/client";
+import { decodePaymentResponseHeader, wrapFetchWithPayment, x402Client } from "@x402/fetch";
+import Fastify, { type FastifyInstance } from "fastify";
+import { privateKeyToAccount } from "viem/accounts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { switchyardPaywall } from "../../gateway/paywall/index.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+describe("x402 v2 (@x402/fetch) pays the paywall", () => {
+  let gw: Gateway;
+  let shop: FastifyInstance;
+  let base: string;
+  let served = 0;
+
+  beforeAll(async () => {
+    gw = await startGateway();
+    const created = await gw.call("POST", "/v1/paywalls", {
+      resource: "/report",
+      description: "a paid report",
+      price: { amount: "0.01", asset: "USD" },
+      offers: [{ scheme: "x402", rail: "evm" }],
+      accounts: [gw.app.demo!.merchant.id],
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    shop = Fastify();
+    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
+    shop.get("/report", async () => {
+      served += 1;
+      return { report: "the goods" };
+    });
+    base = await shop.listen({ port: 0, host: "127.0.0.1" });
+  });
+  afterAll(async () => {
+    await shop?.close();
+    await gw?.app.close();
+  });
+
+  const merchantPosted = async () =>
+    BigInt(
+      (await gw.call("GET", `/v1/accounts/${gw.app.demo!.merchant.id}/balance`)).body.posted.replace(".", ""),
+    );
+
+  it("is served once and credits the seller once; the payment replayed is refused", async () => {
+    const payer = gw.app.demo!.chains[0]!.payer;
+    expect(payer).not.toBeNull();
+    const account = privateKeyToAccount(payer!.privateKey);
+    // TestUSD is no default asset of the client's: allowed by name, capped at 0.1 (the v1 client's default cap).
+    const client = registerExactEvmScheme(
+      x402Client.fromConfig({
+        schemes: [],
+        spendControls: {
+          allowedAssets: [
+            {
+              network: `eip155:${gw.chain.chain.id}`,
+              asset: gw.chain.contracts.testUsd,
+              maxAmountPerPayment: "100000",
+            },
+          ],
+        },
+      }),
+      { signer: account },
+    );
+    const sent: Headers[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      sent.push(new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined)));
+      return fetch(input, init);
+    };
+    const before = await merchantPosted();
+
+    const paidFetch = wrapFetchWithPayment(recording, client);
+    const response = await paidFetch(`${base}/report`);
+    expect(response.status, await response.clone().text()).toBe(200);
+    expect(await response.json()).toEqual({ report: "the goods" });
+    expect(served).toBe(1);
+    const receipt = decodePaymentResponseHeader(response.headers.get("payment-response")!);
+    expect(receipt).toMatchObject({ success: true, network: `eip155:${gw.chain.chain.id}` });
+    expect(receipt.transaction).toMatch(/^0x[0-9a-f]{64}$/);
+
+    // 0.01 USD at the peg is 10 000 µUSDC, credited once (the settlement's booking may follow the receipt).
+    const deadline = Date.now() + 15_000;
+    while ((await merchantPosted()) === before && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    expect((await merchantPosted()) - before).toBe(10_000n);
+
+    const signature = sent.at(-1)!.get("payment-signature");
+    expect(signature).not.toBeNull();
+    const replay = await fetch(`${base}/report`, { headers: { "PAYMENT-SIGNATURE": signature! } });
+    expect(replay.status).toBe(402);
+    expect(((await replay.json()) as { error: string }).error).toMatch(/[a-z_]+/);
+    expect(served).toBe(1);
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await merchantPosted()) - before).toBe(10_000n);
+  });
+});
