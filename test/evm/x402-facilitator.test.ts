@@ -14,8 +14,14 @@ import express from "express";
 import { type Account, type Address, getAddress, type Hex, toHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { assets, silentLogger } from "../../core/index.ts";
 import { getInvoice } from "../../gateway/settlement/index.ts";
-import { transferTypedData } from "../../gateway/x402/index.ts";
+import {
+  createX402Deps,
+  createX402Scheme,
+  paymentRequiredV2,
+  transferTypedData,
+} from "../../gateway/x402/index.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -425,5 +431,99 @@ describe("the facilitator's routes", () => {
     expect(malformedBody.status).toBe(400);
     // Nothing was claimed: the same payment still verifies.
     expect((await facilitator("verify", payment)).body).toMatchObject({ isValid: true });
+  });
+});
+
+describe("the paywall's x402 scheme", () => {
+  const resource = {
+    tenantId: "",
+    paywallId: "pwl_test",
+    accountId: "",
+    service: "reports",
+    description: "a report",
+    mimeType: "application/json",
+  };
+  const request = (headers: Record<string, string> = {}) => ({
+    method: "GET",
+    url: "http://127.0.0.1/report",
+    headers,
+  });
+
+  function scheme() {
+    resource.tenantId = gw.app.demo!.tenantId;
+    resource.accountId = gw.app.demo!.merchant.id;
+    const deps = createX402Deps({
+      db: gw.app.db,
+      settlement: gw.app.settlement,
+      logger: silentLogger,
+      chains: [
+        {
+          rail: "evm",
+          chainId: gw.chain.chain.id,
+          publicClient: gw.chain.publicClient,
+          token,
+          asset: assets.USDC,
+          hotWallet,
+          receiptTimeoutMs: 60_000,
+        },
+      ],
+    });
+    return createX402Scheme(deps);
+  }
+
+  it("challenges with PAYMENT-REQUIRED (no v1 body on Hardhat's chain), serves a payment once and settles it", async () => {
+    const x402 = scheme();
+    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
+    const part = await x402.challenge(resource, offers, request());
+    expect(part.body).toBeUndefined(); // 31337 has no v1 name
+    const [name, value] = part.headers[0]!;
+    expect(name).toBe("PAYMENT-REQUIRED");
+    const required = JSON.parse(Buffer.from(value, "base64").toString("utf8"));
+    expect(paymentRequiredV2.safeParse(required).success).toBe(true);
+    expect(required.accepts[0]).toEqual(requirements());
+    const signed = await signedPayment({ accepted: required.accepts[0] });
+    const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
+    const paid = await x402.verify(resource, offers, request({ "payment-signature": header }));
+    expect(paid.kind).toBe("paid");
+    // Presented again before it settles: the claim refuses it.
+    const replay = await x402.verify(resource, offers, request({ "payment-signature": header }));
+    expect(replay).toMatchObject({
+      kind: "refused",
+      refusal: { code: "invalid_exact_evm_nonce_already_used" },
+    });
+    if (paid.kind !== "paid") throw new Error("not paid");
+    const before = await merchantBalance();
+    const done = await paid.complete({ served: true });
+    expect(done.settled).toBe(true);
+    const receipt = JSON.parse(Buffer.from(done.headers[0]![1], "base64").toString("utf8"));
+    expect(done.headers[0]![0]).toBe("PAYMENT-RESPONSE");
+    expect(receipt).toMatchObject({ success: true, network: network() });
+    await settledRow(signed.paymentPayload.payload.authorization.nonce as Hex);
+    expect((await merchantBalance()) - before).toBe(price);
+  });
+
+  it("gives the claim back when the resource was not served, and refuses bad headers and other prices", async () => {
+    const x402 = scheme();
+    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
+    const signed = await signedPayment();
+    const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
+    const first = await x402.verify(resource, offers, request({ "payment-signature": header }));
+    if (first.kind !== "paid") throw new Error("not paid");
+    expect(await first.complete({ served: false })).toMatchObject({ settled: false });
+    const second = await x402.verify(resource, offers, request({ "payment-signature": header }));
+    expect(second.kind).toBe("paid");
+    if (second.kind === "paid") await second.complete({ served: false });
+    const cheaper = [{ rail: "evm", price: { asset: assets.USDC, amount: price * 2n } }];
+    expect(await x402.verify(resource, cheaper, request({ "payment-signature": header }))).toMatchObject({
+      kind: "refused",
+      refusal: { code: "invalid_payment_requirements" },
+    });
+    expect(await x402.verify(resource, offers, request({ "payment-signature": "%%%" }))).toMatchObject({
+      kind: "refused",
+      refusal: { code: "invalid_payload" },
+    });
+    expect(
+      await x402.verify(resource, offers, request({ "payment-signature": header, "x-payment": header })),
+    ).toMatchObject({ kind: "refused", refusal: { code: "invalid_payload_header_repeated" } });
   });
 });
