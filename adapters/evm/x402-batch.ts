@@ -154,6 +154,8 @@ export type AuthorizationBatchOutcome =
       /** In the order of `items`. */
       items: AuthorizationBatchItemOutcome[];
     }
+  /** No item could be bound to its invoice (each refused authorization_mismatch): nothing was sent. */
+  | { status: "none_sent"; items: AuthorizationBatchItemOutcome[] }
   /** Sent (and stored) but not mined within receiptTimeoutMs: the same key follows it. */
   | { status: "in_flight"; txHash: Hex }
   /** Nothing mined: refused before sending (gas estimation, fee cap, node unreachable) or reverted as a whole. */
@@ -186,8 +188,7 @@ async function settleOnce(
     refusal: "authorization_mismatch",
     revert: null,
   }));
-  if (sentIndexes.length === 0)
-    return { status: "failed", message: "no item could be bound to its invoice", revert: null, txHash: null };
+  if (sentIndexes.length === 0) return { status: "none_sent", items: outcomes };
   const sentItems = sentIndexes.map((i) => params.items[i]!.authorization);
   const token = state.params.token.address;
   const data = encodeFunctionData({

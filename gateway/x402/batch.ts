@@ -1,0 +1,428 @@
+// Settlement of verified x402 payments many per transaction (X402BatchSettler, contracts/X402BatchSettler.sol),
+// behind the same `X402Settler` as the single settler (settle.ts), so that a sub-cent payment does not pay a whole
+// transaction's gas. Each payment is booked as the single settler books it — an invoice of the seller's account on
+// the chain's EVM rail, credited by the deposit watcher when the token's AuthorizationUsed log is final — and then
+// waits in its chain's queue. A queue is sent when `batchSizeMax` payments wait or when its oldest has waited
+// `batchWaitMsMax`, as one transaction from the rail's hot wallet through its send journal (the rail's
+// settleAuthorizationBatch: one signer, the database's nonce, sent once per key). Each caller gets its own item's
+// outcome from the receipt: one refused authorization fails alone.
+//
+// The bound a seller waits: its payment is sent at most `batchWaitMsMax` after `settle` booked it (sooner when the
+// batch fills), and its outcome is known at most the chain's `receiptTimeoutMs` later; past that, the caller is
+// answered `unexpected_settle_error` and the invoice is still credited if the transaction is mined.
+//
+// Never twice: the caller has claimed the authorization in x402_authorizations (store.claim: one row per chain,
+// token, payer and nonce, across every process), the rail binds the nonce to one invoice (evm_deposits' unique
+// auth_nonce), the queue refuses a second copy of an authorization it holds, and the token spends a nonce once.
+//
+// Gas: the transaction's gas (used × effective price, in gwei rounded up) is booked once per batch, as the rail's
+// fee against its ETH clearing account, split into one share per payment sent: each share is the total divided by
+// the payments, rounded down, and the remainder goes to the first payment (`splitEvenlyRemainderToFirst`).
+//
+// What does not fit a packed item (a value above 2^128 − 1, a window past 2^48 − 1, an ERC-1271 signature that is
+// not 65 bytes), or a chain without a batch sender, goes to the single settler.
+import type { Hex } from "viem";
+import { assets, divCeil, divFloor, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import { credit, transferCodes } from "../ledger/index.ts";
+import { railAccountOpened } from "../payments/index.ts";
+import { createInvoice, type SettlementDeps } from "../settlement/index.ts";
+import type { X402Chain } from "./chains.ts";
+import type { X402Refusal } from "./refusals.ts";
+import type { ClaimedPayment, SettleResult, X402Settler } from "./settle.ts";
+import { record, release } from "./store.ts";
+import type { Eip3009Authorization, ExactRequirements } from "./verify.ts";
+
+// ---- the port to the chain (the EVM rail's settleAuthorizationBatch, wired by the composition root)
+
+/** Why the token (or the invoice) refused one item; the EVM rail's AuthorizationBatchItemRefusal. */
+export type BatchItemRefusal =
+  | "signature_invalid"
+  | "authorization_expired"
+  | "authorization_used"
+  | "payer_insufficient_funds"
+  | "authorization_mismatch"
+  | "rejected";
+
+export type BatchItemOutcome =
+  | { status: "settled"; logIndex: number }
+  | { status: "refused"; refusal: BatchItemRefusal; revert: Hex | null };
+
+/** What sending one batch came to; the EVM rail's AuthorizationBatchOutcome. */
+export type BatchSendOutcome =
+  | {
+      status: "mined";
+      txHash: Hex;
+      blockNumber: bigint;
+      gasUsed: bigint;
+      effectiveGasPrice: bigint;
+      /** In the order of the items sent. */
+      items: BatchItemOutcome[];
+    }
+  /** No item could be bound to its invoice: nothing was sent. */
+  | { status: "none_sent"; items: BatchItemOutcome[] }
+  | { status: "in_flight"; txHash: Hex }
+  | { status: "failed"; message: string; revert: string | null; txHash: Hex | null };
+
+export type BatchItem = {
+  /** The invoice the item pays (the rail's reference is the invoice id). */
+  reference: string;
+  authorization: Eip3009Authorization & { signature: Hex };
+};
+
+/** Sends one batch under `key` (the same key never sends twice) from the chain's hot wallet. */
+export type AuthorizationBatchSender = (batch: {
+  key: string;
+  items: readonly BatchItem[];
+}) => Promise<BatchSendOutcome>;
+
+// ---- settings
+
+export type BatchSettlerSettings = {
+  /** A queue is sent when this many payments wait (1 to batchItemsMax). */
+  readonly batchSizeMax: number;
+  /** …or when its oldest payment has waited this long. */
+  readonly batchWaitMsMax: number;
+};
+
+/** The contract's ITEMS_MAX: its bitmap is one word. */
+export const batchItemsMax = 256;
+
+export const batchSettlerDefaults: BatchSettlerSettings = { batchSizeMax: 100, batchWaitMsMax: 2_000 };
+
+export type BatchSettlerDeps = {
+  readonly settlement: SettlementDeps;
+  /** The chain's batch sender; null: that chain's payments go to `single`. */
+  readonly senderOf: (chain: X402Chain) => AuthorizationBatchSender | null;
+  /** What a batch cannot carry goes here (settle.ts's single settler). */
+  readonly single: X402Settler;
+  readonly settings?: Partial<BatchSettlerSettings>;
+  readonly logger?: Logger;
+};
+
+export type BatchSettler = X402Settler & {
+  /** Sends every waiting queue now and waits for the batches in flight (shutdown, tests). */
+  close(): Promise<void>;
+};
+
+// ---- helpers
+
+const uint128Max = (1n << 128n) - 1n;
+const uint48Max = (1n << 48n) - 1n;
+const ecdsaSignatureHexChars = 132; // 0x + 65 bytes
+
+/** Whether the authorization fits X402BatchSettler's packed item. */
+export function fitsBatch(authorization: Eip3009Authorization, signature: Hex): boolean {
+  return (
+    authorization.value <= uint128Max &&
+    authorization.validAfter <= uint48Max &&
+    authorization.validBefore <= uint48Max &&
+    signature.length === ecdsaSignatureHexChars
+  );
+}
+
+/** `total` in `count` shares: each the total divided by the count, rounded down; the remainder to the first. */
+export function splitEvenlyRemainderToFirst(total: bigint, count: number): bigint[] {
+  if (count <= 0) throw new RangeError("splitEvenlyRemainderToFirst: no shares");
+  const share = divFloor(total, BigInt(count));
+  const shares = Array.from({ length: count }, () => share);
+  shares[0] = share + (total - share * BigInt(count));
+  return shares;
+}
+
+/** How each refused item reads in x402's terms. */
+const itemRefusal: Record<BatchItemRefusal, X402Refusal> = {
+  signature_invalid: "invalid_exact_evm_payload_signature",
+  authorization_expired: "invalid_exact_evm_payload_authorization_valid_before",
+  authorization_used: "invalid_exact_evm_nonce_already_used",
+  payer_insufficient_funds: "insufficient_funds",
+  // the nonce is bound to another invoice: another payment took this authorization
+  authorization_mismatch: "invalid_exact_evm_nonce_already_used",
+  rejected: "invalid_transaction_state",
+};
+
+/** An invoice for an x402 payment stays open this long past the authorization's validBefore, at least… */
+const invoiceExpiryMarginS = 60;
+/** …and at most this long in all. */
+const invoiceExpirySecondsMax = 86_400;
+const weiPerGwei = 1_000_000_000n;
+
+type Waiting = {
+  readonly payment: ClaimedPayment;
+  readonly requirements: ExactRequirements;
+  readonly invoiceId: string;
+  readonly resolve: (result: SettleResult) => void;
+};
+
+type Queue = { readonly chain: X402Chain; items: Waiting[]; timer: NodeJS.Timeout | undefined };
+
+const authorizationKey = (chain: X402Chain, a: Eip3009Authorization) =>
+  `${chain.chainId}:${chain.token.toLowerCase()}:${a.from.toLowerCase()}:${a.nonce.toLowerCase()}`;
+
+// ---- the settler
+
+export function createBatchSettler(deps: BatchSettlerDeps): BatchSettler {
+  const settings = { ...batchSettlerDefaults, ...deps.settings };
+  if (
+    !Number.isInteger(settings.batchSizeMax) ||
+    settings.batchSizeMax < 1 ||
+    settings.batchSizeMax > batchItemsMax
+  )
+    throw new RangeError(`batchSizeMax must be 1 to ${batchItemsMax} (got ${settings.batchSizeMax})`);
+  if (!Number.isInteger(settings.batchWaitMsMax) || settings.batchWaitMsMax < 0)
+    throw new RangeError(`batchWaitMsMax must be a whole number of ms ≥ 0 (got ${settings.batchWaitMsMax})`);
+  const logger = deps.logger ?? silentLogger;
+  const queues = new Map<string, Queue>();
+  /** Authorizations waiting or in flight in this process. */
+  const held = new Set<string>();
+  const inFlight = new Set<Promise<void>>();
+
+  const flush = (queue: Queue) => {
+    if (queue.timer !== undefined) clearTimeout(queue.timer);
+    queue.timer = undefined;
+    const items = queue.items.splice(0, settings.batchSizeMax);
+    if (queue.items.length > 0) arm(queue);
+    if (items.length === 0) return;
+    const sending = sendBatch(queue.chain, items).finally(() => inFlight.delete(sending));
+    inFlight.add(sending);
+  };
+  const arm = (queue: Queue) => {
+    queue.timer = setTimeout(() => flush(queue), settings.batchWaitMsMax);
+    queue.timer.unref();
+  };
+
+  const sendBatch = async (chain: X402Chain, items: Waiting[]): Promise<void> => {
+    const answer = (waiting: Waiting, result: SettleResult) => {
+      held.delete(authorizationKey(chain, waiting.payment.authorization));
+      waiting.resolve(result);
+    };
+    try {
+      const outcome = await sendOnChain(deps, chain, items);
+      for (const [i, waiting] of items.entries()) answer(waiting, outcome[i]!);
+    } catch (error) {
+      // A bug or a chain out of reach mid-way: something may have been sent, so the claims stay (the watcher
+      // credits what is mined); each caller hears that its payment's fate is unknown.
+      logger.error({ error, rail: chain.rail, count: items.length }, "x402 batch settlement failed");
+      for (const waiting of items)
+        answer(waiting, {
+          ok: false,
+          refusal: "unexpected_settle_error",
+          message: "the batch settlement failed; the payment is credited if its transaction is mined",
+          payer: waiting.payment.payer,
+        });
+    }
+  };
+
+  return {
+    async settle(payment, requirements) {
+      const { chain } = requirements;
+      const a = payment.authorization;
+      const sender = deps.senderOf(chain);
+      if (sender === null || !fitsBatch(a, payment.signature))
+        return deps.single.settle(payment, requirements);
+      const key = authorizationKey(chain, a);
+      if (held.has(key))
+        return {
+          ok: false,
+          refusal: "invalid_exact_evm_nonce_already_used",
+          message: "this authorization is already waiting to be settled",
+          payer: payment.payer,
+        };
+      held.add(key);
+      const invoiceId = await bookInvoice(deps.settlement, payment, requirements);
+      if (typeof invoiceId !== "string") {
+        held.delete(key);
+        return invoiceId;
+      }
+      return new Promise<SettleResult>((resolve) => {
+        let queue = queues.get(chain.rail);
+        if (queue === undefined) {
+          queue = { chain, items: [], timer: undefined };
+          queues.set(chain.rail, queue);
+        }
+        queue.items.push({ payment, requirements, invoiceId, resolve });
+        if (queue.items.length >= settings.batchSizeMax) flush(queue);
+        else if (queue.timer === undefined) arm(queue);
+      });
+    },
+    async close() {
+      for (const queue of queues.values()) while (queue.items.length > 0) flush(queue);
+      while (inFlight.size > 0) await Promise.all([...inFlight]);
+    },
+  };
+}
+
+/** The seller's invoice for the payment, as the single settler makes it; a refusal when it cannot be made. */
+async function bookInvoice(
+  settlement: SettlementDeps,
+  payment: ClaimedPayment,
+  requirements: ExactRequirements,
+): Promise<string | SettleResult> {
+  const { chain } = requirements;
+  const a = payment.authorization;
+  const validForS = Number(a.validBefore) - Math.floor(Date.now() / 1000);
+  const created = await createInvoice(settlement, {
+    tenantId: payment.credit.tenantId,
+    accountId: payment.credit.accountId,
+    asset: chain.asset.code,
+    amount: formatAmount(a.value, chain.asset),
+    rail: chain.rail,
+    description: payment.description,
+    expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
+  });
+  if (!created.ok) {
+    await release(settlement.db, chain, a);
+    return {
+      ok: false,
+      refusal: "unexpected_settle_error",
+      message: `the payment could not be booked: ${created.message}`,
+      payer: payment.payer,
+    };
+  }
+  await record(settlement.db, chain, a, { status: "claimed", invoiceId: created.invoice.id });
+  return created.invoice.id;
+}
+
+/** Sends the batch and turns its outcome into each payment's result, in order; books the gas once. */
+async function sendOnChain(
+  deps: BatchSettlerDeps,
+  chain: X402Chain,
+  items: readonly Waiting[],
+): Promise<SettleResult[]> {
+  const sender = deps.senderOf(chain);
+  if (sender === null) throw new RangeError(`no batch sender for rail ${chain.rail}`);
+  const db = deps.settlement.db;
+  const outcome = await sender({
+    // Each invoice is in one batch only, so its first invoice names the batch (a retry sends nothing new).
+    key: `${chain.rail}:${items[0]!.invoiceId}`,
+    items: items.map((w) => ({
+      reference: w.invoiceId,
+      authorization: { ...w.payment.authorization, signature: w.payment.signature },
+    })),
+  });
+  const refused = (w: Waiting, refusal: X402Refusal, message: string): SettleResult => ({
+    ok: false,
+    refusal,
+    message,
+    payer: w.payment.payer,
+  });
+  if (outcome.status === "failed") {
+    if (outcome.txHash === null) {
+      // Nothing was sent: the claims are given back (the same authorizations may come again).
+      for (const w of items) await release(db, chain, w.payment.authorization);
+      return items.map((w) =>
+        refused(w, "unexpected_settle_error", `the batch was not sent: ${outcome.message}`),
+      );
+    }
+    for (const w of items)
+      await record(db, chain, w.payment.authorization, {
+        status: "failed",
+        txHash: outcome.txHash,
+        failure: "reverted",
+      });
+    return items.map((w) =>
+      refused(w, "invalid_transaction_state", `transaction ${outcome.txHash} reverted`),
+    );
+  }
+  if (outcome.status === "none_sent") {
+    // Each nonce is another invoice's: another payment took these authorizations (their claims are its own).
+    return items.map((w, i) => {
+      const item = outcome.items[i];
+      const refusal = item?.status === "refused" ? item.refusal : "authorization_mismatch";
+      return refused(w, itemRefusal[refusal], `the authorization was not sent: ${refusal}`);
+    });
+  }
+  if (outcome.status === "in_flight") {
+    for (const w of items)
+      await record(db, chain, w.payment.authorization, { status: "submitted", txHash: outcome.txHash });
+    return items.map((w) =>
+      refused(
+        w,
+        "unexpected_settle_error",
+        `transaction ${outcome.txHash} was not mined in time; the invoice is credited if it is`,
+      ),
+    );
+  }
+  if (outcome.items.length !== items.length)
+    throw new RangeError(`a batch of ${items.length} came back with ${outcome.items.length} outcomes`);
+  await bookBatchGas(deps.settlement, chain, outcome, items);
+  const results: SettleResult[] = [];
+  for (const [i, w] of items.entries()) {
+    const item = outcome.items[i]!;
+    const a = w.payment.authorization;
+    if (item.status === "settled") {
+      await record(db, chain, a, { status: "settled", txHash: outcome.txHash });
+      results.push({
+        ok: true,
+        transaction: outcome.txHash,
+        payer: w.payment.payer,
+        network: w.requirements.network,
+        amount: a.value,
+        invoiceId: w.invoiceId,
+      });
+    } else {
+      await record(db, chain, a, { status: "failed", txHash: outcome.txHash, failure: item.refusal });
+      results.push(
+        refused(
+          w,
+          itemRefusal[item.refusal],
+          `the token refused the authorization in batch ${outcome.txHash}: ${item.refusal}`,
+        ),
+      );
+    }
+  }
+  return results;
+}
+
+/**
+ * The batch's gas, booked once: its total in gwei (rounded up) split across the payments it carried by
+ * splitEvenlyRemainderToFirst, one ledger transfer per payment (ids derived from the transaction and the invoice,
+ * so booking again changes nothing).
+ */
+async function bookBatchGas(
+  settlement: SettlementDeps,
+  chain: X402Chain,
+  outcome: Extract<BatchSendOutcome, { status: "mined" }>,
+  items: readonly Waiting[],
+): Promise<void> {
+  const gasWei = outcome.gasUsed * outcome.effectiveGasPrice;
+  const totalGwei = divCeil(gasWei, weiPerGwei);
+  if (totalGwei === 0n) return;
+  const gas = assets.ETH;
+  const [fees, clearing] = await Promise.all([
+    railAccountOpened(settlement, { kind: "fee", rail: chain.rail, asset: gas }),
+    railAccountOpened(settlement, { kind: "clearing", rail: chain.rail, asset: gas }),
+  ]);
+  const shares = splitEvenlyRemainderToFirst(totalGwei, items.length);
+  for (const [i, w] of items.entries()) {
+    const amount = shares[i]!;
+    if (amount === 0n) continue;
+    await credit(
+      settlement.ledger,
+      {
+        debitAccountId: fees.ledgerAccountId,
+        creditAccountId: clearing.ledgerAccountId,
+        amount,
+        ledger: gas.ledger,
+        code: transferCodes.payments.feePaid,
+      },
+      {
+        id: derivedLedgerId(
+          `${chain.chainId}:${outcome.txHash.toLowerCase()}:${w.invoiceId}`,
+          "x402-batch-gas",
+        ),
+        evidence: {
+          rail: chain.rail,
+          reference: outcome.txHash,
+          detail: {
+            kind: "x402_batch_gas",
+            wei: gasWei.toString(),
+            payments: items.length.toString(),
+            invoice: w.invoiceId,
+          },
+        },
+        label: `payment ${i + 1} of ${items.length}'s share of the gas of x402 batch ${outcome.txHash}`,
+      },
+    );
+  }
+}

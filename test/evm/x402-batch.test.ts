@@ -1,0 +1,328 @@
+// x402 payments settled many per transaction (gateway/x402/batch.ts → the EVM rail's settleAuthorizationBatch →
+// X402BatchSettler) on the Hardhat chain: a batch of N settles in one transaction and the watcher credits each
+// seller's invoice, with the gas booked once and split; a bad item fails alone; a replayed authorization is
+// refused (the claim table, the queue, the invoice's nonce, the token); a lone payment waits no longer than the
+// batch's bound.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { type Address, type Hex, keccak256, stringToHex } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
+import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
+import { assets, divCeil } from "../../core/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { getInvoice } from "../../gateway/settlement/index.ts";
+import {
+  type BatchSettler,
+  type BatchSettlerSettings,
+  createBatchSettler,
+  splitEvenlyRemainderToFirst,
+} from "../../gateway/x402/batch.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
+import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
+import { claim } from "../../gateway/x402/store.ts";
+import type { ExactRequirements } from "../../gateway/x402/verify.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let settlerAddress: Address;
+let chain: X402Chain;
+const payerFunds = 1_000_000n; // one dollar each
+const opened: BatchSettler[] = [];
+
+type Artifact = { abi: readonly { type: string; name?: string }[]; bytecode: Hex };
+
+async function artifact(): Promise<Artifact> {
+  const file = path.join(
+    import.meta.dirname,
+    "..",
+    "..",
+    "artifacts",
+    "contracts",
+    "X402BatchSettler.sol",
+    "X402BatchSettler.json",
+  );
+  return JSON.parse(await readFile(file, "utf8")) as Artifact;
+}
+
+beforeAll(async () => {
+  gw = await startGateway({ EVM_CONFIRMATIONS: "1", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
+  await gw.watcher.stop();
+  await gw.rail.depositWatcher()!.stop();
+  const { abi, bytecode } = await artifact();
+  const hash = await gw.chain.walletClient.deployContract({
+    abi,
+    bytecode,
+    account: gw.chain.walletClient.account,
+  });
+  const receipt = await gw.chain.publicClient.waitForTransactionReceipt({ hash });
+  settlerAddress = receipt.contractAddress!;
+  chain = {
+    rail: "evm",
+    chainId: gw.chain.chain.id,
+    publicClient: gw.chain.publicClient,
+    token: gw.chain.contracts.testUsd,
+    asset: assets.USDC,
+    hotWallet: gw.chain.walletClient.account.address,
+    receiptTimeoutMs: 30_000,
+  };
+});
+afterAll(async () => {
+  for (const settler of opened) await settler.close();
+  await gw?.app.close();
+});
+
+function batchSettler(settings: Partial<BatchSettlerSettings>): BatchSettler {
+  const settler = createBatchSettler({
+    settlement: gw.app.settlement,
+    senderOf: (c) =>
+      c.rail === "evm"
+        ? (batch) => gw.rail.settleAuthorizationBatch({ ...batch, settler: settlerAddress })
+        : null,
+    single: createSingleSettler({ settlement: gw.app.settlement }),
+    settings,
+  });
+  opened.push(settler);
+  return settler;
+}
+
+let payerCount = 0;
+
+/** A new payer holding `funds` TestUSD (no ETH: the gateway submits). */
+async function newPayer(funds = payerFunds) {
+  payerCount += 1;
+  const account = privateKeyToAccount(keccak256(stringToHex(`x402 batch test payer ${payerCount}`)));
+  if (funds > 0n)
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [account.address, funds],
+    });
+  return account;
+}
+
+type Payer = Awaited<ReturnType<typeof newPayer>>;
+
+/** Payers one after another: the minting account sends one transaction at a time. */
+async function newPayers(funds: readonly bigint[]): Promise<Payer[]> {
+  const payers: Payer[] = [];
+  for (const amount of funds) payers.push(await newPayer(amount));
+  return payers;
+}
+
+function requirementsFor(amount: bigint): ExactRequirements {
+  return {
+    version: 2,
+    chain,
+    network: `eip155:${chain.chainId}`,
+    amount,
+    payTo: chain.hotWallet,
+    asset: chain.token,
+    extra: { name: "USD Coin", version: "2" },
+  };
+}
+
+/** The payer's signed x402 payment of `value` (a signer other than the payer makes a bad one). */
+async function payment(payer: Payer, value: bigint, options: { signer?: Payer; nonce?: Hex } = {}) {
+  const nowS = BigInt(Math.floor(Date.now() / 1000));
+  const authorization = {
+    from: payer.address,
+    to: chain.hotWallet,
+    value,
+    validAfter: nowS - 600n,
+    validBefore: nowS + 3_600n,
+    nonce: options.nonce ?? keccak256(stringToHex(`nonce ${payer.address} ${value} ${Math.random()}`)),
+  };
+  const signature = await (options.signer ?? payer).signTypedData(
+    transferWithAuthorizationTypedData(
+      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+      authorization,
+    ),
+  );
+  const requirements = requirementsFor(value);
+  const claimed: ClaimedPayment = {
+    version: 2,
+    requirements,
+    payer: payer.address,
+    authorization,
+    signature,
+    credit: { tenantId: gw.app.demo!.tenantId, accountId: gw.app.demo!.merchant.id },
+    description: "x402 batch test",
+  };
+  return { claimed, requirements };
+}
+
+/** Claims the authorization as the facilitator and the paywall do, then settles it. */
+async function claimAndSettle(
+  settler: BatchSettler,
+  p: Awaited<ReturnType<typeof payment>>,
+): Promise<SettleResult | "already_claimed"> {
+  if (!(await claim(gw.app.db, chain, p.claimed.authorization, p.claimed.credit))) return "already_claimed";
+  return settler.settle(p.claimed, p.requirements);
+}
+
+const tokenBalance = (address: Address) => gw.tokenBalance(address);
+
+async function merchantBalance(): Promise<bigint> {
+  const account = await gw.ledgerAccount(gw.app.demo!.merchant.ledgerAccountId);
+  return account.creditsPosted - account.debitsPosted;
+}
+
+async function creditFinal() {
+  await gw.chain.networkHelpers.mine(1);
+  await gw.rail.depositWatcher()!.catchUp(20);
+}
+
+function okResult(result: SettleResult | "already_claimed") {
+  if (result === "already_claimed" || !result.ok)
+    throw new Error(
+      `expected a settlement, got ${JSON.stringify(result, (_, v) => (typeof v === "bigint" ? `${v}` : v))}`,
+    );
+  return result;
+}
+
+describe("X402BatchSettler's interface", () => {
+  it("is the compiled contract's", async () => {
+    const { abi } = await artifact();
+    const names = new Set<string>(x402BatchSettlerAbi.map((item) => item.name));
+    const compiled = abi.filter((item) => item.name !== undefined && names.has(item.name));
+    expect(compiled).toEqual([...x402BatchSettlerAbi].sort((a, b) => a.name.localeCompare(b.name)));
+    for (const [name, expected] of [
+      ["ITEMS_MAX", 256n],
+      ["ITEM_BYTES", 145n],
+      ["FAILURE_GAS_RESERVE", 50_000n],
+    ] as const) {
+      const value = await gw.chain.publicClient.readContract({
+        address: settlerAddress,
+        abi: [
+          {
+            type: "function",
+            name,
+            stateMutability: "view",
+            inputs: [],
+            outputs: [{ name: "", type: "uint256" }],
+          },
+        ],
+        functionName: name,
+      });
+      expect(value).toBe(expected);
+    }
+  });
+
+  it("splits gas evenly, the remainder to the first", () => {
+    expect(splitEvenlyRemainderToFirst(1_003n, 4)).toEqual([253n, 250n, 250n, 250n]);
+    expect(splitEvenlyRemainderToFirst(3n, 5)).toEqual([3n, 0n, 0n, 0n, 0n]);
+  });
+});
+
+describe("batch settlement on the Hardhat chain", () => {
+  it("settles a batch of N in one transaction, each invoice credited and the gas booked once, split", async () => {
+    const count = 8;
+    const settler = batchSettler({ batchSizeMax: count, batchWaitMsMax: 60_000 });
+    const payers = await newPayers(Array.from({ length: count }, () => payerFunds));
+    const payments = await Promise.all(payers.map((payer, i) => payment(payer, 1_000n + BigInt(i))));
+    const hotBefore = await tokenBalance(chain.hotWallet);
+    const merchantBefore = await merchantBalance();
+
+    const results = (await Promise.all(payments.map((p) => claimAndSettle(settler, p)))).map(okResult);
+
+    const txHash = results[0]!.transaction;
+    expect(results.every((r) => r.transaction === txHash)).toBe(true);
+    expect(results.map((r) => r.amount)).toEqual(payments.map((p) => p.claimed.authorization.value));
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash });
+    expect(receipt.to?.toLowerCase()).toBe(settlerAddress.toLowerCase());
+    expect(receipt.from.toLowerCase()).toBe(chain.hotWallet.toLowerCase()); // the rail's hot wallet sent it
+    const total = payments.reduce((sum, p) => sum + p.claimed.authorization.value, 0n);
+    expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(total);
+    for (const [i, payer] of payers.entries())
+      expect(await tokenBalance(payer.address)).toBe(payerFunds - payments[i]!.claimed.authorization.value);
+
+    // The watcher credits each seller's invoice from the token's AuthorizationUsed logs.
+    await creditFinal();
+    for (const result of results) {
+      const invoice = await getInvoice(gw.app.db, { tenantId: gw.app.demo!.tenantId, id: result.invoiceId });
+      expect(invoice?.status).toBe("paid");
+    }
+    expect((await merchantBalance()) - merchantBefore).toBe(total);
+
+    // Gas: booked once for the batch, one share per payment, summing to the transaction's gas.
+    const gasGwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
+    const ids = results.map((r) =>
+      derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${r.invoiceId}`, "x402-batch-gas"),
+    );
+    const booked = new Map((await gw.app.ledger.lookupTransfers(ids)).map((t) => [t.id, t.amount]));
+    expect(ids.map((id) => booked.get(id))).toEqual(splitEvenlyRemainderToFirst(gasGwei, count));
+  });
+
+  it("fails a bad item alone: a wrong signer and a payer short of funds, the rest settle in the same transaction", async () => {
+    const settler = batchSettler({ batchSizeMax: 4, batchWaitMsMax: 60_000 });
+    const [good1, forged, poor, good2] = await newPayers([payerFunds, payerFunds, 10n, payerFunds]);
+    const stranger = await newPayer(0n);
+    const payments = [
+      await payment(good1!, 500n),
+      await payment(forged!, 500n, { signer: stranger }),
+      await payment(poor!, 500n),
+      await payment(good2!, 700n),
+    ];
+    const hotBefore = await tokenBalance(chain.hotWallet);
+    const results = await Promise.all(payments.map((p) => claimAndSettle(settler, p)));
+    const [first, badSignature, shortOfFunds, last] = results;
+    expect(okResult(first!).transaction).toBe(okResult(last!).transaction);
+    expect(badSignature).toMatchObject({ ok: false, refusal: "invalid_exact_evm_payload_signature" });
+    expect(shortOfFunds).toMatchObject({ ok: false, refusal: "insufficient_funds" });
+    expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(1_200n);
+    expect(await tokenBalance(forged!.address)).toBe(payerFunds);
+    expect(await tokenBalance(poor!.address)).toBe(10n);
+    const [row] = await gw.app.db.query<{ status: string; failure: string }>(
+      "SELECT status, failure FROM x402_authorizations WHERE payer = $1",
+      [forged!.address.toLowerCase()],
+    );
+    expect(row).toEqual({ status: "failed", failure: "signature_invalid" });
+  });
+
+  it("refuses a replayed authorization: claimed again, twice in one queue, or settled again after it paid", async () => {
+    const settler = batchSettler({ batchSizeMax: 10, batchWaitMsMax: 200 });
+    const payer = await newPayer();
+    const p = await payment(payer, 900n);
+    const hotBefore = await tokenBalance(chain.hotWallet);
+
+    // The claim table refuses the second claim of the same authorization (any process, any tenant).
+    const settling = claimAndSettle(settler, p);
+    expect(await claimAndSettle(settler, p)).toBe("already_claimed");
+    // Past the claim (a caller that did not claim): the queue holds it once.
+    expect(await settler.settle(p.claimed, p.requirements)).toMatchObject({
+      ok: false,
+      refusal: "invalid_exact_evm_nonce_already_used",
+    });
+    okResult(await settling);
+    // Once settled, its nonce belongs to its invoice, and the token has spent it: nothing is sent or paid again.
+    expect(await settler.settle(p.claimed, p.requirements)).toMatchObject({
+      ok: false,
+      refusal: "invalid_exact_evm_nonce_already_used",
+    });
+    expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(900n);
+    expect(await tokenBalance(payer.address)).toBe(payerFunds - 900n);
+  });
+
+  it("sends a lone payment once its wait is over, and a later one rides in the same batch", async () => {
+    const waitMs = 500;
+    const settler = batchSettler({ batchSizeMax: 100, batchWaitMsMax: waitMs });
+    const [early, late] = await newPayers([payerFunds, payerFunds]);
+    const [p1, p2] = await Promise.all([payment(early!, 10n), payment(late!, 20n)]);
+    const blockBefore = await gw.chain.publicClient.getBlockNumber();
+    const startedMs = Date.now();
+    const first = claimAndSettle(settler, p1);
+    await new Promise((resolve) => setTimeout(resolve, waitMs / 2));
+    // Nothing sent yet: the batch is waiting for more.
+    expect(await gw.chain.publicClient.getBlockNumber()).toBe(blockBefore);
+    const second = claimAndSettle(settler, p2);
+    const [r1, r2] = [okResult(await first), okResult(await second)];
+    const elapsedMs = Date.now() - startedMs;
+    expect(r1.transaction).toBe(r2.transaction);
+    // The bound: sent when the oldest had waited batchWaitMsMax (not before), answered once mined.
+    expect(elapsedMs).toBeGreaterThanOrEqual(waitMs);
+    expect(elapsedMs).toBeLessThan(waitMs + 10_000); // automining: the receipt is there at once
+  });
+});
