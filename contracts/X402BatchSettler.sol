@@ -24,9 +24,9 @@ import {IERC3009} from "@openzeppelin/contracts/interfaces/draft-IERC3009.sol";
 /// An authorization whose value or window does not fit those widths (or that needs an ERC-1271 signature) is
 /// settled one by one instead; every USDC amount fits 128 bits and every timestamp 48.
 ///
-/// Limits: at most ITEMS_MAX = 256 items (the bitmap is one word). Gas: about 37,000 per item measured with
-/// TestUSD (npm run bench -- gas, x402-batch-100), so a full batch is about 9.5M, under the 2^24 ≈ 16.8M
-/// per-transaction cap of EIP-7825 with room for a heavier token (USDC behind its proxy).
+/// Limits: at most ITEMS_MAX = 256 items (the bitmap is one word). Gas: 40,056 per item measured with TestUSD
+/// (npm run bench -- gas, x402-batch-100: 4.0M for 100), so a full batch is about 10.3M, under the 2^24 ≈ 16.8M
+/// per-transaction cap of EIP-7825 with some room for a heavier token (USDC behind its proxy).
 ///
 /// Gas and failures: a call that fails for want of gas must not pass for an authorization the token refused
 /// (the caller would drop a good payment). When an item fails and less than FAILURE_GAS_RESERVE gas is left,
