@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import type { App } from "../../gateway/app.ts";
 import { createL402Scheme, readMacaroon } from "../../gateway/l402/index.ts";
+import { addPaywall, createPaywall } from "../../gateway/paywall/index.ts";
 import type {
   PaymentScheme,
   PaywallRequest,
@@ -153,6 +154,52 @@ describe("L402 on regtest", () => {
     expect(code(await schemeA.verify(resource, offers, request([`L402 ${forged}:${a.preimage}`])))).toBe(
       "l402_signature_invalid",
     );
+  });
+
+  it("through the paywall (gateway/paywall core): one 402 with the L402 lines, paid, served its count, then a 402 again", async () => {
+    const app = first.app;
+    const added = await addPaywall(
+      { sql: app.db, accounts: app.settlement.accounts, schemes: [schemeA], nowMs: Date.now },
+      {
+        tenantId: resource.tenantId,
+        fields: {
+          resource: "/weather/*",
+          description: "weather",
+          mimeType: "application/json",
+          price: { asset: assets.BTC, amount: pricePerRequestMsat },
+          offers: [{ scheme: "l402", rail: "lightning" }],
+          accountIds: [sellerAccount],
+          split: [],
+          tokenLifetimeSeconds: 600,
+          tokenRequestsMax: 2,
+          metadata: {},
+        },
+      },
+    );
+    if (!added.ok) throw new Error(added.message);
+    const check = createPaywall({
+      sql: app.db,
+      tenantId: resource.tenantId,
+      schemes: [schemeA],
+      rates: app.rates,
+    });
+    const unpaid = await check(request());
+    if (unpaid.kind !== "challenge") throw new Error(`expected a challenge, got ${unpaid.kind}`);
+    expect(unpaid.status).toBe(402);
+    const lines = unpaid.headers.filter(([name]) => name === "WWW-Authenticate").map(([, value]) => value);
+    expect(lines.map((line) => line.slice(0, 5))).toEqual(["LSAT ", "L402 "]);
+    expect(unpaid.headers).toContainEqual(["Cache-Control", "no-store"]);
+    const lsat = Lsat.fromHeader(lines[0]!);
+    lsat.setPreimage((await pay({ lnd: payer, request: lsat.invoice })).secret);
+    const token = lsat.toToken();
+    for (let i = 0; i < 2; i += 1) {
+      const verdict = await check(request([token, token.replace(/^LSAT /, "L402 ")]));
+      if (verdict.kind !== "paid") throw new Error(`expected paid, got ${JSON.stringify(verdict)}`);
+      expect(verdict.scheme).toBe("l402");
+      expect((await verdict.complete({ served: true })).kind).toBe("settled");
+    }
+    const spent = await check(request([token]));
+    expect(spent.kind === "challenge" && spent.body.error).toBe("l402_requests_exhausted");
   });
 
   it("measures what verifying a reused token costs per request (PostgreSQL, one gateway)", async () => {
