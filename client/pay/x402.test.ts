@@ -1,0 +1,68 @@
+import { describe, expect, it } from "vitest";
+import { MalformedChallengeError } from "./errors.ts";
+import { encodeBase64Json, parseX402Challenge, unpayableReason } from "./x402.ts";
+
+const requirement = {
+  scheme: "exact",
+  network: "eip155:84532",
+  amount: "10000",
+  asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+  payTo: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+  maxTimeoutSeconds: 60,
+  extra: { name: "USDC", version: "2" },
+};
+
+describe("parseX402Challenge", () => {
+  it("reads the v2 header first, keeping the requirement as sent for `accepted`", () => {
+    const headers = new Headers({
+      "payment-required": encodeBase64Json({
+        x402Version: 2,
+        resource: { url: "x" },
+        accepts: [requirement],
+      }),
+    });
+    const challenge = parseX402Challenge(headers, JSON.stringify({ x402Version: 1, accepts: [] }))!;
+    expect(challenge.version).toBe(2);
+    expect(challenge.offers[0]).toMatchObject({ chainId: 84_532, caip2: "eip155:84532", amount: 10_000n });
+    expect(challenge.offers[0]!.requirement).toEqual(requirement);
+    expect(unpayableReason(challenge.offers[0]!)).toBeNull();
+  });
+
+  it("reads a v1 body by its network name; a 402 without x402 is null", () => {
+    const { amount: _, network: __, ...rest } = requirement;
+    const v1 = {
+      ...rest,
+      network: "base-sepolia",
+      maxAmountRequired: "10000",
+      resource: "http://x/",
+      description: "",
+    };
+    const challenge = parseX402Challenge(new Headers(), JSON.stringify({ x402Version: 1, accepts: [v1] }))!;
+    expect(challenge.offers[0]).toMatchObject({ version: 1, caip2: "eip155:84532", amount: 10_000n });
+    expect(parseX402Challenge(new Headers(), "{}")).toBeNull();
+    expect(parseX402Challenge(new Headers(), null)).toBeNull();
+  });
+
+  it("an undecodable header, a body without accepts, or only unreadable entries is malformed", () => {
+    expect(() => parseX402Challenge(new Headers({ "payment-required": "%%%" }), null)).toThrow(
+      MalformedChallengeError,
+    );
+    expect(() => parseX402Challenge(new Headers(), JSON.stringify({ x402Version: 1 }))).toThrow(
+      MalformedChallengeError,
+    );
+    const bad = encodeBase64Json({ x402Version: 2, accepts: [{ ...requirement, amount: "1.5" }] });
+    expect(() => parseX402Challenge(new Headers({ "payment-required": bad }), null)).toThrow(
+      MalformedChallengeError,
+    );
+  });
+
+  it("an offer without its EIP-712 domain or on another transfer method cannot be paid", () => {
+    const headers = (extra: Record<string, unknown>) =>
+      new Headers({
+        "payment-required": encodeBase64Json({ x402Version: 2, accepts: [{ ...requirement, extra }] }),
+      });
+    expect(unpayableReason(parseX402Challenge(headers({}), null)!.offers[0]!)).toMatch(/EIP-712/);
+    const permit2 = { name: "USDC", version: "2", assetTransferMethod: "permit2" };
+    expect(unpayableReason(parseX402Challenge(headers(permit2), null)!.offers[0]!)).toMatch(/permit2/);
+  });
+});
