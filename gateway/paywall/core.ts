@@ -183,7 +183,12 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
     const parts = await Promise.all(
       found.map(async (group) => {
         const offers = offersAt(group, prices);
-        return offers === null ? null : group.scheme.challenge(group.resource, offers, request);
+        if (offers === null) return null;
+        // A scheme that cannot make its offer now (its rail down) is left out of the 402; the others stand.
+        return group.scheme.challenge(group.resource, offers, request).catch((error: unknown) => {
+          logger.warn({ err: error, paywall: paywall.id, scheme: group.scheme.id }, "paywall: no challenge");
+          return null;
+        });
       }),
     );
     const offered = parts.filter((part) => part !== null);
