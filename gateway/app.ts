@@ -33,6 +33,7 @@ import { createEgress } from "./egress/index.ts";
 import { startIdempotencyPrune } from "./http/idempotency.ts";
 import { buildServer } from "./http/index.ts";
 import { derivedLedgerId } from "./ids/index.ts";
+import { createL402Scheme } from "./l402/index.ts";
 import { createLedger, credit, type Ledger, ledgerMigrations, transferCodes } from "./ledger/index.ts";
 import {
   type BatchPayer,
@@ -228,7 +229,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
     const paywalls = createPaywallService({
       sql: db,
-      schemes: options.paymentSchemes ?? [createX402Scheme(x402)],
+      schemes: options.paymentSchemes ?? [
+        createX402Scheme(x402),
+        createL402Scheme({ settlement: services.settlement }),
+      ],
       rates,
       logger: logger.child({ module: "paywall" }),
     });
