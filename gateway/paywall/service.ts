@@ -16,6 +16,8 @@ export const pendingCompleteWithinMs = 5 * 60_000;
 export type PaywallService = {
   readonly schemes: readonly PaymentScheme[];
   forTenant(tenantId: string): PaywallCheck;
+  /** The tenant's paywalls changed (in this process): read them again at the next request. Other processes read them within paywallsRefreshMs. */
+  changed(tenantId: string): void;
   /** A paid verdict given over HTTP, kept until its complete call: its id. Null when too many wait already. */
   hold(tenantId: string, verdict: Extract<PaywallVerdict, { kind: "paid" }>): string | null;
   /** Completes a held verdict of the tenant once; null when there is none (unknown, another tenant's, done). */
@@ -59,6 +61,9 @@ export function createPaywallService(deps: {
   return {
     schemes: deps.schemes,
     forTenant,
+    changed(tenantId) {
+      checks.delete(tenantId);
+    },
     hold(tenantId, verdict) {
       if (pending.size >= pendingVerdictsMax) return null;
       const id = `pwv_${randomBytes(16).toString("hex")}`;

@@ -254,6 +254,7 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
         accountIds: body.accounts,
       };
       const paywall = paywallOf(await addPaywall(deps, { tenantId: tenantOf(request).id, fields }));
+      options.paywalls.changed(paywall.tenantId);
       return reply.code(201).send(presentPaywall(paywall));
     },
   );
@@ -308,6 +309,7 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
         id: request.params.id,
         fields: fieldsOf(request.body),
       });
+      options.paywalls.changed(tenantOf(request).id);
       return presentPaywall(paywallOf(result));
     },
   );
@@ -329,6 +331,7 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
         id: request.params.id,
       });
       if (!deleted) throw new ApiError("paywall_not_found", `no paywall "${request.params.id}"`);
+      options.paywalls.changed(tenantOf(request).id);
       return { id: request.params.id, object: "paywall" as const, deleted: true as const };
     },
   );
