@@ -176,3 +176,115 @@ function startIntervalMining(
     },
   };
 }
+
+// ---- the embedded chain over JSON-RPC, for wallets (MetaMask, viem, ethers, x402 clients)
+
+/** The largest JSON-RPC request body the served chain reads (a batch of signed transactions fits). */
+const rpcBodyBytesMax = 4 * 1024 * 1024;
+/** The most calls in one JSON-RPC batch. */
+const rpcBatchCallsMax = 100;
+const rpcRequestTimeoutMs = 30_000;
+
+export type ServedChain = { url: string; close(): Promise<void> };
+
+/** A JSON-RPC error as the spec has it: a code, a message, and the node's data (a revert's) when there is one. */
+type RpcError = { code: number; message: string; data?: unknown };
+
+/**
+ * Serves an embedded chain's provider over HTTP JSON-RPC at host:port (POST, single calls and batches, CORS open:
+ * a development chain for browsers too). Every call goes through the same provider the gateway uses, so the
+ * base fee it holds holds for wallets as well. Rejects when the port cannot be taken (EADDRINUSE).
+ */
+export async function serveChainRpc(
+  provider: EIP1193Provider,
+  params: { host: string; port: number },
+): Promise<ServedChain> {
+  const { createServer } = await import("node:http");
+  const call = async (message: unknown): Promise<Record<string, unknown>> => {
+    const request = message as { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown };
+    const id = request?.id ?? null;
+    if (typeof request !== "object" || request === null || typeof request.method !== "string")
+      return { jsonrpc: "2.0", id, error: { code: -32600, message: "invalid request" } };
+    try {
+      const result = await provider.request({
+        method: request.method,
+        params: Array.isArray(request.params) ? request.params : [],
+      } as never);
+      return { jsonrpc: "2.0", id, result: result ?? null };
+    } catch (error) {
+      return { jsonrpc: "2.0", id, error: rpcErrorOf(error) };
+    }
+  };
+  const server = createServer((req, res) => {
+    res.setHeader("Access-Control-Allow-Origin", "*");
+    res.setHeader("Access-Control-Allow-Headers", "content-type");
+    res.setHeader("Access-Control-Allow-Methods", "POST, OPTIONS");
+    if (req.method === "OPTIONS") return void res.writeHead(204).end();
+    if (req.method !== "POST") return void res.writeHead(405, { Allow: "POST, OPTIONS" }).end();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > rpcBodyBytesMax) {
+        res.writeHead(413).end();
+        req.destroy();
+      } else chunks.push(chunk);
+    });
+    req.on("end", () => {
+      if (res.writableEnded) return;
+      const reply = (body: unknown) =>
+        res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(body));
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+      } catch (error) {
+        reply({
+          jsonrpc: "2.0",
+          id: null,
+          error: { code: -32700, message: `parse error: ${String(error)}` },
+        });
+        return;
+      }
+      if (!Array.isArray(parsed)) return void call(parsed).then(reply);
+      if (parsed.length === 0 || parsed.length > rpcBatchCallsMax)
+        return void reply({
+          jsonrpc: "2.0",
+          id: null,
+          error: { code: -32600, message: `a batch of 1 to ${rpcBatchCallsMax} calls` },
+        });
+      // In order: a wallet's batch may send a transaction and then read what it changed.
+      void (async () => {
+        const answers = [];
+        for (const message of parsed) answers.push(await call(message));
+        reply(answers);
+      })();
+    });
+  });
+  server.requestTimeout = rpcRequestTimeoutMs;
+  server.headersTimeout = rpcRequestTimeoutMs;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(params.port, params.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    url: `http://${params.host}:${params.port}`,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.closeAllConnections();
+        server.close((error) => (error ? reject(error) : resolve()));
+      }),
+  };
+}
+
+/** The provider's error as JSON-RPC has it: EDR's errors carry the code and a revert's data. */
+function rpcErrorOf(error: unknown): RpcError {
+  const { code, message, data } = (error ?? {}) as { code?: unknown; message?: unknown; data?: unknown };
+  return {
+    code: typeof code === "number" ? code : -32603,
+    message: typeof message === "string" ? message : String(error),
+    ...(data === undefined ? {} : { data }),
+  };
+}

@@ -42,6 +42,8 @@ export {
   type EmbeddedChainOptions,
   hardhatChainId,
   hardhatMnemonic,
+  type ServedChain,
+  serveChainRpc,
   startEmbeddedChain,
 } from "./dev-chain.ts";
 export { EvmRailError, translatingViemErrors } from "./errors.ts";

@@ -19,11 +19,14 @@ import {
 } from "viem";
 import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
 import {
+  type DeployedContracts,
   deployForwarderFactory,
   deployWithIgnition,
+  type EmbeddedChain,
   forwarderFactoryAbi,
   hardhatMnemonic,
   readIgnitionDeployment,
+  serveChainRpc,
   testUsdAbi,
 } from "../../adapters/evm/index.ts";
 import { type Db, type Logger, SwitchyardError } from "../../core/index.ts";
@@ -329,4 +332,52 @@ export async function canMint(
       return false;
     throw error;
   }
+}
+
+export type ServedEmbeddedChain = {
+  rail: string;
+  chainId: number;
+  url: string;
+  contracts: DeployedContracts;
+};
+
+/**
+ * `npm start`: each embedded chain served over JSON-RPC for wallets, the first at `port`, the next ones at the
+ * ports after it, in the rails' order. A port that cannot be taken is reported (the chain is not served), not fatal.
+ */
+export async function serveEmbeddedChains(
+  chains: ReadonlyMap<string, EmbeddedChain>,
+  params: { host: string; port: number },
+): Promise<{
+  served: ServedEmbeddedChain[];
+  refused: Array<{ rail: string; port: number; reason: string }>;
+  close(): Promise<void>;
+}> {
+  const served: Array<ServedEmbeddedChain & { close(): Promise<void> }> = [];
+  const refused: Array<{ rail: string; port: number; reason: string }> = [];
+  let port = params.port;
+  for (const [rail, chain] of chains) {
+    try {
+      const server = await serveChainRpc(chain.provider, { host: params.host, port });
+      served.push({
+        rail,
+        chainId: chain.chain.id,
+        url: server.url,
+        contracts: chain.contracts,
+        close: server.close,
+      });
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (typeof code !== "string") throw error;
+      refused.push({ rail, port, reason: code });
+    }
+    port++;
+  }
+  return {
+    served: served.map(({ close: _close, ...chain }) => chain),
+    refused,
+    close: async () => {
+      for (const server of served) await server.close();
+    },
+  };
 }
