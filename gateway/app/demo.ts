@@ -29,7 +29,7 @@ import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { credit, type Ledger, transferCodes } from "../ledger/index.ts";
 import { createTenant, ensureDemoApiKey } from "../tenants/index.ts";
-import { canMint, readDevChainRecord, recordDemoMint } from "./dev-chain.ts";
+import { canMint, type DevChain, readDevChainRecord, recordDemoMint } from "./dev-chain.ts";
 import type { EvmClients } from "./evm.ts";
 
 export type DemoTenant = {
@@ -56,6 +56,10 @@ export type DemoChain = {
   funding: DemoFunding;
   /** Embedded chains: a development account holding TestUSD minted at this start (wallets, x402 clients). */
   payer: DemoPayer | null;
+  /** The gateway's hot wallet there, and on a development chain over JSON-RPC how it and the contracts were chosen. */
+  hotWallet: Address;
+  contracts: { token: Address; splitter: Address | null; forwarderFactory: Address | null };
+  dev: { accountIndex: number | null; contracts: DevChain["contracts"] } | null;
 };
 
 /** minted: now; minted before: at an earlier start on this database; not mintable: TestUSD's mint is not open here. */
@@ -72,6 +76,8 @@ export type DemoChainSource = {
   token: Address;
   /** embedded: the gateway's in-process chain; rpc: another, its mint kept in the database. */
   kind: "embedded" | "rpc";
+  contracts: DemoChain["contracts"];
+  dev: DemoChain["dev"];
 };
 
 /** The demo's chains: every embedded chain, and the first rail's chain when it is reached over JSON-RPC. */
@@ -85,6 +91,15 @@ export function demoChainSourcesOf(evm: readonly EvmClients[]): DemoChainSource[
       walletClient: clients.walletClient,
       token: clients.token,
       kind: clients.embedded === null ? "rpc" : "embedded",
+      contracts: {
+        token: clients.token,
+        splitter: clients.splitter?.address ?? null,
+        forwarderFactory: clients.forwarderFactory,
+      },
+      dev:
+        clients.dev === undefined
+          ? null
+          : { accountIndex: clients.dev.accountIndex, contracts: clients.dev.contracts },
     }));
 }
 
@@ -133,7 +148,16 @@ export async function ensureDemoTenant(deps: {
     const payer = source.kind === "embedded" ? await fundPayer(source) : null;
     const payeeIndex = source.kind === "embedded" ? 2 : 1;
     const payee = mnemonicToAccount(hardhatMnemonic, { addressIndex: payeeIndex }).address;
-    chains.push({ rail: source.rail, chainId: source.chainId, payee, funding, payer });
+    chains.push({
+      rail: source.rail,
+      chainId: source.chainId,
+      payee,
+      funding,
+      payer,
+      hotWallet: source.walletClient.account.address,
+      contracts: source.contracts,
+      dev: source.dev,
+    });
   }
   return {
     tenantId: demoTenantId,
