@@ -189,7 +189,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const evm = await openEvmClients(config.evm, logger, db);
     closers.push(() => closeEvmClients(evm));
     const embedded = embeddedChains(evm);
-    const { rails, batchPayer } = await buildRails({ config, db, ledger, logger, evm }, options);
+    const { rails, batchPayer } = await buildRails(closers, { config, db, ledger, logger, evm }, options);
     const rates = await openRates(closers, { config, evm, logger });
     const services = createServices({ db, ledger, rails, changes, logger, rates });
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
@@ -324,12 +324,16 @@ async function openRates(
 // ---- rails: built by their modules, then given their clearing accounts alike
 
 async function buildRails(
+  closers: Closers,
   context: RailContext & { ledger: Ledger },
   options: AppOptions,
 ): Promise<{ rails: Map<string, Rail>; batchPayer: BatchPayer | null }> {
   const rails = new Map<string, Rail>();
   const built = (options.railModules ?? railModules).map((module) => module(context));
-  for (const { rails: moduleRails } of built) for (const rail of moduleRails) rails.set(rail.id, rail);
+  for (const { rails: moduleRails, close } of built) {
+    for (const rail of moduleRails) rails.set(rail.id, rail);
+    if (close !== undefined) closers.push(close);
+  }
   // Netting pays through the first rail that pays many payees at once (the Rail contract's payoutBatch).
   const batchPayer = batchPayerOf(rails.values());
   for (const rail of rails.values()) {

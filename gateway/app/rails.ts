@@ -26,8 +26,8 @@ export type RailContext = {
   readonly evm: readonly EvmClients[];
 };
 
-/** What a module built: its rails. */
-export type BuiltRails = { readonly rails: readonly Rail[] };
+/** What a module built: its rails, and what to release when the app closes (after the rails have stopped). */
+export type BuiltRails = { readonly rails: readonly Rail[]; readonly close?: () => Promise<void> };
 
 export type RailModule = (context: RailContext) => BuiltRails;
 
@@ -64,14 +64,16 @@ function evmRails({ db, evm, logger }: RailContext): BuiltRails {
 
 function lightningRails({ config, logger }: RailContext): BuiltRails {
   if (config.lightning.kind !== "on") return { rails: [] };
+  const lnurl = lnurlEgressOf(config, config.lightning.limits.lnurlHttpHosts ?? []);
   const rail = createLightningRail({
     logger: logger.child({ module: "rail", rail: "lightning" }),
     lnd: config.lightning.lnd,
     store: createFileRailStore(config.lightning.journalPath),
     limits: config.lightning.limits,
-    lnurlFetch: lnurlEgressOf(config, config.lightning.limits.lnurlHttpHosts ?? []).fetch,
+    lnurlFetch: lnurl.fetch,
   });
-  return { rails: [rail] };
+  // The egress's connection pool to Lightning Address servers, closed with the app.
+  return { rails: [rail], close: () => lnurl.close() };
 }
 
 /** Lightning Addresses reach public addresses only, but for EGRESS_ALLOW_HOSTS and the hosts asked over http. */
