@@ -1,7 +1,8 @@
 // `npm start`: reads the configuration from the environment, builds the app, listens, and says how to use it.
 
-import { formatAmount } from "../core/index.ts";
+import { assets, formatAmount } from "../core/index.ts";
 import { ConfigError, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
+import { type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
 
 async function main(): Promise<void> {
@@ -20,16 +21,30 @@ async function main(): Promise<void> {
   if (config.fiat.kind === "off") console.log(`switchyard: ${config.fiat.reason}`);
   if (!app.rails.has("lightning"))
     console.log("switchyard: no LND configured (LND_SOCKET): the Lightning rail is off");
+  const rpc =
+    config.embeddedRpc === null || app.chains.size === 0
+      ? null
+      : await serveEmbeddedChains(app.chains, config.embeddedRpc);
+  for (const refused of rpc?.refused ?? [])
+    console.log(
+      `switchyard: the embedded chain of rail ${refused.rail} is not served to wallets: port ${refused.port} ${refused.reason} (set EVM_EMBEDDED_RPC_PORT, or off)`,
+    );
   console.log(operatorText(app.operator));
+  if (rpc !== null && rpc.served.length > 0) console.log(walletsText(rpc.served, app.demo));
   if (app.demo !== null)
     console.log(
-      demoText(app.demo, url, { lightning: app.rails.has("lightning"), fiat: config.fiat.kind === "on" }),
+      demoText(app.demo, url, {
+        lightning: app.rails.has("lightning"),
+        fiat: config.fiat.kind === "on",
+        netting: config.evm.chains[0]?.source.kind === "embedded" && app.chains.size > 1,
+      }),
     );
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     console.log(`switchyard: ${signal}, stopping`);
+    await rpc?.close();
     await app.close();
     process.exit(0);
   };
@@ -65,8 +80,30 @@ function chainText(chain: EvmChainConfig): string {
   return `${chain.id} (${where})`;
 }
 
+/** The embedded chains as wallets reach them: URL, chain id, contracts, and the payer holding TestUSD. */
+function walletsText(served: readonly ServedEmbeddedChain[], demo: DemoTenant | null): string {
+  const lines = served.map(
+    (chain) => `  ${chain.rail}: ${chain.url} (chain id ${chain.chainId})
+    TestUSD ${chain.contracts.testUsd}, RevenueSplitter ${chain.contracts.splitter}, ForwarderFactory ${chain.contracts.forwarderFactory}`,
+  );
+  const payer = demo?.chains.find((chain) => chain.payer !== null)?.payer ?? null;
+  const payerText =
+    payer === null
+      ? ""
+      : `
+  payer: ${payer.address} (Hardhat development account ${payer.accountIndex}; key ${payer.privateKey}),
+    holding ${formatAmount(payer.balance, assets.USDC)} TestUSD on each chain above, minted at this start`;
+  return `
+Wallets (MetaMask, viem, ethers, x402 clients) reach the embedded chains over JSON-RPC (EVM_EMBEDDED_RPC_PORT):
+${lines.join("\n")}${payerText}`;
+}
+
 /** How to use the demo tenant: a curl for every rail that is configured, each of which works as printed. */
-function demoText(demo: DemoTenant, url: string, rails: { lightning: boolean; fiat: boolean }): string {
+function demoText(
+  demo: DemoTenant,
+  url: string,
+  rails: { lightning: boolean; fiat: boolean; netting: boolean },
+): string {
   const auth = `-H 'Authorization: Bearer ${demo.apiKey}'`;
   const post = (path: string, body: unknown) =>
     `  curl -s ${url}${path} ${auth} -H 'Content-Type: application/json' -H "Idempotency-Key: $(date +%s%N)" -d '${JSON.stringify(body)}'`;
@@ -78,26 +115,41 @@ function demoText(demo: DemoTenant, url: string, rails: { lightning: boolean; fi
     source: { account: demo.customer.id },
     destination,
   });
-  const first = demo.chains[0];
-  const onChain = demo.chains.map(
+  const fundedChains = demo.chains.filter((chain) => chain.funding !== "not mintable");
+  const unfunded = demo.chains.filter((chain) => chain.funding === "not mintable");
+  const first = fundedChains[0];
+  const onChain = fundedChains.map(
     (chain) => `
 Pay 25 USDC on rail ${chain.rail} only (the address names chain ${chain.chainId}):
 ${post("/v1/payments", payment({ type: "evm_address", address: chain.payee, chain_id: chain.chainId }, "25.00"))}
 `,
   );
-  const usdc =
-    first === undefined
-      ? `
-Pay 1.50 USDC to the merchant's account:
+  const internal = `
+An internal transfer (the ledger only, no chain): 1.50 USDC to the merchant's account:
 ${post("/v1/payments", payment({ type: "account", account: demo.merchant.id }))}
-`
-      : `
-Pay 1.50 USDC to ${first.payee}, on whichever chain the router finds cheapest:
-${post("/v1/payments", payment({ type: "evm_address", address: first.payee }))}
-${onChain.join("")}
+`;
+  const netting = rails.netting
+    ? `
 A payout whose gas would cost more than half of it (1.50 USDC on the 25 gwei L1) is not paid at a loss: it is
 answered 202 processing and leaves in the next netted batch (NETTING_MAX_FEE_SHARE_BPS).
-`;
+`
+    : "";
+  const funding = unfunded.map(
+    (chain) => `
+TestUSD's mint is not open on rail ${chain.rail} (chain ${chain.chainId}, token ${chain.contracts.token}): nothing was
+minted there. Fund the customer by a USDC invoice: its instructions name a deposit address${chain.contracts.forwarderFactory === null ? " (none: this rail has no ForwarderFactory)" : ""} to send the token
+to, and an EIP-3009 authorization to sign instead; once paid, the customer holds it:
+${post("/v1/invoices", { account: demo.customer.id, amount: "10.00", asset: "USDC", description: "demo top-up" })}
+`,
+  );
+  const usdc =
+    first === undefined
+      ? `${internal}${funding.join("")}`
+      : `
+An on-chain payout of 1.50 USDC to ${first.payee} (a Hardhat development account), on whichever chain the router
+finds cheapest; the answer's evidence is the transaction:
+${post("/v1/payments", payment({ type: "evm_address", address: first.payee }))}
+${onChain.join("")}${netting}${internal}${funding.join("")}`;
   const lightning = rails.lightning
     ? `
 Lightning, with the BTC account ${demo.btc.id}. Receive 0.0001 BTC (10,000 sats): the answer's
@@ -121,7 +173,7 @@ ${get("/v1/invoices/<id>")}
   return `
 Demo tenant (development mode; its key is the same at every start on the same database, shown only here):
   API key:   ${demo.apiKey}
-  customer:  ${demo.customer.id} (funded with ${formatAmount(demoFundingUsdc, demo.customer.asset)} USDC of TestUSD on each embedded chain: ${demo.chains.map((chain) => chain.rail).join(", ") || "none"})
+  customer:  ${demo.customer.id} (${customerFunding(demo)})${devChainLines(demo)}
   merchant:  ${demo.merchant.id}
   BTC:       ${demo.btc.id} (empty: ${rails.lightning ? "fill it by a Lightning invoice, below" : "Lightning is off"})
   USD:       ${demo.usd.id} (empty: ${rails.fiat ? "fill it by a Stripe invoice, below" : "fiat is off"})
@@ -134,4 +186,41 @@ ${get(`/v1/accounts/${demo.customer.id}/transactions?limit=5`)}
 ${get("/v1/payments?limit=3&expand[]=data.attempts")}
 ${get("/v1/accounts")}
 `;
+}
+
+/** What the customer was funded with, as this start found it. */
+function customerFunding(demo: DemoTenant): string {
+  const amount = `${formatAmount(demoFundingUsdc, demo.customer.asset)} USDC of TestUSD`;
+  const said = (funding: DemoTenant["chains"][number]["funding"]) =>
+    demo.chains.filter((chain) => chain.funding === funding).map((chain) => chain.rail);
+  const parts = [
+    said("minted").length > 0 ? `funded now with ${amount} minted on ${said("minted").join(", ")}` : null,
+    said("minted before").length > 0
+      ? `funded at an earlier start with ${amount} minted on ${said("minted before").join(", ")}`
+      : null,
+    said("not mintable").length > 0 ? `not funded on ${said("not mintable").join(", ")}: see below` : null,
+  ].filter((part) => part !== null);
+  return parts.length === 0 ? "not funded: no EVM chain" : parts.join("; ");
+}
+
+/** On a development chain reached over JSON-RPC: the wallet and contracts the gateway uses there, and why. */
+function devChainLines(demo: DemoTenant): string {
+  return demo.chains
+    .filter((chain) => chain.dev !== null)
+    .map((chain) => {
+      const dev = chain.dev as NonNullable<typeof chain.dev>;
+      const wallet =
+        dev.accountIndex === null
+          ? "EVM_HOT_WALLET_KEY's"
+          : `Hardhat development account ${dev.accountIndex}, taken by this database`;
+      const how = {
+        deployed: "deployed now through ignition/modules/Switchyard.ts",
+        "deployed before": "deployed through ignition/modules/Switchyard.ts at an earlier start",
+        ignition: "from EVM_IGNITION_DEPLOYMENT",
+      }[dev.contracts];
+      return `
+  rail ${chain.rail} (chain ${chain.chainId}): hot wallet ${chain.hotWallet} (${wallet})
+    contracts ${how}: TestUSD ${chain.contracts.token}, RevenueSplitter ${chain.contracts.splitter}, ForwarderFactory ${chain.contracts.forwarderFactory}`;
+    })
+    .join("");
 }
