@@ -270,7 +270,8 @@ export async function serveChainRpc(
     });
   });
   return {
-    url: `http://${params.host}:${params.port}`,
+    // The port taken (port 0: one the system chose).
+    url: `http://${params.host}:${(server.address() as { port: number }).port}`,
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.closeAllConnections();
