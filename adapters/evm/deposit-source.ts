@@ -148,22 +148,35 @@ function decoded(
   };
 }
 
-/** The Transfer the authorization made (the next log of the same transaction from the authorizer), or null. */
+/**
+ * The Transfer the authorization made, or null. An EIP-3009 token (OpenZeppelin's ERC3009 draft behind TestUSD,
+ * Circle's FiatTokenV2 behind USDC) emits AuthorizationUsed(authorizer, nonce) and then, from its `_transfer`,
+ * that authorization's Transfer: the log right after it in the transaction. So the pair is found by the
+ * authorizer AND the nonce — never the payer's first Transfer, which in a batch carrying two authorizations of
+ * the same payer may be the other one's.
+ */
 async function authorizedTransfer(
   publicClient: PublicClient<Transport, Chain>,
   token: Address,
-  log: { transactionHash: Hex | null; args: { authorizer: Address } },
+  log: { transactionHash: Hex | null; args: { authorizer: Address; nonce: Hex } },
 ): Promise<{ to: Address; value: bigint } | null> {
   if (log.transactionHash === null) return null;
   const receipt = await publicClient.getTransactionReceipt({ hash: log.transactionHash });
-  const transfer = parseEventLogs({
-    abi: testUsdAbi,
-    eventName: "Transfer",
-    logs: receipt.logs as Log[],
-  }).find(
-    (entry) => isAddressEqual(entry.address, token) && isAddressEqual(entry.args.from, log.args.authorizer),
-  );
-  return transfer === undefined ? null : { to: transfer.args.to, value: transfer.args.value };
+  const logs = [...(receipt.logs as Log[])].sort((a, b) => (a.logIndex ?? 0) - (b.logIndex ?? 0));
+  const used = logs.findIndex((entry) => {
+    if (!isAddressEqual(entry.address, token)) return false;
+    const [parsed] = parseEventLogs({ abi: testUsdAbi, eventName: "AuthorizationUsed", logs: [entry] });
+    return (
+      parsed !== undefined &&
+      isAddressEqual(parsed.args.authorizer, log.args.authorizer) &&
+      parsed.args.nonce.toLowerCase() === log.args.nonce.toLowerCase()
+    );
+  });
+  const next = used === -1 ? undefined : logs[used + 1];
+  if (next === undefined || !isAddressEqual(next.address, token)) return null;
+  const [transfer] = parseEventLogs({ abi: testUsdAbi, eventName: "Transfer", logs: [next] });
+  if (transfer === undefined || !isAddressEqual(transfer.args.from, log.args.authorizer)) return null;
+  return { to: transfer.args.to, value: transfer.args.value };
 }
 
 function depositLogOf(row: EventRow): DepositLog {

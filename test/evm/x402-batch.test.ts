@@ -256,6 +256,28 @@ describe("batch settlement on the Hardhat chain", () => {
     expect(ids.map((id) => booked.get(id))).toEqual(splitEvenlyRemainderToFirst(gasGwei, count));
   });
 
+  it("credits each invoice its own amount when one payer's two authorizations of different values share a transaction", async () => {
+    const settler = batchSettler({ batchSizeMax: 2, batchWaitMsMax: 60_000 });
+    const payer = await newPayer();
+    const payments = [await payment(payer, 3n), await payment(payer, 5n)];
+    const merchantBefore = await merchantBalance();
+
+    const results = (await Promise.all(payments.map((p) => claimAndSettle(settler, p)))).map(okResult);
+    expect(results[0]!.transaction).toBe(results[1]!.transaction);
+
+    // The token emits AuthorizationUsed then Transfer per authorization, both from the same payer: each invoice
+    // is credited the Transfer of its own nonce, not the payer's first Transfer in the transaction.
+    await creditFinal();
+    for (const [i, result] of results.entries()) {
+      const invoice = await getInvoice(gw.app.db, { tenantId: gw.app.demo!.tenantId, id: result.invoiceId });
+      expect(invoice).toMatchObject({
+        status: "paid",
+        receivedAmount: payments[i]!.claimed.authorization.value,
+      });
+    }
+    expect((await merchantBalance()) - merchantBefore).toBe(8n);
+  });
+
   it("fails a bad item alone: a wrong signer and a payer short of funds, the rest settle in the same transaction", async () => {
     const settler = batchSettler({ batchSizeMax: 4, batchWaitMsMax: 60_000 });
     const [good1, forged, poor, good2] = await newPayers([payerFunds, payerFunds, 10n, payerFunds]);
