@@ -159,6 +159,23 @@ function fromRow(row: PaywallRow): Paywall {
 type Refused = Extract<PaywallResult, { ok: false }>;
 type Checked = { ok: true; accounts: Record<string, string>; split: PaywallSplitShare[] };
 
+/** A paywall's fields as the columns resource … metadata take them, in that order (create and update alike). */
+function fieldValues(fields: PaywallFields, checked: Checked): (string | number | null)[] {
+  return [
+    fields.resource,
+    fields.description,
+    fields.mimeType,
+    fields.price.asset.code,
+    fields.price.amount.toString(),
+    JSON.stringify(fields.offers),
+    JSON.stringify(checked.accounts),
+    JSON.stringify(checked.split),
+    fields.tokenLifetimeSeconds,
+    fields.tokenRequestsMax,
+    JSON.stringify(fields.metadata),
+  ];
+}
+
 /** The asset each offer is paid in, or why an offer cannot be made. */
 function offerAssets(schemes: readonly PaymentScheme[], offers: readonly PaywallOffer[]): Asset[] | Refused {
   const seen = new Set<string>();
@@ -314,22 +331,7 @@ export async function addPaywall(
     const rows = await deps.sql.query<PaywallRow>(
       `INSERT INTO paywalls (${columns})
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING ${columns}`,
-      [
-        newId("pwl", nowMs),
-        params.tenantId,
-        fields.resource,
-        fields.description,
-        fields.mimeType,
-        fields.price.asset.code,
-        fields.price.amount.toString(),
-        JSON.stringify(fields.offers),
-        JSON.stringify(checked.accounts),
-        JSON.stringify(checked.split),
-        fields.tokenLifetimeSeconds,
-        fields.tokenRequestsMax,
-        JSON.stringify(fields.metadata),
-        new Date(nowMs).toISOString(),
-      ],
+      [newId("pwl", nowMs), params.tenantId, ...fieldValues(fields, checked), new Date(nowMs).toISOString()],
     );
     return { ok: true, paywall: fromRow(rows[0]!) };
   } catch (error) {
@@ -391,22 +393,7 @@ export async function updatePaywall(
          offers = $8, accounts = $9, split = $10, token_lifetime_seconds = $11, token_requests_max = $12,
          metadata = $13, updated_at = $14
        WHERE id = $1 AND tenant_id = $2 RETURNING ${columns}`,
-      [
-        params.id,
-        params.tenantId,
-        fields.resource,
-        fields.description,
-        fields.mimeType,
-        fields.price.asset.code,
-        fields.price.amount.toString(),
-        JSON.stringify(fields.offers),
-        JSON.stringify(checked.accounts),
-        JSON.stringify(checked.split),
-        fields.tokenLifetimeSeconds,
-        fields.tokenRequestsMax,
-        JSON.stringify(fields.metadata),
-        new Date(deps.nowMs()).toISOString(),
-      ],
+      [params.id, params.tenantId, ...fieldValues(fields, checked), new Date(deps.nowMs()).toISOString()],
     );
     if (rows[0] === undefined)
       return { ok: false, refusal: "paywall_not_found", message: `no paywall "${params.id}"` };
