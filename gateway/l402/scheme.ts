@@ -175,6 +175,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       tenantId: resource.tenantId,
       accountId: resource.accountId,
       asset: asset.code,
+      ...(resource.split === undefined ? {} : { split: resource.split }),
       amount: formatAmount(tokenPrice(offer.price.amount, requestsMax), asset),
       rail,
       description: `${resource.service}: ${requestsMax ?? "any number of"} request(s) for ${lifetimeSeconds} s`,

@@ -54,6 +54,8 @@ export const transferCodes = {
     received: 3,
     reversed: 4,
     reinstated: 5,
+    /** A paywall payee's share of what an invoice received, from the credited account to the payee's. */
+    share: 13,
   },
   /** gateway/payments/batch-payouts.ts: payouts that accrue and leave netted in one batch. */
   netting: {

@@ -19,6 +19,7 @@ export {
   type BalanceRule,
   type ChainMember,
   credit,
+  creditChain,
   debit,
   findReservation,
   type HeldLeg,

@@ -426,6 +426,31 @@ export function reverseLegs(
   );
 }
 
+/**
+ * `credit` for legs written as one linked chain (all or none): money in and what moves on from it at once (an
+ * invoice's receipt and its split shares). A retry of a chain the ledger has whole is `credited`; a member that
+ * exists with other details is `conflict`; any other refusal throws a LedgerPostingError naming `label`.
+ */
+export async function creditChain(
+  ledger: Ledger,
+  legs: readonly Leg[],
+  label: string,
+): Promise<"credited" | "conflict"> {
+  const inputs = legs.map(({ posting, transfer }, i) =>
+    transferInput(posting, transfer, linkedUnlessLast(i, legs.length)),
+  );
+  const results = await ledger.createTransfers(inputs);
+  if (results.length === inputs.length && results.every((result) => result.status === "created"))
+    return "credited";
+  if (results.some((result) => result.status.startsWith("exists_with_different_"))) return "conflict";
+  const found = await ledger.lookupTransfers(inputs.map((input) => input.id));
+  if (found.length === inputs.length) return "credited";
+  const refusal = results.find(
+    (result) => result.status !== "linked_event_failed" && result.status !== "exists",
+  )?.status;
+  throw new LedgerPostingError(label, refusal ?? "no result");
+}
+
 /** One member of a chain written with a statement: a hold, the post or void of a hold, or a posted move. */
 export type ChainMember =
   | { kind: "hold" | "move"; posting: Posting; transfer: PostingTransfer }

@@ -27,8 +27,19 @@ import {
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
-import { credit, type Ledger, reverse, takeBack, transferCodes } from "../ledger/index.ts";
+import {
+  credit,
+  creditChain,
+  type Ledger,
+  type Leg,
+  type Posting,
+  type PostingTransfer,
+  reverse,
+  takeBack,
+  transferCodes,
+} from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
+import { splitShares } from "../paywall/scheme.ts";
 
 /** What the settlement needs of a rail to take money in: its id, its asset, its `receive`, and signed payments. */
 export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive" | "submitSignedPayment"> &
@@ -46,8 +57,22 @@ export type SettlementDeps = {
   rails: ReadonlyMap<string, ReceivingRail>;
 };
 
+/**
+ * A paywall's split carried by its invoice: of each receipt, each account gets its basis points (floored, see
+ * paywall/scheme.ts splitShares), moved from the invoice's account in the same ledger request as the credit.
+ */
+export type InvoiceSplit = readonly { readonly accountId: string; readonly basisPoints: number }[];
+
 /** What applying a rail's event to an invoice needs of it: fields that never change once it is written. */
-type InvoiceTarget = { id: string; tenantId: string; accountId: string; assetCode: string; rail: string };
+type InvoiceTarget = {
+  id: string;
+  tenantId: string;
+  accountId: string;
+  assetCode: string;
+  rail: string;
+  /** null: no split, all to accountId. */
+  split: InvoiceSplit | null;
+};
 
 /**
  * The invoices this process made, so that the money arriving for one needs no query to find it. Only fields
@@ -130,7 +155,15 @@ export type CreateInvoiceParams = {
   rail: string | null;
   description: string;
   expirySeconds: number;
+  /**
+   * Shares of what is received for the paywall's payees: accounts of the tenant in the invoice's asset, basis
+   * points summing to at most 10,000 (the paywall checked both; the accounts are checked again here).
+   */
+  split?: InvoiceSplit;
 };
+
+/** The most basis points a split may give away: all of it. */
+const splitBasisPointsMax = 10_000;
 
 type InvoiceRefused = Extract<CreateInvoiceResult, { ok: false }>;
 
@@ -176,6 +209,29 @@ async function checkInvoiceRequest(
       message: `account ${account.id} holds ${account.asset.code}`,
       param: "asset",
     };
+  for (const share of params.split ?? []) {
+    const payee = await deps.accounts.tenantAccount({ tenantId: params.tenantId, id: share.accountId });
+    if (payee === null)
+      return {
+        ok: false,
+        refusal: "account_not_found",
+        message: `no account "${share.accountId}"`,
+        param: "split",
+      };
+    if (payee.asset.code !== asset.code)
+      return {
+        ok: false,
+        refusal: "asset_mismatch",
+        message: `account ${payee.id} holds ${payee.asset.code}`,
+        param: "split",
+      };
+  }
+  const splitBasisPoints = (params.split ?? []).reduce((sum, share) => sum + share.basisPoints, 0);
+  if (
+    (params.split ?? []).some((share) => !Number.isInteger(share.basisPoints) || share.basisPoints < 0) ||
+    splitBasisPoints > splitBasisPointsMax
+  )
+    throw new SettlementInvariantError(`a split gives away ${splitBasisPoints} basis points of an invoice`);
   const receiver = [...deps.rails.values()].find(
     (r) =>
       r.receive !== undefined &&
@@ -256,10 +312,11 @@ export async function createInvoice(
       param: offer.code === "amount_too_large" ? "amount" : "rail",
     };
   const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
+  const split = params.split === undefined || params.split.length === 0 ? null : params.split;
   const [written] = await deps.db
     .query<{ created_at: Date }>(
-      `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, rail_reference, instructions, expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $10) RETURNING created_at`,
+      `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, rail_reference, instructions, expires_at, split)
+     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $10, $11) RETURNING created_at`,
       [
         id,
         params.tenantId,
@@ -271,6 +328,7 @@ export async function createInvoice(
         offer.railReference,
         JSON.stringify(offer.instructions),
         expiresAt,
+        split === null ? null : toJson(split),
       ],
     )
     .catch((error: unknown) =>
@@ -283,6 +341,7 @@ export async function createInvoice(
     accountId: account.id,
     assetCode: asset.code,
     rail,
+    split,
   });
   // The answer is what was written, not read back.
   return {
@@ -360,10 +419,9 @@ async function invoiceTarget(
   db: Db,
   id: string,
 ): Promise<(InvoiceTarget & { status: InvoiceStatus }) | null> {
-  const rows = await db.query<Pick<InvoiceRow, "tenant_id" | "account_id" | "asset" | "rail" | "status">>(
-    "SELECT tenant_id, account_id, asset, rail, status FROM invoices WHERE id = $1",
-    [id],
-  );
+  const rows = await db.query<
+    Pick<InvoiceRow, "tenant_id" | "account_id" | "asset" | "rail" | "status"> & { split: unknown }
+  >("SELECT tenant_id, account_id, asset, rail, status, split FROM invoices WHERE id = $1", [id]);
   const row = rows[0];
   if (row === undefined) return null;
   return {
@@ -373,6 +431,7 @@ async function invoiceTarget(
     assetCode: row.asset,
     rail: row.rail,
     status: row.status,
+    split: row.split === null ? null : fromJson<InvoiceSplit>(row.split),
   };
 }
 
@@ -387,6 +446,52 @@ async function accountsFor(
   if (account === null || clearing === null)
     throw new SettlementInvariantError(`invoice ${invoice.id} has no account or clearing account`);
   return { account, clearing };
+}
+
+/**
+ * Credits a receipt (`posting`, clearing to the invoice's account) and, when the invoice carries a split, moves each
+ * payee's share of the receipt (splitShares: floored, the remainder stays) from the invoice's account to the
+ * payee's, all in one linked ledger chain: one request, one database transaction, all or none. Each share's id is
+ * derived from the receipt's, so a redelivered receipt moves nothing twice; each carries the invoice in userData128
+ * (an account's transactions name the invoice) and the receipt's evidence.
+ */
+async function creditWithShares(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+  posting: Posting,
+  transfer: PostingTransfer & { id: bigint },
+): Promise<"credited" | "conflict"> {
+  const shares =
+    invoice.split === null
+      ? []
+      : splitShares(posting.amount, { accountId: invoice.accountId, split: invoice.split }).filter(
+          (share) => share.accountId !== invoice.accountId,
+        );
+  if (shares.length === 0) return await credit(deps.ledger, posting, transfer);
+  const legs: Leg[] = [{ posting, transfer }];
+  for (const share of shares) {
+    const payee = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: share.accountId });
+    if (payee === null)
+      throw new SettlementInvariantError(
+        `invoice ${invoice.id} splits to account ${share.accountId}, which is gone`,
+      );
+    legs.push({
+      posting: {
+        debitAccountId: posting.creditAccountId,
+        creditAccountId: payee.ledgerAccountId,
+        amount: share.amount,
+        ledger: posting.ledger,
+        code: transferCodes.invoices.share,
+      },
+      transfer: {
+        id: derivedLedgerId(`${transfer.id}:${share.accountId}`, "share"),
+        ...(transfer.userData128 === undefined ? {} : { userData128: transfer.userData128 }),
+        ...(transfer.evidence === undefined ? {} : { evidence: transfer.evidence }),
+        label: `the share of account ${share.accountId} in ${transfer.label ?? `invoice ${invoice.id}`}`,
+      },
+    });
+  }
+  return await creditChain(deps.ledger, legs, transfer.label ?? `the receipt of invoice ${invoice.id}`);
 }
 
 /**
@@ -421,8 +526,9 @@ export async function applyReceived(
   }
   if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
-  const credited = await credit(
-    deps.ledger,
+  const credited = await creditWithShares(
+    deps,
+    invoice,
     {
       debitAccountId: clearing.ledgerAccountId,
       creditAccountId: account.ledgerAccountId,
@@ -479,8 +585,9 @@ async function applyReceipt(
     deps.openInvoices.recall(event.reference) ?? (await invoiceTarget(deps.db, event.reference));
   if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
-  const credited = await credit(
-    deps.ledger,
+  const credited = await creditWithShares(
+    deps,
+    invoice,
     {
       debitAccountId: clearing.ledgerAccountId,
       creditAccountId: account.ledgerAccountId,

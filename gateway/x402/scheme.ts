@@ -109,7 +109,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
       const { payment } = verified;
       const { chain } = parsed.requirements;
-      const credit = { tenantId: resource.tenantId, accountId: resource.accountId };
+      const credit = {
+        tenantId: resource.tenantId,
+        accountId: resource.accountId,
+        ...(resource.split === undefined ? {} : { split: resource.split }),
+      };
       if (!(await claim(deps.db, chain, payment.authorization, credit)))
         return {
           kind: "refused",

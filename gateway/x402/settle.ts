@@ -77,6 +77,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         tenantId: payment.credit.tenantId,
         accountId: payment.credit.accountId,
         asset: chain.asset.code,
+        ...(payment.credit.split === undefined ? {} : { split: payment.credit.split }),
         amount: formatAmount(a.value, chain.asset),
         rail: chain.rail,
         description: payment.description,

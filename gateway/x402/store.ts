@@ -25,7 +25,12 @@ export async function isClaimed(
 }
 
 /** Who is credited with a payment: a tenant's account. */
-export type CreditTarget = { readonly tenantId: string; readonly accountId: string };
+export type CreditTarget = {
+  readonly tenantId: string;
+  readonly accountId: string;
+  /** A paywall's split of what is paid (PricedResource.split): carried by the invoice the payment is booked as. */
+  readonly split?: readonly { readonly accountId: string; readonly basisPoints: number }[];
+};
 
 /** Claims the authorization for `credit`: true when this call took it, false when it was taken before. */
 export async function claim(
