@@ -1,13 +1,15 @@
 // The official x402 v2 client pays Switchyard's paywall on Hardhat's chain: @x402/fetch with @x402/evm's
 // registerExactEvmScheme and a viem account holding TestUSD (the demo payer) pays a tenant's Fastify route behind
 // switchyardPaywall (in-process); the resource is served once, the seller's account credited once, the receipt in
-// PAYMENT-RESPONSE; the same payment sent again is a 402 with a code and changes nothing.
+// PAYMENT-RESPONSE; the same payment sent again is a 402 with a code and changes nothing. A paywall with a split
+// pays each payee's share out of the seller's credit, exactly, in the same ledger request.
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { decodePaymentResponseHeader, wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
+import { ledgerInvariantProblems } from "../support/ledger-invariants.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 describe("x402 v2 (@x402/fetch) pays the paywall", () => {
@@ -15,6 +17,7 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
   let shop: FastifyInstance;
   let base: string;
   let served = 0;
+  let splitPayeeAccount: string;
 
   beforeAll(async () => {
     gw = await startGateway();
@@ -26,12 +29,34 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       accounts: [gw.app.demo!.merchant.id],
     });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const account = await gw.call("POST", "/v1/accounts", {
+      asset: "USDC",
+      kind: "customer",
+      name: "partner",
+    });
+    expect(account.status, JSON.stringify(account.body)).toBe(201);
+    splitPayeeAccount = account.body.id;
+    const payee = await gw.call("POST", "/v1/payees", {
+      name: "Partner",
+      methods: [{ type: "account", account: splitPayeeAccount }],
+    });
+    expect(payee.status, JSON.stringify(payee.body)).toBe(201);
+    const split = await gw.call("POST", "/v1/paywalls", {
+      resource: "/split-report",
+      description: "a paid report, a quarter to the partner",
+      price: { amount: "0.01", asset: "USD" },
+      offers: [{ scheme: "x402", rail: "evm" }],
+      accounts: [gw.app.demo!.merchant.id],
+      split: [{ payee: payee.body.id, basis_points: 2_500 }],
+    });
+    expect(split.status, JSON.stringify(split.body)).toBe(201);
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/report", async () => {
       served += 1;
       return { report: "the goods" };
     });
+    shop.get("/split-report", async () => ({ report: "the shared goods" }));
     base = await shop.listen({ port: 0, host: "127.0.0.1" });
   });
   afterAll(async () => {
@@ -39,17 +64,16 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     await gw?.app.close();
   });
 
-  const merchantPosted = async () =>
-    BigInt(
-      (await gw.call("GET", `/v1/accounts/${gw.app.demo!.merchant.id}/balance`)).body.posted.replace(".", ""),
-    );
+  const postedOf = async (id: string) =>
+    BigInt((await gw.call("GET", `/v1/accounts/${id}/balance`)).body.posted.replace(".", ""));
+  const merchantPosted = () => postedOf(gw.app.demo!.merchant.id);
 
-  it("is served once and credits the seller once; the payment replayed is refused", async () => {
+  const payingClient = () => {
     const payer = gw.app.demo!.chains[0]!.payer;
     expect(payer).not.toBeNull();
     const account = privateKeyToAccount(payer!.privateKey);
     // TestUSD is no default asset of the client's: allowed by name, capped at 0.1 (the v1 client's default cap).
-    const client = registerExactEvmScheme(
+    return registerExactEvmScheme(
       x402Client.fromConfig({
         schemes: [],
         spendControls: {
@@ -64,6 +88,10 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       }),
       { signer: account },
     );
+  };
+
+  it("is served once and credits the seller once; the payment replayed is refused", async () => {
+    const client = payingClient();
     const sent: Headers[] = [];
     const recording: typeof fetch = async (input, init) => {
       sent.push(new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined)));
@@ -94,5 +122,30 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     expect(served).toBe(1);
     await new Promise((r) => setTimeout(r, 500));
     expect((await merchantPosted()) - before).toBe(10_000n);
+  });
+
+  it("with a 25% split: the seller gets 75% and the payee 25%, exactly, both named after the invoice", async () => {
+    const merchant = gw.app.demo!.merchant.id;
+    const before = { seller: await postedOf(merchant), payee: await postedOf(splitPayeeAccount) };
+    const response = await wrapFetchWithPayment(fetch, payingClient())(`${base}/split-report`);
+    expect(response.status, await response.clone().text()).toBe(200);
+    expect(await response.json()).toEqual({ report: "the shared goods" });
+    // 0.01 USD is 10 000 µUSDC: 2 500 to the payee, 7 500 stay with the seller (the booking may follow the receipt).
+    const deadline = Date.now() + 15_000;
+    while ((await postedOf(splitPayeeAccount)) === before.payee && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    expect((await postedOf(merchant)) - before.seller).toBe(7_500n);
+    expect((await postedOf(splitPayeeAccount)) - before.payee).toBe(2_500n);
+    const transactions = await gw.call("GET", `/v1/accounts/${splitPayeeAccount}/transactions`);
+    expect(transactions.status).toBe(200);
+    expect(transactions.body.data).toEqual([
+      expect.objectContaining({
+        kind: "invoices.share",
+        amount: "0.002500",
+        invoice: expect.stringMatching(/^inv_/),
+        counterparty: expect.objectContaining({ account: merchant }),
+      }),
+    ]);
+    expect(await ledgerInvariantProblems(gw.app.db)).toEqual([]);
   });
 });
