@@ -20,6 +20,7 @@ import {
 } from "./accounts/index.ts";
 import type { Config } from "./app/config.ts";
 import { type DemoTenant, demoChainSourcesOf, ensureDemoTenant } from "./app/demo.ts";
+import { type DemoPaywall, ensureDemoPaywall, registerDemoPaywallRoutes } from "./app/demo-paywall.ts";
 import {
   closeEvmClients,
   createSplitterMirror,
@@ -124,6 +125,8 @@ export type App = {
   /** A watcher per EVM rail with a splitter, by rail id. */
   evmWatchers: ReadonlyMap<string, SplitterWatcher>;
   demo: DemoTenant | null;
+  /** Development: the demo tenant's paywall on GET /demo/paid/<name>, served by this gateway. */
+  demoPaywall: DemoPaywall | null;
   /** Every tenant's paywalls: `paywalls.forTenant(id)` is the in-process PaywallCheck for a tenant's own server. */
   paywalls: PaywallService;
   /** The operator's credential as this start found it: made now (its secret, shown once), configured, or kept. */
@@ -258,6 +261,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logLevel: config.logLevel,
     });
     closers.push(() => server.close());
+    const demoPaywall =
+      demo === null
+        ? null
+        : await ensureDemoPaywall({ sql: db, accounts: services.accounts, schemes: paywalls.schemes }, demo);
+    if (demo !== null && demoPaywall !== null)
+      await registerDemoPaywallRoutes(server, { paywall: paywalls.forTenant(demo.tenantId) });
     startWebhookDelivery(closers, { db, logger, intervalMs: config.webhookDeliveryIntervalMs, config });
     const eventPrune = startEventPrune({ sql: db, logger });
     closers.push(() => eventPrune.stop());
@@ -276,6 +285,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       evmWatcher: evmWatchers.get("evm") ?? null,
       evmWatchers,
       demo,
+      demoPaywall,
       paywalls,
       operator,
       close,
