@@ -2,6 +2,7 @@
 
 import { assets, formatAmount } from "../core/index.ts";
 import { ConfigError, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
+import type { DemoPaywall } from "./app/demo-paywall.ts";
 import { type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
 
@@ -39,6 +40,7 @@ async function main(): Promise<void> {
         netting: config.evm.chains[0]?.source.kind === "embedded" && app.chains.size > 1,
       }),
     );
+  if (app.demoPaywall !== null) console.log(demoPaywallText(app.demoPaywall, url, rpc?.served ?? []));
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -186,6 +188,30 @@ ${get(`/v1/accounts/${demo.customer.id}/transactions?limit=5`)}
 ${get("/v1/payments?limit=3&expand[]=data.attempts")}
 ${get("/v1/accounts")}
 `;
+}
+
+/** The demo paywall: a curl that is answered 402, and a command that pays it with the payer above (x402). */
+function demoPaywallText(demo: DemoPaywall, url: string, served: readonly ServedEmbeddedChain[]): string {
+  const { paywall } = demo;
+  const resource = `${url}${demo.path}`;
+  const offers = paywall.offers
+    .map(
+      (offer) =>
+        `${offer.scheme} on ${offer.rail} credited to ${paywall.accounts[offer.scheme === "l402" ? "BTC" : "USDC"]}`,
+    )
+    .join(", ");
+  const chain = served.find((candidate) => candidate.rail === "evm");
+  const pays =
+    chain !== undefined && paywall.offers.some((offer) => offer.scheme === "x402")
+      ? `Pay it with switchyard/pay as the payer above (PAYER_KEY to pay as another), and see the content and the receipt:
+  RPC_URL=${chain.url} TOKEN=${chain.contracts.testUsd} node examples/pay.ts ${resource}
+`
+      : "";
+  return `
+A paywalled resource (development only; paywall ${paywall.id}, ${formatAmount(paywall.price.amount, paywall.price.asset)} ${paywall.price.asset.code} a request: ${offers}).
+Unpaid, it is answered 402 Payment Required, the offers in PAYMENT-REQUIRED:
+  curl -si ${resource}
+${pays}`;
 }
 
 /** What the customer was funded with, as this start found it. */
