@@ -4,7 +4,15 @@
 // ERC-1271), recipient, validity window, value (v2: equal; v1: at least), the nonce unused in the gateway and on the
 // chain, the payer's balance, and last the transfer simulated from the hot wallet. Each refusal is a code from
 // refusals.ts; a chain that cannot be read is `unexpected_verify_error`, never a throw.
-import { type Address, BaseError, getAddress, type Hex, isAddressEqual, parseSignature } from "viem";
+import {
+  type Address,
+  BaseError,
+  getAddress,
+  type Hex,
+  isAddressEqual,
+  parseSignature,
+  recoverTypedDataAddress,
+} from "viem";
 import type { Db } from "../db/index.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
@@ -228,13 +236,27 @@ export function transferTypedData(
   } as const;
 }
 
-/** true / false; null when the chain could not answer (a contract wallet's ERC-1271 is asked through it). */
+/**
+ * true / false; null when the chain could not answer. An EOA's 65-byte signature is recovered here, with no call to
+ * the chain (the hot path: one request, one recovery); anything else — a contract wallet's ERC-1271 signature, an
+ * ERC-6492 one, a signature that does not recover to the payer — is asked of the chain through viem.
+ */
 async function signatureValid(
   chain: X402Chain,
   domain: { name: string; version: string },
   authorization: Eip3009Authorization,
   signature: Hex,
 ): Promise<boolean | null> {
+  if (signature.length === 132) {
+    const recovered = await recoverTypedDataAddress({
+      ...transferTypedData(chain, domain, authorization),
+      signature,
+    }).catch((error: unknown) => {
+      if (error instanceof BaseError) return null;
+      throw error;
+    });
+    if (recovered !== null && isAddressEqual(recovered, authorization.from)) return true;
+  }
   try {
     return await chain.publicClient.verifyTypedData({
       address: authorization.from,
@@ -255,12 +277,36 @@ export function vrsOf(signature: Hex): { v: number; r: Hex; s: Hex } | null {
   return { v: v === undefined ? yParity + 27 : Number(v), r, s };
 }
 
+/**
+ * The transfer simulated as the hot wallet would send it: one call to the chain when it would pass. Only when it
+ * would not are the nonce and the payer's balance read, to say why (as the x402 reference facilitator does).
+ */
 async function checkChain(
   chain: X402Chain,
   authorization: Eip3009Authorization,
   signature: Hex,
 ): Promise<Refused | null> {
   const { publicClient, token } = chain;
+  const vrs = vrsOf(signature);
+  if (vrs === null)
+    return refusedWith(
+      "invalid_exact_evm_transaction_simulation_failed",
+      "the token takes a 65-byte signature (v, r, s) only",
+    );
+  let simulated: BaseError;
+  try {
+    await publicClient.simulateContract({
+      account: chain.hotWallet,
+      address: token,
+      abi: eip3009Abi,
+      functionName: "transferWithAuthorization",
+      args: transferArgs(authorization, vrs),
+    });
+    return null;
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    simulated = error;
+  }
   try {
     const [used, balance] = await Promise.all([
       publicClient.readContract({
@@ -286,28 +332,10 @@ async function checkChain(
     if (!(error instanceof BaseError)) throw error;
     return refusedWith("unexpected_verify_error", `the chain cannot be read now: ${error.shortMessage}`);
   }
-  const vrs = vrsOf(signature);
-  if (vrs === null)
-    return refusedWith(
-      "invalid_exact_evm_transaction_simulation_failed",
-      "the token takes a 65-byte signature (v, r, s) only",
-    );
-  try {
-    await publicClient.simulateContract({
-      account: chain.hotWallet,
-      address: token,
-      abi: eip3009Abi,
-      functionName: "transferWithAuthorization",
-      args: transferArgs(authorization, vrs),
-    });
-  } catch (error) {
-    if (!(error instanceof BaseError)) throw error;
-    return refusedWith(
-      "invalid_exact_evm_transaction_simulation_failed",
-      `the token would not take it: ${error.shortMessage}`,
-    );
-  }
-  return null;
+  return refusedWith(
+    "invalid_exact_evm_transaction_simulation_failed",
+    `the token would not take it: ${simulated.shortMessage}`,
+  );
 }
 
 export function transferArgs(a: Eip3009Authorization, vrs: { v: number; r: Hex; s: Hex }) {
