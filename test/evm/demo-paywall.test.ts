@@ -100,9 +100,9 @@ describe("npm start's paywalled demo", () => {
     const paywall = await (await fetch(`${base}/v1/paywalls/${paywallId![1]}`, { headers: auth })).json();
     expect(paywall).toMatchObject({ resource: "/demo/paid/*", price: { amount: "0.01", asset: "USD" } });
     const posted = async () => {
-      const balance = await (
+      const balance = (await (
         await fetch(`${base}/v1/accounts/${merchant}/balance`, { headers: auth })
-      ).json();
+      ).json()) as { posted: string };
       return BigInt(balance.posted.replace(".", ""));
     };
     const before = await posted();
@@ -125,9 +125,9 @@ describe("npm start's paywalled demo", () => {
     expect(await posted()).toBe(before + amount);
     await new Promise((r) => setTimeout(r, 500));
     expect(await posted()).toBe(before + amount);
-    const transactions = await (
+    const transactions = (await (
       await fetch(`${base}/v1/accounts/${merchant}/transactions?limit=10`, { headers: auth })
-    ).json();
+    ).json()) as { data: unknown[] };
     expect(transactions.data).toHaveLength(1);
 
     // A restart on the same database: the same paywall, not a second one.
