@@ -22,14 +22,14 @@
 // What does not fit a packed item (a value above 2^128 − 1, a window past 2^48 − 1, an ERC-1271 signature that is
 // not 65 bytes), or a chain without a batch sender, goes to the single settler.
 import type { Hex } from "viem";
-import { assets, divCeil, divFloor, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
+import { assets, divCeil, divFloor, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { credit, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
-import { createInvoice, type SettlementDeps } from "../settlement/index.ts";
+import type { SettlementDeps } from "../settlement/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
-import type { ClaimedPayment, SettleResult, X402Settler } from "./settle.ts";
+import { bookInvoice, type ClaimedPayment, type SettleResult, type X402Settler } from "./settle.ts";
 import { record, release } from "./store.ts";
 import type { Eip3009Authorization, ExactRequirements } from "./verify.ts";
 
@@ -141,10 +141,6 @@ const itemRefusal: Record<BatchItemRefusal, X402Refusal> = {
   rejected: "invalid_transaction_state",
 };
 
-/** An invoice for an x402 payment stays open this long past the authorization's validBefore, at least… */
-const invoiceExpiryMarginS = 60;
-/** …and at most this long in all. */
-const invoiceExpirySecondsMax = 86_400;
 const weiPerGwei = 1_000_000_000n;
 
 type Waiting = {
@@ -229,7 +225,7 @@ export function createBatchSettler(deps: BatchSettlerDeps): BatchSettler {
           payer: payment.payer,
         };
       held.add(key);
-      const invoiceId = await bookInvoice(deps.settlement, payment, requirements);
+      const invoiceId = await bookInvoice(deps.settlement, payment, requirements, Date.now);
       if (typeof invoiceId !== "string") {
         held.delete(key);
         return invoiceId;
@@ -250,38 +246,6 @@ export function createBatchSettler(deps: BatchSettlerDeps): BatchSettler {
       while (inFlight.size > 0) await Promise.all([...inFlight]);
     },
   };
-}
-
-/** The seller's invoice for the payment, as the single settler makes it; a refusal when it cannot be made. */
-async function bookInvoice(
-  settlement: SettlementDeps,
-  payment: ClaimedPayment,
-  requirements: ExactRequirements,
-): Promise<string | SettleResult> {
-  const { chain } = requirements;
-  const a = payment.authorization;
-  const validForS = Number(a.validBefore) - Math.floor(Date.now() / 1000);
-  const created = await createInvoice(settlement, {
-    tenantId: payment.credit.tenantId,
-    accountId: payment.credit.accountId,
-    asset: chain.asset.code,
-    ...(payment.credit.split === undefined ? {} : { split: payment.credit.split }),
-    amount: formatAmount(a.value, chain.asset),
-    rail: chain.rail,
-    description: payment.description,
-    expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
-  });
-  if (!created.ok) {
-    await release(settlement.db, chain, a);
-    return {
-      ok: false,
-      refusal: "unexpected_settle_error",
-      message: `the payment could not be booked: ${created.message}`,
-      payer: payment.payer,
-    };
-  }
-  await record(settlement.db, chain, a, { status: "claimed", invoiceId: created.invoice.id });
-  return created.invoice.id;
 }
 
 /** Sends the batch and turns its outcome into each payment's result, in order; books the gas once. */

@@ -72,23 +72,8 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         message,
         payer: payment.payer,
       });
-      const validForS = Number(a.validBefore) - Math.floor(nowMs() / 1000);
-      const created = await createInvoice(deps.settlement, {
-        tenantId: payment.credit.tenantId,
-        accountId: payment.credit.accountId,
-        asset: chain.asset.code,
-        ...(payment.credit.split === undefined ? {} : { split: payment.credit.split }),
-        amount: formatAmount(a.value, chain.asset),
-        rail: chain.rail,
-        description: payment.description,
-        expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
-      });
-      if (!created.ok) {
-        await release(deps.settlement.db, chain, a);
-        return refused("unexpected_settle_error", `the payment could not be booked: ${created.message}`);
-      }
-      const invoiceId = created.invoice.id;
-      await record(deps.settlement.db, chain, a, { status: "claimed", invoiceId });
+      const invoiceId = await bookInvoice(deps.settlement, payment, requirements, nowMs);
+      if (typeof invoiceId !== "string") return invoiceId;
       const submitted = await submitInvoicePayment(deps.settlement, {
         tenantId: payment.credit.tenantId,
         id: invoiceId,
@@ -179,4 +164,40 @@ async function bookGas(settlement: SettlementDeps, chain: X402Chain, txHash: Hex
       label: `the gas of x402 settlement ${txHash}`,
     },
   );
+}
+
+/**
+ * The seller's invoice for the payment (its split with it), bound to the claimed authorization: its id, or the
+ * refusal when it cannot be made (the claim then given back). Both settlers book every payment this way.
+ */
+export async function bookInvoice(
+  settlement: SettlementDeps,
+  payment: ClaimedPayment,
+  requirements: ExactRequirements,
+  nowMs: () => number,
+): Promise<string | SettleResult> {
+  const { chain } = requirements;
+  const a = payment.authorization;
+  const validForS = Number(a.validBefore) - Math.floor(nowMs() / 1000);
+  const created = await createInvoice(settlement, {
+    tenantId: payment.credit.tenantId,
+    accountId: payment.credit.accountId,
+    asset: chain.asset.code,
+    ...(payment.credit.split === undefined ? {} : { split: payment.credit.split }),
+    amount: formatAmount(a.value, chain.asset),
+    rail: chain.rail,
+    description: payment.description,
+    expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
+  });
+  if (!created.ok) {
+    await release(settlement.db, chain, a);
+    return {
+      ok: false,
+      refusal: "unexpected_settle_error",
+      message: `the payment could not be booked: ${created.message}`,
+      payer: payment.payer,
+    };
+  }
+  await record(settlement.db, chain, a, { status: "claimed", invoiceId: created.invoice.id });
+  return created.invoice.id;
 }
