@@ -3,28 +3,61 @@
 // an on-chain payout, and a restart that repeats nothing. Under CI=true a missing part fails instead of skipping.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { ethers } from "ethers";
-import { createPublicClient, erc20Abi, getAddress, http } from "viem";
+import {
+  createPublicClient,
+  createWalletClient,
+  erc20Abi,
+  getAddress,
+  type Hex,
+  http,
+  maxUint256,
+  parseEventLogs,
+} from "viem";
+import { mnemonicToAccount } from "viem/accounts";
+import { hardhat } from "viem/chains";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { canonicalSplit, hardhatMnemonic, revenueSplitterAbi, testUsdAbi } from "../../adapters/evm/index.ts";
+import { assets } from "../../core/index.ts";
+import { openDb } from "../../gateway/db/index.ts";
+import { createLedger } from "../../gateway/ledger/index.ts";
+import {
+  evmMirrorAccounts,
+  evmMirrorTransferCodes,
+  evmMirrorTransferId,
+} from "../../gateway/settlement/evm.ts";
 
 const root = path.join(import.meta.dirname, "..", "..");
 const hardhatBin = path.join(root, "node_modules", ".bin", "hardhat");
-const artifactsBuilt = existsSync(path.join(root, "artifacts", "contracts", "TestUSD.sol", "TestUSD.json"));
-if (process.env.CI === "true" && (!existsSync(hardhatBin) || !artifactsBuilt))
-  throw new Error("test/devchain needs hardhat and the built artifacts (npm run compile) under CI");
+const artifact = (name: string) => path.join(root, "artifacts", "contracts", `${name}.sol`, `${name}.json`);
+// What this file needs: each missing part skips it on a developer's machine, and fails it under CI=true.
+const missing = [
+  existsSync(hardhatBin) ? null : `hardhat (${hardhatBin}): npm ci`,
+  ...["TestUSD", "RevenueSplitter", "ForwarderFactory"].map((name) =>
+    existsSync(artifact(name)) ? null : `the ${name} artifact: npx hardhat build`,
+  ),
+].filter((part) => part !== null);
+const ci = process.env.CI === "true";
+if (ci && missing.length > 0) throw new Error(`test/devchain under CI=true is missing ${missing.join(", ")}`);
 const run = promisify(execFile);
 
+/** A free port on 127.0.0.1; no port to take is an error (so a failure under CI, never a skip). */
 async function freePort(): Promise<number> {
   const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const address = server.address();
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  if (address === null || typeof address === "string" || address.port === 0)
+    throw new Error("no free port on 127.0.0.1");
+  return address.port;
 }
 
 type Started = { child: ChildProcess; output: () => string };
@@ -63,11 +96,12 @@ async function stop(started: Started | null): Promise<void> {
   await exited;
 }
 
-describe("against your own Hardhat node", () => {
+describe.skipIf(missing.length > 0)("against your own Hardhat node", () => {
   let node: Started | null = null;
   let nodeUrl = "";
   let dir = "";
   const deploymentId = `devchain-test-${process.pid}`;
+  const closedDeploymentId = `devchain-test-closed-${process.pid}`;
   const gateways: Started[] = [];
 
   beforeAll(async () => {
@@ -80,6 +114,11 @@ describe("against your own Hardhat node", () => {
       {},
       /Started HTTP and WebSocket JSON-RPC server/,
     );
+    await deploy(deploymentId);
+  });
+
+  /** `npx hardhat ignition deploy ignition/modules/Switchyard.ts` to the node, as the deployment `id`. */
+  async function deploy(id: string): Promise<void> {
     await run(
       hardhatBin,
       [
@@ -89,27 +128,31 @@ describe("against your own Hardhat node", () => {
         "--network",
         "localhost",
         "--deployment-id",
-        deploymentId,
+        id,
       ],
       { cwd: root, env: { ...process.env, HARDHAT_NODE_URL: nodeUrl } },
     );
-  });
+  }
 
   afterAll(async () => {
     for (const gateway of gateways) await stop(gateway);
     await stop(node);
-    await rm(path.join(root, "ignition", "deployments", deploymentId), { recursive: true, force: true });
+    for (const id of [deploymentId, closedDeploymentId])
+      await rm(path.join(root, "ignition", "deployments", id), { recursive: true, force: true });
     if (dir !== "") await rm(dir, { recursive: true, force: true });
   });
 
-  async function startGateway(database: string): Promise<{ url: string; apiKey: string; started: Started }> {
+  async function startGateway(
+    database: string,
+    deployment = deploymentId,
+  ): Promise<{ url: string; apiKey: string; started: Started }> {
     const port = await freePort();
     const started = await startProcess(
       process.execPath,
       ["gateway/main.ts"],
       {
         EVM_RPC_URL: nodeUrl,
-        EVM_IGNITION_DEPLOYMENT: deploymentId,
+        EVM_IGNITION_DEPLOYMENT: deployment,
         PGLITE_DIR: path.join(dir, database),
         PORT: String(port),
         LOG_LEVEL: "warn",
@@ -135,9 +178,9 @@ describe("against your own Hardhat node", () => {
       client.readContract({ address: token, abi: erc20Abi, functionName: "balanceOf", args: [address] });
     expect(await balanceOf(hotWallet)).toBe(1_000_000_000n);
     const auth = { Authorization: `Bearer ${first.apiKey}`, "Content-Type": "application/json" };
-    const account = await (
+    const account = (await (
       await fetch(`${first.url}/v1/accounts/acct_demo_customer`, { headers: auth })
-    ).json();
+    ).json()) as { balance: unknown };
     expect(account.balance).toMatchObject({ available: "1000.000000" });
 
     // The printed on-chain payout, to Hardhat's development account 1.
@@ -155,6 +198,27 @@ describe("against your own Hardhat node", () => {
     expect(paid.status).toBeLessThan(300);
     await expect.poll(() => balanceOf(payee), { timeout: 30_000 }).toBe(25_000_000n);
 
+    // The payment as the API shows it: its attempt's evidence is a transaction whose receipt, on the node, is a
+    // success with one Transfer of exactly 25 TestUSD from the hot wallet the start printed to the payee.
+    const { id: paymentId } = (await paid.json()) as { id: string };
+    const payment = (await (
+      await fetch(`${first.url}/v1/payments/${paymentId}`, { headers: auth })
+    ).json()) as {
+      status: string;
+      attempts: { status: string; evidence: { tx_hash?: Hex } | null }[];
+    };
+    expect(payment.status).toBe("succeeded");
+    const txHash = payment.attempts.find((attempt) => attempt.evidence?.tx_hash !== undefined)?.evidence
+      ?.tx_hash;
+    expect(txHash).toMatch(/^0x[0-9a-f]{64}$/);
+    const receipt = await client.getTransactionReceipt({ hash: txHash as Hex });
+    expect(receipt.status).toBe("success");
+    expect(getAddress(receipt.from)).toBe(hotWallet);
+    const transfers = parseEventLogs({ abi: erc20Abi, eventName: "Transfer", logs: receipt.logs });
+    expect(transfers).toHaveLength(1);
+    expect(getAddress(transfers[0]!.address)).toBe(token);
+    expect(transfers[0]!.args).toEqual({ from: hotWallet, to: payee, value: 25_000_000n });
+
     // ethers v6 reads the same chain.
     const provider = new ethers.JsonRpcProvider(nodeUrl);
     const erc20 = new ethers.Contract(
@@ -162,7 +226,7 @@ describe("against your own Hardhat node", () => {
       ["function balanceOf(address) view returns (uint256)"],
       provider,
     );
-    expect(await erc20.balanceOf(payee)).toBe(25_000_000n);
+    expect(await erc20.getFunction("balanceOf")(payee)).toBe(25_000_000n);
 
     // A restart on the same database: the same wallet, nothing minted or deployed again.
     await stop(first.started);
@@ -174,5 +238,176 @@ describe("against your own Hardhat node", () => {
     // A second gateway with its own database: another development account.
     const second = await startGateway("b");
     expect(second.started.output()).toMatch(/Hardhat development account 11, taken by this database/);
+  });
+
+  it("where TestUSD's mint is closed, prints so and the USDC invoice that funds the customer, which works as printed", async () => {
+    // A second deployment of the module whose TestUSD supply is minted up to uint256's maximum by account 0: every
+    // further mint reverts (an overflow), so the gateway's simulated mint says no, as on a token whose mint is not
+    // open to it. TestUSD itself is unchanged; its transfers work.
+    await deploy(closedDeploymentId);
+    const addresses = JSON.parse(
+      await readFile(
+        path.join(root, "ignition", "deployments", closedDeploymentId, "deployed_addresses.json"),
+        "utf8",
+      ),
+    ) as Record<string, `0x${string}`>;
+    const token = getAddress(addresses["SwitchyardModule#TestUSD"] ?? "");
+    const client = createPublicClient({ chain: hardhat, transport: http(nodeUrl) });
+    const owner = createWalletClient({
+      chain: hardhat,
+      transport: http(nodeUrl),
+      account: mnemonicToAccount(hardhatMnemonic, { addressIndex: 0 }),
+    });
+    const send = async (functionName: "mint" | "transfer", args: readonly [`0x${string}`, bigint]) => {
+      const hash = await owner.writeContract({ address: token, abi: testUsdAbi, functionName, args });
+      expect((await client.waitForTransactionReceipt({ hash })).status).toBe("success");
+    };
+    await send("mint", [owner.account.address, maxUint256 - 1_000n]);
+
+    const gateway = await startGateway("closed", path.join("ignition", "deployments", closedDeploymentId));
+    const text = gateway.started.output();
+    expect(text).toMatch(/not funded on evm: see below/);
+    expect(text).toContain(`TestUSD's mint is not open on rail evm (chain 31337, token ${token})`);
+    const curl = /TestUSD's mint is not open[\s\S]*?\n( {2}curl -s \S+\/v1\/invoices .*)\n/.exec(text)?.[1];
+    expect(curl).toBeDefined();
+    const auth = { Authorization: `Bearer ${gateway.apiKey}` };
+    const customer = async () =>
+      (
+        (await (await fetch(`${gateway.url}/v1/accounts/acct_demo_customer`, { headers: auth })).json()) as {
+          balance: { available: string };
+        }
+      ).balance.available;
+    expect(await customer()).toBe("0.000000");
+
+    // The printed curl, run by a shell as a user would: an invoice of 10 USDC naming a deposit address.
+    const { stdout } = await run("sh", ["-c", curl as string], { cwd: root });
+    const invoice = JSON.parse(stdout) as {
+      id: string;
+      status: string;
+      instructions: Record<string, string>;
+    };
+    expect(invoice).toMatchObject({ status: "open", instructions: { deposit_address: expect.any(String) } });
+    await send("transfer", [getAddress(invoice.instructions.deposit_address as string), 10_000_000n]);
+    await expect
+      .poll(
+        async () =>
+          (
+            (await (await fetch(`${gateway.url}/v1/invoices/${invoice.id}`, { headers: auth })).json()) as {
+              status: string;
+            }
+          ).status,
+        { timeout: 60_000, interval: 500 },
+      )
+      .toBe("paid");
+    expect(await customer()).toBe("10.000000");
+  });
+
+  it("pays into a split through the API, and the ledger mirrors the splitter's Paid from the node", async () => {
+    const addresses = JSON.parse(
+      await readFile(
+        path.join(root, "ignition", "deployments", deploymentId, "deployed_addresses.json"),
+        "utf8",
+      ),
+    ) as Record<string, `0x${string}`>;
+    const splitter = getAddress(addresses["SwitchyardModule#RevenueSplitter"] ?? "");
+    const client = createPublicClient({ chain: hardhat, transport: http(nodeUrl) });
+    const owner = createWalletClient({
+      chain: hardhat,
+      transport: http(nodeUrl),
+      account: mnemonicToAccount(hardhatMnemonic, { addressIndex: 0 }),
+    });
+    // A split of development accounts 2 and 3, created on the node by account 0 (as test/evm does).
+    const recipients = [2, 3].map(
+      (index) => mnemonicToAccount(hardhatMnemonic, { addressIndex: index }).address,
+    );
+    const split = canonicalSplit({ recipients, basisPoints: [6000, 4000] });
+    const created = await client.waitForTransactionReceipt({
+      hash: await owner.writeContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "createSplit",
+        args: [[...split.recipients], [...split.basisPoints]],
+      }),
+    });
+    const [splitCreated] = parseEventLogs({
+      abi: revenueSplitterAbi,
+      eventName: "SplitCreated",
+      logs: created.logs,
+    });
+    const splitId = splitCreated?.args.splitId as Hex;
+    expect(splitId).toMatch(/^0x[0-9a-f]{64}$/);
+
+    const gateway = await startGateway("split");
+    const paid = await fetch(`${gateway.url}/v1/payments`, {
+      method: "POST",
+      headers: {
+        Authorization: `Bearer ${gateway.apiKey}`,
+        "Content-Type": "application/json",
+        "Idempotency-Key": `devchain-split-${Date.now()}`,
+      },
+      body: JSON.stringify({
+        amount: "2.000001",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "evm_split", split_id: splitId },
+      }),
+    });
+    const payment = (await paid.json()) as {
+      status: string;
+      attempts: { evidence: { tx_hash: Hex; log_index: number } }[];
+    };
+    expect(paid.status).toBe(201);
+    expect(payment.status).toBe("succeeded");
+    const evidence = payment.attempts[0]!.evidence;
+    const receipt = await client.getTransactionReceipt({ hash: evidence.tx_hash });
+    const paidLog = receipt.logs.find((log) => log.logIndex === evidence.log_index);
+    expect(getAddress(paidLog?.address ?? "")).toBe(splitter);
+    expect(
+      await client.readContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "undistributedOf",
+        args: [splitId, getAddress(addresses["SwitchyardModule#TestUSD"] ?? "")],
+      }),
+    ).toBe(2_000_001n);
+
+    // The gateway's watcher reads the node every 2 s (EVM_CONFIRMATIONS=1); after a few reads it is stopped and its
+    // database opened here: the Paid event is mirrored, posted, from the splitter's custody to the split's account.
+    await new Promise((resolve) => setTimeout(resolve, 8_000));
+    await stop(gateway.started);
+    const db = await openDb({ kind: "pglite", dataDir: path.join(dir, "split") });
+    const ledger = createLedger({ db });
+    try {
+      const id = (purpose: "pending" | "post" | "void") =>
+        evmMirrorTransferId(
+          { chainId: 31_337, generation: 0, txHash: evidence.tx_hash, logIndex: evidence.log_index },
+          purpose,
+          0,
+        );
+      const [pending, post, voided] = await Promise.all(
+        (["pending", "post", "void"] as const).map(
+          async (purpose) => (await ledger.lookupTransfers([id(purpose)]))[0],
+        ),
+      );
+      const ids = evmMirrorAccounts({ chainId: 31_337, splitter });
+      expect(pending).toMatchObject({
+        amount: 2_000_001n,
+        code: evmMirrorTransferCodes.paid,
+        debitAccountId: ids.custody(assets.USDC),
+        creditAccountId: ids.split(splitId, assets.USDC),
+      });
+      expect(pending?.evidence).toMatchObject({
+        rail: "evm",
+        reference: `${evidence.tx_hash}:${evidence.log_index}`,
+        detail: { event: "Paid" },
+      });
+      expect(post?.amount).toBe(2_000_001n);
+      expect(voided).toBeUndefined();
+      const [splitAccount] = await ledger.lookupAccounts([ids.split(splitId, assets.USDC)]);
+      expect((splitAccount?.creditsPosted ?? 0n) - (splitAccount?.debitsPosted ?? 0n)).toBe(2_000_001n);
+    } finally {
+      await ledger.close();
+      await db.close();
+    }
   });
 });
