@@ -55,7 +55,7 @@ describe("the embedded chain over JSON-RPC", () => {
       ["function balanceOf(address) view returns (uint256)"],
       provider,
     );
-    expect(await token.balanceOf(payer)).toBe(1_000_000_000n);
+    expect(await token.getFunction("balanceOf")(payer)).toBe(1_000_000_000n);
     provider.destroy();
   });
 
