@@ -371,9 +371,9 @@ describe.skipIf(missing.length > 0)("against your own Hardhat node", () => {
       }),
     ).toBe(2_000_001n);
 
-    // The gateway's watcher reads the node every 2 s (EVM_CONFIRMATIONS=1); after a few reads it is stopped and its
+    // The gateway's watcher reads the node every 2 s (EVM_CONFIRMATIONS=1); after seven reads it is stopped and its
     // database opened here: the Paid event is mirrored, posted, from the splitter's custody to the split's account.
-    await new Promise((resolve) => setTimeout(resolve, 8_000));
+    await new Promise((resolve) => setTimeout(resolve, 15_000));
     await stop(gateway.started);
     const db = await openDb({ kind: "pglite", dataDir: path.join(dir, "split") });
     const ledger = createLedger({ db });
