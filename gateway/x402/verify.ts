@@ -4,15 +4,7 @@
 // ERC-1271), recipient, validity window, value (v2: equal; v1: at least), the nonce unused in the gateway and on the
 // chain, the payer's balance, and last the transfer simulated from the hot wallet. Each refusal is a code from
 // refusals.ts; a chain that cannot be read is `unexpected_verify_error`, never a throw.
-import {
-  type Address,
-  BaseError,
-  getAddress,
-  type Hex,
-  isAddressEqual,
-  parseSignature,
-  recoverTypedDataAddress,
-} from "viem";
+import { type Address, BaseError, getAddress, type Hex, isAddressEqual, recoverTypedDataAddress } from "viem";
 import type { Db } from "../db/index.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
@@ -248,14 +240,24 @@ async function signatureValid(
   signature: Hex,
 ): Promise<boolean | null> {
   if (signature.length === 132) {
+    if (vrsOf(signature) === null) return false;
     const recovered = await recoverTypedDataAddress({
       ...transferTypedData(chain, domain, authorization),
       signature,
     }).catch((error: unknown) => {
-      if (error instanceof BaseError) return null;
+      // noble throws a plain Error for an r that is no point's x: the payer's bad bytes, not a fault of ours.
+      if (error instanceof Error) return null;
       throw error;
     });
     if (recovered !== null && isAddressEqual(recovered, authorization.from)) return true;
+    // An EOA signs in one way only: another signer, or none, is a bad signature. A contract may still accept it.
+    try {
+      const code = await chain.publicClient.getCode({ address: authorization.from });
+      if (code === undefined || code === "0x") return false;
+    } catch (error) {
+      if (!(error instanceof BaseError)) throw error;
+      return null;
+    }
   }
   try {
     return await chain.publicClient.verifyTypedData({
@@ -264,17 +266,31 @@ async function signatureValid(
       signature,
     });
   } catch (error) {
-    if (!(error instanceof BaseError)) throw error;
-    // A signature viem cannot even parse (a bad recovery byte) is not the payer's; the node out of reach is null.
-    return error.name === "HttpRequestError" || error.name === "TimeoutError" ? null : false;
+    if (error instanceof BaseError && (error.name === "HttpRequestError" || error.name === "TimeoutError"))
+      return null;
+    // Anything else viem (or noble under it, with plain Errors) cannot make sense of is not the payer's signature.
+    if (error instanceof Error) return false;
+    throw error;
   }
 }
 
-/** The EIP-3009 call's v, r, s (the token takes v as 27 or 28); null for a signature that is not 65 bytes. */
+/** secp256k1's group order: r and s of a signature lie in [1, n - 1]. */
+const secp256k1Order = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+/**
+ * The EIP-3009 call's v, r, s (the token takes v as 27 or 28); null for a signature that is not 65 bytes or cannot be
+ * one (v other than 0, 1, 27, 28; r or s outside [1, n - 1]).
+ */
 export function vrsOf(signature: Hex): { v: number; r: Hex; s: Hex } | null {
   if (signature.length !== 132) return null;
-  const { v, yParity, r, s } = parseSignature(signature);
-  return { v: v === undefined ? yParity + 27 : Number(v), r, s };
+  const r = `0x${signature.slice(2, 66)}` as Hex;
+  const s = `0x${signature.slice(66, 130)}` as Hex;
+  const v = Number.parseInt(signature.slice(130, 132), 16);
+  const inOrder = (value: Hex) => BigInt(value) > 0n && BigInt(value) < secp256k1Order;
+  if (!inOrder(r) || !inOrder(s)) return null;
+  if (v === 0 || v === 1) return { v: v + 27, r, s };
+  if (v === 27 || v === 28) return { v, r, s };
+  return null;
 }
 
 /**

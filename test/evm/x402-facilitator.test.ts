@@ -382,6 +382,26 @@ describe("the facilitator's routes", () => {
       ],
       ["unsupported_scheme", await signedPayment({ accepted: requirements({ scheme: "upto" }) })],
     );
+    // 65 bytes that cannot be a signature: a recovery byte of 5, r = 0, s = the curve's order, and an r that is no
+    // point's x (noble throws a plain Error for it). Before, the first of them answered 500.
+    const good = malformed.paymentPayload.payload.signature as string;
+    const order = "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141";
+    for (const signature of [
+      `${good.slice(0, 130)}05`,
+      `0x${"00".repeat(32)}${good.slice(66)}`,
+      `${good.slice(0, 66)}${order}${good.slice(130)}`,
+      `0x${"ff".repeat(31)}fe${good.slice(66)}`,
+    ])
+      cases.push([
+        "invalid_exact_evm_payload_signature",
+        {
+          ...malformed,
+          paymentPayload: {
+            ...malformed.paymentPayload,
+            payload: { ...malformed.paymentPayload.payload, signature },
+          },
+        },
+      ]);
     for (const [reason, body] of cases) {
       const verified = await facilitator("verify", body);
       expect({ reason, status: verified.status, body: verified.body }).toMatchObject({
