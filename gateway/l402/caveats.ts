@@ -2,10 +2,11 @@
 // `key=value` strings (lightninglabs/L402:macaroon-spec.md):
 // - `services=<service>:0`           the service the token was bought for, tier 0 (Aperture's layout);
 // - `<service>_valid_until=<unix s>` serves while now < that second (Aperture's timeout caveat);
-// - `<service>_path=<path>`          the request's path: equal to it, or, when it ends in `*`, under that prefix;
-//                                    minted as the exact path the 402 answered;
-// - `<service>_requests=<n>`         the most requests the token serves; minted as what was bought, counted in
-//                                    the database (tokens.ts), never in the macaroon.
+// - `<service>_path=<path>`          the request's path, compared exactly: minted as the path the 402 answered,
+//                                    as the paywall reads it (pathOf); a `*` in it is a literal character, never a
+//                                    prefix, so a token bought for the literal path `/a/*` serves only `/a/*`;
+// - `<service>_requests=<n>`         the most requests the token serves (1…tokenRequestsMaxLimit); minted as what
+//                                    was bought, counted in the database (tokens.ts), never in the macaroon.
 // A holder may append caveats (the HMAC chain lets anyone add, no one remove) and every occurrence of a known
 // caveat must hold, so an appended one can only tighten: a later valid_until, another path or a larger count
 // never widens what the first one allowed. Conditions this gateway does not know (`preimage=…` appended by
@@ -56,7 +57,7 @@ const refusalPrecedence: readonly CaveatRefusalCode[] = [
 
 export type CaveatJudgement =
   | {
-      ok: true /** The smallest request count the caveats allow, null when none says. */;
+      ok: true /** The smallest of the token's bound and the caveats' counts, null when none says. */;
       requestsMax: number | null;
     }
   | { ok: false; code: CaveatRefusalCode; message: string };
@@ -64,21 +65,23 @@ export type CaveatJudgement =
 const unsignedInteger = /^[0-9]{1,15}$/;
 const tierPattern = /^[0-9]{1,3}$/;
 
-function pathAllows(pattern: string, path: string): boolean {
-  return pattern.endsWith("*") ? path.startsWith(pattern.slice(0, -1)) : path === pattern;
-}
+/** The most requests a counted token may open, minted or presented (the column is an integer). */
+export const tokenRequestsMaxLimit = 1_000_000_000;
 
-/** Judges presented conditions for a request to `service` at `path` at `nowMs`. */
+/**
+ * Judges presented conditions for a request to `service` at `path` at `nowMs`. `requestsMax` is the token's own
+ * stored bound (null: uncounted): a presented count can only lower it.
+ */
 export function judgeCaveats(
   conditions: readonly string[],
-  request: { service: string; path: string; nowMs: number },
+  request: { service: string; path: string; nowMs: number; requestsMax?: number | null },
 ): CaveatJudgement {
   const name = caveatServiceName(request.service);
   const failures = new Map<CaveatRefusalCode, string>();
   const fail = (code: CaveatRefusalCode, message: string) => {
     if (!failures.has(code)) failures.set(code, message);
   };
-  let requestsMax: number | null = null;
+  let requestsMax: number | null = request.requestsMax ?? null;
   let servicesSeen = false;
   for (const condition of conditions) {
     const separator = condition.indexOf("=");
@@ -101,11 +104,13 @@ export function judgeCaveats(
       else if (request.nowMs >= Number(value) * 1000) fail("l402_expired", `the token expired at ${value}`);
     } else if (key === `${name}_path`) {
       if (!value.startsWith("/")) fail("l402_caveat_invalid", `${key} "${value}" is not a path`);
-      else if (!pathAllows(value, request.path))
+      else if (value !== request.path)
         fail("l402_path_mismatch", `the token is for ${value}, not ${request.path}`);
     } else if (key === `${name}_requests`) {
       if (!unsignedInteger.test(value) || Number(value) === 0)
         fail("l402_caveat_invalid", `${key} "${value}" is not a positive count`);
+      else if (Number(value) > tokenRequestsMaxLimit)
+        fail("l402_caveat_invalid", `${key} "${value}" is above ${tokenRequestsMaxLimit} requests`);
       else requestsMax = Math.min(requestsMax ?? Number.MAX_SAFE_INTEGER, Number(value));
     }
   }

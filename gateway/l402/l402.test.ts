@@ -116,10 +116,41 @@ describe("caveats", () => {
     });
   });
 
+  it("refuse a count beyond the schema's maximum, and a count only lowers the token's own bound", () => {
+    expect(judgeCaveats([...minted, "weather-api_requests=3000000000"], at())).toMatchObject({
+      code: "l402_caveat_invalid",
+    });
+    expect(judgeCaveats(["services=weather-api:0", "weather-api_requests=1000000001"], at())).toMatchObject({
+      code: "l402_caveat_invalid",
+    });
+    expect(judgeCaveats(["services=weather-api:0", "weather-api_requests=1000000000"], at())).toEqual({
+      ok: true,
+      requestsMax: 1_000_000_000,
+    });
+    expect(
+      judgeCaveats(["services=weather-api:0", "weather-api_requests=50"], { ...at(), requestsMax: 3 }),
+    ).toEqual({
+      ok: true,
+      requestsMax: 3,
+    });
+    expect(judgeCaveats([...minted, "weather-api_requests=2"], { ...at(), requestsMax: 3 })).toEqual({
+      ok: true,
+      requestsMax: 2,
+    });
+    expect(judgeCaveats(["services=weather-api:0"], { ...at(), requestsMax: null })).toEqual({
+      ok: true,
+      requestsMax: null,
+    });
+  });
+
   it("refuse an expired token, another path, another service, a malformed known caveat", () => {
     expect(judgeCaveats(minted, at("/w", now + 60_000))).toMatchObject({ code: "l402_expired" });
     expect(judgeCaveats(minted, at("/w/2"))).toMatchObject({ code: "l402_path_mismatch" });
+    // A `*` is a literal character of the path, never a prefix: nothing the gateway mints is a prefix token.
     expect(judgeCaveats(["services=weather-api:0", "weather-api_path=/w*"], at("/w/2"))).toMatchObject({
+      code: "l402_path_mismatch",
+    });
+    expect(judgeCaveats(["services=weather-api:0", "weather-api_path=/w*"], at("/w*"))).toMatchObject({
       ok: true,
     });
     expect(judgeCaveats(minted, { ...at(), service: "maps" })).toMatchObject({
@@ -132,9 +163,13 @@ describe("caveats", () => {
   });
 });
 
-const request = (authorization: string[] | undefined, raw = true): PaywallRequest => ({
+const request = (
+  authorization: string[] | undefined,
+  raw = true,
+  url = "http://127.0.0.1/w",
+): PaywallRequest => ({
   method: "GET",
-  url: "http://127.0.0.1/w",
+  url,
   headers: authorization === undefined ? {} : { authorization: authorization[0] },
   ...(raw && authorization !== undefined
     ? { rawHeaders: authorization.flatMap((value) => ["Authorization", value]) }
@@ -275,8 +310,8 @@ const scheme = (limits: Parameters<typeof createL402Scheme>[0]["limits"] = {}) =
   });
 
 /** A challenge, its macaroon (base64) and payment hash, and the invoice id. */
-async function challenged(l402 = scheme(), at: PricedResource = resource) {
-  const part = await l402.challenge(at, offers, request(undefined));
+async function challenged(l402 = scheme(), at: PricedResource = resource, url?: string) {
+  const part = await l402.challenge(at, offers, request(undefined, true, url));
   const line = part.headers.find(([name, value]) => name === "WWW-Authenticate" && value.startsWith("L402 "));
   const [, macaroon = "", invoice = ""] = /macaroon="([^"]+)", invoice="([^"]+)"/.exec(line?.[1] ?? "") ?? [];
   const paymentHash = decodeIdentifier(
@@ -310,7 +345,8 @@ const verify = (
   l402: ReturnType<typeof scheme>,
   authorization: string,
   at: PricedResource = resource,
-): Promise<SchemeVerdict> => l402.verify(at, offers, request([authorization]));
+  url?: string,
+): Promise<SchemeVerdict> => l402.verify(at, offers, request([authorization], true, url));
 
 const code = (verdict: SchemeVerdict) => (verdict.kind === "refused" ? verdict.refusal.code : "paid");
 
@@ -423,6 +459,47 @@ describe("the scheme", () => {
     expect(code(await verify(l402, token))).toBe("l402_requests_exhausted");
     // The original still has its other two.
     expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
+  });
+
+  it("refuses an appended count beyond the schema's maximum (never a database error), counted or not", async () => {
+    const uncounted = { ...resource, credential: { lifetimeSeconds: 120, requestsMax: null } };
+    for (const at of [resource, uncounted]) {
+      const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged(scheme(), at);
+      await pay(invoiceId, paymentHash);
+      const attenuated = attenuateMacaroon(Buffer.from(macaroon, "base64"), ["weather_requests=3000000000"]);
+      const token = `L402 ${Buffer.from(attenuated).toString("base64")}:${preimage}`;
+      expect(code(await verify(l402, token, at))).toBe("l402_caveat_invalid");
+      expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`, at))).toBe("paid");
+    }
+  });
+
+  it("mints the literal path: a token bought for `/demo/paid/*` serves only that path, not the prefix", async () => {
+    const url = "http://127.0.0.1/demo/paid/*";
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged(scheme(), resource, url);
+    expect(readMacaroon(Buffer.from(macaroon, "base64"))?.conditions).toContain("weather_path=/demo/paid/*");
+    await pay(invoiceId, paymentHash);
+    const token = `L402 ${macaroon}:${preimage}`;
+    expect(code(await verify(l402, token, resource, "http://127.0.0.1/demo/paid/secret"))).toBe(
+      "l402_path_mismatch",
+    );
+    expect(code(await verify(l402, token, resource, "http://127.0.0.1/demo/paid/"))).toBe(
+      "l402_path_mismatch",
+    );
+    expect(code(await verify(l402, token, resource, url))).toBe("paid");
+  });
+
+  it("reads the path of a URL built from a malformed Host without throwing", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged(
+      scheme(),
+      resource,
+      "http://a b/w",
+    );
+    expect(readMacaroon(Buffer.from(macaroon, "base64"))?.conditions).toContain("weather_path=/w");
+    await pay(invoiceId, paymentHash);
+    const token = `L402 ${macaroon}:${preimage}`;
+    expect(code(await verify(l402, token, resource, "http://h:99999/w"))).toBe("paid");
+    expect(code(await verify(l402, token, resource, "http://a b/w?x=1"))).toBe("paid");
+    expect(code(await verify(l402, token, resource, "http://h:99999/x"))).toBe("l402_path_mismatch");
   });
 
   it("takes the paywall's terms: an uncounted token costs the price once and serves until it expires", async () => {

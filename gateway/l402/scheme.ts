@@ -10,6 +10,7 @@
 // A refusal is a 402 again with a fresh challenge (Aperture's choice, so that lnget and lsat-js pay again).
 import { createHash, randomBytes } from "node:crypto";
 import { type Asset, formatAmount, SwitchyardError } from "../../core/index.ts";
+import { pathOf } from "../paywall/core.ts";
 import type {
   ChallengePart,
   PaymentRefusal,
@@ -20,7 +21,7 @@ import type {
   SchemeVerdict,
 } from "../paywall/scheme.ts";
 import { createInvoice, type SettlementDeps } from "../settlement/index.ts";
-import { judgeCaveats, mintCaveats } from "./caveats.ts";
+import { judgeCaveats, mintCaveats, tokenRequestsMaxLimit } from "./caveats.ts";
 import { carriesL402, challengeLines, parseCredentials } from "./header.ts";
 import { decodeIdentifier, encodeIdentifier, type L402Identifier, rootKeyId } from "./identifier.ts";
 import { mintMacaroon, type PresentedMacaroon, readMacaroon } from "./macaroon.ts";
@@ -58,9 +59,6 @@ export type L402SchemeLimits = {
   /** Tokens whose root key and paid invoice this process remembers, so that reuse costs one statement. */
   tokenMemoryEntriesMax: number;
 };
-
-/** The most requests a counted token may open (the column is an integer). */
-export const tokenRequestsMaxLimit = 1_000_000_000;
 
 export const l402SchemeDefaults: L402SchemeLimits = {
   tokenRequestsMax: null,
@@ -211,7 +209,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       caveats: mintCaveats({
         service: resource.service,
         validUntilSeconds,
-        path: new URL(request.url).pathname,
+        path: pathOf(request.url),
         requestsMax,
       }),
     });
@@ -258,19 +256,16 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       return refused("l402_service_mismatch", "the token was bought for another paywall");
     const judged = judgeCaveats(macaroon.conditions, {
       service: resource.service,
-      path: new URL(request.url).pathname,
+      path: pathOf(request.url),
       nowMs: nowMs(),
+      requestsMax: stored.requestsMax,
     });
     if (!judged.ok) return refused(judged.code, judged.message);
     const paid = stored.invoicePaid ? stored : await paidToken(tenantId, keyId, stored);
     if (!paid.invoicePaid) return refused("l402_invoice_unpaid", `invoice ${paid.invoiceId} is not paid`);
     memory.remember(paid);
-    const requestsMax = [paid.requestsMax, judged.requestsMax].filter((n) => n !== null);
-    const taken = await takeRequest(db, {
-      tenantId,
-      keyId,
-      requestsMax: requestsMax.length === 0 ? null : Math.min(...requestsMax),
-    });
+    // judged.requestsMax is at most the row's own (a caveat only tightens) and within the column's range.
+    const taken = await takeRequest(db, { tenantId, keyId, requestsMax: judged.requestsMax });
     if (!taken.ok) {
       if (taken.reason === "revoked") {
         memory.forget(tenantId, keyId);
