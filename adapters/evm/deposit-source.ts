@@ -206,16 +206,27 @@ function depositLogOf(row: EventRow): DepositLog {
   };
 }
 
-/** What a deposit log pays: the invoice (by its address or its nonce), the payer and the amount; null: not ours. */
+/**
+ * What a deposit log pays: the invoice (by its address, or by the (authorizer, nonce) it was bound to), the payer
+ * and the amount; null: not ours. An EIP-3009 nonce is in its authorizer's own nonce space and public once its
+ * transaction is broadcast: anyone may use the same nonce from his own address, so the nonce alone names no
+ * invoice: the authorizer must be the payer the invoice was bound to (auth_from, set before the gateway sends;
+ * both columns are stored lower-case).
+ */
 async function invoiceOf(
   state: EvmRailState,
   log: DepositLog,
 ): Promise<{ reference: string; payer: Address; amount: bigint } | null> {
-  const byAddress = log.kind === "transfer";
-  if (!byAddress && !isAddressEqual(log.to, state.account.address)) return null; // not paid to the hot wallet
+  const token = state.params.token.address.toLowerCase();
+  if (log.kind !== "transfer" && !isAddressEqual(log.to, state.account.address)) return null; // not paid to the hot wallet
   const [row] = await state.params.db.query<{ reference: string }>(
-    `SELECT reference FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND ${byAddress ? "deposit_address" : "auth_nonce"} = $3`,
-    [state.chainId, state.params.token.address.toLowerCase(), byAddress ? log.to.toLowerCase() : log.nonce],
+    log.kind === "transfer"
+      ? "SELECT reference FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND deposit_address = $3"
+      : `SELECT reference FROM evm_deposits
+         WHERE chain_id = $1 AND token = $2 AND auth_nonce = $3 AND auth_from = $4`,
+    log.kind === "transfer"
+      ? [state.chainId, token, log.to.toLowerCase()]
+      : [state.chainId, token, log.nonce.toLowerCase(), log.authorizer.toLowerCase()],
   );
   if (row === undefined) return null;
   return {
