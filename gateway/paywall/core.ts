@@ -80,25 +80,54 @@ export const paywallsRefreshMsDefault = 1_000;
 
 // ---- matching a request to a paywall
 
-/** The path of an absolute or relative URL, without query or fragment. */
+/**
+ * The path of an absolute or relative URL, without query or fragment, as loosely as any router could read it: each
+ * segment percent-decoded (a segment that does not decode is kept as sent), repeated slashes as one, lower case.
+ * A paywall is matched on this form and so is its resource: `/demo/p%61id/x`, `//Demo/paid/x` and `/demo/paid/x/`
+ * reach the same handler in a router that decodes, merges slashes, ignores case or a trailing slash, and all pay.
+ */
 export function pathOf(url: string): string {
   const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
   if (start < 0) return "/";
   const rest = url.slice(start);
   const end = rest.search(/[?#]/);
-  return end < 0 ? rest : rest.slice(0, end);
+  return looseForm(end < 0 ? rest : rest.slice(0, end));
 }
 
-/** The paywall covering `path`: an exact resource first, else the longest `*` prefix; null when none. */
+function looseForm(path: string): string {
+  const decoded = path.split("/").map((segment) => {
+    try {
+      return decodeURIComponent(segment);
+    } catch (error) {
+      if (!(error instanceof URIError)) throw error;
+      return segment;
+    }
+  });
+  return decoded
+    .join("/")
+    .replace(/\/{2,}/g, "/")
+    .toLowerCase();
+}
+
+/**
+ * The paywall covering `path` (as pathOf gives it): an exact resource first, else the longest `*` prefix; null when
+ * none. A trailing slash is no way around either: `/a/` pays as `/a`, and `/reports` as a prefix `/reports/*` would.
+ */
 export function matchPaywall(paywalls: readonly Paywall[], path: string): Paywall | null {
+  const bare = path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
   let best: Paywall | null = null;
   for (const paywall of paywalls) {
     const { resource } = paywall;
     if (!resource.endsWith("*")) {
-      if (resource === path) return paywall;
+      const exact = looseForm(resource);
+      if (exact === path || exact === bare || exact === `${bare}/`) return paywall;
       continue;
     }
-    if (path.startsWith(resource.slice(0, -1)) && (best === null || resource.length > best.resource.length))
+    const prefix = looseForm(resource.slice(0, -1));
+    if (
+      (path.startsWith(prefix) || `${bare}/`.startsWith(prefix)) &&
+      (best === null || resource.length > best.resource.length)
+    )
       best = paywall;
   }
   return best;

@@ -348,6 +348,12 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         expect(unpaid.headers.get("payment-required")).not.toBeNull();
         expect(unpaid.headers.get("www-authenticate")).toContain("L402 macaroon=");
         expect(((await unpaid.json()) as { error: string }).error).toBe("payment_required");
+        // Spellings Fastify serves from the same paid route are not free either.
+        for (const spelling of ["/rep%6frts/q1", "/REPORTS/q1", "/reports/%71%31"])
+          expect({ spelling, status: (await fetch(`${base}${spelling}`)).status }).toEqual({
+            spelling,
+            status: 402,
+          });
         const paid = await fetch(`${base}/reports/q1`, { headers: { "x-toy-l402": "10000" } });
         expect([paid.status, await paid.json()]).toEqual([200, { report: "q1", body: "the paid content" }]);
         expect(paid.headers.get("payment-response")).toBe("receipt");
@@ -365,17 +371,31 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         [paywallId],
       );
       expect(Number(row!.n)).toBeGreaterThan(0); // USDC and BTC locked; USD needed no conversion
-      const moved = createPaywall({
-        sql: app.db,
-        tenantId,
-        schemes: app.paywalls.schemes,
-        rates: { usdRate: () => ({ microUsd: 2n, perMinorUnits: 1n }) },
-      });
-      const verdict = await moved({ method: "GET", url: "http://shop.test/paid/report", headers: {} });
-      expect(verdict.kind).toBe("challenge");
-      if (verdict.kind !== "challenge") return;
-      const header = verdict.headers.find(([name]) => name === "PAYMENT-REQUIRED")![1];
-      expect(Buffer.from(header, "base64").toString()).toBe("evm=10000");
+      // Two paywalls over one database and one clock fixed inside a window (a real clock may cross a window's end
+      // between two challenges): the first locks at its rate, the second, at another rate, offers the locked price.
+      const windowStartMs = Math.ceil(Date.now() / 60_000) * 60_000 + 5 * 60_000;
+      const challengeAt = async (rate: bigint, atMs: number) => {
+        const check = createPaywall({
+          sql: app.db,
+          tenantId,
+          schemes: app.paywalls.schemes,
+          // A US cent is 10,000 µUSD; one minor unit of any other asset is `rate` µUSD.
+          rates: {
+            usdRate: (code: string) => ({ microUsd: code === "USD" ? 10_000n : rate, perMinorUnits: 1n }),
+          },
+          nowMs: () => atMs,
+        });
+        const verdict = await check({ method: "GET", url: "http://shop.test/paid/report", headers: {} });
+        expect(verdict.kind).toBe("challenge");
+        if (verdict.kind !== "challenge") return null;
+        const header = verdict.headers.find(([name]) => name === "PAYMENT-REQUIRED")![1];
+        return Buffer.from(header, "base64").toString();
+      };
+      const locked = await challengeAt(1n, windowStartMs + 1_000);
+      expect(locked).toBe("evm=10000");
+      expect(await challengeAt(2n, windowStartMs + 30_000)).toBe(locked);
+      // The next window locks again, at the rate of then.
+      expect(await challengeAt(2n, windowStartMs + 120_000)).toBe("evm=5000");
     });
   });
 });
