@@ -134,6 +134,16 @@ describe("EVM chains in the configuration", () => {
     expect(() => loadConfig({ EVM_RPC_URL: "http://127.0.0.1:8545", EVM_SPLITTER_ADDRESS: token })).toThrow(
       /EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS/,
     );
+    // Production never deploys a token of its own: a forgotten EVM_TOKEN_ADDRESS (or an Ignition deployment, whose
+    // TestUSD anyone may mint) stops the start.
+    for (const extra of [
+      {},
+      { EVM_HOT_WALLET_KEY: `0x${"11".repeat(32)}` },
+      { EVM_IGNITION_DEPLOYMENT: "chain-1" },
+    ])
+      expect(() =>
+        loadConfig({ SWITCHYARD_MODE: "production", EVM_RPC_URL: "http://127.0.0.1:8545", ...extra }),
+      ).toThrow(/EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS/);
   });
 
   it("serves the embedded chains to wallets at 127.0.0.1:8545 unless EVM_EMBEDDED_RPC_PORT says otherwise", () => {

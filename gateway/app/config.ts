@@ -402,7 +402,11 @@ function firstChain(e: Env): EvmChainConfig {
       "invalid configuration: EVM_IGNITION_DEPLOYMENT names the contracts; set it or their addresses, not both",
     );
   // Without a token (and no Ignition deployment) the chain must be a development chain: the gateway deploys there.
-  if (addressGiven && (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined)) {
+  // Never in production: there a forgotten token would deploy TestUSD, which anyone may mint, as the rail's USDC.
+  if (
+    (addressGiven || e.SWITCHYARD_MODE === "production") &&
+    (e.EVM_HOT_WALLET_KEY === undefined || e.EVM_TOKEN_ADDRESS === undefined)
+  ) {
     throw new ConfigError(
       "invalid configuration: EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS",
     );
