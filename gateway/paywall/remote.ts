@@ -1,11 +1,14 @@
 // The paywall of a Switchyard elsewhere, as the same PaywallCheck: the verdict asked over HTTP
 // (POST /v1/paywall_verdicts, with a key that has the invoices scope), a paid one completed with
-// POST /v1/paywall_verdicts/:id/complete. Each call is bounded by requestTimeoutMs.
+// POST /v1/paywall_verdicts/:id/complete. The verdict is bounded by requestTimeoutMs; the completion by
+// completeTimeoutMs, longer than a settlement may take (a batch's wait and a minute for its transaction to be mined):
+// given up sooner, the tenant's app would answer an error while Switchyard goes on and the payer pays.
 import { SwitchyardError } from "../../core/index.ts";
 import type { PaywallCheck, PaywallCompletion, PaywallVerdict } from "./core.ts";
 import type { HeaderLine } from "./scheme.ts";
 
 export const remotePaywallTimeoutMsDefault = 10_000;
+export const remotePaywallCompleteTimeoutMsDefault = 90_000;
 
 export class RemotePaywallError extends SwitchyardError {
   override name = "RemotePaywallError";
@@ -17,6 +20,7 @@ export type RemotePaywallOptions = {
   readonly apiKey: string;
   readonly fetch?: typeof fetch;
   readonly requestTimeoutMs?: number;
+  readonly completeTimeoutMs?: number;
 };
 
 type VerdictBody =
@@ -36,14 +40,19 @@ type CompletionBody =
 export function remotePaywall(options: RemotePaywallOptions): PaywallCheck {
   const doFetch = options.fetch ?? fetch;
   const timeoutMs = options.requestTimeoutMs ?? remotePaywallTimeoutMsDefault;
+  const completeTimeoutMs = options.completeTimeoutMs ?? remotePaywallCompleteTimeoutMsDefault;
   const base = options.baseUrl.replace(/\/+$/, "");
 
-  async function post<T>(path: string, body: unknown): Promise<{ status: number; body: T }> {
+  async function post<T>(
+    path: string,
+    body: unknown,
+    waitMs = timeoutMs,
+  ): Promise<{ status: number; body: T }> {
     const response = await doFetch(`${base}${path}`, {
       method: "POST",
       headers: { authorization: `Bearer ${options.apiKey}`, "content-type": "application/json" },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: AbortSignal.timeout(waitMs),
     });
     return { status: response.status, body: (await response.json()) as T };
   }
@@ -76,7 +85,11 @@ export function remotePaywall(options: RemotePaywallOptions): PaywallCheck {
       case "paid": {
         let result: Promise<PaywallCompletion> | null = null;
         const complete = async (outcome: { served: boolean }): Promise<PaywallCompletion> => {
-          const done = await post<CompletionBody>(`/v1/paywall_verdicts/${verdict.id}/complete`, outcome);
+          const done = await post<CompletionBody>(
+            `/v1/paywall_verdicts/${verdict.id}/complete`,
+            outcome,
+            completeTimeoutMs,
+          );
           if (done.status === 200 && done.body.result === "settled")
             return { kind: "settled", headers: done.body.headers };
           if (done.status === 200 && done.body.result === "refused")
