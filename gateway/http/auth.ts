@@ -58,6 +58,8 @@ export const routeScopes: Readonly<Record<string, ResourceScope | "operator">> =
   // A paywall is a standing way to be paid into the tenant's accounts, as an invoice is; its verdicts likewise.
   paywalls: "invoices",
   paywall_verdicts: "invoices",
+  // The x402 facilitator settles payments into the tenant's accounts, as an invoice is paid.
+  x402: "invoices",
   accounts: "accounts",
   payees: "accounts",
   webhook_endpoints: "webhooks",
