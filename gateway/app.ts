@@ -137,7 +137,7 @@ export type App = {
 export type AppOptions = {
   /** The rails to run (default: railModules — internal, EVM, Lightning, fiat). */
   readonly railModules?: readonly RailModule[];
-  /** The ways paywalls can be paid (default: none until x402 and L402 are wired). */
+  /** The ways paywalls can be paid (default: x402 on the EVM rails that take money in, and L402 on Lightning). */
   readonly paymentSchemes?: readonly PaymentScheme[];
 };
 
