@@ -22,14 +22,18 @@
 // What does not fit a packed item (a value above 2^128 − 1, a window past 2^48 − 1, an ERC-1271 signature that is
 // not 65 bytes), or a chain without a batch sender, goes to the single settler.
 import type { Hex } from "viem";
-import { assets, divCeil, divFloor, type Logger, silentLogger } from "../../core/index.ts";
+import { divCeil, divFloor, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { credit, transferCodes } from "../ledger/index.ts";
-import { railAccountOpened } from "../payments/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
-import { bookInvoice, type ClaimedPayment, type SettleResult, type X402Settler } from "./settle.ts";
+import {
+  bookGasEntries,
+  bookInvoice,
+  type ClaimedPayment,
+  type SettleResult,
+  type X402Settler,
+} from "./settle.ts";
 import { record, release } from "./store.ts";
 import type { Eip3009Authorization, ExactRequirements } from "./verify.ts";
 
@@ -353,41 +357,24 @@ async function bookBatchGas(
   const gasWei = outcome.gasUsed * outcome.effectiveGasPrice;
   const totalGwei = divCeil(gasWei, weiPerGwei);
   if (totalGwei === 0n) return;
-  const gas = assets.ETH;
-  const [fees, clearing] = await Promise.all([
-    railAccountOpened(settlement, { kind: "fee", rail: chain.rail, asset: gas }),
-    railAccountOpened(settlement, { kind: "clearing", rail: chain.rail, asset: gas }),
-  ]);
   const shares = splitEvenlyRemainderToFirst(totalGwei, items.length);
-  for (const [i, w] of items.entries()) {
-    const amount = shares[i]!;
-    if (amount === 0n) continue;
-    await credit(
-      settlement.ledger,
-      {
-        debitAccountId: fees.ledgerAccountId,
-        creditAccountId: clearing.ledgerAccountId,
-        amount,
-        ledger: gas.ledger,
-        code: transferCodes.payments.feePaid,
+  await bookGasEntries(
+    settlement,
+    chain,
+    items.map((w, i) => ({
+      amount: shares[i]!,
+      id: derivedLedgerId(
+        `${chain.chainId}:${outcome.txHash.toLowerCase()}:${w.invoiceId}`,
+        "x402-batch-gas",
+      ),
+      reference: outcome.txHash,
+      detail: {
+        kind: "x402_batch_gas",
+        wei: gasWei.toString(),
+        payments: items.length.toString(),
+        invoice: w.invoiceId,
       },
-      {
-        id: derivedLedgerId(
-          `${chain.chainId}:${outcome.txHash.toLowerCase()}:${w.invoiceId}`,
-          "x402-batch-gas",
-        ),
-        evidence: {
-          rail: chain.rail,
-          reference: outcome.txHash,
-          detail: {
-            kind: "x402_batch_gas",
-            wei: gasWei.toString(),
-            payments: items.length.toString(),
-            invoice: w.invoiceId,
-          },
-        },
-        label: `payment ${i + 1} of ${items.length}'s share of the gas of x402 batch ${outcome.txHash}`,
-      },
-    );
-  }
+      label: `payment ${i + 1} of ${items.length}'s share of the gas of x402 batch ${outcome.txHash}`,
+    })),
+  );
 }

@@ -138,32 +138,59 @@ const weiPerGwei = 1_000_000_000n;
 
 /** The gas of the settlement's transaction, in gwei rounded up: the rail's fee against its ETH clearing (idempotent). */
 async function bookGas(settlement: SettlementDeps, chain: X402Chain, txHash: Hex, gasWei: bigint) {
-  const amount = divCeil(gasWei, weiPerGwei);
-  if (amount === 0n) return;
+  await bookGasEntries(settlement, chain, [
+    {
+      amount: divCeil(gasWei, weiPerGwei),
+      id: derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas"),
+      reference: txHash,
+      detail: { kind: "x402_gas", wei: gasWei.toString() },
+      label: `the gas of x402 settlement ${txHash}`,
+    },
+  ]);
+}
+
+/** One booking of gas paid: gwei of the chain's ETH, under an id derived from what it paid for. */
+export type GasEntry = {
+  readonly amount: bigint;
+  readonly id: ReturnType<typeof derivedLedgerId>;
+  readonly reference: string;
+  readonly detail: Record<string, string>;
+  readonly label: string;
+};
+
+/**
+ * Gas the hot wallet paid for x402 settlements, each entry a transfer from the rail's ETH fee account against its
+ * ETH clearing account (a zero entry is skipped); both settlers book through it, the batch one a share per payment.
+ */
+export async function bookGasEntries(
+  settlement: SettlementDeps,
+  chain: X402Chain,
+  entries: readonly GasEntry[],
+): Promise<void> {
+  if (entries.every((entry) => entry.amount === 0n)) return;
   const gas = assets.ETH;
   const [fees, clearing] = await Promise.all([
     railAccountOpened(settlement, { kind: "fee", rail: chain.rail, asset: gas }),
     railAccountOpened(settlement, { kind: "clearing", rail: chain.rail, asset: gas }),
   ]);
-  await credit(
-    settlement.ledger,
-    {
-      debitAccountId: fees.ledgerAccountId,
-      creditAccountId: clearing.ledgerAccountId,
-      amount,
-      ledger: gas.ledger,
-      code: transferCodes.payments.feePaid,
-    },
-    {
-      id: derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas"),
-      evidence: {
-        rail: chain.rail,
-        reference: txHash,
-        detail: { kind: "x402_gas", wei: gasWei.toString() },
+  for (const entry of entries) {
+    if (entry.amount === 0n) continue;
+    await credit(
+      settlement.ledger,
+      {
+        debitAccountId: fees.ledgerAccountId,
+        creditAccountId: clearing.ledgerAccountId,
+        amount: entry.amount,
+        ledger: gas.ledger,
+        code: transferCodes.payments.feePaid,
       },
-      label: `the gas of x402 settlement ${txHash}`,
-    },
-  );
+      {
+        id: entry.id,
+        evidence: { rail: chain.rail, reference: entry.reference, detail: entry.detail },
+        label: entry.label,
+      },
+    );
+  }
 }
 
 /**
