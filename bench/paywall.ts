@@ -8,8 +8,14 @@
 // the run has ended and then given back, as a batch settler would take it later — so the row measures the
 // verification path, not the chain), l402-reuse (needs the L402 scheme wired into the app and a paid token from
 // the Lightning regtest network: skipped, with the reason in its row, while either is missing).
-// Metrics: requests_per_s, p99_ms, ratio_to_baseline. Knobs: BENCH_PAYWALL_REQUESTS (per case, default 2000),
-// BENCH_PAYWALL_CLIENTS (default 16).
+// Measured as requests completed / seconds elapsed (autocannon's per-second average caps a run shorter than a second
+// at its request count). Each case is warmed up first; then `BENCH_PAYWALL_ROUNDS` rounds of baseline then x402, and
+// baseline once more at the end, so drift between the first and last baseline shows. A round lasts about
+// `BENCH_PAYWALL_SECONDS`: baseline by duration, x402 by the number of authorizations signed before it (the rate
+// the warm-up reached × the seconds; signing is setup, not measured).
+// Metrics: requests_per_s (median of the rounds), min/max over the rounds, p99_ms (the median round's),
+// ratio_to_baseline (median over median). Knobs: BENCH_PAYWALL_SECONDS (default 4), BENCH_PAYWALL_ROUNDS
+// (default 3), BENCH_PAYWALL_CLIENTS (default 16).
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client, x402HTTPClient } from "@x402/fetch";
 import autocannon from "autocannon";
@@ -20,8 +26,12 @@ import { createApp } from "../gateway/app.ts";
 import { type PaywallCheck, type PaywallCompletion, switchyardPaywall } from "../gateway/paywall/index.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
-const requestsPerCase = Number(process.env.BENCH_PAYWALL_REQUESTS ?? 2_000);
+const roundSeconds = Number(process.env.BENCH_PAYWALL_SECONDS ?? 4);
+const rounds = Number(process.env.BENCH_PAYWALL_ROUNDS ?? 3);
 const clients = Number(process.env.BENCH_PAYWALL_CLIENTS ?? 16);
+/** Authorizations signed for the x402 warm-up, and the most signed for one round. */
+const warmupAuthorizations = 400;
+const maxAuthorizationsPerRound = 40_000;
 
 async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstance; url: string }> {
   const app = Fastify({ requestTimeout: 30_000 });
@@ -31,13 +41,23 @@ async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstanc
   return { app, url };
 }
 
-/** `requestsPerCase` GETs of /report, each with the next of `headers` (none: plain), `clients` at a time. */
-async function load(url: string, headers: readonly Record<string, string>[] | null) {
+type Measured = { requests_per_s: number; p99_ms: number; non_2xx: number; ok: number };
+
+/**
+ * GETs of /report, `clients` at a time: with `headers`, one per header (each request its own), else for `seconds`.
+ * The rate is requests completed over the seconds elapsed.
+ */
+async function load(
+  url: string,
+  work: { headers: readonly Record<string, string>[] } | { seconds: number },
+): Promise<Measured> {
   let next = 0;
+  const headers = "headers" in work ? work.headers : null;
+  const started = performance.now();
   const result = await autocannon({
     url: `${url}/report`,
     connections: clients,
-    amount: requestsPerCase,
+    ...(headers === null ? { duration: (work as { seconds: number }).seconds } : { amount: headers.length }),
     requests: [
       {
         method: "GET",
@@ -48,12 +68,29 @@ async function load(url: string, headers: readonly Record<string, string>[] | nu
       },
     ],
   });
-  const ok = result["2xx"];
+  const elapsedS = (performance.now() - started) / 1000;
+  const completed = result["2xx"] + result.non2xx;
   return {
-    requests_per_s: Math.round(result.requests.average),
+    requests_per_s: Math.round(completed / elapsedS),
     p99_ms: result.latency.p99,
     non_2xx: result.non2xx,
-    ok,
+    ok: result["2xx"],
+  };
+}
+
+/** The row of a case's rounds: the median round's figures, the spread of the rates, and every round's rate. */
+function summary(name: string, measured: readonly Measured[]): BenchRow & { requests_per_s: number } {
+  const sorted = [...measured].sort((x, y) => x.requests_per_s - y.requests_per_s);
+  const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return {
+    case: name,
+    requests_per_s: median.requests_per_s,
+    min_requests_per_s: sorted[0]!.requests_per_s,
+    max_requests_per_s: sorted.at(-1)!.requests_per_s,
+    p99_ms: median.p99_ms,
+    non_2xx: measured.reduce((sum, m) => sum + m.non_2xx, 0),
+    ok: measured.reduce((sum, m) => sum + m.ok, 0),
+    rounds: measured.map((m) => m.requests_per_s).join(" "),
   };
 }
 
@@ -80,9 +117,7 @@ export async function run(): Promise<BenchResult> {
     if (created.statusCode !== 201) throw new Error(`paywall not created: ${created.body}`);
 
     const baselineShop = await shop(null);
-    const baseline = await load(baselineShop.url, null);
-    await baselineShop.app.close();
-    rows.push({ case: "baseline", ...baseline, ratio_to_baseline: 1 });
+    await load(baselineShop.url, { seconds: 1 });
 
     // Settlement queued: a paid request's completion is held and given back (unserved) after the run.
     const queued: Array<(outcome: { served: boolean }) => Promise<PaywallCompletion>> = [];
@@ -116,17 +151,41 @@ export async function run(): Promise<BenchResult> {
       (name) => challenge.headers.get(name),
       await challenge.json(),
     );
-    const signed: Record<string, string>[] = [];
-    for (let i = 0; i < requestsPerCase; i += 1)
-      signed.push(client.encodePaymentSignatureHeader(await client.createPaymentPayload(required)));
-    const x402 = await load(x402Shop.url, signed);
-    rows.push({
-      case: "x402-verify",
-      ...x402,
-      ratio_to_baseline: Number((x402.requests_per_s / baseline.requests_per_s).toFixed(3)),
-    });
+    const sign = async (count: number) => {
+      const signed: Record<string, string>[] = [];
+      for (let i = 0; i < count; i += 1)
+        signed.push(client.encodePaymentSignatureHeader(await client.createPaymentPayload(required)));
+      return signed;
+    };
+    const warm = await load(x402Shop.url, { headers: await sign(warmupAuthorizations) });
+    const perRound = Math.min(
+      maxAuthorizationsPerRound,
+      Math.max(warmupAuthorizations, Math.round(warm.requests_per_s * roundSeconds)),
+    );
+
+    const baselines: Measured[] = [];
+    const paid: Measured[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      baselines.push(await load(baselineShop.url, { seconds: roundSeconds }));
+      paid.push(await load(x402Shop.url, { headers: await sign(perRound) }));
+      // Given back between rounds, so the queue does not grow across them (not measured).
+      for (const complete of queued.splice(0)) await complete({ served: false });
+    }
+    baselines.push(await load(baselineShop.url, { seconds: roundSeconds }));
+    await baselineShop.app.close();
     await x402Shop.app.close();
-    for (const complete of queued.splice(0)) await complete({ served: false });
+
+    const baselineRow = summary("baseline", baselines);
+    rows.push({
+      ...baselineRow,
+      first_last: `${baselines[0]!.requests_per_s} → ${baselines.at(-1)!.requests_per_s}`,
+      ratio_to_baseline: 1,
+    });
+    const x402Row = summary("x402-verify", paid);
+    rows.push({
+      ...x402Row,
+      ratio_to_baseline: Number((x402Row.requests_per_s / baselineRow.requests_per_s).toFixed(3)),
+    });
 
     const l402Wired = switchyard.paywalls.schemes.some((scheme) => scheme.id === "l402");
     rows.push({
