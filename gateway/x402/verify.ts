@@ -4,9 +4,10 @@
 // ERC-1271), recipient, validity window, value (v2: equal; v1: at least), the nonce unused in the gateway and on the
 // chain, the payer's balance, and last the transfer simulated from the hot wallet. Each refusal is a code from
 // refusals.ts; a chain that cannot be read is `unexpected_verify_error`, never a throw.
-import { type Address, BaseError, getAddress, type Hex, isAddressEqual, recoverTypedDataAddress } from "viem";
+import { type Address, BaseError, getAddress, type Hex, isAddressEqual } from "viem";
 import type { Db } from "../db/index.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
+import { domainSeparator, recoverAddress, transferDigest } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import {
@@ -241,14 +242,8 @@ async function signatureValid(
 ): Promise<boolean | null> {
   if (signature.length === 132) {
     if (vrsOf(signature) === null) return false;
-    const recovered = await recoverTypedDataAddress({
-      ...transferTypedData(chain, domain, authorization),
-      signature,
-    }).catch((error: unknown) => {
-      // noble throws a plain Error for an r that is no point's x: the payer's bad bytes, not a fault of ours.
-      if (error instanceof Error) return null;
-      throw error;
-    });
+    const digest = transferDigest(domainSeparator(domain, chain.chainId, chain.token), authorization);
+    const recovered = digest === null ? null : recoverAddress(digest, signature);
     if (recovered !== null && isAddressEqual(recovered, authorization.from)) return true;
     // An EOA signs in one way only: another signer, or none, is a bad signature. A contract may still accept it.
     try {
