@@ -1,7 +1,8 @@
 // The chains x402 is paid on: one per configured EVM rail that receives (its token, its hot wallet, its public
 // client), named as x402 names networks — CAIP-2 `eip155:<id>` in v2, and in v1 the legacy names, which exist only
 // for public chains (the Hardhat chain, 31337, has none: v1 clients cannot pay it unless it runs under a public
-// chain id). The token's EIP-712 domain (what `extra.name` / `extra.version` must be) is read from the token, once.
+// chain id, e.g. an EVM_CHAINS entry without rpc_url and with chain_id 84532 is "base-sepolia" to `x402-fetch`:
+// test/evm/paywall-x402-v1.test.ts). The token's EIP-712 domain (what `extra.name` / `extra.version` must be) is read from the token, once.
 import { type Address, type Chain, getAddress, type PublicClient, parseAbi, type Transport } from "viem";
 import type { Asset } from "../../core/index.ts";
 
