@@ -11,4 +11,11 @@ export {
   type L402SchemeLimits,
   l402SchemeDefaults,
 } from "./scheme.ts";
-export { revokeToken } from "./tokens.ts";
+export {
+  l402TokenGraceMs,
+  l402TokenPruneBatchMax,
+  l402TokenPruneEveryMs,
+  pruneL402Tokens,
+  revokeToken,
+  startL402TokenPrune,
+} from "./tokens.ts";

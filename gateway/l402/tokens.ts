@@ -1,7 +1,10 @@
 // The L402 tokens' rows (migration 0022): a root key per token under sha256(identifier), the invoice it was
 // minted with, and its request count. Every statement is scoped to the tenant: another tenant's token is not
 // found. Counting is one conditional UPDATE, so that processes sharing the database never serve beyond the count.
+// Rows expired for a day are pruned (every 10 minutes, beside the idempotency prune).
+import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
+import { type Periodic, startPeriodic } from "../periodic/index.ts";
 
 export type TokenRecord = {
   keyId: string;
@@ -119,4 +122,45 @@ export async function revokeToken(sql: Sql, params: { tenantId: string; keyId: s
     [params.keyId, params.tenantId],
   );
   return rows.length > 0;
+}
+
+/**
+ * How long a token's row is kept after its expiry: within it, the expired token is refused as expired
+ * (l402_expired) rather than unknown, and its count can still be read. 24 h, as idempotency records.
+ */
+export const l402TokenGraceMs = 24 * 60 * 60 * 1000;
+/** How often expired tokens are pruned, and how many one statement deletes. */
+export const l402TokenPruneEveryMs = 10 * 60 * 1000;
+export const l402TokenPruneBatchMax = 5_000;
+
+/**
+ * Deletes the rows of tokens that expired more than `graceMs` ago (every tenant's: an expired token serves no
+ * one), up to `batchMax` at a time until none is left, by the valid_until index; returns how many.
+ */
+export async function pruneL402Tokens(
+  sql: Sql,
+  params: { graceMs: number; batchMax: number },
+): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const deleted = await sql.query<{ key_id: string }>(
+      `DELETE FROM l402_tokens WHERE key_id IN (
+         SELECT key_id FROM l402_tokens
+         WHERE valid_until < now() - make_interval(secs => $1::double precision / 1000) LIMIT $2)
+       RETURNING key_id`,
+      [params.graceMs, params.batchMax],
+    );
+    total += deleted.length;
+    if (deleted.length < params.batchMax) return total;
+  }
+}
+
+/** The periodic prune of expired L402 tokens, for the composition root (beside the idempotency prune). */
+export function startL402TokenPrune(deps: { sql: Sql; logger: Logger }): Periodic {
+  return startPeriodic({
+    name: "l402 token prune",
+    intervalMs: l402TokenPruneEveryMs,
+    pass: () => pruneL402Tokens(deps.sql, { graceMs: l402TokenGraceMs, batchMax: l402TokenPruneBatchMax }),
+    logger: deps.logger,
+  });
 }
