@@ -34,7 +34,7 @@ import { createEgress } from "./egress/index.ts";
 import { startIdempotencyPrune } from "./http/idempotency.ts";
 import { buildServer } from "./http/index.ts";
 import { derivedLedgerId } from "./ids/index.ts";
-import { createL402Scheme } from "./l402/index.ts";
+import { createL402Scheme, startL402TokenPrune } from "./l402/index.ts";
 import { createLedger, credit, type Ledger, ledgerMigrations, transferCodes } from "./ledger/index.ts";
 import {
   type BatchPayer,
@@ -222,6 +222,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger: logger.child({ module: "idempotency" }),
     });
     closers.push(() => idempotencyPrune.stop());
+    const l402Prune = startL402TokenPrune({ sql: db, logger: logger.child({ module: "l402" }) });
+    closers.push(() => l402Prune.stop());
     const evmWatchers = await startSplitterMirrors(closers, { db, ledger, logger, evm });
     closers.push(...startDepositSweeps({ db, ledger, accounts: services.accounts, logger, rails, evm }));
     const x402 = createX402Deps({
