@@ -121,6 +121,10 @@ export function wrapFetch(
       payable: (kind) => (kind === "x402" ? options.evm !== undefined : options.lightning !== undefined),
     });
     if (candidates[0]!.offer.kind === "l402") {
+      // Another request to this scope paid while this one's 402 was on its way: its token serves this one too
+      // (the cache is read again, after the answer, not only before the request).
+      const cached = tokens.get(scope, now());
+      if (cached !== null && cached !== token) return sendWithToken(request, cached, scope);
       // Another request to this scope is paying an L402 invoice already: its token serves this one too.
       const pending = inFlight.get(scope);
       if (pending !== undefined) {

@@ -194,6 +194,30 @@ describe("wrapFetch paying Switchyard's L402 on regtest", () => {
     expect(provider.payments).toBe(1);
   });
 
+  it("a request whose 402 arrives after another request to its scope has paid uses that token: one payment", async () => {
+    const provider = regtestWebln();
+    let releaseLate: () => void = () => {};
+    const late = new Promise<void>((resolve) => {
+      releaseLate = resolve;
+    });
+    let sends = 0;
+    // The second request's first answer (a 402) is held until the first request has paid and been served.
+    const transport = async (request: Request) => {
+      sends += 1;
+      const held = sends === 2;
+      const response = await fetch(request);
+      if (held) await late;
+      return response;
+    };
+    const paidFetch = wrapFetch(transport, { accept: [rule()], lightning: weblnPayer(provider) });
+    const first = paidFetch(`${site.url}/weather/late-402`);
+    const second = paidFetch(`${site.url}/weather/late-402`);
+    expect((await first).status).toBe(200);
+    releaseLate();
+    expect((await second).status).toBe(200);
+    expect(provider.payments).toBe(1);
+  });
+
   it("concurrent requests to many scopes under one budget never spend more than it holds", async () => {
     const price = await tokenPriceMsat("/weather/budget-0");
     const provider = regtestWebln();
