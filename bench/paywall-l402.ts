@@ -1,0 +1,201 @@
+// The l402-reuse case of `npm run bench -- paywall`: a paid L402 token presented again and again, so each request
+// costs verification only (credential parsed, root key remembered, HMAC chain, sha256 of the preimage, caveats, the
+// counting UPDATE). Self-contained: the Lightning regtest cluster (cached btcd/lnd binaries), a Switchyard app on
+// PGlite wired to the cluster's gateway node (L402 is in its default schemes; the embedded EVM chain off), a BTC
+// account of the demo tenant, a paywall on /report offering L402 on Lightning whose token opens exactly as many
+// requests as the case sends (warm-up included), a tenant's Fastify shop with the paywall plugin. The 402's invoice
+// is paid by the payer node for real; then every request carries the same `Authorization: L402 <macaroon>:<preimage>`.
+// The same route without the plugin is measured the same way with the cluster running (baseline-l402), so that the
+// ratio compares like with like; the lead may report either baseline. Everything started here stops in `finally`.
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import autocannon from "autocannon";
+import Fastify, { type FastifyInstance } from "fastify";
+import { pay } from "lightning";
+import { Lsat } from "lsat-js";
+import { assets } from "../core/index.ts";
+import { createAccount } from "../gateway/accounts/index.ts";
+import { loadConfig } from "../gateway/app/config.ts";
+import { createApp } from "../gateway/app.ts";
+import { type PaywallCheck, switchyardPaywall } from "../gateway/paywall/index.ts";
+import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../scripts/lightning/index.ts";
+import type { BenchRow } from "./report.ts";
+
+/** What a load run gives back (bench/paywall.ts's `load` has this shape). */
+export type PaywallLoadResult = { requests_per_s: number; p99_ms: number; non_2xx: number; ok: number };
+/** Drives GET `${url}/report` with `requests` requests, `clients` at a time, each with the same `headers`. */
+export type PaywallLoad = (
+  url: string,
+  headers: Readonly<Record<string, string>> | null,
+  counts: { requests: number; clients: number },
+) => Promise<PaywallLoadResult>;
+
+export type L402ReuseOptions = {
+  /** Measured requests per case (as BENCH_PAYWALL_REQUESTS). */
+  requests: number;
+  /** Connections at a time (as BENCH_PAYWALL_CLIENTS). */
+  clients: number;
+  /** Unmeasured requests before each measured run (default: a tenth of `requests`, at least 200). */
+  warmupRequests?: number;
+  /** The load generator; default `autocannonLoad` (completed requests / elapsed seconds, p99 of autocannon). */
+  load?: PaywallLoad;
+  log?: (line: string) => void;
+};
+
+const railReadyTimeoutMs = 60_000;
+const tokenPaidTimeoutMs = 30_000;
+/** The price of one request: 1 sat, so a token of tens of thousands of requests stays far below a channel's 10M sat. */
+const pricePerRequestBtc = "0.00000001";
+const btcAccountId = "acct_bench_l402";
+
+/** Completed 2xx requests / elapsed seconds of the whole run, and autocannon's p99. */
+export const autocannonLoad: PaywallLoad = async (url, headers, { requests, clients }) => {
+  const started = performance.now();
+  const result = await autocannon({
+    url: `${url}/report`,
+    connections: clients,
+    amount: requests,
+    ...(headers === null ? {} : { headers: { ...headers } }),
+  });
+  const elapsedS = (performance.now() - started) / 1000;
+  return {
+    requests_per_s: Math.round(result["2xx"] / elapsedS),
+    p99_ms: result.latency.p99,
+    non_2xx: result.non2xx,
+    ok: result["2xx"],
+  };
+};
+
+async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstance; url: string }> {
+  const app = Fastify({ requestTimeout: 30_000 });
+  if (paywall !== null) await app.register(switchyardPaywall, { paywall });
+  app.get("/report", async () => ({ report: "the goods" }));
+  const url = await app.listen({ port: 0, host: "127.0.0.1" });
+  return { app, url };
+}
+
+/**
+ * The l402-reuse row and a baseline measured the same way in the same conditions (the cluster running), in the
+ * order baseline-l402, l402-reuse; the l402 row's ratio_to_baseline is against that baseline.
+ */
+export async function l402ReuseCase(options: L402ReuseOptions): Promise<BenchRow[]> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const load = options.load ?? autocannonLoad;
+  const warmup = options.warmupRequests ?? Math.max(200, Math.floor(options.requests / 10));
+  const counts = { requests: options.requests, clients: options.clients };
+  const stops: Array<() => Promise<unknown>> = [];
+  try {
+    const started = performance.now();
+    const binaries = await ensureLightningBinaries({ onProgress: log });
+    const cluster = await startRegtestCluster({ binaries, log });
+    stops.push(() => cluster.stop());
+    log(`bench l402: cluster started in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+
+    const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-l402-bench-"));
+    stops.push(() => rm(directory, { recursive: true, force: true }));
+    const credentials = cluster.nodes.gateway.credentials();
+    const switchyard = await createApp(
+      loadConfig({
+        LOG_LEVEL: "silent",
+        PORT: "0",
+        RATE_LIMIT_PER_IP: "off",
+        RATE_LIMIT_PER_KEY: "off",
+        EVM_EMBEDDED_RPC_PORT: "off",
+        LND_SOCKET: credentials.socket,
+        LND_CERT_BASE64: credentials.cert,
+        LND_MACAROON_BASE64: credentials.macaroon,
+        LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+      }),
+    );
+    stops.push(() => switchyard.close());
+    if (!switchyard.paywalls.schemes.some((scheme) => scheme.id === "l402"))
+      throw new Error("bench l402: the app has no L402 scheme");
+    await waitFor(
+      "lightning rail available",
+      async () => (switchyard.rails.get("lightning")?.snapshot().available ? true : undefined),
+      { timeoutMs: railReadyTimeoutMs },
+    );
+    const demo = switchyard.demo!;
+    await createAccount(
+      { sql: switchyard.db, ledger: switchyard.ledger },
+      { tenantId: demo.tenantId, kind: "customer", asset: assets.BTC, name: "l402 bench", id: btcAccountId },
+    );
+    // The token's count: every request this case sends with it (two warm-ups, the measured run, the first check).
+    const tokenRequests = warmup + options.requests + 1;
+    const created = await switchyard.server.inject({
+      method: "POST",
+      url: "/v1/paywalls",
+      headers: { authorization: `Bearer ${demo.apiKey}`, "content-type": "application/json" },
+      payload: JSON.stringify({
+        resource: "/report",
+        price: { amount: pricePerRequestBtc, asset: "BTC" },
+        offers: [{ scheme: "l402", rail: "lightning" }],
+        accounts: [btcAccountId],
+        l402: { token_lifetime_seconds: 3600, token_requests_max: tokenRequests },
+      }),
+    });
+    if (created.statusCode !== 201) throw new Error(`bench l402: paywall not created: ${created.body}`);
+
+    const baselineShop = await shop(null);
+    let baseline: PaywallLoadResult;
+    try {
+      await load(baselineShop.url, null, { ...counts, requests: warmup });
+      baseline = await load(baselineShop.url, null, counts);
+    } finally {
+      await baselineShop.app.close();
+    }
+    log(`bench l402: baseline ${JSON.stringify(baseline)}`);
+
+    const l402Shop = await shop(switchyard.paywalls.forTenant(demo.tenantId));
+    stops.push(() => l402Shop.app.close());
+    const challenge = await fetch(`${l402Shop.url}/report`);
+    const line = challenge.headers.get("www-authenticate");
+    if (challenge.status !== 402 || line === null)
+      throw new Error(`bench l402: expected a 402 with WWW-Authenticate, got ${challenge.status}`);
+    // Node joins the LSAT and L402 lines with ", "; lsat-js reads the first (LSAT macaroon=…, invoice=…).
+    const lsat = Lsat.fromHeader(line.split(/, (?=L402 )/)[0]!);
+    const paid = await pay({ lnd: cluster.nodes.payer.lnd(), request: lsat.invoice });
+    const authorization = { authorization: `L402 ${lsat.baseMacaroon}:${paid.secret}` };
+    log(`bench l402: token for ${tokenRequests} requests paid (${paid.tokens} sat)`);
+    // The gateway books the invoice a moment after LND settles it: the first request waits for that.
+    await waitFor(
+      "the paid token serves",
+      async () => ((await fetch(`${l402Shop.url}/report`, { headers: authorization })).ok ? true : undefined),
+      { timeoutMs: tokenPaidTimeoutMs },
+    );
+    await load(l402Shop.url, authorization, { ...counts, requests: warmup - 1 });
+    const l402 = await load(l402Shop.url, authorization, counts);
+    log(`bench l402: l402-reuse ${JSON.stringify(l402)}`);
+    const [used] = await switchyard.db.query<{ requests_used: number }>(
+      "SELECT requests_used FROM l402_tokens WHERE tenant_id = $1",
+      [demo.tenantId],
+    );
+    log(`bench l402: the token counted ${used?.requests_used} of ${tokenRequests} requests`);
+    return [
+      { case: "baseline-l402", ...baseline, ratio_to_baseline: 1 },
+      {
+        case: "l402-reuse",
+        ...l402,
+        ratio_to_baseline: Number((l402.requests_per_s / baseline.requests_per_s).toFixed(3)),
+      },
+    ];
+  } finally {
+    for (const stop of stops.reverse()) {
+      try {
+        await stop();
+      } catch (error) {
+        log(`bench l402: stopping: ${String(error)}`);
+      }
+    }
+  }
+}
+
+// `node bench/paywall-l402.ts`: this case alone (BENCH_PAYWALL_REQUESTS, BENCH_PAYWALL_CLIENTS as the bench's).
+if (import.meta.main) {
+  const rows = await l402ReuseCase({
+    requests: Number(process.env.BENCH_PAYWALL_REQUESTS ?? 2_000),
+    clients: Number(process.env.BENCH_PAYWALL_CLIENTS ?? 16),
+  });
+  process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+}
