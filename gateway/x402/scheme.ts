@@ -15,6 +15,7 @@ import type {
   SchemeVerdict,
 } from "../paywall/scheme.ts";
 import type { TokenDomainExtra, X402Chain } from "./chains.ts";
+import { createClaimBatcher } from "./claims-batch.ts";
 import {
   decodeHeader,
   encodeHeader,
@@ -32,8 +33,8 @@ import type {
   PaymentRequirementsV2,
   SettleResponse,
 } from "./schemas.ts";
-import { claim, release } from "./store.ts";
-import { parsePayment, verifyExact } from "./verify.ts";
+import { release } from "./store.ts";
+import { parsePayment, singleReads, verifyExact } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -42,6 +43,12 @@ const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused
 
 /** The paywall's x402 scheme over these chains, verifying and settling with `deps`. */
 export function createX402Scheme(deps: X402Deps): PaymentScheme {
+  // Concurrent requests' claims (and "already claimed?" reads) go to the database as one statement per batch.
+  const claims = createClaimBatcher(deps.db);
+  const reads = {
+    ...singleReads,
+    isClaimed: (_db: unknown, ...rest: Parameters<typeof claims.isClaimed>) => claims.isClaimed(...rest),
+  };
   /** The requirements for each offer on a chain of ours (an offer whose token cannot be read now is left out). */
   async function build(resource: PricedResource, offers: readonly Offer[], url: string): Promise<Built[]> {
     const built: Built[] = [];
@@ -105,7 +112,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
       const parsed = parsePayment(raw, matched.requirements, deps.chains);
       if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
-      const verified = await verifyExact(deps, parsed.payload, parsed.requirements);
+      const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
       if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
       const { payment } = verified;
       const { chain } = parsed.requirements;
@@ -114,7 +121,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         accountId: resource.accountId,
         ...(resource.split === undefined ? {} : { split: resource.split }),
       };
-      if (!(await claim(deps.db, chain, payment.authorization, credit)))
+      if (!(await claims.claim(chain, payment.authorization, credit)))
         return {
           kind: "refused",
           refusal: {

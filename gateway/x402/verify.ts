@@ -116,11 +116,24 @@ export function parsePayment(
   };
 }
 
+/**
+ * How verification asks the database and the chain: one statement and one simulation per payment (the
+ * facilitator), or batched across concurrent payments (the paywall: claims-batch.ts, simulate-batch.ts), with the
+ * same answer for each.
+ */
+export type VerifyReads = {
+  isClaimed(db: Db, chain: X402Chain, authorization: Eip3009Authorization): Promise<boolean>;
+  checkChain(chain: X402Chain, authorization: Eip3009Authorization, signature: Hex): Promise<Refused | null>;
+};
+
+export const singleReads: VerifyReads = { isClaimed, checkChain };
+
 /** Checks a parsed payment against its requirements: everything but settlement. */
 export async function verifyExact(
   deps: VerifyDeps,
   payload: PaymentPayload,
   requirements: ExactRequirements,
+  reads: VerifyReads = singleReads,
 ): Promise<{ ok: true; payment: VerifiedPayment } | Refused> {
   const chain = requirements.chain;
   const domain = await readDomain(deps, chain);
@@ -181,9 +194,9 @@ export async function verifyExact(
       "invalid_exact_evm_payload_authorization_value",
       `value must be ${requirements.version === 2 ? "" : "at least "}${requirements.amount}`,
     );
-  if (await isClaimed(deps.db, chain, authorization))
+  if (await reads.isClaimed(deps.db, chain, authorization))
     return refusedWith("invalid_exact_evm_nonce_already_used", "this authorization was already taken");
-  const onChain = await checkChain(chain, authorization, signature);
+  const onChain = await reads.checkChain(chain, authorization, signature);
   if (onChain !== null) return onChain;
   return {
     ok: true,

@@ -1,0 +1,124 @@
+// Group commit for the x402 authorization claims of concurrent requests: while one statement is in flight the next
+// batch gathers, and each batch is one statement — a SELECT for "already claimed?" and an INSERT … ON CONFLICT DO
+// NOTHING RETURNING for the claims, with the same semantics row by row as store.ts `isClaimed` and `claim` (the
+// key (chain_id, token, payer, nonce), lower case). Every caller gets its own answer; a key asked twice in one batch
+// is claimed by its first caller only. A failed statement fails every caller of its batch.
+import type { Db } from "../db/index.ts";
+import type { X402Chain } from "./chains.ts";
+import type { CreditTarget } from "./store.ts";
+import type { Eip3009Authorization } from "./verify.ts";
+
+/** The most rows one batched statement carries (7 parameters each for a claim). */
+export const maxClaimBatchRows = 256;
+
+/**
+ * `run` over the items gathered while the previous run was in flight (at most `maxBatch` at a time): one call per
+ * batch, its i-th answer the i-th item's.
+ */
+export function groupCommit<I, O>(
+  run: (items: readonly I[]) => Promise<readonly O[]>,
+  maxBatch: number,
+): (item: I) => Promise<O> {
+  type Waiting = { item: I; resolve: (value: O) => void; reject: (error: unknown) => void };
+  const waiting: Waiting[] = [];
+  let running = false;
+  const drain = async () => {
+    running = true;
+    while (waiting.length > 0) {
+      const batch = waiting.splice(0, maxBatch);
+      try {
+        const answers = await run(batch.map((w) => w.item));
+        batch.forEach((w, i) => {
+          w.resolve(answers[i]!);
+        });
+      } catch (error) {
+        for (const w of batch) w.reject(error);
+      }
+    }
+    running = false;
+  };
+  return (item) =>
+    new Promise<O>((resolve, reject) => {
+      waiting.push({ item, resolve, reject });
+      if (!running) void drain();
+    });
+}
+
+type Key = readonly [number, string, string, string];
+const keyOf = (chain: X402Chain, a: Pick<Eip3009Authorization, "from" | "nonce">): Key => [
+  chain.chainId,
+  chain.token.toLowerCase(),
+  a.from.toLowerCase(),
+  a.nonce.toLowerCase(),
+];
+const textOf = (key: readonly unknown[]) => key.join("|");
+
+export type ClaimRequest = {
+  readonly chain: X402Chain;
+  readonly authorization: Eip3009Authorization;
+  readonly credit: CreditTarget;
+};
+
+/** Whether each authorization is already claimed: one SELECT. */
+export async function areClaimed(
+  db: Db,
+  asked: readonly { chain: X402Chain; authorization: Pick<Eip3009Authorization, "from" | "nonce"> }[],
+): Promise<boolean[]> {
+  const keys = asked.map((a) => keyOf(a.chain, a.authorization));
+  const rows = await db.query<{ chain_id: string; token: string; payer: string; nonce: string }>(
+    `SELECT chain_id::text AS chain_id, token, payer, nonce FROM x402_authorizations
+     WHERE (chain_id, token, payer, nonce) IN (${keys
+       .map((_, i) => `($${4 * i + 1}::bigint, $${4 * i + 2}, $${4 * i + 3}, $${4 * i + 4})`)
+       .join(", ")})`,
+    keys.flat(),
+  );
+  const found = new Set(rows.map((row) => textOf([row.chain_id, row.token, row.payer, row.nonce])));
+  return keys.map((key) => found.has(textOf(key)));
+}
+
+/** Claims each authorization for its credit: one INSERT; true for the caller that took it, false otherwise. */
+export async function claimAll(db: Db, requests: readonly ClaimRequest[]): Promise<boolean[]> {
+  const first = new Map<string, number>();
+  requests.forEach((r, i) => {
+    const text = textOf(keyOf(r.chain, r.authorization));
+    if (!first.has(text)) first.set(text, i);
+  });
+  const unique = [...first.values()];
+  const params: unknown[] = [];
+  const values = unique.map((i, row) => {
+    const r = requests[i]!;
+    params.push(
+      ...keyOf(r.chain, r.authorization),
+      r.credit.tenantId,
+      r.credit.accountId,
+      r.authorization.value.toString(),
+    );
+    return `(${Array.from({ length: 7 }, (_, c) => `$${7 * row + c + 1}`).join(", ")})`;
+  });
+  const rows = await db.query<{ chain_id: string; token: string; payer: string; nonce: string }>(
+    `INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount)
+     VALUES ${values.join(", ")}
+     ON CONFLICT (chain_id, token, payer, nonce) DO NOTHING
+     RETURNING chain_id::text AS chain_id, token, payer, nonce`,
+    params,
+  );
+  const taken = new Set(rows.map((row) => textOf([row.chain_id, row.token, row.payer, row.nonce])));
+  return requests.map((r, i) => {
+    const text = textOf(keyOf(r.chain, r.authorization));
+    return first.get(text) === i && taken.has(text);
+  });
+}
+
+/** The batched `isClaimed` and `claim` of one database. */
+export function createClaimBatcher(db: Db) {
+  const isClaimed = groupCommit(
+    (asked: readonly { chain: X402Chain; authorization: Eip3009Authorization }[]) => areClaimed(db, asked),
+    maxClaimBatchRows,
+  );
+  const claim = groupCommit((requests: readonly ClaimRequest[]) => claimAll(db, requests), maxClaimBatchRows);
+  return {
+    isClaimed: (chain: X402Chain, authorization: Eip3009Authorization) => isClaimed({ chain, authorization }),
+    claim: (chain: X402Chain, authorization: Eip3009Authorization, credit: CreditTarget) =>
+      claim({ chain, authorization, credit }),
+  };
+}
