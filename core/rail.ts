@@ -292,6 +292,12 @@ export interface Rail {
    * again, it changes nothing. Absent: such an offer is left to expire unpaid (no payer ever saw it).
    */
   cancelReceive?(offer: ReceiveCancellation): Promise<ReceiveCancellationOutcome>;
+  /**
+   * Whether money came in for an offer `receive` made, by its rail reference (Lightning: the payment hash), asked
+   * of the provider once and bounded in time, for when a payer holds proof before the rail's event is booked.
+   * Absent: only the rail's events tell.
+   */
+  lookupReceived?(railReference: string): Promise<boolean>;
   /** Gives money that came in for an invoice back to its payer, once per refund id. */
   refundReceived?(refund: ReceivedRefund): Promise<ReceivedRefundOutcome>;
   /** Money in pushed by the payer: a signed payment for an invoice, checked, then submitted by the rail. */

@@ -151,6 +151,22 @@ async function checkOpenInvoices(s: LightningRailState): Promise<void> {
   }
 }
 
+/**
+ * Whether LND holds the invoice of this payment hash as settled: one lookup, bounded by rpcTimeoutMs (it rejects
+ * with a LightningRailError when LND does not answer). An invoice LND does not know is not settled.
+ */
+export async function lookupSettled(s: LightningRailState, paymentHash: string): Promise<boolean> {
+  if (!/^[0-9a-f]{64}$/.test(paymentHash)) return false;
+  try {
+    const found = await withTimeout(s, getInvoice({ lnd: s.lnd, id: paymentHash }), "getInvoice");
+    return (found as { is_confirmed?: boolean }).is_confirmed === true;
+  } catch (error) {
+    if (error instanceof LightningRailError) throw error;
+    if (/unable to locate invoice|not found/i.test(lndErrorText(error))) return false;
+    throw new LightningRailError("LND did not look up the invoice", { details: lndErrorText(error) });
+  }
+}
+
 /** Subscribes to settled invoices after the last delivered settle index, unless subscribed or backlogged. */
 export function resubscribeInvoices(s: LightningRailState): void {
   if (!s.running || s.invoiceSubscription !== null || s.invoiceBacklog) return;

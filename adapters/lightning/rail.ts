@@ -15,7 +15,7 @@ import { authenticatedLndGrpc, getPendingPayments } from "lightning";
 import type { Logger, OutgoingAttempt, Rail, UsdRate } from "../../core/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import { LightningRailError, lndError } from "./errors.ts";
-import { pump } from "./events.ts";
+import { lookupSettled, pump } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { createAnswerCache } from "./fee-cache.ts";
 import { estimateFee, estimateNetworkFee, type FeeEstimateResult } from "./fees.ts";
@@ -98,6 +98,7 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
       return s.liquidity?.outboundMsat ?? 0n;
     },
     receive: (request) => receive(s, request),
+    lookupReceived: (paymentHash) => lookupSettled(s, paymentHash),
     createInvoice: (invoiceParams) => createInvoice(s, invoiceParams),
     estimateFee: (feeParams) => estimateFee(s, feeParams),
     health: () => s.health,

@@ -43,8 +43,11 @@ import { splitShares } from "../paywall/scheme.ts";
 
 /** What the settlement needs of a rail to take money in: its id, its asset, its `receive`, and signed payments. */
 export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive" | "submitSignedPayment"> &
-  /** Its snapshot's amountMax bounds an invoice; cancelReceive withdraws an offer no invoice was written for. */
-  Partial<Pick<Rail, "snapshot" | "cancelReceive">>;
+  /**
+   * Its snapshot's amountMax bounds an invoice; cancelReceive withdraws an offer no invoice was written for;
+   * lookupReceived asks whether an offer was paid before its event is booked (L402).
+   */
+  Partial<Pick<Rail, "snapshot" | "cancelReceive" | "lookupReceived">>;
 
 export type SettlementDeps = {
   db: Db;
