@@ -1,9 +1,11 @@
 // L402 without a network: the identifier's layout, the caveats' rules, the headers both ways (Aperture's
 // challenge; LSAT-first raw headers, comma-joined lines, several macaroons), and the scheme on PGlite with a toy
 // Lightning-like receiver whose preimages the test holds: forged and extra caveats, another invoice's preimage,
-// expiry, an unpaid invoice, another tenant, the request count and its give-back, revocation.
+// expiry, an unpaid invoice (one lookup on the rail, never a wait), another tenant, the request count and its
+// give-back, revocation, the prune of expired tokens.
 import { createHash, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
+import { performance } from "node:perf_hooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount, createAccountCache } from "../accounts/index.ts";
@@ -27,9 +29,11 @@ import {
   decodeIdentifier,
   encodeIdentifier,
   judgeCaveats,
+  l402TokenGraceMs,
   mintCaveats,
   mintMacaroon,
   parseCredentials,
+  pruneL402Tokens,
   readMacaroon,
   revokeToken,
   rootKeyId,
@@ -235,7 +239,14 @@ let db: Db;
 let ledger: Ledger;
 const tenantId = "ten_l402";
 const preimages = new Map<string, string>(); // payment hash → preimage
+/** Payment hashes the toy rail holds as paid before the gateway has booked them, and how often it was asked. */
+const settledOnRail = new Set<string>();
+const railLookups: string[] = [];
 const toyLightning: ReceivingRail = {
+  async lookupReceived(paymentHash) {
+    railLookups.push(paymentHash);
+    return settledOnRail.has(paymentHash);
+  },
   id: "toyln",
   asset: assets.BTC,
   async receive(offer) {
@@ -306,7 +317,7 @@ const scheme = (limits: Parameters<typeof createL402Scheme>[0]["limits"] = {}) =
     settlement,
     rail: "toyln",
     nowMs: () => clockMs,
-    limits: { tokenRequestsMax: 3, invoicePaidWaitMs: 0, ...limits },
+    limits: { tokenRequestsMax: 3, ...limits },
   });
 
 /** A challenge, its macaroon (base64) and payment hash, and the invoice id. */
@@ -537,14 +548,51 @@ describe("the scheme", () => {
     expect(code(await verify(scheme(), token))).toBe("l402_unknown_token");
   });
 
-  it("waits a moment for a payment LND settled but the gateway has not booked yet", async () => {
-    const { macaroon, invoiceId, paymentHash, preimage } = await challenged();
-    const realClock = createL402Scheme({
-      settlement,
-      rail: "toyln",
-      limits: { tokenRequestsMax: 3, invoicePaidWaitMs: 2_000, invoicePaidPollMs: 20 },
-    });
-    setTimeout(() => void pay(invoiceId, paymentHash), 100);
-    expect(code(await verify(realClock, `L402 ${macaroon}:${preimage}`))).toBe("paid");
+  it("answers at once: a made-up preimage without asking the rail, a settled but unbooked invoice on one lookup", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    railLookups.length = 0;
+    const madeUp = randomBytes(32).toString("hex");
+    let started = performance.now();
+    expect(code(await verify(l402, `L402 ${macaroon}:${madeUp}`))).toBe("l402_preimage_mismatch");
+    // The right preimage, the invoice neither booked nor settled on the rail: one lookup, refused, no wait.
+    expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("l402_invoice_unpaid");
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(railLookups).toEqual([paymentHash]);
+    // LND settled it, the gateway has not booked it yet: served on the rail's word, at once.
+    settledOnRail.add(paymentHash);
+    started = performance.now();
+    expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(railLookups).toEqual([paymentHash, paymentHash]);
+    // Booked later (the rail's event): nothing more is asked of the rail.
+    await pay(invoiceId, paymentHash);
+    expect(code(await verify(scheme(), `L402 ${macaroon}:${preimage}`))).toBe("paid");
+    expect(railLookups).toHaveLength(2);
+  });
+
+  it("prunes tokens expired for longer than the grace period, every tenant's, in batches", async () => {
+    const old = await challenged();
+    const recent = await challenged();
+    const keyOf = (macaroon: string) => rootKeyId(readMacaroon(Buffer.from(macaroon, "base64"))!.identifier);
+    const ageBy = (macaroon: string, ms: number) =>
+      db.query(
+        "UPDATE l402_tokens SET valid_until = now() - make_interval(secs => $2::double precision / 1000) WHERE key_id = $1",
+        [keyOf(macaroon), ms],
+      );
+    await ageBy(old.macaroon, l402TokenGraceMs + 60_000);
+    await ageBy(recent.macaroon, l402TokenGraceMs - 60_000);
+    const expiredBefore = await db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM l402_tokens WHERE valid_until < now() - make_interval(secs => $1::double precision / 1000)",
+      [l402TokenGraceMs],
+    );
+    expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 1 })).toBe(expiredBefore[0]!.n);
+    const left = await db.query<{ key_id: string }>(
+      "SELECT key_id FROM l402_tokens WHERE key_id = ANY($1::text[])",
+      [`{${keyOf(old.macaroon)},${keyOf(recent.macaroon)}}`],
+    );
+    expect(left.map((row) => row.key_id)).toEqual([keyOf(recent.macaroon)]);
+    expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 1 })).toBe(0);
+    // A pruned token is no longer known.
+    expect(code(await verify(scheme(), `L402 ${old.macaroon}:${old.preimage}`))).toBe("l402_unknown_token");
   });
 });

@@ -6,7 +6,8 @@
 //   every presented caveat ends in its signature (l402_signature_invalid) → sha256(preimage) is the identifier's
 //   payment hash (l402_preimage_mismatch) → it was minted for this paywall and its caveats hold
 //   (l402_caveat_invalid, l402_service_mismatch, l402_expired, l402_path_mismatch) → its invoice is paid here
-//   (l402_invoice_unpaid) → a request is left on its count (l402_requests_exhausted).
+//   (l402_invoice_unpaid: booked as paid, or else LND's one lookup of the invoice says settled — never a wait)
+//   → a request is left on its count (l402_requests_exhausted).
 // A refusal is a 402 again with a fresh challenge (Aperture's choice, so that lnget and lsat-js pay again).
 import { createHash, randomBytes } from "node:crypto";
 import { type Asset, formatAmount, SwitchyardError } from "../../core/index.ts";
@@ -50,12 +51,6 @@ export type L402SchemeLimits = {
   tokenLifetimeSeconds: number;
   /** How long the invoice can be paid. */
   invoiceExpirySeconds: number;
-  /**
-   * How long a credential whose invoice is not yet booked waits for it: the payer has the preimage the moment
-   * LND settles, a few milliseconds before the gateway books the payment (Aperture waits likewise).
-   */
-  invoicePaidWaitMs: number;
-  invoicePaidPollMs: number;
   /** Tokens whose root key and paid invoice this process remembers, so that reuse costs one statement. */
   tokenMemoryEntriesMax: number;
 };
@@ -64,8 +59,6 @@ export const l402SchemeDefaults: L402SchemeLimits = {
   tokenRequestsMax: null,
   tokenLifetimeSeconds: 3600,
   invoiceExpirySeconds: 600,
-  invoicePaidWaitMs: 3000,
-  invoicePaidPollMs: 50,
   tokenMemoryEntriesMax: 10_000,
 };
 
@@ -145,15 +138,20 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
   const assetFor = (id: string): Asset | null =>
     id === rail ? (deps.settlement.rails.get(id)?.asset ?? null) : null;
 
-  /** The token's row, waiting up to invoicePaidWaitMs for its invoice to be booked as paid. */
-  async function paidToken(tenantId: string, keyId: string, first: StoredToken): Promise<StoredToken> {
-    let token = first;
-    const pollsMax = Math.ceil(limits.invoicePaidWaitMs / Math.max(1, limits.invoicePaidPollMs));
-    for (let poll = 0; poll < pollsMax && !token.invoicePaid; poll += 1) {
-      await new Promise((resolve) => setTimeout(resolve, limits.invoicePaidPollMs));
-      token = (await readToken(db, { tenantId, keyId })) ?? token;
+  /**
+   * Whether a token's invoice, not booked as paid yet, was paid: the payer has the preimage the moment LND
+   * settles, a few milliseconds before the gateway books the payment. One lookup of the invoice on the rail
+   * (bounded by the rail's own timeout), never a wait: a rail without a lookup, or one that fails, says unpaid.
+   */
+  async function paidOnRail(token: StoredToken): Promise<boolean> {
+    const lookup = deps.settlement.rails.get(rail)?.lookupReceived;
+    if (lookup === undefined) return false;
+    try {
+      return await lookup(token.paymentHash);
+    } catch (error) {
+      if (!(error instanceof SwitchyardError)) throw error;
+      return false;
     }
-    return token;
   }
 
   async function challenge(
@@ -261,9 +259,10 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       requestsMax: stored.requestsMax,
     });
     if (!judged.ok) return refused(judged.code, judged.message);
-    const paid = stored.invoicePaid ? stored : await paidToken(tenantId, keyId, stored);
-    if (!paid.invoicePaid) return refused("l402_invoice_unpaid", `invoice ${paid.invoiceId} is not paid`);
-    memory.remember(paid);
+    if (!stored.invoicePaid && !(await paidOnRail(stored)))
+      return refused("l402_invoice_unpaid", `invoice ${stored.invoiceId} is not paid`);
+    // Paid on the rail: its booking follows from the rail's event (the ledger's evidence), this answer does not wait.
+    memory.remember({ ...stored, invoicePaid: true });
     // judged.requestsMax is at most the row's own (a caveat only tightens) and within the column's range.
     const taken = await takeRequest(db, { tenantId, keyId, requestsMax: judged.requestsMax });
     if (!taken.ok) {
