@@ -287,6 +287,11 @@ async function submit(
   );
   if ("status" in sent) {
     state.logger.warn({ reference: row.reference, message: sent.message }, `${functionOf(auth)} not sent`);
+    // Nothing was sent: the invoice gives the payer and nonce back (an x402 claim given back may pay another one).
+    await state.params.db.query(
+      "UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5 WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL",
+      [state.chainId, state.params.token.address.toLowerCase(), row.reference, row.auth_from, row.auth_nonce],
+    );
     return sent.code === "rejected"
       ? refused("authorization_mismatch", sent.message)
       : refused("rail_unavailable", sent.message);
