@@ -182,7 +182,7 @@ async function settleOnce(
   params: AuthorizationBatchParams,
 ): Promise<AuthorizationBatchOutcome> {
   const bound = await Promise.all(params.items.map((item) => bindToInvoice(state, item)));
-  const sentIndexes = params.items.flatMap((_, i) => (bound[i] ? [i] : []));
+  const sentIndexes = params.items.flatMap((_, i) => (bound[i] !== null ? [i] : []));
   const outcomes: AuthorizationBatchItemOutcome[] = params.items.map(() => ({
     status: "refused",
     refusal: "authorization_mismatch",
@@ -202,7 +202,11 @@ async function settleOnce(
     data,
     gasAboveEstimate: failureGasReserve,
   }));
-  if ("status" in sent) return { status: "failed", message: sent.message, revert: sent.revert, txHash: null };
+  if ("status" in sent) {
+    // Nothing was sent: each invoice gives its payer and nonce back, so the authorization can pay another invoice.
+    for (const i of sentIndexes) await unbindFromInvoice(state, params.items[i]!, bound[i]!);
+    return { status: "failed", message: sent.message, revert: sent.revert, txHash: null };
+  }
   const receipt = await receiptOf(state.journal, sent);
   if (receipt === null) return { status: "in_flight", txHash: sent.tx_hash };
   if (receipt.status !== "success")
@@ -250,23 +254,30 @@ async function settleOnce(
   };
 }
 
+/** An invoice's payer and nonce before an item was bound to it. */
+type Binding = { auth_from: string | null; auth_nonce: string };
+
 /**
  * The invoice takes this payer and nonce, as a single transfer authorization's does (authorizations.ts): once,
- * and only when no other invoice holds the nonce. True when it holds them now (a retry of the same batch too).
+ * and only when no other invoice holds the nonce. What it held before when it holds them now (a retry of the same
+ * batch too); null when it does not.
  */
 async function bindToInvoice(
   state: EvmRailState,
   item: AuthorizationBatchParams["items"][number],
-): Promise<boolean> {
+): Promise<Binding | null> {
   const a = item.authorization;
-  const rows = await state.params.db.query(
-    `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+  const [row] = await state.params.db.query<Binding>(
+    `WITH before AS (
+       SELECT auth_from, auth_nonce FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND reference = $3
+     )
+     UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
      WHERE chain_id = $1 AND token = $2 AND reference = $3 AND amount = $6
        AND ((auth_from IS NULL AND NOT EXISTS (
               SELECT 1 FROM evm_deposits other
               WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5 AND other.reference <> $3))
          OR (auth_from = $4 AND auth_nonce = $5))
-     RETURNING 1`,
+     RETURNING (SELECT auth_from FROM before) AS auth_from, (SELECT auth_nonce FROM before) AS auth_nonce`,
     [
       state.chainId,
       state.params.token.address.toLowerCase(),
@@ -276,5 +287,27 @@ async function bindToInvoice(
       a.value,
     ],
   );
-  return rows.length === 1;
+  return row ?? null;
+}
+
+/** Gives the invoice back what it held before `bindToInvoice`, while no transaction of it was sent. */
+async function unbindFromInvoice(
+  state: EvmRailState,
+  item: AuthorizationBatchParams["items"][number],
+  before: Binding,
+): Promise<void> {
+  await state.params.db.query(
+    `UPDATE evm_deposits SET auth_from = $6, auth_nonce = $7
+     WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_from = $4 AND auth_nonce = $5
+       AND auth_tx_hash IS NULL`,
+    [
+      state.chainId,
+      state.params.token.address.toLowerCase(),
+      item.reference,
+      item.authorization.from.toLowerCase(),
+      item.authorization.nonce.toLowerCase(),
+      before.auth_from,
+      before.auth_nonce,
+    ],
+  );
 }

@@ -28,6 +28,7 @@ import type { SettlementDeps } from "../settlement/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
 import {
+  afterSent,
   bookGasEntries,
   bookInvoice,
   type ClaimedPayment,
@@ -197,7 +198,7 @@ export function createBatchSettler(deps: BatchSettlerDeps): BatchSettler {
       waiting.resolve(result);
     };
     try {
-      const outcome = await sendOnChain(deps, chain, items);
+      const outcome = await sendOnChain(deps, chain, items, logger);
       for (const [i, waiting] of items.entries()) answer(waiting, outcome[i]!);
     } catch (error) {
       // A bug or a chain out of reach mid-way: something may have been sent, so the claims stay (the watcher
@@ -229,7 +230,12 @@ export function createBatchSettler(deps: BatchSettlerDeps): BatchSettler {
           payer: payment.payer,
         };
       held.add(key);
-      const invoiceId = await bookInvoice(deps.settlement, payment, requirements, Date.now);
+      const invoiceId = await bookInvoice(deps.settlement, payment, requirements, Date.now, logger).catch(
+        (error: unknown) => {
+          held.delete(key);
+          throw error;
+        },
+      );
       if (typeof invoiceId !== "string") {
         held.delete(key);
         return invoiceId;
@@ -257,6 +263,7 @@ async function sendOnChain(
   deps: BatchSettlerDeps,
   chain: X402Chain,
   items: readonly Waiting[],
+  logger: Logger,
 ): Promise<SettleResult[]> {
   const sender = deps.senderOf(chain);
   if (sender === null) throw new RangeError(`no batch sender for rail ${chain.rail}`);
@@ -277,18 +284,28 @@ async function sendOnChain(
   });
   if (outcome.status === "failed") {
     if (outcome.txHash === null) {
-      // Nothing was sent: the claims are given back (the same authorizations may come again).
-      for (const w of items) await release(db, chain, w.payment.authorization);
+      // Nothing was sent (the rail gave each nonce back to no invoice): the claims are given back, and the same
+      // authorizations may come again.
+      for (const w of items)
+        await afterSent(logger, "giving the claim back", { invoiceId: w.invoiceId }, () =>
+          release(db, chain, w.payment.authorization),
+        );
       return items.map((w) =>
         refused(w, "unexpected_settle_error", `the batch was not sent: ${outcome.message}`),
       );
     }
     for (const w of items)
-      await record(db, chain, w.payment.authorization, {
-        status: "failed",
-        txHash: outcome.txHash,
-        failure: "reverted",
-      });
+      await afterSent(
+        logger,
+        "recording the revert",
+        { txHash: outcome.txHash, invoiceId: w.invoiceId },
+        () =>
+          record(db, chain, w.payment.authorization, {
+            status: "failed",
+            txHash: outcome.txHash!,
+            failure: "reverted",
+          }),
+      );
     return items.map((w) =>
       refused(w, "invalid_transaction_state", `transaction ${outcome.txHash} reverted`),
     );
@@ -303,7 +320,12 @@ async function sendOnChain(
   }
   if (outcome.status === "in_flight") {
     for (const w of items)
-      await record(db, chain, w.payment.authorization, { status: "submitted", txHash: outcome.txHash });
+      await afterSent(
+        logger,
+        "recording the submission",
+        { txHash: outcome.txHash, invoiceId: w.invoiceId },
+        () => record(db, chain, w.payment.authorization, { status: "submitted", txHash: outcome.txHash }),
+      );
     return items.map((w) =>
       refused(
         w,
@@ -314,13 +336,17 @@ async function sendOnChain(
   }
   if (outcome.items.length !== items.length)
     throw new RangeError(`a batch of ${items.length} came back with ${outcome.items.length} outcomes`);
-  await bookBatchGas(deps.settlement, chain, outcome, items);
+  // Mined: each item's outcome is the receipt's; the ledger's and the database's faults from here on are logged
+  // and retried (afterSent), never the payer's answer.
   const results: SettleResult[] = [];
   for (const [i, w] of items.entries()) {
     const item = outcome.items[i]!;
     const a = w.payment.authorization;
+    const context = { txHash: outcome.txHash, invoiceId: w.invoiceId };
     if (item.status === "settled") {
-      await record(db, chain, a, { status: "settled", txHash: outcome.txHash });
+      await afterSent(logger, "recording the settlement", context, () =>
+        record(db, chain, a, { status: "settled", txHash: outcome.txHash }),
+      );
       results.push({
         ok: true,
         transaction: outcome.txHash,
@@ -330,7 +356,9 @@ async function sendOnChain(
         invoiceId: w.invoiceId,
       });
     } else {
-      await record(db, chain, a, { status: "failed", txHash: outcome.txHash, failure: item.refusal });
+      await afterSent(logger, "recording the refusal", context, () =>
+        record(db, chain, a, { status: "failed", txHash: outcome.txHash, failure: item.refusal }),
+      );
       results.push(
         refused(
           w,
@@ -340,6 +368,9 @@ async function sendOnChain(
       );
     }
   }
+  await afterSent(logger, "booking the batch's gas", { txHash: outcome.txHash }, () =>
+    bookBatchGas(deps.settlement, chain, outcome, items),
+  );
   return results;
 }
 

@@ -72,43 +72,64 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         message,
         payer: payment.payer,
       });
-      const invoiceId = await bookInvoice(deps.settlement, payment, requirements, nowMs);
+      const invoiceId = await bookInvoice(deps.settlement, payment, requirements, nowMs, logger);
       if (typeof invoiceId !== "string") return invoiceId;
-      const submitted = await submitInvoicePayment(deps.settlement, {
-        tenantId: payment.credit.tenantId,
-        id: invoiceId,
-        fields: {
-          method: "transfer",
-          from: a.from,
-          to: a.to,
-          value: a.value.toString(),
-          valid_after: a.validAfter.toString(),
-          valid_before: a.validBefore.toString(),
-          nonce: a.nonce,
-          signature: payment.signature,
-        },
-      });
+      let submitted: Awaited<ReturnType<typeof submitInvoicePayment>>;
+      try {
+        submitted = await submitInvoicePayment(deps.settlement, {
+          tenantId: payment.credit.tenantId,
+          id: invoiceId,
+          fields: {
+            method: "transfer",
+            from: a.from,
+            to: a.to,
+            value: a.value.toString(),
+            valid_after: a.validAfter.toString(),
+            valid_before: a.validBefore.toString(),
+            nonce: a.nonce,
+            signature: payment.signature,
+          },
+        });
+      } catch (error) {
+        // Thrown part-way: the transaction may have been sent, so the claim stays (status `claimed`, bound to the
+        // invoice, which the deposit watcher credits if it is mined); the payer hears the outcome is unknown.
+        logger.error({ error, invoiceId }, "x402 settlement: submitting the authorization failed");
+        return refused(
+          "unexpected_settle_error",
+          "the payment's fate is unknown; it is credited if it is mined",
+        );
+      }
       if (!submitted.ok) {
         // Refused before anything was sent: the claim is given back, the invoice stays open until it expires.
         await release(deps.settlement.db, chain, a);
         return refused(railRefusalReason[submitted.refusal] ?? "unexpected_settle_error", submitted.message);
       }
+      // Sent: from here on nothing the ledger or the database does may turn the payer's answer into a failure.
       const txHash = submitted.railReference as Hex;
-      await record(deps.settlement.db, chain, a, { status: "submitted", txHash });
+      const context = { txHash, invoiceId };
+      await afterSent(logger, "recording the submission", context, () =>
+        record(deps.settlement.db, chain, a, { status: "submitted", txHash }),
+      );
       const mined = await receiptOf(chain, txHash);
       if (mined === null) {
-        logger.warn(
-          { txHash, invoiceId },
-          "x402 settlement not mined in time; the invoice is credited if it is",
-        );
+        logger.warn(context, "x402 settlement not mined in time; the invoice is credited if it is");
         return refused("unexpected_settle_error", `transaction ${txHash} was not mined in time`);
       }
-      await bookGas(deps.settlement, chain, txHash, mined.gasWei);
       if (!mined.success) {
-        await record(deps.settlement.db, chain, a, { status: "failed", failure: "reverted" });
+        await afterSent(logger, "recording the revert", context, () =>
+          record(deps.settlement.db, chain, a, { status: "failed", txHash, failure: "reverted" }),
+        );
+        await afterSent(logger, "booking the gas", context, () =>
+          bookGas(deps.settlement, chain, txHash, mined.gasWei),
+        );
         return refused("invalid_transaction_state", `transaction ${txHash} reverted`);
       }
-      await record(deps.settlement.db, chain, a, { status: "settled" });
+      await afterSent(logger, "recording the settlement", context, () =>
+        record(deps.settlement.db, chain, a, { status: "settled", txHash }),
+      );
+      await afterSent(logger, "booking the gas", context, () =>
+        bookGas(deps.settlement, chain, txHash, mined.gasWei),
+      );
       return {
         ok: true,
         transaction: txHash,
@@ -119,6 +140,41 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       };
     },
   };
+}
+
+/** How many times bookkeeping after a transaction was sent is tried, and the pause before each retry. */
+const afterSentAttemptsMax = 3;
+const afterSentRetryPauseMs = 200;
+
+/**
+ * Bookkeeping once a transaction was sent (its record, its gas): tried `afterSentAttemptsMax` times, and a last
+ * failure is logged at error level, never thrown, because the payment happened on the chain whatever the ledger
+ * says. What is left undone stays findable: an x402_authorizations row left `claimed`/`submitted` with its
+ * transaction, a gas booking whose id is derived from the transaction (booking it again later books it once).
+ * True when it was done.
+ */
+export async function afterSent(
+  logger: Logger,
+  what: string,
+  context: Record<string, unknown>,
+  work: () => Promise<unknown>,
+): Promise<boolean> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await work();
+      return true;
+    } catch (error) {
+      if (attempt >= afterSentAttemptsMax) {
+        logger.error(
+          { ...context, error, attempts: attempt },
+          `x402 settlement: ${what} failed after the transaction was sent; left for reconciliation`,
+        );
+        return false;
+      }
+      logger.warn({ ...context, error, attempt }, `x402 settlement: ${what} failed; retrying`);
+      await new Promise((resolve) => setTimeout(resolve, afterSentRetryPauseMs * attempt));
+    }
+  }
 }
 
 async function receiptOf(chain: X402Chain, hash: Hex): Promise<{ success: boolean; gasWei: bigint } | null> {
@@ -202,29 +258,42 @@ export async function bookInvoice(
   payment: ClaimedPayment,
   requirements: ExactRequirements,
   nowMs: () => number,
+  logger: Logger,
 ): Promise<string | SettleResult> {
   const { chain } = requirements;
   const a = payment.authorization;
-  const validForS = Number(a.validBefore) - Math.floor(nowMs() / 1000);
-  const created = await createInvoice(settlement, {
-    tenantId: payment.credit.tenantId,
-    accountId: payment.credit.accountId,
-    asset: chain.asset.code,
-    ...(payment.credit.split === undefined ? {} : { split: payment.credit.split }),
-    amount: formatAmount(a.value, chain.asset),
-    rail: chain.rail,
-    description: payment.description,
-    expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
-  });
-  if (!created.ok) {
-    await release(settlement.db, chain, a);
+  const notBooked = async (message: string): Promise<SettleResult> => {
+    // Nothing was sent: the claim is given back (an invoice made already stays open, bound to nothing, and expires).
+    await afterSent(logger, "giving the claim back", { payer: payment.payer, nonce: a.nonce }, () =>
+      release(settlement.db, chain, a),
+    );
     return {
       ok: false,
       refusal: "unexpected_settle_error",
-      message: `the payment could not be booked: ${created.message}`,
+      message: `the payment could not be booked: ${message}`,
       payer: payment.payer,
     };
+  };
+  const validForS = Number(a.validBefore) - Math.floor(nowMs() / 1000);
+  try {
+    const created = await createInvoice(settlement, {
+      tenantId: payment.credit.tenantId,
+      accountId: payment.credit.accountId,
+      asset: chain.asset.code,
+      ...(payment.credit.split === undefined ? {} : { split: payment.credit.split }),
+      amount: formatAmount(a.value, chain.asset),
+      rail: chain.rail,
+      description: payment.description,
+      expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
+    });
+    if (!created.ok) return await notBooked(created.message);
+    await record(settlement.db, chain, a, { status: "claimed", invoiceId: created.invoice.id });
+    return created.invoice.id;
+  } catch (error) {
+    logger.error(
+      { error, payer: payment.payer, nonce: a.nonce },
+      "x402 settlement: booking the invoice failed",
+    );
+    return await notBooked("the gateway could not write it");
   }
-  await record(settlement.db, chain, a, { status: "claimed", invoiceId: created.invoice.id });
-  return created.invoice.id;
 }

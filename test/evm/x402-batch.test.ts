@@ -348,3 +348,147 @@ describe("batch settlement on the Hardhat chain", () => {
     expect(elapsedMs).toBeLessThan(waitMs + 10_000); // automining: the receipt is there at once
   });
 });
+
+// ---- faults around settlement: the ledger or the database failing before or after the transaction
+
+/** The app's settlement, its ledger refusing fee bookings (the gas) the first `failures` times it is asked. */
+function settlementWithFailingGas(failures: number) {
+  const ledger = gw.app.settlement.ledger;
+  let left = failures;
+  const failing = new Proxy(ledger, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property !== "createTransfers" || typeof value !== "function") return value;
+      return async (transfers: readonly { code: number }[], ...rest: unknown[]) => {
+        if (left > 0 && transfers.some((t) => t.code === 9 /* payments.feePaid */)) {
+          left -= 1;
+          throw new Error("the ledger is unavailable (test)");
+        }
+        return value.call(target, transfers, ...rest);
+      };
+    },
+  });
+  return { ...gw.app.settlement, ledger: failing };
+}
+
+/** The app's settlement, its database refusing to write invoices. */
+function settlementWithoutInvoices() {
+  const db = gw.app.settlement.db;
+  const failing = new Proxy(db, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property !== "query" || typeof value !== "function") return value;
+      return async (sql: string, ...rest: unknown[]) => {
+        if (sql.includes("INSERT INTO invoices")) throw new Error("the database is unavailable (test)");
+        return value.call(target, sql, ...rest);
+      };
+    },
+  });
+  return { ...gw.app.settlement, db: failing };
+}
+
+async function authorizationRow(p: Awaited<ReturnType<typeof payment>>) {
+  const [row] = await gw.app.db.query<{ status: string; invoice_id: string | null; tx_hash: string | null }>(
+    "SELECT status, invoice_id, tx_hash FROM x402_authorizations WHERE payer = $1 AND nonce = $2",
+    [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
+  );
+  return row ?? null;
+}
+
+const gasIdOf = (txHash: Hex) => derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas");
+
+describe("settlement faults", () => {
+  it("answers a mined payment's success when booking its gas fails: retried and booked, or logged and left", async () => {
+    // Fails once: the retry books the gas.
+    const once = createSingleSettler({ settlement: settlementWithFailingGas(1) });
+    const p1 = await payment(await newPayer(), 700n);
+    expect(await claim(gw.app.db, chain, p1.claimed.authorization, p1.claimed.credit)).toBe(true);
+    const r1 = okResult(await once.settle(p1.claimed, p1.requirements));
+    expect(await authorizationRow(p1)).toEqual({
+      status: "settled",
+      invoice_id: r1.invoiceId,
+      tx_hash: r1.transaction,
+    });
+    expect(await gw.app.ledger.lookupTransfers([gasIdOf(r1.transaction)])).toHaveLength(1);
+
+    // Fails every time: still the payment's success with its transaction; the row says settled, the gas is not
+    // booked (its id is the transaction's: a later booking books it once).
+    const always = createSingleSettler({ settlement: settlementWithFailingGas(1_000) });
+    const payer2 = await newPayer();
+    const p2 = await payment(payer2, 800n);
+    expect(await claim(gw.app.db, chain, p2.claimed.authorization, p2.claimed.credit)).toBe(true);
+    const r2 = okResult(await always.settle(p2.claimed, p2.requirements));
+    expect(await tokenBalance(payer2.address)).toBe(payerFunds - 800n);
+    expect((await authorizationRow(p2))?.status).toBe("settled");
+    expect(await gw.app.ledger.lookupTransfers([gasIdOf(r2.transaction)])).toHaveLength(0);
+    await creditFinal();
+    expect((await getInvoice(gw.app.db, { tenantId: gw.app.demo!.tenantId, id: r2.invoiceId }))?.status).toBe(
+      "paid",
+    );
+
+    // The batch settler too: every payment of a mined batch hears its success.
+    const batch = createBatchSettler({
+      settlement: settlementWithFailingGas(1_000),
+      senderOf: () => (b) => gw.rail.settleAuthorizationBatch({ ...b, settler: settlerAddress }),
+      single: always,
+      settings: { batchSizeMax: 2, batchWaitMsMax: 60_000 },
+    });
+    opened.push(batch);
+    const ps = await Promise.all(
+      (await newPayers([payerFunds, payerFunds])).map((payer) => payment(payer, 600n)),
+    );
+    const results = (await Promise.all(ps.map((p) => claimAndSettle(batch, p)))).map(okResult);
+    expect(results[0]!.transaction).toBe(results[1]!.transaction);
+    for (const p of ps) expect((await authorizationRow(p))?.status).toBe("settled");
+  });
+
+  it("gives the claim back when booking the invoice throws, and the same authorization then books cleanly", async () => {
+    const broken = createSingleSettler({ settlement: settlementWithoutInvoices() });
+    const payer = await newPayer();
+    const p = await payment(payer, 500n);
+    expect(await claim(gw.app.db, chain, p.claimed.authorization, p.claimed.credit)).toBe(true);
+    expect(await broken.settle(p.claimed, p.requirements)).toMatchObject({
+      ok: false,
+      refusal: "unexpected_settle_error",
+    });
+    expect(await authorizationRow(p)).toBeNull();
+    expect(await tokenBalance(payer.address)).toBe(payerFunds);
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    expect(await claim(gw.app.db, chain, p.claimed.authorization, p.claimed.credit)).toBe(true);
+    const result = okResult(await settler.settle(p.claimed, p.requirements));
+    expect(await authorizationRow(p)).toEqual({
+      status: "settled",
+      invoice_id: result.invoiceId,
+      tx_hash: result.transaction,
+    });
+    expect(await tokenBalance(payer.address)).toBe(payerFunds - 500n);
+  });
+
+  it("releases a batch that was not sent, unbinding its invoices, and the authorization re-presented books cleanly", async () => {
+    // The token is no batch settler: the estimate reverts and nothing is sent.
+    const unsent = createBatchSettler({
+      settlement: gw.app.settlement,
+      senderOf: () => (b) => gw.rail.settleAuthorizationBatch({ ...b, settler: chain.token }),
+      single: createSingleSettler({ settlement: gw.app.settlement }),
+      settings: { batchSizeMax: 1, batchWaitMsMax: 0 },
+    });
+    opened.push(unsent);
+    const payer = await newPayer();
+    const p = await payment(payer, 400n);
+    expect(await claimAndSettle(unsent, p)).toMatchObject({ ok: false, refusal: "unexpected_settle_error" });
+    expect(await authorizationRow(p)).toBeNull();
+
+    const settler = batchSettler({ batchSizeMax: 1, batchWaitMsMax: 0 });
+    const result = okResult(await claimAndSettle(settler, p));
+    expect(await authorizationRow(p)).toEqual({
+      status: "settled",
+      invoice_id: result.invoiceId,
+      tx_hash: result.transaction,
+    });
+    expect(await tokenBalance(payer.address)).toBe(payerFunds - 400n);
+    await creditFinal();
+    expect(
+      (await getInvoice(gw.app.db, { tenantId: gw.app.demo!.tenantId, id: result.invoiceId }))?.status,
+    ).toBe("paid");
+  });
+});
