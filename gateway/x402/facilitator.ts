@@ -10,8 +10,14 @@ import type { Refused } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
-import { type CreditTarget, claim } from "./store.ts";
-import { type ExactRequirements, parsePayment, type VerifiedPayment, verifyExact } from "./verify.ts";
+import { type CreditTarget, claim, settledAuthorization } from "./store.ts";
+import {
+  type ExactRequirements,
+  parsePayment,
+  type VerifiedPayment,
+  type VerifyReads,
+  verifyExact,
+} from "./verify.ts";
 
 /** What x402 needs, the facilitator and the paywall's scheme alike. */
 export type X402Deps = {
@@ -78,9 +84,17 @@ export async function facilitatorSettle(
     ...(payer === undefined ? {} : { payer }),
   });
   const checked = await checkPayment(deps, request);
-  if (!checked.ok) return failed(checked, payerOf(request.paymentPayload));
+  if (!checked.ok) {
+    if (checked.refusal === "invalid_exact_evm_nonce_already_used") {
+      const prior = await priorSettlement(deps, request, credit);
+      if (prior !== null) return prior;
+    }
+    return failed(checked, payerOf(request.paymentPayload));
+  }
   const { payment, requirements } = checked;
-  if (!(await claim(deps.db, requirements.chain, payment.authorization, credit)))
+  if (!(await claim(deps.db, requirements.chain, payment.authorization, credit))) {
+    const prior = await priorSettlement(deps, request, credit);
+    if (prior !== null) return prior;
     return failed(
       {
         ok: false,
@@ -89,6 +103,7 @@ export async function facilitatorSettle(
       },
       payment.payer,
     );
+  }
   const settled = await deps.settler.settle(
     { ...payment, credit, description: "x402 payment settled by the facilitator" },
     requirements,
@@ -100,6 +115,45 @@ export async function facilitatorSettle(
     network: settled.network,
     payer: settled.payer,
     amount: settled.amount.toString(),
+  };
+}
+
+/** Verification that takes a claimed and spent nonce: the rest of the checks, as for a first settle. */
+const spentNonceReads: VerifyReads = {
+  isClaimed: async () => false,
+  checkChain: async () => null,
+};
+
+/**
+ * A settle retried after it succeeded (the official resource servers retry): the same success, the same
+ * transaction, when the payment passes every check but its nonce's (signature, recipient, value against the
+ * requirements, time) and the authorization was settled for the same tenant and account and amount. Anything else
+ * (another tenant or account, other requirements, a claim still in flight or failed): null, the caller refuses.
+ */
+async function priorSettlement(
+  deps: X402Deps,
+  request: FacilitatorRequest,
+  credit: CreditTarget,
+): Promise<SettleResponse | null> {
+  const parsed = parsePayment(request.paymentPayload, request.paymentRequirements, deps.chains);
+  if (!parsed.ok) return null;
+  const verified = await verifyExact(deps, parsed.payload, parsed.requirements, spentNonceReads);
+  if (!verified.ok) return null;
+  const { payment } = verified;
+  const prior = await settledAuthorization(deps.db, parsed.requirements.chain, payment.authorization);
+  if (
+    prior === null ||
+    prior.tenantId !== credit.tenantId ||
+    prior.accountId !== credit.accountId ||
+    prior.amount !== payment.authorization.value
+  )
+    return null;
+  return {
+    success: true,
+    transaction: prior.txHash,
+    network: parsed.requirements.network,
+    payer: payment.payer,
+    amount: prior.amount.toString(),
   };
 }
 

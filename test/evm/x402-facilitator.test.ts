@@ -19,6 +19,7 @@ import { getInvoice } from "../../gateway/settlement/index.ts";
 import {
   createX402Deps,
   createX402Scheme,
+  facilitatorSettle,
   paymentRequiredV2,
   transferTypedData,
 } from "../../gateway/x402/index.ts";
@@ -306,16 +307,73 @@ describe("the facilitator's routes", () => {
     const { row } = await settledRow(nonce);
     expect(row.tx_hash).toBe(settled.body.transaction);
     expect((await merchantBalance()) - before).toBe(price);
-    // Verified or settled again: the nonce is used (in the gateway first, on the chain too).
+    // Verified again: the nonce is used (in the gateway first, on the chain too).
     expect((await facilitator("verify", payment)).body).toMatchObject({
       isValid: false,
       invalidReason: "invalid_exact_evm_nonce_already_used",
     });
-    expect((await facilitator("settle", payment)).body).toMatchObject({
-      success: false,
-      errorReason: "invalid_exact_evm_nonce_already_used",
-      transaction: "",
+    // Settled again by the same tenant into the same account (the official resource servers retry settle): the
+    // same success, the same transaction, nothing sent or credited again.
+    const nonceAfter = await hotWalletNonce();
+    const retried = await facilitator("settle", payment);
+    expect(retried).toEqual({ status: 200, body: settled.body });
+    expect(await hotWalletNonce()).toBe(nonceAfter);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await merchantBalance()) - before).toBe(price);
+  });
+
+  it("refuses a settled authorization to another tenant, another account, or other requirements", async () => {
+    const payment = await signedPayment();
+    const settled = await facilitator("settle", payment);
+    expect(settled.body).toMatchObject({ success: true });
+    await settledRow(payment.paymentPayload.payload.authorization.nonce as Hex); // credited before the next test
+    const deps = createX402Deps({
+      db: gw.app.db,
+      settlement: gw.app.settlement,
+      logger: silentLogger,
+      chains: [
+        {
+          rail: "evm",
+          chainId: gw.chain.chain.id,
+          publicClient: gw.chain.publicClient,
+          token,
+          asset: assets.USDC,
+          hotWallet,
+          receiptTimeoutMs: 60_000,
+        },
+      ],
     });
+    const tenantId = gw.app.demo!.tenantId;
+    const accountId = gw.app.demo!.merchant.id;
+    const used = { success: false, errorReason: "invalid_exact_evm_nonce_already_used", transaction: "" };
+    // The same tenant and account, straight to the facilitator: the prior success.
+    expect(await facilitatorSettle(deps, payment, { tenantId, accountId })).toMatchObject({
+      success: true,
+      transaction: settled.body.transaction,
+    });
+    expect(await facilitatorSettle(deps, payment, { tenantId: "ten_another", accountId })).toMatchObject(
+      used,
+    );
+    expect(await facilitatorSettle(deps, payment, { tenantId, accountId: "acct_another" })).toMatchObject(
+      used,
+    );
+    const dearer = requirements({ amount: (price * 2n).toString() });
+    const other = await facilitator("settle", {
+      ...payment,
+      paymentPayload: { ...payment.paymentPayload, accepted: dearer },
+      paymentRequirements: dearer,
+    });
+    expect(other.status).toBe(200);
+    expect(other.body).toMatchObject({ success: false, transaction: "" });
+    // A payload whose signature is not the payer's over these terms is refused, whatever its nonce settled.
+    const forged = {
+      ...payment,
+      paymentPayload: {
+        ...payment.paymentPayload,
+        payload: { ...payment.paymentPayload.payload, signature: `0x${"11".repeat(65)}` },
+      },
+    };
+    expect((await facilitator("settle", forged)).body).toMatchObject({ success: false, transaction: "" });
   });
 
   it("refuses bad payments with x402's reason: nothing sent, nothing credited", async () => {
