@@ -156,6 +156,43 @@ describe("L402 on regtest", () => {
     );
   });
 
+  it("a token whose invoice LND settled but the gateway has not booked is served at once on LND's lookup; a made-up preimage at once refused", async () => {
+    const { lsat, preimage, macaroon } = await challengedAndPaid();
+    await waitFor(
+      "booked",
+      async () => {
+        const [row] = await first.app.db.query<{ status: string }>(
+          "SELECT status FROM invoices WHERE rail_reference = $1",
+          [lsat.paymentHash],
+        );
+        return row?.status === "paid" ? true : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+    // As if the settlement event had not been booked yet (it arrives a few ms after the payer has the preimage).
+    await first.app.db.query("UPDATE invoices SET status = 'open' WHERE rail_reference = $1", [
+      lsat.paymentHash,
+    ]);
+    try {
+      const unbooked = createL402Scheme({ settlement: first.app.settlement });
+      let started = performance.now();
+      const madeUp = "11".repeat(32);
+      expect(code(await unbooked.verify(resource, offers, request([`L402 ${macaroon}:${madeUp}`])))).toBe(
+        "l402_preimage_mismatch",
+      );
+      expect(performance.now() - started).toBeLessThan(200);
+      started = performance.now();
+      expect(code(await unbooked.verify(resource, offers, request([`L402 ${macaroon}:${preimage}`])))).toBe(
+        "paid",
+      );
+      expect(performance.now() - started).toBeLessThan(1_000);
+    } finally {
+      await first.app.db.query("UPDATE invoices SET status = 'paid' WHERE rail_reference = $1", [
+        lsat.paymentHash,
+      ]);
+    }
+  });
+
   it("through the paywall (gateway/paywall core): one 402 with the L402 lines, paid, served its count, then a 402 again", async () => {
     const app = first.app;
     const added = await addPaywall(
