@@ -1,6 +1,7 @@
 // The paywall in a tenant's own Fastify app: `app.register(switchyardPaywall, { paywall })`, where `paywall` is
 // createPaywall(…) in-process or remotePaywall(…) over HTTP. The verdict runs in onRequest (a 402 or a preflight
-// is answered there, before any body is read); a paid request runs its handler, and in onSend — the answer
+// is answered there, before any body is read; every route gets an OPTIONS twin so that a preflight reaches the
+// hook); a paid request runs its handler, and in onSend — the answer
 // serialized, not yet written — the verdict is completed: settled only when the handler answered below 400;
 // a settlement that fails discards the handler's answer for a 402 (reference §1.3, "Express adapter flow").
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
@@ -46,6 +47,21 @@ export function setHeaderLines(reply: FastifyReply, lines: readonly HeaderLine[]
 
 const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options) => {
   app.decorateRequest("paywallPaid", null);
+
+  // A browser preflights the paid retry (OPTIONS with Access-Control-Request-Method): Fastify runs hooks only
+  // for a route it has, so each route registered after the plugin gets an OPTIONS twin, unless it has one. The
+  // onRequest hook answers a paywalled path's preflight; anything else reaching the twin is the 404 it was.
+  app.addHook("onRoute", function addPreflightRoute(route) {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    if (methods.some((method) => method.toUpperCase() === "OPTIONS")) return;
+    if (this.hasRoute({ method: "OPTIONS", url: route.url })) return;
+    this.route({
+      method: "OPTIONS",
+      url: route.routePath,
+      schema: { hide: true },
+      handler: (_request, reply) => reply.callNotFound(),
+    });
+  });
 
   app.addHook("onRequest", async (request, reply) => {
     const verdict = await options.paywall(paywallRequestOf(request, options.publicOrigin));

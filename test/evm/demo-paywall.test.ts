@@ -85,6 +85,25 @@ describe("npm start's paywalled demo", () => {
     if (dir !== "") await rm(dir, { recursive: true, force: true });
   });
 
+  it("answers a browser's preflight of the paid route with the CORS headers of the payment", async () => {
+    const answer = await fetch(`http://127.0.0.1:${env.PORT}/demo/paid/report`, {
+      method: "OPTIONS",
+      headers: {
+        origin: "https://wallet.example",
+        "access-control-request-method": "GET",
+        "access-control-request-headers": "payment-signature, access-control-expose-headers",
+      },
+    });
+    expect(answer.status).toBe(204);
+    expect(answer.headers.get("access-control-allow-origin")).toBe("*");
+    const allowed = answer.headers.get("access-control-allow-headers") ?? "";
+    for (const name of ["PAYMENT-SIGNATURE", "X-PAYMENT", "Authorization", "Access-Control-Expose-Headers"])
+      expect(allowed).toContain(name);
+    const exposed = answer.headers.get("access-control-expose-headers") ?? "";
+    for (const name of ["PAYMENT-REQUIRED", "PAYMENT-RESPONSE", "X-PAYMENT-RESPONSE", "WWW-Authenticate"])
+      expect(exposed).toContain(name);
+  });
+
   it("prints a curl answered 402 and a command that pays it once, to the paywall's account", async () => {
     const text = gateway!.output();
     const curl = /^ {2}(curl -si \S+\/demo\/paid\/report)$/m.exec(text)?.[1];
