@@ -33,8 +33,9 @@ import type {
   PaymentRequirementsV2,
   SettleResponse,
 } from "./schemas.ts";
+import { createSimulationBatcher } from "./simulate-batch.ts";
 import { release } from "./store.ts";
-import { parsePayment, singleReads, verifyExact } from "./verify.ts";
+import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -45,9 +46,10 @@ const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused
 export function createX402Scheme(deps: X402Deps): PaymentScheme {
   // Concurrent requests' claims (and "already claimed?" reads) go to the database as one statement per batch.
   const claims = createClaimBatcher(deps.db);
-  const reads = {
-    ...singleReads,
-    isClaimed: (_db: unknown, ...rest: Parameters<typeof claims.isClaimed>) => claims.isClaimed(...rest),
+  // … and their simulations to the chain as one eth_call per batch.
+  const reads: VerifyReads = {
+    isClaimed: (_db, chain, authorization) => claims.isClaimed(chain, authorization),
+    checkChain: createSimulationBatcher(),
   };
   /** The requirements for each offer on a chain of ours (an offer whose token cannot be read now is left out). */
   async function build(resource: PricedResource, offers: readonly Offer[], url: string): Promise<Built[]> {

@@ -305,7 +305,7 @@ export function vrsOf(signature: Hex): { v: number; r: Hex; s: Hex } | null {
  * The transfer simulated as the hot wallet would send it: one call to the chain when it would pass. Only when it
  * would not are the nonce and the payer's balance read, to say why (as the x402 reference facilitator does).
  */
-async function checkChain(
+export async function checkChain(
   chain: X402Chain,
   authorization: Eip3009Authorization,
   signature: Hex,

@@ -1,0 +1,83 @@
+// The paywall's "would the token take it?" for concurrent payments, one eth_call per batch instead of one
+// simulation each: the call puts X402Simulator's runtime code (X402Simulator.sol beside this file, compiled with
+// solc 0.8.30, optimizer 200 runs, evm cancun; simulate-batch.test.ts recompiles it and compares) at the hot
+// wallet's address by a state override, and calls it; it calls transferWithAuthorization on the token for each
+// payment from the hot wallet's address — the sender settlement uses — each against the same state (every probe
+// reverts), and answers which would pass. A payment that would pass is answered at once; one that would not, or any
+// batch the chain would not run (no state overrides, unreachable), goes through verify.ts's one-payment checkChain,
+// which simulates it alone and says why (nonce used, balance, the revert), so every refusal is as before.
+import { BaseError, decodeFunctionResult, encodeFunctionData, type Hex, parseAbi } from "viem";
+import { eip3009Abi, type X402Chain } from "./chains.ts";
+import { groupCommit } from "./claims-batch.ts";
+import type { Refused } from "./refusals.ts";
+import { checkChain, type Eip3009Authorization, transferArgs, vrsOf } from "./verify.ts";
+
+/** X402Simulator's runtime code. */
+export const simulatorRuntimeCode: Hex =
+  "0x608060405234801561000f575f5ffd5b5060043610610034575f3560e01c8063053e94c614610038578063396d731414610061575b5f5ffd5b61004b6100463660046102cb565b610076565b604051610058919061034c565b60405180910390f35b61007461006f366004610390565b6101f9565b005b60608167ffffffffffffffff811115610091576100916103fd565b6040519080825280602002602001820160405280156100ba578160200160208202803683370190505b5090505f5b828110156101f1573063396d7314868686858181106100e0576100e0610411565b90506020028101906100f29190610425565b6040518463ffffffff1660e01b81526004016101109392919061046f565b5f604051808303815f87803b158015610127575f5ffd5b505af1925050508015610138575060015b6101e9573d808015610165576040519150601f19603f3d011682016040523d82523d5f602084013e61016a565b606091505b5080516024148015610194575063bc11eabb60e01b610188826104ae565b6001600160e01b031916145b80156101c55750806023815181106101ae576101ae610411565b6020910101516001600160f81b031916600160f81b145b8383815181106101d7576101d7610411565b91151560209283029190910190910152505b6001016100bf565b509392505050565b333014158061021057506001600160a01b0383163b155b156102355760405163bc11eabb60e01b81525f60048201526024015b60405180910390fd5b5f836001600160a01b031683836040516102509291906104ec565b5f604051808303815f865af19150503d805f8114610289576040519150601f19603f3d011682016040523d82523d5f602084013e61028e565b606091505b505060405163bc11eabb60e01b8152811515600482015290915060240161022c565b80356001600160a01b03811681146102c6575f5ffd5b919050565b5f5f5f604084860312156102dd575f5ffd5b6102e6846102b0565b9250602084013567ffffffffffffffff811115610301575f5ffd5b8401601f81018613610311575f5ffd5b803567ffffffffffffffff811115610327575f5ffd5b8660208260051b840101111561033b575f5ffd5b939660209190910195509293505050565b602080825282518282018190525f918401906040840190835b818110156103855783511515835260209384019390920191600101610365565b509095945050505050565b5f5f5f604084860312156103a2575f5ffd5b6103ab846102b0565b9250602084013567ffffffffffffffff8111156103c6575f5ffd5b8401601f810186136103d6575f5ffd5b803567ffffffffffffffff8111156103ec575f5ffd5b86602082840101111561033b575f5ffd5b634e487b7160e01b5f52604160045260245ffd5b634e487b7160e01b5f52603260045260245ffd5b5f5f8335601e1984360301811261043a575f5ffd5b83018035915067ffffffffffffffff821115610454575f5ffd5b602001915036819003821315610468575f5ffd5b9250929050565b6001600160a01b03841681526040602082018190528101829052818360608301375f818301606090810191909152601f909201601f1916010192915050565b805160208201516001600160e01b03198116919060048210156104e5576001600160e01b0319600483900360031b81901b82161692505b5050919050565b818382375f910190815291905056fea2646970667358221220c40e3d6f90bc8825ea4352c6fc770b5d71a03d2e43a5d0c3cd5bb094c2de30f364736f6c634300081e0033";
+
+export const simulatorAbi = parseAbi([
+  "function simulate(address token, bytes[] calls) returns (bool[] ok)",
+  "error Outcome(bool ok)",
+]);
+
+/** The most transfers one eth_call simulates (about 70,000 gas each, well under a block's gas). */
+export const maxSimulationBatch = 64;
+
+type Asked = { authorization: Eip3009Authorization; signature: Hex };
+
+/** For each transfer, whether the token would take it from the hot wallet now: one eth_call. */
+export async function simulateAll(chain: X402Chain, asked: readonly Asked[]): Promise<boolean[]> {
+  const calls = asked.map(({ authorization, signature }) => {
+    const vrs = vrsOf(signature);
+    if (vrs === null) return "0x" as Hex;
+    return encodeFunctionData({
+      abi: eip3009Abi,
+      functionName: "transferWithAuthorization",
+      args: transferArgs(authorization, vrs),
+    });
+  });
+  const { data } = await chain.publicClient.call({
+    to: chain.hotWallet,
+    data: encodeFunctionData({ abi: simulatorAbi, functionName: "simulate", args: [chain.token, calls] }),
+    stateOverride: [{ address: chain.hotWallet, code: simulatorRuntimeCode }],
+  });
+  if (data === undefined) throw new BaseError("the simulator returned nothing");
+  const ok = decodeFunctionResult({
+    abi: simulatorAbi,
+    functionName: "simulate",
+    data,
+  }) as readonly boolean[];
+  if (ok.length !== asked.length) throw new BaseError("the simulator answered for other transfers");
+  return asked.map((_, i) => ok[i] === true && calls[i] !== "0x");
+}
+
+/** verify.ts's checkChain, batched per chain: the same answer for each payment. */
+export function createSimulationBatcher() {
+  const byChain = new Map<X402Chain, (asked: Asked) => Promise<boolean | null>>();
+  const batchOf = (chain: X402Chain) => {
+    let batch = byChain.get(chain);
+    if (batch === undefined) {
+      batch = groupCommit(async (asked: readonly Asked[]) => {
+        try {
+          return await simulateAll(chain, asked);
+        } catch (error) {
+          if (!(error instanceof BaseError)) throw error;
+          // Not answered as a batch: each payment is simulated alone (null), as without batching.
+          return asked.map(() => null);
+        }
+      }, maxSimulationBatch);
+      byChain.set(chain, batch);
+    }
+    return batch;
+  };
+  return async (
+    chain: X402Chain,
+    authorization: Eip3009Authorization,
+    signature: Hex,
+  ): Promise<Refused | null> => {
+    if (vrsOf(signature) !== null && (await batchOf(chain)({ authorization, signature })) === true)
+      return null;
+    return checkChain(chain, authorization, signature);
+  };
+}

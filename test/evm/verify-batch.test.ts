@@ -1,0 +1,140 @@
+// The paywall's batched simulation (gateway/x402/simulate-batch.ts) against the one-payment simulation it replaces
+// (verify.ts checkChain), on the Hardhat chain (EDR, eth_call with a state override): the same answer for each
+// payment of a batch — a good one passes, a forged signature, a balance too small, a nonce the token has used and
+// a signature that cannot be one are refused with the same codes — and the simulator's code is its source's.
+import { readFileSync } from "node:fs";
+import solc from "solc";
+import { type Account, getAddress, type Hex, toHex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { assets } from "../../core/index.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
+import {
+  createSimulationBatcher,
+  simulateAll,
+  simulatorRuntimeCode,
+} from "../../gateway/x402/simulate-batch.ts";
+import {
+  checkChain,
+  type Eip3009Authorization,
+  transferArgs,
+  transferTypedData,
+  vrsOf,
+} from "../../gateway/x402/verify.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let chain: X402Chain;
+const domain = { name: "", version: "" };
+const payer = () => gw.chain.accounts[7]!;
+const stranger = () => gw.chain.accounts[8]!;
+let counter = 0;
+
+beforeAll(async () => {
+  gw = await startGateway();
+  const token = getAddress(gw.chain.contracts.testUsd);
+  chain = {
+    rail: "evm",
+    chainId: gw.chain.chain.id,
+    publicClient: gw.chain.publicClient,
+    token,
+    asset: assets.USDC,
+    hotWallet: getAddress(toHex(0xb0b, { size: 20 })),
+    receiptTimeoutMs: 60_000,
+  };
+  domain.name = await gw.chain.publicClient.readContract({
+    address: token,
+    abi: testUsdAbi,
+    functionName: "name",
+  });
+  domain.version = await gw.chain.publicClient.readContract({
+    address: token,
+    abi: testUsdAbi,
+    functionName: "version",
+  });
+  await gw.send(gw.chain.accounts[0]!, {
+    address: token,
+    abi: testUsdAbi,
+    functionName: "mint",
+    args: [payer().address, 1_000_000n],
+  });
+});
+afterAll(async () => {
+  await gw?.app.close();
+});
+
+async function signed(options: { value?: bigint; signer?: Account; nonce?: Hex } = {}) {
+  counter += 1;
+  const nowS = BigInt(Math.floor(Date.now() / 1000));
+  const authorization: Eip3009Authorization = {
+    from: payer().address,
+    to: chain.hotWallet,
+    value: options.value ?? 1_000n,
+    validAfter: nowS - 600n,
+    validBefore: nowS + 600n,
+    nonce: options.nonce ?? toHex(BigInt(Date.now()) * 1000n + BigInt(counter), { size: 32 }),
+  };
+  const signature = await (options.signer ?? payer()).signTypedData!(
+    transferTypedData(chain, domain, authorization),
+  );
+  return { authorization, signature };
+}
+
+describe("batched simulation", () => {
+  it("answers each payment of one eth_call as its own simulation does", async () => {
+    const used = await signed();
+    await gw.send(gw.chain.accounts[0]!, {
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "transferWithAuthorization",
+      args: [...transferArgs(used.authorization, vrsOf(used.signature)!)],
+    } as never);
+    const good = await signed();
+    const cases = [
+      good,
+      good, // the same twice: each probe against the same state, as two separate simulations
+      await signed({ signer: stranger() }),
+      await signed({ value: 10_000_000n }),
+      used,
+      { ...(await signed()), signature: `0x${"00".repeat(65)}` as Hex },
+      await signed({ value: 5n }),
+    ];
+    const batch = await simulateAll(chain, cases);
+    expect(batch).toEqual([true, true, false, false, false, false, true]);
+    const alone = await Promise.all(cases.map((c) => checkChain(chain, c.authorization, c.signature)));
+    expect(alone.map((r) => r === null)).toEqual(batch);
+    const batcher = createSimulationBatcher();
+    const batched = await Promise.all(cases.map((c) => batcher(chain, c.authorization, c.signature)));
+    expect(batched.map((r) => (r === null ? null : r.refusal))).toEqual(
+      alone.map((r) => (r === null ? null : r.refusal)),
+    );
+    expect(batched.map((r) => (r === null ? null : r.refusal))).toEqual([
+      null,
+      null,
+      "invalid_exact_evm_transaction_simulation_failed",
+      "insufficient_funds",
+      "invalid_exact_evm_nonce_already_used",
+      "invalid_exact_evm_transaction_simulation_failed",
+      null,
+    ]);
+  });
+
+  it("runs the simulator compiled from X402Simulator.sol", () => {
+    const source = readFileSync(new URL("../../gateway/x402/X402Simulator.sol", import.meta.url), "utf8");
+    const output = JSON.parse(
+      solc.compile(
+        JSON.stringify({
+          language: "Solidity",
+          sources: { "X402Simulator.sol": { content: source } },
+          settings: {
+            optimizer: { enabled: true, runs: 200 },
+            evmVersion: "cancun",
+            outputSelection: { "*": { "*": ["evm.deployedBytecode.object"] } },
+          },
+        }),
+      ),
+    );
+    const compiled = output.contracts["X402Simulator.sol"].X402Simulator.evm.deployedBytecode.object;
+    expect(simulatorRuntimeCode).toBe(`0x${compiled}`);
+  });
+});
