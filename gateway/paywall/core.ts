@@ -3,7 +3,8 @@
 // once (each scheme adds its headers and body fields: x402's PAYMENT-REQUIRED and v1 body, L402's two
 // WWW-Authenticate lines), at prices locked for the window (price.ts); a request with a credential is verified by
 // the scheme it belongs to and, when paid, carries a `complete` to call once after the handler.
-// Refusals (a 402 again, with a fresh challenge) carry a stable `error` code in the body; precedence: a CORS
+// Refusals (a 402 again, with a fresh challenge — also when settling fails after a verify) carry a stable
+// `error` code in the body and in PAYMENT-REQUIRED's JSON (x402 v2's `error`); precedence: a CORS
 // preflight is answered first, then more than one scheme's credential (payment_ambiguous), then a credential of a
 // scheme this paywall does not offer (payment_scheme_not_offered), then the scheme's own refusal.
 import type { Asset, Logger } from "../../core/index.ts";
@@ -138,6 +139,30 @@ export function matchPaywall(paywalls: readonly Paywall[], path: string): Paywal
 type Offer = { rail: string; price: SchemePrice };
 type SchemeGroup = { scheme: PaymentScheme; asset: Asset; resource: PricedResource; rails: string[] };
 
+/** x402's challenge header, whose JSON carries a refusal's code in `error` (x402 v2's PaymentRequired). */
+const paymentRequiredHeader = "payment-required";
+
+/**
+ * The challenge lines with the refusal's stable code as the `error` of each PAYMENT-REQUIRED object (base64
+ * JSON); a line that is not such an object is left as it is.
+ */
+export function withRefusalCode(lines: readonly HeaderLine[], refusal: PaymentRefusal): HeaderLine[] {
+  return lines.map((line): HeaderLine => {
+    const [name, value] = line;
+    if (name.toLowerCase() !== paymentRequiredHeader) return line;
+    let decoded: unknown;
+    try {
+      decoded = JSON.parse(Buffer.from(value, "base64").toString("utf8"));
+    } catch (error) {
+      if (error instanceof SyntaxError) return line;
+      throw error;
+    }
+    if (typeof decoded !== "object" || decoded === null || Array.isArray(decoded)) return line;
+    const withError = { ...(decoded as Record<string, unknown>), error: refusal.code };
+    return [name, Buffer.from(JSON.stringify(withError), "utf8").toString("base64")];
+  });
+}
+
 export function createPaywall(deps: PaywallDeps): PaywallCheck {
   const nowMs = deps.nowMs ?? Date.now;
   const origins = deps.corsOrigins ?? "*";
@@ -224,7 +249,9 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
     const headers: HeaderLine[] = [["Cache-Control", "no-store"], ...corsHeaders(request, origins)];
     let body: Record<string, unknown> = {};
     for (const part of offered) {
-      headers.push(...part.headers);
+      headers.push(
+        ...(refusal.code === paymentRequiredCode ? part.headers : withRefusalCode(part.headers, refusal)),
+      );
       body = { ...body, ...part.body };
     }
     if (offered.length === 0 && found.length > 0)
@@ -268,23 +295,33 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
   function paid(
     request: PaywallRequest,
     paywall: Paywall,
+    found: readonly SchemeGroup[],
     group: SchemeGroup,
     verdict: Extract<Awaited<ReturnType<PaymentScheme["verify"]>>, { kind: "paid" }>,
   ): PaywallVerdict {
     let result: Promise<PaywallCompletion> | null = null;
     const complete = async (outcome: { served: boolean }): Promise<PaywallCompletion> => {
       const done = await verdict.complete(outcome);
-      const cors = corsHeaders(request, origins);
-      if (done.settled) return { kind: "settled", headers: [...done.headers, ...cors] };
+      if (done.settled)
+        return { kind: "settled", headers: [...done.headers, ...corsHeaders(request, origins)] };
       logger.warn(
         { paywall: paywall.id, scheme: group.scheme.id, refusal: done.refusal.code },
         "paywall: not settled",
       );
+      // The 402 of any refusal: every way to pay offered afresh (x402 v2 and v1, L402), the refusal's code in
+      // PAYMENT-REQUIRED's `error` and the body's, and the scheme's own lines (a failed PAYMENT-RESPONSE).
+      const again = await challenge(request, paywall, found, done.refusal);
+      const offered = again.kind === "challenge" ? again : null;
       return {
         kind: "refused",
         status: 402,
-        headers: [["Cache-Control", "no-store"], ...done.headers, ...cors],
-        body: { error: done.refusal.code, message: done.refusal.message, paywall: paywall.id },
+        headers: [...(offered?.headers ?? corsHeaders(request, origins)), ...done.headers],
+        body: {
+          ...offered?.body,
+          error: done.refusal.code,
+          message: done.refusal.message,
+          paywall: paywall.id,
+        },
       };
     };
     return {
@@ -324,6 +361,6 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
       });
     const verdict = await verifyLocked(request, paywall, group);
     if (verdict.kind === "refused") return challenge(request, paywall, found, verdict.refusal);
-    return paid(request, paywall, group, verdict);
+    return paid(request, paywall, found, group, verdict);
   };
 }

@@ -118,7 +118,12 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     expect(signature).not.toBeNull();
     const replay = await fetch(`${base}/report`, { headers: { "PAYMENT-SIGNATURE": signature! } });
     expect(replay.status).toBe(402);
-    expect(((await replay.json()) as { error: string }).error).toMatch(/[a-z_]+/);
+    const refusal = ((await replay.json()) as { error: string }).error;
+    expect(refusal).toMatch(/^[a-z0-9_]+$/);
+    // x402 v2 puts the refusal in the PaymentRequired object: the same stable code as the body's.
+    const required = JSON.parse(Buffer.from(replay.headers.get("payment-required")!, "base64").toString());
+    expect(required).toMatchObject({ x402Version: 2, error: refusal });
+    expect(required.accepts.length).toBeGreaterThan(0);
     expect(served).toBe(1);
     await new Promise((r) => setTimeout(r, 500));
     expect((await merchantPosted()) - before).toBe(10_000n);

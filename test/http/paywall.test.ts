@@ -325,6 +325,18 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         const failed = await shop.inject({ url: "/paid/report", headers: { "x-toy-x402": "fail" } });
         expect([failed.statusCode, failed.json().error]).toEqual([402, "toy_settle_failed"]);
         expect(failed.body).not.toContain("the goods");
+        // The 402 after a failed settlement offers every way again: x402 (its header, the v1 body), L402 beside it.
+        expect(Buffer.from(failed.headers["payment-required"] as string, "base64").toString()).toBe(
+          "evm=10000",
+        );
+        expect(failed.headers["www-authenticate"]).toHaveLength(2);
+        expect(failed.json()).toMatchObject({
+          x402Version: 1,
+          accepts: [{ maxAmountRequired: "10000" }],
+          message: "no",
+          paywall: paywallId,
+        });
+        expect(failed.headers["cache-control"]).toBe("no-store");
         expect(served).toEqual(["report", "report"]); // the handler ran; its answer was discarded
         expect(completed.slice(1)).toEqual([
           { scheme: "x402", served: false, accountId: app.demo!.merchant.id, amount: 10_000n },
