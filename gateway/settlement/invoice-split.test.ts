@@ -12,6 +12,7 @@ import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../l
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
+  applyReinstated,
   applyReversed,
   createInvoice,
   createOpenInvoiceMemory,
@@ -171,7 +172,7 @@ describe("an invoice with a split", () => {
     expect(after!.n).toBe(before!.n);
   });
 
-  it("on a reversal, takes back only what the seller holds: the payees keep their shares", async () => {
+  it("on a reversal, takes back each payee's share of it and the rest from the seller, each up to what it holds", async () => {
     const settlement = deps();
     const created = await createInvoice(settlement, { ...params, tenantId, accountId: "acct_seller" });
     if (!created.ok) throw new Error(created.message);
@@ -181,6 +182,8 @@ describe("an invoice with a split", () => {
     );
     const seller = await posted("acct_seller");
     const before = await balances();
+    // More than was received: the payees give back their shares of what was received (2,500 and 3,333), the
+    // seller all it holds, and the rest is the shortfall.
     const reversed = await applyReversed(settlement, {
       rail: "toy",
       reference: id,
@@ -188,8 +191,36 @@ describe("an invoice with a split", () => {
       amount: seller + 10_000n,
       evidence,
     });
-    expect(reversed).toEqual({ status: "applied", shortfall: 10_000n });
-    expect(delta(await balances(), before)).toEqual({ seller: -seller, a: 0n, b: 0n });
+    expect(reversed).toEqual({ status: "applied", shortfall: 4_167n });
+    expect(delta(await balances(), before)).toEqual({ seller: -seller, a: -2_500n, b: -3_333n });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
+  it("undoes a receipt's split exactly when all of it is reversed, in proportion when part is, and gives it back on reinstatement", async () => {
+    const settlement = deps();
+    const created = await createInvoice(settlement, params);
+    if (!created.ok) throw new Error(created.message);
+    const id = created.invoice.id;
+    const start = await balances();
+    expect(await applyReceived(settlement, { rail: "toy", reference: id, amount: 10_001n, evidence })).toBe(
+      "applied",
+    );
+    // Part of it: 3,001 × 25% = 750.25 → 750; × 33.33% = 1,000.23… → 1,000; the seller 3,001 − 1,750 = 1,251.
+    const partial = { rail: "toy", reference: id, key: "refund-1", amount: 3_001n, evidence };
+    const afterCredit = await balances();
+    expect(await applyReversed(settlement, partial)).toEqual({ status: "applied", shortfall: 0n });
+    expect(await applyReversed(settlement, partial)).toEqual({ status: "duplicate", shortfall: 0n });
+    expect(delta(await balances(), afterCredit)).toEqual({ seller: -1_251n, a: -750n, b: -1_000n });
+    // Given back: each account gets back exactly what it gave.
+    expect(
+      await applyReinstated(settlement, { rail: "toy", reference: id, key: "refund-1", evidence }),
+    ).toEqual({ status: "applied", amount: 3_001n });
+    expect(delta(await balances(), afterCredit)).toEqual({ seller: 0n, a: 0n, b: 0n });
+    // All of it: the credit and its shares undone to the unit.
+    const whole = { rail: "toy", reference: id, key: "reorg", amount: 10_001n, evidence };
+    expect(await applyReversed(settlement, whole)).toEqual({ status: "applied", shortfall: 0n });
+    expect(delta(await balances(), start)).toEqual({ seller: 0n, a: 0n, b: 0n });
+    expect(await getInvoice(db, { tenantId, id })).toMatchObject({ status: "reversed" });
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 });

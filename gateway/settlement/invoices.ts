@@ -717,8 +717,11 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
 };
 
 /**
- * Money that came in was taken back (a dispute, a refund of a top-up). The account gives back what it still
- * has, up to the amount (a balancing debit: never below zero); the rest is the tenant's loss and is reported.
+ * Money that came in was taken back (a dispute, a refund of a top-up, a reorg of a credited deposit). The account
+ * gives back what it still has, up to the amount (a balancing debit: never below zero); the rest is the tenant's
+ * loss and is reported. An invoice with a split takes back from each payee its share of the reversal as the credit
+ * gave it (reversalShares: floored basis points of the amount reversed, at most what the invoice received), and the
+ * rest from the invoice's account; each payee, too, gives back at most what it holds.
  * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
  * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing.
  */
@@ -731,26 +734,48 @@ export async function applyReversed(
   // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
   // that raced the withdrawal took).
   const withdrawn = async () => {
-    await giveBack(deps, invoice.id, event.key, event.evidence);
+    await giveBack(deps, invoice, event.key, event.evidence);
     return { status: "withdrawn" as const, shortfall: 0n };
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
   const { account, clearing } = await accountsFor(deps, invoice);
-  const taken = await takeBack(
-    deps.ledger,
-    {
-      debitAccountId: account.ledgerAccountId,
-      creditAccountId: clearing.ledgerAccountId,
-      amount: event.amount,
-      ledger: account.asset.ledger,
-      code: transferCodes.invoices.reversed,
-    },
-    {
-      id: reversalLedgerId(invoice.id, event.key, "reversed"),
-      userData128: derivedLedgerId(invoice.id, "invoice"),
-      evidence: evidenceForLedger(event.evidence),
-      label: `reversal ${event.key} of invoice ${invoice.id}`,
-    },
+  const reversal = (accountLedgerId: bigint, amount: bigint, id: bigint, label: string) =>
+    amount === 0n
+      ? Promise.resolve(0n)
+      : takeBack(
+          deps.ledger,
+          {
+            debitAccountId: accountLedgerId,
+            creditAccountId: clearing.ledgerAccountId,
+            amount,
+            ledger: account.asset.ledger,
+            code: transferCodes.invoices.reversed,
+          },
+          {
+            id,
+            userData128: derivedLedgerId(invoice.id, "invoice"),
+            evidence: evidenceForLedger(event.evidence),
+            label,
+          },
+        );
+  // Each leg under an id of its own derived from the reversal: a redelivery after a crash part-way takes nothing
+  // twice and finds what each leg took.
+  let taken = 0n;
+  let fromPayees = 0n;
+  for (const share of await reversalShares(deps, invoice, event.amount)) {
+    fromPayees += share.amount;
+    taken += await reversal(
+      share.ledgerAccountId,
+      share.amount,
+      reversalShareLedgerId(invoice.id, event.key, share.accountId, "reversed"),
+      `account ${share.accountId}'s share of reversal ${event.key} of invoice ${invoice.id}`,
+    );
+  }
+  taken += await reversal(
+    account.ledgerAccountId,
+    event.amount - fromPayees,
+    reversalLedgerId(invoice.id, event.key, "reversed"),
+    `reversal ${event.key} of invoice ${invoice.id}`,
   );
   const shortfall = event.amount - taken;
   // The record, the status and the event together: a crash before this leaves it to the redelivery, which finds
@@ -786,24 +811,82 @@ export async function applyReversed(
 const reversalLedgerId = (invoiceId: string, key: string, which: "reversed" | "reinstated") =>
   derivedLedgerId(`${invoiceId}:${key}`, which);
 
-/** Gives back what the reversal `key` took, if its ledger transfer exists (idempotent); returns that amount. */
+/** The ledger transfer that took a payee's share of reversal `key` of an invoice, or the one that gave it back. */
+const reversalShareLedgerId = (
+  invoiceId: string,
+  key: string,
+  accountId: string,
+  which: "reversed" | "reinstated",
+) => derivedLedgerId(`${invoiceId}:${key}:${accountId}`, `share-${which}`);
+
+/**
+ * Each payee's share of a reversal of `amount`: the invoice's split applied as the credit applies it (splitShares:
+ * each payee's basis points of the amount, floored; the remainder is the invoice account's), over at most what the
+ * invoice received, so that reversing all of one receipt takes back exactly the shares it gave. Several partial
+ * reversals are floored each, so the payees may give back up to a minor unit each per reversal less than their
+ * exact proportion (the invoice's account gives it instead).
+ */
+async function reversalShares(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+  amount: bigint,
+): Promise<{ accountId: string; ledgerAccountId: bigint; amount: bigint }[]> {
+  if (invoice.split === null) return [];
+  const [row] = await deps.db.query<{ received_amount: bigint | null }>(
+    "SELECT received_amount FROM invoices WHERE id = $1",
+    [invoice.id],
+  );
+  const received = row?.received_amount ?? 0n;
+  const basis = amount < received ? amount : received;
+  const shares = [];
+  for (const share of splitShares(basis, { accountId: invoice.accountId, split: invoice.split })) {
+    if (share.accountId === invoice.accountId) continue;
+    const payee = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: share.accountId });
+    if (payee === null)
+      throw new SettlementInvariantError(
+        `invoice ${invoice.id} splits to account ${share.accountId}, which is gone`,
+      );
+    shares.push({ accountId: share.accountId, ledgerAccountId: payee.ledgerAccountId, amount: share.amount });
+  }
+  return shares;
+}
+
+/**
+ * Gives back what the reversal `key` took, from the invoice's account and each payee's, where its ledger
+ * transfers exist (idempotent); returns that amount.
+ */
 async function giveBack(
   deps: SettlementDeps,
-  invoiceId: string,
+  invoice: InvoiceTarget,
   key: string,
   evidence: SettlementEvidence,
 ): Promise<bigint> {
-  return await reverse(
+  const transfer = (id: bigint, label: string) => ({
+    id,
+    userData128: derivedLedgerId(invoice.id, "invoice"),
+    evidence: evidenceForLedger(evidence),
+    label,
+  });
+  let given = await reverse(
     deps.ledger,
-    reversalLedgerId(invoiceId, key, "reversed"),
+    reversalLedgerId(invoice.id, key, "reversed"),
     transferCodes.invoices.reinstated,
-    {
-      id: reversalLedgerId(invoiceId, key, "reinstated"),
-      userData128: derivedLedgerId(invoiceId, "invoice"),
-      evidence: evidenceForLedger(evidence),
-      label: `the giving back of reversal ${key} of invoice ${invoiceId}`,
-    },
+    transfer(
+      reversalLedgerId(invoice.id, key, "reinstated"),
+      `the giving back of reversal ${key} of invoice ${invoice.id}`,
+    ),
   );
+  for (const share of invoice.split ?? [])
+    given += await reverse(
+      deps.ledger,
+      reversalShareLedgerId(invoice.id, key, share.accountId, "reversed"),
+      transferCodes.invoices.reinstated,
+      transfer(
+        reversalShareLedgerId(invoice.id, key, share.accountId, "reinstated"),
+        `the giving back of account ${share.accountId}'s share of reversal ${key} of invoice ${invoice.id}`,
+      ),
+    );
+  return given;
 }
 
 async function reversalRecord(
@@ -832,7 +915,7 @@ export async function applyReinstated(
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", amount: 0n };
   const recorded = await reversalRecord(deps.db, invoice.id, event.key);
   if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n };
-  const amount = await giveBack(deps, invoice.id, event.key, event.evidence);
+  const amount = await giveBack(deps, invoice, event.key, event.evidence);
   const status = await deps.db.transaction(async (tx) => {
     // A reversal whose ledger transfer exists but whose record a crash lost is recorded here, as given back.
     const marked = await tx.query<{ inserted: boolean }>(
