@@ -1,7 +1,8 @@
 // Development chains reached over JSON-RPC (a developer's `hardhat node` or anvil): what the configuration leaves
 // to the gateway there. Without EVM_HOT_WALLET_KEY the gateway takes one of Hardhat's development accounts as its
 // hot wallet — one no other gateway has used, claimed on chain by sending its first transaction, and kept in this
-// database (evm_dev_chains) — so two gateways on one node with their own databases never sign with one nonce.
+// database (evm_dev_chains) with that transaction — so two gateways on one node with their own databases never sign
+// with one nonce, also after the node was started afresh (the claim is not on it: claimed again, or refused).
 // Without addresses it deploys the Ignition module (ignition/modules/Switchyard.ts) once and keeps the addresses;
 // with EVM_IGNITION_DEPLOYMENT it reads them from that folder. A restart on the same database repeats none of it.
 import {
@@ -14,7 +15,9 @@ import {
   getAddress,
   type Hex,
   type PublicClient,
+  TransactionNotFoundError,
   type Transport,
+  toHex,
   type WalletClient,
 } from "viem";
 import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
@@ -52,6 +55,10 @@ export type DevChainRecord = {
   deployed: { testUsd: Address; splitter: Address; startBlock: bigint } | null;
   forwarderFactory: Address | null;
   demoMintTx: Hex | null;
+  /** The demo mint signed before it was sent (demoMintTx its hash): sent again when the node does not have it. */
+  demoMintRaw: Hex | null;
+  /** The transaction that took the development account (nonce 0): on the node it says the account is ours. */
+  claimTx: Hex | null;
 };
 
 type RecordRow = {
@@ -63,6 +70,8 @@ type RecordRow = {
   forwarder_factory: string | null;
   start_block: string | number | bigint | null;
   demo_mint_tx: string | null;
+  demo_mint_raw: string | null;
+  claim_tx: string | null;
 };
 
 export async function readDevChainRecord(db: Db, chainId: number): Promise<DevChainRecord | null> {
@@ -82,15 +91,17 @@ export async function readDevChainRecord(db: Db, chainId: number): Promise<DevCh
           },
     forwarderFactory: row.forwarder_factory === null ? null : getAddress(row.forwarder_factory),
     demoMintTx: row.demo_mint_tx as Hex | null,
+    demoMintRaw: row.demo_mint_raw as Hex | null,
+    claimTx: row.claim_tx as Hex | null,
   };
 }
 
 async function saveDevChainRecord(db: Db, record: DevChainRecord): Promise<void> {
   await db.query(
-    `INSERT INTO evm_dev_chains (chain_id, wallet, account_index, test_usd, splitter, forwarder_factory, start_block, demo_mint_tx)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    `INSERT INTO evm_dev_chains (chain_id, wallet, account_index, test_usd, splitter, forwarder_factory, start_block, demo_mint_tx, demo_mint_raw, claim_tx)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
      ON CONFLICT (chain_id) DO UPDATE SET wallet = $2, account_index = $3, test_usd = $4, splitter = $5,
-       forwarder_factory = $6, start_block = $7, demo_mint_tx = $8`,
+       forwarder_factory = $6, start_block = $7, demo_mint_tx = $8, demo_mint_raw = $9, claim_tx = $10`,
     [
       record.chainId,
       record.wallet.toLowerCase(),
@@ -100,14 +111,19 @@ async function saveDevChainRecord(db: Db, record: DevChainRecord): Promise<void>
       record.forwarderFactory?.toLowerCase() ?? null,
       record.deployed?.startBlock.toString() ?? null,
       record.demoMintTx,
+      record.demoMintRaw,
+      record.claimTx,
     ],
   );
 }
 
-/** The demo's mint on this chain, kept so that a restart does not mint again (gateway/app/demo.ts). */
+/**
+ * The demo's mint on this chain, kept — signed, before it is sent — so that a restart does not mint again
+ * (gateway/app/demo.ts).
+ */
 export async function recordDemoMint(
   db: Db,
-  params: { chainId: number; wallet: Address; txHash: Hex },
+  params: { chainId: number; wallet: Address; txHash: Hex; raw: Hex },
 ): Promise<void> {
   const record = (await readDevChainRecord(db, params.chainId)) ?? {
     chainId: params.chainId,
@@ -116,8 +132,10 @@ export async function recordDemoMint(
     deployed: null,
     forwarderFactory: null,
     demoMintTx: null,
+    demoMintRaw: null,
+    claimTx: null,
   };
-  await saveDevChainRecord(db, { ...record, demoMintTx: params.txHash });
+  await saveDevChainRecord(db, { ...record, demoMintTx: params.txHash, demoMintRaw: params.raw });
 }
 
 export type DevChainParams = {
@@ -151,14 +169,19 @@ export async function openDevChain(
   const record = await readDevChainRecord(deps.db, chain.id);
   const wallet = await hotWalletOf(deps, params, record);
   const walletClient = createWalletClient({ chain, transport: params.transport, account: wallet.account });
-  const base: DevChainRecord = record ?? {
-    chainId: chain.id,
-    wallet: wallet.account.address,
-    accountIndex: wallet.accountIndex,
-    deployed: null,
-    forwarderFactory: null,
-    demoMintTx: null,
-  };
+  const base: DevChainRecord =
+    record === null
+      ? {
+          chainId: chain.id,
+          wallet: wallet.account.address,
+          accountIndex: wallet.accountIndex,
+          deployed: null,
+          forwarderFactory: null,
+          demoMintTx: null,
+          demoMintRaw: null,
+          claimTx: wallet.claimTx,
+        }
+      : { ...record, claimTx: wallet.claimTx ?? record.claimTx };
   await saveDevChainRecord(deps.db, base);
   const where = `rail ${params.railId} (${params.url}, chain ${chain.id})`;
   const hasCode = async (address: Address) => ((await publicClient.getCode({ address })) ?? "0x") !== "0x";
@@ -244,7 +267,8 @@ async function ownForwarderFactory(
   return forwarderFactory;
 }
 
-type HotWallet = { account: Account; accountIndex: number | null };
+/** The wallet, its development account's index (null: the key's), and the claim this start sent (null: none). */
+type HotWallet = { account: Account; accountIndex: number | null; claimTx: Hex | null };
 
 async function hotWalletOf(
   deps: { logger: Logger },
@@ -252,23 +276,95 @@ async function hotWalletOf(
   record: DevChainRecord | null,
 ): Promise<HotWallet> {
   const where = `rail ${params.railId} (${params.url}, chain ${params.chain.id})`;
-  const configured: HotWallet | null =
-    params.hotWalletKey !== null
-      ? { account: privateKeyToAccount(params.hotWalletKey), accountIndex: null }
-      : record?.accountIndex != null
-        ? {
-            account: mnemonicToAccount(hardhatMnemonic, { addressIndex: record.accountIndex }),
-            accountIndex: record.accountIndex,
-          }
-        : null;
-  if (configured !== null) {
-    if (record !== null && record.wallet !== configured.account.address)
+  if (params.hotWalletKey !== null) {
+    const account = privateKeyToAccount(params.hotWalletKey);
+    if (record !== null && record.wallet !== account.address)
       throw new DevChainSetupError(
-        `${where}: this database used the hot wallet ${record.wallet} there, not ${configured.account.address}; use a new database for another wallet`,
+        `${where}: this database used the hot wallet ${record.wallet} there, not ${account.address}; use a new database for another wallet`,
       );
-    return configured;
+    return { account, accountIndex: null, claimTx: null };
   }
-  return takeDevAccount(deps, params);
+  if (record === null) return takeDevAccount(deps, params);
+  // The database's wallet was EVM_HOT_WALLET_KEY's: taking a development account now would leave its contracts,
+  // its ForwarderFactory and the ledger's view of its balance with a wallet this start cannot sign for.
+  if (record.accountIndex === null)
+    throw new DevChainSetupError(
+      `${where}: this database used the hot wallet ${record.wallet} there, from EVM_HOT_WALLET_KEY: set that key again (or use a new database)`,
+    );
+  const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: record.accountIndex });
+  if (record.wallet !== account.address)
+    throw new DevChainSetupError(
+      `${where}: this database's hot wallet ${record.wallet} is not development account ${record.accountIndex}; use a new database`,
+    );
+  return { account, accountIndex: record.accountIndex, claimTx: await heldClaim(params, account, record) };
+}
+
+/**
+ * The claim of this database's development account, checked on the node: its claim transaction there (the same
+ * node: the claim recorded, null for nothing new), or, on a node started afresh, the account claimed again while
+ * it is unused. Taken by another gateway meanwhile (it sent transactions, and not our claim), it is refused.
+ */
+async function heldClaim(
+  params: DevChainParams,
+  account: Account,
+  record: DevChainRecord,
+): Promise<Hex | null> {
+  const where = `rail ${params.railId} (${params.url}, chain ${params.chain.id})`;
+  if (record.claimTx !== null && (await claimOnNode(params.publicClient, record.claimTx, account)))
+    return null;
+  const sent = await params.publicClient.getTransactionCount({
+    address: account.address,
+    blockTag: "pending",
+  });
+  if (sent === 0) {
+    const claimTx = await claimDevAccount(params, account);
+    if (claimTx !== null) return claimTx;
+  } else if (record.claimTx === null) return null; // recorded before claims were kept: nothing to compare
+  throw new DevChainSetupError(
+    `${where}: this database's development account ${record.accountIndex} (${account.address}) was taken on this node by another (the node was started afresh since); use a new database`,
+  );
+}
+
+async function claimOnNode(
+  publicClient: PublicClient<Transport, Chain>,
+  hash: Hex,
+  account: Account,
+): Promise<boolean> {
+  try {
+    const tx = await publicClient.getTransaction({ hash });
+    return getAddress(tx.from) === account.address && tx.nonce === 0;
+  } catch (error) {
+    if (error instanceof TransactionNotFoundError) return false;
+    throw error;
+  }
+}
+
+/** The bytes a claim carries, so that no claim on another node (a fresh one, the same fees) has its hash. */
+const claimPayloadBytes = 32;
+
+/**
+ * Sends the account's first transaction (nonce 0, to itself, a random payload): its hash once mined, or null
+ * when the node took another first transaction of it (another gateway's, a moment before).
+ */
+async function claimDevAccount(params: DevChainParams, account: Account): Promise<Hex | null> {
+  const { publicClient } = params;
+  if ((await publicClient.getBalance({ address: account.address })) === 0n)
+    await publicClient.request({
+      method: "hardhat_setBalance",
+      params: [account.address, `0x${devAccountBalanceWei.toString(16)}`],
+    } as never);
+  const walletClient = createWalletClient({ chain: params.chain, transport: params.transport, account });
+  const data = toHex(globalThis.crypto.getRandomValues(new Uint8Array(claimPayloadBytes)));
+  let hash: Hex;
+  try {
+    hash = await walletClient.sendTransaction({ to: account.address, value: 0n, nonce: 0, data });
+  } catch (error) {
+    // The nonce is taken: the node refuses the transaction (its message differs between Hardhat and anvil).
+    if (!(error instanceof BaseError)) throw error;
+    return null;
+  }
+  const receipt = await publicClient.waitForTransactionReceipt({ hash });
+  return receipt.status === "success" ? hash : null;
 }
 
 /**
@@ -290,22 +386,10 @@ async function takeDevAccount(deps: { logger: Logger }, params: DevChainParams):
     const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: index });
     const sent = await publicClient.getTransactionCount({ address: account.address, blockTag: "pending" });
     if (sent !== 0) continue;
-    if ((await publicClient.getBalance({ address: account.address })) === 0n)
-      await publicClient.request({
-        method: "hardhat_setBalance",
-        params: [account.address, `0x${devAccountBalanceWei.toString(16)}`],
-      } as never);
-    const walletClient = createWalletClient({ chain: params.chain, transport: params.transport, account });
-    try {
-      const hash = await walletClient.sendTransaction({ to: account.address, value: 0n, nonce: 0 });
-      const receipt = await publicClient.waitForTransactionReceipt({ hash });
-      if (receipt.status !== "success") continue;
-    } catch (error) {
-      // Another gateway sent this account's first transaction a moment before: the next one.
-      deps.logger.info({ index, error: String(error) }, "development account taken meanwhile");
-      continue;
-    }
-    return { account, accountIndex: index };
+    const claimTx = await claimDevAccount(params, account);
+    if (claimTx !== null) return { account, accountIndex: index, claimTx };
+    // Another gateway sent this account's first transaction a moment before: the next one.
+    deps.logger.info({ index }, "development account taken meanwhile");
   }
   throw new DevChainSetupError(
     `${where}: Hardhat's development accounts ${gatewayAccountIndexFirst} to ${gatewayAccountIndexLast} have all sent transactions (other gateways, or scripts): set EVM_HOT_WALLET_KEY`,
