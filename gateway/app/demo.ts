@@ -9,9 +9,12 @@ import {
   type Account,
   type Address,
   type Chain,
+  encodeFunctionData,
   type Hex,
+  keccak256,
   type PublicClient,
   parseEventLogs,
+  TransactionNotFoundError,
   type Transport,
   toHex,
   type WalletClient,
@@ -190,9 +193,10 @@ async function fundFromMint(
 }
 
 /**
- * On a chain reached over JSON-RPC: the same, once per database — the mint's transaction kept (evm_dev_chains)
- * before it is credited, and credited again (the same ledger id: nothing twice) at a start after a crash between.
- * Where TestUSD's mint is not open to the hot wallet, nothing.
+ * On a chain reached over JSON-RPC: the same, once per database — the mint signed and kept (evm_dev_chains)
+ * before it is sent, then credited; a start after a crash anywhere between sends that transaction again if the
+ * node lacks it and credits it (the same ledger id: nothing twice), never a second mint. Where TestUSD's mint is
+ * not open to the hot wallet, nothing.
  */
 async function fundFromMintOnce(
   db: Db,
@@ -204,15 +208,47 @@ async function fundFromMintOnce(
   const wallet = source.walletClient.account.address;
   const record = await readDevChainRecord(db, source.chainId);
   if (record?.demoMintTx != null) {
+    await resendIfLost(source, { hash: record.demoMintTx, raw: record.demoMintRaw });
     await creditMint(ledger, source, { clearing, customer, hash: record.demoMintTx });
     return "minted before";
   }
   const token = { token: source.token, wallet, amount: demoFundingUsdc };
   if (!(await canMint(source.publicClient, token))) return "not mintable";
-  const hash = await mint(source, wallet, demoFundingUsdc);
-  await recordDemoMint(db, { chainId: source.chainId, wallet, txHash: hash });
-  await creditMint(ledger, source, { clearing, customer, hash });
+  const signed = await signMint(source, wallet, demoFundingUsdc);
+  await recordDemoMint(db, { chainId: source.chainId, wallet, txHash: signed.hash, raw: signed.raw });
+  await source.publicClient.sendRawTransaction({ serializedTransaction: signed.raw });
+  await creditMint(ledger, source, { clearing, customer, hash: signed.hash });
   return "minted";
+}
+
+/** The mint to `to`, signed by the hot wallet and not sent: its raw transaction and its hash. */
+async function signMint(
+  source: DemoChainSource,
+  to: Address,
+  amount: bigint,
+): Promise<{ raw: Hex; hash: Hex }> {
+  const { walletClient } = source;
+  const request = await walletClient.prepareTransactionRequest({
+    to: source.token,
+    data: encodeFunctionData({ abi: testUsdAbi, functionName: "mint", args: [to, amount] }),
+  });
+  const raw = await walletClient.signTransaction(request as never);
+  return { raw, hash: keccak256(raw) };
+}
+
+/** The kept mint sent again when the node has no such transaction (the start before stopped before sending it). */
+async function resendIfLost(source: DemoChainSource, mint: { hash: Hex; raw: Hex | null }): Promise<void> {
+  try {
+    await source.publicClient.getTransaction({ hash: mint.hash });
+    return;
+  } catch (error) {
+    if (!(error instanceof TransactionNotFoundError)) throw error;
+  }
+  if (mint.raw === null)
+    throw new DemoSetupError("the demo mint kept in this database is not on the chain: use a new database", {
+      details: mint.hash,
+    });
+  await source.publicClient.sendRawTransaction({ serializedTransaction: mint.raw });
 }
 
 async function clearingOf(db: Db, rail: string): Promise<bigint> {
