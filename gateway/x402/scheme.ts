@@ -24,6 +24,7 @@ import {
   requiredHeaderName,
 } from "./codec.ts";
 import type { X402Deps } from "./facilitator.ts";
+import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
 import type {
@@ -46,10 +47,21 @@ const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused
 export function createX402Scheme(deps: X402Deps): PaymentScheme {
   // Concurrent requests' claims (and "already claimed?" reads) go to the database as one statement per batch.
   const claims = createClaimBatcher(deps.db);
-  // … and their simulations to the chain as one eth_call per batch.
+  // … and their simulations to the chain as one eth_call per batch; the tokens' domain separators are kept (a few:
+  // one per chain, token and domain).
+  const separators = new Map<string, Uint8Array>();
   const reads: VerifyReads = {
     isClaimed: (_db, chain, authorization) => claims.isClaimed(chain, authorization),
     checkChain: createSimulationBatcher(),
+    separator(chain, domain) {
+      const key = JSON.stringify([chain.chainId, chain.token.toLowerCase(), domain.name, domain.version]);
+      let separator = separators.get(key);
+      if (separator === undefined) {
+        separator = domainSeparator(domain, chain.chainId, chain.token);
+        separators.set(key, separator);
+      }
+      return separator;
+    },
   };
   /** The requirements for each offer on a chain of ours (an offer whose token cannot be read now is left out). */
   async function build(resource: PricedResource, offers: readonly Offer[], url: string): Promise<Built[]> {

@@ -124,6 +124,8 @@ export function parsePayment(
 export type VerifyReads = {
   isClaimed(db: Db, chain: X402Chain, authorization: Eip3009Authorization): Promise<boolean>;
   checkChain(chain: X402Chain, authorization: Eip3009Authorization, signature: Hex): Promise<Refused | null>;
+  /** The token's EIP-712 domain separator (recover.ts domainSeparator), which a caller may keep; computed if absent. */
+  separator?(chain: X402Chain, domain: { name: string; version: string }): Uint8Array;
 };
 
 export const singleReads: VerifyReads = { isClaimed, checkChain };
@@ -165,7 +167,7 @@ export async function verifyExact(
     nonce: a.nonce.toLowerCase() as Hex,
   };
   const signature = parsed.data.signature as Hex;
-  const signed = await signatureValid(chain, domain, authorization, signature);
+  const signed = await signatureValid(chain, domain, authorization, signature, reads);
   if (signed === null) return refusedWith("unexpected_verify_error", "the chain cannot be read now");
   if (!signed)
     return refusedWith(
@@ -252,10 +254,14 @@ async function signatureValid(
   domain: { name: string; version: string },
   authorization: Eip3009Authorization,
   signature: Hex,
+  reads: VerifyReads,
 ): Promise<boolean | null> {
   if (signature.length === 132) {
     if (vrsOf(signature) === null) return false;
-    const digest = transferDigest(domainSeparator(domain, chain.chainId, chain.token), authorization);
+    const digest = transferDigest(
+      reads.separator?.(chain, domain) ?? domainSeparator(domain, chain.chainId, chain.token),
+      authorization,
+    );
     const recovered = digest === null ? null : recoverAddress(digest, signature);
     if (recovered !== null && isAddressEqual(recovered, authorization.from)) return true;
     // An EOA signs in one way only: another signer, or none, is a bad signature. A contract may still accept it.
