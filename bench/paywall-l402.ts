@@ -142,7 +142,7 @@ export async function l402ReuseCase(options: L402ReuseOptions): Promise<BenchRow
       { sql: switchyard.db, ledger: switchyard.ledger },
       { tenantId: demo.tenantId, kind: "customer", asset: assets.BTC, name: "l402 bench", id: btcAccountId },
     );
-    // The token's count: every request this case sends with it (two warm-ups, the measured run, the first check).
+    // The token's count: every request this case sends with it (the first check, the warm-up, the measured run) and one.
     const tokenRequests = warmup + options.requests + 1;
     const created = await switchyard.server.inject({
       method: "POST",
