@@ -14,6 +14,7 @@ import { type CreditTarget, claim, settledAuthorization } from "./store.ts";
 import {
   type ExactRequirements,
   parsePayment,
+  singleReads,
   type VerifiedPayment,
   type VerifyReads,
   verifyExact,
@@ -120,6 +121,7 @@ export async function facilitatorSettle(
 
 /** Verification that takes a claimed and spent nonce: the rest of the checks, as for a first settle. */
 const spentNonceReads: VerifyReads = {
+  ...singleReads,
   isClaimed: async () => false,
   checkChain: async () => null,
 };

@@ -5,6 +5,14 @@
 // transferWithAuthorization from the hot wallet through its send journal — the one signer and nonce sequence of that
 // wallet. The settler waits for the receipt; the gas the hot wallet paid is booked as the rail's fee, as a sweep's is.
 // Behind `X402Settler` so that a batch settler (many authorizations per transaction) can take its place.
+//
+// An authorization's life (x402_authorizations.status): claimed (before serving or settling) → submitted (its
+// transaction sent) → settled | failed (mined: paid, or reverted/refused). A claim is given back (its row deleted)
+// only while nothing was sent — the invoice refused, booking it threw, the rail refused it before sending (and gave
+// the invoice's nonce back) — so the same authorization may come again and book a new invoice. Once a transaction
+// is sent, the payer's answer is the chain's: recording and the gas booking are retried and then logged
+// (afterSent), never thrown; the invoice is credited by the deposit watcher from the token's log, whatever happens
+// here. A row left `submitted` (not mined in time, or its record failed) keeps its transaction for reconciliation.
 import { type Address, BaseError, type Hex } from "viem";
 import { assets, divCeil, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
@@ -100,8 +108,11 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         );
       }
       if (!submitted.ok) {
-        // Refused before anything was sent: the claim is given back, the invoice stays open until it expires.
-        await release(deps.settlement.db, chain, a);
+        // Refused before anything was sent (the rail gave the invoice's nonce back): the claim is given back, the
+        // invoice stays open, bound to nothing, until it expires.
+        await afterSent(logger, "giving the claim back", { invoiceId }, () =>
+          release(deps.settlement.db, chain, a),
+        );
         return refused(railRefusalReason[submitted.refusal] ?? "unexpected_settle_error", submitted.message);
       }
       // Sent: from here on nothing the ledger or the database does may turn the payer's answer into a failure.
