@@ -2,16 +2,18 @@
 // bodies (v2 shapes; v1 payloads and requirements taken too). The HTTP glue (gateway/http/resources/x402.ts) finds
 // the tenant and the account to credit, and answers what these return. A business refusal is an answer
 // (`isValid: false` / `success: false` with x402's reason), never a throw.
+import { BaseError, type Hex, isAddressEqual, keccak256, pad, toBytes } from "viem";
 import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
-import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
+import { type ChainRegistry, caip2Of, v1NetworkOf, type X402Chain } from "./chains.ts";
 import type { Refused } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
-import { type CreditTarget, claim, settledAuthorization } from "./store.ts";
+import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
+  type Eip3009Authorization,
   type ExactRequirements,
   parsePayment,
   singleReads,
@@ -129,8 +131,10 @@ const spentNonceReads: VerifyReads = {
 /**
  * A settle retried after it succeeded (the official resource servers retry): the same success, the same
  * transaction, when the payment passes every check but its nonce's (signature, recipient, value against the
- * requirements, time) and the authorization was settled for the same tenant and account and amount. Anything else
- * (another tenant or account, other requirements, a claim still in flight or failed): null, the caller refuses.
+ * requirements, time) and the authorization was settled for the same tenant and account and amount. A row left
+ * `submitted` (its outcome never recorded) is completed here when its transaction's receipt shows the token spent
+ * this authorization. Anything else (another tenant or account, other requirements, a claim not sent yet, failed,
+ * or a transaction that did not spend it): null, the caller refuses.
  */
 async function priorSettlement(
   deps: X402Deps,
@@ -142,7 +146,8 @@ async function priorSettlement(
   const verified = await verifyExact(deps, parsed.payload, parsed.requirements, spentNonceReads);
   if (!verified.ok) return null;
   const { payment } = verified;
-  const prior = await settledAuthorization(deps.db, parsed.requirements.chain, payment.authorization);
+  const { chain } = parsed.requirements;
+  const prior = await sentAuthorization(deps.db, chain, payment.authorization);
   if (
     prior === null ||
     prior.tenantId !== credit.tenantId ||
@@ -150,6 +155,11 @@ async function priorSettlement(
     prior.amount !== payment.authorization.value
   )
     return null;
+  if (prior.status === "submitted") {
+    // Sent, its outcome never recorded: the chain says whether this authorization was spent by that transaction.
+    if (!(await spentBy(chain, prior.txHash as Hex, payment.authorization))) return null;
+    await record(deps.db, chain, payment.authorization, { status: "settled" });
+  }
   return {
     success: true,
     transaction: prior.txHash,
@@ -157,6 +167,28 @@ async function priorSettlement(
     payer: payment.payer,
     amount: prior.amount.toString(),
   };
+}
+
+const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
+
+/** Whether mined transaction `txHash` spent the authorization (the token's AuthorizationUsed log); false if unknown. */
+async function spentBy(chain: X402Chain, txHash: Hex, a: Eip3009Authorization): Promise<boolean> {
+  let receipt: Awaited<ReturnType<X402Chain["publicClient"]["getTransactionReceipt"]>>;
+  try {
+    receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return false;
+  }
+  if (receipt.status !== "success") return false;
+  const authorizer = pad(a.from.toLowerCase() as Hex).toLowerCase();
+  return receipt.logs.some(
+    (log) =>
+      isAddressEqual(log.address, chain.token) &&
+      log.topics[0] === authorizationUsedTopic &&
+      log.topics[1]?.toLowerCase() === authorizer &&
+      log.topics[2]?.toLowerCase() === a.nonce.toLowerCase(),
+  );
 }
 
 function networkOf(requirements: unknown): string {

@@ -85,27 +85,37 @@ export async function record(
   );
 }
 
-/** What the gateway recorded of an authorization that reached the chain and paid: for answering a retry. */
-export type SettledAuthorization = {
+/** What the gateway recorded of an authorization whose transaction was sent: for answering a retry. */
+export type SentAuthorization = {
+  /** `submitted`: sent, its outcome not recorded (not mined in time, or recording it failed). */
+  readonly status: "submitted" | "settled";
   readonly tenantId: string;
   readonly accountId: string;
   readonly amount: bigint;
   readonly txHash: string;
 };
 
-/** The settled record of the authorization, or null (not claimed, still in flight, failed, given back). */
-export async function settledAuthorization(
+/** The record of the authorization when its transaction was sent and did not fail, or null. */
+export async function sentAuthorization(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce">,
-): Promise<SettledAuthorization | null> {
-  const [row] = await db.query<{ tenant_id: string; account_id: string; amount: string; tx_hash: string }>(
-    `SELECT tenant_id, account_id, amount::text AS amount, tx_hash FROM x402_authorizations
-     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'settled' AND tx_hash IS NOT NULL`,
+): Promise<SentAuthorization | null> {
+  const [row] = await db.query<{
+    status: "submitted" | "settled";
+    tenant_id: string;
+    account_id: string;
+    amount: string;
+    tx_hash: string;
+  }>(
+    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash FROM x402_authorizations
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status IN ('submitted', 'settled')
+       AND tx_hash IS NOT NULL`,
     keyOf(chain, authorization),
   );
   if (row === undefined) return null;
   return {
+    status: row.status,
     tenantId: row.tenant_id,
     accountId: row.account_id,
     amount: BigInt(row.amount),

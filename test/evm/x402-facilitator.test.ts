@@ -365,6 +365,29 @@ describe("the facilitator's routes", () => {
     });
     expect(other.status).toBe(200);
     expect(other.body).toMatchObject({ success: false, transaction: "" });
+    // Its outcome never recorded (left `submitted`): the retry reads the receipt, completes the row, and answers.
+    const nonce = payment.paymentPayload.payload.authorization.nonce.toLowerCase();
+    const rowOf = async () =>
+      (
+        await gw.app.db.query<{ status: string; tx_hash: string }>(
+          "SELECT status, tx_hash FROM x402_authorizations WHERE nonce = $1",
+          [nonce],
+        )
+      )[0];
+    await gw.app.db.query("UPDATE x402_authorizations SET status = 'submitted' WHERE nonce = $1", [nonce]);
+    expect((await facilitator("settle", payment)).body).toEqual(settled.body);
+    expect(await rowOf()).toEqual({ status: "settled", tx_hash: settled.body.transaction });
+    // …but not when that transaction did not spend this authorization.
+    const another = await signedPayment();
+    const anotherSettled = await facilitator("settle", another);
+    expect(anotherSettled.body).toMatchObject({ success: true });
+    await settledRow(another.paymentPayload.payload.authorization.nonce as Hex);
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET status = 'submitted', tx_hash = $2 WHERE nonce = $1",
+      [nonce, anotherSettled.body.transaction],
+    );
+    expect((await facilitator("settle", payment)).body).toMatchObject(used);
+    expect((await rowOf())?.status).toBe("submitted");
     // A payload whose signature is not the payer's over these terms is refused, whatever its nonce settled.
     const forged = {
       ...payment,
