@@ -2,11 +2,12 @@
 // one true per authorization however many ask at once, and a key store.ts claimed is taken for the batch too.
 import type { Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { groupCommit } from "../../core/group-commit.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { ledgerMigrations } from "../ledger/index.ts";
 import type { X402Chain } from "./chains.ts";
-import { createClaimBatcher, groupCommit } from "./claims-batch.ts";
+import { createClaimBatcher } from "./claims-batch.ts";
 import { claim, isClaimed } from "./store.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 

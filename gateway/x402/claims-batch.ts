@@ -1,8 +1,9 @@
-// Group commit for the x402 authorization claims of concurrent requests: while one statement is in flight the next
+// Group commit (core/group-commit.ts) for the x402 authorization claims of concurrent requests: while one statement is in flight the next
 // batch gathers, and each batch is one statement — a SELECT for "already claimed?" and an INSERT … ON CONFLICT DO
 // NOTHING RETURNING for the claims, with the same semantics row by row as store.ts `isClaimed` and `claim` (the
 // key (chain_id, token, payer, nonce), lower case). Every caller gets its own answer; a key asked twice in one batch
 // is claimed by its first caller only. A failed statement fails every caller of its batch.
+import { groupCommit } from "../../core/group-commit.ts";
 import type { Db } from "../db/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { CreditTarget } from "./store.ts";
@@ -10,39 +11,6 @@ import type { Eip3009Authorization } from "./verify.ts";
 
 /** The most rows one batched statement carries (7 parameters each for a claim). */
 export const maxClaimBatchRows = 256;
-
-/**
- * `run` over the items gathered while the previous run was in flight (at most `maxBatch` at a time): one call per
- * batch, its i-th answer the i-th item's.
- */
-export function groupCommit<I, O>(
-  run: (items: readonly I[]) => Promise<readonly O[]>,
-  maxBatch: number,
-): (item: I) => Promise<O> {
-  type Waiting = { item: I; resolve: (value: O) => void; reject: (error: unknown) => void };
-  const waiting: Waiting[] = [];
-  let running = false;
-  const drain = async () => {
-    running = true;
-    while (waiting.length > 0) {
-      const batch = waiting.splice(0, maxBatch);
-      try {
-        const answers = await run(batch.map((w) => w.item));
-        batch.forEach((w, i) => {
-          w.resolve(answers[i]!);
-        });
-      } catch (error) {
-        for (const w of batch) w.reject(error);
-      }
-    }
-    running = false;
-  };
-  return (item) =>
-    new Promise<O>((resolve, reject) => {
-      waiting.push({ item, resolve, reject });
-      if (!running) void drain();
-    });
-}
 
 type Key = readonly [number, string, string, string];
 const keyOf = (chain: X402Chain, a: Pick<Eip3009Authorization, "from" | "nonce">): Key => [

@@ -7,8 +7,8 @@
 // batch the chain would not run (no state overrides, unreachable), goes through verify.ts's one-payment checkChain,
 // which simulates it alone and says why (nonce used, balance, the revert), so every refusal is as before.
 import { BaseError, decodeFunctionResult, encodeFunctionData, type Hex, parseAbi } from "viem";
+import { groupCommit } from "../../core/group-commit.ts";
 import { eip3009Abi, type X402Chain } from "./chains.ts";
-import { groupCommit } from "./claims-batch.ts";
 import type { Refused } from "./refusals.ts";
 import { checkChain, type Eip3009Authorization, transferArgs, vrsOf } from "./verify.ts";
 
