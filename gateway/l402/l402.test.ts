@@ -472,6 +472,51 @@ describe("the scheme", () => {
     expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
   });
 
+  it("counts concurrent requests of one process together, each against its own bound, never beyond the row's", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged(
+      scheme({ tokenRequestsMax: 5 }),
+    );
+    await pay(invoiceId, paymentHash);
+    const full = `L402 ${macaroon}:${preimage}`;
+    const tightened = `L402 ${Buffer.from(
+      attenuateMacaroon(Buffer.from(macaroon, "base64"), ["weather_requests=2"]),
+    ).toString("base64")}:${preimage}`;
+    // Twelve at once on one scheme (one counting statement per round): the attenuated copy's first two are within
+    // its bound of 2, and the row's five are never exceeded whatever the order.
+    const asked = [
+      full,
+      tightened,
+      tightened,
+      tightened,
+      full,
+      full,
+      full,
+      full,
+      full,
+      full,
+      tightened,
+      full,
+    ];
+    const verdicts = await Promise.all(asked.map((token) => verify(l402, token)));
+    const paid = verdicts.filter((v) => v.kind === "paid").length;
+    expect(paid).toBe(5);
+    const tightenedPaid = verdicts.filter((v, i) => asked[i] === tightened && v.kind === "paid").length;
+    expect(tightenedPaid).toBeLessThanOrEqual(2);
+    expect(verdicts.filter((v) => v.kind !== "paid").map(code)).toEqual(
+      Array(asked.length - 5).fill("l402_requests_exhausted"),
+    );
+    const [row] = await db.query<{ requests_used: number }>(
+      "SELECT requests_used FROM l402_tokens WHERE payment_hash = $1",
+      [paymentHash],
+    );
+    expect(Number(row!.requests_used)).toBe(5);
+    // A request not served gives its count back; the next one takes it.
+    const first = verdicts.find((v) => v.kind === "paid");
+    if (first?.kind === "paid") await first.complete({ served: false });
+    expect(code(await verify(l402, full))).toBe("paid");
+    expect(code(await verify(l402, full))).toBe("l402_requests_exhausted");
+  });
+
   it("refuses an appended count beyond the schema's maximum (never a database error), counted or not", async () => {
     const uncounted = { ...resource, credential: { lifetimeSeconds: 120, requestsMax: null } };
     for (const at of [resource, uncounted]) {

@@ -10,6 +10,7 @@
 //   → a request is left on its count (l402_requests_exhausted).
 // A refusal is a 402 again with a fresh challenge (Aperture's choice, so that lnget and lsat-js pay again).
 import { createHash, randomBytes } from "node:crypto";
+import { groupCommit } from "../../core/group-commit.ts";
 import { type Asset, formatAmount, SwitchyardError } from "../../core/index.ts";
 import { pathOf } from "../paywall/core.ts";
 import type {
@@ -26,7 +27,15 @@ import { judgeCaveats, mintCaveats, tokenRequestsMaxLimit } from "./caveats.ts";
 import { carriesL402, challengeLines, parseCredentials } from "./header.ts";
 import { decodeIdentifier, encodeIdentifier, type L402Identifier, rootKeyId } from "./identifier.ts";
 import { mintMacaroon, type PresentedMacaroon, readMacaroon } from "./macaroon.ts";
-import { giveBackRequest, insertToken, readToken, type StoredToken, takeRequest } from "./tokens.ts";
+import {
+  giveBackRequest,
+  insertToken,
+  readToken,
+  type StoredToken,
+  type TakeRequestAsk,
+  type TakeRequestResult,
+  takeRequests,
+} from "./tokens.ts";
 
 export type L402RefusalCode =
   | "l402_malformed"
@@ -82,6 +91,9 @@ const refused = (code: L402RefusalCode, message: string): SchemeVerdict => ({
 
 const hex32 = /^[0-9a-f]{64}$/;
 
+/** The most requests one counting statement carries (group commit). */
+const takeRequestsBatchMax = 1_000;
+
 /**
  * What a token costs: the paywall's price is a price per request, so a counted token prepays its requests (price ×
  * requestsMax); an uncounted one (Aperture's kind, any number of requests until it expires) costs the price once.
@@ -109,9 +121,52 @@ function createTokenMemory(entriesMax: number) {
   };
 }
 
+type ReadMacaroon = { macaroon: PresentedMacaroon; identifier: L402Identifier } | null;
+
+/**
+ * Macaroons read before, by their bytes (base64), so that a reused token is parsed and its HMAC chain computed once:
+ * the bytes fix the caveats and the signature, so a chain that verified under a root key verifies again. The oldest
+ * is forgotten beyond the max.
+ */
+function createMacaroonMemory(entriesMax: number) {
+  const read = new Map<string, ReadMacaroon>();
+  return (bytes: Uint8Array): ReadMacaroon => {
+    const name = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+    const known = read.get(name);
+    if (known !== undefined) return known;
+    const macaroon = readMacaroon(bytes);
+    const identifier = macaroon === null ? null : decodeIdentifier(macaroon.identifier);
+    const entry =
+      macaroon === null || identifier === null ? null : { macaroon: verifiedOnce(macaroon), identifier };
+    if (entriesMax > 0) {
+      while (read.size >= entriesMax) {
+        const oldest = read.keys().next();
+        if (oldest.done === true) break;
+        read.delete(oldest.value);
+      }
+      read.set(name, entry);
+    }
+    return entry;
+  };
+}
+
+/** The macaroon with its last root key's verdict kept (a token's root key does not change while it lives). */
+function verifiedOnce(macaroon: PresentedMacaroon): PresentedMacaroon {
+  let last: { rootKey: string; verifies: boolean } | null = null;
+  return {
+    ...macaroon,
+    verifies(rootKey) {
+      const key = Buffer.from(rootKey).toString("hex");
+      if (last?.rootKey !== key) last = { rootKey: key, verifies: macaroon.verifies(rootKey) };
+      return last.verifies;
+    },
+  };
+}
+
 /** The first presented macaroon that carries an L402 version-0 identifier, with the preimage sent beside it. */
 function presentedToken(
   request: PaywallRequest,
+  read: (bytes: Uint8Array) => ReadMacaroon,
 ):
   | { ok: true; macaroon: PresentedMacaroon; identifier: L402Identifier; preimage: string }
   | { ok: false; message: string } {
@@ -120,10 +175,8 @@ function presentedToken(
   if (parsed.kind === "malformed") return { ok: false, message: parsed.message };
   for (const credential of parsed.credentials)
     for (const bytes of credential.macaroons) {
-      const macaroon = readMacaroon(bytes);
-      const identifier = macaroon === null ? null : decodeIdentifier(macaroon.identifier);
-      if (macaroon !== null && identifier !== null)
-        return { ok: true, macaroon, identifier, preimage: credential.preimage };
+      const entry = read(bytes);
+      if (entry !== null) return { ok: true, ...entry, preimage: credential.preimage };
     }
   return { ok: false, message: "no V2 macaroon with an L402 identifier in the credential" };
 }
@@ -134,6 +187,12 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
   const nowMs = deps.nowMs ?? Date.now;
   const db = deps.settlement.db;
   const memory = createTokenMemory(limits.tokenMemoryEntriesMax);
+  const readPresented = createMacaroonMemory(limits.tokenMemoryEntriesMax);
+  // Concurrent requests' counts go to the database as one statement (group commit).
+  const takeRequest = groupCommit(
+    (asks: readonly TakeRequestAsk[]): Promise<TakeRequestResult[]> => takeRequests(db, asks),
+    takeRequestsBatchMax,
+  );
 
   const assetFor = (id: string): Asset | null =>
     id === rail ? (deps.settlement.rails.get(id)?.asset ?? null) : null;
@@ -236,7 +295,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     offers: readonly { rail: string; price: SchemePrice }[],
     request: PaywallRequest,
   ): Promise<SchemeVerdict> {
-    const presented = presentedToken(request);
+    const presented = presentedToken(request, readPresented);
     if (!presented.ok) return refused("l402_malformed", presented.message);
     if (!offers.some((o) => o.rail === rail))
       return refused("l402_not_offered", `${rail} is not offered here`);
@@ -264,7 +323,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     // Paid on the rail: its booking follows from the rail's event (the ledger's evidence), this answer does not wait.
     memory.remember({ ...stored, invoicePaid: true });
     // judged.requestsMax is at most the row's own (a caveat only tightens) and within the column's range.
-    const taken = await takeRequest(db, { tenantId, keyId, requestsMax: judged.requestsMax });
+    const taken = await takeRequest({ tenantId, keyId, requestsMax: judged.requestsMax });
     if (!taken.ok) {
       if (taken.reason === "revoked") {
         memory.forget(tenantId, keyId);

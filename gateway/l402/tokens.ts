@@ -1,6 +1,7 @@
 // The L402 tokens' rows (migration 0022): a root key per token under sha256(identifier), the invoice it was
 // minted with, and its request count. Every statement is scoped to the tenant: another tenant's token is not
-// found. Counting is one conditional UPDATE, so that processes sharing the database never serve beyond the count.
+// found. Counting locks the row and adds what its bound leaves, so that processes sharing the database never serve
+// beyond the count; the requests of concurrent callers are counted by one statement (takeRequests, group commit).
 // Rows expired for a day are pruned (every 10 minutes, beside the idempotency prune).
 import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
@@ -84,27 +85,77 @@ export type TakeRequestResult =
   | { ok: true; requestsUsed: number }
   | { ok: false; reason: "exhausted" | "revoked" };
 
+/** One request to count: the token's key and the most requests it may have used (null: no count). */
+export type TakeRequestAsk = { tenantId: string; keyId: string; requestsMax: number | null };
+
 /**
  * Counts one request against the token, atomically: taken only while fewer than `requestsMax` (the smallest of
  * the row's and the presented caveats'; null: no count) were used. Two processes racing for the last request:
  * one wins. Every request is counted, also on an uncounted token, so that revocation is seen at once.
  */
-export async function takeRequest(
-  sql: Sql,
-  params: { tenantId: string; keyId: string; requestsMax: number | null },
-): Promise<TakeRequestResult> {
-  const [row] = await sql.query<{ requests_used: number }>(
-    `UPDATE l402_tokens SET requests_used = requests_used + 1
-      WHERE key_id = $1 AND tenant_id = $2 AND ($3::integer IS NULL OR requests_used < $3::integer)
-      RETURNING requests_used`,
-    [params.keyId, params.tenantId, params.requestsMax],
-  );
-  if (row !== undefined) return { ok: true, requestsUsed: Number(row.requests_used) };
-  const [exists] = await sql.query("SELECT 1 FROM l402_tokens WHERE key_id = $1 AND tenant_id = $2", [
-    params.keyId,
-    params.tenantId,
-  ]);
-  return { ok: false, reason: exists === undefined ? "revoked" : "exhausted" };
+export async function takeRequest(sql: Sql, ask: TakeRequestAsk): Promise<TakeRequestResult> {
+  const [result] = await takeRequests(sql, [ask]);
+  return result!;
+}
+
+/** The most tokens one counting statement names (4 parameters each). */
+export const takeRequestsBatchTokensMax = 500;
+
+/**
+ * Counts many requests, as `takeRequest` would one after another in the order given, with one statement per
+ * round: each token's requests of a round are counted together (n at once, granted up to what its bound leaves),
+ * under a row lock, so processes sharing the database never serve beyond the count. Asks for one token with
+ * different bounds (attenuated macaroons) go to further rounds, so each is judged against its own bound.
+ */
+export async function takeRequests(sql: Sql, asks: readonly TakeRequestAsk[]): Promise<TakeRequestResult[]> {
+  const results: (TakeRequestResult | undefined)[] = asks.map(() => undefined);
+  let pending = asks.map((_, i) => i);
+  while (pending.length > 0) {
+    // This round: per token, the asks with the same bound as its first pending ask (in order).
+    const round = new Map<string, { ask: TakeRequestAsk; indexes: number[] }>();
+    const later: number[] = [];
+    for (const i of pending) {
+      const ask = asks[i]!;
+      const name = `${ask.tenantId}\u0000${ask.keyId}`;
+      const group = round.get(name);
+      if (group === undefined && round.size < takeRequestsBatchTokensMax)
+        round.set(name, { ask, indexes: [i] });
+      else if (group !== undefined && group.ask.requestsMax === ask.requestsMax) group.indexes.push(i);
+      else later.push(i);
+    }
+    const groups = [...round.values()];
+    const params = groups.flatMap((g) => [g.ask.keyId, g.ask.tenantId, g.indexes.length, g.ask.requestsMax]);
+    const values = groups
+      .map(
+        (_, g) =>
+          `($${4 * g + 1}::text, $${4 * g + 2}::text, $${4 * g + 3}::integer, $${4 * g + 4}::integer)`,
+      )
+      .join(", ");
+    const rows = await sql.query<{ key_id: string; tenant_id: string; before: number; granted: number }>(
+      `WITH asked (key_id, tenant_id, n, cap) AS (VALUES ${values}),
+       locked AS (
+         SELECT t.key_id, t.tenant_id, t.requests_used AS before,
+                CASE WHEN a.cap IS NULL THEN a.n ELSE greatest(0, least(a.n, a.cap - t.requests_used)) END AS granted
+           FROM l402_tokens t JOIN asked a ON a.key_id = t.key_id AND a.tenant_id = t.tenant_id
+            FOR UPDATE OF t)
+       UPDATE l402_tokens t SET requests_used = t.requests_used + c.granted
+         FROM locked c WHERE t.key_id = c.key_id AND t.tenant_id = c.tenant_id
+       RETURNING t.key_id, t.tenant_id, c.before, c.granted`,
+      params,
+    );
+    const counted = new Map(rows.map((row) => [`${row.tenant_id}\u0000${row.key_id}`, row]));
+    for (const [name, group] of round) {
+      const row = counted.get(name);
+      group.indexes.forEach((index, j) => {
+        if (row === undefined) results[index] = { ok: false, reason: "revoked" };
+        else if (j < Number(row.granted))
+          results[index] = { ok: true, requestsUsed: Number(row.before) + j + 1 };
+        else results[index] = { ok: false, reason: "exhausted" };
+      });
+    }
+    pending = later;
+  }
+  return results as TakeRequestResult[];
 }
 
 /** Gives back one counted request (its handler failed, nothing was served). */
