@@ -6,8 +6,9 @@
 // authorization signed beforehand by the official @x402/fetch client with the demo payer's key: decoded, matched,
 // signature verified and the authorization claimed before the handler; settlement is queued — held back until
 // the run has ended and then given back, as a batch settler would take it later — so the row measures the
-// verification path, not the chain), l402-reuse (needs the L402 scheme wired into the app and a paid token from
-// the Lightning regtest network: skipped, with the reason in its row, while either is missing).
+// verification path, not the chain), and from bench/paywall-l402.ts baseline-l402 and l402-reuse (one L402 token
+// paid on the Lightning regtest network, which the case starts, presented on every request; its baseline is the
+// same route measured the same way while the cluster runs).
 // Measured as requests completed / seconds elapsed (autocannon's per-second average caps a run shorter than a second
 // at its request count). Each case is warmed up first; then `BENCH_PAYWALL_ROUNDS` rounds of baseline then x402, and
 // baseline once more at the end, so drift between the first and last baseline shows. A round lasts about
@@ -15,7 +16,7 @@
 // the warm-up reached × the seconds; signing is setup, not measured).
 // Metrics: requests_per_s (median of the rounds), min/max over the rounds, p99_ms (the median round's),
 // ratio_to_baseline (median over median). Knobs: BENCH_PAYWALL_SECONDS (default 4), BENCH_PAYWALL_ROUNDS
-// (default 3), BENCH_PAYWALL_CLIENTS (default 16).
+// (default 3), BENCH_PAYWALL_CLIENTS (default 16), BENCH_PAYWALL_L402_REQUESTS (default 10,000).
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client, x402HTTPClient } from "@x402/fetch";
 import autocannon from "autocannon";
@@ -24,6 +25,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { loadConfig } from "../gateway/app/config.ts";
 import { createApp } from "../gateway/app.ts";
 import { type PaywallCheck, type PaywallCompletion, switchyardPaywall } from "../gateway/paywall/index.ts";
+import { l402ReuseCase } from "./paywall-l402.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
 const roundSeconds = Number(process.env.BENCH_PAYWALL_SECONDS ?? 4);
@@ -32,6 +34,8 @@ const clients = Number(process.env.BENCH_PAYWALL_CLIENTS ?? 16);
 /** Authorizations signed for the x402 warm-up, and the most signed for one round. */
 const warmupAuthorizations = 400;
 const maxAuthorizationsPerRound = 40_000;
+/** Requests of the l402-reuse run (and as many to warm up): the token is bought for them all. */
+const l402Requests = Number(process.env.BENCH_PAYWALL_L402_REQUESTS ?? 10_000);
 
 async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstance; url: string }> {
   const app = Fastify({ requestTimeout: 30_000 });
@@ -186,16 +190,10 @@ export async function run(): Promise<BenchResult> {
       ...x402Row,
       ratio_to_baseline: Number((x402Row.requests_per_s / baselineRow.requests_per_s).toFixed(3)),
     });
-
-    const l402Wired = switchyard.paywalls.schemes.some((scheme) => scheme.id === "l402");
-    rows.push({
-      case: "l402-reuse",
-      skipped: l402Wired
-        ? "needs a token paid on the Lightning regtest network (not started by this bench)"
-        : "the L402 scheme is not wired into the app yet",
-    });
   } finally {
     await switchyard.close();
   }
+  // l402-reuse beside its own baseline, both measured while the regtest cluster runs (bench/paywall-l402.ts).
+  rows.push(...(await l402ReuseCase({ requests: l402Requests, clients })));
   return { benchmark: "paywall", rows };
 }
