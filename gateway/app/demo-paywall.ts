@@ -79,7 +79,7 @@ export async function registerDemoPaywallRoutes(
   options: { paywall: PaywallCheck },
 ): Promise<void> {
   await server.register(async (scope) => {
-    await scope.register(switchyardPaywall, { paywall: options.paywall });
+    await scope.register(switchyardPaywall, { paywall: options.paywall, preflightRoutes: true });
     scope.get<{ Params: { name: string } }>(
       "/demo/paid/:name",
       { schema: { hide: true } },

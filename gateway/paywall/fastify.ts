@@ -1,7 +1,7 @@
 // The paywall in a tenant's own Fastify app: `app.register(switchyardPaywall, { paywall })`, where `paywall` is
 // createPaywall(…) in-process or remotePaywall(…) over HTTP. The verdict runs in onRequest (a 402 or a preflight
-// is answered there, before any body is read; every route gets an OPTIONS twin so that a preflight reaches the
-// hook); a paid request runs its handler, and in onSend — the answer
+// is answered there, before any body is read; inside an encapsulated scope `preflightRoutes` gives routes an
+// OPTIONS twin so that a preflight reaches the hook); a paid request runs its handler, and in onSend — the answer
 // serialized, not yet written — the verdict is completed: settled only when the handler answered below 400;
 // a settlement that fails discards the handler's answer for a 402 (reference §1.3, "Express adapter flow").
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
@@ -20,6 +20,11 @@ export type SwitchyardPaywallOptions = {
   readonly paywall: PaywallCheck;
   /** The origin clients use (`https://api.example.com`), for the absolute resource URL; default: the request's. */
   readonly publicOrigin?: string;
+  /**
+   * Give each route registered after the plugin an OPTIONS twin, so that a browser's preflight reaches the paywall
+   * when the plugin is registered inside an encapsulated scope (at the top level it is not needed). Default false.
+   */
+  readonly preflightRoutes?: boolean;
 };
 
 /** The framework-free request of a Fastify one. */
@@ -48,20 +53,28 @@ export function setHeaderLines(reply: FastifyReply, lines: readonly HeaderLine[]
 const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options) => {
   app.decorateRequest("paywallPaid", null);
 
-  // A browser preflights the paid retry (OPTIONS with Access-Control-Request-Method): Fastify runs hooks only
-  // for a route it has, so each route registered after the plugin gets an OPTIONS twin, unless it has one. The
-  // onRequest hook answers a paywalled path's preflight; anything else reaching the twin is the 404 it was.
-  app.addHook("onRoute", function addPreflightRoute(route) {
-    const methods = Array.isArray(route.method) ? route.method : [route.method];
-    if (methods.some((method) => method.toUpperCase() === "OPTIONS")) return;
-    if (this.hasRoute({ method: "OPTIONS", url: route.url })) return;
-    this.route({
-      method: "OPTIONS",
-      url: route.routePath,
-      schema: { hide: true },
-      handler: (_request, reply) => reply.callNotFound(),
+  // A browser preflights the paid retry (OPTIONS with Access-Control-Request-Method). Registered at the top level,
+  // the hook runs for every request, also the OPTIONS no route matches (Fastify's 404 runs the root's hooks). Inside
+  // an encapsulated scope it does not: there `preflightRoutes` gives each route registered after the plugin an
+  // OPTIONS twin (not HEAD routes, not a path that has one), so the hook answers a paywalled path's preflight;
+  // anything else reaching a twin is the 404 it was.
+  if (options.preflightRoutes === true) {
+    const twinned = new Set<string>();
+    app.addHook("onRoute", function addPreflightRoute(route) {
+      const methods = (Array.isArray(route.method) ? route.method : [route.method]).map((m) =>
+        m.toUpperCase(),
+      );
+      if (methods.includes("OPTIONS") || methods.every((method) => method === "HEAD")) return;
+      if (twinned.has(route.url) || this.hasRoute({ method: "OPTIONS", url: route.url })) return;
+      twinned.add(route.url);
+      this.route({
+        method: "OPTIONS",
+        url: route.routePath,
+        schema: { hide: true },
+        handler: (_request, reply) => reply.callNotFound(),
+      });
     });
-  });
+  }
 
   app.addHook("onRequest", async (request, reply) => {
     const verdict = await options.paywall(paywallRequestOf(request, options.publicOrigin));

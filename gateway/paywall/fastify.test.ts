@@ -1,0 +1,66 @@
+// The Fastify glue alone (no database, no rail): the plugin at the top level leaves a user's routes as they were —
+// prefixed routes with their HEAD twins, the user's own OPTIONS route, a catch-all OPTIONS — and still answers a
+// paywalled path's preflight; inside an encapsulated scope `preflightRoutes` makes the preflight reach it.
+import Fastify from "fastify";
+import { describe, expect, it } from "vitest";
+import type { PaywallCheck } from "./core.ts";
+import { switchyardPaywall } from "./fastify.ts";
+
+/** Paywalls /paid/*: a preflight there is answered with the payment headers allowed; everything else is free. */
+const paywall: PaywallCheck = async (request) => {
+  const path = new URL(request.url).pathname;
+  if (!path.startsWith("/paid") && !path.startsWith("/api/paid")) return { kind: "free" };
+  if (request.method === "OPTIONS")
+    return { kind: "preflight", headers: [["Access-Control-Allow-Headers", "PAYMENT-SIGNATURE"]] };
+  return { kind: "free" };
+};
+
+const preflight = { "access-control-request-method": "GET", origin: "https://app.example" };
+
+describe("switchyardPaywall in a Fastify app", () => {
+  it("at the top level: starts with prefixed routes, a user's OPTIONS route and a catch-all, and answers preflights", async () => {
+    const app = Fastify();
+    await app.register(switchyardPaywall, { paywall });
+    await app.register(
+      async (api) => {
+        api.get("/", async () => ({ root: true }));
+        api.get("/paid/report", async () => ({ report: true }));
+      },
+      { prefix: "/api" },
+    );
+    app.get("/x", async () => ({ x: true }));
+    app.options("/x", async (_request, reply) => reply.code(200).send({ mine: true }));
+    app.options("/open/*", async (_request, reply) => reply.code(204).send());
+    app.get("/open/thing", async () => ({ open: true }));
+    await app.ready();
+
+    const paid = await app.inject({ method: "OPTIONS", url: "/api/paid/report", headers: preflight });
+    expect(paid.statusCode).toBe(204);
+    expect(paid.headers["access-control-allow-headers"]).toBe("PAYMENT-SIGNATURE");
+    expect((await app.inject({ method: "OPTIONS", url: "/x" })).json()).toEqual({ mine: true });
+    expect((await app.inject({ method: "OPTIONS", url: "/open/thing", headers: preflight })).statusCode).toBe(
+      204,
+    );
+    expect((await app.inject({ method: "GET", url: "/api" })).json()).toEqual({ root: true });
+    await app.close();
+  });
+
+  it("inside an encapsulated scope: preflightRoutes twins the routes after it, HEAD routes and prefixes included", async () => {
+    const app = Fastify();
+    await app.register(
+      async (scope) => {
+        await scope.register(switchyardPaywall, { paywall, preflightRoutes: true });
+        scope.get("/paid/report", async () => ({ report: true }));
+        scope.get("/", async () => ({ root: true }));
+      },
+      { prefix: "/api" },
+    );
+    await app.ready();
+    const paid = await app.inject({ method: "OPTIONS", url: "/api/paid/report", headers: preflight });
+    expect(paid.statusCode).toBe(204);
+    expect(paid.headers["access-control-allow-headers"]).toBe("PAYMENT-SIGNATURE");
+    // A twin of a path that is not paywalled is the 404 it was.
+    expect((await app.inject({ method: "OPTIONS", url: "/api/", headers: preflight })).statusCode).toBe(404);
+    await app.close();
+  });
+});
