@@ -91,6 +91,8 @@ const refused = (code: L402RefusalCode, message: string): SchemeVerdict => ({
 
 const hex32 = /^[0-9a-f]{64}$/;
 
+/** The largest macaroon remembered once read (a minted one with a few appended caveats is far smaller). */
+const memorableMacaroonBytesMax = 1_024;
 /** The most requests one counting statement carries (group commit). */
 const takeRequestsBatchMax = 1_000;
 
@@ -124,21 +126,23 @@ function createTokenMemory(entriesMax: number) {
 type ReadMacaroon = { macaroon: PresentedMacaroon; identifier: L402Identifier } | null;
 
 /**
- * Macaroons read before, by their bytes (base64), so that a reused token is parsed and its HMAC chain computed once:
+ * Macaroons read before, by their bytes' digest, so that a reused token is parsed and its HMAC chain computed once:
  * the bytes fix the caveats and the signature, so a chain that verified under a root key verifies again. The oldest
  * is forgotten beyond the max.
  */
 function createMacaroonMemory(entriesMax: number) {
-  const read = new Map<string, ReadMacaroon>();
+  const read = new Map<string, { macaroon: PresentedMacaroon; identifier: L402Identifier }>();
   return (bytes: Uint8Array): ReadMacaroon => {
-    const name = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
-    const known = read.get(name);
+    // Filled before any check, from anyone's header: keyed by a digest, only macaroons that read, only small ones.
+    const memorable = entriesMax > 0 && bytes.byteLength <= memorableMacaroonBytesMax;
+    const name = memorable ? createHash("sha256").update(bytes).digest("base64") : "";
+    const known = memorable ? read.get(name) : undefined;
     if (known !== undefined) return known;
     const macaroon = readMacaroon(bytes);
     const identifier = macaroon === null ? null : decodeIdentifier(macaroon.identifier);
-    const entry =
-      macaroon === null || identifier === null ? null : { macaroon: verifiedOnce(macaroon), identifier };
-    if (entriesMax > 0) {
+    if (macaroon === null || identifier === null) return null;
+    const entry = { macaroon: verifiedOnce(macaroon), identifier };
+    if (memorable) {
       while (read.size >= entriesMax) {
         const oldest = read.keys().next();
         if (oldest.done === true) break;

@@ -11,7 +11,11 @@ const paywall: PaywallCheck = async (request) => {
   const path = new URL(request.url).pathname;
   if (!path.startsWith("/paid") && !path.startsWith("/api/paid")) return { kind: "free" };
   if (request.method === "OPTIONS")
-    return { kind: "preflight", headers: [["Access-Control-Allow-Headers", "PAYMENT-SIGNATURE"]] };
+    return {
+      kind: "preflight",
+      status: 204,
+      headers: [["Access-Control-Allow-Headers", "PAYMENT-SIGNATURE"]],
+    };
   return { kind: "free" };
 };
 

@@ -51,7 +51,8 @@ export async function claimAll(db: Db, requests: readonly ClaimRequest[]): Promi
     const text = textOf(keyOf(r.chain, r.authorization));
     if (!first.has(text)) first.set(text, i);
   });
-  const unique = [...first.values()];
+  // In key order: two processes inserting overlapping keys then wait for each other in one order, never a deadlock.
+  const unique = [...first.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
   const params: unknown[] = [];
   const values = unique.map((i, row) => {
     const r = requests[i]!;
