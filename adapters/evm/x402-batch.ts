@@ -267,8 +267,10 @@ async function bindToInvoice(
   item: AuthorizationBatchParams["items"][number],
 ): Promise<Binding | null> {
   const a = item.authorization;
-  const [row] = await state.params.db.query<Binding>(
-    `WITH before AS (
+  let rows: Binding[];
+  try {
+    rows = await state.params.db.query<Binding>(
+      `WITH before AS (
        SELECT auth_from, auth_nonce FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND reference = $3
      )
      UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
@@ -278,16 +280,23 @@ async function bindToInvoice(
               WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5 AND other.reference <> $3))
          OR (auth_from = $4 AND auth_nonce = $5))
      RETURNING (SELECT auth_from FROM before) AS auth_from, (SELECT auth_nonce FROM before) AS auth_nonce`,
-    [
-      state.chainId,
-      state.params.token.address.toLowerCase(),
-      item.reference,
-      a.from.toLowerCase(),
-      a.nonce.toLowerCase(),
-      a.value,
-    ],
-  );
-  return row ?? null;
+      [
+        state.chainId,
+        state.params.token.address.toLowerCase(),
+        item.reference,
+        a.from.toLowerCase(),
+        a.nonce.toLowerCase(),
+        a.value,
+      ],
+    );
+  } catch (error) {
+    // Another invoice bound this (payer, nonce) between the NOT EXISTS and the write (evm_deposits_nonce): this
+    // item is refused alone, as a mismatch; its neighbours in the batch are sent.
+    if (typeof error === "object" && error !== null && (error as { code?: unknown }).code === "23505")
+      return null;
+    throw error;
+  }
+  return rows[0] ?? null;
 }
 
 /** Gives the invoice back what it held before `bindToInvoice`, while no transaction of it was sent. */

@@ -363,8 +363,10 @@ async function claimDevAccount(params: DevChainParams, account: Account): Promis
     if (!(error instanceof BaseError)) throw error;
     return null;
   }
+  // viem answers with a replacement's receipt when another transaction of nonce 0 (another gateway's claim, at a
+  // higher fee on a node without automine) took its place: then the account is not ours.
   const receipt = await publicClient.waitForTransactionReceipt({ hash });
-  return receipt.status === "success" ? hash : null;
+  return receipt.status === "success" && receipt.transactionHash === hash ? hash : null;
 }
 
 /**

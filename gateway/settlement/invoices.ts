@@ -833,8 +833,8 @@ async function reversalShares(
 ): Promise<{ accountId: string; ledgerAccountId: bigint; amount: bigint }[]> {
   if (invoice.split === null) return [];
   const [row] = await deps.db.query<{ received_amount: bigint | null }>(
-    "SELECT received_amount FROM invoices WHERE id = $1",
-    [invoice.id],
+    "SELECT received_amount FROM invoices WHERE id = $1 AND tenant_id = $2",
+    [invoice.id, invoice.tenantId],
   );
   const received = row?.received_amount ?? 0n;
   const basis = amount < received ? amount : received;
