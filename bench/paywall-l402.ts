@@ -88,7 +88,8 @@ export const autocannonLoad: PaywallLoad = (url, headers, { requests, clients })
     });
   });
 
-async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstance; url: string }> {
+/** A tenant's Fastify app with GET /report, behind `paywall` (none: the baseline), on 127.0.0.1. */
+export async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstance; url: string }> {
   const app = Fastify({ requestTimeout: 30_000 });
   if (paywall !== null) await app.register(switchyardPaywall, { paywall });
   app.get("/report", async () => ({ report: "the goods" }));

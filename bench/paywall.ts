@@ -20,12 +20,11 @@
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client, x402HTTPClient } from "@x402/fetch";
 import autocannon from "autocannon";
-import Fastify, { type FastifyInstance } from "fastify";
 import { privateKeyToAccount } from "viem/accounts";
 import { loadConfig } from "../gateway/app/config.ts";
 import { createApp } from "../gateway/app.ts";
-import { type PaywallCheck, type PaywallCompletion, switchyardPaywall } from "../gateway/paywall/index.ts";
-import { l402ReuseCase } from "./paywall-l402.ts";
+import type { PaywallCheck, PaywallCompletion } from "../gateway/paywall/index.ts";
+import { l402ReuseCase, shop } from "./paywall-l402.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
 const roundSeconds = Number(process.env.BENCH_PAYWALL_SECONDS ?? 4);
@@ -36,14 +35,6 @@ const warmupAuthorizations = 400;
 const maxAuthorizationsPerRound = 40_000;
 /** Requests of the l402-reuse run (and as many to warm up): the token is bought for them all. */
 const l402Requests = Number(process.env.BENCH_PAYWALL_L402_REQUESTS ?? 10_000);
-
-async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstance; url: string }> {
-  const app = Fastify({ requestTimeout: 30_000 });
-  if (paywall !== null) await app.register(switchyardPaywall, { paywall });
-  app.get("/report", async () => ({ report: "the goods" }));
-  const url = await app.listen({ port: 0, host: "127.0.0.1" });
-  return { app, url };
-}
 
 type Measured = { requests_per_s: number; p99_ms: number; non_2xx: number; ok: number };
 
