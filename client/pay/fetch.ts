@@ -1,8 +1,11 @@
 // wrapFetch: a fetch that answers a 402 by paying it under a policy, once, and retries the request with the proof.
 // x402 v2/v1 is signed by the EVM payer (EIP-3009), L402 is paid by the Lightning payer and its token kept per
-// scope for the requests after. What a payment costs is reserved in the budget before the payer is asked, so
-// concurrent requests cannot together overspend; a payer that fails gives its reservation back; an authorization
-// or an invoice handed over stays spent, whatever the server answers.
+// scope for the requests after. A 402 to a request that carried a token (its requests used up, as a counted
+// token's are: l402_requests_exhausted, or expired) forgets the token and pays that 402's fresh challenge, once;
+// concurrent requests to a scope share one payment's token, the request that paid using it first. What a payment
+// costs is reserved in the budget before the payer is asked, so concurrent requests cannot together overspend; a
+// payer that fails gives its reservation back; an authorization or an invoice handed over stays spent, whatever the
+// server answers.
 import { randomBytes } from "node:crypto";
 import { type Budget, type Reservation, unlimitedReservation } from "./budget.ts";
 import { BudgetExceededError, PayError, PayerFailedError, PaymentRefusedError } from "./errors.ts";
@@ -104,42 +107,70 @@ export function wrapFetch(
       token = tokens.get(scope, now());
     }
     const first = await send(token === null ? request.clone() : withAuthorization(request.clone(), token));
-    if (first.status !== 402) return first;
+    return answer402({ request, url, scope, mayUseL402, answer: first, token, mayBorrow: true });
+  };
+
+  /**
+   * A 402 answered: the token it came to (cached or borrowed; a counted one used up, an expired one) forgotten,
+   * then its challenge paid by the policy — or, when L402 comes first and this request has not borrowed yet,
+   * another request's token to this scope tried instead (cached meanwhile, or being paid). A borrowed token that
+   * gets a 402 too is forgotten and that 402's fresh challenge paid: at most one borrowed token and one payment
+   * per request.
+   */
+  async function answer402(attempt: {
+    request: Request;
+    url: URL;
+    scope: string;
+    mayUseL402: boolean;
+    answer: Response;
+    token: L402Token | null;
+    mayBorrow: boolean;
+  }): Promise<Response> {
+    const { request, url, scope, answer, token } = attempt;
+    if (answer.status !== 402) return answer;
     if (token !== null) tokens.drop(scope, token);
 
-    const body = await readBody(first.clone());
+    const body = await readBody(answer.clone());
     const offers: Offer[] = [];
-    const x402 = parseX402Challenge(first.headers, body);
+    const x402 = parseX402Challenge(answer.headers, body);
     if (x402 !== null) for (const offer of x402.offers) offers.push({ kind: "x402", challenge: x402, offer });
-    const l402 = mayUseL402 ? parseL402Challenge(first.headers.get("www-authenticate")) : null;
+    const l402 = attempt.mayUseL402 ? parseL402Challenge(answer.headers.get("www-authenticate")) : null;
     if (l402 !== null) offers.push({ kind: "l402", challenge: l402 });
-    if (x402 === null && l402 === null) return first;
+    if (x402 === null && l402 === null) return answer;
 
     const candidates = rankOffers({
       accept: options.accept,
       offers,
       payable: (kind) => (kind === "x402" ? options.evm !== undefined : options.lightning !== undefined),
     });
-    if (candidates[0]!.offer.kind === "l402") {
-      // Another request to this scope paid while this one's 402 was on its way: its token serves this one too
-      // (the cache is read again, after the answer, not only before the request).
-      const cached = tokens.get(scope, now());
-      if (cached !== null && cached !== token) return sendWithToken(request, cached, scope);
-      // Another request to this scope is paying an L402 invoice already: its token serves this one too.
-      const pending = inFlight.get(scope);
-      if (pending !== undefined) {
-        const shared = await pending.then(
-          (paid) => paid,
-          () => null,
-        );
-        if (shared !== null) return sendWithToken(request, shared, scope);
+    if (candidates[0]!.offer.kind === "l402" && attempt.mayBorrow) {
+      const borrowed = await otherToken(scope, token);
+      if (borrowed !== null) {
+        const again = await send(withAuthorization(request.clone(), borrowed));
+        if (again.status === 401) await refuseToken(again, borrowed, scope);
+        return answer402({ ...attempt, answer: again, token: borrowed, mayBorrow: false });
       }
     }
     const { candidate, reservation } = reserveFirst(candidates, options);
     if (candidate.offer.kind === "x402")
       return payX402(candidate, candidate.offer, reservation, request, url);
     return payL402(candidate, candidate.offer.challenge, reservation, request, url, scope);
-  };
+  }
+
+  /**
+   * Another request's token to this scope: one cached after `spent` was sent (its 402 was on its way while the
+   * other request paid), or the one an L402 payment in flight is buying; null when there is none.
+   */
+  async function otherToken(scope: string, spent: L402Token | null): Promise<L402Token | null> {
+    const cached = tokens.get(scope, now());
+    if (cached !== null && cached !== spent) return cached;
+    const pending = inFlight.get(scope);
+    if (pending === undefined) return null;
+    return pending.then(
+      (paid) => paid,
+      () => null,
+    );
+  }
 
   async function payX402(
     candidate: Candidate,
@@ -197,7 +228,10 @@ export function wrapFetch(
     const payer = options.lightning!;
     const feeMsatMax = reservation.amount - candidate.amount;
     let feeMsat = 0n;
-    const paying = (async (): Promise<L402Token> => {
+    // The request that pays is the token's first use: the requests borrowing it (in flight) and the cache get it
+    // only once the server has answered that one, so a token bought for few requests is not used up by others
+    // before the request that bought it.
+    const paying = (async (): Promise<{ token: L402Token; answer: Response }> => {
       let paid: { preimage: string; feeMsat: bigint };
       try {
         paid = await payer.payInvoice({
@@ -225,17 +259,20 @@ export function wrapFetch(
         preimage: paid.preimage.toLowerCase(),
         expiresAtMs: macaroonExpiryMs(challenge.macaroon),
       };
+      const answer = await send(withAuthorization(request, token));
+      if (answer.status === 402 || answer.status === 401) return refuseToken(answer, token, scope);
       tokens.set(scope, token);
-      return token;
+      return { token, answer };
     })();
-    inFlight.set(scope, paying);
-    let token: L402Token;
+    const shared = paying.then(({ token }) => token);
+    shared.catch(ignoreOtherRequestsFailure);
+    inFlight.set(scope, shared);
+    let answer: Response;
     try {
-      token = await paying;
+      ({ answer } = await paying);
     } finally {
-      if (inFlight.get(scope) === paying) inFlight.delete(scope);
+      if (inFlight.get(scope) === shared) inFlight.delete(scope);
     }
-    const answer = await sendWithToken(request, token, scope);
     options.onPayment?.({
       scheme: "l402",
       version: null,
@@ -248,18 +285,14 @@ export function wrapFetch(
     return answer;
   }
 
-  /** The request with an L402 token; refused (402, 401), the token is forgotten and PaymentRefusedError thrown. */
-  async function sendWithToken(request: Request, token: L402Token, scope: string): Promise<Response> {
-    const answer = await send(withAuthorization(request, token));
-    if (answer.status === 402 || answer.status === 401) {
-      tokens.drop(scope, token);
-      throw new PaymentRefusedError({
-        scheme: token.scheme,
-        status: answer.status,
-        reason: bodyReason(await readBody(answer)),
-      });
-    }
-    return answer;
+  /** A token the server refused (402, 401): forgotten, and PaymentRefusedError thrown with the server's reason. */
+  async function refuseToken(answer: Response, token: L402Token, scope: string): Promise<never> {
+    tokens.drop(scope, token);
+    throw new PaymentRefusedError({
+      scheme: token.scheme,
+      status: answer.status,
+      reason: bodyReason(await readBody(answer)),
+    });
   }
 }
 
