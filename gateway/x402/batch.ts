@@ -288,7 +288,7 @@ async function sendOnChain(
       // authorizations may come again.
       for (const w of items)
         await afterSent(logger, "giving the claim back", { invoiceId: w.invoiceId }, () =>
-          release(db, chain, w.payment.authorization),
+          release(db, chain, w.payment.authorization, { invoiceId: w.invoiceId }),
         );
       return items.map((w) =>
         refused(w, "unexpected_settle_error", `the batch was not sent: ${outcome.message}`),

@@ -152,7 +152,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           // Once: a second call reports the first outcome.
           completed ??= (async () => {
             if (!outcome.served) {
-              await release(deps.db, chain, payment.authorization);
+              await release(deps.db, chain, payment.authorization, { invoiceId: null });
               return {
                 settled: false as const,
                 refusal: {

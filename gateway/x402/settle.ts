@@ -111,7 +111,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         // Refused before anything was sent (the rail gave the invoice's nonce back): the claim is given back, the
         // invoice stays open, bound to nothing, until it expires.
         await afterSent(logger, "giving the claim back", { invoiceId }, () =>
-          release(deps.settlement.db, chain, a),
+          release(deps.settlement.db, chain, a, { invoiceId }),
         );
         return refused(railRefusalReason[submitted.refusal] ?? "unexpected_settle_error", submitted.message);
       }
@@ -276,7 +276,7 @@ export async function bookInvoice(
   const notBooked = async (message: string): Promise<SettleResult> => {
     // Nothing was sent: the claim is given back (an invoice made already stays open, bound to nothing, and expires).
     await afterSent(logger, "giving the claim back", { payer: payment.payer, nonce: a.nonce }, () =>
-      release(settlement.db, chain, a),
+      release(settlement.db, chain, a, { invoiceId: null }),
     );
     return {
       ok: false,

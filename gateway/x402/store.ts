@@ -49,13 +49,34 @@ export async function claim(
   return rows.length === 1;
 }
 
-/** Gives a claim back while nothing was sent: the same authorization may come again. */
-export async function release(db: Db, chain: X402Chain, authorization: Eip3009Authorization): Promise<void> {
-  await db.query(
+/**
+ * Whose claim `release` gives back: the invoice the caller bound it to (`record` with `invoiceId`), or null for a
+ * claim the caller bound to no invoice yet.
+ */
+export type ClaimOwner = { readonly invoiceId: string | null };
+
+/**
+ * Gives the caller's claim back while nothing was sent: the same authorization may come again. Only the claim
+ * bound to `owner.invoiceId` goes: a release retried after its first DELETE went through (its answer lost) must not
+ * delete the claim another payment of the same authorization took a moment later, bound to another invoice or to
+ * none yet. A claim bound to no invoice cannot be told from another such claim (nothing in the row is the
+ * caller's alone), so a retried release of one (settle.ts bookInvoice, its invoice not made) may still take a fresh
+ * unbound claim; closing that needs claim() to hand back an id of the claim. True when a claim was deleted.
+ */
+export async function release(
+  db: Db,
+  chain: X402Chain,
+  authorization: Eip3009Authorization,
+  owner: ClaimOwner,
+): Promise<boolean> {
+  const rows = await db.query(
     `DELETE FROM x402_authorizations
-     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'claimed' AND tx_hash IS NULL`,
-    keyOf(chain, authorization),
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'claimed' AND tx_hash IS NULL
+       AND invoice_id IS NOT DISTINCT FROM $5
+     RETURNING 1`,
+    [...keyOf(chain, authorization), owner.invoiceId],
   );
+  return rows.length === 1;
 }
 
 /** Records what became of a claimed authorization. */

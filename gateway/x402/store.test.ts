@@ -1,0 +1,79 @@
+// store.ts's release on PGlite: it gives back only the caller's claim, the one bound to the invoice it names (or to
+// none). A release retried after its first DELETE went through must leave alone the claim another payment of the
+// same (payer, nonce) took in between, bound to another invoice.
+import type { Address, Hex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { gatewayMigrations } from "../app.ts";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { ledgerMigrations } from "../ledger/index.ts";
+import type { X402Chain } from "./chains.ts";
+import { claim, isClaimed, record, release } from "./store.ts";
+import type { Eip3009Authorization } from "./verify.ts";
+
+let db: Db;
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations, gatewayMigrations]);
+  await db.query("INSERT INTO tenants (id, name) VALUES ($1, $2)", ["ten_release", "release"]);
+});
+afterAll(async () => {
+  await db.close();
+});
+
+const chain = { chainId: 31337, token: "0x5FbDB2315678afecb367f032d93F642f64180aa3" } as unknown as X402Chain;
+const credit = { tenantId: "ten_release", accountId: "acc_1" };
+const hex = (n: number, bytes: number) => `0x${n.toString(16).padStart(2 * bytes, "0")}` as Hex;
+const authorization = (nonce: number): Eip3009Authorization => ({
+  from: hex(1, 20) as Address,
+  to: hex(999, 20) as Address,
+  value: 1000n,
+  validAfter: 0n,
+  validBefore: 2n ** 40n,
+  nonce: hex(nonce, 32),
+});
+const invoiceOf = async (a: Eip3009Authorization) => {
+  const rows = await db.query<{ invoice_id: string | null }>(
+    "SELECT invoice_id FROM x402_authorizations WHERE payer = $1 AND nonce = $2",
+    [a.from.toLowerCase(), a.nonce],
+  );
+  return rows.map((row) => row.invoice_id);
+};
+
+describe("release", () => {
+  it("retried, leaves the claim another invoice took after its first delete", async () => {
+    const a = authorization(1);
+    expect(await claim(db, chain, a, credit)).toBe(true);
+    await record(db, chain, a, { status: "claimed", invoiceId: "inv_first" });
+    expect(await release(db, chain, a, { invoiceId: "inv_first" })).toBe(true);
+    // The same authorization comes again and is bound to a new invoice; then the first release is retried.
+    expect(await claim(db, chain, a, credit)).toBe(true);
+    await record(db, chain, a, { status: "claimed", invoiceId: "inv_second" });
+    expect(await release(db, chain, a, { invoiceId: "inv_first" })).toBe(false);
+    expect(await invoiceOf(a)).toEqual(["inv_second"]);
+    // Its own release gives it back.
+    expect(await release(db, chain, a, { invoiceId: "inv_second" })).toBe(true);
+    expect(await isClaimed(db, chain, a)).toBe(false);
+  });
+
+  it("of a claim bound to no invoice, leaves one bound to an invoice", async () => {
+    const a = authorization(2);
+    expect(await claim(db, chain, a, credit)).toBe(true);
+    await record(db, chain, a, { status: "claimed", invoiceId: "inv_bound" });
+    expect(await release(db, chain, a, { invoiceId: null })).toBe(false);
+    expect(await invoiceOf(a)).toEqual(["inv_bound"]);
+    const unbound = authorization(3);
+    expect(await claim(db, chain, unbound, credit)).toBe(true);
+    expect(await release(db, chain, unbound, { invoiceId: "inv_bound" })).toBe(false);
+    expect(await release(db, chain, unbound, { invoiceId: null })).toBe(true);
+    expect(await isClaimed(db, chain, unbound)).toBe(false);
+  });
+
+  it("never gives back a claim whose transaction was sent", async () => {
+    const a = authorization(4);
+    expect(await claim(db, chain, a, credit)).toBe(true);
+    await record(db, chain, a, { status: "claimed", invoiceId: "inv_sent" });
+    await record(db, chain, a, { status: "submitted", txHash: hex(5, 32) });
+    expect(await release(db, chain, a, { invoiceId: "inv_sent" })).toBe(false);
+    expect(await isClaimed(db, chain, a)).toBe(true);
+  });
+});
