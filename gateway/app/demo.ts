@@ -14,7 +14,10 @@ import {
   keccak256,
   type PublicClient,
   parseEventLogs,
+  parseTransaction,
+  recoverTransactionAddress,
   TransactionNotFoundError,
+  type TransactionSerialized,
   type Transport,
   toHex,
   type WalletClient,
@@ -195,8 +198,10 @@ async function fundFromMint(
 /**
  * On a chain reached over JSON-RPC: the same, once per database — the mint signed and kept (evm_dev_chains)
  * before it is sent, then credited; a start after a crash anywhere between sends that transaction again if the
- * node lacks it and credits it (the same ledger id: nothing twice), never a second mint. Where TestUSD's mint is
- * not open to the hot wallet, nothing.
+ * node lacks it and credits it (the same ledger id: nothing twice), never a second mint. A kept mint the node
+ * lacks whose nonce another transaction has taken can never be mined: unless the ledger has its funding (a node
+ * started afresh since it was mined), a mint signed now replaces it. Where TestUSD's mint is not open to the hot
+ * wallet, nothing.
  */
 async function fundFromMintOnce(
   db: Db,
@@ -208,9 +213,14 @@ async function fundFromMintOnce(
   const wallet = source.walletClient.account.address;
   const record = await readDevChainRecord(db, source.chainId);
   if (record?.demoMintTx != null) {
-    await resendIfLost(source, { hash: record.demoMintTx, raw: record.demoMintRaw });
-    await creditMint(ledger, source, { clearing, customer, hash: record.demoMintTx });
-    return "minted before";
+    const kept = { hash: record.demoMintTx, raw: record.demoMintRaw };
+    if ((await resendIfLost(source, kept)) !== "stale") {
+      await creditMint(ledger, source, { clearing, customer, hash: kept.hash });
+      return "minted before";
+    }
+    // Never to be mined: credited (mined on the node before it was started afresh), it stays the demo's funding;
+    // else it funded nothing, and a mint signed now takes its place in the record.
+    if (await mintCredited(ledger, kept.hash)) return "minted before";
   }
   const token = { token: source.token, wallet, amount: demoFundingUsdc };
   if (!(await canMint(source.publicClient, token))) return "not mintable";
@@ -236,11 +246,19 @@ async function signMint(
   return { raw, hash: keccak256(raw) };
 }
 
-/** The kept mint sent again when the node has no such transaction (the start before stopped before sending it). */
-async function resendIfLost(source: DemoChainSource, mint: { hash: Hex; raw: Hex | null }): Promise<void> {
+/**
+ * The kept mint on the node: there already (mined or pending); sent again when the node lacks it (the start before
+ * stopped before sending it); or stale — lacking, and its nonce below the count of its wallet's mined transactions,
+ * taken by another transaction (sent by the wallet meanwhile, or on a node started afresh), so it can never be
+ * mined and sending it would be refused (nonce too low).
+ */
+async function resendIfLost(
+  source: DemoChainSource,
+  mint: { hash: Hex; raw: Hex | null },
+): Promise<"on chain" | "resent" | "stale"> {
   try {
     await source.publicClient.getTransaction({ hash: mint.hash });
-    return;
+    return "on chain";
   } catch (error) {
     if (!(error instanceof TransactionNotFoundError)) throw error;
   }
@@ -248,7 +266,18 @@ async function resendIfLost(source: DemoChainSource, mint: { hash: Hex; raw: Hex
     throw new DemoSetupError("the demo mint kept in this database is not on the chain: use a new database", {
       details: mint.hash,
     });
+  const { nonce } = parseTransaction(mint.raw);
+  const from = await recoverTransactionAddress({ serializedTransaction: mint.raw as TransactionSerialized });
+  const mined = await source.publicClient.getTransactionCount({ address: from, blockTag: "latest" });
+  if (nonce !== undefined && nonce < mined) return "stale";
   await source.publicClient.sendRawTransaction({ serializedTransaction: mint.raw });
+  return "resent";
+}
+
+/** Whether the demo funding of the mint `hash` is in the ledger. */
+async function mintCredited(ledger: Ledger, hash: Hex): Promise<boolean> {
+  const found = await ledger.lookupTransfers([derivedLedgerId(hash, "funding")]);
+  return found.length > 0;
 }
 
 async function clearingOf(db: Db, rail: string): Promise<bigint> {

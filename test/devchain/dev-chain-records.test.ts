@@ -2,7 +2,8 @@
 // used EVM_HOT_WALLET_KEY does not take a development account when started without it; a node started afresh
 // (a new `hardhat node` on the same port) does not give this database's account to another gateway, nor
 // lets this database use it after another took it; and the demo mint, kept before it is sent, is not minted twice
-// when the gateway dies (SIGKILL) just after the node received it, nor lost when it dies just before.
+// when the gateway dies (SIGKILL) just after the node received it, nor lost when it dies just before, nor in the way
+// of a restart when another transaction of the wallet took the nonce it was signed with.
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -19,6 +20,8 @@ import {
   type Hex,
   http,
   parseTransaction,
+  recoverTransactionAddress,
+  type TransactionSerialized,
 } from "viem";
 import { mnemonicToAccount } from "viem/accounts";
 import { hardhat } from "viem/chains";
@@ -205,6 +208,8 @@ describe.skipIf(missing.length > 0)("a development chain's record", () => {
     let onMint: "crash before" | "crash after" | "forward" = "forward";
     let gateway: Started | null = null;
     const mints: Hex[] = [];
+    /** The mints the gateway died sending (the proxy never forwarded them). */
+    const unsent: Hex[] = [];
 
     beforeAll(async () => {
       await startNode();
@@ -218,6 +223,7 @@ describe.skipIf(missing.length > 0)("a development chain's record", () => {
             (call) => call.method === "eth_sendRawTransaction" && isMint(call.params?.[0]),
           );
           if (mint !== undefined && onMint === "crash before") {
+            unsent.push(mint.params![0] as Hex);
             onMint = "forward";
             gateway?.child.kill("SIGKILL");
             res.destroy();
@@ -299,5 +305,45 @@ describe.skipIf(missing.length > 0)("a development chain's record", () => {
         expect(text).toMatch(/funded at an earlier start with 1000\.000000 USDC/);
       });
     }
+
+    it("a kept mint whose nonce another transaction took meanwhile does not stop the restart: minted afresh, once", async () => {
+      const database = "mint-stale-nonce";
+      onMint = "crash before";
+      const crashed = await startGateway(database);
+      await crashed.exited;
+      expect(crashed.child.signalCode, crashed.output()).toBe("SIGKILL");
+      // The hot wallet sends another transaction with the nonce the kept mint was signed with: it can never be mined.
+      const kept = unsent.at(-1)!;
+      const hotWallet = await recoverTransactionAddress({
+        serializedTransaction: kept as TransactionSerialized,
+      });
+      const index = Array.from({ length: 10 }, (_, i) => 10 + i).find(
+        (i) => devAccount(i).address === hotWallet,
+      );
+      expect(index, hotWallet).toBeDefined();
+      const { nonce } = parseTransaction(kept);
+      const walletClient = createWalletClient({ chain, transport: transport(), account: devAccount(index!) });
+      const taker = await walletClient.sendTransaction({ to: hotWallet, value: 0n, nonce });
+      await publicClient().waitForTransactionReceipt({ hash: taker });
+      expect(await publicClient().getTransactionCount({ address: hotWallet })).toBeGreaterThan(nonce!);
+
+      const seen = mints.length;
+      const restarted = await startGateway(database);
+      await ready(restarted, /Then look at a payment/);
+      const text = restarted.output();
+      await stop(restarted);
+      const token = /TestUSD (0x[0-9a-fA-F]{40})/.exec(text)?.[1] as Hex;
+      expect(text).toMatch(/funded now with 1000\.000000 USDC/);
+      expect(mints.length - seen).toBe(1);
+      expect(mints.at(-1)).not.toBe(kept);
+      expect(await balanceOf(token, hotWallet)).toBe(1_000_000_000n);
+      // The mint that replaced it is the one kept now: the next start mints nothing.
+      const again = await startGateway(database);
+      await ready(again, /Then look at a payment/);
+      await stop(again);
+      expect(again.output()).toMatch(/funded at an earlier start with 1000\.000000 USDC/);
+      expect(mints.length - seen).toBe(1);
+      expect(await balanceOf(token, hotWallet)).toBe(1_000_000_000n);
+    });
   });
 });
