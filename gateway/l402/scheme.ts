@@ -10,7 +10,6 @@
 //   → a request is left on its count (l402_requests_exhausted).
 // A refusal is a 402 again with a fresh challenge (Aperture's choice, so that lnget and lsat-js pay again).
 import { createHash, randomBytes } from "node:crypto";
-import { groupCommit } from "../../core/group-commit.ts";
 import { type Asset, formatAmount, SwitchyardError } from "../../core/index.ts";
 import { pathOf } from "../paywall/core.ts";
 import type {
@@ -24,18 +23,11 @@ import type {
 } from "../paywall/scheme.ts";
 import { createInvoice, type SettlementDeps } from "../settlement/index.ts";
 import { judgeCaveats, mintCaveats, tokenRequestsMaxLimit } from "./caveats.ts";
+import { createRequestCounter, type RequestCounterLimits } from "./counter.ts";
 import { carriesL402, challengeLines, parseCredentials } from "./header.ts";
 import { decodeIdentifier, encodeIdentifier, type L402Identifier, rootKeyId } from "./identifier.ts";
 import { mintMacaroon, type PresentedMacaroon, readMacaroon } from "./macaroon.ts";
-import {
-  giveBackRequest,
-  insertToken,
-  readToken,
-  type StoredToken,
-  type TakeRequestAsk,
-  type TakeRequestResult,
-  takeRequests,
-} from "./tokens.ts";
+import { insertToken, readToken, type StoredToken } from "./tokens.ts";
 
 export type L402RefusalCode =
   | "l402_malformed"
@@ -78,6 +70,8 @@ export type L402SchemeDeps = {
   rail?: string;
   nowMs?: () => number;
   limits?: Partial<L402SchemeLimits>;
+  /** How requests are counted against tokens (counter.ts: leases). */
+  counting?: Partial<RequestCounterLimits>;
 };
 
 export class L402Error extends SwitchyardError {
@@ -93,8 +87,6 @@ const hex32 = /^[0-9a-f]{64}$/;
 
 /** The largest macaroon remembered once read (a minted one with a few appended caveats is far smaller). */
 const memorableMacaroonBytesMax = 1_024;
-/** The most requests one counting statement carries (group commit). */
-const takeRequestsBatchMax = 1_000;
 
 /**
  * What a token costs: the paywall's price is a price per request, so a counted token prepays its requests (price ×
@@ -192,11 +184,13 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
   const db = deps.settlement.db;
   const memory = createTokenMemory(limits.tokenMemoryEntriesMax);
   const readPresented = createMacaroonMemory(limits.tokenMemoryEntriesMax);
-  // Concurrent requests' counts go to the database as one statement (group commit).
-  const takeRequest = groupCommit(
-    (asks: readonly TakeRequestAsk[]): Promise<TakeRequestResult[]> => takeRequests(db, asks),
-    takeRequestsBatchMax,
-  );
+  // Requests are counted in the token's row before they are served: concurrent ones by one statement (group
+  // commit), most of them from a lease that statement took (counter.ts).
+  const counter = createRequestCounter({
+    db,
+    ...(deps.counting === undefined ? {} : { limits: deps.counting }),
+    nowMs,
+  });
 
   const assetFor = (id: string): Asset | null =>
     id === rail ? (deps.settlement.rails.get(id)?.asset ?? null) : null;
@@ -327,7 +321,12 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     // Paid on the rail: its booking follows from the rail's event (the ledger's evidence), this answer does not wait.
     memory.remember({ ...stored, invoicePaid: true });
     // judged.requestsMax is at most the row's own (a caveat only tightens) and within the column's range.
-    const taken = await takeRequest({ tenantId, keyId, requestsMax: judged.requestsMax });
+    const taken = await counter.take({
+      tenantId,
+      keyId,
+      requestsMax: judged.requestsMax,
+      rowRequestsMax: stored.requestsMax,
+    });
     if (!taken.ok) {
       if (taken.reason === "revoked") {
         memory.forget(tenantId, keyId);
@@ -340,12 +339,12 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       kind: "paid",
       payer: identifier.tokenId,
       async complete({ served }) {
-        if (!served && !completed) await giveBackRequest(db, { tenantId, keyId });
+        if (!served && !completed) await counter.giveBack({ tenantId, keyId });
         completed = true;
         return { settled: true, headers: [] };
       },
     };
   }
 
-  return { id: "l402", assetFor, carries: carriesL402, challenge, verify };
+  return { id: "l402", assetFor, carries: carriesL402, challenge, verify, close: () => counter.close() };
 }

@@ -81,12 +81,18 @@ export async function readToken(
   };
 }
 
+/** `leased`: requests counted beyond this one for the caller to serve later (counter.ts), on one ask a group. */
 export type TakeRequestResult =
-  | { ok: true; requestsUsed: number }
+  | { ok: true; requestsUsed: number; leased?: number }
   | { ok: false; reason: "exhausted" | "revoked" };
 
-/** One request to count: the token's key and the most requests it may have used (null: no count). */
-export type TakeRequestAsk = { tenantId: string; keyId: string; requestsMax: number | null };
+/**
+ * One request to count: the token's key and the most requests it may have used (null: no count). `lease`: how many
+ * more to count at once for the caller to hand out itself (counter.ts), granted only from what the bound leaves
+ * beyond this statement's requests, and at most a quarter of that, so that a lease never strands the last requests
+ * of a counted token in one process while another is refused. The first ask of a token's group names the lease.
+ */
+export type TakeRequestAsk = { tenantId: string; keyId: string; requestsMax: number | null; lease?: number };
 
 /**
  * Counts one request against the token, atomically: taken only while fewer than `requestsMax` (the smallest of
@@ -98,7 +104,7 @@ export async function takeRequest(sql: Sql, ask: TakeRequestAsk): Promise<TakeRe
   return result!;
 }
 
-/** The most tokens one counting statement names (4 parameters each). */
+/** The most tokens one counting statement names (5 parameters each). */
 export const takeRequestsBatchTokensMax = 500;
 
 /**
@@ -125,18 +131,27 @@ export async function takeRequests(sql: Sql, asks: readonly TakeRequestAsk[]): P
       else later.push(i);
     }
     const groups = [...round.values()];
-    const params = groups.flatMap((g) => [g.ask.keyId, g.ask.tenantId, g.indexes.length, g.ask.requestsMax]);
+    const params = groups.flatMap((g) => [
+      g.ask.keyId,
+      g.ask.tenantId,
+      g.indexes.length,
+      g.ask.requestsMax,
+      leaseOf(g.ask),
+    ]);
     const values = groups
       .map(
         (_, g) =>
-          `($${4 * g + 1}::text, $${4 * g + 2}::text, $${4 * g + 3}::integer, $${4 * g + 4}::integer)`,
+          `($${5 * g + 1}::text, $${5 * g + 2}::text, $${5 * g + 3}::integer, $${5 * g + 4}::integer, $${5 * g + 5}::integer)`,
       )
       .join(", ");
     const rows = await sql.query<{ key_id: string; tenant_id: string; before: number; granted: number }>(
-      `WITH asked (key_id, tenant_id, n, cap) AS (VALUES ${values}),
+      `WITH asked (key_id, tenant_id, n, cap, lease) AS (VALUES ${values}),
        locked AS (
          SELECT t.key_id, t.tenant_id, t.requests_used AS before,
-                CASE WHEN a.cap IS NULL THEN a.n ELSE greatest(0, least(a.n, a.cap - t.requests_used)) END AS granted
+                CASE WHEN a.cap IS NULL THEN a.n + a.lease
+                     ELSE greatest(0, least(
+                       a.n + least(a.lease, greatest(0, (a.cap - t.requests_used - a.n) / 4)),
+                       a.cap - t.requests_used)) END AS granted
            FROM l402_tokens t JOIN asked a ON a.key_id = t.key_id AND a.tenant_id = t.tenant_id
           ORDER BY t.tenant_id, t.key_id
             FOR UPDATE OF t)
@@ -148,16 +163,61 @@ export async function takeRequests(sql: Sql, asks: readonly TakeRequestAsk[]): P
     const counted = new Map(rows.map((row) => [`${row.tenant_id}\u0000${row.key_id}`, row]));
     for (const [name, group] of round) {
       const row = counted.get(name);
+      const granted = row === undefined ? 0 : Number(row.granted);
+      const leased = Math.max(0, granted - group.indexes.length);
       group.indexes.forEach((index, j) => {
         if (row === undefined) results[index] = { ok: false, reason: "revoked" };
-        else if (j < Number(row.granted))
-          results[index] = { ok: true, requestsUsed: Number(row.before) + j + 1 };
+        else if (j < granted)
+          results[index] = {
+            ok: true,
+            requestsUsed: Number(row.before) + j + 1,
+            ...(j === 0 && leased > 0 ? { leased } : {}),
+          };
         else results[index] = { ok: false, reason: "exhausted" };
       });
     }
     pending = later;
   }
   return results as TakeRequestResult[];
+}
+
+/** An ask's lease as the statement takes it: a whole number from 0 to leaseAskMax. */
+function leaseOf(ask: TakeRequestAsk): number {
+  const lease = ask.lease ?? 0;
+  return Number.isSafeInteger(lease) ? Math.min(Math.max(lease, 0), leaseAskMax) : 0;
+}
+
+/** The largest lease one ask may name. */
+export const leaseAskMax = 10_000;
+
+/** Requests to give back to a token's count: leased and not served (counter.ts). */
+export type ReturnedRequests = { tenantId: string; keyId: string; requests: number };
+
+/**
+ * Gives back many tokens' unserved requests in one statement (never below zero; a token revoked meanwhile is
+ * skipped).
+ */
+export async function returnRequests(sql: Sql, returned: readonly ReturnedRequests[]): Promise<void> {
+  const byToken = new Map<string, ReturnedRequests>();
+  for (const r of returned) {
+    if (!Number.isSafeInteger(r.requests) || r.requests <= 0) continue;
+    const name = `${r.tenantId}\u0000${r.keyId}`;
+    const known = byToken.get(name);
+    byToken.set(name, { ...r, requests: (known?.requests ?? 0) + r.requests });
+  }
+  const rows = [...byToken.values()];
+  if (rows.length === 0) return;
+  // Locked in key order, as takeRequests does, so the two never deadlock.
+  await sql.query(
+    `WITH r (key_id, tenant_id, n) AS (SELECT * FROM unnest($1::text[], $2::text[], $3::integer[])),
+     locked AS (
+       SELECT t.key_id, t.tenant_id, r.n FROM l402_tokens t JOIN r ON r.key_id = t.key_id AND r.tenant_id = t.tenant_id
+        ORDER BY t.tenant_id, t.key_id
+          FOR UPDATE OF t)
+     UPDATE l402_tokens t SET requests_used = greatest(0, t.requests_used - l.n)
+       FROM locked l WHERE t.key_id = l.key_id AND t.tenant_id = l.tenant_id`,
+    [rows.map((r) => r.keyId), rows.map((r) => r.tenantId), rows.map((r) => r.requests)],
+  );
 }
 
 /** Gives back one counted request (its handler failed, nothing was served). */

@@ -115,4 +115,6 @@ export interface PaymentScheme {
     offers: readonly { rail: string; price: SchemePrice }[],
     request: PaywallRequest,
   ): Promise<SchemeVerdict>;
+  /** Gives back what the scheme holds for this process (leased L402 requests), once the paywalls are closed. */
+  close?(): Promise<void>;
 }

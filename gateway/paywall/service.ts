@@ -86,6 +86,7 @@ export function createPaywallService(deps: {
     async close() {
       const left = [...pending.keys()].map((id) => take(id));
       await Promise.allSettled(left.map((held) => held?.verdict.complete({ served: false })));
+      await Promise.allSettled(deps.schemes.map((scheme) => scheme.close?.()));
     },
   };
 }

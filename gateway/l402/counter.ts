@@ -1,0 +1,201 @@
+// Counting an L402 token's requests in one process, on top of the token rows (tokens.ts). Every count is durable in
+// the row before a request is served, so processes sharing the database never serve beyond a token's count; what
+// this adds is leases. A request that the process's lease on the token covers is served without a statement; one
+// that it does not cover joins the next counting statement (group commit), which counts it and also leases more for
+// the requests that follow: `leaseFirst` on a token's first statement, then four times the last lease, up to
+// `leaseMax`, and never
+// more than a quarter of what the token's bound leaves (tokens.ts), so the tail of a counted token is counted one
+// statement at a time and one process's lease never strands the last requests while another is refused.
+//
+// What a lease costs: requests leased and not served are counted as used until they are given back — by the sweep
+// once the lease is `leaseLifetimeMs` old (also while in use: a busy token takes a fresh lease each lifetime), by
+// close(), or before an attenuated ask of the same token is counted. A process that dies loses its leases: at most
+// `leaseMax` requests of a token go unserved (never one served twice). A revoked token (its row deleted) is refused
+// by the next statement: within `leaseLifetimeMs` on every process.
+//
+// Leases are only for an ask whose bound is the token's own (`rowRequestsMax`); an attenuated macaroon's tighter bound
+// is judged by the statement against the row, after this process's lease on that token was given back, so the
+// requests leased here do not count against it.
+import { groupCommit } from "../../core/group-commit.ts";
+import type { Logger } from "../../core/index.ts";
+import { silentLogger } from "../../core/index.ts";
+import type { Sql } from "../db/index.ts";
+import {
+  giveBackRequest,
+  type ReturnedRequests,
+  returnRequests,
+  type TakeRequestAsk,
+  type TakeRequestResult,
+  takeRequests,
+} from "./tokens.ts";
+
+export type RequestCounterLimits = {
+  /** The most requests one lease holds; 0: no leases, one statement per batch of requests (as before leases). */
+  leaseMax: number;
+  /** The lease a token's first statement asks for (a token used once leases little). */
+  leaseFirst: number;
+  /** How long a lease is used before what is left of it is given back. */
+  leaseLifetimeMs: number;
+  /** The most requests one counting statement carries. */
+  batchMax: number;
+};
+
+export const requestCounterDefaults: RequestCounterLimits = {
+  leaseMax: 64,
+  leaseFirst: 2,
+  leaseLifetimeMs: 1_000,
+  batchMax: 1_000,
+};
+
+/** A request to count: the ask, and the bound of the token's row (null: uncounted). */
+export type CountAsk = TakeRequestAsk & { rowRequestsMax: number | null };
+
+/** Whether the request may be served; a refusal says why (tokens.ts). */
+export type CountResult = { ok: true } | Extract<TakeRequestResult, { ok: false }>;
+
+export type RequestCounter = {
+  take(ask: CountAsk): Promise<CountResult>;
+  /** One counted request not served (its handler failed). */
+  giveBack(params: { tenantId: string; keyId: string }): Promise<void>;
+  /** Gives back every lease and stops the sweep. */
+  close(): Promise<void>;
+};
+
+type Lease = {
+  tenantId: string;
+  keyId: string;
+  /** The bound the lease was counted under (the row's). */
+  cap: number | null;
+  left: number;
+  /** The lease the next statement asks for. */
+  next: number;
+  takenAtMs: number;
+};
+
+export function createRequestCounter(deps: {
+  db: Sql;
+  limits?: Partial<RequestCounterLimits>;
+  nowMs?: () => number;
+  logger?: Logger;
+}): RequestCounter {
+  const limits: RequestCounterLimits = { ...requestCounterDefaults, ...deps.limits };
+  const nowMs = deps.nowMs ?? Date.now;
+  const logger = deps.logger ?? silentLogger;
+  const leases = new Map<string, Lease>();
+  const nameOf = (tenantId: string, keyId: string) => `${tenantId}\u0000${keyId}`;
+  let closed = false;
+
+  const count = groupCommit(
+    (asks: readonly TakeRequestAsk[]): Promise<TakeRequestResult[]> => takeRequests(deps.db, asks),
+    limits.batchMax,
+  );
+
+  /** Gives back what is left of `dropped` (already out of the map), logging a failure: the requests stay counted. */
+  async function giveBackLeases(dropped: readonly Lease[]): Promise<void> {
+    const returned: ReturnedRequests[] = dropped
+      .filter((lease) => lease.left > 0)
+      .map((lease) => ({ tenantId: lease.tenantId, keyId: lease.keyId, requests: lease.left }));
+    for (const lease of dropped) lease.left = 0;
+    if (returned.length === 0) return;
+    try {
+      await returnRequests(deps.db, returned);
+    } catch (error) {
+      logger.warn({ err: error, tokens: returned.length }, "l402: giving back leased requests failed");
+    }
+  }
+
+  function sweep(): Promise<void> {
+    const now = nowMs();
+    const old: Lease[] = [];
+    for (const [name, lease] of leases)
+      if (now - lease.takenAtMs >= limits.leaseLifetimeMs) {
+        leases.delete(name);
+        old.push(lease);
+      }
+    return giveBackLeases(old);
+  }
+
+  let sweeping: Promise<void> | null = null;
+  const timer =
+    limits.leaseMax > 0
+      ? setInterval(
+          () => {
+            sweeping ??= sweep().finally(() => {
+              sweeping = null;
+            });
+          },
+          Math.max(50, Math.floor(limits.leaseLifetimeMs / 4)),
+        )
+      : null;
+  timer?.unref();
+
+  async function take(ask: CountAsk): Promise<CountResult> {
+    const name = nameOf(ask.tenantId, ask.keyId);
+    const lease = leases.get(name);
+    const leasable = !closed && limits.leaseMax > 0 && ask.requestsMax === ask.rowRequestsMax;
+    if (lease !== undefined && leasable && lease.cap === ask.requestsMax && lease.left > 0) {
+      lease.left -= 1;
+      return { ok: true };
+    }
+    if (lease !== undefined && !leasable && lease.left > 0) {
+      // An attenuated bound is judged against what was served, not what this process leased.
+      leases.delete(name);
+      await giveBackLeases([lease]);
+    }
+    const wanted = leasable ? Math.min(lease?.next ?? limits.leaseFirst, limits.leaseMax) : 0;
+    const { rowRequestsMax: _row, ...counted } = ask;
+    const result = await count({ ...counted, lease: wanted });
+    if (result.ok && result.leased !== undefined && result.leased > 0) {
+      const fresh: Lease = {
+        tenantId: ask.tenantId,
+        keyId: ask.keyId,
+        cap: ask.requestsMax,
+        left: result.leased,
+        next: Math.min(wanted * 4, limits.leaseMax),
+        takenAtMs: nowMs(),
+      };
+      const held = leases.get(name);
+      if (closed) await giveBackLeases([fresh]);
+      else if (held !== undefined && held.cap === fresh.cap) {
+        held.left += fresh.left;
+        held.next = Math.max(held.next, fresh.next);
+      } else {
+        leases.set(name, fresh);
+        if (held !== undefined) await giveBackLeases([held]);
+      }
+    }
+    if (result.ok) return { ok: true };
+    if (result.reason === "revoked") {
+      // The row is gone: what was leased on it serves no one.
+      leases.delete(name);
+      return result;
+    }
+    // Used up by the count, maybe by a lease another request of this process took meanwhile: served from that.
+    const meanwhile = leases.get(name);
+    if (leasable && meanwhile !== undefined && meanwhile.cap === ask.requestsMax && meanwhile.left > 0) {
+      meanwhile.left -= 1;
+      return { ok: true };
+    }
+    return result;
+  }
+
+  return {
+    take,
+    async giveBack(params) {
+      const lease = leases.get(nameOf(params.tenantId, params.keyId));
+      if (lease !== undefined && !closed) {
+        lease.left += 1;
+        return;
+      }
+      await giveBackRequest(deps.db, params);
+    },
+    async close() {
+      closed = true;
+      if (timer !== null) clearInterval(timer);
+      await sweeping;
+      const all = [...leases.values()];
+      leases.clear();
+      await giveBackLeases(all);
+    },
+  };
+}
