@@ -1,0 +1,100 @@
+// The batched simulation's gas cap per probe (gateway/x402/X402Simulator.sol, PROBE_GAS_MAX) on the Hardhat chain:
+// a token whose transferWithAuthorization burns all the gas it is given, for one payment of a full batch, fails that
+// payment alone. Without the cap its probe took 63/64 of the eth_call's gas and the call ran out of gas as a whole
+// (EDR: "Transaction ran out of gas"), so no payment of the batch was answered and each went to a simulation of its
+// own. The token is a stand-in put at an address with hardhat_setCode; its other transfers cost about what a real
+// one does (three fresh storage slots, some 66,000 gas), which the cap lets through.
+import solc from "solc";
+import { type Address, getAddress, type Hex, toHex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type EmbeddedChain, startEmbeddedChain } from "../../adapters/evm/dev-chain.ts";
+import { assets } from "../../core/index.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
+import { maxSimulationBatch, simulateAll } from "../../gateway/x402/simulate-batch.ts";
+import type { Eip3009Authorization } from "../../gateway/x402/verify.ts";
+
+/** The value whose transfer the stand-in token makes burn all its gas. */
+const greedyValue = 666n;
+const greedyTokenSource = `// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+contract GreedyToken {
+    mapping(bytes32 => uint256) private slots;
+    function transferWithAuthorization(address from, address to, uint256 value, uint256, uint256, bytes32 nonce,
+        uint8, bytes32, bytes32) external {
+        if (value == ${greedyValue}) assembly { invalid() }
+        slots[nonce] = 1;
+        slots[keccak256(abi.encode(from, nonce))] = value;
+        slots[keccak256(abi.encode(to, nonce))] = value;
+    }
+}`;
+
+function greedyTokenCode(): Hex {
+  const output = JSON.parse(
+    solc.compile(
+      JSON.stringify({
+        language: "Solidity",
+        sources: { "GreedyToken.sol": { content: greedyTokenSource } },
+        settings: {
+          optimizer: { enabled: true, runs: 200 },
+          evmVersion: "cancun",
+          outputSelection: { "*": { "*": ["evm.deployedBytecode.object"] } },
+        },
+      }),
+    ),
+  );
+  return `0x${output.contracts["GreedyToken.sol"].GreedyToken.evm.deployedBytecode.object}`;
+}
+
+let embedded: EmbeddedChain;
+let chain: X402Chain;
+
+beforeAll(async () => {
+  embedded = await startEmbeddedChain();
+  const token = getAddress(toHex(0x9eed, { size: 20 }));
+  await embedded.networkHelpers.setCode(token, greedyTokenCode());
+  chain = {
+    rail: "evm",
+    chainId: embedded.chain.id,
+    publicClient: embedded.publicClient,
+    token,
+    asset: assets.USDC,
+    hotWallet: getAddress(toHex(0xb0b, { size: 20 })),
+    receiptTimeoutMs: 60_000,
+  };
+});
+afterAll(async () => {
+  await embedded?.close();
+});
+
+// The stand-in checks no signature: any well-formed one (r and s in range, v 27) is sent.
+const signature = `0x${"11".repeat(32)}${"22".repeat(32)}1b` as Hex;
+const payment = (i: number, value: bigint) => ({
+  authorization: {
+    from: getAddress(toHex(0xa000 + i, { size: 20 })) as Address,
+    to: chain.hotWallet,
+    value,
+    validAfter: 0n,
+    validBefore: 2n ** 40n,
+    nonce: toHex(i + 1, { size: 32 }),
+  } satisfies Eip3009Authorization,
+  signature,
+});
+
+describe("the batched simulation's gas cap per probe", () => {
+  it("fails a payment whose token call burns gas alone, not the rest of a full batch", async () => {
+    const greedyAt = 1;
+    const batch = Array.from({ length: maxSimulationBatch }, (_, i) =>
+      payment(i, i === greedyAt ? greedyValue : 1_000n + BigInt(i)),
+    );
+    const answers = await simulateAll(chain, batch);
+    expect(answers).toEqual(batch.map((_, i) => i !== greedyAt));
+  });
+
+  it("fails only the greedy ones when several are in one batch", async () => {
+    const greedy = new Set([0, 10, 11, 40, 63]);
+    const batch = Array.from({ length: maxSimulationBatch }, (_, i) =>
+      payment(i, greedy.has(i) ? greedyValue : 5_000n + BigInt(i)),
+    );
+    expect(await simulateAll(chain, batch)).toEqual(batch.map((_, i) => !greedy.has(i)));
+  });
+});
