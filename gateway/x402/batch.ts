@@ -369,43 +369,44 @@ async function sendOnChain(
     }
   }
   await afterSent(logger, "booking the batch's gas", { txHash: outcome.txHash }, () =>
-    bookBatchGas(deps.settlement, chain, outcome, items),
+    bookBatchGas(
+      deps.settlement,
+      chain,
+      { txHash: outcome.txHash, gasWei: outcome.gasUsed * outcome.effectiveGasPrice },
+      items.map((w) => w.invoiceId),
+    ),
   );
   return results;
 }
 
 /**
- * The batch's gas, booked once: its total in gwei (rounded up) split across the payments it carried by
- * splitEvenlyRemainderToFirst, one ledger transfer per payment (ids derived from the transaction and the invoice,
- * so booking again changes nothing).
+ * The batch's gas, booked once: its total in gwei (rounded up) split across the payments it carried (their invoices,
+ * in the batch's order) by splitEvenlyRemainderToFirst, one ledger transfer per payment (ids derived from the
+ * transaction and the invoice, so booking again changes nothing). reconcile.ts books a batch it concludes through it.
  */
-async function bookBatchGas(
+export async function bookBatchGas(
   settlement: SettlementDeps,
   chain: X402Chain,
-  outcome: Extract<BatchSendOutcome, { status: "mined" }>,
-  items: readonly Waiting[],
+  tx: { readonly txHash: Hex; readonly gasWei: bigint },
+  invoiceIds: readonly string[],
 ): Promise<void> {
-  const gasWei = outcome.gasUsed * outcome.effectiveGasPrice;
-  const totalGwei = divCeil(gasWei, weiPerGwei);
+  const totalGwei = divCeil(tx.gasWei, weiPerGwei);
   if (totalGwei === 0n) return;
-  const shares = splitEvenlyRemainderToFirst(totalGwei, items.length);
+  const shares = splitEvenlyRemainderToFirst(totalGwei, invoiceIds.length);
   await bookGasEntries(
     settlement,
     chain,
-    items.map((w, i) => ({
+    invoiceIds.map((invoiceId, i) => ({
       amount: shares[i]!,
-      id: derivedLedgerId(
-        `${chain.chainId}:${outcome.txHash.toLowerCase()}:${w.invoiceId}`,
-        "x402-batch-gas",
-      ),
-      reference: outcome.txHash,
+      id: derivedLedgerId(`${chain.chainId}:${tx.txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas"),
+      reference: tx.txHash,
       detail: {
         kind: "x402_batch_gas",
-        wei: gasWei.toString(),
-        payments: items.length.toString(),
-        invoice: w.invoiceId,
+        wei: tx.gasWei.toString(),
+        payments: invoiceIds.length.toString(),
+        invoice: invoiceId,
       },
-      label: `payment ${i + 1} of ${items.length}'s share of the gas of x402 batch ${outcome.txHash}`,
+      label: `payment ${i + 1} of ${invoiceIds.length}'s share of the gas of x402 batch ${tx.txHash}`,
     })),
   );
 }

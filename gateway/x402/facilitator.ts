@@ -2,18 +2,18 @@
 // bodies (v2 shapes; v1 payloads and requirements taken too). The HTTP glue (gateway/http/resources/x402.ts) finds
 // the tenant and the account to credit, and answers what these return. A business refusal is an answer
 // (`isValid: false` / `success: false` with x402's reason), never a throw.
-import { BaseError, type Hex, isAddressEqual, keccak256, pad, toBytes } from "viem";
+import type { Hex } from "viem";
 import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
-import { type ChainRegistry, caip2Of, v1NetworkOf, type X402Chain } from "./chains.ts";
+import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
+import { spentBy } from "./reconcile.ts";
 import type { Refused } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
 import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
-  type Eip3009Authorization,
   type ExactRequirements,
   parsePayment,
   singleReads,
@@ -167,28 +167,6 @@ async function priorSettlement(
     payer: payment.payer,
     amount: prior.amount.toString(),
   };
-}
-
-const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
-
-/** Whether mined transaction `txHash` spent the authorization (the token's AuthorizationUsed log); false if unknown. */
-async function spentBy(chain: X402Chain, txHash: Hex, a: Eip3009Authorization): Promise<boolean> {
-  let receipt: Awaited<ReturnType<X402Chain["publicClient"]["getTransactionReceipt"]>>;
-  try {
-    receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
-  } catch (error) {
-    if (!(error instanceof BaseError)) throw error;
-    return false;
-  }
-  if (receipt.status !== "success") return false;
-  const authorizer = pad(a.from.toLowerCase() as Hex).toLowerCase();
-  return receipt.logs.some(
-    (log) =>
-      isAddressEqual(log.address, chain.token) &&
-      log.topics[0] === authorizationUsedTopic &&
-      log.topics[1]?.toLowerCase() === authorizer &&
-      log.topics[2]?.toLowerCase() === a.nonce.toLowerCase(),
-  );
 }
 
 function networkOf(requirements: unknown): string {

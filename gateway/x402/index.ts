@@ -24,6 +24,15 @@ export {
   facilitatorVerify,
   type X402Deps,
 } from "./facilitator.ts";
+export {
+  type ReconcileCounts,
+  type ReconcileDeps,
+  type ReconcileSettings,
+  reconcileDefaults,
+  reconcileX402,
+  startX402Reconcile,
+  x402ReconcileEveryMs,
+} from "./reconcile.ts";
 export { type Refused, type X402Refusal, x402Refusals } from "./refusals.ts";
 export { exactScheme, maxTimeoutSecondsDefault, requirementsV1, requirementsV2 } from "./requirements.ts";
 export {

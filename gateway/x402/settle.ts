@@ -203,8 +203,11 @@ async function receiptOf(chain: X402Chain, hash: Hex): Promise<{ success: boolea
 
 const weiPerGwei = 1_000_000_000n;
 
-/** The gas of the settlement's transaction, in gwei rounded up: the rail's fee against its ETH clearing (idempotent). */
-async function bookGas(settlement: SettlementDeps, chain: X402Chain, txHash: Hex, gasWei: bigint) {
+/**
+ * The gas of the settlement's transaction, in gwei rounded up: the rail's fee against its ETH clearing (idempotent:
+ * the id is the transaction's). reconcile.ts books a transaction it concludes through it too.
+ */
+export async function bookGas(settlement: SettlementDeps, chain: X402Chain, txHash: Hex, gasWei: bigint) {
   await bookGasEntries(settlement, chain, [
     {
       amount: divCeil(gasWei, weiPerGwei),

@@ -1,0 +1,295 @@
+// Reconciliation of x402 authorizations whose transaction was sent but whose outcome was never recorded: a row left
+// `submitted` (settle.ts, batch.ts: the receipt was not seen within the chain's receiptTimeoutMs, or recording it
+// failed). A pass, every `x402ReconcileEveryMs`, takes per chain at most `rowsPerPassMax` such rows quiet for
+// `submittedQuietMs` (well past any settler's wait), and asks the chain for each distinct transaction's receipt once:
+//
+//   - mined, successful, with the token's AuthorizationUsed log for the row's (payer, nonce) → `settled`;
+//   - mined but not spending it (reverted, or the token refused the item, or another transaction spent it first)
+//     → `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot
+//     pay again), the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an
+//     invoice only from the token's log, so nothing is taken back;
+//   - not mined yet → left for the next pass.
+//
+// The gas of every mined transaction is booked before its rows are concluded, through the settlers' own booking
+// (settle.ts bookGas for a transaction to the token, batch.ts bookBatchGas for one to a batch settler, split over
+// every row that carries the transaction as batch.ts splits it), under ids derived from the transaction: booking it
+// again books nothing, and a booking that fails leaves the rows `submitted` for the next pass. A row is concluded
+// only while it is still `submitted` with that transaction (a retried settle may have concluded it meanwhile).
+//
+// A `claimed` row never carries a transaction here (settle.ts records the hash with `submitted`), so only
+// `submitted` rows are read. The rows are read across tenants: each statement names the chain and token, and a
+// row is written by its full key.
+import {
+  BaseError,
+  type Hex,
+  isAddressEqual,
+  keccak256,
+  pad,
+  type TransactionReceipt,
+  TransactionReceiptNotFoundError,
+  toBytes,
+} from "viem";
+import type { Logger } from "../../core/index.ts";
+import type { Db } from "../db/index.ts";
+import { type Periodic, startPeriodic } from "../periodic/index.ts";
+import type { SettlementDeps } from "../settlement/index.ts";
+import { bookBatchGas } from "./batch.ts";
+import type { ChainRegistry, X402Chain } from "./chains.ts";
+import { bookGas } from "./settle.ts";
+import type { Eip3009Authorization } from "./verify.ts";
+
+// ---- what the chain says of a sent authorization (also the facilitator's retried settle)
+
+const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
+
+type MinedReceipt = Pick<TransactionReceipt, "status" | "logs" | "to" | "gasUsed" | "effectiveGasPrice">;
+
+/** Whether the mined `receipt` spent the authorization: successful, with the token's AuthorizationUsed log for it. */
+export function spentIn(
+  chain: X402Chain,
+  receipt: Pick<MinedReceipt, "status" | "logs">,
+  a: Pick<Eip3009Authorization, "from" | "nonce">,
+): boolean {
+  if (receipt.status !== "success") return false;
+  const authorizer = pad(a.from.toLowerCase() as Hex).toLowerCase();
+  return receipt.logs.some(
+    (log) =>
+      isAddressEqual(log.address, chain.token) &&
+      log.topics[0] === authorizationUsedTopic &&
+      log.topics[1]?.toLowerCase() === authorizer &&
+      log.topics[2]?.toLowerCase() === a.nonce.toLowerCase(),
+  );
+}
+
+/** Whether mined transaction `txHash` spent the authorization (spentIn); false if unknown. */
+export async function spentBy(
+  chain: X402Chain,
+  txHash: Hex,
+  a: Pick<Eip3009Authorization, "from" | "nonce">,
+): Promise<boolean> {
+  let receipt: MinedReceipt;
+  try {
+    receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return false;
+  }
+  return spentIn(chain, receipt, a);
+}
+
+/** The transaction's receipt; null while it is not mined (a node out of reach throws). */
+async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt | null> {
+  try {
+    return await chain.publicClient.getTransactionReceipt({ hash: txHash });
+  } catch (error) {
+    if (error instanceof TransactionReceiptNotFoundError) return null;
+    throw error;
+  }
+}
+
+// ---- the pass
+
+export type ReconcileSettings = {
+  /** A `submitted` row is reconciled once it has not changed for this long (past every settler's receipt wait). */
+  readonly submittedQuietMs: number;
+  /** At most this many rows per chain per pass (the oldest first). */
+  readonly rowsPerPassMax: number;
+};
+
+export const reconcileDefaults: ReconcileSettings = { submittedQuietMs: 5 * 60_000, rowsPerPassMax: 500 };
+
+/** How often the periodic pass runs. */
+export const x402ReconcileEveryMs = 60_000;
+
+export type ReconcileDeps = {
+  readonly db: Db;
+  readonly settlement: SettlementDeps;
+  readonly chains: Pick<ChainRegistry, "chains">;
+  readonly logger: Logger;
+};
+
+/** What one pass did: rows concluded settled or failed, and rows whose transaction is not mined yet (or erred). */
+export type ReconcileCounts = { settled: number; failed: number; left: number };
+
+type SubmittedRow = { payer: Hex; nonce: Hex; txHash: Hex };
+
+/** One pass over every chain; a chain whose node or rows fail is logged and left to the next pass. */
+export async function reconcileX402(
+  deps: ReconcileDeps,
+  settings: Partial<ReconcileSettings> = {},
+): Promise<ReconcileCounts> {
+  const bounds = { ...reconcileDefaults, ...settings };
+  const counts: ReconcileCounts = { settled: 0, failed: 0, left: 0 };
+  for (const chain of deps.chains.chains) {
+    try {
+      await reconcileChain(deps, chain, bounds, counts);
+    } catch (error) {
+      deps.logger.error(
+        { error, rail: chain.rail },
+        "x402 reconcile: the chain's pass failed; retried next pass",
+      );
+    }
+  }
+  if (counts.settled + counts.failed > 0)
+    deps.logger.info(counts, "x402 reconcile: sent authorizations concluded");
+  return counts;
+}
+
+/** The periodic pass, for the composition root (beside the settlers). */
+export function startX402Reconcile(deps: ReconcileDeps): Periodic {
+  return startPeriodic({
+    name: "x402 reconcile",
+    intervalMs: x402ReconcileEveryMs,
+    pass: () => reconcileX402(deps),
+    logger: deps.logger,
+  });
+}
+
+async function reconcileChain(
+  deps: ReconcileDeps,
+  chain: X402Chain,
+  bounds: ReconcileSettings,
+  counts: ReconcileCounts,
+): Promise<void> {
+  const rows = await submittedRows(deps.db, chain, bounds);
+  const byTx = new Map<Hex, SubmittedRow[]>();
+  for (const row of rows) {
+    const ofTx = byTx.get(row.txHash);
+    if (ofTx === undefined) byTx.set(row.txHash, [row]);
+    else ofTx.push(row);
+  }
+  for (const [txHash, ofTx] of byTx) {
+    // The node's faults end the chain's pass (every receipt would fail alike); a transaction's own, only its turn.
+    const receipt = await minedReceipt(chain, txHash);
+    if (receipt === null) {
+      counts.left += ofTx.length;
+      continue;
+    }
+    try {
+      await concludeTx(deps, chain, txHash, receipt, ofTx, counts);
+    } catch (error) {
+      deps.logger.error(
+        { error, txHash, rail: chain.rail },
+        "x402 reconcile: concluding a transaction failed",
+      );
+      counts.left += ofTx.length;
+    }
+  }
+}
+
+/** Books the mined transaction's gas, then concludes each of its rows read in this pass. */
+async function concludeTx(
+  deps: ReconcileDeps,
+  chain: X402Chain,
+  txHash: Hex,
+  receipt: MinedReceipt,
+  rows: readonly SubmittedRow[],
+  counts: ReconcileCounts,
+): Promise<void> {
+  if (!(await bookTxGas(deps, chain, txHash, receipt))) {
+    counts.left += rows.length;
+    return;
+  }
+  for (const row of rows) {
+    const spent = spentIn(chain, receipt, { from: row.payer, nonce: row.nonce });
+    const failure = receipt.status === "success" ? "not_spent" : "reverted";
+    if (!(await conclude(deps.db, chain, row, spent ? { status: "settled" } : { status: "failed", failure })))
+      continue;
+    if (spent) counts.settled += 1;
+    else counts.failed += 1;
+  }
+}
+
+/** The chain's `submitted` rows quiet for `submittedQuietMs`, the oldest first, at most `rowsPerPassMax`. */
+async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<SubmittedRow[]> {
+  const rows = await db.query<{ payer: Hex; nonce: Hex; tx_hash: Hex }>(
+    `SELECT payer, nonce, tx_hash FROM x402_authorizations
+     WHERE chain_id = $1 AND token = $2 AND status = 'submitted' AND tx_hash IS NOT NULL
+       AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
+     ORDER BY updated_at LIMIT $4`,
+    [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
+  );
+  return rows.map((row) => ({ payer: row.payer, nonce: row.nonce, txHash: row.tx_hash }));
+}
+
+/** Records the outcome while the row is still `submitted` with this transaction; true when it was. */
+async function conclude(
+  db: Db,
+  chain: X402Chain,
+  row: SubmittedRow,
+  outcome: { status: "settled" } | { status: "failed"; failure: string },
+): Promise<boolean> {
+  const updated = await db.query(
+    `UPDATE x402_authorizations
+     SET status = $6, failure = coalesce($7, failure), updated_at = now()
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'submitted' AND tx_hash = $5
+     RETURNING 1`,
+    [
+      chain.chainId,
+      chain.token.toLowerCase(),
+      row.payer,
+      row.nonce,
+      row.txHash,
+      outcome.status,
+      outcome.status === "failed" ? outcome.failure : null,
+    ],
+  );
+  return updated.length === 1;
+}
+
+// ---- the gas of a mined transaction
+
+/**
+ * Books the transaction's gas as the settler that sent it does: a transaction to the token is one payment's
+ * (bookGas); one to a batch settler is split over every row carrying it (bookBatchGas), in the order the batch
+ * held them. False (logged) when the rows cannot name their shares.
+ */
+async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, receipt: MinedReceipt) {
+  const gasWei = receipt.gasUsed * receipt.effectiveGasPrice;
+  if (receipt.to !== null && isAddressEqual(receipt.to, chain.token)) {
+    await bookGas(deps.settlement, chain, txHash, gasWei);
+    return true;
+  }
+  const invoiceIds = await batchInvoiceIds(deps.db, chain, txHash, receipt);
+  if (invoiceIds === null) {
+    deps.logger.error({ txHash, rail: chain.rail }, "x402 reconcile: a batch row without its invoice; left");
+    return false;
+  }
+  await bookBatchGas(deps.settlement, chain, { txHash, gasWei }, invoiceIds);
+  return true;
+}
+
+/**
+ * The invoices of every row carrying batch transaction `txHash` (whatever its status: batch.ts records each item
+ * of a batch with it, those refused too), in the batch's order — the first of them takes the gas's remainder as
+ * batch.ts gives it to its first item. The contract handles the items in order and logs each (the token's
+ * AuthorizationUsed, or its own AuthorizationFailed), each log naming the item's nonce; an item not in the logs
+ * (a reverted batch, an item the invoice refused before sending) goes after them, by invoice. Null when a row has
+ * no invoice (batch.ts queues none without one).
+ */
+async function batchInvoiceIds(
+  db: Db,
+  chain: X402Chain,
+  txHash: Hex,
+  receipt: MinedReceipt,
+): Promise<string[] | null> {
+  const rows = await db.query<{ nonce: string; invoice_id: string | null }>(
+    "SELECT nonce, invoice_id FROM x402_authorizations WHERE chain_id = $1 AND token = $2 AND tx_hash = $3",
+    [chain.chainId, chain.token.toLowerCase(), txHash],
+  );
+  const invoiced = rows.flatMap((row) =>
+    row.invoice_id === null ? [] : [{ ...row, invoiceId: row.invoice_id }],
+  );
+  if (invoiced.length !== rows.length) return null;
+  const positionOf = (nonce: string) => {
+    const at = receipt.logs.findIndex((log) => log.topics.some((topic) => topic?.toLowerCase() === nonce));
+    return at === -1 ? receipt.logs.length : at;
+  };
+  return invoiced
+    .map((row) => ({ invoiceId: row.invoiceId, position: positionOf(row.nonce.toLowerCase()) }))
+    .sort(
+      (x, y) =>
+        x.position - y.position || (x.invoiceId < y.invoiceId ? -1 : x.invoiceId > y.invoiceId ? 1 : 0),
+    )
+    .map((row) => row.invoiceId);
+}

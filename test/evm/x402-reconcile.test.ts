@@ -1,0 +1,356 @@
+// x402 reconciliation (gateway/x402/reconcile.ts) on the Hardhat chain: authorizations left `submitted` — their
+// receipt not seen in time, or their record or gas booking failed — are concluded from the chain: a mined
+// transaction that spent the authorization → settled, one that reverted or did not spend it → failed, one not mined
+// yet → left until it is; the gas of each mined transaction booked once, a batch's split as batch.ts splits it.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { type Address, type Hex, keccak256, parseSignature, stringToHex } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
+import { assets, divCeil, silentLogger } from "../../core/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { railAccountOpened } from "../../gateway/payments/index.ts";
+import {
+  type AuthorizationBatchSender,
+  type BatchItem,
+  createBatchSettler,
+  splitEvenlyRemainderToFirst,
+} from "../../gateway/x402/batch.ts";
+import type { X402Chain } from "../../gateway/x402/chains.ts";
+import { type ReconcileCounts, reconcileX402 } from "../../gateway/x402/reconcile.ts";
+import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
+import { claim } from "../../gateway/x402/store.ts";
+import type { ExactRequirements } from "../../gateway/x402/verify.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let settlerAddress: Address;
+let chain: X402Chain;
+const payerFunds = 1_000_000n;
+
+beforeAll(async () => {
+  gw = await startGateway({ EVM_CONFIRMATIONS: "1", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
+  await gw.watcher.stop();
+  await gw.rail.depositWatcher()!.stop();
+  const file = path.join(
+    import.meta.dirname,
+    "..",
+    "..",
+    "artifacts",
+    "contracts",
+    "X402BatchSettler.sol",
+    "X402BatchSettler.json",
+  );
+  const { abi, bytecode } = JSON.parse(await readFile(file, "utf8")) as { abi: []; bytecode: Hex };
+  const hash = await gw.chain.walletClient.deployContract({
+    abi,
+    bytecode,
+    account: gw.chain.walletClient.account,
+  });
+  settlerAddress = (await gw.chain.publicClient.waitForTransactionReceipt({ hash })).contractAddress!;
+  chain = {
+    rail: "evm",
+    chainId: gw.chain.chain.id,
+    publicClient: gw.chain.publicClient,
+    token: gw.chain.contracts.testUsd,
+    asset: assets.USDC,
+    hotWallet: gw.chain.walletClient.account.address,
+    receiptTimeoutMs: 30_000,
+  };
+});
+afterAll(async () => {
+  await setAutomine(true);
+  await gw?.app.close();
+});
+
+const setAutomine = (on: boolean) =>
+  gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+
+/** One pass over the test's chain, every `submitted` row taken however recent. */
+const reconcile = (): Promise<ReconcileCounts> =>
+  reconcileX402(
+    { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger: silentLogger },
+    { submittedQuietMs: 0 },
+  );
+
+/** A new payer (named: the same key every run) holding `funds` TestUSD. */
+async function newPayer(name: string, funds = payerFunds) {
+  const account = privateKeyToAccount(keccak256(stringToHex(`x402 reconcile test payer ${name}`)));
+  await gw.send(gw.chain.accounts[0]!, {
+    address: gw.chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "mint",
+    args: [account.address, funds],
+  });
+  return account;
+}
+
+type Payer = Awaited<ReturnType<typeof newPayer>>;
+
+/** An authorization's window: fixed, so that a transaction's calldata, and so its gas, is the same every run. */
+const validBefore = 2_000_000_000n;
+
+/** The payer's signed payment of `value` to the hot wallet (signed by `signer`: another makes a bad one). */
+async function payment(payer: Payer, value: bigint, signer: Payer = payer) {
+  const authorization = {
+    from: payer.address,
+    to: chain.hotWallet,
+    value,
+    validAfter: 0n,
+    validBefore,
+    nonce: keccak256(stringToHex(`reconcile nonce ${payer.address} ${value}`)),
+  };
+  const signature = await signer.signTypedData(
+    transferWithAuthorizationTypedData(
+      { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+      authorization,
+    ),
+  );
+  const requirements: ExactRequirements = {
+    version: 2,
+    chain,
+    network: `eip155:${chain.chainId}`,
+    amount: value,
+    payTo: chain.hotWallet,
+    asset: chain.token,
+    extra: { name: "USD Coin", version: "2" },
+  };
+  const claimed: ClaimedPayment = {
+    version: 2,
+    requirements,
+    payer: payer.address,
+    authorization,
+    signature,
+    credit: { tenantId: gw.app.demo!.tenantId, accountId: gw.app.demo!.merchant.id },
+    description: "x402 reconcile test",
+  };
+  return { claimed, requirements };
+}
+
+type Payment = Awaited<ReturnType<typeof payment>>;
+
+async function claimed(p: Payment): Promise<Payment> {
+  expect(await claim(gw.app.db, chain, p.claimed.authorization, p.claimed.credit)).toBe(true);
+  return p;
+}
+
+async function rowOf(p: Payment) {
+  const [row] = await gw.app.db.query<{
+    status: string;
+    tx_hash: string | null;
+    failure: string | null;
+    invoice_id: string | null;
+  }>("SELECT status, tx_hash, failure, invoice_id FROM x402_authorizations WHERE payer = $1 AND nonce = $2", [
+    p.claimed.authorization.from.toLowerCase(),
+    p.claimed.authorization.nonce.toLowerCase(),
+  ]);
+  return row ?? null;
+}
+
+/** The row's outcome forgotten: `submitted` with its transaction, as a failed record leaves it. */
+async function forceSubmitted(p: Payment) {
+  await gw.app.db.query(
+    "UPDATE x402_authorizations SET status = 'submitted' WHERE payer = $1 AND nonce = $2",
+    [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
+  );
+}
+
+/** The app's settlement, its ledger refusing every gas booking (payments.feePaid). */
+function settlementWithoutGas() {
+  const ledger = gw.app.settlement.ledger;
+  const failing = new Proxy(ledger, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property !== "createTransfers" || typeof value !== "function") return value;
+      return async (transfers: readonly { code: number }[], ...rest: unknown[]) => {
+        if (transfers.some((t) => t.code === 9 /* payments.feePaid */))
+          throw new Error("the ledger is unavailable (test)");
+        return value.call(target, transfers, ...rest);
+      };
+    },
+  });
+  return { ...gw.app.settlement, ledger: failing };
+}
+
+/** What the rail's ETH fee account has been charged, in gwei. */
+async function feesBooked(): Promise<bigint> {
+  const fees = await railAccountOpened(gw.app.settlement, {
+    kind: "fee",
+    rail: chain.rail,
+    asset: assets.ETH,
+  });
+  const account = await gw.ledgerAccount(fees.ledgerAccountId);
+  return account.debitsPosted - account.creditsPosted;
+}
+
+async function gasGweiOf(txHash: Hex): Promise<bigint> {
+  const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash });
+  return divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
+}
+
+const singleGasId = (txHash: string) =>
+  derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas");
+const batchGasId = (txHash: string, invoiceId: string) =>
+  derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas");
+
+function notOk(result: SettleResult) {
+  if (result.ok) throw new Error(`expected no settlement, got transaction ${result.transaction}`);
+  return result;
+}
+
+describe("a row left submitted whose transaction was mined", () => {
+  it("is settled and its gas booked, once however many passes see it", async () => {
+    // The settler's gas booking fails every time: the payment settles, its gas is left (logged).
+    const settler = createSingleSettler({ settlement: settlementWithoutGas() });
+    const p = await claimed(await payment(await newPayer("single"), 700n));
+    const result = await settler.settle(p.claimed, p.requirements);
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    const txHash = result.transaction;
+    expect(await gw.app.ledger.lookupTransfers([singleGasId(txHash)])).toHaveLength(0);
+    await forceSubmitted(p);
+
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(txHash);
+    expect(gas).toBeGreaterThan(0n);
+    expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
+    expect(await rowOf(p)).toEqual({
+      status: "settled",
+      tx_hash: txHash,
+      failure: null,
+      invoice_id: result.invoiceId,
+    });
+    const [booked] = await gw.app.ledger.lookupTransfers([singleGasId(txHash)]);
+    expect(booked?.amount).toBe(gas);
+    expect(await feesBooked()).toBe(feesBefore + gas);
+
+    // Seen again (its outcome forgotten once more): settled again, the gas not booked a second time.
+    await forceSubmitted(p);
+    expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
+    expect((await rowOf(p))?.status).toBe("settled");
+    expect(await feesBooked()).toBe(feesBefore + gas);
+    // Nothing left: a third pass finds nothing.
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+  });
+
+  it("of a batch: each item settled or failed by the receipt, the batch's gas split once as batch.ts splits it", async () => {
+    // The batch is mined, but its settler hears `in_flight` (the receipt not seen in time): every row is left
+    // `submitted` and the gas unbooked.
+    let sentItems: readonly BatchItem[] = [];
+    const inFlight: AuthorizationBatchSender = async (batch) => {
+      sentItems = batch.items;
+      const outcome = await gw.rail.settleAuthorizationBatch({ ...batch, settler: settlerAddress });
+      if (outcome.status !== "mined") throw new Error(`the batch was not mined: ${outcome.status}`);
+      return { status: "in_flight", txHash: outcome.txHash };
+    };
+    const settler = createBatchSettler({
+      settlement: gw.app.settlement,
+      senderOf: () => inFlight,
+      single: createSingleSettler({ settlement: gw.app.settlement }),
+      settings: { batchSizeMax: 4, batchWaitMsMax: 60_000 },
+    });
+    const [a, b, c] = [await newPayer("batch a"), await newPayer("batch b"), await newPayer("batch c")];
+    const ps = [
+      await payment(a!, 300n),
+      await payment(b!, 400n, c!),
+      await payment(c!, 500n),
+      await payment(a!, 600n),
+    ];
+    for (const p of ps) await claimed(p);
+    const results = await Promise.all(ps.map((p) => settler.settle(p.claimed, p.requirements)));
+    await settler.close();
+    for (const result of results) expect(notOk(result).refusal).toBe("unexpected_settle_error");
+    const rows = await Promise.all(ps.map(rowOf));
+    const txHash = rows[0]!.tx_hash!;
+    for (const row of rows) expect(row).toMatchObject({ status: "submitted", tx_hash: txHash });
+    expect(sentItems.map((item) => item.reference).sort()).toEqual(rows.map((row) => row!.invoice_id).sort());
+
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(txHash as Hex);
+    expect(await reconcile()).toEqual({ settled: 3, failed: 1, left: 0 });
+    expect((await rowOf(ps[0]!))?.status).toBe("settled");
+    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: txHash });
+    expect((await rowOf(ps[2]!))?.status).toBe("settled");
+    expect((await rowOf(ps[3]!))?.status).toBe("settled");
+    // One share per item, in the batch's order (the remainder to the first), each under batch.ts's id.
+    // (A remainder to give, or the order would not show: the calldata is the same every run, so is the gas.)
+    expect(gas % BigInt(sentItems.length)).not.toBe(0n);
+    const shares = splitEvenlyRemainderToFirst(gas, sentItems.length);
+    const ids = sentItems.map((item) => batchGasId(txHash, item.reference));
+    const booked = new Map((await gw.app.ledger.lookupTransfers(ids)).map((t) => [t.id, t.amount]));
+    expect(ids.map((id) => booked.get(id))).toEqual(shares);
+    expect(await feesBooked()).toBe(feesBefore + gas);
+
+    for (const p of ps) await forceSubmitted(p);
+    expect(await reconcile()).toEqual({ settled: 3, failed: 1, left: 0 });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+});
+
+describe("rows whose transaction is not mined yet, or reverted", () => {
+  it("leaves them until mined; then one is settled and the reverted one failed, each gas booked", async () => {
+    // Two payments of one payer sent while nothing is mined; the second one's authorization is also submitted by a
+    // stranger with a higher tip, mined first, so the gateway's transaction reverts (the nonce used).
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const quick = { ...chain, receiptTimeoutMs: 300 };
+    const payer = await newPayer("unmined");
+    const paid = await claimed(await payment(payer, 600n));
+    const frontRun = await claimed(await payment(payer, 200n));
+    await setAutomine(false);
+    try {
+      for (const p of [paid, frontRun]) {
+        const result = notOk(await settler.settle(p.claimed, { ...p.requirements, chain: quick }));
+        expect(result.refusal).toBe("unexpected_settle_error");
+        expect((await rowOf(p))?.status).toBe("submitted");
+      }
+      const a = frontRun.claimed.authorization;
+      const { v, yParity, r, s } = parseSignature(frontRun.claimed.signature);
+      await gw.chain.walletClient.writeContract({
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "transferWithAuthorization",
+        args: [
+          a.from,
+          a.to,
+          a.value,
+          a.validAfter,
+          a.validBefore,
+          a.nonce,
+          v === undefined ? yParity + 27 : Number(v),
+          r,
+          s,
+        ],
+        account: gw.chain.accounts[4]!,
+        chain: gw.chain.chain,
+        gas: 200_000n,
+        maxPriorityFeePerGas: 1_000_000_000_000n,
+        maxFeePerGas: 2_000_000_000_000n,
+      } as never);
+
+      expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 2 });
+      for (const p of [paid, frontRun]) expect((await rowOf(p))?.status).toBe("submitted");
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await setAutomine(true);
+    }
+    const paidTx = (await rowOf(paid))!.tx_hash! as Hex;
+    const revertedTx = (await rowOf(frontRun))!.tx_hash! as Hex;
+    expect((await gw.chain.publicClient.getTransactionReceipt({ hash: revertedTx })).status).toBe("reverted");
+    const feesBefore = await feesBooked();
+    const gas = (await gasGweiOf(paidTx)) + (await gasGweiOf(revertedTx));
+
+    expect(await reconcile()).toEqual({ settled: 1, failed: 1, left: 0 });
+    expect(await rowOf(paid)).toMatchObject({ status: "settled", tx_hash: paidTx });
+    expect(await rowOf(frontRun)).toMatchObject({
+      status: "failed",
+      failure: "reverted",
+      tx_hash: revertedTx,
+    });
+    expect(await gw.app.ledger.lookupTransfers([singleGasId(paidTx), singleGasId(revertedTx)])).toHaveLength(
+      2,
+    );
+    expect(await feesBooked()).toBe(feesBefore + gas);
+    expect(await gw.tokenBalance(payer.address)).toBe(payerFunds - 800n);
+  });
+});
