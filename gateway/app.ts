@@ -67,7 +67,7 @@ import {
 import { ensureOperatorKey, type OperatorKeyBootstrap } from "./tenants/index.ts";
 import { startEventPrune } from "./webhooks/events.ts";
 import { startWebhookDelivery as startDeliveries, webhookLimitsDefault } from "./webhooks/index.ts";
-import { createX402Deps, createX402Scheme, type X402Chain } from "./x402/index.ts";
+import { createX402Deps, createX402Scheme, startX402Reconcile, type X402Chain } from "./x402/index.ts";
 
 export { type DemoTenant, demoFundingUsdc } from "./app/demo.ts";
 export type { RailContext, RailModule } from "./app/rails.ts";
@@ -232,6 +232,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       chains: x402Chains(evm, rails),
       logger: logger.child({ module: "x402" }),
     });
+    const x402Reconcile = startX402Reconcile(x402);
+    closers.push(() => x402Reconcile.stop());
     const paywalls = createPaywallService({
       sql: db,
       schemes: options.paymentSchemes ?? [
