@@ -1,16 +1,22 @@
 // Two gateway processes' group-committed batches on one PostgreSQL, locking overlapping rows: L402 request counting
-// (gateway/l402/tokens.ts takeRequests, one UPDATE over a FOR UPDATE CTE) and x402 claims (gateway/x402/
-// claims-batch.ts claimAll, one INSERT … ON CONFLICT DO NOTHING). Each "process" is a pool of its own connections;
-// they fire many overlapping batches at once, one naming the keys in one order and the other in the reverse one. Both statements take
-// their row locks in key order, so the batches wait for each other and never deadlock (40P01): without that order
-// these tests fail with "deadlock detected" (checked by removing the ORDER BY, and the sort of the claims). And the
-// counts stay exact: never more requests served than a token's requests_max, in total; every claim taken once.
+// (gateway/l402/tokens.ts takeRequests, one UPDATE over a FOR UPDATE CTE, and returnRequests, which gives leased
+// requests back the same way) and x402 claims (gateway/x402/claims-batch.ts claimAll, one INSERT … ON CONFLICT DO
+// NOTHING). Each "process" is a pool of its own connections; they fire many overlapping batches at once, one naming
+// the keys in one order and the other in the reverse one. Every statement takes its row locks in key order, so the
+// batches wait for each other and never deadlock (40P01): without that order these tests fail with "deadlock
+// detected" (checked by removing each ORDER BY, and the sort of the claims). And the counts stay exact: never more
+// requests served than a token's requests_max, in total; every lease given back; every claim taken once.
 import { createHash } from "node:crypto";
 import type { Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
-import { type TakeRequestAsk, type TakeRequestResult, takeRequests } from "../../gateway/l402/tokens.ts";
+import {
+  returnRequests,
+  type TakeRequestAsk,
+  type TakeRequestResult,
+  takeRequests,
+} from "../../gateway/l402/tokens.ts";
 import { ledgerMigrations } from "../../gateway/ledger/index.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { type ClaimRequest, claimAll } from "../../gateway/x402/claims-batch.ts";
@@ -21,6 +27,9 @@ const tenantId = "ten_lockorder";
 /** The keys every batch names: many, so that two batches' statements are long enough to meet half-way. */
 const keysPerBatch = 100;
 const names = Array.from({ length: keysPerBatch }, (_, i) => `key ${i}`);
+/** Other tokens, for the leases (counter.ts) and their return. */
+const leaseNames = names.map((name) => `lease ${name}`);
+const leaseAsked = 4;
 /** Batches each process fires at once, per round, and the rounds. */
 const callersPerProcess = 3;
 const countingRounds = 30;
@@ -68,7 +77,7 @@ describe("overlapping batches of two processes in opposite key orders on Postgre
         hexOf("root"),
         hexOf("payment"),
         requestsMax,
-        [...names, ...Array.from({ length: otherTokens }, (_, i) => `other ${i}`)],
+        [...names, ...leaseNames, ...Array.from({ length: otherTokens }, (_, i) => `other ${i}`)],
       ],
     );
     await setup.exec("ANALYZE");
@@ -120,6 +129,46 @@ describe("overlapping batches of two processes in opposite key orders on Postgre
       [names.map(hexOf)],
     );
     expect(rows.map((row) => Number(row.requests_used))).toEqual(names.map(() => requestsMax));
+  });
+
+  it("leases L402 requests and gives them back without a deadlock, the count exact", async () => {
+    // Each batch takes a request of every token with a lease, then gives the lease back in the reverse order; the
+    // other process does both the other way round, so takes and returns of the two cross.
+    const asksOf = (order: readonly string[]): TakeRequestAsk[] =>
+      order.map((name) => ({ tenantId, keyId: hexOf(name), requestsMax, lease: leaseAsked }));
+    const orders = [asksOf(leaseNames), asksOf([...leaseNames].reverse())];
+    const served = new Map<string, number>();
+    let leasedTotal = 0;
+    const errors: unknown[] = [];
+    for (let round = 0; round < countingRounds; round += 1) {
+      const settled = await Promise.allSettled(
+        processes.flatMap((db, p) =>
+          Array.from({ length: callersPerProcess }, async () => {
+            const asks = orders[p]!;
+            const results = await takeRequests(db, asks);
+            const returned = results.map((result, i) => {
+              if (result.ok) served.set(asks[i]!.keyId, (served.get(asks[i]!.keyId) ?? 0) + 1);
+              leasedTotal += result.ok ? (result.leased ?? 0) : 0;
+              return { tenantId, keyId: asks[i]!.keyId, requests: result.ok ? (result.leased ?? 0) : 0 };
+            });
+            await returnRequests(db, returned.reverse());
+          }),
+        ),
+      );
+      for (const outcome of settled) if (outcome.status === "rejected") errors.push(outcome.reason);
+    }
+    expect(errors.map(codeOf)).toEqual([]);
+    expect(leasedTotal).toBeGreaterThan(0);
+    // Every lease given back: each token's count is what was served, never beyond requests_max.
+    const rows = await setup.query<{ key_id: string; requests_used: number }>(
+      "SELECT key_id, requests_used FROM l402_tokens WHERE key_id = ANY($1::text[])",
+      [leaseNames.map(hexOf)],
+    );
+    expect(rows).toHaveLength(keysPerBatch);
+    for (const row of rows) {
+      expect(Number(row.requests_used)).toBe(served.get(row.key_id));
+      expect(Number(row.requests_used)).toBeLessThanOrEqual(requestsMax);
+    }
   });
 
   it("claims x402 authorizations without a deadlock, each once", async () => {
