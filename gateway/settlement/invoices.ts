@@ -35,11 +35,18 @@ import {
   type Posting,
   type PostingTransfer,
   reverse,
-  takeBack,
   transferCodes,
 } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 import { splitShares } from "../paywall/scheme.ts";
+import {
+  receiptLedgerId,
+  receiptShareLedgerId,
+  reversalShareLedgerId,
+  splitPayees,
+  takeBackChain,
+  takeBackShares,
+} from "./split-reversal.ts";
 
 /** What the settlement needs of a rail to take money in: its id, its asset, its `receive`, and signed payments. */
 export type ReceivingRail = Pick<Rail, "id" | "asset" | "receive" | "submitSignedPayment"> &
@@ -487,7 +494,7 @@ async function creditWithShares(
         code: transferCodes.invoices.share,
       },
       transfer: {
-        id: derivedLedgerId(`${transfer.id}:${share.accountId}`, "share"),
+        id: receiptShareLedgerId(transfer.id, share.accountId),
         ...(transfer.userData128 === undefined ? {} : { userData128: transfer.userData128 }),
         ...(transfer.evidence === undefined ? {} : { evidence: transfer.evidence }),
         label: `the share of account ${share.accountId} in ${transfer.label ?? `invoice ${invoice.id}`}`,
@@ -540,7 +547,7 @@ export async function applyReceived(
       code: transferCodes.invoices.received,
     },
     {
-      id: derivedLedgerId(invoice.id, "received"),
+      id: receiptLedgerId(invoice.id),
       userData128: derivedLedgerId(invoice.id, "invoice"),
       evidence: evidenceForLedger(event.evidence),
       label: `the receipt of invoice ${invoice.id}`,
@@ -599,7 +606,7 @@ async function applyReceipt(
       code: transferCodes.invoices.received,
     },
     {
-      id: derivedLedgerId(`${invoice.id}:${event.key}`, "received"),
+      id: receiptLedgerId(invoice.id, event.key),
       userData128: derivedLedgerId(invoice.id, "invoice"),
       evidence: receiptEvidence(event),
       label: `receipt ${event.key} of invoice ${invoice.id}`,
@@ -719,9 +726,10 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
 /**
  * Money that came in was taken back (a dispute, a refund of a top-up, a reorg of a credited deposit). The account
  * gives back what it still has, up to the amount (a balancing debit: never below zero); the rest is the tenant's
- * loss and is reported. An invoice with a split takes back from each payee its share of the reversal as the credit
- * gave it (reversalShares: floored basis points of the amount reversed, at most what the invoice received), and the
- * rest from the invoice's account; each payee, too, gives back at most what it holds.
+ * loss and is reported. An invoice with a split takes back from each payee its part of the reversal (split-reversal.ts
+ * takeBackShares: proportional to the shares the invoice's receipts credited it, floored, never more than what is
+ * left of them after its other reversals and its refunds), and the rest from the invoice's account; each payee, too,
+ * gives back at most what it holds. The legs are one linked ledger chain: all of them or none.
  * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
  * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing.
  */
@@ -739,44 +747,53 @@ export async function applyReversed(
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
   const { account, clearing } = await accountsFor(deps, invoice);
-  const reversal = (accountLedgerId: bigint, amount: bigint, id: bigint, label: string) =>
-    amount === 0n
-      ? Promise.resolve(0n)
-      : takeBack(
-          deps.ledger,
-          {
-            debitAccountId: accountLedgerId,
-            creditAccountId: clearing.ledgerAccountId,
-            amount,
-            ledger: account.asset.ledger,
-            code: transferCodes.invoices.reversed,
-          },
-          {
-            id,
-            userData128: derivedLedgerId(invoice.id, "invoice"),
-            evidence: evidenceForLedger(event.evidence),
-            label,
-          },
-        );
-  // Each leg under an id of its own derived from the reversal: a redelivery after a crash part-way takes nothing
-  // twice and finds what each leg took.
-  let taken = 0n;
-  let fromPayees = 0n;
-  for (const share of await reversalShares(deps, invoice, event.amount)) {
-    fromPayees += share.amount;
-    taken += await reversal(
-      share.ledgerAccountId,
-      share.amount,
-      reversalShareLedgerId(invoice.id, event.key, share.accountId, "reversed"),
-      `account ${share.accountId}'s share of reversal ${event.key} of invoice ${invoice.id}`,
-    );
-  }
-  taken += await reversal(
-    account.ledgerAccountId,
-    event.amount - fromPayees,
-    reversalLedgerId(invoice.id, event.key, "reversed"),
+  // Each payee's part (split-reversal.ts takeBackShares: proportional to what the invoice credited it, floored,
+  // never more than what is left of that), the rest from the invoice's account; each gives back at most what it
+  // holds (a balancing debit), all in one linked chain, each leg under an id of its own derived from the reversal:
+  // a redelivery after a crash takes nothing twice and finds what each leg took.
+  const [row] = await deps.db.query<{ received_amount: bigint | null }>(
+    "SELECT received_amount FROM invoices WHERE id = $1 AND tenant_id = $2",
+    [invoice.id, invoice.tenantId],
+  );
+  const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
+  const shares = takeBackShares(event.amount, row?.received_amount ?? 0n, payees, "credited");
+  const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
+  const leg = (accountLedgerId: bigint, amount: bigint, id: bigint, label: string) => ({
+    posting: {
+      debitAccountId: accountLedgerId,
+      creditAccountId: clearing.ledgerAccountId,
+      amount,
+      ledger: account.asset.ledger,
+      code: transferCodes.invoices.reversed,
+    },
+    transfer: {
+      id,
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+      label,
+    },
+  });
+  const takenEach = await takeBackChain(
+    deps.ledger,
+    [
+      ...shares.map((share) =>
+        leg(
+          share.ledgerAccountId,
+          share.amount,
+          reversalShareLedgerId(invoice.id, event.key, share.accountId, "reversed"),
+          `account ${share.accountId}'s share of reversal ${event.key} of invoice ${invoice.id}`,
+        ),
+      ),
+      leg(
+        account.ledgerAccountId,
+        event.amount - fromPayees,
+        reversalLedgerId(invoice.id, event.key, "reversed"),
+        `reversal ${event.key} of invoice ${invoice.id}`,
+      ),
+    ],
     `reversal ${event.key} of invoice ${invoice.id}`,
   );
+  const taken = takenEach.reduce((sum, amount) => sum + amount, 0n);
   const shortfall = event.amount - taken;
   // The record, the status and the event together: a crash before this leaves it to the redelivery, which finds
   // the ledger transfer there ("exists") and records it then.
@@ -810,46 +827,6 @@ export async function applyReversed(
 /** The ledger transfer that took reversal `key` of an invoice, or the one that gave it back. */
 const reversalLedgerId = (invoiceId: string, key: string, which: "reversed" | "reinstated") =>
   derivedLedgerId(`${invoiceId}:${key}`, which);
-
-/** The ledger transfer that took a payee's share of reversal `key` of an invoice, or the one that gave it back. */
-const reversalShareLedgerId = (
-  invoiceId: string,
-  key: string,
-  accountId: string,
-  which: "reversed" | "reinstated",
-) => derivedLedgerId(`${invoiceId}:${key}:${accountId}`, `share-${which}`);
-
-/**
- * Each payee's share of a reversal of `amount`: the invoice's split applied as the credit applies it (splitShares:
- * each payee's basis points of the amount, floored; the remainder is the invoice account's), over at most what the
- * invoice received, so that reversing all of one receipt takes back exactly the shares it gave. Several partial
- * reversals are floored each, so the payees may give back up to a minor unit each per reversal less than their
- * exact proportion (the invoice's account gives it instead).
- */
-async function reversalShares(
-  deps: SettlementDeps,
-  invoice: InvoiceTarget,
-  amount: bigint,
-): Promise<{ accountId: string; ledgerAccountId: bigint; amount: bigint }[]> {
-  if (invoice.split === null) return [];
-  const [row] = await deps.db.query<{ received_amount: bigint | null }>(
-    "SELECT received_amount FROM invoices WHERE id = $1 AND tenant_id = $2",
-    [invoice.id, invoice.tenantId],
-  );
-  const received = row?.received_amount ?? 0n;
-  const basis = amount < received ? amount : received;
-  const shares = [];
-  for (const share of splitShares(basis, { accountId: invoice.accountId, split: invoice.split })) {
-    if (share.accountId === invoice.accountId) continue;
-    const payee = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: share.accountId });
-    if (payee === null)
-      throw new SettlementInvariantError(
-        `invoice ${invoice.id} splits to account ${share.accountId}, which is gone`,
-      );
-    shares.push({ accountId: share.accountId, ledgerAccountId: payee.ledgerAccountId, amount: share.amount });
-  }
-  return shares;
-}
 
 /**
  * Gives back what the reversal `key` took, from the invoice's account and each payee's, where its ledger

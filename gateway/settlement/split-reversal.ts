@@ -1,0 +1,213 @@
+// Taking back an invoice's split: what each payee was credited from an invoice, what has been taken back of it
+// since, and each payee's part of an amount taken back — the one rule a reversal of the invoice's money (a dispute,
+// a reorg: applyReversed) and a refund of it (payments/refunds.ts, as Stripe's reverse_transfer) both follow.
+//
+// - Credited: the payee's share transfers of the invoice's receipts, as the ledger holds them (one per receipt,
+//   each floored when it was credited), not the split's basis points applied again.
+// - Taken back: the payee's legs of the invoice's reversals not given back, and of its refunds not failed (held or
+//   posted). Read before the legs are written: the reversals of one invoice and its refunds are not serialized with
+//   each other (see takeBackShares for what keeps refunds within the credit whatever their order).
+// - A payee's part of an amount taken back: proportional to its credit (a reversal) or to what is left of it (a
+//   refund), floored, never more than what is left of its credit; the rest is the seller's (the invoice's account).
+//
+// Every ledger id of these legs is derived here, from the invoice, the receipt, the reversal or the refund and the
+// payee's account id, so that a repeat writes nothing twice and every reader finds the same transfers.
+import { divFloor, SwitchyardError } from "../../core/index.ts";
+import type { AccountCache } from "../accounts/index.ts";
+import type { Sql } from "../db/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import {
+  type Ledger,
+  LedgerPostingError,
+  type Posting,
+  type PostingTransfer,
+  TransferFlags,
+} from "../ledger/index.ts";
+
+/** A split's payees as an invoice carries them: account ids and basis points. */
+export type SplitShareSpec = readonly { readonly accountId: string; readonly basisPoints: number }[];
+
+/** The ledger transfer that credited a receipt of an invoice: its one receipt, or the one named `key`. */
+export const receiptLedgerId = (invoiceId: string, key?: string): bigint =>
+  key === undefined
+    ? derivedLedgerId(invoiceId, "received")
+    : derivedLedgerId(`${invoiceId}:${key}`, "received");
+
+/** The transfer that moved a payee's share of the receipt credited by `receiptId`, from the seller to the payee. */
+export const receiptShareLedgerId = (receiptId: bigint, accountId: string): bigint =>
+  derivedLedgerId(`${receiptId}:${accountId}`, "share");
+
+/** The ledger transfer that took a payee's share of reversal `key` of an invoice, or the one that gave it back. */
+export const reversalShareLedgerId = (
+  invoiceId: string,
+  key: string,
+  accountId: string,
+  which: "reversed" | "reinstated",
+): bigint => derivedLedgerId(`${invoiceId}:${key}:${accountId}`, `share-${which}`);
+
+/** A payee's leg of a refund: its hold, the hold's post or void, and the undoing of its post. */
+export const refundShareLedgerId = (
+  refundId: string,
+  accountId: string,
+  which: "hold" | "post" | "void" | "undone",
+): bigint => derivedLedgerId(`${refundId}:${accountId}`, `refund-share-${which}`);
+
+/** A payee of an invoice's split: its ledger account, what the invoice credited it and what was taken back since. */
+export type SplitPayee = {
+  accountId: string;
+  ledgerAccountId: bigint;
+  credited: bigint;
+  takenBack: bigint;
+};
+
+/** One payee's part of an amount taken back. */
+export type PayeeShare = { accountId: string; ledgerAccountId: bigint; amount: bigint };
+
+/** A split naming an account that is gone, or a ledger answer that cannot be: a bug or broken data. */
+export class SplitInvariantError extends SwitchyardError {
+  override name = "SplitInvariantError";
+}
+
+/**
+ * The payees of an invoice's split (none without one), each with what it was credited from the invoice and what
+ * has been taken back of that by its reversals and refunds. `exceptReversal`: a reversal left out (the one being
+ * applied, whose own legs may exist from a run a crash cut short).
+ */
+export async function splitPayees(
+  deps: { db: Sql; ledger: Ledger; accounts: Pick<AccountCache, "tenantAccount"> },
+  invoice: { id: string; tenantId: string; split: SplitShareSpec | null },
+  options: { exceptReversal?: string } = {},
+): Promise<SplitPayee[]> {
+  if (invoice.split === null || invoice.split.length === 0) return [];
+  const receipts = await deps.db.query<{ key: string }>(
+    "SELECT key FROM invoice_receipts WHERE invoice_id = $1",
+    [invoice.id],
+  );
+  const receiptIds = [
+    receiptLedgerId(invoice.id),
+    ...receipts.map((r) => receiptLedgerId(invoice.id, r.key)),
+  ];
+  const reversals = await deps.db.query<{ key: string }>(
+    "SELECT key FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL",
+    [invoice.id],
+  );
+  const reversalKeys = reversals.map((r) => r.key).filter((key) => key !== options.exceptReversal);
+  const refunds = await deps.db.query<{ id: string }>(
+    "SELECT id FROM refunds WHERE invoice_id = $1 AND tenant_id = $2 AND status <> 'failed'",
+    [invoice.id, invoice.tenantId],
+  );
+  const payees: SplitPayee[] = [];
+  for (const share of invoice.split) {
+    const account = await deps.accounts.tenantAccount({ tenantId: invoice.tenantId, id: share.accountId });
+    if (account === null)
+      throw new SplitInvariantError(
+        `invoice ${invoice.id} splits to account ${share.accountId}, which is gone`,
+      );
+    const credited = await sumOf(
+      deps.ledger,
+      receiptIds.map((receipt) => receiptShareLedgerId(receipt, share.accountId)),
+    );
+    const takenBack = await sumOf(deps.ledger, [
+      ...reversalKeys.map((key) => reversalShareLedgerId(invoice.id, key, share.accountId, "reversed")),
+      ...refunds.map((refund) => refundShareLedgerId(refund.id, share.accountId, "hold")),
+    ]);
+    payees.push({
+      accountId: share.accountId,
+      ledgerAccountId: account.ledgerAccountId,
+      credited,
+      takenBack,
+    });
+  }
+  return payees;
+}
+
+/** The amounts of the transfers found among `ids` (those never written count nothing). */
+async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
+  if (ids.length === 0) return 0n;
+  const found = await ledger.lookupTransfers(ids);
+  return found.reduce((sum, transfer) => sum + transfer.amount, 0n);
+}
+
+/**
+ * Each payee's part of `amount` taken back of `whole`, rounded down (divFloor), the seller giving the rest (every
+ * rounding remainder included); zero parts are left out. Never more than what is left of a payee's credit
+ * (credited − takenBack), nor, all parts together, more than `amount`. Proportional to:
+ * - `credited` (a reversal of the invoice's money, `whole` what it received): divFloor(min(amount, whole) ×
+ *   credited, whole) — reversing all it received takes back exactly every share it gave;
+ * - `left` (a refund, `whole` what is left to refund of the invoice): divFloor(amount × (credited − takenBack),
+ *   whole) — each refund takes the payee's proportion of what is left, so the refund that empties the invoice takes
+ *   exactly what is left of each credit, and refunds in several parts end where one refund of all would.
+ *
+ * Refunds claim what is left to refund one after another (their `refundable` row), so two refunds read from the same
+ * state take at most divFloor((x + y) × left-of-credit, whole) together, within the credit. What the parts are
+ * computed from is read before the refund's holds are written: only a refund that fails between that read and
+ * another's claim can make the next part read a stale credit (a minor unit per racing failure at most).
+ */
+export function takeBackShares(
+  amount: bigint,
+  whole: bigint,
+  payees: readonly SplitPayee[],
+  proportionalTo: "credited" | "left",
+): PayeeShare[] {
+  if (whole <= 0n || amount <= 0n) return [];
+  const basis = amount < whole ? amount : whole;
+  let left = amount;
+  const shares: PayeeShare[] = [];
+  for (const payee of payees) {
+    const creditLeft = payee.credited - payee.takenBack;
+    const of = proportionalTo === "credited" ? payee.credited : creditLeft;
+    const share = least(least(divFloor(basis * of, whole), creditLeft), left);
+    if (share <= 0n) continue;
+    shares.push({ accountId: payee.accountId, ledgerAccountId: payee.ledgerAccountId, amount: share });
+    left -= share;
+  }
+  return shares;
+}
+
+const least = (a: bigint, b: bigint): bigint => (b < a ? b : a);
+
+/** One leg of takeBackChain: up to `posting.amount` from its debit account. */
+export type TakeBackLeg = { posting: Posting; transfer: PostingTransfer };
+
+/**
+ * Takes back each leg's amount from its debit account, each never more than that account holds (a balancing debit),
+ * the legs as one linked chain (one request: all or none). A chain written before (a redelivery, a crash after the
+ * write) is not written again: what its legs took is read back. Returns what each leg took, in order; a leg of zero
+ * is not written and took nothing. (The ledger's flags are set here because ledger/postings.ts offers no chain of
+ * balancing debits yet; that is where this belongs.)
+ */
+export async function takeBackChain(
+  ledger: Ledger,
+  legs: readonly TakeBackLeg[],
+  label: string,
+): Promise<bigint[]> {
+  const written = legs.filter((leg) => leg.posting.amount > 0n);
+  if (written.length === 0) return legs.map(() => 0n);
+  // The chain is linked: one of its legs in the ledger means all of them are.
+  const taken = async (): Promise<bigint[] | null> => {
+    const found = await ledger.lookupTransfers(written.map((leg) => leg.transfer.id));
+    if (found.length === 0) return null;
+    const amounts = new Map(found.map((transfer) => [transfer.id, transfer.amount]));
+    return legs.map((leg) => amounts.get(leg.transfer.id) ?? 0n);
+  };
+  const before = await taken();
+  if (before !== null) return before;
+  const results = await ledger.createTransfers(
+    written.map(({ posting, transfer }, i) => ({
+      id: transfer.id,
+      debitAccountId: posting.debitAccountId,
+      creditAccountId: posting.creditAccountId,
+      amount: posting.amount,
+      ledger: posting.ledger,
+      code: posting.code,
+      flags: TransferFlags.balancingDebit | (i < written.length - 1 ? TransferFlags.linked : 0),
+      ...(transfer.userData128 === undefined ? {} : { userData128: transfer.userData128 }),
+      ...(transfer.evidence === undefined ? {} : { evidence: transfer.evidence }),
+    })),
+  );
+  // Written now, or by a run that raced this one.
+  const after = await taken();
+  if (after !== null) return after;
+  const refusal = results.find((r) => r.status !== "created" && r.status !== "linked_event_failed");
+  throw new LedgerPostingError(label, refusal?.status ?? "no result");
+}
