@@ -22,7 +22,10 @@ export type Refund = {
   id: string;
   tenantId: string;
   target: RefundTarget;
-  /** The tenant's account the money leaves. */
+  /**
+   * The tenant's account the money leaves; of an invoice split among payees, only the part the payees do not give
+   * back (each payee's part is held, posted or voided beside it).
+   */
   accountId: string;
   assetCode: string;
   amount: bigint;

@@ -6,13 +6,19 @@
 //
 // One refund's life, each step keyed by ids derived from the refund's, so a repeat changes nothing:
 //   1. checks that write nothing: the target, what is left of it, the rail's limits, the destination;
-//   2. in one transaction: a ledger hold on the tenant's account for the amount, the refund row `pending`, its claim
-//      on what is left of the target (one upsert of the target's `refundable` row: two refunds racing for the last
-//      of it cannot both pass) and `refund.created` — refused `insufficient_funds` or `refund_exceeds_remaining`
-//      (or its Idempotency-Key another refund's: that one is the answer), none of it is written;
+//   2. in one transaction: the ledger's holds for the amount, linked (all or none) — of an invoice whose receipts
+//      were split among payees, one on each payee's account for its part (settlement/split-reversal.ts
+//      takeBackShares: the refund's proportion of what is left to refund, applied to what is left of the payee's
+//      credit from the invoice, floored; the refund that empties the invoice takes all that is left of it; as
+//      Stripe's reverse_transfer) and one on the tenant's account for the rest, otherwise one on the tenant's
+//      account for all of it; the refund row `pending`, its claim on what is left of the target (one upsert of the
+//      target's `refundable` row: two refunds racing for the last of it cannot both pass) and `refund.created` —
+//      refused `insufficient_funds` (the tenant's account, or a payee's, short of its part) or
+//      `refund_exceeds_remaining` (or its Idempotency-Key another refund's: that one is the answer), none of it is
+//      written;
 //   3. the rail: a provider refund, a payout, or nothing (internal);
-//   4. succeeded → the hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed → the
-//      hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
+//   4. succeeded → every hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed →
+//      every hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
 //      (applyRefundEvent, called by the settlement before anything else looks at the event).
 // The ledger's post or void and the status change with its event are one transaction (writeChainWith's statement).
 import {
@@ -37,6 +43,14 @@ import {
   transferCodes,
   writeChainWith,
 } from "../ledger/index.ts";
+import {
+  type PayeeShare,
+  refundShareLedgerId,
+  type SplitPayee,
+  type SplitShareSpec,
+  splitPayees,
+  takeBackShares,
+} from "../settlement/split-reversal.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import {
   claimStatement,
@@ -65,7 +79,7 @@ import {
   refundCanMove,
 } from "./refunds-types.ts";
 import { evidenceForLedger, railAccountOpened } from "./reservations.ts";
-import { getPayment } from "./store.ts";
+import { fromJson, getPayment } from "./store.ts";
 import { attemptDestination } from "./types.ts";
 
 /** What refunds need of the payments' dependencies: the stores, the ledger and the rails. */
@@ -126,6 +140,8 @@ type Source = {
   counter: AccountRecord;
   rail: string;
   mode: RefundMode;
+  /** The payees of an invoice's split, with what it credited them and what was taken back since; else none. */
+  payees: SplitPayee[];
 };
 
 // ---- checks (write nothing)
@@ -141,8 +157,9 @@ async function invoiceSource(
     received_amount: bigint | null;
     rail_reference: string | null;
     payer: string | null;
+    split: unknown;
   }>(
-    `SELECT account_id, asset, rail, received_amount, rail_reference, payer FROM invoices
+    `SELECT account_id, asset, rail, received_amount, rail_reference, payer, split FROM invoices
      WHERE id = $1 AND tenant_id = $2`,
     [params.invoiceId, params.tenantId],
   );
@@ -206,6 +223,11 @@ async function invoiceSource(
     rail: rail.id,
     asset,
   });
+  const payees = await splitPayees(deps, {
+    id: params.invoiceId,
+    tenantId: params.tenantId,
+    split: invoice.split === null ? null : fromJson<SplitShareSpec>(invoice.split),
+  });
   return {
     targetId: params.invoiceId,
     asset,
@@ -213,6 +235,7 @@ async function invoiceSource(
     ...accounts,
     rail: rail.id,
     mode,
+    payees,
   };
 }
 
@@ -271,6 +294,7 @@ async function paymentSource(
     counter,
     rail: attempt.rail,
     mode: { kind: "ledger" },
+    payees: [],
   };
 }
 
@@ -297,7 +321,7 @@ async function amountOf(
   deps: RefundsDeps,
   source: Source,
   params: CreateRefundParams,
-): Promise<{ amount: bigint } | Refused> {
+): Promise<{ amount: bigint; left: bigint } | Refused> {
   const left = await remainingOf(deps.db, { targetId: source.targetId, paid: source.paid });
   const named =
     source.mode.kind === "payout" && source.mode.destination.kind === "bolt11"
@@ -340,7 +364,7 @@ async function amountOf(
         "amount",
       );
   }
-  return { amount };
+  return { amount, left };
 }
 
 // ---- create
@@ -369,10 +393,12 @@ export async function createRefund(
   if ("ok" in source) return source;
   const sized = await amountOf(deps, source, params);
   if ("ok" in sized) return sized;
-  const { amount } = sized;
+  const { amount, left } = sized;
 
   const id = newId("rfd");
-  const hold = holdOf(id, source, amount);
+  const shares = takeBackShares(amount, left, source.payees, "left");
+  const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
+  const hold = holdOf(id, source, amount - fromPayees);
   const claim = claimStatement({
     id,
     tenantId: params.tenantId,
@@ -393,7 +419,10 @@ export async function createRefund(
   try {
     held = await writeChainWith(
       deps.ledger,
-      [{ kind: "hold", posting: hold, transfer: holdTransfer(id, source) }],
+      [
+        { kind: "hold", posting: hold, transfer: holdTransfer(id, source) },
+        ...shares.map((share) => payeeHold(id, source, share)),
+      ],
       { statement: claim, when: "held", sql: deps.db },
       `the hold of refund ${id}`,
     );
@@ -412,12 +441,19 @@ export async function createRefund(
       throw new RefundInvariantError(`refund ${id}'s key is taken by no refund`, { cause: error });
     return { ok: true, refund: earlier };
   }
-  if (held.outcome === "insufficient_funds")
+  if (held.outcome === "insufficient_funds") {
+    const short = await shortAccount(deps, [
+      { accountId: source.account.id, ledgerAccountId: source.account.ledgerAccountId, amount: hold.amount },
+      ...shares,
+    ]);
     return refuse(
       "insufficient_funds",
-      `account ${source.account.id} holds less than the refund; nothing was refunded`,
+      short === source.account.id || short === null
+        ? `account ${source.account.id} holds less than the refund; nothing was refunded`
+        : `account ${short}, a payee of the invoice's split, holds less than its part of the refund; nothing was refunded`,
       "amount",
     );
+  }
   const [row] = (held.rows ?? []) as RefundRow[];
   if (held.outcome !== "reserved" || row === undefined)
     throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);
@@ -435,6 +471,44 @@ function holdTransfer(id: string, source: Source) {
     evidence: { rail: source.rail, reference: id, detail: { refund: id } },
     label: `the hold of refund ${id}`,
   };
+}
+
+/**
+ * A payee's part of the refund held on its account, beside the tenant's hold: to the same account, under the same
+ * code and target, its id derived from the refund's and the payee's.
+ */
+function payeeHold(id: string, source: Source, share: PayeeShare): ChainMember {
+  return {
+    kind: "hold",
+    posting: {
+      debitAccountId: share.ledgerAccountId,
+      creditAccountId: source.counter.ledgerAccountId,
+      amount: share.amount,
+      ledger: source.asset.ledger,
+      code: transferCodes.refunds.refund,
+    },
+    transfer: {
+      id: refundShareLedgerId(id, share.accountId, "hold"),
+      userData128: derivedLedgerId(source.targetId, "refund"),
+      evidence: { rail: source.rail, reference: id, detail: { refund: id, payee: share.accountId } },
+      label: `account ${share.accountId}'s part of the hold of refund ${id}`,
+    },
+  };
+}
+
+/** The first of the refund's accounts that holds less than its part now (null: none does, any more). */
+async function shortAccount(
+  deps: RefundsDeps,
+  parts: readonly { accountId: string; ledgerAccountId: bigint; amount: bigint }[],
+): Promise<string | null> {
+  const found = await deps.ledger.lookupAccounts(parts.map((part) => part.ledgerAccountId));
+  const available = new Map(
+    found.map((account) => [
+      account.id,
+      account.creditsPosted - account.debitsPosted - account.debitsPending,
+    ]),
+  );
+  return parts.find((part) => (available.get(part.ledgerAccountId) ?? 0n) < part.amount)?.accountId ?? null;
 }
 
 /** The refund's hold: from the tenant's account to where the money goes in the ledger, in the asset. */
@@ -550,13 +624,37 @@ async function reservationOf(deps: RefundsDeps, refund: Refund): Promise<Reserva
   return found;
 }
 
+/**
+ * The holds on the payees of the invoice's split, as the ledger has them: none for a refund of anything else, or
+ * one made before a split's payees gave their part.
+ */
+async function payeeHoldsOf(
+  deps: RefundsDeps,
+  refund: Refund,
+): Promise<{ accountId: string; reservation: Reservation }[]> {
+  if (refund.target.kind !== "invoice") return [];
+  const [invoice] = await deps.db.query<{ split: unknown }>("SELECT split FROM invoices WHERE id = $1", [
+    refund.target.invoiceId,
+  ]);
+  if (invoice === undefined || invoice.split === null) return [];
+  const holds = [];
+  for (const share of fromJson<SplitShareSpec>(invoice.split)) {
+    const reservation = await findReservation(
+      deps.ledger,
+      refundShareLedgerId(refund.id, share.accountId, "hold"),
+    );
+    if (reservation !== null) holds.push({ accountId: share.accountId, reservation });
+  }
+  return holds;
+}
+
 /** The ledger's evidence of a refund: the rail's proof, with the refund's id beside it. */
 function ledgerEvidence(refund: Refund, evidence: SettlementEvidence) {
   const onLedger = evidenceForLedger(evidence);
   return { ...onLedger, detail: { ...onLedger.detail, refund: refund.id } };
 }
 
-/** Posts the hold (and books the rail's fee) with `refund.succeeded`, once. */
+/** Posts every hold (and books the rail's fee) with `refund.succeeded`, once. */
 async function finishSucceeded(
   deps: RefundsDeps,
   refund: Refund,
@@ -574,6 +672,18 @@ async function finishSucceeded(
         label: `refund ${refund.id}`,
       },
     },
+    ...(await payeeHoldsOf(deps, refund)).map(
+      ({ accountId, reservation }): ChainMember => ({
+        kind: "post",
+        reservation,
+        transfer: {
+          id: refundShareLedgerId(refund.id, accountId, "post"),
+          userData128: reservation.pendingId,
+          evidence: ledgerEvidence(refund, outcome.evidence),
+          label: `account ${accountId}'s part of refund ${refund.id}`,
+        },
+      }),
+    ),
     ...(await feeLegs(deps, refund, outcome)),
   ];
   await writeChainWith(
@@ -649,7 +759,7 @@ async function feeLegs(
   return legs;
 }
 
-/** Voids the hold with `refund.failed` and gives the claim back, once: nothing moved. */
+/** Voids every hold with `refund.failed` and gives the claim back, once: nothing moved. */
 async function finishFailed(
   deps: RefundsDeps,
   refund: Refund,
@@ -664,6 +774,13 @@ async function finishFailed(
         reservation,
         transfer: { id: derivedLedgerId(refund.id, "refund-void"), userData128: reservation.pendingId },
       },
+      ...(await payeeHoldsOf(deps, refund)).map(
+        ({ accountId, reservation: held }): ChainMember => ({
+          kind: "void",
+          reservation: held,
+          transfer: { id: refundShareLedgerId(refund.id, accountId, "void"), userData128: held.pendingId },
+        }),
+      ),
     ],
     { statement: failedStatement(refund.id, "pending", failure), when: "held", sql: deps.db },
     `the release of refund ${refund.id}`,
@@ -682,6 +799,18 @@ async function undoSucceeded(deps: RefundsDeps, refund: Refund, evidence: Settle
     evidence: ledgerEvidence(refund, evidence),
     label: `the undoing of refund ${refund.id}`,
   });
+  for (const { accountId, reservation } of await payeeHoldsOf(deps, refund))
+    await reverse(
+      deps.ledger,
+      refundShareLedgerId(refund.id, accountId, "post"),
+      transferCodes.refunds.refundUndone,
+      {
+        id: refundShareLedgerId(refund.id, accountId, "undone"),
+        userData128: reservation.pendingId,
+        evidence: ledgerEvidence(refund, evidence),
+        label: `the undoing of account ${accountId}'s part of refund ${refund.id}`,
+      },
+    );
   const statement = failedStatement(refund.id, "succeeded", {
     code: "rejected",
     message: "the provider failed the refund after it succeeded; the amount is back on the account",

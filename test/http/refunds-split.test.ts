@@ -1,0 +1,282 @@
+// /v1/refunds of an invoice whose receipt was split among payees (a paywall's split), end to end on PGlite and on
+// PostgreSQL, through a toy rail that refunds through its provider: as Stripe's refund with reverse_transfer, each
+// payee gives back its part of the refund — proportional to what the invoice credited it, floored, the rest from the
+// seller — held with the seller's hold in one linked chain, posted when the rail succeeds and voided when it fails.
+// Refunded at once or in two parts, every balance is exact; a payee short of its part refuses the whole refund with
+// nothing written; an Idempotency-Key repeated moves nothing.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RequestBody } from "../../client/index.ts";
+import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
+import { createAccount } from "../../gateway/accounts/index.ts";
+import { createInvoice } from "../../gateway/settlement/index.ts";
+import { refundShareLedgerId } from "../../gateway/settlement/split-reversal.ts";
+import { startTestGateway, type TestGateway } from "./support.ts";
+
+/** A rail that takes USDC in for invoices and refunds it through its provider; a refund of 1 USDC it fails. */
+function createRefundingToyRail() {
+  let handler: RailEventHandler | null = null;
+  const rail: Rail = {
+    id: "toysplit",
+    kind: "fiat",
+    asset: assets.USDC,
+    async start() {},
+    async stop() {},
+    snapshot: () => ({
+      rail: "toysplit",
+      kind: "fiat",
+      asset: assets.USDC,
+      available: true,
+      reaches: [],
+      amountMin: 1n,
+      amountMax: 100_000_000n,
+      liquidity: null,
+      feeFixed: 0n,
+      feePpm: 0n,
+      networkFeeMicroUsd: 0n,
+      latencyMs: 1_000,
+      takenAtMs: 0,
+    }),
+    execute: async () => ({
+      status: "failed",
+      code: "rejected",
+      message: "no payouts",
+      retryElsewhere: true,
+    }),
+    onEvent(next) {
+      handler = next;
+    },
+    balance: async () => 0n,
+    receive: async (request) => ({
+      status: "offered",
+      railReference: `toy_${request.reference}`,
+      expiresAtMs: null,
+      instructions: { pay: request.reference },
+    }),
+    async refundReceived(refund) {
+      if (refund.amount === 1_000_000n)
+        return { status: "failed", code: "rejected", message: "the toy provider refuses 1 USDC" };
+      return {
+        status: "succeeded",
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_re_${refund.id}` },
+        fee: 0n,
+      };
+    },
+  };
+  return {
+    rail,
+    async pay(invoiceId: string, amount: bigint) {
+      await handler!({
+        kind: "received",
+        reference: invoiceId,
+        amount,
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_in_${invoiceId}` },
+      });
+    },
+  };
+}
+
+const tenantId = "ten_demo";
+const seller = "acct_demo_merchant";
+const customer = "acct_demo_customer";
+const payeeA = "acct_split_payee_a";
+const payeeB = "acct_split_payee_b";
+const split = [
+  { accountId: payeeA, basisPoints: 2_500 },
+  { accountId: payeeB, basisPoints: 3_333 },
+];
+// Paid 10.000001 USDC: A is credited 25% floored (2,500,000), B 33.33% floored (3,333,000), the seller the rest.
+const paid = 10_000_001n;
+const credited = { seller: 4_167_001n, a: 2_500_000n, b: 3_333_000n };
+
+describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
+  let gw: TestGateway;
+  const toy = createRefundingToyRail();
+  const ledgerIds = new Map<string, bigint>();
+
+  beforeAll(async () => {
+    gw = await startTestGateway({ database, extraRailModules: [() => ({ rails: [toy.rail] })] });
+    for (const id of [payeeA, payeeB]) {
+      const account = await createAccount(
+        { sql: gw.app.db, ledger: gw.app.ledger },
+        { tenantId, kind: "customer", asset: assets.USDC, name: id, id },
+      );
+      ledgerIds.set(id, account.ledgerAccountId);
+    }
+    const [merchant] = await gw.app.db.query<{ ledger_account_id: string }>(
+      "SELECT ledger_account_id::text FROM accounts WHERE id = $1",
+      [seller],
+    );
+    ledgerIds.set(seller, BigInt(merchant!.ledger_account_id));
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  async function ledgerAccount(id: string) {
+    const [found] = await gw.app.ledger.lookupAccounts([ledgerIds.get(id)!]);
+    return found!;
+  }
+  /** Posted balance and pending debits of the seller and both payees, in USDC minor units. */
+  async function balances() {
+    const of = async (id: string) => {
+      const account = await ledgerAccount(id);
+      return { posted: account.creditsPosted - account.debitsPosted, held: account.debitsPending };
+    };
+    return { seller: await of(seller), a: await of(payeeA), b: await of(payeeB) };
+  }
+  /** Posted balances moved since `before`, and what is still held on each. */
+  async function moved(before: Awaited<ReturnType<typeof balances>>) {
+    const now = await balances();
+    return {
+      seller: now.seller.posted - before.seller.posted,
+      a: now.a.posted - before.a.posted,
+      b: now.b.posted - before.b.posted,
+      held: [now.seller.held, now.a.held, now.b.held],
+    };
+  }
+
+  async function count(table: "refunds" | "outbox" | "refundable"): Promise<bigint> {
+    const [row] = await gw.app.db.query<{ count: bigint }>(`SELECT count(*) AS count FROM ${table}`);
+    return row!.count;
+  }
+
+  /** An invoice to the seller with the split, paid `paid` through the toy's provider. */
+  async function paidSplitInvoice(): Promise<string> {
+    const created = await createInvoice(gw.app.settlement, {
+      tenantId,
+      accountId: seller,
+      asset: "USDC",
+      amount: "10",
+      rail: "toysplit",
+      description: "split",
+      expirySeconds: 600,
+      split,
+    });
+    if (!created.ok) throw new Error(created.message);
+    const before = await balances();
+    await toy.pay(created.invoice.id, paid);
+    expect((await gw.call("GET", `/v1/invoices/${created.invoice.id}`)).body.status).toBe("paid");
+    expect(await moved(before)).toEqual({ ...credited, held: [0n, 0n, 0n] });
+    return created.invoice.id;
+  }
+
+  async function refund(body: unknown, idempotencyKey?: string) {
+    const sent = await gw.client.POST("/v1/refunds", {
+      body: body as RequestBody<"/v1/refunds", "post">,
+      ...(idempotencyKey === undefined ? {} : { params: { header: { "Idempotency-Key": idempotencyKey } } }),
+    });
+    return { status: sent.response.status, body: (sent.data ?? sent.error) as any };
+  }
+
+  it("refunded in full at once: each payee gives back exactly what it was credited, the seller the rest", async () => {
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    const all = await refund({ invoice });
+    expect(all.status).toBe(201);
+    expect(all.body).toMatchObject({ status: "succeeded", amount: "10.000001", account: seller });
+    expect(await moved(before)).toEqual({
+      seller: -credited.seller,
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+    // Each payee's part is a hold of its own, posted.
+    const [posted] = await gw.app.ledger.lookupTransfers([refundShareLedgerId(all.body.id, payeeA, "post")]);
+    expect(posted?.amount).toBe(credited.a);
+  });
+
+  it("refunded in two parts, the first repeated under its Idempotency-Key: floored parts, the seller the remainder, the last part all that is left", async () => {
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    // 3.000001 of 10.000001: A 3,000,001 × 2,500,000 / 10,000,001 = 750,000.17… → 750,000; B × 3,333,000 =
+    // 999,900.23… → 999,900; the seller the rest, 1,250,101.
+    const key = `split-refund-${invoice}`;
+    const first = await refund({ invoice, amount: "3.000001" }, key);
+    expect(first.status).toBe(201);
+    expect(first.body.status).toBe("succeeded");
+    const afterFirst = { seller: -1_250_101n, a: -750_000n, b: -999_900n, held: [0n, 0n, 0n] };
+    expect(await moved(before)).toEqual(afterFirst);
+
+    const transfers = await gw.ledgerTransferCount();
+    const refunds = await count("refunds");
+    const again = await refund({ invoice, amount: "3.000001" }, key);
+    expect(again.status).toBe(201);
+    expect(again.body.id).toBe(first.body.id);
+    expect(await gw.ledgerTransferCount()).toBe(transfers);
+    expect(await count("refunds")).toBe(refunds);
+    expect(await moved(before)).toEqual(afterFirst);
+
+    // The rest, 7,000,000, empties the invoice: each payee gives back all that is left of its credit (A 1,750,000,
+    // B 2,333,100), the seller the rest (2,916,900): all three end exactly where one refund of all would leave them.
+    const rest = await refund({ invoice });
+    expect(rest.status).toBe(201);
+    expect(rest.body).toMatchObject({ status: "succeeded", amount: "7.000000" });
+    expect(await moved(before)).toEqual({
+      seller: -credited.seller,
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+    const [lastA] = await gw.app.ledger.lookupTransfers([refundShareLedgerId(rest.body.id, payeeA, "post")]);
+    expect(lastA?.amount).toBe(1_750_000n);
+    const more = await refund({ invoice, amount: "0.000001" });
+    expect(more.body.error.code).toBe("refund_exceeds_remaining");
+  });
+
+  it("voids every leg when the rail fails the refund: nothing moves, nothing stays held", async () => {
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    const failed = await refund({ invoice, amount: "1" });
+    expect(failed.status).toBe(201);
+    expect(failed.body).toMatchObject({ status: "failed", failure: { code: "rejected" } });
+    expect(await moved(before)).toEqual({ seller: 0n, a: 0n, b: 0n, held: [0n, 0n, 0n] });
+    // Each payee's part was held (1 USDC: A 249,999, B 333,299) and voided.
+    const voids = await gw.app.ledger.lookupTransfers([
+      refundShareLedgerId(failed.body.id, payeeA, "void"),
+      refundShareLedgerId(failed.body.id, payeeB, "void"),
+    ]);
+    expect(voids.map((t) => t.amount)).toEqual([249_999n, 333_299n]);
+    // All of it is refundable again.
+    const all = await refund({ invoice });
+    expect(all.body).toMatchObject({ status: "succeeded", amount: "10.000001" });
+    expect(await moved(before)).toEqual({
+      seller: -credited.seller,
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+  });
+
+  it("refuses the whole refund when a payee holds less than its part: 402 insufficient_funds, nothing written", async () => {
+    const invoice = await paidSplitInvoice();
+    // Payee B pays all it holds onward.
+    const all = (await balances()).b.posted;
+    const onward = await gw.call("POST", "/v1/payments", {
+      body: {
+        amount: `${all / 1_000_000n}.${(all % 1_000_000n).toString().padStart(6, "0")}`,
+        asset: "USDC",
+        source: { account: payeeB },
+        destination: { type: "account", account: customer },
+      },
+    });
+    expect(onward.status).toBe(201);
+    const before = await balances();
+    const written = {
+      transfers: await gw.ledgerTransferCount(),
+      refunds: await count("refunds"),
+      refundable: await count("refundable"),
+      outbox: await count("outbox"),
+    };
+    const refused = await refund({ invoice, amount: "2" });
+    expect(refused.status).toBe(402);
+    expect(refused.body.error).toMatchObject({ code: "insufficient_funds", param: "amount" });
+    expect(refused.body.error.message).toContain(payeeB);
+    expect({
+      transfers: await gw.ledgerTransferCount(),
+      refunds: await count("refunds"),
+      refundable: await count("refundable"),
+      outbox: await count("outbox"),
+    }).toEqual(written);
+    expect(await moved(before)).toEqual({ seller: 0n, a: 0n, b: 0n, held: [0n, 0n, 0n] });
+  });
+});
