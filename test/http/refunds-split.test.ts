@@ -64,6 +64,15 @@ function createRefundingToyRail() {
   };
   return {
     rail,
+    /** The toy's provider fails refund `refundId` of an invoice after it succeeded (Stripe's refund.failed). */
+    async failLater(invoiceId: string, refundId: string) {
+      await handler!({
+        kind: "reinstated",
+        reference: invoiceId,
+        key: `toy_re_${refundId}`,
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_re_${refundId}` },
+      });
+    },
     async pay(invoiceId: string, amount: bigint) {
       await handler!({
         kind: "received",
@@ -239,6 +248,61 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // All of it is refundable again.
     const all = await refund({ invoice });
     expect(all.body).toMatchObject({ status: "succeeded", amount: "10.000001" });
+    expect(await moved(before)).toEqual({
+      seller: -credited.seller,
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+  });
+
+  it("gives every leg back when the provider fails a refund after it succeeded", async () => {
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    const done = await refund({ invoice, amount: "4" });
+    expect(done.body.status).toBe("succeeded");
+    // 4 of 10.000001: A 999,999, B 1,333,199, the seller 1,666,802.
+    expect(await moved(before)).toEqual({
+      seller: -1_666_802n,
+      a: -999_999n,
+      b: -1_333_199n,
+      held: [0n, 0n, 0n],
+    });
+    await toy.failLater(invoice, done.body.id);
+    await toy.failLater(invoice, done.body.id);
+    expect((await gw.call("GET", `/v1/refunds/${done.body.id}`)).body.status).toBe("failed");
+    expect(await moved(before)).toEqual({ seller: 0n, a: 0n, b: 0n, held: [0n, 0n, 0n] });
+    // The payees' credit is whole again: a refund of all takes all of it.
+    const all = await refund({ invoice });
+    expect(all.body).toMatchObject({ status: "succeeded", amount: "10.000001" });
+    expect(await moved(before)).toEqual({
+      seller: -credited.seller,
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+  });
+
+  it("lets refunds racing for one invoice take no more from a payee than it was credited", async () => {
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    const answers = await Promise.all(["4", "4", "4", "3"].map((amount) => refund({ invoice, amount })));
+    const passed = answers.filter((a) => a.status === 201);
+    expect(passed.every((a) => a.body.status === "succeeded")).toBe(true);
+    // A loser is refused for what is left of the invoice, or (its hold checked first) for the seller's balance.
+    for (const refused of answers.filter((a) => a.status !== 201))
+      expect(["refund_exceeds_remaining", "insufficient_funds"]).toContain(refused.body.error.code);
+    expect(passed.length).toBeGreaterThanOrEqual(1);
+    const after = await moved(before);
+    expect(after.held).toEqual([0n, 0n, 0n]);
+    expect(-after.a).toBeLessThanOrEqual(credited.a);
+    expect(-after.b).toBeLessThanOrEqual(credited.b);
+    // The legs of the refunds that passed sum to what they refunded.
+    const refunded = passed.reduce((sum, a) => sum + BigInt(a.body.amount.replace(".", "")), 0n);
+    expect(-(after.seller + after.a + after.b)).toBe(refunded);
+    // The rest, whatever it is, ends every credit exactly.
+    const rest = await refund({ invoice });
+    expect(rest.body.status).toBe("succeeded");
     expect(await moved(before)).toEqual({
       seller: -credited.seller,
       a: -credited.a,
