@@ -158,8 +158,11 @@ export type AuthorizationBatchOutcome =
   | { status: "none_sent"; items: AuthorizationBatchItemOutcome[] }
   /** Sent (and stored) but not mined within receiptTimeoutMs: the same key follows it. */
   | { status: "in_flight"; txHash: Hex }
-  /** Nothing mined: refused before sending (gas estimation, fee cap, node unreachable) or reverted as a whole. */
-  | { status: "failed"; message: string; revert: string | null; txHash: Hex | null };
+  /**
+   * Nothing mined: refused before sending (gas estimation, fee cap, node unreachable; txHash and gasWei null) or
+   * reverted as a whole (its gas, used × effective price in wei, was paid all the same).
+   */
+  | { status: "failed"; message: string; revert: string | null; txHash: Hex | null; gasWei: bigint | null };
 
 /**
  * Binds each item to its invoice, then sends X402BatchSettler.settle(token, hot wallet, items) once under `key`
@@ -205,7 +208,7 @@ async function settleOnce(
   if ("status" in sent) {
     // Nothing was sent: each invoice gives its payer and nonce back, so the authorization can pay another invoice.
     for (const i of sentIndexes) await unbindFromInvoice(state, params.items[i]!, bound[i]!);
-    return { status: "failed", message: sent.message, revert: sent.revert, txHash: null };
+    return { status: "failed", message: sent.message, revert: sent.revert, txHash: null, gasWei: null };
   }
   const receipt = await receiptOf(state.journal, sent);
   if (receipt === null) return { status: "in_flight", txHash: sent.tx_hash };
@@ -215,6 +218,7 @@ async function settleOnce(
       message: `transaction ${sent.tx_hash} reverted`,
       revert: null,
       txHash: sent.tx_hash,
+      gasWei: receipt.gasUsed * receipt.effectiveGasPrice,
     };
   const logs = parseEventLogs({ abi: x402BatchSettlerAbi, logs: receipt.logs }).filter(
     (log) => log.address.toLowerCase() === params.settler.toLowerCase(),

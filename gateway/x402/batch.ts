@@ -67,7 +67,8 @@ export type BatchSendOutcome =
   /** No item could be bound to its invoice: nothing was sent. */
   | { status: "none_sent"; items: BatchItemOutcome[] }
   | { status: "in_flight"; txHash: Hex }
-  | { status: "failed"; message: string; revert: string | null; txHash: Hex | null };
+  /** Not sent (txHash, gasWei null), or reverted as a whole: gasWei is what it cost. */
+  | { status: "failed"; message: string; revert: string | null; txHash: Hex | null; gasWei: bigint | null };
 
 export type BatchItem = {
   /** The invoice the item pays (the rail's reference is the invoice id). */
@@ -306,9 +307,18 @@ async function sendOnChain(
             failure: "reverted",
           }),
       );
-    return items.map((w) =>
-      refused(w, "invalid_transaction_state", `transaction ${outcome.txHash} reverted`),
-    );
+    // A revert costs its gas as a success does: booked the same way, over the payments it carried.
+    const { txHash, gasWei } = outcome;
+    if (gasWei !== null)
+      await afterSent(logger, "booking the reverted batch's gas", { txHash }, () =>
+        bookBatchGas(
+          deps.settlement,
+          chain,
+          { txHash, gasWei },
+          items.map((w) => w.invoiceId),
+        ),
+      );
+    return items.map((w) => refused(w, "invalid_transaction_state", `transaction ${txHash} reverted`));
   }
   if (outcome.status === "none_sent") {
     // Each nonce is another invoice's: another payment took these authorizations (their claims are its own).

@@ -464,6 +464,45 @@ describe("settlement faults", () => {
     expect(await tokenBalance(payer.address)).toBe(payerFunds - 500n);
   });
 
+  it("books the gas of a batch that reverted as a whole, split over its payments as a mined batch's", async () => {
+    // X402BatchSettler catches each item's failure, so a whole-batch revert cannot be provoked through it here: the
+    // port reports the real mined batch as reverted, with the gas its receipt shows.
+    const reverted = createBatchSettler({
+      settlement: gw.app.settlement,
+      senderOf: () => async (b) => {
+        const sent = await gw.rail.settleAuthorizationBatch({ ...b, settler: settlerAddress });
+        if (sent.status !== "mined") throw new Error(`the batch was not mined: ${sent.status}`);
+        return {
+          status: "failed",
+          message: `transaction ${sent.txHash} reverted`,
+          revert: null,
+          txHash: sent.txHash,
+          gasWei: sent.gasUsed * sent.effectiveGasPrice,
+        };
+      },
+      single: createSingleSettler({ settlement: gw.app.settlement }),
+      settings: { batchSizeMax: 3, batchWaitMsMax: 60_000 },
+    });
+    opened.push(reverted);
+    const payers = await newPayers([payerFunds, payerFunds, payerFunds]);
+    const payments = await Promise.all(payers.map((payer, i) => payment(payer, 100n + BigInt(i))));
+    const results = await Promise.all(payments.map((p) => claimAndSettle(reverted, p)));
+    for (const result of results)
+      expect(result).toMatchObject({ ok: false, refusal: "invalid_transaction_state" });
+    const rows = await Promise.all(payments.map((p) => authorizationRow(p)));
+    const txHash = rows[0]!.tx_hash as Hex;
+    expect(rows.map((row) => row?.status)).toEqual(["failed", "failed", "failed"]);
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash });
+    const gasGwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
+    // In the batch's order: the order the items were queued (their invoices' ids as the settler bound them).
+    const ids = rows.map((row) =>
+      derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${row!.invoice_id}`, "x402-batch-gas"),
+    );
+    const booked = (await gw.app.ledger.lookupTransfers(ids)).map((t) => t.amount);
+    expect(booked.reduce((sum, amount) => sum + amount, 0n)).toBe(gasGwei);
+    expect(booked).toHaveLength(3);
+  });
+
   it("releases a batch that was not sent, unbinding its invoices, and the authorization re-presented books cleanly", async () => {
     // The token is no batch settler: the estimate reverts and nothing is sent.
     const unsent = createBatchSettler({
