@@ -5,13 +5,13 @@
 // payment from the hot wallet's address — the sender settlement uses — each against the same state (every probe
 // reverts), and answers which would pass. Each probe has a gas cap, so a token call that burns gas fails its own
 // payment only (test/evm/simulate-gas-cap.test.ts). A payment that would pass is answered at once; one that would
-// not, or any batch the chain would not run (no state overrides, unreachable), goes through verify.ts's one-payment
-// checkChain, which simulates it alone and says why (nonce used, balance, the revert), so every refusal is as before.
+// not is said why by verify.ts's whyNotTaken (nonce used, balance: reads, never a reverting call); a batch the chain
+// would not run (no state overrides, unreachable) goes through checkChain, which simulates each payment alone.
 import { BaseError, decodeFunctionResult, encodeFunctionData, type Hex, parseAbi } from "viem";
 import { groupCommit } from "../../core/group-commit.ts";
 import { eip3009Abi, type X402Chain } from "./chains.ts";
 import type { Refused } from "./refusals.ts";
-import { checkChain, type Eip3009Authorization, transferArgs, vrsOf } from "./verify.ts";
+import { checkChain, type Eip3009Authorization, transferArgs, vrsOf, whyNotTaken } from "./verify.ts";
 
 /** X402Simulator's runtime code. */
 export const simulatorRuntimeCode: Hex =
@@ -80,8 +80,13 @@ export function createSimulationBatcher() {
     authorization: Eip3009Authorization,
     signature: Hex,
   ): Promise<Refused | null> => {
-    if (vrsOf(signature) !== null && (await batchOf(chain)({ authorization, signature })) === true)
-      return null;
+    const taken = vrsOf(signature) === null ? null : await batchOf(chain)({ authorization, signature });
+    if (taken === true) return null;
+    // Refused by the batch's probe: said why from reads that do not revert. A reverting eth_call costs a node that
+    // builds Solidity stack traces (Hardhat's in-process chain) about a second of CPU each: a refused payment must
+    // not cost that, nor make the chain an easy target.
+    if (taken === false)
+      return whyNotTaken(chain, authorization, "the token would not take it (its simulation reverted)");
     return checkChain(chain, authorization, signature);
   };
 }

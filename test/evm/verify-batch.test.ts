@@ -4,7 +4,7 @@
 // a signature that cannot be one are refused with the same codes — and the simulator's code is its source's.
 import { readFileSync } from "node:fs";
 import solc from "solc";
-import { type Account, getAddress, type Hex, toHex } from "viem";
+import { type Account, createPublicClient, custom, getAddress, type Hex, toHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets } from "../../core/index.ts";
@@ -117,6 +117,43 @@ describe("batched simulation", () => {
       "invalid_exact_evm_transaction_simulation_failed",
       null,
     ]);
+  });
+
+  it("says why a payment the batch refused from reads, never a reverting eth_call (a second of stack traces on EDR)", async () => {
+    const used = await signed();
+    await gw.send(gw.chain.accounts[0]!, {
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "transferWithAuthorization",
+      args: [...transferArgs(used.authorization, vrsOf(used.signature)!)],
+    } as never);
+    // The same chain through a client that counts the calls the node refused.
+    let refusedCalls = 0;
+    const counting: X402Chain = {
+      ...chain,
+      publicClient: createPublicClient({
+        chain: gw.chain.publicClient.chain,
+        transport: custom({
+          async request(args) {
+            try {
+              return await gw.chain.publicClient.request(args as never);
+            } catch (error) {
+              refusedCalls += 1;
+              throw error;
+            }
+          },
+        }),
+      }),
+    };
+    const cases = [await signed({ signer: stranger() }), await signed({ value: 10_000_000n }), used];
+    const batcher = createSimulationBatcher();
+    const refused = await Promise.all(cases.map((c) => batcher(counting, c.authorization, c.signature)));
+    expect(refused.map((r) => r?.refusal)).toEqual([
+      "invalid_exact_evm_transaction_simulation_failed",
+      "insufficient_funds",
+      "invalid_exact_evm_nonce_already_used",
+    ]);
+    expect(refusedCalls).toBe(0);
   });
 
   it("runs the simulator compiled from X402Simulator.sol", () => {
