@@ -12,6 +12,7 @@ import type { Refused } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
+import { createSimulationBatcher } from "./simulate-batch.ts";
 import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
   type ExactRequirements,
@@ -41,6 +42,13 @@ const payerOf = (payload: unknown): string | undefined => {
   return typeof from === "string" ? from : undefined;
 };
 
+/**
+ * The facilitator's reads: one statement a payment for the claim (its answer is this request's), and the simulation
+ * through the simulator (simulate-batch.ts), so that a payment the token would refuse never costs a reverting
+ * eth_call (a Solidity stack trace on Hardhat's chain); concurrent /verify and /settle calls share its eth_call.
+ */
+const facilitatorReads: VerifyReads = { ...singleReads, checkChain: createSimulationBatcher() };
+
 /** Parses and verifies; the refusal or the verified payment. */
 export async function checkPayment(
   deps: X402Deps,
@@ -48,7 +56,7 @@ export async function checkPayment(
 ): Promise<{ ok: true; payment: VerifiedPayment; requirements: ExactRequirements } | Refused> {
   const parsed = parsePayment(request.paymentPayload, request.paymentRequirements, deps.chains);
   if (!parsed.ok) return parsed;
-  const verified = await verifyExact(deps, parsed.payload, parsed.requirements);
+  const verified = await verifyExact(deps, parsed.payload, parsed.requirements, facilitatorReads);
   if (!verified.ok) return verified;
   return { ok: true, payment: verified.payment, requirements: parsed.requirements };
 }

@@ -58,7 +58,7 @@ export async function simulateAll(chain: X402Chain, asked: readonly Asked[]): Pr
 
 /** verify.ts's checkChain, batched per chain: the same answer for each payment. */
 export function createSimulationBatcher() {
-  const byChain = new Map<X402Chain, (asked: Asked) => Promise<boolean | null>>();
+  const byChain = new WeakMap<X402Chain, (asked: Asked) => Promise<boolean | null>>();
   const batchOf = (chain: X402Chain) => {
     let batch = byChain.get(chain);
     if (batch === undefined) {
