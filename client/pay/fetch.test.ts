@@ -93,6 +93,19 @@ function heldTransport(shop: ReturnType<typeof toyShop>, held: number) {
   };
 }
 
+/** `transport` with the first request that carries an L402 token (the paid retry) failing as a network error does. */
+function failingPaidRetry(transport: (request: Request) => Promise<Response>) {
+  let failed = false;
+  return async (request: Request): Promise<Response> => {
+    if (!failed && request.headers.has("authorization")) {
+      failed = true;
+      await Promise.resolve();
+      throw new TypeError("fetch failed");
+    }
+    return transport(request);
+  };
+}
+
 async function caught(promise: Promise<unknown>): Promise<unknown> {
   try {
     await promise;
@@ -173,5 +186,25 @@ describe("wrapFetch and a counted L402 token used up", () => {
     expect(refused).toBeInstanceOf(PaymentRefusedError);
     expect(refused).toMatchObject({ code: "payment_refused", status: 402, reason: "l402_preimage_mismatch" });
     expect(shop.payments()).toBe(1);
+  });
+
+  it("a paid retry that fails to send keeps its token: the borrower and the next request use it, one payment", async () => {
+    // The token is paid for whatever happens to the request carrying it; only the server's 402/401 drops it.
+    const shop = toyShop({ requestsPerToken: 3 });
+    const payments: PaymentRecord[] = [];
+    const paidFetch = wrapFetch(failingPaidRetry(heldTransport(shop, 2)), {
+      accept,
+      lightning: shop.payer,
+      onPayment: (payment) => payments.push(payment),
+    });
+    const [paying, borrowing] = await Promise.allSettled([paidFetch(url), paidFetch(url)]);
+    expect(paying).toMatchObject({ status: "rejected", reason: new TypeError("fetch failed") });
+    expect(borrowing.status === "fulfilled" && borrowing.value.status).toBe(200);
+    expect((await paidFetch(url)).status).toBe(200);
+    expect(shop.payments()).toBe(1);
+    expect(shop.refusals).toEqual([]);
+    expect(shop.served()).toBe(2);
+    // The server never answered the request that paid: no payment is reported as taken.
+    expect(payments).toEqual([]);
   });
 });

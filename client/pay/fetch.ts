@@ -5,7 +5,8 @@
 // concurrent requests to a scope share one payment's token, the request that paid using it first. What a payment
 // costs is reserved in the budget before the payer is asked, so concurrent requests cannot together overspend; a
 // payer that fails gives its reservation back; an authorization or an invoice handed over stays spent, whatever the
-// server answers.
+// server answers. A paid L402 token is dropped only when the server refuses it (402, 401): a paid retry that could
+// not be sent still leaves its token cached and handed to the requests waiting for it.
 import { randomBytes } from "node:crypto";
 import { type Budget, type Reservation, unlimitedReservation } from "./budget.ts";
 import { BudgetExceededError, PayError, PayerFailedError, PaymentRefusedError } from "./errors.ts";
@@ -230,8 +231,9 @@ export function wrapFetch(
     let feeMsat = 0n;
     // The request that pays is the token's first use: the requests borrowing it (in flight) and the cache get it
     // only once the server has answered that one, so a token bought for few requests is not used up by others
-    // before the request that bought it.
-    const paying = (async (): Promise<{ token: L402Token; answer: Response }> => {
+    // before the request that bought it. A retry that could not be sent (network error, timeout, abort) leaves
+    // the token paid for and unrefused: it is published all the same, and the send's error thrown after.
+    const paying = (async (): Promise<{ token: L402Token; sent: SendOutcome }> => {
       let paid: { preimage: string; feeMsat: bigint };
       try {
         paid = await payer.payInvoice({
@@ -259,20 +261,23 @@ export function wrapFetch(
         preimage: paid.preimage.toLowerCase(),
         expiresAtMs: macaroonExpiryMs(challenge.macaroon),
       };
-      const answer = await send(withAuthorization(request, token));
-      if (answer.status === 402 || answer.status === 401) return refuseToken(answer, token, scope);
+      const sent = await sendOutcome(send(withAuthorization(request, token)));
+      if ("answer" in sent && (sent.answer.status === 402 || sent.answer.status === 401))
+        return refuseToken(sent.answer, token, scope);
       tokens.set(scope, token);
-      return { token, answer };
+      return { token, sent };
     })();
     const shared = paying.then(({ token }) => token);
     shared.catch(ignoreOtherRequestsFailure);
     inFlight.set(scope, shared);
-    let answer: Response;
+    let sent: SendOutcome;
     try {
-      ({ answer } = await paying);
+      ({ sent } = await paying);
     } finally {
       if (inFlight.get(scope) === shared) inFlight.delete(scope);
     }
+    if ("error" in sent) throw sent.error;
+    const { answer } = sent;
     options.onPayment?.({
       scheme: "l402",
       version: null,
@@ -293,6 +298,17 @@ export function wrapFetch(
       status: answer.status,
       reason: bodyReason(await readBody(answer)),
     });
+  }
+}
+
+/** A request sent: the server's answer, or what the fetch threw (network error, timeout, abort). */
+type SendOutcome = { readonly answer: Response } | { readonly error: unknown };
+
+async function sendOutcome(sending: Promise<Response>): Promise<SendOutcome> {
+  try {
+    return { answer: await sending };
+  } catch (error) {
+    return { error };
   }
 }
 
