@@ -127,6 +127,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0024_idempotency_created_at.sql",
       "gateway/0025_invoice_split.sql",
       "gateway/0026_x402_reconcile_indexes.sql",
+      "gateway/0027_x402_valid_before.sql",
     ]);
   });
 
