@@ -50,21 +50,34 @@ async function load(
   let next = 0;
   const headers = "headers" in work ? work.headers : null;
   const started = performance.now();
-  const result = await autocannon({
-    url: `${url}/report`,
-    connections: clients,
-    ...(headers === null ? { duration: (work as { seconds: number }).seconds } : { amount: headers.length }),
-    requests: [
+  let lastResponse = started;
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon(
       {
-        method: "GET",
-        setupRequest: (request) => {
-          const extra = headers === null ? {} : headers[next++ % headers.length]!;
-          return { ...request, headers: { ...request.headers, ...extra } };
-        },
+        url: `${url}/report`,
+        connections: clients,
+        ...(headers === null
+          ? { duration: (work as { seconds: number }).seconds }
+          : { amount: headers.length }),
+        requests: [
+          {
+            method: "GET",
+            setupRequest: (request) => {
+              const extra = headers === null ? {} : headers[next++ % headers.length]!;
+              return { ...request, headers: { ...request.headers, ...extra } };
+            },
+          },
+        ],
       },
-    ],
+      (error, done) => (error === null || error === undefined ? resolve(done) : reject(error)),
+    );
+    instance.on("response", () => {
+      lastResponse = performance.now();
+    });
   });
-  const elapsedS = (performance.now() - started) / 1000;
+  // To the last response, not to autocannon's end: a run of `amount` requests ends at its next one-second tick, so
+  // a wall clock around it read 1,584 requests done in 1.2 s as 792/s (every x402 round measured 790/s).
+  const elapsedS = (lastResponse - started) / 1000;
   const completed = result["2xx"] + result.non2xx;
   return {
     requests_per_s: Math.round(completed / elapsedS),
