@@ -8,7 +8,19 @@
 //     → `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot
 //     pay again), the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an
 //     invoice only from the token's log, so nothing is taken back;
-//   - not mined yet → left for the next pass.
+//   - not mined (pending, dropped, replaced by the send journal's fee bump — same nonce, another hash — or a hash
+//     no node ever saw): the node still holding it pending → left; otherwise the token says, read at the latest
+//     block: the nonce used by a transaction of ours (the hot wallet's: a replacement, found by the token's
+//     AuthorizationUsed log within `spentLogBlocksMax` blocks) → every row of the old hash now carries that one,
+//     and is concluded from its receipt as above; used by anyone else (or its log not found) → left for a person,
+//     logged; unused once the chain's time has reached the row's validBefore (the token refuses it from then on)
+//     → `failed` ("dropped"), no gas (nothing was mined); unused within its window, or no validBefore recorded
+//     (rows claimed before migration 0027) → left.
+//
+// Every row left is touched (its updated_at moved on), so the next passes take the rows behind it: the pass reads
+// the oldest first, and rows that are never concluded (a dropped transaction before its window ends, a spender not
+// ours) would otherwise fill every pass. A transaction whose reads fail (not the node out of reach: that ends the
+// chain's pass) is logged and its rows left, touched; the pass goes on with the next.
 //
 // The gas of every mined transaction is booked before its rows are concluded, through the settlers' own booking
 // (settle.ts bookGas for a transaction to the token, batch.ts bookBatchGas for one to a batch settler, split over
@@ -22,27 +34,39 @@
 import {
   BaseError,
   type Hex,
+  HttpRequestError,
   isAddressEqual,
   keccak256,
   pad,
+  parseAbiItem,
+  SocketClosedError,
+  TimeoutError,
+  TransactionNotFoundError,
   type TransactionReceipt,
   TransactionReceiptNotFoundError,
   toBytes,
+  WebSocketRequestError,
 } from "viem";
 import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { bookBatchGas } from "./batch.ts";
-import type { ChainRegistry, X402Chain } from "./chains.ts";
+import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
 // ---- what the chain says of a sent authorization (also the facilitator's retried settle)
 
 const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
+const authorizationUsedEvent = parseAbiItem(
+  "event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)",
+);
 
-type MinedReceipt = Pick<TransactionReceipt, "status" | "logs" | "to" | "gasUsed" | "effectiveGasPrice">;
+type MinedReceipt = Pick<
+  TransactionReceipt,
+  "status" | "logs" | "from" | "to" | "gasUsed" | "effectiveGasPrice"
+>;
 
 /** Whether the mined `receipt` spent the authorization: successful, with the token's AuthorizationUsed log for it. */
 export function spentIn(
@@ -87,6 +111,30 @@ async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt
   }
 }
 
+/** Whether the node holds the transaction (pending, as it is not mined): false for one it dropped or never saw. */
+async function pending(chain: X402Chain, txHash: Hex): Promise<boolean> {
+  try {
+    await chain.publicClient.getTransaction({ hash: txHash });
+    return true;
+  } catch (error) {
+    if (error instanceof TransactionNotFoundError) return false;
+    throw error;
+  }
+}
+
+/** A fault of the node's transport (every read would fail alike), not of one transaction's reads. */
+function nodeUnreachable(error: unknown): boolean {
+  if (!(error instanceof BaseError)) return false;
+  const transport = error.walk(
+    (cause) =>
+      cause instanceof HttpRequestError ||
+      cause instanceof TimeoutError ||
+      cause instanceof WebSocketRequestError ||
+      cause instanceof SocketClosedError,
+  );
+  return transport !== null && transport !== undefined;
+}
+
 // ---- the pass
 
 export type ReconcileSettings = {
@@ -94,9 +142,15 @@ export type ReconcileSettings = {
   readonly submittedQuietMs: number;
   /** At most this many rows per chain per pass (the oldest first). */
   readonly rowsPerPassMax: number;
+  /** How far back (blocks before the latest) the token's log of a spent nonce is looked for. */
+  readonly spentLogBlocksMax: bigint;
 };
 
-export const reconcileDefaults: ReconcileSettings = { submittedQuietMs: 5 * 60_000, rowsPerPassMax: 500 };
+export const reconcileDefaults: ReconcileSettings = {
+  submittedQuietMs: 5 * 60_000,
+  rowsPerPassMax: 500,
+  spentLogBlocksMax: 50_000n,
+};
 
 /** How often the periodic pass runs. */
 export const x402ReconcileEveryMs = 60_000;
@@ -108,10 +162,11 @@ export type ReconcileDeps = {
   readonly logger: Logger;
 };
 
-/** What one pass did: rows concluded settled or failed, and rows whose transaction is not mined yet (or erred). */
+/** What one pass did: rows concluded settled or failed, and rows left (not concluded, or erred). */
 export type ReconcileCounts = { settled: number; failed: number; left: number };
 
-type SubmittedRow = { payer: Hex; nonce: Hex; txHash: Hex };
+/** A row read: its transaction, and its authorization's validBefore (unix seconds; null if not recorded). */
+type SubmittedRow = { payer: Hex; nonce: Hex; txHash: Hex; validBefore: bigint | null };
 
 /** One pass over every chain; a chain whose node or rows fail is logged and left to the next pass. */
 export async function reconcileX402(
@@ -159,25 +214,40 @@ async function reconcileChain(
     else ofTx.push(row);
   }
   for (const [txHash, ofTx] of byTx) {
-    // The node's faults end the chain's pass (every receipt would fail alike); a transaction's own, only its turn.
-    const receipt = await minedReceipt(chain, txHash);
-    if (receipt === null) {
-      counts.left += ofTx.length;
-      continue;
-    }
+    // The node out of reach ends the chain's pass (every read would fail alike); a transaction's own fault (its
+    // reads, its booking), only its turn.
+    let left: readonly SubmittedRow[];
     try {
-      await concludeTx(deps, chain, txHash, receipt, ofTx, counts);
+      left = await reconcileTx(deps, chain, bounds, txHash, ofTx, counts);
     } catch (error) {
+      if (nodeUnreachable(error)) throw error;
       deps.logger.error(
         { error, txHash, rail: chain.rail },
-        "x402 reconcile: concluding a transaction failed",
+        "x402 reconcile: concluding a transaction failed; its rows are left",
       );
-      counts.left += ofTx.length;
+      left = ofTx;
     }
+    counts.left += left.length;
+    await touch(deps.db, chain, left);
   }
 }
 
-/** Books the mined transaction's gas, then concludes each of its rows read in this pass. */
+/** Concludes what it can of the rows of `txHash`; returns the rows left. */
+async function reconcileTx(
+  deps: ReconcileDeps,
+  chain: X402Chain,
+  bounds: ReconcileSettings,
+  txHash: Hex,
+  rows: readonly SubmittedRow[],
+  counts: ReconcileCounts,
+): Promise<readonly SubmittedRow[]> {
+  const receipt = await minedReceipt(chain, txHash);
+  if (receipt !== null) return concludeTx(deps, chain, txHash, receipt, rows, counts);
+  if (await pending(chain, txHash)) return rows;
+  return concludeUnmined(deps, chain, bounds, txHash, rows, counts);
+}
+
+/** Books the mined transaction's gas, then concludes each of its rows read in this pass; returns the rows left. */
 async function concludeTx(
   deps: ReconcileDeps,
   chain: X402Chain,
@@ -185,11 +255,8 @@ async function concludeTx(
   receipt: MinedReceipt,
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
-): Promise<void> {
-  if (!(await bookTxGas(deps, chain, txHash, receipt))) {
-    counts.left += rows.length;
-    return;
-  }
+): Promise<readonly SubmittedRow[]> {
+  if (!(await bookTxGas(deps, chain, txHash, receipt))) return rows;
   for (const row of rows) {
     const spent = spentIn(chain, receipt, { from: row.payer, nonce: row.nonce });
     const failure = receipt.status === "success" ? "not_spent" : "reverted";
@@ -198,18 +265,125 @@ async function concludeTx(
     if (spent) counts.settled += 1;
     else counts.failed += 1;
   }
+  return [];
+}
+
+// ---- a transaction the node does not know: what the token says
+
+/**
+ * The rows of `txHash`, not mined and not pending: concluded from the token at the latest block. A nonce spent by
+ * a transaction of ours (a replacement of `txHash`) concludes every row from that transaction's receipt; else each
+ * row whose nonce is unused past its validBefore is failed ("dropped"). Returns the rows left.
+ */
+async function concludeUnmined(
+  deps: ReconcileDeps,
+  chain: X402Chain,
+  bounds: ReconcileSettings,
+  txHash: Hex,
+  rows: readonly SubmittedRow[],
+  counts: ReconcileCounts,
+): Promise<readonly SubmittedRow[]> {
+  const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
+  const unused: SubmittedRow[] = [];
+  for (const row of rows) {
+    const used = await chain.publicClient.readContract({
+      address: chain.token,
+      abi: eip3009Abi,
+      functionName: "authorizationState",
+      args: [row.payer, row.nonce],
+      blockNumber: latest.number,
+    });
+    if (!used) {
+      unused.push(row);
+      continue;
+    }
+    const spender = await spenderOf(chain, row, latest.number, bounds.spentLogBlocksMax);
+    if (spender !== null && isAddressEqual(spender.receipt.from, chain.hotWallet)) {
+      await replaced(deps.db, chain, txHash, spender.txHash);
+      const moved = rows.map((r) => ({ ...r, txHash: spender.txHash }));
+      return concludeTx(deps, chain, spender.txHash, spender.receipt, moved, counts);
+    }
+    deps.logger.error(
+      { txHash, rail: chain.rail, payer: row.payer, nonce: row.nonce, spentBy: spender?.txHash ?? null },
+      "x402 reconcile: the authorization was spent, not by a transaction of ours (or its log is out of reach); left for a person",
+    );
+  }
+  const left = rows.filter((row) => !unused.includes(row));
+  for (const row of unused) {
+    if (row.validBefore === null || latest.timestamp < row.validBefore) {
+      left.push(row);
+      continue;
+    }
+    if (await conclude(deps.db, chain, row, { status: "failed", failure: "dropped" })) counts.failed += 1;
+  }
+  return left;
+}
+
+/** The transaction that spent the row's nonce (the token's log within `blocksMax` of `atBlock`); null if none. */
+async function spenderOf(
+  chain: X402Chain,
+  row: SubmittedRow,
+  atBlock: bigint,
+  blocksMax: bigint,
+): Promise<{ txHash: Hex; receipt: MinedReceipt } | null> {
+  const logs = await chain.publicClient.getLogs({
+    address: chain.token,
+    event: authorizationUsedEvent,
+    args: { authorizer: row.payer, nonce: row.nonce },
+    fromBlock: atBlock > blocksMax ? atBlock - blocksMax : 0n,
+    toBlock: atBlock,
+  });
+  const log = logs[0];
+  if (log === undefined || log.transactionHash === null) return null;
+  const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
+  return { txHash: log.transactionHash, receipt };
+}
+
+/**
+ * Every row of transaction `from` now carries `to`, the transaction of ours that replaced it (the send journal's
+ * fee bump: the same call, so the same rows — batch.ts records each item of a batch with its transaction, those it
+ * refused too, and the gas is split over them all).
+ */
+async function replaced(db: Db, chain: X402Chain, from: Hex, to: Hex): Promise<void> {
+  await db.query(
+    `UPDATE x402_authorizations SET tx_hash = $4, updated_at = now()
+     WHERE chain_id = $1 AND token = $2 AND tx_hash = $3`,
+    [chain.chainId, chain.token.toLowerCase(), from, to],
+  );
+}
+
+/** The rows left moved behind the others (updated_at now): the next passes read the rows after them first. */
+async function touch(db: Db, chain: X402Chain, rows: readonly SubmittedRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await db.query(
+    `UPDATE x402_authorizations SET updated_at = now()
+     WHERE chain_id = $1 AND token = $2 AND status = 'submitted'
+       AND (payer, nonce, tx_hash) IN (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))`,
+    [
+      chain.chainId,
+      chain.token.toLowerCase(),
+      rows.map((row) => row.payer),
+      rows.map((row) => row.nonce),
+      rows.map((row) => row.txHash),
+    ],
+  );
 }
 
 /** The chain's `submitted` rows quiet for `submittedQuietMs`, the oldest first, at most `rowsPerPassMax`. */
 async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<SubmittedRow[]> {
-  const rows = await db.query<{ payer: Hex; nonce: Hex; tx_hash: Hex }>(
-    `SELECT payer, nonce, tx_hash FROM x402_authorizations
+  const rows = await db.query<{ payer: Hex; nonce: Hex; tx_hash: Hex; valid_before: string | null }>(
+    `SELECT payer, nonce, tx_hash, valid_before FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND status = 'submitted' AND tx_hash IS NOT NULL
        AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
      ORDER BY updated_at LIMIT $4`,
     [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
   );
-  return rows.map((row) => ({ payer: row.payer, nonce: row.nonce, txHash: row.tx_hash }));
+  return rows.map((row) => ({
+    payer: row.payer,
+    nonce: row.nonce,
+    txHash: row.tx_hash,
+    validBefore: row.valid_before === null ? null : BigInt(row.valid_before),
+  }));
 }
 
 /** Records the outcome while the row is still `submitted` with this transaction; true when it was. */

@@ -9,7 +9,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
-import { assets, divCeil, silentLogger } from "../../core/index.ts";
+import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { railAccountOpened } from "../../gateway/payments/index.ts";
 import {
@@ -19,7 +19,7 @@ import {
   splitEvenlyRemainderToFirst,
 } from "../../gateway/x402/batch.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
-import { type ReconcileCounts, reconcileX402 } from "../../gateway/x402/reconcile.ts";
+import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
@@ -69,10 +69,10 @@ const setAutomine = (on: boolean) =>
   gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
 
 /** One pass over the test's chain, every `submitted` row taken however recent. */
-const reconcile = (): Promise<ReconcileCounts> =>
+const reconcile = (settings: Partial<ReconcileSettings> = {}, logger: Logger = silentLogger) =>
   reconcileX402(
-    { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger: silentLogger },
-    { submittedQuietMs: 0 },
+    { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger },
+    { submittedQuietMs: 0, ...settings },
   );
 
 /** A new payer (named: the same key every run) holding `funds` TestUSD. */
@@ -93,13 +93,13 @@ type Payer = Awaited<ReturnType<typeof newPayer>>;
 const validBefore = 2_000_000_000n;
 
 /** The payer's signed payment of `value` to the hot wallet (signed by `signer`: another makes a bad one). */
-async function payment(payer: Payer, value: bigint, signer: Payer = payer) {
+async function payment(payer: Payer, value: bigint, signer: Payer = payer, window = { validBefore }) {
   const authorization = {
     from: payer.address,
     to: chain.hotWallet,
     value,
     validAfter: 0n,
-    validBefore,
+    validBefore: window.validBefore,
     nonce: keccak256(stringToHex(`reconcile nonce ${payer.address} ${value}`)),
   };
   const signature = await signer.signTypedData(
@@ -352,5 +352,161 @@ describe("rows whose transaction is not mined yet, or reverted", () => {
     );
     expect(await feesBooked()).toBe(feesBefore + gas);
     expect(await gw.tokenBalance(payer.address)).toBe(payerFunds - 800n);
+  });
+});
+
+/**
+ * The row left `submitted` with a transaction the node does not know (`txHash`: dropped, replaced, or never sent),
+ * read before the others (updated_at `minutesAgo` back), its validBefore recorded as claim records it.
+ */
+async function leftWith(p: Payment, txHash: Hex, minutesAgo: number) {
+  await gw.app.db.query(
+    `UPDATE x402_authorizations
+     SET status = 'submitted', tx_hash = $3, valid_before = $4, updated_at = now() - make_interval(mins => $5)
+     WHERE payer = $1 AND nonce = $2`,
+    [
+      p.claimed.authorization.from.toLowerCase(),
+      p.claimed.authorization.nonce.toLowerCase(),
+      txHash,
+      p.claimed.authorization.validBefore.toString(),
+      minutesAgo,
+    ],
+  );
+}
+
+/** A hash no transaction has. */
+const neverSent = (name: string) => keccak256(stringToHex(`x402 reconcile: never sent ${name}`));
+
+async function chainNowS(): Promise<bigint> {
+  return (await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp;
+}
+
+/** A logger keeping the messages of its errors. */
+function errorsLogged() {
+  const messages: string[] = [];
+  const logger: Logger = {
+    ...silentLogger,
+    error: (...args: [string] | [Record<string, unknown>, string]) => {
+      messages.push(args.length === 1 ? args[0] : args[1]);
+    },
+    child: () => logger,
+  };
+  return { logger, messages };
+}
+
+describe("rows whose transaction the node does not know", () => {
+  it("one never sent neither holds back a newer row nor stays once its window has passed", async () => {
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const dropped = await claimed(
+      await payment(await newPayer("never sent"), 900n, undefined, {
+        validBefore: (await chainNowS()) + 600n,
+      }),
+    );
+    const newer = await claimed(await payment(await newPayer("behind the never sent"), 800n));
+    const result = await settler.settle(newer.claimed, newer.requirements);
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    await leftWith(dropped, neverSent("a"), 60);
+    await leftWith(newer, result.transaction, 30); // mined, its outcome forgotten
+    const feesBefore = await feesBooked();
+
+    // One row a pass, the oldest first: the row whose transaction is nowhere is left, and moved behind the newer.
+    expect(await reconcile({ rowsPerPassMax: 1 })).toEqual({ settled: 0, failed: 0, left: 1 });
+    expect(await reconcile({ rowsPerPassMax: 1 })).toEqual({ settled: 1, failed: 0, left: 0 });
+    expect((await rowOf(newer))?.status).toBe("settled");
+    // Within its window the authorization may still be spent: left.
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 1 });
+    expect((await rowOf(dropped))?.status).toBe("submitted");
+
+    await gw.chain.networkHelpers.time.increase(600); // the chain's clock reaches its validBefore
+    expect(await reconcile()).toEqual({ settled: 0, failed: 1, left: 0 });
+    expect(await rowOf(dropped)).toMatchObject({
+      status: "failed",
+      failure: "dropped",
+      tx_hash: neverSent("a"),
+    });
+    // Nothing was mined for it: no gas booked (the newer row's was, by its settler).
+    expect(await feesBooked()).toBe(feesBefore);
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+  });
+
+  it("one replaced by a transaction of ours that spent it is settled from that one, its gas booked once", async () => {
+    // The send journal's fee bump: the row names the transaction first sent, another of the hot wallet's was mined.
+    const settler = createSingleSettler({ settlement: settlementWithoutGas() });
+    const p = await claimed(await payment(await newPayer("replaced"), 750n));
+    const result = await settler.settle(p.claimed, p.requirements);
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    const mined = result.transaction;
+    await leftWith(p, neverSent("replaced"), 10);
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(mined);
+
+    expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
+    expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: mined, failure: null });
+    const [booked] = await gw.app.ledger.lookupTransfers([singleGasId(mined)]);
+    expect(booked?.amount).toBe(gas);
+    expect(await feesBooked()).toBe(feesBefore + gas);
+    // Seen again under the first hash: settled again, the gas not booked a second time.
+    await leftWith(p, neverSent("replaced"), 10);
+    expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+
+  it("one whose authorization a stranger spent is left for a person, said once a pass, and moved behind", async () => {
+    const p = await claimed(await payment(await newPayer("spent by a stranger"), 650n));
+    const a = p.claimed.authorization;
+    const { v, yParity, r, s } = parseSignature(p.claimed.signature);
+    const spent = await gw.chain.walletClient.writeContract({
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "transferWithAuthorization",
+      args: [
+        a.from,
+        a.to,
+        a.value,
+        a.validAfter,
+        a.validBefore,
+        a.nonce,
+        v === undefined ? yParity + 27 : Number(v),
+        r,
+        s,
+      ],
+      account: gw.chain.accounts[4]!,
+      chain: gw.chain.chain,
+    } as never);
+    await gw.chain.publicClient.waitForTransactionReceipt({ hash: spent });
+    await leftWith(p, neverSent("stranger"), 10);
+    const { logger, messages } = errorsLogged();
+    expect(await reconcile({}, logger)).toEqual({ settled: 0, failed: 0, left: 1 });
+    expect(messages).toEqual([expect.stringContaining("left for a person")]);
+    expect(await rowOf(p)).toMatchObject({ status: "submitted", tx_hash: neverSent("stranger") });
+    const [row] = await gw.app.db.query<{ quiet: boolean }>(
+      "SELECT updated_at > now() - interval '1 minute' AS quiet FROM x402_authorizations WHERE payer = $1 AND nonce = $2",
+      [a.from.toLowerCase(), a.nonce.toLowerCase()],
+    );
+    expect(row?.quiet).toBe(true);
+    // Out of the way of the tests after.
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET status = 'failed' WHERE payer = $1 AND nonce = $2",
+      [a.from.toLowerCase(), a.nonce.toLowerCase()],
+    );
+  });
+
+  it("a transaction whose reads fail is skipped: the rows of the others are concluded in the same pass", async () => {
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const bad = await claimed(await payment(await newPayer("unreadable"), 550n));
+    const good = await claimed(await payment(await newPayer("behind the unreadable"), 450n));
+    const result = await settler.settle(good.claimed, good.requirements);
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    await leftWith(bad, "0x1234", 60); // not a transaction hash: the node refuses the question
+    await leftWith(good, result.transaction, 30);
+    const { logger, messages } = errorsLogged();
+    expect(await reconcile({}, logger)).toEqual({ settled: 1, failed: 0, left: 1 });
+    expect(messages).toEqual([expect.stringContaining("concluding a transaction failed")]);
+    expect((await rowOf(good))?.status).toBe("settled");
+    expect((await rowOf(bad))?.status).toBe("submitted");
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET status = 'failed' WHERE payer = $1 AND nonce = $2",
+      [bad.claimed.authorization.from.toLowerCase(), bad.claimed.authorization.nonce.toLowerCase()],
+    );
   });
 });
