@@ -154,6 +154,31 @@ describe("leases", () => {
     expect(await used(keyId)).toBe(2);
   });
 
+  it("judge an attenuated ask exactly when a full ask of the same token is counted at the same moment", async () => {
+    const keyId = await token(10);
+    const counter = createRequestCounter({ db });
+    for (let i = 0; i < 3; i += 1) expect((await counter.take(ask(keyId, 10))).ok).toBe(true);
+    // Four served once both are: the full ask must not lease what the attenuated one (bound 5) is judged against.
+    const [full, tight] = await Promise.all([counter.take(ask(keyId, 10)), counter.take(ask(keyId, 5, 10))]);
+    expect([full.ok, tight.ok]).toEqual([true, true]);
+    expect(await counter.take(ask(keyId, 5, 10))).toEqual({ ok: false, reason: "exhausted" });
+    await counter.close();
+    expect(await used(keyId)).toBe(5);
+  });
+
+  it("never serve from a lease older than its lifetime, even before the sweep comes by", async () => {
+    const keyId = await token(1_000);
+    let now = 1_000_000;
+    // A lifetime of a minute: the sweep (every 15 s of real time) does not run during the test.
+    const counter = createRequestCounter({ db, nowMs: () => now, limits: { leaseLifetimeMs: 60_000 } });
+    for (let i = 0; i < 10; i += 1) expect((await counter.take(ask(keyId, 1_000))).ok).toBe(true);
+    expect(await revokeToken(db, { tenantId, keyId })).toBe(true);
+    expect((await counter.take(ask(keyId, 1_000))).ok).toBe(true); // within the lifetime: the lease serves
+    now += 60_000;
+    expect(await counter.take(ask(keyId, 1_000))).toEqual({ ok: false, reason: "revoked" });
+    await counter.close();
+  });
+
   it("refuse a revoked token once its lease has lived its lifetime", async () => {
     const keyId = await token(1_000);
     const counter = createRequestCounter({ db, limits: { leaseLifetimeMs: 100 } });

@@ -15,7 +15,11 @@
 //
 // Leases are only for an ask whose bound is the token's own (`rowRequestsMax`); an attenuated macaroon's tighter bound
 // is judged by the statement against the row, after this process's lease on that token was given back, so the
-// requests leased here do not count against it.
+// requests leased here do not count against it, and the token is leased no more in this process (for
+// `attenuatedMemoryMs`): its requests are then counted one statement each, as before leases. What is not exact: a
+// lease another process holds, or one a statement of this process was taking at that moment, still counts against
+// the attenuated bound until it is given back (at most `leaseLifetimeMs`): such a request is refused as exhausted —
+// never served beyond a bound, but a payer may be asked to pay again.
 import { groupCommit } from "../../core/group-commit.ts";
 import type { Logger } from "../../core/index.ts";
 import { silentLogger } from "../../core/index.ts";
@@ -38,6 +42,8 @@ export type RequestCounterLimits = {
   leaseLifetimeMs: number;
   /** The most requests one counting statement carries. */
   batchMax: number;
+  /** How long a token presented with an attenuated bound is not leased in this process. */
+  attenuatedMemoryMs: number;
 };
 
 export const requestCounterDefaults: RequestCounterLimits = {
@@ -45,7 +51,11 @@ export const requestCounterDefaults: RequestCounterLimits = {
   leaseFirst: 2,
   leaseLifetimeMs: 1_000,
   batchMax: 1_000,
+  attenuatedMemoryMs: 10 * 60_000,
 };
+
+/** The most tokens remembered as presented attenuated (the oldest forgotten first). */
+const attenuatedRememberedMax = 10_000;
 
 /** A request to count: the ask, and the bound of the token's row (null: uncounted). */
 export type CountAsk = TakeRequestAsk & { rowRequestsMax: number | null };
@@ -82,13 +92,45 @@ export function createRequestCounter(deps: {
   const nowMs = deps.nowMs ?? Date.now;
   const logger = deps.logger ?? silentLogger;
   const leases = new Map<string, Lease>();
+  /** Tokens presented with an attenuated bound, and when: not leased until `attenuatedMemoryMs` later. */
+  const attenuated = new Map<string, number>();
+  function attenuatedLately(name: string): boolean {
+    const at = attenuated.get(name);
+    if (at === undefined) return false;
+    if (nowMs() - at < limits.attenuatedMemoryMs) return true;
+    attenuated.delete(name);
+    return false;
+  }
+  function rememberAttenuated(name: string): void {
+    attenuated.delete(name);
+    if (attenuated.size >= attenuatedRememberedMax) {
+      const oldest = attenuated.keys().next();
+      if (oldest.done !== true) attenuated.delete(oldest.value);
+    }
+    attenuated.set(name, nowMs());
+  }
   const nameOf = (tenantId: string, keyId: string) => `${tenantId}\u0000${keyId}`;
   let closed = false;
 
-  const count = groupCommit(
-    (asks: readonly TakeRequestAsk[]): Promise<TakeRequestResult[]> => takeRequests(deps.db, asks),
-    limits.batchMax,
-  );
+  // One statement a batch. A token presented attenuated by then (in this batch or while it ran) takes no lease, and
+  // what it was granted is given back before the next statement, so the next attenuated ask does not count it.
+  const count = groupCommit(async (asks: readonly TakeRequestAsk[]): Promise<TakeRequestResult[]> => {
+    const unleasable = (ask: TakeRequestAsk) => closed || attenuatedLately(nameOf(ask.tenantId, ask.keyId));
+    const results = await takeRequests(
+      deps.db,
+      asks.map((ask) => (unleasable(ask) ? { ...ask, lease: 0 } : ask)),
+    );
+    const late: ReturnedRequests[] = [];
+    const answers = results.map((result, i) => {
+      const ask = asks[i]!;
+      if (!result.ok || result.leased === undefined || !unleasable(ask)) return result;
+      late.push({ tenantId: ask.tenantId, keyId: ask.keyId, requests: result.leased });
+      const { leased: _late, ...served } = result;
+      return served;
+    });
+    if (late.length > 0) await giveBackLeased(late);
+    return answers;
+  }, limits.batchMax);
 
   /** Gives back what is left of `dropped` (already out of the map), logging a failure: the requests stay counted. */
   async function giveBackLeases(dropped: readonly Lease[]): Promise<void> {
@@ -96,6 +138,10 @@ export function createRequestCounter(deps: {
       .filter((lease) => lease.left > 0)
       .map((lease) => ({ tenantId: lease.tenantId, keyId: lease.keyId, requests: lease.left }));
     for (const lease of dropped) lease.left = 0;
+    await giveBackLeased(returned);
+  }
+
+  async function giveBackLeased(returned: readonly ReturnedRequests[]): Promise<void> {
     if (returned.length === 0) return;
     try {
       await returnRequests(deps.db, returned);
@@ -131,8 +177,16 @@ export function createRequestCounter(deps: {
 
   async function take(ask: CountAsk): Promise<CountResult> {
     const name = nameOf(ask.tenantId, ask.keyId);
-    const lease = leases.get(name);
-    const leasable = !closed && limits.leaseMax > 0 && ask.requestsMax === ask.rowRequestsMax;
+    const own = ask.requestsMax === ask.rowRequestsMax;
+    if (!own) rememberAttenuated(name);
+    let lease = leases.get(name);
+    if (lease !== undefined && nowMs() - lease.takenAtMs >= limits.leaseLifetimeMs) {
+      // Lived its lifetime (the sweep has not come by yet): given back, so a revocation is seen within it.
+      leases.delete(name);
+      await giveBackLeases([lease]);
+      lease = undefined;
+    }
+    const leasable = !closed && limits.leaseMax > 0 && own && !attenuatedLately(name);
     if (lease !== undefined && leasable && lease.cap === ask.requestsMax && lease.left > 0) {
       lease.left -= 1;
       return { ok: true };
@@ -155,7 +209,7 @@ export function createRequestCounter(deps: {
         takenAtMs: nowMs(),
       };
       const held = leases.get(name);
-      if (closed) await giveBackLeases([fresh]);
+      if (closed || attenuatedLately(name)) await giveBackLeases([fresh]);
       else if (held !== undefined && held.cap === fresh.cap) {
         held.left += fresh.left;
         held.next = Math.max(held.next, fresh.next);
