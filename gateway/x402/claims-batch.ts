@@ -9,7 +9,7 @@ import type { X402Chain } from "./chains.ts";
 import type { CreditTarget } from "./store.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
-/** The most rows one batched statement carries (7 parameters each for a claim). */
+/** The most rows one batched statement carries (8 parameters each for a claim). */
 export const maxClaimBatchRows = 256;
 
 type Key = readonly [number, string, string, string];
@@ -61,11 +61,12 @@ export async function claimAll(db: Db, requests: readonly ClaimRequest[]): Promi
       r.credit.tenantId,
       r.credit.accountId,
       r.authorization.value.toString(),
+      r.authorization.validBefore.toString(),
     );
-    return `(${Array.from({ length: 7 }, (_, c) => `$${7 * row + c + 1}`).join(", ")})`;
+    return `(${Array.from({ length: 8 }, (_, c) => `$${8 * row + c + 1}`).join(", ")})`;
   });
   const rows = await db.query<{ chain_id: string; token: string; payer: string; nonce: string }>(
-    `INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount)
+    `INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount, valid_before)
      VALUES ${values.join(", ")}
      ON CONFLICT (chain_id, token, payer, nonce) DO NOTHING
      RETURNING chain_id::text AS chain_id, token, payer, nonce`,

@@ -40,11 +40,17 @@ export async function claim(
   credit: CreditTarget,
 ): Promise<boolean> {
   const rows = await db.query(
-    `INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
+    `INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount, valid_before)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (chain_id, token, payer, nonce) DO NOTHING
      RETURNING 1`,
-    [...keyOf(chain, authorization), credit.tenantId, credit.accountId, authorization.value.toString()],
+    [
+      ...keyOf(chain, authorization),
+      credit.tenantId,
+      credit.accountId,
+      authorization.value.toString(),
+      authorization.validBefore.toString(),
+    ],
   );
   return rows.length === 1;
 }
