@@ -121,14 +121,25 @@ export async function refundsOfInvoice(
   };
 }
 
-/** What is left to refund of an invoice or payment that paid `paid` (as it stands now): all of it, before a first refund. */
-export async function remainingOf(sql: Sql, params: { targetId: string; paid: bigint }): Promise<bigint> {
-  const [row] = await sql.query<{ refunded: bigint }>(
-    "SELECT refunded FROM refundable WHERE target_id = $1",
+/**
+ * What is left to refund of an invoice or payment that paid `paid` (as it stands now: all of it, before a first
+ * refund), and the version of its `refundable` row this was read from: PostgreSQL's `xmin`, the transaction that
+ * last wrote the row, which every claim and every amount given back changes (never back to an earlier value), or
+ * `none` while there is no row. A claim made with `readAt` passes only if the row is still that version.
+ */
+export async function claimableOf(
+  sql: Sql,
+  params: { targetId: string; paid: bigint },
+): Promise<{ left: bigint; version: string }> {
+  const [row] = await sql.query<{ refunded: bigint; version: string }>(
+    "SELECT refunded, xmin::text AS version FROM refundable WHERE target_id = $1",
     [params.targetId],
   );
-  return params.paid - (row?.refunded ?? 0n);
+  return { left: params.paid - (row?.refunded ?? 0n), version: row?.version ?? noRefundableRow };
 }
+
+/** The version of a `refundable` row that is not there (no xmin is this). */
+const noRefundableRow = "none";
 
 export type NewRefund = Omit<
   Refund,
@@ -140,15 +151,26 @@ export type NewRefund = Omit<
   | "failureMessage"
   | "createdAt"
   | "updatedAt"
-> & { holdTransferId: bigint; idempotencyKey: string | null; paid: bigint };
+> & {
+  holdTransferId: bigint;
+  idempotencyKey: string | null;
+  paid: bigint;
+  /**
+   * The version of the target's `refundable` row (claimableOf) that what the refund takes from each payee was
+   * computed from: the claim passes only if no other refund of the target was claimed or given back since. Absent:
+   * nothing of the refund depends on it (no payees), any version passes.
+   */
+  readAt?: string;
+};
 
 /**
  * The statement written with a refund's ledger hold, in its transaction: the refund `pending`, its claim on what is
  * left of its invoice or payment, and `refund.created`. The claim is one upsert of the target's `refundable` row, whose
- * condition a concurrent claim on the same row waits for and checks again; what was paid only grows (a further
- * receipt for an invoice), so the row keeps the most it has been told. Less left than the amount raises
- * refund_exceeds_remaining(), a key another refund holds refund_key_taken(): the transaction, hold and all, is
- * rolled back (isRefundExceeding, isRefundKeyTaken). Returns the refund's row.
+ * condition a concurrent claim on the same row waits for and checks again (on the row as that one left it); what was
+ * paid only grows (a further receipt for an invoice), so the row keeps the most it has been told. Less left than the
+ * amount, or the row no longer the version `readAt` names (no row: `none`), raises refund_exceeds_remaining(); a key
+ * another refund holds, refund_key_taken(): the transaction, hold and all, is rolled back (isRefundExceeding,
+ * isRefundKeyTaken). Returns the refund's row.
  */
 export function claimStatement(refund: NewRefund): Statement {
   const targetId = refund.target.kind === "invoice" ? refund.target.invoiceId : refund.target.paymentId;
@@ -158,6 +180,7 @@ export function claimStatement(refund: NewRefund): Statement {
        INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($14, $15, $7)
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid), refunded = r.refunded + EXCLUDED.refunded
          WHERE GREATEST(r.paid, EXCLUDED.paid) - r.refunded >= EXCLUDED.refunded
+           AND ($16::text IS NULL OR r.xmin::text = $16::text)
        RETURNING 1),
      written AS (
        INSERT INTO refunds (id, tenant_id, invoice_id, payment_id, account_id, asset, amount, rail, status, reason,
@@ -188,6 +211,7 @@ export function claimStatement(refund: NewRefund): Statement {
       refund.idempotencyKey,
       targetId,
       refund.paid,
+      refund.readAt ?? null,
     ],
   };
 }

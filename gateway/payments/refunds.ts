@@ -15,7 +15,10 @@
 //      target's `refundable` row: two refunds racing for the last of it cannot both pass) and `refund.created` —
 //      refused `insufficient_funds` (the tenant's account, or a payee's, short of its part) or
 //      `refund_exceeds_remaining` (or its Idempotency-Key another refund's: that one is the answer), none of it is
-//      written;
+//      written. The payees' parts are computed from what is left, read with its row's version, and then the
+//      credits; the claim passes only if the row is still that version, so they are of one state, as if read under
+//      the claim's lock. Another refund of the target claimed or given back in between: nothing is written and the
+//      refund is computed again from new reads (holdAndClaim, refundClaimAttemptsMax);
 //   3. the rail: a provider refund, a payout, or nothing (internal);
 //   4. succeeded → every hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed →
 //      every hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
@@ -46,13 +49,13 @@ import {
 import {
   type PayeeShare,
   refundShareLedgerId,
-  type SplitPayee,
   type SplitShareSpec,
   splitPayees,
   takeBackShares,
 } from "../settlement/split-reversal.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import {
+  claimableOf,
   claimStatement,
   failedStatement,
   getRefundById,
@@ -64,7 +67,6 @@ import {
   type RefundRow,
   refundFromRow,
   refundsOfInvoice,
-  remainingOf,
   succeededStatement,
 } from "./refunds-store.ts";
 import {
@@ -140,8 +142,8 @@ type Source = {
   counter: AccountRecord;
   rail: string;
   mode: RefundMode;
-  /** The payees of an invoice's split, with what it credited them and what was taken back since; else none. */
-  payees: SplitPayee[];
+  /** The payees of an invoice's split (what each part of a refund is computed from is read when it is claimed). */
+  split: SplitShareSpec | null;
 };
 
 // ---- checks (write nothing)
@@ -223,11 +225,6 @@ async function invoiceSource(
     rail: rail.id,
     asset,
   });
-  const payees = await splitPayees(deps, {
-    id: params.invoiceId,
-    tenantId: params.tenantId,
-    split: invoice.split === null ? null : fromJson<SplitShareSpec>(invoice.split),
-  });
   return {
     targetId: params.invoiceId,
     asset,
@@ -235,7 +232,7 @@ async function invoiceSource(
     ...accounts,
     rail: rail.id,
     mode,
-    payees,
+    split: invoice.split === null ? null : fromJson<SplitShareSpec>(invoice.split),
   };
 }
 
@@ -294,7 +291,7 @@ async function paymentSource(
     counter,
     rail: attempt.rail,
     mode: { kind: "ledger" },
-    payees: [],
+    split: null,
   };
 }
 
@@ -316,13 +313,11 @@ export function bolt11AmountMsat(invoice: string): bigint | null | "invalid" {
   return BigInt(digits) * (msatPerUnit[multiplier] ?? 0n);
 }
 
-/** The refund's amount: the one asked, or all that is left (a Lightning invoice that names one: that one). */
-async function amountOf(
-  deps: RefundsDeps,
-  source: Source,
-  params: CreateRefundParams,
-): Promise<{ amount: bigint; left: bigint } | Refused> {
-  const left = await remainingOf(deps.db, { targetId: source.targetId, paid: source.paid });
+/**
+ * The refund's amount: the one asked, or all that is left (a Lightning invoice that names one: that one); `left`:
+ * what is left to refund of the target.
+ */
+function amountOf(source: Source, params: CreateRefundParams, left: bigint): bigint | Refused {
   const named =
     source.mode.kind === "payout" && source.mode.destination.kind === "bolt11"
       ? bolt11AmountMsat(source.mode.destination.invoice)
@@ -364,10 +359,16 @@ async function amountOf(
         "amount",
       );
   }
-  return { amount, left };
+  return amount;
 }
 
 // ---- create
+
+/**
+ * How many times a refund is computed and claimed again because another refund of its target was claimed or given
+ * back between its reads and its claim (each time, that other refund moved on: this one is not starved by nothing).
+ */
+export const refundClaimAttemptsMax = 8;
 
 /** Checks, holds, writes and asks the rail; answers the refund as its rail left it, or a refusal with nothing moved. */
 export async function createRefund(
@@ -391,12 +392,53 @@ export async function createRefund(
           destination: params.destination,
         });
   if ("ok" in source) return source;
-  const sized = await amountOf(deps, source, params);
-  if ("ok" in sized) return sized;
-  const { amount, left } = sized;
+  for (let attempt = 1; attempt <= refundClaimAttemptsMax; attempt++) {
+    const claimed = await holdAndClaim(deps, source, params);
+    if (claimed.outcome === "moved") continue;
+    if (claimed.outcome === "answered") return claimed.answer;
+    await runRail(deps, claimed.refund, source.mode, "first");
+    const after = await getRefundById(deps.db, claimed.refund.id);
+    if (after === null) throw new RefundInvariantError(`refund ${claimed.refund.id} was not written`);
+    return { ok: true, refund: after };
+  }
+  throw new RefundContendedError(
+    `other refunds of ${source.targetId} moved what is left of it under this one ${refundClaimAttemptsMax} times; ` +
+      "nothing of it was written",
+  );
+}
 
+/** Other refunds of one target kept being claimed or given back while a refund was computed: nothing was written. */
+export class RefundContendedError extends SwitchyardError {
+  override name = "RefundContendedError";
+}
+
+/** One try at writing a refund: written (held and claimed), answered without writing, or to be computed again. */
+type Claimed =
+  | { outcome: "written"; refund: Refund }
+  /** A refusal, or the refund its Idempotency-Key names. */
+  | { outcome: "answered"; answer: CreateRefundResult }
+  /** Another refund of the target was claimed or given back since this one read what is left: nothing written. */
+  | { outcome: "moved" };
+
+/**
+ * Reads what is left of the target, then the payees' credits, computes each payee's part and writes the holds with
+ * the claim. The claim is the one place refunds of a target are serialised (its `refundable` row's lock), and it
+ * passes only if that row is still the version read first (readAt): no refund of the target was claimed or given
+ * back since, so what is left and every credit read after it (the holds of its refunds not failed, written in the
+ * claims' and give-backs' transactions) are of one state, as if read under that lock. Otherwise nothing is written
+ * and the refund is computed again from new reads (`moved`).
+ */
+async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRefundParams): Promise<Claimed> {
+  const read = await claimableOf(deps.db, { targetId: source.targetId, paid: source.paid });
+  const amount = amountOf(source, params, read.left);
+  if (typeof amount !== "bigint") return { outcome: "answered", answer: amount };
+  const payees = await splitPayees(deps, {
+    id: source.targetId,
+    tenantId: params.tenantId,
+    split: source.split,
+  });
   const id = newId("rfd");
-  const shares = takeBackShares(amount, left, source.payees, "left");
+  const shares = takeBackShares(amount, read.left, payees, "left");
   const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
   const hold = holdOf(id, source, amount - fromPayees);
   const claim = claimStatement({
@@ -413,6 +455,7 @@ export async function createRefund(
     holdTransferId: hold.pendingId,
     idempotencyKey: params.idempotencyKey,
     paid: source.paid,
+    ...(payees.length === 0 ? {} : { readAt: read.version }),
   });
   // The hold, the row, its claim on what is left and its event: one transaction, all or nothing.
   let held: Awaited<ReturnType<typeof writeChainWith>>;
@@ -427,40 +470,34 @@ export async function createRefund(
       `the hold of refund ${id}`,
     );
   } catch (error) {
-    if (isRefundExceeding(error)) {
-      const left = await remainingOf(deps.db, { targetId: source.targetId, paid: source.paid });
-      return refuse(
-        "refund_exceeds_remaining",
-        `the refund is above what is left to refund of ${source.targetId} (${left} minor units)`,
-        "amount",
-      );
-    }
+    // Less is left than the amount now, or the row moved since it was read: the next try says which.
+    if (isRefundExceeding(error)) return { outcome: "moved" };
     if (!isRefundKeyTaken(error) || params.idempotencyKey === null) throw error;
     const earlier = await getRefundByKey(deps.db, { tenantId: params.tenantId, key: params.idempotencyKey });
     if (earlier === null)
       throw new RefundInvariantError(`refund ${id}'s key is taken by no refund`, { cause: error });
-    return { ok: true, refund: earlier };
+    return { outcome: "answered", answer: { ok: true, refund: earlier } };
   }
   if (held.outcome === "insufficient_funds") {
     const short = await shortAccount(deps, [
       { accountId: source.account.id, ledgerAccountId: source.account.ledgerAccountId, amount: hold.amount },
       ...shares,
     ]);
-    return refuse(
-      "insufficient_funds",
-      short === source.account.id || short === null
-        ? `account ${source.account.id} holds less than the refund; nothing was refunded`
-        : `account ${short}, a payee of the invoice's split, holds less than its part of the refund; nothing was refunded`,
-      "amount",
-    );
+    return {
+      outcome: "answered",
+      answer: refuse(
+        "insufficient_funds",
+        short === source.account.id || short === null
+          ? `account ${source.account.id} holds less than the refund; nothing was refunded`
+          : `account ${short}, a payee of the invoice's split, holds less than its part of the refund; nothing was refunded`,
+        "amount",
+      ),
+    };
   }
   const [row] = (held.rows ?? []) as RefundRow[];
   if (held.outcome !== "reserved" || row === undefined)
     throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);
-  await runRail(deps, refundFromRow(row), source.mode, "first");
-  const after = await getRefundById(deps.db, id);
-  if (after === null) throw new RefundInvariantError(`refund ${id} was not written`);
-  return { ok: true, refund: after };
+  return { outcome: "written", refund: refundFromRow(row) };
 }
 
 /** The hold's transfer: its id derived from the refund's, the target it is for, the refund's id as its evidence. */

@@ -5,8 +5,9 @@
 // - Credited: the payee's share transfers of the invoice's receipts, as the ledger holds them (one per receipt,
 //   each floored when it was credited), not the split's basis points applied again.
 // - Taken back: the payee's legs of the invoice's reversals not given back, and of its refunds not failed (held or
-//   posted). Read before the legs are written: the reversals of one invoice and its refunds are not serialized with
-//   each other (see takeBackShares for what keeps refunds within the credit whatever their order).
+//   posted). Read before the legs are written. A refund's reads are checked by its claim, which serialises the
+//   refunds of an invoice (see takeBackShares for why that keeps them within the credit whatever their order); the
+//   reversals of an invoice are not serialized with its refunds.
 // - A payee's part of an amount taken back: proportional to its credit (a reversal) or to what is left of it (a
 //   refund), floored, never more than what is left of its credit; the rest is the seller's (the invoice's account).
 //
@@ -138,10 +139,16 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
  *   whole) — each refund takes the payee's proportion of what is left, so the refund that empties the invoice takes
  *   exactly what is left of each credit, and refunds in several parts end where one refund of all would.
  *
- * Refunds claim what is left to refund one after another (their `refundable` row), so two refunds read from the same
- * state take at most divFloor((x + y) × left-of-credit, whole) together, within the credit. What the parts are
- * computed from is read before the refund's holds are written: only a refund that fails between that read and
- * another's claim can make the next part read a stale credit (a minor unit per racing failure at most).
+ * The refunds of an invoice apply one at a time, in the order of their claims on its `refundable` row, and each is
+ * computed from the state its claim applies to: what is left is read first, with the row's version, the credits
+ * after it, and the claim passes only if the row is still that version (payments/refunds.ts holdAndClaim); a refund's
+ * holds are written, and given back, in the transaction that changes the row. From what is left L and what is left
+ * of a credit C, a refund of x takes s = divFloor(x × C, L) ≤ C and leaves (L − x, C − s); one given back restores
+ * both. So no order of refunds takes more than a credit, and the refund that empties the invoice (x = L) takes
+ * exactly what is left of it. Values of two states must never be combined: L read after another refund's claim and
+ * C before it make s up to all of C on top of what that refund took (the version check refuses such a claim). A
+ * reversal of the invoice's money is outside that order: one written between a refund's reads and its claim is not
+ * seen by it.
  */
 export function takeBackShares(
   amount: bigint,

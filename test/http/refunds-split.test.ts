@@ -3,11 +3,15 @@
 // payee gives back its part of the refund — proportional to what the invoice credited it, floored, the rest from the
 // seller — held with the seller's hold in one linked chain, posted when the rail succeeds and voided when it fails.
 // Refunded at once or in two parts, every balance is exact; a payee short of its part refuses the whole refund with
-// nothing written; an Idempotency-Key repeated moves nothing.
+// nothing written; an Idempotency-Key repeated moves nothing. Two refunds of one invoice, one computed while the
+// other is claimed, take from each payee exactly its share together — payees hold more than their credit there, so
+// that taking too much would not be refused for their balance.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
+import type { Db } from "../../gateway/db/index.ts";
+import { createRefund } from "../../gateway/payments/refunds.ts";
 import { createInvoice } from "../../gateway/settlement/index.ts";
 import { refundShareLedgerId } from "../../gateway/settlement/split-reversal.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
@@ -284,6 +288,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("lets refunds racing for one invoice take no more from a payee than it was credited", async () => {
+    // Another invoice's credit stays on the payees: a part too large would be taken, not refused for their balance.
+    await paidSplitInvoice();
     const invoice = await paidSplitInvoice();
     const before = await balances();
     const answers = await Promise.all(["4", "4", "4", "3"].map((amount) => refund({ invoice, amount })));
@@ -303,6 +309,74 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // The rest, whatever it is, ends every credit exactly.
     const rest = await refund({ invoice });
     expect(rest.body.status).toBe("succeeded");
+    expect(await moved(before)).toEqual({
+      seller: -credited.seller,
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+  });
+
+  it("a refund whose reads straddle another refund's claim takes exactly each payee's share with it, never more than its credit", async () => {
+    // Another invoice's credit stays on the payees: a part too large would be taken, not refused for their balance.
+    await paidSplitInvoice();
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    // Refund "rest" stops right after it read which refunds of the invoice there are (before their holds' amounts)
+    // until refund "first" has been claimed and has succeeded: its reads straddle the other's claim.
+    let opened!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      opened = resolve;
+    });
+    let stopped!: () => void;
+    const reachedGate = new Promise<void>((resolve) => {
+      stopped = resolve;
+    });
+    const db = gw.app.payments.db;
+    const pausing = new Proxy(db, {
+      get(target, key) {
+        if (key === "query")
+          return async (text: string, params?: readonly unknown[]) => {
+            const rows = await target.query(text, params);
+            if (/FROM refunds WHERE invoice_id = \$1 AND tenant_id = \$2 AND status <> 'failed'/.test(text)) {
+              stopped();
+              await gate;
+            }
+            return rows;
+          };
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) satisfies Db;
+    const asked = (amount: string) => ({
+      tenantId,
+      target: { kind: "invoice" as const, invoiceId: invoice },
+      amount,
+      reason: null,
+      metadata: {},
+      destination: null,
+      idempotencyKey: null,
+    });
+    // 10.000001 refunded as 4 and then the rest, 6.000001.
+    const rest = createRefund({ ...gw.app.payments, db: pausing }, asked("6.000001"));
+    await reachedGate;
+    const first = await createRefund(gw.app.payments, asked("4"));
+    opened();
+    const last = await rest;
+    expect(first.ok && first.refund.status).toBe("succeeded");
+    expect(last.ok && last.refund.status).toBe("succeeded");
+    // The first takes its proportion (4 of 10.000001: A 999,999, B 1,333,199); the rest empties the invoice and takes
+    // exactly what is left of each credit (A 1,500,001, B 1,999,801): together, each credit, no more.
+    const parts = async (refund: typeof first) => {
+      if (!refund.ok) throw new Error(refund.message);
+      const found = await gw.app.ledger.lookupTransfers([
+        refundShareLedgerId(refund.refund.id, payeeA, "post"),
+        refundShareLedgerId(refund.refund.id, payeeB, "post"),
+      ]);
+      return found.map((transfer) => transfer.amount);
+    };
+    expect(await parts(first)).toEqual([999_999n, 1_333_199n]);
+    expect(await parts(last)).toEqual([1_500_001n, 1_999_801n]);
     expect(await moved(before)).toEqual({
       seller: -credited.seller,
       a: -credited.a,
