@@ -276,11 +276,15 @@ export async function bookInvoice(
 ): Promise<string | SettleResult> {
   const { chain } = requirements;
   const a = payment.authorization;
+  let made: string | null = null;
   const notBooked = async (message: string): Promise<SettleResult> => {
     // Nothing was sent: the claim is given back (an invoice made already stays open, bound to nothing, and expires).
-    await afterSent(logger, "giving the claim back", { payer: payment.payer, nonce: a.nonce }, () =>
-      release(settlement.db, chain, a, { invoiceId: null }),
-    );
+    // Bound to the invoice made, if binding it committed although it threw; else still bound to none — ours either
+    // way, as the claim is held.
+    await afterSent(logger, "giving the claim back", { payer: payment.payer, nonce: a.nonce }, async () => {
+      if (made !== null && (await release(settlement.db, chain, a, { invoiceId: made }))) return;
+      await release(settlement.db, chain, a, { invoiceId: null });
+    });
     return {
       ok: false,
       refusal: "unexpected_settle_error",
@@ -301,7 +305,8 @@ export async function bookInvoice(
       expirySeconds: Math.min(Math.max(validForS, 0) + invoiceExpiryMarginS, invoiceExpirySecondsMax),
     });
     if (!created.ok) return await notBooked(created.message);
-    await record(settlement.db, chain, a, { status: "claimed", invoiceId: created.invoice.id });
+    made = created.invoice.id;
+    await record(settlement.db, chain, a, { status: "claimed", invoiceId: made });
     return created.invoice.id;
   } catch (error) {
     logger.error(

@@ -387,6 +387,25 @@ function settlementWithoutInvoices() {
   return { ...gw.app.settlement, db: failing };
 }
 
+/** The app's settlement, its database losing the answer of the claim's binding to its invoice (written all the same). */
+function settlementLosingBindings() {
+  const db = gw.app.settlement.db;
+  const losing = new Proxy(db, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property !== "query" || typeof value !== "function") return value;
+      return async (sql: string, ...rest: unknown[]) => {
+        const answer = await value.call(target, sql, ...rest);
+        const params = rest[0] as unknown[] | undefined;
+        if (sql.includes("UPDATE x402_authorizations") && params?.[4] === "claimed")
+          throw new Error("the connection dropped after the commit (test)");
+        return answer;
+      };
+    },
+  });
+  return { ...gw.app.settlement, db: losing };
+}
+
 async function authorizationRow(p: Awaited<ReturnType<typeof payment>>) {
   const [row] = await gw.app.db.query<{ status: string; invoice_id: string | null; tx_hash: string | null }>(
     "SELECT status, invoice_id, tx_hash FROM x402_authorizations WHERE payer = $1 AND nonce = $2",
@@ -501,6 +520,23 @@ describe("settlement faults", () => {
     const booked = (await gw.app.ledger.lookupTransfers(ids)).map((t) => t.amount);
     expect(booked.reduce((sum, amount) => sum + amount, 0n)).toBe(gasGwei);
     expect(booked).toHaveLength(3);
+  });
+
+  it("gives the claim back when its binding to the invoice committed but its answer was lost", async () => {
+    const losing = createSingleSettler({ settlement: settlementLosingBindings() });
+    const payer = await newPayer();
+    const p = await payment(payer, 450n);
+    expect(await claim(gw.app.db, chain, p.claimed.authorization, p.claimed.credit)).toBe(true);
+    expect(await losing.settle(p.claimed, p.requirements)).toMatchObject({
+      ok: false,
+      refusal: "unexpected_settle_error",
+    });
+    // Released, not left claimed for ever: the same authorization then pays.
+    expect(await authorizationRow(p)).toBeNull();
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    expect(await claim(gw.app.db, chain, p.claimed.authorization, p.claimed.credit)).toBe(true);
+    okResult(await settler.settle(p.claimed, p.requirements));
+    expect(await tokenBalance(payer.address)).toBe(payerFunds - 450n);
   });
 
   it("releases a batch that was not sent, unbinding its invoices, and the authorization re-presented books cleanly", async () => {
