@@ -21,6 +21,7 @@ export {
   type CreateRefundParams,
   type CreateRefundResult,
   createRefund,
+  RefundContendedError,
   RefundInvariantError,
   RefundNotYetKnownError,
   type RefundsDeps,

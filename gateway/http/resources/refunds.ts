@@ -13,13 +13,14 @@ import {
   createRefund,
   getRefund,
   type Refund,
+  RefundContendedError,
   type RefundDestination,
   type RefundRow,
   type RefundsDeps,
   refundFromRow,
 } from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
-import { ApiError, type ApiErrorCode } from "../errors.ts";
+import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { presentEvidence } from "../present.ts";
 import { errorView, evidenceView, metadataSchema } from "../schemas.ts";
@@ -193,6 +194,13 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
         metadata: body.metadata ?? {},
         destination: destinationOf(body.destination),
         idempotencyKey: request.idempotencyKey,
+      }).catch((error: unknown) => {
+        // Other refunds of the same invoice kept changing what is left while this one was computed: nothing written.
+        if (error instanceof RefundContendedError)
+          throw overloaded(
+            "other refunds of this target are being written; retry after the seconds in Retry-After",
+          );
+        throw error;
       });
       return reply.code(201).send(presentRefund(refundOf(result)));
     },
