@@ -337,18 +337,23 @@ export async function checkChain(
     if (!(error instanceof BaseError)) throw error;
     simulated = error;
   }
-  return whyNotTaken(chain, authorization, `the token would not take it: ${simulated.shortMessage}`);
+  return (
+    (await whyNotTaken(chain, authorization)) ??
+    refusedWith(
+      "invalid_exact_evm_transaction_simulation_failed",
+      `the token would not take it: ${simulated.shortMessage}`,
+    )
+  );
 }
 
 /**
- * Why the token would not take an authorization a simulation refused: its nonce used, or the payer's balance short
- * (two reads that do not revert); else `simulation_failed` with `otherwise` as the message.
+ * Why the token would not take an authorization a simulation refused, from two reads that do not revert: its nonce
+ * used, or the payer's balance short (or the chain unreadable); null when neither says.
  */
 export async function whyNotTaken(
   chain: X402Chain,
   authorization: Eip3009Authorization,
-  otherwise: string,
-): Promise<Refused> {
+): Promise<Refused | null> {
   const { publicClient, token } = chain;
   try {
     const [used, balance] = await Promise.all([
@@ -375,7 +380,7 @@ export async function whyNotTaken(
     if (!(error instanceof BaseError)) throw error;
     return refusedWith("unexpected_verify_error", `the chain cannot be read now: ${error.shortMessage}`);
   }
-  return refusedWith("invalid_exact_evm_transaction_simulation_failed", otherwise);
+  return null;
 }
 
 export function transferArgs(a: Eip3009Authorization, vrs: { v: number; r: Hex; s: Hex }) {

@@ -10,11 +10,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedChain, startEmbeddedChain } from "../../adapters/evm/dev-chain.ts";
 import { assets } from "../../core/index.ts";
 import type { X402Chain } from "../../gateway/x402/chains.ts";
-import { maxSimulationBatch, simulateAll } from "../../gateway/x402/simulate-batch.ts";
+import {
+  createSimulationBatcher,
+  maxSimulationBatch,
+  simulateAll,
+} from "../../gateway/x402/simulate-batch.ts";
 import type { Eip3009Authorization } from "../../gateway/x402/verify.ts";
 
 /** The value whose transfer the stand-in token makes burn all its gas. */
 const greedyValue = 666n;
+/** The value whose transfer costs more than a probe's cap (twelve fresh slots) but far less than a call's gas. */
+const heavyValue = 777n;
 const greedyTokenSource = `// SPDX-License-Identifier: MIT
 pragma solidity 0.8.30;
 contract GreedyToken {
@@ -22,10 +28,13 @@ contract GreedyToken {
     function transferWithAuthorization(address from, address to, uint256 value, uint256, uint256, bytes32 nonce,
         uint8, bytes32, bytes32) external {
         if (value == ${greedyValue}) assembly { invalid() }
+        if (value == ${heavyValue}) for (uint256 i = 0; i < 12; i++) slots[keccak256(abi.encode(nonce, i))] = 1;
         slots[nonce] = 1;
         slots[keccak256(abi.encode(from, nonce))] = value;
         slots[keccak256(abi.encode(to, nonce))] = value;
     }
+    function authorizationState(address, bytes32) external pure returns (bool) { return false; }
+    function balanceOf(address) external pure returns (uint256) { return type(uint256).max; }
 }`;
 
 function greedyTokenCode(): Hex {
@@ -96,5 +105,12 @@ describe("the batched simulation's gas cap per probe", () => {
       payment(i, greedy.has(i) ? greedyValue : 5_000n + BigInt(i)),
     );
     expect(await simulateAll(chain, batch)).toEqual(batch.map((_, i) => !greedy.has(i)));
+  });
+
+  it("takes a payment whose token call costs more than the cap: refused by its probe, passed simulated alone", async () => {
+    const heavy = payment(100, heavyValue);
+    expect(await simulateAll(chain, [heavy, payment(101, 1_000n)])).toEqual([false, true]);
+    const batcher = createSimulationBatcher();
+    expect(await batcher(chain, heavy.authorization, heavy.signature)).toBeNull();
   });
 });
