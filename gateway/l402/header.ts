@@ -60,8 +60,11 @@ const schemeStart = /(?:^|,)\s*(l402|lsat)(?=\s)/gi;
 const credentialPattern =
   /^(l402|lsat)\s+([A-Za-z0-9+/_-]+={0,2}(?:\s*,\s*[A-Za-z0-9+/_-]+={0,2})*)\s*:\s*([0-9a-fA-F]{64})\s*$/i;
 
+/** schemeStart without the global flag: `test` keeps no state between calls. */
+const carriesPattern = new RegExp(schemeStart.source, "i");
+
 export function carriesL402(request: PaywallRequest): boolean {
-  return authorizationValues(request).some((value) => new RegExp(schemeStart.source, "i").test(value));
+  return authorizationValues(request).some((value) => carriesPattern.test(value));
 }
 
 /** Splits a value at each scheme start: "LSAT a:p, L402 a:p" is two credentials. */

@@ -24,7 +24,7 @@ import type {
 import { createInvoice, type SettlementDeps } from "../settlement/index.ts";
 import { judgeCaveats, mintCaveats, tokenRequestsMaxLimit } from "./caveats.ts";
 import { createRequestCounter, type RequestCounterLimits } from "./counter.ts";
-import { carriesL402, challengeLines, parseCredentials } from "./header.ts";
+import { authorizationValues, carriesL402, challengeLines, parseCredentials } from "./header.ts";
 import { decodeIdentifier, encodeIdentifier, type L402Identifier, rootKeyId } from "./identifier.ts";
 import { mintMacaroon, type PresentedMacaroon, readMacaroon } from "./macaroon.ts";
 import { insertToken, readToken, type StoredToken } from "./tokens.ts";
@@ -159,20 +159,66 @@ function verifiedOnce(macaroon: PresentedMacaroon): PresentedMacaroon {
   };
 }
 
+type Presented =
+  | {
+      ok: true;
+      macaroon: PresentedMacaroon;
+      identifier: L402Identifier;
+      preimage: string;
+      /** sha256(preimage) is the identifier's payment hash. */
+      preimagePays: boolean;
+      /** The token's key: sha256 of the identifier. */
+      keyId: string;
+    }
+  | { ok: false; message: string };
+
+/** The longest Authorization (all values joined) whose reading is remembered, and how many are (about 2 MB). */
+const memorableAuthorizationMax = 2_048;
+const presentedRememberedMax = 1_000;
+
+/**
+ * presentedToken, remembered by the Authorization values themselves (they fix the reading, the macaroon's chain of
+ * caveats and the preimage's hash), so that a token presented again costs one lookup; only values that read, and of
+ * at most memorableAuthorizationMax characters. The oldest is forgotten beyond `entriesMax`.
+ */
+function createPresentedMemory(entriesMax: number, read: (bytes: Uint8Array) => ReadMacaroon) {
+  const known = new Map<string, Presented>();
+  return (request: PaywallRequest): Presented => {
+    const values = authorizationValues(request);
+    const name = values.length === 1 ? values[0]! : values.join("\n");
+    const memorable = entriesMax > 0 && name.length <= memorableAuthorizationMax;
+    const remembered = memorable ? known.get(name) : undefined;
+    if (remembered !== undefined) return remembered;
+    const presented = presentedToken(request, read);
+    if (memorable && presented.ok) {
+      if (known.size >= entriesMax) {
+        const oldest = known.keys().next();
+        if (oldest.done !== true) known.delete(oldest.value);
+      }
+      known.set(name, presented);
+    }
+    return presented;
+  };
+}
+
 /** The first presented macaroon that carries an L402 version-0 identifier, with the preimage sent beside it. */
-function presentedToken(
-  request: PaywallRequest,
-  read: (bytes: Uint8Array) => ReadMacaroon,
-):
-  | { ok: true; macaroon: PresentedMacaroon; identifier: L402Identifier; preimage: string }
-  | { ok: false; message: string } {
+function presentedToken(request: PaywallRequest, read: (bytes: Uint8Array) => ReadMacaroon): Presented {
   const parsed = parseCredentials(request);
   if (parsed.kind === "none") return { ok: false, message: "no L402 credential in Authorization" };
   if (parsed.kind === "malformed") return { ok: false, message: parsed.message };
   for (const credential of parsed.credentials)
     for (const bytes of credential.macaroons) {
       const entry = read(bytes);
-      if (entry !== null) return { ok: true, ...entry, preimage: credential.preimage };
+      if (entry !== null) {
+        const hash = createHash("sha256").update(Buffer.from(credential.preimage, "hex")).digest("hex");
+        return {
+          ok: true,
+          ...entry,
+          preimage: credential.preimage,
+          preimagePays: hash === entry.identifier.paymentHash,
+          keyId: rootKeyId(entry.macaroon.identifier),
+        };
+      }
     }
   return { ok: false, message: "no V2 macaroon with an L402 identifier in the credential" };
 }
@@ -183,7 +229,10 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
   const nowMs = deps.nowMs ?? Date.now;
   const db = deps.settlement.db;
   const memory = createTokenMemory(limits.tokenMemoryEntriesMax);
-  const readPresented = createMacaroonMemory(limits.tokenMemoryEntriesMax);
+  const readPresented = createPresentedMemory(
+    Math.min(limits.tokenMemoryEntriesMax, presentedRememberedMax),
+    createMacaroonMemory(limits.tokenMemoryEntriesMax),
+  );
   // Requests are counted in the token's row before they are served: concurrent ones by one statement (group
   // commit), most of them from a lease that statement took (counter.ts).
   const counter = createRequestCounter({
@@ -293,20 +342,18 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     offers: readonly { rail: string; price: SchemePrice }[],
     request: PaywallRequest,
   ): Promise<SchemeVerdict> {
-    const presented = presentedToken(request, readPresented);
+    const presented = readPresented(request);
     if (!presented.ok) return refused("l402_malformed", presented.message);
     if (!offers.some((o) => o.rail === rail))
       return refused("l402_not_offered", `${rail} is not offered here`);
-    const { macaroon, identifier, preimage } = presented;
+    const { macaroon, identifier, preimagePays, keyId } = presented;
     const { tenantId } = resource;
-    const keyId = rootKeyId(macaroon.identifier);
     const stored = memory.recall(tenantId, keyId) ?? (await readToken(db, { tenantId, keyId }));
     if (stored === null)
       return refused("l402_unknown_token", "no such token here (never issued, or revoked)");
     if (!macaroon.verifies(stored.rootKey))
       return refused("l402_signature_invalid", "the macaroon's signature does not match its caveats");
-    if (createHash("sha256").update(Buffer.from(preimage, "hex")).digest("hex") !== identifier.paymentHash)
-      return refused("l402_preimage_mismatch", "the preimage is not the token's invoice's");
+    if (!preimagePays) return refused("l402_preimage_mismatch", "the preimage is not the token's invoice's");
     if (stored.paywallId !== resource.paywallId)
       return refused("l402_service_mismatch", "the token was bought for another paywall");
     const judged = judgeCaveats(macaroon.conditions, {
@@ -319,7 +366,8 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     if (!stored.invoicePaid && !(await paidOnRail(stored)))
       return refused("l402_invoice_unpaid", `invoice ${stored.invoiceId} is not paid`);
     // Paid on the rail: its booking follows from the rail's event (the ledger's evidence), this answer does not wait.
-    memory.remember({ ...stored, invoicePaid: true });
+    if (!stored.invoicePaid) memory.remember({ ...stored, invoicePaid: true });
+    else if (memory.recall(tenantId, keyId) !== stored) memory.remember(stored);
     // judged.requestsMax is at most the row's own (a caveat only tightens) and within the column's range.
     const taken = await counter.take({
       tenantId,

@@ -88,12 +88,23 @@ export const paywallsRefreshMsDefault = 1_000;
  * reach the same handler in a router that decodes, merges slashes, ignores case or a trailing slash, and all pay.
  */
 export function pathOf(url: string): string {
+  const known = url.length <= pathsRememberedUrlMax ? paths.get(url) : undefined;
+  if (known !== undefined) return known;
   const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return "/";
-  const rest = url.slice(start);
+  const rest = start < 0 ? "/" : url.slice(start);
   const end = rest.search(/[?#]/);
-  return looseForm(end < 0 ? rest : rest.slice(0, end));
+  const path = start < 0 ? "/" : looseForm(end < 0 ? rest : rest.slice(0, end));
+  if (url.length <= pathsRememberedUrlMax) {
+    if (paths.size >= pathsRememberedMax) paths.delete(paths.keys().next().value as string);
+    paths.set(url, path);
+  }
+  return path;
 }
+
+/** URLs whose path was read lately (every paid request reads its own twice: the paywall's, the caveats'). */
+const paths = new Map<string, string>();
+const pathsRememberedMax = 1_000;
+const pathsRememberedUrlMax = 1_024;
 
 function looseForm(path: string): string {
   const decoded = path.split("/").map((segment) => {
@@ -120,11 +131,11 @@ export function matchPaywall(paywalls: readonly Paywall[], path: string): Paywal
   for (const paywall of paywalls) {
     const { resource } = paywall;
     if (!resource.endsWith("*")) {
-      const exact = looseForm(resource);
+      const exact = pathOf(resource);
       if (exact === path || exact === bare || exact === `${bare}/`) return paywall;
       continue;
     }
-    const prefix = looseForm(resource.slice(0, -1));
+    const prefix = pathOf(resource.slice(0, -1));
     if (
       (path.startsWith(prefix) || `${bare}/`.startsWith(prefix)) &&
       (best === null || resource.length > best.resource.length)
@@ -185,7 +196,18 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
     return reading;
   }
 
-  function groups(paywall: Paywall): SchemeGroup[] {
+  // A paywall's groups are the same for as long as its object is (a read of the tenant's paywalls makes new ones).
+  const grouped = new WeakMap<Paywall, readonly SchemeGroup[]>();
+  function groups(paywall: Paywall): readonly SchemeGroup[] {
+    let found = grouped.get(paywall);
+    if (found === undefined) {
+      found = groupsOf(paywall);
+      grouped.set(paywall, found);
+    }
+    return found;
+  }
+
+  function groupsOf(paywall: Paywall): SchemeGroup[] {
     const found: SchemeGroup[] = [];
     for (const offer of paywall.offers) {
       const existing = found.find((group) => group.scheme.id === offer.scheme);
