@@ -394,7 +394,11 @@ export async function createRefund(
   if ("ok" in source) return source;
   for (let attempt = 1; attempt <= refundClaimAttemptsMax; attempt++) {
     const claimed = await holdAndClaim(deps, source, params);
-    if (claimed.outcome === "moved") continue;
+    if (claimed.outcome === "moved") {
+      // Another refund of the target won this round: a random pause (up to 2^attempt ms) spreads the next tries.
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 ** attempt));
+      continue;
+    }
     if (claimed.outcome === "answered") return claimed.answer;
     await runRail(deps, claimed.refund, source.mode, "first");
     const after = await getRefundById(deps.db, claimed.refund.id);
