@@ -26,7 +26,7 @@ import { readBaseFee } from "./gas.ts";
 import { ownsDestination } from "./own-addresses.ts";
 import { executeAttempt } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { createSendJournal } from "./send-journal.ts";
+import { createSendJournal, sendHashesOf } from "./send-journal.ts";
 import { distribute, payoutBatch, payWithAuthorization, settleBatch } from "./splitter-calls.ts";
 import { sweepDeposits } from "./sweeps.ts";
 import type { EvmRail, EvmRailParams } from "./types.ts";
@@ -96,6 +96,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
         ? Promise.resolve({ swept: [], pending: 0, refused: null })
         : sweepDeposits(state, deposits, book),
     depositWatcher: () => watcher,
+    sendHashesOf: (txHash) => sendHashesOf(params.db, journal.chainId, txHash),
     snapshot: () => snapshotOf(state),
     execute: (attempt: OutgoingAttempt) => executeAttempt(state, attempt),
     payWithAuthorization: (p) => payWithAuthorization(state, p),

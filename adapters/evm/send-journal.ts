@@ -319,3 +319,25 @@ function confirmedReceipt(journal: SendJournal, hash: Hex): Promise<TransactionR
     })
     .catch(() => null);
 }
+
+/**
+ * Every transaction of the send that `txHash` is one of on chain `chainId`: the send's current transaction, then
+ * each its replacements superseded (any of them may be the one mined). Empty when no send has that hash.
+ */
+export async function sendHashesOf(db: Db, chainId: number, txHash: Hex): Promise<Hex[]> {
+  const rows = await db.query<{ tx_hash: Hex }>(
+    `WITH send AS (
+       SELECT attempt_id FROM evm_sends WHERE chain_id = $1 AND tx_hash = lower($2)
+       UNION
+       SELECT replaced.attempt_id FROM evm_sends_replaced replaced JOIN evm_sends USING (attempt_id)
+       WHERE evm_sends.chain_id = $1 AND replaced.tx_hash = lower($2)
+     )
+     SELECT tx_hash FROM (
+       SELECT evm_sends.tx_hash, 0 AS rank, signed_at AS at FROM evm_sends JOIN send USING (attempt_id)
+       UNION ALL
+       SELECT replaced.tx_hash, 1, replaced_at FROM evm_sends_replaced replaced JOIN send USING (attempt_id)
+     ) hashes ORDER BY rank, at DESC`,
+    [chainId, txHash],
+  );
+  return rows.map((row) => row.tx_hash);
+}

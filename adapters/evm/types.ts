@@ -96,4 +96,9 @@ export type EvmRail = Rail & {
   sweepDeposits(book: SweepBooker): Promise<SweepPassResult>;
   /** The deposit watcher, once the rail has started with deposits (tests poll it on demand); null otherwise. */
   depositWatcher(): ChainWatcher | null;
+  /**
+   * Every transaction of the send `txHash` is one of (the send journal's: its current transaction, then each a fee
+   * bump superseded — at most one is mined); empty when the rail sent no transaction with that hash.
+   */
+  sendHashesOf(txHash: Hex): Promise<Hex[]>;
 };
