@@ -16,8 +16,8 @@
 // the warm-up reached × the seconds; signing is setup, not measured).
 // Metrics: requests_per_s (median of the rounds), min/max over the rounds, p99_ms (the median round's),
 // ratio_to_baseline (median over median). Knobs: BENCH_PAYWALL_SECONDS (default 4), BENCH_PAYWALL_ROUNDS
-// (default 3), BENCH_PAYWALL_CLIENTS (default 16), BENCH_PAYWALL_L402_REQUESTS (default 10,000; `0` leaves the
-// l402 case out, e.g. to profile the x402 one alone).
+// (default 3), BENCH_PAYWALL_CLIENTS (default 16), BENCH_PAYWALL_L402_REQUESTS (default 30,000, a run of 1-2 s;
+// `0` leaves the l402 case out, e.g. to profile the x402 one alone).
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client, x402HTTPClient } from "@x402/fetch";
 import autocannon from "autocannon";
@@ -35,7 +35,7 @@ const clients = Number(process.env.BENCH_PAYWALL_CLIENTS ?? 16);
 const warmupAuthorizations = 400;
 const maxAuthorizationsPerRound = 40_000;
 /** Requests of the l402-reuse run (and as many to warm up): the token is bought for them all. */
-const l402Requests = Number(process.env.BENCH_PAYWALL_L402_REQUESTS ?? 10_000);
+const l402Requests = Number(process.env.BENCH_PAYWALL_L402_REQUESTS ?? 30_000);
 
 type Measured = { requests_per_s: number; p99_ms: number; non_2xx: number; ok: number };
 
