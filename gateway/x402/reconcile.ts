@@ -8,19 +8,24 @@
 //     → `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot
 //     pay again), the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an
 //     invoice only from the token's log, so nothing is taken back;
-//   - not mined (pending, dropped, replaced by the send journal's fee bump — same nonce, another hash — or a hash
-//     no node ever saw): the node still holding it pending → left; otherwise the token says, read at the latest
-//     block: the nonce used by a transaction of ours (the hot wallet's: a replacement, found by the token's
-//     AuthorizationUsed log within `spentLogBlocksMax` blocks) → every row of the old hash now carries that one,
-//     and is concluded from its receipt as above; used by anyone else (or its log not found) → left for a person,
-//     logged; unused once the chain's time has reached the row's validBefore (the token refuses it from then on)
-//     → `failed` ("dropped"), no gas (nothing was mined); unused within its window, or no validBefore recorded
-//     (rows claimed before migration 0027) → left.
+//
+// A row's transaction is one of its send's (the EVM rail's send journal, adapters/evm send-journal.ts: the send
+// first signed, then each fee bump — same call, same nonce, another hash — of which at most one is mined). Every
+// transaction of the send is asked for its receipt; the one mined concludes the rows as above, and every row of
+// the hash they named carries the mined one from then on (its gas booked under the mined hash). None mined:
+//
+//   - one of them still pending on the node → left;
+//   - else the token says, read at the latest block: the nonce used (by a transaction not ours, as none of ours
+//     was mined) → left for a person, logged; unused once the chain's time has reached the row's validBefore (the
+//     token refuses it from then on) → `failed` ("dropped"), no gas (nothing was mined); unused within its window,
+//     or no validBefore recorded (rows claimed before migration 0027) → left.
 //
 // Every row left is touched (its updated_at moved on), so the next passes take the rows behind it: the pass reads
 // the oldest first, and rows that are never concluded (a dropped transaction before its window ends, a spender not
-// ours) would otherwise fill every pass. A transaction whose reads fail (not the node out of reach: that ends the
-// chain's pass) is logged and its rows left, touched; the pass goes on with the next.
+// ours) would otherwise fill every pass. A transaction whose reads or booking fail is logged and its rows left,
+// touched; the pass goes on with the next — also after a transport fault (a timeout, an HTTP error) of one of its
+// reads while the node still answers. Only the node out of reach (the fault, then the node not answering the
+// latest block's number) ends the chain's pass.
 //
 // The gas of every mined transaction is booked before its rows are concluded, through the settlers' own booking
 // (settle.ts bookGas for a transaction to the token, batch.ts bookBatchGas for one to a batch settler, split over
@@ -38,7 +43,6 @@ import {
   isAddressEqual,
   keccak256,
   pad,
-  parseAbiItem,
   SocketClosedError,
   TimeoutError,
   TransactionNotFoundError,
@@ -59,9 +63,6 @@ import type { Eip3009Authorization } from "./verify.ts";
 // ---- what the chain says of a sent authorization (also the facilitator's retried settle)
 
 const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
-const authorizationUsedEvent = parseAbiItem(
-  "event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)",
-);
 
 type MinedReceipt = Pick<
   TransactionReceipt,
@@ -135,6 +136,16 @@ function nodeUnreachable(error: unknown): boolean {
   return transport !== null && transport !== undefined;
 }
 
+/** Whether the node answers now (the latest block's number): a transport fault of one read may be that read's. */
+async function nodeAnswers(chain: X402Chain): Promise<boolean> {
+  try {
+    await chain.publicClient.getBlockNumber({ cacheTime: 0 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 // ---- the pass
 
 export type ReconcileSettings = {
@@ -142,14 +153,11 @@ export type ReconcileSettings = {
   readonly submittedQuietMs: number;
   /** At most this many rows per chain per pass (the oldest first). */
   readonly rowsPerPassMax: number;
-  /** How far back (blocks before the latest) the token's log of a spent nonce is looked for. */
-  readonly spentLogBlocksMax: bigint;
 };
 
 export const reconcileDefaults: ReconcileSettings = {
   submittedQuietMs: 5 * 60_000,
   rowsPerPassMax: 500,
-  spentLogBlocksMax: 50_000n,
 };
 
 /** How often the periodic pass runs. */
@@ -214,13 +222,13 @@ async function reconcileChain(
     else ofTx.push(row);
   }
   for (const [txHash, ofTx] of byTx) {
-    // The node out of reach ends the chain's pass (every read would fail alike); a transaction's own fault (its
-    // reads, its booking), only its turn.
+    // A transaction's own fault (its reads, its booking) ends only its turn; the node out of reach (a transport
+    // fault, and the node not answering the question after) ends the chain's pass: every read would fail alike.
     let left: readonly SubmittedRow[];
     try {
-      left = await reconcileTx(deps, chain, bounds, txHash, ofTx, counts);
+      left = await reconcileTx(deps, chain, txHash, ofTx, counts);
     } catch (error) {
-      if (nodeUnreachable(error)) throw error;
+      if (nodeUnreachable(error) && !(await nodeAnswers(chain))) throw error;
       deps.logger.error(
         { error, txHash, rail: chain.rail },
         "x402 reconcile: concluding a transaction failed; its rows are left",
@@ -232,19 +240,41 @@ async function reconcileChain(
   }
 }
 
-/** Concludes what it can of the rows of `txHash`; returns the rows left. */
+/**
+ * Concludes what it can of the rows of `txHash`; returns the rows left. The send journal names every transaction
+ * of the send (`txHash` and its fee bumps); the mined one, if any, concludes the rows, which carry it from then on.
+ */
 async function reconcileTx(
   deps: ReconcileDeps,
   chain: X402Chain,
-  bounds: ReconcileSettings,
   txHash: Hex,
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
 ): Promise<readonly SubmittedRow[]> {
-  const receipt = await minedReceipt(chain, txHash);
-  if (receipt !== null) return concludeTx(deps, chain, txHash, receipt, rows, counts);
-  if (await pending(chain, txHash)) return rows;
-  return concludeUnmined(deps, chain, bounds, txHash, rows, counts);
+  const ofSend = (await sendJournalOf(deps, chain)?.(txHash)) ?? [];
+  const hashes = ofSend.some((hash) => sameHash(hash, txHash)) ? ofSend : [txHash, ...ofSend];
+  for (const hash of hashes) {
+    const receipt = await minedReceipt(chain, hash);
+    if (receipt === null) continue;
+    if (sameHash(hash, txHash)) return concludeTx(deps, chain, txHash, receipt, rows, counts);
+    await replaced(deps.db, chain, txHash, hash);
+    const moved = rows.map((row) => ({ ...row, txHash: hash }));
+    return concludeTx(deps, chain, hash, receipt, moved, counts);
+  }
+  for (const hash of hashes) if (await pending(chain, hash)) return rows;
+  return concludeUnmined(deps, chain, txHash, rows, counts);
+}
+
+const sameHash = (x: Hex, y: Hex) => x.toLowerCase() === y.toLowerCase();
+
+/** What the chain's EVM rail tells of its sends (its `sendHashesOf`, beyond the Rail contract). */
+type SendJournalReader = { sendHashesOf(txHash: Hex): Promise<Hex[]> };
+
+/** The chain's rail's reading of its send journal; null for a rail without one (every hash its own send). */
+function sendJournalOf(deps: ReconcileDeps, chain: X402Chain): SendJournalReader["sendHashesOf"] | null {
+  const rail = deps.settlement.rails.get(chain.rail);
+  const read = (rail as Partial<SendJournalReader> | undefined)?.sendHashesOf;
+  return typeof read === "function" ? read.bind(rail) : null;
 }
 
 /** Books the mined transaction's gas, then concludes each of its rows read in this pass; returns the rows left. */
@@ -268,23 +298,22 @@ async function concludeTx(
   return [];
 }
 
-// ---- a transaction the node does not know: what the token says
+// ---- a send none of whose transactions was mined or is pending: what the token says
 
 /**
- * The rows of `txHash`, not mined and not pending: concluded from the token at the latest block. A nonce spent by
- * a transaction of ours (a replacement of `txHash`) concludes every row from that transaction's receipt; else each
- * row whose nonce is unused past its validBefore is failed ("dropped"). Returns the rows left.
+ * The rows of `txHash`, no transaction of its send mined nor pending: concluded from the token at the latest
+ * block. A row whose nonce is unused past its validBefore is failed ("dropped"); one whose nonce is used (by a
+ * transaction not ours: none of ours was mined) is left for a person, logged. Returns the rows left.
  */
 async function concludeUnmined(
   deps: ReconcileDeps,
   chain: X402Chain,
-  bounds: ReconcileSettings,
   txHash: Hex,
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
 ): Promise<readonly SubmittedRow[]> {
   const latest = await chain.publicClient.getBlock({ blockTag: "latest" });
-  const unused: SubmittedRow[] = [];
+  const left: SubmittedRow[] = [];
   for (const row of rows) {
     const used = await chain.publicClient.readContract({
       address: chain.token,
@@ -293,50 +322,17 @@ async function concludeUnmined(
       args: [row.payer, row.nonce],
       blockNumber: latest.number,
     });
-    if (!used) {
-      unused.push(row);
-      continue;
-    }
-    const spender = await spenderOf(chain, row, latest.number, bounds.spentLogBlocksMax);
-    if (spender !== null && isAddressEqual(spender.receipt.from, chain.hotWallet)) {
-      await replaced(deps.db, chain, txHash, spender.txHash);
-      const moved = rows.map((r) => ({ ...r, txHash: spender.txHash }));
-      return concludeTx(deps, chain, spender.txHash, spender.receipt, moved, counts);
-    }
-    deps.logger.error(
-      { txHash, rail: chain.rail, payer: row.payer, nonce: row.nonce, spentBy: spender?.txHash ?? null },
-      "x402 reconcile: the authorization was spent, not by a transaction of ours (or its log is out of reach); left for a person",
-    );
-  }
-  const left = rows.filter((row) => !unused.includes(row));
-  for (const row of unused) {
-    if (row.validBefore === null || latest.timestamp < row.validBefore) {
+    if (used) {
+      deps.logger.error(
+        { txHash, rail: chain.rail, payer: row.payer, nonce: row.nonce },
+        "x402 reconcile: the authorization was spent, not by a transaction of ours; left for a person",
+      );
       left.push(row);
-      continue;
-    }
-    if (await conclude(deps.db, chain, row, { status: "failed", failure: "dropped" })) counts.failed += 1;
+    } else if (row.validBefore === null || latest.timestamp < row.validBefore) left.push(row);
+    else if (await conclude(deps.db, chain, row, { status: "failed", failure: "dropped" }))
+      counts.failed += 1;
   }
   return left;
-}
-
-/** The transaction that spent the row's nonce (the token's log within `blocksMax` of `atBlock`); null if none. */
-async function spenderOf(
-  chain: X402Chain,
-  row: SubmittedRow,
-  atBlock: bigint,
-  blocksMax: bigint,
-): Promise<{ txHash: Hex; receipt: MinedReceipt } | null> {
-  const logs = await chain.publicClient.getLogs({
-    address: chain.token,
-    event: authorizationUsedEvent,
-    args: { authorizer: row.payer, nonce: row.nonce },
-    fromBlock: atBlock > blocksMax ? atBlock - blocksMax : 0n,
-    toBlock: atBlock,
-  });
-  const log = logs[0];
-  if (log === undefined || log.transactionHash === null) return null;
-  const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
-  return { txHash: log.transactionHash, receipt };
 }
 
 /**
@@ -352,20 +348,17 @@ async function replaced(db: Db, chain: X402Chain, from: Hex, to: Hex): Promise<v
   );
 }
 
-/** The rows left moved behind the others (updated_at now): the next passes read the rows after them first. */
+/**
+ * The rows left moved behind the others (updated_at now): the next passes read the rows after them first. By
+ * (payer, nonce) whatever their transaction now (a row moved to its send's mined one before its turn failed).
+ */
 async function touch(db: Db, chain: X402Chain, rows: readonly SubmittedRow[]): Promise<void> {
   if (rows.length === 0) return;
   await db.query(
     `UPDATE x402_authorizations SET updated_at = now()
      WHERE chain_id = $1 AND token = $2 AND status = 'submitted'
-       AND (payer, nonce, tx_hash) IN (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]))`,
-    [
-      chain.chainId,
-      chain.token.toLowerCase(),
-      rows.map((row) => row.payer),
-      rows.map((row) => row.nonce),
-      rows.map((row) => row.txHash),
-    ],
+       AND (payer, nonce) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
+    [chain.chainId, chain.token.toLowerCase(), rows.map((row) => row.payer), rows.map((row) => row.nonce)],
   );
 }
 

@@ -4,10 +4,10 @@
 // yet → left until it is; the gas of each mined transaction booked once, a batch's split as batch.ts splits it.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Address, type Hex, keccak256, parseSignature, stringToHex } from "viem";
+import { type Address, type Hex, keccak256, parseSignature, stringToHex, TimeoutError } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { createEvmRail, type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
@@ -69,9 +69,9 @@ const setAutomine = (on: boolean) =>
   gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
 
 /** One pass over the test's chain, every `submitted` row taken however recent. */
-const reconcile = (settings: Partial<ReconcileSettings> = {}, logger: Logger = silentLogger) =>
+const reconcile = (settings: Partial<ReconcileSettings> = {}, logger: Logger = silentLogger, on = chain) =>
   reconcileX402(
-    { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [chain] }, logger },
+    { db: gw.app.db, settlement: gw.app.settlement, chains: { chains: [on] }, logger },
     { submittedQuietMs: 0, ...settings },
   );
 
@@ -430,12 +430,21 @@ describe("rows whose transaction the node does not know", () => {
   });
 
   it("one replaced by a transaction of ours that spent it is settled from that one, its gas booked once", async () => {
-    // The send journal's fee bump: the row names the transaction first sent, another of the hot wallet's was mined.
+    // The send journal's fee bump: the row names the transaction first sent (superseded, as the journal records
+    // it), the send's replacement was mined.
     const settler = createSingleSettler({ settlement: settlementWithoutGas() });
     const p = await claimed(await payment(await newPayer("replaced"), 750n));
     const result = await settler.settle(p.claimed, p.requirements);
     if (!result.ok) throw new Error(`not settled: ${result.message}`);
     const mined = result.transaction;
+    await gw.app.db.query(
+      "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) SELECT attempt_id, $2, '0x' FROM evm_sends WHERE tx_hash = $1",
+      [mined.toLowerCase(), neverSent("replaced")],
+    );
+    expect(await gw.rail.sendHashesOf(neverSent("replaced"))).toEqual([
+      mined.toLowerCase(),
+      neverSent("replaced"),
+    ]);
     await leftWith(p, neverSent("replaced"), 10);
     const feesBefore = await feesBooked();
     const gas = await gasGweiOf(mined);
@@ -507,6 +516,192 @@ describe("rows whose transaction the node does not know", () => {
     await gw.app.db.query(
       "UPDATE x402_authorizations SET status = 'failed' WHERE payer = $1 AND nonce = $2",
       [bad.claimed.authorization.from.toLowerCase(), bad.claimed.authorization.nonce.toLowerCase()],
+    );
+  });
+});
+
+/**
+ * Another rail on the gateway's database and hot wallet (what a second gateway process runs), waiting 300 ms for a
+ * receipt and replacing its send as soon as it is asked again (the send journal's fee bump).
+ */
+function bumpingRail(): EvmRail {
+  return createEvmRail({
+    id: "evm",
+    db: gw.app.db,
+    publicClient: gw.chain.publicClient,
+    walletClient: gw.chain.walletClient,
+    token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
+    confirmations: 1,
+    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+    transferGasEstimate: 60_000n,
+    snapshotRefreshMs: 60_000,
+    receiptTimeoutMs: 300,
+    replaceAfterMs: 0,
+    expectedLatencyMs: 1_000,
+  });
+}
+
+/**
+ * With nothing mined: the payments sent as one batch, not mined in time (every row left `submitted` with the
+ * batch's transaction), then the batch sent again under its key — replaced, fees bumped. Automine stays off.
+ */
+async function batchSentThenBumped(ps: readonly Payment[]) {
+  const rail = bumpingRail();
+  let sent: Parameters<AuthorizationBatchSender>[0] | undefined;
+  const sender: AuthorizationBatchSender = async (batch) => {
+    sent = batch;
+    return rail.settleAuthorizationBatch({ ...batch, settler: settlerAddress });
+  };
+  const settler = createBatchSettler({
+    settlement: gw.app.settlement,
+    senderOf: () => sender,
+    single: createSingleSettler({ settlement: gw.app.settlement }),
+    settings: { batchSizeMax: ps.length, batchWaitMsMax: 60_000 },
+  });
+  for (const p of ps) await claimed(p);
+  await setAutomine(false);
+  const results = await Promise.all(ps.map((p) => settler.settle(p.claimed, p.requirements)));
+  await settler.close();
+  for (const result of results) expect(notOk(result).refusal).toBe("unexpected_settle_error");
+  const first = (await rowOf(ps[0]!))!.tx_hash! as Hex;
+  for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "submitted", tx_hash: first });
+  const again = await rail.settleAuthorizationBatch({ ...sent!, settler: settlerAddress });
+  if (again.status !== "in_flight") throw new Error(`the bumped batch: ${again.status}`);
+  expect(again.txHash).not.toBe(first);
+  expect(await gw.rail.sendHashesOf(first)).toEqual([again.txHash, first]);
+  return { first, bumped: again.txHash };
+}
+
+describe("rows whose transaction was replaced by the send journal's fee bump", () => {
+  it("the replacement mined without spending any: each row failed from its receipt, its gas booked once", async () => {
+    // Both authorizations expire before the replacement is mined: the token refuses each, their nonces stay unused.
+    const endS = (await chainNowS()) + 600n;
+    const ps = [
+      await payment(await newPayer("bumped, none spent a"), 310n, undefined, { validBefore: endS }),
+      await payment(await newPayer("bumped, none spent b"), 320n, undefined, { validBefore: endS }),
+    ];
+    let first: Hex;
+    let bumped: Hex;
+    try {
+      ({ first, bumped } = await batchSentThenBumped(ps));
+      await gw.chain.networkHelpers.time.setNextBlockTimestamp(endS + 1n);
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await setAutomine(true);
+    }
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: bumped });
+    for (const p of ps)
+      expect(
+        await gw.chain.publicClient.readContract({
+          address: chain.token,
+          abi: testUsdAbi,
+          functionName: "authorizationState",
+          args: [p.claimed.authorization.from, p.claimed.authorization.nonce],
+        }),
+      ).toBe(false);
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(bumped);
+    expect(gas).toBeGreaterThan(0n);
+
+    expect(await reconcile()).toEqual({ settled: 0, failed: 2, left: 0 });
+    const failure = receipt.status === "success" ? "not_spent" : "reverted";
+    for (const p of ps) expect(await rowOf(p)).toMatchObject({ status: "failed", failure, tx_hash: bumped });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+    // Seen again under the first hash: failed again, the gas not booked a second time.
+    for (const p of ps) await leftWith(p, first, 10);
+    expect(await reconcile()).toEqual({ settled: 0, failed: 2, left: 0 });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+
+  it("the replacement mined, one item spent by a stranger first: concluded from the replacement, none left", async () => {
+    const [a, b] = [await newPayer("bumped, spent a"), await newPayer("bumped, stranger b")];
+    const ps = [await payment(a, 330n), await payment(b, 340n)];
+    let bumped: Hex;
+    try {
+      ({ bumped } = await batchSentThenBumped(ps));
+      // A stranger submits b's authorization with a higher tip: mined before the replacement, which refuses it.
+      const auth = ps[1]!.claimed.authorization;
+      const { v, yParity, r, s } = parseSignature(ps[1]!.claimed.signature);
+      await gw.chain.walletClient.writeContract({
+        address: chain.token,
+        abi: testUsdAbi,
+        functionName: "transferWithAuthorization",
+        args: [
+          auth.from,
+          auth.to,
+          auth.value,
+          auth.validAfter,
+          auth.validBefore,
+          auth.nonce,
+          v === undefined ? yParity + 27 : Number(v),
+          r,
+          s,
+        ],
+        account: gw.chain.accounts[4]!,
+        chain: gw.chain.chain,
+        gas: 200_000n,
+        maxPriorityFeePerGas: 1_000_000_000_000n,
+        maxFeePerGas: 2_000_000_000_000n,
+      } as never);
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await setAutomine(true);
+    }
+    expect((await gw.chain.publicClient.getTransactionReceipt({ hash: bumped })).status).toBe("success");
+    // The stranger's row read first.
+    await leftWith(ps[1]!, (await rowOf(ps[1]!))!.tx_hash! as Hex, 20);
+    await leftWith(ps[0]!, (await rowOf(ps[0]!))!.tx_hash! as Hex, 10);
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(bumped);
+
+    const { logger, messages } = errorsLogged();
+    expect(await reconcile({}, logger)).toEqual({ settled: 1, failed: 1, left: 0 });
+    expect(messages).toEqual([]);
+    expect(await rowOf(ps[0]!)).toMatchObject({ status: "settled", tx_hash: bumped });
+    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: bumped });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+});
+
+describe("a transport fault of one transaction's read while the node answers", () => {
+  it("ends only that transaction's turn: its rows left and moved behind, the others concluded", async () => {
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const slow = await claimed(await payment(await newPayer("slow to read"), 560n));
+    const good = await claimed(await payment(await newPayer("behind the slow"), 460n));
+    const result = await settler.settle(good.claimed, good.requirements);
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    await leftWith(slow, neverSent("slow"), 60);
+    await leftWith(good, result.transaction, 30);
+    // The node times out on the receipt of the one transaction (as a heavy question of a loaded node does).
+    const client = chain.publicClient;
+    const faulty: X402Chain = {
+      ...chain,
+      publicClient: new Proxy(client, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver);
+          if (property !== "getTransactionReceipt") return value;
+          return (args: { hash: Hex }) => {
+            if (args.hash === neverSent("slow"))
+              throw new TimeoutError({ body: { method: "eth_getTransactionReceipt" }, url: "http://node" });
+            return client.getTransactionReceipt(args);
+          };
+        },
+      }),
+    };
+    const { logger, messages } = errorsLogged();
+    expect(await reconcile({}, logger, faulty)).toEqual({ settled: 1, failed: 0, left: 1 });
+    expect(messages).toEqual([expect.stringContaining("concluding a transaction failed")]);
+    expect((await rowOf(good))?.status).toBe("settled");
+    expect((await rowOf(slow))?.status).toBe("submitted");
+    const [row] = await gw.app.db.query<{ quiet: boolean }>(
+      "SELECT updated_at > now() - interval '1 minute' AS quiet FROM x402_authorizations WHERE payer = $1 AND nonce = $2",
+      [slow.claimed.authorization.from.toLowerCase(), slow.claimed.authorization.nonce.toLowerCase()],
+    );
+    expect(row?.quiet).toBe(true);
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET status = 'failed' WHERE payer = $1 AND nonce = $2",
+      [slow.claimed.authorization.from.toLowerCase(), slow.claimed.authorization.nonce.toLowerCase()],
     );
   });
 });
