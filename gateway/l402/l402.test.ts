@@ -472,6 +472,23 @@ describe("the scheme", () => {
     expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
   });
 
+  it("refuses a token once an expiry the holder appended has passed, however the caveat is spaced, after serving it", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    await pay(invoiceId, paymentHash);
+    const soon = Math.floor(clockMs / 1000) + 30;
+    const attenuated = attenuateMacaroon(Buffer.from(macaroon, "base64"), [` weather_valid_until = ${soon} `]);
+    const token = `L402 ${Buffer.from(attenuated).toString("base64")}:${preimage}`;
+    expect(code(await verify(l402, token))).toBe("paid"); // judged, and the judgement remembered
+    clockMs += 31_000;
+    try {
+      expect(code(await verify(l402, token))).toBe("l402_expired");
+      // The token as minted lives longer (an hour).
+      expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
+    } finally {
+      clockMs -= 31_000;
+    }
+  });
+
   it("counts concurrent requests of one process together, each against its own bound, never beyond the row's", async () => {
     const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged(
       scheme({ tokenRequestsMax: 5 }),

@@ -22,7 +22,13 @@ import type {
   SchemeVerdict,
 } from "../paywall/scheme.ts";
 import { createInvoice, type SettlementDeps } from "../settlement/index.ts";
-import { judgeCaveats, mintCaveats, tokenRequestsMaxLimit } from "./caveats.ts";
+import {
+  type CaveatJudgement,
+  caveatServiceName,
+  judgeCaveats,
+  mintCaveats,
+  tokenRequestsMaxLimit,
+} from "./caveats.ts";
 import { createRequestCounter, type RequestCounterLimits } from "./counter.ts";
 import { authorizationValues, carriesL402, challengeLines, parseCredentials } from "./header.ts";
 import { decodeIdentifier, encodeIdentifier, type L402Identifier, rootKeyId } from "./identifier.ts";
@@ -144,6 +150,46 @@ function createMacaroonMemory(entriesMax: number) {
     }
     return entry;
   };
+}
+
+/** Judgements kept per presented caveat list (a remembered macaroon's), per service, path and bound. */
+const judgements = new WeakMap<
+  readonly string[],
+  Map<string, { judged: CaveatJudgement; untilMs: number }>
+>();
+/** The most (service, path, bound) judgements kept for one caveat list. */
+const judgementsPerMacaroonMax = 16;
+
+/**
+ * judgeCaveats, remembered for a caveat list while its verdict cannot change: an accepting judgement until the
+ * earliest expiry among its caveats (time is the only input that moves). Refusals are judged afresh.
+ */
+function judgeRemembered(
+  conditions: readonly string[],
+  request: { service: string; path: string; nowMs: number; requestsMax: number | null },
+): CaveatJudgement {
+  const name = `${request.service}\u0000${request.path}\u0000${request.requestsMax}`;
+  const known = judgements.get(conditions)?.get(name);
+  if (known !== undefined && request.nowMs < known.untilMs) return known.judged;
+  const judged = judgeCaveats(conditions, request);
+  if (!judged.ok) return judged;
+  // Read as judgeCaveats reads a condition (key and value trimmed), so no expiry it judged is missed here.
+  const expiryKey = `${caveatServiceName(request.service)}_valid_until`;
+  let untilMs = Number.POSITIVE_INFINITY;
+  for (const condition of conditions) {
+    const separator = condition.indexOf("=");
+    if (separator <= 0 || condition.slice(0, separator).trim() !== expiryKey) continue;
+    untilMs = Math.min(untilMs, Number(condition.slice(separator + 1).trim()) * 1000);
+  }
+  if (!(untilMs > request.nowMs)) return judged;
+  let kept = judgements.get(conditions);
+  if (kept === undefined) {
+    kept = new Map();
+    judgements.set(conditions, kept);
+  }
+  if (kept.size >= judgementsPerMacaroonMax) kept.clear();
+  kept.set(name, { judged, untilMs });
+  return judged;
 }
 
 /** The macaroon with its last root key's verdict kept (a token's root key does not change while it lives). */
@@ -356,7 +402,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     if (!preimagePays) return refused("l402_preimage_mismatch", "the preimage is not the token's invoice's");
     if (stored.paywallId !== resource.paywallId)
       return refused("l402_service_mismatch", "the token was bought for another paywall");
-    const judged = judgeCaveats(macaroon.conditions, {
+    const judged = judgeRemembered(macaroon.conditions, {
       service: resource.service,
       path: pathOf(request.url),
       nowMs: nowMs(),
