@@ -476,7 +476,9 @@ describe("the scheme", () => {
     const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
     await pay(invoiceId, paymentHash);
     const soon = Math.floor(clockMs / 1000) + 30;
-    const attenuated = attenuateMacaroon(Buffer.from(macaroon, "base64"), [` weather_valid_until = ${soon} `]);
+    const attenuated = attenuateMacaroon(Buffer.from(macaroon, "base64"), [
+      ` weather_valid_until = ${soon} `,
+    ]);
     const token = `L402 ${Buffer.from(attenuated).toString("base64")}:${preimage}`;
     expect(code(await verify(l402, token))).toBe("paid"); // judged, and the judgement remembered
     clockMs += 31_000;
