@@ -1,12 +1,13 @@
 // The l402-reuse case of `npm run bench -- paywall`: a paid L402 token presented again and again, so each request
-// costs verification only (credential parsed, root key remembered, HMAC chain, sha256 of the preimage, caveats, the
-// counting UPDATE). Self-contained: the Lightning regtest cluster (cached btcd/lnd binaries), a Switchyard app on
+// costs verification only (the credential's reading remembered, the token's row remembered, caveats, the count taken
+// from a lease or one counting UPDATE for many). Self-contained: the Lightning regtest cluster (cached btcd/lnd binaries), a Switchyard app on
 // PGlite wired to the cluster's gateway node (L402 is in its default schemes; the embedded EVM chain off), a BTC
 // account of the demo tenant, a paywall on /report offering L402 on Lightning whose token opens exactly as many
 // requests as the case sends (warm-up included), a tenant's Fastify shop with the paywall plugin. The 402's invoice
 // is paid by the payer node for real; then every request carries the same `Authorization: L402 <macaroon>:<preimage>`.
 // The same route without the plugin is measured the same way with the cluster running (baseline-l402), so that the
-// ratio compares like with like; the lead may report either baseline. Everything started here stops in `finally`.
+// ratio compares like with like: both warmed up, then `rounds` pairs of runs, baseline then l402, each row the median
+// run's figures with the spread; the lead may report either baseline. Everything started here stops in `finally`.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -41,6 +42,8 @@ export type L402ReuseOptions = {
    * then 6,700-8,900/s in the runs after it: the JIT was not done).
    */
   warmupRequests?: number;
+  /** Measured runs of each, alternating baseline and l402 (default 1); the rows give the median run's figures. */
+  rounds?: number;
   /** The load generator; default `autocannonLoad` (completed requests / elapsed seconds, p99 of autocannon). */
   load?: PaywallLoad;
   log?: (line: string) => void;
@@ -87,6 +90,12 @@ export const autocannonLoad: PaywallLoad = (url, headers, { requests, clients })
       lastResponse = performance.now();
     });
   });
+
+/** The run with the median rate (the lower middle one of an even count). */
+function median(runs: readonly PaywallLoadResult[]): PaywallLoadResult {
+  const sorted = [...runs].sort((a, b) => a.requests_per_s - b.requests_per_s);
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+}
 
 /** A tenant's Fastify app with GET /report, behind `paywall` (none: the baseline), on 127.0.0.1. */
 export async function shop(paywall: PaywallCheck | null): Promise<{ app: FastifyInstance; url: string }> {
@@ -143,8 +152,9 @@ export async function l402ReuseCase(options: L402ReuseOptions): Promise<BenchRow
       { sql: switchyard.db, ledger: switchyard.ledger },
       { tenantId: demo.tenantId, kind: "customer", asset: assets.BTC, name: "l402 bench", id: btcAccountId },
     );
-    // The token's count: every request this case sends with it (the first check, the warm-up, the measured run) and one.
-    const tokenRequests = warmup + options.requests + 1;
+    // The token's count: every request this case sends with it (the first check, the warm-up, the measured runs) and one.
+    const rounds = options.rounds ?? 1;
+    const tokenRequests = warmup + rounds * options.requests + 1;
     const created = await switchyard.server.inject({
       method: "POST",
       url: "/v1/paywalls",
@@ -160,14 +170,8 @@ export async function l402ReuseCase(options: L402ReuseOptions): Promise<BenchRow
     if (created.statusCode !== 201) throw new Error(`bench l402: paywall not created: ${created.body}`);
 
     const baselineShop = await shop(null);
-    let baseline: PaywallLoadResult;
-    try {
-      await load(baselineShop.url, null, { ...counts, requests: warmup });
-      baseline = await load(baselineShop.url, null, counts);
-    } finally {
-      await baselineShop.app.close();
-    }
-    log(`bench l402: baseline ${JSON.stringify(baseline)}`);
+    stops.push(() => baselineShop.app.close());
+    await load(baselineShop.url, null, { ...counts, requests: warmup });
 
     const l402Shop = await shop(switchyard.paywalls.forTenant(demo.tenantId));
     stops.push(() => l402Shop.app.close());
@@ -187,18 +191,35 @@ export async function l402ReuseCase(options: L402ReuseOptions): Promise<BenchRow
       { timeoutMs: tokenPaidTimeoutMs },
     );
     await load(l402Shop.url, authorization, { ...counts, requests: warmup - 1 });
-    const l402 = await load(l402Shop.url, authorization, counts);
-    log(`bench l402: l402-reuse ${JSON.stringify(l402)}`);
+    // Rounds of the baseline then l402, both warm, so drift between them shows in every pair.
+    const baselines: PaywallLoadResult[] = [];
+    const paidRuns: PaywallLoadResult[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      baselines.push(await load(baselineShop.url, null, counts));
+      paidRuns.push(await load(l402Shop.url, authorization, counts));
+    }
+    const baseline = median(baselines);
+    const l402 = median(paidRuns);
+    log(`bench l402: baseline ${baselines.map((b) => b.requests_per_s).join(" ")}`);
+    log(`bench l402: l402-reuse ${paidRuns.map((b) => b.requests_per_s).join(" ")}`);
     const [used] = await switchyard.db.query<{ requests_used: number }>(
       "SELECT requests_used FROM l402_tokens WHERE tenant_id = $1",
       [demo.tenantId],
     );
     log(`bench l402: the token counted ${used?.requests_used} of ${tokenRequests} requests`);
+    const spread = (runs: readonly PaywallLoadResult[]) => ({
+      min_requests_per_s: Math.min(...runs.map((r) => r.requests_per_s)),
+      max_requests_per_s: Math.max(...runs.map((r) => r.requests_per_s)),
+      ok: runs.reduce((sum, r) => sum + r.ok, 0),
+      non_2xx: runs.reduce((sum, r) => sum + r.non_2xx, 0),
+      rounds: runs.map((r) => r.requests_per_s).join(" "),
+    });
     return [
-      { case: "baseline-l402", ...baseline, ratio_to_baseline: 1 },
+      { case: "baseline-l402", ...baseline, ...spread(baselines), ratio_to_baseline: 1 },
       {
         case: "l402-reuse",
         ...l402,
+        ...spread(paidRuns),
         ratio_to_baseline: Number((l402.requests_per_s / baseline.requests_per_s).toFixed(3)),
       },
     ];

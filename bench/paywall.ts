@@ -199,6 +199,6 @@ export async function run(): Promise<BenchResult> {
     await switchyard.close();
   }
   // l402-reuse beside its own baseline, both measured while the regtest cluster runs (bench/paywall-l402.ts).
-  if (l402Requests > 0) rows.push(...(await l402ReuseCase({ requests: l402Requests, clients })));
+  if (l402Requests > 0) rows.push(...(await l402ReuseCase({ requests: l402Requests, clients, rounds })));
   return { benchmark: "paywall", rows };
 }
