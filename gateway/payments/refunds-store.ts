@@ -125,7 +125,8 @@ export async function refundsOfInvoice(
  * What is left to refund of an invoice or payment that paid `paid` (as it stands now: all of it, before a first
  * refund), and the version of its `refundable` row this was read from: PostgreSQL's `xmin`, the transaction that
  * last wrote the row, which every claim and every amount given back changes (never back to an earlier value), or
- * `none` while there is no row. A claim made with `readAt` passes only if the row is still that version.
+ * `none` while there is no row. A claim made with `readAt` passes only if the row is still that version. A reversal
+ * of the invoice's money moves the version too (touchStatement), in the transaction of its legs.
  */
 export async function claimableOf(
   sql: Sql,
@@ -140,6 +141,27 @@ export async function claimableOf(
 
 /** The version of a `refundable` row that is not there (no xmin is this). */
 const noRefundableRow = "none";
+
+/**
+ * A touch of an invoice's `refundable` row (written if it is not there yet, `paid` as a claim writes it): its
+ * version moves and nothing else. A reversal of the invoice's money writes it in the transaction of its ledger legs
+ * (settlement/invoices.ts applyReversed), so that a refund that read the row before is refused its claim and
+ * computed again, seeing the reversal. `readAt` (claimableOf's version): the touch passes only if the row is still
+ * that version, so that what the reversal computed from reads made after it is of one state with the refunds'
+ * claims; otherwise refund_exceeds_remaining() is raised (isRefundExceeding) and the transaction, legs and all, is
+ * rolled back. null: any version passes.
+ */
+export function touchStatement(params: { targetId: string; paid: bigint; readAt: string | null }): Statement {
+  return {
+    text: `WITH touched AS (
+       INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($1, $2, 0)
+       ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
+         WHERE $3::text IS NULL OR r.xmin::text = $3::text
+       RETURNING 1)
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM touched) THEN true ELSE refund_exceeds_remaining() END AS touched`,
+    params: [params.targetId, params.paid, params.readAt],
+  };
+}
 
 export type NewRefund = Omit<
   Refund,

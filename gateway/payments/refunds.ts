@@ -17,8 +17,9 @@
 //      `refund_exceeds_remaining` (or its Idempotency-Key another refund's: that one is the answer), none of it is
 //      written. The payees' parts are computed from what is left, read with its row's version, and then the
 //      credits; the claim passes only if the row is still that version, so they are of one state, as if read under
-//      the claim's lock. Another refund of the target claimed or given back in between: nothing is written and the
-//      refund is computed again from new reads (holdAndClaim, refundClaimAttemptsMax);
+//      the claim's lock. Another refund of the target claimed or given back in between, or a reversal of the
+//      invoice's money written (its legs touch the row: settlement/invoices.ts takeBackReversal): nothing is written
+//      and the refund is computed again from new reads (holdAndClaim, refundClaimAttemptsMax);
 //   3. the rail: a provider refund, a payout, or nothing (internal);
 //   4. succeeded → every hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed →
 //      every hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
@@ -421,15 +422,19 @@ type Claimed =
   | { outcome: "written"; refund: Refund }
   /** A refusal, or the refund its Idempotency-Key names. */
   | { outcome: "answered"; answer: CreateRefundResult }
-  /** Another refund of the target was claimed or given back since this one read what is left: nothing written. */
+  /**
+   * Another refund of the target was claimed or given back, or a reversal of it written, since this one read what is
+   * left: nothing written.
+   */
   | { outcome: "moved" };
 
 /**
  * Reads what is left of the target, then the payees' credits, computes each payee's part and writes the holds with
  * the claim. The claim is the one place refunds of a target are serialised (its `refundable` row's lock), and it
  * passes only if that row is still the version read first (readAt): no refund of the target was claimed or given
- * back since, so what is left and every credit read after it (the holds of its refunds not failed, written in the
- * claims' and give-backs' transactions) are of one state, as if read under that lock. Otherwise nothing is written
+ * back since, nor a reversal of an invoice's money written, so what is left and every credit read after it (the
+ * holds of its refunds not failed, written in the claims' and give-backs' transactions; the legs of its reversals,
+ * written with a touch of the row) are of one state, as if read under that lock. Otherwise nothing is written
  * and the refund is computed again from new reads (`moved`).
  */
 async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRefundParams): Promise<Claimed> {

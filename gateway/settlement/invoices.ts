@@ -38,12 +38,15 @@ import {
   transferCodes,
 } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
+import { claimableOf, isRefundExceeding, touchStatement } from "../payments/refunds-store.ts";
 import { splitShares } from "../paywall/scheme.ts";
 import {
+  type PayeeShare,
   receiptLedgerId,
   receiptShareLedgerId,
   reversalShareLedgerId,
   splitPayees,
+  type TakeBackLeg,
   takeBackChain,
   takeBackShares,
 } from "./split-reversal.ts";
@@ -728,8 +731,9 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  * gives back what it still has, up to the amount (a balancing debit: never below zero); the rest is the tenant's
  * loss and is reported. An invoice with a split takes back from each payee its part of the reversal (split-reversal.ts
  * takeBackShares: proportional to the shares the invoice's receipts credited it, floored, never more than what is
- * left of them after its other reversals and its refunds), and the rest from the invoice's account; each payee, too,
- * gives back at most what it holds. The legs are one linked ledger chain: all of them or none.
+ * left of them after its other reversals and its refunds, read at one version of the invoice's `refundable` row:
+ * takeBackReversal), and the rest from the invoice's account; each payee, too, gives back at most what it holds. The
+ * legs are one linked ledger chain: all of them or none.
  * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
  * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing.
  */
@@ -746,53 +750,7 @@ export async function applyReversed(
     return { status: "withdrawn" as const, shortfall: 0n };
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
-  const { account, clearing } = await accountsFor(deps, invoice);
-  // Each payee's part (split-reversal.ts takeBackShares: proportional to what the invoice credited it, floored,
-  // never more than what is left of that), the rest from the invoice's account; each gives back at most what it
-  // holds (a balancing debit), all in one linked chain, each leg under an id of its own derived from the reversal:
-  // a redelivery after a crash takes nothing twice and finds what each leg took.
-  const [row] = await deps.db.query<{ received_amount: bigint | null }>(
-    "SELECT received_amount FROM invoices WHERE id = $1 AND tenant_id = $2",
-    [invoice.id, invoice.tenantId],
-  );
-  const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
-  const shares = takeBackShares(event.amount, row?.received_amount ?? 0n, payees, "credited");
-  const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
-  const leg = (accountLedgerId: bigint, amount: bigint, id: bigint, label: string) => ({
-    posting: {
-      debitAccountId: accountLedgerId,
-      creditAccountId: clearing.ledgerAccountId,
-      amount,
-      ledger: account.asset.ledger,
-      code: transferCodes.invoices.reversed,
-    },
-    transfer: {
-      id,
-      userData128: derivedLedgerId(invoice.id, "invoice"),
-      evidence: evidenceForLedger(event.evidence),
-      label,
-    },
-  });
-  const takenEach = await takeBackChain(
-    deps.ledger,
-    [
-      ...shares.map((share) =>
-        leg(
-          share.ledgerAccountId,
-          share.amount,
-          reversalShareLedgerId(invoice.id, event.key, share.accountId, "reversed"),
-          `account ${share.accountId}'s share of reversal ${event.key} of invoice ${invoice.id}`,
-        ),
-      ),
-      leg(
-        account.ledgerAccountId,
-        event.amount - fromPayees,
-        reversalLedgerId(invoice.id, event.key, "reversed"),
-        `reversal ${event.key} of invoice ${invoice.id}`,
-      ),
-    ],
-    `reversal ${event.key} of invoice ${invoice.id}`,
-  );
+  const takenEach = await takeBackReversal(deps, invoice, event);
   const taken = takenEach.reduce((sum, amount) => sum + amount, 0n);
   const shortfall = event.amount - taken;
   // The record, the status and the event together: a crash before this leaves it to the redelivery, which finds
@@ -808,6 +766,16 @@ export async function applyReversed(
         ? ("withdrawn" as const)
         : ("duplicate" as const);
     await tx.query("UPDATE invoices SET status = 'reversed' WHERE id = $1 AND status = 'paid'", [invoice.id]);
+    // Refunds count this reversal's legs from now on (they find them by this record): one that read the invoice's
+    // `refundable` row before the record is refused its claim and computed again (the chain's touch did so for those
+    // that read before the legs). With a split only: what a refund takes depends on the legs only there. A refund
+    // read and claimed wholly between the legs and this record (or, after a crash there, until the redelivery) does
+    // not count them: split-reversal.ts says so.
+    const paid = invoice.split !== null && invoice.split.length > 0 ? await receivedOf(tx, invoice) : 0n;
+    if (paid > 0n) {
+      const touch = touchStatement({ targetId: invoice.id, paid, readAt: null });
+      await tx.query(touch.text, touch.params);
+    }
     await insertOutboxEvent(tx, {
       tenantId: invoice.tenantId,
       type: "invoice.reversed",
@@ -822,6 +790,108 @@ export async function applyReversed(
   });
   if (status === "withdrawn") return await withdrawn();
   return { status, shortfall };
+}
+
+/** How many times a reversal of a split invoice is computed again because a refund of it was claimed meanwhile. */
+export const reversalClaimAttemptsMax = 8;
+
+/**
+ * Takes the reversal back from the invoice's account and its split's payees; returns what each leg took. Each
+ * payee's part (split-reversal.ts takeBackShares: proportional to what the invoice credited it, floored, never more
+ * than what is left of that), the rest from the invoice's account; each gives back at most what it holds (a
+ * balancing debit), all in one linked chain, each leg under an id of its own derived from the reversal: a redelivery
+ * after a crash takes nothing twice and finds what each leg took.
+ *
+ * With a split, the reversal and the invoice's refunds see each other through the invoice's `refundable` row, as
+ * refunds see one another (payments/refunds.ts holdAndClaim): its version is read first, then what refunds and other
+ * reversals took of each credit, and the chain is written with a touch of the row that passes only if the row is still
+ * that version (payments/refunds-store.ts touchStatement). So a refund claimed after those reads refuses the chain
+ * (nothing written; computed again from new reads), and a refund that read the row before the chain is refused its
+ * claim by the touch and computed again, counting the chain's legs.
+ */
+async function takeBackReversal(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+  event: { key: string; amount: bigint; evidence: SettlementEvidence },
+): Promise<bigint[]> {
+  const split = invoice.split !== null && invoice.split.length > 0;
+  for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
+    // The version first, then every read the legs are computed from (only the version of claimableOf is used).
+    const readAt = split ? (await claimableOf(deps.db, { targetId: invoice.id, paid: 0n })).version : null;
+    const whole = await receivedOf(deps.db, invoice);
+    const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
+    const legs = reversalLegs(invoice, event, {
+      ...(await accountsFor(deps, invoice)),
+      shares: takeBackShares(event.amount, whole, payees, "credited"),
+    });
+    const touch =
+      readAt === null || whole <= 0n ? null : touchStatement({ targetId: invoice.id, paid: whole, readAt });
+    try {
+      return await takeBackChain(deps.ledger, legs, `reversal ${event.key} of invoice ${invoice.id}`, touch);
+    } catch (error) {
+      if (!isRefundExceeding(error)) throw error;
+    }
+    // A refund of the invoice was claimed or given back since the reads: a random pause (up to 2^attempt ms).
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 ** attempt));
+  }
+  throw new SettlementContendedError(
+    `refunds of invoice ${invoice.id} moved under reversal ${event.key} ${reversalClaimAttemptsMax} times; ` +
+      "nothing of it was written",
+  );
+}
+
+/** Refunds of an invoice kept being claimed while a reversal of it was computed: nothing was written (redeliver). */
+export class SettlementContendedError extends SwitchyardError {
+  override name = "SettlementContendedError";
+}
+
+/** What the invoice received (0 when nothing). */
+async function receivedOf(sql: Sql, invoice: InvoiceTarget): Promise<bigint> {
+  const [row] = await sql.query<{ received_amount: bigint | null }>(
+    "SELECT received_amount FROM invoices WHERE id = $1 AND tenant_id = $2",
+    [invoice.id, invoice.tenantId],
+  );
+  return row?.received_amount ?? 0n;
+}
+
+/** The reversal's legs: each payee's share, then the rest from the invoice's account; each to the rail's clearing. */
+function reversalLegs(
+  invoice: InvoiceTarget,
+  event: { key: string; amount: bigint; evidence: SettlementEvidence },
+  from: { account: AccountRecord; clearing: AccountRecord; shares: readonly PayeeShare[] },
+): TakeBackLeg[] {
+  const fromPayees = from.shares.reduce((sum, share) => sum + share.amount, 0n);
+  const leg = (accountLedgerId: bigint, amount: bigint, id: bigint, label: string): TakeBackLeg => ({
+    posting: {
+      debitAccountId: accountLedgerId,
+      creditAccountId: from.clearing.ledgerAccountId,
+      amount,
+      ledger: from.account.asset.ledger,
+      code: transferCodes.invoices.reversed,
+    },
+    transfer: {
+      id,
+      userData128: derivedLedgerId(invoice.id, "invoice"),
+      evidence: evidenceForLedger(event.evidence),
+      label,
+    },
+  });
+  return [
+    ...from.shares.map((share) =>
+      leg(
+        share.ledgerAccountId,
+        share.amount,
+        reversalShareLedgerId(invoice.id, event.key, share.accountId, "reversed"),
+        `account ${share.accountId}'s share of reversal ${event.key} of invoice ${invoice.id}`,
+      ),
+    ),
+    leg(
+      from.account.ledgerAccountId,
+      event.amount - fromPayees,
+      reversalLedgerId(invoice.id, event.key, "reversed"),
+      `reversal ${event.key} of invoice ${invoice.id}`,
+    ),
+  ];
 }
 
 /** The ledger transfer that took reversal `key` of an invoice, or the one that gave it back. */

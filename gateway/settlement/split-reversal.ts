@@ -5,9 +5,10 @@
 // - Credited: the payee's share transfers of the invoice's receipts, as the ledger holds them (one per receipt,
 //   each floored when it was credited), not the split's basis points applied again.
 // - Taken back: the payee's legs of the invoice's reversals not given back, and of its refunds not failed (held or
-//   posted). Read before the legs are written. A refund's reads are checked by its claim, which serialises the
-//   refunds of an invoice (see takeBackShares for why that keeps them within the credit whatever their order); the
-//   reversals of an invoice are not serialized with its refunds.
+//   posted). Read before the legs are written, after the version of the invoice's `refundable` row: a refund's
+//   claim and a reversal's legs are each written with a change of that row that passes only if it is still that
+//   version, which serialises the refunds and reversals of an invoice (see takeBackShares for why that keeps them
+//   within the credit whatever their order).
 // - A payee's part of an amount taken back: proportional to its credit (a reversal) or to what is left of it (a
 //   refund), floored, never more than what is left of its credit; the rest is the seller's (the invoice's account).
 //
@@ -15,7 +16,7 @@
 // payee's account id, so that a repeat writes nothing twice and every reader finds the same transfers.
 import { divFloor, SwitchyardError } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
-import type { Sql } from "../db/index.ts";
+import type { Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import {
   type Ledger,
@@ -146,9 +147,15 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
  * of a credit C, a refund of x takes s = divFloor(x × C, L) ≤ C and leaves (L − x, C − s); one given back restores
  * both. So no order of refunds takes more than a credit, and the refund that empties the invoice (x = L) takes
  * exactly what is left of it. Values of two states must never be combined: L read after another refund's claim and
- * C before it make s up to all of C on top of what that refund took (the version check refuses such a claim). A
- * reversal of the invoice's money is outside that order: one written between a refund's reads and its claim is not
- * seen by it.
+ * C before it make s up to all of C on top of what that refund took (the version check refuses such a claim).
+ *
+ * A reversal of the invoice's money takes its part of each credit r ≤ C, leaving C − r (L is unchanged: a refund is
+ * still owed to the payer). It joins the same order: its legs are written with a touch of the `refundable` row that
+ * passes only if the row is still the version read before its credits (settlement/invoices.ts takeBackReversal), so a
+ * refund claimed after those reads makes it compute again, and a refund that read the row before the legs fails its
+ * claim and computes again, counting them (it finds them by the reversal's record, whose transaction touches the row
+ * again). Left open: a refund read and claimed wholly between a reversal's legs and its record (in flight, or until
+ * the redelivery after a crash there) does not count the legs.
  */
 export function takeBackShares(
   amount: bigint,
@@ -180,13 +187,16 @@ export type TakeBackLeg = { posting: Posting; transfer: PostingTransfer };
  * Takes back each leg's amount from its debit account, each never more than that account holds (a balancing debit),
  * the legs as one linked chain (one request: all or none). A chain written before (a redelivery, a crash after the
  * write) is not written again: what its legs took is read back. Returns what each leg took, in order; a leg of zero
- * is not written and took nothing. (The ledger's flags are set here because ledger/postings.ts offers no chain of
- * balancing debits yet; that is where this belongs.)
+ * is not written and took nothing. `statement`: written in the chain's transaction when this call writes the chain
+ * (a statement that fails rolls the chain back: the ledger's LedgerStoreError, its cause the database's error). (The
+ * ledger's flags are set here because ledger/postings.ts offers no chain of balancing debits yet; that is where this
+ * belongs.)
  */
 export async function takeBackChain(
   ledger: Ledger,
   legs: readonly TakeBackLeg[],
   label: string,
+  statement: Statement | null = null,
 ): Promise<bigint[]> {
   const written = legs.filter((leg) => leg.posting.amount > 0n);
   if (written.length === 0) return legs.map(() => 0n);
@@ -199,7 +209,7 @@ export async function takeBackChain(
   };
   const before = await taken();
   if (before !== null) return before;
-  const results = await ledger.createTransfers(
+  const { results } = await ledger.createTransfersWith(
     written.map(({ posting, transfer }, i) => ({
       id: transfer.id,
       debitAccountId: posting.debitAccountId,
@@ -211,6 +221,7 @@ export async function takeBackChain(
       ...(transfer.userData128 === undefined ? {} : { userData128: transfer.userData128 }),
       ...(transfer.evidence === undefined ? {} : { evidence: transfer.evidence }),
     })),
+    { statement: (made) => (made.every((result) => result.status === "created") ? statement : null) },
   );
   // Written now, or by a run that raced this one.
   const after = await taken();

@@ -12,8 +12,8 @@ import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import type { Db } from "../../gateway/db/index.ts";
 import { createRefund } from "../../gateway/payments/refunds.ts";
-import { createInvoice } from "../../gateway/settlement/index.ts";
-import { refundShareLedgerId } from "../../gateway/settlement/split-reversal.ts";
+import { applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
+import { refundShareLedgerId, reversalShareLedgerId } from "../../gateway/settlement/split-reversal.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 /** A rail that takes USDC in for invoices and refunds it through its provider; a refund of 1 USDC it fails. */
@@ -75,6 +75,16 @@ function createRefundingToyRail() {
         reference: invoiceId,
         key: `toy_re_${refundId}`,
         evidence: { rail: "external", railId: "toysplit", reference: `toy_re_${refundId}` },
+      });
+    },
+    /** The toy's provider takes `amount` of an invoice's payment back (a dispute lost): a reversal of it. */
+    async reverse(invoiceId: string, key: string, amount: bigint) {
+      await handler!({
+        kind: "reversed",
+        reference: invoiceId,
+        key,
+        amount,
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
       });
     },
     async pay(invoiceId: string, amount: bigint) {
@@ -379,6 +389,134 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await parts(last)).toEqual([1_500_001n, 1_999_801n]);
     expect(await moved(before)).toEqual({
       seller: -credited.seller,
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+  });
+
+  /**
+   * `db`, whose reads of an invoice's refunds not failed (split-reversal.ts splitPayees: after what is left of the
+   * invoice, before the holds' and the reversals' amounts) stop until `open` is called; `reached` resolves at the first.
+   */
+  function pausingAtRefundsRead(db: Db) {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let stopped!: () => void;
+    const reached = new Promise<void>((resolve) => {
+      stopped = resolve;
+    });
+    const paused = new Proxy(db, {
+      get(target, key) {
+        if (key === "query")
+          return async (text: string, params?: readonly unknown[]) => {
+            const rows = await target.query(text, params);
+            if (/FROM refunds WHERE invoice_id = \$1 AND tenant_id = \$2 AND status <> 'failed'/.test(text)) {
+              stopped();
+              await gate;
+            }
+            return rows;
+          };
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) satisfies Db;
+    return { db: paused, reached, open };
+  }
+
+  const refundOfAll = (invoice: string) => ({
+    tenantId,
+    target: { kind: "invoice" as const, invoiceId: invoice },
+    amount: "10.000001",
+    reason: null,
+    metadata: {},
+    destination: null,
+    idempotencyKey: null,
+  });
+
+  /** What each payee's legs of refund `id` posted, or of reversal `key` of the invoice took: [A, B]. */
+  async function refundParts(id: string) {
+    const found = await gw.app.ledger.lookupTransfers([
+      refundShareLedgerId(id, payeeA, "post"),
+      refundShareLedgerId(id, payeeB, "post"),
+    ]);
+    return found.map((transfer) => transfer.amount);
+  }
+  async function reversalParts(invoice: string, key: string) {
+    const found = await gw.app.ledger.lookupTransfers([
+      reversalShareLedgerId(invoice, key, payeeA, "reversed"),
+      reversalShareLedgerId(invoice, key, payeeB, "reversed"),
+    ]);
+    return found.map((transfer) => transfer.amount);
+  }
+
+  it("a refund whose reads straddle a reversal of the invoice counts what the reversal took: each credit exactly, no more", async () => {
+    // Another invoice's credit stays on the payees: a part too large would be taken, not refused for their balance.
+    await paidSplitInvoice();
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    // The refund of all stops after it read what is left of the invoice and which refunds of it there are, until a
+    // dispute of 4 USDC has been applied in full.
+    const pausing = pausingAtRefundsRead(gw.app.payments.db);
+    const all = createRefund({ ...gw.app.payments, db: pausing.db }, refundOfAll(invoice));
+    await pausing.reached;
+    await toy.reverse(invoice, `dispute-${invoice}`, 4_000_000n);
+    pausing.open();
+    const refunded = await all;
+    if (!refunded.ok) throw new Error(refunded.message);
+    expect(refunded.refund.status).toBe("succeeded");
+    // The reversal takes each payee's proportion of its credit (4 of 10.000001: A 999,999, B 1,333,199), the seller
+    // 1,666,802; the refund of all then takes what is left of each credit (A 1,500,001, B 1,999,801), the seller the
+    // rest (6,500,199): together each credit exactly (before: the refund, blind to the reversal, took every credit whole
+    // again, A 2,500,000 and B 3,333,000).
+    expect(await reversalParts(invoice, `dispute-${invoice}`)).toEqual([999_999n, 1_333_199n]);
+    expect(await refundParts(refunded.refund.id)).toEqual([1_500_001n, 1_999_801n]);
+    const after = await moved(before);
+    expect(-after.a).toBeLessThanOrEqual(credited.a);
+    expect(-after.b).toBeLessThanOrEqual(credited.b);
+    expect(after).toEqual({
+      seller: -(1_666_802n + 6_500_199n),
+      a: -credited.a,
+      b: -credited.b,
+      held: [0n, 0n, 0n],
+    });
+  });
+
+  it("a reversal whose reads straddle a refund of the invoice counts what the refund took: each credit exactly, no more", async () => {
+    await paidSplitInvoice();
+    const invoice = await paidSplitInvoice();
+    const before = await balances();
+    // The dispute of 4 USDC stops after it read which refunds of the invoice there are, until a refund of all has
+    // been claimed and has succeeded.
+    const pausing = pausingAtRefundsRead(gw.app.settlement.db);
+    const key = `dispute-${invoice}`;
+    const reversal = applyReversed(
+      { ...gw.app.settlement, db: pausing.db },
+      {
+        rail: "toysplit",
+        reference: invoice,
+        key,
+        amount: 4_000_000n,
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
+      },
+    );
+    await pausing.reached;
+    const refunded = await createRefund(gw.app.payments, refundOfAll(invoice));
+    pausing.open();
+    expect(await reversal).toEqual({ status: "applied", shortfall: 0n });
+    if (!refunded.ok) throw new Error(refunded.message);
+    expect(refunded.refund.status).toBe("succeeded");
+    // The refund of all took every credit whole; the reversal, nothing is left of them, takes all 4 USDC from the
+    // seller (before: it took A 999,999 and B 1,333,199 on top of their whole credits).
+    expect(await refundParts(refunded.refund.id)).toEqual([credited.a, credited.b]);
+    expect(await reversalParts(invoice, key)).toEqual([]);
+    const after = await moved(before);
+    expect(-after.a).toBeLessThanOrEqual(credited.a);
+    expect(-after.b).toBeLessThanOrEqual(credited.b);
+    expect(after).toEqual({
+      seller: -(credited.seller + 4_000_000n),
       a: -credited.a,
       b: -credited.b,
       held: [0n, 0n, 0n],
