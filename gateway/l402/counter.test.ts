@@ -102,13 +102,27 @@ describe("leases", () => {
     expect(await used(keyId)).toBe(100);
   });
 
-  it("a request not served goes back to the lease, and the count stays exact", async () => {
+  it("a request not served is given back, and the count stays exact", async () => {
     const keyId = await token(10);
     const counter = createRequestCounter({ db });
     for (let i = 0; i < 3; i += 1) expect((await counter.take(ask(keyId, 10))).ok).toBe(true);
     await counter.giveBack({ tenantId, keyId });
     await counter.close();
     expect(await used(keyId)).toBe(2);
+  });
+
+  it("gives a request not served back to the row, where another counter serves it at once", async () => {
+    const keyId = await token(8);
+    const [a, b] = [createRequestCounter({ db }), createRequestCounter({ db })];
+    // a takes the last requests b does not lease (two served, a lease on the rest up to its quarter rule).
+    const taken: boolean[] = [];
+    for (let i = 0; i < 8; i += 1) taken.push((await a.take(ask(keyId, 8))).ok);
+    expect(taken.every(Boolean)).toBe(true);
+    expect(await b.take(ask(keyId, 8))).toEqual({ ok: false, reason: "exhausted" });
+    await a.giveBack({ tenantId, keyId });
+    expect((await b.take(ask(keyId, 8))).ok).toBe(true);
+    await Promise.all([a.close(), b.close()]);
+    expect(await used(keyId)).toBe(8);
   });
 
   it("two counters on one database never serve beyond the bound, and the tail is served once leases return", async () => {

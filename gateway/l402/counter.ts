@@ -69,7 +69,7 @@ export type CountResult = { ok: true } | Extract<TakeRequestResult, { ok: false 
 
 export type RequestCounter = {
   take(ask: CountAsk): Promise<CountResult>;
-  /** One counted request not served (its handler failed). */
+  /** One counted request not served (its handler failed): given back to the token's row, for any process. */
   giveBack(params: { tenantId: string; keyId: string }): Promise<void>;
   /** Gives back every lease and stops the sweep. */
   close(): Promise<void>;
@@ -239,12 +239,8 @@ export function createRequestCounter(deps: {
 
   return {
     take,
+    // To the row, not to this process's lease: another process may serve it at once (a handler failure is rare).
     async giveBack(params) {
-      const lease = leases.get(nameOf(params.tenantId, params.keyId));
-      if (lease !== undefined && !closed) {
-        lease.left += 1;
-        return;
-      }
       await giveBackRequest(deps.db, params);
     },
     async close() {
