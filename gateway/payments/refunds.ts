@@ -161,8 +161,9 @@ async function invoiceSource(
     rail_reference: string | null;
     payer: string | null;
     split: unknown;
+    status: string;
   }>(
-    `SELECT account_id, asset, rail, received_amount, rail_reference, payer, split FROM invoices
+    `SELECT account_id, asset, rail, received_amount, rail_reference, payer, split, status FROM invoices
      WHERE id = $1 AND tenant_id = $2`,
     [params.invoiceId, params.tenantId],
   );
@@ -171,6 +172,14 @@ async function invoiceSource(
   // What came in is refundable, also of an invoice still open because it was paid in part.
   if (invoice.received_amount === null || invoice.received_amount <= 0n)
     return refuse("invoice_not_paid", `nothing has been paid for invoice ${params.invoiceId}`, "invoice");
+  // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
+  // refund a disputed charge: until every reversal of it is withdrawn (the invoice paid again), nothing is refundable.
+  if (invoice.status === "reversed")
+    return refuse(
+      "invoice_not_paid",
+      `invoice ${params.invoiceId}'s payment was reversed (a dispute or a reorganised deposit): nothing of it is refundable unless the reversal is withdrawn`,
+      "invoice",
+    );
   const asset = assetByCode(invoice.asset);
   const rail = deps.rails.get(invoice.rail);
   if (asset === null || rail === undefined)

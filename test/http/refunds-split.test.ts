@@ -77,6 +77,15 @@ function createRefundingToyRail() {
         evidence: { rail: "external", railId: "toysplit", reference: `toy_re_${refundId}` },
       });
     },
+    /** The toy's provider gives back what reversal `key` of an invoice took (a dispute won). */
+    async reinstate(invoiceId: string, key: string) {
+      await handler!({
+        kind: "reinstated",
+        reference: invoiceId,
+        key,
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_dw_${key}` },
+      });
+    },
     /** The toy's provider takes `amount` of an invoice's payment back (a dispute lost): a reversal of it. */
     async reverse(invoiceId: string, key: string, amount: bigint) {
       await handler!({
@@ -295,6 +304,19 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       b: -credited.b,
       held: [0n, 0n, 0n],
     });
+  });
+
+  it("refuses to refund an invoice whose payment was reversed, until the reversal is withdrawn", async () => {
+    const invoice = await paidSplitInvoice();
+    await toy.reverse(invoice, `dispute-${invoice}`, 4_000_000n);
+    const before = await balances();
+    const refused = await refund({ invoice });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe("invoice_not_paid");
+    expect(await moved(before)).toEqual({ seller: 0n, a: 0n, b: 0n, held: [0n, 0n, 0n] });
+    // The dispute won: the reversal withdrawn, the invoice paid again and refundable.
+    await toy.reinstate(invoice, `dispute-${invoice}`);
+    expect((await refund({ invoice, amount: "1.5" })).body).toMatchObject({ status: "succeeded" });
   });
 
   it("lets refunds racing for one invoice take no more from a payee than it was credited", async () => {
