@@ -1,6 +1,8 @@
 // core: the shared vocabulary every other part speaks, importing nothing outside this folder — money and
 // assets, destinations, the Rail contract with its evidence and events, the database interface rails and
 // stores write through, and the base of every thrown error.
+
+export { setBounded } from "./bounded.ts";
 export type { Db, MigrationSource, Row, Sql, Statement } from "./db.ts";
 export type { Destination, DestinationKind, RailKind } from "./destinations.ts";
 export { SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";

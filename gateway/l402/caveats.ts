@@ -68,6 +68,13 @@ const tierPattern = /^[0-9]{1,3}$/;
 /** The most requests a counted token may open, minted or presented (the column is an integer). */
 export const tokenRequestsMaxLimit = 1_000_000_000;
 
+/** A condition's key and value (`key=value`, each trimmed); null when it has no key. */
+export function readCondition(condition: string): { key: string; value: string } | null {
+  const separator = condition.indexOf("=");
+  if (separator <= 0) return null;
+  return { key: condition.slice(0, separator).trim(), value: condition.slice(separator + 1).trim() };
+}
+
 /**
  * Judges presented conditions for a request to `service` at `path` at `nowMs`. `requestsMax` is the token's own
  * stored bound (null: uncounted): a presented count can only lower it.
@@ -84,10 +91,9 @@ export function judgeCaveats(
   let requestsMax: number | null = request.requestsMax ?? null;
   let servicesSeen = false;
   for (const condition of conditions) {
-    const separator = condition.indexOf("=");
-    if (separator <= 0) continue;
-    const key = condition.slice(0, separator).trim();
-    const value = condition.slice(separator + 1).trim();
+    const read = readCondition(condition);
+    if (read === null) continue;
+    const { key, value } = read;
     if (key === "services") {
       servicesSeen = true;
       const entries = value.split(",").map((entry) => entry.trim().split(":"));

@@ -22,7 +22,7 @@
 // never served beyond a bound, but a payer may be asked to pay again.
 import { groupCommit } from "../../core/group-commit.ts";
 import type { Logger } from "../../core/index.ts";
-import { silentLogger } from "../../core/index.ts";
+import { setBounded, silentLogger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import {
   giveBackRequest,
@@ -106,12 +106,8 @@ export function createRequestCounter(deps: {
     return false;
   }
   function rememberAttenuated(name: string): void {
-    attenuated.delete(name);
-    if (attenuated.size >= attenuatedRememberedMax) {
-      const oldest = attenuated.keys().next();
-      if (oldest.done !== true) attenuated.delete(oldest.value);
-    }
-    attenuated.set(name, nowMs());
+    attenuated.delete(name); // set again as the newest
+    setBounded(attenuated, name, nowMs(), attenuatedRememberedMax);
   }
   const nameOf = (tenantId: string, keyId: string) => `${tenantId}\u0000${keyId}`;
   let closed = false;

@@ -10,7 +10,7 @@
 //   → a request is left on its count (l402_requests_exhausted).
 // A refusal is a 402 again with a fresh challenge (Aperture's choice, so that lnget and lsat-js pay again).
 import { createHash, randomBytes } from "node:crypto";
-import { type Asset, formatAmount, SwitchyardError } from "../../core/index.ts";
+import { type Asset, formatAmount, SwitchyardError, setBounded } from "../../core/index.ts";
 import { pathOf } from "../paywall/core.ts";
 import type {
   ChallengePart,
@@ -27,6 +27,7 @@ import {
   caveatServiceName,
   judgeCaveats,
   mintCaveats,
+  readCondition,
   tokenRequestsMaxLimit,
 } from "./caveats.ts";
 import { createRequestCounter, type RequestCounterLimits } from "./counter.ts";
@@ -109,13 +110,7 @@ function createTokenMemory(entriesMax: number) {
   return {
     recall: (tenantId: string, keyId: string) => tokens.get(name(tenantId, keyId)),
     remember(token: StoredToken) {
-      if (entriesMax <= 0) return;
-      while (tokens.size >= entriesMax) {
-        const oldest = tokens.keys().next();
-        if (oldest.done === true) break;
-        tokens.delete(oldest.value);
-      }
-      tokens.set(name(token.tenantId, token.keyId), token);
+      if (entriesMax > 0) setBounded(tokens, name(token.tenantId, token.keyId), token, entriesMax);
     },
     forget: (tenantId: string, keyId: string) => tokens.delete(name(tenantId, keyId)),
   };
@@ -140,14 +135,7 @@ function createMacaroonMemory(entriesMax: number) {
     const identifier = macaroon === null ? null : decodeIdentifier(macaroon.identifier);
     if (macaroon === null || identifier === null) return null;
     const entry = { macaroon: verifiedOnce(macaroon), identifier };
-    if (memorable) {
-      while (read.size >= entriesMax) {
-        const oldest = read.keys().next();
-        if (oldest.done === true) break;
-        read.delete(oldest.value);
-      }
-      read.set(name, entry);
-    }
+    if (memorable) setBounded(read, name, entry, entriesMax);
     return entry;
   };
 }
@@ -173,13 +161,12 @@ function judgeRemembered(
   if (known !== undefined && request.nowMs < known.untilMs) return known.judged;
   const judged = judgeCaveats(conditions, request);
   if (!judged.ok) return judged;
-  // Read as judgeCaveats reads a condition (key and value trimmed), so no expiry it judged is missed here.
+  // Read as judgeCaveats reads a condition (readCondition), so no expiry it judged is missed here.
   const expiryKey = `${caveatServiceName(request.service)}_valid_until`;
   let untilMs = Number.POSITIVE_INFINITY;
   for (const condition of conditions) {
-    const separator = condition.indexOf("=");
-    if (separator <= 0 || condition.slice(0, separator).trim() !== expiryKey) continue;
-    untilMs = Math.min(untilMs, Number(condition.slice(separator + 1).trim()) * 1000);
+    const read = readCondition(condition);
+    if (read?.key === expiryKey) untilMs = Math.min(untilMs, Number(read.value) * 1000);
   }
   if (!(untilMs > request.nowMs)) return judged;
   let kept = judgements.get(conditions);
@@ -236,13 +223,7 @@ function createPresentedMemory(entriesMax: number, read: (bytes: Uint8Array) => 
     const remembered = memorable ? known.get(name) : undefined;
     if (remembered !== undefined) return remembered;
     const presented = presentedToken(request, read);
-    if (memorable && presented.ok) {
-      if (known.size >= entriesMax) {
-        const oldest = known.keys().next();
-        if (oldest.done !== true) known.delete(oldest.value);
-      }
-      known.set(name, presented);
-    }
+    if (memorable && presented.ok) setBounded(known, name, presented, entriesMax);
     return presented;
   };
 }

@@ -8,7 +8,7 @@
 // preflight is answered first, then more than one scheme's credential (payment_ambiguous), then a credential of a
 // scheme this paywall does not offer (payment_scheme_not_offered), then the scheme's own refusal.
 import type { Asset, Logger } from "../../core/index.ts";
-import { silentLogger } from "../../core/index.ts";
+import { setBounded, silentLogger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import type { RateSource } from "../router/index.ts";
 import { corsHeaders, isPreflight, type PaywallCorsOrigins, preflightHeaders } from "./cors.ts";
@@ -94,10 +94,7 @@ export function pathOf(url: string): string {
   const rest = start < 0 ? "/" : url.slice(start);
   const end = rest.search(/[?#]/);
   const path = start < 0 ? "/" : looseForm(end < 0 ? rest : rest.slice(0, end));
-  if (url.length <= pathsRememberedUrlMax) {
-    if (paths.size >= pathsRememberedMax) paths.delete(paths.keys().next().value as string);
-    paths.set(url, path);
-  }
+  if (url.length <= pathsRememberedUrlMax) setBounded(paths, url, path, pathsRememberedMax);
   return path;
 }
 

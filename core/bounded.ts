@@ -1,0 +1,11 @@
+// A Map used as a bounded memory: the entry set first is the one forgotten first.
+
+/** Sets `key` in `map`, first forgetting the oldest entries while the map holds `max` or more (max ≥ 1). */
+export function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  while (map.size >= max) {
+    const oldest = map.keys().next();
+    if (oldest.done === true) break;
+    map.delete(oldest.value);
+  }
+  map.set(key, value);
+}
