@@ -17,7 +17,6 @@ import { createHmac } from "node:crypto";
 import type { Db, Logger, Sql } from "../../core/index.ts";
 import { textArrayLiteral } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
-import { deliveryTargets } from "./endpoints.ts";
 import { presentEvent } from "./events.ts";
 import { signedHeaders } from "./signing.ts";
 
@@ -46,7 +45,7 @@ export type WebhookLimits = {
 };
 
 export const webhookLimitsDefault: WebhookLimits = {
-  batchEventsMax: 100,
+  batchEventsMax: 500,
   deliveryTimeoutMs: 10_000,
   claimMs: 60_000,
   backoffBaseMs: 1_000,
@@ -109,39 +108,60 @@ export type DeliveryDeps = {
 
 // ---- fan-out
 
-/** Fans out up to batchEventsMax new events; returns how many deliveries it made. */
+/** The most batches of batchEventsMax events one fan-out drains before it lets the pass claim deliveries. */
+export const fanOutBatchesPerPassMax = 20;
+
+/**
+ * Fans out the new events, oldest first, batchEventsMax at a time, until none is left or fanOutBatchesPerPassMax
+ * batches are done (a backlog drains over the next passes). Each batch costs two statements however many events it
+ * holds: one reads the events with the endpoints that want each, the other writes their deliveries and marks them
+ * fanned out — all of the batch or none of it. Returns how many deliveries it made.
+ */
 export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
-  const events = await deps.db.query<{ id: bigint; tenant_id: string; type: string }>(
-    "SELECT id, tenant_id, type FROM outbox WHERE fanned_out_at IS NULL ORDER BY id LIMIT $1",
-    [deps.limits.batchEventsMax],
-  );
   let made = 0;
-  for (const event of events) {
-    const endpoints = await deliveryTargets(deps.db, { tenantId: event.tenant_id, type: event.type });
-    const ids = endpoints.map(() => newId("whd", deps.nowMs()));
-    const inserted = await deps.db.transaction(async (tx) => {
-      const rows =
-        endpoints.length === 0
-          ? []
-          : await tx.query(
-              `INSERT INTO webhook_deliveries (id, tenant_id, event_id, endpoint_id)
-               SELECT d.id, $1, $2, d.endpoint_id FROM unnest($3::text[], $4::text[]) AS d (id, endpoint_id)
-               ON CONFLICT (event_id, endpoint_id) DO NOTHING RETURNING id`,
-              [
-                event.tenant_id,
-                event.id,
-                textArrayLiteral(ids),
-                textArrayLiteral(endpoints.map((endpoint) => endpoint.endpointId)),
-              ],
-            );
-      await tx.query("UPDATE outbox SET fanned_out_at = now() WHERE id = $1 AND fanned_out_at IS NULL", [
-        event.id,
-      ]);
-      return rows.length;
-    });
-    made += inserted;
+  for (let batch = 0; batch < fanOutBatchesPerPassMax; batch++) {
+    const fanned = await fanOutBatch(deps);
+    made += fanned.made;
+    if (fanned.events < deps.limits.batchEventsMax) break;
   }
   return made;
+}
+
+/** One batch: its events and the deliveries made. */
+async function fanOutBatch(deps: DeliveryDeps): Promise<{ events: number; made: number }> {
+  // Each event once, with one row per endpoint that wants it (endpoint_id null: none does).
+  const rows = await deps.db.query<{ id: bigint; tenant_id: string; endpoint_id: string | null }>(
+    `WITH event AS (SELECT id, tenant_id, type FROM outbox WHERE fanned_out_at IS NULL ORDER BY id LIMIT $1)
+     SELECT event.id, event.tenant_id, endpoint.id AS endpoint_id
+     FROM event LEFT JOIN webhook_endpoints endpoint
+       ON endpoint.tenant_id = event.tenant_id AND endpoint.enabled
+      AND (endpoint.enabled_events ? '*' OR endpoint.enabled_events ? event.type)
+     ORDER BY event.id, endpoint.created_at, endpoint.id`,
+    [deps.limits.batchEventsMax],
+  );
+  if (rows.length === 0) return { events: 0, made: 0 };
+  const eventIds = [...new Set(rows.map((row) => row.id))];
+  const wanted = rows.filter((row) => row.endpoint_id !== null);
+  // Two processes fanning out one event make one delivery per endpoint (the unique pair), and mark it once.
+  const [written] = await deps.db.query<{ made: number }>(
+    `WITH made AS (
+       INSERT INTO webhook_deliveries (id, tenant_id, event_id, endpoint_id)
+       SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id
+       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d (id, tenant_id, event_id, endpoint_id)
+       ON CONFLICT (event_id, endpoint_id) DO NOTHING RETURNING 1
+     ), fanned AS (
+       UPDATE outbox SET fanned_out_at = now() WHERE id = ANY($5::bigint[]) AND fanned_out_at IS NULL
+     )
+     SELECT count(*)::int AS made FROM made`,
+    [
+      textArrayLiteral(wanted.map(() => newId("whd", deps.nowMs()))),
+      textArrayLiteral(wanted.map((row) => row.tenant_id)),
+      `{${wanted.map((row) => row.id).join(",")}}`,
+      textArrayLiteral(wanted.map((row) => row.endpoint_id)),
+      `{${eventIds.join(",")}}`,
+    ],
+  );
+  return { events: eventIds.length, made: written?.made ?? 0 };
 }
 
 // ---- claims
@@ -164,7 +184,9 @@ export type ClaimedDelivery = {
 
 /**
  * Claims up to `countMax` due deliveries of enabled endpoints, no tenant past tenantInFlightMax in flight (its
- * unexpired claims), the tenants' turns interleaved (each one's first due, then each one's second…).
+ * unexpired claims), the tenants' turns interleaved (each one's first due, then each one's second…). A delivery
+ * another pass is claiming at that moment is skipped, not waited for: passes locking their choices in different
+ * orders would otherwise deadlock (they did, on PostgreSQL, once the table held a few thousand deliveries).
  */
 export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Promise<ClaimedDelivery[]> {
   if (countMax <= 0) return [];
@@ -182,11 +204,13 @@ export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Pro
        SELECT due.id FROM due LEFT JOIN busy ON busy.tenant_id = due.tenant_id
        WHERE due.turn <= $1 - coalesce(busy.n, 0)
        ORDER BY due.turn, due.id LIMIT $2
+     ), locked AS (
+       SELECT d.id FROM webhook_deliveries d WHERE d.id IN (SELECT id FROM chosen) FOR UPDATE SKIP LOCKED
      )
      UPDATE webhook_deliveries d
      SET locked_until = now() + make_interval(secs => $3::double precision / 1000)
      FROM outbox o, webhook_endpoints e
-     WHERE d.id IN (SELECT id FROM chosen) AND (d.locked_until IS NULL OR d.locked_until <= now())
+     WHERE d.id IN (SELECT id FROM locked) AND (d.locked_until IS NULL OR d.locked_until <= now())
        AND d.status = 'pending' AND o.id = d.event_id AND e.id = d.endpoint_id
      RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, o.id AS event_seq, o.public_id AS event_id,
        o.type, o.payload, o.created_at AS event_created_at, e.url, e.secret,

@@ -11,6 +11,7 @@ import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import {
   type DeliveryDeps,
   deliverOutbox,
+  fanOutEvents,
   startWebhookDelivery,
   webhookLimitsDefault,
 } from "../../gateway/webhooks/index.ts";
@@ -310,6 +311,44 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     expect([throughMine.status, throughMine.body.error.code]).toEqual([404, "webhook_delivery_not_found"]);
     expect(await gw.tableDigests()).toEqual(before);
   });
+  it("fans a backlog out in one pass, each event to the endpoints that want it at that moment", async () => {
+    const g = await tenant("backlog");
+    const all = await g.endpoint("/ok/backlog/all");
+    const paidOnly = await gw.call("POST", "/v1/webhook_endpoints", {
+      key: g.key,
+      body: { url: `${base}/ok/backlog/paid`, enabled_events: ["invoice.paid"] },
+    });
+    expect(paidOnly.status).toBe(201);
+    // 1,050 events at once: 700 payments and 350 invoices paid, interleaved.
+    const types = Array.from({ length: 1_050 }, (_, i) =>
+      i % 3 === 2 ? "invoice.paid" : "payment.succeeded",
+    );
+    await gw.app.db.query(
+      `INSERT INTO outbox (tenant_id, type, payload)
+       SELECT $1, type, '{"payment_id":"pay_test"}'::jsonb FROM unnest($2::text[]) AS type`,
+      [g.id, `{${types.join(",")}}`],
+    );
+
+    // One pass, in batches of 100: the whole backlog, not one batch of it.
+    await fanOutEvents(deps({ batchEventsMax: 100 }));
+    const [left] = await gw.app.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM outbox WHERE tenant_id = $1 AND fanned_out_at IS NULL",
+      [g.id],
+    );
+    expect(left!.n).toBe(0);
+    const made = await gw.app.db.query<{ endpoint_id: string; n: number; events: number }>(
+      `SELECT endpoint_id, count(*)::int AS n, count(DISTINCT event_id)::int AS events
+       FROM webhook_deliveries WHERE tenant_id = $1 GROUP BY endpoint_id`,
+      [g.id],
+    );
+    const byEndpoint = new Map(made.map((row) => [row.endpoint_id, row]));
+    expect(byEndpoint.get(all)).toMatchObject({ n: 1_050, events: 1_050 });
+    expect(byEndpoint.get(paidOnly.body.id as string)).toMatchObject({ n: 350, events: 350 });
+    // Fanned out once: a second pass makes nothing more.
+    expect(await fanOutEvents(deps({ batchEventsMax: 100 }))).toBe(0);
+    await g.quiet();
+  });
+
   it("sends each (event, endpoint) once when passes claim at the same time", async () => {
     const f = await tenant("two passes");
     for (let index = 0; index < 3; index += 1) await f.endpoint(`/ok/twice/${index}`);
