@@ -128,7 +128,18 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0025_invoice_split.sql",
       "gateway/0026_x402_reconcile_indexes.sql",
       "gateway/0027_x402_valid_before.sql",
+      "gateway/0028_outbox_dead_indexes.sql",
     ]);
+  });
+
+  it("0028: the outbox keeps no index of the old delivery loop", async () => {
+    const rows = await db.query<{ indexname: string }>(
+      "SELECT indexname FROM pg_indexes WHERE tablename = 'outbox' ORDER BY indexname",
+    );
+    const names = rows.map((row) => row.indexname);
+    expect(names).not.toContain("outbox_undelivered");
+    expect(names).not.toContain("outbox_due");
+    expect(names).toContain("outbox_to_fan_out");
   });
 
   it("reads accruals back with the new code and everything else as it was", async () => {
