@@ -7,6 +7,10 @@
 // millisecond or two of the commit); and no process trusts a remembered key longer than `ttlMs` (at most 1 s by
 // default) nor past the key's own expires_at, whether the bus delivered or not.
 //
+// Nothing is looked up twice at once: checks of a key while its lookup runs await that lookup's answer (so the memory
+// of a busy key expiring costs one query, not one per request in flight), unless something was forgotten since that
+// lookup began — it may have read the key just before its revocation committed — and then they start a fresh one.
+//
 // A secret without a key's shape and checksum (keys.ts) is refused before any lookup: a mistyped or made-up key
 // costs no query. Nothing remembers unknown keys: the checksum already refuses what a guess would produce, a forger
 // who computes checksums can make endless distinct keys that no bounded memory would hold, and the per-IP rate limit
@@ -88,7 +92,8 @@ export type Authenticator = {
  * a stream of made-up keys cannot fill the memory. A key revoked by any process is forgotten when its announcement
  * arrives on the change bus, and everything is forgotten on `resync`. Nothing is remembered while the bus is not
  * listening, nor from a lookup that began before something was forgotten (it may have read the key just before its
- * revocation committed).
+ * revocation committed). Concurrent checks of one key share its lookup, refusals and failures included, unless
+ * something was forgotten since it began.
  */
 export function createAuthenticator(
   deps: { sql: Sql; nowMs: () => number; changes: ChangeFeed },
@@ -106,19 +111,12 @@ export function createAuthenticator(
       forgotten += 1;
     }
   });
-  const check = async (secret: string): Promise<KeyCheck> => {
-    if (!hasValidChecksum(secret)) return invalid;
-    const digest = digestOf(secret);
-    const key = digest.toString("base64");
-    const cached = valid.get(key);
-    if (cached !== undefined) {
-      valid.delete(key); // re-inserted below when still valid: the Map's order is least recently checked first
-      if (cached.expiresAtMs > deps.nowMs()) {
-        valid.set(key, cached);
-        return { ok: true, principal: cached.principal };
-      }
-    }
-    const forgottenBefore = forgotten;
+  /**
+   * Lookups under way, by digest (one entry per key being looked up; only keys with a valid checksum get here), each
+   * with the `forgotten` count when it began; an entry leaves when its lookup settles, answered or failed.
+   */
+  const lookups = new Map<string, { forgottenBefore: number; checked: Promise<KeyCheck> }>();
+  const lookUp = async (digest: Buffer, key: string, forgottenBefore: number): Promise<KeyCheck> => {
     const checked = await checkDigest(deps.sql, digest);
     if (!checked.ok || limits.entriesMax <= 0) return checked;
     if (forgotten !== forgottenBefore || !deps.changes.listening()) return checked;
@@ -135,6 +133,28 @@ export function createAuthenticator(
     });
     return checked;
   };
+  const check = async (secret: string): Promise<KeyCheck> => {
+    if (!hasValidChecksum(secret)) return invalid;
+    const digest = digestOf(secret);
+    const key = digest.toString("base64");
+    const cached = valid.get(key);
+    if (cached !== undefined) {
+      valid.delete(key); // re-inserted below when still valid: the Map's order is least recently checked first
+      if (cached.expiresAtMs > deps.nowMs()) {
+        valid.set(key, cached);
+        return { ok: true, principal: cached.principal };
+      }
+    }
+    const running = lookups.get(key);
+    if (running !== undefined && running.forgottenBefore === forgotten) return running.checked;
+    const lookup = { forgottenBefore: forgotten, checked: lookUp(digest, key, forgotten) };
+    lookups.set(key, lookup);
+    const settled = () => {
+      if (lookups.get(key) === lookup) lookups.delete(key);
+    };
+    lookup.checked.then(settled, settled);
+    return lookup.checked;
+  };
   return {
     check,
     async authenticate(secret) {
@@ -143,7 +163,9 @@ export function createAuthenticator(
     },
     close() {
       unsubscribe();
+      forgotten += 1; // a lookup still under way remembers nothing, and no later check joins it
       valid.clear();
+      lookups.clear();
     },
   };
 }

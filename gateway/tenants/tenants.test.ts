@@ -1,6 +1,7 @@
 // API-key authentication with the per-process memory of valid keys, on PGlite: the memory answers without a
 // query while its ttlMs lasts, a revocation announced on its change bus is refused at once (one it never hears of
-// once ttlMs has passed), an unknown key is never remembered. Across processes on PostgreSQL:
+// once ttlMs has passed), an unknown key is never remembered, concurrent checks of one key share one lookup (not one
+// that began before a revocation was heard). Across processes on PostgreSQL:
 // test/http/api-key-revocation.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualChangeFeed } from "../../test/support/manual-change-feed.ts";
@@ -233,5 +234,88 @@ describe("the API-key memory and the change bus", () => {
     expect(queries()).toBe(4);
     auth.close();
     expect(subscriberCount()).toBe(0);
+  });
+});
+
+describe("one lookup per key at a time", () => {
+  it("50 concurrent checks of a key whose memory expired make one query between them", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql, queries } = counting();
+    const time = clock();
+    const auth = createAuthenticator({ sql, nowMs: time.nowMs, changes }, { entriesMax: 10, ttlMs: 1_000 });
+    expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
+    time.advance(1_000);
+    const tenants = await Promise.all(Array.from({ length: 50 }, () => auth.authenticate(key.secret)));
+    expect(tenants).toEqual(Array.from({ length: 50 }, () => ({ id: tenantId, name: "Auth" })));
+    expect(queries()).toBe(2);
+    expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" }); // remembered once more
+    expect(queries()).toBe(2);
+    auth.close();
+  });
+
+  it("a check that arrives after a revocation was heard does not join a lookup that began before it", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql: counted, queries } = counting();
+    let read = () => {};
+    const firstRead = new Promise<void>((resolve) => {
+      read = resolve;
+    });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // Every lookup reads the database at once, then its answer is held back until the test releases it.
+    const slow: Sql = {
+      query: async (text, params) => {
+        const rows = await counted.query(text, params);
+        read();
+        await held;
+        return rows as never;
+      },
+    };
+    const auth = createAuthenticator(
+      { sql: slow, nowMs: clock().nowMs, changes },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
+    const before = [auth.authenticate(key.secret), auth.authenticate(key.secret)];
+    await firstRead; // the key was read valid
+    expect(queries()).toBe(1); // the second check joined the first's lookup
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(true);
+    const after = [auth.authenticate(key.secret), auth.authenticate(key.secret)];
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(queries()).toBe(2); // a lookup of its own, shared by the check after it
+    release();
+    expect(await Promise.all(before)).toEqual([
+      { id: tenantId, name: "Auth" },
+      { id: tenantId, name: "Auth" },
+    ]); // valid when it was read
+    expect(await Promise.all(after)).toEqual([null, null]);
+    expect(await auth.authenticate(key.secret)).toBeNull(); // nothing remembered from the first lookup
+    expect(queries()).toBe(3);
+    auth.close();
+  });
+
+  it("a lookup that fails fails every check that joined it, and the next check asks again", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql: counted, queries } = counting();
+    let failing = true;
+    const flaky: Sql = {
+      query: async (text, params) => {
+        const rows = await counted.query(text, params);
+        if (failing) throw new Error("connection lost");
+        return rows as never;
+      },
+    };
+    const auth = createAuthenticator(
+      { sql: flaky, nowMs: clock().nowMs, changes },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => auth.authenticate(key.secret)));
+    expect(results.map((result) => result.status)).toEqual(Array.from({ length: 5 }, () => "rejected"));
+    expect(queries()).toBe(1);
+    failing = false;
+    expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
+    expect(queries()).toBe(2);
+    auth.close();
   });
 });
