@@ -1,7 +1,8 @@
 // A batch's writes: one statement that inserts its transfers, swaps the clock's token and applies balance deltas and
 // the pending set's changes (writeBatch, writeBatchWith: PGlite, or any writer holding the clock), or the same as a
 // transaction of three statements that waits its turn for the clock (writeBatchClaimFirst: pipelined on
-// PostgreSQL). See writer.ts for when each runs.
+// PostgreSQL), or writeBatch's statement in a transaction with the callers' (writeBatchAlone: a pipelined batch with
+// none in flight before it). See writer.ts for when each runs.
 import type { Db, Row, Sql, Statement } from "../db/index.ts";
 import { ClaimTurnError, StaleClockError, toStoreError } from "./errors.ts";
 import { type Clock, ledgerTransaction, lockClock, run, writeAlongside } from "./store.ts";
@@ -116,6 +117,35 @@ function batchStatement(writes: BatchWrites): [string, unknown[]] {
   applyParts(statement, writes, "EXISTS (SELECT 1 FROM clock)");
   // Reading the clock first runs it (and the insert it waits on) before the gated parts.
   return [`WITH ${statement.parts.join(",\n")} ${staleCheck}`, statement.params];
+}
+
+/**
+ * A pipelined batch with no batch in flight before it (PostgreSQL): there is no commit to overlap, so it is
+ * writeBatch's one statement (transfers, the clock's swap if it still carries `expectedToken`, balances, pending set)
+ * and then the callers' statements, in one transaction — two round trips fewer than writeBatchClaimFirst, which is
+ * what a lone payment waits for. The clock is held from that statement to the commit; a batch sent behind this one
+ * takes it after (`order.claimed` once the statement has run), as it would behind a pipelined one. Another process
+ * holding the clock makes the statement wait and then find another token: it aborts with `staleBatchCode`, and the
+ * batch runs again, locked, as a pipelined one would.
+ */
+export async function writeBatchAlone(
+  db: Db,
+  writes: BatchWrites,
+  order: ClaimOrder,
+  alongside: readonly Statement[],
+): Promise<Row[][]> {
+  try {
+    return await ledgerTransaction(db, "batch write", async (tx) => {
+      try {
+        await writeBatch(tx, writes);
+      } finally {
+        order.claimed();
+      }
+      return await writeAlongside(tx, alongside);
+    });
+  } finally {
+    order.claimed(); // failed before its statement ran: the next batch need not wait for this one
+  }
 }
 
 /** When a pipelined batch may take the clock, and how it says it has. */

@@ -195,5 +195,6 @@ async function sendPipelined(w: WriterState, p: Pipeline, jobs: TransfersJob[]):
   p.lastClaimed = new Promise<void>((resolve) => {
     order.claimed = resolve;
   });
-  p.inFlight.push({ plan, done: commitPlan(w, plan, order) });
+  const alone = p.inFlight.length === 0;
+  p.inFlight.push({ plan, done: commitPlan(w, plan, order, alone) });
 }

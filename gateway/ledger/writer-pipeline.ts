@@ -6,7 +6,13 @@ import type { Row } from "../db/index.ts";
 import { KnownIdError } from "./errors.ts";
 import { applyTransferRequests, type TransferEffects } from "./semantics.ts";
 import { selectTransfers } from "./store.ts";
-import { type BatchWrites, type ClaimOrder, writeBatchClaimFirst, writeBatchWith } from "./store-batch.ts";
+import {
+  type BatchWrites,
+  type ClaimOrder,
+  writeBatchAlone,
+  writeBatchClaimFirst,
+  writeBatchWith,
+} from "./store-batch.ts";
 import { type BalanceRows, balanceRows, type TransferRows, transferRows } from "./store-params.ts";
 import { type CreateTransferResult, TransferFlags, type TransferInput } from "./types.ts";
 import { type AlongsideWrites, alongsideOf, deltas, resolveJobs } from "./writer-batch.ts";
@@ -117,8 +123,16 @@ function isStorableId(id: bigint): boolean {
   return typeof id === "bigint" && id > 0n && id < u128Top;
 }
 
-/** Sends a prepared batch. Resolves with null once committed (callers resolved), or with the failure. */
-export async function commitPlan(w: WriterState, plan: Plan, order: ClaimOrder): Promise<unknown | null> {
+/**
+ * Sends a prepared batch. Resolves with null once committed (callers resolved), or with the failure. `alone`: no
+ * batch is in flight before it (writeBatchAlone: nothing to overlap, fewer round trips).
+ */
+export async function commitPlan(
+  w: WriterState,
+  plan: Plan,
+  order: ClaimOrder,
+  alone: boolean,
+): Promise<unknown | null> {
   let rows: Row[][];
   try {
     // Read before the write, outside it: an id another process stores in between changes the clock's token
@@ -134,10 +148,10 @@ export async function commitPlan(w: WriterState, plan: Plan, order: ClaimOrder):
       pendingResolved: plan.pendingResolved,
     };
     const { statements } = plan.alongside;
-    rows =
-      w.db.kind === "postgres"
-        ? await writeBatchClaimFirst(w.db, writes, order, statements)
-        : await writeBatchWith(w.db, writes, statements); // alone on its database: nothing waits for the order
+    if (w.db.kind !== "postgres")
+      rows = await writeBatchWith(w.db, writes, statements); // alone on its database: nothing waits for the order
+    else if (alone) rows = await writeBatchAlone(w.db, writes, order, statements);
+    else rows = await writeBatchClaimFirst(w.db, writes, order, statements);
   } catch (error) {
     return error;
   } finally {
