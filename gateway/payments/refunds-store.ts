@@ -126,7 +126,8 @@ export async function refundsOfInvoice(
  * refund), and the version of its `refundable` row this was read from: PostgreSQL's `xmin`, the transaction that
  * last wrote the row, which every claim and every amount given back changes (never back to an earlier value), or
  * `none` while there is no row. A claim made with `readAt` passes only if the row is still that version. A reversal
- * of the invoice's money moves the version too (touchStatement), in the transaction of its legs.
+ * of the invoice's money moves the version too (touchStatement), in the transaction of its record and, with a
+ * split, of its legs.
  */
 export async function claimableOf(
   sql: Sql,
@@ -139,17 +140,32 @@ export async function claimableOf(
   return { left: params.paid - (row?.refunded ?? 0n), version: row?.version ?? noRefundableRow };
 }
 
+/**
+ * Whether a reversal of the invoice's payment stands: recorded and not withdrawn (settlement/invoices.ts
+ * applyReversed, applyReinstated). A refund reads it after claimableOf's version and claims with that version: a
+ * reversal recorded after the read touches the row in its record's transaction (touchStatement), so the claim is
+ * refused and the next try reads this again.
+ */
+export async function reversalStands(sql: Sql, invoiceId: string): Promise<boolean> {
+  const [row] = await sql.query<{ stands: boolean }>(
+    "SELECT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL) AS stands",
+    [invoiceId],
+  );
+  return row?.stands === true;
+}
+
 /** The version of a `refundable` row that is not there (no xmin is this). */
 const noRefundableRow = "none";
 
 /**
  * A touch of an invoice's `refundable` row (written if it is not there yet, `paid` as a claim writes it): its
- * version moves and nothing else. A reversal of the invoice's money writes it in the transaction of its ledger legs
- * (settlement/invoices.ts applyReversed), so that a refund that read the row before is refused its claim and
- * computed again, seeing the reversal. `readAt` (claimableOf's version): the touch passes only if the row is still
- * that version, so that what the reversal computed from reads made after it is of one state with the refunds'
- * claims; otherwise refund_exceeds_remaining() is raised (isRefundExceeding) and the transaction, legs and all, is
- * rolled back. null: any version passes.
+ * version moves and nothing else. A reversal of the invoice's money writes it in the transaction of its record
+ * (every invoice) and, with a split, of its ledger legs (settlement/invoices.ts applyReversed, takeBackReversal), so
+ * that a refund that read the row before is refused its claim and computed again, seeing the reversal. `readAt`
+ * (claimableOf's version): the touch passes only if the row is still that version, so that what the reversal
+ * computed from reads made after it is of one state with the refunds' claims; otherwise refund_exceeds_remaining()
+ * is raised (isRefundExceeding) and the transaction, legs and all, is rolled back. null: any version passes (a
+ * record's touch: it waits for a claim that holds the row's lock, and the refund came first).
  */
 export function touchStatement(params: { targetId: string; paid: bigint; readAt: string | null }): Statement {
   return {
@@ -178,9 +194,10 @@ export type NewRefund = Omit<
   idempotencyKey: string | null;
   paid: bigint;
   /**
-   * The version of the target's `refundable` row (claimableOf) that what the refund takes from each payee was
-   * computed from: the claim passes only if no other refund of the target was claimed or given back since. Absent:
-   * nothing of the refund depends on it (no payees), any version passes.
+   * The version of the target's `refundable` row (claimableOf) that the refund was computed from (what it takes
+   * from each payee; of an invoice, that no reversal of it stands): the claim passes only if no other refund of the
+   * target was claimed or given back since, nor a reversal of it written. Absent (an internal payment's refund):
+   * nothing of the refund depends on it, any version passes.
    */
   readAt?: string;
 };

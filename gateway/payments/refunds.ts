@@ -15,11 +15,13 @@
 //      target's `refundable` row: two refunds racing for the last of it cannot both pass) and `refund.created` —
 //      refused `insufficient_funds` (the tenant's account, or a payee's, short of its part) or
 //      `refund_exceeds_remaining` (or its Idempotency-Key another refund's: that one is the answer), none of it is
-//      written. The payees' parts are computed from what is left, read with its row's version, and then the
-//      credits; the claim passes only if the row is still that version, so they are of one state, as if read under
-//      the claim's lock. Another refund of the target claimed or given back in between, or a reversal of the
-//      invoice's money written (its legs touch the row: settlement/invoices.ts takeBackReversal): nothing is written
-//      and the refund is computed again from new reads (holdAndClaim, refundClaimAttemptsMax);
+//      written. What is left is read with its row's version, then (of an invoice) whether a reversal of its payment
+//      stands — refused `invoice_not_paid` if one does — and then the payees' credits; the claim passes only if the
+//      row is still that version, so they are of one state, as if read under the claim's lock. Another refund of the
+//      target claimed or given back in between, or a reversal of the invoice's money written (its legs touch the row
+//      with a split, and its record always does: settlement/invoices.ts applyReversed): nothing is written and the
+//      refund is computed again from new reads (holdAndClaim, refundClaimAttemptsMax), so a reversal recorded before
+//      the claim is never refunded on top;
 //   3. the rail: a provider refund, a payout, or nothing (internal);
 //   4. succeeded → every hold posted (the rail's fee booked from its fee account), `refund.succeeded`; failed →
 //      every hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
@@ -68,6 +70,7 @@ import {
   type RefundRow,
   refundFromRow,
   refundsOfInvoice,
+  reversalStands,
   succeededStatement,
 } from "./refunds-store.ts";
 import {
@@ -161,9 +164,8 @@ async function invoiceSource(
     rail_reference: string | null;
     payer: string | null;
     split: unknown;
-    status: string;
   }>(
-    `SELECT account_id, asset, rail, received_amount, rail_reference, payer, split, status FROM invoices
+    `SELECT account_id, asset, rail, received_amount, rail_reference, payer, split FROM invoices
      WHERE id = $1 AND tenant_id = $2`,
     [params.invoiceId, params.tenantId],
   );
@@ -172,14 +174,7 @@ async function invoiceSource(
   // What came in is refundable, also of an invoice still open because it was paid in part.
   if (invoice.received_amount === null || invoice.received_amount <= 0n)
     return refuse("invoice_not_paid", `nothing has been paid for invoice ${params.invoiceId}`, "invoice");
-  // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
-  // refund a disputed charge: until every reversal of it is withdrawn (the invoice paid again), nothing is refundable.
-  if (invoice.status === "reversed")
-    return refuse(
-      "invoice_not_paid",
-      `invoice ${params.invoiceId}'s payment was reversed (a dispute or a reorganised deposit): nothing of it is refundable unless the reversal is withdrawn`,
-      "invoice",
-    );
+  // A payment taken back is refused in holdAndClaim, after the version its claim is checked against is read.
   const asset = assetByCode(invoice.asset);
   const rail = deps.rails.get(invoice.rail);
   if (asset === null || rail === undefined)
@@ -438,16 +433,30 @@ type Claimed =
   | { outcome: "moved" };
 
 /**
- * Reads what is left of the target, then the payees' credits, computes each payee's part and writes the holds with
- * the claim. The claim is the one place refunds of a target are serialised (its `refundable` row's lock), and it
- * passes only if that row is still the version read first (readAt): no refund of the target was claimed or given
- * back since, nor a reversal of an invoice's money written, so what is left and every credit read after it (the
- * holds of its refunds not failed, written in the claims' and give-backs' transactions; the legs of its reversals,
- * written with a touch of the row) are of one state, as if read under that lock. Otherwise nothing is written
- * and the refund is computed again from new reads (`moved`).
+ * Reads what is left of the target, then whether a reversal of an invoice's payment stands (refused
+ * `invoice_not_paid`: nothing written), then the payees' credits, computes each payee's part and writes the holds
+ * with the claim. The claim is the one place refunds of a target are serialised (its `refundable` row's lock), and,
+ * of an invoice, it passes only if that row is still the version read first (readAt): no refund of the target was
+ * claimed or given back since, nor a reversal of the invoice's money written, so what is left, the reversals and
+ * every credit read after it (the holds of its refunds not failed, written in the claims' and give-backs'
+ * transactions; the legs of its reversals, written with a touch of the row with a split; the record of every
+ * reversal, written with a touch of the row: settlement/invoices.ts applyReversed) are of one state, as if read
+ * under that lock. Otherwise nothing is written and the refund is computed again from new reads (`moved`). A
+ * reversal recorded after the claim waits for its lock: the refund came first.
  */
 async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRefundParams): Promise<Claimed> {
   const read = await claimableOf(deps.db, { targetId: source.targetId, paid: source.paid });
+  // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
+  // refund a disputed charge: until every reversal of it is withdrawn, nothing is refundable.
+  if (params.target.kind === "invoice" && (await reversalStands(deps.db, source.targetId)))
+    return {
+      outcome: "answered",
+      answer: refuse(
+        "invoice_not_paid",
+        `invoice ${source.targetId}'s payment was reversed (a dispute or a reorganised deposit): nothing of it is refundable unless the reversal is withdrawn`,
+        "invoice",
+      ),
+    };
   const amount = amountOf(source, params, read.left);
   if (typeof amount !== "bigint") return { outcome: "answered", answer: amount };
   const payees = await splitPayees(deps, {
@@ -473,7 +482,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     holdTransferId: hold.pendingId,
     idempotencyKey: params.idempotencyKey,
     paid: source.paid,
-    ...(payees.length === 0 ? {} : { readAt: read.version }),
+    ...(params.target.kind === "invoice" ? { readAt: read.version } : {}),
   });
   // The hold, the row, its claim on what is left and its event: one transaction, all or nothing.
   let held: Awaited<ReturnType<typeof writeChainWith>>;

@@ -735,7 +735,10 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  * takeBackReversal), and the rest from the invoice's account; each payee, too, gives back at most what it holds. The
  * legs are one linked ledger chain: all of them or none.
  * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
- * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing.
+ * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing. From its record on, no
+ * refund of the invoice passes until every reversal of it is withdrawn: the record's transaction touches the
+ * invoice's `refundable` row, which every refund's claim of an invoice is checked against (payments/refunds.ts
+ * holdAndClaim), split or not.
  */
 export async function applyReversed(
   deps: SettlementDeps,
@@ -766,12 +769,13 @@ export async function applyReversed(
         ? ("withdrawn" as const)
         : ("duplicate" as const);
     await tx.query("UPDATE invoices SET status = 'reversed' WHERE id = $1 AND status = 'paid'", [invoice.id]);
-    // Refunds count this reversal's legs from now on (they find them by this record): one that read the invoice's
-    // `refundable` row before the record is refused its claim and computed again (the chain's touch did so for those
-    // that read before the legs). With a split only: what a refund takes depends on the legs only there. A refund
-    // read and claimed wholly between the legs and this record (or, after a crash there, until the redelivery) does
-    // not count them: split-reversal.ts says so.
-    const paid = invoice.split !== null && invoice.split.length > 0 ? await receivedOf(tx, invoice) : 0n;
+    // Refunds are refused `invoice_not_paid` from now on (they find this record: payments/refunds.ts holdAndClaim),
+    // every invoice, split or not: the touch moves the version of its `refundable` row (created if no refund made
+    // it yet), so a refund that read the row before this record is refused its claim and reads again, finding it. A
+    // refund whose claim holds the row's lock makes the touch wait for it: that refund came first. A refund read and
+    // claimed wholly between the legs and this record (or, after a crash there, until the redelivery) does not see
+    // the reversal: split-reversal.ts says so. An invoice that received nothing has no row to touch, nor a refund.
+    const paid = await receivedOf(tx, invoice);
     if (paid > 0n) {
       const touch = touchStatement({ targetId: invoice.id, paid, readAt: null });
       await tx.query(touch.text, touch.params);

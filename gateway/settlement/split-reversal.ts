@@ -153,9 +153,9 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
  * still owed to the payer). It joins the same order: its legs are written with a touch of the `refundable` row that
  * passes only if the row is still the version read before its credits (settlement/invoices.ts takeBackReversal), so a
  * refund claimed after those reads makes it compute again, and a refund that read the row before the legs fails its
- * claim and computes again, counting them (it finds them by the reversal's record, whose transaction touches the row
- * again). Left open: a refund read and claimed wholly between a reversal's legs and its record (in flight, or until
- * the redelivery after a crash there) does not count the legs.
+ * claim and computes again: refused `invoice_not_paid` once the reversal is recorded (its record's transaction
+ * touches the row again; payments/refunds.ts holdAndClaim). Left open: a refund read and claimed wholly between a
+ * reversal's legs and its record (in flight, or until the redelivery after a crash there) does not count the legs.
  */
 export function takeBackShares(
   amount: bigint,

@@ -5,12 +5,14 @@
 // Refunded at once or in two parts, every balance is exact; a payee short of its part refuses the whole refund with
 // nothing written; an Idempotency-Key repeated moves nothing. Two refunds of one invoice, one computed while the
 // other is claimed, take from each payee exactly its share together — payees hold more than their credit there, so
-// that taking too much would not be refused for their balance.
+// that taking too much would not be refused for their balance. A refund of an invoice, split or not, whose reads
+// precede a reversal recorded before its claim is refused invoice_not_paid with nothing of it written.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import type { Db } from "../../gateway/db/index.ts";
+import type { Ledger } from "../../gateway/ledger/index.ts";
 import { createRefund } from "../../gateway/payments/refunds.ts";
 import { applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
 import { refundShareLedgerId, reversalShareLedgerId } from "../../gateway/settlement/split-reversal.ts";
@@ -474,34 +476,31 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     return found.map((transfer) => transfer.amount);
   }
 
-  it("a refund whose reads straddle a reversal of the invoice counts what the reversal took: each credit exactly, no more", async () => {
+  it("a refund whose reads straddle a reversal of the invoice is refused 409 invoice_not_paid: the refund moves nothing", async () => {
     // Another invoice's credit stays on the payees: a part too large would be taken, not refused for their balance.
     await paidSplitInvoice();
     const invoice = await paidSplitInvoice();
     const before = await balances();
-    // The refund of all stops after it read what is left of the invoice and which refunds of it there are, until a
-    // dispute of 4 USDC has been applied in full.
+    // The refund of all stops after it read what is left of the invoice, that no reversal of it stands and which
+    // refunds of it there are, until a dispute of 4 USDC has been applied in full (legs and record).
     const pausing = pausingAtRefundsRead(gw.app.payments.db);
     const all = createRefund({ ...gw.app.payments, db: pausing.db }, refundOfAll(invoice));
     await pausing.reached;
     await toy.reverse(invoice, `dispute-${invoice}`, 4_000_000n);
+    const written = { transfers: await gw.ledgerTransferCount(), refunds: await count("refunds") };
     pausing.open();
     const refunded = await all;
-    if (!refunded.ok) throw new Error(refunded.message);
-    expect(refunded.refund.status).toBe("succeeded");
+    // Its claim is refused (the row moved), and the next try finds the reversal (before: the refund, computed again
+    // counting the reversal's legs, passed and the seller refunded 6.500199 USDC it had given back to the dispute).
+    expect(refunded).toMatchObject({ ok: false, refusal: "invoice_not_paid" });
+    expect({ transfers: await gw.ledgerTransferCount(), refunds: await count("refunds") }).toEqual(written);
     // The reversal takes each payee's proportion of its credit (4 of 10.000001: A 999,999, B 1,333,199), the seller
-    // 1,666,802; the refund of all then takes what is left of each credit (A 1,500,001, B 1,999,801), the seller the
-    // rest (6,500,199): together each credit exactly (before: the refund, blind to the reversal, took every credit whole
-    // again, A 2,500,000 and B 3,333,000).
+    // 1,666,802; nothing more moves.
     expect(await reversalParts(invoice, `dispute-${invoice}`)).toEqual([999_999n, 1_333_199n]);
-    expect(await refundParts(refunded.refund.id)).toEqual([1_500_001n, 1_999_801n]);
-    const after = await moved(before);
-    expect(-after.a).toBeLessThanOrEqual(credited.a);
-    expect(-after.b).toBeLessThanOrEqual(credited.b);
-    expect(after).toEqual({
-      seller: -(1_666_802n + 6_500_199n),
-      a: -credited.a,
-      b: -credited.b,
+    expect(await moved(before)).toEqual({
+      seller: -1_666_802n,
+      a: -999_999n,
+      b: -1_333_199n,
       held: [0n, 0n, 0n],
     });
   });
@@ -544,6 +543,109 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       held: [0n, 0n, 0n],
     });
   });
+
+  /** An invoice to the seller without a split, paid 10 USDC through the toy's provider. */
+  async function paidPlainInvoice(): Promise<string> {
+    const created = await createInvoice(gw.app.settlement, {
+      tenantId,
+      accountId: seller,
+      asset: "USDC",
+      amount: "10",
+      rail: "toysplit",
+      description: "no split",
+      expirySeconds: 600,
+    });
+    if (!created.ok) throw new Error(created.message);
+    await toy.pay(created.invoice.id, 10_000_000n);
+    expect((await gw.call("GET", `/v1/invoices/${created.invoice.id}`)).body.status).toBe("paid");
+    return created.invoice.id;
+  }
+
+  /**
+   * `ledger`, whose first chain written with a statement (a refund's holds with its claim: every read the refund is
+   * computed from is made by then) waits for `first` to be done before it is written.
+   */
+  function ledgerRunningFirst(ledger: Ledger, first: () => Promise<void>): Ledger {
+    let ran = false;
+    return new Proxy(ledger, {
+      get(target, key) {
+        if (key === "createTransfersWith")
+          return async (...args: Parameters<Ledger["createTransfersWith"]>) => {
+            if (!ran) {
+              ran = true;
+              await first();
+            }
+            return target.createTransfersWith(...args);
+          };
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  }
+
+  async function refundEvents(): Promise<bigint> {
+    const [row] = await gw.app.db.query<{ count: bigint }>(
+      "SELECT count(*) AS count FROM outbox WHERE type LIKE 'refund.%'",
+    );
+    return row!.count;
+  }
+
+  it.each([
+    ["no refund of it before", 0n],
+    ["a refund of 2 USDC before", 2_000_000n],
+  ] as const)(
+    "a refund of an invoice without a split whose reads precede a reversal recorded before its claim is refused 409 invoice_not_paid, nothing written (%s)",
+    async (_, refundedBefore) => {
+      const invoice = await paidPlainInvoice();
+      if (refundedBefore > 0n) expect((await refund({ invoice, amount: "2" })).body.status).toBe("succeeded");
+      const key = `dispute-${invoice}`;
+      const before = await balances();
+      const written = {
+        transfers: await gw.ledgerTransferCount(),
+        refunds: await count("refunds"),
+        events: await refundEvents(),
+      };
+      // The refund of all reads the invoice, what is left of it and that no reversal stands; then a dispute of 4 USDC
+      // is applied in full (its leg, its record and the invoice 'reversed', committed); then the refund's holds and
+      // claim are written.
+      const answer = await createRefund(
+        {
+          ...gw.app.payments,
+          ledger: ledgerRunningFirst(gw.app.payments.ledger, () => toy.reverse(invoice, key, 4_000_000n)),
+        },
+        {
+          tenantId,
+          target: { kind: "invoice", invoiceId: invoice },
+          amount: null,
+          reason: null,
+          metadata: {},
+          destination: null,
+          idempotencyKey: null,
+        },
+      );
+      expect((await gw.call("GET", `/v1/invoices/${invoice}`)).body.status).toBe("reversed");
+      // Before: the refund passed and the seller paid back the 10 USDC (or the 8 left) on top of the 4 the dispute took.
+      expect(answer).toMatchObject({ ok: false, refusal: "invoice_not_paid" });
+      // Only the reversal's one leg moved: no refund row, no hold, no refund event.
+      expect({
+        transfers: await gw.ledgerTransferCount(),
+        refunds: await count("refunds"),
+        events: await refundEvents(),
+      }).toEqual({ ...written, transfers: written.transfers + 1n });
+      expect(await moved(before)).toEqual({ seller: -4_000_000n, a: 0n, b: 0n, held: [0n, 0n, 0n] });
+      // The dispute won: what is left is refundable again, no more (the reversal's touch of the row changed nothing).
+      await toy.reinstate(invoice, key);
+      const rest = await refund({ invoice });
+      expect(rest.status).toBe(201);
+      expect(rest.body).toMatchObject({
+        status: "succeeded",
+        amount: refundedBefore > 0n ? "8.000000" : "10.000000",
+      });
+      expect((await refund({ invoice, amount: "0.000001" })).body.error.code).toBe(
+        "refund_exceeds_remaining",
+      );
+    },
+  );
 
   it("refuses the whole refund when a payee holds less than its part: 402 insufficient_funds, nothing written", async () => {
     const invoice = await paidSplitInvoice();
