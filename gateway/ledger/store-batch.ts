@@ -120,13 +120,14 @@ function batchStatement(writes: BatchWrites): [string, unknown[]] {
 }
 
 /**
- * A pipelined batch with no batch in flight before it (PostgreSQL): there is no commit to overlap, so it is
- * writeBatch's one statement (transfers, the clock's swap if it still carries `expectedToken`, balances, pending set)
- * and then the callers' statements, in one transaction — two round trips fewer than writeBatchClaimFirst, which is
- * what a lone payment waits for. The clock is held from that statement to the commit; a batch sent behind this one
- * takes it after (`order.claimed` once the statement has run), as it would behind a pipelined one. Another process
- * holding the clock makes the statement wait and then find another token: it aborts with `staleBatchCode`, and the
- * batch runs again, locked, as a pipelined one would.
+ * A pipelined batch with no batch in flight before it (PostgreSQL): there is no commit to overlap, so it is the
+ * callers' statements and then writeBatch's one statement (transfers, the clock's swap if it still carries
+ * `expectedToken`, balances, pending set), in one transaction — two round trips fewer than writeBatchClaimFirst,
+ * which is what a lone payment waits for. As there, the callers' statements (which touch no ledger table) go before
+ * the clock: rows are locked in the order every pipelined batch locks them (callers' rows, then the clock), and the
+ * clock is held only from the batch's statement to the commit. A batch sent behind this one takes the clock after
+ * it (`order.claimed` once the statement has run). Another process holding the clock makes the statement wait and
+ * then find another token: it aborts with `staleBatchCode`, and the batch runs again, locked.
  */
 export async function writeBatchAlone(
   db: Db,
@@ -136,12 +137,13 @@ export async function writeBatchAlone(
 ): Promise<Row[][]> {
   try {
     return await ledgerTransaction(db, "batch write", async (tx) => {
+      const rows = await writeAlongside(tx, alongside);
       try {
         await writeBatch(tx, writes);
       } finally {
         order.claimed();
       }
-      return await writeAlongside(tx, alongside);
+      return rows;
     });
   } finally {
     order.claimed(); // failed before its statement ran: the next batch need not wait for this one

@@ -17,7 +17,7 @@
 //   balance deltas and pending changes. If the token differs (another process wrote) the claim aborts the
 //   transaction; then, or if anything fails, this batch and the ones behind it run again, locked, in the same
 //   order. Callers never see the difference. A batch with none in flight before it has no commit to overlap: it is
-//   one statement (transfers, clock, balances) and the callers' statements, in one transaction (writeBatchAlone),
+//   the callers' statements and one statement (transfers, clock, balances), in one transaction (writeBatchAlone),
 //   two round trips fewer for a lone payment. On PGlite (one connection, in this process) the depth is 1: nothing
 //   overlaps or waits, and a batch is one statement (writeBatch) instead of reads and writes under the lock.
 //

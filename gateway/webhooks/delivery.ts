@@ -26,7 +26,7 @@ export const webhookDeliveryGiveUpAfterMs = 3 * 24 * 3_600_000;
 export const webhookEndpointDisableAfterMs = 5 * 24 * 3_600_000;
 
 export type WebhookLimits = {
-  /** The most events fanned out per pass. */
+  /** The most events fanned out per batch (a pass drains up to fanOutBatchesPerPassMax batches). */
   batchEventsMax: number;
   /** One attempt's bound: connection, answer and all. */
   deliveryTimeoutMs: number;

@@ -1,7 +1,7 @@
 // What a lone batch costs on PostgreSQL, in statements: a payment that arrives when nothing else is being written
 // waits for every round trip its batch makes (issue #19: single-postgres against a bare commit). With no batch in
-// flight there is no commit to overlap, so the batch is one statement (transfers, clock, balances) and the callers'
-// own, in one transaction — not the pipelined four (insert, callers', clock lock, balances).
+// flight there is no commit to overlap, so the batch is the callers' statements and one of its own (transfers, clock,
+// balances), in one transaction — not the pipelined four (insert, callers', clock lock, balances).
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Db, Sql } from "../../core/index.ts";
 import { migrate, openPostgres } from "../../gateway/db/index.ts";
@@ -64,7 +64,7 @@ afterAll(async () => {
 });
 
 describe("a lone batch on PostgreSQL", () => {
-  it("is one transaction of two statements: the batch's and the caller's", async () => {
+  it("is one transaction of two statements: the caller's, then the batch's", async () => {
     for (const id of [10n, 11n, 12n]) {
       counts.transactions = 0;
       counts.statements = [];
@@ -76,7 +76,7 @@ describe("a lone batch on PostgreSQL", () => {
       expect(rows).toHaveLength(1);
       expect(counts.transactions).toBe(1);
       expect(counts.statements).toHaveLength(2);
-      expect(counts.statements[1]).toBe("SELECT txid_current()::text AS tx");
+      expect(counts.statements[0]).toBe("SELECT txid_current()::text AS tx");
     }
     const [debited] = await ledger.lookupAccounts([debit]);
     expect(debited!.debitsPosted).toBe(7n); // 1 + 3 × 2: every lone batch applied once
