@@ -17,7 +17,8 @@
 //
 // Gas: the transaction's gas (used × effective price, in gwei rounded up) is booked once per batch, as the rail's
 // fee against its ETH clearing account, split into one share per payment sent: each share is the total divided by
-// the payments, rounded down, and the remainder goes to the first payment (`splitEvenlyRemainderToFirst`).
+// the payments, rounded down, and the remainder goes to the payment whose invoice id is smallest
+// (`splitEvenlyRemainderToFirst` over the invoices in id order, so the reconciler books the same shares).
 //
 // What does not fit a packed item (a value above 2^128 − 1, a window past 2^48 − 1, an ERC-1271 signature that is
 // not 65 bytes), or a chain without a batch sender, goes to the single settler.
@@ -390,9 +391,13 @@ async function sendOnChain(
 }
 
 /**
- * The batch's gas, booked once: its total in gwei (rounded up) split across the payments it carried (their invoices,
- * in the batch's order) by splitEvenlyRemainderToFirst, one ledger transfer per payment (ids derived from the
- * transaction and the invoice, so booking again changes nothing). reconcile.ts books a batch it concludes through it.
+ * The batch's gas, booked once: its total in gwei (rounded up) split across the payments it carried (their invoices)
+ * by splitEvenlyRemainderToFirst, one ledger transfer per payment (ids derived from the transaction and the invoice,
+ * so booking again changes nothing). The shares go by invoice id, the remainder to the smallest, whatever order the
+ * invoices are named in: the settler knows the batch's order, reconcile.ts (which books a batch it concludes through
+ * this) only the set, and both must book the same amount under each id. With the remainder on the batch's first, a
+ * reconciler finishing a booking the settler left half done, naming the invoices in another order, booked the rest by
+ * another split (an id already booked with another amount is skipped): the gas booked missed or doubled the remainder.
  */
 export async function bookBatchGas(
   settlement: SettlementDeps,
@@ -402,21 +407,22 @@ export async function bookBatchGas(
 ): Promise<void> {
   const totalGwei = divCeil(tx.gasWei, weiPerGwei);
   if (totalGwei === 0n) return;
-  const shares = splitEvenlyRemainderToFirst(totalGwei, invoiceIds.length);
+  const ordered = [...invoiceIds].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const shares = splitEvenlyRemainderToFirst(totalGwei, ordered.length);
   await bookGasEntries(
     settlement,
     chain,
-    invoiceIds.map((invoiceId, i) => ({
+    ordered.map((invoiceId, i) => ({
       amount: shares[i]!,
       id: derivedLedgerId(`${chain.chainId}:${tx.txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas"),
       reference: tx.txHash,
       detail: {
         kind: "x402_batch_gas",
         wei: tx.gasWei.toString(),
-        payments: invoiceIds.length.toString(),
+        payments: ordered.length.toString(),
         invoice: invoiceId,
       },
-      label: `payment ${i + 1} of ${invoiceIds.length}'s share of the gas of x402 batch ${tx.txHash}`,
+      label: `payment ${i + 1} of ${ordered.length}'s share of the gas of x402 batch ${tx.txHash}`,
     })),
   );
 }

@@ -408,8 +408,8 @@ async function conclude(
 
 /**
  * Books the transaction's gas as the settler that sent it does: a transaction to the token is one payment's
- * (bookGas); one to a batch settler is split over every row carrying it (bookBatchGas), in the order the batch
- * held them. False (logged) when the rows cannot name their shares.
+ * (bookGas); one to a batch settler is split over every row carrying it (bookBatchGas, by invoice id). False
+ * (logged) when the rows cannot name their shares.
  */
 async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, receipt: MinedReceipt) {
   const gasWei = receipt.gasUsed * receipt.effectiveGasPrice;
@@ -417,7 +417,7 @@ async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, rec
     await bookGas(deps.settlement, chain, txHash, gasWei);
     return true;
   }
-  const invoiceIds = await batchInvoiceIds(deps.db, chain, txHash, receipt);
+  const invoiceIds = await batchInvoiceIds(deps.db, chain, txHash);
   if (invoiceIds === null) {
     deps.logger.error({ txHash, rail: chain.rail }, "x402 reconcile: a batch row without its invoice; left");
     return false;
@@ -428,35 +428,14 @@ async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, rec
 
 /**
  * The invoices of every row carrying batch transaction `txHash` (whatever its status: batch.ts records each item
- * of a batch with it, those refused too), in the batch's order — the first of them takes the gas's remainder as
- * batch.ts gives it to its first item. The contract handles the items in order and logs each (the token's
- * AuthorizationUsed, or its own AuthorizationFailed), each log naming the item's nonce; an item not in the logs
- * (a reverted batch, an item the invoice refused before sending) goes after them, by invoice. Null when a row has
- * no invoice (batch.ts queues none without one).
+ * of a batch with it, those refused too). Their order does not matter: bookBatchGas splits by invoice id. Null when a
+ * row has no invoice (batch.ts queues none without one).
  */
-async function batchInvoiceIds(
-  db: Db,
-  chain: X402Chain,
-  txHash: Hex,
-  receipt: MinedReceipt,
-): Promise<string[] | null> {
-  const rows = await db.query<{ nonce: string; invoice_id: string | null }>(
-    "SELECT nonce, invoice_id FROM x402_authorizations WHERE chain_id = $1 AND token = $2 AND tx_hash = $3",
+async function batchInvoiceIds(db: Db, chain: X402Chain, txHash: Hex): Promise<string[] | null> {
+  const rows = await db.query<{ invoice_id: string | null }>(
+    "SELECT invoice_id FROM x402_authorizations WHERE chain_id = $1 AND token = $2 AND tx_hash = $3",
     [chain.chainId, chain.token.toLowerCase(), txHash],
   );
-  const invoiced = rows.flatMap((row) =>
-    row.invoice_id === null ? [] : [{ ...row, invoiceId: row.invoice_id }],
-  );
-  if (invoiced.length !== rows.length) return null;
-  const positionOf = (nonce: string) => {
-    const at = receipt.logs.findIndex((log) => log.topics.some((topic) => topic?.toLowerCase() === nonce));
-    return at === -1 ? receipt.logs.length : at;
-  };
-  return invoiced
-    .map((row) => ({ invoiceId: row.invoiceId, position: positionOf(row.nonce.toLowerCase()) }))
-    .sort(
-      (x, y) =>
-        x.position - y.position || (x.invoiceId < y.invoiceId ? -1 : x.invoiceId > y.invoiceId ? 1 : 0),
-    )
-    .map((row) => row.invoiceId);
+  const invoiceIds = rows.flatMap((row) => (row.invoice_id === null ? [] : [row.invoice_id]));
+  return invoiceIds.length === rows.length ? invoiceIds : null;
 }

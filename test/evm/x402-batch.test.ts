@@ -12,10 +12,12 @@ import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { getInvoice } from "../../gateway/settlement/index.ts";
 import {
   type BatchSettler,
   type BatchSettlerSettings,
+  bookBatchGas,
   createBatchSettler,
   splitEvenlyRemainderToFirst,
 } from "../../gateway/x402/batch.ts";
@@ -249,11 +251,53 @@ describe("batch settlement on the Hardhat chain", () => {
 
     // Gas: booked once for the batch, one share per payment, summing to the transaction's gas.
     const gasGwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
-    const ids = results.map((r) =>
-      derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${r.invoiceId}`, "x402-batch-gas"),
-    );
+    const ids = results
+      .map((r) => r.invoiceId)
+      .sort()
+      .map((invoiceId) =>
+        derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas"),
+      );
     const booked = new Map((await gw.app.ledger.lookupTransfers(ids)).map((t) => [t.id, t.amount]));
     expect(ids.map((id) => booked.get(id))).toEqual(splitEvenlyRemainderToFirst(gasGwei, count));
+  });
+
+  it("books a batch's gas by its invoices, not their order: a booking finished in another order adds up", async () => {
+    // The settler books in the batch's order and fails after the first share; the reconciler finishes it naming the
+    // invoices in another order. Each share is booked once, and together they are the transaction's gas exactly.
+    const txHash = keccak256(stringToHex(`gas order ${Date.now()}`));
+    const invoices = ["inv_gas_order_c", "inv_gas_order_a", "inv_gas_order_b"];
+    const gasWei = 1_000_000_000n * 1_003n; // 1,003 gwei over three: a remainder of 1
+    const idOf = (invoiceId: string) =>
+      derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas");
+    const railFees = async () => {
+      const fees = await railAccountOpened(gw.app.settlement, {
+        kind: "fee",
+        rail: chain.rail,
+        asset: assets.ETH,
+      });
+      const account = await gw.ledgerAccount(fees.ledgerAccountId);
+      return account.debitsPosted - account.creditsPosted;
+    };
+    const feesBefore = await railFees();
+    const ledger = gw.app.settlement.ledger;
+    let allowed = 1;
+    const stopping = new Proxy(ledger, {
+      get(target, property, receiver) {
+        if (property !== "createTransfers") return Reflect.get(target, property, receiver);
+        return async (...args: Parameters<typeof ledger.createTransfers>) => {
+          if (allowed-- <= 0) throw new Error("the ledger stopped answering");
+          return target.createTransfers(...args);
+        };
+      },
+    });
+    await expect(
+      bookBatchGas({ ...gw.app.settlement, ledger: stopping }, chain, { txHash, gasWei }, invoices),
+    ).rejects.toThrow("the ledger stopped answering");
+    await bookBatchGas(gw.app.settlement, chain, { txHash, gasWei }, [...invoices].reverse());
+    const booked = await gw.app.ledger.lookupTransfers(invoices.map(idOf));
+    expect(booked).toHaveLength(3);
+    expect(booked.reduce((sum, t) => sum + t.amount, 0n)).toBe(1_003n);
+    expect((await railFees()) - feesBefore).toBe(1_003n);
   });
 
   it("credits each invoice its own amount when one payer's two authorizations of different values share a transaction", async () => {

@@ -273,11 +273,14 @@ describe("a row left submitted whose transaction was mined", () => {
     expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: txHash });
     expect((await rowOf(ps[2]!))?.status).toBe("settled");
     expect((await rowOf(ps[3]!))?.status).toBe("settled");
-    // One share per item, in the batch's order (the remainder to the first), each under batch.ts's id.
+    // One share per item, by invoice id (the remainder to the smallest), each under batch.ts's id.
     // (A remainder to give, or the order would not show: the calldata is the same every run, so is the gas.)
     expect(gas % BigInt(sentItems.length)).not.toBe(0n);
     const shares = splitEvenlyRemainderToFirst(gas, sentItems.length);
-    const ids = sentItems.map((item) => batchGasId(txHash, item.reference));
+    const ids = sentItems
+      .map((item) => item.reference)
+      .sort()
+      .map((invoiceId) => batchGasId(txHash, invoiceId));
     const booked = new Map((await gw.app.ledger.lookupTransfers(ids)).map((t) => [t.id, t.amount]));
     expect(ids.map((id) => booked.get(id))).toEqual(shares);
     expect(await feesBooked()).toBe(feesBefore + gas);
