@@ -2,7 +2,7 @@
 // liabilities: credit-normal, never overdrawn. A rail's clearing account holds what sits on that rail:
 // an asset, debit-normal, never below zero. Every read is scoped to its tenant.
 
-import { type Asset, assetByCode, SwitchyardError } from "../../core/index.ts";
+import { type Asset, assetByCode, SwitchyardError, setBounded } from "../../core/index.ts";
 import type { ChangeFeed, Sql } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
@@ -228,12 +228,7 @@ export function createAccountCache(
   const remember = (key: string, record: AccountRecord, forgottenBefore: number): void => {
     if (limits.entriesMax <= 0) return;
     if (forgotten !== forgottenBefore || deps.changes?.listening() === false) return;
-    while (records.size >= limits.entriesMax) {
-      const oldest = records.keys().next();
-      if (oldest.done === true) break;
-      records.delete(oldest.value);
-    }
-    records.set(key, record);
+    setBounded(records, key, record, limits.entriesMax);
   };
   return {
     async tenantAccount(params) {

@@ -23,6 +23,7 @@ import {
   type SettlementEvidence,
   type SignedPaymentRefusal,
   SwitchyardError,
+  setBounded,
 } from "../../core/index.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Sql } from "../db/index.ts";
@@ -106,12 +107,7 @@ export function createOpenInvoiceMemory(limits: { entriesMax: number }): OpenInv
   return {
     remember(invoice) {
       if (limits.entriesMax <= 0) return;
-      while (invoices.size >= limits.entriesMax) {
-        const oldest = invoices.keys().next();
-        if (oldest.done === true) break;
-        invoices.delete(oldest.value);
-      }
-      invoices.set(invoice.id, invoice);
+      setBounded(invoices, invoice.id, invoice, limits.entriesMax);
     },
     recall: (id) => invoices.get(id),
     forget(id) {

@@ -15,6 +15,7 @@
 // costs no query. Nothing remembers unknown keys: the checksum already refuses what a guess would produce, a forger
 // who computes checksums can make endless distinct keys that no bounded memory would hold, and the per-IP rate limit
 // (gateway/http/rate-limit.ts) bounds how many such lookups one address can cause.
+import { setBounded } from "../../core/index.ts";
 import type { ChangeFeed, Sql } from "../db/index.ts";
 import {
   type ApiKeyRecord,
@@ -120,17 +121,10 @@ export function createAuthenticator(
     const checked = await checkDigest(deps.sql, digest);
     if (!checked.ok || limits.entriesMax <= 0) return checked;
     if (forgotten !== forgottenBefore || !deps.changes.listening()) return checked;
-    while (valid.size >= limits.entriesMax) {
-      const oldest = valid.keys().next();
-      if (oldest.done === true) break;
-      valid.delete(oldest.value);
-    }
     const expiresAt = checked.principal.key.expiresAt;
     const trustedUntilMs = deps.nowMs() + limits.ttlMs;
-    valid.set(key, {
-      principal: checked.principal,
-      expiresAtMs: expiresAt === null ? trustedUntilMs : Math.min(trustedUntilMs, expiresAt.getTime()),
-    });
+    const expiresAtMs = expiresAt === null ? trustedUntilMs : Math.min(trustedUntilMs, expiresAt.getTime());
+    setBounded(valid, key, { principal: checked.principal, expiresAtMs }, limits.entriesMax);
     return checked;
   };
   const check = async (secret: string): Promise<KeyCheck> => {
