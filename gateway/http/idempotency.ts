@@ -27,7 +27,7 @@
 import { createHash } from "node:crypto";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
-import type { Logger } from "../../core/index.ts";
+import { type Logger, setBounded } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import type { StoredAnswer } from "../payments/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
@@ -216,8 +216,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     answered.delete(memo);
     // A 202 tells how a payment stood then: its repeats answer how it stands now (the route reads it).
     if (answer.status === 202) return;
-    if (answered.size >= rememberedAnswersMax) answered.delete(answered.keys().next().value!);
-    answered.set(memo, { digest, answer });
+    setBounded(answered, memo, { digest, answer }, rememberedAnswersMax);
   };
 
   app.addHook("preHandler", async (request, reply) => {

@@ -14,6 +14,7 @@
 import fastifyRateLimit, { type FastifyRateLimitStore } from "@fastify/rate-limit";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from "fastify";
 import fp from "fastify-plugin";
+import { setBounded } from "../../core/index.ts";
 import { ApiError } from "./errors.ts";
 
 /** Requests per second allowed; null: no limit. */
@@ -85,11 +86,7 @@ class WindowStore implements FastifyRateLimitStore {
     this.#windows.delete(key); // set again below: the Map's order is least recently counted first
     if (window === undefined || window.startMs + timeWindow <= nowMs) window = { count: 0, startMs: nowMs };
     window.count += 1;
-    this.#windows.set(key, window);
-    if (this.#windows.size > rateLimitEntriesMax) {
-      const oldest = this.#windows.keys().next();
-      if (oldest.done !== true) this.#windows.delete(oldest.value);
-    }
+    setBounded(this.#windows, key, window, rateLimitEntriesMax);
     callback(null, { current: window.count, ttl: window.startMs + timeWindow - nowMs });
   }
   child(): FastifyRateLimitStore {

@@ -3,7 +3,7 @@
 // (the seller never gets less than the price), and stores the amount; every challenge and every paid retry in
 // that window, in this process or another, reads the same amount, so an x402 v2 client's echoed `accepted` matches
 // the requirements rebuilt for it by deep equality. A retry is checked against its window and the one before.
-import { type Asset, divCeil } from "../../core/index.ts";
+import { type Asset, divCeil, setBounded } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import type { RateSource } from "../router/index.ts";
 import type { Paywall } from "./paywalls.ts";
@@ -44,11 +44,7 @@ export function createPriceLocks(deps: {
     `${paywall.id}:${paywall.updatedAt.getTime()}:${windowStartMs}`;
 
   function remember(key: string, prices: Map<string, bigint>): void {
-    if (cached.size >= priceLocksCachedMax) {
-      const oldest = cached.keys().next().value;
-      if (oldest !== undefined) cached.delete(oldest);
-    }
-    cached.set(key, prices);
+    setBounded(cached, key, prices, priceLocksCachedMax);
   }
 
   async function stored(paywallId: string, windowStartMs: number): Promise<Map<string, bigint>> {

@@ -2,7 +2,7 @@
 // sharing the price locks; and the verdicts given over HTTP (POST /v1/paywall_verdicts) that wait for their
 // `complete` call, each for at most pendingCompleteWithinMs (then completed unserved: nothing is settled).
 import { randomBytes } from "node:crypto";
-import type { Logger } from "../../core/index.ts";
+import { type Logger, setBounded } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import type { RateSource } from "../router/index.ts";
 import { createPaywall, type PaywallCheck, type PaywallCompletion, type PaywallVerdict } from "./core.ts";
@@ -43,9 +43,8 @@ export function createPaywallService(deps: {
   function forTenant(tenantId: string): PaywallCheck {
     let check = checks.get(tenantId);
     if (check === undefined) {
-      if (checks.size >= paywallTenantsCachedMax) checks.delete(checks.keys().next().value as string);
       check = createPaywall({ ...deps, tenantId, priceLocks, nowMs, logger: deps.logger });
-      checks.set(tenantId, check);
+      setBounded(checks, tenantId, check, paywallTenantsCachedMax);
     }
     return check;
   }
