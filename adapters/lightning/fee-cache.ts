@@ -1,6 +1,7 @@
 // The route-fee answers the rail keeps: a bounded map with a time to live per answer, which asks once for a
 // key however many callers want it at the same moment, and a deadline for a caller that cannot wait for the
 // answer (the answer, when it comes, still fills the cache). Nothing here knows LND: the loader does.
+import { setBounded } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 
 export type Cached<V> = { readonly value: V; readonly takenAtMs: number };
@@ -40,13 +41,8 @@ export function lookup<V>(cache: AnswerCache<V>, key: string): Cached<V> | undef
 
 export function store<V>(cache: AnswerCache<V>, key: string, value: V): Cached<V> {
   const entry: Cached<V> = { value, takenAtMs: cache.now() };
-  cache.entries.delete(key);
-  while (cache.entries.size >= cache.limits.entriesMax) {
-    const oldest = cache.entries.keys().next();
-    if (oldest.done) break;
-    cache.entries.delete(oldest.value);
-  }
-  if (cache.limits.entriesMax > 0) cache.entries.set(key, entry);
+  cache.entries.delete(key); // stored again: set anew at the end
+  if (cache.limits.entriesMax > 0) setBounded(cache.entries, key, entry, cache.limits.entriesMax);
   return entry;
 }
 
