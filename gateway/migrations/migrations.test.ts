@@ -85,6 +85,13 @@ beforeAll(async () => {
   beforeAccounts = await ledger.lookupAccounts([c, k, p]);
   await ledger.close();
 
+  // Events as the first delivery loop left them: one delivered, one not yet.
+  await db.query(
+    `INSERT INTO outbox (tenant_id, type, payload, delivered_at) VALUES
+       ('ten_m', 'payment.succeeded', '{"n": "delivered"}', now()),
+       ('ten_m', 'payment.succeeded', '{"n": "waiting"}', NULL)`,
+  );
+
   // Attempts as an earlier version left them: one 'executing', beside the statuses that stay.
   await db.query(
     `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy)
@@ -129,7 +136,15 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0026_x402_reconcile_indexes.sql",
       "gateway/0027_x402_valid_before.sql",
       "gateway/0028_outbox_dead_indexes.sql",
+      "gateway/0029_outbox_fan_out_cursor.sql",
     ]);
+  });
+
+  it("0029: fan-out's cursor takes the events not fanned out yet, and only those", async () => {
+    const ahead = await db.query<{ n: string }>(
+      `SELECT o.payload->>'n' AS n FROM outbox o, outbox_fan_out c WHERE (o.xact, o.id) > (c.xact, c.id)`,
+    );
+    expect(ahead.map((row) => row.n)).toEqual(["waiting"]);
   });
 
   it("0028: the outbox keeps no index of the old delivery loop", async () => {
@@ -139,7 +154,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
     const names = rows.map((row) => row.indexname);
     expect(names).not.toContain("outbox_undelivered");
     expect(names).not.toContain("outbox_due");
-    expect(names).toContain("outbox_to_fan_out");
+    expect(names).toContain("outbox_fan_out_order");
   });
 
   it("reads accruals back with the new code and everything else as it was", async () => {

@@ -112,10 +112,14 @@ export type DeliveryDeps = {
 export const fanOutBatchesPerPassMax = 20;
 
 /**
- * Fans out the new events, oldest first, batchEventsMax at a time, until none is left or fanOutBatchesPerPassMax
- * batches are done (a backlog drains over the next passes). Each batch costs two statements however many events it
- * holds: one reads the events with the endpoints that want each, the other writes their deliveries and marks them
- * fanned out — all of the batch or none of it. Returns how many deliveries it made.
+ * Fans out the new events, batchEventsMax at a time, until none is left or fanOutBatchesPerPassMax batches are done
+ * (a backlog drains over the next passes). Events are read past the outbox_fan_out cursor in the order of the
+ * transactions that wrote them (xact, then id), and only from transactions older than every one still running
+ * (pg_snapshot_xmin): an event of a transaction still open cannot appear later behind the cursor, so none is
+ * skipped; a long-open transaction delays fan-out until it ends. Each batch costs two statements however many events
+ * it holds: one reads the events with the endpoints that want each, the other writes their deliveries and moves the
+ * cursor — all of the batch or none of it. No event row is written to (migration 0029). Returns how many deliveries
+ * it made.
  */
 export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
   let made = 0;
@@ -129,28 +133,38 @@ export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
 
 /** One batch: its events and the deliveries made. */
 async function fanOutBatch(deps: DeliveryDeps): Promise<{ events: number; made: number }> {
-  // Each event once, with one row per endpoint that wants it (endpoint_id null: none does).
-  const rows = await deps.db.query<{ id: bigint; tenant_id: string; endpoint_id: string | null }>(
-    `WITH event AS (SELECT id, tenant_id, type FROM outbox WHERE fanned_out_at IS NULL ORDER BY id LIMIT $1)
-     SELECT event.id, event.tenant_id, endpoint.id AS endpoint_id
+  // Each event once, with one row per endpoint that wants it (endpoint_id null: none does). Events marked by the
+  // fan-out before the cursor (fanned_out_at) have no xact and stay out of the range.
+  const rows = await deps.db.query<{
+    id: bigint;
+    xact: string;
+    tenant_id: string;
+    endpoint_id: string | null;
+  }>(
+    `WITH event AS (
+       SELECT o.id, o.xact, o.tenant_id, o.type FROM outbox o, outbox_fan_out c
+       WHERE (o.xact, o.id) > (c.xact, c.id) AND o.xact < pg_snapshot_xmin(pg_current_snapshot())
+       ORDER BY o.xact, o.id LIMIT $1)
+     SELECT event.id, event.xact::text AS xact, event.tenant_id, endpoint.id AS endpoint_id
      FROM event LEFT JOIN webhook_endpoints endpoint
        ON endpoint.tenant_id = event.tenant_id AND endpoint.enabled
       AND (endpoint.enabled_events ? '*' OR endpoint.enabled_events ? event.type)
-     ORDER BY event.id, endpoint.created_at, endpoint.id`,
+     ORDER BY event.xact, event.id, endpoint.created_at, endpoint.id`,
     [deps.limits.batchEventsMax],
   );
-  if (rows.length === 0) return { events: 0, made: 0 };
-  const eventIds = [...new Set(rows.map((row) => row.id))];
+  const last = rows.at(-1);
+  if (last === undefined) return { events: 0, made: 0 };
+  const events = new Set(rows.map((row) => row.id)).size;
   const wanted = rows.filter((row) => row.endpoint_id !== null);
-  // Two processes fanning out one event make one delivery per endpoint (the unique pair), and mark it once.
+  // Two processes fanning out one batch make one delivery per endpoint (the unique pair); the cursor only moves on.
   const [written] = await deps.db.query<{ made: number }>(
     `WITH made AS (
        INSERT INTO webhook_deliveries (id, tenant_id, event_id, endpoint_id)
        SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id
        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d (id, tenant_id, event_id, endpoint_id)
        ON CONFLICT (event_id, endpoint_id) DO NOTHING RETURNING 1
-     ), fanned AS (
-       UPDATE outbox SET fanned_out_at = now() WHERE id = ANY($5::bigint[]) AND fanned_out_at IS NULL
+     ), moved AS (
+       UPDATE outbox_fan_out SET xact = $5::xid8, id = $6::bigint WHERE (xact, id) < ($5::xid8, $6::bigint)
      )
      SELECT count(*)::int AS made FROM made`,
     [
@@ -158,10 +172,11 @@ async function fanOutBatch(deps: DeliveryDeps): Promise<{ events: number; made: 
       textArrayLiteral(wanted.map((row) => row.tenant_id)),
       `{${wanted.map((row) => row.id).join(",")}}`,
       textArrayLiteral(wanted.map((row) => row.endpoint_id)),
-      `{${eventIds.join(",")}}`,
+      last.xact,
+      last.id,
     ],
   );
-  return { events: eventIds.length, made: written?.made ?? 0 };
+  return { events, made: written?.made ?? 0 };
 }
 
 // ---- claims

@@ -332,7 +332,8 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     // One pass, in batches of 100: the whole backlog, not one batch of it.
     await fanOutEvents(deps({ batchEventsMax: 100 }));
     const [left] = await gw.app.db.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM outbox WHERE tenant_id = $1 AND fanned_out_at IS NULL",
+      `SELECT count(*)::int AS n FROM outbox o, outbox_fan_out c
+       WHERE o.tenant_id = $1 AND (o.xact, o.id) > (c.xact, c.id)`,
       [g.id],
     );
     expect(left!.n).toBe(0);
@@ -347,6 +348,35 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     // Fanned out once: a second pass makes nothing more.
     expect(await fanOutEvents(deps({ batchEventsMax: 100 }))).toBe(0);
     await g.quiet();
+  });
+
+  it("fans out an event of a transaction still open once it commits, never skipping it for a later one", async () => {
+    if (database === "pglite") return; // one connection: no transaction stays open beside the fan-out
+    const h = await tenant("open transaction");
+    const endpoint = await h.endpoint("/ok/open");
+    const deliveredEvents = async () =>
+      (
+        await gw.app.db.query<{ payload: { n: string } }>(
+          `SELECT o.payload FROM webhook_deliveries d JOIN outbox o ON o.id = d.event_id
+           WHERE d.endpoint_id = $1 ORDER BY o.id`,
+          [endpoint],
+        )
+      ).map((row) => row.payload.n);
+    const event = (sql: { query: typeof gw.app.db.query }, n: string) =>
+      sql.query("INSERT INTO outbox (tenant_id, type, payload) VALUES ($1, 'payment.succeeded', $2)", [
+        h.id,
+        JSON.stringify({ n }),
+      ]);
+    await gw.app.db.transaction(async (tx) => {
+      await event(tx, "early, committed late"); // the smaller id, in a transaction that stays open
+      await event(gw.app.db, "later, committed at once");
+      await fanOutEvents(deps());
+      // The later event waits behind the open transaction: fanning it out now would move the cursor past the other.
+      expect(await deliveredEvents()).toEqual([]);
+    });
+    await fanOutEvents(deps());
+    expect(await deliveredEvents()).toEqual(["early, committed late", "later, committed at once"]);
+    await h.quiet();
   });
 
   it("sends each (event, endpoint) once when passes claim at the same time", async () => {
