@@ -10,6 +10,7 @@ import {
 import { assets } from "../../core/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
+import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
 import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
@@ -135,6 +136,13 @@ export async function startGateway(env: Record<string, string> = {}) {
         functionName: "balanceOf",
         args: [address],
       });
+    },
+    /** What the rail's ETH fee account has been charged (the gas booked), in gwei. */
+    async gasFeesBooked(): Promise<bigint> {
+      const fees = await railAccountOpened(app.settlement, { kind: "fee", rail: "evm", asset: assets.ETH });
+      const [account] = await app.ledger.lookupAccounts([fees.ledgerAccountId]);
+      if (account === undefined) throw new Error("the rail's fee account has no ledger account");
+      return account.debitsPosted - account.creditsPosted;
     },
     async ledgerTransferCount(): Promise<bigint> {
       const [row] = await app.db.query<{ count: bigint }>("SELECT count(*) AS count FROM ledger_transfers");

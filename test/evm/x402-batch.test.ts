@@ -12,7 +12,6 @@ import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { getInvoice } from "../../gateway/settlement/index.ts";
 import {
   type BatchSettler,
@@ -269,16 +268,7 @@ describe("batch settlement on the Hardhat chain", () => {
     const gasWei = 1_000_000_000n * 1_003n; // 1,003 gwei over three: a remainder of 1
     const idOf = (invoiceId: string) =>
       derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas");
-    const railFees = async () => {
-      const fees = await railAccountOpened(gw.app.settlement, {
-        kind: "fee",
-        rail: chain.rail,
-        asset: assets.ETH,
-      });
-      const account = await gw.ledgerAccount(fees.ledgerAccountId);
-      return account.debitsPosted - account.creditsPosted;
-    };
-    const feesBefore = await railFees();
+    const feesBefore = await gw.gasFeesBooked();
     const ledger = gw.app.settlement.ledger;
     let allowed = 1;
     const stopping = new Proxy(ledger, {
@@ -297,7 +287,7 @@ describe("batch settlement on the Hardhat chain", () => {
     const booked = await gw.app.ledger.lookupTransfers(invoices.map(idOf));
     expect(booked).toHaveLength(3);
     expect(booked.reduce((sum, t) => sum + t.amount, 0n)).toBe(1_003n);
-    expect((await railFees()) - feesBefore).toBe(1_003n);
+    expect((await gw.gasFeesBooked()) - feesBefore).toBe(1_003n);
   });
 
   it("credits each invoice its own amount when one payer's two authorizations of different values share a transaction", async () => {

@@ -11,7 +11,6 @@ import { createEvmRail, type EvmRail, testUsdAbi } from "../../adapters/evm/inde
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { railAccountOpened } from "../../gateway/payments/index.ts";
 import {
   type AuthorizationBatchSender,
   type BatchItem,
@@ -174,16 +173,7 @@ function settlementWithoutGas() {
   return { ...gw.app.settlement, ledger: failing };
 }
 
-/** What the rail's ETH fee account has been charged, in gwei. */
-async function feesBooked(): Promise<bigint> {
-  const fees = await railAccountOpened(gw.app.settlement, {
-    kind: "fee",
-    rail: chain.rail,
-    asset: assets.ETH,
-  });
-  const account = await gw.ledgerAccount(fees.ledgerAccountId);
-  return account.debitsPosted - account.creditsPosted;
-}
+const feesBooked = () => gw.gasFeesBooked();
 
 async function gasGweiOf(txHash: Hex): Promise<bigint> {
   const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash });
