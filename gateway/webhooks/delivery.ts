@@ -122,6 +122,7 @@ export const fanOutBatchesPerPassMax = 20;
  * it made.
  */
 export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
+  await rebaseIfRestored(deps.db);
   let made = 0;
   for (let batch = 0; batch < fanOutBatchesPerPassMax; batch++) {
     const fanned = await fanOutBatch(deps);
@@ -131,10 +132,38 @@ export async function fanOutEvents(deps: DeliveryDeps): Promise<number> {
   return made;
 }
 
+/**
+ * Transaction ids are a cluster's own: a database restored into another cluster (a dump, a move from PGlite) keeps
+ * the events' xact and the cursor, while the new cluster counts from where it is — maybe below the cursor, and then
+ * its events would sort behind it and never be fanned out. A cursor ahead of every transaction this cluster has
+ * begun (pg_snapshot_xmax) can only come from such a move: the events fanned out before it lose their place (xact
+ * null), those the old cluster had not fanned out take this transaction's, and the cursor starts over. Events the
+ * new cluster wrote are below its counter and keep theirs.
+ */
+async function rebaseIfRestored(db: Db): Promise<void> {
+  const ahead = "xact >= pg_snapshot_xmax(pg_current_snapshot())";
+  const [cursor] = await db.query<{ ahead: boolean }>(`SELECT ${ahead} AS ahead FROM outbox_fan_out`);
+  if (cursor?.ahead !== true) return;
+  await db.transaction(async (tx) => {
+    const [held] = await tx.query<{ xact: string; id: bigint; ahead: boolean }>(
+      `SELECT xact::text AS xact, id, ${ahead} AS ahead FROM outbox_fan_out FOR UPDATE`,
+    );
+    if (held?.ahead !== true) return; // another process rebased it meanwhile
+    await tx.query(`UPDATE outbox SET xact = NULL WHERE ${ahead} AND (xact, id) <= ($1::xid8, $2::bigint)`, [
+      held.xact,
+      held.id,
+    ]);
+    await tx.query(`UPDATE outbox SET xact = pg_current_xact_id() WHERE ${ahead}`);
+    await tx.query("UPDATE outbox_fan_out SET xact = '0', id = 0");
+  });
+}
+
 /** One batch: its events and the deliveries made. */
 async function fanOutBatch(deps: DeliveryDeps): Promise<{ events: number; made: number }> {
   // Each event once, with one row per endpoint that wants it (endpoint_id null: none does). Events marked by the
-  // fan-out before the cursor (fanned_out_at) have no xact and stay out of the range.
+  // fan-out before the cursor (fanned_out_at) have no xact and stay out of the range. The cursor is read as a value
+  // (a subquery), so that both ends of the range bound the index scan: joined as a table, its comparison was a
+  // filter over every retained event.
   const rows = await deps.db.query<{
     id: bigint;
     xact: string;
@@ -142,8 +171,9 @@ async function fanOutBatch(deps: DeliveryDeps): Promise<{ events: number; made: 
     endpoint_id: string | null;
   }>(
     `WITH event AS (
-       SELECT o.id, o.xact, o.tenant_id, o.type FROM outbox o, outbox_fan_out c
-       WHERE (o.xact, o.id) > (c.xact, c.id) AND o.xact < pg_snapshot_xmin(pg_current_snapshot())
+       SELECT o.id, o.xact, o.tenant_id, o.type FROM outbox o
+       WHERE (o.xact, o.id) > (SELECT xact, id FROM outbox_fan_out)
+         AND o.xact < pg_snapshot_xmin(pg_current_snapshot())
        ORDER BY o.xact, o.id LIMIT $1)
      SELECT event.id, event.xact::text AS xact, event.tenant_id, endpoint.id AS endpoint_id
      FROM event LEFT JOIN webhook_endpoints endpoint

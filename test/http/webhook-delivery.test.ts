@@ -420,4 +420,41 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     expect(attempt.status_code).toBeNull();
     expect(attempt.error).toMatch(/refused|not public|not allowed/i);
   });
+
+  // Last: it starts the cursor over, so events of the tests before it are read again (their deliveries made once).
+  it("starts the cursor over when the database was restored into a cluster whose transaction ids are behind it", async () => {
+    const r = await tenant("restored");
+    const endpoint = await r.endpoint("/ok/restored");
+    await fanOutEvents(deps()); // nothing older waits
+    // As a restore leaves it: the cursor and the old cluster's events a million transactions ahead of this one.
+    const [{ next }] = (await gw.app.db.query<{ next: string }>(
+      "SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next",
+    )) as [{ next: string }];
+    const old = (offset: number) => (BigInt(next) + 1_000_000n + BigInt(offset)).toString();
+    const event = async (n: string, xact: string | null) => {
+      const [row] = await gw.app.db.query<{ id: bigint }>(
+        "INSERT INTO outbox (tenant_id, type, payload) VALUES ($1, 'payment.succeeded', $2) RETURNING id",
+        [r.id, JSON.stringify({ n })],
+      );
+      if (xact !== null)
+        await gw.app.db.query("UPDATE outbox SET xact = $1::xid8 WHERE id = $2", [xact, row!.id]);
+      return row!.id;
+    };
+    await event("fanned out by the old cluster", old(0));
+    const cursorId = await event("the old cluster's last fanned out", old(5));
+    await event("not yet fanned out by the old cluster", old(9));
+    await gw.app.db.query("UPDATE outbox_fan_out SET xact = $1::xid8, id = $2", [old(5), cursorId]);
+    await event("written after the restore", null);
+
+    await fanOutEvents(deps());
+    const delivered = await gw.app.db.query<{ n: string }>(
+      `SELECT o.payload->>'n' AS n FROM webhook_deliveries d JOIN outbox o ON o.id = d.event_id
+       WHERE d.endpoint_id = $1 ORDER BY o.id`,
+      [endpoint],
+    );
+    expect(delivered.map((row) => row.n).sort()).toEqual(
+      ["not yet fanned out by the old cluster", "written after the restore"].sort(),
+    );
+    await r.quiet();
+  });
 });
