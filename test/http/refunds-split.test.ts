@@ -174,24 +174,30 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     return row!.count;
   }
 
-  /** An invoice to the seller with the split, paid `paid` through the toy's provider. */
-  async function paidSplitInvoice(): Promise<string> {
+  /** An invoice of 10 USDC to the seller, with the split or without, not paid yet. */
+  async function sellerInvoice(withSplit: boolean): Promise<string> {
     const created = await createInvoice(gw.app.settlement, {
       tenantId,
       accountId: seller,
       asset: "USDC",
       amount: "10",
       rail: "toysplit",
-      description: "split",
+      description: withSplit ? "split" : "no split",
       expirySeconds: 600,
-      split,
+      ...(withSplit ? { split } : {}),
     });
     if (!created.ok) throw new Error(created.message);
-    const before = await balances();
-    await toy.pay(created.invoice.id, paid);
-    expect((await gw.call("GET", `/v1/invoices/${created.invoice.id}`)).body.status).toBe("paid");
-    expect(await moved(before)).toEqual({ ...credited, held: [0n, 0n, 0n] });
     return created.invoice.id;
+  }
+
+  /** An invoice to the seller with the split, paid `paid` through the toy's provider. */
+  async function paidSplitInvoice(): Promise<string> {
+    const invoiceId = await sellerInvoice(true);
+    const before = await balances();
+    await toy.pay(invoiceId, paid);
+    expect((await gw.call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("paid");
+    expect(await moved(before)).toEqual({ ...credited, held: [0n, 0n, 0n] });
+    return invoiceId;
   }
 
   async function refund(body: unknown, idempotencyKey?: string) {
@@ -546,19 +552,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
 
   /** An invoice to the seller without a split, paid 10 USDC through the toy's provider. */
   async function paidPlainInvoice(): Promise<string> {
-    const created = await createInvoice(gw.app.settlement, {
-      tenantId,
-      accountId: seller,
-      asset: "USDC",
-      amount: "10",
-      rail: "toysplit",
-      description: "no split",
-      expirySeconds: 600,
-    });
-    if (!created.ok) throw new Error(created.message);
-    await toy.pay(created.invoice.id, 10_000_000n);
-    expect((await gw.call("GET", `/v1/invoices/${created.invoice.id}`)).body.status).toBe("paid");
-    return created.invoice.id;
+    const invoiceId = await sellerInvoice(false);
+    await toy.pay(invoiceId, 10_000_000n);
+    expect((await gw.call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("paid");
+    return invoiceId;
   }
 
   /**
