@@ -12,7 +12,7 @@
 // best case's throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
 //
 // Metrics: payments_per_s (requests_per_s for the floors), p50_ms and p99_ms (autocannon's, whole milliseconds), and
-// mean_ms (clients over throughput, exact: what compares single-postgres with commit-postgres).
+// mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres).
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
 // BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,128,256"), BENCH_HTTP_P99_MS_MAX (default 50),
@@ -209,9 +209,9 @@ export async function run(): Promise<BenchResult> {
 
 /**
  * The mean latency of a closed loop (each client sends its next request when the last is answered), by Little's law:
- * clients over completions a second (every answer counts, not only 2xx). autocannon's percentiles are whole milliseconds, too coarse to compare single-postgres
- * with commit-postgres (the target is within 1 ms); this is exact to the microsecond. Not for an open loop
- * (overload-postgres), whose clients do not wait.
+ * clients over completions a second (every answer counts, not only 2xx). autocannon's percentiles are whole
+ * milliseconds, too coarse to compare single-postgres with commit-postgres (the target is within 1 ms); this is exact
+ * to the microsecond. Not for an open loop (overload-postgres), whose clients do not wait.
  */
 const closedLoopMeanMs = (m: Measured, clients: number): number =>
   m.completedPerS === 0 ? 0 : Number(((clients * 1000) / m.completedPerS).toFixed(3));
