@@ -364,30 +364,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const before = await balances();
     // Refund "rest" stops right after it read which refunds of the invoice there are (before their holds' amounts)
     // until refund "first" has been claimed and has succeeded: its reads straddle the other's claim.
-    let opened!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      opened = resolve;
-    });
-    let stopped!: () => void;
-    const reachedGate = new Promise<void>((resolve) => {
-      stopped = resolve;
-    });
-    const db = gw.app.payments.db;
-    const pausing = new Proxy(db, {
-      get(target, key) {
-        if (key === "query")
-          return async (text: string, params?: readonly unknown[]) => {
-            const rows = await target.query(text, params);
-            if (/FROM refunds WHERE invoice_id = \$1 AND tenant_id = \$2 AND status <> 'failed'/.test(text)) {
-              stopped();
-              await gate;
-            }
-            return rows;
-          };
-        const value = Reflect.get(target, key, target);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    }) satisfies Db;
+    const pausing = pausingAtRefundsRead(gw.app.payments.db);
     const asked = (amount: string) => ({
       tenantId,
       target: { kind: "invoice" as const, invoiceId: invoice },
@@ -398,10 +375,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       idempotencyKey: null,
     });
     // 10.000001 refunded as 4 and then the rest, 6.000001.
-    const rest = createRefund({ ...gw.app.payments, db: pausing }, asked("6.000001"));
-    await reachedGate;
+    const rest = createRefund({ ...gw.app.payments, db: pausing.db }, asked("6.000001"));
+    await pausing.reached;
     const first = await createRefund(gw.app.payments, asked("4"));
-    opened();
+    pausing.open();
     const last = await rest;
     expect(first.ok && first.refund.status).toBe("succeeded");
     expect(last.ok && last.refund.status).toBe("succeeded");
