@@ -154,6 +154,14 @@ export async function reversalStands(sql: Sql, invoiceId: string): Promise<boole
   return row?.stands === true;
 }
 
+/**
+ * After a write refused because the `refundable` row moved (a refund's claim, a reversal's legs): a random pause of
+ * up to 2^attempt ms, so that writers computing again do not meet again in step.
+ */
+export function pauseAfterMovedVersion(attempt: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.random() * 2 ** attempt));
+}
+
 /** The version of a `refundable` row that is not there (no xmin is this). */
 const noRefundableRow = "none";
 

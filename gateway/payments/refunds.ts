@@ -67,6 +67,7 @@ import {
   isRefundKeyTaken,
   listPendingRefunds,
   markInFlight,
+  pauseAfterMovedVersion,
   type RefundRow,
   refundFromRow,
   refundsOfInvoice,
@@ -400,8 +401,8 @@ export async function createRefund(
   for (let attempt = 1; attempt <= refundClaimAttemptsMax; attempt++) {
     const claimed = await holdAndClaim(deps, source, params);
     if (claimed.outcome === "moved") {
-      // Another refund of the target won this round: a random pause (up to 2^attempt ms) spreads the next tries.
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 ** attempt));
+      // Another refund of the target won this round: a random pause spreads the next tries.
+      await pauseAfterMovedVersion(attempt);
       continue;
     }
     if (claimed.outcome === "answered") return claimed.answer;

@@ -39,7 +39,12 @@ import {
   transferCodes,
 } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
-import { claimableOf, isRefundExceeding, touchStatement } from "../payments/refunds-store.ts";
+import {
+  claimableOf,
+  isRefundExceeding,
+  pauseAfterMovedVersion,
+  touchStatement,
+} from "../payments/refunds-store.ts";
 import { splitShares } from "../paywall/scheme.ts";
 import {
   type PayeeShare,
@@ -831,8 +836,8 @@ async function takeBackReversal(
     } catch (error) {
       if (!isRefundExceeding(error)) throw error;
     }
-    // A refund of the invoice was claimed or given back since the reads: a random pause (up to 2^attempt ms).
-    await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 ** attempt));
+    // A refund of the invoice was claimed or given back since the reads: a random pause, then new reads.
+    await pauseAfterMovedVersion(attempt);
   }
   throw new SettlementContendedError(
     `refunds of invoice ${invoice.id} moved under reversal ${event.key} ${reversalClaimAttemptsMax} times; ` +
