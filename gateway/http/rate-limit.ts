@@ -70,12 +70,16 @@ type Limiter = (request: FastifyRequest) => Promise<{
 type Window = { count: number; startMs: number };
 
 /**
- * The counts of one limit: a fixed window per key, at most rateLimitEntriesMax keys (the least recently counted
+ * The counts of one limit: a fixed window per key, at most `entriesMax` keys (the least recently counted
  * forgotten first). Instead of the library's LocalStore, which hands every caller the same mutable record: a burst of
  * concurrent requests all read the count after the last one's increment, and all are refused.
  */
 class WindowStore implements FastifyRateLimitStore {
   readonly #windows = new Map<string, Window>();
+  readonly #entriesMax: number;
+  constructor(entriesMax: number) {
+    this.#entriesMax = entriesMax;
+  }
   incr(
     key: string,
     callback: (error: Error | null, result?: { current: number; ttl: number }) => void,
@@ -86,11 +90,11 @@ class WindowStore implements FastifyRateLimitStore {
     this.#windows.delete(key); // set again below: the Map's order is least recently counted first
     if (window === undefined || window.startMs + timeWindow <= nowMs) window = { count: 0, startMs: nowMs };
     window.count += 1;
-    setBounded(this.#windows, key, window, rateLimitEntriesMax);
+    setBounded(this.#windows, key, window, this.#entriesMax);
     callback(null, { current: window.count, ttl: window.startMs + timeWindow - nowMs });
   }
   child(): FastifyRateLimitStore {
-    return new WindowStore();
+    return new WindowStore(this.#entriesMax);
   }
 }
 
@@ -124,11 +128,23 @@ function principalOf(request: FastifyRequest): string {
   return request.operator ? "operator" : `ip:${request.ip}`;
 }
 
-const plugin: FastifyPluginAsync<{ limits: RateLimits }> = async (app, { limits }) => {
+export type RateLimitOptions = {
+  limits: RateLimits;
+  /** The most IPs (or keys) whose counts each limit keeps (default rateLimitEntriesMax). */
+  entriesMax?: number;
+};
+
+const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, { limits, entriesMax }) => {
+  const windowsMax = entriesMax ?? rateLimitEntriesMax;
   await app.register(fastifyRateLimit, {
     global: false,
     timeWindow: rateLimitWindowMs,
-    store: WindowStore,
+    // The library makes its store with `new`: a class that carries the bound.
+    store: class extends WindowStore {
+      constructor() {
+        super(windowsMax);
+      }
+    },
   });
   const ipMax = limits.ipRequestsPerSecondMax;
   if (ipMax !== null) {
