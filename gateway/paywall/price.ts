@@ -37,14 +37,17 @@ export function createPriceLocks(deps: {
   rates: Pick<RateSource, "usdRate">;
   nowMs: () => number;
   windowMs?: number;
+  /** How many (paywall, window) price sets are remembered (default priceLocksCachedMax). */
+  cachedMax?: number;
 }): PriceLocks {
   const windowMs = deps.windowMs ?? rateLockWindowMsDefault;
+  const cachedMax = deps.cachedMax ?? priceLocksCachedMax;
   const cached = new Map<string, Map<string, bigint>>();
   const keyOf = (paywall: Paywall, windowStartMs: number) =>
     `${paywall.id}:${paywall.updatedAt.getTime()}:${windowStartMs}`;
 
   function remember(key: string, prices: Map<string, bigint>): void {
-    setBounded(cached, key, prices, priceLocksCachedMax);
+    setBounded(cached, key, prices, cachedMax);
   }
 
   async function stored(paywallId: string, windowStartMs: number): Promise<Map<string, bigint>> {

@@ -31,8 +31,11 @@ export function createPaywallService(deps: {
   rates: Pick<RateSource, "usdRate">;
   logger: Logger;
   nowMs?: () => number;
+  /** How many tenants' paywall checks are kept (default paywallTenantsCachedMax). */
+  tenantsCachedMax?: number;
 }): PaywallService {
   const nowMs = deps.nowMs ?? Date.now;
+  const tenantsCachedMax = deps.tenantsCachedMax ?? paywallTenantsCachedMax;
   const priceLocks = createPriceLocks({ sql: deps.sql, rates: deps.rates, nowMs });
   const checks = new Map<string, PaywallCheck>();
   const pending = new Map<
@@ -44,7 +47,7 @@ export function createPaywallService(deps: {
     let check = checks.get(tenantId);
     if (check === undefined) {
       check = createPaywall({ ...deps, tenantId, priceLocks, nowMs, logger: deps.logger });
-      setBounded(checks, tenantId, check, paywallTenantsCachedMax);
+      setBounded(checks, tenantId, check, tenantsCachedMax);
     }
     return check;
   }

@@ -7,13 +7,18 @@
 // settlement turned into a 402.
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { assets } from "../../core/index.ts";
+import { assets, silentLogger } from "../../core/index.ts";
 import { buildExampleApp } from "../../examples/paywall-fastify.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import {
   createPaywall,
+  createPaywallService,
+  createPriceLocks,
+  getPaywall,
   type PaymentScheme,
+  type Paywall,
   type PaywallCheck,
+  type PriceLocks,
   remotePaywall,
   splitShares,
   switchyardPaywall,
@@ -21,6 +26,7 @@ import {
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { recordStatements } from "../support/recording-db.ts";
 
 type Completed = { scheme: string; served: boolean; accountId: string; amount: bigint };
 
@@ -80,6 +86,12 @@ async function tenantApp(paywall: PaywallCheck, served: string[]): Promise<Fasti
   app.get("/paid/broken", async (_request, reply) => reply.code(500).send({ broken: true }));
   return app;
 }
+
+/** A US cent is 10,000 µUSD; one minor unit of any other asset is `rate` µUSD. */
+const usdRateAt = (code: string, rate: bigint) => ({
+  microUsd: code === "USD" ? 10_000n : rate,
+  perMinorUnits: 1n,
+});
 
 describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   let app: App;
@@ -391,10 +403,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           sql: app.db,
           tenantId,
           schemes: app.paywalls.schemes,
-          // A US cent is 10,000 µUSD; one minor unit of any other asset is `rate` µUSD.
-          rates: {
-            usdRate: (code: string) => ({ microUsd: code === "USD" ? 10_000n : rate, perMinorUnits: 1n }),
-          },
+          rates: { usdRate: (code: string) => usdRateAt(code, rate) },
           nowMs: () => atMs,
         });
         const verdict = await check({ method: "GET", url: "http://shop.test/paid/report", headers: {} });
@@ -408,6 +417,82 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(await challengeAt(2n, windowStartMs + 30_000)).toBe(locked);
       // The next window locks again, at the rate of then.
       expect(await challengeAt(2n, windowStartMs + 120_000)).toBe("evm=5000");
+    });
+
+    it("gives a price lock forgotten past cachedMax back from its row: the price of its window, as another process", async () => {
+      const atMs = Math.ceil(Date.now() / 60_000) * 60_000 + 10 * 60_000 + 1_000;
+      let rate = 1n;
+      const statements: string[] = [];
+      const locks = createPriceLocks({
+        sql: recordStatements(app.db, statements),
+        rates: { usdRate: (code: string) => usdRateAt(code, rate) },
+        nowMs: () => atMs,
+        cachedMax: 2,
+      });
+      const [a, b, c] = await Promise.all(
+        ["/evict/a", "/evict/b", "/evict/c"].map(async (resource) => {
+          const id = (await call("POST", "/v1/paywalls", { ...body(), resource })).body.id as string;
+          return (await getPaywall(app.db, { tenantId, id }))!;
+        }),
+      );
+      /** The paywall's USDC price, and whether a statement was sent for it (a lock not remembered). */
+      const usdcOf = async (prices: PriceLocks, paywall: Paywall) => {
+        statements.length = 0;
+        const amount = (await prices.current(paywall, [assets.USDC])).get("USDC");
+        return { amount, asked: statements.length > 0 };
+      };
+      expect(await usdcOf(locks, a!)).toEqual({ amount: 10_000n, asked: true });
+      rate = 2n;
+      expect(await usdcOf(locks, b!)).toEqual({ amount: 5_000n, asked: true });
+      expect(await usdcOf(locks, c!)).toEqual({ amount: 5_000n, asked: true });
+      // Two kept, answered from memory; the first forgotten: read back at the price it was locked at, not the rate now.
+      expect(await usdcOf(locks, c!)).toEqual({ amount: 5_000n, asked: false });
+      expect(await usdcOf(locks, b!)).toEqual({ amount: 5_000n, asked: false });
+      expect(await usdcOf(locks, a!)).toEqual({ amount: 10_000n, asked: true });
+      // Another process, at yet another rate: the same prices in this window.
+      const other = createPriceLocks({
+        sql: app.db,
+        rates: { usdRate: (code) => usdRateAt(code, 4n) },
+        nowMs: () => atMs,
+      });
+      for (const [paywall, amount] of [
+        [a!, 10_000n],
+        [b!, 5_000n],
+        [c!, 5_000n],
+      ] as const)
+        expect((await usdcOf(other, paywall)).amount).toBe(amount);
+    });
+
+    it("builds a tenant's check again once forgotten past tenantsCachedMax, at the price locked before", async () => {
+      const atMs = Math.ceil(Date.now() / 60_000) * 60_000 + 20 * 60_000 + 1_000;
+      let rate = 1n;
+      const service = createPaywallService({
+        sql: app.db,
+        schemes: app.paywalls.schemes,
+        rates: { usdRate: (code: string) => usdRateAt(code, rate) },
+        logger: silentLogger,
+        nowMs: () => atMs,
+        tenantsCachedMax: 2,
+      });
+      const offered = async (check: PaywallCheck) => {
+        const verdict = await check({ method: "GET", url: "http://shop.test/paid/report", headers: {} });
+        if (verdict.kind !== "challenge") throw new Error(`a challenge, not ${verdict.kind}`);
+        const header = verdict.headers.find(([name]) => name === "PAYMENT-REQUIRED")![1];
+        return Buffer.from(header, "base64").toString();
+      };
+      const first = service.forTenant(tenantId);
+      expect(await offered(first)).toBe("evm=10000");
+      rate = 2n;
+      const second = service.forTenant("ten_second");
+      expect(service.forTenant(tenantId)).toBe(first);
+      // A third tenant forgets the first built: the two last are kept, no more.
+      const third = service.forTenant("ten_third");
+      expect([service.forTenant("ten_second"), service.forTenant("ten_third")]).toEqual([second, third]);
+      const again = service.forTenant(tenantId);
+      expect(again).not.toBe(first);
+      // Built again, it reads the tenant's paywalls and offers the price locked for this window.
+      expect(await offered(again)).toBe("evm=10000");
+      expect(service.forTenant(tenantId)).toBe(again);
     });
   });
 });
