@@ -2,12 +2,13 @@
 // challenge; LSAT-first raw headers, comma-joined lines, several macaroons), and the scheme on PGlite with a toy
 // Lightning-like receiver whose preimages the test holds: forged and extra caveats, another invoice's preimage,
 // expiry, an unpaid invoice (one lookup on the rail, never a wait), another tenant, the request count and its
-// give-back, revocation, the prune of expired tokens.
+// give-back, revocation, the prune of expired tokens, the bound of the tokens a process remembers.
 import { createHash, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
+import { recordStatements } from "../../test/support/recording-db.ts";
 import { createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
@@ -610,6 +611,44 @@ describe("the scheme", () => {
     expect(await revokeToken(db, { tenantId, keyId })).toBe(true);
     expect(code(await verify(l402, token))).toBe("l402_unknown_token");
     expect(code(await verify(scheme(), token))).toBe("l402_unknown_token");
+  });
+
+  it("remembers at most tokenMemoryEntriesMax tokens; one forgotten is read from its row, counted and refused as before", async () => {
+    const statements: string[] = [];
+    const l402 = createL402Scheme({
+      settlement: { ...settlement, db: recordStatements(db, statements) },
+      rail: "toyln",
+      nowMs: () => clockMs,
+      limits: { tokenRequestsMax: 3, tokenMemoryEntriesMax: 2 },
+    });
+    try {
+      const bought = [];
+      for (let i = 0; i < 3; i += 1) {
+        const token = await challenged(l402);
+        await pay(token.invoiceId, token.paymentHash);
+        bought.push(token);
+      }
+      const [t0, t1, t2] = bought.map(({ macaroon, preimage }) => `L402 ${macaroon}:${preimage}`);
+      /** The verdict, and whether the token's row was read (a SELECT: the token was not remembered). */
+      const verified = async (token: string) => {
+        statements.length = 0;
+        const verdict = code(await verify(l402, token));
+        return { verdict, read: statements.includes("SELECT") };
+      };
+      for (const token of [t0!, t1!, t2!]) expect((await verified(token)).verdict).toBe("paid");
+      // The last two are remembered; the first was forgotten: its row is read, and its count goes on from the row.
+      expect(await verified(t2!)).toEqual({ verdict: "paid", read: false });
+      expect(await verified(t1!)).toEqual({ verdict: "paid", read: false });
+      expect(await verified(t0!)).toEqual({ verdict: "paid", read: true });
+      expect(await verified(t0!)).toEqual({ verdict: "paid", read: false });
+      expect(await verified(t0!)).toEqual({ verdict: "l402_requests_exhausted", read: false });
+      // Remembering the first again forgot t1: revoked, it is refused from its (deleted) row at once.
+      const keyId = rootKeyId(readMacaroon(Buffer.from(bought[1]!.macaroon, "base64"))!.identifier);
+      expect(await revokeToken(db, { tenantId, keyId })).toBe(true);
+      expect(await verified(t1!)).toEqual({ verdict: "l402_unknown_token", read: true });
+    } finally {
+      await l402.close?.();
+    }
   });
 
   it("answers at once: a made-up preimage without asking the rail, a settled but unbooked invoice on one lookup", async () => {
