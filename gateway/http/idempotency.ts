@@ -115,6 +115,8 @@ export type IdempotencyOptions = {
   sql: Sql;
   /** A key whose first request has run this long without an answer is taken to have died with its process. */
   inProgressTimeoutMs: number;
+  /** How many answers of inline routes are remembered (default rememberedAnswersMax). */
+  rememberedAnswersMax?: number;
 };
 
 function requestDigest(method: string, url: string, body: unknown): Buffer {
@@ -212,11 +214,12 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
   // Inline routes' keys in flight in this process, and their recent answers (tenant id and key, joined by a newline).
   const inFlight = new Set<string>();
   const answered = new Map<string, { digest: Buffer; answer: StoredAnswer }>();
+  const answeredMax = options.rememberedAnswersMax ?? rememberedAnswersMax;
   const remember = (memo: string, digest: Buffer, answer: StoredAnswer) => {
     answered.delete(memo);
     // A 202 tells how a payment stood then: its repeats answer how it stands now (the route reads it).
     if (answer.status === 202) return;
-    setBounded(answered, memo, { digest, answer }, rememberedAnswersMax);
+    setBounded(answered, memo, { digest, answer }, answeredMax);
   };
 
   app.addHook("preHandler", async (request, reply) => {

@@ -5,9 +5,13 @@
 //   a 400 is never kept, whether the schema or the service found the request invalid (corrected, it runs under
 //   the same key); transient answers are never kept;
 // - records expire after 24 h: an older key is a new key, and the prune deletes expired records;
+// - a process remembers a bounded number of payments' answers: a key whose answer it forgot is answered from its
+//   record, replayed for the same request and refused 409 for another;
 // - the probe's money invariants: one key and 50 concurrent requests make one payment; concurrent payments above
 //   the balance through two gateway processes on one PostgreSQL never overdraw.
 import { randomUUID } from "node:crypto";
+import Fastify, { type FastifyInstance } from "fastify";
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import {
@@ -17,11 +21,20 @@ import {
   getTenantAccount,
 } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/http/idempotency.ts";
+import { authPlugin } from "../../gateway/http/auth.ts";
+import { errorsPlugin } from "../../gateway/http/errors.ts";
+import {
+  idempotencyPlugin,
+  idempotencyRecordTtlMs,
+  pruneIdempotencyRecords,
+} from "../../gateway/http/idempotency.ts";
+import { paymentRoutes } from "../../gateway/http/resources/payments.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
+import { apiKeyCacheDefaults } from "../../gateway/tenants/index.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { recordStatements } from "../support/recording-db.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const internal = (amount: string, source = "acct_demo_customer", destination = "acct_demo_merchant") => ({
@@ -77,6 +90,46 @@ async function paymentsWithKey(app: App, key: string): Promise<bigint> {
     [key],
   );
   return row!.count;
+}
+
+/**
+ * POST /v1/payments with the real auth and Idempotency-Key plugins over the gateway's services, its Idempotency-Key
+ * plugin remembering at most `rememberedAnswersMax` answers, and the statements of the plugin and the route
+ * recorded (the payment service's own are not).
+ */
+async function paymentsServer(
+  app: App,
+  params: { rememberedAnswersMax: number; statements: string[] },
+): Promise<FastifyInstance> {
+  const server = Fastify().withTypeProvider<ZodTypeProvider>();
+  server.setValidatorCompiler(validatorCompiler);
+  server.setSerializerCompiler(serializerCompiler);
+  await server.register(errorsPlugin);
+  await server.register(
+    async (v1) => {
+      await v1.register(authPlugin, {
+        sql: app.db,
+        apiKeyCache: apiKeyCacheDefaults,
+        nowMs: Date.now,
+        changes: app.changes,
+        mode: "development",
+      });
+      const db = recordStatements(app.db, params.statements);
+      await v1.register(idempotencyPlugin, {
+        sql: db,
+        inProgressTimeoutMs: 60_000,
+        rememberedAnswersMax: params.rememberedAnswersMax,
+      });
+      await v1.register(paymentRoutes, {
+        db,
+        payments: app.payments,
+        idempotencyInProgressTimeoutMs: 60_000,
+      });
+    },
+    { prefix: "/v1" },
+  );
+  await server.ready();
+  return server;
 }
 
 describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
@@ -195,6 +248,64 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(refused.body.error.code).toBe("idempotency_key_in_use");
     expect(await paymentsWithKey(gw.app, key)).toBe(1n);
     expect(await postedOf(gw.app, source)).toBe(9_000_000n);
+  });
+
+  it("answers a key whose remembered answer was forgotten (rememberedAnswersMax) from its record: replayed, or refused 409", async () => {
+    const statements: string[] = [];
+    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 2, statements });
+    const via = { ...gw.app, server };
+    try {
+      const source = await fundedAccount(gw.app, 10_000_000n);
+      const empty = await fundedAccount(gw.app, 1n);
+      const keys = Array.from({ length: 4 }, (_, i) => `forgotten-${i}-${randomUUID()}`);
+      const bodies = [
+        internal("1", source),
+        internal("1", empty),
+        internal("2", source),
+        internal("3", source),
+      ];
+      const firsts = [];
+      for (const [i, key] of keys.entries())
+        firsts.push(await post(via, "/v1/payments", bodies[i], { "idempotency-key": key }));
+      expect(firsts.map((answer) => answer.status)).toEqual([201, 402, 201, 201]);
+      /** The answer to `body` under the i-th key, and whether it asked the database (not a remembered answer). */
+      const again = async (i: number, body: unknown) => {
+        statements.length = 0;
+        const answer = await post(via, "/v1/payments", body, { "idempotency-key": keys[i]! });
+        return { ...answer, asked: statements.length > 0 };
+      };
+      // The last two answers are remembered: replayed without a statement.
+      for (const i of [3, 2]) {
+        const replay = await again(i, bodies[i]);
+        expect([replay.status, replay.body, replay.headers["idempotent-replayed"], replay.asked]).toEqual([
+          firsts[i]!.status,
+          firsts[i]!.body,
+          "true",
+          false,
+        ]);
+      }
+      // The first two were forgotten: another body is refused from the record, the same body replayed from it.
+      for (const i of [0, 1]) {
+        const reused = await again(i, internal("5", source));
+        expect([reused.status, reused.body.error.code, reused.asked]).toEqual([
+          409,
+          "idempotency_key_reused",
+          true,
+        ]);
+        const replay = await again(i, bodies[i]);
+        expect([replay.status, replay.body, replay.headers["idempotent-replayed"], replay.asked]).toEqual([
+          firsts[i]!.status,
+          firsts[i]!.body,
+          "true",
+          true,
+        ]);
+      }
+      // Each payment made once, the money moved once: 1 + 2 + 3 USDC.
+      for (const i of [0, 2, 3]) expect(await paymentsWithKey(gw.app, keys[i]!)).toBe(1n);
+      expect(await postedOf(gw.app, source)).toBe(4_000_000n);
+    } finally {
+      await server.close();
+    }
   });
 });
 
