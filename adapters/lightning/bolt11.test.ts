@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { parseBolt11 } from "./bolt11.ts";
+import {
+  bolt11Field,
+  bytesToWords,
+  featureWords,
+  hopHintWords,
+  intToWords,
+  publicKeyOf,
+  signBolt11,
+} from "../../test/support/bolt11.ts";
+import { invoiceNetworkOf, parseBolt11, readBolt11Payee } from "./bolt11.ts";
 
 // The BOLT 11 specification's "$5 for a cup of coffee, within one minute" example.
 const coffee =
@@ -42,5 +51,176 @@ describe("parseBolt11", () => {
   it("refuses what is not an invoice", () => {
     expect(parseBolt11("hello")).toEqual({ ok: false, error: "invoice_malformed" });
     expect(parseBolt11("x".repeat(8000))).toEqual({ ok: false, error: "invoice_malformed" });
+  });
+});
+
+// The specification's examples (BOLT 11, "Examples"): signed by the key of node 03e7156a…
+const specPayee = "03e7156ae33b0a208d0744199163177e909e80176e55d97a2f221ede0f934dd9ad";
+const withRoutingInfo =
+  "lnbc20m1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqhp58yjmdan79s6qqdhdzgynm4zwqd5d7xmw5fk98klysy043l2ahrqsfpp3qjmp7lwpagxun9pygexvgpjdc4jdj85fr9yq20q82gphp2nflc7jtzrcazrra7wwgzxqc8u7754cdlpfrmccae92qgzqvzq2ps8pqqqqqqpqqqqq9qqqvpeuqafqxu92d8lr6fvg0r5gv0heeeqgcrqlnm6jhphu9y00rrhy4grqszsvpcgpy9qqqqqqgqqqqq7qqzqj9n4evl6mr5aj9f58zp6fyjzup6ywn3x6sk8akg5v4tgn2q8g4fhx05wf6juaxu9760yp46454gpg5mtzgerlzezqcqvjnhjh8z3g2qqdhhwkj";
+// The same payment hash and description with a stated payee key (n) and a high-S signature: refused.
+const statedKeyHighS =
+  "lnbc1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq2vdhkven9v5sp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygsnp4qvdcf32k0vfxgsyet5ldt246q4jaw8scx3sysx0lnstlt6w4m5rc738hxj8g6cccxpyv7v9azt5ephff75xmpd5az8zwgdl28zjevj9l07stkxrymwcyecs06fh3tvd7nkjdcttxc4jfly0ehlu5xpejmdjqq27lun0";
+// …and with a signature that is not the stated key's.
+const statedKeyOtherSigner =
+  "lnbc1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq2vdhkven9v5sp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygsnp4qvdcf32k0vfxgsyet5ldt246q4jaw8scx3sysx0lnstlt6w4m5rc7h7364g7pfuhh9etce8y399rcr0ap87drcl7l6af6syrjsalrthw5qxdugelrlcswc355cla0pnmctlgnf5jgagg9fs0xyq4jg5kverqp6ryc0z";
+// An LND regtest invoice: final CLTV delta 99, feature bit 9 (tlv_onion).
+const regtestTlvOnion =
+  "lnbcrt1500n1pwldwwepp5wsnt5psyc0uxstrsz66yvulct3dank305mqsszqseaf6uvsvnp3sdpa2fjkzep6yprkcmmzv9kzqsmj09c8gmmrw4e8yetwvdujq5n9va6kcct5d9hkucqzrr9qzsqsp55jams2za3a9hgztc39tz6xsrpxrerfgrkdeqsdt93hazwlr9k78q03hl88h8fsu0pyz2ex4fsz62ycm48s55gqc9kjxahlnp6jj0rjq5ssyp2xr4qmsyec3szqphngxmkm65j8ttga2ulg3xzwmq5ry5xvqpet0rgz";
+
+const key = (byte: number) => Buffer.alloc(32, byte);
+const hash = (byte: number) => [bolt11Field.paymentHash, bytesToWords(Buffer.alloc(32, byte))] as const;
+const statedKey = (signer: Buffer) =>
+  [bolt11Field.payeeKey, bytesToWords(Buffer.from(publicKeyOf(signer), "hex"))] as const;
+const description = [bolt11Field.description, [1, 2, 3]] as const;
+
+describe("readBolt11Payee", () => {
+  it("recovers the payee from the signature and reads the specification's route hints", () => {
+    expect(readBolt11Payee(withRoutingInfo)).toEqual({
+      ok: true,
+      value: {
+        network: "bc",
+        nodeId: specPayee,
+        finalCltvDelta: 18,
+        routeHints: [
+          [
+            {
+              nodeId: "029e03a901b85534ff1e92c43c74431f7ce72046060fcf7a95c37e148f78c77255",
+              shortChannelId: 0x0102030405060708n,
+              feeBaseMsat: 1n,
+              feeProportionalMillionths: 20,
+              cltvExpiryDelta: 3,
+            },
+            {
+              nodeId: "039e03a901b85534ff1e92c43c74431f7ce72046060fcf7a95c37e148f78c77255",
+              shortChannelId: 0x030405060708090an,
+              feeBaseMsat: 2n,
+              feeProportionalMillionths: 30,
+              cltvExpiryDelta: 4,
+            },
+          ],
+        ],
+        featureBits: [],
+      },
+    });
+    const coffeePayee = readBolt11Payee(coffee);
+    expect(coffeePayee.ok && coffeePayee.value.nodeId).toBe(specPayee);
+  });
+
+  it("reads the final CLTV delta and the feature bits", () => {
+    const read = readBolt11Payee(regtestTlvOnion);
+    expect(read.ok && read.value).toMatchObject({
+      network: "bcrt",
+      nodeId: "02ff85a8569c0e0a959af504398c4730def961c3b7104b9b27f3bcf527ff5da0e9",
+      finalCltvDelta: 99,
+      featureBits: [9],
+    });
+  });
+
+  it("checks a stated payee key instead of recovering one: its signature, low S only", () => {
+    const signer = key(7);
+    const stated = signBolt11({
+      network: "bcrt",
+      amount: "10u",
+      timestampSeconds: 1_700_000_000,
+      fields: [hash(3), description, statedKey(signer)],
+      privateKey: signer,
+    });
+    const read = readBolt11Payee(stated);
+    expect(read.ok && read.value.nodeId).toBe(publicKeyOf(signer));
+    const forged = signBolt11({
+      network: "bcrt",
+      amount: "10u",
+      timestampSeconds: 1_700_000_000,
+      fields: [hash(3), description, statedKey(signer)],
+      privateKey: key(8),
+    });
+    expect(readBolt11Payee(forged)).toEqual({ ok: false, error: "invoice_signature" });
+    expect(readBolt11Payee(statedKeyOtherSigner)).toEqual({ ok: false, error: "invoice_signature" });
+    expect(readBolt11Payee(statedKeyHighS)).toEqual({ ok: false, error: "invoice_signature" });
+  });
+
+  it("recovers whoever signed: another key, another payee", () => {
+    const invoice = (signer: Buffer) =>
+      signBolt11({
+        network: "bcrt",
+        amount: "",
+        timestampSeconds: 1_700_000_000,
+        fields: [hash(1), description],
+        privateKey: signer,
+      });
+    for (const byte of [1, 2, 200]) {
+      const read = readBolt11Payee(invoice(key(byte)));
+      expect(read.ok && read.value.nodeId).toBe(publicKeyOf(key(byte)));
+    }
+  });
+
+  it("takes each field's first occurrence, every route hint, and the features' bit numbers", () => {
+    const hop = (byte: number, fee: number) => ({
+      nodeId: publicKeyOf(key(byte)),
+      shortChannelId: (500n << 40n) | (7n << 16n) | 1n,
+      feeBaseMsat: fee,
+      feeProportionalMillionths: 250,
+      cltvExpiryDelta: 40,
+    });
+    const invoice = signBolt11({
+      network: "bcrt",
+      amount: "1m",
+      timestampSeconds: 1_700_000_000,
+      fields: [
+        hash(4),
+        hash(5),
+        description,
+        [bolt11Field.finalCltv, intToWords(144)],
+        [bolt11Field.finalCltv, intToWords(9)],
+        [bolt11Field.routeHint, hopHintWords([hop(11, 1000), hop(12, 2000)])],
+        [bolt11Field.routeHint, hopHintWords([hop(13, 3000)])],
+        [bolt11Field.features, featureWords([8, 14, 17, 99])],
+      ],
+      privateKey: key(9),
+    });
+    const summary = parseBolt11(invoice);
+    expect(summary.ok && summary.value.paymentHash).toBe(Buffer.alloc(32, 4).toString("hex"));
+    const read = readBolt11Payee(invoice);
+    if (!read.ok) throw new Error(read.error);
+    expect(read.value.finalCltvDelta).toBe(144);
+    expect(read.value.featureBits).toEqual([8, 14, 17, 99]);
+    expect(read.value.routeHints.map((hops) => hops.map((h) => h.feeBaseMsat))).toEqual([
+      [1000n, 2000n],
+      [3000n],
+    ]);
+    expect(read.value.routeHints[0]?.[0]).toEqual({
+      nodeId: publicKeyOf(key(11)),
+      shortChannelId: (500n << 40n) | (7n << 16n) | 1n,
+      feeBaseMsat: 1000n,
+      feeProportionalMillionths: 250,
+      cltvExpiryDelta: 40,
+    });
+  });
+
+  it("refuses a route hint that is not whole hops, and what is no invoice", () => {
+    const invoice = signBolt11({
+      network: "bcrt",
+      amount: "",
+      timestampSeconds: 1_700_000_000,
+      fields: [hash(1), description, [bolt11Field.routeHint, Array(80).fill(1)]],
+      privateKey: key(1),
+    });
+    expect(readBolt11Payee(invoice)).toEqual({ ok: false, error: "invoice_malformed" });
+    expect(readBolt11Payee("lnbc1qqqq")).toEqual({ ok: false, error: "invoice_malformed" });
+  });
+});
+
+describe("invoiceNetworkOf", () => {
+  it("names the BOLT11 network of a chain as `lightning` reports it (genesis hash, bytes reversed), and no network for others", () => {
+    expect(invoiceNetworkOf(["06226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f"])).toBe(
+      "bcrt",
+    );
+    expect(invoiceNetworkOf(["6fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6190000000000"])).toBe("bc");
+    expect(invoiceNetworkOf(["f61eee3b63a380a477a063af32b2bbc97c9ff9f01f2c4225e973988108000000"])).toBe(
+      "tbs",
+    );
+    expect(invoiceNetworkOf(["e2bf047e7e5a191aa4ef34d314979dc9986e0f19251edaba5940fd1fe365a712"])).toBeNull();
+    expect(invoiceNetworkOf([])).toBeNull();
   });
 });

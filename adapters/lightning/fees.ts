@@ -15,6 +15,7 @@
 import { createHash } from "node:crypto";
 import { decodePaymentRequest, type GetRouteToDestinationArgs, getRouteToDestination } from "lightning";
 import type { Destination, NetworkFeeEstimate, NetworkFeeModel } from "../../core/index.ts";
+import { type Bolt11HopHint, type Bolt11Payee, readBolt11Payee } from "./bolt11.ts";
 import { lndError } from "./errors.ts";
 import { classifyLndError, lndErrorText } from "./failures.ts";
 import { type Cached, load, withDeadline } from "./fee-cache.ts";
@@ -52,7 +53,28 @@ function cacheKey(target: RouteTarget, amountMsat: bigint): string {
   return `${target.pubkey}:${amountMsat}${hints}`;
 }
 
-/** The invoice's node, hints and final CLTV delta (LND decodes it: the node key is recovered from the signature). */
+/** LND's route-hint format (`lightning`'s): the first hop's node, then each channel with the node it leads to. */
+function routesOf(hints: Bolt11Payee["routeHints"], payee: string): RouteTarget["routes"] {
+  if (hints.length === 0) return undefined;
+  return hints.map((hops) => [
+    { public_key: (hops[0] as Bolt11HopHint).nodeId },
+    ...hops.map((hop, i) => ({
+      base_fee_mtokens: hop.feeBaseMsat.toString(),
+      channel: channelOf(hop.shortChannelId),
+      cltv_delta: hop.cltvExpiryDelta,
+      fee_rate: hop.feeProportionalMillionths,
+      public_key: hops[i + 1]?.nodeId ?? payee,
+    })),
+  ]);
+}
+
+/** A short channel id in the standard format: block height x transaction index x output index. */
+const channelOf = (id: bigint) => `${id >> 40n}x${(id >> 16n) & 0xffffffn}x${id & 0xffffn}`;
+
+/**
+ * The invoice's node, hints and final CLTV delta: read here (bolt11.ts, the node key recovered from the
+ * signature) once LND has said which network it runs on, else asked of LND's DecodePayReq.
+ */
 async function targetOf(
   s: LightningRailState,
   destination: LightningDestination,
@@ -65,6 +87,22 @@ async function targetOf(
       cltvDelta: keysendFinalCltvDelta,
       routes: undefined,
       features: undefined,
+    };
+  }
+  if (s.invoiceNetwork !== null) {
+    const read = readBolt11Payee(destination.invoice);
+    if (!read.ok) return { kind: "unreachable", detail: `the invoice cannot be read: ${read.error}` };
+    const payee = read.value;
+    if (payee.network !== s.invoiceNetwork)
+      return {
+        kind: "unreachable",
+        detail: `the invoice is for network "${payee.network}", LND runs on "${s.invoiceNetwork}"`,
+      };
+    return {
+      pubkey: payee.nodeId,
+      cltvDelta: payee.finalCltvDelta,
+      routes: routesOf(payee.routeHints, payee.nodeId),
+      features: payee.featureBits.length === 0 ? undefined : payee.featureBits.map((bit) => ({ bit })),
     };
   }
   try {

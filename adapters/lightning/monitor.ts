@@ -7,6 +7,7 @@
 import { authenticatedLndGrpc, getChannelBalance, getWalletInfo } from "lightning";
 import type { DestinationKind, RailSnapshot } from "../../core/index.ts";
 import { divCeil } from "../../core/index.ts";
+import { invoiceNetworkOf } from "./bolt11.ts";
 import { resubscribeInvoices } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { estimateFee, snapshotRoutingFee } from "./fees.ts";
@@ -46,6 +47,7 @@ export async function tick(s: LightningRailState): Promise<void> {
       lastError: null,
     };
     healthy = true;
+    s.invoiceNetwork = invoiceNetworkOf(info.chains);
     if (!wasConnected) s.logger.info({ socket: s.connection.socket }, "LND connected");
     onConnected(s);
     await refreshLiquidity(s);

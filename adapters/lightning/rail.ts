@@ -150,6 +150,7 @@ function createState(params: LightningRailParams): LightningRailState {
     },
     liquidity: null,
     probeEstimate: null,
+    invoiceNetwork: null,
     feeCache: createAnswerCache({
       limits: { entriesMax: limits.feeCacheEntriesMax, loadingMax: limits.feeQueriesInFlightMax },
       ttlMs: (fee) => (fee.kind === "route" ? limits.feeCacheTtlMs : limits.feeCacheUnreachableTtlMs),

@@ -200,6 +200,8 @@ export type LightningRailState = {
   tickTimer: NodeJS.Timeout | null;
   reconnectDelayMs: number;
   health: LightningHealth;
+  /** The BOLT11 network of LND's chain (bolt11.ts invoiceNetworkOf), once LND has said; null before or if unknown. */
+  invoiceNetwork: string | null;
   liquidity: Liquidity | null;
   probeEstimate: FeeEstimate | null;
   /** Route fees per destination and amount (fees.ts). */

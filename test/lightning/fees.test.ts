@@ -9,6 +9,7 @@ import {
   type AuthenticatedLnd,
   authenticatedLndGrpc,
   createInvoice,
+  decodePaymentRequest,
   getChannels,
   getFailedPayments,
   getInvoice,
@@ -24,6 +25,15 @@ import {
 } from "../../adapters/lightning/index.ts";
 import type { Destination, NetworkFeeEstimate, OutgoingAttempt } from "../../core/index.ts";
 import { type NodeName, remoteHopFee, waitFor } from "../../scripts/lightning/index.ts";
+import {
+  bolt11Field,
+  bytesToWords,
+  featureWords,
+  hopHintWords,
+  intToWords,
+  publicKeyOf,
+  signBolt11,
+} from "../support/bolt11.ts";
 
 const cluster = inject("lightningCluster");
 const client = (name: NodeName): AuthenticatedLnd => authenticatedLndGrpc(cluster.nodes[name]).lnd;
@@ -161,5 +171,73 @@ describe("Lightning routing fees on regtest", () => {
       amount: 1_000n,
     });
     expect(estimate).toMatchObject({ kind: "unreachable", detail: expect.stringContaining(stranger) });
+  });
+
+  it("reads an invoice as LND decodes it, route hints to a private node included, without asking LND", async () => {
+    // A payee no public channel leads to: its invoice's route hint leads there from the payee node, over a
+    // channel of the hint's own policy (what LND's pathfinding believes of a hinted channel).
+    const privateKey = Buffer.alloc(32, 0x5a);
+    const hint = {
+      nodeId: cluster.nodes.payee.publicKey,
+      shortChannelId: (500n << 40n) | (7n << 16n) | 1n,
+      feeBaseMsat: 3_000,
+      feeProportionalMillionths: 100,
+      cltvExpiryDelta: 40,
+    };
+    const amount = 1_000_000n;
+    const request = signBolt11({
+      network: "bcrt",
+      amount: "10u",
+      timestampSeconds: Math.floor(Date.now() / 1000),
+      fields: [
+        [bolt11Field.paymentHash, bytesToWords(Buffer.alloc(32, 0x21))],
+        [bolt11Field.paymentSecret, bytesToWords(Buffer.alloc(32, 0x22))],
+        [bolt11Field.description, bytesToWords(Buffer.from("private"))],
+        [bolt11Field.finalCltv, intToWords(80)],
+        [bolt11Field.routeHint, hopHintWords([hint])],
+        [bolt11Field.features, featureWords([8, 14, 17])],
+      ],
+      privateKey,
+    });
+    const decoded = await decodePaymentRequest({ lnd: gateway, request });
+    expect(decoded).toMatchObject({ destination: publicKeyOf(privateKey), cltv_delta: 80 });
+    expect(decoded.routes).toEqual([
+      [
+        { public_key: hint.nodeId },
+        {
+          base_fee_mtokens: "3000",
+          channel: "500x7x1",
+          cltv_delta: 40,
+          fee_rate: 100,
+          public_key: publicKeyOf(privateKey),
+        },
+      ],
+    ]);
+    // LND's own fee for the route it decodes, against the rail's estimate from the invoice it read itself.
+    const { route } = await getRouteToDestination({
+      lnd: gateway,
+      destination: decoded.destination,
+      mtokens: amount.toString(),
+      cltv_delta: decoded.cltv_delta,
+      routes: decoded.routes,
+      features: decoded.features.map(({ bit }) => ({ bit })),
+    });
+    const hintFee = 3_000n + (amount * 100n) / 1_000_000n;
+    expect(route?.fee_mtokens).toBe(hintFee.toString());
+    expect(
+      routing(await rail.estimateNetworkFee({ destination: { kind: "bolt11", invoice: request }, amount })),
+    ).toEqual({ kind: "lightning_routing", base: hintFee, ppm: 0n });
+  });
+
+  it("refuses an invoice of another network as unreachable, from the network LND said it runs on", async () => {
+    // The specification's "$5 for a cup of coffee" invoice: mainnet.
+    const coffee =
+      "lnbc2500u1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5xysxxatsyp3k7enxv4jsxqzpuaztrnwngzn3kdzw5hydlzf03qdgm2hdq27cqv3agm2awhz5se903vruatfhq77w3ls4evs3ch9zw97j25emudupq63nyw24cg27h2rspfj9srp";
+    expect(
+      await rail.estimateNetworkFee({
+        destination: { kind: "bolt11", invoice: coffee },
+        amount: 250_000_000n,
+      }),
+    ).toEqual({ kind: "unreachable", detail: 'the invoice is for network "bc", LND runs on "bcrt"' });
   });
 });
