@@ -198,6 +198,46 @@ describe("readBolt11Payee", () => {
     });
   });
 
+  it("recovers the signer whatever the data's length in bits (every padding of the last byte)", () => {
+    // 8 consecutive description lengths give the signed data every remainder of words modulo 8.
+    for (let length = 0; length < 16; length += 1) {
+      const invoice = signBolt11({
+        network: "bcrt",
+        amount: "",
+        timestampSeconds: 1_700_000_000,
+        fields: [hash(1), [bolt11Field.description, Array(length).fill(31)]],
+        privateKey: key(3),
+      });
+      const read = readBolt11Payee(invoice);
+      expect(read.ok && read.value.nodeId, `description of ${length} words`).toBe(publicKeyOf(key(3)));
+    }
+  });
+
+  it("refuses an integer field longer than LND reads, a final CLTV delta above 16 bits, a hint to no point", () => {
+    const invoice = (fields: Parameters<typeof signBolt11>[0]["fields"]) =>
+      signBolt11({
+        network: "bcrt",
+        amount: "",
+        timestampSeconds: 1_700_000_000,
+        fields: [hash(1), description, ...fields],
+        privateKey: key(1),
+      });
+    const malformed = { ok: false, error: "invoice_malformed" };
+    expect(readBolt11Payee(invoice([[bolt11Field.finalCltv, Array(14).fill(1)]]))).toEqual(malformed);
+    expect(parseBolt11(invoice([[bolt11Field.expiry, Array(14).fill(1)]]))).toEqual(malformed);
+    expect(readBolt11Payee(invoice([[bolt11Field.finalCltv, intToWords(65_536)]]))).toEqual(malformed);
+    const ok = readBolt11Payee(invoice([[bolt11Field.finalCltv, intToWords(65_535)]]));
+    expect(ok.ok && ok.value.finalCltvDelta).toBe(65_535);
+    const nowhere = {
+      nodeId: "ff".repeat(33),
+      shortChannelId: 1n,
+      feeBaseMsat: 0,
+      feeProportionalMillionths: 0,
+      cltvExpiryDelta: 40,
+    };
+    expect(readBolt11Payee(invoice([[bolt11Field.routeHint, hopHintWords([nowhere])]]))).toEqual(malformed);
+  });
+
   it("refuses a route hint that is not whole hops, and what is no invoice", () => {
     const invoice = signBolt11({
       network: "bcrt",

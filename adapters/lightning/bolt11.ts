@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 type Secp256k1 = {
   ecdsaRecover(signature: Uint8Array, recid: number, message: Uint8Array, compressed: boolean): Uint8Array;
   ecdsaVerify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
+  publicKeyVerify(publicKey: Uint8Array): boolean;
 };
 const secp256k1 = createRequire(import.meta.url)("secp256k1") as Secp256k1;
 
@@ -61,6 +62,10 @@ const timestampWords = 7;
 const defaultExpirySeconds = 3600;
 const defaultFinalCltvDelta = 18;
 const hopHintBytes = 51;
+/** The longest integer field LND reads (13 words; a longer one fails its decoder). */
+const integerWordsMax = 13;
+/** LND keeps a final CLTV delta in 16 bits. */
+const finalCltvDeltaMax = 0xffff;
 /** The tagged fields' types, as their bech32 characters number them. */
 const field = {
   paymentHash: 1,
@@ -94,7 +99,8 @@ function wordsToInt(words: readonly number[]): number {
   return words.reduce((value, word) => value * 32 + word, 0);
 }
 
-function wordsToBytes(words: readonly number[]): Buffer {
+/** The words as bytes: leftover bits dropped, or with `padded`, the last byte completed with zero bits. */
+function wordsToBytes(words: readonly number[], padded = false): Buffer {
   const bytes: number[] = [];
   let accumulator = 0;
   let bits = 0;
@@ -107,6 +113,7 @@ function wordsToBytes(words: readonly number[]): Buffer {
     }
     accumulator &= (1 << bits) - 1;
   }
+  if (padded && bits > 0) bytes.push((accumulator << (8 - bits)) & 0xff);
   return Buffer.from(bytes);
 }
 
@@ -171,6 +178,8 @@ function split(invoice: string): { ok: true; value: Split } | { ok: false; error
     const length = (data[i + 1] as number) * 32 + (data[i + 2] as number);
     const words = data.slice(i + 3, i + 3 + length);
     if (words.length !== length) return { ok: false, error: "invoice_malformed" };
+    if ((type === field.expiry || type === field.finalCltv) && length > integerWordsMax)
+      return { ok: false, error: "invoice_malformed" };
     if (type === field.routeHint) routeHints.push(words);
     else if (!fields.has(type) && (fixedLengths.get(type) ?? length) === length) fields.set(type, words);
     i += 3 + length;
@@ -203,15 +212,6 @@ export function parseBolt11(
   };
 }
 
-/** The words as bytes, the last byte padded with zero bits (how BOLT11 hashes the data it signs). */
-function wordsToPaddedBytes(words: readonly number[]): Buffer {
-  const whole = wordsToBytes(words);
-  const spare = (words.length * 5) % 8;
-  if (spare === 0) return whole;
-  const last = (words[words.length - 1] as number) & ((1 << spare) - 1);
-  return Buffer.concat([whole, Buffer.from([(last << (8 - spare)) & 0xff])]);
-}
-
 /** The payee's node key: the `n` field's when present (the signature must verify against it), else recovered. */
 function payeeKey(parts: Split): string | null {
   const signature = wordsToBytes(parts.signature);
@@ -219,7 +219,7 @@ function payeeKey(parts: Split): string | null {
   const recid = signature[64] as number;
   const digest = createHash("sha256")
     .update(Buffer.from(parts.hrp, "utf8"))
-    .update(wordsToPaddedBytes(parts.data))
+    .update(wordsToBytes(parts.data, true)) // BOLT11 signs the data zero-padded to whole bytes
     .digest();
   const stated = parts.fields.get(field.payeeKey);
   try {
@@ -241,6 +241,7 @@ function hopHints(words: readonly number[]): Bolt11HopHint[] | null {
   const hops: Bolt11HopHint[] = [];
   for (let at = 0; at < bytes.length; at += hopHintBytes) {
     const hop = bytes.subarray(at, at + hopHintBytes);
+    if (!secp256k1.publicKeyVerify(hop.subarray(0, 33))) return null; // LND refuses a hint to no point
     hops.push({
       nodeId: hop.subarray(0, 33).toString("hex"),
       shortChannelId: hop.readBigUInt64BE(33),
@@ -263,7 +264,9 @@ function featureBits(words: readonly number[]): number[] {
 
 /**
  * The payee of an invoice and what a route to it must know. `invoice_signature` when its signature names no key
- * (or not the stated one); a route hint that is not whole hops is `invoice_malformed`, as LND's decoder has it.
+ * (or not the stated one); a route hint that is not whole hops or names no point, and a final CLTV delta above 16
+ * bits, are `invoice_malformed`. A stated key's signature must be low S (libsecp256k1's rule, and the
+ * specification's); LND itself would accept a high S there, which no libsecp256k1 signer makes.
  */
 export function readBolt11Payee(
   invoice: string,
@@ -279,13 +282,15 @@ export function readBolt11Payee(
     if (hops.length > 0) routeHints.push(hops);
   }
   const cltv = parts.value.fields.get(field.finalCltv);
+  const finalCltvDelta = cltv === undefined ? defaultFinalCltvDelta : wordsToInt(cltv);
+  if (finalCltvDelta > finalCltvDeltaMax) return { ok: false, error: "invoice_malformed" };
   const features = parts.value.fields.get(field.features);
   return {
     ok: true,
     value: {
       network: parts.value.network,
       nodeId,
-      finalCltvDelta: cltv === undefined ? defaultFinalCltvDelta : wordsToInt(cltv),
+      finalCltvDelta,
       routeHints,
       featureBits: features === undefined ? [] : featureBits(features),
     },
