@@ -317,6 +317,7 @@ async function sendOnChain(
           chain,
           { txHash, gasWei },
           items.map((w) => w.invoiceId),
+          logger,
         ),
       );
     return items.map((w) => refused(w, "invalid_transaction_state", `transaction ${txHash} reverted`));
@@ -385,6 +386,7 @@ async function sendOnChain(
       chain,
       { txHash: outcome.txHash, gasWei: outcome.gasUsed * outcome.effectiveGasPrice },
       items.map((w) => w.invoiceId),
+      logger,
     ),
   );
   return results;
@@ -404,6 +406,7 @@ export async function bookBatchGas(
   chain: X402Chain,
   tx: { readonly txHash: Hex; readonly gasWei: bigint },
   invoiceIds: readonly string[],
+  logger: Logger,
 ): Promise<void> {
   const totalGwei = divCeil(tx.gasWei, weiPerGwei);
   if (totalGwei === 0n) return;
@@ -412,6 +415,7 @@ export async function bookBatchGas(
   await bookGasEntries(
     settlement,
     chain,
+    logger,
     ordered.map((invoiceId, i) => ({
       amount: shares[i]!,
       id: derivedLedgerId(`${chain.chainId}:${tx.txHash.toLowerCase()}:${invoiceId}`, "x402-batch-gas"),

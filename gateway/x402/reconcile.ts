@@ -414,7 +414,7 @@ async function conclude(
 async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, receipt: MinedReceipt) {
   const gasWei = receipt.gasUsed * receipt.effectiveGasPrice;
   if (receipt.to !== null && isAddressEqual(receipt.to, chain.token)) {
-    await bookGas(deps.settlement, chain, txHash, gasWei);
+    await bookGas(deps.settlement, chain, txHash, gasWei, deps.logger);
     return true;
   }
   const invoiceIds = await batchInvoiceIds(deps.db, chain, txHash);
@@ -422,7 +422,7 @@ async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, rec
     deps.logger.error({ txHash, rail: chain.rail }, "x402 reconcile: a batch row without its invoice; left");
     return false;
   }
-  await bookBatchGas(deps.settlement, chain, { txHash, gasWei }, invoiceIds);
+  await bookBatchGas(deps.settlement, chain, { txHash, gasWei }, invoiceIds, deps.logger);
   return true;
 }
 

@@ -131,7 +131,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
           record(deps.settlement.db, chain, a, { status: "failed", txHash, failure: "reverted" }),
         );
         await afterSent(logger, "booking the gas", context, () =>
-          bookGas(deps.settlement, chain, txHash, mined.gasWei),
+          bookGas(deps.settlement, chain, txHash, mined.gasWei, logger),
         );
         return refused("invalid_transaction_state", `transaction ${txHash} reverted`);
       }
@@ -139,7 +139,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         record(deps.settlement.db, chain, a, { status: "settled", txHash }),
       );
       await afterSent(logger, "booking the gas", context, () =>
-        bookGas(deps.settlement, chain, txHash, mined.gasWei),
+        bookGas(deps.settlement, chain, txHash, mined.gasWei, logger),
       );
       return {
         ok: true,
@@ -207,8 +207,14 @@ const weiPerGwei = 1_000_000_000n;
  * The gas of the settlement's transaction, in gwei rounded up: the rail's fee against its ETH clearing (idempotent:
  * the id is the transaction's). reconcile.ts books a transaction it concludes through it too.
  */
-export async function bookGas(settlement: SettlementDeps, chain: X402Chain, txHash: Hex, gasWei: bigint) {
-  await bookGasEntries(settlement, chain, [
+export async function bookGas(
+  settlement: SettlementDeps,
+  chain: X402Chain,
+  txHash: Hex,
+  gasWei: bigint,
+  logger: Logger,
+) {
+  await bookGasEntries(settlement, chain, logger, [
     {
       amount: divCeil(gasWei, weiPerGwei),
       id: derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas"),
@@ -231,10 +237,13 @@ export type GasEntry = {
 /**
  * Gas the hot wallet paid for x402 settlements, each entry a transfer from the rail's ETH fee account against its
  * ETH clearing account (a zero entry is skipped); both settlers book through it, the batch one a share per payment.
+ * An id booked before with another amount is left as it is and logged as an error: the ledger's gas for that
+ * transaction then differs from the chain's, which no retry here could mend.
  */
 export async function bookGasEntries(
   settlement: SettlementDeps,
   chain: X402Chain,
+  logger: Logger,
   entries: readonly GasEntry[],
 ): Promise<void> {
   if (entries.every((entry) => entry.amount === 0n)) return;
@@ -245,7 +254,7 @@ export async function bookGasEntries(
   ]);
   for (const entry of entries) {
     if (entry.amount === 0n) continue;
-    await credit(
+    const booked = await credit(
       settlement.ledger,
       {
         debitAccountId: fees.ledgerAccountId,
@@ -260,6 +269,16 @@ export async function bookGasEntries(
         label: entry.label,
       },
     );
+    if (booked === "conflict")
+      logger.error(
+        {
+          transferId: entry.id.toString(),
+          reference: entry.reference,
+          gwei: entry.amount.toString(),
+          rail: chain.rail,
+        },
+        "x402 gas: this booking exists with another amount; the ledger's gas differs from the chain's here",
+      );
   }
 }
 

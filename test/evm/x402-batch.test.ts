@@ -10,7 +10,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
-import { assets, divCeil } from "../../core/index.ts";
+import { assets, divCeil, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { getInvoice } from "../../gateway/settlement/index.ts";
 import {
@@ -24,6 +24,7 @@ import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
+import { recordingLogger } from "../support/recording-logger.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -281,13 +282,42 @@ describe("batch settlement on the Hardhat chain", () => {
       },
     });
     await expect(
-      bookBatchGas({ ...gw.app.settlement, ledger: stopping }, chain, { txHash, gasWei }, invoices),
+      bookBatchGas(
+        { ...gw.app.settlement, ledger: stopping },
+        chain,
+        { txHash, gasWei },
+        invoices,
+        silentLogger,
+      ),
     ).rejects.toThrow("the ledger stopped answering");
-    await bookBatchGas(gw.app.settlement, chain, { txHash, gasWei }, [...invoices].reverse());
+    const { logger, lines } = recordingLogger();
+    await bookBatchGas(gw.app.settlement, chain, { txHash, gasWei }, [...invoices].reverse(), logger);
     const booked = await gw.app.ledger.lookupTransfers(invoices.map(idOf));
     expect(booked).toHaveLength(3);
     expect(booked.reduce((sum, t) => sum + t.amount, 0n)).toBe(1_003n);
     expect((await gw.gasFeesBooked()) - feesBefore).toBe(1_003n);
+    expect(lines.filter((line) => line.level === "error")).toEqual([]);
+  });
+
+  it("logs as an error a gas share booked before with another amount, and leaves the booking as it was", async () => {
+    // What an earlier version's split (or another receipt's gas) left under the same ids: nothing is moved
+    // twice, and the difference between the ledger's gas and the chain's is said, not swallowed.
+    const txHash = keccak256(stringToHex(`gas conflict ${Date.now()}`));
+    const invoices = ["inv_gas_conflict_a", "inv_gas_conflict_b"];
+    await bookBatchGas(
+      gw.app.settlement,
+      chain,
+      { txHash, gasWei: 1_000_000_000n * 10n },
+      invoices,
+      silentLogger,
+    );
+    const feesBefore = await gw.gasFeesBooked();
+    const { logger, lines } = recordingLogger();
+    await bookBatchGas(gw.app.settlement, chain, { txHash, gasWei: 1_000_000_000n * 12n }, invoices, logger);
+    expect((await gw.gasFeesBooked()) - feesBefore).toBe(0n);
+    const errors = lines.filter((line) => line.level === "error");
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatchObject({ fields: { reference: txHash, gwei: "6", rail: chain.rail } });
   });
 
   it("credits each invoice its own amount when one payer's two authorizations of different values share a transaction", async () => {
