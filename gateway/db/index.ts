@@ -1,6 +1,15 @@
 // One small SQL interface over the two databases Switchyard runs on: PostgreSQL through `pg`
 // (the system of record) and PGlite (in-process PostgreSQL, the embedded default). Same SQL on both.
 // int8 comes back as bigint and numeric as a decimal string on both, so amounts never pass a float.
+//
+// On PostgreSQL no statement waits for an answer forever. The server's statement_timeout cancels a slow statement;
+// a connection that goes silent (a half-open socket, a partition, a frozen server) answers nothing, not even that,
+// so the client gives up too, queryTimeoutMarginMs after the statement timeout (the server's, which names the
+// statement, normally fires first), with a DbQueryTimeoutError. The connection is then in an unknown state (its
+// statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
+// ROLLBACK is sent over it (the server rolls back once it sees the connection close). A COMMIT that times out has
+// an unknown outcome, as one whose connection drops. TCP keepalive finds an idle connection whose peer vanished.
+// The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
@@ -44,6 +53,36 @@ export async function openDb(config: DbConfig, logger: Logger = silentLogger): P
 
 const int8Oid = 20;
 
+/**
+ * How long after the statement timeout the client stops waiting for a statement's answer: room for the server's own
+ * cancellation to arrive first (network, event-loop lag), small enough that a silent connection costs little more.
+ */
+export const queryTimeoutMarginMs = 1_000;
+
+/**
+ * When an idle connection starts being probed (TCP keepalive; Node then probes every second, 10 times): under the
+ * pool's 10 s idle timeout, so an idle connection whose peer vanished is found dead and replaced by the pool rather
+ * than handed out. A few bytes per idle connection every 5 s. A frozen server's kernel still answers probes: only
+ * the query timeout notices that.
+ */
+export const keepAliveInitialDelayMs = 5_000;
+
+/** The message node-postgres rejects with when `query_timeout` passes (pg 8: "Query read timeout"). */
+const pgQueryTimeoutMessage = "Query read timeout";
+
+/** A statement got no answer within the client-side bound: the connection went silent (or the server froze). */
+export class DbQueryTimeoutError extends SwitchyardError {
+  override readonly name = "DbQueryTimeoutError";
+  readonly timeoutMs: number;
+  constructor(timeoutMs: number, cause: unknown) {
+    super("postgres: no answer to a statement in time; its connection is closed", {
+      cause,
+      details: `no answer within ${timeoutMs} ms (statement timeout + ${queryTimeoutMarginMs} ms)`,
+    });
+    this.timeoutMs = timeoutMs;
+  }
+}
+
 export function openPostgres(config: {
   url: string;
   poolSizeMax: number;
@@ -52,6 +91,9 @@ export function openPostgres(config: {
   logger?: Logger;
 }): Db {
   const logger = config.logger ?? silentLogger;
+  if (!(Number.isInteger(config.statementTimeoutMs) && config.statementTimeoutMs > 0))
+    throw new RangeError(`statementTimeoutMs must be a positive integer, not ${config.statementTimeoutMs}`);
+  const queryTimeoutMs = config.statementTimeoutMs + queryTimeoutMarginMs;
   const typeParsers = {
     getTypeParser: ((oid: number, format?: "text" | "binary") =>
       oid === int8Oid
@@ -63,13 +105,25 @@ export function openPostgres(config: {
     max: config.poolSizeMax,
     types: typeParsers,
     statement_timeout: config.statementTimeoutMs,
+    query_timeout: queryTimeoutMs,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: keepAliveInitialDelayMs,
     connectionTimeoutMillis: 10_000,
   });
   pool.on("error", (error) => {
     // An idle client lost its connection; the pool replaces it. Nothing is in flight on it.
     logger.warn({ err: error }, "postgres: an idle connection was lost; the pool replaces it");
   });
+  /** An answer, or the error; node-postgres's query timeout as a DbQueryTimeoutError. */
+  const answer = async <T>(pending: Promise<T>): Promise<T> => {
+    try {
+      return await pending;
+    } catch (error) {
+      throw timedOut(error) ? new DbQueryTimeoutError(queryTimeoutMs, error) : error;
+    }
+  };
   const names = preparedNames(preparedStatementsMax);
+  /** A statement's rows. Through the pool (pool.query), the pool itself closes a connection whose statement failed. */
   const query = async <R extends Row>(
     client: pg.Pool | pg.PoolClient,
     text: string,
@@ -77,20 +131,35 @@ export function openPostgres(config: {
   ) => {
     const name = names(text);
     const config = { text, values: params as unknown[] | undefined };
-    return (await client.query(name === undefined ? config : { ...config, name })).rows as R[];
+    return (await answer(client.query(name === undefined ? config : { ...config, name }))).rows as R[];
   };
   const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
+    /** Why the connection cannot be trusted any more (a statement timed out, ROLLBACK failed): then it is closed. */
+    let broken: unknown;
+    const run = async <R extends Row>(text: string, params?: readonly unknown[]) => {
+      // Behind a statement still unanswered, another would only wait out its own timeout.
+      if (broken !== undefined) throw broken;
+      try {
+        return await query<R>(client, text, params);
+      } catch (error) {
+        if (error instanceof DbQueryTimeoutError) broken = error;
+        throw error;
+      }
+    };
     try {
-      await client.query("BEGIN");
-      const result = await fn({ query: (text, params) => query(client, text, params) });
-      await client.query("COMMIT");
+      await run("BEGIN");
+      const result = await fn({ query: run });
+      await run("COMMIT");
       return result;
     } catch (error) {
-      await client.query("ROLLBACK").catch(() => undefined); // the connection may be gone; the error below is the one that matters
+      if (broken === undefined)
+        await client.query("ROLLBACK").catch((rollbackError: unknown) => {
+          broken = rollbackError; // the error below is the one that matters; this one closes the connection
+        });
       throw error;
     } finally {
-      client.release();
+      client.release(broken === undefined ? undefined : (broken as Error));
     }
   };
   return {
@@ -103,13 +172,15 @@ export function openPostgres(config: {
       return await transaction((tx) => queryEach(tx, statements));
     },
     async exec(script) {
-      await pool.query(script);
+      await answer(pool.query(script));
     },
     async close() {
       await pool.end();
     },
   };
 }
+
+const timedOut = (error: unknown) => error instanceof Error && error.message === pgQueryTimeoutMessage;
 
 export async function openPglite(dataDir: string | undefined): Promise<Db> {
   const db = await PGlite.create({

@@ -1,0 +1,215 @@
+// A PostgreSQL connection that goes silent (a half-open socket, a partition, a frozen server) must not park its
+// callers forever. Between the pool and a private PostgreSQL sits a small TCP proxy that can swallow every byte in
+// both directions without closing a socket. With it swallowing, a statement — on its own, inside a transaction, and
+// under the authenticator's shared lookup of one key — rejects with DbQueryTimeoutError within the client-side bound
+// (statement timeout + queryTimeoutMarginMs); once bytes pass again, the pool serves again on a fresh connection
+// (the silent one was not handed back), and a later check of the same key looks it up afresh and succeeds.
+import net from "node:net";
+import { performance } from "node:perf_hooks";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { gatewayMigrations } from "../../gateway/app.ts";
+import {
+  createLocalChangeBus,
+  type Db,
+  DbQueryTimeoutError,
+  migrate,
+  openPostgres,
+  queryTimeoutMarginMs,
+} from "../../gateway/db/index.ts";
+import { ledgerMigrations } from "../../gateway/ledger/index.ts";
+import { createApiKey, createAuthenticator, createTenant } from "../../gateway/tenants/index.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+import { recordStatements } from "../support/recording-db.ts";
+
+/** Small, so that the bound is quick to wait out. */
+const statementTimeoutMs = 200;
+const queryTimeoutMs = statementTimeoutMs + queryTimeoutMarginMs;
+/** Room for a busy 2-core machine; still well under a second bound waited out behind the first. */
+const slackMs = 800;
+/** How long a test waits for an answer before it calls the statement parked. */
+const parkedAfterMs = queryTimeoutMs * 4;
+const tenant = { id: "ten_silent", name: "Silent" };
+
+// ---- a proxy that can go silent
+
+type SilentProxy = {
+  url: string;
+  /** From now on, bytes in either direction are dropped; no socket is closed. */
+  swallow(): void;
+  /** From now on, bytes pass again (those swallowed are lost). */
+  pass(): void;
+  close(): Promise<void>;
+};
+
+async function startSilentProxy(targetUrl: string): Promise<SilentProxy> {
+  const target = new URL(targetUrl);
+  let swallowing = false;
+  const sockets = new Set<net.Socket>();
+  const track = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined); // a reset is what the test causes; the pool hears it on its own side
+    socket.on("close", () => sockets.delete(socket));
+  };
+  const server = net.createServer((downstream) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    track(downstream);
+    track(upstream);
+    const forward = (from: net.Socket, to: net.Socket) => {
+      from.on("data", (chunk) => {
+        if (!swallowing) to.write(chunk);
+      });
+      // A silent peer says nothing, not even goodbye.
+      from.on("close", () => {
+        if (!swallowing) to.destroy();
+      });
+    };
+    forward(downstream, upstream);
+    forward(upstream, downstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const url = new URL(targetUrl);
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.toString(),
+    swallow: () => {
+      swallowing = true;
+    },
+    pass: () => {
+      swallowing = false;
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+// ---- outcomes within a deadline
+
+type Outcome<T> =
+  | { kind: "answered"; value: T; elapsedMs: number }
+  | { kind: "rejected"; error: unknown; elapsedMs: number }
+  | { kind: "parked"; elapsedMs: number };
+
+/** What `pending` came to within `waitMs`, timed from `startedAt`: "parked" if it had not settled by then. */
+async function outcomeOf<T>(pending: Promise<T>, startedAt = performance.now()): Promise<Outcome<T>> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    pending.then(
+      (value) => ({ kind: "answered" as const, value }),
+      (error: unknown) => ({ kind: "rejected" as const, error }),
+    ),
+    new Promise<{ kind: "parked" }>((resolve) => {
+      timer = setTimeout(() => resolve({ kind: "parked" }), parkedAfterMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  return { ...settled, elapsedMs: performance.now() - startedAt };
+}
+
+/** A rejection with DbQueryTimeoutError, no sooner than the statement timeout and within the bound. */
+function expectTimedOutInBound(outcome: Outcome<unknown>): void {
+  expect(outcome.kind).toBe("rejected");
+  if (outcome.kind !== "rejected") return;
+  expect(outcome.error).toBeInstanceOf(DbQueryTimeoutError);
+  expect(outcome.elapsedMs).toBeGreaterThanOrEqual(statementTimeoutMs);
+  expect(outcome.elapsedMs).toBeLessThan(queryTimeoutMs + slackMs);
+}
+
+// ---- the tests
+
+let direct: Db;
+let proxy: SilentProxy;
+let db: Db;
+let statements: string[];
+
+beforeAll(async () => {
+  const url = await createTestDatabase(inject("postgresUrl"), "silent");
+  direct = openPostgres({ url, poolSizeMax: 2, statementTimeoutMs: 10_000 });
+  await migrate(direct, [ledgerMigrations, gatewayMigrations]);
+  await createTenant(direct, tenant);
+  proxy = await startSilentProxy(url);
+});
+
+beforeEach(() => {
+  // One connection: whatever serves after a silence is a fresh one, or the silent one handed back.
+  statements = [];
+  db = recordStatements(openPostgres({ url: proxy.url, poolSizeMax: 1, statementTimeoutMs }), statements);
+});
+
+afterEach(async () => {
+  proxy.pass();
+  // Bounded: a pool with a statement parked for good (without a client-side bound) would never end.
+  await outcomeOf(db.close());
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await direct?.close();
+});
+
+/** The pool's one connection open and answering, before the proxy goes silent. */
+async function connected(): Promise<void> {
+  expect(await db.query<{ n: number }>("SELECT 1 AS n")).toEqual([{ n: 1 }]);
+}
+
+/** After the silence: the pool answers again, on its own and in a transaction. */
+async function servesAgain(): Promise<void> {
+  const alone = await outcomeOf(db.query<{ n: number }>("SELECT 2 AS n"));
+  expect(alone).toMatchObject({ kind: "answered", value: [{ n: 2 }] });
+  const inTransaction = await outcomeOf(db.transaction((tx) => tx.query<{ n: number }>("SELECT 3 AS n")));
+  expect(inTransaction).toMatchObject({ kind: "answered", value: [{ n: 3 }] });
+}
+
+describe("a PostgreSQL connection gone silent", () => {
+  it("fails a statement within the bound, and the pool serves again once bytes pass", async () => {
+    await connected();
+    proxy.swallow();
+    expectTimedOutInBound(await outcomeOf(db.query("SELECT 1")));
+    proxy.pass();
+    await servesAgain();
+  });
+
+  it("fails a transaction's statement within the bound (no ROLLBACK waited out over it), and is not reused", async () => {
+    await connected();
+    let startedAt = 0;
+    const transaction = db.transaction(async (tx) => {
+      await tx.query("SELECT 1");
+      proxy.swallow();
+      startedAt = performance.now();
+      return await tx.query("SELECT 2");
+    });
+    const outcome = await outcomeOf(transaction);
+    const elapsedMs = performance.now() - startedAt;
+    proxy.pass();
+    await servesAgain();
+    expectTimedOutInBound({ ...outcome, elapsedMs });
+  });
+
+  it("fails the shared lookup of a key for every check awaiting it; a later check looks the key up afresh", async () => {
+    const key = await createApiKey(direct, { tenantId: tenant.id, mode: "test" });
+    const auth = createAuthenticator(
+      { sql: db, nowMs: Date.now, changes: createLocalChangeBus() },
+      { entriesMax: 100, ttlMs: 3_600_000 },
+    );
+    try {
+      await connected();
+      const before = statements.length;
+      proxy.swallow();
+      const startedAt = performance.now();
+      const [first, second] = await Promise.all([
+        outcomeOf(auth.check(key.secret), startedAt),
+        outcomeOf(auth.check(key.secret), startedAt),
+      ]);
+      expectTimedOutInBound(first);
+      expectTimedOutInBound(second);
+      expect(statements.length).toBe(before + 1); // one lookup, shared
+      proxy.pass();
+      const later = await outcomeOf(auth.check(key.secret));
+      expect(later).toMatchObject({ kind: "answered", value: { ok: true, principal: { tenant } } });
+      expect(statements.length).toBe(before + 2); // a fresh lookup, not the failed one again
+    } finally {
+      auth.close();
+    }
+  });
+});
