@@ -7,8 +7,9 @@
 // so the client gives up too, queryTimeoutMarginMs after the statement timeout (the server's, which names the
 // statement, normally fires first), with a DbQueryTimeoutError. The connection is then in an unknown state (its
 // statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
-// ROLLBACK is sent over it (the server rolls back once it sees the connection close). A COMMIT that times out has
-// an unknown outcome, as one whose connection drops. TCP keepalive finds an idle connection whose peer vanished.
+// ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a partition, only once its
+// own TCP gives up, holding the transaction's locks until then). A COMMIT that times out has an unknown outcome, as
+// one whose connection drops.
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
@@ -60,10 +61,10 @@ const int8Oid = 20;
 export const queryTimeoutMarginMs = 1_000;
 
 /**
- * When an idle connection starts being probed (TCP keepalive; Node then probes every second, 10 times): under the
- * pool's 10 s idle timeout, so an idle connection whose peer vanished is found dead and replaced by the pool rather
- * than handed out. A few bytes per idle connection every 5 s. A frozen server's kernel still answers probes: only
- * the query timeout notices that.
+ * When an idle connection starts being probed (TCP keepalive; Linux then probes every second, up to 10 times): a
+ * connection whose peer vanished is found dead about 15 s into an idle spell, which the pool's own 10 s idle timeout
+ * usually ends first — the probes matter for connections kept busy with pauses. Keepalive does not probe while sent
+ * bytes are unacknowledged, and a frozen server's kernel still answers probes: only the query timeout bounds those.
  */
 export const keepAliveInitialDelayMs = 5_000;
 
