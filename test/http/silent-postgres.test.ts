@@ -4,7 +4,6 @@
 // under the authenticator's shared lookup of one key — rejects with DbQueryTimeoutError within the client-side bound
 // (statement timeout + queryTimeoutMarginMs); once bytes pass again, the pool serves again on a fresh connection
 // (the silent one was not handed back), and a later check of the same key looks it up afresh and succeeds.
-import net from "node:net";
 import { performance } from "node:perf_hooks";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { gatewayMigrations } from "../../gateway/app.ts";
@@ -20,6 +19,7 @@ import { ledgerMigrations } from "../../gateway/ledger/index.ts";
 import { createApiKey, createAuthenticator, createTenant } from "../../gateway/tenants/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { recordStatements } from "../support/recording-db.ts";
+import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
 
 /** Small, so that the bound is quick to wait out. */
 const statementTimeoutMs = 200;
@@ -29,66 +29,6 @@ const slackMs = queryTimeoutMs;
 /** How long a test waits for an answer before it calls the statement parked. */
 const parkedAfterMs = queryTimeoutMs * 4;
 const tenant = { id: "ten_silent", name: "Silent" };
-
-// ---- a proxy that can go silent
-
-type SilentProxy = {
-  url: string;
-  /** From now on, bytes in either direction are dropped (what the pool sends kept for swallowedFromPool); no socket is closed. */
-  swallow(): void;
-  /** From now on, bytes pass again (those swallowed are lost). */
-  pass(): void;
-  /** What the pool sent while swallowed, as text (the simple and extended protocol carry statements as text). */
-  swallowedFromPool(): string;
-  close(): Promise<void>;
-};
-
-async function startSilentProxy(targetUrl: string): Promise<SilentProxy> {
-  const target = new URL(targetUrl);
-  let swallowing = false;
-  const swallowed: Buffer[] = [];
-  const sockets = new Set<net.Socket>();
-  const track = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on("error", () => undefined); // a reset is what the test causes; the pool hears it on its own side
-    socket.on("close", () => sockets.delete(socket));
-  };
-  const server = net.createServer((downstream) => {
-    const upstream = net.connect(Number(target.port), target.hostname);
-    track(downstream);
-    track(upstream);
-    const forward = (from: net.Socket, to: net.Socket) => {
-      from.on("data", (chunk: Buffer) => {
-        if (!swallowing) to.write(chunk);
-        else if (from === downstream) swallowed.push(chunk);
-      });
-      // A silent peer says nothing, not even goodbye.
-      from.on("close", () => {
-        if (!swallowing) to.destroy();
-      });
-    };
-    forward(downstream, upstream);
-    forward(upstream, downstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const url = new URL(targetUrl);
-  url.port = String((server.address() as net.AddressInfo).port);
-  return {
-    url: url.toString(),
-    swallow: () => {
-      swallowed.length = 0;
-      swallowing = true;
-    },
-    pass: () => {
-      swallowing = false;
-    },
-    swallowedFromPool: () => Buffer.concat(swallowed).toString("latin1"),
-    async close() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 // ---- outcomes within a deadline
 

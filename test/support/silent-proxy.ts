@@ -1,0 +1,103 @@
+// A TCP proxy between a pool and PostgreSQL that can go silent without closing a socket, as a half-open socket, a
+// partition or a frozen server does: bytes are dropped, nothing says goodbye. Silent everywhere (swallow/pass), or
+// on one connection from the moment the pool sends given bytes over it (silenceAt): a statement of the ledger's
+// batch, or a COMMIT that still reaches the server (so it is applied and only its answer is lost). What the pool
+// sends while silent is kept, to assert which statements it sent (or did not).
+import net from "node:net";
+
+export type SilentProxy = {
+  url: string;
+  /** From now on, bytes in either direction are dropped (what the pool sends kept for swallowedFromPool); no socket is closed. */
+  swallow(): void;
+  /** From now on, bytes pass again (those swallowed are lost); a connection silenced by silenceAt stays silent. */
+  pass(): void;
+  /**
+   * The next connection over which the pool sends `marker` goes silent from that chunk on, in both directions; the
+   * others still pass. The chunk itself is dropped, or with `markerPasses` still reaches the server (a COMMIT is
+   * then applied, and only its answer lost). Once: `marker` is forgotten when seen.
+   */
+  silenceAt(marker: string, options?: { markerPasses?: boolean }): void;
+  /** Whether the marker of silenceAt has been seen. */
+  silenced(): boolean;
+  /**
+   * The server's side of every connection silenced by silenceAt hangs up, as the server's TCP gives up at last:
+   * the server rolls back what was open there and releases its locks.
+   */
+  hangUpSilenced(): void;
+  /** What the pool sent while swallowed, as text (the simple and extended protocol carry statements as text). */
+  swallowedFromPool(): string;
+  close(): Promise<void>;
+};
+
+export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> {
+  const target = new URL(targetUrl);
+  let swallowing = false;
+  let armed: { marker: string; markerPasses: boolean } | null = null;
+  let markerSeen = false;
+  const swallowed: Buffer[] = [];
+  const sockets = new Set<net.Socket>();
+  /** The server sides of connections silenced by silenceAt. */
+  const silencedUpstreams = new Set<net.Socket>();
+  const track = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined); // a reset is what the test causes; the pool hears it on its own side
+    socket.on("close", () => sockets.delete(socket));
+  };
+  const server = net.createServer((downstream) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    track(downstream);
+    track(upstream);
+    const silent = () => swallowing || silencedUpstreams.has(upstream);
+    /** Whether this chunk from the pool is the armed marker, which silences this connection (and passes or not). */
+    const silences = (chunk: Buffer) => {
+      if (armed === null || !chunk.includes(armed.marker, 0, "latin1")) return false;
+      if (armed.markerPasses) upstream.write(chunk);
+      else swallowed.push(chunk);
+      silencedUpstreams.add(upstream);
+      armed = null;
+      markerSeen = true;
+      return true;
+    };
+    const forward = (from: net.Socket, to: net.Socket) => {
+      from.on("data", (chunk: Buffer) => {
+        if (from === downstream && !silent() && silences(chunk)) return;
+        if (!silent()) to.write(chunk);
+        else if (from === downstream) swallowed.push(chunk);
+      });
+      // A silent peer says nothing, not even goodbye.
+      from.on("close", () => {
+        if (!silent()) to.destroy();
+      });
+    };
+    forward(downstream, upstream);
+    forward(upstream, downstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const url = new URL(targetUrl);
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.toString(),
+    swallow: () => {
+      swallowed.length = 0;
+      swallowing = true;
+    },
+    pass: () => {
+      swallowing = false;
+    },
+    silenceAt: (marker, options = {}) => {
+      swallowed.length = 0;
+      markerSeen = false;
+      armed = { marker, markerPasses: options.markerPasses ?? false };
+    },
+    silenced: () => markerSeen,
+    hangUpSilenced: () => {
+      for (const upstream of silencedUpstreams) upstream.destroy();
+      silencedUpstreams.clear();
+    },
+    swallowedFromPool: () => Buffer.concat(swallowed).toString("latin1"),
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
