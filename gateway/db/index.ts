@@ -71,16 +71,29 @@ export const keepAliveInitialDelayMs = 5_000;
 /** The message node-postgres rejects with when `query_timeout` passes (pg 8: "Query read timeout"). */
 const pgQueryTimeoutMessage = "Query read timeout";
 
-/** A statement got no answer within the client-side bound: the connection went silent (or the server froze). */
+/** transaction()'s COMMIT: one that gets no answer leaves the transaction's outcome unknown. */
+const commit = "COMMIT";
+
+/**
+ * A statement got no answer within the client-side bound: the connection went silent (or the server froze).
+ * `duringCommit`: it was a transaction's COMMIT, which the server may have received and applied: the transaction's
+ * outcome is unknown. Any other statement of a transaction leaves it uncommitted (no COMMIT was sent); a statement
+ * on its own (autocommit) may have run, as any whose answer was lost.
+ */
 export class DbQueryTimeoutError extends SwitchyardError {
   override readonly name = "DbQueryTimeoutError";
   readonly timeoutMs: number;
-  constructor(timeoutMs: number, cause: unknown) {
-    super("postgres: no answer to a statement in time; its connection is closed", {
-      cause,
-      details: `no answer within ${timeoutMs} ms (statement timeout + ${queryTimeoutMarginMs} ms)`,
-    });
+  readonly duringCommit: boolean;
+  constructor(timeoutMs: number, cause: unknown, options: { duringCommit?: boolean } = {}) {
+    const duringCommit = options.duringCommit ?? false;
+    super(
+      duringCommit
+        ? "postgres: no answer to a COMMIT in time (it may have committed); its connection is closed"
+        : "postgres: no answer to a statement in time; its connection is closed",
+      { cause, details: `no answer within ${timeoutMs} ms (statement timeout + ${queryTimeoutMarginMs} ms)` },
+    );
     this.timeoutMs = timeoutMs;
+    this.duringCommit = duringCommit;
   }
 }
 
@@ -116,11 +129,11 @@ export function openPostgres(config: {
     logger.warn({ err: error }, "postgres: an idle connection was lost; the pool replaces it");
   });
   /** An answer, or the error; node-postgres's query timeout as a DbQueryTimeoutError. */
-  const answer = async <T>(pending: Promise<T>): Promise<T> => {
+  const answer = async <T>(pending: Promise<T>, duringCommit = false): Promise<T> => {
     try {
       return await pending;
     } catch (error) {
-      throw timedOut(error) ? new DbQueryTimeoutError(queryTimeoutMs, error) : error;
+      throw timedOut(error) ? new DbQueryTimeoutError(queryTimeoutMs, error, { duringCommit }) : error;
     }
   };
   const names = preparedNames(preparedStatementsMax);
@@ -132,7 +145,8 @@ export function openPostgres(config: {
   ) => {
     const name = names(text);
     const config = { text, values: params as unknown[] | undefined };
-    return (await answer(client.query(name === undefined ? config : { ...config, name }))).rows as R[];
+    const pending = client.query(name === undefined ? config : { ...config, name });
+    return (await answer(pending, text === commit)).rows as R[];
   };
   const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
@@ -151,7 +165,7 @@ export function openPostgres(config: {
     try {
       await run("BEGIN");
       const result = await fn({ query: run });
-      await run("COMMIT");
+      await run(commit);
       return result;
     } catch (error) {
       if (broken === undefined)

@@ -2,6 +2,7 @@
 // and the cause. A transfer the ledger refuses is not among them: that is a result code (types.ts). These are a full
 // queue, a request over the limits, a closed ledger, the database failing, and a broken invariant (a bug).
 import { SwitchyardError } from "../../core/errors.ts";
+import { DbQueryTimeoutError } from "../db/index.ts";
 
 /** The writer's queue is full: try again later. Never queued, never partly applied. */
 export class LedgerBackpressureError extends SwitchyardError {
@@ -136,11 +137,39 @@ function isLedgerError(error: unknown): error is SwitchyardError {
 /**
  * A failure of the ledger's SQL as a LedgerStoreError, translated once: one of the ledger's own errors is returned
  * as it is; anything else — the database's error, or another layer's error such as the Db's own — becomes a
- * LedgerStoreError with it as the cause, so a caller of the ledger always hears a database failure as one.
+ * LedgerStoreError with it as the cause, so a caller of the ledger always hears a database failure as one. A COMMIT
+ * that got no answer says that its outcome is unknown (commitOutcomeUnknown).
  */
 export function toStoreError(operation: string, error: unknown): SwitchyardError {
   if (isLedgerError(error)) return error;
+  if (error instanceof DbQueryTimeoutError && error.duringCommit)
+    return new LedgerStoreError(`ledger ${operation}: no answer to its COMMIT, outcome unknown`, {
+      cause: error,
+      details: "it may have committed; retry with the same ids (they are idempotent)",
+    });
   return new LedgerStoreError(`ledger ${operation} failed`, { cause: error });
+}
+
+/** The DbQueryTimeoutError along `error`'s cause chain: a statement's connection went silent. */
+function queryTimeoutOf(error: unknown): DbQueryTimeoutError | undefined {
+  if (!(error instanceof SwitchyardError)) return undefined;
+  return error.walk((cause) => cause instanceof DbQueryTimeoutError) as DbQueryTimeoutError | undefined;
+}
+
+/**
+ * Whether the batch failed because its connection went silent (DbQueryTimeoutError): no statement of it was at
+ * fault, so none of its callers is to blame; the batch failed as a whole.
+ */
+export function connectionWentSilent(error: unknown): boolean {
+  return queryTimeoutOf(error) !== undefined;
+}
+
+/**
+ * Whether the batch's COMMIT got no answer: it may have committed or not. Running its jobs again would find their
+ * transfers `exists` but refuse callers whose statements written alongside did commit (a key they insert is taken).
+ */
+export function commitOutcomeUnknown(error: unknown): boolean {
+  return queryTimeoutOf(error)?.duringCommit === true;
 }
 
 /** The SQLSTATE a ledger failure carries (a StaleClockError's and a ClaimTurnError's is staleBatchCode). */

@@ -3,7 +3,7 @@
 // column: binary on PostgreSQL, text literals on PGlite; store-params.ts) and are spread with unnest in the select
 // list (a ProjectSet, which streams rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so
 // thousands of rows are one statement; a batch's writes are store-batch.ts.
-import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import { type Db, DbQueryTimeoutError, type Row, type Sql, type Statement } from "../db/index.ts";
 import { AlongsideStatementError, LedgerInvariantError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import {
@@ -90,13 +90,19 @@ export async function ledgerTransaction<T>(
   }
 }
 
-/** The callers' statements written alongside a batch, in order, in its transaction (see Alongside). */
+/**
+ * The callers' statements written alongside a batch, in order, in its transaction (see Alongside). A statement that
+ * fails is its caller's (AlongsideStatementError) — unless it got no answer (DbQueryTimeoutError): then the
+ * connection went silent, no fault of the statement's (every later statement of the transaction rethrows that same
+ * error), and it leaves as it is, a store failure of the whole batch.
+ */
 export async function writeAlongside(tx: Sql, statements: readonly Statement[]): Promise<Row[][]> {
   const rows: Row[][] = [];
   for (const [i, statement] of statements.entries()) {
     try {
       rows.push(await tx.query(statement.text, statement.params));
     } catch (error) {
+      if (error instanceof DbQueryTimeoutError) throw error;
       throw new AlongsideStatementError(i, error);
     }
   }

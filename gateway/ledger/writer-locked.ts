@@ -2,7 +2,7 @@
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
 import type { Row, Sql } from "../db/index.ts";
-import { AlongsideStatementError, sqlStateOf, toStoreError } from "./errors.ts";
+import { AlongsideStatementError, connectionWentSilent, sqlStateOf, toStoreError } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import { insertAccounts, ledgerTransaction, lockClock, selectExpired, writeAlongside } from "./store.ts";
 import { writeBatch } from "./store-batch.ts";
@@ -55,24 +55,36 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
     } catch (error) {
       forget(w);
       if (isRetryable(error) && attempt < w.limits.retryAttemptsMax) continue;
-      // A statement written alongside failed for its own caller's reasons: only that caller hears of it, and the
-      // others are written again together.
-      const failed = jobOfStatement(batch, written.alongside, error);
-      if (failed !== null && batch.length > 1) {
-        failed.reject(error);
-        await runLocked(
-          w,
-          batch.filter((job) => job !== failed),
-        );
-        return;
-      }
-      // Which one is not known (PGlite sends them in one exchange): each job alone then.
-      if (batch.length > 1 && batch.some((job) => job.kind === "transfers" && job.alongside !== undefined)) {
-        for (const job of batch) await runLocked(w, [job]);
-        return;
+      // Its connection went silent (DbQueryTimeoutError): no statement is to blame, and every job fails as a store
+      // failure rather than run again, each alone, now. That would find no culprit, only wait out the silence once
+      // more per job (a new connection to a silent server waits out its connect timeout) and the locks a
+      // partitioned server may still hold for the timed-out transaction; and after a COMMIT that got no answer it
+      // would be wrong: the batch may have committed, and its callers' statements, written again, would fail on
+      // their own rows (a key they insert is taken), refusing callers whose writes are in. The LedgerStoreError
+      // says the outcome is unknown then (toStoreError); callers retry with the same ids, as after any store failure.
+      if (!connectionWentSilent(error)) {
+        // A statement written alongside failed for its own caller's reasons: only that caller hears of it, and the
+        // others are written again together.
+        const failed = jobOfStatement(batch, written.alongside, error);
+        if (failed !== null && batch.length > 1) {
+          failed.reject(error);
+          await runLocked(
+            w,
+            batch.filter((job) => job !== failed),
+          );
+          return;
+        }
+        // Which one is not known (PGlite sends them in one exchange): each job alone then.
+        if (
+          batch.length > 1 &&
+          batch.some((job) => job.kind === "transfers" && job.alongside !== undefined)
+        ) {
+          for (const job of batch) await runLocked(w, [job]);
+          return;
+        }
       }
       // Already translated where it happened (store.ts), or one of the ledger's own errors; anything else is a
-      // store failure whose cause says more.
+      // store failure whose cause says more. Callers retry with the same ids.
       const failure = toStoreError("batch", error);
       for (const job of batch) job.reject(failure);
       return;

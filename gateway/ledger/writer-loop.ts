@@ -1,7 +1,7 @@
 // The writer's loop: takes batches off the queue while there is work, runs each locked or pipelined, and keeps the
 // pipeline (batches in flight, taking the clock in the order they were planned). A failure anywhere drains the
 // pipeline and runs the failed batches again, locked, in order, before anything more goes.
-import { sqlStateOf, staleBatchCode } from "./errors.ts";
+import { commitOutcomeUnknown, sqlStateOf, staleBatchCode } from "./errors.ts";
 import type { ClaimOrder } from "./store-batch.ts";
 import { runLocked } from "./writer-locked.ts";
 import { commitPlan, type InFlight, type Plan, prepare } from "./writer-pipeline.ts";
@@ -105,19 +105,30 @@ async function settleOldest(w: WriterState, p: Pipeline, failure: unknown | null
   else p.inFlight.shift();
 }
 
-/** Waits for every batch in flight; runs the failed ones again, locked, in order. */
+/**
+ * Waits for every batch in flight; runs the failed ones again, locked, in order — except a batch whose COMMIT got
+ * no answer (its connection went silent), whose callers hear that its outcome is unknown.
+ */
 async function drain(w: WriterState, p: Pipeline): Promise<void> {
   const redo: TransfersJob[][] = [];
+  let failed = false;
   for (const { plan, done } of p.inFlight.splice(0)) {
     const failure = await done;
-    if (failure !== null) {
-      // The first failure says why; the batches behind it fail because it did. Only another process
-      // writing in between is a reason to stay locked for a while.
-      if (redo.length === 0 && isStale(failure)) w.lockedBatchesLeft = lockedBatchesAfterConflict;
-      redo.push(plan.jobs);
-    }
+    if (failure === null) continue;
+    // The first failure says why; the batches behind it fail because it did. Only another process
+    // writing in between is a reason to stay locked for a while.
+    if (!failed && isStale(failure)) w.lockedBatchesLeft = lockedBatchesAfterConflict;
+    failed = true;
+    // A batch whose COMMIT got no answer may have committed. Run again, its transfers would come back `exists`
+    // (harmless), but its callers' statements written alongside would fail on their own committed rows (a key they
+    // insert is taken), refusing callers whose writes are in. Reading back which transfers are stored would not give
+    // those callers their statements' rows either; so, as on the locked path (runLocked), they hear the failure (a
+    // LedgerStoreError saying the outcome is unknown) and retry with the same ids. The batches behind it are run
+    // again: a locked batch reads what is stored, whichever way this one went.
+    if (commitOutcomeUnknown(failure)) for (const job of plan.jobs) job.reject(failure);
+    else redo.push(plan.jobs);
   }
-  if (redo.length > 0) forget(w);
+  if (failed) forget(w);
   for (const jobs of redo) await runLocked(w, jobs);
 }
 

@@ -1,0 +1,190 @@
+// A batch whose PostgreSQL connection goes silent (a half-open socket, a partition, a frozen server): the client gives
+// up after the statement timeout + a margin (DbQueryTimeoutError, gateway/db/index.ts). That is the connection's
+// fault, not any caller's: between the ledger's pool and a private PostgreSQL sits a TCP proxy
+// (test/support/silent-proxy.ts) that silences the one connection over which given bytes are sent.
+// - Silent at a caller's statement written alongside: every caller of the batch hears a store failure, none an
+//   AlongsideStatementError blaming its own statement; nothing is written, and the callers' retry succeeds.
+// - Silent once the COMMIT has reached the server (it commits; only its answer is lost), pipelined and locked: the
+//   callers hear that the outcome is unknown, and the batch is not run again (which would refuse callers whose
+//   statements did commit: their keys are taken by their own rows).
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { type Db, migrate, openPostgres, type Row, type Statement } from "../../gateway/db/index.ts";
+import {
+  AlongsideStatementError,
+  commitOutcomeUnknown,
+  connectionWentSilent,
+  LedgerStoreError,
+} from "../../gateway/ledger/errors.ts";
+import { idToUuid } from "../../gateway/ledger/id.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
+
+/** Small, so that a silence is quick to wait out; ample for the ledger's statements on a busy machine. */
+const statementTimeoutMs = 1_000;
+const debit = 1n;
+const credit = 2n;
+
+let url: string;
+let direct: Db;
+let proxy: SilentProxy;
+let db: Db | undefined;
+let ledger: Ledger | undefined;
+/** The statements the ledger sent in its transactions (full text). */
+let sent: string[];
+
+beforeAll(async () => {
+  url = await createTestDatabase(inject("postgresUrl"), "silentledger");
+  direct = openPostgres({ url, poolSizeMax: 2, statementTimeoutMs: 10_000 });
+  await migrate(direct, [ledgerMigrations]);
+  await direct.exec("CREATE TABLE caller_keys (key text PRIMARY KEY)");
+  proxy = await startSilentProxy(url);
+});
+
+afterEach(async () => {
+  proxy.hangUpSilenced();
+  await ledger?.close();
+  await db?.close();
+  ledger = undefined;
+  db = undefined;
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await direct?.close();
+});
+
+/** A ledger over the proxy (expiry off: its batches would send statements of their own). */
+async function openLedger(pipelineDepthMax: number): Promise<Ledger> {
+  sent = [];
+  const pool = openPostgres({ url: proxy.url, poolSizeMax: 2, statementTimeoutMs });
+  db = {
+    ...pool,
+    transaction: (fn) =>
+      pool.transaction((tx) =>
+        fn({
+          query: (text, params) => {
+            sent.push(text);
+            return tx.query(text, params);
+          },
+        }),
+      ),
+  };
+  ledger = createLedger({ db, limits: { pipelineDepthMax, expiryIntervalMs: 0 } });
+  await ledger.createAccounts([
+    { id: debit, ledger: 1, code: 1, flags: 0 },
+    { id: credit, ledger: 1, code: 1, flags: 0 },
+  ]);
+  return ledger;
+}
+
+const transfer = (id: bigint) => ({
+  id,
+  debitAccountId: debit,
+  creditAccountId: credit,
+  amount: 1n,
+  ledger: 1,
+  code: 1,
+});
+/** A caller's statement written alongside: its key, inserted (`marked`: with a comment the proxy watches for). */
+const insertKey = (key: string, marked = false): Statement => ({
+  text: `INSERT INTO caller_keys (key) VALUES ($1) RETURNING key${marked ? " /* goes silent */" : ""}`,
+  params: [key],
+});
+
+async function storedTransferCount(ids: readonly bigint[]): Promise<number> {
+  const rows = await direct.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM ledger_transfers WHERE id = ANY($1::uuid[])",
+    [`{${ids.map(idToUuid).join(",")}}`],
+  );
+  return rows[0]!.n;
+}
+
+async function storedKeys(): Promise<string[]> {
+  return (await direct.query<{ key: string }>("SELECT key FROM caller_keys ORDER BY key")).map((r) => r.key);
+}
+
+/** The store failure every caller hears: the connection's, not its statement's. */
+function expectSilentStoreFailure(settled: PromiseSettledResult<unknown>): unknown {
+  expect(settled.status).toBe("rejected");
+  const reason = (settled as PromiseRejectedResult).reason;
+  expect(reason).not.toBeInstanceOf(AlongsideStatementError);
+  expect(reason).toBeInstanceOf(LedgerStoreError);
+  expect(connectionWentSilent(reason)).toBe(true);
+  return reason;
+}
+
+describe("a ledger batch whose connection goes silent", () => {
+  it("at a caller's statement: every caller hears a store failure, none is blamed; nothing is written", async () => {
+    const ledger = await openLedger(0); // locked: the three requests below are one batch
+    await direct.query("DELETE FROM caller_keys");
+    const before = sent.length;
+    proxy.silenceAt("goes silent");
+    const settled = await Promise.allSettled([
+      ledger.createTransfersWith([transfer(100n)], { statement: () => insertKey("k100") }),
+      ledger.createTransfersWith([transfer(101n)], { statement: () => insertKey("k101", true) }),
+      ledger.createTransfersWith([transfer(102n)], { statement: () => insertKey("k102") }),
+    ]);
+    expect(proxy.silenced()).toBe(true);
+    for (const one of settled) expect(commitOutcomeUnknown(expectSilentStoreFailure(one))).toBe(false);
+    // One attempt, not split to find a culprit: the batch's clock lock was taken once.
+    const clockLocks = sent
+      .slice(before)
+      .filter((text) => text.includes("FROM ledger_clock WHERE singleton FOR UPDATE"));
+    expect(clockLocks).toHaveLength(1);
+    // No COMMIT was sent: nothing of the batch is in, and the callers' retry writes it all.
+    proxy.hangUpSilenced(); // the server's TCP gives up at last: it rolls back, and the clock's lock goes
+    expect(await storedKeys()).toEqual([]);
+    expect(await storedTransferCount([100n, 101n, 102n])).toBe(0);
+    const retried = await Promise.all(
+      [100n, 101n, 102n].map((id) =>
+        ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`) }),
+      ),
+    );
+    expect(retried.map((r) => r.results[0]!.status)).toEqual(["created", "created", "created"]);
+    expect(await storedKeys()).toEqual(["k100", "k101", "k102"]);
+  });
+
+  for (const [path, depth] of [
+    ["pipelined", 2],
+    ["locked", 0],
+  ] as const) {
+    it(`once its COMMIT reached the server (${path}): its callers hear the outcome is unknown, and it is not run again`, async () => {
+      const ledger = await openLedger(depth);
+      await direct.query("DELETE FROM caller_keys");
+      // A batch committed as usual first (a batch goes pipelined only behind one this writer saw commit).
+      const base = depth === 0 ? 300n : 200n;
+      await ledger.createTransfers([transfer(base)]);
+      const before = sent.length;
+      proxy.silenceAt("COMMIT", { markerPasses: true });
+      const ids = [base + 1n, base + 2n];
+      const settled = await Promise.allSettled(
+        ids.map((id) => ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`) })),
+      );
+      expect(proxy.silenced()).toBe(true);
+      for (const one of settled) expect(commitOutcomeUnknown(expectSilentStoreFailure(one))).toBe(true);
+      // The COMMIT was applied: the transfers and the callers' rows are in. Run again, the batch would have found
+      // its transfers `exists` and its callers' keys taken, and refused those callers.
+      expect(await storedKeys()).toEqual(ids.map((id) => `k${id}`));
+      expect(await storedTransferCount(ids)).toBe(2);
+      const written = sent.slice(before).filter((text) => text.includes("INSERT INTO caller_keys"));
+      expect(written).toHaveLength(2); // each caller's statement written once: the batch was not run again
+      const clockLocks = sent
+        .slice(before)
+        .filter((text) => text.includes("ledger_clock WHERE singleton FOR UPDATE"));
+      expect(clockLocks).toHaveLength(depth === 0 ? 1 : 0); // pipelined: never locked, nor run again locked
+      // The callers retry with the same ids: their transfers exist, and they choose no statement this time.
+      const retried = await Promise.all(
+        ids.map((id) =>
+          ledger.createTransfersWith([transfer(id)], {
+            statement: (results) => (results[0]!.status === "created" ? insertKey(`k${id}`) : null),
+          }),
+        ),
+      );
+      expect(retried.map((r): [string, Row[] | null] => [r.results[0]!.status, r.rows])).toEqual([
+        ["exists", null],
+        ["exists", null],
+      ]);
+    });
+  }
+});
