@@ -7,6 +7,7 @@ import { derivedLedgerId, newId } from "../ids/index.ts";
 import { findReservation, type Reservation } from "../ledger/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
+import type { IdempotencyRecord } from "./internal.ts";
 import { type Refusal, type ReservationKnown, reserve, resolveReservation } from "./reservations.ts";
 import {
   attemptFinished,
@@ -39,9 +40,25 @@ export async function readPayment(deps: PaymentsDeps, tenantId: string, id: stri
 /**
  * A payment as this process drives it: the record kept up to date in memory with every write this process
  * makes, `current` until a conditional update finds that another writer moved it first (then only the
- * database knows how it stands).
+ * database knows how it stands). `answering`: the HTTP request that made it, waiting with its Idempotency-Key —
+ * the write that ends the payment keeps the request's answer too (`answered` then), one write instead of two.
  */
-export type Driven = { payment: Payment; current: boolean };
+export type Driven = {
+  payment: Payment;
+  current: boolean;
+  answering?: { key: string; keptStatus: IdempotencyRecord["keptStatus"] };
+  answered?: boolean;
+};
+
+/** What the write ending the payment so answers the waiting request's key with, if anything. */
+function answeringAs(
+  driven: Driven,
+  ending: Pick<Payment, "status" | "failureCode">,
+): { key: string; status: number } | undefined {
+  if (driven.answering === undefined) return undefined;
+  const status = driven.answering.keptStatus(ending);
+  return status === null ? undefined : { key: driven.answering.key, status };
+}
 
 /**
  * Tries the decision's candidates from `firstSeq` on, until one succeeds, is in flight, or may not fall back.
@@ -244,6 +261,7 @@ async function succeedAttempt(
 ): Promise<void> {
   const { payment } = driven;
   const { evidence, fee } = outcome;
+  const answering = answeringAs(driven, { status: "succeeded", failureCode: null });
   const finish = finishAttemptStatement({
     attempt: { id: attempt.id, to: "succeeded", evidence, fee },
     payment: {
@@ -251,6 +269,7 @@ async function succeedAttempt(
       status: "succeeded",
       rail: attempt.rail,
       event: { type: "payment.succeeded", payload: { payment_id: payment.id } },
+      ...(answering === undefined ? {} : { answering }),
     },
   });
   const finished = attemptFinished(
@@ -269,6 +288,7 @@ async function succeedAttempt(
     failureCode: null,
     failureMessage: null,
   });
+  if (finished.keyAnswered) driven.answered = true;
 }
 
 async function failAttempt(
@@ -302,6 +322,9 @@ async function failAttempt(
     failureMessage: failure.message,
   } as const;
   // Falling back, only the attempt ends; otherwise the payment ends with it.
+  const answering = fallBack
+    ? undefined
+    : answeringAs(driven, { status: "failed", failureCode: failure.code });
   const statement = fallBack
     ? moveAttemptStatement(move)
     : finishAttemptStatement({
@@ -313,6 +336,7 @@ async function failAttempt(
           failureCode: failure.code,
           failureMessage: failure.message,
           event: { type: "payment.failed", payload: { payment_id: payment.id } },
+          ...(answering === undefined ? {} : { answering }),
         },
       });
   const rows =
@@ -330,6 +354,7 @@ async function failAttempt(
       failureCode: failure.code,
       failureMessage: failure.message,
     });
+    if (finished.keyAnswered) driven.answered = true;
   }
   if (moved) {
     attempt.status = "failed";

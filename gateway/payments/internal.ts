@@ -28,6 +28,11 @@ export type IdempotencyRecord = {
   key: string;
   requestSha256: Buffer;
   answer(payment: Payment): StoredAnswer;
+  /**
+   * The status of the answer a payment ending so gets, or null when such an answer is not kept (a transient one:
+   * a retry runs again). A payment on a rail, final while its request waits, keeps it in the write that ends it.
+   */
+  keptStatus(payment: Pick<Payment, "status" | "failureCode">): number | null;
 };
 
 /** A payment ready to settle: everything but its status, which the ledger's answer decides. */

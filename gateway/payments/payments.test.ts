@@ -505,7 +505,7 @@ describe("payments across two rails", () => {
         event: { type: "payment.succeeded", payload: {} },
       },
     });
-    expect(finished).toEqual({ attemptMoved: false, paymentFinishedAt: null });
+    expect(finished).toEqual({ attemptMoved: false, paymentFinishedAt: null, keyAnswered: false });
     const payment = await getPayment(db, { tenantId, id: row!.id });
     expect(payment?.status).toBe("processing");
     expect(await db.query("SELECT id FROM outbox")).toHaveLength(outboxBefore.length);

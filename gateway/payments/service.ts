@@ -109,9 +109,15 @@ export async function createPayment(
   const row = { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId };
   let driven: Driven;
   let first: { attempt: Attempt; reservation: Reservation | Refusal } | null = null;
+  // Answered in the write that ends the payment, if it ends while the request waits (record: written unanswered).
+  const answering = record === null ? undefined : { key: record.key, keptStatus: record.keptStatus };
   try {
     if (firstCandidate === undefined) {
-      driven = { payment: processing(fields, await insertPayment(deps.db, row, record), []), current: true };
+      driven = {
+        payment: processing(fields, await insertPayment(deps.db, row, record), []),
+        current: true,
+        ...(answering === undefined ? {} : { answering }),
+      };
     } else {
       if (firstRail === undefined)
         throw new PaymentInvariantError(`router chose unknown rail ${firstCandidate.rail}`);
@@ -134,7 +140,11 @@ export async function createPayment(
         insertPaymentStatement(row, newAttempt, record),
       );
       const attempt = firstAttemptOf(paymentId, newAttempt);
-      driven = { payment: processing(fields, paymentInserted(written.rows ?? []), [attempt]), current: true };
+      driven = {
+        payment: processing(fields, paymentInserted(written.rows ?? []), [attempt]),
+        current: true,
+        ...(answering === undefined ? {} : { answering }),
+      };
       first = { attempt, reservation: written.reservation };
     }
   } catch (error) {
@@ -156,13 +166,16 @@ export async function createPayment(
   const waitMs = params.waitMs ?? deps.railWaitMs;
   if (waitMs !== undefined && !(await settlesWithin(run, waitMs))) {
     // The rail is slow: the caller hears `processing` (the reservation is durable) and the payment goes on here;
-    // if this process stops first, recovery resumes it.
+    // if this process stops first, recovery resumes it. The 202 is the answer kept (whichever write comes first
+    // keeps its answer: a repeat is then answered from the payment as it stands, either way).
     run.catch((error: unknown) =>
       deps.logger?.error({ err: error, paymentId }, "a payment answered processing failed while it went on"),
     );
     return { ok: true, payment: structuredClone(driven.payment), answer: null };
   }
   await run;
+  if (driven.current && driven.answered === true && record !== null)
+    return { ok: true, payment: driven.payment, answer: record.answer(driven.payment) };
   return {
     ok: true,
     payment: driven.current ? driven.payment : await readPayment(deps, params.tenantId, paymentId),

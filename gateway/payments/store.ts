@@ -407,10 +407,13 @@ export type AttemptFinish = {
     failureCode?: PaymentFailureCode;
     failureMessage?: string;
     event: { type: string; payload: unknown };
+    /** The Idempotency-Key of the request waiting for this payment, answered in the same statement (its status). */
+    answering?: { key: string; status: number };
   };
 };
 
-export type AttemptFinished = { attemptMoved: boolean; paymentFinishedAt: Date | null };
+/** `keyAnswered`: the `answering` key took the answer (false without one, or with an answer there already). */
+export type AttemptFinished = { attemptMoved: boolean; paymentFinishedAt: Date | null; keyAnswered: boolean };
 
 /**
  * An attempt's final status, and with it its payment's end and the event that announces it, in one statement:
@@ -419,6 +422,16 @@ export type AttemptFinished = { attemptMoved: boolean; paymentFinishedAt: Date |
  */
 export function finishAttemptStatement(params: AttemptFinish): Statement {
   const { attempt, payment } = params;
+  const key = payment.answering;
+  // The request's Idempotency-Key answered with the payment it ended (its id, the answer's status; a repeat reads
+  // the payment back), unless an answer is there already (a 202 given while it was processing).
+  const answered =
+    key === undefined
+      ? ""
+      : `,
+     k AS (UPDATE idempotency_keys SET response_status = $16::int, payment_id = $8
+       WHERE tenant_id = (SELECT tenant_id FROM p) AND key = $15 AND response_status IS NULL RETURNING 1)`;
+  const answeredColumn = key === undefined ? "" : ", (SELECT count(*) FROM k)::int AS answered";
   return {
     text: `WITH a AS (
        UPDATE attempts SET status = $2, fee = COALESCE($3::bigint, fee), evidence = COALESCE($4::jsonb, evidence),
@@ -427,8 +440,8 @@ export function finishAttemptStatement(params: AttemptFinish): Statement {
      p AS (
        UPDATE payments SET status = $9, rail = COALESCE($10::text, rail), failure_code = $11::text, failure_message = $12::text, updated_at = now()
        WHERE id = $8 AND status = 'processing' AND EXISTS (SELECT 1 FROM a) RETURNING tenant_id, updated_at),
-     o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, $13::text, $14::jsonb FROM p)
-     SELECT (SELECT count(*) FROM a)::int AS moved, (SELECT updated_at FROM p) AS finished_at`,
+     o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, $13::text, $14::jsonb FROM p)${answered}
+     SELECT (SELECT count(*) FROM a)::int AS moved, (SELECT updated_at FROM p) AS finished_at${answeredColumn}`,
     params: [
       attempt.id,
       attempt.to,
@@ -444,13 +457,18 @@ export function finishAttemptStatement(params: AttemptFinish): Statement {
       payment.failureMessage ?? null,
       payment.event.type,
       toJson(payment.event.payload),
+      ...(key === undefined ? [] : [key.key, key.status]),
     ],
   };
 }
 
 export function attemptFinished(rows: readonly Row[]): AttemptFinished {
-  const row = rows[0] as { moved: number; finished_at: Date | null } | undefined;
-  return { attemptMoved: row?.moved === 1, paymentFinishedAt: row?.finished_at ?? null };
+  const row = rows[0] as { moved: number; finished_at: Date | null; answered?: number } | undefined;
+  return {
+    attemptMoved: row?.moved === 1,
+    paymentFinishedAt: row?.finished_at ?? null,
+    keyAnswered: row?.answered === 1,
+  };
 }
 
 export async function finishAttempt(sql: Sql, params: AttemptFinish): Promise<AttemptFinished> {

@@ -15,7 +15,7 @@ import { createInternalRail } from "../../adapters/internal/index.ts";
 import { assets, type Rail } from "../../core/index.ts";
 import { type Db, openPostgres, type Row, type Sql } from "../../gateway/db/index.ts";
 import { storedRecord } from "../../gateway/http/idempotency.ts";
-import { answerOf } from "../../gateway/http/resources/payments.ts";
+import { answerOf, keptStatusOf } from "../../gateway/http/resources/payments.ts";
 import { createLedger, type Ledger } from "../../gateway/ledger/index.ts";
 import { createPayment, getPayment, type PaymentsDeps } from "../../gateway/payments/index.ts";
 import { isPaymentKeyTaken } from "../../gateway/payments/store.ts";
@@ -140,7 +140,12 @@ async function pay(n: number): Promise<void> {
     .digest();
   const result = await createPayment(deps, {
     ...params,
-    idempotencyRecord: { key: planned.key, requestSha256: digest, answer: answerOf },
+    idempotencyRecord: {
+      key: planned.key,
+      requestSha256: digest,
+      answer: answerOf,
+      keptStatus: keptStatusOf,
+    },
   });
   if (result.ok) {
     if (result.answer === null) throw new Error(`key ${n}: an internal payment without its stored answer`);

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
-import { preferredWaitMs } from "../../gateway/http/resources/payments.ts";
+import { keptStatusOf, preferredWaitMs } from "../../gateway/http/resources/payments.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
@@ -128,6 +128,29 @@ describe("a payment on a slow rail", () => {
     expect(fast.response.headers.get("preference-applied")).toBeNull();
   });
 
+  it("keeps the answer of a payment the rail ends while its request waits in the write that ends it", async () => {
+    const key = `fast-${Date.now()}`;
+    const first = await post(payout, { idempotencyKey: key });
+    expect(first.response.status).toBe(201);
+    const payment = first.data!;
+    expect(payment).toMatchObject({ status: "succeeded", rail: "toy" });
+    // Kept as the payment's answer (its id and status, no body: a repeat reads the payment back), not as a body
+    // written after the answer went out.
+    const [record] = await app.db.query<{ response_status: number; payment_id: string; body: string | null }>(
+      `SELECT response_status, payment_id, response_body::text AS body FROM idempotency_keys
+       WHERE tenant_id = $1 AND key = $2`,
+      [app.demo!.tenantId, key],
+    );
+    expect(record).toEqual({ response_status: 201, payment_id: payment.id, body: null });
+    const again = await post(payout, { idempotencyKey: key });
+    expect(again.response.status).toBe(201);
+    expect(again.response.headers.get("idempotent-replayed")).toBe("true");
+    expect(again.data).toEqual(payment);
+    const other = await post({ ...payout, amount: "2.00" }, { idempotencyKey: key });
+    expect(other.response.status).toBe(409);
+    expect(other.error).toMatchObject({ error: { code: "idempotency_key_reused" } });
+  });
+
   it("keeps internal payments synchronous whatever the preference", async () => {
     hold();
     const response = await post(
@@ -137,6 +160,15 @@ describe("a payment on a slow rail", () => {
     open();
     expect(response.response.status).toBe(201);
     expect(response.data!.status).toBe("succeeded");
+  });
+});
+
+describe("the status an Idempotency-Key keeps for a payment ending so", () => {
+  it("is the answer's: 201 succeeded, the failure code's (402) failed, 202 processing", () => {
+    expect(keptStatusOf({ status: "succeeded", failureCode: null })).toBe(201);
+    expect(keptStatusOf({ status: "failed", failureCode: "rail_unavailable" })).toBe(402);
+    expect(keptStatusOf({ status: "failed", failureCode: "fee_above_max" })).toBe(402);
+    expect(keptStatusOf({ status: "processing", failureCode: null })).toBe(202);
   });
 });
 

@@ -12,8 +12,8 @@ import {
   type StoredAnswer,
 } from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
-import { ApiError } from "../errors.ts";
-import { answerFromRecord, sendReplay, storedRecord } from "../idempotency.ts";
+import { ApiError, errorStatus } from "../errors.ts";
+import { answerFromRecord, isKeptAnswer, sendReplay, storedRecord } from "../idempotency.ts";
 import { destinationFromBody, policyFrom, presentPayment, refusalError } from "../present.ts";
 import { createPaymentBody, errorView, idParams, paymentView } from "../schemas.ts";
 
@@ -50,6 +50,17 @@ const preferenceApplied = (waitMs: number) => (waitMs === 0 ? "respond-async" : 
  * succeeded, 202 while it is processing, the failure's error (with the payment) once it failed. Sent as text, so
  * the response schema (kept for the OpenAPI document) does not serialize it a second time.
  */
+/** The status answerOf gives a payment ending so, or null when an Idempotency-Key does not keep such an answer. */
+export function keptStatusOf(payment: Pick<Payment, "status" | "failureCode">): number | null {
+  const status =
+    payment.status === "failed"
+      ? errorStatus[payment.failureCode ?? "rejected"]
+      : payment.status === "succeeded"
+        ? 201
+        : 202;
+  return isKeptAnswer(status) ? status : null;
+}
+
 export function answerOf(payment: Payment): StoredAnswer {
   const view = presentPayment(payment);
   if (payment.status === "failed") {
@@ -97,7 +108,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           ? await createPayment(options.payments, params)
           : await createPayment(options.payments, {
               ...params,
-              idempotencyRecord: { key, requestSha256: digest, answer: answerOf },
+              idempotencyRecord: { key, requestSha256: digest, answer: answerOf, keptStatus: keptStatusOf },
             });
       if (!result.ok && "keyTaken" in result && key !== null && digest !== null) {
         const record = await storedRecord(options.db, {
