@@ -28,6 +28,7 @@ import { type Refusal, reserve } from "./reservations.ts";
 import { prepare } from "./routing.ts";
 import {
   firstAttemptOf,
+  inJsonbKeyOrder,
   insertPayment,
   insertPaymentStatement,
   isPaymentKeyTaken,
@@ -67,7 +68,7 @@ export async function createPayment(
     destination: params.destination,
     policy: params.policy,
     decision,
-    metadata: params.metadata,
+    metadata: inJsonbKeyOrder(params.metadata), // as the row gives it back: a repeat answers the same bytes
   };
   const record = params.idempotencyKey === null ? null : (params.idempotencyRecord ?? null);
   const firstCandidate = accrues ? undefined : decision.candidates[0];

@@ -15,6 +15,17 @@ import {
   type PaymentStatus,
 } from "./types.ts";
 
+/**
+ * A flat object's keys in the order a jsonb column gives them back (shorter keys first, then by their UTF-8
+ * bytes), so that what is answered from memory when a payment is made reads the same as what a repeat answers from
+ * the stored row.
+ */
+export function inJsonbKeyOrder(record: Readonly<Record<string, string>>): Record<string, string> {
+  const keys = Object.keys(record).map((key) => ({ key, bytes: Buffer.from(key, "utf8") }));
+  keys.sort((a, b) => a.bytes.length - b.bytes.length || Buffer.compare(a.bytes, b.bytes));
+  return Object.fromEntries(keys.map(({ key }) => [key, record[key] as string])); // own keys, even "__proto__"
+}
+
 /** JSON with bigints as decimal strings, for jsonb columns. */
 export function toJson(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) => (typeof v === "bigint" ? { $bigint: v.toString() } : v));

@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
-import { keptStatusOf, preferredWaitMs } from "../../gateway/http/resources/payments.ts";
+import { answerOf, keptStatusOf, preferredWaitMs } from "../../gateway/http/resources/payments.ts";
+import { getPayment } from "../../gateway/payments/index.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
@@ -149,6 +150,26 @@ describe("a payment on a slow rail", () => {
     const other = await post({ ...payout, amount: "2.00" }, { idempotencyKey: key });
     expect(other.response.status).toBe(409);
     expect(other.error).toMatchObject({ error: { code: "idempotency_key_reused" } });
+  });
+
+  it("answers a repeat from the stored payment with the same bytes, metadata in any key order", async () => {
+    // A repeat in another process (or once this one forgot the key) answers answerOf(the payment read back); jsonb
+    // gives metadata back in its own key order (shorter first, then bytewise), which the first answer must match.
+    const metadata = { zz_long_key: "1", a: "2", é: "3", b: "4", "10": "5", ab: "6" };
+    const response = await app.server.inject({
+      method: "POST",
+      url: "/v1/payments",
+      headers: {
+        authorization: `Bearer ${key}`,
+        "content-type": "application/json",
+        "idempotency-key": `bytes-${Date.now()}`,
+      },
+      payload: JSON.stringify({ ...payout, metadata }),
+    });
+    expect(response.statusCode).toBe(201);
+    const id = (response.json() as { id: string }).id;
+    const stored = await getPayment(app.db, { tenantId: app.demo!.tenantId, id });
+    expect(answerOf(stored!)).toEqual({ status: 201, body: response.body });
   });
 
   it("keeps internal payments synchronous whatever the preference", async () => {
