@@ -100,6 +100,33 @@ describe("a gateway killed between any two steps", () => {
     }
     expect(payouts.some((row) => row.refused > 0n)).toBe(true); // failovers did happen
 
+    // Each payment's Idempotency-Key: answered in the write that ended the payment (201, the payment, no body), or
+    // left unanswered by a request killed before its end (recovery ends the payment without answering the key:
+    // a repeat then reads the payment). Never an answer with a payment that had not ended.
+    const keys = await db.query<{
+      key: string;
+      status: number | null;
+      payment_id: string | null;
+      body: string | null;
+      paid_id: string;
+    }>(
+      `SELECT k.key, k.response_status AS status, k.payment_id, k.response_body::text AS body, p.id AS paid_id
+       FROM idempotency_keys k JOIN payments p ON p.tenant_id = k.tenant_id AND p.idempotency_key = k.key`,
+    );
+    expect(keys.length).toBe(payments.length);
+    const answered = keys.filter((row) => row.status !== null);
+    for (const row of answered)
+      expect(row).toEqual({
+        key: row.key,
+        status: 201,
+        payment_id: row.paid_id,
+        body: null,
+        paid_id: row.paid_id,
+      });
+    for (const row of keys.filter((r) => r.status === null))
+      expect(row).toMatchObject({ payment_id: null, body: null });
+    expect(answered.length).toBeGreaterThan(0);
+
     // The ledger agrees: the customer paid exactly the payments, and nothing is left reserved.
     const [account] = await ledger.lookupAccounts([customerLedgerId]);
     const balance = balanceOf("customer", account!);

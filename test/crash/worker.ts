@@ -9,6 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts";
 import { assets } from "../../core/index.ts";
 import { openPostgres } from "../../gateway/db/index.ts";
+import { answerOf, keptStatusOf } from "../../gateway/http/resources/payments.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
 import { createPayment, type PaymentsDeps, recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { toyRailSnapshot } from "../support/toy-rail.ts";
@@ -61,6 +62,14 @@ const deps: PaymentsDeps = workerPaymentsDeps({ db, ledger, rails });
 await recoverOpenAttempts(deps, { quietMs: 0 });
 process.send?.("recovered");
 for (let i = 0; i < Number(countText); i += 1) {
+  const key = `${runId}-${i}`;
+  // As the HTTP route makes it: the key's record written unanswered with the payment, answered with its end.
+  const record = {
+    key,
+    requestSha256: createHash("sha256").update(key).digest(),
+    answer: answerOf,
+    keptStatus: keptStatusOf,
+  };
   await createPayment(deps, {
     tenantId: "ten_crash",
     asset: "USDC",
@@ -69,7 +78,8 @@ for (let i = 0; i < Number(countText); i += 1) {
     destination: { kind: "evm_address", address: "0x00000000000000000000000000000000000000aa" },
     policy: {},
     metadata: {},
-    idempotencyKey: `${runId}-${i}`,
+    idempotencyKey: key,
+    idempotencyRecord: record,
     quoteId: null,
   });
 }
