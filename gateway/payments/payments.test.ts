@@ -511,6 +511,69 @@ describe("payments across two rails", () => {
     expect(await db.query("SELECT id FROM outbox")).toHaveLength(outboxBefore.length);
   });
 
+  it("the write that ends a payment answers its key only when no answer is there and the payment ends in it", async () => {
+    cheap.behaviour = "crash_before_paying";
+    /** A payment left processing with its key's record written unanswered, and its attempt. */
+    const stranded = async (key: string) => {
+      const record = {
+        key,
+        requestSha256: Buffer.alloc(32, 7),
+        answer: () => ({ status: 201, body: "{}" }),
+        keptStatus: () => 201,
+      };
+      await expect(
+        createPayment(depsWith(db), { ...request(key), idempotencyRecord: record }),
+      ).rejects.toThrow(Crash);
+      const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = $1", [
+        key,
+      ]);
+      const [attempt] = await db.query<{ id: string }>("SELECT id FROM attempts WHERE payment_id = $1", [
+        row!.id,
+      ]);
+      return { paymentId: row!.id, attemptId: attempt!.id };
+    };
+    const end = (ids: { paymentId: string; attemptId: string }, key: string) =>
+      finishAttempt(db, {
+        attempt: { id: ids.attemptId, to: "succeeded", fee: 1n },
+        payment: {
+          id: ids.paymentId,
+          status: "succeeded",
+          rail: "cheap",
+          event: { type: "payment.succeeded", payload: {} },
+          answering: { key, status: 201 },
+        },
+      });
+    const keyRow = async (key: string) =>
+      (
+        await db.query<{ status: number | null; payment_id: string | null; body: string | null }>(
+          `SELECT response_status AS status, payment_id, response_body::text AS body FROM idempotency_keys
+           WHERE tenant_id = $1 AND key = $2`,
+          [tenantId, key],
+        )
+      )[0];
+
+    const open = await stranded("k-answer-open");
+    expect(await keyRow("k-answer-open")).toEqual({ status: null, payment_id: null, body: null });
+    expect(await end(open, "k-answer-open")).toMatchObject({ attemptMoved: true, keyAnswered: true });
+    expect(await keyRow("k-answer-open")).toEqual({ status: 201, payment_id: open.paymentId, body: null });
+    // Ended already: nothing moves, nothing is answered again.
+    expect(await end(open, "k-answer-open")).toEqual({
+      attemptMoved: false,
+      paymentFinishedAt: null,
+      keyAnswered: false,
+    });
+
+    // A 202 kept while it was processing stays the key's answer.
+    const held = await stranded("k-answer-held");
+    await db.query(
+      `UPDATE idempotency_keys SET response_status = 202, response_body = '{"held":true}'
+       WHERE tenant_id = $1 AND key = $2`,
+      [tenantId, "k-answer-held"],
+    );
+    expect(await end(held, "k-answer-held")).toMatchObject({ attemptMoved: true, keyAnswered: false });
+    expect(await keyRow("k-answer-held")).toEqual({ status: 202, payment_id: null, body: '{"held":true}' });
+  });
+
   it("a payment made in one go reads nothing back, and answers what the database holds", async () => {
     const statements: string[] = [];
     const recorded = recordStatements(db, statements);
