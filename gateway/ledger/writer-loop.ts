@@ -1,7 +1,8 @@
 // The writer's loop: takes batches off the queue while there is work, runs each locked or pipelined, and keeps the
 // pipeline (batches in flight, taking the clock in the order they were planned). A failure anywhere drains the
-// pipeline and runs the failed batches again, locked, in order, before anything more goes.
-import { commitOutcomeUnknown, sqlStateOf, staleBatchCode } from "./errors.ts";
+// pipeline and runs the failed batches again, locked, in order, before anything more goes — except a batch whose
+// connection went silent or whose COMMIT's outcome is unknown: its callers hear the store failure (see drain).
+import { commitOutcomeUnknown, connectionWentSilent, sqlStateOf, staleBatchCode } from "./errors.ts";
 import type { ClaimOrder } from "./store-batch.ts";
 import { runLocked } from "./writer-locked.ts";
 import { commitPlan, type InFlight, type Plan, prepare } from "./writer-pipeline.ts";
@@ -66,7 +67,8 @@ async function loop(w: WriterState): Promise<void> {
       // (one macrotask) so the next batch is full rather than the first request alone.
       if (p.callersResolved || p.inFlight.length > 0) await new Promise((resolve) => setImmediate(resolve));
       p.callersResolved = false;
-      // A failure anywhere drains everything (and runs the failed batches again, locked) before more go.
+      // A failure anywhere drains everything (and runs the failed batches again, locked, but for those drain()
+      // rejects) before more go.
       if (await anyFailed(p.inFlight)) await drain(w, p);
       const batch = takeBatch(w, batchTransfersMax(w, p));
       if (!canPipeline(w, p, batch[0]!)) {
@@ -106,8 +108,8 @@ async function settleOldest(w: WriterState, p: Pipeline, failure: unknown | null
 }
 
 /**
- * Waits for every batch in flight; runs the failed ones again, locked, in order — except a batch whose COMMIT got
- * no answer (its connection went silent), whose callers hear that its outcome is unknown.
+ * Waits for every batch in flight; runs the failed ones again, locked, in order — except a batch whose connection
+ * went silent or whose COMMIT's outcome is unknown, whose callers hear the store failure.
  */
 async function drain(w: WriterState, p: Pipeline): Promise<void> {
   const redo: TransfersJob[][] = [];
@@ -123,9 +125,14 @@ async function drain(w: WriterState, p: Pipeline): Promise<void> {
     // (harmless), but its callers' statements written alongside would fail on their own committed rows (a key they
     // insert is taken), refusing callers whose writes are in. Reading back which transfers are stored would not give
     // those callers their statements' rows either; so, as on the locked path (runLocked), they hear the failure (a
-    // LedgerStoreError saying the outcome is unknown) and retry with the same ids. The batches behind it are run
-    // again: a locked batch reads what is stored, whichever way this one went.
-    if (commitOutcomeUnknown(failure)) for (const job of plan.jobs) job.reject(failure);
+    // LedgerStoreError saying the outcome is unknown) and retry with the same ids. A batch whose connection went
+    // silent at an earlier statement did not commit, but its transaction stays open on the server until the server
+    // sees the connection close, holding its rows and locks: run again now, it would wait on them until the server's
+    // statement timeout, then fail (or blame a caller whose key it waited on). Its callers hear the store failure
+    // too, as on the locked path. The batches behind it are run again: a locked batch reads what is stored,
+    // whichever way it went.
+    if (connectionWentSilent(failure) || commitOutcomeUnknown(failure))
+      for (const job of plan.jobs) job.reject(failure);
     else redo.push(plan.jobs);
   }
   if (failed) forget(w);

@@ -4,6 +4,9 @@
 // (test/support/silent-proxy.ts) that silences the one connection over which given bytes are sent.
 // - Silent at a caller's statement written alongside: every caller of the batch hears a store failure, none an
 //   AlongsideStatementError blaming its own statement; nothing is written, and the callers' retry succeeds.
+// - The same in a pipelined batch sent behind another (writeBatchClaimFirst): its callers hear the store failure and
+//   it is not run again, locked (its abandoned transaction would still hold their rows: the rerun would wait out the
+//   server's statement timeout and blame a caller).
 // - Silent once the COMMIT has reached the server (it commits; only its answer is lost), pipelined and locked: the
 //   callers hear that the outcome is unknown, and the batch is not run again (which would refuse callers whose
 //   statements did commit: their keys are taken by their own rows).
@@ -20,8 +23,8 @@ import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledge
 import { createTestDatabase } from "../support/postgres.ts";
 import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
 
-/** Small, so that a silence is quick to wait out; ample for the ledger's statements on a busy machine. */
-const statementTimeoutMs = 1_000;
+/** Small, so that a silence is quick to wait out; ample for the ledger's statements on a busy (CI) machine. */
+const statementTimeoutMs = 2_000;
 const debit = 1n;
 const credit = 2n;
 
@@ -54,10 +57,14 @@ afterAll(async () => {
   await direct?.close();
 });
 
-/** A ledger over the proxy (expiry off: its batches would send statements of their own). */
-async function openLedger(pipelineDepthMax: number): Promise<Ledger> {
+/**
+ * A ledger over the proxy (expiry off: its batches would send statements of their own). Its pool has 2 connections
+ * unless told: the writer keeps one for reads, so a pipelined writer then has depth 1 (every batch writeBatchAlone);
+ * with 3, depth 2, a batch sent behind another in flight goes writeBatchClaimFirst.
+ */
+async function openLedger(pipelineDepthMax: number, poolSizeMax = 2): Promise<Ledger> {
   sent = [];
-  const pool = openPostgres({ url: proxy.url, poolSizeMax: 2, statementTimeoutMs });
+  const pool = openPostgres({ url: proxy.url, poolSizeMax, statementTimeoutMs });
   db = {
     ...pool,
     transaction: (fn) =>
@@ -106,13 +113,23 @@ async function storedKeys(): Promise<string[]> {
 
 /** The store failure every caller hears: the connection's, not its statement's. */
 function expectSilentStoreFailure(settled: PromiseSettledResult<unknown>): unknown {
+  const reason = expectStoreFailure(settled);
+  expect(connectionWentSilent(reason)).toBe(true);
+  return reason;
+}
+
+/** A store failure, blaming no caller's statement. */
+function expectStoreFailure(settled: PromiseSettledResult<unknown>): unknown {
   expect(settled.status).toBe("rejected");
   const reason = (settled as PromiseRejectedResult).reason;
   expect(reason).not.toBeInstanceOf(AlongsideStatementError);
   expect(reason).toBeInstanceOf(LedgerStoreError);
-  expect(connectionWentSilent(reason)).toBe(true);
   return reason;
 }
+
+/** The statements sent since `before` that contain `text`. */
+const sentSince = (before: number, text: string) => sent.slice(before).filter((sql) => sql.includes(text));
+const clockLock = "FROM ledger_clock WHERE singleton FOR UPDATE";
 
 describe("a ledger batch whose connection goes silent", () => {
   it("at a caller's statement: every caller hears a store failure, none is blamed; nothing is written", async () => {
@@ -145,6 +162,43 @@ describe("a ledger batch whose connection goes silent", () => {
     expect(await storedKeys()).toEqual(["k100", "k101", "k102"]);
   });
 
+  it("at a caller's statement, pipelined behind another batch: its callers hear a store failure; not run again", async () => {
+    const ledger = await openLedger(2, 3); // depth 2: the second batch is sent while the first is in flight
+    await direct.query("DELETE FROM caller_keys");
+    await ledger.createTransfers([transfer(400n)]); // a batch goes pipelined only behind one this writer saw commit
+    const before = sent.length;
+    proxy.silenceAt("goes silent");
+    // Four callers at once: two batches of two (the queue split over the depth).
+    const ids = [401n, 402n, 403n, 404n];
+    const settled = await Promise.allSettled(
+      ids.map((id) =>
+        ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`, id === 404n) }),
+      ),
+    );
+    expect(proxy.silenced()).toBe(true);
+    // The second batch went writeBatchClaimFirst (its transfers inserted on their own, before its callers' rows).
+    expect(
+      sentSince(before, "INSERT INTO ledger_transfers").some((sql) => sql.trimStart().startsWith("INSERT")),
+    ).toBe(true);
+    expect(settled.slice(0, 2).map((one) => one.status)).toEqual(["fulfilled", "fulfilled"]);
+    for (const one of settled.slice(2))
+      expect(commitOutcomeUnknown(expectSilentStoreFailure(one))).toBe(false);
+    // Not run again, locked: the clock was never locked (its abandoned transaction still holds k403 and the
+    // transfers, which a rerun would wait on until the server's statement timeout, and fail with that).
+    expect(sentSince(before, clockLock)).toHaveLength(0);
+    expect(sentSince(before, "INSERT INTO caller_keys")).toHaveLength(4);
+    proxy.hangUpSilenced(); // the server rolls back the silent batch
+    expect(await storedKeys()).toEqual(["k401", "k402"]);
+    expect(await storedTransferCount(ids)).toBe(2);
+    const retried = await Promise.all(
+      [403n, 404n].map((id) =>
+        ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`) }),
+      ),
+    );
+    expect(retried.map((r) => r.results[0]!.status)).toEqual(["created", "created"]);
+    expect(await storedKeys()).toEqual(["k401", "k402", "k403", "k404"]);
+  });
+
   for (const [path, depth] of [
     ["pipelined", 2],
     ["locked", 0],
@@ -169,10 +223,8 @@ describe("a ledger batch whose connection goes silent", () => {
       expect(await storedTransferCount(ids)).toBe(2);
       const written = sent.slice(before).filter((text) => text.includes("INSERT INTO caller_keys"));
       expect(written).toHaveLength(2); // each caller's statement written once: the batch was not run again
-      const clockLocks = sent
-        .slice(before)
-        .filter((text) => text.includes("ledger_clock WHERE singleton FOR UPDATE"));
-      expect(clockLocks).toHaveLength(depth === 0 ? 1 : 0); // pipelined: never locked, nor run again locked
+      // pipelined (depth 1 over 2 connections: writeBatchAlone): never locked, nor run again locked
+      expect(sentSince(before, clockLock)).toHaveLength(depth === 0 ? 1 : 0);
       // The callers retry with the same ids: their transfers exist, and they choose no statement this time.
       const retried = await Promise.all(
         ids.map((id) =>
