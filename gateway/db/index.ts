@@ -9,7 +9,8 @@
 // statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
 // ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a partition, only once its
 // own TCP gives up, holding the transaction's locks until then). A COMMIT that times out has an unknown outcome, as
-// one whose connection drops.
+// one whose connection drops. A connection lost while a transaction has it checked out makes the client emit
+// 'error': transaction() listens, logs it, and closes that connection.
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
@@ -150,8 +151,18 @@ export function openPostgres(config: {
   };
   const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
-    /** Why the connection cannot be trusted any more (a statement timed out, ROLLBACK failed): then it is closed. */
+    /**
+     * Why the connection cannot be trusted any more (a statement timed out, the connection was lost, ROLLBACK
+     * failed): then it is closed.
+     */
     let broken: unknown;
+    // The pool listens for a client's 'error' only while it is idle; checked out here, an 'error' without a
+    // listener (the connection lost mid-transaction) would be thrown uncaught. Its statement rejects on its own.
+    const lost = (error: Error) => {
+      broken ??= error;
+      logger.warn({ err: error }, "postgres: a connection in use was lost; its transaction fails");
+    };
+    client.on("error", lost);
     const run = async <R extends Row>(text: string, params?: readonly unknown[]) => {
       // Behind a statement still unanswered, another would only wait out its own timeout.
       if (broken !== undefined) throw broken;
@@ -174,6 +185,7 @@ export function openPostgres(config: {
         });
       throw error;
     } finally {
+      client.off("error", lost);
       client.release(broken === undefined ? undefined : (broken as Error));
     }
   };

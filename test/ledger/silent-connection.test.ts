@@ -10,7 +10,9 @@
 // - Silent once the COMMIT has reached the server (it commits; only its answer is lost), pipelined and locked: the
 //   callers hear that the outcome is unknown, and the batch is not run again (which would refuse callers whose
 //   statements did commit: their keys are taken by their own rows).
+// - A transaction whose connection is lost mid-statement rejects; the client's 'error' event is logged, not thrown.
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import type { Logger } from "../../core/logger.ts";
 import { type Db, migrate, openPostgres, type Row, type Statement } from "../../gateway/db/index.ts";
 import {
   AlongsideStatementError,
@@ -131,6 +133,10 @@ function expectStoreFailure(settled: PromiseSettledResult<unknown>): unknown {
 const sentSince = (before: number, text: string) => sent.slice(before).filter((sql) => sql.includes(text));
 const clockLock = "FROM ledger_clock WHERE singleton FOR UPDATE";
 
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
 describe("a ledger batch whose connection goes silent", () => {
   it("at a caller's statement: every caller hears a store failure, none is blamed; nothing is written", async () => {
     const ledger = await openLedger(0); // locked: the three requests below are one batch
@@ -239,4 +245,51 @@ describe("a ledger batch whose connection goes silent", () => {
       ]);
     });
   }
+
+  it("lost mid-transaction: the transaction rejects, the client's 'error' event is logged, nothing thrown uncaught", async () => {
+    const warnings: string[] = [];
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on("uncaughtException", onUncaught);
+    const pool = openPostgres({
+      url: proxy.url,
+      poolSizeMax: 1,
+      statementTimeoutMs,
+      logger: warnLogger(warnings),
+    });
+    try {
+      proxy.silenceAt("/* lost */");
+      const lost = pool.transaction(async (tx) => {
+        await tx.query("SELECT 1");
+        await tx.query("SELECT 2 /* lost */");
+      });
+      const settled = Promise.allSettled([lost]);
+      await until(() => proxy.silenced());
+      proxy.resetSilenced();
+      const [outcome] = await settled;
+      expect(outcome.status).toBe("rejected");
+      expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/Connection terminated/);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // any event emitted late
+      expect(uncaught).toEqual([]);
+      expect(warnings).toEqual([expect.stringContaining("a connection in use was lost")]);
+      // The pool closed that connection and serves on a new one.
+      expect(await pool.query<{ n: number }>("SELECT 3 AS n")).toEqual([{ n: 3 }]);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      await pool.close();
+    }
+  });
 });
+
+/** A logger keeping the messages of its warnings. */
+function warnLogger(warnings: string[]): Logger {
+  const ignore = () => undefined;
+  const logger: Logger = {
+    error: ignore,
+    warn: (first: unknown, message?: string) => void warnings.push(message ?? String(first)),
+    info: ignore,
+    debug: ignore,
+    child: () => logger,
+  };
+  return logger;
+}

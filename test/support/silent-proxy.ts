@@ -24,6 +24,11 @@ export type SilentProxy = {
    * the server rolls back what was open there and releases its locks.
    */
   hangUpSilenced(): void;
+  /**
+   * Both sides of every connection silenced by silenceAt close, as a connection reset does: the server rolls back
+   * what was open (a COMMIT it already had stays committed), and the pool hears its connection end mid-statement.
+   */
+  resetSilenced(): void;
   /** What the pool sent while swallowed, as text (the simple and extended protocol carry statements as text). */
   swallowedFromPool(): string;
   close(): Promise<void>;
@@ -36,8 +41,8 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
   let markerSeen = false;
   const swallowed: Buffer[] = [];
   const sockets = new Set<net.Socket>();
-  /** The server sides of connections silenced by silenceAt. */
-  const silencedUpstreams = new Set<net.Socket>();
+  /** The server sides of connections silenced by silenceAt, each with its pool side. */
+  const silencedUpstreams = new Map<net.Socket, net.Socket>();
   const track = (socket: net.Socket) => {
     sockets.add(socket);
     socket.on("error", () => undefined); // a reset is what the test causes; the pool hears it on its own side
@@ -53,7 +58,7 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
       if (armed === null || !chunk.includes(armed.marker, 0, "latin1")) return false;
       if (armed.markerPasses) upstream.write(chunk);
       else swallowed.push(chunk);
-      silencedUpstreams.add(upstream);
+      silencedUpstreams.set(upstream, downstream);
       armed = null;
       markerSeen = true;
       return true;
@@ -91,7 +96,14 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
     },
     silenced: () => markerSeen,
     hangUpSilenced: () => {
-      for (const upstream of silencedUpstreams) upstream.destroy();
+      for (const upstream of silencedUpstreams.keys()) upstream.destroy();
+      silencedUpstreams.clear();
+    },
+    resetSilenced: () => {
+      for (const [upstream, downstream] of silencedUpstreams) {
+        upstream.destroy();
+        downstream.destroy();
+      }
       silencedUpstreams.clear();
     },
     swallowedFromPool: () => Buffer.concat(swallowed).toString("latin1"),
