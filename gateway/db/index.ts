@@ -9,8 +9,8 @@
 // statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
 // ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a partition, only once its
 // own TCP gives up, holding the transaction's locks until then). A COMMIT that times out has an unknown outcome, as
-// one whose connection drops. A connection lost while a transaction has it checked out makes the client emit
-// 'error': transaction() listens, logs it, and closes that connection.
+// one whose connection drops (DbCommitOutcomeUnknownError). A connection lost while a transaction has it checked
+// out makes the client emit 'error': transaction() listens, logs it, and closes that connection.
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
@@ -98,6 +98,18 @@ export class DbQueryTimeoutError extends SwitchyardError {
   }
 }
 
+/**
+ * A transaction's COMMIT failed without an answer from the server (no SQLSTATE: the connection was reset or closed
+ * under it): the server may have received and applied it, so the transaction's outcome is unknown. A COMMIT that
+ * times out says so with DbQueryTimeoutError's `duringCommit` instead. `cause` is the client's error.
+ */
+export class DbCommitOutcomeUnknownError extends SwitchyardError {
+  override readonly name = "DbCommitOutcomeUnknownError";
+  constructor(cause: unknown) {
+    super("postgres: a COMMIT's connection failed before its answer (it may have committed)", { cause });
+  }
+}
+
 export function openPostgres(config: {
   url: string;
   poolSizeMax: number;
@@ -129,12 +141,16 @@ export function openPostgres(config: {
     // An idle client lost its connection; the pool replaces it. Nothing is in flight on it.
     logger.warn({ err: error }, "postgres: an idle connection was lost; the pool replaces it");
   });
-  /** An answer, or the error; node-postgres's query timeout as a DbQueryTimeoutError. */
+  /**
+   * An answer, or the error; node-postgres's query timeout as a DbQueryTimeoutError, and a COMMIT's error that did
+   * not come from the server (no SQLSTATE) as a DbCommitOutcomeUnknownError.
+   */
   const answer = async <T>(pending: Promise<T>, duringCommit = false): Promise<T> => {
     try {
       return await pending;
     } catch (error) {
-      throw timedOut(error) ? new DbQueryTimeoutError(queryTimeoutMs, error, { duringCommit }) : error;
+      if (timedOut(error)) throw new DbQueryTimeoutError(queryTimeoutMs, error, { duringCommit });
+      throw duringCommit && !fromServer(error) ? new DbCommitOutcomeUnknownError(error) : error;
     }
   };
   const names = preparedNames(preparedStatementsMax);
@@ -152,8 +168,8 @@ export function openPostgres(config: {
   const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
     /**
-     * Why the connection cannot be trusted any more (a statement timed out, the connection was lost, ROLLBACK
-     * failed): then it is closed.
+     * Why the connection cannot be trusted any more (a statement timed out, a COMMIT lost its answer, the connection
+     * was lost, ROLLBACK failed): then it is closed.
      */
     let broken: unknown;
     // The pool listens for a client's 'error' only while it is idle; checked out here, an 'error' without a
@@ -169,7 +185,8 @@ export function openPostgres(config: {
       try {
         return await query<R>(client, text, params);
       } catch (error) {
-        if (error instanceof DbQueryTimeoutError) broken = error;
+        if (error instanceof DbQueryTimeoutError || error instanceof DbCommitOutcomeUnknownError)
+          broken = error;
         throw error;
       }
     };
@@ -208,6 +225,12 @@ export function openPostgres(config: {
 }
 
 const timedOut = (error: unknown) => error instanceof Error && error.message === pgQueryTimeoutMessage;
+
+/** Whether the error is the server's answer: it carries a SQLSTATE (five digits or capitals; ECONNRESET is not one). */
+const fromServer = (error: unknown) => {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
+};
 
 export async function openPglite(dataDir: string | undefined): Promise<Db> {
   const db = await PGlite.create({

@@ -2,7 +2,7 @@
 // and the cause. A transfer the ledger refuses is not among them: that is a result code (types.ts). These are a full
 // queue, a request over the limits, a closed ledger, the database failing, and a broken invariant (a bug).
 import { SwitchyardError } from "../../core/errors.ts";
-import { DbQueryTimeoutError } from "../db/index.ts";
+import { DbCommitOutcomeUnknownError, DbQueryTimeoutError } from "../db/index.ts";
 
 /** The writer's queue is full: try again later. Never queued, never partly applied. */
 export class LedgerBackpressureError extends SwitchyardError {
@@ -142,7 +142,7 @@ function isLedgerError(error: unknown): error is SwitchyardError {
  */
 export function toStoreError(operation: string, error: unknown): SwitchyardError {
   if (isLedgerError(error)) return error;
-  if (error instanceof DbQueryTimeoutError && error.duringCommit)
+  if (isCommitOutcomeUnknown(error))
     return new LedgerStoreError(`ledger ${operation}: no answer to its COMMIT, outcome unknown`, {
       cause: error,
       details: "it may have committed; retry with the same ids (they are idempotent)",
@@ -164,12 +164,18 @@ export function connectionWentSilent(error: unknown): boolean {
   return queryTimeoutOf(error) !== undefined;
 }
 
+/** A COMMIT that timed out, or whose connection failed before its answer. */
+const isCommitOutcomeUnknown = (error: unknown) =>
+  (error instanceof DbQueryTimeoutError && error.duringCommit) ||
+  error instanceof DbCommitOutcomeUnknownError;
+
 /**
- * Whether the batch's COMMIT got no answer: it may have committed or not. Running its jobs again would find their
- * transfers `exists` but refuse callers whose statements written alongside did commit (a key they insert is taken).
+ * Whether the batch's COMMIT got no answer (it timed out, or its connection was reset or closed): it may have
+ * committed or not. Running its jobs again would find their transfers `exists` but refuse callers whose statements
+ * written alongside did commit (a key they insert is taken).
  */
 export function commitOutcomeUnknown(error: unknown): boolean {
-  return queryTimeoutOf(error)?.duringCommit === true;
+  return error instanceof SwitchyardError && error.walk(isCommitOutcomeUnknown) !== undefined;
 }
 
 /** The SQLSTATE a ledger failure carries (a StaleClockError's and a ClaimTurnError's is staleBatchCode). */

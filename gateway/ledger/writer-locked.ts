@@ -2,7 +2,13 @@
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
 import type { Row, Sql } from "../db/index.ts";
-import { AlongsideStatementError, connectionWentSilent, sqlStateOf, toStoreError } from "./errors.ts";
+import {
+  AlongsideStatementError,
+  commitOutcomeUnknown,
+  connectionWentSilent,
+  sqlStateOf,
+  toStoreError,
+} from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import { insertAccounts, ledgerTransaction, lockClock, selectExpired, writeAlongside } from "./store.ts";
 import { writeBatch } from "./store-batch.ts";
@@ -62,7 +68,8 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
       // would be wrong: the batch may have committed, and its callers' statements, written again, would fail on
       // their own rows (a key they insert is taken), refusing callers whose writes are in. The LedgerStoreError
       // says the outcome is unknown then (toStoreError); callers retry with the same ids, as after any store failure.
-      if (!connectionWentSilent(error)) {
+      // A COMMIT whose connection was reset or closed before its answer is as unknown.
+      if (!(connectionWentSilent(error) || commitOutcomeUnknown(error))) {
         // A statement written alongside failed for its own caller's reasons: only that caller hears of it, and the
         // others are written again together.
         const failed = jobOfStatement(batch, written.alongside, error);

@@ -7,9 +7,9 @@
 // - The same in a pipelined batch sent behind another (writeBatchClaimFirst): its callers hear the store failure and
 //   it is not run again, locked (its abandoned transaction would still hold their rows: the rerun would wait out the
 //   server's statement timeout and blame a caller).
-// - Silent once the COMMIT has reached the server (it commits; only its answer is lost), pipelined and locked: the
-//   callers hear that the outcome is unknown, and the batch is not run again (which would refuse callers whose
-//   statements did commit: their keys are taken by their own rows).
+// - Silent once the COMMIT has reached the server (it commits; only its answer is lost), or its connection reset
+//   then, pipelined and locked: the callers hear that the outcome is unknown, and the batch is not run again (which
+//   would refuse callers whose statements did commit: their keys are taken by their own rows).
 // - A transaction whose connection is lost mid-statement rejects; the client's 'error' event is logged, not thrown.
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Logger } from "../../core/logger.ts";
@@ -205,24 +205,36 @@ describe("a ledger batch whose connection goes silent", () => {
     expect(await storedKeys()).toEqual(["k401", "k402", "k403", "k404"]);
   });
 
-  for (const [path, depth] of [
-    ["pipelined", 2],
-    ["locked", 0],
+  for (const [path, depth, lost] of [
+    ["pipelined", 2, "silent"],
+    ["locked", 0, "silent"],
+    ["pipelined", 2, "reset"],
+    ["locked", 0, "reset"],
   ] as const) {
-    it(`once its COMMIT reached the server (${path}): its callers hear the outcome is unknown, and it is not run again`, async () => {
+    it(`once its COMMIT reached the server (${path}, connection ${lost}): its callers hear the outcome is unknown, and it is not run again`, async () => {
       const ledger = await openLedger(depth);
       await direct.query("DELETE FROM caller_keys");
       // A batch committed as usual first (a batch goes pipelined only behind one this writer saw commit).
-      const base = depth === 0 ? 300n : 200n;
+      const base = (depth === 0 ? 300n : 200n) + (lost === "reset" ? 500n : 0n);
       await ledger.createTransfers([transfer(base)]);
       const before = sent.length;
       proxy.silenceAt("COMMIT", { markerPasses: true });
       const ids = [base + 1n, base + 2n];
-      const settled = await Promise.allSettled(
+      const settling = Promise.allSettled(
         ids.map((id) => ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`) })),
       );
+      if (lost === "reset") {
+        // The COMMIT reached the server; then the connection resets (pg: "Connection terminated unexpectedly").
+        await until(() => proxy.silenced());
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        proxy.resetSilenced();
+      }
+      const settled = await settling;
       expect(proxy.silenced()).toBe(true);
-      for (const one of settled) expect(commitOutcomeUnknown(expectSilentStoreFailure(one))).toBe(true);
+      for (const one of settled) {
+        const reason = lost === "silent" ? expectSilentStoreFailure(one) : expectStoreFailure(one);
+        expect(commitOutcomeUnknown(reason)).toBe(true);
+      }
       // The COMMIT was applied: the transfers and the callers' rows are in. Run again, the batch would have found
       // its transfers `exists` and its callers' keys taken, and refused those callers.
       expect(await storedKeys()).toEqual(ids.map((id) => `k${id}`));
