@@ -16,10 +16,13 @@
 //   which waits for the previous batch's commit, only if it carries the token the previous batch leaves; apply the
 //   balance deltas and pending changes. If the token differs (another process wrote) the claim aborts the
 //   transaction; then, or if anything fails, this batch and the ones behind it run again, locked, in the same
-//   order. Callers never see the difference. A batch with none in flight before it has no commit to overlap: it is
-//   the callers' statements and one statement (transfers, clock, balances), in one transaction (writeBatchAlone),
-//   two round trips fewer for a lone payment. On PGlite (one connection, in this process) the depth is 1: nothing
-//   overlaps or waits, and a batch is one statement (writeBatch) instead of reads and writes under the lock.
+//   order, and callers never see the difference — except a batch whose connection went silent or whose COMMIT's
+//   outcome is unknown (it timed out, or lost its connection): run again, it would wait on its own abandoned
+//   transaction's locks or find its callers' rows committed, so its callers hear the store failure and retry with
+//   the same ids. A batch with none in flight before it has no commit to overlap: it is the callers' statements
+//   and one statement (transfers, clock, balances), in one transaction (writeBatchAlone), two round trips fewer
+//   for a lone payment. On PGlite (one connection, in this process) the depth is 1: nothing overlaps or waits, and
+//   a batch is one statement (writeBatch) instead of reads and writes under the lock.
 //
 // The parts, over one explicit state (writer-state.ts): admission here; the loop that assembles batches and keeps the
 // pipeline (writer-loop.ts); a pipelined batch (writer-pipeline.ts); a locked batch (writer-locked.ts); the reads
