@@ -149,7 +149,9 @@ export async function createPayment(
       first = { attempt, reservation: written.reservation };
     }
   } catch (error) {
-    // Nothing was written: the payment, its attempt and its reservation went in one transaction.
+    // The payment, its attempt and its reservation go in one transaction: nothing of it was written — unless the
+    // ledger says the outcome is unknown (its COMMIT got no answer), when all of it may be. The caller hears a server
+    // error either way; a repeat with the key then finds the payment if it was written, and recovery drives it.
     if (params.quoteId !== null && isQuoteTaken(error))
       return refuse("quote_used", `quote ${params.quoteId} has paid another payment already`, "quote");
     if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
