@@ -9,8 +9,9 @@
 // statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
 // ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a partition, only once its
 // own TCP gives up, holding the transaction's locks until then). A COMMIT that times out has an unknown outcome, as
-// one whose connection drops (DbCommitOutcomeUnknownError). A connection lost while a transaction has it checked
-// out makes the client emit 'error': transaction() listens, logs it, and closes that connection.
+// one whose connection drops or whose server ends the session (a FATAL): DbCommitOutcomeUnknownError; only an ERROR
+// answering it says it rolled back. A connection lost while a transaction has it checked out makes the client emit
+// 'error': transaction() listens, logs it, and closes that connection.
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
@@ -99,9 +100,10 @@ export class DbQueryTimeoutError extends SwitchyardError {
 }
 
 /**
- * A transaction's COMMIT failed without an answer from the server (no SQLSTATE: the connection was reset or closed
- * under it): the server may have received and applied it, so the transaction's outcome is unknown. A COMMIT that
- * times out says so with DbQueryTimeoutError's `duringCommit` instead. `cause` is the client's error.
+ * A transaction's COMMIT failed without the server saying it rolled back (the connection was reset or closed under
+ * it, or the server ended the session: a FATAL such as 57P01 at shutdown, which may come after the commit record was
+ * flushed): the server may have applied it, so the transaction's outcome is unknown. A COMMIT that times out says so
+ * with DbQueryTimeoutError's `duringCommit` instead. `cause` is the client's or the server's error.
  */
 export class DbCommitOutcomeUnknownError extends SwitchyardError {
   override readonly name = "DbCommitOutcomeUnknownError";
@@ -142,15 +144,15 @@ export function openPostgres(config: {
     logger.warn({ err: error }, "postgres: an idle connection was lost; the pool replaces it");
   });
   /**
-   * An answer, or the error; node-postgres's query timeout as a DbQueryTimeoutError, and a COMMIT's error that did
-   * not come from the server (no SQLSTATE) as a DbCommitOutcomeUnknownError.
+   * An answer, or the error; node-postgres's query timeout as a DbQueryTimeoutError, and a COMMIT's error that does
+   * not say it rolled back (commitOutcomeKnown) as a DbCommitOutcomeUnknownError.
    */
   const answer = async <T>(pending: Promise<T>, duringCommit = false): Promise<T> => {
     try {
       return await pending;
     } catch (error) {
       if (timedOut(error)) throw new DbQueryTimeoutError(queryTimeoutMs, error, { duringCommit });
-      throw duringCommit && !fromServer(error) ? new DbCommitOutcomeUnknownError(error) : error;
+      throw duringCommit && !commitOutcomeKnown(error) ? new DbCommitOutcomeUnknownError(error) : error;
     }
   };
   const names = preparedNames(preparedStatementsMax);
@@ -226,11 +228,18 @@ export function openPostgres(config: {
 
 const timedOut = (error: unknown) => error instanceof Error && error.message === pgQueryTimeoutMessage;
 
-/** Whether the error is the server's answer: it carries a SQLSTATE (five digits or capitals; ECONNRESET is not one). */
-const fromServer = (error: unknown) => {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
-};
+/**
+ * Whether a COMMIT that failed with `error` is known not to have committed: only when the server refused it with an
+ * ERROR (a deferred constraint, a serialization failure), after which the session goes on, rolled back. Anything else
+ * leaves the outcome unknown: a FATAL or PANIC (57P01/57P02 as the server shuts down or restarts, which may come after
+ * the commit record was flushed; a pooler's 08P01 when its server connection dropped), or no answer from the server
+ * at all (the connection reset or closed: a Node error, EPIPE or ECONNRESET, or pg's "Connection terminated"). The
+ * severity is the server's localized one: a server whose lc_messages is not English makes every COMMIT error an
+ * unknown outcome, the safe side (callers retry with the same ids).
+ */
+export function commitOutcomeKnown(error: unknown): boolean {
+  return error instanceof pg.DatabaseError && error.severity === "ERROR";
+}
 
 export async function openPglite(dataDir: string | undefined): Promise<Db> {
   const db = await PGlite.create({
