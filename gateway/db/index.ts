@@ -229,6 +229,20 @@ export function openPostgres(config: {
 const timedOut = (error: unknown) => error instanceof Error && error.message === pgQueryTimeoutMessage;
 
 /**
+ * Whether `error` is a database server's own error (its ErrorResponse: PostgreSQL's through node-postgres, or
+ * PGlite's backend's), not the client's, a socket's or another layer's: then its `code` is a SQLSTATE.
+ */
+export function isServerError(error: unknown): error is Error & { code?: string; severity?: string } {
+  return error instanceof pg.DatabaseError || error instanceof protocol.messages.DatabaseError;
+}
+
+/** The SQLSTATE of a server's error (isServerError); undefined for any other error, whatever its `code`. */
+export function serverSqlState(error: unknown): string | undefined {
+  if (!isServerError(error)) return undefined;
+  return typeof error.code === "string" && /^[0-9A-Z]{5}$/.test(error.code) ? error.code : undefined;
+}
+
+/**
  * Whether a COMMIT that failed with `error` is known not to have committed: only when the server refused it with an
  * ERROR (a deferred constraint, a serialization failure), after which the session goes on, rolled back. Anything else
  * leaves the outcome unknown: a FATAL or PANIC (57P01/57P02 as the server shuts down or restarts, which may come after

@@ -1,3 +1,5 @@
+import { protocol } from "@electric-sql/pglite";
+import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { SwitchyardError } from "../../core/errors.ts";
 import {
@@ -36,9 +38,7 @@ describe("the ledger's errors", () => {
   });
 
   it("translate a database error once, keeping it as the cause and its SQLSTATE", () => {
-    const database = Object.assign(new Error('duplicate key value violates unique constraint "x"'), {
-      code: "23505",
-    });
+    const database = pgError("ERROR", "23505", 'duplicate key value violates unique constraint "x"');
     const translated = toStoreError("batch write", database);
     expect(translated).toBeInstanceOf(LedgerStoreError);
     expect(translated.shortMessage).toBe("ledger batch write failed");
@@ -63,10 +63,27 @@ describe("the ledger's errors", () => {
     expect(toStoreError("batch write", new LedgerInvariantError("x"))).toBeInstanceOf(LedgerInvariantError);
   });
 
-  it("take only a SQLSTATE as sqlState, not a Node error's code", () => {
+  it("take only a server's SQLSTATE as sqlState (PostgreSQL's or PGlite's), not a Node error's code", () => {
     const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
     expect(sqlStateOf(toStoreError("lookup", refused))).toBeUndefined();
-    const serialization = Object.assign(new Error("could not serialize access"), { code: "40001" });
-    expect(sqlStateOf(toStoreError("lookup", serialization))).toBe("40001");
+    // Five capitals, as a SQLSTATE: still a socket's, not the server's.
+    for (const code of ["EPIPE", "EBADF", "EPERM"]) {
+      const socket = Object.assign(new Error(`write ${code}`), { code, syscall: "write" });
+      expect(sqlStateOf(toStoreError("lookup", socket))).toBeUndefined();
+    }
+    expect(sqlStateOf(toStoreError("lookup", pgError("ERROR", "40001", "could not serialize access")))).toBe(
+      "40001",
+    );
+    const pglite = new protocol.messages.DatabaseError("could not serialize access", 60, "error");
+    pglite.code = "40001";
+    expect(sqlStateOf(toStoreError("lookup", pglite))).toBe("40001");
   });
 });
+
+/** A server's error as node-postgres gives it (pg-protocol's parser: severity and SQLSTATE set on a DatabaseError). */
+function pgError(severity: string, code: string, message: string): pg.DatabaseError {
+  const error = new pg.DatabaseError(message, message.length + 40, "error");
+  error.severity = severity;
+  error.code = code;
+  return error;
+}

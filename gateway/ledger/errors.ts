@@ -2,7 +2,7 @@
 // and the cause. A transfer the ledger refuses is not among them: that is a result code (types.ts). These are a full
 // queue, a request over the limits, a closed ledger, the database failing, and a broken invariant (a bug).
 import { SwitchyardError } from "../../core/errors.ts";
-import { DbCommitOutcomeUnknownError, DbQueryTimeoutError } from "../db/index.ts";
+import { DbCommitOutcomeUnknownError, DbQueryTimeoutError, serverSqlState } from "../db/index.ts";
 
 /** The writer's queue is full: try again later. Never queued, never partly applied. */
 export class LedgerBackpressureError extends SwitchyardError {
@@ -42,13 +42,14 @@ export class LedgerRequestInvalidError extends SwitchyardError {
  */
 export class LedgerStoreError extends SwitchyardError {
   override readonly name: string = "LedgerStoreError";
-  /** The SQLSTATE of the database's error, when it had one. */
+  /**
+   * The SQLSTATE of the database's error, when the server sent one (PostgreSQL's or PGlite's error): a Node error's
+   * code (ECONNREFUSED, EPIPE) or another layer's is none.
+   */
   readonly sqlState: string | undefined;
   constructor(shortMessage: string, options: { cause: unknown; details?: string }) {
     super(shortMessage, options);
-    const code = (options.cause as { code?: unknown } | null)?.code;
-    // A SQLSTATE is five digits or capitals; a Node error's code (ECONNREFUSED) is not one.
-    this.sqlState = typeof code === "string" && sqlStatePattern.test(code) ? code : undefined;
+    this.sqlState = serverSqlState(options.cause);
   }
 }
 
@@ -116,8 +117,6 @@ export class KnownIdError extends SwitchyardError {
     });
   }
 }
-
-const sqlStatePattern = /^[0-9A-Z]{5}$/;
 
 /** One of the ledger's own errors (this file's classes), which travel as they are. */
 function isLedgerError(error: unknown): error is SwitchyardError {

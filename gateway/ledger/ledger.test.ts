@@ -1,3 +1,4 @@
+import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { recordingLogger } from "../../test/support/recording-logger.ts";
 import type { Db } from "../db/index.ts";
@@ -6,7 +7,10 @@ import { createLedger } from "./ledger.ts";
 
 describe("createLedger", () => {
   it("logs a failing expiry sweep through the logger it was given, with the translated error", async () => {
-    const down = Object.assign(new Error("connection refused"), { code: "08006" });
+    const down = Object.assign(new pg.DatabaseError("connection failure", 60, "error"), {
+      severity: "FATAL",
+      code: "08006",
+    });
     const db = { kind: "pglite", query: () => Promise.reject(down) } as unknown as Db;
     const { logger, lines } = recordingLogger();
     const errors = () => lines.filter((line) => line.level === "error");
