@@ -3,7 +3,7 @@
 // column: binary on PostgreSQL, text literals on PGlite; store-params.ts) and are spread with unnest in the select
 // list (a ProjectSet, which streams rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so
 // thousands of rows are one statement; a batch's writes are store-batch.ts.
-import { type Db, DbQueryTimeoutError, type Row, type Sql, type Statement } from "../db/index.ts";
+import { type Db, isServerError, type Row, type Sql, type Statement } from "../db/index.ts";
 import { AlongsideStatementError, LedgerInvariantError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import {
@@ -91,10 +91,12 @@ export async function ledgerTransaction<T>(
 }
 
 /**
- * The callers' statements written alongside a batch, in order, in its transaction (see Alongside). A statement that
- * fails is its caller's (AlongsideStatementError) — unless it got no answer (DbQueryTimeoutError): then the
- * connection went silent, no fault of the statement's (every later statement of the transaction rethrows that same
- * error), and it leaves as it is, a store failure of the whole batch.
+ * The callers' statements written alongside a batch, in order, in its transaction (see Alongside). A statement the
+ * server refused (an ERROR: a key it inserts is taken, …) is its caller's (AlongsideStatementError). Any other failure
+ * is no fault of the statement's and leaves as it is, a store failure of the whole batch: no answer
+ * (DbQueryTimeoutError, the connection went silent), the connection reset or closed (a Node error, pg's "Connection
+ * terminated"; every later statement of the transaction rethrows the same error), or the server ending the session
+ * (a FATAL: shutting down, terminated by an administrator).
  */
 export async function writeAlongside(tx: Sql, statements: readonly Statement[]): Promise<Row[][]> {
   const rows: Row[][] = [];
@@ -102,12 +104,16 @@ export async function writeAlongside(tx: Sql, statements: readonly Statement[]):
     try {
       rows.push(await tx.query(statement.text, statement.params));
     } catch (error) {
-      if (error instanceof DbQueryTimeoutError) throw error;
+      if (!refusedByServer(error)) throw error;
       throw new AlongsideStatementError(i, error);
     }
   }
   return rows;
 }
+
+/** The server refused the statement itself: its error (PostgreSQL's or PGlite's), not one ending the session. */
+const refusedByServer = (error: unknown) =>
+  isServerError(error) && error.severity !== "FATAL" && error.severity !== "PANIC";
 
 export type Clock = { timestampLast: bigint; token: bigint };
 

@@ -81,7 +81,9 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
           );
           return;
         }
-        // Which one is not known (PGlite sends them in one exchange): each job alone then.
+        // Which one is not known (PGlite sends them in one exchange), or none is to blame (the connection was reset
+        // or closed before COMMIT: the server rolled the transaction back): each job alone then, on a connection of
+        // its own.
         if (
           batch.length > 1 &&
           batch.some((job) => job.kind === "transfers" && job.alongside !== undefined)

@@ -7,6 +7,8 @@
 // - The same in a pipelined batch sent behind another (writeBatchClaimFirst): its callers hear the store failure and
 //   it is not run again, locked (its abandoned transaction would still hold their rows: the rerun would wait out the
 //   server's statement timeout and blame a caller).
+// - Reset at a caller's statement (before any COMMIT: the server rolls back): no caller is blamed; the jobs run again,
+//   each alone, and commit.
 // - Silent once the COMMIT has reached the server (it commits; only its answer is lost), or its connection reset
 //   then, pipelined and locked: the callers hear that the outcome is unknown, and the batch is not run again (which
 //   would refuse callers whose statements did commit: their keys are taken by their own rows).
@@ -166,6 +168,36 @@ describe("a ledger batch whose connection goes silent", () => {
     );
     expect(retried.map((r) => r.results[0]!.status)).toEqual(["created", "created", "created"]);
     expect(await storedKeys()).toEqual(["k100", "k101", "k102"]);
+  });
+
+  it("reset at a caller's statement: no caller is blamed; the batch's jobs run again, each alone, and commit", async () => {
+    const ledger = await openLedger(0); // locked: the three requests below are one batch
+    await direct.query("DELETE FROM caller_keys");
+    const before = sent.length;
+    proxy.silenceAt("goes silent");
+    const ids = [110n, 111n, 112n];
+    const settling = Promise.allSettled(
+      ids.map((id) =>
+        ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`, id === 111n) }),
+      ),
+    );
+    // The marked statement never reached the server (no COMMIT was sent either): the reset rolls the batch back.
+    await until(() => proxy.silenced());
+    proxy.resetSilenced();
+    const settled = await settling;
+    // The connection's failure, not k111's caller's: before, that caller got AlongsideStatementError.
+    for (const one of settled)
+      if (one.status === "rejected") expect(one.reason).not.toBeInstanceOf(AlongsideStatementError);
+    expect(settled.map((one) => one.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+    expect(
+      settled.map(
+        (one) => (one as PromiseFulfilledResult<{ results: { status: string }[] }>).value.results[0]!.status,
+      ),
+    ).toEqual(["created", "created", "created"]);
+    // The batch once (reset), then each job alone on a connection of its own.
+    expect(sentSince(before, clockLock)).toHaveLength(1 + ids.length);
+    expect(await storedKeys()).toEqual(["k110", "k111", "k112"]);
+    expect(await storedTransferCount(ids)).toBe(3);
   });
 
   it("at a caller's statement, pipelined behind another batch: its callers hear a store failure; not run again", async () => {
