@@ -135,8 +135,13 @@ function expectStoreFailure(settled: PromiseSettledResult<unknown>): unknown {
 const sentSince = (before: number, text: string) => sent.slice(before).filter((sql) => sql.includes(text));
 const clockLock = "FROM ledger_clock WHERE singleton FOR UPDATE";
 
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
+/** Waits for `condition`, at most `timeoutMs`; then fails saying what it waited for. */
+async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs} ms for ${what}, in vain`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 describe("a ledger batch whose connection goes silent", () => {
@@ -182,7 +187,7 @@ describe("a ledger batch whose connection goes silent", () => {
       ),
     );
     // The marked statement never reached the server (no COMMIT was sent either): the reset rolls the batch back.
-    await until(() => proxy.silenced());
+    await until(() => proxy.silenced(), "the marked statement");
     proxy.resetSilenced();
     const settled = await settling;
     // The connection's failure, not k111's caller's: before, that caller got AlongsideStatementError.
@@ -256,9 +261,10 @@ describe("a ledger batch whose connection goes silent", () => {
         ids.map((id) => ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`) })),
       );
       if (lost === "reset") {
-        // The COMMIT reached the server; then the connection resets (pg: "Connection terminated unexpectedly").
-        await until(() => proxy.silenced());
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        // The COMMIT reached the server, which answered it (committed; the answer dropped); then the connection resets
+        // (pg: ECONNRESET).
+        await until(() => proxy.silenced(), "the COMMIT");
+        await until(() => proxy.silencedAnswered(), "the server's answer to the COMMIT");
         proxy.resetSilenced();
       }
       const settled = await settling;
@@ -308,14 +314,18 @@ describe("a ledger batch whose connection goes silent", () => {
         await tx.query("SELECT 2 /* lost */");
       });
       const settled = Promise.allSettled([lost]);
-      await until(() => proxy.silenced());
+      await until(() => proxy.silenced(), "the marked statement");
       proxy.resetSilenced();
       const [outcome] = await settled;
       expect(outcome.status).toBe("rejected");
-      expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/Connection terminated/);
+      // A reset: ECONNRESET, then the connection's end ("Connection terminated unexpectedly") if pg sees it first.
+      expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/ECONNRESET|Connection terminated/);
       await new Promise((resolve) => setTimeout(resolve, 50)); // any event emitted late
       expect(uncaught).toEqual([]);
-      expect(warnings).toEqual([expect.stringContaining("a connection in use was lost")]);
+      // pg emits 'error' for the reset and may again for the end it then sees: one warning or two, each the same.
+      expect(warnings.length).toBeGreaterThanOrEqual(1);
+      expect(warnings.length).toBeLessThanOrEqual(2);
+      for (const warning of warnings) expect(warning).toContain("a connection in use was lost");
       // The pool closed that connection and serves on a new one.
       expect(await pool.query<{ n: number }>("SELECT 3 AS n")).toEqual([{ n: 3 }]);
     } finally {

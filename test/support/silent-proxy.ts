@@ -2,7 +2,9 @@
 // partition or a frozen server does: bytes are dropped, nothing says goodbye. Silent everywhere (swallow/pass), or
 // on one connection from the moment the pool sends given bytes over it (silenceAt): a statement of the ledger's
 // batch, or a COMMIT that still reaches the server (so it is applied and only its answer is lost). What the pool
-// sends while silent is kept, to assert which statements it sent (or did not).
+// sends while silent is kept, to assert which statements it sent (or did not); what the server sends on a connection
+// silenced by silenceAt is dropped but noted (silencedAnswered: its answer to a COMMIT that passed). The marker is
+// looked for in a connection's stream, not chunk by chunk: a small tail of what it sent before is kept.
 import net from "node:net";
 
 export type SilentProxy = {
@@ -20,13 +22,19 @@ export type SilentProxy = {
   /** Whether the marker of silenceAt has been seen. */
   silenced(): boolean;
   /**
+   * Whether the server sent anything over a connection silenced by silenceAt since its marker (dropped, not passed
+   * on): with `markerPasses`, its answer to the marker's statement, which it has then run (a COMMIT: committed).
+   */
+  silencedAnswered(): boolean;
+  /**
    * The server's side of every connection silenced by silenceAt hangs up, as the server's TCP gives up at last:
    * the server rolls back what was open there and releases its locks.
    */
   hangUpSilenced(): void;
   /**
-   * Both sides of every connection silenced by silenceAt close, as a connection reset does: the server rolls back
-   * what was open (a COMMIT it already had stays committed), and the pool hears its connection end mid-statement.
+   * Both sides of every connection silenced by silenceAt are reset (a TCP RST each way, as a connection reset is):
+   * the server rolls back what was open (a COMMIT it already had stays committed), and the pool hears ECONNRESET
+   * mid-statement, then its connection end.
    */
   resetSilenced(): void;
   /** What the pool sent while swallowed, as text (the simple and extended protocol carry statements as text). */
@@ -34,11 +42,15 @@ export type SilentProxy = {
   close(): Promise<void>;
 };
 
+/** How much of what a connection sent before a chunk is kept to find a marker split across chunks (and its length bound). */
+const markerBytesMax = 256;
+
 export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> {
   const target = new URL(targetUrl);
   let swallowing = false;
   let armed: { marker: string; markerPasses: boolean } | null = null;
   let markerSeen = false;
+  let answeredAfterMarker = false;
   const swallowed: Buffer[] = [];
   const sockets = new Set<net.Socket>();
   /** The server sides of connections silenced by silenceAt, each with its pool side. */
@@ -53,9 +65,19 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
     track(downstream);
     track(upstream);
     const silent = () => swallowing || silencedUpstreams.has(upstream);
-    /** Whether this chunk from the pool is the armed marker, which silences this connection (and passes or not). */
+    /** The last bytes the pool sent before this chunk: a marker may begin there. */
+    let tail = Buffer.alloc(0);
+    /**
+     * Whether this chunk from the pool completes the armed marker, which silences this connection from this chunk on
+     * (and the chunk passes or not; a marker begun in an earlier chunk has passed that far).
+     */
     const silences = (chunk: Buffer) => {
-      if (armed === null || !chunk.includes(armed.marker, 0, "latin1")) return false;
+      const seen = Buffer.concat([tail, chunk]);
+      // Only a marker that ends in this chunk: one wholly in the tail was sent before (and before it was armed).
+      const from = Math.max(0, tail.length - Buffer.byteLength(armed?.marker ?? "", "latin1") + 1);
+      tail = seen.subarray(Math.max(0, seen.length - markerBytesMax));
+      if (armed === null || !seen.includes(armed.marker, from, "latin1")) return false;
+      tail = Buffer.alloc(0);
       if (armed.markerPasses) upstream.write(chunk);
       else swallowed.push(chunk);
       silencedUpstreams.set(upstream, downstream);
@@ -68,6 +90,7 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
         if (from === downstream && !silent() && silences(chunk)) return;
         if (!silent()) to.write(chunk);
         else if (from === downstream) swallowed.push(chunk);
+        else if (silencedUpstreams.has(upstream)) answeredAfterMarker = true;
       });
       // A silent peer says nothing, not even goodbye.
       from.on("close", () => {
@@ -90,19 +113,23 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
       swallowing = false;
     },
     silenceAt: (marker, options = {}) => {
+      if (Buffer.byteLength(marker, "latin1") > markerBytesMax)
+        throw new RangeError(`a marker longer than ${markerBytesMax} bytes: ${marker}`);
       swallowed.length = 0;
       markerSeen = false;
+      answeredAfterMarker = false;
       armed = { marker, markerPasses: options.markerPasses ?? false };
     },
     silenced: () => markerSeen,
+    silencedAnswered: () => answeredAfterMarker,
     hangUpSilenced: () => {
       for (const upstream of silencedUpstreams.keys()) upstream.destroy();
       silencedUpstreams.clear();
     },
     resetSilenced: () => {
       for (const [upstream, downstream] of silencedUpstreams) {
-        upstream.destroy();
-        downstream.destroy();
+        upstream.resetAndDestroy();
+        downstream.resetAndDestroy();
       }
       silencedUpstreams.clear();
     },
