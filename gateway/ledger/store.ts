@@ -112,7 +112,7 @@ export async function writeAlongside(tx: Sql, statements: readonly Statement[]):
 }
 
 /** The server refused the statement itself: its error (PostgreSQL's or PGlite's), not one ending the session. */
-const refusedByServer = (error: unknown) =>
+export const refusedByServer = (error: unknown) =>
   isServerError(error) && error.severity !== "FATAL" && error.severity !== "PANIC";
 
 export type Clock = { timestampLast: bigint; token: bigint };

@@ -1,6 +1,7 @@
 // A batch run locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
+import { SwitchyardError } from "../../core/index.ts";
 import type { Row, Sql } from "../db/index.ts";
 import {
   AlongsideStatementError,
@@ -10,7 +11,14 @@ import {
   toStoreError,
 } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
-import { insertAccounts, ledgerTransaction, lockClock, selectExpired, writeAlongside } from "./store.ts";
+import {
+  insertAccounts,
+  ledgerTransaction,
+  lockClock,
+  refusedByServer,
+  selectExpired,
+  writeAlongside,
+} from "./store.ts";
 import { writeBatch } from "./store-batch.ts";
 import { balanceRows, transferRows } from "./store-params.ts";
 import { type Account, AccountFlags, TransferFlags } from "./types.ts";
@@ -47,8 +55,22 @@ function isRetryable(error: unknown): boolean {
   return code !== undefined && retryableCodes.has(code);
 }
 
-/** Runs a batch under the clock lock, retrying deadlocks and the like; rejects its callers if it cannot. */
-export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
+/**
+ * Whether `error` comes down to the connection or the session failing: its first cause is neither a statement the
+ * server refused nor one of Switchyard's own errors (a timeout's or a lost COMMIT's cause is the driver's error).
+ */
+function connectionFailedIn(error: unknown): boolean {
+  let root: unknown = error;
+  while (root instanceof Error && root.cause !== undefined) root = root.cause;
+  return !(root instanceof SwitchyardError) && !refusedByServer(root);
+}
+
+/**
+ * Runs a batch under the clock lock, retrying deadlocks and the like; rejects its callers if it cannot. Returns the
+ * failure its callers heard when the connection or the session failed (the next batch would most likely fail the
+ * same way), else null.
+ */
+export async function runLocked(w: WriterState, batch: Job[]): Promise<unknown> {
   for (let attempt = 1; ; attempt++) {
     // The statements this attempt wrote alongside, to tell whose failed.
     const written: { alongside: AlongsideWrites } = { alongside: noAlongside };
@@ -57,7 +79,7 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
         applyLocked(w, tx, batch, written),
       );
       settle();
-      return;
+      return null;
     } catch (error) {
       forget(w);
       if (isRetryable(error) && attempt < w.limits.retryAttemptsMax) continue;
@@ -75,11 +97,10 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
         const failed = jobOfStatement(batch, written.alongside, error);
         if (failed !== null && batch.length > 1) {
           failed.reject(error);
-          await runLocked(
+          return await runLocked(
             w,
             batch.filter((job) => job !== failed),
           );
-          return;
         }
         // Which one is not known (PGlite sends them in one exchange), or none is to blame (the connection was reset
         // or closed before COMMIT: the server rolled the transaction back): each job alone then, on a connection of
@@ -88,15 +109,22 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<void> {
           batch.length > 1 &&
           batch.some((job) => job.kind === "transfers" && job.alongside !== undefined)
         ) {
-          for (const job of batch) await runLocked(w, [job]);
-          return;
+          // Until one fails for its connection: the server may still be down (a failover), and each job alone
+          // would wait out the connect timeout again. The rest hear that failure; they retry with the same ids.
+          for (const [i, job] of batch.entries()) {
+            const lost = await runLocked(w, [job]);
+            if (lost === null) continue;
+            for (const rest of batch.slice(i + 1)) rest.reject(lost);
+            return lost;
+          }
+          return null;
         }
       }
       // Already translated where it happened (store.ts), or one of the ledger's own errors; anything else is a
       // store failure whose cause says more. Callers retry with the same ids.
       const failure = toStoreError("batch", error);
       for (const job of batch) job.reject(failure);
-      return;
+      return connectionFailedIn(error) ? failure : null;
     }
   }
 }

@@ -205,6 +205,42 @@ describe("a ledger batch whose connection goes silent", () => {
     expect(await storedTransferCount(ids)).toBe(3);
   });
 
+  it("reset at a caller's statement with the server gone: one job alone finds it, the rest hear its failure at once", async () => {
+    const ledger = await openLedger(0); // locked: one batch
+    await direct.query("DELETE FROM caller_keys");
+    proxy.silenceAt("goes silent");
+    const ids = [120n, 121n, 122n];
+    const settling = Promise.allSettled(
+      ids.map((id) =>
+        ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`, id === 121n) }),
+      ),
+    );
+    await until(() => proxy.silenced(), "the marked statement");
+    const connectionsBefore = proxy.connectionsMade();
+    proxy.refuseNew(true); // the server goes down: every connection reset, a new one refused
+    try {
+      proxy.resetAll();
+      const settled = await settling;
+      for (const one of settled) {
+        expect(one.status).toBe("rejected");
+        expect((one as PromiseRejectedResult).reason).not.toBeInstanceOf(AlongsideStatementError);
+      }
+      // The first job alone tried a new connection (the pool may try once more for its own reasons); the other two
+      // did not each wait for one of their own.
+      expect(proxy.connectionsMade() - connectionsBefore).toBeLessThan(ids.length);
+    } finally {
+      proxy.refuseNew(false);
+    }
+    expect(await storedKeys()).toEqual([]);
+    // Their retry, with the same ids, once the server is back.
+    const retried = await Promise.all(
+      ids.map((id) =>
+        ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`, false) }),
+      ),
+    );
+    expect(retried.map((one) => one.results[0]!.status)).toEqual(["created", "created", "created"]);
+  });
+
   it("at a caller's statement, pipelined behind another batch: its callers hear a store failure; not run again", async () => {
     const ledger = await openLedger(2, 3); // depth 2: the second batch is sent while the first is in flight
     await direct.query("DELETE FROM caller_keys");

@@ -39,6 +39,12 @@ export type SilentProxy = {
   resetSilenced(): void;
   /** What the pool sent while swallowed, as text (the simple and extended protocol carry statements as text). */
   swallowedFromPool(): string;
+  /** While on, a new connection is reset at once, as a server that is down (a failover) refuses it. */
+  refuseNew(refusing: boolean): void;
+  /** Every open connection is reset, both sides (the server going down). */
+  resetAll(): void;
+  /** How many connections the pool has opened through the proxy, refused ones included. */
+  connectionsMade(): number;
   close(): Promise<void>;
 };
 
@@ -60,7 +66,15 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
     socket.on("error", () => undefined); // a reset is what the test causes; the pool hears it on its own side
     socket.on("close", () => sockets.delete(socket));
   };
+  let refusing = false;
+  let connections = 0;
   const server = net.createServer((downstream) => {
+    connections += 1;
+    if (refusing) {
+      downstream.on("error", () => undefined);
+      downstream.resetAndDestroy();
+      return;
+    }
     const upstream = net.connect(Number(target.port), target.hostname);
     track(downstream);
     track(upstream);
@@ -134,6 +148,14 @@ export async function startSilentProxy(targetUrl: string): Promise<SilentProxy> 
       silencedUpstreams.clear();
     },
     swallowedFromPool: () => Buffer.concat(swallowed).toString("latin1"),
+    refuseNew: (on) => {
+      refusing = on;
+    },
+    resetAll: () => {
+      silencedUpstreams.clear();
+      for (const socket of sockets) socket.resetAndDestroy();
+    },
+    connectionsMade: () => connections,
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
