@@ -35,6 +35,9 @@ describe("a COMMIT's failure", () => {
     );
     expect(commitOutcomeKnown(serverError("FATAL", "08P01", "server conn crashed?"))).toBe(false);
     expect(commitOutcomeKnown(serverError("PANIC", "XX000", "could not write to file"))).toBe(false);
+    // A pooler or proxy may relay a lost server connection or a shutdown as a mere ERROR.
+    expect(commitOutcomeKnown(serverError("ERROR", "08006", "server connection lost"))).toBe(false);
+    expect(commitOutcomeKnown(serverError("ERROR", "57P01", "terminating connection"))).toBe(false);
   });
 
   it("leaves the outcome unknown when the connection failed (a Node error, whatever its code looks like)", () => {

@@ -252,7 +252,11 @@ export function serverSqlState(error: unknown): string | undefined {
  * unknown outcome, the safe side (callers retry with the same ids).
  */
 export function commitOutcomeKnown(error: unknown): boolean {
-  return error instanceof pg.DatabaseError && error.severity === "ERROR";
+  // A connection exception (class 08) or an operator intervention (57P0x) says the session is going, whatever
+  // severity a pooler or proxy in between gave it.
+  const sessionGoing = (code: string | undefined) =>
+    code?.startsWith("08") === true || code?.startsWith("57P") === true;
+  return error instanceof pg.DatabaseError && error.severity === "ERROR" && !sessionGoing(error.code);
 }
 
 export async function openPglite(dataDir: string | undefined): Promise<Db> {
