@@ -177,6 +177,15 @@ export function commitOutcomeUnknown(error: unknown): boolean {
   return error instanceof SwitchyardError && error.walk(isCommitOutcomeUnknown) !== undefined;
 }
 
+/**
+ * Whether a failed batch must not be run again: its connection went silent (its transaction may still hold its rows
+ * and locks on the server) or its COMMIT's outcome is unknown (it may have committed). Its callers hear the failure
+ * and retry with the same ids. Both writer paths (runLocked, drain) ask this.
+ */
+export function notToRunAgain(error: unknown): boolean {
+  return connectionWentSilent(error) || commitOutcomeUnknown(error);
+}
+
 /** The SQLSTATE a ledger failure carries (a StaleClockError's and a ClaimTurnError's is staleBatchCode). */
 export function sqlStateOf(error: unknown): string | undefined {
   if (error instanceof LedgerStoreError) return error.sqlState;

@@ -3,13 +3,7 @@
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
 import { SwitchyardError } from "../../core/index.ts";
 import type { Row, Sql } from "../db/index.ts";
-import {
-  AlongsideStatementError,
-  commitOutcomeUnknown,
-  connectionWentSilent,
-  sqlStateOf,
-  toStoreError,
-} from "./errors.ts";
+import { AlongsideStatementError, notToRunAgain, sqlStateOf, toStoreError } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import {
   insertAccounts,
@@ -91,7 +85,7 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<unknown> 
       // their own rows (a key they insert is taken), refusing callers whose writes are in. The LedgerStoreError
       // says the outcome is unknown then (toStoreError); callers retry with the same ids, as after any store failure.
       // A COMMIT whose connection was reset or closed before its answer is as unknown.
-      if (!(connectionWentSilent(error) || commitOutcomeUnknown(error))) {
+      if (!notToRunAgain(error)) {
         // A statement written alongside failed for its own caller's reasons: only that caller hears of it, and the
         // others are written again together.
         const failed = jobOfStatement(batch, written.alongside, error);

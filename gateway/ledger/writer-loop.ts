@@ -2,7 +2,7 @@
 // pipeline (batches in flight, taking the clock in the order they were planned). A failure anywhere drains the
 // pipeline and runs the failed batches again, locked, in order, before anything more goes — except a batch whose
 // connection went silent or whose COMMIT's outcome is unknown: its callers hear the store failure (see drain).
-import { commitOutcomeUnknown, connectionWentSilent, sqlStateOf, staleBatchCode } from "./errors.ts";
+import { notToRunAgain, sqlStateOf, staleBatchCode } from "./errors.ts";
 import type { ClaimOrder } from "./store-batch.ts";
 import { runLocked } from "./writer-locked.ts";
 import { commitPlan, type InFlight, type Plan, prepare } from "./writer-pipeline.ts";
@@ -131,8 +131,7 @@ async function drain(w: WriterState, p: Pipeline): Promise<void> {
     // statement timeout, then fail (or blame a caller whose key it waited on). Its callers hear the store failure
     // too, as on the locked path. The batches behind it are run again: a locked batch reads what is stored,
     // whichever way it went.
-    if (connectionWentSilent(failure) || commitOutcomeUnknown(failure))
-      for (const job of plan.jobs) job.reject(failure);
+    if (notToRunAgain(failure)) for (const job of plan.jobs) job.reject(failure);
     else redo.push(plan.jobs);
   }
   if (failed) forget(w);
