@@ -46,7 +46,7 @@ export async function readPayment(deps: PaymentsDeps, tenantId: string, id: stri
 export type Driven = {
   payment: Payment;
   current: boolean;
-  answering?: { key: string; keptStatus: IdempotencyRecord["keptStatus"] };
+  answering?: Pick<IdempotencyRecord, "key" | "keptStatus">;
   answered?: boolean;
 };
 

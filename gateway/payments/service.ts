@@ -111,13 +111,13 @@ export async function createPayment(
   let driven: Driven;
   let first: { attempt: Attempt; reservation: Reservation | Refusal } | null = null;
   // Answered in the write that ends the payment, if it ends while the request waits (record: written unanswered).
-  const answering = record === null ? undefined : { key: record.key, keptStatus: record.keptStatus };
+  const answering = record === null ? {} : { answering: record };
   try {
     if (firstCandidate === undefined) {
       driven = {
         payment: processing(fields, await insertPayment(deps.db, row, record), []),
         current: true,
-        ...(answering === undefined ? {} : { answering }),
+        ...answering,
       };
     } else {
       if (firstRail === undefined)
@@ -144,7 +144,7 @@ export async function createPayment(
       driven = {
         payment: processing(fields, paymentInserted(written.rows ?? []), [attempt]),
         current: true,
-        ...(answering === undefined ? {} : { answering }),
+        ...answering,
       };
       first = { attempt, reservation: written.reservation };
     }

@@ -45,32 +45,37 @@ export function preferredWaitMs(header: string | string[] | undefined): number |
 
 const preferenceApplied = (waitMs: number) => (waitMs === 0 ? "respond-async" : `wait=${waitMs / 1000}`);
 
+/** The status of the answer to a payment's request: 201 succeeded, 202 processing, the failure code's once failed. */
+const answerStatusOf = (payment: Pick<Payment, "status" | "failureCode">): number =>
+  payment.status === "failed"
+    ? errorStatus[payment.failureCode ?? "rejected"] // a PaymentFailureCode, itself an ApiErrorCode
+    : payment.status === "succeeded"
+      ? 201
+      : 202;
+
+/** The status answerOf gives a payment ending so, or null when an Idempotency-Key does not keep such an answer. */
+export function keptStatusOf(payment: Pick<Payment, "status" | "failureCode">): number | null {
+  const status = answerStatusOf(payment);
+  return isKeptAnswer(status) ? status : null;
+}
+
 /**
  * What a payment's request is answered, as the JSON text sent (and kept with an Idempotency-Key): 201 once it
  * succeeded, 202 while it is processing, the failure's error (with the payment) once it failed. Sent as text, so
  * the response schema (kept for the OpenAPI document) does not serialize it a second time.
  */
-/** The status answerOf gives a payment ending so, or null when an Idempotency-Key does not keep such an answer. */
-export function keptStatusOf(payment: Pick<Payment, "status" | "failureCode">): number | null {
-  const status =
-    payment.status === "failed"
-      ? errorStatus[payment.failureCode ?? "rejected"]
-      : payment.status === "succeeded"
-        ? 201
-        : 202;
-  return isKeptAnswer(status) ? status : null;
-}
-
 export function answerOf(payment: Payment): StoredAnswer {
   const view = presentPayment(payment);
-  if (payment.status === "failed") {
-    const code = payment.failureCode ?? "rejected"; // a PaymentFailureCode, itself an ApiErrorCode
-    const error = new ApiError(code, payment.failureMessage ?? "the payment failed", {
+  const status = answerStatusOf(payment);
+  if (payment.status !== "failed") return { status, body: JSON.stringify(view) };
+  const error = new ApiError(
+    payment.failureCode ?? "rejected",
+    payment.failureMessage ?? "the payment failed",
+    {
       extra: { payment: view },
-    });
-    return { status: error.status, body: JSON.stringify(error.body()) };
-  }
-  return { status: payment.status === "succeeded" ? 201 : 202, body: JSON.stringify(view) };
+    },
+  );
+  return { status, body: JSON.stringify(error.body()) };
 }
 
 const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options) => {
