@@ -6,14 +6,7 @@
 // a tenth of that. Where a field appears twice, the first counts, as in LND's decoder; a p, h or n field of
 // another length than the specification's is skipped, as the specification says.
 import { createHash } from "node:crypto";
-import { createRequire } from "node:module";
-
-type Secp256k1 = {
-  ecdsaRecover(signature: Uint8Array, recid: number, message: Uint8Array, compressed: boolean): Uint8Array;
-  ecdsaVerify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
-  publicKeyVerify(publicKey: Uint8Array): boolean;
-};
-const secp256k1 = createRequire(import.meta.url)("secp256k1") as Secp256k1;
+import { secp256k1 } from "../../core/secp256k1.ts";
 
 export type Bolt11Summary = {
   readonly network: string; // "bc", "tb", "bcrt", ...
@@ -176,12 +169,12 @@ function split(invoice: string): { ok: true; value: Split } | { ok: false; error
   for (let i = timestampWords; i + 3 <= data.length; ) {
     const type = data[i] as number;
     const length = (data[i + 1] as number) * 32 + (data[i + 2] as number);
-    const words = data.slice(i + 3, i + 3 + length);
-    if (words.length !== length) return { ok: false, error: "invoice_malformed" };
+    const value = data.slice(i + 3, i + 3 + length);
+    if (value.length !== length) return { ok: false, error: "invoice_malformed" };
     if ((type === field.expiry || type === field.finalCltv) && length > integerWordsMax)
       return { ok: false, error: "invoice_malformed" };
-    if (type === field.routeHint) routeHints.push(words);
-    else if (!fields.has(type) && (fixedLengths.get(type) ?? length) === length) fields.set(type, words);
+    if (type === field.routeHint) routeHints.push(value);
+    else if (!fields.has(type) && (fixedLengths.get(type) ?? length) === length) fields.set(type, value);
     i += 3 + length;
   }
   const signature = words.slice(words.length - 6 - signatureWords, words.length - 6);

@@ -4,13 +4,8 @@
 // build; its own JavaScript fallback when the addon cannot load). A signature that cannot be one — not 65 bytes, v
 // not 0/1/27/28, r or s outside [1, n - 1], an r that is no point's x — recovers nobody (null); nothing here throws
 // for the payer's bytes. A high s recovers as viem's recoverTypedDataAddress does (the token refuses it later).
-import { createRequire } from "node:module";
 import { type Address, type Hex, keccak256 } from "viem";
-
-type Secp256k1 = {
-  ecdsaRecover(signature: Uint8Array, recid: number, message: Uint8Array, compressed: boolean): Uint8Array;
-};
-const secp256k1 = createRequire(import.meta.url)("secp256k1") as Secp256k1;
+import { secp256k1 } from "../../core/secp256k1.ts";
 
 const encoder = new TextEncoder();
 const keccak = (bytes: Uint8Array) => keccak256(bytes, "bytes");

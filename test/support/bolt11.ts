@@ -2,14 +2,8 @@
 // rail, including what LND's own createInvoice would never make (route hints to a private node that does not
 // exist, a stated payee key, a field twice, a signature by someone else).
 import { createHash } from "node:crypto";
-import { createRequire } from "node:module";
 import { charset, hrpExpand, polymod } from "../../adapters/lightning/bolt11.ts";
-
-type Secp256k1 = {
-  ecdsaSign(message: Uint8Array, privateKey: Uint8Array): { signature: Uint8Array; recid: number };
-  publicKeyCreate(privateKey: Uint8Array, compressed: boolean): Uint8Array;
-};
-const secp256k1 = createRequire(import.meta.url)("secp256k1") as Secp256k1;
+import { secp256k1 } from "../../core/secp256k1.ts";
 
 /** Tagged field types, by their bech32 characters. */
 export const bolt11Field = {
