@@ -87,9 +87,9 @@ class WindowStore implements FastifyRateLimitStore {
   ): void {
     const nowMs = Date.now();
     let window = this.#windows.get(key);
-    this.#windows.delete(key); // set again below: the Map's order is least recently counted first
     if (window === undefined || window.startMs + timeWindow <= nowMs) window = { count: 0, startMs: nowMs };
     window.count += 1;
+    // Set again as the newest (setBounded moves a key it holds): the Map's order is least recently counted first.
     setBounded(this.#windows, key, window, this.#entriesMax);
     callback(null, { current: window.count, ttl: window.startMs + timeWindow - nowMs });
   }

@@ -106,8 +106,7 @@ export function createRequestCounter(deps: {
     return false;
   }
   function rememberAttenuated(name: string): void {
-    attenuated.delete(name); // set again as the newest
-    setBounded(attenuated, name, nowMs(), attenuatedRememberedMax);
+    setBounded(attenuated, name, nowMs(), attenuatedRememberedMax); // set again as the newest if remembered
   }
   const nameOf = (tenantId: string, keyId: string) => `${tenantId}\u0000${keyId}`;
   let closed = false;
