@@ -13,7 +13,7 @@
 // answering it says it rolled back. A connection lost while a transaction has it checked out makes the client emit
 // 'error': transaction() listens, logs it, and closes that connection.
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
-import { readdir, readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
 import pg from "pg";
@@ -260,6 +260,8 @@ export function commitOutcomeKnown(error: unknown): boolean {
 }
 
 export async function openPglite(dataDir: string | undefined): Promise<Db> {
+  // PGlite makes its directory but not the parents (PGLITE_DIR=.switchyard/a on a fresh clone).
+  if (dataDir !== undefined) await mkdir(dataDir, { recursive: true });
   const db = await PGlite.create({
     ...(dataDir === undefined ? {} : { dataDir }),
     parsers: { [pgliteTypes.INT8]: (value: string) => BigInt(value) },

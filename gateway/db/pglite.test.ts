@@ -1,8 +1,29 @@
 // PGlite's query path through named prepared statements (gateway/db/index.ts): same answers, types and errors as
 // PGlite's own `query`, alone and next to transactions; and several statements in one exchange (queryAll), all or
 // none.
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Db, openPglite } from "./index.ts";
+
+describe("a PGlite directory", () => {
+  it("is made with its parents, and keeps what was written there", async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), "switchyard-pglite-"));
+    const dataDir = path.join(root, "not", "there", "yet");
+    try {
+      const first = await openPglite(dataDir);
+      await first.exec("CREATE TABLE kept (n int)");
+      await first.query("INSERT INTO kept VALUES (7)");
+      await first.close();
+      const again = await openPglite(dataDir);
+      expect(await again.query("SELECT n FROM kept")).toEqual([{ n: 7 }]);
+      await again.close();
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("PGlite statements", () => {
   let db: Db;
