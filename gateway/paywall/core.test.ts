@@ -2,7 +2,7 @@
 // trailing slash: a spelling it serves from a paid route must meet the paywall (before, `/demo/p%61id/report` was
 // judged free while Fastify served it from `/demo/paid/:name`).
 import { describe, expect, it } from "vitest";
-import { matchPaywall, pathOf } from "./core.ts";
+import { matchPaywall, pathOf, pathReader, pathsRememberedLimits } from "./core.ts";
 import type { Paywall } from "./paywalls.ts";
 
 const paywall = (resource: string) => ({ id: `pwl_${resource}`, resource }) as unknown as Paywall;
@@ -36,5 +36,34 @@ describe("matching a request to a paywall", () => {
     expect(pathOf("https://example.com")).toBe("/");
     expect(pathOf("/a%2Fb?q")).toBe("/a/b");
     expect(pathOf("/%E2%82%AC/x")).toBe("/€/x");
+  });
+});
+
+describe("the paths pathOf remembers, at most pathsRememberedLimits.urlsMax URLs", () => {
+  const { urlsMax, urlLengthMax } = pathsRememberedLimits;
+
+  it("forgets the URL remembered first once urlsMax others were remembered after it, and keeps no more", () => {
+    const paths = new Map<string, string>();
+    const read = pathReader(pathsRememberedLimits, paths);
+    expect(read("/First")).toBe("/first");
+    for (let i = 1; i < urlsMax; i++) read(`/r/${i}`);
+    expect(paths.size).toBe(urlsMax);
+    expect(read("/First")).toBe("/first");
+    read("/new/1");
+    expect(paths.size).toBe(urlsMax);
+    expect([paths.has("/First"), paths.has("/r/1"), paths.has("/new/1")]).toEqual([false, true, true]);
+    read("/new/2");
+    expect(paths.size).toBe(urlsMax);
+    expect([paths.has("/r/1"), paths.has("/r/2"), paths.has("/new/2")]).toEqual([false, true, true]);
+    expect(read("/First")).toBe("/first");
+    expect(paths.size).toBe(urlsMax);
+  });
+
+  it("does not remember a URL longer than urlLengthMax, and still reads its path", () => {
+    const paths = new Map<string, string>();
+    const read = pathReader(pathsRememberedLimits, paths);
+    const long = `/A/${"b".repeat(urlLengthMax)}`;
+    expect(read(long)).toBe(long.toLowerCase());
+    expect(paths.size).toBe(0);
   });
 });

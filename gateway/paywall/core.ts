@@ -7,6 +7,7 @@
 // `error` code in the body and in PAYMENT-REQUIRED's JSON (x402 v2's `error`); precedence: a CORS
 // preflight is answered first, then more than one scheme's credential (payment_ambiguous), then a credential of a
 // scheme this paywall does not offer (payment_scheme_not_offered), then the scheme's own refusal.
+// pathOf remembers the path of the URLs it read lately, at most pathsRememberedLimits of them.
 import type { Asset, Logger } from "../../core/index.ts";
 import { setBounded, silentLogger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
@@ -81,27 +82,39 @@ export const paywallsRefreshMsDefault = 1_000;
 
 // ---- matching a request to a paywall
 
+/** How many URLs pathOf remembers the path of, and the longest URL it remembers (a longer one is read each time). */
+export const pathsRememberedLimits = { urlsMax: 1_000, urlLengthMax: 1_024 } as const;
+
 /**
  * The path of an absolute or relative URL, without query or fragment, as loosely as any router could read it: each
  * segment percent-decoded (a segment that does not decode is kept as sent), repeated slashes as one, lower case.
  * A paywall is matched on this form and so is its resource: `/demo/p%61id/x`, `//Demo/paid/x` and `/demo/paid/x/`
  * reach the same handler in a router that decodes, merges slashes, ignores case or a trailing slash, and all pay.
+ * URLs read lately are remembered (every paid request reads its own twice: the paywall's, the caveats'), within
+ * pathsRememberedLimits.
  */
-export function pathOf(url: string): string {
-  const known = url.length <= pathsRememberedUrlMax ? paths.get(url) : undefined;
-  if (known !== undefined) return known;
-  const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
-  const rest = start < 0 ? "/" : url.slice(start);
-  const end = rest.search(/[?#]/);
-  const path = start < 0 ? "/" : looseForm(end < 0 ? rest : rest.slice(0, end));
-  if (url.length <= pathsRememberedUrlMax) setBounded(paths, url, path, pathsRememberedMax);
-  return path;
-}
+export const pathOf: (url: string) => string = pathReader(pathsRememberedLimits, new Map());
 
-/** URLs whose path was read lately (every paid request reads its own twice: the paywall's, the caveats'). */
-const paths = new Map<string, string>();
-const pathsRememberedMax = 1_000;
-const pathsRememberedUrlMax = 1_024;
+/**
+ * pathOf over the memory `paths`: at most `urlsMax` URLs of at most `urlLengthMax` characters, the one remembered
+ * first forgotten first (reading a remembered URL again does not make it newer).
+ */
+export function pathReader(
+  limits: { readonly urlsMax: number; readonly urlLengthMax: number },
+  paths: Map<string, string>,
+): (url: string) => string {
+  return (url) => {
+    const remembered = url.length <= limits.urlLengthMax;
+    const known = remembered ? paths.get(url) : undefined;
+    if (known !== undefined) return known;
+    const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+    const rest = start < 0 ? "/" : url.slice(start);
+    const end = rest.search(/[?#]/);
+    const path = start < 0 ? "/" : looseForm(end < 0 ? rest : rest.slice(0, end));
+    if (remembered) setBounded(paths, url, path, limits.urlsMax);
+    return path;
+  };
+}
 
 function looseForm(path: string): string {
   const decoded = path.split("/").map((segment) => {
