@@ -140,6 +140,27 @@ describe("readBolt11Payee", () => {
     expect(readBolt11Payee(statedKeyHighS)).toEqual({ ok: false, error: "invoice_signature" });
   });
 
+  // BOLT 11 (lightning/bolts#1284, its test vector #1298): a stated key's signature must be low S, and recovery
+  // (no `n` field) accepts either S. Both signatures below are the same key's over the same data; only s differs.
+  it("refuses a high-S signature against a stated key, and recovers the signer from one without it", () => {
+    const signer = key(9);
+    const invoice = (fields: readonly (readonly [number, readonly number[]])[], highS: boolean) =>
+      signBolt11({
+        network: "bcrt",
+        amount: "10u",
+        timestampSeconds: 1_700_000_000,
+        fields,
+        privateKey: signer,
+        highS,
+      });
+    const stated = [hash(4), description, statedKey(signer)] as const;
+    const lowRead = readBolt11Payee(invoice(stated, false));
+    expect(lowRead.ok && lowRead.value.nodeId).toBe(publicKeyOf(signer));
+    expect(readBolt11Payee(invoice(stated, true))).toEqual({ ok: false, error: "invoice_signature" });
+    const recovered = readBolt11Payee(invoice([hash(4), description], true));
+    expect(recovered.ok && recovered.value.nodeId).toBe(publicKeyOf(signer));
+  });
+
   it("recovers whoever signed: another key, another payee", () => {
     const invoice = (signer: Buffer) =>
       signBolt11({

@@ -205,7 +205,14 @@ export function parseBolt11(
   };
 }
 
-/** The payee's node key: the `n` field's when present (the signature must verify against it), else recovered. */
+/**
+ * The payee's node key: the `n` field's when present (the signature must verify against it), else recovered.
+ * BOLT 11, reader, as lightning/bolts#1284 states it (with #1298's test vector, a high-S signature and an `n` field,
+ * refused): "if a valid `n` field is provided: MUST use the `n` field to validate the signature instead of
+ * performing signature recovery. [...] the signature MUST be normalized lower-S form", while recovery (no `n`)
+ * accepts a high S as well as a low one. libsecp256k1 does exactly that: its verify refuses a high S and its
+ * recovery takes either, so s is not normalized here (which would accept what the specification refuses).
+ */
 function payeeKey(parts: Split): string | null {
   const signature = wordsToBytes(parts.signature);
   const compact = signature.subarray(0, 64);
@@ -259,7 +266,8 @@ function featureBits(words: readonly number[]): number[] {
  * The payee of an invoice and what a route to it must know. `invoice_signature` when its signature names no key
  * (or not the stated one); a route hint that is not whole hops or names no point, and a final CLTV delta above 16
  * bits, are `invoice_malformed`. A stated key's signature must be low S (libsecp256k1's rule, and the
- * specification's); LND itself would accept a high S there, which no libsecp256k1 signer makes.
+ * specification's); LND itself would accept a high S there, which no libsecp256k1 signer makes. Without a stated
+ * key, a high-S signature recovers its signer like a low-S one (the specification's rule too).
  */
 export function readBolt11Payee(
   invoice: string,

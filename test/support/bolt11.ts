@@ -1,6 +1,6 @@
 // Signs BOLT11 invoices for tests: any fields, any key, any network — what a wallet or a forger could hand the
 // rail, including what LND's own createInvoice would never make (route hints to a private node that does not
-// exist, a stated payee key, a field twice, a signature by someone else).
+// exist, a stated payee key, a field twice, a signature by someone else, a high-S signature).
 import { createHash } from "node:crypto";
 import { charset, hrpExpand, polymod } from "../../adapters/lightning/bolt11.ts";
 import { secp256k1 } from "../../core/secp256k1.ts";
@@ -76,9 +76,23 @@ export function hopHintWords(hops: readonly HopHint[]): number[] {
 export const publicKeyOf = (privateKey: Buffer): string =>
   Buffer.from(secp256k1.publicKeyCreate(privateKey, true)).toString("hex");
 
+/** secp256k1's group order n. */
+const curveOrder = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+/**
+ * The same signature with s replaced by n − s (high S when libsecp256k1 signed it low), and the recovery id's
+ * parity flipped: the other signature of the same key over the same message, which recovers to the same key.
+ */
+function highS(signature: Uint8Array, recid: number): { signature: Buffer; recid: number } {
+  const s = BigInt(`0x${Buffer.from(signature.subarray(32, 64)).toString("hex")}`);
+  const flipped = Buffer.from((curveOrder - s).toString(16).padStart(64, "0"), "hex");
+  return { signature: Buffer.concat([signature.subarray(0, 32), flipped]), recid: recid ^ 1 };
+}
+
 /**
  * An invoice `ln<network><amount>1…` with these fields in this order, signed by `privateKey` (low S, as
- * libsecp256k1 signs). `amount` is the human-readable part's amount ("10u", "" for none).
+ * libsecp256k1 signs; with `highS`, the same signature with s replaced by n − s). `amount` is the human-readable
+ * part's amount ("10u", "" for none).
  */
 export function signBolt11(params: {
   network: string;
@@ -86,6 +100,7 @@ export function signBolt11(params: {
   timestampSeconds: number;
   fields: readonly (readonly [type: number, words: readonly number[]])[];
   privateKey: Buffer;
+  highS?: boolean;
 }): string {
   const hrp = `ln${params.network}${params.amount}`;
   const data = [...intToWords(params.timestampSeconds, 7)];
@@ -97,7 +112,8 @@ export function signBolt11(params: {
     for (let bit = 4; bit >= 0; bit -= 1, at += 1)
       if ((word >> bit) & 1) bytes[at >> 3] = (bytes[at >> 3] as number) | (0x80 >> (at & 7));
   const digest = createHash("sha256").update(Buffer.from(hrp, "utf8")).update(bytes).digest();
-  const { signature, recid } = secp256k1.ecdsaSign(digest, params.privateKey);
+  const signed = secp256k1.ecdsaSign(digest, params.privateKey);
+  const { signature, recid } = params.highS === true ? highS(signed.signature, signed.recid) : signed;
   const words = [...data, ...bytesToWords(Buffer.concat([signature, Buffer.from([recid])]))];
   const values = [...hrpExpand(hrp), ...words, 0, 0, 0, 0, 0, 0];
   const checksum = polymod(values) ^ 1;
