@@ -10,11 +10,10 @@ import {
   ledgerMigrations,
 } from "../../gateway/ledger/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { transfer, twoAccounts } from "./two-accounts.ts";
 
 let db: Db;
 let ledger: Ledger;
-const debit = 1n;
-const credit = 2n;
 
 beforeAll(async () => {
   db = openPostgres({
@@ -25,24 +24,13 @@ beforeAll(async () => {
   await migrate(db, [ledgerMigrations]);
   // Locked batches only: a batch is then everything queued, so the three requests below are one batch.
   ledger = createLedger({ db, limits: { pipelineDepthMax: 0 } });
-  await ledger.createAccounts([
-    { id: debit, ledger: 1, code: 1, flags: 0 },
-    { id: credit, ledger: 1, code: 1, flags: 0 },
-  ]);
+  await ledger.createAccounts(twoAccounts);
 });
 afterAll(async () => {
   await ledger?.close();
   await db?.close();
 });
 
-const transfer = (id: bigint) => ({
-  id,
-  debitAccountId: debit,
-  creditAccountId: credit,
-  amount: 1n,
-  ledger: 1,
-  code: 1,
-});
 const inTransaction = { text: "SELECT txid_current()::text AS tx", params: [] };
 const failing = { text: "SELECT 1 / 0 AS never", params: [] };
 

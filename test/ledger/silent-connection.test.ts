@@ -26,11 +26,10 @@ import { idToUuid } from "../../gateway/ledger/id.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
+import { transfer, twoAccounts } from "./two-accounts.ts";
 
 /** Small, so that a silence is quick to wait out; ample for the ledger's statements on a busy (CI) machine. */
 const statementTimeoutMs = 2_000;
-const debit = 1n;
-const credit = 2n;
 
 let url: string;
 let direct: Db;
@@ -82,21 +81,10 @@ async function openLedger(pipelineDepthMax: number, poolSizeMax = 2): Promise<Le
       ),
   };
   ledger = createLedger({ db, limits: { pipelineDepthMax, expiryIntervalMs: 0 } });
-  await ledger.createAccounts([
-    { id: debit, ledger: 1, code: 1, flags: 0 },
-    { id: credit, ledger: 1, code: 1, flags: 0 },
-  ]);
+  await ledger.createAccounts(twoAccounts);
   return ledger;
 }
 
-const transfer = (id: bigint) => ({
-  id,
-  debitAccountId: debit,
-  creditAccountId: credit,
-  amount: 1n,
-  ledger: 1,
-  code: 1,
-});
 /** A caller's statement written alongside: its key, inserted (`marked`: with a comment the proxy watches for). */
 const insertKey = (key: string, marked = false): Statement => ({
   text: `INSERT INTO caller_keys (key) VALUES ($1) RETURNING key${marked ? " /* goes silent */" : ""}`,
