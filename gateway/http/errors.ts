@@ -38,6 +38,7 @@ export type ApiErrorCode =
   | "payment_not_succeeded"
   | "refund_unsupported"
   | "route_not_found"
+  | "method_not_allowed"
   | "idempotency_key_invalid"
   | "idempotency_key_missing"
   | "idempotency_key_reused"
@@ -88,6 +89,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   payee_not_found: 404,
   payee_method_duplicate: 400,
   route_not_found: 404,
+  method_not_allowed: 405,
   request_timeout: 408,
   idempotency_key_invalid: 400,
   idempotency_key_missing: 400,
@@ -225,15 +227,82 @@ export function answerFrameworkError(error: FastifyLikeError, _request: unknown,
   sendError(reply, new ApiError("internal_error", "something went wrong on our side"));
 }
 
-/** 404 route_not_found; a context's own not-found handler (the /v1 context's) runs that context's hooks first. */
+/**
+ * The methods each route's path answers to, as the routes are added (the plugin's onRoute hook): a path with routes
+ * under other methods than the request's is answered 405 with Allow (RFC 9110 §15.5.6), not 404.
+ */
+export class RouteMethods {
+  /** Each path pattern's matcher and methods, in the order added. */
+  readonly #patterns = new Map<string, { matcher: RegExp; methods: Set<string> }>();
+
+  add(url: string, methods: readonly string[]): void {
+    let entry = this.#patterns.get(url);
+    if (entry === undefined) {
+      entry = { matcher: matcherOf(url), methods: new Set() };
+      this.#patterns.set(url, entry);
+    }
+    for (const method of methods) entry.methods.add(method.toUpperCase());
+    // Fastify answers HEAD for every GET route (exposeHeadRoutes).
+    if (entry.methods.has("GET")) entry.methods.add("HEAD");
+  }
+
+  /** The methods some route takes at `path` (no query), sorted; empty when no route's pattern matches it. */
+  of(path: string): string[] {
+    const methods = new Set<string>();
+    for (const { matcher, methods: own } of this.#patterns.values())
+      if (matcher.test(path)) for (const method of own) methods.add(method);
+    return [...methods].sort();
+  }
+}
+
+/**
+ * A Fastify path pattern as a regular expression over a request's path: `:name` is one segment, a last `*` the
+ * rest. A pattern with anything else (a parameter's own regular expression, two parameters in a segment) matches
+ * nothing: its path then answers 404, as before.
+ */
+function matcherOf(url: string): RegExp {
+  const segments = url.split("/");
+  const parts: string[] = [];
+  for (const [i, segment] of segments.entries()) {
+    if (segment === "*" && i === segments.length - 1) parts.push(".*");
+    else if (/^:[A-Za-z_][A-Za-z0-9_]*$/.test(segment)) parts.push("[^/]+");
+    else if (/^[A-Za-z0-9_.~-]*$/.test(segment)) parts.push(segment.replace(/\./g, "\\."));
+    else return /(?!)/;
+  }
+  return new RegExp(`^${parts.join("/")}$`);
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The methods each path answers to (errors.ts), for the 405 of a path asked with another. */
+    routeMethods: RouteMethods;
+  }
+}
+
+/**
+ * 404 route_not_found, or 405 method_not_allowed with Allow when routes take the path under other methods; a
+ * context's own not-found handler (the /v1 context's) runs that context's hooks first.
+ */
 export function answerNotFound(request: FastifyRequest, reply: FastifyReply): void {
-  sendError(
-    reply,
-    new ApiError("route_not_found", `no route ${request.method} ${request.url.split("?")[0]}`),
-  );
+  const path = request.url.split("?")[0]!;
+  const allowed = request.server.routeMethods?.of(path) ?? [];
+  if (allowed.length > 0 && !allowed.includes(request.method)) {
+    reply.header("allow", allowed.join(", "));
+    sendError(
+      reply,
+      new ApiError("method_not_allowed", `${path} takes ${allowed.join(", ")}, not ${request.method}`),
+    );
+    return;
+  }
+  sendError(reply, new ApiError("route_not_found", `no route ${request.method} ${path}`));
 }
 
 const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
+  const routeMethods = new RouteMethods();
+  app.decorate("routeMethods", routeMethods);
+  app.addHook("onRoute", (route) => {
+    routeMethods.add(route.url, Array.isArray(route.method) ? route.method : [route.method]);
+  });
   app.setNotFoundHandler(answerNotFound);
   app.setErrorHandler((error: FastifyLikeError, request, reply) => {
     if (error instanceof ApiError) return sendError(reply, error);
@@ -244,11 +313,13 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
     ) {
       return sendError(reply, new ApiError("invalid_json", "the request body is not valid JSON"));
     }
-    // A QUERY request must say its Content-Type (RFC 10008), before its route is even looked at.
+    // A QUERY request must say its Content-Type (RFC 10008), before its route is even looked at — but a method no
+    // route takes at all is answered as such (404 or 405), whatever its body.
     if (
       error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE" ||
       error.code === "FST_ERR_ROUTE_MISSING_CONTENT_TYPE"
     ) {
+      if (request.is404) return answerNotFound(request, reply);
       return sendError(reply, new ApiError("unsupported_media_type", "send the body as application/json"));
     }
     if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE")

@@ -116,9 +116,15 @@ describe("the gateway's OpenAPI document", () => {
         expect.arrayContaining(["api_key_missing", "internal_error"]),
       );
       if (method === "post") {
-        expect(operation.parameters).toContainEqual(
-          expect.objectContaining({ in: "header", name: "Idempotency-Key", required: false }),
-        );
+        // Required exactly where the route refuses a request without one (a payment, a refund: they move money).
+        const keyRequired = operation["x-error-codes"].includes("idempotency_key_missing");
+        expect([where, operation.parameters]).toEqual([
+          where,
+          expect.arrayContaining([
+            expect.objectContaining({ in: "header", name: "Idempotency-Key", required: keyRequired }),
+          ]),
+        ]);
+        if (path === "/v1/payments") expect(keyRequired).toBe(true);
         expect(operation["x-error-codes"]).toEqual(
           expect.arrayContaining(["idempotency_key_reused", "idempotency_key_in_use"]),
         );

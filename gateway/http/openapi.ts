@@ -182,7 +182,8 @@ export function documentErrors(document: Document): Document {
             {
               in: "header",
               name: "Idempotency-Key",
-              required: false,
+              // Required where the route refuses a request without one (its idempotency_key_missing).
+              required: codes.includes("idempotency_key_missing"),
               description:
                 "Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true)",
               schema: {

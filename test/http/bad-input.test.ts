@@ -283,15 +283,15 @@ describe("other routes refuse bad input", () => {
     expect(response.status).toBe(400);
     expect(response.body.error.code).toBe("parameter_invalid");
   });
-  it("a QUERY request without a Content-Type is 415 in the API's shape (it was a 500)", async () => {
+  it("a QUERY request without a Content-Type is answered in the API's shape (it was a 500): no route takes QUERY, 405", async () => {
     const response = await gw.app.server.inject({
       method: "QUERY" as "GET",
       url: "/v1/payments/pay_x",
       headers: { authorization: `Bearer ${gw.key}` },
     });
-    expect(response.statusCode).toBe(415);
+    expect(response.statusCode).toBe(405);
     expect(response.json()).toEqual({
-      error: { code: "unsupported_media_type", message: expect.any(String) },
+      error: { code: "method_not_allowed", message: expect.any(String) },
     });
   });
   it("an account's transactions until the year 9999 (past the ledger's int8 nanoseconds) is a page, not a 500", async () => {
@@ -304,6 +304,37 @@ describe("other routes refuse bad input", () => {
     const response = await gw.call("GET", "/v1/nothing");
     expect(response.status).toBe(404);
     expect(response.body.error.code).toBe("route_not_found");
+  });
+  it("a path asked with a method none of its routes takes is 405 method_not_allowed, saying which it takes", async () => {
+    const key = gw.app.demo!.apiKey;
+    const ask = (method: string, url: string, headers: Record<string, string> = {}) =>
+      gw.app.server.inject({
+        method: method as "GET",
+        url,
+        headers: { authorization: `Bearer ${key}`, ...headers },
+      });
+    for (const [method, url, allow] of [
+      ["PUT", "/v1/payments", "GET, HEAD, POST"],
+      ["DELETE", "/v1/payments/pay_01m85jadxnqevxey11kkth4j77", "GET, HEAD"],
+      ["TRACE", "/v1/api_keys", "GET, HEAD, POST"],
+      // Fastify asks a QUERY for its Content-Type first (415); a path with no QUERY route is not that.
+      ["QUERY", "/v1/accounts/acct_demo_customer", "GET, HEAD"],
+      ["PATCH", "/openapi.json", "GET, HEAD"],
+    ] as const) {
+      const response = await ask(method, url);
+      expect([method, url, response.statusCode, response.json().error.code]).toEqual([
+        method,
+        url,
+        405,
+        "method_not_allowed",
+      ]);
+      expect(response.headers.allow).toBe(allow);
+    }
+    // A path no route takes under any method stays 404, and the API key is still asked first under /v1.
+    expect((await ask("PUT", "/v1/nothing")).statusCode).toBe(404);
+    expect((await ask("PUT", "/nothing/at/all")).json().error.code).toBe("route_not_found");
+    const keyless = await gw.app.server.inject({ method: "PUT", url: "/v1/payments" });
+    expect([keyless.statusCode, keyless.json().error.code]).toEqual([401, "api_key_missing"]);
   });
   it("health needs no key", async () => {
     const response = await gw.call("GET", "/healthz", { key: null });

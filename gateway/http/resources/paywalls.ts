@@ -142,7 +142,9 @@ export function presentPaywall(paywall: Paywall): PaywallView {
   };
 }
 
-const headerLine = z.tuple([z.string(), z.string()]);
+// A header line, [name, value]: an array of two strings rather than a tuple, whose JSON Schema (prefixItems) tools
+// reading the document as OpenAPI 3.0 (schemathesis among them) cannot take.
+const headerLine = z.array(z.string()).length(2);
 const verdictBody = z.strictObject({
   method: z.string().regex(/^[A-Z]{1,16}$/),
   url: z.string().min(1).max(8_192),
