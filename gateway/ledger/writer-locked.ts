@@ -49,6 +49,21 @@ function isRetryable(error: unknown): boolean {
   return code !== undefined && retryableCodes.has(code);
 }
 
+const waitGivenUpCodes = new Set([
+  "57014", // query_canceled: the statement timeout (or an administrator's pg_cancel_backend)
+  "55P03", // lock_not_available: a lock_timeout (retried first, above)
+]);
+
+/**
+ * Whether the server gave up a wait of the batch's: a lock another transaction holds (the clock's row, while another
+ * process writes its batch; a balance row; a table its callers' statements write), or a statement that ran that long.
+ * The database is busy; no job of the batch is to blame.
+ */
+function waitGivenUp(error: unknown): boolean {
+  const code = sqlStateOf(error);
+  return code !== undefined && waitGivenUpCodes.has(code);
+}
+
 /**
  * Whether `error` comes down to the connection or the session failing: its first cause is neither a statement the
  * server refused nor one of Switchyard's own errors (a timeout's or a lost COMMIT's cause is the driver's error).
@@ -77,6 +92,17 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<unknown> 
     } catch (error) {
       forget(w);
       if (isRetryable(error) && attempt < w.limits.retryAttemptsMax) continue;
+      // The server gave up a wait (waitGivenUp): every job fails as a store failure, at once, rather than run again
+      // each alone, each waiting out the same lock for as long again (N jobs, N timeouts, holding the clock between
+      // them and so keeping every other writer of the ledger waiting too). Callers retry with the same ids.
+      // A statement written alongside that timed out is no exception: in a locked batch the callers' statements run
+      // last, the clock and the balances already locked, so theirs was a wait on a lock elsewhere, and its caller
+      // need not be the cause — a lock on the table every caller's statement writes (a migration, an ALTER), rows a
+      // transaction of this writer whose connection went silent still holds, a cancel by an administrator. Blamed
+      // and left out, its caller would hear an AlongsideStatementError as if its statement were refused, and the
+      // others, written again together, would wait for the same lock in turn: one timeout per caller again. The
+      // cost: a caller whose statement is slow on its own fails the others of its batch once (they retry).
+      if (waitGivenUp(error)) return rejectAll(batch, error);
       // Its connection went silent (DbQueryTimeoutError): no statement is to blame, and every job fails as a store
       // failure rather than run again, each alone, now. That would find no culprit, only wait out the silence once
       // more per job (a new connection to a silent server waits out its connect timeout) and the locks a
@@ -114,13 +140,25 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<unknown> 
           return null;
         }
       }
-      // Already translated where it happened (store.ts), or one of the ledger's own errors; anything else is a
-      // store failure whose cause says more. Callers retry with the same ids.
-      const failure = toStoreError("batch", error);
-      for (const job of batch) job.reject(failure);
-      return connectionFailedIn(error) ? failure : null;
+      return rejectAll(batch, error);
     }
   }
+}
+
+/**
+ * Rejects every job of the batch with its failure as a store failure: already translated where it happened
+ * (store.ts), or one of the ledger's own errors; anything else is a store failure whose cause says more. Callers
+ * retry with the same ids. A statement written alongside that timed out blames no caller: its callers hear the
+ * server's error as the batch's (its sqlState, 57014). Returns the failure when the connection or the session failed
+ * (see runLocked), else null.
+ */
+function rejectAll(batch: readonly Job[], error: unknown): unknown {
+  const failure = toStoreError(
+    "batch",
+    error instanceof AlongsideStatementError && waitGivenUp(error) ? error.cause : error,
+  );
+  for (const job of batch) job.reject(failure);
+  return connectionFailedIn(error) ? failure : null;
 }
 
 /** One kind of job applied under the lock: how many timestamps it takes, what it writes, and how to settle it. */

@@ -1,0 +1,197 @@
+// A locked batch that waits out a lock another process holds: the server gives up its statement (57014 query_canceled
+// at the statement timeout, or 55P03 lock_not_available at a lock_timeout, retried first). The database is busy, no
+// caller is to blame: every caller of the batch hears the store failure at once, after one wait (or one per retry),
+// rather than the batch being run again each job alone (each job waiting out the timeout again: N timeouts, with the
+// clock locked by this writer between them). Callers retry with the same ids once the lock is gone; nothing of the
+// batch was written. Held by a second connection:
+// - the ledger's clock row (another gateway process's batch in the middle of its write);
+// - the table the callers' statements written alongside insert into (every caller's statement waits: blaming the one
+//   that timed out and writing the others again would wait once per caller).
+import { performance } from "node:perf_hooks";
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { type Db, migrate, openPostgres, type Statement } from "../../gateway/db/index.ts";
+import { AlongsideStatementError, LedgerStoreError } from "../../gateway/ledger/errors.ts";
+import { idToUuid } from "../../gateway/ledger/id.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+
+/** Short, so that N of them would show; ample for the ledger's statements on a busy (CI) machine. */
+const statementTimeoutMs = 500;
+/** Callers in the one batch: N timeouts before the fix. */
+const callerCount = 6;
+const debit = 1n;
+const credit = 2n;
+const clockLock = "FROM ledger_clock WHERE singleton FOR UPDATE";
+
+let url: string;
+let direct: Db;
+let holder: pg.Client | undefined;
+let db: Db | undefined;
+let ledger: Ledger | undefined;
+/** The statements the ledger sent in its transactions. */
+let sent: string[];
+
+beforeAll(async () => {
+  url = await createTestDatabase(inject("postgresUrl"), "lockwait");
+  direct = openPostgres({ url, poolSizeMax: 2, statementTimeoutMs: 10_000 });
+  await migrate(direct, [ledgerMigrations]);
+  await direct.exec("CREATE TABLE caller_keys (key text PRIMARY KEY)");
+  const setup = createLedger({ db: direct, limits: { pipelineDepthMax: 0, expiryIntervalMs: 0 } });
+  await setup.createAccounts([
+    { id: debit, ledger: 1, code: 1, flags: 0 },
+    { id: credit, ledger: 1, code: 1, flags: 0 },
+  ]);
+  await setup.close();
+});
+
+afterEach(async () => {
+  await holder?.end();
+  await ledger?.close();
+  await db?.close();
+  holder = undefined;
+  ledger = undefined;
+  db = undefined;
+});
+
+afterAll(async () => {
+  await direct?.close();
+});
+
+/**
+ * A ledger whose batches all run locked (one batch: every request queued), on a pool with a short statement timeout;
+ * `poolUrl` may carry session settings.
+ */
+function openLedger(limits: { retryAttemptsMax?: number } = {}, poolUrl = url): Ledger {
+  sent = [];
+  const pool = openPostgres({ url: poolUrl, poolSizeMax: 2, statementTimeoutMs });
+  db = {
+    ...pool,
+    transaction: (fn) =>
+      pool.transaction((tx) =>
+        fn({
+          query: (text, params) => {
+            sent.push(text);
+            return tx.query(text, params);
+          },
+        }),
+      ),
+  };
+  ledger = createLedger({ db, limits: { pipelineDepthMax: 0, expiryIntervalMs: 0, ...limits } });
+  return ledger;
+}
+
+/** A second connection, in a transaction that has run `statements` (and holds their locks until ROLLBACK). */
+async function hold(...statements: string[]): Promise<pg.Client> {
+  holder = new pg.Client({ connectionString: url });
+  await holder.connect();
+  await holder.query("BEGIN");
+  for (const statement of statements) await holder.query(statement);
+  return holder;
+}
+
+const transfer = (id: bigint) => ({
+  id,
+  debitAccountId: debit,
+  creditAccountId: credit,
+  amount: 1n,
+  ledger: 1,
+  code: 1,
+});
+const insertKey = (key: string): Statement => ({
+  text: "INSERT INTO caller_keys (key) VALUES ($1) RETURNING key",
+  params: [key],
+});
+const idsFrom = (first: bigint) => Array.from({ length: callerCount }, (_, i) => first + BigInt(i));
+
+/** Every caller's request at once (one batch), each with its statement written alongside; and how long it took. */
+async function submit(ledger: Ledger, ids: readonly bigint[]) {
+  const started = performance.now();
+  const settled = await Promise.allSettled(
+    ids.map((id) => ledger.createTransfersWith([transfer(id)], { statement: () => insertKey(`k${id}`) })),
+  );
+  return { settled, elapsedMs: performance.now() - started };
+}
+
+/** The store failure each caller hears: the server's given-up wait (`sqlState`), blaming no caller's statement. */
+function expectBusyFailure(settled: PromiseSettledResult<unknown>, sqlState: string): void {
+  expect(settled.status).toBe("rejected");
+  const reason = (settled as PromiseRejectedResult).reason;
+  expect(reason).not.toBeInstanceOf(AlongsideStatementError);
+  expect(reason).toBeInstanceOf(LedgerStoreError);
+  expect((reason as LedgerStoreError).sqlState).toBe(sqlState);
+}
+
+async function storedKeys(ids: readonly bigint[]): Promise<string[]> {
+  const rows = await direct.query<{ key: string }>(
+    "SELECT key FROM caller_keys WHERE key = ANY($1::text[]) ORDER BY key",
+    [`{${ids.map((id) => `k${id}`).join(",")}}`],
+  );
+  return rows.map((r) => r.key);
+}
+
+async function storedTransferCount(ids: readonly bigint[]): Promise<number> {
+  const rows = await direct.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM ledger_transfers WHERE id = ANY($1::uuid[])",
+    [`{${ids.map(idToUuid).join(",")}}`],
+  );
+  return rows[0]!.n;
+}
+
+/** Nothing of the batch is in; once the lock is gone, the callers' retry with the same ids writes it all. */
+async function expectRetrySucceeds(ledger: Ledger, ids: readonly bigint[]): Promise<void> {
+  expect(await storedKeys(ids)).toEqual([]);
+  expect(await storedTransferCount(ids)).toBe(0);
+  const retried = await submit(ledger, ids);
+  expect(
+    retried.settled.map((one) =>
+      one.status === "fulfilled" ? one.value.results[0]!.status : String(one.reason),
+    ),
+  ).toEqual(ids.map(() => "created"));
+  expect(await storedKeys(ids)).toEqual(ids.map((id) => `k${id}`).sort());
+  expect(await storedTransferCount(ids)).toBe(ids.length);
+}
+
+describe("a locked batch whose wait for a lock the server gives up", () => {
+  it("on the clock row another connection holds: every caller hears the store failure after one timeout", async () => {
+    const ledger = openLedger();
+    const ids = idsFrom(100n);
+    const held = await hold(`SELECT token ${clockLock}`);
+    const { settled, elapsedMs } = await submit(ledger, ids);
+    for (const one of settled) expectBusyFailure(one, "57014");
+    // One wait, not one per caller: the batch locked the clock once and was not run again, each job alone.
+    expect(sent.filter((text) => text.includes(clockLock))).toHaveLength(1);
+    expect(elapsedMs).toBeLessThan(3 * statementTimeoutMs);
+    await held.query("ROLLBACK");
+    await expectRetrySucceeds(ledger, ids);
+  });
+
+  it("on the table every caller's statement inserts into: no caller is blamed, and it waits once, not per caller", async () => {
+    const ledger = openLedger();
+    const ids = idsFrom(200n);
+    // SHARE blocks every INSERT: each caller's statement would wait out the timeout in turn.
+    const held = await hold("LOCK TABLE caller_keys IN SHARE MODE");
+    const { settled, elapsedMs } = await submit(ledger, ids);
+    for (const one of settled) expectBusyFailure(one, "57014");
+    expect(sent.filter((text) => text.includes(clockLock))).toHaveLength(1);
+    expect(elapsedMs).toBeLessThan(3 * statementTimeoutMs);
+    await held.query("ROLLBACK");
+    await expectRetrySucceeds(ledger, ids);
+  });
+
+  it("with a lock_timeout (55P03): retried up to retryAttemptsMax, then every caller hears it, not each job alone", async () => {
+    const lockTimeoutMs = 150;
+    const retryAttemptsMax = 2;
+    const withLockTimeout = new URL(url);
+    withLockTimeout.searchParams.set("options", `-c lock_timeout=${lockTimeoutMs}`);
+    const ledger = openLedger({ retryAttemptsMax }, withLockTimeout.toString());
+    const ids = idsFrom(300n);
+    const held = await hold(`SELECT token ${clockLock}`);
+    const { settled } = await submit(ledger, ids);
+    for (const one of settled) expectBusyFailure(one, "55P03");
+    // The batch's own attempts only: each job alone would have locked the clock retryAttemptsMax times more.
+    expect(sent.filter((text) => text.includes(clockLock))).toHaveLength(retryAttemptsMax);
+    await held.query("ROLLBACK");
+    await expectRetrySucceeds(ledger, ids);
+  });
+});
