@@ -26,6 +26,8 @@ export type ServerOptions = RoutesOptions & {
   requestTimeoutMs: number;
   bodyLimitBytes: number;
   idempotencyInProgressTimeoutMs: number;
+  /** How many answers of inline routes the Idempotency-Key plugin remembers (default: its rememberedAnswersMax). */
+  idempotencyRememberedAnswersMax?: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** How many valid API keys each server remembers, and for how long (default: apiKeyCacheDefaults). */
   apiKeyCache?: ApiKeyCacheLimits;
@@ -112,6 +114,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       changes: options.changes,
       mode: options.mode,
       idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+      idempotencyRememberedAnswersMax: options.idempotencyRememberedAnswersMax,
     });
   });
   return app;

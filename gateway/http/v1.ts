@@ -55,6 +55,8 @@ export type V1Options = RoutesOptions & {
   /** The deployment's mode: development takes only sk_test_ keys, production only sk_live_ ones. */
   mode: "development" | "production";
   idempotencyInProgressTimeoutMs: number;
+  /** How many answers of inline routes the Idempotency-Key plugin remembers (default: its rememberedAnswersMax). */
+  idempotencyRememberedAnswersMax?: number | undefined;
 };
 
 export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
@@ -72,6 +74,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(idempotencyPlugin, {
     sql: options.db,
     inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+    rememberedAnswersMax: options.idempotencyRememberedAnswersMax,
   });
   await app.register(paymentRoutes, {
     db: options.db,

@@ -10,25 +10,20 @@
 // - the probe's money invariants: one key and 50 concurrent requests make one payment; concurrent payments above
 //   the balance through two gateway processes on one PostgreSQL never overdraw.
 import { randomUUID } from "node:crypto";
-import Fastify, { type FastifyInstance } from "fastify";
-import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
+import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import {
+  accountCacheDefaults,
   balanceOf,
   createAccount,
+  createAccountCache,
   getClearingAccount,
   getTenantAccount,
 } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
-import { authPlugin } from "../../gateway/http/auth.ts";
-import { errorsPlugin } from "../../gateway/http/errors.ts";
-import {
-  idempotencyPlugin,
-  idempotencyRecordTtlMs,
-  pruneIdempotencyRecords,
-} from "../../gateway/http/idempotency.ts";
-import { paymentRoutes } from "../../gateway/http/resources/payments.ts";
+import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/http/idempotency.ts";
+import { buildServer } from "../../gateway/http/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
 import { apiKeyCacheDefaults } from "../../gateway/tenants/index.ts";
@@ -93,41 +88,33 @@ async function paymentsWithKey(app: App, key: string): Promise<bigint> {
 }
 
 /**
- * POST /v1/payments with the real auth and Idempotency-Key plugins over the gateway's services, its Idempotency-Key
- * plugin remembering at most `rememberedAnswersMax` answers, and the statements of the plugin and the route
- * recorded (the payment service's own are not).
+ * The gateway's HTTP server (buildServer, as the app builds it) over the gateway's services, its Idempotency-Key
+ * plugin remembering at most `rememberedAnswersMax` answers, and the statements of the server's plugins and routes
+ * recorded (the payment service's own are not). A valid key is trusted for a minute, so that auth asks nothing
+ * once the first request found the key.
  */
 async function paymentsServer(
   app: App,
   params: { rememberedAnswersMax: number; statements: string[] },
 ): Promise<FastifyInstance> {
-  const server = Fastify().withTypeProvider<ZodTypeProvider>();
-  server.setValidatorCompiler(validatorCompiler);
-  server.setSerializerCompiler(serializerCompiler);
-  await server.register(errorsPlugin);
-  await server.register(
-    async (v1) => {
-      await v1.register(authPlugin, {
-        sql: app.db,
-        apiKeyCache: apiKeyCacheDefaults,
-        nowMs: Date.now,
-        changes: app.changes,
-        mode: "development",
-      });
-      const db = recordStatements(app.db, params.statements);
-      await v1.register(idempotencyPlugin, {
-        sql: db,
-        inProgressTimeoutMs: 60_000,
-        rememberedAnswersMax: params.rememberedAnswersMax,
-      });
-      await v1.register(paymentRoutes, {
-        db,
-        payments: app.payments,
-        idempotencyInProgressTimeoutMs: 60_000,
-      });
-    },
-    { prefix: "/v1" },
-  );
+  const db = recordStatements(app.db, params.statements);
+  const server = await buildServer({
+    db,
+    ledger: app.ledger,
+    accounts: createAccountCache({ sql: app.db, changes: app.changes }, accountCacheDefaults),
+    rails: app.rails,
+    payments: app.payments,
+    settlement: app.settlement,
+    paywalls: app.paywalls,
+    changes: app.changes,
+    mode: "development",
+    apiKeyCache: { ...apiKeyCacheDefaults, ttlMs: 60_000 },
+    requestTimeoutMs: 10_000,
+    bodyLimitBytes: 64 * 1024,
+    idempotencyInProgressTimeoutMs: 60_000,
+    idempotencyRememberedAnswersMax: params.rememberedAnswersMax,
+    logLevel: "silent",
+  });
   await server.ready();
   return server;
 }
