@@ -43,6 +43,12 @@ describe("parseBolt11", () => {
     expect(parsed.ok && parsed.value.amountMsat).toBe(250_000_000n);
   });
 
+  it("refuses mixed case (BIP-173; LND's decoder refuses it too)", () => {
+    const mixed = `${coffee.slice(0, 10).toUpperCase()}${coffee.slice(10)}`;
+    expect(parseBolt11(mixed)).toEqual({ ok: false, error: "invoice_malformed" });
+    expect(parseBolt11(`LIGHTNING:${mixed}`)).toEqual({ ok: false, error: "invoice_malformed" });
+  });
+
   it("refuses a changed character (checksum)", () => {
     const changed = `${coffee.slice(0, 40)}${coffee[40] === "q" ? "p" : "q"}${coffee.slice(41)}`;
     expect(parseBolt11(changed)).toEqual({ ok: false, error: "invoice_checksum" });

@@ -6,6 +6,7 @@
 // a tenth of that. Where a field appears twice, the first counts, as in LND's decoder; a p, h or n field of
 // another length than the specification's is skipped, as the specification says.
 import { createHash } from "node:crypto";
+import { bareBolt11 } from "../../core/destinations.ts";
 import { secp256k1 } from "../../core/secp256k1.ts";
 
 export type Bolt11Summary = {
@@ -140,7 +141,8 @@ const fixedLengths: ReadonlyMap<number, number> = new Map([
 
 function split(invoice: string): { ok: true; value: Split } | { ok: false; error: Bolt11Error } {
   if (invoice.length > invoiceLengthMax) return { ok: false, error: "invoice_malformed" };
-  const text = invoice.toLowerCase().replace(/^lightning:/, "");
+  const text = bareBolt11(invoice); // a lightning: prefix off, lower case; mixed case refused (BIP-173)
+  if (text === null) return { ok: false, error: "invoice_malformed" };
   const separator = text.lastIndexOf("1");
   if (separator < 3) return { ok: false, error: "invoice_malformed" };
   const hrp = text.slice(0, separator);

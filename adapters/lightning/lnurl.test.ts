@@ -1,9 +1,12 @@
 // The LNURL-pay client against a local HTTP server that misbehaves: every way a server can fail is the
 // address's failure, a value, never a throw; nothing but an invoice of exactly the amount that commits to the pay
 // request comes back.
+
+import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bolt11Field, bytesToWords, signBolt11 } from "../../test/support/bolt11.ts";
 import { invoiceForAddress, type LnurlParams } from "./lnurl.ts";
 
 let server: Server;
@@ -116,6 +119,35 @@ describe("invoiceForAddress", () => {
       message: expect.stringContaining("no more invoices today"),
     });
     serve(payRequest(), JSON.stringify({ pr: "lnbc-not-an-invoice" }));
+    expect(await invoiceForAddress(`a@${host}`, 1_000n, params)).toMatchObject({
+      ok: false,
+      code: "rejected",
+    });
+  });
+
+  it("gives the invoice bare and in lower case: a lightning: prefix (any case) taken off, mixed case refused", async () => {
+    const metadata = '[["text/plain","x"]]';
+    const invoice = signBolt11({
+      network: "bcrt",
+      amount: "10n", // 1 000 msat
+      timestampSeconds: 1_700_000_000,
+      fields: [
+        [bolt11Field.paymentHash, bytesToWords(Buffer.alloc(32, 5))],
+        [bolt11Field.descriptionHash, bytesToWords(createHash("sha256").update(metadata, "utf8").digest())],
+      ],
+      privateKey: Buffer.alloc(32, 6),
+    });
+    for (const pr of [
+      invoice,
+      invoice.toUpperCase(),
+      `lightning:${invoice}`,
+      `LIGHTNING:${invoice.toUpperCase()}`,
+    ]) {
+      serve(payRequest({ metadata }), JSON.stringify({ pr }));
+      expect(await invoiceForAddress(`a@${host}`, 1_000n, params)).toEqual({ ok: true, invoice });
+    }
+    const mixed = `${invoice.slice(0, 20).toUpperCase()}${invoice.slice(20)}`;
+    serve(payRequest({ metadata }), JSON.stringify({ pr: `lightning:${mixed}` }));
     expect(await invoiceForAddress(`a@${host}`, 1_000n, params)).toMatchObject({
       ok: false,
       code: "rejected",

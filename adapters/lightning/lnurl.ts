@@ -6,6 +6,7 @@
 // the composition root gives (the gateway's egress guard: public addresses only, vetted on every connection), so
 // an address whose domain or callback resolves to a private, loopback or metadata address is refused.
 import { createHash } from "node:crypto";
+import { bareBolt11 } from "../../core/destinations.ts";
 import type { RailFailureCode } from "../../core/index.ts";
 import { parseBolt11 } from "./bolt11.ts";
 
@@ -156,7 +157,10 @@ export async function invoiceForAddress(
       `${address} gave no invoice${typeof answer?.reason === "string" ? `: ${answer.reason.slice(0, 200)}` : ""}`,
       true,
     );
-  const parsed = parseBolt11(answer.pr);
+  // Paid (and stored) bare: LND refuses a `lightning:` prefix, which a wallet's server may put on `pr`. Mixed
+  // case is no invoice (BIP-173): "" then, which parseBolt11 refuses.
+  const invoice = bareBolt11(answer.pr) ?? "";
+  const parsed = parseBolt11(invoice);
   if (!parsed.ok) return refused("rejected", `${address} gave a malformed invoice (${parsed.error})`, true);
   if (parsed.value.amountMsat !== amountMsat)
     return refused(
@@ -167,5 +171,5 @@ export async function invoiceForAddress(
   const expected = createHash("sha256").update(metadata, "utf8").digest("hex");
   if (parsed.value.descriptionHash !== expected)
     return refused("rejected", `${address} gave an invoice that does not commit to its pay request`, true);
-  return { ok: true, invoice: answer.pr };
+  return { ok: true, invoice };
 }

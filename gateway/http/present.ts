@@ -1,5 +1,6 @@
 // From the API's JSON to the gateway's terms (destinations, route policies) and back from its records
 // (bigints become decimal strings, names become snake_case); a service's refusal as the API error it is.
+import { bareBolt11 } from "../../core/destinations.ts";
 import type { Destination, SettlementEvidence } from "../../core/index.ts";
 import { assetByCode, formatAmount } from "../../core/index.ts";
 import {
@@ -15,6 +16,19 @@ import type { ConstraintsBody, CreatePaymentBody, InvoiceView, PaymentView } fro
 
 const microUsd = { scale: 6 };
 
+/**
+ * A caller's BOLT11 invoice as the gateway stores it and LND is handed it: bare, lower case (bareBolt11). Mixed
+ * case is refused here (BIP-173; LND would refuse it at payment time). A payment's and a refund's alike.
+ */
+export function bolt11Destination(invoice: string): { kind: "bolt11"; invoice: string } {
+  const bare = bareBolt11(invoice);
+  if (bare === null)
+    throw new ApiError("parameter_invalid", "a BOLT11 invoice is in lower case or in upper case, not both", {
+      param: "destination.invoice",
+    });
+  return { kind: "bolt11", invoice: bare };
+}
+
 export function destinationFromBody(body: CreatePaymentBody["destination"]): PaymentDestination {
   switch (body.type) {
     case "payee":
@@ -28,7 +42,7 @@ export function destinationFromBody(body: CreatePaymentBody["destination"]): Pay
     case "evm_split":
       return { kind: "evm_split", splitId: body.split_id as `0x${string}` };
     case "bolt11":
-      return { kind: "bolt11", invoice: body.invoice };
+      return bolt11Destination(body.invoice);
     case "lightning_node":
       return { kind: "lightning_node", pubkey: body.pubkey };
     case "lightning_address":

@@ -14,6 +14,7 @@ export const bolt11Field = {
   description: 13,
   paymentSecret: 16,
   payeeKey: 19,
+  descriptionHash: 23,
   finalCltv: 24,
 } as const;
 

@@ -22,7 +22,7 @@ import {
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
-import { presentEvidence } from "../present.ts";
+import { bolt11Destination, presentEvidence } from "../present.ts";
 import { errorView, evidenceView, metadataSchema } from "../schemas.ts";
 
 export type RefundRoutesOptions = { refunds: RefundsDeps };
@@ -143,7 +143,7 @@ function refundOf(result: CreateRefundResult): Refund {
 
 function destinationOf(body: CreateRefundBody["destination"]): RefundDestination | null {
   if (body === undefined) return null;
-  return { kind: "bolt11", invoice: body.invoice };
+  return bolt11Destination(body.invoice);
 }
 
 const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) => {
