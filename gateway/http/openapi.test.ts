@@ -117,7 +117,7 @@ describe("the gateway's OpenAPI document", () => {
       );
       if (method === "post") {
         // Required exactly where the route refuses a request without one (a payment, a refund: they move money).
-        const keyRequired = operation["x-error-codes"].includes("idempotency_key_missing");
+        const keyRequired = (operation["x-error-codes"] ?? []).includes("idempotency_key_missing");
         expect([where, operation.parameters]).toEqual([
           where,
           expect.arrayContaining([
