@@ -8,7 +8,9 @@
 // statement, normally fires first), with a DbQueryTimeoutError. The connection is then in an unknown state (its
 // statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
 // ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a partition, only once its
-// own TCP gives up, holding the transaction's locks until then). A COMMIT that times out has an unknown outcome, as
+// own TCP gives up, holding the transaction's locks until then — or once the transaction has sat idle for
+// idle_in_transaction_session_timeout, set on every session of the pool from the statement timeout: see
+// idleInTransactionTimeoutMsOf). A COMMIT that times out has an unknown outcome, as
 // one whose connection drops or whose server ends the session (a FATAL): DbCommitOutcomeUnknownError; only an ERROR
 // answering it says it rolled back. A connection lost while a transaction has it checked out makes the client emit
 // 'error': transaction() listens, logs it, and closes that connection.
@@ -69,6 +71,36 @@ export const queryTimeoutMarginMs = 1_000;
  * bytes are unacknowledged, and a frozen server's kernel still answers probes: only the query timeout bounds those.
  */
 export const keepAliveInitialDelayMs = 5_000;
+
+/**
+ * The least idle_in_transaction_session_timeout a pool's sessions get, whatever the statement timeout: above the
+ * longest honest gap between two statements of a transaction of ours (idleInTransactionTimeoutMsOf).
+ */
+export const idleInTransactionTimeoutMinMs = 5_000;
+
+/**
+ * How long the server lets a session of the pool sit idle inside a transaction before it ends the session, rolling
+ * the transaction back and releasing its locks (idle_in_transaction_session_timeout): twice the statement timeout,
+ * at least idleInTransactionTimeoutMinMs. It bounds what a client lost mid-transaction (a partition, a frozen
+ * process) costs everyone else: the server waits for its next statement and sends nothing, so its TCP notices the
+ * loss only through keepalive (tcp_keepalives_idle: the system's two hours unless set), while the transaction keeps
+ * its locks — the ledger's clock among them, which every batch of every gateway process waits for.
+ * It must exceed the longest honest gap between two statements of one of our transactions, or the server would end
+ * healthy ones. No transaction of Switchyard's waits while open on anything outside the database (a rail, a
+ * webhook, another connection: each db.transaction body only runs its statements; rails are called before or after
+ * one). Its gaps are the client's work between statements — the ledger validating a batch of up to
+ * batchTransfersMax transfers in memory, building the rows of the next statement — and event-loop lag, and one wait
+ * in this process: a pipelined ledger batch, its transfers and its callers' statements written, waits for the batch
+ * ahead of it to take the clock, at most claimWaitMaxMs (2 s by default; store-batch.ts awaitTurn). The floor clears
+ * that with room for lag on a loaded machine even under a small statement timeout (tests use 200 ms); twice the
+ * statement timeout keeps it clear of what a server slow enough to need a long statement timeout does to the
+ * client's own pace. A ledger given a claimWaitMaxMs at or above this value would have the server end the sessions
+ * of its batches that wait that long (their connection lost: the batch fails). A statement still running is not idle: one cut off by a partition
+ * holds its locks until the statement timeout cancels it, then this long more.
+ */
+export function idleInTransactionTimeoutMsOf(statementTimeoutMs: number): number {
+  return Math.max(2 * statementTimeoutMs, idleInTransactionTimeoutMinMs);
+}
 
 /** The message node-postgres rejects with when `query_timeout` passes (pg 8: "Query read timeout"). */
 const pgQueryTimeoutMessage = "Query read timeout";
@@ -134,6 +166,7 @@ export function openPostgres(config: {
     max: config.poolSizeMax,
     types: typeParsers,
     statement_timeout: config.statementTimeoutMs,
+    idle_in_transaction_session_timeout: idleInTransactionTimeoutMsOf(config.statementTimeoutMs),
     query_timeout: queryTimeoutMs,
     keepAlive: true,
     keepAliveInitialDelayMillis: keepAliveInitialDelayMs,
