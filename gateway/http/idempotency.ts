@@ -46,7 +46,11 @@ declare module "fastify" {
     idempotencyOutcome: "stored" | "refused" | null;
   }
   interface FastifyContextConfig {
-    idempotency?: "inline";
+    /**
+     * `inline`: the route keeps its answer itself (with what it writes). `none`: the route takes no Idempotency-Key
+     * (it answers a secret, which is never stored): the header is not read, and the document does not offer it.
+     */
+    idempotency?: "inline" | "none";
     /** The route moves money: a request without an Idempotency-Key is refused (idempotency_key_missing). */
     idempotencyRequired?: boolean;
     /** Top-level fields of the answer never kept (a secret shown once): a replay answers without them. */
@@ -224,6 +228,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
 
   app.addHook("preHandler", async (request, reply) => {
     if (request.method !== "POST" || request.tenant === null) return;
+    if (request.routeOptions.config.idempotency === "none") return;
     const header = request.headers["idempotency-key"];
     if (header === undefined) {
       if (request.routeOptions.config.idempotencyRequired !== true) return;

@@ -22,6 +22,7 @@ type Operation = {
   parameters?: Parameter[];
   responses: Record<string, Response>;
   "x-error-codes"?: string[];
+  "x-idempotency"?: string;
 };
 type Document = {
   openapi: string;
@@ -72,6 +73,15 @@ describe("the gateway's OpenAPI document", () => {
     expect(payment.rail).toEqual({ type: ["string", "null"] });
   });
 
+  it("offers no Idempotency-Key on the routes that answer a secret (they do not read one)", () => {
+    for (const path of ["/v1/api_keys", "/v1/api_keys/{id}/roll"]) {
+      const post = document.paths[path]!.post!;
+      expect([path, post["x-idempotency"]]).toEqual([path, "none"]);
+      const headers = (post.parameters ?? []).filter((p) => p.in === "header");
+      expect([path, headers]).toEqual([path, []]);
+    }
+  });
+
   it("has one shared error schema whose code is one of the stable codes", () => {
     const { schemas } = document.components;
     expect(schemas[errorSchemaName].properties.error.properties.code).toEqual({
@@ -91,7 +101,7 @@ describe("the gateway's OpenAPI document", () => {
         (operation.parameters ?? []).some((p) => p.in === "path" || p.in === "query");
       const required = ["401", "500", "503", ...(takesInput ? ["400"] : [])];
       if (path.includes("{")) required.push("404");
-      if (method === "post") required.push("409");
+      if (method === "post" && operation["x-idempotency"] !== "none") required.push("409");
       if (operation.requestBody !== undefined) required.push("413", "415");
       expect([where, statuses]).toEqual([where, expect.arrayContaining(required)]);
       const all = new Set<string>();
@@ -115,7 +125,14 @@ describe("the gateway's OpenAPI document", () => {
       expect(operation["x-error-codes"]).toEqual(
         expect.arrayContaining(["api_key_missing", "internal_error"]),
       );
-      if (method === "post") {
+      // A route that answers a secret takes no Idempotency-Key (api-keys.ts), and the document offers none.
+      if (method === "post" && operation["x-idempotency"] === "none") {
+        expect([where, operation.parameters ?? []]).not.toEqual([
+          where,
+          expect.arrayContaining([expect.objectContaining({ in: "header", name: "Idempotency-Key" })]),
+        ]);
+        expect(operation["x-error-codes"]).not.toContain("idempotency_key_invalid");
+      } else if (method === "post") {
         // Required exactly where the route refuses a request without one (a payment, a refund: they move money).
         const keyRequired = (operation["x-error-codes"] ?? []).includes("idempotency_key_missing");
         expect([where, operation.parameters]).toEqual([

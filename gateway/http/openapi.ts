@@ -79,6 +79,11 @@ function codesWithStatus(status: number): ApiErrorCode[] {
   return (Object.keys(errorStatus) as ApiErrorCode[]).filter((code) => errorStatus[code] === status);
 }
 
+/** Whether a keyed POST takes an Idempotency-Key: all but those whose route config says `idempotency: "none"`. */
+function takesIdempotencyKey(operation: Operation): boolean {
+  return operation["x-idempotency"] !== "none";
+}
+
 /** The codes an operation can answer, from what the document says of it. */
 export function errorCodesOf(method: string, operation: Operation): ApiErrorCode[] {
   const codes = new Set<ApiErrorCode>();
@@ -98,7 +103,7 @@ export function errorCodesOf(method: string, operation: Operation): ApiErrorCode
     if ("api_version_invalid" in errorStatus) codes.add("api_version_invalid");
     codes.add("overloaded");
   }
-  if (keyed && method === "post") {
+  if (keyed && method === "post" && takesIdempotencyKey(operation)) {
     for (const code of [
       "idempotency_key_invalid",
       "idempotency_key_reused",
@@ -174,7 +179,7 @@ export function documentErrors(document: Document): Document {
       }
       // A route's own catch-all for the refusals it does not name.
       if (operation.responses["4XX"] !== undefined) operation.responses["4XX"] = errorResponse("4XX", []);
-      if (method === "post" && (operation.security ?? []).length > 0) {
+      if (method === "post" && (operation.security ?? []).length > 0 && takesIdempotencyKey(operation)) {
         const parameters = operation.parameters ?? [];
         if (!parameters.some((p) => p.in === "header" && p.name.toLowerCase() === "idempotency-key")) {
           operation.parameters = [
@@ -235,6 +240,9 @@ const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => 
   });
   // A route's declared refusals reach its operation through its schema (the document is built from schemas).
   app.addHook("onRoute", (route) => {
+    // A route that takes no Idempotency-Key says so to documentErrors (the operation's `x-idempotency`).
+    if (route.config?.idempotency === "none" && route.schema !== undefined)
+      (route.schema as Record<string, unknown>)["x-idempotency"] = "none";
     const codes = route.config?.errorCodes;
     if (codes === undefined || route.schema === undefined) return;
     const schema = route.schema as Record<string, unknown>;

@@ -137,11 +137,6 @@ function revokedOrRefused(result: RevokeResult, id: string): ApiKeyRecord {
   throw new ApiError("api_key_revoked", `the API key "${id}" is already revoked or expired`);
 }
 
-/** A route that answers a secret takes no Idempotency-Key (see the header): the header is dropped before the plugin sees it. */
-async function withoutIdempotencyKey(request: { headers: Record<string, unknown> }): Promise<void> {
-  delete request.headers["idempotency-key"];
-}
-
 const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) => {
   const deps = { db: options.db, changes: options.changes };
   const deploymentKeyMode = keyModeOf(options.mode);
@@ -149,7 +144,8 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
   app.post(
     "/api_keys",
     {
-      onRequest: withoutIdempotencyKey,
+      // Takes no Idempotency-Key (see the header): the answer holds a secret.
+      config: { idempotency: "none" },
       schema: {
         description:
           "Make an API key: its secret is in this answer only. Scopes at most the calling key's own (default: the same). An Idempotency-Key is not applied (the answer holds a secret, which is never stored).",
@@ -238,7 +234,8 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
   app.post(
     "/api_keys/:id/roll",
     {
-      onRequest: withoutIdempotencyKey,
+      // Takes no Idempotency-Key (see the header): the answer holds a secret.
+      config: { idempotency: "none" },
       schema: {
         description:
           "Roll a key: a new key with its name, scopes, mode and API version (the secret in this answer only); the old one keeps working expires_in_seconds more (default 86400; 0: revoked now). An Idempotency-Key is not applied.",
