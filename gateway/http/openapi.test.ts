@@ -73,8 +73,16 @@ describe("the gateway's OpenAPI document", () => {
     expect(payment.rail).toEqual({ type: ["string", "null"] });
   });
 
-  it("offers no Idempotency-Key on the routes that answer a secret (they do not read one)", () => {
-    for (const path of ["/v1/api_keys", "/v1/api_keys/{id}/roll"]) {
+  it("offers no Idempotency-Key on the routes that do not read one: those answering a secret, the operator's", () => {
+    for (const path of [
+      "/v1/api_keys",
+      "/v1/api_keys/{id}/roll",
+      // The operator's: the idempotency plugin keys by tenant, and the operator is none.
+      "/v1/tenants",
+      "/v1/tenants/{id}/api_keys",
+      "/v1/tenants/{id}/suspend",
+      "/v1/tenants/{id}/reactivate",
+    ]) {
       const post = document.paths[path]!.post!;
       expect([path, post["x-idempotency"]]).toEqual([path, "none"]);
       const headers = (post.parameters ?? []).filter((p) => p.in === "header");

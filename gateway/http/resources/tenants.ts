@@ -91,6 +91,8 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
   app.post(
     "/tenants",
     {
+      // The operator's routes take no Idempotency-Key (the idempotency plugin keys by tenant; the operator is none).
+      config: { idempotency: "none" },
       schema: {
         description:
           "Make a tenant and its first API key (every scope, this deployment's mode; the secret in this answer only). The operator's credential only; an Idempotency-Key is not applied.",
@@ -150,6 +152,8 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
   app.post(
     "/tenants/:id/api_keys",
     {
+      // The operator's routes take no Idempotency-Key (the idempotency plugin keys by tenant; the operator is none).
+      config: { idempotency: "none" },
       schema: {
         description:
           "Make an API key for a tenant (one that lost its keys, say): every scope unless told, this deployment's mode; the secret in this answer only.",
@@ -189,6 +193,8 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
   app.post(
     "/tenants/:id/suspend",
     {
+      // The operator's routes take no Idempotency-Key (the idempotency plugin keys by tenant; the operator is none).
+      config: { idempotency: "none" },
       schema: {
         description:
           "Suspend a tenant: its keys are refused 403 tenant_suspended on every process within 1 s; reactivating makes them work again.",
@@ -201,7 +207,10 @@ const plugin: FastifyPluginAsyncZod<TenantRoutesOptions> = async (app, options) 
   );
   app.post(
     "/tenants/:id/reactivate",
-    { schema: { params: tenantParams, body: noBody, response: { 200: tenantView, "4xx": errorView } } },
+    {
+      config: { idempotency: "none" },
+      schema: { params: tenantParams, body: noBody, response: { 200: tenantView, "4xx": errorView } },
+    },
     setStatus("active"),
   );
 };
