@@ -14,6 +14,7 @@
 // less than the configured fee of an unknown route.
 import { createHash } from "node:crypto";
 import { decodePaymentRequest, type GetRouteToDestinationArgs, getRouteToDestination } from "lightning";
+import { bareBolt11 } from "../../core/destinations.ts";
 import type { Destination, NetworkFeeEstimate, NetworkFeeModel } from "../../core/index.ts";
 import { type Bolt11HopHint, type Bolt11Payee, readBolt11Payee } from "./bolt11.ts";
 import { lndError } from "./errors.ts";
@@ -108,7 +109,7 @@ async function targetOf(
   try {
     const decoded = await withTimeout(
       s,
-      decodePaymentRequest({ lnd: s.lnd, request: destination.invoice }),
+      decodePaymentRequest({ lnd: s.lnd, request: bareBolt11(destination.invoice) ?? destination.invoice }),
       "decode",
     );
     return {

@@ -7,6 +7,7 @@
 import { createHash, createHmac } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { signMessage, subscribeToPastPayment } from "lightning";
+import { bareBolt11 } from "../../core/destinations.ts";
 import type { AttemptOutcome, Destination, OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { parseBolt11 } from "./bolt11.ts";
 import { enqueue, markDisconnected } from "./events.ts";
@@ -370,7 +371,8 @@ const sendRequest = (
 ): Record<string, unknown> =>
   destination.kind === "bolt11"
     ? {
-        payment_request: destination.invoice,
+        // Bare and lower case whatever the caller stored (parseBolt11 refused a mixed-case one before this).
+        payment_request: bareBolt11(destination.invoice) ?? destination.invoice,
         ...(paid.invoiceHasAmount ? {} : { amt_msat: amountMsat.toString() }),
       }
     : {
