@@ -241,31 +241,45 @@ export class RouteMethods {
       entry = { matcher: matcherOf(url), methods: new Set() };
       this.#patterns.set(url, entry);
     }
-    for (const method of methods) entry.methods.add(method.toUpperCase());
-    // Fastify answers HEAD for every GET route (exposeHeadRoutes).
+    for (const method of methods) {
+      // An OPTIONS route here is a paywall's preflight twin (paywall/fastify.ts), which answers only a CORS
+      // preflight: a plain OPTIONS is not taken there, so it is not offered in Allow.
+      if (method.toUpperCase() !== "OPTIONS") entry.methods.add(method.toUpperCase());
+    }
+    // Fastify answers HEAD for every GET route (exposeHeadRoutes), and a HEAD route is only ever such a twin — also
+    // the one of the trailing-slash copy Fastify makes of a prefix's "/" route without telling onRoute of its GET.
     if (entry.methods.has("GET")) entry.methods.add("HEAD");
+    if (entry.methods.has("HEAD")) entry.methods.add("GET");
   }
 
   /** The methods some route takes at `path` (no query), sorted; empty when no route's pattern matches it. */
   of(path: string): string[] {
+    // The router matches the decoded path (a reserved character's escape, such as %2F, stays as it is).
+    let decoded: string;
+    try {
+      decoded = decodeURI(path);
+    } catch {
+      return [];
+    }
     const methods = new Set<string>();
     for (const { matcher, methods: own } of this.#patterns.values())
-      if (matcher.test(path)) for (const method of own) methods.add(method);
+      if (matcher.test(decoded)) for (const method of own) methods.add(method);
     return [...methods].sort();
   }
 }
 
 /**
- * A Fastify path pattern as a regular expression over a request's path: `:name` is one segment, a last `*` the
- * rest. A pattern with anything else (a parameter's own regular expression, two parameters in a segment) matches
- * nothing: its path then answers 404, as before.
+ * A Fastify path pattern as a regular expression over a request's path: `:name` is one segment (the last may be
+ * empty, as the router takes it), a last `*` the rest. A pattern with anything else (a parameter's own regular
+ * expression, two parameters in a segment) matches nothing: its path then answers 404, as before.
  */
 function matcherOf(url: string): RegExp {
   const segments = url.split("/");
   const parts: string[] = [];
   for (const [i, segment] of segments.entries()) {
-    if (segment === "*" && i === segments.length - 1) parts.push(".*");
-    else if (/^:[A-Za-z_][A-Za-z0-9_]*$/.test(segment)) parts.push("[^/]+");
+    const last = i === segments.length - 1;
+    if (segment === "*" && last) parts.push(".*");
+    else if (/^:[A-Za-z_][A-Za-z0-9_]*$/.test(segment)) parts.push(last ? "[^/]*" : "[^/]+");
     else if (/^[A-Za-z0-9_.~-]*$/.test(segment)) parts.push(segment.replace(/\./g, "\\."));
     else return /(?!)/;
   }

@@ -187,8 +187,8 @@ export function documentErrors(document: Document): Document {
             {
               in: "header",
               name: "Idempotency-Key",
-              // Required where the route refuses a request without one (its idempotency_key_missing).
-              required: codes.includes("idempotency_key_missing"),
+              // Required where the route's config says so (idempotencyRequired: the request is refused without one).
+              required: operation["x-idempotency"] === "required",
               description:
                 "Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true)",
               schema: {
@@ -240,9 +240,17 @@ const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => 
   });
   // A route's declared refusals reach its operation through its schema (the document is built from schemas).
   app.addHook("onRoute", (route) => {
-    // A route that takes no Idempotency-Key says so to documentErrors (the operation's `x-idempotency`).
-    if (route.config?.idempotency === "none" && route.schema !== undefined)
-      (route.schema as Record<string, unknown>)["x-idempotency"] = "none";
+    // A route that takes no Idempotency-Key, or requires one, says so to documentErrors (the operation's
+    // `x-idempotency`).
+    if (route.schema !== undefined) {
+      const taken =
+        route.config?.idempotency === "none"
+          ? "none"
+          : route.config?.idempotencyRequired === true
+            ? "required"
+            : null;
+      if (taken !== null) (route.schema as Record<string, unknown>)["x-idempotency"] = taken;
+    }
     const codes = route.config?.errorCodes;
     if (codes === undefined || route.schema === undefined) return;
     const schema = route.schema as Record<string, unknown>;

@@ -320,6 +320,12 @@ describe("other routes refuse bad input", () => {
       // Fastify asks a QUERY for its Content-Type first (415); a path with no QUERY route is not that.
       ["QUERY", "/v1/accounts/acct_demo_customer", "GET, HEAD"],
       ["PATCH", "/openapi.json", "GET, HEAD"],
+      // The router's own reading of a path: decoded, an empty last parameter, a prefix's "/" route and its copy.
+      ["PUT", "/v1/p%61yments", "GET, HEAD, POST"],
+      ["PUT", "/v1/payments/", "GET, HEAD"],
+      ["PUT", "/docs/", "GET, HEAD"],
+      // A paywalled path's OPTIONS route (the preflight's) is not offered in Allow.
+      ["POST", "/demo/paid/report", "GET, HEAD"],
     ] as const) {
       const response = await ask(method, url);
       expect([method, url, response.statusCode, response.json().error.code]).toEqual([
