@@ -1,4 +1,5 @@
 import Fastify from "fastify";
+import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
@@ -93,6 +94,41 @@ describe("the error plugin and the ledger's full queue", () => {
     expect(lookalike.retryAfter).toBeUndefined();
     const store = await answer(new LedgerStoreError("connection lost", { cause: new Error("ECONNRESET") }));
     expect(store).toMatchObject({ status: 500, body: { error: { code: "internal_error" } } });
+  });
+
+  it("answers the database too busy (a statement timeout, a lock, a deadlock) 503 overloaded, anything else of it 500", async () => {
+    // A server's error as node-postgres gives it: a DatabaseError with its SQLSTATE.
+    const server = (code: string) =>
+      Object.assign(new pg.DatabaseError("canceling statement", 60, "error"), { code, severity: "ERROR" });
+    for (const code of ["57014", "55P03", "40P01", "40001"]) {
+      // As the ledger's store failure, and as the cause of a service's error around it, and as a statement's own.
+      const ledger = new LedgerStoreError("batch", { cause: server(code) });
+      for (const thrown of [
+        ledger,
+        new SwitchyardError("the payment could not be written", { cause: ledger }),
+        server(code),
+      ]) {
+        expect([code, thrown.name, await answer(thrown)]).toEqual([
+          code,
+          thrown.name,
+          expect.objectContaining({
+            status: 503,
+            retryAfter: "1",
+            body: { error: expect.objectContaining({ code: "overloaded" }) },
+          }),
+        ]);
+      }
+    }
+    // Another SQLSTATE is a fault of ours; and only a server's error says what the database did, not any `code`.
+    for (const thrown of [
+      new LedgerStoreError("batch", { cause: server("23505") }),
+      Object.assign(new Error("canceling statement"), { code: "57014" }),
+    ]) {
+      expect(await answer(thrown)).toMatchObject({
+        status: 500,
+        body: { error: { code: "internal_error" } },
+      });
+    }
   });
 
   it("answers a ledger closed under a request (the process stopping) 503 overloaded, not 500", async () => {

@@ -4,7 +4,8 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import fp from "fastify-plugin";
 import type { ZodError } from "zod";
 import { SwitchyardError } from "../../core/index.ts";
-import { LedgerBackpressureError, LedgerClosedError } from "../ledger/index.ts";
+import { serverSqlState } from "../db/index.ts";
+import { LedgerBackpressureError, LedgerClosedError, LedgerStoreError } from "../ledger/index.ts";
 import type { PayeeRefusal } from "../payees/index.ts";
 import type { PaymentFailureCode, PaymentRefusal } from "../payments/index.ts";
 import { type PaywallErrorCode, paywallErrorStatus } from "../paywall/paywalls.ts";
@@ -174,6 +175,26 @@ export function overloaded(message: string): ApiError {
 export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
   if (error.retryAfterSeconds !== undefined) reply.header("retry-after", String(error.retryAfterSeconds));
   return reply.code(error.status).send(error.body());
+}
+
+/**
+ * The SQLSTATEs with which the database says it was too busy for the request, not that the request was wrong: a
+ * statement timeout (57014), a lock not had in time (55P03), a deadlock (40P01), a serialization failure (40001).
+ */
+const databaseBusyStates: ReadonlySet<string> = new Set(["57014", "55P03", "40P01", "40001"]);
+
+/**
+ * Whether the database being too busy is why the request failed: a server's error with one of databaseBusyStates
+ * along the error's causes (a ledger's store failure carries the server's state as its sqlState).
+ */
+export function isDatabaseBusy(error: unknown): boolean {
+  let cause: unknown = error;
+  for (let depth = 0; cause instanceof Error && depth < 16; depth++) {
+    const state = cause instanceof LedgerStoreError ? cause.sqlState : serverSqlState(cause);
+    if (state !== undefined && databaseBusyStates.has(state)) return true;
+    cause = cause.cause;
+  }
+  return false;
 }
 
 /**
@@ -359,6 +380,18 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
         reply,
         overloaded("the ledger's queue is full; retry after the seconds in Retry-After"),
       );
+    // The database gave up a wait or a statement of the request's (its statement timeout, a lock, a deadlock): the
+    // transaction rolled back; the caller retries later, with the same Idempotency-Key. Logged, as operators should
+    // know their database is saturated; not as an error of ours.
+    if (isDatabaseBusy(error)) {
+      request.log.warn({ err: error }, "the database was too busy for a request");
+      return sendError(
+        reply,
+        overloaded(
+          "the database was too busy to answer in time; retry with the same Idempotency-Key after the seconds in Retry-After",
+        ),
+      );
+    }
     // The process is stopping: nothing was written; another process (or this one, restarted) takes the retry.
     if (
       error instanceof SwitchyardError &&
