@@ -7,17 +7,22 @@
 //
 // Nonces come from the database (evm_nonces, one row per chain and wallet): a send takes the row's lock, signs
 // with max(the row, the chain's pending count), stores the send and moves the row on in one transaction, so
-// several gateway processes can share one hot wallet. Within a process, sends are also queued in order.
+// several gateway processes can share one hot wallet. Within a process, sends are also queued in order. Nothing
+// inside that transaction asks the node anything: the pending count and the node's chain id are read before it
+// opens, and the transaction is signed with the wallet's own key (a slow node never holds the row's lock).
 import {
   type Account,
   type Address,
+  assertCurrentChain,
   type Chain,
   type Hex,
   keccak256,
+  type LocalAccount,
   type PublicClient,
   parseTransaction,
   type TransactionReceipt,
   TransactionReceiptNotFoundError,
+  type TransactionSerializable,
   type Transport,
   type WalletClient,
 } from "viem";
@@ -42,7 +47,8 @@ export type SendJournal = {
   readonly db: Db;
   readonly publicClient: PublicClient<Transport, Chain>;
   readonly walletClient: WalletClient<Transport, Chain, Account>;
-  readonly account: Account;
+  /** The wallet's own key: a send is signed here, not by the node (no RPC inside the nonce row's transaction). */
+  readonly account: LocalAccount;
   readonly chainId: number;
   readonly confirmations: number;
   readonly receiptTimeoutMs: number;
@@ -65,10 +71,19 @@ export function createSendJournal(params: {
 }): SendJournal {
   return {
     ...params,
-    account: params.walletClient.account,
+    account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
     queue: Promise.resolve(),
   };
+}
+
+/** The wallet's account, which must hold its key: a node's account (JSON-RPC) would sign over the network. */
+function localAccountOf(account: Account): LocalAccount {
+  if (account.type !== "local")
+    throw new EvmRailError(
+      `the EVM rail signs with the hot wallet's key; ${account.address} is an account of the node (${account.type})`,
+    );
+  return account;
 }
 
 /** Runs `fn` after every send queued before it: nonces are assigned in order. */
@@ -164,12 +179,11 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
   const pending = BigInt(
     await journal.publicClient.getTransactionCount({ address: journal.account.address, blockTag: "pending" }),
   );
+  const chainId = await nodeChainId(journal);
+  const { account: _account, chain: _chain, ...transaction } = request;
   const row = await journal.db.transaction(async (tx) => {
     const nonce = await takeNonce(journal, tx, pending);
-    const raw = await walletClient.signTransaction({
-      ...(request as Parameters<typeof walletClient.signTransaction>[0]),
-      nonce,
-    } as Parameters<typeof walletClient.signTransaction>[0]);
+    const raw = await signLocally(journal, { ...transaction, nonce, chainId } as TransactionSerializable);
     const signed: SendRow = { attempt_id: key, tx_hash: keccak256(raw), raw_tx: raw, nonce };
     await tx.query(
       "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, $5)",
@@ -183,6 +197,28 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
   });
   await broadcast(journal, row);
   return row;
+}
+
+/**
+ * The node's chain id, checked against the wallet's chain (viem's ChainMismatchError when another): what viem's
+ * signTransaction asks the node on every call, asked here before the nonce row's transaction opens. A node
+ * swapped for another chain's is refused before a nonce is taken, not journaled as a send that cannot land.
+ */
+async function nodeChainId(journal: SendJournal): Promise<number> {
+  const { walletClient } = journal;
+  const chainId = await walletClient.getChainId();
+  assertCurrentChain({ chain: walletClient.chain, currentChainId: chainId });
+  return chainId;
+}
+
+/**
+ * Signs with the wallet's key and the chain's serializer — what viem's signTransaction does for a local account
+ * once it has the chain id, without asking the node: it runs inside the nonce row's transaction.
+ */
+function signLocally(journal: SendJournal, transaction: TransactionSerializable): Promise<Hex> {
+  return journal.account.signTransaction(transaction, {
+    serializer: journal.walletClient.chain.serializers?.transaction,
+  });
 }
 
 function walletKey(journal: SendJournal): string {

@@ -2,11 +2,12 @@
 // rails over the same database and wallet ("two processes") pay at once and every transaction lands, each with its
 // own nonce. And a transaction not mined in time is replaced when its attempt is executed again: the same call,
 // the same nonce, both fees bumped by at least 12.5% within the cap; the replacement is the one mined and the
-// payout's evidence.
-import { parseTransaction } from "viem";
+// payout's evidence. The node is asked nothing while the nonce row's transaction is open (a slow node would hold
+// the row's lock).
+import { createPublicClient, createWalletClient, custom, keccak256, parseTransaction } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEvmRail, type EvmRail } from "../../adapters/evm/index.ts";
-import { assets, type OutgoingAttempt } from "../../core/index.ts";
+import { assets, type Db, type OutgoingAttempt } from "../../core/index.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -19,12 +20,17 @@ afterAll(async () => {
 });
 
 /** Another rail on the gateway's database and hot wallet: what a second gateway process would run. */
-function anotherProcessRail(overrides: { receiptTimeoutMs?: number; replaceAfterMs?: number } = {}): EvmRail {
-  return createEvmRail({
-    id: "evm",
+function anotherProcessRail(
+  overrides: { receiptTimeoutMs?: number; replaceAfterMs?: number } = {},
+  clients: Pick<Parameters<typeof createEvmRail>[0], "db" | "publicClient" | "walletClient"> = {
     db: gw.app.db,
     publicClient: gw.chain.publicClient,
     walletClient: gw.chain.walletClient,
+  },
+): EvmRail {
+  return createEvmRail({
+    id: "evm",
+    ...clients,
     token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
     splitter: gw.chain.contracts.splitter,
     confirmations: 1,
@@ -66,6 +72,61 @@ describe("nonces held in the database", () => {
       [gw.chain.chain.id, gw.chain.walletClient.account.address.toLowerCase()],
     );
     expect(Number(sequence?.next_nonce)).toBe(nonces.at(-1)! + 1);
+  });
+});
+
+/**
+ * The gateway's database and chain, watched: every JSON-RPC method the rail's clients ask while one of the rail's
+ * database transactions is open, and how many it opened.
+ */
+function watchedClients() {
+  const watched = { transactionsOpened: 0, open: 0, askedInside: [] as string[] };
+  const base = gw.app.db;
+  const db: Db = {
+    ...base,
+    transaction: (fn) =>
+      base.transaction(async (tx) => {
+        watched.transactionsOpened += 1;
+        watched.open += 1;
+        try {
+          return await fn(tx);
+        } finally {
+          watched.open -= 1;
+        }
+      }),
+  };
+  const transport = custom({
+    request: (args: { method: string; params?: unknown }) => {
+      if (watched.open > 0) watched.askedInside.push(args.method);
+      return gw.chain.provider.request(args as never);
+    },
+  });
+  const { chain } = gw.chain;
+  const publicClient = createPublicClient({ chain, transport, pollingInterval: 50 });
+  const walletClient = createWalletClient({ chain, transport, account: gw.chain.walletClient.account });
+  return { watched, clients: { db, publicClient, walletClient } };
+}
+
+describe("the nonce row's transaction", () => {
+  it("asks the node nothing while open: the send is signed with the wallet's key and the chain id read before", async () => {
+    const { watched, clients } = watchedClients();
+    const attempt = payout("att_no_rpc_in_tx", 1_234n);
+    expect(await anotherProcessRail({}, clients).execute(attempt)).toMatchObject({ status: "succeeded" });
+    expect(watched.transactionsOpened).toBeGreaterThan(0);
+    expect(watched.askedInside).toEqual([]);
+    const [sent] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
+      "SELECT tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+      [attempt.id],
+    );
+    const signed = parseTransaction(sent!.raw_tx);
+    expect(sent!.tx_hash).toBe(keccak256(sent!.raw_tx));
+    expect(signed.chainId).toBe(gw.chain.chain.id);
+    expect(signed.nonce).toBe(Number(sent!.nonce));
+    // The same bytes viem's walletClient.signTransaction gives (which asks the node for the chain id first).
+    const { r: _r, s: _s, v: _v, yParity: _yParity, ...unsigned } = signed;
+    expect(await gw.chain.walletClient.signTransaction(unsigned as never)).toBe(sent!.raw_tx);
+    const mined = await gw.chain.publicClient.getTransaction({ hash: sent!.tx_hash });
+    expect(mined.from.toLowerCase()).toBe(gw.chain.walletClient.account.address.toLowerCase());
   });
 });
 
