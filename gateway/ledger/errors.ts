@@ -186,6 +186,43 @@ export function notToRunAgain(error: unknown): boolean {
   return connectionWentSilent(error) || commitOutcomeUnknown(error);
 }
 
+/** SQLSTATE 57014 query_canceled: the server's statement timeout ended the statement (or an administrator did). */
+const statementCanceledCode = "57014";
+/** SQLSTATE 55P03 lock_not_available: a lock_timeout ended the wait for a lock (runLocked retries it). */
+const lockNotAvailableCode = "55P03";
+
+/**
+ * Whether the server gave up a statement of the batch's at its statement timeout (57014): a wait for a lock another
+ * transaction holds (the clock's row, while another process writes its batch; a balance row; a table its callers'
+ * statements write), or a statement that ran that long. The database is busy; no job of the batch is to blame, and
+ * running the batch again at once would wait as long again. Unlike 55P03 (lock_not_available), which a lock_timeout
+ * raises after a short wait, it is not retried.
+ */
+export function statementTimedOut(error: unknown): boolean {
+  return sqlStateOf(error) === statementCanceledCode;
+}
+
+/**
+ * Whether the server gave up a wait of the batch's: its statement timeout (statementTimedOut), or a lock_timeout
+ * (55P03, once its retries are spent). Every caller of the batch hears the store failure at once (batchFailure);
+ * none is to blame. Both writer paths (runLocked, drain) ask this.
+ */
+export function waitGivenUp(error: unknown): boolean {
+  return statementTimedOut(error) || sqlStateOf(error) === lockNotAvailableCode;
+}
+
+/**
+ * The store failure every caller of a batch hears (toStoreError). A statement written alongside whose wait the server
+ * gave up (waitGivenUp) blames no caller: its callers hear the server's error as the batch's (its sqlState), not an
+ * AlongsideStatementError.
+ */
+export function batchFailure(error: unknown): SwitchyardError {
+  return toStoreError(
+    "batch",
+    error instanceof AlongsideStatementError && waitGivenUp(error) ? error.cause : error,
+  );
+}
+
 /** The SQLSTATE a ledger failure carries (a StaleClockError's and a ClaimTurnError's is staleBatchCode). */
 export function sqlStateOf(error: unknown): string | undefined {
   if (error instanceof LedgerStoreError) return error.sqlState;

@@ -3,7 +3,7 @@
 // conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
 import { SwitchyardError } from "../../core/index.ts";
 import type { Row, Sql } from "../db/index.ts";
-import { AlongsideStatementError, notToRunAgain, sqlStateOf, toStoreError } from "./errors.ts";
+import { AlongsideStatementError, batchFailure, notToRunAgain, sqlStateOf, waitGivenUp } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import {
   insertAccounts,
@@ -47,21 +47,6 @@ const retryableCodes = new Set([
 function isRetryable(error: unknown): boolean {
   const code = sqlStateOf(error);
   return code !== undefined && retryableCodes.has(code);
-}
-
-const waitGivenUpCodes = new Set([
-  "57014", // query_canceled: the statement timeout (or an administrator's pg_cancel_backend)
-  "55P03", // lock_not_available: a lock_timeout (retried first, above)
-]);
-
-/**
- * Whether the server gave up a wait of the batch's: a lock another transaction holds (the clock's row, while another
- * process writes its batch; a balance row; a table its callers' statements write), or a statement that ran that long.
- * The database is busy; no job of the batch is to blame.
- */
-function waitGivenUp(error: unknown): boolean {
-  const code = sqlStateOf(error);
-  return code !== undefined && waitGivenUpCodes.has(code);
 }
 
 /**
@@ -153,10 +138,7 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<unknown> 
  * (see runLocked), else null.
  */
 function rejectAll(batch: readonly Job[], error: unknown): unknown {
-  const failure = toStoreError(
-    "batch",
-    error instanceof AlongsideStatementError && waitGivenUp(error) ? error.cause : error,
-  );
+  const failure = batchFailure(error);
   for (const job of batch) job.reject(failure);
   return connectionFailedIn(error) ? failure : null;
 }

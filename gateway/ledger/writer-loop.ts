@@ -1,8 +1,16 @@
 // The writer's loop: takes batches off the queue while there is work, runs each locked or pipelined, and keeps the
 // pipeline (batches in flight, taking the clock in the order they were planned). A failure anywhere drains the
 // pipeline and runs the failed batches again, locked, in order, before anything more goes — except a batch whose
-// connection went silent or whose COMMIT's outcome is unknown: its callers hear the store failure (see drain).
-import { notToRunAgain, sqlStateOf, staleBatchCode } from "./errors.ts";
+// connection went silent or whose COMMIT's outcome is unknown, whose callers hear the store failure, and every failed
+// batch of a drain in which the server gave up a wait at its statement timeout, whose callers hear that (see drain).
+import {
+  batchFailure,
+  notToRunAgain,
+  sqlStateOf,
+  staleBatchCode,
+  statementTimedOut,
+  waitGivenUp,
+} from "./errors.ts";
 import type { ClaimOrder } from "./store-batch.ts";
 import { runLocked } from "./writer-locked.ts";
 import { commitPlan, type InFlight, type Plan, prepare } from "./writer-pipeline.ts";
@@ -109,18 +117,17 @@ async function settleOldest(w: WriterState, p: Pipeline, failure: unknown | null
 
 /**
  * Waits for every batch in flight; runs the failed ones again, locked, in order — except a batch whose connection
- * went silent or whose COMMIT's outcome is unknown, whose callers hear the store failure.
+ * went silent or whose COMMIT's outcome is unknown, whose callers hear the store failure, and, when the server gave up
+ * a wait of one of them at its statement timeout, every failed batch, whose callers hear that (see busyFailure).
  */
 async function drain(w: WriterState, p: Pipeline): Promise<void> {
-  const redo: TransfersJob[][] = [];
-  let failed = false;
+  /** The failed batches to run again, but for those busyFailure rejects. */
+  const failed: { jobs: TransfersJob[]; failure: unknown }[] = [];
+  let firstFailure: unknown = null;
   for (const { plan, done } of p.inFlight.splice(0)) {
     const failure = await done;
     if (failure === null) continue;
-    // The first failure says why; the batches behind it fail because it did. Only another process
-    // writing in between is a reason to stay locked for a while.
-    if (!failed && isStale(failure)) w.lockedBatchesLeft = lockedBatchesAfterConflict;
-    failed = true;
+    firstFailure ??= failure;
     // A batch whose COMMIT got no answer may have committed. Run again, its transfers would come back `exists`
     // (harmless), but its callers' statements written alongside would fail on their own committed rows (a key they
     // insert is taken), refusing callers whose writes are in. Reading back which transfers are stored would not give
@@ -132,10 +139,36 @@ async function drain(w: WriterState, p: Pipeline): Promise<void> {
     // too, as on the locked path. The batches behind it are run again: a locked batch reads what is stored,
     // whichever way it went.
     if (notToRunAgain(failure)) for (const job of plan.jobs) job.reject(failure);
-    else redo.push(plan.jobs);
+    else failed.push({ jobs: plan.jobs, failure });
   }
-  if (failed) forget(w);
-  for (const jobs of redo) await runLocked(w, jobs);
+  if (firstFailure === null) return;
+  forget(w);
+  // The first failure says why; the batches behind it fail because it did. Only another process writing in between,
+  // or holding a lock a batch waited for until the server gave up (the clock's row, most likely), is a reason to stay
+  // locked for a while: pipelined, the next batches would wait for that lock again, fail, and run again locked.
+  if (isStale(firstFailure) || failed.some(({ failure }) => waitGivenUp(failure)))
+    w.lockedBatchesLeft = lockedBatchesAfterConflict;
+  const busy = busyFailure(failed.map(({ failure }) => failure));
+  for (const { jobs, failure } of failed) {
+    if (busy === undefined) await runLocked(w, jobs);
+    else for (const job of jobs) job.reject(batchFailure(waitGivenUp(failure) ? failure : busy));
+  }
+}
+
+/**
+ * The failure every failed batch of a drain is rejected with, if any: the first whose statement the server gave up at
+ * its statement timeout (statementTimedOut: 57014), as the locked path rejects a whole batch (runLocked). The batches
+ * in flight take the clock one after another, so the batches behind it waited on that same wait: for its turn
+ * (ClaimTurnError), or for the lock after it (a 57014 of their own, or a stale clock once the other process wrote).
+ * Run again, locked, each of them — and a batch before it that failed for another reason — would wait out the
+ * timeout once more (the loop blocked meanwhile, holding the clock between them once it is free, so keeping every
+ * other writer of the ledger waiting). Callers retry with the same ids; nothing of these batches was written. The
+ * cost: a caller whose own statement written alongside was refused in such a drain hears the store failure, and its
+ * own error when it retries. A lock_timeout (55P03) is not such a failure: its wait is short, and runLocked retries it
+ * (retryAttemptsMax), then rejects the batch at once.
+ */
+function busyFailure(failures: readonly unknown[]): unknown | undefined {
+  return failures.find(statementTimedOut);
 }
 
 /** Whether a batch in flight has already failed (without waiting for the others). */

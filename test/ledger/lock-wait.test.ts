@@ -7,13 +7,22 @@
 // - the ledger's clock row (another gateway process's batch in the middle of its write);
 // - the table the callers' statements written alongside insert into (every caller's statement waits: blaming the one
 //   that timed out and writing the others again would wait once per caller).
+// Pipelined (the default depth), the same: the batches in flight wait for the clock one after another, and once the
+// server gives up the first one's wait, every failed batch's callers hear it, rather than each batch being run again,
+// locked, waiting out the timeout once more (writer-loop.ts drain).
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { type Db, migrate, openPostgres, type Statement } from "../../gateway/db/index.ts";
 import { AlongsideStatementError, LedgerStoreError } from "../../gateway/ledger/errors.ts";
 import { idToUuid } from "../../gateway/ledger/id.ts";
-import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
+import {
+  createLedger,
+  defaultLedgerLimits,
+  type Ledger,
+  type LedgerLimits,
+  ledgerMigrations,
+} from "../../gateway/ledger/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 /** Short, so that N of them would show; ample for the ledger's statements on a busy (CI) machine. */
@@ -23,6 +32,8 @@ const callerCount = 6;
 const debit = 1n;
 const credit = 2n;
 const clockLock = "FROM ledger_clock WHERE singleton FOR UPDATE";
+/** The pipeline's default depth: a pool of one connection more lets the ledger use all of it. */
+const pipelineDepth = defaultLedgerLimits.pipelineDepthMax;
 
 let url: string;
 let direct: Db;
@@ -59,12 +70,13 @@ afterAll(async () => {
 });
 
 /**
- * A ledger whose batches all run locked (one batch: every request queued), on a pool with a short statement timeout;
- * `poolUrl` may carry session settings.
+ * A ledger whose batches all run locked (one batch: every request queued) unless `limits` say otherwise, on a pool
+ * with a short statement timeout, of a connection more than the pipeline's depth; `poolUrl` may carry session settings.
  */
-function openLedger(limits: { retryAttemptsMax?: number } = {}, poolUrl = url): Ledger {
+function openLedger(limits: Partial<LedgerLimits> = {}, poolUrl = url): Ledger {
   sent = [];
-  const pool = openPostgres({ url: poolUrl, poolSizeMax: 2, statementTimeoutMs });
+  const poolSizeMax = Math.max(limits.pipelineDepthMax ?? 0, 1) + 1;
+  const pool = openPostgres({ url: poolUrl, poolSizeMax, statementTimeoutMs });
   db = {
     ...pool,
     transaction: (fn) =>
@@ -191,6 +203,34 @@ describe("a locked batch whose wait for a lock the server gives up", () => {
     for (const one of settled) expectBusyFailure(one, "55P03");
     // The batch's own attempts only: each job alone would have locked the clock retryAttemptsMax times more.
     expect(sent.filter((text) => text.includes(clockLock))).toHaveLength(retryAttemptsMax);
+    await held.query("ROLLBACK");
+    await expectRetrySucceeds(ledger, ids);
+  });
+});
+
+describe("pipelined batches whose wait for the clock the server gives up", () => {
+  // The first batch in flight waits for the clock another connection holds, until the server gives its statement up
+  // (57014); the one behind it waits for its turn and gives it up (ClaimTurnError: claimWaitMaxMs below the statement
+  // timeout), or gets it once the first has failed and then waits for the clock itself, as long again (57014).
+  it.each([
+    { behind: "gives up its turn", claimWaitMaxMs: statementTimeoutMs / 5, timeoutsMax: 2 },
+    { behind: "waits out a timeout of its own", claimWaitMaxMs: 4 * statementTimeoutMs, timeoutsMax: 3 },
+  ])("the batch behind $behind: every caller hears the store failure, no batch is run again", async (c) => {
+    const ledger = openLedger({ pipelineDepthMax: pipelineDepth, claimWaitMaxMs: c.claimWaitMaxMs });
+    const first = c.claimWaitMaxMs < statementTimeoutMs ? 400n : 500n;
+    // One batch committed: the writer knows the clock's token, and pipelines from now on.
+    expect((await ledger.createTransfers([transfer(first)]))[0]!.status).toBe("created");
+    const ids = idsFrom(first + 1n);
+    const held = await hold(`SELECT token ${clockLock}`);
+    sent = [];
+    const { settled, elapsedMs } = await submit(ledger, ids);
+    for (const one of settled) expectBusyFailure(one, "57014");
+    const clockWaits = sent.filter((text) => text.includes("ledger_clock"));
+    // The first batch was pipelined (not locked: no clock lock before its write), or this tests nothing.
+    expect(clockWaits[0]).not.toContain(clockLock);
+    // At most one wait per batch in flight: none was run again, locked, to wait for the clock once more.
+    expect(clockWaits.length).toBeLessThanOrEqual(pipelineDepth);
+    expect(elapsedMs).toBeLessThan(c.timeoutsMax * statementTimeoutMs);
     await held.query("ROLLBACK");
     await expectRetrySucceeds(ledger, ids);
   });
