@@ -2,7 +2,7 @@
 // rail reference. Status changes are conditional updates written beside the ledger's post or void (the first
 // writer wins; a repeated event finds nothing left to change), each with its event in the outbox.
 import type { SettlementEvidence } from "../../core/index.ts";
-import type { Sql, Statement } from "../db/index.ts";
+import { type Sql, type Statement, serverSqlState } from "../db/index.ts";
 import type {
   Refund,
   RefundDestination,
@@ -263,9 +263,13 @@ export function claimStatement(refund: NewRefund): Statement {
   };
 }
 
+/** Whether the server raised SQLSTATE `code` (serverSqlState: a server's error, not any `code`), along the causes. */
 const sqlStateIs = (error: unknown, code: string): boolean => {
-  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause)
-    if ((e as { code?: unknown }).code === code) return true;
+  let cause: unknown = error;
+  for (let depth = 0; cause instanceof Error && depth < 16; depth++) {
+    if (serverSqlState(cause) === code) return true;
+    cause = cause.cause;
+  }
   return false;
 };
 

@@ -6,7 +6,7 @@
 // resource and the split's sum first (no store asked), then the offers against the schemes, then the accounts,
 // then the split's payees.
 import { type Asset, assetByCode, basisPointsTotal } from "../../core/index.ts";
-import type { Sql } from "../db/index.ts";
+import { type Sql, serverSqlState } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
 import type { PaymentScheme } from "./scheme.ts";
 
@@ -308,8 +308,9 @@ async function splitAccounts(
   return found;
 }
 
+/** Whether the server refused a write as a unique violation (a server's error's SQLSTATE, not any `code`). */
 function isUniqueViolation(error: unknown): boolean {
-  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === "23505";
+  return serverSqlState(error) === "23505";
 }
 
 const taken = (resource: string): Refused => ({
