@@ -19,7 +19,8 @@
 //   order, and callers never see the difference — except a batch whose connection went silent or whose COMMIT's
 //   outcome is unknown (it timed out, or lost its connection): run again, it would wait on its own abandoned
 //   transaction's locks or find its callers' rows committed, so its callers hear the store failure and retry with
-//   the same ids. A batch with none in flight before it has no commit to overlap: it is the callers' statements
+//   the same ids; and every failed batch of a drain in which the server gave up a wait (a statement timeout, 57014:
+//   run again, each would wait out the same held lock once more), whose callers hear that failure at once. A batch with none in flight before it has no commit to overlap: it is the callers' statements
 //   and one statement (transfers, clock, balances), in one transaction (writeBatchAlone), two round trips fewer
 //   for a lone payment. On PGlite (one connection, in this process) the depth is 1: nothing overlaps or waits, and
 //   a batch is one statement (writeBatch) instead of reads and writes under the lock.
