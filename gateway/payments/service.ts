@@ -34,6 +34,7 @@ import {
   isPaymentKeyTaken,
   isQuoteTaken,
   paymentIdForKey,
+  paymentIdHolding,
   paymentInserted,
 } from "./store.ts";
 import { type Attempt, insufficientFundsMessage, type Payment } from "./types.ts";
@@ -43,7 +44,17 @@ export async function createPayment(
   params: CreatePaymentParams,
 ): Promise<CreatePaymentResult> {
   const prepared = await prepare(deps, params);
-  if (!prepared.ok) return prepared;
+  if (!prepared.ok) {
+    // A payment already made under this key whose answer was lost (a 5xx is not kept, so its retry runs again) is
+    // the answer — not a refusal of what the request would be now: its quote used since (by itself), expired, its
+    // rail gone. Looked up only on a refusal, which a first request of a key seldom meets.
+    if (
+      params.idempotencyKey !== null &&
+      (await paymentIdHolding(deps.db, params.tenantId, params.idempotencyKey)) !== null
+    )
+      return keyTaken(deps, params);
+    return prepared;
+  }
   const { asset, amount, source, target, decision } = prepared;
   const netting = deps.netting;
   // Netted: a payout to an address (the payment's, or the payee's method the chosen rail pays) in the batch

@@ -267,17 +267,27 @@ export async function insertPayment(
   return paymentInserted(await sql.query(statement.text, statement.params));
 }
 
-/** The payment that holds an Idempotency-Key (one must). */
-export async function paymentIdForKey(sql: Sql, tenantId: string, idempotencyKey: string): Promise<string> {
+/** The payment that holds an Idempotency-Key, if one does. */
+export async function paymentIdHolding(
+  sql: Sql,
+  tenantId: string,
+  idempotencyKey: string,
+): Promise<string | null> {
   const existing = await sql.query<{ id: string }>(
     "SELECT id FROM payments WHERE tenant_id = $1 AND idempotency_key = $2",
     [tenantId, idempotencyKey],
   );
-  if (existing[0] === undefined)
+  return existing[0]?.id ?? null;
+}
+
+/** The payment that holds an Idempotency-Key (one must). */
+export async function paymentIdForKey(sql: Sql, tenantId: string, idempotencyKey: string): Promise<string> {
+  const existing = await paymentIdHolding(sql, tenantId, idempotencyKey);
+  if (existing === null)
     throw new PaymentInvariantError(
       `payment insert for key ${idempotencyKey} neither inserted nor conflicted`,
     );
-  return existing[0].id;
+  return existing;
 }
 
 export async function getPayment(

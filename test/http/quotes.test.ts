@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { destinationFromBody, policyFrom } from "../../gateway/http/present.ts";
+import { createPayment } from "../../gateway/payments/index.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 let gw: TestGateway;
@@ -78,6 +80,41 @@ describe("quotes", () => {
       [quote.data!.id],
     );
     expect(row?.count).toBe("1");
+  });
+
+  it("a retry of a payment whose answer was lost (a 5xx is not kept) answers the payment, though its quote has expired since", async () => {
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
+    const key = `q-lost-${quote.data!.id}`;
+    const body = paymentBody(quote.data!.id);
+    const first = await gw.client.POST("/v1/payments", {
+      body,
+      params: { header: { "Idempotency-Key": key } },
+    });
+    expect(first.response.status).toBe(201);
+    const transfersBefore = await gw.ledgerTransferCount();
+    // The retry as the route runs it when no answer is kept for its key (a 5xx drops it): the service, without
+    // the request's record. Run again after the quote's expiry, the request would be refused quote_expired.
+    gw.app.payments.nowMs = () => realNow() + 61_000;
+    try {
+      const retried = await createPayment(gw.app.payments, {
+        tenantId: gw.app.demo!.tenantId,
+        asset: body.asset,
+        amount: body.amount,
+        sourceAccountId: body.source.account,
+        destination: destinationFromBody(body.destination),
+        policy: policyFrom(undefined),
+        metadata: {},
+        idempotencyKey: key,
+        quoteId: body.quote,
+      });
+      expect(retried.ok && [retried.payment.id, retried.payment.status]).toEqual([
+        first.data!.id,
+        "succeeded",
+      ]);
+    } finally {
+      gw.app.payments.nowMs = realNow;
+    }
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
   });
 
   it("two payments racing for one quote: one is paid, the other refused", async () => {
