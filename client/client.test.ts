@@ -64,6 +64,35 @@ describe("the client in-process", () => {
     expect(invalid.response.headers.get("content-type")).toMatch(/^application\/json/);
   });
 
+  it("gives a POST that names no Idempotency-Key a new one, and keeps the one it is given", async () => {
+    const sent: (string | null)[] = [];
+    const watched = (request: Request) => {
+      sent.push(request.headers.get("idempotency-key"));
+      return injectFetch(server)(request);
+    };
+    const body = {
+      amount: "1",
+      asset: "USDC",
+      source: { account: "acct_a" },
+      destination: { type: "account" as const, account: "acct_b" },
+    };
+    const client = createSwitchyardClient({ baseUrl: "http://gateway", apiKey: "hunter2", fetch: watched });
+    await client.POST("/v1/payments", { body });
+    await client.POST("/v1/payments", { body });
+    await client.POST("/v1/payments", { body, params: { header: { "Idempotency-Key": "order-42" } } });
+    await client.GET("/v1/payments/{id}", { params: { path: { id: "pay_x" } } });
+    const off = createSwitchyardClient({
+      baseUrl: "http://gateway",
+      apiKey: "hunter2",
+      fetch: watched,
+      newIdempotencyKeys: false,
+    });
+    await off.POST("/v1/payments", { body });
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    expect(sent).toEqual([expect.stringMatching(uuid), expect.stringMatching(uuid), "order-42", null, null]);
+    expect(sent[0]).not.toBe(sent[1]);
+  });
+
   it("sends the API version it is asked for (Switchyard-Version)", async () => {
     const client = createSwitchyardClient({
       baseUrl: "http://gateway",

@@ -23,8 +23,22 @@ export async function servedDocument(): Promise<OpenAPI3> {
   }
 }
 
-/** The TypeScript of a document's paths, operations and components. */
+/**
+ * The TypeScript of a document's paths, operations and components — with the Idempotency-Key header optional on
+ * every operation: the client makes one for a POST that names none (index.ts), where the document requires one.
+ */
 export async function typesOf(document: OpenAPI3): Promise<string> {
-  const ast = await openapiTS(structuredClone(document), { alphabetize: false, immutable: false });
+  const typed = structuredClone(document);
+  for (const operations of Object.values(typed.paths ?? {}))
+    for (const operation of Object.values(operations as Record<string, { parameters?: unknown[] }>))
+      for (const parameter of Array.isArray(operation?.parameters) ? operation.parameters : [])
+        if (
+          typeof parameter === "object" &&
+          parameter !== null &&
+          (parameter as { in?: string }).in === "header" &&
+          (parameter as { name?: string }).name === "Idempotency-Key"
+        )
+          (parameter as { required?: boolean }).required = false;
+  const ast = await openapiTS(typed, { alphabetize: false, immutable: false });
   return `${header}\n${astToString(ast)}`;
 }

@@ -1,6 +1,9 @@
 // A typed client of the Switchyard API: openapi-fetch over the types generated from the gateway's OpenAPI
 // document (client/openapi.generated.ts), with the API key, the pinned API version and, per request, an
-// Idempotency-Key (`params: { header: { "Idempotency-Key": … } }`, typed on every POST).
+// Idempotency-Key (`params: { header: { "Idempotency-Key": … } }`, typed on every POST). A POST that names none gets a
+// new random one, as Stripe's SDKs do, so that the routes requiring one (payments, refunds) take it — but only a key
+// of your own, sent again on a retry of the same operation, makes that retry safe: pass one for anything that moves
+// money. (Its types show the header as optional everywhere for that reason; the document says where it is required.)
 //
 //   const switchyard = createSwitchyardClient({ baseUrl: "http://localhost:3000", apiKey: "sk_test_…" });
 //   const { data, error, response } = await switchyard.POST("/v1/payments", { body, params: { header: { "Idempotency-Key": "order-42" } } });
@@ -37,15 +40,28 @@ export type SwitchyardClientOptions = {
   version?: string;
   /** Another fetch: `injectFetch(server)` for a server in the same process. */
   fetch?: (request: Request) => Promise<Response>;
+  /** A new random Idempotency-Key on a POST that names none (default: true). */
+  newIdempotencyKeys?: boolean;
+};
+
+/** Gives a POST that names no Idempotency-Key a new random one (crypto.randomUUID: Node and browsers alike). */
+const newIdempotencyKey = {
+  onRequest({ request }: { request: Request }): Request | undefined {
+    if (request.method !== "POST" || request.headers.has("idempotency-key")) return undefined;
+    request.headers.set("idempotency-key", globalThis.crypto.randomUUID());
+    return request;
+  },
 };
 
 export function createSwitchyardClient(options: SwitchyardClientOptions): SwitchyardClient {
   const headers: Record<string, string> = {};
   if (options.apiKey !== null) headers.authorization = `Bearer ${options.apiKey}`;
   if (options.version !== undefined) headers["switchyard-version"] = options.version;
-  return createClient<paths>({
+  const client = createClient<paths>({
     baseUrl: options.baseUrl,
     headers,
     ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
   });
+  if (options.newIdempotencyKeys !== false) client.use(newIdempotencyKey);
+  return client;
 }

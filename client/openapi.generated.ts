@@ -178,7 +178,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -545,7 +545,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -741,7 +741,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -897,7 +897,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1114,7 +1114,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1245,7 +1245,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1389,7 +1389,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1515,7 +1515,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1684,7 +1684,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1806,7 +1806,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1940,7 +1940,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2058,7 +2058,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2203,7 +2203,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2303,7 +2303,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2459,7 +2459,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2600,7 +2600,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2742,7 +2742,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2866,7 +2866,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2987,7 +2987,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3120,7 +3120,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3264,7 +3264,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3389,7 +3389,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3507,7 +3507,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3663,7 +3663,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3808,7 +3808,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3985,7 +3985,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4124,7 +4124,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4304,7 +4304,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4473,7 +4473,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4691,7 +4691,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4857,7 +4857,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4983,7 +4983,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5008,10 +5008,7 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: {
-                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
-                    "Idempotency-Key"?: string;
-                };
+                header?: never;
                 path?: never;
                 cookie?: never;
             };
@@ -5065,7 +5062,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -5085,15 +5082,6 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Error"];
-                    };
-                };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
-                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5137,7 +5125,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5256,7 +5244,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5297,10 +5285,7 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: {
-                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
-                    "Idempotency-Key"?: string;
-                };
+                header?: never;
                 path: {
                     id: string;
                 };
@@ -5341,7 +5326,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -5370,15 +5355,6 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
                 404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Error"];
-                    };
-                };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
-                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5422,7 +5398,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5461,10 +5437,7 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: {
-                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
-                    "Idempotency-Key"?: string;
-                };
+                header?: never;
                 path: {
                     id: string;
                 };
@@ -5497,7 +5470,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -5526,15 +5499,6 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
                 404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Error"];
-                    };
-                };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
-                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5578,7 +5542,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5616,10 +5580,7 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: {
-                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
-                    "Idempotency-Key"?: string;
-                };
+                header?: never;
                 path: {
                     id: string;
                 };
@@ -5652,7 +5613,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -5681,15 +5642,6 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `tenant_not_found` */
                 404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Error"];
-                    };
-                };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
-                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5733,7 +5685,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5861,7 +5813,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5886,10 +5838,7 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: {
-                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
-                    "Idempotency-Key"?: string;
-                };
+                header?: never;
                 path?: never;
                 cookie?: never;
             };
@@ -5931,7 +5880,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -5951,15 +5900,6 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Error"];
-                    };
-                };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
-                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -6003,7 +5943,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6126,7 +6066,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6239,7 +6179,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6277,10 +6217,7 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: {
-                    /** @description Run the request once: a repeat with the same key and body gets the first answer again (Idempotent-Replayed: true) */
-                    "Idempotency-Key"?: string;
-                };
+                header?: never;
                 path: {
                     id: string;
                 };
@@ -6337,7 +6274,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -6366,15 +6303,6 @@ export interface paths {
                 };
                 /** @description Not found (another tenant's object is not found too): `api_key_not_found` */
                 404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Error"];
-                    };
-                };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
-                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -6418,7 +6346,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6578,7 +6506,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded or stopping: nothing was done; retry after the seconds in Retry-After: `overloaded` */
+                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6621,7 +6549,7 @@ export interface components {
          * @description Every stable error code the API answers with
          * @enum {string}
          */
-        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
+        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "method_not_allowed" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
     };
     responses: never;
     parameters: never;

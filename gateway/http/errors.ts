@@ -167,7 +167,11 @@ export function fromZodError(error: ZodError, prefix = ""): ApiError {
   return new ApiError("parameter_invalid", `invalid parameter "${param}": ${issue.message}`, { param });
 }
 
-/** 503 `overloaded`, with Retry-After: a queue or limit of this process is full; nothing of the request was done. */
+/**
+ * 503 `overloaded`, with Retry-After: a queue or limit of this process is full, the process is stopping, or the
+ * database was too busy; the caller retries then, with the same Idempotency-Key (a part of a payment already done —
+ * its rail paid before the write of its outcome timed out — is found again by the key, and finished by recovery).
+ */
 export function overloaded(message: string): ApiError {
   return new ApiError("overloaded", message, { retryAfterSeconds: overloadedRetryAfterSeconds });
 }
@@ -380,9 +384,10 @@ const plugin: FastifyPluginAsync = async (app: FastifyInstance) => {
         reply,
         overloaded("the ledger's queue is full; retry after the seconds in Retry-After"),
       );
-    // The database gave up a wait or a statement of the request's (its statement timeout, a lock, a deadlock): the
-    // transaction rolled back; the caller retries later, with the same Idempotency-Key. Logged, as operators should
-    // know their database is saturated; not as an error of ours.
+    // The database gave up a wait or a statement of the request's (its statement timeout, a lock, a deadlock): that
+    // transaction rolled back — what the request committed before it stays (a payment's rail may have paid) — and
+    // the caller retries later with the same Idempotency-Key, which finds it. Logged, as operators should know
+    // their database is saturated; not as an error of ours.
     if (isDatabaseBusy(error)) {
       request.log.warn({ err: error }, "the database was too busy for a request");
       return sendError(

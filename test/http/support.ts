@@ -6,7 +6,7 @@ import { inject } from "vitest";
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import { type App, createApp, type RailModule, railModules } from "../../gateway/app.ts";
 import { testConfig } from "../support/config.ts";
-import { idempotencyKeyMiddleware, withIdempotencyKey } from "../support/idempotency-keys.ts";
+import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 export type TestGateway = {
@@ -61,7 +61,7 @@ export async function startTestGateway(
     throw new Error("development mode with the embedded chain was expected");
   const chain = app.chain;
   const key = app.demo.apiKey;
-  // A POST that needs an Idempotency-Key and names none gets a new one (../support/idempotency-keys.ts).
+  // A POST that names no Idempotency-Key gets a new one: the client's own (client/index.ts); call's, ../support/idempotency-keys.ts.
   const clientFor: TestGateway["clientFor"] = (clientKey, clientOptions = {}) => {
     const client = createSwitchyardClient({
       baseUrl: "http://gateway.test",
@@ -69,7 +69,6 @@ export async function startTestGateway(
       fetch: injectFetch(app.server),
       ...(clientOptions.version === undefined ? {} : { version: clientOptions.version }),
     });
-    client.use(idempotencyKeyMiddleware);
     return client;
   };
   return {

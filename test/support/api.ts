@@ -2,7 +2,7 @@
 // client, or raw requests (apiClient) for what it would not send. Both add an Idempotency-Key where one is required.
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import type { App } from "../../gateway/app.ts";
-import { idempotencyKeyMiddleware, withIdempotencyKey } from "./idempotency-keys.ts";
+import { withIdempotencyKey } from "./idempotency-keys.ts";
 
 export type ApiResponse = { status: number; body: any; headers: Record<string, unknown> };
 
@@ -27,14 +27,12 @@ export function apiClient(app: App, key: string = app.demo!.apiKey) {
 
 /**
  * The typed client (client/) with a tenant's key (the demo's by default), calling the app's server in-process; a
- * POST that needs an Idempotency-Key and names none gets a new one (./idempotency-keys.ts).
+ * POST that names no Idempotency-Key gets a new one (the client's own, client/index.ts).
  */
 export function typedClient(app: App, key: string = app.demo!.apiKey): SwitchyardClient {
-  const client = createSwitchyardClient({
+  return createSwitchyardClient({
     baseUrl: "http://gateway.test",
     apiKey: key,
     fetch: injectFetch(app.server),
   });
-  client.use(idempotencyKeyMiddleware);
-  return client;
 }

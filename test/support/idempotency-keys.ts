@@ -1,7 +1,7 @@
 // The routes that move money require an Idempotency-Key (POST /v1/payments, POST /v1/refunds: without one a retry
 // would pay twice). The tests' helpers act as an SDK does: a call to one of them that names no key of its own gets
-// a new random one, so a test that is not about keys need not make them up. A test about the key sends its own, or
-// calls the server without these helpers.
+// a new random one, so a test that is not about keys need not make them up (the typed client does so itself:
+// client/index.ts). A test about the key sends its own, or calls the server without these helpers.
 import { randomUUID } from "node:crypto";
 
 /** The paths whose POST must carry an Idempotency-Key. */
@@ -23,12 +23,3 @@ export function withIdempotencyKey(
   if (Object.keys(headers).some((name) => name.toLowerCase() === "idempotency-key")) return headers;
   return { ...headers, "idempotency-key": `test-${randomUUID()}` };
 }
-
-/** A middleware for the typed client (openapi-fetch's `use`) doing the same. */
-export const idempotencyKeyMiddleware = {
-  onRequest({ request }: { request: Request }): Request | undefined {
-    if (!needsKey(request.method, request.url) || request.headers.has("idempotency-key")) return undefined;
-    request.headers.set("idempotency-key", `test-${randomUUID()}`);
-    return request;
-  },
-};
