@@ -1,10 +1,13 @@
 // The writer's loop: takes batches off the queue while there is work, runs each locked or pipelined, and keeps the
 // pipeline (batches in flight, taking the clock in the order they were planned). A failure anywhere drains the
 // pipeline and runs the failed batches again, locked, in order, before anything more goes — except a batch whose
-// connection went silent or whose COMMIT's outcome is unknown, whose callers hear the store failure, and every failed
-// batch of a drain in which the server gave up a wait at its statement timeout, whose callers hear that (see drain).
+// connection went silent or whose COMMIT's outcome is unknown, or whose statement the server gave up at its statement
+// timeout (57014), whose callers hear the store failure; and every failed batch of a drain in which that statement
+// was a batch's own (a shared lock: the clock's, most likely), not a caller's written alongside (see drain).
 import {
+  AlongsideStatementError,
   batchFailure,
+  LedgerStoreError,
   notToRunAgain,
   sqlStateOf,
   staleBatchCode,
@@ -117,11 +120,12 @@ async function settleOldest(w: WriterState, p: Pipeline, failure: unknown | null
 
 /**
  * Waits for every batch in flight; runs the failed ones again, locked, in order — except a batch whose connection
- * went silent or whose COMMIT's outcome is unknown, whose callers hear the store failure, and, when the server gave up
- * a wait of one of them at its statement timeout, every failed batch, whose callers hear that (see busyFailure).
+ * went silent or whose COMMIT's outcome is unknown, or one of whose statements the server gave up at its statement
+ * timeout (57014), whose callers hear the store failure; and, when that was a wait on a shared lock (a statement of a
+ * batch's own, not a caller's statement written alongside), every failed batch, whose callers hear it (busyFailure).
  */
 async function drain(w: WriterState, p: Pipeline): Promise<void> {
-  /** The failed batches to run again, but for those busyFailure rejects. */
+  /** The failed batches to run again, but for those rejected below. */
   const failed: { jobs: TransfersJob[]; failure: unknown }[] = [];
   let firstFailure: unknown = null;
   for (const { plan, done } of p.inFlight.splice(0)) {
@@ -150,25 +154,57 @@ async function drain(w: WriterState, p: Pipeline): Promise<void> {
     w.lockedBatchesLeft = lockedBatchesAfterConflict;
   const busy = busyFailure(failed.map(({ failure }) => failure));
   for (const { jobs, failure } of failed) {
-    if (busy === undefined) await runLocked(w, jobs);
-    else for (const job of jobs) job.reject(batchFailure(waitGivenUp(failure) ? failure : busy));
+    // A batch whose own statement the server gave up at its statement timeout (a wait of its own, or a caller's
+    // statement written alongside, slow or waiting on a row held elsewhere), or whose wait it gave up in a busy
+    // drain: run again, locked, it would wait as long again and then be rejected whole (runLocked, waitGivenUp).
+    if (statementTimedOut(failure) || (busy !== undefined && waitGivenUp(failure)))
+      rejectJobs(jobs, batchFailure(failure));
+    else if (busy !== undefined) rejectJobs(jobs, collateralFailure(busy));
+    else await runLocked(w, jobs);
   }
 }
 
+function rejectJobs(jobs: readonly TransfersJob[], failure: unknown): void {
+  for (const job of jobs) job.reject(failure);
+}
+
 /**
- * The failure every failed batch of a drain is rejected with, if any: the first whose statement the server gave up at
- * its statement timeout (statementTimedOut: 57014), as the locked path rejects a whole batch (runLocked). The batches
- * in flight take the clock one after another, so the batches behind it waited on that same wait: for its turn
+ * The failure every failed batch of a drain is rejected with, if any: the first whose wait on a shared lock the server
+ * gave up at its statement timeout (statementTimedOut: 57014) — a statement of the batch's own (the clock's lock, its
+ * transfers, its balances), not a caller's statement written alongside (AlongsideStatementError). The batches in
+ * flight take the clock one after another, so the batches behind it waited on that same wait: for its turn
  * (ClaimTurnError), or for the lock after it (a 57014 of their own, or a stale clock once the other process wrote).
- * Run again, locked, each of them — and a batch before it that failed for another reason — would wait out the
- * timeout once more (the loop blocked meanwhile, holding the clock between them once it is free, so keeping every
- * other writer of the ledger waiting). Callers retry with the same ids; nothing of these batches was written. The
- * cost: a caller whose own statement written alongside was refused in such a drain hears the store failure, and its
- * own error when it retries. A lock_timeout (55P03) is not such a failure: its wait is short, and runLocked retries it
- * (retryAttemptsMax), then rejects the batch at once.
+ * Run again, locked, each of them — and a batch before it that failed for another reason — would wait out the timeout
+ * once more (the loop blocked meanwhile, holding the clock between them once it is free, so keeping every other
+ * writer of the ledger waiting); the locked path rejects a whole batch for it likewise (runLocked). Callers retry with
+ * the same ids; nothing of these batches was written. The cost: a caller whose own statement written alongside was
+ * refused in such a drain hears the store failure, and its own error when it retries.
+ *
+ * A caller's statement written alongside that timed out may be slow on its own, or wait on a row the caller's
+ * application holds elsewhere: the batches behind it gave up their turn waiting for it (claimWaitMaxMs), and run
+ * again, locked, they commit; only its own batch is rejected (see drain). A lock on the table every caller's statement
+ * writes needs no trigger here: each batch's statements written alongside wait for it and time out themselves. A
+ * lock_timeout (55P03) is none either: its wait is short, and runLocked retries it (retryAttemptsMax), then rejects
+ * the batch at once.
  */
-function busyFailure(failures: readonly unknown[]): unknown | undefined {
-  return failures.find(statementTimedOut);
+function busyFailure(failures: readonly unknown[]): LedgerStoreError | undefined {
+  return failures.find(
+    (failure): failure is LedgerStoreError =>
+      statementTimedOut(failure) && !(failure instanceof AlongsideStatementError),
+  );
+}
+
+/**
+ * What the callers of a batch rejected for another batch's timeout (busyFailure) hear: the same store failure (its
+ * SQLSTATE, 57014), saying it was not this batch's own.
+ */
+function collateralFailure(busy: LedgerStoreError): LedgerStoreError {
+  return new LedgerStoreError(busy.shortMessage, {
+    cause: busy.cause,
+    details:
+      `another batch in flight waited out the statement timeout (${busy.details ?? "57014"}), most likely for a ` +
+      "lock another process holds; nothing of this batch was written: retry with the same ids",
+  });
 }
 
 /** Whether a batch in flight has already failed (without waiting for the others). */

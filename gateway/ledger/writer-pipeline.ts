@@ -1,8 +1,9 @@
 // A pipelined batch: validated in memory against what this writer's earlier batches will have left, its rows built,
 // and sent while the batch before it still commits (store-batch.ts writeBatchClaimFirst on PostgreSQL, writeBatchWith
 // on PGlite). It resolves its callers only once committed; any failure is returned, and the loop runs the batch
-// again, locked (writer-loop.ts) — unless its connection went silent or its COMMIT's outcome is unknown, or the
-// server gave up a wait of its drain's (57014): then its callers hear the store failure.
+// again, locked (writer-loop.ts) — unless its connection went silent or its COMMIT's outcome is unknown, or the server
+// gave up one of its statements at its statement timeout (57014), or a statement of another batch of its drain, the
+// batch's own (a shared lock), not a caller's written alongside: then its callers hear the store failure.
 import type { Row } from "../db/index.ts";
 import { KnownIdError } from "./errors.ts";
 import { applyTransferRequests, type TransferEffects } from "./semantics.ts";

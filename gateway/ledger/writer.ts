@@ -10,20 +10,25 @@
 // - locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in memory;
 //   write; COMMIT. Always correct; used for accounts and expiry, after a conflict, at start, and when
 //   pipelineDepthMax is 0.
-// - pipelined: validate the batch in memory against what this writer's earlier batches will have left, build its
-//   rows, and send it while the previous batch is still committing (store-batch.ts writeBatchClaimFirst, three
-//   statements in a transaction): INSERT the transfers; once the previous batch holds the clock, take the clock,
-//   which waits for the previous batch's commit, only if it carries the token the previous batch leaves; apply the
-//   balance deltas and pending changes. If the token differs (another process wrote) the claim aborts the
-//   transaction; then, or if anything fails, this batch and the ones behind it run again, locked, in the same
-//   order, and callers never see the difference — except a batch whose connection went silent or whose COMMIT's
-//   outcome is unknown (it timed out, or lost its connection): run again, it would wait on its own abandoned
-//   transaction's locks or find its callers' rows committed, so its callers hear the store failure and retry with
-//   the same ids; and every failed batch of a drain in which the server gave up a wait (a statement timeout, 57014:
-//   run again, each would wait out the same held lock once more), whose callers hear that failure at once. A batch with none in flight before it has no commit to overlap: it is the callers' statements
-//   and one statement (transfers, clock, balances), in one transaction (writeBatchAlone), two round trips fewer
-//   for a lone payment. On PGlite (one connection, in this process) the depth is 1: nothing overlaps or waits, and
-//   a batch is one statement (writeBatch) instead of reads and writes under the lock.
+// - pipelined: validate the batch in memory against what this writer's earlier batches will have left, build
+//   its rows, and send it while the previous batch is still committing (store-batch.ts writeBatchClaimFirst,
+//   three statements in a transaction): INSERT the transfers; once the previous batch holds the clock, take
+//   the clock, which waits for the previous batch's commit, only if it carries the token the previous batch
+//   leaves; apply the balance deltas and pending changes. If the token differs (another process wrote) the
+//   claim aborts the transaction; then, or if anything fails, this batch and the ones behind it run again,
+//   locked, in the same order, and callers never see the difference — except a batch whose connection went
+//   silent or whose COMMIT's outcome is unknown (it timed out, or lost its connection): run again, it would
+//   wait on its own abandoned transaction's locks or find its callers' rows committed, so its callers hear
+//   the store failure and retry with the same ids; a batch one of whose statements the server gave up at its
+//   statement timeout (57014: run again, it would wait as long again), whose callers hear that failure at
+//   once; and, when that statement was the batch's own (the clock's lock, most likely: a lock shared by every
+//   batch, which the ones behind it waited on too), not a caller's statement written alongside (slow on its
+//   own, or waiting on a row held elsewhere: the batches behind it run again, locked, and commit), every
+//   failed batch of the drain, whose callers hear it too (writer-loop.ts busyFailure). A batch with none in
+//   flight before it has no commit to overlap: it is the callers' statements and one statement (transfers,
+//   clock, balances), in one transaction (writeBatchAlone), two round trips fewer for a lone payment. On
+//   PGlite (one connection, in this process) the depth is 1: nothing overlaps or waits, and a batch is one
+//   statement (writeBatch) instead of reads and writes under the lock.
 //
 // The parts, over one explicit state (writer-state.ts): admission here; the loop that assembles batches and keeps the
 // pipeline (writer-loop.ts); a pipelined batch (writer-pipeline.ts); a locked batch (writer-locked.ts); the reads

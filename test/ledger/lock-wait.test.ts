@@ -9,7 +9,8 @@
 //   that timed out and writing the others again would wait once per caller).
 // Pipelined (the default depth), the same: the batches in flight wait for the clock one after another, and once the
 // server gives up the first one's wait, every failed batch's callers hear it, rather than each batch being run again,
-// locked, waiting out the timeout once more (writer-loop.ts drain).
+// locked, waiting out the timeout once more (writer-loop.ts drain). But a 57014 of one caller's own statement written
+// alongside is no shared lock: the batches behind it, which gave up their turn, are run again, locked, and commit.
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
@@ -210,28 +211,82 @@ describe("a locked batch whose wait for a lock the server gives up", () => {
 
 describe("pipelined batches whose wait for the clock the server gives up", () => {
   // The first batch in flight waits for the clock another connection holds, until the server gives its statement up
-  // (57014); the one behind it waits for its turn and gives it up (ClaimTurnError: claimWaitMaxMs below the statement
-  // timeout), or gets it once the first has failed and then waits for the clock itself, as long again (57014).
+  // (57014); the ones behind it wait for their turn and give it up (ClaimTurnError: claimWaitMaxMs below the
+  // statement timeout), or each gets it once the one before has failed and then waits for the clock itself, as long
+  // again (57014): one timeout, or one per batch in flight.
   it.each([
-    { behind: "gives up its turn", claimWaitMaxMs: statementTimeoutMs / 5, timeoutsMax: 2 },
-    { behind: "waits out a timeout of its own", claimWaitMaxMs: 4 * statementTimeoutMs, timeoutsMax: 3 },
+    { behind: "gives up its turn", claimWaitMaxMs: statementTimeoutMs / 5, timeouts: 1, ownFailure: false },
+    {
+      behind: "waits out a timeout of its own",
+      claimWaitMaxMs: 4 * statementTimeoutMs,
+      timeouts: pipelineDepth,
+      ownFailure: true,
+    },
   ])("the batch behind $behind: every caller hears the store failure, no batch is run again", async (c) => {
     const ledger = openLedger({ pipelineDepthMax: pipelineDepth, claimWaitMaxMs: c.claimWaitMaxMs });
     const first = c.claimWaitMaxMs < statementTimeoutMs ? 400n : 500n;
-    // One batch committed: the writer knows the clock's token, and pipelines from now on.
-    expect((await ledger.createTransfers([transfer(first)]))[0]!.status).toBe("created");
+    await commitOne(ledger, first);
     const ids = idsFrom(first + 1n);
     const held = await hold(`SELECT token ${clockLock}`);
     sent = [];
     const { settled, elapsedMs } = await submit(ledger, ids);
     for (const one of settled) expectBusyFailure(one, "57014");
+    // The last caller's batch went behind the first: having given up its turn, it hears the first one's failure,
+    // saying so.
+    const lastDetails = ((settled.at(-1) as PromiseRejectedResult).reason as LedgerStoreError).details;
+    expect(lastDetails?.includes("another batch in flight")).toBe(!c.ownFailure);
+    expectPipelined();
     const clockWaits = sent.filter((text) => text.includes("ledger_clock"));
     // The first batch was pipelined (not locked: no clock lock before its write), or this tests nothing.
     expect(clockWaits[0]).not.toContain(clockLock);
-    // At most one wait per batch in flight: none was run again, locked, to wait for the clock once more.
+    // At most one wait per batch in flight: none was run again, locked, to wait for the clock once more (the old
+    // drain ran each failed batch again: 3 and 4 waits at depth 2).
     expect(clockWaits.length).toBeLessThanOrEqual(pipelineDepth);
-    expect(elapsedMs).toBeLessThan(c.timeoutsMax * statementTimeoutMs);
+    expect(elapsedMs).toBeLessThan(c.timeouts * statementTimeoutMs + 1000);
     await held.query("ROLLBACK");
     await expectRetrySucceeds(ledger, ids);
   });
+
+  // The clock is free; the first caller's statement written alongside runs past the statement timeout on its own
+  // (slow, or waiting on a row its application holds elsewhere). Its batch, the first in flight, never takes the
+  // clock; the batches behind it give up their turn (ClaimTurnError). That 57014 is no shared lock: those batches
+  // are run again, locked, and commit, while the first batch's callers hear the store failure (as a locked batch's
+  // would: runLocked rejects a batch whose statement written alongside timed out, blaming no caller).
+  it("one caller's statement written alongside times out on its own: the batches behind it run again and commit", async () => {
+    const ledger = openLedger({ pipelineDepthMax: pipelineDepth, claimWaitMaxMs: statementTimeoutMs / 5 });
+    const first = 600n;
+    await commitOne(ledger, first);
+    const ids = idsFrom(first + 1n);
+    const slow = ids[0]!;
+    const sleep: Statement = { text: `SELECT pg_sleep(${(2 * statementTimeoutMs) / 1000})`, params: [] };
+    sent = [];
+    const settled = await Promise.allSettled(
+      ids.map((id) =>
+        ledger.createTransfersWith([transfer(id)], {
+          statement: () => (id === slow ? sleep : insertKey(`k${id}`)),
+        }),
+      ),
+    );
+    expectPipelined();
+    // The first batch (the slow caller's) is rejected whole; every batch behind it commits.
+    const statuses = settled.map((one) =>
+      one.status === "fulfilled" ? one.value.results[0]!.status : "rejected",
+    );
+    const firstBatch = Math.max(statuses.indexOf("created"), 1);
+    expect(statuses).toEqual(ids.map((_, i) => (i < firstBatch ? "rejected" : "created")));
+    for (const one of settled.slice(0, firstBatch)) expectBusyFailure(one, "57014");
+    const committed = ids.slice(firstBatch);
+    expect(await storedKeys(ids)).toEqual(committed.map((id) => `k${id}`).sort());
+    expect(await storedTransferCount(ids)).toBe(committed.length);
+  });
 });
+
+/** One batch committed: the writer knows the clock's token, and pipelines from now on. */
+async function commitOne(ledger: Ledger, id: bigint): Promise<void> {
+  expect((await ledger.createTransfers([transfer(id)]))[0]!.status).toBe("created");
+}
+
+/** A batch went behind another one in flight (writeBatchClaimFirst: its transfers inserted on their own). */
+function expectPipelined(): void {
+  expect(sent.some((text) => text.trimStart().startsWith("INSERT INTO ledger_transfers"))).toBe(true);
+}
