@@ -149,10 +149,13 @@ async function drain(w: WriterState, p: Pipeline): Promise<void> {
   forget(w);
   // The first failure says why; the batches behind it fail because it did. Only another process writing in between,
   // or holding a lock a batch waited for until the server gave up (the clock's row, most likely), is a reason to stay
-  // locked for a while: pipelined, the next batches would wait for that lock again, fail, and run again locked.
-  if (isStale(firstFailure) || failed.some(({ failure }) => waitGivenUp(failure)))
-    w.lockedBatchesLeft = lockedBatchesAfterConflict;
+  // locked for a while: pipelined, the next batches would wait for that lock again, fail, and run again locked. A
+  // caller's own statement that timed out (alongside) is not: locked, it would run holding the clock.
   const busy = busyFailure(failed.map(({ failure }) => failure));
+  const lockWaitGivenUp = failed.some(
+    ({ failure }) => waitGivenUp(failure) && !(failure instanceof AlongsideStatementError),
+  );
+  if (isStale(firstFailure) || lockWaitGivenUp) w.lockedBatchesLeft = lockedBatchesAfterConflict;
   for (const { jobs, failure } of failed) {
     // A batch whose own statement the server gave up at its statement timeout (a wait of its own, or a caller's
     // statement written alongside, slow or waiting on a row held elsewhere), or whose wait it gave up in a busy
