@@ -64,7 +64,7 @@ describe("the client in-process", () => {
     expect(invalid.response.headers.get("content-type")).toMatch(/^application\/json/);
   });
 
-  it("gives a POST that names no Idempotency-Key a new one, and keeps the one it is given", async () => {
+  it("gives a request that requires an Idempotency-Key and names none a new one, and keeps the one it is given", async () => {
     const sent: (string | null)[] = [];
     const watched = (request: Request) => {
       sent.push(request.headers.get("idempotency-key"));
@@ -81,6 +81,8 @@ describe("the client in-process", () => {
     await client.POST("/v1/payments", { body });
     await client.POST("/v1/payments", { body, params: { header: { "Idempotency-Key": "order-42" } } });
     await client.GET("/v1/payments/{id}", { params: { path: { id: "pay_x" } } });
+    // A POST that takes a key but does not require one is sent as it is.
+    await client.POST("/v1/accounts", { body: { asset: "USDC", kind: "customer" } });
     const off = createSwitchyardClient({
       baseUrl: "http://gateway",
       apiKey: "hunter2",
@@ -89,7 +91,14 @@ describe("the client in-process", () => {
     });
     await off.POST("/v1/payments", { body });
     const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-    expect(sent).toEqual([expect.stringMatching(uuid), expect.stringMatching(uuid), "order-42", null, null]);
+    expect(sent).toEqual([
+      expect.stringMatching(uuid),
+      expect.stringMatching(uuid),
+      "order-42",
+      null,
+      null,
+      null,
+    ]);
     expect(sent[0]).not.toBe(sent[1]);
   });
 

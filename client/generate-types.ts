@@ -25,20 +25,25 @@ export async function servedDocument(): Promise<OpenAPI3> {
 
 /**
  * The TypeScript of a document's paths, operations and components — with the Idempotency-Key header optional on
- * every operation: the client makes one for a POST that names none (index.ts), where the document requires one.
+ * every operation, and the operations the document requires it on listed (`idempotencyKeyRequired`): the client
+ * makes a key for those when none is given (index.ts).
  */
 export async function typesOf(document: OpenAPI3): Promise<string> {
   const typed = structuredClone(document);
-  for (const operations of Object.values(typed.paths ?? {}))
-    for (const operation of Object.values(operations as Record<string, { parameters?: unknown[] }>))
-      for (const parameter of Array.isArray(operation?.parameters) ? operation.parameters : [])
-        if (
-          typeof parameter === "object" &&
-          parameter !== null &&
-          (parameter as { in?: string }).in === "header" &&
-          (parameter as { name?: string }).name === "Idempotency-Key"
-        )
-          (parameter as { required?: boolean }).required = false;
+  const required: string[] = [];
+  for (const [path, operations] of Object.entries(typed.paths ?? {}))
+    for (const [method, operation] of Object.entries(
+      operations as Record<string, { parameters?: unknown[] }>,
+    ))
+      for (const parameter of Array.isArray(operation?.parameters) ? operation.parameters : []) {
+        const param = parameter as { in?: string; name?: string; required?: boolean };
+        if (param?.in !== "header" || param.name !== "Idempotency-Key") continue;
+        if (param.required === true) required.push(`${method.toUpperCase()} ${path}`);
+        param.required = false;
+      }
   const ast = await openapiTS(typed, { alphabetize: false, immutable: false });
-  return `${header}\n${astToString(ast)}`;
+  const list = `/** The operations whose document requires an Idempotency-Key (the client makes one when none is given). */
+export const idempotencyKeyRequired: readonly string[] = ${JSON.stringify(required.sort())};
+`;
+  return `${header}\n${astToString(ast)}\n${list}`;
 }

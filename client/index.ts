@@ -1,9 +1,9 @@
 // A typed client of the Switchyard API: openapi-fetch over the types generated from the gateway's OpenAPI
 // document (client/openapi.generated.ts), with the API key, the pinned API version and, per request, an
-// Idempotency-Key (`params: { header: { "Idempotency-Key": … } }`, typed on every POST). A POST that names none gets a
-// new random one, as Stripe's SDKs do, so that the routes requiring one (payments, refunds) take it — but only a key
-// of your own, sent again on a retry of the same operation, makes that retry safe: pass one for anything that moves
-// money. (Its types show the header as optional everywhere for that reason; the document says where it is required.)
+// Idempotency-Key (`params: { header: { "Idempotency-Key": … } }`, typed on every POST). A request to an operation
+// that requires one (payments, refunds: idempotencyKeyRequired, from the document) and names none gets a new random
+// one, as Stripe's SDKs do — but only a key of your own, sent again on a retry of the same operation, makes that
+// retry safe: pass one for anything that moves money. (The types show the header optional for that reason.)
 //
 //   const switchyard = createSwitchyardClient({ baseUrl: "http://localhost:3000", apiKey: "sk_test_…" });
 //   const { data, error, response } = await switchyard.POST("/v1/payments", { body, params: { header: { "Idempotency-Key": "order-42" } } });
@@ -12,7 +12,7 @@
 // `response` the fetch Response (status, headers). With `fetch: injectFetch(server)` it calls a Fastify server
 // in-process, without a socket (tests).
 import createClient, { type Client } from "openapi-fetch";
-import type { components, paths } from "./openapi.generated.ts";
+import { type components, idempotencyKeyRequired, type paths } from "./openapi.generated.ts";
 
 export { injectFetch } from "./inject-fetch.ts";
 export type { components, paths } from "./openapi.generated.ts";
@@ -40,18 +40,25 @@ export type SwitchyardClientOptions = {
   version?: string;
   /** Another fetch: `injectFetch(server)` for a server in the same process. */
   fetch?: (request: Request) => Promise<Response>;
-  /** A new random Idempotency-Key on a POST that names none (default: true). */
+  /** A new random Idempotency-Key on a request that requires one and names none (default: true). */
   newIdempotencyKeys?: boolean;
 };
 
-/** Gives a POST that names no Idempotency-Key a new random one (crypto.randomUUID: Node and browsers alike). */
-const newIdempotencyKey = {
-  onRequest({ request }: { request: Request }): Request | undefined {
-    if (request.method !== "POST" || request.headers.has("idempotency-key")) return undefined;
-    request.headers.set("idempotency-key", globalThis.crypto.randomUUID());
-    return request;
-  },
-};
+/**
+ * Gives a request to an operation that requires an Idempotency-Key (idempotencyKeyRequired) and names none a new
+ * random one (crypto.randomUUID: Node and browsers alike). `basePath`: the base URL's own path, before /v1.
+ */
+function newIdempotencyKey(basePath: string) {
+  return {
+    onRequest({ request }: { request: Request }): Request | undefined {
+      if (request.headers.has("idempotency-key")) return undefined;
+      const path = new URL(request.url).pathname.slice(basePath.length);
+      if (!idempotencyKeyRequired.includes(`${request.method} ${path}`)) return undefined;
+      request.headers.set("idempotency-key", globalThis.crypto.randomUUID());
+      return request;
+    },
+  };
+}
 
 export function createSwitchyardClient(options: SwitchyardClientOptions): SwitchyardClient {
   const headers: Record<string, string> = {};
@@ -62,6 +69,7 @@ export function createSwitchyardClient(options: SwitchyardClientOptions): Switch
     headers,
     ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
   });
-  if (options.newIdempotencyKeys !== false) client.use(newIdempotencyKey);
+  if (options.newIdempotencyKeys !== false)
+    client.use(newIdempotencyKey(new URL(options.baseUrl).pathname.replace(/\/$/, "")));
   return client;
 }

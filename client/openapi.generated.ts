@@ -6559,3 +6559,6 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export type operations = Record<string, never>;
+
+/** The operations whose document requires an Idempotency-Key (the client makes one when none is given). */
+export const idempotencyKeyRequired: readonly string[] = ["POST /v1/payments","POST /v1/refunds"];
