@@ -46,13 +46,9 @@ export async function createPayment(
   const prepared = await prepare(deps, params);
   if (!prepared.ok) {
     // A payment already made under this key whose answer was lost (a 5xx is not kept, so its retry runs again) is
-    // the answer — not a refusal of what the request would be now: its quote used since (by itself), expired, its
-    // rail gone. Looked up only on a refusal, which a first request of a key seldom meets.
-    if (
-      params.idempotencyKey !== null &&
-      (await paymentIdHolding(deps.db, params.tenantId, params.idempotencyKey)) !== null
-    )
-      return keyTaken(deps, params);
+    // the answer — not a refusal of what the request would be now: its quote expired since, its rail gone. Looked up
+    // only on a refusal, which a first request of a key seldom meets.
+    if (await keyHoldsPayment(deps, params)) return keyTaken(deps, params);
     return prepared;
   }
   const { asset, amount, source, target, decision } = prepared;
@@ -163,8 +159,11 @@ export async function createPayment(
     // The payment, its attempt and its reservation go in one transaction: nothing of it was written — unless the
     // ledger says the outcome is unknown (its COMMIT got no answer), when all of it may be. The caller hears a server
     // error either way; a repeat with the key then finds the payment if it was written, and recovery drives it.
-    if (params.quoteId !== null && isQuoteTaken(error))
+    // The quote's index may answer before the key's: a retry racing its original on the same quote is that payment.
+    if (params.quoteId !== null && isQuoteTaken(error)) {
+      if (await keyHoldsPayment(deps, params)) return keyTaken(deps, params);
       return refuse("quote_used", `quote ${params.quoteId} has paid another payment already`, "quote");
+    }
     if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
     return keyTaken(deps, params);
   }
@@ -214,6 +213,14 @@ async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolea
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Whether a payment already holds the request's Idempotency-Key. */
+async function keyHoldsPayment(deps: PaymentsDeps, params: CreatePaymentParams): Promise<boolean> {
+  return (
+    params.idempotencyKey !== null &&
+    (await paymentIdHolding(deps.db, params.tenantId, params.idempotencyKey)) !== null
+  );
 }
 
 /**
