@@ -14,7 +14,7 @@
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
-import { type Db, migrate, openPostgres, type Statement } from "../../gateway/db/index.ts";
+import { type Db, openPostgres, type Statement } from "../../gateway/db/index.ts";
 import { AlongsideStatementError, LedgerStoreError } from "../../gateway/ledger/errors.ts";
 import { idToUuid } from "../../gateway/ledger/id.ts";
 import {
@@ -22,16 +22,13 @@ import {
   defaultLedgerLimits,
   type Ledger,
   type LedgerLimits,
-  ledgerMigrations,
 } from "../../gateway/ledger/index.ts";
-import { createTestDatabase } from "../support/postgres.ts";
+import { ledgerDatabase, transfer, twoAccounts } from "./two-accounts.ts";
 
 /** Short, so that N of them would show; ample for the ledger's statements on a busy (CI) machine. */
 const statementTimeoutMs = 500;
 /** Callers in the one batch: N timeouts before the fix. */
 const callerCount = 6;
-const debit = 1n;
-const credit = 2n;
 const clockLock = "FROM ledger_clock WHERE singleton FOR UPDATE";
 /** The pipeline's default depth: a pool of one connection more lets the ledger use all of it. */
 const pipelineDepth = defaultLedgerLimits.pipelineDepthMax;
@@ -45,15 +42,9 @@ let ledger: Ledger | undefined;
 let sent: string[];
 
 beforeAll(async () => {
-  url = await createTestDatabase(inject("postgresUrl"), "lockwait");
-  direct = openPostgres({ url, poolSizeMax: 2, statementTimeoutMs: 10_000 });
-  await migrate(direct, [ledgerMigrations]);
-  await direct.exec("CREATE TABLE caller_keys (key text PRIMARY KEY)");
+  ({ url, direct } = await ledgerDatabase(inject("postgresUrl"), "lockwait"));
   const setup = createLedger({ db: direct, limits: { pipelineDepthMax: 0, expiryIntervalMs: 0 } });
-  await setup.createAccounts([
-    { id: debit, ledger: 1, code: 1, flags: 0 },
-    { id: credit, ledger: 1, code: 1, flags: 0 },
-  ]);
+  await setup.createAccounts(twoAccounts);
   await setup.close();
 });
 
@@ -103,14 +94,6 @@ async function hold(...statements: string[]): Promise<pg.Client> {
   return holder;
 }
 
-const transfer = (id: bigint) => ({
-  id,
-  debitAccountId: debit,
-  creditAccountId: credit,
-  amount: 1n,
-  ledger: 1,
-  code: 1,
-});
 const insertKey = (key: string): Statement => ({
   text: "INSERT INTO caller_keys (key) VALUES ($1) RETURNING key",
   params: [key],

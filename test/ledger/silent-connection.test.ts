@@ -15,7 +15,7 @@
 // - A transaction whose connection is lost mid-statement rejects; the client's 'error' event is logged, not thrown.
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Logger } from "../../core/logger.ts";
-import { type Db, migrate, openPostgres, type Row, type Statement } from "../../gateway/db/index.ts";
+import { type Db, openPostgres, type Row, type Statement } from "../../gateway/db/index.ts";
 import {
   AlongsideStatementError,
   commitOutcomeUnknown,
@@ -23,10 +23,9 @@ import {
   LedgerStoreError,
 } from "../../gateway/ledger/errors.ts";
 import { idToUuid } from "../../gateway/ledger/id.ts";
-import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
-import { createTestDatabase } from "../support/postgres.ts";
+import { createLedger, type Ledger } from "../../gateway/ledger/index.ts";
 import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
-import { transfer, twoAccounts } from "./two-accounts.ts";
+import { ledgerDatabase, transfer, twoAccounts } from "./two-accounts.ts";
 
 /** Small, so that a silence is quick to wait out; ample for the ledger's statements on a busy (CI) machine. */
 const statementTimeoutMs = 2_000;
@@ -40,10 +39,7 @@ let ledger: Ledger | undefined;
 let sent: string[];
 
 beforeAll(async () => {
-  url = await createTestDatabase(inject("postgresUrl"), "silentledger");
-  direct = openPostgres({ url, poolSizeMax: 2, statementTimeoutMs: 10_000 });
-  await migrate(direct, [ledgerMigrations]);
-  await direct.exec("CREATE TABLE caller_keys (key text PRIMARY KEY)");
+  ({ url, direct } = await ledgerDatabase(inject("postgresUrl"), "silentledger"));
   proxy = await startSilentProxy(url);
 });
 
