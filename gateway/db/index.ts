@@ -95,8 +95,8 @@ export const idleInTransactionTimeoutMinMs = 5_000;
  * that with room for lag on a loaded machine even under a small statement timeout (tests use 200 ms); twice the
  * statement timeout keeps it clear of what a server slow enough to need a long statement timeout does to the
  * client's own pace. A ledger given a claimWaitMaxMs at or above this value would have the server end the sessions
- * of its batches that wait that long (their connection lost: the batch fails). A statement still running is not idle: one cut off by a partition
- * holds its locks until the statement timeout cancels it, then this long more.
+ * of its batches that wait that long (their connection lost: the batch fails). A statement still running is not
+ * idle: one cut off by a partition holds its locks until the statement timeout cancels it, then this long more.
  */
 export function idleInTransactionTimeoutMsOf(statementTimeoutMs: number): number {
   return Math.max(2 * statementTimeoutMs, idleInTransactionTimeoutMinMs);
