@@ -40,7 +40,7 @@ export type {
 export { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 export { createPaymentQuote } from "./routing.ts";
 export { createPayment } from "./service.ts";
-export { fromJson, getPayment, insertOutboxEvent, toJson } from "./store.ts";
+export { fromJson, getPayment, insertOutboxEvent, paymentRequestDigest, toJson } from "./store.ts";
 export type {
   Attempt,
   AttemptStatus,

@@ -262,6 +262,12 @@ function batchStatement(
     documents(payments.map((payment) => JSON.stringify(payment.metadata))),
     texts(rows.map((row) => row.item.idempotencyKey)),
     texts(rows.map((row) => row.item.quoteId)),
+    // The request's digest, kept on the payment too (migration 0030): its record does not live as long.
+    texts(
+      rows.map((row) =>
+        row.item.idempotencyKey === null ? null : (row.item.record?.requestSha256.toString("hex") ?? null),
+      ),
+    ),
   ].join(", ")})`;
   const attemptRows = `ROWS FROM (${[
     texts(attempts.map((attempt) => attempt.id)),
@@ -289,12 +295,14 @@ function batchStatement(
   return {
     text: `WITH
      p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
-             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, created_at, updated_at)
+             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, created_at,
+             updated_at)
        SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, decision, rail,
-              failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, ${now}, ${now}
+              failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, decode(sha, 'hex'), ${now},
+              ${now}
        FROM ${paymentRows}
          AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, rail,
-               failure_code, failure_message, metadata, idempotency_key, quote_id)
+               failure_code, failure_message, metadata, idempotency_key, quote_id, sha)
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, id, status),
      a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence,
              failure_code, failure_message, created_at, updated_at)

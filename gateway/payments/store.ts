@@ -228,16 +228,19 @@ export function insertPaymentStatement(
   }
   let keyed = "";
   let keyTaken = "";
+  // The request's digest, kept on the payment too (migration 0030): its record does not live as long.
+  let digest = "NULL";
   if (record !== null && payment.idempotencyKey !== null) {
     params.push(record.requestSha256.toString("hex"));
+    digest = `decode($${params.length}, 'hex')`;
     keyed = `,
      k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($2, $10, decode($${params.length}, 'hex'))
        ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)`;
     keyTaken = " AND EXISTS (SELECT 1 FROM k)";
   }
   return {
-    text: `WITH p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id)
-       VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    text: `WITH p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id, request_sha256)
+       VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11, ${digest})
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, created_at, updated_at)${attempt}${keyed}
      SELECT CASE WHEN EXISTS (SELECT 1 FROM p)${keyTaken} THEN true ELSE payment_key_taken() END AS inserted,
        (SELECT created_at FROM p) AS created_at, (SELECT updated_at FROM p) AS updated_at`,
@@ -265,6 +268,22 @@ export async function insertPayment(
 ): Promise<{ createdAt: Date; updatedAt: Date }> {
   const statement = insertPaymentStatement(payment, null, record);
   return paymentInserted(await sql.query(statement.text, statement.params));
+}
+
+/**
+ * The digest of the request that made the payment holding an Idempotency-Key (migration 0030), or null: no payment
+ * holds the key, or it was made without a record of its request (before that column).
+ */
+export async function paymentRequestDigest(
+  sql: Sql,
+  tenantId: string,
+  idempotencyKey: string,
+): Promise<Buffer | null> {
+  const [row] = await sql.query<{ request_sha256: Uint8Array | null }>(
+    "SELECT request_sha256 FROM payments WHERE tenant_id = $1 AND idempotency_key = $2",
+    [tenantId, idempotencyKey],
+  );
+  return row?.request_sha256 == null ? null : Buffer.from(row.request_sha256);
 }
 
 /** The payment that holds an Idempotency-Key, if one does. */

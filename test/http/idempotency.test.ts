@@ -294,6 +294,32 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       await server.close();
     }
   });
+
+  it("a payment's key whose record is gone (the prune, or a server error's answer): its request answers the payment, another is refused 409", async () => {
+    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 1, statements: [] });
+    const via = { ...gw.app, server };
+    try {
+      const source = await fundedAccount(gw.app, 10_000_000n);
+      const key = `gone-${randomUUID()}`;
+      const body = internal("1", source);
+      const first = await post(via, "/v1/payments", body, { "idempotency-key": key });
+      expect(first.status).toBe(201);
+      // Another payment's answer is the one remembered now (rememberedAnswersMax 1); the record goes.
+      const other = await post(via, "/v1/payments", internal("1", source), {
+        "idempotency-key": `o-${randomUUID()}`,
+      });
+      expect(other.status).toBe(201);
+      await gw.app.db.query("DELETE FROM idempotency_keys WHERE key = $1", [key]);
+      const reused = await post(via, "/v1/payments", internal("5", source), { "idempotency-key": key });
+      expect([reused.status, reused.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      const again = await post(via, "/v1/payments", body, { "idempotency-key": key });
+      expect([again.status, again.body.id, again.body.status]).toEqual([201, first.body.id, "succeeded"]);
+      expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+      expect(await postedOf(gw.app, source)).toBe(8_000_000n);
+    } finally {
+      await server.close();
+    }
+  });
 });
 
 describe("two processes on one PostgreSQL database", () => {

@@ -9,6 +9,7 @@ import {
   type Payment,
   PaymentInvariantError,
   type PaymentsDeps,
+  paymentRequestDigest,
   type StoredAnswer,
 } from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
@@ -133,7 +134,13 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         const current = record.kind === "answered" && record.answer.status === 202;
         const replayed = current ? null : answerFromRecord(request, reply, record);
         if (replayed !== null) return replayed;
-        // Else no answer kept (its request died, or a server error dropped it): the payment under the key, as it stands.
+        // Else no answer kept (its request died, a server error dropped it, the prune took it past its 24 hours):
+        // the payment under the key, as it stands — if this request is the one that made it (the digest the payment
+        // keeps, migration 0030); another under its key is refused, as while its record lived.
+        if (record.kind === "none") {
+          const made = await paymentRequestDigest(options.db, tenantId, key);
+          if (made !== null && !made.equals(digest)) answerFromRecord(request, reply, { kind: "reused" });
+        }
         result = await createPayment(options.payments, params);
         if (current && result.ok) return sendReplay(request, reply, answerOf(result.payment));
       }

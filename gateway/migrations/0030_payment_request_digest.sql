@@ -1,0 +1,6 @@
+-- The SHA-256 of the request a payment was made by under its Idempotency-Key (method, URL, body: the digest its
+-- idempotency record carries), kept on the payment itself. The record goes after 24 hours (the prune), or at once
+-- when its answer was a server error; the payment keeps its key for good. A request under that key afterwards is the
+-- payment's again only with the same digest, else it is refused 409 idempotency_key_reused, as while the record
+-- lived. Null for a payment made without a key, or before this column (such a key answers its payment, as before).
+ALTER TABLE payments ADD COLUMN request_sha256 bytea;
