@@ -139,6 +139,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         // keeps, migration 0030); another under its key is refused, as while its record lived.
         if (record.kind === "none") {
           const made = await paymentRequestDigest(options.db, tenantId, key);
+          // Throws 409 idempotency_key_reused, the request marked refused (nothing kept under the key).
           if (made !== null && !made.equals(digest)) answerFromRecord(request, reply, { kind: "reused" });
         }
         result = await createPayment(options.payments, params);
