@@ -138,6 +138,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0028_outbox_dead_indexes.sql",
       "gateway/0029_outbox_fan_out_cursor.sql",
       "gateway/0030_payment_request_digest.sql",
+      "gateway/0031_refund_request_digest.sql",
     ]);
   });
 

@@ -34,6 +34,8 @@ export type RefundRow = {
   failure_message: string | null;
   created_at: Date;
   updated_at: Date;
+  /** The digest of the request that made it under its Idempotency-Key (migration 0031), or null. */
+  request_sha256?: Uint8Array | null;
 };
 
 export function refundFromRow(row: RefundRow): Refund {
@@ -76,15 +78,18 @@ export async function getRefundById(sql: Sql, id: string): Promise<Refund | null
   return row === undefined ? null : refundFromRow(row);
 }
 
+/** The refund written under an Idempotency-Key, with the digest of the request that made it (null: not kept). */
 export async function getRefundByKey(
   sql: Sql,
   params: { tenantId: string; key: string },
-): Promise<Refund | null> {
+): Promise<{ refund: Refund; requestSha256: Buffer | null } | null> {
   const [row] = await sql.query<RefundRow>(
     "SELECT * FROM refunds WHERE tenant_id = $1 AND idempotency_key = $2",
     [params.tenantId, params.key],
   );
-  return row === undefined ? null : refundFromRow(row);
+  if (row === undefined) return null;
+  const digest = row.request_sha256;
+  return { refund: refundFromRow(row), requestSha256: digest == null ? null : Buffer.from(digest) };
 }
 
 /** Refunds still pending and untouched for `quietMs`, oldest first: what the recovery pass drives on. */
@@ -200,6 +205,8 @@ export type NewRefund = Omit<
 > & {
   holdTransferId: bigint;
   idempotencyKey: string | null;
+  /** The digest of the request that made it under its key (kept on the refund: migration 0031), or null. */
+  requestSha256: Buffer | null;
   paid: bigint;
   /**
    * The version of the target's `refundable` row (claimableOf) that the refund was computed from (what it takes
@@ -231,8 +238,9 @@ export function claimStatement(refund: NewRefund): Statement {
        RETURNING 1),
      written AS (
        INSERT INTO refunds (id, tenant_id, invoice_id, payment_id, account_id, asset, amount, rail, status, reason,
-         metadata, destination, hold_transfer_id, idempotency_key)
-       SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10::jsonb, $11::jsonb, $12::numeric, $13
+         metadata, destination, hold_transfer_id, idempotency_key, request_sha256)
+       SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10::jsonb, $11::jsonb, $12::numeric, $13,
+         decode($17::text, 'hex')
        WHERE EXISTS (SELECT 1 FROM claim)
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *),
      announced AS (
@@ -259,6 +267,7 @@ export function claimStatement(refund: NewRefund): Statement {
       targetId,
       refund.paid,
       refund.readAt ?? null,
+      refund.idempotencyKey === null ? null : (refund.requestSha256?.toString("hex") ?? null),
     ],
   };
 }

@@ -64,7 +64,8 @@ export type RefundRefusal =
   | "refund_exceeds_remaining"
   | "parameter_missing"
   | "parameter_invalid"
-  | "insufficient_funds";
+  | "insufficient_funds"
+  | "idempotency_key_reused";
 
 /**
  * How a rail gives money back: `provider` asks the rail's provider to refund what it took in (Stripe, through the

@@ -102,6 +102,11 @@ export type CreateRefundParams = {
   destination: RefundDestination | null;
   /** The caller's Idempotency-Key: a refund written under it is answered again, never made twice. */
   idempotencyKey: string | null;
+  /**
+   * The digest of the request (method, URL, body) the key came with, kept on the refund: a later request under the
+   * key with another is refused idempotency_key_reused, also once the key's record is gone (24 hours).
+   */
+  requestSha256?: Buffer | null;
 };
 
 export type CreateRefundResult =
@@ -371,6 +376,26 @@ function amountOf(source: Source, params: CreateRefundParams, left: bigint): big
 // ---- create
 
 /**
+ * The answer of the refund already written under the request's Idempotency-Key, or null (no key, or none written):
+ * that refund, or — when another request made it (the digest each keeps, migration 0031) — idempotency_key_reused.
+ */
+async function refundUnderKey(
+  deps: RefundsDeps,
+  params: CreateRefundParams,
+): Promise<CreateRefundResult | null> {
+  if (params.idempotencyKey === null) return null;
+  const earlier = await getRefundByKey(deps.db, { tenantId: params.tenantId, key: params.idempotencyKey });
+  if (earlier === null) return null;
+  const asked = params.requestSha256 ?? null;
+  if (earlier.requestSha256 !== null && asked !== null && !earlier.requestSha256.equals(asked))
+    return refuse(
+      "idempotency_key_reused",
+      "this Idempotency-Key was used with another request; use a new key for a new request",
+    );
+  return { ok: true, refund: earlier.refund };
+}
+
+/**
  * How many times a refund is computed and claimed again because another refund of its target was claimed or given
  * back between its reads and its claim (each time, that other refund moved on: this one is not starved by nothing).
  */
@@ -381,10 +406,8 @@ export async function createRefund(
   deps: RefundsDeps,
   params: CreateRefundParams,
 ): Promise<CreateRefundResult> {
-  if (params.idempotencyKey !== null) {
-    const earlier = await getRefundByKey(deps.db, { tenantId: params.tenantId, key: params.idempotencyKey });
-    if (earlier !== null) return { ok: true, refund: earlier };
-  }
+  const earlier = await refundUnderKey(deps, params);
+  if (earlier !== null) return earlier;
   const source =
     params.target.kind === "invoice"
       ? await invoiceSource(deps, {
@@ -482,6 +505,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     destination: source.mode.kind === "payout" ? source.mode.destination : null,
     holdTransferId: hold.pendingId,
     idempotencyKey: params.idempotencyKey,
+    requestSha256: params.requestSha256 ?? null,
     paid: source.paid,
     ...(params.target.kind === "invoice" ? { readAt: read.version } : {}),
   });
@@ -501,10 +525,10 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     // Less is left than the amount now, or the row moved since it was read: the next try says which.
     if (isRefundExceeding(error)) return { outcome: "moved" };
     if (!isRefundKeyTaken(error) || params.idempotencyKey === null) throw error;
-    const earlier = await getRefundByKey(deps.db, { tenantId: params.tenantId, key: params.idempotencyKey });
+    const earlier = await refundUnderKey(deps, params);
     if (earlier === null)
       throw new RefundInvariantError(`refund ${id}'s key is taken by no refund`, { cause: error });
-    return { outcome: "answered", answer: { ok: true, refund: earlier } };
+    return { outcome: "answered", answer: earlier };
   }
   if (held.outcome === "insufficient_funds") {
     const short = await shortAccount(deps, [

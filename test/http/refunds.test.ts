@@ -316,6 +316,27 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(reused.body.error.code).toBe("idempotency_key_reused");
     });
 
+    it("keeps its key to the request past the key's record (24 h): the same request answers the refund, another is refused 409", async () => {
+      const payment = await pay("2");
+      const idempotencyKey = `refund-gone-${payment}`;
+      const first = await refund({ payment, amount: "1" }, { idempotencyKey });
+      expect(first.status).toBe(201);
+      const forget = () => gw.app.db.query("DELETE FROM idempotency_keys WHERE key = $1", [idempotencyKey]);
+      // The record's 24 hours over (the prune): the key is claimed anew, and the refund under it says whose it is.
+      await forget();
+      const transfers = await gw.ledgerTransferCount();
+      const reused = await refund({ payment, amount: "0.5" }, { idempotencyKey });
+      expect([reused.status, reused.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      await forget();
+      const again = await refund({ payment, amount: "1" }, { idempotencyKey });
+      expect([again.status, again.body.id, again.body.amount]).toEqual([
+        201,
+        first.body.id,
+        first.body.amount,
+      ]);
+      expect(await gw.ledgerTransferCount()).toBe(transfers);
+    });
+
     it("refuses when the receiving account no longer holds the amount: 402, nothing written", async () => {
       const payment = await pay("1", customer, merchant);
       // The merchant pays all it has onward.
@@ -430,6 +451,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
             destination: null,
             holdTransferId: holdId,
             idempotencyKey: null,
+            requestSha256: null,
             paid: 2_000_000n,
           }),
           when: "held",

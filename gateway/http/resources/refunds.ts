@@ -194,6 +194,7 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
         metadata: body.metadata ?? {},
         destination: destinationOf(body.destination),
         idempotencyKey: request.idempotencyKey,
+        requestSha256: request.idempotencyDigest,
       }).catch((error: unknown) => {
         // Other refunds of the same invoice kept changing what is left while this one was computed: nothing written.
         if (error instanceof RefundContendedError)
