@@ -14,7 +14,8 @@
 // Records are kept for 24 hours (idempotencyRecordTtlMs, as Stripe): a key whose record is older is treated as new
 // on the claimed-first routes, and a periodic prune (startIdempotencyPrune) deletes expired records. A payment
 // keeps its key for good (payments_idempotency), and its request's digest (migration 0030): after 24 h the key still
-// answers the payment it made to that request, and refuses another 409 idempotency_key_reused.
+// answers the payment it made to that request, and refuses another 409 idempotency_key_reused. A refund likewise
+// (migration 0031).
 //
 // Two ways to keep the record:
 // - claimed first (most routes): the key is claimed with a row before the handler runs, and the answer written
