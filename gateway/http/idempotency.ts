@@ -75,7 +75,8 @@ export const idempotencyPruneBatchMax = 5_000;
 
 /**
  * Whether an answer with this status is kept under its key (see the header): not a 400, not a transient answer.
- * 409 is kept too: the key refusals (reused, in use) are answered before anything is claimed.
+ * 409 is kept too: the key refusals (reused, in use) are answered before anything is claimed, or give their claim
+ * back (a refund's key held by another request's refund: onSend).
  */
 export function isKeptAnswer(status: number): boolean {
   return status < 500 && status !== 400 && status !== 408 && status !== 429;
@@ -311,9 +312,11 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       }
     }
     let stored: Promise<unknown>;
-    if (!isKeptAnswer(reply.statusCode)) {
+    if (!isKeptAnswer(reply.statusCode) || request.idempotencyOutcome === "refused") {
       // A 400 or a transient answer: the claim goes (a payment's record written unanswered with it too), so that
-      // the corrected request, or the retry, runs.
+      // the corrected request, or the retry, runs. A claimed-first route that found its key held by another request's
+      // object (a refund's key, past its record's 24 hours: refused idempotency_key_reused) gives its claim back too:
+      // the key stays that request's. (Only a request whose claim succeeded gets here with a key.)
       stored = options.sql.query(
         "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
         [tenant.id, key],

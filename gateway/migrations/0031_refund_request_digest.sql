@@ -6,4 +6,6 @@
 ALTER TABLE refunds ADD COLUMN request_sha256 bytea;
 UPDATE refunds r SET request_sha256 = k.request_sha256
   FROM idempotency_keys k
-  WHERE k.tenant_id = r.tenant_id AND k.key = r.idempotency_key AND r.request_sha256 IS NULL;
+  WHERE k.tenant_id = r.tenant_id AND k.key = r.idempotency_key AND r.request_sha256 IS NULL
+    -- The claim the refund's own request made before it, not a later request's claim of the key (past 24 hours).
+    AND k.created_at <= r.created_at;

@@ -203,6 +203,8 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
           );
         throw error;
       });
+      // The key is another request's refund (past its record's 24 hours): this request's claim is given back.
+      if (!result.ok && result.refusal === "idempotency_key_reused") request.idempotencyOutcome = "refused";
       return reply.code(201).send(presentRefund(refundOf(result)));
     },
   );
