@@ -104,6 +104,24 @@ beforeAll(async () => {
       [`att_m_${status}`, seq, status, 1_000 + seq],
     );
 
+  // Payments made under a key, as before 0030: one whose record is still the one written with it, one whose key a
+  // later request claimed again (its record written two days after the payment).
+  for (const [id, key, sha, later] of [
+    ["pay_d_own", "key-own", "aa", "0"],
+    ["pay_d_later", "key-later", "bb", "2 days"],
+  ] as const) {
+    await db.query(
+      `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, idempotency_key)
+       VALUES ($1, 'ten_m', 'succeeded', 'USDC', 5, 'acct_m_customer', '{}', '{}', $2)`,
+      [id, key],
+    );
+    await db.query(
+      `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, created_at)
+       VALUES ('ten_m', $1, decode($2, 'hex'), (SELECT created_at FROM payments WHERE id = $3) + $4::interval)`,
+      [key, sha.repeat(32), id, later],
+    );
+  }
+
   applied = await migrate(db, [ledgerMigrations, gatewayMigrations]);
 }, 120_000);
 
@@ -219,6 +237,19 @@ describe("0009: the attempt status 'executing' is gone", () => {
          VALUES ('att_m_late', 'pay_m', 2, 'evm', 'executing', 5, 0, 2000)`,
       ),
     ).rejects.toThrow(/attempts_status_check/);
+  });
+});
+
+describe("0030: a payment keeps its request's digest", () => {
+  it("takes it from the record written with the payment, not from a later request's claim of the key", async () => {
+    const rows = await db.query<{ id: string; digest: string | null }>(
+      `SELECT id, encode(request_sha256, 'hex') AS digest FROM payments WHERE id IN ('pay_d_own', 'pay_d_later')
+       ORDER BY id`,
+    );
+    expect(rows).toEqual([
+      { id: "pay_d_later", digest: null },
+      { id: "pay_d_own", digest: "aa".repeat(32) },
+    ]);
   });
 });
 
