@@ -23,7 +23,7 @@ import {
   type Ledger,
   type LedgerLimits,
 } from "../../gateway/ledger/index.ts";
-import { ledgerDatabase, transfer, twoAccounts } from "./two-accounts.ts";
+import { ledgerDatabase, noting, transfer, twoAccounts } from "./two-accounts.ts";
 
 /** Short, so that N of them would show; ample for the ledger's statements on a busy (CI) machine. */
 const statementTimeoutMs = 500;
@@ -69,18 +69,7 @@ function openLedger(limits: Partial<LedgerLimits> = {}, poolUrl = url): Ledger {
   sent = [];
   const poolSizeMax = Math.max(limits.pipelineDepthMax ?? 0, 1) + 1;
   const pool = openPostgres({ url: poolUrl, poolSizeMax, statementTimeoutMs });
-  db = {
-    ...pool,
-    transaction: (fn) =>
-      pool.transaction((tx) =>
-        fn({
-          query: (text, params) => {
-            sent.push(text);
-            return tx.query(text, params);
-          },
-        }),
-      ),
-  };
+  db = noting(pool, (text) => sent.push(text));
   ledger = createLedger({ db, limits: { pipelineDepthMax: 0, expiryIntervalMs: 0, ...limits } });
   return ledger;
 }

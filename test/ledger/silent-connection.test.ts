@@ -25,7 +25,7 @@ import {
 import { idToUuid } from "../../gateway/ledger/id.ts";
 import { createLedger, type Ledger } from "../../gateway/ledger/index.ts";
 import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
-import { ledgerDatabase, transfer, twoAccounts } from "./two-accounts.ts";
+import { ledgerDatabase, noting, transfer, twoAccounts } from "./two-accounts.ts";
 
 /** Small, so that a silence is quick to wait out; ample for the ledger's statements on a busy (CI) machine. */
 const statementTimeoutMs = 2_000;
@@ -64,18 +64,7 @@ afterAll(async () => {
 async function openLedger(pipelineDepthMax: number, poolSizeMax = 2): Promise<Ledger> {
   sent = [];
   const pool = openPostgres({ url: proxy.url, poolSizeMax, statementTimeoutMs });
-  db = {
-    ...pool,
-    transaction: (fn) =>
-      pool.transaction((tx) =>
-        fn({
-          query: (text, params) => {
-            sent.push(text);
-            return tx.query(text, params);
-          },
-        }),
-      ),
-  };
+  db = noting(pool, (text) => sent.push(text));
   ledger = createLedger({ db, limits: { pipelineDepthMax, expiryIntervalMs: 0 } });
   await ledger.createAccounts(twoAccounts);
   return ledger;
