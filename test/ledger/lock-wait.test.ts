@@ -23,7 +23,8 @@ import {
   type Ledger,
   type LedgerLimits,
 } from "../../gateway/ledger/index.ts";
-import { ledgerDatabase, noting, transfer, twoAccounts } from "./two-accounts.ts";
+import { noteStatements } from "../support/recording-db.ts";
+import { ledgerDatabase, transfer, twoAccounts } from "./two-accounts.ts";
 
 /** Short, so that N of them would show; ample for the ledger's statements on a busy (CI) machine. */
 const statementTimeoutMs = 500;
@@ -38,7 +39,7 @@ let direct: Db;
 let holder: pg.Client | undefined;
 let db: Db | undefined;
 let ledger: Ledger | undefined;
-/** The statements the ledger sent in its transactions. */
+/** The statements the ledger sent (full text). */
 let sent: string[];
 
 beforeAll(async () => {
@@ -69,7 +70,7 @@ function openLedger(limits: Partial<LedgerLimits> = {}, poolUrl = url): Ledger {
   sent = [];
   const poolSizeMax = Math.max(limits.pipelineDepthMax ?? 0, 1) + 1;
   const pool = openPostgres({ url: poolUrl, poolSizeMax, statementTimeoutMs });
-  db = noting(pool, (text) => sent.push(text));
+  db = noteStatements(pool, (texts) => sent.push(...texts));
   ledger = createLedger({ db, limits: { pipelineDepthMax: 0, expiryIntervalMs: 0, ...limits } });
   return ledger;
 }

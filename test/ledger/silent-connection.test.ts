@@ -24,8 +24,9 @@ import {
 } from "../../gateway/ledger/errors.ts";
 import { idToUuid } from "../../gateway/ledger/id.ts";
 import { createLedger, type Ledger } from "../../gateway/ledger/index.ts";
+import { noteStatements } from "../support/recording-db.ts";
 import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
-import { ledgerDatabase, noting, transfer, twoAccounts } from "./two-accounts.ts";
+import { ledgerDatabase, transfer, twoAccounts } from "./two-accounts.ts";
 
 /** Small, so that a silence is quick to wait out; ample for the ledger's statements on a busy (CI) machine. */
 const statementTimeoutMs = 2_000;
@@ -35,7 +36,7 @@ let direct: Db;
 let proxy: SilentProxy;
 let db: Db | undefined;
 let ledger: Ledger | undefined;
-/** The statements the ledger sent in its transactions (full text). */
+/** The statements the ledger sent (full text). */
 let sent: string[];
 
 beforeAll(async () => {
@@ -64,7 +65,7 @@ afterAll(async () => {
 async function openLedger(pipelineDepthMax: number, poolSizeMax = 2): Promise<Ledger> {
   sent = [];
   const pool = openPostgres({ url: proxy.url, poolSizeMax, statementTimeoutMs });
-  db = noting(pool, (text) => sent.push(text));
+  db = noteStatements(pool, (texts) => sent.push(...texts));
   ledger = createLedger({ db, limits: { pipelineDepthMax, expiryIntervalMs: 0 } });
   await ledger.createAccounts(twoAccounts);
   return ledger;

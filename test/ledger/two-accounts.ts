@@ -35,19 +35,3 @@ export async function ledgerDatabase(serverUrl: string, name: string): Promise<{
   await direct.exec("CREATE TABLE caller_keys (key text PRIMARY KEY)");
   return { url, direct };
 }
-
-/** `pool` with every statement of its transactions told to `noted` (its text) before it is sent. */
-export function noting(pool: Db, noted: (text: string) => void): Db {
-  return {
-    ...pool,
-    transaction: (fn) =>
-      pool.transaction((tx) =>
-        fn({
-          query: (text, params) => {
-            noted(text);
-            return tx.query(text, params);
-          },
-        }),
-      ),
-  };
-}

@@ -1,31 +1,36 @@
-// A database that records the first word of every statement sent through it (directly or inside a transaction;
-// statements sent together with queryAll as one entry, their first words joined by "+"), for tests that pin down
-// how many statements a path costs.
+// A database that tells of every statement sent through it (directly, with queryAll, or inside a transaction)
+// before it is sent: noteStatements for the statements' text, recordStatements for their first word, for tests that
+// pin down how many statements a path costs.
 import type { Db } from "../../gateway/db/index.ts";
 
-export function recordStatements(db: Db, statements: string[]): Db {
-  const firstWord = (text: string) => text.trim().split(/\s+/)[0]!;
-  const record = (text: string) => {
-    statements.push(firstWord(text));
-  };
+/** `db`, telling `noted` of each statement's text before it is sent: one, or a queryAll's together. */
+export function noteStatements(db: Db, noted: (texts: readonly string[]) => void): Db {
   return {
     ...db,
     query: (text, params) => {
-      record(text);
+      noted([text]);
       return db.query(text, params);
     },
     queryAll: (list) => {
-      statements.push(list.map((statement) => firstWord(statement.text)).join("+"));
+      noted(list.map((statement) => statement.text));
       return db.queryAll(list);
     },
     transaction: (fn) =>
       db.transaction((tx) =>
         fn({
           query: (text, params) => {
-            record(text);
+            noted([text]);
             return tx.query(text, params);
           },
         }),
       ),
   };
+}
+
+/** `db`, recording the first word of each statement (statements sent together with queryAll: joined by "+"). */
+export function recordStatements(db: Db, statements: string[]): Db {
+  const firstWord = (text: string) => text.trim().split(/\s+/)[0]!;
+  return noteStatements(db, (texts) => {
+    statements.push(texts.map(firstWord).join("+"));
+  });
 }
