@@ -139,31 +139,26 @@ async function expectRetrySucceeds(ledger: Ledger, ids: readonly bigint[]): Prom
 }
 
 describe("a locked batch whose wait for a lock the server gives up", () => {
-  it("on the clock row another connection holds: every caller hears the store failure after one timeout", async () => {
-    const ledger = openLedger();
-    const ids = idsFrom(100n);
-    const held = await hold(`SELECT token ${clockLock}`);
-    const { settled, elapsedMs } = await submit(ledger, ids);
-    for (const one of settled) expectBusyFailure(one, "57014");
-    // One wait, not one per caller: the batch locked the clock once and was not run again, each job alone.
-    expect(sent.filter((text) => text.includes(clockLock))).toHaveLength(1);
-    expect(elapsedMs).toBeLessThan(3 * statementTimeoutMs);
-    await held.query("ROLLBACK");
-    await expectRetrySucceeds(ledger, ids);
-  });
-
-  it("on the table every caller's statement inserts into: no caller is blamed, and it waits once, not per caller", async () => {
-    const ledger = openLedger();
-    const ids = idsFrom(200n);
-    // SHARE blocks every INSERT: each caller's statement would wait out the timeout in turn.
-    const held = await hold("LOCK TABLE caller_keys IN SHARE MODE");
-    const { settled, elapsedMs } = await submit(ledger, ids);
-    for (const one of settled) expectBusyFailure(one, "57014");
-    expect(sent.filter((text) => text.includes(clockLock))).toHaveLength(1);
-    expect(elapsedMs).toBeLessThan(3 * statementTimeoutMs);
-    await held.query("ROLLBACK");
-    await expectRetrySucceeds(ledger, ids);
-  });
+  // The table: SHARE blocks every INSERT, so each caller's statement would wait out the timeout in turn, and no
+  // caller is to blame.
+  it.each([
+    ["the clock row another connection holds", `SELECT token ${clockLock}`, 100n],
+    ["the table every caller's statement inserts into", "LOCK TABLE caller_keys IN SHARE MODE", 200n],
+  ])(
+    "on %s: every caller hears the store failure after one timeout, not one per caller",
+    async (_, lock, first) => {
+      const ledger = openLedger();
+      const ids = idsFrom(first);
+      const held = await hold(lock);
+      const { settled, elapsedMs } = await submit(ledger, ids);
+      for (const one of settled) expectBusyFailure(one, "57014");
+      // One wait: the batch locked the clock once and was not run again, each job alone.
+      expect(sent.filter((text) => text.includes(clockLock))).toHaveLength(1);
+      expect(elapsedMs).toBeLessThan(3 * statementTimeoutMs);
+      await held.query("ROLLBACK");
+      await expectRetrySucceeds(ledger, ids);
+    },
+  );
 
   it("with a lock_timeout (55P03): retried up to retryAttemptsMax, then every caller hears it, not each job alone", async () => {
     const lockTimeoutMs = 150;
