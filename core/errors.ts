@@ -27,16 +27,24 @@ export class SwitchyardError extends Error {
 
   /** The first error along the cause chain (this one included) that `predicate` accepts. */
   walk(predicate: (error: unknown) => boolean): unknown {
-    let current: unknown = this;
-    for (let depth = 0; depth < causeDepthMax && current !== undefined; depth += 1) {
-      if (predicate(current)) return current;
-      current = current instanceof Error ? current.cause : undefined;
-    }
-    return undefined;
+    return causeWhere(this, predicate);
   }
 }
 
 const causeDepthMax = 16;
+
+/**
+ * The first error along `error`'s cause chain (`error` included) that `predicate` accepts, whatever kind of error
+ * it starts from (a driver's as well as a SwitchyardError); at most causeDepthMax deep.
+ */
+export function causeWhere(error: unknown, predicate: (error: unknown) => boolean): unknown {
+  let current: unknown = error;
+  for (let depth = 0; depth < causeDepthMax && current !== undefined; depth += 1) {
+    if (predicate(current)) return current;
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return undefined;
+}
 
 function detailsOf(cause: unknown): string | undefined {
   if (cause instanceof SwitchyardError) return cause.details ?? cause.shortMessage;

@@ -5,7 +5,7 @@
 export { setBounded } from "./bounded.ts";
 export type { Db, MigrationSource, Row, Sql, Statement } from "./db.ts";
 export type { Destination, DestinationKind, RailKind } from "./destinations.ts";
-export { SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";
+export { causeWhere, SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";
 export {
   type SplitDefinition,
   type SplitterEvent,

@@ -3,7 +3,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import type { ZodError } from "zod";
-import { SwitchyardError } from "../../core/index.ts";
+import { causeWhere, SwitchyardError } from "../../core/index.ts";
 import { serverSqlState } from "../db/index.ts";
 import { LedgerBackpressureError, LedgerClosedError, LedgerStoreError } from "../ledger/index.ts";
 import type { PayeeRefusal } from "../payees/index.ts";
@@ -192,13 +192,11 @@ const databaseBusyStates: ReadonlySet<string> = new Set(["57014", "55P03", "40P0
  * along the error's causes (a ledger's store failure carries the server's state as its sqlState).
  */
 export function isDatabaseBusy(error: unknown): boolean {
-  let cause: unknown = error;
-  for (let depth = 0; cause instanceof Error && depth < 16; depth++) {
+  const busy = causeWhere(error, (cause) => {
     const state = cause instanceof LedgerStoreError ? cause.sqlState : serverSqlState(cause);
-    if (state !== undefined && databaseBusyStates.has(state)) return true;
-    cause = cause.cause;
-  }
-  return false;
+    return state !== undefined && databaseBusyStates.has(state);
+  });
+  return busy !== undefined;
 }
 
 /**

@@ -1,7 +1,7 @@
 // SQL for refunds. Every read a tenant asks for is scoped to it; the rail's events find a refund by its id or its
 // rail reference. Status changes are conditional updates written beside the ledger's post or void (the first
 // writer wins; a repeated event finds nothing left to change), each with its event in the outbox.
-import type { SettlementEvidence } from "../../core/index.ts";
+import { causeWhere, type SettlementEvidence } from "../../core/index.ts";
 import { type Sql, type Statement, serverSqlState } from "../db/index.ts";
 import type {
   Refund,
@@ -273,14 +273,8 @@ export function claimStatement(refund: NewRefund): Statement {
 }
 
 /** Whether the server raised SQLSTATE `code` (serverSqlState: a server's error, not any `code`), along the causes. */
-const sqlStateIs = (error: unknown, code: string): boolean => {
-  let cause: unknown = error;
-  for (let depth = 0; cause instanceof Error && depth < 16; depth++) {
-    if (serverSqlState(cause) === code) return true;
-    cause = cause.cause;
-  }
-  return false;
-};
+const sqlStateIs = (error: unknown, code: string): boolean =>
+  causeWhere(error, (cause) => serverSqlState(cause) === code) !== undefined;
 
 /** Whether an error is refund_exceeds_remaining() (migration 0017), along its causes. */
 export const isRefundExceeding = (error: unknown): boolean => sqlStateIs(error, "SYR01");
