@@ -3,14 +3,12 @@
 // a new random one, so a test that is not about keys need not make them up (the typed client does so itself:
 // client/index.ts). A test about the key sends its own, or calls the server without these helpers.
 import { randomUUID } from "node:crypto";
+import { idempotencyKeyRequired } from "../../client/openapi.generated.ts";
 
-/** The paths whose POST must carry an Idempotency-Key. */
-export const keyRequiredPaths: readonly string[] = ["/v1/payments", "/v1/refunds"];
-
+/** Whether the operation requires an Idempotency-Key: the document's list, as the typed client reads it. */
 function needsKey(method: string, url: string): boolean {
-  if (method.toUpperCase() !== "POST") return false;
   const path = url.startsWith("/") ? url.split("?")[0] : new URL(url).pathname;
-  return keyRequiredPaths.includes(path ?? "");
+  return idempotencyKeyRequired.includes(`${method.toUpperCase()} ${path}`);
 }
 
 /** `headers` with a new Idempotency-Key when the request needs one and names none. */
