@@ -3,7 +3,8 @@
 // funds), at most MAX_UNITS of the token (default 1 TestUSD). Prints the status, the body, the decoded
 // PAYMENT-RESPONSE, and the payer's balance before and after.
 //
-//   RPC_URL=http://127.0.0.1:8545 TOKEN=0x… node examples/pay.ts http://localhost:3000/demo/paid/report
+//   RPC_URL=http://127.0.0.1:8545 TOKEN=0x… npx node examples/pay.ts http://localhost:3000/demo/paid/report
+// (`npx node`: the project's Node 24, which runs TypeScript as it is; a shell's own node may be older.)
 
 import { PayError, type PaymentRecord, readX402Receipt, viemPayer, wrapFetch } from "switchyard/pay";
 import { createPublicClient, erc20Abi, type Hex, http, isAddress } from "viem";
@@ -15,7 +16,7 @@ const url = process.argv[2];
 const token = process.env.TOKEN;
 if (url === undefined || token === undefined || !isAddress(token)) {
   console.error(
-    "usage: RPC_URL=<json-rpc url> TOKEN=<token address> [PAYER_KEY=0x…] node examples/pay.ts <url>",
+    "usage: RPC_URL=<json-rpc url> TOKEN=<token address> [PAYER_KEY=0x…] npx node examples/pay.ts <url>",
   );
   process.exit(2);
 }

@@ -9,7 +9,7 @@
 //          "offers":[{"scheme":"x402","rail":"evm"},{"scheme":"l402","rail":"lightning"}],
 //          "accounts":["acct_…usdc","acct_…btc"]}'
 //   # then
-//   SWITCHYARD_URL=http://127.0.0.1:3000 SWITCHYARD_API_KEY=sk_test_… PORT=4000 node examples/paywall-fastify.ts
+//   SWITCHYARD_URL=http://127.0.0.1:3000 SWITCHYARD_API_KEY=sk_test_… PORT=4000 npx node examples/paywall-fastify.ts
 import Fastify, { type FastifyInstance } from "fastify";
 import { type PaywallCheck, remotePaywall, switchyardPaywall } from "../gateway/paywall/index.ts";
 

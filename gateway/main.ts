@@ -204,7 +204,7 @@ function demoPaywallText(demo: DemoPaywall, url: string, served: readonly Served
   const pays =
     chain !== undefined && paywall.offers.some((offer) => offer.scheme === "x402")
       ? `Pay it with switchyard/pay as the payer above (PAYER_KEY to pay as another), and see the content and the receipt:
-  RPC_URL=${chain.url} TOKEN=${chain.contracts.testUsd} node examples/pay.ts ${resource}
+  RPC_URL=${chain.url} TOKEN=${chain.contracts.testUsd} npx node examples/pay.ts ${resource}
 `
       : "";
   return `

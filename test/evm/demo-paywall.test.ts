@@ -39,7 +39,7 @@ function startGateway(env: Record<string, string>): Promise<Started> {
         clearInterval(timer);
         child.kill("SIGTERM");
         reject(new Error(`no paying command printed within ${startWithinMs} ms:\n${output}`));
-      } else if (/node examples\/pay\.ts \S+\n/.test(output)) {
+      } else if (/npx node examples\/pay\.ts \S+\n/.test(output)) {
         clearInterval(timer);
         resolve({ child, output: () => output });
       }
@@ -107,7 +107,7 @@ describe("npm start's paywalled demo", () => {
   it("prints a curl answered 402 and a command that pays it once, to the paywall's account", async () => {
     const text = gateway!.output();
     const curl = /^ {2}(curl -si \S+\/demo\/paid\/report)$/m.exec(text)?.[1];
-    const pay = /^ {2}(RPC_URL=\S+ TOKEN=0x[0-9a-fA-F]{40} node examples\/pay\.ts \S+)$/m.exec(text)?.[1];
+    const pay = /^ {2}(RPC_URL=\S+ TOKEN=0x[0-9a-fA-F]{40} npx node examples\/pay\.ts \S+)$/m.exec(text)?.[1];
     const paywallId = /paywall (pwl_\w+), 0\.01 USD a request: x402 on evm credited to (acct_\w+)/.exec(text);
     const apiKey = /API key: +(sk_test_\S+)/.exec(text)?.[1];
     expect(curl, text).toBeDefined();
