@@ -44,8 +44,11 @@ declare module "fastify" {
     /**
      * Set by an inline route: `stored` when its answer is already kept (written with the payment, or a replay),
      * `refused` when the key itself was refused (another request's): either way, nothing more is written.
+     * `unanswered` when the answer is about what the key holds (a payment, its record written unanswered with it):
+     * the answer fills that record. Left null, an inline route's answer is kept only where the key has no record
+     * yet: a refusal never takes the record another request wrote meanwhile.
      */
-    idempotencyOutcome: "stored" | "refused" | null;
+    idempotencyOutcome: "stored" | "refused" | "unanswered" | null;
   }
   interface FastifyContextConfig {
     /**
@@ -317,13 +320,15 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       // the corrected request, or the retry, runs. A claimed-first route that found its key held by another request's
       // object (a refund's key, past its record's 24 hours: refused idempotency_key_reused) gives its claim back too:
       // the key stays that request's. (Only a request whose claim succeeded gets here with a key.)
+      // Only a record of this request (its digest): another request's, written meanwhile, stays.
       stored = options.sql.query(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL",
-        [tenant.id, key],
+        `DELETE FROM idempotency_keys
+         WHERE tenant_id = $1 AND key = $2 AND request_sha256 = $3 AND response_status IS NULL`,
+        [tenant.id, key, request.idempotencyDigest],
       );
-    } else if (inline) {
-      // The record the service wrote unanswered (a payment not final yet), or none (a request refused before
-      // anything was written): the answer goes in now, unless another request's answer is there.
+    } else if (inline && request.idempotencyOutcome === "unanswered") {
+      // The record the service wrote unanswered (a payment not final yet): the answer goes in now, unless another
+      // request's answer is there (a repeat of the request, in another process, that found the payment final).
       stored = options.sql
         .query(
           `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
@@ -335,6 +340,20 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
           [tenant.id, key, request.idempotencyDigest, reply.statusCode, body],
         )
         .then(() => remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body }));
+    } else if (inline) {
+      // A refusal (nothing written under the key): kept only where the key has no record. A record there now is
+      // another request's, written since this one looked (a repeat in another process that made the payment): it
+      // stays that request's, to be answered with its payment. Remembered only when kept.
+      stored = options.sql
+        .query<{ key: string }>(
+          `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key`,
+          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body],
+        )
+        .then((kept) => {
+          if (kept.length === 1)
+            remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body });
+        });
     } else {
       stored = options.sql.query(
         "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",

@@ -22,6 +22,7 @@ import {
   getTenantAccount,
 } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
+import type { Db } from "../../gateway/db/index.ts";
 import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/http/idempotency.ts";
 import { buildServer } from "../../gateway/http/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
@@ -95,9 +96,10 @@ async function paymentsWithKey(app: App, key: string): Promise<bigint> {
  */
 async function paymentsServer(
   app: App,
-  params: { rememberedAnswersMax: number; statements: string[] },
+  params: { rememberedAnswersMax: number; statements: string[]; wrap?: (db: Db) => Db },
 ): Promise<FastifyInstance> {
-  const db = recordStatements(app.db, params.statements);
+  const recorded = recordStatements(app.db, params.statements);
+  const db = params.wrap === undefined ? recorded : params.wrap(recorded);
   const server = await buildServer({
     db,
     ledger: app.ledger,
@@ -184,6 +186,52 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(again.status).toBe(402);
     expect(again.headers["idempotent-replayed"]).toBe("true");
     expect(again.body).toEqual(first.body);
+  });
+
+  it("a refusal that wrote nothing never takes the record another request wrote meanwhile under its key (a repeat, in another process, that made the payment)", async () => {
+    // Just before the refusal's answer is kept, the other request's record arrives: written with its payment,
+    // unanswered until its answer is sent.
+    let meanwhile: ((digest: unknown) => Promise<void>) | null = null;
+    const server = await paymentsServer(gw.app, {
+      rememberedAnswersMax: 100,
+      statements: [],
+      wrap: (db) => ({
+        ...db,
+        query: async (text, params) => {
+          const run = meanwhile;
+          if (run !== null && text.includes("INSERT INTO idempotency_keys")) {
+            meanwhile = null;
+            await run(params?.[2]);
+          }
+          return db.query(text, params);
+        },
+      }),
+    });
+    const via = { ...gw.app, server };
+    try {
+      const key = `meanwhile-${randomUUID()}`;
+      const body = internal("1", "acct_none");
+      const tenantId = gw.app.demo!.tenantId;
+      meanwhile = async (digest) => {
+        await gw.app.db.query(
+          "INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($1, $2, $3)",
+          [tenantId, key, digest],
+        );
+      };
+      const first = await post(via, "/v1/payments", body, { "idempotency-key": key });
+      expect([first.status, first.body.error?.code]).toEqual([404, "account_not_found"]);
+      expect(meanwhile).toBeNull();
+      // The record stays the other request's, for its own answer; the refusal is neither kept nor remembered.
+      const [record] = await gw.app.db.query<{ response_status: number | null }>(
+        "SELECT response_status FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+        [tenantId, key],
+      );
+      expect(record).toEqual({ response_status: null });
+      const repeat = await post(via, "/v1/payments", body, { "idempotency-key": key });
+      expect(repeat.headers["idempotent-replayed"]).toBeUndefined();
+    } finally {
+      await server.close();
+    }
   });
 
   it("treats a key older than 24 hours as new, and the prune deletes records past their 24 hours", async () => {

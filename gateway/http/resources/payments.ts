@@ -149,7 +149,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         if ("keyTaken" in result) throw new PaymentInvariantError("a taken key without its record");
         throw refusalError(result);
       }
-      if (result.answer !== null) request.idempotencyOutcome = "stored";
+      // Kept with the payment already, or to fill the record written unanswered with it (or the key's record).
+      request.idempotencyOutcome = result.answer !== null ? "stored" : "unanswered";
       const answer = result.answer ?? answerOf(result.payment);
       if (waitMs !== undefined && answer.status === 202)
         reply.header("preference-applied", preferenceApplied(waitMs));
