@@ -45,8 +45,9 @@ declare module "fastify" {
      * Set by an inline route: `stored` when its answer is already kept (written with the payment, or a replay),
      * `refused` when the key itself was refused (another request's): either way, nothing more is written.
      * `unanswered` when the answer is about what the key holds (a payment, its record written unanswered with it):
-     * the answer fills that record. Left null, an inline route's answer is kept only where the key has no record
-     * yet: a refusal never takes the record another request wrote meanwhile.
+     * the answer fills that record (or writes it, when it has gone). Left null, an inline route's kept answer (a
+     * refusal) is written only where the key has no record yet: it never takes the record another request wrote
+     * meanwhile. (An answer never kept — a 400, a transient one — deletes the request's unanswered record either way.)
      */
     idempotencyOutcome: "stored" | "refused" | "unanswered" | null;
   }
@@ -319,27 +320,33 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       // A 400 or a transient answer: the claim goes (a payment's record written unanswered with it too), so that
       // the corrected request, or the retry, runs. A claimed-first route that found its key held by another request's
       // object (a refund's key, past its record's 24 hours: refused idempotency_key_reused) gives its claim back too:
-      // the key stays that request's. (Only a request whose claim succeeded gets here with a key.)
-      // Only a record of this request (its digest): another request's, written meanwhile, stays.
+      // the key stays that request's. Only a record of this request's body (its digest) goes: another request's stays.
+      // (An identical request's unanswered record cannot be told from this one's: it goes too, and a repeat then
+      // answers the payment under the key as it stands, as it would once that record's timeout passed.)
       stored = options.sql.query(
         `DELETE FROM idempotency_keys
          WHERE tenant_id = $1 AND key = $2 AND request_sha256 = $3 AND response_status IS NULL`,
         [tenant.id, key, request.idempotencyDigest],
       );
     } else if (inline && request.idempotencyOutcome === "unanswered") {
-      // The record the service wrote unanswered (a payment not final yet): the answer goes in now, unless another
-      // request's answer is there (a repeat of the request, in another process, that found the payment final).
+      // The record the service wrote unanswered (a payment not final yet), or the key's record when the payment was
+      // another request's (written again if it has gone): the answer goes in now, unless another request's answer
+      // is there (a repeat of the request, in another process, that found the payment final). Remembered when kept.
       stored = options.sql
-        .query(
+        .query<{ key: string }>(
           `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (tenant_id, key) DO UPDATE SET response_status = EXCLUDED.response_status,
              response_body = EXCLUDED.response_body
              WHERE idempotency_keys.response_status IS NULL
-               AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256`,
+               AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256
+           RETURNING key`,
           [tenant.id, key, request.idempotencyDigest, reply.statusCode, body],
         )
-        .then(() => remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body }));
+        .then((kept) => {
+          if (kept.length === 1)
+            remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body });
+        });
     } else if (inline) {
       // A refusal (nothing written under the key): kept only where the key has no record. A record there now is
       // another request's, written since this one looked (a repeat in another process that made the payment): it

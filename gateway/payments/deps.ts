@@ -56,6 +56,11 @@ export type CreatePaymentParams = {
    * the record up. Without it, a taken key returns the payment that holds it.
    */
   idempotencyRecord?: IdempotencyRecord;
+  /**
+   * With the key and without the record: the digest of the request it came with, kept on the payment (migration
+   * 0030) so that a later request under the key with another body is refused. With the record: its own.
+   */
+  requestSha256?: Buffer;
   /** A quote to honour: its locked rates and fee caps, or quote_expired. */
   quoteId: string | null;
   /** This request's own bound on waiting for a rail (`Prefer: respond-async` is 0); else deps.railWaitMs. */

@@ -45,6 +45,8 @@ export type InternalPayment = {
   attempt: { id: string; rail: string; amount: bigint; feeMax: bigint; transferId: bigint };
   posting: Posting;
   idempotencyKey: string | null;
+  /** Without the record: the digest of the request the key came with, kept on the payment (or null). */
+  requestSha256: Buffer | null;
   quoteId: string | null;
   record: IdempotencyRecord | null;
 };
@@ -265,7 +267,9 @@ function batchStatement(
     // The request's digest, kept on the payment too (migration 0030): its record does not live as long.
     texts(
       rows.map((row) =>
-        row.item.idempotencyKey === null ? null : (row.item.record?.requestSha256.toString("hex") ?? null),
+        row.item.idempotencyKey === null
+          ? null
+          : ((row.item.record?.requestSha256 ?? row.item.requestSha256)?.toString("hex") ?? null),
       ),
     ),
   ].join(", ")})`;

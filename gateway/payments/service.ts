@@ -78,6 +78,8 @@ export async function createPayment(
     metadata: inJsonbKeyOrder(params.metadata), // as the row gives it back: a repeat answers the same bytes
   };
   const record = params.idempotencyKey === null ? null : (params.idempotencyRecord ?? null);
+  const requestSha256 =
+    params.idempotencyKey === null ? null : (record?.requestSha256 ?? params.requestSha256 ?? null);
   const firstCandidate = accrues ? undefined : decision.candidates[0];
   const firstRail = firstCandidate === undefined ? undefined : deps.rails.get(firstCandidate.rail);
   if (
@@ -108,13 +110,14 @@ export async function createPayment(
         code: transferCodes.payments.payment,
       },
       idempotencyKey: params.idempotencyKey,
+      requestSha256,
       quoteId: params.quoteId,
       record,
     });
     if (settled.kind === "key_taken") return keyTaken(deps, params);
     return { ok: true, payment: settled.payment, answer: settled.answer };
   }
-  const row = { ...fields, idempotencyKey: params.idempotencyKey, quoteId: params.quoteId };
+  const row = { ...fields, idempotencyKey: params.idempotencyKey, requestSha256, quoteId: params.quoteId };
   let driven: Driven;
   let first: { attempt: Attempt; reservation: Reservation | Refusal } | null = null;
   // Answered in the write that ends the payment, if it ends while the request waits (record: written unanswered).

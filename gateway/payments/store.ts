@@ -186,6 +186,8 @@ export type NewPayment = {
   decision: RouteDecision;
   metadata: Record<string, string>;
   idempotencyKey: string | null;
+  /** The digest of the request that made it under its key, or null (kept only with a key: migration 0030). */
+  requestSha256: Buffer | null;
   quoteId: string | null;
 };
 
@@ -230,9 +232,12 @@ export function insertPaymentStatement(
   let keyTaken = "";
   // The request's digest, kept on the payment too (migration 0030): its record does not live as long.
   let digest = "NULL";
-  if (record !== null && payment.idempotencyKey !== null) {
-    params.push(record.requestSha256.toString("hex"));
+  const sha256 = record?.requestSha256 ?? payment.requestSha256;
+  if (sha256 !== null && payment.idempotencyKey !== null) {
+    params.push(sha256.toString("hex"));
     digest = `decode($${params.length}, 'hex')`;
+  }
+  if (record !== null && payment.idempotencyKey !== null) {
     keyed = `,
      k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($2, $10, decode($${params.length}, 'hex'))
        ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)`;

@@ -368,6 +368,48 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       await server.close();
     }
   });
+  it("a key whose record died unanswered before any payment was made: the payment made now keeps its request's digest, so another body under the key is refused 409 once the record is gone", async () => {
+    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    const via = { ...gw.app, server };
+    try {
+      const tenantId = gw.app.demo!.tenantId;
+      const source = await fundedAccount(gw.app, 10_000_000n);
+      const body = internal("1", source);
+      // The request's digest, as a payment made under another key keeps it.
+      const earlier = await post(via, "/v1/payments", body, { "idempotency-key": `d-${randomUUID()}` });
+      expect(earlier.status).toBe(201);
+      const [made] = await gw.app.db.query<{ request_sha256: Uint8Array }>(
+        "SELECT request_sha256 FROM payments WHERE id = $1",
+        [earlier.body.id],
+      );
+      // Under the key: a record of the same request, unanswered past the in-progress timeout, and no payment.
+      const key = `died-${randomUUID()}`;
+      await gw.app.db.query(
+        `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, created_at)
+         VALUES ($1, $2, $3, now() - interval '1 hour')`,
+        [tenantId, key, made!.request_sha256],
+      );
+      const paid = await post(via, "/v1/payments", body, { "idempotency-key": key });
+      expect(paid.status).toBe(201);
+      expect(paid.body.id).not.toBe(earlier.body.id);
+      // The record goes (the prune); asked through another process, which remembers nothing of the key.
+      await gw.app.db.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", [
+        tenantId,
+        key,
+      ]);
+      const fresh = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+      const other = await post({ ...gw.app, server: fresh }, "/v1/payments", internal("2", source), {
+        "idempotency-key": key,
+      }).finally(() => fresh.close());
+      expect([other.status, other.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      const again = await post(via, "/v1/payments", body, { "idempotency-key": key });
+      expect([again.status, again.body.id]).toEqual([201, paid.body.id]);
+      expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+      expect(await postedOf(gw.app, source)).toBe(8_000_000n);
+    } finally {
+      await server.close();
+    }
+  });
 });
 
 describe("two processes on one PostgreSQL database", () => {

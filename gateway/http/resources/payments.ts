@@ -142,7 +142,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           // Throws 409 idempotency_key_reused, the request marked refused (nothing kept under the key).
           if (made !== null && !made.equals(digest)) answerFromRecord(request, reply, { kind: "reused" });
         }
-        result = await createPayment(options.payments, params);
+        // Without the record (the key's is there), but with the digest: kept on a payment made now.
+        result = await createPayment(options.payments, { ...params, requestSha256: digest });
         if (current && result.ok) return sendReplay(request, reply, answerOf(result.payment));
       }
       if (!result.ok) {
