@@ -42,6 +42,11 @@ declare module "fastify" {
     /** The SHA-256 of the request (method, URL, body) the key was sent with. */
     idempotencyDigest: Buffer | null;
     /**
+     * A claimed-first route's claim: its record's created_at, as the database's text. The answer goes only into that
+     * claim: a record claimed anew since (this request taken for dead past the in-progress timeout) is another's.
+     */
+    idempotencyClaim: string | null;
+    /**
      * Set by an inline route: `stored` when its answer is already kept (written with the payment, or a replay),
      * `refused` when the key itself was refused (another request's): either way, nothing more is written.
      * `unanswered` when the answer is about what the key holds (a payment, its record written unanswered with it):
@@ -221,6 +226,7 @@ function withoutFields(body: string, omit: readonly string[] | undefined): strin
 const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
   app.decorateRequest("idempotencyKey", null);
   app.decorateRequest("idempotencyDigest", null);
+  app.decorateRequest("idempotencyClaim", null);
   app.decorateRequest("idempotencyOutcome", null);
   // Inline routes' keys in flight in this process, and their recent answers (tenant id and key, joined by a newline).
   const inFlight = new Set<string>();
@@ -273,7 +279,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     }
     // Claimed anew: a record whose request died unanswered (same request, in progress past its timeout), and
     // any record past its 24 h, which is a new key's.
-    const claimed = await options.sql.query(
+    const claimed = await options.sql.query<{ claim: string }>(
       `INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($1, $2, $3)
        ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now(),
          request_sha256 = EXCLUDED.request_sha256, response_status = NULL, response_body = NULL, payment_id = NULL
@@ -281,12 +287,13 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
              AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256
              AND idempotency_keys.created_at < now() - make_interval(secs => $4::double precision / 1000))
            OR idempotency_keys.created_at < now() - make_interval(secs => $5::double precision / 1000)
-       RETURNING key`,
+       RETURNING created_at::text AS claim`,
       [tenant.id, key, digest, options.inProgressTimeoutMs, idempotencyRecordTtlMs],
     );
     if (claimed.length === 1) {
       request.idempotencyKey = key;
       request.idempotencyDigest = digest;
+      request.idempotencyClaim = claimed[0]!.claim;
       return;
     }
     const record = await storedRecord(options.sql, {
@@ -320,14 +327,22 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       // A 400 or a transient answer: the claim goes (a payment's record written unanswered with it too), so that
       // the corrected request, or the retry, runs. A claimed-first route that found its key held by another request's
       // object (a refund's key, past its record's 24 hours: refused idempotency_key_reused) gives its claim back too:
-      // the key stays that request's. Only a record of this request's body (its digest) goes: another request's stays.
-      // (An identical request's unanswered record cannot be told from this one's: it goes too, and a repeat then
-      // answers the payment under the key as it stands, as it would once that record's timeout passed.)
-      stored = options.sql.query(
-        `DELETE FROM idempotency_keys
-         WHERE tenant_id = $1 AND key = $2 AND request_sha256 = $3 AND response_status IS NULL`,
-        [tenant.id, key, request.idempotencyDigest],
-      );
+      // the key stays that request's. Only this request's record goes: a claimed-first route's own claim; an inline
+      // route's record of this request's body (its digest) — an identical request's unanswered record cannot be told
+      // from it and goes too: a repeat then answers the payment under the key as it stands, as it would once that
+      // record's timeout passed.
+      stored =
+        request.idempotencyClaim === null
+          ? options.sql.query(
+              `DELETE FROM idempotency_keys
+               WHERE tenant_id = $1 AND key = $2 AND request_sha256 = $3 AND response_status IS NULL`,
+              [tenant.id, key, request.idempotencyDigest],
+            )
+          : options.sql.query(
+              `DELETE FROM idempotency_keys
+               WHERE tenant_id = $1 AND key = $2 AND created_at = $3::timestamptz AND response_status IS NULL`,
+              [tenant.id, key, request.idempotencyClaim],
+            );
     } else if (inline && request.idempotencyOutcome === "unanswered") {
       // The record the service wrote unanswered (a payment not final yet), or the key's record when the payment was
       // another request's (written again if it has gone): the answer goes in now, unless another request's answer
@@ -362,9 +377,18 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
             remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body });
         });
     } else {
+      // Into this request's claim only: claimed anew since (this request ran past the in-progress timeout, and a
+      // repeat took the key), the record is the repeat's, for its own answer.
       stored = options.sql.query(
-        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
-        [tenant.id, key, reply.statusCode, withoutFields(body, request.routeOptions.config.idempotencyOmit)],
+        `UPDATE idempotency_keys SET response_status = $3, response_body = $4
+         WHERE tenant_id = $1 AND key = $2 AND created_at = $5::timestamptz AND response_status IS NULL`,
+        [
+          tenant.id,
+          key,
+          reply.statusCode,
+          withoutFields(body, request.routeOptions.config.idempotencyOmit),
+          request.idempotencyClaim,
+        ],
       );
     }
     // The answer goes out whatever became of keeping it: it says what was done, and an error here would make

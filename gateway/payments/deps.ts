@@ -69,7 +69,13 @@ export type CreatePaymentParams = {
 
 export type CreatePaymentResult =
   /** `answer`: what was stored as the request's answer with the payment (internal payments), else null. */
-  | { ok: true; payment: Payment; answer: StoredAnswer | null }
+  | {
+      ok: true;
+      payment: Payment;
+      answer: StoredAnswer | null;
+      /** Without the record: the payment was already under the key (another request's, or this one's earlier). */
+      replayed?: true;
+    }
   /** With `idempotencyRecord`: the key is another request's, and nothing was written. */
   | { ok: false; keyTaken: true }
   | { ok: false; refusal: PaymentRefusal; message: string; param?: string; decision?: RouteDecision };

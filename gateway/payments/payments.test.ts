@@ -370,7 +370,8 @@ describe("payments across two rails", () => {
     // The same Idempotency-Key then makes the payment, once.
     const again = await createPayment(depsWith(db), request("k7"));
     expect(again.ok && again.payment.status).toBe("succeeded");
-    expect(await createPayment(depsWith(db), request("k7"))).toEqual(again);
+    // A repeat returns that payment, marked as one the key already held.
+    expect(await createPayment(depsWith(db), request("k7"))).toEqual({ ...again, replayed: true });
     expect(paidEverywhere()).toBe(100n);
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
   });

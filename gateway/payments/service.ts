@@ -234,7 +234,12 @@ async function keyTaken(deps: PaymentsDeps, params: CreatePaymentParams): Promis
   if (params.idempotencyRecord !== undefined || params.idempotencyKey === null)
     return { ok: false, keyTaken: true };
   const existingId = await paymentIdForKey(deps.db, params.tenantId, params.idempotencyKey);
-  return { ok: true, payment: await readPayment(deps, params.tenantId, existingId), answer: null };
+  return {
+    ok: true,
+    payment: await readPayment(deps, params.tenantId, existingId),
+    answer: null,
+    replayed: true,
+  };
 }
 
 /** A payment as just written, with what the database added. */

@@ -234,6 +234,51 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     }
   });
 
+  it("a claimed-first route's answer goes only into its own claim: a repeat that took the key over (the first taken for dead) keeps its answer", async () => {
+    // Just before the first request's answer is kept, a repeat (in another process) has taken the key over and
+    // answered it.
+    let meanwhile: (() => Promise<void>) | null = null;
+    const server = await paymentsServer(gw.app, {
+      rememberedAnswersMax: 100,
+      statements: [],
+      wrap: (db) => ({
+        ...db,
+        query: async (text, params) => {
+          const run = meanwhile;
+          if (run !== null && text.includes("UPDATE idempotency_keys SET response_status")) {
+            meanwhile = null;
+            await run();
+          }
+          return db.query(text, params);
+        },
+      }),
+    });
+    const via = { ...gw.app, server };
+    try {
+      const tenantId = gw.app.demo!.tenantId;
+      const key = `taken-over-${randomUUID()}`;
+      const repeatsAnswer = '{"id":"acct_the_repeats"}';
+      meanwhile = async () => {
+        await gw.app.db.query(
+          `UPDATE idempotency_keys SET created_at = now() + interval '1 second', response_status = 201,
+             response_body = $3 WHERE tenant_id = $1 AND key = $2`,
+          [tenantId, key, repeatsAnswer],
+        );
+      };
+      const body = { asset: "USDC", kind: "customer", name: "taken over" };
+      const first = await post(via, "/v1/accounts", body, { "idempotency-key": key });
+      expect(first.status).toBe(201);
+      expect(meanwhile).toBeNull();
+      const [record] = await gw.app.db.query<{ response_body: string }>(
+        "SELECT response_body::text AS response_body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+        [tenantId, key],
+      );
+      expect(JSON.parse(record!.response_body)).toEqual(JSON.parse(repeatsAnswer));
+    } finally {
+      await server.close();
+    }
+  });
+
   it("treats a key older than 24 hours as new, and the prune deletes records past their 24 hours", async () => {
     const key = `old-${randomUUID()}`;
     const body = { name: "Old key", methods: [{ type: "account", account: "acct_demo_merchant" }] };
@@ -362,6 +407,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect([reused.status, reused.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
       const again = await post(via, "/v1/payments", body, { "idempotency-key": key });
       expect([again.status, again.body.id, again.body.status]).toEqual([201, first.body.id, "succeeded"]);
+      expect(again.headers["idempotent-replayed"]).toBe("true");
       expect(await paymentsWithKey(gw.app, key)).toBe(1n);
       expect(await postedOf(gw.app, source)).toBe(8_000_000n);
     } finally {
@@ -392,6 +438,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const paid = await post(via, "/v1/payments", body, { "idempotency-key": key });
       expect(paid.status).toBe(201);
       expect(paid.body.id).not.toBe(earlier.body.id);
+      expect(paid.headers["idempotent-replayed"]).toBeUndefined();
       // The record goes (the prune); asked through another process, which remembers nothing of the key.
       await gw.app.db.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", [
         tenantId,
