@@ -135,6 +135,12 @@ export type IdempotencyOptions = {
   rememberedAnswersMax?: number;
 };
 
+/**
+ * The request's digest: its method, URL and body as the schema made it. Frozen: payments and refunds keep it for
+ * good (migrations 0030, 0031), so a change here — or to what a route's schema makes of a body (a new default, a
+ * transform) — makes a retry after the upgrade look like another request, unless old digests are told apart (a
+ * recipe version). test/http/idempotency.test.ts pins a payment request's digest.
+ */
 function requestDigest(method: string, url: string, body: unknown): Buffer {
   return createHash("sha256")
     .update(`${method} ${url}\n${JSON.stringify(body ?? null)}`)

@@ -40,6 +40,12 @@ const internal = (amount: string, source = "acct_demo_customer", destination = "
   destination: { type: "account" as const, account: destination },
 });
 
+/**
+ * The digest of the payment request in the "same as ever" test, as computed since payments keep it (migration 0030): for
+ * good, so a retry after an upgrade must still match it.
+ */
+const frozenPaymentDigest = "861ee2c06765278f8d8c769ea3aadb1be332091d8914e1b37298df693a1fbacf";
+
 /** A POST straight to the server: headers exactly as given (no key unless one is given). */
 async function post(app: App, url: string, body: unknown, headers: Record<string, string> = {}) {
   const response = await app.server.inject({
@@ -277,6 +283,24 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     } finally {
       await server.close();
     }
+  });
+
+  it("a request's digest, kept on its payment for good (migration 0030), is the same as ever: a change to its recipe, or to what the schema makes of a body, needs a recipe version", async () => {
+    const key = `frozen-${randomUUID()}`;
+    const body = {
+      amount: "0.000001",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "account", account: "acct_demo_merchant" },
+      metadata: { order: "42" },
+    };
+    const paid = await post(gw.app, "/v1/payments", body, { "idempotency-key": key });
+    expect(paid.status).toBe(201);
+    const [made] = await gw.app.db.query<{ request_sha256: Uint8Array }>(
+      "SELECT request_sha256 FROM payments WHERE id = $1",
+      [paid.body.id],
+    );
+    expect(Buffer.from(made!.request_sha256).toString("hex")).toBe(frozenPaymentDigest);
   });
 
   it("treats a key older than 24 hours as new, and the prune deletes records past their 24 hours", async () => {
