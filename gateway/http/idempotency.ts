@@ -24,7 +24,7 @@
 //   handler. The route hands the service the request's digest and how to answer, and the service writes the record
 //   in the same transaction as the payment — with the answer when the payment is final in that transaction (an
 //   internal payment: one write for everything), else still unanswered until the answer is sent. When the service
-//   finds the key taken, the route answers from the stored record (replayedAnswer). This process's own keys in
+//   finds the key taken, the route answers from the stored record (storedRecord, answerFromRecord). This process's own keys in
 //   flight and its recent answers are remembered, so a repeat to the same process asks no query.
 import { createHash } from "node:crypto";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
@@ -42,7 +42,7 @@ declare module "fastify" {
     /** The SHA-256 of the request (method, URL, body) the key was sent with. */
     idempotencyDigest: Buffer | null;
     /**
-     * A claimed-first route's claim: its record's created_at, as the database's text. The answer goes only into that
+     * A claimed-first route's claim: its record's created_at, in microseconds since the epoch (claimOf). The answer goes only into that
      * claim: a record claimed anew since (this request taken for dead past the in-progress timeout) is another's.
      */
     idempotencyClaim: string | null;
@@ -146,6 +146,12 @@ function requestDigest(method: string, url: string, body: unknown): Buffer {
     .update(`${method} ${url}\n${JSON.stringify(body ?? null)}`)
     .digest();
 }
+
+/**
+ * A claim's mark: its record's created_at in microseconds since the epoch, as an int8 (its text read back: no
+ * DateStyle or time zone abbreviation in between). A key claimed anew gets a later one.
+ */
+const claimOf = "(extract(epoch FROM idempotency_keys.created_at) * 1000000)::int8";
 
 /** What the stored record says about a repeated key. */
 export type StoredRecord =
@@ -293,7 +299,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
              AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256
              AND idempotency_keys.created_at < now() - make_interval(secs => $4::double precision / 1000))
            OR idempotency_keys.created_at < now() - make_interval(secs => $5::double precision / 1000)
-       RETURNING created_at::text AS claim`,
+       RETURNING ${claimOf}::text AS claim`,
       [tenant.id, key, digest, options.inProgressTimeoutMs, idempotencyRecordTtlMs],
     );
     if (claimed.length === 1) {
@@ -346,7 +352,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
             )
           : options.sql.query(
               `DELETE FROM idempotency_keys
-               WHERE tenant_id = $1 AND key = $2 AND created_at = $3::timestamptz AND response_status IS NULL`,
+               WHERE tenant_id = $1 AND key = $2 AND ${claimOf} = $3::int8 AND response_status IS NULL`,
               [tenant.id, key, request.idempotencyClaim],
             );
     } else if (inline && request.idempotencyOutcome === "unanswered") {
@@ -387,7 +393,7 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       // repeat took the key), the record is the repeat's, for its own answer.
       stored = options.sql.query(
         `UPDATE idempotency_keys SET response_status = $3, response_body = $4
-         WHERE tenant_id = $1 AND key = $2 AND created_at = $5::timestamptz AND response_status IS NULL`,
+         WHERE tenant_id = $1 AND key = $2 AND ${claimOf} = $5::int8 AND response_status IS NULL`,
         [
           tenant.id,
           key,

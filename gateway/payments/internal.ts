@@ -163,17 +163,22 @@ async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Pr
   for (const [i, waiting] of batch.entries()) waiting.resolve({ kind: "settled", ...settled[i]! });
 }
 
-/** The batch's Idempotency-Keys already held by a record or a payment, as tenant id and key joined by a newline. */
+/**
+ * The batch's Idempotency-Keys already held, as tenant id and key joined by a newline: by a payment, or — for an item
+ * that writes its record — by a record. An item without one (its caller found the key's record unusable: unanswered
+ * past its timeout, or gone) is kept from nothing by that record: the batch's statement writes none for it.
+ */
 async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<string>> {
   const keyed = batch.filter(({ item }) => item.idempotencyKey !== null);
   const tenants = keyed.map(({ item }) => item.payment.tenantId);
   const keys = keyed.map(({ item }) => item.idempotencyKey!);
+  const recorded = keyed.map(({ item }) => (item.record === null ? "f" : "t"));
   const rows = await sql.query<{ tenant_id: string; key: string }>(
-    `WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[]) AS w (tenant_id, key))
-     SELECT k.tenant_id, k.key FROM idempotency_keys k JOIN wanted w USING (tenant_id, key)
+    `WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[]) AS w (tenant_id, key, recorded))
+     SELECT k.tenant_id, k.key FROM idempotency_keys k JOIN wanted w USING (tenant_id, key) WHERE w.recorded
      UNION SELECT p.tenant_id, p.idempotency_key FROM payments p
        JOIN wanted w ON p.tenant_id = w.tenant_id AND p.idempotency_key = w.key`,
-    [textArrayLiteral(tenants), textArrayLiteral(keys)],
+    [textArrayLiteral(tenants), textArrayLiteral(keys), `{${recorded.join(",")}}`],
   );
   return new Set(rows.map((row) => `${row.tenant_id}\n${row.key}`));
 }

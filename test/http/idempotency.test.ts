@@ -27,6 +27,7 @@ import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/h
 import { buildServer } from "../../gateway/http/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
+import { createPayment } from "../../gateway/payments/index.ts";
 import { apiKeyCacheDefaults } from "../../gateway/tenants/index.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -240,9 +241,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     }
   });
 
-  it("a claimed-first route's answer goes only into its own claim: a repeat that took the key over (the first taken for dead) keeps its answer", async () => {
-    // Just before the first request's answer is kept, a repeat (in another process) has taken the key over and
-    // answered it.
+  it("a claimed-first route's answer goes only into its own claim: a repeat that took the key over (the first taken for dead) keeps it for its own answer", async () => {
+    // Just before the first request's answer is kept, a repeat (in another process) has taken the key over: its
+    // claim, unanswered while it runs.
     let meanwhile: (() => Promise<void>) | null = null;
     const server = await paymentsServer(gw.app, {
       rememberedAnswersMax: 100,
@@ -263,26 +264,64 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     try {
       const tenantId = gw.app.demo!.tenantId;
       const key = `taken-over-${randomUUID()}`;
-      const repeatsAnswer = '{"id":"acct_the_repeats"}';
       meanwhile = async () => {
         await gw.app.db.query(
-          `UPDATE idempotency_keys SET created_at = now() + interval '1 second', response_status = 201,
-             response_body = $3 WHERE tenant_id = $1 AND key = $2`,
-          [tenantId, key, repeatsAnswer],
+          `UPDATE idempotency_keys SET created_at = created_at + interval '1 minute'
+           WHERE tenant_id = $1 AND key = $2`,
+          [tenantId, key],
         );
       };
       const body = { asset: "USDC", kind: "customer", name: "taken over" };
       const first = await post(via, "/v1/accounts", body, { "idempotency-key": key });
       expect(first.status).toBe(201);
       expect(meanwhile).toBeNull();
-      const [record] = await gw.app.db.query<{ response_body: string }>(
-        "SELECT response_body::text AS response_body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+      // The repeat's claim, still unanswered: its own answer goes there.
+      const [record] = await gw.app.db.query<{ response_status: number | null }>(
+        "SELECT response_status FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
         [tenantId, key],
       );
-      expect(JSON.parse(record!.response_body)).toEqual(JSON.parse(repeatsAnswer));
+      expect(record).toEqual({ response_status: null });
     } finally {
       await server.close();
     }
+  });
+
+  it("a payment made without its key's record (the record unusable) shares a batch with a repeat whose key holds a payment: each is answered, neither fails", async () => {
+    const tenantId = gw.app.demo!.tenantId;
+    const source = await fundedAccount(gw.app, 10_000_000n);
+    const params = (key: string) => ({
+      tenantId,
+      asset: "USDC",
+      amount: "1",
+      sourceAccountId: source,
+      destination: { kind: "account" as const, accountId: "acct_demo_merchant" },
+      policy: {},
+      metadata: {},
+      idempotencyKey: key,
+      quoteId: null,
+    });
+    // Y: its key holds a payment already. X: its key holds only a record, unanswered past its timeout.
+    const keyY = `held-${randomUUID()}`;
+    const earlier = await createPayment(gw.app.payments, params(keyY));
+    expect(earlier.ok).toBe(true);
+    const keyX = `stale-${randomUUID()}`;
+    const digest = Buffer.alloc(32, 9);
+    await gw.app.db.query(
+      `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, created_at)
+       VALUES ($1, $2, $3, now() - interval '1 hour')`,
+      [tenantId, keyX, digest],
+    );
+    // Together, as the route asks once the record is found unusable: Y's key fails the batch's statement, and X is
+    // written again with the rest — not taken for a key held because of its record.
+    const [x, y] = await Promise.all([
+      createPayment(gw.app.payments, { ...params(keyX), requestSha256: digest }),
+      createPayment(gw.app.payments, params(keyY)),
+    ]);
+    expect(x.ok && x.replayed).toBe(undefined);
+    expect(x.ok && x.payment.status).toBe("succeeded");
+    expect(y.ok && [y.payment.id, y.replayed]).toEqual([earlier.ok && earlier.payment.id, true]);
+    expect(await paymentsWithKey(gw.app, keyX)).toBe(1n);
+    expect(await postedOf(gw.app, source)).toBe(8_000_000n);
   });
 
   it("a request's digest, kept on its payment for good (migration 0030), is the same as ever: a change to its recipe, or to what the schema makes of a body, needs a recipe version", async () => {
