@@ -127,12 +127,22 @@ export function startIdempotencyPrune(deps: { sql: Sql; logger: Logger }): Perio
 /** How many answers of inline routes each process remembers (least recently used forgotten first). */
 export const rememberedAnswersMax = 10_000;
 
+/**
+ * How long a process remembers an answer: never past its record, which the prune deletes once older than
+ * idempotencyRecordTtlMs, after which the key is a new key's and another process may have used it so. The record was
+ * written before the answer was remembered; ten minutes short of its lifetime covers the request's own run and the
+ * clocks of the process and the database disagreeing.
+ */
+export const rememberedAnswerTtlMs = idempotencyRecordTtlMs - 10 * 60 * 1000;
+
 export type IdempotencyOptions = {
   sql: Sql;
   /** A key whose first request has run this long without an answer is taken to have died with its process. */
   inProgressTimeoutMs: number;
   /** How many answers of inline routes are remembered (default rememberedAnswersMax). */
   rememberedAnswersMax?: number;
+  /** How long an answer is remembered (default rememberedAnswerTtlMs). */
+  rememberedAnswerTtlMs?: number;
 };
 
 /**
@@ -242,13 +252,14 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
   app.decorateRequest("idempotencyOutcome", null);
   // Inline routes' keys in flight in this process, and their recent answers (tenant id and key, joined by a newline).
   const inFlight = new Set<string>();
-  const answered = new Map<string, { digest: Buffer; answer: StoredAnswer }>();
+  const answered = new Map<string, { digest: Buffer; answer: StoredAnswer; forgetAtMs: number }>();
   const answeredMax = options.rememberedAnswersMax ?? rememberedAnswersMax;
+  const answerTtlMs = options.rememberedAnswerTtlMs ?? rememberedAnswerTtlMs;
   const remember = (memo: string, digest: Buffer, answer: StoredAnswer) => {
     answered.delete(memo);
     // A 202 tells how a payment stood then: its repeats answer how it stands now (the route reads it).
     if (answer.status === 202) return;
-    setBounded(answered, memo, { digest, answer }, answeredMax);
+    setBounded(answered, memo, { digest, answer, forgetAtMs: Date.now() + answerTtlMs }, answeredMax);
   };
 
   app.addHook("preHandler", async (request, reply) => {
@@ -279,7 +290,11 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     if (request.routeOptions.config.idempotency === "inline") {
       const memo = `${tenant.id}\n${key}`;
       if (inFlight.has(memo)) throw keyInUse();
-      const remembered = answered.get(memo);
+      let remembered = answered.get(memo);
+      if (remembered !== undefined && remembered.forgetAtMs <= Date.now()) {
+        answered.delete(memo);
+        remembered = undefined;
+      }
       if (remembered !== undefined) {
         if (!remembered.digest.equals(digest)) throw keyReused();
         return sendReplay(request, reply, remembered.answer);

@@ -28,6 +28,8 @@ export type ServerOptions = RoutesOptions & {
   idempotencyInProgressTimeoutMs: number;
   /** How many answers of inline routes the Idempotency-Key plugin remembers (default: its rememberedAnswersMax). */
   idempotencyRememberedAnswersMax?: number;
+  /** How long it remembers each (default: its rememberedAnswerTtlMs). */
+  idempotencyRememberedAnswerTtlMs?: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** How many valid API keys each server remembers, and for how long (default: apiKeyCacheDefaults). */
   apiKeyCache?: ApiKeyCacheLimits;
@@ -115,6 +117,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       mode: options.mode,
       idempotencyInProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
       idempotencyRememberedAnswersMax: options.idempotencyRememberedAnswersMax,
+      idempotencyRememberedAnswerTtlMs: options.idempotencyRememberedAnswerTtlMs,
     });
   });
   return app;

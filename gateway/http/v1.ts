@@ -57,6 +57,8 @@ export type V1Options = RoutesOptions & {
   idempotencyInProgressTimeoutMs: number;
   /** How many answers of inline routes the Idempotency-Key plugin remembers (default: its rememberedAnswersMax). */
   idempotencyRememberedAnswersMax?: number | undefined;
+  /** How long it remembers each (default: its rememberedAnswerTtlMs). */
+  idempotencyRememberedAnswerTtlMs?: number | undefined;
 };
 
 export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
@@ -75,6 +77,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
     sql: options.db,
     inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
     rememberedAnswersMax: options.idempotencyRememberedAnswersMax,
+    rememberedAnswerTtlMs: options.idempotencyRememberedAnswerTtlMs,
   });
   await app.register(paymentRoutes, {
     db: options.db,

@@ -103,7 +103,12 @@ async function paymentsWithKey(app: App, key: string): Promise<bigint> {
  */
 async function paymentsServer(
   app: App,
-  params: { rememberedAnswersMax: number; statements: string[]; wrap?: (db: Db) => Db },
+  params: {
+    rememberedAnswersMax: number;
+    statements: string[];
+    wrap?: (db: Db) => Db;
+    rememberedAnswerTtlMs?: number;
+  },
 ): Promise<FastifyInstance> {
   const recorded = recordStatements(app.db, params.statements);
   const db = params.wrap === undefined ? recorded : params.wrap(recorded);
@@ -122,6 +127,9 @@ async function paymentsServer(
     bodyLimitBytes: 64 * 1024,
     idempotencyInProgressTimeoutMs: 60_000,
     idempotencyRememberedAnswersMax: params.rememberedAnswersMax,
+    ...(params.rememberedAnswerTtlMs === undefined
+      ? {}
+      : { idempotencyRememberedAnswerTtlMs: params.rememberedAnswerTtlMs }),
     logLevel: "silent",
   });
   await server.ready();
@@ -322,6 +330,66 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(y.ok && [y.payment.id, y.replayed]).toEqual([earlier.ok && earlier.payment.id, true]);
     expect(await paymentsWithKey(gw.app, keyX)).toBe(1n);
     expect(await postedOf(gw.app, source)).toBe(8_000_000n);
+  });
+
+  it("a refusal kept by one process answers in another: the same request replayed, another body under the key refused 409", async () => {
+    const a = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    const b = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    try {
+      const key = `kept-refusal-${randomUUID()}`;
+      const body = internal("1", "acct_none");
+      const first = await post({ ...gw.app, server: a }, "/v1/payments", body, { "idempotency-key": key });
+      expect([first.status, first.body.error?.code]).toEqual([404, "account_not_found"]);
+      const again = await post({ ...gw.app, server: b }, "/v1/payments", body, { "idempotency-key": key });
+      expect([again.status, again.headers["idempotent-replayed"]]).toEqual([404, "true"]);
+      expect(again.body).toEqual(first.body);
+      // Another body, refused too were it new (another unknown account; the same account twice, a 400): the key's.
+      for (const other of [internal("1", "acct_none_either"), internal("1", "acct_demo_merchant")]) {
+        const refused = await post({ ...gw.app, server: b }, "/v1/payments", other, {
+          "idempotency-key": key,
+        });
+        expect([refused.status, refused.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      }
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it("a process forgets an answer before its record expires: once the key is new again (the prune), another process's use of it is answered, not a memory", async () => {
+    const a = await paymentsServer(gw.app, {
+      rememberedAnswersMax: 100,
+      statements: [],
+      rememberedAnswerTtlMs: 200,
+    });
+    const b = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    try {
+      const source = await fundedAccount(gw.app, 10_000_000n);
+      const key = `forgotten-${randomUUID()}`;
+      const refused = await post({ ...gw.app, server: a }, "/v1/payments", internal("1", "acct_none"), {
+        "idempotency-key": key,
+      });
+      expect(refused.status).toBe(404);
+      // Its record expires (the prune deletes it), and the key, new again, pays through the other process.
+      await gw.app.db.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", [
+        gw.app.demo!.tenantId,
+        key,
+      ]);
+      const paid = await post({ ...gw.app, server: b }, "/v1/payments", internal("1", source), {
+        "idempotency-key": key,
+      });
+      expect(paid.status).toBe(201);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const again = await post({ ...gw.app, server: a }, "/v1/payments", internal("1", source), {
+        "idempotency-key": key,
+      });
+      expect([again.status, again.body.id, again.headers["idempotent-replayed"]]).toEqual([
+        201,
+        paid.body.id,
+        "true",
+      ]);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
   });
 
   it("a request's digest, kept on its payment for good (migration 0030), is the same as ever: a change to its recipe, or to what the schema makes of a body, needs a recipe version", async () => {

@@ -109,6 +109,12 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       };
       const key = request.idempotencyKey;
       const digest = request.idempotencyDigest;
+      /** A record answered with its payment, final in the same write: that payment's answer again. */
+      const replayPayment = async (paymentId: string) => {
+        const payment = await getPayment(options.db, { tenantId, id: paymentId });
+        if (payment === null) throw new PaymentInvariantError(`payment ${paymentId} of a key is gone`);
+        return sendReplay(request, reply, answerOf(payment));
+      };
       let result =
         key === null || digest === null
           ? await createPayment(options.payments, params)
@@ -123,13 +129,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           digest,
           inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
         });
-        if (record.kind === "payment") {
-          // Answered with the payment, final in the same write: its answer again, from the payment.
-          const payment = await getPayment(options.db, { tenantId, id: record.paymentId });
-          if (payment === null)
-            throw new PaymentInvariantError(`payment ${record.paymentId} of a key is gone`);
-          return sendReplay(request, reply, answerOf(payment));
-        }
+        if (record.kind === "payment") return replayPayment(record.paymentId);
         // A 202 told how the payment stood then: a repeat is answered how it stands now, as a replay.
         const current = record.kind === "answered" && record.answer.status === 202;
         const replayed = current ? null : answerFromRecord(request, reply, record);
@@ -148,6 +148,20 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       }
       if (!result.ok) {
         if ("keyTaken" in result) throw new PaymentInvariantError("a taken key without its record");
+        // Refused before the key was looked at, nothing written. A record under the key (this request's refusal kept
+        // by another process, or another request's) answers instead, as a claimed-first route's claim would find it:
+        // a replay, or 409 for another body or a request still running.
+        if (key !== null && digest !== null) {
+          const record = await storedRecord(options.db, {
+            tenantId,
+            key,
+            digest,
+            inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+          });
+          if (record.kind === "payment") return replayPayment(record.paymentId);
+          const replayed = answerFromRecord(request, reply, record);
+          if (replayed !== null) return replayed;
+        }
         throw refusalError(result);
       }
       // Kept with the payment already, or to fill the record written unanswered with it (or the key's record).
