@@ -47,6 +47,32 @@ const internal = (amount: string, source = "acct_demo_customer", destination = "
  */
 const frozenPaymentDigest = "861ee2c06765278f8d8c769ea3aadb1be332091d8914e1b37298df693a1fbacf";
 
+/**
+ * A database wrapper (for paymentsServer's `wrap`) that, once `run` is set, runs it just before the next statement
+ * whose text contains `text` is sent (with that statement's parameters), then clears it: what another process does
+ * meanwhile.
+ */
+function once(text: string) {
+  const hook: {
+    run: ((params: readonly unknown[] | undefined) => Promise<void>) | null;
+    wrap: (db: Db) => Db;
+  } = {
+    run: null,
+    wrap: (db) => ({
+      ...db,
+      query: async (statement, params) => {
+        const run = hook.run;
+        if (run !== null && statement.includes(text)) {
+          hook.run = null;
+          await run(params);
+        }
+        return db.query(statement, params);
+      },
+    }),
+  };
+  return hook;
+}
+
 /** A POST straight to the server: headers exactly as given (no key unless one is given). */
 async function post(app: App, url: string, body: unknown, headers: Record<string, string> = {}) {
   const response = await app.server.inject({
@@ -206,36 +232,26 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   it("a refusal that wrote nothing never takes the record another request wrote meanwhile under its key (a repeat, in another process, that made the payment)", async () => {
     // Just before the refusal's answer is kept, the other request's record arrives: written with its payment,
     // unanswered until its answer is sent.
-    let meanwhile: ((digest: unknown) => Promise<void>) | null = null;
+    const meanwhile = once("INSERT INTO idempotency_keys");
     const server = await paymentsServer(gw.app, {
       rememberedAnswersMax: 100,
       statements: [],
-      wrap: (db) => ({
-        ...db,
-        query: async (text, params) => {
-          const run = meanwhile;
-          if (run !== null && text.includes("INSERT INTO idempotency_keys")) {
-            meanwhile = null;
-            await run(params?.[2]);
-          }
-          return db.query(text, params);
-        },
-      }),
+      wrap: meanwhile.wrap,
     });
     const via = { ...gw.app, server };
     try {
       const key = `meanwhile-${randomUUID()}`;
       const body = internal("1", "acct_none");
       const tenantId = gw.app.demo!.tenantId;
-      meanwhile = async (digest) => {
+      meanwhile.run = async (params) => {
         await gw.app.db.query(
           "INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($1, $2, $3)",
-          [tenantId, key, digest],
+          [tenantId, key, params?.[2]],
         );
       };
       const first = await post(via, "/v1/payments", body, { "idempotency-key": key });
       expect([first.status, first.body.error?.code]).toEqual([404, "account_not_found"]);
-      expect(meanwhile).toBeNull();
+      expect(meanwhile.run).toBeNull();
       // The record stays the other request's, for its own answer; the refusal is neither kept nor remembered.
       const [record] = await gw.app.db.query<{ response_status: number | null }>(
         "SELECT response_status FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
@@ -252,27 +268,17 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   it("a claimed-first route's answer goes only into its own claim: a repeat that took the key over (the first taken for dead) keeps it for its own answer", async () => {
     // Just before the first request's answer is kept, a repeat (in another process) has taken the key over: its
     // claim, unanswered while it runs.
-    let meanwhile: (() => Promise<void>) | null = null;
+    const meanwhile = once("UPDATE idempotency_keys SET response_status");
     const server = await paymentsServer(gw.app, {
       rememberedAnswersMax: 100,
       statements: [],
-      wrap: (db) => ({
-        ...db,
-        query: async (text, params) => {
-          const run = meanwhile;
-          if (run !== null && text.includes("UPDATE idempotency_keys SET response_status")) {
-            meanwhile = null;
-            await run();
-          }
-          return db.query(text, params);
-        },
-      }),
+      wrap: meanwhile.wrap,
     });
     const via = { ...gw.app, server };
     try {
       const tenantId = gw.app.demo!.tenantId;
       const key = `taken-over-${randomUUID()}`;
-      meanwhile = async () => {
+      meanwhile.run = async () => {
         await gw.app.db.query(
           `UPDATE idempotency_keys SET created_at = created_at + interval '1 minute'
            WHERE tenant_id = $1 AND key = $2`,
@@ -282,7 +288,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const body = { asset: "USDC", kind: "customer", name: "taken over" };
       const first = await post(via, "/v1/accounts", body, { "idempotency-key": key });
       expect(first.status).toBe(201);
-      expect(meanwhile).toBeNull();
+      expect(meanwhile.run).toBeNull();
       // The repeat's claim, still unanswered: its own answer goes there.
       const [record] = await gw.app.db.query<{ response_status: number | null }>(
         "SELECT response_status FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",

@@ -109,6 +109,13 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       };
       const key = request.idempotencyKey;
       const digest = request.idempotencyDigest;
+      const keyRecord = (key: string, digest: Buffer) =>
+        storedRecord(options.db, {
+          tenantId,
+          key,
+          digest,
+          inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
+        });
       /** A record answered with its payment, final in the same write: that payment's answer again. */
       const replayPayment = async (paymentId: string) => {
         const payment = await getPayment(options.db, { tenantId, id: paymentId });
@@ -123,12 +130,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
               idempotencyRecord: { key, requestSha256: digest, answer: answerOf, keptStatus: keptStatusOf },
             });
       if (!result.ok && "keyTaken" in result && key !== null && digest !== null) {
-        const record = await storedRecord(options.db, {
-          tenantId,
-          key,
-          digest,
-          inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
-        });
+        const record = await keyRecord(key, digest);
         if (record.kind === "payment") return replayPayment(record.paymentId);
         // A 202 told how the payment stood then: a repeat is answered how it stands now, as a replay.
         const current = record.kind === "answered" && record.answer.status === 202;
@@ -152,12 +154,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         // by another process, or another request's) answers instead, as a claimed-first route's claim would find it:
         // a replay, or 409 for another body or a request still running.
         if (key !== null && digest !== null) {
-          const record = await storedRecord(options.db, {
-            tenantId,
-            key,
-            digest,
-            inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
-          });
+          const record = await keyRecord(key, digest);
           if (record.kind === "payment") return replayPayment(record.paymentId);
           const replayed = answerFromRecord(request, reply, record);
           if (replayed !== null) return replayed;
