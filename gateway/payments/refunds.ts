@@ -408,6 +408,17 @@ export async function createRefund(
 ): Promise<CreateRefundResult> {
   const earlier = await refundUnderKey(deps, params);
   if (earlier !== null) return earlier;
+  const result = await refundAnew(deps, params);
+  if (result.ok || params.idempotencyKey === null || result.refusal === "idempotency_key_reused")
+    return result;
+  // Refused, nothing written — but a refund may have been written under the key since it was looked up: its request,
+  // taken for dead past the in-progress timeout (this one its retry), finished meanwhile, leaving less to refund. That
+  // refund is the answer, not a refusal of what the request would be now. Looked up only on a refusal.
+  return (await refundUnderKey(deps, params)) ?? result;
+}
+
+/** createRefund once the key holds no refund. */
+async function refundAnew(deps: RefundsDeps, params: CreateRefundParams): Promise<CreateRefundResult> {
   const source =
     params.target.kind === "invoice"
       ? await invoiceSource(deps, {

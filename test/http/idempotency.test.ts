@@ -27,7 +27,7 @@ import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/h
 import { buildServer } from "../../gateway/http/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
-import { createPayment } from "../../gateway/payments/index.ts";
+import { type CreateRefundResult, createPayment, createRefund } from "../../gateway/payments/index.ts";
 import { apiKeyCacheDefaults } from "../../gateway/tenants/index.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -396,6 +396,50 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
+  });
+
+  it("a refund's retry that took over its key (the first request taken for dead) and finds less left because that request's refund was written meanwhile is answered that refund, not refused", async () => {
+    const source = await fundedAccount(gw.app, 10_000_000n);
+    const paid = await post(gw.app, "/v1/payments", internal("2", source), {
+      "idempotency-key": `refunded-${randomUUID()}`,
+    });
+    expect(paid.status).toBe(201);
+    const params = {
+      tenantId: gw.app.demo!.tenantId,
+      target: { kind: "payment" as const, paymentId: paid.body.id as string },
+      amount: null,
+      reason: null,
+      metadata: {},
+      destination: null,
+      idempotencyKey: `refund-${randomUUID()}`,
+      requestSha256: Buffer.alloc(32, 5),
+    };
+    // The retry looks the key up and finds no refund; just then the first request's refund (of all) is written.
+    const db = gw.app.payments.db;
+    let first: CreateRefundResult | null = null;
+    const retry = await createRefund(
+      {
+        ...gw.app.payments,
+        db: {
+          ...db,
+          query: (async (text: string, values?: readonly unknown[]) => {
+            const rows = await db.query(text, values);
+            if (first === null && text.includes("FROM refunds WHERE tenant_id = $1 AND idempotency_key = $2"))
+              first = await createRefund(gw.app.payments, params);
+            return rows;
+          }) as Db["query"],
+        },
+      },
+      params,
+    );
+    const made = first as CreateRefundResult | null;
+    expect(made?.ok && made.refund.amount).toBe(2_000_000n);
+    expect(retry.ok && retry.refund.id).toBe(made?.ok && made.refund.id);
+    const [refunds] = await gw.app.db.query<{ count: bigint }>(
+      "SELECT count(*) AS count FROM refunds WHERE payment_id = $1",
+      [paid.body.id],
+    );
+    expect(refunds!.count).toBe(1n);
   });
 
   it("a request's digest, kept on its payment for good (migration 0030), is the same as ever: a change to its recipe, or to what the schema makes of a body, needs a recipe version", async () => {
