@@ -47,14 +47,15 @@ declare module "fastify" {
      */
     idempotencyClaim: string | null;
     /**
-     * Set by an inline route: `stored` when its answer is already kept (written with the payment, or a replay),
+     * Set by an inline route: `stored` when its answer is already kept (written with the payment), `replayed` when it
+     * is a record's answer again (sendReplay: not remembered, the record may be near the end of its 24 hours),
      * `refused` when the key itself was refused (another request's): either way, nothing more is written.
      * `unanswered` when the answer is about what the key holds (a payment, its record written unanswered with it):
      * the answer fills that record (or writes it, when it has gone). Left null, an inline route's kept answer (a
      * refusal) is written only where the key has no record yet: it never takes the record another request wrote
      * meanwhile. (An answer never kept — a 400, a transient one — deletes the request's unanswered record either way.)
      */
-    idempotencyOutcome: "stored" | "refused" | "unanswered" | null;
+    idempotencyOutcome: "stored" | "replayed" | "refused" | "unanswered" | null;
   }
   interface FastifyContextConfig {
     /**
@@ -124,7 +125,7 @@ export function startIdempotencyPrune(deps: { sql: Sql; logger: Logger }): Perio
   });
 }
 
-/** How many answers of inline routes each process remembers (least recently used forgotten first). */
+/** How many answers of inline routes each process remembers (the least recently set forgotten first). */
 export const rememberedAnswersMax = 10_000;
 
 /**
@@ -173,7 +174,7 @@ export type StoredRecord =
   /** No record, or one whose request died unanswered: the caller answers from the state of things. */
   | { kind: "none" };
 
-/** Looks up the record of a key that is taken. */
+/** Looks up the record of a key that is taken. A record past its 24 hours is a new key's: none. */
 export async function storedRecord(
   sql: Sql,
   params: { tenantId: string; key: string; digest: Buffer; inProgressTimeoutMs: number },
@@ -187,8 +188,9 @@ export async function storedRecord(
   }>(
     `SELECT request_sha256, response_status, response_body::text AS response_body, payment_id,
        created_at < now() - make_interval(secs => $3::double precision / 1000) AS stale
-     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
-    [params.tenantId, params.key, params.inProgressTimeoutMs],
+     FROM idempotency_keys WHERE tenant_id = $1 AND key = $2
+       AND created_at >= now() - make_interval(secs => $4::double precision / 1000)`,
+    [params.tenantId, params.key, params.inProgressTimeoutMs, idempotencyRecordTtlMs],
   );
   if (stored === undefined) return { kind: "none" };
   if (!Buffer.from(stored.request_sha256).equals(params.digest)) return { kind: "reused" };
@@ -208,7 +210,7 @@ const keyInUse = () =>
 
 /** Sends a stored answer again, marked as a replay. */
 export function sendReplay(request: FastifyRequest, reply: FastifyReply, answer: StoredAnswer): FastifyReply {
-  request.idempotencyOutcome = "stored";
+  request.idempotencyOutcome = "replayed";
   return reply
     .code(answer.status)
     .header("idempotent-replayed", "true")
@@ -343,7 +345,8 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     const body = typeof payload === "string" ? payload : JSON.stringify(payload);
     if (inline) {
       inFlight.delete(memo);
-      if (request.idempotencyOutcome === "refused") return done(null, payload);
+      if (request.idempotencyOutcome === "refused" || request.idempotencyOutcome === "replayed")
+        return done(null, payload);
       if (request.idempotencyOutcome === "stored") {
         remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body });
         return done(null, payload);

@@ -442,6 +442,77 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(refunds!.count).toBe(1n);
   });
 
+  it("an answer replayed from a record is not remembered past that record: once the prune took it, the key's new use is answered", async () => {
+    const [a, b, c] = await Promise.all(
+      [0, 1, 2].map(() => paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] })),
+    );
+    try {
+      const tenantId = gw.app.demo!.tenantId;
+      const source = await fundedAccount(gw.app, 10_000_000n);
+      const key = `old-replay-${randomUUID()}`;
+      const refusal = internal("1", "acct_none");
+      expect(
+        (await post({ ...gw.app, server: a! }, "/v1/payments", refusal, { "idempotency-key": key })).status,
+      ).toBe(404);
+      // A minute before its 24 hours end, another process replays the record.
+      await gw.app.db.query(
+        `UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $3::double precision / 1000) + interval '1 minute'
+         WHERE tenant_id = $1 AND key = $2`,
+        [tenantId, key, idempotencyRecordTtlMs],
+      );
+      const replayed = await post({ ...gw.app, server: b! }, "/v1/payments", refusal, {
+        "idempotency-key": key,
+      });
+      expect([replayed.status, replayed.headers["idempotent-replayed"]]).toEqual([404, "true"]);
+      // The prune takes it; the key, new again, pays through a third process; the retry of that payment through the
+      // second is answered it.
+      await gw.app.db.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", [
+        tenantId,
+        key,
+      ]);
+      const paid = await post({ ...gw.app, server: c! }, "/v1/payments", internal("1", source), {
+        "idempotency-key": key,
+      });
+      expect(paid.status).toBe(201);
+      const retry = await post({ ...gw.app, server: b! }, "/v1/payments", internal("1", source), {
+        "idempotency-key": key,
+      });
+      expect([retry.status, retry.body.id]).toEqual([201, paid.body.id]);
+    } finally {
+      await Promise.all([a!.close(), b!.close(), c!.close()]);
+    }
+  });
+
+  it("a record past its 24 hours, not pruned yet, is a new key's on a refusal too: another body gets its own answer, not 409", async () => {
+    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    const other = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    try {
+      const tenantId = gw.app.demo!.tenantId;
+      const key = `expired-refusal-${randomUUID()}`;
+      const first = await post({ ...gw.app, server }, "/v1/payments", internal("1", "acct_none"), {
+        "idempotency-key": key,
+      });
+      expect(first.status).toBe(404);
+      await gw.app.db.query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE tenant_id = $1 AND key = $2",
+        [tenantId, key],
+      );
+      const refused = await post(
+        { ...gw.app, server: other },
+        "/v1/payments",
+        internal("1", "acct_none_either"),
+        {
+          "idempotency-key": key,
+        },
+      );
+      expect([refused.status, refused.body.error?.code]).toEqual([404, "account_not_found"]);
+    } finally {
+      // The expired record goes, as the prune would take it (the prune's own test counts what it deletes).
+      await gw.app.db.query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'");
+      await Promise.all([server.close(), other.close()]);
+    }
+  });
+
   it("a request's digest, kept on its payment for good (migration 0030), is the same as ever: a change to its recipe, or to what the schema makes of a body, needs a recipe version", async () => {
     const key = `frozen-${randomUUID()}`;
     const body = {

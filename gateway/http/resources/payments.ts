@@ -156,8 +156,14 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         if (key !== null && digest !== null) {
           const record = await keyRecord(key, digest);
           if (record.kind === "payment") return replayPayment(record.paymentId);
-          const replayed = answerFromRecord(request, reply, record);
-          if (replayed !== null) return replayed;
+          if (record.kind === "answered" && record.answer.status === 202) {
+            // A payment made under the key since this one was refused (its 202 kept): as it stands now.
+            const made = await createPayment(options.payments, { ...params, requestSha256: digest });
+            if (made.ok) return sendReplay(request, reply, answerOf(made.payment));
+          } else {
+            const replayed = answerFromRecord(request, reply, record);
+            if (replayed !== null) return replayed;
+          }
         }
         throw refusalError(result);
       }
