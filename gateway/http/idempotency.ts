@@ -12,7 +12,7 @@
 // /v1/refunds: without a key a retried request would move it twice): without one, 400 idempotency_key_missing.
 //
 // Records are kept for 24 hours (idempotencyRecordTtlMs, as Stripe): a key whose record is older is treated as new
-// on the claimed-first routes, and a periodic prune (startIdempotencyPrune) deletes expired records. A payment
+// (taken over, on every route), and a periodic prune (startIdempotencyPrune) deletes expired records. A payment
 // keeps its key for good (payments_idempotency), and its request's digest (migration 0030): after 24 h the key still
 // answers the payment it made to that request, and refuses another 409 idempotency_key_reused. A refund likewise
 // (migration 0031).
@@ -49,7 +49,7 @@ declare module "fastify" {
     /**
      * Set by an inline route: `stored` when its answer is already kept (written with the payment), `replayed` when it
      * is a record's answer again (sendReplay: not remembered, the record may be near the end of its 24 hours),
-     * `refused` when the key itself was refused (another request's): either way, nothing more is written.
+     * `refused` when the key itself was refused (another request's): in all three, nothing more is written.
      * `unanswered` when the answer is about what the key holds (a payment, its record written unanswered with it):
      * the answer fills that record (or writes it, when it has gone). Left null, an inline route's kept answer (a
      * refusal) is written only where the key has no record yet: it never takes the record another request wrote
@@ -331,7 +331,8 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
       digest,
       inProgressTimeoutMs: options.inProgressTimeoutMs,
     });
-    // The claim failed, so a record exists; gone since (a server error deleted it): being run, retry.
+    // The claim failed, so a record exists; gone since (a server error deleted it), or turned 24 hours old since:
+    // being run, retry (a retry takes it over).
     return answerFromRecord(request, reply, record.kind === "none" ? { kind: "in_use" } : record);
   });
 
@@ -376,31 +377,40 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     } else if (inline && request.idempotencyOutcome === "unanswered") {
       // The record the service wrote unanswered (a payment not final yet), or the key's record when the payment was
       // another request's (written again if it has gone): the answer goes in now, unless another request's answer
-      // is there (a repeat of the request, in another process, that found the payment final). Remembered when kept.
+      // is there (a repeat of the request, in another process, that found the payment final). A record past its 24
+      // hours is taken over. Remembered when kept.
       stored = options.sql
         .query<{ key: string }>(
           `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (tenant_id, key) DO UPDATE SET response_status = EXCLUDED.response_status,
-             response_body = EXCLUDED.response_body
-             WHERE idempotency_keys.response_status IS NULL
-               AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256
+             response_body = EXCLUDED.response_body, request_sha256 = EXCLUDED.request_sha256,
+             created_at = CASE WHEN idempotency_keys.response_status IS NULL THEN idempotency_keys.created_at
+               ELSE now() END, payment_id = NULL
+             WHERE (idempotency_keys.response_status IS NULL
+                 AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256)
+               OR idempotency_keys.created_at < now() - make_interval(secs => $6::double precision / 1000)
            RETURNING key`,
-          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body],
+          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body, idempotencyRecordTtlMs],
         )
         .then((kept) => {
           if (kept.length === 1)
             remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body });
         });
     } else if (inline) {
-      // A refusal (nothing written under the key): kept only where the key has no record. A record there now is
+      // A refusal (nothing written under the key): kept only where the key has no record, or one past its 24 hours
+      // (a new key's, not pruned yet: taken over, as a claimed-first claim takes it). A live record there now is
       // another request's, written since this one looked (a repeat in another process that made the payment): it
       // stays that request's, to be answered with its payment. Remembered only when kept.
       stored = options.sql
         .query<{ key: string }>(
           `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key`,
-          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body],
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now(), request_sha256 = EXCLUDED.request_sha256,
+             response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, payment_id = NULL
+             WHERE idempotency_keys.created_at < now() - make_interval(secs => $6::double precision / 1000)
+           RETURNING key`,
+          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body, idempotencyRecordTtlMs],
         )
         .then((kept) => {
           if (kept.length === 1)

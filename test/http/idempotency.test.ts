@@ -483,7 +483,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     }
   });
 
-  it("a record past its 24 hours, not pruned yet, is a new key's on a refusal too: another body gets its own answer, not 409", async () => {
+  it("a record past its 24 hours, not pruned yet, is a new key's on a refusal too: another body gets its own answer, not 409, and keeps it", async () => {
     const server = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
     const other = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
     try {
@@ -506,6 +506,22 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         },
       );
       expect([refused.status, refused.body.error?.code]).toEqual([404, "account_not_found"]);
+      // Its answer is kept, taking the expired record over: a retry of it is replayed, the first body refused 409.
+      const [record] = await gw.app.db.query<{ response_status: number; fresh: boolean }>(
+        `SELECT response_status, created_at > now() - interval '1 minute' AS fresh FROM idempotency_keys
+         WHERE tenant_id = $1 AND key = $2`,
+        [tenantId, key],
+      );
+      expect(record).toEqual({ response_status: 404, fresh: true });
+      const firstAgain = await post(
+        { ...gw.app, server: other },
+        "/v1/payments",
+        internal("1", "acct_none"),
+        {
+          "idempotency-key": key,
+        },
+      );
+      expect([firstAgain.status, firstAgain.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
     } finally {
       // The expired record goes, as the prune would take it (the prune's own test counts what it deletes).
       await gw.app.db.query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'");

@@ -136,7 +136,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         const current = record.kind === "answered" && record.answer.status === 202;
         const replayed = current ? null : answerFromRecord(request, reply, record);
         if (replayed !== null) return replayed;
-        // Else no answer kept (its request died, a server error dropped it, the prune took it past its 24 hours):
+        // Else no answer kept (its request died, a server error dropped it, past its 24 hours, pruned or not yet):
         // the payment under the key, as it stands — if this request is the one that made it (the digest the payment
         // keeps, migration 0030); another under its key is refused, as while its record lived.
         if (record.kind === "none") {
