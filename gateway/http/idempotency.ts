@@ -374,43 +374,35 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
                WHERE tenant_id = $1 AND key = $2 AND ${claimOf} = $3::int8 AND response_status IS NULL`,
               [tenant.id, key, request.idempotencyClaim],
             );
-    } else if (inline && request.idempotencyOutcome === "unanswered") {
-      // The record the service wrote unanswered (a payment not final yet), or the key's record when the payment was
-      // another request's (written again if it has gone): the answer goes in now, unless another request's answer
-      // is there (a repeat of the request, in another process, that found the payment final). A record past its 24
-      // hours is taken over. Remembered when kept.
+    } else if (inline) {
+      // A payment's answer (`unanswered`) fills the record the service wrote unanswered with it (a payment not final
+      // yet), or the key's record when the payment was another request's (written again if it has gone) — unless
+      // another request's answer is there (a repeat, in another process, that found the payment final). A refusal
+      // (nothing written under the key) is kept only where the key has no record: a live one there now is another
+      // request's, written since this one looked (a repeat that made the payment), and stays that request's. Either
+      // takes over a record past its 24 hours (a new key's, not pruned yet), as a claimed-first claim does.
+      // Remembered only when kept.
       stored = options.sql
         .query<{ key: string }>(
           `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (tenant_id, key) DO UPDATE SET response_status = EXCLUDED.response_status,
              response_body = EXCLUDED.response_body, request_sha256 = EXCLUDED.request_sha256,
-             created_at = CASE WHEN idempotency_keys.response_status IS NULL THEN idempotency_keys.created_at
-               ELSE now() END, payment_id = NULL
-             WHERE (idempotency_keys.response_status IS NULL
+             created_at = CASE WHEN idempotency_keys.created_at < now() - make_interval(secs => $6::double precision / 1000)
+               THEN now() ELSE idempotency_keys.created_at END, payment_id = NULL
+             WHERE ($7::boolean AND idempotency_keys.response_status IS NULL
                  AND idempotency_keys.request_sha256 = EXCLUDED.request_sha256)
                OR idempotency_keys.created_at < now() - make_interval(secs => $6::double precision / 1000)
            RETURNING key`,
-          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body, idempotencyRecordTtlMs],
-        )
-        .then((kept) => {
-          if (kept.length === 1)
-            remember(memo, request.idempotencyDigest!, { status: reply.statusCode, body });
-        });
-    } else if (inline) {
-      // A refusal (nothing written under the key): kept only where the key has no record, or one past its 24 hours
-      // (a new key's, not pruned yet: taken over, as a claimed-first claim takes it). A live record there now is
-      // another request's, written since this one looked (a repeat in another process that made the payment): it
-      // stays that request's, to be answered with its payment. Remembered only when kept.
-      stored = options.sql
-        .query<{ key: string }>(
-          `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now(), request_sha256 = EXCLUDED.request_sha256,
-             response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, payment_id = NULL
-             WHERE idempotency_keys.created_at < now() - make_interval(secs => $6::double precision / 1000)
-           RETURNING key`,
-          [tenant.id, key, request.idempotencyDigest, reply.statusCode, body, idempotencyRecordTtlMs],
+          [
+            tenant.id,
+            key,
+            request.idempotencyDigest,
+            reply.statusCode,
+            body,
+            idempotencyRecordTtlMs,
+            request.idempotencyOutcome === "unanswered",
+          ],
         )
         .then((kept) => {
           if (kept.length === 1)
