@@ -27,7 +27,12 @@ import { idempotencyRecordTtlMs, pruneIdempotencyRecords } from "../../gateway/h
 import { buildServer } from "../../gateway/http/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
-import { type CreateRefundResult, createPayment, createRefund } from "../../gateway/payments/index.ts";
+import {
+  type CreatePaymentResult,
+  type CreateRefundResult,
+  createPayment,
+  createRefund,
+} from "../../gateway/payments/index.ts";
 import { apiKeyCacheDefaults } from "../../gateway/tenants/index.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -48,11 +53,11 @@ const internal = (amount: string, source = "acct_demo_customer", destination = "
 const frozenPaymentDigest = "861ee2c06765278f8d8c769ea3aadb1be332091d8914e1b37298df693a1fbacf";
 
 /**
- * A database wrapper (for paymentsServer's `wrap`) that, once `run` is set, runs it just before the next statement
- * whose text contains `text` is sent (with that statement's parameters), then clears it: what another process does
- * meanwhile.
+ * A database wrapper (for paymentsServer's `wrap`) that, once `run` is set, runs it just before (or just after) the
+ * next statement whose text contains `text` (with that statement's parameters), then clears it: what another process
+ * does meanwhile.
  */
-function once(text: string) {
+function once(text: string, when: "before" | "after" = "before") {
   const hook: {
     run: ((params: readonly unknown[] | undefined) => Promise<void>) | null;
     wrap: (db: Db) => Db;
@@ -60,14 +65,14 @@ function once(text: string) {
     run: null,
     wrap: (db) => ({
       ...db,
-      query: async (statement, params) => {
-        const run = hook.run;
-        if (run !== null && statement.includes(text)) {
-          hook.run = null;
-          await run(params);
-        }
-        return db.query(statement, params);
-      },
+      query: (async (statement: string, params?: readonly unknown[]) => {
+        const run = statement.includes(text) ? hook.run : null;
+        if (run !== null) hook.run = null;
+        if (run !== null && when === "before") await run(params);
+        const rows = await db.query(statement, params);
+        if (run !== null && when === "after") await run(params);
+        return rows;
+      }) as Db["query"],
     }),
   };
   return hook;
@@ -526,6 +531,53 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       // The expired record goes, as the prune would take it (the prune's own test counts what it deletes).
       await gw.app.db.query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'");
       await Promise.all([server.close(), other.close()]);
+    }
+  });
+
+  it("a key whose record is unusable, paid meanwhile by another body in another process: this request is refused 409, not answered that payment", async () => {
+    // Just after this request's route finds the key's record unusable, and before it asks for the payment, another
+    // process pays another body under the key.
+    const meanwhile = once("FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", "after");
+    const server = await paymentsServer(gw.app, {
+      rememberedAnswersMax: 100,
+      statements: [],
+      wrap: meanwhile.wrap,
+    });
+    try {
+      const tenantId = gw.app.demo!.tenantId;
+      const source = await fundedAccount(gw.app, 10_000_000n);
+      const key = `paid-meanwhile-${randomUUID()}`;
+      // The key's record, past its 24 hours and not pruned yet: unusable, and no payment under the key.
+      await gw.app.db.query(
+        `INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, response_body, created_at)
+         VALUES ($1, $2, $3, 404, '{}', now() - interval '25 hours')`,
+        [tenantId, key, Buffer.alloc(32, 2)],
+      );
+      let other: CreatePaymentResult | null = null;
+      meanwhile.run = async () => {
+        other = await createPayment(gw.app.payments, {
+          tenantId,
+          asset: "USDC",
+          amount: "2",
+          sourceAccountId: source,
+          destination: { kind: "account", accountId: "acct_demo_merchant" },
+          policy: {},
+          metadata: {},
+          idempotencyKey: key,
+          quoteId: null,
+          requestSha256: Buffer.alloc(32, 1),
+        });
+      };
+      const refused = await post({ ...gw.app, server }, "/v1/payments", internal("1", source), {
+        "idempotency-key": key,
+      });
+      expect((other as CreatePaymentResult | null)?.ok).toBe(true);
+      expect([refused.status, refused.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+      expect(await postedOf(gw.app, source)).toBe(8_000_000n);
+    } finally {
+      await gw.app.db.query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'");
+      await server.close();
     }
   });
 

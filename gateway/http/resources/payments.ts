@@ -4,6 +4,7 @@ import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { Db } from "../../db/index.ts";
 import {
+  type CreatePaymentResult,
   createPayment,
   getPayment,
   type Payment,
@@ -116,6 +117,17 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           digest,
           inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
         });
+      /**
+       * A payment the key already held (`replayed`, asked without the record) is this request's only if it was made to
+       * this request (the digest the payment keeps, migration 0030) — checked after the payment was found, so one
+       * written just before by another request (another process, another body) is caught too. Another's: 409
+       * idempotency_key_reused, the request marked refused (nothing kept under the key), as while its record lived.
+       */
+      const refuseOthersPayment = async (found: CreatePaymentResult, key: string, digest: Buffer) => {
+        if (!found.ok || found.replayed !== true) return;
+        const made = await paymentRequestDigest(options.db, tenantId, key);
+        if (made !== null && !made.equals(digest)) answerFromRecord(request, reply, { kind: "reused" });
+      };
       /** A record answered with its payment, final in the same write: that payment's answer again. */
       const replayPayment = async (paymentId: string) => {
         const payment = await getPayment(options.db, { tenantId, id: paymentId });
@@ -137,15 +149,10 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         const replayed = current ? null : answerFromRecord(request, reply, record);
         if (replayed !== null) return replayed;
         // Else no answer kept (its request died, a server error dropped it, past its 24 hours, pruned or not yet):
-        // the payment under the key, as it stands — if this request is the one that made it (the digest the payment
-        // keeps, migration 0030); another under its key is refused, as while its record lived.
-        if (record.kind === "none") {
-          const made = await paymentRequestDigest(options.db, tenantId, key);
-          // Throws 409 idempotency_key_reused, the request marked refused (nothing kept under the key).
-          if (made !== null && !made.equals(digest)) answerFromRecord(request, reply, { kind: "reused" });
-        }
-        // Without the record (the key's is there), but with the digest: kept on a payment made now.
+        // the payment under the key, as it stands, or one made now — without the record (the key's is there), but
+        // with the digest, kept on a payment made now.
         result = await createPayment(options.payments, { ...params, requestSha256: digest });
+        await refuseOthersPayment(result, key, digest);
         if (current && result.ok) return sendReplay(request, reply, answerOf(result.payment));
       }
       if (!result.ok) {
@@ -159,6 +166,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           if (record.kind === "answered" && record.answer.status === 202) {
             // A payment made under the key since this one was refused (its 202 kept): as it stands now.
             const made = await createPayment(options.payments, { ...params, requestSha256: digest });
+            await refuseOthersPayment(made, key, digest);
             if (made.ok) return sendReplay(request, reply, answerOf(made.payment));
           } else {
             const replayed = answerFromRecord(request, reply, record);
