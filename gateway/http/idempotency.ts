@@ -52,8 +52,8 @@ declare module "fastify" {
      * `refused` when the key itself was refused (another request's): in all three, nothing more is written.
      * `unanswered` when the answer is about what the key holds (a payment, its record written unanswered with it):
      * the answer fills that record (or writes it, when it has gone). Left null, an inline route's kept answer (a
-     * refusal) is written only where the key has no record yet: it never takes the record another request wrote
-     * meanwhile. (An answer never kept — a 400, a transient one — deletes the request's unanswered record either way.)
+     * refusal) is written only where the key has no live record (none, or one past its 24 hours, taken over): it never
+     * takes the record another request wrote meanwhile. (An answer never kept — a 400, a transient one — deletes the request's unanswered record either way.)
      */
     idempotencyOutcome: "stored" | "replayed" | "refused" | "unanswered" | null;
   }

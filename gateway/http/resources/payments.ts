@@ -119,7 +119,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         });
       /**
        * A payment the key already held (`replayed`, asked without the record) is this request's only if it was made to
-       * this request (the digest the payment keeps, migration 0030) — checked after the payment was found, so one
+       * this request (the digest the payment keeps, migration 0030; one made before that keeps none, and passes) —
+       * checked after the payment was found, so one
        * written just before by another request (another process, another body) is caught too. Another's: 409
        * idempotency_key_reused, the request marked refused (nothing kept under the key), as while its record lived.
        */
@@ -149,8 +150,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         const replayed = current ? null : answerFromRecord(request, reply, record);
         if (replayed !== null) return replayed;
         // Else no answer kept (its request died, a server error dropped it, past its 24 hours, pruned or not yet):
-        // the payment under the key, as it stands, or one made now — without the record (the key's is there), but
-        // with the digest, kept on a payment made now.
+        // the payment under the key, as it stands, or one made now — without a record (the key's, if there, is
+        // unusable), but with the digest, kept on a payment made now.
         result = await createPayment(options.payments, { ...params, requestSha256: digest });
         await refuseOthersPayment(result, key, digest);
         if (current && result.ok) return sendReplay(request, reply, answerOf(result.payment));
