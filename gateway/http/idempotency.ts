@@ -24,8 +24,8 @@
 //   handler. The route hands the service the request's digest and how to answer, and the service writes the record
 //   in the same transaction as the payment — with the answer when the payment is final in that transaction (an
 //   internal payment: one write for everything), else still unanswered until the answer is sent. When the service
-//   finds the key taken, the route answers from the stored record (storedRecord, answerFromRecord). This process's own keys in
-//   flight and its recent answers are remembered, so a repeat to the same process asks no query.
+//   finds the key taken, the route answers from the stored record (storedRecord, answerFromRecord). This process's
+//   own keys in flight and its recent answers are remembered, so a repeat to the same process asks no query.
 import { createHash } from "node:crypto";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
@@ -42,8 +42,9 @@ declare module "fastify" {
     /** The SHA-256 of the request (method, URL, body) the key was sent with. */
     idempotencyDigest: Buffer | null;
     /**
-     * A claimed-first route's claim: its record's created_at, in microseconds since the epoch (claimOf). The answer goes only into that
-     * claim: a record claimed anew since (this request taken for dead past the in-progress timeout) is another's.
+     * A claimed-first route's claim: its record's created_at, in microseconds since the epoch (claimOf). The answer
+     * goes only into that claim: a record claimed anew since (this request taken for dead past the in-progress
+     * timeout) is another's.
      */
     idempotencyClaim: string | null;
     /**
@@ -52,8 +53,9 @@ declare module "fastify" {
      * `refused` when the key itself was refused (another request's): in all three, nothing more is written.
      * `unanswered` when the answer is about what the key holds (a payment, its record written unanswered with it):
      * the answer fills that record (or writes it, when it has gone). Left null, an inline route's kept answer (a
-     * refusal) is written only where the key has no live record (none, or one past its 24 hours, taken over): it never
-     * takes the record another request wrote meanwhile. (An answer never kept — a 400, a transient one — deletes the request's unanswered record either way.)
+     * refusal) is written only where the key has no live record (none, or one past its 24 hours, taken over): it
+     * never takes the record another request wrote meanwhile. (An answer never kept — a 400, a transient one —
+     * deletes the request's unanswered record either way.)
      */
     idempotencyOutcome: "stored" | "replayed" | "refused" | "unanswered" | null;
   }

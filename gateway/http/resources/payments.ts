@@ -179,7 +179,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       // Kept with the payment already, or to fill the record written unanswered with it (or the key's record).
       request.idempotencyOutcome = result.answer !== null ? "stored" : "unanswered";
       const answer = result.answer ?? answerOf(result.payment);
-      // The payment under the key, not made now (its record gone, or unanswered past its timeout): a replay, as Stripe marks one.
+      // The payment under the key, not made now (its record gone, or unanswered past its timeout): a replay, as
+      // Stripe marks one.
       if (result.replayed === true) reply.header("idempotent-replayed", "true");
       if (waitMs !== undefined && answer.status === 202)
         reply.header("preference-applied", preferenceApplied(waitMs));
