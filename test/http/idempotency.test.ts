@@ -128,20 +128,20 @@ async function paymentsWithKey(app: App, key: string): Promise<bigint> {
 
 /**
  * The gateway's HTTP server (buildServer, as the app builds it) over the gateway's services, its Idempotency-Key
- * plugin remembering at most `rememberedAnswersMax` answers, and the statements of the server's plugins and routes
- * recorded (the payment service's own are not). A valid key is trusted for a minute, so that auth asks nothing
- * once the first request found the key.
+ * plugin remembering at most `rememberedAnswersMax` answers (100 unless given), and the statements of the server's
+ * plugins and routes recorded in `statements` when given (the payment service's own are not). A valid key is trusted
+ * for a minute, so that auth asks nothing once the first request found the key.
  */
 async function paymentsServer(
   app: App,
   params: {
-    rememberedAnswersMax: number;
-    statements: string[];
+    rememberedAnswersMax?: number;
+    statements?: string[];
     wrap?: (db: Db) => Db;
     rememberedAnswerTtlMs?: number;
-  },
+  } = {},
 ): Promise<FastifyInstance> {
-  const recorded = recordStatements(app.db, params.statements);
+  const recorded = recordStatements(app.db, params.statements ?? []);
   const db = params.wrap === undefined ? recorded : params.wrap(recorded);
   const server = await buildServer({
     db,
@@ -157,7 +157,7 @@ async function paymentsServer(
     requestTimeoutMs: 10_000,
     bodyLimitBytes: 64 * 1024,
     idempotencyInProgressTimeoutMs: 60_000,
-    idempotencyRememberedAnswersMax: params.rememberedAnswersMax,
+    idempotencyRememberedAnswersMax: params.rememberedAnswersMax ?? 100,
     ...(params.rememberedAnswerTtlMs === undefined
       ? {}
       : { idempotencyRememberedAnswerTtlMs: params.rememberedAnswerTtlMs }),
@@ -238,11 +238,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // Just before the refusal's answer is kept, the other request's record arrives: written with its payment,
     // unanswered until its answer is sent.
     const meanwhile = once("INSERT INTO idempotency_keys");
-    const server = await paymentsServer(gw.app, {
-      rememberedAnswersMax: 100,
-      statements: [],
-      wrap: meanwhile.wrap,
-    });
+    const server = await paymentsServer(gw.app, { wrap: meanwhile.wrap });
     const via = { ...gw.app, server };
     try {
       const key = `meanwhile-${randomUUID()}`;
@@ -274,11 +270,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // Just before the first request's answer is kept, a repeat (in another process) has taken the key over: its
     // claim, unanswered while it runs.
     const meanwhile = once("UPDATE idempotency_keys SET response_status");
-    const server = await paymentsServer(gw.app, {
-      rememberedAnswersMax: 100,
-      statements: [],
-      wrap: meanwhile.wrap,
-    });
+    const server = await paymentsServer(gw.app, { wrap: meanwhile.wrap });
     const via = { ...gw.app, server };
     try {
       const tenantId = gw.app.demo!.tenantId;
@@ -344,8 +336,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("a refusal kept by one process answers in another: the same request replayed, another body under the key refused 409", async () => {
-    const a = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
-    const b = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    const a = await paymentsServer(gw.app);
+    const b = await paymentsServer(gw.app);
     try {
       const key = `kept-refusal-${randomUUID()}`;
       const body = internal("1", "acct_none");
@@ -367,12 +359,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("a process forgets an answer before its record expires: once the key is new again (the prune), another process's use of it is answered, not a memory", async () => {
-    const a = await paymentsServer(gw.app, {
-      rememberedAnswersMax: 100,
-      statements: [],
-      rememberedAnswerTtlMs: 200,
-    });
-    const b = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    const a = await paymentsServer(gw.app, { rememberedAnswerTtlMs: 200 });
+    const b = await paymentsServer(gw.app);
     try {
       const source = await fundedAccount(gw.app, 10_000_000n);
       const key = `forgotten-${randomUUID()}`;
@@ -448,9 +436,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("an answer replayed from a record is not remembered past that record: once the prune took it, the key's new use is answered", async () => {
-    const [a, b, c] = await Promise.all(
-      [0, 1, 2].map(() => paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] })),
-    );
+    const [a, b, c] = await Promise.all([0, 1, 2].map(() => paymentsServer(gw.app)));
     try {
       const tenantId = gw.app.demo!.tenantId;
       const source = await fundedAccount(gw.app, 10_000_000n);
@@ -489,8 +475,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("a record past its 24 hours, not pruned yet, is a new key's on a refusal too: another body gets its own answer, not 409, and keeps it", async () => {
-    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
-    const other = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    const server = await paymentsServer(gw.app);
+    const other = await paymentsServer(gw.app);
     try {
       const tenantId = gw.app.demo!.tenantId;
       const key = `expired-refusal-${randomUUID()}`;
@@ -538,11 +524,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // Just after this request's route finds the key's record unusable, and before it asks for the payment, another
     // process pays another body under the key.
     const meanwhile = once("FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", "after");
-    const server = await paymentsServer(gw.app, {
-      rememberedAnswersMax: 100,
-      statements: [],
-      wrap: meanwhile.wrap,
-    });
+    const server = await paymentsServer(gw.app, { wrap: meanwhile.wrap });
     try {
       const tenantId = gw.app.demo!.tenantId;
       const source = await fundedAccount(gw.app, 10_000_000n);
@@ -709,7 +691,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("a payment's key whose record is gone (the prune, or a server error's answer): its request answers the payment, another is refused 409", async () => {
-    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 1, statements: [] });
+    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 1 });
     const via = { ...gw.app, server };
     try {
       const source = await fundedAccount(gw.app, 10_000_000n);
@@ -735,7 +717,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     }
   });
   it("a key whose record died unanswered before any payment was made: the payment made now keeps its request's digest, so another body under the key is refused 409 once the record is gone", async () => {
-    const server = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+    const server = await paymentsServer(gw.app);
     const via = { ...gw.app, server };
     try {
       const tenantId = gw.app.demo!.tenantId;
@@ -764,7 +746,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         tenantId,
         key,
       ]);
-      const fresh = await paymentsServer(gw.app, { rememberedAnswersMax: 100, statements: [] });
+      const fresh = await paymentsServer(gw.app);
       const other = await post({ ...gw.app, server: fresh }, "/v1/payments", internal("2", source), {
         "idempotency-key": key,
       }).finally(() => fresh.close());
