@@ -1,8 +1,8 @@
-// Group commit (core/group-commit.ts) for the x402 authorization claims of concurrent requests: while one statement is in flight the next
-// batch gathers, and each batch is one statement — a SELECT for "already claimed?" and an INSERT … ON CONFLICT DO
-// NOTHING RETURNING for the claims, with the same semantics row by row as store.ts `isClaimed` and `claim` (the
-// key (chain_id, token, payer, nonce), lower case). Every caller gets its own answer; a key asked twice in one batch
-// is claimed by its first caller only. A failed statement fails every caller of its batch.
+// Group commit (core/group-commit.ts) for the x402 authorization claims of concurrent requests: while one statement
+// is in flight the next batch gathers, and each batch is one INSERT … ON CONFLICT DO NOTHING RETURNING, with the same
+// semantics row by row as store.ts `claim` (the key (chain_id, token, payer, nonce), lower case). Every caller gets
+// its own answer; a key asked twice in one batch is claimed by its first caller only. A failed statement fails every
+// caller of its batch.
 import { groupCommit } from "../../core/group-commit.ts";
 import type { Db } from "../db/index.ts";
 import type { X402Chain } from "./chains.ts";
@@ -26,23 +26,6 @@ export type ClaimRequest = {
   readonly authorization: Eip3009Authorization;
   readonly credit: CreditTarget;
 };
-
-/** Whether each authorization is already claimed: one SELECT. */
-export async function areClaimed(
-  db: Db,
-  asked: readonly { chain: X402Chain; authorization: Pick<Eip3009Authorization, "from" | "nonce"> }[],
-): Promise<boolean[]> {
-  const keys = asked.map((a) => keyOf(a.chain, a.authorization));
-  const rows = await db.query<{ chain_id: string; token: string; payer: string; nonce: string }>(
-    `SELECT chain_id::text AS chain_id, token, payer, nonce FROM x402_authorizations
-     WHERE (chain_id, token, payer, nonce) IN (${keys
-       .map((_, i) => `($${4 * i + 1}::bigint, $${4 * i + 2}, $${4 * i + 3}, $${4 * i + 4})`)
-       .join(", ")})`,
-    keys.flat(),
-  );
-  const found = new Set(rows.map((row) => textOf([row.chain_id, row.token, row.payer, row.nonce])));
-  return keys.map((key) => found.has(textOf(key)));
-}
 
 /** Claims each authorization for its credit: one INSERT; true for the caller that took it, false otherwise. */
 export async function claimAll(db: Db, requests: readonly ClaimRequest[]): Promise<boolean[]> {
@@ -79,15 +62,10 @@ export async function claimAll(db: Db, requests: readonly ClaimRequest[]): Promi
   });
 }
 
-/** The batched `isClaimed` and `claim` of one database. */
+/** The batched `claim` of one database. */
 export function createClaimBatcher(db: Db) {
-  const isClaimed = groupCommit(
-    (asked: readonly { chain: X402Chain; authorization: Eip3009Authorization }[]) => areClaimed(db, asked),
-    maxClaimBatchRows,
-  );
   const claim = groupCommit((requests: readonly ClaimRequest[]) => claimAll(db, requests), maxClaimBatchRows);
   return {
-    isClaimed: (chain: X402Chain, authorization: Eip3009Authorization) => isClaimed({ chain, authorization }),
     claim: (chain: X402Chain, authorization: Eip3009Authorization, credit: CreditTarget) =>
       claim({ chain, authorization, credit }),
   };

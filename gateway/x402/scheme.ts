@@ -45,13 +45,14 @@ const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused
 
 /** The paywall's x402 scheme over these chains, verifying and settling with `deps`. */
 export function createX402Scheme(deps: X402Deps): PaymentScheme {
-  // Concurrent requests' claims (and "already claimed?" reads) go to the database as one statement per batch.
+  // Concurrent requests' claims go to the database as one statement per batch. Nothing asks "already claimed?"
+  // before: the claim after verification is that check (a replay is refused by it, after its simulation).
   const claims = createClaimBatcher(deps.db);
   // … and their simulations to the chain as one eth_call per batch; the tokens' domain separators are kept (a few:
   // one per chain, token and domain).
   const separators = new Map<string, Uint8Array>();
   const reads: VerifyReads = {
-    isClaimed: (_db, chain, authorization) => claims.isClaimed(chain, authorization),
+    isClaimed: null,
     checkChain: createSimulationBatcher(),
     separator(chain, domain) {
       const key = JSON.stringify([chain.chainId, chain.token.toLowerCase(), domain.name, domain.version]);

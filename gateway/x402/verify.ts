@@ -122,7 +122,12 @@ export function parsePayment(
  * same answer for each.
  */
 export type VerifyReads = {
-  isClaimed(db: Db, chain: X402Chain, authorization: Eip3009Authorization): Promise<boolean>;
+  /**
+   * Whether the gateway has taken the authorization already; null when the caller does not ask before it claims
+   * (the paywall: its claim, an INSERT … ON CONFLICT DO NOTHING right after verification, refuses one already taken
+   * with the same code, so a read before it would only cost every payment a statement).
+   */
+  isClaimed: ((db: Db, chain: X402Chain, authorization: Eip3009Authorization) => Promise<boolean>) | null;
   checkChain(chain: X402Chain, authorization: Eip3009Authorization, signature: Hex): Promise<Refused | null>;
   /** The token's EIP-712 domain separator (recover.ts domainSeparator), which a caller may keep; computed if absent. */
   separator?(chain: X402Chain, domain: { name: string; version: string }): Uint8Array;
@@ -196,7 +201,7 @@ export async function verifyExact(
       "invalid_exact_evm_payload_authorization_value",
       `value must be ${requirements.version === 2 ? "" : "at least "}${requirements.amount}`,
     );
-  if (await reads.isClaimed(deps.db, chain, authorization))
+  if (reads.isClaimed !== null && (await reads.isClaimed(deps.db, chain, authorization)))
     return refusedWith("invalid_exact_evm_nonce_already_used", "this authorization was already taken");
   const onChain = await reads.checkChain(chain, authorization, signature);
   if (onChain !== null) return onChain;

@@ -4,7 +4,12 @@
 // PAYMENT-RESPONSE; the same payment sent again is a 402 with a code and changes nothing. A paywall with a split
 // pays each payee's share out of the seller's credit, exactly, in the same ledger request.
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
-import { decodePaymentResponseHeader, wrapFetchWithPayment, x402Client } from "@x402/fetch";
+import {
+  decodePaymentResponseHeader,
+  wrapFetchWithPayment,
+  x402Client,
+  x402HTTPClient,
+} from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +23,8 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
   let base: string;
   let served = 0;
   let splitPayeeAccount: string;
+  /** While set, GET /held says it was entered, then waits for `hold.released` before serving. */
+  let hold: { entered: () => void; released: Promise<void> } | null = null;
 
   beforeAll(async () => {
     gw = await startGateway();
@@ -50,6 +57,14 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       split: [{ payee: payee.body.id, basis_points: 2_500 }],
     });
     expect(split.status, JSON.stringify(split.body)).toBe(201);
+    const held = await gw.call("POST", "/v1/paywalls", {
+      resource: "/held",
+      description: "a paid report served slowly",
+      price: { amount: "0.01", asset: "USD" },
+      offers: [{ scheme: "x402", rail: "evm" }],
+      accounts: [gw.app.demo!.merchant.id],
+    });
+    expect(held.status, JSON.stringify(held.body)).toBe(201);
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/report", async () => {
@@ -57,6 +72,12 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       return { report: "the goods" };
     });
     shop.get("/split-report", async () => ({ report: "the shared goods" }));
+    shop.get("/held", async () => {
+      hold?.entered();
+      await hold?.released;
+      served += 1;
+      return { report: "the held goods" };
+    });
     base = await shop.listen({ port: 0, host: "127.0.0.1" });
   });
   afterAll(async () => {
@@ -152,5 +173,49 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       }),
     ]);
     expect(await ledgerInvariantProblems(gw.app.db)).toEqual([]);
+  });
+
+  it("refuses the authorization of a request still being served, sent again at once or after: served once", async () => {
+    // The paywall reads no "already claimed?" before its claim: the claim itself refuses the copies.
+    const client = new x402HTTPClient(payingClient());
+    const challenge = await fetch(`${base}/held`);
+    expect(challenge.status).toBe(402);
+    const required = client.getPaymentRequiredResponse(
+      (name) => challenge.headers.get(name),
+      await challenge.json(),
+    );
+    const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+    const before = { served, posted: await merchantPosted() };
+    let release = () => {};
+    let entered = () => {};
+    const inHandler = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    hold = {
+      entered,
+      released: new Promise((resolve) => {
+        release = resolve;
+      }),
+    };
+    const first = fetch(`${base}/held`, { headers: header });
+    // Past verification, its claim made: the copies, at once, find the authorization taken.
+    await inHandler;
+    const copies = await Promise.all([1, 2, 3].map(() => fetch(`${base}/held`, { headers: header })));
+    const codes = await Promise.all(copies.map(async (c) => ((await c.json()) as { error: string }).error));
+    release();
+    const answer = await first;
+    expect(answer.status, await answer.clone().text()).toBe(200);
+    expect(codes).toEqual(Array(3).fill("invalid_exact_evm_nonce_already_used"));
+    hold = null;
+    // Settled by now (the answer carries the receipt): the token has used the nonce.
+    const after = await fetch(`${base}/held`, { headers: header });
+    expect(after.status).toBe(402);
+    expect(((await after.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
+    expect(served - before.served).toBe(1);
+    const settled = Date.now() + 15_000;
+    while ((await merchantPosted()) === before.posted && Date.now() < settled)
+      await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await merchantPosted()) - before.posted).toBe(10_000n);
   });
 });
