@@ -4,12 +4,7 @@
 // PAYMENT-RESPONSE; the same payment sent again is a 402 with a code and changes nothing. A paywall with a split
 // pays each payee's share out of the seller's credit, exactly, in the same ledger request.
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
-import {
-  decodePaymentResponseHeader,
-  wrapFetchWithPayment,
-  x402Client,
-  x402HTTPClient,
-} from "@x402/fetch";
+import { decodePaymentResponseHeader, wrapFetchWithPayment, x402Client, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
