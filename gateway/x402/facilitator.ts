@@ -132,7 +132,7 @@ export async function facilitatorSettle(
 /** Verification that takes a claimed and spent nonce: the rest of the checks, as for a first settle. */
 const spentNonceReads: VerifyReads = {
   ...singleReads,
-  isClaimed: async () => false,
+  isClaimed: null,
   checkChain: async () => null,
 };
 

@@ -118,8 +118,8 @@ export function parsePayment(
 
 /**
  * How verification asks the database and the chain: one statement and one simulation per payment (the
- * facilitator), or batched across concurrent payments (the paywall: claims-batch.ts, simulate-batch.ts), with the
- * same answer for each.
+ * facilitator), or no statement and one simulation per batch of concurrent payments (the paywall: simulate-batch.ts;
+ * its claim after verification, claims-batch.ts, is its check of the gateway's nonces).
  */
 export type VerifyReads = {
   /**
