@@ -247,31 +247,41 @@ async function submit(
   const chain = await checkChain(state, row, auth);
   if (chain !== null) return chain;
   // One signer per invoice: a second payer's authorization (its own nonce space) would pay it twice. A transfer
-  // authorization also gives the invoice its nonce (once: no other invoice may hold it), which the watcher follows.
-  const [claimed] = await state.params.db.query<{ auth_from: string }>(
-    auth.method === "transfer"
-      ? `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
-         WHERE chain_id = $1 AND token = $2 AND reference = $3
-           AND ((auth_from IS NULL AND NOT EXISTS (
-                  SELECT 1 FROM evm_deposits other
-                  WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5))
-             OR (auth_from = $4 AND auth_nonce = $5))
-         RETURNING auth_from`
-      : `UPDATE evm_deposits SET auth_from = $4
-         WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
-         RETURNING auth_from`,
-    [
-      state.chainId,
-      state.params.token.address.toLowerCase(),
-      row.reference,
-      auth.from.toLowerCase(),
-      ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
-    ],
-  );
+  // authorization also gives the invoice its payer's nonce (once: no other invoice may hold the same payer and
+  // nonce; another payer's same nonce is another authorization), which the watcher follows.
+  let claimed: { auth_from: string } | undefined;
+  try {
+    [claimed] = await state.params.db.query<{ auth_from: string }>(
+      auth.method === "transfer"
+        ? `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+           WHERE chain_id = $1 AND token = $2 AND reference = $3
+             AND ((auth_from IS NULL AND NOT EXISTS (
+                    SELECT 1 FROM evm_deposits other
+                    WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5
+                      AND other.auth_from = $4))
+               OR (auth_from = $4 AND auth_nonce = $5))
+           RETURNING auth_from`
+        : `UPDATE evm_deposits SET auth_from = $4
+           WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $4)
+           RETURNING auth_from`,
+      [
+        state.chainId,
+        state.params.token.address.toLowerCase(),
+        row.reference,
+        auth.from.toLowerCase(),
+        ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
+      ],
+    );
+  } catch (error) {
+    // Another invoice took this payer and nonce between the NOT EXISTS and the write (evm_deposits_nonce): nothing
+    // was sent, so this is a refusal like the one below, not a payment of unknown fate.
+    if (typeof error !== "object" || error === null || (error as { code?: unknown }).code !== "23505")
+      throw error;
+  }
   if (claimed === undefined)
     return refused(
       "authorization_used",
-      "another payer's authorization was already submitted for this invoice",
+      "this invoice has another payer's authorization, or this authorization is bound to another invoice",
     );
   const sent = await sendOnce(
     state.journal,

@@ -263,7 +263,7 @@ type Binding = { auth_from: string | null; auth_nonce: string };
 
 /**
  * The invoice takes this payer and nonce, as a single transfer authorization's does (authorizations.ts): once,
- * and only when no other invoice holds the nonce. What it held before when it holds them now (a retry of the same
+ * and only when no other invoice holds the same payer and nonce. What it held before when it holds them now (a retry of the same
  * batch too); null when it does not.
  */
 async function bindToInvoice(
@@ -281,7 +281,8 @@ async function bindToInvoice(
      WHERE chain_id = $1 AND token = $2 AND reference = $3 AND amount = $6
        AND ((auth_from IS NULL AND NOT EXISTS (
               SELECT 1 FROM evm_deposits other
-              WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5 AND other.reference <> $3))
+              WHERE other.chain_id = $1 AND other.token = $2 AND other.auth_nonce = $5 AND other.auth_from = $4
+                AND other.reference <> $3))
          OR (auth_from = $4 AND auth_nonce = $5))
      RETURNING (SELECT auth_from FROM before) AS auth_from, (SELECT auth_nonce FROM before) AS auth_nonce`,
       [

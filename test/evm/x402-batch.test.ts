@@ -392,6 +392,24 @@ describe("batch settlement on the Hardhat chain", () => {
     expect(await tokenBalance(payer.address)).toBe(payerFunds - 900n);
   });
 
+  it("settles two payers' authorizations with the same nonce in one batch, each once (a nonce is its payer's own)", async () => {
+    const settler = batchSettler({ batchSizeMax: 2, batchWaitMsMax: 60_000 });
+    const [first, second] = await newPayers([payerFunds, payerFunds]);
+    const nonce = keccak256(stringToHex(`shared nonce ${Math.random()}`));
+    const payments = [await payment(first!, 300n, { nonce }), await payment(second!, 400n, { nonce })];
+    const hotBefore = await tokenBalance(chain.hotWallet);
+    const results = (await Promise.all(payments.map((p) => claimAndSettle(settler, p)))).map(okResult);
+    expect(results[0]!.transaction).toBe(results[1]!.transaction);
+    expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(700n);
+    expect(await tokenBalance(first!.address)).toBe(payerFunds - 300n);
+    expect(await tokenBalance(second!.address)).toBe(payerFunds - 400n);
+    await creditFinal();
+    for (const result of results) {
+      const invoice = await getInvoice(gw.app.db, { tenantId: gw.app.demo!.tenantId, id: result.invoiceId });
+      expect(invoice?.status).toBe("paid");
+    }
+  });
+
   it("sends a lone payment once its wait is over, and a later one rides in the same batch", async () => {
     const waitMs = 500;
     const settler = batchSettler({ batchSizeMax: 100, batchWaitMsMax: waitMs });

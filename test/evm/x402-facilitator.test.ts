@@ -603,6 +603,43 @@ describe("the paywall's x402 scheme", () => {
     expect((await merchantBalance()) - before).toBe(price);
   });
 
+  it("settles two payers' authorizations that share a nonce, each once (an EIP-3009 nonce is its payer's own)", async () => {
+    const x402 = scheme();
+    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
+    const nonce = toHex(BigInt(Date.now()) * 1000n + 999n, { size: 32 });
+    const before = {
+      merchant: await merchantBalance(),
+      payer: await gw.tokenBalance(payer().address),
+      stranger: await gw.tokenBalance(stranger().address),
+    };
+    const headers: string[] = [];
+    for (const signer of [payer(), stranger()]) {
+      const signed = await signedPayment({ signer, from: signer.address, nonce });
+      const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
+      headers.push(header);
+      const paid = await x402.verify(resource, offers, request({ "payment-signature": header }));
+      if (paid.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(paid)}`);
+      const done = await paid.complete({ served: true });
+      expect(done.settled, JSON.stringify(done)).toBe(true);
+    }
+    // Each pays once: presented again, refused; each payer's balance down by one price, the seller credited twice.
+    for (const header of headers)
+      expect(await x402.verify(resource, offers, request({ "payment-signature": header }))).toMatchObject({
+        kind: "refused",
+        refusal: { code: "invalid_exact_evm_nonce_already_used" },
+      });
+    expect(before.payer - (await gw.tokenBalance(payer().address))).toBe(price);
+    expect(before.stranger - (await gw.tokenBalance(stranger().address))).toBe(price);
+    for (let i = 0; i < 100 && (await merchantBalance()) - before.merchant < 2n * price; i += 1)
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await merchantBalance()) - before.merchant).toBe(2n * price);
+    const rows = await gw.app.db.query<{ payer: string; status: string }>(
+      "SELECT payer, status FROM x402_authorizations WHERE nonce = $1 ORDER BY payer",
+      [nonce.toLowerCase()],
+    );
+    expect(rows.map((row) => row.status)).toEqual(["settled", "settled"]);
+  });
+
   it("gives the claim back when the resource was not served, and refuses bad headers and other prices", async () => {
     const x402 = scheme();
     const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
