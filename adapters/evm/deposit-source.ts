@@ -67,7 +67,8 @@ export function depositSource(state: EvmRailState): LogSource<DepositLog> {
       const addresses = watched.flatMap((w) =>
         w.deposit_address === null ? [] : [w.deposit_address as Address],
       );
-      const nonces = watched.map((w) => w.auth_nonce);
+      // Once each: payers may share a nonce (each its own authorization), one topic finds all their logs.
+      const nonces = [...new Set(watched.map((w) => w.auth_nonce))];
       const logs: DecodedDeposit[] = [];
       for (const group of chunks(addresses, depositTopicsPerCallMax)) {
         const found = await publicClient.getLogs({

@@ -262,9 +262,9 @@ async function settleOnce(
 type Binding = { auth_from: string | null; auth_nonce: string };
 
 /**
- * The invoice takes this payer and nonce, as a single transfer authorization's does (authorizations.ts): once,
- * and only when no other invoice holds the same payer and nonce. What it held before when it holds them now (a retry of the same
- * batch too); null when it does not.
+ * The invoice takes this payer and nonce, as a single transfer authorization's does (authorizations.ts): once, and
+ * only when no other invoice holds the same payer and nonce. What it held before when it holds them now (a retry of
+ * the same batch too); null when it does not.
  */
 async function bindToInvoice(
   state: EvmRailState,

@@ -12,8 +12,9 @@
 // answered `unexpected_settle_error` and the invoice is still credited if the transaction is mined.
 //
 // Never twice: the caller has claimed the authorization in x402_authorizations (store.claim: one row per chain,
-// token, payer and nonce, across every process), the rail binds the nonce to one invoice (evm_deposits' unique
-// auth_nonce), the queue refuses a second copy of an authorization it holds, and the token spends a nonce once.
+// token, payer and nonce, across every process), the rail binds the payer's nonce to one invoice (evm_deposits'
+// unique auth_nonce and auth_from), the queue refuses a second copy of an authorization it holds, and the token spends
+// a payer's nonce once.
 //
 // Gas: the transaction's gas (used × effective price, in gwei rounded up) is booked once per batch, as the rail's
 // fee against its ETH clearing account, split into one share per payment sent: each share is the total divided by
