@@ -23,14 +23,19 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
 
   beforeAll(async () => {
     gw = await startGateway();
-    const created = await gw.call("POST", "/v1/paywalls", {
-      resource: "/report",
-      description: "a paid report",
-      price: { amount: "0.01", asset: "USD" },
-      offers: [{ scheme: "x402", rail: "evm" }],
-      accounts: [gw.app.demo!.merchant.id],
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    /** A paywall of the demo tenant at 0.01 USD by x402 on the EVM rail, crediting the merchant. */
+    const paywall = async (resource: string, description: string, extra: Record<string, unknown> = {}) => {
+      const created = await gw.call("POST", "/v1/paywalls", {
+        resource,
+        description,
+        price: { amount: "0.01", asset: "USD" },
+        offers: [{ scheme: "x402", rail: "evm" }],
+        accounts: [gw.app.demo!.merchant.id],
+        ...extra,
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+    };
+    await paywall("/report", "a paid report");
     const account = await gw.call("POST", "/v1/accounts", {
       asset: "USDC",
       kind: "customer",
@@ -43,23 +48,10 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       methods: [{ type: "account", account: splitPayeeAccount }],
     });
     expect(payee.status, JSON.stringify(payee.body)).toBe(201);
-    const split = await gw.call("POST", "/v1/paywalls", {
-      resource: "/split-report",
-      description: "a paid report, a quarter to the partner",
-      price: { amount: "0.01", asset: "USD" },
-      offers: [{ scheme: "x402", rail: "evm" }],
-      accounts: [gw.app.demo!.merchant.id],
+    await paywall("/split-report", "a paid report, a quarter to the partner", {
       split: [{ payee: payee.body.id, basis_points: 2_500 }],
     });
-    expect(split.status, JSON.stringify(split.body)).toBe(201);
-    const held = await gw.call("POST", "/v1/paywalls", {
-      resource: "/held",
-      description: "a paid report served slowly",
-      price: { amount: "0.01", asset: "USD" },
-      offers: [{ scheme: "x402", rail: "evm" }],
-      accounts: [gw.app.demo!.merchant.id],
-    });
-    expect(held.status, JSON.stringify(held.body)).toBe(201);
+    await paywall("/held", "a paid report served slowly");
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/report", async () => {
