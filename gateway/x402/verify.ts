@@ -352,8 +352,10 @@ export async function checkChain(
 }
 
 /**
- * Why the token would not take an authorization a simulation refused, from two reads that do not revert: its nonce
- * used, or the payer's balance short (or the chain unreadable); null when neither says.
+ * Why the token would not take an authorization a simulation refused, from reads that do not revert: its nonce used,
+ * the payer's balance short, or the window shut by the chain's own clock (the gateway's checked it open, but a chain's
+ * time may run ahead or behind: a development chain's after evm_increaseTime, a node far behind), or the chain
+ * unreadable; null when none says.
  */
 export async function whyNotTaken(
   chain: X402Chain,
@@ -361,7 +363,7 @@ export async function whyNotTaken(
 ): Promise<Refused | null> {
   const { publicClient, token } = chain;
   try {
-    const [used, balance] = await Promise.all([
+    const [used, balance, latest] = await Promise.all([
       publicClient.readContract({
         address: token,
         abi: eip3009Abi,
@@ -374,12 +376,25 @@ export async function whyNotTaken(
         functionName: "balanceOf",
         args: [authorization.from],
       }),
+      publicClient.getBlock({ blockTag: "latest" }),
     ]);
     if (used) return refusedWith("invalid_exact_evm_nonce_already_used", "the token has used this nonce");
     if (balance < authorization.value)
       return refusedWith(
         "insufficient_funds",
         `${authorization.from} holds less than ${authorization.value}`,
+      );
+    // The token takes it only while validAfter < block.timestamp < validBefore: the simulation's block is the next,
+    // no earlier than the latest, so a window shut at the latest block's time explains the refusal.
+    if (authorization.validBefore <= latest.timestamp)
+      return refusedWith(
+        "invalid_exact_evm_payload_authorization_valid_before",
+        `the chain's time (${latest.timestamp}) is past validBefore`,
+      );
+    if (authorization.validAfter >= latest.timestamp)
+      return refusedWith(
+        "invalid_exact_evm_payload_authorization_valid_after",
+        `the chain's time (${latest.timestamp}) is not past validAfter`,
       );
   } catch (error) {
     if (!(error instanceof BaseError)) throw error;

@@ -63,15 +63,17 @@ afterAll(async () => {
   await gw?.app.close();
 });
 
-async function signed(options: { value?: bigint; signer?: Account; nonce?: Hex } = {}) {
+async function signed(
+  options: { value?: bigint; signer?: Account; nonce?: Hex; validAfter?: bigint; validBefore?: bigint } = {},
+) {
   counter += 1;
   const nowS = BigInt(Math.floor(Date.now() / 1000));
   const authorization: Eip3009Authorization = {
     from: payer().address,
     to: chain.hotWallet,
     value: options.value ?? 1_000n,
-    validAfter: nowS - 600n,
-    validBefore: nowS + 600n,
+    validAfter: options.validAfter ?? nowS - 600n,
+    validBefore: options.validBefore ?? nowS + 600n,
     nonce: options.nonce ?? toHex(BigInt(Date.now()) * 1000n + BigInt(counter), { size: 32 }),
   };
   const signature = await (options.signer ?? payer()).signTypedData!(
@@ -145,13 +147,22 @@ describe("batched simulation", () => {
         }),
       }),
     };
-    // The two refusals reads explain (a bad signature never gets here: it is refused before simulating).
-    const cases = [await signed({ value: 10_000_000n }), used];
+    // The refusals reads explain (a bad signature never gets here: it is refused before simulating), the window
+    // shut by the chain's clock among them (the gateway's own clock found it open: the chain's time runs apart).
+    const chainTime = (await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp;
+    const cases = [
+      await signed({ value: 10_000_000n }),
+      used,
+      await signed({ validBefore: chainTime }),
+      await signed({ validAfter: chainTime + 3_600n }),
+    ];
     const batcher = createSimulationBatcher();
     const refused = await Promise.all(cases.map((c) => batcher(counting, c.authorization, c.signature)));
     expect(refused.map((r) => r?.refusal)).toEqual([
       "insufficient_funds",
       "invalid_exact_evm_nonce_already_used",
+      "invalid_exact_evm_payload_authorization_valid_before",
+      "invalid_exact_evm_payload_authorization_valid_after",
     ]);
     expect(refusedCalls).toBe(0);
   });
