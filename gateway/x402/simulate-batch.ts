@@ -5,8 +5,9 @@
 // payment from the hot wallet's address — the sender settlement uses — each against the same state (every probe
 // reverts), and answers which would pass. Each probe has a gas cap, so a token call that burns gas fails its own
 // payment only (test/evm/simulate-gas-cap.test.ts). A payment that would pass is answered at once; one that would
-// not is said why by verify.ts's whyNotTaken (nonce used, balance: reads, never a reverting call), else — and for a
-// batch the chain would not run (no state overrides, unreachable) — by checkChain, which simulates it alone.
+// not is said why by verify.ts's whyNotTaken (nonce used, balance, the window by the chain's clock: reads, never a
+// reverting call), else — and for a batch the chain would not run (no state overrides, unreachable) — by
+// checkChain, which simulates it alone.
 import { BaseError, decodeFunctionResult, encodeFunctionData, type Hex, parseAbi } from "viem";
 import { groupCommit } from "../../core/group-commit.ts";
 import { eip3009Abi, type X402Chain } from "./chains.ts";
@@ -83,8 +84,8 @@ export function createSimulationBatcher() {
     const taken = vrsOf(signature) === null ? null : await batchOf(chain)({ authorization, signature });
     if (taken === true) return null;
     // Refused by the batch's probe: said why from reads that do not revert when they can. A reverting eth_call costs
-    // a node that builds Solidity stack traces (Hardhat's in-process chain) up to a second of CPU: a spent nonce or a
-    // short balance must not cost that. Anything else (the probe out of its gas cap, a paused token; a bad signature
+    // a node that builds Solidity stack traces (Hardhat's in-process chain) up to a second of CPU: a spent nonce, a
+    // short balance or a window the chain's clock shut must not cost that. Anything else (the probe out of its gas cap, a paused token; a bad signature
     // is refused before simulating) is simulated alone, which says why.
     if (taken === false) {
       const why = await whyNotTaken(chain, authorization);
