@@ -3,7 +3,8 @@
 // hash over seven 32-byte words; Keccak-256 by the `keccak` addon, core/keccak.ts) and the public key recovered by
 // libsecp256k1 (the `secp256k1` package's N-API build; its own JavaScript fallback when the addon cannot load). A
 // signature that cannot be one — not 65 bytes, v not 0/1/27/28, r or s outside [1, n - 1], an r that is no point's
-// x — recovers nobody (null); nothing here throws for the payer's bytes. A high s recovers as viem's recoverTypedDataAddress does (the token refuses it later).
+// x — recovers nobody (null); nothing here throws for the payer's bytes. A high s recovers as viem's
+// recoverTypedDataAddress does (the token refuses it later).
 import type { Address, Hex } from "viem";
 import { keccak256Bytes as keccak } from "../../core/keccak.ts";
 import { secp256k1 } from "../../core/secp256k1.ts";

@@ -85,8 +85,8 @@ export function createSimulationBatcher() {
     if (taken === true) return null;
     // Refused by the batch's probe: said why from reads that do not revert when they can. A reverting eth_call costs
     // a node that builds Solidity stack traces (Hardhat's in-process chain) up to a second of CPU: a spent nonce, a
-    // short balance or a window the chain's clock shut must not cost that. Anything else (the probe out of its gas cap, a paused token; a bad signature
-    // is refused before simulating) is simulated alone, which says why.
+    // short balance or a window the chain's clock shut must not cost that. Anything else (the probe out of its gas
+    // cap, a paused token; a bad signature is refused before simulating) is simulated alone, which says why.
     if (taken === false) {
       const why = await whyNotTaken(chain, authorization);
       if (why !== null) return why;
