@@ -118,16 +118,19 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,
         });
       /**
-       * A payment the key already held (`replayed`, asked without the record) is this request's only if it was made to
-       * this request (the digest the payment keeps, migration 0030; one made before that keeps none, and passes) —
-       * checked after the payment was found, so one
+       * The payment under the key as it stands, or one made now, asked without the key's record (gone, unusable, or
+       * a 202 that told how the payment stood then), the digest kept on a payment made now. A payment the key already
+       * held (`replayed`) is this request's only if it was made to this request (the digest the payment keeps,
+       * migration 0030; one made before that keeps none, and passes) — checked after the payment was found, so one
        * written just before by another request (another process, another body) is caught too. Another's: 409
        * idempotency_key_reused, the request marked refused (nothing kept under the key), as while its record lived.
        */
-      const refuseOthersPayment = async (found: CreatePaymentResult, key: string, digest: Buffer) => {
-        if (!found.ok || found.replayed !== true) return;
+      const paymentWithoutRecord = async (key: string, digest: Buffer): Promise<CreatePaymentResult> => {
+        const found = await createPayment(options.payments, { ...params, requestSha256: digest });
+        if (!found.ok || found.replayed !== true) return found;
         const made = await paymentRequestDigest(options.db, tenantId, key);
         if (made !== null && !made.equals(digest)) answerFromRecord(request, reply, { kind: "reused" });
+        return found;
       };
       /** A record answered with its payment, final in the same write: that payment's answer again. */
       const replayPayment = async (paymentId: string) => {
@@ -150,10 +153,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         const replayed = current ? null : answerFromRecord(request, reply, record);
         if (replayed !== null) return replayed;
         // Else no answer kept (its request died, a server error dropped it, past its 24 hours, pruned or not yet):
-        // the payment under the key, as it stands, or one made now — without a record (the key's, if there, is
-        // unusable), but with the digest, kept on a payment made now.
-        result = await createPayment(options.payments, { ...params, requestSha256: digest });
-        await refuseOthersPayment(result, key, digest);
+        // the payment under the key, as it stands, or one made now.
+        result = await paymentWithoutRecord(key, digest);
         if (current && result.ok) return sendReplay(request, reply, answerOf(result.payment));
       }
       if (!result.ok) {
@@ -166,8 +167,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
           if (record.kind === "payment") return replayPayment(record.paymentId);
           if (record.kind === "answered" && record.answer.status === 202) {
             // A payment made under the key since this one was refused (its 202 kept): as it stands now.
-            const made = await createPayment(options.payments, { ...params, requestSha256: digest });
-            await refuseOthersPayment(made, key, digest);
+            const made = await paymentWithoutRecord(key, digest);
             if (made.ok) return sendReplay(request, reply, answerOf(made.payment));
           } else {
             const replayed = answerFromRecord(request, reply, record);
