@@ -133,7 +133,7 @@ export async function facilitatorSettle(
 const spentNonceReads: VerifyReads = {
   ...singleReads,
   isClaimed: null,
-  checkChain: async () => null,
+  checkChain: async () => ({ ok: true, balance: null }),
 };
 
 /**

@@ -3,7 +3,9 @@
 // request that carries PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1). A v2 payment is matched by deep equality of its
 // `accepted` against the requirements rebuilt for this request (the reference server's rule), a v1 payment by
 // scheme and network; then verified, and the authorization claimed before the resource is served, so a replayed or
-// concurrent copy is refused rather than served. After the handler: settled (served) or the claim given back.
+// concurrent copy is refused rather than served; its amount is then held against the payer's balance (holds.ts), so
+// that payments the balance cannot all cover are refused before their routes run. After the handler: settled
+// (served) or the claim given back, and the hold released.
 import { isDeepStrictEqual } from "node:util";
 import type {
   ChallengePart,
@@ -24,6 +26,7 @@ import {
   requiredHeaderName,
 } from "./codec.ts";
 import type { X402Deps } from "./facilitator.ts";
+import { createPayerHolds } from "./holds.ts";
 import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
@@ -51,6 +54,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   // … and their simulations to the chain as one eth_call per batch; the tokens' domain separators are kept (a few:
   // one per chain, token and domain).
   const separators = new Map<string, Uint8Array>();
+  const holds = createPayerHolds(() => BigInt(Math.floor(deps.nowMs() / 1000)));
   const reads: VerifyReads = {
     isClaimed: null,
     checkChain: createSimulationBatcher(),
@@ -130,7 +134,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
       if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
       const { payment } = verified;
-      const { chain } = parsed.requirements;
+      const { requirements } = parsed;
+      const { chain } = requirements;
       const credit = {
         tenantId: resource.tenantId,
         accountId: resource.accountId,
@@ -144,7 +149,65 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
             message: "this authorization was already taken",
           },
         };
+      // Claimed first, so that a copy of a payment in flight is told its nonce is taken, not that funds are short.
+      const held = holds.take(
+        `${chain.chainId}|${chain.token.toLowerCase()}|${payment.payer.toLowerCase()}`,
+        payment.authorization.value,
+        verified.balance,
+        payment.authorization.validBefore,
+      );
+      if ("short" in held) {
+        await release(deps.db, chain, payment.authorization, { invoiceId: null });
+        return {
+          kind: "refused",
+          refusal: {
+            code: "insufficient_funds",
+            message: `${payment.payer} holds ${held.short.balance}, of which its payments in flight hold ${held.short.held}: less than ${payment.authorization.value} is left`,
+          },
+        };
+      }
       const receiptHeader = payment.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
+      /** Settles a served request's payment, or gives its claim back. */
+      const completeOnce = async (outcome: { served: boolean }) => {
+        if (!outcome.served) {
+          await release(deps.db, chain, payment.authorization, { invoiceId: null });
+          return {
+            settled: false as const,
+            refusal: {
+              code: "resource_not_served",
+              message: "the resource was not served: nothing settled",
+            },
+            headers: [],
+          };
+        }
+        const settled = await deps.settler.settle(
+          { ...payment, credit, description: resource.description || `x402: ${resource.service}` },
+          requirements,
+        );
+        if (!settled.ok) {
+          const failed: SettleResponse = {
+            success: false,
+            errorReason: settled.refusal,
+            errorMessage: settled.message,
+            transaction: "",
+            network: requirements.network,
+            payer: payment.payer,
+          };
+          return {
+            settled: false as const,
+            refusal: { code: settled.refusal, message: settled.message },
+            headers: [[receiptHeader, encodeHeader(failed)] as const],
+          };
+        }
+        const receipt: SettleResponse = {
+          success: true,
+          transaction: settled.transaction,
+          network: settled.network,
+          payer: settled.payer,
+          amount: settled.amount.toString(),
+        };
+        return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
+      };
       let completed: ReturnType<Extract<SchemeVerdict, { kind: "paid" }>["complete"]> | null = null;
       return {
         kind: "paid",
@@ -152,44 +215,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         complete(outcome) {
           // Once: a second call reports the first outcome.
           completed ??= (async () => {
-            if (!outcome.served) {
-              await release(deps.db, chain, payment.authorization, { invoiceId: null });
-              return {
-                settled: false as const,
-                refusal: {
-                  code: "resource_not_served",
-                  message: "the resource was not served: nothing settled",
-                },
-                headers: [],
-              };
+            try {
+              return await completeOnce(outcome);
+            } finally {
+              held.release();
             }
-            const settled = await deps.settler.settle(
-              { ...payment, credit, description: resource.description || `x402: ${resource.service}` },
-              parsed.requirements,
-            );
-            if (!settled.ok) {
-              const failed: SettleResponse = {
-                success: false,
-                errorReason: settled.refusal,
-                errorMessage: settled.message,
-                transaction: "",
-                network: parsed.requirements.network,
-                payer: payment.payer,
-              };
-              return {
-                settled: false as const,
-                refusal: { code: settled.refusal, message: settled.message },
-                headers: [[receiptHeader, encodeHeader(failed)] as const],
-              };
-            }
-            const receipt: SettleResponse = {
-              success: true,
-              transaction: settled.transaction,
-              network: settled.network,
-              payer: settled.payer,
-              amount: settled.amount.toString(),
-            };
-            return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
           })();
           return completed;
         },

@@ -34,6 +34,12 @@ export type Eip3009Authorization = {
   nonce: Hex;
 };
 
+/**
+ * The chain would take the transfer now. `balance`: the payer's balance in the state it was simulated against (the
+ * paywall weighs it against the payer's payments in flight, holds.ts), null when that simulation did not read it.
+ */
+export type Taken = { readonly ok: true; readonly balance: bigint | null };
+
 /** The requirements, as the gateway reads them (v2's `amount`, v1's `maxAmountRequired`). */
 export type ExactRequirements = {
   readonly version: 1 | 2;
@@ -128,7 +134,7 @@ export type VerifyReads = {
    * with the same code, so a read before it would only cost every payment a statement).
    */
   isClaimed: ((db: Db, chain: X402Chain, authorization: Eip3009Authorization) => Promise<boolean>) | null;
-  checkChain(chain: X402Chain, authorization: Eip3009Authorization, signature: Hex): Promise<Refused | null>;
+  checkChain(chain: X402Chain, authorization: Eip3009Authorization, signature: Hex): Promise<Refused | Taken>;
   /** The token's EIP-712 domain separator (recover.ts domainSeparator), which a caller may keep; computed if absent. */
   separator?(chain: X402Chain, domain: { name: string; version: string }): Uint8Array;
 };
@@ -141,7 +147,7 @@ export async function verifyExact(
   payload: PaymentPayload,
   requirements: ExactRequirements,
   reads: VerifyReads = singleReads,
-): Promise<{ ok: true; payment: VerifiedPayment } | Refused> {
+): Promise<{ ok: true; payment: VerifiedPayment; balance: bigint | null } | Refused> {
   const chain = requirements.chain;
   const domain = await readDomain(deps, chain);
   if (domain === null) return refusedWith("unexpected_verify_error", "the token's domain cannot be read now");
@@ -204,7 +210,7 @@ export async function verifyExact(
   if (reads.isClaimed !== null && (await reads.isClaimed(deps.db, chain, authorization)))
     return refusedWith("invalid_exact_evm_nonce_already_used", "this authorization was already taken");
   const onChain = await reads.checkChain(chain, authorization, signature);
-  if (onChain !== null) return onChain;
+  if (!onChain.ok) return onChain;
   return {
     ok: true,
     payment: {
@@ -214,6 +220,7 @@ export async function verifyExact(
       authorization,
       signature,
     },
+    balance: onChain.balance,
   };
 }
 
@@ -320,7 +327,7 @@ export async function checkChain(
   chain: X402Chain,
   authorization: Eip3009Authorization,
   signature: Hex,
-): Promise<Refused | null> {
+): Promise<Refused | Taken> {
   const { publicClient, token } = chain;
   const vrs = vrsOf(signature);
   if (vrs === null)
@@ -337,7 +344,7 @@ export async function checkChain(
       functionName: "transferWithAuthorization",
       args: transferArgs(authorization, vrs),
     });
-    return null;
+    return { ok: true, balance: null };
   } catch (error) {
     if (!(error instanceof BaseError)) throw error;
     simulated = error;

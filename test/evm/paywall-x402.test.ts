@@ -6,8 +6,9 @@
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { decodePaymentResponseHeader, wrapFetchWithPayment, x402Client, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
-import { privateKeyToAccount } from "viem/accounts";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { ledgerInvariantProblems } from "../support/ledger-invariants.ts";
 import { type Gateway, startGateway } from "./support.ts";
@@ -20,6 +21,8 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
   let splitPayeeAccount: string;
   /** While set, the next request into GET /held says it entered, then waits for `hold.released` before serving. */
   let hold: { entered: () => void; released: Promise<void> } | null = null;
+  /** Every request into GET /gate counts itself in, then waits for `gate.opened`. */
+  const gate = { entered: 0, served: 0, open: () => {}, opened: Promise.resolve() };
 
   beforeAll(async () => {
     gw = await startGateway();
@@ -52,6 +55,7 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       split: [{ payee: payee.body.id, basis_points: 2_500 }],
     });
     await paywall("/held", "a paid report served slowly");
+    await paywall("/gate", "a paid report served when the gate opens");
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/report", async () => {
@@ -68,6 +72,12 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       served += 1;
       return { report: "the held goods" };
     });
+    shop.get("/gate", async () => {
+      gate.entered += 1;
+      await gate.opened;
+      gate.served += 1;
+      return { report: "the gated goods" };
+    });
     base = await shop.listen({ port: 0, host: "127.0.0.1" });
   });
   afterAll(async () => {
@@ -79,10 +89,10 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     BigInt((await gw.call("GET", `/v1/accounts/${id}/balance`)).body.posted.replace(".", ""));
   const merchantPosted = () => postedOf(gw.app.demo!.merchant.id);
 
-  const payingClient = () => {
+  const payingClient = (privateKey?: `0x${string}`) => {
     const payer = gw.app.demo!.chains[0]!.payer;
     expect(payer).not.toBeNull();
-    const account = privateKeyToAccount(payer!.privateKey);
+    const account = privateKeyToAccount(privateKey ?? payer!.privateKey);
     // TestUSD is no default asset of the client's: allowed by name, capped at 0.1 (the v1 client's default cap).
     return registerExactEvmScheme(
       x402Client.fromConfig({
@@ -212,5 +222,74 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       await new Promise((r) => setTimeout(r, 100));
     await new Promise((r) => setTimeout(r, 300));
     expect((await merchantPosted()) - before.posted).toBe(10_000n);
+  });
+
+  it("runs the route only for the payments the payer's balance covers together: the others are refused first", async () => {
+    // A payer holding two prices (0.01 USD is 10 000 units) signs four authorizations, each of which the chain
+    // alone would take, and sends them at once while the route is slow: two are served and settled, two refused
+    // before their route runs (each simulated against the balance alone, all four would have run it).
+    const key = generatePrivateKey();
+    const payer = privateKeyToAccount(key);
+    const mint = async (amount: bigint) =>
+      await gw.send(gw.chain.accounts[0]!, {
+        address: gw.chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "mint",
+        args: [payer.address, amount],
+      });
+    await mint(20_000n);
+    const client = new x402HTTPClient(payingClient(key));
+    const challenge = await fetch(`${base}/gate`);
+    expect(challenge.status).toBe(402);
+    const required = client.getPaymentRequiredResponse(
+      (name) => challenge.headers.get(name),
+      await challenge.json(),
+    );
+    const headers = await Promise.all(
+      [1, 2, 3, 4].map(async () =>
+        client.encodePaymentSignatureHeader(await client.createPaymentPayload(required)),
+      ),
+    );
+    const before = await merchantPosted();
+    gate.entered = 0;
+    gate.served = 0;
+    gate.opened = new Promise((resolve) => {
+      gate.open = resolve;
+    });
+    const answered: { status: number; body: { error?: string } }[] = [];
+    const requests = headers.map(async (header) => {
+      const response = await fetch(`${base}/gate`, { headers: header });
+      const answer = { status: response.status, body: (await response.json()) as { error?: string } };
+      answered.push(answer);
+      return answer;
+    });
+    try {
+      // Each request either reaches the route or is answered; wait until all four have done one or the other.
+      const deadline = Date.now() + 20_000;
+      while (gate.entered + answered.length < 4 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(gate.entered).toBe(2);
+      expect(answered).toEqual(
+        Array(2).fill({ status: 402, body: expect.objectContaining({ error: "insufficient_funds" }) }),
+      );
+    } finally {
+      gate.open();
+    }
+    const answers = await Promise.all(requests);
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(2);
+    expect(gate.served).toBe(2);
+    const deadline = Date.now() + 15_000;
+    while ((await merchantPosted()) - before < 20_000n && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    expect((await merchantPosted()) - before).toBe(20_000n);
+
+    // The served payments' holds went with their completion: funded again, the payer is served at once.
+    await mint(10_000n);
+    gate.opened = Promise.resolve();
+    const again = await fetch(`${base}/gate`, {
+      headers: client.encodePaymentSignatureHeader(await client.createPaymentPayload(required)),
+    });
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(gate.served).toBe(3);
   });
 });

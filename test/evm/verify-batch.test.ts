@@ -101,16 +101,24 @@ describe("batched simulation", () => {
       { ...(await signed()), signature: `0x${"00".repeat(65)}` as Hex },
       await signed({ value: 5n }),
     ];
+    const held = await gw.chain.publicClient.readContract({
+      address: chain.token,
+      abi: testUsdAbi,
+      functionName: "balanceOf",
+      args: [payer().address],
+    });
     const batch = await simulateAll(chain, cases);
-    expect(batch).toEqual([true, true, false, false, false, false, true]);
+    expect(batch.map((b) => b.taken)).toEqual([true, true, false, false, false, false, true]);
+    // Each answer carries the payer's balance before its transfer; a call the simulator cannot read (no 65-byte
+    // signature: nothing is sent for it) has none.
+    expect(batch.map((b) => b.balance)).toEqual([held, held, held, held, held, null, held]);
     const alone = await Promise.all(cases.map((c) => checkChain(chain, c.authorization, c.signature)));
-    expect(alone.map((r) => r === null)).toEqual(batch);
+    expect(alone.map((r) => r.ok)).toEqual(batch.map((b) => b.taken));
     const batcher = createSimulationBatcher();
     const batched = await Promise.all(cases.map((c) => batcher(chain, c.authorization, c.signature)));
-    expect(batched.map((r) => (r === null ? null : r.refusal))).toEqual(
-      alone.map((r) => (r === null ? null : r.refusal)),
-    );
-    expect(batched.map((r) => (r === null ? null : r.refusal))).toEqual([
+    const refusalOf = (r: (typeof batched)[number]) => (r.ok ? null : r.refusal);
+    expect(batched.map(refusalOf)).toEqual(alone.map(refusalOf));
+    expect(batched.map(refusalOf)).toEqual([
       null,
       null,
       "invalid_exact_evm_transaction_simulation_failed",
@@ -119,6 +127,7 @@ describe("batched simulation", () => {
       "invalid_exact_evm_transaction_simulation_failed",
       null,
     ]);
+    expect(batched[0]).toEqual({ ok: true, balance: held });
   });
 
   it("says why a payment the batch refused from reads, never a reverting eth_call (a second of stack traces on EDR)", async () => {
@@ -158,7 +167,7 @@ describe("batched simulation", () => {
     ];
     const batcher = createSimulationBatcher();
     const refused = await Promise.all(cases.map((c) => batcher(counting, c.authorization, c.signature)));
-    expect(refused.map((r) => r?.refusal)).toEqual([
+    expect(refused.map((r) => (r.ok ? null : r.refusal))).toEqual([
       "insufficient_funds",
       "invalid_exact_evm_nonce_already_used",
       "invalid_exact_evm_payload_authorization_valid_before",
