@@ -104,12 +104,17 @@ describe("the batched simulation's gas cap per probe", () => {
     const batch = Array.from({ length: maxSimulationBatch }, (_, i) =>
       payment(i, greedy.has(i) ? greedyValue : 5_000n + BigInt(i)),
     );
-    expect((await simulateAll(chain, batch)).map((s) => s.taken)).toEqual(batch.map((_, i) => !greedy.has(i)));
+    expect((await simulateAll(chain, batch)).map((s) => s.taken)).toEqual(
+      batch.map((_, i) => !greedy.has(i)),
+    );
   });
 
   it("takes a payment whose token call costs more than the cap: refused by its probe, passed simulated alone", async () => {
     const heavy = payment(100, heavyValue);
-    expect((await simulateAll(chain, [heavy, payment(101, 1_000n)])).map((s) => s.taken)).toEqual([false, true]);
+    expect((await simulateAll(chain, [heavy, payment(101, 1_000n)])).map((s) => s.taken)).toEqual([
+      false,
+      true,
+    ]);
     const batcher = createSimulationBatcher();
     // Taken by the simulation alone, which reads no balance.
     expect(await batcher(chain, heavy.authorization, heavy.signature)).toEqual({ ok: true, balance: null });
