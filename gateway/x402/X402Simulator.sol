@@ -12,10 +12,10 @@ contract X402Simulator {
     error Outcome(bool ok);
 
     /// @dev The most gas one probe spends. A transferWithAuthorization costs about 60,000 gas here (ecrecover, the
-    /// nonce's and two balances' slots, cold again in every probe since each one reverts), a token behind a proxy
-    /// (USDC's) some 10,000 more: 200,000 is about three times that, and a full batch of capped probes
-    /// (simulate-batch.ts maxSimulationBatch, 64), balance reads included, stays under 15M gas, within what nodes give
-    /// an eth_call.
+    /// nonce's and two balances' slots, cold in a probe unless an earlier balance read warmed them: each probe
+    /// reverts, the reads do not), a token behind a proxy (USDC's) some 10,000 more: 200,000 is about three times
+    /// that, and a full batch of capped probes (simulate-batch.ts maxSimulationBatch, 64), balance reads included,
+    /// comes to about 15M gas at most, within what nodes give an eth_call.
     uint256 internal constant PROBE_GAS_MAX = 200_000;
     /// @dev The most gas one balance read spends: an ERC-20's balanceOf is a storage read (behind a proxy, with a
     /// delegatecall: some 10,000 gas cold).

@@ -213,6 +213,7 @@ export function createBatchSettler(deps: BatchSettlerDeps): BatchSettler {
           refusal: "unexpected_settle_error",
           message: "the batch settlement failed; the payment is credited if its transaction is mined",
           payer: waiting.payment.payer,
+          pending: true,
         });
     }
   };
@@ -279,10 +280,11 @@ async function sendOnChain(
       authorization: { ...w.payment.authorization, signature: w.payment.signature },
     })),
   });
-  const refused = (w: Waiting, refusal: X402Refusal, message: string): SettleResult => ({
+  const refused = (w: Waiting, refusal: X402Refusal, message: string, pending = false): SettleResult => ({
     ok: false,
     refusal,
     message,
+    ...(pending ? { pending: true as const } : {}),
     payer: w.payment.payer,
   });
   if (outcome.status === "failed") {
@@ -344,6 +346,7 @@ async function sendOnChain(
         w,
         "unexpected_settle_error",
         `transaction ${outcome.txHash} was not mined in time; the invoice is credited if it is`,
+        true,
       ),
     );
   }

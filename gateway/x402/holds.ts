@@ -3,12 +3,17 @@
 // settler may wait seconds more): a payer holding one price could send many authorizations at once, each passing,
 // each running the seller's route, all but the first refused at settlement. A payment verified with the balance the
 // simulation read (simulate-batch.ts) is held here, from its claim until its completion, and a payment the balance
-// less the payer's other holds cannot cover is refused before its route runs. Holds are this process's: two
-// gateway processes may each let one balance's worth through (settlement still refuses what the chain will not
-// pay). A hold nobody completes lapses at its authorization's validBefore, after which it can never settle. A hold is
-// released when its payment's completion returns, a moment after its transfer was mined (the booking in between): a
-// payment verified in that moment has its balance read without the transfer and weighed with its hold, and may be
-// refused `insufficient_funds` although the balance covers it; tried again a moment later, it passes.
+// less the payer's other holds cannot cover is refused before its route runs.
+//
+// What it does not close, settlement still refusing what the chain will not pay:
+// - Holds are this process's: two gateway processes may each let one balance's worth through.
+// - The balance is read before the claim and weighed after it. A hold is released when its payment's completion
+//   returns, a moment after its transfer was mined (the booking in between). A payment whose balance was read before
+//   another payment's transfer was mined and weighed after that payment's release may get through one too many; one
+//   whose balance was read after the mining and weighed before the release may be refused `insufficient_funds`
+//   although the balance covers it (tried again a moment later, it passes).
+// A hold whose transfer may still be mined (no receipt in time: scheme.ts keeps it) or that nobody completes lapses
+// at its authorization's validBefore, after which the transfer can never be mined.
 
 /** Gives a hold back; called again, it does nothing. */
 export type ReleaseHold = () => void;

@@ -157,7 +157,16 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         payment.authorization.validBefore,
       );
       if ("short" in held) {
-        await release(deps.db, chain, payment.authorization, { invoiceId: null });
+        // This request's own claim (bound to nothing yet): given back so that the payment may come again. A claim
+        // left by a failed give-back never settles; the payer is still told why.
+        try {
+          await release(deps.db, chain, payment.authorization, { invoiceId: null });
+        } catch (error) {
+          deps.logger.error(
+            { error: String(error), payer: payment.payer, nonce: payment.authorization.nonce },
+            "x402: giving back the claim of a payment its payer's balance cannot cover failed",
+          );
+        }
         return {
           kind: "refused",
           refusal: {
@@ -167,10 +176,17 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         };
       }
       const receiptHeader = payment.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
+      /**
+       * Whether the hold may go when completion ends: once nothing was sent (the claim given back, or refused before
+       * sending) or the transfer's outcome is known. A transfer that may still be mined (no receipt in time, a throw
+       * part-way) keeps its payer's balance held until the authorization lapses.
+       */
+      let outcomeKnown = false;
       /** Settles a served request's payment, or gives its claim back. */
       const completeOnce = async (outcome: { served: boolean }) => {
         if (!outcome.served) {
           await release(deps.db, chain, payment.authorization, { invoiceId: null });
+          outcomeKnown = true;
           return {
             settled: false as const,
             refusal: {
@@ -184,6 +200,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           { ...payment, credit, description: resource.description || `x402: ${resource.service}` },
           requirements,
         );
+        outcomeKnown = settled.ok || settled.pending !== true;
         if (!settled.ok) {
           const failed: SettleResponse = {
             success: false,
@@ -218,7 +235,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
             try {
               return await completeOnce(outcome);
             } finally {
-              held.release();
+              if (outcomeKnown) held.release();
             }
           })();
           return completed;

@@ -35,7 +35,14 @@ export type SettleResult =
       /** The seller's invoice that books the payment. */
       readonly invoiceId: string;
     }
-  | { readonly ok: false; readonly refusal: X402Refusal; readonly message: string; readonly payer: Address };
+  | {
+      readonly ok: false;
+      readonly refusal: X402Refusal;
+      readonly message: string;
+      readonly payer: Address;
+      /** The transfer may still be mined (sent, or perhaps sent, with no receipt yet): credited if it is. */
+      readonly pending?: true;
+    };
 
 /** A payment verified and claimed (store.claim) for `credit`, settled once. */
 export type ClaimedPayment = VerifiedPayment & {
@@ -74,10 +81,11 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
     async settle(payment, requirements) {
       const { chain } = requirements;
       const a = payment.authorization;
-      const refused = (refusal: X402Refusal, message: string): SettleResult => ({
+      const refused = (refusal: X402Refusal, message: string, pending = false): SettleResult => ({
         ok: false,
         refusal,
         message,
+        ...(pending ? { pending: true as const } : {}),
         payer: payment.payer,
       });
       const invoiceId = await bookInvoice(deps.settlement, payment, requirements, nowMs, logger);
@@ -105,6 +113,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         return refused(
           "unexpected_settle_error",
           "the payment's fate is unknown; it is credited if it is mined",
+          true,
         );
       }
       if (!submitted.ok) {
@@ -124,7 +133,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       const mined = await receiptOf(chain, txHash);
       if (mined === null) {
         logger.warn(context, "x402 settlement not mined in time; the invoice is credited if it is");
-        return refused("unexpected_settle_error", `transaction ${txHash} was not mined in time`);
+        return refused("unexpected_settle_error", `transaction ${txHash} was not mined in time`, true);
       }
       if (!mined.success) {
         await afterSent(logger, "recording the revert", context, () =>

@@ -21,6 +21,8 @@ import type { Eip3009Authorization } from "../../gateway/x402/verify.ts";
 const greedyValue = 666n;
 /** The value whose transfer costs more than a probe's cap (twelve fresh slots) but far less than a call's gas. */
 const heavyValue = 777n;
+/** What GreedyToken says every payer holds: more than any payment here. */
+const heldBalance = 1_000_000n;
 const greedyTokenSource = `// SPDX-License-Identifier: MIT
 pragma solidity 0.8.30;
 contract GreedyToken {
@@ -34,7 +36,7 @@ contract GreedyToken {
         slots[keccak256(abi.encode(to, nonce))] = value;
     }
     function authorizationState(address, bytes32) external pure returns (bool) { return false; }
-    function balanceOf(address) external pure returns (uint256) { return type(uint256).max; }
+    function balanceOf(address) external pure returns (uint256) { return ${heldBalance}; }
 }`;
 
 function greedyTokenCode(): Hex {
@@ -116,7 +118,10 @@ describe("the batched simulation's gas cap per probe", () => {
       true,
     ]);
     const batcher = createSimulationBatcher();
-    // Taken by the simulation alone, which reads no balance.
-    expect(await batcher(chain, heavy.authorization, heavy.signature)).toEqual({ ok: true, balance: null });
+    // Taken by the simulation alone, with the balance the batch read beside its probe.
+    expect(await batcher(chain, heavy.authorization, heavy.signature)).toEqual({
+      ok: true,
+      balance: heldBalance,
+    });
   });
 });

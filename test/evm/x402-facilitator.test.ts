@@ -12,6 +12,7 @@ import { paymentMiddleware, x402ResourceServer } from "@x402/express";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import express from "express";
 import { type Account, type Address, getAddress, type Hex, toHex } from "viem";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
@@ -22,6 +23,7 @@ import {
   facilitatorSettle,
   paymentRequiredV2,
   transferTypedData,
+  type X402Settler,
 } from "../../gateway/x402/index.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
@@ -550,7 +552,7 @@ describe("the paywall's x402 scheme", () => {
     headers,
   });
 
-  function scheme() {
+  function scheme(settler?: X402Settler) {
     resource.tenantId = gw.app.demo!.tenantId;
     resource.accountId = gw.app.demo!.merchant.id;
     const deps = createX402Deps({
@@ -569,7 +571,7 @@ describe("the paywall's x402 scheme", () => {
         },
       ],
     });
-    return createX402Scheme(deps);
+    return createX402Scheme(settler === undefined ? deps : { ...deps, settler });
   }
 
   it("challenges with PAYMENT-REQUIRED (no v1 body on Hardhat's chain), serves a payment once and settles it", async () => {
@@ -663,5 +665,49 @@ describe("the paywall's x402 scheme", () => {
     expect(
       await x402.verify(resource, offers, request({ "payment-signature": header, "x-payment": header })),
     ).toMatchObject({ kind: "refused", refusal: { code: "invalid_payload_header_repeated" } });
+  });
+
+  it("keeps a payer's balance held while a transfer may still be mined, and lets it go once its outcome is known", async () => {
+    // A payer holding one price. A settlement that answers "not mined in time" (pending) leaves the transfer able
+    // to land: the payer's next payment must not run its route on the same balance. One that answers a revert
+    // (nothing pending) lets the next one through.
+    const poor = privateKeyToAccount(generatePrivateKey());
+    await gw.send(gw.chain.accounts[0]!, {
+      address: token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [poor.address, price],
+    });
+    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
+    const pay = async (x402: ReturnType<typeof scheme>) => {
+      const signed = await signedPayment({ signer: poor, from: poor.address });
+      const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
+      return await x402.verify(resource, offers, request({ "payment-signature": header }));
+    };
+    const settlerAnswering = (
+      refusal: "unexpected_settle_error" | "invalid_transaction_state",
+      pending: boolean,
+    ): X402Settler => ({
+      settle: async (payment) => ({
+        ok: false,
+        refusal,
+        message: "as the test says",
+        payer: payment.payer,
+        ...(pending ? { pending: true as const } : {}),
+      }),
+    });
+    for (const [settler, next] of [
+      [settlerAnswering("unexpected_settle_error", true), "refused"],
+      [settlerAnswering("invalid_transaction_state", false), "paid"],
+    ] as const) {
+      const x402 = scheme(settler);
+      const first = await pay(x402);
+      if (first.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(first)}`);
+      expect(await pay(x402)).toMatchObject({ kind: "refused", refusal: { code: "insufficient_funds" } });
+      expect(await first.complete({ served: true })).toMatchObject({ settled: false });
+      const second = await pay(x402);
+      expect(second.kind).toBe(next);
+      if (second.kind === "paid") await second.complete({ served: false });
+    }
   });
 });
