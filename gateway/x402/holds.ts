@@ -5,23 +5,35 @@
 // simulation read (simulate-batch.ts) is held here, from its claim until its completion, and a payment the balance
 // less the payer's other holds cannot cover is refused before its route runs.
 //
+// The balance is read during verification and weighed after the claim. A payment of the same payer settled in
+// between may or may not show in that balance (mined before or after the read): its release is kept, numbered, while
+// any verification that began before it is under way, and such a verification counts it as held, so that no payment
+// gets through on a balance another has spent.
+//
 // What it does not close, settlement still refusing what the chain will not pay:
 // - Holds are this process's: two gateway processes may each let one balance's worth through.
-// - The balance is read before the claim and weighed after it. A hold is released when its payment's completion
-//   returns, a moment after its transfer was mined (the booking in between). A payment whose balance was read before
-//   another payment's transfer was mined and weighed after that payment's release may get through one too many; one
-//   whose balance was read after the mining and weighed before the release may be refused `insufficient_funds`
-//   although the balance covers it (tried again a moment later, it passes).
+// - A hold is released when its payment's completion returns, a moment after its transfer was mined (the booking in
+//   between), and a release counts for the verifications that began before it: a payment weighed in either moment
+//   may be refused `insufficient_funds` although the balance covers it (tried again a moment later, it passes).
 // A hold whose transfer may still be mined (no receipt in time: scheme.ts keeps it) or that nobody completes lapses
 // at its authorization's validBefore, after which the transfer can never be mined.
 
-/** Gives a hold back; called again, it does nothing. */
-export type ReleaseHold = () => void;
+/** Gives a hold back, saying whether its transfer was mined (`settled`: the payer's balance shows it from now on). */
+export type ReleaseHold = (outcome: { readonly settled: boolean }) => void;
+
+/** A verification under way: how many settled holds had been released when it began (before its balance was read). */
+export type Reading = { readonly mark: number };
 
 type Hold = { readonly amount: bigint; readonly expiresAtS: bigint };
 
-/** One payer's holds, with their sum and the earliest expiry among them (no later than the true one). */
-type PayerHeld = { readonly holds: Set<Hold>; held: bigint; earliestS: bigint };
+/** A settled hold's release, numbered in the order of releases. */
+type Released = { readonly seq: number; readonly amount: bigint };
+
+/**
+ * One payer's holds, with their sum and the earliest expiry among them (no later than the true one), and the
+ * settled holds released while a verification that began before was still under way.
+ */
+type PayerHeld = { readonly holds: Set<Hold>; held: bigint; earliestS: bigint; released: Released[] };
 
 /** Every this many takes, holds lapsed in every payer's set are dropped, so that memory stays bounded. */
 const sweepEvery = 1024;
@@ -33,9 +45,16 @@ const sweepEvery = 1024;
  */
 export function createPayerHolds(nowS: () => bigint) {
   const byPayer = new Map<string, PayerHeld>();
+  /** Verifications under way, in the order they began: their marks never decrease along it. */
+  const readings = new Set<Reading>();
+  let settledReleases = 0;
   let takes = 0;
-  /** Drops the payer's lapsed holds if the earliest may have lapsed; then its sum is current. */
-  const lapse = (payer: PayerHeld, now: bigint) => {
+  /** The mark of the oldest verification under way: releases numbered up to it concern no one any more. */
+  const oldestMark = () => readings.values().next().value?.mark ?? settledReleases;
+  /** Drops the payer's lapsed holds if the earliest may have lapsed, and releases no verification needs. */
+  const tidy = (payer: PayerHeld, now: bigint) => {
+    const oldest = oldestMark();
+    while (payer.released.length > 0 && payer.released[0]!.seq <= oldest) payer.released.shift();
     if (payer.earliestS > now) return;
     let earliest: bigint | null = null;
     for (const hold of payer.holds) {
@@ -46,34 +65,51 @@ export function createPayerHolds(nowS: () => bigint) {
     }
     payer.earliestS = earliest ?? now + 1n;
   };
+  const unused = (payer: PayerHeld) => payer.holds.size === 0 && payer.released.length === 0;
   const sweep = (now: bigint) => {
     for (const [key, payer] of byPayer) {
-      lapse(payer, now);
-      if (payer.holds.size === 0) byPayer.delete(key);
+      tidy(payer, now);
+      if (unused(payer)) byPayer.delete(key);
     }
   };
   return {
+    /** Begins a verification: call before its balance is read, and `end` it however it ends. */
+    begin(): Reading {
+      const reading = { mark: settledReleases };
+      readings.add(reading);
+      return reading;
+    },
+    end(reading: Reading): void {
+      readings.delete(reading);
+    },
     /**
      * Holds `amount` of the payer's `balance` until `expiresAtS`, unless the balance less what the payer's other
-     * payments hold is short of it: then `short`, and nothing is held. A balance that was not read (null) is not
-     * weighed, but the amount is still held against the payer's later payments. Check and hold are one synchronous
-     * step.
+     * payments hold is short of it: then `short`, and nothing is held. The balance was read during `reading`: the
+     * payer's settled holds released since it began count as held too, since the balance may have been read before
+     * their transfers were mined. A balance that was not read (null) is not weighed, but the amount is still held
+     * against the payer's later payments. Check and hold are one synchronous step.
      */
     take(
       payer: string,
       amount: bigint,
       balance: bigint | null,
       expiresAtS: bigint,
+      reading: Reading,
     ): { release: ReleaseHold } | { short: { balance: bigint; held: bigint } } {
       const now = nowS();
       takes += 1;
       if (takes % sweepEvery === 0) sweep(now);
       let mine = byPayer.get(payer);
-      if (mine !== undefined) lapse(mine, now);
-      const held = mine?.held ?? 0n;
+      let held = 0n;
+      if (mine !== undefined) {
+        tidy(mine, now);
+        held = mine.held;
+        for (let i = mine.released.length - 1; i >= 0 && mine.released[i]!.seq > reading.mark; i -= 1)
+          held += mine.released[i]!.amount;
+      }
       if (balance !== null && balance - held < amount) return { short: { balance, held } };
       if (mine === undefined) {
-        mine = { holds: new Set(), held: 0n, earliestS: expiresAtS };
+        mine = { holds: new Set(), held: 0n, earliestS: expiresAtS, released: [] };
         byPayer.set(payer, mine);
       }
       const hold: Hold = { amount, expiresAtS };
@@ -82,10 +118,14 @@ export function createPayerHolds(nowS: () => bigint) {
       if (expiresAtS < mine.earliestS) mine.earliestS = expiresAtS;
       const owner = mine;
       return {
-        release() {
+        release({ settled }) {
           if (!owner.holds.delete(hold)) return;
           owner.held -= amount;
-          if (owner.holds.size === 0 && byPayer.get(payer) === owner) byPayer.delete(payer);
+          if (settled && readings.size > 0) {
+            settledReleases += 1;
+            owner.released.push({ seq: settledReleases, amount });
+          }
+          if (unused(owner) && byPayer.get(payer) === owner) byPayer.delete(payer);
         },
       };
     },
@@ -93,7 +133,7 @@ export function createPayerHolds(nowS: () => bigint) {
     heldBy(payer: string): bigint {
       const mine = byPayer.get(payer);
       if (mine === undefined) return 0n;
-      lapse(mine, nowS());
+      tidy(mine, nowS());
       return mine.held;
     },
     /** How many payers hold anything (lapsed holds may count until swept). */

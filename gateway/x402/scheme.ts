@@ -26,7 +26,7 @@ import {
   requiredHeaderName,
 } from "./codec.ts";
 import type { X402Deps } from "./facilitator.ts";
-import { createPayerHolds } from "./holds.ts";
+import { createPayerHolds, type Reading } from "./holds.ts";
 import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
@@ -119,130 +119,149 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     },
 
     async verify(resource, offers, request: PaywallRequest): Promise<SchemeVerdict> {
-      const header = paymentHeaderOf(request.headers, request.rawHeaders);
-      if (header === null)
-        return { kind: "refused", refusal: { code: "invalid_payload", message: "no payment header" } };
-      if ("ok" in header) return { kind: "refused", refusal: refusal(header) };
-      const decoded = decodeHeader(header.value);
-      if (!decoded.ok) return { kind: "refused", refusal: refusal(decoded) };
-      const raw = decoded.value as Record<string, unknown>;
-      const built = await build(resource, offers, request.url);
-      const matched = match(raw, built);
-      if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
-      const parsed = parsePayment(raw, matched.requirements, deps.chains);
-      if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
-      const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
-      if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
-      const { payment } = verified;
-      const { requirements } = parsed;
-      const { chain } = requirements;
-      const credit = {
-        tenantId: resource.tenantId,
-        accountId: resource.accountId,
-        ...(resource.split === undefined ? {} : { split: resource.split }),
-      };
-      if (!(await claims.claim(chain, payment.authorization, credit)))
-        return {
-          kind: "refused",
-          refusal: {
-            code: "invalid_exact_evm_nonce_already_used",
-            message: "this authorization was already taken",
-          },
-        };
-      // Claimed first, so that a copy of a payment in flight is told its nonce is taken, not that funds are short.
-      const held = holds.take(
-        `${chain.chainId}|${chain.token.toLowerCase()}|${payment.payer.toLowerCase()}`,
-        payment.authorization.value,
-        verified.balance,
-        payment.authorization.validBefore,
-      );
-      if ("short" in held) {
-        // This request's own claim (bound to nothing yet): given back so that the payment may come again. A claim
-        // left by a failed give-back never settles; the payer is still told why.
-        try {
-          await release(deps.db, chain, payment.authorization, { invoiceId: null });
-        } catch (error) {
-          deps.logger.error(
-            { error: String(error), payer: payment.payer, nonce: payment.authorization.nonce },
-            "x402: giving back the claim of a payment its payer's balance cannot cover failed",
-          );
-        }
-        return {
-          kind: "refused",
-          refusal: {
-            code: "insufficient_funds",
-            message: `${payment.payer} holds ${held.short.balance}, of which its payments in flight hold ${held.short.held}: less than ${payment.authorization.value} is left`,
-          },
-        };
+      // Begun before the balance is read (the simulation), ended however the verification ends.
+      const reading = holds.begin();
+      try {
+        return await verifyReading(resource, offers, request, reading);
+      } finally {
+        holds.end(reading);
       }
-      const receiptHeader = payment.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
-      /**
-       * Whether the hold may go when completion ends: once nothing was sent (the claim given back, or refused before
-       * sending) or the transfer's outcome is known. A transfer that may still be mined (no receipt in time, a throw
-       * part-way) keeps its payer's balance held until the authorization lapses.
-       */
-      let outcomeKnown = false;
-      /** Settles a served request's payment, or gives its claim back. */
-      const completeOnce = async (outcome: { served: boolean }) => {
-        if (!outcome.served) {
-          await release(deps.db, chain, payment.authorization, { invoiceId: null });
-          outcomeKnown = true;
-          return {
-            settled: false as const,
-            refusal: {
-              code: "resource_not_served",
-              message: "the resource was not served: nothing settled",
-            },
-            headers: [],
-          };
-        }
-        const settled = await deps.settler.settle(
-          { ...payment, credit, description: resource.description || `x402: ${resource.service}` },
-          requirements,
-        );
-        outcomeKnown = settled.ok || settled.pending !== true;
-        if (!settled.ok) {
-          const failed: SettleResponse = {
-            success: false,
-            errorReason: settled.refusal,
-            errorMessage: settled.message,
-            transaction: "",
-            network: requirements.network,
-            payer: payment.payer,
-          };
-          return {
-            settled: false as const,
-            refusal: { code: settled.refusal, message: settled.message },
-            headers: [[receiptHeader, encodeHeader(failed)] as const],
-          };
-        }
-        const receipt: SettleResponse = {
-          success: true,
-          transaction: settled.transaction,
-          network: settled.network,
-          payer: settled.payer,
-          amount: settled.amount.toString(),
-        };
-        return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
-      };
-      let completed: ReturnType<Extract<SchemeVerdict, { kind: "paid" }>["complete"]> | null = null;
-      return {
-        kind: "paid",
-        payer: payment.payer,
-        complete(outcome) {
-          // Once: a second call reports the first outcome.
-          completed ??= (async () => {
-            try {
-              return await completeOnce(outcome);
-            } finally {
-              if (outcomeKnown) held.release();
-            }
-          })();
-          return completed;
-        },
-      };
     },
   };
+
+  async function verifyReading(
+    resource: PricedResource,
+    offers: readonly Offer[],
+    request: PaywallRequest,
+    reading: Reading,
+  ): Promise<SchemeVerdict> {
+    const header = paymentHeaderOf(request.headers, request.rawHeaders);
+    if (header === null)
+      return { kind: "refused", refusal: { code: "invalid_payload", message: "no payment header" } };
+    if ("ok" in header) return { kind: "refused", refusal: refusal(header) };
+    const decoded = decodeHeader(header.value);
+    if (!decoded.ok) return { kind: "refused", refusal: refusal(decoded) };
+    const raw = decoded.value as Record<string, unknown>;
+    const built = await build(resource, offers, request.url);
+    const matched = match(raw, built);
+    if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
+    const parsed = parsePayment(raw, matched.requirements, deps.chains);
+    if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
+    const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
+    if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
+    const { payment } = verified;
+    const { requirements } = parsed;
+    const { chain } = requirements;
+    const credit = {
+      tenantId: resource.tenantId,
+      accountId: resource.accountId,
+      ...(resource.split === undefined ? {} : { split: resource.split }),
+    };
+    if (!(await claims.claim(chain, payment.authorization, credit)))
+      return {
+        kind: "refused",
+        refusal: {
+          code: "invalid_exact_evm_nonce_already_used",
+          message: "this authorization was already taken",
+        },
+      };
+    // Claimed first, so that a copy of a payment in flight is told its nonce is taken, not that funds are short.
+    const held = holds.take(
+      `${chain.chainId}|${chain.token.toLowerCase()}|${payment.payer.toLowerCase()}`,
+      payment.authorization.value,
+      verified.balance,
+      payment.authorization.validBefore,
+      reading,
+    );
+    if ("short" in held) {
+      // This request's own claim (bound to nothing yet): given back so that the payment may come again. A claim
+      // left by a failed give-back never settles; the payer is still told why.
+      try {
+        await release(deps.db, chain, payment.authorization, { invoiceId: null });
+      } catch (error) {
+        deps.logger.error(
+          { error: String(error), payer: payment.payer, nonce: payment.authorization.nonce },
+          "x402: giving back the claim of a payment its payer's balance cannot cover failed",
+        );
+      }
+      return {
+        kind: "refused",
+        refusal: {
+          code: "insufficient_funds",
+          message: `${payment.payer} holds ${held.short.balance}, of which its payments in flight hold ${held.short.held}: less than ${payment.authorization.value} is left`,
+        },
+      };
+    }
+    const receiptHeader = payment.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
+    /**
+     * Whether the hold may go when completion ends: once nothing was sent (the claim given back, or refused before
+     * sending) or the transfer's outcome is known. A transfer that may still be mined (no receipt in time, a throw
+     * part-way) keeps its payer's balance held until the authorization lapses.
+     */
+    let outcomeKnown = false;
+    /** Whether the transfer was mined: the payer's balance shows it from then on. */
+    let mined = false;
+    /** Settles a served request's payment, or gives its claim back. */
+    const completeOnce = async (outcome: { served: boolean }) => {
+      if (!outcome.served) {
+        await release(deps.db, chain, payment.authorization, { invoiceId: null });
+        outcomeKnown = true;
+        return {
+          settled: false as const,
+          refusal: {
+            code: "resource_not_served",
+            message: "the resource was not served: nothing settled",
+          },
+          headers: [],
+        };
+      }
+      const settled = await deps.settler.settle(
+        { ...payment, credit, description: resource.description || `x402: ${resource.service}` },
+        requirements,
+      );
+      outcomeKnown = settled.ok || settled.pending !== true;
+      mined = settled.ok;
+      if (!settled.ok) {
+        const failed: SettleResponse = {
+          success: false,
+          errorReason: settled.refusal,
+          errorMessage: settled.message,
+          transaction: "",
+          network: requirements.network,
+          payer: payment.payer,
+        };
+        return {
+          settled: false as const,
+          refusal: { code: settled.refusal, message: settled.message },
+          headers: [[receiptHeader, encodeHeader(failed)] as const],
+        };
+      }
+      const receipt: SettleResponse = {
+        success: true,
+        transaction: settled.transaction,
+        network: settled.network,
+        payer: settled.payer,
+        amount: settled.amount.toString(),
+      };
+      return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
+    };
+    let completed: ReturnType<Extract<SchemeVerdict, { kind: "paid" }>["complete"]> | null = null;
+    return {
+      kind: "paid",
+      payer: payment.payer,
+      complete(outcome) {
+        // Once: a second call reports the first outcome.
+        completed ??= (async () => {
+          try {
+            return await completeOnce(outcome);
+          } finally {
+            if (outcomeKnown) held.release({ settled: mined });
+          }
+        })();
+        return completed;
+      },
+    };
+  }
 }
 
 /** The requirements the payment answers: v2 by deep equality of `accepted`, v1 by scheme and network. */

@@ -15,6 +15,7 @@ import { type Account, type Address, getAddress, type Hex, toHex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
+import type { Db } from "../../core/db.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import { getInvoice } from "../../gateway/settlement/index.ts";
 import {
@@ -552,11 +553,11 @@ describe("the paywall's x402 scheme", () => {
     headers,
   });
 
-  function scheme(settler?: X402Settler) {
+  function scheme(settler?: X402Settler, db: Db = gw.app.db) {
     resource.tenantId = gw.app.demo!.tenantId;
     resource.accountId = gw.app.demo!.merchant.id;
     const deps = createX402Deps({
-      db: gw.app.db,
+      db,
       settlement: gw.app.settlement,
       logger: silentLogger,
       chains: [
@@ -709,5 +710,65 @@ describe("the paywall's x402 scheme", () => {
       expect(second.kind).toBe(next);
       if (second.kind === "paid") await second.complete({ served: false });
     }
+  });
+
+  it("counts a payment settled while another of its payer's was being verified: its balance may not show it yet", async () => {
+    // A payer holding one price pays A. B is verified (its balance read: one price) and, before B's claim is made,
+    // A settles and is released. B's balance was read before A's transfer: weighed after A's release, B must still
+    // be refused before its route runs, not let through on the price A spent.
+    const poor = privateKeyToAccount(generatePrivateKey());
+    await gw.send(gw.chain.accounts[0]!, {
+      address: token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [poor.address, price],
+    });
+    let claimHeld: { reached: () => void; released: Promise<void> } | null = null;
+    const gated: Db = {
+      kind: gw.app.db.kind,
+      connectionsMax: gw.app.db.connectionsMax,
+      transaction: (fn) => gw.app.db.transaction(fn),
+      queryAll: (statements) => gw.app.db.queryAll(statements),
+      exec: (script) => gw.app.db.exec(script),
+      close: async () => {},
+      async query(text, params) {
+        const held = claimHeld;
+        if (held !== null && text.includes("INSERT INTO x402_authorizations")) {
+          claimHeld = null;
+          held.reached();
+          await held.released;
+        }
+        return await gw.app.db.query(text, params);
+      },
+    };
+    const x402 = scheme(undefined, gated);
+    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
+    const pay = async () => {
+      const signed = await signedPayment({ signer: poor, from: poor.address });
+      const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
+      return await x402.verify(resource, offers, request({ "payment-signature": header }));
+    };
+    const a = await pay();
+    if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
+    let reached = () => {};
+    let release = () => {};
+    const atClaim = new Promise<void>((resolve) => {
+      reached = resolve;
+    });
+    claimHeld = {
+      reached,
+      released: new Promise((resolve) => {
+        release = resolve;
+      }),
+    };
+    const b = pay();
+    try {
+      await atClaim;
+      expect(await a.complete({ served: true })).toMatchObject({ settled: true });
+      expect(await gw.tokenBalance(poor.address)).toBe(0n);
+    } finally {
+      release();
+    }
+    expect(await b).toMatchObject({ kind: "refused", refusal: { code: "insufficient_funds" } });
   });
 });
