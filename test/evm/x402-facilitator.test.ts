@@ -575,6 +575,26 @@ describe("the paywall's x402 scheme", () => {
     return createX402Scheme(settler === undefined ? deps : { ...deps, settler });
   }
 
+  /** A fresh payer holding `amount` of TestUSD: its payment of one price to a scheme, signed anew at each call. */
+  async function payerHolding(amount: bigint) {
+    const payer = privateKeyToAccount(generatePrivateKey());
+    await gw.send(gw.chain.accounts[0]!, {
+      address: token,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [payer.address, amount],
+    });
+    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
+    return Object.assign(
+      async (x402: ReturnType<typeof scheme>) => {
+        const signed = await signedPayment({ signer: payer, from: payer.address });
+        const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
+        return await x402.verify(resource, offers, request({ "payment-signature": header }));
+      },
+      { payer: payer.address },
+    );
+  }
+
   it("challenges with PAYMENT-REQUIRED (no v1 body on Hardhat's chain), serves a payment once and settles it", async () => {
     const x402 = scheme();
     const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
@@ -672,19 +692,7 @@ describe("the paywall's x402 scheme", () => {
     // A payer holding one price. A settlement that answers "not mined in time" (pending) leaves the transfer able
     // to land: the payer's next payment must not run its route on the same balance. One that answers a revert
     // (nothing pending) lets the next one through.
-    const poor = privateKeyToAccount(generatePrivateKey());
-    await gw.send(gw.chain.accounts[0]!, {
-      address: token,
-      abi: testUsdAbi,
-      functionName: "mint",
-      args: [poor.address, price],
-    });
-    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
-    const pay = async (x402: ReturnType<typeof scheme>) => {
-      const signed = await signedPayment({ signer: poor, from: poor.address });
-      const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
-      return await x402.verify(resource, offers, request({ "payment-signature": header }));
-    };
+    const pay = await payerHolding(price);
     const settlerAnswering = (
       refusal: "unexpected_settle_error" | "invalid_transaction_state",
       pending: boolean,
@@ -716,13 +724,7 @@ describe("the paywall's x402 scheme", () => {
     // A payer holding one price pays A. B is verified (its balance read: one price) and, before B's claim is made,
     // A settles and is released. B's balance was read before A's transfer: weighed after A's release, B must still
     // be refused before its route runs, not let through on the price A spent.
-    const poor = privateKeyToAccount(generatePrivateKey());
-    await gw.send(gw.chain.accounts[0]!, {
-      address: token,
-      abi: testUsdAbi,
-      functionName: "mint",
-      args: [poor.address, price],
-    });
+    const pay = await payerHolding(price);
     let claimHeld: { reached: () => void; released: Promise<void> } | null = null;
     const gated: Db = {
       kind: gw.app.db.kind,
@@ -742,13 +744,7 @@ describe("the paywall's x402 scheme", () => {
       },
     };
     const x402 = scheme(undefined, gated);
-    const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
-    const pay = async () => {
-      const signed = await signedPayment({ signer: poor, from: poor.address });
-      const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
-      return await x402.verify(resource, offers, request({ "payment-signature": header }));
-    };
-    const a = await pay();
+    const a = await pay(x402);
     if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
     let reached = () => {};
     let release = () => {};
@@ -761,11 +757,11 @@ describe("the paywall's x402 scheme", () => {
         release = resolve;
       }),
     };
-    const b = pay();
+    const b = pay(x402);
     try {
       await atClaim;
       expect(await a.complete({ served: true })).toMatchObject({ settled: true });
-      expect(await gw.tokenBalance(poor.address)).toBe(0n);
+      expect(await gw.tokenBalance(pay.payer)).toBe(0n);
     } finally {
       release();
     }
