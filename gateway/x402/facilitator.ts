@@ -47,7 +47,10 @@ const payerOf = (payload: unknown): string | undefined => {
  * through the simulator (simulate-batch.ts), so that a payment the token would refuse never costs a reverting
  * eth_call (a Solidity stack trace on Hardhat's chain); concurrent /verify and /settle calls share its eth_call.
  */
-const facilitatorReads: VerifyReads = { ...singleReads, checkChain: createSimulationBatcher() };
+const facilitatorReads: VerifyReads = {
+  ...singleReads,
+  checkChain: createSimulationBatcher({ balances: false }),
+};
 
 /** Parses and verifies; the refusal or the verified payment. */
 export async function checkPayment(

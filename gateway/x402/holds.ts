@@ -8,15 +8,18 @@
 // The balance is read during verification and weighed after the claim. A payment of the same payer settled in
 // between may or may not show in that balance (mined before or after the read): its release is kept, numbered, while
 // any verification that began before it is under way, and such a verification counts it as held, so that no payment
-// gets through on a balance another has spent.
+// gets through on a balance another has spent (within what the list below leaves open).
 //
 // What it does not close, settlement still refusing what the chain will not pay:
 // - Holds are this process's: two gateway processes may each let one balance's worth through.
 // - A hold is released when its payment's completion returns, a moment after its transfer was mined (the booking in
 //   between), and a release counts for the verifications that began before it: a payment weighed in either moment
 //   may be refused `insufficient_funds` although the balance covers it (tried again a moment later, it passes).
+// - The node that answers the simulation is taken to be no further behind than the one that reported the receipts:
+//   a load-balanced RPC serving an older block may read a balance that predates a released transfer.
 // A hold whose transfer may still be mined (no receipt in time: scheme.ts keeps it) or that nobody completes lapses
-// at its authorization's validBefore, after which the transfer can never be mined.
+// a minute after its authorization's validBefore by this process's clock (lapseAfterValidBeforeS), past which the
+// chain's clock, which decides, is taken to be too.
 
 /** Gives a hold back, saying whether its transfer was mined (`settled`: the payer's balance shows it from now on). */
 export type ReleaseHold = (outcome: { readonly settled: boolean }) => void;
@@ -35,13 +38,20 @@ type Released = { readonly seq: number; readonly amount: bigint };
  */
 type PayerHeld = { readonly holds: Set<Hold>; held: bigint; earliestS: bigint; released: Released[] };
 
+/**
+ * How long after its authorization's validBefore a hold lapses: the token compares validBefore with the block's
+ * time, which may run behind this process's clock.
+ */
+export const lapseAfterValidBeforeS = 60n;
+
 /** Every this many takes, holds lapsed in every payer's set are dropped, so that memory stays bounded. */
 const sweepEvery = 1024;
 
 /**
- * The holds of one process. `nowS`: the clock that lapses them, in seconds (the authorizations' unit). A take costs
- * the same however many payments the payer has in flight (a payer may have thousands while a batch settler waits):
- * the sum is kept, and a payer's holds are walked only once the earliest of them may have lapsed.
+ * The holds of one process. `nowS`: the clock that lapses them, in seconds (the authorizations' unit). A take does
+ * not grow with the payments the payer has in flight (a payer may have thousands while a batch settler waits): the
+ * sum is kept, a payer's holds are walked only once the earliest of them may have lapsed, and of its releases only
+ * those since the take's verification began are read.
  */
 export function createPayerHolds(nowS: () => bigint) {
   const byPayer = new Map<string, PayerHeld>();
@@ -54,7 +64,8 @@ export function createPayerHolds(nowS: () => bigint) {
   /** Drops the payer's lapsed holds if the earliest may have lapsed, and releases no verification needs. */
   const tidy = (payer: PayerHeld, now: bigint) => {
     const oldest = oldestMark();
-    while (payer.released.length > 0 && payer.released[0]!.seq <= oldest) payer.released.shift();
+    const needed = payer.released.findIndex((r) => r.seq > oldest);
+    payer.released.splice(0, needed === -1 ? payer.released.length : needed);
     if (payer.earliestS > now) return;
     let earliest: bigint | null = null;
     for (const hold of payer.holds) {

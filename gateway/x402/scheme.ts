@@ -5,7 +5,8 @@
 // scheme and network; then verified, and the authorization claimed before the resource is served, so a replayed or
 // concurrent copy is refused rather than served; its amount is then held against the payer's balance (holds.ts), so
 // that payments the balance cannot all cover are refused before their routes run. After the handler: settled
-// (served) or the claim given back, and the hold released.
+// (served) or the claim given back, and the hold released — kept until it lapses while the transfer may still be
+// mined.
 import { isDeepStrictEqual } from "node:util";
 import type {
   ChallengePart,
@@ -26,7 +27,7 @@ import {
   requiredHeaderName,
 } from "./codec.ts";
 import type { X402Deps } from "./facilitator.ts";
-import { createPayerHolds, type Reading } from "./holds.ts";
+import { createPayerHolds, lapseAfterValidBeforeS, type Reading } from "./holds.ts";
 import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
@@ -119,34 +120,34 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     },
 
     async verify(resource, offers, request: PaywallRequest): Promise<SchemeVerdict> {
+      const header = paymentHeaderOf(request.headers, request.rawHeaders);
+      if (header === null)
+        return { kind: "refused", refusal: { code: "invalid_payload", message: "no payment header" } };
+      if ("ok" in header) return { kind: "refused", refusal: refusal(header) };
+      const decoded = decodeHeader(header.value);
+      if (!decoded.ok) return { kind: "refused", refusal: refusal(decoded) };
+      const raw = decoded.value as Record<string, unknown>;
+      const built = await build(resource, offers, request.url);
+      const matched = match(raw, built);
+      if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
+      const parsed = parsePayment(raw, matched.requirements, deps.chains);
+      if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
       // Begun before the balance is read (the simulation), ended however the verification ends.
       const reading = holds.begin();
       try {
-        return await verifyReading(resource, offers, request, reading);
+        return await verifyAndHold(resource, parsed, reading);
       } finally {
         holds.end(reading);
       }
     },
   };
 
-  async function verifyReading(
+  /** Verifies, claims and holds a parsed payment; the verdict. */
+  async function verifyAndHold(
     resource: PricedResource,
-    offers: readonly Offer[],
-    request: PaywallRequest,
+    parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
     reading: Reading,
   ): Promise<SchemeVerdict> {
-    const header = paymentHeaderOf(request.headers, request.rawHeaders);
-    if (header === null)
-      return { kind: "refused", refusal: { code: "invalid_payload", message: "no payment header" } };
-    if ("ok" in header) return { kind: "refused", refusal: refusal(header) };
-    const decoded = decodeHeader(header.value);
-    if (!decoded.ok) return { kind: "refused", refusal: refusal(decoded) };
-    const raw = decoded.value as Record<string, unknown>;
-    const built = await build(resource, offers, request.url);
-    const matched = match(raw, built);
-    if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
-    const parsed = parsePayment(raw, matched.requirements, deps.chains);
-    if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
     const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
     if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
     const { payment } = verified;
@@ -170,7 +171,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       `${chain.chainId}|${chain.token.toLowerCase()}|${payment.payer.toLowerCase()}`,
       payment.authorization.value,
       verified.balance,
-      payment.authorization.validBefore,
+      payment.authorization.validBefore + lapseAfterValidBeforeS,
       reading,
     );
     if ("short" in held) {
@@ -196,16 +197,20 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     /**
      * Whether the hold may go when completion ends: once nothing was sent (the claim given back, or refused before
      * sending) or the transfer's outcome is known. A transfer that may still be mined (no receipt in time, a throw
-     * part-way) keeps its payer's balance held until the authorization lapses.
+     * part-way, a settlement that threw) keeps its payer's balance held until the hold lapses.
      */
     let outcomeKnown = false;
-    /** Whether the transfer was mined: the payer's balance shows it from then on. */
+    /**
+     * Whether the authorization was spent on chain: the payer's balance shows it from then on. Spent by this
+     * settlement, or by someone else before it (refused as a used nonce: the token moved the value all the same).
+     */
     let mined = false;
     /** Settles a served request's payment, or gives its claim back. */
     const completeOnce = async (outcome: { served: boolean }) => {
       if (!outcome.served) {
-        await release(deps.db, chain, payment.authorization, { invoiceId: null });
+        // Nothing is sent, whether or not the claim's give-back goes through.
         outcomeKnown = true;
+        await release(deps.db, chain, payment.authorization, { invoiceId: null });
         return {
           settled: false as const,
           refusal: {
@@ -220,7 +225,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         requirements,
       );
       outcomeKnown = settled.ok || settled.pending !== true;
-      mined = settled.ok;
+      mined = settled.ok || settled.refusal === "invalid_exact_evm_nonce_already_used";
       if (!settled.ok) {
         const failed: SettleResponse = {
           success: false,

@@ -86,8 +86,12 @@ async function balanceOf(chain: X402Chain, payer: Eip3009Authorization["from"]):
   }
 }
 
-/** verify.ts's checkChain, batched per chain: the same answer for each payment. */
-export function createSimulationBatcher() {
+/**
+ * verify.ts's checkChain, batched per chain: the same answer for each payment. `balances: false` (a caller that does
+ * not weigh balances, the facilitator) spares a payment simulated alone, the batch not run, its balance read.
+ */
+export function createSimulationBatcher(options: { balances?: boolean } = {}) {
+  const balances = options.balances ?? true;
   const byChain = new WeakMap<X402Chain, (asked: Asked) => Promise<Simulated | null>>();
   const batchOf = (chain: X402Chain) => {
     let batch = byChain.get(chain);
@@ -125,7 +129,9 @@ export function createSimulationBatcher() {
     // without one (the batch not run: a node without state overrides) the balance is read beside the simulation.
     const [alone, balance] = await Promise.all([
       checkChain(chain, authorization, signature),
-      simulated === null && signed ? balanceOf(chain, authorization.from) : (simulated?.balance ?? null),
+      simulated === null && signed && balances
+        ? balanceOf(chain, authorization.from)
+        : (simulated?.balance ?? null),
     ]);
     return alone.ok ? { ok: true, balance } : alone;
   };

@@ -26,6 +26,7 @@ import {
   transferTypedData,
   type X402Settler,
 } from "../../gateway/x402/index.ts";
+import { transferArgs, vrsOf } from "../../gateway/x402/verify.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -553,13 +554,15 @@ describe("the paywall's x402 scheme", () => {
     headers,
   });
 
-  function scheme(settler?: X402Settler, db: Db = gw.app.db) {
+  function scheme(options: { settler?: X402Settler; db?: Db; nowMs?: () => number } = {}) {
+    const { settler, db = gw.app.db, nowMs } = options;
     resource.tenantId = gw.app.demo!.tenantId;
     resource.accountId = gw.app.demo!.merchant.id;
     const deps = createX402Deps({
       db,
       settlement: gw.app.settlement,
       logger: silentLogger,
+      ...(nowMs === undefined ? {} : { nowMs }),
       chains: [
         {
           rail: "evm",
@@ -575,24 +578,87 @@ describe("the paywall's x402 scheme", () => {
     return createX402Scheme(settler === undefined ? deps : { ...deps, settler });
   }
 
-  /** A fresh payer holding `amount` of TestUSD: its payment of one price to a scheme, signed anew at each call. */
+  /**
+   * A fresh payer holding `amount` of TestUSD: `sign` signs a payment of one price (options as signedPayment's),
+   * `present` offers it to a scheme, `pay` does both.
+   */
   async function payerHolding(amount: bigint) {
-    const payer = privateKeyToAccount(generatePrivateKey());
+    const account = privateKeyToAccount(generatePrivateKey());
     await gw.send(gw.chain.accounts[0]!, {
       address: token,
       abi: testUsdAbi,
       functionName: "mint",
-      args: [payer.address, amount],
+      args: [account.address, amount],
     });
     const offers = [{ rail: "evm", price: { asset: assets.USDC, amount: price } }];
-    return Object.assign(
-      async (x402: ReturnType<typeof scheme>) => {
-        const signed = await signedPayment({ signer: payer, from: payer.address });
-        const header = Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64");
-        return await x402.verify(resource, offers, request({ "payment-signature": header }));
+    const sign = (options: Parameters<typeof signedPayment>[0] = {}) =>
+      signedPayment({ ...options, signer: account, from: account.address });
+    const present = (x402: ReturnType<typeof scheme>, signed: Awaited<ReturnType<typeof sign>>) =>
+      x402.verify(
+        resource,
+        offers,
+        request({
+          "payment-signature": Buffer.from(JSON.stringify(signed.paymentPayload)).toString("base64"),
+        }),
+      );
+    return {
+      address: account.address,
+      sign,
+      present,
+      pay: async (x402: ReturnType<typeof scheme>, options: Parameters<typeof signedPayment>[0] = {}) =>
+        await present(x402, await sign(options)),
+    };
+  }
+
+  /** gw.app's database, through which a test holds or fails the next statement whose text contains `text`. */
+  function interceptedDb() {
+    let next: { text: string; run: () => Promise<void> } | null = null;
+    const db: Db = {
+      kind: gw.app.db.kind,
+      connectionsMax: gw.app.db.connectionsMax,
+      transaction: (fn) => gw.app.db.transaction(fn),
+      queryAll: (statements) => gw.app.db.queryAll(statements),
+      exec: (script) => gw.app.db.exec(script),
+      close: async () => {},
+      async query(text, params) {
+        const intercepted = next;
+        if (intercepted !== null && text.includes(intercepted.text)) {
+          next = null;
+          await intercepted.run();
+        }
+        return await gw.app.db.query(text, params);
       },
-      { payer: payer.address },
-    );
+    };
+    return {
+      db,
+      /** Holds the statement until `release()`; `reached` resolves once it is held. */
+      hold(text: string) {
+        let reached = () => {};
+        let release = () => {};
+        const atIt = new Promise<void>((resolve) => {
+          reached = resolve;
+        });
+        const released = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        next = {
+          text,
+          run: async () => {
+            reached();
+            await released;
+          },
+        };
+        return { reached: atIt, release };
+      },
+      fail(text: string) {
+        next = {
+          text,
+          run: async () => {
+            throw new Error("injected: the connection was reset");
+          },
+        };
+      },
+    };
   }
 
   it("challenges with PAYMENT-REQUIRED (no v1 body on Hardhat's chain), serves a payment once and settles it", async () => {
@@ -692,7 +758,7 @@ describe("the paywall's x402 scheme", () => {
     // A payer holding one price. A settlement that answers "not mined in time" (pending) leaves the transfer able
     // to land: the payer's next payment must not run its route on the same balance. One that answers a revert
     // (nothing pending) lets the next one through.
-    const pay = await payerHolding(price);
+    const payer = await payerHolding(price);
     const settlerAnswering = (
       refusal: "unexpected_settle_error" | "invalid_transaction_state",
       pending: boolean,
@@ -709,12 +775,15 @@ describe("the paywall's x402 scheme", () => {
       [settlerAnswering("unexpected_settle_error", true), "refused"],
       [settlerAnswering("invalid_transaction_state", false), "paid"],
     ] as const) {
-      const x402 = scheme(settler);
-      const first = await pay(x402);
+      const x402 = scheme({ settler });
+      const first = await payer.pay(x402);
       if (first.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(first)}`);
-      expect(await pay(x402)).toMatchObject({ kind: "refused", refusal: { code: "insufficient_funds" } });
+      expect(await payer.pay(x402)).toMatchObject({
+        kind: "refused",
+        refusal: { code: "insufficient_funds" },
+      });
       expect(await first.complete({ served: true })).toMatchObject({ settled: false });
-      const second = await pay(x402);
+      const second = await payer.pay(x402);
       expect(second.kind).toBe(next);
       if (second.kind === "paid") await second.complete({ served: false });
     }
@@ -724,47 +793,91 @@ describe("the paywall's x402 scheme", () => {
     // A payer holding one price pays A. B is verified (its balance read: one price) and, before B's claim is made,
     // A settles and is released. B's balance was read before A's transfer: weighed after A's release, B must still
     // be refused before its route runs, not let through on the price A spent.
-    const pay = await payerHolding(price);
-    let claimHeld: { reached: () => void; released: Promise<void> } | null = null;
-    const gated: Db = {
-      kind: gw.app.db.kind,
-      connectionsMax: gw.app.db.connectionsMax,
-      transaction: (fn) => gw.app.db.transaction(fn),
-      queryAll: (statements) => gw.app.db.queryAll(statements),
-      exec: (script) => gw.app.db.exec(script),
-      close: async () => {},
-      async query(text, params) {
-        const held = claimHeld;
-        if (held !== null && text.includes("INSERT INTO x402_authorizations")) {
-          claimHeld = null;
-          held.reached();
-          await held.released;
-        }
-        return await gw.app.db.query(text, params);
-      },
-    };
-    const x402 = scheme(undefined, gated);
-    const a = await pay(x402);
+    const payer = await payerHolding(price);
+    const intercepted = interceptedDb();
+    const x402 = scheme({ db: intercepted.db });
+    const a = await payer.pay(x402);
     if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
-    let reached = () => {};
-    let release = () => {};
-    const atClaim = new Promise<void>((resolve) => {
-      reached = resolve;
-    });
-    claimHeld = {
-      reached,
-      released: new Promise((resolve) => {
-        release = resolve;
-      }),
-    };
-    const b = pay(x402);
+    const claim = intercepted.hold("INSERT INTO x402_authorizations");
+    const b = payer.pay(x402);
     try {
-      await atClaim;
+      // B at its claim (or answered already, which fails below).
+      await Promise.race([claim.reached, b]);
       expect(await a.complete({ served: true })).toMatchObject({ settled: true });
-      expect(await gw.tokenBalance(pay.payer)).toBe(0n);
+      expect(await gw.tokenBalance(payer.address)).toBe(0n);
     } finally {
-      release();
+      claim.release();
     }
     expect(await b).toMatchObject({ kind: "refused", refusal: { code: "insufficient_funds" } });
+  });
+
+  it("counts a payment's authorization spent by someone else as spent: a verification begun before must not pay on it", async () => {
+    // Anyone may submit an EIP-3009 authorization. A's is submitted by a third party while B (same payer, one price)
+    // is between its balance read and its claim; A's settlement is then refused (its nonce used), but the value left
+    // the payer's balance all the same.
+    const payer = await payerHolding(price);
+    const intercepted = interceptedDb();
+    const x402 = scheme({ db: intercepted.db });
+    const signedA = await payer.sign();
+    const a = await payer.present(x402, signedA);
+    if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
+    const claim = intercepted.hold("INSERT INTO x402_authorizations");
+    const b = payer.pay(x402);
+    try {
+      await Promise.race([claim.reached, b]);
+      const { authorization: given, signature } = signedA.paymentPayload.payload;
+      const authorization = {
+        from: given.from as Address,
+        to: given.to as Address,
+        value: BigInt(given.value),
+        validAfter: BigInt(given.validAfter),
+        validBefore: BigInt(given.validBefore),
+        nonce: given.nonce as Hex,
+      };
+      await gw.send(gw.chain.accounts[0]!, {
+        address: token,
+        abi: testUsdAbi,
+        functionName: "transferWithAuthorization",
+        args: [...transferArgs(authorization, vrsOf(signature as Hex)!)],
+      } as never);
+      expect(await gw.tokenBalance(payer.address)).toBe(0n);
+      expect(await a.complete({ served: true })).toMatchObject({
+        settled: false,
+        refusal: { code: "invalid_exact_evm_nonce_already_used" },
+      });
+    } finally {
+      claim.release();
+    }
+    expect(await b).toMatchObject({ kind: "refused", refusal: { code: "insufficient_funds" } });
+  });
+
+  it("keeps a hold past validBefore by this process's clock: the chain's clock, which may run behind, decides", async () => {
+    const payer = await payerHolding(price);
+    const chainNowS = (await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp;
+    // This process's clock set to the chain's, then 40 s ahead of it: A's validBefore (chain time + 30 s) is past
+    // here, not on the chain, which could still mine A.
+    let aheadMs = Number(chainNowS) * 1000 - Date.now();
+    const x402 = scheme({ nowMs: () => Date.now() + aheadMs });
+    const a = await payer.pay(x402, { validBefore: chainNowS + 30n });
+    if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
+    aheadMs += 40_000;
+    expect(await payer.pay(x402, { validBefore: chainNowS + 1_200n })).toMatchObject({
+      kind: "refused",
+      refusal: { code: "insufficient_funds" },
+    });
+    await a.complete({ served: false });
+  });
+
+  it("lets the hold of an unserved payment go even when giving its claim back fails: nothing was sent", async () => {
+    const payer = await payerHolding(price);
+    const intercepted = interceptedDb();
+    const x402 = scheme({ db: intercepted.db });
+    const a = await payer.pay(x402);
+    if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
+    intercepted.fail("DELETE FROM x402_authorizations");
+    await expect(a.complete({ served: false })).rejects.toThrow(/injected/);
+    const b = await payer.pay(x402);
+    expect(b.kind, JSON.stringify(b)).toBe("paid");
+    if (b.kind === "paid") await b.complete({ served: false });
   });
 });
