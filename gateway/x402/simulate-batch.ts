@@ -3,7 +3,8 @@
 // solc 0.8.30, optimizer 200 runs, evm cancun; test/evm/verify-batch.test.ts recompiles it and compares) at the hot
 // wallet's address by a state override, and calls it; it calls transferWithAuthorization on the token for each
 // payment from the hot wallet's address — the sender settlement uses — each against the same state (every probe
-// reverts), and answers which would pass. Each probe has a gas cap, so a token call that burns gas fails its own
+// reverts), and answers which would pass, each with its payer's balance in that state (the paywall weighs it against
+// the payer's payments in flight, holds.ts). Each probe has a gas cap, so a token call that burns gas fails its own
 // payment only (test/evm/simulate-gas-cap.test.ts). A payment that would pass is answered at once; one that would
 // not is said why by verify.ts's whyNotTaken (nonce used, balance, the window by the chain's clock: reads, never a
 // reverting call), else — and for a batch the chain would not run (no state overrides, unreachable) — by
