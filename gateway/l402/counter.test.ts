@@ -7,7 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite, type Sql } from "../db/index.ts";
 import { ledgerMigrations } from "../ledger/index.ts";
-import { type CountResult, createRequestCounter, type RequestCounter } from "./counter.ts";
+import {
+  type CountResult,
+  createRequestCounter,
+  type RequestCounter,
+  requestCounterDefaults,
+} from "./counter.ts";
 import { revokeToken } from "./tokens.ts";
 
 const tenantId = "ten_counter";
@@ -123,6 +128,31 @@ describe("leases", () => {
     expect((await b.take(ask(keyId, 8))).ok).toBe(true);
     await Promise.all([a.close(), b.close()]);
     expect(await used(keyId)).toBe(8);
+  });
+
+  it("never hold more than leaseMax of a token, however many requests find its lease empty at once", async () => {
+    const keyId = await token(100_000);
+    // A frozen clock: nothing is given back for its age during the test.
+    const counter = createRequestCounter({ db, nowMs: () => 1_000_000 });
+    let servedSoFar = 0;
+    const take = async () => {
+      const result = await counter.take(ask(keyId, 100_000));
+      if (result.ok) servedSoFar += 1;
+      return result;
+    };
+    // One request at a time until the lease has grown to its most: 1 + 2, 1 + 8, 1 + 32, 1 + 128, all used up.
+    for (let i = 0; i < 174; i += 1) expect((await take()).ok).toBe(true);
+    expect(await used(keyId)).toBe(servedSoFar);
+    for (const burst of [2, 3, 10, 40]) {
+      // Requests that all find the lease empty: one statement takes a lease (256), the others are counted without.
+      const results = await Promise.all(Array.from({ length: burst }, take));
+      expect(results.every((r) => r.ok)).toBe(true);
+      expect((await used(keyId)) - servedSoFar).toBeLessThanOrEqual(requestCounterDefaults.leaseMax);
+      // Used up one request at a time before the next burst.
+      while ((await used(keyId)) > servedSoFar) expect((await take()).ok).toBe(true);
+    }
+    await counter.close();
+    expect(await used(keyId)).toBe(servedSoFar);
   });
 
   it("two counters on one database never serve beyond the bound, and the tail is served once leases return", async () => {

@@ -96,6 +96,12 @@ export function createRequestCounter(deps: {
   const nowMs = deps.nowMs ?? Date.now;
   const logger = deps.logger ?? silentLogger;
   const leases = new Map<string, Lease>();
+  /**
+   * Tokens a statement of this process is taking a lease on now. Only one asks at a time: two taken at once would
+   * both be granted against the same remainder and stack beyond `leaseMax` (what a crash may strand) and beyond the
+   * quarter of what the bound leaves. A request that finds one on its way is counted without a lease of its own.
+   */
+  const leasing = new Set<string>();
   /** Tokens presented with an attenuated bound, and when: not leased until `attenuatedMemoryMs` later. */
   const attenuated = new Map<string, number>();
   function attenuatedLately(name: string): boolean {
@@ -195,9 +201,16 @@ export function createRequestCounter(deps: {
       leases.delete(name);
       await giveBackLeases([lease]);
     }
-    const wanted = leasable ? Math.min(lease?.next ?? limits.leaseFirst, limits.leaseMax) : 0;
+    const wanted =
+      leasable && !leasing.has(name) ? Math.min(lease?.next ?? limits.leaseFirst, limits.leaseMax) : 0;
     const { rowRequestsMax: _row, ...counted } = ask;
-    const result = await count({ ...counted, lease: wanted });
+    if (wanted > 0) leasing.add(name);
+    let result: TakeRequestResult;
+    try {
+      result = await count({ ...counted, lease: wanted });
+    } finally {
+      if (wanted > 0) leasing.delete(name);
+    }
     if (result.ok && result.leased !== undefined && result.leased > 0) {
       const fresh: Lease = {
         tenantId: ask.tenantId,
@@ -210,8 +223,13 @@ export function createRequestCounter(deps: {
       const held = leases.get(name);
       if (closed || attenuatedLately(name)) await giveBackLeases([fresh]);
       else if (held !== undefined && held.cap === fresh.cap) {
-        held.left += fresh.left;
+        // What the old lease has left and the fresh one, never more than leaseMax together: the rest goes back.
+        const kept = Math.min(held.left + fresh.left, limits.leaseMax);
+        const excess = held.left + fresh.left - kept;
+        held.left = kept;
         held.next = Math.max(held.next, fresh.next);
+        if (excess > 0)
+          await giveBackLeased([{ tenantId: ask.tenantId, keyId: ask.keyId, requests: excess }]);
       } else {
         leases.set(name, fresh);
         if (held !== undefined) await giveBackLeases([held]);
