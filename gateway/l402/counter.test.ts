@@ -130,10 +130,11 @@ describe("leases", () => {
     expect(await used(keyId)).toBe(8);
   });
 
-  it("never hold more than leaseMax of a token, however many requests find its lease empty at once", async () => {
+  it("never hold more than leaseMax of a token, however many requests find its lease empty at once: one statement leases", async () => {
     const keyId = await token(100_000);
     // A frozen clock: nothing is given back for its age during the test.
-    const counter = createRequestCounter({ db, nowMs: () => 1_000_000 });
+    const probe = counted(db);
+    const counter = createRequestCounter({ db: probe.sql, nowMs: () => 1_000_000 });
     let servedSoFar = 0;
     const take = async () => {
       const result = await counter.take(ask(keyId, 100_000));
@@ -144,9 +145,12 @@ describe("leases", () => {
     for (let i = 0; i < 174; i += 1) expect((await take()).ok).toBe(true);
     expect(await used(keyId)).toBe(servedSoFar);
     for (const burst of [2, 3, 10, 40]) {
-      // Requests that all find the lease empty: one statement takes a lease (256), the others are counted without.
+      // Requests that all find the lease empty: one statement takes a lease (256), the others wait for it and are
+      // served from it.
+      const statements = probe.statements();
       const results = await Promise.all(Array.from({ length: burst }, take));
       expect(results.every((r) => r.ok)).toBe(true);
+      expect(probe.statements() - statements).toBe(1);
       expect((await used(keyId)) - servedSoFar).toBeLessThanOrEqual(requestCounterDefaults.leaseMax);
       // Used up one request at a time before the next burst.
       while ((await used(keyId)) > servedSoFar) expect((await take()).ok).toBe(true);

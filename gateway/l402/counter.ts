@@ -2,10 +2,10 @@
 // the row before a request is served, so processes sharing the database never serve beyond a token's count; what
 // this adds is leases. A request that the process's lease on the token covers is served without a statement; one
 // that it does not cover joins the next counting statement (group commit), which counts it and also leases more for
-// the requests that follow: `leaseFirst` on a token's first statement, then four times the last lease, up to
-// `leaseMax`, and never
-// more than a quarter of what the token's bound leaves (tokens.ts), so the tail of a counted token is counted one
-// statement at a time and one process's lease never strands the last requests while another is refused.
+// the requests that follow — one such statement per token at a time, the requests that find it on its way waiting
+// for its lease: `leaseFirst` on a token's first statement, then four times the last lease, up to `leaseMax`, and
+// never more than a quarter of what the token's bound leaves (tokens.ts), so the tail of a counted token is counted
+// one statement at a time and one process's lease never strands the last requests while another is refused.
 //
 // What a lease costs: requests leased and not served are counted as used until they are given back — by the sweep
 // once the lease is `leaseLifetimeMs` old (also while in use: a busy token takes a fresh lease each lifetime), by
@@ -97,11 +97,12 @@ export function createRequestCounter(deps: {
   const logger = deps.logger ?? silentLogger;
   const leases = new Map<string, Lease>();
   /**
-   * Tokens a statement of this process is taking a lease on now. Only one asks at a time: two taken at once would
-   * both be granted against the same remainder and stack beyond `leaseMax` (what a crash may strand) and beyond the
-   * quarter of what the bound leaves. A request that finds one on its way is counted without a lease of its own.
+   * Tokens a statement of this process is taking a lease on now, each until that lease is kept. Only one asks at a
+   * time: two taken at once would both be granted against the same remainder and stack beyond `leaseMax` (what a crash
+   * may strand) and beyond the quarter of what the bound leaves. A request that finds one on its way waits for it and
+   * is served from it; if it does not cover the request, the request is counted without a lease of its own.
    */
-  const leasing = new Set<string>();
+  const leasing = new Map<string, Promise<void>>();
   /** Tokens presented with an attenuated bound, and when: not leased until `attenuatedMemoryMs` later. */
   const attenuated = new Map<string, number>();
   function attenuatedLately(name: string): boolean {
@@ -184,6 +185,8 @@ export function createRequestCounter(deps: {
     const name = nameOf(ask.tenantId, ask.keyId);
     const own = ask.requestsMax === ask.rowRequestsMax;
     if (!own) rememberAttenuated(name);
+    const taking = leasing.get(name);
+    if (own && taking !== undefined) await taking;
     let lease = leases.get(name);
     if (lease !== undefined && nowMs() - lease.takenAtMs >= limits.leaseLifetimeMs) {
       // Lived its lifetime (the sweep has not come by yet): given back, so a revocation is seen within it.
@@ -204,35 +207,46 @@ export function createRequestCounter(deps: {
     const wanted =
       leasable && !leasing.has(name) ? Math.min(lease?.next ?? limits.leaseFirst, limits.leaseMax) : 0;
     const { rowRequestsMax: _row, ...counted } = ask;
-    if (wanted > 0) leasing.add(name);
+    let kept = () => {};
+    if (wanted > 0)
+      leasing.set(
+        name,
+        new Promise<void>((resolve) => {
+          kept = resolve;
+        }),
+      );
     let result: TakeRequestResult;
     try {
       result = await count({ ...counted, lease: wanted });
+      if (result.ok && result.leased !== undefined && result.leased > 0) {
+        const fresh: Lease = {
+          tenantId: ask.tenantId,
+          keyId: ask.keyId,
+          cap: ask.requestsMax,
+          left: result.leased,
+          next: Math.min(wanted * 4, limits.leaseMax),
+          takenAtMs: nowMs(),
+        };
+        const held = leases.get(name);
+        if (closed || attenuatedLately(name)) await giveBackLeases([fresh]);
+        else if (held !== undefined && held.cap === fresh.cap) {
+          // What the old lease has left and the fresh one, never more than leaseMax together: the rest goes back.
+          const together = held.left + fresh.left;
+          held.left = Math.min(together, limits.leaseMax);
+          held.next = Math.max(held.next, fresh.next);
+          if (together > held.left)
+            await giveBackLeased([
+              { tenantId: ask.tenantId, keyId: ask.keyId, requests: together - held.left },
+            ]);
+        } else {
+          leases.set(name, fresh);
+          if (held !== undefined) await giveBackLeases([held]);
+        }
+      }
     } finally {
-      if (wanted > 0) leasing.delete(name);
-    }
-    if (result.ok && result.leased !== undefined && result.leased > 0) {
-      const fresh: Lease = {
-        tenantId: ask.tenantId,
-        keyId: ask.keyId,
-        cap: ask.requestsMax,
-        left: result.leased,
-        next: Math.min(wanted * 4, limits.leaseMax),
-        takenAtMs: nowMs(),
-      };
-      const held = leases.get(name);
-      if (closed || attenuatedLately(name)) await giveBackLeases([fresh]);
-      else if (held !== undefined && held.cap === fresh.cap) {
-        // What the old lease has left and the fresh one, never more than leaseMax together: the rest goes back.
-        const kept = Math.min(held.left + fresh.left, limits.leaseMax);
-        const excess = held.left + fresh.left - kept;
-        held.left = kept;
-        held.next = Math.max(held.next, fresh.next);
-        if (excess > 0)
-          await giveBackLeased([{ tenantId: ask.tenantId, keyId: ask.keyId, requests: excess }]);
-      } else {
-        leases.set(name, fresh);
-        if (held !== undefined) await giveBackLeases([held]);
+      if (wanted > 0) {
+        leasing.delete(name);
+        kept();
       }
     }
     if (result.ok) return { ok: true };
