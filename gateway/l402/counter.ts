@@ -185,6 +185,7 @@ export function createRequestCounter(deps: {
     const name = nameOf(ask.tenantId, ask.keyId);
     const own = ask.requestsMax === ask.rowRequestsMax;
     if (!own) rememberAttenuated(name);
+    // A lease another request of this process is taking on the token: waited for, as it may cover this one.
     const taking = leasing.get(name);
     if (own && taking !== undefined) await taking;
     let lease = leases.get(name);
