@@ -151,5 +151,3 @@ export function createPayerHolds(nowS: () => bigint) {
     payers: () => byPayer.size,
   };
 }
-
-export type PayerHolds = ReturnType<typeof createPayerHolds>;
