@@ -73,6 +73,7 @@ export {
   type TransferEvidence,
   TransferFlags,
   type TransferInput,
+  type WrittenTransfers,
 } from "./types.ts";
 
 /** The ledger's SQL migrations, for `migrate(db, [ledgerMigrations, …])`. */

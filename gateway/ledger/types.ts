@@ -238,9 +238,16 @@ export const ledgerHolds = (status: string | undefined): boolean =>
 export type Alongside = {
   /**
    * Called with the request's results before anything is written (again if the batch is retried): the
-   * statement to write with them, or null for none. Must not throw.
+   * statement to write with them, or null for none. `written` tells what each transfer the batch creates moves
+   * (a balancing transfer's amount is what it takes). Must not throw.
    */
-  statement(results: readonly CreateTransferResult[]): Statement | null;
+  statement(results: readonly CreateTransferResult[], written: WrittenTransfers): Statement | null;
+};
+
+/** The transfers a batch writes, as it writes them. */
+export type WrittenTransfers = {
+  /** What the transfer `id` created by the batch moves; undefined for one the batch does not create. */
+  amountOf(id: bigint): bigint | undefined;
 };
 
 /** A request's results, and the rows of the statement written alongside (null when there was none). */

@@ -3,7 +3,7 @@
 import type { Row, Statement } from "../db/index.ts";
 import type { BatchWrites } from "./store-batch.ts";
 import { balanceRows, transferRows } from "./store-params.ts";
-import type { Account, CreateTransferResult } from "./types.ts";
+import type { Account, CreateTransferResult, Transfer, WrittenTransfers } from "./types.ts";
 import type { TransfersJob } from "./writer-state.ts";
 
 /** The statements a batch's callers write alongside it; `slots[i]` is job i's among them, or -1 for none. */
@@ -13,11 +13,19 @@ export const noAlongside: AlongsideWrites = { statements: [], slots: [] };
 export function alongsideOf(
   jobs: readonly TransfersJob[],
   results: readonly CreateTransferResult[][],
+  created: readonly Transfer[],
 ): AlongsideWrites {
   if (jobs.every((job) => job.alongside === undefined)) return noAlongside;
+  let amounts: Map<bigint, bigint> | null = null;
+  const written: WrittenTransfers = {
+    amountOf(id) {
+      amounts ??= new Map(created.map((transfer) => [transfer.id, transfer.amount]));
+      return amounts.get(id);
+    },
+  };
   const statements: Statement[] = [];
   const slots = jobs.map((job, i) => {
-    const statement = job.alongside?.statement(results[i]!) ?? null;
+    const statement = job.alongside?.statement(results[i]!, written) ?? null;
     if (statement === null) return -1;
     statements.push(statement);
     return statements.length - 1;

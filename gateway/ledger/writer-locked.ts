@@ -207,7 +207,7 @@ async function lockedTransfers(
   const requests = jobs.map((job) => job.transfers);
   await prefetch(w, tx, requests, { forUpdate: true, lookUpIds: true }, 0);
   const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
-  const alongside = alongsideOf(jobs, results);
+  const alongside = alongsideOf(jobs, results, effects.created);
   return {
     eventCount: requests.reduce((sum, request) => sum + request.length, 0),
     writes: {

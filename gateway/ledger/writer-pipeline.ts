@@ -70,7 +70,7 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
     balances: balanceRows(deltas(effects.accountsBefore), w.format, w.accountIds),
     pendingOpened: effects.pendingOpened,
     pendingResolved: effects.pendingResolved,
-    alongside: alongsideOf(jobs, results),
+    alongside: alongsideOf(jobs, results, effects.created),
     uncheckedIds: uncheckedIds(w, requests, results),
     expectedToken: w.plannedToken!,
     token: randomToken(),

@@ -131,8 +131,8 @@ export async function refundsOfInvoice(
  * refund), and the version of its `refundable` row this was read from: PostgreSQL's `xmin`, the transaction that
  * last wrote the row, which every claim and every amount given back changes (never back to an earlier value), or
  * `none` while there is no row. A claim made with `readAt` passes only if the row is still that version. A reversal
- * of the invoice's money moves the version too (touchStatement), in the transaction of its record and, with a
- * split, of its legs.
+ * of the invoice's money moves the version too, in the transaction of its legs and its record
+ * (settlement/invoices.ts reversalRecordStatement).
  */
 export async function claimableOf(
   sql: Sql,
@@ -148,8 +148,8 @@ export async function claimableOf(
 /**
  * Whether a reversal of the invoice's payment stands: recorded and not withdrawn (settlement/invoices.ts
  * applyReversed, applyReinstated). A refund reads it after claimableOf's version and claims with that version: a
- * reversal recorded after the read touches the row in its record's transaction (touchStatement), so the claim is
- * refused and the next try reads this again.
+ * reversal recorded after the read touches the row in its record's transaction (settlement/invoices.ts
+ * reversalRecordStatement), so the claim is refused and the next try reads this again.
  */
 export async function reversalStands(sql: Sql, invoiceId: string): Promise<boolean> {
   const [row] = await sql.query<{ stands: boolean }>(
@@ -169,28 +169,6 @@ export function pauseAfterMovedVersion(attempt: number): Promise<void> {
 
 /** The version of a `refundable` row that is not there (no xmin is this). */
 const noRefundableRow = "none";
-
-/**
- * A touch of an invoice's `refundable` row (written if it is not there yet, `paid` as a claim writes it): its
- * version moves and nothing else. A reversal of the invoice's money writes it in the transaction of its record
- * (every invoice) and, with a split, of its ledger legs (settlement/invoices.ts applyReversed, takeBackReversal), so
- * that a refund that read the row before is refused its claim and computed again, seeing the reversal. `readAt`
- * (claimableOf's version): the touch passes only if the row is still that version, so that what the reversal
- * computed from reads made after it is of one state with the refunds' claims; otherwise refund_exceeds_remaining()
- * is raised (isRefundExceeding) and the transaction, legs and all, is rolled back. null: any version passes (a
- * record's touch: it waits for a claim that holds the row's lock, and the refund came first).
- */
-export function touchStatement(params: { targetId: string; paid: bigint; readAt: string | null }): Statement {
-  return {
-    text: `WITH touched AS (
-       INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($1, $2, 0)
-       ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
-         WHERE $3::text IS NULL OR r.xmin::text = $3::text
-       RETURNING 1)
-     SELECT CASE WHEN EXISTS (SELECT 1 FROM touched) THEN true ELSE refund_exceeds_remaining() END AS touched`,
-    params: [params.targetId, params.paid, params.readAt],
-  };
-}
 
 export type NewRefund = Omit<
   Refund,

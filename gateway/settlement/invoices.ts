@@ -26,7 +26,7 @@ import {
   setBounded,
 } from "../../core/index.ts";
 import type { AccountCache, AccountRecord } from "../accounts/index.ts";
-import type { Db, Sql } from "../db/index.ts";
+import type { Db, Row, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
   credit,
@@ -39,12 +39,7 @@ import {
   transferCodes,
 } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
-import {
-  claimableOf,
-  isRefundExceeding,
-  pauseAfterMovedVersion,
-  touchStatement,
-} from "../payments/refunds-store.ts";
+import { claimableOf, isRefundExceeding, pauseAfterMovedVersion } from "../payments/refunds-store.ts";
 import { splitShares } from "../paywall/scheme.ts";
 import {
   type PayeeShare,
@@ -734,10 +729,11 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  * takeBackShares: proportional to the shares the invoice's receipts credited it, floored, never more than what is
  * left of them after its other reversals and its refunds, read at one version of the invoice's `refundable` row:
  * takeBackReversal), and the rest from the invoice's account; each payee, too, gives back at most what it holds. The
- * legs are one linked ledger chain: all of them or none.
+ * legs are one linked ledger chain: all of them or none, written in one transaction with the reversal's record
+ * (reversalRecordStatement).
  * Each reversal (by `key`) is recorded once with its own `invoice.reversed` event, so a second partial refund is
  * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing. From its record on, no
- * refund of the invoice passes until every reversal of it is withdrawn: the record's transaction touches the
+ * refund of the invoice passes until every reversal of it is withdrawn: the record's statement touches the
  * invoice's `refundable` row, which every refund's claim of an invoice is checked against (payments/refunds.ts
  * holdAndClaim), split or not.
  */
@@ -754,71 +750,92 @@ export async function applyReversed(
     return { status: "withdrawn" as const, shortfall: 0n };
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
-  const takenEach = await takeBackReversal(deps, invoice, event);
-  const taken = takenEach.reduce((sum, amount) => sum + amount, 0n);
-  const shortfall = event.amount - taken;
-  // The record, the status and the event together: a crash before this leaves it to the redelivery, which finds
-  // the ledger transfer there ("exists") and records it then.
-  const status = await deps.db.transaction(async (tx) => {
-    const inserted = await tx.query(
-      `INSERT INTO invoice_reversals (invoice_id, key, amount) VALUES ($1, $2, $3)
-       ON CONFLICT (invoice_id, key) DO NOTHING RETURNING key`,
-      [invoice.id, event.key, taken],
-    );
-    if (inserted.length === 0)
-      return (await reversalRecord(tx, invoice.id, event.key))?.reinstated === true
-        ? ("withdrawn" as const)
-        : ("duplicate" as const);
-    await tx.query("UPDATE invoices SET status = 'reversed' WHERE id = $1 AND status = 'paid'", [invoice.id]);
-    // Refunds are refused `invoice_not_paid` from now on (they find this record: payments/refunds.ts holdAndClaim),
-    // every invoice, split or not: the touch moves the version of its `refundable` row (created if no refund made
-    // it yet), so a refund that read the row before this record is refused its claim and reads again, finding it. A
-    // refund whose claim holds the row's lock makes the touch wait for it: that refund came first. A refund read and
-    // claimed wholly between the legs and this record (or, after a crash there, until the redelivery) does not see
-    // the reversal: split-reversal.ts says so. An invoice that received nothing has no row to touch, nor a refund.
-    const paid = await receivedOf(tx, invoice);
-    if (paid > 0n) {
-      const touch = touchStatement({ targetId: invoice.id, paid, readAt: null });
-      await tx.query(touch.text, touch.params);
-    }
-    await insertOutboxEvent(tx, {
-      tenantId: invoice.tenantId,
-      type: "invoice.reversed",
-      payload: {
-        invoice_id: invoice.id,
-        reversal: event.key,
-        amount: taken.toString(),
-        shortfall: shortfall.toString(),
-      },
-    });
-    return "applied" as const;
-  });
-  if (status === "withdrawn") return await withdrawn();
-  return { status, shortfall };
+  const chain = await takeBackReversal(deps, invoice, event);
+  const taken = chain.taken.reduce((sum, amount) => sum + amount, 0n);
+  // Recorded with the legs; or the legs were there already (a redelivery, a run that raced this one, a chain an
+  // earlier version wrote apart from its record) or there were none to write: recorded now, unless it is.
+  const [row] =
+    chain.rows ??
+    (await (async () => {
+      const record = reversalRecordStatement(invoice, event, taken, null);
+      return await deps.db.query(record.text, record.params);
+    })());
+  if (row?.recorded === true) return { status: "applied", shortfall: event.amount - taken };
+  if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
+  return { status: "duplicate", shortfall: event.amount - taken };
+}
+
+/**
+ * The record of reversal `key` of an invoice that took `taken`: the `invoice_reversals` row (once per key: `recorded`
+ * says whether this statement wrote it), the invoice `reversed`, the `invoice.reversed` event, and a touch of the
+ * invoice's `refundable` row (created if no refund made it yet; none for an invoice that received nothing: no refund
+ * of it can be) that moves its version, so that a refund that read the row before is refused its claim and reads
+ * again, finding the record (payments/refunds.ts holdAndClaim). Written in the transaction of the reversal's legs
+ * (takeBackReversal), so no refund ever sees the legs without the record. `readAt` (claimableOf's version, with a
+ * split): the touch passes only if the row is still that version, so that what the legs were computed from is of one
+ * state with the refunds' claims; otherwise refund_exceeds_remaining() is raised (isRefundExceeding) and the
+ * transaction, legs and all, is rolled back. null: any version passes (the touch waits for a claim holding the row's
+ * lock: that refund came first).
+ */
+function reversalRecordStatement(
+  invoice: InvoiceTarget,
+  event: { key: string; amount: bigint },
+  taken: bigint,
+  readAt: string | null,
+): Statement {
+  const payload = {
+    invoice_id: invoice.id,
+    reversal: event.key,
+    amount: taken.toString(),
+    shortfall: (event.amount - taken).toString(),
+  };
+  return {
+    text: `WITH
+     received AS (SELECT received_amount FROM invoices WHERE id = $1 AND received_amount > 0),
+     touched AS (
+       INSERT INTO refundable AS r (target_id, paid, refunded) SELECT $1, received_amount, 0 FROM received
+       ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
+         WHERE $2::text IS NULL OR r.xmin::text = $2::text
+       RETURNING 1),
+     recorded AS (
+       INSERT INTO invoice_reversals (invoice_id, key, amount) VALUES ($1, $3, $4)
+       ON CONFLICT (invoice_id, key) DO NOTHING RETURNING key),
+     marked AS (
+       UPDATE invoices SET status = 'reversed'
+       WHERE id = $1 AND status = 'paid' AND EXISTS (SELECT 1 FROM recorded) RETURNING 1),
+     announced AS (
+       INSERT INTO outbox (tenant_id, type, payload) SELECT $5, 'invoice.reversed', $6::jsonb FROM recorded
+       RETURNING 1)
+     SELECT EXISTS (SELECT 1 FROM recorded) AS recorded,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM received) OR EXISTS (SELECT 1 FROM touched) THEN true
+         ELSE refund_exceeds_remaining() END AS touched`,
+    params: [invoice.id, readAt, event.key, taken, invoice.tenantId, toJson(payload)],
+  };
 }
 
 /** How many times a reversal of a split invoice is computed again because a refund of it was claimed meanwhile. */
 export const reversalClaimAttemptsMax = 8;
 
 /**
- * Takes the reversal back from the invoice's account and its split's payees; returns what each leg took. Each
- * payee's part (split-reversal.ts takeBackShares: proportional to what the invoice credited it, floored, never more
- * than what is left of that), the rest from the invoice's account; each gives back at most what it holds (a
- * balancing debit), all in one linked chain, each leg under an id of its own derived from the reversal: a redelivery
- * after a crash takes nothing twice and finds what each leg took.
+ * Takes the reversal back from the invoice's account and its split's payees, with its record
+ * (reversalRecordStatement); returns what each leg took, and the record statement's rows when this call wrote the
+ * legs. Each payee's part (split-reversal.ts takeBackShares: proportional to what the invoice credited it, floored,
+ * never more than what is left of that), the rest from the invoice's account; each gives back at most what it holds
+ * (a balancing debit), all in one linked chain, each leg under an id of its own derived from the reversal: a
+ * redelivery after a crash takes nothing twice and finds what each leg took.
  *
  * With a split, the reversal and the invoice's refunds see each other through the invoice's `refundable` row, as
  * refunds see one another (payments/refunds.ts holdAndClaim): its version is read first, then what refunds and other
  * reversals took of each credit, and the chain is written with a touch of the row that passes only if the row is still
- * that version (payments/refunds-store.ts touchStatement). So a refund claimed after those reads refuses the chain
- * (nothing written; computed again from new reads), and a refund that read the row before the chain is refused its
- * claim by the touch and computed again, counting the chain's legs.
+ * that version. So a refund claimed after those reads refuses the chain (nothing written; computed again from new
+ * reads), and a refund that read the row before the chain is refused its claim by the touch and computed again,
+ * finding the reversal.
  */
 async function takeBackReversal(
   deps: SettlementDeps,
   invoice: InvoiceTarget,
   event: { key: string; amount: bigint; evidence: SettlementEvidence },
-): Promise<bigint[]> {
+): Promise<{ taken: bigint[]; rows: Row[] | null }> {
   const split = invoice.split !== null && invoice.split.length > 0;
   for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
     // The version first, then every read the legs are computed from (only the version of claimableOf is used).
@@ -829,10 +846,19 @@ async function takeBackReversal(
       ...(await accountsFor(deps, invoice)),
       shares: takeBackShares(event.amount, whole, payees, "credited"),
     });
-    const touch =
-      readAt === null || whole <= 0n ? null : touchStatement({ targetId: invoice.id, paid: whole, readAt });
     try {
-      return await takeBackChain(deps.ledger, legs, `reversal ${event.key} of invoice ${invoice.id}`, touch);
+      return await takeBackChain(
+        deps.ledger,
+        legs,
+        `reversal ${event.key} of invoice ${invoice.id}`,
+        (taken) =>
+          reversalRecordStatement(
+            invoice,
+            event,
+            taken.reduce((sum, amount) => sum + amount, 0n),
+            readAt,
+          ),
+      );
     } catch (error) {
       if (!isRefundExceeding(error)) throw error;
     }
@@ -953,11 +979,18 @@ async function reversalRecord(
   return row ?? null;
 }
 
+/** How many times a withdrawal looks again for what its reversal took, recorded after it first looked. */
+const reinstateAttemptsMax = 3;
+
 /**
  * A reversal was undone: a dispute won (Stripe gave the funds back), a refund that failed or was canceled. The
- * account gets back exactly what the reversal took (its ledger transfer says how much). One not applied yet is
+ * account gets back exactly what the reversal took (its ledger transfers say how much). One not applied yet is
  * withdrawn instead: recorded as given back, so that if it arrives later (Stripe does not order its events) it
  * takes nothing. The invoice is 'paid' again once none of its reversals stands.
+ *
+ * What is given back is read before the record is marked; a reversal whose legs and record commit in between (they
+ * commit together: applyReversed) left a record saying it took more than was given back, so the mark does not pass
+ * and the legs are looked for again. A record marked is never one whose legs still stand.
  */
 export async function applyReinstated(
   deps: SettlementDeps,
@@ -967,31 +1000,41 @@ export async function applyReinstated(
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", amount: 0n };
   const recorded = await reversalRecord(deps.db, invoice.id, event.key);
   if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n };
-  const amount = await giveBack(deps, invoice, event.key, event.evidence);
-  const status = await deps.db.transaction(async (tx) => {
-    // A reversal whose ledger transfer exists but whose record a crash lost is recorded here, as given back.
-    const marked = await tx.query<{ inserted: boolean }>(
-      `INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at) VALUES ($1, $2, $3, now())
-       ON CONFLICT (invoice_id, key) DO UPDATE SET reinstated_at = now()
-         WHERE invoice_reversals.reinstated_at IS NULL
-       RETURNING xmax = 0 AS inserted`,
-      [invoice.id, event.key, amount],
-    );
-    if (marked.length === 0) return "duplicate" as const;
-    // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
-    // was empty) still ends here, with its event, so the invoice is paid again.
-    if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
-    await tx.query(
-      `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
-         AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,
-      [invoice.id],
-    );
-    await insertOutboxEvent(tx, {
-      tenantId: invoice.tenantId,
-      type: "invoice.reinstated",
-      payload: { invoice_id: invoice.id, reversal: event.key, amount: amount.toString() },
+  for (let attempt = 1; attempt <= reinstateAttemptsMax; attempt++) {
+    const amount = await giveBack(deps, invoice, event.key, event.evidence);
+    const status = await deps.db.transaction(async (tx) => {
+      // A reversal whose ledger transfers exist but whose record a crash lost (written apart by an earlier version)
+      // is recorded here, as given back.
+      const marked = await tx.query<{ inserted: boolean }>(
+        `INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at) VALUES ($1, $2, $3, now())
+         ON CONFLICT (invoice_id, key) DO UPDATE SET reinstated_at = now()
+           WHERE invoice_reversals.reinstated_at IS NULL AND invoice_reversals.amount <= EXCLUDED.amount
+         RETURNING xmax = 0 AS inserted`,
+        [invoice.id, event.key, amount],
+      );
+      if (marked.length === 0)
+        return (await reversalRecord(tx, invoice.id, event.key))?.reinstated === true
+          ? ("duplicate" as const)
+          : ("recorded_since" as const);
+      // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
+      // was empty) still ends here, with its event, so the invoice is paid again.
+      if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
+      await tx.query(
+        `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
+           AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,
+        [invoice.id],
+      );
+      await insertOutboxEvent(tx, {
+        tenantId: invoice.tenantId,
+        type: "invoice.reinstated",
+        payload: { invoice_id: invoice.id, reversal: event.key, amount: amount.toString() },
+      });
+      return "applied" as const;
     });
-    return "applied" as const;
-  });
-  return { status, amount: status === "applied" ? amount : 0n };
+    if (status !== "recorded_since") return { status, amount: status === "applied" ? amount : 0n };
+  }
+  throw new SettlementContendedError(
+    `reversal ${event.key} of invoice ${invoice.id} is recorded as taking more than its ledger transfers give back, ` +
+      `after ${reinstateAttemptsMax} looks; nothing was marked given back`,
+  );
 }

@@ -293,15 +293,16 @@ describe("reversals of money received", () => {
     expect((await applyReversed(settlement, reversal("refund:early"))).status).toBe("withdrawn");
     expect(await posted()).toBe(before);
     // The withdrawal looks for the reversal's ledger transfer just before the reversal writes it, and records
-    // itself just before the reversal records it: the reversal, finding the withdrawal, gives back what it took.
+    // itself just before the reversal's legs and record are written: the reversal, finding the withdrawal, gives
+    // back what it took.
     const tooEarly: Ledger = { ...ledger, lookupTransfers: async () => [] };
     const racing: SettlementDeps = {
       ...settlement,
-      db: {
-        ...db,
-        transaction: async (fn) => {
+      ledger: {
+        ...ledger,
+        createTransfersWith: async (...args) => {
           await applyReinstated({ ...settlement, ledger: tooEarly }, undo("refund:racing"));
-          return await db.transaction(fn);
+          return await ledger.createTransfersWith(...args);
         },
       },
     };
@@ -312,5 +313,43 @@ describe("reversals of money received", () => {
       [id],
     );
     expect(events.map((event) => event.type)).toEqual(["invoice.paid"]);
+  });
+
+  it("gives back a reversal recorded after its withdrawal looked for what it took", async () => {
+    const settlement = deps();
+    const id = await paidInvoice(settlement);
+    const before = await posted();
+    const undo = { rail: "toy", reference: id, key: "dispute:late", evidence };
+    // The withdrawal finds no ledger transfer of the reversal; then the reversal is applied whole (legs, record,
+    // event); then the withdrawal marks the record given back.
+    let applied = false;
+    const late: SettlementDeps = {
+      ...settlement,
+      db: {
+        ...db,
+        transaction: async (fn) => {
+          if (!applied) {
+            applied = true;
+            expect((await applyReversed(settlement, { ...undo, amount: 700n })).status).toBe("applied");
+            expect(await posted()).toBe(before - 700n);
+          }
+          return await db.transaction(fn);
+        },
+      },
+    };
+    // Before: the record was marked given back with nothing given back, and the 700 stayed taken for good.
+    expect(await applyReinstated(late, undo)).toEqual({ status: "applied", amount: 700n });
+    expect(await posted()).toBe(before);
+    expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
+    const events = await db.query<{ type: string; amount: string | null }>(
+      "SELECT type, payload->>'amount' AS amount FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+      [id],
+    );
+    expect(events).toEqual([
+      { type: "invoice.paid", amount: null },
+      { type: "invoice.reversed", amount: "700" },
+      { type: "invoice.reinstated", amount: "700" },
+    ]);
+    expect(await applyReinstated(settlement, undo)).toEqual({ status: "duplicate", amount: 0n });
   });
 });

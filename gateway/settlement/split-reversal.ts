@@ -16,7 +16,7 @@
 // payee's account id, so that a repeat writes nothing twice and every reader finds the same transfers.
 import { divFloor, SwitchyardError } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
-import type { Sql, Statement } from "../db/index.ts";
+import type { Row, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import {
   type Ledger,
@@ -153,9 +153,8 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
  * still owed to the payer). It joins the same order: its legs are written with a touch of the `refundable` row that
  * passes only if the row is still the version read before its credits (settlement/invoices.ts takeBackReversal), so a
  * refund claimed after those reads makes it compute again, and a refund that read the row before the legs fails its
- * claim and computes again: refused `invoice_not_paid` once the reversal is recorded (its record's transaction
- * touches the row again; payments/refunds.ts holdAndClaim). Left open: a refund read and claimed wholly between a
- * reversal's legs and its record (in flight, or until the redelivery after a crash there) does not count the legs.
+ * claim and computes again: refused `invoice_not_paid`, since the reversal's record is written with its legs
+ * (settlement/invoices.ts reversalRecordStatement; payments/refunds.ts holdAndClaim).
  */
 export function takeBackShares(
   amount: bigint,
@@ -186,20 +185,20 @@ export type TakeBackLeg = { posting: Posting; transfer: PostingTransfer };
 /**
  * Takes back each leg's amount from its debit account, each never more than that account holds (a balancing debit),
  * the legs as one linked chain (one request: all or none). A chain written before (a redelivery, a crash after the
- * write) is not written again: what its legs took is read back. Returns what each leg took, in order; a leg of zero
- * is not written and took nothing. `statement`: written in the chain's transaction when this call writes the chain
- * (a statement that fails rolls the chain back: the ledger's LedgerStoreError, its cause the database's error). (The
- * ledger's flags are set here because ledger/postings.ts offers no chain of balancing debits yet; that is where this
- * belongs.)
+ * write, a run that raced this one) is not written again: what its legs took is read back. Returns what each leg
+ * took, in order (a leg of zero is not written and took nothing), and `rows`: when this call wrote the chain, the
+ * rows of `statement(taken)`, written in the chain's transaction (a statement that fails rolls the chain back: the
+ * ledger's LedgerStoreError, its cause the database's error); null when it did not. (The ledger's flags are set here
+ * because ledger/postings.ts offers no chain of balancing debits yet; that is where this belongs.)
  */
 export async function takeBackChain(
   ledger: Ledger,
   legs: readonly TakeBackLeg[],
   label: string,
-  statement: Statement | null = null,
-): Promise<bigint[]> {
+  statement: (taken: readonly bigint[]) => Statement,
+): Promise<{ taken: bigint[]; rows: Row[] | null }> {
   const written = legs.filter((leg) => leg.posting.amount > 0n);
-  if (written.length === 0) return legs.map(() => 0n);
+  if (written.length === 0) return { taken: legs.map(() => 0n), rows: null };
   // The chain is linked: one of its legs in the ledger means all of them are.
   const taken = async (): Promise<bigint[] | null> => {
     const found = await ledger.lookupTransfers(written.map((leg) => leg.transfer.id));
@@ -208,8 +207,8 @@ export async function takeBackChain(
     return legs.map((leg) => amounts.get(leg.transfer.id) ?? 0n);
   };
   const before = await taken();
-  if (before !== null) return before;
-  const { results } = await ledger.createTransfersWith(
+  if (before !== null) return { taken: before, rows: null };
+  const { results, rows } = await ledger.createTransfersWith(
     written.map(({ posting, transfer }, i) => ({
       id: transfer.id,
       debitAccountId: posting.debitAccountId,
@@ -221,11 +220,18 @@ export async function takeBackChain(
       ...(transfer.userData128 === undefined ? {} : { userData128: transfer.userData128 }),
       ...(transfer.evidence === undefined ? {} : { evidence: transfer.evidence }),
     })),
-    { statement: (made) => (made.every((result) => result.status === "created") ? statement : null) },
+    {
+      statement: (made, moved) =>
+        made.every((result) => result.status === "created")
+          ? statement(
+              legs.map((leg) => (leg.posting.amount > 0n ? (moved.amountOf(leg.transfer.id) ?? 0n) : 0n)),
+            )
+          : null,
+    },
   );
   // Written now, or by a run that raced this one.
   const after = await taken();
-  if (after !== null) return after;
+  if (after !== null) return { taken: after, rows };
   const refusal = results.find((r) => r.status !== "created" && r.status !== "linked_event_failed");
   throw new LedgerPostingError(label, refusal?.status ?? "no result");
 }

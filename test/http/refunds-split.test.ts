@@ -621,6 +621,78 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     },
   );
 
+  /**
+   * `db`, whose transactions (in applyReversed, only a reversal's record written apart from its legs) wait until
+   * `open` is called; `reached` resolves at the first.
+   */
+  function pausingAtTransaction(db: Db) {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let stopped!: () => void;
+    const reached = new Promise<void>((resolve) => {
+      stopped = resolve;
+    });
+    const paused = new Proxy(db, {
+      get(target, key) {
+        if (key === "transaction")
+          return async (...args: Parameters<Db["transaction"]>) => {
+            stopped();
+            await gate;
+            return target.transaction(...args);
+          };
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) satisfies Db;
+    return { db: paused, reached, open };
+  }
+
+  it.each([
+    ["with a split", true],
+    ["without a split", false],
+  ] as const)(
+    "a reversal's legs and its record commit together: a refund asked while the reversal is applied never pays back what the reversal took (%s)",
+    async (_, withSplit) => {
+      // Another invoice's credit stays on every account: a refund taken on top would not be refused for a balance.
+      if (withSplit) await paidSplitInvoice();
+      else await paidPlainInvoice();
+      const invoice = withSplit ? await paidSplitInvoice() : await paidPlainInvoice();
+      const received = withSplit ? paid : 10_000_000n;
+      const before = await balances();
+      const key = `dispute-${invoice}`;
+      const pausing = pausingAtTransaction(gw.app.settlement.db);
+      const reversal = applyReversed(
+        { ...gw.app.settlement, db: pausing.db },
+        {
+          rail: "toysplit",
+          reference: invoice,
+          key,
+          amount: received,
+          evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
+        },
+      );
+      // The refund of all is asked once the reversal stops before a transaction of its own, or once it is done.
+      await Promise.race([pausing.reached, reversal]);
+      const refunded = await createRefund(gw.app.payments, { ...refundOfAll(invoice), amount: null });
+      pausing.open();
+      expect(await reversal).toEqual({ status: "applied", shortfall: 0n });
+      // Before: the reversal's legs were written, then its record in a transaction of its own; a refund between them
+      // saw no reversal, passed, and the seller (and each payee) paid back what the dispute had taken already.
+      expect(refunded).toMatchObject({ ok: false, refusal: "invoice_not_paid" });
+      const after = await moved(before);
+      expect(after.held).toEqual([0n, 0n, 0n]);
+      expect(-(after.seller + after.a + after.b)).toBe(received);
+      expect((await gw.call("GET", `/v1/invoices/${invoice}`)).body.status).toBe("reversed");
+      const [announced] = await gw.app.db.query<{ count: bigint }>(
+        "SELECT count(*) AS count FROM outbox WHERE type = 'invoice.reversed' AND payload->>'invoice_id' = $1",
+        [invoice],
+      );
+      expect(announced!.count).toBe(1n);
+    },
+  );
+
   it("refuses the whole refund when a payee holds less than its part: 402 insufficient_funds, nothing written", async () => {
     const invoice = await paidSplitInvoice();
     // Payee B pays all it holds onward.

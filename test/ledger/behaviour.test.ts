@@ -305,6 +305,47 @@ for (const storeName of storeNames)
       for (const total of await selectLedgerTotals(db)) expect(total.debitsPosted).toBe(total.creditsPosted);
     });
 
+    it("tells a caller's statement what each transfer its batch creates moves: a balancing debit what it took", async () => {
+      const [x, y, z] = [ledgerId(), ledgerId(), ledgerId()];
+      await ledger.createAccounts([
+        { id: x, ledger: L, code: 10, flags: AccountFlags.debitsMustNotExceedCredits },
+        { id: y, ledger: L, code: 10 },
+        { id: z, ledger: L, code: 10, flags: AccountFlags.debitsMustNotExceedCredits },
+      ]);
+      await ledger.createTransfers([
+        { id: ledgerId(), debitAccountId: y, creditAccountId: x, amount: 7n, ledger: L, code: 1 },
+        { id: ledgerId(), debitAccountId: y, creditAccountId: z, amount: 3n, ledger: L, code: 1 },
+      ]);
+      const taking = (from: bigint, asked: bigint) => ({
+        id: ledgerId(),
+        debitAccountId: from,
+        creditAccountId: y,
+        amount: asked,
+        ledger: L,
+        code: 1,
+        flags: TransferFlags.balancingDebit,
+      });
+      const stranger = ledgerId();
+      const telling = (ids: readonly bigint[]) => ({
+        statement: (_: unknown, written: { amountOf(id: bigint): bigint | undefined }) => ({
+          text: "SELECT $1::text AS moved",
+          params: [ids.map((id) => String(written.amountOf(id) ?? "none")).join(",")],
+        }),
+      });
+      // Two callers, submitted together (one batch where the writer groups them): each hears its own amounts.
+      const fromX = taking(x, 10n);
+      const fromZ = [taking(z, 2n), taking(z, 5n)];
+      const [one, two] = await Promise.all([
+        ledger.createTransfersWith([fromX], telling([fromX.id, stranger])),
+        ledger.createTransfersWith(fromZ, telling(fromZ.map((t) => t.id))),
+      ]);
+      expect(one.rows).toEqual([{ moved: "7,none" }]);
+      expect(two.rows).toEqual([{ moved: "2,1" }]);
+      expect(
+        (await ledger.lookupTransfers([fromX.id, ...fromZ.map((t) => t.id)])).map((t) => t.amount),
+      ).toEqual([7n, 2n, 1n]);
+    });
+
     it("pages through an account's transfers with a cursor", async () => {
       const all: bigint[] = [];
       let cursor: bigint | undefined;
