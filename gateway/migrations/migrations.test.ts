@@ -157,6 +157,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0029_outbox_fan_out_cursor.sql",
       "gateway/0030_payment_request_digest.sql",
       "gateway/0031_refund_request_digest.sql",
+      "gateway/0032_webhook_delivery_claims.sql",
     ]);
   });
 

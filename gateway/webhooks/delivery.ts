@@ -4,7 +4,8 @@
 //    webhook_deliveries row per (event, endpoint), unique, so two processes fanning out at once make one;
 // 2. claims due deliveries for claimMs (locked_until: a process never sends one a second process holds), at most
 //    tenantInFlightMax of a tenant's at once (counted over every process's unexpired claims) and at most
-//    globalInFlightMax per process, the tenants' turns interleaved;
+//    globalInFlightMax per process, the tenants' turns interleaved; each claim is numbered, and an attempt records
+//    its outcome only while the delivery is still under its claim (one that outlived it changes nothing);
 // 3. POSTs each one signed, concurrently, each attempt bounded by deliveryTimeoutMs, and records the attempt in
 //    the endpoint's log (time, status code, latency, error). A 2xx ends that delivery alone: one endpoint's
 //    failure never makes another receive the event again. A failure is retried with exponential backoff and
@@ -187,11 +188,16 @@ async function fanOutBatch(deps: DeliveryDeps): Promise<{ events: number; made: 
   const events = new Set(rows.map((row) => row.id)).size;
   const wanted = rows.filter((row) => row.endpoint_id !== null);
   // Two processes fanning out one batch make one delivery per endpoint (the unique pair); the cursor only moves on.
+  // An endpoint deleted since the read gets none: the endpoints are locked against deletion first (a delete that
+  // committed meanwhile leaves its row out), so no delivery names one that is gone.
   const [written] = await deps.db.query<{ made: number }>(
-    `WITH made AS (
+    `WITH live AS (
+       SELECT id FROM webhook_endpoints WHERE id = ANY($4::text[]) FOR KEY SHARE
+     ), made AS (
        INSERT INTO webhook_deliveries (id, tenant_id, event_id, endpoint_id)
        SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id
        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS d (id, tenant_id, event_id, endpoint_id)
+       WHERE d.endpoint_id IN (SELECT id FROM live)
        ON CONFLICT (event_id, endpoint_id) DO NOTHING RETURNING 1
      ), moved AS (
        UPDATE outbox_fan_out SET xact = $5::xid8, id = $6::bigint WHERE (xact, id) < ($5::xid8, $6::bigint)
@@ -225,6 +231,8 @@ export type ClaimedDelivery = {
   secret: string;
   /** The secret before a rotation, while it still signs; else null. */
   previous_secret: string | null;
+  /** This claim's number: the attempt records its outcome only while the delivery is still under it. */
+  claims: number;
 };
 
 /**
@@ -253,20 +261,25 @@ export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Pro
        SELECT d.id FROM webhook_deliveries d WHERE d.id IN (SELECT id FROM chosen) FOR UPDATE SKIP LOCKED
      )
      UPDATE webhook_deliveries d
-     SET locked_until = now() + make_interval(secs => $3::double precision / 1000)
+     SET locked_until = now() + make_interval(secs => $3::double precision / 1000), claims = d.claims + 1,
+       redeliver = false
      FROM outbox o, webhook_endpoints e
      WHERE d.id IN (SELECT id FROM locked) AND (d.locked_until IS NULL OR d.locked_until <= now())
        AND d.status = 'pending' AND o.id = d.event_id AND e.id = d.endpoint_id
      RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, o.id AS event_seq, o.public_id AS event_id,
        o.type, o.payload, o.created_at AS event_created_at, e.url, e.secret,
-       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret`,
+       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret, d.claims`,
     [deps.limits.tenantInFlightMax, countMax, deps.limits.claimMs],
   );
 }
 
 // ---- one attempt
 
-export type AttemptOutcome = "succeeded" | "retrying" | "failed";
+/**
+ * What became of an attempt: its outcome recorded, or `superseded` — the delivery was taken by another claim, or its
+ * endpoint deleted, while it was in flight, so it changed nothing (kept in the log while the delivery is there).
+ */
+export type AttemptOutcome = "succeeded" | "retrying" | "failed" | "superseded";
 
 /** The body a delivery carries: the event, as GET /v1/events/:id shows it. */
 export function eventBody(delivery: ClaimedDelivery, livemode: boolean): string {
@@ -321,19 +334,33 @@ export async function attemptDelivery(
     : ("error" in answer ? answer.error : `HTTP ${statusCode}`).slice(0, deps.limits.errorCharsMax);
   const waitMs = backoffMs(deps.limits, delivery.attempts + 1, deps.random ?? Math.random);
   return deps.db.transaction(async (tx) => {
+    // The delivery's row first, locked: an endpoint deleted meanwhile took it along (nothing to record), and one
+    // being deleted waits for this record.
+    const [held] = await tx.query<{ current: boolean }>(
+      "SELECT claims = $2 AS current FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+      [delivery.id, delivery.claims],
+    );
+    if (held === undefined) return "superseded";
     await tx.query(
       `INSERT INTO webhook_delivery_attempts (delivery_id, tenant_id, attempted_at, status_code, latency_ms, error)
        VALUES ($1, $2, $3, $4, $5, $6)`,
       [delivery.id, delivery.tenant_id, new Date(startedMs), statusCode, latencyMs, error],
     );
+    // Its claim ran out and another pass took the delivery (and may have recorded since): that one's outcome
+    // stands, and this late attempt says nothing of the endpoint's health now.
+    if (!held.current) return "superseded";
+    // A redelivery asked while this attempt was in flight leaves the delivery pending and due: it is sent again.
     const [row] = await tx.query<{ status: "pending" | "succeeded" | "failed" }>(
       `UPDATE webhook_deliveries SET attempts = attempts + 1, locked_until = NULL, last_attempt_at = $2,
          last_status_code = $3, last_latency_ms = $4, last_error = $5,
-         status = CASE WHEN $6::boolean THEN 'succeeded'
+         status = CASE WHEN redeliver THEN 'pending'
+                       WHEN $6::boolean THEN 'succeeded'
                        WHEN created_at <= now() - make_interval(secs => $7::double precision / 1000) THEN 'failed'
                        ELSE 'pending' END,
-         next_attempt_at = CASE WHEN $6::boolean THEN next_attempt_at
-                                ELSE now() + make_interval(secs => $8::double precision / 1000) END
+         next_attempt_at = CASE WHEN redeliver THEN now()
+                                WHEN $6::boolean THEN next_attempt_at
+                                ELSE now() + make_interval(secs => $8::double precision / 1000) END,
+         redeliver = false
        WHERE id = $1 RETURNING status`,
       [delivery.id, new Date(startedMs), statusCode, latencyMs, error, ok, deps.limits.giveUpAfterMs, waitMs],
     );

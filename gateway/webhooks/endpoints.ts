@@ -133,8 +133,12 @@ export async function updateWebhookEndpoint(
   },
 ): Promise<WebhookEndpoint | null> {
   const [row] = await sql.query<EndpointRow>(
+    // Enabled or disabled by hand, the endpoint's failing time starts over (null): time spent disabled is not
+    // failing, and re-enabled it gets a whole disableAfterMs before delivery disables it again.
     `UPDATE webhook_endpoints SET url = COALESCE($3, url),
        description = CASE WHEN $4::boolean THEN $5 ELSE description END,
+       failing_since = CASE WHEN $6::boolean IS DISTINCT FROM enabled AND $6::boolean IS NOT NULL THEN NULL
+                            ELSE failing_since END,
        enabled = COALESCE($6, enabled), enabled_events = COALESCE($7::jsonb, enabled_events), updated_at = now()
      WHERE tenant_id = $1 AND id = $2 RETURNING ${endpointColumns}`,
     [

@@ -6,12 +6,16 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../core/index.ts";
+import type { Db } from "../../gateway/db/index.ts";
 import { createEgress } from "../../gateway/egress/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { deleteWebhookEndpoint } from "../../gateway/webhooks/endpoints.ts";
 import {
   type DeliveryDeps,
+  type DeliveryResponse,
   deliverOutbox,
   fanOutEvents,
+  type Send,
   startWebhookDelivery,
   webhookLimitsDefault,
 } from "../../gateway/webhooks/index.ts";
@@ -456,5 +460,140 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
       ["not yet fanned out by the old cluster", "written after the restore"].sort(),
     );
     await r.quiet();
+  });
+  /** A send that waits, once it has started, for `open`; `started` resolves when it has. */
+  function heldSend(answer: () => Promise<DeliveryResponse> = () => Promise.resolve({ statusCode: 204 })) {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let begun!: () => void;
+    const started = new Promise<void>((resolve) => {
+      begun = resolve;
+    });
+    const send: Send = async () => {
+      begun();
+      await gate;
+      return await answer();
+    };
+    return { send, started, open };
+  }
+
+  async function deliveryOf(endpointId: string) {
+    const [row] = await gw.app.db.query<{ id: string; status: string; attempts: number; due: boolean }>(
+      "SELECT id, status, attempts, next_attempt_at <= now() AS due FROM webhook_deliveries WHERE endpoint_id = $1",
+      [endpointId],
+    );
+    return row;
+  }
+
+  it("an attempt whose endpoint was deleted while it was in flight records nothing and fails no pass", async () => {
+    const t = await tenant("deleted in flight");
+    const endpoint = await t.endpoint("/ok/deleted");
+    await t.emit();
+    const held = heldSend();
+    const pass = deliverOutbox({ ...deps(), send: held.send });
+    await held.started;
+    expect(await deleteWebhookEndpoint(gw.app.db, { tenantId: t.id, id: endpoint })).toBe(true);
+    held.open();
+    // Before: the attempt's record broke the deliveries' foreign key, and the pass failed with it.
+    expect(await pass).toEqual({ claimed: 1, delivered: 0, retried: 0, gaveUp: 0 });
+    const [left] = await gw.app.db.query<{ n: bigint }>(
+      "SELECT count(*) AS n FROM webhook_delivery_attempts WHERE tenant_id = $1",
+      [t.id],
+    );
+    expect(left!.n).toBe(0n);
+  });
+
+  it("fans out no delivery to an endpoint deleted between the batch's read and its write", async () => {
+    const t = await tenant("deleted at fan-out");
+    const gone = await t.endpoint("/ok/gone");
+    const kept = await t.endpoint("/ok/kept");
+    await t.emit();
+    let deletedOnce = false;
+    const deleting = new Proxy(gw.app.db, {
+      get(target, key) {
+        if (key === "query")
+          return async (text: string, params?: readonly unknown[]) => {
+            if (!deletedOnce && text.includes("INSERT INTO webhook_deliveries")) {
+              deletedOnce = true;
+              await target.query("DELETE FROM webhook_endpoints WHERE id = $1", [gone]);
+            }
+            return await target.query(text, params);
+          };
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) satisfies Db;
+    // Before: the batch's write broke the deliveries' foreign key, and nothing of it was fanned out.
+    expect(await fanOutEvents({ ...deps(), db: deleting })).toBe(1);
+    expect(deletedOnce).toBe(true);
+    expect((await deliveryOf(kept))?.status).toBe("pending");
+    await t.quiet();
+  });
+
+  it("an attempt that outlived its claim leaves the outcome recorded after it standing", async () => {
+    const t = await tenant("late attempt");
+    const endpoint = await t.endpoint("/ok/late");
+    await t.emit();
+    // The first pass's request answers 500 only after its claim ran out and a second pass delivered the event.
+    const late = heldSend(async () => ({ statusCode: 500 }));
+    const first = deliverOutbox({ ...deps({ claimMs: 200 }), send: late.send });
+    await late.started;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 1, delivered: 1 });
+    late.open();
+    // Before: the late 500 made the delivery pending again (sent again) and the endpoint failing.
+    expect(await first).toEqual({ claimed: 1, delivered: 0, retried: 0, gaveUp: 0 });
+    expect(await deliveryOf(endpoint)).toMatchObject({ status: "succeeded", attempts: 1 });
+    const shown = await gw.call("GET", `/v1/webhook_endpoints/${endpoint}/deliveries`, { key: t.key });
+    expect(shown.body.data[0].attempts.map((attempt: any) => attempt.status_code).sort()).toEqual([204, 500]);
+    const [health] = await gw.app.db.query<{ failing_since: Date | null }>(
+      "SELECT failing_since FROM webhook_endpoints WHERE id = $1",
+      [endpoint],
+    );
+    expect(health!.failing_since).toBeNull();
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 0 });
+  });
+
+  it("sends a delivery again when its redelivery was asked while an attempt was in flight", async () => {
+    const t = await tenant("retry in flight");
+    const endpoint = await t.endpoint("/ok/retry-in-flight");
+    await t.emit();
+    const held = heldSend();
+    const pass = deliverOutbox({ ...deps(), send: held.send });
+    await held.started;
+    const delivery = (await deliveryOf(endpoint))!.id;
+    const retried = await gw.call("POST", `/v1/webhook_endpoints/${endpoint}/deliveries/${delivery}/retry`, {
+      key: t.key,
+    });
+    expect(retried.status).toBe(200);
+    held.open();
+    await pass;
+    // Before: the attempt in flight recorded its success over the request, and nothing was sent again.
+    expect(await deliveryOf(endpoint)).toMatchObject({ status: "pending", attempts: 1, due: true });
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 1, delivered: 1 });
+    expect(hooks.count("/ok/retry-in-flight")).toBe(1);
+    expect(await deliveryOf(endpoint)).toMatchObject({ status: "succeeded", attempts: 2 });
+  });
+
+  it("counts no time an endpoint spent disabled by hand as failing: re-enabled, it gets a whole period", async () => {
+    const t = await tenant("disabled by hand");
+    const endpoint = await t.endpoint("/fail/by-hand");
+    hooks.failing.add("/fail/by-hand");
+    const limits = { disableAfterMs: 500 };
+    await t.emit();
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 1, retried: 1 });
+    const set = async (enabled: boolean) =>
+      (await gw.call("POST", `/v1/webhook_endpoints/${endpoint}`, { key: t.key, body: { enabled } })).status;
+    expect(await set(false)).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(await set(true)).toBe(200);
+    // Before: its failing time ran on while it was disabled, and this one failure disabled it at once.
+    expect(await deliverOutbox(deps(limits))).toMatchObject({ claimed: 1, retried: 1 });
+    const shown = await gw.call("GET", `/v1/webhook_endpoints/${endpoint}`, { key: t.key });
+    expect(shown.body.enabled).toBe(true);
+    await t.quiet();
+    hooks.failing.delete("/fail/by-hand");
   });
 });

@@ -4,7 +4,8 @@
 //   failed), each with its latest attempts (time, HTTP status or null, latency in ms, error text up to 500
 //   characters), newest first, at most webhookDeliveryAttemptsShownMax.
 // - POST /v1/webhook_endpoints/:id/deliveries/:delivery_id/retry: sends the delivery again as soon as a pass
-//   takes it (pending, due now), whatever its status; its attempt count goes on. 200 with the delivery.
+//   takes it (pending, due now), whatever its status, and again after an attempt in flight when asked; its attempt
+//   count goes on. 200 with the delivery.
 // Another tenant's endpoint or delivery is 404, as an unknown one.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
@@ -163,7 +164,9 @@ const plugin: FastifyPluginAsyncZod<WebhookDeliveryRoutesOptions> = async (app, 
       const { id, delivery_id: deliveryIdGiven } = request.params;
       await requireEndpoint(db, tenantId, id);
       const rows = await db.query<DeliveryRow>(
-        `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), completed_at = NULL
+        // redeliver: an attempt in flight now leaves it pending and due (webhooks/delivery.ts attemptDelivery).
+        `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), completed_at = NULL,
+           redeliver = true
          WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3 RETURNING *`,
         [tenantId, id, deliveryIdGiven],
       );
