@@ -158,6 +158,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0030_payment_request_digest.sql",
       "gateway/0031_refund_request_digest.sql",
       "gateway/0032_webhook_delivery_claims.sql",
+      "gateway/0033_reversal_withdrawn.sql",
     ]);
   });
 

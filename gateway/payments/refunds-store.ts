@@ -258,6 +258,8 @@ const sqlStateIs = (error: unknown, code: string): boolean =>
 export const isRefundExceeding = (error: unknown): boolean => sqlStateIs(error, "SYR01");
 /** Whether an error is refund_key_taken() (migration 0017), along its causes. */
 export const isRefundKeyTaken = (error: unknown): boolean => sqlStateIs(error, "SYR02");
+/** Whether an error is reversal_withdrawn() (migration 0033: settlement/invoices.ts), along its causes. */
+export const isReversalWithdrawn = (error: unknown): boolean => sqlStateIs(error, "SYR03");
 
 /** The JSON of an event's payload, built in SQL from the refund's row (`moved`). */
 const payloadSql = (status: RefundStatus) =>

@@ -39,7 +39,12 @@ import {
   transferCodes,
 } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
-import { claimableOf, isRefundExceeding, pauseAfterMovedVersion } from "../payments/refunds-store.ts";
+import {
+  claimableOf,
+  isRefundExceeding,
+  isReversalWithdrawn,
+  pauseAfterMovedVersion,
+} from "../payments/refunds-store.ts";
 import { splitShares } from "../paywall/scheme.ts";
 import {
   type PayeeShare,
@@ -750,24 +755,31 @@ export async function applyReversed(
     return { status: "withdrawn" as const, shortfall: 0n };
   };
   if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
-  const chain = await takeBackReversal(deps, invoice, event);
-  const taken = chain.taken.reduce((sum, amount) => sum + amount, 0n);
-  // Recorded with the legs; or the legs were there already (a redelivery, a run that raced this one, a chain an
-  // earlier version wrote apart from its record) or there were none to write: recorded now, unless it is.
-  const [row] =
-    chain.rows ??
-    (await (async () => {
-      const record = reversalRecordStatement(invoice, event, taken, null);
-      return await deps.db.query(record.text, record.params);
-    })());
-  if (row?.recorded === true) return { status: "applied", shortfall: event.amount - taken };
-  if ((await reversalRecord(deps.db, invoice.id, event.key))?.reinstated === true) return await withdrawn();
-  return { status: "duplicate", shortfall: event.amount - taken };
+  try {
+    const chain = await takeBackReversal(deps, invoice, event);
+    const taken = chain.taken.reduce((sum, amount) => sum + amount, 0n);
+    // Recorded with the legs; or the legs were there already (a redelivery, a run that raced this one, a chain an
+    // earlier version wrote apart from its record) or there were none to write: recorded now, unless it is.
+    const [row] =
+      chain.rows ??
+      (await (async () => {
+        const record = reversalRecordStatement(invoice, event, taken, null);
+        return await deps.db.query(record.text, record.params);
+      })());
+    const status = row?.recorded === true ? ("applied" as const) : ("duplicate" as const);
+    return { status, shortfall: event.amount - taken };
+  } catch (error) {
+    // Withdrawn since the check above: its legs, if this wrote them, were rolled back with the statement; legs an
+    // earlier run left are given back.
+    if (isReversalWithdrawn(error)) return await withdrawn();
+    throw error;
+  }
 }
 
 /**
  * The record of reversal `key` of an invoice that took `taken`: the `invoice_reversals` row (once per key: `recorded`
- * says whether this statement wrote it), the invoice `reversed`, the `invoice.reversed` event, and a touch of the
+ * says whether this statement wrote it; one recorded as given back raises reversal_withdrawn(), isReversalWithdrawn,
+ * so that legs written with it are rolled back), the invoice `reversed`, the `invoice.reversed` event, and a touch of the
  * invoice's `refundable` row (created if no refund made it yet; none for an invoice that received nothing: no refund
  * of it can be) that moves its version, so that a refund that read the row before is refused its claim and reads
  * again, finding the record (payments/refunds.ts holdAndClaim). Written in the transaction of the reversal's legs
@@ -799,14 +811,19 @@ function reversalRecordStatement(
        RETURNING 1),
      recorded AS (
        INSERT INTO invoice_reversals (invoice_id, key, amount) VALUES ($1, $3, $4)
-       ON CONFLICT (invoice_id, key) DO NOTHING RETURNING key),
+       ON CONFLICT (invoice_id, key) DO UPDATE SET amount = invoice_reversals.amount
+         WHERE invoice_reversals.reinstated_at IS NOT NULL
+       RETURNING xmax = 0 AS inserted),
      marked AS (
        UPDATE invoices SET status = 'reversed'
-       WHERE id = $1 AND status = 'paid' AND EXISTS (SELECT 1 FROM recorded) RETURNING 1),
+       WHERE id = $1 AND status = 'paid' AND EXISTS (SELECT 1 FROM recorded WHERE inserted) RETURNING 1),
      announced AS (
-       INSERT INTO outbox (tenant_id, type, payload) SELECT $5, 'invoice.reversed', $6::jsonb FROM recorded
+       INSERT INTO outbox (tenant_id, type, payload)
+       SELECT $5, 'invoice.reversed', $6::jsonb FROM recorded WHERE inserted
        RETURNING 1)
-     SELECT EXISTS (SELECT 1 FROM recorded) AS recorded,
+     SELECT EXISTS (SELECT 1 FROM recorded WHERE inserted) AS recorded,
+       CASE WHEN EXISTS (SELECT 1 FROM recorded WHERE NOT inserted) THEN reversal_withdrawn() ELSE true
+         END AS standing,
        CASE WHEN NOT EXISTS (SELECT 1 FROM received) OR EXISTS (SELECT 1 FROM touched) THEN true
          ELSE refund_exceeds_remaining() END AS touched`,
     params: [invoice.id, readAt, event.key, taken, invoice.tenantId, toJson(payload)],

@@ -7,6 +7,7 @@ import { recordStatements } from "../../test/support/recording-db.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
@@ -308,6 +309,9 @@ describe("reversals of money received", () => {
     };
     expect((await applyReversed(racing, reversal("refund:racing"))).status).toBe("withdrawn");
     expect(await posted()).toBe(before);
+    // Its leg was rolled back with its record: nothing was taken, so nothing stood untold until the give-back
+    // (before: the leg was written, then given back).
+    expect(await ledger.lookupTransfers([derivedLedgerId(`${id}:refund:racing`, "reversed")])).toEqual([]);
     const events = await db.query<{ type: string }>(
       "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
       [id],

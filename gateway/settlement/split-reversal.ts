@@ -198,16 +198,17 @@ export async function takeBackChain(
   statement: (taken: readonly bigint[]) => Statement,
 ): Promise<{ taken: bigint[]; rows: Row[] | null }> {
   const written = legs.filter((leg) => leg.posting.amount > 0n);
-  if (written.length === 0) return { taken: legs.map(() => 0n), rows: null };
-  // The chain is linked: one of its legs in the ledger means all of them are.
+  // The chain is linked: one of its legs in the ledger means all of them are. Every leg is looked for, a leg of zero
+  // too: a run before this one may have computed it larger and written it.
   const taken = async (): Promise<bigint[] | null> => {
-    const found = await ledger.lookupTransfers(written.map((leg) => leg.transfer.id));
+    const found = await ledger.lookupTransfers(legs.map((leg) => leg.transfer.id));
     if (found.length === 0) return null;
     const amounts = new Map(found.map((transfer) => [transfer.id, transfer.amount]));
     return legs.map((leg) => amounts.get(leg.transfer.id) ?? 0n);
   };
   const before = await taken();
   if (before !== null) return { taken: before, rows: null };
+  if (written.length === 0) return { taken: legs.map(() => 0n), rows: null };
   const { results, rows } = await ledger.createTransfersWith(
     written.map(({ posting, transfer }, i) => ({
       id: transfer.id,

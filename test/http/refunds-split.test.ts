@@ -621,39 +621,11 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     },
   );
 
-  /**
-   * `db`, whose transactions (in applyReversed, only a reversal's record written apart from its legs) wait until
-   * `open` is called; `reached` resolves at the first.
-   */
-  function pausingAtTransaction(db: Db) {
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    let stopped!: () => void;
-    const reached = new Promise<void>((resolve) => {
-      stopped = resolve;
-    });
-    const paused = new Proxy(db, {
-      get(target, key) {
-        if (key === "transaction")
-          return async (...args: Parameters<Db["transaction"]>) => {
-            stopped();
-            await gate;
-            return target.transaction(...args);
-          };
-        const value = Reflect.get(target, key, target);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    }) satisfies Db;
-    return { db: paused, reached, open };
-  }
-
   it.each([
     ["with a split", true],
     ["without a split", false],
   ] as const)(
-    "a reversal's legs and its record commit together: a refund asked while the reversal is applied never pays back what the reversal took (%s)",
+    "a reversal's legs and its record commit together: a refund asked once the legs are written never pays back what the reversal took (%s)",
     async (_, withSplit) => {
       // Another invoice's credit stays on every account: a refund taken on top would not be refused for a balance.
       if (withSplit) await paidSplitInvoice();
@@ -662,9 +634,22 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const received = withSplit ? paid : 10_000_000n;
       const before = await balances();
       const key = `dispute-${invoice}`;
-      const pausing = pausingAtTransaction(gw.app.settlement.db);
-      const reversal = applyReversed(
-        { ...gw.app.settlement, db: pausing.db },
+      // The refund of all is asked as soon as the reversal's legs are in the ledger, before applyReversed goes on.
+      let refunded: Awaited<ReturnType<typeof createRefund>> | null = null;
+      const refundingAfterLegs = new Proxy(gw.app.settlement.ledger, {
+        get(target, name) {
+          if (name === "createTransfersWith")
+            return async (...args: Parameters<Ledger["createTransfersWith"]>) => {
+              const written = await target.createTransfersWith(...args);
+              refunded = await createRefund(gw.app.payments, { ...refundOfAll(invoice), amount: null });
+              return written;
+            };
+          const value = Reflect.get(target, name, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      const reversal = await applyReversed(
+        { ...gw.app.settlement, ledger: refundingAfterLegs },
         {
           rail: "toysplit",
           reference: invoice,
@@ -673,13 +658,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
         },
       );
-      // The refund of all is asked once the reversal stops before a transaction of its own, or once it is done.
-      await Promise.race([pausing.reached, reversal]);
-      const refunded = await createRefund(gw.app.payments, { ...refundOfAll(invoice), amount: null });
-      pausing.open();
-      expect(await reversal).toEqual({ status: "applied", shortfall: 0n });
-      // Before: the reversal's legs were written, then its record in a transaction of its own; a refund between them
-      // saw no reversal, passed, and the seller (and each payee) paid back what the dispute had taken already.
+      expect(reversal).toEqual({ status: "applied", shortfall: 0n });
+      // Before: the legs were written, then the record in a transaction of its own; the refund between them saw no
+      // reversal, passed, and the seller (and each payee) paid back what the dispute had taken already.
       expect(refunded).toMatchObject({ ok: false, refusal: "invoice_not_paid" });
       const after = await moved(before);
       expect(after.held).toEqual([0n, 0n, 0n]);
