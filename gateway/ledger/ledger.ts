@@ -108,10 +108,21 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       return inOrder(ids, found);
     },
     async getAccountTransfers(filter) {
-      if (!Number.isInteger(filter.limit) || filter.limit < 1 || filter.limit > limits.lookupLimitMax)
+      if (!Number.isInteger(filter.limit) || filter.limit < 0 || filter.limit > limits.lookupLimitMax)
         throw new LedgerRequestInvalidError("getAccountTransfers limit out of range", {
-          details: `limit ${filter.limit}, must be 1..${limits.lookupLimitMax}`,
+          details: `limit ${filter.limit}, must be 0..${limits.lookupLimitMax}`,
         });
+      // A field of 0 filters nothing, as in TigerBeetle.
+      const given = <T extends bigint | number>(value: T | undefined): T | undefined =>
+        value === undefined || value === 0 || value === 0n ? undefined : value;
+      const timestampMin = given(filter.timestampMin);
+      const timestampMax = given(filter.timestampMax);
+      // A filter that can match nothing: an empty page, as TigerBeetle answers it.
+      if (
+        filter.limit === 0 ||
+        (timestampMin !== undefined && timestampMax !== undefined && timestampMin > timestampMax)
+      )
+        return { transfers: [], nextCursor: null };
       const transfers = await selectAccountTransfers(db, {
         accountId: filter.accountId,
         limit: filter.limit,
@@ -119,7 +130,12 @@ export function createLedger(params: CreateLedgerParams): Ledger {
         debits: filter.debits ?? true,
         credits: filter.credits ?? true,
         reversed: filter.reversed ?? false,
-        code: filter.code,
+        code: given(filter.code),
+        userData128: given(filter.userData128),
+        userData64: given(filter.userData64),
+        userData32: given(filter.userData32),
+        timestampMin,
+        timestampMax,
       });
       const last = transfers.at(-1);
       return {

@@ -249,20 +249,28 @@ export async function selectAccountTransfers(
     credits: boolean;
     reversed: boolean;
     code: number | undefined;
+    userData128?: bigint | undefined;
+    userData64?: bigint | undefined;
+    userData32?: number | undefined;
+    timestampMin?: bigint | undefined;
+    timestampMax?: bigint | undefined;
   },
 ): Promise<Transfer[]> {
   const order = filter.reversed ? "DESC" : "ASC";
   const comparison = filter.reversed ? "<" : ">";
   const params: unknown[] = [idToUuid(filter.accountId), filter.limit];
   let extra = "";
-  if (filter.after !== undefined) {
-    params.push(filter.after);
-    extra += ` AND timestamp ${comparison} $${params.length}`;
-  }
-  if (filter.code !== undefined) {
-    params.push(filter.code);
-    extra += ` AND code = $${params.length}`;
-  }
+  const where = (condition: string, value: unknown) => {
+    params.push(value);
+    extra += ` AND ${condition} $${params.length}`;
+  };
+  if (filter.after !== undefined) where(`timestamp ${comparison}`, filter.after);
+  if (filter.code !== undefined) where("code =", filter.code);
+  if (filter.userData128 !== undefined) where("user_data_128 =", idToUuid(filter.userData128));
+  if (filter.userData64 !== undefined) where("user_data_64 =", filter.userData64);
+  if (filter.userData32 !== undefined) where("user_data_32 =", filter.userData32);
+  if (filter.timestampMin !== undefined) where("timestamp >=", filter.timestampMin);
+  if (filter.timestampMax !== undefined) where("timestamp <=", filter.timestampMax);
   // One side is one indexed scan, already in order; both are two such scans merged (each limited first, since a
   // transfer never debits and credits the same account). A lone side must not be wrapped in the union's outer
   // ORDER BY: PostgreSQL refuses two ORDER BY clauses on one parenthesized query.

@@ -253,9 +253,13 @@ export type WrittenTransfers = {
 /** A request's results, and the rows of the statement written alongside (null when there was none). */
 export type CreateTransfersWithResult = { results: CreateTransferResult[]; rows: Row[] | null };
 
+/**
+ * TigerBeetle's AccountFilter. As there, a filter that can match nothing (limit 0, neither debits nor credits,
+ * timestampMin after timestampMax) answers an empty page, and a field of 0 filters nothing.
+ */
 export type AccountTransfersFilter = {
   accountId: bigint;
-  /** 1 ..= lookupLimitMax */
+  /** 0 ..= lookupLimitMax (0: an empty page) */
   limit: number;
   /** cursor: only transfers with a timestamp strictly after this one (before it when `reversed`) */
   after?: bigint;
@@ -265,6 +269,13 @@ export type AccountTransfersFilter = {
   /** newest first */
   reversed?: boolean;
   code?: number;
+  userData128?: bigint;
+  userData64?: bigint;
+  userData32?: number;
+  /** only transfers with a timestamp at or after this one */
+  timestampMin?: bigint;
+  /** only transfers with a timestamp at or before this one */
+  timestampMax?: bigint;
 };
 
 export type AccountTransfersPage = { transfers: Transfer[]; nextCursor: bigint | null };

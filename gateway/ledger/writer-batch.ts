@@ -17,15 +17,17 @@ export function alongsideOf(
 ): AlongsideWrites {
   if (jobs.every((job) => job.alongside === undefined)) return noAlongside;
   let amounts: Map<bigint, bigint> | null = null;
-  const written: WrittenTransfers = {
+  // Each caller is told of its own request's transfers only.
+  const writtenBy = (job: TransfersJob): WrittenTransfers => ({
     amountOf(id) {
+      if (!job.transfers.some((transfer) => transfer.id === id)) return undefined;
       amounts ??= new Map(created.map((transfer) => [transfer.id, transfer.amount]));
       return amounts.get(id);
     },
-  };
+  });
   const statements: Statement[] = [];
   const slots = jobs.map((job, i) => {
-    const statement = job.alongside?.statement(results[i]!, written) ?? null;
+    const statement = job.alongside?.statement(results[i]!, writtenBy(job)) ?? null;
     if (statement === null) return -1;
     statements.push(statement);
     return statements.length - 1;

@@ -336,10 +336,11 @@ for (const storeName of storeNames)
       const fromX = taking(x, 10n);
       const fromZ = [taking(z, 2n), taking(z, 5n)];
       const [one, two] = await Promise.all([
-        ledger.createTransfersWith([fromX], telling([fromX.id, stranger])),
+        ledger.createTransfersWith([fromX], telling([fromX.id, stranger, fromZ[0]!.id])),
         ledger.createTransfersWith(fromZ, telling(fromZ.map((t) => t.id))),
       ]);
-      expect(one.rows).toEqual([{ moved: "7,none" }]);
+      // Another caller's transfer is none of its business, as one nobody made.
+      expect(one.rows).toEqual([{ moved: "7,none,none" }]);
       expect(two.rows).toEqual([{ moved: "2,1" }]);
       expect(
         (await ledger.lookupTransfers([fromX.id, ...fromZ.map((t) => t.id)])).map((t) => t.amount),
@@ -434,7 +435,7 @@ for (const storeName of storeNames)
       expect(reopened.map((a) => a.debitsPending + a.creditsPending)).toEqual([0n, 0n, 0n, 0n]);
     });
 
-    it("lists an account's debits only or credits only", async () => {
+    it("lists an account's transfers by TigerBeetle's filter: debits or credits, user data, code, timestamps", async () => {
       const [x, y] = [ledgerId(), ledgerId()];
       await ledger.createAccounts([
         { id: x, ledger: L, code: 40 },
@@ -447,6 +448,10 @@ for (const storeName of storeNames)
         amount,
         ledger: L,
         code: 1,
+        // TigerBeetle's filter fields, each set on some of the four.
+        userData128: amount % 2n === 0n ? 7n : 0n,
+        userData64: amount <= 2n ? 64n : 0n,
+        userData32: amount === 3n ? 32 : 0,
       });
       const made = await ledger.createTransfers([t(x, y, 1n), t(y, x, 2n), t(x, y, 3n), t(y, x, 4n)]);
       expect(made.map((r) => r.status)).toEqual(["created", "created", "created", "created"]);
@@ -459,6 +464,30 @@ for (const storeName of storeNames)
       expect(await amounts({ debits: false })).toEqual([2n, 4n]);
       expect(await amounts({ credits: false, reversed: true })).toEqual([3n, 1n]);
       expect(await amounts({ debits: false, credits: false })).toEqual([]);
+      // TigerBeetle's AccountFilter: user data and code filter when not 0; the timestamps bound both ends, inclusive;
+      // a filter that matches nothing (limit 0, min after max) is an empty page, not an error.
+      expect(await amounts({ userData128: 7n })).toEqual([2n, 4n]);
+      expect(await amounts({ userData64: 64n })).toEqual([1n, 2n]);
+      expect(await amounts({ userData32: 32 })).toEqual([3n]);
+      expect(await amounts({ userData128: 7n, userData64: 64n })).toEqual([2n]);
+      expect(await amounts({ userData128: 0n, userData64: 0n, userData32: 0, code: 0 })).toEqual([
+        1n,
+        2n,
+        3n,
+        4n,
+      ]);
+      expect(await amounts({ code: 2 })).toEqual([]);
+      const stamps = (await ledger.getAccountTransfers({ accountId: x, limit: 10 })).transfers.map(
+        (r) => r.timestamp,
+      );
+      expect(await amounts({ timestampMin: stamps[1]!, timestampMax: stamps[2]! })).toEqual([2n, 3n]);
+      expect(await amounts({ timestampMin: stamps[2]! })).toEqual([3n, 4n]);
+      expect(await amounts({ timestampMax: stamps[1]!, reversed: true })).toEqual([2n, 1n]);
+      expect(await amounts({ timestampMin: stamps[2]!, timestampMax: stamps[1]! })).toEqual([]);
+      expect(await ledger.getAccountTransfers({ accountId: x, limit: 0 })).toEqual({
+        transfers: [],
+        nextCursor: null,
+      });
       const first = await ledger.getAccountTransfers({ accountId: x, limit: 1, debits: false });
       expect(first.transfers.map((r) => r.amount)).toEqual([2n]);
       const next = await ledger.getAccountTransfers({
@@ -613,7 +642,7 @@ for (const storeName of storeNames)
       expect(error.cause).not.toBeInstanceOf(SwitchyardError);
       expect(error.shortMessage).toBe("ledger statement written alongside failed");
       expect(await ledger.lookupTransfers([t.id])).toEqual([]);
-      await expect(ledger.getAccountTransfers({ accountId: accounts.a, limit: 0 })).rejects.toBeInstanceOf(
+      await expect(ledger.getAccountTransfers({ accountId: accounts.a, limit: -1 })).rejects.toBeInstanceOf(
         LedgerRequestInvalidError,
       );
     });
