@@ -334,11 +334,14 @@ export async function attemptDelivery(
     : ("error" in answer ? answer.error : `HTTP ${statusCode}`).slice(0, deps.limits.errorCharsMax);
   const waitMs = backoffMs(deps.limits, delivery.attempts + 1, deps.random ?? Math.random);
   return deps.db.transaction(async (tx) => {
-    // The delivery's row first, locked: an endpoint deleted meanwhile took it along (nothing to record), and one
-    // being deleted waits for this record.
+    // The endpoint's row first, then the delivery's, both locked, in the order a delete of the endpoint takes them
+    // (the endpoint, then by its cascade the deliveries): a delete that came first took both along (nothing to
+    // record), and one that comes later waits for this record. The other order deadlocked with a delete.
     const [held] = await tx.query<{ current: boolean }>(
-      "SELECT claims = $2 AS current FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
-      [delivery.id, delivery.claims],
+      `WITH endpoint AS (SELECT id FROM webhook_endpoints WHERE id = $3 FOR NO KEY UPDATE)
+       SELECT d.claims = $2 AS current FROM webhook_deliveries d, endpoint
+       WHERE d.id = $1 AND d.endpoint_id = endpoint.id FOR UPDATE OF d`,
+      [delivery.id, delivery.claims, delivery.endpoint_id],
     );
     if (held === undefined) return "superseded";
     await tx.query(

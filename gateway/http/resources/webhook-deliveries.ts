@@ -2,7 +2,8 @@
 // - GET /v1/webhook_endpoints/:id/deliveries: the endpoint's deliveries (one per event sent to it), newest first,
 //   as a list (lists.ts: limit, starting_after/ending_before whd_ ids, created, and `status`: pending, succeeded,
 //   failed), each with its latest attempts (time, HTTP status or null, latency in ms, error text up to 500
-//   characters), newest first, at most webhookDeliveryAttemptsShownMax.
+//   characters), newest first, at most webhookDeliveryAttemptsShownMax. `attempt_count` counts the attempts whose
+//   outcome the delivery took; one that outlived its claim (another pass had taken the delivery) is in the log only.
 // - POST /v1/webhook_endpoints/:id/deliveries/:delivery_id/retry: sends the delivery again as soon as a pass
 //   takes it (pending, due now), whatever its status, and again after an attempt in flight when asked; its attempt
 //   count goes on. 200 with the delivery.
