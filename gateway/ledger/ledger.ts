@@ -16,6 +16,10 @@ import {
   type LedgerLimits,
   type Transfer,
   type TransferInput,
+  u16Max,
+  u32Max,
+  u64Max,
+  u128Max,
 } from "./types.ts";
 import { createWriter } from "./writer.ts";
 
@@ -108,25 +112,31 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       return inOrder(ids, found);
     },
     async getAccountTransfers(filter) {
-      if (!Number.isInteger(filter.limit) || filter.limit < 0 || filter.limit > limits.lookupLimitMax)
-        throw new LedgerRequestInvalidError("getAccountTransfers limit out of range", {
-          details: `limit ${filter.limit}, must be 0..${limits.lookupLimitMax}`,
-        });
-      // A field of 0 filters nothing, as in TigerBeetle.
+      checkAccountFilter(filter);
+      // As in TigerBeetle: a limit beyond what one answer carries is cut to it, a field of 0 filters nothing, and a
+      // filter that can match nothing (limit 0, no account, neither side, a bound of u64's maximum, min after max)
+      // answers an empty page.
+      const limit = Math.min(filter.limit, limits.lookupLimitMax);
       const given = <T extends bigint | number>(value: T | undefined): T | undefined =>
         value === undefined || value === 0 || value === 0n ? undefined : value;
       const timestampMin = given(filter.timestampMin);
       const timestampMax = given(filter.timestampMax);
-      // A filter that can match nothing: an empty page, as TigerBeetle answers it.
       if (
-        filter.limit === 0 ||
-        (timestampMin !== undefined && timestampMax !== undefined && timestampMin > timestampMax)
+        limit === 0 ||
+        filter.accountId === 0n ||
+        filter.accountId === u128Max ||
+        timestampMin === u64Max ||
+        timestampMax === u64Max ||
+        (timestampMin !== undefined && timestampMax !== undefined && timestampMin > timestampMax) ||
+        // No timestamp reaches 2^63 (they are int8): nothing is that late, and every one is that early.
+        (timestampMin !== undefined && timestampMin > int8Max) ||
+        (filter.after !== undefined && filter.after > int8Max && filter.reversed !== true)
       )
         return { transfers: [], nextCursor: null };
       const transfers = await selectAccountTransfers(db, {
         accountId: filter.accountId,
-        limit: filter.limit,
-        after: filter.after,
+        limit,
+        after: filter.after !== undefined && filter.after > int8Max ? undefined : filter.after,
         debits: filter.debits ?? true,
         credits: filter.credits ?? true,
         reversed: filter.reversed ?? false,
@@ -135,12 +145,12 @@ export function createLedger(params: CreateLedgerParams): Ledger {
         userData64: given(filter.userData64),
         userData32: given(filter.userData32),
         timestampMin,
-        timestampMax,
+        timestampMax: timestampMax !== undefined && timestampMax > int8Max ? undefined : timestampMax,
       });
       const last = transfers.at(-1);
       return {
         transfers,
-        nextCursor: transfers.length === filter.limit && last !== undefined ? last.timestamp : null,
+        nextCursor: transfers.length === limit && last !== undefined ? last.timestamp : null,
       };
     },
     async expirePendingTransfers(now) {
@@ -187,4 +197,31 @@ function inOrder<T extends { id: bigint }>(ids: readonly bigint[], found: readon
     if (item !== undefined) out.push(item);
   }
   return out;
+}
+
+const int8Max = (1n << 63n) - 1n;
+
+/** An AccountFilter's fields within their TigerBeetle types (what its wire format could carry), or a throw. */
+function checkAccountFilter(filter: AccountTransfersFilter): void {
+  const outOf = (name: string, value: bigint | number | undefined, max: bigint | number) => {
+    if (value === undefined) return;
+    if (
+      typeof value === "number"
+        ? Number.isInteger(value) && value >= 0 && value <= max
+        : value >= 0n && value <= max
+    )
+      return;
+    throw new LedgerRequestInvalidError(`getAccountTransfers ${name} out of range`, {
+      details: `${name} ${value}, must be 0..${max}`,
+    });
+  };
+  outOf("limit", filter.limit, u32Max);
+  outOf("accountId", filter.accountId, u128Max);
+  outOf("after", filter.after, u64Max);
+  outOf("code", filter.code, u16Max);
+  outOf("userData128", filter.userData128, u128Max);
+  outOf("userData64", filter.userData64, u64Max);
+  outOf("userData32", filter.userData32, u32Max);
+  outOf("timestampMin", filter.timestampMin, u64Max);
+  outOf("timestampMax", filter.timestampMax, u64Max);
 }

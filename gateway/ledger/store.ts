@@ -267,7 +267,7 @@ export async function selectAccountTransfers(
   if (filter.after !== undefined) where(`timestamp ${comparison}`, filter.after);
   if (filter.code !== undefined) where("code =", filter.code);
   if (filter.userData128 !== undefined) where("user_data_128 =", idToUuid(filter.userData128));
-  if (filter.userData64 !== undefined) where("user_data_64 =", filter.userData64);
+  if (filter.userData64 !== undefined) where("user_data_64 =", u64ToInt8(filter.userData64));
   if (filter.userData32 !== undefined) where("user_data_32 =", filter.userData32);
   if (filter.timestampMin !== undefined) where("timestamp >=", filter.timestampMin);
   if (filter.timestampMax !== undefined) where("timestamp <=", filter.timestampMax);

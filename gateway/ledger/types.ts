@@ -259,7 +259,7 @@ export type CreateTransfersWithResult = { results: CreateTransferResult[]; rows:
  */
 export type AccountTransfersFilter = {
   accountId: bigint;
-  /** 0 ..= lookupLimitMax (0: an empty page) */
+  /** at most lookupLimitMax are answered (0: an empty page) */
   limit: number;
   /** cursor: only transfers with a timestamp strictly after this one (before it when `reversed`) */
   after?: bigint;

@@ -450,7 +450,7 @@ for (const storeName of storeNames)
         code: 1,
         // TigerBeetle's filter fields, each set on some of the four.
         userData128: amount % 2n === 0n ? 7n : 0n,
-        userData64: amount <= 2n ? 64n : 0n,
+        userData64: amount <= 2n ? 64n : amount === 4n ? 2n ** 64n - 5n : 0n,
         userData32: amount === 3n ? 32 : 0,
       });
       const made = await ledger.createTransfers([t(x, y, 1n), t(y, x, 2n), t(x, y, 3n), t(y, x, 4n)]);
@@ -488,6 +488,20 @@ for (const storeName of storeNames)
         transfers: [],
         nextCursor: null,
       });
+      // u64's whole range, stored as int8; a bound beyond every timestamp; u64's maximum (invalid in TigerBeetle).
+      const u64Max = 2n ** 64n - 1n;
+      expect(await amounts({ userData64: 2n ** 64n - 5n })).toEqual([4n]);
+      expect(await amounts({ timestampMax: 2n ** 63n + 5n })).toEqual([1n, 2n, 3n, 4n]);
+      expect(await amounts({ timestampMin: 2n ** 63n + 5n })).toEqual([]);
+      expect(await amounts({ timestampMax: u64Max })).toEqual([]);
+      expect(await amounts({ after: u64Max })).toEqual([]);
+      expect(await amounts({ after: u64Max, reversed: true })).toEqual([4n, 3n, 2n, 1n]);
+      expect(await amounts({ accountId: 0n })).toEqual([]);
+      // A limit beyond what one answer carries is cut to it; a field outside its type is refused.
+      expect((await ledger.getAccountTransfers({ accountId: x, limit: 100_000 })).transfers).toHaveLength(4);
+      await expect(amounts({ userData128: -1n })).rejects.toBeInstanceOf(LedgerRequestInvalidError);
+      await expect(amounts({ userData64: 2n ** 64n })).rejects.toBeInstanceOf(LedgerRequestInvalidError);
+      await expect(amounts({ userData32: 2 ** 32 })).rejects.toBeInstanceOf(LedgerRequestInvalidError);
       const first = await ledger.getAccountTransfers({ accountId: x, limit: 1, debits: false });
       expect(first.transfers.map((r) => r.amount)).toEqual([2n]);
       const next = await ledger.getAccountTransfers({
