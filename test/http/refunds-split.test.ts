@@ -16,6 +16,7 @@ import type { Ledger } from "../../gateway/ledger/index.ts";
 import { createRefund } from "../../gateway/payments/refunds.ts";
 import { applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
 import { refundShareLedgerId, reversalShareLedgerId } from "../../gateway/settlement/split-reversal.ts";
+import { latch } from "../support/latch.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 /** A rail that takes USDC in for invoices and refunds it through its provider; a refund of 1 USDC it fails. */
@@ -407,22 +408,16 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
    * invoice, before the holds' and the reversals' amounts) stop until `open` is called; `reached` resolves at the first.
    */
   function pausingAtRefundsRead(db: Db) {
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    let stopped!: () => void;
-    const reached = new Promise<void>((resolve) => {
-      stopped = resolve;
-    });
+    const gate = latch();
+    const stopped = latch();
     const paused = new Proxy(db, {
       get(target, key) {
         if (key === "query")
           return async (text: string, params?: readonly unknown[]) => {
             const rows = await target.query(text, params);
             if (/FROM refunds WHERE invoice_id = \$1 AND tenant_id = \$2 AND status <> 'failed'/.test(text)) {
-              stopped();
-              await gate;
+              stopped.release();
+              await gate.done;
             }
             return rows;
           };
@@ -430,7 +425,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         return typeof value === "function" ? value.bind(target) : value;
       },
     }) satisfies Db;
-    return { db: paused, reached, open };
+    return { db: paused, reached: stopped.done, open: gate.release };
   }
 
   const refundOfAll = (invoice: string) => ({

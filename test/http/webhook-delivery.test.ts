@@ -19,6 +19,7 @@ import {
   startWebhookDelivery,
   webhookLimitsDefault,
 } from "../../gateway/webhooks/index.ts";
+import { latch } from "../support/latch.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 type Received = { path: string; body: any; at: number };
@@ -463,20 +464,14 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
   });
   /** A send that waits, once it has started, for `open`; `started` resolves when it has. */
   function heldSend(answer: () => Promise<DeliveryResponse> = () => Promise.resolve({ statusCode: 204 })) {
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    let begun!: () => void;
-    const started = new Promise<void>((resolve) => {
-      begun = resolve;
-    });
+    const gate = latch();
+    const begun = latch();
     const send: Send = async () => {
-      begun();
-      await gate;
+      begun.release();
+      await gate.done;
       return await answer();
     };
-    return { send, started, open };
+    return { send, started: begun.done, open: gate.release };
   }
 
   async function deliveryOf(endpointId: string) {
