@@ -2,12 +2,13 @@
 // are written together, so recovery never finds a debited payment without its payout (and pays it again).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
+import { latch } from "../../test/support/latch.ts";
 import { balanceOf, createAccount } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
 import { createTenant } from "../tenants/index.ts";
-import { accruePayout, type NettingDeps } from "./batch-payouts.ts";
+import { accruePayout, flushNetting, isPaymentNotProcessing, type NettingDeps } from "./batch-payouts.ts";
 
 let db: Db;
 let ledger: Ledger;
@@ -125,5 +126,93 @@ describe("accruePayout", () => {
     await expect(accruePayout(deps(), payout)).rejects.toThrow();
     expect(await customerPosted()).toBe(before);
     expect(await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_missing'")).toEqual([]);
+  });
+});
+
+describe("accrual and flushes racing", () => {
+  it("accrues nothing for a payment no longer processing: its debit is rolled back with the queued payout", async () => {
+    await insertPayment("pay_failed_meanwhile");
+    await db.query("UPDATE payments SET status = 'failed' WHERE id = 'pay_failed_meanwhile'");
+    const before = await customerPosted();
+    const payout = {
+      id: "pay_failed_meanwhile",
+      tenantId,
+      sourceAccountId: "acct_netting_customer",
+      payee,
+      amount: 10n,
+    };
+    // Before: the payer was debited and the payout queued (and later paid) for a payment answered failed.
+    await expect(accruePayout(deps(), payout)).rejects.toSatisfy(isPaymentNotProcessing);
+    expect(await customerPosted()).toBe(before);
+    expect(await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_failed_meanwhile'")).toEqual(
+      [],
+    );
+  });
+
+  it("never sends a batch another flush is sending: a refusal re-queues only what its own flush failed", async () => {
+    for (const [id, amount] of [
+      ["pay_flush_a", 15n],
+      ["pay_flush_b", 5n],
+    ] as const) {
+      await insertPayment(id);
+      const payout = { id, tenantId, sourceAccountId: "acct_netting_customer", payee, amount };
+      expect(await accruePayout(deps(), payout)).toBe("accrued");
+    }
+    const queued = async () =>
+      (
+        await db.query<{ total: bigint | null }>(
+          "SELECT sum(amount)::bigint AS total FROM netted_payouts WHERE batch_id IS NULL",
+        )
+      )[0]!.total ?? 0n;
+    const owed = await queued();
+    // Process A's rail refuses its batch, slowly, having sent nothing; process B's rail pays whatever it is asked.
+    const slow = latch();
+    const asked = latch();
+    const refusing: NettingDeps = {
+      ...deps(),
+      payer: {
+        id: "evm",
+        asset: assets.USDC,
+        payoutBatch: async () => {
+          asked.release();
+          await slow.done;
+          return {
+            status: "failed",
+            code: "rail_unavailable",
+            message: "the node did not answer the estimate",
+          };
+        },
+      },
+    };
+    const paid: bigint[] = [];
+    const paying: NettingDeps = {
+      ...deps(),
+      payer: {
+        id: "evm",
+        asset: assets.USDC,
+        payoutBatch: async (batch) => {
+          paid.push(batch.payouts.reduce((sum, payout) => sum + payout.amount, 0n));
+          return {
+            status: "succeeded",
+            evidence: { rail: "external", railId: "evm", reference: batch.reference },
+            fee: 0n,
+          };
+        },
+      },
+    };
+    const first = flushNetting(refusing, { force: true });
+    await asked.done;
+    // B's flush finds A's batch sending under A's lease: it leaves it (before: it resumed it and paid it).
+    await flushNetting(paying, { force: true });
+    slow.release();
+    await first;
+    // A's refusal put the payouts back; B pays them, once.
+    await flushNetting(paying, { force: true });
+    expect(paid).toEqual([owed]);
+    expect(await queued()).toBe(0n);
+    const statuses = await db.query<{ status: string }>(
+      "SELECT status FROM payments WHERE id IN ('pay_flush_a', 'pay_flush_b')",
+    );
+    expect(statuses.map((row) => row.status)).toEqual(["succeeded", "succeeded"]);
   });
 });

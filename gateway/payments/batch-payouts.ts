@@ -8,7 +8,8 @@
 //
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
 // contract accept once; a flush first resumes any batch still sending, with the same reference.
-import { type Rail, SwitchyardError } from "../../core/index.ts";
+import { randomUUID } from "node:crypto";
+import { causeWhere, type Rail, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -16,7 +17,7 @@ import {
   getRailAccount,
   getTenantAccount,
 } from "../accounts/index.ts";
-import type { Db } from "../db/index.ts";
+import { type Db, serverSqlState } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { credit, debit, type Ledger, transferCodes } from "../ledger/index.ts";
 import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
@@ -96,9 +97,15 @@ export async function accruePayout(
       id: transferId,
       userData128: derivedLedgerId(payment.id, "payment"),
       label: `the accrual of payment ${payment.id}`,
+      // Only while the payment is processing (recovery may accrue one its request failed meanwhile): otherwise the
+      // debit is rolled back with this statement (isPaymentNotProcessing).
       alongside: {
-        text: `INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (payment_id) DO NOTHING`,
+        text: `WITH queued AS (
+       INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id)
+       SELECT $1, $2, $3, $4, $5 FROM payments WHERE id = $1 AND status = 'processing'
+       ON CONFLICT (payment_id) DO NOTHING RETURNING 1)
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM payments WHERE id = $1 AND status = 'processing') THEN true
+       ELSE netting_payment_not_processing() END AS queued`,
         params: [
           payment.id,
           deps.payer.id,
@@ -112,6 +119,10 @@ export async function accruePayout(
   return debited === "insufficient_funds" ? "insufficient_funds" : "accrued";
 }
 
+/** Whether an error is netting_payment_not_processing() (migration 0034), along its causes. */
+export const isPaymentNotProcessing = (error: unknown): boolean =>
+  causeWhere(error, (cause) => serverSqlState(cause) === "SYN01") !== undefined;
+
 type BatchRow = {
   id: string;
   ref: `0x${string}`;
@@ -121,17 +132,34 @@ type BatchRow = {
 
 export type FlushResult = { batches: number; payouts: number; trigger: string | null };
 
+/**
+ * How long a flush holds a batch it sends (netting_batches.leased_until, migration 0034): longer than a rail's
+ * payoutBatch takes to answer (on EVM, its receipt wait), so that no other flush sends the batch meanwhile. A flush
+ * that stopped mid-send leaves its batch to be resumed once the lease runs out.
+ */
+export const nettingSendLeaseMs = 5 * 60_000;
+
 /** Resumes batches left sending, then settles what the plan says is due now. */
 export async function flushNetting(
   deps: NettingDeps,
   options: { force?: boolean } = {},
 ): Promise<FlushResult> {
   const result: FlushResult = { batches: 0, payouts: 0, trigger: null };
-  const sending = await deps.db.query<BatchRow>(
-    "SELECT id, ref, payees, total FROM netting_batches WHERE rail = $1 AND status = 'sending' ORDER BY created_at",
+  const lease = randomUUID();
+  const sending = await deps.db.query<{ id: string }>(
+    "SELECT id FROM netting_batches WHERE rail = $1 AND status = 'sending' ORDER BY created_at",
     [deps.payer.id],
   );
-  for (const batch of sending) await sendBatch(deps, batch);
+  // Each one this flush can lease: another flush sending it (its lease running) keeps it.
+  for (const { id } of sending) {
+    const [batch] = await deps.db.query<BatchRow>(
+      `UPDATE netting_batches SET lease_token = $2, leased_until = now() + make_interval(secs => $3::double precision / 1000)
+       WHERE id = $1 AND status = 'sending' AND (leased_until IS NULL OR leased_until <= now())
+       RETURNING id, ref, payees, total`,
+      [id, lease, nettingSendLeaseMs],
+    );
+    if (batch !== undefined) await sendBatch(deps, batch, lease);
+  }
 
   const accrued = await deps.db.query<{
     payment_id: string;
@@ -167,8 +195,9 @@ export async function flushNetting(
   const payoutIds = plan.settle.flatMap((p) => p.payoutIds);
   await deps.db.transaction(async (tx) => {
     await tx.query(
-      "INSERT INTO netting_batches (id, rail, ref, payees, total, status) VALUES ($1, $2, $3, $4, $5, 'sending')",
-      [batchId, deps.payer.id, ref, JSON.stringify(payees), total],
+      `INSERT INTO netting_batches (id, rail, ref, payees, total, status, lease_token, leased_until)
+       VALUES ($1, $2, $3, $4, $5, 'sending', $6, now() + make_interval(secs => $7::double precision / 1000))`,
+      [batchId, deps.payer.id, ref, JSON.stringify(payees), total, lease, nettingSendLeaseMs],
     );
     const assigned = await tx.query(
       "UPDATE netted_payouts SET batch_id = $1 WHERE payment_id = ANY($2::text[]) AND batch_id IS NULL RETURNING payment_id",
@@ -177,29 +206,50 @@ export async function flushNetting(
     if (assigned.length !== payoutIds.length)
       throw new NettingInvariantError(`netting batch ${batchId}: payouts taken by another flush`);
   });
-  await sendBatch(deps, { id: batchId, ref, payees, total });
+  await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
   result.batches = 1;
   result.payouts = payoutIds.length;
   return result;
 }
 
-async function sendBatch(deps: NettingDeps, batch: BatchRow): Promise<void> {
-  const outcome = await deps.payer.payoutBatch({
-    reference: batch.ref,
-    payouts: batch.payees.map((p) => ({
-      destination: { kind: "evm_address", address: p.payee },
-      amount: BigInt(p.amount),
-    })),
-  });
-  if (outcome.status === "in_flight") return; // the next flush asks again with the same reference
-  if (outcome.status === "failed") {
-    await deps.db.transaction(async (tx) => {
-      await tx.query(
-        "UPDATE netting_batches SET status = 'failed', failure_message = $2, updated_at = now() WHERE id = $1 AND status = 'sending'",
-        [batch.id, outcome.message],
-      );
-      await tx.query("UPDATE netted_payouts SET batch_id = NULL WHERE batch_id = $1", [batch.id]); // back in the queue
+/**
+ * Sends a batch this flush holds the lease `lease` on (or asks its outcome again, under the same reference). Only
+ * while it still holds the lease does a refusal fail the batch and put its payouts back in the queue: a flush whose
+ * lease ran out mid-send may have been overtaken by one that paid the batch.
+ */
+async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Promise<void> {
+  // The lease given back when the rail has no final answer: the next flush asks again with the same reference.
+  const release = () =>
+    deps.db.query(
+      "UPDATE netting_batches SET lease_token = NULL, leased_until = NULL WHERE id = $1 AND lease_token = $2",
+      [batch.id, lease],
+    );
+  let outcome: Awaited<ReturnType<BatchPayer["payoutBatch"]>>;
+  try {
+    outcome = await deps.payer.payoutBatch({
+      reference: batch.ref,
+      payouts: batch.payees.map((p) => ({
+        destination: { kind: "evm_address", address: p.payee },
+        amount: BigInt(p.amount),
+      })),
     });
+  } catch (error) {
+    await release();
+    throw error;
+  }
+  if (outcome.status === "in_flight") {
+    await release();
+    return;
+  }
+  if (outcome.status === "failed") {
+    // Back in the queue only if this flush failed the batch (one statement: the payouts follow the status).
+    await deps.db.query(
+      `WITH failed AS (
+         UPDATE netting_batches SET status = 'failed', failure_message = $2, updated_at = now(), leased_until = NULL
+         WHERE id = $1 AND status = 'sending' AND lease_token = $3 RETURNING id)
+       UPDATE netted_payouts SET batch_id = NULL WHERE batch_id IN (SELECT id FROM failed)`,
+      [batch.id, outcome.message, lease],
+    );
     return;
   }
   const payable = await payableAccount(deps);

@@ -2,6 +2,7 @@
 import { SwitchyardError } from "../../core/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { type Driven, driveAttempt, paymentOf, readPayment, runCandidates } from "./execution.ts";
+import { accrualPayee, accrue } from "./service.ts";
 import { listOpenAttempts, listStrandedPayments } from "./store.ts";
 
 /**
@@ -31,14 +32,25 @@ export async function recoverOpenAttempts(
     }
   }
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
-  // attempts makes a race with a live request in another process lose on insert instead of paying twice.
+  // attempts makes a race with a live request in another process lose on insert instead of paying twice. One that
+  // accrues for netting is accrued (its request stopped before, or is on its way): never paid on its own, which would
+  // pay it a second time once its request accrues it.
   const stranded = await listStrandedPayments(deps.db, {
     quietMs: options.quietMs,
     limit: deps.recoveryBatchMax,
   });
   for (const row of stranded) {
     const payment = await readPayment(deps, row.tenantId, row.id);
-    await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
+    const payee = row.nextSeq === 0 ? accrualPayee(deps.netting, payment.decision, payment.assetCode) : null;
+    if (payee !== null && deps.netting !== undefined)
+      await accrue(deps, deps.netting, {
+        id: payment.id,
+        tenantId: payment.tenantId,
+        sourceAccountId: payment.sourceAccountId,
+        payee,
+        amount: payment.amount,
+      });
+    else await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
   }
   if (failures.length > 0) throw new RecoveryError(failures);
   return open.length + stranded.length;

@@ -19,7 +19,8 @@
 // is answered as it stands, processing, and goes on here (recovery resumes it if this process stops).
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { type Reservation, transferCodes } from "../ledger/index.ts";
-import { accruePayout, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
+import type { RouteDecision } from "../router/types.ts";
+import { accruePayout, isPaymentNotProcessing, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
 import { type CreatePaymentParams, type CreatePaymentResult, type PaymentsDeps, refuse } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
 import { type Driven, failPayment, readPayment, runCandidates } from "./execution.ts";
@@ -53,16 +54,7 @@ export async function createPayment(
   }
   const { asset, amount, source, target, decision } = prepared;
   const netting = deps.netting;
-  // Netted: a payout to an address (the payment's, or the payee's method the chosen rail pays) in the batch
-  // payer's own asset, whose fee would eat too much of it.
-  const chosenDestination = decision.chosen?.destination;
-  const accruesTo =
-    netting !== undefined &&
-    chosenDestination?.kind === "evm_address" &&
-    asset.code === netting.payer.asset.code &&
-    shouldAccrue(netting, decision, chosenDestination.kind)
-      ? chosenDestination.address
-      : null;
+  const accruesTo = accrualPayee(netting, decision, asset.code);
   const accrues = accruesTo !== null;
   const paymentId = newId("pay");
   // What is written, and (with what the database adds) the payment answered without reading it back.
@@ -263,13 +255,45 @@ function processing(
   };
 }
 
-/** A payout that accrues for netting instead of leaving alone; fails at once when the funds are not there. */
-async function accrue(
+/**
+ * Where a payment accrues for netting instead of leaving alone, or null when it does not: a payout to an address (the
+ * payment's, or the payee's method the chosen rail pays) in the batch payer's own asset, whose fee would eat too much
+ * of it. Read from the payment's decision, so that recovery (recovery.ts) finds a payment that accrues as its request
+ * did: all processes must share one netting configuration.
+ */
+export function accrualPayee(
+  netting: NettingDeps | undefined,
+  decision: RouteDecision | null,
+  assetCode: string,
+): `0x${string}` | null {
+  const chosenDestination = decision?.chosen?.destination;
+  return netting !== undefined &&
+    decision !== null &&
+    chosenDestination?.kind === "evm_address" &&
+    assetCode === netting.payer.asset.code &&
+    shouldAccrue(netting, decision, chosenDestination.kind)
+    ? chosenDestination.address
+    : null;
+}
+
+/**
+ * A payout that accrues for netting instead of leaving alone; fails at once when the funds are not there. Idempotent
+ * (the accrual's ledger id and its queued payout are the payment's): recovery runs it too, for a payment whose request
+ * stopped before it or is still on its way to it.
+ */
+export async function accrue(
   deps: PaymentsDeps,
   netting: NettingDeps,
   payout: Parameters<typeof accruePayout>[1],
 ): Promise<CreatePaymentResult> {
-  const accrued = await accruePayout(netting, payout);
+  let accrued: Awaited<ReturnType<typeof accruePayout>>;
+  try {
+    accrued = await accruePayout(netting, payout);
+  } catch (error) {
+    // Ended meanwhile (the request or recovery failed it for its funds): nothing was accrued.
+    if (!isPaymentNotProcessing(error)) throw error;
+    return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id), answer: null };
+  }
   if (accrued === "insufficient_funds")
     await failPayment(deps, payout, "insufficient_funds", insufficientFundsMessage);
   return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id), answer: null };
