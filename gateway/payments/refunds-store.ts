@@ -137,12 +137,26 @@ export async function refundsOfInvoice(
 export async function claimableOf(
   sql: Sql,
   params: { targetId: string; paid: bigint },
-): Promise<{ left: bigint; version: string }> {
+): Promise<{ left: bigint; refunded: bigint; version: string }> {
   const [row] = await sql.query<{ refunded: bigint; version: string }>(
     "SELECT refunded, xmin::text AS version FROM refundable WHERE target_id = $1",
     [params.targetId],
   );
-  return { left: params.paid - (row?.refunded ?? 0n), version: row?.version ?? noRefundableRow };
+  const refunded = row?.refunded ?? 0n;
+  return { left: params.paid - refunded, refunded, version: row?.version ?? noRefundableRow };
+}
+
+/**
+ * What an invoice has received (0: nothing). A refund reads it after the version of the invoice's `refundable` row,
+ * with the credits; a further receipt after it refuses the refund's claim (claimStatement), which is then computed
+ * again: what is left and each payee's credit are of one state.
+ */
+export async function invoiceReceived(sql: Sql, invoiceId: string): Promise<bigint> {
+  const [row] = await sql.query<{ received_amount: bigint | null }>(
+    "SELECT received_amount FROM invoices WHERE id = $1",
+    [invoiceId],
+  );
+  return row?.received_amount ?? 0n;
 }
 
 /**
@@ -200,7 +214,8 @@ export type NewRefund = Omit<
  * left of its invoice or payment, and `refund.created`. The claim is one upsert of the target's `refundable` row, whose
  * condition a concurrent claim on the same row waits for and checks again (on the row as that one left it); what was
  * paid only grows (a further receipt for an invoice), so the row keeps the most it has been told. Less left than the
- * amount, or the row no longer the version `readAt` names (no row: `none`), raises refund_exceeds_remaining(); a key
+ * amount, the row no longer the version `readAt` names (no row: `none`), or an invoice that received more than the
+ * `paid` the refund was computed from (a further receipt since its reads), raises refund_exceeds_remaining(); a key
  * another refund holds, refund_key_taken(): the transaction, hold and all, is rolled back (isRefundExceeding,
  * isRefundKeyTaken). Returns the refund's row.
  */
@@ -209,7 +224,9 @@ export function claimStatement(refund: NewRefund): Statement {
   return {
     text: `WITH
      claim AS (
-       INSERT INTO refundable AS r (target_id, paid, refunded) VALUES ($14, $15, $7)
+       INSERT INTO refundable AS r (target_id, paid, refunded)
+       SELECT $14, $15, $7
+       WHERE $3::text IS NULL OR EXISTS (SELECT 1 FROM invoices WHERE id = $3 AND received_amount = $15)
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid), refunded = r.refunded + EXCLUDED.refunded
          WHERE GREATEST(r.paid, EXCLUDED.paid) - r.refunded >= EXCLUDED.refunded
            AND ($16::text IS NULL OR r.xmin::text = $16::text)

@@ -63,6 +63,7 @@ import {
   failedStatement,
   getRefundById,
   getRefundByKey,
+  invoiceReceived,
   isRefundExceeding,
   isRefundKeyTaken,
   listPendingRefunds,
@@ -347,10 +348,10 @@ function amountOf(source: Source, params: CreateRefundParams, left: bigint): big
       );
     amount = parsed.value;
   }
-  if (amount > left || left === 0n)
+  if (amount > left || left <= 0n)
     return refuse(
       "refund_exceeds_remaining",
-      left === 0n
+      left <= 0n
         ? `${source.targetId} is refunded in full`
         : `the refund is above what is left to refund of ${source.targetId} (${left} minor units)`,
       "amount",
@@ -480,7 +481,12 @@ type Claimed =
  * reversal recorded after the claim waits for its lock: the refund came first.
  */
 async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRefundParams): Promise<Claimed> {
-  const read = await claimableOf(deps.db, { targetId: source.targetId, paid: source.paid });
+  const version = await claimableOf(deps.db, { targetId: source.targetId, paid: source.paid });
+  // What an invoice received, read again after the version: a further receipt since the first read counts, and one
+  // after this read refuses the claim (claimStatement), so what is left and the credits read below are of one state.
+  const paid =
+    params.target.kind === "invoice" ? await invoiceReceived(deps.db, source.targetId) : source.paid;
+  const read = { ...version, left: paid - version.refunded };
   // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
   // refund a disputed charge: until every reversal of it is withdrawn, nothing is refundable.
   if (params.target.kind === "invoice" && (await reversalStands(deps.db, source.targetId)))
@@ -517,7 +523,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     holdTransferId: hold.pendingId,
     idempotencyKey: params.idempotencyKey,
     requestSha256: params.requestSha256 ?? null,
-    paid: source.paid,
+    paid,
     ...(params.target.kind === "invoice" ? { readAt: read.version } : {}),
   });
   // The hold, the row, its claim on what is left and its event: one transaction, all or nothing.

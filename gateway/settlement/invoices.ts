@@ -784,16 +784,17 @@ export async function applyReversed(
  * of it can be) that moves its version, so that a refund that read the row before is refused its claim and reads
  * again, finding the record (payments/refunds.ts holdAndClaim). Written in the transaction of the reversal's legs
  * (takeBackReversal), so no refund ever sees the legs without the record. `readAt` (claimableOf's version, with a
- * split): the touch passes only if the row is still that version, so that what the legs were computed from is of one
- * state with the refunds' claims; otherwise refund_exceeds_remaining() is raised (isRefundExceeding) and the
- * transaction, legs and all, is rolled back. null: any version passes (the touch waits for a claim holding the row's
- * lock: that refund came first).
+ * split, with what the invoice had received then): the touch passes only if the row is still that version and the
+ * invoice received nothing more since (a further receipt credits the payees again), so that what the legs were
+ * computed from is of one state with the refunds' claims; otherwise refund_exceeds_remaining() is raised
+ * (isRefundExceeding) and the transaction, legs and all, is rolled back. null: any version passes (the touch waits
+ * for a claim holding the row's lock: that refund came first).
  */
 function reversalRecordStatement(
   invoice: InvoiceTarget,
   event: { key: string; amount: bigint },
   taken: bigint,
-  readAt: string | null,
+  readAt: { version: string; received: bigint } | null,
 ): Statement {
   const payload = {
     invoice_id: invoice.id,
@@ -816,7 +817,8 @@ function reversalRecordStatement(
        RETURNING xmax = 0 AS inserted),
      marked AS (
        UPDATE invoices SET status = 'reversed'
-       WHERE id = $1 AND status = 'paid' AND EXISTS (SELECT 1 FROM recorded WHERE inserted) RETURNING 1),
+       WHERE id = $1 AND status IN ('paid', 'reversed') AND EXISTS (SELECT 1 FROM recorded WHERE inserted)
+       RETURNING 1),
      announced AS (
        INSERT INTO outbox (tenant_id, type, payload)
        SELECT $5, 'invoice.reversed', $6::jsonb FROM recorded WHERE inserted
@@ -824,9 +826,20 @@ function reversalRecordStatement(
      SELECT EXISTS (SELECT 1 FROM recorded WHERE inserted) AS recorded,
        CASE WHEN EXISTS (SELECT 1 FROM recorded WHERE NOT inserted) THEN reversal_withdrawn() ELSE true
          END AS standing,
-       CASE WHEN NOT EXISTS (SELECT 1 FROM received) OR EXISTS (SELECT 1 FROM touched) THEN true
-         ELSE refund_exceeds_remaining() END AS touched`,
-    params: [invoice.id, readAt, event.key, taken, invoice.tenantId, toJson(payload)],
+       CASE WHEN $7::bigint IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND coalesce(received_amount, 0) = $7::bigint)
+              THEN refund_exceeds_remaining()
+            WHEN NOT EXISTS (SELECT 1 FROM received) OR EXISTS (SELECT 1 FROM touched) THEN true
+            ELSE refund_exceeds_remaining() END AS touched`,
+    params: [
+      invoice.id,
+      readAt?.version ?? null,
+      event.key,
+      taken,
+      invoice.tenantId,
+      toJson(payload),
+      readAt?.received ?? null,
+    ],
   };
 }
 
@@ -873,7 +886,7 @@ async function takeBackReversal(
             invoice,
             event,
             taken.reduce((sum, amount) => sum + amount, 0n),
-            readAt,
+            readAt === null ? null : { version: readAt, received: whole },
           ),
       );
     } catch (error) {
@@ -1020,6 +1033,9 @@ export async function applyReinstated(
   for (let attempt = 1; attempt <= reinstateAttemptsMax; attempt++) {
     const amount = await giveBack(deps, invoice, event.key, event.evidence);
     const status = await deps.db.transaction(async (tx) => {
+      // The invoice's row first: a reversal recorded meanwhile (its statement marks the invoice, so takes this lock)
+      // either committed before, and the status below sees its record, or marks the invoice after this.
+      await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
       // A reversal whose ledger transfers exist but whose record a crash lost (written apart by an earlier version)
       // is recorded here, as given back.
       const marked = await tx.query<{ inserted: boolean }>(

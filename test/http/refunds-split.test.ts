@@ -99,6 +99,16 @@ function createRefundingToyRail() {
         evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
       });
     },
+    /** A further receipt for the invoice, named `key` (a second transfer to a deposit address). */
+    async payMore(invoiceId: string, key: string, amount: bigint) {
+      await handler!({
+        kind: "received",
+        reference: invoiceId,
+        key,
+        amount,
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_in_${invoiceId}_${key}` },
+      });
+    },
     async pay(invoiceId: string, amount: bigint) {
       await handler!({
         kind: "received",
@@ -408,6 +418,11 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
    * invoice, before the holds' and the reversals' amounts) stop until `open` is called; `reached` resolves at the first.
    */
   function pausingAtRefundsRead(db: Db) {
+    return pausingAfter(db, /FROM refunds WHERE invoice_id = \$1 AND tenant_id = \$2 AND status <> 'failed'/);
+  }
+
+  /** `db`, whose first read matching `pattern` stops, once answered, until `open` is called; `reached` says so. */
+  function pausingAfter(db: Db, pattern: RegExp) {
     const gate = latch();
     const stopped = latch();
     const paused = new Proxy(db, {
@@ -415,7 +430,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         if (key === "query")
           return async (text: string, params?: readonly unknown[]) => {
             const rows = await target.query(text, params);
-            if (/FROM refunds WHERE invoice_id = \$1 AND tenant_id = \$2 AND status <> 'failed'/.test(text)) {
+            if (pattern.test(text)) {
               stopped.release();
               await gate.done;
             }
@@ -668,6 +683,54 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(announced!.count).toBe(1n);
     },
   );
+
+  it("a refund whose reads straddle a further receipt of the invoice is computed again with it: one state, each part exact", async () => {
+    const invoice = await paidSplitInvoice();
+    // The refund of all stops after it read what the invoice received (10.000001) and which refunds there are, until
+    // a second payment of 10 USDC is credited (A 2,500,000 more, B 3,333,000 more).
+    const pausing = pausingAtRefundsRead(gw.app.payments.db);
+    const all = createRefund(
+      { ...gw.app.payments, db: pausing.db },
+      { ...refundOfAll(invoice), amount: null },
+    );
+    await pausing.reached;
+    await toy.payMore(invoice, "second", 10_000_000n);
+    pausing.open();
+    const refunded = await all;
+    if (!refunded.ok) throw new Error(refunded.message);
+    // Before: a refund of the 10.000001 read first, with A giving back its credit of both payments (5,000,000), or,
+    // once more had been refunded meanwhile, a negative amount and a 500.
+    expect(refunded.refund.amount).toBe(20_000_001n);
+    expect(await refundParts(refunded.refund.id)).toEqual([5_000_000n, 6_666_000n]);
+  });
+
+  it("a reversal whose reads straddle a further receipt of the invoice is computed again with it: each payee its part", async () => {
+    const invoice = await paidSplitInvoice();
+    const key = `dispute-${invoice}`;
+    // The dispute of 4 USDC stops right after it read what the invoice received (settlement/invoices.ts receivedOf),
+    // before the payees' credits.
+    const pausing = pausingAfter(
+      gw.app.settlement.db,
+      /SELECT received_amount FROM invoices WHERE id = \$1 AND tenant_id/,
+    );
+    const reversal = applyReversed(
+      { ...gw.app.settlement, db: pausing.db },
+      {
+        rail: "toysplit",
+        reference: invoice,
+        key,
+        amount: 4_000_000n,
+        evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
+      },
+    );
+    await pausing.reached;
+    await toy.payMore(invoice, "second", 10_000_000n);
+    pausing.open();
+    expect(await reversal).toEqual({ status: "applied", shortfall: 0n });
+    // 4 of 20.000001 received: each payee its proportion of its whole credit (A 5,000,000, B 6,666,000).
+    // Before: 4 of the 10.000001 read first, against both credits: A 1,999,999 and B 2,666,399, twice its part.
+    expect(await reversalParts(invoice, key)).toEqual([999_999n, 1_333_199n]);
+  });
 
   it("refuses the whole refund when a payee holds less than its part: 402 insufficient_funds, nothing written", async () => {
     const invoice = await paidSplitInvoice();
