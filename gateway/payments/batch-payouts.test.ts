@@ -8,7 +8,13 @@ import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
 import { createTenant } from "../tenants/index.ts";
-import { accruePayout, flushNetting, isPaymentNotProcessing, type NettingDeps } from "./batch-payouts.ts";
+import {
+  accruePayout,
+  flushNetting,
+  isPaymentNotProcessing,
+  type NettingDeps,
+  NettingResumeError,
+} from "./batch-payouts.ts";
 
 let db: Db;
 let ledger: Ledger;
@@ -214,5 +220,49 @@ describe("accrual and flushes racing", () => {
       "SELECT status FROM payments WHERE id IN ('pay_flush_a', 'pay_flush_b')",
     );
     expect(statuses.map((row) => row.status)).toEqual(["succeeded", "succeeded"]);
+  });
+
+  it("a batch whose rail throws when it is resumed holds up neither the other batches nor the payouts waiting", async () => {
+    const accrueOne = async (id: string, amount: bigint) => {
+      await insertPayment(id);
+      const payout = { id, tenantId, sourceAccountId: "acct_netting_customer", payee, amount };
+      expect(await accruePayout(deps(), payout)).toBe("accrued");
+    };
+    await accrueOne("pay_stuck", 3n);
+    let stuck: string | null = null;
+    const paid: string[] = [];
+    const payer = (mode: "in_flight" | "throw_for_stuck"): NettingDeps => ({
+      ...deps(),
+      payer: {
+        id: "evm",
+        asset: assets.USDC,
+        payoutBatch: async (batch) => {
+          if (mode === "in_flight") {
+            stuck = batch.reference;
+            return { status: "in_flight", reference: batch.reference };
+          }
+          if (batch.reference === stuck) throw new Error("the node answers nothing about this batch");
+          paid.push(batch.reference);
+          return {
+            status: "succeeded",
+            evidence: { rail: "external", railId: "evm", reference: batch.reference },
+            fee: 0n,
+          };
+        },
+      },
+    });
+    await flushNetting(payer("in_flight"), { force: true });
+    await accrueOne("pay_waiting", 2n);
+    // Before: the resumed batch's throw ended the flush, and the payout waiting behind it was never sent.
+    await expect(flushNetting(payer("throw_for_stuck"), { force: true })).rejects.toBeInstanceOf(
+      NettingResumeError,
+    );
+    expect(paid).toHaveLength(1);
+    const [waiting] = await db.query<{ status: string }>(
+      "SELECT status FROM payments WHERE id = 'pay_waiting'",
+    );
+    expect(waiting!.status).toBe("succeeded");
+    const [held] = await db.query<{ status: string }>("SELECT status FROM payments WHERE id = 'pay_stuck'");
+    expect(held!.status).toBe("processing");
   });
 });

@@ -50,6 +50,11 @@ export class NettingInvariantError extends SwitchyardError {
   override name = "NettingInvariantError";
 }
 
+/** Batches a flush resumed whose rail threw (the first one's error is the cause); the flush went on without them. */
+export class NettingResumeError extends SwitchyardError {
+  override name = "NettingResumeError";
+}
+
 /** Whether this decision's payout should accrue rather than go out on its own. */
 export function shouldAccrue(deps: NettingDeps, decision: RouteDecision, destinationKind: string): boolean {
   return (
@@ -150,7 +155,9 @@ export async function flushNetting(
     "SELECT id FROM netting_batches WHERE rail = $1 AND status = 'sending' ORDER BY created_at",
     [deps.payer.id],
   );
-  // Each one this flush can lease: another flush sending it (its lease running) keeps it.
+  // Each one this flush can lease: another flush sending it (its lease running) keeps it. One whose rail throws does
+  // not hold up the others, nor the payouts waiting: its failure is thrown once the flush is done.
+  const failures: unknown[] = [];
   for (const { id } of sending) {
     const [batch] = await deps.db.query<BatchRow>(
       `UPDATE netting_batches SET lease_token = $2, leased_until = now() + make_interval(secs => $3::double precision / 1000)
@@ -158,9 +165,24 @@ export async function flushNetting(
        RETURNING id, ref, payees, total`,
       [id, lease, nettingSendLeaseMs],
     );
-    if (batch !== undefined) await sendBatch(deps, batch, lease);
+    if (batch !== undefined)
+      await sendBatch(deps, batch, lease).catch((error: unknown) => failures.push(error));
   }
+  const planned = await planAndSend(deps, options, result, lease);
+  if (failures.length > 0)
+    throw new NettingResumeError(`${failures.length} netting batch(es) could not be resumed this flush`, {
+      cause: failures[0],
+    });
+  return planned;
+}
 
+/** Plans the batch due now from the payouts waiting, writes it with them, and sends it under `lease`. */
+async function planAndSend(
+  deps: NettingDeps,
+  options: { force?: boolean },
+  result: FlushResult,
+  lease: string,
+): Promise<FlushResult> {
   const accrued = await deps.db.query<{
     payment_id: string;
     payee: string;
