@@ -32,25 +32,30 @@ export async function recoverOpenAttempts(
     }
   }
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
-  // attempts makes a race with a live request in another process lose on insert instead of paying twice. One that
-  // accrues for netting is accrued (its request stopped before, or is on its way): never paid on its own, which would
-  // pay it a second time once its request accrues it.
+  // attempts makes a race with a live request in another process lose on insert instead of paying twice. One with
+  // no attempt at all although its route chose a rail accrues for netting (any other is written with its first
+  // attempt): it is accrued (its request stopped before, or is on its way), never paid on its own, which would pay
+  // it a second time once its request accrues it; a process without netting on that rail leaves it to one with it.
   const stranded = await listStrandedPayments(deps.db, {
     quietMs: options.quietMs,
     limit: deps.recoveryBatchMax,
   });
   for (const row of stranded) {
     const payment = await readPayment(deps, row.tenantId, row.id);
-    const payee = row.nextSeq === 0 ? accrualPayee(deps.netting, payment.decision, payment.assetCode) : null;
-    if (payee !== null && deps.netting !== undefined)
-      await accrue(deps, deps.netting, {
-        id: payment.id,
-        tenantId: payment.tenantId,
-        sourceAccountId: payment.sourceAccountId,
-        payee,
-        amount: payment.amount,
-      });
-    else await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
+    const accrues = row.nextSeq === 0 && payment.decision?.chosen != null;
+    if (!accrues) {
+      await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
+      continue;
+    }
+    const payee = accrualPayee(deps.netting, payment.decision, payment.assetCode, true);
+    if (payee === null || deps.netting === undefined) continue;
+    await accrue(deps, deps.netting, {
+      id: payment.id,
+      tenantId: payment.tenantId,
+      sourceAccountId: payment.sourceAccountId,
+      payee,
+      amount: payment.amount,
+    });
   }
   if (failures.length > 0) throw new RecoveryError(failures);
   return open.length + stranded.length;

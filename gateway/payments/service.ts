@@ -258,20 +258,21 @@ function processing(
 /**
  * Where a payment accrues for netting instead of leaving alone, or null when it does not: a payout to an address (the
  * payment's, or the payee's method the chosen rail pays) in the batch payer's own asset, whose fee would eat too much
- * of it. Read from the payment's decision, so that recovery (recovery.ts) finds a payment that accrues as its request
- * did: all processes must share one netting configuration.
+ * of it.
  */
 export function accrualPayee(
   netting: NettingDeps | undefined,
   decision: RouteDecision | null,
   assetCode: string,
+  /** The payment is known to accrue (recovery): the fee's share is not weighed again. */
+  known = false,
 ): `0x${string}` | null {
   const chosenDestination = decision?.chosen?.destination;
   return netting !== undefined &&
     decision !== null &&
     chosenDestination?.kind === "evm_address" &&
     assetCode === netting.payer.asset.code &&
-    shouldAccrue(netting, decision, chosenDestination.kind)
+    (known || shouldAccrue(netting, decision, chosenDestination.kind))
     ? chosenDestination.address
     : null;
 }

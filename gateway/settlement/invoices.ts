@@ -1033,9 +1033,6 @@ export async function applyReinstated(
   for (let attempt = 1; attempt <= reinstateAttemptsMax; attempt++) {
     const amount = await giveBack(deps, invoice, event.key, event.evidence);
     const status = await deps.db.transaction(async (tx) => {
-      // The invoice's row first: a reversal recorded meanwhile (its statement marks the invoice, so takes this lock)
-      // either committed before, and the status below sees its record, or marks the invoice after this.
-      await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
       // A reversal whose ledger transfers exist but whose record a crash lost (written apart by an earlier version)
       // is recorded here, as given back.
       const marked = await tx.query<{ inserted: boolean }>(
@@ -1052,6 +1049,10 @@ export async function applyReinstated(
       // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
       // was empty) still ends here, with its event, so the invoice is paid again.
       if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
+      // Then the invoice's row, in the order a reversal's record statement takes the two (its record, then the
+      // invoice): a reversal recorded meanwhile either committed before, and the status below sees its record, or
+      // marks the invoice after this. (The other order deadlocked a reversal with its own withdrawal.)
+      await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
       await tx.query(
         `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
            AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,

@@ -116,58 +116,69 @@ describe("netting", () => {
     expect((await tokenBalance(payee)) - before).toBe(10_000n);
   });
 
-  it("recovery accrues a payment whose request is on its way to its accrual: never paid on its own as well", async () => {
-    const netting = app.payments.netting!;
-    const ledger = netting.ledger;
-    const payee = "0x1111111111111111111111111111111111111111" as const;
-    const before = await tokenBalance(payee);
-    const customerBefore = await balance("acct_demo_customer");
-    // The request's accrual waits (its payment written, processing, nothing accrued) while another process's
-    // recovery runs at start (quiet time 0).
-    const held = latch();
-    const reached = latch();
-    let first = true;
-    netting.ledger = new Proxy(ledger, {
-      get(target, key) {
-        if (key === "createTransfersWith" && first)
-          return async (...args: Parameters<typeof ledger.createTransfersWith>) => {
-            first = false;
-            reached.release();
-            await held.done;
-            return target.createTransfersWith(...args);
-          };
-        const value = Reflect.get(target, key, target);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    });
-    try {
-      const request = typedClient(app).POST("/v1/payments", {
-        body: {
-          amount: "0.01",
-          asset: "USDC",
-          source: { account: "acct_demo_customer" },
-          destination: { type: "evm_address" as const, address: payee },
+  it.each([
+    ["this process's recovery", false],
+    ["the recovery of a process without netting", true],
+  ] as const)(
+    "a payment whose request is on its way to its accrual is never paid on its own as well (%s)",
+    async (_, withoutNetting) => {
+      const netting = app.payments.netting!;
+      const ledger = netting.ledger;
+      const payee = withoutNetting
+        ? ("0x2222222222222222222222222222222222222222" as const)
+        : ("0x1111111111111111111111111111111111111111" as const);
+      const before = await tokenBalance(payee);
+      const customerBefore = await balance("acct_demo_customer");
+      // The request's accrual waits (its payment written, processing, nothing accrued) while another process's
+      // recovery runs at start (quiet time 0).
+      const held = latch();
+      const reached = latch();
+      let first = true;
+      netting.ledger = new Proxy(ledger, {
+        get(target, key) {
+          if (key === "createTransfersWith" && first)
+            return async (...args: Parameters<typeof ledger.createTransfersWith>) => {
+              first = false;
+              reached.release();
+              await held.done;
+              return target.createTransfersWith(...args);
+            };
+          const value = Reflect.get(target, key, target);
+          return typeof value === "function" ? value.bind(target) : value;
         },
       });
-      await reached.done;
-      await recoverOpenAttempts(app.payments, { quietMs: 0 });
-      held.release();
-      const response = await request;
-      expect(response.response.status).toBe(202);
-      const id = response.data!.id;
-      // Before: recovery paid it alone on chain (an attempt), and the request then accrued it for the batch too.
-      const attempts = await app.db.query("SELECT 1 FROM attempts WHERE payment_id = $1", [id]);
-      expect(attempts).toEqual([]);
-      const queued = await app.db.query("SELECT 1 FROM netted_payouts WHERE payment_id = $1", [id]);
-      expect(queued).toHaveLength(1);
-      const customerAfter = await balance("acct_demo_customer");
-      expect(
-        BigInt(customerBefore.posted.replace(".", "")) - BigInt(customerAfter.posted.replace(".", "")),
-      ).toBe(10_000n);
-      expect(await flushNetting(netting, { force: true })).toMatchObject({ payouts: 1 });
-      expect((await tokenBalance(payee)) - before).toBe(10_000n);
-    } finally {
-      netting.ledger = ledger;
-    }
-  });
+      try {
+        const request = typedClient(app).POST("/v1/payments", {
+          body: {
+            amount: "0.01",
+            asset: "USDC",
+            source: { account: "acct_demo_customer" },
+            destination: { type: "evm_address" as const, address: payee },
+          },
+        });
+        await reached.done;
+        // Before: recovery paid it alone on chain; without netting there, it still does not weigh the fee.
+        await recoverOpenAttempts(withoutNetting ? { ...app.payments, netting: undefined } : app.payments, {
+          quietMs: 0,
+        });
+        held.release();
+        const response = await request;
+        expect(response.response.status).toBe(202);
+        const id = response.data!.id;
+        // Before: recovery paid it alone on chain (an attempt), and the request then accrued it for the batch too.
+        const attempts = await app.db.query("SELECT 1 FROM attempts WHERE payment_id = $1", [id]);
+        expect(attempts).toEqual([]);
+        const queued = await app.db.query("SELECT 1 FROM netted_payouts WHERE payment_id = $1", [id]);
+        expect(queued).toHaveLength(1);
+        const customerAfter = await balance("acct_demo_customer");
+        expect(
+          BigInt(customerBefore.posted.replace(".", "")) - BigInt(customerAfter.posted.replace(".", "")),
+        ).toBe(10_000n);
+        expect(await flushNetting(netting, { force: true })).toMatchObject({ payouts: 1 });
+        expect((await tokenBalance(payee)) - before).toBe(10_000n);
+      } finally {
+        netting.ledger = ledger;
+      }
+    },
+  );
 });
