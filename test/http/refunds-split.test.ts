@@ -461,6 +461,16 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     ]);
     return found.map((transfer) => transfer.amount);
   }
+  /** The toy's dispute `key` of `amount` on an invoice, applied through `settlement` (the gateway's, or one wrapped). */
+  function dispute(settlement: typeof gw.app.settlement, invoice: string, key: string, amount: bigint) {
+    return applyReversed(settlement, {
+      rail: "toysplit",
+      reference: invoice,
+      key,
+      amount,
+      evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
+    });
+  }
   async function reversalParts(invoice: string, key: string) {
     const found = await gw.app.ledger.lookupTransfers([
       reversalShareLedgerId(invoice, key, payeeA, "reversed"),
@@ -506,16 +516,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // been claimed and has succeeded.
     const pausing = pausingAtRefundsRead(gw.app.settlement.db);
     const key = `dispute-${invoice}`;
-    const reversal = applyReversed(
-      { ...gw.app.settlement, db: pausing.db },
-      {
-        rail: "toysplit",
-        reference: invoice,
-        key,
-        amount: 4_000_000n,
-        evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
-      },
-    );
+    const reversal = dispute({ ...gw.app.settlement, db: pausing.db }, invoice, key, 4_000_000n);
     await pausing.reached;
     const refunded = await createRefund(gw.app.payments, refundOfAll(invoice));
     pausing.open();
@@ -658,15 +659,11 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           return typeof value === "function" ? value.bind(target) : value;
         },
       });
-      const reversal = await applyReversed(
+      const reversal = await dispute(
         { ...gw.app.settlement, ledger: refundingAfterLegs },
-        {
-          rail: "toysplit",
-          reference: invoice,
-          key,
-          amount: received,
-          evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
-        },
+        invoice,
+        key,
+        received,
       );
       expect(reversal).toEqual({ status: "applied", shortfall: 0n });
       // Before: the legs were written, then the record in a transaction of its own; the refund between them saw no
@@ -713,16 +710,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       gw.app.settlement.db,
       /SELECT received_amount FROM invoices WHERE id = \$1 AND tenant_id/,
     );
-    const reversal = applyReversed(
-      { ...gw.app.settlement, db: pausing.db },
-      {
-        rail: "toysplit",
-        reference: invoice,
-        key,
-        amount: 4_000_000n,
-        evidence: { rail: "external", railId: "toysplit", reference: `toy_dp_${key}` },
-      },
-    );
+    const reversal = dispute({ ...gw.app.settlement, db: pausing.db }, invoice, key, 4_000_000n);
     await pausing.reached;
     await toy.payMore(invoice, "second", 10_000_000n);
     pausing.open();
