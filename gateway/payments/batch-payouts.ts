@@ -7,7 +7,8 @@
 // batch's evidence, and each payment succeeds with that evidence.
 //
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
-// contract accept once; a flush first resumes any batch still sending, with the same reference.
+// contract accept once; a flush first resumes any batch still sending, with the same reference. One flush sends a
+// batch at a time (a lease on it), and only that flush may fail it and put its payouts back in the queue.
 import { randomUUID } from "node:crypto";
 import { causeWhere, type Rail, SwitchyardError } from "../../core/index.ts";
 import {
