@@ -20,6 +20,7 @@ import path from "node:path";
 import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
 import pg from "pg";
 import {
+  causeWhere,
   type Db,
   type Logger,
   type MigrationSource,
@@ -273,6 +274,11 @@ export function isServerError(error: unknown): error is Error & { code?: string;
 export function serverSqlState(error: unknown): string | undefined {
   if (!isServerError(error)) return undefined;
   return typeof error.code === "string" && /^[0-9A-Z]{5}$/.test(error.code) ? error.code : undefined;
+}
+
+/** Whether the server raised SQLSTATE `code` (serverSqlState: a server's error, not any `code`), along the causes. */
+export function serverRaised(error: unknown, code: string): boolean {
+  return causeWhere(error, (cause) => serverSqlState(cause) === code) !== undefined;
 }
 
 /**

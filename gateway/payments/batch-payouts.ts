@@ -10,7 +10,7 @@
 // contract accept once; a flush first resumes any batch still sending, with the same reference. One flush sends a
 // batch at a time (a lease on it), and only that flush may fail it and put its payouts back in the queue.
 import { randomUUID } from "node:crypto";
-import { causeWhere, type Rail, SwitchyardError } from "../../core/index.ts";
+import { type Rail, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -18,7 +18,7 @@ import {
   getRailAccount,
   getTenantAccount,
 } from "../accounts/index.ts";
-import { type Db, serverSqlState } from "../db/index.ts";
+import { type Db, serverRaised } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { credit, debit, type Ledger, transferCodes } from "../ledger/index.ts";
 import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
@@ -126,8 +126,7 @@ export async function accruePayout(
 }
 
 /** Whether an error is netting_payment_not_processing() (migration 0034), along its causes. */
-export const isPaymentNotProcessing = (error: unknown): boolean =>
-  causeWhere(error, (cause) => serverSqlState(cause) === "SYN01") !== undefined;
+export const isPaymentNotProcessing = (error: unknown): boolean => serverRaised(error, "SYN01");
 
 type BatchRow = {
   id: string;

@@ -1,8 +1,8 @@
 // SQL for refunds. Every read a tenant asks for is scoped to it; the rail's events find a refund by its id or its
 // rail reference. Status changes are conditional updates written beside the ledger's post or void (the first
 // writer wins; a repeated event finds nothing left to change), each with its event in the outbox.
-import { causeWhere, type SettlementEvidence } from "../../core/index.ts";
-import { type Sql, type Statement, serverSqlState } from "../db/index.ts";
+import type { SettlementEvidence } from "../../core/index.ts";
+import { type Sql, type Statement, serverRaised } from "../db/index.ts";
 import type {
   Refund,
   RefundDestination,
@@ -267,16 +267,12 @@ export function claimStatement(refund: NewRefund): Statement {
   };
 }
 
-/** Whether the server raised SQLSTATE `code` (serverSqlState: a server's error, not any `code`), along the causes. */
-const sqlStateIs = (error: unknown, code: string): boolean =>
-  causeWhere(error, (cause) => serverSqlState(cause) === code) !== undefined;
-
 /** Whether an error is refund_exceeds_remaining() (migration 0017), along its causes. */
-export const isRefundExceeding = (error: unknown): boolean => sqlStateIs(error, "SYR01");
+export const isRefundExceeding = (error: unknown): boolean => serverRaised(error, "SYR01");
 /** Whether an error is refund_key_taken() (migration 0017), along its causes. */
-export const isRefundKeyTaken = (error: unknown): boolean => sqlStateIs(error, "SYR02");
+export const isRefundKeyTaken = (error: unknown): boolean => serverRaised(error, "SYR02");
 /** Whether an error is reversal_withdrawn() (migration 0033: settlement/invoices.ts), along its causes. */
-export const isReversalWithdrawn = (error: unknown): boolean => sqlStateIs(error, "SYR03");
+export const isReversalWithdrawn = (error: unknown): boolean => serverRaised(error, "SYR03");
 
 /** The JSON of an event's payload, built in SQL from the refund's row (`moved`). */
 const payloadSql = (status: RefundStatus) =>
