@@ -41,6 +41,7 @@ import {
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 import {
   claimableOf,
+  invoiceReceived,
   isRefundExceeding,
   isReversalWithdrawn,
   pauseAfterMovedVersion,
@@ -760,12 +761,12 @@ export async function applyReversed(
     const taken = chain.taken.reduce((sum, amount) => sum + amount, 0n);
     // Recorded with the legs; or the legs were there already (a redelivery, a run that raced this one, a chain an
     // earlier version wrote apart from its record) or there were none to write: recorded now, unless it is.
-    const [row] =
-      chain.rows ??
-      (await (async () => {
-        const record = reversalRecordStatement(invoice, event, taken, null);
-        return await deps.db.query(record.text, record.params);
-      })());
+    let rows = chain.rows;
+    if (rows === null) {
+      const record = reversalRecordStatement(invoice, event, taken, null);
+      rows = await deps.db.query(record.text, record.params);
+    }
+    const [row] = rows;
     const status = row?.recorded === true ? ("applied" as const) : ("duplicate" as const);
     return { status, shortfall: event.amount - taken };
   } catch (error) {
@@ -804,9 +805,9 @@ function reversalRecordStatement(
   };
   return {
     text: `WITH
-     received AS (SELECT received_amount FROM invoices WHERE id = $1 AND received_amount > 0),
+     received AS (SELECT coalesce(received_amount, 0) AS amount FROM invoices WHERE id = $1),
      touched AS (
-       INSERT INTO refundable AS r (target_id, paid, refunded) SELECT $1, received_amount, 0 FROM received
+       INSERT INTO refundable AS r (target_id, paid, refunded) SELECT $1, amount, 0 FROM received WHERE amount > 0
        ON CONFLICT (target_id) DO UPDATE SET paid = GREATEST(r.paid, EXCLUDED.paid)
          WHERE $2::text IS NULL OR r.xmin::text = $2::text
        RETURNING 1),
@@ -826,10 +827,9 @@ function reversalRecordStatement(
      SELECT EXISTS (SELECT 1 FROM recorded WHERE inserted) AS recorded,
        CASE WHEN EXISTS (SELECT 1 FROM recorded WHERE NOT inserted) THEN reversal_withdrawn() ELSE true
          END AS standing,
-       CASE WHEN $7::bigint IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND coalesce(received_amount, 0) = $7::bigint)
+       CASE WHEN $7::bigint IS NOT NULL AND NOT EXISTS (SELECT 1 FROM received WHERE amount = $7::bigint)
               THEN refund_exceeds_remaining()
-            WHEN NOT EXISTS (SELECT 1 FROM received) OR EXISTS (SELECT 1 FROM touched) THEN true
+            WHEN NOT EXISTS (SELECT 1 FROM received WHERE amount > 0) OR EXISTS (SELECT 1 FROM touched) THEN true
             ELSE refund_exceeds_remaining() END AS touched`,
     params: [
       invoice.id,
@@ -870,7 +870,7 @@ async function takeBackReversal(
   for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
     // The version first, then every read the legs are computed from (only the version of claimableOf is used).
     const readAt = split ? (await claimableOf(deps.db, { targetId: invoice.id, paid: 0n })).version : null;
-    const whole = await receivedOf(deps.db, invoice);
+    const whole = await invoiceReceived(deps.db, invoice.id);
     const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
     const legs = reversalLegs(invoice, event, {
       ...(await accountsFor(deps, invoice)),
@@ -904,15 +904,6 @@ async function takeBackReversal(
 /** Refunds of an invoice kept being claimed while a reversal of it was computed: nothing was written (redeliver). */
 export class SettlementContendedError extends SwitchyardError {
   override name = "SettlementContendedError";
-}
-
-/** What the invoice received (0 when nothing). */
-async function receivedOf(sql: Sql, invoice: InvoiceTarget): Promise<bigint> {
-  const [row] = await sql.query<{ received_amount: bigint | null }>(
-    "SELECT received_amount FROM invoices WHERE id = $1 AND tenant_id = $2",
-    [invoice.id, invoice.tenantId],
-  );
-  return row?.received_amount ?? 0n;
 }
 
 /** The reversal's legs: each payee's share, then the rest from the invoice's account; each to the rail's clearing. */

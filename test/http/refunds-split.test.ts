@@ -704,11 +704,11 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   it("a reversal whose reads straddle a further receipt of the invoice is computed again with it: each payee its part", async () => {
     const invoice = await paidSplitInvoice();
     const key = `dispute-${invoice}`;
-    // The dispute of 4 USDC stops right after it read what the invoice received (settlement/invoices.ts receivedOf),
-    // before the payees' credits.
+    // The dispute of 4 USDC stops right after it read what the invoice received (payments/refunds-store.ts
+    // invoiceReceived), before the payees' credits.
     const pausing = pausingAfter(
       gw.app.settlement.db,
-      /SELECT received_amount FROM invoices WHERE id = \$1 AND tenant_id/,
+      /^SELECT received_amount FROM invoices WHERE id = \$1$/,
     );
     const reversal = dispute({ ...gw.app.settlement, db: pausing.db }, invoice, key, 4_000_000n);
     await pausing.reached;
