@@ -127,23 +127,21 @@ export async function refundsOfInvoice(
 }
 
 /**
- * What is left to refund of an invoice or payment that paid `paid` (as it stands now: all of it, before a first
- * refund), and the version of its `refundable` row this was read from: PostgreSQL's `xmin`, the transaction that
- * last wrote the row, which every claim and every amount given back changes (never back to an earlier value), or
- * `none` while there is no row. A claim made with `readAt` passes only if the row is still that version. A reversal
- * of the invoice's money moves the version too, in the transaction of its legs and its record
- * (settlement/invoices.ts reversalRecordStatement).
+ * What has been refunded of an invoice or payment (what is left is what it paid less this), and the version of its
+ * `refundable` row this was read from: PostgreSQL's `xmin`, the transaction that last wrote the row, which every
+ * claim and every amount given back changes (never back to an earlier value), or `none` while there is no row. A
+ * claim made with `readAt` passes only if the row is still that version. A reversal of the invoice's money moves the
+ * version too, in the transaction of its legs and its record (settlement/invoices.ts reversalRecordStatement).
  */
 export async function claimableOf(
   sql: Sql,
-  params: { targetId: string; paid: bigint },
-): Promise<{ left: bigint; refunded: bigint; version: string }> {
+  targetId: string,
+): Promise<{ refunded: bigint; version: string }> {
   const [row] = await sql.query<{ refunded: bigint; version: string }>(
     "SELECT refunded, xmin::text AS version FROM refundable WHERE target_id = $1",
-    [params.targetId],
+    [targetId],
   );
-  const refunded = row?.refunded ?? 0n;
-  return { left: params.paid - refunded, refunded, version: row?.version ?? noRefundableRow };
+  return { refunded: row?.refunded ?? 0n, version: row?.version ?? noRefundableRow };
 }
 
 /**

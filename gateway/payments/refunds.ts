@@ -481,12 +481,12 @@ type Claimed =
  * reversal recorded after the claim waits for its lock: the refund came first.
  */
 async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRefundParams): Promise<Claimed> {
-  const version = await claimableOf(deps.db, { targetId: source.targetId, paid: source.paid });
+  const read = await claimableOf(deps.db, source.targetId);
   // What an invoice received, read again after the version: a further receipt since the first read counts, and one
   // after this read refuses the claim (claimStatement), so what is left and the credits read below are of one state.
   const paid =
     params.target.kind === "invoice" ? await invoiceReceived(deps.db, source.targetId) : source.paid;
-  const read = { ...version, left: paid - version.refunded };
+  const left = paid - read.refunded;
   // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
   // refund a disputed charge: until every reversal of it is withdrawn, nothing is refundable.
   if (params.target.kind === "invoice" && (await reversalStands(deps.db, source.targetId)))
@@ -498,7 +498,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
         "invoice",
       ),
     };
-  const amount = amountOf(source, params, read.left);
+  const amount = amountOf(source, params, left);
   if (typeof amount !== "bigint") return { outcome: "answered", answer: amount };
   const payees = await splitPayees(deps, {
     id: source.targetId,
@@ -506,7 +506,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     split: source.split,
   });
   const id = newId("rfd");
-  const shares = takeBackShares(amount, read.left, payees, "left");
+  const shares = takeBackShares(amount, left, payees, "left");
   const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
   const hold = holdOf(id, source, amount - fromPayees);
   const claim = claimStatement({

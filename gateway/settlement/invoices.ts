@@ -868,8 +868,8 @@ async function takeBackReversal(
 ): Promise<{ taken: bigint[]; rows: Row[] | null }> {
   const split = invoice.split !== null && invoice.split.length > 0;
   for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
-    // The version first, then every read the legs are computed from (only the version of claimableOf is used).
-    const readAt = split ? (await claimableOf(deps.db, { targetId: invoice.id, paid: 0n })).version : null;
+    // The version first, then every read the legs are computed from.
+    const readAt = split ? (await claimableOf(deps.db, invoice.id)).version : null;
     const whole = await invoiceReceived(deps.db, invoice.id);
     const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
     const legs = reversalLegs(invoice, event, {
