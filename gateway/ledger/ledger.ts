@@ -16,6 +16,7 @@ import {
   type LedgerLimits,
   type Transfer,
   type TransferInput,
+  timestampMax,
   u16Max,
   u32Max,
   u64Max,
@@ -119,24 +120,24 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       const limit = Math.min(filter.limit, limits.lookupLimitMax);
       const given = <T extends bigint | number>(value: T | undefined): T | undefined =>
         value === undefined || value === 0 || value === 0n ? undefined : value;
-      const timestampMin = given(filter.timestampMin);
-      const timestampMax = given(filter.timestampMax);
+      const min = given(filter.timestampMin);
+      const max = given(filter.timestampMax);
       if (
         limit === 0 ||
         filter.accountId === 0n ||
         filter.accountId === u128Max ||
-        timestampMin === u64Max ||
-        timestampMax === u64Max ||
-        (timestampMin !== undefined && timestampMax !== undefined && timestampMin > timestampMax) ||
-        // No timestamp reaches 2^63 (they are int8): nothing is that late, and every one is that early.
-        (timestampMin !== undefined && timestampMin > int8Max) ||
-        (filter.after !== undefined && filter.after > int8Max && filter.reversed !== true)
+        min === u64Max ||
+        max === u64Max ||
+        (min !== undefined && max !== undefined && min > max) ||
+        // No timestamp passes timestampMax: nothing is later than it, and every one is earlier.
+        (min !== undefined && min > timestampMax) ||
+        (filter.after !== undefined && filter.after > timestampMax && filter.reversed !== true)
       )
         return { transfers: [], nextCursor: null };
       const transfers = await selectAccountTransfers(db, {
         accountId: filter.accountId,
         limit,
-        after: filter.after !== undefined && filter.after > int8Max ? undefined : filter.after,
+        after: filter.after !== undefined && filter.after > timestampMax ? undefined : filter.after,
         debits: filter.debits ?? true,
         credits: filter.credits ?? true,
         reversed: filter.reversed ?? false,
@@ -144,8 +145,8 @@ export function createLedger(params: CreateLedgerParams): Ledger {
         userData128: given(filter.userData128),
         userData64: given(filter.userData64),
         userData32: given(filter.userData32),
-        timestampMin,
-        timestampMax: timestampMax !== undefined && timestampMax > int8Max ? undefined : timestampMax,
+        timestampMin: min,
+        timestampMax: max !== undefined && max > timestampMax ? undefined : max,
       });
       const last = transfers.at(-1);
       return {
@@ -198,8 +199,6 @@ function inOrder<T extends { id: bigint }>(ids: readonly bigint[], found: readon
   }
   return out;
 }
-
-const int8Max = (1n << 63n) - 1n;
 
 /** An AccountFilter's fields within their TigerBeetle types (what its wire format could carry), or a throw. */
 function checkAccountFilter(filter: AccountTransfersFilter): void {
