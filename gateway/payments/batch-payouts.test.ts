@@ -82,19 +82,22 @@ afterAll(async () => {
   await db?.close();
 });
 
+/** A payout of the customer's to the payee, for payment `id`. */
+const payoutOf = (id: string, amount: bigint) => ({
+  id,
+  tenantId,
+  sourceAccountId: "acct_netting_customer",
+  payee,
+  amount,
+});
+
 const customerPosted = async () =>
   balanceOf("customer", (await ledger.lookupAccounts([customerLedgerId]))[0]!).posted;
 
 describe("accruePayout", () => {
   it("debits the payer and queues the payout once, under the netting's accrue code", async () => {
     await insertPayment("pay_accrued");
-    const payout = {
-      id: "pay_accrued",
-      tenantId,
-      sourceAccountId: "acct_netting_customer",
-      payee,
-      amount: 40n,
-    };
+    const payout = payoutOf("pay_accrued", 40n);
     expect(await accruePayout(deps(), payout)).toBe("accrued");
     expect(await accruePayout(deps(), payout)).toBe("accrued");
     expect(await customerPosted()).toBe(60n);
@@ -108,27 +111,15 @@ describe("accruePayout", () => {
 
   it("is short: nothing debited, nothing queued", async () => {
     await insertPayment("pay_short");
-    const payout = {
-      id: "pay_short",
-      tenantId,
-      sourceAccountId: "acct_netting_customer",
-      payee,
-      amount: 1_000n,
-    };
+    const payout = payoutOf("pay_short", 1_000n);
     expect(await accruePayout(deps(), payout)).toBe("insufficient_funds");
     expect(await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_short'")).toEqual([]);
   });
 
   it("a queued payout that cannot be written leaves the payer's debit unwritten too", async () => {
-    // No payments row: the netted_payouts insert fails on its foreign key, as a crash between the two would leave it.
+    // No payments row: the statement queues nothing and refuses (netting_payment_not_processing), so the debit goes.
     const before = await customerPosted();
-    const payout = {
-      id: "pay_missing",
-      tenantId,
-      sourceAccountId: "acct_netting_customer",
-      payee,
-      amount: 10n,
-    };
+    const payout = payoutOf("pay_missing", 10n);
     await expect(accruePayout(deps(), payout)).rejects.toThrow();
     expect(await customerPosted()).toBe(before);
     expect(await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_missing'")).toEqual([]);
@@ -140,13 +131,7 @@ describe("accrual and flushes racing", () => {
     await insertPayment("pay_failed_meanwhile");
     await db.query("UPDATE payments SET status = 'failed' WHERE id = 'pay_failed_meanwhile'");
     const before = await customerPosted();
-    const payout = {
-      id: "pay_failed_meanwhile",
-      tenantId,
-      sourceAccountId: "acct_netting_customer",
-      payee,
-      amount: 10n,
-    };
+    const payout = payoutOf("pay_failed_meanwhile", 10n);
     // Before: the payer was debited and the payout queued (and later paid) for a payment answered failed.
     await expect(accruePayout(deps(), payout)).rejects.toSatisfy(isPaymentNotProcessing);
     expect(await customerPosted()).toBe(before);
@@ -161,7 +146,7 @@ describe("accrual and flushes racing", () => {
       ["pay_flush_b", 5n],
     ] as const) {
       await insertPayment(id);
-      const payout = { id, tenantId, sourceAccountId: "acct_netting_customer", payee, amount };
+      const payout = payoutOf(id, amount);
       expect(await accruePayout(deps(), payout)).toBe("accrued");
     }
     const queued = async () =>
@@ -225,7 +210,7 @@ describe("accrual and flushes racing", () => {
   it("a batch whose rail throws when it is resumed holds up neither the other batches nor the payouts waiting", async () => {
     const accrueOne = async (id: string, amount: bigint) => {
       await insertPayment(id);
-      const payout = { id, tenantId, sourceAccountId: "acct_netting_customer", payee, amount };
+      const payout = payoutOf(id, amount);
       expect(await accruePayout(deps(), payout)).toBe("accrued");
     };
     await accrueOne("pay_stuck", 3n);
