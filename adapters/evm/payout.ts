@@ -36,13 +36,19 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       message: `the EVM rail does not reach ${attempt.destination.kind}`,
       retryElsewhere: true,
     };
-  const sent = await sendOnce(state.journal, attempt.id, async () => {
-    if (call.splitter !== null) {
-      const refused = await ensureAllowance(state, call.splitter, attempt.amount, attempt.id);
-      if (refused !== null) return refused;
-    }
-    return { to: call.to, data: call.data };
-  });
+  const sent = await sendOnce(
+    state.journal,
+    attempt.id,
+    async () => {
+      if (call.splitter !== null) {
+        const refused = await ensureAllowance(state, call.splitter, attempt.amount, attempt.id);
+        if (refused !== null) return refused;
+      }
+      return { to: call.to, data: call.data };
+    },
+    // A refused attempt fails and its payment moves on to another: the attempt never sends later.
+    { refusalIsFinal: true },
+  );
   if ("status" in sent) {
     const code = sent.code;
     return {

@@ -93,22 +93,78 @@ export function serialized<T>(journal: SendJournal, fn: () => Promise<T>): Promi
   return run;
 }
 
+export type SendOptions = {
+  /**
+   * The key's first outcome is its only one: a refusal is kept (evm_send_refusals) and answered again, and a send
+   * is never signed under a key refused before. For keys whose caller moves on when told "refused" (a payout
+   * attempt fails and the payment tries another; a netted batch's payouts go back in the queue): another process
+   * asking under the same key later, and sending, would pay twice. Keys retried by design after a refusal (a sweep,
+   * an authorization given back to its payer) leave it off.
+   */
+  refusalIsFinal?: boolean;
+};
+
 /**
  * The send stored under `key`, rebroadcast (replaced first when it has waited too long); or a new one made by
- * `prepare` (run only when there is none).
+ * `prepare` (run only when there is none). With `refusalIsFinal`, the refusal kept under `key` when there is one.
  */
 export function sendOnce(
   journal: SendJournal,
   key: string,
   prepare: () => Promise<Call | SendRefused>,
+  options: SendOptions = {},
 ): Promise<SendRow | SendRefused> {
+  const final = options.refusalIsFinal === true;
   return serialized(journal, async () => {
     const existing = await storedSend(journal, key);
     if (existing !== null) return existing;
+    if (final) {
+      const [refused] = await refusalsOf(journal.db, key);
+      if (refused !== undefined) return refused;
+    }
     const call = await prepare();
-    if ("status" in call) return call;
-    return signAndStore(journal, key, call);
+    // Refused by `prepare` or before signing (gas estimation, the fee cap): nothing was signed.
+    const outcome = "status" in call ? call : await signAndStore(journal, key, call, final);
+    return final && "status" in outcome ? keepRefusal(journal, key, outcome) : outcome;
   });
+}
+
+/** The refusal kept under `key` (none, or one). */
+function refusalsOf(sql: Sql, key: string): Promise<SendRefused[]> {
+  return sql.query<SendRefused>(
+    "SELECT 'failed' AS status, code, revert, message FROM evm_send_refusals WHERE attempt_id = $1",
+    [key],
+  );
+}
+
+/**
+ * Keeps `refusal` as the outcome of `key`, under the wallet's nonce row lock (the lock a send of the key takes
+ * to be signed): unless another process signed a send under the key meanwhile (that send is the outcome, and is
+ * broadcast again), or kept its own refusal first (that one is).
+ */
+async function keepRefusal(
+  journal: SendJournal,
+  key: string,
+  refusal: SendRefused,
+): Promise<SendRow | SendRefused> {
+  const outcome = await journal.db.transaction(async (tx): Promise<SendRow | SendRefused> => {
+    await lockedNextNonce(journal, tx);
+    const [sent] = await tx.query<SendRow>(
+      "SELECT attempt_id, tx_hash, raw_tx, nonce FROM evm_sends WHERE attempt_id = $1",
+      [key],
+    );
+    if (sent !== undefined) return sent;
+    await tx.query(
+      `INSERT INTO evm_send_refusals (attempt_id, chain_id, code, revert, message) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (attempt_id) DO NOTHING`,
+      [key, journal.chainId, refusal.code, refusal.revert, refusal.message],
+    );
+    const [kept] = await refusalsOf(tx, key);
+    if (kept === undefined) throw new EvmRailError(`the refusal of ${key} vanished inside its transaction`);
+    return kept;
+  });
+  if (!("status" in outcome)) await broadcast(journal, outcome);
+  return outcome;
 }
 
 /**
@@ -143,7 +199,12 @@ async function storedSend(journal: SendJournal, key: string): Promise<SendRow | 
  * Signs a call with the policy's fees and the next nonce of the wallet, stores it under `key`, then broadcasts
  * it. A base fee above the cap, or a revert in gas estimation, sends nothing.
  */
-async function signAndStore(journal: SendJournal, key: string, call: Call): Promise<SendRow | SendRefused> {
+async function signAndStore(
+  journal: SendJournal,
+  key: string,
+  call: Call,
+  refusalIsFinal = false,
+): Promise<SendRow | SendRefused> {
   const { walletClient } = journal;
   let request: Awaited<ReturnType<typeof walletClient.prepareTransactionRequest>>;
   try {
@@ -181,8 +242,14 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
   );
   const chainId = await nodeChainId(journal);
   const { account: _account, chain: _chain, ...transaction } = request;
-  const row = await journal.db.transaction(async (tx) => {
+  const row = await journal.db.transaction(async (tx): Promise<SendRow | SendRefused> => {
     const nonce = await takeNonce(journal, tx, pending);
+    // Under the nonce row's lock, as a refusal is kept: one another process kept since the look before prepare
+    // decides the key (its caller has moved on).
+    if (refusalIsFinal) {
+      const [refused] = await refusalsOf(tx, key);
+      if (refused !== undefined) return refused;
+    }
     const raw = await signLocally(journal, { ...transaction, nonce, chainId } as TransactionSerializable);
     const signed: SendRow = { attempt_id: key, tx_hash: keccak256(raw), raw_tx: raw, nonce };
     await tx.query(
@@ -195,6 +262,7 @@ async function signAndStore(journal: SendJournal, key: string, call: Call): Prom
     );
     return signed;
   });
+  if ("status" in row) return row;
   await broadcast(journal, row);
   return row;
 }
@@ -230,6 +298,12 @@ function walletKey(journal: SendJournal): string {
  * count when that is ahead (a transaction sent from the wallet outside the gateway, or the first send).
  */
 async function takeNonce(journal: SendJournal, tx: Sql, pending: bigint): Promise<number> {
+  const next = await lockedNextNonce(journal, tx);
+  return Number(next > pending ? next : pending);
+}
+
+/** The wallet's nonce row's next nonce, under its lock (held until `tx` ends); the row is made when missing. */
+async function lockedNextNonce(journal: SendJournal, tx: Sql): Promise<bigint> {
   const wallet = walletKey(journal);
   await tx.query(
     "INSERT INTO evm_nonces (chain_id, wallet, next_nonce) VALUES ($1, $2, 0) ON CONFLICT (chain_id, wallet) DO NOTHING",
@@ -240,8 +314,7 @@ async function takeNonce(journal: SendJournal, tx: Sql, pending: bigint): Promis
     [journal.chainId, wallet],
   );
   if (locked === undefined) throw new EvmRailError("the wallet's nonce row vanished inside its transaction");
-  const next = locked.next_nonce > pending ? locked.next_nonce : pending;
-  return Number(next);
+  return locked.next_nonce;
 }
 
 /** A replacement must offer at least 12.5% more (geth asks 10%, others up to 12.5%): numerator over 8. */

@@ -12,7 +12,7 @@ import {
   isSplitterLog,
   requireSplitter,
 } from "./rail-state.ts";
-import { type Call, receiptOf, type SendRefused, sendOnce } from "./send-journal.ts";
+import { type Call, receiptOf, type SendOptions, type SendRefused, sendOnce } from "./send-journal.ts";
 import { referenceFromId, settleBatchPayeesMax } from "./splits.ts";
 import type {
   DistributeParams,
@@ -29,8 +29,9 @@ function splitterCall(
   key: string,
   prepare: () => Promise<Call | SendRefused>,
   find: FindProof,
+  options: SendOptions = {},
 ): Promise<EvmCallOutcome> {
-  return translatingViemErrors(`splitter call ${key}`, () => callOnce(state, key, prepare, find));
+  return translatingViemErrors(`splitter call ${key}`, () => callOnce(state, key, prepare, find, options));
 }
 
 async function callOnce(
@@ -38,8 +39,9 @@ async function callOnce(
   key: string,
   prepare: () => Promise<Call | SendRefused>,
   find: FindProof,
+  options: SendOptions,
 ): Promise<EvmCallOutcome> {
-  const sent = await sendOnce(state.journal, key, prepare);
+  const sent = await sendOnce(state.journal, key, prepare, options);
   if ("status" in sent)
     return {
       status: "failed",
@@ -161,6 +163,9 @@ export function settleBatch(state: EvmRailState, p: SettleBatchParams): Promise<
       }).find((entry) => isSplitterLog(state, entry.address) && entry.args.ref === p.ref);
       return log === undefined ? undefined : { logIndex: log.logIndex, amount: log.args.total };
     },
+    // Netting puts a refused batch's payouts back in the queue: asked again (a flush whose lease ran out), the
+    // batch must stay refused rather than be sent beside the batch that pays them now.
+    { refusalIsFinal: true },
   );
 }
 
