@@ -15,10 +15,12 @@ import {
   type NettingDeps,
   NettingResumeError,
 } from "./batch-payouts.ts";
+import { accrue } from "./service.ts";
 
 let db: Db;
 let ledger: Ledger;
 let customerLedgerId: bigint;
+let clearingLedgerId: bigint;
 const tenantId = "ten_netting";
 const payee = "0x00000000000000000000000000000000000000bb" as const;
 
@@ -65,6 +67,7 @@ beforeAll(async () => {
     },
   );
   customerLedgerId = customer.ledgerAccountId;
+  clearingLedgerId = clearing.ledgerAccountId;
   await ledger.createTransfers([
     {
       id: 77n,
@@ -90,6 +93,9 @@ const payoutOf = (id: string, amount: bigint) => ({
   payee,
   amount,
 });
+
+const statusOf = (result: Awaited<ReturnType<typeof accrue>>) =>
+  result.ok ? result.payment.status : "key taken";
 
 const customerPosted = async () =>
   balanceOf("customer", (await ledger.lookupAccounts([customerLedgerId]))[0]!).posted;
@@ -138,6 +144,46 @@ describe("accrual and flushes racing", () => {
     expect(await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_failed_meanwhile'")).toEqual(
       [],
     );
+  });
+
+  it("a payment short when its request accrued it is not failed once recovery's accrual of it passed", async () => {
+    await insertPayment("pay_short_then_funded");
+    const payout = payoutOf("pay_short_then_funded", (await customerPosted()) + 5n);
+    // The request's accrual finds the payer short; it stops there until recovery has accrued the payment.
+    const short = latch();
+    const recovered = latch();
+    const real = ledger;
+    const requestLedger: Ledger = {
+      ...real,
+      createTransfersWith: async (...args: Parameters<Ledger["createTransfersWith"]>) => {
+        const results = await real.createTransfersWith(...args);
+        short.release();
+        await recovered.done;
+        return results;
+      },
+    };
+    const request = accrue({ db }, { ...deps(), ledger: requestLedger }, payout);
+    await short.done;
+    await ledger.createTransfers([
+      {
+        id: 78n,
+        debitAccountId: clearingLedgerId,
+        creditAccountId: customerLedgerId,
+        amount: 30n, // leaves the payer 25 after this payout, what the next test accrues
+        ledger: assets.USDC.ledger,
+        code: transferCodes.payments.funding,
+      },
+    ]);
+    expect(statusOf(await accrue({ db }, deps(), payout))).toBe("processing");
+    recovered.release();
+    // Before: the request failed it for its funds, while its payout stayed queued (and was paid by the next batch).
+    expect(statusOf(await request)).toBe("processing");
+    expect(
+      await db.query("SELECT 1 FROM netted_payouts WHERE payment_id = 'pay_short_then_funded'"),
+    ).toHaveLength(1);
+    expect(
+      await db.query("SELECT 1 FROM outbox WHERE payload->>'payment_id' = 'pay_short_then_funded'"),
+    ).toEqual([]);
   });
 
   it("never sends a batch another flush is sending: a refusal re-queues only what its own flush failed", async () => {

@@ -18,7 +18,7 @@ import {
   getRailAccount,
   getTenantAccount,
 } from "../accounts/index.ts";
-import { type Db, serverRaised } from "../db/index.ts";
+import { type Db, type Sql, serverRaised } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { credit, debit, type Ledger, transferCodes } from "../ledger/index.ts";
 import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
@@ -104,14 +104,16 @@ export async function accruePayout(
       userData128: derivedLedgerId(payment.id, "payment"),
       label: `the accrual of payment ${payment.id}`,
       // Only while the payment is processing (recovery may accrue one its request failed meanwhile): otherwise the
-      // debit is rolled back with this statement (isPaymentNotProcessing).
+      // debit is rolled back with this statement (isPaymentNotProcessing). The payment's row is locked, as a
+      // failure for funds locks it before it looks for the queued payout (failPayment's unlessAccrued).
       alongside: {
-        text: `WITH queued AS (
+        text: `WITH payment AS (
+       SELECT id FROM payments WHERE id = $1 AND status = 'processing' FOR UPDATE),
+     queued AS (
        INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id)
-       SELECT $1, $2, $3, $4, $5 FROM payments WHERE id = $1 AND status = 'processing'
+       SELECT $1, $2, $3, $4, $5 FROM payment
        ON CONFLICT (payment_id) DO NOTHING RETURNING 1)
-     SELECT CASE WHEN EXISTS (SELECT 1 FROM payments WHERE id = $1 AND status = 'processing') THEN true
-       ELSE netting_payment_not_processing() END AS queued`,
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM payment) THEN true ELSE netting_payment_not_processing() END AS queued`,
         params: [
           payment.id,
           deps.payer.id,
@@ -123,6 +125,17 @@ export async function accruePayout(
     },
   );
   return debited === "insufficient_funds" ? "insufficient_funds" : "accrued";
+}
+
+/**
+ * Whether a payment's payout is queued for netting, read under the payment's row lock (the lock its accrual's
+ * statement takes): an accrual racing the caller has committed by then, or finds the payment no longer processing
+ * once the caller moves it on.
+ */
+export async function accruedUnderLock(tx: Sql, paymentId: string): Promise<boolean> {
+  await tx.query("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", [paymentId]);
+  const queued = await tx.query("SELECT 1 FROM netted_payouts WHERE payment_id = $1", [paymentId]);
+  return queued.length > 0;
 }
 
 /** Whether an error is netting_payment_not_processing() (migration 0034), along its causes. */

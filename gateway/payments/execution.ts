@@ -5,6 +5,7 @@
 import type { AttemptOutcome, AttemptSucceeded, Destination, Rail, RailEvent } from "../../core/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { findReservation, type Reservation } from "../ledger/index.ts";
+import { accruedUnderLock } from "./batch-payouts.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
 import type { IdempotencyRecord } from "./internal.ts";
@@ -31,7 +32,11 @@ import {
   type PaymentFailureCode,
 } from "./types.ts";
 
-export async function readPayment(deps: PaymentsDeps, tenantId: string, id: string): Promise<Payment> {
+export async function readPayment(
+  deps: Pick<PaymentsDeps, "db">,
+  tenantId: string,
+  id: string,
+): Promise<Payment> {
   const payment = await getPayment(deps.db, { tenantId, id });
   if (payment === null) throw new PaymentInvariantError(`payment ${id} vanished after it was written`);
   return payment;
@@ -108,14 +113,19 @@ export async function runCandidates(
   });
 }
 
-/** Ends a processing payment as failed, with its event, in one transaction. null when it had already ended. */
+/**
+ * Ends a processing payment as failed, with its event, in one transaction. null when it had already ended, or, with
+ * `unlessAccrued`, when its payout was queued for netting (another accrual of it passed: it is not failed).
+ */
 export async function failPayment(
-  deps: PaymentsDeps,
+  deps: Pick<PaymentsDeps, "db">,
   payment: { id: string; tenantId: string },
   failureCode: PaymentFailureCode,
   failureMessage: string,
+  options: { unlessAccrued?: boolean } = {},
 ): Promise<Date | null> {
   return await deps.db.transaction(async (tx) => {
+    if (options.unlessAccrued === true && (await accruedUnderLock(tx, payment.id))) return null;
     const finished = await finishPayment(tx, {
       id: payment.id,
       status: "failed",

@@ -283,7 +283,7 @@ export function accrualPayee(
  * stopped before it or is still on its way to it.
  */
 export async function accrue(
-  deps: PaymentsDeps,
+  deps: Pick<PaymentsDeps, "db">,
   netting: NettingDeps,
   payout: Parameters<typeof accruePayout>[1],
 ): Promise<CreatePaymentResult> {
@@ -295,7 +295,8 @@ export async function accrue(
     if (!isPaymentNotProcessing(error)) throw error;
     return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id), answer: null };
   }
+  // Short: failed, unless another accrual of it (recovery's, once the balance allowed it) queued it meanwhile.
   if (accrued === "insufficient_funds")
-    await failPayment(deps, payout, "insufficient_funds", insufficientFundsMessage);
+    await failPayment(deps, payout, "insufficient_funds", insufficientFundsMessage, { unlessAccrued: true });
   return { ok: true, payment: await readPayment(deps, payout.tenantId, payout.id), answer: null };
 }
