@@ -297,3 +297,89 @@ describe("accrual and flushes racing", () => {
     expect(held!.status).toBe("processing");
   });
 });
+
+describe("flushes of two processes", () => {
+  /** A payer that pays every batch it is asked, and records the totals. */
+  const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
+    ...deps(),
+    db: on,
+    payer: {
+      id: "evm",
+      asset: assets.USDC,
+      payoutBatch: async (batch) => {
+        paid.push(batch.payouts.reduce((sum, payout) => sum + payout.amount, 0n));
+        return {
+          status: "succeeded",
+          evidence: { rail: "external", railId: "evm", reference: batch.reference },
+          fee: 0n,
+        };
+      },
+    },
+  });
+  const accrueOne = async (id: string, amount: bigint) => {
+    await insertPayment(id);
+    expect(await accruePayout(deps(), payoutOf(id, amount))).toBe("accrued");
+  };
+
+  beforeAll(async () => {
+    await ledger.createTransfers([
+      {
+        id: 79n,
+        debitAccountId: clearingLedgerId,
+        creditAccountId: customerLedgerId,
+        amount: 10n,
+        ledger: assets.USDC.ledger,
+        code: transferCodes.payments.funding,
+      },
+    ]);
+  });
+
+  it("a flush whose payouts another flush batched first writes no batch and is no error", async () => {
+    await flushNetting(payingDeps([]), { force: true }); // what earlier tests left sending or waiting
+    await accrueOne("pay_overtaken", 2n);
+    const paid: bigint[] = [];
+    // Process B's flush runs between A's plan and A's write: B batches the payouts A planned.
+    let overtaken = false;
+    const racing: Db = {
+      ...db,
+      transaction: async (fn) => {
+        if (!overtaken) {
+          overtaken = true;
+          await flushNetting(payingDeps(paid), { force: true });
+        }
+        return db.transaction(fn);
+      },
+    };
+    // Before: A's flush threw NettingInvariantError ("payouts taken by another flush"), an alarm for a race.
+    expect(await flushNetting(payingDeps(paid, racing), { force: true })).toMatchObject({ batches: 0 });
+    expect(paid).toEqual([2n]);
+    const [payment] = await db.query<{ status: string }>(
+      "SELECT status FROM payments WHERE id = 'pay_overtaken'",
+    );
+    expect(payment!.status).toBe("succeeded");
+  });
+
+  it("a refused batch does not start the timer over: its payouts go with the next flush once they waited", async () => {
+    await accrueOne("pay_timer", 3n);
+    const refused: NettingDeps = {
+      ...deps(),
+      payer: {
+        id: "evm",
+        asset: assets.USDC,
+        payoutBatch: async () => ({ status: "failed", code: "fee_above_max", message: "gas above the cap" }),
+      },
+    };
+    await flushNetting(refused, { force: true });
+    // The last batch paid and the payout both an hour old; the refused batch just now.
+    await db.query(
+      "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE status <> 'failed'",
+    );
+    await db.query(
+      "UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE payment_id = 'pay_timer'",
+    );
+    const paid: bigint[] = [];
+    // Before: the timer ran from the refused batch, and the payout waited another interval.
+    expect(await flushNetting(payingDeps(paid))).toMatchObject({ trigger: "timer", batches: 1 });
+    expect(paid).toEqual([3n]);
+  });
+});

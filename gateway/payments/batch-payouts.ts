@@ -157,6 +157,9 @@ export type FlushResult = { batches: number; payouts: number; trigger: string | 
  */
 export const nettingSendLeaseMs = 5 * 60_000;
 
+/** Thrown inside a batch's write to roll it back: another flush batched some of its payouts first. */
+class BatchOvertaken extends Error {}
+
 /** Resumes batches left sending, then settles what the plan says is due now. */
 export async function flushNetting(
   deps: NettingDeps,
@@ -206,9 +209,10 @@ async function planAndSend(
     [deps.payer.id],
   );
   if (accrued.length === 0) return result;
-  // The timer runs from the last batch, or from the oldest payout waiting when there was none; `force` fires it now.
+  // The timer runs from the last batch not refused, or from the oldest payout waiting when there was none; `force`
+  // fires it now. A refused batch does not start it over: its payouts have waited their interval already.
   const [last] = await deps.db.query<{ at: Date | null }>(
-    "SELECT max(created_at) AS at FROM netting_batches WHERE rail = $1",
+    "SELECT max(created_at) AS at FROM netting_batches WHERE rail = $1 AND status <> 'failed'",
     [deps.payer.id],
   );
   const nowMs = deps.nowMs();
@@ -228,19 +232,25 @@ async function planAndSend(
   const payees = plan.settle.map((p) => ({ payee: p.payee as `0x${string}`, amount: p.amount.toString() }));
   const total = plan.settle.reduce((sum, p) => sum + p.amount, 0n);
   const payoutIds = plan.settle.flatMap((p) => p.payoutIds);
-  await deps.db.transaction(async (tx) => {
-    await tx.query(
-      `INSERT INTO netting_batches (id, rail, ref, payees, total, status, lease_token, leased_until)
-       VALUES ($1, $2, $3, $4, $5, 'sending', $6, now() + make_interval(secs => $7::double precision / 1000))`,
-      [batchId, deps.payer.id, ref, JSON.stringify(payees), total, lease, nettingSendLeaseMs],
-    );
-    const assigned = await tx.query(
-      "UPDATE netted_payouts SET batch_id = $1 WHERE payment_id = ANY($2::text[]) AND batch_id IS NULL RETURNING payment_id",
-      [batchId, payoutIds],
-    );
-    if (assigned.length !== payoutIds.length)
-      throw new NettingInvariantError(`netting batch ${batchId}: payouts taken by another flush`);
-  });
+  try {
+    await deps.db.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO netting_batches (id, rail, ref, payees, total, status, lease_token, leased_until)
+         VALUES ($1, $2, $3, $4, $5, 'sending', $6, now() + make_interval(secs => $7::double precision / 1000))`,
+        [batchId, deps.payer.id, ref, JSON.stringify(payees), total, lease, nettingSendLeaseMs],
+      );
+      const assigned = await tx.query(
+        "UPDATE netted_payouts SET batch_id = $1 WHERE payment_id = ANY($2::text[]) AND batch_id IS NULL RETURNING payment_id",
+        [batchId, payoutIds],
+      );
+      if (assigned.length !== payoutIds.length) throw new BatchOvertaken();
+    });
+  } catch (error) {
+    // Another flush (another process) planned the same payouts and batched them first: this batch is not written,
+    // and that flush pays them.
+    if (error instanceof BatchOvertaken) return result;
+    throw error;
+  }
   await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
   result.batches = 1;
   result.payouts = payoutIds.length;
