@@ -125,7 +125,17 @@ export type AttemptSucceeded = {
 export type AttemptOutcome =
   | AttemptSucceeded
   | { status: "in_flight"; reference: string } // the final outcome arrives as a RailEvent
-  | { status: "failed"; code: RailFailureCode; message: string; retryElsewhere: boolean };
+  | {
+      status: "failed";
+      code: RailFailureCode;
+      message: string;
+      retryElsewhere: boolean;
+      /**
+       * The rail keeps this answer for the attempt id: asked again, it answers the same and never pays it. Absent: a
+       * rail that could not be reached, asked again, may try anew (its first answer says nothing for good).
+       */
+      final?: boolean;
+    };
 
 /**
  * What a rail reports on its own, on a stream (LND, chain logs) or from its provider's webhooks: the end of an

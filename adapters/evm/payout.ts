@@ -35,6 +35,7 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       code: "unreachable_destination",
       message: `the EVM rail does not reach ${attempt.destination.kind}`,
       retryElsewhere: true,
+      final: true,
     };
   const sent = await sendOnce(
     state.journal,
@@ -46,7 +47,8 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       }
       return { to: call.to, data: call.data };
     },
-    // A refused attempt fails and its payment moves on to another: the attempt never sends later.
+    // Told "refused", a payment moves on to another attempt (a refund ends failed): the attempt never sends later,
+    // even when refused because the node was out of reach.
     { refusalIsFinal: true },
   );
   if ("status" in sent) {
@@ -63,6 +65,7 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       // Nothing was sent, and none of it is another rail's concern: a shortfall of this wallet, gas above this
       // chain's cap, a split unknown on this chain (a split lives on one chain; another rail's may have it).
       retryElsewhere: true,
+      final: true, // kept in evm_send_refusals
     };
   }
   return outcomeOf(state, attempt, sent);
@@ -81,6 +84,7 @@ async function outcomeOf(
       code: "rejected",
       message: `transaction ${row.tx_hash} reverted`,
       retryElsewhere: true,
+      final: true, // mined
     };
   }
   const logIndex = provingLogIndex(state, attempt, receipt);

@@ -10,6 +10,9 @@
 // several gateway processes can share one hot wallet. Within a process, sends are also queued in order. Nothing
 // inside that transaction asks the node anything: the pending count and the node's chain id are read before it
 // opens, and the transaction is signed with the wallet's own key (a slow node never holds the row's lock).
+//
+// A refusal (nothing signed) is kept for keys whose caller moves on when told so (SendOptions.refusalIsFinal):
+// asked again, such a key answers its refusal and is never sent.
 import {
   type Account,
   type Address,
@@ -36,7 +39,7 @@ export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x$
 
 /**
  * A call gas estimation says would revert, that the node did not answer, or whose gas would cost more than the
- * policy's cap (fee_above_max): nothing was signed, stored or sent.
+ * policy's cap (fee_above_max): nothing was signed or sent (with `refusalIsFinal`, the refusal is kept).
  */
 export type SendRefused = { status: "failed"; code: RailFailureCode; revert: string | null; message: string };
 

@@ -7,6 +7,7 @@ import { balanceOf, createAccount } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
+import { nettingBatchPayeesMax } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   accruePayout,
@@ -382,4 +383,47 @@ describe("flushes of two processes", () => {
     expect(await flushNetting(payingDeps(paid))).toMatchObject({ trigger: "timer", batches: 1 });
     expect(paid).toEqual([3n]);
   });
+});
+
+describe("a flush with more payees due than one batch takes", () => {
+  it("pays them all in batches of nettingBatchPayeesMax, not the rest an interval later", async () => {
+    await ledger.createTransfers([
+      {
+        id: 80n,
+        debitAccountId: clearingLedgerId,
+        creditAccountId: customerLedgerId,
+        amount: 1_000n,
+        ledger: assets.USDC.ledger,
+        code: transferCodes.payments.funding,
+      },
+    ]);
+    const count = nettingBatchPayeesMax + 1;
+    for (let i = 0; i < count; i++) {
+      const id = `pay_many_${i}`;
+      await insertPayment(id);
+      const payee = `0x${(0xc000 + i).toString(16).padStart(40, "0")}` as const;
+      expect(await accruePayout(deps(), { ...payoutOf(id, 1n), payee })).toBe("accrued");
+    }
+    const batches: number[] = [];
+    const paying: NettingDeps = {
+      ...deps(),
+      payer: {
+        id: "evm",
+        asset: assets.USDC,
+        payoutBatch: async (batch) => {
+          batches.push(batch.payouts.length);
+          return {
+            status: "succeeded",
+            evidence: { rail: "external", railId: "evm", reference: batch.reference },
+            fee: 0n,
+          };
+        },
+      },
+    };
+    // Before: one batch of 200, and the last payee waited for the next interval.
+    expect(await flushNetting(paying, { force: true })).toMatchObject({ batches: 2, payouts: count });
+    expect(batches).toEqual([nettingBatchPayeesMax, 1]);
+    const waiting = await db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL");
+    expect(waiting).toEqual([]);
+  }, 60_000);
 });

@@ -10,7 +10,7 @@
 // contract accept once; a flush first resumes any batch still sending, with the same reference. One flush sends a
 // batch at a time (a lease on it), and only that flush may fail it and put its payouts back in the queue.
 import { randomUUID } from "node:crypto";
-import { type Rail, SwitchyardError } from "../../core/index.ts";
+import { type PayoutBatchOutcome, type Rail, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -21,7 +21,12 @@ import {
 import { type Db, type Sql, serverRaised } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { credit, debit, type Ledger, transferCodes } from "../ledger/index.ts";
-import { type NettingThreshold, nettingVerdictForDecision, planNettingBatch } from "../router/index.ts";
+import {
+  type NettingThreshold,
+  nettingBatchPayeesMax,
+  nettingVerdictForDecision,
+  planNettingBatch,
+} from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
 import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";
 
@@ -184,21 +189,34 @@ export async function flushNetting(
     if (batch !== undefined)
       await sendBatch(deps, batch, lease).catch((error: unknown) => failures.push(error));
   }
-  const planned = await planAndSend(deps, options, result, lease);
+  // One batch settles at most nettingBatchPayeesMax payees: while a batch that full is paid, the payees its trigger
+  // made due too go in this flush's next batch, not an interval later.
+  let force = options.force === true;
+  for (;;) {
+    const planned = await planAndSend(deps, force, lease);
+    result.trigger ??= planned.trigger;
+    if (planned.batch === null) break;
+    result.batches += 1;
+    result.payouts += planned.batch.payouts;
+    if (planned.batch.status !== "succeeded" || planned.batch.payees < nettingBatchPayeesMax) break;
+    force ||= planned.trigger === "timer" || planned.trigger === "total";
+  }
   if (failures.length > 0)
     throw new NettingResumeError(`${failures.length} netting batch(es) could not be resumed this flush`, {
       cause: failures[0],
     });
-  return planned;
+  return result;
 }
 
+type Planned = {
+  trigger: string | null;
+  /** The batch written and sent, and how its send ended; null when none was due or another flush took it. */
+  batch: { payees: number; payouts: number; status: PayoutBatchOutcome["status"] } | null;
+};
+
 /** Plans the batch due now from the payouts waiting, writes it with them, and sends it under `lease`. */
-async function planAndSend(
-  deps: NettingDeps,
-  options: { force?: boolean },
-  result: FlushResult,
-  lease: string,
-): Promise<FlushResult> {
+async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Promise<Planned> {
+  const none = (trigger: string | null): Planned => ({ trigger, batch: null });
   const accrued = await deps.db.query<{
     payment_id: string;
     payee: string;
@@ -208,7 +226,7 @@ async function planAndSend(
     "SELECT payment_id, payee, amount, created_at FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL ORDER BY created_at LIMIT 10000",
     [deps.payer.id],
   );
-  if (accrued.length === 0) return result;
+  if (accrued.length === 0) return none(null);
   // The timer runs from the last batch not refused, or from the oldest payout waiting when there was none; `force`
   // fires it now. A refused batch does not start it over: its payouts have waited their interval already.
   const [last] = await deps.db.query<{ at: Date | null }>(
@@ -216,8 +234,7 @@ async function planAndSend(
     [deps.payer.id],
   );
   const nowMs = deps.nowMs();
-  const lastFlushMs =
-    options.force === true ? nowMs - deps.config.intervalMs : (last?.at ?? accrued[0]!.created_at).getTime();
+  const lastFlushMs = force ? nowMs - deps.config.intervalMs : (last?.at ?? accrued[0]!.created_at).getTime();
   const plan = planNettingBatch(
     accrued.map((row) => ({ id: row.payment_id, payee: row.payee, amount: row.amount })),
     deps.config.threshold,
@@ -225,8 +242,7 @@ async function planAndSend(
     lastFlushMs,
     deps.config.intervalMs,
   );
-  result.trigger = plan.trigger;
-  if (plan.settle.length === 0) return result;
+  if (plan.settle.length === 0) return none(plan.trigger);
   const batchId = newId("nb");
   const ref = `0x${derivedLedgerId(batchId, "ref").toString(16).padStart(64, "0")}` as `0x${string}`;
   const payees = plan.settle.map((p) => ({ payee: p.payee as `0x${string}`, amount: p.amount.toString() }));
@@ -248,13 +264,11 @@ async function planAndSend(
   } catch (error) {
     // Another flush (another process) planned the same payouts and batched them first: this batch is not written,
     // and that flush pays them.
-    if (error instanceof BatchOvertaken) return result;
+    if (error instanceof BatchOvertaken) return none(plan.trigger);
     throw error;
   }
-  await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
-  result.batches = 1;
-  result.payouts = payoutIds.length;
-  return result;
+  const status = await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
+  return { trigger: plan.trigger, batch: { payees: payees.length, payouts: payoutIds.length, status } };
 }
 
 /**
@@ -262,7 +276,11 @@ async function planAndSend(
  * while it still holds the lease does a refusal fail the batch and put its payouts back in the queue: a flush whose
  * lease ran out mid-send may have been overtaken by one that paid the batch.
  */
-async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Promise<void> {
+async function sendBatch(
+  deps: NettingDeps,
+  batch: BatchRow,
+  lease: string,
+): Promise<PayoutBatchOutcome["status"]> {
   // The lease given back when the rail has no final answer: the next flush asks again with the same reference.
   const release = () =>
     deps.db.query(
@@ -284,7 +302,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
   }
   if (outcome.status === "in_flight") {
     await release();
-    return;
+    return outcome.status;
   }
   if (outcome.status === "failed") {
     // Back in the queue only if this flush failed the batch (one statement: the payouts follow the status).
@@ -295,7 +313,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
        UPDATE netted_payouts SET batch_id = NULL WHERE batch_id IN (SELECT id FROM failed)`,
       [batch.id, outcome.message, lease],
     );
-    return;
+    return outcome.status;
   }
   const payable = await payableAccount(deps);
   const clearing = await getClearingAccount(deps.db, { rail: deps.payer.id, asset: deps.payer.asset });
@@ -369,4 +387,5 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
       }
     }
   });
+  return "succeeded";
 }

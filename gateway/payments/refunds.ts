@@ -649,15 +649,22 @@ async function runRail(
     );
     return;
   }
-  // Asked again, a rail that is down cannot say what became of what it was asked before: it stays pending.
-  if (how === "again" && outcome.status === "failed" && outcome.code === "rail_unavailable") return;
+  // Asked again, a rail that is down cannot say what became of what it was asked before: it stays pending. Unless
+  // its answer is final (the EVM rail keeps a refusal, the node's included, and never pays that id afterwards).
+  if (
+    how === "again" &&
+    outcome.status === "failed" &&
+    outcome.code === "rail_unavailable" &&
+    outcome.final !== true
+  )
+    return;
   await applyOutcome(deps, refund, outcome);
 }
 
 type RailRefundOutcome =
   | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint; nativeFee?: FeePaid }
   | { status: "in_flight"; railReference: string; evidence: SettlementEvidence | null }
-  | { status: "failed"; code: RefundFailureCode; message: string };
+  | { status: "failed"; code: RefundFailureCode; message: string; final?: boolean };
 
 async function askRail(refund: Refund, mode: RefundMode): Promise<RailRefundOutcome> {
   switch (mode.kind) {
@@ -703,7 +710,12 @@ function fromAttemptOutcome(outcome: AttemptOutcome): RailRefundOutcome {
     case "in_flight":
       return { status: "in_flight", railReference: outcome.reference, evidence: null };
     case "failed":
-      return { status: "failed", code: outcome.code, message: outcome.message };
+      return {
+        status: "failed",
+        code: outcome.code,
+        message: outcome.message,
+        ...(outcome.final === true ? { final: true } : {}),
+      };
   }
 }
 

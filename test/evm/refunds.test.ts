@@ -2,11 +2,19 @@
 // deposit address, then refunded in part to the address that paid (a token transfer from the gateway's hot wallet,
 // its tx hash the evidence, its gas booked on the rail's fee account), never more than came in, and a destination of
 // the caller's refused.
-import { type Account, type Address, parseEventLogs } from "viem";
+import {
+  type Account,
+  type Address,
+  createPublicClient,
+  createWalletClient,
+  http,
+  parseEventLogs,
+} from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { testUsdAbi } from "../../adapters/evm/index.ts";
-import { assets } from "../../core/index.ts";
+import { createEvmRail, type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
+import { assets, type Rail } from "../../core/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
+import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -124,4 +132,67 @@ describe("refunds of a USDC invoice", () => {
     expect(elsewhere.body.error.param).toBe("destination");
     expect(await gw.app.db.query("SELECT count(*) FROM ledger_transfers")).toEqual(transfers);
   });
+});
+
+describe("a refund asked again while the node is out of reach", () => {
+  /** The gateway's EVM rail on its database and wallet, but whose node never answers (nothing listens there). */
+  function unreachableRail(): EvmRail {
+    const transport = http("http://127.0.0.1:9", { retryCount: 0, timeout: 2_000 });
+    return createEvmRail({
+      id: "evm",
+      db: gw.app.db,
+      publicClient: createPublicClient({ chain: gw.chain.chain, transport }),
+      walletClient: createWalletClient({
+        account: gw.chain.walletClient.account,
+        chain: gw.chain.chain,
+        transport,
+      }),
+      token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
+      splitter: gw.chain.contracts.splitter,
+      confirmations: 1,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+      transferGasEstimate: 60_000n,
+      snapshotRefreshMs: 60_000,
+      receiptTimeoutMs: 2_000,
+      replaceAfterMs: 120_000,
+      expectedLatencyMs: 1_000,
+    });
+  }
+
+  it("ends failed, its hold given back: the rail keeps that refusal and would never pay the refund", async () => {
+    const [invoice] = await gw.app.db.query<{ id: string }>(
+      "SELECT id FROM invoices WHERE status = 'paid' AND asset = 'USDC' ORDER BY created_at LIMIT 1",
+    );
+    const merchantBefore = await merchantPosted();
+    // The first ask never answers (the process stopped mid-call): the refund stays pending for recovery.
+    const rails = gw.app.payments.rails as Map<string, Rail>;
+    const real = rails.get("evm")!;
+    rails.set("evm", {
+      ...real,
+      execute: async () => {
+        throw new Error("the process stopped before the rail answered");
+      },
+    });
+    let created: Awaited<ReturnType<Gateway["call"]>>;
+    try {
+      created = await gw.call("POST", "/v1/refunds", { invoice: invoice!.id, amount: "1.00" });
+    } finally {
+      rails.set("evm", real);
+    }
+    expect(created.status).toBe(201);
+    expect(created.body.status).toBe("pending");
+    // Recovery asks again while the node is down: the EVM rail keeps its refusal under the refund's id.
+    await recoverPendingRefunds(
+      { ...gw.app.payments, rails: new Map([["evm", unreachableRail()]]) },
+      { quietMs: 0 },
+    );
+    // Before: pending, and every later pass got the same kept refusal back: pending for good, its hold never freed.
+    await recoverPendingRefunds(gw.app.payments, { quietMs: 0 });
+    const read = await gw.call("GET", `/v1/refunds/${created.body.id}`);
+    expect(read.body).toMatchObject({ status: "failed", failure: { code: "rail_unavailable" } });
+    expect(await merchantPosted()).toBe(merchantBefore);
+    const sent = await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1", [created.body.id]);
+    expect(sent).toEqual([]);
+  }, 60_000);
 });
