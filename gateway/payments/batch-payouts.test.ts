@@ -371,14 +371,19 @@ describe("flushes of two processes", () => {
       },
     };
     await flushNetting(refused, { force: true });
-    // The last batch paid and the payout both an hour old; the refused batch just now.
+    const paid: bigint[] = [];
+    // Right after a refusal, the rail is not asked again (a pause of nettingRetryAfterRefusalMs).
+    expect(await flushNetting(payingDeps(paid))).toMatchObject({ batches: 0 });
+    // The last batch paid and the payout both an hour old; the refused batch made just now, refused a minute ago.
     await db.query(
       "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE status <> 'failed'",
     );
     await db.query(
+      "UPDATE netting_batches SET updated_at = now() - interval '1 minute' WHERE status = 'failed'",
+    );
+    await db.query(
       "UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE payment_id = 'pay_timer'",
     );
-    const paid: bigint[] = [];
     // Before: the timer ran from the refused batch, and the payout waited another interval.
     expect(await flushNetting(payingDeps(paid))).toMatchObject({ trigger: "timer", batches: 1 });
     expect(paid).toEqual([3n]);

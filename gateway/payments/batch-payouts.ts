@@ -162,6 +162,9 @@ export type FlushResult = { batches: number; payouts: number; trigger: string | 
  */
 export const nettingSendLeaseMs = 5 * 60_000;
 
+/** How long after a refused batch a flush sends nothing (unless forced): a rail that refuses is not asked every pass. */
+export const nettingRetryAfterRefusalMs = 30_000;
+
 /** Thrown inside a batch's write to roll it back: another flush batched some of its payouts first. */
 class BatchOvertaken extends Error {}
 
@@ -228,12 +231,17 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
   );
   if (accrued.length === 0) return none(null);
   // The timer runs from the last batch not refused, or from the oldest payout waiting when there was none; `force`
-  // fires it now. A refused batch does not start it over: its payouts have waited their interval already.
-  const [last] = await deps.db.query<{ at: Date | null }>(
-    "SELECT max(created_at) AS at FROM netting_batches WHERE rail = $1 AND status <> 'failed'",
+  // fires it now. A refused batch does not start it over (its payouts have waited their interval already), but
+  // nothing is tried again until nettingRetryAfterRefusalMs (at most the interval) after it.
+  const [last] = await deps.db.query<{ at: Date | null; refused_at: Date | null }>(
+    `SELECT max(created_at) FILTER (WHERE status <> 'failed') AS at,
+            max(updated_at) FILTER (WHERE status = 'failed') AS refused_at
+       FROM netting_batches WHERE rail = $1`,
     [deps.payer.id],
   );
   const nowMs = deps.nowMs();
+  const pauseMs = Math.min(nettingRetryAfterRefusalMs, deps.config.intervalMs);
+  if (!force && last?.refused_at != null && nowMs - last.refused_at.getTime() < pauseMs) return none(null);
   const lastFlushMs = force ? nowMs - deps.config.intervalMs : (last?.at ?? accrued[0]!.created_at).getTime();
   const plan = planNettingBatch(
     accrued.map((row) => ({ id: row.payment_id, payee: row.payee, amount: row.amount })),
