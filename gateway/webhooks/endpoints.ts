@@ -15,6 +15,24 @@ export const secretOverlapMaxSeconds = 7 * 86_400;
 /** "*": every event type. */
 export const allEventTypes = "*";
 
+/**
+ * Every event type the gateway writes to the outbox: what an endpoint may name besides "*" (a type it never sends,
+ * a misspelling, is refused rather than taken and never delivered). event-types.test.ts finds each one the code
+ * writes in this list.
+ */
+export const eventTypes = [
+  "payment.succeeded",
+  "payment.failed",
+  "invoice.payment_received",
+  "invoice.paid",
+  "invoice.reversed",
+  "invoice.reinstated",
+  "refund.created",
+  "refund.succeeded",
+  "refund.failed",
+  "webhook_endpoint.disabled",
+] as const;
+
 export type WebhookErrorCode =
   | "webhook_endpoint_not_found"
   | "event_not_found"

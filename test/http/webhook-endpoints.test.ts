@@ -132,6 +132,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
 
     for (const body of [
       { enabled_events: ["Payment.Succeeded"] },
+      // A type the gateway never sends (misspelled): before, taken, and nothing was ever delivered for it.
+      { enabled_events: ["payment.succeded"] },
+      { enabled_events: ["invoice.paid", "payment.*"] },
       { enabled_events: [] },
       { url: "ftp://example.com" },
       { enabled: "no" },

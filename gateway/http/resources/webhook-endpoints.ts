@@ -13,6 +13,7 @@ import {
   allEventTypes,
   createWebhookEndpoint,
   deleteWebhookEndpoint,
+  eventTypes,
   getWebhookEndpoint,
   rotateWebhookSecret,
   secretOverlapDefaultSeconds,
@@ -44,13 +45,9 @@ async function vetEndpointUrl(url: string, policy: EgressPolicy): Promise<void> 
 export const enabledEventsMax = 64;
 export const webhookDescriptionLengthMax = 500;
 
-const eventType = z
-  .string()
-  .max(100)
-  .regex(
-    /^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)+)$/,
-    'an event type such as "payment.succeeded", or "*" for all',
-  );
+const eventType = z.enum([allEventTypes, ...eventTypes], {
+  error: `an event type the gateway sends (${eventTypes.join(", ")}), or "*" for all`,
+});
 const enabledEvents = z.array(eventType).min(1).max(enabledEventsMax);
 const description = storable(z.string().max(webhookDescriptionLengthMax));
 const url = createWebhookEndpointBody.shape.url;
