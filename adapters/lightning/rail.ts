@@ -128,6 +128,7 @@ function createState(params: LightningRailParams): LightningRailState {
     handler: null,
     keysendSecret: params.keysendSecret ? Buffer.from(params.keysendSecret) : null,
     attempts: new Map(),
+    attemptByHash: new Map(),
     invoices: new Map(),
     settleIndexDelivered: 0,
     settleIndexQueued: 0,
@@ -167,6 +168,11 @@ async function start(s: LightningRailState): Promise<void> {
   if (s.running) return;
   const state = await s.store.load();
   s.attempts = state.attempts;
+  s.attemptByHash = new Map(
+    [...state.attempts.values()]
+      .sort((a, b) => a.createdAtMs - b.createdAtMs)
+      .map((attempt) => [attempt.paymentHash, attempt.attemptId]),
+  );
   s.invoices = state.invoices;
   s.settleIndexDelivered = state.settleIndex;
   s.settleIndexQueued = state.settleIndex;

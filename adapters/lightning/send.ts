@@ -46,6 +46,9 @@ const outcomeToResult = (attempt: StoredAttempt, outcome: StoredOutcome): Attemp
         code: outcome.code,
         message: outcome.message,
         retryElsewhere: outcome.retryElsewhere,
+        // Journalled: asked again, the attempt answers this and is never sent again (its code rail_unavailable too,
+        // when LND never took the payment).
+        final: true,
       };
 
 const outcomeToEvent = (attempt: StoredAttempt, outcome: StoredOutcome): RailEvent =>
@@ -196,6 +199,15 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     tracker.lastErrorText = text;
     const classified = classifyLndError(text);
     if (classified.kind === "failed" && mode === "send") return void fail(s, tracker, classified.failure);
+    // LND refused a first send because it has a payment of this hash: not this attempt's (execute sends an attempt
+    // once, and no other attempt of this rail is paying the hash), so it is not this attempt's outcome either. Taken
+    // as one, an invoice paid once was charged to every payment of it (or to a refund sent to it).
+    if (classified.kind === "track" && mode === "send")
+      return void fail(s, tracker, {
+        code: "rejected",
+        message: "the invoice was paid already, or is being paid, by another payment",
+        retryElsewhere: false,
+      });
     // Either LND already knows the hash, or the connection broke: follow the payment LND has.
     tracker.detached = true;
     if (classified.kind === "track" && s.health.connected) return track(s, tracker);
@@ -383,6 +395,13 @@ const sendRequest = (
         dest_custom_records: { [keysendRecordType]: Buffer.from(paid.preimage as string, "hex") },
       };
 
+/** The attempt of this rail's that paid `paymentHash` or is paying it; null when none (or it failed). */
+function attemptPaying(s: LightningRailState, paymentHash: string): StoredAttempt | null {
+  const id = s.attemptByHash.get(paymentHash);
+  const attempt = id === undefined ? undefined : s.attempts.get(id);
+  return attempt === undefined || attempt.outcome?.status === "failed" ? null : attempt;
+}
+
 /** Pays the attempt once per attempt id: called again, it follows or reports the first payment. */
 export async function execute(s: LightningRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
   if (!s.running) return failedOutcome("rail_unavailable", "the Lightning rail is not started", true);
@@ -450,6 +469,17 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
   }
   // Another execute for this id may have started while we awaited.
   if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+  // Another attempt paid this hash, or is paying it: its payment is not this one's (LND would refuse the send).
+  const other = attemptPaying(s, paymentHash);
+  if (other !== null)
+    return failedOutcome(
+      "rejected",
+      other.outcome === null
+        ? "another payment of this invoice is in flight"
+        : "this invoice was paid already, by another payment",
+      false,
+    );
+  s.attemptByHash.set(paymentHash, attempt.id);
 
   const stored: StoredAttempt = {
     attemptId: attempt.id,

@@ -175,6 +175,8 @@ export type LightningRailState = {
 
   // ---- the journal's maps (store.load on start) ----
   attempts: Map<string, StoredAttempt>;
+  /** The last attempt sent for each payment hash (built from `attempts` on start). */
+  attemptByHash: Map<string, string>;
   invoices: Map<string, StoredInvoice>;
   /** Highest settle index whose invoice the handler has taken. */
   settleIndexDelivered: number;

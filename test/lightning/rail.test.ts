@@ -190,6 +190,60 @@ describe("lightning rail on regtest", () => {
     expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("2000000");
   });
 
+  it("a second payment of an invoice paid already fails: the first one's preimage is not its proof", async () => {
+    const invoice = await createInvoice({ lnd: payee, tokens: 1_234 });
+    const first = await main.rail.execute(bolt11(invoice.request, 1_234_000n, 10_000n));
+    expect(first.status).toBe("succeeded");
+    // Before: succeeded with the first payment's preimage and fee, while LND sent nothing.
+    expect(await main.rail.execute(bolt11(invoice.request, 1_234_000n, 10_000n))).toMatchObject({
+      status: "failed",
+      code: "rejected",
+      retryElsewhere: false,
+    });
+    // A rail with a journal of its own (no record of the first attempt): LND refuses the send, and so does it.
+    const other = await startRail("paid-elsewhere.jsonl");
+    try {
+      expect(await other.rail.execute(bolt11(invoice.request, 1_234_000n, 10_000n))).toMatchObject({
+        status: "failed",
+        code: "rejected",
+      });
+    } finally {
+      await other.rail.stop();
+    }
+    const { payments } = await getPayments({ lnd: client("gateway") });
+    expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
+    expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1234000");
+  });
+
+  it("a payment of an invoice another one is paying fails, and the one paying ends as LND says", async () => {
+    const secret = randomBytes(32).toString("hex");
+    const id = sha256(secret);
+    const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_500 });
+    const paying = bolt11(held.request, 1_500_000n, 10_000n);
+    const first = main.rail.execute(paying);
+    await waitFor(
+      "HTLC held at the payee",
+      async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+      { timeoutMs: 30_000 },
+    );
+    expect(await main.rail.execute(bolt11(held.request, 1_500_000n, 10_000n))).toMatchObject({
+      status: "failed",
+      code: "rejected",
+    });
+    const other = await startRail("in-transition.jsonl");
+    try {
+      // Before: LND's "payment is in transition" made it follow the first payment and take its success.
+      expect(await other.rail.execute(bolt11(held.request, 1_500_000n, 10_000n))).toMatchObject({
+        status: "failed",
+        code: "rejected",
+      });
+    } finally {
+      await other.rail.stop();
+    }
+    await settleHodlInvoice({ lnd: payee, secret });
+    expect(await first).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
+  });
+
   it("sends keysend once per attempt id (the preimage is derived from it)", async () => {
     const attempt: OutgoingAttempt = {
       id: attemptId("keysend"),
