@@ -425,8 +425,13 @@ describe("a flush with more payees due than one batch takes", () => {
         },
       },
     };
+    // The timer due (not forced): the payouts and every batch an hour old.
+    await db.query("UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE batch_id IS NULL");
+    await db.query(
+      "UPDATE netting_batches SET created_at = now() - interval '1 hour', updated_at = now() - interval '1 hour'",
+    );
     // Before: one batch of 200, and the last payee waited for the next interval.
-    expect(await flushNetting(paying, { force: true })).toMatchObject({ batches: 2, payouts: count });
+    expect(await flushNetting(paying)).toMatchObject({ trigger: "timer", batches: 2, payouts: count });
     expect(batches).toEqual([nettingBatchPayeesMax, 1]);
     const waiting = await db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL");
     expect(waiting).toEqual([]);

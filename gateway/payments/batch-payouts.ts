@@ -192,8 +192,8 @@ export async function flushNetting(
     if (batch !== undefined)
       await sendBatch(deps, batch, lease).catch((error: unknown) => failures.push(error));
   }
-  // One batch settles at most nettingBatchPayeesMax payees: while a batch that full is paid, the payees its trigger
-  // made due too go in this flush's next batch, not an interval later.
+  // One batch settles at most nettingBatchPayeesMax payees. When a full batch was paid, the flush plans again: the
+  // payees the same trigger made due go in its next batch, not an interval later.
   let force = options.force === true;
   for (;;) {
     const planned = await planAndSend(deps, force, lease);
@@ -233,15 +233,16 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
   // The timer runs from the last batch not refused, or from the oldest payout waiting when there was none; `force`
   // fires it now. A refused batch does not start it over (its payouts have waited their interval already), but
   // nothing is tried again until nettingRetryAfterRefusalMs (at most the interval) after it.
-  const [last] = await deps.db.query<{ at: Date | null; refused_at: Date | null }>(
+  // The pause is the database's clock against the refusal's time, which the database wrote.
+  const [last] = await deps.db.query<{ at: Date | null; pausing: boolean }>(
     `SELECT max(created_at) FILTER (WHERE status <> 'failed') AS at,
-            max(updated_at) FILTER (WHERE status = 'failed') AS refused_at
+            coalesce(max(updated_at) FILTER (WHERE status = 'failed') > now() - $2 * interval '1 millisecond', false)
+              AS pausing
        FROM netting_batches WHERE rail = $1`,
-    [deps.payer.id],
+    [deps.payer.id, Math.min(nettingRetryAfterRefusalMs, deps.config.intervalMs)],
   );
+  if (!force && last?.pausing === true) return none(null);
   const nowMs = deps.nowMs();
-  const pauseMs = Math.min(nettingRetryAfterRefusalMs, deps.config.intervalMs);
-  if (!force && last?.refused_at != null && nowMs - last.refused_at.getTime() < pauseMs) return none(null);
   const lastFlushMs = force ? nowMs - deps.config.intervalMs : (last?.at ?? accrued[0]!.created_at).getTime();
   const plan = planNettingBatch(
     accrued.map((row) => ({ id: row.payment_id, payee: row.payee, amount: row.amount })),
@@ -357,7 +358,8 @@ async function sendBatch(
   if (paid === "conflict")
     throw new NettingInvariantError(`netting batch ${batch.id} was paid with other details before`);
   const payouts = await deps.db.query<{ payment_id: string; amount: bigint; accrue_transfer_id: string }>(
-    "SELECT payment_id, amount, accrue_transfer_id::text FROM netted_payouts WHERE batch_id = $1",
+    // In one order, as every transaction that locks several payments should take them.
+    "SELECT payment_id, amount, accrue_transfer_id::text FROM netted_payouts WHERE batch_id = $1 ORDER BY payment_id",
     [batch.id],
   );
   await deps.db.transaction(async (tx) => {
