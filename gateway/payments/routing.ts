@@ -288,6 +288,29 @@ function noRoute(decision: RouteDecision): Refused {
   };
 }
 
+/**
+ * The tenant's account a payment to an account goes to (null: the destination is not an account). Another tenant's
+ * account is as unknown as one that does not exist.
+ */
+async function destinationAccount(
+  deps: PaymentsDeps,
+  tenantId: string,
+  destination: PaymentDestination,
+  asset: Asset,
+): Promise<AccountRecord | Refused | null> {
+  if (destination.kind !== "account") return null;
+  const target = await deps.accounts.tenantAccount({ tenantId, id: destination.accountId });
+  if (target === null)
+    return refuse("destination_not_found", `no account "${destination.accountId}"`, "destination.account");
+  if (target.asset.code !== asset.code)
+    return refuse(
+      "asset_mismatch",
+      `account ${target.id} holds ${target.asset.code}, not ${asset.code}`,
+      "destination.account",
+    );
+  return target;
+}
+
 /** Prices a payment and freezes the decision for `ttlMs`. Writes the quote; nothing else. */
 export async function createPaymentQuote(
   deps: PaymentsDeps,
@@ -305,6 +328,8 @@ export async function createPaymentQuote(
   const amount = parseAmount(params.amount, asset);
   if (!amount.ok)
     return refuse(amount.error, `amount "${params.amount}" is not a valid ${asset.code} amount`, "amount");
+  const account = await destinationAccount(deps, params.tenantId, params.destination, asset);
+  if (account !== null && "refusal" in account) return account;
   const target = await targetOf(deps, params.tenantId, params.destination);
   if ("refusal" in target) return target;
   const owned = await gatewayOwned(deps, target);
@@ -352,27 +377,10 @@ export async function prepare(
       `account ${source.id} holds ${source.asset.code}, not ${asset.code}`,
       "asset",
     );
-  let target: AccountRecord | null = null;
-  if (params.destination.kind === "account") {
-    target = await deps.accounts.tenantAccount({
-      tenantId: params.tenantId,
-      id: params.destination.accountId,
-    });
-    if (target === null)
-      return refuse(
-        "destination_not_found",
-        `no account "${params.destination.accountId}"`,
-        "destination.account",
-      );
-    if (target.asset.code !== asset.code)
-      return refuse(
-        "asset_mismatch",
-        `account ${target.id} holds ${target.asset.code}, not ${asset.code}`,
-        "destination.account",
-      );
-    if (target.id === source.id)
-      return refuse("same_account", "source and destination are the same account", "destination.account");
-  }
+  const target = await destinationAccount(deps, params.tenantId, params.destination, asset);
+  if (target !== null && "refusal" in target) return target;
+  if (target?.id === source.id)
+    return refuse("same_account", "source and destination are the same account", "destination.account");
   const reach = await targetOf(deps, params.tenantId, params.destination);
   if ("refusal" in reach) return reach;
   const owned = await gatewayOwned(deps, reach);

@@ -190,6 +190,21 @@ describe("quotes", () => {
     expect(errorOf(payment).code).toBe("quote_not_found");
   });
 
+  it("prices a payment to one of the tenant's accounts only, as a payment would take it", async () => {
+    const toAccount = (account: string, asset = "USDC") =>
+      gw.call("POST", "/v1/quotes", {
+        body: { amount: "1", asset, destination: { type: "account", account }, ttl_seconds: 60 },
+      });
+    expect((await toAccount("acct_demo_merchant")).status).toBe(201);
+    // Before: 201, a quote naming an account the tenant does not have (another tenant's was priced the same).
+    const unknown = await toAccount("acct_nobody_here");
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error).toMatchObject({ code: "destination_not_found", param: "destination.account" });
+    const otherAsset = await toAccount("acct_demo_merchant", "BTC");
+    expect(otherAsset.status).toBe(400);
+    expect(otherAsset.body.error.code).toBe("asset_mismatch");
+  });
+
   it("answers no_route with the reasons when no rail can make the payment", async () => {
     const quote = await gw.client.POST("/v1/quotes", {
       body: { ...quoteBody(), constraints: { rails: { deny: ["evm"] } } },
