@@ -208,18 +208,30 @@ export async function getApiKey(
 
 export type RevokeResult =
   | { ok: true; key: ApiKeyRecord }
-  | { ok: false; refusal: "api_key_not_found" | "api_key_revoked" };
+  | { ok: false; refusal: "api_key_not_found" | "api_key_revoked" }
+  | { ok: false; refusal: "scope_missing"; scopes: Scope[] };
 
 /**
  * Revokes one of the tenant's keys, announced on the change bus in the same transaction (every process forgets it
  * once it commits; this process's memory before this returns). A key revoked or past its expiry is refused
- * `api_key_revoked`; another tenant's key is not found.
+ * `api_key_revoked`; another tenant's key is not found. `grantedScopes`: the calling key's, when a key asks (not the
+ * operator): it cannot revoke a key with a scope it lacks, as it cannot roll one (a key allowed to manage keys would
+ * otherwise lock the tenant out of its broader keys).
  */
 export async function revokeTenantApiKey(
   deps: { db: Db; changes: ChangeBus },
-  params: { tenantId: string; id: string },
+  params: { tenantId: string; id: string; grantedScopes?: readonly Scope[] },
 ): Promise<RevokeResult> {
-  return transactionAnnouncing(deps, async (tx, announce) => {
+  return transactionAnnouncing(deps, async (tx, announce): Promise<RevokeResult> => {
+    if (params.grantedScopes !== undefined) {
+      const [target] = await tx.query<ApiKeyRow>(
+        `SELECT ${apiKeyColumns} FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+        [params.id, params.tenantId],
+      );
+      const beyond =
+        target === undefined ? [] : scopesBeyond(params.grantedScopes, apiKeyOfRow(target).scopes);
+      if (beyond.length > 0) return { ok: false, refusal: "scope_missing", scopes: beyond };
+    }
     const rows = await tx.query<ApiKeyRow & { secret_sha256: Uint8Array }>(
       `UPDATE api_keys SET revoked_at = now(), demo_secret = NULL
        WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())

@@ -149,6 +149,25 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
       body: {},
     });
     expect([rolled.status, rolled.body.error.code]).toEqual([403, "scope_missing"]);
+    // Nor revoke one (before: 200, and the tenant's every-scope key was gone), by either route; its own kind it may.
+    const viaPost = await call("POST", `/v1/api_keys/${tenant.keyId}/revoke`, {
+      key: limited.body.secret,
+      body: {},
+    });
+    expect([viaPost.status, viaPost.body.error.code]).toEqual([403, "scope_missing"]);
+    const viaDelete = await gw.app.server.inject({
+      method: "DELETE",
+      url: `/v1/api_keys/${tenant.keyId}`,
+      headers: { authorization: `Bearer ${limited.body.secret}` },
+    });
+    expect([viaDelete.statusCode, viaDelete.json().error.code]).toEqual([403, "scope_missing"]);
+    expect((await call("GET", "/v1/api_keys")).status).toBe(200);
+    const narrower = await create({ name: "read only", scopes: ["read"] });
+    const revokedNarrower = await call("POST", `/v1/api_keys/${narrower.body.id}/revoke`, {
+      key: limited.body.secret,
+      body: {},
+    });
+    expect(revokedNarrower.status).toBe(200);
   });
 
   it("every /v1 route asks its scope: read reads everything, a write scope its own resources", async () => {

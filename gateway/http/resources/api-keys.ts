@@ -134,6 +134,12 @@ export function presentApiKey(key: ApiKeyRecord, nowMs: number): ApiKeyView {
 function revokedOrRefused(result: RevokeResult, id: string): ApiKeyRecord {
   if (result.ok) return result.key;
   if (result.refusal === "api_key_not_found") throw new ApiError("api_key_not_found", `no API key "${id}"`);
+  if (result.refusal === "scope_missing")
+    throw new ApiError(
+      "scope_missing",
+      `the API key "${id}" has ${result.scopes.map((scope) => `"${scope}"`).join(", ")}, which this key lacks: a key revokes only keys within its own scopes`,
+      { extra: { scope: result.scopes[0] } },
+    );
   throw new ApiError("api_key_revoked", `the API key "${id}" is already revoked or expired`);
 }
 
@@ -284,9 +290,20 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
 
   const revokeDescription =
     "Revoke a key: refused on every process of the deployment within 1 s (apiKeyTrustMsMax), typically at once. A key revoked or expired already: 409 api_key_revoked.";
-  const revoke = async (request: { params: { id: string }; tenant: Tenant | null }) => {
+  const revoke = async (request: {
+    params: { id: string };
+    tenant: Tenant | null;
+    apiKey: ApiKeyRecord | null;
+  }) => {
     const { id } = request.params;
-    const key = revokedOrRefused(await revokeTenantApiKey(deps, { tenantId: tenantOf(request).id, id }), id);
+    const key = revokedOrRefused(
+      await revokeTenantApiKey(deps, {
+        tenantId: tenantOf(request).id,
+        id,
+        grantedScopes: apiKeyOf(request).scopes,
+      }),
+      id,
+    );
     return presentApiKey(key, options.nowMs());
   };
   app.post(
