@@ -168,11 +168,14 @@ async function start(s: LightningRailState): Promise<void> {
   if (s.running) return;
   const state = await s.store.load();
   s.attempts = state.attempts;
-  s.attemptByHash = new Map(
-    [...state.attempts.values()]
-      .sort((a, b) => a.createdAtMs - b.createdAtMs)
-      .map((attempt) => [attempt.paymentHash, attempt.attemptId]),
-  );
+  // Per hash, an attempt that paid it or is paying it, before one that failed (execute only sends a hash again once
+  // its attempt failed).
+  s.attemptByHash = new Map();
+  for (const attempt of s.attempts.values()) {
+    const kept = s.attempts.get(s.attemptByHash.get(attempt.paymentHash) ?? "");
+    if (kept === undefined || kept.outcome?.status === "failed")
+      s.attemptByHash.set(attempt.paymentHash, attempt.attemptId);
+  }
   s.invoices = state.invoices;
   s.settleIndexDelivered = state.settleIndex;
   s.settleIndexQueued = state.settleIndex;

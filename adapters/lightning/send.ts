@@ -199,15 +199,22 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     tracker.lastErrorText = text;
     const classified = classifyLndError(text);
     if (classified.kind === "failed" && mode === "send") return void fail(s, tracker, classified.failure);
-    // LND refused a first send because it has a payment of this hash: not this attempt's (execute sends an attempt
-    // once, and no other attempt of this rail is paying the hash), so it is not this attempt's outcome either. Taken
-    // as one, an invoice paid once was charged to every payment of it (or to a refund sent to it).
-    if (classified.kind === "track" && mode === "send")
+    // LND refused a first send of an invoice because it has a payment of its hash: not this attempt's (execute sends
+    // an attempt once, and no other attempt of this rail is paying the hash), so not this attempt's outcome either.
+    // Taken as one, an invoice paid once was charged to every payment of it (or to a refund sent to it). A keysend's
+    // hash comes from its attempt id: a payment LND has of it is this attempt's (sent before a journal was lost), and
+    // is followed. (A lost journal is the one case where an invoice's own payment is refused here: logged.)
+    if (classified.kind === "track" && mode === "send" && tracker.attempt.kind === "bolt11") {
+      s.logger.error(
+        { attemptId: tracker.attempt.attemptId, paymentHash: tracker.attempt.paymentHash, error: text },
+        "LND has a payment of this invoice that no attempt of this rail's journal sent: the attempt fails",
+      );
       return void fail(s, tracker, {
         code: "rejected",
         message: "the invoice was paid already, or is being paid, by another payment",
         retryElsewhere: false,
       });
+    }
     // Either LND already knows the hash, or the connection broke: follow the payment LND has.
     tracker.detached = true;
     if (classified.kind === "track" && s.health.connected) return track(s, tracker);

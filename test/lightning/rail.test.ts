@@ -259,6 +259,16 @@ describe("lightning rail on regtest", () => {
     const received = await getInvoice({ lnd: payee, id: first.evidence.paymentHash });
     expect(received.is_confirmed).toBe(true);
     expect(received.received_mtokens).toBe("1000000");
+    // A rail whose journal lost the attempt follows the payment LND has of its hash: it is this attempt's own.
+    const amnesic = await startRail("keysend-journal-lost.jsonl");
+    try {
+      expect(await amnesic.rail.execute(attempt)).toMatchObject({
+        status: "succeeded",
+        evidence: { preimage: first.evidence.preimage },
+      });
+    } finally {
+      await amnesic.rail.stop();
+    }
 
     const other = await main.rail.execute({ ...attempt, id: attemptId("keysend") });
     expect(
