@@ -1841,7 +1841,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         url: string;
-                        enabled_events?: string[];
+                        enabled_events?: ("*" | "payment.succeeded" | "payment.failed" | "invoice.payment_received" | "invoice.paid" | "invoice.reversed" | "invoice.reinstated" | "refund.created" | "refund.succeeded" | "refund.failed" | "webhook_endpoint.disabled")[];
                         description?: string;
                     };
                 };
@@ -2095,7 +2095,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         url?: string;
-                        enabled_events?: string[];
+                        enabled_events?: ("*" | "payment.succeeded" | "payment.failed" | "invoice.payment_received" | "invoice.paid" | "invoice.reversed" | "invoice.reinstated" | "refund.created" | "refund.succeeded" | "refund.failed" | "webhook_endpoint.disabled")[];
                         description?: string | null;
                         enabled?: boolean;
                     };

@@ -66,9 +66,29 @@ describe("at the boundary", () => {
   const publicClient = createPublicClient({ chain, transport });
   const account = privateKeyToAccount(`0x${"11".repeat(32)}`);
   const walletClient = createWalletClient({ chain, transport, account });
-  // The lease is ours; no send is stored yet. Nothing else is asked of the database before the node.
+  // The lease is ours; no send or refusal is stored yet. Nothing else is asked of the database before the node; a
+  // refusal is then kept in a transaction of its own (answered here as the one just written).
+  const query = async (text: string) =>
+    text.includes("evm_watch_leases")
+      ? [{ holder: "me" }]
+      : text.includes("FROM evm_send_refusals") && !text.includes("INSERT")
+        ? kept
+        : text.includes("FROM evm_nonces")
+          ? [{ next_nonce: 0n }]
+          : [];
+  let kept: unknown[] = [];
   const db = {
-    query: async (text: string) => (text.includes("evm_watch_leases") ? [{ holder: "me" }] : []),
+    query,
+    transaction: async <T>(fn: (tx: unknown) => Promise<T>) => {
+      const result = await fn({
+        query: async (text: string, params: unknown[]) => {
+          if (text.includes("INSERT INTO evm_send_refusals"))
+            kept = [{ status: "failed", code: params[2], revert: params[3], message: params[4] }];
+          return query(text);
+        },
+      });
+      return result;
+    },
   } as unknown as Db;
   const watcherParams = () => ({
     db,

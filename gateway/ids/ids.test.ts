@@ -25,6 +25,15 @@ describe("newId", () => {
     const randomParts = new Set([...ids].map((id) => bitsOf(id) & ((1n << 80n) - 1n)));
     expect(randomParts.size).toBe(20_000);
   });
+
+  it("made within one millisecond, sorts in the order made (a list by id is the order of creation)", () => {
+    const nowMs = Date.now() + 3_600_000;
+    const made = Array.from({ length: 5_000 }, () => newId("pye", nowMs));
+    // Before: the random bits were drawn afresh, and ids of one millisecond sorted at random (lists.test.ts's payees).
+    expect([...made].sort()).toEqual(made);
+    expect(new Set(made).size).toBe(made.length);
+    expect(made.every((id) => bitsOf(id) >> 80n === BigInt(nowMs))).toBe(true);
+  });
 });
 
 describe("derivedLedgerId", () => {

@@ -24,9 +24,27 @@ export type IdPrefix =
 export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   const bytes = Buffer.allocUnsafe(16);
   bytes.writeUIntBE(nowMs, 0, 6);
-  takeRandom(bytes, 6);
+  if (nowMs === lastId.ms) {
+    // Within one millisecond, ids of this process still sort by creation: the last one's random bits, plus a random
+    // step of 1 to 2^16 (a list ordered by id is then the order things were made in, not a draw).
+    lastId.random.copy(bytes, 6);
+    takeRandom(step, 0);
+    let carry = step.readUInt16BE(0) + 1;
+    for (let i = 15; i >= 6 && carry > 0; i--) {
+      const sum = bytes[i]! + carry;
+      bytes[i] = sum & 0xff;
+      carry = sum >> 8;
+    }
+    if (carry > 0) takeRandom(bytes, 6); // 80 bits run out within a millisecond: never in practice
+  } else takeRandom(bytes, 6);
+  lastId.ms = nowMs;
+  bytes.copy(lastId.random, 0, 6);
   return `${prefix}_${base32(bytes)}`;
 }
+
+/** The millisecond and random bits of this process's latest id (newId keeps ids of one millisecond in order). */
+const lastId = { ms: -1, random: Buffer.alloc(10) };
+const step = Buffer.alloc(2);
 
 /**
  * Random bytes for ids, drawn from the system's generator a page at a time: one call per 409 ids instead of one each
