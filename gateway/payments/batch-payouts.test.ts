@@ -39,6 +39,24 @@ function deps(): NettingDeps {
   };
 }
 
+/** A payer that pays every batch it is asked (through `on`), and records each batch's total. */
+const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
+  ...deps(),
+  db: on,
+  payer: {
+    id: "evm",
+    asset: assets.USDC,
+    payoutBatch: async (batch) => {
+      paid.push(batch.payouts.reduce((sum, payout) => sum + payout.amount, 0n));
+      return {
+        status: "succeeded",
+        evidence: { rail: "external", railId: "evm", reference: batch.reference },
+        fee: 0n,
+      };
+    },
+  },
+});
+
 async function insertPayment(id: string): Promise<void> {
   await db.query(
     `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy)
@@ -223,21 +241,7 @@ describe("accrual and flushes racing", () => {
       },
     };
     const paid: bigint[] = [];
-    const paying: NettingDeps = {
-      ...deps(),
-      payer: {
-        id: "evm",
-        asset: assets.USDC,
-        payoutBatch: async (batch) => {
-          paid.push(batch.payouts.reduce((sum, payout) => sum + payout.amount, 0n));
-          return {
-            status: "succeeded",
-            evidence: { rail: "external", railId: "evm", reference: batch.reference },
-            fee: 0n,
-          };
-        },
-      },
-    };
+    const paying = payingDeps(paid);
     const first = flushNetting(refusing, { force: true });
     await asked.done;
     // B's flush finds A's batch sending under A's lease: it leaves it (before: it resumed it and paid it).
@@ -300,23 +304,6 @@ describe("accrual and flushes racing", () => {
 });
 
 describe("flushes of two processes", () => {
-  /** A payer that pays every batch it is asked, and records the totals. */
-  const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
-    ...deps(),
-    db: on,
-    payer: {
-      id: "evm",
-      asset: assets.USDC,
-      payoutBatch: async (batch) => {
-        paid.push(batch.payouts.reduce((sum, payout) => sum + payout.amount, 0n));
-        return {
-          status: "succeeded",
-          evidence: { rail: "external", railId: "evm", reference: batch.reference },
-          fee: 0n,
-        };
-      },
-    },
-  });
   const accrueOne = async (id: string, amount: bigint) => {
     await insertPayment(id);
     expect(await accruePayout(deps(), payoutOf(id, amount))).toBe("accrued");
@@ -409,22 +396,8 @@ describe("a flush with more payees due than one batch takes", () => {
       const payee = `0x${(0xc000 + i).toString(16).padStart(40, "0")}` as const;
       expect(await accruePayout(deps(), { ...payoutOf(id, 1n), payee })).toBe("accrued");
     }
-    const batches: number[] = [];
-    const paying: NettingDeps = {
-      ...deps(),
-      payer: {
-        id: "evm",
-        asset: assets.USDC,
-        payoutBatch: async (batch) => {
-          batches.push(batch.payouts.length);
-          return {
-            status: "succeeded",
-            evidence: { rail: "external", railId: "evm", reference: batch.reference },
-            fee: 0n,
-          };
-        },
-      },
-    };
+    const totals: bigint[] = []; // each payout is 1: a batch's total is its payee count
+    const paying = payingDeps(totals);
     // The timer due (not forced): the payouts and every batch an hour old.
     await db.query("UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE batch_id IS NULL");
     await db.query(
@@ -432,7 +405,7 @@ describe("a flush with more payees due than one batch takes", () => {
     );
     // Before: one batch of 200, and the last payee waited for the next interval.
     expect(await flushNetting(paying)).toMatchObject({ trigger: "timer", batches: 2, payouts: count });
-    expect(batches).toEqual([nettingBatchPayeesMax, 1]);
+    expect(totals).toEqual([BigInt(nettingBatchPayeesMax), 1n]);
     const waiting = await db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL");
     expect(waiting).toEqual([]);
   }, 60_000);

@@ -5,11 +5,11 @@
 // run out while it was still preparing the send — was sent beside what replaced it: paid twice.
 import { encodeFunctionData, erc20Abi } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEvmRail, type EvmRail, referenceFromId } from "../../adapters/evm/index.ts";
+import { type EvmRail, referenceFromId } from "../../adapters/evm/index.ts";
 import { createSendJournal, type SendJournal, sendOnce } from "../../adapters/evm/send-journal.ts";
-import { assets, type OutgoingAttempt } from "../../core/index.ts";
+import type { OutgoingAttempt } from "../../core/index.ts";
 import { latch } from "../support/latch.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
 
@@ -23,24 +23,7 @@ afterAll(async () => {
 const normalGas = { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n };
 
 /** A rail on the gateway's database and hot wallet, as another gateway process would run it. */
-function processRail(gas: { priorityFeeWei: bigint; maxFeeWei: bigint }): EvmRail {
-  return createEvmRail({
-    id: "evm",
-    db: gw.app.db,
-    publicClient: gw.chain.publicClient,
-    walletClient: gw.chain.walletClient,
-    token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
-    splitter: gw.chain.contracts.splitter,
-    confirmations: 1,
-    gas,
-    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
-    transferGasEstimate: 60_000n,
-    snapshotRefreshMs: 60_000,
-    receiptTimeoutMs: 30_000,
-    replaceAfterMs: 120_000,
-    expectedLatencyMs: 1_000,
-  });
-}
+const processRail = (gas: { priorityFeeWei: bigint; maxFeeWei: bigint }) => anotherProcessRail(gw, { gas });
 
 /** A rail whose gas cap is below any base fee: it refuses every send, having signed nothing. */
 const cappedRail = () => processRail({ priorityFeeWei: 1n, maxFeeWei: 1n });

@@ -6,9 +6,8 @@
 // the row's lock).
 import { createPublicClient, createWalletClient, custom, keccak256, parseTransaction } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEvmRail, type EvmRail } from "../../adapters/evm/index.ts";
-import { assets, type Db, type OutgoingAttempt } from "../../core/index.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import type { Db, OutgoingAttempt } from "../../core/index.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
 
@@ -18,31 +17,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw?.app.close();
 });
-
-/** Another rail on the gateway's database and hot wallet: what a second gateway process would run. */
-function anotherProcessRail(
-  overrides: { receiptTimeoutMs?: number; replaceAfterMs?: number } = {},
-  clients: Pick<Parameters<typeof createEvmRail>[0], "db" | "publicClient" | "walletClient"> = {
-    db: gw.app.db,
-    publicClient: gw.chain.publicClient,
-    walletClient: gw.chain.walletClient,
-  },
-): EvmRail {
-  return createEvmRail({
-    id: "evm",
-    ...clients,
-    token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
-    splitter: gw.chain.contracts.splitter,
-    confirmations: 1,
-    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
-    transferGasEstimate: 60_000n,
-    snapshotRefreshMs: 60_000,
-    receiptTimeoutMs: overrides.receiptTimeoutMs ?? 30_000,
-    replaceAfterMs: overrides.replaceAfterMs ?? 120_000,
-    expectedLatencyMs: 1_000,
-  });
-}
 
 const payout = (id: string, amount: bigint): OutgoingAttempt => ({
   id,
@@ -54,7 +28,7 @@ const payout = (id: string, amount: bigint): OutgoingAttempt => ({
 
 describe("nonces held in the database", () => {
   it("two processes on one hot wallet pay at once: every payout lands, each transaction with its own nonce", async () => {
-    const other = anotherProcessRail();
+    const other = anotherProcessRail(gw);
     const ids = Array.from({ length: 6 }, (_, i) => [`att_nonce_a${i}`, `att_nonce_b${i}`]).flat();
     const outcomes = await Promise.all(
       ids.map((id, i) => (i % 2 === 0 ? gw.rail : other).execute(payout(id, 1_000n + BigInt(i)))),
@@ -111,7 +85,7 @@ describe("the nonce row's transaction", () => {
   it("asks the node nothing while open: the send is signed with the wallet's key and the chain id read before", async () => {
     const { watched, clients } = watchedClients();
     const attempt = payout("att_no_rpc_in_tx", 1_234n);
-    expect(await anotherProcessRail({}, clients).execute(attempt)).toMatchObject({ status: "succeeded" });
+    expect(await anotherProcessRail(gw, clients).execute(attempt)).toMatchObject({ status: "succeeded" });
     expect(watched.transactionsOpened).toBeGreaterThan(0);
     expect(watched.askedInside).toEqual([]);
     const [sent] = await gw.app.db.query<{ tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number }>(
@@ -132,7 +106,7 @@ describe("the nonce row's transaction", () => {
 
 describe("a stuck transaction", () => {
   it("is replaced when its attempt runs again after replaceAfterMs: same nonce, fees bumped ≥ 12.5%, the replacement mined", async () => {
-    const rail = anotherProcessRail({ receiptTimeoutMs: 300, replaceAfterMs: 0 });
+    const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300, replaceAfterMs: 0 });
     const setAutomine = (on: boolean) =>
       gw.chain.provider.request({ method: "evm_setAutomine", params: [on] } as never);
     const attempt = payout("att_stuck", 4_242n);

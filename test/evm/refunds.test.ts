@@ -11,11 +11,11 @@ import {
   parseEventLogs,
 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEvmRail, type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
+import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, type Rail } from "../../core/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
 const payerIndex = 7;
@@ -138,25 +138,14 @@ describe("a refund asked again while the node is out of reach", () => {
   /** The gateway's EVM rail on its database and wallet, but whose node never answers (nothing listens there). */
   function unreachableRail(): EvmRail {
     const transport = http("http://127.0.0.1:9", { retryCount: 0, timeout: 2_000 });
-    return createEvmRail({
-      id: "evm",
-      db: gw.app.db,
+    return anotherProcessRail(gw, {
       publicClient: createPublicClient({ chain: gw.chain.chain, transport }),
       walletClient: createWalletClient({
         account: gw.chain.walletClient.account,
         chain: gw.chain.chain,
         transport,
       }),
-      token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
-      splitter: gw.chain.contracts.splitter,
-      confirmations: 1,
-      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
-      transferGasEstimate: 60_000n,
-      snapshotRefreshMs: 60_000,
       receiptTimeoutMs: 2_000,
-      replaceAfterMs: 120_000,
-      expectedLatencyMs: 1_000,
     });
   }
 

@@ -2,7 +2,9 @@
 import { type Account, type Address, type Hex, maxUint256, parseEventLogs } from "viem";
 import {
   canonicalSplit,
+  createEvmRail,
   type EvmRail,
+  type EvmRailParams,
   revenueSplitterAbi,
   testUsdAbi,
   type WatchedEvent,
@@ -153,3 +155,35 @@ export async function startGateway(env: Record<string, string> = {}) {
 }
 
 export type { WatchedEvent };
+
+/**
+ * Another EVM rail on the gateway's database, node and hot wallet: what a second gateway process runs. `overrides`
+ * change what that process is configured with (its clients, gas cap, receipt wait, replacement delay).
+ */
+export function anotherProcessRail(
+  gw: Gateway,
+  overrides: Partial<
+    Pick<
+      EvmRailParams,
+      "db" | "publicClient" | "walletClient" | "gas" | "receiptTimeoutMs" | "replaceAfterMs"
+    >
+  > = {},
+): EvmRail {
+  return createEvmRail({
+    id: "evm",
+    db: gw.app.db,
+    publicClient: gw.chain.publicClient,
+    walletClient: gw.chain.walletClient,
+    token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
+    splitter: gw.chain.contracts.splitter,
+    confirmations: 1,
+    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
+    transferGasEstimate: 60_000n,
+    snapshotRefreshMs: 60_000,
+    receiptTimeoutMs: 30_000,
+    replaceAfterMs: 120_000,
+    expectedLatencyMs: 1_000,
+    ...overrides,
+  });
+}

@@ -7,7 +7,7 @@ import path from "node:path";
 import { type Address, type Hex, keccak256, parseSignature, stringToHex, TimeoutError } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createEvmRail, type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
+import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
@@ -22,7 +22,7 @@ import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconc
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -518,21 +518,7 @@ describe("rows whose transaction the node does not know", () => {
  * receipt and replacing its send as soon as it is asked again (the send journal's fee bump).
  */
 function bumpingRail(): EvmRail {
-  return createEvmRail({
-    id: "evm",
-    db: gw.app.db,
-    publicClient: gw.chain.publicClient,
-    walletClient: gw.chain.walletClient,
-    token: { address: gw.chain.contracts.testUsd, asset: assets.USDC },
-    confirmations: 1,
-    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
-    transferGasEstimate: 60_000n,
-    snapshotRefreshMs: 60_000,
-    receiptTimeoutMs: 300,
-    replaceAfterMs: 0,
-    expectedLatencyMs: 1_000,
-  });
+  return anotherProcessRail(gw, { receiptTimeoutMs: 300, replaceAfterMs: 0 });
 }
 
 /**
