@@ -3,12 +3,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { latch } from "../../test/support/latch.ts";
-import { balanceOf, createAccount } from "../accounts/index.ts";
+import { type NettingFixture, nettingFixture } from "../../test/support/netting.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
 import { nettingBatchPayeesMax } from "../router/index.ts";
-import { createTenant } from "../tenants/index.ts";
 import {
   accruePayout,
   flushNetting,
@@ -20,24 +19,10 @@ import { accrue } from "./service.ts";
 
 let db: Db;
 let ledger: Ledger;
-let customerLedgerId: bigint;
-let clearingLedgerId: bigint;
-const tenantId = "ten_netting";
+let netting: NettingFixture;
 const payee = "0x00000000000000000000000000000000000000bb" as const;
 
-function deps(): NettingDeps {
-  return {
-    db,
-    ledger,
-    payer: {
-      id: "evm",
-      asset: assets.USDC,
-      payoutBatch: async () => ({ status: "failed", code: "rail_unavailable", message: "not in this test" }),
-    },
-    config: { maxFeeShareBps: 1_000, threshold: { total: 1_000n }, intervalMs: 60_000 },
-    nowMs: Date.now,
-  };
-}
+const deps = (): NettingDeps => netting.deps();
 
 /** A payer that pays every batch it is asked (through `on`), and records each batch's total. */
 const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
@@ -57,46 +42,13 @@ const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
   },
 });
 
-async function insertPayment(id: string): Promise<void> {
-  await db.query(
-    `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy)
-     VALUES ($1, $2, 'processing', 'USDC', 40, 'acct_netting_customer', '{}', '{}')`,
-    [id, tenantId],
-  );
-}
+const insertPayment = (id: string) => netting.insertPayment(id);
 
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
   ledger = createLedger({ db });
-  await createTenant(db, { id: tenantId, name: "Netting" });
-  const customer = await createAccount(
-    { sql: db, ledger },
-    { tenantId, kind: "customer", asset: assets.USDC, name: "c", id: "acct_netting_customer" },
-  );
-  const clearing = await createAccount(
-    { sql: db, ledger },
-    {
-      tenantId: null,
-      kind: "clearing",
-      asset: assets.USDC,
-      name: "evm",
-      rail: "evm",
-      id: "acct_netting_clearing",
-    },
-  );
-  customerLedgerId = customer.ledgerAccountId;
-  clearingLedgerId = clearing.ledgerAccountId;
-  await ledger.createTransfers([
-    {
-      id: 77n,
-      debitAccountId: clearing.ledgerAccountId,
-      creditAccountId: customer.ledgerAccountId,
-      amount: 100n,
-      ledger: assets.USDC.ledger,
-      code: transferCodes.payments.funding,
-    },
-  ]);
+  netting = await nettingFixture(db, ledger, "netting", 100n);
 }, 120_000);
 
 afterAll(async () => {
@@ -105,19 +57,12 @@ afterAll(async () => {
 });
 
 /** A payout of the customer's to the payee, for payment `id`. */
-const payoutOf = (id: string, amount: bigint) => ({
-  id,
-  tenantId,
-  sourceAccountId: "acct_netting_customer",
-  payee,
-  amount,
-});
+const payoutOf = (id: string, amount: bigint) => netting.payout(id, amount, payee);
 
 const statusOf = (result: Awaited<ReturnType<typeof accrue>>) =>
   result.ok ? result.payment.status : "key taken";
 
-const customerPosted = async () =>
-  balanceOf("customer", (await ledger.lookupAccounts([customerLedgerId]))[0]!).posted;
+const customerPosted = () => netting.customerPosted();
 
 describe("accruePayout", () => {
   it("debits the payer and queues the payout once, under the netting's accrue code", async () => {
@@ -183,16 +128,7 @@ describe("accrual and flushes racing", () => {
     };
     const request = accrue({ db }, { ...deps(), ledger: requestLedger }, payout);
     await short.done;
-    await ledger.createTransfers([
-      {
-        id: 78n,
-        debitAccountId: clearingLedgerId,
-        creditAccountId: customerLedgerId,
-        amount: 30n, // leaves the payer 25 after this payout, what the next test accrues
-        ledger: assets.USDC.ledger,
-        code: transferCodes.payments.funding,
-      },
-    ]);
+    await netting.fund(30n); // leaves the payer 25 after this payout, what the next test accrues
     expect(statusOf(await accrue({ db }, deps(), payout))).toBe("processing");
     recovered.release();
     // Before: the request failed it for its funds, while its payout stayed queued (and was paid by the next batch).
@@ -310,16 +246,7 @@ describe("flushes of two processes", () => {
   };
 
   beforeAll(async () => {
-    await ledger.createTransfers([
-      {
-        id: 79n,
-        debitAccountId: clearingLedgerId,
-        creditAccountId: customerLedgerId,
-        amount: 10n,
-        ledger: assets.USDC.ledger,
-        code: transferCodes.payments.funding,
-      },
-    ]);
+    await netting.fund(10n);
   });
 
   it("a flush whose payouts another flush batched first writes no batch and is no error", async () => {
@@ -379,16 +306,7 @@ describe("flushes of two processes", () => {
 
 describe("a flush with more payees due than one batch takes", () => {
   it("pays them all in batches of nettingBatchPayeesMax, not the rest an interval later", async () => {
-    await ledger.createTransfers([
-      {
-        id: 80n,
-        debitAccountId: clearingLedgerId,
-        creditAccountId: customerLedgerId,
-        amount: 1_000n,
-        ledger: assets.USDC.ledger,
-        code: transferCodes.payments.funding,
-      },
-    ]);
+    await netting.fund(1_000n);
     const count = nettingBatchPayeesMax + 1;
     for (let i = 0; i < count; i++) {
       const id = `pay_many_${i}`;

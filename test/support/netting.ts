@@ -1,0 +1,99 @@
+// What tests of netted payouts (gateway/payments/batch-payouts.ts) stand on, on any store: a tenant with a USDC
+// customer account, the EVM rail's clearing account that funds it, payments of that customer left processing, and
+// netting's dependencies with a rail that refuses every batch (a test gives its own payer where it pays).
+import { assets } from "../../core/index.ts";
+import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
+import type { Db } from "../../gateway/db/index.ts";
+import { type Ledger, transferCodes } from "../../gateway/ledger/index.ts";
+import type { accruePayout, NettingDeps } from "../../gateway/payments/batch-payouts.ts";
+import { createTenant } from "../../gateway/tenants/index.ts";
+
+export type NettingFixture = {
+  tenantId: string;
+  /** The customer's account id, the source of every payment and payout made here. */
+  customerId: string;
+  /** Credits the customer `amount` from the rail's clearing account (a funding transfer of its own). */
+  fund(amount: bigint): Promise<void>;
+  /** What the customer's account holds, posted. */
+  customerPosted(): Promise<bigint>;
+  /** A payment of the customer's, processing (as its request leaves it before it accrues). */
+  insertPayment(id: string): Promise<void>;
+  /** The payout of payment `id` to `payee`, as accruePayout takes it. */
+  payout(id: string, amount: bigint, payee: `0x${string}`): Parameters<typeof accruePayout>[1];
+  /** Netting over `db` and `ledger`, the rail refusing every batch. */
+  deps(): NettingDeps;
+};
+
+/** Makes the tenant and its accounts (ids prefixed `name`), the customer funded with `funding`. */
+export async function nettingFixture(
+  db: Db,
+  ledger: Ledger,
+  name: string,
+  funding: bigint,
+): Promise<NettingFixture> {
+  const tenantId = `ten_${name}`;
+  const customerId = `acct_${name}_customer`;
+  await createTenant(db, { id: tenantId, name });
+  const customer = await createAccount(
+    { sql: db, ledger },
+    { tenantId, kind: "customer", asset: assets.USDC, name: "c", id: customerId },
+  );
+  const clearing = await createAccount(
+    { sql: db, ledger },
+    {
+      tenantId: null,
+      kind: "clearing",
+      asset: assets.USDC,
+      name: "evm",
+      rail: "evm",
+      id: `acct_${name}_clearing`,
+    },
+  );
+  let fundings = 0n;
+  const fixture: NettingFixture = {
+    tenantId,
+    customerId,
+    async fund(amount) {
+      fundings += 1n;
+      await ledger.createTransfers([
+        {
+          id: fundings,
+          debitAccountId: clearing.ledgerAccountId,
+          creditAccountId: customer.ledgerAccountId,
+          amount,
+          ledger: assets.USDC.ledger,
+          code: transferCodes.payments.funding,
+        },
+      ]);
+    },
+    async customerPosted() {
+      const [account] = await ledger.lookupAccounts([customer.ledgerAccountId]);
+      return balanceOf("customer", account!).posted;
+    },
+    async insertPayment(id) {
+      await db.query(
+        `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy)
+         VALUES ($1, $2, 'processing', 'USDC', 40, $3, '{}', '{}')`,
+        [id, tenantId, customerId],
+      );
+    },
+    payout: (id, amount, payee) => ({ id, tenantId, sourceAccountId: customerId, payee, amount }),
+    deps: () => ({
+      db,
+      ledger,
+      payer: {
+        id: "evm",
+        asset: assets.USDC,
+        payoutBatch: async () => ({
+          status: "failed",
+          code: "rail_unavailable",
+          message: "not in this test",
+        }),
+      },
+      config: { maxFeeShareBps: 1_000, threshold: { total: 1_000n }, intervalMs: 60_000 },
+      nowMs: Date.now,
+    }),
+  };
+  await fixture.fund(funding);
+  return fixture;
+}
