@@ -1,6 +1,5 @@
 // The Lightning rail (LND through the `lightning` package) and the journal it keeps across restarts.
 
-export { type Bolt11Error, type Bolt11Summary, parseBolt11 } from "./bolt11.ts";
 export {
   type LightningConfig,
   LightningConfigError,

@@ -1,8 +1,9 @@
 // Getting paid: invoices (amount, expiry, memo or description hash) made with one AddInvoice call and
 // journalled with the gateway's reference, and the Rail contract's `receive` over them. Their settlement comes
 // back through the event pump (events.ts).
+
+import { parseBolt11 } from "../../core/bolt11.ts";
 import type { ReceiveOutcome, ReceiveRequest } from "../../core/index.ts";
-import { parseBolt11 } from "./bolt11.ts";
 import { LightningRailError, lndError } from "./errors.ts";
 import type { LightningRailState } from "./state.ts";
 import type { StoredInvoice } from "./store.ts";

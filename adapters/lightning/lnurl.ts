@@ -6,9 +6,9 @@
 // the composition root gives (the gateway's egress guard: public addresses only, vetted on every connection), so
 // an address whose domain or callback resolves to a private, loopback or metadata address is refused.
 import { createHash } from "node:crypto";
+import { parseBolt11 } from "../../core/bolt11.ts";
 import { bareBolt11 } from "../../core/destinations.ts";
 import type { RailFailureCode } from "../../core/index.ts";
-import { parseBolt11 } from "./bolt11.ts";
 
 /** The response an LNURL request reads: a status, headers and a body read a chunk at a time. */
 export type LnurlResponse = {

@@ -7,9 +7,9 @@
 import { createHash, createHmac } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { signMessage, subscribeToPastPayment } from "lightning";
+import { parseBolt11 } from "../../core/bolt11.ts";
 import { bareBolt11 } from "../../core/destinations.ts";
 import type { AttemptOutcome, Destination, OutgoingAttempt, RailEvent } from "../../core/index.ts";
-import { parseBolt11 } from "./bolt11.ts";
 import { enqueue, markDisconnected } from "./events.ts";
 import {
   classifyLndError,

@@ -1,5 +1,6 @@
 // From the API's JSON to the gateway's terms (destinations, route policies) and back from its records
 // (bigints become decimal strings, names become snake_case); a service's refusal as the API error it is.
+import { bolt11ErrorText, parseBolt11 } from "../../core/bolt11.ts";
 import { bareBolt11 } from "../../core/destinations.ts";
 import type { Destination, SettlementEvidence } from "../../core/index.ts";
 import { assetByCode, formatAmount } from "../../core/index.ts";
@@ -18,12 +19,19 @@ const microUsd = { scale: 6 };
 
 /**
  * A caller's BOLT11 invoice as the gateway stores it and LND is handed it: bare, lower case (bareBolt11). Mixed
- * case is refused here (BIP-173; LND would refuse it at payment time). A payment's and a refund's alike.
+ * case is refused here (BIP-173; LND would refuse it at payment time), and so is what parseBolt11 cannot read (a
+ * changed character, no payment hash): bad input, not a destination no rail reaches. The signature, the network
+ * and the expiry are the rail's to judge. A payment's and a refund's alike.
  */
 export function bolt11Destination(invoice: string): { kind: "bolt11"; invoice: string } {
   const bare = bareBolt11(invoice);
   if (bare === null)
     throw new ApiError("parameter_invalid", "a BOLT11 invoice is in lower case or in upper case, not both", {
+      param: "destination.invoice",
+    });
+  const parsed = parseBolt11(bare);
+  if (!parsed.ok)
+    throw new ApiError("parameter_invalid", `destination.invoice ${bolt11ErrorText[parsed.error]}`, {
       param: "destination.invoice",
     });
   return { kind: "bolt11", invoice: bare };

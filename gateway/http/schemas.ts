@@ -18,6 +18,12 @@ const lightningAddress = z
     "a Lightning Address (name@domain)",
   );
 
+/**
+ * What may be a BOLT11 invoice, as a QR code or a wallet gives it (any one case, a `lightning:` prefix allowed; up
+ * to the length LND reads). bolt11Destination reads the rest: a changed character is refused there.
+ */
+export const bolt11Shape = /^(lightning:)?ln[a-z0-9]{10,7089}$/i;
+
 export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("account"), account: accountId }),
   z.strictObject({
@@ -34,7 +40,7 @@ export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("evm_split"), split_id: hex(32) }),
   z.strictObject({
     type: z.literal("bolt11"),
-    invoice: z.string().regex(/^ln[a-z0-9]{10,2000}$/i, "a BOLT11 invoice"),
+    invoice: z.string().regex(bolt11Shape, "a BOLT11 invoice"),
   }),
   z.strictObject({
     type: z.literal("lightning_node"),

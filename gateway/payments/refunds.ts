@@ -27,6 +27,7 @@
 //      every hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
 //      (applyRefundEvent, called by the settlement before anything else looks at the event).
 // The ledger's post or void and the status change with its event are one transaction (writeChainWith's statement).
+import { bolt11ErrorText, parseBolt11 } from "../../core/bolt11.ts";
 import {
   type Asset,
   type AttemptOutcome,
@@ -308,34 +309,21 @@ async function paymentSource(
 }
 
 /**
- * The amount of a BOLT11 invoice in millisatoshi, read from its human-readable part (`lnbcrt2500n1…`); null when it
- * names none. `invalid`: not an invoice's prefix. The rail checks the rest (signature, network, expiry).
- */
-export function bolt11AmountMsat(invoice: string): bigint | null | "invalid" {
-  const match = /^ln(?:bcrt|bc|tbs|tb|sb)(?:(\d+)([munp])?)?1[02-9ac-hj-np-z]+$/.exec(invoice.toLowerCase());
-  if (match === null) return "invalid";
-  const [, digits, multiplier] = match;
-  if (digits === undefined) return null;
-  const msatPerUnit: Record<string, bigint> = { m: 100_000_000n, u: 100_000n, n: 100n };
-  if (multiplier === undefined) return BigInt(digits) * 100_000_000_000n;
-  if (multiplier === "p") {
-    const pico = BigInt(digits);
-    return pico % 10n === 0n ? pico / 10n : "invalid";
-  }
-  return BigInt(digits) * (msatPerUnit[multiplier] ?? 0n);
-}
-
-/**
  * The refund's amount: the one asked, or all that is left (a Lightning invoice that names one: that one); `left`:
  * what is left to refund of the target.
  */
 function amountOf(source: Source, params: CreateRefundParams, left: bigint): bigint | Refused {
-  const named =
-    source.mode.kind === "payout" && source.mode.destination.kind === "bolt11"
-      ? bolt11AmountMsat(source.mode.destination.invoice)
-      : null;
-  if (named === "invalid")
-    return refuse("parameter_invalid", "destination.invoice is not a BOLT11 invoice", "destination.invoice");
+  let named: bigint | null = null;
+  if (source.mode.kind === "payout" && source.mode.destination.kind === "bolt11") {
+    const invoice = parseBolt11(source.mode.destination.invoice);
+    if (!invoice.ok)
+      return refuse(
+        "parameter_invalid",
+        `destination.invoice ${bolt11ErrorText[invoice.error]}`,
+        "destination.invoice",
+      );
+    named = invoice.value.amountMsat;
+  }
   let amount: bigint;
   if (params.amount === null) amount = named ?? left;
   else {

@@ -15,6 +15,7 @@ import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { assets, type Rail } from "../../core/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
+import { wellFormedInvoice } from "../support/bolt11.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -126,7 +127,7 @@ describe("refunds of a USDC invoice", () => {
     expect(over.body.error.code).toBe("refund_exceeds_remaining");
     const elsewhere = await gw.call("POST", "/v1/refunds", {
       invoice: invoiceId,
-      destination: { type: "bolt11", invoice: "lnbcrt10n1pqqqqqq" },
+      destination: { type: "bolt11", invoice: wellFormedInvoice() },
     });
     expect(elsewhere.status).toBe(400);
     expect(elsewhere.body.error.param).toBe("destination");

@@ -7,6 +7,7 @@ import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
+import { wellFormedInvoice } from "../support/bolt11.ts";
 import { testConfig } from "../support/config.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 
@@ -167,7 +168,7 @@ describe("refunds of a card invoice", () => {
     expect(over.body.error.code).toBe("refund_exceeds_remaining");
     const destination = await call("POST", "/v1/refunds", {
       invoice: invoiceId,
-      destination: { type: "bolt11", invoice: "lnbcrt10n1pqqqqqq" },
+      destination: { type: "bolt11", invoice: wellFormedInvoice() },
     });
     expect(destination.status).toBe(400);
     expect(destination.body.error).toMatchObject({ code: "parameter_invalid", param: "destination" });

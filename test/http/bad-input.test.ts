@@ -1,5 +1,6 @@
 // Bad input gets a 4xx with a stable code, and nothing is written to the ledger or sent on chain.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { signBolt11, wellFormedInvoice } from "../support/bolt11.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 let gw: TestGateway;
@@ -18,6 +19,20 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw?.app.close();
 });
+
+const signedInvoice = wellFormedInvoice({ amount: "10u" });
+const invoiceWithoutHash = signBolt11({
+  network: "bcrt",
+  amount: "10u",
+  timestampSeconds: 1_700_000_000,
+  fields: [],
+  privateKey: Buffer.alloc(32, 7),
+});
+/** The character before the checksum replaced by another of bech32's alphabet. */
+function oneCharacterChanged(invoice: string): string {
+  const at = invoice.length - 7;
+  return `${invoice.slice(0, at)}${invoice[at] === "q" ? "p" : "q"}${invoice.slice(at + 1)}`;
+}
 
 const valid = () => ({
   amount: "1.00",
@@ -228,9 +243,42 @@ const cases: Case[] = [
   },
   {
     name: "a destination no configured rail reaches",
-    body: () => ({ ...valid(), destination: { type: "bolt11", invoice: "lnbcrt10u1pjexampleinvoice" } }),
+    body: () => ({ ...valid(), destination: { type: "bolt11", invoice: signedInvoice } }),
     status: 422,
     code: "no_route",
+  },
+  {
+    name: "an invoice as a QR code gives it (lightning: prefix), which no configured rail reaches either",
+    body: () => ({
+      ...valid(),
+      destination: { type: "bolt11", invoice: `LIGHTNING:${signedInvoice.toUpperCase()}` },
+    }),
+    status: 422,
+    code: "no_route",
+  },
+  {
+    name: "an invoice with one character changed (its checksum fails)",
+    body: () => ({
+      ...valid(),
+      destination: { type: "bolt11", invoice: oneCharacterChanged(signedInvoice) },
+    }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.invoice",
+  },
+  {
+    name: "an invoice-shaped string that is none",
+    body: () => ({ ...valid(), destination: { type: "bolt11", invoice: "lnbcrt10u1pjexampleinvoice" } }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.invoice",
+  },
+  {
+    name: "a well-formed invoice without a payment hash",
+    body: () => ({ ...valid(), destination: { type: "bolt11", invoice: invoiceWithoutHash } }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.invoice",
   },
   { name: "a missing API key", body: valid, key: null, status: 401, code: "api_key_missing" },
   {

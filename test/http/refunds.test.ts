@@ -11,6 +11,7 @@ import { transferCodes, writeChainWith } from "../../gateway/ledger/index.ts";
 import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
 import { claimStatement } from "../../gateway/payments/refunds-store.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { wellFormedInvoice } from "../support/bolt11.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 /**
@@ -584,7 +585,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         [{ payment: "pay_nope" }, 400, "parameter_invalid", "payment"],
         [{ payment: "pay_01m7zfckv29pdrb3m0gz9e4j5g" }, 404, "payment_not_found", "payment"],
         [
-          { payment, destination: { type: "bolt11", invoice: "lnbcrt10n1pqqqqqq" } },
+          { payment, destination: { type: "bolt11", invoice: wellFormedInvoice() } },
           400,
           "parameter_invalid",
           "destination",

@@ -2,7 +2,7 @@
 // rail, including what LND's own createInvoice would never make (route hints to a private node that does not
 // exist, a stated payee key, a field twice, a signature by someone else, a high-S signature).
 import { createHash } from "node:crypto";
-import { charset, hrpExpand, polymod } from "../../adapters/lightning/bolt11.ts";
+import { charset, hrpExpand, polymod } from "../../core/bolt11.ts";
 import { secp256k1 } from "../../core/secp256k1.ts";
 
 /** Tagged field types, by their bech32 characters. */
@@ -120,4 +120,20 @@ export function signBolt11(params: {
   const checksum = polymod(values) ^ 1;
   for (let i = 0; i < 6; i += 1) words.push((checksum >> (5 * (5 - i))) & 31);
   return `${hrp}1${words.map((word) => charset[word]).join("")}`;
+}
+
+/**
+ * A well-formed, signed invoice to nobody in particular (regtest unless `network` says otherwise), for tests that
+ * need the API to take an invoice as one and refuse the request for another reason.
+ */
+export function wellFormedInvoice(
+  params: { network?: string; amount?: string; hashByte?: number } = {},
+): string {
+  return signBolt11({
+    network: params.network ?? "bcrt",
+    amount: params.amount ?? "10n",
+    timestampSeconds: 1_700_000_000,
+    fields: [[bolt11Field.paymentHash, bytesToWords(Buffer.alloc(32, params.hashByte ?? 1))]],
+    privateKey: Buffer.alloc(32, 7),
+  });
 }

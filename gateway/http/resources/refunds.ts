@@ -23,7 +23,7 @@ import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { bolt11Destination, presentEvidence } from "../present.ts";
-import { errorView, evidenceView, metadataSchema } from "../schemas.ts";
+import { bolt11Shape, errorView, evidenceView, metadataSchema } from "../schemas.ts";
 
 export type RefundRoutesOptions = { refunds: RefundsDeps };
 
@@ -49,7 +49,7 @@ export const createRefundBody = z.strictObject({
       z.strictObject({
         type: z.literal("bolt11"),
         // As a payment's bolt11 destination takes it (schemas.ts).
-        invoice: z.string().regex(/^ln[a-z0-9]{10,2000}$/i, "a BOLT11 invoice"),
+        invoice: z.string().regex(bolt11Shape, "a BOLT11 invoice"),
       }),
     ])
     .optional(),
