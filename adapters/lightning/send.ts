@@ -171,12 +171,48 @@ const onConfirmed = (
 
 // ---- following a payment -----------------------------------------------------------------------
 
+/**
+ * How far LND's clock may be behind the gateway's. A payment LND says it created earlier than that before the
+ * attempt was journalled (the journal is written before the send) was not this attempt's.
+ */
+export const lndClockBehindMaxMs = 60_000;
+
+type ConfirmedPayment = { secret: string; fee_mtokens: string; mtokens: string; created_at: string };
+
+/**
+ * Why a payment LND has of a tracked attempt's hash is not the attempt's own, or null when it may be. Tracking
+ * follows whatever payment LND holds of the hash (after a restart, or a send cut off before LND answered), and LND
+ * holds one: one that is not the attempt's means the attempt's send never reached LND, so nothing of it went out.
+ * A keysend's hash is derived from its attempt id, so its payment is its own; an invoice's hash is anyone's (the
+ * operator paying it by hand, another gateway on the same node), so its amount and its time must fit.
+ */
+function notThisAttempts(attempt: StoredAttempt, payment: ConfirmedPayment): string | null {
+  if (attempt.kind === "keysend") return null;
+  const sent = BigInt(payment.mtokens) - BigInt(payment.fee_mtokens);
+  if (sent !== attempt.amountMsat)
+    return `LND's payment of this hash sent ${sent} msat, the attempt pays ${attempt.amountMsat} msat`;
+  const createdAtMs = Date.parse(payment.created_at);
+  if (createdAtMs < attempt.createdAtMs - lndClockBehindMaxMs)
+    return `LND's payment of this hash was made at ${payment.created_at}, before the attempt was`;
+  return null;
+}
+
 function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmitter, mode: "send" | "track") {
   tracker.subscription = subscription;
   tracker.detached = false;
-  subscription.on("confirmed", (payment: { secret: string; fee_mtokens: string }) =>
-    onConfirmed(s, tracker, payment),
-  );
+  subscription.on("confirmed", (payment: ConfirmedPayment) => {
+    const foreign = mode === "track" ? notThisAttempts(tracker.attempt, payment) : null;
+    if (foreign === null) return onConfirmed(s, tracker, payment);
+    s.logger.error(
+      { attemptId: tracker.attempt.attemptId, paymentHash: tracker.attempt.paymentHash, reason: foreign },
+      "LND paid this invoice with a payment that is not the attempt's: the attempt fails, nothing of it was sent",
+    );
+    return void fail(s, tracker, {
+      code: "rejected",
+      message: "the invoice was paid already by another payment",
+      retryElsewhere: false,
+    });
+  });
   subscription.on("failed", (flags: Parameters<typeof failureFromFlags>[0]) =>
     onPaymentFailed(s, tracker, flags),
   );

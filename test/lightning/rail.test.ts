@@ -1,7 +1,7 @@
 // The Lightning rail against the regtest network: gateway's lnd behind the rail, payer and payee driven
 // directly with `lightning`. Tests run in order; the last one restarts the gateway's lnd.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -366,6 +366,56 @@ describe("lightning rail on regtest", () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(third.events.filter((e) => e.kind !== "received")).toHaveLength(0);
     await third.rail.stop();
+  });
+
+  it("after a restart, an attempt journalled but never sent does not take a payment of its invoice someone else made", async () => {
+    // The node's operator pays two invoices by hand (nothing in any journal): one with an amount, one without.
+    const priced = await createInvoice({ lnd: payee, tokens: 1_111 });
+    const open = await createInvoice({ lnd: payee });
+    await pay({ lnd: client("gateway"), request: priced.request });
+    await pay({ lnd: client("gateway"), request: open.request, tokens: 1_000 });
+    // A gateway then journals an attempt at each and stops before sending it (a crash between the two): the first
+    // two minutes after the operator's payment, the second at once, for another amount than the operator paid.
+    const journalled = (request: string, paymentHash: string, amountMsat: bigint, createdAtMs: number) => ({
+      t: "attempt",
+      attemptId: attemptId("unsent"),
+      paymentId: "payment-unsent",
+      paymentHash,
+      kind: "bolt11",
+      amountMsat: amountMsat.toString(),
+      createdAtMs,
+      feeMaxMsat: "10000",
+      destination: null,
+      request,
+    });
+    const late = journalled(priced.request, priced.id, 1_111_000n, Date.now() + 120_000);
+    const otherAmount = journalled(open.request, open.id, 2_000_000n, Date.now());
+    await writeFile(
+      path.join(directory, "unsent.jsonl"),
+      `${JSON.stringify(late)}\n${JSON.stringify(otherAmount)}\n`,
+    );
+    const restarted = await startRail("unsent.jsonl");
+    try {
+      // Before: each was reported succeeded with the operator's preimage, and the gateway charged its payer.
+      for (const attempt of [late, otherAmount])
+        expect(
+          await waitFor(
+            "the unsent attempt's outcome",
+            async () =>
+              restarted.events.find(
+                (e) =>
+                  (e.kind === "attempt_succeeded" || e.kind === "attempt_failed") &&
+                  e.attemptId === attempt.attemptId,
+              ),
+            { timeoutMs: 30_000 },
+          ),
+        ).toMatchObject({ kind: "attempt_failed", code: "rejected", retryElsewhere: false });
+      expect(restarted.logs.filter((line) => /not the attempt.s/.test(line.message))).toHaveLength(2);
+    } finally {
+      await restarted.rail.stop();
+    }
+    const { payments } = await getPayments({ lnd: client("gateway") });
+    expect(payments.filter((payment) => payment.id === priced.id || payment.id === open.id)).toHaveLength(2);
   });
 
   it("catches up by settle index on invoices settled while the rail was stopped", async () => {
