@@ -21,7 +21,7 @@ export type Bolt11Error =
   | "invoice_malformed"
   | "invoice_checksum"
   | "invoice_no_payment_hash"
-  /** readBolt11Payee: no key recovers from the signature, or it does not verify against the `n` bolt11Fields. */
+  /** readBolt11Payee: no key recovers from the signature, or it does not verify against the `n` field. */
   | "invoice_signature";
 
 /** bech32's alphabet (exported with polymod and hrpExpand for the tests' encoder). */
@@ -114,9 +114,8 @@ const fixedLengths: ReadonlyMap<number, number> = new Map([
 export function splitBolt11(
   invoice: string,
 ): { ok: true; value: Bolt11Parts } | { ok: false; error: Bolt11Error } {
-  if (invoice.length > invoiceLengthMax) return { ok: false, error: "invoice_malformed" };
   const text = bareBolt11(invoice); // a lightning: prefix off, lower case; mixed case refused (BIP-173)
-  if (text === null) return { ok: false, error: "invoice_malformed" };
+  if (text === null || text.length > invoiceLengthMax) return { ok: false, error: "invoice_malformed" };
   const separator = text.lastIndexOf("1");
   if (separator < 3) return { ok: false, error: "invoice_malformed" };
   const hrp = text.slice(0, separator);
@@ -162,7 +161,7 @@ export const bolt11ErrorText: Readonly<Record<Bolt11Error, string>> = {
   invoice_malformed: "is not a BOLT11 invoice",
   invoice_checksum: "fails its bech32 checksum: a character was changed or lost",
   invoice_no_payment_hash: "names no payment hash",
-  invoice_signature: "is not signed by a key its signature names",
+  invoice_signature: "is not signed by the key it names, or by any key",
 };
 
 export function parseBolt11(

@@ -172,39 +172,67 @@ const onConfirmed = (
 // ---- following a payment -----------------------------------------------------------------------
 
 /**
- * How far LND's clock may be behind the gateway's. A payment LND says it created earlier than that before the
- * attempt was journalled (the journal is written before the send) was not this attempt's.
+ * How far LND's clock may be behind the gateway's before a payment it says it made before an attempt was journalled
+ * (the journal is written before the send) is doubted.
  */
 export const lndClockBehindMaxMs = 60_000;
 
-type ConfirmedPayment = { secret: string; fee_mtokens: string; mtokens: string; created_at: string };
+export type ConfirmedPayment = { secret: string; fee_mtokens: string; mtokens: string; created_at: string };
+
+export type PaymentJudgement =
+  | { kind: "own" }
+  /** Certainly another's: the attempt's send never reached LND (LND holds one payment per hash). */
+  | { kind: "foreign"; reason: string }
+  /** Made before the attempt by LND's clock: another's, unless LND's clock is far behind the gateway's. */
+  | { kind: "doubtful"; reason: string };
 
 /**
- * Why a payment LND has of a tracked attempt's hash is not the attempt's own, or null when it may be. Tracking
- * follows whatever payment LND holds of the hash (after a restart, or a send cut off before LND answered), and LND
- * holds one: one that is not the attempt's means the attempt's send never reached LND, so nothing of it went out.
- * A keysend's hash is derived from its attempt id, so its payment is its own; an invoice's hash is anyone's (the
- * operator paying it by hand, another gateway on the same node), so its amount and its time must fit.
+ * Whether a payment LND has of a tracked attempt's hash is the attempt's own. Tracking follows whatever payment LND
+ * holds of the hash (after a restart, or a send cut off before LND answered), and LND holds one: one that is not the
+ * attempt's means the attempt's send never reached LND, so nothing of it went out. A keysend's hash is derived from
+ * its attempt id, so its payment is its own; an invoice's hash is anyone's (the operator paying it by hand, another
+ * gateway on the same node). Another amount is proof; an earlier time is proof only as far as the two clocks agree,
+ * so it is doubted, not decided.
  */
-function notThisAttempts(attempt: StoredAttempt, payment: ConfirmedPayment): string | null {
-  if (attempt.kind === "keysend") return null;
+export function judgeTrackedPayment(attempt: StoredAttempt, payment: ConfirmedPayment): PaymentJudgement {
+  if (attempt.kind === "keysend") return { kind: "own" };
   const sent = BigInt(payment.mtokens) - BigInt(payment.fee_mtokens);
   if (sent !== attempt.amountMsat)
-    return `LND's payment of this hash sent ${sent} msat, the attempt pays ${attempt.amountMsat} msat`;
-  const createdAtMs = Date.parse(payment.created_at);
-  if (createdAtMs < attempt.createdAtMs - lndClockBehindMaxMs)
-    return `LND's payment of this hash was made at ${payment.created_at}, before the attempt was`;
-  return null;
+    return {
+      kind: "foreign",
+      reason: `LND's payment of this hash sent ${sent} msat, the attempt pays ${attempt.amountMsat} msat`,
+    };
+  if (Date.parse(payment.created_at) < attempt.createdAtMs - lndClockBehindMaxMs)
+    return {
+      kind: "doubtful",
+      reason: `LND's payment of this hash was made at ${payment.created_at}, before the attempt was journalled at ${new Date(attempt.createdAtMs).toISOString()}`,
+    };
+  return { kind: "own" };
 }
 
 function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmitter, mode: "send" | "track") {
   tracker.subscription = subscription;
   tracker.detached = false;
   subscription.on("confirmed", (payment: ConfirmedPayment) => {
-    const foreign = mode === "track" ? notThisAttempts(tracker.attempt, payment) : null;
-    if (foreign === null) return onConfirmed(s, tracker, payment);
+    const judged: PaymentJudgement =
+      mode === "track" ? judgeTrackedPayment(tracker.attempt, payment) : { kind: "own" };
+    if (judged.kind === "own") return onConfirmed(s, tracker, payment);
+    const where = {
+      attemptId: tracker.attempt.attemptId,
+      paymentHash: tracker.attempt.paymentHash,
+      reason: judged.reason,
+    };
+    if (judged.kind === "doubtful") {
+      // Neither outcome is booked: taken as paid, the payer would be charged for another's payment; as failed, the
+      // money may have gone out uncharged. The attempt stays in flight until an operator decides (or a restart).
+      tracker.detached = false;
+      return s.logger.error(
+        where,
+        "LND's payment of this invoice may not be the attempt's: left in flight for an operator",
+      );
+    }
     s.logger.error(
-      { attemptId: tracker.attempt.attemptId, paymentHash: tracker.attempt.paymentHash, reason: foreign },
+      where,
       "LND paid this invoice with a payment that is not the attempt's: the attempt fails, nothing of it was sent",
     );
     return void fail(s, tracker, {
@@ -544,8 +572,30 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     request: stored.request,
     eventWanted: false,
   });
-  // Write-ahead: the hash is on disk before LND sees the payment.
-  await s.store.append(attemptRecord(stored));
+  // Write-ahead: the hash is on disk before LND sees the payment. When it cannot be written, nothing is sent and
+  // nothing of the attempt is kept: its hash is free again (the payment may go another way, or come back).
+  try {
+    await s.store.append(attemptRecord(stored));
+  } catch (error) {
+    s.logger.error(
+      { error: lndErrorText(error), attemptId: attempt.id },
+      "journal write failed: nothing sent",
+    );
+    s.trackers.delete(attempt.id);
+    s.attempts.delete(attempt.id);
+    if (s.attemptByHash.get(paymentHash) === attempt.id) s.attemptByHash.delete(paymentHash);
+    tracker.resolve({
+      status: "failed",
+      code: "rail_unavailable",
+      message: "the rail's journal could not be written",
+      retryElsewhere: true,
+    });
+    return failedOutcome(
+      "rail_unavailable",
+      "the rail's journal could not be written: nothing was sent",
+      true,
+    );
+  }
 
   try {
     const request = sendRequest(destination, attempt.amount, { paymentHash, preimage, invoiceHasAmount });

@@ -105,6 +105,53 @@ describe("rail store", () => {
     expect(((error as RailStoreError).cause as NodeJS.ErrnoException).code).toBe("EISDIR");
   });
 
+  it("returns from an attempt's append once it is synced, one sync for the appends written while another ran", async () => {
+    const file = path.join(directory, "synced.jsonl");
+    const syncs: Array<{ done: () => void; fail: (error: Error) => void }> = [];
+    const store = createFileRailStore(file, {
+      sync: () =>
+        new Promise<void>((done, fail) => {
+          syncs.push({ done, fail });
+        }),
+    });
+    await store.load();
+    const settled: string[] = [];
+    const appending = (label: string, record: RailStoreRecord) =>
+      store.append(record).then(
+        () => settled.push(label),
+        (error: unknown) => settled.push(`${label}: ${(error as Error).name}`),
+      );
+    // Neither an outcome nor an invoice waits for the disk.
+    await store.append({ t: "settle_index", value: 1 });
+    expect(syncs).toHaveLength(0);
+    const first = appending("a1", attempt("a1"));
+    await Promise.resolve();
+    expect(syncs).toHaveLength(1);
+    // Written while the first sync runs: they wait for the next one, which starts after it, and share it.
+    const second = appending("a2", attempt("a2"));
+    const third = appending("a3", attempt("a3"));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(settled).toEqual([]);
+    expect(syncs).toHaveLength(1);
+    syncs[0]!.done();
+    await first;
+    expect(settled).toEqual(["a1"]);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(syncs).toHaveLength(2);
+    expect(settled).toEqual(["a1"]);
+    syncs[1]!.fail(Object.assign(new Error("EIO"), { code: "EIO" }));
+    await Promise.all([second, third]);
+    expect(settled).toEqual(["a1", "a2: RailStoreError", "a3: RailStoreError"]);
+    // A failed sync leaves the next append to sync again.
+    const fourth = appending("a4", attempt("a4"));
+    await Promise.resolve();
+    expect(syncs).toHaveLength(3);
+    syncs[2]!.done();
+    await fourth;
+    expect(settled.at(-1)).toBe("a4");
+    await store.close();
+  });
+
   it("forgets delivered invoices on compaction", async () => {
     const store = createMemoryRailStore();
     await store.load();

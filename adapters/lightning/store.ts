@@ -3,8 +3,8 @@
 // and the last settle index whose invoice was delivered. LND keeps the payments themselves; this keeps
 // only the mapping back to the gateway's ids. Stored as an append-only JSON-lines journal, compacted on
 // open.
-import { closeSync, openSync, writeSync } from "node:fs";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { closeSync, fdatasync, openSync, writeSync } from "node:fs";
+import { mkdir, open, readFile, rename } from "node:fs/promises";
 import path from "node:path";
 import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
 
@@ -74,7 +74,11 @@ export type RailState = {
 export type LightningRailStore = {
   /** Reads what was stored (and compacts it). Called once, by the rail's start. */
   load(): Promise<RailState>;
-  /** Appends the records in order, whole (a file: in one write). */
+  /**
+   * Appends the records in order, whole (a file: in one write). An attempt's record is the write-ahead of a
+   * payment: the append returns once it is durable (a file: synced to the disk), so that a machine that loses its
+   * page cache still knows the payment it sent. Other records may be lost in a crash: the rail asks LND again.
+   */
   append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
 };
@@ -215,9 +219,45 @@ export function createMemoryRailStore(): LightningRailStore & { records(): reado
   };
 }
 
-/** An append-only JSON-lines journal in `file`, compacted (rewritten and renamed) on load. */
-export function createFileRailStore(file: string): LightningRailStore {
+/** Waits until what was written to the descriptor is on the disk (fdatasync). */
+export type JournalSync = (descriptor: number) => Promise<void>;
+
+const syncToDisk: JournalSync = (descriptor) =>
+  new Promise((resolve, reject) =>
+    fdatasync(descriptor, (error) => (error === null ? resolve() : reject(error))),
+  );
+
+/**
+ * An append-only JSON-lines journal in `file`, compacted (rewritten, synced and renamed) on load. `sync`: how
+ * writes are made durable (fdatasync; tests watch it).
+ */
+export function createFileRailStore(file: string, options: { sync?: JournalSync } = {}): LightningRailStore {
+  const sync = options.sync ?? syncToDisk;
   let descriptor: number | null = null;
+  /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
+  let syncing: Promise<void> | null = null;
+  let queued: Promise<void> | null = null;
+  const durable = (): Promise<void> => {
+    if (syncing === null) {
+      if (descriptor === null)
+        return Promise.reject(new RailStoreError("store not loaded", { details: file }));
+      syncing = sync(descriptor)
+        .catch((error: unknown) => {
+          throw new RailStoreError("journal sync failed", { details: file, cause: error });
+        })
+        .finally(() => {
+          syncing = null;
+        });
+      return syncing;
+    }
+    queued ??= syncing
+      .catch(() => {})
+      .then(() => {
+        queued = null;
+        return durable();
+      });
+    return queued;
+  };
   /** Appends `text` whole. A write to the page cache takes microseconds: done in place, it spares each line a
    * round trip through libuv's thread pool (a quarter of a millisecond on a payment's path), and lines reach the
    * file in the order they were appended without any queue. */
@@ -261,8 +301,21 @@ export function createFileRailStore(file: string): LightningRailStore {
       const temporary = `${file}.${process.pid}.tmp`;
       try {
         await mkdir(path.dirname(file), { recursive: true });
-        await writeFile(temporary, compacted.map((record) => `${JSON.stringify(record)}\n`).join(""));
+        // Synced before the rename, and the directory after it: a crash never leaves the journal empty.
+        const handle = await open(temporary, "w");
+        try {
+          await handle.writeFile(compacted.map((record) => `${JSON.stringify(record)}\n`).join(""));
+          await handle.datasync();
+        } finally {
+          await handle.close();
+        }
         await rename(temporary, file);
+        const directory = await open(path.dirname(file), "r");
+        try {
+          await directory.sync();
+        } finally {
+          await directory.close();
+        }
         if (descriptor !== null) closeSync(descriptor);
         descriptor = openSync(file, "a");
       } catch (error) {
@@ -272,6 +325,7 @@ export function createFileRailStore(file: string): LightningRailStore {
     },
     async append(...records) {
       write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
+      if (records.some((record) => record.t === "attempt")) await durable();
     },
     async close() {
       const closing = descriptor;

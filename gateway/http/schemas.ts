@@ -22,7 +22,7 @@ const lightningAddress = z
  * What may be a BOLT11 invoice, as a QR code or a wallet gives it (any one case, a `lightning:` prefix allowed; up
  * to the length LND reads). bolt11Destination reads the rest: a changed character is refused there.
  */
-export const bolt11Shape = /^(lightning:)?ln[a-z0-9]{10,7089}$/i;
+export const bolt11Shape = /^(lightning:)?ln[a-z0-9]{8,7087}$/i;
 
 export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("account"), account: accountId }),

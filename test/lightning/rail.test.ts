@@ -23,6 +23,7 @@ import {
   createLightningRail,
   type LightningRail,
   type LightningRailParams,
+  type LightningRailStore,
 } from "../../adapters/lightning/index.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
@@ -42,12 +43,15 @@ const attemptId = (label: string) => `${label}-${Date.now()}-${++serial}`;
 
 type Running = { rail: LightningRail; events: RailEvent[]; logs: LogLine[] };
 
-async function startRail(store: string, limits: LightningRailParams["limits"] = {}): Promise<Running> {
+async function startRail(
+  store: string | LightningRailStore,
+  limits: LightningRailParams["limits"] = {},
+): Promise<Running> {
   const events: RailEvent[] = [];
   const logs: LogLine[] = [];
   const rail = createLightningRail({
     lnd: cluster.nodes.gateway,
-    store: createFileRailStore(path.join(directory, store)),
+    store: typeof store === "string" ? createFileRailStore(path.join(directory, store)) : store,
     limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, executeWaitMs: 30_000, ...limits },
     logger: recordingLogger({ lines: logs }).logger,
   });
@@ -244,6 +248,37 @@ describe("lightning rail on regtest", () => {
     expect(await first).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
   });
 
+  it("a payment whose journal cannot be written sends nothing, and leaves its invoice to the next attempt", async () => {
+    const journal = createFileRailStore(path.join(directory, "unwritable.jsonl"));
+    let refuseAttempts = true;
+    const failing = await startRail({
+      load: () => journal.load(),
+      close: () => journal.close(),
+      append: async (...records) => {
+        if (refuseAttempts && records.some((record) => record.t === "attempt"))
+          throw new Error("ENOSPC: no space left on device");
+        await journal.append(...records);
+      },
+    });
+    try {
+      const invoice = await createInvoice({ lnd: payee, tokens: 1_313 });
+      // Before: execute threw, and the invoice's hash stayed taken by an attempt nobody would send.
+      expect(await failing.rail.execute(bolt11(invoice.request, 1_313_000n, 10_000n))).toMatchObject({
+        status: "failed",
+        code: "rail_unavailable",
+        retryElsewhere: true,
+      });
+      expect((await getInvoice({ lnd: payee, id: invoice.id })).is_confirmed).toBe(false);
+      refuseAttempts = false;
+      expect(await failing.rail.execute(bolt11(invoice.request, 1_313_000n, 10_000n))).toMatchObject({
+        status: "succeeded",
+      });
+      expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1313000");
+    } finally {
+      await failing.rail.stop();
+    }
+  });
+
   it("sends keysend once per attempt id (the preimage is derived from it)", async () => {
     const attempt: OutgoingAttempt = {
       id: attemptId("keysend"),
@@ -375,7 +410,8 @@ describe("lightning rail on regtest", () => {
     await pay({ lnd: client("gateway"), request: priced.request });
     await pay({ lnd: client("gateway"), request: open.request, tokens: 1_000 });
     // A gateway then journals an attempt at each and stops before sending it (a crash between the two): the first
-    // two minutes after the operator's payment, the second at once, for another amount than the operator paid.
+    // two minutes after the operator's payment (by the gateway's clock), the second at once, for another amount
+    // than the operator paid.
     const journalled = (request: string, paymentHash: string, amountMsat: bigint, createdAtMs: number) => ({
       t: "attempt",
       attemptId: attemptId("unsent"),
@@ -394,23 +430,33 @@ describe("lightning rail on regtest", () => {
       path.join(directory, "unsent.jsonl"),
       `${JSON.stringify(late)}\n${JSON.stringify(otherAmount)}\n`,
     );
-    const restarted = await startRail("unsent.jsonl");
+    const restarted = await startRail("unsent.jsonl", { executeWaitMs: 1_000 });
     try {
       // Before: each was reported succeeded with the operator's preimage, and the gateway charged its payer.
-      for (const attempt of [late, otherAmount])
-        expect(
-          await waitFor(
-            "the unsent attempt's outcome",
-            async () =>
-              restarted.events.find(
-                (e) =>
-                  (e.kind === "attempt_succeeded" || e.kind === "attempt_failed") &&
-                  e.attemptId === attempt.attemptId,
-              ),
-            { timeoutMs: 30_000 },
-          ),
-        ).toMatchObject({ kind: "attempt_failed", code: "rejected", retryElsewhere: false });
-      expect(restarted.logs.filter((line) => /not the attempt.s/.test(line.message))).toHaveLength(2);
+      // Another amount proves the payment another's: the attempt fails, nothing of it having gone out.
+      expect(
+        await waitFor(
+          "the outcome of the attempt for another amount",
+          async () => restarted.events.find((e) => "attemptId" in e && e.attemptId === otherAmount.attemptId),
+          { timeoutMs: 30_000 },
+        ),
+      ).toMatchObject({ kind: "attempt_failed", code: "rejected", retryElsewhere: false });
+      // An earlier time proves it only as far as the clocks agree: neither outcome is booked, an operator decides.
+      await waitFor(
+        "the doubt logged",
+        async () =>
+          restarted.logs.some((line) => /may not be the attempt's/.test(line.message)) ? true : undefined,
+        { timeoutMs: 30_000 },
+      );
+      const execute = {
+        id: late.attemptId,
+        paymentId: late.paymentId,
+        amount: 1_111_000n,
+        destination: { kind: "bolt11" as const, invoice: priced.request },
+        feeMax: 10_000n,
+      };
+      expect(await restarted.rail.execute(execute)).toEqual({ status: "in_flight", reference: priced.id });
+      expect(restarted.events.filter((e) => "attemptId" in e && e.attemptId === late.attemptId)).toEqual([]);
     } finally {
       await restarted.rail.stop();
     }
