@@ -33,7 +33,10 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
     return {
       status: "failed",
       code: "unreachable_destination",
-      message: `the EVM rail does not reach ${attempt.destination.kind}`,
+      message:
+        attempt.destination.kind === "evm_address"
+          ? `the EVM rail on chain ${state.chainId} does not reach chain ${attempt.destination.chainId}`
+          : `the EVM rail does not reach ${attempt.destination.kind}`,
       retryElsewhere: true,
       final: true,
     };
@@ -160,6 +163,14 @@ function callFor(
 ): { to: Address; data: Hex; splitter: Address | null } | null {
   const { token, splitter } = state.params;
   const destination = attempt.destination;
+  // An address on another chain is out of this rail's reach, whatever routed it here: paid on this chain, the
+  // money would reach whoever holds the address here (a contract on one chain only: nobody).
+  if (
+    destination.kind === "evm_address" &&
+    destination.chainId !== undefined &&
+    destination.chainId !== state.chainId
+  )
+    return null;
   if (destination.kind === "evm_address")
     return {
       to: token.address,

@@ -151,6 +151,7 @@ export async function reserve(
   const members: ChainMember[] = [
     { kind: "hold", posting: reservation, transfer: { id: attempt.reserveTransferId, userData128, label } },
   ];
+  const spread = fxIn === null ? 0n : spreadInPayerAsset(payment, attempt.seq);
   if (fxIn !== null) {
     const fxOut = await railAccountOpened(deps, { kind: "capital", rail: fxRail, asset: rail.asset });
     members.push({
@@ -158,7 +159,6 @@ export async function reserve(
       posting: posting(fxOut, credit, attempt.amount, transferCodes.payments.fxOut),
       transfer: { id: besideIdOf(attempt.reserveTransferId, "fx-out"), userData128 },
     });
-    const spread = spreadInPayerAsset(payment, attempt.seq);
     if (spread > 0n) {
       const revenue = await railAccountOpened(deps, { kind: "fee", rail: fxRail, asset: payer.asset });
       members.push({
@@ -168,7 +168,9 @@ export async function reserve(
       });
     }
   }
-  const feeHold = internal ? 0n : inAssetOf(deps, attempt.feeMax, rail.asset, payer.asset);
+  const feeHold = internal
+    ? 0n
+    : feeHoldInPayerAsset(deps, payment, attempt, rail.asset, payer.asset, spread);
   if (feeHold > 0n) {
     const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: payer.asset });
     members.push({
@@ -204,13 +206,38 @@ const fxRail = "fx";
 
 /**
  * The FX spread the router priced for the attempt's candidate, in the payer's asset: the payment's amount in the
- * share the spread is of its USD value, rounded up (a spread earned is never under-booked). 0 without a USD value.
+ * share the spread is of its USD value, rounded down (the payer is never charged more than it was shown: rounded up,
+ * a one-cent payment's 0.2 % spread was booked as the whole cent). 0 without a USD value.
  */
 function spreadInPayerAsset(payment: PaymentAccounts, seq: number): bigint {
   const fx = payment.decision?.candidates[seq]?.cost.fxMicroUsd ?? 0n;
   const value = payment.decision?.amountMicroUsd ?? null;
   if (fx <= 0n || value === null || value <= 0n) return 0n;
-  return divCeil(payment.amount * fx, value);
+  return (payment.amount * fx) / value;
+}
+
+/**
+ * The hold for the rail's fee, in the payer's asset: the attempt's fee limit converted (rounded up), but no more than
+ * the candidate's fee cap leaves once the spread is taken, the cap converted rounded down. The spread and the fee
+ * charged together then stay within the cap the payer was shown (each rounded up, a payer in cents could be
+ * charged a cent or two above it); a fee above the hold is the platform's, as always.
+ */
+function feeHoldInPayerAsset(
+  deps: PaymentsDeps,
+  payment: PaymentAccounts,
+  attempt: Pick<Attempt, "seq" | "feeMax">,
+  railAsset: Asset,
+  payerAsset: Asset,
+  spread: bigint,
+): bigint {
+  const hold = inAssetOf(deps, attempt.feeMax, railAsset, payerAsset);
+  const capMicroUsd = payment.decision?.candidates[attempt.seq]?.feeCapMicroUsd;
+  const rate = deps.snapshot().usdRates[payerAsset.code];
+  if (capMicroUsd === undefined || rate === undefined || rate.microUsd <= 0n) return hold;
+  const left = (capMicroUsd * rate.perMinorUnits) / rate.microUsd - spread;
+  if (left <= 0n) return 0n;
+  if (hold > left) return left;
+  return hold;
 }
 
 export function evidenceForLedger(evidence: SettlementEvidence): TransferEvidence {

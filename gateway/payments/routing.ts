@@ -14,6 +14,7 @@ import {
   quoteCandidates,
   quoteMatches,
   reachableByKind,
+  sameDestination,
 } from "../router/index.ts";
 import type {
   Candidate,
@@ -165,6 +166,29 @@ function underPolicy(
 }
 
 /**
+ * A quote to a payee priced the methods the payee had then; a method removed since (often an address that is no
+ * longer the payee's) is not paid: its candidates are excluded. The others keep the quote's terms.
+ */
+function stillPayeeMethods(
+  quoted: { candidates: readonly Candidate[]; excluded: readonly Exclusion[] },
+  destination: PaymentIntent["destination"],
+): { candidates: readonly Candidate[]; excluded: readonly Exclusion[] } {
+  if (destination.kind !== "payee") return quoted;
+  const candidates: Candidate[] = [];
+  const excluded: Exclusion[] = [...quoted.excluded];
+  for (const candidate of quoted.candidates)
+    if (destination.methods.some((method) => sameDestination(method, candidate.destination)))
+      candidates.push(candidate);
+    else
+      excluded.push({
+        rail: candidate.rail,
+        reason: "unreachable_destination",
+        detail: "the payee no longer has the method the quote priced",
+      });
+  return { candidates, excluded };
+}
+
+/**
  * The quote's candidates with their locked amounts and caps, less the rails the snapshot now rules out and those
  * the payment's own constraints rule out.
  */
@@ -184,11 +208,18 @@ async function routeByQuote(
       "quote",
     );
   const nowMs = deps.nowMs();
-  const honoured = quoteCandidates(quote, deps.snapshot(), nowMs);
-  if (!honoured.ok)
+  const quoted = quoteCandidates(quote, deps.snapshot(), nowMs);
+  if (!quoted.ok)
     return refuse(
       "quote_expired",
       `quote ${quoteId} expired at ${new Date(quote.expiresAtMs).toISOString()}`,
+      "quote",
+    );
+  const honoured = stillPayeeMethods(quoted, intent.destination);
+  if (honoured.candidates.length === 0 && quoted.candidates.length > 0)
+    return refuse(
+      "quote_mismatch",
+      `none of the methods quote ${quoteId} priced is a method of the payee now: quote again`,
       "quote",
     );
   const allowed = underPolicy(honoured.candidates, policy, quote.decision.amountMicroUsd);

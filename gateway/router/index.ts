@@ -65,6 +65,7 @@ export {
   quoteMatches,
   quoteSecondsLeft,
   quoteTtlMsMax,
+  sameDestination,
 } from "./quote.ts";
 export { failureCostMicroUsdDefault, feeHeadroomBpsDefault, RouterInputError, route } from "./route.ts";
 export type {

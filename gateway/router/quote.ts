@@ -45,13 +45,25 @@ export function checkQuote(quote: Quote, nowMs: number): CheckQuoteResult {
   return nowMs < quote.expiresAtMs ? { ok: true } : { ok: false, error: "quote_expired" };
 }
 
-function sameDestination(a: PaymentIntent["destination"], b: PaymentIntent["destination"]): boolean {
-  if (a.kind !== b.kind) return false;
+/**
+ * Whether two destinations are one: the same kind and every field alike, both ways (a field only one of them has,
+ * such as an address's chain id, makes them differ), an EVM address whatever its letters' case (EIP-55's checksum
+ * is only case). A payee is its id: its methods are checked against the quote's candidates separately.
+ */
+export function sameDestination(a: PaymentIntent["destination"], b: PaymentIntent["destination"]): boolean {
   if (a.kind === "payee" || b.kind === "payee")
     return a.kind === "payee" && b.kind === "payee" && a.payeeId === b.payeeId;
+  if (a.kind === "evm_address" || b.kind === "evm_address")
+    return (
+      a.kind === "evm_address" &&
+      b.kind === "evm_address" &&
+      a.address.toLowerCase() === b.address.toLowerCase() &&
+      a.chainId === b.chainId
+    );
   const left = a as Record<string, unknown>;
   const right = b as Record<string, unknown>;
-  for (const key of Object.keys(left)) if (left[key] !== right[key]) return false;
+  const keys = new Set([...Object.keys(left), ...Object.keys(right)]);
+  for (const key of keys) if (left[key] !== right[key]) return false;
   return true;
 }
 

@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { destinationFromBody, policyFrom } from "../../gateway/http/present.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { credit, transferCodes } from "../../gateway/ledger/index.ts";
 import { createPayment } from "../../gateway/payments/index.ts";
+import { railAccountOpened } from "../../gateway/payments/reservations.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 let gw: TestGateway;
@@ -180,6 +183,124 @@ describe("quotes", () => {
     const payment = await gw.client.POST("/v1/payments", { body: paymentBody(quote.data!.id, "4") });
     expect(payment.response.status).toBe(422);
     expect(errorOf(payment).code).toBe("quote_mismatch");
+  });
+
+  it("takes the quote's address in any case, but not with a chain id the quote did not name: that is another destination", async () => {
+    const quote = await gw.client.POST("/v1/quotes", { body: quoteBody() });
+    const transfersBefore = await gw.ledgerTransferCount();
+    const balanceBefore = await gw.tokenBalance(payee);
+    // Before: paid on the gateway's chain, the payment recording chain 999999.
+    const elsewhere = await gw.call("POST", "/v1/payments", {
+      body: {
+        ...paymentBody(quote.data!.id),
+        destination: { type: "evm_address", address: payee, chain_id: 999_999 },
+      },
+    });
+    expect(elsewhere.status).toBe(422);
+    expect(elsewhere.body.error.code).toBe("quote_mismatch");
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
+    expect(await gw.tokenBalance(payee)).toBe(balanceBefore);
+    const lower = await gw.call("POST", "/v1/payments", {
+      body: {
+        ...paymentBody(quote.data!.id),
+        destination: { type: "evm_address", address: payee.toLowerCase() },
+      },
+    });
+    expect(lower.status).toBe(201);
+    expect(await gw.tokenBalance(payee)).toBe(balanceBefore + 3_000_000n);
+  });
+
+  it("does not pay a payee's method removed after the quote", async () => {
+    const [removed, kept] = [`0x${"5a".repeat(20)}`, `0x${"5b".repeat(20)}`] as const;
+    const created = await gw.call("POST", "/v1/payees", {
+      body: { name: "Moved wallet", methods: [{ type: "evm_address", address: removed }] },
+    });
+    const payeeId = created.body.id as string;
+    const quote = await gw.call("POST", "/v1/quotes", {
+      body: { amount: "2", asset: "USDC", destination: { type: "payee", payee: payeeId }, ttl_seconds: 60 },
+    });
+    expect(quote.status).toBe(201);
+    const updated = await gw.call("PATCH", `/v1/payees/${payeeId}`, {
+      body: { methods: [{ type: "evm_address", address: kept }] },
+    });
+    expect(updated.status).toBe(200);
+    const transfersBefore = await gw.ledgerTransferCount();
+    // Before: 201, and the removed address got the 2 USDC.
+    const paid = await gw.call("POST", "/v1/payments", {
+      body: {
+        quote: quote.body.id,
+        amount: "2",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "payee", payee: payeeId },
+      },
+    });
+    expect(paid.status).toBe(422);
+    expect(paid.body.error).toMatchObject({ code: "quote_mismatch", param: "quote" });
+    expect(await gw.tokenBalance(removed)).toBe(0n);
+    expect(await gw.tokenBalance(kept)).toBe(0n);
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
+  });
+
+  it("charges a payer in cents no more than the quote's fee cap beyond the amount, the spread and the fee together", async () => {
+    const usd = gw.app.demo!.usd;
+    const capital = await railAccountOpened(gw.app.payments, {
+      kind: "capital",
+      rail: "test-funding",
+      asset: usd.asset,
+    });
+    await credit(
+      gw.app.ledger,
+      {
+        debitAccountId: capital.ledgerAccountId,
+        creditAccountId: usd.ledgerAccountId,
+        amount: 10_000n,
+        ledger: usd.asset.ledger,
+        code: transferCodes.payments.funding,
+      },
+      { id: derivedLedgerId("quotes-test-usd", "funding") },
+    );
+    const quote = await gw.call("POST", "/v1/quotes", {
+      body: { ...quoteBody(), amount: "3.00", asset: "USD" },
+    });
+    expect(quote.status).toBe(201);
+    const capMicroUsd = BigInt((quote.body.fee_cap_usd as string).replace(".", ""));
+    // Gas far dearer than when quoted (ETH at 300 USD a wei): the payout costs more than its fee hold, which is charged whole.
+    const snapshot = gw.app.payments.snapshot;
+    let patched: { base: ReturnType<typeof snapshot>; value: ReturnType<typeof snapshot> } | null = null;
+    gw.app.payments.snapshot = () => {
+      const base = snapshot();
+      if (patched?.base !== base)
+        patched = {
+          base,
+          value: {
+            ...base,
+            usdRates: { ...base.usdRates, ETH: { microUsd: 300n, perMinorUnits: 1n } },
+          },
+        };
+      return patched.value;
+    };
+    const before = await gw.app.ledger.lookupAccounts([usd.ledgerAccountId]);
+    try {
+      const paid = await gw.call("POST", "/v1/payments", {
+        body: {
+          quote: quote.body.id,
+          amount: "3.00",
+          asset: "USD",
+          source: { account: usd.id },
+          destination: { type: "evm_address", address: payee },
+        },
+      });
+      expect(paid.status).toBe(201);
+    } finally {
+      gw.app.payments.snapshot = snapshot;
+    }
+    const after = await gw.app.ledger.lookupAccounts([usd.ledgerAccountId]);
+    const beyond = after[0]!.debitsPosted - before[0]!.debitsPosted - 300n;
+    // Before: 56 cents beyond the amount (a 55-cent fee hold, each leg rounded up, and a cent of spread) on a
+    // 54.9-cent cap.
+    expect(beyond).toBeGreaterThan(0n);
+    expect(beyond * 10_000n).toBeLessThanOrEqual(capMicroUsd);
   });
 
   it("does not find a quote that is not the tenant's", async () => {
