@@ -44,6 +44,7 @@ export type {
   Rail,
   RailEvent,
   RailEventHandler,
+  RailEventVerdict,
   RailFailureCode,
   RailRoute,
   RailRouteReply,

@@ -168,10 +168,19 @@ export type RailEvent =
   | { kind: "reinstated"; reference: string; key: string; evidence: SettlementEvidence };
 
 /**
+ * What the gateway made of a delivered event. `not_ours`: money in for a reference that is none of the gateway's,
+ * or whose evidence is not what the rail offered for it (another PaymentIntent, another payment hash): nothing was
+ * booked, and a rail that keeps state of its own from events (a receipt counted as credited, later reversed) must
+ * not count it. `applied` (or nothing) otherwise, including an event applied before.
+ */
+export type RailEventVerdict = "applied" | "not_ours";
+
+/**
  * The one handler a rail delivers its events to. It resolves once the event is durably applied (and applying
  * it again changes nothing), so a rail treats an event as delivered only then, and redelivers otherwise.
  */
-export type RailEventHandler = (event: RailEvent) => Promise<void>;
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
+export type RailEventHandler = (event: RailEvent) => Promise<RailEventVerdict | void>;
 
 /** Money in: what the gateway asks a rail for, to be paid `amount` (in the rail's asset) for `reference`. */
 export type ReceiveRequest = {

@@ -16,6 +16,8 @@ export const stripeIdLengthMax = 255;
 
 const stripeId = z.string().min(1).max(stripeIdLengthMax);
 const minorUnits = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/** What moves money: a dispute, a refund, a transfer or a payout of nothing is no object Stripe makes. */
+const movedUnits = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 const metadata = z.record(z.string(), z.string()).nullish();
 const expandable = z.union([stripeId, z.object({ id: stripeId }).loose()]).nullish();
 
@@ -72,7 +74,7 @@ const paymentIntentSchema = z
 const disputeSchema = z
   .object({
     id: stripeId,
-    amount: minorUnits,
+    amount: movedUnits,
     currency: z.string(),
     charge: expandable,
     payment_intent: expandable,
@@ -82,7 +84,7 @@ const disputeSchema = z
 const refundSchema = z
   .object({
     id: stripeId,
-    amount: minorUnits,
+    amount: movedUnits,
     currency: z.string(),
     status: z.string().nullish(),
     charge: expandable,
@@ -103,13 +105,13 @@ const chargeSchema = z
   .loose();
 
 const transferSchema = z
-  .object({ id: stripeId, amount: minorUnits, currency: z.string(), destination: expandable, metadata })
+  .object({ id: stripeId, amount: movedUnits, currency: z.string(), destination: expandable, metadata })
   .loose();
 
 const payoutSchema = z
   .object({
     id: stripeId,
-    amount: minorUnits,
+    amount: movedUnits,
     currency: z.string(),
     failure_code: z.string().nullish(),
     failure_message: z.string().nullish(),
@@ -259,7 +261,9 @@ export type IgnoredReason =
   | "not_created_by_switchyard" // no switchyard_* metadata: someone else's object on the account
   | "currency_mismatch"
   | "no_payment_intent"
-  | "refund_not_effective"; // a charge.refunded whose refunds all failed or were canceled
+  | "refund_not_effective" // a charge.refunded whose refunds all failed or were canceled
+  /** An event of a connected account's own object (Connect: `account` set): never the platform's money. */
+  | "connected_account";
 
 function declineCode(
   error: { code?: string | null; decline_code?: string | null } | null | undefined,
@@ -317,13 +321,15 @@ function interpretPaymentIntent(event: StripeEventEnvelope, params: InterpretPar
     ...(charge === undefined ? {} : { charge }),
   };
   if (event.type === "payment_intent.succeeded") {
+    const received = intent.amount_received ?? intent.amount;
+    if (received <= 0) return { kind: "ignored", reason: "object_invalid" };
     return {
       kind: "intent_succeeded",
       intentId: intent.id,
       paymentId,
       attemptId,
       reference,
-      amount: BigInt(intent.amount_received ?? intent.amount),
+      amount: BigInt(received),
       pspIds,
     };
   }
@@ -453,6 +459,11 @@ function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretPara
  * A refund whose status is failed or canceled withdraws that refund, whichever event carries it.
  */
 export function interpretStripeEvent(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  // A connected account's PaymentIntents, charges, disputes, refunds and transfers are its own, whatever their
+  // metadata says (anyone who can create an object there can copy Switchyard's keys): only its failed payout is
+  // read, as news of a payout the platform made.
+  if (event.account !== undefined && event.account !== null && event.type !== "payout.failed")
+    return { kind: "ignored", reason: "connected_account" };
   switch (event.type) {
     case "payment_intent.succeeded":
     case "payment_intent.payment_failed":

@@ -1,7 +1,9 @@
 // Applies verified Stripe events once, in an order that keeps the ledger right whatever order Stripe
 // delivers them in:
 // - an event id already applied changes nothing (duplicates and replays);
-// - a success credits once per PaymentIntent; a failure that arrives after the success is stale and dropped;
+// - a success credits once per PaymentIntent, if the gateway books it (a PaymentIntent that is not the one offered
+//   for the reference its metadata names is not ours, and its disputes and refunds stay parked); a failure that
+//   arrives after the success is stale and dropped;
 // - a dispute or refund reverses only a credited intent: one that arrives first is parked and applied right
 //   after the credit;
 // - a reversal undone (a dispute won, a refund failed or canceled) is given back if it was applied, dropped if
@@ -10,7 +12,7 @@
 // thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
 
-import type { SettlementEvidence } from "../../core/index.ts";
+import type { RailEventVerdict, SettlementEvidence } from "../../core/index.ts";
 import {
   type FiatEvent,
   type IgnoredReason,
@@ -20,7 +22,9 @@ import {
 import type { FiatFeeSchedule } from "./fees.ts";
 import type { CreditedIntent, FiatPspIds, ParkedReversal, StripeWebhookStore } from "./store.ts";
 
-export type ApplyFiatEvent = (event: FiatEvent) => Promise<void>;
+/** `not_ours`: the gateway booked nothing for it (see RailEventVerdict). */
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
+export type ApplyFiatEvent = (event: FiatEvent) => Promise<RailEventVerdict | void>;
 
 export type ReceiveOutcome =
   | { status: "applied"; applied: number }
@@ -28,7 +32,9 @@ export type ReceiveOutcome =
   | { status: "parked" } // a reversal waiting for its intent's success
   | { status: "withdrawn" } // a reversal undone before it was applied: nothing to give back
   | { status: "stale" } // a failure after the success of the same intent
-  | { status: "ignored"; reason: IgnoredReason };
+  | { status: "ignored"; reason: IgnoredReason }
+  /** A success the gateway did not book: its PaymentIntent is not the one offered for the reference it names. */
+  | { status: "not_ours" };
 
 export type StripeEventReceiver = {
   receive(event: StripeEventEnvelope): Promise<ReceiveOutcome>;
@@ -104,7 +110,9 @@ export function createStripeEventReceiver(deps: {
         const already = await store.creditedIntent(meaning.intentId);
         let applied = 0;
         if (already === null) {
-          await applyEvent({
+          // Not counted as credited unless the gateway booked it: a dispute or refund of it would take back, from the
+          // invoice it names, money that never came in for it.
+          const verdict = await applyEvent({
             kind: "received",
             reference: meaning.reference,
             paymentId: meaning.paymentId,
@@ -113,6 +121,7 @@ export function createStripeEventReceiver(deps: {
             evidence: { rail: "fiat", pspId: meaning.intentId },
             pspIds: meaning.pspIds,
           });
+          if (verdict === "not_ours") return { status: "not_ours" };
           applied += 1;
         }
         const { parked } = await store.markCredited(already ?? intent);

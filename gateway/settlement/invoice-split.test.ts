@@ -109,7 +109,7 @@ const params = {
   expirySeconds: 600,
   split,
 };
-const evidence = { rail: "lightning" as const, paymentHash: "ab".repeat(32), preimage: "cd".repeat(32) };
+const evidence = { rail: "external" as const, railId: "toy", reference: "ab".repeat(32) };
 
 describe("an invoice with a split", () => {
   it("moves each payee's floored share of what was received with the credit, the remainder to the seller, once", async () => {

@@ -90,6 +90,8 @@ type InvoiceTarget = {
   accountId: string;
   assetCode: string;
   rail: string;
+  /** What the rail offered for it (a PaymentIntent, a payment hash, …); null when it named nothing. */
+  railReference: string | null;
   /** null: no split, all to accountId. */
   split: InvoiceSplit | null;
 };
@@ -356,6 +358,7 @@ export async function createInvoice(
     accountId: account.id,
     assetCode: asset.code,
     rail,
+    railReference: offer.railReference,
     split,
   });
   // The answer is what was written, not read back.
@@ -435,8 +438,12 @@ async function invoiceTarget(
   id: string,
 ): Promise<(InvoiceTarget & { status: InvoiceStatus }) | null> {
   const rows = await db.query<
-    Pick<InvoiceRow, "tenant_id" | "account_id" | "asset" | "rail" | "status"> & { split: unknown }
-  >("SELECT tenant_id, account_id, asset, rail, status, split FROM invoices WHERE id = $1", [id]);
+    Pick<InvoiceRow, "tenant_id" | "account_id" | "asset" | "rail" | "status" | "rail_reference"> & {
+      split: unknown;
+    }
+  >("SELECT tenant_id, account_id, asset, rail, status, rail_reference, split FROM invoices WHERE id = $1", [
+    id,
+  ]);
   const row = rows[0];
   if (row === undefined) return null;
   return {
@@ -445,6 +452,7 @@ async function invoiceTarget(
     accountId: row.account_id,
     assetCode: row.asset,
     rail: row.rail,
+    railReference: row.rail_reference,
     status: row.status,
     split: row.split === null ? null : fromJson<InvoiceSplit>(row.split),
   };
@@ -525,6 +533,24 @@ export type ReceivedEvent = {
 };
 
 /**
+ * Whether the evidence of money in is of what the rail offered for the invoice, where the evidence names it: the
+ * invoice's PaymentIntent, its payment hash. A signed provider event names its object truly, but the reference it
+ * carries (a PaymentIntent's metadata) is whatever its creator wrote: another PaymentIntent naming the invoice is
+ * not its payment, however much it received.
+ */
+function offeredFor(invoice: InvoiceTarget, evidence: SettlementEvidence): boolean {
+  if (invoice.railReference === null) return true;
+  switch (evidence.rail) {
+    case "fiat":
+      return evidence.pspId === invoice.railReference;
+    case "lightning":
+      return evidence.paymentHash === invoice.railReference;
+    default:
+      return true;
+  }
+}
+
+/**
  * `applied`: the invoice is paid by this event; `received`: credited, the invoice not (or already) paid by it.
  */
 export async function applyReceived(
@@ -539,7 +565,8 @@ export async function applyReceived(
     if (read !== null && read.rail === event.rail && read.status !== "open") return "duplicate";
     invoice = read;
   }
-  if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
+  if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))
+    return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
   const credited = await creditWithShares(
     deps,
@@ -598,7 +625,8 @@ async function applyReceipt(
 ): Promise<"applied" | "received" | "duplicate" | "unknown_reference"> {
   const invoice =
     deps.openInvoices.recall(event.reference) ?? (await invoiceTarget(deps.db, event.reference));
-  if (invoice === null || invoice.rail !== event.rail) return "unknown_reference";
+  if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))
+    return "unknown_reference";
   const { account, clearing } = await accountsFor(deps, invoice);
   const credited = await creditWithShares(
     deps,

@@ -1,7 +1,7 @@
 // The one road every rail's event takes into the gateway, whether it came on a stream (LND, chain logs) or
 // through a provider's webhook route: the end of an attempt goes to its payment, money in (and money taken
 // back or given back) to its invoice. Each step is idempotent, so a redelivered event changes nothing.
-import type { Logger, RailEvent } from "../../core/index.ts";
+import type { Logger, RailEvent, RailEventVerdict } from "../../core/index.ts";
 import {
   applyRailEvent as applyAttemptEvent,
   applyRefundEvent,
@@ -17,21 +17,28 @@ export type RailEventDeps = {
   readonly onInvoicePaid?: (invoiceId: string) => void;
 };
 
-/** Applies one event of rail `rail`; resolves once it is durably applied (or known to be nothing of ours). */
-export async function applyRailEvent(deps: RailEventDeps, rail: string, event: RailEvent): Promise<void> {
+/**
+ * Applies one event of rail `rail`; resolves once it is durably applied (or known to be nothing of ours: then
+ * `not_ours`, so that the rail does not count it as credited either).
+ */
+export async function applyRailEvent(
+  deps: RailEventDeps,
+  rail: string,
+  event: RailEvent,
+): Promise<RailEventVerdict> {
   // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice).
-  if (await applyRefundEvent(deps.payments, rail, event)) return;
+  if (await applyRefundEvent(deps.payments, rail, event)) return "applied";
   switch (event.kind) {
     case "attempt_succeeded":
     case "attempt_failed":
       await applyAttemptEvent(deps.payments, event);
-      return;
+      return "applied";
     case "received": {
       const outcome = await applyReceived(deps.settlement, { rail, ...event });
       if (outcome === "applied") deps.onInvoicePaid?.(event.reference);
-      else if (outcome === "unknown_reference")
-        deps.logger.info({ rail, reference: event.reference }, "money in for a reference that is not ours");
-      return;
+      if (outcome !== "unknown_reference") return "applied";
+      deps.logger.info({ rail, reference: event.reference }, "money in for a reference that is not ours");
+      return "not_ours";
     }
     case "reversed": {
       const outcome = await applyReversed(deps.settlement, { rail, ...event });
@@ -40,10 +47,10 @@ export async function applyRailEvent(deps: RailEventDeps, rail: string, event: R
           { rail, reference: event.reference, key: event.key, shortfall: outcome.shortfall.toString() },
           "a reversal took more than the account still held",
         );
-      return;
+      return "applied";
     }
     case "reinstated":
       await applyReinstated(deps.settlement, { rail, ...event });
-      return;
+      return "applied";
   }
 }

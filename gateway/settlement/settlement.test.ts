@@ -139,7 +139,7 @@ describe("invoices", () => {
       rail: "toy",
       reference: id,
       amount: 21_000n,
-      evidence: { rail: "lightning" as const, paymentHash: "ab".repeat(32), preimage: "cd".repeat(32) },
+      evidence: { rail: "external" as const, railId: "toy", reference: "ab".repeat(32) },
     };
     const [before] = await ledger.lookupAccounts([customerLedgerId]);
     expect(await applyReceived(settlement, event)).toBe("applied");
@@ -162,7 +162,7 @@ const received = (reference: string) => ({
   rail: "toy",
   reference,
   amount: 21_000n,
-  evidence: { rail: "lightning" as const, paymentHash: "ef".repeat(32), preimage: "01".repeat(32) },
+  evidence: { rail: "external" as const, railId: "toy", reference: "ef".repeat(32) },
 });
 
 describe("finding the invoice money arrived for", () => {
@@ -209,14 +209,35 @@ describe("finding the invoice money arrived for", () => {
     expect(await applyReceived(deps(), received(created.invoice.id))).toBe("applied");
     const otherEvidence = {
       ...received(created.invoice.id),
-      evidence: { rail: "lightning" as const, paymentHash: "ef".repeat(32), preimage: "02".repeat(32) },
+      evidence: { rail: "external" as const, railId: "toy", reference: "ab".repeat(32) },
     };
     expect(await applyReceived(maker, otherEvidence)).toBe("duplicate");
+  });
+
+  it("credits money in only as the payment the rail offered: another payment hash naming the invoice is not it", async () => {
+    const maker = deps();
+    const created = await createInvoice(maker, params);
+    if (!created.ok) throw new Error(created.message);
+    const id = created.invoice.id;
+    const paidWith = (paymentHash: string) => ({
+      ...received(id),
+      evidence: { rail: "lightning" as const, paymentHash, preimage: "cd".repeat(32) },
+    });
+    const [before] = await ledger.lookupAccounts([customerLedgerId]);
+    // Remembered by the process that made it, and read by another: neither credits a stranger's payment.
+    expect(await applyReceived(maker, paidWith("ab".repeat(32)))).toBe("unknown_reference");
+    expect(await applyReceived(deps(), paidWith("ab".repeat(32)))).toBe("unknown_reference");
+    const [untouched] = await ledger.lookupAccounts([customerLedgerId]);
+    expect(untouched!.creditsPosted).toBe(before!.creditsPosted);
+    // The toy receiver offered `hash-<reference>`: that payment is the invoice's.
+    expect(await applyReceived(deps(), paidWith(`hash-${id}`))).toBe("applied");
+    const [after] = await ledger.lookupAccounts([customerLedgerId]);
+    expect(after!.creditsPosted - before!.creditsPosted).toBe(21_000n);
   });
 });
 
 describe("reversals of money received", () => {
-  const evidence = { rail: "lightning" as const, paymentHash: "12".repeat(32), preimage: "34".repeat(32) };
+  const evidence = { rail: "external" as const, railId: "toy", reference: "12".repeat(32) };
   const paidInvoice = async (settlement: SettlementDeps) => {
     const created = await createInvoice(settlement, params);
     if (!created.ok) throw new Error(created.message);

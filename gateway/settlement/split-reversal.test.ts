@@ -100,7 +100,7 @@ const params = {
     { accountId: "acct_payee_b", basisPoints: 3_333 },
   ],
 };
-const evidence = { rail: "lightning" as const, paymentHash: "ab".repeat(32), preimage: "cd".repeat(32) };
+const evidence = { rail: "external" as const, railId: "toy", reference: "ab".repeat(32) };
 
 async function paidInvoice(receipts: readonly bigint[]): Promise<string> {
   const settlement = deps();

@@ -208,3 +208,75 @@ describe("refunds of a card invoice", () => {
     ]);
   });
 });
+
+describe("money in that is not the invoice's", () => {
+  let invoiceId: string;
+  let intentId: string;
+  const status = async () =>
+    (await app.db.query<{ status: string }>("SELECT status FROM invoices WHERE id = $1", [invoiceId]))[0]!
+      .status;
+
+  it("is not credited: a connected account's PaymentIntent, another PaymentIntent naming the invoice, nothing received", async () => {
+    const created = await call("POST", "/v1/invoices", {
+      account: customerId,
+      amount: "25.00",
+      asset: "USD",
+    });
+    invoiceId = created.body.id;
+    intentId = created.body.instructions.payment_intent;
+    const before = await posted();
+    const naming = { paymentId: invoiceId, attemptId: "invoice", reference: invoiceId };
+    // A connected account's own PaymentIntent, whose creator copied the invoice's metadata.
+    const connected = {
+      ...stripeEvents.intentSucceeded("evt_foreign_connected", { ...naming, intentId, amount: 100 }),
+      account: "acct_1Connected",
+    };
+    expect((await deliver(connected)).body).toMatchObject({
+      outcome: "ignored",
+      reason: "connected_account",
+    });
+    // Another PaymentIntent of the platform's naming the invoice. Before: it paid the invoice with 1.00, and the
+    // invoice's own 25.00 was then taken for a duplicate and never credited.
+    const other = stripeEvents.intentSucceeded("evt_foreign_other", {
+      ...naming,
+      intentId: "pi_not_offered",
+      amount: 100,
+    });
+    expect((await deliver(other)).body).toMatchObject({ outcome: "not_ours" });
+    // The invoice's own PaymentIntent, with nothing received.
+    const empty = stripeEvents.intentSucceeded("evt_foreign_empty", { ...naming, intentId, amount: 0 });
+    expect((await deliver(empty)).body).toMatchObject({ outcome: "ignored", reason: "object_invalid" });
+    expect(await status()).toBe("open");
+    expect(await posted()).toBe(before);
+    // A dispute of the other PaymentIntent takes nothing from the invoice's account.
+    const dispute = stripeEvents.disputeCreated("evt_foreign_dispute", {
+      disputeId: "dp_foreign",
+      intentId: "pi_not_offered",
+      amount: 100,
+    });
+    expect((await deliver(dispute)).status).toBe(200);
+    expect(await posted()).toBe(before);
+  });
+
+  it("leaves the invoice to its own PaymentIntent, credited in full", async () => {
+    const before = await posted();
+    const paid = stripeEvents.intentSucceeded("evt_foreign_own", {
+      intentId,
+      amount: 2500,
+      paymentId: invoiceId,
+      attemptId: "invoice",
+      reference: invoiceId,
+    });
+    expect((await deliver(paid)).body).toMatchObject({ outcome: "applied" });
+    expect(await status()).toBe("paid");
+    expect(await posted()).toBe(before + 2500n);
+    // The other PaymentIntent's dispute, delivered again, still takes nothing.
+    const again = stripeEvents.disputeCreated("evt_foreign_dispute_2", {
+      disputeId: "dp_foreign_2",
+      intentId: "pi_not_offered",
+      amount: 100,
+    });
+    expect((await deliver(again)).status).toBe(200);
+    expect(await posted()).toBe(before + 2500n);
+  });
+});
