@@ -9,11 +9,21 @@ import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
 export async function deliver(state: FiatRailState, event: FiatEvent): Promise<RailEventVerdict | void> {
-  const railEvent = toRailEvent(event);
+  const railEvent = await toRailEvent(event, (transferId) => transferFee(state, transferId));
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
     throw new FiatRailError("a Stripe event arrived before the rail's handler was set");
   return await state.handler(railEvent);
+}
+
+/**
+ * The fee Stripe took for a transfer: its balance transaction's (a Connect transfer's is usually 0), as execute
+ * books it. Stripe not answering throws: the event is then not applied, and Stripe delivers it again.
+ */
+async function transferFee(state: FiatRailState, transferId: string): Promise<bigint> {
+  const transfer = await state.stripe.transfers.retrieve(transferId, { expand: ["balance_transaction"] });
+  const txn = transfer.balance_transaction;
+  return txn === null || typeof txn === "string" ? 0n : BigInt(txn.fee);
 }
 
 /** The route this rail contributes (POST /v1/webhooks/stripe); none when the rail was given no webhooks. */
@@ -25,7 +35,6 @@ export function webhookRoutes(state: FiatRailState): RailRoute[] {
       ...params.webhooks,
       applyEvent: (event) => deliver(state, event),
       currency: state.currency,
-      feeSchedule: params.feeSchedule,
       onRefused: (fields) => logger.warn(fields, "stripe webhook refused"),
     }),
   ];

@@ -53,9 +53,24 @@ describe("translateStripeError", () => {
     });
   });
 
-  it("maps a connection error to rail_unavailable without retrying elsewhere", () => {
-    const error = new Stripe.errors.StripeConnectionError({ message: "ECONNREFUSED" } as never);
-    expect(translateStripeError(error)).toMatchObject({ code: "rail_unavailable", retryElsewhere: false });
+  it("maps a connection cut or timed out to rail_unavailable without retrying elsewhere: it may have been executed", () => {
+    for (const code of ["ECONNRESET", "ETIMEDOUT", undefined]) {
+      const error = new Stripe.errors.StripeConnectionError({
+        message: "An error occurred with our connection to Stripe.",
+        detail: code === undefined ? undefined : Object.assign(new Error(code), { code }),
+      } as never);
+      expect(translateStripeError(error)).toMatchObject({ code: "rail_unavailable", retryElsewhere: false });
+    }
+  });
+
+  it("lets another rail try after a connection never made (refused, no such host): nothing was sent", () => {
+    for (const code of ["ECONNREFUSED", "ENOTFOUND"]) {
+      const error = new Stripe.errors.StripeConnectionError({
+        message: "An error occurred with our connection to Stripe.",
+        detail: Object.assign(new Error(code), { code }),
+      } as never);
+      expect(translateStripeError(error)).toMatchObject({ code: "rail_unavailable", retryElsewhere: true });
+    }
   });
 
   it("rethrows what is not a Stripe error: that is a bug, not a failure", () => {

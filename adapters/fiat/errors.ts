@@ -21,6 +21,23 @@ const insufficientFundsCodes = new Set(["balance_insufficient", "insufficient_fu
 const unreachableCodes = new Set(["account_invalid", "no_account", "account_closed"]);
 const expiredCodes = new Set(["expired_card", "payment_intent_unexpected_state"]);
 
+/** Socket errors that say the request never left: nothing could have been executed. */
+const neverConnectedCodes = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
+/** The code of the socket error under a connection error (Stripe keeps it as `detail`); "" when none. */
+function causeCode(error: Stripe.errors.StripeError): string {
+  const detail = (error as { detail?: unknown }).detail;
+  const code =
+    typeof detail === "object" && detail !== null ? (detail as { code?: unknown }).code : undefined;
+  return typeof code === "string" ? code : "";
+}
+
 /** Maps anything a Stripe call threw to a failure value; rethrows what is not Stripe's (a bug of ours). */
 export function translateStripeError(error: unknown): FiatFailure {
   if (!(error instanceof Stripe.errors.StripeError)) throw error;
@@ -32,7 +49,9 @@ export function translateStripeError(error: unknown): FiatFailure {
     retryElsewhere,
     stripeError,
   });
-  if (error instanceof Stripe.errors.StripeConnectionError) return failure("rail_unavailable", false);
+  // A connection never made (refused, no such host) sent nothing; one cut or timed out may have been executed.
+  if (error instanceof Stripe.errors.StripeConnectionError)
+    return failure("rail_unavailable", neverConnectedCodes.has(causeCode(error)));
   if (error instanceof Stripe.errors.StripeAPIError) return failure("rail_unavailable", false);
   if (error instanceof Stripe.errors.StripeRateLimitError) return failure("rail_unavailable", false);
   if (error instanceof Stripe.errors.StripeIdempotencyError) return failure("rejected", false);

@@ -29,7 +29,11 @@ describe("parseStripeEvent", () => {
 });
 
 describe("toRailEvent", () => {
-  it("gives the RailEvent inside received, attempt_succeeded and attempt_failed", () => {
+  const noTransfer = async (): Promise<bigint> => {
+    throw new Error("no transfer's fee is asked for this event");
+  };
+
+  it("gives the RailEvent inside received and attempt_failed", async () => {
     const received: FiatEvent = {
       kind: "received",
       reference: "cust_1",
@@ -39,22 +43,21 @@ describe("toRailEvent", () => {
       evidence: { rail: "fiat", pspId: "pi_1" },
       pspIds: { paymentIntent: "pi_1" },
     };
-    expect(toRailEvent(received)).toEqual({
+    expect(await toRailEvent(received, noTransfer)).toEqual({
       kind: "received",
       reference: "cust_1",
       amount: 500n,
       evidence: { rail: "fiat", pspId: "pi_1" },
     });
-    expect(
-      toRailEvent({
-        kind: "attempt_failed",
-        attemptId: "att_2",
-        code: "rejected",
-        message: "no",
-        retryElsewhere: true,
-        pspIds: {},
-      }),
-    ).toEqual({
+    const failed: FiatEvent = {
+      kind: "attempt_failed",
+      attemptId: "att_2",
+      code: "rejected",
+      message: "no",
+      retryElsewhere: true,
+      pspIds: {},
+    };
+    expect(await toRailEvent(failed, noTransfer)).toEqual({
       kind: "attempt_failed",
       attemptId: "att_2",
       code: "rejected",
@@ -63,16 +66,37 @@ describe("toRailEvent", () => {
     });
   });
 
-  it("has none for the fiat-only kinds", () => {
-    expect(
-      toRailEvent({
-        kind: "payout_failed",
-        account: "acct_1",
-        amount: 1n,
-        code: "account_closed",
-        message: "closed",
-        pspIds: { payout: "po_1" },
-      }),
-    ).toBeNull();
+  it("books a transfer's success with the fee its balance transaction says, asked of Stripe", async () => {
+    const asked: string[] = [];
+    const succeeded: FiatEvent = {
+      kind: "attempt_succeeded",
+      attemptId: "att_3",
+      evidence: { rail: "fiat", pspId: "tr_3" },
+      transferId: "tr_3",
+      pspIds: { transfer: "tr_3" },
+    };
+    const railEvent = await toRailEvent(succeeded, async (transferId) => {
+      asked.push(transferId);
+      return 7n;
+    });
+    expect(railEvent).toEqual({
+      kind: "attempt_succeeded",
+      attemptId: "att_3",
+      evidence: { rail: "fiat", pspId: "tr_3" },
+      fee: 7n,
+    });
+    expect(asked).toEqual(["tr_3"]);
+  });
+
+  it("has none for the fiat-only kinds", async () => {
+    const payoutFailed: FiatEvent = {
+      kind: "payout_failed",
+      account: "acct_1",
+      amount: 1n,
+      code: "account_closed",
+      message: "closed",
+      pspIds: { payout: "po_1" },
+    };
+    expect(await toRailEvent(payoutFailed, noTransfer)).toBeNull();
   });
 });

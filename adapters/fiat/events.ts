@@ -2,7 +2,6 @@
 // Pure: no I/O. Ordering and idempotency live in receiver.ts.
 import { z } from "zod";
 import type { RailEvent, RailFailureCode, SettlementEvidence } from "../../core/index.ts";
-import { type FiatFeeSchedule, fiatFee } from "./fees.ts";
 import type { FiatPspIds, ParkedReversal, ReversalReason } from "./store.ts";
 
 /** Metadata keys the rail writes on every object it creates, and reads back from events. */
@@ -140,7 +139,8 @@ export type FiatEvent =
       readonly kind: "attempt_succeeded";
       readonly attemptId: string;
       readonly evidence: SettlementEvidence; // pspId: the transfer
-      readonly fee: bigint;
+      /** The transfer: what Stripe took for it is read from its balance transaction when delivered. */
+      readonly transferId: string;
       readonly pspIds: FiatPspIds;
     }
   | {
@@ -196,8 +196,17 @@ export type FiatEvent =
       readonly pspIds: FiatPspIds;
     };
 
-/** The `RailEvent` inside a `FiatEvent`, for the settlement path every rail shares; null for the informational kinds. */
-export function toRailEvent(event: FiatEvent): RailEvent | null {
+/** What Stripe took for a transfer (its balance transaction's fee), asked of Stripe. */
+export type TransferFeeLookup = (transferId: string) => Promise<bigint>;
+
+/**
+ * The `RailEvent` inside a `FiatEvent`, for the settlement path every rail shares; null for the informational kinds.
+ * A transfer's fee is what its balance transaction says, as execute books it (the card schedule is no transfer's).
+ */
+export async function toRailEvent(
+  event: FiatEvent,
+  transferFee: TransferFeeLookup,
+): Promise<RailEvent | null> {
   switch (event.kind) {
     case "received":
       return { kind: "received", reference: event.reference, amount: event.amount, evidence: event.evidence };
@@ -206,7 +215,7 @@ export function toRailEvent(event: FiatEvent): RailEvent | null {
         kind: "attempt_succeeded",
         attemptId: event.attemptId,
         evidence: event.evidence,
-        fee: event.fee,
+        fee: await transferFee(event.transferId),
       };
     case "attempt_failed":
       return {
@@ -272,12 +281,6 @@ function declineCode(
   return code === "expired_card" ? "expired" : "rejected";
 }
 
-/** The fee the rail quoted for a transfer of `amount` (what `execute` reports); 0 outside the schedule's range. */
-function scheduledFee(schedule: FiatFeeSchedule, amount: bigint): bigint {
-  const quote = fiatFee(schedule, amount);
-  return quote.ok ? quote.fee : 0n;
-}
-
 const refundUndone = (refund: z.infer<typeof refundSchema>) =>
   refund.status === "failed" || refund.status === "canceled";
 
@@ -297,7 +300,7 @@ function refundReversal(refund: z.infer<typeof refundSchema>, eventId: string): 
   };
 }
 
-type InterpretParams = { currency: string; feeSchedule: FiatFeeSchedule };
+type InterpretParams = { currency: string };
 
 /** `currency` is Stripe's on the object; `railCurrency` the rail's, in lower case. */
 const sameCurrency = (currency: string, railCurrency: string) => currency.toLowerCase() === railCurrency;
@@ -426,7 +429,7 @@ function interpretTransfer(event: StripeEventEnvelope, params: InterpretParams):
       kind: "attempt_succeeded",
       attemptId,
       evidence: { rail: "fiat", pspId: transfer.id },
-      fee: scheduledFee(params.feeSchedule, BigInt(transfer.amount)),
+      transferId: transfer.id,
       pspIds: { event: event.id, transfer: transfer.id },
     },
   };

@@ -63,6 +63,11 @@ export async function executeAttempt(
     );
   } catch (error) {
     const failure = translateStripeError(error);
+    // No answer (a connection cut, a timeout, a 5xx): Stripe may have made the transfer. Failed, the payment's
+    // money would be given back while the merchant was paid; in flight, it is asked again with the same key
+    // (Stripe answers the transfer it made, within its idempotency window) or settled by transfer.created.
+    if (failure.code === "rail_unavailable" && !failure.retryElsewhere)
+      return { status: "in_flight", reference: key };
     return fail(failure.code, failure.message, failure.retryElsewhere);
   }
   const held = await store.record({

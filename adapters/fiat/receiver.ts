@@ -19,7 +19,6 @@ import {
   interpretStripeEvent,
   type StripeEventEnvelope,
 } from "./events.ts";
-import type { FiatFeeSchedule } from "./fees.ts";
 import type { CreditedIntent, FiatPspIds, ParkedReversal, StripeWebhookStore } from "./store.ts";
 
 /** `not_ours`: the gateway booked nothing for it (see RailEventVerdict). */
@@ -76,7 +75,6 @@ export function createStripeEventReceiver(deps: {
   store: StripeWebhookStore;
   applyEvent: ApplyFiatEvent;
   currency: string;
-  feeSchedule: FiatFeeSchedule;
 }): StripeEventReceiver {
   const { store, applyEvent } = deps;
 
@@ -92,7 +90,7 @@ export function createStripeEventReceiver(deps: {
   }
 
   async function effects(event: StripeEventEnvelope): Promise<ReceiveOutcome> {
-    const meaning = interpretStripeEvent(event, { currency: deps.currency, feeSchedule: deps.feeSchedule });
+    const meaning = interpretStripeEvent(event, { currency: deps.currency });
     switch (meaning.kind) {
       case "ignored":
         return { status: "ignored", reason: meaning.reason };

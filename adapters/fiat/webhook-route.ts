@@ -3,7 +3,6 @@
 // Framework-free (core's RailRoute): the server mounts it outside the API's authentication.
 import type { RailRoute, RailRouteReply, RailRouteRequest } from "../../core/index.ts";
 import { parseStripeEvent } from "./events.ts";
-import type { FiatFeeSchedule } from "./fees.ts";
 import { type ApplyFiatEvent, createStripeEventReceiver, type ReceiveOutcome } from "./receiver.ts";
 import { type SignatureError, verifyStripeSignature } from "./signature.ts";
 import type { StripeWebhookStore } from "./store.ts";
@@ -22,7 +21,6 @@ export type StripeWebhookRouteParams = {
   readonly applyEvent: ApplyFiatEvent;
   /** The rail's currency in Stripe's spelling ("usd") and fee schedule (for transfer fees in events). */
   readonly currency: string;
-  readonly feeSchedule: FiatFeeSchedule;
   /** Where a refused or failed delivery is told (never the body or the signature). */
   readonly onRefused?: (fields: Record<string, unknown>) => void;
   readonly nowSeconds?: () => number;
@@ -56,7 +54,6 @@ export function createStripeWebhookRoute(params: StripeWebhookRouteParams): Rail
     store: params.store,
     applyEvent: params.applyEvent,
     currency: params.currency,
-    feeSchedule: params.feeSchedule,
   });
   const nowSeconds = params.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
   const onRefused = params.onRefused ?? (() => {});

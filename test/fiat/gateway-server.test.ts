@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createMemoryStripeWebhookStore,
   createStripeWebhookRoute,
-  defaultFiatFeeSchedule,
   stripeWebhookPath,
 } from "../../adapters/fiat/index.ts";
 import { buildBareServer } from "../support/bare-server.ts";
@@ -25,7 +24,6 @@ beforeAll(async () => {
     store: createMemoryStripeWebhookStore(),
     applyEvent: ledger.applyEvent,
     currency: "usd",
-    feeSchedule: defaultFiatFeeSchedule,
   });
   server = await buildBareServer([route]);
 });

@@ -2,10 +2,12 @@
 // Stripe's errors translated into the rail's failure codes. stripe-mock keeps no state and does not
 // replay idempotency keys, so "same payment and attempt → same intent" is the rail's own record by key;
 // the key Stripe would replay on is checked on the wire.
+import http from "node:http";
 import { beforeEach, describe, expect, inject, it } from "vitest";
 import {
   createFiatRail,
   createMemoryStripeObjectStore,
+  createMemoryStripeWebhookStore,
   createStripeClient,
   defaultFiatFeeSchedule,
   type FiatRail,
@@ -13,9 +15,10 @@ import {
   type StripeObjectStore,
   translateStripeError,
 } from "../../adapters/fiat/index.ts";
-import type { OutgoingAttempt } from "../../core/index.ts";
+import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { assets } from "../../core/index.ts";
 import { freePort } from "../../scripts/lib/free-port.ts";
+import { signEvent, stripeEvents } from "./stripe-events.ts";
 
 const port = inject("stripeMockPort");
 
@@ -225,6 +228,106 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
     expect(sent[1]).toMatchObject({ method: "GET", path: expect.stringMatching(/^\/v1\/transfers\/tr_/) });
   });
 
+  it("leaves a transfer whose answer was lost in flight, and asked again under the same key it is the transfer made", async () => {
+    // A proxy to stripe-mock that forwards the transfer and then cuts the connection before the answer.
+    const proxy = http.createServer((request, response) => {
+      const chunks: Buffer[] = [];
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("end", () => {
+        const upstream = http.request(
+          { host: "127.0.0.1", port, method: request.method, path: request.url, headers: request.headers },
+          (answer) => {
+            if (request.method === "POST" && request.url === "/v1/transfers") {
+              answer.resume();
+              answer.on("end", () => request.socket.destroy());
+              return;
+            }
+            response.writeHead(answer.statusCode ?? 502, answer.headers);
+            answer.pipe(response);
+          },
+        );
+        upstream.end(Buffer.concat(chunks));
+      });
+    });
+    const proxyPort = await freePort();
+    await new Promise<void>((resolve) => proxy.listen(proxyPort, "127.0.0.1", resolve));
+    try {
+      const store = createMemoryStripeObjectStore();
+      const cut = makeRail({ port: proxyPort, store });
+      // Before: failed rail_unavailable, and the payment's money was given back while the merchant was paid.
+      expect(await cut.rail.execute(payout({ id: "att_out_lost" }))).toEqual({
+        status: "in_flight",
+        reference: "switchyard:tr:att_out_lost",
+      });
+      const again = makeRail({ store });
+      expect(await again.rail.execute(payout({ id: "att_out_lost" }))).toMatchObject({
+        status: "succeeded",
+        evidence: { rail: "fiat", pspId: expect.stringMatching(/^tr_/) },
+      });
+      // The same key both times: Stripe answers the transfer it made the first time.
+      const posts = [...cut.sent, ...again.sent].filter((request) => request.method === "POST");
+      expect(posts.length).toBeGreaterThanOrEqual(2);
+      for (const post of posts)
+        expect(post).toEqual({
+          method: "POST",
+          path: "/v1/transfers",
+          idempotencyKey: "switchyard:tr:att_out_lost",
+        });
+    } finally {
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
+  it("books a transfer.created with the fee Stripe took for the transfer, as execute does", async () => {
+    const secret = "whsec_rail_transfer_fee";
+    const rail = createFiatRail({
+      stripe: createStripeClient({
+        apiKey: "sk_test_switchyard",
+        host: "127.0.0.1",
+        port,
+        protocol: "http",
+        requestTimeoutMs: 5_000,
+        networkRetriesMax: 0,
+      }),
+      store: createMemoryStripeObjectStore(),
+      asset: assets.USD,
+      feeSchedule: defaultFiatFeeSchedule,
+      liquidity: "balance",
+      snapshotRefreshMs: 60_000,
+      webhooks: {
+        secrets: [secret],
+        toleranceSeconds: 300,
+        bodyLimitBytes: 1_000_000,
+        store: createMemoryStripeWebhookStore(),
+      },
+    });
+    const events: RailEvent[] = [];
+    rail.onEvent(async (event) => {
+      events.push(event);
+    });
+    const transfer = stripeEvents.transferCreated("evt_rail_transfer_fee", {
+      transferId: "tr_rail_fee",
+      amount: 10_000,
+      attemptId: "att_out_fee",
+      paymentId: "pay_out_fee",
+    });
+    const { payload, header } = signEvent(transfer, { secret, timestamp: Math.floor(Date.now() / 1000) });
+    const answer = await rail.routes![0]!.handle({
+      headers: { "stripe-signature": header },
+      rawBody: Buffer.from(payload),
+    });
+    expect(answer.status).toBe(200);
+    // Before: 320 (the card schedule's 30 ¢ + 2.9 %), while the transfer's balance transaction says 0.
+    expect(events).toEqual([
+      {
+        kind: "attempt_succeeded",
+        attemptId: "att_out_fee",
+        evidence: { rail: "fiat", pspId: "tr_rail_fee" },
+        fee: 0n,
+      },
+    ]);
+  });
+
   it("refuses destinations it cannot reach, amounts under its minimum and fees above the attempt's maximum", async () => {
     expect(
       await rail.execute(payout({ destination: { kind: "bolt11", invoice: "lnbcrt1..." } })),
@@ -335,7 +438,7 @@ describe("fiat rail: balance, snapshot and health", () => {
     }
   });
 
-  it("is unavailable when Stripe cannot be reached, and says the outcome is unknown (retry here, not elsewhere)", async () => {
+  it("is unavailable when Stripe cannot be reached, and lets another rail pay (a connection refused sent nothing)", async () => {
     const { rail } = makeRail({ port: await freePort() });
     await rail.start();
     expect(rail.snapshot().available).toBe(false);
@@ -346,7 +449,7 @@ describe("fiat rail: balance, snapshot and health", () => {
     expect(await rail.execute(payout())).toMatchObject({
       status: "failed",
       code: "rail_unavailable",
-      retryElsewhere: false,
+      retryElsewhere: true,
     });
     await expect(rail.balance()).rejects.toMatchObject({ name: "FiatRailError" });
     await rail.stop();

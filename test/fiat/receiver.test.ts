@@ -4,7 +4,6 @@ import {
   createMemoryStripeWebhookStore,
   createSqlStripeWebhookStore,
   createStripeEventReceiver,
-  defaultFiatFeeSchedule,
   fiatMigrations,
   type StripeEventEnvelope,
   type StripeWebhookStore,
@@ -81,7 +80,6 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
       store,
       applyEvent: ledger.applyEvent,
       currency: "usd",
-      feeSchedule: defaultFiatFeeSchedule,
     });
   });
 
@@ -335,7 +333,6 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
     const flaky = createStripeEventReceiver({
       store,
       currency: "usd",
-      feeSchedule: defaultFiatFeeSchedule,
       applyEvent: async (event) => {
         calls += 1;
         if (calls === 2) throw new Error("crash between credit and reversal");
@@ -367,7 +364,7 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
         kind: "attempt_succeeded",
         attemptId: "att_9",
         evidence: { rail: "fiat", pspId: "tr_1" },
-        fee: 320n, // 30 ¢ + ceil(10_000 × 2.9 %) = 30 + 290: what execute quoted
+        transferId: "tr_1",
         pspIds: { event: "evt_t1", transfer: "tr_1" },
       },
       {

@@ -47,7 +47,6 @@ beforeEach(async () => {
     store,
     applyEvent: ledger.applyEvent,
     currency: "usd",
-    feeSchedule: defaultFiatFeeSchedule,
     nowSeconds: () => clock,
   });
   await app.register(railRoutesPlugin, { routes: [route] });
