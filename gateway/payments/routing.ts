@@ -219,7 +219,7 @@ async function routeByQuote(
   if (honoured.candidates.length === 0 && quoted.candidates.length > 0)
     return refuse(
       "quote_mismatch",
-      `none of the methods quote ${quoteId} priced is a method of the payee now: quote again`,
+      `none of the methods quote ${quoteId} priced can be paid now (the payee no longer has it, or it is the payer's own account): quote again`,
       "quote",
     );
   const allowed = underPolicy(honoured.candidates, policy, quote.decision.amountMicroUsd);
@@ -249,18 +249,31 @@ async function routeByQuote(
 
 /**
  * What the router is asked to reach: the destination itself, or a payee's methods (each a destination some
- * rail may reach). A payee that is not the tenant's is as unknown as one that does not exist.
+ * rail may reach). A payee that is not the tenant's is as unknown as one that does not exist. A payee's account
+ * method is left out where no payment of `asset` from `sourceAccountId` can reach it: an account in another asset
+ * (the internal rail moves one asset), the payer's own account (nothing would move). Left in, the router chose it,
+ * and the payment failed rejected at the ledger, using up the quote it was made on.
  */
 async function targetOf(
   deps: PaymentsDeps,
   tenantId: string,
   destination: PaymentDestination,
+  payment: { asset: Asset; sourceAccountId: string | null },
 ): Promise<Destination | PayeeTarget | Refused> {
   if (destination.kind !== "payee") return destination;
   const found = await payeeMethods(deps.db, { tenantId, id: destination.payeeId });
   if (found === null)
     return refuse("payee_not_found", `no payee "${destination.payeeId}"`, "destination.payee");
-  return { kind: "payee", payeeId: destination.payeeId, methods: found.destinations };
+  const methods: Destination[] = [];
+  for (const method of found.destinations) {
+    if (method.kind === "account") {
+      if (method.accountId === payment.sourceAccountId) continue;
+      const account = await deps.accounts.tenantAccount({ tenantId, id: method.accountId });
+      if (account === null || account.asset.code !== payment.asset.code) continue;
+    }
+    methods.push(method);
+  }
+  return { kind: "payee", payeeId: destination.payeeId, methods };
 }
 
 /**
@@ -361,7 +374,7 @@ export async function createPaymentQuote(
     return refuse(amount.error, `amount "${params.amount}" is not a valid ${asset.code} amount`, "amount");
   const account = await destinationAccount(deps, params.tenantId, params.destination, asset);
   if (account !== null && "refusal" in account) return account;
-  const target = await targetOf(deps, params.tenantId, params.destination);
+  const target = await targetOf(deps, params.tenantId, params.destination, { asset, sourceAccountId: null });
   if ("refusal" in target) return target;
   const owned = await gatewayOwned(deps, target);
   if (owned !== null) return owned;
@@ -412,7 +425,10 @@ export async function prepare(
   if (target !== null && "refusal" in target) return target;
   if (target?.id === source.id)
     return refuse("same_account", "source and destination are the same account", "destination.account");
-  const reach = await targetOf(deps, params.tenantId, params.destination);
+  const reach = await targetOf(deps, params.tenantId, params.destination, {
+    asset,
+    sourceAccountId: source.id,
+  });
   if ("refusal" in reach) return reach;
   const owned = await gatewayOwned(deps, reach);
   if (owned !== null) return owned;

@@ -1,6 +1,7 @@
 // Paying a payee through the HTTP API: every rail that reaches one of its methods competes, the route lists each
-// candidate with the method it pays, the cheapest pays once, and a candidate that fails falls back to the next
-// under the same payment. On PGlite with the embedded chain (the EVM rail) and the internal rails.
+// candidate with the method it pays, and the cheapest pays once; a method no payment from the source can reach (an
+// account in another asset, the payer's own) is left out. On PGlite with the embedded chain (the EVM rail) and the
+// internal rails.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { assets } from "../../core/index.ts";
@@ -71,9 +72,9 @@ describe("payments to a payee", () => {
     expect(fetched.data!).toEqual(response.data!);
   });
 
-  it("a candidate that fails falls back to the next rail under the same payment, which pays once", async () => {
-    // The payee's account holds BTC: the internal USDC rail is ranked first (no fee), the ledger refuses to move
-    // USDC into it, and the EVM rail pays the address.
+  it("a payee's account in another asset is left out: the address is paid on chain, with no failed attempt first", async () => {
+    // The payee's account holds BTC: the internal USDC rail cannot move USDC into it. It used to be ranked first
+    // (no fee) and fail at the ledger before the EVM rail paid; test/routing shows a fallback across kinds.
     const btc = await createAccount(
       { sql: gw.app.db, ledger: gw.app.ledger },
       { tenantId: gw.app.demo!.tenantId, kind: "merchant", asset: assets.BTC, name: "BTC merchant" },
@@ -87,7 +88,6 @@ describe("payments to a payee", () => {
     expect(response.response.status).toBe(201);
     expect(response.data!).toMatchObject({ status: "succeeded", rail: "evm" });
     expect(response.data!.attempts.map((a: { rail: string; status: string }) => [a.rail, a.status])).toEqual([
-      ["internal-usdc", "failed"],
       ["evm", "succeeded"],
     ]);
     expect((await gw.tokenBalance(address)) - tokensBefore).toBe(2_000_000n);
@@ -124,6 +124,39 @@ describe("payments to a payee", () => {
     );
     const [after] = await gw.app.db.query<{ count: string }>("SELECT count(*)::text AS count FROM payments");
     expect(after?.count).toBe(before?.count);
+  });
+
+  it("leaves out an account method no payment from this source can reach: another asset, the payer's own account", async () => {
+    const btc = await gw.client.POST("/v1/accounts", { body: { asset: "BTC", kind: "merchant" } });
+    expect(btc.response.status).toBe(201);
+    const countPayments = async () =>
+      (await gw.app.db.query<{ count: string }>("SELECT count(*)::text AS count FROM payments"))[0]!.count;
+    const before = await countPayments();
+    // Before: the internal USDC rail was chosen for each, and the payment failed rejected at the ledger (402),
+    // written as failed; a quote to the first was offered and then used up by the failure.
+    for (const account of [btc.data!.id, "acct_demo_customer"]) {
+      const id = await payee([{ type: "account", account }]);
+      const paid = await pay(id);
+      expect(paid.response.status).toBe(422);
+      expect(errorOf(paid).code).toBe("no_route");
+    }
+    const quote = await gw.client.POST("/v1/quotes", {
+      body: {
+        amount: "2",
+        asset: "USDC",
+        destination: { type: "payee", payee: await payee([{ type: "account", account: btc.data!.id }]) },
+      },
+    });
+    expect(quote.response.status).toBe(422);
+    expect(await countPayments()).toBe(before);
+    // With a method that can be paid beside them, that one pays.
+    const mixed = await payee([
+      { type: "account", account: btc.data!.id },
+      { type: "account", account: "acct_demo_merchant" },
+    ]);
+    const paid = await pay(mixed);
+    expect(paid.response.status).toBe(201);
+    expect(paid.data!.status).toBe("succeeded");
   });
 
   it("another tenant's payee is not found, and nothing is written", async () => {
