@@ -157,7 +157,11 @@ export async function createPayment(
     // The quote's index may answer before the key's: a retry racing its original on the same quote is that payment.
     if (params.quoteId !== null && isQuoteTaken(error)) {
       if (await keyHoldsPayment(deps, params)) return keyTaken(deps, params);
-      return refuse("quote_used", `quote ${params.quoteId} has paid another payment already`, "quote");
+      return refuse(
+        "quote_used",
+        `quote ${params.quoteId} was used by another payment already (whatever became of it): quote again`,
+        "quote",
+      );
     }
     if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
     return keyTaken(deps, params);
