@@ -30,10 +30,10 @@ describe("translateStripeError", () => {
     ["any other invalid request", { statusCode: 400, type: "invalid_request_error" }, "rejected", true],
     ["a key reused with other parameters", { statusCode: 400, type: "idempotency_error" }, "rejected", false],
     [
-      "rate limiting",
+      "rate limiting (Stripe ran none of it: another rail may pay)",
       { statusCode: 429, type: "invalid_request_error", code: "rate_limit" },
       "rail_unavailable",
-      false,
+      true,
     ],
     ["refused credentials", { statusCode: 401, type: "invalid_request_error" }, "rail_unavailable", true],
     ["a permission error", { statusCode: 403, type: "invalid_request_error" }, "rail_unavailable", true],
@@ -61,6 +61,14 @@ describe("translateStripeError", () => {
       } as never);
       expect(translateStripeError(error)).toMatchObject({ code: "rail_unavailable", retryElsewhere: false });
     }
+  });
+
+  it("does not, when the client retried: an earlier try may have been cut after Stripe ran it", () => {
+    const error = new Stripe.errors.StripeConnectionError({
+      message: "An error occurred with our connection to Stripe. Request was retried 2 times.",
+      detail: Object.assign(new Error("ECONNREFUSED"), { code: "ECONNREFUSED" }),
+    } as never);
+    expect(translateStripeError(error)).toMatchObject({ code: "rail_unavailable", retryElsewhere: false });
   });
 
   it("lets another rail try after a connection never made (refused, no such host): nothing was sent", () => {

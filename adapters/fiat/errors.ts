@@ -49,11 +49,16 @@ export function translateStripeError(error: unknown): FiatFailure {
     retryElsewhere,
     stripeError,
   });
-  // A connection never made (refused, no such host) sent nothing; one cut or timed out may have been executed.
+  // A connection never made (refused, no such host) sent nothing; one cut or timed out may have been executed, and
+  // so may an earlier try of one that was retried (the client retries, and keeps only the last socket error).
   if (error instanceof Stripe.errors.StripeConnectionError)
-    return failure("rail_unavailable", neverConnectedCodes.has(causeCode(error)));
+    return failure(
+      "rail_unavailable",
+      neverConnectedCodes.has(causeCode(error)) && !/retried/i.test(error.message),
+    );
   if (error instanceof Stripe.errors.StripeAPIError) return failure("rail_unavailable", false);
-  if (error instanceof Stripe.errors.StripeRateLimitError) return failure("rail_unavailable", false);
+  // Too many requests: Stripe ran none of it.
+  if (error instanceof Stripe.errors.StripeRateLimitError) return failure("rail_unavailable", true);
   if (error instanceof Stripe.errors.StripeIdempotencyError) return failure("rejected", false);
   // Credentials refused: the request never ran, another rail may take the payment.
   if (error instanceof Stripe.errors.StripeAuthenticationError) return failure("rail_unavailable", true);

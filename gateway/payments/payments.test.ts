@@ -236,6 +236,29 @@ function paidEverywhere(): bigint {
 }
 
 describe("payments across two rails", () => {
+  it("voids a same-asset fee hold whole when the rate moved between routing and reserving", async () => {
+    // Routed at one USDC rate, reserved at twice it: the fee hold is the attempt's fee limit all the same (capped at
+    // the cap converted at the new rate, it was smaller than the limit the void and the post take it to be).
+    const deps = depsWith(db);
+    let asked = 0;
+    const moved = (): ReturnType<PaymentsDeps["snapshot"]> =>
+      buildSnapshot({
+        rails: [cheap.snapshot(), dear.snapshot()],
+        rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 2n, perMinorUnits: 1n } } }),
+        assetCodes: ["USDC"],
+        takenAtMs: 0,
+      });
+    const first = deps.snapshot();
+    const later = moved();
+    deps.snapshot = () => (asked++ === 0 ? first : later);
+    cheap.behaviour = "fail_final";
+    const before = await customerBalance();
+    const result = await createPayment(deps, request("k-rate-moved"));
+    expect(result.ok && result.payment.status).toBe("failed");
+    // Nothing held or taken: before, the void was refused (exceeds_pending_transfer_amount) and createPayment threw.
+    expect(await customerBalance()).toEqual(before);
+  });
+
   it("routes to the cheaper rail and debits the customer exactly once", async () => {
     const result = await createPayment(depsWith(db), request("k1"));
     expect(result.ok && result.payment.status).toBe("succeeded");

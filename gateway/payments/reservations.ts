@@ -168,9 +168,14 @@ export async function reserve(
       });
     }
   }
+  // Across assets the hold is converted at today's rate, and capped so that with the spread it stays within the
+  // cap; in one asset it is the fee limit itself, which the router derived from the cap (and which besideHolds, for
+  // a reservation this process made, takes it to be without asking the ledger).
   const feeHold = internal
     ? 0n
-    : feeHoldInPayerAsset(deps, payment, attempt, rail.asset, payer.asset, spread);
+    : cross
+      ? feeHoldInPayerAsset(deps, payment, attempt, rail.asset, payer.asset, spread)
+      : attempt.feeMax;
   if (feeHold > 0n) {
     const fees = await railAccountOpened(deps, { kind: "fee", rail: rail.id, asset: payer.asset });
     members.push({

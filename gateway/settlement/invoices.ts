@@ -561,8 +561,16 @@ export async function applyReceived(
   let invoice: InvoiceTarget | null | undefined = deps.openInvoices.recall(event.reference);
   if (invoice === undefined) {
     const read = await invoiceTarget(deps.db, event.reference);
-    // The invoice is marked paid only after the ledger credited it: a paid (or since reversed) one is done.
-    if (read !== null && read.rail === event.rail && read.status !== "open") return "duplicate";
+    // The invoice is marked paid only after the ledger credited it: a paid (or since reversed) one is done, for
+    // its own payment. Another's (a stranger's PaymentIntent naming it) is not ours, paid or not: as a duplicate,
+    // the rail would count it as credited, and a dispute of it would take back from the invoice.
+    if (
+      read !== null &&
+      read.rail === event.rail &&
+      read.status !== "open" &&
+      offeredFor(read, event.evidence)
+    )
+      return "duplicate";
     invoice = read;
   }
   if (invoice === null || invoice.rail !== event.rail || !offeredFor(invoice, event.evidence))

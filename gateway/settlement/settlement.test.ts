@@ -233,6 +233,11 @@ describe("finding the invoice money arrived for", () => {
     expect(await applyReceived(deps(), paidWith(`hash-${id}`))).toBe("applied");
     const [after] = await ledger.lookupAccounts([customerLedgerId]);
     expect(after!.creditsPosted - before!.creditsPosted).toBe(21_000n);
+    // Paid, the invoice is still not the stranger's: not a duplicate (which the rail would count as credited, and
+    // reverse), whether read or remembered; its own payment again is one.
+    expect(await applyReceived(deps(), paidWith("ab".repeat(32)))).toBe("unknown_reference");
+    expect(await applyReceived(maker, paidWith("ab".repeat(32)))).toBe("unknown_reference");
+    expect(await applyReceived(deps(), paidWith(`hash-${id}`))).toBe("duplicate");
   });
 });
 

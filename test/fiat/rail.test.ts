@@ -228,7 +228,7 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
     expect(sent[1]).toMatchObject({ method: "GET", path: expect.stringMatching(/^\/v1\/transfers\/tr_/) });
   });
 
-  it("leaves a transfer whose answer was lost in flight, and asked again under the same key it is the transfer made", async () => {
+  it("leaves a transfer whose answer was lost in flight, and asks for it again under the same key", async () => {
     // A proxy to stripe-mock that forwards the transfer and then cuts the connection before the answer.
     const proxy = http.createServer((request, response) => {
       const chunks: Buffer[] = [];
@@ -264,7 +264,8 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
         status: "succeeded",
         evidence: { rail: "fiat", pspId: expect.stringMatching(/^tr_/) },
       });
-      // The same key both times: Stripe answers the transfer it made the first time.
+      // The same key every time: Stripe answers the transfer it made the first time (stripe-mock, which keeps no
+      // keys, makes another).
       const posts = [...cut.sent, ...again.sent].filter((request) => request.method === "POST");
       expect(posts.length).toBeGreaterThanOrEqual(2);
       for (const post of posts)
