@@ -3,7 +3,7 @@
 // settlement by webhook, as a reversal (events.ts).
 import type Stripe from "stripe";
 import type { RailFailureCode, ReceivedRefund, ReceivedRefundOutcome } from "../../core/index.ts";
-import { translateStripeError } from "./errors.ts";
+import { FiatRailError, translateStripeError } from "./errors.ts";
 import { metadataKeys } from "./events.ts";
 import { checkId, type FiatRailState, failureOf } from "./rail-state.ts";
 import { type FiatRequestFailure, idempotencyKeys, type RefundParams, type RefundResult } from "./types.ts";
@@ -89,12 +89,23 @@ export async function refundReceived(
     paymentIntentId: request.railReference,
     amount: request.amount,
   });
-  if (!result.ok)
+  if (!result.ok) {
+    // No answer (a connection cut, a timeout, a 5xx): Stripe may have made the refund. Failed, its amount would be
+    // free to refund again while Stripe refunded it; thrown, the refund stays pending and is asked again under the
+    // same key (payments/refunds.ts recoverPendingRefunds), and Stripe's webhook for it waits for that answer.
+    if (result.failure.code === "rail_unavailable" && !result.failure.retryElsewhere)
+      throw new FiatRailError(
+        `Stripe did not answer refund ${request.id}: it is asked again under the same key`,
+        {
+          details: result.failure.message,
+        },
+      );
     return {
       status: "failed",
       code: result.failure.code === "above_maximum" ? "amount_too_large" : railFailureCode(result.failure),
       message: result.failure.message,
     };
+  }
   const evidence = { rail: "fiat", pspId: result.refund.stripeRefundId } as const;
   let { status } = result.refund;
   // Found again by its key (a retry): Stripe is asked how that refund stands, never to refund again.

@@ -2,7 +2,6 @@
 // Stripe's errors translated into the rail's failure codes. stripe-mock keeps no state and does not
 // replay idempotency keys, so "same payment and attempt → same intent" is the rail's own record by key;
 // the key Stripe would replay on is checked on the wire.
-import http from "node:http";
 import { beforeEach, describe, expect, inject, it } from "vitest";
 import {
   createFiatRail,
@@ -18,6 +17,7 @@ import {
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { assets } from "../../core/index.ts";
 import { freePort } from "../../scripts/lib/free-port.ts";
+import { startCuttingProxy } from "./cutting-proxy.ts";
 import { signEvent, stripeEvents } from "./stripe-events.ts";
 
 const port = inject("stripeMockPort");
@@ -229,31 +229,13 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
   });
 
   it("leaves a transfer whose answer was lost in flight, and asks for it again under the same key", async () => {
-    // A proxy to stripe-mock that forwards the transfer and then cuts the connection before the answer.
-    const proxy = http.createServer((request, response) => {
-      const chunks: Buffer[] = [];
-      request.on("data", (chunk: Buffer) => chunks.push(chunk));
-      request.on("end", () => {
-        const upstream = http.request(
-          { host: "127.0.0.1", port, method: request.method, path: request.url, headers: request.headers },
-          (answer) => {
-            if (request.method === "POST" && request.url === "/v1/transfers") {
-              answer.resume();
-              answer.on("end", () => request.socket.destroy());
-              return;
-            }
-            response.writeHead(answer.statusCode ?? 502, answer.headers);
-            answer.pipe(response);
-          },
-        );
-        upstream.end(Buffer.concat(chunks));
-      });
-    });
-    const proxyPort = await freePort();
-    await new Promise<void>((resolve) => proxy.listen(proxyPort, "127.0.0.1", resolve));
+    const proxy = await startCuttingProxy(
+      port,
+      (method, path) => method === "POST" && path === "/v1/transfers",
+    );
     try {
       const store = createMemoryStripeObjectStore();
-      const cut = makeRail({ port: proxyPort, store });
+      const cut = makeRail({ port: proxy.port, store });
       // Before: failed rail_unavailable, and the payment's money was given back while the merchant was paid.
       expect(await cut.rail.execute(payout({ id: "att_out_lost" }))).toEqual({
         status: "in_flight",
@@ -275,7 +257,7 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
           idempotencyKey: "switchyard:tr:att_out_lost",
         });
     } finally {
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 
@@ -379,6 +361,34 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
       retryElsewhere: true,
       stripeError: "StripeInvalidRequestError",
     });
+  });
+
+  it("throws for a refund whose answer was lost, so that it stays pending and is asked again under the same key", async () => {
+    const proxy = await startCuttingProxy(
+      port,
+      (method, path) => method === "POST" && path === "/v1/refunds",
+    );
+    try {
+      const store = createMemoryStripeObjectStore();
+      const cut = makeRail({ port: proxy.port, store });
+      const asked = { id: "rfd_lost", reference: "inv_lost", railReference: "pi_lost", amount: 500n };
+      // Before: failed rail_unavailable, and the amount was free to refund again while Stripe had refunded it.
+      await expect(cut.rail.refundReceived!(asked)).rejects.toMatchObject({ name: "FiatRailError" });
+      const again = makeRail({ store });
+      expect(await again.rail.refundReceived!(asked)).toMatchObject({
+        evidence: { rail: "fiat", pspId: expect.stringMatching(/^re_/) },
+      });
+      const posts = [...cut.sent, ...again.sent].filter((request) => request.method === "POST");
+      expect(posts.length).toBeGreaterThanOrEqual(2);
+      for (const post of posts)
+        expect(post).toEqual({
+          method: "POST",
+          path: "/v1/refunds",
+          idempotencyKey: idempotencyKeys.refund("rfd_lost"),
+        });
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("refunds a PaymentIntent once per refund id", async () => {

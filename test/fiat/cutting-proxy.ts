@@ -1,0 +1,40 @@
+// A proxy to stripe-mock that forwards every request, and for the ones `cut` names cuts the connection once the
+// upstream answered, so the caller never hears it: Stripe ran the request, its answer was lost.
+import http from "node:http";
+import { freePort } from "../../scripts/lib/free-port.ts";
+
+export type CuttingProxy = { port: number; close(): Promise<void> };
+
+export async function startCuttingProxy(
+  upstreamPort: number,
+  cut: (method: string, path: string) => boolean,
+): Promise<CuttingProxy> {
+  const proxy = http.createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => {
+      const upstream = http.request(
+        {
+          host: "127.0.0.1",
+          port: upstreamPort,
+          method: request.method,
+          path: request.url,
+          headers: request.headers,
+        },
+        (answer) => {
+          if (cut(request.method ?? "", request.url ?? "")) {
+            answer.resume();
+            answer.on("end", () => request.socket.destroy());
+            return;
+          }
+          response.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(response);
+        },
+      );
+      upstream.end(Buffer.concat(chunks));
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => proxy.listen(port, "127.0.0.1", resolve));
+  return { port, close: () => new Promise((resolve) => proxy.close(() => resolve())) };
+}
