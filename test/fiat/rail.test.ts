@@ -24,7 +24,9 @@ const port = inject("stripeMockPort");
 
 type Sent = { method: string; path: string; idempotencyKey: string | undefined };
 
-function makeRail(options: { apiKey?: string; port?: number; store?: StripeObjectStore } = {}) {
+function makeRail(
+  options: { apiKey?: string; port?: number; store?: StripeObjectStore; webhookSecret?: string } = {},
+) {
   const stripe = createStripeClient({
     apiKey: options.apiKey ?? "sk_test_switchyard",
     host: "127.0.0.1",
@@ -45,8 +47,25 @@ function makeRail(options: { apiKey?: string; port?: number; store?: StripeObjec
     feeSchedule: defaultFiatFeeSchedule,
     liquidity: "balance",
     snapshotRefreshMs: 60_000,
+    ...(options.webhookSecret === undefined
+      ? {}
+      : {
+          webhooks: {
+            secrets: [options.webhookSecret],
+            toleranceSeconds: 300,
+            bodyLimitBytes: 1_000_000,
+            store: createMemoryStripeWebhookStore(),
+          },
+        }),
   });
   return { rail, sent, store };
+}
+
+/** Every POST the rails sent went to `path` under `key`, more than once: the answer lost, then asked again. */
+function expectEveryPostKeyed(sent: readonly Sent[], path: string, key: string) {
+  const posts = sent.filter((request) => request.method === "POST");
+  expect(posts.length).toBeGreaterThanOrEqual(2);
+  for (const post of posts) expect(post).toEqual({ method: "POST", path, idempotencyKey: key });
 }
 
 const payout = (overrides: Partial<OutgoingAttempt> = {}): OutgoingAttempt => ({
@@ -248,14 +267,7 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
       });
       // The same key every time: Stripe answers the transfer it made the first time (stripe-mock, which keeps no
       // keys, makes another).
-      const posts = [...cut.sent, ...again.sent].filter((request) => request.method === "POST");
-      expect(posts.length).toBeGreaterThanOrEqual(2);
-      for (const post of posts)
-        expect(post).toEqual({
-          method: "POST",
-          path: "/v1/transfers",
-          idempotencyKey: "switchyard:tr:att_out_lost",
-        });
+      expectEveryPostKeyed([...cut.sent, ...again.sent], "/v1/transfers", "switchyard:tr:att_out_lost");
     } finally {
       await proxy.close();
     }
@@ -263,27 +275,7 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
 
   it("books a transfer.created with the fee Stripe took for the transfer, as execute does", async () => {
     const secret = "whsec_rail_transfer_fee";
-    const rail = createFiatRail({
-      stripe: createStripeClient({
-        apiKey: "sk_test_switchyard",
-        host: "127.0.0.1",
-        port,
-        protocol: "http",
-        requestTimeoutMs: 5_000,
-        networkRetriesMax: 0,
-      }),
-      store: createMemoryStripeObjectStore(),
-      asset: assets.USD,
-      feeSchedule: defaultFiatFeeSchedule,
-      liquidity: "balance",
-      snapshotRefreshMs: 60_000,
-      webhooks: {
-        secrets: [secret],
-        toleranceSeconds: 300,
-        bodyLimitBytes: 1_000_000,
-        store: createMemoryStripeWebhookStore(),
-      },
-    });
+    const { rail } = makeRail({ webhookSecret: secret });
     const events: RailEvent[] = [];
     rail.onEvent(async (event) => {
       events.push(event);
@@ -378,14 +370,7 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
       expect(await again.rail.refundReceived!(asked)).toMatchObject({
         evidence: { rail: "fiat", pspId: expect.stringMatching(/^re_/) },
       });
-      const posts = [...cut.sent, ...again.sent].filter((request) => request.method === "POST");
-      expect(posts.length).toBeGreaterThanOrEqual(2);
-      for (const post of posts)
-        expect(post).toEqual({
-          method: "POST",
-          path: "/v1/refunds",
-          idempotencyKey: idempotencyKeys.refund("rfd_lost"),
-        });
+      expectEveryPostKeyed([...cut.sent, ...again.sent], "/v1/refunds", idempotencyKeys.refund("rfd_lost"));
     } finally {
       await proxy.close();
     }
