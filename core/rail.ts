@@ -90,6 +90,12 @@ export type OutgoingAttempt = {
   readonly amount: bigint; // in the rail's asset
   readonly destination: Destination;
   readonly feeMax: bigint; // in the rail's asset, from the router's quote
+  /**
+   * The gateway may have asked for this attempt before without keeping the answer (recovery after a stop, a crash,
+   * or an outcome still unknown). A rail that keeps no record of an ask whose answer was lost may look for what it
+   * made before making it again.
+   */
+  readonly resumed?: boolean;
 };
 
 export type RailFailureCode =

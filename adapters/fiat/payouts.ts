@@ -47,6 +47,30 @@ export async function executeAttempt(
   }
   if (quote.fee > attempt.feeMax)
     return fail("fee_above_max", `fee ${quote.fee} is above the attempt's maximum ${attempt.feeMax}`, true);
+  // Asked again with nothing recorded: an earlier ask may have made the transfer and lost Stripe's answer. Stripe
+  // replays a key's answer only for a day (and replays a 500 as a 500): the transfer is looked for by its payment's
+  // transfer group first, so that it is never made twice.
+  if (attempt.resumed === true) {
+    let made: Stripe.Transfer | undefined;
+    try {
+      made = await madeBefore(state, attempt);
+    } catch (error) {
+      const failure = translateStripeError(error);
+      if (failure.code === "rail_unavailable") return { status: "in_flight", reference: key };
+      throw error;
+    }
+    if (made !== undefined) {
+      const held = await store.record({
+        idempotencyKey: key,
+        kind: "transfer",
+        objectId: made.id,
+        paymentId: attempt.paymentId,
+        attemptId: attempt.id,
+        amount: attempt.amount,
+      });
+      return succeeded(held.objectId, made);
+    }
+  }
 
   let transfer: Stripe.Transfer;
   try {
@@ -79,6 +103,19 @@ export async function executeAttempt(
     amount: attempt.amount,
   });
   return succeeded(held.objectId, transfer);
+}
+
+/** The transfer an earlier ask made for this attempt (its metadata names it), with its balance transaction. */
+async function madeBefore(
+  state: FiatRailState,
+  attempt: OutgoingAttempt,
+): Promise<Stripe.Transfer | undefined> {
+  const listed = await state.stripe.transfers.list({
+    transfer_group: attempt.paymentId,
+    limit: 100,
+    expand: ["data.balance_transaction"],
+  });
+  return listed.data.find((transfer) => transfer.metadata?.[metadataKeys.attemptId] === attempt.id);
 }
 
 /**

@@ -179,6 +179,7 @@ export async function driveAttempt(
     amount: attempt.amount,
     destination: destinationOf(payment, attempt),
     feeMax: attempt.feeMax,
+    ...(known === "ask_ledger" ? { resumed: true } : {}),
   });
   return applyOutcome(deps, driven, attempt, outcome, reservation);
 }

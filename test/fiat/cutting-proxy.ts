@@ -1,5 +1,6 @@
 // A proxy to stripe-mock that forwards every request, and for the ones `cut` names cuts the connection once the
-// upstream answered, so the caller never hears it: Stripe ran the request, its answer was lost.
+// upstream answered, so the caller never hears it: Stripe ran the request, its answer was lost. `answer` may
+// answer a request itself (what stripe-mock, which keeps nothing, cannot: a list holding an earlier transfer).
 import http from "node:http";
 import { freePort } from "../../scripts/lib/free-port.ts";
 
@@ -8,8 +9,16 @@ export type CuttingProxy = { port: number; close(): Promise<void> };
 export async function startCuttingProxy(
   upstreamPort: number,
   cut: (method: string, path: string) => boolean,
+  answer: (method: string, path: string) => unknown | null = () => null,
 ): Promise<CuttingProxy> {
   const proxy = http.createServer((request, response) => {
+    const own = answer(request.method ?? "", request.url ?? "");
+    if (own !== null) {
+      request.resume();
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify(own));
+      return;
+    }
     const chunks: Buffer[] = [];
     request.on("data", (chunk: Buffer) => chunks.push(chunk));
     request.on("end", () => {
@@ -21,14 +30,14 @@ export async function startCuttingProxy(
           path: request.url,
           headers: request.headers,
         },
-        (answer) => {
+        (upstreamAnswer) => {
           if (cut(request.method ?? "", request.url ?? "")) {
-            answer.resume();
-            answer.on("end", () => request.socket.destroy());
+            upstreamAnswer.resume();
+            upstreamAnswer.on("end", () => request.socket.destroy());
             return;
           }
-          response.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(response);
+          response.writeHead(upstreamAnswer.statusCode ?? 502, upstreamAnswer.headers);
+          upstreamAnswer.pipe(response);
         },
       );
       upstream.end(Buffer.concat(chunks));

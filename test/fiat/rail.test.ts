@@ -273,6 +273,61 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
     }
   });
 
+  it("asked again by recovery with nothing recorded, finds the transfer an earlier ask made instead of making another", async () => {
+    const attempt = payout({ id: "att_out_resumed", paymentId: "pay_out_resumed" });
+    // Stripe's list of the payment's transfers holds the one the lost ask made (stripe-mock keeps none).
+    const listed = {
+      object: "list",
+      url: "/v1/transfers",
+      has_more: false,
+      data: [
+        {
+          id: "tr_made_before",
+          object: "transfer",
+          amount: 10_000,
+          currency: "usd",
+          destination: "acct_1Merchant",
+          transfer_group: "pay_out_resumed",
+          metadata: { switchyard_payment_id: "pay_out_resumed", switchyard_attempt_id: "att_out_resumed" },
+          balance_transaction: { id: "txn_made_before", object: "balance_transaction", fee: 0 },
+        },
+      ],
+    };
+    const proxy = await startCuttingProxy(
+      port,
+      () => false,
+      (method, path) => (method === "GET" && path.startsWith("/v1/transfers?") ? listed : null),
+    );
+    try {
+      const resumed = makeRail({ port: proxy.port });
+      // Before: a second transfer was made under the same key, which Stripe replays only for a day.
+      expect(await resumed.rail.execute({ ...attempt, resumed: true })).toEqual({
+        status: "succeeded",
+        evidence: { rail: "fiat", pspId: "tr_made_before" },
+        fee: 0n,
+        feeDetail: { balanceTransaction: "txn_made_before" },
+      });
+      expect(resumed.sent.filter((request) => request.method === "POST")).toEqual([]);
+      // Recorded: asked again, it is read back, not looked for.
+      expect(await resumed.rail.execute({ ...attempt, resumed: true })).toMatchObject({
+        status: "succeeded",
+      });
+    } finally {
+      await proxy.close();
+    }
+    // Nothing of it at Stripe (stripe-mock lists another attempt's transfer): it is made, under the attempt's key.
+    const fresh = makeRail();
+    expect(await fresh.rail.execute({ ...payout({ id: "att_out_resumed_2" }), resumed: true })).toMatchObject(
+      {
+        status: "succeeded",
+      },
+    );
+    expect(fresh.sent.map((request) => `${request.method} ${request.path.split("?")[0]}`)).toEqual([
+      "GET /v1/transfers",
+      "POST /v1/transfers",
+    ]);
+  });
+
   it("books a transfer.created with the fee Stripe took for the transfer, as execute does", async () => {
     const secret = "whsec_rail_transfer_fee";
     const { rail } = makeRail({ webhookSecret: secret });
