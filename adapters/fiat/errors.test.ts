@@ -30,10 +30,10 @@ describe("translateStripeError", () => {
     ["any other invalid request", { statusCode: 400, type: "invalid_request_error" }, "rejected", true],
     ["a key reused with other parameters", { statusCode: 400, type: "idempotency_error" }, "rejected", false],
     [
-      "rate limiting (Stripe ran none of it: another rail may pay)",
+      "rate limiting (the client may have retried a try Stripe ran)",
       { statusCode: 429, type: "invalid_request_error", code: "rate_limit" },
       "rail_unavailable",
-      true,
+      false,
     ],
     ["refused credentials", { statusCode: 401, type: "invalid_request_error" }, "rail_unavailable", true],
     ["a permission error", { statusCode: 403, type: "invalid_request_error" }, "rail_unavailable", true],

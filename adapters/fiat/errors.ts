@@ -57,8 +57,8 @@ export function translateStripeError(error: unknown): FiatFailure {
       neverConnectedCodes.has(causeCode(error)) && !/retried/i.test(error.message),
     );
   if (error instanceof Stripe.errors.StripeAPIError) return failure("rail_unavailable", false);
-  // Too many requests: Stripe ran none of it.
-  if (error instanceof Stripe.errors.StripeRateLimitError) return failure("rail_unavailable", true);
+  // Too many requests: Stripe ran none of this try, but the client may have retried an earlier one it ran.
+  if (error instanceof Stripe.errors.StripeRateLimitError) return failure("rail_unavailable", false);
   if (error instanceof Stripe.errors.StripeIdempotencyError) return failure("rejected", false);
   // Credentials refused: the request never ran, another rail may take the payment.
   if (error instanceof Stripe.errors.StripeAuthenticationError) return failure("rail_unavailable", true);

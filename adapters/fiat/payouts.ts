@@ -27,9 +27,6 @@ export async function executeAttempt(
     return fail("unreachable_destination", "the fiat rail pays Stripe connected accounts only", true);
   if (!connectedAccountPattern.test(attempt.destination.accountId))
     return fail("unreachable_destination", "not a Stripe connected account id (acct_…)", true);
-  const quote = fiatFee(feeSchedule, attempt.amount);
-  if (!quote.ok)
-    return fail("rejected", `amount ${attempt.amount} is ${quote.error.replace("_", " ")}`, true);
   const key = idempotencyKeys.transfer(attempt.id);
 
   const earlier = await store.find(key);
@@ -45,8 +42,6 @@ export async function executeAttempt(
     }
     return succeeded(earlier.objectId, made);
   }
-  if (quote.fee > attempt.feeMax)
-    return fail("fee_above_max", `fee ${quote.fee} is above the attempt's maximum ${attempt.feeMax}`, true);
   // Asked again with nothing recorded: an earlier ask may have made the transfer and lost Stripe's answer. Stripe
   // replays a key's answer only for a day (and replays a 500 as a 500): the transfer is looked for by its payment's
   // transfer group first, so that it is never made twice.
@@ -71,6 +66,12 @@ export async function executeAttempt(
       return succeeded(held.objectId, made);
     }
   }
+  // Only a transfer not made yet is held to today's schedule: one made before (above) is reported whatever it cost.
+  const quote = fiatFee(feeSchedule, attempt.amount);
+  if (!quote.ok)
+    return fail("rejected", `amount ${attempt.amount} is ${quote.error.replace("_", " ")}`, true);
+  if (quote.fee > attempt.feeMax)
+    return fail("fee_above_max", `fee ${quote.fee} is above the attempt's maximum ${attempt.feeMax}`, true);
 
   let transfer: Stripe.Transfer;
   try {
@@ -110,12 +111,14 @@ async function madeBefore(
   state: FiatRailState,
   attempt: OutgoingAttempt,
 ): Promise<Stripe.Transfer | undefined> {
-  const listed = await state.stripe.transfers.list({
+  const listed = state.stripe.transfers.list({
     transfer_group: attempt.paymentId,
     limit: 100,
     expand: ["data.balance_transaction"],
   });
-  return listed.data.find((transfer) => transfer.metadata?.[metadataKeys.attemptId] === attempt.id);
+  for await (const transfer of listed)
+    if (transfer.metadata?.[metadataKeys.attemptId] === attempt.id) return transfer;
+  return undefined;
 }
 
 /**

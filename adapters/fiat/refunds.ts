@@ -36,14 +36,18 @@ export async function refund(state: FiatRailState, request: RefundParams): Promi
     };
   let created: Stripe.Refund;
   try {
-    created = await stripe.refunds.create(
-      {
-        payment_intent: request.paymentIntentId,
-        ...(request.amount === undefined ? {} : { amount: Number(request.amount) }),
-        metadata: { [metadataKeys.paymentId]: request.paymentId, switchyard_refund_id: request.refundId },
-      },
-      { idempotencyKey: key },
-    );
+    // Nothing recorded: an earlier ask may have made the refund and lost Stripe's answer, which Stripe replays under
+    // the key for a day only. It is looked for by its PaymentIntent first, so that it is never made twice.
+    created =
+      (await refundMadeBefore(state, request)) ??
+      (await stripe.refunds.create(
+        {
+          payment_intent: request.paymentIntentId,
+          ...(request.amount === undefined ? {} : { amount: Number(request.amount) }),
+          metadata: { [metadataKeys.paymentId]: request.paymentId, switchyard_refund_id: request.refundId },
+        },
+        { idempotencyKey: key },
+      ));
   } catch (error) {
     return { ok: false, failure: failureOf(translateStripeError(error)) };
   }
@@ -65,6 +69,16 @@ export async function refund(state: FiatRailState, request: RefundParams): Promi
       created: held.objectId === created.id,
     },
   };
+}
+
+/** The refund an earlier ask made for this refund id (its metadata names it), if Stripe has one. */
+async function refundMadeBefore(
+  state: FiatRailState,
+  request: RefundParams,
+): Promise<Stripe.Refund | undefined> {
+  for await (const made of state.stripe.refunds.list({ payment_intent: request.paymentIntentId, limit: 100 }))
+    if (made.metadata?.switchyard_refund_id === request.refundId) return made;
+  return undefined;
 }
 
 /**

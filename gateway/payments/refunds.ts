@@ -1025,7 +1025,8 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
         railReference,
       });
       if (named === null) {
-        if (unanswered)
+        // Only a refund's reversal may be the one awaited (a dispute's is not): the others are applied as usual.
+        if (unanswered && event.key.startsWith("refund:"))
           throw new RefundNotYetKnownError(
             `a reversal of invoice ${event.reference} arrived while a refund of it awaits its provider's reply`,
           );

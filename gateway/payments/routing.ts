@@ -265,14 +265,31 @@ async function targetOf(
   if (found === null)
     return refuse("payee_not_found", `no payee "${destination.payeeId}"`, "destination.payee");
   const methods: Destination[] = [];
+  let own = false;
   for (const method of found.destinations) {
     if (method.kind === "account") {
-      if (method.accountId === payment.sourceAccountId) continue;
+      if (method.accountId === payment.sourceAccountId) {
+        own = true;
+        continue;
+      }
       const account = await deps.accounts.tenantAccount({ tenantId, id: method.accountId });
       if (account === null || account.asset.code !== payment.asset.code) continue;
     }
     methods.push(method);
   }
+  // Every method left out: said as such, not as a route no rail has (a quote again would price the same).
+  if (methods.length === 0 && found.destinations.length > 0)
+    return own
+      ? refuse(
+          "same_account",
+          `payee "${destination.payeeId}" is paid to the source account only`,
+          "destination.payee",
+        )
+      : refuse(
+          "asset_mismatch",
+          `no method of payee "${destination.payeeId}" takes ${payment.asset.code}`,
+          "destination.payee",
+        );
   return { kind: "payee", payeeId: destination.payeeId, methods };
 }
 

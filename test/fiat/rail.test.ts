@@ -274,7 +274,9 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
   });
 
   it("asked again by recovery with nothing recorded, finds the transfer an earlier ask made instead of making another", async () => {
-    const attempt = payout({ id: "att_out_resumed", paymentId: "pay_out_resumed" });
+    // Its fee limit is below today's schedule: a transfer made before is reported all the same (a fee_above_max
+    // would let another rail pay what was paid here).
+    const attempt = payout({ id: "att_out_resumed", paymentId: "pay_out_resumed", feeMax: 0n });
     // Stripe's list of the payment's transfers holds the one the lost ask made (stripe-mock keeps none).
     const listed = {
       object: "list",
@@ -431,6 +433,48 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
     }
   });
 
+  it("looks for a refund an earlier ask made before making one: Stripe replays a key's answer for a day only", async () => {
+    const listed = {
+      object: "list",
+      url: "/v1/refunds",
+      has_more: false,
+      data: [
+        {
+          id: "re_made_before",
+          object: "refund",
+          amount: 500,
+          currency: "usd",
+          payment_intent: "pi_refunded_before",
+          status: "succeeded",
+          metadata: { switchyard_payment_id: "inv_refunded_before", switchyard_refund_id: "rfd_made_before" },
+        },
+      ],
+    };
+    const proxy = await startCuttingProxy(
+      port,
+      () => false,
+      (method, path) => (method === "GET" && path.startsWith("/v1/refunds?") ? listed : null),
+    );
+    try {
+      const { rail, sent } = makeRail({ port: proxy.port });
+      const asked = {
+        id: "rfd_made_before",
+        reference: "inv_refunded_before",
+        railReference: "pi_refunded_before",
+        amount: 500n,
+      };
+      // Before: a second refund was asked for (under the same key, which Stripe forgets after a day).
+      expect(await rail.refundReceived!(asked)).toEqual({
+        status: "succeeded",
+        evidence: { rail: "fiat", pspId: "re_made_before" },
+        fee: 0n,
+      });
+      expect(sent.filter((request) => request.method === "POST")).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("refunds a PaymentIntent once per refund id", async () => {
     const first = await rail.refund({
       refundId: "rf_1",
@@ -451,7 +495,12 @@ describe("fiat rail: Connect transfers (money out) and refunds", () => {
       ok: true,
       refund: { stripeRefundId: first.refund.stripeRefundId, created: false },
     });
-    expect(sent).toEqual([{ method: "POST", path: "/v1/refunds", idempotencyKey: "switchyard:re:rf_1" }]);
+    // Stripe's refunds of the PaymentIntent looked at first (none of this id), then the one refund made.
+    expect(sent.map((request) => `${request.method} ${request.path.split("?")[0]}`)).toEqual([
+      "GET /v1/refunds",
+      "POST /v1/refunds",
+    ]);
+    expect(sent[1]!.idempotencyKey).toBe("switchyard:re:rf_1");
   });
 });
 

@@ -279,4 +279,27 @@ describe("money in that is not the invoice's", () => {
     expect((await deliver(again)).status).toBe(200);
     expect(await posted()).toBe(before + 2500n);
   });
+  it("applies a dispute while a refund of the invoice awaits Stripe's answer: only a refund's reversal waits for it", async () => {
+    // A refund whose Stripe answer has not come yet (pending, no Stripe refund id): a reversal that may be its
+    // webhook waits for the answer. Before, a dispute waited too: refused (event_not_applied) until the refund was
+    // answered, for a day or more if Stripe kept failing, past Stripe's retries.
+    await app.db.query(
+      `INSERT INTO refunds (id, tenant_id, invoice_id, account_id, asset, amount, rail, status, hold_transfer_id)
+       VALUES ('rfd_awaiting_answer', $1, $2, $3, 'USD', 100, 'fiat', 'pending', 987654321)`,
+      [app.demo!.tenantId, invoiceId, customerId],
+    );
+    try {
+      const before = await posted();
+      const dispute = stripeEvents.disputeCreated("evt_dispute_while_refund_pending", {
+        disputeId: "dp_while_refund_pending",
+        intentId,
+        amount: 300,
+      });
+      const answer = await deliver(dispute);
+      expect(answer).toMatchObject({ status: 200, body: { outcome: "applied" } });
+      expect(await posted()).toBe(before - 300n);
+    } finally {
+      await app.db.query("DELETE FROM refunds WHERE id = 'rfd_awaiting_answer'");
+    }
+  });
 });

@@ -134,11 +134,14 @@ describe("payments to a payee", () => {
     const before = await countPayments();
     // Before: the internal USDC rail was chosen for each, and the payment failed rejected at the ledger (402),
     // written as failed; a quote to the first was offered and then used up by the failure.
-    for (const account of [btc.data!.id, "acct_demo_customer"]) {
+    for (const [account, code] of [
+      [btc.data!.id, "asset_mismatch"],
+      ["acct_demo_customer", "same_account"],
+    ] as const) {
       const id = await payee([{ type: "account", account }]);
       const paid = await pay(id);
-      expect(paid.response.status).toBe(422);
-      expect(errorOf(paid).code).toBe("no_route");
+      expect(paid.response.status).toBe(400);
+      expect(errorOf(paid)).toMatchObject({ code, param: "destination.payee" });
     }
     const quote = await gw.client.POST("/v1/quotes", {
       body: {
@@ -147,7 +150,8 @@ describe("payments to a payee", () => {
         destination: { type: "payee", payee: await payee([{ type: "account", account: btc.data!.id }]) },
       },
     });
-    expect(quote.response.status).toBe(422);
+    expect(quote.response.status).toBe(400);
+    expect(errorOf(quote).code).toBe("asset_mismatch");
     expect(await countPayments()).toBe(before);
     // With a method that can be paid beside them, that one pays.
     const mixed = await payee([
