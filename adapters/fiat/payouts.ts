@@ -28,6 +28,18 @@ export async function executeAttempt(
   if (!connectedAccountPattern.test(attempt.destination.accountId))
     return fail("unreachable_destination", "not a Stripe connected account id (acct_…)", true);
   const key = idempotencyKeys.transfer(attempt.id);
+  /** A transfer made for this attempt, recorded by its key (the first recorded stands) and reported. */
+  const recorded = async (transfer: Stripe.Transfer): Promise<AttemptOutcome> => {
+    const held = await store.record({
+      idempotencyKey: key,
+      kind: "transfer",
+      objectId: transfer.id,
+      paymentId: attempt.paymentId,
+      attemptId: attempt.id,
+      amount: attempt.amount,
+    });
+    return succeeded(held.objectId, transfer);
+  };
 
   const earlier = await store.find(key);
   if (earlier !== null) {
@@ -54,17 +66,7 @@ export async function executeAttempt(
       if (failure.code === "rail_unavailable") return { status: "in_flight", reference: key };
       throw error;
     }
-    if (made !== undefined) {
-      const held = await store.record({
-        idempotencyKey: key,
-        kind: "transfer",
-        objectId: made.id,
-        paymentId: attempt.paymentId,
-        attemptId: attempt.id,
-        amount: attempt.amount,
-      });
-      return succeeded(held.objectId, made);
-    }
+    if (made !== undefined) return await recorded(made);
   }
   // Only a transfer not made yet is held to today's schedule: one made before (above) is reported whatever it cost.
   const quote = fiatFee(feeSchedule, attempt.amount);
@@ -95,15 +97,7 @@ export async function executeAttempt(
       return { status: "in_flight", reference: key };
     return fail(failure.code, failure.message, failure.retryElsewhere);
   }
-  const held = await store.record({
-    idempotencyKey: key,
-    kind: "transfer",
-    objectId: transfer.id,
-    paymentId: attempt.paymentId,
-    attemptId: attempt.id,
-    amount: attempt.amount,
-  });
-  return succeeded(held.objectId, transfer);
+  return await recorded(transfer);
 }
 
 /** The transfer an earlier ask made for this attempt (its metadata names it), with its balance transaction. */

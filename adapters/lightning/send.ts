@@ -584,17 +584,14 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     s.trackers.delete(attempt.id);
     s.attempts.delete(attempt.id);
     if (s.attemptByHash.get(paymentHash) === attempt.id) s.attemptByHash.delete(paymentHash);
-    tracker.resolve({
+    const unwritten = {
       status: "failed",
       code: "rail_unavailable",
-      message: "the rail's journal could not be written",
+      message: "the rail's journal could not be written: nothing was sent",
       retryElsewhere: true,
-    });
-    return failedOutcome(
-      "rail_unavailable",
-      "the rail's journal could not be written: nothing was sent",
-      true,
-    );
+    } as const;
+    tracker.resolve(unwritten);
+    return unwritten;
   }
 
   try {

@@ -82,6 +82,19 @@ async function payThrough(rail: LightningRail, reference: string, amountMsat: bi
   return invoice;
 }
 
+/** A rail on a journal of its own, which knows nothing of the invoice's payment, refuses to pay it: rejected. */
+async function expectRefusedByAnotherJournal(journal: string, invoice: string, amountMsat: bigint) {
+  const other = await startRail(journal);
+  try {
+    expect(await other.rail.execute(bolt11(invoice, amountMsat, 10_000n))).toMatchObject({
+      status: "failed",
+      code: "rejected",
+    });
+  } finally {
+    await other.rail.stop();
+  }
+}
+
 let main: Running;
 
 beforeAll(async () => {
@@ -205,15 +218,7 @@ describe("lightning rail on regtest", () => {
       retryElsewhere: false,
     });
     // A rail with a journal of its own (no record of the first attempt): LND refuses the send, and so does it.
-    const other = await startRail("paid-elsewhere.jsonl");
-    try {
-      expect(await other.rail.execute(bolt11(invoice.request, 1_234_000n, 10_000n))).toMatchObject({
-        status: "failed",
-        code: "rejected",
-      });
-    } finally {
-      await other.rail.stop();
-    }
+    await expectRefusedByAnotherJournal("paid-elsewhere.jsonl", invoice.request, 1_234_000n);
     const { payments } = await getPayments({ lnd: client("gateway") });
     expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
     expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1234000");
@@ -234,16 +239,8 @@ describe("lightning rail on regtest", () => {
       status: "failed",
       code: "rejected",
     });
-    const other = await startRail("in-transition.jsonl");
-    try {
-      // Before: LND's "payment is in transition" made it follow the first payment and take its success.
-      expect(await other.rail.execute(bolt11(held.request, 1_500_000n, 10_000n))).toMatchObject({
-        status: "failed",
-        code: "rejected",
-      });
-    } finally {
-      await other.rail.stop();
-    }
+    // Before: LND's "payment is in transition" made it follow the first payment and take its success.
+    await expectRefusedByAnotherJournal("in-transition.jsonl", held.request, 1_500_000n);
     await settleHodlInvoice({ lnd: payee, secret });
     expect(await first).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
   });
