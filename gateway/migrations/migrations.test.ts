@@ -160,6 +160,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0032_webhook_delivery_claims.sql",
       "gateway/0033_reversal_withdrawn.sql",
       "gateway/0034_netting_batch_lease.sql",
+      "gateway/0035_x402_payer_holds.sql",
     ]);
   });
 

@@ -7,7 +7,8 @@ pragma solidity 0.8.30;
 /// has a gas cap, so that one transfer whose token call burns gas cannot starve the probes after it: a probe past
 /// its cap is answered false for that transfer alone (which simulate-batch.ts then simulates by itself). With each
 /// answer comes the payer's balance in the same state (the transfer's `from`, its first argument), which the paywall
-/// weighs against what the payer's other payments in flight hold (gateway/x402/holds.ts).
+/// weighs against what the payer's other payments hold (gateway/x402/claims-batch.ts), and the number of the block
+/// the call ran in: a payment spent in that block or after may not show in those balances.
 contract X402Simulator {
     error Outcome(bool ok);
 
@@ -26,8 +27,9 @@ contract X402Simulator {
 
     function simulate(address token, bytes[] calldata calls)
         external
-        returns (bool[] memory ok, uint256[] memory balances)
+        returns (bool[] memory ok, uint256[] memory balances, uint256 atBlock)
     {
+        atBlock = block.number;
         ok = new bool[](calls.length);
         balances = new uint256[](calls.length);
         for (uint256 i = 0; i < calls.length; i++) {

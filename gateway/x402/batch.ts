@@ -361,7 +361,7 @@ async function sendOnChain(
     const context = { txHash: outcome.txHash, invoiceId: w.invoiceId };
     if (item.status === "settled") {
       await afterSent(logger, "recording the settlement", context, () =>
-        record(db, chain, a, { status: "settled", txHash: outcome.txHash }),
+        record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock: outcome.blockNumber }),
       );
       results.push({
         ok: true,
@@ -373,7 +373,13 @@ async function sendOnChain(
       });
     } else {
       await afterSent(logger, "recording the refusal", context, () =>
-        record(db, chain, a, { status: "failed", txHash: outcome.txHash, failure: item.refusal }),
+        record(db, chain, a, {
+          status: "failed",
+          txHash: outcome.txHash,
+          failure: item.refusal,
+          // Spent by another before this batch was mined: its value had left the payer's balance by this block.
+          ...(item.refusal === "authorization_used" ? { spentBlock: outcome.blockNumber } : {}),
+        }),
       );
       results.push(
         refused(

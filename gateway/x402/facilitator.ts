@@ -168,8 +168,9 @@ async function priorSettlement(
     return null;
   if (prior.status === "submitted") {
     // Sent, its outcome never recorded: the chain says whether this authorization was spent by that transaction.
-    if (!(await spentBy(chain, prior.txHash as Hex, payment.authorization))) return null;
-    await record(deps.db, chain, payment.authorization, { status: "settled" });
+    const spent = await spentBy(chain, prior.txHash as Hex, payment.authorization);
+    if (spent === null) return null;
+    await record(deps.db, chain, payment.authorization, { status: "settled", spentBlock: spent.block });
   }
   return {
     success: true,

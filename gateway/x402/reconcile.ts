@@ -66,7 +66,7 @@ const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,byte
 
 type MinedReceipt = Pick<
   TransactionReceipt,
-  "status" | "logs" | "from" | "to" | "gasUsed" | "effectiveGasPrice"
+  "status" | "logs" | "from" | "to" | "gasUsed" | "effectiveGasPrice" | "blockNumber"
 >;
 
 /** Whether the mined `receipt` spent the authorization: successful, with the token's AuthorizationUsed log for it. */
@@ -91,15 +91,15 @@ export async function spentBy(
   chain: X402Chain,
   txHash: Hex,
   a: Pick<Eip3009Authorization, "from" | "nonce">,
-): Promise<boolean> {
+): Promise<{ block: bigint } | null> {
   let receipt: MinedReceipt;
   try {
     receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
   } catch (error) {
     if (!(error instanceof BaseError)) throw error;
-    return false;
+    return null;
   }
-  return spentIn(chain, receipt, a);
+  return spentIn(chain, receipt, a) ? { block: receipt.blockNumber } : null;
 }
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
@@ -290,8 +290,10 @@ async function concludeTx(
   for (const row of rows) {
     const spent = spentIn(chain, receipt, { from: row.payer, nonce: row.nonce });
     const failure = receipt.status === "success" ? "not_spent" : "reverted";
-    if (!(await conclude(deps.db, chain, row, spent ? { status: "settled" } : { status: "failed", failure })))
-      continue;
+    const outcome = spent
+      ? { status: "settled" as const, spentBlock: receipt.blockNumber }
+      : { status: "failed" as const, failure };
+    if (!(await conclude(deps.db, chain, row, outcome))) continue;
     if (spent) counts.settled += 1;
     else counts.failed += 1;
   }
@@ -384,11 +386,11 @@ async function conclude(
   db: Db,
   chain: X402Chain,
   row: SubmittedRow,
-  outcome: { status: "settled" } | { status: "failed"; failure: string },
+  outcome: { status: "settled"; spentBlock: bigint } | { status: "failed"; failure: string },
 ): Promise<boolean> {
   const updated = await db.query(
     `UPDATE x402_authorizations
-     SET status = $6, failure = coalesce($7, failure), updated_at = now()
+     SET status = $6, failure = coalesce($7, failure), spent_block = coalesce($8, spent_block), updated_at = now()
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'submitted' AND tx_hash = $5
      RETURNING 1`,
     [
@@ -399,6 +401,7 @@ async function conclude(
       row.txHash,
       outcome.status,
       outcome.status === "failed" ? outcome.failure : null,
+      outcome.status === "settled" ? outcome.spentBlock.toString() : null,
     ],
   );
   return updated.length === 1;

@@ -3,10 +3,10 @@
 // request that carries PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1). A v2 payment is matched by deep equality of its
 // `accepted` against the requirements rebuilt for this request (the reference server's rule), a v1 payment by
 // scheme and network; then verified, and the authorization claimed before the resource is served, so a replayed or
-// concurrent copy is refused rather than served; its amount is then held against the payer's balance (holds.ts), so
-// that payments the balance cannot all cover are refused before their routes run. After the handler: settled
-// (served) or the claim given back, and the hold released — kept until it lapses while the transfer may still be
-// mined.
+// concurrent copy is refused rather than served. The claim weighs the payment against the payer's balance less what
+// its other payments hold, in the database (claims-batch.ts), so that payments the balance cannot all cover are
+// refused before their routes run, on every gateway process. After the handler: settled (served) or the claim given
+// back; the claim holds the payer's balance while its transfer may still be mined.
 import { isDeepStrictEqual } from "node:util";
 import type {
   ChallengePart,
@@ -27,7 +27,6 @@ import {
   requiredHeaderName,
 } from "./codec.ts";
 import type { X402Deps } from "./facilitator.ts";
-import { createPayerHolds, lapseAfterValidBeforeS, type Reading } from "./holds.ts";
 import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
@@ -49,13 +48,12 @@ const refusal = (refused: Refused) => ({ code: refused.refusal, message: refused
 
 /** The paywall's x402 scheme over these chains, verifying and settling with `deps`. */
 export function createX402Scheme(deps: X402Deps): PaymentScheme {
-  // Concurrent requests' claims go to the database as one statement per batch. Nothing asks "already claimed?"
+  // Concurrent requests' claims go to the database as one transaction per batch. Nothing asks "already claimed?"
   // before: the claim after verification is that check (a replay is refused by it, after its simulation).
-  const claims = createClaimBatcher(deps.db);
+  const claims = createClaimBatcher(deps.db, () => BigInt(Math.floor(deps.nowMs() / 1000)));
   // … and their simulations to the chain as one eth_call per batch; the tokens' domain separators are kept (a few:
   // one per chain, token and domain).
   const separators = new Map<string, Uint8Array>();
-  const holds = createPayerHolds(() => BigInt(Math.floor(deps.nowMs() / 1000)));
   const reads: VerifyReads = {
     isClaimed: null,
     checkChain: createSimulationBatcher(),
@@ -132,21 +130,14 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
       const parsed = parsePayment(raw, matched.requirements, deps.chains);
       if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
-      // Begun before the balance is read (the simulation), ended however the verification ends.
-      const reading = holds.begin();
-      try {
-        return await verifyAndHold(resource, parsed, reading);
-      } finally {
-        holds.end(reading);
-      }
+      return await verifyAndClaim(resource, parsed);
     },
   };
 
-  /** Verifies, claims and holds a parsed payment; the verdict. */
-  async function verifyAndHold(
+  /** Verifies and claims a parsed payment; the verdict. */
+  async function verifyAndClaim(
     resource: PricedResource,
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
-    reading: Reading,
   ): Promise<SchemeVerdict> {
     const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
     if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
@@ -158,7 +149,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       accountId: resource.accountId,
       ...(resource.split === undefined ? {} : { split: resource.split }),
     };
-    if (!(await claims.claim(chain, payment.authorization, credit)))
+    // Taken before tells a copy of a payment in flight that its nonce is taken, not that funds are short.
+    const claimed = await claims.claim(chain, payment.authorization, credit, verified.balance);
+    if (claimed.kind === "taken")
       return {
         kind: "refused",
         refusal: {
@@ -166,50 +159,18 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           message: "this authorization was already taken",
         },
       };
-    // Claimed first, so that a copy of a payment in flight is told its nonce is taken, not that funds are short.
-    const held = holds.take(
-      `${chain.chainId}|${chain.token.toLowerCase()}|${payment.payer.toLowerCase()}`,
-      payment.authorization.value,
-      verified.balance,
-      payment.authorization.validBefore + lapseAfterValidBeforeS,
-      reading,
-    );
-    if ("short" in held) {
-      // This request's own claim (bound to nothing yet): given back so that the payment may come again. A claim
-      // left by a failed give-back never settles; the payer is still told why.
-      try {
-        await release(deps.db, chain, payment.authorization, { invoiceId: null });
-      } catch (error) {
-        deps.logger.error(
-          { error: String(error), payer: payment.payer, nonce: payment.authorization.nonce },
-          "x402: giving back the claim of a payment its payer's balance cannot cover failed",
-        );
-      }
+    if (claimed.kind === "short")
       return {
         kind: "refused",
         refusal: {
           code: "insufficient_funds",
-          message: `${payment.payer} holds ${held.short.balance}, of which its payments in flight hold ${held.short.held}: less than ${payment.authorization.value} is left`,
+          message: `${payment.payer} holds ${claimed.balance}, of which its payments in flight hold ${claimed.held}: less than ${payment.authorization.value} is left`,
         },
       };
-    }
     const receiptHeader = payment.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
-    /**
-     * Whether the hold may go when completion ends: once nothing was sent (the claim given back, or refused before
-     * sending) or the transfer's outcome is known. A transfer that may still be mined (no receipt in time, a throw
-     * part-way, a settlement that threw) keeps its payer's balance held until the hold lapses.
-     */
-    let outcomeKnown = false;
-    /**
-     * Whether the authorization was spent on chain: the payer's balance shows it from then on. Spent by this
-     * settlement, or by someone else before it (refused as a used nonce: the token moved the value all the same).
-     */
-    let mined = false;
     /** Settles a served request's payment, or gives its claim back. */
     const completeOnce = async (outcome: { served: boolean }) => {
       if (!outcome.served) {
-        // Nothing is sent, whether or not the claim's give-back goes through.
-        outcomeKnown = true;
         await release(deps.db, chain, payment.authorization, { invoiceId: null });
         return {
           settled: false as const,
@@ -224,8 +185,6 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         { ...payment, credit, description: resource.description || `x402: ${resource.service}` },
         requirements,
       );
-      outcomeKnown = settled.ok || settled.pending !== true;
-      mined = settled.ok || settled.refusal === "invalid_exact_evm_nonce_already_used";
       if (!settled.ok) {
         const failed: SettleResponse = {
           success: false,
@@ -256,13 +215,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       payer: payment.payer,
       complete(outcome) {
         // Once: a second call reports the first outcome.
-        completed ??= (async () => {
-          try {
-            return await completeOnce(outcome);
-          } finally {
-            if (outcomeKnown) held.release({ settled: mined });
-          }
-        })();
+        completed ??= completeOnce(outcome);
         return completed;
       },
     };

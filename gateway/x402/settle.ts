@@ -118,10 +118,22 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       }
       if (!submitted.ok) {
         // Refused before anything was sent (the rail gave the invoice's nonce back): the claim is given back, the
-        // invoice stays open, bound to nothing, until it expires.
-        await afterSent(logger, "giving the claim back", { invoiceId }, () =>
-          release(deps.settlement.db, chain, a, { invoiceId }),
-        );
+        // invoice stays open, bound to nothing, until it expires. An authorization someone else spent is kept, failed,
+        // with the latest block (its spend's, or later): the payer's balance read before that block does not show
+        // it, and the payer's claims weighed against such a balance count it (claims-batch.ts). When the block
+        // cannot be read the claim stays as it is, holding the payer's balance until it lapses.
+        if (submitted.refusal === "authorization_used")
+          await afterSent(logger, "recording the nonce spent by another", { invoiceId }, async () =>
+            record(deps.settlement.db, chain, a, {
+              status: "failed",
+              failure: "authorization_used",
+              spentBlock: await chain.publicClient.getBlockNumber({ cacheTime: 0 }),
+            }),
+          );
+        else
+          await afterSent(logger, "giving the claim back", { invoiceId }, () =>
+            release(deps.settlement.db, chain, a, { invoiceId }),
+          );
         return refused(railRefusalReason[submitted.refusal] ?? "unexpected_settle_error", submitted.message);
       }
       // Sent: from here on nothing the ledger or the database does may turn the payer's answer into a failure.
@@ -145,7 +157,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         return refused("invalid_transaction_state", `transaction ${txHash} reverted`);
       }
       await afterSent(logger, "recording the settlement", context, () =>
-        record(deps.settlement.db, chain, a, { status: "settled", txHash }),
+        record(deps.settlement.db, chain, a, { status: "settled", txHash, spentBlock: mined.block }),
       );
       await afterSent(logger, "booking the gas", context, () =>
         bookGas(deps.settlement, chain, txHash, mined.gasWei, logger),
@@ -197,13 +209,20 @@ export async function afterSent(
   }
 }
 
-async function receiptOf(chain: X402Chain, hash: Hex): Promise<{ success: boolean; gasWei: bigint } | null> {
+async function receiptOf(
+  chain: X402Chain,
+  hash: Hex,
+): Promise<{ success: boolean; gasWei: bigint; block: bigint } | null> {
   try {
     const receipt = await chain.publicClient.waitForTransactionReceipt({
       hash,
       timeout: chain.receiptTimeoutMs,
     });
-    return { success: receipt.status === "success", gasWei: receipt.gasUsed * receipt.effectiveGasPrice };
+    return {
+      success: receipt.status === "success",
+      gasWei: receipt.gasUsed * receipt.effectiveGasPrice,
+      block: receipt.blockNumber,
+    };
   } catch (error) {
     if (!(error instanceof BaseError)) throw error;
     return null;

@@ -32,7 +32,12 @@ export type CreditTarget = {
   readonly split?: readonly { readonly accountId: string; readonly basisPoints: number }[];
 };
 
-/** Claims the authorization for `credit`: true when this call took it, false when it was taken before. */
+/**
+ * Claims the authorization for `credit`, not weighed against the payer's balance (the facilitator's, which settles
+ * before anything is served): true when this call took it, false when it was taken before. The payer's row of
+ * x402_payer_holds is locked first, as claims-batch.ts does: a claim of the payer there, weighing what the payer's
+ * payments hold, never sees one made meanwhile.
+ */
 export async function claim(
   db: Db,
   chain: X402Chain,
@@ -40,8 +45,13 @@ export async function claim(
   credit: CreditTarget,
 ): Promise<boolean> {
   const rows = await db.query(
-    `INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount, valid_before)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    `WITH locked AS (
+       INSERT INTO x402_payer_holds AS h (chain_id, token, payer) VALUES ($1::bigint, $2::text, $3::text)
+       ON CONFLICT (chain_id, token, payer) DO UPDATE SET held = h.held
+       RETURNING 1
+     )
+     INSERT INTO x402_authorizations (chain_id, token, payer, nonce, tenant_id, account_id, amount, valid_before)
+     SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::numeric, $8::numeric FROM locked
      ON CONFLICT (chain_id, token, payer, nonce) DO NOTHING
      RETURNING 1`,
     [
@@ -85,7 +95,11 @@ export async function release(
   return rows.length === 1;
 }
 
-/** Records what became of a claimed authorization. */
+/**
+ * Records what became of a claimed authorization. `spentBlock`: the block by which its value had left the payer's
+ * balance (its transaction's, or one no earlier when another spent it), for the claims of the payer weighed against
+ * a balance read before (claims-batch.ts).
+ */
 export async function record(
   db: Db,
   chain: X402Chain,
@@ -95,12 +109,13 @@ export async function record(
     invoiceId?: string;
     txHash?: string;
     failure?: string;
+    spentBlock?: bigint;
   },
 ): Promise<void> {
   await db.query(
     `UPDATE x402_authorizations
      SET status = $5, invoice_id = coalesce($6, invoice_id), tx_hash = coalesce($7, tx_hash),
-         failure = coalesce($8, failure), updated_at = now()
+         failure = coalesce($8, failure), spent_block = coalesce($9, spent_block), updated_at = now()
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4`,
     [
       ...keyOf(chain, authorization),
@@ -108,6 +123,7 @@ export async function record(
       change.invoiceId ?? null,
       change.txHash ?? null,
       change.failure ?? null,
+      change.spentBlock?.toString() ?? null,
     ],
   );
 }

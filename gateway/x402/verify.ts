@@ -35,10 +35,17 @@ export type Eip3009Authorization = {
 };
 
 /**
- * The chain would take the transfer now. `balance`: the payer's balance in the state it was simulated against (the
- * paywall weighs it against the payer's payments in flight, holds.ts), null when that simulation did not read it.
+ * A payer's balance read from the chain: `amount`, in a state no earlier than block `atBlock`'s. A transfer mined in
+ * `atBlock` or after may not show in it; one mined before does.
  */
-export type Taken = { readonly ok: true; readonly balance: bigint | null };
+export type BalanceReading = { readonly amount: bigint; readonly atBlock: bigint };
+
+/**
+ * The chain would take the transfer now. `balance`: the payer's balance in the state it was simulated against (the
+ * paywall weighs it against what the payer's other payments hold, claims-batch.ts), null when that simulation did
+ * not read it.
+ */
+export type Taken = { readonly ok: true; readonly balance: BalanceReading | null };
 
 /** The requirements, as the gateway reads them (v2's `amount`, v1's `maxAmountRequired`). */
 export type ExactRequirements = {
@@ -147,7 +154,7 @@ export async function verifyExact(
   payload: PaymentPayload,
   requirements: ExactRequirements,
   reads: VerifyReads = singleReads,
-): Promise<{ ok: true; payment: VerifiedPayment; balance: bigint | null } | Refused> {
+): Promise<{ ok: true; payment: VerifiedPayment; balance: BalanceReading | null } | Refused> {
   const chain = requirements.chain;
   const domain = await readDomain(deps, chain);
   if (domain === null) return refusedWith("unexpected_verify_error", "the token's domain cannot be read now");

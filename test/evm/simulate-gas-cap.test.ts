@@ -118,10 +118,11 @@ describe("the batched simulation's gas cap per probe", () => {
       true,
     ]);
     const batcher = createSimulationBatcher();
-    // Taken by the simulation alone, with the balance the batch read beside its probe.
-    expect(await batcher(chain, heavy.authorization, heavy.signature)).toEqual({
-      ok: true,
-      balance: heldBalance,
-    });
+    // Taken by the simulation alone, with the balance the batch read beside its probe, and the block it read it at.
+    const latest = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
+    const taken = await batcher(chain, heavy.authorization, heavy.signature);
+    expect(taken).toEqual({ ok: true, balance: { amount: heldBalance, atBlock: expect.any(BigInt) } });
+    const atBlock = taken.ok ? taken.balance!.atBlock : -1n;
+    expect(atBlock === latest || atBlock === latest + 1n, String(atBlock)).toBe(true);
   });
 });

@@ -107,11 +107,16 @@ describe("batched simulation", () => {
       functionName: "balanceOf",
       args: [payer().address],
     });
+    const latest = await gw.chain.publicClient.getBlockNumber({ cacheTime: 0 });
     const batch = await simulateAll(chain, cases);
     expect(batch.map((b) => b.taken)).toEqual([true, true, false, false, false, false, true]);
     // Each answer carries the payer's balance before its transfer; a call the simulator cannot read (no 65-byte
     // signature: nothing is sent for it) has none.
-    expect(batch.map((b) => b.balance)).toEqual([held, held, held, held, held, null, held]);
+    // With it, the block the call ran in: the latest, or the one after it (a node may run an eth_call as the next
+    // block), never earlier, so that a payment mined in the latest block is counted as not shown (claims-batch.ts).
+    const reading = { amount: held, atBlock: batch[0]!.balance!.atBlock };
+    expect(reading.atBlock === latest || reading.atBlock === latest + 1n, String(reading.atBlock)).toBe(true);
+    expect(batch.map((b) => b.balance)).toEqual([reading, reading, reading, reading, reading, null, reading]);
     const alone = await Promise.all(cases.map((c) => checkChain(chain, c.authorization, c.signature)));
     expect(alone.map((r) => r.ok)).toEqual(batch.map((b) => b.taken));
     const batcher = createSimulationBatcher();
@@ -127,7 +132,7 @@ describe("batched simulation", () => {
       "invalid_exact_evm_transaction_simulation_failed",
       null,
     ]);
-    expect(batched[0]).toEqual({ ok: true, balance: held });
+    expect(batched[0]).toEqual({ ok: true, balance: reading });
   });
 
   it("says why a payment the batch refused from reads, never a reverting eth_call (a second of stack traces on EDR)", async () => {

@@ -26,6 +26,7 @@ import {
   transferTypedData,
   type X402Settler,
 } from "../../gateway/x402/index.ts";
+import { record } from "../../gateway/x402/store.ts";
 import { transferArgs, vrsOf } from "../../gateway/x402/verify.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
@@ -610,19 +611,29 @@ describe("the paywall's x402 scheme", () => {
     };
   }
 
-  /** gw.app's database, through which a test holds or fails the next statement whose text contains `text`. */
+  /**
+   * gw.app's database, through which a test holds or fails the next statement whose text contains `text`, or with
+   * `text` null the next transaction before it begins (a claim's: PGlite runs nothing else while one is open).
+   */
   function interceptedDb() {
-    let next: { text: string; run: () => Promise<void> } | null = null;
+    let next: { text: string | null; run: () => Promise<void> } | null = null;
     const db: Db = {
       kind: gw.app.db.kind,
       connectionsMax: gw.app.db.connectionsMax,
-      transaction: (fn) => gw.app.db.transaction(fn),
+      async transaction(fn) {
+        const intercepted = next;
+        if (intercepted !== null && intercepted.text === null) {
+          next = null;
+          await intercepted.run();
+        }
+        return await gw.app.db.transaction(fn);
+      },
       queryAll: (statements) => gw.app.db.queryAll(statements),
       exec: (script) => gw.app.db.exec(script),
       close: async () => {},
       async query(text, params) {
         const intercepted = next;
-        if (intercepted !== null && text.includes(intercepted.text)) {
+        if (intercepted !== null && intercepted.text !== null && text.includes(intercepted.text)) {
           next = null;
           await intercepted.run();
         }
@@ -631,8 +642,8 @@ describe("the paywall's x402 scheme", () => {
     };
     return {
       db,
-      /** Holds the statement until `release()`; `reached` resolves once it is held. */
-      hold(text: string) {
+      /** Holds the statement (null: the transaction) until `release()`; `reached` resolves once it is held. */
+      hold(text: string | null) {
         let reached = () => {};
         let release = () => {};
         const atIt = new Promise<void>((resolve) => {
@@ -757,24 +768,32 @@ describe("the paywall's x402 scheme", () => {
   it("keeps a payer's balance held while a transfer may still be mined, and lets it go once its outcome is known", async () => {
     // A payer holding one price. A settlement that answers "not mined in time" (pending) leaves the transfer able
     // to land: the payer's next payment must not run its route on the same balance. One that answers a revert
-    // (nothing pending) lets the next one through.
-    const payer = await payerHolding(price);
+    // (nothing pending), recording it as the settlers do, lets the next one through. A payer each: the first one's
+    // pending payment holds its balance on every scheme of the database.
     const settlerAnswering = (
       refusal: "unexpected_settle_error" | "invalid_transaction_state",
       pending: boolean,
     ): X402Settler => ({
-      settle: async (payment) => ({
-        ok: false,
-        refusal,
-        message: "as the test says",
-        payer: payment.payer,
-        ...(pending ? { pending: true as const } : {}),
-      }),
+      settle: async (payment, requirements) => {
+        if (!pending)
+          await record(gw.app.db, requirements.chain, payment.authorization, {
+            status: "failed",
+            failure: "reverted",
+          });
+        return {
+          ok: false,
+          refusal,
+          message: "as the test says",
+          payer: payment.payer,
+          ...(pending ? { pending: true as const } : {}),
+        };
+      },
     });
     for (const [settler, next] of [
       [settlerAnswering("unexpected_settle_error", true), "refused"],
       [settlerAnswering("invalid_transaction_state", false), "paid"],
     ] as const) {
+      const payer = await payerHolding(price);
       const x402 = scheme({ settler });
       const first = await payer.pay(x402);
       if (first.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(first)}`);
@@ -798,7 +817,7 @@ describe("the paywall's x402 scheme", () => {
     const x402 = scheme({ db: intercepted.db });
     const a = await payer.pay(x402);
     if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
-    const claim = intercepted.hold("INSERT INTO x402_authorizations");
+    const claim = intercepted.hold(null);
     const b = payer.pay(x402);
     try {
       // B at its claim (or answered already, which fails below).
@@ -821,7 +840,7 @@ describe("the paywall's x402 scheme", () => {
     const signedA = await payer.sign();
     const a = await payer.present(x402, signedA);
     if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
-    const claim = intercepted.hold("INSERT INTO x402_authorizations");
+    const claim = intercepted.hold(null);
     const b = payer.pay(x402);
     try {
       await Promise.race([claim.reached, b]);
@@ -868,15 +887,47 @@ describe("the paywall's x402 scheme", () => {
     await a.complete({ served: false });
   });
 
-  it("lets the hold of an unserved payment go even when giving its claim back fails: nothing was sent", async () => {
+  it("keeps the hold of a claim whose give-back failed until it lapses: the claim stays, and so does its authorization's", async () => {
+    // Nothing was sent for A, but its claim is still there (a give-back that failed): the authorization cannot pay
+    // through the gateway, though anyone holding it could still submit it to the token until validBefore. Its payer's
+    // balance stays held until A lapses, a minute past its validBefore by this process's clock.
     const payer = await payerHolding(price);
+    const chainNowS = (await gw.chain.publicClient.getBlock({ blockTag: "latest" })).timestamp;
+    let aheadMs = Number(chainNowS) * 1000 - Date.now();
     const intercepted = interceptedDb();
-    const x402 = scheme({ db: intercepted.db });
-    const a = await payer.pay(x402);
+    const x402 = scheme({ db: intercepted.db, nowMs: () => Date.now() + aheadMs });
+    const a = await payer.pay(x402, { validBefore: chainNowS + 30n });
     if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
     intercepted.fail("DELETE FROM x402_authorizations");
     await expect(a.complete({ served: false })).rejects.toThrow(/injected/);
-    const b = await payer.pay(x402);
+    const later = { validBefore: chainNowS + 1_200n };
+    expect(await payer.pay(x402, later)).toMatchObject({
+      kind: "refused",
+      refusal: { code: "insufficient_funds" },
+    });
+    aheadMs += 89_000; // A's validBefore + 59 s: not lapsed yet
+    expect((await payer.pay(x402, later)).kind).toBe("refused");
+    aheadMs += 2_000;
+    const b = await payer.pay(x402, later);
+    expect(b.kind, JSON.stringify(b)).toBe("paid");
+    if (b.kind === "paid") await b.complete({ served: false });
+  });
+
+  it("weighs a payer's payments across two gateway processes: one balance's worth runs a route", async () => {
+    // Two schemes on one database are what two gateway processes run. A payer holding one price sends one
+    // authorization to each: the second must be refused before its route runs, as it is on one process.
+    const payer = await payerHolding(price);
+    const first = scheme();
+    const second = scheme();
+    const a = await payer.pay(first);
+    if (a.kind !== "paid") throw new Error(`not paid: ${JSON.stringify(a)}`);
+    expect(await payer.pay(second)).toMatchObject({
+      kind: "refused",
+      refusal: { code: "insufficient_funds" },
+    });
+    // Given back on the first, the balance is free on the second.
+    await a.complete({ served: false });
+    const b = await payer.pay(second);
     expect(b.kind, JSON.stringify(b)).toBe("paid");
     if (b.kind === "paid") await b.complete({ served: false });
   });

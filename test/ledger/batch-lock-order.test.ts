@@ -188,6 +188,8 @@ describe("overlapping batches of two processes in opposite key orders on Postgre
         validBefore: 2n ** 40n,
         nonce: `0x${hexOf(`nonce ${round} ${name}`)}` as Hex,
       } satisfies Eip3009Authorization,
+      // Weighed, so that each batch locks its payers and reads their holds: a balance that covers every round.
+      balance: { amount: 1_000n * BigInt(claimRounds), atBlock: 0n },
     });
     const taken = new Map<string, number>();
     const errors: unknown[] = [];
@@ -198,7 +200,7 @@ describe("overlapping batches of two processes in opposite key orders on Postgre
         processes.flatMap((db, p) =>
           Array.from({ length: callersPerProcess }, async () => {
             const requests = orders[p]!;
-            const won = await claimAll(db, requests);
+            const won = (await claimAll(db, requests, 0n)).map((answer) => answer.kind === "claimed");
             requests.forEach((r, i) => {
               const key = `${r.authorization.from}|${r.authorization.nonce}`;
               taken.set(key, (taken.get(key) ?? 0) + (won[i] ? 1 : 0));
@@ -217,5 +219,52 @@ describe("overlapping batches of two processes in opposite key orders on Postgre
       [tenantId],
     )) as [{ count: bigint }];
     expect(count).toBe(BigInt(claimRounds * keysPerBatch));
+  });
+
+  it("weighs x402 claims of the same payers in both processes: never more than a payer's balance covers", async () => {
+    // Twelve payers, each holding five payments' worth; every batch of the six asks four payments of each, all
+    // weighed against the same balance read: 24 asked per payer, exactly five claimed whatever the interleaving.
+    const chain = { chainId: 31337, token: `0x${"ab".repeat(20)}` } as unknown as X402Chain;
+    const credit = { tenantId, accountId: "acc_lockorder" };
+    const payers = Array.from(
+      { length: 12 },
+      (_, i) => `0x${hexOf(`weighed payer ${i}`).slice(0, 40)}` as Address,
+    );
+    const asked = (p: number, caller: number) =>
+      payers.flatMap((from) =>
+        [0, 1, 2, 3].map(
+          (n): ClaimRequest => ({
+            chain,
+            credit,
+            balance: { amount: 5_000n, atBlock: 7n },
+            authorization: {
+              from,
+              to: `0x${"09".repeat(20)}` as Address,
+              value: 1_000n,
+              validAfter: 0n,
+              validBefore: 2n ** 40n,
+              nonce: `0x${hexOf(`weighed ${p} ${caller} ${n} ${from}`)}` as Hex,
+            },
+          }),
+        ),
+      );
+    const settled = await Promise.allSettled(
+      processes.flatMap((db, p) =>
+        Array.from({ length: callersPerProcess }, async (_, caller) => {
+          const requests = asked(p, caller);
+          return await claimAll(db, p === 0 ? requests : [...requests].reverse(), 0n);
+        }),
+      ),
+    );
+    expect(settled.filter((s) => s.status === "rejected").map((s) => codeOf(s.reason))).toEqual([]);
+    const rows = await setup.query<{ payer: string; claimed: string; held: string }>(
+      `SELECT h.payer, h.held::text AS held,
+         (SELECT count(*) FROM x402_authorizations a
+          WHERE a.chain_id = h.chain_id AND a.token = h.token AND a.payer = h.payer)::text AS claimed
+       FROM x402_payer_holds h WHERE h.token = $1 ORDER BY h.payer`,
+      [chain.token.toLowerCase()],
+    );
+    expect(rows).toHaveLength(payers.length);
+    expect(rows.map((row) => [row.claimed, row.held])).toEqual(payers.map(() => ["5", "5000"]));
   });
 });
