@@ -7,8 +7,7 @@ pragma solidity 0.8.30;
 /// has a gas cap, so that one transfer whose token call burns gas cannot starve the probes after it: a probe past
 /// its cap is answered false for that transfer alone (which simulate-batch.ts then simulates by itself). With each
 /// answer comes the payer's balance in the same state (the transfer's `from`, its first argument), which the paywall
-/// weighs against what the payer's other payments hold (gateway/x402/claims-batch.ts), and the number of the block
-/// the call ran in: a payment spent in that block or after may not show in those balances.
+/// weighs against what the payer's other payments hold (gateway/x402/claims-batch.ts).
 contract X402Simulator {
     error Outcome(bool ok);
 
@@ -27,9 +26,8 @@ contract X402Simulator {
 
     function simulate(address token, bytes[] calldata calls)
         external
-        returns (bool[] memory ok, uint256[] memory balances, uint256 atBlock)
+        returns (bool[] memory ok, uint256[] memory balances)
     {
-        atBlock = block.number;
         ok = new bool[](calls.length);
         balances = new uint256[](calls.length);
         for (uint256 i = 0; i < calls.length; i++) {

@@ -290,9 +290,10 @@ async function concludeTx(
   for (const row of rows) {
     const spent = spentIn(chain, receipt, { from: row.payer, nonce: row.nonce });
     const failure = receipt.status === "success" ? "not_spent" : "reverted";
+    // A failure mined too carries its block: another's spend of the authorization, if that is why, is in it or before.
     const outcome = spent
       ? { status: "settled" as const, spentBlock: receipt.blockNumber }
-      : { status: "failed" as const, failure };
+      : { status: "failed" as const, failure, spentBlock: receipt.blockNumber };
     if (!(await conclude(deps.db, chain, row, outcome))) continue;
     if (spent) counts.settled += 1;
     else counts.failed += 1;
@@ -386,7 +387,9 @@ async function conclude(
   db: Db,
   chain: X402Chain,
   row: SubmittedRow,
-  outcome: { status: "settled"; spentBlock: bigint } | { status: "failed"; failure: string },
+  outcome:
+    | { status: "settled"; spentBlock: bigint }
+    | { status: "failed"; failure: string; spentBlock?: bigint },
 ): Promise<boolean> {
   const updated = await db.query(
     `UPDATE x402_authorizations
@@ -401,7 +404,7 @@ async function conclude(
       row.txHash,
       outcome.status,
       outcome.status === "failed" ? outcome.failure : null,
-      outcome.status === "settled" ? outcome.spentBlock.toString() : null,
+      outcome.spentBlock?.toString() ?? null,
     ],
   );
   return updated.length === 1;

@@ -19,7 +19,7 @@ import { derivedLedgerId } from "../ids/index.ts";
 import { credit, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
 import { createInvoice, type SettlementDeps, submitInvoicePayment } from "../settlement/index.ts";
-import type { X402Chain } from "./chains.ts";
+import { eip3009Abi, type X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
 import { type CreditTarget, record, release } from "./store.ts";
 import type { ExactRequirements, VerifiedPayment } from "./verify.ts";
@@ -118,18 +118,28 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       }
       if (!submitted.ok) {
         // Refused before anything was sent (the rail gave the invoice's nonce back): the claim is given back, the
-        // invoice stays open, bound to nothing, until it expires. An authorization someone else spent is kept, failed,
-        // with the latest block (its spend's, or later): the payer's balance read before that block does not show
-        // it, and the payer's claims weighed against such a balance count it (claims-batch.ts). When the block
-        // cannot be read the claim stays as it is, holding the payer's balance until it lapses.
+        // invoice stays open, bound to nothing, until it expires. An authorization the token says is spent (by
+        // someone else) is kept, failed, with the block it was seen spent at (its spend's, or later): a balance of
+        // the payer read before that block does not show it, and the claims weighed against one count it
+        // (claims-batch.ts). Refused as used but not spent on chain (bound to another invoice of the rail), or not
+        // readable now, the claim stays as it is, holding the payer's balance until it lapses.
         if (submitted.refusal === "authorization_used")
-          await afterSent(logger, "recording the nonce spent by another", { invoiceId }, async () =>
-            record(deps.settlement.db, chain, a, {
-              status: "failed",
-              failure: "authorization_used",
-              spentBlock: await chain.publicClient.getBlockNumber({ cacheTime: 0 }),
-            }),
-          );
+          await afterSent(logger, "recording the nonce spent by another", { invoiceId }, async () => {
+            const block = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
+            const spent = await chain.publicClient.readContract({
+              address: chain.token,
+              abi: eip3009Abi,
+              functionName: "authorizationState",
+              args: [a.from, a.nonce],
+              blockNumber: block,
+            });
+            if (spent)
+              await record(deps.settlement.db, chain, a, {
+                status: "failed",
+                failure: "authorization_used",
+                spentBlock: block,
+              });
+          });
         else
           await afterSent(logger, "giving the claim back", { invoiceId }, () =>
             release(deps.settlement.db, chain, a, { invoiceId }),
@@ -149,7 +159,13 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       }
       if (!mined.success) {
         await afterSent(logger, "recording the revert", context, () =>
-          record(deps.settlement.db, chain, a, { status: "failed", txHash, failure: "reverted" }),
+          // Its block: another's spend of the authorization (what makes most of these revert) is in it or before.
+          record(deps.settlement.db, chain, a, {
+            status: "failed",
+            txHash,
+            failure: "reverted",
+            spentBlock: mined.block,
+          }),
         );
         await afterSent(logger, "booking the gas", context, () =>
           bookGas(deps.settlement, chain, txHash, mined.gasWei, logger),

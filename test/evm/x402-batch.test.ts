@@ -248,6 +248,8 @@ describe("batch settlement on the Hardhat chain", () => {
       expect(invoice?.status).toBe("paid");
     }
     expect((await merchantBalance()) - merchantBefore).toBe(total);
+    // Each row records the block its value left the payer in (the paywall counts it against balances read before).
+    for (const p of payments) expect(await spentBlockOf(p)).toBe(receipt.blockNumber);
 
     // Gas: booked once for the batch, one share per payment, summing to the transaction's gas.
     const gasGwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
@@ -496,6 +498,15 @@ async function authorizationRow(p: Awaited<ReturnType<typeof payment>>) {
   return row ?? null;
 }
 
+/** The block the row says the authorization's value left its payer by (null: not recorded). */
+async function spentBlockOf(p: Awaited<ReturnType<typeof payment>>) {
+  const [row] = await gw.app.db.query<{ spent_block: string | null }>(
+    "SELECT spent_block::text AS spent_block FROM x402_authorizations WHERE payer = $1 AND nonce = $2",
+    [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
+  );
+  return row?.spent_block == null ? null : BigInt(row.spent_block);
+}
+
 const gasIdOf = (txHash: Hex) => derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas");
 
 describe("settlement faults", () => {
@@ -562,6 +573,8 @@ describe("settlement faults", () => {
       invoice_id: result.invoiceId,
       tx_hash: result.transaction,
     });
+    const mined = await gw.chain.publicClient.getTransactionReceipt({ hash: result.transaction as Hex });
+    expect(await spentBlockOf(p)).toBe(mined.blockNumber);
     expect(await tokenBalance(payer.address)).toBe(payerFunds - 500n);
   });
 

@@ -182,11 +182,19 @@ afterAll(async () => {
 /** Waits until the deposit watcher has credited the invoice of the authorization with nonce `nonce`. */
 async function settledRow(nonce: Hex) {
   for (let i = 0; i < 100; i += 1) {
-    const [row] = await gw.app.db.query<{ status: string; invoice_id: string; tx_hash: string }>(
-      "SELECT status, invoice_id, tx_hash FROM x402_authorizations WHERE nonce = $1",
+    const [row] = await gw.app.db.query<{
+      status: string;
+      invoice_id: string;
+      tx_hash: string;
+      spent_block: string | null;
+    }>(
+      "SELECT status, invoice_id, tx_hash, spent_block::text AS spent_block FROM x402_authorizations WHERE nonce = $1",
       [nonce.toLowerCase()],
     );
     if (row !== undefined && row.status === "settled") {
+      // Settled with the block its value left the payer in (the paywall counts it against balances read before).
+      const mined = await gw.chain.publicClient.getTransactionReceipt({ hash: row.tx_hash as Hex });
+      expect(row.spent_block).toBe(mined.blockNumber.toString());
       const invoice = await gw.call("GET", `/v1/invoices/${row.invoice_id}`);
       if (invoice.body.status === "paid") return { row, invoice: invoice.body };
     }

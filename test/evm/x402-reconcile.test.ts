@@ -151,7 +151,7 @@ async function rowOf(p: Payment) {
 /** The row's outcome forgotten: `submitted` with its transaction, as a failed record leaves it. */
 async function forceSubmitted(p: Payment) {
   await gw.app.db.query(
-    "UPDATE x402_authorizations SET status = 'submitted' WHERE payer = $1 AND nonce = $2",
+    "UPDATE x402_authorizations SET status = 'submitted', spent_block = NULL WHERE payer = $1 AND nonce = $2",
     [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
   );
 }
@@ -211,6 +211,13 @@ describe("a row left submitted whose transaction was mined", () => {
       failure: null,
       invoice_id: result.invoiceId,
     });
+    // With the block its value left the payer in, for the paywall's weighing of balances read before it.
+    const [spent] = await gw.app.db.query<{ spent_block: string | null }>(
+      "SELECT spent_block::text AS spent_block FROM x402_authorizations WHERE payer = $1 AND nonce = $2",
+      [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
+    );
+    const mined = await gw.chain.publicClient.getTransactionReceipt({ hash: txHash as Hex });
+    expect(spent?.spent_block).toBe(mined.blockNumber.toString());
     const [booked] = await gw.app.ledger.lookupTransfers([singleGasId(txHash)]);
     expect(booked?.amount).toBe(gas);
     expect(await feesBooked()).toBe(feesBefore + gas);
