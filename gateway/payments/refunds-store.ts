@@ -3,6 +3,7 @@
 // writer wins; a repeated event finds nothing left to change), each with its event in the outbox.
 import type { SettlementEvidence } from "../../core/index.ts";
 import { type Sql, type Statement, serverRaised } from "../db/index.ts";
+import { collectionSql, type ShortfallCollection } from "../settlement/shortfalls.ts";
 import type {
   Refund,
   RefundDestination,
@@ -295,13 +296,27 @@ export function succeededStatement(
 
 /**
  * `from` → failed, with the rail's reason, its amount given back to what is left to refund, and `refund.failed`;
- * nothing when it is not in `from`.
+ * nothing when it is not in `from`. With `collection`, the reversals' shortfalls that what the refund gives back
+ * settles are recorded too when it moves now (settlement/shortfalls.ts collectionSql: shortfalls no longer as they
+ * were read raise shortfall_collection_moved(), and the transaction, give-back and all, is rolled back).
  */
 export function failedStatement(
   id: string,
   from: "pending" | "succeeded",
   failure: { code: RefundFailureCode; message: string; evidence: SettlementEvidence | null },
+  collection: ShortfallCollection | null = null,
 ): Statement {
+  const params = [
+    id,
+    from,
+    failure.code,
+    failure.message,
+    failure.evidence === null ? null : toJson(failure.evidence),
+  ];
+  const collecting =
+    collection === null
+      ? { ctes: "", check: "true", params: [] }
+      : collectionSql(collection, "EXISTS (SELECT 1 FROM moved)", params.length + 1);
   return {
     text: `WITH moved AS (
        UPDATE refunds SET status = 'failed', failure_code = $3, failure_message = $4,
@@ -309,16 +324,12 @@ export function failedStatement(
        WHERE id = $1 AND status = $2 RETURNING *),
      released AS (
        UPDATE refundable SET refunded = refundable.refunded - moved.amount FROM moved
-       WHERE refundable.target_id = coalesce(moved.invoice_id, moved.payment_id) RETURNING 1)
-     INSERT INTO outbox (tenant_id, type, payload)
-     SELECT tenant_id, 'refund.failed', ${payloadSql("failed")} FROM moved RETURNING id`,
-    params: [
-      id,
-      from,
-      failure.code,
-      failure.message,
-      failure.evidence === null ? null : toJson(failure.evidence),
-    ],
+       WHERE refundable.target_id = coalesce(moved.invoice_id, moved.payment_id) RETURNING 1),
+     announced AS (
+       INSERT INTO outbox (tenant_id, type, payload)
+       SELECT tenant_id, 'refund.failed', ${payloadSql("failed")} FROM moved RETURNING id)${collecting.ctes}
+     SELECT announced.id, ${collecting.check} AS collected FROM (SELECT 1) AS one LEFT JOIN announced ON true`,
+    params: [...params, ...collecting.params],
   };
 }
 

@@ -40,16 +40,25 @@ import {
   SwitchyardError,
 } from "../../core/index.ts";
 import type { AccountRecord } from "../accounts/index.ts";
+import type { Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
   type ChainMember,
   findReservation,
   type Posting,
   type Reservation,
-  reverse,
+  type TransferEvidence,
   transferCodes,
   writeChainWith,
 } from "../ledger/index.ts";
+import {
+  collectShortfalls,
+  type GivenBack,
+  isShortfallCollectionMoved,
+  outstandingShortfalls,
+  type ShortfallCollection,
+  shortfallCollectionAttemptsMax,
+} from "../settlement/shortfalls.ts";
 import {
   type PayeeShare,
   refundShareLedgerId,
@@ -865,64 +874,205 @@ async function feeLegs(
   return legs;
 }
 
-/** Voids every hold with `refund.failed` and gives the claim back, once: nothing moved. */
+/**
+ * Voids every hold with `refund.failed` and gives the claim back, once: nothing moved. What the holds release first
+ * settles the shortfalls of the invoice's reversals on those accounts (a dispute applied while the refund was held
+ * could take only what was not held; the provider took all of it): refundGivesBack.
+ */
 async function finishFailed(
   deps: RefundsDeps,
   refund: Refund,
   failure: { code: RefundFailureCode; message: string; evidence: SettlementEvidence | null },
 ): Promise<void> {
-  const reservation = await reservationOf(deps, refund);
-  await writeChainWith(
-    deps.ledger,
-    [
-      {
-        kind: "void",
-        reservation,
-        transfer: { id: derivedLedgerId(refund.id, "refund-void"), userData128: reservation.pendingId },
-      },
-      ...(await payeeHoldsOf(deps, refund)).map(
-        ({ accountId, reservation: held }): ChainMember => ({
-          kind: "void",
-          reservation: held,
-          transfer: { id: refundShareLedgerId(refund.id, accountId, "void"), userData128: held.pendingId },
-        }),
-      ),
-    ],
-    { statement: failedStatement(refund.id, "pending", failure), when: "held", sql: deps.db },
-    `the release of refund ${refund.id}`,
-  );
+  await refundGivesBack(deps, refund, {
+    label: `the release of refund ${refund.id}`,
+    evidence:
+      failure.evidence === null
+        ? { rail: refund.rail, reference: refund.id, detail: { refund: refund.id } }
+        : ledgerEvidence(refund, failure.evidence),
+    statement: (collection) => failedStatement(refund.id, "pending", failure, collection),
+    members: async () => {
+      const reservation = await reservationOf(deps, refund);
+      const payees = await payeeHoldsOf(deps, refund);
+      const released = (accountId: string, held: Reservation, id: bigint): GiveBackMember => ({
+        givenBack: { accountId, ledgerAccountId: held.debitAccountId, amount: held.amount },
+        member: { kind: "void", reservation: held, transfer: { id, userData128: held.pendingId } },
+      });
+      return [
+        released(refund.accountId, reservation, derivedLedgerId(refund.id, "refund-void")),
+        ...payees.map(({ accountId, reservation: held }) =>
+          released(accountId, held, refundShareLedgerId(refund.id, accountId, "void")),
+        ),
+      ];
+    },
+  });
 }
 
 /**
  * A refund that succeeded and that its provider then failed (Stripe's refund.failed): what it took goes back to the
- * account, the claim is given back, `refund.failed`. The ledger's reversal first (idempotent by its id), then the
- * status (conditional): a crash between the two is finished by the redelivered event.
+ * accounts, the claim is given back, `refund.failed`; of what goes back, the shortfalls of the invoice's reversals on
+ * those accounts are settled first (refundGivesBack). The posts moved back, the collections and the status in one
+ * linked chain and its transaction: a crash leaves all of it to the redelivered event, or none.
  */
 async function undoSucceeded(deps: RefundsDeps, refund: Refund, evidence: SettlementEvidence): Promise<void> {
-  await reverse(deps.ledger, derivedLedgerId(refund.id, "refund-post"), transferCodes.refunds.refundUndone, {
-    id: derivedLedgerId(refund.id, "refund-undone"),
-    userData128: derivedLedgerId(refund.id, "refund-hold"),
-    evidence: ledgerEvidence(refund, evidence),
+  await refundGivesBack(deps, refund, {
     label: `the undoing of refund ${refund.id}`,
+    evidence: ledgerEvidence(refund, evidence),
+    statement: (collection) =>
+      failedStatement(
+        refund.id,
+        "succeeded",
+        {
+          code: "rejected",
+          message: "the provider failed the refund after it succeeded; the amount is back on the account",
+          evidence,
+        },
+        collection,
+      ),
+    members: async () => {
+      const posts = [
+        {
+          accountId: refund.accountId,
+          post: derivedLedgerId(refund.id, "refund-post"),
+          undone: derivedLedgerId(refund.id, "refund-undone"),
+          userData128: derivedLedgerId(refund.id, "refund-hold"),
+          label: `the undoing of refund ${refund.id}`,
+        },
+        ...(await payeeHoldsOf(deps, refund)).map(({ accountId, reservation }) => ({
+          accountId,
+          post: refundShareLedgerId(refund.id, accountId, "post"),
+          undone: refundShareLedgerId(refund.id, accountId, "undone"),
+          userData128: reservation.pendingId,
+          label: `the undoing of account ${accountId}'s part of refund ${refund.id}`,
+        })),
+      ];
+      const found = new Map(
+        (await deps.ledger.lookupTransfers(posts.flatMap((post) => [post.post, post.undone]))).map((t) => [
+          t.id,
+          t,
+        ]),
+      );
+      return posts.map((post) => {
+        const posted = found.get(post.post);
+        if (posted === undefined)
+          throw new RefundInvariantError(
+            `refund ${refund.id} succeeded but has no post ${post.post} in the ledger`,
+          );
+        const givenBack = {
+          accountId: post.accountId,
+          ledgerAccountId: posted.debitAccountId,
+          amount: posted.amount,
+        };
+        // Moved back already by an earlier version, which did so apart from the status: nothing to write, and
+        // nothing collected from it (that money may be spent since).
+        if (found.has(post.undone)) return { givenBack, member: null };
+        return {
+          givenBack,
+          member: {
+            kind: "move" as const,
+            posting: {
+              debitAccountId: posted.creditAccountId,
+              creditAccountId: posted.debitAccountId,
+              amount: posted.amount,
+              ledger: posted.ledger,
+              code: transferCodes.refunds.refundUndone,
+            },
+            transfer: {
+              id: post.undone,
+              userData128: post.userData128,
+              evidence: ledgerEvidence(refund, evidence),
+              label: post.label,
+            },
+          },
+        };
+      });
+    },
   });
-  for (const { accountId, reservation } of await payeeHoldsOf(deps, refund))
-    await reverse(
-      deps.ledger,
-      refundShareLedgerId(refund.id, accountId, "post"),
-      transferCodes.refunds.refundUndone,
-      {
-        id: refundShareLedgerId(refund.id, accountId, "undone"),
-        userData128: reservation.pendingId,
-        evidence: ledgerEvidence(refund, evidence),
-        label: `the undoing of account ${accountId}'s part of refund ${refund.id}`,
-      },
-    );
-  const statement = failedStatement(refund.id, "succeeded", {
-    code: "rejected",
-    message: "the provider failed the refund after it succeeded; the amount is back on the account",
+}
+
+/**
+ * One member of a refund's give-back (the void of a hold, a post moved back) and what it gives back to whom; null: in
+ * the ledger already.
+ */
+type GiveBackMember = { givenBack: GivenBack; member: ChainMember | null };
+
+/**
+ * Writes a failed refund's give-back (`members`, read afresh each try) as one linked chain with `statement`, the
+ * refund's status move: of what each member gives back to its account, the outstanding shortfalls of the invoice's
+ * reversals on that account are collected first (settlement/shortfalls.ts), by moves at the end of the chain whose
+ * record the statement writes when the refund moves now. Computed again when the shortfalls moved under it (another
+ * give-back, a reversal recorded or given back, here or in another process); a refund of a payment collects nothing.
+ */
+async function refundGivesBack(
+  deps: RefundsDeps,
+  refund: Refund,
+  write: {
+    label: string;
+    evidence: TransferEvidence;
+    members: () => Promise<GiveBackMember[]>;
+    statement: (collection: ShortfallCollection | null) => Statement;
+  },
+): Promise<void> {
+  for (let attempt = 1; attempt <= shortfallCollectionAttemptsMax; attempt++) {
+    const members = await write.members();
+    // Collected only from what moves back in this chain, before the collections: the chain holds the money taken.
+    const moving = members.filter((member) => member.member !== null);
+    const collection =
+      refund.target.kind === "invoice"
+        ? await collectionFrom(deps, refund, refund.target.invoiceId, moving, write.evidence)
+        : null;
+    const chain = [
+      ...members.flatMap(({ member }) => (member === null ? [] : [member])),
+      ...(collection?.members ?? []),
+    ];
+    const statement = write.statement(collection);
+    try {
+      if (chain.length === 0) {
+        await deps.db.query(statement.text, statement.params);
+        return;
+      }
+      const { outcome } = await writeChainWith(
+        deps.ledger,
+        chain,
+        { statement, when: "held", sql: deps.db },
+        write.label,
+      );
+      // Each collection takes at most what the chain gave back to its account before it: none can fall short.
+      if (outcome !== "reserved")
+        throw new RefundInvariantError(`the ledger refused ${write.label}: ${outcome}`);
+      return;
+    } catch (error) {
+      if (!isShortfallCollectionMoved(error)) throw error;
+    }
+    await pauseAfterMovedVersion(attempt);
+  }
+  throw new RefundContendedError(
+    `the shortfalls of refund ${refund.id}'s invoice moved under its give-back ${shortfallCollectionAttemptsMax} times; ` +
+      "nothing of it was written",
+  );
+}
+
+/**
+ * What a refund's give-back collects of the invoice's outstanding shortfalls, from what each member gives back, into
+ * the account the refund's hold went to (the rail's clearing account, where the reversals' legs went).
+ */
+async function collectionFrom(
+  deps: RefundsDeps,
+  refund: Refund,
+  invoiceId: string,
+  members: readonly GiveBackMember[],
+  evidence: TransferEvidence,
+): Promise<ShortfallCollection> {
+  const reservation = await reservationOf(deps, refund);
+  return collectShortfalls({
+    invoiceId,
+    source: refund.id,
+    givenBack: members.map((member) => member.givenBack),
+    outstanding: await outstandingShortfalls(deps.db, invoiceId),
+    clearingLedgerAccountId: reservation.creditAccountId,
+    ledger: reservation.ledger,
     evidence,
   });
-  await deps.db.query(statement.text, statement.params);
 }
 
 // ---- recovery

@@ -47,6 +47,7 @@ import {
   pauseAfterMovedVersion,
 } from "../payments/refunds-store.ts";
 import { splitShares } from "../paywall/scheme.ts";
+import { type LegShortfall, legShortfalls, shortfallCollectionGivenBackLedgerId } from "./shortfalls.ts";
 import {
   type PayeeShare,
   receiptLedgerId,
@@ -799,7 +800,12 @@ export async function applyReversed(
     // earlier version wrote apart from its record) or there were none to write: recorded now, unless it is.
     let rows = chain.rows;
     if (rows === null) {
-      const record = reversalRecordStatement(invoice, event, taken, null);
+      const record = reversalRecordStatement(
+        invoice,
+        event,
+        { taken, shortfalls: legShortfalls(chain.legs, chain.taken) },
+        null,
+      );
       rows = await deps.db.query(record.text, record.params);
     }
     const [row] = rows;
@@ -816,7 +822,9 @@ export async function applyReversed(
 /**
  * The record of reversal `key` of an invoice that took `taken`: the `invoice_reversals` row (once per key: `recorded`
  * says whether this statement wrote it; one recorded as given back raises reversal_withdrawn(), isReversalWithdrawn,
- * so that legs written with it are rolled back), the invoice `reversed`, the `invoice.reversed` event, and a touch of the
+ * so that legs written with it are rolled back), with its `shortfalls` (what each leg could not take, per account:
+ * shortfalls.ts, collected from what is given back to the account later), the invoice `reversed`, the
+ * `invoice.reversed` event, and a touch of the
  * invoice's `refundable` row (created if no refund made it yet; none for an invoice that received nothing: no refund
  * of it can be) that moves its version, so that a refund that read the row before is refused its claim and reads
  * again, finding the record (payments/refunds.ts holdAndClaim). Written in the transaction of the reversal's legs
@@ -830,9 +838,10 @@ export async function applyReversed(
 function reversalRecordStatement(
   invoice: InvoiceTarget,
   event: { key: string; amount: bigint },
-  taken: bigint,
+  took: { taken: bigint; shortfalls: readonly LegShortfall[] },
   readAt: { version: string; received: bigint } | null,
 ): Statement {
+  const { taken, shortfalls } = took;
   const payload = {
     invoice_id: invoice.id,
     reversal: event.key,
@@ -859,6 +868,11 @@ function reversalRecordStatement(
      announced AS (
        INSERT INTO outbox (tenant_id, type, payload)
        SELECT $5, 'invoice.reversed', $6::jsonb FROM recorded WHERE inserted
+       RETURNING 1),
+     short AS (
+       INSERT INTO reversal_shortfalls (invoice_id, reversal_key, account_id, amount)
+       SELECT $1, $3, s.account_id, s.amount::bigint FROM unnest($8::text[], $9::text[]) AS s (account_id, amount)
+       WHERE EXISTS (SELECT 1 FROM recorded WHERE inserted)
        RETURNING 1)
      SELECT EXISTS (SELECT 1 FROM recorded WHERE inserted) AS recorded,
        CASE WHEN EXISTS (SELECT 1 FROM recorded WHERE NOT inserted) THEN reversal_withdrawn() ELSE true
@@ -875,6 +889,8 @@ function reversalRecordStatement(
       invoice.tenantId,
       toJson(payload),
       readAt?.received ?? null,
+      shortfalls.map((shortfall) => shortfall.accountId),
+      shortfalls.map((shortfall) => shortfall.amount.toString()),
     ],
   };
 }
@@ -901,19 +917,20 @@ async function takeBackReversal(
   deps: SettlementDeps,
   invoice: InvoiceTarget,
   event: { key: string; amount: bigint; evidence: SettlementEvidence },
-): Promise<{ taken: bigint[]; rows: Row[] | null }> {
+): Promise<{ taken: bigint[]; rows: Row[] | null; legs: { accountId: string; asked: bigint }[] }> {
   const split = invoice.split !== null && invoice.split.length > 0;
   for (let attempt = 1; attempt <= reversalClaimAttemptsMax; attempt++) {
     // The version first, then every read the legs are computed from.
     const readAt = split ? (await claimableOf(deps.db, invoice.id)).version : null;
     const whole = await invoiceReceived(deps.db, invoice.id);
     const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
-    const legs = reversalLegs(invoice, event, {
-      ...(await accountsFor(deps, invoice)),
-      shares: takeBackShares(event.amount, whole, payees, "credited"),
-    });
+    const shares = takeBackShares(event.amount, whole, payees, "credited");
+    const legs = reversalLegs(invoice, event, { ...(await accountsFor(deps, invoice)), shares });
+    // Whose each leg is, in the legs' order (the payees', then the invoice's account), and what it asked.
+    const owners = [...shares.map((share) => share.accountId), invoice.accountId];
+    const asked = legs.map((leg, i) => ({ accountId: owners[i]!, asked: leg.posting.amount }));
     try {
-      return await takeBackChain(
+      const chain = await takeBackChain(
         deps.ledger,
         legs,
         `reversal ${event.key} of invoice ${invoice.id}`,
@@ -921,10 +938,14 @@ async function takeBackReversal(
           reversalRecordStatement(
             invoice,
             event,
-            taken.reduce((sum, amount) => sum + amount, 0n),
+            {
+              taken: taken.reduce((sum, amount) => sum + amount, 0n),
+              shortfalls: legShortfalls(asked, taken),
+            },
             readAt === null ? null : { version: readAt, received: whole },
           ),
       );
+      return { ...chain, legs: asked };
     } catch (error) {
       if (!isRefundExceeding(error)) throw error;
     }
@@ -988,14 +1009,15 @@ const reversalLedgerId = (invoiceId: string, key: string, which: "reversed" | "r
 
 /**
  * Gives back what the reversal `key` took, from the invoice's account and each payee's, where its ledger
- * transfers exist (idempotent); returns that amount.
+ * transfers exist, and what was collected of its shortfall since (shortfalls.ts), all idempotent; returns the amount
+ * given back, and of it what the collections were (the record's shortfalls are closed only if that is all of them).
  */
 async function giveBack(
   deps: SettlementDeps,
   invoice: InvoiceTarget,
   key: string,
   evidence: SettlementEvidence,
-): Promise<bigint> {
+): Promise<{ given: bigint; collected: bigint }> {
   const transfer = (id: bigint, label: string) => ({
     id,
     userData128: derivedLedgerId(invoice.id, "invoice"),
@@ -1021,7 +1043,18 @@ async function giveBack(
         `the giving back of account ${share.accountId}'s share of reversal ${key} of invoice ${invoice.id}`,
       ),
     );
-  return given;
+  let collected = 0n;
+  for (const collection of await shortfallCollections(deps.db, invoice.id, key))
+    collected += await reverse(
+      deps.ledger,
+      collection.transferId,
+      transferCodes.invoices.reinstated,
+      transfer(
+        shortfallCollectionGivenBackLedgerId(collection.transferId),
+        `the giving back of what ${collection.source} collected of reversal ${key}'s shortfall on account ${collection.accountId}`,
+      ),
+    );
+  return { given: given + collected, collected };
 }
 
 async function reversalRecord(
@@ -1058,44 +1091,86 @@ export async function applyReinstated(
   const recorded = await reversalRecord(deps.db, invoice.id, event.key);
   if (recorded?.reinstated === true) return { status: "duplicate", amount: 0n };
   for (let attempt = 1; attempt <= reinstateAttemptsMax; attempt++) {
-    const amount = await giveBack(deps, invoice, event.key, event.evidence);
-    const status = await deps.db.transaction(async (tx) => {
-      // A reversal whose ledger transfers exist but whose record a crash lost (written apart by an earlier version)
-      // is recorded here, as given back.
-      const marked = await tx.query<{ inserted: boolean }>(
-        `INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at) VALUES ($1, $2, $3, now())
+    const { given: amount, collected } = await giveBack(deps, invoice, event.key, event.evidence);
+    const status = await deps.db
+      .transaction(async (tx) => {
+        // A reversal whose ledger transfers exist but whose record a crash lost (written apart by an earlier version)
+        // is recorded here, as given back.
+        const marked = await tx.query<{ inserted: boolean }>(
+          `INSERT INTO invoice_reversals (invoice_id, key, amount, reinstated_at) VALUES ($1, $2, $3, now())
          ON CONFLICT (invoice_id, key) DO UPDATE SET reinstated_at = now()
            WHERE invoice_reversals.reinstated_at IS NULL AND invoice_reversals.amount <= EXCLUDED.amount
          RETURNING xmax = 0 AS inserted`,
-        [invoice.id, event.key, amount],
-      );
-      if (marked.length === 0)
-        return (await reversalRecord(tx, invoice.id, event.key))?.reinstated === true
-          ? ("duplicate" as const)
-          : ("recorded_since" as const);
-      // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
-      // was empty) still ends here, with its event, so the invoice is paid again.
-      if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
-      // Then the invoice's row, in the order a reversal's record statement takes the two (its record, then the
-      // invoice): a reversal recorded meanwhile either committed before, and the status below sees its record, or
-      // marks the invoice after this. (The other order deadlocked a reversal with its own withdrawal.)
-      await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
-      await tx.query(
-        `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
+          [invoice.id, event.key, amount],
+        );
+        if (marked.length === 0)
+          return (await reversalRecord(tx, invoice.id, event.key))?.reinstated === true
+            ? ("duplicate" as const)
+            : ("recorded_since" as const);
+        // Nothing recorded and nothing taken: the reversal never came. One recorded that took nothing (the account
+        // was empty) still ends here, with its event, so the invoice is paid again.
+        if (marked[0]!.inserted === true && amount === 0n) return "withdrawn" as const;
+        // Its shortfall is owed no more: the rail gives back the reversal's whole amount. Closed only if what was
+        // collected of it is what was given back above (the update waits for a collection holding its rows, and
+        // reads the row that collection left); a collection since is given back on the next look, this one rolled
+        // back. A collection after this finds the shortfall closed and is computed again without it.
+        const closed = await tx.query<{ collected: bigint }>(
+          `UPDATE reversal_shortfalls SET closed_at = now()
+         WHERE invoice_id = $1 AND reversal_key = $2 AND closed_at IS NULL RETURNING collected`,
+          [invoice.id, event.key],
+        );
+        if (closed.reduce((sum, row) => sum + BigInt(row.collected), 0n) !== collected)
+          throw new ShortfallCollectedSinceError(`reversal ${event.key} of invoice ${invoice.id}`);
+        // Then the invoice's row, in the order a reversal's record statement takes the two (its record, then the
+        // invoice): a reversal recorded meanwhile either committed before, and the status below sees its record, or
+        // marks the invoice after this. (The other order deadlocked a reversal with its own withdrawal.)
+        await tx.query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE", [invoice.id]);
+        await tx.query(
+          `UPDATE invoices SET status = 'paid' WHERE id = $1 AND status = 'reversed'
            AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,
-        [invoice.id],
-      );
-      await insertOutboxEvent(tx, {
-        tenantId: invoice.tenantId,
-        type: "invoice.reinstated",
-        payload: { invoice_id: invoice.id, reversal: event.key, amount: amount.toString() },
+          [invoice.id],
+        );
+        await insertOutboxEvent(tx, {
+          tenantId: invoice.tenantId,
+          type: "invoice.reinstated",
+          payload: { invoice_id: invoice.id, reversal: event.key, amount: amount.toString() },
+        });
+        return "applied" as const;
+      })
+      .catch((error: unknown) => {
+        if (error instanceof ShortfallCollectedSinceError) return "recorded_since" as const;
+        throw error;
       });
-      return "applied" as const;
-    });
     if (status !== "recorded_since") return { status, amount: status === "applied" ? amount : 0n };
   }
   throw new SettlementContendedError(
     `reversal ${event.key} of invoice ${invoice.id} is recorded as taking more than its ledger transfers give back, ` +
       `after ${reinstateAttemptsMax} looks; nothing was marked given back`,
   );
+}
+
+/**
+ * Thrown inside applyReinstated's mark to roll it back: more was collected of the reversal's shortfall than the
+ * look before it gave back. Never leaves applyReinstated (it looks again).
+ */
+class ShortfallCollectedSinceError extends SwitchyardError {
+  override name = "ShortfallCollectedSinceError";
+}
+
+/** The collections of reversal `key`'s shortfall (shortfalls.ts), each with its ledger transfer. */
+async function shortfallCollections(
+  sql: Sql,
+  invoiceId: string,
+  key: string,
+): Promise<{ accountId: string; source: string; transferId: bigint }[]> {
+  const rows = await sql.query<{ account_id: string; source: string; transfer_id: string }>(
+    `SELECT account_id, source, transfer_id::text AS transfer_id FROM reversal_shortfall_collections
+     WHERE invoice_id = $1 AND reversal_key = $2 ORDER BY account_id, source`,
+    [invoiceId, key],
+  );
+  return rows.map((row) => ({
+    accountId: row.account_id,
+    source: row.source,
+    transferId: BigInt(row.transfer_id),
+  }));
 }

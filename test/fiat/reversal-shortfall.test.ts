@@ -1,0 +1,193 @@
+// A dispute that arrives while a refund of the same card payment stands takes only what the account still holds; the
+// rest is its shortfall, which Stripe took all the same. When the refund then fails, what it gives back settles that
+// shortfall first and only the rest reaches the account, so that the rail's clearing account says what Stripe holds.
+// Found by the re-fuzz (T6, Stripe delivering out of order): the whole refund went back to the account, which ended
+// above what Stripe held. Two gateway processes on one PostgreSQL database, against stripe-mock, the webhooks through
+// the real route.
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { assets } from "../../core/index.ts";
+import { createAccount } from "../../gateway/accounts/index.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { apiClient } from "../support/api.ts";
+import { testConfig } from "../support/config.ts";
+import { createTestDatabase } from "../support/postgres.ts";
+import { signEvent, stripeEvents } from "./stripe-events.ts";
+
+const secret = "whsec_reversal_shortfall_test";
+let a: App;
+let b: App;
+
+beforeAll(async () => {
+  const env = {
+    LOG_LEVEL: "silent",
+    STRIPE_SECRET_KEY: "sk_test_123",
+    STRIPE_WEBHOOK_SECRETS: secret,
+    STRIPE_API_HOST: "127.0.0.1",
+    STRIPE_API_PORT: String(inject("stripeMockPort")),
+    STRIPE_API_PROTOCOL: "http",
+    FIAT_LIQUIDITY: "not_limited",
+    DATABASE_URL: await createTestDatabase(inject("postgresUrl"), "fiat_shortfall"),
+  };
+  a = await createApp(testConfig(env));
+  b = await createApp(testConfig(env));
+});
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+});
+
+async function deliver(app: App, event: unknown) {
+  const { payload, header } = signEvent(event, { secret, timestamp: Math.floor(Date.now() / 1000) });
+  const response = await app.server.inject({
+    method: "POST",
+    url: "/v1/webhooks/stripe",
+    headers: { "content-type": "application/json", "stripe-signature": header },
+    payload,
+  });
+  return { status: response.statusCode, body: response.json() };
+}
+
+const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(a)(method, url, body);
+
+/** A ledger account's balance: credits less debits (a tenant's), or debits less credits (`debit-normal`). */
+async function balanceOf(ledgerAccountId: bigint, normal: "credit" | "debit"): Promise<bigint> {
+  const [found] = await a.ledger.lookupAccounts([ledgerAccountId]);
+  const credit = found!.creditsPosted - found!.debitsPosted;
+  return normal === "credit" ? credit : -credit;
+}
+
+async function ledgerAccountOf(where: string, params: unknown[]): Promise<bigint> {
+  const [row] = await a.db.query<{ ledger_account_id: bigint }>(
+    `SELECT ledger_account_id FROM accounts WHERE ${where}`,
+    params,
+  );
+  return BigInt(row!.ledger_account_id);
+}
+
+/** What the rail's clearing account says Stripe holds, in cents. */
+async function clearing(): Promise<bigint> {
+  const id = await ledgerAccountOf("kind = 'clearing' AND rail = 'fiat' AND asset = 'USD'", []);
+  return await balanceOf(id, "debit");
+}
+
+type Shortfall = { reversal_key: string; account_id: string; amount: bigint; collected: bigint };
+
+async function shortfallsOf(invoiceId: string): Promise<Shortfall[]> {
+  return await a.db.query<Shortfall>(
+    `SELECT reversal_key, account_id, amount, collected FROM reversal_shortfalls WHERE invoice_id = $1
+     ORDER BY reversal_key, account_id`,
+    [invoiceId],
+  );
+}
+
+/** A customer account of its own, and a paid card invoice of 25.00 into it. */
+async function paidInvoice(name: string) {
+  const accountId = `acct_${name}`;
+  await createAccount(
+    { sql: a.db, ledger: a.ledger },
+    { tenantId: a.demo!.tenantId, kind: "customer", asset: assets.USD, name, id: accountId },
+  );
+  const created = await call("POST", "/v1/invoices", {
+    account: accountId,
+    amount: "25.00",
+    asset: "USD",
+    description: name,
+  });
+  expect(created.status).toBe(201);
+  const invoiceId: string = created.body.id;
+  const intentId: string = created.body.instructions.payment_intent;
+  const paid = stripeEvents.intentSucceeded(`evt_${name}_paid`, {
+    intentId,
+    amount: 2500,
+    paymentId: invoiceId,
+    attemptId: "invoice",
+    reference: invoiceId,
+  });
+  expect((await deliver(a, paid)).status).toBe(200);
+  const account = await ledgerAccountOf("id = $1", [accountId]);
+  const posted = () => balanceOf(account, "credit");
+  expect(await posted()).toBe(2500n);
+  return { accountId, invoiceId, intentId, posted };
+}
+
+/** A refund through the API (Stripe, here stripe-mock, answers it succeeded); its Stripe refund id. */
+async function refund(invoiceId: string, amount: string): Promise<{ id: string; stripeRefundId: string }> {
+  const response = await call("POST", "/v1/refunds", { invoice: invoiceId, amount });
+  expect(response.status).toBe(201);
+  expect(response.body.status).toBe("succeeded");
+  return { id: response.body.id, stripeRefundId: response.body.rail_reference };
+}
+
+describe("a dispute while a refund stands, and the refund fails", () => {
+  it("settles the dispute's shortfall first: the account gets only the rest, the clearing account says what Stripe holds", async () => {
+    const before = await clearing();
+    const { accountId, invoiceId, intentId, posted } = await paidInvoice("shortfall_refund_failed");
+    const refunded = await refund(invoiceId, "10.00");
+    expect(await posted()).toBe(1500n);
+    // Stripe takes the whole 25.00 for the dispute; the account holds 15.00 of it.
+    const dispute = { disputeId: "dp_shortfall", intentId, amount: 2500 };
+    expect((await deliver(a, stripeEvents.disputeCreated("evt_shortfall_dispute", dispute))).status).toBe(
+      200,
+    );
+    expect(await posted()).toBe(0n);
+    // 25.00 in, 10.00 refunded, 15.00 taken: the ledger says Stripe holds nothing of the payment, while Stripe is
+    // 10.00 short of it. That is the dispute's shortfall, owed by the account.
+    expect(await clearing()).toBe(before);
+
+    // Stripe fails the refund: its 10.00 is back at Stripe, which took 25.00 for the dispute: it holds nothing of
+    // the payment. Delivered to both processes at once, as refund.failed and as refund.updated: one give-back.
+    const failed = { refundId: refunded.stripeRefundId, intentId, amount: 1000 };
+    const answers = await Promise.all([
+      deliver(a, stripeEvents.refundFailed("evt_shortfall_refund_failed", failed)),
+      deliver(b, stripeEvents.refundFailed("evt_shortfall_refund_failed", failed)),
+      deliver(b, {
+        ...stripeEvents.refundFailed("evt_shortfall_refund_updated", failed),
+        type: "refund.updated",
+      }),
+    ]);
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200, 200]);
+    expect(await posted()).toBe(0n);
+    expect(await clearing()).toBe(before);
+    expect((await call("GET", `/v1/refunds/${refunded.id}`)).body.status).toBe("failed");
+    // The shortfall is recorded with the dispute, and collected once.
+    expect(await shortfallsOf(invoiceId)).toEqual([
+      { reversal_key: "dispute:dp_shortfall", account_id: accountId, amount: 1000n, collected: 1000n },
+    ]);
+
+    // Redelivered later, to either process: nothing more.
+    expect((await deliver(b, stripeEvents.refundFailed("evt_shortfall_refund_failed", failed))).status).toBe(
+      200,
+    );
+    expect(
+      (await deliver(a, stripeEvents.refundFailed("evt_shortfall_refund_failed_2", failed))).status,
+    ).toBe(200);
+    expect(await posted()).toBe(0n);
+    expect(await clearing()).toBe(before);
+
+    // The dispute won: Stripe gives back all 25.00; so does the ledger — what the dispute took and what it collected.
+    const won = stripeEvents.disputeFundsReinstated("evt_shortfall_dispute_won", dispute);
+    expect((await deliver(b, won)).status).toBe(200);
+    expect((await deliver(a, won)).status).toBe(200);
+    expect(await posted()).toBe(2500n);
+    expect(await clearing()).toBe(before + 2500n);
+  });
+
+  it("changes nothing when the dispute took all it asked: the failed refund goes back to the account whole", async () => {
+    const before = await clearing();
+    const { invoiceId, intentId, posted } = await paidInvoice("no_shortfall");
+    const refunded = await refund(invoiceId, "10.00");
+    // A dispute of what was not refunded: the account holds all of it.
+    const dispute = { disputeId: "dp_no_shortfall", intentId, amount: 1500 };
+    expect((await deliver(a, stripeEvents.disputeCreated("evt_no_shortfall_dispute", dispute))).status).toBe(
+      200,
+    );
+    expect(await posted()).toBe(0n);
+    expect(await shortfallsOf(invoiceId)).toEqual([]);
+    const failed = { refundId: refunded.stripeRefundId, intentId, amount: 1000 };
+    expect((await deliver(b, stripeEvents.refundFailed("evt_no_shortfall_failed", failed))).status).toBe(200);
+    expect((await deliver(a, stripeEvents.refundFailed("evt_no_shortfall_failed", failed))).status).toBe(200);
+    expect(await posted()).toBe(1000n);
+    expect(await clearing()).toBe(before + 1000n);
+    expect(await shortfallsOf(invoiceId)).toEqual([]);
+  });
+});
