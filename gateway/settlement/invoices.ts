@@ -29,14 +29,16 @@ import type { AccountCache, AccountRecord } from "../accounts/index.ts";
 import type { Db, Row, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import {
+  type ChainMember,
   credit,
   creditChain,
   type Ledger,
   type Leg,
   type Posting,
   type PostingTransfer,
-  reverse,
+  type TransferEvidence,
   transferCodes,
+  writeChainWith,
 } from "../ledger/index.ts";
 import { evidenceForLedger, fromJson, insertOutboxEvent, toJson } from "../payments/index.ts";
 import {
@@ -47,7 +49,17 @@ import {
   pauseAfterMovedVersion,
 } from "../payments/refunds-store.ts";
 import { splitShares } from "../paywall/scheme.ts";
-import { type LegShortfall, legShortfalls, shortfallCollectionGivenBackLedgerId } from "./shortfalls.ts";
+import {
+  collectionStatement,
+  collectShortfalls,
+  type GivenBack,
+  isShortfallCollectionMoved,
+  type LegShortfall,
+  legShortfalls,
+  outstandingShortfalls,
+  shortfallCollectionAttemptsMax,
+  shortfallCollectionGivenBackLedgerId,
+} from "./shortfalls.ts";
 import {
   type PayeeShare,
   receiptLedgerId,
@@ -1008,9 +1020,13 @@ const reversalLedgerId = (invoiceId: string, key: string, which: "reversed" | "r
   derivedLedgerId(`${invoiceId}:${key}`, which);
 
 /**
- * Gives back what the reversal `key` took, from the invoice's account and each payee's, where its ledger
- * transfers exist, and what was collected of its shortfall since (shortfalls.ts), all idempotent; returns the amount
- * given back, and of it what the collections were (the record's shortfalls are closed only if that is all of them).
+ * Gives back what the reversal `key` took, from the invoice's account and each payee's, where its ledger transfers
+ * exist, and what was collected of its shortfall since (shortfalls.ts); returns the amount given back, and of it what
+ * the collections were (the record's shortfalls are closed only if that is all of them). Of what each account gets
+ * back, the outstanding shortfalls of the invoice's other reversals on it are collected first (a refund made at the
+ * provider that failed gives back to an account a dispute of the same payment could not take all of). The moves
+ * back and the collections are one linked chain, their record written in its transaction: all or none. Each move
+ * back is written once (its id derived from what it gives back); computed again when the shortfalls moved under it.
  */
 async function giveBack(
   deps: SettlementDeps,
@@ -1018,43 +1034,124 @@ async function giveBack(
   key: string,
   evidence: SettlementEvidence,
 ): Promise<{ given: bigint; collected: bigint }> {
-  const transfer = (id: bigint, label: string) => ({
-    id,
-    userData128: derivedLedgerId(invoice.id, "invoice"),
-    evidence: evidenceForLedger(evidence),
-    label,
-  });
-  let given = await reverse(
-    deps.ledger,
-    reversalLedgerId(invoice.id, key, "reversed"),
-    transferCodes.invoices.reinstated,
-    transfer(
-      reversalLedgerId(invoice.id, key, "reinstated"),
-      `the giving back of reversal ${key} of invoice ${invoice.id}`,
-    ),
+  const onLedger = evidenceForLedger(evidence);
+  for (let attempt = 1; attempt <= shortfallCollectionAttemptsMax; attempt++) {
+    const back = await movesBack(deps, invoice, key, onLedger);
+    if (back.clearing === null) return { given: 0n, collected: 0n };
+    const collection = collectShortfalls({
+      invoiceId: invoice.id,
+      source: key,
+      givenBack: back.givenBackNow,
+      outstanding: await outstandingShortfalls(deps.db, invoice.id),
+      clearingLedgerAccountId: back.clearing.ledgerAccountId,
+      ledger: back.clearing.ledger,
+      evidence: onLedger,
+      exceptReversal: key,
+    });
+    const chain = [...back.members, ...collection.members];
+    if (chain.length === 0) return { given: back.given, collected: back.collected };
+    const label = `the giving back of reversal ${key} of invoice ${invoice.id}`;
+    try {
+      const { outcome } = await writeChainWith(
+        deps.ledger,
+        chain,
+        { statement: collectionStatement(collection), when: "held", sql: deps.db },
+        label,
+      );
+      // Money back onto accounts, then collections of at most that: no account of the chain can fall short.
+      if (outcome !== "reserved")
+        throw new SettlementInvariantError(`the ledger refused ${label}: ${outcome}`);
+      return { given: back.given, collected: back.collected };
+    } catch (error) {
+      if (!isShortfallCollectionMoved(error)) throw error;
+    }
+    await pauseAfterMovedVersion(attempt);
+  }
+  throw new SettlementContendedError(
+    `the shortfalls of invoice ${invoice.id} moved under the giving back of reversal ${key} ` +
+      `${shortfallCollectionAttemptsMax} times; nothing of it was written`,
   );
-  for (const share of invoice.split ?? [])
-    given += await reverse(
-      deps.ledger,
-      reversalShareLedgerId(invoice.id, key, share.accountId, "reversed"),
-      transferCodes.invoices.reinstated,
-      transfer(
-        reversalShareLedgerId(invoice.id, key, share.accountId, "reinstated"),
-        `the giving back of account ${share.accountId}'s share of reversal ${key} of invoice ${invoice.id}`,
-      ),
-    );
+}
+
+/**
+ * What giving back reversal `key` moves: each transfer it made (its legs, the collections of its shortfall) moved
+ * back under an id derived from it, those not moved back yet as chain members; `given` and `collected` count them
+ * all, `givenBackNow` only those moved now (what an earlier run gave back is not collected from again: it may be
+ * spent); `clearing` is where its legs went (null: it took nothing).
+ */
+async function movesBack(
+  deps: SettlementDeps,
+  invoice: InvoiceTarget,
+  key: string,
+  evidence: TransferEvidence,
+): Promise<{
+  members: ChainMember[];
+  givenBackNow: GivenBack[];
+  given: bigint;
+  collected: bigint;
+  clearing: { ledgerAccountId: bigint; ledger: number } | null;
+}> {
+  const parts = [
+    {
+      accountId: invoice.accountId,
+      of: reversalLedgerId(invoice.id, key, "reversed"),
+      id: reversalLedgerId(invoice.id, key, "reinstated"),
+      label: `the giving back of reversal ${key} of invoice ${invoice.id}`,
+      collection: false,
+    },
+    ...(invoice.split ?? []).map((share) => ({
+      accountId: share.accountId,
+      of: reversalShareLedgerId(invoice.id, key, share.accountId, "reversed"),
+      id: reversalShareLedgerId(invoice.id, key, share.accountId, "reinstated"),
+      label: `the giving back of account ${share.accountId}'s share of reversal ${key} of invoice ${invoice.id}`,
+      collection: false,
+    })),
+    ...(await shortfallCollections(deps.db, invoice.id, key)).map((collection) => ({
+      accountId: collection.accountId,
+      of: collection.transferId,
+      id: shortfallCollectionGivenBackLedgerId(collection.transferId),
+      label: `the giving back of what ${collection.source} collected of reversal ${key}'s shortfall on account ${collection.accountId}`,
+      collection: true,
+    })),
+  ];
+  const found = new Map(
+    (await deps.ledger.lookupTransfers(parts.flatMap((part) => [part.of, part.id]))).map((t) => [t.id, t]),
+  );
+  const members: ChainMember[] = [];
+  const givenBackNow: GivenBack[] = [];
+  let given = 0n;
   let collected = 0n;
-  for (const collection of await shortfallCollections(deps.db, invoice.id, key))
-    collected += await reverse(
-      deps.ledger,
-      collection.transferId,
-      transferCodes.invoices.reinstated,
-      transfer(
-        shortfallCollectionGivenBackLedgerId(collection.transferId),
-        `the giving back of what ${collection.source} collected of reversal ${key}'s shortfall on account ${collection.accountId}`,
-      ),
-    );
-  return { given: given + collected, collected };
+  let clearing: { ledgerAccountId: bigint; ledger: number } | null = null;
+  for (const part of parts) {
+    const original = found.get(part.of);
+    if (original === undefined || original.amount === 0n) continue;
+    given += original.amount;
+    if (part.collection) collected += original.amount;
+    clearing = { ledgerAccountId: original.creditAccountId, ledger: original.ledger };
+    if (found.has(part.id)) continue;
+    givenBackNow.push({
+      accountId: part.accountId,
+      ledgerAccountId: original.debitAccountId,
+      amount: original.amount,
+    });
+    members.push({
+      kind: "move",
+      posting: {
+        debitAccountId: original.creditAccountId,
+        creditAccountId: original.debitAccountId,
+        amount: original.amount,
+        ledger: original.ledger,
+        code: transferCodes.invoices.reinstated,
+      },
+      transfer: {
+        id: part.id,
+        userData128: derivedLedgerId(invoice.id, "invoice"),
+        evidence,
+        label: part.label,
+      },
+    });
+  }
+  return { members, givenBackNow, given, collected, clearing };
 }
 
 async function reversalRecord(

@@ -18,7 +18,7 @@
 // outstanding on each account given back to is still what it read, and raises shortfall_collection_moved()
 // otherwise (another collection, a reversal recorded or given back meanwhile, in this process or another): the
 // give-back and the collection are rolled back together and computed again (isShortfallCollectionMoved).
-import { type Sql, serverRaised } from "../db/index.ts";
+import { type Sql, type Statement, serverRaised } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { type ChainMember, type TransferEvidence, transferCodes } from "../ledger/index.ts";
 
@@ -106,7 +106,14 @@ export function collectShortfalls(params: {
   const takes: ShortfallTake[] = [];
   const members: ChainMember[] = [];
   const readAt: { accountId: string; outstanding: bigint }[] = [];
+  // One account given back to twice (a reversal's leg and a collection it gives back) is one amount: its shortfalls
+  // are taken once.
+  const accounts = new Map<string, GivenBack>();
   for (const given of params.givenBack) {
+    const seen = accounts.get(given.accountId);
+    accounts.set(given.accountId, { ...given, amount: (seen?.amount ?? 0n) + given.amount });
+  }
+  for (const given of accounts.values()) {
     const owed = params.outstanding.filter(
       (shortfall) =>
         shortfall.accountId === given.accountId && shortfall.reversalKey !== params.exceptReversal,
@@ -215,6 +222,21 @@ export function collectionSql(
 
 /** The smaller of two amounts (Math.min takes no bigint). */
 const least = (a: bigint, b: bigint): bigint => (b < a ? b : a);
+
+/**
+ * A collection's statement on its own, for a give-back whose chain has no statement of its own (a reversal given
+ * back): it records the takes and checks the shortfalls unless `source` collected before (the chain is a retry of
+ * one written whole, its collections recorded with it).
+ */
+export function collectionStatement(collection: ShortfallCollection): Statement {
+  const collecting = collectionSql(collection, "(SELECT open FROM shortfall_gate)", 1);
+  return {
+    text: `WITH shortfall_gate AS (
+       SELECT NOT EXISTS (SELECT 1 FROM reversal_shortfall_collections WHERE invoice_id = $1 AND source = $2) AS open)${collecting.ctes}
+     SELECT ${collecting.check} AS collected`,
+    params: collecting.params,
+  };
+}
 
 /** Whether an error is shortfall_collection_moved() (migration 0035), along its causes. */
 export const isShortfallCollectionMoved = (error: unknown): boolean => serverRaised(error, "SYR04");

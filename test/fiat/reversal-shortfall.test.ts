@@ -172,6 +172,43 @@ describe("a dispute while a refund stands, and the refund fails", () => {
     expect(await clearing()).toBe(before + 2500n);
   });
 
+  it("settles it too when the refund was made at Stripe, not through the gateway", async () => {
+    const before = await clearing();
+    const { accountId, invoiceId, intentId, posted } = await paidInvoice("shortfall_stripe_refund");
+    // A refund made in Stripe's dashboard reaches the gateway as a reversal of the invoice of its own.
+    const refunded = { refundId: "re_made_at_stripe", intentId, amount: 1000 };
+    expect((await deliver(a, stripeEvents.refundCreated("evt_stripe_refund", refunded))).status).toBe(200);
+    expect(await posted()).toBe(1500n);
+    const dispute = { disputeId: "dp_after_stripe_refund", intentId, amount: 2500 };
+    expect((await deliver(b, stripeEvents.disputeCreated("evt_after_stripe_refund", dispute))).status).toBe(
+      200,
+    );
+    expect(await posted()).toBe(0n);
+
+    const failed = stripeEvents.refundFailed("evt_stripe_refund_failed", refunded);
+    const answers = await Promise.all([deliver(a, failed), deliver(b, failed)]);
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200]);
+    expect(await posted()).toBe(0n);
+    expect(await clearing()).toBe(before);
+    expect(await shortfallsOf(invoiceId)).toEqual([
+      {
+        reversal_key: "dispute:dp_after_stripe_refund",
+        account_id: accountId,
+        amount: 1000n,
+        collected: 1000n,
+      },
+    ]);
+    expect((await deliver(b, stripeEvents.refundFailed("evt_stripe_refund_failed_2", refunded))).status).toBe(
+      200,
+    );
+    expect(await posted()).toBe(0n);
+
+    const won = stripeEvents.disputeFundsReinstated("evt_after_stripe_refund_won", dispute);
+    expect((await deliver(a, won)).status).toBe(200);
+    expect(await posted()).toBe(2500n);
+    expect(await clearing()).toBe(before + 2500n);
+  });
+
   it("changes nothing when the dispute took all it asked: the failed refund goes back to the account whole", async () => {
     const before = await clearing();
     const { invoiceId, intentId, posted } = await paidInvoice("no_shortfall");
