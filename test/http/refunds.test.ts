@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
-import { getTenantAccount } from "../../gateway/accounts/index.ts";
+import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes, writeChainWith } from "../../gateway/ledger/index.ts";
 import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
@@ -17,7 +17,7 @@ import { startTestGateway, type TestGateway } from "./support.ts";
 /**
  * A rail built from the Rail contract alone that takes USDC in for invoices and refunds it through its "provider"
  * (refundReceived); `amountMax` is what it moves at once (lowered by a test after money came in); a refund of
- * exactly 1 USDC the provider fails.
+ * exactly 1 USDC the provider fails, one of exactly 2 USDC it takes and answers later (in flight).
  */
 function createRefundingToyRail() {
   const refunds = new Map<string, bigint>();
@@ -63,6 +63,11 @@ function createRefundingToyRail() {
     async refundReceived(refund) {
       if (refund.amount === 1_000_000n)
         return { status: "failed", code: "rejected", message: "the toy provider refuses 1 USDC" };
+      if (refund.amount === 2_000_000n)
+        return {
+          status: "in_flight",
+          evidence: { rail: "external", railId: "toyrefunds", reference: `toy_re_${refund.id}` },
+        };
       refunds.set(refund.id, refund.amount);
       return {
         status: "succeeded",
@@ -75,6 +80,10 @@ function createRefundingToyRail() {
     rail,
     refunds,
     limits,
+    /** The toy's provider says something else about an invoice's money (a dispute, a refund's end). */
+    async emit(event: Parameters<RailEventHandler>[0]) {
+      return await handler!(event);
+    },
     /** The toy's provider says the invoice was paid `amount`. */
     async pay(invoiceId: string, amount: bigint) {
       await handler!({
@@ -410,6 +419,63 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         [invoiceId],
       );
       expect(left!.left).toBe(6_000_000n);
+    });
+  });
+
+  describe("a dispute while a refund is in flight, and the refund fails", () => {
+    it("settles the dispute's shortfall from the hold released: the account keeps nothing the provider took", async () => {
+      const owner = `acct_in_flight_${database}`;
+      await createAccount(
+        { sql: gw.app.db, ledger: gw.app.ledger },
+        { tenantId: "ten_demo", kind: "merchant", asset: assets.USDC, name: owner, id: owner },
+      );
+      const created = await gw.call("POST", "/v1/invoices", {
+        body: { account: owner, amount: "5", asset: "USDC", rail: "toyrefunds" },
+      });
+      expect(created.body).toMatchObject({ status: "open" });
+      const invoiceId = created.body.id;
+      await toy.pay(invoiceId, 5_000_000n);
+      const inFlight = await refund({ invoice: invoiceId, amount: "2" });
+      expect(inFlight.body).toMatchObject({
+        status: "pending",
+        rail_reference: `toy_re_${inFlight.body.id}`,
+      });
+      expect(await pendingOut(owner)).toBe(2_000_000n);
+      // The provider takes all 5 for a dispute; the account had 3 of it not held.
+      const evidence = (reference: string) => ({
+        rail: "external" as const,
+        railId: "toyrefunds",
+        reference,
+      });
+      await toy.emit({
+        kind: "reversed",
+        reference: invoiceId,
+        key: "dispute:toy",
+        amount: 5_000_000n,
+        evidence: evidence("toy_dispute"),
+      });
+      expect(await posted(owner)).toBe(2_000_000n);
+      // The refund fails: the hold is released, and what it held settles the dispute's shortfall.
+      const failed = {
+        kind: "reinstated" as const,
+        reference: invoiceId,
+        key: `refund:toy_re_${inFlight.body.id}`,
+        evidence: evidence(`toy_re_${inFlight.body.id}`),
+      };
+      await Promise.all([toy.emit(failed), toy.emit(failed)]);
+      expect((await readRefund(inFlight.body.id)).body.status).toBe("failed");
+      expect(await pendingOut(owner)).toBe(0n);
+      expect(await posted(owner)).toBe(0n);
+      const shortfalls = await gw.app.db.query(
+        "SELECT reversal_key, amount, collected FROM reversal_shortfalls WHERE invoice_id = $1",
+        [invoiceId],
+      );
+      expect(shortfalls).toEqual([
+        { reversal_key: "dispute:toy", amount: 2_000_000n, collected: 2_000_000n },
+      ]);
+      // Told again: nothing more.
+      await toy.emit(failed);
+      expect(await posted(owner)).toBe(0n);
     });
   });
 
