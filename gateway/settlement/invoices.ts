@@ -779,8 +779,9 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
 
 /**
  * Money that came in was taken back (a dispute, a refund of a top-up, a reorg of a credited deposit). The account
- * gives back what it still has, up to the amount (a balancing debit: never below zero); the rest is the tenant's
- * loss and is reported. An invoice with a split takes back from each payee its part of the reversal (split-reversal.ts
+ * gives back what it still has, up to the amount (a balancing debit: never below zero); the rest is the reversal's
+ * shortfall, reported, recorded per account with its record and collected from what is given back to that account
+ * later (shortfalls.ts). An invoice with a split takes back from each payee its part of the reversal (split-reversal.ts
  * takeBackShares: proportional to the shares the invoice's receipts credited it, floored, never more than what is
  * left of them after its other reversals and its refunds, read at one version of the invoice's `refundable` row:
  * takeBackReversal), and the rest from the invoice's account; each payee, too, gives back at most what it holds. The

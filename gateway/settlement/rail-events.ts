@@ -42,10 +42,12 @@ export async function applyRailEvent(
     }
     case "reversed": {
       const outcome = await applyReversed(deps.settlement, { rail, ...event });
+      // The shortfall is recorded with the reversal and collected from what is given back later (shortfalls.ts);
+      // until then the rail's clearing account says the rail holds that much more than it does.
       if (outcome.shortfall > 0n)
         deps.logger.warn(
           { rail, reference: event.reference, key: event.key, shortfall: outcome.shortfall.toString() },
-          "a reversal took more than the account still held",
+          "a reversal asked more than the account still held; the shortfall is recorded, to be collected",
         );
       return "applied";
     }
