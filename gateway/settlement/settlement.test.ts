@@ -307,6 +307,50 @@ describe("reversals of money received", () => {
     expect(await posted()).toBe(before);
   });
 
+  it("collects a reversal's shortfall from another reversal given back, and gives the collection back with it", async () => {
+    const settlement = deps();
+    const id = await paidInvoice(settlement);
+    const before = await posted();
+    const reversal = (key: string, amount: bigint) => ({ rail: "toy", reference: id, key, amount, evidence });
+    const undo = (key: string) => ({ rail: "toy", reference: id, key, evidence });
+    const shortfalls = () =>
+      db.query<{ reversal_key: string; amount: bigint; collected: bigint; closed: boolean }>(
+        `SELECT reversal_key, amount, collected, closed_at IS NOT NULL AS closed FROM reversal_shortfalls
+         WHERE invoice_id = $1`,
+        [id],
+      );
+    // A refund made at the provider, then a dispute of everything: it finds 1,000 less than it asks.
+    expect((await applyReversed(settlement, reversal("refund:x", 1_000n))).status).toBe("applied");
+    expect(await applyReversed(settlement, reversal("dispute:y", before))).toEqual({
+      status: "applied",
+      shortfall: 1_000n,
+    });
+    expect(await posted()).toBe(0n);
+    expect(await shortfalls()).toEqual([
+      { reversal_key: "dispute:y", amount: 1_000n, collected: 0n, closed: false },
+    ]);
+    // The refund failed: its 1,000 settle the dispute's shortfall, nothing stays on the account; told again, nothing.
+    expect(await applyReinstated(settlement, undo("refund:x"))).toEqual({
+      status: "applied",
+      amount: 1_000n,
+    });
+    expect(await applyReinstated(settlement, undo("refund:x"))).toEqual({ status: "duplicate", amount: 0n });
+    expect(await posted()).toBe(0n);
+    expect(await shortfalls()).toEqual([
+      { reversal_key: "dispute:y", amount: 1_000n, collected: 1_000n, closed: false },
+    ]);
+    // The dispute won: all it took comes back, what it collected too, and its shortfall is closed.
+    expect(await applyReinstated(settlement, undo("dispute:y"))).toEqual({
+      status: "applied",
+      amount: before,
+    });
+    expect(await posted()).toBe(before);
+    expect(await shortfalls()).toEqual([
+      { reversal_key: "dispute:y", amount: 1_000n, collected: 1_000n, closed: true },
+    ]);
+    expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
+  });
+
   it("never takes a reversal withdrawn before it arrived, even one racing its withdrawal", async () => {
     const settlement = deps();
     const id = await paidInvoice(settlement);
