@@ -458,7 +458,7 @@ function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretPara
 /**
  * Maps one event. `currency` is the rail's (lower case, "usd"): objects in another currency are ignored.
  * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created / funds_reinstated, charge.refunded,
- * refund.created / updated / failed, transfer.created, payout.failed. Anything else is ignored with a reason.
+ * refund.created / updated / failed, charge.refund.updated, transfer.created, payout.failed. Anything else is ignored with a reason.
  * A refund whose status is failed or canceled withdraws that refund, whichever event carries it.
  */
 export function interpretStripeEvent(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
@@ -477,6 +477,9 @@ export function interpretStripeEvent(event: StripeEventEnvelope, params: Interpr
     case "refund.created":
     case "refund.updated":
     case "refund.failed":
+    // The older name of refund.updated for some payment methods, with the same refund object: an endpoint subscribed
+    // to it alone would otherwise never hear that a refund failed.
+    case "charge.refund.updated":
       return interpretRefund(event, params);
     case "charge.refunded":
       return interpretChargeRefunded(event, params);

@@ -267,6 +267,17 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
     expect(ledger.posted).toEqual(["received:pi_topup1", "refund:re_1", "reinstated:refund:re_1"]);
   });
 
+  it("gives back a refund that failed when Stripe says so as charge.refund.updated", async () => {
+    const refund = { refundId: "re_cru", intentId: "pi_topup1", amount: 500 };
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    await receiver.receive(env(stripeEvents.refundCreated("evt_r1", refund)));
+    expect(ledger.balance("cust_42")).toBe(2_000n);
+    const updated = { ...stripeEvents.refundFailed("evt_cru", refund), type: "charge.refund.updated" };
+    expect(await receiver.receive(env(updated))).toEqual({ status: "applied", applied: 1 });
+    expect(ledger.balance("cust_42")).toBe(2_500n);
+    expect(ledger.posted).toEqual(["received:pi_topup1", "refund:re_cru", "reinstated:refund:re_cru"]);
+  });
+
   it("drops a refund withdrawn while parked, and refuses one whose failure came first", async () => {
     const parkedFirst = { refundId: "re_p", intentId: "pi_topup1", amount: 300 };
     const failedFirst = { refundId: "re_f", intentId: "pi_topup1", amount: 200 };
