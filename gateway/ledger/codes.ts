@@ -57,7 +57,7 @@ export const transferCodes = {
     /** A paywall payee's share of what an invoice received, from the credited account to the payee's. */
     share: 13,
     /**
-     * A reversal's shortfall collected (migration 0035): from an account given money back later (a refund of the
+     * A reversal's shortfall collected (migration 0036): from an account given money back later (a refund of the
      * invoice that failed), what the reversal could not take of it, into the rail's clearing account.
      */
     shortfallCollected: 14,

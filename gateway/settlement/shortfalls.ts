@@ -3,7 +3,7 @@
 // The rail took it all the same (Stripe takes a dispute's whole amount from the platform's balance), so until it is
 // collected the rail's clearing account says the rail holds that much more than it does.
 //
-// - Recorded per reversal and account (migration 0035), with the reversal's record and in the transaction of its
+// - Recorded per reversal and account (migration 0036), with the reversal's record and in the transaction of its
 //   legs (settlement/invoices.ts reversalRecordStatement).
 // - Collected from what is given back to that account later for the same invoice: a refund of it that fails (its
 //   hold voided, or its post undone: payments/refunds.ts) gives back its amount, of which the account's outstanding
@@ -238,7 +238,7 @@ export function collectionStatement(collection: ShortfallCollection): Statement 
   };
 }
 
-/** Whether an error is shortfall_collection_moved() (migration 0035), along its causes. */
+/** Whether an error is shortfall_collection_moved() (migration 0036), along its causes. */
 export const isShortfallCollectionMoved = (error: unknown): boolean => serverRaised(error, "SYR04");
 
 /** How many times a give-back and its collection are computed again because the shortfalls moved meanwhile. */
