@@ -41,6 +41,7 @@ export type {
   OutgoingAttempt,
   PayoutBatch,
   PayoutBatchOutcome,
+  PayoutRefused,
   Rail,
   RailEvent,
   RailEventHandler,

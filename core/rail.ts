@@ -285,10 +285,28 @@ export type PayoutBatch = {
   readonly payouts: ReadonlyArray<{ readonly destination: Destination; readonly amount: bigint }>;
 };
 
+/** A payout of a batch that the rail refuses for its destination, by its index in the batch's payouts. */
+export type PayoutRefused = {
+  readonly index: number;
+  readonly code: RailFailureCode;
+  readonly message: string;
+};
+
 export type PayoutBatchOutcome =
   | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint }
   | { status: "in_flight"; reference: string }
-  | { status: "failed"; code: RailFailureCode; message: string };
+  | {
+      status: "failed";
+      code: RailFailureCode;
+      message: string;
+      /**
+       * The payouts the batch failed for, when the rail can tell: each is refused for its destination (the same
+       * payout to the gateway's own wallet would go), and the others may leave in a batch of their own at once.
+       * Absent or empty: the batch failed as a whole (the node, its gas, its funds), and nothing is said of any
+       * payee.
+       */
+      refused?: readonly PayoutRefused[];
+    };
 
 /**
  * The contract every rail implements. Required: pay out, report events, a snapshot for the router, a balance

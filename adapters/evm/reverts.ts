@@ -9,6 +9,21 @@ const revertAbi = [...revenueSplitterAbi, ...testUsdErrorsAbi] as const;
 
 /** The name of the custom error a call reverted with, when the node returned its data. */
 export function revertName(error: unknown): string | null {
+  return decodedRevert(error)?.errorName ?? null;
+}
+
+/**
+ * What a call reverted with, in words: one of our contracts' errors by its name, a reason string (`require`'s, as
+ * USDC's "Blacklistable: account is blacklisted") as it is; null when the node returned no data we can read.
+ */
+export function revertText(error: unknown): string | null {
+  const decoded = decodedRevert(error);
+  if (decoded === null) return null;
+  const [reason] = decoded.args ?? [];
+  return decoded.errorName === "Error" && typeof reason === "string" ? reason : decoded.errorName;
+}
+
+function decodedRevert(error: unknown): { errorName: string; args?: readonly unknown[] } | null {
   if (!(error instanceof BaseError)) return null;
   const withData = error.walk((cause) => {
     const data = (cause as { data?: unknown }).data;
@@ -16,7 +31,7 @@ export function revertName(error: unknown): string | null {
   }) as { data?: Hex } | null;
   if (withData?.data === undefined) return null;
   try {
-    return decodeErrorResult({ abi: revertAbi, data: withData.data }).errorName;
+    return decodeErrorResult({ abi: revertAbi, data: withData.data });
   } catch (decodeError) {
     if (decodeError instanceof BaseError) return null; // not one of our errors: the message says what it was
     throw decodeError;

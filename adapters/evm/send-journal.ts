@@ -32,7 +32,7 @@ import {
 import type { Db, RailFailureCode, Sql } from "../../core/index.ts";
 import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
 import { currentGasFees, type GasPolicy, gweiText } from "./gas.ts";
-import { failureCodeOf, revertName } from "./reverts.ts";
+import { failureCodeOf, revertName, revertText } from "./reverts.ts";
 
 /** One stored send; `attempt_id` is the key (a payment attempt's id, or a prefixed splitter-call key). */
 export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number };
@@ -236,7 +236,8 @@ async function signAndStore(
     // nothing about it. Either way nothing was sent.
     const revert = revertName(error);
     const code = revert === null && nodeUnreachable(error) ? "rail_unavailable" : failureCodeOf(revert);
-    return { status: "failed", code, revert, message: revert ?? shortMessage(error) };
+    // The message says why in words: a reason string as it is (a token's "Blacklistable: …"), not `Error`.
+    return { status: "failed", code, revert, message: revertText(error) ?? shortMessage(error) };
   }
   // Read before the lock, so that no RPC runs inside the transaction: a send of any gateway process moves the
   // row on before it is broadcast, so a count read early is behind the row, never ahead of it.

@@ -4,6 +4,7 @@
 import { encodeFunctionData, isHex, parseEventLogs, parseSignature, type TransactionReceipt } from "viem";
 import { type PayoutBatch, type PayoutBatchOutcome, SwitchyardError } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
+import { refusedPayouts } from "./batch-refusals.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import {
   type EvmRailState,
@@ -171,7 +172,8 @@ export function settleBatch(state: EvmRailState, p: SettleBatchParams): Promise<
 
 /**
  * The Rail contract's payoutBatch, the shape netting pays through: many payees in one settleBatch transaction. The
- * fee is 0 in the token: gas is paid in the chain's coin, not out of what was paid.
+ * fee is 0 in the token: gas is paid in the chain's coin, not out of what was paid. A batch that reverts says which
+ * payees it reverts for, when the chain can tell (batch-refusals.ts): the others can then be paid without them.
  */
 export async function payoutBatch(state: EvmRailState, batch: PayoutBatch): Promise<PayoutBatchOutcome> {
   const payees = batch.payouts.map(({ destination }) => {
@@ -181,17 +183,30 @@ export async function payoutBatch(state: EvmRailState, batch: PayoutBatch): Prom
   });
   if (!isHex(batch.reference))
     throw new SwitchyardError("an EVM batch's reference is a hex string", { details: batch.reference });
-  const outcome = await settleBatch(state, {
-    payees,
-    amounts: batch.payouts.map((payout) => payout.amount),
-    ref: batch.reference,
-  });
+  const ref = batch.reference;
+  const amounts = batch.payouts.map((payout) => payout.amount);
+  const outcome = await settleBatch(state, { payees, amounts, ref });
   switch (outcome.status) {
     case "succeeded":
       return { status: "succeeded", evidence: outcome.evidence, fee: 0n };
     case "in_flight":
       return { status: "in_flight", reference: outcome.txHash };
-    case "failed":
-      return { status: "failed", code: outcome.code, message: outcome.message };
+    case "failed": {
+      const refused = await translatingViemErrors(`the refusals of batch ${ref}`, () =>
+        refusedPayouts(state, {
+          splitter: requireSplitter(state),
+          reference: ref,
+          payees,
+          amounts,
+          code: outcome.code,
+        }),
+      );
+      return {
+        status: "failed",
+        code: outcome.code,
+        message: outcome.message,
+        ...(refused.length > 0 ? { refused } : {}),
+      };
+    }
   }
 }
