@@ -13,6 +13,7 @@ import {
   flushNetting,
   isPaymentNotProcessing,
   type NettingDeps,
+  NettingInvariantError,
   NettingResumeError,
 } from "./batch-payouts.ts";
 import { accrue } from "./service.ts";
@@ -327,4 +328,187 @@ describe("a flush with more payees due than one batch takes", () => {
     const waiting = await db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL");
     expect(waiting).toEqual([]);
   }, 60_000);
+});
+
+describe("a payee the rail refuses", () => {
+  const refusedPayee = "0x00000000000000000000000000000000000000dd" as const;
+  const otherPayee = "0x00000000000000000000000000000000000000ee" as const;
+
+  /** A rail that refuses every batch paying refusedPayee, naming its payouts there, and pays any other batch. */
+  const refusingDeps = (paid: string[][], over: Partial<NettingDeps> = {}): NettingDeps => ({
+    ...deps(),
+    ...over,
+    payer: {
+      id: "evm",
+      asset: assets.USDC,
+      payoutBatch: async (batch) => {
+        const addresses = batch.payouts.map(({ destination }) =>
+          destination.kind === "evm_address" ? destination.address : "",
+        );
+        const refused = addresses.flatMap((address, index) =>
+          address === refusedPayee ? [{ index, code: "rejected" as const, message: "blacklisted" }] : [],
+        );
+        if (refused.length > 0)
+          return {
+            status: "failed",
+            code: "rejected",
+            message: "Blacklistable: account is blacklisted",
+            refused,
+          };
+        paid.push(addresses);
+        return {
+          status: "succeeded",
+          evidence: { rail: "external", railId: "evm", reference: batch.reference },
+          fee: 0n,
+        };
+      },
+    },
+  });
+
+  const accrueTo = async (id: string, amount: bigint, to: `0x${string}`) => {
+    await insertPayment(id);
+    expect(await accruePayout(deps(), netting.payout(id, amount, to))).toBe("accrued");
+  };
+  const paymentRow = async (id: string) =>
+    (
+      await db.query<{ status: string; failure_code: string | null; failure_message: string | null }>(
+        "SELECT status, failure_code, failure_message FROM payments WHERE id = $1",
+        [id],
+      )
+    )[0];
+  const failedEvents = async (ids: readonly string[]) =>
+    (
+      await db.query<{ id: string }>(
+        "SELECT payload->>'payment_id' AS id FROM outbox WHERE type = 'payment.failed' AND payload->>'payment_id' = ANY($1::text[]) ORDER BY 1",
+        [ids],
+      )
+    ).map((row) => row.id);
+
+  beforeAll(async () => {
+    await netting.fund(1_000n);
+    await flushNetting(payingDeps([]), { force: true }); // what earlier tests left waiting
+  });
+
+  it("pays the others in the same flush; its payouts fail with the rail's code and their money goes back", async () => {
+    await accrueTo("pay_refused_a", 3n, refusedPayee);
+    await accrueTo("pay_refused_b", 4n, refusedPayee);
+    await accrueTo("pay_beside", 5n, otherPayee);
+    const before = await customerPosted();
+    const paid: string[][] = [];
+    // Before: the batch was refused whole, every payout went back in the queue, and the next batch held the same payee.
+    expect(await flushNetting(refusingDeps(paid), { force: true })).toMatchObject({
+      batches: 2,
+      payouts: 4,
+      refused: 2,
+    });
+    expect(paid).toEqual([[otherPayee]]);
+    expect((await paymentRow("pay_beside"))!.status).toBe("succeeded");
+    for (const id of ["pay_refused_a", "pay_refused_b"])
+      expect(await paymentRow(id)).toEqual({
+        status: "failed",
+        failure_code: "rejected",
+        failure_message: "blacklisted",
+      });
+    expect(await customerPosted()).toBe(before + 7n);
+    expect(await failedEvents(["pay_refused_a", "pay_refused_b"])).toEqual([
+      "pay_refused_a",
+      "pay_refused_b",
+    ]);
+    const [batch] = await db.query<{ status: string; refused_payees: unknown }>(
+      "SELECT status, refused_payees FROM netting_batches WHERE id = (SELECT batch_id FROM netted_payouts WHERE payment_id = 'pay_refused_a')",
+    );
+    expect(batch).toEqual({
+      status: "failed",
+      refused_payees: [{ payee: refusedPayee, code: "rejected", message: "blacklisted" }],
+    });
+    const [besideBatch] = await db.query<{ refused_payees: unknown }>(
+      "SELECT refused_payees FROM netting_batches WHERE id = (SELECT batch_id FROM netted_payouts WHERE payment_id = 'pay_beside')",
+    );
+    expect(besideBatch!.refused_payees).toBeNull();
+
+    // Asked again, nothing changes: no second return, no second event.
+    expect(await flushNetting(refusingDeps(paid), { force: true })).toMatchObject({ batches: 0, refused: 0 });
+    expect(await customerPosted()).toBe(before + 7n);
+    expect(await failedEvents(["pay_refused_a", "pay_refused_b"])).toHaveLength(2);
+  });
+
+  it("a batch refused for a payee does not pause the rail: a payout due on the timer leaves at the next flush", async () => {
+    await accrueTo("pay_refused_c", 3n, refusedPayee);
+    await flushNetting(refusingDeps([]), { force: true });
+    await accrueTo("pay_after_refusal", 2n, otherPayee);
+    // The last batch paid and the payout an hour old; the batch refused for its payee, refused just now.
+    await db.query(
+      "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE refused_payees IS NULL",
+    );
+    await db.query(
+      "UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE payment_id = 'pay_after_refusal'",
+    );
+    const paid: string[][] = [];
+    // A batch refused whole would pause the rail nettingRetryAfterRefusalMs (the test above, on the timer).
+    expect(await flushNetting(refusingDeps(paid))).toMatchObject({ trigger: "timer", batches: 1 });
+    expect(paid).toEqual([[otherPayee]]);
+  });
+
+  it("a flush stopped before it gave the money back: the next flush gives it back, once", async () => {
+    await accrueTo("pay_refused_stopped", 6n, refusedPayee);
+    const before = await customerPosted();
+    // The ledger write of the return fails (the process stops there): the refusal is kept, the money not yet back.
+    const stopping: Ledger = {
+      ...ledger,
+      createTransfersWith: async (...args: Parameters<Ledger["createTransfersWith"]>) => {
+        if (args[0].some((transfer) => transfer.code === transferCodes.netting.returned))
+          throw new Error("the process stopped");
+        return ledger.createTransfersWith(...args);
+      },
+    };
+    await expect(
+      flushNetting(refusingDeps([], { ledger: stopping }), { force: true }),
+    ).rejects.toBeInstanceOf(NettingResumeError);
+    expect((await paymentRow("pay_refused_stopped"))!.status).toBe("processing");
+    expect(await customerPosted()).toBe(before);
+    const [kept] = await db.query<{
+      refusal_code: string;
+      returned_at: Date | null;
+      batch_id: string | null;
+    }>(
+      "SELECT refusal_code, returned_at, batch_id FROM netted_payouts WHERE payment_id = 'pay_refused_stopped'",
+    );
+    expect(kept).toMatchObject({ refusal_code: "rejected", returned_at: null });
+    expect(kept!.batch_id).not.toBeNull();
+
+    // The next flush, whatever its rail says now (the payee is no longer sent), gives it back.
+    const paid: bigint[] = [];
+    expect(await flushNetting(payingDeps(paid))).toMatchObject({ refused: 1 });
+    expect(paid).toEqual([]);
+    expect((await paymentRow("pay_refused_stopped"))!.status).toBe("failed");
+    expect(await customerPosted()).toBe(before + 6n);
+    expect(await flushNetting(payingDeps(paid))).toMatchObject({ refused: 0 });
+    expect(await customerPosted()).toBe(before + 6n);
+    expect(await failedEvents(["pay_refused_stopped"])).toHaveLength(1);
+  });
+
+  it("a rail that names a payout its batch does not have is a bug: nothing of the batch is failed", async () => {
+    await accrueTo("pay_bad_index", 2n, otherPayee);
+    const lying: NettingDeps = {
+      ...deps(),
+      payer: {
+        id: "evm",
+        asset: assets.USDC,
+        payoutBatch: async () => ({
+          status: "failed",
+          code: "rejected",
+          message: "reverted",
+          refused: [{ index: 1, code: "rejected", message: "no such payout" }],
+        }),
+      },
+    };
+    await expect(flushNetting(lying, { force: true })).rejects.toBeInstanceOf(NettingInvariantError);
+    expect((await paymentRow("pay_bad_index"))!.status).toBe("processing");
+    // Its batch is still sending: once its lease runs out, a flush asks the rail again, under the same reference.
+    await db.query("UPDATE netting_batches SET leased_until = now() WHERE status = 'sending'");
+    const paid: bigint[] = [];
+    await flushNetting(payingDeps(paid));
+    expect(paid).toEqual([2n]);
+    expect((await paymentRow("pay_bad_index"))!.status).toBe("succeeded");
+  });
 });

@@ -9,8 +9,23 @@
 // Never twice: a batch is written (with its payouts) before it is sent, under a reference the rail and the
 // contract accept once; a flush first resumes any batch still sending, with the same reference. One flush sends a
 // batch at a time (a lease on it), and only that flush may fail it and put its payouts back in the queue.
+//
+// A payee the rail refuses (a token's blacklist reverts the whole settleBatch) does not hold back the others: the
+// rail says which payees a refused batch was refused for, their payouts stay with the failed batch, marked refused,
+// and the rest go back in the queue and leave in the flush's next batch, at once. A refused payout's payment then
+// fails with the rail's code, as a payout refused on its own would, and its accrual goes back to its payer, with
+// payment.failed, in one transaction: what a Stripe Connect user sees of a payout to a closed bank account (failed,
+// a failure code, the money back on the balance, a webhook), never retried. Retrying with backoff would keep the
+// payer's money tied up for a destination that refuses it every time; one the rail refuses only for a while (the
+// node, gas, the wallet's funds) fails the whole batch instead, which waits and is tried again as before.
 import { randomUUID } from "node:crypto";
-import { type PayoutBatchOutcome, type Rail, SwitchyardError } from "../../core/index.ts";
+import {
+  type PayoutBatchOutcome,
+  type PayoutRefused,
+  type Rail,
+  type RailFailureCode,
+  SwitchyardError,
+} from "../../core/index.ts";
 import {
   type AccountRecord,
   createAccount,
@@ -56,7 +71,10 @@ export class NettingInvariantError extends SwitchyardError {
   override name = "NettingInvariantError";
 }
 
-/** Batches a flush resumed whose rail threw (the first one's error is the cause); the flush went on without them. */
+/**
+ * Batches a flush resumed whose rail threw, or refused payouts it could not give back (the first one's error is the
+ * cause); the flush went on without them.
+ */
 export class NettingResumeError extends SwitchyardError {
   override name = "NettingResumeError";
 }
@@ -153,7 +171,12 @@ type BatchRow = {
   total: bigint;
 };
 
-export type FlushResult = { batches: number; payouts: number; trigger: string | null };
+/**
+ * `batches` and `payouts`: the batches written and sent this flush, whatever their outcome, and the payouts in them;
+ * `refused`: the payouts whose payee the rail refused that this flush gave back to their payers, their payments
+ * failed (one that another flush gave back at the same moment counts in both).
+ */
+export type FlushResult = { batches: number; payouts: number; refused: number; trigger: string | null };
 
 /**
  * How long a flush holds a batch it sends (netting_batches.leased_until, migration 0034): longer than a rail's
@@ -165,15 +188,21 @@ export const nettingSendLeaseMs = 5 * 60_000;
 /** How long after a refused batch a flush sends nothing (unless forced): a rail that refuses is not asked every pass. */
 export const nettingRetryAfterRefusalMs = 30_000;
 
+/** The most refused payouts one flush gives back: the rest wait for the next flush. */
+export const nettingReturnsPerFlushMax = 1_000;
+
 /** Thrown inside a batch's write to roll it back: another flush batched some of its payouts first. */
 class BatchOvertaken extends Error {}
+
+/** How a send of a batch ended, and how many payees the rail refused in it (their payouts left the queue). */
+type Sent = { status: PayoutBatchOutcome["status"]; refusedPayees: number };
 
 /** Resumes batches left sending, then settles what the plan says is due now. */
 export async function flushNetting(
   deps: NettingDeps,
   options: { force?: boolean } = {},
 ): Promise<FlushResult> {
-  const result: FlushResult = { batches: 0, payouts: 0, trigger: null };
+  const result: FlushResult = { batches: 0, payouts: 0, refused: 0, trigger: null };
   const lease = randomUUID();
   const sending = await deps.db.query<{ id: string }>(
     "SELECT id FROM netting_batches WHERE rail = $1 AND status = 'sending' ORDER BY created_at",
@@ -193,7 +222,9 @@ export async function flushNetting(
       await sendBatch(deps, batch, lease).catch((error: unknown) => failures.push(error));
   }
   // One batch settles at most nettingBatchPayeesMax payees. When a full batch was paid, the flush plans again: the
-  // payees the same trigger made due go in its next batch, not an interval later.
+  // payees the same trigger made due go in its next batch, not an interval later. So it does when the rail refused
+  // some payees of a batch: the others went back in the queue and leave now. The loop ends: a batch refused for
+  // payees takes at least one payee's payouts out of the queue for good.
   let force = options.force === true;
   for (;;) {
     const planned = await planAndSend(deps, force, lease);
@@ -201,20 +232,24 @@ export async function flushNetting(
     if (planned.batch === null) break;
     result.batches += 1;
     result.payouts += planned.batch.payouts;
-    if (planned.batch.status !== "succeeded" || planned.batch.payees < nettingBatchPayeesMax) break;
+    const full = planned.batch.status === "succeeded" && planned.batch.payees >= nettingBatchPayeesMax;
+    if (!full && planned.batch.refusedPayees === 0) break;
     force ||= planned.trigger === "timer" || planned.trigger === "total";
   }
+  // The refused payouts of this flush's batches, and any a stopped flush left refused and not given back.
+  result.refused = await returnRefusedPayouts(deps, failures);
   if (failures.length > 0)
-    throw new NettingResumeError(`${failures.length} netting batch(es) could not be resumed this flush`, {
-      cause: failures[0],
-    });
+    throw new NettingResumeError(
+      `${failures.length} netting batch(es) or refused payout(s) could not be finished this flush`,
+      { cause: failures[0] },
+    );
   return result;
 }
 
 type Planned = {
   trigger: string | null;
   /** The batch written and sent, and how its send ended; null when none was due or another flush took it. */
-  batch: { payees: number; payouts: number; status: PayoutBatchOutcome["status"] } | null;
+  batch: ({ payees: number; payouts: number } & Sent) | null;
 };
 
 /** Plans the batch due now from the payouts waiting, writes it with them, and sends it under `lease`. */
@@ -232,11 +267,13 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
   if (accrued.length === 0) return none(null);
   // The timer runs from the last batch not refused, or from the oldest payout waiting when there was none; `force`
   // fires it now. A refused batch does not start it over (its payouts have waited their interval already), but
-  // nothing is tried again until nettingRetryAfterRefusalMs (at most the interval) after it.
+  // nothing is tried again until nettingRetryAfterRefusalMs (at most the interval) after it — unless the rail
+  // refused it for some payees: the others are not kept waiting for them.
   // The pause is the database's clock against the refusal's time, which the database wrote.
   const [last] = await deps.db.query<{ at: Date | null; pausing: boolean }>(
     `SELECT max(created_at) FILTER (WHERE status <> 'failed') AS at,
-            coalesce(max(updated_at) FILTER (WHERE status = 'failed') > now() - $2 * interval '1 millisecond', false)
+            coalesce(max(updated_at) FILTER (WHERE status = 'failed' AND refused_payees IS NULL)
+                       > now() - $2 * interval '1 millisecond', false)
               AS pausing
        FROM netting_batches WHERE rail = $1`,
     [deps.payer.id, Math.min(nettingRetryAfterRefusalMs, deps.config.intervalMs)],
@@ -276,8 +313,8 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
     if (error instanceof BatchOvertaken) return none(plan.trigger);
     throw error;
   }
-  const status = await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
-  return { trigger: plan.trigger, batch: { payees: payees.length, payouts: payoutIds.length, status } };
+  const sent = await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
+  return { trigger: plan.trigger, batch: { payees: payees.length, payouts: payoutIds.length, ...sent } };
 }
 
 /**
@@ -285,11 +322,7 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
  * while it still holds the lease does a refusal fail the batch and put its payouts back in the queue: a flush whose
  * lease ran out mid-send may have been overtaken by one that paid the batch.
  */
-async function sendBatch(
-  deps: NettingDeps,
-  batch: BatchRow,
-  lease: string,
-): Promise<PayoutBatchOutcome["status"]> {
+async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Promise<Sent> {
   // The lease given back when the rail has no final answer: the next flush asks again with the same reference.
   const release = () =>
     deps.db.query(
@@ -311,18 +344,14 @@ async function sendBatch(
   }
   if (outcome.status === "in_flight") {
     await release();
-    return outcome.status;
+    return { status: outcome.status, refusedPayees: 0 };
   }
   if (outcome.status === "failed") {
-    // Back in the queue only if this flush failed the batch (one statement: the payouts follow the status).
-    await deps.db.query(
-      `WITH failed AS (
-         UPDATE netting_batches SET status = 'failed', failure_message = $2, updated_at = now(), leased_until = NULL
-         WHERE id = $1 AND status = 'sending' AND lease_token = $3 RETURNING id)
-       UPDATE netted_payouts SET batch_id = NULL WHERE batch_id IN (SELECT id FROM failed)`,
-      [batch.id, outcome.message, lease],
-    );
-    return outcome.status;
+    const refused = refusedPayeesOf(batch, outcome.refused ?? []);
+    return {
+      status: outcome.status,
+      refusedPayees: await failBatch(deps, batch, lease, outcome.message, refused),
+    };
   }
   const payable = await payableAccount(deps);
   const clearing = await getClearingAccount(deps.db, { rail: deps.payer.id, asset: deps.payer.asset });
@@ -397,5 +426,134 @@ async function sendBatch(
       }
     }
   });
-  return "succeeded";
+  return { status: "succeeded", refusedPayees: 0 };
+}
+
+type RefusedPayee = { payee: string; code: RailFailureCode; message: string };
+
+/** The payees of `batch` the rail refused, from the indexes it gave: a bad index is the rail's bug. */
+function refusedPayeesOf(batch: BatchRow, refused: readonly PayoutRefused[]): RefusedPayee[] {
+  const seen = new Set<number>();
+  return refused.map(({ index, code, message }) => {
+    const entry = batch.payees[index];
+    if (!Number.isInteger(index) || entry === undefined || seen.has(index))
+      throw new NettingInvariantError(
+        `the rail refused payout ${index} of netting batch ${batch.id}, which has ${batch.payees.length}`,
+      );
+    seen.add(index);
+    return { payee: entry.payee.toLowerCase(), code, message };
+  });
+}
+
+/**
+ * Fails a batch this flush holds the lease on, in one transaction: the payouts of the payees the rail refused stay
+ * with it, marked refused (returnRefusedPayouts gives them back), and the others go back in the queue. Nothing when
+ * the lease is no longer this flush's. Returns how many payees were refused (0 also when the lease was lost).
+ */
+async function failBatch(
+  deps: NettingDeps,
+  batch: BatchRow,
+  lease: string,
+  message: string,
+  refused: readonly RefusedPayee[],
+): Promise<number> {
+  return await deps.db.transaction(async (tx) => {
+    const failed = await tx.query(
+      `UPDATE netting_batches
+          SET status = 'failed', failure_message = $2, refused_payees = $4::jsonb, updated_at = now(), leased_until = NULL
+        WHERE id = $1 AND status = 'sending' AND lease_token = $3 RETURNING id`,
+      [batch.id, message, lease, refused.length === 0 ? null : JSON.stringify(refused)],
+    );
+    if (failed.length === 0) return 0;
+    if (refused.length > 0)
+      await tx.query(
+        `UPDATE netted_payouts n SET refusal_code = r.code, refusal_message = r.message
+           FROM jsonb_to_recordset($2::jsonb) AS r(payee text, code text, message text)
+          WHERE n.batch_id = $1 AND n.payee = r.payee`,
+        [batch.id, JSON.stringify(refused)],
+      );
+    await tx.query("UPDATE netted_payouts SET batch_id = NULL WHERE batch_id = $1 AND refusal_code IS NULL", [
+      batch.id,
+    ]);
+    return refused.length;
+  });
+}
+
+/**
+ * Gives back the refused payouts not given back yet (at most nettingReturnsPerFlushMax), each on its own; one that
+ * cannot be given back is added to `failures` and the others go on. Returns how many were given back.
+ */
+async function returnRefusedPayouts(deps: NettingDeps, failures: unknown[]): Promise<number> {
+  const refused = await deps.db.query<RefusedPayout>(
+    `SELECT payment_id, amount, accrue_transfer_id::text, refusal_code, refusal_message FROM netted_payouts
+      WHERE rail = $1 AND refusal_code IS NOT NULL AND returned_at IS NULL ORDER BY payment_id LIMIT $2`,
+    [deps.payer.id, nettingReturnsPerFlushMax],
+  );
+  let returned = 0;
+  for (const payout of refused) {
+    try {
+      await returnRefusedPayout(deps, payout);
+      returned += 1;
+    } catch (error) {
+      failures.push(error);
+    }
+  }
+  return returned;
+}
+
+type RefusedPayout = {
+  payment_id: string;
+  amount: bigint;
+  accrue_transfer_id: string;
+  refusal_code: RailFailureCode;
+  refusal_message: string;
+};
+
+/**
+ * Moves a refused payout's accrual back to its payer (the payable account into the account it was debited from),
+ * and in the same transaction fails its payment with the rail's code and queues payment.failed. Asked again, it
+ * changes nothing. Only while the payment is processing: otherwise the transfer is rolled back with the statement
+ * (netting_refused_payment_not_processing, migration 0035), so that a payment that ended otherwise is not repaid.
+ */
+async function returnRefusedPayout(deps: NettingDeps, payout: RefusedPayout): Promise<void> {
+  const [accrual] = await deps.ledger.lookupTransfers([BigInt(payout.accrue_transfer_id)]);
+  if (accrual === undefined || accrual.amount !== BigInt(payout.amount))
+    throw new NettingInvariantError(`payment ${payout.payment_id}'s accrual is not in the ledger as queued`);
+  const given = await debit(
+    deps.ledger,
+    {
+      debitAccountId: accrual.creditAccountId,
+      creditAccountId: accrual.debitAccountId,
+      amount: accrual.amount,
+      ledger: accrual.ledger,
+      code: transferCodes.netting.returned,
+    },
+    {
+      id: derivedLedgerId(payout.payment_id, "accrual-returned"),
+      userData128: derivedLedgerId(payout.payment_id, "payment"),
+      label: `the return of payment ${payout.payment_id}'s refused payout`,
+      // `earlier` is read before this statement's changes: a payout given back before (a retry, or another
+      // process's flush) finds its payment failed already, and is no error.
+      alongside: {
+        text: `WITH earlier AS (
+       SELECT returned_at FROM netted_payouts WHERE payment_id = $1 AND refusal_code IS NOT NULL),
+     returned AS (
+       UPDATE netted_payouts SET returned_at = coalesce(returned_at, now())
+        WHERE payment_id = $1 AND refusal_code IS NOT NULL RETURNING 1),
+     failed AS (
+       UPDATE payments SET status = 'failed', failure_code = $2, failure_message = $3, updated_at = now()
+        WHERE id = $1 AND status = 'processing' RETURNING tenant_id),
+     event AS (
+       INSERT INTO outbox (tenant_id, type, payload)
+       SELECT tenant_id, 'payment.failed', jsonb_build_object('payment_id', $1::text) FROM failed RETURNING 1)
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM failed) OR EXISTS (SELECT 1 FROM earlier WHERE returned_at IS NOT NULL)
+                 THEN true ELSE netting_refused_payment_not_processing() END AS returned`,
+        params: [payout.payment_id, payout.refusal_code, payout.refusal_message],
+      },
+    },
+  );
+  if (given === "insufficient_funds")
+    throw new NettingInvariantError(
+      `the payable account does not hold payment ${payout.payment_id}'s accrual`,
+    );
 }

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../../gateway/app.ts";
 import { flushNetting, recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { typedClient } from "../support/api.ts";
+import { installBlacklist } from "../support/blacklisting-token.ts";
 import { testConfig } from "../support/config.ts";
 import { latch } from "../support/latch.ts";
 
@@ -181,4 +182,81 @@ describe("netting", () => {
       }
     },
   );
+});
+
+describe("netting, a payee the token refuses", () => {
+  // Blacklisted by the token (as USDC blacklists an address: test/support/blacklisting-token.ts): every settleBatch
+  // that pays it reverts in gas estimation, whoever else is in the batch.
+  const refusedPayee = "0x6666666666666666666666666666666666666666" as const;
+  const payees = [
+    "0x4444444444444444444444444444444444444444",
+    "0x5555555555555555555555555555555555555555",
+  ] as const;
+
+  beforeAll(async () => {
+    const token = await installBlacklist(app.chain!);
+    await token.blacklist(refusedPayee);
+  });
+
+  const pay = async (address: `0x${string}`) => {
+    const response = await typedClient(app).POST("/v1/payments", {
+      body: {
+        amount: "0.01",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "evm_address" as const, address },
+      },
+    });
+    expect(response.error ?? null).toBeNull();
+    expect(response.response.status).toBe(202);
+    return response.data!.id;
+  };
+  const paymentOf = async (id: string) =>
+    (await typedClient(app).GET("/v1/payments/{id}", { params: { path: { id } } })).data!;
+  const posted = async (account: string) => BigInt((await balance(account)).posted.replace(".", ""));
+
+  it("does not hold back the other payees of its batch: they are paid, its payouts fail and their money goes back", async () => {
+    const before = await Promise.all(payees.map(tokenBalance));
+    const customerBefore = await posted("acct_demo_customer");
+    const paid = [await pay(payees[0]), await pay(payees[1])];
+    const refused = [await pay(refusedPayee), await pay(refusedPayee)];
+
+    const flushed = await flushNetting(app.payments.netting!, { force: true });
+    // Before: the one batch was refused as a whole, every payout went back in the queue, and nobody was paid.
+    const after = await Promise.all(payees.map(tokenBalance));
+    expect(after.map((balance, i) => balance - before[i]!)).toEqual([10_000n, 10_000n]);
+    // The refused batch (all four payouts), then the one that paid the other two: at once, not a pause later.
+    expect(flushed).toMatchObject({ batches: 2, payouts: 6, refused: 2 });
+    for (const id of paid) expect((await paymentOf(id)).status).toBe("succeeded");
+    for (const id of refused)
+      expect(await paymentOf(id)).toMatchObject({
+        status: "failed",
+        failure: {
+          code: "rejected",
+          message: `a payout to ${refusedPayee} alone reverts: Blacklistable: account is blacklisted`,
+        },
+      });
+    // The refused payouts' money is the payer's again; only what was paid left.
+    expect(customerBefore - (await posted("acct_demo_customer"))).toBe(20_000n);
+    const events = await app.db.query<{ payment_id: string }>(
+      "SELECT payload->>'payment_id' AS payment_id FROM outbox WHERE type = 'payment.failed' AND payload->>'payment_id' = ANY($1::text[])",
+      [refused],
+    );
+    expect(events.map((event) => event.payment_id).sort()).toEqual([...refused].sort());
+
+    // Nothing is left queued, the payable account is square, and the rail is not paused for the refusal.
+    expect(await app.db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL")).toEqual([]);
+    const [payable] = await app.db.query<{ ledger_account_id: string }>(
+      "SELECT ledger_account_id::text FROM accounts WHERE kind = 'payable'",
+    );
+    const [account] = await app.ledger.lookupAccounts([BigInt(payable!.ledger_account_id)]);
+    expect(account!.creditsPosted - account!.debitsPosted).toBe(0n);
+    const next = await pay(payees[0]);
+    expect(await flushNetting(app.payments.netting!)).toMatchObject({ batches: 0 }); // not due: the timer runs
+    expect(await flushNetting(app.payments.netting!, { force: true })).toMatchObject({
+      batches: 1,
+      payouts: 1,
+    });
+    expect((await paymentOf(next)).status).toBe("succeeded");
+  });
 });
