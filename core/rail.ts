@@ -293,7 +293,8 @@ export type PayoutRefused = {
 };
 
 export type PayoutBatchOutcome =
-  | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint }
+  /** `nativeFee`: a fee paid in another asset than the rail's (an EVM batch's gas), as on a payout. */
+  | { status: "succeeded"; evidence: SettlementEvidence; fee: bigint; nativeFee?: FeePaid }
   | { status: "in_flight"; reference: string }
   | {
       status: "failed";

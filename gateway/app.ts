@@ -505,6 +505,7 @@ function startNetting(
   const nettingDeps = {
     db: deps.db,
     ledger: deps.ledger,
+    accounts: deps.payments.accounts,
     nowMs: Date.now,
     config: {
       maxFeeShareBps: config.maxFeeShareBps,

@@ -6,6 +6,7 @@ import { type PayoutBatch, type PayoutBatchOutcome, SwitchyardError } from "../.
 import { revenueSplitterAbi } from "./abi.generated.ts";
 import { refusedPayouts } from "./batch-refusals.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
+import { gasPaid } from "./payout.ts";
 import {
   type EvmRailState,
   ensureAllowance,
@@ -64,7 +65,12 @@ async function callOnce(
     throw new EvmRailError("a splitter call succeeded without the expected event", {
       details: `transaction ${sent.tx_hash}`,
     });
-  return { status: "succeeded", evidence: evidenceOf(state, receipt, found.logIndex), amount: found.amount };
+  return {
+    status: "succeeded",
+    evidence: evidenceOf(state, receipt, found.logIndex),
+    amount: found.amount,
+    gas: gasPaid(receipt),
+  };
 }
 
 export function payWithAuthorization(
@@ -172,7 +178,7 @@ export function settleBatch(state: EvmRailState, p: SettleBatchParams): Promise<
 
 /**
  * The Rail contract's payoutBatch, the shape netting pays through: many payees in one settleBatch transaction. The
- * fee is 0 in the token: gas is paid in the chain's coin, not out of what was paid. A batch that reverts says which
+ * fee is 0 in the token: gas is paid in the chain's coin, not out of what was paid (the native fee). A batch that reverts says which
  * payees it reverts for, when the chain can tell (batch-refusals.ts): the others can then be paid without them.
  */
 export async function payoutBatch(state: EvmRailState, batch: PayoutBatch): Promise<PayoutBatchOutcome> {
@@ -188,7 +194,7 @@ export async function payoutBatch(state: EvmRailState, batch: PayoutBatch): Prom
   const outcome = await settleBatch(state, { payees, amounts, ref });
   switch (outcome.status) {
     case "succeeded":
-      return { status: "succeeded", evidence: outcome.evidence, fee: 0n };
+      return { status: "succeeded", evidence: outcome.evidence, fee: 0n, nativeFee: outcome.gas };
     case "in_flight":
       return { status: "in_flight", reference: outcome.txHash };
     case "failed": {

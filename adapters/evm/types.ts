@@ -3,6 +3,7 @@ import type { Account, Address, Chain, Hex, PublicClient, Transport, WalletClien
 import type {
   Asset,
   Db,
+  FeePaid,
   Logger,
   Rail,
   RailFailureCode,
@@ -47,7 +48,8 @@ export type EvmEvidence = Extract<SettlementEvidence, { rail: "evm" }>;
 
 /** The outcome of a splitter call the gateway submits (not a payment attempt). */
 export type EvmCallOutcome =
-  | { status: "succeeded"; evidence: EvmEvidence; amount: bigint }
+  /** `gas`: what the transaction's gas cost the hot wallet, in the native token (payout.ts's gasPaid). */
+  | { status: "succeeded"; evidence: EvmEvidence; amount: bigint; gas: FeePaid }
   /** Sent (and stored) but no receipt within receiptTimeoutMs: call again with the same key to follow it. */
   | { status: "in_flight"; txHash: Hex }
   | { status: "failed"; code: RailFailureCode; message: string; revert: string | null };

@@ -20,13 +20,16 @@
 // node, gas, the wallet's funds) fails the whole batch instead, which waits and is tried again as before.
 import { randomUUID } from "node:crypto";
 import {
+  type FeePaid,
   type PayoutBatchOutcome,
   type PayoutRefused,
   type Rail,
   type RailFailureCode,
+  type SettlementEvidence,
   SwitchyardError,
 } from "../../core/index.ts";
 import {
+  type AccountCache,
   type AccountRecord,
   createAccount,
   getClearingAccount,
@@ -43,6 +46,7 @@ import {
   planNettingBatch,
 } from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
+import { railAccountOpened } from "./reservations.ts";
 import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";
 
 /**
@@ -61,6 +65,8 @@ export type NettingConfig = {
 export type NettingDeps = {
   db: Db;
   ledger: Ledger;
+  /** The rails' own accounts, found or opened (the fee and clearing accounts a batch's gas is booked between). */
+  accounts: AccountCache;
   payer: BatchPayer;
   config: NettingConfig;
   nowMs: () => number;
@@ -357,6 +363,9 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
   const clearing = await getClearingAccount(deps.db, { rail: deps.payer.id, asset: deps.payer.asset });
   if (clearing === null) throw new NettingInvariantError(`no clearing account for ${deps.payer.id}`);
   const evidence = outcome.evidence;
+  // Before the batch is marked paid: a flush stopped in between asks the rail again and books the same gas once.
+  const native = outcome.nativeFee;
+  if (native !== undefined && native.amount > 0n) await bookBatchGas(deps, batch.id, evidence, native);
   const paid = await credit(
     deps.ledger,
     {
@@ -427,6 +436,46 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
     }
   });
   return { status: "succeeded", refusedPayees: 0 };
+}
+
+/**
+ * Books what a paid batch's gas cost the hot wallet (its native fee): from the rail's fee account in the native
+ * asset to its clearing account there, as a payout's native fee is booked (reservations.ts), under an id of the
+ * batch's, so once. Nobody is charged it: a netted payout accrued because its gas would have eaten it, and the
+ * batch's gas is the platform's to bear. Before, it was never booked, and the ledger showed the wallet holding gas
+ * it had spent.
+ */
+async function bookBatchGas(
+  deps: NettingDeps,
+  batchId: string,
+  evidence: SettlementEvidence,
+  native: FeePaid,
+): Promise<void> {
+  const rail = deps.payer.id;
+  const [fees, wallet] = await Promise.all([
+    railAccountOpened(deps, { kind: "fee", rail, asset: native.asset }),
+    railAccountOpened(deps, { kind: "clearing", rail, asset: native.asset }),
+  ]);
+  const reference = evidence.rail === "evm" ? `${evidence.txHash}:${evidence.logIndex}` : batchId;
+  const booked = await credit(
+    deps.ledger,
+    {
+      debitAccountId: fees.ledgerAccountId,
+      creditAccountId: wallet.ledgerAccountId,
+      amount: native.amount,
+      ledger: native.asset.ledger,
+      code: transferCodes.payments.feePaid,
+    },
+    {
+      id: derivedLedgerId(batchId, "native-fee-paid"),
+      label: `the gas of netting batch ${batchId}`,
+      evidence: { rail, reference, detail: { kind: "native_fee", batch: batchId, ...native.detail } },
+    },
+  );
+  if (booked === "conflict")
+    throw new NettingInvariantError(
+      `the gas of netting batch ${batchId} was booked with other details before`,
+    );
 }
 
 type RefusedPayee = { payee: string; code: RailFailureCode; message: string };

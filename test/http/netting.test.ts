@@ -2,7 +2,9 @@
 
 import { erc20Abi } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { divCeil } from "../../core/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { flushNetting, recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { typedClient } from "../support/api.ts";
 import { installBlacklist } from "../support/blacklisting-token.ts";
@@ -78,6 +80,32 @@ describe("netting", () => {
     );
     const [account] = await app.ledger.lookupAccounts([BigInt(payable!.ledger_account_id)]);
     expect(account!.creditsPosted - account!.debitsPosted).toBe(0n);
+  });
+
+  it("books the batch's gas, from the rail's fee account out of the hot wallet's, once", async () => {
+    const payee = "0x7777777777777777777777777777777777777777" as const;
+    const response = await typedClient(app).POST("/v1/payments", {
+      body: {
+        amount: "0.01",
+        asset: "USDC",
+        source: { account: "acct_demo_customer" },
+        destination: { type: "evm_address" as const, address: payee },
+      },
+    });
+    expect(response.response.status).toBe(202);
+    expect(await flushNetting(app.payments.netting!, { force: true })).toMatchObject({ batches: 1 });
+    const [batch] = await app.db.query<{ id: string; tx_hash: `0x${string}` }>(
+      "SELECT id, evidence->>'txHash' AS tx_hash FROM netting_batches WHERE status = 'succeeded' ORDER BY created_at DESC LIMIT 1",
+    );
+    const receipt = await app.chain!.publicClient.getTransactionReceipt({ hash: batch!.tx_hash });
+    const gasGwei = divCeil(receipt.gasUsed * receipt.effectiveGasPrice, 1_000_000_000n);
+    // Before: a batch's gas was never booked, and the ledger showed the wallet holding gas it had spent.
+    const [booked] = await app.ledger.lookupTransfers([derivedLedgerId(batch!.id, "native-fee-paid")]);
+    expect(booked?.amount).toBe(gasGwei);
+    const [wallet] = await app.db.query<{ ledger_account_id: string }>(
+      "SELECT ledger_account_id::text FROM accounts WHERE kind = 'clearing' AND rail = 'evm' AND asset = 'ETH'",
+    );
+    expect(booked?.creditAccountId).toBe(BigInt(wallet!.ledger_account_id));
   });
 
   it("pays a payout worth its fee at once", async () => {

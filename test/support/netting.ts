@@ -2,7 +2,12 @@
 // customer account, the EVM rail's clearing account that funds it, payments of that customer left processing, and
 // netting's dependencies with a rail that refuses every batch (a test gives its own payer where it pays).
 import { assets } from "../../core/index.ts";
-import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
+import {
+  accountCacheDefaults,
+  balanceOf,
+  createAccount,
+  createAccountCache,
+} from "../../gateway/accounts/index.ts";
 import type { Db } from "../../gateway/db/index.ts";
 import { type Ledger, transferCodes } from "../../gateway/ledger/index.ts";
 import type { accruePayout, NettingDeps } from "../../gateway/payments/batch-payouts.ts";
@@ -49,6 +54,7 @@ export async function nettingFixture(
       id: `acct_${name}_clearing`,
     },
   );
+  const accounts = createAccountCache({ sql: db }, accountCacheDefaults);
   let fundings = 0n;
   const fixture: NettingFixture = {
     tenantId,
@@ -81,6 +87,7 @@ export async function nettingFixture(
     deps: () => ({
       db,
       ledger,
+      accounts,
       payer: {
         id: "evm",
         asset: assets.USDC,
