@@ -69,7 +69,7 @@ export const transferCodes = {
     /** The payable account against the rail's clearing account, once the batch was paid out. */
     batchPaid: 6,
     /** An accrual given back to its payer (the payable account into the payer's), its payee refused by the rail. */
-    returned: 14,
+    returned: 15,
   },
   /** gateway/payments/refunds.ts: money given back to a payer. */
   refunds: {

@@ -562,7 +562,7 @@ type RefusedPayout = {
  * Moves a refused payout's accrual back to its payer (the payable account into the account it was debited from),
  * and in the same transaction fails its payment with the rail's code and queues payment.failed. Asked again, it
  * changes nothing. Only while the payment is processing: otherwise the transfer is rolled back with the statement
- * (netting_refused_payment_not_processing, migration 0035), so that a payment that ended otherwise is not repaid.
+ * (netting_refused_payment_not_processing, migration 0037), so that a payment that ended otherwise is not repaid.
  */
 async function returnRefusedPayout(deps: NettingDeps, payout: RefusedPayout): Promise<void> {
   const [accrual] = await deps.ledger.lookupTransfers([BigInt(payout.accrue_transfer_id)]);
