@@ -22,7 +22,7 @@ CREATE TABLE x402_payer_holds (
   chain_id bigint NOT NULL,
   token text NOT NULL,
   payer text NOT NULL,
-  held numeric(78, 0) NOT NULL DEFAULT 0 CHECK (held >= 0),
+  held numeric(78, 0) NOT NULL DEFAULT 0,
   PRIMARY KEY (chain_id, token, payer)
 );
 
@@ -68,6 +68,7 @@ $$;
 CREATE TRIGGER x402_payer_holds_follow_update AFTER UPDATE ON x402_authorizations
   FOR EACH ROW
   WHEN (OLD.amount IS DISTINCT FROM NEW.amount
+    OR (OLD.chain_id, OLD.token, OLD.payer) IS DISTINCT FROM (NEW.chain_id, NEW.token, NEW.payer)
     OR (OLD.status IN ('claimed', 'submitted') AND NOT OLD.hold_lapsed)
       IS DISTINCT FROM (NEW.status IN ('claimed', 'submitted') AND NOT NEW.hold_lapsed))
   EXECUTE FUNCTION x402_payer_holds_follow();
@@ -242,6 +243,7 @@ BEGIN
          END,
          CASE WHEN kinds[i] = 'short' THEN balances[i] END,
          helds_out[i]
-  FROM generate_series(1, n) AS i;
+  FROM generate_series(1, n) AS i
+  ORDER BY i;
 END
 $$;

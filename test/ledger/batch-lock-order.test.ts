@@ -1,11 +1,12 @@
 // Two gateway processes' group-committed batches on one PostgreSQL, locking overlapping rows: L402 request counting
 // (gateway/l402/tokens.ts takeRequests, one UPDATE over a FOR UPDATE CTE, and returnRequests, which gives leased
-// requests back the same way) and x402 claims (gateway/x402/claims-batch.ts claimAll, one INSERT … ON CONFLICT DO
-// NOTHING). Each "process" is a pool of its own connections; they fire many overlapping batches at once, one naming
-// the keys in one order and the other in the reverse one. Every statement takes its row locks in key order, so the
-// batches wait for each other and never deadlock (40P01): without that order these tests fail with "deadlock
-// detected" (checked by removing each ORDER BY, and the sort of the claims). And the counts stay exact: never more
-// requests served than a token's requests_max, in total; every lease given back; every claim taken once.
+// requests back the same way) and x402 claims (gateway/x402/claims-batch.ts claimAll: x402_claim_weighed, migration
+// 0035, which locks the batch's payers in key order, then inserts the claims in key order). Each "process" is a pool
+// of its own connections; they fire many overlapping batches at once, one naming the keys in one order and the other
+// in the reverse one. Every statement takes its row locks in key order, so the batches wait for each other and never
+// deadlock (40P01): without that order the L402 tests fail with "deadlock detected" (checked by removing each ORDER
+// BY). And the counts stay exact: never more requests served than a token's requests_max, in total; every lease given
+// back; every claim taken once; never more claims weighed in than a payer's balance covers.
 import { createHash } from "node:crypto";
 import type { Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
