@@ -6,12 +6,22 @@
 // short: the batch failed as a whole, and no payee is blamed), then the batch's halves, and the halves of those that
 // revert, down to the payees whose payout alone reverts. Such a payee is refused `rejected`: the same payout to the
 // gateway's own wallet goes, so it is the destination the token refuses.
+//
+// A payee refused here is failed for good, so nothing but the token's own refusal of it may blame it:
+// - every call runs at one block (the latest when the search began): a payout sent meanwhile from the same wallet
+//   cannot make a payee's call fail for a balance the control had;
+// - only a revert the node returns with its data counts; an error without it (a rate limit, a node's internal error
+//   or timeout) stops the search and blames nobody;
+// - a payee whose payout alone reverts for the wallet's balance or allowance is not blamed either (nobody is);
+// - the search stops, blaming nobody, past searchBudgetMs: a batch's lease (nettingSendLeaseMs) must outlast it.
 import { type Address, BaseError, encodeFunctionData, type Hex, keccak256, stringToHex } from "viem";
 import type { PayoutRefused, RailFailureCode } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
-import { nodeUnreachable, shortMessage } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { revertText } from "./reverts.ts";
+import { failureCodeOf, revertText } from "./reverts.ts";
+
+/** The longest a search for refused payees runs; past it, nobody is blamed (the batch fails whole, as before). */
+export const searchBudgetMs = 60_000;
 
 /** A settleBatch refused with these codes reverted on the chain: worth asking which payee it reverted for. */
 const revertedCodes: ReadonlySet<RailFailureCode> = new Set([
@@ -41,9 +51,17 @@ export async function refusedPayouts(
 ): Promise<PayoutRefused[]> {
   const { payees, amounts } = params;
   if (!revertedCodes.has(params.code) || payees.length === 0) return [];
+  const deadline = Date.now() + searchBudgetMs;
   const probe = keccak256(stringToHex(`probe:${params.reference}`));
+  let blockNumber: bigint;
+  try {
+    blockNumber = await state.params.publicClient.getBlockNumber({ cacheTime: 0 });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return [];
+  }
   const simulate = (from: number, to: number, payee?: Address) =>
-    simulateSettle(state, params.splitter, probe, {
+    simulateSettle(state, params.splitter, probe, blockNumber, {
       payees: payee === undefined ? payees.slice(from, to) : [payee],
       amounts: amounts.slice(from, to),
     });
@@ -56,11 +74,14 @@ export async function refusedPayouts(
   const [first, second] = halves(0, payees.length);
   const ranges: Array<[number, number]> = payees.length === 1 ? [[0, 1]] : [second, first];
   for (let range = ranges.pop(); range !== undefined; range = ranges.pop()) {
+    if (Date.now() > deadline) return [];
     const [from, to] = range;
     const answer = await simulate(from, to);
     if (answer.kind === "unreachable") return [];
     if (answer.kind === "goes") continue;
     if (to - from === 1) {
+      // Refused for the wallet's balance or allowance, not for its destination: nobody is blamed.
+      if (failureCodeOf(answer.reason) !== "rejected") return [];
       refused.push({
         index: from,
         code: "rejected",
@@ -83,18 +104,23 @@ function halves(from: number, to: number): [[number, number], [number, number]] 
   ];
 }
 
-type Simulated = { kind: "goes" } | { kind: "reverts"; message: string } | { kind: "unreachable" };
+type Simulated =
+  | { kind: "goes" }
+  | { kind: "reverts"; reason: string; message: string }
+  | { kind: "unreachable" };
 
 /** settleBatch run by the node as the hot wallet would send it, and not sent. */
 async function simulateSettle(
   state: EvmRailState,
   splitter: Address,
   ref: Hex,
+  blockNumber: bigint,
   batch: { payees: readonly Address[]; amounts: readonly bigint[] },
 ): Promise<Simulated> {
   try {
     await state.params.publicClient.call({
       account: state.account.address,
+      blockNumber,
       to: splitter,
       data: encodeFunctionData({
         abi: revenueSplitterAbi,
@@ -104,11 +130,11 @@ async function simulateSettle(
     });
     return { kind: "goes" };
   } catch (error) {
-    // As gas estimation is read (send-journal.ts): the node out of reach said nothing; anything else it answered
-    // is the call reverting.
+    // Only a revert that came with its data is the call reverting; the node out of reach, or an error of the node's
+    // own (a rate limit, an internal error), says nothing of the batch.
     if (!(error instanceof BaseError)) throw error;
     const revert = revertText(error);
-    if (revert === null && nodeUnreachable(error)) return { kind: "unreachable" };
-    return { kind: "reverts", message: revert ?? shortMessage(error) };
+    if (revert === null) return { kind: "unreachable" };
+    return { kind: "reverts", reason: revert, message: revert };
   }
 }

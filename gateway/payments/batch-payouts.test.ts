@@ -432,6 +432,41 @@ describe("a payee the rail refuses", () => {
     expect(await failedEvents(["pay_refused_a", "pay_refused_b"])).toHaveLength(2);
   });
 
+  it("gives the refused payouts back even when the rail stops answering later in the flush", async () => {
+    // The refused payee's batch is answered; the next batch (the others, sent again at once) meets a node away. The
+    // give-back needs no rail: the refused payment fails and its money goes back in this flush all the same.
+    await accrueTo("pay_refused_then_down", 6n, refusedPayee);
+    await accrueTo("pay_beside_down", 2n, otherPayee);
+    const before = await customerPosted();
+    const refusing = refusingDeps([]);
+    let calls = 0;
+    const downAfterFirst: NettingDeps = {
+      ...refusing,
+      payer: {
+        ...refusing.payer,
+        payoutBatch: async (batch) => {
+          calls += 1;
+          if (calls > 1) throw new Error("the node is away");
+          return await refusing.payer.payoutBatch(batch);
+        },
+      },
+    };
+    await expect(flushNetting(downAfterFirst, { force: true })).rejects.toThrow("the node is away");
+    expect(await paymentRow("pay_refused_then_down")).toEqual({
+      status: "failed",
+      failure_code: "rejected",
+      failure_message: "blacklisted",
+    });
+    expect(await customerPosted()).toBe(before + 6n);
+    expect((await paymentRow("pay_beside_down"))!.status).toBe("processing");
+    // The batch the node did not answer is sent again once its lease runs out.
+    await db.query("UPDATE netting_batches SET leased_until = now() WHERE status = 'sending'");
+    const paid: string[][] = [];
+    await flushNetting(refusingDeps(paid), { force: true });
+    expect(paid).toEqual([[otherPayee]]);
+    expect((await paymentRow("pay_beside_down"))!.status).toBe("succeeded");
+  });
+
   it("a batch refused for a payee does not pause the rail: a payout due on the timer leaves at the next flush", async () => {
     await accrueTo("pay_refused_c", 3n, refusedPayee);
     await flushNetting(refusingDeps([]), { force: true });

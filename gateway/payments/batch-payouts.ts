@@ -232,18 +232,26 @@ export async function flushNetting(
   // some payees of a batch: the others went back in the queue and leave now. The loop ends: a batch refused for
   // payees takes at least one payee's payouts out of the queue for good.
   let force = options.force === true;
-  for (;;) {
-    const planned = await planAndSend(deps, force, lease);
-    result.trigger ??= planned.trigger;
-    if (planned.batch === null) break;
-    result.batches += 1;
-    result.payouts += planned.batch.payouts;
-    const full = planned.batch.status === "succeeded" && planned.batch.payees >= nettingBatchPayeesMax;
-    if (!full && planned.batch.refusedPayees === 0) break;
-    force ||= planned.trigger === "timer" || planned.trigger === "total";
+  let planning: { error: unknown } | null = null;
+  try {
+    for (;;) {
+      const planned = await planAndSend(deps, force, lease);
+      result.trigger ??= planned.trigger;
+      if (planned.batch === null) break;
+      result.batches += 1;
+      result.payouts += planned.batch.payouts;
+      const full = planned.batch.status === "succeeded" && planned.batch.payees >= nettingBatchPayeesMax;
+      if (!full && planned.batch.refusedPayees === 0) break;
+      force ||= planned.trigger === "timer" || planned.trigger === "total";
+    }
+  } catch (error) {
+    // The rail out of reach (or any fault) mid-flush: the refused payouts found so far are still given back below
+    // (that needs no rail), and the error is thrown as it was once that is done.
+    planning = { error };
   }
   // The refused payouts of this flush's batches, and any a stopped flush left refused and not given back.
   result.refused = await returnRefusedPayouts(deps, failures);
+  if (planning !== null) throw planning.error;
   if (failures.length > 0)
     throw new NettingResumeError(
       `${failures.length} netting batch(es) or refused payout(s) could not be finished this flush`,
