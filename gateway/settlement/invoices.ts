@@ -1041,7 +1041,7 @@ async function giveBack(
     if (back.clearing === null) return { given: 0n, collected: 0n };
     const collection = collectShortfalls({
       invoiceId: invoice.id,
-      source: key,
+      source: back.source,
       givenBack: back.givenBackNow,
       outstanding: await outstandingShortfalls(deps.db, invoice.id),
       clearingLedgerAccountId: back.clearing.ledgerAccountId,
@@ -1079,6 +1079,13 @@ async function giveBack(
  * back under an id derived from it, those not moved back yet as chain members; `given` and `collected` count them
  * all, `givenBackNow` only those moved now (what an earlier run gave back is not collected from again: it may be
  * spent); `clearing` is where its legs went (null: it took nothing).
+ *
+ * `source` names what this look gives back, for the collections made from it: `key` when it gives back the legs,
+ * `key/<transfer id>` when it gives back only collections made since (its first). A reversal can be looked at more
+ * than once (its chain committed and its mark rolled back: a crash, or a collection of its shortfall in between,
+ * which the next look gives back), and each look moves other money: under one source for all of them, a later
+ * look's collection took the ledger id of an earlier one's with another amount (the chain refused on every
+ * redelivery, the reversal never given back), or went unrecorded on another account.
  */
 async function movesBack(
   deps: SettlementDeps,
@@ -1091,6 +1098,7 @@ async function movesBack(
   given: bigint;
   collected: bigint;
   clearing: { ledgerAccountId: bigint; ledger: number } | null;
+  source: string;
 }> {
   const parts = [
     {
@@ -1123,6 +1131,7 @@ async function movesBack(
   let given = 0n;
   let collected = 0n;
   let clearing: { ledgerAccountId: bigint; ledger: number } | null = null;
+  let source: string | null = null;
   for (const part of parts) {
     const original = found.get(part.of);
     if (original === undefined || original.amount === 0n) continue;
@@ -1130,6 +1139,9 @@ async function movesBack(
     if (part.collection) collected += original.amount;
     clearing = { ledgerAccountId: original.creditAccountId, ledger: original.ledger };
     if (found.has(part.id)) continue;
+    // The legs come first in `parts`, and each collection is given back once (its id derived from it): no two looks
+    // that move anything share a source.
+    source ??= part.collection ? `${key}/${part.of}` : key;
     givenBackNow.push({
       accountId: part.accountId,
       ledgerAccountId: original.debitAccountId,
@@ -1152,7 +1164,7 @@ async function movesBack(
       },
     });
   }
-  return { members, givenBackNow, given, collected, clearing };
+  return { members, givenBackNow, given, collected, clearing, source: source ?? key };
 }
 
 async function reversalRecord(

@@ -40,7 +40,10 @@ export type ShortfallTake = { reversalKey: string; accountId: string; amount: bi
  */
 export type ShortfallCollection = {
   invoiceId: string;
-  /** What gives the money back: a refund's id, a reversal's key. */
+  /**
+   * What gives the money back, once: a refund's id; a reversal's key for the look that gives back its legs, its key
+   * and the first collection given back for a later look (invoices.ts movesBack).
+   */
   source: string;
   /** What was outstanding on each account given back to when it was read (0 included): checked when written. */
   readAt: readonly { accountId: string; outstanding: bigint }[];
@@ -225,16 +228,19 @@ const least = (a: bigint, b: bigint): bigint => (b < a ? b : a);
 
 /**
  * A collection's statement on its own, for a give-back whose chain has no statement of its own (a reversal given
- * back): it records the takes and checks the shortfalls unless `source` collected before (the chain is a retry of
- * one written whole, its collections recorded with it).
+ * back): it records the takes and checks the shortfalls unless its takes were recorded before (the chain is a retry
+ * of one written whole, its collections recorded with it). Gated on the takes' own transfers, not on the source: a
+ * source that collected before is another look's, whose takes say nothing of these.
  */
 export function collectionStatement(collection: ShortfallCollection): Statement {
   const collecting = collectionSql(collection, "(SELECT open FROM shortfall_gate)", 1);
+  const takeIds = collecting.params.length + 1;
   return {
     text: `WITH shortfall_gate AS (
-       SELECT NOT EXISTS (SELECT 1 FROM reversal_shortfall_collections WHERE invoice_id = $1 AND source = $2) AS open)${collecting.ctes}
+       SELECT NOT EXISTS (SELECT 1 FROM reversal_shortfall_collections
+                          WHERE transfer_id = ANY ($${takeIds}::text[]::numeric[])) AS open)${collecting.ctes}
      SELECT ${collecting.check} AS collected`,
-    params: collecting.params,
+    params: [...collecting.params, collection.takes.map((take) => take.transferId.toString())],
   };
 }
 
