@@ -3,7 +3,8 @@
 // event are written together.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
-import { recordStatements } from "../../test/support/recording-db.ts";
+import { ledgerInvariantProblems } from "../../test/support/ledger-invariants.ts";
+import { crashingOnce, recordStatements } from "../../test/support/recording-db.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
@@ -349,6 +350,68 @@ describe("reversals of money received", () => {
       { reversal_key: "dispute:y", amount: 1_000n, collected: 1_000n, closed: true },
     ]);
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
+  });
+
+  it("collects from a collection given back on a later look of a give-back, once, and marks it given back", async () => {
+    const settlement = deps();
+    const id = await paidInvoice(settlement);
+    const P = await posted();
+    const reversal = (key: string, amount: bigint) => ({ rail: "toy", reference: id, key, amount, evidence });
+    const undo = (key: string) => ({ rail: "toy", reference: id, key, evidence });
+    const shortfalls = () =>
+      db.query<{ reversal_key: string; amount: bigint; collected: bigint; closed: boolean }>(
+        `SELECT reversal_key, amount, collected, closed_at IS NOT NULL AS closed FROM reversal_shortfalls
+         WHERE invoice_id = $1 ORDER BY recorded_at`,
+        [id],
+      );
+    const collected = () =>
+      db.query<{ reversal_key: string; amount: bigint }>(
+        `SELECT reversal_key, amount FROM reversal_shortfall_collections WHERE invoice_id = $1
+         ORDER BY collected_at, amount`,
+        [id],
+      );
+    // 3,000 left on the account; a dispute of 5,000 takes it (2,000 short), then a refund made at the provider of
+    // 4,000 finds nothing (4,000 short).
+    expect((await applyReversed(settlement, reversal("refund:b", 2_000n))).status).toBe("applied");
+    expect((await applyReversed(settlement, reversal("refund:a", P - 5_000n))).status).toBe("applied");
+    expect(await posted()).toBe(3_000n);
+    expect(await applyReversed(settlement, reversal("dispute:k", 5_000n))).toEqual({
+      status: "applied",
+      shortfall: 2_000n,
+    });
+    expect(await applyReversed(settlement, reversal("refund:r", 4_000n))).toEqual({
+      status: "applied",
+      shortfall: 4_000n,
+    });
+    // The dispute won: its give-back (3,000, all collected for refund:r) commits, its mark does not.
+    await expect(applyReinstated(deps(crashingOnce(db, "SET closed_at")), undo("dispute:k"))).rejects.toThrow(
+      "crash",
+    );
+    expect(await posted()).toBe(0n);
+    // refund:b failed: its 2,000 settle the dispute's shortfall (the oldest) before the mark is written.
+    expect(await applyReinstated(settlement, undo("refund:b"))).toEqual({
+      status: "applied",
+      amount: 2_000n,
+    });
+    expect(await posted()).toBe(0n);
+    // The dispute won, told again: the 2,000 collected of it since come back, of which refund:r's last 1,000 are
+    // collected; the rest stays. The account ends with what the rail did not take: P less refund:a and refund:r.
+    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({
+      status: "applied",
+      amount: 5_000n,
+    });
+    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({ status: "duplicate", amount: 0n });
+    expect(await posted()).toBe(1_000n);
+    expect(await shortfalls()).toEqual([
+      { reversal_key: "dispute:k", amount: 2_000n, collected: 2_000n, closed: true },
+      { reversal_key: "refund:r", amount: 4_000n, collected: 4_000n, closed: false },
+    ]);
+    expect(await collected()).toEqual([
+      { reversal_key: "refund:r", amount: 3_000n },
+      { reversal_key: "dispute:k", amount: 2_000n },
+      { reversal_key: "refund:r", amount: 1_000n },
+    ]);
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
   it("never takes a reversal withdrawn before it arrived, even one racing its withdrawal", async () => {

@@ -4,13 +4,22 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { ledgerInvariantProblems } from "../../test/support/ledger-invariants.ts";
+import { crashingOnce } from "../../test/support/recording-db.ts";
 import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
-import { createLedger, type Ledger, ledgerMigrations, TransferFlags } from "../ledger/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import {
+  createLedger,
+  type Ledger,
+  ledgerMigrations,
+  TransferFlags,
+  transferCodes,
+} from "../ledger/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
+  applyReinstated,
   applyReversed,
   createInvoice,
   createOpenInvoiceMemory,
@@ -37,10 +46,10 @@ const toyReceiver: ReceivingRail = {
   },
 };
 
-const deps = (): SettlementDeps => ({
-  db,
+const deps = (database: Db = db): SettlementDeps => ({
+  db: database,
   ledger,
-  accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
+  accounts: createAccountCache({ sql: database }, { entriesMax: 10 }),
   openInvoices: createOpenInvoiceMemory({ entriesMax: 10 }),
   rails: new Map([[toyReceiver.id, toyReceiver]]),
 });
@@ -50,7 +59,7 @@ beforeAll(async () => {
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
   ledger = createLedger({ db });
   await createTenant(db, { id: tenantId, name: "Split reversal" });
-  for (const id of ["acct_seller", "acct_payee_a", "acct_payee_b"]) {
+  for (const id of ["acct_seller", "acct_payee_a", "acct_payee_b", "acct_elsewhere"]) {
     const account = await createAccount(
       { sql: db, ledger },
       { tenantId, kind: "customer", asset: assets.BTC, name: id, id },
@@ -102,9 +111,9 @@ const params = {
 };
 const evidence = { rail: "external" as const, railId: "toy", reference: "ab".repeat(32) };
 
-async function paidInvoice(receipts: readonly bigint[]): Promise<string> {
+async function paidInvoice(receipts: readonly bigint[], split = params.split): Promise<string> {
   const settlement = deps();
-  const created = await createInvoice(settlement, params);
+  const created = await createInvoice(settlement, { ...params, split });
   if (!created.ok) throw new Error(created.message);
   for (const [i, amount] of receipts.entries())
     await applyReceived(settlement, {
@@ -177,4 +186,110 @@ describe("a reversal of a split invoice", () => {
     expect(await applyReversed(deps(), event)).toEqual({ status: "duplicate", shortfall: 0n });
     expect(await balances()).toEqual(before);
   });
+
+  it("records what a later look of a give-back collects on a payee from a collection it gives back", async () => {
+    const id = await paidInvoice([10_000n], [{ accountId: "acct_payee_b", basisPoints: 5_000 }]);
+    const settlement = deps();
+    const reversal = (key: string, amount: bigint) => ({ rail: "toy", reference: id, key, amount, evidence });
+    const undo = (key: string) => ({ rail: "toy", reference: id, key, evidence });
+    const shortfalls = () =>
+      db.query<{
+        reversal_key: string;
+        account_id: string;
+        amount: bigint;
+        collected: bigint;
+        closed: boolean;
+      }>(
+        `SELECT reversal_key, account_id, amount, collected, closed_at IS NOT NULL AS closed FROM reversal_shortfalls
+         WHERE invoice_id = $1 ORDER BY recorded_at, account_id`,
+        [id],
+      );
+    // What the ledger collected (code 14, in this file's database only from this test) against what is recorded.
+    const collectedOnLedger = async () => {
+      const [row] = await db.query<{ sum: string }>(
+        "SELECT coalesce(sum(amount), 0)::text AS sum FROM ledger_transfers WHERE code = $1",
+        [transferCodes.invoices.shortfallCollected],
+      );
+      return BigInt(row!.sum);
+    };
+    const collectedRecorded = async () => {
+      const [row] = await db.query<{ sum: string }>(
+        "SELECT coalesce(sum(amount), 0)::text AS sum FROM reversal_shortfall_collections",
+      );
+      return BigInt(row!.sum);
+    };
+    // The seller and payee B each got 5,000; a refund made at the provider takes 1,000 of each.
+    expect(await applyReversed(settlement, reversal("refund:b", 2_000n))).toEqual({
+      status: "applied",
+      shortfall: 0n,
+    });
+    // Both pay out (B all it holds, the seller all but 2,000), then a dispute of 4,000 takes the seller's 2,000 and
+    // nothing of B's 2,000, and a refund made at the provider of 6,000 finds nothing.
+    await payOut("acct_payee_b", await posted("acct_payee_b"));
+    await payOut("acct_seller", (await posted("acct_seller")) - 2_000n);
+    expect(await applyReversed(settlement, reversal("dispute:k", 4_000n))).toEqual({
+      status: "applied",
+      shortfall: 2_000n,
+    });
+    expect(await applyReversed(settlement, reversal("refund:r", 6_000n))).toEqual({
+      status: "applied",
+      shortfall: 6_000n,
+    });
+    // The dispute won: its give-back (the seller's 2,000, collected for refund:r) commits, its mark does not.
+    await expect(applyReinstated(deps(crashingOnce(db, "SET closed_at")), undo("dispute:k"))).rejects.toThrow(
+      "crash",
+    );
+    // refund:b failed: of B's 1,000, the dispute's shortfall on B (the oldest) takes all.
+    expect(await applyReinstated(settlement, undo("refund:b"))).toEqual({
+      status: "applied",
+      amount: 2_000n,
+    });
+    // The dispute won, told again: B's 1,000 collected of it come back and go to refund:r's shortfall on B, recorded.
+    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({
+      status: "applied",
+      amount: 3_000n,
+    });
+    expect(await applyReinstated(settlement, undo("dispute:k"))).toEqual({ status: "duplicate", amount: 0n });
+    expect(await shortfalls()).toEqual([
+      {
+        reversal_key: "dispute:k",
+        account_id: "acct_payee_b",
+        amount: 2_000n,
+        collected: 1_000n,
+        closed: true,
+      },
+      {
+        reversal_key: "refund:r",
+        account_id: "acct_payee_b",
+        amount: 3_000n,
+        collected: 1_000n,
+        closed: false,
+      },
+      {
+        reversal_key: "refund:r",
+        account_id: "acct_seller",
+        amount: 3_000n,
+        collected: 3_000n,
+        closed: false,
+      },
+    ]);
+    expect(await collectedRecorded()).toBe(await collectedOnLedger());
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
 });
+
+/** An account pays `amount` out of the gateway (to an account no test reads). */
+async function payOut(accountId: string, amount: bigint): Promise<void> {
+  const [result] = await ledger.createTransfers([
+    {
+      id: derivedLedgerId(`${accountId}:${amount}`, "test-payout"),
+      debitAccountId: ledgerIds.get(accountId)!,
+      creditAccountId: ledgerIds.get("acct_elsewhere")!,
+      amount,
+      ledger: assets.BTC.ledger,
+      code: transferCodes.payments.funding,
+      flags: 0,
+    },
+  ]);
+  expect(result?.status).toBe("created");
+}
