@@ -1240,10 +1240,20 @@ export async function applyReinstated(
            AND NOT EXISTS (SELECT 1 FROM invoice_reversals WHERE invoice_id = $1 AND reinstated_at IS NULL)`,
           [invoice.id],
         );
+        // `amount` is all that goes back, the collections of this reversal's own shortfall included; the event also
+        // says what of it settled other reversals' shortfalls and what stayed on the accounts, so that a consumer
+        // mirroring a balance from the events does not count that money twice.
+        const collectedOfOthers = await collectedByGiveBack(tx, invoice.id, event.key);
         await insertOutboxEvent(tx, {
           tenantId: invoice.tenantId,
           type: "invoice.reinstated",
-          payload: { invoice_id: invoice.id, reversal: event.key, amount: amount.toString() },
+          payload: {
+            invoice_id: invoice.id,
+            reversal: event.key,
+            amount: amount.toString(),
+            shortfall_collected: collectedOfOthers.toString(),
+            net: (amount - collectedOfOthers).toString(),
+          },
         });
         return "applied" as const;
       })
@@ -1265,6 +1275,21 @@ export async function applyReinstated(
  */
 class ShortfallCollectedSinceError extends SwitchyardError {
   override name = "ShortfallCollectedSinceError";
+}
+
+/**
+ * What the give-back of reversal `key` collected of the other reversals' shortfalls, over all its looks: each look
+ * collects under `key` or `key/<transfer id>` (movesBack). The suffix must be a transfer id, so that another
+ * reversal whose key merely starts with `key/` is not counted.
+ */
+async function collectedByGiveBack(sql: Sql, invoiceId: string, key: string): Promise<bigint> {
+  const [row] = await sql.query<{ collected: string }>(
+    `SELECT coalesce(sum(amount), 0)::text AS collected FROM reversal_shortfall_collections
+     WHERE invoice_id = $1 AND (source = $2
+       OR (left(source, length($2) + 1) = $2 || '/' AND substr(source, length($2) + 2) ~ '^[0-9]+$'))`,
+    [invoiceId, key],
+  );
+  return BigInt(row?.collected ?? "0");
 }
 
 /** The collections of reversal `key`'s shortfall (shortfalls.ts), each with its ledger transfer. */

@@ -254,6 +254,30 @@ describe("reversals of money received", () => {
     const [account] = await ledger.lookupAccounts([customerLedgerId]);
     return balanceOf("customer", account!).posted;
   };
+  /** The invoice's `invoice.reinstated` events, in order: what each gave back, collected and left on the account. */
+  const reinstatedEvents = (id: string) =>
+    db.query<{ reversal: string; amount: string; shortfall_collected: string; net: string }>(
+      `SELECT payload->>'reversal' AS reversal, payload->>'amount' AS amount,
+         payload->>'shortfall_collected' AS shortfall_collected, payload->>'net' AS net
+       FROM outbox WHERE type = 'invoice.reinstated' AND payload->>'invoice_id' = $1 ORDER BY id`,
+      [id],
+    );
+  /**
+   * The account's balance as a consumer of the events mirrors it from `before`: less each `invoice.reversed`'s
+   * amount, plus each `invoice.reinstated`'s net.
+   */
+  const mirrored = async (id: string, before: bigint) => {
+    const rows = await db.query<{ type: string; amount: string; net: string | null }>(
+      `SELECT type, payload->>'amount' AS amount, payload->>'net' AS net FROM outbox
+       WHERE type IN ('invoice.reversed', 'invoice.reinstated') AND payload->>'invoice_id' = $1 ORDER BY id`,
+      [id],
+    );
+    return rows.reduce(
+      (balance, row) =>
+        row.type === "invoice.reversed" ? balance - BigInt(row.amount) : balance + BigInt(row.net ?? "NaN"),
+      before,
+    );
+  };
 
   it("gives back a reversal that is undone, and marks the invoice paid again once none stands", async () => {
     const settlement = deps();
@@ -277,6 +301,12 @@ describe("reversals of money received", () => {
     });
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
     expect(await posted()).toBe(before);
+    // No reversal fell short: nothing was collected, all of each give-back stayed on the account.
+    expect(await reinstatedEvents(id)).toEqual([
+      { reversal: "dispute:a", amount: "5000", shortfall_collected: "0", net: "5000" },
+      { reversal: "refund:b", amount: "1000", shortfall_collected: "0", net: "1000" },
+    ]);
+    expect(await mirrored(id, before)).toBe(await posted());
     // a reversal given back, delivered again, takes nothing
     expect((await applyReversed(settlement, reversal("dispute:a", 5_000n))).status).toBe("withdrawn");
     expect(await posted()).toBe(before);
@@ -350,6 +380,18 @@ describe("reversals of money received", () => {
       { reversal_key: "dispute:y", amount: 1_000n, collected: 1_000n, closed: true },
     ]);
     expect((await getInvoice(db, { tenantId, id }))?.status).toBe("paid");
+    // The events say so: refund:x's 1,000 went to the dispute's shortfall, the dispute's give-back (what it took
+    // and what was collected of it) stayed whole; mirrored from the events, the balance is the ledger's.
+    expect(await reinstatedEvents(id)).toEqual([
+      { reversal: "refund:x", amount: "1000", shortfall_collected: "1000", net: "0" },
+      {
+        reversal: "dispute:y",
+        amount: before.toString(),
+        shortfall_collected: "0",
+        net: before.toString(),
+      },
+    ]);
+    expect(await mirrored(id, before)).toBe(await posted());
   });
 
   it("collects from a collection given back on a later look of a give-back, once, and marks it given back", async () => {
@@ -411,6 +453,12 @@ describe("reversals of money received", () => {
       { reversal_key: "dispute:k", amount: 2_000n },
       { reversal_key: "refund:r", amount: 1_000n },
     ]);
+    // The dispute's event counts what both its looks collected for refund:r (3,000 and 1,000), once.
+    expect(await reinstatedEvents(id)).toEqual([
+      { reversal: "refund:b", amount: "2000", shortfall_collected: "2000", net: "0" },
+      { reversal: "dispute:k", amount: "5000", shortfall_collected: "4000", net: "1000" },
+    ]);
+    expect(await mirrored(id, P)).toBe(await posted());
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 

@@ -274,6 +274,23 @@ describe("a reversal of a split invoice", () => {
       },
     ]);
     expect(await collectedRecorded()).toBe(await collectedOnLedger());
+    // The events count what each give-back collected over the seller and the payee: refund:b's 1,000 of each, the
+    // dispute's 2,000 on the seller (its first look) and 1,000 on B (its second); nothing of either stayed.
+    const reinstated = await db.query<{
+      reversal: string;
+      amount: string;
+      shortfall_collected: string;
+      net: string;
+    }>(
+      `SELECT payload->>'reversal' AS reversal, payload->>'amount' AS amount,
+         payload->>'shortfall_collected' AS shortfall_collected, payload->>'net' AS net
+       FROM outbox WHERE type = 'invoice.reinstated' AND payload->>'invoice_id' = $1 ORDER BY id`,
+      [id],
+    );
+    expect(reinstated).toEqual([
+      { reversal: "refund:b", amount: "2000", shortfall_collected: "2000", net: "0" },
+      { reversal: "dispute:k", amount: "3000", shortfall_collected: "3000", net: "0" },
+    ]);
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 });

@@ -175,7 +175,13 @@ describe("a card top-up", () => {
       },
       {
         type: "invoice.reinstated",
-        payload: { invoice_id: invoiceId, reversal: "dispute:dp_1", amount: "2500" },
+        payload: {
+          invoice_id: invoiceId,
+          reversal: "dispute:dp_1",
+          amount: "2500",
+          shortfall_collected: "0",
+          net: "2500",
+        },
       },
     ]);
   });
