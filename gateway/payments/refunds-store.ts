@@ -299,6 +299,12 @@ export function succeededStatement(
  * nothing when it is not in `from`. With `collection`, the reversals' shortfalls that what the refund gives back
  * settles are recorded too when it moves now (settlement/shortfalls.ts collectionSql: shortfalls no longer as they
  * were read raise shortfall_collection_moved(), and the transaction, give-back and all, is rolled back).
+ *
+ * The event says what the give-back collected (`shortfall_collected`) and what of the amount stayed on the accounts
+ * (`net`), as a balance transaction does: a consumer that mirrors a balance from `invoice.reversed` and
+ * `refund.failed` would otherwise count the collected money twice, once on the account and once in the shortfall
+ * that the rail already took. Its takes are written in this statement, and only when the refund moves now, so they
+ * are what this event's give-back collected.
  */
 export function failedStatement(
   id: string,
@@ -306,12 +312,14 @@ export function failedStatement(
   failure: { code: RefundFailureCode; message: string; evidence: SettlementEvidence | null },
   collection: ShortfallCollection | null = null,
 ): Statement {
+  const collected = (collection?.takes ?? []).reduce((sum, take) => sum + take.amount, 0n);
   const params = [
     id,
     from,
     failure.code,
     failure.message,
     failure.evidence === null ? null : toJson(failure.evidence),
+    collected.toString(),
   ];
   const collecting =
     collection === null
@@ -327,7 +335,8 @@ export function failedStatement(
        WHERE refundable.target_id = coalesce(moved.invoice_id, moved.payment_id) RETURNING 1),
      announced AS (
        INSERT INTO outbox (tenant_id, type, payload)
-       SELECT tenant_id, 'refund.failed', ${payloadSql("failed")} FROM moved RETURNING id)${collecting.ctes}
+       SELECT tenant_id, 'refund.failed', ${payloadSql("failed")} || jsonb_build_object('shortfall_collected',
+         $6::bigint::text, 'net', (amount - $6::bigint)::text) FROM moved RETURNING id)${collecting.ctes}
      SELECT announced.id, ${collecting.check} AS collected FROM (SELECT 1) AS one LEFT JOIN announced ON true`,
     params: [...params, ...collecting.params],
   };

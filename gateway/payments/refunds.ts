@@ -924,7 +924,11 @@ async function undoSucceeded(deps: RefundsDeps, refund: Refund, evidence: Settle
         "succeeded",
         {
           code: "rejected",
-          message: "the provider failed the refund after it succeeded; the amount is back on the account",
+          // The give-back settles the invoice's reversals' shortfalls first: "the amount is back on the account"
+          // was wrong whenever it collected any, and the event says how much it did.
+          message:
+            "the provider failed the refund after it succeeded; the amount is given back, less what settles the " +
+            "shortfalls of the invoice's reversals (the event's shortfall_collected)",
           evidence,
         },
         collection,

@@ -408,11 +408,17 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(failed.body).toMatchObject({ status: "failed", failure: { code: "rejected" } });
       expect(await posted(merchant)).toBe(merchantBefore);
       expect(await pendingOut(merchant)).toBe(0n);
-      const events = await gw.app.db.query<{ type: string }>(
-        "SELECT type FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
+      const events = await gw.app.db.query<{ type: string; payload: any }>(
+        "SELECT type, payload FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
         [failed.body.id],
       );
       expect(events.map((e) => e.type)).toEqual(["refund.created", "refund.failed"]);
+      // No reversal of the invoice fell short: the release collected nothing, all of it stayed on the account.
+      expect(events[1]!.payload).toMatchObject({
+        amount: "1000000",
+        shortfall_collected: "0",
+        net: "1000000",
+      });
       // 10 paid, 4 refunded: 6 are left, the failed 1 among them.
       const [left] = await gw.app.db.query<{ left: bigint }>(
         "SELECT paid - refunded AS left FROM refundable WHERE target_id = $1",
@@ -476,6 +482,19 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       // Told again: nothing more.
       await toy.emit(failed);
       expect(await posted(owner)).toBe(0n);
+      // The events say where the money went: the dispute took 3, the refund's 2 all went to its shortfall, so a
+      // balance mirrored from them is the ledger's 0, not 2.
+      const events = await gw.app.db.query<{ type: string; payload: any }>(
+        `SELECT type, payload FROM outbox WHERE type IN ('invoice.reversed', 'refund.failed')
+           AND (payload->>'invoice_id' = $1 OR payload->>'refund_id' = $2) ORDER BY id`,
+        [invoiceId, inFlight.body.id],
+      );
+      expect(
+        events.map((e) => [e.type, e.payload.amount, e.payload.shortfall_collected, e.payload.net]),
+      ).toEqual([
+        ["invoice.reversed", "3000000", undefined, undefined],
+        ["refund.failed", "2000000", "2000000", "0"],
+      ]);
     });
   });
 
