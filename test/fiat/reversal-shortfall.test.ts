@@ -80,6 +80,21 @@ async function shortfallsOf(invoiceId: string): Promise<Shortfall[]> {
   );
 }
 
+/**
+ * The invoice's events that move its account's balance after the payment, in order, each as
+ * `type amount shortfall_collected net` (`-` for a field the event does not carry).
+ */
+async function balanceEventsOf(invoiceId: string): Promise<string[]> {
+  const rows = await a.db.query<{ type: string; payload: Record<string, string | undefined> }>(
+    `SELECT type, payload FROM outbox WHERE payload->>'invoice_id' = $1
+       AND type IN ('invoice.reversed', 'invoice.reinstated', 'refund.succeeded', 'refund.failed') ORDER BY id`,
+    [invoiceId],
+  );
+  return rows.map(({ type, payload }) =>
+    [type, payload.amount, payload.shortfall_collected, payload.net].map((field) => field ?? "-").join(" "),
+  );
+}
+
 /** A customer account of its own, and a paid card invoice of 25.00 into it. */
 async function paidInvoice(name: string) {
   const accountId = `acct_${name}`;
@@ -163,6 +178,10 @@ describe("a dispute while a refund stands, and the refund fails", () => {
     ).toBe(200);
     expect(await posted()).toBe(0n);
     expect(await clearing()).toBe(before);
+    // The refund's failure no longer says the amount is back on the account: it went to the shortfall.
+    expect((await call("GET", `/v1/refunds/${refunded.id}`)).body.failure.message).toContain(
+      "less what settles the shortfalls",
+    );
 
     // The dispute won: Stripe gives back all 25.00; so does the ledger — what the dispute took and what it collected.
     const won = stripeEvents.disputeFundsReinstated("evt_shortfall_dispute_won", dispute);
@@ -170,6 +189,14 @@ describe("a dispute while a refund stands, and the refund fails", () => {
     expect((await deliver(a, won)).status).toBe(200);
     expect(await posted()).toBe(2500n);
     expect(await clearing()).toBe(before + 2500n);
+    // Mirrored from the events, once each, the balance is the ledger's at every step: 25.00 − 10.00 − 15.00
+    // + (10.00 − 10.00 collected) + 25.00 (all the dispute took, and what was collected for it).
+    expect(await balanceEventsOf(invoiceId)).toEqual([
+      "refund.succeeded 1000 - -",
+      "invoice.reversed 1500 - -",
+      "refund.failed 1000 1000 0",
+      "invoice.reinstated 2500 0 2500",
+    ]);
   });
 
   it("settles it too when the refund was made at Stripe, not through the gateway", async () => {
@@ -207,6 +234,13 @@ describe("a dispute while a refund stands, and the refund fails", () => {
     expect((await deliver(a, won)).status).toBe(200);
     expect(await posted()).toBe(2500n);
     expect(await clearing()).toBe(before + 2500n);
+    // The refund made at Stripe is a reversal of its own: its give-back says it collected all it gave back.
+    expect(await balanceEventsOf(invoiceId)).toEqual([
+      "invoice.reversed 1000 - -",
+      "invoice.reversed 1500 - -",
+      "invoice.reinstated 1000 1000 0",
+      "invoice.reinstated 2500 0 2500",
+    ]);
   });
 
   it("changes nothing when the dispute took all it asked: the failed refund goes back to the account whole", async () => {
@@ -226,5 +260,11 @@ describe("a dispute while a refund stands, and the refund fails", () => {
     expect(await posted()).toBe(1000n);
     expect(await clearing()).toBe(before + 1000n);
     expect(await shortfallsOf(invoiceId)).toEqual([]);
+    // Nothing was collected: the event says so, and all of the refund stayed on the account.
+    expect(await balanceEventsOf(invoiceId)).toEqual([
+      "refund.succeeded 1000 - -",
+      "invoice.reversed 1500 - -",
+      "refund.failed 1000 0 1000",
+    ]);
   });
 });
