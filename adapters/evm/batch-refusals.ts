@@ -13,14 +13,17 @@
 // - only a revert the node returns with its data counts; an error without it (a rate limit, a node's internal error
 //   or timeout) stops the search and blames nobody;
 // - a payee whose payout alone reverts for the wallet's balance or allowance is not blamed either (nobody is);
-// - the search stops, blaming nobody, past searchBudgetMs: a batch's lease (nettingSendLeaseMs) must outlast it.
+// - the search stops past searchBudgetMs, with the payees found by then: a batch's lease (nettingSendLeaseMs) must
+//   outlast it.
+// A token that refuses a payee with a bare revert (no data), or with an error not in revertAbi, has its payee blamed
+// by nobody: the batch fails whole, as before this search (USDC's and TestUSD's refusals carry a reason string).
 import { type Address, BaseError, encodeFunctionData, type Hex, keccak256, stringToHex } from "viem";
 import type { PayoutRefused, RailFailureCode } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { failureCodeOf, revertText } from "./reverts.ts";
 
-/** The longest a search for refused payees runs; past it, nobody is blamed (the batch fails whole, as before). */
+/** The longest a search for refused payees runs; past it, only the payees found by then are refused. */
 export const searchBudgetMs = 60_000;
 
 /** A settleBatch refused with these codes reverted on the chain: worth asking which payee it reverted for. */
@@ -74,10 +77,13 @@ export async function refusedPayouts(
   const [first, second] = halves(0, payees.length);
   const ranges: Array<[number, number]> = payees.length === 1 ? [[0, 1]] : [second, first];
   for (let range = ranges.pop(); range !== undefined; range = ranges.pop()) {
-    if (Date.now() > deadline) return [];
+    // Out of time, or the node stopped answering: the payees found so far are refused (each one's payout alone
+    // reverted at this block, after the control went through); the others go back to the queue, and the next batch
+    // carries the search on, so that every flush gets further.
+    if (Date.now() > deadline) break;
     const [from, to] = range;
     const answer = await simulate(from, to);
-    if (answer.kind === "unreachable") return [];
+    if (answer.kind === "unreachable") break;
     if (answer.kind === "goes") continue;
     if (to - from === 1) {
       // Refused for the wallet's balance or allowance, not for its destination: nobody is blamed.

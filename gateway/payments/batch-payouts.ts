@@ -251,7 +251,13 @@ export async function flushNetting(
   }
   // The refused payouts of this flush's batches, and any a stopped flush left refused and not given back.
   result.refused = await returnRefusedPayouts(deps, failures);
-  if (planning !== null) throw planning.error;
+  if (planning !== null) {
+    if (failures.length === 0) throw planning.error;
+    throw new NettingResumeError(
+      `the flush stopped (${String(planning.error)}), and ${failures.length} netting batch(es) or refused payout(s) could not be finished`,
+      { cause: new AggregateError([planning.error, ...failures]) },
+    );
+  }
   if (failures.length > 0)
     throw new NettingResumeError(
       `${failures.length} netting batch(es) or refused payout(s) could not be finished this flush`,
