@@ -19,8 +19,9 @@ CREATE TABLE reversal_shortfalls (
 CREATE INDEX reversal_shortfalls_outstanding ON reversal_shortfalls (invoice_id)
   WHERE closed_at IS NULL AND collected < amount;
 
--- Each collection of a shortfall: from what `source` gave back to the account (a refund's id, a reversal's key), the
--- ledger transfer that took it (the account into the rail's clearing account). Written in the transaction of that
+-- Each collection of a shortfall: from what `source` gave back to the account (a refund's id; a reversal's key for the
+-- look of its give-back that gives back its legs, key/<transfer id> of the first collection a later look gives back),
+-- the ledger transfer that took it (the account into the rail's clearing account). Written in the transaction of that
 -- transfer and of the give-back it comes from; given back with its reversal.
 CREATE TABLE reversal_shortfall_collections (
   invoice_id text NOT NULL,
