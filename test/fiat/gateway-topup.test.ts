@@ -2,30 +2,20 @@
 // customer's ledger balance moves only when Stripe's signed success webhook arrives — once, however often
 // it is delivered; a bad signature changes nothing; a dispute takes the money back and a won one gives it back;
 // each partial refund is announced, and a failed one is given back.
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
-import { signEvent, stripeEvents } from "./stripe-events.ts";
+import { deliverStripeEvent, stripeEvents, stripeMockEnv } from "./stripe-events.ts";
 
 const secret = "whsec_gateway_topup_test";
 let app: App;
 const customerId = "acct_card_customer";
 
 beforeAll(async () => {
-  app = await createApp(
-    testConfig({
-      LOG_LEVEL: "silent",
-      STRIPE_SECRET_KEY: "sk_test_123",
-      STRIPE_WEBHOOK_SECRETS: secret,
-      STRIPE_API_HOST: "127.0.0.1",
-      STRIPE_API_PORT: String(inject("stripeMockPort")),
-      STRIPE_API_PROTOCOL: "http",
-      FIAT_LIQUIDITY: "not_limited",
-    }),
-  );
+  app = await createApp(testConfig(stripeMockEnv(secret)));
   await createAccount(
     { sql: app.db, ledger: app.ledger },
     {
@@ -41,19 +31,8 @@ afterAll(async () => {
   await app?.close();
 });
 
-async function deliver(event: unknown, options: { secret?: string; timestamp?: number } = {}) {
-  const { payload, header } = signEvent(event, {
-    secret: options.secret ?? secret,
-    timestamp: options.timestamp ?? Math.floor(Date.now() / 1000),
-  });
-  const response = await app.server.inject({
-    method: "POST",
-    url: "/v1/webhooks/stripe",
-    headers: { "content-type": "application/json", "stripe-signature": header },
-    payload,
-  });
-  return { status: response.statusCode, body: response.json() };
-}
+const deliver = (event: unknown, options: { secret?: string; timestamp?: number } = {}) =>
+  deliverStripeEvent(app, event, { ...options, secret: options.secret ?? secret });
 
 async function available(): Promise<string> {
   const response = await call("GET", `/v1/accounts/${customerId}/balance`);

@@ -2,31 +2,21 @@
 // PaymentIntent (a Stripe refund, its id the refund's evidence) and takes the amount from the account once — Stripe's
 // own webhook for that refund, delivered after, takes nothing more; a refund Stripe fails later gives the money back
 // and frees the amount; never more than was paid; bad input refused before Stripe is asked.
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
 import { wellFormedInvoice } from "../support/bolt11.ts";
 import { testConfig } from "../support/config.ts";
-import { signEvent, stripeEvents } from "./stripe-events.ts";
+import { deliverStripeEvent, stripeEvents, stripeMockEnv } from "./stripe-events.ts";
 
 const secret = "whsec_gateway_refunds_test";
 const customerId = "acct_card_refunds";
 let app: App;
 
 beforeAll(async () => {
-  app = await createApp(
-    testConfig({
-      LOG_LEVEL: "silent",
-      STRIPE_SECRET_KEY: "sk_test_123",
-      STRIPE_WEBHOOK_SECRETS: secret,
-      STRIPE_API_HOST: "127.0.0.1",
-      STRIPE_API_PORT: String(inject("stripeMockPort")),
-      STRIPE_API_PROTOCOL: "http",
-      FIAT_LIQUIDITY: "not_limited",
-    }),
-  );
+  app = await createApp(testConfig(stripeMockEnv(secret)));
   await createAccount(
     { sql: app.db, ledger: app.ledger },
     {
@@ -44,16 +34,7 @@ afterAll(async () => {
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
 
-async function deliver(event: unknown) {
-  const { payload, header } = signEvent(event, { secret, timestamp: Math.floor(Date.now() / 1000) });
-  const response = await app.server.inject({
-    method: "POST",
-    url: "/v1/webhooks/stripe",
-    headers: { "content-type": "application/json", "stripe-signature": header },
-    payload,
-  });
-  return { status: response.statusCode, body: response.json() };
-}
+const deliver = (event: unknown) => deliverStripeEvent(app, event, { secret });
 
 /** The customer's posted balance in cents, from the ledger. */
 async function posted(): Promise<bigint> {

@@ -11,7 +11,7 @@ import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
-import { signEvent, stripeEvents } from "./stripe-events.ts";
+import { deliverStripeEvent, stripeEvents, stripeMockEnv } from "./stripe-events.ts";
 
 const secret = "whsec_reversal_shortfall_test";
 let a: App;
@@ -19,13 +19,7 @@ let b: App;
 
 beforeAll(async () => {
   const env = {
-    LOG_LEVEL: "silent",
-    STRIPE_SECRET_KEY: "sk_test_123",
-    STRIPE_WEBHOOK_SECRETS: secret,
-    STRIPE_API_HOST: "127.0.0.1",
-    STRIPE_API_PORT: String(inject("stripeMockPort")),
-    STRIPE_API_PROTOCOL: "http",
-    FIAT_LIQUIDITY: "not_limited",
+    ...stripeMockEnv(secret),
     DATABASE_URL: await createTestDatabase(inject("postgresUrl"), "fiat_shortfall"),
   };
   a = await createApp(testConfig(env));
@@ -36,16 +30,7 @@ afterAll(async () => {
   await b?.close();
 });
 
-async function deliver(app: App, event: unknown) {
-  const { payload, header } = signEvent(event, { secret, timestamp: Math.floor(Date.now() / 1000) });
-  const response = await app.server.inject({
-    method: "POST",
-    url: "/v1/webhooks/stripe",
-    headers: { "content-type": "application/json", "stripe-signature": header },
-    payload,
-  });
-  return { status: response.statusCode, body: response.json() };
-}
+const deliver = (app: App, event: unknown) => deliverStripeEvent(app, event, { secret });
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(a)(method, url, body);
 

@@ -1,5 +1,7 @@
 // Stripe event envelopes for tests, shaped as Stripe sends them, and signed with the stripe package's helper.
 import Stripe from "stripe";
+import { inject } from "vitest";
+import type { App } from "../../gateway/app.ts";
 
 const signer = new Stripe("sk_test_signer");
 
@@ -185,4 +187,36 @@ export function signEvent(
     timestamp: params.timestamp,
   });
   return { payload, header };
+}
+
+/** The gateway's settings for the fiat rail against the suite's stripe-mock, its webhooks signed with `secret`. */
+export function stripeMockEnv(secret: string): Record<string, string> {
+  return {
+    LOG_LEVEL: "silent",
+    STRIPE_SECRET_KEY: "sk_test_123",
+    STRIPE_WEBHOOK_SECRETS: secret,
+    STRIPE_API_HOST: "127.0.0.1",
+    STRIPE_API_PORT: String(inject("stripeMockPort")),
+    STRIPE_API_PROTOCOL: "http",
+    FIAT_LIQUIDITY: "not_limited",
+  };
+}
+
+/** `event` delivered to the app's Stripe webhook route, signed with `secret` at `timestamp` (now by default). */
+export async function deliverStripeEvent(
+  app: App,
+  event: unknown,
+  options: { secret: string; timestamp?: number },
+): Promise<{ status: number; body: any }> {
+  const { payload, header } = signEvent(event, {
+    secret: options.secret,
+    timestamp: options.timestamp ?? Math.floor(Date.now() / 1000),
+  });
+  const response = await app.server.inject({
+    method: "POST",
+    url: "/v1/webhooks/stripe",
+    headers: { "content-type": "application/json", "stripe-signature": header },
+    payload,
+  });
+  return { status: response.statusCode, body: response.json() };
 }
