@@ -33,6 +33,21 @@ const tokenBalance = (address: `0x${string}`) =>
 const balance = async (account: string) =>
   (await typedClient(app).GET("/v1/accounts/{id}/balance", { params: { path: { id: account } } })).data!;
 
+/** A payout of 0.01 USDC from the demo customer to `address`, accepted (202) to accrue: its payment's id. */
+async function pay(address: `0x${string}`) {
+  const response = await typedClient(app).POST("/v1/payments", {
+    body: {
+      amount: "0.01",
+      asset: "USDC",
+      source: { account: "acct_demo_customer" },
+      destination: { type: "evm_address" as const, address },
+    },
+  });
+  expect(response.error ?? null).toBeNull();
+  expect(response.response.status).toBe(202);
+  return response.data!.id;
+}
+
 describe("netting", () => {
   it("accrues micro-payouts, then settles them per payee in one transaction", async () => {
     const payees = app.chain!.accounts.slice(4, 7).map((account) => account.address);
@@ -84,15 +99,7 @@ describe("netting", () => {
 
   it("books the batch's gas, from the rail's fee account out of the hot wallet's, once", async () => {
     const payee = "0x7777777777777777777777777777777777777777" as const;
-    const response = await typedClient(app).POST("/v1/payments", {
-      body: {
-        amount: "0.01",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "evm_address" as const, address: payee },
-      },
-    });
-    expect(response.response.status).toBe(202);
+    await pay(payee);
     expect(await flushNetting(app.payments.netting!, { force: true })).toMatchObject({ batches: 1 });
     const [batch] = await app.db.query<{ id: string; tx_hash: `0x${string}` }>(
       "SELECT id, evidence->>'txHash' AS tx_hash FROM netting_batches WHERE status = 'succeeded' ORDER BY created_at DESC LIMIT 1",
@@ -226,19 +233,6 @@ describe("netting, a payee the token refuses", () => {
     await token.blacklist(refusedPayee);
   });
 
-  const pay = async (address: `0x${string}`) => {
-    const response = await typedClient(app).POST("/v1/payments", {
-      body: {
-        amount: "0.01",
-        asset: "USDC",
-        source: { account: "acct_demo_customer" },
-        destination: { type: "evm_address" as const, address },
-      },
-    });
-    expect(response.error ?? null).toBeNull();
-    expect(response.response.status).toBe(202);
-    return response.data!.id;
-  };
   const paymentOf = async (id: string) =>
     (await typedClient(app).GET("/v1/payments/{id}", { params: { path: { id } } })).data!;
   const posted = async (account: string) => BigInt((await balance(account)).posted.replace(".", ""));
