@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { latch } from "../../test/support/latch.ts";
-import { type NettingFixture, nettingFixture } from "../../test/support/netting.ts";
+import { ledgerStoppingAtReturn, type NettingFixture, nettingFixture } from "../../test/support/netting.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
@@ -488,14 +488,7 @@ describe("a payee the rail refuses", () => {
     await accrueTo("pay_refused_stopped", 6n, refusedPayee);
     const before = await customerPosted();
     // The ledger write of the return fails (the process stops there): the refusal is kept, the money not yet back.
-    const stopping: Ledger = {
-      ...ledger,
-      createTransfersWith: async (...args: Parameters<Ledger["createTransfersWith"]>) => {
-        if (args[0].some((transfer) => transfer.code === transferCodes.netting.returned))
-          throw new Error("the process stopped");
-        return ledger.createTransfersWith(...args);
-      },
-    };
+    const stopping = ledgerStoppingAtReturn(ledger);
     await expect(
       flushNetting(refusingDeps([], { ledger: stopping }), { force: true }),
     ).rejects.toBeInstanceOf(NettingResumeError);

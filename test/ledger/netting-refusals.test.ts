@@ -14,7 +14,7 @@ import {
   NettingResumeError,
 } from "../../gateway/payments/batch-payouts.ts";
 import { latch } from "../support/latch.ts";
-import { type NettingFixture, nettingFixture } from "../support/netting.ts";
+import { ledgerStoppingAtReturn, type NettingFixture, nettingFixture } from "../support/netting.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 const refusedPayee = "0x00000000000000000000000000000000000000dd" as const;
@@ -71,14 +71,7 @@ describe("a refused payout given back by two processes at once, on PostgreSQL", 
     const before = await netting.customerPosted();
     // Process 0's flush stops after the refusal, before the money goes back.
     const ledger = ledgers[0]!;
-    const stopping: Ledger = {
-      ...ledger,
-      createTransfersWith: async (...args: Parameters<Ledger["createTransfersWith"]>) => {
-        if (args[0].some((transfer) => transfer.code === transferCodes.netting.returned))
-          throw new Error("the process stopped");
-        return ledger.createTransfersWith(...args);
-      },
-    };
+    const stopping = ledgerStoppingAtReturn(ledger);
     await expect(flushNetting(processDeps(0, stopping), { force: true })).rejects.toBeInstanceOf(
       NettingResumeError,
     );

@@ -104,3 +104,18 @@ export async function nettingFixture(
   await fixture.fund(funding);
   return fixture;
 }
+
+/**
+ * `ledger`, except that a write carrying a refused payout's return fails, as if the process stopped there: the
+ * refusal is kept, the money not yet given back.
+ */
+export function ledgerStoppingAtReturn(ledger: Ledger): Ledger {
+  return {
+    ...ledger,
+    createTransfersWith: async (...args: Parameters<Ledger["createTransfersWith"]>) => {
+      if (args[0].some((transfer) => transfer.code === transferCodes.netting.returned))
+        throw new Error("the process stopped");
+      return ledger.createTransfersWith(...args);
+    },
+  };
+}
