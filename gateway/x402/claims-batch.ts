@@ -12,7 +12,7 @@
 import { groupCommit } from "../../core/group-commit.ts";
 import type { Db } from "../db/index.ts";
 import type { X402Chain } from "./chains.ts";
-import type { CreditTarget } from "./store.ts";
+import { type CreditTarget, keyOf } from "./store.ts";
 import type { BalanceReading, Eip3009Authorization } from "./verify.ts";
 
 /** The most claims one batch carries. */
@@ -23,14 +23,6 @@ export const maxClaimBatchRows = 256;
  * payer's balance: the token compares validBefore with the block's time, which may run behind this clock.
  */
 export const lapseAfterValidBeforeS = 60n;
-
-type Key = readonly [number, string, string, string];
-const keyOf = (chain: X402Chain, a: Pick<Eip3009Authorization, "from" | "nonce">): Key => [
-  chain.chainId,
-  chain.token.toLowerCase(),
-  a.from.toLowerCase(),
-  a.nonce.toLowerCase(),
-];
 
 export type ClaimRequest = {
   readonly chain: X402Chain;

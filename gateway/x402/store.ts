@@ -4,7 +4,11 @@ import type { Db } from "../db/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
-const keyOf = (chain: X402Chain, a: Pick<Eip3009Authorization, "from" | "nonce">) => [
+/** An authorization's row key (chain_id, token, payer, nonce), as every statement names it: lower case. */
+export const keyOf = (
+  chain: X402Chain,
+  a: Pick<Eip3009Authorization, "from" | "nonce">,
+): readonly [number, string, string, string] => [
   chain.chainId,
   chain.token.toLowerCase(),
   a.from.toLowerCase(),
