@@ -47,6 +47,7 @@ export type {
   RailEventHandler,
   RailEventVerdict,
   RailFailureCode,
+  RailFee,
   RailRoute,
   RailRouteReply,
   RailRouteRequest,

@@ -144,6 +144,15 @@ export type AttemptOutcome =
     };
 
 /**
+ * A fee the rail's provider took out of what the rail holds (`amount` > 0), or gave back into it (< 0), beside the
+ * money an event moves: Stripe's processing fee on a card payment, its dispute fee and that fee returned when the
+ * dispute is won. `id` is the provider's own name for it (a balance transaction), the same on every delivery: the
+ * gateway books each id once, from the rail's fee account against its clearing account, so that the clearing
+ * account follows the provider's balance.
+ */
+export type RailFee = { readonly id: string; readonly amount: bigint };
+
+/**
  * What a rail reports on its own, on a stream (LND, chain logs) or from its provider's webhooks: the end of an
  * attempt in flight, money that came in, and money taken back from what came in (a dispute, a refund of a
  * top-up) or given back after all (a dispute won, a refund failed). `reference` is the one the rail was given
@@ -169,9 +178,26 @@ export type RailEvent =
       payer?: string;
       /** When the money arrived on the rail (a block's timestamp); absent: when the event is applied. */
       receivedAtMs?: number;
+      /** What the provider took for it (a card payment's processing fee). */
+      fees?: readonly RailFee[];
     }
-  | { kind: "reversed"; reference: string; key: string; amount: bigint; evidence: SettlementEvidence }
-  | { kind: "reinstated"; reference: string; key: string; evidence: SettlementEvidence };
+  | {
+      kind: "reversed";
+      reference: string;
+      key: string;
+      amount: bigint;
+      evidence: SettlementEvidence;
+      /** What the provider took for the reversal (a dispute's fee). */
+      fees?: readonly RailFee[];
+    }
+  | {
+      kind: "reinstated";
+      reference: string;
+      key: string;
+      evidence: SettlementEvidence;
+      /** The reversal's fees as the provider now has them (a dispute fee given back: a negative one). */
+      fees?: readonly RailFee[];
+    };
 
 /**
  * What the gateway made of a delivered event. `not_ours`: money in for a reference that is none of the gateway's,

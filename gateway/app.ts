@@ -351,7 +351,7 @@ async function buildRails(
   // Netting pays through the first rail that pays many payees at once (the Rail contract's payoutBatch).
   const batchPayer = batchPayerOf(rails.values());
   for (const rail of rails.values()) {
-    if (rail.kind !== "internal") await ensureClearingAccount(context, rail.id, rail.asset);
+    if (rail.kind !== "internal") await ensureClearingAccount(context, rail);
     const chain = rail.kind === "evm" ? context.evm.find((clients) => clients.id === rail.id) : undefined;
     if (chain !== undefined) await openGasCapital(context, rail.id, chain);
   }
@@ -593,22 +593,27 @@ async function startSplitterMirrors(
   return watchers;
 }
 
+/**
+ * The rail's clearing account in its asset, opened at the first start. A fiat rail's refuses nothing (migration 0038):
+ * a PSP's balance goes below zero when it takes a fee from nothing (a dispute's fee once the disputed money is gone:
+ * Stripe then debits the platform's bank), and the account mirrors it. Other rails' cannot hold less than nothing.
+ */
 async function ensureClearingAccount(
   deps: { db: Db; ledger: Ledger },
-  rail: string,
-  asset: Asset,
+  rail: Pick<Rail, "id" | "kind" | "asset">,
 ): Promise<AccountRecord> {
-  const existing = await getClearingAccount(deps.db, { rail, asset });
+  const existing = await getClearingAccount(deps.db, { rail: rail.id, asset: rail.asset });
   if (existing !== null) return existing;
   return createAccount(
     { sql: deps.db, ledger: deps.ledger },
     {
       tenantId: null,
       kind: "clearing",
-      asset,
-      name: `${rail} clearing (${asset.code})`,
-      rail,
-      id: `acct_clearing_${rail.replaceAll("-", "_")}_${asset.code.toLowerCase()}`,
+      asset: rail.asset,
+      name: `${rail.id} clearing (${rail.asset.code})`,
+      rail: rail.id,
+      id: `acct_clearing_${rail.id.replaceAll("-", "_")}_${rail.asset.code.toLowerCase()}`,
+      ...(rail.kind === "fiat" ? { balance: "none" as const } : {}),
     },
   );
 }

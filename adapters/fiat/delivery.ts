@@ -1,7 +1,7 @@
 // Stripe's events, from the rail's webhook route (webhook-route.ts: verified, ordered and deduplicated there)
 // to the settlement's handler, as the rail's events. Informational events (a failed charge, a connected
 // account's failed payout) stop here.
-import type { RailEventVerdict, RailRoute } from "../../core/index.ts";
+import type { RailEventVerdict, RailFee, RailRoute } from "../../core/index.ts";
 import { FiatRailError } from "./errors.ts";
 import { type FiatEvent, toRailEvent } from "./events.ts";
 import type { FiatRailState } from "./rail-state.ts";
@@ -9,7 +9,10 @@ import { createStripeWebhookRoute } from "./webhook-route.ts";
 
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing applied the event
 export async function deliver(state: FiatRailState, event: FiatEvent): Promise<RailEventVerdict | void> {
-  const railEvent = await toRailEvent(event, (transferId) => transferFee(state, transferId));
+  const railEvent = await toRailEvent(event, {
+    transferFee: (transferId) => transferFee(state, transferId),
+    chargeFee: (intentId) => chargeFee(state, intentId),
+  });
   if (railEvent === null) return; // informational: nothing was credited, or not our money (a connected account's payout)
   if (state.handler === null)
     throw new FiatRailError("a Stripe event arrived before the rail's handler was set");
@@ -24,6 +27,22 @@ async function transferFee(state: FiatRailState, transferId: string): Promise<bi
   const transfer = await state.stripe.transfers.retrieve(transferId, { expand: ["balance_transaction"] });
   const txn = transfer.balance_transaction;
   return txn === null || typeof txn === "string" ? 0n : BigInt(txn.fee);
+}
+
+/**
+ * What Stripe took for a PaymentIntent's money: the fee of its charge's balance transaction, under that balance
+ * transaction's id. A succeeded PaymentIntent whose charge has no balance transaction yet, or Stripe not answering,
+ * throws: the money is then not credited yet, and Stripe delivers the event again (its fee is never left out).
+ */
+async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFee> {
+  const intent = await state.stripe.paymentIntents.retrieve(intentId, {
+    expand: ["latest_charge.balance_transaction"],
+  });
+  const charge = intent.latest_charge;
+  const txn = charge === null || typeof charge === "string" ? null : charge.balance_transaction;
+  if (txn === null || txn === undefined || typeof txn === "string")
+    throw new FiatRailError(`the charge of PaymentIntent ${intentId} has no balance transaction yet`);
+  return { id: txn.id, amount: BigInt(txn.fee) };
 }
 
 /** The route this rail contributes (POST /v1/webhooks/stripe); none when the rail was given no webhooks. */

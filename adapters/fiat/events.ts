@@ -1,7 +1,7 @@
 // Stripe webhook events, parsed (after the signature was verified) and mapped to what the gateway applies.
 // Pure: no I/O. Ordering and idempotency live in receiver.ts.
 import { z } from "zod";
-import type { RailEvent, RailFailureCode, SettlementEvidence } from "../../core/index.ts";
+import type { RailEvent, RailFailureCode, RailFee, SettlementEvidence } from "../../core/index.ts";
 import type { FiatPspIds, ParkedReversal, ReversalReason } from "./store.ts";
 
 /** Metadata keys the rail writes on every object it creates, and reads back from events. */
@@ -70,6 +70,11 @@ const paymentIntentSchema = z
   })
   .loose();
 
+/** A balance transaction as a dispute lists it: what Stripe took (fee > 0) or gave back (< 0) beside its amount. */
+const balanceTransactionSchema = z
+  .object({ id: stripeId, fee: z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER) })
+  .loose();
+
 const disputeSchema = z
   .object({
     id: stripeId,
@@ -77,6 +82,8 @@ const disputeSchema = z
     currency: z.string(),
     charge: expandable,
     payment_intent: expandable,
+    /** The funds withdrawn (with the dispute fee) and, once won, reinstated (with the fee given back, if it is). */
+    balance_transactions: z.array(balanceTransactionSchema).max(100).nullish(),
   })
   .loose();
 
@@ -172,6 +179,8 @@ export type FiatEvent =
       readonly amount: bigint;
       readonly evidence: SettlementEvidence; // pspId: the dispute or the refund
       readonly pspIds: FiatPspIds;
+      /** What Stripe took for it: a dispute's fee. */
+      readonly fees?: readonly RailFee[];
     }
   | {
       /**
@@ -185,6 +194,8 @@ export type FiatEvent =
       readonly attemptId: string;
       readonly evidence: SettlementEvidence; // pspId: the dispute or the refund
       readonly pspIds: FiatPspIds;
+      /** The dispute's fees as Stripe lists them now: the first one again, and the one given back if it is. */
+      readonly fees?: readonly RailFee[];
     }
   | {
       /** A connected account's payout to its bank failed; the money is back on that account. Informational. */
@@ -199,23 +210,47 @@ export type FiatEvent =
 /** What Stripe took for a transfer (its balance transaction's fee), asked of Stripe. */
 export type TransferFeeLookup = (transferId: string) => Promise<bigint>;
 
+/** What Stripe took for a PaymentIntent's money (its charge's balance transaction), asked of Stripe. */
+export type ChargeFeeLookup = (paymentIntentId: string) => Promise<RailFee>;
+
+/** What toRailEvent asks Stripe: the fees no event carries. */
+export type FeeLookups = { transferFee: TransferFeeLookup; chargeFee: ChargeFeeLookup };
+
+/** The PaymentIntent money in came by: named in its ids, and its evidence. */
+function intentOf(event: Extract<FiatEvent, { kind: "received" }>): string {
+  if (event.pspIds.paymentIntent !== undefined) return event.pspIds.paymentIntent;
+  if (event.evidence.rail === "fiat") return event.evidence.pspId;
+  throw new Error("money in on the fiat rail with no PaymentIntent");
+}
+
+/** `fees` as an event's field: absent when none is other than 0. */
+const feesField = (fees: readonly RailFee[] | undefined): { fees?: readonly RailFee[] } => {
+  const taken = (fees ?? []).filter((fee) => fee.amount !== 0n);
+  return taken.length === 0 ? {} : { fees: taken };
+};
+
 /**
  * The `RailEvent` inside a `FiatEvent`, for the settlement path every rail shares; null for the informational kinds.
- * A transfer's fee is what its balance transaction says, as execute books it (the card schedule is no transfer's).
+ * A transfer's fee is what its balance transaction says, as execute books it (the card schedule is no transfer's);
+ * money in carries the processing fee of its charge's balance transaction, which the webhook's PaymentIntent does
+ * not include.
  */
-export async function toRailEvent(
-  event: FiatEvent,
-  transferFee: TransferFeeLookup,
-): Promise<RailEvent | null> {
+export async function toRailEvent(event: FiatEvent, lookups: FeeLookups): Promise<RailEvent | null> {
   switch (event.kind) {
     case "received":
-      return { kind: "received", reference: event.reference, amount: event.amount, evidence: event.evidence };
+      return {
+        kind: "received",
+        reference: event.reference,
+        amount: event.amount,
+        evidence: event.evidence,
+        ...feesField([await lookups.chargeFee(intentOf(event))]),
+      };
     case "attempt_succeeded":
       return {
         kind: "attempt_succeeded",
         attemptId: event.attemptId,
         evidence: event.evidence,
-        fee: await transferFee(event.transferId),
+        fee: await lookups.transferFee(event.transferId),
       };
     case "attempt_failed":
       return {
@@ -232,9 +267,16 @@ export async function toRailEvent(
         key: event.key,
         amount: event.amount,
         evidence: event.evidence,
+        ...feesField(event.fees),
       };
     case "reinstated":
-      return { kind: "reinstated", reference: event.reference, key: event.key, evidence: event.evidence };
+      return {
+        kind: "reinstated",
+        reference: event.reference,
+        key: event.key,
+        evidence: event.evidence,
+        ...feesField(event.fees),
+      };
     case "receive_failed":
     case "payout_failed":
       return null;
@@ -259,7 +301,14 @@ export type Interpretation =
     }
   | { kind: "reversal"; intentId: string; reversal: ParkedReversal }
   /** The reversal `key` is undone (given back if it was applied; never applied if it comes later). */
-  | { kind: "withdrawal"; intentId: string; key: string; reason: ReversalReason; pspIds: FiatPspIds }
+  | {
+      kind: "withdrawal";
+      intentId: string;
+      key: string;
+      reason: ReversalReason;
+      pspIds: FiatPspIds;
+      fees?: readonly RailFee[];
+    }
   | { kind: "reversals"; intentId: string; reversals: ParkedReversal[] }
   | { kind: "stateless"; event: FiatEvent }
   | { kind: "ignored"; reason: IgnoredReason };
@@ -368,13 +417,16 @@ function interpretDispute(event: StripeEventEnvelope, params: InterpretParams): 
     paymentIntent: intentId,
     ...(charge === undefined ? {} : { charge }),
   };
-  // Stripe takes the disputed amount when the dispute opens, and gives it back if it is won.
+  // Stripe takes the disputed amount when the dispute opens, with its fee, and gives the amount back if it is won
+  // (the fee too, where Stripe returns it): each a balance transaction of the dispute, whose fees are booked by id.
+  const fees = (dispute.balance_transactions ?? []).map((txn) => ({ id: txn.id, amount: BigInt(txn.fee) }));
+  const withFees = fees.length === 0 ? {} : { fees };
   if (event.type === "charge.dispute.funds_reinstated")
-    return { kind: "withdrawal", intentId, key, reason: "dispute", pspIds };
+    return { kind: "withdrawal", intentId, key, reason: "dispute", pspIds, ...withFees };
   return {
     kind: "reversal",
     intentId,
-    reversal: { key, reason: "dispute", amount: BigInt(dispute.amount), pspIds },
+    reversal: { key, reason: "dispute", amount: BigInt(dispute.amount), pspIds, ...withFees },
   };
 }
 

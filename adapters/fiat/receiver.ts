@@ -12,7 +12,7 @@
 // thrown `applyEvent` leaves it to Stripe's redelivery; `applyEvent` must therefore be idempotent itself
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
 
-import type { RailEventVerdict, SettlementEvidence } from "../../core/index.ts";
+import type { RailEventVerdict, RailFee, SettlementEvidence } from "../../core/index.ts";
 import {
   type FiatEvent,
   type IgnoredReason,
@@ -56,10 +56,14 @@ function reversedEvent(intent: CreditedIntent, reversal: ParkedReversal): FiatEv
     amount: reversal.amount,
     evidence: reversalEvidence(reversal.pspIds, reversal.key),
     pspIds: reversal.pspIds,
+    ...(reversal.fees === undefined ? {} : { fees: reversal.fees }),
   };
 }
 
-function reinstatedEvent(intent: CreditedIntent, withdrawal: { key: string; pspIds: FiatPspIds }): FiatEvent {
+function reinstatedEvent(
+  intent: CreditedIntent,
+  withdrawal: { key: string; pspIds: FiatPspIds; fees?: readonly RailFee[] },
+): FiatEvent {
   return {
     kind: "reinstated",
     key: withdrawal.key,
@@ -68,6 +72,7 @@ function reinstatedEvent(intent: CreditedIntent, withdrawal: { key: string; pspI
     attemptId: intent.attemptId,
     evidence: reversalEvidence(withdrawal.pspIds, withdrawal.key),
     pspIds: withdrawal.pspIds,
+    ...(withdrawal.fees === undefined ? {} : { fees: withdrawal.fees }),
   };
 }
 

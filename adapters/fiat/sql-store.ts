@@ -91,7 +91,19 @@ function creditedFromRow(row: IntentRow | undefined): CreditedIntent | null {
   };
 }
 
-type ParkedRow = { key: string; reason: ReversalReason; amount: bigint; psp_ids: FiatPspIds | string };
+type ParkedRow = {
+  key: string;
+  reason: ReversalReason;
+  amount: bigint;
+  psp_ids: FiatPspIds | string;
+  fees: readonly { id: string; amount: string }[] | string;
+};
+
+const jsonOf = <T>(value: T | string): T => (typeof value === "string" ? (JSON.parse(value) as T) : value);
+
+/** A parked reversal's fees as kept (amounts as decimal strings); none kept, no `fees`. */
+const feesOf = (kept: readonly { id: string; amount: string }[]): Pick<ParkedReversal, "fees"> =>
+  kept.length === 0 ? {} : { fees: kept.map((fee) => ({ id: fee.id, amount: BigInt(fee.amount) })) };
 
 /** Locks the intent's row (creating it uncredited if absent) for the rest of the transaction. */
 async function lockIntent(tx: Sql, intentId: string): Promise<IntentRow> {
@@ -138,7 +150,7 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
           );
         }
         const parked = await tx.query<ParkedRow>(
-          "SELECT key, reason, amount, psp_ids FROM fiat_parked_reversals WHERE intent_id = $1 ORDER BY parked_at, key LIMIT $2",
+          "SELECT key, reason, amount, psp_ids, fees FROM fiat_parked_reversals WHERE intent_id = $1 ORDER BY parked_at, key LIMIT $2",
           [intent.intentId, parkedPerIntentMax],
         );
         return {
@@ -148,7 +160,8 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
               key: p.key,
               reason: p.reason,
               amount: p.amount,
-              pspIds: (typeof p.psp_ids === "string" ? JSON.parse(p.psp_ids) : p.psp_ids) as FiatPspIds,
+              pspIds: jsonOf(p.psp_ids),
+              ...feesOf(jsonOf(p.fees)),
             }),
           ),
         };
@@ -171,9 +184,18 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
         if ((count[0]?.n ?? 0n) >= BigInt(parkedPerIntentMax))
           throw new FiatStoreError(`more than ${parkedPerIntentMax} reversals parked for ${intentId}`);
         await tx.query(
-          `INSERT INTO fiat_parked_reversals (intent_id, key, reason, amount, psp_ids) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (intent_id, key) DO NOTHING`,
-          [intentId, reversal.key, reversal.reason, reversal.amount, JSON.stringify(reversal.pspIds)],
+          `INSERT INTO fiat_parked_reversals (intent_id, key, reason, amount, psp_ids, fees)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (intent_id, key) DO NOTHING`,
+          [
+            intentId,
+            reversal.key,
+            reversal.reason,
+            reversal.amount,
+            JSON.stringify(reversal.pspIds),
+            JSON.stringify(
+              (reversal.fees ?? []).map((fee) => ({ id: fee.id, amount: fee.amount.toString() })),
+            ),
+          ],
         );
         return { status: "parked" as const };
       });

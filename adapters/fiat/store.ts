@@ -2,7 +2,7 @@
 // first object even after Stripe forgets the key), the webhook events it applied (by event id), and per
 // PaymentIntent whether it was credited, with the reversals that arrived before the credit.
 // The in-memory stores are for unit tests only; the gateway uses the SQL ones (sql-store.ts).
-import { SwitchyardError } from "../../core/index.ts";
+import { type RailFee, SwitchyardError } from "../../core/index.ts";
 
 export type StripeObjectKind = "payment_intent" | "transfer" | "refund";
 
@@ -40,6 +40,8 @@ export type ParkedReversal = {
   readonly reason: ReversalReason;
   readonly amount: bigint;
   readonly pspIds: FiatPspIds;
+  /** What Stripe took for it (a dispute's fee), booked with it. */
+  readonly fees?: readonly RailFee[];
 };
 
 export type CreditedIntent = {

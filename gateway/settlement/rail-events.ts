@@ -8,6 +8,7 @@ import {
   type PaymentsDeps,
 } from "../payments/index.ts";
 import { applyReceived, applyReinstated, applyReversed, type SettlementDeps } from "./invoices.ts";
+import { bookRailFees } from "./rail-fees.ts";
 
 export type RailEventDeps = {
   readonly settlement: SettlementDeps;
@@ -26,6 +27,18 @@ export async function applyRailEvent(
   rail: string,
   event: RailEvent,
 ): Promise<RailEventVerdict> {
+  const verdict = await applyMoney(deps, rail, event);
+  // The provider's fees beside it, once the money is applied (so on a redelivery of an event applied before too);
+  // nothing for money that is not ours.
+  if (verdict === "applied" && "fees" in event && event.fees !== undefined)
+    await bookRailFees(
+      { ...deps.settlement, logger: deps.logger },
+      { rail, invoiceId: event.reference, evidence: event.evidence, fees: event.fees },
+    );
+  return verdict;
+}
+
+async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): Promise<RailEventVerdict> {
   // A refund's end: its payout attempt's event, or its provider's reversal of the invoice (not taken twice).
   if (await applyRefundEvent(deps.payments, rail, event)) return "applied";
   switch (event.kind) {

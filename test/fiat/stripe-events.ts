@@ -65,6 +65,23 @@ function intentObject(fields: IntentFields, status: string, received: number): R
   };
 }
 
+/** One of a dispute's balance transactions: its id, the amount it moved and the fee with it (negative: given back). */
+export type DisputeFee = { id: string; amount: number; fee: number };
+
+/** A dispute's balance transactions as Stripe lists them on the dispute (the funds withdrawn, then reinstated). */
+const balanceTransactions = (fees: readonly DisputeFee[]) =>
+  fees.map((txn) => ({
+    id: txn.id,
+    object: "balance_transaction",
+    amount: txn.amount,
+    currency: "usd",
+    fee: txn.fee,
+    fee_details: txn.fee === 0 ? [] : [{ amount: txn.fee, currency: "usd", type: "stripe_fee" }],
+    net: txn.amount - txn.fee,
+    reporting_category: "dispute",
+    type: "adjustment",
+  }));
+
 export const stripeEvents = {
   intentSucceeded: (eventId: string, fields: IntentFields) =>
     envelope(eventId, "payment_intent.succeeded", intentObject(fields, "succeeded", fields.amount)),
@@ -72,7 +89,7 @@ export const stripeEvents = {
     envelope(eventId, "payment_intent.payment_failed", intentObject(fields, "requires_payment_method", 0)),
   disputeCreated: (
     eventId: string,
-    f: { disputeId: string; intentId: string; amount: number; chargeId?: string },
+    f: { disputeId: string; intentId: string; amount: number; chargeId?: string; fees?: DisputeFee[] },
   ) =>
     envelope(eventId, "charge.dispute.created", {
       id: f.disputeId,
@@ -83,8 +100,12 @@ export const stripeEvents = {
       payment_intent: f.intentId,
       reason: "fraudulent",
       status: "needs_response",
+      balance_transactions: balanceTransactions(f.fees ?? []),
     }),
-  disputeFundsReinstated: (eventId: string, f: { disputeId: string; intentId: string; amount: number }) =>
+  disputeFundsReinstated: (
+    eventId: string,
+    f: { disputeId: string; intentId: string; amount: number; fees?: DisputeFee[] },
+  ) =>
     envelope(eventId, "charge.dispute.funds_reinstated", {
       id: f.disputeId,
       object: "dispute",
@@ -94,6 +115,7 @@ export const stripeEvents = {
       payment_intent: f.intentId,
       reason: "fraudulent",
       status: "won",
+      balance_transactions: balanceTransactions(f.fees ?? []),
     }),
   refundFailed: (eventId: string, f: { refundId: string; intentId: string; amount: number }) =>
     envelope(eventId, "refund.failed", {
