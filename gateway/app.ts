@@ -9,7 +9,7 @@ import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { type EmbeddedChain, evmMigrations, type SplitterWatcher } from "../adapters/evm/index.ts";
 import { fiatMigrations } from "../adapters/fiat/index.ts";
-import { type Asset, assets, type Logger, type Rail } from "../core/index.ts";
+import { assets, type Logger, type Rail } from "../core/index.ts";
 import {
   type AccountCache,
   type AccountRecord,
