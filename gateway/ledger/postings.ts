@@ -479,6 +479,7 @@ function chainInput(member: ChainMember, flags: number): TransferInput {
  * the ledger already has breaks, as in TigerBeetle; when every member exists (a retry) that is success, and a
  * `held` statement is then written on its own, as a repeat of a single transfer would be. A refusal that is not a
  * shortfall throws a LedgerPostingError naming `label`, unless `alongside` is `always` (then it is `rejected`).
+ * `underLock`: the statement is written under the ledger's lock (Alongside.underLock).
  */
 export async function writeChainWith(
   ledger: Ledger,
@@ -486,7 +487,7 @@ export async function writeChainWith(
   alongside:
     | { statement: Statement | null; when: "always" }
     /** `sql` writes the statement on its own for a retry the ledger already had whole. */
-    | { statement: Statement; when: "held"; sql: Sql },
+    | { statement: Statement; when: "held"; sql: Sql; underLock?: boolean },
   label: string,
 ): Promise<{ outcome: ReserveOutcome; rows: Row[] | null }> {
   const inputs = members.map((member, i) => chainInput(member, linkedUnlessLast(i, members.length)));
@@ -494,6 +495,7 @@ export async function writeChainWith(
   const { results, rows } = await ledger.createTransfersWith(inputs, {
     statement: (made) =>
       alongside.when === "always" || made.every((result) => result.status === "created") ? statement : null,
+    underLock: alongside.when === "held" && alongside.underLock === true,
   });
   if (results.length === inputs.length && results.every((result) => result.status === "created"))
     return { outcome: "reserved", rows };

@@ -242,6 +242,14 @@ export type Alongside = {
    * (a balancing transfer's amount is what it takes). Must not throw.
    */
   statement(results: readonly CreateTransferResult[], written: WrittenTransfers): Statement | null;
+  /**
+   * The statement checks rows that other requests' statements write and that no row lock of its own waits for (a
+   * row another statement inserts): it must run under the ledger's lock, after every batch before it has committed
+   * and before any after it writes, so the request's batch runs locked (writer-locked.ts), never pipelined, where
+   * the callers' statements run before the clock, beside batches still in flight whose rows they cannot see yet.
+   * Costs a drain of the pipeline: for rare requests only.
+   */
+  underLock?: boolean;
 };
 
 /** The transfers a batch writes, as it writes them. */

@@ -1,6 +1,8 @@
 // A batch run locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
-// conflict, after a failure, and when pipelineDepthMax is 0 (see writer.ts).
+// conflict, after a failure, when pipelineDepthMax is 0, and with a statement that must run under the lock
+// (Alongside.underLock: written here after the clock is locked, it sees every batch before it committed); see
+// writer.ts.
 import { SwitchyardError } from "../../core/index.ts";
 import type { Row, Sql } from "../db/index.ts";
 import { AlongsideStatementError, batchFailure, notToRunAgain, sqlStateOf, waitGivenUp } from "./errors.ts";

@@ -82,7 +82,7 @@ async function loop(w: WriterState): Promise<void> {
       // rejects) before more go.
       if (await anyFailed(p.inFlight)) await drain(w, p);
       const batch = takeBatch(w, batchTransfersMax(w, p));
-      if (!canPipeline(w, p, batch[0]!)) {
+      if (!canPipeline(w, p, batch)) {
         await drain(w, p);
         if (w.lockedBatchesLeft > 0) w.lockedBatchesLeft--;
         await runLocked(w, batch);
@@ -251,14 +251,16 @@ function takeBatch(w: WriterState, transfersMax: number): Job[] {
   return batch;
 }
 
-function canPipeline(w: WriterState, p: Pipeline, first: Job): boolean {
+function canPipeline(w: WriterState, p: Pipeline, batch: readonly Job[]): boolean {
   return (
     w.pipelined &&
-    first.kind === "transfers" &&
+    batch[0]!.kind === "transfers" &&
     w.lockedBatchesLeft === 0 &&
     (w.committedToken !== null || p.inFlight.length > 0) &&
     // over the bound, the cache starts over; only the locked path may do that (nothing in flight)
-    w.known.accounts.size <= w.limits.accountsCacheMax
+    w.known.accounts.size <= w.limits.accountsCacheMax &&
+    // a caller's statement that must see every batch before it committed (Alongside.underLock)
+    !batch.some((job) => job.kind === "transfers" && job.alongside?.underLock === true)
   );
 }
 

@@ -1035,10 +1035,11 @@ async function refundGivesBack(
         await deps.db.query(statement.text, statement.params);
         return;
       }
+      // A collection's check runs under the ledger's lock (shortfalls.ts).
       const { outcome } = await writeChainWith(
         deps.ledger,
         chain,
-        { statement, when: "held", sql: deps.db },
+        { statement, when: "held", sql: deps.db, underLock: collection !== null },
         write.label,
       );
       // Each collection takes at most what the chain gave back to its account before it: none can fall short.

@@ -1056,7 +1056,8 @@ async function giveBack(
       const { outcome } = await writeChainWith(
         deps.ledger,
         chain,
-        { statement: collectionStatement(collection), when: "held", sql: deps.db },
+        // Its check runs under the ledger's lock (shortfalls.ts).
+        { statement: collectionStatement(collection), when: "held", sql: deps.db, underLock: true },
         label,
       );
       // Money back onto accounts, then collections of at most that: no account of the chain can fall short.

@@ -18,6 +18,13 @@
 // outstanding on each account given back to is still what it read, and raises shortfall_collection_moved()
 // otherwise (another collection, a reversal recorded or given back meanwhile, in this process or another): the
 // give-back and the collection are rolled back together and computed again (isShortfallCollectionMoved).
+// The lock is what makes the check see a reversal recorded before the give-back in the ledger's order: a reversal's
+// shortfall is a row its record inserts, which no lock of the collection's statement waits for. So the give-back's
+// chain runs down the ledger's locked path (Alongside.underLock), its statement written after the clock is locked:
+// every batch before it has committed, and none after it can write before it does. Pipelined, the statement ran
+// before the clock, beside a reversal's batch of the same process still in flight ahead of it, whose shortfall it
+// did not see: the check passed, and the give-back left that shortfall uncollected (test/fiat/reversal-shortfall.test.ts).
+// Give-backs are rare (a refund failed, a dispute won); the pipeline drains for each.
 import { type Sql, type Statement, serverRaised } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { type ChainMember, type TransferEvidence, transferCodes } from "../ledger/index.ts";

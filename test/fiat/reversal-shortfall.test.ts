@@ -4,6 +4,7 @@
 // Found by the re-fuzz (T6, Stripe delivering out of order): the whole refund went back to the account, which ended
 // above what Stripe held. Two gateway processes on one PostgreSQL database, against stripe-mock, the webhooks through
 // the real route.
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
@@ -32,17 +33,19 @@ afterAll(async () => {
 
 const deliver = (app: App, event: unknown) => deliverStripeEvent(app, event, { secret });
 
-const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(a)(method, url, body);
+// The helpers below work through process `a` unless given another (one on a database of its own).
+const call = (method: "GET" | "POST", url: string, body?: unknown, app: App = a) =>
+  apiClient(app)(method, url, body);
 
 /** A ledger account's balance: credits less debits (a tenant's), or debits less credits (`debit-normal`). */
-async function balanceOf(ledgerAccountId: bigint, normal: "credit" | "debit"): Promise<bigint> {
-  const [found] = await a.ledger.lookupAccounts([ledgerAccountId]);
+async function balanceOf(ledgerAccountId: bigint, normal: "credit" | "debit", app: App = a): Promise<bigint> {
+  const [found] = await app.ledger.lookupAccounts([ledgerAccountId]);
   const credit = found!.creditsPosted - found!.debitsPosted;
   return normal === "credit" ? credit : -credit;
 }
 
-async function ledgerAccountOf(where: string, params: unknown[]): Promise<bigint> {
-  const [row] = await a.db.query<{ ledger_account_id: bigint }>(
+async function ledgerAccountOf(where: string, params: unknown[], app: App = a): Promise<bigint> {
+  const [row] = await app.db.query<{ ledger_account_id: bigint }>(
     `SELECT ledger_account_id FROM accounts WHERE ${where}`,
     params,
   );
@@ -50,15 +53,15 @@ async function ledgerAccountOf(where: string, params: unknown[]): Promise<bigint
 }
 
 /** What the rail's clearing account says Stripe holds, in cents. */
-async function clearing(): Promise<bigint> {
-  const id = await ledgerAccountOf("kind = 'clearing' AND rail = 'fiat' AND asset = 'USD'", []);
-  return await balanceOf(id, "debit");
+async function clearing(app: App = a): Promise<bigint> {
+  const id = await ledgerAccountOf("kind = 'clearing' AND rail = 'fiat' AND asset = 'USD'", [], app);
+  return await balanceOf(id, "debit", app);
 }
 
 type Shortfall = { reversal_key: string; account_id: string; amount: bigint; collected: bigint };
 
-async function shortfallsOf(invoiceId: string): Promise<Shortfall[]> {
-  return await a.db.query<Shortfall>(
+async function shortfallsOf(invoiceId: string, app: App = a): Promise<Shortfall[]> {
+  return await app.db.query<Shortfall>(
     `SELECT reversal_key, account_id, amount, collected FROM reversal_shortfalls WHERE invoice_id = $1
      ORDER BY reversal_key, account_id`,
     [invoiceId],
@@ -69,8 +72,8 @@ async function shortfallsOf(invoiceId: string): Promise<Shortfall[]> {
  * The invoice's events that move its account's balance after the payment, in order, each as
  * `type amount shortfall_collected net` (`-` for a field the event does not carry).
  */
-async function balanceEventsOf(invoiceId: string): Promise<string[]> {
-  const rows = await a.db.query<{ type: string; payload: Record<string, string | undefined> }>(
+async function balanceEventsOf(invoiceId: string, app: App = a): Promise<string[]> {
+  const rows = await app.db.query<{ type: string; payload: Record<string, string | undefined> }>(
     `SELECT type, payload FROM outbox WHERE payload->>'invoice_id' = $1
        AND type IN ('invoice.reversed', 'invoice.reinstated', 'refund.succeeded', 'refund.failed') ORDER BY id`,
     [invoiceId],
@@ -81,18 +84,18 @@ async function balanceEventsOf(invoiceId: string): Promise<string[]> {
 }
 
 /** A customer account of its own, and a paid card invoice of 25.00 into it. */
-async function paidInvoice(name: string) {
+async function paidInvoice(name: string, app: App = a) {
   const accountId = `acct_${name}`;
   await createAccount(
-    { sql: a.db, ledger: a.ledger },
-    { tenantId: a.demo!.tenantId, kind: "customer", asset: assets.USD, name, id: accountId },
+    { sql: app.db, ledger: app.ledger },
+    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.USD, name, id: accountId },
   );
-  const created = await call("POST", "/v1/invoices", {
-    account: accountId,
-    amount: "25.00",
-    asset: "USD",
-    description: name,
-  });
+  const created = await call(
+    "POST",
+    "/v1/invoices",
+    { account: accountId, amount: "25.00", asset: "USD", description: name },
+    app,
+  );
   expect(created.status).toBe(201);
   const invoiceId: string = created.body.id;
   const intentId: string = created.body.instructions.payment_intent;
@@ -103,16 +106,20 @@ async function paidInvoice(name: string) {
     attemptId: "invoice",
     reference: invoiceId,
   });
-  expect((await deliver(a, paid)).status).toBe(200);
-  const account = await ledgerAccountOf("id = $1", [accountId]);
-  const posted = () => balanceOf(account, "credit");
+  expect((await deliver(app, paid)).status).toBe(200);
+  const account = await ledgerAccountOf("id = $1", [accountId], app);
+  const posted = () => balanceOf(account, "credit", app);
   expect(await posted()).toBe(2500n);
   return { accountId, invoiceId, intentId, posted };
 }
 
 /** A refund through the API (Stripe, here stripe-mock, answers it succeeded); its Stripe refund id. */
-async function refund(invoiceId: string, amount: string): Promise<{ id: string; stripeRefundId: string }> {
-  const response = await call("POST", "/v1/refunds", { invoice: invoiceId, amount });
+async function refund(
+  invoiceId: string,
+  amount: string,
+  app: App = a,
+): Promise<{ id: string; stripeRefundId: string }> {
+  const response = await call("POST", "/v1/refunds", { invoice: invoiceId, amount }, app);
   expect(response.status).toBe(201);
   expect(response.body.status).toBe("succeeded");
   return { id: response.body.id, stripeRefundId: response.body.rail_reference };
@@ -250,6 +257,96 @@ describe("a dispute while a refund stands, and the refund fails", () => {
       "refund.succeeded 1000 - -",
       "invoice.reversed 1500 - -",
       "refund.failed 1000 0 1000",
+    ]);
+  });
+});
+
+/** Waits until `seen` holds, polling every 10 ms, for at most `timeoutMs`; returns whether it did. */
+async function seenWithin(seen: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await seen()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return false;
+}
+
+/**
+ * Whether a session of the test's database waits for a lock (`text` null), or runs or last ran a statement with
+ * `text` in its first kilobyte (all pg_stat_activity keeps of it).
+ */
+async function sessionSeen(client: pg.Client, text: string | null): Promise<boolean> {
+  const { rows } = await client.query<{ count: string }>(
+    `SELECT count(*) AS count FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid()
+       AND CASE WHEN $1::text IS NULL THEN wait_event_type = 'Lock' ELSE position($1 in query) > 0 END`,
+    [text],
+  );
+  return Number(rows[0]!.count) > 0;
+}
+
+describe("a dispute and a refund's failure of one invoice in one process, their ledger batches both in flight", () => {
+  // One process alone on its database: its ledger writer pipelines (another process's writes would send its batches
+  // down the locked path for a while, where the check runs under the ledger's lock).
+  let solo: App;
+  let databaseUrl: string;
+  beforeAll(async () => {
+    databaseUrl = await createTestDatabase(inject("postgresUrl"), "fiat_shortfall_solo");
+    solo = await createApp(testConfig({ ...stripeMockEnv(secret), DATABASE_URL: databaseUrl }));
+  });
+  afterAll(async () => {
+    await solo?.close();
+  });
+
+  // The give-back read the shortfalls before the dispute's record committed, and its batch was sent behind the
+  // dispute's (pipelined, on the writer's other connection): its collection's check must see the dispute's shortfall
+  // — recorded before it in the ledger's order — and have the give-back computed again, as the ledger's lock would.
+  // Pipelined, the check ran before that lock, while the dispute's batch was still uncommitted: it passed, and the
+  // refund's 10.00 stayed on the account with the dispute's 10.00 shortfall left uncollected.
+  it("collects the dispute's shortfall from what the refund gives back", async () => {
+    const before = await clearing(solo);
+    const { accountId, invoiceId, intentId, posted } = await paidInvoice("shortfall_in_flight", solo);
+    const refunded = await refund(invoiceId, "10.00", solo);
+    expect(await posted()).toBe(1500n);
+    const watcher = new pg.Client({ connectionString: databaseUrl });
+    const holder = new pg.Client({ connectionString: databaseUrl });
+    await watcher.connect();
+    await holder.connect();
+    try {
+      // The clock's row held elsewhere: the dispute's batch writes its record and then waits for the clock, in flight.
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM ledger_clock WHERE singleton FOR UPDATE");
+      const dispute = { disputeId: "dp_in_flight", intentId, amount: 2500 };
+      const disputed = deliver(solo, stripeEvents.disputeCreated("evt_in_flight_dispute", dispute));
+      expect(
+        await seenWithin(() => sessionSeen(watcher, null), 10_000),
+        "the dispute's batch waits for the clock",
+      ).toBe(true);
+      // The refund fails meanwhile, in the same process: its give-back reads no shortfall yet.
+      const failed = { refundId: refunded.stripeRefundId, intentId, amount: 1000 };
+      const refundFailed = deliver(solo, stripeEvents.refundFailed("evt_in_flight_refund_failed", failed));
+      // Pipelined, its statement is sent at once; under the ledger's lock it waits for the dispute's batch (bounded
+      // wait: nothing to see then).
+      await seenWithin(() => sessionSeen(watcher, "UPDATE refunds SET status = 'failed'"), 1_500);
+      await holder.query("ROLLBACK");
+      expect((await disputed).status).toBe(200);
+      expect((await refundFailed).status).toBe(200);
+    } finally {
+      await holder.end();
+      await watcher.end();
+    }
+    // Stripe took 25.00 for the dispute and holds the refund's 10.00 again: it holds nothing of the payment, nor does
+    // the account, whose 10.00 back settled the dispute's shortfall.
+    expect((await call("GET", `/v1/refunds/${refunded.id}`, undefined, solo)).body.status).toBe("failed");
+    expect(await shortfallsOf(invoiceId, solo)).toEqual([
+      { reversal_key: "dispute:dp_in_flight", account_id: accountId, amount: 1000n, collected: 1000n },
+    ]);
+    expect(await posted()).toBe(0n);
+    expect(await clearing(solo)).toBe(before);
+    expect(await balanceEventsOf(invoiceId, solo)).toEqual([
+      "refund.succeeded 1000 - -",
+      "invoice.reversed 1500 - -",
+      "refund.failed 1000 1000 0",
     ]);
   });
 });
