@@ -423,6 +423,31 @@ export async function receiptOf(journal: SendJournal, row: SendRow): Promise<Tra
   return confirmedReceipt(journal, row.tx_hash);
 }
 
+/**
+ * Like receiptOf without waiting: the receipt of whichever transaction of the send was mined (its current one, or
+ * one its replacement superseded), once it has the confirmations; null while none is mined, or it is too recent.
+ */
+export async function finalReceiptOf(
+  journal: SendJournal,
+  row: Pick<SendRow, "attempt_id" | "tx_hash">,
+): Promise<TransactionReceipt | null> {
+  const superseded = await journal.db.query<{ tx_hash: Hex }>(
+    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+    [row.attempt_id],
+  );
+  const { publicClient, confirmations } = journal;
+  for (const hash of [row.tx_hash, ...superseded.map((replaced) => replaced.tx_hash)]) {
+    const receipt = await publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
+      if (error instanceof TransactionReceiptNotFoundError) return null;
+      throw error;
+    });
+    if (receipt === null) continue;
+    const head = await publicClient.getBlockNumber({ cacheTime: 0 });
+    return head - receipt.blockNumber + 1n >= BigInt(confirmations) ? receipt : null;
+  }
+  return null;
+}
+
 function confirmedReceipt(journal: SendJournal, hash: Hex): Promise<TransactionReceipt | null> {
   return journal.publicClient
     .waitForTransactionReceipt({

@@ -5,19 +5,13 @@
 // the sweep done and its forwarders no longer due. Moving tokens from a forwarder to the hot wallet moves nothing
 // in the ledger: both are the rail's clearing account (what the rail holds on chain).
 import { randomUUID } from "node:crypto";
-import {
-  encodeFunctionData,
-  type Hex,
-  parseEventLogs,
-  type TransactionReceipt,
-  TransactionReceiptNotFoundError,
-} from "viem";
+import { encodeFunctionData, type Hex, parseEventLogs } from "viem";
 import type { FeePaid } from "../../core/index.ts";
 import { forwarderFactoryAbi } from "./abi.generated.ts";
 import type { DepositState } from "./deposits.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { sendOnce } from "./send-journal.ts";
+import { finalReceiptOf, sendOnce } from "./send-journal.ts";
 
 /** One sweep whose transaction is final: what it moved and the gas it cost. */
 export type DepositSweep = {
@@ -93,7 +87,7 @@ export async function sweepDeposits(
       );
       continue;
     }
-    const receipt = await finalReceipt(state, [sent.tx_hash, ...(await supersededOf(state, sweep.key))]);
+    const receipt = await finalReceiptOf(state.journal, sent);
     if (receipt === null) {
       result.pending += 1;
       continue;
@@ -122,27 +116,4 @@ export async function sweepDeposits(
     result.swept.push(done);
   }
   return result;
-}
-
-async function supersededOf(state: EvmRailState, key: string): Promise<Hex[]> {
-  const rows = await state.params.db.query<{ tx_hash: Hex }>(
-    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
-    [key],
-  );
-  return rows.map((row) => row.tx_hash);
-}
-
-/** The receipt of whichever of these transactions was mined, once it has the confirmations; null before. */
-async function finalReceipt(state: EvmRailState, hashes: readonly Hex[]): Promise<TransactionReceipt | null> {
-  const { publicClient, confirmations } = state.params;
-  for (const hash of hashes) {
-    const receipt = await publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
-      if (error instanceof TransactionReceiptNotFoundError) return null;
-      throw error;
-    });
-    if (receipt === null) continue;
-    const head = await publicClient.getBlockNumber({ cacheTime: 0 });
-    return head - receipt.blockNumber + 1n >= BigInt(confirmations) ? receipt : null;
-  }
-  return null;
 }
