@@ -50,6 +50,14 @@ export { EvmRailError, translatingViemErrors } from "./errors.ts";
 export { type GasAboveMax, type GasFees, type GasPolicy, gasFeesFor, readBaseFee } from "./gas.ts";
 export { createEvmRail, evmMigrations } from "./rail.ts";
 export {
+  gasBookedBy,
+  type MinedSend,
+  type SendGasBooker,
+  type SendGasPassResult,
+  type SendKind,
+  sendKindOf,
+} from "./send-gas.ts";
+export {
   batchHashOf,
   canonicalSplit,
   idFromReference,

@@ -110,6 +110,12 @@ const weiPerGwei = 1_000_000_000n;
 /**
  * The gas a receipt shows was paid: gas used × effective gas price, in wei, booked in the native asset's
  * minor unit (gwei) rounded up — the ledger never shows the wallet holding more than it does.
+ *
+ * The bound this leaves: ETH's minor unit in the ledger is the gwei, so a transaction's gas is booked up to
+ * 1 gwei − 1 wei above what it cost (`detail.wei` keeps the exact cost). With every transaction of the hot wallet
+ * booked once (the callers, and send-gas.ts for the rest), the rail's ETH clearing account is at most n gwei below
+ * the wallet's real balance after n transactions, never above it; matching the chain to the wei would need ETH in
+ * wei in the ledger, which its precision does not have.
  */
 export function gasPaid(receipt: Pick<TransactionReceipt, "gasUsed" | "effectiveGasPrice">): FeePaid {
   const wei = receipt.gasUsed * receipt.effectiveGasPrice;

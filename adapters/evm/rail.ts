@@ -26,6 +26,7 @@ import { readBaseFee } from "./gas.ts";
 import { ownsDestination } from "./own-addresses.ts";
 import { executeAttempt } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
+import { sendGasPass } from "./send-gas.ts";
 import { createSendJournal, sendHashesOf } from "./send-journal.ts";
 import { distribute, payoutBatch, payWithAuthorization, settleBatch } from "./splitter-calls.ts";
 import { sweepDeposits } from "./sweeps.ts";
@@ -95,6 +96,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
       deposits === null
         ? Promise.resolve({ swept: [], pending: 0, refused: null })
         : sweepDeposits(state, deposits, book),
+    sendGasPass: (book) => sendGasPass(state, book),
     depositWatcher: () => watcher,
     sendHashesOf: (txHash) => sendHashesOf(params.db, journal.chainId, txHash),
     snapshot: () => snapshotOf(state),

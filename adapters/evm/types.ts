@@ -12,6 +12,7 @@ import type {
 } from "../../core/index.ts";
 import type { DepositParams } from "./deposits.ts";
 import type { GasPolicy } from "./gas.ts";
+import type { SendGasBooker, SendGasPassResult } from "./send-gas.ts";
 import type { SweepBooker, SweepPassResult } from "./sweeps.ts";
 import type { ChainWatcher } from "./watcher-state.ts";
 import type { AuthorizationBatchOutcome, AuthorizationBatchParams } from "./x402-batch.ts";
@@ -48,7 +49,11 @@ export type EvmEvidence = Extract<SettlementEvidence, { rail: "evm" }>;
 
 /** The outcome of a splitter call the gateway submits (not a payment attempt). */
 export type EvmCallOutcome =
-  /** `gas`: what the transaction's gas cost the hot wallet, in the native token (payout.ts's gasPaid). */
+  /**
+   * `gas`: what the transaction's gas cost the hot wallet, in the native token (payout.ts's gasPaid). settleBatch's
+   * is its caller's to book (netting does, through payoutBatch); payWithAuthorization's and distribute's are booked
+   * by the rail's send-gas pass (send-gas.ts), not by the caller.
+   */
   | { status: "succeeded"; evidence: EvmEvidence; amount: bigint; gas: FeePaid }
   /** Sent (and stored) but no receipt within receiptTimeoutMs: call again with the same key to follow it. */
   | { status: "in_flight"; txHash: Hex }
@@ -96,6 +101,12 @@ export type EvmRail = Rail & {
    * gas handed to `book` before the sweep is done. Nothing to do without deposits or a factory.
    */
   sweepDeposits(book: SweepBooker): Promise<SweepPassResult>;
+  /**
+   * One pass over the send journal: each send mined with the confirmations since the last pass, succeeded or
+   * reverted, has its gas handed to `book` when no caller books it (send-gas.ts: the splitter's approve, a reverted
+   * payout or netting batch, …), then is done.
+   */
+  sendGasPass(book: SendGasBooker): Promise<SendGasPassResult>;
   /** The deposit watcher, once the rail has started with deposits (tests poll it on demand); null otherwise. */
   depositWatcher(): ChainWatcher | null;
   /**
