@@ -27,6 +27,7 @@ import {
   type EvmClients,
   openEvmClients,
   startDepositSweeps,
+  startSendGasBooking,
 } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
@@ -226,6 +227,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     closers.push(() => l402Prune.stop());
     const evmWatchers = await startSplitterMirrors(closers, { db, ledger, logger, evm });
     closers.push(...startDepositSweeps({ db, ledger, accounts: services.accounts, logger, rails, evm }));
+    closers.push(...startSendGasBooking({ db, ledger, accounts: services.accounts, logger, rails, evm }));
     const x402 = createX402Deps({
       db,
       settlement: services.settlement,

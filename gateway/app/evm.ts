@@ -28,7 +28,12 @@ import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import { startPeriodic } from "../periodic/index.ts";
 import { openSplitterMirror } from "../settlement/evm.ts";
-import { type DepositSweeper, sweepDepositsOnce } from "../settlement/index.ts";
+import {
+  type DepositSweeper,
+  type SendGasFollower,
+  sendGasPassOnce,
+  sweepDepositsOnce,
+} from "../settlement/index.ts";
 import type { Config, EvmChainConfig } from "./config.ts";
 import { type DevChain, openDevChain } from "./dev-chain.ts";
 
@@ -279,6 +284,50 @@ export function startDepositSweeps(deps: {
       intervalMs: sweepIntervalMs,
       pass: async () => {
         await sweepDepositsOnce(deps, sweeper, chain.chainId);
+      },
+      logger: deps.logger,
+    });
+    closers.push(() => periodic.stop());
+  }
+  return closers;
+}
+
+// ---- the gas of every transaction the hot wallet sent
+
+/** How often each EVM rail books the gas of its mined sends that no payment books (a batch of sends a pass). */
+const sendGasIntervalMs = 60_000;
+
+/** The rail's send-gas pass, when it is an EVM rail (its `sendGasPass`, beyond the Rail contract). */
+function sendGasFollowerOf(rail: Rail): SendGasFollower | null {
+  const pass = (rail as Partial<SendGasFollower>).sendGasPass;
+  return rail.kind === "evm" && typeof pass === "function"
+    ? { id: rail.id, sendGasPass: pass.bind(rail) }
+    : null;
+}
+
+/**
+ * Every EVM rail's mined sends followed periodically, the gas of those no payment books (the splitter's approve, a
+ * payout or batch that reverted) booked as the rail's fee, so that its ETH clearing account matches the hot wallet;
+ * returns the closers.
+ */
+export function startSendGasBooking(deps: {
+  db: Db;
+  ledger: Ledger;
+  accounts: AccountCache;
+  logger: Logger;
+  rails: ReadonlyMap<string, Rail>;
+  evm: readonly EvmClients[];
+}): Array<() => Promise<void>> {
+  const closers: Array<() => Promise<void>> = [];
+  for (const rail of deps.rails.values()) {
+    const follower = sendGasFollowerOf(rail);
+    const chain = deps.evm.find((clients) => clients.id === rail.id);
+    if (follower === null || chain === undefined) continue;
+    const periodic = startPeriodic({
+      name: `send gas ${rail.id}`,
+      intervalMs: sendGasIntervalMs,
+      pass: async () => {
+        await sendGasPassOnce(deps, follower, chain.chainId);
       },
       logger: deps.logger,
     });

@@ -3,13 +3,12 @@
 // once per sweep transaction (its ledger id derived from the chain and the transaction hash). The tokens a sweep
 // moves need no entry: forwarders and the hot wallet are both the rail's clearing account. The composition root
 // runs a pass periodically (gateway/app/evm.ts); tests run one on demand.
-import type { Asset, Logger } from "../../core/index.ts";
+import type { Logger } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { credit, type Ledger, transferCodes } from "../ledger/index.ts";
-import { railAccountOpened } from "../payments/index.ts";
-import { SettlementInvariantError } from "./invoices.ts";
+import type { Ledger } from "../ledger/index.ts";
+import { bookRailGas, type GasCost } from "./evm-send-gas.ts";
 
 /** A sweep as the EVM rail reports it once final (adapters/evm DepositSweep, the fields booked). */
 export type FinalSweep = {
@@ -18,11 +17,7 @@ export type FinalSweep = {
   readonly amount: bigint;
   readonly forwarders: number;
   readonly reverted: boolean;
-  readonly gas: {
-    readonly asset: Asset;
-    readonly amount: bigint;
-    readonly detail: Readonly<Record<string, string>>;
-  };
+  readonly gas: GasCost;
 };
 
 /** What the EVM rail offers for sweeping: a pass that hands each final sweep to the booker. */
@@ -33,48 +28,31 @@ export type DepositSweeper = {
 
 export type SweepDeps = { db: Db; ledger: Ledger; accounts: AccountCache; logger?: Logger };
 
-/** Books one final sweep's gas (idempotent). */
-export async function bookSweepGas(
+/** Books one final sweep's gas (idempotent: its id is the sweep transaction's). */
+export function bookSweepGas(
   deps: SweepDeps,
   rail: string,
   chainId: number,
   sweep: FinalSweep,
 ): Promise<void> {
-  if (sweep.gas.amount === 0n) return;
-  const [fees, clearing] = await Promise.all([
-    railAccountOpened(deps, { kind: "fee", rail, asset: sweep.gas.asset }),
-    railAccountOpened(deps, { kind: "clearing", rail, asset: sweep.gas.asset }),
-  ]);
-  const booked = await credit(
-    deps.ledger,
-    {
-      debitAccountId: fees.ledgerAccountId,
-      creditAccountId: clearing.ledgerAccountId,
-      amount: sweep.gas.amount,
-      ledger: sweep.gas.asset.ledger,
-      code: transferCodes.payments.feePaid,
-    },
-    {
-      id: derivedLedgerId(`${chainId}:${sweep.txHash.toLowerCase()}`, "sweep-gas"),
-      evidence: {
-        rail,
-        reference: sweep.txHash,
-        detail: {
-          kind: "sweep_gas",
-          sweep: sweep.key,
-          forwarders: String(sweep.forwarders),
-          swept: sweep.amount.toString(),
-          reverted: String(sweep.reverted),
-          ...sweep.gas.detail,
-        },
+  return bookRailGas(deps, {
+    rail,
+    gas: sweep.gas,
+    id: derivedLedgerId(`${chainId}:${sweep.txHash.toLowerCase()}`, "sweep-gas"),
+    evidence: {
+      rail,
+      reference: sweep.txHash,
+      detail: {
+        kind: "sweep_gas",
+        sweep: sweep.key,
+        forwarders: String(sweep.forwarders),
+        swept: sweep.amount.toString(),
+        reverted: String(sweep.reverted),
+        ...sweep.gas.detail,
       },
-      label: `the gas of sweep ${sweep.key}`,
     },
-  );
-  if (booked === "conflict")
-    throw new SettlementInvariantError(`sweep ${sweep.key}'s gas is booked with other terms`, {
-      details: sweep.txHash,
-    });
+    label: `the gas of sweep ${sweep.key}`,
+  });
 }
 
 /** One sweep pass of a rail, every final sweep's gas booked before the rail marks it done. */

@@ -9,6 +9,14 @@ export {
   sweepDepositsOnce,
 } from "./evm-deposits.ts";
 export {
+  bookRailGas,
+  bookSendGas,
+  type GasCost,
+  type MinedSendGas,
+  type SendGasFollower,
+  sendGasPassOnce,
+} from "./evm-send-gas.ts";
+export {
   applyReceived,
   applyReinstated,
   applyReversed,
