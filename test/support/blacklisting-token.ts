@@ -20,10 +20,19 @@ const artifactPath = path.join(
   "BlacklistingTestUSD.json",
 );
 
-/** Gives the chain's TestUSD the blacklist; returns how to blacklist an address on it (sent by development account 1). */
-export async function installBlacklist(
-  chain: EmbeddedChain,
-): Promise<{ blacklist(address: Address): Promise<void>; unBlacklist(address: Address): Promise<void> }> {
+/** A tip far above the gateway's: a transaction sent with it is mined first in a block the gateway's is in too. */
+export type AheadFees = { maxPriorityFeePerGas: bigint; maxFeePerGas: bigint };
+
+/**
+ * Gives the chain's TestUSD the blacklist; returns how to blacklist an address on it (sent by development account 1):
+ * mined and checked, or only sent (`sendBlacklist`, with `fees`: for a block mined by hand, where it must come before
+ * a transaction the gateway sent — which then reverts on chain though its gas estimate passed).
+ */
+export async function installBlacklist(chain: EmbeddedChain): Promise<{
+  blacklist(address: Address): Promise<void>;
+  unBlacklist(address: Address): Promise<void>;
+  sendBlacklist(address: Address, fees: AheadFees): Promise<Hex>;
+}> {
   const artifact = JSON.parse(await readFile(artifactPath, "utf8")) as { abi: Abi; bytecode: Hex };
   const account = chain.accounts[0]!;
   const hash = await chain.walletClient.deployContract({
@@ -38,20 +47,25 @@ export async function installBlacklist(
   const code = await chain.publicClient.getCode({ address: deployed.contractAddress });
   if (code === undefined) throw new Error("BlacklistingTestUSD has no code");
   await chain.networkHelpers.setCode(chain.contracts.testUsd, code);
-  const call = async (functionName: "blacklist" | "unBlacklist", address: Address) => {
-    const sent = await chain.walletClient.writeContract({
+  const send = (functionName: "blacklist" | "unBlacklist", address: Address, fees?: AheadFees) =>
+    chain.walletClient.writeContract({
       address: chain.contracts.testUsd,
       abi: artifact.abi,
       functionName,
       args: [address],
       account,
       chain: chain.chain,
+      // With fees given, the block may not be mined yet: a gas limit of its own, not an estimate against it.
+      ...(fees === undefined ? {} : { ...fees, gas: 100_000n }),
     });
+  const call = async (functionName: "blacklist" | "unBlacklist", address: Address) => {
+    const sent = await send(functionName, address);
     const receipt = await chain.publicClient.waitForTransactionReceipt({ hash: sent });
     if (receipt.status !== "success") throw new Error(`${functionName}(${address}) reverted`);
   };
   return {
     blacklist: (address) => call("blacklist", address),
     unBlacklist: (address) => call("unBlacklist", address),
+    sendBlacklist: (address, fees) => send("blacklist", address, fees),
   };
 }

@@ -1,0 +1,194 @@
+// The hot wallet's ETH and the ledger's ETH clearing account move together: every transaction the gateway sends from
+// the hot wallet — a payout, the splitter's one-time approve, netting batches, a netting batch and a payout that were
+// mined and reverted — has its gas booked once, so what the wallet really spent (its balance before − after, in wei)
+// is what the rail's ETH clearing account moved, within the gwei rounding: each transaction's gas is booked in whole
+// gwei rounded up (adapters/evm/payout.ts gasPaid), at most 1 gwei − 1 wei above what it cost.
+//
+// A transaction is made to revert on chain as a token's blacklist would make it: sent by the gateway while nothing is
+// mined (its gas estimate passed), then the payee blacklisted by a transaction with a far higher tip, mined first in
+// the same block.
+import { type Address, erc20Abi, type Hex } from "viem";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets, divCeil } from "../../core/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { flushNetting, railAccountOpened } from "../../gateway/payments/index.ts";
+import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
+import { type AheadFees, installBlacklist } from "../support/blacklisting-token.ts";
+import { type Gateway, startGateway } from "./support.ts";
+
+let gw: Gateway;
+let token: Awaited<ReturnType<typeof installBlacklist>>;
+
+beforeAll(async () => {
+  gw = await startGateway({ NETTING_MAX_FEE_SHARE_BPS: "1000", NETTING_INTERVAL_MS: "3600000" });
+  token = await installBlacklist(gw.chain); // sent by development account 1: none of the hot wallet's ETH
+});
+afterAll(async () => {
+  await setAutomine(true);
+  await gw?.app.close();
+});
+
+const setAutomine = (on: boolean) =>
+  gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+
+const weiPerGwei = 1_000_000_000n;
+const ahead: AheadFees = { maxPriorityFeePerGas: 1_000_000_000_000n, maxFeePerGas: 2_000_000_000_000n };
+
+const hotWallet = () => gw.chain.walletClient.account.address;
+
+/** What the ledger says the hot wallet holds in ETH, and what its fee account was charged: gwei. */
+async function ledgerEth() {
+  const [clearing, fees] = await Promise.all(
+    (["clearing", "fee"] as const).map(async (kind) => {
+      const opened = await railAccountOpened(gw.app.settlement, { kind, rail: "evm", asset: assets.ETH });
+      return gw.ledgerAccount(opened.ledgerAccountId);
+    }),
+  );
+  return {
+    held: clearing!.debitsPosted - clearing!.creditsPosted,
+    fees: fees!.debitsPosted - fees!.creditsPosted,
+  };
+}
+
+async function pay(amount: string, address: Address) {
+  return gw.call("POST", "/v1/payments", {
+    amount,
+    asset: "USDC",
+    source: { account: "acct_demo_customer" },
+    destination: { type: "evm_address", address },
+  });
+}
+
+/**
+ * Runs `start` while nothing is mined, waits for the gateway's next send (its key like `keyLike`) to reach the node,
+ * blacklists `payee` ahead of it in the one block then mined: the send reverts on chain. Its hash and what `start`
+ * came to.
+ */
+async function revertingNextSend<T>(
+  keyLike: string,
+  payee: Address,
+  start: () => Promise<T>,
+): Promise<{ txHash: Hex; result: T }> {
+  const nonce = await gw.chain.publicClient.getTransactionCount({
+    address: hotWallet(),
+    blockTag: "pending",
+  });
+  await setAutomine(false);
+  let running: Promise<T> | undefined;
+  try {
+    running = start();
+    let sent: { tx_hash: Hex } | undefined;
+    for (let i = 0; i < 400 && sent === undefined; i += 1) {
+      [sent] = await gw.app.db.query<{ tx_hash: Hex }>(
+        "SELECT tx_hash FROM evm_sends WHERE nonce = $1 AND attempt_id LIKE $2",
+        [nonce, keyLike],
+      );
+      if (sent !== undefined) {
+        const seen = await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash }).catch(() => null);
+        if (seen === null) sent = undefined;
+      }
+      if (sent === undefined) await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    if (sent === undefined) throw new Error(`no send like ${keyLike} with nonce ${nonce} reached the node`);
+    await token.sendBlacklist(payee, ahead);
+    await gw.chain.networkHelpers.mine(1);
+    await setAutomine(true);
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: sent.tx_hash });
+    expect(receipt.status).toBe("reverted");
+    return { txHash: sent.tx_hash, result: await running };
+  } finally {
+    await setAutomine(true);
+    await running?.catch(() => undefined);
+  }
+}
+
+/** Every transaction the hot wallet sent in blocks `from`…head, with the gas it paid (wei). */
+async function hotWalletTransactions(from: bigint) {
+  const head = await gw.chain.publicClient.getBlockNumber({ cacheTime: 0 });
+  const sent: { hash: Hex; wei: bigint; status: string }[] = [];
+  for (let number = from; number <= head; number += 1n) {
+    const block = await gw.chain.publicClient.getBlock({ blockNumber: number, includeTransactions: true });
+    for (const tx of block.transactions) {
+      if (tx.from.toLowerCase() !== hotWallet().toLowerCase()) continue;
+      const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: tx.hash });
+      sent.push({ hash: tx.hash, wei: receipt.gasUsed * receipt.effectiveGasPrice, status: receipt.status });
+    }
+  }
+  return sent;
+}
+
+describe("the hot wallet's gas, booked", () => {
+  it("moves the ETH clearing account as the wallet's balance moved: approve, payouts, batches, reverts", async () => {
+    const { chain } = gw;
+    const wallet = hotWallet();
+    // The splitter's approve is still to come (the first netting batch sends it).
+    expect(
+      await chain.publicClient.readContract({
+        address: chain.contracts.testUsd,
+        abi: erc20Abi,
+        functionName: "allowance",
+        args: [wallet, chain.contracts.splitter],
+      }),
+    ).toBe(0n);
+    const firstBlock = (await chain.publicClient.getBlockNumber({ cacheTime: 0 })) + 1n;
+    const weiBefore = await chain.publicClient.getBalance({ address: wallet });
+    const ledgerBefore = await ledgerEth();
+
+    // A payout paid at once.
+    expect((await pay("5", chain.accounts[6]!.address)).body).toMatchObject({ status: "succeeded" });
+    // Micro-payouts netted into one batch: the splitter's approve, then settleBatch.
+    for (const payee of ["0x4444444444444444444444444444444444444444", chain.accounts[5]!.address] as const)
+      expect((await pay("0.01", payee)).status).toBe(202);
+    expect(await flushNetting(gw.app.payments.netting!, { force: true })).toMatchObject({ batches: 1 });
+    // A batch mined reverted: its payee blacklisted in the block its settleBatch is in.
+    const refusedPayee = "0x6666666666666666666666666666666666666666" as const;
+    expect((await pay("0.01", refusedPayee)).status).toBe(202);
+    expect((await pay("0.01", chain.accounts[5]!.address)).status).toBe(202);
+    await revertingNextSend("settle:%", refusedPayee, () =>
+      flushNetting(gw.app.payments.netting!, { force: true }),
+    );
+    // A payout mined reverted the same way.
+    const refusedPayout = "0x7777777777777777777777777777777777777777" as const;
+    await revertingNextSend("%", refusedPayout, () => pay("5", refusedPayout));
+    // Netting pays what the reverted batch left.
+    await flushNetting(gw.app.payments.netting!, { force: true });
+
+    // The gas of sends no payment books (the approve, the reverts) is booked by the rail's pass; a second pass
+    // books nothing more.
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chain.chain.id);
+    const ledgerAfter = await ledgerEth();
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chain.chain.id);
+    expect(await ledgerEth()).toEqual(ledgerAfter);
+
+    const transactions = await hotWalletTransactions(firstBlock);
+    const statuses = transactions.map((tx) => tx.status);
+    expect(statuses.filter((status) => status === "reverted")).toHaveLength(2);
+    expect(transactions.length).toBeGreaterThanOrEqual(6); // payout, approve, 3 batches (1 reverted), payout reverted
+    const spentWei = weiBefore - (await chain.publicClient.getBalance({ address: wallet }));
+    const bookedGwei = ledgerBefore.held - ledgerAfter.held;
+    // Every transaction's gas once, each in gwei rounded up…
+    expect({ booked: bookedGwei, fees: ledgerAfter.fees - ledgerBefore.fees }).toEqual({
+      booked: transactions.reduce((sum, tx) => sum + divCeil(tx.wei, weiPerGwei), 0n),
+      fees: bookedGwei,
+    });
+    // …so the clearing account matches the wallet to within 1 gwei a transaction, never showing more than it holds.
+    const overWei = bookedGwei * weiPerGwei - spentWei;
+    expect(
+      overWei >= 0n && overWei < BigInt(transactions.length) * weiPerGwei,
+      `over by ${overWei} wei`,
+    ).toBe(true);
+
+    // A booking no payment carries names its transaction and what it was.
+    const [approve] = await gw.app.db.query<{ tx_hash: Hex }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id LIKE 'approve:%'",
+    );
+    const [booked] = await gw.app.ledger.lookupTransfers([
+      derivedLedgerId(`${chain.chain.id}:${approve!.tx_hash}`, "send-gas"),
+    ]);
+    expect(booked?.evidence).toMatchObject({
+      rail: "evm",
+      reference: approve!.tx_hash,
+      detail: { kind: "send_gas", sent: "approve", reverted: "false" },
+    });
+  });
+});
