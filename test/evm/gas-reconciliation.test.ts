@@ -166,17 +166,18 @@ describe("the hot wallet's gas, booked", () => {
     expect(transactions.length).toBeGreaterThanOrEqual(6); // payout, approve, 3 batches (1 reverted), payout reverted
     const spentWei = weiBefore - (await chain.publicClient.getBalance({ address: wallet }));
     const bookedGwei = ledgerBefore.held - ledgerAfter.held;
-    // Every transaction's gas once, each in gwei rounded up…
+    // The clearing account moved what the wallet spent, to within 1 gwei a transaction (each rounded up: never
+    // showing the wallet holding more than it does)…
+    const overWei = bookedGwei * weiPerGwei - spentWei;
+    expect(
+      overWei >= 0n && overWei < BigInt(transactions.length) * weiPerGwei,
+      `the wallet spent ${spentWei} wei on ${transactions.length} transactions; the ledger booked ${bookedGwei} gwei`,
+    ).toBe(true);
+    // …because every transaction's gas is booked once, each in gwei rounded up, through the rail's fee account.
     expect({ booked: bookedGwei, fees: ledgerAfter.fees - ledgerBefore.fees }).toEqual({
       booked: transactions.reduce((sum, tx) => sum + divCeil(tx.wei, weiPerGwei), 0n),
       fees: bookedGwei,
     });
-    // …so the clearing account matches the wallet to within 1 gwei a transaction, never showing more than it holds.
-    const overWei = bookedGwei * weiPerGwei - spentWei;
-    expect(
-      overWei >= 0n && overWei < BigInt(transactions.length) * weiPerGwei,
-      `over by ${overWei} wei`,
-    ).toBe(true);
 
     // A booking no payment carries names its transaction and what it was.
     const [approve] = await gw.app.db.query<{ tx_hash: Hex }>(
