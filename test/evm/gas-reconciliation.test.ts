@@ -22,6 +22,9 @@ let token: Awaited<ReturnType<typeof installBlacklist>>;
 beforeAll(async () => {
   gw = await startGateway({ NETTING_MAX_FEE_SHARE_BPS: "1000", NETTING_INTERVAL_MS: "3600000" });
   token = await installBlacklist(gw.chain); // sent by development account 1: none of the hot wallet's ETH
+  // A base fee of whole gwei and a tip of whole gwei would make every gas cost whole gwei: 7 wei more makes each
+  // booking round up, as on a real chain.
+  await gw.chain.setBaseFeePerGas(1_000_000_007n);
 });
 afterAll(async () => {
   await setAutomine(true);
@@ -173,6 +176,7 @@ describe("the hot wallet's gas, booked", () => {
       overWei >= 0n && overWei < BigInt(transactions.length) * weiPerGwei,
       `the wallet spent ${spentWei} wei on ${transactions.length} transactions; the ledger booked ${bookedGwei} gwei`,
     ).toBe(true);
+    expect(overWei).toBeGreaterThan(0n); // the rounding is in play
     // …because every transaction's gas is booked once, each in gwei rounded up, through the rail's fee account.
     expect({ booked: bookedGwei, fees: ledgerAfter.fees - ledgerBefore.fees }).toEqual({
       booked: transactions.reduce((sum, tx) => sum + divCeil(tx.wei, weiPerGwei), 0n),
