@@ -197,7 +197,12 @@ export type RailEvent =
       evidence: SettlementEvidence;
       /** The reversal's fees as the provider now has them (a dispute fee given back: a negative one). */
       fees?: readonly RailFee[];
-    };
+    }
+  /**
+   * A fee the provider took later than the money it was taken for, which was `received` for `reference` already (a
+   * card charge's processing fee, known once its balance transaction exists).
+   */
+  | { kind: "fee"; reference: string; evidence: SettlementEvidence; fees: readonly RailFee[] };
 
 /**
  * What the gateway made of a delivered event. `not_ours`: money in for a reference that is none of the gateway's,

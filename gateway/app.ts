@@ -595,14 +595,10 @@ async function startSplitterMirrors(
   return watchers;
 }
 
-/**
- * The rail's clearing account in its asset, opened at the first start. A fiat rail's refuses nothing (migration 0038):
- * a PSP's balance goes below zero when it takes a fee from nothing (a dispute's fee once the disputed money is gone:
- * Stripe then debits the platform's bank), and the account mirrors it. Other rails' cannot hold less than nothing.
- */
+/** The rail's clearing account in its asset, opened at the first start. */
 async function ensureClearingAccount(
   deps: { db: Db; ledger: Ledger },
-  rail: Pick<Rail, "id" | "kind" | "asset">,
+  rail: Pick<Rail, "id" | "asset">,
 ): Promise<AccountRecord> {
   const existing = await getClearingAccount(deps.db, { rail: rail.id, asset: rail.asset });
   if (existing !== null) return existing;
@@ -615,7 +611,6 @@ async function ensureClearingAccount(
       name: `${rail.id} clearing (${rail.asset.code})`,
       rail: rail.id,
       id: `acct_clearing_${rail.id.replaceAll("-", "_")}_${rail.asset.code.toLowerCase()}`,
-      ...(rail.kind === "fiat" ? { balance: "none" as const } : {}),
     },
   );
 }

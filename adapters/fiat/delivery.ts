@@ -31,17 +31,24 @@ async function transferFee(state: FiatRailState, transferId: string): Promise<bi
 
 /**
  * What Stripe took for a PaymentIntent's money: the fee of its charge's balance transaction, under that balance
- * transaction's id. A succeeded PaymentIntent whose charge has no balance transaction yet, or Stripe not answering,
- * throws: the money is then not credited yet, and Stripe delivers the event again (its fee is never left out).
+ * transaction's id; null while the charge has none (asynchronous capture: charge.updated tells when it has). A fee
+ * in another currency than the rail's (the account settles in another) cannot be booked in the rail's asset: logged,
+ * and answered as 0 (nothing to book, nothing to wait for). Stripe not answering throws: the event is then not applied, and Stripe delivers it again.
  */
-async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFee> {
+async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFee | null> {
   const intent = await state.stripe.paymentIntents.retrieve(intentId, {
     expand: ["latest_charge.balance_transaction"],
   });
   const charge = intent.latest_charge;
   const txn = charge === null || typeof charge === "string" ? null : charge.balance_transaction;
-  if (txn === null || txn === undefined || typeof txn === "string")
-    throw new FiatRailError(`the charge of PaymentIntent ${intentId} has no balance transaction yet`);
+  if (txn === null || txn === undefined || typeof txn === "string") return null;
+  if (txn.currency.toLowerCase() !== state.currency) {
+    state.logger.error(
+      { intentId, balanceTransaction: txn.id, currency: txn.currency, fee: txn.fee },
+      "Stripe's fee is in another currency than the rail's; it is not booked",
+    );
+    return { id: txn.id, amount: 0n };
+  }
   return { id: txn.id, amount: BigInt(txn.fee) };
 }
 

@@ -145,7 +145,7 @@ describe("toRailEvent", () => {
     expect(asked).toEqual(["pi_9"]);
   });
 
-  it("fails money in whose fee Stripe cannot say yet: the event is not applied, and comes again", async () => {
+  it("fails money in when Stripe does not answer for its fee: the event is not applied, and comes again", async () => {
     const received: FiatEvent = {
       kind: "received",
       reference: "inv_1",
@@ -187,7 +187,7 @@ describe("a dispute's fees", () => {
   it("takes each of the dispute's balance transactions' fees, by id", () => {
     const opened = interpretStripeEvent(
       dispute("charge.dispute.created", [
-        { id: "txn_w", object: "balance_transaction", amount: -1000, fee: 1500 },
+        { id: "txn_w", object: "balance_transaction", amount: -1000, currency: "usd", fee: 1500 },
       ]),
       { currency: "usd" },
     );
@@ -197,8 +197,8 @@ describe("a dispute's fees", () => {
     });
     const won = interpretStripeEvent(
       dispute("charge.dispute.funds_reinstated", [
-        { id: "txn_w", amount: -1000, fee: 1500 },
-        { id: "txn_r", amount: 1000, fee: -1500 },
+        { id: "txn_w", amount: -1000, currency: "usd", fee: 1500 },
+        { id: "txn_r", amount: 1000, currency: "usd", fee: -1500 },
       ]),
       { currency: "usd" },
     );
@@ -212,14 +212,123 @@ describe("a dispute's fees", () => {
     });
   });
 
-  it("has none when the dispute lists no balance transaction, and refuses a fee that is not a whole number", () => {
+  it("has none when the dispute lists no balance transaction", () => {
     const opened = interpretStripeEvent(dispute("charge.dispute.created", []), { currency: "usd" });
     expect(opened.kind).toBe("reversal");
     expect(opened).not.toHaveProperty("reversal.fees");
-    expect(
-      interpretStripeEvent(dispute("charge.dispute.created", [{ id: "txn_w", fee: 15.5 }]), {
+  });
+
+  it("leaves out an entry that is no balance transaction, or in another currency, and keeps the reversal", () => {
+    const opened = interpretStripeEvent(
+      dispute("charge.dispute.created", [
+        { id: "txn_half", currency: "usd", fee: 15.5 },
+        "txn_unexpanded",
+        { id: "txn_eur", currency: "eur", fee: 1500 },
+        { id: "txn_w", currency: "USD", fee: 1500 },
+      ]),
+      { currency: "usd" },
+    );
+    expect(opened).toMatchObject({
+      kind: "reversal",
+      reversal: { amount: 1000n, fees: [{ id: "txn_w", amount: 1500n }] },
+    });
+  });
+
+  it("reads funds_withdrawn as the dispute's reversal again, with the withdrawal's fee", () => {
+    const withdrawn = interpretStripeEvent(
+      dispute("charge.dispute.funds_withdrawn", [{ id: "txn_w", currency: "usd", fee: 1500 }]),
+      { currency: "usd" },
+    );
+    expect(withdrawn).toMatchObject({
+      kind: "reversal",
+      reversal: { key: "dispute:dp_1", amount: 1000n, fees: [{ id: "txn_w", amount: 1500n }] },
+    });
+  });
+});
+
+describe("a charge's balance transaction set later (asynchronous capture)", () => {
+  const updated = (previous: Record<string, unknown> | undefined, object: Record<string, unknown>) => ({
+    ...envelope,
+    id: "evt_charge_updated",
+    type: "charge.updated",
+    data: {
+      object: {
+        id: "ch_1",
+        object: "charge",
         currency: "usd",
-      }),
-    ).toEqual({ kind: "ignored", reason: "object_invalid" });
+        payment_intent: "pi_1",
+        balance_transaction: "txn_1",
+        metadata: { switchyard_payment_id: "inv_1" },
+        ...object,
+      },
+      ...(previous === undefined ? {} : { previous_attributes: previous }),
+    },
+  });
+
+  it("is the fee of the charge's PaymentIntent when the update set the balance transaction", () => {
+    expect(interpretStripeEvent(updated({ balance_transaction: null }, {}), { currency: "usd" })).toEqual({
+      kind: "charge_fee",
+      intentId: "pi_1",
+      ours: true,
+      pspIds: { event: "evt_charge_updated", paymentIntent: "pi_1", charge: "ch_1" },
+    });
+    expect(
+      interpretStripeEvent(updated({ balance_transaction: null }, { metadata: {} }), { currency: "usd" }),
+    ).toMatchObject({ kind: "charge_fee", ours: false });
+  });
+
+  it("is nothing when the update changed something else, or left no balance transaction", () => {
+    for (const event of [
+      updated(undefined, {}),
+      updated({ description: "old" }, {}),
+      updated({ balance_transaction: null }, { balance_transaction: null }),
+    ])
+      expect(interpretStripeEvent(event, { currency: "usd" })).toEqual({
+        kind: "ignored",
+        reason: "fee_unchanged",
+      });
+  });
+
+  const fee: FiatEvent = {
+    kind: "fee",
+    reference: "inv_1",
+    paymentId: "inv_1",
+    attemptId: "invoice",
+    intentId: "pi_1",
+    evidence: { rail: "fiat", pspId: "pi_1" },
+    pspIds: { paymentIntent: "pi_1" },
+  };
+  const transferFee = async (): Promise<bigint> => 0n;
+
+  it("asks Stripe for the fee when delivered, and fails while Stripe shows no balance transaction", async () => {
+    expect(
+      await toRailEvent(fee, { transferFee, chargeFee: async () => ({ id: "txn_1", amount: 62n }) }),
+    ).toEqual({
+      kind: "fee",
+      reference: "inv_1",
+      evidence: { rail: "fiat", pspId: "pi_1" },
+      fees: [{ id: "txn_1", amount: 62n }],
+    });
+    await expect(toRailEvent(fee, { transferFee, chargeFee: async () => null })).rejects.toThrow(
+      "no balance transaction yet",
+    );
+  });
+
+  it("credits money in at once when its charge has no balance transaction yet, without a fee", async () => {
+    const received: FiatEvent = {
+      kind: "received",
+      reference: "inv_1",
+      paymentId: "inv_1",
+      attemptId: "invoice",
+      amount: 1000n,
+      evidence: { rail: "fiat", pspId: "pi_1" },
+      pspIds: { paymentIntent: "pi_1" },
+    };
+    expect(await toRailEvent(received, { transferFee, chargeFee: async () => null })).toEqual({
+      kind: "received",
+      reference: "inv_1",
+      amount: 1000n,
+      evidence: { rail: "fiat", pspId: "pi_1" },
+    });
   });
 });

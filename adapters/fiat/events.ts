@@ -2,6 +2,7 @@
 // Pure: no I/O. Ordering and idempotency live in receiver.ts.
 import { z } from "zod";
 import type { RailEvent, RailFailureCode, RailFee, SettlementEvidence } from "../../core/index.ts";
+import { FiatRailError } from "./errors.ts";
 import type { FiatPspIds, ParkedReversal, ReversalReason } from "./store.ts";
 
 /** Metadata keys the rail writes on every object it creates, and reads back from events. */
@@ -72,7 +73,11 @@ const paymentIntentSchema = z
 
 /** A balance transaction as a dispute lists it: what Stripe took (fee > 0) or gave back (< 0) beside its amount. */
 const balanceTransactionSchema = z
-  .object({ id: stripeId, fee: z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER) })
+  .object({
+    id: stripeId,
+    currency: z.string(),
+    fee: z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER),
+  })
   .loose();
 
 const disputeSchema = z
@@ -82,8 +87,11 @@ const disputeSchema = z
     currency: z.string(),
     charge: expandable,
     payment_intent: expandable,
-    /** The funds withdrawn (with the dispute fee) and, once won, reinstated (with the fee given back, if it is). */
-    balance_transactions: z.array(balanceTransactionSchema).max(100).nullish(),
+    /**
+     * The funds withdrawn (with the dispute fee) and, once won, reinstated (with the fee given back, if it is). Read
+     * one by one (disputeFees): an entry that is not one does not cost the dispute its reversal.
+     */
+    balance_transactions: z.array(z.unknown()).nullish(),
   })
   .loose();
 
@@ -95,6 +103,17 @@ const refundSchema = z
     status: z.string().nullish(),
     charge: expandable,
     payment_intent: expandable,
+  })
+  .loose();
+
+/** charge.updated: a charge whose balance transaction (and so Stripe's fee) was just set. */
+const chargeUpdatedSchema = z
+  .object({
+    id: stripeId,
+    currency: z.string(),
+    payment_intent: expandable,
+    balance_transaction: expandable,
+    metadata,
   })
   .loose();
 
@@ -198,6 +217,19 @@ export type FiatEvent =
       readonly fees?: readonly RailFee[];
     }
   | {
+      /**
+       * The processing fee of a payment credited before its charge had a balance transaction (asynchronous capture):
+       * read from that balance transaction when delivered (toRailEvent).
+       */
+      readonly kind: "fee";
+      readonly reference: string;
+      readonly paymentId: string;
+      readonly attemptId: string;
+      readonly intentId: string;
+      readonly evidence: SettlementEvidence; // pspId: the PaymentIntent
+      readonly pspIds: FiatPspIds;
+    }
+  | {
       /** A connected account's payout to its bank failed; the money is back on that account. Informational. */
       readonly kind: "payout_failed";
       readonly account: string | null;
@@ -210,8 +242,11 @@ export type FiatEvent =
 /** What Stripe took for a transfer (its balance transaction's fee), asked of Stripe. */
 export type TransferFeeLookup = (transferId: string) => Promise<bigint>;
 
-/** What Stripe took for a PaymentIntent's money (its charge's balance transaction), asked of Stripe. */
-export type ChargeFeeLookup = (paymentIntentId: string) => Promise<RailFee>;
+/**
+ * What Stripe took for a PaymentIntent's money (its charge's balance transaction), asked of Stripe; null while the
+ * charge has no balance transaction yet (charge.updated says when it has).
+ */
+export type ChargeFeeLookup = (paymentIntentId: string) => Promise<RailFee | null>;
 
 /** What toRailEvent asks Stripe: the fees no event carries. */
 export type FeeLookups = { transferFee: TransferFeeLookup; chargeFee: ChargeFeeLookup };
@@ -222,6 +257,8 @@ function intentOf(event: Extract<FiatEvent, { kind: "received" }>): string {
   if (event.evidence.rail === "fiat") return event.evidence.pspId;
   throw new Error("money in on the fiat rail with no PaymentIntent");
 }
+
+const listed = (fee: RailFee | null): RailFee[] => (fee === null ? [] : [fee]);
 
 /** `fees` as an event's field: absent when none is other than 0. */
 const feesField = (fees: readonly RailFee[] | undefined): { fees?: readonly RailFee[] } => {
@@ -243,8 +280,23 @@ export async function toRailEvent(event: FiatEvent, lookups: FeeLookups): Promis
         reference: event.reference,
         amount: event.amount,
         evidence: event.evidence,
-        ...feesField([await lookups.chargeFee(intentOf(event))]),
+        // Without a balance transaction yet (asynchronous capture) the money is credited now, its fee later (fee).
+        ...feesField(listed(await lookups.chargeFee(intentOf(event)))),
       };
+    case "fee": {
+      const fee = await lookups.chargeFee(event.intentId);
+      // Told the balance transaction is set, and Stripe does not show it yet: asked again on the redelivery.
+      if (fee === null)
+        throw new FiatRailError(
+          `the charge of PaymentIntent ${event.intentId} has no balance transaction yet`,
+        );
+      return {
+        kind: "fee",
+        reference: event.reference,
+        evidence: event.evidence,
+        fees: feesField([fee]).fees ?? [],
+      };
+    }
     case "attempt_succeeded":
       return {
         kind: "attempt_succeeded",
@@ -310,6 +362,11 @@ export type Interpretation =
       fees?: readonly RailFee[];
     }
   | { kind: "reversals"; intentId: string; reversals: ParkedReversal[] }
+  /**
+   * A charge's balance transaction was set after its PaymentIntent succeeded: its fee, if the money was credited
+   * without it. `ours`: the charge carries Switchyard's metadata.
+   */
+  | { kind: "charge_fee"; intentId: string; ours: boolean; pspIds: FiatPspIds }
   | { kind: "stateless"; event: FiatEvent }
   | { kind: "ignored"; reason: IgnoredReason };
 
@@ -320,6 +377,7 @@ export type IgnoredReason =
   | "currency_mismatch"
   | "no_payment_intent"
   | "refund_not_effective" // a charge.refunded whose refunds all failed or were canceled
+  | "fee_unchanged" // a charge.updated that did not set the charge's balance transaction
   /** An event of a connected account's own object (Connect: `account` set): never the platform's money. */
   | "connected_account";
 
@@ -400,7 +458,10 @@ function interpretPaymentIntent(event: StripeEventEnvelope, params: InterpretPar
   };
 }
 
-/** charge.dispute.created / funds_reinstated: a dispute takes the money back, and gives it back if it is won. */
+/**
+ * charge.dispute.created / funds_withdrawn / funds_reinstated: a dispute takes the money back (funds_withdrawn names
+ * the same reversal again, with the withdrawal's fee), and gives it back if it is won.
+ */
 function interpretDispute(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
   const parsed = disputeSchema.safeParse(event.data.object);
   if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
@@ -417,9 +478,10 @@ function interpretDispute(event: StripeEventEnvelope, params: InterpretParams): 
     paymentIntent: intentId,
     ...(charge === undefined ? {} : { charge }),
   };
-  // Stripe takes the disputed amount when the dispute opens, with its fee, and gives the amount back if it is won
-  // (the fee too, where Stripe returns it): each a balance transaction of the dispute, whose fees are booked by id.
-  const fees = (dispute.balance_transactions ?? []).map((txn) => ({ id: txn.id, amount: BigInt(txn.fee) }));
+  // Stripe takes the disputed amount when the dispute opens (or, for an inquiry that escalates, when its funds are
+  // withdrawn: the same reversal), with its fee, and gives the amount back if it is won (the fee too, where Stripe
+  // returns it): each a balance transaction of the dispute, whose fees are booked by id.
+  const fees = disputeFees(dispute.balance_transactions ?? [], params.currency);
   const withFees = fees.length === 0 ? {} : { fees };
   if (event.type === "charge.dispute.funds_reinstated")
     return { kind: "withdrawal", intentId, key, reason: "dispute", pspIds, ...withFees };
@@ -427,6 +489,43 @@ function interpretDispute(event: StripeEventEnvelope, params: InterpretParams): 
     kind: "reversal",
     intentId,
     reversal: { key, reason: "dispute", amount: BigInt(dispute.amount), pspIds, ...withFees },
+  };
+}
+
+/**
+ * The fees of a dispute's balance transactions in the rail's currency. An entry that is no balance transaction, or
+ * one in another currency (Stripe's settlement currency differs from the rail's), is left out: its fee cannot be
+ * booked in the rail's asset, and the dispute's money is applied all the same.
+ */
+function disputeFees(entries: readonly unknown[], currency: string): RailFee[] {
+  return entries.flatMap((entry) => {
+    const parsed = balanceTransactionSchema.safeParse(entry);
+    if (!parsed.success || !sameCurrency(parsed.data.currency, currency)) return [];
+    return [{ id: parsed.data.id, amount: BigInt(parsed.data.fee) }];
+  });
+}
+
+/**
+ * charge.updated: when it sets the charge's balance transaction (asynchronous capture), the fee of a payment that
+ * was credited without it. Any other change of a charge is nothing to the ledger.
+ */
+function interpretChargeUpdated(event: StripeEventEnvelope, params: InterpretParams): Interpretation {
+  const previous = (event.data as { previous_attributes?: unknown }).previous_attributes;
+  if (typeof previous !== "object" || previous === null || !("balance_transaction" in previous))
+    return { kind: "ignored", reason: "fee_unchanged" };
+  const parsed = chargeUpdatedSchema.safeParse(event.data.object);
+  if (!parsed.success) return { kind: "ignored", reason: "object_invalid" };
+  const charge = parsed.data;
+  if (!sameCurrency(charge.currency, params.currency))
+    return { kind: "ignored", reason: "currency_mismatch" };
+  const intentId = idOf(charge.payment_intent);
+  if (intentId === undefined) return { kind: "ignored", reason: "no_payment_intent" };
+  if (idOf(charge.balance_transaction) === undefined) return { kind: "ignored", reason: "fee_unchanged" };
+  return {
+    kind: "charge_fee",
+    intentId,
+    ours: charge.metadata?.[metadataKeys.paymentId] !== undefined,
+    pspIds: { event: event.id, paymentIntent: intentId, charge: charge.id },
   };
 }
 
@@ -509,7 +608,8 @@ function interpretPayoutFailed(event: StripeEventEnvelope, params: InterpretPara
 
 /**
  * Maps one event. `currency` is the rail's (lower case, "usd"): objects in another currency are ignored.
- * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created / funds_reinstated, charge.refunded,
+ * Handled: payment_intent.succeeded / payment_failed, charge.dispute.created / funds_withdrawn / funds_reinstated,
+ * charge.updated (a balance transaction set), charge.refunded,
  * refund.created / updated / failed, charge.refund.updated, transfer.created, payout.failed. Anything else is ignored with a reason.
  * A refund whose status is failed or canceled withdraws that refund, whichever event carries it.
  */
@@ -524,8 +624,11 @@ export function interpretStripeEvent(event: StripeEventEnvelope, params: Interpr
     case "payment_intent.payment_failed":
       return interpretPaymentIntent(event, params);
     case "charge.dispute.created":
+    case "charge.dispute.funds_withdrawn":
     case "charge.dispute.funds_reinstated":
       return interpretDispute(event, params);
+    case "charge.updated":
+      return interpretChargeUpdated(event, params);
     case "refund.created":
     case "refund.updated":
     case "refund.failed":

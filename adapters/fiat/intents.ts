@@ -82,6 +82,9 @@ export async function createPaymentIntent(
       {
         amount: Number(request.amount),
         currency,
+        // Captured at once: the charge then has its balance transaction (and Stripe's fee) when the PaymentIntent
+        // succeeds. Stripe's default, automatic_async, may give it up to an hour later (charge.updated).
+        capture_method: "automatic",
         ...(request.stripeCustomerId === undefined ? {} : { customer: request.stripeCustomerId }),
         ...(request.description === undefined ? {} : { description: request.description }),
         metadata: {

@@ -13,6 +13,7 @@
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
 
 import type { RailEventVerdict, RailFee, SettlementEvidence } from "../../core/index.ts";
+import { FiatRailError } from "./errors.ts";
 import {
   type FiatEvent,
   type IgnoredReason,
@@ -150,6 +151,28 @@ export function createStripeEventReceiver(deps: {
         }
         if (applied > 0) return { status: "applied", applied };
         return parked > 0 ? { status: "parked" } : { status: "withdrawn" };
+      }
+      case "charge_fee": {
+        const credited = await store.creditedIntent(meaning.intentId);
+        if (credited === null) {
+          // Before its payment's credit, which then reads the fee itself (the balance transaction exists now); unless
+          // that credit read it just before the balance transaction was set: ours is asked again until credited.
+          if (meaning.ours)
+            throw new FiatRailError(
+              `the fee of PaymentIntent ${meaning.intentId} came before its payment was credited; asked again`,
+            );
+          return { status: "ignored", reason: "not_created_by_switchyard" };
+        }
+        await applyEvent({
+          kind: "fee",
+          reference: credited.reference,
+          paymentId: credited.paymentId,
+          attemptId: credited.attemptId,
+          intentId: credited.intentId,
+          evidence: { rail: "fiat", pspId: credited.intentId },
+          pspIds: meaning.pspIds,
+        });
+        return { status: "applied", applied: 1 };
       }
       case "withdrawal": {
         const placed = await store.withdraw({ intentId: meaning.intentId, key: meaning.key });

@@ -1203,6 +1203,7 @@ export async function applyRefundEvent(deps: RefundsDeps, rail: string, event: R
       return true;
     }
     case "received":
+    case "fee":
       return false;
   }
 }

@@ -67,5 +67,8 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
     case "reinstated":
       await applyReinstated(deps.settlement, { rail, ...event });
       return "applied";
+    // The rail names only money it delivered as received and that was applied (so ours): its fees are booked below.
+    case "fee":
+      return "applied";
   }
 }

@@ -5,18 +5,30 @@
 // payments.feePaid, as a payout's fee), and the other way round for a fee given back. Without it the clearing
 // account said the provider held every fee more than it did.
 //
-// Booked after the event was applied, under an id derived from the rail and the provider's own id for the fee:
-// a redelivery (the event is redelivered until everything it implies resolved, fees included) books nothing twice,
+// The clearing account cannot go below zero (a payout the rail cannot cover is refused there). A fee larger than
+// what it holds — a dispute's fee once the disputed money is gone — is what Stripe takes from the platform's bank
+// when its balance would go negative: the part the clearing account cannot cover is booked first as the operator's
+// capital put on the rail (payments.capitalIn, from the rail's capital account), linked with the fee (all or none).
+//
+// Booked after the event was applied, under ids derived from the rail and the provider's own id for the fee: a
+// redelivery (the event is redelivered until everything it implies resolved, fees included) books nothing twice,
 // and one fee that several events name (a dispute's first fee, listed again when the dispute is won) once.
 import type { Logger, RailFee, SettlementEvidence } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { credit, transferCodes } from "../ledger/index.ts";
+import { creditChain, LedgerPostingError, type Leg, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
 import type { SettlementDeps } from "./invoices.ts";
 
 /** The ledger transfer that books fee `feeId` of rail `rail`. */
 export const railFeeLedgerId = (rail: string, feeId: string): bigint =>
   derivedLedgerId(`${rail}:${feeId}`, "rail-fee");
+
+/** The ledger transfer of the operator's capital that covers what the clearing account could not of fee `feeId`. */
+export const railFeeCoverLedgerId = (rail: string, feeId: string): bigint =>
+  derivedLedgerId(`${rail}:${feeId}`, "rail-fee-cover");
+
+/** Rounds of booking a fee whose cover another writer changed meanwhile (a payout, another fee), before giving up. */
+const coverRoundsMax = 5;
 
 /**
  * Books `fees` taken for (or given back with) what happened to invoice `invoiceId` on rail `rail`, in the rail's
@@ -42,16 +54,16 @@ export async function bookRailFees(
   ]);
   for (const fee of fees) {
     const taken = fee.amount > 0n;
-    const booked = await credit(
-      deps.ledger,
-      {
+    const amount = taken ? fee.amount : -fee.amount;
+    const feeLeg: Leg = {
+      posting: {
         debitAccountId: taken ? feeAccount.ledgerAccountId : clearing.ledgerAccountId,
         creditAccountId: taken ? clearing.ledgerAccountId : feeAccount.ledgerAccountId,
-        amount: taken ? fee.amount : -fee.amount,
+        amount,
         ledger: rail.asset.ledger,
         code: transferCodes.payments.feePaid,
       },
-      {
+      transfer: {
         id: railFeeLedgerId(params.rail, fee.id),
         userData128: derivedLedgerId(params.invoiceId, "invoice"),
         evidence: {
@@ -61,7 +73,60 @@ export async function bookRailFees(
         },
         label: `fee ${fee.id} of invoice ${params.invoiceId}`,
       },
-    );
+    };
+    let booked: "credited" | "conflict" | null = null;
+    for (let round = 0; booked === null; round += 1) {
+      try {
+        booked = await creditChain(deps.ledger, [feeLeg], feeLeg.transfer.label!);
+        break;
+      } catch (error) {
+        if (
+          !(error instanceof LedgerPostingError) ||
+          error.result !== "exceeds_debits" ||
+          round >= coverRoundsMax
+        )
+          throw error;
+      }
+      // The clearing account holds less than the fee: the operator's capital covers the rest, with the fee.
+      const [account] = await deps.ledger.lookupAccounts([clearing.ledgerAccountId]);
+      const room =
+        account === undefined ? 0n : account.debitsPosted - account.creditsPosted - account.creditsPending;
+      const uncovered = amount - (room > 0n ? room : 0n);
+      if (uncovered <= 0n) continue; // a give-back came in meanwhile: the fee alone fits now
+      const capital = await railAccountOpened(deps, {
+        kind: "capital",
+        rail: params.rail,
+        asset: rail.asset,
+      });
+      const cover: Leg = {
+        posting: {
+          debitAccountId: clearing.ledgerAccountId,
+          creditAccountId: capital.ledgerAccountId,
+          amount: uncovered,
+          ledger: rail.asset.ledger,
+          code: transferCodes.payments.capitalIn,
+        },
+        transfer: {
+          id: railFeeCoverLedgerId(params.rail, fee.id),
+          userData128: derivedLedgerId(params.invoiceId, "invoice"),
+          evidence: { rail: params.rail, reference: fee.id, detail: { kind: "fee_covered_by_capital" } },
+          label: `the operator's cover of fee ${fee.id}`,
+        },
+      };
+      try {
+        // A conflict here is the cover booked by another writer with another amount, with the fee (linked):
+        // the next round finds the fee booked.
+        if ((await creditChain(deps.ledger, [cover, feeLeg], feeLeg.transfer.label!)) === "credited")
+          booked = "credited";
+      } catch (error) {
+        if (
+          !(error instanceof LedgerPostingError) ||
+          error.result !== "exceeds_debits" ||
+          round >= coverRoundsMax
+        )
+          throw error;
+      }
+    }
     if (booked === "conflict")
       deps.logger.error(
         { rail: params.rail, feeId: fee.id, amount: fee.amount.toString(), invoiceId: params.invoiceId },

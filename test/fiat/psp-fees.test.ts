@@ -1,16 +1,19 @@
 // Stripe keeps its fees out of the platform's balance: a card payment's processing fee, a dispute's fee, and that fee
 // given back when the dispute is won. The ledger books each, once, from the fiat rail's fee account into its clearing
-// account, so that the clearing account says what Stripe holds. Before, only the money was booked: a dispute of 25.00
-// with its 15.00 fee left the clearing account 15.00 above Stripe. Two gateway processes on one PostgreSQL database,
-// against stripe-mock, the webhooks through the real route; the fees come in the dispute's own balance transactions,
-// as Stripe sends them.
+// account, so that the clearing account says what Stripe holds; a fee larger than what the clearing account holds is
+// what Stripe takes from the platform's bank, booked as the operator's capital. Before, only the money was booked: a
+// dispute of 25.00 with its 15.00 fee left the clearing account 15.00 above Stripe. Two gateway processes on one
+// PostgreSQL database, against stripe-mock, the webhooks through the real route; a dispute's fees come in its own
+// balance transactions, as Stripe sends them. stripe-mock's balance transactions all say fee 0, so a card payment's
+// processing fee is given to the settlement as the rail would deliver it.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { assets } from "../../core/index.ts";
+import { assets, type RailEvent } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
-import { railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
+import { applyRailEvent } from "../../gateway/settlement/index.ts";
+import { railFeeCoverLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -38,8 +41,16 @@ const deliver = async (app: App, event: unknown) => {
   expect(answer.status, JSON.stringify(answer.body)).toBe(200);
 };
 
-/** The fiat rail's USD account of `kind`: debits less credits (both accounts are debit-normal). */
-async function railBalance(kind: "clearing" | "fee"): Promise<bigint> {
+/** A rail event applied by `app`'s settlement as the fiat rail delivers it. */
+const applied = (app: App, event: RailEvent) =>
+  applyRailEvent(
+    { settlement: app.settlement, payments: app.payments, logger: app.server.log },
+    "fiat",
+    event,
+  );
+
+/** The fiat rail's USD account of `kind`: debits less credits (clearing and fee are debit-normal; capital is not). */
+async function railBalance(kind: "clearing" | "fee" | "capital"): Promise<bigint> {
   const [row] = await a.db.query<{ ledger_account_id: bigint }>(
     "SELECT ledger_account_id FROM accounts WHERE kind = $1 AND rail = 'fiat' AND asset = 'USD'",
     [kind],
@@ -49,8 +60,8 @@ async function railBalance(kind: "clearing" | "fee"): Promise<bigint> {
   return account!.debitsPosted - account!.creditsPosted;
 }
 
-/** A card invoice of 25.00 into an account of its own, paid (Stripe's event delivered to `app`). */
-async function paidInvoice(name: string, app: App = a) {
+/** A card invoice of 25.00 into an account of its own; `pay` delivers Stripe's payment_intent.succeeded to `app`. */
+async function cardInvoice(name: string, app: App = a) {
   const accountId = `acct_${name}`;
   await createAccount(
     { sql: a.db, ledger: a.ledger },
@@ -76,15 +87,17 @@ async function paidInvoice(name: string, app: App = a) {
 }
 
 describe("Stripe's fees", () => {
-  it("books a dispute's fee once, and its return when the dispute is won: the clearing account follows Stripe", async () => {
-    const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
-    const { invoiceId, intentId, pay } = await paidInvoice("fee_dispute");
+  it("books a dispute's fee once, covered by the operator when Stripe's balance has nothing left, and its return when the dispute is won", async () => {
+    // The first payment on this database: Stripe holds nothing else of the gateway's.
+    expect(await railBalance("clearing")).toBe(0n);
+    const { invoiceId, intentId, pay } = await cardInvoice("fee_dispute");
     await pay();
     // stripe-mock's balance transaction for the charge says fee 0: the payment costs nothing here.
-    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n);
-    expect(await railBalance("fee")).toBe(feesBefore);
+    expect(await railBalance("clearing")).toBe(2500n);
+    expect(await railBalance("fee")).toBe(0n);
 
-    // Stripe takes 25.00 and its 15.00 fee. Delivered to both processes, and again under another event id.
+    // Stripe takes 25.00 and its 15.00 fee: its balance would be −15.00, which it takes from the platform's bank.
+    // Delivered to both processes, and again under another event id.
     const withdrawn = { id: "txn_fee_dispute_withdrawn", amount: -2500, fee: 1500 };
     const opened = { disputeId: "dp_fee", intentId, amount: 2500, fees: [withdrawn] };
     await Promise.all([
@@ -92,31 +105,40 @@ describe("Stripe's fees", () => {
       deliver(b, stripeEvents.disputeCreated("evt_fee_dispute", opened)),
     ]);
     await deliver(b, stripeEvents.disputeCreated("evt_fee_dispute_again", opened));
-    expect(await railBalance("clearing")).toBe(clearingBefore - 1500n);
-    expect(await railBalance("fee")).toBe(feesBefore + 1500n);
-    const [booked] = await a.ledger.lookupTransfers([railFeeLedgerId("fiat", withdrawn.id)]);
+    expect(await railBalance("clearing")).toBe(0n);
+    expect(await railBalance("fee")).toBe(1500n);
+    expect(await railBalance("capital")).toBe(-1500n);
+    const [booked, cover] = await a.ledger.lookupTransfers([
+      railFeeLedgerId("fiat", withdrawn.id),
+      railFeeCoverLedgerId("fiat", withdrawn.id),
+    ]);
     expect(booked).toMatchObject({ amount: 1500n, code: transferCodes.payments.feePaid });
+    expect(cover).toMatchObject({ amount: 1500n, code: transferCodes.payments.capitalIn });
 
     // Won: Stripe gives back the 25.00 and the fee, and lists the first balance transaction again.
     const reinstated = { id: "txn_fee_dispute_reinstated", amount: 2500, fee: -1500 };
     const won = { ...opened, fees: [withdrawn, reinstated] };
     await deliver(b, stripeEvents.disputeFundsReinstated("evt_fee_dispute_won", won));
     await deliver(a, stripeEvents.disputeFundsReinstated("evt_fee_dispute_won", won));
-    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n);
-    expect(await railBalance("fee")).toBe(feesBefore);
+    // Stripe holds the payment and the 15.00 the bank gave it.
+    expect(await railBalance("clearing")).toBe(4000n);
+    expect(await railBalance("fee")).toBe(0n);
+    expect(await railBalance("capital")).toBe(-1500n);
     // The fee's transfers name the invoice, as its receipt does.
     const transfers = await a.ledger.lookupTransfers([
       railFeeLedgerId("fiat", withdrawn.id),
       railFeeLedgerId("fiat", reinstated.id),
     ]);
-    expect(transfers.map((transfer) => transfer.amount)).toEqual([1500n, 1500n]);
     const invoiceLink = derivedLedgerId(invoiceId, "invoice");
-    expect(transfers.map((transfer) => transfer.userData128)).toEqual([invoiceLink, invoiceLink]);
+    expect(transfers.map((transfer) => [transfer.amount, transfer.userData128])).toEqual([
+      [1500n, invoiceLink],
+      [1500n, invoiceLink],
+    ]);
   });
 
   it("keeps a dispute's fee while the dispute waits for its payment, and books it with the dispute", async () => {
     const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
-    const { intentId, pay } = await paidInvoice("fee_dispute_first", b);
+    const { intentId, pay } = await cardInvoice("fee_dispute_first", b);
     // Stripe delivers the dispute before the payment: it is parked (no money of it is credited yet).
     const opened = {
       disputeId: "dp_fee_first",
@@ -128,31 +150,49 @@ describe("Stripe's fees", () => {
     expect(await railBalance("clearing")).toBe(clearingBefore);
     expect(await railBalance("fee")).toBe(feesBefore);
     await pay();
+    // Stripe held enough of the gateway's money this time: no cover.
     expect(await railBalance("clearing")).toBe(clearingBefore - 1500n);
     expect(await railBalance("fee")).toBe(feesBefore + 1500n);
+    expect(await a.ledger.lookupTransfers([railFeeCoverLedgerId("fiat", "txn_fee_first_withdrawn")])).toEqual(
+      [],
+    );
   });
 
-  it("books nothing for a dispute of a payment that is not ours", async () => {
+  it("books a card payment's processing fee with its money, once, also when the receipt is delivered again", async () => {
     const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
-    const { intentId } = await paidInvoice("fee_dispute_stranger");
-    // Another PaymentIntent (not the one offered for the invoice) naming it: its money and its dispute are not ours.
-    const stranger = stripeEvents.intentSucceeded("evt_fee_stranger_paid", {
-      intentId: `${intentId}_other`,
-      amount: 2500,
-      paymentId: "pay_stranger",
-      attemptId: "invoice",
+    const { invoiceId, intentId } = await cardInvoice("fee_card");
+    const received: RailEvent = {
+      kind: "received",
+      reference: invoiceId,
+      amount: 2500n,
+      evidence: { rail: "fiat", pspId: intentId },
+      fees: [{ id: "txn_fee_card", amount: 103n }],
+    };
+    expect(await applied(a, received)).toBe("applied");
+    expect(await applied(b, received)).toBe("applied"); // a duplicate of the receipt: its fee is booked already
+    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n - 103n);
+    expect(await railBalance("fee")).toBe(feesBefore + 103n);
+    // Asynchronous capture: the fee comes later, alone, for money received already.
+    const later: RailEvent = {
+      kind: "fee",
+      reference: invoiceId,
+      evidence: { rail: "fiat", pspId: intentId },
+      fees: [{ id: "txn_fee_card", amount: 103n }],
+    };
+    expect(await applied(b, later)).toBe("applied");
+    expect(await railBalance("fee")).toBe(feesBefore + 103n);
+  });
+
+  it("books nothing for money that is not ours", async () => {
+    const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
+    const stranger: RailEvent = {
+      kind: "received",
       reference: "inv_unknown_to_switchyard",
-    });
-    await deliver(a, stranger);
-    await deliver(
-      a,
-      stripeEvents.disputeCreated("evt_fee_stranger_dispute", {
-        disputeId: "dp_fee_stranger",
-        intentId: `${intentId}_other`,
-        amount: 2500,
-        fees: [{ id: "txn_fee_stranger", amount: -2500, fee: 1500 }],
-      }),
-    );
+      amount: 2500n,
+      evidence: { rail: "fiat", pspId: "pi_stranger" },
+      fees: [{ id: "txn_fee_stranger", amount: 103n }],
+    };
+    expect(await applied(a, stranger)).toBe("not_ours");
     expect(await railBalance("clearing")).toBe(clearingBefore);
     expect(await railBalance("fee")).toBe(feesBefore);
   });

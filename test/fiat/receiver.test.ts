@@ -180,6 +180,56 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
     expect(ledger.calls).toHaveLength(2);
   });
 
+  it("keeps a parked dispute's fees, and delivers them with the dispute after the credit", async () => {
+    const fees = [{ id: "txn_parked_withdrawn", amount: -2_500, fee: 1_500 }];
+    const dispute = stripeEvents.disputeCreated("evt_d1", {
+      disputeId: "du_1",
+      intentId: "pi_topup1",
+      amount: 2_500,
+      fees,
+    });
+    expect(await receiver.receive(env(dispute))).toEqual({ status: "parked" });
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    expect(ledger.calls[1]).toMatchObject({
+      kind: "reversed",
+      key: "dispute:du_1",
+      fees: [{ id: "txn_parked_withdrawn", amount: 1_500n }],
+    });
+  });
+
+  it("delivers a charge's fee set after its payment was credited, as that payment's fee", async () => {
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    const updated = env(stripeEvents.chargeBalanceTransactionSet("evt_c1", { intentId: "pi_topup1" }));
+    expect(await receiver.receive(updated)).toEqual({ status: "applied", applied: 1 });
+    expect(ledger.calls[1]).toEqual({
+      kind: "fee",
+      reference: "cust_42",
+      paymentId: "pay_1",
+      attemptId: "att_1",
+      intentId: "pi_topup1",
+      evidence: { rail: "fiat", pspId: "pi_topup1" },
+      pspIds: { event: "evt_c1", paymentIntent: "pi_topup1", charge: "ch_topup1" },
+    });
+    expect(await receiver.receive(updated)).toEqual({ status: "duplicate" });
+  });
+
+  it("asks again for a fee of ours that comes before its payment's credit, and applies it once credited", async () => {
+    const updated = env(stripeEvents.chargeBalanceTransactionSet("evt_c1", { intentId: "pi_topup1" }));
+    await expect(receiver.receive(updated)).rejects.toThrow("came before its payment was credited");
+    expect(await store.isApplied("evt_c1")).toBe(false);
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    expect(await receiver.receive(updated)).toEqual({ status: "applied", applied: 1 });
+    expect(ledger.calls.map((call) => call.kind)).toEqual(["received", "fee"]);
+    // Someone else's charge on the account: nothing, and not asked again.
+    const stranger = env(
+      stripeEvents.chargeBalanceTransactionSet("evt_c2", { intentId: "pi_other", metadata: {} }),
+    );
+    expect(await receiver.receive(stranger)).toEqual({
+      status: "ignored",
+      reason: "not_created_by_switchyard",
+    });
+  });
+
   it("ends at the same balance whichever order success and dispute arrive in, also concurrently", async () => {
     const success = env(stripeEvents.intentSucceeded("evt_s1", topUp));
     const dispute = env(

@@ -141,6 +141,22 @@ export const stripeEvents = {
       charge: `ch_${f.intentId.slice(3)}`,
       payment_intent: f.intentId,
     }),
+  /** charge.updated setting the charge's balance transaction (asynchronous capture). */
+  chargeBalanceTransactionSet: (
+    eventId: string,
+    f: { intentId: string; metadata?: Record<string, string> },
+  ) => {
+    const charge = {
+      id: `ch_${f.intentId.slice(3)}`,
+      object: "charge",
+      currency: "usd",
+      payment_intent: f.intentId,
+      balance_transaction: `txn_${f.intentId.slice(3)}`,
+      metadata: f.metadata ?? { switchyard_payment_id: "pay_1", switchyard_attempt_id: "att_1" },
+    };
+    const event = envelope(eventId, "charge.updated", charge);
+    return { ...event, data: { ...event.data, previous_attributes: { balance_transaction: null } } };
+  },
   chargeRefunded: (
     eventId: string,
     f: { intentId: string; refunds: { refundId: string; amount: number }[] },
