@@ -11,9 +11,40 @@
 // a fresh nonce slot (2,100 cold + 20,000 zero→non-zero = 22,100) and recovers a signature (ecrecover 3,000):
 // 25,100 before the payer's balance (cold read + write, 5,000), the token's two logs (AuthorizationUsed ≈ 1,100,
 // Transfer ≈ 1,750), the item's calldata (145 packed bytes ≈ 2,200) and the call itself (≈ 1,000).
+//
+// x402-channel-*: x402's `batch-settlement` scheme on X402ChannelEscrow at its canonical address, every transaction
+// sent by the official @x402/evm facilitator from payloads the official client signed (test/support/x402-channels.ts
+// places the contracts). x402-channel-deposit: a payer's first deposit (ERC-3009 receiveWithAuthorization through the
+// collector; the escrow already holds the token). x402-channel-claim-1: one claimWithSignature of the last voucher
+// of 100 payments in one channel; x402-channel-claim-100: one claimWithSignature of one voucher from each of 100
+// channels (100 payers). x402-channel-settle: settle(receiver, token), one transfer. gas_per_payment:
+// x402-channel-100 = (deposit + claim-1 + settle) / 100 for 100 payments from one payer; x402-channel-100-payers =
+// (100 deposits + claim-100 + settle) / 100 for 100 payers paying once each.
+import { x402Facilitator } from "@x402/core/facilitator";
+import type { PaymentPayload, PaymentRequirements, SettleResponse } from "@x402/core/types";
+import { toClientEvmSigner, toFacilitatorEvmSigner } from "@x402/evm";
+import {
+  BatchSettlementEvmScheme as BatchClient,
+  InMemoryClientChannelStorage,
+  updateChannelFromSettle,
+} from "@x402/evm/batch-settlement/client";
+import { BatchSettlementEvmScheme as BatchFacilitator } from "@x402/evm/batch-settlement/facilitator";
 import { network } from "hardhat";
-import { type Address, type Hex, keccak256, maxUint256, parseSignature, stringToHex } from "viem";
-import { privateKeyToAccount } from "viem/accounts";
+import {
+  type Address,
+  createWalletClient,
+  custom,
+  type EIP1193Provider,
+  type Hex,
+  keccak256,
+  maxUint256,
+  type PublicClient,
+  parseSignature,
+  publicActions,
+  stringToHex,
+} from "viem";
+import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
+import { hardhatMnemonic } from "../adapters/evm/dev-chain.ts";
 import {
   authorizationNonceOf,
   canonicalSplit,
@@ -33,6 +64,7 @@ import {
   x402BatchSettlerAbi,
 } from "../adapters/evm/x402-batch.ts";
 import { basisPointsTotal } from "../core/index.ts";
+import { installX402Channels } from "../test/support/x402-channels.ts";
 import type { BenchResult, BenchRow } from "./report.ts";
 
 const distributeRecipientCounts = [2, 5, 10, 50] as const;
@@ -73,19 +105,21 @@ function prng(seed: number): () => number {
 export async function run(): Promise<BenchResult> {
   const connection = await network.connect();
   try {
-    return await measure(connection.viem);
+    return await measure(connection);
   } finally {
     await connection.close();
   }
 }
 
-type HardhatViem = Awaited<ReturnType<typeof network.connect>>["viem"];
+type Connection = Awaited<ReturnType<typeof network.connect>>;
+type HardhatViem = Connection["viem"];
 
 /**
  * One piece on purpose: each row's receipt is measured on the chain state the rows before it left (the split,
  * its recipients and allowances already there), so the cases run in this order on one chain.
  */
-async function measure(viem: HardhatViem): Promise<BenchResult> {
+async function measure(connection: Connection): Promise<BenchResult> {
+  const viem = connection.viem;
   const publicClient = await viem.getPublicClient();
   const [gateway] = await viem.getWalletClients();
   if (!gateway) throw new Error("bench gas: no wallet client");
@@ -240,6 +274,7 @@ async function measure(viem: HardhatViem): Promise<BenchResult> {
   });
 
   rows.push(...(await measureX402(viem, { testUsd, chainId, send, mint })));
+  rows.push(...(await measureX402Channels(connection, { testUsd, chainId, send, mint })));
   return { benchmark: "gas", rows };
 }
 
@@ -338,6 +373,155 @@ async function measureX402(
     case: `x402-batch-${x402BatchPayments}-one-payer`,
     gas: onePayerGas,
     gas_per_payment: Math.round(onePayerGas / x402BatchPayments),
+  });
+  return rows;
+}
+
+/** x402-channel-* (see the header): the official facilitator's transactions, their gas from the receipts. */
+async function measureX402Channels(
+  connection: Connection,
+  chain: {
+    testUsd: Address;
+    chainId: number;
+    send: (hash: Hex) => Promise<bigint>;
+    mint: (to: Address, amount: bigint) => Promise<Hex>;
+  },
+): Promise<BenchRow[]> {
+  const { testUsd, send, mint } = chain;
+  const publicClient = (await connection.viem.getPublicClient()) as unknown as PublicClient;
+  const [gateway] = await connection.viem.getWalletClients();
+  if (!gateway) throw new Error("bench gas: no wallet client");
+  await installX402Channels({
+    publicClient,
+    walletClient: gateway as never,
+    setCode: (address, code) => connection.networkHelpers.setCode(address, code),
+  });
+  const net = `eip155:${chain.chainId}` as const;
+  const receiver = privateKeyToAccount(keccak256(stringToHex("bench x402 channel receiver"))).address;
+  const authorizer = privateKeyToAccount(keccak256(stringToHex("bench x402 channel authorizer")));
+  const submitter = createWalletClient({
+    account: mnemonicToAccount(hardhatMnemonic, { addressIndex: 7 }),
+    transport: custom(connection.provider as unknown as EIP1193Provider),
+    chain: gateway.chain,
+  }).extend(publicActions);
+  const facilitator = new x402Facilitator().register(
+    net,
+    new BatchFacilitator(
+      toFacilitatorEvmSigner({ ...submitter, address: submitter.account.address } as never),
+      authorizer,
+    ),
+  );
+  const requirements: PaymentRequirements = {
+    scheme: "batch-settlement",
+    network: net,
+    amount: x402PaymentUnits.toString(),
+    asset: testUsd,
+    payTo: receiver,
+    maxTimeoutSeconds: 3600,
+    extra: {
+      name: testUsdDefaults.name,
+      version: testUsdDefaults.version,
+      receiverAuthorizer: authorizer.address,
+      withdrawDelay: 900,
+      minDeposit: (x402PaymentUnits * BigInt(x402BatchPayments)).toString(),
+    },
+  };
+  const envelope = (payload: unknown): PaymentPayload =>
+    ({ x402Version: 2, accepted: requirements, payload }) as PaymentPayload;
+  type Signed = {
+    type: string;
+    channelConfig: unknown;
+    voucher: { channelId: Hex; maxClaimableAmount: string; signature: Hex };
+    deposit?: { amount: string };
+  };
+  const claimOf = (payload: Signed) => ({
+    voucher: { channel: payload.channelConfig, maxClaimableAmount: payload.voucher.maxClaimableAmount },
+    signature: payload.voucher.signature,
+    totalClaimed: payload.voucher.maxClaimableAmount,
+  });
+  const gasOf = async (what: string, response: Promise<SettleResponse>): Promise<number> => {
+    const settled = await response;
+    if (!settled.success)
+      throw new Error(`bench gas: ${what}: ${settled.errorReason} ${settled.errorMessage ?? ""}`);
+    return Number(await send(settled.transaction as Hex));
+  };
+  /** A payer holding TestUSD with the official client; its first payload is a deposit, the next ones vouchers. */
+  const newPayer = async (label: string) => {
+    const account = privateKeyToAccount(keccak256(stringToHex(`bench x402 channel payer ${label}`)));
+    await send(await mint(account.address, 10n ** 9n));
+    const storage = new InMemoryClientChannelStorage();
+    const client = new BatchClient(toClientEvmSigner(account), { storage });
+    // Each payment is then booked as charged in the client's storage, as its PAYMENT-RESPONSE hook would.
+    return async (): Promise<Signed> => {
+      const payload = (await client.createPaymentPayload(2, requirements)).payload as Signed;
+      await updateChannelFromSettle(storage, {
+        server: { chargedAmount: x402PaymentUnits.toString() },
+        local: {
+          channelId: payload.voucher.channelId,
+          requestAmount: x402PaymentUnits.toString(),
+          ...(payload.deposit ? { depositAmount: payload.deposit.amount } : {}),
+        },
+      });
+      return payload;
+    };
+  };
+  const deposit = (payload: Signed) => gasOf("deposit", facilitator.settle(envelope(payload), requirements));
+  const claim = (payloads: Signed[]) =>
+    gasOf(
+      "claim",
+      facilitator.settle(envelope({ type: "claim", claims: payloads.map(claimOf) }), requirements),
+    );
+  const settle = () =>
+    gasOf("settle", facilitator.settle(envelope({ type: "settle", receiver, token: testUsd }), requirements));
+
+  // Warm: the escrow already holds the token and the receiver has been paid once.
+  const warmUp = await newPayer("warm-up");
+  const warmUpDeposit = await warmUp();
+  await deposit(warmUpDeposit);
+  await claim([warmUpDeposit]);
+  await settle();
+  const rows: BenchRow[] = [];
+
+  // One payer, 100 payments: the deposit carries the first voucher, 99 more are signed off chain.
+  const onePayer = await newPayer("one");
+  const first = await onePayer();
+  const depositGas = await deposit(first);
+  let last = first;
+  for (let i = 1; i < x402BatchPayments; i += 1) last = await onePayer();
+  if (
+    last.type !== "voucher" ||
+    BigInt(last.voucher.maxClaimableAmount) !== x402PaymentUnits * BigInt(x402BatchPayments)
+  ) {
+    throw new Error("bench gas: the 100th payment is not a voucher for 100 payments");
+  }
+  const claimOneGas = await claim([last]);
+  const settleGas = await settle();
+  rows.push({ case: "x402-channel-deposit", gas: depositGas });
+  rows.push({ case: "x402-channel-claim-1", gas: claimOneGas });
+  rows.push({ case: "x402-channel-settle", gas: settleGas });
+  const onePayerGas = depositGas + claimOneGas + settleGas;
+  rows.push({
+    case: `x402-channel-${x402BatchPayments}`,
+    gas: onePayerGas,
+    gas_per_payment: Math.round(onePayerGas / x402BatchPayments),
+  });
+
+  // 100 payers paying once each: 100 deposits, one claim of 100 channels, one settle.
+  const firsts: Signed[] = [];
+  let depositsGas = 0;
+  for (let i = 0; i < x402BatchPayments; i += 1) {
+    const payment = await (await newPayer(`many ${i}`))();
+    depositsGas += await deposit(payment);
+    firsts.push(payment);
+  }
+  const claimManyGas = await claim(firsts);
+  const settleManyGas = await settle();
+  rows.push({ case: `x402-channel-claim-${x402BatchPayments}`, gas: claimManyGas });
+  const manyGas = depositsGas + claimManyGas + settleManyGas;
+  rows.push({
+    case: `x402-channel-${x402BatchPayments}-payers`,
+    gas: manyGas,
+    gas_per_payment: Math.round(manyGas / x402BatchPayments),
   });
   return rows;
 }
