@@ -157,8 +157,8 @@ contract X402ChannelEscrow is ReentrancyGuardTransient, Multicall {
     {
         if (amount == 0) revert X402ChannelZeroAmount();
         if (
-            config.payer == address(0) || config.receiver == address(0) || config.receiverAuthorizer == address(0)
-                || config.token == address(0)
+            config.payer == address(0) || config.receiver == address(0) || config.receiver == address(this)
+                || config.receiverAuthorizer == address(0) || config.token == address(0)
         ) revert X402ChannelInvalidConfig();
         if (config.withdrawDelay < MIN_WITHDRAW_DELAY || config.withdrawDelay > MAX_WITHDRAW_DELAY) {
             revert X402ChannelWithdrawDelayOutOfRange(config.withdrawDelay);

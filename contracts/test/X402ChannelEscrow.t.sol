@@ -476,6 +476,19 @@ contract X402ChannelEscrowTest is CheatTest {
         escrow.deposit(config, 1000, address(collector), data);
     }
 
+    function test_configWithoutAReceiverSideIsRefused() public {
+        X402ChannelEscrow.ChannelConfig memory config = _config(0);
+        config.receiverAuthorizer = address(0);
+        bytes memory data = _collectorData(PAYER_KEY, config, 1000, 1);
+        vm.expectRevert(X402ChannelEscrow.X402ChannelInvalidConfig.selector);
+        escrow.deposit(config, 1000, address(collector), data);
+        config = _config(0);
+        config.receiver = address(escrow);
+        data = _collectorData(PAYER_KEY, config, 1000, 1);
+        vm.expectRevert(X402ChannelEscrow.X402ChannelInvalidConfig.selector);
+        escrow.deposit(config, 1000, address(collector), data);
+    }
+
     function test_collectorThatMovesNothingCreditsNothing() public {
         LyingCollector liar = new LyingCollector();
         vm.expectRevert(abi.encodeWithSelector(X402ChannelEscrow.X402ChannelDepositMismatch.selector, 1000, 0));
