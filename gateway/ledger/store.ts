@@ -115,6 +115,14 @@ export async function writeAlongside(tx: Sql, statements: readonly Statement[]):
 export const refusedByServer = (error: unknown) =>
   isServerError(error) && error.severity !== "FATAL" && error.severity !== "PANIC";
 
+/**
+ * Bounds every lock wait of the rest of the transaction to `ms` (PostgreSQL's lock_timeout, for this transaction
+ * only): a statement that waits longer fails with 55P03 (lock_not_available).
+ */
+export async function boundLockWaits(tx: Sql, ms: number): Promise<void> {
+  await run(tx, "lock wait bound", "SELECT set_config('lock_timeout', $1, true)", [`${ms}ms`]);
+}
+
 export type Clock = { timestampLast: bigint; token: bigint };
 
 export async function lockClock(tx: Sql): Promise<Clock> {

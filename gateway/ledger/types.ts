@@ -320,6 +320,14 @@ export type LedgerLimits = {
    * clock; then it rolls back and runs again locked. Bounds a wait PostgreSQL's deadlock detector cannot see.
    */
   claimWaitMaxMs: number;
+  /**
+   * How long a statement written under the ledger's lock (Alongside.underLock) waits for a row lock, on PostgreSQL,
+   * before its batch gives up the clock and runs again (lock_timeout, 55P03; at most retryAttemptsMax times, then
+   * its caller hears the store failure). Its batch holds the clock while it waits, and another process's pipelined
+   * batch takes its callers' rows before the clock: a wait on such a row is a cycle PostgreSQL finds only after its
+   * deadlock_timeout, every process's ledger writes stalled meanwhile. 0: no bound but the statement timeout.
+   */
+  underLockWaitMaxMs: number;
 };
 
 export const defaultLedgerLimits: LedgerLimits = {
@@ -335,4 +343,5 @@ export const defaultLedgerLimits: LedgerLimits = {
   expiryBatchMax: 8190,
   pipelineDepthMax: 2,
   claimWaitMaxMs: 2000,
+  underLockWaitMaxMs: 50,
 };

@@ -8,6 +8,7 @@ import type { Row, Sql } from "../db/index.ts";
 import { AlongsideStatementError, batchFailure, notToRunAgain, sqlStateOf, waitGivenUp } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import {
+  boundLockWaits,
   insertAccounts,
   ledgerTransaction,
   lockClock,
@@ -35,6 +36,7 @@ import {
   type Job,
   maxBigint,
   randomToken,
+  runsUnderLock,
   type TransfersJob,
   type WriterState,
 } from "./writer-state.ts";
@@ -78,6 +80,8 @@ export async function runLocked(w: WriterState, batch: Job[]): Promise<unknown> 
       return null;
     } catch (error) {
       forget(w);
+      // Run again at once: the next attempt's lockClock queues behind whoever waited for the clock meanwhile — after
+      // a statement written under the lock gave up its wait (55P03, applyLocked), the batch that held its row.
       if (isRetryable(error) && attempt < w.limits.retryAttemptsMax) continue;
       // The server gave up a wait (waitGivenUp): every job fails as a store failure, at once, rather than run again
       // each alone, each waiting out the same lock for as long again (N jobs, N timeouts, holding the clock between
@@ -189,6 +193,23 @@ async function applyLocked(
   // The clock is ours (locked above), so its token is the one read there.
   await writeBatch(tx, { expectedToken: clock.token, clock: { timestampLast, token }, ...work.writes });
   written.alongside = work.alongside;
+  // The callers' statements stay after lockClock: each takes its snapshot as it starts, after every batch before
+  // this one committed, which is what a statement written under the lock (Alongside.underLock) relies on.
+  if (
+    w.db.kind === "postgres" &&
+    w.limits.underLockWaitMaxMs > 0 &&
+    work.alongside.statements.length > 0 &&
+    batch.some(runsUnderLock)
+  ) {
+    // Here the clock is locked before the callers' rows; a pipelined batch of another process locks its callers'
+    // rows first and the clock last (store-batch.ts). A statement here waiting on a row such a batch holds, while
+    // that batch waits for the clock, is a cycle PostgreSQL breaks only after its deadlock_timeout, every process's
+    // ledger writes stalled meanwhile. So a statement that asked for the lock gives up its wait soon (55P03): the
+    // transaction rolls back, the clock goes to the batch waiting for it, and runLocked runs this batch again, its
+    // clock lock queued behind that batch's. Only such a request's batch is bounded (it goes alone: takeBatch; and
+    // rarely): others wait for a row as long as the statement timeout allows.
+    await boundLockWaits(tx, w.limits.underLockWaitMaxMs);
+  }
   const alongsideRows = await writeAlongside(tx, work.alongside.statements);
   return () => {
     w.committedToken = token;

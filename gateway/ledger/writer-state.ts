@@ -39,6 +39,10 @@ export type ExpireJob = {
 };
 export type Job = TransfersJob | AccountsJob | ExpireJob;
 
+/** A job whose statement written alongside must run under the ledger's lock (Alongside.underLock). */
+export const runsUnderLock = (job: Job): boolean =>
+  job.kind === "transfers" && job.alongside?.underLock === true;
+
 export type WriterState = {
   readonly db: Db;
   readonly limits: LedgerLimits;
