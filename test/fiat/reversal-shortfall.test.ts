@@ -272,17 +272,39 @@ async function seenWithin(seen: () => Promise<boolean>, timeoutMs: number): Prom
 }
 
 /**
- * Whether a session of the test's database waits for a lock (`text` null), or runs or last ran a statement with
- * `text` in its first kilobyte (all pg_stat_activity keeps of it).
+ * Whether a session of the test's database waits for a lock the session `blockedBy` (a backend's pid) holds, or runs
+ * or last ran a statement with `text` in its first kilobyte (all pg_stat_activity keeps of it).
  */
-async function sessionSeen(client: pg.Client, text: string | null): Promise<boolean> {
+async function sessionSeen(
+  client: pg.Client,
+  what: { blockedBy: number } | { text: string },
+): Promise<boolean> {
   const { rows } = await client.query<{ count: string }>(
     `SELECT count(*) AS count FROM pg_stat_activity
      WHERE datname = current_database() AND pid <> pg_backend_pid()
-       AND CASE WHEN $1::text IS NULL THEN wait_event_type = 'Lock' ELSE position($1 in query) > 0 END`,
-    [text],
+       AND CASE WHEN $1::int4 IS NOT NULL THEN pg_blocking_pids(pid) @> ARRAY[$1::int4]
+                ELSE position($2 in query) > 0 END`,
+    "blockedBy" in what ? [what.blockedBy, null] : [null, what.text],
   );
   return Number(rows[0]!.count) > 0;
+}
+
+/**
+ * Settles once `app`'s ledger is handed a request whose statement must run under its lock (Alongside.underLock): a
+ * give-back with a collection, computed from the shortfalls it read before.
+ */
+function underLockRequested(app: App): Promise<void> {
+  const ledger = app.ledger;
+  const createTransfersWith = ledger.createTransfersWith;
+  return new Promise((resolve) => {
+    ledger.createTransfersWith = (transfers, alongside) => {
+      if (alongside.underLock === true) {
+        ledger.createTransfersWith = createTransfersWith;
+        resolve();
+      }
+      return createTransfersWith(transfers, alongside);
+    };
+  });
 }
 
 describe("a dispute and a refund's failure of one invoice in one process, their ledger batches both in flight", () => {
@@ -312,22 +334,37 @@ describe("a dispute and a refund's failure of one invoice in one process, their 
     const holder = new pg.Client({ connectionString: databaseUrl });
     await watcher.connect();
     await holder.connect();
+    /** Whether the give-back's statement ran while the dispute's batch was still in flight. */
+    let ranInFlight: boolean;
     try {
+      const holderPid: number = (await holder.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
       // The clock's row held elsewhere: the dispute's batch writes its record and then waits for the clock, in flight.
       await holder.query("BEGIN");
       await holder.query("SELECT 1 FROM ledger_clock WHERE singleton FOR UPDATE");
       const dispute = { disputeId: "dp_in_flight", intentId, amount: 2500 };
       const disputed = deliver(solo, stripeEvents.disputeCreated("evt_in_flight_dispute", dispute));
       expect(
-        await seenWithin(() => sessionSeen(watcher, null), 10_000),
+        await seenWithin(() => sessionSeen(watcher, { blockedBy: holderPid }), 10_000),
         "the dispute's batch waits for the clock",
       ).toBe(true);
-      // The refund fails meanwhile, in the same process: its give-back reads no shortfall yet.
+      // The refund fails meanwhile, in the same process: its give-back reads no shortfall yet, and is handed to the
+      // ledger.
+      let requested = false;
+      void underLockRequested(solo).then(() => {
+        requested = true;
+      });
       const failed = { refundId: refunded.stripeRefundId, intentId, amount: 1000 };
       const refundFailed = deliver(solo, stripeEvents.refundFailed("evt_in_flight_refund_failed", failed));
-      // Pipelined, its statement is sent at once; under the ledger's lock it waits for the dispute's batch (bounded
+      expect(
+        await seenWithin(async () => requested, 10_000),
+        "the give-back, its shortfalls read, is handed to the ledger",
+      ).toBe(true);
+      // Pipelined, its statement is sent at once; under the ledger's lock it waits for the dispute's batch (a bounded
       // wait: nothing to see then).
-      await seenWithin(() => sessionSeen(watcher, "UPDATE refunds SET status = 'failed'"), 1_500);
+      ranInFlight = await seenWithin(
+        () => sessionSeen(watcher, { text: "UPDATE refunds SET status = 'failed'" }),
+        1_500,
+      );
       await holder.query("ROLLBACK");
       expect((await disputed).status).toBe(200);
       expect((await refundFailed).status).toBe(200);
@@ -348,5 +385,6 @@ describe("a dispute and a refund's failure of one invoice in one process, their 
       "invoice.reversed 1500 - -",
       "refund.failed 1000 1000 0",
     ]);
+    expect(ranInFlight, "the give-back's statement ran while the dispute's batch was in flight").toBe(false);
   });
 });
