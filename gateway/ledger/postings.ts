@@ -479,7 +479,10 @@ function chainInput(member: ChainMember, flags: number): TransferInput {
  * the ledger already has breaks, as in TigerBeetle; when every member exists (a retry) that is success, and a
  * `held` statement is then written on its own, as a repeat of a single transfer would be. A refusal that is not a
  * shortfall throws a LedgerPostingError naming `label`, unless `alongside` is `always` (then it is `rejected`).
- * `underLock`: the statement is written under the ledger's lock (Alongside.underLock).
+ * `underLock`: the statement is written with the chain under the ledger's lock (Alongside.underLock). Not on a retry
+ * the ledger already had whole: there it is written on its own through `sql`, unlocked, which is safe only for a
+ * statement that records nothing then — as the give-backs' do: their gates are closed (what they record was committed
+ * with the chain), or they have nothing to record.
  */
 export async function writeChainWith(
   ledger: Ledger,

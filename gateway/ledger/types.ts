@@ -244,10 +244,14 @@ export type Alongside = {
   statement(results: readonly CreateTransferResult[], written: WrittenTransfers): Statement | null;
   /**
    * The statement checks rows that other requests' statements write and that no row lock of its own waits for (a
-   * row another statement inserts): it must run under the ledger's lock, after every batch before it has committed
-   * and before any after it writes, so the request's batch runs locked (writer-locked.ts), never pipelined, where
-   * the callers' statements run before the clock, beside batches still in flight whose rows they cannot see yet.
-   * Costs a drain of the pipeline: for rare requests only.
+   * row another statement inserts), so it must see every batch ordered before its own committed: the request's batch
+   * runs locked, alone (writer-locked.ts), never pipelined, where the callers' statements run before the clock,
+   * beside batches still in flight whose rows they cannot see yet. Locked, it runs after the clock is locked. That
+   * does not keep batches ordered after it from writing meanwhile: another process's pipelined batch runs its
+   * callers' statements before it waits for the clock, so rows they write may be there, uncommitted and unseen by
+   * this statement; that batch then finds the clock's token moved, and is rolled back and written again after this
+   * one. A wait of the statement on a row such a batch holds is bounded (LedgerLimits.underLockWaitMaxMs), and the
+   * batch runs again. Costs a drain of the pipeline: for rare requests only.
    */
   underLock?: boolean;
 };

@@ -21,10 +21,14 @@
 // The lock is what makes the check see a reversal recorded before the give-back in the ledger's order: a reversal's
 // shortfall is a row its record inserts, which no lock of the collection's statement waits for. So the give-back's
 // chain runs down the ledger's locked path (Alongside.underLock), its statement written after the clock is locked:
-// every batch before it has committed, and none after it can write before it does. Pipelined, the statement ran
+// every batch before it has committed. A reversal's batch of another process sent meanwhile may have inserted its
+// shortfall already, uncommitted and unseen by the check, but that batch is ordered after the give-back: finding the
+// clock's token moved, it is rolled back and written again after the give-back. Pipelined, the statement ran
 // before the clock, beside a reversal's batch of the same process still in flight ahead of it, whose shortfall it
 // did not see: the check passed, and the give-back left that shortfall uncollected (test/fiat/reversal-shortfall.test.ts).
-// Give-backs are rare (a refund failed, a dispute won); the pipeline drains for each.
+// Give-backs are rare (a refund failed, a dispute won); the pipeline drains for each, and the statement's waits for
+// a row (the invoice's refundable row, which a refund's claim or a reversal's record of another process locks before
+// the clock) are bounded: its batch runs again (LedgerLimits.underLockWaitMaxMs).
 import { type Sql, type Statement, serverRaised } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { type ChainMember, type TransferEvidence, transferCodes } from "../ledger/index.ts";
