@@ -113,7 +113,6 @@ const chargeUpdatedSchema = z
     currency: z.string(),
     payment_intent: expandable,
     balance_transaction: expandable,
-    metadata,
   })
   .loose();
 
@@ -362,11 +361,8 @@ export type Interpretation =
       fees?: readonly RailFee[];
     }
   | { kind: "reversals"; intentId: string; reversals: ParkedReversal[] }
-  /**
-   * A charge's balance transaction was set after its PaymentIntent succeeded: its fee, if the money was credited
-   * without it. `ours`: the charge carries Switchyard's metadata.
-   */
-  | { kind: "charge_fee"; intentId: string; ours: boolean; pspIds: FiatPspIds }
+  /** A charge's balance transaction was set after its PaymentIntent succeeded: its fee, if credited without it. */
+  | { kind: "charge_fee"; intentId: string; pspIds: FiatPspIds }
   | { kind: "stateless"; event: FiatEvent }
   | { kind: "ignored"; reason: IgnoredReason };
 
@@ -524,7 +520,6 @@ function interpretChargeUpdated(event: StripeEventEnvelope, params: InterpretPar
   return {
     kind: "charge_fee",
     intentId,
-    ours: charge.metadata?.[metadataKeys.paymentId] !== undefined,
     pspIds: { event: event.id, paymentIntent: intentId, charge: charge.id },
   };
 }

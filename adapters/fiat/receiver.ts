@@ -13,7 +13,6 @@
 // (the ledger transfer ids come from `key` / the PSP ids, which are stable across deliveries).
 
 import type { RailEventVerdict, RailFee, SettlementEvidence } from "../../core/index.ts";
-import { FiatRailError } from "./errors.ts";
 import {
   type FiatEvent,
   type IgnoredReason,
@@ -29,7 +28,7 @@ export type ApplyFiatEvent = (event: FiatEvent) => Promise<RailEventVerdict | vo
 export type ReceiveOutcome =
   | { status: "applied"; applied: number }
   | { status: "duplicate" }
-  | { status: "parked" } // a reversal waiting for its intent's success
+  | { status: "parked" } // a reversal, or a charge's fee, waiting for its intent's success
   | { status: "withdrawn" } // a reversal undone before it was applied: nothing to give back
   | { status: "stale" } // a failure after the success of the same intent
   | { status: "ignored"; reason: IgnoredReason }
@@ -74,6 +73,19 @@ function reinstatedEvent(
     evidence: reversalEvidence(withdrawal.pspIds, withdrawal.key),
     pspIds: withdrawal.pspIds,
     ...(withdrawal.fees === undefined ? {} : { fees: withdrawal.fees }),
+  };
+}
+
+/** The processing fee of a credited intent, read when delivered (its charge's balance transaction). */
+function feeEvent(intent: CreditedIntent, pspIds: FiatPspIds): FiatEvent {
+  return {
+    kind: "fee",
+    reference: intent.reference,
+    paymentId: intent.paymentId,
+    attemptId: intent.attemptId,
+    intentId: intent.intentId,
+    evidence: { rail: "fiat", pspId: intent.intentId },
+    pspIds,
   };
 }
 
@@ -128,8 +140,13 @@ export function createStripeEventReceiver(deps: {
           if (verdict === "not_ours") return { status: "not_ours" };
           applied += 1;
         }
-        const { parked } = await store.markCredited(already ?? intent);
+        const { parked, feePending } = await store.markCredited(already ?? intent);
         applied += await applyReversals(already ?? intent, parked);
+        if (feePending) {
+          await applyEvent(feeEvent(already ?? intent, meaning.pspIds));
+          await store.clearFeePending(meaning.intentId);
+          applied += 1;
+        }
         return { status: "applied", applied };
       }
       case "intent_failed": {
@@ -153,25 +170,11 @@ export function createStripeEventReceiver(deps: {
         return parked > 0 ? { status: "parked" } : { status: "withdrawn" };
       }
       case "charge_fee": {
-        const credited = await store.creditedIntent(meaning.intentId);
-        if (credited === null) {
-          // Before its payment's credit, which then reads the fee itself (the balance transaction exists now); unless
-          // that credit read it just before the balance transaction was set: ours is asked again until credited.
-          if (meaning.ours)
-            throw new FiatRailError(
-              `the fee of PaymentIntent ${meaning.intentId} came before its payment was credited; asked again`,
-            );
-          return { status: "ignored", reason: "not_created_by_switchyard" };
-        }
-        await applyEvent({
-          kind: "fee",
-          reference: credited.reference,
-          paymentId: credited.paymentId,
-          attemptId: credited.attemptId,
-          intentId: credited.intentId,
-          evidence: { rail: "fiat", pspId: credited.intentId },
-          pspIds: meaning.pspIds,
-        });
+        // Before its payment's credit it waits for it (that credit may have read the charge just before its balance
+        // transaction was set); an intent never credited (not ours) keeps it for nothing.
+        const placed = await store.parkFeeUnlessCredited(meaning.intentId);
+        if (placed.status === "parked") return { status: "parked" };
+        await applyEvent(feeEvent(placed.intent, meaning.pspIds));
         return { status: "applied", applied: 1 };
       }
       case "withdrawal": {

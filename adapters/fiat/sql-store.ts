@@ -1,10 +1,11 @@
 // The fiat rail's stores on PostgreSQL or PGlite (same SQL). Tables: migrations/001_fiat_stripe.sql.
 import { fileURLToPath } from "node:url";
-import type { Db, MigrationSource, Sql } from "../../core/index.ts";
+import type { Db, MigrationSource, RailFee, Sql } from "../../core/index.ts";
 import {
   type CreditedIntent,
   type FiatPspIds,
   FiatStoreError,
+  mergedFees,
   type ParkedReversal,
   parkedPerIntentMax,
   type ReversalReason,
@@ -76,6 +77,8 @@ type IntentRow = {
   attempt_id: string | null;
   reference: string | null;
   amount: bigint | null;
+  /** Read under the intent's lock only (lockIntent). */
+  fee_pending?: boolean;
 };
 
 function creditedFromRow(row: IntentRow | undefined): CreditedIntent | null {
@@ -101,6 +104,10 @@ type ParkedRow = {
 
 const jsonOf = <T>(value: T | string): T => (typeof value === "string" ? (JSON.parse(value) as T) : value);
 
+/** Fees as kept in a parked reversal's row: amounts as decimal strings. */
+const feesJson = (fees: readonly RailFee[]) =>
+  JSON.stringify(fees.map((fee) => ({ id: fee.id, amount: fee.amount.toString() })));
+
 /** A parked reversal's fees as kept (amounts as decimal strings); none kept, no `fees`. */
 const feesOf = (kept: readonly { id: string; amount: string }[]): Pick<ParkedReversal, "fees"> =>
   kept.length === 0 ? {} : { fees: kept.map((fee) => ({ id: fee.id, amount: BigInt(fee.amount) })) };
@@ -112,7 +119,7 @@ async function lockIntent(tx: Sql, intentId: string): Promise<IntentRow> {
     [intentId],
   );
   const rows = await tx.query<IntentRow>(
-    "SELECT intent_id, credited, payment_id, attempt_id, reference, amount FROM fiat_stripe_intents WHERE intent_id = $1 FOR UPDATE",
+    "SELECT intent_id, credited, payment_id, attempt_id, reference, amount, fee_pending FROM fiat_stripe_intents WHERE intent_id = $1 FOR UPDATE",
     [intentId],
   );
   const row = rows[0];
@@ -155,6 +162,7 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
         );
         return {
           wasCredited: row.credited,
+          feePending: row.fee_pending === true,
           parked: parked.map(
             (p): ParkedReversal => ({
               key: p.key,
@@ -183,22 +191,51 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
         );
         if ((count[0]?.n ?? 0n) >= BigInt(parkedPerIntentMax))
           throw new FiatStoreError(`more than ${parkedPerIntentMax} reversals parked for ${intentId}`);
-        await tx.query(
+        const inserted = await tx.query(
           `INSERT INTO fiat_parked_reversals (intent_id, key, reason, amount, psp_ids, fees)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (intent_id, key) DO NOTHING`,
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (intent_id, key) DO NOTHING RETURNING key`,
           [
             intentId,
             reversal.key,
             reversal.reason,
             reversal.amount,
             JSON.stringify(reversal.pspIds),
-            JSON.stringify(
-              (reversal.fees ?? []).map((fee) => ({ id: fee.id, amount: fee.amount.toString() })),
-            ),
+            feesJson(reversal.fees ?? []),
           ],
+        );
+        if (inserted.length === 0 && (reversal.fees ?? []).length > 0) {
+          // Parked before (the intent's lock holds it): the fees this delivery brings are added, each once.
+          const [kept] = await tx.query<Pick<ParkedRow, "fees">>(
+            "SELECT fees FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2",
+            [intentId, reversal.key],
+          );
+          const merged = mergedFees(feesOf(jsonOf(kept?.fees ?? [])).fees, reversal.fees);
+          await tx.query("UPDATE fiat_parked_reversals SET fees = $3 WHERE intent_id = $1 AND key = $2", [
+            intentId,
+            reversal.key,
+            feesJson(merged),
+          ]);
+        }
+        return { status: "parked" as const };
+      });
+    },
+    async parkFeeUnlessCredited(intentId) {
+      return db.transaction(async (tx) => {
+        const row = await lockIntent(tx, intentId);
+        const intent = creditedFromRow(row);
+        if (intent !== null) return { status: "credited" as const, intent };
+        await tx.query(
+          "UPDATE fiat_stripe_intents SET fee_pending = true, updated_at = now() WHERE intent_id = $1",
+          [intentId],
         );
         return { status: "parked" as const };
       });
+    },
+    async clearFeePending(intentId) {
+      await db.query(
+        "UPDATE fiat_stripe_intents SET fee_pending = false, updated_at = now() WHERE intent_id = $1 AND fee_pending",
+        [intentId],
+      );
     },
     async unpark({ intentId, key }) {
       await db.query("DELETE FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2", [intentId, key]);

@@ -60,12 +60,24 @@ export interface StripeWebhookStore {
   creditedIntent(intentId: string): Promise<CreditedIntent | null>;
   /**
    * Atomically marks the intent credited (idempotent) and returns the reversals parked for it, which stay
-   * parked until `unpark`: a crash between the two leaves them to the next delivery.
+   * parked until `unpark`, and whether a fee waits for it (parkFeeUnlessCredited), which waits until
+   * `clearFeePending`: a crash between the two leaves them to the next delivery.
    */
-  markCredited(intent: CreditedIntent): Promise<{ wasCredited: boolean; parked: ParkedReversal[] }>;
+  markCredited(
+    intent: CreditedIntent,
+  ): Promise<{ wasCredited: boolean; parked: ParkedReversal[]; feePending: boolean }>;
+  /**
+   * Atomically: when the intent is credited, returns it; otherwise remembers that its charge's fee is to be booked
+   * once it is (idempotent). The intent may never be credited (not ours): then nothing comes of it.
+   */
+  parkFeeUnlessCredited(
+    intentId: string,
+  ): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "parked" }>;
+  clearFeePending(intentId: string): Promise<void>;
   /**
    * Atomically: a reversal withdrawn already is "withdrawn"; otherwise, when the intent is credited, returns it;
-   * otherwise parks the reversal (idempotent by key).
+   * otherwise parks the reversal (idempotent by key; parked again, its fees are merged by id: a dispute's
+   * funds_withdrawn brings the fee its created did not have).
    */
   parkUnlessCredited(params: {
     intentId: string;
@@ -82,6 +94,12 @@ export interface StripeWebhookStore {
     key: string;
   }): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "withdrawn" }>;
   unpark(params: { intentId: string; key: string }): Promise<void>;
+}
+
+/** Fees of two deliveries of one reversal: each balance transaction once, the first delivery's first. */
+export function mergedFees(kept: readonly RailFee[] = [], more: readonly RailFee[] = []): RailFee[] {
+  const ids = new Set(kept.map((fee) => fee.id));
+  return [...kept, ...more.filter((fee) => !ids.has(fee.id))];
 }
 
 /** The most reversals kept waiting for one intent (Stripe allows far fewer refunds and disputes per charge). */
@@ -113,6 +131,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
   const credited = new Map<string, CreditedIntent>();
   const parked = new Map<string, Map<string, ParkedReversal>>();
   const withdrawn = new Set<string>();
+  const feePending = new Set<string>();
   const withdrawnKey = (intentId: string, key: string) => `${intentId} ${key}`;
   return {
     async isApplied(eventId) {
@@ -127,7 +146,20 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     async markCredited(intent) {
       const wasCredited = credited.has(intent.intentId);
       if (!wasCredited) credited.set(intent.intentId, intent);
-      return { wasCredited, parked: [...(parked.get(intent.intentId)?.values() ?? [])] };
+      return {
+        wasCredited,
+        parked: [...(parked.get(intent.intentId)?.values() ?? [])],
+        feePending: feePending.has(intent.intentId),
+      };
+    },
+    async parkFeeUnlessCredited(intentId) {
+      const intent = credited.get(intentId);
+      if (intent !== undefined) return { status: "credited", intent };
+      feePending.add(intentId);
+      return { status: "parked" };
+    },
+    async clearFeePending(intentId) {
+      feePending.delete(intentId);
     },
     async parkUnlessCredited({ intentId, reversal }) {
       if (withdrawn.has(withdrawnKey(intentId, reversal.key))) return { status: "withdrawn" };
@@ -138,10 +170,14 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
         waiting = new Map();
         parked.set(intentId, waiting);
       }
-      if (!waiting.has(reversal.key)) {
+      const earlier = waiting.get(reversal.key);
+      if (earlier === undefined) {
         if (waiting.size >= parkedPerIntentMax)
           throw new FiatStoreError(`more than ${parkedPerIntentMax} reversals parked for ${intentId}`);
         waiting.set(reversal.key, reversal);
+      } else {
+        const fees = mergedFees(earlier.fees, reversal.fees);
+        waiting.set(reversal.key, { ...earlier, ...(fees.length === 0 ? {} : { fees }) });
       }
       return { status: "parked" };
     },

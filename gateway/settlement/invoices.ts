@@ -446,6 +446,24 @@ export async function getInvoice(db: Db, params: { tenantId: string; id: string 
   return rows[0] === undefined ? null : fromRow(rows[0]);
 }
 
+/**
+ * Whether money for invoice `id` came in on rail `rail` as offered: its later fees (rail-events.ts, kind fee) are
+ * then the platform's to book. Another rail's, or an invoice of another payment (a stranger's PaymentIntent naming
+ * it), is not.
+ */
+export async function receivedOn(
+  db: Db,
+  params: { id: string; rail: string; evidence: SettlementEvidence },
+): Promise<boolean> {
+  const invoice = await invoiceTarget(db, params.id);
+  return (
+    invoice !== null &&
+    invoice.rail === params.rail &&
+    invoice.status !== "open" &&
+    offeredFor(invoice, params.evidence)
+  );
+}
+
 async function invoiceTarget(
   db: Db,
   id: string,

@@ -7,7 +7,13 @@ import {
   applyRefundEvent,
   type PaymentsDeps,
 } from "../payments/index.ts";
-import { applyReceived, applyReinstated, applyReversed, type SettlementDeps } from "./invoices.ts";
+import {
+  applyReceived,
+  applyReinstated,
+  applyReversed,
+  receivedOn,
+  type SettlementDeps,
+} from "./invoices.ts";
 import { bookRailFees } from "./rail-fees.ts";
 
 export type RailEventDeps = {
@@ -67,8 +73,10 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
     case "reinstated":
       await applyReinstated(deps.settlement, { rail, ...event });
       return "applied";
-    // The rail names only money it delivered as received and that was applied (so ours): its fees are booked below.
+    // A fee of money received before: booked below, once the invoice says the money came in on this rail as offered.
     case "fee":
-      return "applied";
+      return (await receivedOn(deps.settlement.db, { id: event.reference, rail, evidence: event.evidence }))
+        ? "applied"
+        : "not_ours";
   }
 }

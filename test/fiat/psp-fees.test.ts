@@ -183,6 +183,70 @@ describe("Stripe's fees", () => {
     expect(await railBalance("fee")).toBe(feesBefore + 103n);
   });
 
+  it("books a fee that comes after its money (asynchronous capture), and none for an invoice not paid so", async () => {
+    const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
+    const { invoiceId, intentId } = await cardInvoice("fee_card_later");
+    const evidence = { rail: "fiat" as const, pspId: intentId };
+    const later: RailEvent = {
+      kind: "fee",
+      reference: invoiceId,
+      evidence,
+      fees: [{ id: "txn_later", amount: 61n }],
+    };
+    // Before the money: not ours yet (the rail delivers it only after, see receiver.ts).
+    expect(await applied(a, later)).toBe("not_ours");
+    expect(await applied(a, { kind: "received", reference: invoiceId, amount: 2500n, evidence })).toBe(
+      "applied",
+    );
+    expect(await railBalance("fee")).toBe(feesBefore);
+    expect(await applied(b, later)).toBe("applied");
+    expect(await applied(a, later)).toBe("applied");
+    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n - 61n);
+    expect(await railBalance("fee")).toBe(feesBefore + 61n);
+    // Another PaymentIntent than the invoice's, or an invoice nobody has: nothing.
+    const stranger = { rail: "fiat" as const, pspId: "pi_stranger" };
+    expect(await applied(a, { ...later, evidence: stranger, fees: [{ id: "txn_x", amount: 5n }] })).toBe(
+      "not_ours",
+    );
+    expect(await applied(a, { ...later, reference: "inv_nobody", fees: [{ id: "txn_y", amount: 5n }] })).toBe(
+      "not_ours",
+    );
+    expect(await railBalance("fee")).toBe(feesBefore + 61n);
+  });
+
+  it("gives up, booking nothing, when the fee's cover keeps being refused (another amount under its id)", async () => {
+    const { invoiceId, intentId } = await cardInvoice("fee_cover_taken");
+    const evidence = { rail: "fiat" as const, pspId: intentId };
+    expect(await applied(a, { kind: "received", reference: invoiceId, amount: 2500n, evidence })).toBe(
+      "applied",
+    );
+    const fee = { id: "txn_fee_cover_taken", amount: (await railBalance("clearing")) + 100n };
+    // Broken data: the cover's id holds a transfer of another amount, so the fee can never be covered.
+    const [clearingRow] = await a.db.query<{ ledger_account_id: bigint }>(
+      "SELECT ledger_account_id FROM accounts WHERE kind = 'clearing' AND rail = 'fiat' AND asset = 'USD'",
+    );
+    const [feeRow] = await a.db.query<{ ledger_account_id: bigint }>(
+      "SELECT ledger_account_id FROM accounts WHERE kind = 'fee' AND rail = 'fiat' AND asset = 'USD'",
+    );
+    const [made] = await a.ledger.createTransfers([
+      {
+        id: railFeeCoverLedgerId("fiat", fee.id),
+        debitAccountId: BigInt(clearingRow!.ledger_account_id),
+        creditAccountId: BigInt(feeRow!.ledger_account_id),
+        amount: 1n,
+        ledger: assets.USD.ledger,
+        code: transferCodes.payments.capitalIn,
+      },
+    ]);
+    expect(made?.status).toBe("created");
+    const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
+    await expect(applied(a, { kind: "fee", reference: invoiceId, evidence, fees: [fee] })).rejects.toThrow(
+      "ledger refused",
+    );
+    expect(await a.ledger.lookupTransfers([railFeeLedgerId("fiat", fee.id)])).toEqual([]);
+    expect([await railBalance("clearing"), await railBalance("fee")]).toEqual([clearingBefore, feesBefore]);
+  });
+
   it("books nothing for money that is not ours", async () => {
     const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
     const stranger: RailEvent = {

@@ -213,20 +213,40 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
     expect(await receiver.receive(updated)).toEqual({ status: "duplicate" });
   });
 
-  it("asks again for a fee of ours that comes before its payment's credit, and applies it once credited", async () => {
+  it("keeps a charge's fee that comes before its payment's credit, and applies it with the credit", async () => {
     const updated = env(stripeEvents.chargeBalanceTransactionSet("evt_c1", { intentId: "pi_topup1" }));
-    await expect(receiver.receive(updated)).rejects.toThrow("came before its payment was credited");
-    expect(await store.isApplied("evt_c1")).toBe(false);
-    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
-    expect(await receiver.receive(updated)).toEqual({ status: "applied", applied: 1 });
+    expect(await receiver.receive(updated)).toEqual({ status: "parked" });
+    expect(ledger.calls).toHaveLength(0);
+    expect(await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)))).toEqual({
+      status: "applied",
+      applied: 2,
+    });
     expect(ledger.calls.map((call) => call.kind)).toEqual(["received", "fee"]);
-    // Someone else's charge on the account: nothing, and not asked again.
+    // Once: a later success delivery applies nothing more.
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s2", topUp)));
+    expect(ledger.calls).toHaveLength(2);
+    // Someone else's charge (never credited here): kept for nothing, and answered, never refused.
     const stranger = env(
       stripeEvents.chargeBalanceTransactionSet("evt_c2", { intentId: "pi_other", metadata: {} }),
     );
-    expect(await receiver.receive(stranger)).toEqual({
-      status: "ignored",
-      reason: "not_created_by_switchyard",
+    expect(await receiver.receive(stranger)).toEqual({ status: "parked" });
+    expect(await store.isApplied("evt_c2")).toBe(true);
+  });
+
+  it("merges the fees of a parked dispute delivered again with more (an inquiry whose funds are then withdrawn)", async () => {
+    const inquiry = { disputeId: "du_2", intentId: "pi_topup1", amount: 2_500 };
+    await receiver.receive(env(stripeEvents.disputeCreated("evt_d1", inquiry)));
+    const fees = [{ id: "txn_later_withdrawn", amount: -2_500, fee: 1_500 }];
+    const withdrawn = {
+      ...stripeEvents.disputeCreated("evt_d2", { ...inquiry, fees }),
+      type: "charge.dispute.funds_withdrawn",
+    };
+    expect(await receiver.receive(env(withdrawn))).toEqual({ status: "parked" });
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    expect(ledger.calls.map((call) => call.kind)).toEqual(["received", "reversed"]);
+    expect(ledger.calls[1]).toMatchObject({
+      key: "dispute:du_2",
+      fees: [{ id: "txn_later_withdrawn", amount: 1_500n }],
     });
   });
 

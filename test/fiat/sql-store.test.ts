@@ -17,7 +17,7 @@ beforeAll(async () => {
   expect(await migrate(db, [fiatMigrations])).toEqual([
     "fiat/001_fiat_stripe.sql",
     "fiat/002_withdrawn_reversals.sql",
-    "fiat/003_parked_reversal_fees.sql",
+    "fiat/003_fees.sql",
   ]);
   expect(await migrate(db, [fiatMigrations])).toEqual([]); // once
 });
