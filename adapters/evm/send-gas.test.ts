@@ -44,17 +44,16 @@ describe("gasBookedBy", () => {
     ]);
   });
 
-  it("leaves sweeps and x402 settlements to their callers, whatever the outcome", () => {
-    for (const succeeded of [true, false]) {
-      expect(gasBookedBy("sweep", succeeded)).toBe("sweep");
-      expect(gasBookedBy("x402_batch", succeeded)).toBe("x402");
-      expect(gasBookedBy("transfer_authorization", succeeded)).toBe("x402");
-    }
+  it("leaves sweeps to their booker, whatever the outcome", () => {
+    for (const succeeded of [true, false]) expect(gasBookedBy("sweep", succeeded)).toBe("sweep");
   });
 
-  it("books the gas of sends no caller books: the approve, splitter calls, invoice authorizations, unknown kinds", () => {
+  it("hands the booker the approve, splitter calls, authorizations, x402's settlements, unknown kinds", () => {
+    // x402's: the booker books a single settlement under x402's own id, and a batch only when x402 holds none of it.
     for (const kind of [
       "approve",
+      "x402_batch",
+      "transfer_authorization",
       "pay_with_authorization",
       "distribute",
       "receive_authorization",

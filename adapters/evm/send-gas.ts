@@ -2,8 +2,9 @@
 // each send of the journal that is mined, succeeded or reverted, and the rail's ETH clearing account must move with it.
 // Most sends' gas is booked by the caller that reads their outcome; the rest is nobody's payment — the splitter's
 // approve, a netting batch or a payout that reverted — and would never be booked. A pass over the journal takes each
-// send mined with the confirmations and not seen by a pass before (evm_send_gas), and hands its gas to the caller's
-// booker when no caller books it, then marks it done (booked by the pass, or by whom).
+// open send of this wallet (evm_sends.gas_done false), hands its gas to the caller's booker when no caller books it,
+// and marks it done (booked by the pass, or by whom: evm_send_gas.booked_by). A send no transaction of which was
+// mined, whose nonce the wallet has passed at a block with the confirmations, is done too: it cost nothing.
 //
 // Who books a send's gas, by the kind its key names (sendKindOf):
 //
@@ -13,18 +14,27 @@
 //   settle:<ref>                   succeeded: netting's batch gas (payoutBatch's nativeFee); reverted: this pass
 //   auth:…, distribute:…           this pass (payWithAuthorization, distribute: no caller books their `gas`)
 //   sweep:…                        the sweep's booker, succeeded or reverted (sweeps.ts)
-//   x402-batch:…                   x402's batch settler or its reconciliation, succeeded or reverted
-//   transfer-auth:…                x402's single settler or its reconciliation, succeeded or reverted
+//   transfer-auth:…                this pass, under x402's own id and amount (the booker's): x402's settler and
+//                                  its reconciliation book the same transfer, so whichever comes first books it
+//                                  and the other changes nothing — also when x402 lost the transaction (a throw
+//                                  after signing, its record failed)
+//   x402-batch:…                   x402's batch settler or its reconciliation when the rail handed x402 the
+//                                  batch's outcome (x402-batch.ts claims the send's gas for x402 first); this
+//                                  pass otherwise (the rail threw: no BatchSettled, a broadcast that timed out)
 //   receive-auth:…                 this pass (an invoice's authorization: the watcher credits the invoice, no gas)
 //
 // A kind not in the table is booked by this pass: a new kind of send whose caller books its gas must be named here,
-// or it is booked twice. Bookings are idempotent by the transaction (the booker's id), so a crash between booking
-// and marking books nothing twice.
-import type { Hex } from "viem";
+// or it is booked twice (send-gas.test.ts lists every key the rail sends under). Bookings are idempotent by the
+// transaction (the booker's id), so a crash between booking and marking books nothing twice.
+//
+// One send's fault (a node's error on its receipt, the ledger refusing its booking) is logged and ends only its
+// turn: it is tried again next pass, behind the sends not tried yet (evm_sends.gas_tried_at).
+import { type Hex, recoverTransactionAddress, type TransactionReceipt } from "viem";
 import type { FeePaid } from "../../core/index.ts";
+import { EvmRailError } from "./errors.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { finalReceiptOf } from "./send-journal.ts";
+import { confirmedNonceOf, hashesOfSend, sendFateOf } from "./send-journal.ts";
 
 export type SendKind =
   | "payout"
@@ -39,7 +49,7 @@ export type SendKind =
   | "unknown";
 
 /** The key prefixes the rail sends under (the part before the first colon). */
-const kindByPrefix: Readonly<Record<string, SendKind>> = {
+export const kindByPrefix: Readonly<Record<string, SendKind>> = {
   approve: "approve",
   settle: "settle_batch",
   auth: "pay_with_authorization",
@@ -57,7 +67,7 @@ export function sendKindOf(key: string): SendKind {
   return kindByPrefix[key.slice(0, colon)] ?? "unknown";
 }
 
-/** Who books a mined send's gas other than this pass (as evm_send_gas.booked_by); null: this pass books it. */
+/** Who books a mined send's gas other than this pass (as evm_send_gas.booked_by); null: this pass's booker. */
 export function gasBookedBy(kind: SendKind, succeeded: boolean): string | null {
   switch (kind) {
     case "payout":
@@ -66,9 +76,9 @@ export function gasBookedBy(kind: SendKind, succeeded: boolean): string | null {
       return succeeded ? "netting" : null;
     case "sweep":
       return "sweep";
+    // The booker books a single x402 settlement under x402's own id, and a batch only when x402 holds none of it.
     case "x402_batch":
     case "transfer_authorization":
-      return "x402";
     case "approve":
     case "pay_with_authorization":
     case "distribute":
@@ -84,76 +94,238 @@ export type MinedSend = {
   kind: SendKind;
   /** The transaction mined (the send's first, or a fee bump of it). */
   txHash: Hex;
-  blockNumber: bigint;
+  /** Every transaction of the send (the one mined among them): whoever holds one of them holds the send. */
+  hashes: readonly Hex[];
   reverted: boolean;
   gas: FeePaid;
 };
 
-/** Books a mined send's gas; resolves once booked (idempotent: a crash before the send is marked done repeats it). */
-export type SendGasBooker = (send: MinedSend) => Promise<void>;
+/**
+ * Books a mined send's gas, or leaves it to its owner; resolves to what it did (`bookedBy` goes to
+ * evm_send_gas.booked_by). Idempotent: a crash before the send is marked done repeats it.
+ */
+export type SendGasBooker = (send: MinedSend) => Promise<{ booked: boolean; bookedBy: string }>;
 
 export type SendGasPassResult = {
-  /** Sends whose gas this pass handed to the booker. */
+  /** Sends whose gas this pass's booker booked. */
   booked: MinedSend[];
-  /** Sends mined whose gas their caller books: marked done, nothing booked here. */
-  bookedByCaller: number;
-  /** Sends not mined yet, or without the confirmations: followed by the next pass. */
+  /** Sends not final yet (not mined, too recent, an x402 batch the rail may still hand over): the next pass's. */
   pending: number;
+  /** Sends done as never mined: no gas. */
+  neverMined: number;
+  /** Sends whose turn threw (logged): tried again next pass, behind the others. */
+  failed: number;
 };
 
-/** The most sends one pass looks at (the oldest nonces first): a backlog is worked through pass by pass. */
+/** The most sends one query of the pass reads; a pass reads batch after batch while they come back full… */
 export const sendGasRowsMax = 100;
+/** …until this long has passed (the rest is the next pass's). */
+export const sendGasPassBudgetMs = 20_000;
+
+/** `booked_by` of a send claimed by the pass's booker, until the booker says what it did. */
+const claimedByPass = "send_gas";
+/** `booked_by` of an x402 batch whose outcome the rail handed to x402 (x402-batch.ts): x402 books its gas. */
+export const handedToX402 = "x402";
+
+/**
+ * How long after an x402 batch was signed the pass may claim its gas: past the rail's own wait for its receipt
+ * (receiptTimeoutMs), at whose end x402-batch.ts hands the outcome to x402 and claims the gas for it, with a margin.
+ * Only a rail that threw (or a process stalled that long) leaves a batch unclaimed after it; either way the claim on
+ * the send's evm_send_gas row decides who books, once.
+ */
+const x402HandoverMarginMs = 60_000;
+
+type OpenSend = {
+  attempt_id: string;
+  tx_hash: Hex;
+  nonce: number;
+  /** Milliseconds since the send was last signed (the database's clock). */
+  signed_ms_ago: number;
+};
+
+type Turn = "booked" | "done" | "pending" | "never_mined";
 
 export async function sendGasPass(
   state: EvmRailState,
   book: SendGasBooker,
-  rowsMax = sendGasRowsMax,
+  bounds: { rowsMax?: number; budgetMs?: number } = {},
 ): Promise<SendGasPassResult> {
+  const rowsMax = bounds.rowsMax ?? sendGasRowsMax;
+  const budgetMs = bounds.budgetMs ?? sendGasPassBudgetMs;
   const { db } = state.params;
-  const result: SendGasPassResult = { booked: [], bookedByCaller: 0, pending: 0 };
-  const open = await db.query<{ attempt_id: string; tx_hash: Hex }>(
-    `SELECT attempt_id, tx_hash FROM evm_sends s
-      WHERE chain_id = $1 AND NOT EXISTS (SELECT 1 FROM evm_send_gas g WHERE g.attempt_id = s.attempt_id)
-      ORDER BY nonce, attempt_id LIMIT $2`,
-    [state.chainId, rowsMax],
-  );
+  const startedMs = state.nowMs();
+  const result: SendGasPassResult = { booked: [], pending: 0, neverMined: 0, failed: 0 };
+  await recoverWallets(state);
   const wallet = state.account.address.toLowerCase();
-  for (const row of open) {
-    const receipt = await finalReceiptOf(state.journal, row);
-    if (receipt === null) {
-      result.pending += 1;
-      continue;
+  // Each open send is looked at once a pass: those tried by an earlier pass (or never) before those tried in this one.
+  const [{ at: passStartedAt } = { at: new Date() }] = await db.query<{ at: Date }>("SELECT now() AS at");
+  for (;;) {
+    // Read before the receipts (sendFateOf): a nonce passed at this block with none of the send's receipts found
+    // after is a send never mined.
+    const confirmedNonce = await confirmedNonceOf(state.journal);
+    const open = await db.query<OpenSend>(
+      `SELECT attempt_id, tx_hash, nonce,
+              (extract(epoch FROM now() - signed_at) * 1000)::float8 AS signed_ms_ago
+         FROM evm_sends
+        WHERE chain_id = $1 AND wallet = $2 AND NOT gas_done
+          AND (gas_tried_at IS NULL OR gas_tried_at < $3)
+        ORDER BY gas_tried_at NULLS FIRST, nonce, attempt_id LIMIT $4`,
+      [state.chainId, wallet, passStartedAt, rowsMax],
+    );
+    for (const row of open) {
+      let turn: Turn | "failed";
+      try {
+        turn = await followSend(state, book, row, confirmedNonce, result.booked);
+      } catch (error) {
+        state.logger.error(
+          { error, send: row.attempt_id, txHash: row.tx_hash },
+          "send gas: following the send failed; tried again next pass",
+        );
+        turn = "failed";
+      }
+      if (turn === "pending") result.pending += 1;
+      else if (turn === "never_mined") result.neverMined += 1;
+      else if (turn === "failed") result.failed += 1;
+      if (turn === "pending" || turn === "failed")
+        await db.query("UPDATE evm_sends SET gas_tried_at = now() WHERE attempt_id = $1", [row.attempt_id]);
     }
-    // Another hot wallet's send on this chain and database: its own rail's pass books it, to its own accounts.
-    if (receipt.from.toLowerCase() !== wallet) continue;
-    const kind = sendKindOf(row.attempt_id);
-    const reverted = receipt.status !== "success";
-    const gas = gasPaid(receipt);
-    const bookedBy = gasBookedBy(kind, !reverted);
-    if (bookedBy === null) {
-      const mined: MinedSend = {
-        key: row.attempt_id,
-        kind,
-        txHash: receipt.transactionHash,
-        blockNumber: receipt.blockNumber,
-        reverted,
-        gas,
-      };
-      await book(mined);
-      result.booked.push(mined);
-    } else result.bookedByCaller += 1;
-    await db.query(
-      `INSERT INTO evm_send_gas (attempt_id, chain_id, tx_hash, reverted, gas_wei, booked_by)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (attempt_id) DO NOTHING`,
+    if (open.length < rowsMax || state.nowMs() - startedMs >= budgetMs) break;
+  }
+  if (result.booked.length + result.failed + result.neverMined > 0)
+    state.logger.info(
+      {
+        booked: result.booked.length,
+        pending: result.pending,
+        neverMined: result.neverMined,
+        failed: result.failed,
+      },
+      "send gas: pass done",
+    );
+  return result;
+}
+
+/** One open send's turn: what became of it, its gas booked or left to its caller, and done when it is final. */
+async function followSend(
+  state: EvmRailState,
+  book: SendGasBooker,
+  row: OpenSend,
+  confirmedNonce: number,
+  booked: MinedSend[],
+): Promise<Turn> {
+  const kind = sendKindOf(row.attempt_id);
+  // An x402 batch the rail may still hand to x402 (whose settler then books it) is not the pass's to claim yet.
+  if (kind === "x402_batch" && row.signed_ms_ago < state.params.receiptTimeoutMs + x402HandoverMarginMs)
+    return "pending";
+  const fate = await sendFateOf(state.journal, row, confirmedNonce);
+  if (fate.status === "pending") return "pending";
+  if (fate.status === "never_mined") {
+    await claim(state, row.attempt_id, "never_mined");
+    await markDone(state, row.attempt_id, null, "never_mined");
+    return "never_mined";
+  }
+  const { receipt } = fate;
+  if (receipt.from.toLowerCase() !== state.account.address.toLowerCase())
+    throw new EvmRailError(`send ${row.attempt_id} is this wallet's, but ${receipt.transactionHash} was not`);
+  const reverted = receipt.status !== "success";
+  const caller = gasBookedBy(kind, !reverted);
+  if (caller !== null) {
+    await claim(state, row.attempt_id, caller);
+    await markDone(state, row.attempt_id, receipt, caller);
+    return "done";
+  }
+  // Claimed before it is booked: an x402 batch's outcome handed to x402 meanwhile finds the claim (and refuses to
+  // hand it over), and x402's claim found here leaves the gas to x402. A crash after the claim repeats the booking.
+  const owner = await claim(state, row.attempt_id, claimedByPass);
+  if (owner !== claimedByPass) {
+    await markDone(state, row.attempt_id, receipt, owner);
+    return "done";
+  }
+  const mined: MinedSend = {
+    key: row.attempt_id,
+    kind,
+    txHash: receipt.transactionHash,
+    hashes: await hashesOfSend(state.params.db, row),
+    reverted,
+    gas: gasPaid(receipt),
+  };
+  const outcome = await book(mined);
+  if (outcome.booked) booked.push(mined);
+  await markDone(state, row.attempt_id, receipt, outcome.bookedBy);
+  return outcome.booked ? "booked" : "done";
+}
+
+/**
+ * Claims who books the send's gas (its evm_send_gas row, made once): `by`, unless the row says another already.
+ * Returns whose it is.
+ */
+export async function claim(state: EvmRailState, key: string, by: string): Promise<string> {
+  const { db } = state.params;
+  await db.query(
+    `INSERT INTO evm_send_gas (attempt_id, chain_id, booked_by) VALUES ($1, $2, $3)
+     ON CONFLICT (attempt_id) DO NOTHING`,
+    [key, state.chainId, by],
+  );
+  const [row] = await db.query<{ booked_by: string }>(
+    "SELECT booked_by FROM evm_send_gas WHERE attempt_id = $1",
+    [key],
+  );
+  if (row === undefined) throw new EvmRailError(`the gas claim of send ${key} vanished`);
+  return row.booked_by;
+}
+
+/** The send is done: what was mined (null: nothing) and who booked its gas, then off the open sends. */
+async function markDone(
+  state: EvmRailState,
+  key: string,
+  receipt: TransactionReceipt | null,
+  bookedBy: string,
+): Promise<void> {
+  await state.params.db.transaction(async (tx) => {
+    await tx.query(
+      `UPDATE evm_send_gas SET tx_hash = $2, reverted = $3, gas_wei = $4, booked_by = $5, done_at = now()
+        WHERE attempt_id = $1`,
       [
-        row.attempt_id,
-        state.chainId,
-        receipt.transactionHash.toLowerCase(),
-        reverted,
-        receipt.gasUsed * receipt.effectiveGasPrice,
-        bookedBy ?? "send_gas",
+        key,
+        receipt?.transactionHash.toLowerCase() ?? null,
+        receipt === null ? null : receipt.status !== "success",
+        receipt === null ? 0n : receipt.gasUsed * receipt.effectiveGasPrice,
+        bookedBy,
       ],
     );
+    await tx.query("UPDATE evm_sends SET gas_done = true WHERE attempt_id = $1", [key]);
+  });
+}
+
+/** How many sends without a wallet (journaled before evm migration 0011) get theirs per query. */
+const walletsRecoveredMax = 100;
+
+/**
+ * The signer of each open send journaled before its wallet was (evm migration 0011), from its signed bytes: no
+ * node asked, and the right wallet whichever rail signed it. A send whose bytes name no signer is logged and left
+ * out of every pass (wallet '').
+ */
+async function recoverWallets(state: EvmRailState): Promise<void> {
+  const { db } = state.params;
+  for (;;) {
+    const rows = await db.query<{ attempt_id: string; raw_tx: Hex }>(
+      `SELECT attempt_id, raw_tx FROM evm_sends WHERE chain_id = $1 AND wallet IS NULL AND NOT gas_done
+        ORDER BY nonce LIMIT $2`,
+      [state.chainId, walletsRecoveredMax],
+    );
+    for (const row of rows) {
+      let wallet = "";
+      try {
+        wallet = (
+          await recoverTransactionAddress({ serializedTransaction: row.raw_tx as never })
+        ).toLowerCase();
+      } catch (error) {
+        state.logger.error(
+          { error, send: row.attempt_id },
+          "send gas: the send's signer cannot be recovered",
+        );
+      }
+      await db.query("UPDATE evm_sends SET wallet = $2 WHERE attempt_id = $1", [row.attempt_id, wallet]);
+    }
+    if (rows.length < walletsRecoveredMax) return;
   }
-  return result;
 }

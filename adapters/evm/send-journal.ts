@@ -257,8 +257,9 @@ async function signAndStore(
     const raw = await signLocally(journal, { ...transaction, nonce, chainId } as TransactionSerializable);
     const signed: SendRow = { attempt_id: key, tx_hash: keccak256(raw), raw_tx: raw, nonce };
     await tx.query(
-      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, $5)",
-      [signed.attempt_id, journal.chainId, signed.tx_hash, signed.raw_tx, signed.nonce],
+      `INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet)
+       VALUES ($1, $2, $3, $4, $5, $6)`,
+      [signed.attempt_id, journal.chainId, signed.tx_hash, signed.raw_tx, signed.nonce, walletKey(journal)],
     );
     await tx.query(
       "UPDATE evm_nonces SET next_nonce = $3, updated_at = now() WHERE chain_id = $1 AND wallet = $2",
@@ -431,12 +432,8 @@ export async function finalReceiptOf(
   journal: SendJournal,
   row: Pick<SendRow, "attempt_id" | "tx_hash">,
 ): Promise<TransactionReceipt | null> {
-  const superseded = await journal.db.query<{ tx_hash: Hex }>(
-    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
-    [row.attempt_id],
-  );
   const { publicClient, confirmations } = journal;
-  for (const hash of [row.tx_hash, ...superseded.map((replaced) => replaced.tx_hash)]) {
+  for (const hash of await hashesOfSend(journal.db, row)) {
     const receipt = await publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
       if (error instanceof TransactionReceiptNotFoundError) return null;
       throw error;
@@ -446,6 +443,68 @@ export async function finalReceiptOf(
     return head - receipt.blockNumber + 1n >= BigInt(confirmations) ? receipt : null;
   }
   return null;
+}
+
+/** What became of a send, without waiting (sendFateOf). */
+export type SendFate =
+  | { status: "mined"; receipt: TransactionReceipt }
+  /** Mined too recently for the confirmations, or not mined and its nonce still open. */
+  | { status: "pending" }
+  /** No transaction of the send was mined, and the wallet's nonce is past it at a block with the confirmations. */
+  | { status: "never_mined" };
+
+/**
+ * Like finalReceiptOf, also telling a send that never will be mined: its nonce was taken by another transaction
+ * (a replacement sent outside the journal, a broadcast that failed while another process used the nonce) in a block
+ * with the confirmations, and none of its own transactions has a receipt. `confirmedNonce` is the wallet's
+ * transaction count at such a block, read before the receipts are looked for: had one of the send's transactions
+ * been mined at or below that block, its receipt would be found after.
+ */
+export async function sendFateOf(
+  journal: SendJournal,
+  row: Pick<SendRow, "attempt_id" | "tx_hash" | "nonce">,
+  confirmedNonce: number,
+): Promise<SendFate> {
+  const receipt = await finalReceiptOf(journal, row);
+  if (receipt !== null) return { status: "mined", receipt };
+  if (confirmedNonce <= row.nonce) return { status: "pending" };
+  // Past the nonce at a confirmed block: one of the send's transactions may still be mined but too recent.
+  return (await anyReceiptOf(journal, row)) ? { status: "pending" } : { status: "never_mined" };
+}
+
+/** The wallet's transaction count at the latest block with the confirmations (nonces below it are final). */
+export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
+  const head = await journal.publicClient.getBlockNumber({ cacheTime: 0 });
+  const confirmed = head - BigInt(Math.max(journal.confirmations, 1)) + 1n;
+  if (confirmed < 0n) return 0;
+  return journal.publicClient.getTransactionCount({
+    address: journal.account.address,
+    blockNumber: confirmed,
+  });
+}
+
+/** Whether any transaction of the send has a receipt, confirmed or not. */
+async function anyReceiptOf(
+  journal: SendJournal,
+  row: Pick<SendRow, "attempt_id" | "tx_hash">,
+): Promise<boolean> {
+  for (const hash of await hashesOfSend(journal.db, row)) {
+    const receipt = await journal.publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
+      if (error instanceof TransactionReceiptNotFoundError) return null;
+      throw error;
+    });
+    if (receipt !== null) return true;
+  }
+  return false;
+}
+
+/** The send's current transaction, then each its replacements superseded. */
+export async function hashesOfSend(db: Db, row: Pick<SendRow, "attempt_id" | "tx_hash">): Promise<Hex[]> {
+  const superseded = await db.query<{ tx_hash: Hex }>(
+    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+    [row.attempt_id],
+  );
+  return [row.tx_hash, ...superseded.map((replaced) => replaced.tx_hash)];
 }
 
 function confirmedReceipt(journal: SendJournal, hash: Hex): Promise<TransactionReceipt | null> {

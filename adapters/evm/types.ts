@@ -102,9 +102,10 @@ export type EvmRail = Rail & {
    */
   sweepDeposits(book: SweepBooker): Promise<SweepPassResult>;
   /**
-   * One pass over the send journal: each send mined with the confirmations since the last pass, succeeded or
+   * One pass over this wallet's open sends in the journal: each mined with the confirmations, succeeded or
    * reverted, has its gas handed to `book` when no caller books it (send-gas.ts: the splitter's approve, a reverted
-   * payout or netting batch, …), then is done.
+   * payout or netting batch, …), then is done; one never mined is done once the wallet's nonce passed it. A send
+   * whose turn throws is logged and tried again next pass.
    */
   sendGasPass(book: SendGasBooker): Promise<SendGasPassResult>;
   /** The deposit watcher, once the rail has started with deposits (tests poll it on demand); null otherwise. */

@@ -16,6 +16,7 @@ import {
 } from "viem";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
+import { claim, handedToX402 } from "./send-gas.ts";
 import { receiptOf, sendOnce } from "./send-journal.ts";
 
 /** X402BatchSettler's interface (test/evm/x402-batch.test.ts compares it with the compiled contract). */
@@ -211,15 +212,22 @@ async function settleOnce(
     return { status: "failed", message: sent.message, revert: sent.revert, txHash: null, gasWei: null };
   }
   const receipt = await receiptOf(state.journal, sent);
-  if (receipt === null) return { status: "in_flight", txHash: sent.tx_hash };
-  if (receipt.status !== "success")
+  if (receipt === null) {
+    await handGasToX402(state, sent.attempt_id);
+    return { status: "in_flight", txHash: sent.tx_hash };
+  }
+  // The transaction mined: the send's, or one a fee bump of it superseded.
+  const txHash = receipt.transactionHash;
+  if (receipt.status !== "success") {
+    await handGasToX402(state, sent.attempt_id);
     return {
       status: "failed",
-      message: `transaction ${sent.tx_hash} reverted`,
+      message: `transaction ${txHash} reverted`,
       revert: null,
-      txHash: sent.tx_hash,
+      txHash,
       gasWei: receipt.gasUsed * receipt.effectiveGasPrice,
     };
+  }
   const logs = parseEventLogs({ abi: x402BatchSettlerAbi, logs: receipt.logs }).filter(
     (log) => log.address.toLowerCase() === params.settler.toLowerCase(),
   );
@@ -230,7 +238,7 @@ async function settleOnce(
     summary.args.count !== BigInt(sentItems.length)
   )
     throw new EvmRailError("an authorization batch was mined without its BatchSettled event", {
-      details: `transaction ${sent.tx_hash}`,
+      details: `transaction ${txHash}`,
     });
   const failures = new Map<number, Hex>();
   for (const log of logs)
@@ -248,14 +256,29 @@ async function settleOnce(
       revert,
     };
   });
+  await handGasToX402(state, sent.attempt_id);
   return {
     status: "mined",
-    txHash: sent.tx_hash,
+    txHash,
     blockNumber: receipt.blockNumber,
     gasUsed: receipt.gasUsed,
     effectiveGasPrice: receipt.effectiveGasPrice,
     items: outcomes,
   };
+}
+
+/**
+ * Before x402 hears of a batch's transaction (it then books the gas, or records the transaction for its
+ * reconciliation to book), the send's gas is claimed for x402 (send-gas.ts): the send-gas pass, which books a batch
+ * x402 never heard of (this rail threw: no BatchSettled, a broadcast that timed out), then leaves it to x402. Claimed
+ * by the pass first (it stops waiting for this hand-over receiptTimeoutMs and a margin after the send was signed),
+ * nothing is handed over: this throws, x402 answers "unknown" and books nothing — the pass booked it. Either way
+ * one of them books it.
+ */
+async function handGasToX402(state: EvmRailState, key: string): Promise<void> {
+  const owner = await claim(state, key, handedToX402);
+  if (owner !== handedToX402)
+    throw new EvmRailError(`the gas of authorization batch ${key} is the send-gas pass's (${owner})`);
 }
 
 /** An invoice's payer and nonce before an item was bound to it. */

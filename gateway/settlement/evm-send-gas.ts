@@ -1,10 +1,22 @@
 // The gateway's side of the EVM rail's send-gas pass (adapters/evm send-gas.ts): the gas of each mined transaction of
 // the hot wallet that no payment books — the splitter's approve, a payout or a netting batch mined reverted, an
-// invoice's authorization submitted — booked as a fee of the rail: its fee account (ETH) against its ETH clearing
-// account (what the hot wallet holds), in gwei rounded up as every gas booking is, once per transaction (its ledger
-// id derived from the chain and the transaction hash). The evidence names the transaction and what it was sent for.
-// The composition root runs a pass periodically (gateway/app/evm.ts); tests run one on demand.
+// invoice's authorization submitted, an x402 settlement x402 lost track of — booked as a fee of the rail: its fee
+// account (ETH) against its ETH clearing account (what the hot wallet holds), in gwei rounded up as every gas booking
+// is, once per transaction (its ledger id derived from the chain and the transaction hash). The evidence names the
+// transaction and what it was sent for. The composition root runs a pass periodically (gateway/app/evm.ts); tests
+// run one on demand.
+//
+// x402's sends, never booked twice:
+//  - a single settlement (`transfer-auth:`) is booked under x402's own id for its transaction (x402GasId), in the
+//    same gwei rounded up, between the same accounts, as x402's settler and reconciliation book it (x402/settle.ts
+//    bookGas): whichever books first books it, the others find it booked. So a transaction x402 lost (its settler
+//    threw after signing, its record failed, its row left `claimed`) is booked all the same.
+//  - a batch (`x402-batch:`) is x402's when the rail handed it the outcome (the rail claims the gas for x402 first:
+//    adapters/evm x402-batch.ts, and the pass then never gets here) or when an x402 authorization row carries one of
+//    the send's transactions (handed over by a process from before that claim); only otherwise is it booked here,
+//    under this pass's id: x402 splits a batch's gas into shares by invoice, which no id here could match.
 import type { Asset } from "../../core/index.ts";
+import type { Db } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { credit, type TransferEvidence, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
@@ -23,15 +35,30 @@ export type MinedSendGas = {
   readonly key: string;
   readonly kind: string;
   readonly txHash: string;
+  /** Every transaction of the send, the mined one among them. */
+  readonly hashes: readonly string[];
   readonly reverted: boolean;
   readonly gas: GasCost;
 };
 
+/** What the booker did with a send's gas (adapters/evm SendGasBooker): `bookedBy` is kept with the send. */
+export type SendGasBooking = { booked: boolean; bookedBy: string };
+
 /** What the EVM rail offers for its send-gas pass. */
 export type SendGasFollower = {
   readonly id: string;
-  sendGasPass(book: (send: MinedSendGas) => Promise<void>): Promise<{ booked: readonly MinedSendGas[] }>;
+  sendGasPass(book: (send: MinedSendGas) => Promise<SendGasBooking>): Promise<{
+    booked: readonly MinedSendGas[];
+    pending: number;
+    neverMined: number;
+    failed: number;
+  }>;
 };
+
+/** The ledger id of an x402 settlement's gas (one transaction, one payment): x402/settle.ts bookGas books under it. */
+export function x402GasId(chainId: number, txHash: string): bigint {
+  return derivedLedgerId(`${chainId}:${txHash.toLowerCase()}`, "x402-gas");
+}
 
 /**
  * Books gas the hot wallet paid: from the rail's fee account to its clearing account in the gas's asset, under `id`
@@ -70,14 +97,31 @@ export async function bookRailGas(
     });
 }
 
-/** Books one mined send's gas (idempotent: its id is the transaction's). */
-export function bookSendGas(
+/** Books one mined send's gas (idempotent: its id is the transaction's), or leaves an x402 batch to x402. */
+export async function bookSendGas(
   deps: SweepDeps,
   rail: string,
   chainId: number,
   send: MinedSendGas,
-): Promise<void> {
-  return bookRailGas(deps, {
+): Promise<SendGasBooking> {
+  const reverted = send.reverted ? " (reverted)" : "";
+  if (send.kind === "transfer_authorization") {
+    await bookRailGas(deps, {
+      rail,
+      gas: send.gas,
+      id: x402GasId(chainId, send.txHash),
+      evidence: {
+        rail,
+        reference: send.txHash,
+        detail: { kind: "x402_gas", send: send.key, reverted: String(send.reverted), ...send.gas.detail },
+      },
+      label: `the gas of x402 settlement ${send.txHash}${reverted}`,
+    });
+    return { booked: true, bookedBy: "x402_gas" };
+  }
+  if (send.kind === "x402_batch" && (await x402HoldsAny(deps.db, chainId, send.hashes)))
+    return { booked: false, bookedBy: "x402" };
+  await bookRailGas(deps, {
     rail,
     gas: send.gas,
     id: derivedLedgerId(`${chainId}:${send.txHash.toLowerCase()}`, "send-gas"),
@@ -92,8 +136,18 @@ export function bookSendGas(
         ...send.gas.detail,
       },
     },
-    label: `the gas of ${send.kind} ${send.txHash}${send.reverted ? " (reverted)" : ""}`,
+    label: `the gas of ${send.kind} ${send.txHash}${reverted}`,
   });
+  return { booked: true, bookedBy: "send_gas" };
+}
+
+/** Whether an x402 authorization row on the chain carries one of `hashes` (x402's settler or reconciler books it). */
+async function x402HoldsAny(db: Db, chainId: number, hashes: readonly string[]): Promise<boolean> {
+  const rows = await db.query(
+    "SELECT 1 FROM x402_authorizations WHERE chain_id = $1 AND tx_hash = ANY($2::text[]) LIMIT 1",
+    [chainId, hashes.map((hash) => hash.toLowerCase())],
+  );
+  return rows.length > 0;
 }
 
 /** One send-gas pass of a rail: every mined send no payment books has its gas booked before the rail marks it done. */
@@ -101,6 +155,6 @@ export function sendGasPassOnce(
   deps: SweepDeps,
   rail: SendGasFollower,
   chainId: number,
-): Promise<{ booked: readonly MinedSendGas[] }> {
+): ReturnType<SendGasFollower["sendGasPass"]> {
   return rail.sendGasPass((send) => bookSendGas(deps, rail.id, chainId, send));
 }

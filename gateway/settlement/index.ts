@@ -13,8 +13,10 @@ export {
   bookSendGas,
   type GasCost,
   type MinedSendGas,
+  type SendGasBooking,
   type SendGasFollower,
   sendGasPassOnce,
+  x402GasId,
 } from "./evm-send-gas.ts";
 export {
   applyReceived,

@@ -15,10 +15,10 @@
 // here. A row left `submitted` (not mined in time, or its record failed) keeps its transaction for reconciliation.
 import { type Address, BaseError, type Hex } from "viem";
 import { assets, divCeil, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
-import { derivedLedgerId } from "../ids/index.ts";
+import type { derivedLedgerId } from "../ids/index.ts";
 import { credit, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
-import { createInvoice, type SettlementDeps, submitInvoicePayment } from "../settlement/index.ts";
+import { createInvoice, type SettlementDeps, submitInvoicePayment, x402GasId } from "../settlement/index.ts";
 import { eip3009Abi, type X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
 import { type CreditTarget, record, release } from "./store.ts";
@@ -261,7 +261,7 @@ export async function bookGas(
   await bookGasEntries(settlement, chain, logger, [
     {
       amount: divCeil(gasWei, weiPerGwei),
-      id: derivedLedgerId(`${chain.chainId}:${txHash.toLowerCase()}`, "x402-gas"),
+      id: x402GasId(chain.chainId, txHash),
       reference: txHash,
       detail: { kind: "x402_gas", wei: gasWei.toString() },
       label: `the gas of x402 settlement ${txHash}`,
