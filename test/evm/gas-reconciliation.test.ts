@@ -7,12 +7,13 @@
 // A transaction is made to revert on chain as a token's blacklist would make it: sent by the gateway while nothing is
 // mined (its gas estimate passed), then the payee blacklisted by a transaction with a far higher tip, mined first in
 // the same block.
-import { type Address, erc20Abi, type Hex } from "viem";
+import { type Address, erc20Abi, type Hex, keccak256 } from "viem";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, divCeil } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { flushNetting, railAccountOpened } from "../../gateway/payments/index.ts";
-import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
+import { bookSendGas, sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { type AheadFees, installBlacklist } from "../support/blacklisting-token.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
@@ -133,6 +134,9 @@ describe("the hot wallet's gas, booked", () => {
         args: [wallet, chain.contracts.splitter],
       }),
     ).toBe(0n);
+    // Another wallet's sends in the journal, journaled before the wallet was (a key rotation's retired wallet): more
+    // than a query of the pass reads, all at nonce 0, in front of every send of the hot wallet.
+    const retired = await journalRetiredWalletSends(101);
     const firstBlock = (await chain.publicClient.getBlockNumber({ cacheTime: 0 })) + 1n;
     const weiBefore = await chain.publicClient.getBalance({ address: wallet });
     const ledgerBefore = await ledgerEth();
@@ -183,6 +187,13 @@ describe("the hot wallet's gas, booked", () => {
       fees: bookedGwei,
     });
 
+    // The retired wallet's sends stood in front of none of these: known now as its own, and not this pass's.
+    expect(
+      await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id LIKE 'aaa-retired:%' AND wallet = $1", [
+        retired.toLowerCase(),
+      ]),
+    ).toHaveLength(101);
+
     // A booking no payment carries names its transaction and what it was.
     const [approve] = await gw.app.db.query<{ tx_hash: Hex }>(
       "SELECT tx_hash FROM evm_sends WHERE attempt_id LIKE 'approve:%'",
@@ -196,4 +207,84 @@ describe("the hot wallet's gas, booked", () => {
       detail: { kind: "send_gas", sent: "approve", reverted: "false" },
     });
   });
+
+  it("tries a send whose booking throws again next pass, booking the others meanwhile", async () => {
+    const first = await revertingNextSend("%", "0x8888888888888888888888888888888888888888", () =>
+      pay("5", "0x8888888888888888888888888888888888888888"),
+    );
+    const second = await revertingNextSend("%", "0x9999999999999999999999999999999999999999", () =>
+      pay("5", "0x9999999999999999999999999999999999999999"),
+    );
+    const chainId = gw.chain.chain.id;
+    const bookedIds = async () =>
+      (
+        await gw.app.ledger.lookupTransfers(
+          [first.txHash, second.txHash].map((hash) => derivedLedgerId(`${chainId}:${hash}`, "send-gas")),
+        )
+      ).map((transfer) => transfer.evidence?.reference);
+    // The ledger refuses the first (as a conflict, an account that cannot open would): the pass goes on.
+    const passed = await gw.rail.sendGasPass(async (send) => {
+      if (send.txHash === first.txHash) throw new Error("the ledger refused this booking");
+      return bookSendGas(gw.app.settlement, "evm", chainId, send);
+    });
+    expect({ booked: passed.booked.map((send) => send.txHash), failed: passed.failed }).toEqual({
+      booked: [second.txHash],
+      failed: 1,
+    });
+    expect(await bookedIds()).toEqual([second.txHash]);
+    // The next pass books it.
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chainId);
+    expect((await bookedIds()).sort()).toEqual([first.txHash, second.txHash].sort());
+  });
+
+  it("is done with a send never mined once the wallet's nonce passed it", async () => {
+    // Signed and journaled, never broadcast: its nonce went to another transaction of the wallet.
+    const account = gw.chain.walletClient.account;
+    const nonce = 0; // long passed, at every block with the confirmations
+    const raw = await account.signTransaction!({
+      chainId: gw.chain.chain.id,
+      type: "eip1559",
+      nonce,
+      to: hotWallet(),
+      gas: 21_000n,
+      maxFeePerGas: 1n,
+      maxPriorityFeePerGas: 1n,
+    });
+    await gw.app.db.query(
+      `INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, $5, $6)`,
+      ["approve:dropped", gw.chain.chain.id, keccak256(raw), raw, nonce, hotWallet().toLowerCase()],
+    );
+    const passed = await sendGasPassOnce(gw.app.settlement, gw.rail, gw.chain.chain.id);
+    expect(passed.neverMined).toBe(1);
+    const [done] = await gw.app.db.query<{ booked_by: string; gas_wei: string; gas_done: boolean }>(
+      `SELECT booked_by, gas_wei::text AS gas_wei, gas_done FROM evm_send_gas JOIN evm_sends USING (attempt_id)
+        WHERE attempt_id = 'approve:dropped'`,
+    );
+    expect(done).toEqual({ booked_by: "never_mined", gas_wei: "0", gas_done: true });
+  });
 });
+
+/**
+ * `count` sends of another wallet journaled as the journal did before it kept the wallet (wallet null), each signed
+ * with that wallet's key at nonce 0 and never broadcast; the retired wallet's address.
+ */
+async function journalRetiredWalletSends(count: number): Promise<Address> {
+  const retired = privateKeyToAccount(generatePrivateKey());
+  for (let i = 0; i < count; i += 1) {
+    const raw = await retired.signTransaction({
+      chainId: gw.chain.chain.id,
+      type: "eip1559",
+      nonce: 0,
+      to: retired.address,
+      value: BigInt(i),
+      gas: 21_000n,
+      maxFeePerGas: 1n,
+      maxPriorityFeePerGas: 1n,
+    });
+    await gw.app.db.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce) VALUES ($1, $2, $3, $4, 0)",
+      [`aaa-retired:${i}`, gw.chain.chain.id, keccak256(raw), raw],
+    );
+  }
+  return retired.address;
+}
