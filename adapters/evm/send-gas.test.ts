@@ -1,7 +1,9 @@
 // Which sends' gas the send-gas pass books: the keys every sender of the rail uses, each to its kind, and for each
 // kind and outcome either a caller that books it or the pass — never both, never neither.
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { gasBookedBy, sendKindOf } from "./send-gas.ts";
+import { gasBookedBy, kindByPrefix, type SendKind, sendKindOf } from "./send-gas.ts";
 
 describe("sendKindOf", () => {
   it("names every kind of send from its key", () => {
@@ -60,5 +62,51 @@ describe("gasBookedBy", () => {
       "unknown",
     ] as const)
       for (const succeeded of [true, false]) expect(gasBookedBy(kind, succeeded)).toBeNull();
+  });
+});
+
+// Every key the rail sends under, read from its sources as event-types.test.ts reads the outbox's: each call of the
+// journal (sendOnce, sendWithinQueue) and of splitterCall (which sends under the key it is given), with the key
+// expression it passes. A new call site fails here until its key is named below, with the kind the pass gives it
+// (and so who books its gas: gasBookedBy).
+const keyExpressionKinds: Readonly<Record<string, readonly SendKind[]>> = {
+  "attempt.id": ["payout"], // a payment attempt's id, no colon (payout.ts)
+  "sweep.key": ["sweep"], // `sweep:${chainId}:${uuid}` (sweeps.ts)
+  key: [], // splitterCall's own parameter, sent as it is: its callers' keys are the ones below
+  approve: ["approve"],
+  auth: ["pay_with_authorization"],
+  distribute: ["distribute"],
+  settle: ["settle_batch"],
+  "x402-batch": ["x402_batch"],
+  "${auth.method}-auth": ["transfer_authorization", "receive_authorization"],
+};
+
+const sendCall = /\b(?:sendOnce|sendWithinQueue|splitterCall)\(\s*[\w.]+,\s*(`[^`]*`|[\w.]+)\s*,/g;
+
+describe("the keys the rail sends under", () => {
+  it("names every key expression passed to the journal, each to a kind the pass knows", () => {
+    const found = new Set<string>();
+    let sweepsSource = "";
+    for (const entry of readdirSync(import.meta.dirname)) {
+      if (!entry.endsWith(".ts") || entry.includes(".test.")) continue;
+      const source = readFileSync(path.join(import.meta.dirname, entry), "utf8");
+      if (entry === "sweeps.ts") sweepsSource = source;
+      for (const match of source.matchAll(sendCall)) {
+        const key = match[1]!;
+        found.add(key.startsWith("`") ? key.slice(1, key.indexOf(":")) : key);
+      }
+    }
+    expect([...found].sort()).toEqual(Object.keys(keyExpressionKinds).sort());
+    expect(sweepsSource).toContain("`sweep:${");
+    const kinds = [
+      sendKindOf("att_01J9ZQ4W3V5X6Y7Z8A9B0C1D2E"),
+      sendKindOf("sweep:31337:3f1c"),
+      ...Object.keys(kindByPrefix).map((prefix) => sendKindOf(`${prefix}:x`)),
+      sendKindOf("transfer-auth:x"),
+      sendKindOf("receive-auth:x"),
+    ];
+    expect(kinds).not.toContain("unknown");
+    // Every prefix classified is one the rail sends under, and every key it sends under is classified.
+    expect(new Set(kinds)).toEqual(new Set(Object.values(keyExpressionKinds).flat()));
   });
 });
