@@ -74,19 +74,15 @@ export async function bookRailFees(
         label: `fee ${fee.id} of invoice ${params.invoiceId}`,
       },
     };
-    let booked: "credited" | "conflict" | null = null;
-    for (let round = 0; booked === null; round += 1) {
-      try {
-        booked = await creditChain(deps.ledger, [feeLeg], feeLeg.transfer.label!);
+    const label = feeLeg.transfer.label!;
+    let booked: "credited" | "conflict";
+    for (let round = 0; ; round += 1) {
+      const alone = await booking(deps, [feeLeg], label);
+      if (alone !== "short") {
+        booked = alone;
         break;
-      } catch (error) {
-        if (
-          !(error instanceof LedgerPostingError) ||
-          error.result !== "exceeds_debits" ||
-          round >= coverRoundsMax
-        )
-          throw error;
       }
+      if (round >= coverRoundsMax) throw new LedgerPostingError(label, "exceeds_debits");
       // The clearing account holds less than the fee: the operator's capital covers the rest, with the fee.
       const [account] = await deps.ledger.lookupAccounts([clearing.ledgerAccountId]);
       const room =
@@ -113,18 +109,11 @@ export async function bookRailFees(
           label: `the operator's cover of fee ${fee.id}`,
         },
       };
-      try {
-        // A conflict here is the cover booked by another writer with another amount, with the fee (linked):
-        // the next round finds the fee booked.
-        if ((await creditChain(deps.ledger, [cover, feeLeg], feeLeg.transfer.label!)) === "credited")
-          booked = "credited";
-      } catch (error) {
-        if (
-          !(error instanceof LedgerPostingError) ||
-          error.result !== "exceeds_debits" ||
-          round >= coverRoundsMax
-        )
-          throw error;
+      // Short again (a payout reserved meanwhile), or a conflict (the cover booked by another writer with another
+      // amount, with the fee: they are linked): the next round looks again, and finds the fee booked in the latter.
+      if ((await booking(deps, [cover, feeLeg], label)) === "credited") {
+        booked = "credited";
+        break;
       }
     }
     if (booked === "conflict")
@@ -132,6 +121,20 @@ export async function bookRailFees(
         { rail: params.rail, feeId: fee.id, amount: fee.amount.toString(), invoiceId: params.invoiceId },
         "a rail's fee is booked already with another amount; the clearing account differs from the provider's here",
       );
+  }
+}
+
+/** The legs written as one chain; `short` when the clearing account cannot take them (exceeds_debits). */
+async function booking(
+  deps: Pick<SettlementDeps, "ledger">,
+  legs: readonly Leg[],
+  label: string,
+): Promise<"credited" | "conflict" | "short"> {
+  try {
+    return await creditChain(deps.ledger, legs, label);
+  } catch (error) {
+    if (error instanceof LedgerPostingError && error.result === "exceeds_debits") return "short";
+    throw error;
   }
 }
 
