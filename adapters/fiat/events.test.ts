@@ -16,6 +16,17 @@ const envelope = {
   data: { object: { id: "pi_1" } },
 };
 
+/** Money in of `amount` for `reference` by PaymentIntent `intent`, as the receiver hands it over. */
+const receivedOf = (reference: string, intent: string, amount: bigint): FiatEvent => ({
+  kind: "received",
+  reference,
+  paymentId: "pay_1",
+  attemptId: "att_1",
+  amount,
+  evidence: { rail: "fiat", pspId: intent },
+  pspIds: { paymentIntent: intent },
+});
+
 describe("parseStripeEvent", () => {
   it("parses an event envelope from the raw body", () => {
     const parsed = parseStripeEvent(Buffer.from(JSON.stringify(envelope)));
@@ -48,15 +59,7 @@ describe("toRailEvent", () => {
   };
 
   it("gives the RailEvent inside received and attempt_failed", async () => {
-    const received: FiatEvent = {
-      kind: "received",
-      reference: "cust_1",
-      paymentId: "pay_1",
-      attemptId: "att_1",
-      amount: 500n,
-      evidence: { rail: "fiat", pspId: "pi_1" },
-      pspIds: { paymentIntent: "pi_1" },
-    };
+    const received = receivedOf("cust_1", "pi_1", 500n);
     expect(await toRailEvent(received, { transferFee: noTransfer, chargeFee: freeCharge })).toEqual({
       kind: "received",
       reference: "cust_1",
@@ -119,15 +122,7 @@ describe("toRailEvent", () => {
 
   it("carries money in's processing fee, asked of Stripe by its PaymentIntent", async () => {
     const asked: string[] = [];
-    const received: FiatEvent = {
-      kind: "received",
-      reference: "inv_1",
-      paymentId: "pay_1",
-      attemptId: "att_1",
-      amount: 1000n,
-      evidence: { rail: "fiat", pspId: "pi_9" },
-      pspIds: { paymentIntent: "pi_9" },
-    };
+    const received = receivedOf("inv_1", "pi_9", 1000n);
     const railEvent = await toRailEvent(received, {
       transferFee: noTransfer,
       chargeFee: async (intentId) => {
@@ -146,15 +141,7 @@ describe("toRailEvent", () => {
   });
 
   it("fails money in when Stripe does not answer for its fee: the event is not applied, and comes again", async () => {
-    const received: FiatEvent = {
-      kind: "received",
-      reference: "inv_1",
-      paymentId: "pay_1",
-      attemptId: "att_1",
-      amount: 1000n,
-      evidence: { rail: "fiat", pspId: "pi_9" },
-      pspIds: { paymentIntent: "pi_9" },
-    };
+    const received = receivedOf("inv_1", "pi_9", 1000n);
     await expect(
       toRailEvent(received, {
         transferFee: noTransfer,
@@ -311,15 +298,7 @@ describe("a charge's balance transaction set later (asynchronous capture)", () =
   });
 
   it("credits money in at once when its charge has no balance transaction yet, without a fee", async () => {
-    const received: FiatEvent = {
-      kind: "received",
-      reference: "inv_1",
-      paymentId: "inv_1",
-      attemptId: "invoice",
-      amount: 1000n,
-      evidence: { rail: "fiat", pspId: "pi_1" },
-      pspIds: { paymentIntent: "pi_1" },
-    };
+    const received = receivedOf("inv_1", "pi_1", 1000n);
     expect(await toRailEvent(received, { transferFee, chargeFee: async () => null })).toEqual({
       kind: "received",
       reference: "inv_1",
