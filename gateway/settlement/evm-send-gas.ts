@@ -61,6 +61,14 @@ export function x402GasId(chainId: number, txHash: string): bigint {
 }
 
 /**
+ * The evidence's detail of an x402 settlement's gas, the same from x402/settle.ts bookGas and from the pass: the
+ * ledger compares a repeat's evidence too, so whichever books second must write exactly what the first wrote.
+ */
+export function x402GasDetail(gasWei: bigint): Record<string, string> {
+  return { kind: "x402_gas", wei: gasWei.toString() };
+}
+
+/**
  * Books gas the hot wallet paid: from the rail's fee account to its clearing account in the gas's asset, under `id`
  * (idempotent: the same id and amount books nothing more; another amount under it is an invariant broken).
  */
@@ -97,6 +105,13 @@ export async function bookRailGas(
     });
 }
 
+/** The exact wei a gas cost came from (its detail; the amount is rounded up to the gwei). */
+function weiOf(gas: GasCost): bigint {
+  const wei = gas.detail.wei;
+  if (wei === undefined) throw new SettlementInvariantError("a mined send's gas came without its wei");
+  return BigInt(wei);
+}
+
 /** Books one mined send's gas (idempotent: its id is the transaction's), or leaves an x402 batch to x402. */
 export async function bookSendGas(
   deps: SweepDeps,
@@ -110,11 +125,7 @@ export async function bookSendGas(
       rail,
       gas: send.gas,
       id: x402GasId(chainId, send.txHash),
-      evidence: {
-        rail,
-        reference: send.txHash,
-        detail: { kind: "x402_gas", send: send.key, reverted: String(send.reverted), ...send.gas.detail },
-      },
+      evidence: { rail, reference: send.txHash, detail: x402GasDetail(weiOf(send.gas)) },
       label: `the gas of x402 settlement ${send.txHash}${reverted}`,
     });
     return { booked: true, bookedBy: "x402_gas" };

@@ -16,6 +16,7 @@ export {
   type SendGasBooking,
   type SendGasFollower,
   sendGasPassOnce,
+  x402GasDetail,
   x402GasId,
 } from "./evm-send-gas.ts";
 export {

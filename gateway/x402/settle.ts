@@ -18,7 +18,13 @@ import { assets, divCeil, formatAmount, type Logger, silentLogger } from "../../
 import type { derivedLedgerId } from "../ids/index.ts";
 import { credit, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
-import { createInvoice, type SettlementDeps, submitInvoicePayment, x402GasId } from "../settlement/index.ts";
+import {
+  createInvoice,
+  type SettlementDeps,
+  submitInvoicePayment,
+  x402GasDetail,
+  x402GasId,
+} from "../settlement/index.ts";
 import { eip3009Abi, type X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
 import { type CreditTarget, record, release } from "./store.ts";
@@ -263,7 +269,7 @@ export async function bookGas(
       amount: divCeil(gasWei, weiPerGwei),
       id: x402GasId(chain.chainId, txHash),
       reference: txHash,
-      detail: { kind: "x402_gas", wei: gasWei.toString() },
+      detail: x402GasDetail(gasWei),
       label: `the gas of x402 settlement ${txHash}`,
     },
   ]);

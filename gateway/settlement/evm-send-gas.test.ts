@@ -1,0 +1,79 @@
+// An x402 single settlement's gas is booked by x402 (x402/settle.ts bookGas) and by the EVM rail's send-gas pass
+// (bookSendGas) under one id: whichever books second must find exactly what the first wrote — amount, accounts and
+// evidence — or the ledger answers exists_with_different_evidence. On PGlite, both orders.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assets, type Logger } from "../../core/index.ts";
+import { createAccountCache } from "../accounts/index.ts";
+import { gatewayMigrations } from "../app.ts";
+import { type Db, migrate, openPglite } from "../db/index.ts";
+import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { bookGas } from "../x402/settle.ts";
+import { bookSendGas, type MinedSendGas, x402GasId } from "./evm-send-gas.ts";
+import { createOpenInvoiceMemory, type SettlementDeps } from "./index.ts";
+
+let db: Db;
+let ledger: Ledger;
+const errors: unknown[] = [];
+const logger = {
+  error: (...args: unknown[]) => errors.push(args),
+  warn: () => {},
+  info: () => {},
+  debug: () => {},
+  child: () => logger,
+} as unknown as Logger;
+
+beforeAll(async () => {
+  db = await openPglite(undefined);
+  await migrate(db, [ledgerMigrations, gatewayMigrations]);
+  ledger = createLedger({ db });
+});
+afterAll(async () => {
+  await ledger?.close();
+  await db?.close();
+});
+
+const deps = (): SettlementDeps => ({
+  db,
+  ledger,
+  accounts: createAccountCache({ sql: db }, { entriesMax: 10 }),
+  openInvoices: createOpenInvoiceMemory({ entriesMax: 10 }),
+  rails: new Map(),
+});
+
+const chain = { chainId: 31337, rail: "evm" } as Parameters<typeof bookGas>[1];
+/** 21,000 gas at 1 gwei + 7 wei: rounded up to 21,001 gwei. */
+const wei = 21_000n * 1_000_000_007n;
+
+const mined = (txHash: string): MinedSendGas => ({
+  key: `transfer-auth:${txHash}`,
+  kind: "transfer_authorization",
+  txHash,
+  hashes: [txHash],
+  reverted: false,
+  gas: {
+    asset: assets.ETH,
+    amount: 21_001n,
+    detail: { gasUsed: "21000", effectiveGasPrice: "1000000007", wei: wei.toString() },
+  },
+});
+
+describe("an x402 settlement's gas, booked by x402 and by the send-gas pass", () => {
+  it.each([
+    ["x402 first", "0x01"],
+    ["the pass first", "0x02"],
+  ])("books it once whichever is first (%s)", async (order, suffix) => {
+    const txHash = `0x${suffix.slice(2).padStart(64, "a")}` as `0x${string}`;
+    const byX402 = () => bookGas(deps(), chain, txHash, wei, logger);
+    const byPass = () => bookSendGas(deps(), "evm", chain.chainId, mined(txHash));
+    if (order === "x402 first") {
+      await byX402();
+      await expect(byPass()).resolves.toEqual({ booked: true, bookedBy: "x402_gas" });
+    } else {
+      await byPass();
+      await byX402();
+    }
+    expect(errors).toEqual([]);
+    const [booked] = await ledger.lookupTransfers([x402GasId(chain.chainId, txHash)]);
+    expect(booked?.amount).toBe(21_001n);
+  });
+});
