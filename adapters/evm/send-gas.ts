@@ -159,7 +159,8 @@ export async function sendGasPass(
   const wallet = state.account.address.toLowerCase();
   // Each open send is looked at once a pass: those tried by an earlier pass (or never) before those tried in this one.
   const [{ at: passStartedAt } = { at: new Date() }] = await db.query<{ at: Date }>("SELECT now() AS at");
-  for (;;) {
+  let overBudget = false;
+  while (!overBudget) {
     // Read before the receipts (sendFateOf): a nonce passed at this block with none of the send's receipts found
     // after is a send never mined.
     const confirmedNonce = await confirmedNonceOf(state.journal);
@@ -173,6 +174,11 @@ export async function sendGasPass(
       [state.chainId, wallet, passStartedAt, rowsMax],
     );
     for (const row of open) {
+      // Checked each send (each asks the node a few times): those left are the first the next pass looks at.
+      if (state.nowMs() - startedMs >= budgetMs) {
+        overBudget = true;
+        break;
+      }
       let turn: Turn | "failed";
       try {
         turn = await followSend(state, book, row, confirmedNonce, result.booked);
@@ -189,7 +195,7 @@ export async function sendGasPass(
       if (turn === "pending" || turn === "failed")
         await db.query("UPDATE evm_sends SET gas_tried_at = now() WHERE attempt_id = $1", [row.attempt_id]);
     }
-    if (open.length < rowsMax || state.nowMs() - startedMs >= budgetMs) break;
+    if (open.length < rowsMax) break;
   }
   if (result.booked.length + result.failed + result.neverMined > 0)
     state.logger.info(

@@ -472,10 +472,20 @@ export async function sendFateOf(
   return (await anyReceiptOf(journal, row)) ? { status: "pending" } : { status: "never_mined" };
 }
 
-/** The wallet's transaction count at the latest block with the confirmations (nonces below it are final). */
+/**
+ * Blocks below the confirmations at which a send is judged never mined: the receipts are asked of a node that may be
+ * a few blocks behind the one that answered the head (a load-balanced RPC), and a reorganisation deeper than the
+ * confirmations gives a nonce back. A send judged so is done for good (its gas is never booked), so it is judged late.
+ */
+export const neverMinedDepthExtra = 6;
+
+/**
+ * The wallet's transaction count at the latest block with the confirmations and neverMinedDepthExtra more (nonces
+ * below it are final).
+ */
 export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
   const head = await journal.publicClient.getBlockNumber({ cacheTime: 0 });
-  const confirmed = head - BigInt(Math.max(journal.confirmations, 1)) + 1n;
+  const confirmed = head - BigInt(Math.max(journal.confirmations, 1) + neverMinedDepthExtra) + 1n;
   if (confirmed < 0n) return 0;
   return journal.publicClient.getTransactionCount({
     address: journal.account.address,
