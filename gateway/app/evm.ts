@@ -263,33 +263,57 @@ function depositSweeperOf(rail: Rail): DepositSweeper | null {
     : null;
 }
 
-/**
- * Every EVM rail's forwarders swept periodically, each sweep's gas booked as the rail's fee; returns the closers.
- */
-export function startDepositSweeps(deps: {
+/** What the periodic EVM passes need: the database, ledger and accounts, and each EVM rail with its chain. */
+type EvmPassDeps = {
   db: Db;
   ledger: Ledger;
   accounts: AccountCache;
   logger: Logger;
   rails: ReadonlyMap<string, Rail>;
   evm: readonly EvmClients[];
-}): Array<() => Promise<void>> {
+};
+
+/**
+ * A pass run every `intervalMs` for each EVM rail `pick` finds what it needs on (null: none for that rail); returns
+ * the closers.
+ */
+function startPerEvmRail<T>(
+  deps: EvmPassDeps,
+  params: {
+    name: string;
+    intervalMs: number;
+    pick: (rail: Rail, chain: EvmClients) => T | null;
+    pass: (picked: T, chain: EvmClients) => Promise<void>;
+  },
+): Array<() => Promise<void>> {
   const closers: Array<() => Promise<void>> = [];
   for (const rail of deps.rails.values()) {
-    const sweeper = depositSweeperOf(rail);
     const chain = deps.evm.find((clients) => clients.id === rail.id);
-    if (sweeper === null || chain === undefined || chain.forwarderFactory === null) continue;
+    const picked = chain === undefined ? null : params.pick(rail, chain);
+    if (chain === undefined || picked === null) continue;
     const periodic = startPeriodic({
-      name: `deposit sweep ${rail.id}`,
-      intervalMs: sweepIntervalMs,
-      pass: async () => {
-        await sweepDepositsOnce(deps, sweeper, chain.chainId);
-      },
+      name: `${params.name} ${rail.id}`,
+      intervalMs: params.intervalMs,
+      pass: () => params.pass(picked, chain),
       logger: deps.logger,
     });
     closers.push(() => periodic.stop());
   }
   return closers;
+}
+
+/**
+ * Every EVM rail's forwarders swept periodically, each sweep's gas booked as the rail's fee; returns the closers.
+ */
+export function startDepositSweeps(deps: EvmPassDeps): Array<() => Promise<void>> {
+  return startPerEvmRail(deps, {
+    name: "deposit sweep",
+    intervalMs: sweepIntervalMs,
+    pick: (rail, chain) => (chain.forwarderFactory === null ? null : depositSweeperOf(rail)),
+    pass: async (sweeper, chain) => {
+      await sweepDepositsOnce(deps, sweeper, chain.chainId);
+    },
+  });
 }
 
 // ---- the gas of every transaction the hot wallet sent
@@ -310,28 +334,13 @@ function sendGasFollowerOf(rail: Rail): SendGasFollower | null {
  * payout or batch that reverted) booked as the rail's fee, so that its ETH clearing account matches the hot wallet;
  * returns the closers.
  */
-export function startSendGasBooking(deps: {
-  db: Db;
-  ledger: Ledger;
-  accounts: AccountCache;
-  logger: Logger;
-  rails: ReadonlyMap<string, Rail>;
-  evm: readonly EvmClients[];
-}): Array<() => Promise<void>> {
-  const closers: Array<() => Promise<void>> = [];
-  for (const rail of deps.rails.values()) {
-    const follower = sendGasFollowerOf(rail);
-    const chain = deps.evm.find((clients) => clients.id === rail.id);
-    if (follower === null || chain === undefined) continue;
-    const periodic = startPeriodic({
-      name: `send gas ${rail.id}`,
-      intervalMs: sendGasIntervalMs,
-      pass: async () => {
-        await sendGasPassOnce(deps, follower, chain.chainId);
-      },
-      logger: deps.logger,
-    });
-    closers.push(() => periodic.stop());
-  }
-  return closers;
+export function startSendGasBooking(deps: EvmPassDeps): Array<() => Promise<void>> {
+  return startPerEvmRail(deps, {
+    name: "send gas",
+    intervalMs: sendGasIntervalMs,
+    pick: (rail) => sendGasFollowerOf(rail),
+    pass: async (follower, chain) => {
+      await sendGasPassOnce(deps, follower, chain.chainId);
+    },
+  });
 }
