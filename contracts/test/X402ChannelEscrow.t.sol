@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {TestUSD} from "../TestUSD.sol";
+import {ReentrantToken} from "./HostileTokens.sol";
 import {IX402DepositCollector, X402ChannelEscrow} from "../X402ChannelEscrow.sol";
 import {X402Erc3009DepositCollector} from "../X402Erc3009DepositCollector.sol";
 import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3009.sol";
@@ -61,6 +62,9 @@ contract X402ChannelEscrowTest is CheatTest {
     uint256 private constant NOW = 1_800_000_000;
     uint40 private constant DELAY = 1 hours;
     address private constant RECEIVER = address(0xBEEF);
+    address private constant RECEIVER_2 = address(0xCAFE);
+    /// A payerAuthorizer other than the payer (the official client's default is the payer's own key).
+    uint256 private constant PAYER_AUTHORIZER_KEY = 0xC0DE;
 
     TestUSD private token;
     X402ChannelEscrow private escrow;
@@ -109,7 +113,7 @@ contract X402ChannelEscrowTest is CheatTest {
         uint256 validBefore = NOW + 3600;
         bytes32 structHash =
             keccak256(abi.encode(RECEIVE_TYPEHASH, vm.addr(key), address(collector), amount, 0, validBefore, nonce));
-        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", token.DOMAIN_SEPARATOR(), structHash));
+        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", TestUSD(config.token).DOMAIN_SEPARATOR(), structHash));
         return abi.encode(uint256(0), validBefore, depositSalt, _sig(key, digest));
     }
 
@@ -639,6 +643,285 @@ contract X402ChannelEscrowTest is CheatTest {
         );
         vm.prank(payer);
         escrow.initiateWithdraw(config, 1001);
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // A payerAuthorizer other than the payer: its key alone signs vouchers; both may withdraw
+
+    function _configWithPayerAuthorizer(bytes32 salt) private view returns (X402ChannelEscrow.ChannelConfig memory) {
+        X402ChannelEscrow.ChannelConfig memory config = _config(salt);
+        config.payerAuthorizer = vm.addr(PAYER_AUTHORIZER_KEY);
+        return config;
+    }
+
+    function test_withAPayerAuthorizerThePayersVoucherIsRefused() public {
+        X402ChannelEscrow.ChannelConfig memory config = _configWithPayerAuthorizer(0);
+        bytes32 id = escrow.getChannelId(config);
+        _deposit(config, 1000, 1);
+        X402ChannelEscrow.VoucherClaim[] memory byPayer = _claims(config, 300, 300, PAYER_KEY);
+        bytes memory batchSig = _batchSig(byPayer, AUTHORIZER_KEY);
+        vm.expectRevert(abi.encodeWithSelector(X402ChannelEscrow.X402ChannelInvalidVoucherSignature.selector, id));
+        escrow.claimWithSignature(byPayer, batchSig);
+        _claimSigned(_claims(config, 300, 300, PAYER_AUTHORIZER_KEY));
+        (, uint256 claimed) = _channel(id);
+        assertEq(claimed, 300, "the authorizer's voucher");
+        (uint256 receiverClaimed,) = _receiver();
+        assertEq(receiverClaimed, 300, "credited");
+    }
+
+    function test_thePayerAuthorizerInitiatesAndFinalizesAWithdrawal() public {
+        X402ChannelEscrow.ChannelConfig memory config = _configWithPayerAuthorizer(0);
+        address payerAuthorizer = vm.addr(PAYER_AUTHORIZER_KEY);
+        bytes32 id = escrow.getChannelId(config);
+        _deposit(config, 1000, 1);
+        uint256 payerBefore = token.balanceOf(payer);
+        vm.prank(payerAuthorizer);
+        escrow.initiateWithdraw(config, 400);
+        vm.warp(NOW + DELAY);
+        vm.prank(payerAuthorizer);
+        escrow.finalizeWithdraw(config);
+        assertEq(token.balanceOf(payer), payerBefore + 400, "paid to the payer");
+        assertEq(token.balanceOf(payerAuthorizer), 0, "never to the authorizer");
+        // The payer itself still may.
+        vm.prank(payer);
+        escrow.initiateWithdraw(config, 600);
+        vm.warp(NOW + 2 * DELAY);
+        vm.prank(payer);
+        escrow.finalizeWithdraw(config);
+        assertEq(token.balanceOf(payer), payerBefore + 1000, "all of it back");
+        (uint256 balance,) = _channel(id);
+        assertEq(balance, 0, "empty");
+    }
+
+    function test_withoutAPayerAuthorizerTheZeroAddressIsNotThePayer() public {
+        X402ChannelEscrow.ChannelConfig memory config = _config(0);
+        config.payerAuthorizer = address(0);
+        _deposit(config, 1000, 1);
+        vm.expectRevert(abi.encodeWithSelector(X402ChannelEscrow.X402ChannelNotPayer.selector, address(0)));
+        vm.prank(address(0));
+        escrow.initiateWithdraw(config, 1000);
+    }
+
+    function test_theReceiverAuthorizerRefunds() public {
+        X402ChannelEscrow.ChannelConfig memory config = _config(0);
+        bytes32 id = escrow.getChannelId(config);
+        _deposit(config, 1000, 1);
+        uint256 payerBefore = token.balanceOf(payer);
+        vm.prank(authorizer);
+        escrow.refund(config, 100);
+        assertEq(token.balanceOf(payer), payerBefore + 100, "refunded to the payer");
+        (uint256 balance,) = _channel(id);
+        assertEq(balance, 900, "refunded 100");
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // A refund that closes a channel clears its pending withdrawal
+
+    function test_aRefundThatClosesTheChannelClearsItsPendingWithdrawal() public {
+        X402ChannelEscrow.ChannelConfig memory config = _config(0);
+        bytes32 id = escrow.getChannelId(config);
+        _deposit(config, 1000, 1);
+        _claimSigned(_claims(config, 300, 300, PAYER_KEY));
+        vm.prank(payer);
+        escrow.initiateWithdraw(config, 700);
+        // A refund that leaves some unclaimed escrow keeps the request.
+        escrow.refundWithSignature(config, 100, 0, _refundSig(id, 0, 100, AUTHORIZER_KEY));
+        (uint128 pendingAmount, uint40 initiatedAt) = escrow.pendingWithdrawals(id);
+        assertEq(pendingAmount, 700, "still pending");
+        assertEq(initiatedAt, NOW, "since then");
+        // The one that returns the rest closes the channel and drops it.
+        escrow.refundWithSignature(config, 600, 1, _refundSig(id, 1, 600, AUTHORIZER_KEY));
+        (pendingAmount, initiatedAt) = escrow.pendingWithdrawals(id);
+        assertEq(pendingAmount, 0, "no pending amount");
+        assertEq(initiatedAt, 0, "no pending request");
+        // A top-up after the delay cannot be taken by the dropped request.
+        _deposit(config, 1000, 2);
+        vm.warp(NOW + DELAY);
+        vm.expectRevert(abi.encodeWithSelector(X402ChannelEscrow.X402ChannelNoPendingWithdrawal.selector, id));
+        vm.prank(payer);
+        escrow.finalizeWithdraw(config);
+        (uint256 balance, uint256 claimed) = _channel(id);
+        assertEq(balance, 1300, "the claimed 300 and the top-up");
+        assertEq(claimed, 300, "claimed unchanged");
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // One batch, two tokens and two receivers, one channel twice: credited per (receiver, token)
+
+    function test_batchMixingTokensAndReceiversCreditsEachPair() public {
+        TestUSD token2 = new TestUSD("Other USD", "OUSD", "2");
+        token2.mint(payer, 1e12);
+        X402ChannelEscrow.ChannelConfig memory a = _config(bytes32(uint256(1)));
+        X402ChannelEscrow.ChannelConfig memory b = _config(bytes32(uint256(2)));
+        b.token = address(token2);
+        X402ChannelEscrow.ChannelConfig memory a2 = _config(bytes32(uint256(3)));
+        X402ChannelEscrow.ChannelConfig memory c = _config(bytes32(uint256(4)));
+        c.receiver = RECEIVER_2;
+        _deposit(a, 100, 1);
+        _deposit(b, 200, 1);
+        _deposit(a2, 300, 1);
+        _deposit(c, 400, 1);
+        X402ChannelEscrow.VoucherClaim[] memory claims = new X402ChannelEscrow.VoucherClaim[](6);
+        claims[0] = _claim(a, 100, 50, PAYER_KEY);
+        claims[1] = _claim(b, 200, 200, PAYER_KEY);
+        claims[2] = _claim(a2, 300, 300, PAYER_KEY);
+        claims[3] = _claim(c, 70, 70, PAYER_KEY);
+        claims[4] = _claim(a, 100, 100, PAYER_KEY); // channel a again: 50 more
+        claims[5] = _claim(b, 150, 150, PAYER_KEY); // channel b again, below its claim: nothing
+        _claimSigned(claims);
+        (, uint256 channelAClaimed) = _channel(escrow.getChannelId(a));
+        (, uint256 channelBClaimed) = _channel(escrow.getChannelId(b));
+        assertEq(channelAClaimed, 100, "channel a at its second claim");
+        assertEq(channelBClaimed, 200, "channel b at its first claim");
+        (uint128 receiverToken,) = escrow.receivers(RECEIVER, address(token));
+        (uint128 receiverToken2,) = escrow.receivers(RECEIVER, address(token2));
+        (uint128 receiver2Token,) = escrow.receivers(RECEIVER_2, address(token));
+        (uint128 receiver2Token2,) = escrow.receivers(RECEIVER_2, address(token2));
+        assertEq(receiverToken, 400, "RECEIVER in token: 50 + 300 + 50");
+        assertEq(receiverToken2, 200, "RECEIVER in token2: 200");
+        assertEq(receiver2Token, 70, "RECEIVER_2 in token: 70");
+        assertEq(receiver2Token2, 0, "RECEIVER_2 in token2: nothing");
+        escrow.settle(RECEIVER, address(token));
+        escrow.settle(RECEIVER, address(token2));
+        escrow.settle(RECEIVER_2, address(token));
+        vm.expectRevert(
+            abi.encodeWithSelector(X402ChannelEscrow.X402ChannelNothingToSettle.selector, RECEIVER_2, address(token2))
+        );
+        escrow.settle(RECEIVER_2, address(token2));
+        assertEq(token.balanceOf(RECEIVER), 400, "RECEIVER paid in token");
+        assertEq(token2.balanceOf(RECEIVER), 200, "RECEIVER paid in token2");
+        assertEq(token.balanceOf(RECEIVER_2), 70, "RECEIVER_2 paid in token");
+        assertEq(token.balanceOf(address(escrow)), 100 + 300 + 400 - 470, "token: the unclaimed stays");
+        assertEq(token2.balanceOf(address(escrow)), 0, "token2: all claimed and paid");
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // A contract wallet (ERC-1271) as receiverAuthorizer
+
+    function test_anErc1271ReceiverAuthorizerSignsClaimsAndRefunds() public {
+        OwnedWallet wallet = new OwnedWallet(authorizer);
+        X402ChannelEscrow.ChannelConfig memory config = _config(0);
+        config.receiverAuthorizer = address(wallet);
+        bytes32 id = escrow.getChannelId(config);
+        _deposit(config, 1000, 1);
+        X402ChannelEscrow.VoucherClaim[] memory claims = _claims(config, 300, 300, PAYER_KEY);
+        bytes memory forged = _batchSig(claims, STRANGER_KEY);
+        vm.expectRevert(X402ChannelEscrow.X402ChannelInvalidAuthorizerSignature.selector);
+        escrow.claimWithSignature(claims, forged);
+        escrow.claimWithSignature(claims, _batchSig(claims, AUTHORIZER_KEY));
+        (, uint256 claimed) = _channel(id);
+        assertEq(claimed, 300, "claimed on the wallet's word");
+        // And as msg.sender.
+        X402ChannelEscrow.VoucherClaim[] memory more = _claims(config, 400, 400, PAYER_KEY);
+        vm.prank(address(wallet));
+        escrow.claim(more);
+        (, claimed) = _channel(id);
+        assertEq(claimed, 400, "claimed by the wallet itself");
+        bytes memory forgedRefund = _refundSig(id, 0, 100, STRANGER_KEY);
+        vm.expectRevert(X402ChannelEscrow.X402ChannelInvalidRefundSignature.selector);
+        escrow.refundWithSignature(config, 100, 0, forgedRefund);
+        uint256 payerBefore = token.balanceOf(payer);
+        escrow.refundWithSignature(config, 100, 0, _refundSig(id, 0, 100, AUTHORIZER_KEY));
+        assertEq(token.balanceOf(payer), payerBefore + 100, "refunded on the wallet's word");
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // A token that calls back into the escrow from its transfers: refused, the accounting intact
+
+    function _reentrantChannel(ReentrantToken hostile, address receiver, bytes32 salt, uint128 amount)
+        private
+        returns (X402ChannelEscrow.ChannelConfig memory config)
+    {
+        config = _config(salt);
+        config.token = address(hostile);
+        config.receiver = receiver;
+        GiftCollector gift = new GiftCollector();
+        hostile.mint(address(gift), amount);
+        escrow.deposit(config, amount, address(gift), "");
+    }
+
+    function _assertReentryRefused(ReentrantToken hostile) private view {
+        assertTrue(hostile.reentryAttempted(), "the token called back");
+        assertTrue(!hostile.reentrySucceeded(), "the call back was refused");
+        assertEq(
+            uint256(keccak256(hostile.reentryRevertData())),
+            uint256(keccak256(abi.encodeWithSelector(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector))),
+            "by the reentrancy guard"
+        );
+    }
+
+    function test_aTokenCannotReenterDuringSettle() public {
+        ReentrantToken hostile = new ReentrantToken();
+        X402ChannelEscrow.ChannelConfig memory first = _reentrantChannel(hostile, RECEIVER, bytes32(uint256(1)), 1000);
+        X402ChannelEscrow.ChannelConfig memory second =
+            _reentrantChannel(hostile, RECEIVER_2, bytes32(uint256(2)), 1000);
+        X402ChannelEscrow.VoucherClaim[] memory claims = new X402ChannelEscrow.VoucherClaim[](2);
+        claims[0] = _claim(first, 300, 300, PAYER_KEY);
+        claims[1] = _claim(second, 200, 200, PAYER_KEY);
+        _claimSigned(claims);
+        // While RECEIVER is paid, the token tries to settle RECEIVER_2 (which would succeed on its own).
+        hostile.arm(address(escrow), abi.encodeCall(escrow.settle, (RECEIVER_2, address(hostile))));
+        escrow.settle(RECEIVER, address(hostile));
+        _assertReentryRefused(hostile);
+        assertEq(hostile.balanceOf(RECEIVER), 300, "RECEIVER paid");
+        assertEq(hostile.balanceOf(RECEIVER_2), 0, "RECEIVER_2 not paid from within");
+        (, uint128 settled2) = escrow.receivers(RECEIVER_2, address(hostile));
+        assertEq(settled2, 0, "RECEIVER_2 unsettled");
+        escrow.settle(RECEIVER_2, address(hostile));
+        assertEq(hostile.balanceOf(RECEIVER_2), 200, "RECEIVER_2 paid on its own");
+        assertEq(hostile.balanceOf(address(escrow)), 2000 - 500, "escrow holds balance - settled");
+    }
+
+    function test_aTokenCannotReenterDuringARefund() public {
+        ReentrantToken hostile = new ReentrantToken();
+        X402ChannelEscrow.ChannelConfig memory config = _reentrantChannel(hostile, RECEIVER, 0, 1000);
+        bytes32 id = escrow.getChannelId(config);
+        _claimSigned(_claims(config, 300, 300, PAYER_KEY));
+        bytes memory nextRefund = _refundSig(id, 1, 100, AUTHORIZER_KEY);
+        // While the payer is refunded, the token submits the next signed refund (valid on its own).
+        hostile.arm(address(escrow), abi.encodeCall(escrow.refundWithSignature, (config, 100, 1, nextRefund)));
+        escrow.refundWithSignature(config, 200, 0, _refundSig(id, 0, 200, AUTHORIZER_KEY));
+        _assertReentryRefused(hostile);
+        assertEq(hostile.balanceOf(payer), 200, "refunded once");
+        assertEq(escrow.refundNonce(id), 1, "one nonce used");
+        (uint256 balance, uint256 claimed) = _channel(id);
+        assertEq(balance, 800, "1000 - 200");
+        assertEq(claimed, 300, "claims untouched");
+        escrow.refundWithSignature(config, 100, 1, nextRefund);
+        assertEq(hostile.balanceOf(payer), 300, "the next refund on its own");
+        // A plain refund by the receiver, while the token tries to settle it (valid on its own).
+        hostile.arm(address(escrow), abi.encodeCall(escrow.settle, (RECEIVER, address(hostile))));
+        vm.prank(RECEIVER);
+        escrow.refund(config, 50);
+        _assertReentryRefused(hostile);
+        assertEq(hostile.balanceOf(payer), 350, "the plain refund");
+        assertEq(hostile.balanceOf(RECEIVER), 0, "not paid from within");
+        escrow.settle(RECEIVER, address(hostile));
+        assertEq(hostile.balanceOf(RECEIVER), 300, "paid on its own");
+        assertEq(hostile.balanceOf(address(escrow)), 650 - 300, "escrow holds balance - settled");
+    }
+
+    function test_aTokenCannotReenterDuringFinalizeWithdraw() public {
+        ReentrantToken hostile = new ReentrantToken();
+        X402ChannelEscrow.ChannelConfig memory config = _reentrantChannel(hostile, RECEIVER, 0, 1000);
+        bytes32 id = escrow.getChannelId(config);
+        _claimSigned(_claims(config, 300, 300, PAYER_KEY));
+        vm.prank(payer);
+        escrow.initiateWithdraw(config, 700);
+        vm.warp(NOW + DELAY);
+        // While the payer is paid, the token tries to settle the receiver (which would succeed on its own).
+        hostile.arm(address(escrow), abi.encodeCall(escrow.settle, (RECEIVER, address(hostile))));
+        vm.prank(payer);
+        escrow.finalizeWithdraw(config);
+        _assertReentryRefused(hostile);
+        assertEq(hostile.balanceOf(payer), 700, "withdrawn");
+        assertEq(hostile.balanceOf(RECEIVER), 0, "not paid from within");
+        (uint256 balance, uint256 claimed) = _channel(id);
+        assertEq(balance, 300, "the claimed stays");
+        assertEq(claimed, 300, "claims untouched");
+        escrow.settle(RECEIVER, address(hostile));
+        assertEq(hostile.balanceOf(RECEIVER), 300, "paid on its own");
+        assertEq(hostile.balanceOf(address(escrow)), 0, "nothing left");
     }
 
     // ------------------------------------------------------------------------------------------------
