@@ -31,7 +31,8 @@ interface IX402DepositCollector {
 /// and `totalSettled` (what was transferred out). The contract holds, per token, Σ balance − Σ totalSettled.
 ///
 ///  - deposit: through a collector (ERC-3009 `receiveWithAuthorization`, see X402Erc3009DepositCollector); the
-///    amount credited is the rise of this contract's token balance, which must equal `amount`.
+///    amount credited is the rise of this contract's token balance, which must equal `amount`. A config whose
+///    receiver is this contract or the collector funding it is refused (what it claims could never leave).
 ///  - claim / claimWithSignature: a payer voucher {channelId, maxClaimableAmount} (signed by payerAuthorizer, or by
 ///    the payer through ERC-1271 / ECDSA when payerAuthorizer is zero) lets the receiver side raise totalClaimed up to
 ///    maxClaimableAmount and never past the balance. The new totalClaimed is the receiver side's choice (it may have
@@ -158,7 +159,7 @@ contract X402ChannelEscrow is ReentrancyGuardTransient, Multicall {
         if (amount == 0) revert X402ChannelZeroAmount();
         if (
             config.payer == address(0) || config.receiver == address(0) || config.receiver == address(this)
-                || config.receiverAuthorizer == address(0) || config.token == address(0)
+                || config.receiver == collector || config.receiverAuthorizer == address(0) || config.token == address(0)
         ) revert X402ChannelInvalidConfig();
         if (config.withdrawDelay < MIN_WITHDRAW_DELAY || config.withdrawDelay > MAX_WITHDRAW_DELAY) {
             revert X402ChannelWithdrawDelayOutOfRange(config.withdrawDelay);

@@ -16,7 +16,10 @@ import {IX402DepositCollector} from "./X402ChannelEscrow.sol";
 /// Binding the nonce to the channel id means the authorization can fund only the channel it was signed for,
 /// whoever submits it. Only the escrow may call `collect` (receiveWithAuthorization needs msg.sender = `to` =
 /// this contract, so no one else could spend the authorization anyway); the tokens go straight on to the escrow
-/// and nothing stays here.
+/// and nothing stays here. What it passes on is what the authorization brought in: its own balance must rise by
+/// exactly `amount`, so a token whose `receiveWithAuthorization` moves nothing and still succeeds (a catch-all
+/// fallback, as WETH9's) cannot make tokens that reached this contract by mistake fund someone's channel. (The
+/// escrow refuses a channel whose receiver is the collector funding it: its settlements would be stranded here.)
 ///
 /// The signature must be 65 bytes (r, s, v), passed to the token's (v, r, s) entry point, which both USDC and
 /// TestUSD have: a smart-wallet payer (ERC-1271 through USDC's bytes-signature overload) is not supported.
@@ -28,6 +31,8 @@ contract X402Erc3009DepositCollector is IX402DepositCollector {
 
     error X402CollectorOnlyEscrow(address caller);
     error X402CollectorInvalidSignatureLength(uint256 length);
+    /// @notice receiveWithAuthorization raised this contract's balance by `received`, not the `expected` amount.
+    error X402CollectorReceiveMismatch(uint256 expected, uint256 received);
 
     constructor(address escrow_) {
         escrow = escrow_;
@@ -36,6 +41,16 @@ contract X402Erc3009DepositCollector is IX402DepositCollector {
     /// @inheritdoc IX402DepositCollector
     function collect(address payer, address token, uint256 amount, bytes32 channelId, bytes calldata data) external {
         if (msg.sender != escrow) revert X402CollectorOnlyEscrow(msg.sender);
+        uint256 before = IERC20(token).balanceOf(address(this));
+        _receive(payer, token, amount, channelId, data);
+        uint256 held = IERC20(token).balanceOf(address(this));
+        uint256 received = held > before ? held - before : 0;
+        if (received != amount) revert X402CollectorReceiveMismatch(amount, received);
+        IERC20(token).safeTransfer(msg.sender, amount);
+    }
+
+    /// @dev The payer's ReceiveWithAuthorization of `amount` to this contract, its nonce bound to `channelId`.
+    function _receive(address payer, address token, uint256 amount, bytes32 channelId, bytes calldata data) private {
         (uint256 validAfter, uint256 validBefore, uint256 salt, bytes memory signature) =
             abi.decode(data, (uint256, uint256, uint256, bytes));
         if (signature.length != 65) revert X402CollectorInvalidSignatureLength(signature.length);
@@ -49,6 +64,5 @@ contract X402Erc3009DepositCollector is IX402DepositCollector {
         }
         bytes32 nonce = keccak256(abi.encode(channelId, salt));
         IERC3009(token).receiveWithAuthorization(payer, address(this), amount, validAfter, validBefore, nonce, v, r, s);
-        IERC20(token).safeTransfer(msg.sender, amount);
     }
 }

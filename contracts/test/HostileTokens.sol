@@ -90,3 +90,21 @@ contract NoReturnToken {
         balanceOf[to] += amount;
     }
 }
+
+/// @dev A WETH9-like token: a fallback that accepts any call it does not know (WETH9's turns the call's value into
+/// tokens), so `receiveWithAuthorization` succeeds and moves nothing. Test-only.
+contract FallbackToken is ERC20 {
+    constructor() ERC20("Wrapped", "WFB") {}
+
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    fallback() external payable {
+        _mint(msg.sender, msg.value);
+    }
+
+    receive() external payable {
+        _mint(msg.sender, msg.value);
+    }
+}

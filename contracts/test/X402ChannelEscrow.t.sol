@@ -2,7 +2,7 @@
 pragma solidity 0.8.30;
 
 import {TestUSD} from "../TestUSD.sol";
-import {ReentrantToken} from "./HostileTokens.sol";
+import {FallbackToken, ReentrantToken} from "./HostileTokens.sol";
 import {IX402DepositCollector, X402ChannelEscrow} from "../X402ChannelEscrow.sol";
 import {X402Erc3009DepositCollector} from "../X402Erc3009DepositCollector.sol";
 import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3009.sol";
@@ -489,6 +489,39 @@ contract X402ChannelEscrowTest is CheatTest {
         config = _config(0);
         config.receiver = address(escrow);
         data = _collectorData(PAYER_KEY, config, 1000, 1);
+        vm.expectRevert(X402ChannelEscrow.X402ChannelInvalidConfig.selector);
+        escrow.deposit(config, 1000, address(collector), data);
+    }
+
+    function test_collectorRefusesATokenWhoseAuthorizationMovesNothing() public {
+        // Tokens sitting in the collector (sent there by mistake) and a token whose fallback takes any call: the
+        // authorization "succeeds", and without the collector's own check its stray tokens would fund this channel.
+        FallbackToken weth = new FallbackToken();
+        weth.mint(address(collector), 777);
+        address thief = address(0x7777);
+        X402ChannelEscrow.ChannelConfig memory config = X402ChannelEscrow.ChannelConfig({
+            payer: thief,
+            payerAuthorizer: address(0),
+            receiver: thief,
+            receiverAuthorizer: thief,
+            token: address(weth),
+            withdrawDelay: DELAY,
+            salt: 0
+        });
+        bytes memory data = abi.encode(uint256(0), uint256(0), uint256(0), new bytes(65));
+        vm.expectRevert(
+            abi.encodeWithSelector(X402Erc3009DepositCollector.X402CollectorReceiveMismatch.selector, 777, 0)
+        );
+        escrow.deposit(config, 777, address(collector), data);
+        assertEq(weth.balanceOf(address(collector)), 777, "the stray tokens stay");
+        assertEq(weth.balanceOf(address(escrow)), 0, "nothing deposited");
+    }
+
+    function test_aChannelPayingItsOwnCollectorIsRefused() public {
+        // Its claims would be settled into the collector, where nobody could take them.
+        X402ChannelEscrow.ChannelConfig memory config = _config(0);
+        config.receiver = address(collector);
+        bytes memory data = _collectorData(PAYER_KEY, config, 1000, 1);
         vm.expectRevert(X402ChannelEscrow.X402ChannelInvalidConfig.selector);
         escrow.deposit(config, 1000, address(collector), data);
     }
