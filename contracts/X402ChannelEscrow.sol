@@ -49,6 +49,25 @@ interface IX402DepositCollector {
 /// deposit must call its collector first (to measure what arrived) and is guarded the same way. `multicall`
 /// (delegatecalls to itself, as the facilitator's claim-then-refund uses) runs each call under the same guard.
 ///
+/// Integration rules for the receiver side (the server that verifies vouchers and submits claims and refunds):
+///  - A refund signature's amount must be capped at balance − the cumulative amount charged on the channel (not
+///    balance − totalClaimed on chain). The contract caps a refund at the unclaimed escrow *at the time it runs*;
+///    a signed refund submitted before the claim of what was charged (anyone may submit it) would otherwise pay
+///    the payer charged funds back, and the claim would then exceed the balance. Bundling claim-then-refund in one
+///    multicall does not protect a refund signature that was handed out on its own.
+///  - A payer with code can refuse at claim time a voucher it approved at verify time. With payerAuthorizer zero the
+///    voucher is checked against the payer itself: by ECDSA while it has no code, by ERC-1271 as soon as it has
+///    any — a contract wallet, or an EOA delegated under EIP-7702 (possibly after verify), whose delegate then
+///    answers, even for the key's own signature. Its refusal reverts the whole claim batch, every other channel in
+///    it included. Require payerAuthorizer ≠ 0 (an ECDSA key, checked here without calling anything), or claim
+///    such channels in a batch of their own.
+///  - A pending withdrawal whose delay has passed can be finalized at any later time (it does not expire, and a
+///    top-up does not restart it): treat its amount as leaving the channel at any moment, and claim what was
+///    charged before relying on the rest.
+///  - The EIP-712 domain uses address(this), and the official clients sign channel ids, vouchers and refunds for the
+///    canonical address above: deployed anywhere else, no official signature verifies. It works only deployed at
+///    (or, on a test chain, its runtime code set at) 0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003.
+///
 /// @dev No immutables: the contract works unchanged when its runtime code is placed at the canonical address.
 contract X402ChannelEscrow is ReentrancyGuardTransient, Multicall {
     using SafeERC20 for IERC20;
