@@ -278,16 +278,16 @@ async function measure(connection: Connection): Promise<BenchResult> {
   return { benchmark: "gas", rows };
 }
 
+/** The chain the x402 cases pay on: TestUSD, a send that answers the gas used, and a mint. */
+type X402BenchChain = {
+  testUsd: Address;
+  chainId: number;
+  send: (hash: Hex) => Promise<bigint>;
+  mint: (to: Address, amount: bigint) => Promise<Hex>;
+};
+
 /** x402-single, x402-batch-100 and x402-batch-100-one-payer (see the header). */
-async function measureX402(
-  viem: HardhatViem,
-  chain: {
-    testUsd: Address;
-    chainId: number;
-    send: (hash: Hex) => Promise<bigint>;
-    mint: (to: Address, amount: bigint) => Promise<Hex>;
-  },
-): Promise<BenchRow[]> {
+async function measureX402(viem: HardhatViem, chain: X402BenchChain): Promise<BenchRow[]> {
   const [gateway] = await viem.getWalletClients();
   if (!gateway) throw new Error("bench gas: no wallet client");
   const { testUsd, send, mint } = chain;
@@ -378,15 +378,7 @@ async function measureX402(
 }
 
 /** x402-channel-* (see the header): the official facilitator's transactions, their gas from the receipts. */
-async function measureX402Channels(
-  connection: Connection,
-  chain: {
-    testUsd: Address;
-    chainId: number;
-    send: (hash: Hex) => Promise<bigint>;
-    mint: (to: Address, amount: bigint) => Promise<Hex>;
-  },
-): Promise<BenchRow[]> {
+async function measureX402Channels(connection: Connection, chain: X402BenchChain): Promise<BenchRow[]> {
   const { testUsd, send, mint } = chain;
   const publicClient = (await connection.viem.getPublicClient()) as unknown as PublicClient;
   const [gateway] = await connection.viem.getWalletClients();
