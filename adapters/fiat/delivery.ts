@@ -33,7 +33,8 @@ async function transferFee(state: FiatRailState, transferId: string): Promise<bi
  * What Stripe took for a PaymentIntent's money: the fee of its charge's balance transaction, under that balance
  * transaction's id; null while the charge has none (asynchronous capture: charge.updated tells when it has). A fee
  * in another currency than the rail's (the account settles in another) cannot be booked in the rail's asset: logged,
- * and answered as 0 (nothing to book, nothing to wait for). Stripe not answering throws: the event is then not applied, and Stripe delivers it again.
+ * and answered as 0 (nothing to book, nothing to wait for). Stripe not answering throws: the event is then not
+ * applied, and Stripe delivers it again.
  */
 async function chargeFee(state: FiatRailState, intentId: string): Promise<RailFee | null> {
   const intent = await state.stripe.paymentIntents.retrieve(intentId, {
