@@ -1,11 +1,11 @@
 // Stripe keeps its fees out of the platform's balance: a card payment's processing fee, a dispute's fee, and that fee
-// given back when the dispute is won. The ledger books each, once, from the fiat rail's fee account into its clearing
-// account, so that the clearing account says what Stripe holds; a fee larger than what the clearing account holds is
-// what Stripe takes from the platform's bank, booked as the operator's capital. Before, only the money was booked: a
-// dispute of 25.00 with its 15.00 fee left the clearing account 15.00 above Stripe. Two gateway processes on one
-// PostgreSQL database, against stripe-mock, the webhooks through the real route; a dispute's fees come in its own
-// balance transactions, as Stripe sends them. stripe-mock's balance transactions all say fee 0, so a card payment's
-// processing fee is given to the settlement as the rail would deliver it.
+// given back when the dispute is won. The ledger books each, once, as the platform's cost funded by the operator: the
+// fee from the fiat rail's fee account into its clearing account, linked with the operator's capital put on the rail
+// for it, so that the clearing account keeps holding the customers' money (every refund and dispute of it still fits)
+// and the capital account says what the operator owes Stripe for fees. Before, no fee was booked. Two gateway
+// processes on one PostgreSQL database, against stripe-mock, the webhooks through the real route; a dispute's fees come
+// in its own balance transactions, as Stripe sends them. stripe-mock's balance transactions all say fee 0, so a card
+// payment's processing fee is given to the settlement as the rail would deliver it.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets, type RailEvent } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
@@ -13,7 +13,7 @@ import { type App, createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { applyRailEvent } from "../../gateway/settlement/index.ts";
-import { railFeeCoverLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
+import { railFeeFundingLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -87,17 +87,56 @@ async function cardInvoice(name: string, app: App = a) {
 }
 
 describe("Stripe's fees", () => {
-  it("books a dispute's fee once, covered by the operator when Stripe's balance has nothing left, and its return when the dispute is won", async () => {
-    // The first payment on this database: Stripe holds nothing else of the gateway's.
+  it("leave the customers' money whole: a payment refunded and another disputed after their fees, on Stripe's first money", async () => {
+    // The first payments on this database: the clearing account holds nothing else. When a fee was booked against it
+    // alone, the refund's hold (insufficient_liquidity: a 500) and the dispute (a webhook refused for ever) no longer
+    // fitted.
     expect(await railBalance("clearing")).toBe(0n);
+    const refunded = await cardInvoice("fee_then_refund");
+    const received: RailEvent = {
+      kind: "received",
+      reference: refunded.invoiceId,
+      amount: 2500n,
+      evidence: { rail: "fiat", pspId: refunded.intentId },
+      fees: [{ id: "txn_card_fee_then_refund", amount: 103n }],
+    };
+    expect(await applied(a, received)).toBe("applied");
+    // Paid through Stripe's webhook (stripe-mock's fee: 0), so that its dispute finds it credited.
+    const disputed = await cardInvoice("fee_then_dispute");
+    await disputed.pay();
+    expect(await railBalance("clearing")).toBe(5000n);
+    const refund = await apiClient(a)("POST", "/v1/refunds", {
+      invoice: refunded.invoiceId,
+      amount: "25.00",
+    });
+    expect(refund.status, JSON.stringify(refund.body)).toBe(201);
+    expect(refund.body.status).toBe("succeeded");
+    const dispute = { disputeId: "dp_after_fee", intentId: disputed.intentId, amount: 2500 };
+    await deliver(
+      b,
+      stripeEvents.disputeCreated("evt_dispute_after_fee", {
+        ...dispute,
+        fees: [{ id: "txn_dispute_after_fee", amount: -2500, fee: 1500 }],
+      }),
+    );
+    expect(await railBalance("clearing")).toBe(0n);
+    expect(await railBalance("fee")).toBe(103n + 1500n);
+    expect(await railBalance("capital")).toBe(-(103n + 1500n));
+  });
+
+  it("books a dispute's fee once, funded by the operator, and its return when the dispute is won", async () => {
+    const [clearingBefore, feesBefore, capitalBefore] = [
+      await railBalance("clearing"),
+      await railBalance("fee"),
+      await railBalance("capital"),
+    ];
     const { invoiceId, intentId, pay } = await cardInvoice("fee_dispute");
     await pay();
     // stripe-mock's balance transaction for the charge says fee 0: the payment costs nothing here.
-    expect(await railBalance("clearing")).toBe(2500n);
-    expect(await railBalance("fee")).toBe(0n);
+    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n);
+    expect(await railBalance("fee")).toBe(feesBefore);
 
-    // Stripe takes 25.00 and its 15.00 fee: its balance would be −15.00, which it takes from the platform's bank.
-    // Delivered to both processes, and again under another event id.
+    // Stripe takes 25.00 and its 15.00 fee. Delivered to both processes, and again under another event id.
     const withdrawn = { id: "txn_fee_dispute_withdrawn", amount: -2500, fee: 1500 };
     const opened = { disputeId: "dp_fee", intentId, amount: 2500, fees: [withdrawn] };
     await Promise.all([
@@ -105,25 +144,24 @@ describe("Stripe's fees", () => {
       deliver(b, stripeEvents.disputeCreated("evt_fee_dispute", opened)),
     ]);
     await deliver(b, stripeEvents.disputeCreated("evt_fee_dispute_again", opened));
-    expect(await railBalance("clearing")).toBe(0n);
-    expect(await railBalance("fee")).toBe(1500n);
-    expect(await railBalance("capital")).toBe(-1500n);
-    const [booked, cover] = await a.ledger.lookupTransfers([
+    expect(await railBalance("clearing")).toBe(clearingBefore);
+    expect(await railBalance("fee")).toBe(feesBefore + 1500n);
+    expect(await railBalance("capital")).toBe(capitalBefore - 1500n);
+    const [booked, funding] = await a.ledger.lookupTransfers([
       railFeeLedgerId("fiat", withdrawn.id),
-      railFeeCoverLedgerId("fiat", withdrawn.id),
+      railFeeFundingLedgerId("fiat", withdrawn.id),
     ]);
     expect(booked).toMatchObject({ amount: 1500n, code: transferCodes.payments.feePaid });
-    expect(cover).toMatchObject({ amount: 1500n, code: transferCodes.payments.capitalIn });
+    expect(funding).toMatchObject({ amount: 1500n, code: transferCodes.payments.capitalIn });
 
     // Won: Stripe gives back the 25.00 and the fee, and lists the first balance transaction again.
     const reinstated = { id: "txn_fee_dispute_reinstated", amount: 2500, fee: -1500 };
     const won = { ...opened, fees: [withdrawn, reinstated] };
     await deliver(b, stripeEvents.disputeFundsReinstated("evt_fee_dispute_won", won));
     await deliver(a, stripeEvents.disputeFundsReinstated("evt_fee_dispute_won", won));
-    // Stripe holds the payment and the 15.00 the bank gave it.
-    expect(await railBalance("clearing")).toBe(4000n);
-    expect(await railBalance("fee")).toBe(0n);
-    expect(await railBalance("capital")).toBe(-1500n);
+    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n);
+    expect(await railBalance("fee")).toBe(feesBefore);
+    expect(await railBalance("capital")).toBe(capitalBefore);
     // The fee's transfers name the invoice, as its receipt does.
     const transfers = await a.ledger.lookupTransfers([
       railFeeLedgerId("fiat", withdrawn.id),
@@ -147,15 +185,10 @@ describe("Stripe's fees", () => {
       fees: [{ id: "txn_fee_first_withdrawn", amount: -2500, fee: 1500 }],
     };
     await deliver(a, stripeEvents.disputeCreated("evt_fee_first_dispute", opened));
-    expect(await railBalance("clearing")).toBe(clearingBefore);
     expect(await railBalance("fee")).toBe(feesBefore);
     await pay();
-    // Stripe held enough of the gateway's money this time: no cover.
-    expect(await railBalance("clearing")).toBe(clearingBefore - 1500n);
+    expect(await railBalance("clearing")).toBe(clearingBefore);
     expect(await railBalance("fee")).toBe(feesBefore + 1500n);
-    expect(await a.ledger.lookupTransfers([railFeeCoverLedgerId("fiat", "txn_fee_first_withdrawn")])).toEqual(
-      [],
-    );
   });
 
   it("books a card payment's processing fee with its money, once, also when the receipt is delivered again", async () => {
@@ -170,7 +203,7 @@ describe("Stripe's fees", () => {
     };
     expect(await applied(a, received)).toBe("applied");
     expect(await applied(b, received)).toBe("applied"); // a duplicate of the receipt: its fee is booked already
-    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n - 103n);
+    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n);
     expect(await railBalance("fee")).toBe(feesBefore + 103n);
     // Asynchronous capture: the fee comes later, alone, for money received already.
     const later: RailEvent = {
@@ -201,7 +234,7 @@ describe("Stripe's fees", () => {
     expect(await railBalance("fee")).toBe(feesBefore);
     expect(await applied(b, later)).toBe("applied");
     expect(await applied(a, later)).toBe("applied");
-    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n - 61n);
+    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n);
     expect(await railBalance("fee")).toBe(feesBefore + 61n);
     // Another PaymentIntent than the invoice's, or an invoice nobody has: nothing.
     const stranger = { rail: "fiat" as const, pspId: "pi_stranger" };
@@ -212,39 +245,6 @@ describe("Stripe's fees", () => {
       "not_ours",
     );
     expect(await railBalance("fee")).toBe(feesBefore + 61n);
-  });
-
-  it("gives up, booking nothing, when the fee's cover keeps being refused (another amount under its id)", async () => {
-    const { invoiceId, intentId } = await cardInvoice("fee_cover_taken");
-    const evidence = { rail: "fiat" as const, pspId: intentId };
-    expect(await applied(a, { kind: "received", reference: invoiceId, amount: 2500n, evidence })).toBe(
-      "applied",
-    );
-    const fee = { id: "txn_fee_cover_taken", amount: (await railBalance("clearing")) + 100n };
-    // Broken data: the cover's id holds a transfer of another amount, so the fee can never be covered.
-    const [clearingRow] = await a.db.query<{ ledger_account_id: bigint }>(
-      "SELECT ledger_account_id FROM accounts WHERE kind = 'clearing' AND rail = 'fiat' AND asset = 'USD'",
-    );
-    const [feeRow] = await a.db.query<{ ledger_account_id: bigint }>(
-      "SELECT ledger_account_id FROM accounts WHERE kind = 'fee' AND rail = 'fiat' AND asset = 'USD'",
-    );
-    const [made] = await a.ledger.createTransfers([
-      {
-        id: railFeeCoverLedgerId("fiat", fee.id),
-        debitAccountId: BigInt(clearingRow!.ledger_account_id),
-        creditAccountId: BigInt(feeRow!.ledger_account_id),
-        amount: 1n,
-        ledger: assets.USD.ledger,
-        code: transferCodes.payments.capitalIn,
-      },
-    ]);
-    expect(made?.status).toBe("created");
-    const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
-    await expect(applied(a, { kind: "fee", reference: invoiceId, evidence, fees: [fee] })).rejects.toThrow(
-      "ledger refused",
-    );
-    expect(await a.ledger.lookupTransfers([railFeeLedgerId("fiat", fee.id)])).toEqual([]);
-    expect([await railBalance("clearing"), await railBalance("fee")]).toEqual([clearingBefore, feesBefore]);
   });
 
   it("books nothing for money that is not ours", async () => {
