@@ -227,6 +227,8 @@ export type FiatEvent =
       readonly intentId: string;
       readonly evidence: SettlementEvidence; // pspId: the PaymentIntent
       readonly pspIds: FiatPspIds;
+      /** Known already (the fees of reversals undone before the credit): no processing fee is read then. */
+      readonly fees?: readonly RailFee[];
     }
   | {
       /** A connected account's payout to its bank failed; the money is back on that account. Informational. */
@@ -283,6 +285,8 @@ export async function toRailEvent(event: FiatEvent, lookups: FeeLookups): Promis
         ...feesField(listed(await lookups.chargeFee(intentOf(event)))),
       };
     case "fee": {
+      if (event.fees !== undefined)
+        return { kind: "fee", reference: event.reference, evidence: event.evidence, fees: event.fees };
       const fee = await lookups.chargeFee(event.intentId);
       // Told the balance transaction is set, and Stripe does not show it yet: asked again on the redelivery.
       if (fee === null)

@@ -76,8 +76,11 @@ function reinstatedEvent(
   };
 }
 
-/** The processing fee of a credited intent, read when delivered (its charge's balance transaction). */
-function feeEvent(intent: CreditedIntent, pspIds: FiatPspIds): FiatEvent {
+/**
+ * Fees of a credited intent: `fees` when known (those its undone reversals kept), else its charge's processing fee,
+ * read when delivered (its balance transaction).
+ */
+function feeEvent(intent: CreditedIntent, pspIds: FiatPspIds, fees?: readonly RailFee[]): FiatEvent {
   return {
     kind: "fee",
     reference: intent.reference,
@@ -86,6 +89,7 @@ function feeEvent(intent: CreditedIntent, pspIds: FiatPspIds): FiatEvent {
     intentId: intent.intentId,
     evidence: { rail: "fiat", pspId: intent.intentId },
     pspIds,
+    ...(fees === undefined ? {} : { fees }),
   };
 }
 
@@ -140,10 +144,13 @@ export function createStripeEventReceiver(deps: {
           if (verdict === "not_ours") return { status: "not_ours" };
           applied += 1;
         }
-        const { parked, feePending } = await store.markCredited(already ?? intent);
+        const { parked, feePending, pendingFees } = await store.markCredited(already ?? intent);
         applied += await applyReversals(already ?? intent, parked);
-        if (feePending) {
-          await applyEvent(feeEvent(already ?? intent, meaning.pspIds));
+        if (feePending || pendingFees.length > 0) {
+          if (feePending) await applyEvent(feeEvent(already ?? intent, meaning.pspIds));
+          // Fees of reversals undone before this credit: Stripe took them all the same.
+          if (pendingFees.length > 0)
+            await applyEvent(feeEvent(already ?? intent, meaning.pspIds, pendingFees));
           await store.clearFeePending(meaning.intentId);
           applied += 1;
         }
@@ -178,7 +185,11 @@ export function createStripeEventReceiver(deps: {
         return { status: "applied", applied: 1 };
       }
       case "withdrawal": {
-        const placed = await store.withdraw({ intentId: meaning.intentId, key: meaning.key });
+        const placed = await store.withdraw({
+          intentId: meaning.intentId,
+          key: meaning.key,
+          ...(meaning.fees === undefined ? {} : { fees: meaning.fees }),
+        });
         if (placed.status === "withdrawn") return { status: "withdrawn" };
         await applyEvent(reinstatedEvent(placed.intent, meaning));
         return { status: "applied", applied: 1 };

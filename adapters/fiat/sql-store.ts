@@ -79,6 +79,7 @@ type IntentRow = {
   amount: bigint | null;
   /** Read under the intent's lock only (lockIntent). */
   fee_pending?: boolean;
+  pending_fees?: readonly { id: string; amount: string }[] | string;
 };
 
 function creditedFromRow(row: IntentRow | undefined): CreditedIntent | null {
@@ -112,6 +113,16 @@ const feesJson = (fees: readonly RailFee[]) =>
 const feesOf = (kept: readonly { id: string; amount: string }[]): Pick<ParkedReversal, "fees"> =>
   kept.length === 0 ? {} : { fees: kept.map((fee) => ({ id: fee.id, amount: BigInt(fee.amount) })) };
 
+/** Adds `fees` to those an intent not credited yet keeps for its credit (each balance transaction once). */
+async function keepFees(tx: Sql, row: IntentRow, fees: readonly RailFee[]): Promise<void> {
+  if (fees.length === 0) return;
+  const kept = feesOf(jsonOf(row.pending_fees ?? [])).fees;
+  await tx.query(
+    "UPDATE fiat_stripe_intents SET pending_fees = $2, updated_at = now() WHERE intent_id = $1",
+    [row.intent_id, feesJson(mergedFees(kept, fees))],
+  );
+}
+
 /** Locks the intent's row (creating it uncredited if absent) for the rest of the transaction. */
 async function lockIntent(tx: Sql, intentId: string): Promise<IntentRow> {
   await tx.query(
@@ -119,7 +130,7 @@ async function lockIntent(tx: Sql, intentId: string): Promise<IntentRow> {
     [intentId],
   );
   const rows = await tx.query<IntentRow>(
-    "SELECT intent_id, credited, payment_id, attempt_id, reference, amount, fee_pending FROM fiat_stripe_intents WHERE intent_id = $1 FOR UPDATE",
+    "SELECT intent_id, credited, payment_id, attempt_id, reference, amount, fee_pending, pending_fees FROM fiat_stripe_intents WHERE intent_id = $1 FOR UPDATE",
     [intentId],
   );
   const row = rows[0];
@@ -163,6 +174,7 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
         return {
           wasCredited: row.credited,
           feePending: row.fee_pending === true,
+          pendingFees: [...(feesOf(jsonOf(row.pending_fees ?? [])).fees ?? [])],
           parked: parked.map(
             (p): ParkedReversal => ({
               key: p.key,
@@ -182,7 +194,10 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
           "SELECT 1 FROM fiat_withdrawn_reversals WHERE intent_id = $1 AND key = $2",
           [intentId, reversal.key],
         );
-        if (gone.length > 0) return { status: "withdrawn" as const };
+        if (gone.length > 0) {
+          if (!row.credited) await keepFees(tx, row, reversal.fees ?? []);
+          return { status: "withdrawn" as const };
+        }
         const intent = creditedFromRow(row);
         if (intent !== null) return { status: "credited" as const, intent };
         const count = await tx.query<{ n: bigint }>(
@@ -233,14 +248,15 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
     },
     async clearFeePending(intentId) {
       await db.query(
-        "UPDATE fiat_stripe_intents SET fee_pending = false, updated_at = now() WHERE intent_id = $1 AND fee_pending",
+        `UPDATE fiat_stripe_intents SET fee_pending = false, pending_fees = '[]', updated_at = now()
+         WHERE intent_id = $1 AND (fee_pending OR pending_fees::text <> '[]')`,
         [intentId],
       );
     },
     async unpark({ intentId, key }) {
       await db.query("DELETE FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2", [intentId, key]);
     },
-    async withdraw({ intentId, key }) {
+    async withdraw({ intentId, key, fees }) {
       return db.transaction(async (tx) => {
         // the intent's lock orders this against parkUnlessCredited and markCredited
         const row = await lockIntent(tx, intentId);
@@ -248,10 +264,12 @@ export function createSqlStripeWebhookStore(db: Db): StripeWebhookStore {
           "INSERT INTO fiat_withdrawn_reversals (intent_id, key) VALUES ($1, $2) ON CONFLICT (intent_id, key) DO NOTHING",
           [intentId, key],
         );
-        await tx.query("DELETE FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2", [
-          intentId,
-          key,
-        ]);
+        const dropped = await tx.query<Pick<ParkedRow, "fees">>(
+          "DELETE FROM fiat_parked_reversals WHERE intent_id = $1 AND key = $2 RETURNING fees",
+          [intentId, key],
+        );
+        if (!row.credited)
+          await keepFees(tx, row, mergedFees(feesOf(jsonOf(dropped[0]?.fees ?? [])).fees, fees));
         const intent = creditedFromRow(row);
         return intent === null ? { status: "withdrawn" as const } : { status: "credited" as const, intent };
       });

@@ -63,9 +63,13 @@ export interface StripeWebhookStore {
    * parked until `unpark`, and whether a fee waits for it (parkFeeUnlessCredited), which waits until
    * `clearFeePending`: a crash between the two leaves them to the next delivery.
    */
-  markCredited(
-    intent: CreditedIntent,
-  ): Promise<{ wasCredited: boolean; parked: ParkedReversal[]; feePending: boolean }>;
+  markCredited(intent: CreditedIntent): Promise<{
+    wasCredited: boolean;
+    parked: ParkedReversal[];
+    feePending: boolean;
+    /** The fees of its reversals undone before the credit (withdraw, parkUnlessCredited), kept until clearFeePending. */
+    pendingFees: RailFee[];
+  }>;
   /**
    * Atomically: when the intent is credited, returns it; otherwise remembers that its charge's fee is to be booked
    * once it is (idempotent). The intent may never be credited (not ours): then nothing comes of it.
@@ -75,7 +79,8 @@ export interface StripeWebhookStore {
   ): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "parked" }>;
   clearFeePending(intentId: string): Promise<void>;
   /**
-   * Atomically: a reversal withdrawn already is "withdrawn"; otherwise, when the intent is credited, returns it;
+   * Atomically: a reversal withdrawn already is "withdrawn" (its fees kept for the credit when the intent is not
+   * credited yet: Stripe took them all the same); otherwise, when the intent is credited, returns it;
    * otherwise parks the reversal (idempotent by key; parked again, its fees are merged by id: a dispute's
    * funds_withdrawn brings the fee its created did not have).
    */
@@ -87,11 +92,14 @@ export interface StripeWebhookStore {
   >;
   /**
    * Atomically remembers that the reversal `key` is undone (parkUnlessCredited refuses it from now on) and drops it
-   * if parked; returns the intent when it is credited (the reversal may have been applied: give it back).
+   * if parked; returns the intent when it is credited (the reversal may have been applied: give it back). Not
+   * credited yet, the parked reversal's fees and `fees` (the undoing's: a dispute's fee, and its return) are kept for
+   * the credit.
    */
   withdraw(params: {
     intentId: string;
     key: string;
+    fees?: readonly RailFee[];
   }): Promise<{ status: "credited"; intent: CreditedIntent } | { status: "withdrawn" }>;
   unpark(params: { intentId: string; key: string }): Promise<void>;
 }
@@ -132,6 +140,10 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
   const parked = new Map<string, Map<string, ParkedReversal>>();
   const withdrawn = new Set<string>();
   const feePending = new Set<string>();
+  const pendingFees = new Map<string, RailFee[]>();
+  const keepFees = (intentId: string, fees: readonly RailFee[] = []) => {
+    if (fees.length > 0) pendingFees.set(intentId, mergedFees(pendingFees.get(intentId), fees));
+  };
   const withdrawnKey = (intentId: string, key: string) => `${intentId} ${key}`;
   return {
     async isApplied(eventId) {
@@ -150,6 +162,7 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
         wasCredited,
         parked: [...(parked.get(intent.intentId)?.values() ?? [])],
         feePending: feePending.has(intent.intentId),
+        pendingFees: [...(pendingFees.get(intent.intentId) ?? [])],
       };
     },
     async parkFeeUnlessCredited(intentId) {
@@ -160,9 +173,13 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     },
     async clearFeePending(intentId) {
       feePending.delete(intentId);
+      pendingFees.delete(intentId);
     },
     async parkUnlessCredited({ intentId, reversal }) {
-      if (withdrawn.has(withdrawnKey(intentId, reversal.key))) return { status: "withdrawn" };
+      if (withdrawn.has(withdrawnKey(intentId, reversal.key))) {
+        if (!credited.has(intentId)) keepFees(intentId, reversal.fees);
+        return { status: "withdrawn" };
+      }
       const intent = credited.get(intentId);
       if (intent !== undefined) return { status: "credited", intent };
       let waiting = parked.get(intentId);
@@ -184,10 +201,11 @@ export function createMemoryStripeWebhookStore(): StripeWebhookStore {
     async unpark({ intentId, key }) {
       parked.get(intentId)?.delete(key);
     },
-    async withdraw({ intentId, key }) {
+    async withdraw({ intentId, key, fees }) {
       withdrawn.add(withdrawnKey(intentId, key));
-      parked.get(intentId)?.delete(key);
       const intent = credited.get(intentId);
+      if (intent === undefined) keepFees(intentId, mergedFees(parked.get(intentId)?.get(key)?.fees, fees));
+      parked.get(intentId)?.delete(key);
       return intent === undefined ? { status: "withdrawn" } : { status: "credited", intent };
     },
   };

@@ -39,7 +39,7 @@ export async function applyRailEvent(
   if (verdict === "applied" && "fees" in event && event.fees !== undefined)
     await bookRailFees(
       { ...deps.settlement, logger: deps.logger },
-      { rail, invoiceId: event.reference, evidence: event.evidence, fees: event.fees },
+      { rail, invoiceId: event.reference, fees: event.fees },
     );
   return verdict;
 }

@@ -16,7 +16,7 @@
 // Booked after the event was applied, under ids derived from the rail and the provider's own id for the fee: a
 // redelivery (the event is redelivered until everything it implies resolved, fees included) books nothing twice,
 // and one fee that several events name (a dispute's first fee, listed again when the dispute is won) once.
-import type { Logger, RailFee, SettlementEvidence } from "../../core/index.ts";
+import type { Logger, RailFee } from "../../core/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { creditChain, type Leg, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
@@ -40,7 +40,6 @@ export async function bookRailFees(
   params: {
     rail: string;
     invoiceId: string;
-    evidence: SettlementEvidence;
     fees: readonly RailFee[];
   },
 ): Promise<void> {
@@ -69,10 +68,12 @@ export async function bookRailFees(
       transfer: {
         id: railFeeLedgerId(params.rail, fee.id),
         userData128: invoiceLink,
+        // The same whichever event books it (a dispute's, or its payment's credit for a dispute undone before it):
+        // a repeat is compared with what was booked, evidence included.
         evidence: {
           rail: params.rail,
           reference: fee.id,
-          detail: { kind: taken ? "fee_taken" : "fee_given_back", of: evidenceReference(params.evidence) },
+          detail: { kind: taken ? "fee_taken" : "fee_given_back" },
         },
         label,
       },
@@ -103,21 +104,5 @@ export async function bookRailFees(
         { rail: params.rail, feeId: fee.id, amount: fee.amount.toString(), invoiceId: params.invoiceId },
         "a rail's fee is booked already with other terms; the ledger's fees differ from the provider's here",
       );
-  }
-}
-
-/** What the fee was taken for, as the provider names it (the PaymentIntent, the dispute). */
-function evidenceReference(evidence: SettlementEvidence): string {
-  switch (evidence.rail) {
-    case "fiat":
-      return evidence.pspId;
-    case "lightning":
-      return evidence.paymentHash;
-    case "evm":
-      return evidence.txHash;
-    case "internal":
-      return "ledger";
-    case "external":
-      return evidence.reference;
   }
 }

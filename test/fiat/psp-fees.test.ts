@@ -191,6 +191,25 @@ describe("Stripe's fees", () => {
     expect(await railBalance("fee")).toBe(feesBefore + 1500n);
   });
 
+  it("books the fee of a dispute won before its payment was credited, once the payment is", async () => {
+    const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
+    const { intentId, pay } = await cardInvoice("fee_dispute_won_first");
+    // Stripe delivers the dispute's end, then its start, before the payment: both find nothing credited to undo.
+    const withdrawn = { id: "txn_won_first_withdrawn", amount: -2500, fee: 1500 };
+    const reinstated = { id: "txn_won_first_reinstated", amount: 2500, fee: 0 };
+    const dispute = { disputeId: "dp_won_first", intentId, amount: 2500 };
+    await deliver(
+      a,
+      stripeEvents.disputeFundsReinstated("evt_won_first_end", { ...dispute, fees: [withdrawn, reinstated] }),
+    );
+    await deliver(b, stripeEvents.disputeCreated("evt_won_first_start", { ...dispute, fees: [withdrawn] }));
+    expect(await railBalance("fee")).toBe(feesBefore);
+    await pay();
+    // The money stays (the dispute was won), and Stripe kept its fee.
+    expect(await railBalance("clearing")).toBe(clearingBefore + 2500n);
+    expect(await railBalance("fee")).toBe(feesBefore + 1500n);
+  });
+
   it("books a card payment's processing fee with its money, once, also when the receipt is delivered again", async () => {
     const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
     const { invoiceId, intentId } = await cardInvoice("fee_card");

@@ -250,6 +250,51 @@ describe.each(stores)("stripe event receiver with the %s store", (_name, makeSto
     });
   });
 
+  it("keeps the fees of a dispute won before its payment was credited, and delivers them with the credit", async () => {
+    const withdrawn = { id: "txn_early_withdrawn", amount: -2_500, fee: 1_500 };
+    const returned = { id: "txn_early_reinstated", amount: 2_500, fee: 0 };
+    const dispute = { disputeId: "du_3", intentId: "pi_topup1", amount: 2_500 };
+    expect(
+      await receiver.receive(
+        env(stripeEvents.disputeFundsReinstated("evt_d1", { ...dispute, fees: [withdrawn, returned] })),
+      ),
+    ).toEqual({ status: "withdrawn" });
+    // Its creation, after its end: refused as ever, its fee (the same balance transaction) kept once.
+    expect(
+      await receiver.receive(env(stripeEvents.disputeCreated("evt_d2", { ...dispute, fees: [withdrawn] }))),
+    ).toEqual({ status: "withdrawn" });
+    expect(ledger.calls).toHaveLength(0);
+    expect(await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)))).toEqual({
+      status: "applied",
+      applied: 2,
+    });
+    expect(ledger.calls.map((call) => call.kind)).toEqual(["received", "fee"]);
+    expect(ledger.calls[1]).toMatchObject({
+      kind: "fee",
+      fees: [
+        { id: "txn_early_withdrawn", amount: 1_500n },
+        { id: "txn_early_reinstated", amount: 0n },
+      ],
+    });
+    // Once: a later success delivery delivers nothing more.
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s2", topUp)));
+    expect(ledger.calls).toHaveLength(2);
+  });
+
+  it("keeps a parked dispute's fee when the dispute is won before the credit", async () => {
+    const dispute = { disputeId: "du_4", intentId: "pi_topup1", amount: 2_500 };
+    const fees = [{ id: "txn_parked_then_won", amount: -2_500, fee: 1_500 }];
+    expect(await receiver.receive(env(stripeEvents.disputeCreated("evt_d1", { ...dispute, fees })))).toEqual({
+      status: "parked",
+    });
+    expect(await receiver.receive(env(stripeEvents.disputeFundsReinstated("evt_d2", dispute)))).toEqual({
+      status: "withdrawn",
+    });
+    await receiver.receive(env(stripeEvents.intentSucceeded("evt_s1", topUp)));
+    expect(ledger.calls.map((call) => call.kind)).toEqual(["received", "fee"]);
+    expect(ledger.calls[1]).toMatchObject({ fees: [{ id: "txn_parked_then_won", amount: 1_500n }] });
+  });
+
   it("ends at the same balance whichever order success and dispute arrive in, also concurrently", async () => {
     const success = env(stripeEvents.intentSucceeded("evt_s1", topUp));
     const dispute = env(
