@@ -57,46 +57,50 @@ export async function bookRailFees(
     const taken = fee.amount > 0n;
     const amount = taken ? fee.amount : -fee.amount;
     const label = `fee ${fee.id} of invoice ${params.invoiceId}`;
-    const feeLeg: Leg = {
+    // Taken: the fee leaves the clearing account into the fee account, the operator's capital funding it; given back,
+    // each the other way round.
+    const [feeFrom, feeTo] = taken ? [clearing, feeAccount] : [feeAccount, clearing];
+    const [fundFrom, fundTo] = taken ? [capital, clearing] : [clearing, capital];
+    const leg = (
+      from: { ledgerAccountId: bigint },
+      to: { ledgerAccountId: bigint },
+      code: number,
+      id: bigint,
+      kind: string,
+      legLabel: string,
+    ): Leg => ({
       posting: {
-        debitAccountId: taken ? feeAccount.ledgerAccountId : clearing.ledgerAccountId,
-        creditAccountId: taken ? clearing.ledgerAccountId : feeAccount.ledgerAccountId,
+        debitAccountId: to.ledgerAccountId,
+        creditAccountId: from.ledgerAccountId,
         amount,
         ledger: rail.asset.ledger,
-        code: transferCodes.payments.feePaid,
+        code,
       },
+      // The same whichever event books it (a dispute's, or its payment's credit for a dispute undone before it):
+      // a repeat is compared with what was booked, evidence included.
       transfer: {
-        id: railFeeLedgerId(params.rail, fee.id),
+        id,
         userData128: invoiceLink,
-        // The same whichever event books it (a dispute's, or its payment's credit for a dispute undone before it):
-        // a repeat is compared with what was booked, evidence included.
-        evidence: {
-          rail: params.rail,
-          reference: fee.id,
-          detail: { kind: taken ? "fee_taken" : "fee_given_back" },
-        },
-        label,
+        evidence: { rail: params.rail, reference: fee.id, detail: { kind } },
+        label: legLabel,
       },
-    };
-    const fundingLeg: Leg = {
-      posting: {
-        debitAccountId: taken ? clearing.ledgerAccountId : capital.ledgerAccountId,
-        creditAccountId: taken ? capital.ledgerAccountId : clearing.ledgerAccountId,
-        amount,
-        ledger: rail.asset.ledger,
-        code: transferCodes.payments.capitalIn,
-      },
-      transfer: {
-        id: railFeeFundingLedgerId(params.rail, fee.id),
-        userData128: invoiceLink,
-        evidence: {
-          rail: params.rail,
-          reference: fee.id,
-          detail: { kind: taken ? "fee_funded" : "fee_funding_given_back" },
-        },
-        label: `the operator's funding of fee ${fee.id}`,
-      },
-    };
+    });
+    const feeLeg = leg(
+      feeFrom,
+      feeTo,
+      transferCodes.payments.feePaid,
+      railFeeLedgerId(params.rail, fee.id),
+      taken ? "fee_taken" : "fee_given_back",
+      label,
+    );
+    const fundingLeg = leg(
+      fundFrom,
+      fundTo,
+      transferCodes.payments.capitalIn,
+      railFeeFundingLedgerId(params.rail, fee.id),
+      taken ? "fee_funded" : "fee_funding_given_back",
+      `the operator's funding of fee ${fee.id}`,
+    );
     // Funded first, then taken (the clearing account never dips); given back, the other way round.
     const legs = taken ? [fundingLeg, feeLeg] : [feeLeg, fundingLeg];
     if ((await creditChain(deps.ledger, legs, label)) === "conflict")
