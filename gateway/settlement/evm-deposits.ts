@@ -6,9 +6,8 @@
 import type { Logger } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
-import { derivedLedgerId } from "../ids/index.ts";
 import type { Ledger } from "../ledger/index.ts";
-import { bookRailGas, type GasCost } from "./evm-send-gas.ts";
+import { bookRailGas, chainTransactionLedgerId, type GasCost } from "./evm-send-gas.ts";
 
 /** A sweep as the EVM rail reports it once final (adapters/evm DepositSweep, the fields booked). */
 export type FinalSweep = {
@@ -38,7 +37,7 @@ export function bookSweepGas(
   return bookRailGas(deps, {
     rail,
     gas: sweep.gas,
-    id: derivedLedgerId(`${chainId}:${sweep.txHash.toLowerCase()}`, "sweep-gas"),
+    id: chainTransactionLedgerId(chainId, sweep.txHash, "sweep-gas"),
     evidence: {
       rail,
       reference: sweep.txHash,

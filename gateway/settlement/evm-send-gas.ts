@@ -55,9 +55,14 @@ export type SendGasFollower = {
   }>;
 };
 
+/** A ledger id derived from one transaction of a chain (its hash in any case) for `purpose`: its gas, booked once. */
+export function chainTransactionLedgerId(chainId: number, txHash: string, purpose: string): bigint {
+  return derivedLedgerId(`${chainId}:${txHash.toLowerCase()}`, purpose);
+}
+
 /** The ledger id of an x402 settlement's gas (one transaction, one payment): x402/settle.ts bookGas books under it. */
 export function x402GasId(chainId: number, txHash: string): bigint {
-  return derivedLedgerId(`${chainId}:${txHash.toLowerCase()}`, "x402-gas");
+  return chainTransactionLedgerId(chainId, txHash, "x402-gas");
 }
 
 /**
@@ -135,7 +140,7 @@ export async function bookSendGas(
   await bookRailGas(deps, {
     rail,
     gas: send.gas,
-    id: derivedLedgerId(`${chainId}:${send.txHash.toLowerCase()}`, "send-gas"),
+    id: chainTransactionLedgerId(chainId, send.txHash, "send-gas"),
     evidence: {
       rail,
       reference: send.txHash,
