@@ -6,30 +6,23 @@
 // processes on one PostgreSQL database, against stripe-mock, the webhooks through the real route; a dispute's fees come
 // in its own balance transactions, as Stripe sends them. stripe-mock's balance transactions all say fee 0, so a card
 // payment's processing fee is given to the settlement as the rail would deliver it.
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assets, type RailEvent } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
-import { type App, createApp } from "../../gateway/app.ts";
+import type { App } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { applyRailEvent } from "../../gateway/settlement/index.ts";
 import { railFeeFundingLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
 import { apiClient } from "../support/api.ts";
-import { testConfig } from "../support/config.ts";
-import { createTestDatabase } from "../support/postgres.ts";
-import { deliverStripeEvent, stripeEvents, stripeMockEnv } from "./stripe-events.ts";
+import { deliverStripeEvent, stripeEvents, twoStripeMockGateways } from "./stripe-events.ts";
 
 const secret = "whsec_psp_fees_test";
 let a: App;
 let b: App;
 
 beforeAll(async () => {
-  const env = {
-    ...stripeMockEnv(secret),
-    DATABASE_URL: await createTestDatabase(inject("postgresUrl"), "fiat_psp_fees"),
-  };
-  a = await createApp(testConfig(env));
-  b = await createApp(testConfig(env));
+  [a, b] = await twoStripeMockGateways(secret, "fiat_psp_fees");
 });
 afterAll(async () => {
   await a?.close();

@@ -12,19 +12,14 @@ import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
-import { deliverStripeEvent, stripeEvents, stripeMockEnv } from "./stripe-events.ts";
+import { deliverStripeEvent, stripeEvents, stripeMockEnv, twoStripeMockGateways } from "./stripe-events.ts";
 
 const secret = "whsec_reversal_shortfall_test";
 let a: App;
 let b: App;
 
 beforeAll(async () => {
-  const env = {
-    ...stripeMockEnv(secret),
-    DATABASE_URL: await createTestDatabase(inject("postgresUrl"), "fiat_shortfall"),
-  };
-  a = await createApp(testConfig(env));
-  b = await createApp(testConfig(env));
+  [a, b] = await twoStripeMockGateways(secret, "fiat_shortfall");
 });
 afterAll(async () => {
   await a?.close();

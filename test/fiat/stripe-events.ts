@@ -1,7 +1,9 @@
 // Stripe event envelopes for tests, shaped as Stripe sends them, and signed with the stripe package's helper.
 import Stripe from "stripe";
 import { inject } from "vitest";
-import type { App } from "../../gateway/app.ts";
+import { type App, createApp } from "../../gateway/app.ts";
+import { testConfig } from "../support/config.ts";
+import { createTestDatabase } from "../support/postgres.ts";
 
 const signer = new Stripe("sk_test_signer");
 
@@ -238,6 +240,18 @@ export function stripeMockEnv(secret: string): Record<string, string> {
     STRIPE_API_PROTOCOL: "http",
     FIAT_LIQUIDITY: "not_limited",
   };
+}
+
+/**
+ * Two gateway processes with the fiat rail against the suite's stripe-mock, on one PostgreSQL database of their own
+ * (`name`), their webhooks signed with `secret`.
+ */
+export async function twoStripeMockGateways(secret: string, name: string): Promise<[App, App]> {
+  const env = {
+    ...stripeMockEnv(secret),
+    DATABASE_URL: await createTestDatabase(inject("postgresUrl"), name),
+  };
+  return [await createApp(testConfig(env)), await createApp(testConfig(env))];
 }
 
 /** `event` delivered to the app's Stripe webhook route, signed with `secret` at `timestamp` (now by default). */
