@@ -413,12 +413,7 @@ export async function receiptOf(journal: SendJournal, row: SendRow): Promise<Tra
     [row.attempt_id],
   );
   for (const { tx_hash } of superseded) {
-    const mined = await journal.publicClient
-      .getTransactionReceipt({ hash: tx_hash })
-      .catch((error: unknown) => {
-        if (error instanceof TransactionReceiptNotFoundError) return null;
-        throw error;
-      });
+    const mined = await receiptOrNull(journal, tx_hash);
     if (mined !== null) return confirmedReceipt(journal, tx_hash);
   }
   return confirmedReceipt(journal, row.tx_hash);
@@ -432,17 +427,34 @@ export async function finalReceiptOf(
   journal: SendJournal,
   row: Pick<SendRow, "attempt_id" | "tx_hash">,
 ): Promise<TransactionReceipt | null> {
-  const { publicClient, confirmations } = journal;
+  const receipt = await minedReceiptOf(journal, row);
+  return receipt !== null && (await confirmed(journal, receipt)) ? receipt : null;
+}
+
+/** A transaction's receipt; null while it has none (not mined, or not known to the node). */
+function receiptOrNull(journal: SendJournal, hash: Hex): Promise<TransactionReceipt | null> {
+  return journal.publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
+    if (error instanceof TransactionReceiptNotFoundError) return null;
+    throw error;
+  });
+}
+
+/** The receipt of the first transaction of the send found mined, with the confirmations or not; null when none is. */
+async function minedReceiptOf(
+  journal: SendJournal,
+  row: Pick<SendRow, "attempt_id" | "tx_hash">,
+): Promise<TransactionReceipt | null> {
   for (const hash of await hashesOfSend(journal.db, row)) {
-    const receipt = await publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
-      if (error instanceof TransactionReceiptNotFoundError) return null;
-      throw error;
-    });
-    if (receipt === null) continue;
-    const head = await publicClient.getBlockNumber({ cacheTime: 0 });
-    return head - receipt.blockNumber + 1n >= BigInt(confirmations) ? receipt : null;
+    const receipt = await receiptOrNull(journal, hash);
+    if (receipt !== null) return receipt;
   }
   return null;
+}
+
+/** Whether a mined transaction has the configured confirmations. */
+async function confirmed(journal: SendJournal, receipt: TransactionReceipt): Promise<boolean> {
+  const head = await journal.publicClient.getBlockNumber({ cacheTime: 0 });
+  return head - receipt.blockNumber + 1n >= BigInt(journal.confirmations);
 }
 
 /** What became of a send, without waiting (sendFateOf). */
@@ -465,11 +477,11 @@ export async function sendFateOf(
   row: Pick<SendRow, "attempt_id" | "tx_hash" | "nonce">,
   confirmedNonce: number,
 ): Promise<SendFate> {
-  const receipt = await finalReceiptOf(journal, row);
-  if (receipt !== null) return { status: "mined", receipt };
-  if (confirmedNonce <= row.nonce) return { status: "pending" };
-  // Past the nonce at a confirmed block: one of the send's transactions may still be mined but too recent.
-  return (await anyReceiptOf(journal, row)) ? { status: "pending" } : { status: "never_mined" };
+  // The receipts are looked for once: one found but too recent is pending, whatever the nonce says.
+  const receipt = await minedReceiptOf(journal, row);
+  if (receipt !== null)
+    return (await confirmed(journal, receipt)) ? { status: "mined", receipt } : { status: "pending" };
+  return confirmedNonce <= row.nonce ? { status: "pending" } : { status: "never_mined" };
 }
 
 /**
@@ -491,21 +503,6 @@ export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
     address: journal.account.address,
     blockNumber: confirmed,
   });
-}
-
-/** Whether any transaction of the send has a receipt, confirmed or not. */
-async function anyReceiptOf(
-  journal: SendJournal,
-  row: Pick<SendRow, "attempt_id" | "tx_hash">,
-): Promise<boolean> {
-  for (const hash of await hashesOfSend(journal.db, row)) {
-    const receipt = await journal.publicClient.getTransactionReceipt({ hash }).catch((error: unknown) => {
-      if (error instanceof TransactionReceiptNotFoundError) return null;
-      throw error;
-    });
-    if (receipt !== null) return true;
-  }
-  return false;
 }
 
 /** The send's current transaction, then each its replacements superseded. */
