@@ -15,7 +15,13 @@ export interface Db extends Sql {
   readonly kind: "postgres" | "pglite";
   /** The most statements that can run at once (PostgreSQL: the pool's size; PGlite: 1). */
   readonly connectionsMax: number;
-  /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
+  /**
+   * Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. On PostgreSQL each statement
+   * is sent when asked for, without waiting for the answers of those before it (they run in order): `fn` may send
+   * several and then await them, or return before their answers. COMMIT goes behind every statement sent; the
+   * transaction resolves once all of them and the COMMIT succeeded, else rejects with the first failure in the order
+   * sent (a failed statement aborts the transaction, whatever `fn` did with its error).
+   */
   transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T>;
   /**
    * Runs statements in order in one transaction, all or none, and returns each one's rows. PGlite takes them in

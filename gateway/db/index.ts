@@ -164,6 +164,9 @@ export function openPostgres(config: {
   };
   const pool = new pg.Pool({
     connectionString: config.url,
+    // Each statement goes as soon as it is asked for, without waiting for the answer of the one before it on the
+    // connection (node-postgres's pipeline mode): a transaction's statements travel together (transaction()).
+    pipeline: true,
     max: config.poolSizeMax,
     types: typeParsers,
     statement_timeout: config.statementTimeoutMs,
@@ -215,21 +218,37 @@ export function openPostgres(config: {
       logger.warn({ err: error }, "postgres: a connection in use was lost; its transaction fails");
     };
     client.on("error", lost);
-    const run = async <R extends Row>(text: string, params?: readonly unknown[]) => {
-      // Behind a statement still unanswered, another would only wait out its own timeout.
-      if (broken !== undefined) throw broken;
-      try {
-        return await query<R>(client, text, params);
-      } catch (error) {
-        if (error instanceof DbQueryTimeoutError || error instanceof DbCommitOutcomeUnknownError)
-          broken = error;
-        throw error;
-      }
+    /** Every statement of the transaction, in the order sent (pipeline mode: `fn` may return before their answers). */
+    const sent: Promise<unknown>[] = [];
+    let commitSent = false;
+    const run = <R extends Row>(text: string, params?: readonly unknown[]): Promise<R[]> => {
+      const answered = (async () => {
+        // Behind a statement still unanswered, another would only wait out its own timeout.
+        if (broken !== undefined) throw broken;
+        if (text === commit) commitSent = true;
+        try {
+          return await query<R>(client, text, params);
+        } catch (caught) {
+          // A statement sent before the COMMIT whose answer is lost once the COMMIT has gone too (pipeline mode)
+          // leaves the transaction's outcome as unknown as the COMMIT's own answer would.
+          const error = commitSent && text !== commit ? inDoubt(caught) : caught;
+          if (error instanceof DbQueryTimeoutError || error instanceof DbCommitOutcomeUnknownError)
+            broken = error;
+          throw error;
+        }
+      })();
+      sent.push(answered);
+      answered.catch(() => undefined); // heard by its caller, or by the transaction's end (firstFailure)
+      return answered;
     };
     try {
-      await run("BEGIN");
+      // BEGIN goes with the statements behind it. Only a session already broken answers it with an ERROR (which
+      // would leave the statements behind it outside a transaction), and none is checked out here: a connection
+      // whose transaction ended in doubt is closed, never given back to the pool.
+      void run("BEGIN");
       const result = await fn({ query: run });
-      await run(commit);
+      void run(commit);
+      await firstFailure(sent);
       return result;
     } catch (error) {
       if (broken === undefined)
@@ -249,7 +268,7 @@ export function openPostgres(config: {
     transaction,
     async queryAll(statements) {
       if (statements.length === 1) return [await query(pool, statements[0]!.text, statements[0]!.params)];
-      return await transaction((tx) => queryEach(tx, statements));
+      return await transaction((tx) => answersInOrder(statements.map((s) => tx.query(s.text, s.params))));
     },
     async exec(script) {
       await answer(pool.query(script));
@@ -261,6 +280,19 @@ export function openPostgres(config: {
 }
 
 const timedOut = (error: unknown) => error instanceof Error && error.message === pgQueryTimeoutMessage;
+
+/**
+ * The failure of a statement of a transaction whose COMMIT was sent behind it: without the server's ERROR answering
+ * it (no answer in time, the connection lost), the COMMIT may have reached the server and committed.
+ */
+function inDoubt(error: unknown): unknown {
+  if (error instanceof DbQueryTimeoutError)
+    return error.duringCommit
+      ? error
+      : new DbQueryTimeoutError(error.timeoutMs, error.cause, { duringCommit: true });
+  if (error instanceof DbCommitOutcomeUnknownError || commitOutcomeKnown(error)) return error;
+  return new DbCommitOutcomeUnknownError(error);
+}
 
 /**
  * Whether `error` is a database server's own error (its ErrorResponse: PostgreSQL's through node-postgres, or
@@ -308,11 +340,20 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
   // In memory there is no file to sync: PGlite's sync after each statement is a locked no-op there.
   const prepared = preparedStatements(db, preparedStatementsMax, dataDir !== undefined);
   const transaction = <T>(fn: (tx: Sql) => Promise<T>) =>
-    db.transaction((tx) =>
-      fn({
-        query: async (text, params) => (await tx.query(text, params as unknown[] | undefined)).rows as never,
-      }),
-    );
+    db.transaction(async (tx) => {
+      // As on PostgreSQL, `fn` may return before the answers of the statements it sent: they end before COMMIT.
+      const sent: Promise<unknown>[] = [];
+      const result = await fn({
+        query: (text, params) => {
+          const answered = tx.query(text, params as unknown[] | undefined).then((r) => r.rows as never);
+          sent.push(answered);
+          answered.catch(() => undefined); // heard by its caller, or by firstFailure below
+          return answered;
+        },
+      });
+      await firstFailure(sent);
+      return result;
+    });
   return {
     kind: "pglite",
     connectionsMax: 1,
@@ -361,6 +402,22 @@ export function textArrayLiteral(values: readonly (string | null)[]): string {
 }
 
 /** Runs statements one after another (in the caller's transaction, if any) and returns each one's rows. */
+/**
+ * Waits for statements already sent, in the order sent, and rejects with the first failure: in a transaction, the
+ * statements behind a failed one fail too (25P02, the transaction aborted), and only the first says why.
+ */
+export async function firstFailure(sent: readonly Promise<unknown>[]): Promise<void> {
+  for (const answer of sent) await answer;
+}
+
+/** The rows of statements already sent, in the order sent, or the first failure (firstFailure). */
+export async function answersInOrder<R>(sent: readonly Promise<R>[]): Promise<R[]> {
+  for (const answer of sent) answer.catch(() => undefined); // the first failure is thrown below; the rest are its echo
+  const rows: R[] = [];
+  for (const answer of sent) rows.push(await answer);
+  return rows;
+}
+
 export async function queryEach(sql: Sql, statements: readonly Statement[]): Promise<Row[][]> {
   const rows: Row[][] = [];
   for (const statement of statements) rows.push(await sql.query(statement.text, statement.params));

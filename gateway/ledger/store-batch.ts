@@ -122,12 +122,12 @@ function batchStatement(writes: BatchWrites): [string, unknown[]] {
 /**
  * A pipelined batch with no batch in flight before it (PostgreSQL): there is no commit to overlap, so it is the
  * callers' statements and then writeBatch's one statement (transfers, the clock's swap if it still carries
- * `expectedToken`, balances, pending set), in one transaction — two round trips fewer than writeBatchClaimFirst,
- * which is what a lone payment waits for. As there, the callers' statements (which touch no ledger table) go before
- * the clock: rows are locked in the order every pipelined batch locks them (callers' rows, then the clock), and the
- * clock is held only from the batch's statement to the commit. A batch sent behind this one takes the clock after
- * it (`order.claimed` once the statement has run). Another process holding the clock makes the statement wait and
- * then find another token: it aborts with `staleBatchCode`, and the batch runs again, locked.
+ * `expectedToken`, balances, pending set), in one transaction, all sent together with the COMMIT (pipeline mode: one
+ * round trip) — what a lone payment waits for. As in writeBatchClaimFirst, the callers' statements (which touch no
+ * ledger table) go before the clock: rows are locked in the order every pipelined batch locks them (callers' rows,
+ * then the clock), and the clock is held only from the batch's statement to the commit. A batch sent behind this one
+ * takes the clock after it (`order.claimed` once the statement has run). Another process holding the clock makes the
+ * statement wait and then find another token: it aborts with `staleBatchCode`, and the batch runs again, locked.
  */
 export async function writeBatchAlone(
   db: Db,
@@ -135,19 +135,19 @@ export async function writeBatchAlone(
   order: ClaimOrder,
   alongside: readonly Statement[],
 ): Promise<Row[][]> {
+  const sent = sentInOrder();
+  let rows: Promise<Row[][]> | undefined;
   try {
-    return await ledgerTransaction(db, "batch write", async (tx) => {
-      const rows = await writeAlongside(tx, alongside);
-      try {
-        await writeBatch(tx, writes);
-      } finally {
-        order.claimed();
-      }
-      return rows;
+    await ledgerTransaction(db, "batch write", async (tx) => {
+      rows = sent.add(writeAlongside(tx, alongside));
+      sent.add(writeBatch(tx, writes).finally(order.claimed));
     });
+  } catch (error) {
+    throw await sent.firstFailure("batch write", error);
   } finally {
-    order.claimed(); // failed before its statement ran: the next batch need not wait for this one
+    order.claimed(); // failed before its statement was sent: the next batch need not wait for this one
   }
+  return await rows!;
 }
 
 /** When a pipelined batch may take the clock, and how it says it has. */
@@ -175,15 +175,16 @@ async function awaitTurn(order: ClaimOrder): Promise<void> {
 
 /**
  * The same writes for a writer whose batches overlap on several connections (PostgreSQL): a transaction of three
- * statements and the callers' own. The insert and the callers' statements run at once, unlocked, so they overlap the
- * previous batch's commit (a caller's statement that waits on a row another batch in flight holds — two writers of
- * one attempt — ends in that batch's ClaimTurnError at worst, and both run again, locked). Then the clock is
- * locked with SELECT … FOR UPDATE, which waits for the previous batch's commit and returns the row as that batch
- * left it (an UPDATE … WHERE token = … would instead test the row as it was before the wait, and skip it), and
- * its token is compared here. It is locked only after the previous batch has locked it (`order`), or a batch whose
- * insert finished first would find the token before the previous batch's. The clock's new token, the balances
- * and the pending set go last, in one statement whose snapshot is taken after the previous batch committed (in
- * the locking statement they would be re-checked row by row against that commit: EvalPlanQual, thousands a batch).
+ * statements and the callers' own, sent in two goes (pipeline mode). First the transfers' insert and the callers'
+ * statements, unlocked, so they overlap the previous batch's commit (a caller's statement that waits on a row another
+ * batch in flight holds — two writers of one attempt — ends in that batch's ClaimTurnError at worst, and both run
+ * again, locked). Then, once the batch before it has locked the clock (`order`; or a batch whose statements finished
+ * first would find the token before the previous batch's), the clock's lock, the apply statement and the COMMIT
+ * together: the lock is SELECT … FOR UPDATE, which waits for the previous batch's commit on the server, so batches
+ * follow each other there without a round trip to this process in between. The apply statement's snapshot is taken
+ * after that wait, so it sees the previous batch's commit (in the locking statement its rows would be re-checked row
+ * by row against that commit: EvalPlanQual, thousands a batch); it swaps the clock's token only if it is still
+ * `expectedToken` and applies balances and the pending set only then, else aborts with `staleBatchCode`.
  */
 export async function writeBatchClaimFirst(
   db: Db,
@@ -191,33 +192,77 @@ export async function writeBatchClaimFirst(
   order: ClaimOrder,
   alongside: readonly Statement[],
 ): Promise<Row[][]> {
+  const sent = sentInOrder();
+  let rows: Promise<Row[][]> | undefined;
   try {
-    return await ledgerTransaction(db, "pipelined batch write", async (tx) => {
+    await ledgerTransaction(db, "pipelined batch write", async (tx) => {
       if (writes.transfers.count > 0)
-        await run(
-          tx,
-          "transfer insert",
-          insertTransfersSql(writes.transfers.hasEvidence),
-          writes.transfers.params,
+        sent.add(
+          run(
+            tx,
+            "transfer insert",
+            insertTransfersSql(writes.transfers.hasEvidence),
+            writes.transfers.params,
+          ),
         );
-      // The callers' statements read nothing of the ledger's: they too run before the clock, overlapping the
-      // previous batch's commit, so that the clock is held only for the balances.
-      const rows = await writeAlongside(tx, alongside);
+      // The callers' statements read nothing of the ledger's: they too go before the clock, overlapping the
+      // previous batch's commit, so that the clock is held only for the balances. Their answers come before the
+      // clock is asked for: a failure there (a caller's refusal, a connection gone silent) is known not to have
+      // committed, and the batch behind is not kept waiting for a clock this batch will never take.
+      rows = sent.add(writeAlongside(tx, alongside));
+      await sent.all();
       await awaitTurn(order);
-      let clock: Clock;
-      try {
-        clock = await lockClock(tx);
-      } finally {
-        order.claimed();
-      }
-      if (clock.token !== writes.expectedToken) throw new StaleClockError();
-      const apply: Parts = { parts: [], params: [writes.clock.timestampLast, writes.clock.token] };
-      apply.parts.push("clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton)");
-      applyParts(apply, writes, null);
-      await run(tx, "batch write", `WITH ${apply.parts.join(",\n")} SELECT 1`, apply.params);
-      return rows;
+      sent.add(
+        lockClock(tx)
+          .finally(order.claimed)
+          .then((clock) => {
+            if (clock.token !== writes.expectedToken) throw new StaleClockError();
+          }),
+      );
+      const apply: Parts = {
+        parts: [],
+        params: [writes.clock.timestampLast, writes.clock.token, writes.expectedToken],
+      };
+      apply.parts.push(
+        "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3 RETURNING 1)",
+      );
+      applyParts(apply, writes, "EXISTS (SELECT 1 FROM clock)");
+      sent.add(run(tx, "batch write", `WITH ${apply.parts.join(",\n")} ${staleCheck}`, apply.params));
     });
+  } catch (error) {
+    throw await sent.firstFailure("pipelined batch write", error);
   } finally {
-    order.claimed(); // failed before locking the clock: the next batch need not wait for this one
+    order.claimed(); // failed before its lock was sent: the next batch need not wait for this one
   }
+  return await rows!;
+}
+
+/**
+ * A batch's statements in the order sent, each with the error its own code gives it (a caller's refused statement,
+ * a stale clock): when the transaction fails, the first of them that failed says why — those behind it failed
+ * because it did — or, if none did, the transaction's own failure (its BEGIN, its COMMIT, the wait for its turn).
+ */
+function sentInOrder() {
+  const sent: Promise<unknown>[] = [];
+  return {
+    add<T>(answer: Promise<T>): Promise<T> {
+      sent.push(answer);
+      answer.catch(() => undefined); // heard through all() or firstFailure(), or by whoever awaits it
+      return answer;
+    },
+    /** Waits for every statement sent so far; rejects at the first that failed. */
+    async all(): Promise<void> {
+      for (const answer of sent) await answer;
+    },
+    async firstFailure(operation: string, failure: unknown): Promise<unknown> {
+      for (const answer of sent) {
+        try {
+          await answer;
+        } catch (error) {
+          return toStoreError(operation, error);
+        }
+      }
+      return failure;
+    },
+  };
 }

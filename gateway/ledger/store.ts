@@ -99,10 +99,14 @@ export async function ledgerTransaction<T>(
  * (a FATAL: shutting down, terminated by an administrator).
  */
 export async function writeAlongside(tx: Sql, statements: readonly Statement[]): Promise<Row[][]> {
+  // All sent at once (pipeline mode on PostgreSQL); read in order: a statement behind a refused one fails only
+  // because the transaction is aborted (25P02), so the first failure is the one that says why.
+  const answers = statements.map((statement) => tx.query(statement.text, statement.params));
+  for (const answer of answers) answer.catch(() => undefined); // the first failure is thrown below
   const rows: Row[][] = [];
-  for (const [i, statement] of statements.entries()) {
+  for (const [i, answer] of answers.entries()) {
     try {
-      rows.push(await tx.query(statement.text, statement.params));
+      rows.push(await answer);
     } catch (error) {
       if (!refusedByServer(error)) throw error;
       throw new AlongsideStatementError(i, error);

@@ -1,16 +1,22 @@
 // What a lone batch costs on PostgreSQL, in statements: a payment that arrives when nothing else is being written
 // waits for every round trip its batch makes (issue #19: single-postgres against a bare commit). With no batch in
 // flight there is no commit to overlap, so the batch is the callers' statements and one of its own (transfers, clock,
-// balances), in one transaction — not the pipelined four (insert, callers', clock lock, balances).
+// balances), in one transaction — not the pipelined four (insert, callers', clock lock, balances). And the statements
+// of a transaction travel together (pipeline mode): a lone batch's go before the first of them is answered, and a
+// batch behind another sends its balances right behind its clock lock, so that the next batch's turn on the server
+// follows this one's commit without a round trip to the gateway in between.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Db, Sql } from "../../core/index.ts";
 import { migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
+/** A statement of a transaction sent, or its answer come back (`n`: its place in the transaction). */
+type StatementEvent = { tx: number; n: number; what: "sent" | "answered" | "failed"; text: string };
+
 /** The database, counting the transactions opened and the statements run inside them. */
 function counting(db: Db) {
-  const counts = { transactions: 0, statements: [] as string[] };
+  const counts = { transactions: 0, statements: [] as string[], events: [] as StatementEvent[] };
   const wrapped: Db = {
     kind: db.kind,
     connectionsMax: db.connectionsMax,
@@ -21,10 +27,20 @@ function counting(db: Db) {
     transaction: (fn) =>
       db.transaction((tx) => {
         counts.transactions += 1;
+        const t = counts.transactions;
+        let sentCount = 0;
         const countingTx: Sql = {
           query: (text, params) => {
+            const n = sentCount++;
             counts.statements.push(text);
-            return tx.query(text, params);
+            counts.events.push({ tx: t, n, what: "sent", text });
+            const answer = tx.query(text, params);
+            // Registered before the caller's own handlers: noted as soon as the answer is in.
+            answer.then(
+              () => counts.events.push({ tx: t, n, what: "answered", text }),
+              () => counts.events.push({ tx: t, n, what: "failed", text }),
+            );
+            return answer;
           },
         };
         return fn(countingTx);
@@ -80,5 +96,57 @@ describe("a lone batch on PostgreSQL", () => {
     }
     const [debited] = await ledger.lookupAccounts([debit]);
     expect(debited!.debitsPosted).toBe(7n); // 1 + 3 × 2: every lone batch applied once
+  });
+});
+
+/** The events of transaction `tx` as "sent n" / "answered n". */
+const eventsOf = (events: readonly StatementEvent[], tx: number) =>
+  events.filter((event) => event.tx === tx).map((event) => `${event.what} ${event.n}`);
+
+describe("a batch's statements on PostgreSQL (pipeline mode)", () => {
+  const transfer = (id: bigint) => ({
+    id,
+    debitAccountId: debit,
+    creditAccountId: credit,
+    amount: 1n,
+    ledger: 1,
+    code: 1,
+  });
+
+  it("a lone batch sends its statements together: the second goes before the first is answered", async () => {
+    counts.events = [];
+    counts.transactions = 0;
+    await ledger.createTransfersWith([transfer(20n)], {
+      statement: () => ({ text: "SELECT txid_current()::text AS tx", params: [] }),
+    });
+    // Before: sent 0, answered 0, sent 1, answered 1 (a round trip each, and one more for the COMMIT).
+    expect(eventsOf(counts.events, 1)).toEqual(["sent 0", "sent 1", "answered 0", "answered 1"]);
+  });
+
+  it("a batch behind another sends its balances right behind its clock lock, before the lock is answered", async () => {
+    counts.events = [];
+    counts.transactions = 0;
+    // Four callers at once: two batches of two (the queue split over the pipeline's depth); the second goes behind
+    // the first (its transfers inserted on their own, its clock locked once the first has it).
+    const results = await Promise.all(
+      [30n, 31n, 32n, 33n].map((id) =>
+        ledger.createTransfersWith([transfer(id)], {
+          statement: () => ({ text: "SELECT txid_current()::text AS tx", params: [] }),
+        }),
+      ),
+    );
+    expect(results.map(({ results }) => results[0]!.status)).toEqual([
+      "created",
+      "created",
+      "created",
+      "created",
+    ]);
+    const locking = counts.events.find((event) => event.what === "sent" && event.text.includes("FOR UPDATE"));
+    expect(locking).toBeDefined(); // a batch went behind another, or this tests nothing
+    const events = eventsOf(counts.events, locking!.tx);
+    const lock = locking!.n;
+    // The balances (the statement after the lock) are sent before the lock's answer: before, a round trip apart.
+    expect(events.indexOf(`sent ${lock + 1}`)).toBeGreaterThan(-1);
+    expect(events.indexOf(`sent ${lock + 1}`)).toBeLessThan(events.indexOf(`answered ${lock}`));
   });
 });
