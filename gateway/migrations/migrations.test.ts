@@ -163,6 +163,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0035_x402_payer_holds.sql",
       "gateway/0036_reversal_shortfalls.sql",
       "gateway/0037_netting_refused_payees.sql",
+      "gateway/0038_hot_path_foreign_keys.sql",
     ]);
   });
 
