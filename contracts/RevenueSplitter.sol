@@ -4,7 +4,7 @@ pragma solidity 0.8.30;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {IERC3009} from "@openzeppelin/contracts/interfaces/draft-IERC3009.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ReentrancyGuard} from "./lib/ReentrancyGuard.sol";
 
 /// @title RevenueSplitter — revenue splits and batch settlement for ERC-20 stablecoins.
 ///
@@ -48,7 +48,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///   BALANCE_MAX = 2^85 - 2 units (3.8e19 dollars of a 6-decimal token, 3.8e7 of an 18-decimal one);
 ///   `distribute` reverts with RevenueSplitterBalanceOverflow until that recipient is paid by `withdraw`
 ///   (which anyone may call).
-contract RevenueSplitter is ReentrancyGuardTransient {
+contract RevenueSplitter is ReentrancyGuard {
     using SafeERC20 for IERC20;
 
     uint256 public constant BASIS_POINTS_TOTAL = 10_000;

@@ -6,7 +6,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {Multicall} from "@openzeppelin/contracts/utils/Multicall.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ReentrancyGuard} from "./lib/ReentrancyGuard.sol";
 
 /// @notice What `X402ChannelEscrow.deposit` asks of a collector: move `amount` of `token` from `payer` to the
 /// escrow (msg.sender), authorised by `data`, for channel `channelId`. The escrow credits what its own token
@@ -69,7 +69,7 @@ interface IX402DepositCollector {
 ///    (or, on a test chain, its runtime code set at) 0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003.
 ///
 /// @dev No immutables: the contract works unchanged when its runtime code is placed at the canonical address.
-contract X402ChannelEscrow is ReentrancyGuardTransient, Multicall {
+contract X402ChannelEscrow is ReentrancyGuard, Multicall {
     using SafeERC20 for IERC20;
 
     struct ChannelConfig {

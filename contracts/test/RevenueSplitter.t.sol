@@ -4,7 +4,7 @@ pragma solidity 0.8.30;
 import {RevenueSplitter} from "../RevenueSplitter.sol";
 import {TestUSD} from "../TestUSD.sol";
 import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3009.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ReentrancyGuard} from "../lib/ReentrancyGuard.sol";
 import {CheatTest, Vm} from "./Vm.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {FalseReturningToken, FeeOnTransferToken, NoReturnToken, ReentrantToken} from "./HostileTokens.sol";
@@ -499,7 +499,7 @@ contract RevenueSplitterTest is CheatTest {
         assertTrue(hostile.reentryAttempted() && !hostile.reentrySucceeded(), "reentry blocked");
         assertEq(
             uint256(bytes32(hostile.reentryRevertData())),
-            uint256(bytes32(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector)),
+            uint256(bytes32(ReentrancyGuard.ReentrancyGuardReentrantCall.selector)),
             "by the guard"
         );
         assertEq(hostile.balanceOf(recipients[0]), owed, "paid once");

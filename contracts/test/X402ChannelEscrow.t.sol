@@ -7,7 +7,7 @@ import {IX402DepositCollector, X402ChannelEscrow} from "../X402ChannelEscrow.sol
 import {X402Erc3009DepositCollector} from "../X402Erc3009DepositCollector.sol";
 import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3009.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ReentrancyGuard} from "../lib/ReentrancyGuard.sol";
 import {CheatTest} from "./Vm.sol";
 
 /// A collector that, holding tokens of its own, tries to re-enter the escrow while a deposit is under way.
@@ -538,7 +538,7 @@ contract X402ChannelEscrowTest is CheatTest {
         _claimSigned(_claims(config, 300, 300, PAYER_KEY));
         ReenteringCollector hostile = new ReenteringCollector(escrow, RECEIVER);
         token.mint(address(hostile), 1000);
-        vm.expectRevert(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector);
+        vm.expectRevert(ReentrancyGuard.ReentrancyGuardReentrantCall.selector);
         escrow.deposit(config, 1000, address(hostile), "");
     }
 
@@ -878,7 +878,7 @@ contract X402ChannelEscrowTest is CheatTest {
         assertTrue(!hostile.reentrySucceeded(), "the call back was refused");
         assertEq(
             uint256(keccak256(hostile.reentryRevertData())),
-            uint256(keccak256(abi.encodeWithSelector(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector))),
+            uint256(keccak256(abi.encodeWithSelector(ReentrancyGuard.ReentrancyGuardReentrantCall.selector))),
             "by the reentrancy guard"
         );
     }
