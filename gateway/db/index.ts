@@ -5,7 +5,8 @@
 // On PostgreSQL no statement waits for an answer forever. The server's statement_timeout cancels a slow statement;
 // a connection that goes silent (a half-open socket, a partition, a frozen server) answers nothing, not even that,
 // so the client gives up too, queryTimeoutMarginMs after the statement timeout (the server's, which names the
-// statement, normally fires first), with a DbQueryTimeoutError. The connection is then in an unknown state (its
+// statement, normally fires first), with a DbQueryTimeoutError; a statement sent behind others still unanswered on its
+// connection (pipeline mode, below) gets that bound once more for each of them. The connection is then in an unknown state (its
 // statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
 // ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a partition, only once its
 // own TCP gives up, holding the transaction's locks until then — or once the transaction has sat idle for
@@ -15,6 +16,11 @@
 // answering it says it rolled back. A connection lost while a transaction has it checked out makes the client emit
 // 'error': transaction() listens, logs it, and closes that connection.
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
+// The pool's connections are in node-postgres's pipeline mode: a statement is sent when asked for, without waiting for
+// the answer of the one before it, and the server runs them in order, each with its own Sync (an error aborts the
+// transaction, not the statements' protocol). transaction() sends BEGIN with the first statement and COMMIT as soon as
+// its body returns, then waits for every answer: the statements of a transaction whose body does not await each one
+// (a ledger batch) travel in one round trip.
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
@@ -58,6 +64,14 @@ export async function openDb(config: DbConfig, logger: Logger = silentLogger): P
 }
 
 const int8Oid = 20;
+
+/**
+ * node-postgres's own conversion of a parameter to what it sends (a string, a Buffer or null), which it applies again
+ * to what it gets back unchanged. Exported at run time as `pg.utils`, not in its types.
+ */
+const prepareValue = (pg as unknown as { utils: { prepareValue(value: unknown): unknown } }).utils
+  .prepareValue;
+if (typeof prepareValue !== "function") throw new Error("node-postgres no longer exports utils.prepareValue");
 
 /**
  * How long after the statement timeout the client stops waiting for a statement's answer: room for the server's own
@@ -108,12 +122,14 @@ const pgQueryTimeoutMessage = "Query read timeout";
 
 /** transaction()'s COMMIT: one that gets no answer leaves the transaction's outcome unknown. */
 const commit = "COMMIT";
+const begin = "BEGIN";
 
 /**
  * A statement got no answer within the client-side bound: the connection went silent (or the server froze).
  * `duringCommit`: it was a transaction's COMMIT, which the server may have received and applied: the transaction's
- * outcome is unknown. Any other statement of a transaction leaves it uncommitted (no COMMIT was sent); a statement
- * on its own (autocommit) may have run, as any whose answer was lost.
+ * outcome is unknown — as it is for a statement sent before a COMMIT that was sent behind it (pipeline mode), whose
+ * answer is lost with the COMMIT's. Any other statement of a transaction leaves it uncommitted (no COMMIT was sent);
+ * a statement on its own (autocommit) may have run, as any whose answer was lost.
  */
 export class DbQueryTimeoutError extends SwitchyardError {
   override readonly name = "DbQueryTimeoutError";
@@ -140,8 +156,11 @@ export class DbQueryTimeoutError extends SwitchyardError {
  */
 export class DbCommitOutcomeUnknownError extends SwitchyardError {
   override readonly name = "DbCommitOutcomeUnknownError";
-  constructor(cause: unknown) {
-    super("postgres: a COMMIT's connection failed before its answer (it may have committed)", { cause });
+  constructor(
+    cause: unknown,
+    message = "postgres: a COMMIT's connection failed before its answer (it may have committed)",
+  ) {
+    super(message, { cause });
   }
 }
 
@@ -184,25 +203,35 @@ export function openPostgres(config: {
    * An answer, or the error; node-postgres's query timeout as a DbQueryTimeoutError, and a COMMIT's error that does
    * not say it rolled back (commitOutcomeKnown) as a DbCommitOutcomeUnknownError.
    */
-  const answer = async <T>(pending: Promise<T>, duringCommit = false): Promise<T> => {
+  const answer = async <T>(
+    pending: Promise<T>,
+    duringCommit = false,
+    timeoutMs = queryTimeoutMs,
+  ): Promise<T> => {
     try {
       return await pending;
     } catch (error) {
-      if (timedOut(error)) throw new DbQueryTimeoutError(queryTimeoutMs, error, { duringCommit });
+      if (timedOut(error)) throw new DbQueryTimeoutError(timeoutMs, error, { duringCommit });
       throw duringCommit && !commitOutcomeKnown(error) ? new DbCommitOutcomeUnknownError(error) : error;
     }
   };
   const names = preparedNames(preparedStatementsMax);
-  /** A statement's rows. Through the pool (pool.query), the pool itself closes a connection whose statement failed. */
+  /**
+   * A statement's rows. Through the pool (pool.query), the pool itself closes a connection whose statement failed.
+   * `queuedAhead`: statements sent before it on the connection and not answered yet. node-postgres times a statement
+   * from when it is sent, and a pipelined one's answer comes only after theirs: its bound covers them too.
+   */
   const query = async <R extends Row>(
     client: pg.Pool | pg.PoolClient,
     text: string,
     params?: readonly unknown[],
+    queuedAhead = 0,
   ) => {
     const name = names(text);
-    const config = { text, values: params as unknown[] | undefined };
+    const timeoutMs = queryTimeoutMs * (queuedAhead + 1);
+    const config = { text, values: params as unknown[] | undefined, query_timeout: timeoutMs };
     const pending = client.query(name === undefined ? config : { ...config, name });
-    return (await answer(pending, text === commit)).rows as R[];
+    return (await answer(pending, text === commit, timeoutMs)).rows as R[];
   };
   const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
@@ -220,21 +249,65 @@ export function openPostgres(config: {
     client.on("error", lost);
     /** Every statement of the transaction, in the order sent (pipeline mode: `fn` may return before their answers). */
     const sent: Promise<unknown>[] = [];
+    let unanswered = 0;
+    /** COMMIT or ROLLBACK has been sent: a statement asked for now would run outside the transaction. */
+    let ended = false;
     let commitSent = false;
+    /**
+     * A statement that failed in this process, before reaching the server (a parameter that cannot be serialized):
+     * the transaction is not aborted on the server, so it must not be committed without that statement.
+     */
+    let unsent: unknown;
     const run = <R extends Row>(text: string, params?: readonly unknown[]): Promise<R[]> => {
+      // A misuse, not a failure of the transaction (which may have committed): this statement alone is refused.
+      if (ended)
+        return Promise.reject(
+          new Error("postgres: a statement asked for after its transaction's COMMIT or ROLLBACK was sent"),
+        );
       const answered = (async () => {
         // Behind a statement still unanswered, another would only wait out its own timeout.
         if (broken !== undefined) throw broken;
-        if (text === commit) commitSent = true;
+        if (text === commit) {
+          if (unsent !== undefined) throw unsent;
+          commitSent = true;
+          ended = true;
+        }
+        // Serialized here, at once: a value node-postgres could not serialize would otherwise fail only this
+        // statement, in the client, with the COMMIT already sent behind it.
+        let values: unknown[] | undefined;
         try {
-          return await query<R>(client, text, params);
-        } catch (caught) {
+          values = params?.map(prepareValue);
+        } catch (error) {
+          unsent ??= error;
+          throw error;
+        }
+        unanswered += 1;
+        try {
+          return await query<R>(client, text, values, unanswered - 1);
+        } catch (failure) {
+          // Behind a statement that got no answer in time (or whose connection was lost), the others fail because
+          // the connection was closed: that is why, whichever of them its caller looks at first.
+          const brokenNow = broken as unknown; // set meanwhile, by another statement's failure or 'error'
+          const silent =
+            brokenNow instanceof DbQueryTimeoutError && failure !== brokenNow && !isServerError(failure);
+          const caught = silent ? brokenNow : failure;
           // A statement sent before the COMMIT whose answer is lost once the COMMIT has gone too (pipeline mode)
-          // leaves the transaction's outcome as unknown as the COMMIT's own answer would.
-          const error = commitSent && text !== commit ? inDoubt(caught) : caught;
+          // leaves the transaction's outcome as unknown as the COMMIT's own answer would. A BEGIN the server refused
+          // leaves the statements behind it to run on their own, each committed if it succeeded.
+          const error =
+            text === begin && isServerError(caught)
+              ? new DbCommitOutcomeUnknownError(
+                  caught,
+                  "postgres: BEGIN refused; the statements behind it ran each on its own",
+                )
+              : commitSent && (text !== commit || silent)
+                ? inDoubt(caught)
+                : caught;
           if (error instanceof DbQueryTimeoutError || error instanceof DbCommitOutcomeUnknownError)
             broken = error;
           throw error;
+        } finally {
+          unanswered -= 1;
         }
       })();
       sent.push(answered);
@@ -242,15 +315,16 @@ export function openPostgres(config: {
       return answered;
     };
     try {
-      // BEGIN goes with the statements behind it. Only a session already broken answers it with an ERROR (which
-      // would leave the statements behind it outside a transaction), and none is checked out here: a connection
-      // whose transaction ended in doubt is closed, never given back to the pool.
-      void run("BEGIN");
+      // BEGIN goes with the statements behind it (pipeline mode). A session the server would refuse it on (one
+      // already in a failed transaction) is never checked out here: a connection whose transaction ended in doubt is
+      // closed, not given back to the pool.
+      void run(begin);
       const result = await fn({ query: run });
       void run(commit);
       await firstFailure(sent);
       return result;
     } catch (error) {
+      ended = true;
       if (broken === undefined)
         await client.query("ROLLBACK").catch((rollbackError: unknown) => {
           broken = rollbackError; // the error below is the one that matters; this one closes the connection
@@ -401,7 +475,6 @@ export function textArrayLiteral(values: readonly (string | null)[]): string {
   return `{${values.map((value) => (value === null ? "NULL" : `"${value.replace(/[\\"]/g, "\\$&")}"`)).join(",")}}`;
 }
 
-/** Runs statements one after another (in the caller's transaction, if any) and returns each one's rows. */
 /**
  * Waits for statements already sent, in the order sent, and rejects with the first failure: in a transaction, the
  * statements behind a failed one fail too (25P02, the transaction aborted), and only the first says why.
@@ -418,6 +491,7 @@ export async function answersInOrder<R>(sent: readonly Promise<R>[]): Promise<R[
   return rows;
 }
 
+/** Runs statements one after another (in the caller's transaction, if any) and returns each one's rows. */
 export async function queryEach(sql: Sql, statements: readonly Statement[]): Promise<Row[][]> {
   const rows: Row[][] = [];
   for (const statement of statements) rows.push(await sql.query(statement.text, statement.params));

@@ -300,7 +300,7 @@ describe("internal payments written in batches, the worker killed at any point",
       const keys = interleave(unansweredOf(heard), repeats);
       const answeredBefore = heard.first.size;
       const run = await runWorker(batched.url, keys, kill, heard.nextNew);
-      expect(run.outcome).toBe("killed");
+      expect(run.outcome, JSON.stringify({ kill, lines: run.lines.length, ms: run.ms })).toBe("killed");
       hear(heard, keys, run, new Set(repeats));
       killed.push({ kill, run, answered: heard.first.size - answeredBefore });
     }

@@ -6,7 +6,7 @@
 // batch behind another sends its balances right behind its clock lock, so that the next batch's turn on the server
 // follows this one's commit without a round trip to the gateway in between.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import type { Db, Sql } from "../../core/index.ts";
+import type { Db, Row, Sql } from "../../core/index.ts";
 import { migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -30,11 +30,11 @@ function counting(db: Db) {
         const t = counts.transactions;
         let sentCount = 0;
         const countingTx: Sql = {
-          query: (text, params) => {
+          query: <R extends Row>(text: string, params?: readonly unknown[]) => {
             const n = sentCount++;
             counts.statements.push(text);
             counts.events.push({ tx: t, n, what: "sent", text });
-            const answer = tx.query(text, params);
+            const answer = tx.query<R>(text, params);
             // Registered before the caller's own handlers: noted as soon as the answer is in.
             answer.then(
               () => counts.events.push({ tx: t, n, what: "answered", text }),
