@@ -124,6 +124,11 @@ const pgQueryTimeoutMessage = "Query read timeout";
 const commit = "COMMIT";
 const begin = "BEGIN";
 
+/** How many times its bound a pipelined statement's client-side timeout counts at most (boundOf). */
+const queuedBoundsMax = 4;
+/** The longest delay setTimeout takes (2^31 − 1 ms); beyond it Node fires at once. */
+const timerMsMax = 2 ** 31 - 1;
+
 /**
  * A statement got no answer within the client-side bound: the connection went silent (or the server froze).
  * `duringCommit`: it was a transaction's COMMIT, which the server may have received and applied: the transaction's
@@ -141,7 +146,10 @@ export class DbQueryTimeoutError extends SwitchyardError {
       duringCommit
         ? "postgres: no answer to a COMMIT in time (it may have committed); its connection is closed"
         : "postgres: no answer to a statement in time; its connection is closed",
-      { cause, details: `no answer within ${timeoutMs} ms (statement timeout + ${queryTimeoutMarginMs} ms)` },
+      {
+        cause,
+        details: `no answer within ${timeoutMs} ms (statement timeout + ${queryTimeoutMarginMs} ms, for it and each statement queued ahead of it)`,
+      },
     );
     this.timeoutMs = timeoutMs;
     this.duringCommit = duringCommit;
@@ -215,6 +223,14 @@ export function openPostgres(config: {
       throw duringCommit && !commitOutcomeKnown(error) ? new DbCommitOutcomeUnknownError(error) : error;
     }
   };
+  /**
+   * The client-side bound of a statement with `queuedAhead` statements unanswered before it on its connection: once
+   * for itself and once for each of those, up to queuedBoundsMax times (a long queue of slow statements is then
+   * taken for a silent connection: the safe side, its transaction failing or in doubt), and below what setTimeout
+   * takes.
+   */
+  const boundOf = (queuedAhead: number) =>
+    Math.min(queryTimeoutMs * (Math.min(queuedAhead, queuedBoundsMax - 1) + 1), timerMsMax);
   const names = preparedNames(preparedStatementsMax);
   /**
    * A statement's rows. Through the pool (pool.query), the pool itself closes a connection whose statement failed.
@@ -228,7 +244,7 @@ export function openPostgres(config: {
     queuedAhead = 0,
   ) => {
     const name = names(text);
-    const timeoutMs = queryTimeoutMs * (queuedAhead + 1);
+    const timeoutMs = boundOf(queuedAhead);
     const config = { text, values: params as unknown[] | undefined, query_timeout: timeoutMs };
     const pending = client.query(name === undefined ? config : { ...config, name });
     return (await answer(pending, text === commit, timeoutMs)).rows as R[];
@@ -260,10 +276,17 @@ export function openPostgres(config: {
     let unsent: unknown;
     const run = <R extends Row>(text: string, params?: readonly unknown[]): Promise<R[]> => {
       // A misuse, not a failure of the transaction (which may have committed): this statement alone is refused.
-      if (ended)
-        return Promise.reject(
+      if (ended) {
+        logger.error(
+          { statement: text.slice(0, 200) },
+          "postgres: a statement asked for after its transaction ended",
+        );
+        const refused = Promise.reject(
           new Error("postgres: a statement asked for after its transaction's COMMIT or ROLLBACK was sent"),
         );
+        refused.catch(() => undefined); // its caller hears it if it listens; a body that does not must not crash us
+        return refused;
+      }
       const answered = (async () => {
         // Behind a statement still unanswered, another would only wait out its own timeout.
         if (broken !== undefined) throw broken;
@@ -295,7 +318,7 @@ export function openPostgres(config: {
           // leaves the transaction's outcome as unknown as the COMMIT's own answer would. A BEGIN the server refused
           // leaves the statements behind it to run on their own, each committed if it succeeded.
           const error =
-            text === begin && isServerError(caught)
+            text === begin && commitOutcomeKnown(caught) // an ERROR, the session going on without a transaction
               ? new DbCommitOutcomeUnknownError(
                   caught,
                   "postgres: BEGIN refused; the statements behind it ran each on its own",
@@ -325,10 +348,13 @@ export function openPostgres(config: {
       return result;
     } catch (error) {
       ended = true;
-      if (broken === undefined)
-        await client.query("ROLLBACK").catch((rollbackError: unknown) => {
+      if (broken === undefined) {
+        // Behind the statements still unanswered, as any statement of the transaction (boundOf).
+        const rollback = { text: "ROLLBACK", query_timeout: boundOf(unanswered) };
+        await client.query(rollback).catch((rollbackError: unknown) => {
           broken = rollbackError; // the error below is the one that matters; this one closes the connection
         });
+      }
       throw error;
     } finally {
       client.off("error", lost);

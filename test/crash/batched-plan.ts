@@ -31,9 +31,10 @@ export function usdcText(minor: bigint): string {
 
 /**
  * Where the worker SIGKILLs itself, counted over the ledger transactions that carry payments (the nth one):
- * `in_tx` once its statements have all run, before COMMIT is sent (rolled back); `committing` on the next turn of
- * the event loop, once COMMIT is sent and before its answer (the server commits it, nobody hears); `committed` as
- * soon as COMMIT is answered, before any of its payments is answered.
+ * `in_tx` once its body has returned, before COMMIT is sent (rolled back; its statements sent, some maybe still
+ * running: pipeline mode); `committing` on the next turn of the event loop, once COMMIT is sent and before its answer
+ * (the server commits it, nobody hears); `committed` as soon as COMMIT is answered, before any of its payments is
+ * answered — at the nth transaction or, if that one failed, the first after it that commits.
  */
 export type WorkerKill = { at: "in_tx" | "committing" | "committed"; tx: number };
 
