@@ -10,6 +10,7 @@ import type { Db, Row, Sql } from "../../core/index.ts";
 import { migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { transfer } from "./two-accounts.ts"; // between the same two accounts as below (1 and 2)
 
 /** A statement of a transaction sent, or its answer come back (`n`: its place in the transaction). */
 type StatementEvent = { tx: number; n: number; what: "sent" | "answered" | "failed"; text: string };
@@ -104,15 +105,6 @@ const eventsOf = (events: readonly StatementEvent[], tx: number) =>
   events.filter((event) => event.tx === tx).map((event) => `${event.what} ${event.n}`);
 
 describe("a batch's statements on PostgreSQL (pipeline mode)", () => {
-  const transfer = (id: bigint) => ({
-    id,
-    debitAccountId: debit,
-    creditAccountId: credit,
-    amount: 1n,
-    ledger: 1,
-    code: 1,
-  });
-
   it("a lone batch sends its statements together: the second goes before the first is answered", async () => {
     counts.events = [];
     counts.transactions = 0;
