@@ -6,14 +6,14 @@
 // a connection that goes silent (a half-open socket, a partition, a frozen server) answers nothing, not even that,
 // so the client gives up too, queryTimeoutMarginMs after the statement timeout (the server's, which names the
 // statement, normally fires first), with a DbQueryTimeoutError; a statement sent behind others still unanswered on its
-// connection (pipeline mode, below) gets that bound once more for each of them. The connection is then in an unknown state (its
-// statement may still run, or its answer arrive later): it is closed, never handed to another caller, and no
-// ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a partition, only once its
-// own TCP gives up, holding the transaction's locks until then — or once the transaction has sat idle for
-// idle_in_transaction_session_timeout, set on every session of the pool from the statement timeout: see
-// idleInTransactionTimeoutMsOf). A COMMIT that times out has an unknown outcome, as
-// one whose connection drops or whose server ends the session (a FATAL): DbCommitOutcomeUnknownError; only an ERROR
-// answering it says it rolled back. A connection lost while a transaction has it checked out makes the client emit
+// connection (pipeline mode, below) gets that bound once more for each of them, up to four times. The connection is
+// then in an unknown state (its statement may still run, or its answer arrive later): it is closed, never handed to
+// another caller, and no ROLLBACK is sent over it (the server rolls back once it sees the connection close — in a
+// partition, only once its own TCP gives up, holding the transaction's locks until then — or once the transaction has
+// sat idle for idle_in_transaction_session_timeout, set on every session of the pool from the statement timeout: see
+// idleInTransactionTimeoutMsOf). A COMMIT that times out has an unknown outcome, as one whose connection drops or
+// whose server ends the session (a FATAL): DbCommitOutcomeUnknownError; only an ERROR answering it says it rolled
+// back. A connection lost while a transaction has it checked out makes the client emit
 // 'error': transaction() listens, logs it, and closes that connection.
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
 // The pool's connections are in node-postgres's pipeline mode: a statement is sent when asked for, without waiting for
