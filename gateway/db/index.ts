@@ -263,8 +263,8 @@ export function openPostgres(config: {
       logger.warn({ err: error }, "postgres: a connection in use was lost; its transaction fails");
     };
     client.on("error", lost);
-    /** Every statement of the transaction, in the order sent (pipeline mode: `fn` may return before their answers). */
-    const sent: Promise<unknown>[] = [];
+    /** Every statement of the transaction (pipeline mode: `fn` may return before their answers). */
+    const sent = sentInOrder();
     let unanswered = 0;
     /** COMMIT or ROLLBACK has been sent: a statement asked for now would run outside the transaction. */
     let ended = false;
@@ -333,9 +333,7 @@ export function openPostgres(config: {
           unanswered -= 1;
         }
       })();
-      sent.push(answered);
-      answered.catch(() => undefined); // heard by its caller, or by the transaction's end (firstFailure)
-      return answered;
+      return sent.add(answered); // heard by its caller, or by the transaction's end
     };
     try {
       // BEGIN goes with the statements behind it (pipeline mode). A session the server would refuse it on (one
@@ -344,7 +342,7 @@ export function openPostgres(config: {
       void run(begin);
       const result = await fn({ query: run });
       void run(commit);
-      await firstFailure(sent);
+      await sent.all();
       return result;
     } catch (error) {
       ended = true;
@@ -368,7 +366,7 @@ export function openPostgres(config: {
     transaction,
     async queryAll(statements) {
       if (statements.length === 1) return [await query(pool, statements[0]!.text, statements[0]!.params)];
-      return await transaction((tx) => answersInOrder(statements.map((s) => tx.query(s.text, s.params))));
+      return await transaction((tx) => queryEach(tx, statements));
     },
     async exec(script) {
       await answer(pool.query(script));
@@ -442,16 +440,12 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
   const transaction = <T>(fn: (tx: Sql) => Promise<T>) =>
     db.transaction(async (tx) => {
       // As on PostgreSQL, `fn` may return before the answers of the statements it sent: they end before COMMIT.
-      const sent: Promise<unknown>[] = [];
+      const sent = sentInOrder();
       const result = await fn({
-        query: (text, params) => {
-          const answered = tx.query(text, params as unknown[] | undefined).then((r) => r.rows as never);
-          sent.push(answered);
-          answered.catch(() => undefined); // heard by its caller, or by firstFailure below
-          return answered;
-        },
+        query: (text, params) =>
+          sent.add(tx.query(text, params as unknown[] | undefined).then((r) => r.rows as never)),
       });
-      await firstFailure(sent);
+      await sent.all();
       return result;
     });
   return {
@@ -502,26 +496,33 @@ export function textArrayLiteral(values: readonly (string | null)[]): string {
 }
 
 /**
- * Waits for statements already sent, in the order sent, and rejects with the first failure: in a transaction, the
- * statements behind a failed one fail too (25P02, the transaction aborted), and only the first says why.
+ * Statements sent and their answers, in the order sent. A failure is heard through all() (or by whoever awaits the
+ * statement), never left unhandled. all() waits for every one and rejects with the first failure: in a transaction,
+ * the statements behind a failed one fail too (25P02, the transaction aborted), and only the first says why.
  */
-export async function firstFailure(sent: readonly Promise<unknown>[]): Promise<void> {
-  for (const answer of sent) await answer;
+export function sentInOrder() {
+  const sent: Promise<unknown>[] = [];
+  return {
+    add<T>(answer: Promise<T>): Promise<T> {
+      sent.push(answer);
+      answer.catch(() => undefined);
+      return answer;
+    },
+    async all(): Promise<void> {
+      for (const answer of sent) await answer;
+    },
+  };
 }
 
-/** The rows of statements already sent, in the order sent, or the first failure (firstFailure). */
-export async function answersInOrder<R>(sent: readonly Promise<R>[]): Promise<R[]> {
-  for (const answer of sent) answer.catch(() => undefined); // the first failure is thrown below; the rest are its echo
-  const rows: R[] = [];
-  for (const answer of sent) rows.push(await answer);
-  return rows;
-}
-
-/** Runs statements one after another (in the caller's transaction, if any) and returns each one's rows. */
+/**
+ * Runs statements in order (in the caller's transaction, if any), all sent at once (pipeline mode on PostgreSQL), and
+ * returns each one's rows, or the first failure.
+ */
 export async function queryEach(sql: Sql, statements: readonly Statement[]): Promise<Row[][]> {
-  const rows: Row[][] = [];
-  for (const statement of statements) rows.push(await sql.query(statement.text, statement.params));
-  return rows;
+  const sent = sentInOrder();
+  const answers = statements.map((statement) => sent.add(sql.query(statement.text, statement.params)));
+  await sent.all();
+  return await Promise.all(answers);
 }
 
 /**

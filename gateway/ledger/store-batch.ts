@@ -3,7 +3,7 @@
 // transaction of three statements that waits its turn for the clock (writeBatchClaimFirst: pipelined on
 // PostgreSQL), or writeBatch's statement in a transaction with the callers' (writeBatchAlone: a pipelined batch with
 // none in flight before it). See writer.ts for when each runs.
-import type { Db, Row, Sql, Statement } from "../db/index.ts";
+import { type Db, type Row, type Sql, type Statement, sentInOrder } from "../db/index.ts";
 import { ClaimTurnError, StaleClockError, toStoreError } from "./errors.ts";
 import { type Clock, ledgerTransaction, lockClock, run, writeAlongside } from "./store.ts";
 import { type BalanceRows, insertTransfersSql, type TransferRows, uuidList } from "./store-params.ts";
@@ -135,17 +135,39 @@ export async function writeBatchAlone(
   order: ClaimOrder,
   alongside: readonly Statement[],
 ): Promise<Row[][]> {
+  return await pipelinedBatch(db, "batch write", order, async (tx, sent) => {
+    const rows = sent.add(writeAlongside(tx, alongside));
+    sent.add(writeBatch(tx, writes).finally(order.claimed));
+    return { rows };
+  });
+}
+
+/**
+ * A batch's transaction whose statements go without waiting for one another's answers (pipeline mode): `send` adds
+ * each to `sent` and returns the callers' rows to come, and the COMMIT follows it at once. When the transaction fails,
+ * the first of its statements that failed says why, with the error its own code gave it (a caller's refused statement,
+ * a stale clock) — those behind it failed because it did — or, if none did, the transaction's own failure (its BEGIN,
+ * its COMMIT, the wait for its turn). However it ends, the batch behind this one need not wait for it any longer.
+ */
+async function pipelinedBatch(
+  db: Db,
+  operation: string,
+  order: ClaimOrder,
+  send: (tx: Sql, sent: ReturnType<typeof sentInOrder>) => Promise<{ rows: Promise<Row[][]> }>,
+): Promise<Row[][]> {
   const sent = sentInOrder();
   let rows: Promise<Row[][]> | undefined;
   try {
-    await ledgerTransaction(db, "batch write", async (tx) => {
-      rows = sent.add(writeAlongside(tx, alongside));
-      sent.add(writeBatch(tx, writes).finally(order.claimed));
+    await ledgerTransaction(db, operation, async (tx) => {
+      ({ rows } = await send(tx, sent));
     });
   } catch (error) {
-    throw await sent.firstFailure("batch write", error);
+    throw await sent.all().then(
+      () => error,
+      (first: unknown) => toStoreError(operation, first),
+    );
   } finally {
-    order.claimed(); // failed before its statement was sent: the next batch need not wait for this one
+    order.claimed(); // failed before its clock was asked for: the next batch need not wait for this one
   }
   return await rows!;
 }
@@ -192,77 +214,34 @@ export async function writeBatchClaimFirst(
   order: ClaimOrder,
   alongside: readonly Statement[],
 ): Promise<Row[][]> {
-  const sent = sentInOrder();
-  let rows: Promise<Row[][]> | undefined;
-  try {
-    await ledgerTransaction(db, "pipelined batch write", async (tx) => {
-      if (writes.transfers.count > 0)
-        sent.add(
-          run(
-            tx,
-            "transfer insert",
-            insertTransfersSql(writes.transfers.hasEvidence),
-            writes.transfers.params,
-          ),
-        );
-      // The callers' statements read nothing of the ledger's: they too go before the clock, overlapping the
-      // previous batch's commit, so that the clock is held only for the balances. Their answers come before the
-      // clock is asked for: a failure there (a caller's refusal, a connection gone silent) is known not to have
-      // committed, and the batch behind is not kept waiting for a clock this batch will never take.
-      rows = sent.add(writeAlongside(tx, alongside));
-      await sent.all();
-      await awaitTurn(order);
+  return await pipelinedBatch(db, "pipelined batch write", order, async (tx, sent) => {
+    if (writes.transfers.count > 0)
       sent.add(
-        lockClock(tx)
-          .finally(order.claimed)
-          .then((clock) => {
-            if (clock.token !== writes.expectedToken) throw new StaleClockError();
-          }),
+        run(tx, "transfer insert", insertTransfersSql(writes.transfers.hasEvidence), writes.transfers.params),
       );
-      const apply: Parts = {
-        parts: [],
-        params: [writes.clock.timestampLast, writes.clock.token, writes.expectedToken],
-      };
-      apply.parts.push(
-        "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3 RETURNING 1)",
-      );
-      applyParts(apply, writes, "EXISTS (SELECT 1 FROM clock)");
-      sent.add(run(tx, "batch write", `WITH ${apply.parts.join(",\n")} ${staleCheck}`, apply.params));
-    });
-  } catch (error) {
-    throw await sent.firstFailure("pipelined batch write", error);
-  } finally {
-    order.claimed(); // failed before its lock was sent: the next batch need not wait for this one
-  }
-  return await rows!;
-}
-
-/**
- * A batch's statements in the order sent, each with the error its own code gives it (a caller's refused statement,
- * a stale clock): when the transaction fails, the first of them that failed says why — those behind it failed
- * because it did — or, if none did, the transaction's own failure (its BEGIN, its COMMIT, the wait for its turn).
- */
-function sentInOrder() {
-  const sent: Promise<unknown>[] = [];
-  return {
-    add<T>(answer: Promise<T>): Promise<T> {
-      sent.push(answer);
-      answer.catch(() => undefined); // heard through all() or firstFailure(), or by whoever awaits it
-      return answer;
-    },
-    /** Waits for every statement sent so far; rejects at the first that failed. */
-    async all(): Promise<void> {
-      for (const answer of sent) await answer;
-    },
-    async firstFailure(operation: string, failure: unknown): Promise<unknown> {
-      for (const answer of sent) {
-        try {
-          await answer;
-        } catch (error) {
-          return toStoreError(operation, error);
-        }
-      }
-      return failure;
-    },
-  };
+    // The callers' statements read nothing of the ledger's: they too go before the clock, overlapping the
+    // previous batch's commit, so that the clock is held only for the balances. Their answers come before the
+    // clock is asked for: a failure there (a caller's refusal, a connection gone silent) is known not to have
+    // committed, and the batch behind is not kept waiting for a clock this batch will never take.
+    const rows = sent.add(writeAlongside(tx, alongside));
+    await sent.all();
+    await awaitTurn(order);
+    sent.add(
+      lockClock(tx)
+        .finally(order.claimed)
+        .then((clock) => {
+          if (clock.token !== writes.expectedToken) throw new StaleClockError();
+        }),
+    );
+    const apply: Parts = {
+      parts: [],
+      params: [writes.clock.timestampLast, writes.clock.token, writes.expectedToken],
+    };
+    apply.parts.push(
+      "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3 RETURNING 1)",
+    );
+    applyParts(apply, writes, "EXISTS (SELECT 1 FROM clock)");
+    sent.add(run(tx, "batch write", `WITH ${apply.parts.join(",\n")} ${staleCheck}`, apply.params));
+    return { rows };
+  });
 }

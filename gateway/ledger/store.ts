@@ -3,7 +3,7 @@
 // column: binary on PostgreSQL, text literals on PGlite; store-params.ts) and are spread with unnest in the select
 // list (a ProjectSet, which streams rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so
 // thousands of rows are one statement; a batch's writes are store-batch.ts.
-import { type Db, isServerError, type Row, type Sql, type Statement } from "../db/index.ts";
+import { type Db, isServerError, type Row, type Sql, type Statement, sentInOrder } from "../db/index.ts";
 import { AlongsideStatementError, LedgerInvariantError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import {
@@ -101,8 +101,8 @@ export async function ledgerTransaction<T>(
 export async function writeAlongside(tx: Sql, statements: readonly Statement[]): Promise<Row[][]> {
   // All sent at once (pipeline mode on PostgreSQL); read in order: a statement behind a refused one fails only
   // because the transaction is aborted (25P02), so the first failure is the one that says why.
-  const answers = statements.map((statement) => tx.query(statement.text, statement.params));
-  for (const answer of answers) answer.catch(() => undefined); // the first failure is thrown below
+  const sent = sentInOrder(); // the first failure is thrown below
+  const answers = statements.map((statement) => sent.add(tx.query(statement.text, statement.params)));
   const rows: Row[][] = [];
   for (const [i, answer] of answers.entries()) {
     try {
