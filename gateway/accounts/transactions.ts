@@ -124,8 +124,8 @@ async function linksOf(
       [tenantId, decimal],
     ),
     sql.query<{ link: string; id: string }>(
-      `SELECT replace(switchyard_derived_ledger_id('payment', id)::text, '-', '') AS link, id FROM payments
-        WHERE tenant_id = $1 AND switchyard_derived_ledger_id('payment', id) = ANY($2::uuid[])`,
+      `SELECT replace(ledger_link::text, '-', '') AS link, id FROM payments
+        WHERE tenant_id = $1 AND ledger_link = ANY($2::uuid[])`,
       [tenantId, uuids],
     ),
     sql.query<{ link: string; id: string }>(

@@ -12,7 +12,7 @@ export {
   LedgerRequestTooLargeError,
   LedgerStoreError,
 } from "./errors.ts";
-export { createIdGenerator, type IdGenerator, ledgerId } from "./id.ts";
+export { createIdGenerator, type IdGenerator, idToUuid, ledgerId } from "./id.ts";
 export { type CreateLedgerParams, createLedger, type Ledger } from "./ledger.ts";
 export {
   type AccountSpec,

@@ -10,8 +10,8 @@ import { createAccount } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { createLedger, ledgerMigrations, type Transfer, transferCodes } from "../ledger/index.ts";
-import { listOpenAttempts } from "../payments/store.ts";
+import { createLedger, idToUuid, ledgerMigrations, type Transfer, transferCodes } from "../ledger/index.ts";
+import { listOpenAttempts, paymentLedgerLink } from "../payments/store.ts";
 import { createTenant } from "../tenants/index.ts";
 
 /** The codes as the code before migration 0008 wrote them. */
@@ -164,6 +164,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0036_reversal_shortfalls.sql",
       "gateway/0037_netting_refused_payees.sql",
       "gateway/0038_hot_path_foreign_keys.sql",
+      "gateway/0039_hot_path_indexes.sql",
     ]);
   });
 
@@ -172,6 +173,25 @@ describe("0008: netting's accrual gets a code of its own", () => {
       `SELECT o.payload->>'n' AS n FROM outbox o, outbox_fan_out c WHERE (o.xact, o.id) > (c.xact, c.id)`,
     );
     expect(ahead.map((row) => row.n)).toEqual(["waiting"]);
+  });
+
+  it("0039: payments written before it get the ledger link the gateway computes, indexed as a column", async () => {
+    const rows = await db.query<{ id: string; ledger_link: string }>(
+      "SELECT id, replace(ledger_link::text, '-', '') AS ledger_link FROM payments ORDER BY id",
+    );
+    expect(rows.map((row) => row.id)).toEqual(["pay_d_later", "pay_d_own", "pay_m"]);
+    for (const row of rows) expect(row.ledger_link).toBe(idToUuid(paymentLedgerLink(row.id)));
+    const indexes = await db.query<{ indexname: string; indexdef: string }>(
+      `SELECT indexname, indexdef FROM pg_indexes
+        WHERE indexname IN ('payments_ledger_link', 'outbox_created', 'idempotency_keys_created_at') ORDER BY indexname`,
+    );
+    expect(
+      indexes.map((row) => [row.indexname, /USING (\w+) \((\w+)\)/.exec(row.indexdef)?.slice(1)]),
+    ).toEqual([
+      ["idempotency_keys_created_at", ["brin", "created_at"]],
+      ["outbox_created", ["brin", "created_at"]],
+      ["payments_ledger_link", ["btree", "ledger_link"]],
+    ]);
   });
 
   it("0028: the outbox keeps no index of the old delivery loop", async () => {

@@ -47,7 +47,7 @@ import {
 } from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
 import { railAccountOpened } from "./reservations.ts";
-import { finishPayment, insertOutboxEvent, toJson } from "./store.ts";
+import { finishPayment, insertOutboxEvent, paymentLedgerLink, toJson } from "./store.ts";
 
 /**
  * A rail that pays many payees at once: any rail with the Rail contract's optional `payoutBatch` (on EVM, one
@@ -130,7 +130,7 @@ export async function accruePayout(
     },
     {
       id: transferId,
-      userData128: derivedLedgerId(payment.id, "payment"),
+      userData128: paymentLedgerLink(payment.id),
       label: `the accrual of payment ${payment.id}`,
       // Only while the payment is processing (recovery may accrue one its request failed meanwhile): otherwise the
       // debit is rolled back with this statement (isPaymentNotProcessing). The payment's row is locked, as a
@@ -593,7 +593,7 @@ async function returnRefusedPayout(deps: NettingDeps, payout: RefusedPayout): Pr
     },
     {
       id: derivedLedgerId(payout.payment_id, "accrual-returned"),
-      userData128: derivedLedgerId(payout.payment_id, "payment"),
+      userData128: paymentLedgerLink(payout.payment_id),
       label: `the return of payment ${payout.payment_id}'s refused payout`,
       // `earlier` is read before this statement's changes: a payout given back before (a retry, or another
       // process's flush) finds its payment failed already, and is no error.

@@ -13,8 +13,8 @@
 // transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
 import { type Db, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
-import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
-import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
+import { idToUuid, type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
+import { decisionJson, isPaymentKeyTaken, paymentLedgerLink, toJson } from "./store.ts";
 import { type Attempt, insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
 
 /** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
@@ -113,21 +113,22 @@ const keyRoundsMax = 2;
 async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Promise<void> {
   const at = new Date(deps.nowMs());
   let settled: Array<{ payment: Payment; answer: StoredAnswer | null }> = [];
+  const links = batch.map(({ item }) => paymentLedgerLink(item.payment.id));
   try {
     await moveEach(
       deps.ledger,
-      batch.map(({ item }) => ({
+      batch.map(({ item }, i) => ({
         posting: item.posting,
         transfer: {
           id: item.attempt.transferId,
-          userData128: derivedLedgerId(item.payment.id, "payment"),
+          userData128: links[i]!,
           evidence: { rail: "internal", reference: "ledger" },
           label: `internal payment ${item.payment.id}`,
         },
       })),
       (outcomes) => {
         settled = batch.map(({ item }, i) => finalOf(item, outcomes[i]!, at));
-        return batchStatement(batch, settled, at);
+        return batchStatement(batch, settled, links, at);
       },
     );
   } catch (error) {
@@ -238,6 +239,8 @@ function finalOf(
 function batchStatement(
   batch: readonly Waiting[],
   settled: readonly { payment: Payment; answer: StoredAnswer | null }[],
+  /** Each payment's ledger link (paymentLedgerLink), as its transfer carries it. */
+  links: readonly bigint[],
   at: Date,
 ): Statement {
   const params: unknown[] = [];
@@ -277,6 +280,7 @@ function batchStatement(
           : ((row.item.record?.requestSha256 ?? row.item.requestSha256)?.toString("hex") ?? null),
       ),
     ),
+    texts(links.map(idToUuid)),
   ].join(", ")})`;
   const attemptRows = `ROWS FROM (${[
     texts(attempts.map((attempt) => attempt.id)),
@@ -304,14 +308,14 @@ function batchStatement(
   return {
     text: `WITH
      p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
-             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, created_at,
-             updated_at)
+             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, ledger_link,
+             created_at, updated_at)
        SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, decision, rail,
-              failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, decode(sha, 'hex'), ${now},
-              ${now}
+              failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, decode(sha, 'hex'),
+              ledger_link::uuid, ${now}, ${now}
        FROM ${paymentRows}
          AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, rail,
-               failure_code, failure_message, metadata, idempotency_key, quote_id, sha)
+               failure_code, failure_message, metadata, idempotency_key, quote_id, sha, ledger_link)
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, id, status),
      a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence,
              failure_code, failure_message, created_at, updated_at)

@@ -28,6 +28,7 @@ import {
 } from "../ledger/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
+import { paymentLedgerLink } from "./store.ts";
 import { type Attempt, attemptDestination, type Payment } from "./types.ts";
 
 /**
@@ -130,7 +131,7 @@ export async function reserve(
   // Across assets when the rail pays another asset than the payer's (the account credited must hold the rail's
   // asset: the ledger refuses a leg between two ledgers, and the attempt fails as rejected).
   const cross = payer.asset.code !== rail.asset.code;
-  const userData128 = derivedLedgerId(payment.id, "payment");
+  const userData128 = paymentLedgerLink(payment.id);
   const label = `the reservation of payment ${payment.id}`;
   const posting = (debit: AccountRecord, to: AccountRecord, amount: bigint, code: number) => ({
     debitAccountId: debit.ledgerAccountId,

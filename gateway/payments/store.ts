@@ -2,6 +2,8 @@
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
 import type { SettlementEvidence } from "../../core/index.ts";
 import type { Row, Sql, Statement } from "../db/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
+import { idToUuid } from "../ledger/index.ts";
 import type { Quote } from "../router/index.ts";
 import type { RouteDecision, RoutePolicy } from "../router/types.ts";
 import { PaymentInvariantError } from "./errors.ts";
@@ -45,6 +47,12 @@ export function fromJson<T>(value: unknown): T {
   };
   return revive(typeof value === "string" ? JSON.parse(value) : value) as T;
 }
+
+/**
+ * The id a payment's ledger transfers carry in user_data_128, which an account's transactions are linked to it by:
+ * kept on the payment (ledger_link, migration 0039), equal to SQL's switchyard_derived_ledger_id('payment', id).
+ */
+export const paymentLedgerLink = (paymentId: string): bigint => derivedLedgerId(paymentId, "payment");
 
 /**
  * A routing decision as a payment keeps it: its chosen candidate is always the first (route.ts, routing.ts), so it is
@@ -243,9 +251,10 @@ export function insertPaymentStatement(
        ON CONFLICT (tenant_id, key) DO NOTHING RETURNING 1)`;
     keyTaken = " AND EXISTS (SELECT 1 FROM k)";
   }
+  const link = `$${params.push(idToUuid(paymentLedgerLink(payment.id)))}::uuid`;
   return {
-    text: `WITH p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id, request_sha256)
-       VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11, ${digest})
+    text: `WITH p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, metadata, idempotency_key, quote_id, request_sha256, ledger_link)
+       VALUES ($1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11, ${digest}, ${link})
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, created_at, updated_at)${attempt}${keyed}
      SELECT CASE WHEN EXISTS (SELECT 1 FROM p)${keyTaken} THEN true ELSE payment_key_taken() END AS inserted,
        (SELECT created_at FROM p) AS created_at, (SELECT updated_at FROM p) AS updated_at`,

@@ -9,8 +9,9 @@ import {
   createAccountCache,
 } from "../../gateway/accounts/index.ts";
 import type { Db } from "../../gateway/db/index.ts";
-import { type Ledger, transferCodes } from "../../gateway/ledger/index.ts";
+import { idToUuid, type Ledger, transferCodes } from "../../gateway/ledger/index.ts";
 import type { accruePayout, NettingDeps } from "../../gateway/payments/batch-payouts.ts";
+import { paymentLedgerLink } from "../../gateway/payments/store.ts";
 import { createTenant } from "../../gateway/tenants/index.ts";
 
 export type NettingFixture = {
@@ -78,9 +79,9 @@ export async function nettingFixture(
     },
     async insertPayment(id) {
       await db.query(
-        `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy)
-         VALUES ($1, $2, 'processing', 'USDC', 40, $3, '{}', '{}')`,
-        [id, tenantId, customerId],
+        `INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, ledger_link)
+         VALUES ($1, $2, 'processing', 'USDC', 40, $3, '{}', '{}', $4::uuid)`,
+        [id, tenantId, customerId, idToUuid(paymentLedgerLink(id))],
       );
     },
     payout: (id, amount, payee) => ({ id, tenantId, sourceAccountId: customerId, payee, amount }),
