@@ -492,8 +492,22 @@ function preparedNames(entriesMax: number): (text: string) => string | undefined
  * and may cast its elements further): each element double-quoted with `"` and `\` escaped, null as NULL.
  */
 export function textArrayLiteral(values: readonly (string | null)[]): string {
-  return `{${values.map((value) => (value === null ? "NULL" : `"${value.replace(/[\\"]/g, "\\$&")}"`)).join(",")}}`;
+  let literal = "{";
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i] as string | null;
+    if (i > 0) literal += ",";
+    // Most elements (ids, codes, amounts) have nothing to escape: tested first, as a replace costs four times more.
+    literal +=
+      value === null
+        ? "NULL"
+        : escapedInArray.test(value)
+          ? `"${value.replace(/[\\"]/g, "\\$&")}"`
+          : `"${value}"`;
+  }
+  return `${literal}}`;
 }
+
+const escapedInArray = /[\\"]/;
 
 /**
  * Statements sent and their answers, in the order sent. A failure is heard through all() (or by whoever awaits the

@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type Db, openPglite } from "./index.ts";
+import { type Db, openPglite, textArrayLiteral } from "./index.ts";
 
 describe("a PGlite directory", () => {
   it("is made with its parents, and keeps what was written there", async () => {
@@ -21,6 +21,32 @@ describe("a PGlite directory", () => {
       await again.close();
     } finally {
       await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a text array literal", () => {
+  it("reads back element for element, whatever the element holds", async () => {
+    const db = await openPglite(undefined);
+    try {
+      const values = [
+        "pay_01m8939ea1prkpt9qjzxcgt9f6",
+        'a "quoted" word',
+        'back\\slash and \\"both',
+        "a,comma {braces} and spaces ",
+        "NULL",
+        "",
+        "ünïcødé ✓",
+        null,
+        "\\",
+      ];
+      const [row] = await db.query<{ values: (string | null)[] }>("SELECT $1::text[] AS values", [
+        textArrayLiteral(values),
+      ]);
+      expect(row!.values).toEqual(values);
+      expect(textArrayLiteral([])).toBe("{}");
+    } finally {
+      await db.close();
     }
   });
 });

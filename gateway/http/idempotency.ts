@@ -26,7 +26,7 @@
 //   internal payment: one write for everything), else still unanswered until the answer is sent. When the service
 //   finds the key taken, the route answers from the stored record (storedRecord, answerFromRecord). This process's
 //   own keys in flight and its recent answers are remembered, so a repeat to the same process asks no query.
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import { type Logger, setBounded } from "../../core/index.ts";
@@ -155,9 +155,7 @@ export type IdempotencyOptions = {
  * recipe version). test/http/idempotency.test.ts pins a payment request's digest.
  */
 function requestDigest(method: string, url: string, body: unknown): Buffer {
-  return createHash("sha256")
-    .update(`${method} ${url}\n${JSON.stringify(body ?? null)}`)
-    .digest();
+  return hash("sha256", `${method} ${url}\n${JSON.stringify(body ?? null)}`, "buffer");
 }
 
 /**

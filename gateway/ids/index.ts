@@ -1,7 +1,7 @@
 // Identifiers. Public ids are a prefix and 26 Crockford base32 characters (48-bit time, 80 random bits),
 // sortable by creation. Ledger ids are u128 bigints; a ledger id derived from a public id and a purpose
 // is the same on every retry, which is what makes a retried ledger write idempotent.
-import { createHash, randomFillSync } from "node:crypto";
+import { hash, randomFillSync } from "node:crypto";
 
 const crockford = "0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -88,7 +88,7 @@ export function isId(prefix: IdPrefix, text: string): boolean {
 
 /** A u128 ledger id derived from a public id and what it is for: stable across retries, never 0. */
 export function derivedLedgerId(publicId: string, purpose: string): bigint {
-  const digest = createHash("sha256").update(`${purpose}\u0000${publicId}`).digest();
+  const digest = hash("sha256", `${purpose}\u0000${publicId}`, "buffer");
   const id = digest.readBigUInt64BE(0) * 2n ** 64n + digest.readBigUInt64BE(8);
   return id === 0n ? 1n : id;
 }

@@ -128,9 +128,10 @@ export function createAuthenticator(
     return checked;
   };
   const check = async (secret: string): Promise<KeyCheck> => {
-    if (!hasValidChecksum(secret)) return invalid;
     const digest = digestOf(secret);
     const key = digest.toString("base64");
+    // A key remembered passed its checksum when it was looked up: only one that is not is checked (no query for a
+    // made-up key).
     const cached = valid.get(key);
     if (cached !== undefined) {
       valid.delete(key); // re-inserted below when still valid: the Map's order is least recently checked first
@@ -139,6 +140,7 @@ export function createAuthenticator(
         return { ok: true, principal: cached.principal };
       }
     }
+    if (cached === undefined && !hasValidChecksum(secret)) return invalid;
     const running = lookups.get(key);
     if (running !== undefined && running.forgottenBefore === forgotten) return running.checked;
     const lookup = { forgottenBefore: forgotten, checked: lookUp(digest, key, forgotten) };

@@ -8,7 +8,7 @@
 // Revoking a key, and rolling one without overlap, is announced on the change bus in the changing transaction:
 // every process's authenticator forgets the key once it commits. A key's expiry needs no announcement: no process
 // trusts a key past its expires_at (authenticator.ts).
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { type ChangeBus, type Db, type Sql, textArrayLiteral, transactionAnnouncing } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
 import { scopes as allScopes, normalizedScopes, type Scope, scopesBeyond } from "./scopes.ts";
@@ -50,7 +50,7 @@ export const apiKeyChecksumLength = 7;
 
 /** The checksum of a secret's beginning (`sk_<mode>_` and its random part): SHA-256's first 42 bits, base64url. */
 export function apiKeyChecksumOf(body: string): string {
-  return createHash("sha256").update(body, "utf8").digest("base64url").slice(0, apiKeyChecksumLength);
+  return hash("sha256", body, "base64url").slice(0, apiKeyChecksumLength);
 }
 
 /** A secret of this mode with this random part (36 base64url characters) and its checksum. */
@@ -70,7 +70,7 @@ export function hasValidChecksum(secret: string): boolean {
 }
 
 export function digestOf(secret: string): Buffer {
-  return createHash("sha256").update(secret, "utf8").digest();
+  return hash("sha256", secret, "buffer");
 }
 
 /** The mode a secret's prefix says (sk_test_ / sk_live_), or null for a secret of neither form. */
