@@ -20,6 +20,7 @@ import {
   type ApiKeyRecord,
   createAuthenticator,
   isOperatorKey,
+  type KeyCheck,
   type KeyMode,
   modeOfSecret,
   type ResourceScope,
@@ -165,21 +166,8 @@ const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
     request.operator = true;
   };
 
-  app.addHook("onRequest", async (request) => {
-    const header = request.headers.authorization;
-    if (header === undefined || header.trim() === "") {
-      throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
-    }
-    const match = bearer.exec(header.trim());
-    if (match === null) throw new ApiError("api_key_invalid", "the API key is not valid");
-    const secret = match[1]!;
-    // Undefined on the context's not-found route: authenticated, then answered 404.
-    const access = request.routeOptions.config.access;
-    if (secret.startsWith("op_")) return authenticateOperator(request, secret, access);
-    const keyMode = modeOfSecret(secret);
-    if (keyMode === null) throw new ApiError("api_key_invalid", "the API key is not valid");
-    if (keyMode !== deploymentKeyMode) throw modeMismatch(keyMode, options.mode);
-    const checked = await authenticator.check(secret);
+  /** The request as the key's check leaves it: its tenant and key, or the refusal thrown. */
+  const admit = (request: FastifyRequest, checked: KeyCheck, access: RouteAccess | undefined) => {
     if (!checked.ok) {
       if (checked.refusal === "tenant_suspended")
         throw new ApiError(
@@ -195,6 +183,42 @@ const plugin: FastifyPluginAsync<AuthOptions> = async (app, options) => {
       throw new ApiError("operator_only", "only the operator's credential may call this route");
     if (access !== undefined && !scopeGranted(checked.principal.key.scopes, access.requirement))
       throw scopeMissing(access.requirement);
+  };
+
+  // Callback style: a key remembered (most requests) is checked without a promise. Fastify answers what the hook
+  // throws as its error; what a promise rejects with goes to `done`.
+  app.addHook("onRequest", (request, _reply, done) => {
+    const header = request.headers.authorization;
+    if (header === undefined || header.trim() === "") {
+      throw new ApiError("api_key_missing", "send your API key as Authorization: Bearer <key>");
+    }
+    const match = bearer.exec(header.trim());
+    if (match === null) throw new ApiError("api_key_invalid", "the API key is not valid");
+    const secret = match[1]!;
+    // Undefined on the context's not-found route: authenticated, then answered 404.
+    const access = request.routeOptions.config.access;
+    if (secret.startsWith("op_")) {
+      authenticateOperator(request, secret, access).then(() => done(), done);
+      return;
+    }
+    const keyMode = modeOfSecret(secret);
+    if (keyMode === null) throw new ApiError("api_key_invalid", "the API key is not valid");
+    if (keyMode !== deploymentKeyMode) throw modeMismatch(keyMode, options.mode);
+    const checked = authenticator.checkNow(secret);
+    if (!(checked instanceof Promise)) {
+      admit(request, checked, access);
+      done();
+      return;
+    }
+    checked.then((looked) => {
+      let refusal: unknown;
+      try {
+        admit(request, looked, access);
+      } catch (error) {
+        refusal = error;
+      }
+      done(refusal as Error | undefined);
+    }, done);
   });
 
   // Every route's need, found as it is added; a route nothing says anything of fails the start (onReady).

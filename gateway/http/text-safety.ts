@@ -103,10 +103,15 @@ function checkUrl(request: FastifyRequest): void {
 }
 
 const plugin: FastifyPluginAsync = async (app) => {
-  app.addHook("onRequest", async (request) => checkUrl(request));
-  app.addHook("preValidation", async (request) => {
+  // Callback style, no promise: these run for every request (Fastify answers what a hook throws as its error).
+  app.addHook("onRequest", (request, _reply, done) => {
+    checkUrl(request);
+    done();
+  });
+  app.addHook("preValidation", (request, _reply, done) => {
     const found = findUnstorableText(request.body);
     if (found !== null) throw unstorableTextError(found);
+    done();
   });
 };
 

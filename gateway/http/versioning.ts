@@ -15,6 +15,7 @@ export { type ApiVersion, apiVersions, currentApiVersion, isApiVersion } from ".
 
 /** The header a request names a version in, and every response says its version in. */
 export const versionHeader = "Switchyard-Version";
+const versionHeaderLowerCase = versionHeader.toLowerCase();
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -47,8 +48,10 @@ export function requestedApiVersion(header: string | string[] | undefined): stri
 const plugin: FastifyPluginAsync = async (app) => {
   app.decorateRequest("apiVersionRequested", null);
   app.decorateRequest("apiVersion", null);
-  app.addHook("onRequest", async (request) => {
-    request.apiVersionRequested = requestedApiVersion(request.headers[versionHeader.toLowerCase()]);
+  // Callback style, no promise: this runs for every request (Fastify answers what a hook throws as its error).
+  app.addHook("onRequest", (request, _reply, done) => {
+    request.apiVersionRequested = requestedApiVersion(request.headers[versionHeaderLowerCase]);
+    done();
   });
   // Callback style: no promise per response.
   app.addHook("onSend", (request, reply, payload, done) => {

@@ -83,6 +83,8 @@ export type Authenticator = {
   authenticate(secret: string): Promise<Tenant | null>;
   /** What the key is and who it acts for, or why it is refused. */
   check(secret: string): Promise<KeyCheck>;
+  /** check's answer, given at once (no promise) when it needs no query: a key remembered, or a made-up one. */
+  checkNow(secret: string): KeyCheck | Promise<KeyCheck>;
   /** Stops hearing the change bus (the memory is dropped with the authenticator). */
   close(): void;
 };
@@ -127,7 +129,7 @@ export function createAuthenticator(
     setBounded(valid, key, { principal: checked.principal, expiresAtMs }, limits.entriesMax);
     return checked;
   };
-  const check = async (secret: string): Promise<KeyCheck> => {
+  const checkNow = (secret: string): KeyCheck | Promise<KeyCheck> => {
     const digest = digestOf(secret);
     const key = digest.toString("base64");
     // A key remembered passed its checksum when it was looked up: only one that is not is checked (no query for a
@@ -151,8 +153,10 @@ export function createAuthenticator(
     lookup.checked.then(settled, settled);
     return lookup.checked;
   };
+  const check = async (secret: string): Promise<KeyCheck> => checkNow(secret);
   return {
     check,
+    checkNow,
     async authenticate(secret) {
       const checked = await check(secret);
       return checked.ok ? checked.principal.tenant : null;
