@@ -97,7 +97,21 @@ function presentCost(cost: CostBreakdown) {
   };
 }
 
-export function presentRoute(decision: RouteDecision) {
+/** The route as the API shows it; made once for each decision (payments routed alike share one: routing.ts). */
+export function presentRoute(decision: RouteDecision): RouteView {
+  const made = routeViews.get(decision);
+  if (made !== undefined) return made;
+  const view = routeViewOf(decision);
+  routeViews.set(decision, view);
+  return view;
+}
+
+type RouteView = ReturnType<typeof routeViewOf>;
+
+/** Views shared by the answers that show them: read-only, as JSON.stringify and the response schema read them. */
+const routeViews = new WeakMap<RouteDecision, RouteView>();
+
+function routeViewOf(decision: RouteDecision) {
   return {
     chosen: decision.chosen?.rail ?? null,
     candidates: decision.candidates.map((candidate) => ({

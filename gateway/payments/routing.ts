@@ -25,7 +25,7 @@ import type {
   RoutePolicy,
   Snapshot,
 } from "../router/types.ts";
-import { type CreatePaymentParams, type PaymentsDeps, type Refused, refuse } from "./deps.ts";
+import { type CreatePaymentParams, type PaymentsDeps, type Refused, type Router, refuse } from "./deps.ts";
 import { getQuote, insertQuote } from "./store.ts";
 import type { PaymentDestination } from "./types.ts";
 
@@ -88,7 +88,64 @@ async function routeNow(
   intent: PaymentIntent,
   policy: RoutePolicy,
 ): Promise<RouteDecision> {
-  const snapshot = await withEstimates(deps, deps.snapshot(), intent);
+  const current = deps.snapshot();
+  const snapshot = await withEstimates(deps, current, intent);
+  // The same question on the same snapshot (no estimate of this payment's own in it) gets the same decision: a
+  // payment to an account without constraints — the internal hot path, where many payments repeat one pair and
+  // amount — is answered from the snapshot's memo, one decision object shared, which the decision's JSON and its
+  // view are then made once for (decisionJson, presentRoute).
+  const memo = snapshot === current ? decisionMemoOf(deps.route, snapshot, intent, policy) : null;
+  const remembered = memo?.decisions.get(memo.key);
+  if (remembered !== undefined) return remembered;
+  const decision = routeOn(deps, snapshot, intent, policy);
+  if (memo !== null && memo.decisions.size < memoDecisionsMax) memo.decisions.set(memo.key, decision);
+  return decision;
+}
+
+/** The most decisions one snapshot's memo keeps (a snapshot lives a second or so: marketRefreshMs). */
+const memoDecisionsMax = 4_096;
+
+/** Decisions by router, then snapshot (both held weakly), then question: what routeNow answered on that snapshot. */
+const decisionMemos = new WeakMap<Router, WeakMap<Snapshot, Map<string, RouteDecision>>>();
+
+/**
+ * The memo a question's decision is kept in, and its key there; null for a question it does not cover. Covered: an
+ * account destination (a tenant's account, which its id names) under no constraints, so that the asset, the amount
+ * and the account are the whole question. Held by the router and the snapshot themselves, weakly: a memo goes with
+ * its snapshot, and another router (a test's) never reads this one's.
+ */
+function decisionMemoOf(
+  router: Router,
+  snapshot: Snapshot,
+  intent: PaymentIntent,
+  policy: RoutePolicy,
+): { decisions: Map<string, RouteDecision>; key: string } | null {
+  if (intent.destination.kind !== "account" || !isEmptyPolicy(policy)) return null;
+  let bySnapshot = decisionMemos.get(router);
+  if (bySnapshot === undefined) {
+    bySnapshot = new WeakMap();
+    decisionMemos.set(router, bySnapshot);
+  }
+  let decisions = bySnapshot.get(snapshot);
+  if (decisions === undefined) {
+    decisions = new Map();
+    bySnapshot.set(snapshot, decisions);
+  }
+  return { decisions, key: `${intent.asset.code}\n${intent.amount}\n${intent.destination.accountId}` };
+}
+
+function isEmptyPolicy(policy: RoutePolicy): boolean {
+  for (const key in policy) if ((policy as Record<string, unknown>)[key] !== undefined) return false;
+  return true;
+}
+
+/** The router's decision on this snapshot, an internal rail in another asset than the payment's excluded. */
+function routeOn(
+  deps: PaymentsDeps,
+  snapshot: Snapshot,
+  intent: PaymentIntent,
+  policy: RoutePolicy,
+): RouteDecision {
   // Denied through the policy, not by filtering the snapshot: the router keeps its prepared snapshot.
   const otherAsset = snapshot.rails
     .filter((rail) => rail.kind === "internal" && rail.asset.code !== intent.asset.code)

@@ -77,9 +77,16 @@ export const paymentLedgerLink = (paymentId: string): bigint => derivedLedgerId(
  */
 export function decisionJson(decision: RouteDecision | null): string {
   if (decision === null) return "null";
+  const made = decisionJsons.get(decision);
+  if (made !== undefined) return made;
   const { chosen: _chosen, ...rest } = decision;
-  return toJson(rest);
+  const json = toJson(rest);
+  decisionJsons.set(decision, json);
+  return json;
 }
+
+/** Each decision's JSON, made once: payments routed alike share one decision object (routing.ts's memo). */
+const decisionJsons = new WeakMap<RouteDecision, string>();
 
 function decisionFromJson(value: unknown, destination: PaymentDestination): RouteDecision {
   const stored = fromJson<Omit<RouteDecision, "chosen"> & { chosen?: RouteDecision["chosen"] }>(value);

@@ -1,0 +1,116 @@
+// routeNow's memo (routing.ts): a payment to an account without constraints is routed once per question and
+// snapshot, the decision shared; anything else that could change the answer asks the router again.
+import { describe, expect, it } from "vitest";
+import { type Asset, assets, type Rail } from "../../core/index.ts";
+import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
+import type { AccountRecord } from "../accounts/index.ts";
+import { buildSnapshot, route, type Snapshot, staticRateSource } from "../router/index.ts";
+import type { CreatePaymentParams, PaymentsDeps } from "./deps.ts";
+import { prepare } from "./routing.ts";
+import { decisionJson } from "./store.ts";
+
+const tenantId = "ten_memo";
+const account = (id: string, asset: Asset = assets.USDC): AccountRecord => ({
+  id,
+  tenantId,
+  kind: "customer",
+  asset,
+  ledgerAccountId: BigInt(id.length),
+  name: id,
+  rail: null,
+});
+const accounts = new Map([
+  ["acct_a", account("acct_a")],
+  ["acct_b", account("acct_b")],
+  ["acct_c", account("acct_c")],
+]);
+
+function counted() {
+  // Two internal rails, as the composition root makes them: one per asset, reaching accounts.
+  const rails = new Map(
+    [assets.USDC, assets.USD].map((asset) => {
+      const id = `internal-${asset.code.toLowerCase()}`;
+      const snapshot = () => ({
+        ...toyRailSnapshot(id, 0n),
+        kind: "internal" as const,
+        asset,
+        reaches: ["account" as const],
+        latencyMs: 0,
+      });
+      return [id, { id, kind: "internal", asset, snapshot } as unknown as Rail];
+    }),
+  );
+  const snapshotOf = (takenAtMs: number): Snapshot =>
+    buildSnapshot({
+      rails: [...rails.values()].map((rail) => rail.snapshot()),
+      rateSource: staticRateSource({
+        usdRates: {
+          USDC: { microUsd: 1n, perMinorUnits: 1n },
+          USD: { microUsd: 10_000n, perMinorUnits: 1n },
+        },
+      }),
+      assetCodes: ["USDC", "USD"],
+      takenAtMs,
+    });
+  let current = snapshotOf(1);
+  const counter = { calls: 0 };
+  const deps = {
+    accounts: { tenantAccount: async ({ id }: { id: string }) => accounts.get(id) ?? null },
+    rails,
+    snapshot: () => current,
+    route: (...args: Parameters<typeof route>) => {
+      counter.calls += 1;
+      return route(...args);
+    },
+  } as unknown as PaymentsDeps;
+  return { deps, counter, refresh: () => (current = snapshotOf(2)) };
+}
+
+const params = (over: Partial<CreatePaymentParams> = {}): CreatePaymentParams => ({
+  tenantId,
+  asset: "USDC",
+  amount: "0.000001",
+  sourceAccountId: "acct_a",
+  destination: { kind: "account", accountId: "acct_b" },
+  policy: {},
+  metadata: {},
+  idempotencyKey: null,
+  quoteId: null,
+  ...over,
+});
+
+async function decisionOf(deps: PaymentsDeps, over: Partial<CreatePaymentParams> = {}) {
+  const prepared = await prepare(deps, params(over));
+  if (!prepared.ok) throw new Error(`refused: ${JSON.stringify(prepared)}`);
+  return prepared.decision;
+}
+
+describe("routing a payment to an account", () => {
+  it("asks the router once per question on a snapshot, and shares the decision and its JSON", async () => {
+    const { deps, counter } = counted();
+    const first = await decisionOf(deps);
+    const second = await decisionOf(deps);
+    expect(counter.calls).toBe(1);
+    expect(second).toBe(first);
+    expect(first.chosen?.rail).toBe("internal-usdc");
+    // The other asset's internal rail is excluded as routeNow excludes it, memo or not.
+    expect(first.excluded.map((e) => [e.rail, e.reason])).toEqual([["internal-usd", "no_fx_rate"]]);
+    expect(decisionJson(second)).toBe(decisionJson(first));
+  });
+
+  it("asks again for another amount, another account, constraints, or a new snapshot", async () => {
+    const { deps, counter, refresh } = counted();
+    const base = await decisionOf(deps);
+    const otherAmount = await decisionOf(deps, { amount: "0.000002" });
+    expect(otherAmount.chosen?.amount).toBe(2n);
+    await decisionOf(deps, { destination: { kind: "account", accountId: "acct_c" } });
+    await decisionOf(deps, { policy: { maxLatencyMs: 10_000 } });
+    await decisionOf(deps, { policy: { maxLatencyMs: 10_000 } });
+    expect(counter.calls).toBe(5);
+    refresh();
+    const afterRefresh = await decisionOf(deps);
+    expect(counter.calls).toBe(6);
+    expect(afterRefresh).not.toBe(base);
+    expect(afterRefresh.snapshotTakenAtMs).toBe(2);
+  });
+});
