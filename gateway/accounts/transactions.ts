@@ -5,9 +5,11 @@
 //
 // The link to a payment or an invoice: their transfers carry derivedLedgerId(id, "payment" | "invoice") in
 // user_data_128 (a payout's post and fee post carry the reservation's id instead: an attempt's
-// reserve_transfer_id), found through the indexes of migration 0018. A refund's hold is its hold_transfer_id,
-// and its post or void names that hold.
+// reserve_transfer_id), found through the indexes of migration 0018. An internal payment's transfer carries the
+// payment id's own bits (ownLedgerId, migration 0040), which spell the payment id: found by it. A refund's hold is
+// its hold_transfer_id, and its post or void names that hold.
 import type { Sql } from "../db/index.ts";
+import { idBits, idOfBits } from "../ids/index.ts";
 import {
   type Ledger,
   namedCodes,
@@ -116,17 +118,22 @@ async function linksOf(
   const ids = [...candidates];
   const decimal = ids.map(String);
   const uuids = ids.map(hex);
-  const [reserved, payments, invoices, refunds] = await Promise.all([
+  const [reserved, payments, ownLinked, invoices, refunds] = await Promise.all([
+    // An attempt with its own transfer id (internal) is found through its payment's link instead.
     sql.query<{ link: string; id: string }>(
       `SELECT a.reserve_transfer_id::text AS link, a.payment_id AS id FROM attempts a
          JOIN payments p ON p.id = a.payment_id
-        WHERE a.reserve_transfer_id = ANY($2::numeric[]) AND p.tenant_id = $1`,
+        WHERE a.reserve_transfer_id = ANY($2::numeric[]) AND NOT a.own_transfer_id AND p.tenant_id = $1`,
       [tenantId, decimal],
     ),
     sql.query<{ link: string; id: string }>(
       `SELECT replace(ledger_link::text, '-', '') AS link, id FROM payments
         WHERE tenant_id = $1 AND ledger_link = ANY($2::uuid[])`,
       [tenantId, uuids],
+    ),
+    sql.query<{ id: string }>(
+      "SELECT id FROM payments WHERE tenant_id = $1 AND id = ANY($2::text[]) AND ledger_link IS NULL",
+      [tenantId, ids.map((id) => idOfBits("pay", id))],
     ),
     sql.query<{ link: string; id: string }>(
       `SELECT replace(switchyard_derived_ledger_id('invoice', id)::text, '-', '') AS link, id FROM invoices
@@ -137,6 +144,7 @@ async function linksOf(
   ]);
   const byHex = (rows: { link: string; id: string }[]) => new Map(rows.map((row) => [row.link, row.id]));
   const paymentLinks = byHex(payments);
+  for (const row of ownLinked) paymentLinks.set(hex(idBits(row.id)), row.id);
   for (const row of reserved) paymentLinks.set(hex(BigInt(row.link)), row.id);
   return { payments: paymentLinks, invoices: byHex(invoices), refunds: refunds };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { derivedLedgerId, isId, newId } from "./index.ts";
+import { derivedLedgerId, idBits, idOfBits, isId, newId, ownLedgerId } from "./index.ts";
 
 const alphabet = "0123456789abcdefghjkmnpqrstvwxyz";
 /** The 128 bits an id's 26 characters spell (read back with bigints, independently of how they were written). */
@@ -40,5 +40,36 @@ describe("derivedLedgerId", () => {
   it("is the same for the same id and purpose, and differs by purpose", () => {
     expect(derivedLedgerId("pay_x", "reserve")).toBe(derivedLedgerId("pay_x", "reserve"));
     expect(derivedLedgerId("pay_x", "reserve")).not.toBe(derivedLedgerId("pay_x", "post"));
+  });
+});
+
+describe("idBits and idOfBits", () => {
+  it("read an id's own 128 bits, and spell any u128 as an id again", () => {
+    const ids = [newId("pay", 0), newId("att", 1_795_000_000_000), newId("pay", 2 ** 48 - 1)];
+    for (const id of ids) {
+      expect(idBits(id)).toBe(bitsOf(id));
+      expect(idOfBits(id.startsWith("pay") ? "pay" : "att", idBits(id))).toBe(id);
+    }
+    for (const bits of [0n, 1n, (1n << 128n) - 1n, 0x0123456789abcdef0123456789abcdefn]) {
+      const id = idOfBits("pay", bits);
+      expect(isId("pay", id)).toBe(true);
+      expect(idBits(id)).toBe(bits);
+    }
+  });
+
+  it("refuses what is not an id's 26 characters, or spells more than 128 bits", () => {
+    expect(() => idBits("pay_0123")).toThrow(RangeError);
+    expect(() => idBits(`pay_${"u".repeat(26)}`)).toThrow(RangeError); // u is not Crockford's
+    expect(() => idBits(`pay_8${"0".repeat(25)}`)).toThrow(RangeError); // 8 << 125 needs 129 bits
+    expect(() => idOfBits("pay", 1n << 128n)).toThrow(RangeError);
+    expect(() => idOfBits("pay", -1n)).toThrow(RangeError);
+  });
+
+  it("ownLedgerId is time-ordered as ids are, where derivedLedgerId is not", () => {
+    const made = Array.from({ length: 200 }, (_, i) => newId("att", 1_795_000_000_000 + i));
+    const own = made.map(ownLedgerId);
+    expect([...own].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).toEqual(own);
+    const derived = made.map((id) => derivedLedgerId(id, "reserve"));
+    expect([...derived].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).not.toEqual(derived);
   });
 });

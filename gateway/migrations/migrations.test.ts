@@ -165,6 +165,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0037_netting_refused_payees.sql",
       "gateway/0038_hot_path_foreign_keys.sql",
       "gateway/0039_hot_path_indexes.sql",
+      "gateway/0040_own_ledger_ids.sql",
     ]);
   });
 
@@ -192,6 +193,37 @@ describe("0008: netting's accrual gets a code of its own", () => {
       ["outbox_created", ["brin", "created_at"]],
       ["payments_ledger_link", ["btree", "ledger_link"]],
     ]);
+  });
+
+  it("0040: rows from before keep their derived links and reservations, indexed; a row with its own is not", async () => {
+    const kept = await db.query<{ n: bigint }>(
+      "SELECT count(*) AS n FROM payments WHERE ledger_link IS NULL OR ledger_link <> switchyard_derived_ledger_id('payment', id)",
+    );
+    expect(kept[0]!.n).toBe(0n);
+    const owned = await db.query<{ id: string; own_transfer_id: boolean }>(
+      "SELECT id, own_transfer_id FROM attempts ORDER BY id",
+    );
+    expect(owned).toEqual([
+      { id: "att_m_executing", own_transfer_id: false },
+      { id: "att_m_failed", own_transfer_id: false },
+    ]);
+    const indexes = await db.query<{ indexname: string; indexdef: string }>(
+      `SELECT indexname, indexdef FROM pg_indexes
+        WHERE indexname IN ('payments_ledger_link', 'attempts_reserve_transfer_id') ORDER BY indexname`,
+    );
+    expect(
+      indexes.map((row) => [row.indexname, /(UNIQUE )?INDEX.*WHERE (.*)$/.exec(row.indexdef)?.slice(1)]),
+    ).toEqual([
+      ["attempts_reserve_transfer_id", ["UNIQUE ", "(NOT own_transfer_id)"]],
+      ["payments_ledger_link", [undefined, "(ledger_link IS NOT NULL)"]],
+    ]);
+    // Reservations stay unique where the attempt id does not make them so.
+    await expect(
+      db.query(
+        `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
+         VALUES ('att_m_again', 'pay_m', 7, 'evm', 'failed', 5, 0, 1000)`,
+      ),
+    ).rejects.toThrow(/attempts_reserve_transfer_id/);
   });
 
   it("0028: the outbox keeps no index of the old delivery loop", async () => {

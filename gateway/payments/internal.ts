@@ -11,10 +11,13 @@
 // request, or another process's at the same moment): the keys taken are looked up, their payments answered
 // `key_taken` (the caller reads the record), and the others written again together. Nothing is half-written — the
 // transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
+//
+// Ids: the transfer is the attempt id's own 128 bits and its link the payment id's (ownLedgerId, migration 0040):
+// time-ordered like the ids, and the rows need no index to be found from the ledger.
 import { type Db, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
-import { derivedLedgerId } from "../ids/index.ts";
-import { idToUuid, type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
-import { decisionJson, isPaymentKeyTaken, paymentLedgerLink, toJson } from "./store.ts";
+import { ownLedgerId } from "../ids/index.ts";
+import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
+import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
 import { type Attempt, insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
 
 /** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
@@ -113,7 +116,7 @@ const keyRoundsMax = 2;
 async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Promise<void> {
   const at = new Date(deps.nowMs());
   let settled: Array<{ payment: Payment; answer: StoredAnswer | null }> = [];
-  const links = batch.map(({ item }) => paymentLedgerLink(item.payment.id));
+  const links = batch.map(({ item }) => internalLedgerLink(item.payment.id));
   try {
     await moveEach(
       deps.ledger,
@@ -128,7 +131,7 @@ async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Pr
       })),
       (outcomes) => {
         settled = batch.map(({ item }, i) => finalOf(item, outcomes[i]!, at));
-        return batchStatement(batch, settled, links, at);
+        return batchStatement(batch, settled, at);
       },
     );
   } catch (error) {
@@ -184,8 +187,17 @@ async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<strin
   return new Set(rows.map((row) => `${row.tenant_id}\n${row.key}`));
 }
 
-/** The internal payment's one transfer: derived from its attempt, like a rail attempt's reservation. */
-export const transferIdOf = (attemptId: string): bigint => derivedLedgerId(attemptId, "reserve");
+/**
+ * The internal payment's one transfer: its attempt id's own bits (ownLedgerId), time-ordered and found again from the
+ * attempt id alone (the attempt row says so: own_transfer_id, migration 0040).
+ */
+export const transferIdOf = (attemptId: string): bigint => ownLedgerId(attemptId);
+
+/**
+ * The link an internal payment's transfer carries in user_data_128: the payment id's own bits. Its row keeps no
+ * ledger_link (null: the id's own bits), and an account's transactions spell the payment id from the link.
+ */
+export const internalLedgerLink = (paymentId: string): bigint => ownLedgerId(paymentId);
 
 function failureOf(outcome: Exclude<MoveOutcome, "moved">): { code: PaymentFailureCode; message: string } {
   switch (outcome) {
@@ -239,8 +251,6 @@ function finalOf(
 function batchStatement(
   batch: readonly Waiting[],
   settled: readonly { payment: Payment; answer: StoredAnswer | null }[],
-  /** Each payment's ledger link (paymentLedgerLink), as its transfer carries it. */
-  links: readonly bigint[],
   at: Date,
 ): Statement {
   const params: unknown[] = [];
@@ -280,7 +290,6 @@ function batchStatement(
           : ((row.item.record?.requestSha256 ?? row.item.requestSha256)?.toString("hex") ?? null),
       ),
     ),
-    texts(links.map(idToUuid)),
   ].join(", ")})`;
   const attemptRows = `ROWS FROM (${[
     texts(attempts.map((attempt) => attempt.id)),
@@ -308,18 +317,18 @@ function batchStatement(
   return {
     text: `WITH
      p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
-             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, ledger_link,
-             created_at, updated_at)
+             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, created_at,
+             updated_at)
        SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, decision, rail,
-              failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, decode(sha, 'hex'),
-              ledger_link::uuid, ${now}, ${now}
+              failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, decode(sha, 'hex'), ${now},
+              ${now}
        FROM ${paymentRows}
          AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, rail,
-               failure_code, failure_message, metadata, idempotency_key, quote_id, sha, ledger_link)
+               failure_code, failure_message, metadata, idempotency_key, quote_id, sha)
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, id, status),
-     a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence,
-             failure_code, failure_message, created_at, updated_at)
-       SELECT id, payment_id, 0, rail, status, amount::bigint, fee_max::bigint, fee::bigint, reserve_transfer_id::numeric,
+     a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id,
+             own_transfer_id, evidence, failure_code, failure_message, created_at, updated_at)
+       SELECT id, payment_id, 0, rail, status, amount::bigint, fee_max::bigint, fee::bigint, reserve_transfer_id::numeric, true,
               CASE WHEN json_typeof(evidence) = 'null' THEN NULL ELSE evidence::jsonb END, failure_code, failure_message,
               ${now}, ${now}
        FROM ${attemptRows}

@@ -7,7 +7,7 @@
 // whole, answered the same way every time it was asked.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Db } from "../../gateway/db/index.ts";
-import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { ownLedgerId } from "../../gateway/ids/index.ts";
 import {
   defaultLedgerLimits,
   type Ledger,
@@ -181,11 +181,25 @@ async function expectOnePaymentPerKey(heard: Heard): Promise<PaymentRow[]> {
  * a failed one, no other payment transfer at all; each source paid exactly its succeeded payments, nothing pending.
  */
 async function expectLedgerMatches(payments: readonly PaymentRow[]): Promise<void> {
-  const rows = await db.query<{ payment_id: string; transfer_id: string }>(
-    `SELECT a.payment_id, a.reserve_transfer_id::text AS transfer_id
+  const rows = await db.query<{
+    id: string;
+    payment_id: string;
+    transfer_id: string;
+    own_transfer_id: boolean;
+    ledger_link: string | null;
+  }>(
+    `SELECT a.id, a.payment_id, a.reserve_transfer_id::text AS transfer_id, a.own_transfer_id, p.ledger_link
      FROM attempts a JOIN payments p ON p.id = a.payment_id WHERE p.tenant_id = $1`,
     [batchedTenantId],
   );
+  // The transfer is named by its attempt id's own bits, and linked by the payment id's (migration 0040).
+  for (const row of rows)
+    expect(row).toEqual({
+      ...row,
+      transfer_id: String(ownLedgerId(row.id)),
+      own_transfer_id: true,
+      ledger_link: null,
+    });
   const transferIdOf = new Map(rows.map((row) => [row.payment_id, BigInt(row.transfer_id)]));
   // A run makes more payments than one lookup answers (lookupLimitMax) when the machine is quick: asked in parts.
   const ids = payments.map((payment) => transferIdOf.get(payment.id)!);
@@ -203,7 +217,7 @@ async function expectLedgerMatches(payments: readonly PaymentRow[]): Promise<voi
       id: payment.id,
       transfer:
         payment.status === "succeeded"
-          ? { amount: payment.amount, userData128: derivedLedgerId(payment.id, "payment") }
+          ? { amount: payment.amount, userData128: ownLedgerId(payment.id) }
           : null,
     });
   }
@@ -323,9 +337,7 @@ describe("internal payments written in batches, the worker killed at any point",
     expect(answers.filter((line) => fresh.includes(line.n) && !line.replayed).length).toBe(freshKeysFinal);
     expect(answers.filter((line) => repeats.includes(line.n) && line.replayed).length).toBe(repeatsFinal);
     const writtenNow = new Set(
-      answers
-        .filter((line) => !line.replayed)
-        .map((line) => String(derivedLedgerId(line.paymentId, "payment"))),
+      answers.filter((line) => !line.replayed).map((line) => String(ownLedgerId(line.paymentId))),
     );
     const refused = final.lines.filter((line): line is Refused => line.event === "refused");
     expect(refused.every((batch) => batch.keyTaken)).toBe(true);
