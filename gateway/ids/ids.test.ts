@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { derivedLedgerId, idBits, idOfBits, isId, newId, ownLedgerId } from "./index.ts";
+import { derivedLedgerId, idBits, idOfBits, isId, newId, newIdWithBits, ownLedgerId } from "./index.ts";
 
 const alphabet = "0123456789abcdefghjkmnpqrstvwxyz";
 /** The 128 bits an id's 26 characters spell (read back with bigints, independently of how they were written). */
@@ -55,6 +55,12 @@ describe("idBits and idOfBits", () => {
       expect(isId("pay", id)).toBe(true);
       expect(idBits(id)).toBe(bits);
     }
+  });
+
+  it("newIdWithBits gives the bits its id spells, and its ids sort as newId's do", () => {
+    const made = Array.from({ length: 1_000 }, (_, i) => newIdWithBits("att", 1_795_000_000_000 + (i >> 4)));
+    for (const { id, bits } of made) expect([isId("att", id), bits]).toEqual([true, idBits(id)]);
+    expect(made.map(({ id }) => id)).toEqual(made.map(({ id }) => id).sort());
   });
 
   it("refuses what is not an id's 26 characters, or spells more than 128 bits", () => {

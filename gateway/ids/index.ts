@@ -22,6 +22,20 @@ export type IdPrefix =
   | "pwl";
 
 export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
+  return `${prefix}_${base32(newIdBytes(nowMs))}`;
+}
+
+/** A new id and its 128 bits (idBits of the id, without reading it back): for an id that names a ledger object too. */
+export function newIdWithBits(prefix: IdPrefix, nowMs: number = Date.now()): { id: string; bits: bigint } {
+  const bytes = newIdBytes(nowMs);
+  return {
+    id: `${prefix}_${base32(bytes)}`,
+    bits: (bytes.readBigUInt64BE(0) << 64n) | bytes.readBigUInt64BE(8),
+  };
+}
+
+/** An id's 16 bytes: 48 bits of `nowMs`, then 80 random bits (counting up within one millisecond). */
+function newIdBytes(nowMs: number): Buffer {
   const bytes = Buffer.allocUnsafe(16);
   bytes.writeUIntBE(nowMs, 0, 6);
   if (nowMs === lastId.ms) {
@@ -39,7 +53,7 @@ export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   } else takeRandom(bytes, 6);
   lastId.ms = nowMs;
   bytes.copy(lastId.random, 0, 6);
-  return `${prefix}_${base32(bytes)}`;
+  return bytes;
 }
 
 /** The millisecond and random bits of this process's latest id (newId keeps ids of one millisecond in order). */

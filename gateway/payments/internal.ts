@@ -15,7 +15,6 @@
 // Ids: the transfer is the attempt id's own 128 bits and its link the payment id's (ownLedgerId, migration 0040):
 // time-ordered like the ids, and the rows need no index to be found from the ledger.
 import { type Db, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
-import { ownLedgerId } from "../ids/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
 import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
 import { type Attempt, insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
@@ -44,8 +43,10 @@ export type InternalPayment = {
     Payment,
     "status" | "rail" | "failureCode" | "failureMessage" | "attempts" | "createdAt" | "updatedAt"
   >;
-  /** `transferId`: the ledger transfer that moves the amount (transferIdOf the attempt id). */
+  /** `transferId`: the ledger transfer that moves the amount, the attempt id's own bits (ownLedgerId). */
   attempt: { id: string; rail: string; amount: bigint; feeMax: bigint; transferId: bigint };
+  /** What the transfer carries in user_data_128: the payment id's own bits (ownLedgerId); the row keeps none. */
+  ledgerLink: bigint;
   posting: Posting;
   idempotencyKey: string | null;
   /** Without the record: the digest of the request the key came with, kept on the payment (or null). */
@@ -116,15 +117,14 @@ const keyRoundsMax = 2;
 async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Promise<void> {
   const at = new Date(deps.nowMs());
   let settled: Array<{ payment: Payment; answer: StoredAnswer | null }> = [];
-  const links = batch.map(({ item }) => internalLedgerLink(item.payment.id));
   try {
     await moveEach(
       deps.ledger,
-      batch.map(({ item }, i) => ({
+      batch.map(({ item }) => ({
         posting: item.posting,
         transfer: {
           id: item.attempt.transferId,
-          userData128: links[i]!,
+          userData128: item.ledgerLink,
           evidence: { rail: "internal", reference: "ledger" },
           label: `internal payment ${item.payment.id}`,
         },
@@ -186,18 +186,6 @@ async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<strin
   );
   return new Set(rows.map((row) => `${row.tenant_id}\n${row.key}`));
 }
-
-/**
- * The internal payment's one transfer: its attempt id's own bits (ownLedgerId), time-ordered and found again from the
- * attempt id alone (the attempt row says so: own_transfer_id, migration 0040).
- */
-export const transferIdOf = (attemptId: string): bigint => ownLedgerId(attemptId);
-
-/**
- * The link an internal payment's transfer carries in user_data_128: the payment id's own bits. Its row keeps no
- * ledger_link (null: the id's own bits), and an account's transactions spell the payment id from the link.
- */
-export const internalLedgerLink = (paymentId: string): bigint => ownLedgerId(paymentId);
 
 function failureOf(outcome: Exclude<MoveOutcome, "moved">): { code: PaymentFailureCode; message: string } {
   switch (outcome) {

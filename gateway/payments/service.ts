@@ -17,14 +17,13 @@
 // Two departures from that life: a payment between two accounts of the tenant skips the reservation and is written
 // once, final, with the payments beside it (internal.ts); a payment whose rail takes longer than the request's wait
 // is answered as it stands, processing, and goes on here (recovery resumes it if this process stops).
-import { derivedLedgerId, newId } from "../ids/index.ts";
+import { derivedLedgerId, newId, newIdWithBits } from "../ids/index.ts";
 import { type Reservation, transferCodes } from "../ledger/index.ts";
 import type { RouteDecision } from "../router/types.ts";
 import { accruePayout, isPaymentNotProcessing, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
 import { type CreatePaymentParams, type CreatePaymentResult, type PaymentsDeps, refuse } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
 import { type Driven, failPayment, readPayment, runCandidates } from "./execution.ts";
-import { transferIdOf } from "./internal.ts";
 import { type Refusal, reserve } from "./reservations.ts";
 import { prepare } from "./routing.ts";
 import {
@@ -56,7 +55,8 @@ export async function createPayment(
   const netting = deps.netting;
   const accruesTo = accrualPayee(netting, decision, asset.code);
   const accrues = accruesTo !== null;
-  const paymentId = newId("pay");
+  // Its bits name its internal transfer's link (ownLedgerId), read off the id's bytes rather than its text.
+  const { id: paymentId, bits: paymentBits } = newIdWithBits("pay");
   // What is written, and (with what the database adds) the payment answered without reading it back.
   const fields = {
     id: paymentId,
@@ -84,16 +84,17 @@ export async function createPayment(
   ) {
     // Two accounts of the tenant: settled in the ledger alone, in one write shared with the payments beside it.
     deps.learning?.noteAttempt(firstRail.id);
-    const attemptId = newId("att");
+    const attempt = newIdWithBits("att");
     const settled = await deps.internal.settle({
       payment: fields,
       attempt: {
-        id: attemptId,
+        id: attempt.id,
         rail: firstRail.id,
         amount: firstCandidate.amount,
         feeMax: firstCandidate.feeMax,
-        transferId: transferIdOf(attemptId),
+        transferId: attempt.bits,
       },
+      ledgerLink: paymentBits,
       posting: {
         debitAccountId: source.ledgerAccountId,
         creditAccountId: target.ledgerAccountId,

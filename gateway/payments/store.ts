@@ -68,7 +68,7 @@ export function fromJson<T>(value: unknown): T {
 /**
  * The id a payment's ledger transfers carry in user_data_128, which an account's transactions are linked to it by:
  * kept on the payment (ledger_link, migration 0039), equal to SQL's switchyard_derived_ledger_id('payment', id). An
- * internal payment written in a batch links by its id's own bits instead, and keeps none (internalLedgerLink).
+ * internal payment written in a batch links by its id's own bits instead, and keeps none (ownLedgerId).
  */
 export const paymentLedgerLink = (paymentId: string): bigint => derivedLedgerId(paymentId, "payment");
 
