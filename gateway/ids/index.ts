@@ -77,22 +77,29 @@ function takeRandom(into: Buffer, from: number): void {
   randomPool.at += count;
 }
 
-/** 128 bits as 26 lower-case Crockford characters, most significant first (two leading zero bits make 130). */
+/**
+ * 128 bits as 26 lower-case Crockford characters, most significant first (two leading zero bits make 130). Written as
+ * character codes and made one string at the end: appending a character at a time made a string for each.
+ */
 function base32(bytes: Buffer): string {
-  let text = "";
   let pending = 0; // the bits read and not written yet, at most 12
   let width = 2;
+  let at = 0;
   for (const byte of bytes) {
     pending = (pending << 8) | byte;
     width += 8;
     while (width >= 5) {
       width -= 5;
-      text += crockford[(pending >> width) & 31];
+      base32Codes[at++] = crockfordCodes[(pending >> width) & 31]!;
     }
     pending &= (1 << width) - 1;
   }
-  return text;
+  return String.fromCharCode.apply(null, base32Codes as unknown as number[]);
 }
+
+const crockfordCodes = Uint8Array.from(crockford, (char) => char.charCodeAt(0));
+/** base32's characters, reused: 26 codes, filled before each string is made. */
+const base32Codes = new Uint16Array(26);
 
 /** Each Crockford character's value by its char code (-1: not one of them). */
 const crockfordValue = new Int8Array(128).fill(-1);
