@@ -356,6 +356,8 @@ async function targetOf(
  * nothing out of the gateway while the ledger booked it as paid out. Asked before anything is routed or held.
  */
 async function gatewayOwned(deps: PaymentsDeps, target: Destination | PayeeTarget): Promise<Refused | null> {
+  // A tenant's account is a ledger account, never an address a rail pays to: nothing to ask (the internal hot path).
+  if (target.kind === "account") return null;
   const destinations = target.kind === "payee" ? target.methods : [target];
   const asks: Promise<boolean>[] = [];
   for (const rail of deps.rails.values()) {
