@@ -254,6 +254,18 @@ function batchStatement(
   const keyed = rows.filter(
     (row) => row.item.record !== null && row.answer !== null && row.item.idempotencyKey !== null,
   );
+  // Payments routed alike share one decision (routing.ts's memo), sent once: each payment names its decision's place.
+  const decisionPlaces = new Map<string, number>();
+  const decisionAt = payments.map((payment) => {
+    const json = decisionJson(payment.decision);
+    let place = decisionPlaces.get(json);
+    if (place === undefined) {
+      place = decisionPlaces.size + 1;
+      decisionPlaces.set(json, place);
+    }
+    return place;
+  });
+  const decisions = `[${[...decisionPlaces.keys()].join(",")}]`;
   const paymentRows = `ROWS FROM (${[
     texts(payments.map((payment) => payment.id)),
     texts(payments.map((payment) => payment.tenantId)),
@@ -263,7 +275,7 @@ function batchStatement(
     texts(payments.map((payment) => payment.sourceAccountId)),
     documents(payments.map((payment) => toJson(payment.destination))),
     documents(payments.map((payment) => toJson(payment.policy))),
-    documents(payments.map((payment) => decisionJson(payment.decision))),
+    `unnest(${param(`{${decisionAt.join(",")}}`)}::int[])`,
     texts(payments.map((payment) => payment.rail)),
     texts(payments.map((payment) => payment.failureCode)),
     texts(payments.map((payment) => payment.failureMessage)),
@@ -304,15 +316,18 @@ function batchStatement(
   const keyCount = param(keyed.length);
   return {
     text: `WITH
+     d AS (SELECT place::int, decision FROM json_array_elements(${param(decisions)}::json) WITH ORDINALITY
+             AS e (decision, place)),
      p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
              rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, created_at,
              updated_at)
-       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, decision, rail,
+       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, d.decision, rail,
               failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, decode(sha, 'hex'), ${now},
               ${now}
        FROM ${paymentRows}
-         AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision, rail,
+         AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision_place, rail,
                failure_code, failure_message, metadata, idempotency_key, quote_id, sha)
+         JOIN d ON d.place = t.decision_place
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, id, status),
      a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id,
              own_transfer_id, evidence, failure_code, failure_message, created_at, updated_at)

@@ -32,7 +32,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const responses = await Promise.all(
       Array.from({ length: count }, (_, i) =>
         gw.client.POST("/v1/payments", {
-          body: { ...internal("0.000001"), metadata: { n: String(i) } },
+          // Three amounts: three routing decisions in one batch, each payment keeping its own.
+          body: { ...internal(`0.00000${1 + (i % 3)}`), metadata: { n: String(i) } },
           params: { header: { "Idempotency-Key": `together-${database}-${i}` } },
         }),
       ),
@@ -57,9 +58,12 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(row!.transactions).toBeLessThanOrEqual(BigInt(count / 4));
     expect(row!.events).toBe(BigInt(count));
     expect(row!.records).toBe(BigInt(count));
-    // What each was answered is what GET reads back.
-    const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: ids[7]! } } });
-    expect(fetched.data!).toEqual(responses[7]!.data!);
+    // What each was answered is what GET reads back, its route (the decision it was written with) included.
+    for (const i of [7, 8, 9]) {
+      const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: ids[i]! } } });
+      expect(fetched.data!).toEqual(responses[i]!.data!);
+      expect(fetched.data!.route?.candidates[0]?.amount).toBe(`0.00000${1 + (i % 3)}`);
+    }
   });
 
   it("fails a short payer alone: its neighbours in the batch succeed and its refusal is kept for its key", async () => {
