@@ -13,7 +13,9 @@
 // transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
 //
 // Ids: the transfer is the attempt id's own 128 bits and its link the payment id's (ownLedgerId, migration 0040):
-// time-ordered like the ids, and the rows need no index to be found from the ledger.
+// time-ordered like the ids, and the rows need no index to be found from the ledger. The payment's event (its only
+// one written here) is named by the payment id's characters too, "evt_" before them: time-ordered, where the
+// outbox's default (a random UUID) lands anywhere in its unique index; the default's 32 hex digits never spell one.
 import { type Db, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
 import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
@@ -336,8 +338,9 @@ function batchStatement(
               ${now}, ${now}
        FROM ${attemptRows}
          AS t (id, payment_id, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence, failure_code, failure_message)),
-     o AS (INSERT INTO outbox (tenant_id, type, payload, created_at)
-       SELECT tenant_id, CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,
+     o AS (INSERT INTO outbox (public_id, tenant_id, type, payload, created_at)
+       SELECT 'evt_' || substr(id, 5), tenant_id,
+              CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,
               jsonb_build_object('payment_id', id), ${now}
        FROM p),
      k AS (INSERT INTO idempotency_keys (tenant_id, key, request_sha256, response_status, payment_id, created_at)

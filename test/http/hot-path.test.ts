@@ -56,6 +56,15 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       [ids, `together-${database}-%`],
     );
     expect(row!.transactions).toBeLessThanOrEqual(BigInt(count / 4));
+    // Each payment's event is named by the payment id's characters, and found by that name.
+    const event = await gw.client.GET("/v1/events/{id}", {
+      params: { path: { id: `evt_${ids[3]!.slice("pay_".length)}` } },
+    });
+    expect([event.response.status, event.data?.type, event.data?.data.object]).toEqual([
+      200,
+      "payment.succeeded",
+      { payment_id: ids[3] },
+    ]);
     expect(row!.events).toBe(BigInt(count));
     expect(row!.records).toBe(BigInt(count));
     // What each was answered is what GET reads back, its route (the decision it was written with) included.
