@@ -259,7 +259,7 @@ function batchStatement(
   // Payments routed alike share one decision (routing.ts's memo), sent once: each payment names its decision's place.
   const decisionPlaces = new Map<string, number>();
   const decisionAt = payments.map((payment) => {
-    const json = decisionJson(payment.decision);
+    const json = decisionJson(payment.decision, payment.destination);
     let place = decisionPlaces.get(json);
     if (place === undefined) {
       place = decisionPlaces.size + 1;

@@ -95,7 +95,20 @@ describe("routing a payment to an account", () => {
     expect(first.chosen?.rail).toBe("internal-usdc");
     // The other asset's internal rail is excluded as routeNow excludes it, memo or not.
     expect(first.excluded.map((e) => [e.rail, e.reason])).toEqual([["internal-usd", "no_fx_rate"]]);
-    expect(decisionJson(second)).toBe(decisionJson(first));
+    const to = { kind: "account" as const, accountId: "acct_b" };
+    expect(decisionJson(second, to)).toBe(decisionJson(first, to));
+  });
+
+  it("keeps one JSON for payments to different accounts routed alike: the account is the payment's, not stored twice", async () => {
+    const { deps } = counted();
+    const toB = { kind: "account" as const, accountId: "acct_b" };
+    const toC = { kind: "account" as const, accountId: "acct_c" };
+    const b = await decisionOf(deps, { destination: toB });
+    const c = await decisionOf(deps, { destination: toC });
+    expect(c).not.toBe(b);
+    expect(c.candidates[0]?.destination).toEqual(toC);
+    expect(decisionJson(c, toC)).toBe(decisionJson(b, toB));
+    expect(decisionJson(b, toB)).not.toContain("acct_");
   });
 
   it("asks again for another amount, another account, constraints, or a new snapshot", async () => {

@@ -74,14 +74,21 @@ export const paymentLedgerLink = (paymentId: string): bigint => derivedLedgerId(
 
 /**
  * A routing decision as a payment keeps it: its chosen candidate is always the first (route.ts, routing.ts), so it is
- * not written a second time — a third of the decision — and is put back when read.
+ * not written a second time — a third of the decision — and is put back when read. A payment to a tenant's account
+ * pays that account whichever candidate it takes: its candidates do not name it either (put back from the payment's
+ * destination when read, as for rows from before candidates named one), so payments to different accounts routed
+ * alike keep the same JSON (sent once in a batch: payments/internal.ts).
  */
-export function decisionJson(decision: RouteDecision | null): string {
+export function decisionJson(decision: RouteDecision | null, destination: PaymentDestination): string {
   if (decision === null) return "null";
   const made = decisionJsons.get(decision);
   if (made !== undefined) return made;
   const { chosen: _chosen, ...rest } = decision;
-  const json = toJson(rest);
+  const json = toJson(
+    destination.kind === "account"
+      ? { ...rest, candidates: rest.candidates.map(({ destination: _to, ...candidate }) => candidate) }
+      : rest,
+  );
   decisionJsons.set(decision, json);
   return json;
 }
@@ -243,7 +250,7 @@ export function insertPaymentStatement(
     payment.sourceAccountId,
     toJson(payment.destination),
     toJson(payment.policy),
-    decisionJson(payment.decision),
+    decisionJson(payment.decision, payment.destination),
     JSON.stringify(payment.metadata),
     payment.idempotencyKey,
     payment.quoteId,
