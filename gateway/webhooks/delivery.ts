@@ -161,32 +161,40 @@ async function rebaseIfRestored(db: Db): Promise<void> {
 
 /** One batch: its events and the deliveries made. */
 async function fanOutBatch(deps: DeliveryDeps): Promise<{ events: number; made: number }> {
-  // Each event once, with one row per endpoint that wants it (endpoint_id null: none does). Events marked by the
-  // fan-out before the cursor (fanned_out_at) have no xact and stay out of the range. The cursor is read as a value
-  // (a subquery), so that both ends of the range bound the index scan: joined as a table, its comparison was a
-  // filter over every retained event.
+  // The batch's events (events marked by the fan-out before the cursor, fanned_out_at, have no xact and stay out of
+  // the range), read once: a row for each endpoint that wants one, in order, then the batch's last event and its
+  // count — an event no endpoint wants is not sent back (most of them, most of the time), only counted. The cursor
+  // is read as a value (a subquery), so that both ends of the range bound the index scan: joined as a table, its
+  // comparison was a filter over every retained event.
   const rows = await deps.db.query<{
     id: bigint;
     xact: string;
-    tenant_id: string;
+    tenant_id: string | null;
     endpoint_id: string | null;
+    events: number | null;
   }>(
     `WITH event AS (
        SELECT o.id, o.xact, o.tenant_id, o.type FROM outbox o
        WHERE (o.xact, o.id) > (SELECT xact, id FROM outbox_fan_out)
          AND o.xact < pg_snapshot_xmin(pg_current_snapshot())
-       ORDER BY o.xact, o.id LIMIT $1)
-     SELECT event.id, event.xact::text AS xact, event.tenant_id, endpoint.id AS endpoint_id
-     FROM event LEFT JOIN webhook_endpoints endpoint
-       ON endpoint.tenant_id = event.tenant_id AND endpoint.enabled
-      AND (endpoint.enabled_events ? '*' OR endpoint.enabled_events ? event.type)
-     ORDER BY event.xact, event.id, endpoint.created_at, endpoint.id`,
+       ORDER BY o.xact, o.id LIMIT $1),
+     last AS (SELECT id, xact FROM event ORDER BY xact DESC, id DESC LIMIT 1)
+     SELECT id, xact::text AS xact, tenant_id, endpoint_id, events FROM (
+       SELECT 0 AS part, event.xact AS x, event.id, event.xact, event.tenant_id, endpoint.created_at AS since,
+              endpoint.id AS endpoint_id, NULL::int AS events
+       FROM event JOIN webhook_endpoints endpoint
+         ON endpoint.tenant_id = event.tenant_id AND endpoint.enabled
+        AND (endpoint.enabled_events ? '*' OR endpoint.enabled_events ? event.type)
+       UNION ALL
+       SELECT 1, last.xact, last.id, last.xact, NULL, NULL, NULL, (SELECT count(*)::int FROM event) FROM last
+     ) AS batch
+     ORDER BY part, x, id, since, endpoint_id`,
     [deps.limits.batchEventsMax],
   );
   const last = rows.at(-1);
-  if (last === undefined) return { events: 0, made: 0 };
-  const events = new Set(rows.map((row) => row.id)).size;
-  const wanted = rows.filter((row) => row.endpoint_id !== null);
+  if (last === undefined || last.events === null) return { events: 0, made: 0 };
+  const { events } = last;
+  const wanted = rows.slice(0, -1) as Array<{ id: bigint; tenant_id: string; endpoint_id: string }>;
   // Two processes fanning out one batch make one delivery per endpoint (the unique pair); the cursor only moves on.
   // An endpoint deleted since the read gets none: the endpoints are locked against deletion first (a delete that
   // committed meanwhile leaves its row out), so no delivery names one that is gone.

@@ -355,6 +355,28 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     await g.quiet();
   });
 
+  it("moves past a backlog no endpoint wants in one pass, making nothing (its events are counted, not read back)", async () => {
+    const quiet = await tenant("no endpoints");
+    await gw.app.db.query(
+      `INSERT INTO outbox (tenant_id, type, payload)
+       SELECT $1, 'payment.succeeded', '{"payment_id":"pay_test"}'::jsonb FROM generate_series(1, 250)`,
+      [quiet.id],
+    );
+    // Batches of 100: three, the last short; a pass that took a batch without wanted events for the last stops early.
+    expect(await fanOutEvents(deps({ batchEventsMax: 100 }))).toBe(0);
+    const [left] = await gw.app.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM outbox o, outbox_fan_out c
+       WHERE o.tenant_id = $1 AND (o.xact, o.id) > (c.xact, c.id)`,
+      [quiet.id],
+    );
+    expect(left!.n).toBe(0);
+    const [made] = await gw.app.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM webhook_deliveries WHERE tenant_id = $1",
+      [quiet.id],
+    );
+    expect(made!.n).toBe(0);
+  });
+
   it("fans out an event of a transaction still open once it commits, never skipping it for a later one", async () => {
     if (database === "pglite") return; // one connection: no transaction stays open beside the fan-out
     const h = await tenant("open transaction");
