@@ -12,7 +12,9 @@
 // best case's throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
 //
 // Metrics: payments_per_s (requests_per_s for the floors), p50_ms and p99_ms (autocannon's, whole milliseconds), and
-// mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres).
+// mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres). On
+// PostgreSQL also payments_per_commit and wal_bytes_per_payment (from pg_stat_database and pg_stat_wal, which
+// backends report about once a second: near, not exact, over a 10 s row), what group commit and the rows cost.
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
 // BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,96,128,192,256": near the bound, throughput grows with
@@ -23,6 +25,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
+import pg from "pg";
 import { requestsInFlightMaxDefault } from "../gateway/http/admission.ts";
 import { freePort } from "../scripts/lib/free-port.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
@@ -54,6 +57,9 @@ type Measured = {
   /** CPU time per answered request over the measured window: the server process's, and PostgreSQL's (all its processes). */
   serverCpuUs: number;
   postgresCpuUs: number;
+  /** Over the measured window, on PostgreSQL (null: no database watched). */
+  paymentsPerCommit: number | null;
+  walBytesPerPayment: number | null;
 };
 
 /** The processes whose CPU time a case counts: the server under load, and PostgreSQL's postmaster (null: none). */
@@ -117,7 +123,11 @@ export async function run(): Promise<BenchResult> {
       const gateway = await startGateway({ DATABASE_URL: url });
       try {
         const load = demoLoad(gateway.apiKey, gateway.accounts);
-        const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: postgres.pid() } };
+        const target = {
+          url: gateway.url,
+          watched: { server: gateway.pid, postmaster: postgres.pid() },
+          database: url,
+        };
         if (wanted("internal-postgres")) {
           const best = await bestWithinBound(target, load);
           bestClients = best.clients;
@@ -141,7 +151,11 @@ export async function run(): Promise<BenchResult> {
         ...(inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax }),
       });
       try {
-        const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: postgres.pid() } };
+        const target = {
+          url: gateway.url,
+          watched: { server: gateway.pid, postmaster: postgres.pid() },
+          database: url,
+        };
         const offered = 2 * Math.max(bestPaymentsPerS, 100);
         const measured = await measure(
           target,
@@ -163,7 +177,11 @@ export async function run(): Promise<BenchResult> {
       const url = await createTestDatabase(postgres.url, "bench_http_many");
       const gateway = await startGateway({ DATABASE_URL: url }, { seed: url });
       try {
-        const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: postgres.pid() } };
+        const target = {
+          url: gateway.url,
+          watched: { server: gateway.pid, postmaster: postgres.pid() },
+          database: url,
+        };
         const best = await bestWithinBound(target, manyLoad(gateway.seeded));
         rows.push(paymentsRow("internal-postgres-many", best.measured, best.clients));
       } finally {
@@ -227,6 +245,8 @@ function paymentsRow(name: string, m: Measured, clients: number): BenchRow {
     clients,
     gateway_cpu_us_per_payment: m.serverCpuUs,
     postgres_cpu_us_per_payment: m.postgresCpuUs,
+    ...(m.paymentsPerCommit === null ? {} : { payments_per_commit: m.paymentsPerCommit }),
+    ...(m.walBytesPerPayment === null ? {} : { wal_bytes_per_payment: m.walBytesPerPayment }),
     non2xx: m.non2xx,
     errors: m.errors,
   };
@@ -301,7 +321,23 @@ function floorLoad(): Load {
 
 // ---- measuring
 
-type Target = { url: string; watched: Watched };
+/** `database`: the database the server writes to, whose commits and WAL a case counts (absent: none). */
+type Target = { url: string; watched: Watched; database?: string };
+
+/** The database's commits so far and the cluster's WAL bytes (the bench's database is the only one written). */
+async function writesNow(database: string): Promise<{ commits: number; walBytes: number }> {
+  const client = new pg.Client(database);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ commits: string; wal_bytes: string }>(
+      `SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())::text AS commits,
+              (SELECT wal_bytes FROM pg_stat_wal)::text AS wal_bytes`,
+    );
+    return { commits: Number(rows[0]!.commits), walBytes: Number(rows[0]!.wal_bytes) };
+  } finally {
+    await client.end();
+  }
+}
 
 async function measure(
   target: Target,
@@ -320,6 +356,7 @@ async function drive(
   seconds: number,
   ratePerS?: number,
 ): Promise<Measured> {
+  const writesBefore = target.database === undefined ? null : await writesNow(target.database);
   const before = cpuNow(target.watched);
   const result = await autocannon({
     url: `${target.url}/v1/payments`,
@@ -338,8 +375,16 @@ async function drive(
   });
   const ok = result["2xx"];
   const after = cpuNow(target.watched);
+  const writesAfter = target.database === undefined ? null : await writesNow(target.database);
   const perRequestUs = (seconds: number) => (ok === 0 ? 0 : Math.round((seconds * 1e6) / ok));
+  const commits =
+    writesAfter === null || writesBefore === null ? null : writesAfter.commits - writesBefore.commits;
   return {
+    paymentsPerCommit: commits === null || commits <= 0 ? null : Number((ok / commits).toFixed(1)),
+    walBytesPerPayment:
+      writesAfter === null || writesBefore === null || ok === 0
+        ? null
+        : Math.round((writesAfter.walBytes - writesBefore.walBytes) / ok),
     serverCpuUs: perRequestUs(after.server - before.server),
     postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
     requestsPerS: ok / seconds,
@@ -357,7 +402,7 @@ async function bestWithinBound(target: Target, load: Load): Promise<{ clients: n
   for (const clients of clientCounts) {
     const measured = await measure(target, load, clients);
     console.log(
-      `  ${clients} clients: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs`,
+      `  ${clients} clients: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
     );
     tries.push({ clients, measured });
   }
