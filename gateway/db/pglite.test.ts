@@ -18,9 +18,27 @@ describe("a PGlite directory", () => {
       await first.close();
       const again = await openPglite(dataDir);
       expect(await again.query("SELECT n FROM kept")).toEqual([{ n: 7 }]);
+      // On disk, new WAL segments are zero-filled as PostgreSQL does by default.
+      expect(await again.query("SHOW wal_init_zero")).toEqual([{ wal_init_zero: "on" }]);
       await again.close();
     } finally {
       await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("PGlite in memory", () => {
+  it("does not zero-fill a new WAL segment (in memory that copies the growing file over and over)", async () => {
+    const db = await openPglite(undefined);
+    try {
+      expect(await db.query("SHOW wal_init_zero")).toEqual([{ wal_init_zero: "off" }]);
+      // Still off after a transaction (a session setting, on PGlite's one session).
+      await db.transaction(async (tx) => {
+        await tx.query("SELECT 1");
+      });
+      expect(await db.query("SHOW wal_init_zero")).toEqual([{ wal_init_zero: "off" }]);
+    } finally {
+      await db.close();
     }
   });
 });
