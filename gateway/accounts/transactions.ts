@@ -9,7 +9,7 @@
 // payment id's own bits (ownLedgerId, migration 0040), which spell the payment id: found by it. A refund's hold is
 // its hold_transfer_id, and its post or void names that hold.
 import type { Sql } from "../db/index.ts";
-import { idBits, idOfBits } from "../ids/index.ts";
+import { idOfBits } from "../ids/index.ts";
 import {
   type Ledger,
   namedCodes,
@@ -118,6 +118,8 @@ async function linksOf(
   const ids = [...candidates];
   const decimal = ids.map(String);
   const uuids = ids.map(hex);
+  /** Each candidate as the payment id it spells (an internal payment's link is its id's own bits), and back. */
+  const spelled = new Map(ids.map((id) => [idOfBits("pay", id), id]));
   const [reserved, payments, ownLinked, invoices, refunds] = await Promise.all([
     // An attempt with its own transfer id (internal) is found through its payment's link instead.
     sql.query<{ link: string; id: string }>(
@@ -133,7 +135,7 @@ async function linksOf(
     ),
     sql.query<{ id: string }>(
       "SELECT id FROM payments WHERE tenant_id = $1 AND id = ANY($2::text[]) AND ledger_link IS NULL",
-      [tenantId, ids.map((id) => idOfBits("pay", id))],
+      [tenantId, [...spelled.keys()]],
     ),
     sql.query<{ link: string; id: string }>(
       `SELECT replace(switchyard_derived_ledger_id('invoice', id)::text, '-', '') AS link, id FROM invoices
@@ -144,7 +146,7 @@ async function linksOf(
   ]);
   const byHex = (rows: { link: string; id: string }[]) => new Map(rows.map((row) => [row.link, row.id]));
   const paymentLinks = byHex(payments);
-  for (const row of ownLinked) paymentLinks.set(hex(idBits(row.id)), row.id);
+  for (const row of ownLinked) paymentLinks.set(hex(spelled.get(row.id)!), row.id);
   for (const row of reserved) paymentLinks.set(hex(BigInt(row.link)), row.id);
   return { payments: paymentLinks, invoices: byHex(invoices), refunds: refunds };
 }

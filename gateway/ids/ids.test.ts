@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { derivedLedgerId, idBits, idOfBits, isId, newId, newIdWithBits, ownLedgerId } from "./index.ts";
+import { derivedLedgerId, idOfBits, isId, newId, newIdWithBits, ownLedgerId } from "./index.ts";
 
 const alphabet = "0123456789abcdefghjkmnpqrstvwxyz";
 /** The 128 bits an id's 26 characters spell (read back with bigints, independently of how they were written). */
@@ -43,30 +43,30 @@ describe("derivedLedgerId", () => {
   });
 });
 
-describe("idBits and idOfBits", () => {
+describe("ownLedgerId and idOfBits", () => {
   it("read an id's own 128 bits, and spell any u128 as an id again", () => {
     const ids = [newId("pay", 0), newId("att", 1_795_000_000_000), newId("pay", 2 ** 48 - 1)];
     for (const id of ids) {
-      expect(idBits(id)).toBe(bitsOf(id));
-      expect(idOfBits(id.startsWith("pay") ? "pay" : "att", idBits(id))).toBe(id);
+      expect(ownLedgerId(id)).toBe(bitsOf(id));
+      expect(idOfBits(id.startsWith("pay") ? "pay" : "att", ownLedgerId(id))).toBe(id);
     }
     for (const bits of [0n, 1n, (1n << 128n) - 1n, 0x0123456789abcdef0123456789abcdefn]) {
       const id = idOfBits("pay", bits);
       expect(isId("pay", id)).toBe(true);
-      expect(idBits(id)).toBe(bits);
+      expect(ownLedgerId(id)).toBe(bits);
     }
   });
 
   it("newIdWithBits gives the bits its id spells, and its ids sort as newId's do", () => {
     const made = Array.from({ length: 1_000 }, (_, i) => newIdWithBits("att", 1_795_000_000_000 + (i >> 4)));
-    for (const { id, bits } of made) expect([isId("att", id), bits]).toEqual([true, idBits(id)]);
+    for (const { id, bits } of made) expect([isId("att", id), bits]).toEqual([true, ownLedgerId(id)]);
     expect(made.map(({ id }) => id)).toEqual(made.map(({ id }) => id).sort());
   });
 
   it("refuses what is not an id's 26 characters, or spells more than 128 bits", () => {
-    expect(() => idBits("pay_0123")).toThrow(RangeError);
-    expect(() => idBits(`pay_${"u".repeat(26)}`)).toThrow(RangeError); // u is not Crockford's
-    expect(() => idBits(`pay_8${"0".repeat(25)}`)).toThrow(RangeError); // 8 << 125 needs 129 bits
+    expect(() => ownLedgerId("pay_0123")).toThrow(RangeError);
+    expect(() => ownLedgerId(`pay_${"u".repeat(26)}`)).toThrow(RangeError); // u is not Crockford's
+    expect(() => ownLedgerId(`pay_8${"0".repeat(25)}`)).toThrow(RangeError); // 8 << 125 needs 129 bits
     expect(() => idOfBits("pay", 1n << 128n)).toThrow(RangeError);
     expect(() => idOfBits("pay", -1n)).toThrow(RangeError);
   });

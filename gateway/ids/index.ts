@@ -25,7 +25,7 @@ export function newId(prefix: IdPrefix, nowMs: number = Date.now()): string {
   return `${prefix}_${base32(newIdBytes(nowMs))}`;
 }
 
-/** A new id and its 128 bits (idBits of the id, without reading it back): for an id that names a ledger object too. */
+/** A new id and its 128 bits (ownLedgerId of the id, without reading it back): for an id that names a ledger object too. */
 export function newIdWithBits(prefix: IdPrefix, nowMs: number = Date.now()): { id: string; bits: bigint } {
   const bytes = newIdBytes(nowMs);
   return {
@@ -101,34 +101,7 @@ const crockfordCodes = Uint8Array.from(crockford, (char) => char.charCodeAt(0));
 /** base32's characters, reused: 26 codes, filled before each string is made. */
 const base32Codes = new Uint16Array(26);
 
-/** Each Crockford character's value by its char code (-1: not one of them). */
-const crockfordValue = new Int8Array(128).fill(-1);
-for (const [value, char] of [...crockford].entries()) crockfordValue[char.charCodeAt(0)] = value;
-
-/**
- * The 128 bits a public id encodes (its 26 characters after the prefix), as a u128: what ownLedgerId gives. Read as
- * 32 hex digits (two characters, then six groups of four: 8 and 6 × 20 bits) for one BigInt, not one per character.
- */
-export function idBits(publicId: string): bigint {
-  const from = publicId.indexOf("_") + 1;
-  if (publicId.length - from !== 26) throw new RangeError(`not a public id: ${publicId}`);
-  const digit = (at: number) => {
-    const code = publicId.charCodeAt(from + at);
-    const value = code < 128 ? crockfordValue[code]! : -1;
-    if (value < 0) throw new RangeError(`not a public id: ${publicId}`);
-    return value;
-  };
-  const head = (digit(0) << 5) | digit(1);
-  if (head > 0xff) throw new RangeError(`not a public id: ${publicId}`); // past 128 bits
-  let hex = head.toString(16).padStart(2, "0");
-  for (let at = 2; at < 26; at += 4) {
-    const group = (digit(at) << 15) | (digit(at + 1) << 10) | (digit(at + 2) << 5) | digit(at + 3);
-    hex += group.toString(16).padStart(5, "0");
-  }
-  return BigInt(`0x${hex}`);
-}
-
-/** The public id of `prefix` whose 128 bits are `bits` (idBits's inverse): any u128 has one. */
+/** The public id of `prefix` whose 128 bits are `bits` (ownLedgerId's inverse): any u128 has one. */
 export function idOfBits(prefix: IdPrefix, bits: bigint): string {
   if (bits < 0n || bits >> 128n !== 0n) throw new RangeError("not a u128");
   let text = "";
@@ -143,12 +116,24 @@ export function isId(prefix: IdPrefix, text: string): boolean {
 }
 
 /**
- * A public id's own 128 bits as a ledger id: stable across retries like derivedLedgerId, and also time-ordered (the
- * id's 48-bit time leads), so transfers written with such ids land at the right edge of the ledger's primary key, and
- * the public id is found again from the ledger id without an index (idOfBits). One per public id: for the one ledger
- * object that public id stands for (an internal payment's transfer, say); others take derivedLedgerId.
+ * A public id's own 128 bits (its 26 characters after the prefix, read back) as a ledger id: stable across retries like
+ * derivedLedgerId, and also time-ordered (the id's 48-bit time leads), so transfers written with such ids land at the
+ * right edge of the ledger's primary key, and the public id is found again from the ledger id without an index
+ * (idOfBits). One per public id: for the one ledger object that public id stands for (an internal payment's transfer,
+ * say); others take derivedLedgerId. A new id comes with its bits already (newIdWithBits).
  */
-export const ownLedgerId = (publicId: string): bigint => idBits(publicId);
+export function ownLedgerId(publicId: string): bigint {
+  const text = publicId.slice(publicId.indexOf("_") + 1);
+  if (text.length !== 26) throw new RangeError(`not a public id: ${publicId}`);
+  let bits = 0n;
+  for (const char of text) {
+    const digit = crockford.indexOf(char);
+    if (digit < 0) throw new RangeError(`not a public id: ${publicId}`);
+    bits = (bits << 5n) | BigInt(digit);
+  }
+  if (bits >> 128n !== 0n) throw new RangeError(`not a public id: ${publicId}`); // past 128 bits
+  return bits;
+}
 
 /** A u128 ledger id derived from a public id and what it is for: stable across retries, never 0. */
 export function derivedLedgerId(publicId: string, purpose: string): bigint {
