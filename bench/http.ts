@@ -114,6 +114,12 @@ function cpuNow(watched: Watched) {
 
 export async function run(): Promise<BenchResult> {
   const postgres = await startPostgres();
+  /** A gateway on `database` of this PostgreSQL: its CPU, PostgreSQL's, and the database's commits and WAL counted. */
+  const onPostgres = (gateway: RunningGateway, database: string): Target => ({
+    url: gateway.url,
+    watched: { server: gateway.pid, postmaster: postgres.pid() },
+    database,
+  });
   const rows: BenchRow[] = [];
   try {
     let bestClients = clientCounts[clientCounts.length - 1]!;
@@ -123,11 +129,7 @@ export async function run(): Promise<BenchResult> {
       const gateway = await startGateway({ DATABASE_URL: url });
       try {
         const load = demoLoad(gateway.apiKey, gateway.accounts);
-        const target = {
-          url: gateway.url,
-          watched: { server: gateway.pid, postmaster: postgres.pid() },
-          database: url,
-        };
+        const target = onPostgres(gateway, url);
         if (wanted("internal-postgres")) {
           const best = await bestWithinBound(target, load);
           bestClients = best.clients;
@@ -151,11 +153,7 @@ export async function run(): Promise<BenchResult> {
         ...(inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax }),
       });
       try {
-        const target = {
-          url: gateway.url,
-          watched: { server: gateway.pid, postmaster: postgres.pid() },
-          database: url,
-        };
+        const target = onPostgres(gateway, url);
         const offered = 2 * Math.max(bestPaymentsPerS, 100);
         const measured = await measure(
           target,
@@ -177,11 +175,7 @@ export async function run(): Promise<BenchResult> {
       const url = await createTestDatabase(postgres.url, "bench_http_many");
       const gateway = await startGateway({ DATABASE_URL: url }, { seed: url });
       try {
-        const target = {
-          url: gateway.url,
-          watched: { server: gateway.pid, postmaster: postgres.pid() },
-          database: url,
-        };
+        const target = onPostgres(gateway, url);
         const best = await bestWithinBound(target, manyLoad(gateway.seeded));
         rows.push(paymentsRow("internal-postgres-many", best.measured, best.clients));
       } finally {
