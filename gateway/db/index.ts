@@ -20,9 +20,11 @@
 // the answer of the one before it, and the server runs them in order, each with its own Sync (an error aborts the
 // transaction, not the statements' protocol). transaction() sends BEGIN with the first statement and COMMIT as soon as
 // its body returns, then waits for every answer: the statements of a transaction whose body does not await each one
-// (a ledger batch) travel in one round trip.
+// (a ledger batch) travel in one round trip, and those asked for in one turn of the event loop in one write
+// (corkForTurn).
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
+import type { Writable } from "node:stream";
 import { PGlite, types as pgliteTypes, protocol } from "@electric-sql/pglite";
 import pg from "pg";
 import {
@@ -305,6 +307,7 @@ export function openPostgres(config: {
           throw error;
         }
         unanswered += 1;
+        corkForTurn(client);
         try {
           return await query<R>(client, text, values, unanswered - 1);
         } catch (failure) {
@@ -375,6 +378,20 @@ export function openPostgres(config: {
       await pool.end();
     },
   };
+}
+
+/**
+ * Holds a transaction's outgoing messages until the current turn of the event loop ends (the socket corked, uncorked
+ * on process.nextTick, which runs once the turn's promise callbacks are done): the statements asked for in one turn
+ * leave in one write. node-postgres writes each statement on its own (a write per statement, a simple one's BEGIN or
+ * COMMIT too), and each write is a system call that wakes the server's backend: a ledger batch's BEGIN, transfer
+ * insert and callers' statements, then its clock, apply and COMMIT, were six writes; now two.
+ */
+function corkForTurn(client: pg.PoolClient): void {
+  const stream = (client as unknown as { connection?: { stream?: Writable } }).connection?.stream;
+  if (stream === undefined || typeof stream.cork !== "function" || stream.writableCorked > 0) return;
+  stream.cork();
+  process.nextTick(() => stream.uncork());
 }
 
 const timedOut = (error: unknown) => error instanceof Error && error.message === pgQueryTimeoutMessage;

@@ -1,16 +1,21 @@
 // A transaction on PostgreSQL in pipeline mode (gateway/db/index.ts transaction()): its statements go without waiting
 // for the answers of those before them, and the COMMIT goes behind them as soon as its body returns. All or none
 // still: a statement that fails in this process, before reaching the server (a parameter node-postgres cannot
-// serialize), has not aborted the transaction there, so the COMMIT must not go.
+// serialize), has not aborted the transaction there, so the COMMIT must not go. And what goes together leaves
+// together: the statements asked for in one turn of the event loop are one write to the server's socket.
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { type Db, openPostgres } from "../../gateway/db/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 let db: Db;
+let serverPort: number;
 
 beforeAll(async () => {
+  const url = await createTestDatabase(inject("postgresUrl"), "pipelined_tx");
+  serverPort = Number(new URL(url).port);
   db = openPostgres({
-    url: await createTestDatabase(inject("postgresUrl"), "pipelined_tx"),
+    url,
     poolSizeMax: 2,
     statementTimeoutMs: 10_000,
   });
@@ -20,6 +25,23 @@ beforeAll(async () => {
 afterAll(async () => {
   await db?.close();
 });
+
+/** Counts the writes this process makes to sockets connected to the server (each a system call), until stopped. */
+function countingWrites(port: number) {
+  const proto = net.Socket.prototype as unknown as Record<"_write" | "_writev", (...args: unknown[]) => void>;
+  const originals = { _write: proto._write, _writev: proto._writev };
+  const counted = { writes: 0 };
+  for (const method of ["_write", "_writev"] as const) {
+    proto[method] = function (this: net.Socket, ...args: unknown[]) {
+      if (this.remotePort === port) counted.writes += 1;
+      return originals[method].apply(this, args);
+    };
+  }
+  return {
+    counted,
+    stop: () => Object.assign(proto, originals),
+  };
+}
 
 const writtenIds = async () =>
   (await db.query<{ id: number }>("SELECT id FROM written ORDER BY id")).map((row) => row.id);
@@ -74,5 +96,39 @@ describe("a pipelined transaction", () => {
     });
     await expect(late).rejects.toThrow("after its transaction's COMMIT or ROLLBACK");
     expect(await writtenIds()).toEqual([6]);
+  });
+
+  it("the statements asked for in one turn, BEGIN and COMMIT with them, leave in one write", async () => {
+    await db.query("DELETE FROM written");
+    await db.transaction(async (tx) => tx.query("SELECT 1")); // a connection made before counting
+    const writes = countingWrites(serverPort);
+    try {
+      await db.transaction(async (tx) => {
+        void tx.query("INSERT INTO written (id) VALUES (8)");
+        void tx.query("INSERT INTO written (id) VALUES ($1)", [9]);
+        void tx.query("SELECT count(*) FROM written");
+      });
+    } finally {
+      writes.stop();
+    }
+    // Before: five, one for each of BEGIN, the three statements and COMMIT.
+    expect(writes.counted.writes).toBe(1);
+    expect(await writtenIds()).toEqual([8, 9]);
+  });
+
+  it("a statement asked for after an answer leaves in a write of its own", async () => {
+    await db.query("DELETE FROM written");
+    const writes = countingWrites(serverPort);
+    try {
+      await db.transaction(async (tx) => {
+        await tx.query("INSERT INTO written (id) VALUES (10)");
+        void tx.query("INSERT INTO written (id) VALUES (11)");
+      });
+    } finally {
+      writes.stop();
+    }
+    // BEGIN with the first insert; the second with the COMMIT, once the first was answered.
+    expect(writes.counted.writes).toBe(2);
+    expect(await writtenIds()).toEqual([10, 11]);
   });
 });
