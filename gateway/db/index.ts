@@ -384,7 +384,7 @@ export function openPostgres(config: {
  * Holds a transaction's outgoing messages until the current turn of the event loop ends (the socket corked, uncorked
  * on process.nextTick, which runs once the turn's promise callbacks are done): the statements asked for in one turn
  * leave in one write. node-postgres writes each statement on its own (a write per statement, a simple one's BEGIN or
- * COMMIT too), and each write is a system call that wakes the server's backend: a ledger batch's BEGIN, transfer
+ * COMMIT too), and each write is a system call that may wake the server's backend: a ledger batch's BEGIN, transfer
  * insert and callers' statements, then its clock, apply and COMMIT, were six writes; now two.
  */
 function corkForTurn(client: pg.PoolClient): void {
