@@ -30,7 +30,7 @@ export function newIdWithBits(prefix: IdPrefix, nowMs: number = Date.now()): { i
   const bytes = newIdBytes(nowMs);
   return {
     id: `${prefix}_${base32(bytes)}`,
-    bits: (bytes.readBigUInt64BE(0) << 64n) | bytes.readBigUInt64BE(8),
+    bits: u128Of(bytes),
   };
 }
 
@@ -104,10 +104,16 @@ const base32Codes = new Uint16Array(26);
 /** The public id of `prefix` whose 128 bits are `bits` (ownLedgerId's inverse): any u128 has one. */
 export function idOfBits(prefix: IdPrefix, bits: bigint): string {
   if (bits < 0n || bits >> 128n !== 0n) throw new RangeError("not a u128");
-  let text = "";
-  for (let shift = 125n; shift >= 0n; shift -= 5n) text += crockford[Number((bits >> shift) & 31n)];
-  return `${prefix}_${text}`;
+  const bytes = Buffer.allocUnsafe(16);
+  bytes.writeBigUInt64BE(bits >> 64n, 0);
+  bytes.writeBigUInt64BE(bits & u64Max, 8);
+  return `${prefix}_${base32(bytes)}`;
 }
+
+const u64Max = (1n << 64n) - 1n;
+
+/** 16 bytes, most significant first, as a u128. */
+const u128Of = (bytes: Buffer): bigint => (bytes.readBigUInt64BE(0) << 64n) | bytes.readBigUInt64BE(8);
 
 const idPattern = /^(pay|att|acct|ten|key|evt|quo|inv|we|nb|pye|rfd|pwl)_[0-9a-hjkmnp-tv-z]{26}$/;
 
@@ -138,6 +144,6 @@ export function ownLedgerId(publicId: string): bigint {
 /** A u128 ledger id derived from a public id and what it is for: stable across retries, never 0. */
 export function derivedLedgerId(publicId: string, purpose: string): bigint {
   const digest = hash("sha256", `${purpose}\u0000${publicId}`, "buffer");
-  const id = digest.readBigUInt64BE(0) * 2n ** 64n + digest.readBigUInt64BE(8);
+  const id = u128Of(digest);
   return id === 0n ? 1n : id;
 }
