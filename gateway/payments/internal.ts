@@ -267,7 +267,6 @@ function batchStatement(
     }
     return place;
   });
-  const decisions = `[${[...decisionPlaces.keys()].join(",")}]`;
   const paymentRows = `ROWS FROM (${[
     texts(payments.map((payment) => payment.id)),
     texts(payments.map((payment) => payment.tenantId)),
@@ -318,7 +317,7 @@ function batchStatement(
   const keyCount = param(keyed.length);
   return {
     text: `WITH
-     d AS (SELECT place::int, decision FROM json_array_elements(${param(decisions)}::json) WITH ORDINALITY
+     d AS (SELECT place::int, decision FROM ${documents([...decisionPlaces.keys()])} WITH ORDINALITY
              AS e (decision, place)),
      p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
              rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, created_at,
