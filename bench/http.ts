@@ -136,77 +136,70 @@ export async function run(): Promise<BenchResult> {
       await dropDatabase(postgres.url, url);
     }
   };
+  /** A gateway started on a database of its own (onOwnDatabase), `seeded` with the many-tenants case's tenants. */
+  const onOwnGateway = (
+    prefix: string,
+    options: { env?: Record<string, string>; seeded?: boolean },
+    body: (gateway: RunningGateway, target: Target) => Promise<void>,
+  ): Promise<void> =>
+    onOwnDatabase(prefix, async (url) => {
+      const gateway = await startGateway(
+        { DATABASE_URL: url, ...options.env },
+        options.seeded === true ? { seed: url } : {},
+      );
+      try {
+        await body(gateway, onPostgres(gateway, url));
+      } finally {
+        await gateway.stop();
+      }
+    });
   const rows: BenchRow[] = [];
   try {
     let bestClients = clientCounts[clientCounts.length - 1]!;
     let bestPaymentsPerS = 1_000;
     if (wanted("internal-postgres")) {
-      await onOwnDatabase("bench_http", async (url) => {
-        const gateway = await startGateway({ DATABASE_URL: url });
-        try {
-          const best = await bestWithinBound(
-            onPostgres(gateway, url),
-            demoLoad(gateway.apiKey, gateway.accounts),
-          );
-          bestClients = best.clients;
-          bestPaymentsPerS = Math.round(best.measured.requestsPerS);
-          rows.push(paymentsRow("internal-postgres", best.measured, best.clients));
-        } finally {
-          await gateway.stop();
-        }
+      await onOwnGateway("bench_http", {}, async (gateway, target) => {
+        const best = await bestWithinBound(target, demoLoad(gateway.apiKey, gateway.accounts));
+        bestClients = best.clients;
+        bestPaymentsPerS = Math.round(best.measured.requestsPerS);
+        rows.push(paymentsRow("internal-postgres", best.measured, best.clients));
       });
     }
     if (wanted("single-postgres")) {
       // A database and gateway of its own, as commit-postgres has: not the tables internal-postgres just filled,
       // whose autovacuum would run beside it.
-      await onOwnDatabase("bench_http_single", async (url) => {
-        const gateway = await startGateway({ DATABASE_URL: url });
-        try {
-          const load = demoLoad(gateway.apiKey, gateway.accounts);
-          rows.push(paymentsRow("single-postgres", await measure(onPostgres(gateway, url), load, 1), 1));
-        } finally {
-          await gateway.stop();
-        }
+      await onOwnGateway("bench_http_single", {}, async (gateway, target) => {
+        const load = demoLoad(gateway.apiKey, gateway.accounts);
+        rows.push(paymentsRow("single-postgres", await measure(target, load, 1), 1));
       });
     }
     if (wanted("overload-postgres")) {
       // Twice the best case's throughput offered (requests sent at that rate, on four times its clients). The gateway
       // admits REQUESTS_IN_FLIGHT_MAX at once (its default, or BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX): past that the excess
       // is refused at the door (503 overloaded, Retry-After) instead of queueing.
-      await onOwnDatabase("bench_http_overload", async (url) => {
-        const inFlightMax = process.env.BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX;
-        const gateway = await startGateway({
-          DATABASE_URL: url,
-          ...(inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax }),
+      const inFlightMax = process.env.BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX;
+      const env: Record<string, string> =
+        inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax };
+      await onOwnGateway("bench_http_overload", { env }, async (gateway, target) => {
+        const offered = 2 * Math.max(bestPaymentsPerS, 100);
+        const measured = await measure(
+          target,
+          demoLoad(gateway.apiKey, gateway.accounts),
+          4 * bestClients,
+          offered,
+        );
+        rows.push({
+          ...paymentsRow("overload-postgres", measured, 4 * bestClients),
+          offered_per_s: offered,
+          in_flight_max: Number(inFlightMax ?? requestsInFlightMaxDefault),
+          refused_per_s: Math.round(measured.non2xx / durationS),
         });
-        try {
-          const offered = 2 * Math.max(bestPaymentsPerS, 100);
-          const measured = await measure(
-            onPostgres(gateway, url),
-            demoLoad(gateway.apiKey, gateway.accounts),
-            4 * bestClients,
-            offered,
-          );
-          rows.push({
-            ...paymentsRow("overload-postgres", measured, 4 * bestClients),
-            offered_per_s: offered,
-            in_flight_max: Number(inFlightMax ?? requestsInFlightMaxDefault),
-            refused_per_s: Math.round(measured.non2xx / durationS),
-          });
-        } finally {
-          await gateway.stop();
-        }
       });
     }
     if (wanted("internal-postgres-many")) {
-      await onOwnDatabase("bench_http_many", async (url) => {
-        const gateway = await startGateway({ DATABASE_URL: url }, { seed: url });
-        try {
-          const best = await bestWithinBound(onPostgres(gateway, url), manyLoad(gateway.seeded));
-          rows.push(paymentsRow("internal-postgres-many", best.measured, best.clients));
-        } finally {
-          await gateway.stop();
-        }
+      await onOwnGateway("bench_http_many", { seeded: true }, async (gateway, target) => {
+        const best = await bestWithinBound(target, manyLoad(gateway.seeded));
+        rows.push(paymentsRow("internal-postgres-many", best.measured, best.clients));
       });
     }
     if (wanted("internal-pglite")) {
