@@ -12,10 +12,19 @@
 // `key_taken` (the caller reads the record), and the others written again together. Nothing is half-written — the
 // transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
 //
+// Decisions: payments routed alike share one routing decision (routing.ts's memo), kept once in route_decisions
+// (migration 0041) and named by the SHA-256 of its JSON. A decision this settler has not seen written is written
+// first, on its own (committed before any payment names it); the batch's statement only names it. Written inside
+// the batch instead, two batches in flight at once with the same new decision could each wait for the other: the one
+// sent first, in PostgreSQL, on the row the other happened to write first; the other, in this process, for the first
+// to take the ledger's clock (ledger/store-batch.ts) — a wait no deadlock detector sees.
+//
 // Ids: the transfer is the attempt id's own 128 bits and its link the payment id's (ownLedgerId, migration 0040):
 // time-ordered like the ids, and the rows need no index to be found from the ledger. The payment's event (its only
 // one written here) is named by the payment id's characters too, "evt_" before them: time-ordered, where the
 // outbox's default (a random UUID) lands anywhere in its unique index; the default's 32 hex digits never spell one.
+import { hash } from "node:crypto";
+import { setBounded } from "../../core/index.ts";
 import { type Db, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
 import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
@@ -76,7 +85,11 @@ type Waiting = {
 
 type SettlerDeps = { ledger: Ledger; sql: Db; nowMs: () => number };
 
-export function createInternalSettler(deps: SettlerDeps): InternalSettler {
+/** What a batch is written with: the settler's deps, and how the decisions its payments name are made sure of. */
+type Writer = SettlerDeps & { keepDecisions: (decisions: BatchDecisions) => Promise<void> | null };
+
+export function createInternalSettler(settlerDeps: SettlerDeps): InternalSettler {
+  const deps: Writer = { ...settlerDeps, keepDecisions: decisionKeeper(settlerDeps.sql) };
   const gathering: Waiting[] = [];
   let scheduled = false;
   /** Batches handed to the ledger and not answered yet. */
@@ -116,10 +129,13 @@ const keyRoundsMax = 2;
  * the others are written again together; a key taken again in between (another process, at that moment) is rare,
  * and after `keyRounds` such rounds each payment goes alone, so that only the taken one hears of it.
  */
-async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Promise<void> {
+async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise<void> {
   const at = new Date(deps.nowMs());
   let settled: Array<{ payment: Payment; answer: StoredAnswer | null }> = [];
+  const decisions = decisionsOf(batch);
   try {
+    const keeping = deps.keepDecisions(decisions);
+    if (keeping !== null) await keeping;
     await moveEach(
       deps.ledger,
       batch.map(({ item }) => ({
@@ -133,7 +149,7 @@ async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Pr
       })),
       (outcomes) => {
         settled = batch.map(({ item }, i) => finalOf(item, outcomes[i]!, at));
-        return batchStatement(batch, settled, at);
+        return batchStatement(batch, settled, decisions, at);
       },
     );
   } catch (error) {
@@ -167,6 +183,83 @@ async function write(deps: SettlerDeps, batch: Waiting[], keyRounds: number): Pr
     return;
   }
   for (const [i, waiting] of batch.entries()) waiting.resolve({ kind: "settled", ...settled[i]! });
+}
+
+/** A batch's routing decisions: each distinct one once, its JSON and the SHA-256 naming it, and each payment's place. */
+type BatchDecisions = {
+  jsons: string[];
+  /** Hex; null for a payment made without a decision (its JSON `null`), which names none. */
+  digests: (string | null)[];
+  /** Each payment's decision, as its place (from 1) among `jsons`. */
+  placeOf: number[];
+};
+
+function decisionsOf(batch: readonly Waiting[]): BatchDecisions {
+  const places = new Map<string, number>();
+  const jsons: string[] = [];
+  const digests: (string | null)[] = [];
+  const placeOf = batch.map(({ item }) => {
+    const json = decisionJson(item.payment.decision, item.payment.destination);
+    let place = places.get(json);
+    if (place === undefined) {
+      jsons.push(json);
+      digests.push(json === "null" ? null : hash("sha256", json, "hex"));
+      place = jsons.length;
+      places.set(json, place);
+    }
+    return place;
+  });
+  return { jsons, digests, placeOf };
+}
+
+/**
+ * How many decisions a settler remembers as written. A snapshot lives a second or so (routing.ts), so a few a second
+ * are new; one forgotten and seen again is written again, which changes nothing (ON CONFLICT DO NOTHING).
+ */
+const keptDecisionsMax = 1_000;
+
+/**
+ * Makes sure the decisions a batch names are in route_decisions: null when they are known written (no wait), else
+ * the write of those that are not, on its own statement (shared with the batches that meet them while it runs), in
+ * the digests' order: another process writing some of the same at once waits for it, or it for them, not both.
+ */
+function decisionKeeper(sql: Sql): (decisions: BatchDecisions) => Promise<void> | null {
+  /** Digests written (`true`), or being written. */
+  const kept = new Map<string, true | Promise<void>>();
+  return ({ jsons, digests }) => {
+    const waits: Promise<void>[] = [];
+    const fresh: number[] = [];
+    for (const [i, digest] of digests.entries()) {
+      if (digest === null) continue;
+      const known = kept.get(digest);
+      if (known === undefined) fresh.push(i);
+      else if (known !== true) waits.push(known);
+    }
+    if (fresh.length > 0) {
+      const names = fresh.map((i) => digests[i]!);
+      const written = sql
+        .query(
+          `INSERT INTO route_decisions (digest, decision)
+           SELECT decode(digest, 'hex'), decision FROM ROWS FROM (unnest($1::text[]), json_array_elements($2::json))
+             AS e (digest, decision)
+           ORDER BY digest ON CONFLICT (digest) DO NOTHING`,
+          [textArrayLiteral(names), `[${fresh.map((i) => jsons[i]!).join(",")}]`],
+        )
+        .then(
+          () => {
+            for (const name of names)
+              if (kept.get(name) === written) setBounded(kept, name, true, keptDecisionsMax);
+          },
+          (error: unknown) => {
+            for (const name of names) if (kept.get(name) === written) kept.delete(name);
+            throw error;
+          },
+        );
+      for (const name of names) setBounded(kept, name, written, keptDecisionsMax);
+      waits.push(written);
+    }
+    return waits.length === 0 ? null : Promise.all(waits).then(() => undefined);
+  };
 }
 
 /**
@@ -241,6 +334,7 @@ function finalOf(
 function batchStatement(
   batch: readonly Waiting[],
   settled: readonly { payment: Payment; answer: StoredAnswer | null }[],
+  decisions: BatchDecisions,
   at: Date,
 ): Statement {
   const params: unknown[] = [];
@@ -256,17 +350,6 @@ function batchStatement(
   const keyed = rows.filter(
     (row) => row.item.record !== null && row.answer !== null && row.item.idempotencyKey !== null,
   );
-  // Payments routed alike share one decision (routing.ts's memo), sent once: each payment names its decision's place.
-  const decisionPlaces = new Map<string, number>();
-  const decisionAt = payments.map((payment) => {
-    const json = decisionJson(payment.decision, payment.destination);
-    let place = decisionPlaces.get(json);
-    if (place === undefined) {
-      place = decisionPlaces.size + 1;
-      decisionPlaces.set(json, place);
-    }
-    return place;
-  });
   const paymentRows = `ROWS FROM (${[
     texts(payments.map((payment) => payment.id)),
     texts(payments.map((payment) => payment.tenantId)),
@@ -276,7 +359,7 @@ function batchStatement(
     texts(payments.map((payment) => payment.sourceAccountId)),
     documents(payments.map((payment) => toJson(payment.destination))),
     documents(payments.map((payment) => toJson(payment.policy))),
-    `unnest(${param(`{${decisionAt.join(",")}}`)}::int[])`,
+    `unnest(${param(`{${decisions.placeOf.join(",")}}`)}::int[])`,
     texts(payments.map((payment) => payment.rail)),
     texts(payments.map((payment) => payment.failureCode)),
     texts(payments.map((payment) => payment.failureMessage)),
@@ -317,12 +400,12 @@ function batchStatement(
   const keyCount = param(keyed.length);
   return {
     text: `WITH
-     d AS (SELECT place::int, decision FROM ${documents([...decisionPlaces.keys()])} WITH ORDINALITY
-             AS e (decision, place)),
-     p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision,
-             rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256, created_at,
-             updated_at)
-       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, d.decision, rail,
+     d AS (SELECT place::int, decode(digest, 'hex') AS digest FROM ${texts(decisions.digests)} WITH ORDINALITY
+             AS e (digest, place)),
+     p AS (INSERT INTO payments (id, tenant_id, status, asset, amount, source_account_id, destination, policy,
+             decision_digest, rail, failure_code, failure_message, metadata, idempotency_key, quote_id, request_sha256,
+             created_at, updated_at)
+       SELECT id, tenant_id, status, asset, amount::bigint, source_account_id, destination, policy, d.digest, rail,
               failure_code, failure_message, metadata::jsonb, idempotency_key, quote_id, decode(sha, 'hex'), ${now},
               ${now}
        FROM ${paymentRows}

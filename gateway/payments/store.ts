@@ -359,10 +359,15 @@ export async function getPayment(
   sql: Sql,
   params: { tenantId: string; id: string },
 ): Promise<Payment | null> {
-  const rows = await sql.query<PaymentRow>("SELECT * FROM payments WHERE id = $1 AND tenant_id = $2", [
-    params.id,
-    params.tenantId,
-  ]);
+  // Its decision kept with it, or shared with the payments routed alike (route_decisions, migration 0041).
+  const rows = await sql.query<PaymentRow>(
+    `SELECT p.id, p.tenant_id, p.status, p.asset, p.amount, p.source_account_id, p.destination, p.policy,
+       COALESCE(p.decision, d.decision) AS decision, p.rail, p.failure_code, p.failure_message, p.metadata,
+       p.created_at, p.updated_at
+     FROM payments p LEFT JOIN route_decisions d ON d.digest = p.decision_digest
+     WHERE p.id = $1 AND p.tenant_id = $2`,
+    [params.id, params.tenantId],
+  );
   const row = rows[0];
   if (row === undefined) return null;
   const attempts = await sql.query<AttemptRow>(

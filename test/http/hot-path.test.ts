@@ -67,6 +67,14 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     ]);
     expect(row!.events).toBe(BigInt(count));
     expect(row!.records).toBe(BigInt(count));
+    // Payments routed alike keep their decision once (route_decisions, migration 0041): three amounts, three decisions,
+    // none kept on a payment's own row.
+    const [kept] = await gw.app.db.query<{ digests: bigint; shared: bigint; inline: bigint }>(
+      `SELECT count(DISTINCT p.decision_digest) AS digests, count(DISTINCT d.digest) AS shared, count(p.decision) AS inline
+       FROM payments p LEFT JOIN route_decisions d ON d.digest = p.decision_digest WHERE p.id = ANY($1::text[])`,
+      [ids],
+    );
+    expect(kept).toEqual({ digests: 3n, shared: 3n, inline: 0n });
     // What each was answered is what GET reads back, its route (the decision it was written with) included.
     for (const i of [7, 8, 9]) {
       const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: ids[i]! } } });
