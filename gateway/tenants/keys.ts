@@ -69,8 +69,11 @@ export function hasValidChecksum(secret: string): boolean {
   );
 }
 
-export function digestOf(secret: string): Buffer {
-  return hash("sha256", secret, "buffer");
+/** A secret's SHA-256, as stored (api_keys.secret_sha256), or as text. */
+export function digestOf(secret: string): Buffer;
+export function digestOf(secret: string, encoding: "base64"): string;
+export function digestOf(secret: string, encoding: "buffer" | "base64" = "buffer"): Buffer | string {
+  return encoding === "base64" ? hash("sha256", secret, "base64") : hash("sha256", secret, "buffer");
 }
 
 /** The mode a secret's prefix says (sk_test_ / sk_live_), or null for a secret of neither form. */
