@@ -130,6 +130,22 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(replay.response.status).toBe(201);
     expect(replay.data!).toEqual(answered.data!);
   });
+
+  it("remembers an answer about a payment as the payment: a repeat to this process reads it back", async () => {
+    const params = { header: { "Idempotency-Key": `remembered-${database}` } };
+    const first = await gw.client.POST("/v1/payments", { body: internal("0.000001"), params });
+    expect(first.response.status).toBe(201);
+    // Changed behind the process's back: a repeat shows it only if the payment is read back, not an answer kept in
+    // memory (nothing in the gateway changes a final payment, so a repeat answers the same either way).
+    await gw.app.db.query(`UPDATE payments SET metadata = '{"read":"back"}' WHERE id = $1`, [first.data!.id]);
+    const repeat = await gw.client.POST("/v1/payments", { body: internal("0.000001"), params });
+    expect(repeat.response.status).toBe(201);
+    expect(repeat.response.headers.get("idempotent-replayed")).toBe("true");
+    expect(repeat.data!).toEqual({ ...first.data!, metadata: { read: "back" } });
+    // Another body under the key is still refused without a query's help.
+    const other = await gw.client.POST("/v1/payments", { body: internal("0.000002"), params });
+    expect(errorOf(other).code).toBe("idempotency_key_reused");
+  });
 });
 
 describe("two processes on one PostgreSQL database", () => {

@@ -138,6 +138,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         if (payment === null) throw new PaymentInvariantError(`payment ${paymentId} of a key is gone`);
         return sendReplay(request, reply, answerOf(payment));
       };
+      // A repeat of a request this process answered with its payment (idempotencyAnsweredWith below).
+      if (request.idempotencyRemembered !== null) return replayPayment(request.idempotencyRemembered);
       let result =
         key === null || digest === null
           ? await createPayment(options.payments, params)
@@ -178,6 +180,7 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
       }
       // Kept with the payment already, or to fill the record written unanswered with it (or the key's record).
       request.idempotencyOutcome = result.answer !== null ? "stored" : "unanswered";
+      if (result.answer !== null) request.idempotencyAnsweredWith = result.payment.id;
       const answer = result.answer ?? answerOf(result.payment);
       // The payment under the key, not made now (its record gone, or unanswered past its timeout): a replay, as
       // Stripe marks one.
