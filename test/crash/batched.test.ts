@@ -143,6 +143,14 @@ async function expectOnePaymentPerKey(heard: Heard): Promise<PaymentRow[]> {
   expect(payments.length).toBe(heard.asked.size);
   const byKey = new Map(payments.map((payment) => [payment.key, payment]));
   expect(byKey.size).toBe(payments.length); // no key paid twice
+  // Each names its routing decision, kept once in route_decisions (migration 0041) and there, whatever was killed
+  // between that decision's write and the payment's.
+  const undecided = await db.query<{ id: string }>(
+    `SELECT p.id FROM payments p LEFT JOIN route_decisions d ON d.digest = p.decision_digest
+     WHERE p.tenant_id = $1 AND d.digest IS NULL`,
+    [batchedTenantId],
+  );
+  expect(undecided).toEqual([]);
   for (const [n, answer] of heard.first) {
     const payment = byKey.get(plannedPayment(n).key);
     expect({ n, paymentId: payment?.id, status: payment?.status === "succeeded" ? 201 : 402 }).toEqual({

@@ -131,6 +131,26 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(replay.data!).toEqual(answered.data!);
   });
 
+  it("a routing decision that could not be written fails its batch whole, and is written by the next", async () => {
+    const params = { header: { "Idempotency-Key": `decision-${database}` } };
+    // An amount no payment of this gateway had: a decision the settler has not written yet.
+    const body = internal("0.000009");
+    await gw.app.db.query("ALTER TABLE route_decisions RENAME TO route_decisions_away");
+    const failed = await gw.client
+      .POST("/v1/payments", { body, params })
+      .finally(() => gw.app.db.query("ALTER TABLE route_decisions_away RENAME TO route_decisions"));
+    expect(failed.response.status).toBe(500);
+    const written = await gw.app.db.query("SELECT 1 FROM payments WHERE idempotency_key = $1", [
+      `decision-${database}`,
+    ]);
+    expect(written).toEqual([]);
+    // The failed write is not taken for one under way: the retry writes the decision, then the payment.
+    const retried = await gw.client.POST("/v1/payments", { body, params });
+    expect(retried.response.status).toBe(201);
+    const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: retried.data!.id } } });
+    expect(fetched.data!.route?.candidates[0]?.amount).toBe("0.000009");
+  });
+
   it("remembers an answer about a payment as the payment: a repeat to this process reads it back", async () => {
     const params = { header: { "Idempotency-Key": `remembered-${database}` } };
     const first = await gw.client.POST("/v1/payments", { body: internal("0.000001"), params });
