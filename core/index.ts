@@ -64,3 +64,4 @@ export type {
   SignedPaymentRefusal,
   UsdRate,
 } from "./rail.ts";
+export { randomInt64, takeRandom } from "./random.ts";

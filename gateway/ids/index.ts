@@ -1,7 +1,8 @@
 // Identifiers. Public ids are a prefix and 26 Crockford base32 characters (48-bit time, 80 random bits),
 // sortable by creation. Ledger ids are u128 bigints; a ledger id derived from a public id and a purpose
 // is the same on every retry, which is what makes a retried ledger write idempotent.
-import { hash, randomFillSync } from "node:crypto";
+import { hash } from "node:crypto";
+import { takeRandom } from "../../core/random.ts";
 
 const crockford = "0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -59,23 +60,6 @@ function newIdBytes(nowMs: number): Buffer {
 /** The millisecond and random bits of this process's latest id (newId keeps ids of one millisecond in order). */
 const lastId = { ms: -1, random: Buffer.alloc(10) };
 const step = Buffer.alloc(2);
-
-/**
- * Random bytes for ids, drawn from the system's generator a page at a time: one call per 409 ids instead of one each
- * (a call costs microseconds; several ids are made per payment). Only what is already drawn is kept, never reused.
- */
-const randomPool = { bytes: Buffer.allocUnsafe(4096), at: 4096 };
-
-/** Fills `into` from byte `from` on with fresh random bytes. */
-function takeRandom(into: Buffer, from: number): void {
-  const count = into.length - from;
-  if (randomPool.at + count > randomPool.bytes.length) {
-    randomFillSync(randomPool.bytes);
-    randomPool.at = 0;
-  }
-  randomPool.bytes.copy(into, from, randomPool.at, randomPool.at + count);
-  randomPool.at += count;
-}
 
 /**
  * 128 bits as 26 lower-case Crockford characters, most significant first (two leading zero bits make 130). Written as

@@ -2,8 +2,9 @@
 // reads and changes it: admission (writer.ts), the loop that assembles batches and keeps the pipeline
 // (writer-loop.ts), the pipelined commit (writer-pipeline.ts), the locked batch (writer-locked.ts) and the reads
 // both make (writer-reads.ts). Nothing else does.
-import { randomBytes } from "node:crypto";
+
 import type { Logger } from "../../core/logger.ts";
+import { randomInt64 } from "../../core/random.ts";
 import type { Db, Row } from "../db/index.ts";
 import { emptyLedgerState, type LedgerState } from "./semantics.ts";
 import { createIdEncoder, type IdEncoder, type ParamFormat } from "./store-params.ts";
@@ -139,7 +140,8 @@ export function forget(w: WriterState): void {
   w.plannedToken = null;
 }
 
-export const randomToken = (): bigint => randomBytes(8).readBigInt64BE();
+/** A batch's clock token: random, so that another process's batch never carries the same one. */
+export const randomToken = (): bigint => randomInt64();
 
 export function maxBigint(a: bigint, b: bigint): bigint {
   return a > b ? a : b;
