@@ -247,8 +247,26 @@ export function openPostgres(config: {
   ) => {
     const name = names(text);
     const timeoutMs = boundOf(queuedAhead);
-    const config = { text, values: params as unknown[] | undefined, query_timeout: timeoutMs };
-    const pending = client.query(name === undefined ? config : { ...config, name });
+    let pending: Promise<pg.QueryResult>;
+    if (client === pool) {
+      const config = { text, values: params as unknown[] | undefined, query_timeout: timeoutMs };
+      pending = pool.query(name === undefined ? config : { ...config, name });
+    } else {
+      // On a connection of its own (a transaction's): the statement made as node-postgres's Query from its text, and
+      // handed over as made. A config object is copied property by property first (cloneQueryConfig, through
+      // property descriptors): ~3.5 µs a statement once the process idled a moment, five statements a lone payment.
+      // (Not through the pool, whose query() would give the statement a callback of its own and lose it.)
+      pending = new Promise((resolve, reject) => {
+        const statement = new pg.Query(text, params as unknown[] | undefined, (error, result) =>
+          error === undefined || error === null
+            ? resolve(result as unknown as pg.QueryResult)
+            : reject(error),
+        );
+        // What node-postgres reads off the query it is handed: the prepared statement's name, the read timeout.
+        Object.assign(statement, { name, query_timeout: timeoutMs });
+        client.query(statement);
+      });
+    }
     return (await answer(pending, text === commit, timeoutMs)).rows as R[];
   };
   const transaction = async <T>(fn: (tx: Sql) => Promise<T>): Promise<T> => {
