@@ -3,7 +3,7 @@
 // transaction of three statements that waits its turn for the clock (writeBatchClaimFirst: pipelined on
 // PostgreSQL), or writeBatch's statement in a transaction with the callers' (writeBatchAlone: a pipelined batch with
 // none in flight before it). See writer.ts for when each runs.
-import { type Db, type Row, type Sql, type Statement, sentInOrder } from "../db/index.ts";
+import { type Db, type Row, type Sql, type Statement, sentInOrder, textOfShape } from "../db/index.ts";
 import { ClaimTurnError, StaleClockError, toStoreError } from "./errors.ts";
 import { type Clock, ledgerTransaction, lockClock, run, writeAlongside } from "./store.ts";
 import { type BalanceRows, insertTransfersSql, type TransferRows, uuidList } from "./store-params.ts";
@@ -19,7 +19,8 @@ export type BatchWrites = {
   pendingResolved: readonly bigint[];
 };
 
-type Parts = { parts: string[]; params: unknown[] };
+/** A statement's parts, their parameters, and its shape: a letter for each part (and variant) it has. */
+type Parts = { parts: string[]; params: unknown[]; shape: string };
 
 /** The transfers' insert, then the clock's swap (which waits for the insert, so the insert runs unlocked). */
 function claimParts(statement: Parts, writes: BatchWrites): void {
@@ -29,6 +30,7 @@ function claimParts(statement: Parts, writes: BatchWrites): void {
     const at = params.length;
     params.push(...writes.transfers.params);
     parts.push(`inserted AS (${insertTransfersSql(writes.transfers.hasEvidence, at)} RETURNING 1)`);
+    statement.shape += writes.transfers.hasEvidence ? "E" : "I";
     inserted = " AND (SELECT count(*) FROM inserted) >= 0";
   }
   params.push(writes.clock.timestampLast, writes.clock.token, writes.expectedToken);
@@ -61,6 +63,7 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
                     unnest($${at + 3}::int8[]) AS debits_posted, unnest($${at + 4}::int8[]) AS credits_pending,
                     unnest($${at + 5}::int8[]) AS credits_posted, unnest($${at + 6}::int4[]) AS flags) AS d
       WHERE a.id = d.id${and})`);
+    statement.shape += "B";
   }
   if (opened.length > 0) {
     params.push(
@@ -69,10 +72,12 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
     );
     parts.push(`opened AS (INSERT INTO ledger_pending_open (id, expires_at)
        SELECT unnest($${params.length - 1}::uuid[]), unnest($${params.length}::int8[])${gate === null ? "" : ` WHERE ${gate}`})`);
+    statement.shape += "O";
   }
   if (closed.length > 0) {
     params.push(uuidList(closed));
     parts.push(`closed AS (DELETE FROM ledger_pending_open WHERE id = ANY($${params.length}::uuid[])${and})`);
+    statement.shape += "C";
   }
 }
 
@@ -112,12 +117,16 @@ export async function writeBatchWith(
 }
 
 function batchStatement(writes: BatchWrites): [string, unknown[]] {
-  const statement: Parts = { parts: [], params: [] };
+  const statement: Parts = { parts: [], params: [], shape: "" };
   claimParts(statement, writes);
   applyParts(statement, writes, "EXISTS (SELECT 1 FROM clock)");
   // Reading the clock first runs it (and the insert it waits on) before the gated parts.
-  return [`WITH ${statement.parts.join(",\n")} ${staleCheck}`, statement.params];
+  const text = `WITH ${statement.parts.join(",\n")} ${staleCheck}`;
+  return [textOfShape(batchTexts, statement.shape, text), statement.params];
 }
+
+/** batchStatement's texts, by shape (the parts it has). */
+const batchTexts = new Map<string, string>();
 
 /**
  * A pipelined batch with no batch in flight before it (PostgreSQL): there is no commit to overlap, so it is the
@@ -236,12 +245,14 @@ export async function writeBatchClaimFirst(
     const apply: Parts = {
       parts: [],
       params: [writes.clock.timestampLast, writes.clock.token, writes.expectedToken],
+      shape: "claimed:",
     };
     apply.parts.push(
       "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3 RETURNING 1)",
     );
     applyParts(apply, writes, "EXISTS (SELECT 1 FROM clock)");
-    sent.add(run(tx, "batch write", `WITH ${apply.parts.join(",\n")} ${staleCheck}`, apply.params));
+    const text = `WITH ${apply.parts.join(",\n")} ${staleCheck}`;
+    sent.add(run(tx, "batch write", textOfShape(batchTexts, apply.shape, text), apply.params));
     return { rows };
   });
 }

@@ -176,12 +176,21 @@ export function transferRows(
 }
 
 /** `at`: how many parameters come before the transfers' columns. */
-export const insertTransfersSql = (hasEvidence: boolean, at = 0) => {
-  const types: string[] = transferColumnList.map((column) => sqlType(column.kind));
-  if (hasEvidence) types.push("jsonb");
-  return `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
+export const insertTransfersSql = (hasEvidence: boolean, at = 0): string => {
+  // Made once for each form: the same string every batch, its hash known to the prepared statements' map.
+  const form = `${hasEvidence}:${at}`;
+  let text = insertTransfersTexts.get(form);
+  if (text === undefined) {
+    const types: string[] = transferColumnList.map((column) => sqlType(column.kind));
+    if (hasEvidence) types.push("jsonb");
+    text = `INSERT INTO ledger_transfers (${hasEvidence ? transferColumns : transferColumns.replace(", evidence", "")})
    SELECT ${types.map((type, i) => `unnest($${at + i + 1}::${type}[])`).join(", ")}`;
+    insertTransfersTexts.set(form, text);
+  }
+  return text;
 };
+
+const insertTransfersTexts = new Map<string, string>();
 
 /** Balance changes per account (deltas, so a row is right whatever else the batch's accounts saw), and flags. */
 export type BalanceRows = { count: number; params: (string | Buffer)[] };
