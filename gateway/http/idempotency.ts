@@ -25,7 +25,8 @@
 //   in the same transaction as the payment — with the answer when the payment is final in that transaction (an
 //   internal payment: one write for everything), else still unanswered until the answer is sent. When the service
 //   finds the key taken, the route answers from the stored record (storedRecord, answerFromRecord). This process's
-//   own keys in flight and its recent answers are remembered, so a repeat to the same process asks no query.
+//   own keys in flight and its recent answers are remembered, so a repeat to the same process does not look for the
+//   key's record: an answer about a payment as the payment's id (read back and answered again), any other as its text.
 import { hash } from "node:crypto";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
