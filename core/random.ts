@@ -6,6 +6,17 @@ import { randomFillSync } from "node:crypto";
 
 const pool = { bytes: Buffer.allocUnsafe(4096), at: 4096 };
 
+/** The offset of `count` fresh bytes in the pool (`count` at most a page), drawing a new page when too few are left. */
+function drawn(count: number): number {
+  if (pool.at + count > pool.bytes.length) {
+    randomFillSync(pool.bytes);
+    pool.at = 0;
+  }
+  const at = pool.at;
+  pool.at += count;
+  return at;
+}
+
 /** Fills `into` from byte `from` on with fresh random bytes. */
 export function takeRandom(into: Buffer, from = 0): void {
   const count = into.length - from;
@@ -13,21 +24,11 @@ export function takeRandom(into: Buffer, from = 0): void {
     randomFillSync(into, from);
     return;
   }
-  if (pool.at + count > pool.bytes.length) {
-    randomFillSync(pool.bytes);
-    pool.at = 0;
-  }
-  pool.bytes.copy(into, from, pool.at, pool.at + count);
-  pool.at += count;
+  const at = drawn(count);
+  pool.bytes.copy(into, from, at, at + count);
 }
 
 /** A random signed 64-bit integer. */
 export function randomInt64(): bigint {
-  if (pool.at + 8 > pool.bytes.length) {
-    randomFillSync(pool.bytes);
-    pool.at = 0;
-  }
-  const value = pool.bytes.readBigInt64BE(pool.at);
-  pool.at += 8;
-  return value;
+  return pool.bytes.readBigInt64BE(drawn(8));
 }
