@@ -20,9 +20,11 @@
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
 // BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,96,128,192,256": near the bound, throughput grows with
 // the clients while p99 nears 50 ms, so the steps there are finer), BENCH_HTTP_P99_MS_MAX (default 50),
-// BENCH_HTTP_ONLY (a comma-separated list of cases).
+// BENCH_HTTP_ONLY (a comma-separated list of cases), BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process
+// alone, space-separated: `--cpu-prof --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
+// BENCH_HTTP_GATEWAY_LOG (a file the gateway's output is written to when it stops: what `--trace-gc` printed).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
@@ -39,6 +41,8 @@ const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,96,128,192,2
 const p99MsMax = Number(process.env.BENCH_HTTP_P99_MS_MAX ?? 50);
 const only = process.env.BENCH_HTTP_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
+const gatewayFlags = (process.env.BENCH_HTTP_GATEWAY_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
+const gatewayLog = process.env.BENCH_HTTP_GATEWAY_LOG;
 const root = path.join(import.meta.dirname, "..");
 const startTimeoutMs = 180_000;
 
@@ -461,7 +465,7 @@ async function startGateway(
 ): Promise<RunningGateway> {
   const seeded = options.seed === undefined ? [] : await seedTenants(options.seed);
   const port = await freePort();
-  const child = spawn(process.execPath, [path.join(root, "gateway/main.ts")], {
+  const child = spawn(process.execPath, [...gatewayFlags, path.join(root, "gateway/main.ts")], {
     cwd: root,
     // Never throttled: every request comes from 127.0.0.1 with one key (development's default, said again).
     env: {
@@ -494,7 +498,10 @@ async function startGateway(
         accounts: { customer, merchant },
         seeded,
         pid: child.pid!,
-        stop: () => stopChild(child),
+        stop: async () => {
+          await stopChild(child);
+          if (gatewayLog !== undefined) writeFileSync(gatewayLog, output);
+        },
       };
     if (child.exitCode !== null || Date.now() > deadline) {
       await stopChild(child);
