@@ -58,10 +58,21 @@ describe("a text array literal", () => {
         null,
         "\\",
       ];
-      const [row] = await db.query<{ values: (string | null)[] }>("SELECT $1::text[] AS values", [
-        textArrayLiteral(values),
+      // With a null or a character to escape, element by element; without any, joined at once.
+      const plain = values.filter((value) => value !== null && !/[\\"]/.test(value));
+      expect(plain).toEqual([
+        "pay_01m8939ea1prkpt9qjzxcgt9f6",
+        "a,comma {braces} and spaces ",
+        "NULL",
+        "",
+        "ünïcødé ✓",
       ]);
-      expect(row!.values).toEqual(values);
+      for (const array of [values, plain, ["one"]]) {
+        const [row] = await db.query<{ values: (string | null)[] }>("SELECT $1::text[] AS values", [
+          textArrayLiteral(array),
+        ]);
+        expect(row!.values).toEqual(array);
+      }
       expect(textArrayLiteral([])).toBe("{}");
     } finally {
       await db.close();

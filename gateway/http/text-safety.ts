@@ -59,6 +59,9 @@ function pathOf(visit: Visit | null, last?: string): string {
  * null when every string is storable.
  */
 export function findUnstorableText(value: unknown): UnstorableText | null {
+  // Almost every request holds none: looked for first without a path to keep (no visit, no entry pair per value:
+  // the walk with them was 2 of the 34 KB an internal payment allocates), then walked again to name the one found.
+  if (allStorable(value)) return null;
   const stack: Visit[] = [{ value, key: null, parent: null }];
   while (stack.length > 0) {
     const visit = stack.pop()!;
@@ -78,6 +81,26 @@ export function findUnstorableText(value: unknown): UnstorableText | null {
     }
   }
   return null;
+}
+
+/** Whether every string of a parsed JSON value, key or value, is storable: findUnstorableText's walk, keeping nothing. */
+function allStorable(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const item = stack.pop();
+    if (typeof item === "string") {
+      if (!isStorableText(item)) return false;
+    } else if (Array.isArray(item)) {
+      for (let index = 0; index < item.length; index += 1) stack.push(item[index]);
+    } else if (item !== null && typeof item === "object" && !Buffer.isBuffer(item)) {
+      for (const key in item) {
+        if (!Object.hasOwn(item, key)) continue;
+        if (!isStorableText(key)) return false;
+        stack.push((item as Record<string, unknown>)[key]);
+      }
+    }
+  }
+  return true;
 }
 
 /** The longest parameter name an answer carries (a longer path is cut, marked with an ellipsis). */

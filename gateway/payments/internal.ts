@@ -182,7 +182,10 @@ async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise
     if (rest.length > 0) await write(deps, rest, keyRounds - 1);
     return;
   }
-  for (const [i, waiting] of batch.entries()) waiting.resolve({ kind: "settled", ...settled[i]! });
+  for (let i = 0; i < batch.length; i++) {
+    const { payment, answer } = settled[i]!;
+    batch[i]!.resolve({ kind: "settled", payment, answer });
+  }
 }
 
 /** A batch's routing decisions: each distinct one once, its JSON and the SHA-256 naming it, and each payment's place. */
@@ -241,7 +244,8 @@ function decisionKeeper(sql: Sql): (decisions: BatchDecisions) => Promise<void> 
   return ({ jsons, digests }) => {
     const waits: Promise<void>[] = [];
     const fresh: number[] = [];
-    for (const [i, digest] of digests.entries()) {
+    for (let i = 0; i < digests.length; i++) {
+      const digest = digests[i] ?? null;
       if (digest === null) continue;
       const known = kept.get(digest);
       if (known === undefined) fresh.push(i);
