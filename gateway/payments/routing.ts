@@ -41,21 +41,21 @@ function reachedBy(rail: RailSnapshot, destination: PaymentIntent["destination"]
  * The snapshot with each rail's network fee for this payment where the rail can say better than its snapshot (a
  * Lightning route query for this destination and amount): its model replaced, or the rail out of reach when it
  * found no way there. The estimates run at once, each bounded in time by its rail; one that fails leaves the
- * snapshot's model standing.
+ * snapshot's model standing. null when no rail has one to make (a payment to an account): the snapshot as it is,
+ * without a promise.
  */
-async function withEstimates(
-  deps: PaymentsDeps,
-  snapshot: Snapshot,
-  intent: PaymentIntent,
-): Promise<Snapshot> {
-  const asks: Promise<readonly [number, NetworkFeeEstimate | null]>[] = [];
-  snapshot.rails.forEach((snap, index) => {
+function withEstimates(deps: PaymentsDeps, snapshot: Snapshot, intent: PaymentIntent): Promise<Snapshot> | null {
+  let asks: Promise<readonly [number, NetworkFeeEstimate | null]>[] | null = null;
+  for (let index = 0; index < snapshot.rails.length; index++) {
+    const snap = snapshot.rails[index]!;
     const rail = deps.rails.get(snap.rail);
-    if (rail?.estimateNetworkFee === undefined || !snap.available) return;
+    if (rail?.estimateNetworkFee === undefined || !snap.available) continue;
     const destination = reachedBy(snap, intent.destination);
+    if (destination === null) continue;
     // What the rail would send: the payment's amount at the mid rate, rounded down, as the router converts it.
     const rate = crossRate(snapshot.usdRates[intent.asset.code], snapshot.usdRates[snap.asset.code]);
-    if (destination === null || rate === null) return;
+    if (rate === null) continue;
+    asks ??= [];
     asks.push(
       rail
         .estimateNetworkFee({ destination, amount: convert(intent.amount, rate, "floor") })
@@ -65,8 +65,14 @@ async function withEstimates(
         })
         .then((estimate) => [index, estimate] as const),
     );
-  });
-  if (asks.length === 0) return snapshot;
+  }
+  return asks === null ? null : estimated(snapshot, asks);
+}
+
+async function estimated(
+  snapshot: Snapshot,
+  asks: readonly Promise<readonly [number, NetworkFeeEstimate | null]>[],
+): Promise<Snapshot> {
   const rails = [...snapshot.rails];
   for (const [index, estimate] of await Promise.all(asks)) {
     const snap = rails[index];
@@ -89,7 +95,8 @@ async function routeNow(
   policy: RoutePolicy,
 ): Promise<RouteDecision> {
   const current = deps.snapshot();
-  const snapshot = await withEstimates(deps, current, intent);
+  const estimating = withEstimates(deps, current, intent);
+  const snapshot = estimating === null ? current : await estimating;
   // The same question on the same snapshot (no estimate of this payment's own in it) gets the same decision: a
   // payment to an account without constraints — the internal hot path, where many payments repeat one pair and
   // amount — is answered from the snapshot's memo, one decision object shared, which the decision's JSON and its
@@ -501,12 +508,14 @@ export async function prepare(
   if (target !== null && "refusal" in target) return target;
   if (target?.id === source.id)
     return refuse("same_account", "source and destination are the same account", "destination.account");
-  const reach = await targetOf(deps, params.tenantId, params.destination, {
-    asset,
-    sourceAccountId: source.id,
-  });
+  // A destination that is not a payee is reached as it is, and a tenant's account is never the gateway's: not asked
+  // (each await is a promise and a turn more on the internal hot path, whose payments are nearly all to an account).
+  const reach =
+    params.destination.kind === "payee"
+      ? await targetOf(deps, params.tenantId, params.destination, { asset, sourceAccountId: source.id })
+      : params.destination;
   if ("refusal" in reach) return reach;
-  const owned = await gatewayOwned(deps, reach);
+  const owned = reach.kind === "account" ? null : await gatewayOwned(deps, reach);
   if (owned !== null) return owned;
   const intent = { asset, amount: amount.value, destination: reach };
   const decision =
