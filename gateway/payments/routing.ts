@@ -44,7 +44,11 @@ function reachedBy(rail: RailSnapshot, destination: PaymentIntent["destination"]
  * snapshot's model standing. null when no rail has one to make (a payment to an account): the snapshot as it is,
  * without a promise.
  */
-function withEstimates(deps: PaymentsDeps, snapshot: Snapshot, intent: PaymentIntent): Promise<Snapshot> | null {
+function withEstimates(
+  deps: PaymentsDeps,
+  snapshot: Snapshot,
+  intent: PaymentIntent,
+): Promise<Snapshot> | null {
   let asks: Promise<readonly [number, NetworkFeeEstimate | null]>[] | null = null;
   for (let index = 0; index < snapshot.rails.length; index++) {
     const snap = snapshot.rails[index]!;
