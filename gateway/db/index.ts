@@ -555,16 +555,22 @@ export function textArrayLiteral(values: readonly (string | null)[]): string {
   // to flatten.
   if (values.length > 0 && values.every(plainInArray)) return `{"${values.join('","')}"}`;
   let literal = "{";
+  // An element the same text as the one before (one JSON document on every row, say) is quoted once.
+  let previous: string | null = null;
+  let quoted = "";
   for (let i = 0; i < values.length; i++) {
     const value = values[i] as string | null;
     if (i > 0) literal += ",";
-    // Most elements (ids, codes, amounts) have nothing to escape: tested first, as a replace costs four times more.
-    literal +=
-      value === null
-        ? "NULL"
-        : escapedInArray.test(value)
-          ? `"${value.replace(/[\\"]/g, "\\$&")}"`
-          : `"${value}"`;
+    if (value === null) {
+      literal += "NULL";
+      continue;
+    }
+    if (value !== previous) {
+      previous = value;
+      // Most elements (ids, codes, amounts) have nothing to escape: tested first, as a replace costs four times more.
+      quoted = escapedInArray.test(value) ? `"${value.replace(/[\\"]/g, "\\$&")}"` : `"${value}"`;
+    }
+    literal += quoted;
   }
   return `${literal}}`;
 }

@@ -50,11 +50,14 @@ describe("a text array literal", () => {
       const values = [
         "pay_01m8939ea1prkpt9qjzxcgt9f6",
         'a "quoted" word',
+        'a "quoted" word',
         'back\\slash and \\"both',
         "a,comma {braces} and spaces ",
         "NULL",
         "",
         "ünïcødé ✓",
+        null,
+        "\\",
         null,
         "\\",
       ];

@@ -15,8 +15,24 @@ export const uuidList = (ids: readonly bigint[]) => `{${ids.map(idToUuid).join("
 export const uuidOrNullList = (ids: readonly bigint[]) =>
   `{${ids.map((id) => (id === 0n ? "NULL" : idToUuid(id))).join(",")}}`;
 export const numberList = (values: readonly (bigint | number)[]) => `{${values.join(",")}}`;
-const jsonOrNullList = (values: readonly (TransferEvidence | null)[]) =>
-  textArrayLiteral(values.map((value) => (value === null ? null : JSON.stringify(value))));
+/**
+ * The transfers' evidence as a text array of JSON documents. A batch's transfers often carry one evidence object (every
+ * internal payment's): stringified once while it repeats, and textArrayLiteral then escapes that one text once.
+ */
+function jsonOrNullList(values: readonly (TransferEvidence | null)[]): string {
+  let last: TransferEvidence | null = null;
+  let lastJson = "";
+  return textArrayLiteral(
+    values.map((value) => {
+      if (value === null) return null;
+      if (value !== last) {
+        last = value;
+        lastJson = JSON.stringify(value);
+      }
+      return lastJson;
+    }),
+  );
+}
 
 export const accountColumns =
   "id, ledger, code, flags, user_data_128, user_data_64, user_data_32, debits_pending, debits_posted, credits_pending, credits_posted, timestamp";

@@ -143,7 +143,7 @@ async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise
         transfer: {
           id: item.attempt.transferId,
           userData128: item.ledgerLink,
-          evidence: { rail: "internal", reference: "ledger" },
+          evidence: internalEvidence,
           label: `internal payment ${item.payment.id}`,
         },
       })),
@@ -187,6 +187,9 @@ async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise
     batch[i]!.resolve({ kind: "settled", payment, answer });
   }
 }
+
+/** What every internal transfer carries as its evidence: one object, written as one text for a whole batch. */
+const internalEvidence = Object.freeze({ rail: "internal", reference: "ledger" });
 
 /** A batch's routing decisions: each distinct one once, its JSON and the SHA-256 naming it, and each payment's place. */
 type BatchDecisions = {
