@@ -73,6 +73,7 @@ function withEstimates(
   return asks === null ? null : estimated(snapshot, asks);
 }
 
+/** The snapshot with the estimates asked for (withEstimates) put in, once they are all in. */
 async function estimated(
   snapshot: Snapshot,
   asks: readonly Promise<readonly [number, NetworkFeeEstimate | null]>[],
