@@ -1,5 +1,6 @@
 // routeNow's memo (routing.ts): a payment to an account without constraints is routed once per question and
-// snapshot, the decision shared; anything else that could change the answer asks the router again.
+// snapshot, the decision shared, and once per asset and amount: another account's is that decision retargeted;
+// anything else that could change the answer asks the router again.
 import { describe, expect, it } from "vitest";
 import { type Asset, assets, type Rail } from "../../core/index.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
@@ -111,7 +112,24 @@ describe("routing a payment to an account", () => {
     expect(decisionJson(b, toB)).not.toContain("acct_");
   });
 
-  it("asks again for another amount, another account, constraints, or a new snapshot", async () => {
+  it("answers another account from the same question's decision, as the router would have answered it", async () => {
+    const { deps, counter } = counted();
+    const toB = { kind: "account" as const, accountId: "acct_b" };
+    const toC = { kind: "account" as const, accountId: "acct_c" };
+    const b = await decisionOf(deps, { destination: toB });
+    const c = await decisionOf(deps, { destination: toC });
+    expect(counter.calls).toBe(1);
+    expect(await decisionOf(deps, { destination: toC })).toBe(c);
+    // The same question asked of the router itself, on an equal snapshot.
+    const routed = await decisionOf(counted().deps, { destination: toC });
+    expect(c).toEqual(routed);
+    expect(c.chosen).toBe(c.candidates[0]);
+    expect(c.candidates.every((candidate) => candidate.destination === toC)).toBe(true);
+    expect(b.candidates[0]?.destination).toEqual(toB);
+    expect(decisionJson(c, toC)).toBe(decisionJson(b, toB));
+  });
+
+  it("asks again for another amount, constraints, or a new snapshot", async () => {
     const { deps, counter, refresh } = counted();
     const base = await decisionOf(deps);
     const otherAmount = await decisionOf(deps, { amount: "0.000002" });
@@ -119,10 +137,10 @@ describe("routing a payment to an account", () => {
     await decisionOf(deps, { destination: { kind: "account", accountId: "acct_c" } });
     await decisionOf(deps, { policy: { maxLatencyMs: 10_000 } });
     await decisionOf(deps, { policy: { maxLatencyMs: 10_000 } });
-    expect(counter.calls).toBe(5);
+    expect(counter.calls).toBe(4);
     refresh();
     const afterRefresh = await decisionOf(deps);
-    expect(counter.calls).toBe(6);
+    expect(counter.calls).toBe(5);
     expect(afterRefresh).not.toBe(base);
     expect(afterRefresh.snapshotTakenAtMs).toBe(2);
   });

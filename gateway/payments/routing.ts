@@ -26,7 +26,7 @@ import type {
   Snapshot,
 } from "../router/types.ts";
 import { type CreatePaymentParams, type PaymentsDeps, type Refused, type Router, refuse } from "./deps.ts";
-import { getQuote, insertQuote } from "./store.ts";
+import { getQuote, insertQuote, shareDecisionJson } from "./store.ts";
 import type { PaymentDestination } from "./types.ts";
 
 /** The destination a rail would pay for this intent: the destination, or the payee's first method it reaches. */
@@ -107,18 +107,49 @@ async function routeNow(
   // amount — is answered from the snapshot's memo, one decision object shared, which the decision's JSON and its
   // view are then made once for (decisionJson, presentRoute).
   const memo = snapshot === current ? decisionMemoOf(deps.route, snapshot, intent, policy) : null;
-  const remembered = memo?.decisions.get(memo.key);
+  if (memo === null) return routeOn(deps, snapshot, intent, policy);
+  const remembered = memo.decisions.byAccount.get(memo.key);
   if (remembered !== undefined) return remembered;
-  const decision = routeOn(deps, snapshot, intent, policy);
-  if (memo !== null && memo.decisions.size < memoDecisionsMax) memo.decisions.set(memo.key, decision);
+  // Another account asked the same (asset and amount) on this snapshot: the router's answer differs only in the
+  // account its candidates pay, so that answer is taken with this account put in, and its JSON is the same text
+  // (a decision's JSON names no account). With many accounts, each one's first payment on each snapshot was routed
+  // and its decision made JSON anew (issue #19, 100 tenants × 10 accounts: ~8 µs a payment in the gateway's profile).
+  const destination = memo.destination;
+  const like = memo.decisions.byAmount.get(memo.amountKey);
+  let decision: RouteDecision;
+  if (like === undefined) {
+    decision = routeOn(deps, snapshot, intent, policy);
+    if (memo.decisions.byAmount.size < memoDecisionsMax)
+      memo.decisions.byAmount.set(memo.amountKey, decision);
+  } else {
+    decision = retargeted(like, destination);
+    shareDecisionJson(decision, like, destination);
+  }
+  if (memo.decisions.byAccount.size < memoDecisionsMax) memo.decisions.byAccount.set(memo.key, decision);
   return decision;
+}
+
+/** `decision` paying `destination` instead: its candidates (and the chosen one among them) with that account. */
+function retargeted(
+  decision: RouteDecision,
+  destination: Extract<PaymentDestination, { kind: "account" }>,
+): RouteDecision {
+  const candidates = decision.candidates.map((candidate) => ({ ...candidate, destination }));
+  const chosenAt = decision.chosen === null ? -1 : decision.candidates.indexOf(decision.chosen);
+  return { ...decision, candidates, chosen: candidates[chosenAt] ?? null };
 }
 
 /** The most decisions one snapshot's memo keeps (a snapshot lives a second or so: marketRefreshMs). */
 const memoDecisionsMax = 4_096;
 
+/**
+ * A snapshot's decisions for payments to an account under no constraints: by asset, amount and account, and the
+ * first one routed for each asset and amount (the others are it, retargeted).
+ */
+type SnapshotDecisions = { byAccount: Map<string, RouteDecision>; byAmount: Map<string, RouteDecision> };
+
 /** Decisions by router, then snapshot (both held weakly), then question: what routeNow answered on that snapshot. */
-const decisionMemos = new WeakMap<Router, WeakMap<Snapshot, Map<string, RouteDecision>>>();
+const decisionMemos = new WeakMap<Router, WeakMap<Snapshot, SnapshotDecisions>>();
 
 /**
  * The memo a question's decision is kept in, and its key there; null for a question it does not cover. Covered: an
@@ -131,8 +162,14 @@ function decisionMemoOf(
   snapshot: Snapshot,
   intent: PaymentIntent,
   policy: RoutePolicy,
-): { decisions: Map<string, RouteDecision>; key: string } | null {
-  if (intent.destination.kind !== "account" || !isEmptyPolicy(policy)) return null;
+): {
+  decisions: SnapshotDecisions;
+  key: string;
+  amountKey: string;
+  destination: Extract<PaymentDestination, { kind: "account" }>;
+} | null {
+  const destination = intent.destination;
+  if (destination.kind !== "account" || !isEmptyPolicy(policy)) return null;
   let bySnapshot = decisionMemos.get(router);
   if (bySnapshot === undefined) {
     bySnapshot = new WeakMap();
@@ -140,10 +177,11 @@ function decisionMemoOf(
   }
   let decisions = bySnapshot.get(snapshot);
   if (decisions === undefined) {
-    decisions = new Map();
+    decisions = { byAccount: new Map(), byAmount: new Map() };
     bySnapshot.set(snapshot, decisions);
   }
-  return { decisions, key: `${intent.asset.code}\n${intent.amount}\n${intent.destination.accountId}` };
+  const amountKey = `${intent.asset.code}\n${intent.amount}`;
+  return { decisions, key: `${amountKey}\n${destination.accountId}`, amountKey, destination };
 }
 
 function isEmptyPolicy(policy: RoutePolicy): boolean {

@@ -96,6 +96,18 @@ export function decisionJson(decision: RouteDecision | null, destination: Paymen
 /** Each decision's JSON, made once: payments routed alike share one decision object (routing.ts's memo). */
 const decisionJsons = new WeakMap<RouteDecision, string>();
 
+/**
+ * Gives `decision` the JSON of `like`, made once for both: two decisions to accounts that differ only in the account
+ * their candidates pay (routing.ts's retargeted), which the JSON of a decision to an account does not name.
+ */
+export function shareDecisionJson(
+  decision: RouteDecision,
+  like: RouteDecision,
+  destination: Extract<PaymentDestination, { kind: "account" }>,
+): void {
+  decisionJsons.set(decision, decisionJson(like, destination));
+}
+
 function decisionFromJson(value: unknown, destination: PaymentDestination): RouteDecision {
   const stored = fromJson<Omit<RouteDecision, "chosen"> & { chosen?: RouteDecision["chosen"] }>(value);
   // Rows written before each candidate named the destination it pays went to one destination: that one.
