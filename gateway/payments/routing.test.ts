@@ -129,6 +129,24 @@ describe("routing a payment to an account", () => {
     expect(decisionJson(c, toC)).toBe(decisionJson(b, toB));
   });
 
+  it("asks the router again for another account when a decision's chosen candidate is not one of its candidates", async () => {
+    const { deps, counter } = counted();
+    const routeAsIs = deps.route;
+    // A router that hands its chosen candidate as a copy: which candidate another account's copy would choose is not
+    // known, so it is not guessed.
+    const copying = {
+      ...deps,
+      route: (...args: Parameters<typeof route>) => {
+        const decision = routeAsIs(...args);
+        return { ...decision, chosen: decision.chosen === null ? null : { ...decision.chosen } };
+      },
+    } as PaymentsDeps;
+    await decisionOf(copying, { destination: { kind: "account", accountId: "acct_b" } });
+    const c = await decisionOf(copying, { destination: { kind: "account", accountId: "acct_c" } });
+    expect(counter.calls).toBe(2);
+    expect(c.chosen?.destination).toEqual({ kind: "account", accountId: "acct_c" });
+  });
+
   it("asks again for another amount, constraints, or a new snapshot", async () => {
     const { deps, counter, refresh } = counted();
     const base = await decisionOf(deps);

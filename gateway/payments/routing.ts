@@ -116,26 +116,31 @@ async function routeNow(
   // and its decision made JSON anew (issue #19, 100 tenants × 10 accounts: ~8 µs a payment in the gateway's profile).
   const destination = memo.destination;
   const like = memo.decisions.byAmount.get(memo.amountKey);
+  const retarget = like === undefined ? null : retargeted(like, destination);
   let decision: RouteDecision;
-  if (like === undefined) {
+  if (like !== undefined && retarget !== null) {
+    decision = retarget;
+    shareDecisionJson(decision, like, destination);
+  } else {
     decision = routeOn(deps, snapshot, intent, policy);
     if (memo.decisions.byAmount.size < memoDecisionsMax)
       memo.decisions.byAmount.set(memo.amountKey, decision);
-  } else {
-    decision = retargeted(like, destination);
-    shareDecisionJson(decision, like, destination);
   }
   if (memo.decisions.byAccount.size < memoDecisionsMax) memo.decisions.byAccount.set(memo.key, decision);
   return decision;
 }
 
-/** `decision` paying `destination` instead: its candidates (and the chosen one among them) with that account. */
+/**
+ * `decision` paying `destination` instead: its candidates (and the chosen one among them) with that account; null
+ * when its chosen candidate is not one of its candidates (the router's always is: then routed anew, not guessed).
+ */
 function retargeted(
   decision: RouteDecision,
   destination: Extract<PaymentDestination, { kind: "account" }>,
-): RouteDecision {
-  const candidates = decision.candidates.map((candidate) => ({ ...candidate, destination }));
+): RouteDecision | null {
   const chosenAt = decision.chosen === null ? -1 : decision.candidates.indexOf(decision.chosen);
+  if (decision.chosen !== null && chosenAt < 0) return null;
+  const candidates = decision.candidates.map((candidate) => ({ ...candidate, destination }));
   return { ...decision, candidates, chosen: candidates[chosenAt] ?? null };
 }
 
