@@ -408,9 +408,10 @@ async function targetOf(
 /**
  * `destination_is_gateway` when the destination, or one of a payee's methods, is an address of the gateway's own
  * (a hot wallet, a contract, a deposit address it issued: each rail's ownsDestination): paying it would move
- * nothing out of the gateway while the ledger booked it as paid out. Asked before anything is routed or held.
+ * nothing out of the gateway while the ledger booked it as paid out. Asked before anything is routed or held. null,
+ * without a promise, when there is nothing to ask.
  */
-async function gatewayOwned(deps: PaymentsDeps, target: Destination | PayeeTarget): Promise<Refused | null> {
+function gatewayOwned(deps: PaymentsDeps, target: Destination | PayeeTarget): Promise<Refused | null> | null {
   // A tenant's account is a ledger account, never an address a rail pays to: nothing to ask (the internal hot path).
   if (target.kind === "account") return null;
   const destinations = target.kind === "payee" ? target.methods : [target];
@@ -419,7 +420,11 @@ async function gatewayOwned(deps: PaymentsDeps, target: Destination | PayeeTarge
     if (rail.ownsDestination === undefined) continue;
     for (const destination of destinations) asks.push(rail.ownsDestination(destination));
   }
-  if (asks.length === 0 || !(await Promise.all(asks)).includes(true)) return null;
+  if (asks.length === 0) return null;
+  return Promise.all(asks).then((owned) => (owned.includes(true) ? ownedRefusal(target) : null));
+}
+
+function ownedRefusal(target: Exclude<Destination | PayeeTarget, { kind: "account" }>): Refused {
   return target.kind === "payee"
     ? refuse(
         "destination_is_gateway",
@@ -556,14 +561,15 @@ export async function prepare(
   if (target !== null && "refusal" in target) return target;
   if (target?.id === source.id)
     return refuse("same_account", "source and destination are the same account", "destination.account");
-  // A destination that is not a payee is reached as it is, and a tenant's account is never the gateway's: not asked
-  // (each await is a promise and a turn more on the internal hot path, whose payments are nearly all to an account).
+  // A destination that is not a payee is reached as it is, and gatewayOwned has nothing to ask of an account: neither
+  // awaited then (each await is a promise and a turn more on the internal hot path, nearly all of it to accounts).
   const reach =
     params.destination.kind === "payee"
       ? await targetOf(deps, params.tenantId, params.destination, { asset, sourceAccountId: source.id })
       : params.destination;
   if ("refusal" in reach) return reach;
-  const owned = reach.kind === "account" ? null : await gatewayOwned(deps, reach);
+  const asking = gatewayOwned(deps, reach);
+  const owned = asking === null ? null : await asking;
   if (owned !== null) return owned;
   const intent = { asset, amount: amount.value, destination: reach };
   const decision =
