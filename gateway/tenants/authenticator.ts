@@ -7,6 +7,12 @@
 // millisecond or two of the commit); and no process trusts a remembered key longer than `ttlMs` (at most 1 s by
 // default) nor past the key's own expires_at, whether the bus delivered or not.
 //
+// A key in use is renewed in the background: every ttlMs/4, the keys checked within the last `renewUsedWithinMs` whose
+// trust is more than half spent are looked up again, all in one query, and trusted for another ttlMs from when that
+// query began. A client paying once every few seconds then never waits on the key's lookup (on PGlite it cost about
+// 2.7 ms, in one of every four payments of the lone Lightning bench); the bound is the same, since a renewal is a
+// lookup like any other. An idle process renews nothing, and forgets what has expired.
+//
 // Nothing is looked up twice at once: checks of a key while its lookup runs await that lookup's answer (so the memory
 // of a busy key expiring costs one query, not one per request in flight), unless something was forgotten since that
 // lookup began — it may have read the key just before its revocation committed — and then they start a fresh one.
@@ -16,7 +22,7 @@
 // who computes checksums can make endless distinct keys that no bounded memory would hold, and the per-IP rate limit
 // (gateway/http/rate-limit.ts) bounds how many such lookups one address can cause.
 import { setBounded } from "../../core/index.ts";
-import type { ChangeFeed, Sql } from "../db/index.ts";
+import { type ChangeFeed, type Sql, textArrayLiteral } from "../db/index.ts";
 import {
   type ApiKeyRecord,
   type ApiKeyRow,
@@ -38,9 +44,21 @@ export type ApiKeyCacheLimits = {
    * Revocations arrive on the change bus at once; this bounds what a revocation the bus could not deliver waits.
    */
   ttlMs: number;
+  /**
+   * Keys checked within this long are renewed in the background before their trust runs out (one query for all of
+   * them, every ttlMs/4); 0 or absent: none is, a key's lookup waits for the request that finds it expired.
+   */
+  renewUsedWithinMs?: number;
 };
 
-export const apiKeyCacheDefaults: ApiKeyCacheLimits = { entriesMax: 10_000, ttlMs: apiKeyTrustMsMax };
+export const apiKeyCacheDefaults: ApiKeyCacheLimits = {
+  entriesMax: 10_000,
+  ttlMs: apiKeyTrustMsMax,
+  renewUsedWithinMs: 60_000,
+};
+
+/** The most keys one renewal asks about in one query. */
+const renewBatchMax = 1_000;
 
 /** What a valid key says: its tenant, and the key (id, mode, scopes, pinned API version). */
 export type ApiKeyPrincipal = { tenant: Tenant; key: ApiKeyRecord };
@@ -52,23 +70,42 @@ export type KeyCheck =
 
 const invalid: KeyCheck = { ok: false, refusal: "api_key_invalid" };
 
-async function checkDigest(sql: Sql, digest: Buffer): Promise<KeyCheck> {
-  const rows = await sql.query<ApiKeyRow & { tenant_name: string; tenant_status: string }>(
-    `SELECT ${apiKeyColumns
-      .split(", ")
-      .map((column) => `k.${column}`)
-      .join(", ")}, t.name AS tenant_name, t.status AS tenant_status
-     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-     WHERE k.secret_sha256 = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`,
-    [digest],
-  );
-  const row = rows[0];
+type KeyRow = ApiKeyRow & { tenant_name: string; tenant_status: string };
+
+const keyColumns = `${apiKeyColumns
+  .split(", ")
+  .map((column) => `k.${column}`)
+  .join(", ")}, t.name AS tenant_name, t.status AS tenant_status`;
+/** A working key: not revoked, not expired. */
+const keyWorks = "k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())";
+
+const checkOfRow = (row: KeyRow | undefined): KeyCheck => {
   if (row === undefined) return invalid;
   if (row.tenant_status !== "active") return { ok: false, refusal: "tenant_suspended" };
   return {
     ok: true,
     principal: { tenant: { id: row.tenant_id, name: row.tenant_name }, key: apiKeyOfRow(row) },
   };
+};
+
+async function checkDigest(sql: Sql, digest: Buffer): Promise<KeyCheck> {
+  const rows = await sql.query<KeyRow>(
+    `SELECT ${keyColumns} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+     WHERE k.secret_sha256 = $1 AND ${keyWorks}`,
+    [digest],
+  );
+  return checkOfRow(rows[0]);
+}
+
+/** The checks of many keys at once, by digest (base64); a digest without a working key is absent. */
+async function checkDigests(sql: Sql, digests: readonly string[]): Promise<Map<string, KeyCheck>> {
+  const rows = await sql.query<KeyRow & { digest: string }>(
+    `SELECT ${keyColumns}, encode(k.secret_sha256, 'base64') AS digest
+     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+     WHERE k.secret_sha256 = ANY (ARRAY(SELECT decode(d, 'base64') FROM unnest($1::text[]) AS d)) AND ${keyWorks}`,
+    [textArrayLiteral(digests)],
+  );
+  return new Map(rows.map((row) => [row.digest, checkOfRow(row)]));
 }
 
 /** The tenant a secret key belongs to, or null for a malformed, unknown, revoked or expired key, or a suspended tenant's. Asks the database every time. */
@@ -102,7 +139,8 @@ export function createAuthenticator(
   deps: { sql: Sql; nowMs: () => number; changes: ChangeFeed },
   limits: ApiKeyCacheLimits,
 ): Authenticator {
-  const valid = new Map<string, { principal: ApiKeyPrincipal; expiresAtMs: number }>();
+  /** Valid keys by digest, least recently checked first: trusted until expiresAtMs, last checked at usedAtMs. */
+  const valid = new Map<string, { principal: ApiKeyPrincipal; expiresAtMs: number; usedAtMs: number }>();
   /** Counts what the bus made us forget: a lookup remembers its answer only if this did not move meanwhile. */
   let forgotten = 0;
   const unsubscribe = deps.changes.subscribe((event) => {
@@ -119,14 +157,61 @@ export function createAuthenticator(
    * with the `forgotten` count when it began; an entry leaves when its lookup settles, answered or failed.
    */
   const lookups = new Map<string, { forgottenBefore: number; checked: Promise<KeyCheck> }>();
+  /** How long a key read at `readAtMs` is trusted: ttlMs, never past its own expiry. */
+  const trustedUntil = (principal: ApiKeyPrincipal, readAtMs: number) => {
+    const expiresAt = principal.key.expiresAt;
+    const untilMs = readAtMs + limits.ttlMs;
+    return expiresAt === null ? untilMs : Math.min(untilMs, expiresAt.getTime());
+  };
+  /**
+   * Renews the keys in use whose trust is more than half spent, as a lookup would (from when its query began, only if
+   * nothing was forgotten meanwhile), and forgets those no longer valid and those expired. Failures renew nothing: the
+   * keys then expire as they would have.
+   */
+  const renew = async () => {
+    const startedMs = deps.nowMs();
+    const forgottenBefore = forgotten;
+    const due: string[] = [];
+    for (const [key, entry] of valid) {
+      if (entry.expiresAtMs <= startedMs) valid.delete(key);
+      else if (
+        startedMs - entry.usedAtMs <= renewUsedWithinMs &&
+        entry.expiresAtMs - startedMs <= limits.ttlMs / 2 &&
+        due.length < renewBatchMax
+      )
+        due.push(key);
+    }
+    if (due.length === 0 || !deps.changes.listening()) return;
+    const checks = await checkDigests(deps.sql, due);
+    for (const key of due) {
+      const entry = valid.get(key);
+      if (entry === undefined) continue;
+      const checked = checks.get(key);
+      if (checked === undefined || !checked.ok) valid.delete(key);
+      else if (forgotten === forgottenBefore && deps.changes.listening()) {
+        entry.principal = checked.principal;
+        entry.expiresAtMs = trustedUntil(checked.principal, startedMs);
+      }
+    }
+  };
+  const renewUsedWithinMs = limits.renewUsedWithinMs ?? 0;
+  // Every ttlMs/4: a key comes due with half its trust left, so it has two chances before that runs out.
+  const renewals = renewalTimer(renewUsedWithinMs > 0 && limits.entriesMax > 0 ? limits.ttlMs / 4 : 0, {
+    renew,
+    more: () => valid.size > 0,
+  });
   const lookUp = async (key: string, forgottenBefore: number): Promise<KeyCheck> => {
     const checked = await checkDigest(deps.sql, Buffer.from(key, "base64"));
     if (!checked.ok || limits.entriesMax <= 0) return checked;
     if (forgotten !== forgottenBefore || !deps.changes.listening()) return checked;
-    const expiresAt = checked.principal.key.expiresAt;
-    const trustedUntilMs = deps.nowMs() + limits.ttlMs;
-    const expiresAtMs = expiresAt === null ? trustedUntilMs : Math.min(trustedUntilMs, expiresAt.getTime());
-    setBounded(valid, key, { principal: checked.principal, expiresAtMs }, limits.entriesMax);
+    const nowMs = deps.nowMs();
+    setBounded(
+      valid,
+      key,
+      { principal: checked.principal, expiresAtMs: trustedUntil(checked.principal, nowMs), usedAtMs: nowMs },
+      limits.entriesMax,
+    );
+    renewals.start();
     return checked;
   };
   const checkNow = (secret: string): KeyCheck | Promise<KeyCheck> => {
@@ -138,7 +223,9 @@ export function createAuthenticator(
     const cached = valid.get(key);
     if (cached !== undefined) {
       valid.delete(key); // re-inserted below when still valid: the Map's order is least recently checked first
-      if (cached.expiresAtMs > deps.nowMs()) {
+      const nowMs = deps.nowMs();
+      if (cached.expiresAtMs > nowMs) {
+        cached.usedAtMs = nowMs;
         valid.set(key, cached);
         return { ok: true, principal: cached.principal };
       }
@@ -163,10 +250,43 @@ export function createAuthenticator(
       return checked.ok ? checked.principal.tenant : null;
     },
     close() {
+      renewals.stop();
       unsubscribe();
       forgotten += 1; // a lookup still under way remembers nothing, and no later check joins it
       valid.clear();
       lookups.clear();
+    },
+  };
+}
+
+/**
+ * Runs `renew` every `periodMs` (0: never) from `start` on, one at a time, while `more` says there is something left to
+ * renew; the timer keeps no process alive.
+ */
+function renewalTimer(periodMs: number, work: { renew: () => Promise<void>; more: () => boolean }) {
+  let timer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  const tick = () => {
+    work
+      .renew()
+      .catch(() => {}) // nothing renewed: the keys expire, and their next check looks them up
+      .finally(() => {
+        timer = null;
+        if (!stopped && work.more()) schedule();
+      });
+  };
+  const schedule = () => {
+    timer = setTimeout(tick, periodMs);
+    timer.unref();
+  };
+  return {
+    start() {
+      if (periodMs > 0 && !stopped && timer === null) schedule();
+    },
+    stop() {
+      stopped = true;
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
     },
   };
 }

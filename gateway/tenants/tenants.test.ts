@@ -3,7 +3,7 @@
 // once ttlMs has passed), an unknown key is never remembered, concurrent checks of one key share one lookup (not one
 // that began before a revocation was heard). Across processes on PostgreSQL:
 // test/http/api-key-revocation.test.ts.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { manualChangeFeed } from "../../test/support/manual-change-feed.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
@@ -234,6 +234,61 @@ describe("the API-key memory and the change bus", () => {
     expect(queries()).toBe(4);
     auth.close();
     expect(subscriberCount()).toBe(0);
+  });
+});
+
+describe("renewing keys in use", () => {
+  // ttlMs 100: the renewal runs every 25 ms of real time; which keys are due is read off the test's clock.
+  const limits = { entriesMax: 10, ttlMs: 100, renewUsedWithinMs: 1_000 };
+
+  it("renews a key in use before its trust runs out: a check past the first lookup's ttlMs asks nothing", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql, queries } = counting();
+    const time = clock();
+    const auth = createAuthenticator({ sql, nowMs: time.nowMs, changes }, limits);
+    expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
+    expect(queries()).toBe(1);
+    time.advance(60); // more than half of its trust spent: due
+    await vi.waitFor(() => expect(queries()).toBe(2), { timeout: 5_000 });
+    time.advance(60); // past the lookup's trust (until 100), within the renewal's (until 160)
+    expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
+    expect(queries()).toBe(2);
+    auth.close();
+  });
+
+  it("forgets a key the renewal finds revoked, a revocation its bus never heard", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql, queries } = counting();
+    const time = clock();
+    const deaf = createLocalChangeBus();
+    const auth = createAuthenticator({ sql, nowMs: time.nowMs, changes: deaf }, limits);
+    expect(await auth.authenticate(key.secret)).not.toBeNull();
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(true);
+    time.advance(60);
+    await vi.waitFor(() => expect(queries()).toBe(2), { timeout: 5_000 });
+    // Within the first lookup's trust, but the renewal read the revocation.
+    expect(await auth.authenticate(key.secret)).toBeNull();
+    expect(queries()).toBe(3);
+    auth.close();
+    await deaf.close();
+  });
+
+  it("renews no key unchecked for longer than renewUsedWithinMs", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const { sql, queries } = counting();
+    const time = clock();
+    const auth = createAuthenticator(
+      { sql, nowMs: time.nowMs, changes },
+      { ...limits, renewUsedWithinMs: 50 },
+    );
+    expect(await auth.authenticate(key.secret)).not.toBeNull();
+    time.advance(60); // due, but last checked 60 ms ago
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(queries()).toBe(1);
+    time.advance(40);
+    expect(await auth.authenticate(key.secret)).not.toBeNull(); // expired: looked up
+    expect(queries()).toBe(2);
+    auth.close();
   });
 });
 

@@ -36,7 +36,7 @@ import {
   revokeApiKey,
 } from "../../gateway/tenants/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
-import { recordStatements } from "../support/recording-db.ts";
+import { noteStatements, recordStatements } from "../support/recording-db.ts";
 
 /** The longest a revocation through A may take to be refused by B (typical is well under a millisecond or two). */
 const revocationLatencyMsMax = 1_000;
@@ -230,6 +230,31 @@ describe("API-key revocation across processes (PostgreSQL)", () => {
     const before = b.queries();
     expect(await b.auth.authenticate(key.secret)).toEqual(tenant);
     expect(b.queries()).toBe(before + 1);
+  });
+
+  it("B renews a key in use in the background: checked past its ttlMs, it is still answered without a lookup", async () => {
+    const statements: string[] = [];
+    const ttlMs = 1_000;
+    const auth = createAuthenticator(
+      {
+        sql: noteStatements(b.db, (texts) => statements.push(...texts)),
+        nowMs: Date.now,
+        changes: b.changes,
+      },
+      { entriesMax: 10, ttlMs, renewUsedWithinMs: 60_000 },
+    );
+    try {
+      const keys = [await createApiKey(a.db, { tenantId, mode: "test" })];
+      keys.push(await createApiKey(a.db, { tenantId, mode: "test" }));
+      const lookedUpAt = Date.now();
+      for (const key of keys) expect(await auth.authenticate(key.secret)).toEqual(tenant);
+      const renewals = () => statements.filter((text) => text.includes("ANY")).length;
+      await until(() => renewals() > 0 && Date.now() > lookedUpAt + ttlMs + 50, 10_000, "a renewal");
+      for (const key of keys) expect(await auth.authenticate(key.secret)).toEqual(tenant);
+      expect(statements.length - renewals()).toBe(2); // the first lookups, and no other
+    } finally {
+      auth.close();
+    }
   });
 });
 
