@@ -4,8 +4,9 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { PGlite } from "@electric-sql/pglite";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type Db, openPglite, textArrayLiteral } from "./index.ts";
+import { type Db, doubleMemfsGrowth, openPglite, textArrayLiteral } from "./index.ts";
 
 describe("a PGlite directory", () => {
   it("is made with its parents, and keeps what was written there", async () => {
@@ -39,6 +40,57 @@ describe("PGlite in memory", () => {
       expect(await db.query("SHOW wal_init_zero")).toEqual([{ wal_init_zero: "off" }]);
     } finally {
       await db.close();
+    }
+  });
+});
+
+describe("a PGlite file in memory", () => {
+  /**
+   * Fills a table to about 4 MB, counting how often its file's array was replaced once past 1 MB (each time, a copy of
+   * all of it): checked after each of 40 inserts, so at most one a batch is counted.
+   */
+  async function copiesWhileGrowing(db: PGlite): Promise<number> {
+    await db.exec("CREATE TABLE grown (n int, pad text)");
+    const [{ directory, file }] = (
+      await db.query<{ directory: string; file: string }>(
+        "SELECT current_setting('data_directory') AS directory, pg_relation_filepath('grown') AS file",
+      )
+    ).rows as [{ directory: string; file: string }];
+    const fs = (
+      db as unknown as { Module: { FS: { lookupPath(path: string): { node: { contents: unknown } } } } }
+    ).Module.FS;
+    const node = () => fs.lookupPath(`${directory}/${file}`).node;
+    let copies = 0;
+    let seen = node().contents;
+    for (let batch = 0; batch < 40; batch += 1) {
+      await db.query(
+        "INSERT INTO grown SELECT n, repeat('x', 200) FROM generate_series($1::int, $1::int + 399) n",
+        [batch * 400],
+      );
+      if (node().contents !== seen && (seen as Uint8Array).length >= 1 << 20) copies += 1;
+      seen = node().contents;
+    }
+    const [totals] = (
+      await db.query<{ count: bigint | number; sum: bigint | number }>(
+        "SELECT count(*) AS count, sum(n) AS sum FROM grown",
+      )
+    ).rows;
+    expect(Number(totals?.count)).toBe(16_000);
+    expect(Number(totals?.sum)).toBe((16_000 * 15_999) / 2);
+    return copies;
+  }
+
+  it("doubles its array as it grows (MEMFS alone grows it an eighth at a time past 1 MB)", async () => {
+    const plain = await PGlite.create();
+    const doubled = await PGlite.create();
+    try {
+      await doubleMemfsGrowth(doubled);
+      const [before, after] = [await copiesWhileGrowing(plain), await copiesWhileGrowing(doubled)];
+      expect(before).toBeGreaterThanOrEqual(8); // 1 MB × 1.125^n reaches 4 MB at n = 12
+      expect(after).toBeLessThanOrEqual(2); // 1 → 2 → 4 MB
+    } finally {
+      await plain.close();
+      await doubled.close();
     }
   });
 });
