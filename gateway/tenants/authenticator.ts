@@ -176,13 +176,15 @@ export function createAuthenticator(
       if (entry.expiresAtMs <= startedMs) valid.delete(key);
       else if (
         startedMs - entry.usedAtMs <= renewUsedWithinMs &&
-        entry.expiresAtMs - startedMs <= limits.ttlMs / 2 &&
-        due.length < renewBatchMax
+        entry.expiresAtMs - startedMs <= limits.ttlMs / 2
       )
         due.push(key);
     }
     if (due.length === 0 || !deps.changes.listening()) return;
-    const checks = await checkDigests(deps.sql, due);
+    const checks = new Map<string, KeyCheck>();
+    for (let at = 0; at < due.length; at += renewBatchMax)
+      for (const [key, check] of await checkDigests(deps.sql, due.slice(at, at + renewBatchMax)))
+        checks.set(key, check);
     for (const key of due) {
       const entry = valid.get(key);
       if (entry === undefined) continue;
