@@ -1,8 +1,15 @@
 // TigerBeetle-style time-based u128 ids: 48 bits of milliseconds, then 80 random bits that count up within the
 // same millisecond, so ids sort by creation time and land at the right edge of the primary-key index.
-import { randomBytes } from "node:crypto";
+import { takeRandom } from "../../core/random.ts";
 
 const random80Max = (1n << 80n) - 1n;
+
+const drawn = Buffer.alloc(10);
+/** 79 fresh random bits (one bit of headroom, so that counting up within a millisecond never overflows in practice). */
+function random79(): bigint {
+  takeRandom(drawn);
+  return BigInt(`0x${drawn.toString("hex")}`) >> 1n;
+}
 
 export type IdGenerator = () => bigint;
 
@@ -17,11 +24,10 @@ export function createIdGenerator(nowMs: () => number = Date.now): IdGenerator {
       if (lastRandom > random80Max) {
         // 2^80 ids in one millisecond cannot happen; move to the next millisecond rather than wrap
         ms = lastMs + 1;
-        lastRandom = BigInt(`0x${randomBytes(10).toString("hex")}`) >> 1n;
+        lastRandom = random79();
       }
     } else {
-      // one bit of headroom so that counting up within a millisecond never overflows in practice
-      lastRandom = BigInt(`0x${randomBytes(10).toString("hex")}`) >> 1n;
+      lastRandom = random79();
     }
     lastMs = ms;
     return (BigInt(ms) << 80n) | lastRandom;
