@@ -153,7 +153,8 @@ async function paymentsServer(
     paywalls: app.paywalls,
     changes: app.changes,
     mode: "development",
-    apiKeyCache: { ...apiKeyCacheDefaults, ttlMs: 60_000 },
+    // Statements are counted below: no key lookup, nor a background renewal, among them.
+    apiKeyCache: { ...apiKeyCacheDefaults, ttlMs: 60_000, renewUsedWithinMs: 0 },
     requestTimeoutMs: 10_000,
     bodyLimitBytes: 64 * 1024,
     idempotencyInProgressTimeoutMs: 60_000,
