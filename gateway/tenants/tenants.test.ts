@@ -241,15 +241,34 @@ describe("renewing keys in use", () => {
   // ttlMs 100: the renewal runs every 25 ms of real time; which keys are due is read off the test's clock.
   const limits = { entriesMax: 10, ttlMs: 100, renewUsedWithinMs: 1_000 };
 
+  /** counting(), and a wait until the `n`-th statement has been answered and what awaited it has run. */
+  function countingAnswered() {
+    const { sql: counted, queries } = counting();
+    const answered: Promise<unknown>[] = [];
+    const sql: Sql = {
+      query: (text, params) => {
+        const rows = counted.query(text, params);
+        answered.push(rows.catch(() => {}));
+        return rows as never;
+      },
+    };
+    const renewed = async (n: number) => {
+      await vi.waitFor(() => expect(queries()).toBe(n), { timeout: 5_000 });
+      await answered[n - 1];
+      await new Promise((resolve) => setTimeout(resolve, 0)); // the renewal's own continuation, after the answer
+    };
+    return { sql, queries, renewed };
+  }
+
   it("renews a key in use before its trust runs out: a check past the first lookup's ttlMs asks nothing", async () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
-    const { sql, queries } = counting();
+    const { sql, queries, renewed } = countingAnswered();
     const time = clock();
     const auth = createAuthenticator({ sql, nowMs: time.nowMs, changes }, limits);
     expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
     expect(queries()).toBe(1);
     time.advance(60); // more than half of its trust spent: due
-    await vi.waitFor(() => expect(queries()).toBe(2), { timeout: 5_000 });
+    await renewed(2);
     time.advance(60); // past the lookup's trust (until 100), within the renewal's (until 160)
     expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
     expect(queries()).toBe(2);
@@ -258,14 +277,14 @@ describe("renewing keys in use", () => {
 
   it("forgets a key the renewal finds revoked, a revocation its bus never heard", async () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
-    const { sql, queries } = counting();
+    const { sql, queries, renewed } = countingAnswered();
     const time = clock();
     const deaf = createLocalChangeBus();
     const auth = createAuthenticator({ sql, nowMs: time.nowMs, changes: deaf }, limits);
     expect(await auth.authenticate(key.secret)).not.toBeNull();
     expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(true);
     time.advance(60);
-    await vi.waitFor(() => expect(queries()).toBe(2), { timeout: 5_000 });
+    await renewed(2);
     // Within the first lookup's trust, but the renewal read the revocation.
     expect(await auth.authenticate(key.secret)).toBeNull();
     expect(queries()).toBe(3);
