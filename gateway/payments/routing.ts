@@ -364,15 +364,24 @@ async function routeByQuote(
  * rail may reach). A payee that is not the tenant's is as unknown as one that does not exist. A payee's account
  * method is left out where no payment of `asset` from `sourceAccountId` can reach it: an account in another asset
  * (the internal rail moves one asset), the payer's own account (nothing would move). Left in, the router chose it,
- * and the payment failed rejected at the ledger, using up the quote it was made on.
+ * and the payment failed rejected at the ledger, using up the quote it was made on. A destination that is not a payee
+ * is answered as it is, without a promise (the internal hot path, nearly all of it to accounts).
  */
-async function targetOf(
+function targetOf(
   deps: PaymentsDeps,
   tenantId: string,
   destination: PaymentDestination,
   payment: { asset: Asset; sourceAccountId: string | null },
-): Promise<Destination | PayeeTarget | Refused> {
-  if (destination.kind !== "payee") return destination;
+): Destination | Promise<PayeeTarget | Refused> {
+  return destination.kind === "payee" ? payeeTarget(deps, tenantId, destination, payment) : destination;
+}
+
+async function payeeTarget(
+  deps: PaymentsDeps,
+  tenantId: string,
+  destination: Extract<PaymentDestination, { kind: "payee" }>,
+  payment: { asset: Asset; sourceAccountId: string | null },
+): Promise<PayeeTarget | Refused> {
   const found = await payeeMethods(deps.db, { tenantId, id: destination.payeeId });
   if (found === null)
     return refuse("payee_not_found", `no payee "${destination.payeeId}"`, "destination.payee");
@@ -561,12 +570,10 @@ export async function prepare(
   if (target !== null && "refusal" in target) return target;
   if (target?.id === source.id)
     return refuse("same_account", "source and destination are the same account", "destination.account");
-  // A destination that is not a payee is reached as it is, and gatewayOwned has nothing to ask of an account: neither
-  // awaited then (each await is a promise and a turn more on the internal hot path, nearly all of it to accounts).
-  const reach =
-    params.destination.kind === "payee"
-      ? await targetOf(deps, params.tenantId, params.destination, { asset, sourceAccountId: source.id })
-      : params.destination;
+  // Neither targetOf nor gatewayOwned is awaited when it answers at once (each await is a promise and a turn more on
+  // the internal hot path).
+  const reaching = targetOf(deps, params.tenantId, params.destination, { asset, sourceAccountId: source.id });
+  const reach = reaching instanceof Promise ? await reaching : reaching;
   if ("refusal" in reach) return reach;
   const asking = gatewayOwned(deps, reach);
   const owned = asking === null ? null : await asking;
