@@ -13,8 +13,9 @@
 // best case's throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
 //
 // Metrics: payments_per_s (requests_per_s for the floors), p50_ms and p99_ms (autocannon's, whole milliseconds), and
-// mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres). On
-// PostgreSQL also payments_per_commit and wal_bytes_per_payment (from pg_stat_database and pg_stat_wal, which
+// mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres). CPU time a
+// payment: the gateway's, PostgreSQL's, and the load tool's own (this process: autocannon, which shares the machine's
+// two cores with the other two). On PostgreSQL also payments_per_commit and wal_bytes_per_payment (from pg_stat_database and pg_stat_wal, which
 // backends report about once a second: near, not exact, over a 10 s row), what group commit and the rows cost.
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
@@ -62,6 +63,8 @@ type Measured = {
   /** CPU time per answered request over the measured window: the server process's, and PostgreSQL's (all its processes). */
   serverCpuUs: number;
   postgresCpuUs: number;
+  /** The load tool's own CPU time per answered request (this process: autocannon and the request builder). */
+  loadCpuUs: number;
   /** Over the measured window, on PostgreSQL (null: no database watched). */
   paymentsPerCommit: number | null;
   walBytesPerPayment: number | null;
@@ -110,7 +113,9 @@ function postgresCpuBetween(before: Map<number, number>, after: Map<number, numb
 }
 
 function cpuNow(watched: Watched) {
+  const own = process.cpuUsage();
   return {
+    load: (own.user + own.system) / 1e6,
     server: cpuSeconds(watched.server),
     postgres:
       watched.postmaster === null ? new Map<number, number>() : postgresCpuSeconds(watched.postmaster),
@@ -267,6 +272,7 @@ function paymentsRow(name: string, m: Measured, clients: number): BenchRow {
     clients,
     gateway_cpu_us_per_payment: m.serverCpuUs,
     postgres_cpu_us_per_payment: m.postgresCpuUs,
+    load_cpu_us_per_payment: m.loadCpuUs,
     ...(m.paymentsPerCommit === null ? {} : { payments_per_commit: m.paymentsPerCommit }),
     ...(m.walBytesPerPayment === null ? {} : { wal_bytes_per_payment: m.walBytesPerPayment }),
     non2xx: m.non2xx,
@@ -284,6 +290,7 @@ function requestsRow(name: string, m: Measured, clients: number): BenchRow {
     clients,
     server_cpu_us_per_request: m.serverCpuUs,
     postgres_cpu_us_per_request: m.postgresCpuUs,
+    load_cpu_us_per_request: m.loadCpuUs,
     non2xx: m.non2xx,
     errors: m.errors,
   };
@@ -423,6 +430,7 @@ async function drive(
         : Math.round((writesAfter.walBytes - writesBefore.walBytes) / ok),
     serverCpuUs: perRequestUs(after.server - before.server),
     postgresCpuUs: perRequestUs(postgresCpuBetween(before.postgres, after.postgres)),
+    loadCpuUs: perRequestUs(after.load - before.load),
     requestsPerS: ok / seconds,
     completedPerS: (ok + result.non2xx + result.errors + result.timeouts) / (result.duration || seconds),
     p50Ms: result.latency.p50,
@@ -438,7 +446,7 @@ async function bestWithinBound(target: Target, load: Load): Promise<{ clients: n
   for (const clients of clientCounts) {
     const measured = await measure(target, load, clients);
     console.log(
-      `  ${clients} clients: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
+      `  ${clients} clients: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs, load ${measured.loadCpuUs} µs${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
     );
     tries.push({ clients, measured });
   }
