@@ -15,8 +15,9 @@
 // Metrics: payments_per_s (requests_per_s for the floors), p50_ms and p99_ms (autocannon's, whole milliseconds), and
 // mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres). CPU time a
 // payment: the gateway's, PostgreSQL's, and the load tool's own (this process: autocannon, which shares the machine's
-// two cores with the other two). On PostgreSQL also payments_per_commit and wal_bytes_per_payment (from pg_stat_database and pg_stat_wal, which
-// backends report about once a second: near, not exact, over a 10 s row), what group commit and the rows cost.
+// two cores with the other two). On PostgreSQL also payments_per_commit and wal_bytes_per_payment (from
+// pg_stat_database and pg_stat_wal, which backends report about once a second: near, not exact, over a 10 s row), what
+// group commit and the rows cost.
 //
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
 // BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,96,128,192,256": near the bound, throughput grows with
