@@ -8,7 +8,7 @@ import { z } from "zod";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { errorStatus } from "./errors.ts";
 import { errorSchemaName, openApiPlugin } from "./openapi.ts";
-import { errorView, idParams } from "./schemas.ts";
+import { errorView, idParams, withoutControlCharacters } from "./schemas.ts";
 
 type Response = {
   description: string;
@@ -71,6 +71,26 @@ describe("the gateway's OpenAPI document", () => {
       document.paths["/v1/payments/{id}"]!.get!.responses["200"]!.content!["application/json"]!.schema as any
     ).properties;
     expect(payment.rail).toEqual({ type: ["string", "null"] });
+  });
+
+  it("writes every pattern so that a tool outside ECMAScript's Unicode mode reads it the same (no \\p{…} classes)", () => {
+    // Python's re (schemathesis, the fuzzers built on it), and ECMAScript without the u flag, cannot read a Unicode
+    // property escape: the first refuses the pattern, the second reads \p{Cc} as the letters p{Cc}.
+    const patterns: string[] = [];
+    const walk = (value: unknown): void => {
+      if (Array.isArray(value)) value.forEach(walk);
+      else if (value !== null && typeof value === "object")
+        for (const [key, inner] of Object.entries(value)) {
+          if (key === "pattern" && typeof inner === "string") patterns.push(inner);
+          else walk(inner);
+        }
+    };
+    walk(document);
+    expect(patterns.length).toBeGreaterThan(0);
+    expect(patterns.filter((pattern) => /\\[pP]\{/.test(pattern))).toEqual([]);
+    for (const pattern of patterns) expect(() => new RegExp(pattern)).not.toThrow();
+    // The documented pattern for text without control characters says what the server checks.
+    expect(patterns).toContain(withoutControlCharacters.source);
   });
 
   it("offers no Idempotency-Key on the routes that do not read one: those answering a secret, the operator's", () => {

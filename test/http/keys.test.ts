@@ -120,6 +120,10 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
       [{ api_version: "1999-01-01" }, 400, "api_version_invalid"],
       [{ name: "" }, 400, "parameter_invalid"],
       [{ name: "a\u0000b" }, 400, "parameter_invalid"],
+      [{ name: "a\u001fb" }, 400, "parameter_invalid"],
+      [{ name: "a\u007fb" }, 400, "parameter_invalid"],
+      [{ name: "a\u0085b" }, 400, "parameter_invalid"], // C1 controls are control characters too
+      [{ name: "a\u009fb" }, 400, "parameter_invalid"],
       [{ name: "\ud800" }, 400, "parameter_invalid"],
       [{ secret: "sk_test_mine" }, 400, "parameter_unknown"],
     ];
@@ -128,6 +132,10 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
       expect([answer.status, answer.body.error.code], JSON.stringify(body)).toEqual([status, code]);
     }
     expect(await keyCount()).toBe(before);
+    // Next to the control characters, and beyond the BMP, text is a name.
+    const name = "Caf\u00e9\u00a0\u00a1 \u{1f680}";
+    const made = await create({ name });
+    expect([made.status, made.body.name]).toEqual([201, name]);
   });
 
   it("a key cannot make a key with more scopes than its own; by default it gives its own", async () => {

@@ -32,7 +32,7 @@ import {
 import { apiKeyOf, keyModeOf, tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
-import { errorView } from "../schemas.ts";
+import { errorView, withoutControlCharacters } from "../schemas.ts";
 
 export type ApiKeyRoutesOptions = {
   db: Db;
@@ -52,7 +52,7 @@ export const labelSchema = (lengthMax: number) =>
     .string()
     .min(1)
     .max(lengthMax)
-    .regex(/^[^\p{Cc}]*$/u, "text without control characters")
+    .regex(withoutControlCharacters, "text without control characters")
     .refine((text) => text.isWellFormed(), "text without lone surrogates");
 
 export const createApiKeyBody = z.strictObject({
