@@ -19,11 +19,11 @@
 // pg_stat_database and pg_stat_wal, which backends report about once a second: near, not exact, over a 10 s row), what
 // group commit and the rows cost.
 //
-// Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3),
-// BENCH_HTTP_CLIENTS (client counts tried, default "8,16,32,64,96,128,192,256": near the bound, throughput grows with
-// the clients while p99 nears 50 ms, so the steps there are finer), BENCH_HTTP_P99_MS_MAX (default 50),
-// BENCH_HTTP_ONLY (a comma-separated list of cases), BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process
-// alone, space-separated: `--cpu-prof --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
+// Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3), BENCH_HTTP_CLIENTS
+// (client counts tried, default "8,16,32,64,96,128,160,192,224,256": near the bound, throughput grows with the clients
+// while p99 nears 50 ms, so the steps there are finer), BENCH_HTTP_P99_MS_MAX (default 50), BENCH_HTTP_ONLY (a
+// comma-separated list of cases), BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process alone,
+// space-separated: `--cpu-prof --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
 // BENCH_HTTP_GATEWAY_LOG (a file the gateway's output is written to when it stops: what `--trace-gc` printed).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -39,7 +39,7 @@ import type { BenchResult, BenchRow } from "./report.ts";
 
 const durationS = Number(process.env.BENCH_HTTP_DURATION_S ?? 10);
 const warmupS = Number(process.env.BENCH_HTTP_WARMUP_S ?? 3);
-const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,96,128,192,256").split(",").map(Number);
+const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,96,128,160,192,224,256").split(",").map(Number);
 const p99MsMax = Number(process.env.BENCH_HTTP_P99_MS_MAX ?? 50);
 const only = process.env.BENCH_HTTP_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
