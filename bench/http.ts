@@ -39,7 +39,9 @@ import type { BenchResult, BenchRow } from "./report.ts";
 
 const durationS = Number(process.env.BENCH_HTTP_DURATION_S ?? 10);
 const warmupS = Number(process.env.BENCH_HTTP_WARMUP_S ?? 3);
-const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,96,128,160,192,224,256").split(",").map(Number);
+const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,96,128,160,192,224,256")
+  .split(",")
+  .map(Number);
 const p99MsMax = Number(process.env.BENCH_HTTP_P99_MS_MAX ?? 50);
 const only = process.env.BENCH_HTTP_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
