@@ -163,6 +163,7 @@ export function createAuthenticator(
     const untilMs = readAtMs + limits.ttlMs;
     return expiresAt === null ? untilMs : Math.min(untilMs, expiresAt.getTime());
   };
+  const renewUsedWithinMs = limits.renewUsedWithinMs ?? 0;
   /**
    * Renews the keys in use whose trust is more than half spent, as a lookup would (from when its query began, only if
    * nothing was forgotten meanwhile), and forgets those no longer valid and those expired. Failures renew nothing: the
@@ -196,7 +197,6 @@ export function createAuthenticator(
       }
     }
   };
-  const renewUsedWithinMs = limits.renewUsedWithinMs ?? 0;
   // Every ttlMs/4: a key comes due with half its trust left, so it has two chances before that runs out.
   const renewals = renewalTimer(renewUsedWithinMs > 0 && limits.entriesMax > 0 ? limits.ttlMs / 4 : 0, {
     renew,
