@@ -1,11 +1,11 @@
 // The hot path: a payment between two accounts of one tenant, on the internal rail, settles in the ledger alone.
 // Its whole life is one write — the ledger transfer (posted at once: nothing waits on a rail, so nothing needs
-// holding), the payment and its attempt in their final status, the event that announces it and, with an
-// Idempotency-Key, the request's record — and payments that arrive together share that write: handed to the ledger
-// as one request of one transfer each (one short payer refuses only its own), their rows as one statement that the
-// ledger's group commit writes in its batch transaction. So concurrent payments share one database transaction and
-// one fsync, and each is answered from what was written for it, with nothing read back. A lone payment goes at once;
-// while a batch is being written, the next gathers for a turn of the event loop (createInternalSettler).
+// holding), the payment in its final status, the event that announces it and, with an Idempotency-Key, the
+// request's record — and payments that arrive together share that write: handed to the ledger as one request of one
+// transfer each (one short payer refuses only its own), their rows as one statement that the ledger's group commit
+// writes in its batch transaction. So concurrent payments share one database transaction and one fsync, and each is
+// answered from what was written for it, with nothing read back. A lone payment goes at once; while a batch is being
+// written, the next gathers for a turn of the event loop (createInternalSettler).
 //
 // Failure: the statement fails whole when an Idempotency-Key of the batch is already taken (a repeat of an earlier
 // request, or another process's at the same moment): the keys taken are looked up, their payments answered
@@ -19,16 +19,22 @@
 // sent first, in PostgreSQL, on the row the other happened to write first; the other, in this process, for the first
 // to take the ledger's clock (ledger/store-batch.ts) — a wait no deadlock detector sees.
 //
-// Ids: the transfer is the attempt id's own 128 bits and its link the payment id's (ownLedgerId, migration 0040):
-// time-ordered like the ids, and the rows need no index to be found from the ledger. The payment's event (its only
-// one written here) is named by the payment id's characters too, "evt_" before them: time-ordered, where the
-// outbox's default (a random UUID) lands anywhere in its unique index; the default's 32 hex digits never spell one.
+// Ids: the transfer's id and its link are the payment id's own 128 bits (ownLedgerId, migration 0040): time-ordered
+// like the ids, and the rows need no index to be found from the ledger. The payment's event (its only one written
+// here) is named by the payment id's characters too, "evt_" before them: time-ordered, where the outbox's default (a
+// random UUID) lands anywhere in its unique index; the default's 32 hex digits never spell one.
+//
+// The attempt: an internal payment has one, and it says nothing the final payment and its decision's first candidate
+// do not (its id is the payment id's characters, "att_" before them; its transfer the payment's). So it has no row:
+// the batch answers with it and a read makes it again (store.ts internalAttemptOf). Its row (a heap tuple, two index
+// entries, eleven arrays to send and parse) cost PostgreSQL about 7 of the 58 µs it spent a payment under the HTTP
+// bench (issue #19). Payments written before keep theirs.
 import { hash } from "node:crypto";
 import { setBounded } from "../../core/index.ts";
 import { type Db, type Sql, type Statement, textArrayLiteral, textOfShape } from "../db/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
-import { decisionJson, isPaymentKeyTaken, toJson } from "./store.ts";
-import { type Attempt, insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
+import { decisionJson, internalAttemptOf, isPaymentKeyTaken, toJson } from "./store.ts";
+import { insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
 
 /** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
 export type StoredAnswer = { status: number; body: string };
@@ -54,9 +60,12 @@ export type InternalPayment = {
     Payment,
     "status" | "rail" | "failureCode" | "failureMessage" | "attempts" | "createdAt" | "updatedAt"
   >;
-  /** `transferId`: the ledger transfer that moves the amount, the attempt id's own bits (ownLedgerId). */
-  attempt: { id: string; rail: string; amount: bigint; feeMax: bigint; transferId: bigint };
-  /** What the transfer carries in user_data_128: the payment id's own bits (ownLedgerId); the row keeps none. */
+  /** The decision's first candidate: the attempt's rail, what it moves and the most it may spend. */
+  attempt: { rail: string; amount: bigint; feeMax: bigint };
+  /**
+   * The payment id's own bits (ownLedgerId): the id of the transfer that moves the amount, and of the payment's one
+   * attempt, and what the transfer carries in user_data_128 (the row keeps no ledger link).
+   */
   ledgerLink: bigint;
   posting: Posting;
   idempotencyKey: string | null;
@@ -141,7 +150,7 @@ async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise
       batch.map(({ item }) => ({
         posting: item.posting,
         transfer: {
-          id: item.attempt.transferId,
+          id: item.ledgerLink,
           userData128: item.ledgerLink,
           evidence: internalEvidence,
           label: `internal payment ${item.payment.id}`,
@@ -318,37 +327,27 @@ function finalOf(
   at: Date,
 ): { payment: Payment; answer: StoredAnswer | null } {
   const failure = outcome === "moved" ? null : failureOf(outcome);
-  const attempt: Attempt = {
-    id: item.attempt.id,
-    paymentId: item.payment.id,
-    seq: 0,
-    rail: item.attempt.rail,
-    status: failure === null ? "succeeded" : "failed",
-    amount: item.attempt.amount,
-    feeMax: item.attempt.feeMax,
-    fee: failure === null ? 0n : null,
-    reserveTransferId: item.attempt.transferId,
-    evidence: failure === null ? { rail: "internal" } : null,
+  const ended = {
+    id: item.payment.id,
+    status: failure === null ? ("succeeded" as const) : ("failed" as const),
     failureCode: failure?.code ?? null,
     failureMessage: failure?.message ?? null,
   };
   const payment: Payment = {
     ...item.payment,
-    status: attempt.status === "succeeded" ? "succeeded" : "failed",
+    ...ended,
     rail: failure === null ? item.attempt.rail : null,
-    failureCode: attempt.failureCode,
-    failureMessage: attempt.failureMessage,
     createdAt: at,
     updatedAt: at,
-    attempts: [attempt],
+    attempts: [internalAttemptOf(ended, item.attempt, item.ledgerLink)],
   };
   return { payment, answer: item.record?.answer(payment) ?? null };
 }
 
 /**
- * One statement for the whole batch: the idempotency records, the payments, their attempts and their events, each
- * table one INSERT over arrays. A key already taken (in either table) raises payment_key_taken(), which rolls the
- * transaction back, transfers and all.
+ * One statement for the whole batch: the idempotency records, the payments and their events, each table one INSERT
+ * over arrays. A key already taken (in either table) raises payment_key_taken(), which rolls the transaction back,
+ * transfers and all.
  */
 function batchStatement(
   batch: readonly Waiting[],
@@ -365,7 +364,6 @@ function batchStatement(
     `json_array_elements(${param(`[${values.join(",")}]`)}::json)`;
   const rows = batch.map(({ item }, i) => ({ item, ...settled[i]! }));
   const payments = rows.map((row) => row.payment);
-  const attempts = payments.map((payment) => payment.attempts[0]!);
   const keyed = rows.filter(
     (row) => row.item.record !== null && row.answer !== null && row.item.idempotencyKey !== null,
   );
@@ -394,19 +392,6 @@ function batchStatement(
       ),
     ),
   ].join(", ")})`;
-  const attemptRows = `ROWS FROM (${[
-    texts(attempts.map((attempt) => attempt.id)),
-    texts(attempts.map((attempt) => attempt.paymentId)),
-    texts(attempts.map((attempt) => attempt.rail)),
-    texts(attempts.map((attempt) => attempt.status)),
-    texts(attempts.map((attempt) => attempt.amount.toString())),
-    texts(attempts.map((attempt) => attempt.feeMax.toString())),
-    texts(attempts.map((attempt) => attempt.fee?.toString() ?? null)),
-    texts(attempts.map((attempt) => attempt.reserveTransferId.toString())),
-    documents(attempts.map((attempt) => (attempt.evidence === null ? "null" : toJson(attempt.evidence)))),
-    texts(attempts.map((attempt) => attempt.failureCode)),
-    texts(attempts.map((attempt) => attempt.failureMessage)),
-  ].join(", ")})`;
   const keyRows = `ROWS FROM (${[
     texts(keyed.map((row) => row.payment.tenantId)),
     texts(keyed.map((row) => row.item.idempotencyKey)),
@@ -431,13 +416,6 @@ function batchStatement(
                failure_code, failure_message, metadata, idempotency_key, quote_id, sha)
          JOIN d ON d.place = t.decision_place
        ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, id, status),
-     a AS (INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id,
-             own_transfer_id, evidence, failure_code, failure_message, created_at, updated_at)
-       SELECT id, payment_id, 0, rail, status, amount::bigint, fee_max::bigint, fee::bigint, reserve_transfer_id::numeric, true,
-              CASE WHEN json_typeof(evidence) = 'null' THEN NULL ELSE evidence::jsonb END, failure_code, failure_message,
-              ${now}, ${now}
-       FROM ${attemptRows}
-         AS t (id, payment_id, rail, status, amount, fee_max, fee, reserve_transfer_id, evidence, failure_code, failure_message)),
      o AS (INSERT INTO outbox (public_id, tenant_id, type, payload, created_at)
        SELECT 'evt_' || substr(id, 5), tenant_id,
               CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,

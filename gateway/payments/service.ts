@@ -84,16 +84,9 @@ export async function createPayment(
   ) {
     // Two accounts of the tenant: settled in the ledger alone, in one write shared with the payments beside it.
     deps.learning?.noteAttempt(firstRail.id);
-    const attempt = newIdWithBits("att");
     const settled = await deps.internal.settle({
       payment: fields,
-      attempt: {
-        id: attempt.id,
-        rail: firstRail.id,
-        amount: firstCandidate.amount,
-        feeMax: firstCandidate.feeMax,
-        transferId: attempt.bits,
-      },
+      attempt: { rail: firstRail.id, amount: firstCandidate.amount, feeMax: firstCandidate.feeMax },
       ledgerLink: paymentBits,
       posting: {
         debitAccountId: source.ledgerAccountId,

@@ -2,10 +2,10 @@
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
 import type { SettlementEvidence } from "../../core/index.ts";
 import type { Row, Sql, Statement } from "../db/index.ts";
-import { derivedLedgerId } from "../ids/index.ts";
+import { derivedLedgerId, ownLedgerId } from "../ids/index.ts";
 import { idToUuid } from "../ledger/index.ts";
 import type { Quote } from "../router/index.ts";
-import type { RouteDecision, RoutePolicy } from "../router/types.ts";
+import type { Candidate, RouteDecision, RoutePolicy } from "../router/types.ts";
 import { PaymentInvariantError } from "./errors.ts";
 import {
   type Attempt,
@@ -372,21 +372,38 @@ export async function getPayment(
   params: { tenantId: string; id: string },
 ): Promise<Payment | null> {
   // Its decision kept with it, or shared with the payments routed alike (route_decisions, migration 0041).
-  const rows = await sql.query<PaymentRow>(
+  const rows = await sql.query<PaymentRow & { own_linked: boolean }>(
     `SELECT p.id, p.tenant_id, p.status, p.asset, p.amount, p.source_account_id, p.destination, p.policy,
        COALESCE(p.decision, d.decision) AS decision, p.rail, p.failure_code, p.failure_message, p.metadata,
-       p.created_at, p.updated_at
+       p.created_at, p.updated_at, p.ledger_link IS NULL AS own_linked
      FROM payments p LEFT JOIN route_decisions d ON d.digest = p.decision_digest
      WHERE p.id = $1 AND p.tenant_id = $2`,
     [params.id, params.tenantId],
   );
   const row = rows[0];
   if (row === undefined) return null;
-  const attempts = await sql.query<AttemptRow>(
+  const attemptRows = await sql.query<AttemptRow>(
     `SELECT ${attemptColumns} FROM attempts WHERE payment_id = $1 ORDER BY seq`,
     [row.id],
   );
   const destination = fromJson<PaymentDestination>(row.destination);
+  const decision = row.decision === null ? null : decisionFromJson(row.decision, destination);
+  const attempts = attemptRows.map(attemptFromRow);
+  // An internal payment written in a batch has no attempt row (internalAttemptOf); one written before that has.
+  const first = decision?.candidates[0];
+  if (attempts.length === 0 && row.own_linked && row.status !== "processing" && first !== undefined)
+    attempts.push(
+      internalAttemptOf(
+        {
+          id: row.id,
+          status: row.status,
+          failureCode: row.failure_code,
+          failureMessage: row.failure_message,
+        },
+        first,
+        ownLedgerId(row.id),
+      ),
+    );
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -396,14 +413,42 @@ export async function getPayment(
     sourceAccountId: row.source_account_id,
     destination,
     policy: fromJson<RoutePolicy>(row.policy),
-    decision: row.decision === null ? null : decisionFromJson(row.decision, destination),
+    decision,
     rail: row.rail,
     failureCode: row.failure_code,
     failureMessage: row.failure_message,
     metadata: row.metadata,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
-    attempts: attempts.map(attemptFromRow),
+    attempts,
+  };
+}
+
+/**
+ * The one attempt of an internal payment written in a batch (payments/internal.ts), which has no row of its own:
+ * everything it says is the final payment's or its decision's first candidate's, and its id and its transfer's id are
+ * the payment id's own bits (`bits`, ownLedgerId). The batch answers the payment with it, and a read makes it again
+ * from the same parts — the same attempt, field for field.
+ */
+export function internalAttemptOf(
+  payment: Pick<Payment, "id" | "failureCode" | "failureMessage"> & { status: "succeeded" | "failed" },
+  candidate: Pick<Candidate, "rail" | "amount" | "feeMax">,
+  bits: bigint,
+): Attempt {
+  const succeeded = payment.status === "succeeded";
+  return {
+    id: `att_${payment.id.slice(payment.id.indexOf("_") + 1)}`,
+    paymentId: payment.id,
+    seq: 0,
+    rail: candidate.rail,
+    status: payment.status,
+    amount: candidate.amount,
+    feeMax: candidate.feeMax,
+    fee: succeeded ? 0n : null,
+    reserveTransferId: bits,
+    evidence: succeeded ? { rail: "internal" } : null,
+    failureCode: payment.failureCode,
+    failureMessage: payment.failureMessage,
   };
 }
 

@@ -1,6 +1,7 @@
 // The hot path of issue #19: internal payments that arrive together share one database transaction (group commit
-// on the whole payment: idempotency record, payment, attempt, ledger transfer, event), each answered with its own
-// result; one short payer fails alone; the Idempotency-Key holds across processes.
+// on the whole payment: idempotency record, payment, ledger transfer, event; its one attempt is made from the payment
+// when read), each answered with its own result; one short payer fails alone; the Idempotency-Key holds across
+// processes.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
@@ -75,12 +76,50 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       [ids],
     );
     expect(kept).toEqual({ digests: 3n, shared: 3n, inline: 0n });
-    // What each was answered is what GET reads back, its route (the decision it was written with) included.
+    // What each was answered is what GET reads back, its route (the decision it was written with) and its attempt
+    // (which has no row: made again from the payment) included.
     for (const i of [7, 8, 9]) {
       const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: ids[i]! } } });
       expect(fetched.data!).toEqual(responses[i]!.data!);
       expect(fetched.data!.route?.candidates[0]?.amount).toBe(`0.00000${1 + (i % 3)}`);
+      expect(fetched.data!.attempts).toMatchObject([
+        {
+          id: `att_${ids[i]!.slice("pay_".length)}`,
+          status: "succeeded",
+          rail: "internal-usdc",
+          fee: "0.000000",
+        },
+      ]);
     }
+    const [attemptRows] = await gw.app.db.query<{ attempts: bigint }>(
+      "SELECT count(*) AS attempts FROM attempts WHERE payment_id = ANY($1::text[])",
+      [ids],
+    );
+    expect(attemptRows!.attempts).toBe(0n);
+  });
+
+  it("reads an internal payment's attempt from its row when it has one (written before attempts were left out)", async () => {
+    const made = await gw.client.POST("/v1/payments", {
+      body: internal("0.000001"),
+      params: { header: { "Idempotency-Key": `with-row-${database}` } },
+    });
+    const payment = made.data!;
+    const made0 = payment.attempts[0]!;
+    // The row such a payment was written with: its attempt's own id, whose bits named the transfer.
+    const rowId = "att_01hzzzzzzzzzzzzzzzzzzzzzzz";
+    await gw.app.db.query(
+      `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id,
+         own_transfer_id, evidence)
+       VALUES ($1, $2, 0, $3, 'succeeded', 1, 0, 0, 12345, true, '{"rail":"internal"}')`,
+      [rowId, payment.id, made0.rail],
+    );
+    const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: payment.id } } });
+    expect(fetched.data!.attempts.map((attempt) => [attempt.id, attempt.status])).toEqual([
+      [rowId, "succeeded"],
+    ]);
+    const { attempts: _fetched, ...rest } = fetched.data!;
+    const { attempts: _made, ...made1 } = payment;
+    expect(rest).toEqual(made1);
   });
 
   it("fails a short payer alone: its neighbours in the batch succeed and its refusal is kept for its key", async () => {
@@ -105,6 +144,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(short!.response.status).toBe(402);
     expect(errorOf(short!).code).toBe("insufficient_funds");
     expect(errorOf(short!).payment).toMatchObject({ status: "failed", attempts: [{ status: "failed" }] });
+    // Its attempt, made again from the failed payment when read, is the one it was answered with.
+    const failedId = (errorOf(short!).payment as { id: string }).id;
+    const fetched = await gw.client.GET("/v1/payments/{id}", { params: { path: { id: failedId } } });
+    expect(fetched.data!).toEqual(errorOf(short!).payment);
     expect(await gw.ledgerTransferCount()).toBe(transfersBefore + 2n);
     const again = await gw.client.POST("/v1/payments", {
       body: internal("1", empty.id),
