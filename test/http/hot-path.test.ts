@@ -6,6 +6,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
+import { presentPayment } from "../../gateway/http/present.ts";
+import { answerOf } from "../../gateway/http/resources/payments.ts";
+import { getPayment } from "../../gateway/payments/store.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -156,6 +159,40 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(again.response.status).toBe(402);
     expect(again.response.headers.get("idempotent-replayed")).toBe("true");
     expect(again.error).toEqual(short!.error);
+  });
+
+  it("answers a payment with the bytes JSON.stringify makes of it, its route's text made once", async () => {
+    const app = gw.app;
+    const tenantId = app.demo!.tenantId;
+    const empty = await createAccount(
+      { sql: app.db, ledger: app.ledger },
+      { tenantId, kind: "customer", asset: assets.USDC, name: "empty for answers" },
+    );
+    // A caller's text that spells the route's key and braces: still found only where the route is.
+    const metadata = { note: '"route":{"\\u0000":"switchyard route"}', route: "x" };
+    const [paid, refused] = await Promise.all([
+      gw.client.POST("/v1/payments", { body: { ...internal("0.000004"), metadata } }),
+      gw.client.POST("/v1/payments", { body: { ...internal("2", empty.id), metadata } }),
+    ]);
+    const paidId = paid.data!.id;
+    const refusedId = (errorOf(refused).payment as { id: string }).id;
+    for (const [id, sent] of [
+      [paidId, paid],
+      [refusedId, refused],
+    ] as const) {
+      const payment = (await getPayment(app.db, { tenantId, id }))!;
+      const answer = answerOf(payment);
+      // Made twice: the second takes the route's text kept from the first.
+      expect(answerOf(payment)).toEqual(answer);
+      expect(JSON.parse(answer.body)).toEqual(sent.data ?? sent.error);
+      expect(answer.body).toBe(JSON.stringify(JSON.parse(answer.body)));
+      const view = presentPayment(payment);
+      expect(answer.body).toBe(
+        payment.status === "failed"
+          ? JSON.stringify({ error: { ...JSON.parse(answer.body).error, payment: view } })
+          : JSON.stringify(view),
+      );
+    }
   });
 
   it("refuses a key in flight in this process, and replays it once answered", async () => {
