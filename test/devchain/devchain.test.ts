@@ -168,6 +168,15 @@ describe.skipIf(missing.length > 0)("against your own Hardhat node", () => {
   it("funds the demo once, pays out on chain, and a restart repeats nothing; two gateways take two wallets", async () => {
     const client = createPublicClient({ transport: http(nodeUrl) });
     const first = await startGateway("a");
+    // It listens with a backlog of REQUESTS_IN_FLIGHT_MAX (4,096 by default), not Node's 511: a burst of new
+    // connections is held by the kernel, not dropped (a listening socket's Send-Q, as `ss` shows it, is its backlog).
+    const somaxconn = Number((await readFile("/proc/sys/net/core/somaxconn", "utf8")).trim());
+    const listening = await run("ss", ["-ltnH", `sport = :${new URL(first.url).port}`]);
+    expect(listening.stdout.trim().split(/\s+/).slice(0, 3)).toEqual([
+      "LISTEN",
+      "0",
+      String(Math.min(4_096, somaxconn)),
+    ]);
     const text = first.started.output();
     expect(text).toMatch(/funded now with 1000\.000000 USDC of TestUSD minted on evm/);
     expect(text).toMatch(/Hardhat development account 10, taken by this database/);
