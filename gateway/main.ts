@@ -14,10 +14,9 @@ async function main(): Promise<void> {
   );
   const app = await createApp(config);
   // The backlog: connections the kernel completes and holds until the process takes them. Node's default, 511, is less
-  // than a burst of new connections the API admits: the kernel drops the handshakes past it, and each of those clients
-  // waits for its retransmission, a second or more, before its first request is read (issue #19: the HTTP bench's
-  // overload case, opening 896 connections at once, read p99 1,323 ms while the kernel's ListenOverflows counted the
-  // drops). As many as the API admits in flight; the kernel caps it at net.core.somaxconn.
+  // than a burst of new connections the API admits (the HTTP bench's overload case opens 896 at once): past it the
+  // kernel drops the handshakes, and each of those clients waits for its retransmission, a second or more, before its
+  // first request is read. As many as the API admits in flight; the kernel caps it at net.core.somaxconn.
   const address = await app.server.listen({
     port: config.port,
     host: config.host,
