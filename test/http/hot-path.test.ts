@@ -30,6 +30,12 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   afterAll(async () => {
     await gw?.app.close();
   });
+  /** A USDC account of the demo tenant with nothing in it: its payments fail for their funds. */
+  const emptyAccount = (name: string) =>
+    createAccount(
+      { sql: gw.app.db, ledger: gw.app.ledger },
+      { tenantId: gw.app.demo!.tenantId, kind: "customer", asset: assets.USDC, name },
+    );
 
   it("writes internal payments that arrive together in one transaction, each answered with its own", async () => {
     const count = 40;
@@ -126,12 +132,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("fails a short payer alone: its neighbours in the batch succeed and its refusal is kept for its key", async () => {
-    const app = gw.app;
-    const tenantId = app.demo!.tenantId;
-    const empty = await createAccount(
-      { sql: app.db, ledger: app.ledger },
-      { tenantId, kind: "customer", asset: assets.USDC, name: "empty" },
-    );
+    const empty = await emptyAccount("empty");
     const transfersBefore = await gw.ledgerTransferCount();
     const calls = [
       gw.client.POST("/v1/payments", { body: internal("0.000002") }),
@@ -164,10 +165,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   it("answers a payment with the bytes JSON.stringify makes of it, its route's text made once", async () => {
     const app = gw.app;
     const tenantId = app.demo!.tenantId;
-    const empty = await createAccount(
-      { sql: app.db, ledger: app.ledger },
-      { tenantId, kind: "customer", asset: assets.USDC, name: "empty for answers" },
-    );
+    const empty = await emptyAccount("empty for answers");
     // A caller's text that spells the route's key and braces: still found only where the route is.
     const metadata = { note: '"route":{"\\u0000":"switchyard route"}', route: "x" };
     const [paid, refused] = await Promise.all([
