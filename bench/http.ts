@@ -24,7 +24,9 @@
 // while p99 nears 50 ms, so the steps there are finer), BENCH_HTTP_P99_MS_MAX (default 50), BENCH_HTTP_ONLY (a
 // comma-separated list of cases), BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process alone,
 // space-separated: `--cpu-prof --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
-// BENCH_HTTP_GATEWAY_LOG (a file the gateway's output is written to when it stops: what `--trace-gc` printed).
+// BENCH_HTTP_GATEWAY_LOG (a file the gateway's output is written to when it stops: what `--trace-gc` printed),
+// BENCH_HTTP_TIMELINE=1 (each measured row's seconds printed: answers, the slowest, how many clients were answered —
+// whether a slow tail is the whole gateway pausing or some connections waiting).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -47,6 +49,7 @@ const only = process.env.BENCH_HTTP_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
 const gatewayFlags = (process.env.BENCH_HTTP_GATEWAY_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
 const gatewayLog = process.env.BENCH_HTTP_GATEWAY_LOG;
+const timeline = process.env.BENCH_HTTP_TIMELINE === "1";
 const root = path.join(import.meta.dirname, "..");
 const startTimeoutMs = 180_000;
 
@@ -392,7 +395,7 @@ async function measure(
   ratePerS?: number,
 ): Promise<Measured> {
   await drive(target, load, connections, warmupS, ratePerS); // warm-up: JIT, pools, caches; not counted
-  return drive(target, load, connections, durationS, ratePerS);
+  return drive(target, load, connections, durationS, ratePerS, timeline);
 }
 
 async function drive(
@@ -401,24 +404,33 @@ async function drive(
   connections: number,
   seconds: number,
   ratePerS?: number,
+  traced = false,
 ): Promise<Measured> {
   const writesBefore = target.database === undefined ? null : await writesNow(target.database);
   const before = cpuNow(target.watched);
-  const result = await autocannon({
-    url: `${target.url}/v1/payments`,
-    connections,
-    duration: seconds,
-    ...(ratePerS === undefined ? {} : { overallRate: ratePerS }),
-    requests: [
-      {
-        method: "POST",
-        setupRequest(request) {
-          const next = load.next();
-          return { ...request, headers: next.headers, body: next.body };
+  let running: autocannon.Instance | undefined;
+  const finished = new Promise<autocannon.Result>((resolve, reject) => {
+    const options: autocannon.Options = {
+      url: `${target.url}/v1/payments`,
+      connections,
+      duration: seconds,
+      ...(ratePerS === undefined ? {} : { overallRate: ratePerS }),
+      requests: [
+        {
+          method: "POST",
+          setupRequest(request) {
+            const next = load.next();
+            return { ...request, headers: next.headers, body: next.body };
+          },
         },
-      },
-    ],
+      ],
+    };
+    running = autocannon(options, (error, done) => (error ? reject(error) : resolve(done)));
   });
+  // The executor above has run: `running` is set.
+  const trace = traced && running !== undefined ? traceSeconds(running, connections) : null;
+  const result = await finished;
+  trace?.print();
   const ok = result["2xx"];
   const after = cpuNow(target.watched);
   const writesAfter = target.database === undefined ? null : await writesNow(target.database);
@@ -440,6 +452,32 @@ async function drive(
     p99Ms: result.latency.p99,
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
+  };
+}
+
+/**
+ * Each second of a run, by when its answers came: how many, the slowest, and how many of the clients were answered
+ * in it. A second with few answers and few clients answered is the gateway pausing; one with many answers but
+ * clients missing is some connections waiting while the others are served.
+ */
+function traceSeconds(running: autocannon.Instance, connections: number) {
+  const startedMs = performance.now();
+  const seconds: { answers: number; slowestMs: number; clients: Set<unknown> }[] = [];
+  running.on("response", (client: unknown, _status: number, _bytes: number, responseMs: number) => {
+    const at = Math.floor((performance.now() - startedMs) / 1000);
+    seconds[at] ??= { answers: 0, slowestMs: 0, clients: new Set() };
+    const second = seconds[at]!;
+    second.answers += 1;
+    if (responseMs > second.slowestMs) second.slowestMs = responseMs;
+    second.clients.add(client);
+  });
+  return {
+    print() {
+      for (const [at, second] of seconds.entries())
+        process.stderr.write(
+          `    ${at} s: ${second?.answers ?? 0} answered, slowest ${Math.round(second?.slowestMs ?? 0)} ms, ${second?.clients.size ?? 0} of ${connections} clients answered\n`,
+        );
+    },
   };
 }
 
