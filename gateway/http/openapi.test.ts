@@ -6,9 +6,11 @@ import { type FastifyPluginAsyncZod, serializerCompiler, validatorCompiler } fro
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { buildBareServer } from "../../test/support/bare-server.ts";
+import { tenantAccountAssets } from "../accounts/index.ts";
 import { errorStatus } from "./errors.ts";
 import { errorSchemaName, openApiPlugin } from "./openapi.ts";
-import { errorView, idParams, withoutControlCharacters } from "./schemas.ts";
+import { createPaywallBody } from "./resources/paywalls.ts";
+import { assetCodes, documentedAlso, errorView, idParams, withoutControlCharacters } from "./schemas.ts";
 
 type Response = {
   description: string;
@@ -91,6 +93,41 @@ describe("the gateway's OpenAPI document", () => {
     for (const pattern of patterns) expect(() => new RegExp(pattern)).not.toThrow();
     // The documented pattern for text without control characters says what the server checks.
     expect(patterns).toContain(withoutControlCharacters.source);
+  });
+
+  it("lists the asset codes wherever a request names an asset", () => {
+    // A request's `asset` is parsed as a code-shaped text and refused by its route when it names no asset
+    // (unknown_asset): the document says which codes there are, so a generated client or a fuzzer need not guess.
+    const resolve = (schema: any): any =>
+      typeof schema?.$ref === "string"
+        ? resolve(document.components.schemas[schema.$ref.replace("#/components/schemas/", "")])
+        : schema;
+    const found: string[] = [];
+    const walk = (schema: any, where: string): void => {
+      const s = resolve(schema);
+      if (s === null || typeof s !== "object") return;
+      for (const [name, property] of Object.entries<any>(s.properties ?? {})) {
+        if (name === "asset") {
+          found.push(where);
+          // A tenant's account holds USDC, USD or BTC; a payment, quote, invoice or price may name any asset.
+          const codes = where === "post /v1/accounts" ? tenantAccountAssets.map((a) => a.code) : assetCodes;
+          expect([where, resolve(property).enum]).toEqual([where, [...codes]]);
+        } else walk(property, `${where}.${name}`);
+      }
+      for (const key of ["anyOf", "oneOf", "allOf"]) for (const inner of s[key] ?? []) walk(inner, where);
+    };
+    for (const [method, path, operation] of operationsOf(document)) {
+      const body = (operation.requestBody as any)?.content?.["application/json"]?.schema;
+      if (body !== undefined) walk(body, `${method} ${path}`);
+    }
+    expect(found.sort()).toEqual([
+      "post /v1/accounts",
+      "post /v1/invoices",
+      "post /v1/payments",
+      "post /v1/quotes",
+    ]);
+    // The paywall routes (absent here: the bare server has no paywall service) name one in their price.
+    expect(documentedAlso.get(createPaywallBody.shape.price.shape.asset)).toEqual({ enum: [...assetCodes] });
   });
 
   it("offers no Idempotency-Key on the routes that do not read one: those answering a secret, the operator's", () => {

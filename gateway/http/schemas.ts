@@ -2,10 +2,32 @@
 // as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
 import { isAddress } from "viem";
 import { z } from "zod";
+import { assets } from "../../core/index.ts";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
 import { isStorableText } from "./text-safety.ts";
 
 const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
+
+/** The codes of the assets the gateway holds. */
+export const assetCodes: readonly string[] = Object.values(assets).map((asset) => asset.code);
+
+/** What the OpenAPI document says of a schema beyond what zod writes of it: openapi.ts adds each to its registry. */
+export const documentedAlso = new Map<z.ZodType, { enum: string[] }>();
+
+/**
+ * `schema` (an asset code in a request), with the codes it may take listed in the document (`enum`), so that a client
+ * generated from it, or a fuzzer, knows them. Parsed as the schema says, not against the list: a code of the right
+ * shape that names no asset is the route's to refuse, with its own code (unknown_asset, 400) and what it takes.
+ */
+export function listingAssets(schema: z.ZodString, codes: readonly string[] = assetCodes): z.ZodString {
+  documentedAlso.set(schema, { enum: [...codes] });
+  return schema;
+}
+
+/** An asset code in a request: see listingAssets. */
+const assetCode = (example: string) =>
+  listingAssets(z.string().regex(/^[A-Z0-9]{2,12}$/, `an asset code such as ${example}`));
+
 const hex = (bytes: number) =>
   z.string().regex(new RegExp(`^0x[0-9a-fA-F]{${bytes * 2}}$`), `0x and ${bytes * 2} hex digits`);
 
@@ -78,7 +100,7 @@ export const quoteTtlSecondsMax = 900;
 
 export const createQuoteBody = z.strictObject({
   amount: z.string().max(64),
-  asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as USDC"),
+  asset: assetCode("USDC"),
   destination: destinationSchema,
   constraints: constraints.optional(),
   ttl_seconds: z.number().int().min(1).max(quoteTtlSecondsMax).optional(),
@@ -102,7 +124,7 @@ export const createPaymentBody = z.strictObject({
     .regex(/^quo_[0-9a-z]{26}$/, "a quote id (quo_…)")
     .optional(),
   amount: z.string().max(64),
-  asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as USDC"),
+  asset: assetCode("USDC"),
   source: z.strictObject({ account: accountId }),
   destination: destinationSchema,
   constraints: constraints.optional(),
@@ -242,7 +264,7 @@ export const invoiceExpirySecondsMax = 7 * 24 * 3600;
 export const createInvoiceBody = z.strictObject({
   account: accountId,
   amount: z.string().max(64),
-  asset: z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as BTC"),
+  asset: assetCode("BTC"),
   rail: railName.optional(),
   description: storable(z.string().max(500)).optional(),
   expires_in_seconds: z.number().int().min(60).max(invoiceExpirySecondsMax).optional(),

@@ -29,7 +29,7 @@ import type { Ledger, Account as LedgerAccount } from "../../ledger/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
-import { balanceView, errorView, idParams, metadataSchema } from "../schemas.ts";
+import { balanceView, errorView, idParams, listingAssets, metadataSchema } from "../schemas.ts";
 
 export type AccountRoutesOptions = { db: Db; accounts: AccountCache; ledger: Ledger };
 
@@ -41,8 +41,7 @@ const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
 const assetCodes = tenantAccountAssets.map((asset) => asset.code) as [string, ...string[]];
 
 export const createAccountBody = z.strictObject({
-  /** USDC, USD or BTC. */
-  asset: z.string().max(12),
+  asset: listingAssets(z.string().max(12), assetCodes),
   kind: z.enum(tenantAccountKinds),
   name: z.string().min(1).max(accountNameLengthMax).refine(withoutNul, "no NUL character").optional(),
   metadata: metadataSchema.optional(),
