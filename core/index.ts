@@ -22,6 +22,8 @@ export {
   assetByCode,
   assets,
   basisPointsTotal,
+  decimalDigitsMax,
+  decimalPattern,
   divCeil,
   divFloor,
   divHalfEven,

@@ -19,8 +19,9 @@ export type ParseAmountError =
 /** The largest amount the ledger stores: PostgreSQL `bigint`. */
 export const amountMax = 2n ** 63n - 1n;
 
-const decimalPattern = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
-const decimalDigitsMax = 40;
+/** What parseAmount reads as a decimal (the API's document says it of every amount), and at most how long. */
+export const decimalPattern = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
+export const decimalDigitsMax = 40;
 
 /**
  * Parses a decimal string in major units ("1.50" USD) into minor units (150n), exactly.

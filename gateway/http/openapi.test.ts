@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { type FastifyPluginAsyncZod, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
+import { assets, decimalDigitsMax, decimalPattern, parseAmount } from "../../core/index.ts";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
 import { errorStatus } from "./errors.ts";
@@ -47,6 +48,31 @@ function operationsOf(document: Document): [string, string, Operation][] {
 }
 
 const errorRef = { $ref: `#/components/schemas/${errorSchemaName}` };
+
+/**
+ * Calls `visit` with each property of every operation's JSON request body, its $refs resolved, named by where it is
+ * (`post /v1/paywalls.price`); into a property's own properties unless `visit` said it was the one looked for.
+ */
+function walkRequestProperties(
+  document: Document,
+  visit: (where: string, name: string, property: any) => boolean,
+): void {
+  const resolve = (schema: any): any =>
+    typeof schema?.$ref === "string"
+      ? resolve(document.components.schemas[schema.$ref.replace("#/components/schemas/", "")])
+      : schema;
+  const walk = (schema: any, where: string): void => {
+    const s = resolve(schema);
+    if (s === null || typeof s !== "object") return;
+    for (const [name, property] of Object.entries<any>(s.properties ?? {}))
+      if (!visit(where, name, resolve(property))) walk(property, `${where}.${name}`);
+    for (const key of ["anyOf", "oneOf", "allOf"]) for (const inner of s[key] ?? []) walk(inner, where);
+  };
+  for (const [method, path, operation] of operationsOf(document)) {
+    const body = (operation.requestBody as any)?.content?.["application/json"]?.schema;
+    if (body !== undefined) walk(body, `${method} ${path}`);
+  }
+}
 
 describe("the gateway's OpenAPI document", () => {
   let server: FastifyInstance;
@@ -95,31 +121,49 @@ describe("the gateway's OpenAPI document", () => {
     expect(patterns).toContain(withoutControlCharacters.source);
   });
 
+  it("gives the decimal's shape wherever a request names an amount", () => {
+    const found: string[] = [];
+    walkRequestProperties(document, (where, name, property) => {
+      if (name !== "amount") return false;
+      found.push(where);
+      expect([where, property.type, property.pattern, property.maxLength]).toEqual([
+        where,
+        "string",
+        decimalPattern.source,
+        decimalDigitsMax,
+      ]);
+      return true;
+    });
+    expect(found.sort()).toEqual([
+      "post /v1/invoices",
+      "post /v1/payments",
+      "post /v1/quotes",
+      "post /v1/refunds",
+    ]);
+    // The document and the parser agree on what is a decimal (other refusals have codes of their own).
+    const documented = new RegExp(decimalPattern.source);
+    for (const text of ["1.50", "0.000001", "10", "0", "", "1.", ".5", "01", "-1", "1e3", " 1", "１"]) {
+      const parsed = parseAmount(text, assets.USDC);
+      const notDecimal = !parsed.ok && parsed.error === "amount_not_a_decimal";
+      expect([text, documented.test(text)]).toEqual([text, !notDecimal]);
+    }
+    expect(documentedAlso.get(createPaywallBody.shape.price.shape.amount)?.pattern).toBe(
+      decimalPattern.source,
+    );
+  });
+
   it("lists the asset codes wherever a request names an asset", () => {
     // A request's `asset` is parsed as a code-shaped text and refused by its route when it names no asset
     // (unknown_asset): the document says which codes there are, so a generated client or a fuzzer need not guess.
-    const resolve = (schema: any): any =>
-      typeof schema?.$ref === "string"
-        ? resolve(document.components.schemas[schema.$ref.replace("#/components/schemas/", "")])
-        : schema;
     const found: string[] = [];
-    const walk = (schema: any, where: string): void => {
-      const s = resolve(schema);
-      if (s === null || typeof s !== "object") return;
-      for (const [name, property] of Object.entries<any>(s.properties ?? {})) {
-        if (name === "asset") {
-          found.push(where);
-          // A tenant's account holds USDC, USD or BTC; a payment, quote, invoice or price may name any asset.
-          const codes = where === "post /v1/accounts" ? tenantAccountAssets.map((a) => a.code) : assetCodes;
-          expect([where, resolve(property).enum]).toEqual([where, [...codes]]);
-        } else walk(property, `${where}.${name}`);
-      }
-      for (const key of ["anyOf", "oneOf", "allOf"]) for (const inner of s[key] ?? []) walk(inner, where);
-    };
-    for (const [method, path, operation] of operationsOf(document)) {
-      const body = (operation.requestBody as any)?.content?.["application/json"]?.schema;
-      if (body !== undefined) walk(body, `${method} ${path}`);
-    }
+    walkRequestProperties(document, (where, name, property) => {
+      if (name !== "asset") return false;
+      found.push(where);
+      // A tenant's account holds USDC, USD or BTC; a payment, quote, invoice or price may name any asset.
+      const codes = where === "post /v1/accounts" ? tenantAccountAssets.map((a) => a.code) : assetCodes;
+      expect([where, property.enum]).toEqual([where, [...codes]]);
+      return true;
+    });
     expect(found.sort()).toEqual([
       "post /v1/accounts",
       "post /v1/invoices",

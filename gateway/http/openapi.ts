@@ -19,7 +19,7 @@ import { z } from "zod";
 import type { IdPrefix } from "../ids/index.ts";
 import { type ApiErrorCode, errorStatus } from "./errors.ts";
 import { idempotencyKeyLengthMax, idempotencyKeyPattern } from "./idempotency.ts";
-import { documentedAlso, errorView, openApiView } from "./schemas.ts";
+import { type DocumentedAlso, documentedAlso, errorView, openApiView } from "./schemas.ts";
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -221,7 +221,7 @@ export function documentErrors(document: Document): Document {
 
 const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => {
   // The shared schemas, by name: each route answering errorView refers to the one component.
-  const registry = z.registry<{ id?: string; enum?: string[] }>();
+  const registry = z.registry<{ id?: string } & DocumentedAlso>();
   registry.add(errorView, { id: errorSchemaName });
   for (const [schema, more] of documentedAlso) registry.add(schema, more);
   const transformObject = createJsonSchemaTransformObject({ schemaRegistry: registry });

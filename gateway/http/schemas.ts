@@ -2,7 +2,7 @@
 // as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
 import { isAddress } from "viem";
 import { z } from "zod";
-import { assets } from "../../core/index.ts";
+import { assets, decimalDigitsMax, decimalPattern } from "../../core/index.ts";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
 import { isStorableText } from "./text-safety.ts";
 
@@ -12,7 +12,8 @@ const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acc
 export const assetCodes: readonly string[] = Object.values(assets).map((asset) => asset.code);
 
 /** What the OpenAPI document says of a schema beyond what zod writes of it: openapi.ts adds each to its registry. */
-export const documentedAlso = new Map<z.ZodType, { enum: string[] }>();
+export type DocumentedAlso = { enum?: string[]; pattern?: string; maxLength?: number };
+export const documentedAlso = new Map<z.ZodType, DocumentedAlso>();
 
 /**
  * `schema` (an asset code in a request), with the codes it may take listed in the document (`enum`), so that a client
@@ -23,6 +24,17 @@ export function listingAssets(schema: z.ZodString, codes: readonly string[] = as
   documentedAlso.set(schema, { enum: [...codes] });
   return schema;
 }
+
+/**
+ * An amount in a request: a decimal string in the asset's major unit ("1.50"). The document gives the decimal's shape
+ * (parseAmount's); the route parses it for its asset and refuses it with the reason's own code (amount_not_a_decimal,
+ * amount_too_precise, amount_not_positive, amount_too_large).
+ */
+export const decimalAmount = () => {
+  const schema = z.string().max(64);
+  documentedAlso.set(schema, { pattern: decimalPattern.source, maxLength: decimalDigitsMax });
+  return schema;
+};
 
 /** An asset code in a request: see listingAssets. */
 const assetCode = (example: string) =>
@@ -99,7 +111,7 @@ export type ConstraintsBody = z.infer<typeof constraints>;
 export const quoteTtlSecondsMax = 900;
 
 export const createQuoteBody = z.strictObject({
-  amount: z.string().max(64),
+  amount: decimalAmount(),
   asset: assetCode("USDC"),
   destination: destinationSchema,
   constraints: constraints.optional(),
@@ -123,7 +135,7 @@ export const createPaymentBody = z.strictObject({
     .string()
     .regex(/^quo_[0-9a-z]{26}$/, "a quote id (quo_…)")
     .optional(),
-  amount: z.string().max(64),
+  amount: decimalAmount(),
   asset: assetCode("USDC"),
   source: z.strictObject({ account: accountId }),
   destination: destinationSchema,
@@ -263,7 +275,7 @@ export const invoiceExpirySecondsMax = 7 * 24 * 3600;
 
 export const createInvoiceBody = z.strictObject({
   account: accountId,
-  amount: z.string().max(64),
+  amount: decimalAmount(),
   asset: assetCode("BTC"),
   rail: railName.optional(),
   description: storable(z.string().max(500)).optional(),

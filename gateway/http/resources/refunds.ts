@@ -23,7 +23,7 @@ import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { bolt11Destination, presentEvidence } from "../present.ts";
-import { bolt11Shape, errorView, evidenceView, metadataSchema } from "../schemas.ts";
+import { bolt11Shape, decimalAmount, errorView, evidenceView, metadataSchema } from "../schemas.ts";
 
 export type RefundRoutesOptions = { refunds: RefundsDeps };
 
@@ -40,7 +40,7 @@ export const createRefundBody = z.strictObject({
   /** The succeeded payment to refund (between two accounts only); or `invoice`. */
   payment: paymentId.optional(),
   /** A decimal in the asset's major unit; absent: all that is left to refund. */
-  amount: z.string().max(64).optional(),
+  amount: decimalAmount().optional(),
   reason: z.enum(["duplicate", "fraudulent", "requested_by_customer"]).optional(),
   metadata: metadataSchema.optional(),
   /** Where the rail pays the refund, when it cannot go back the way it came: Lightning, an invoice of the payer's. */
