@@ -5,13 +5,21 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { type FastifyPluginAsyncZod, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { assets, decimalDigitsMax, decimalPattern, parseAmount } from "../../core/index.ts";
+import { assets, decimalDigitsMax, parseAmount } from "../../core/index.ts";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
 import { errorStatus } from "./errors.ts";
 import { errorSchemaName, openApiPlugin } from "./openapi.ts";
 import { createPaywallBody } from "./resources/paywalls.ts";
-import { assetCodes, documentedAlso, errorView, idParams, withoutControlCharacters } from "./schemas.ts";
+import {
+  assetCodes,
+  documentedAlso,
+  documentedHeaders,
+  errorView,
+  idParams,
+  positiveDecimalPattern,
+  withoutControlCharacters,
+} from "./schemas.ts";
 
 type Response = {
   description: string;
@@ -129,7 +137,7 @@ describe("the gateway's OpenAPI document", () => {
       expect([where, property.type, property.pattern, property.maxLength]).toEqual([
         where,
         "string",
-        decimalPattern.source,
+        positiveDecimalPattern,
         decimalDigitsMax,
       ]);
       return true;
@@ -140,15 +148,33 @@ describe("the gateway's OpenAPI document", () => {
       "post /v1/quotes",
       "post /v1/refunds",
     ]);
-    // The document and the parser agree on what is a decimal (other refusals have codes of their own).
-    const documented = new RegExp(decimalPattern.source);
-    for (const text of ["1.50", "0.000001", "10", "0", "", "1.", ".5", "01", "-1", "1e3", " 1", "１"]) {
+    // The document and the parser agree on what is a decimal more than zero (too many decimals for the asset, or
+    // too large, are refusals of their own).
+    const documented = new RegExp(positiveDecimalPattern);
+    const samples = [
+      "1.50",
+      "0.000001",
+      "10",
+      "0.10",
+      "0",
+      "0.0",
+      "0.000",
+      "00",
+      "",
+      "1.",
+      ".5",
+      "01",
+      "-1",
+      "1e3",
+      " 1",
+    ];
+    for (const text of [...samples, "１"]) {
       const parsed = parseAmount(text, assets.USDC);
-      const notDecimal = !parsed.ok && parsed.error === "amount_not_a_decimal";
-      expect([text, documented.test(text)]).toEqual([text, !notDecimal]);
+      const refused = !parsed.ok && ["amount_not_a_decimal", "amount_not_positive"].includes(parsed.error);
+      expect([text, documented.test(text)]).toEqual([text, !refused]);
     }
     expect(documentedAlso.get(createPaywallBody.shape.price.shape.amount)?.pattern).toBe(
-      decimalPattern.source,
+      positiveDecimalPattern,
     );
   });
 
@@ -303,6 +329,22 @@ describe("a route added later", () => {
         },
         async () => ({ ok: true }),
       );
+      app.post(
+        "/v1/things/settle",
+        {
+          schema: {
+            body: z.strictObject({ how: z.string() }),
+            response: { 200: z.object({ ok: z.boolean() }) },
+            ...documentedHeaders({
+              name: "thing-account",
+              required: true,
+              description: "the account",
+              schema: { type: "string", minLength: 1, maxLength: 64 },
+            }),
+          },
+        },
+        async () => ({ ok: true }),
+      );
       app.get(
         "/v1/widgets/:id",
         { schema: { params: z.strictObject({ id: z.string().regex(/^wid_[a-z0-9]+$/) }) } },
@@ -335,6 +377,18 @@ describe("a route added later", () => {
     const things = document.paths["/v1/things"]!.post!;
     expect(things.responses["402"]!["x-error-codes"]).toEqual(["rail_unavailable"]);
     expect(things.responses["422"]!["x-error-codes"]).toEqual(["no_route"]);
+  });
+
+  it("lists a header it reads itself among its parameters, required as it says", () => {
+    const settle = document.paths["/v1/things/settle"]!.post!;
+    expect(settle.parameters).toContainEqual({
+      in: "header",
+      name: "thing-account",
+      required: true,
+      description: "the account",
+      schema: { type: "string", minLength: 1, maxLength: 64 },
+    });
+    expect(settle).not.toHaveProperty("x-headers");
   });
 
   it("whose id is of a kind not known answers any not-found code but the route's", () => {

@@ -19,7 +19,13 @@ import { z } from "zod";
 import type { IdPrefix } from "../ids/index.ts";
 import { type ApiErrorCode, errorStatus } from "./errors.ts";
 import { idempotencyKeyLengthMax, idempotencyKeyPattern } from "./idempotency.ts";
-import { type DocumentedAlso, documentedAlso, errorView, openApiView } from "./schemas.ts";
+import {
+  type DocumentedAlso,
+  type DocumentedHeader,
+  documentedAlso,
+  errorView,
+  openApiView,
+} from "./schemas.ts";
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -201,6 +207,15 @@ export function documentErrors(document: Document): Document {
             } as Parameter,
           ];
         }
+      }
+      // Headers a route reads beyond the schema's (documentedHeaders), as the operation's parameters.
+      const headers = operation["x-headers"] as DocumentedHeader[] | undefined;
+      if (headers !== undefined) {
+        delete operation["x-headers"];
+        operation.parameters = [
+          ...(operation.parameters ?? []),
+          ...headers.map((header) => ({ in: "header", ...header }) as Parameter),
+        ];
       }
     }
   }

@@ -16,6 +16,20 @@ export type DocumentedAlso = { enum?: string[]; pattern?: string; maxLength?: nu
 export const documentedAlso = new Map<z.ZodType, DocumentedAlso>();
 
 /**
+ * A request header a route reads itself (not through a headers schema, so that it refuses with its own code and
+ * words), for the document: spread into the route's schema, it becomes one of the operation's parameters.
+ */
+export type DocumentedHeader = {
+  name: string;
+  required: boolean;
+  description: string;
+  schema: { type: "string"; minLength?: number; maxLength?: number };
+};
+export const documentedHeaders = (...headers: DocumentedHeader[]): Record<never, never> => ({
+  "x-headers": headers,
+});
+
+/**
  * `schema` (an asset code in a request), with the codes it may take listed in the document (`enum`), so that a client
  * generated from it, or a fuzzer, knows them. Parsed as the schema says, not against the list: a code of the right
  * shape that names no asset is the route's to refuse, with its own code (unknown_asset, 400) and what it takes.
@@ -25,14 +39,17 @@ export function listingAssets(schema: z.ZodString, codes: readonly string[] = as
   return schema;
 }
 
+/** parseAmount's decimal, zero (in any spelling: 0, 0.00) left out: every amount a request names is more than zero. */
+export const positiveDecimalPattern = `^(?!0+(?:\\.0+)?$)${decimalPattern.source.slice(1)}`;
+
 /**
  * An amount in a request: a decimal string in the asset's major unit ("1.50"). The document gives the decimal's shape
- * (parseAmount's); the route parses it for its asset and refuses it with the reason's own code (amount_not_a_decimal,
- * amount_too_precise, amount_not_positive, amount_too_large).
+ * (parseAmount's, more than zero); the route parses it for its asset and refuses it with the reason's own code
+ * (amount_not_a_decimal, amount_too_precise, amount_not_positive, amount_too_large).
  */
 export const decimalAmount = () => {
   const schema = z.string().max(64);
-  documentedAlso.set(schema, { pattern: decimalPattern.source, maxLength: decimalDigitsMax });
+  documentedAlso.set(schema, { pattern: positiveDecimalPattern, maxLength: decimalDigitsMax });
   return schema;
 };
 

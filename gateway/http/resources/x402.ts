@@ -27,7 +27,7 @@ import {
 } from "../../x402/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { errorView } from "../schemas.ts";
+import { documentedHeaders, errorView } from "../schemas.ts";
 
 export type X402RoutesOptions = { x402: X402Deps; accounts: AccountCache };
 
@@ -41,6 +41,17 @@ const facilitatorBody = z.strictObject({
 });
 
 const accountIdBytesMax = 64;
+
+/** The credited account's header, as the document gives it: `settle` needs it, `verify` checks it when sent. */
+const creditHeader = (required: boolean) =>
+  documentedHeaders({
+    name: creditAccountHeader,
+    required,
+    description: required
+      ? "The id of the account (acct_…) credited with what is settled"
+      : "The id of the account (acct_…) a settle would credit: checked when sent",
+    schema: { type: "string", minLength: 1, maxLength: accountIdBytesMax },
+  });
 
 /** The account the header names: the tenant's own, holding an asset x402 is paid in; null when none is named. */
 async function creditOf(
@@ -72,7 +83,11 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
     "/x402/verify",
     {
       config: { scope: "invoices" },
-      schema: { body: facilitatorBody, response: { 200: verifyResponse, "4xx": errorView } },
+      schema: {
+        body: facilitatorBody,
+        response: { 200: verifyResponse, "4xx": errorView },
+        ...creditHeader(false),
+      },
     },
     async (request) => {
       await creditOf(options, tenantOf(request).id, request.headers[creditAccountHeader]);
@@ -83,7 +98,11 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
     "/x402/settle",
     {
       config: { scope: "invoices" },
-      schema: { body: facilitatorBody, response: { 200: settleResponse, "4xx": errorView } },
+      schema: {
+        body: facilitatorBody,
+        response: { 200: settleResponse, "4xx": errorView },
+        ...creditHeader(true),
+      },
     },
     async (request) => {
       const credit = await creditOf(options, tenantOf(request).id, request.headers[creditAccountHeader]);
