@@ -23,7 +23,6 @@ export {
   assets,
   basisPointsTotal,
   decimalDigitsMax,
-  decimalPattern,
   divCeil,
   divFloor,
   divHalfEven,

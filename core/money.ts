@@ -19,8 +19,8 @@ export type ParseAmountError =
 /** The largest amount the ledger stores: PostgreSQL `bigint`. */
 export const amountMax = 2n ** 63n - 1n;
 
-/** What parseAmount reads as a decimal (the API's document says it of every amount), and at most how long. */
-export const decimalPattern = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
+const decimalPattern = /^(0|[1-9][0-9]*)(\.[0-9]+)?$/;
+/** The longest text parseAmount reads as a decimal (the API's document says it of every amount). */
 export const decimalDigitsMax = 40;
 
 /**

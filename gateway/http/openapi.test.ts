@@ -19,7 +19,9 @@ import {
   idParams,
   positiveDecimalPattern,
   withoutControlCharacters,
+  withoutNul,
 } from "./schemas.ts";
+import { isStorableText } from "./text-safety.ts";
 
 type Response = {
   description: string;
@@ -176,6 +178,22 @@ describe("the gateway's OpenAPI document", () => {
     expect(documentedAlso.get(createPaywallBody.shape.price.shape.amount)?.pattern).toBe(
       positiveDecimalPattern,
     );
+  });
+
+  it("says text the server refuses to store (a NUL) is not sent, and keeps a text's own pattern", () => {
+    const body = (path: string) =>
+      (document.paths[path]!.post!.requestBody as any).content["application/json"].schema.properties;
+    const metadata = body("/v1/payments").metadata;
+    expect(metadata.propertyNames.pattern).toBe(withoutNul.source);
+    expect(metadata.additionalProperties.pattern).toBe(withoutNul.source);
+    expect(body("/v1/invoices").description.pattern).toBe(withoutNul.source);
+    // A text with a pattern of its own keeps it (a URL's, a name's without control characters).
+    expect(body("/v1/webhook_endpoints").url.pattern).toBe("^https?:\\/\\/[^\\s]+$");
+    expect(body("/v1/payees").name.pattern).toBe(withoutControlCharacters.source);
+    const documented = new RegExp(withoutNul.source);
+    for (const text of ["", "plain", "é€😀", "a\u0000b", "\u0000"])
+      expect([text, documented.test(text)]).toEqual([text, !text.includes("\u0000")]);
+    expect(isStorableText("a\u0000b")).toBe(false);
   });
 
   it("lists the asset codes wherever a request names an asset", () => {

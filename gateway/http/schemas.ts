@@ -2,7 +2,7 @@
 // as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
 import { isAddress } from "viem";
 import { z } from "zod";
-import { assets, decimalDigitsMax, decimalPattern } from "../../core/index.ts";
+import { assets, decimalDigitsMax } from "../../core/index.ts";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
 import { isStorableText } from "./text-safety.ts";
 
@@ -39,8 +39,11 @@ export function listingAssets(schema: z.ZodString, codes: readonly string[] = as
   return schema;
 }
 
-/** parseAmount's decimal, zero (in any spelling: 0, 0.00) left out: every amount a request names is more than zero. */
-export const positiveDecimalPattern = `^(?!0+(?:\\.0+)?$)${decimalPattern.source.slice(1)}`;
+/**
+ * What parseAmount reads as a decimal, zero in any spelling (0, 0.00) left out: every amount a request names is
+ * more than zero. Without lookahead, which some generators from patterns do not read.
+ */
+export const positiveDecimalPattern = "^(0\\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(\\.[0-9]+)?)$";
 
 /**
  * An amount in a request: a decimal string in the asset's major unit ("1.50"). The document gives the decimal's shape
@@ -137,10 +140,20 @@ export const createQuoteBody = z.strictObject({
 
 /**
  * Text PostgreSQL can store as sent: no NUL character, no unpaired surrogate. text-safety.ts refuses such text on
- * every route before validation; the schema says it too, so that the document and a direct parse agree.
+ * every route before validation; the schema says it too, so that the document and a direct parse agree. The document
+ * says the NUL part as a pattern (when the text has no pattern of its own), which any tool reads; an unpaired
+ * surrogate has no pattern that reads the same outside ECMAScript.
  */
-export const storable = (schema: z.ZodString) =>
-  schema.refine(isStorableText, "no NUL character or unpaired UTF-16 surrogate");
+export const storable = (schema: z.ZodString) => {
+  const refined = schema.refine(isStorableText, "no NUL character or unpaired UTF-16 surrogate");
+  const hasFormat = (schema._zod.def.checks ?? []).some((check) => check._zod.def.check === "string_format");
+  if (!hasFormat) documentedAlso.set(refined, { pattern: withoutNul.source });
+  return refined;
+};
+
+/** Text without a NUL character (U+0000). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching the NUL character is this pattern's purpose.
+export const withoutNul = /^[^\u0000]*$/;
 
 /** A resource's metadata (payments, payees, …): at most 20 keys of short text, each storable. */
 export const metadataSchema = z
