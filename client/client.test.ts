@@ -72,7 +72,7 @@ describe("the client in-process", () => {
     };
     const body = {
       amount: "1",
-      asset: "USDC",
+      asset: "USDC" as const,
       source: { account: "acct_a" },
       destination: { type: "account" as const, account: "acct_b" },
     };

@@ -214,7 +214,8 @@ export interface paths {
                     "application/json": {
                         quote?: string;
                         amount: string;
-                        asset: string;
+                        /** @enum {string} */
+                        asset: "USDC" | "USD" | "BTC" | "ETH";
                         source: {
                             account: string;
                         };
@@ -932,7 +933,8 @@ export interface paths {
                 content: {
                     "application/json": {
                         amount: string;
-                        asset: string;
+                        /** @enum {string} */
+                        asset: "USDC" | "USD" | "BTC" | "ETH";
                         destination: {
                             /** @enum {string} */
                             type: "account";
@@ -1281,7 +1283,8 @@ export interface paths {
                     "application/json": {
                         account: string;
                         amount: string;
-                        asset: string;
+                        /** @enum {string} */
+                        asset: "USDC" | "USD" | "BTC" | "ETH";
                         rail?: string;
                         description?: string;
                         expires_in_seconds?: number;
@@ -3154,7 +3157,8 @@ export interface paths {
             requestBody: {
                 content: {
                     "application/json": {
-                        asset: string;
+                        /** @enum {string} */
+                        asset: "USDC" | "USD" | "BTC";
                         /** @enum {string} */
                         kind: "customer" | "merchant";
                         name?: string;

@@ -15,7 +15,7 @@ import { errorOf } from "./support.ts";
 
 const internal = (amount: string) => ({
   amount,
-  asset: "USDC",
+  asset: "USDC" as const,
   source: { account: "acct_demo_customer" },
   destination: { type: "account" as const, account: "acct_demo_merchant" },
 });

@@ -16,7 +16,7 @@ import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 const internal = (amount: string, source = "acct_demo_customer", destination = "acct_demo_merchant") => ({
   amount,
-  asset: "USDC",
+  asset: "USDC" as const,
   source: { account: source },
   destination: { type: "account" as const, account: destination },
 });

@@ -39,7 +39,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         object: "payment",
         status: "succeeded",
         amount: "1.250000",
-        asset: "USDC",
+        asset: "USDC" as const,
         rail: "evm",
       });
       expect(payment.route!.chosen).toBe("evm");
@@ -111,7 +111,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     it("answers a repeated Idempotency-Key with the first payment and pays once", async () => {
       const body = {
         amount: "2",
-        asset: "USDC",
+        asset: "USDC" as const,
         source: { account: "acct_demo_customer" },
         destination: { type: "evm_address" as const, address: payee },
       };

@@ -20,14 +20,14 @@ afterAll(async () => {
 
 const quoteBody = () => ({
   amount: "3",
-  asset: "USDC",
+  asset: "USDC" as const,
   destination: { type: "evm_address" as const, address: payee },
   ttl_seconds: 60,
 });
 const paymentBody = (quote: string, amount = "3") => ({
   quote,
   amount,
-  asset: "USDC",
+  asset: "USDC" as const,
   source: { account: "acct_demo_customer" },
   destination: { type: "evm_address" as const, address: payee },
 });
@@ -217,7 +217,12 @@ describe("quotes", () => {
     });
     const payeeId = created.body.id as string;
     const quote = await gw.call("POST", "/v1/quotes", {
-      body: { amount: "2", asset: "USDC", destination: { type: "payee", payee: payeeId }, ttl_seconds: 60 },
+      body: {
+        amount: "2",
+        asset: "USDC",
+        destination: { type: "payee", payee: payeeId },
+        ttl_seconds: 60,
+      },
     });
     expect(quote.status).toBe(201);
     const updated = await gw.call("PATCH", `/v1/payees/${payeeId}`, {
