@@ -4,6 +4,7 @@
 // is served once, the tenant's account credited once with the transaction as evidence. Then bad input straight to
 // /v1/x402/verify and /settle: each refusal is x402's reason code, nothing sent, nothing credited; one authorization
 // settled twice at once pays once.
+import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { HTTPFacilitatorClient } from "@x402/core/server";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
@@ -545,6 +546,30 @@ describe("the facilitator's routes", () => {
     expect(malformedBody.status).toBe(400);
     // Nothing was claimed: the same payment still verifies.
     expect((await facilitator("verify", payment)).body).toMatchObject({ isValid: true });
+  });
+
+  it("refuses a settle without Switchyard-Account as malformed before it looks at the Idempotency-Key", async () => {
+    // schemathesis's finding: a key used before for another request was answered 409 first, not 400.
+    const key = `settle-${randomUUID()}`;
+    const settle = (body: unknown, headers: Record<string, string>) =>
+      gw.app.server.inject({
+        method: "POST",
+        url: "/v1/x402/settle",
+        headers: { ...headers, "idempotency-key": key, "content-type": "application/json" },
+        payload: JSON.stringify(body),
+      });
+    const refused = { x402Version: 1, paymentPayload: {}, paymentRequirements: {} };
+    const first = await settle(refused, authHeaders());
+    const again = await settle(refused, authHeaders());
+    // The key is taken: its answer is kept and replayed.
+    expect([again.statusCode, again.headers["idempotent-replayed"]]).toEqual([first.statusCode, "true"]);
+    const { "switchyard-account": _, ...withoutAccount } = authHeaders();
+    const missing = await settle({ ...refused, x402Version: 2 }, withoutAccount);
+    expect([missing.statusCode, missing.json().error.code, missing.json().error.param]).toEqual([
+      400,
+      "parameter_missing",
+      "switchyard-account",
+    ]);
   });
 });
 

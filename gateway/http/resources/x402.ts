@@ -42,6 +42,11 @@ const facilitatorBody = z.strictObject({
 
 const accountIdBytesMax = 64;
 
+const missingCreditHeader = () =>
+  new ApiError("parameter_missing", `name the account to credit in the ${creditAccountHeader} header`, {
+    param: creditAccountHeader,
+  });
+
 /** The credited account's header, as the document gives it: `settle` needs it, `verify` checks it when sent. */
 const creditHeader = (required: boolean) =>
   documentedHeaders({
@@ -103,15 +108,15 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
         response: { 200: settleResponse, "4xx": errorView },
         ...creditHeader(true),
       },
+      // Missing, the header makes the request malformed: refused as a bad body is, before its Idempotency-Key is
+      // looked at (a key used before for another request would otherwise be answered 409 first).
+      preValidation: (request, _reply, done) => {
+        done(request.headers[creditAccountHeader] === undefined ? missingCreditHeader() : undefined);
+      },
     },
     async (request) => {
       const credit = await creditOf(options, tenantOf(request).id, request.headers[creditAccountHeader]);
-      if (credit === null)
-        throw new ApiError(
-          "parameter_missing",
-          `name the account to credit in the ${creditAccountHeader} header`,
-          { param: creditAccountHeader },
-        );
+      if (credit === null) throw missingCreditHeader();
       return facilitatorSettle(options.x402, request.body, credit);
     },
   );
