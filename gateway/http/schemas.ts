@@ -138,6 +138,10 @@ export const createQuoteBody = z.strictObject({
   ttl_seconds: z.number().int().min(1).max(quoteTtlSecondsMax).optional(),
 });
 
+/** Text without a NUL character (U+0000). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching the NUL character is this pattern's purpose.
+export const withoutNul = /^[^\u0000]*$/;
+
 /**
  * Text PostgreSQL can store as sent: no NUL character, no unpaired surrogate. text-safety.ts refuses such text on
  * every route before validation; the schema says it too, so that the document and a direct parse agree. The document
@@ -150,10 +154,6 @@ export const storable = (schema: z.ZodString) => {
   if (!hasFormat) documentedAlso.set(refined, { pattern: withoutNul.source });
   return refined;
 };
-
-/** Text without a NUL character (U+0000). */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching the NUL character is this pattern's purpose.
-export const withoutNul = /^[^\u0000]*$/;
 
 /** A resource's metadata (payments, payees, …): at most 20 keys of short text, each storable. */
 export const metadataSchema = z
