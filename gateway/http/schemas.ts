@@ -15,6 +15,12 @@ export const assetCodes: readonly string[] = Object.values(assets).map((asset) =
 export type DocumentedAlso = { enum?: string[]; pattern?: string; maxLength?: number };
 export const documentedAlso = new Map<z.ZodType, DocumentedAlso>();
 
+/** `schema`, with `more` said of it in the document. */
+function documented<T extends z.ZodType>(schema: T, more: DocumentedAlso): T {
+  documentedAlso.set(schema, more);
+  return schema;
+}
+
 /**
  * A request header a route reads itself (not through a headers schema, so that it refuses with its own code and
  * words), for the document: spread into the route's schema, it becomes one of the operation's parameters.
@@ -34,10 +40,8 @@ export const documentedHeaders = (...headers: DocumentedHeader[]): Record<never,
  * generated from it, or a fuzzer, knows them. Parsed as the schema says, not against the list: a code of the right
  * shape that names no asset is the route's to refuse, with its own code (unknown_asset, 400) and what it takes.
  */
-export function listingAssets(schema: z.ZodString, codes: readonly string[] = assetCodes): z.ZodString {
-  documentedAlso.set(schema, { enum: [...codes] });
-  return schema;
-}
+export const listingAssets = (schema: z.ZodString, codes: readonly string[] = assetCodes) =>
+  documented(schema, { enum: [...codes] });
 
 /**
  * What parseAmount reads as a decimal, zero in any spelling (0, 0.00) left out: every amount a request names is
@@ -50,14 +54,11 @@ export const positiveDecimalPattern = "^(0\\.[0-9]*[1-9][0-9]*|[1-9][0-9]*(\\.[0
  * (parseAmount's, more than zero); the route parses it for its asset and refuses it with the reason's own code
  * (amount_not_a_decimal, amount_too_precise, amount_not_positive, amount_too_large).
  */
-export const decimalAmount = () => {
-  const schema = z.string().max(64);
-  documentedAlso.set(schema, { pattern: positiveDecimalPattern, maxLength: decimalDigitsMax });
-  return schema;
-};
+export const decimalAmount = () =>
+  documented(z.string().max(64), { pattern: positiveDecimalPattern, maxLength: decimalDigitsMax });
 
 /** An asset code in a request: see listingAssets. */
-const assetCode = (example: string) =>
+export const assetCode = (example: string) =>
   listingAssets(z.string().regex(/^[A-Z0-9]{2,12}$/, `an asset code such as ${example}`));
 
 const hex = (bytes: number) =>
@@ -151,8 +152,7 @@ export const withoutNul = /^[^\u0000]*$/;
 export const storable = (schema: z.ZodString) => {
   const refined = schema.refine(isStorableText, "no NUL character or unpaired UTF-16 surrogate");
   const hasFormat = (schema._zod.def.checks ?? []).some((check) => check._zod.def.check === "string_format");
-  if (!hasFormat) documentedAlso.set(refined, { pattern: withoutNul.source });
-  return refined;
+  return hasFormat ? refined : documented(refined, { pattern: withoutNul.source });
 };
 
 /** A resource's metadata (payments, payees, …): at most 20 keys of short text, each storable. */

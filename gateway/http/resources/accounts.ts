@@ -29,21 +29,19 @@ import type { Ledger, Account as LedgerAccount } from "../../ledger/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
-import { balanceView, errorView, idParams, listingAssets, metadataSchema } from "../schemas.ts";
+import { balanceView, errorView, idParams, listingAssets, metadataSchema, withoutNul } from "../schemas.ts";
 
 export type AccountRoutesOptions = { db: Db; accounts: AccountCache; ledger: Ledger };
 
 /** A route's business refusals, for the OpenAPI document (openapi.ts files each under its status). */
 const refusals = (...codes: ApiErrorCode[]): Record<never, never> => ({ "x-error-codes": codes });
 
-const withoutNul = (text: string) => !text.includes(String.fromCharCode(0));
-
 const assetCodes = tenantAccountAssets.map((asset) => asset.code) as [string, ...string[]];
 
 export const createAccountBody = z.strictObject({
   asset: listingAssets(z.string().max(12), assetCodes),
   kind: z.enum(tenantAccountKinds),
-  name: z.string().min(1).max(accountNameLengthMax).refine(withoutNul, "no NUL character").optional(),
+  name: z.string().min(1).max(accountNameLengthMax).regex(withoutNul, "no NUL character").optional(),
   metadata: metadataSchema.optional(),
 });
 

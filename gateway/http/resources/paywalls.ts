@@ -28,7 +28,7 @@ import {
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
-import { decimalAmount, errorView, listingAssets, metadataSchema, storable } from "../schemas.ts";
+import { assetCode, decimalAmount, errorView, metadataSchema, storable } from "../schemas.ts";
 
 export type PaywallRoutesOptions = {
   db: Db;
@@ -40,7 +40,7 @@ export type PaywallRoutesOptions = {
 const paywallId = z.string().regex(/^pwl_[0-9a-z]{1,64}$/, "a paywall id (pwl_…)");
 const priceSchema = z.strictObject({
   amount: decimalAmount(),
-  asset: listingAssets(z.string().regex(/^[A-Z0-9]{2,12}$/, "an asset code such as USD")),
+  asset: assetCode("USD"),
 });
 const offerSchema = z.strictObject({
   scheme: z.enum(["x402", "l402"]),
