@@ -8,9 +8,10 @@ import { z } from "zod";
 import { assets, decimalDigitsMax, parseAmount } from "../../core/index.ts";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
+import { isPaywallResource, paywallResourceLengthMax, paywallResourcePattern } from "../paywall/index.ts";
 import { errorStatus } from "./errors.ts";
 import { errorSchemaName, openApiPlugin } from "./openapi.ts";
-import { createPaywallBody } from "./resources/paywalls.ts";
+import { createPaywallBody, updatePaywallBody } from "./resources/paywalls.ts";
 import {
   assetCodes,
   documentedAlso,
@@ -194,6 +195,36 @@ describe("the gateway's OpenAPI document", () => {
     for (const text of ["", "plain", "é€😀", "a\u0000b", "\u0000"])
       expect([text, documented.test(text)]).toEqual([text, !text.includes("\u0000")]);
     expect(isStorableText("a\u0000b")).toBe(false);
+  });
+
+  it("states the paywall resource's shape, and the pattern agrees with the service's check", () => {
+    // The bare server has no paywall service, so no paywall routes: what their schema gives the document is read
+    // where openapi.ts reads it (the amount's and the text's patterns above show it reaching the document).
+    const resource = createPaywallBody.shape.resource;
+    expect(updatePaywallBody.shape.resource.unwrap()).toBe(resource);
+    expect(documentedAlso.get(resource)).toEqual({ pattern: paywallResourcePattern.source });
+    expect(resource.maxLength).toBe(paywallResourceLengthMax);
+    const documented = new RegExp(paywallResourcePattern.source);
+    const samples: [string, boolean][] = [
+      ["/", true],
+      ["/paid/*", true],
+      ["/reports/2026-q3.pdf", true],
+      ["/a%20b/~x@y:z", true],
+      ["*", false],
+      ["", false],
+      ["paid", false],
+      ["/a*b", false],
+      ["/**", false],
+      ["/a?b=1", false],
+      ["/a#b", false],
+      ["/a b", false],
+      ["/a\n", false],
+      ["/é", false],
+    ];
+    for (const [text, path] of samples) {
+      expect([text, isPaywallResource(text)]).toEqual([text, path]);
+      expect([text, documented.test(text)]).toEqual([text, path]);
+    }
   });
 
   it("lists the asset codes wherever a request names an asset", () => {

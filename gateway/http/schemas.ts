@@ -16,7 +16,7 @@ export type DocumentedAlso = { enum?: string[]; pattern?: string; maxLength?: nu
 export const documentedAlso = new Map<z.ZodType, DocumentedAlso>();
 
 /** `schema`, with `more` said of it in the document. */
-function documented<T extends z.ZodType>(schema: T, more: DocumentedAlso): T {
+export function documented<T extends z.ZodType>(schema: T, more: DocumentedAlso): T {
   documentedAlso.set(schema, more);
   return schema;
 }

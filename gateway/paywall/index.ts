@@ -42,6 +42,7 @@ export {
   paywallErrorStatus,
   paywallOffersMax,
   paywallResourceLengthMax,
+  paywallResourcePattern,
   paywallSplitSharesMax,
   paywallsListLimitMax,
   paywallTokenLifetimeSecondsDefault,

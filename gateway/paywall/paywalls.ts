@@ -103,11 +103,14 @@ export const paywallTokenLifetimeSecondsDefault = 3_600;
 export const paywallTokenLifetimeSecondsMax = 30 * 24 * 3_600;
 export const paywallsListLimitMax = 100;
 
-/** A path of printable characters without query or fragment; `*` only as the last character (a prefix). */
-const resourcePattern = /^\/[A-Za-z0-9\-._~!$&'()+,;=:@%/]*\*?$/;
+/**
+ * A path of printable characters without query or fragment; `*` only as the last character (a prefix). Written so
+ * that the API document can state it as it is (no lookaround, no Unicode classes).
+ */
+export const paywallResourcePattern = /^\/[A-Za-z0-9\-._~!$&'()+,;=:@%/]*\*?$/;
 
 export function isPaywallResource(text: string): boolean {
-  return text.length <= paywallResourceLengthMax && resourcePattern.test(text);
+  return text.length <= paywallResourceLengthMax && paywallResourcePattern.test(text);
 }
 
 type PaywallRow = {

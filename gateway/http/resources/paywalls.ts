@@ -20,6 +20,7 @@ import {
   type PaywallsDeps,
   paywallOffersMax,
   paywallResourceLengthMax,
+  paywallResourcePattern,
   paywallSplitSharesMax,
   paywallTokenLifetimeSecondsDefault,
   paywallTokenLifetimeSecondsMax,
@@ -28,7 +29,7 @@ import {
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
-import { assetCode, decimalAmount, errorView, metadataSchema, storable } from "../schemas.ts";
+import { assetCode, decimalAmount, documented, errorView, metadataSchema, storable } from "../schemas.ts";
 
 export type PaywallRoutesOptions = {
   db: Db;
@@ -60,7 +61,10 @@ const l402Schema = z.strictObject({
 });
 
 const fieldsShape = {
-  resource: z.string().min(1).max(paywallResourceLengthMax),
+  // Checked by the paywall service (parameter_invalid, its own words); the document states the same pattern.
+  resource: documented(z.string().min(1).max(paywallResourceLengthMax), {
+    pattern: paywallResourcePattern.source,
+  }),
   description: storable(z.string().max(500)),
   mime_type: z
     .string()
