@@ -227,6 +227,16 @@ describe("the gateway's OpenAPI document", () => {
     }
   });
 
+  it("says a key's scopes are each given once (uniqueItems), where a key is made", () => {
+    const bodyOf = (path: string) =>
+      (document.paths[path]!.post!.requestBody as any).content["application/json"].schema;
+    for (const path of ["/v1/api_keys", "/v1/tenants/{id}/api_keys"]) {
+      const body = bodyOf(path);
+      const object = (body.anyOf ?? [body]).find((option: any) => option.type === "object");
+      expect([path, object.properties.scopes.uniqueItems]).toEqual([path, true]);
+    }
+  });
+
   it("lists the asset codes wherever a request names an asset", () => {
     // A request's `asset` is parsed as a code-shaped text and refused by its route when it names no asset
     // (unknown_asset): the document says which codes there are, so a generated client or a fuzzer need not guess.
@@ -394,6 +404,17 @@ describe("a route added later", () => {
         },
         async () => ({ ok: true }),
       );
+      app.post(
+        "/v1/things/:id/nudge",
+        {
+          schema: {
+            params: idParams("pay"),
+            body: z.strictObject({ how: z.string().optional() }).nullish(),
+            response: { 200: z.object({ ok: z.boolean() }) },
+          },
+        },
+        async () => ({ ok: true }),
+      );
       app.get(
         "/v1/widgets/:id",
         { schema: { params: z.strictObject({ id: z.string().regex(/^wid_[a-z0-9]+$/) }) } },
@@ -438,6 +459,14 @@ describe("a route added later", () => {
       schema: { type: "string", minLength: 1, maxLength: 64 },
     });
     expect(settle).not.toHaveProperty("x-headers");
+  });
+
+  it("says its body is required only when the route refuses a request without one", () => {
+    const required = (path: string) =>
+      (document.paths[path]!.post!.requestBody as { required?: boolean }).required;
+    expect(required("/v1/things")).toBe(true);
+    expect(required("/v1/things/{id}/nudge")).toBe(false);
+    expect(document.paths["/v1/things/{id}/nudge"]!.post).not.toHaveProperty("x-body-optional");
   });
 
   it("whose id is of a kind not known answers any not-found code but the route's", () => {

@@ -208,6 +208,12 @@ export function documentErrors(document: Document): Document {
           ];
         }
       }
+      // A body the route may go without (a POST with every default): not required, as the route takes it.
+      if (operation["x-body-optional"] === true) {
+        delete operation["x-body-optional"];
+        if (operation.requestBody !== undefined)
+          operation.requestBody = { ...(operation.requestBody as Record<string, unknown>), required: false };
+      }
       // Headers a route reads beyond the schema's (documentedHeaders), as the operation's parameters.
       const headers = operation["x-headers"] as DocumentedHeader[] | undefined;
       if (headers !== undefined) {
@@ -268,6 +274,10 @@ const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => 
             : null;
       if (taken !== null) (route.schema as Record<string, unknown>)["x-idempotency"] = taken;
     }
+    // A body schema that takes no body at all (nullish, optional) says so to documentErrors.
+    const body = route.schema?.body;
+    if (body instanceof z.ZodType && body.safeParse(undefined).success)
+      (route.schema as Record<string, unknown>)["x-body-optional"] = true;
     const codes = route.config?.errorCodes;
     if (codes === undefined || route.schema === undefined) return;
     const schema = route.schema as Record<string, unknown>;

@@ -88,6 +88,9 @@ describe.each(["pglite", "postgres"] as const)("API keys on %s", (database) => {
       [made.body.secret],
     );
     expect(stored!.n).toBe(0);
+    // A POST without a body is one with every default, as the document says (its body is not required).
+    const bare = await call("POST", "/v1/api_keys");
+    expect([bare.status, bare.body.name, bare.body.scopes]).toEqual([201, null, [...scopes]]);
   });
 
   it("lists the tenant's keys newest first, hints only, with Stripe's list shape", async () => {

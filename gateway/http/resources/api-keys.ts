@@ -32,7 +32,7 @@ import {
 import { apiKeyOf, keyModeOf, tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
-import { errorView, withoutControlCharacters } from "../schemas.ts";
+import { documented, errorView, withoutControlCharacters } from "../schemas.ts";
 
 export type ApiKeyRoutesOptions = {
   db: Db;
@@ -55,20 +55,27 @@ export const labelSchema = (lengthMax: number) =>
     .regex(withoutControlCharacters, "text without control characters")
     .refine((text) => text.isWellFormed(), "text without lone surrogates");
 
-export const createApiKeyBody = z.strictObject({
-  name: labelSchema(apiKeyNameLengthMax).optional(),
-  /** What the key may do; default: every scope the calling key has. At most the calling key's own. */
-  scopes: z
+/** A new key's scopes: each at most once (said in the document as uniqueItems). */
+export const scopesSchema = documented(
+  z
     .array(z.enum(scopes))
     .min(1)
     .max(scopes.length)
-    .refine((given) => new Set(given).size === given.length, "each scope once")
-    .optional(),
-  /** The deployment's mode (default): test on a development deployment, live on a production one. */
-  mode: z.enum(["test", "live"]).optional(),
-  /** The API version the key is pinned to; default: the current one. */
-  api_version: z.string().max(32).optional(),
-});
+    .refine((given) => new Set(given).size === given.length, "each scope once"),
+  { uniqueItems: true },
+);
+
+export const createApiKeyBody = z
+  .strictObject({
+    name: labelSchema(apiKeyNameLengthMax).optional(),
+    /** What the key may do; default: every scope the calling key has. At most the calling key's own. */
+    scopes: scopesSchema.optional(),
+    /** The deployment's mode (default): test on a development deployment, live on a production one. */
+    mode: z.enum(["test", "live"]).optional(),
+    /** The API version the key is pinned to; default: the current one. */
+    api_version: z.string().max(32).optional(),
+  })
+  .nullish(); // a POST without a body is one with every default
 
 export const rollApiKeyBody = z
   .strictObject({
@@ -160,7 +167,7 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
       },
     },
     async (request, reply) => {
-      const { body } = request;
+      const body = request.body ?? {};
       const caller = apiKeyOf(request);
       if (body.mode !== undefined && body.mode !== deploymentKeyMode)
         throw new ApiError(

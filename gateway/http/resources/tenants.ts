@@ -21,7 +21,14 @@ import { keyModeOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { errorView, metadataSchema } from "../schemas.ts";
-import { apiKeyNameLengthMax, apiKeyWithSecretView, labelSchema, noBody, presentApiKey } from "./api-keys.ts";
+import {
+  apiKeyNameLengthMax,
+  apiKeyWithSecretView,
+  labelSchema,
+  noBody,
+  presentApiKey,
+  scopesSchema,
+} from "./api-keys.ts";
 
 export type TenantRoutesOptions = {
   db: Db;
@@ -59,12 +66,7 @@ export const createdTenantView = tenantView.extend({ api_key: apiKeyWithSecretVi
 export const createTenantApiKeyBody = z
   .strictObject({
     name: labelSchema(apiKeyNameLengthMax).optional(),
-    scopes: z
-      .array(z.enum(scopes))
-      .min(1)
-      .max(scopes.length)
-      .refine((given) => new Set(given).size === given.length, "each scope once")
-      .optional(),
+    scopes: scopesSchema.optional(),
   })
   .nullish(); // a POST without a body is one with every default
 
