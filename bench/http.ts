@@ -12,7 +12,8 @@
 // the same body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the
 // best case's throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
 //
-// Metrics: payments_per_s (requests_per_s for the floors), p50_ms and p99_ms (autocannon's, whole milliseconds), and
+// Metrics: payments_per_s (requests_per_s for the floors) and its ratio to baseline-fastify's in the same run
+// (baseline_ratio: what compares runs on a host whose speed varies), p50_ms and p99_ms (autocannon's, whole milliseconds), and
 // mean_ms (clients over completions a second, exact: what compares single-postgres with commit-postgres). CPU time a
 // payment: the gateway's, PostgreSQL's, and the load tool's own (this process: autocannon, which shares the machine's
 // two cores with the other two). On PostgreSQL also payments_per_commit and wal_bytes_per_payment (from
@@ -254,7 +255,22 @@ export async function run(): Promise<BenchResult> {
   } finally {
     await postgres.stop();
   }
-  return { benchmark: "http", rows };
+  return { benchmark: "http", rows: withBaselineRatios(rows) };
+}
+
+/**
+ * Each throughput row's share of the bare Fastify route's in the same run (`baseline_ratio`): the host's speed
+ * varies from run to run (baseline-fastify read 21,240 and 37,083 requests/s an hour apart, session 38), a ratio
+ * to a baseline measured beside the case much less. Rows are unchanged without a baseline row.
+ */
+export function withBaselineRatios(rows: readonly BenchRow[]): BenchRow[] {
+  const baseline = rows.find((row) => row.case === "baseline-fastify")?.requests_per_s;
+  if (typeof baseline !== "number" || baseline <= 0) return [...rows];
+  return rows.map((row) =>
+    typeof row.payments_per_s === "number"
+      ? { ...row, baseline_ratio: Number((row.payments_per_s / baseline).toFixed(3)) }
+      : row,
+  );
 }
 
 // ---- rows
