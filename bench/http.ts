@@ -6,7 +6,8 @@
 // the case ends, so that no case runs beside the autovacuum and checkpoint of an earlier one's rows.
 //
 // Cases (issue #19): internal-postgres (one tenant, two accounts; the client count with the best throughput
-// within the p99 bound), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
+// within the p99 bound, found by a sweep, then measured once more: the row is that second reading, the sweep's in
+// sweep_payments_per_s), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
 // internal-pglite (the embedded default), single-postgres (one client: latency), commit-postgres (one client, one
 // bare INSERT committed per request: the floor for single-postgres), baseline-fastify (a bare Fastify route with
 // the same body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the
@@ -178,7 +179,10 @@ export async function run(): Promise<BenchResult> {
         const best = await bestWithinBound(target, demoLoad(gateway.apiKey, gateway.accounts));
         bestClients = best.clients;
         bestPaymentsPerS = Math.round(best.measured.requestsPerS);
-        rows.push(paymentsRow("internal-postgres", best.measured, best.clients));
+        rows.push({
+          ...paymentsRow("internal-postgres", best.measured, best.clients),
+          sweep_payments_per_s: best.sweepPerS,
+        });
       });
     }
     if (wanted("single-postgres")) {
@@ -215,7 +219,10 @@ export async function run(): Promise<BenchResult> {
     if (wanted("internal-postgres-many")) {
       await onOwnGateway("bench_http_many", { seeded: true }, async (gateway, target) => {
         const best = await bestWithinBound(target, manyLoad(gateway.seeded));
-        rows.push(paymentsRow("internal-postgres-many", best.measured, best.clients));
+        rows.push({
+          ...paymentsRow("internal-postgres-many", best.measured, best.clients),
+          sweep_payments_per_s: best.sweepPerS,
+        });
       });
     }
     if (wanted("internal-pglite")) {
@@ -223,7 +230,10 @@ export async function run(): Promise<BenchResult> {
       try {
         const target = { url: gateway.url, watched: { server: gateway.pid, postmaster: null } };
         const best = await bestWithinBound(target, demoLoad(gateway.apiKey, gateway.accounts));
-        rows.push(paymentsRow("internal-pglite", best.measured, best.clients));
+        rows.push({
+          ...paymentsRow("internal-pglite", best.measured, best.clients),
+          sweep_payments_per_s: best.sweepPerS,
+        });
       } finally {
         await gateway.stop();
       }
@@ -498,19 +508,31 @@ function traceSeconds(running: autocannon.Instance, connections: number) {
 }
 
 /** Tries each client count; the best throughput whose p99 is within the bound (else the lowest p99). */
-async function bestWithinBound(target: Target, load: Load): Promise<{ clients: number; measured: Measured }> {
+async function bestWithinBound(
+  target: Target,
+  load: Load,
+): Promise<{ clients: number; measured: Measured; sweepPerS: number }> {
   const tries: Array<{ clients: number; measured: Measured }> = [];
+  const report = (label: string, measured: Measured) =>
+    console.log(
+      `  ${label}: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs, load ${measured.loadCpuUs} µs${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
+    );
   for (const clients of clientCounts) {
     const measured = await measure(target, load, clients);
-    console.log(
-      `  ${clients} clients: ${Math.round(measured.requestsPerS)}/s, p50 ${measured.p50Ms} ms, p99 ${measured.p99Ms} ms, non-2xx ${measured.non2xx}, CPU per payment: gateway ${measured.serverCpuUs} µs, PostgreSQL ${measured.postgresCpuUs} µs, load ${measured.loadCpuUs} µs${measured.paymentsPerCommit === null ? "" : `, ${measured.paymentsPerCommit} payments a commit, ${measured.walBytesPerPayment} WAL bytes a payment`}`,
-    );
+    report(`${clients} clients`, measured);
     tries.push({ clients, measured });
   }
   const within = tries.filter((t) => t.measured.p99Ms <= p99MsMax);
   const pool =
     within.length > 0 ? within : [...tries].sort((a, b) => a.measured.p99Ms - b.measured.p99Ms).slice(0, 1);
-  return pool.reduce((best, t) => (t.measured.requestsPerS > best.measured.requestsPerS ? t : best));
+  const best = pool.reduce((a, t) => (t.measured.requestsPerS > a.measured.requestsPerS ? t : a));
+  // The best of several noisy rows reads high (the highest draw of the noise is the one kept): the row reported is
+  // the best client count measured once more, after the sweep — on the fullest tables, so if anything low.
+  // `sweep_payments_per_s` keeps what the sweep read.
+  if (clientCounts.length === 1) return { ...best, sweepPerS: Math.round(best.measured.requestsPerS) };
+  const again = await measure(target, load, best.clients);
+  report(`${best.clients} clients again`, again);
+  return { clients: best.clients, measured: again, sweepPerS: Math.round(best.measured.requestsPerS) };
 }
 
 // ---- processes
