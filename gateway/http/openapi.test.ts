@@ -227,6 +227,32 @@ describe("the gateway's OpenAPI document", () => {
     }
   });
 
+  it("links where an id is answered to the operations that id opens, each link to an operation of the document", () => {
+    const links = (path: string, method: "get" | "post", status: string) =>
+      (document.paths[path]![method]!.responses[status] as { links?: Record<string, any> }).links ?? {};
+    expect(links("/v1/payments", "post", "201").get_id).toEqual({
+      operationRef: "#/paths/~1v1~1payments~1{id}/get",
+      parameters: { id: "$response.body#/id" },
+    });
+    // A payment still processing has its id too; a list's first item is not linked (an empty page has none).
+    expect(links("/v1/payments", "post", "202").get_id).toEqual(links("/v1/payments", "post", "201").get_id);
+    expect(links("/v1/payments", "get", "200")).toEqual({});
+    // An operation that needs another id as well (a delivery's) is not linked: the answer does not give it.
+    const endpoint = Object.values(links("/v1/webhook_endpoints", "post", "201")).map((l) => l.operationRef);
+    expect(endpoint).toContain("#/paths/~1v1~1webhook_endpoints~1{id}~1rotate_secret/post");
+    expect(endpoint.some((ref: string) => ref.includes("delivery_id"))).toBe(false);
+    let linked = 0;
+    for (const [, , operation] of operationsOf(document))
+      for (const response of Object.values(operation.responses))
+        for (const link of Object.values((response as { links?: Record<string, any> }).links ?? {})) {
+          const [, path, method] = /^#\/paths\/(.+)\/([a-z]+)$/.exec(link.operationRef)!;
+          const target = document.paths[path!.replaceAll("~1", "/").replaceAll("~0", "~")]?.[method!];
+          expect([link.operationRef, target !== undefined]).toEqual([link.operationRef, true]);
+          linked += 1;
+        }
+    expect(linked).toBeGreaterThan(10);
+  });
+
   it("says a key's scopes are each given once (uniqueItems), where a key is made", () => {
     const bodyOf = (path: string) =>
       (document.paths[path]!.post!.requestBody as any).content["application/json"].schema;

@@ -10,7 +10,8 @@
 // is the shared Error schema and lists the stable codes it can carry (`x-error-codes`, and in its description);
 // the operation's `x-error-codes` lists them all. A route may name its business refusals in its config
 // (`config: { errorCodes: ["insufficient_funds", …] }`, typed by ApiErrorCode) or its schema's `x-error-codes`: each
-// is filed under its status (errors.ts's errorStatus).
+// is filed under its status (errors.ts's errorStatus). Links (documentLinks) lead from where an id is answered to
+// the operations on `…/{id}`, for generated clients and stateful fuzzers.
 import swagger from "@fastify/swagger";
 import type { FastifyPluginAsync } from "fastify";
 import fp from "fastify-plugin";
@@ -240,6 +241,47 @@ export function documentErrors(document: Document): Document {
   return document;
 }
 
+/** A JSON Pointer to an operation of the document (OpenAPI's operationRef): `/` in the path escaped as `~1`. */
+const operationRefOf = (path: string, method: string) =>
+  `#/paths/${path.replaceAll("~", "~0").replaceAll("/", "~1")}/${method}`;
+
+/**
+ * Links from where an object's id is answered to the operations its id opens, so that a client generator or a
+ * stateful fuzzer can follow them: a POST on a collection answering 201 or 202 (the object made, or still
+ * processing: `$response.body#/id`), to every operation on `<collection>/{id}…` that takes no other path parameter.
+ * Not from a list (`data/0/id`): an empty page has no first item, and a link should always resolve.
+ */
+export function documentLinks(document: Document): Document {
+  const paths = Object.keys(document.paths);
+  for (const collection of paths) {
+    const openers = paths.filter((path) => {
+      if (!path.startsWith(`${collection}/{id}`)) return false;
+      const rest = path.slice(collection.length + "/{id}".length);
+      return rest === "" || (rest.startsWith("/") && !rest.includes("{"));
+    });
+    if (openers.length === 0) continue;
+    const sources: [Response | undefined, string][] = [
+      [document.paths[collection]!.post?.responses["201"], "$response.body#/id"],
+      [document.paths[collection]!.post?.responses["202"], "$response.body#/id"],
+    ];
+    for (const [response, id] of sources) {
+      if (response === undefined) continue;
+      const links: Record<string, unknown> = {};
+      for (const path of openers)
+        for (const method of operationMethods) {
+          if (document.paths[path]![method] === undefined) continue;
+          const name = `${method}${path
+            .slice(collection.length)
+            .replace(/[{}]/g, "")
+            .replace(/[^A-Za-z0-9]+/g, "_")}`;
+          links[name] = { operationRef: operationRefOf(path, method), parameters: { id } };
+        }
+      response.links = links;
+    }
+  }
+  return document;
+}
+
 const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => {
   // The shared schemas, by name: each route answering errorView refers to the one component.
   const registry = z.registry<{ id?: string } & DocumentedAlso>();
@@ -259,7 +301,8 @@ const plugin: FastifyPluginAsync<{ version: string }> = async (app, options) => 
       },
     },
     transform: createJsonSchemaTransform({ schemaRegistry: registry }),
-    transformObject: (input) => documentErrors(transformObject(input) as unknown as Document) as never,
+    transformObject: (input) =>
+      documentLinks(documentErrors(transformObject(input) as unknown as Document)) as never,
   });
   // A route's declared refusals reach its operation through its schema (the document is built from schemas).
   app.addHook("onRoute", (route) => {
