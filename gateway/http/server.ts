@@ -81,6 +81,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       },
     },
   }).withTypeProvider<ZodTypeProvider>();
+  // Bodies are JSON: Fastify's own text/plain parser would hand a route a string, refused as a wrong type (400)
+  // where the request's fault is its media type (415 unsupported_media_type, as for any other).
+  app.removeContentTypeParser("text/plain");
   app.setValidatorCompiler(validatorCompiler);
   // Responses are checked against their schema too: a response that does not match is a bug, answered 500.
   app.setSerializerCompiler(serializerCompiler);

@@ -63,6 +63,14 @@ const cases: Case[] = [
     code: "unsupported_media_type",
   },
   {
+    // Fastify parses text/plain as a string by default: the body would be refused as a string, not as not JSON.
+    name: "a JSON body sent as text/plain",
+    rawBody: '{"amount": "1.00"}',
+    headers: { "content-type": "text/plain" },
+    status: 415,
+    code: "unsupported_media_type",
+  },
+  {
     name: "a missing amount",
     body: () => ({ ...valid(), amount: undefined }),
     status: 400,
