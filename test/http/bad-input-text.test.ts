@@ -65,10 +65,12 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           .filter(([method]) => ["get", "post", "patch", "delete"].includes(method))
           .map(([method, operation]) => {
             const schema = operation?.requestBody?.content?.["application/json"]?.schema;
+            // A body the route may go without is an object or null (anyOf): its properties are the object's.
+            const object = (schema?.anyOf ?? [schema]).find((option: any) => option?.properties !== undefined);
             return {
               method: method.toUpperCase() as Method,
               path,
-              bodyProperties: Object.keys(schema?.properties ?? {}),
+              bodyProperties: Object.keys(object?.properties ?? {}),
             };
           }),
       );
@@ -128,7 +130,13 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       // never arrive as a surrogate. Either way, no 500; a NUL is refused by name.
       const isNul = text.includes(nul);
       for (const op of operations) {
-        const withQuery = await send(op.method, `${fill(op.path, sampleId)}?starting_after=${inUrl}`);
+        // A POST whose body is optional would make its object once the query is let through (a surrogate's bytes
+        // are storable text): its body then names a parameter no route takes, so that nothing can be made.
+        const withQuery = await send(
+          op.method,
+          `${fill(op.path, sampleId)}?starting_after=${inUrl}`,
+          op.method === "GET" || op.method === "DELETE" ? {} : { body: { not_a_parameter: 1 } },
+        );
         if (isNul)
           expect([op.method, op.path, withQuery.status, withQuery.body?.error?.param]).toEqual([
             op.method,
