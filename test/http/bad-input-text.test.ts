@@ -66,7 +66,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
           .map(([method, operation]) => {
             const schema = operation?.requestBody?.content?.["application/json"]?.schema;
             // A body the route may go without is an object or null (anyOf): its properties are the object's.
-            const object = (schema?.anyOf ?? [schema]).find((option: any) => option?.properties !== undefined);
+            const object = (schema?.anyOf ?? [schema]).find(
+              (option: any) => option?.properties !== undefined,
+            );
             return {
               method: method.toUpperCase() as Method,
               path,
