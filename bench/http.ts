@@ -276,8 +276,9 @@ export async function run(): Promise<BenchResult> {
 export function withBaselineRatios(rows: readonly BenchRow[]): BenchRow[] {
   const baseline = rows.find((row) => row.case === "baseline-fastify")?.requests_per_s;
   if (typeof baseline !== "number" || baseline <= 0) return [...rows];
+  // Throughput rows only: single-postgres's one client measures latency, not what the host can carry.
   return rows.map((row) =>
-    typeof row.payments_per_s === "number"
+    typeof row.payments_per_s === "number" && row.clients !== 1
       ? { ...row, baseline_ratio: Number((row.payments_per_s / baseline).toFixed(3)) }
       : row,
   );
