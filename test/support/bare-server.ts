@@ -6,7 +6,10 @@ import type { RailRoute } from "../../core/index.ts";
 import { createLocalChangeBus } from "../../gateway/db/index.ts";
 import { buildServer, type ServerOptions } from "../../gateway/http/index.ts";
 
-export async function buildBareServer(railRoutes: readonly RailRoute[]): Promise<FastifyInstance> {
+export async function buildBareServer(
+  railRoutes: readonly RailRoute[],
+  overrides: Partial<Pick<ServerOptions, "logLevel" | "logStream">> = {},
+): Promise<FastifyInstance> {
   const options = {
     db: null,
     ledger: null,
@@ -20,6 +23,7 @@ export async function buildBareServer(railRoutes: readonly RailRoute[]): Promise
     logLevel: "silent",
     railRoutes,
     changes: createLocalChangeBus(),
+    ...overrides,
   } as unknown as ServerOptions;
   const server = await buildServer(options);
   await server.ready();
