@@ -563,7 +563,6 @@ async function startGateway(
       ...env,
       PORT: String(port),
       HOST: "127.0.0.1",
-      LOG_LEVEL: "warn",
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
