@@ -282,6 +282,14 @@ export const balanceView = z.object({
   pending_in: z.string(),
 });
 
+/**
+ * The query of a /v1 route that takes no query parameters: any is 400 parameter_unknown, as at Stripe (a client's
+ * misspelt `?limit=` on a route without lists, or a filter it believes exists, is told so instead of ignored). The
+ * v1 context gives it to every route of its own that declares no querystring; the server's validator checks it
+ * without zod when the query is empty, which is every request that is not refused.
+ */
+export const noQueryParameters = z.strictObject({});
+
 export const errorView = z.object({
   error: z
     .object({ code: z.string(), message: z.string(), param: z.string().optional() })

@@ -31,6 +31,7 @@ import { tenantRoutes } from "./resources/tenants.ts";
 import { webhookDeliveryRoutes } from "./resources/webhook-deliveries.ts";
 import { webhookEndpointRoutes } from "./resources/webhook-endpoints.ts";
 import { x402Routes } from "./resources/x402.ts";
+import { noQueryParameters } from "./schemas.ts";
 
 /** What the routes need: the services, and the stores they read. */
 export type RoutesOptions = {
@@ -73,6 +74,12 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(keyRateLimitPlugin);
   // An unknown /v1 route asks for the key first, as every /v1 route does: without one, 401, not 404.
   app.setNotFoundHandler(answerNotFound);
+  // A route that declares no query parameters refuses any (400 parameter_unknown), as its body refuses an unknown
+  // field. Only this context's routes: the rails' provider routes and health are siblings, and read what they read.
+  app.addHook("onRoute", (route) => {
+    if (route.schema === undefined) route.schema = { querystring: noQueryParameters };
+    else if (route.schema.querystring === undefined) route.schema.querystring = noQueryParameters;
+  });
   await app.register(idempotencyPlugin, {
     sql: options.db,
     inProgressTimeoutMs: options.idempotencyInProgressTimeoutMs,

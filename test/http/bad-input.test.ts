@@ -1,5 +1,7 @@
 // Bad input gets a 4xx with a stable code, and nothing is written to the ledger or sent on chain.
+import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureOperatorKey } from "../../gateway/tenants/index.ts";
 import { signBolt11, wellFormedInvoice } from "../support/bolt11.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
@@ -319,6 +321,25 @@ describe("POST /v1/payments refuses bad input", () => {
     expect(typeof response.body.error.message).toBe("string");
   });
 
+  it("a query parameter the route does not take → 400 parameter_unknown, before the Idempotency-Key is taken", async () => {
+    // It was ignored: the payment went through as if the client's `?confirm=false` had meant something.
+    const key = "bad-input-query-parameter";
+    const response = await gw.call("POST", "/v1/payments?confirm=false", {
+      body: valid(),
+      headers: { "idempotency-key": key },
+    });
+    expect([response.status, response.body.error?.code, response.body.error?.param]).toEqual([
+      400,
+      "parameter_unknown",
+      "confirm",
+    ]);
+    const [record] = await gw.app.db.query<{ count: bigint }>(
+      "SELECT count(*) AS count FROM idempotency_keys WHERE key = $1",
+      [key],
+    );
+    expect(record?.count).toBe(0n);
+  });
+
   it("wrote nothing to the ledger and sent nothing on chain for any of them", async () => {
     expect(await gw.ledgerTransferCount()).toBe(transfersBefore);
     expect(await gw.hotWalletNonce()).toBe(nonceBefore);
@@ -405,6 +426,12 @@ describe("other routes refuse bad input", () => {
   });
 });
 
+type Operation = {
+  parameters?: { in: string; name: string; schema?: { pattern?: string } }[];
+  requestBody?: { required?: boolean };
+  responses?: Record<string, unknown>;
+};
+
 describe("every /v1 route, from the OpenAPI document", () => {
   const routes = async () => {
     const response = await gw.call("GET", "/openapi.json", { key: null });
@@ -447,6 +474,48 @@ describe("every /v1 route, from the OpenAPI document", () => {
         "api_key_invalid",
       ]);
     }
+  });
+
+  it("refuses a query parameter a route does not take with 400 parameter_unknown, and documents it", async () => {
+    const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
+    await ensureOperatorKey(gw.app.db, { configured: operatorKey });
+    const response = await gw.call("GET", "/openapi.json", { key: null });
+    const paths = response.body.paths as Record<string, Record<string, Operation>>;
+    let checked = 0;
+    for (const { method, path } of await routes()) {
+      const operation = paths[path]?.[method.toLowerCase()];
+      const takesQuery = (operation?.parameters ?? []).some((parameter) => parameter.in === "query");
+      const mayHaveNoBody = operation?.requestBody === undefined || operation.requestBody.required === false;
+      // A list takes its own parameters (strict already); a route whose body is required refuses the body first.
+      if (takesQuery || !mayHaveNoBody) continue;
+      // Path parameters are checked before the query: each gets a well-formed id of its pattern's prefix.
+      let url = path;
+      for (const parameter of operation?.parameters ?? []) {
+        const pattern = parameter.schema?.pattern ?? "";
+        const prefix = /^\^([a-z]+_)/.exec(pattern)?.[1] ?? "";
+        url = url.replace(
+          `{${parameter.name}}`,
+          `${prefix}${"0".repeat(pattern.includes("{32}") ? 32 : 26)}`,
+        );
+      }
+      const key = path.startsWith("/v1/tenants") ? operatorKey : undefined;
+      const answer = await gw.call(method, `${url}?not_a_parameter=1`, key === undefined ? {} : { key });
+      expect([method, path, answer.status, answer.body.error?.code, answer.body.error?.param]).toEqual([
+        method,
+        path,
+        400,
+        "parameter_unknown",
+        "not_a_parameter",
+      ]);
+      expect([method, path, Object.keys(operation?.responses ?? {})]).toEqual([
+        method,
+        path,
+        expect.arrayContaining(["400"]),
+      ]);
+      checked += 1;
+    }
+    // GET of a payment, an account, an invoice…, and POSTs without a body (a key's roll, a tenant's new key).
+    expect(checked).toBeGreaterThanOrEqual(10);
   });
 
   it("answers hostile input with a 4xx, never a 500", async () => {
