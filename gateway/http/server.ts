@@ -3,7 +3,7 @@
 // document, the rails' provider routes — and one encapsulated /v1 context holds auth, Idempotency-Key and the
 // resources (v1.ts), inside the admission limit (admission.ts: at most so many API requests in flight, the rest
 // answered 503 at once). Every limit explicit: Fastify's request timeout defaults to none.
-import Fastify, { type FastifyInstance, type FastifySchemaCompiler } from "fastify";
+import Fastify, { type FastifyInstance, type FastifySchemaCompiler, LogController } from "fastify";
 import { serializerCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import type { ZodType } from "zod";
 import type { RailRoute } from "../../core/index.ts";
@@ -82,8 +82,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     keepAliveTimeout: 5_000,
     bodyLimit: options.bodyLimitBytes,
     frameworkErrors: answerFrameworkError,
-    // One line per answered request, written below, instead of Fastify's two (incoming, completed).
-    disableRequestLogging: true,
+    // One line per answered request, written below, instead of Fastify's two (incoming, completed). Through a
+    // LogController: the top-level disableRequestLogging is deprecated, and npm start printed the warning.
+    logController: new LogController({ disableRequestLogging: true }),
     logger: {
       level: options.logLevel,
       ...(options.logStream === undefined ? {} : { stream: options.logStream }),
