@@ -35,10 +35,13 @@ export const listExpandValuesMax = 8;
 const createdSeconds = z.coerce.number().int().min(0).max(listCreatedSecondsMax).optional();
 
 /** The parameters every list takes, for the collection whose ids start with `idPrefix`. */
-function baseShape(idPrefix: string) {
+function baseShape(idPrefix: string, cursorShape?: { pattern: RegExp; message: string }) {
   const cursor = z
     .string()
-    .regex(new RegExp(`^${idPrefix}_[0-9a-z_]{1,64}$`), `an id of this list (${idPrefix}_…)`)
+    .regex(
+      cursorShape?.pattern ?? new RegExp(`^${idPrefix}_[0-9a-z_]{1,64}$`),
+      cursorShape?.message ?? `an id of this list (${idPrefix}_…)`,
+    )
     .optional();
   return {
     limit: z.coerce.number().int().min(1).max(listLimitMax).optional(),
@@ -61,9 +64,11 @@ function baseShape(idPrefix: string) {
  */
 export function listQuery<Extra extends z.ZodRawShape = Record<never, never>>(params: {
   idPrefix: string;
+  /** The cursors' own shape, when the list's ids have a narrower one than `<idPrefix>_…` (the document says it). */
+  cursor?: { pattern: RegExp; message: string };
   extra?: Extra;
 }) {
-  const shape = { ...baseShape(params.idPrefix), ...(params.extra ?? ({} as Extra)) };
+  const shape = { ...baseShape(params.idPrefix, params.cursor), ...(params.extra ?? ({} as Extra)) };
   return z.strictObject(shape).superRefine((query, context) => {
     const values = query as Record<string, unknown>;
     if (values.starting_after !== undefined && values.ending_before !== undefined)

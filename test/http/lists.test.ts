@@ -173,6 +173,28 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(hundred.status).toBe(200);
     });
 
+    it("documents an account's transaction cursors as the shape it checks (txn_ and 32 hex digits)", async () => {
+      // The shape was checked after the schema, whose document said `txn_[0-9a-z_]{1,64}`: a fuzzer's `txn_0`
+      // followed the document and was refused.
+      const document = await gw.call("GET", "/openapi.json", { key: null });
+      const operation = document.body.paths["/v1/accounts/{id}/transactions"].get as {
+        parameters: { name: string; schema: { pattern: string } }[];
+      };
+      for (const name of ["starting_after", "ending_before"]) {
+        const pattern = new RegExp(operation.parameters.find((p) => p.name === name)!.schema.pattern);
+        for (const value of [
+          "txn_0",
+          `txn_${"0".repeat(32)}`,
+          `txn_${"a".repeat(31)}`,
+          `txn_${"A".repeat(32)}`,
+        ]) {
+          const response = await list(`/v1/accounts/${tenant.payer}/transactions?${name}=${value}`);
+          const shapeRefused = /txn_ and 32 hex digits/.test(response.body.error?.message ?? "");
+          expect([name, value, pattern.test(value)]).toEqual([name, value, !shapeRefused]);
+        }
+      }
+    });
+
     it("shows another tenant nothing, and refuses a payment of this one as its cursor", async () => {
       expect(idsOf(await payments({ limit: 100 }, other.client))).toEqual([]);
       const cursor = await other.client.GET("/v1/payments", {
