@@ -4524,7 +4524,7 @@ export interface paths {
                             type: "bolt11";
                             invoice: string;
                         };
-                    };
+                    } & (unknown | unknown);
                 };
             };
             responses: {

@@ -263,6 +263,14 @@ describe("the gateway's OpenAPI document", () => {
     }
   });
 
+  it("says a refund names exactly one of its invoice and its payment (oneOf), as the route checks", () => {
+    // The route refuses both (parameter_invalid) and neither (parameter_missing); the document said neither, so
+    // a fuzzer's schema-valid body with both was refused.
+    const body = (document.paths["/v1/refunds"]!.post!.requestBody as any).content["application/json"].schema;
+    expect(body.oneOf).toEqual([{ required: ["invoice"] }, { required: ["payment"] }]);
+    expect(Object.keys(body.properties)).toEqual(expect.arrayContaining(["invoice", "payment"]));
+  });
+
   it("lists the asset codes wherever a request names an asset", () => {
     // A request's `asset` is parsed as a code-shaped text and refused by its route when it names no asset
     // (unknown_asset): the document says which codes there are, so a generated client or a fuzzer need not guess.

@@ -12,7 +12,14 @@ const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acc
 export const assetCodes: readonly string[] = Object.values(assets).map((asset) => asset.code);
 
 /** What the OpenAPI document says of a schema beyond what zod writes of it: openapi.ts adds each to its registry. */
-export type DocumentedAlso = { enum?: string[]; pattern?: string; maxLength?: number; uniqueItems?: boolean };
+export type DocumentedAlso = {
+  enum?: string[];
+  pattern?: string;
+  maxLength?: number;
+  uniqueItems?: boolean;
+  /** Exactly one of these alternatives holds (an object that takes exactly one of two fields: `{ required: [name] }` each). */
+  oneOf?: { required: string[] }[];
+};
 export const documentedAlso = new Map<z.ZodType, DocumentedAlso>();
 
 /** `schema`, with `more` said of it in the document. */

@@ -23,7 +23,14 @@ import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { bolt11Destination, presentEvidence } from "../present.ts";
-import { bolt11Shape, decimalAmount, errorView, evidenceView, metadataSchema } from "../schemas.ts";
+import {
+  bolt11Shape,
+  decimalAmount,
+  documented,
+  errorView,
+  evidenceView,
+  metadataSchema,
+} from "../schemas.ts";
 
 export type RefundRoutesOptions = { refunds: RefundsDeps };
 
@@ -34,26 +41,31 @@ const refundId = z.string().regex(/^rfd_[0-9a-z]{26}$/, "a refund id (rfd_…)")
 const invoiceId = z.string().regex(/^inv_[0-9a-z]{26}$/, "an invoice id (inv_…)");
 const paymentId = z.string().regex(/^pay_[0-9a-z]{26}$/, "a payment id (pay_…)");
 
-export const createRefundBody = z.strictObject({
-  /** The paid invoice to refund; or `payment`. Exactly one of the two. */
-  invoice: invoiceId.optional(),
-  /** The succeeded payment to refund (between two accounts only); or `invoice`. */
-  payment: paymentId.optional(),
-  /** A decimal in the asset's major unit; absent: all that is left to refund. */
-  amount: decimalAmount().optional(),
-  reason: z.enum(["duplicate", "fraudulent", "requested_by_customer"]).optional(),
-  metadata: metadataSchema.optional(),
-  /** Where the rail pays the refund, when it cannot go back the way it came: Lightning, an invoice of the payer's. */
-  destination: z
-    .discriminatedUnion("type", [
-      z.strictObject({
-        type: z.literal("bolt11"),
-        // As a payment's bolt11 destination takes it (schemas.ts).
-        invoice: z.string().regex(bolt11Shape, "a BOLT11 invoice"),
-      }),
-    ])
-    .optional(),
-});
+// Exactly one of invoice and payment, checked by the route (parameter_missing, parameter_invalid) and stated in the
+// document, so that a client generator or a fuzzer does not send both, or neither.
+export const createRefundBody = documented(
+  z.strictObject({
+    /** The paid invoice to refund; or `payment`. Exactly one of the two. */
+    invoice: invoiceId.optional(),
+    /** The succeeded payment to refund (between two accounts only); or `invoice`. */
+    payment: paymentId.optional(),
+    /** A decimal in the asset's major unit; absent: all that is left to refund. */
+    amount: decimalAmount().optional(),
+    reason: z.enum(["duplicate", "fraudulent", "requested_by_customer"]).optional(),
+    metadata: metadataSchema.optional(),
+    /** Where the rail pays the refund, when it cannot go back the way it came: Lightning, an invoice of the payer's. */
+    destination: z
+      .discriminatedUnion("type", [
+        z.strictObject({
+          type: z.literal("bolt11"),
+          // As a payment's bolt11 destination takes it (schemas.ts).
+          invoice: z.string().regex(bolt11Shape, "a BOLT11 invoice"),
+        }),
+      ])
+      .optional(),
+  }),
+  { oneOf: [{ required: ["invoice"] }, { required: ["payment"] }] },
+);
 export type CreateRefundBody = z.infer<typeof createRefundBody>;
 
 export const refundView = z.object({
