@@ -263,6 +263,14 @@ describe("the gateway's OpenAPI document", () => {
     }
   });
 
+  it("says a payee's methods are each given once (uniqueItems), where a payee is made or changed", () => {
+    const body = (document.paths["/v1/payees"]!.post!.requestBody as any).content["application/json"].schema;
+    expect(body.properties.methods.uniqueItems).toBe(true);
+    const update = (document.paths["/v1/payees/{id}"]!.patch!.requestBody as any).content["application/json"]
+      .schema;
+    expect(update.properties.methods.uniqueItems).toBe(true);
+  });
+
   it("says a refund names exactly one of its invoice and its payment (oneOf), as the route checks", () => {
     // The route refuses both (parameter_invalid) and neither (parameter_missing); the document said neither, so
     // a fuzzer's schema-valid body with both was refused.

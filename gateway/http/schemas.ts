@@ -409,7 +409,11 @@ const payeeName = storable(
     .regex(withoutControlCharacters, "a name without control characters"),
 );
 
-const payeeMethods = z.array(payeeMethodSchema).min(1).max(payeeMethodsMax);
+// Each method once: the service refuses a repeat (payee_method_duplicate), also one that differs only in how it is
+// written (an address's case); the document says what a schema can, that no two are the same.
+const payeeMethods = documented(z.array(payeeMethodSchema).min(1).max(payeeMethodsMax), {
+  uniqueItems: true,
+});
 
 export const createPayeeBody = z.strictObject({
   name: payeeName,
