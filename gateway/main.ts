@@ -1,5 +1,7 @@
 // `npm start`: reads the configuration from the environment, builds the app, listens, and says how to use it.
 
+// First: the process's V8 settings, before anything below allocates.
+import "./v8-flags.ts";
 import { assets, formatAmount } from "../core/index.ts";
 import { ConfigError, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
 import type { DemoPaywall } from "./app/demo-paywall.ts";
