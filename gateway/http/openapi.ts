@@ -104,9 +104,9 @@ export function errorCodesOf(method: string, operation: Operation): ApiErrorCode
   if (hasBody) {
     for (const code of ["invalid_json", "body_too_large", "unsupported_media_type"] as const) codes.add(code);
   }
-  // Every keyed route refuses a query parameter it does not take (v1.ts), those without any too.
-  if (keyed) codes.add("parameter_unknown");
   if (keyed) {
+    // A query parameter the route does not take, on routes that take none too (v1.ts).
+    codes.add("parameter_unknown");
     // Every refusal of the key: missing, invalid, of the other mode (401); suspended, without the scope (403).
     for (const code of [...codesWithStatus(401), ...codesWithStatus(403)]) codes.add(code);
     if ("api_version_invalid" in errorStatus) codes.add("api_version_invalid");
