@@ -262,23 +262,23 @@ export function documentLinks(document: Document): Document {
       return rest === "" || (rest.startsWith("/") && !rest.includes("{"));
     });
     if (openers.length === 0) continue;
-    const sources: [Response | undefined, string][] = [
-      [document.paths[collection]!.post?.responses["201"], "$response.body#/id"],
-      [document.paths[collection]!.post?.responses["202"], "$response.body#/id"],
-    ];
-    for (const [response, id] of sources) {
-      if (response === undefined) continue;
-      const links: Record<string, unknown> = {};
-      for (const path of openers)
-        for (const method of operationMethods) {
-          if (document.paths[path]![method] === undefined) continue;
-          const name = `${method}${path
-            .slice(collection.length)
-            .replace(/[{}]/g, "")
-            .replace(/[^A-Za-z0-9]+/g, "_")}`;
-          links[name] = { operationRef: operationRefOf(path, method), parameters: { id } };
-        }
-      response.links = links;
+    const links: Record<string, unknown> = {};
+    for (const path of openers)
+      for (const method of operationMethods) {
+        if (document.paths[path]![method] === undefined) continue;
+        const name = `${method}${path
+          .slice(collection.length)
+          .replace(/[{}]/g, "")
+          .replace(/[^A-Za-z0-9]+/g, "_")}`;
+        links[name] = {
+          operationRef: operationRefOf(path, method),
+          parameters: { id: "$response.body#/id" },
+        };
+      }
+    // The object made (201), or a payment still processing (202): both answer the object, its id at `/id`.
+    for (const status of ["201", "202"]) {
+      const response = document.paths[collection]!.post?.responses[status];
+      if (response !== undefined) response.links = links;
     }
   }
   return document;
