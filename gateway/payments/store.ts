@@ -141,7 +141,7 @@ type PaymentRow = {
   updated_at: Date;
 };
 
-type AttemptRow = {
+export type AttemptRow = {
   id: string;
   payment_id: string;
   seq: number;
@@ -156,7 +156,7 @@ type AttemptRow = {
   failure_message: string | null;
 };
 
-function attemptFromRow(row: AttemptRow): Attempt {
+export function attemptFromRow(row: AttemptRow): Attempt {
   return {
     id: row.id,
     paymentId: row.payment_id,
@@ -173,7 +173,7 @@ function attemptFromRow(row: AttemptRow): Attempt {
   };
 }
 
-const attemptColumns =
+export const attemptColumns =
   "id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id::text AS reserve_transfer_id, evidence, failure_code, failure_message";
 
 export type NewAttempt = {

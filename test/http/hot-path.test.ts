@@ -8,7 +8,7 @@ import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { presentPayment } from "../../gateway/http/present.ts";
 import { answerOf } from "../../gateway/http/resources/payments.ts";
-import { getPayment } from "../../gateway/payments/store.ts";
+import { type AttemptRow, attemptColumns, attemptFromRow, getPayment } from "../../gateway/payments/store.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -129,6 +129,41 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const { attempts: _fetched, ...rest } = fetched.data!;
     const { attempts: _made, ...made1 } = payment;
     expect(rest).toEqual(made1);
+  });
+
+  it("lists every attempt in SQL (payment_attempts): the table's rows, and those internal payments have none for", async () => {
+    const empty = await emptyAccount("empty for the view");
+    const [paid, short, withRow] = await Promise.all([
+      gw.client.POST("/v1/payments", { body: internal("0.000005") }),
+      gw.client.POST("/v1/payments", { body: internal("3", empty.id) }),
+      gw.client.POST("/v1/payments", { body: internal("0.000006") }),
+    ]);
+    const ids = [paid.data!.id, (errorOf(short).payment as { id: string }).id, withRow.data!.id];
+    // An internal payment with a row of its own (written before attempts were left out): the row, not a made one.
+    const rowId = "att_01hyyyyyyyyyyyyyyyyyyyyyyy";
+    await gw.app.db.query(
+      `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id,
+         own_transfer_id, evidence)
+       VALUES ($1, $2, 0, $3, 'succeeded', 6, 0, 0, 54321, true, '{"rail":"internal"}')`,
+      [rowId, ids[2], withRow.data!.attempts[0]!.rail],
+    );
+    const tenantId = gw.app.demo!.tenantId;
+    const listed = [];
+    for (const id of ids) {
+      const payment = (await getPayment(gw.app.db, { tenantId, id }))!;
+      const rows = await gw.app.db.query<AttemptRow>(
+        `SELECT ${attemptColumns} FROM payment_attempts WHERE payment_id = $1 ORDER BY seq`,
+        [id],
+      );
+      // What the API reads, field for field: ids, amounts, the reservation's 128 bits, evidence, the failure.
+      expect(rows.map(attemptFromRow)).toEqual(payment.attempts);
+      listed.push(...rows.map((row) => [row.id, row.status, row.failure_code]));
+    }
+    expect(listed).toEqual([
+      [`att_${ids[0]!.slice("pay_".length)}`, "succeeded", null],
+      [`att_${ids[1]!.slice("pay_".length)}`, "failed", "insufficient_funds"],
+      [rowId, "succeeded", null],
+    ]);
   });
 
   it("fails a short payer alone: its neighbours in the batch succeed and its refusal is kept for its key", async () => {
