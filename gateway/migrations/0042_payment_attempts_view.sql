@@ -6,6 +6,8 @@
 -- view makes each such attempt as the API does, column for column, and passes the rows of the table through, so
 -- `SELECT … FROM payment_attempts WHERE payment_id = $1` answers what GET /v1/payments/{id} lists. A query naming a
 -- payment reaches both halves through their indexes (the attempts' (payment_id, seq), the payments' primary key).
+-- A later migration that changes the type of a column the view names, or drops one, drops the view and makes it again
+-- (PostgreSQL refuses the change while the view depends on it).
 
 -- The 128 bits a public id's 26 characters spell (Crockford's base 32, as ids/index.ts ownLedgerId reads them): the id
 -- of an internal payment's transfer, which is also its attempt's reservation.
