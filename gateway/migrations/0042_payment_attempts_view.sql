@@ -4,8 +4,9 @@
 -- the final payment and its decision's first candidate do not, and the API makes it again from them when it reads the
 -- payment (payments/store.ts internalAttemptOf). Someone reading the tables saw no attempt for those payments. The
 -- view makes each such attempt as the API does, column for column, and passes the rows of the table through, so
--- `SELECT … FROM payment_attempts WHERE payment_id = $1` answers what GET /v1/payments/{id} lists. A query naming a
--- payment reaches both halves through their indexes (the attempts' (payment_id, seq), the payments' primary key).
+-- `SELECT … FROM payment_attempts WHERE payment_id = $1` answers what GET /v1/payments/{id} lists; a made attempt's
+-- times are its payment's (the batch wrote the payment final, at once). A query naming a payment reaches both halves
+-- through their indexes (the attempts' (payment_id, seq), the payments' primary key).
 -- A later migration that changes the type of a column the view names, or drops one, drops the view and makes it again
 -- (PostgreSQL refuses the change while the view depends on it).
 
