@@ -482,13 +482,13 @@ describe("every /v1 route, from the OpenAPI document", () => {
     await ensureOperatorKey(gw.app.db, { configured: operatorKey });
     let checked = 0;
     for (const { method, path, operation } of await routes()) {
-      const takesQuery = (operation?.parameters ?? []).some((parameter) => parameter.in === "query");
-      const mayHaveNoBody = operation?.requestBody === undefined || operation.requestBody.required === false;
+      const takesQuery = (operation.parameters ?? []).some((parameter) => parameter.in === "query");
+      const mayHaveNoBody = operation.requestBody === undefined || operation.requestBody.required === false;
       // A list takes its own parameters (strict already); a route whose body is required refuses the body first.
       if (takesQuery || !mayHaveNoBody) continue;
       // Path parameters are checked before the query: each gets a well-formed id of its pattern's prefix.
       let url = path;
-      for (const parameter of operation?.parameters ?? []) {
+      for (const parameter of operation.parameters ?? []) {
         const pattern = parameter.schema?.pattern ?? "";
         const prefix = /^\^([a-z]+_)/.exec(pattern)?.[1] ?? "";
         url = url.replace(
@@ -505,7 +505,7 @@ describe("every /v1 route, from the OpenAPI document", () => {
         "parameter_unknown",
         "not_a_parameter",
       ]);
-      expect([method, path, Object.keys(operation?.responses ?? {})]).toEqual([
+      expect([method, path, Object.keys(operation.responses ?? {})]).toEqual([
         method,
         path,
         expect.arrayContaining(["400"]),
