@@ -355,6 +355,19 @@ export interface Rail {
   snapshot(): RailSnapshot;
   /** Pays out once. Called again with the same attempt id, it never pays twice: it reports the first outcome. */
   execute(attempt: OutgoingAttempt): Promise<AttemptOutcome>;
+  /**
+   * Writes ahead what `execute` must record before it pays this attempt (its own journal), while the gateway writes
+   * the attempt's reservation, so that `execute` then pays at once. Pays nothing and never rejects: a write that
+   * fails is `execute`'s to try again. The gateway calls `execute` once the reservation is made, or `withdraw` when
+   * it is not; an attempt left with neither is withdrawn by the rail after a while. Absent: `execute` writes it.
+   */
+  prepare?(attempt: OutgoingAttempt): Promise<void>;
+  /**
+   * Forgets an attempt `prepare` wrote ahead and `execute` never saw (its reservation was refused or failed):
+   * nothing of it was sent, and an `execute` of its id later starts afresh. An attempt `execute` has seen, or one
+   * the rail does not know, is left as it is.
+   */
+  withdraw?(attemptId: string): Promise<void>;
   /** Registers the one handler for events; the rail awaits it before it treats an event as delivered. */
   onEvent(handler: RailEventHandler): void;
   /** What the rail holds now (hot wallet, channels, PSP balance), in its asset. */

@@ -20,7 +20,7 @@ const latencyDefaultMs = 2_000;
 const onConnected = (s: LightningRailState) => {
   s.reconnectDelayMs = s.limits.reconnectDelayMinMs;
   resubscribeInvoices(s);
-  for (const tracker of s.trackers.values()) if (tracker.detached) track(s, tracker); // not one between its journal write and its send
+  for (const tracker of s.trackers.values()) if (tracker.detached) track(s, tracker);
 };
 
 export async function refreshLiquidity(s: LightningRailState): Promise<void> {
@@ -77,6 +77,7 @@ export async function tick(s: LightningRailState): Promise<void> {
       s.invoiceSubscription?.removeAllListeners();
       s.invoiceSubscription = null;
       for (const tracker of s.trackers.values()) {
+        if (!tracker.asked) continue; // not sent yet: its send asks LND, and fails there if LND is still away
         tracker.subscription?.removeAllListeners();
         tracker.subscription = null;
         tracker.detached = true;

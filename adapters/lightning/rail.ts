@@ -6,7 +6,8 @@
 //   Out: BOLT11 and keysend payments with the router's maximum fee. Each attempt's payment hash is
 //        written to the store before LND sees the payment, so that a retry or a restarted gateway
 //        follows the payment LND already has instead of paying again (LND refuses a second payment of
-//        one hash; keysend preimages are derived from the attempt id, so a retry has the same hash).
+//        one hash; keysend preimages are derived from the attempt id, so a retry has the same hash). The
+//        gateway has it written (`prepare`) while it writes the attempt's reservation.
 //   Quote: routing fee estimates from route queries, cached with their age; liquidity; health.
 // The rail is one state (state.ts) and four modules of functions over it: the event pump (events.ts), send
 // (send.ts), invoices (invoices.ts) and the monitor (monitor.ts). This file builds the state, wires the
@@ -22,7 +23,7 @@ import { estimateFee, estimateNetworkFee, type FeeEstimateResult } from "./fees.
 import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive } from "./invoices.ts";
 import type { LnurlFetch } from "./lnurl.ts";
 import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
-import { emitOutcome, execute, newTracker, track } from "./send.ts";
+import { emitOutcome, execute, newTracker, prepare, track, withdraw } from "./send.ts";
 import {
   type LightningHealth,
   type LightningRailLimits,
@@ -84,6 +85,8 @@ export function createLightningRail(params: LightningRailParams): LightningRail 
     stop: () => stop(s),
     snapshot: () => snapshot(s),
     execute: (attempt) => execute(s, attempt),
+    prepare: (attempt) => prepare(s, attempt),
+    withdraw: (attemptId) => withdraw(s, attemptId),
     estimateNetworkFee: (request) => estimateNetworkFee(s, request),
     onEvent(eventHandler) {
       s.handler = eventHandler;
@@ -220,6 +223,7 @@ async function stop(s: LightningRailState): Promise<void> {
   for (const tracker of s.trackers.values()) {
     tracker.subscription?.removeAllListeners();
     tracker.subscription = null;
+    if (tracker.unsent?.expiry) clearTimeout(tracker.unsent.expiry);
   }
   s.trackers.clear();
   // Events whose handlers have started are delivered (journal, settle index) before the journal closes; a

@@ -213,6 +213,7 @@ export function judgeTrackedPayment(attempt: StoredAttempt, payment: ConfirmedPa
 function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmitter, mode: "send" | "track") {
   tracker.subscription = subscription;
   tracker.detached = false;
+  tracker.asked = true;
   subscription.on("confirmed", (payment: ConfirmedPayment) => {
     const judged: PaymentJudgement =
       mode === "track" ? judgeTrackedPayment(tracker.attempt, payment) : { kind: "own" };
@@ -309,6 +310,8 @@ export function newTracker(
     subscription: null,
     eventWanted: extra.eventWanted,
     detached: false,
+    asked: false,
+    unsent: null,
     waiting: 0,
     lastErrorText: null,
     feeMaxMsat: extra.feeMaxMsat,
@@ -335,7 +338,9 @@ async function awaitOutcome(s: LightningRailState, tracker: Tracker): Promise<At
     tracker.eventWanted = true;
     return { status: "in_flight", reference: attempt.paymentHash };
   }
-  const final = attempt.outcome as StoredOutcome;
+  // Forgotten without an outcome of its own (its line unwritten, or withdrawn): nothing was sent, nothing journalled.
+  if (attempt.outcome === null) return { ...(outcome as StoredOutcome & { status: "failed" }) };
+  const final = attempt.outcome;
   if (tracker.eventWanted) return outcomeToResult(attempt, final); // the event is on its way too
   if (!attempt.reported) {
     attempt.reported = true;
@@ -473,6 +478,39 @@ function attemptPaying(s: LightningRailState, paymentHash: string): StoredAttemp
   return attempt === undefined || attempt.outcome?.status === "failed" ? null : attempt;
 }
 
+/** What execute answers when an attempt's journal line could not be written: nothing was sent. */
+const unwritten = {
+  status: "failed",
+  code: "rail_unavailable",
+  message: "the rail's journal could not be written: nothing was sent",
+  retryElsewhere: true,
+} as const;
+
+/** What an attempt withdrawn before it was sent ends as, for anyone who waited for it. */
+const withdrawnOutcome = {
+  status: "failed",
+  code: "rail_unavailable",
+  message: "the attempt was withdrawn before it was sent",
+  retryElsewhere: true,
+} as const;
+
+/** Forgets an attempt nothing was sent for: its tracker, its entry, and its hold on its hash. */
+function forget(s: LightningRailState, tracker: Tracker): void {
+  const { attemptId, paymentHash } = tracker.attempt;
+  s.trackers.delete(attemptId);
+  s.attempts.delete(attemptId);
+  if (s.attemptByHash.get(paymentHash) === attemptId) s.attemptByHash.delete(paymentHash);
+}
+
+/** Takes an unsent attempt's send for the caller, so that no one else sends or withdraws it; null when taken. */
+function takeUnsent(tracker: Tracker): NonNullable<Tracker["unsent"]> | null {
+  const { unsent } = tracker;
+  if (unsent === null) return null;
+  tracker.unsent = null;
+  if (unsent.expiry !== null) clearTimeout(unsent.expiry);
+  return unsent;
+}
+
 /** Pays the attempt once per attempt id: called again, it follows or reports the first payment. */
 export async function execute(s: LightningRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
   if (!s.running) return failedOutcome("rail_unavailable", "the Lightning rail is not started", true);
@@ -487,7 +525,8 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     }
     const tracker = s.trackers.get(known.attemptId);
     if (tracker === undefined) return { status: "in_flight", reference: known.paymentHash };
-    return await awaitOutcome(s, tracker);
+    // Written ahead by prepare, unless an execute before this one took it: sent once its line is durable.
+    return await sendWhenWritten(s, tracker);
   }
 
   if (attempt.destination.kind === "lightning_address") {
@@ -503,6 +542,68 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     if (s.attempts.has(attempt.id)) return await execute(s, attempt);
     return await execute(s, { ...attempt, destination: { kind: "bolt11", invoice: asked.invoice } });
   }
+  const admitted = await admit(s, attempt);
+  if (admitted === "known") return await execute(s, attempt);
+  return "tracker" in admitted ? await sendWhenWritten(s, admitted.tracker) : admitted;
+}
+
+/** Sends the tracker's attempt once its journal line is durable, unless another call took the send; then waits. */
+async function sendWhenWritten(s: LightningRailState, tracker: Tracker): Promise<AttemptOutcome> {
+  const unsent = takeUnsent(tracker);
+  if (unsent !== null) {
+    if (!(await unsent.written)) return unwritten;
+    unsent.send();
+  }
+  return await awaitOutcome(s, tracker);
+}
+
+/**
+ * Writes the attempt's journal line ahead of execute (the Rail contract's `prepare`), so that execute sends at once.
+ * An attempt the rail would refuse, one it knows already, and a Lightning Address (its invoice is asked for by
+ * execute) are left to execute. Withdrawn after preparedWaitMs if neither execute nor withdraw comes.
+ */
+export async function prepare(s: LightningRailState, attempt: OutgoingAttempt): Promise<void> {
+  if (!s.running || s.attempts.has(attempt.id) || attempt.destination.kind === "lightning_address") return;
+  const admitted = await admit(s, attempt);
+  if (admitted === "known" || !("tracker" in admitted)) return;
+  const { unsent } = admitted.tracker;
+  if (unsent === null) return; // taken already, by an execute that came meanwhile
+  unsent.expiry = setTimeout(() => {
+    s.logger.warn({ attemptId: attempt.id }, "an attempt written ahead was never executed: withdrawn");
+    void withdraw(s, attempt.id);
+  }, s.limits.preparedWaitMs);
+  unsent.expiry.unref();
+  await unsent.written;
+}
+
+/**
+ * Forgets an attempt written ahead and not sent (the Rail contract's `withdraw`): its hash is free again, and an
+ * execute of its id starts afresh. An attempt sent, being sent, or unknown is left as it is.
+ */
+export async function withdraw(s: LightningRailState, attemptId: string): Promise<void> {
+  const tracker = s.trackers.get(attemptId);
+  const unsent = tracker === undefined ? null : takeUnsent(tracker);
+  if (tracker === undefined || unsent === null || !(await unsent.written)) return;
+  forget(s, tracker);
+  tracker.resolve(withdrawnOutcome);
+  // Need not be durable: were the line lost, the restarted rail finds no payment of the hash in LND and reports the
+  // attempt failed, which the gateway knows already.
+  try {
+    await s.store.append({ t: "withdrawn", attemptId });
+  } catch (error) {
+    s.logger.warn({ error: lndErrorText(error), attemptId }, "journalling a withdrawn attempt failed");
+  }
+}
+
+/**
+ * A new attempt up to its send: checked, its hash worked out and taken, its tracker made, its journal line on its
+ * way (the tracker's `unsent`). The tracker then; the refusal when the rail refuses it (nothing of it is kept);
+ * "known" when another call admitted the same id while this one awaited.
+ */
+async function admit(
+  s: LightningRailState,
+  attempt: OutgoingAttempt,
+): Promise<AttemptOutcome | { tracker: Tracker } | "known"> {
   const { destination } = attempt;
   if (destination.kind !== "bolt11" && destination.kind !== "lightning_node")
     return failedOutcome("unreachable_destination", `Lightning cannot pay a ${destination.kind}`, true);
@@ -538,8 +639,8 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     preimage = image.toString("hex");
     paymentHash = createHash("sha256").update(image).digest("hex");
   }
-  // Another execute for this id may have started while we awaited.
-  if (s.attempts.has(attempt.id)) return await execute(s, attempt);
+  // Another call for this id may have admitted it while we awaited.
+  if (s.attempts.has(attempt.id)) return "known";
   // Another attempt paid this hash, or is paying it: its payment is not this one's (LND would refuse the send).
   const other = attemptPaying(s, paymentHash);
   if (other !== null)
@@ -572,34 +673,34 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     request: stored.request,
     eventWanted: false,
   });
-  // Write-ahead: the hash is on disk before LND sees the payment. When it cannot be written, nothing is sent and
-  // nothing of the attempt is kept: its hash is free again (the payment may go another way, or come back).
+  const send = () => {
+    try {
+      const request = sendRequest(destination, attempt.amount, { paymentHash, preimage, invoiceHasAmount });
+      attach(s, tracker, sendPayment(s, request, attempt.feeMax), "send");
+    } catch (error) {
+      // Thrown before anything was sent (the gRPC client's checks of the request).
+      void fail(s, tracker, { code: "rejected", message: lndErrorText(error), retryElsewhere: false });
+    }
+  };
+  tracker.unsent = { written: writeAhead(s, tracker), send, expiry: null };
+  return { tracker };
+}
+
+/**
+ * Write-ahead: the hash is on disk before LND sees the payment. When it cannot be written, nothing is sent and
+ * nothing of the attempt is kept: its hash is free again (the payment may go another way, or come back).
+ */
+async function writeAhead(s: LightningRailState, tracker: Tracker): Promise<boolean> {
   try {
-    await s.store.append(attemptRecord(stored));
+    await s.store.append(attemptRecord(tracker.attempt));
+    return true;
   } catch (error) {
     s.logger.error(
-      { error: lndErrorText(error), attemptId: attempt.id },
+      { error: lndErrorText(error), attemptId: tracker.attempt.attemptId },
       "journal write failed: nothing sent",
     );
-    s.trackers.delete(attempt.id);
-    s.attempts.delete(attempt.id);
-    if (s.attemptByHash.get(paymentHash) === attempt.id) s.attemptByHash.delete(paymentHash);
-    const unwritten = {
-      status: "failed",
-      code: "rail_unavailable",
-      message: "the rail's journal could not be written: nothing was sent",
-      retryElsewhere: true,
-    } as const;
+    forget(s, tracker);
     tracker.resolve(unwritten);
-    return unwritten;
+    return false;
   }
-
-  try {
-    const request = sendRequest(destination, attempt.amount, { paymentHash, preimage, invoiceHasAmount });
-    attach(s, tracker, sendPayment(s, request, attempt.feeMax), "send");
-  } catch (error) {
-    // Thrown before anything was sent (the gRPC client's checks of the request).
-    void fail(s, tracker, { code: "rejected", message: lndErrorText(error), retryElsewhere: false });
-  }
-  return await awaitOutcome(s, tracker);
 }

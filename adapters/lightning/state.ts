@@ -22,6 +22,8 @@ export type LndConnection = {
 export type LightningRailLimits = {
   /** How long execute waits for a final outcome before it answers in_flight. */
   readonly executeWaitMs: number;
+  /** How long an attempt prepare wrote ahead waits for execute (or withdraw) before the rail withdraws it. */
+  readonly preparedWaitMs: number;
   /** LND's time to find and try routes for one payment. */
   readonly paymentTimeoutMs: number;
   readonly amountMinMsat: bigint;
@@ -70,6 +72,7 @@ export type LightningRailLimits = {
 
 export const lightningRailLimitsDefault: LightningRailLimits = {
   executeWaitMs: 15_000,
+  preparedWaitMs: 60_000,
   paymentTimeoutMs: 60_000,
   amountMinMsat: 1n,
   amountMaxMsat: 4_294_967_295_000n, // 0.043 BTC, the pre-wumbo payment ceiling
@@ -129,6 +132,15 @@ export type Tracker = {
   eventWanted: boolean;
   /** Sent, but the connection broke: follow it again once LND answers. */
   detached: boolean;
+  /** LND was asked about it (sent, or followed): only then can a broken connection detach it. */
+  asked: boolean;
+  /**
+   * Admitted and not sent yet (execute or prepare wrote its journal line, or is writing it): the line's write, true
+   * once durable (false: it could not be written, and the attempt is forgotten), and the send to make then. Taken,
+   * and so null, by the execute that sends it or the withdraw that forgets it. `expiry`: prepare's timer that
+   * withdraws it should neither come.
+   */
+  unsent: { written: Promise<boolean>; send: () => void; expiry: NodeJS.Timeout | null } | null;
   /** How many execute calls wait for the outcome (awaitOutcome). */
   waiting: number;
   lastErrorText: string | null;

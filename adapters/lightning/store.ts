@@ -61,6 +61,8 @@ export type RailStoreRecord =
       retryElsewhere?: boolean;
     }
   | { t: "reported"; attemptId: string }
+  /** An attempt written ahead and never sent (its reservation was not made): forgotten. */
+  | { t: "withdrawn"; attemptId: string }
   | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number }
   | { t: "invoice_done"; paymentHash: string }
   | { t: "settle_index"; value: number };
@@ -135,6 +137,10 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
       if (attempt !== undefined) attempt.reported = true;
       return;
     }
+    case "withdrawn":
+      // Only ever written for an attempt with no outcome; one with an outcome was sent, and is kept.
+      if (state.attempts.get(record.attemptId)?.outcome === null) state.attempts.delete(record.attemptId);
+      return;
     case "invoice":
       state.invoices.set(record.paymentHash, {
         paymentHash: record.paymentHash,

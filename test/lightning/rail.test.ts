@@ -1,7 +1,8 @@
 // The Lightning rail against the regtest network: gateway's lnd behind the rail, payer and payee driven
 // directly with `lightning`. Tests run in order; the last one restarts the gateway's lnd.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { fdatasync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -93,6 +94,15 @@ async function expectRefusedByAnotherJournal(journal: string, invoice: string, a
   } finally {
     await other.rail.stop();
   }
+}
+
+/** The kinds of the journal's lines about one attempt, in order. */
+async function journalAttemptLines(file: string, id: string): Promise<string[]> {
+  const lines = (await readFile(file, "utf8")).split("\n").filter((line) => line !== "");
+  return lines
+    .map((line) => JSON.parse(line) as { t: string; attemptId?: string })
+    .filter((record) => record.attemptId === id)
+    .map((record) => record.t);
 }
 
 let main: Running;
@@ -273,6 +283,100 @@ describe("lightning rail on regtest", () => {
       expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1313000");
     } finally {
       await failing.rail.stop();
+    }
+  });
+
+  it("prepare writes an attempt's journal line ahead, and execute then sends it without a write of its own, once", async () => {
+    const journal = path.join(directory, "prepared.jsonl");
+    let syncs = 0;
+    const prepared = await startRail(
+      createFileRailStore(journal, {
+        sync: async (descriptor) => {
+          syncs += 1;
+          await new Promise<void>((resolve, reject) =>
+            fdatasync(descriptor, (error) => (error === null ? resolve() : reject(error))),
+          );
+        },
+      }),
+    );
+    try {
+      const invoice = await createInvoice({ lnd: payee, tokens: 1_414 });
+      const attempt = bolt11(invoice.request, 1_414_000n, 10_000n);
+      await prepared.rail.prepare!(attempt);
+      // Durable once prepare resolves: the line a crash must not lose, before LND has seen anything.
+      expect(syncs).toBe(1);
+      expect(await journalAttemptLines(journal, attempt.id)).toEqual(["attempt"]);
+      expect((await getInvoice({ lnd: payee, id: invoice.id })).is_confirmed).toBe(false);
+      // Asked again (a repeat of the gateway's call), it writes nothing more.
+      await prepared.rail.prepare!(attempt);
+      const outcome = await prepared.rail.execute(attempt);
+      expect(outcome).toMatchObject({ status: "succeeded", evidence: { paymentHash: invoice.id } });
+      // Before: no prepare; execute wrote and synced the line itself, on the payment's path.
+      expect(syncs).toBe(1);
+      expect(await journalAttemptLines(journal, attempt.id)).toEqual(["attempt", "outcome", "reported"]);
+      expect(await prepared.rail.execute(attempt)).toEqual(outcome);
+      const { payments } = await getPayments({ lnd: client("gateway") });
+      expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
+    } finally {
+      await prepared.rail.stop();
+    }
+  });
+
+  it("withdraw forgets an attempt written ahead: its invoice is free, a restart does not follow it, its id pays afresh", async () => {
+    const journal = "withdrawn.jsonl";
+    const first = await startRail(journal);
+    const invoice = await createInvoice({ lnd: payee, tokens: 1_515 });
+    const attempt = bolt11(invoice.request, 1_515_000n, 10_000n);
+    try {
+      await first.rail.prepare!(attempt);
+      // Written ahead, the hash is taken: another attempt of the invoice is refused while it may still be sent.
+      expect(await first.rail.execute(bolt11(invoice.request, 1_515_000n, 10_000n))).toMatchObject({
+        status: "failed",
+        code: "rejected",
+      });
+      await first.rail.withdraw!(attempt.id);
+      await first.rail.withdraw!(attempt.id); // again: nothing more
+      expect(await journalAttemptLines(path.join(directory, journal), attempt.id)).toEqual([
+        "attempt",
+        "withdrawn",
+      ]);
+    } finally {
+      await first.rail.stop();
+    }
+    // Restarted on the journal: the attempt is not followed (before: LND never took it, so it was reported failed).
+    const restarted = await startRail(journal);
+    try {
+      expect(await journalAttemptLines(path.join(directory, journal), attempt.id)).toEqual([]);
+      expect(restarted.events.filter((e) => "attemptId" in e && e.attemptId === attempt.id)).toEqual([]);
+      // The gateway may still execute the id (a reservation whose commit went unanswered was made after all).
+      expect(await restarted.rail.execute(attempt)).toMatchObject({ status: "succeeded" });
+      expect(restarted.events.filter((e) => "attemptId" in e && e.attemptId === attempt.id)).toEqual([]);
+    } finally {
+      await restarted.rail.stop();
+    }
+    expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1515000");
+  });
+
+  it("withdraws an attempt written ahead that is never executed, after preparedWaitMs", async () => {
+    const waiting = await startRail("prepared-expired.jsonl", { preparedWaitMs: 300 });
+    try {
+      const invoice = await createInvoice({ lnd: payee, tokens: 1_616 });
+      const forgotten = bolt11(invoice.request, 1_616_000n, 10_000n);
+      await waiting.rail.prepare!(forgotten);
+      await waitFor(
+        "the attempt withdrawn",
+        async () =>
+          waiting.logs.some((line) => /never executed: withdrawn/.test(line.message)) ? true : undefined,
+        { timeoutMs: 10_000 },
+      );
+      expect(await waiting.rail.execute(bolt11(invoice.request, 1_616_000n, 10_000n))).toMatchObject({
+        status: "succeeded",
+      });
+      expect(await journalAttemptLines(path.join(directory, "prepared-expired.jsonl"), forgotten.id)).toEqual(
+        ["attempt", "withdrawn"],
+      );
+    } finally {
+      await waiting.rail.stop();
     }
   });
 
