@@ -2,7 +2,7 @@
 // evidence, or void it and fall back to the next candidate when the failure says another rail may succeed. Every
 // step is idempotent and every status move conditional, so the live path, recovery and a rail's late event may
 // all drive the same attempt.
-import type { AttemptOutcome, AttemptSucceeded, Destination, Rail, RailEvent } from "../../core/index.ts";
+import type { AttemptOutcome, AttemptSucceeded, OutgoingAttempt, Rail, RailEvent } from "../../core/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { findReservation, type Reservation } from "../ledger/index.ts";
 import { accruedUnderLock } from "./batch-payouts.ts";
@@ -145,11 +145,58 @@ export async function failPayment(
 
 type Next = "done" | "fall_back";
 
-function destinationOf(payment: Payment, attempt: Attempt): Destination {
+/** What the rail is asked to pay for an attempt. */
+export function outgoingOf(
+  payment: Pick<Payment, "id" | "destination" | "decision">,
+  attempt: Pick<Attempt, "id" | "seq" | "amount" | "feeMax">,
+): OutgoingAttempt {
   const destination = attemptDestination(payment, attempt.seq);
   if (destination === null)
     throw new PaymentInvariantError(`attempt ${attempt.id} has no candidate ${attempt.seq} to pay`);
-  return destination;
+  return {
+    id: attempt.id,
+    paymentId: payment.id,
+    amount: attempt.amount,
+    destination,
+    feeMax: attempt.feeMax,
+  };
+}
+
+/** What a rail writes ahead for an attempt (Rail.prepare) while the gateway writes its reservation. */
+export type Prepared = { rail: Rail; attemptId: string; done: Promise<void> };
+
+/** Asks the rail to write the attempt ahead, when it can; null when it has nothing to write before execute. */
+export function prepareAttempt(
+  deps: Pick<PaymentsDeps, "logger">,
+  rail: Rail,
+  payment: Pick<Payment, "id" | "destination" | "decision">,
+  attempt: Pick<Attempt, "id" | "seq" | "amount" | "feeMax">,
+): Prepared | null {
+  if (rail.prepare === undefined) return null;
+  const outgoing = outgoingOf(payment, attempt);
+  const done = rail
+    .prepare(outgoing)
+    .catch((error: unknown) =>
+      deps.logger?.error(
+        { err: error, attemptId: outgoing.id },
+        "a rail's prepare failed: execute writes it",
+      ),
+    );
+  return { rail, attemptId: outgoing.id, done };
+}
+
+/** Takes back what `prepareAttempt` had written, for an attempt whose reservation was not made. */
+export async function withdrawPrepared(
+  deps: Pick<PaymentsDeps, "logger">,
+  prepared: Prepared | null,
+): Promise<void> {
+  if (prepared === null) return;
+  await prepared.done;
+  try {
+    await prepared.rail.withdraw?.(prepared.attemptId);
+  } catch (error) {
+    deps.logger?.error({ err: error, attemptId: prepared.attemptId }, "a rail's withdraw failed");
+  }
 }
 
 /** Reserve (unless made), execute and finish one attempt, from whatever status it is in. Safe to call again. */
@@ -173,14 +220,10 @@ export async function driveAttempt(
   if (typeof reservation === "string")
     return failAttempt(deps, driven, attempt, refusalFailure(reservation, rail));
   deps.learning?.noteAttempt(rail.id);
-  const outcome: AttemptOutcome = await rail.execute({
-    id: attempt.id,
-    paymentId: payment.id,
-    amount: attempt.amount,
-    destination: destinationOf(payment, attempt),
-    feeMax: attempt.feeMax,
-    ...(known === "ask_ledger" ? { resumed: true } : {}),
-  });
+  const outgoing = outgoingOf(payment, attempt);
+  const outcome: AttemptOutcome = await rail.execute(
+    known === "ask_ledger" ? { ...outgoing, resumed: true } : outgoing,
+  );
   return applyOutcome(deps, driven, attempt, outcome, reservation);
 }
 

@@ -23,7 +23,15 @@ import type { RouteDecision } from "../router/types.ts";
 import { accruePayout, isPaymentNotProcessing, type NettingDeps, shouldAccrue } from "./batch-payouts.ts";
 import { type CreatePaymentParams, type CreatePaymentResult, type PaymentsDeps, refuse } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
-import { type Driven, failPayment, readPayment, runCandidates } from "./execution.ts";
+import {
+  type Driven,
+  failPayment,
+  type Prepared,
+  prepareAttempt,
+  readPayment,
+  runCandidates,
+  withdrawPrepared,
+} from "./execution.ts";
 import { type Refusal, reserve } from "./reservations.ts";
 import { prepare } from "./routing.ts";
 import {
@@ -106,6 +114,7 @@ export async function createPayment(
   const row = { ...fields, idempotencyKey: params.idempotencyKey, requestSha256, quoteId: params.quoteId };
   let driven: Driven;
   let first: { attempt: Attempt; reservation: Reservation | Refusal } | null = null;
+  let writtenAhead: Prepared | null = null;
   // Answered in the write that ends the payment, if it ends while the request waits (record: written unanswered).
   const answering = record === null ? {} : { answering: record };
   try {
@@ -127,6 +136,8 @@ export async function createPayment(
         feeMax: firstCandidate.feeMax,
         reserveTransferId: derivedLedgerId(attemptId, "reserve"),
       };
+      // The rail writes its own record of the attempt ahead (its journal line) while the reservation is written.
+      writtenAhead = prepareAttempt(deps, firstRail, fields, newAttempt);
       // The payment, its first attempt and that attempt's reservation: one transaction. The payment is written
       // whether or not the ledger grants the reservation (a refused one fails the attempt below).
       const written = await reserve(
@@ -145,6 +156,8 @@ export async function createPayment(
       first = { attempt, reservation: written.reservation };
     }
   } catch (error) {
+    // Nothing is sent for an attempt whose reservation is not known to be made (recovery asks the ledger first).
+    await withdrawPrepared(deps, writtenAhead);
     // The payment, its attempt and its reservation go in one transaction: nothing of it was written — unless the
     // ledger says the outcome is unknown (its COMMIT got no answer), when all of it may be. The caller hears a server
     // error either way; a repeat with the key then finds the payment if it was written, and recovery drives it.
@@ -160,6 +173,7 @@ export async function createPayment(
     if (!isPaymentKeyTaken(error) || params.idempotencyKey === null) throw error;
     return keyTaken(deps, params);
   }
+  if (first !== null && typeof first.reservation === "string") await withdrawPrepared(deps, writtenAhead);
   if (accruesTo !== null && netting !== undefined)
     return accrue(deps, netting, {
       id: paymentId,

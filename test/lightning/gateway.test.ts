@@ -3,6 +3,7 @@
 // gateway's node and debits the account by exactly the amount.
 import { authenticatedLndGrpc, createInvoice, getFailedPayments, getPayments, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { OutgoingAttempt } from "../../core/index.ts";
 import type { App } from "../../gateway/app.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
@@ -77,6 +78,57 @@ describe("the Lightning rail through the gateway", () => {
     expect(settled.rail).toBe("lightning");
     expect(settled.attempts[0].evidence.preimage).toMatch(/^[0-9a-f]{64}$/);
     expect(BigInt(before.replace(".", "")) - BigInt((await posted()).replace(".", ""))).toBe(200_000n); // 200 sat in msat
+  });
+
+  it("has the rail write its journal line while the reservation is written, and withdraw it when the reservation is refused", async () => {
+    const rail = app.rails.get("lightning")!;
+    const calls: string[] = [];
+    const own = { prepare: rail.prepare!, execute: rail.execute, withdraw: rail.withdraw! };
+    const noted =
+      <A extends string | OutgoingAttempt, R>(name: string, call: (arg: A) => R) =>
+      (arg: A): R => {
+        calls.push(`${name} ${typeof arg === "string" ? arg : arg.id}`);
+        return call(arg);
+      };
+    Object.assign(rail, {
+      prepare: noted("prepare", own.prepare),
+      execute: noted("execute", own.execute),
+      withdraw: noted("withdraw", own.withdraw),
+    });
+    try {
+      await btcAccount(app, { id: "acct_btc_empty" });
+      const { request, id } = await createInvoice({
+        lnd: payee,
+        tokens: 300,
+        description: "short payer first",
+      });
+      const body = (source: string) => ({
+        amount: "0.000003",
+        asset: "BTC",
+        source: { account: source },
+        destination: { type: "bolt11", invoice: request },
+      });
+      // The payer holds nothing: the reservation is refused, and what the rail wrote ahead is taken back.
+      const refused = await call("POST", "/v1/payments", body("acct_btc_empty"));
+      expect(refused.status).toBe(402);
+      expect(refused.body.error.code).toBe("insufficient_funds");
+      const refusedAttempt = refused.body.error.payment.attempts[0].id as string;
+      expect(calls).toEqual([`prepare ${refusedAttempt}`, `withdraw ${refusedAttempt}`]);
+      // So the invoice is free at once (had the attempt stayed written ahead, this one would be refused as in flight).
+      calls.length = 0;
+      const paid = await call("POST", "/v1/payments", body(accountId));
+      expect(paid.status).toBe(201);
+      expect(paid.body).toMatchObject({ status: "succeeded", rail: "lightning" });
+      const paidAttempt = paid.body.attempts[0].id as string;
+      // Written ahead while the reservation was: execute only sends.
+      expect(calls).toEqual([`prepare ${paidAttempt}`, `execute ${paidAttempt}`]);
+      const gateway = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
+      const { payments } = await getPayments({ lnd: gateway });
+      const { payments: failed } = await getFailedPayments({ lnd: gateway });
+      expect([...payments, ...failed].filter((payment) => payment.id === id)).toHaveLength(1);
+    } finally {
+      Object.assign(rail, own);
+    }
   });
 
   it("pays an invoice behind a fee-charging hop: the fee cap comes from the route's estimate, the attempt's fee is LND's", async () => {
