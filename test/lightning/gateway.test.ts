@@ -1,6 +1,9 @@
 // The Lightning rail through the whole gateway: a BTC invoice paid by the payer node credits the tenant's
 // account with the preimage as evidence; a payment to the payee's BOLT11 invoice goes out through the
 // gateway's node and debits the account by exactly the amount.
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { authenticatedLndGrpc, createInvoice, getFailedPayments, getPayments, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { OutgoingAttempt } from "../../core/index.ts";
@@ -183,5 +186,72 @@ describe("the Lightning rail through the gateway", () => {
     const { payments: failed } = await getFailedPayments({ lnd: gateway });
     expect([...payments, ...failed].filter((payment) => payment.id === invoice.id)).toEqual([]);
     expect(await posted()).toBe(before);
+  });
+});
+
+describe("a gateway stopped between the rail's write-ahead and the reservation's commit", () => {
+  it("restarts to a rail that fails the attempt nobody wrote, a gateway that ignores it, and an invoice that pays", async () => {
+    const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-orphan-"));
+    const env = {
+      PGLITE_DIR: path.join(directory, "db"),
+      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+    };
+    try {
+      const first = await startLightningGateway(cluster, env);
+      const orphan: OutgoingAttempt = {
+        id: "att_orphan_of_a_stop",
+        paymentId: "pay_orphan_of_a_stop",
+        amount: 250_000n,
+        destination: { kind: "bolt11", invoice: (await createInvoice({ lnd: payee, tokens: 250 })).request },
+        feeMax: 10_000n,
+      };
+      try {
+        await btcAccount(first.app, { id: "acct_btc_orphan", funding: { amount: "0.00001", payer } });
+        // All the process had done when it stopped: the rail's line written ahead; the payment, its attempt and its
+        // reservation never committed (stopping does not withdraw it: the line stays, as after a SIGKILL).
+        await first.app.rails.get("lightning")!.prepare!(orphan);
+      } finally {
+        await first.close();
+      }
+      const second = await startLightningGateway(cluster, env);
+      try {
+        // LND has no payment of the hash: the restarted rail fails the attempt and reports it; the gateway, which has
+        // no such attempt, takes the report (delivered: journalled as reported) and changes nothing.
+        await waitFor(
+          "the orphan's failure delivered",
+          async () => {
+            const lines = (await readFile(env.LIGHTNING_JOURNAL_PATH, "utf8")).split("\n").filter(Boolean);
+            const kinds = lines
+              .map((line) => JSON.parse(line) as { t: string; attemptId?: string })
+              .filter((record) => record.attemptId === orphan.id)
+              .map((record) => record.t);
+            return kinds.includes("reported") ? kinds : undefined;
+          },
+          { timeoutMs: 30_000 },
+        );
+        const [written] = await second.app.db.query<{ n: string }>(
+          "SELECT (SELECT count(*) FROM attempts WHERE id = $1) + (SELECT count(*) FROM payments WHERE id = $2) AS n",
+          [orphan.id, orphan.paymentId],
+        );
+        expect(String(written!.n)).toBe("0");
+        // The invoice is free: a payment of it goes out once.
+        const paid = await apiClient(second.app)("POST", "/v1/payments", {
+          amount: "0.0000025",
+          asset: "BTC",
+          source: { account: "acct_btc_orphan" },
+          destination: { type: "bolt11", invoice: (orphan.destination as { invoice: string }).invoice },
+        });
+        expect(paid.status).toBe(201);
+        expect(paid.body).toMatchObject({ status: "succeeded", rail: "lightning" });
+        const gatewayNode = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
+        const hash = paid.body.attempts[0].evidence.payment_hash as string;
+        const { payments } = await getPayments({ lnd: gatewayNode });
+        expect(payments.filter((payment) => payment.id === hash)).toHaveLength(1);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 });
