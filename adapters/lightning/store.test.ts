@@ -166,4 +166,30 @@ describe("rail store", () => {
     expect(state.invoices.size).toBe(0);
     expect(store.records()).toEqual([]);
   });
+
+  it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {
+    const store = createMemoryRailStore();
+    await store.load();
+    await store.append(attempt("w1"), { t: "withdrawn", attemptId: "w1" });
+    await store.append(
+      attempt("sent"),
+      {
+        t: "outcome",
+        attemptId: "sent",
+        status: "failed",
+        code: "rejected",
+        message: "no",
+        retryElsewhere: false,
+      },
+      // Never written for an attempt that has an outcome: ignored if it were.
+      { t: "withdrawn", attemptId: "sent" },
+    );
+    let state = await store.load();
+    expect([...state.attempts.keys()]).toEqual(["sent"]);
+    expect(store.records().some((record) => "attemptId" in record && record.attemptId === "w1")).toBe(false);
+    // Executed afresh after its withdrawal: its new line stands.
+    await store.append(attempt("w1"));
+    state = await store.load();
+    expect(state.attempts.get("w1")).toMatchObject({ attemptId: "w1", outcome: null });
+  });
 });
