@@ -1,7 +1,7 @@
 // The Lightning rail through the whole gateway: a BTC invoice paid by the payer node credits the tenant's
 // account with the preimage as evidence; a payment to the payee's BOLT11 invoice goes out through the
 // gateway's node and debits the account by exactly the amount.
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { authenticatedLndGrpc, createInvoice, getFailedPayments, getPayments, pay } from "lightning";
@@ -11,11 +11,13 @@ import type { App } from "../../gateway/app.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
 import { btcAccount, startLightningGateway, topUpByInvoice } from "../support/lightning-gateway.ts";
+import { journalAttemptLines } from "../support/lightning-journal.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
 const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
 const remote = authenticatedLndGrpc(cluster.nodes.remote).lnd;
+const gatewayNode = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
 const accountId = "acct_btc_customer";
 let app: App;
 let gateway: Awaited<ReturnType<typeof startLightningGateway>>;
@@ -125,9 +127,8 @@ describe("the Lightning rail through the gateway", () => {
       const paidAttempt = paid.body.attempts[0].id as string;
       // Written ahead while the reservation was: execute only sends.
       expect(calls).toEqual([`prepare ${paidAttempt}`, `execute ${paidAttempt}`]);
-      const gateway = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
-      const { payments } = await getPayments({ lnd: gateway });
-      const { payments: failed } = await getFailedPayments({ lnd: gateway });
+      const { payments } = await getPayments({ lnd: gatewayNode });
+      const { payments: failed } = await getFailedPayments({ lnd: gatewayNode });
       expect([...payments, ...failed].filter((payment) => payment.id === id)).toHaveLength(1);
     } finally {
       Object.assign(rail, own);
@@ -181,9 +182,8 @@ describe("the Lightning rail through the gateway", () => {
       expect.objectContaining({ rail: "lightning", reason: "fee_above_max" }),
     );
     // LND never had the payment: nothing sent, nothing failed.
-    const gateway = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
-    const { payments } = await getPayments({ lnd: gateway });
-    const { payments: failed } = await getFailedPayments({ lnd: gateway });
+    const { payments } = await getPayments({ lnd: gatewayNode });
+    const { payments: failed } = await getFailedPayments({ lnd: gatewayNode });
     expect([...payments, ...failed].filter((payment) => payment.id === invoice.id)).toEqual([]);
     expect(await posted()).toBe(before);
   });
@@ -220,11 +220,7 @@ describe("a gateway stopped between the rail's write-ahead and the reservation's
         await waitFor(
           "the orphan's failure delivered",
           async () => {
-            const lines = (await readFile(env.LIGHTNING_JOURNAL_PATH, "utf8")).split("\n").filter(Boolean);
-            const kinds = lines
-              .map((line) => JSON.parse(line) as { t: string; attemptId?: string })
-              .filter((record) => record.attemptId === orphan.id)
-              .map((record) => record.t);
+            const kinds = await journalAttemptLines(env.LIGHTNING_JOURNAL_PATH, orphan.id);
             return kinds.includes("reported") ? kinds : undefined;
           },
           { timeoutMs: 30_000 },
@@ -243,7 +239,6 @@ describe("a gateway stopped between the rail's write-ahead and the reservation's
         });
         expect(paid.status).toBe(201);
         expect(paid.body).toMatchObject({ status: "succeeded", rail: "lightning" });
-        const gatewayNode = authenticatedLndGrpc(cluster.nodes.gateway).lnd;
         const hash = paid.body.attempts[0].evidence.payment_hash as string;
         const { payments } = await getPayments({ lnd: gatewayNode });
         expect(payments.filter((payment) => payment.id === hash)).toHaveLength(1);

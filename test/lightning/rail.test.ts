@@ -2,7 +2,7 @@
 // directly with `lightning`. Tests run in order; the last one restarts the gateway's lnd.
 import { createHash, randomBytes } from "node:crypto";
 import { fdatasync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -28,6 +28,7 @@ import {
 } from "../../adapters/lightning/index.ts";
 import type { OutgoingAttempt, RailEvent } from "../../core/index.ts";
 import { clusterControl, waitFor } from "../../scripts/lightning/index.ts";
+import { journalAttemptLines } from "../support/lightning-journal.ts";
 import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
 const cluster = inject("lightningCluster");
@@ -94,15 +95,6 @@ async function expectRefusedByAnotherJournal(journal: string, invoice: string, a
   } finally {
     await other.rail.stop();
   }
-}
-
-/** The kinds of the journal's lines about one attempt, in order. */
-async function journalAttemptLines(file: string, id: string): Promise<string[]> {
-  const lines = (await readFile(file, "utf8")).split("\n").filter((line) => line !== "");
-  return lines
-    .map((line) => JSON.parse(line) as { t: string; attemptId?: string })
-    .filter((record) => record.attemptId === id)
-    .map((record) => record.t);
 }
 
 let main: Running;

@@ -1,0 +1,11 @@
+// What a Lightning rail's journal (a JSON-lines file) says of one attempt, for tests that read it from the outside.
+import { readFile } from "node:fs/promises";
+
+/** The kinds of the journal's lines about one attempt, in order. */
+export async function journalAttemptLines(file: string, attemptId: string): Promise<string[]> {
+  const lines = (await readFile(file, "utf8")).split("\n").filter((line) => line !== "");
+  return lines
+    .map((line) => JSON.parse(line) as { t: string; attemptId?: string })
+    .filter((record) => record.attemptId === attemptId)
+    .map((record) => record.t);
+}
