@@ -359,7 +359,9 @@ export interface Rail {
    * Writes ahead what `execute` must record before it pays this attempt (its own journal), while the gateway writes
    * the attempt's reservation, so that `execute` then pays at once. Pays nothing and never rejects: a write that
    * fails is `execute`'s to try again. The gateway calls `execute` once the reservation is made, or `withdraw` when
-   * it is not; an attempt left with neither is withdrawn by the rail after a while. Absent: `execute` writes it.
+   * it is not; an attempt left with neither is withdrawn by the rail after a while. Another attempt that would pay
+   * the same thing (one invoice) waits meanwhile, since a refused reservation leaves it free. Absent: `execute`
+   * writes it.
    */
   prepare?(attempt: OutgoingAttempt): Promise<void>;
   /**

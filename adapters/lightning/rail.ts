@@ -23,7 +23,7 @@ import { estimateFee, estimateNetworkFee, type FeeEstimateResult } from "./fees.
 import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive } from "./invoices.ts";
 import type { LnurlFetch } from "./lnurl.ts";
 import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
-import { emitOutcome, execute, newTracker, prepare, track, withdraw } from "./send.ts";
+import { decide, emitOutcome, execute, newTracker, prepare, track, withdraw } from "./send.ts";
 import {
   type LightningHealth,
   type LightningRailLimits,
@@ -224,6 +224,7 @@ async function stop(s: LightningRailState): Promise<void> {
     tracker.subscription?.removeAllListeners();
     tracker.subscription = null;
     if (tracker.unsent?.expiry) clearTimeout(tracker.unsent.expiry);
+    decide(tracker);
   }
   s.trackers.clear();
   // Events whose handlers have started are delivered (journal, settle index) before the journal closes; a

@@ -312,6 +312,7 @@ export function newTracker(
     detached: false,
     asked: false,
     unsent: null,
+    undecided: null,
     waiting: 0,
     lastErrorText: null,
     feeMaxMsat: extra.feeMaxMsat,
@@ -478,6 +479,19 @@ function attemptPaying(s: LightningRailState, paymentHash: string): StoredAttemp
   return attempt === undefined || attempt.outcome?.status === "failed" ? null : attempt;
 }
 
+/** When the attempt holding `paymentHash` is admitted and neither sent nor forgotten: when it will be; else null. */
+function undecidedHolding(s: LightningRailState, paymentHash: string): Promise<void> | null {
+  const id = s.attemptByHash.get(paymentHash);
+  return (id === undefined ? undefined : s.trackers.get(id)?.undecided?.decided) ?? null;
+}
+
+/** The tracker's attempt is sent or forgotten (or the rail stops): whoever waits on its hash decides again. */
+export function decide(tracker: Tracker): void {
+  const { undecided } = tracker;
+  tracker.undecided = null;
+  undecided?.resolve();
+}
+
 /** What execute answers when an attempt's journal line could not be written: nothing was sent. */
 const unwritten = {
   status: "failed",
@@ -553,6 +567,7 @@ async function sendWhenWritten(s: LightningRailState, tracker: Tracker): Promise
   if (unsent !== null) {
     if (!(await unsent.written)) return unwritten;
     unsent.send();
+    decide(tracker);
   }
   return await awaitOutcome(s, tracker);
 }
@@ -586,6 +601,7 @@ export async function withdraw(s: LightningRailState, attemptId: string): Promis
   if (tracker === undefined || unsent === null || !(await unsent.written)) return;
   forget(s, tracker);
   tracker.resolve(withdrawnOutcome);
+  decide(tracker);
   // Need not be durable: were the line lost, the restarted rail finds no payment of the hash in LND and reports the
   // attempt failed, which the gateway knows already.
   try {
@@ -641,6 +657,16 @@ async function admit(
   }
   // Another call for this id may have admitted it while we awaited.
   if (s.attempts.has(attempt.id)) return "known";
+  // Another attempt written ahead of its payment's reservation and not sent yet holds the hash; that reservation
+  // may yet be refused (a payer short of funds), the attempt withdrawn and the invoice free for this one. Decided
+  // once it is sent or forgotten: by its payment's execute or withdraw, within preparedWaitMs at the latest.
+  for (let held = undecidedHolding(s, paymentHash); held !== null; held = undecidedHolding(s, paymentHash)) {
+    await held;
+    if (!s.running) return failedOutcome("rail_unavailable", "the Lightning rail is not started", true);
+    if (s.attempts.has(attempt.id)) return "known";
+    const refusedNow = refusal(s, attempt);
+    if (refusedNow !== null) return refusedNow;
+  }
   // Another attempt paid this hash, or is paying it: its payment is not this one's (LND would refuse the send).
   const other = attemptPaying(s, paymentHash);
   if (other !== null)
@@ -682,6 +708,11 @@ async function admit(
       void fail(s, tracker, { code: "rejected", message: lndErrorText(error), retryElsewhere: false });
     }
   };
+  let resolve = () => {};
+  const decided = new Promise<void>((done) => {
+    resolve = done;
+  });
+  tracker.undecided = { decided, resolve };
   tracker.unsent = { written: writeAhead(s, tracker), send, expiry: null };
   return { tracker };
 }
@@ -701,6 +732,7 @@ async function writeAhead(s: LightningRailState, tracker: Tracker): Promise<bool
     );
     forget(s, tracker);
     tracker.resolve(unwritten);
+    decide(tracker);
     return false;
   }
 }

@@ -141,6 +141,12 @@ export type Tracker = {
    * withdraws it should neither come.
    */
   unsent: { written: Promise<boolean>; send: () => void; expiry: NodeJS.Timeout | null } | null;
+  /**
+   * Admitted and neither sent nor forgotten yet: `decided` resolves once it is (or the rail stops), when this is set
+   * to null (decide in send.ts); null too for an attempt this process did not admit. What another attempt of its
+   * hash waits for (admit).
+   */
+  undecided: { decided: Promise<void>; resolve: () => void } | null;
   /** How many execute calls wait for the outcome (awaitOutcome). */
   waiting: number;
   lastErrorText: string | null;

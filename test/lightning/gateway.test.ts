@@ -135,6 +135,29 @@ describe("the Lightning rail through the gateway", () => {
     }
   });
 
+  it("pays an invoice once of two payments made at the same moment, the first from a payer who is short", async () => {
+    await btcAccount(app, { id: "acct_btc_short" });
+    const { request, id } = await createInvoice({ lnd: payee, tokens: 310, description: "two at once" });
+    const body = (source: string) => ({
+      amount: "0.0000031",
+      asset: "BTC",
+      source: { account: source },
+      destination: { type: "bolt11", invoice: request },
+    });
+    // The short payer's attempt holds the invoice from its prepare until its reservation is refused; the other's
+    // waits for that instead of being refused as another payment in flight.
+    const [short, paid] = await Promise.all([
+      call("POST", "/v1/payments", body("acct_btc_short")),
+      call("POST", "/v1/payments", body(accountId)),
+    ]);
+    expect(short.status).toBe(402);
+    expect(short.body.error.code).toBe("insufficient_funds");
+    expect(paid.status).toBe(201);
+    expect(paid.body).toMatchObject({ status: "succeeded", rail: "lightning" });
+    const { payments } = await getPayments({ lnd: gatewayNode });
+    expect(payments.filter((payment) => payment.id === id)).toHaveLength(1);
+  });
+
   it("pays an invoice behind a fee-charging hop: the fee cap comes from the route's estimate, the attempt's fee is LND's", async () => {
     await topUpByInvoice(app, { account: accountId, amount: "0.00002", payer });
     const before = await posted();

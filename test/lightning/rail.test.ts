@@ -5,6 +5,7 @@ import { fdatasync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   type AuthenticatedLnd,
   authenticatedLndGrpc,
@@ -321,11 +322,6 @@ describe("lightning rail on regtest", () => {
     const attempt = bolt11(invoice.request, 1_515_000n, 10_000n);
     try {
       await first.rail.prepare!(attempt);
-      // Written ahead, the hash is taken: another attempt of the invoice is refused while it may still be sent.
-      expect(await first.rail.execute(bolt11(invoice.request, 1_515_000n, 10_000n))).toMatchObject({
-        status: "failed",
-        code: "rejected",
-      });
       await first.rail.withdraw!(attempt.id);
       await first.rail.withdraw!(attempt.id); // again: nothing more
       expect(await journalAttemptLines(path.join(directory, journal), attempt.id)).toEqual([
@@ -347,6 +343,42 @@ describe("lightning rail on regtest", () => {
       await restarted.rail.stop();
     }
     expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1515000");
+  });
+
+  it("an attempt of an invoice another one is written ahead for waits: it pays once that one is withdrawn, is refused once it is sent", async () => {
+    // Withdrawn (its payment's reservation refused, say): the invoice is free for the attempt that waited.
+    const invoice = await createInvoice({ lnd: payee, tokens: 1_717 });
+    const withdrawn = bolt11(invoice.request, 1_717_000n, 10_000n);
+    await main.rail.prepare!(withdrawn);
+    let answered = false;
+    const waiting = main.rail.execute(bolt11(invoice.request, 1_717_000n, 10_000n)).finally(() => {
+      answered = true;
+    });
+    await sleep(300);
+    // Before: refused at once ("another payment of this invoice is in flight"), for an attempt never sent.
+    expect(answered).toBe(false);
+    await main.rail.withdraw!(withdrawn.id);
+    expect(await waiting).toMatchObject({ status: "succeeded" });
+    expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1717000");
+
+    // Sent (its reservation made): the other is refused, and the invoice is paid once.
+    const second = await createInvoice({ lnd: payee, tokens: 1_718 });
+    const sent = bolt11(second.request, 1_718_000n, 10_000n);
+    await main.rail.prepare!(sent);
+    const refused = main.rail.execute(bolt11(second.request, 1_718_000n, 10_000n));
+    await sleep(100);
+    expect(await main.rail.execute(sent)).toMatchObject({ status: "succeeded" });
+    expect(await refused).toMatchObject({ status: "failed", code: "rejected" });
+    expect((await getInvoice({ lnd: payee, id: second.id })).received_mtokens).toBe("1718000");
+
+    // The rail stopping ends the wait.
+    const stopping = await startRail("undecided-stop.jsonl");
+    const third = await createInvoice({ lnd: payee, tokens: 1_719 });
+    await stopping.rail.prepare!(bolt11(third.request, 1_719_000n, 10_000n));
+    const cut = stopping.rail.execute(bolt11(third.request, 1_719_000n, 10_000n));
+    await sleep(100);
+    await stopping.rail.stop();
+    expect(await cut).toMatchObject({ status: "failed", code: "rail_unavailable" });
   });
 
   it("withdraws an attempt written ahead that is never executed, after preparedWaitMs", async () => {
