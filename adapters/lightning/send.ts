@@ -46,8 +46,7 @@ const outcomeToResult = (attempt: StoredAttempt, outcome: StoredOutcome): Attemp
         code: outcome.code,
         message: outcome.message,
         retryElsewhere: outcome.retryElsewhere,
-        // Journalled: asked again, the attempt answers this and is never sent again (its code rail_unavailable too,
-        // when LND never took the payment).
+        // Journalled: asked again, the attempt answers this and is never sent again.
         final: true,
       };
 
@@ -253,13 +252,8 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     if (mode === "track" && Array.isArray(error) && error[0] === 404) {
       // LND has no payment with this hash: it never took the payment, so nothing was paid.
       const previous = tracker.lastErrorText === null ? null : classifyLndError(tracker.lastErrorText);
-      return void fail(
-        s,
-        tracker,
-        previous?.kind === "failed"
-          ? previous.failure
-          : { code: "rail_unavailable", message: "LND never took the payment", retryElsewhere: true },
-      );
+      if (previous?.kind === "failed") return void fail(s, tracker, previous.failure);
+      return void neverTaken(s, tracker);
     }
     tracker.lastErrorText = text;
     const classified = classifyLndError(text);
@@ -492,6 +486,41 @@ export function decide(tracker: Tracker): void {
   undecided?.resolve();
 }
 
+/** What an attempt LND never took ends as for a caller that cannot send it afresh (execute sends it). */
+const neverTakenOutcome = {
+  status: "failed",
+  code: "rail_unavailable",
+  message: "LND never took the payment",
+  retryElsewhere: true,
+} as const;
+
+/** Trackers forgotten by neverTaken: an execute that waited on one sends its attempt afresh. */
+const takenBack = new WeakSet<Tracker>();
+
+/**
+ * An attempt followed (after a restart, or a lost connection) that LND never took: nothing was paid. It is forgotten
+ * as a withdrawn one is, not failed: the process that wrote it may have stopped before its payment's reservation
+ * committed, and only an execute says that reservation stands. An execute waiting for it sends it afresh; one that
+ * comes later (the gateway's recovery of an attempt it has open) finds it unknown and sends it afresh too; with
+ * none, nothing is sent and no event goes out. (Before, it failed as rail_unavailable, and a payment whose process
+ * stopped between its reservation's commit and the send failed with it.)
+ */
+function neverTaken(s: LightningRailState, tracker: Tracker): void {
+  const { attemptId } = tracker.attempt;
+  forget(s, tracker);
+  takenBack.add(tracker);
+  tracker.resolve(neverTakenOutcome);
+  decide(tracker);
+  s.store
+    .append({ t: "withdrawn", attemptId })
+    .catch((error: unknown) =>
+      s.logger.warn(
+        { error: lndErrorText(error), attemptId },
+        "journalling an attempt LND never took failed",
+      ),
+    );
+}
+
 /** What execute answers when an attempt's journal line could not be written: nothing was sent. */
 const unwritten = {
   status: "failed",
@@ -540,7 +569,10 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     const tracker = s.trackers.get(known.attemptId);
     if (tracker === undefined) return { status: "in_flight", reference: known.paymentHash };
     // Written ahead by prepare, unless an execute before this one took it: sent once its line is durable.
-    return await sendWhenWritten(s, tracker);
+    const outcome = await sendWhenWritten(s, tracker);
+    // Followed and found never taken by LND, and forgotten (neverTaken): this call's reservation stands, so it goes.
+    if (takenBack.has(tracker) && !s.attempts.has(attempt.id)) return await execute(s, attempt);
+    return outcome;
   }
 
   if (attempt.destination.kind === "lightning_address") {

@@ -212,8 +212,8 @@ describe("the Lightning rail through the gateway", () => {
   });
 });
 
-describe("a gateway stopped between the rail's write-ahead and the reservation's commit", () => {
-  it("restarts to a rail that fails the attempt nobody wrote, a gateway that ignores it, and an invoice that pays", async () => {
+describe("a gateway stopped after the rail's write-ahead and before the send", () => {
+  it("before the reservation's commit: restarts to a rail that forgets the attempt nobody wrote, and an invoice that pays", async () => {
     const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-orphan-"));
     const env = {
       PGLITE_DIR: path.join(directory, "db"),
@@ -238,16 +238,18 @@ describe("a gateway stopped between the rail's write-ahead and the reservation's
       }
       const second = await startLightningGateway(cluster, env);
       try {
-        // LND has no payment of the hash: the restarted rail fails the attempt and reports it; the gateway, which has
-        // no such attempt, takes the report (delivered: journalled as reported) and changes nothing.
-        await waitFor(
-          "the orphan's failure delivered",
-          async () => {
-            const kinds = await journalAttemptLines(env.LIGHTNING_JOURNAL_PATH, orphan.id);
-            return kinds.includes("reported") ? kinds : undefined;
-          },
-          { timeoutMs: 30_000 },
-        );
+        // LND has no payment of the hash: the restarted rail forgets the attempt as if withdrawn (only an execute
+        // would say a reservation stands for it), and the gateway, which has no such attempt, never executes it.
+        expect(
+          await waitFor(
+            "the orphan forgotten",
+            async () => {
+              const kinds = await journalAttemptLines(env.LIGHTNING_JOURNAL_PATH, orphan.id);
+              return kinds.includes("withdrawn") ? kinds : undefined;
+            },
+            { timeoutMs: 30_000 },
+          ),
+        ).toEqual(["attempt", "withdrawn"]);
         const [written] = await second.app.db.query<{ n: string }>(
           "SELECT (SELECT count(*) FROM attempts WHERE id = $1) + (SELECT count(*) FROM payments WHERE id = $2) AS n",
           [orphan.id, orphan.paymentId],
@@ -265,6 +267,72 @@ describe("a gateway stopped between the rail's write-ahead and the reservation's
         const hash = paid.body.attempts[0].evidence.payment_hash as string;
         const { payments } = await getPayments({ lnd: gatewayNode });
         expect(payments.filter((payment) => payment.id === hash)).toHaveLength(1);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+  it("after the reservation's commit: restarts to a gateway whose recovery has the rail send the attempt, which pays once", async () => {
+    const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-unsent-"));
+    const env = {
+      PGLITE_DIR: path.join(directory, "db"),
+      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+    };
+    try {
+      const invoice = await createInvoice({ lnd: payee, tokens: 260 });
+      const first = await startLightningGateway(cluster, env);
+      let paymentId = "";
+      try {
+        await btcAccount(first.app, { id: "acct_btc_unsent", funding: { amount: "0.00001", payer } });
+        // The process stops between the reservation's commit and the send: execute never comes to the rail.
+        Object.assign(first.app.rails.get("lightning")!, { execute: () => new Promise(() => {}) });
+        const response = await first.app.server.inject({
+          method: "POST",
+          url: "/v1/payments",
+          headers: {
+            authorization: `Bearer ${first.app.demo!.apiKey}`,
+            "content-type": "application/json",
+            "idempotency-key": "unsent-before-a-stop",
+            prefer: "respond-async",
+          },
+          payload: JSON.stringify({
+            amount: "0.0000026",
+            asset: "BTC",
+            source: { account: "acct_btc_unsent" },
+            destination: { type: "bolt11", invoice: invoice.request },
+          }),
+        });
+        expect(response.statusCode).toBe(202);
+        paymentId = response.json().id;
+      } finally {
+        await first.close();
+      }
+      const second = await startLightningGateway(cluster, env);
+      try {
+        // LND has no payment of the hash; the payment's attempt is open with its reservation made: recovery executes
+        // it, and the rail sends it afresh. Before: the rail failed it (rail_unavailable), and the payment with it.
+        const settled = await waitFor(
+          "the payment settled",
+          async () => {
+            const current = await apiClient(second.app)("GET", `/v1/payments/${paymentId}`);
+            return current.body.status === "processing" ? undefined : current.body;
+          },
+          { timeoutMs: 60_000 },
+        );
+        expect(settled).toMatchObject({ status: "succeeded", rail: "lightning" });
+        expect(settled.attempts).toHaveLength(1);
+        const { payments } = await getPayments({ lnd: gatewayNode });
+        expect(payments.filter((payment) => payment.id === invoice.id)).toHaveLength(1);
+        // The line the first process wrote ahead, forgotten once LND was found not to have it; then the send afresh.
+        expect(await journalAttemptLines(env.LIGHTNING_JOURNAL_PATH, settled.attempts[0].id)).toEqual([
+          "attempt",
+          "withdrawn",
+          "attempt",
+          "outcome",
+          "reported",
+        ]);
       } finally {
         await second.close();
       }

@@ -589,6 +589,51 @@ describe("lightning rail on regtest", () => {
     expect(payments.filter((payment) => payment.id === priced.id || payment.id === open.id)).toHaveLength(2);
   });
 
+  it("after a restart, an attempt journalled that LND never took is forgotten: sent afresh by an execute, else never", async () => {
+    const executed = await createInvoice({ lnd: payee, tokens: 1_212 });
+    const left = await createInvoice({ lnd: payee, tokens: 1_313 });
+    const line = (request: string, paymentHash: string, amountMsat: bigint) => ({
+      t: "attempt",
+      attemptId: attemptId("never-taken"),
+      paymentId: "payment-never-taken",
+      paymentHash,
+      kind: "bolt11",
+      amountMsat: amountMsat.toString(),
+      createdAtMs: Date.now(),
+      feeMaxMsat: "10000",
+      destination: null,
+      request,
+    });
+    // A process wrote both lines and stopped before sending either (LND has neither hash).
+    const resumed = line(executed.request, executed.id, 1_212_000n);
+    const orphan = line(left.request, left.id, 1_313_000n);
+    const journal = path.join(directory, "never-taken.jsonl");
+    await writeFile(journal, `${JSON.stringify(resumed)}\n${JSON.stringify(orphan)}\n`);
+    const restarted = await startRail("never-taken.jsonl");
+    try {
+      // The gateway's recovery executes the one whose reservation it has, at once (while LND is asked about it, or
+      // after): it goes out afresh. Before: both failed as rail_unavailable, this one's payment with it.
+      expect(
+        await restarted.rail.execute({
+          ...bolt11(executed.request, 1_212_000n, 10_000n, resumed.attemptId),
+          resumed: true,
+        }),
+      ).toMatchObject({ status: "succeeded" });
+      await waitFor(
+        "the orphan forgotten",
+        async () =>
+          (await journalAttemptLines(journal, orphan.attemptId)).includes("withdrawn") ? true : undefined,
+        { timeoutMs: 30_000 },
+      );
+      // Nothing goes out for the other, and the gateway hears nothing of it.
+      expect(restarted.events.filter((e) => "attemptId" in e)).toEqual([]);
+      expect((await getInvoice({ lnd: payee, id: executed.id })).received_mtokens).toBe("1212000");
+      expect((await getInvoice({ lnd: payee, id: left.id })).is_confirmed).toBe(false);
+    } finally {
+      await restarted.rail.stop();
+    }
+  });
+
   it("catches up by settle index on invoices settled while the rail was stopped", async () => {
     const running = await startRail("catch-up.jsonl");
     await payThrough(running.rail, "catch-up-before", 1_000_000n);
