@@ -514,10 +514,22 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
 }
 
 /**
+ * The start of a statement text that is planned each time it runs, for its parameters and its tables as they are
+ * then: never kept prepared (preparedNames, and PGlite's preparedStatements). A prepared statement's plan may be one
+ * generic plan, made once for any parameters and kept on the connection: made while a table was nearly empty, a
+ * lookup of ids (`id = ANY($1)`) read the whole table from then on, however it grew — until an ANALYZE of it came,
+ * a minute or more later. Two gateway processes on one young database ran each ledger batch's read of its transfers
+ * (locked, the clock held) as a sequential scan of ledger_transfers, 2 to 6 ms (issue #19). For lookups on a path
+ * that is not the hot one, where planning (a fraction of a millisecond) is cheap beside that risk.
+ */
+export const plannedEachTime = "/* planned each time */ ";
+
+/**
  * Names for the statements PostgreSQL keeps parsed and planned on each connection (node-postgres parses a named
  * statement once per connection, then only binds and executes it): the same name for the same text, for the first
  * `entriesMax` texts of reads and writes seen (the ones that run often are seen first, at start). Other texts —
- * migrations, and any beyond the bound — stay unnamed and are parsed each time, as before.
+ * migrations, those planned each time (plannedEachTime), and any beyond the bound — stay unnamed and are parsed each
+ * time, as before.
  */
 function preparedNames(entriesMax: number): (text: string) => string | undefined {
   const names = new Map<string, string>();
@@ -766,7 +778,7 @@ function preparedStatements(db: PGlite, entriesMax: number, syncAfterWrite: bool
     for (const text of texts) {
       let statement = statements.get(text);
       if (statement === undefined) {
-        if (statements.size >= entriesMax) return null;
+        if (statements.size >= entriesMax || text.startsWith(plannedEachTime)) return null;
         statement = await prepare(text);
       }
       found.push(statement);

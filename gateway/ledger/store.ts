@@ -3,7 +3,15 @@
 // column: binary on PostgreSQL, text literals on PGlite; store-params.ts) and are spread with unnest in the select
 // list (a ProjectSet, which streams rows; `FROM unnest(...)` would first copy the whole batch into a tuplestore), so
 // thousands of rows are one statement; a batch's writes are store-batch.ts.
-import { type Db, isServerError, type Row, type Sql, type Statement, sentInOrder } from "../db/index.ts";
+import {
+  type Db,
+  isServerError,
+  plannedEachTime,
+  type Row,
+  type Sql,
+  type Statement,
+  sentInOrder,
+} from "../db/index.ts";
 import { AlongsideStatementError, LedgerInvariantError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
 import {
@@ -152,7 +160,7 @@ export async function selectAccounts(
   const rows = await run(
     sql,
     "account read",
-    `SELECT ${accountColumns} FROM ledger_accounts WHERE id = ANY($1::uuid[]) ORDER BY id${options.forUpdate ? " FOR UPDATE" : ""}`,
+    `${plannedEachTime}SELECT ${accountColumns} FROM ledger_accounts WHERE id = ANY($1::uuid[]) ORDER BY id${options.forUpdate ? " FOR UPDATE" : ""}`,
     [uuidList(ids)],
   );
   return rows.map(accountFromRow);
@@ -163,7 +171,7 @@ export async function selectTransfers(sql: Sql, ids: readonly bigint[]): Promise
   const rows = await run(
     sql,
     "transfer read",
-    `SELECT ${transferColumns} FROM ledger_transfers WHERE id = ANY($1::uuid[])`,
+    `${plannedEachTime}SELECT ${transferColumns} FROM ledger_transfers WHERE id = ANY($1::uuid[])`,
     [uuidList(ids)],
   );
   return rows.map(transferFromRow);
@@ -178,7 +186,7 @@ export async function selectTransfersWithStatus(
   const rows = await run(
     sql,
     "transfer read",
-    `SELECT ${transferColumns.replace(/(\w+)/g, "t.$1")}, o.id IS NOT NULL AS open, r.flags AS resolved_flags
+    `${plannedEachTime}SELECT ${transferColumns.replace(/(\w+)/g, "t.$1")}, o.id IS NOT NULL AS open, r.flags AS resolved_flags
        FROM ledger_transfers t
        LEFT JOIN ledger_pending_open o ON (t.flags & 2) <> 0 AND o.id = t.id
        LEFT JOIN ledger_transfers r ON (t.flags & 2) <> 0 AND r.pending_id = t.id
