@@ -213,13 +213,24 @@ describe("the Lightning rail through the gateway", () => {
 });
 
 describe("a gateway stopped after the rail's write-ahead and before the send", () => {
-  it("before the reservation's commit: restarts to a rail that forgets the attempt nobody wrote, and an invoice that pays", async () => {
-    const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-orphan-"));
-    const env = {
-      PGLITE_DIR: path.join(directory, "db"),
-      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
-    };
+  /** A PGlite directory and a rail journal that outlive one gateway, for the next to start on; removed after. */
+  const onOwnDirectory = async (
+    name: string,
+    body: (env: { PGLITE_DIR: string; LIGHTNING_JOURNAL_PATH: string }) => Promise<void>,
+  ) => {
+    const directory = await mkdtemp(path.join(os.tmpdir(), `switchyard-lightning-${name}-`));
     try {
+      await body({
+        PGLITE_DIR: path.join(directory, "db"),
+        LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
+      });
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  };
+
+  it("before the reservation's commit: restarts to a rail that forgets the attempt nobody wrote, and an invoice that pays", async () => {
+    await onOwnDirectory("orphan", async (env) => {
       const first = await startLightningGateway(cluster, env);
       const orphan: OutgoingAttempt = {
         id: "att_orphan_of_a_stop",
@@ -270,17 +281,11 @@ describe("a gateway stopped after the rail's write-ahead and before the send", (
       } finally {
         await second.close();
       }
-    } finally {
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
+
   it("after the reservation's commit: restarts to a gateway whose recovery has the rail send the attempt, which pays once", async () => {
-    const directory = await mkdtemp(path.join(os.tmpdir(), "switchyard-lightning-unsent-"));
-    const env = {
-      PGLITE_DIR: path.join(directory, "db"),
-      LIGHTNING_JOURNAL_PATH: path.join(directory, "journal.jsonl"),
-    };
-    try {
+    await onOwnDirectory("unsent", async (env) => {
       const invoice = await createInvoice({ lnd: payee, tokens: 260 });
       const first = await startLightningGateway(cluster, env);
       let paymentId = "";
@@ -336,8 +341,6 @@ describe("a gateway stopped after the rail's write-ahead and before the send", (
       } finally {
         await second.close();
       }
-    } finally {
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
 });
