@@ -569,10 +569,7 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
     const tracker = s.trackers.get(known.attemptId);
     if (tracker === undefined) return { status: "in_flight", reference: known.paymentHash };
     // Written ahead by prepare, unless an execute before this one took it: sent once its line is durable.
-    const outcome = await sendWhenWritten(s, tracker);
-    // Followed and found never taken by LND, and forgotten (neverTaken): this call's reservation stands, so it goes.
-    if (takenBack.has(tracker) && !s.attempts.has(attempt.id)) return await execute(s, attempt);
-    return outcome;
+    return await sendOrAfresh(s, tracker, attempt);
   }
 
   if (attempt.destination.kind === "lightning_address") {
@@ -590,7 +587,17 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
   }
   const admitted = await admit(s, attempt);
   if (admitted === "known") return await execute(s, attempt);
-  return "tracker" in admitted ? await sendWhenWritten(s, admitted.tracker) : admitted;
+  return "tracker" in admitted ? await sendOrAfresh(s, admitted.tracker, attempt) : admitted;
+}
+
+/**
+ * sendWhenWritten, for an execute: an attempt found never taken by LND meanwhile and forgotten (neverTaken) is sent
+ * afresh, since this call's reservation stands.
+ */
+async function sendOrAfresh(s: LightningRailState, tracker: Tracker, attempt: OutgoingAttempt) {
+  const outcome = await sendWhenWritten(s, tracker);
+  if (takenBack.has(tracker) && !s.attempts.has(attempt.id)) return await execute(s, attempt);
+  return outcome;
 }
 
 /** Sends the tracker's attempt once its journal line is durable, unless another call took the send; then waits. */
@@ -634,8 +641,8 @@ export async function withdraw(s: LightningRailState, attemptId: string): Promis
   forget(s, tracker);
   tracker.resolve(withdrawnOutcome);
   decide(tracker);
-  // Need not be durable: were the line lost, the restarted rail finds no payment of the hash in LND and reports the
-  // attempt failed, which the gateway knows already.
+  // Need not be durable: were the line lost, the restarted rail finds no payment of the hash in LND and forgets the
+  // attempt again (neverTaken).
   try {
     await s.store.append({ t: "withdrawn", attemptId });
   } catch (error) {

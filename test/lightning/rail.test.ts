@@ -373,12 +373,16 @@ describe("lightning rail on regtest", () => {
 
     // The rail stopping ends the wait.
     const stopping = await startRail("undecided-stop.jsonl");
-    const third = await createInvoice({ lnd: payee, tokens: 1_719 });
-    await stopping.rail.prepare!(bolt11(third.request, 1_719_000n, 10_000n));
-    const cut = stopping.rail.execute(bolt11(third.request, 1_719_000n, 10_000n));
-    await sleep(100);
-    await stopping.rail.stop();
-    expect(await cut).toMatchObject({ status: "failed", code: "rail_unavailable" });
+    try {
+      const third = await createInvoice({ lnd: payee, tokens: 1_719 });
+      await stopping.rail.prepare!(bolt11(third.request, 1_719_000n, 10_000n));
+      const cut = stopping.rail.execute(bolt11(third.request, 1_719_000n, 10_000n));
+      await sleep(100);
+      await stopping.rail.stop();
+      expect(await cut).toMatchObject({ status: "failed", code: "rail_unavailable" });
+    } finally {
+      await stopping.rail.stop(); // again if an assertion above threw first: a stopped rail stops at once
+    }
   });
 
   it("withdraws an attempt written ahead that is never executed, after preparedWaitMs", async () => {
