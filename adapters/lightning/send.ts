@@ -506,19 +506,9 @@ const takenBack = new WeakSet<Tracker>();
  * stopped between its reservation's commit and the send failed with it.)
  */
 function neverTaken(s: LightningRailState, tracker: Tracker): void {
-  const { attemptId } = tracker.attempt;
-  forget(s, tracker);
   takenBack.add(tracker);
-  tracker.resolve(neverTakenOutcome);
-  decide(tracker);
-  s.store
-    .append({ t: "withdrawn", attemptId })
-    .catch((error: unknown) =>
-      s.logger.warn(
-        { error: lndErrorText(error), attemptId },
-        "journalling an attempt LND never took failed",
-      ),
-    );
+  forget(s, tracker, neverTakenOutcome);
+  void journalWithdrawn(s, tracker.attempt.attemptId);
 }
 
 /** What execute answers when an attempt's journal line could not be written: nothing was sent. */
@@ -537,12 +527,29 @@ const withdrawnOutcome = {
   retryElsewhere: true,
 } as const;
 
-/** Forgets an attempt nothing was sent for: its tracker, its entry, and its hold on its hash. */
-function forget(s: LightningRailState, tracker: Tracker): void {
+/**
+ * Forgets an attempt nothing was sent for: its tracker, its entry, and its hold on its hash. Whoever waits for its
+ * outcome gets `outcome`, and whoever waits on its hash decides again.
+ */
+function forget(s: LightningRailState, tracker: Tracker, outcome: StoredOutcome): void {
   const { attemptId, paymentHash } = tracker.attempt;
   s.trackers.delete(attemptId);
   s.attempts.delete(attemptId);
   if (s.attemptByHash.get(paymentHash) === attemptId) s.attemptByHash.delete(paymentHash);
+  tracker.resolve(outcome);
+  decide(tracker);
+}
+
+/**
+ * Journals a forgotten attempt as withdrawn; never rejects. Need not be durable: were the line lost, the restarted
+ * rail finds no payment of the hash in LND and forgets the attempt again (neverTaken).
+ */
+async function journalWithdrawn(s: LightningRailState, attemptId: string): Promise<void> {
+  try {
+    await s.store.append({ t: "withdrawn", attemptId });
+  } catch (error) {
+    s.logger.warn({ error: lndErrorText(error), attemptId }, "journalling a withdrawn attempt failed");
+  }
 }
 
 /** Takes an unsent attempt's send for the caller, so that no one else sends or withdraws it; null when taken. */
@@ -638,16 +645,8 @@ export async function withdraw(s: LightningRailState, attemptId: string): Promis
   const tracker = s.trackers.get(attemptId);
   const unsent = tracker === undefined ? null : takeUnsent(tracker);
   if (tracker === undefined || unsent === null || !(await unsent.written)) return;
-  forget(s, tracker);
-  tracker.resolve(withdrawnOutcome);
-  decide(tracker);
-  // Need not be durable: were the line lost, the restarted rail finds no payment of the hash in LND and forgets the
-  // attempt again (neverTaken).
-  try {
-    await s.store.append({ t: "withdrawn", attemptId });
-  } catch (error) {
-    s.logger.warn({ error: lndErrorText(error), attemptId }, "journalling a withdrawn attempt failed");
-  }
+  forget(s, tracker, withdrawnOutcome);
+  await journalWithdrawn(s, attemptId);
 }
 
 /**
@@ -769,9 +768,7 @@ async function writeAhead(s: LightningRailState, tracker: Tracker): Promise<bool
       { error: lndErrorText(error), attemptId: tracker.attempt.attemptId },
       "journal write failed: nothing sent",
     );
-    forget(s, tracker);
-    tracker.resolve(unwritten);
-    decide(tracker);
+    forget(s, tracker, unwritten);
     return false;
   }
 }
