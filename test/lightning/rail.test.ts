@@ -78,6 +78,25 @@ const bolt11 = (
   feeMax,
 });
 
+/** The journal's line of a BOLT11 attempt a process wrote ahead (`label` names its attempt and payment ids). */
+const journalledAttempt = (
+  label: string,
+  invoice: { request: string; id: string },
+  amountMsat: bigint,
+  createdAtMs = Date.now(),
+) => ({
+  t: "attempt",
+  attemptId: attemptId(label),
+  paymentId: `payment-${label}`,
+  paymentHash: invoice.id,
+  kind: "bolt11",
+  amountMsat: amountMsat.toString(),
+  createdAtMs,
+  feeMaxMsat: "10000",
+  destination: null,
+  request: invoice.request,
+});
+
 /** Makes an invoice on `rail` (its memo is the reference) and has the payer pay it. */
 async function payThrough(rail: LightningRail, reference: string, amountMsat: bigint) {
   const invoice = await rail.createInvoice({ amountMsat, expirySeconds: 600, memo: reference, reference });
@@ -541,20 +560,8 @@ describe("lightning rail on regtest", () => {
     // A gateway then journals an attempt at each and stops before sending it (a crash between the two): the first
     // two minutes after the operator's payment (by the gateway's clock), the second at once, for another amount
     // than the operator paid.
-    const journalled = (request: string, paymentHash: string, amountMsat: bigint, createdAtMs: number) => ({
-      t: "attempt",
-      attemptId: attemptId("unsent"),
-      paymentId: "payment-unsent",
-      paymentHash,
-      kind: "bolt11",
-      amountMsat: amountMsat.toString(),
-      createdAtMs,
-      feeMaxMsat: "10000",
-      destination: null,
-      request,
-    });
-    const late = journalled(priced.request, priced.id, 1_111_000n, Date.now() + 120_000);
-    const otherAmount = journalled(open.request, open.id, 2_000_000n, Date.now());
+    const late = journalledAttempt("unsent", priced, 1_111_000n, Date.now() + 120_000);
+    const otherAmount = journalledAttempt("unsent", open, 2_000_000n);
     await writeFile(
       path.join(directory, "unsent.jsonl"),
       `${JSON.stringify(late)}\n${JSON.stringify(otherAmount)}\n`,
@@ -596,21 +603,9 @@ describe("lightning rail on regtest", () => {
   it("after a restart, an attempt journalled that LND never took is forgotten: sent afresh by an execute, else never", async () => {
     const executed = await createInvoice({ lnd: payee, tokens: 1_212 });
     const left = await createInvoice({ lnd: payee, tokens: 1_313 });
-    const line = (request: string, paymentHash: string, amountMsat: bigint) => ({
-      t: "attempt",
-      attemptId: attemptId("never-taken"),
-      paymentId: "payment-never-taken",
-      paymentHash,
-      kind: "bolt11",
-      amountMsat: amountMsat.toString(),
-      createdAtMs: Date.now(),
-      feeMaxMsat: "10000",
-      destination: null,
-      request,
-    });
     // A process wrote both lines and stopped before sending either (LND has neither hash).
-    const resumed = line(executed.request, executed.id, 1_212_000n);
-    const orphan = line(left.request, left.id, 1_313_000n);
+    const resumed = journalledAttempt("never-taken", executed, 1_212_000n);
+    const orphan = journalledAttempt("never-taken", left, 1_313_000n);
     const journal = path.join(directory, "never-taken.jsonl");
     await writeFile(journal, `${JSON.stringify(resumed)}\n${JSON.stringify(orphan)}\n`);
     const restarted = await startRail("never-taken.jsonl");
