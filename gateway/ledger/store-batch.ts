@@ -51,6 +51,10 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
   const openedIds = new Set(writes.pendingOpened.map((o) => o.id));
   const closed = writes.pendingResolved.filter((id) => !openedIds.has(id));
   if (writes.balances.count > 0) {
+    // The ids twice: joined to the deltas alone, the accounts have no condition of their own for the index, and
+    // the prepared statement's plan (the unnest guessed at 10 rows) hash-joined a sequential scan of every account
+    // once there were a thousand or so — 0.8 ms of each batch of internal-postgres-many, the clock held, for 80
+    // rows. Named by `= ANY`, they are found through the index (0.35 ms).
     const at = params.length;
     params.push(...writes.balances.params);
     parts.push(`balances AS (UPDATE ledger_accounts a
@@ -62,7 +66,7 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
        FROM (SELECT unnest($${at + 1}::uuid[]) AS id, unnest($${at + 2}::int8[]) AS debits_pending,
                     unnest($${at + 3}::int8[]) AS debits_posted, unnest($${at + 4}::int8[]) AS credits_pending,
                     unnest($${at + 5}::int8[]) AS credits_posted, unnest($${at + 6}::int4[]) AS flags) AS d
-      WHERE a.id = d.id${and})`);
+      WHERE a.id = d.id AND a.id = ANY($${at + 1}::uuid[])${and})`);
     statement.shape += "B";
   }
   if (opened.length > 0) {
