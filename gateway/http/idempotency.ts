@@ -22,8 +22,9 @@
 //   into it once sent.
 // - inline (a route whose config says `idempotency: "inline"`, POST /v1/payments): nothing is written before the
 //   handler. The route hands the service the request's digest and how to answer, and the service writes the record
-//   in the same transaction as the payment — with the answer when the payment is final in that transaction (an
-//   internal payment: one write for everything), else still unanswered until the answer is sent. When the service
+//   in the same transaction as the payment, still unanswered until the answer is sent — or none, when the payment is
+//   final in that transaction (an internal payment: one write for everything): the payment keeps the key's answer
+//   itself, as its key, its request's digest and its status (keptByPayment). When the service
 //   finds the key taken, the route answers from the stored record (storedRecord, answerFromRecord). This process's
 //   own keys in flight and its recent answers are remembered, so a repeat to the same process does not look for the
 //   key's record: an answer about a payment as the payment's id (read back and answered again), any other as its text.
@@ -195,24 +196,45 @@ export type StoredRecord =
   /** No record, or one whose request died unanswered: the caller answers from the state of things. */
   | { kind: "none" };
 
-/** Looks up the record of a key that is taken. A record past its 24 hours is a new key's: none. */
+/**
+ * A payment final in the one write that made it (an internal payment: payments/internal.ts) keeps its key's answer
+ * itself — the key, its request's digest, and its status — rather than in a record of its own: the SQL condition on
+ * `payments` for such a payment holding the key `$1`/`$2` (tenant, key), within the 24 hours a record would live.
+ */
+const keptByPayment = `payments.tenant_id = $1 AND payments.idempotency_key = $2 AND payments.ledger_link IS NULL
+  AND payments.request_sha256 IS NOT NULL AND payments.status <> 'processing'
+  AND payments.created_at >= now() - make_interval(secs => ${idempotencyRecordTtlMs / 1000})`;
+
+/**
+ * Looks up the record of a key that is taken. A record past its 24 hours is a new key's: none. A payment that keeps
+ * its key's answer itself (keptByPayment) answers a request with its digest again, whatever record is under the key
+ * too (a refusal another process wrote for another body at the same moment: it keeps answering that body), and
+ * refuses another body as a record would.
+ */
 export async function storedRecord(
   sql: Sql,
   params: { tenantId: string; key: string; digest: Buffer; inProgressTimeoutMs: number },
 ): Promise<StoredRecord> {
-  const [stored] = await sql.query<{
+  const rows = await sql.query<{
     request_sha256: Buffer;
     response_status: number | null;
     response_body: unknown;
     payment_id: string | null;
     stale: boolean;
+    kept_by_payment: boolean;
   }>(
     `SELECT request_sha256, response_status, response_body::text AS response_body, payment_id,
-       created_at < now() - make_interval(secs => $3::double precision / 1000) AS stale
+       created_at < now() - make_interval(secs => $3::double precision / 1000) AS stale, false AS kept_by_payment
      FROM idempotency_keys WHERE tenant_id = $1 AND key = $2
-       AND created_at >= now() - make_interval(secs => $4::double precision / 1000)`,
+       AND created_at >= now() - make_interval(secs => $4::double precision / 1000)
+     UNION ALL
+     SELECT request_sha256, NULL, NULL, id, false, true FROM payments WHERE ${keptByPayment}`,
     [params.tenantId, params.key, params.inProgressTimeoutMs, idempotencyRecordTtlMs],
   );
+  const payment = rows.find((row) => row.kept_by_payment);
+  if (payment !== undefined && Buffer.from(payment.request_sha256).equals(params.digest))
+    return { kind: "payment", paymentId: payment.payment_id! };
+  const stored = rows.find((row) => !row.kept_by_payment) ?? payment;
   if (stored === undefined) return { kind: "none" };
   if (!Buffer.from(stored.request_sha256).equals(params.digest)) return { kind: "reused" };
   if (stored.response_status === null) return stored.stale ? { kind: "none" } : { kind: "in_use" };
@@ -335,8 +357,10 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     }
     // Claimed anew: a record whose request died unanswered (same request, in progress past its timeout), and
     // any record past its 24 h, which is a new key's.
+    // A payment keeping its key's answer itself (keptByPayment) holds the key as a live record would.
     const claimed = await options.sql.query<{ claim: string }>(
-      `INSERT INTO idempotency_keys (tenant_id, key, request_sha256) VALUES ($1, $2, $3)
+      `INSERT INTO idempotency_keys (tenant_id, key, request_sha256)
+       SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM payments WHERE ${keptByPayment})
        ON CONFLICT (tenant_id, key) DO UPDATE SET created_at = now(),
          request_sha256 = EXCLUDED.request_sha256, response_status = NULL, response_body = NULL, payment_id = NULL
          WHERE (idempotency_keys.response_status IS NULL

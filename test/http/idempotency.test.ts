@@ -614,6 +614,55 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(left.map((row) => row.key)).toEqual([fresh]);
   });
 
+  it("an internal payment keeps its key's answer itself, no record beside it: another process replays it and refuses another body 409, and the key is held against other routes for 24 hours, both ways", async () => {
+    const source = await fundedAccount(gw.app, 10_000_000n);
+    const key = `kept-${randomUUID()}`;
+    const body = internal("1", source);
+    const first = await post(gw.app, "/v1/payments", body, { "idempotency-key": key });
+    expect(first.status).toBe(201);
+    const [row] = await gw.app.db.query<{ records: bigint }>(
+      "SELECT count(*) AS records FROM idempotency_keys WHERE key = $1",
+      [key],
+    );
+    expect(row!.records).toBe(0n);
+    const server = await paymentsServer(gw.app); // another process: nothing of this key remembered
+    const other = { ...gw.app, server };
+    const payee = {
+      name: "Under a payment's key",
+      methods: [{ type: "account", account: "acct_demo_merchant" }],
+    };
+    try {
+      const replay = await post(other, "/v1/payments", body, { "idempotency-key": key });
+      expect([replay.status, replay.headers["idempotent-replayed"], replay.body.id]).toEqual([
+        201,
+        "true",
+        first.body.id,
+      ]);
+      const another = await post(other, "/v1/payments", internal("2", source), { "idempotency-key": key });
+      expect([another.status, another.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      // A claimed-first route under the payment's key is refused as under a record's.
+      const refused = await post(other, "/v1/payees", payee, { "idempotency-key": key });
+      expect([refused.status, refused.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      // And a payment under a key another route's record holds.
+      const payeeKey = `kept-payee-${randomUUID()}`;
+      expect((await post(other, "/v1/payees", payee, { "idempotency-key": payeeKey })).status).toBe(201);
+      const underPayee = await post(gw.app, "/v1/payments", body, { "idempotency-key": payeeKey });
+      expect([underPayee.status, underPayee.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
+      expect(await paymentsWithKey(gw.app, payeeKey)).toBe(0n);
+      // 24 hours on, the key is a new key's for another route, as a record's would be.
+      await gw.app.db.query(
+        "UPDATE payments SET created_at = created_at - interval '25 hours' WHERE idempotency_key = $1",
+        [key],
+      );
+      const taken = await post(other, "/v1/payees", payee, { "idempotency-key": key });
+      expect([taken.status, taken.headers["idempotent-replayed"]]).toEqual([201, undefined]);
+    } finally {
+      await server.close();
+    }
+    expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+    expect(await postedOf(gw.app, source)).toBe(9_000_000n);
+  });
+
   it("one key, 50 concurrent requests: one payment, the money moved once", async () => {
     const source = await fundedAccount(gw.app, 10_000_000n);
     const key = `fifty-${randomUUID()}`;
