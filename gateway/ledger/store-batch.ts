@@ -51,10 +51,13 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
   const openedIds = new Set(writes.pendingOpened.map((o) => o.id));
   const closed = writes.pendingResolved.filter((id) => !openedIds.has(id));
   if (writes.balances.count > 0) {
-    // The ids twice: joined to the deltas alone, the accounts have no condition of their own for the index, and
-    // the prepared statement's plan (the unnest guessed at 10 rows) hash-joined a sequential scan of every account
-    // once there were a thousand or so — 0.8 ms of each batch of internal-postgres-many, the clock held, for 80
-    // rows. Named by `= ANY`, they are found through the index (0.35 ms).
+    // A batch of a few accounts names them twice: joined to the deltas alone, the accounts have no condition of their
+    // own for the index, and the prepared statement's plan (the unnest guessed at 10 rows) hash-joined a sequential
+    // scan of every account once there were a thousand or so — 0.8 ms of each batch of internal-postgres-many, the
+    // clock held, for 80 rows (EXPLAIN ANALYZE). Named by `= ANY`, they are found through the index (0.35 ms). A batch
+    // of many accounts (the ledger bench's: thousands among 10,000) is left to the join, whose scan of every account
+    // is then the cheaper way: each is its own statement, with a plan of its own.
+    const named = writes.balances.count <= namedAccountsMax;
     const at = params.length;
     params.push(...writes.balances.params);
     parts.push(`balances AS (UPDATE ledger_accounts a
@@ -66,8 +69,8 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
        FROM (SELECT unnest($${at + 1}::uuid[]) AS id, unnest($${at + 2}::int8[]) AS debits_pending,
                     unnest($${at + 3}::int8[]) AS debits_posted, unnest($${at + 4}::int8[]) AS credits_pending,
                     unnest($${at + 5}::int8[]) AS credits_posted, unnest($${at + 6}::int4[]) AS flags) AS d
-      WHERE a.id = d.id AND a.id = ANY($${at + 1}::uuid[])${and})`);
-    statement.shape += "B";
+      WHERE a.id = d.id${named ? ` AND a.id = ANY($${at + 1}::uuid[])` : ""}${and})`);
+    statement.shape += named ? "b" : "B";
   }
   if (opened.length > 0) {
     params.push(
@@ -84,6 +87,9 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
     statement.shape += "C";
   }
 }
+
+/** The most accounts a batch's balance update names for the index (applyParts). */
+const namedAccountsMax = 256;
 
 const staleCheck =
   "SELECT CASE WHEN EXISTS (SELECT 1 FROM clock) THEN 1 ELSE ledger_stale_batch() END AS written";
