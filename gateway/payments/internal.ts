@@ -1,11 +1,11 @@
 // The hot path: a payment between two accounts of one tenant, on the internal rail, settles in the ledger alone.
 // Its whole life is one write — the ledger transfer (posted at once: nothing waits on a rail, so nothing needs
 // holding), the payment in its final status and the event that announces it — and payments that arrive together
-// share that write: handed to the ledger as one request of one
-// transfer each (one short payer refuses only its own), their rows as one statement that the ledger's group commit
-// writes in its batch transaction. So concurrent payments share one database transaction and one fsync, and each is
-// answered from what was written for it, with nothing read back. A lone payment goes at once; while a batch is being
-// written, the next gathers for a turn of the event loop (createInternalSettler).
+// share that write: handed to the ledger as one request of one transfer each (one short payer refuses only its own),
+// their rows as one statement that the ledger's group commit writes in its batch transaction. So concurrent payments
+// share one database transaction and one fsync, and each is answered from what was written for it, with nothing read
+// back. A lone payment goes at once; while a batch is being written, the next gathers for a turn of the event loop
+// (createInternalSettler).
 //
 // Failure: the statement fails whole when an Idempotency-Key of the batch is already taken (a repeat of an earlier
 // request, or another process's at the same moment): the keys taken are looked up, their payments answered
@@ -352,8 +352,8 @@ function finalOf(
  *
  * An Idempotency-Key's answer is kept by the payment itself: its key and its request's digest are columns of its row,
  * and its answer follows from its final status (http/idempotency.ts keptByPayment). A row of idempotency_keys beside
- * it (as written here before) said nothing more, and cost PostgreSQL a tenth of what it spent a payment under the HTTP
- * bench (issue #19: 10 of 62 µs, and 350 of 2,350 WAL bytes).
+ * it (as written here before) said nothing more, and cost PostgreSQL about a sixth of what it spent a payment under the
+ * HTTP bench (issue #19: 10 of 62 µs, and 350 of 2,350 WAL bytes).
  */
 function batchStatement(
   batch: readonly Waiting[],
