@@ -663,6 +663,45 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await postedOf(gw.app, source)).toBe(9_000_000n);
   });
 
+  it("an internal payment and another body's refusal kept under its key at the same moment (two processes, neither seeing the other's row): each request is answered its own first answer again", async () => {
+    const source = await fundedAccount(gw.app, 10_000_000n);
+    const tenantId = gw.app.demo!.tenantId;
+    const key = `raced-${randomUUID()}`;
+    const body = internal("1", source);
+    const refusedBody = internal("1", "acct_none");
+    const paid = await post(gw.app, "/v1/payments", body, { "idempotency-key": key });
+    expect(paid.status).toBe(201);
+    // The refusal as the other process kept it: made here under a key of its own, its record then moved to this key.
+    const elsewhere = `raced-elsewhere-${randomUUID()}`;
+    const refused = await post(gw.app, "/v1/payments", refusedBody, { "idempotency-key": elsewhere });
+    expect([refused.status, refused.body.error?.code]).toEqual([404, "account_not_found"]);
+    const moved = await gw.app.db.query(
+      "UPDATE idempotency_keys SET key = $3 WHERE tenant_id = $1 AND key = $2 RETURNING 1",
+      [tenantId, elsewhere, key],
+    );
+    expect(moved).toHaveLength(1);
+    const server = await paymentsServer(gw.app); // another process: nothing of this key remembered
+    const other = { ...gw.app, server };
+    try {
+      const payment = await post(other, "/v1/payments", body, { "idempotency-key": key });
+      expect([payment.status, payment.headers["idempotent-replayed"], payment.body.id]).toEqual([
+        201,
+        "true",
+        paid.body.id,
+      ]);
+      const again = await post(other, "/v1/payments", refusedBody, { "idempotency-key": key });
+      expect([again.status, again.headers["idempotent-replayed"], again.body.error?.code]).toEqual([
+        404,
+        "true",
+        "account_not_found",
+      ]);
+    } finally {
+      await server.close();
+    }
+    expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+    expect(await postedOf(gw.app, source)).toBe(9_000_000n);
+  });
+
   it("one key, 50 concurrent requests: one payment, the money moved once", async () => {
     const source = await fundedAccount(gw.app, 10_000_000n);
     const key = `fifty-${randomUUID()}`;
