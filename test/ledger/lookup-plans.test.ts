@@ -2,8 +2,8 @@
 // A lookup of ledger rows by id is planned each time it runs (gateway/db plannedEachTime), not kept as a prepared
 // statement whose generic plan was made once: made while the table was nearly empty, that plan read the whole table
 // from then on, however it grew (two gateway processes on a young database spent 2 to 6 ms of every locked batch,
-// the clock held, scanning ledger_transfers). A batch's balance update names its accounts for the index itself
-// (store-batch.ts): joined to its deltas alone, a thousand accounts were read on every batch, the clock held.
+// the clock held, scanning ledger_transfers). A batch's balance update of up to 256 accounts names them for the index
+// itself (store-batch.ts): joined to its deltas alone, a thousand accounts were read on every batch, the clock held.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Db, Sql } from "../../gateway/db/index.ts";
 import { selectTransfersWithStatus } from "../../gateway/ledger/index.ts";
