@@ -370,9 +370,7 @@ function batchStatement(
     `json_array_elements(${param(`[${values.join(",")}]`)}::json)`;
   const rows = batch.map(({ item }, i) => ({ item, ...settled[i]! }));
   const payments = rows.map((row) => row.payment);
-  const keyed = rows.filter(
-    (row) => row.item.record !== null && row.answer !== null && row.item.idempotencyKey !== null,
-  );
+  const keyed = rows.filter((row) => row.item.record !== null && row.item.idempotencyKey !== null);
   const paymentRows = `ROWS FROM (${[
     texts(payments.map((payment) => payment.id)),
     texts(payments.map((payment) => payment.tenantId)),
