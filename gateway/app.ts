@@ -31,7 +31,7 @@ import {
 } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
-import { createEgress } from "./egress/index.ts";
+import { createEgress, type Resolver } from "./egress/index.ts";
 import { startIdempotencyPrune } from "./http/idempotency.ts";
 import { buildServer } from "./http/index.ts";
 import { derivedLedgerId } from "./ids/index.ts";
@@ -140,6 +140,11 @@ export type AppOptions = {
   readonly railModules?: readonly RailModule[];
   /** The ways paywalls can be paid (default: x402 on the EVM rails that take money in, and L402 on Lightning). */
   readonly paymentSchemes?: readonly PaymentScheme[];
+  /**
+   * What the names of webhook endpoints' URLs resolve to, when registered and when delivered to (default: the
+   * system's resolver). Tests give one that answers what they need.
+   */
+  readonly webhookResolver?: Resolver;
 };
 
 const snapshotAssetCodes = Object.keys(assets);
@@ -259,6 +264,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       changes,
       mode: config.mode,
       egress: { mode: config.mode, allowHosts: config.egressAllowHosts },
+      egressResolver: options.webhookResolver,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       requestsInFlightMax: config.requestsInFlightMax,
@@ -273,7 +279,13 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         : await ensureDemoPaywall({ sql: db, accounts: services.accounts, schemes: paywalls.schemes }, demo);
     if (demo !== null && demoPaywall !== null)
       await registerDemoPaywallRoutes(server, { paywall: paywalls.forTenant(demo.tenantId) });
-    startWebhookDelivery(closers, { db, logger, intervalMs: config.webhookDeliveryIntervalMs, config });
+    startWebhookDelivery(closers, {
+      db,
+      logger,
+      intervalMs: config.webhookDeliveryIntervalMs,
+      config,
+      resolver: options.webhookResolver,
+    });
     const eventPrune = startEventPrune({ sql: db, logger });
     closers.push(() => eventPrune.stop());
     return {
@@ -552,14 +564,22 @@ async function startRecovery(closers: Closers, deps: Services & { logger: Logger
 /** Deliveries go out through the egress guard: each connection only to a vetted public address (or an allowed host). */
 function startWebhookDelivery(
   closers: Closers,
-  deps: { db: Db; logger: Logger; intervalMs: number; config: Pick<Config, "mode" | "egressAllowHosts"> },
+  deps: {
+    db: Db;
+    logger: Logger;
+    intervalMs: number;
+    config: Pick<Config, "mode" | "egressAllowHosts">;
+    resolver: Resolver | undefined;
+  },
 ): void {
+  const { resolver, ...delivering } = deps;
   const egress = createEgress({
     policy: { mode: deps.config.mode, allowHosts: deps.config.egressAllowHosts },
+    ...(resolver === undefined ? {} : { resolver }),
   });
   closers.push(() => egress.close());
   const delivery = startDeliveries({
-    ...deps,
+    ...delivering,
     limits: webhookLimitsDefault,
     nowMs: Date.now,
     send: egress.send,

@@ -94,6 +94,23 @@ describe("createEgress", () => {
     expect((await refusal(egress.fetch(`https://not-yet.example:${port}/`))).reason).toBe("unresolvable");
   });
 
+  it("registration waits for a silent resolver only its own bound, then accepts the name (vetted when it connects)", async () => {
+    let asked = 0;
+    const silent: Resolver = () => {
+      asked += 1;
+      return new Promise(() => {});
+    };
+    // A connection's lookup would wait a minute: the registering request does not.
+    const egress = createEgress({
+      policy: { mode: "development", allowHosts: [] },
+      resolver: silent,
+      limits: { connectTimeoutMs: 60_000, resolveTimeoutMs: 60_000, registrationResolveTimeoutMs: 50 },
+    });
+    egresses.push(egress);
+    expect(await egress.vetRegistration("https://slow-dns.example/hook")).toMatchObject({ ok: true });
+    expect(asked).toBe(1);
+  }, 10_000);
+
   it("refuses literals, http and credentials before connecting", async () => {
     const egress = egressOf(scripted({}));
     expect((await refusal(egress.fetch(`http://127.0.0.1:${port}/`))).reason).toBe("https_required");

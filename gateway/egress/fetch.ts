@@ -23,11 +23,21 @@ export const systemResolver: Resolver = (hostname) =>
 export type EgressLimits = {
   /** A connection not made within this is abandoned. */
   readonly connectTimeoutMs: number;
-  /** The resolution of one hostname. */
+  /** The resolution of one hostname, for a connection. */
   readonly resolveTimeoutMs: number;
+  /**
+   * The resolution at registration, which the registering request waits for. It only refuses early what every
+   * connection refuses anyway (a name that does not answer in time is accepted and vetted when it connects), so a
+   * slow resolver should not hold the request: a lost DNS packet is retried after 5 s by the system's resolver.
+   */
+  readonly registrationResolveTimeoutMs: number;
 };
 
-export const egressLimitsDefault: EgressLimits = { connectTimeoutMs: 5_000, resolveTimeoutMs: 5_000 };
+export const egressLimitsDefault: EgressLimits = {
+  connectTimeoutMs: 5_000,
+  resolveTimeoutMs: 5_000,
+  registrationResolveTimeoutMs: 1_000,
+};
 
 /** An outbound request refused by the egress guard; `reason` is from a closed set. */
 export class EgressRefusedError extends SwitchyardError {
@@ -117,7 +127,8 @@ export function createEgress(params: EgressParams): Egress {
 
 /**
  * At registration (a webhook endpoint's URL): `vetUrl`, then every address the hostname resolves to now must be
- * public. A name that does not resolve now is accepted: it is vetted again on every connection.
+ * public. A name that does not resolve now, or not within `registrationResolveTimeoutMs`, is accepted: it is vetted
+ * again on every connection.
  */
 export async function vetRegistration(
   text: string,
@@ -126,11 +137,10 @@ export async function vetRegistration(
 ): Promise<UrlVerdict> {
   const verdict = vetUrl(text, policy);
   if (!verdict.ok || verdict.allowed || isLiteral(hostOf(verdict.url))) return verdict;
-  const resolved = await resolveVetted(
-    hostOf(verdict.url),
-    params.resolver ?? systemResolver,
-    params.limits ?? egressLimitsDefault,
-  );
+  const limits = params.limits ?? egressLimitsDefault;
+  const resolved = await resolveVetted(hostOf(verdict.url), params.resolver ?? systemResolver, {
+    resolveTimeoutMs: limits.registrationResolveTimeoutMs,
+  });
   if (!resolved.ok && resolved.reason !== "unresolvable") return resolved;
   return verdict;
 }
@@ -143,7 +153,7 @@ type Resolution =
 export async function resolveVetted(
   hostname: string,
   resolver: Resolver,
-  limits: EgressLimits,
+  limits: Pick<EgressLimits, "resolveTimeoutMs">,
 ): Promise<Resolution> {
   let addresses: readonly LookupAddress[];
   try {

@@ -146,6 +146,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       payments: options.payments,
       settlement: options.settlement,
       egress: options.egress,
+      egressResolver: options.egressResolver,
       paywalls: options.paywalls,
       x402: options.x402,
       apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,

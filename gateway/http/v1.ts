@@ -5,7 +5,7 @@ import type { FastifyPluginAsync } from "fastify";
 import type { Rail } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
 import type { ChangeBus, Db } from "../db/index.ts";
-import type { EgressPolicy } from "../egress/index.ts";
+import type { EgressPolicy, Resolver } from "../egress/index.ts";
 import type { Ledger } from "../ledger/index.ts";
 import type { PaymentsDeps } from "../payments/index.ts";
 import type { PaywallService } from "../paywall/index.ts";
@@ -43,6 +43,8 @@ export type RoutesOptions = {
   settlement: SettlementDeps;
   /** What webhook endpoint URLs are vetted under; public addresses only (no host allowed) unless given. */
   egress?: EgressPolicy | undefined;
+  /** What their names resolve to when they are registered: the system's resolver unless given (tests). */
+  egressResolver?: Resolver | undefined;
   /** The paywalls' service (/v1/paywalls, /v1/paywall_verdicts); the routes are absent without it. */
   paywalls?: PaywallService | undefined;
   /** x402 (gateway/x402): the facilitator's routes (/v1/x402/verify, settle, supported); absent without it. */
@@ -97,6 +99,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(webhookEndpointRoutes, {
     db: options.db,
     egress: options.egress ?? { mode: options.mode, allowHosts: [] },
+    resolver: options.egressResolver,
   });
   await app.register(webhookDeliveryRoutes, { db: options.db });
   await app.register(eventRoutes, { db: options.db, mode: options.mode });

@@ -105,11 +105,7 @@ export async function createWebhookEndpoint(
   const secret = newWebhookSecret();
   return await db.transaction(async (tx): Promise<EndpointCreated> => {
     await tx.query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", [params.tenantId]);
-    const [counted] = await tx.query<{ count: number }>(
-      "SELECT count(*)::int AS count FROM webhook_endpoints WHERE tenant_id = $1",
-      [params.tenantId],
-    );
-    if ((counted?.count ?? 0) >= webhookEndpointsPerTenantMax)
+    if (!(await hasRoomForWebhookEndpoint(tx, params.tenantId)))
       return { ok: false, refusal: "webhook_endpoint_limit_reached" };
     const [row] = await tx.query<EndpointRow>(
       `INSERT INTO webhook_endpoints (id, tenant_id, url, secret, description, enabled_events)
@@ -125,6 +121,18 @@ export async function createWebhookEndpoint(
     );
     return { ok: true, endpoint: endpointOf(row!), secret };
   });
+}
+
+/**
+ * Whether the tenant may have one more endpoint now: a refusal found before anything slower is asked (the URL's
+ * lookup). createWebhookEndpoint counts again under the tenant's lock, which is what decides.
+ */
+export async function hasRoomForWebhookEndpoint(sql: Sql, tenantId: string): Promise<boolean> {
+  const [counted] = await sql.query<{ count: number }>(
+    "SELECT count(*)::int AS count FROM webhook_endpoints WHERE tenant_id = $1",
+    [tenantId],
+  );
+  return (counted?.count ?? 0) < webhookEndpointsPerTenantMax;
 }
 
 export async function getWebhookEndpoint(

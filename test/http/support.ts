@@ -5,6 +5,7 @@ import { erc20Abi } from "viem";
 import { inject } from "vitest";
 import { createSwitchyardClient, injectFetch, type SwitchyardClient } from "../../client/index.ts";
 import { type App, createApp, type RailModule, railModules } from "../../gateway/app.ts";
+import type { Resolver } from "../../gateway/egress/index.ts";
 import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -46,17 +47,19 @@ export async function startTestGateway(
     extraRailModules?: readonly RailModule[];
     /** More configuration (WEBHOOK_DELIVERY_INTERVAL_MS, …). */
     env?: Record<string, string>;
+    /** What webhook endpoints' names resolve to (the system's resolver unless given). */
+    webhookResolver?: Resolver;
   } = { database: "pglite" },
 ): Promise<TestGateway> {
   const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0", ...options.env };
   if (options.database === "postgres")
     env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
-  const app = await createApp(
-    testConfig(env),
-    options.extraRailModules === undefined
+  const app = await createApp(testConfig(env), {
+    ...(options.extraRailModules === undefined
       ? {}
-      : { railModules: [...railModules, ...options.extraRailModules] },
-  );
+      : { railModules: [...railModules, ...options.extraRailModules] }),
+    ...(options.webhookResolver === undefined ? {} : { webhookResolver: options.webhookResolver }),
+  });
   if (app.demo === null || app.chain === null)
     throw new Error("development mode with the embedded chain was expected");
   const chain = app.chain;

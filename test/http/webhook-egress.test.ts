@@ -3,10 +3,15 @@
 // updated, and so are credentials in the URL and plain http to a host not allowed; the tests' local receiver,
 // named in EGRESS_ALLOW_HOSTS, is taken. At delivery the app's loop connects through the guard too: an endpoint
 // whose stored URL is not allowed (one written before this release) gets nothing, not even a connection.
+// Registration resolves the URL's name through the app's resolver, and only after the refusals that need no lookup
+// (the tenant's limit, an update's endpoint not found): those never wait on DNS.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestGateway, type TestGateway } from "./support.ts";
+import type { Resolver } from "../../gateway/egress/index.ts";
+import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { webhookEndpointsPerTenantMax } from "../../gateway/webhooks/endpoints.ts";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 const refusedUrls = [
   "https://169.254.169.254/latest/meta-data/",
@@ -147,5 +152,81 @@ describe("deliveries through the app's egress guard", () => {
     await expect.poll(lastError, { timeout: 10_000 }).toMatch(/egress refused/);
     expect(otherConnections).toBe(0);
     expect(paths).not.toContain("/stale");
+  });
+});
+
+describe.each(["pglite", "postgres"] as const)("registration's lookup on %s", (database) => {
+  let gw: TestGateway;
+  /** Every name the app's resolver was asked. */
+  const asked: string[] = [];
+  const resolver: Resolver = async (hostname) => {
+    asked.push(hostname);
+    if (hostname === "private.example") return [{ address: "10.0.0.5", family: 4 }];
+    if (hostname === "public.example") return [{ address: "93.184.216.34", family: 4 }];
+    throw new Error(`ENOTFOUND ${hostname}`);
+  };
+
+  beforeAll(async () => {
+    gw = await startTestGateway({
+      database,
+      env: { WEBHOOK_DELIVERY_INTERVAL_MS: "3600000" },
+      webhookResolver: resolver,
+    });
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  it("asks the app's resolver: a name answering a private address is refused, a public one taken", async () => {
+    const refused = await gw.call("POST", "/v1/webhook_endpoints", {
+      body: { url: "https://private.example/h" },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({ code: "parameter_invalid", reason: "address_not_public" });
+    const taken = await gw.call("POST", "/v1/webhook_endpoints", {
+      body: { url: "https://public.example/h" },
+    });
+    expect(taken.status).toBe(201);
+    expect(asked).toEqual(["private.example", "public.example"]);
+    const moved = await gw.call("POST", `/v1/webhook_endpoints/${taken.body.id}`, {
+      body: { url: "https://private.example/h" },
+    });
+    expect(moved.status).toBe(400);
+    expect((await gw.call("GET", `/v1/webhook_endpoints/${taken.body.id}`)).body.url).toBe(
+      "https://public.example/h",
+    );
+  });
+
+  it("an update of an endpoint that does not exist is 404 without a lookup", async () => {
+    asked.length = 0;
+    const missing = await gw.call("POST", "/v1/webhook_endpoints/we_01m7zfckv29pdrb3m0gz9e4j5g", {
+      body: { url: "https://private.example/h" },
+    });
+    expect(missing.status).toBe(404);
+    expect(missing.body.error.code).toBe("webhook_endpoint_not_found");
+    expect(asked).toEqual([]);
+  });
+
+  it("at the tenant's limit, a create is 409 without a lookup; a malformed URL is still 400 first", async () => {
+    const tenant = await createTenant(gw.app.db, { name: `Capped ${database}` });
+    const capped = gw.clientFor(
+      (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret,
+    );
+    for (let index = 0; index < webhookEndpointsPerTenantMax; index += 1) {
+      const created = await capped.POST("/v1/webhook_endpoints", {
+        body: { url: `https://public.example/${index}` },
+      });
+      expect(created.response.status).toBe(201);
+    }
+    asked.length = 0;
+    const full = await capped.POST("/v1/webhook_endpoints", { body: { url: "https://private.example/h" } });
+    expect(full.response.status).toBe(409);
+    expect(errorOf(full).code).toBe("webhook_endpoint_limit_reached");
+    expect(asked).toEqual([]);
+    const malformed = await capped.POST("/v1/webhook_endpoints", {
+      body: { url: "http://public.example/h" },
+    });
+    expect(malformed.response.status).toBe(400);
+    expect(errorOf(malformed)).toMatchObject({ code: "parameter_invalid", reason: "https_required" });
   });
 });

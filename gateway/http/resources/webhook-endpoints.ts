@@ -4,17 +4,28 @@
 // (POST /v1/webhook_endpoints/:id/rotate_secret: the new secret shown once; the one before keeps signing for
 // `expires_in_seconds`, 24 h unless said). At most webhookEndpointsPerTenantMax per tenant: one more is 409
 // webhook_endpoint_limit_reached. Another tenant's endpoint is not found.
+//
+// A URL is vetted in two steps (gateway/egress): its text first, then the addresses its name resolves to now. The
+// second waits on DNS, so what refuses a request without it comes before it: the tenant's limit on a create, the
+// endpoint's existence on an update. A refusal that does not depend on the URL never waits for its lookup.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Db } from "../../db/index.ts";
-import { type EgressPolicy, vetRegistration } from "../../egress/index.ts";
+import {
+  type EgressPolicy,
+  type Resolver,
+  type UrlVerdict,
+  vetRegistration,
+  vetUrl,
+} from "../../egress/index.ts";
 import {
   allEventTypes,
   createWebhookEndpoint,
   deleteWebhookEndpoint,
   eventTypes,
   getWebhookEndpoint,
+  hasRoomForWebhookEndpoint,
   rotateWebhookSecret,
   secretOverlapDefaultSeconds,
   secretOverlapMaxSeconds,
@@ -27,13 +38,14 @@ import { ApiError } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
 import { createWebhookEndpointBody, errorView, storable } from "../schemas.ts";
 
-/** `egress`: the policy a URL is vetted under (gateway/egress): public addresses only, but for the hosts allowed. */
-export type WebhookEndpointRoutesOptions = { db: Db; egress: EgressPolicy };
+/**
+ * `egress`: the policy a URL is vetted under (gateway/egress): public addresses only, but for the hosts allowed.
+ * `resolver`: what a URL's name resolves to when it is registered (the system's unless given: tests).
+ */
+export type WebhookEndpointRoutesOptions = { db: Db; egress: EgressPolicy; resolver?: Resolver | undefined };
 
-/** A URL that may not be delivered to (a private, loopback or metadata address, credentials, http): 400
- * parameter_invalid on `url`, with the egress guard's `reason`. */
-async function vetEndpointUrl(url: string, policy: EgressPolicy): Promise<void> {
-  const verdict = await vetRegistration(url, policy);
+/** A refused URL: 400 parameter_invalid on `url`, with the egress guard's `reason`. */
+function urlRefused(verdict: UrlVerdict): void {
   if (!verdict.ok)
     throw new ApiError("parameter_invalid", `url: ${verdict.message}`, {
       param: "url",
@@ -122,9 +134,23 @@ function normalizedEvents(types: readonly string[]): string[] {
 }
 
 const notFound = (id: string) => new ApiError("webhook_endpoint_not_found", `no webhook endpoint "${id}"`);
+const limitReached = () =>
+  new ApiError(
+    "webhook_endpoint_limit_reached",
+    `a tenant has at most ${webhookEndpointsPerTenantMax} webhook endpoints; delete one first`,
+  );
 
 const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, options) => {
   const { db, egress } = options;
+  /** A URL that may not be delivered to (a private, loopback or metadata address, credentials, http): refused. */
+  const vetAddresses = async (url: string) =>
+    urlRefused(
+      await vetRegistration(
+        url,
+        egress,
+        options.resolver === undefined ? {} : { resolver: options.resolver },
+      ),
+    );
 
   app.post(
     "/webhook_endpoints",
@@ -137,18 +163,17 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
     },
     async (request, reply) => {
       const { body } = request;
-      await vetEndpointUrl(body.url, egress);
+      const tenantId = tenantOf(request).id;
+      urlRefused(vetUrl(body.url, egress));
+      if (!(await hasRoomForWebhookEndpoint(db, tenantId))) throw limitReached();
+      await vetAddresses(body.url);
       const created = await createWebhookEndpoint(db, {
-        tenantId: tenantOf(request).id,
+        tenantId,
         url: body.url,
         description: body.description ?? null,
         enabledEvents: normalizedEvents(body.enabled_events ?? [allEventTypes]),
       });
-      if (!created.ok)
-        throw new ApiError(
-          created.refusal,
-          `a tenant has at most ${webhookEndpointsPerTenantMax} webhook endpoints; delete one first`,
-        );
+      if (!created.ok) throw limitReached();
       return reply.code(201).send({ ...presentWebhookEndpoint(created.endpoint), secret: created.secret });
     },
   );
@@ -178,9 +203,14 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
     async (request) => {
       const { body } = request;
       const { id } = request.params;
-      if (body.url !== undefined) await vetEndpointUrl(body.url, egress);
+      const tenantId = tenantOf(request).id;
+      if (body.url !== undefined) {
+        urlRefused(vetUrl(body.url, egress));
+        if ((await getWebhookEndpoint(db, { tenantId, id })) === null) throw notFound(id);
+        await vetAddresses(body.url);
+      }
       const endpoint = await updateWebhookEndpoint(db, {
-        tenantId: tenantOf(request).id,
+        tenantId,
         id,
         ...(body.url === undefined ? {} : { url: body.url }),
         ...(body.description === undefined ? {} : { description: body.description }),
