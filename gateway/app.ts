@@ -264,7 +264,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       changes,
       mode: config.mode,
       egress: { mode: config.mode, allowHosts: config.egressAllowHosts },
-      egressResolver: options.webhookResolver,
+      webhookResolver: options.webhookResolver,
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       requestsInFlightMax: config.requestsInFlightMax,

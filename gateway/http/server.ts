@@ -146,7 +146,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       payments: options.payments,
       settlement: options.settlement,
       egress: options.egress,
-      egressResolver: options.egressResolver,
+      webhookResolver: options.webhookResolver,
       paywalls: options.paywalls,
       x402: options.x402,
       apiKeyCache: options.apiKeyCache ?? apiKeyCacheDefaults,

@@ -44,7 +44,7 @@ export type RoutesOptions = {
   /** What webhook endpoint URLs are vetted under; public addresses only (no host allowed) unless given. */
   egress?: EgressPolicy | undefined;
   /** What their names resolve to when they are registered: the system's resolver unless given (tests). */
-  egressResolver?: Resolver | undefined;
+  webhookResolver?: Resolver | undefined;
   /** The paywalls' service (/v1/paywalls, /v1/paywall_verdicts); the routes are absent without it. */
   paywalls?: PaywallService | undefined;
   /** x402 (gateway/x402): the facilitator's routes (/v1/x402/verify, settle, supported); absent without it. */
@@ -99,7 +99,7 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
   await app.register(webhookEndpointRoutes, {
     db: options.db,
     egress: options.egress ?? { mode: options.mode, allowHosts: [] },
-    resolver: options.egressResolver,
+    resolver: options.webhookResolver,
   });
   await app.register(webhookDeliveryRoutes, { db: options.db });
   await app.register(eventRoutes, { db: options.db, mode: options.mode });
