@@ -45,7 +45,7 @@ import { createWebhookEndpointBody, errorView, storable } from "../schemas.ts";
 export type WebhookEndpointRoutesOptions = { db: Db; egress: EgressPolicy; resolver?: Resolver | undefined };
 
 /** A refused URL: 400 parameter_invalid on `url`, with the egress guard's `reason`. */
-function urlRefused(verdict: UrlVerdict): void {
+function refuseUrlUnlessOk(verdict: UrlVerdict): void {
   if (!verdict.ok)
     throw new ApiError("parameter_invalid", `url: ${verdict.message}`, {
       param: "url",
@@ -144,7 +144,7 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
   const { db, egress } = options;
   /** A URL that may not be delivered to (a private, loopback or metadata address, credentials, http): refused. */
   const vetAddresses = async (url: string) =>
-    urlRefused(
+    refuseUrlUnlessOk(
       await vetRegistration(
         url,
         egress,
@@ -164,7 +164,7 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
     async (request, reply) => {
       const { body } = request;
       const tenantId = tenantOf(request).id;
-      urlRefused(vetUrl(body.url, egress));
+      refuseUrlUnlessOk(vetUrl(body.url, egress));
       if (!(await hasRoomForWebhookEndpoint(db, tenantId))) throw limitReached();
       await vetAddresses(body.url);
       const created = await createWebhookEndpoint(db, {
@@ -205,7 +205,7 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
       const { id } = request.params;
       const tenantId = tenantOf(request).id;
       if (body.url !== undefined) {
-        urlRefused(vetUrl(body.url, egress));
+        refuseUrlUnlessOk(vetUrl(body.url, egress));
         if ((await getWebhookEndpoint(db, { tenantId, id })) === null) throw notFound(id);
         await vetAddresses(body.url);
       }
