@@ -293,8 +293,9 @@ function decisionKeeper(sql: Sql): (decisions: BatchDecisions) => Promise<void> 
 
 /**
  * The batch's Idempotency-Keys already held, as tenant id and key joined by a newline: by a payment, or — for an item
- * that writes its record — by a record. An item without one (its caller found the key's record unusable: unanswered
- * past its timeout, or gone) is kept from nothing by that record: the batch's statement writes none for it.
+ * with a record — by another request's record, as the batch's statement checks (its `k`). An item without one (its
+ * caller found the key's record unusable: unanswered past its timeout, or gone) is kept from nothing by that record:
+ * the statement does not check its key against the records either.
  */
 async function takenKeys(sql: Sql, batch: readonly Waiting[]): Promise<Set<string>> {
   const keyed = batch.filter(({ item }) => item.idempotencyKey !== null);
