@@ -1,10 +1,10 @@
 // Issue #19, the batched path: internal payments that arrive together are written in one statement in the ledger's
 // group-commit transaction. A worker (batched-worker.ts) makes them 200 at a time, some from a short account (they
-// fail, 402, beside their neighbours), each with its own Idempotency-Key, which the payment keeps with its answer. It is SIGKILLed
-// in every round — by itself inside a payments transaction (before COMMIT, while COMMIT is on its way, right after
-// it) or by this process when a batch is handed to the ledger or at a random time — and started again with the same
-// keys for everything not yet answered and some already answered. At the end every key holds one payment, written
-// whole, answered the same way every time it was asked.
+// fail, 402, beside their neighbours), each with its own Idempotency-Key, which the payment keeps with its answer.
+// It is SIGKILLed in every round — by itself inside a payments transaction (before COMMIT, while COMMIT is on its
+// way, right after it) or by this process when a batch is handed to the ledger or at a random time — and started
+// again with the same keys for everything not yet answered and some already answered. At the end every key holds one
+// payment, written whole, answered the same way every time it was asked.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Db } from "../../gateway/db/index.ts";
 import { ownLedgerId } from "../../gateway/ids/index.ts";
