@@ -6,12 +6,13 @@
 // the case ends, so that no case runs beside the autovacuum and checkpoint of an earlier one's rows.
 //
 // Cases (issue #19): internal-postgres (one tenant, two accounts; the client count with the best throughput
-// within the p99 bound, found by a sweep, then measured once more: the row is that second reading, the sweep's in
-// sweep_payments_per_s), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
-// internal-pglite (the embedded default), single-postgres (one client: latency), commit-postgres (one client, one
-// bare INSERT committed per request: the floor for single-postgres), baseline-fastify (a bare Fastify route with
-// the same body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the
-// best case's throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
+// within the p99 bound, found by a sweep, then measured again BENCH_HTTP_ROUNDS times: the row is the median of those
+// readings, the slowest and fastest in min_/max_payments_per_s, the sweep's in sweep_payments_per_s),
+// internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant), internal-pglite (the embedded
+// default), single-postgres (one client: latency), commit-postgres (one client, one bare INSERT committed per
+// request: the floor for single-postgres), baseline-fastify (a bare Fastify route with the same body schema, no
+// database, at the best client count of internal-postgres), overload-postgres (twice the best case's throughput
+// offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
 //
 // Metrics: payments_per_s (requests_per_s for the floors) and its ratio to baseline-fastify's in the same run
 // (baseline_ratio: what compares runs on a host whose speed varies), p50_ms and p99_ms (autocannon's, whole milliseconds), and
@@ -24,7 +25,8 @@
 // Knobs: BENCH_HTTP_DURATION_S (per measured row, default 10), BENCH_HTTP_WARMUP_S (default 3), BENCH_HTTP_CLIENTS
 // (client counts tried, default "8,16,32,64,96,128,160,192,224,256": near the bound, throughput grows with the clients
 // while p99 nears 50 ms, so the steps there are finer), BENCH_HTTP_P99_MS_MAX (default 50), BENCH_HTTP_ONLY (a
-// comma-separated list of cases), BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process alone,
+// comma-separated list of cases), BENCH_HTTP_ROUNDS (readings of a swept case's best client count, default 3),
+// BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process alone,
 // space-separated: `--cpu-prof --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
 // BENCH_HTTP_GATEWAY_LOG (a file the gateway's output is written to when it stops: what `--trace-gc` printed),
 // BENCH_HTTP_TIMELINE=1 (each measured row's seconds printed: answers, the slowest, how many clients were answered —
@@ -47,6 +49,7 @@ const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,96,128,160,1
   .split(",")
   .map(Number);
 const p99MsMax = Number(process.env.BENCH_HTTP_P99_MS_MAX ?? 50);
+const againRounds = Math.max(1, Number(process.env.BENCH_HTTP_ROUNDS ?? 3));
 const only = process.env.BENCH_HTTP_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
 const gatewayFlags = (process.env.BENCH_HTTP_GATEWAY_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
@@ -59,6 +62,9 @@ type Load = {
   /** Builds the next request's headers and body. */
   next(): { headers: Record<string, string>; body: string };
 };
+
+/** The slowest and fastest of the readings a row's median was taken from. */
+type Spread = { min: number; max: number };
 
 type Measured = {
   requestsPerS: number;
@@ -181,7 +187,7 @@ export async function run(): Promise<BenchResult> {
         bestPaymentsPerS = Math.round(best.measured.requestsPerS);
         rows.push({
           ...paymentsRow("internal-postgres", best.measured, best.clients),
-          sweep_payments_per_s: best.sweepPerS,
+          ...spreadFields(best),
         });
       });
     }
@@ -221,7 +227,7 @@ export async function run(): Promise<BenchResult> {
         const best = await bestWithinBound(target, manyLoad(gateway.seeded));
         rows.push({
           ...paymentsRow("internal-postgres-many", best.measured, best.clients),
-          sweep_payments_per_s: best.sweepPerS,
+          ...spreadFields(best),
         });
       });
     }
@@ -232,7 +238,7 @@ export async function run(): Promise<BenchResult> {
         const best = await bestWithinBound(target, demoLoad(gateway.apiKey, gateway.accounts));
         rows.push({
           ...paymentsRow("internal-pglite", best.measured, best.clients),
-          sweep_payments_per_s: best.sweepPerS,
+          ...spreadFields(best),
         });
       } finally {
         await gateway.stop();
@@ -310,6 +316,16 @@ function paymentsRow(name: string, m: Measured, clients: number): BenchRow {
     ...(m.walBytesPerPayment === null ? {} : { wal_bytes_per_payment: m.walBytesPerPayment }),
     non2xx: m.non2xx,
     errors: m.errors,
+  };
+}
+
+/** What a swept case's row adds: the sweep's reading, and the slowest and fastest of the readings measured after it. */
+function spreadFields(best: { sweepPerS: number; spread: Spread | null }): Record<string, number> {
+  return {
+    sweep_payments_per_s: best.sweepPerS,
+    ...(best.spread === null
+      ? {}
+      : { min_payments_per_s: best.spread.min, max_payments_per_s: best.spread.max }),
   };
 }
 
@@ -512,7 +528,7 @@ function traceSeconds(running: autocannon.Instance, connections: number) {
 async function bestWithinBound(
   target: Target,
   load: Load,
-): Promise<{ clients: number; measured: Measured; sweepPerS: number }> {
+): Promise<{ clients: number; measured: Measured; sweepPerS: number; spread: Spread | null }> {
   const tries: Array<{ clients: number; measured: Measured }> = [];
   const report = (label: string, measured: Measured) =>
     console.log(
@@ -528,12 +544,26 @@ async function bestWithinBound(
     within.length > 0 ? within : [...tries].sort((a, b) => a.measured.p99Ms - b.measured.p99Ms).slice(0, 1);
   const best = pool.reduce((a, t) => (t.measured.requestsPerS > a.measured.requestsPerS ? t : a));
   // The best of several noisy rows reads high (the highest draw of the noise is the one kept): the row reported is
-  // the best client count measured once more, after the sweep — on the fullest tables, so if anything low.
-  // `sweep_payments_per_s` keeps what the sweep read.
-  if (clientCounts.length === 1) return { ...best, sweepPerS: Math.round(best.measured.requestsPerS) };
-  const again = await measure(target, load, best.clients);
-  report(`${best.clients} clients again`, again);
-  return { clients: best.clients, measured: again, sweepPerS: Math.round(best.measured.requestsPerS) };
+  // the best client count measured again, `againRounds` times after the sweep — on the fullest tables, so if
+  // anything low — its median reading (by throughput, with that reading's latencies and CPU), the slowest and fastest
+  // readings beside it. Adjacent 10 s rows of one gateway differed by up to 20% on this host, either way, with every
+  // process's CPU a payment moving alike (the load tool's too, whose work a request does not change; session 46): one
+  // reading alone says little about a target a few percent away. `sweep_payments_per_s` keeps what the sweep read.
+  const sweepPerS = Math.round(best.measured.requestsPerS);
+  if (clientCounts.length === 1) return { ...best, sweepPerS, spread: null };
+  const readings: Measured[] = [];
+  for (let round = 1; round <= againRounds; round++) {
+    const again = await measure(target, load, best.clients);
+    report(`${best.clients} clients again (${round} of ${againRounds})`, again);
+    readings.push(again);
+  }
+  readings.sort((a, b) => a.requestsPerS - b.requestsPerS);
+  const median = readings[Math.floor((readings.length - 1) / 2)]!;
+  const spread = {
+    min: Math.round(readings[0]!.requestsPerS),
+    max: Math.round(readings[readings.length - 1]!.requestsPerS),
+  };
+  return { clients: best.clients, measured: median, sweepPerS, spread };
 }
 
 // ---- processes
