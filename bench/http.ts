@@ -6,8 +6,8 @@
 // the case ends, so that no case runs beside the autovacuum and checkpoint of an earlier one's rows.
 //
 // Cases (issue #19): internal-postgres (one tenant, two accounts; the client count with the best throughput
-// within the p99 bound, found by a sweep, then measured again BENCH_HTTP_ROUNDS times: the row is the median of those
-// readings, the slowest and fastest in min_/max_payments_per_s, the sweep's in sweep_payments_per_s),
+// within the p99 bound, found by a sweep, then measured again BENCH_HTTP_ROUNDS times: each figure of the row is the
+// median of those readings, the slowest and fastest in min_/max_payments_per_s, the sweep's in sweep_payments_per_s),
 // internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant), internal-pglite (the embedded
 // default), single-postgres (one client: latency), commit-postgres (one client, one bare INSERT committed per
 // request: the floor for single-postgres), baseline-fastify (a bare Fastify route with the same body schema, no
@@ -63,7 +63,7 @@ type Load = {
   next(): { headers: Record<string, string>; body: string };
 };
 
-/** The slowest and fastest of the readings a row's median was taken from. */
+/** The slowest and fastest throughput of the readings a row's medians were taken from. */
 type Spread = { min: number; max: number };
 
 type Measured = {
@@ -524,6 +524,32 @@ function traceSeconds(running: autocannon.Instance, connections: number) {
   };
 }
 
+/**
+ * Each figure of the readings, the median of its values (the lower middle one of an even count; null if any is null),
+ * but the failures, summed.
+ */
+function medianOf(readings: readonly Measured[]): Measured {
+  const middle = (values: number[]) => values.sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)]!;
+  const figure = <K extends keyof Measured>(key: K): Measured[K] => {
+    const values = readings.map((reading) => reading[key]);
+    return (values.some((value) => value === null) ? null : middle(values as number[])) as Measured[K];
+  };
+  return {
+    requestsPerS: figure("requestsPerS"),
+    completedPerS: figure("completedPerS"),
+    p50Ms: figure("p50Ms"),
+    p99Ms: figure("p99Ms"),
+    // Failures are counted, not typical: every reading's.
+    non2xx: readings.reduce((sum, reading) => sum + reading.non2xx, 0),
+    errors: readings.reduce((sum, reading) => sum + reading.errors, 0),
+    serverCpuUs: figure("serverCpuUs"),
+    postgresCpuUs: figure("postgresCpuUs"),
+    loadCpuUs: figure("loadCpuUs"),
+    paymentsPerCommit: figure("paymentsPerCommit"),
+    walBytesPerPayment: figure("walBytesPerPayment"),
+  };
+}
+
 /** Tries each client count; the best throughput whose p99 is within the bound (else the lowest p99). */
 async function bestWithinBound(
   target: Target,
@@ -545,10 +571,11 @@ async function bestWithinBound(
   const best = pool.reduce((a, t) => (t.measured.requestsPerS > a.measured.requestsPerS ? t : a));
   // The best of several noisy rows reads high (the highest draw of the noise is the one kept): the row reported is
   // the best client count measured again, `againRounds` times after the sweep — on the fullest tables, so if
-  // anything low — its median reading (by throughput, with that reading's latencies and CPU), the slowest and fastest
-  // readings beside it. Adjacent 10 s rows of one gateway differed by up to 20% on this host, either way, with every
-  // process's CPU a payment moving alike (the load tool's too, whose work a request does not change; session 46): one
-  // reading alone says little about a target a few percent away. `sweep_payments_per_s` keeps what the sweep read.
+  // anything low — each figure the median of those readings (throughput, latencies and CPU alike: a p99 is as noisy),
+  // the slowest and fastest throughput beside them. Adjacent 10 s rows of one gateway differed by up to 20% on this
+  // host, either way, with every process's CPU a payment moving alike (the load tool's too, whose work a request does
+  // not change; session 46): one reading alone says little about a target a few percent away.
+  // `sweep_payments_per_s` keeps what the sweep read.
   const sweepPerS = Math.round(best.measured.requestsPerS);
   if (clientCounts.length === 1) return { ...best, sweepPerS, spread: null };
   const readings: Measured[] = [];
@@ -557,12 +584,9 @@ async function bestWithinBound(
     report(`${best.clients} clients again (${round} of ${againRounds})`, again);
     readings.push(again);
   }
-  readings.sort((a, b) => a.requestsPerS - b.requestsPerS);
-  const median = readings[Math.floor((readings.length - 1) / 2)]!;
-  const spread = {
-    min: Math.round(readings[0]!.requestsPerS),
-    max: Math.round(readings[readings.length - 1]!.requestsPerS),
-  };
+  const throughputs = readings.map((reading) => reading.requestsPerS);
+  const median = medianOf(readings);
+  const spread = { min: Math.round(Math.min(...throughputs)), max: Math.round(Math.max(...throughputs)) };
   return { clients: best.clients, measured: median, sweepPerS, spread };
 }
 
