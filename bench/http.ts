@@ -26,8 +26,8 @@
 // (client counts tried, default "8,16,32,64,96,128,160,192,224,256": near the bound, throughput grows with the clients
 // while p99 nears 50 ms, so the steps there are finer), BENCH_HTTP_P99_MS_MAX (default 50), BENCH_HTTP_ONLY (a
 // comma-separated list of cases), BENCH_HTTP_ROUNDS (readings of a swept case's best client count, default 3),
-// BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process alone,
-// space-separated: `--cpu-prof --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
+// BENCH_HTTP_GATEWAY_FLAGS (Node flags for the gateway's process alone, space-separated: `--cpu-prof
+// --cpu-prof-dir=/tmp/prof` profiles it without touching the load's process),
 // BENCH_HTTP_GATEWAY_LOG (a file the gateway's output is written to when it stops: what `--trace-gc` printed),
 // BENCH_HTTP_TIMELINE=1 (each measured row's seconds printed: answers, the slowest, how many clients were answered —
 // whether a slow tail is the whole gateway pausing or some connections waiting).
@@ -49,7 +49,7 @@ const clientCounts = (process.env.BENCH_HTTP_CLIENTS ?? "8,16,32,64,96,128,160,1
   .split(",")
   .map(Number);
 const p99MsMax = Number(process.env.BENCH_HTTP_P99_MS_MAX ?? 50);
-const againRounds = Math.max(1, Number(process.env.BENCH_HTTP_ROUNDS ?? 3));
+const againRounds = Math.max(1, Math.floor(Number(process.env.BENCH_HTTP_ROUNDS ?? 3)) || 1);
 const only = process.env.BENCH_HTTP_ONLY?.split(",");
 const wanted = (name: string) => only === undefined || only.includes(name);
 const gatewayFlags = (process.env.BENCH_HTTP_GATEWAY_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
