@@ -5,14 +5,14 @@
 // synchronous_commit on). Each case on PostgreSQL has a database and a gateway of its own, the database dropped when
 // the case ends, so that no case runs beside the autovacuum and checkpoint of an earlier one's rows.
 //
-// Cases (issue #19): internal-postgres (one tenant, two accounts; the client count with the best throughput
-// within the p99 bound, found by a sweep, then measured again BENCH_HTTP_ROUNDS times: each figure of the row is the
-// median of those readings, the slowest and fastest in min_/max_payments_per_s, the sweep's in sweep_payments_per_s),
-// internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant), internal-pglite (the embedded
-// default), single-postgres (one client: latency), commit-postgres (one client, one bare INSERT committed per
-// request: the floor for single-postgres), baseline-fastify (a bare Fastify route with the same body schema, no
-// database, at the best client count of internal-postgres), overload-postgres (twice the best case's throughput
-// offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
+// Cases (issue #19): internal-postgres (one tenant, two accounts; the client count with the best throughput within the
+// p99 bound, found by a sweep, then measured again BENCH_HTTP_ROUNDS times: each figure of the row is the median of
+// those readings but non2xx and errors, their sum; the slowest and fastest readings in min_/max_payments_per_s, the
+// sweep's in sweep_payments_per_s), internal-postgres-many (100 tenants × 10 accounts, random pairs inside a tenant),
+// internal-pglite (the embedded default), single-postgres (one client: latency), commit-postgres (one client, one bare
+// INSERT committed per request: the floor for single-postgres), baseline-fastify (a bare Fastify route with the same
+// body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the best case's
+// throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
 //
 // Metrics: payments_per_s (requests_per_s for the floors) and its ratio to baseline-fastify's in the same run
 // (baseline_ratio: what compares runs on a host whose speed varies), p50_ms and p99_ms (autocannon's, whole milliseconds), and
@@ -571,8 +571,8 @@ async function bestWithinBound(
   const best = pool.reduce((a, t) => (t.measured.requestsPerS > a.measured.requestsPerS ? t : a));
   // The best of several noisy rows reads high (the highest draw of the noise is the one kept): the row reported is
   // the best client count measured again, `againRounds` times after the sweep — on the fullest tables, so if
-  // anything low — each figure the median of those readings (throughput, latencies and CPU alike: a p99 is as noisy),
-  // the slowest and fastest throughput beside them. Adjacent 10 s rows of one gateway differed by up to 20% on this
+  // anything low — each figure the median of those readings (throughput, latencies and CPU alike: a p99 is as noisy;
+  // the failures summed), the slowest and fastest throughput beside them. Adjacent 10 s rows of one gateway differed by up to 20% on this
   // host, either way, with every process's CPU a payment moving alike (the load tool's too, whose work a request does
   // not change; session 46): one reading alone says little about a target a few percent away.
   // `sweep_payments_per_s` keeps what the sweep read.
