@@ -569,12 +569,12 @@ async function bestWithinBound(
   const pool =
     within.length > 0 ? within : [...tries].sort((a, b) => a.measured.p99Ms - b.measured.p99Ms).slice(0, 1);
   const best = pool.reduce((a, t) => (t.measured.requestsPerS > a.measured.requestsPerS ? t : a));
-  // The best of several noisy rows reads high (the highest draw of the noise is the one kept): the row reported is
-  // the best client count measured again, `againRounds` times after the sweep — on the fullest tables, so if
-  // anything low — each figure the median of those readings (throughput, latencies and CPU alike: a p99 is as noisy;
-  // the failures summed), the slowest and fastest throughput beside them. Adjacent 10 s rows of one gateway differed by up to 20% on this
-  // host, either way, with every process's CPU a payment moving alike (the load tool's too, whose work a request does
-  // not change; session 46): one reading alone says little about a target a few percent away.
+  // The best of several noisy rows reads high (the highest draw of the noise is the one kept): the row reported is the
+  // best client count measured again, `againRounds` times after the sweep — on the fullest tables, so if anything low —
+  // each figure the median of those readings (throughput, latencies and CPU alike: a p99 is as noisy; the failures
+  // summed), the slowest and fastest throughput beside them. Adjacent 10 s rows of one gateway differed by up to 23% on
+  // this host, either way, with every process's CPU a payment moving alike (the load tool's too, whose work a request
+  // does not change; session 46): one reading alone says little about a target a few percent away.
   // `sweep_payments_per_s` keeps what the sweep read.
   const sweepPerS = Math.round(best.measured.requestsPerS);
   if (clientCounts.length === 1) return { ...best, sweepPerS, spread: null };
