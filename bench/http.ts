@@ -41,7 +41,7 @@ import { requestsInFlightMaxDefault } from "../gateway/http/admission.ts";
 import { freePort } from "../scripts/lib/free-port.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
 import { type SeededTenant, seedTenants } from "./http/seed.ts";
-import type { BenchResult, BenchRow } from "./report.ts";
+import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 const durationS = Number(process.env.BENCH_HTTP_DURATION_S ?? 10);
 const warmupS = Number(process.env.BENCH_HTTP_WARMUP_S ?? 3);
@@ -529,10 +529,12 @@ function traceSeconds(running: autocannon.Instance, connections: number) {
  * but the failures, summed.
  */
 function medianOf(readings: readonly Measured[]): Measured {
-  const middle = (values: number[]) => values.sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)]!;
+  // The nearest-rank 50th percentile is that lower middle one.
   const figure = <K extends keyof Measured>(key: K): Measured[K] => {
     const values = readings.map((reading) => reading[key]);
-    return (values.some((value) => value === null) ? null : middle(values as number[])) as Measured[K];
+    return (
+      values.some((value) => value === null) ? null : percentile(values as number[], 50)
+    ) as Measured[K];
   };
   return {
     requestsPerS: figure("requestsPerS"),
