@@ -7,6 +7,7 @@ import { ConfigError, type EvmChainConfig, loadConfig, withStartDefaults } from 
 import type { DemoPaywall } from "./app/demo-paywall.ts";
 import { type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
+import { listenApi } from "./http/listen.ts";
 
 async function main(): Promise<void> {
   const config = loadConfig(withStartDefaults(process.env));
@@ -19,12 +20,13 @@ async function main(): Promise<void> {
   // than a burst of new connections the API admits (the HTTP bench's overload case opens 896 at once): past it the
   // kernel drops the handshakes, and each of those clients waits for its retransmission, a second or more, before its
   // first request is read. As many as the API admits in flight; the kernel caps it at net.core.somaxconn.
-  const address = await app.server.listen({
+  // Several sockets on the port, so that a burst of new connections is taken in a few turns of the loop (listen.ts).
+  const listening = await listenApi(app.server, {
     port: config.port,
     host: config.host,
     backlog: config.requestsInFlightMax,
   });
-  const url = address.replace("[::1]", "localhost");
+  const url = listening.address.replace("[::1]", "localhost");
   console.log(`switchyard: listening on ${url} (ready in ${Math.round(performance.now() - started)} ms)`);
   console.log(
     `switchyard: rails: ${[...app.rails.values()].map((rail) => `${rail.id} (${rail.asset.code})`).join(", ")}`,
@@ -56,6 +58,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.log(`switchyard: ${signal}, stopping`);
+    await listening.close();
     await rpc?.close();
     await app.close();
     process.exit(0);
