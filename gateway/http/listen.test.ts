@@ -83,6 +83,24 @@ describe.runIf(process.platform === "linux")("listenApi", () => {
     expect(statuses.every((status) => status === 200)).toBe(true);
   });
 
+  it("counts every socket's connections as the server's own, which its close waits for", async () => {
+    const { app, port } = await serve(8);
+    let taken = 0;
+    app.server.on("connection", () => {
+      taken += 1;
+    });
+    const sockets = Array.from({ length: 32 }, () => net.connect(port, "127.0.0.1"));
+    try {
+      while (taken < 32) await new Promise((resolve) => setImmediate(resolve));
+      const counted = await new Promise<number>((resolve, reject) =>
+        app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+      );
+      expect(counted).toBe(32);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+  });
+
   it("refuses a second gateway on a port in use, as a single socket did", async () => {
     const { port } = await serve(8);
     const second = Fastify();

@@ -61,9 +61,25 @@ export async function listenApi(
     keepAliveInitialDelay?: number;
     highWaterMark?: number;
   };
+  // An acceptor's connection is counted as one of the server's own (Node's count, which getConnections reads and
+  // close waits on): closing the server waits for the requests in flight on every connection, as it did with one
+  // socket, before the app closes its database. Where that count is not found, connections are handed over uncounted.
+  const counted = server as unknown as { _connections?: unknown; _emitCloseIfDrained?: unknown };
+  const adopt =
+    typeof counted._connections === "number" && typeof counted._emitCloseIfDrained === "function"
+      ? (socket: net.Socket) => {
+          (counted._connections as number) += 1;
+          socket.once("close", () => {
+            (counted._connections as number) -= 1;
+            (counted._emitCloseIfDrained as () => void).call(server);
+          });
+        }
+      : () => undefined;
   const extra: net.Server[] = [];
-  const closeExtra = () =>
-    Promise.all(extra.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
+  // Stops them taking connections at once; the connections they took are the server's to close.
+  const closeExtra = () => {
+    for (const acceptor of extra) if (acceptor.listening) acceptor.close();
+  };
   try {
     for (let i = 1; i < acceptors; i += 1) {
       const acceptor = net.createServer(
@@ -74,7 +90,10 @@ export async function listenApi(
           keepAliveInitialDelay: own.keepAliveInitialDelay ?? 0,
           ...(own.highWaterMark === undefined ? {} : { highWaterMark: own.highWaterMark }),
         },
-        (socket) => server.emit("connection", socket),
+        (socket) => {
+          adopt(socket);
+          server.emit("connection", socket);
+        },
       );
       extra.push(acceptor);
       await new Promise<void>((resolve, reject) => {
@@ -90,16 +109,15 @@ export async function listenApi(
     }
   } catch (error) {
     // The server's own socket is listening: the app's close takes it; these are ours.
-    await closeExtra();
+    closeExtra();
     throw error;
   }
-  // Whoever closes the server stops the acceptors first: no connection handed to a closing server.
-  server.once("close", () => void closeExtra());
+  // Closed by whoever closes the server, if not before (main.ts closes them first: no connection is then handed to a
+  // closing server, which would answer its requests 503).
+  server.once("close", closeExtra);
   return {
     address,
     sockets: acceptors,
-    close: async () => {
-      await closeExtra();
-    },
+    close: async () => closeExtra(),
   };
 }
