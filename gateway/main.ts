@@ -19,8 +19,8 @@ async function main(): Promise<void> {
   // The backlog: connections the kernel completes and holds until the process takes them. Node's default, 511, is less
   // than a burst of new connections the API admits (the HTTP bench's overload case opens 896 at once): past it the
   // kernel drops the handshakes, and each of those clients waits for its retransmission, a second or more, before its
-  // first request is read. As many as the API admits in flight; the kernel caps it at net.core.somaxconn.
-  // Several sockets on the port, so that a burst of new connections is taken in a few turns of the loop (listen.ts).
+  // first request is read. As many as the API admits in flight, for each of the port's sockets (listen.ts: several, so
+  // that a burst is taken in a few turns of the loop); the kernel caps it at net.core.somaxconn.
   const listening = await listenApi(app.server, {
     port: config.port,
     host: config.host,
