@@ -83,7 +83,7 @@ describe.runIf(process.platform === "linux")("listenApi", () => {
     expect(statuses.every((status) => status === 200)).toBe(true);
   });
 
-  it("counts every socket's connections as the server's own, which its close waits for", async () => {
+  it("counts every socket's connections among the server's own, the count its close waits on", async () => {
     const { app, port } = await serve(8);
     let taken = 0;
     app.server.on("connection", () => {

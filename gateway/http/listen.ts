@@ -1,11 +1,12 @@
 // Listening for the API on several sockets of one port. Node (libuv) takes one new connection from a listening socket
 // per turn of the event loop, and a turn of a loaded gateway is a few milliseconds of work (on PGlite, the database's
-// exchanges run in it too): 128 connections opened at once waited in the kernel's accept queue for 0.4–1 s, one taken
-// every 5 ms, their first requests' answers with them (issue #19, internal-pglite at 128 clients: the slowest answer of
-// the first second 440–990 ms in 6 of 7 runs, every other second under 110 ms; `ss` showed the queue at 123 draining by
-// one every 5 ms). Several listening sockets bound to the port with SO_REUSEPORT, each given its share of new
-// connections by the kernel, are taken from `acceptors` at a time: each hands its connections to the one HTTP server,
-// whose other connections they then are in every way (timeouts, keep-alive, closing).
+// exchanges run in it too): 128 connections opened at once waited in the kernel's accept queue for up to a second, one
+// taken every 5 ms, their first requests with them (issue #19, internal-pglite at 128 clients, the measured row's
+// first second: its slowest answer 200–990 ms in 13 of 14 runs, 440 ms or more in 10, where the other seconds' stayed
+// under 110 ms; `ss` showed the queue at 123 draining by one every 5 ms; with 8 sockets 47–129 ms in 5 of 5). Several
+// sockets bound to the port with SO_REUSEPORT, among which the kernel spreads new connections, are each taken from
+// once a turn; each hands its connections to the one HTTP server, whose connections they then are in every way
+// (timeouts, keep-alive, closing).
 //
 // SO_REUSEPORT lets another socket of the same user join the port. So that a second gateway started on the same port
 // still fails as it did (EADDRINUSE) instead of sharing it, the port is first bound and released by a plain socket,
@@ -96,6 +97,10 @@ export async function listenApi(
         },
       );
       extra.push(acceptor);
+      // A failed accept (out of file descriptors) is said, not thrown: the server's other sockets go on.
+      acceptor.on("error", (error) =>
+        app.log.error({ err: error }, "an API listening socket failed to accept"),
+      );
       await new Promise<void>((resolve, reject) => {
         acceptor.once("error", reject);
         acceptor.listen(
