@@ -88,7 +88,8 @@ export async function listenApi(
           allowHalfOpen: own.allowHalfOpen ?? true,
           noDelay: own.noDelay ?? true,
           keepAlive: own.keepAlive ?? false,
-          keepAliveInitialDelay: own.keepAliveInitialDelay ?? 0,
+          // Kept in seconds by the server, given in milliseconds.
+          keepAliveInitialDelay: (own.keepAliveInitialDelay ?? 0) * 1000,
           ...(own.highWaterMark === undefined ? {} : { highWaterMark: own.highWaterMark }),
         },
         (socket) => {
@@ -97,10 +98,6 @@ export async function listenApi(
         },
       );
       extra.push(acceptor);
-      // A failed accept (out of file descriptors) is said, not thrown: the server's other sockets go on.
-      acceptor.on("error", (error) =>
-        app.log.error({ err: error }, "an API listening socket failed to accept"),
-      );
       await new Promise<void>((resolve, reject) => {
         acceptor.once("error", reject);
         acceptor.listen(
@@ -111,6 +108,10 @@ export async function listenApi(
           },
         );
       });
+      // A failed accept (out of file descriptors) is said, not thrown: the server's other sockets go on.
+      acceptor.on("error", (error) =>
+        app.log.error({ err: error }, "an API listening socket failed to accept"),
+      );
     }
   } catch (error) {
     // The server's own socket is listening: the app's close takes it; these are ours.
