@@ -43,17 +43,13 @@ export async function listenApi(
 ): Promise<Listening> {
   const acceptors = process.platform === "linux" ? Math.max(1, options.acceptors ?? acceptorsDefault) : 1;
   const listen: FastifyListenOptions = { host: options.host, port: options.port, backlog: options.backlog };
-  if (acceptors === 1) {
-    const address = await app.listen(listen);
-    return { address, sockets: 1, close: async () => undefined };
-  }
+  if (acceptors === 1) return { address: await app.listen(listen), sockets: 1, close: async () => undefined };
   await portFree(options.host, options.port);
   // Not in Fastify's listen options' type; passed on to Node's server.listen (Node 22.12+).
   const address = await app.listen({ ...listen, reusePort: true } as FastifyListenOptions);
   const server: Server = app.server;
-  const bound = server.address();
-  if (bound === null || typeof bound === "string")
-    return { address, sockets: 1, close: async () => undefined };
+  // Listening on a host and port, never a pipe: an address and port.
+  const bound = server.address() as net.AddressInfo;
   // The options Node's HTTP server gave its own socket, so that an acceptor's connections are alike.
   const own = server as unknown as {
     allowHalfOpen?: boolean;
