@@ -168,6 +168,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0040_own_ledger_ids.sql",
       "gateway/0041_shared_route_decisions.sql",
       "gateway/0042_payment_attempts_view.sql",
+      "gateway/0043_events_list_by_type.sql",
     ]);
   });
 

@@ -3,6 +3,9 @@
 // its time), not shared between tenants, listed newest first with the lists' convention and a type
 // filter, retrieved by id, another tenant's not found, and pruned after the retention.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Row } from "../../core/index.ts";
+import { listPage, listParams } from "../../gateway/http/lists.ts";
+import { eventsList } from "../../gateway/http/resources/events.ts";
 import { insertOutboxEvent } from "../../gateway/payments/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { eventRetentionDays, pruneEvents } from "../../gateway/webhooks/events.ts";
@@ -110,6 +113,94 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const bad = await gw.call("GET", "/v1/events?type=Not%20a%20type");
     expect(bad.status).toBe(400);
     expect(bad.body.error.code).toBe("parameter_invalid");
+  });
+
+  it("without a type, merges each type's page: the same order as one sorted list, at most limit + 1 rows a type", async () => {
+    const tenant = await createTenant(gw.app.db, { name: "Merged" });
+    const client = gw.clientFor(
+      (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret,
+    );
+    // 3 types × 40 events, 3 to a creation time (ties across types and within one), interleaved over 40 times.
+    await gw.app.db.query(
+      `INSERT INTO outbox (tenant_id, type, payload, created_at)
+       SELECT $1, (ARRAY['payment.succeeded', 'payment.failed', 'invoice.paid'])[1 + n % 3], '{}',
+              timestamp '2031-01-01' + make_interval(secs => n / 3)
+       FROM generate_series(0, 119) AS n`,
+      [tenant.id],
+    );
+    const sorted = async (where = "") =>
+      (
+        await gw.app.db.query<{ id: string }>(
+          `SELECT id FROM events WHERE tenant_id = $1 ${where} ORDER BY created_at DESC, id DESC`,
+          [tenant.id],
+        )
+      ).map((row) => row.id);
+    const expected = await sorted();
+    expect(expected).toHaveLength(120);
+    type Query = { limit?: number; starting_after?: string; ending_before?: string; type?: string };
+    const list = async (query: Query) => {
+      const answer = await client.GET("/v1/events", { params: { query } });
+      expect(answer.response.status).toBe(200);
+      return { ids: answer.data!.data.map((event) => event.id), hasMore: answer.data!.has_more };
+    };
+    const forward: string[] = [];
+    for (
+      let page = await list({ limit: 7 });
+      ;
+      page = await list({ limit: 7, starting_after: forward.at(-1)! })
+    ) {
+      forward.push(...page.ids);
+      if (!page.hasMore) break;
+    }
+    expect(forward).toEqual(expected);
+    const backward: string[] = [];
+    for (let page = await list({ limit: 9, ending_before: expected.at(-1)! }); ; ) {
+      backward.unshift(...page.ids);
+      if (!page.hasMore) break;
+      page = await list({ limit: 9, ending_before: backward[0]! });
+    }
+    expect(backward).toEqual(expected.slice(0, -1));
+    const created = Math.floor(Date.UTC(2031, 0, 1) / 1000) + 20;
+    const since = await client.GET("/v1/events", {
+      params: { query: { limit: 100, "created[gte]": created } },
+    });
+    expect(since.data!.data.map((event) => event.id)).toEqual(
+      await sorted(`AND created_at >= to_timestamp(${created})`),
+    );
+    expect((await list({ limit: 100, type: "invoice.paid" })).ids).toEqual(
+      await sorted("AND type = 'invoice.paid'"),
+    );
+
+    // The page's statement, read back through EXPLAIN ANALYZE: the outbox rows it read, over every scan of it.
+    const statements: { text: string; params: readonly unknown[] }[] = [];
+    const recording = {
+      query: <R extends Row>(text: string, params: readonly unknown[] = []) => {
+        statements.push({ text, params });
+        return gw.app.db.query<R>(text, params);
+      },
+    };
+    const page = await listPage(recording, eventsList(undefined, false), {
+      tenantId: tenant.id,
+      url: "/v1/events",
+      params: listParams({ limit: 10, starting_after: expected[30] }),
+    });
+    expect(page.data.map((event) => event.id)).toEqual(expected.slice(31, 41));
+    const listing = statements.at(-1)!;
+    const [plan] = await gw.app.db.query<{ "QUERY PLAN": unknown }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) ${listing.text}`,
+      listing.params,
+    );
+    const json = plan!["QUERY PLAN"];
+    const rowsRead = (node: Record<string, unknown>): number =>
+      (node["Relation Name"] === "outbox" ? Number(node["Actual Rows"]) * Number(node["Actual Loops"]) : 0) +
+      ((node.Plans as Record<string, unknown>[] | undefined) ?? []).reduce(
+        (sum, child) => sum + rowsRead(child),
+        0,
+      );
+    const read = rowsRead((typeof json === "string" ? JSON.parse(json) : json)[0].Plan);
+    // 11 rows a type, the cursor's row, and one a type (and one past the last) to find the types.
+    expect(read).toBeGreaterThan(0);
+    expect(read).toBeLessThanOrEqual(3 * 11 + 1 + 4);
   });
 
   it("an event is written with its change or not at all: a transaction that fails leaves none", async () => {

@@ -5,10 +5,16 @@ import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Db } from "../../db/index.ts";
-import { type EventRow, eventColumns, getEvent, presentEvent } from "../../webhooks/events.ts";
+import {
+  type EventRow,
+  type EventView,
+  eventColumns,
+  getEvent,
+  presentEvent,
+} from "../../webhooks/events.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { listPage, listParams, listQuery, listView } from "../lists.ts";
+import { type ListSource, listPage, listParams, listQuery, listView } from "../lists.ts";
 import { errorView } from "../schemas.ts";
 
 export type EventRoutesOptions = { db: Db; mode: "development" | "production" };
@@ -37,6 +43,19 @@ export const listEventsQuery = listQuery({
   },
 });
 
+/** The events' list, of one type or of all: then merged from each type's page (outbox_tenant_type_list, 0043). */
+export function eventsList(type: string | undefined, livemode: boolean): ListSource<EventRow, EventView> {
+  return {
+    table: "events",
+    tenantColumn: "tenant_id",
+    columns: eventColumns,
+    noun: "event",
+    equals: { type },
+    mergedOver: "type",
+    map: (row) => presentEvent(row, livemode),
+  };
+}
+
 export const eventParams = z.strictObject({ id: z.string().regex(/^evt_[0-9a-z_]{1,64}$/) });
 
 const plugin: FastifyPluginAsyncZod<EventRoutesOptions> = async (app, options) => {
@@ -47,18 +66,11 @@ const plugin: FastifyPluginAsyncZod<EventRoutesOptions> = async (app, options) =
     "/events",
     { schema: { querystring: listEventsQuery, response: { 200: listView(eventView), "4xx": errorView } } },
     async (request) =>
-      listPage(
-        db,
-        {
-          table: "events",
-          tenantColumn: "tenant_id",
-          columns: eventColumns,
-          noun: "event",
-          equals: { type: request.query.type },
-          map: (row: EventRow) => presentEvent(row, livemode),
-        },
-        { tenantId: tenantOf(request).id, url: "/v1/events", params: listParams(request.query) },
-      ),
+      listPage(db, eventsList(request.query.type, livemode), {
+        tenantId: tenantOf(request).id,
+        url: "/v1/events",
+        params: listParams(request.query),
+      }),
   );
 
   app.get(
