@@ -33,5 +33,9 @@ export interface Db extends Sql {
   close(): Promise<void>;
 }
 
-/** A folder of numbered `.sql` files applied once each, in order, under a namespace. */
-export type MigrationSource = { namespace: string; directory: string };
+/**
+ * A folder of numbered `.sql` files applied once each, in order, under a namespace. `tables` names the tables they
+ * create: on a database whose default collation is not C, their text columns are made COLLATE "C" after the
+ * migrations (gateway/db/bytewise.ts), and no other table is touched.
+ */
+export type MigrationSource = { namespace: string; directory: string; tables?: (name: string) => boolean };

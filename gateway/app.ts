@@ -78,7 +78,41 @@ export { railModules } from "./app/rails.ts";
 export const gatewayMigrations: MigrationSource = {
   namespace: "gateway",
   directory: path.join(import.meta.dirname, "migrations"),
+  tables: (name) => gatewayTables.has(name),
 };
+
+/** The tables gatewayMigrations create (a migration that adds one adds it here: db/bytewise.ts). */
+const gatewayTables = new Set([
+  "accounts",
+  "api_keys",
+  "attempts",
+  "idempotency_keys",
+  "invoice_receipts",
+  "invoice_reversals",
+  "invoices",
+  "l402_tokens",
+  "netted_payouts",
+  "netting_batches",
+  "operator_credentials",
+  "outbox",
+  "outbox_fan_out",
+  "payees",
+  "payments",
+  "paywall_rate_locks",
+  "paywalls",
+  "quotes",
+  "refundable",
+  "refunds",
+  "reversal_shortfall_collections",
+  "reversal_shortfalls",
+  "route_decisions",
+  "tenants",
+  "webhook_deliveries",
+  "webhook_delivery_attempts",
+  "webhook_endpoints",
+  "x402_authorizations",
+  "x402_payer_holds",
+]);
 
 /** USD and USDC are fixed in every mode (a definition and a peg) unless a source says otherwise. */
 const fixedUsdRates = {

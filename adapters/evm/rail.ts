@@ -37,6 +37,7 @@ import { settleAuthorizationBatch } from "./x402-batch.ts";
 export const evmMigrations: MigrationSource = {
   namespace: "evm",
   directory: path.join(import.meta.dirname, "migrations"),
+  tables: (name) => name.startsWith("evm_"),
 };
 
 export function createEvmRail(params: EvmRailParams): EvmRail {

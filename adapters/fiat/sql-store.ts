@@ -18,6 +18,7 @@ import {
 export const fiatMigrations: MigrationSource = {
   namespace: "fiat",
   directory: fileURLToPath(new URL("./migrations/", import.meta.url)),
+  tables: (name) => name.startsWith("fiat_"),
 };
 
 type ObjectRow = {

@@ -38,6 +38,7 @@ import {
   SwitchyardError,
   silentLogger,
 } from "../../core/index.ts";
+import { bytewiseText, migrationsLock } from "./bytewise.ts";
 
 export {
   type Change,
@@ -869,7 +870,8 @@ function parsedStale(error: unknown): boolean {
 
 /**
  * Applies every `*.sql` file of each source, in name order, once. Each file runs in its own transaction
- * under an advisory lock, so gateway processes that start together on one database do not race.
+ * under an advisory lock, so gateway processes that start together on one database do not race. Then, on a database
+ * whose default collation is not C, the sources' tables' text columns are made COLLATE "C" (bytewise.ts).
  */
 export async function migrate(db: Db, sources: readonly MigrationSource[]): Promise<string[]> {
   await db.exec(
@@ -882,7 +884,7 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
       const name = `${source.namespace}/${file}`;
       const script = await readFile(path.join(source.directory, file), "utf8");
       const didApply = await db.transaction(async (tx) => {
-        await tx.query("SELECT pg_advisory_xact_lock(7350162)");
+        await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
         const done = await tx.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
         if (done.length > 0) return false;
         for (const statement of splitStatements(script)) await tx.query(statement);
@@ -892,6 +894,7 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
       if (didApply) applied.push(name);
     }
   }
+  await bytewiseText(db, sources);
   return applied;
 }
 

@@ -80,4 +80,5 @@ export {
 export const ledgerMigrations: MigrationSource = {
   namespace: "ledger",
   directory: path.join(import.meta.dirname, "migrations"),
+  tables: (name) => name.startsWith("ledger_"),
 };

@@ -44,6 +44,8 @@ export const backgroundTablePrefixes: readonly string[] = ["evm_watch_"];
 export async function startTestGateway(
   options: {
     database: "pglite" | "postgres";
+    /** With "postgres": this database (made by createTestDatabase) instead of a new one. */
+    databaseUrl?: string;
     extraRailModules?: readonly RailModule[];
     /** More configuration (WEBHOOK_DELIVERY_INTERVAL_MS, …). */
     env?: Record<string, string>;
@@ -53,7 +55,7 @@ export async function startTestGateway(
 ): Promise<TestGateway> {
   const env: Record<string, string> = { LOG_LEVEL: "silent", PORT: "0", ...options.env };
   if (options.database === "postgres")
-    env.DATABASE_URL = await createTestDatabase(inject("postgresUrl"), "http");
+    env.DATABASE_URL = options.databaseUrl ?? (await createTestDatabase(inject("postgresUrl"), "http"));
   const app = await createApp(testConfig(env), {
     ...(options.extraRailModules === undefined
       ? {}

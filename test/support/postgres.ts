@@ -196,14 +196,26 @@ export function postmasterPid(dataDir: string): number | null {
  * A fresh, empty database on the server at `url` (e.g. one per test file, so suites never see each other's rows).
  * Returns its URL.
  */
-export async function createTestDatabase(url: string, prefix = "test"): Promise<string> {
+export async function createTestDatabase(
+  url: string,
+  prefix = "test",
+  /** An ICU locale (e.g. "en-US") for the database's default collation, instead of the server's C. */
+  options: { icuLocale?: string } = {},
+): Promise<string> {
   const name =
     `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 10)}`.toLowerCase();
   if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new RangeError(`bad database name prefix: ${prefix}`);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    await client.query(`CREATE DATABASE ${name}`);
+    const { icuLocale } = options;
+    if (icuLocale !== undefined && !/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(icuLocale))
+      throw new RangeError(`bad ICU locale: ${icuLocale}`);
+    await client.query(
+      icuLocale === undefined
+        ? `CREATE DATABASE ${name}`
+        : `CREATE DATABASE ${name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '${icuLocale}' LOCALE 'C.UTF-8'`,
+    );
   } finally {
     await client.end();
   }
