@@ -1,17 +1,18 @@
 // Identifiers compare as bytes. Every key the gateway indexes is text it made or a client sent as an opaque token:
 // ids ("pay_" and 26 characters sorted by time), tenant ids, Idempotency-Keys, event types, statuses. Under a
 // linguistic collation (en_US.UTF-8, the default of the official PostgreSQL image, or an ICU locale) each comparison
-// a B-tree makes goes through strcoll instead of memcmp, and an id's order is no longer its time's. On a database
+// a B-tree makes goes through the locale's collation (strcoll, or ICU's) instead of memcmp. On a database
 // created with en_US.UTF-8, issue #19's HTTP bench spent 69 µs of PostgreSQL a payment against 47 on a C database
 // (internal-postgres), and 88 against 63-68 µs with 100 tenants (internal-postgres-many).
 //
 // So after the migrations, on a database whose default collation is not libc's C (or POSIX), the text columns of
-// the tables the sources name (MigrationSource.tables) are made COLLATE "C": one catalog read when there is nothing to
-// do, else one transaction under the migrations' lock, which drops the views on those tables (and the triggers that name
-// a column), changes the columns (their indexes are rebuilt; the rows are not rewritten) and makes the views and
-// triggers again from their definitions. A column
-// a later migration adds is changed the next time the gateway starts; a migration that compares a column it adds
-// with an older one should give it COLLATE "C" itself. Tables the sources do not name are never touched.
+// the tables the sources name (MigrationSource.tables) are made COLLATE "C". On a C database this costs one catalog
+// read; on another, a transaction under the migrations' lock reads the columns and, where some are not C yet, drops
+// the schema's views on those tables and the triggers that name one of their columns (a WHEN, an UPDATE OF), changes
+// the columns (their indexes are rebuilt; the rows are not rewritten) and makes the views and triggers again from
+// their definitions. A column a later migration adds is changed the next time the gateway starts; a migration that
+// compares a column it adds with an older one should give it COLLATE "C" itself. Tables the sources do not name are
+// never touched.
 import type { Db, MigrationSource } from "../../core/index.ts";
 
 /** The advisory lock the migrations take (db/index.ts migrate). */
@@ -22,8 +23,9 @@ const quoted = (name: string) => `"${name.replaceAll('"', '""')}"`;
 /** Makes the sources' tables' text columns COLLATE "C" where the database's default is another; returns them. */
 export async function bytewiseText(db: Db, sources: readonly MigrationSource[]): Promise<string[]> {
   const [database] = await db.query<{ bytewise: boolean }>(
-    `SELECT datlocprovider = 'c' AND datcollate IN ('C', 'POSIX') AS bytewise
-     FROM pg_database WHERE datname = current_database()`,
+    // datlocprovider came with PostgreSQL 15; before it, every database's collation was libc's.
+    `SELECT coalesce(to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' AND d.datcollate IN ('C', 'POSIX') AS bytewise
+     FROM pg_database d WHERE d.datname = current_database()`,
   );
   if (database === undefined || database.bytewise) return [];
   const owned = (table: string) =>
@@ -50,10 +52,10 @@ export async function bytewiseText(db: Db, sources: readonly MigrationSource[]):
          SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN over ON d.refobjid = over.oid
          WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND r.ev_class <> d.refobjid)
        SELECT v.relname AS name, pg_get_viewdef(v.oid) AS definition
-       FROM pg_class v JOIN over ON over.oid = v.oid WHERE v.relkind = 'v' ORDER BY v.oid`,
+       FROM pg_class v JOIN over ON over.oid = v.oid
+       WHERE v.relkind = 'v' AND v.relnamespace = current_schema()::regnamespace ORDER BY v.oid`,
       [tables],
     );
-    // Triggers whose definition names a column (a WHEN, an UPDATE OF) hold it as views do.
     const triggers = await tx.query<{ name: string; table: string; definition: string }>(
       `SELECT t.tgname AS name, c.relname AS table, pg_get_triggerdef(t.oid) AS definition
        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid

@@ -51,7 +51,7 @@ describe("on a database whose default collation is ICU's en-US", () => {
     // The database sorts linguistically (bytes would put 'B' first): the test means something.
     expect(database).toEqual({ provider: "i", a_before_b: true });
     expect(await notBytewise()).toEqual(["their_notes.body"]);
-    // A column's order is now its bytes' ('B' before 'a'), as an id's characters are meant to sort.
+    // The gateway's columns now sort by bytes ('B' before 'a'); the database's default puts 'a' first.
     const [order] = await gw.app.db.query<{ ids: string[] }>(
       "SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id FROM tenants UNION ALL SELECT 'B' UNION ALL SELECT 'a') AS t (id) WHERE id IN ('a', 'B')",
     );
