@@ -81,6 +81,14 @@ export const gatewayMigrations: MigrationSource = {
   tables: (name) => gatewayTables.has(name),
 };
 
+/** Every source a gateway's database is migrated from, in the order they run (`npm start`, `npm run migrate`). */
+export const migrationSources: readonly MigrationSource[] = [
+  ledgerMigrations,
+  gatewayMigrations,
+  evmMigrations,
+  fiatMigrations,
+];
+
 /** The tables gatewayMigrations create (a migration that adds one adds it here: db/bytewise.ts). */
 const gatewayTables = new Set([
   "accounts",
@@ -219,7 +227,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     for (const closer of closers.reverse()) await closer();
   };
   try {
-    await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
+    await migrate(db, migrationSources);
     const operator = await ensureOperatorKey(db, { configured: config.operatorKey });
     const changes = await openChangeBus(config.database, logger.child({ module: "changes" }));
     closers.push(() => changes.close());
