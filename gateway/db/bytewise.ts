@@ -13,12 +13,11 @@
 // their definitions. A column a later migration adds is changed the next time the gateway starts; a migration that
 // compares a column it adds with an older one should give it COLLATE "C" itself. Tables the sources do not name are
 // never touched.
+import pg from "pg";
 import type { Db, MigrationSource } from "../../core/index.ts";
 
 /** The advisory lock the migrations take (db/index.ts migrate). */
 export const migrationsLock = 7350162;
-
-const quoted = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
 /** Makes the sources' tables' text columns COLLATE "C" where the database's default is another; returns them. */
 export async function bytewiseText(db: Db, sources: readonly MigrationSource[]): Promise<string[]> {
@@ -66,15 +65,20 @@ export async function bytewiseText(db: Db, sources: readonly MigrationSource[]):
       [tables],
     );
     for (const trigger of triggers)
-      await tx.query(`DROP TRIGGER ${quoted(trigger.name)} ON ${quoted(trigger.table)}`);
-    for (const view of [...views].reverse()) await tx.query(`DROP VIEW ${quoted(view.name)}`);
+      await tx.query(
+        `DROP TRIGGER ${pg.escapeIdentifier(trigger.name)} ON ${pg.escapeIdentifier(trigger.table)}`,
+      );
+    for (const view of [...views].reverse()) await tx.query(`DROP VIEW ${pg.escapeIdentifier(view.name)}`);
     for (const table of tables) {
       const changes = columns
         .filter((column) => column.table === table)
-        .map((column) => `ALTER COLUMN ${quoted(column.column)} TYPE ${column.type} COLLATE "C"`);
-      await tx.query(`ALTER TABLE ${quoted(table)} ${changes.join(", ")}`);
+        .map(
+          (column) => `ALTER COLUMN ${pg.escapeIdentifier(column.column)} TYPE ${column.type} COLLATE "C"`,
+        );
+      await tx.query(`ALTER TABLE ${pg.escapeIdentifier(table)} ${changes.join(", ")}`);
     }
-    for (const view of views) await tx.query(`CREATE VIEW ${quoted(view.name)} AS ${view.definition}`);
+    for (const view of views)
+      await tx.query(`CREATE VIEW ${pg.escapeIdentifier(view.name)} AS ${view.definition}`);
     for (const trigger of triggers) await tx.query(trigger.definition);
     return columns.map((column) => `${column.table}.${column.column}`);
   });
