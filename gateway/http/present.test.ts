@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { wellFormedInvoice } from "../../test/support/bolt11.ts";
+import type { Payment } from "../payments/types.ts";
 import { ApiError } from "./errors.ts";
-import { destinationFromBody } from "./present.ts";
+import { destinationFromBody, presentPayment } from "./present.ts";
 
 describe("destinationFromBody", () => {
   it("keeps a BOLT11 invoice as LND is handed it: lower case, whatever case the caller wrote it in", () => {
@@ -39,5 +40,45 @@ describe("destinationFromBody", () => {
         message: "destination.invoice is not a BOLT11 invoice",
       }),
     );
+  });
+});
+
+describe("presentPayment", () => {
+  const paymentAt = (createdAt: Date, updatedAt: Date): Payment => ({
+    id: "pay_time",
+    tenantId: "ten_time",
+    status: "succeeded",
+    assetCode: "USDC",
+    amount: 1n,
+    sourceAccountId: "acct_a",
+    destination: { kind: "account", accountId: "acct_b" },
+    policy: {},
+    decision: null,
+    rail: "internal-usdc",
+    failureCode: null,
+    failureMessage: null,
+    metadata: {},
+    createdAt,
+    updatedAt,
+    attempts: [],
+  });
+
+  it("writes each payment's own times, whatever payment was shown before it", () => {
+    const times = [0, 1, 1, 1_700_000_000_123, 1, 8.64e15].map((ms) => new Date(ms));
+    for (const created of times)
+      for (const updated of times) {
+        const view = presentPayment(paymentAt(created, updated));
+        expect([view.created_at, view.updated_at]).toEqual([created.toISOString(), updated.toISOString()]);
+      }
+    // The same Date changed in place is written as it is now.
+    const moving = new Date(5);
+    presentPayment(paymentAt(moving, moving));
+    moving.setTime(6);
+    expect(presentPayment(paymentAt(moving, moving)).created_at).toBe("1970-01-01T00:00:00.006Z");
+  });
+
+  it("refuses an invalid time as toISOString does, after any other", () => {
+    presentPayment(paymentAt(new Date(0), new Date(0)));
+    expect(() => presentPayment(paymentAt(new Date(Number.NaN), new Date(0)))).toThrow(RangeError);
   });
 });

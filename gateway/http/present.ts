@@ -179,6 +179,22 @@ function failureText(code: string, message: string | null): string {
   return code === "insufficient_liquidity" ? insufficientLiquidityMessage : (message ?? "");
 }
 
+/**
+ * A time as the API writes it (Date.toISOString), the last one's text kept: the payments one batch answers share one
+ * time, created and updated alike, so a batch makes it once rather than twice for each payment (two toISOString
+ * calls were 1.1 of the 3.7 µs an internal payment's answer took to make; issue #19). An invalid Date still throws.
+ */
+function isoTextOf(date: Date): string {
+  const ms = date.getTime();
+  if (ms !== lastIso.ms) {
+    lastIso.text = date.toISOString();
+    lastIso.ms = ms;
+  }
+  return lastIso.text;
+}
+
+const lastIso = { ms: Number.NaN, text: "" };
+
 export function presentPayment(payment: Payment): PaymentView {
   const scale = assetByCode(payment.assetCode)?.scale ?? 0;
   return {
@@ -202,8 +218,8 @@ export function presentPayment(payment: Payment): PaymentView {
         ? null
         : { code: payment.failureCode, message: failureText(payment.failureCode, payment.failureMessage) },
     metadata: payment.metadata,
-    created_at: payment.createdAt.toISOString(),
-    updated_at: payment.updatedAt.toISOString(),
+    created_at: isoTextOf(payment.createdAt),
+    updated_at: isoTextOf(payment.updatedAt),
   };
 }
 
