@@ -12,7 +12,8 @@
 // internal-pglite (the embedded default), single-postgres (one client: latency), commit-postgres (one client, one bare
 // INSERT committed per request: the floor for single-postgres), baseline-fastify (a bare Fastify route with the same
 // body schema, no database, at the best client count of internal-postgres), overload-postgres (twice the best case's
-// throughput offered; BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX sets the gateway's admission limit).
+// throughput offered on four times its clients; BENCH_HTTP_OVERLOAD_CLIENTS sets how many,
+// BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX the gateway's admission limit).
 //
 // Metrics: payments_per_s (requests_per_s for the floors) and its ratio to baseline-fastify's in the same run
 // (baseline_ratio: what compares runs on a host whose speed varies), p50_ms and p99_ms (autocannon's, whole milliseconds), and
@@ -206,16 +207,14 @@ export async function run(): Promise<BenchResult> {
       const inFlightMax = process.env.BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX;
       const env: Record<string, string> =
         inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax };
+      const clients = Number(process.env.BENCH_HTTP_OVERLOAD_CLIENTS ?? 4 * bestClients);
+      if (!Number.isInteger(clients) || clients < 1)
+        throw new RangeError(`BENCH_HTTP_OVERLOAD_CLIENTS must be a whole number ≥ 1 (got ${clients})`);
       await onOwnGateway("bench_http_overload", { env }, async (gateway, target) => {
         const offered = 2 * Math.max(bestPaymentsPerS, 100);
-        const measured = await measure(
-          target,
-          demoLoad(gateway.apiKey, gateway.accounts),
-          4 * bestClients,
-          offered,
-        );
+        const measured = await measure(target, demoLoad(gateway.apiKey, gateway.accounts), clients, offered);
         rows.push({
-          ...paymentsRow("overload-postgres", measured, 4 * bestClients),
+          ...paymentsRow("overload-postgres", measured, clients),
           offered_per_s: offered,
           in_flight_max: Number(inFlightMax ?? requestsInFlightMaxDefault),
           refused_per_s: Math.round(measured.non2xx / durationS),
