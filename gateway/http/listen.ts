@@ -10,11 +10,14 @@
 // accepting in a loop, libuv#3696.)
 //
 // How many: a turn of a gateway past saturation is tens of milliseconds, and a burst of new connections then is as
-// large as the clients are many. The HTTP bench's overload case at 4,096 clients (2× the sustainable rate offered):
-// with 8 sockets, 1,145 of the clients had an answer in the first second and all of them only after 9 s, the slowest
-// first answer 9.7 s, p99 7.8 s, 9,203 payments/s; with 64, all 4,096 in the first second, the slowest 653 ms, p99
-// 517 ms (the in-flight bound over the throughput), 10,455/s (one run each). A listening socket costs a descriptor,
-// and nothing while no connection waits on it.
+// large as the clients are many. The HTTP bench's overload case (twice the sustainable rate offered), one run each:
+// - 4,096 clients: with 8 sockets, 1,145 of them had an answer in the first second and all only after 9 s, the slowest
+//   first answer 9.7 s, p99 7.8 s, 9,203 payments/s; with 64, all in the first second, the slowest 653 ms, p99 517 ms
+//   (the in-flight bound over the throughput), 10,455/s; with 256 the same (530 ms, 10,276/s).
+// - 8,192 clients, past the in-flight bound (REQUESTS_IN_FLIGHT_MAX, 4,096; the rest answered 503): with 64 sockets,
+//   every client had a first answer only after 12 s, p99 6.1 s; with 256, after 4 s, p99 1.9 s (5,852 and 5,506
+//   payments/s served, ~10,000 a second refused; the load tool's own work for those takes a third of the machine).
+// A listening socket costs a descriptor, and nothing while no connection waits on it; 256 of them listen in 4–15 ms.
 //
 // SO_REUSEPORT lets another socket of the same user join the port. So that a second gateway started on the same port
 // still fails as it did (EADDRINUSE) instead of sharing it, the port is first bound and released by a plain socket,
@@ -23,8 +26,8 @@ import type { Server } from "node:http";
 import net from "node:net";
 import type { FastifyInstance, FastifyListenOptions } from "fastify";
 
-/** Listening sockets for the API: the server's own and the acceptors beside it (see above for why 64). */
-export const acceptorsDefault = 64;
+/** Listening sockets for the API: the server's own and the acceptors beside it (see above for why 256). */
+export const acceptorsDefault = 256;
 
 export type Listening = {
   /** The server's address as Fastify gives it (http://host:port). */
