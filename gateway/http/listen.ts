@@ -15,8 +15,9 @@
 //   first answer 9.7 s, p99 7.8 s, 9,203 payments/s; with 64, all in the first second, the slowest 653 ms, p99 517 ms
 //   (the in-flight bound over the throughput), 10,455/s; with 256 the same (530 ms, 10,276/s).
 // - 8,192 clients, past the in-flight bound (REQUESTS_IN_FLIGHT_MAX, 4,096; the rest answered 503): with 64 sockets,
-//   every client had a first answer only after 12 s, p99 6.1 s; with 256, after 4 s, p99 1.9 s (5,852 and 5,506
-//   payments/s served, ~10,000 a second refused; the load tool's own work for those takes a third of the machine).
+//   every client had a first answer only after 12 s, p99 6.1 s, 5,852 payments/s served and ~7,100 a second refused;
+//   with 256, after 4 s, p99 1.9 s, 5,506/s served and ~10,000 refused (the load tool, on the same two cores, took a
+//   third of the machine).
 // A listening socket costs a descriptor, and nothing while no connection waits on it; 256 of them listen in 4–15 ms.
 //
 // SO_REUSEPORT lets another socket of the same user join the port. So that a second gateway started on the same port
