@@ -8,8 +8,14 @@
 // runs, when Fastify's onResponse never comes), so the count cannot leak. A handler whose client hung up may still
 // be finishing its work: the ledger's own queue bounds that. Health and the OpenAPI document are siblings of the
 // context, outside the limit (server.ts).
+//
+// While the limit is reached, a request that comes over a socket is refused sooner still, by the HTTP server's own
+// request listener (refusingFirst), before Fastify makes a request and a reply of it: the same answer for about 40%
+// less of the process's CPU. The hook stays the one that counts, and refuses what that listener lets through.
+import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import type { FastifyPluginCallback } from "fastify";
 import fp from "fastify-plugin";
+import { currentApiVersion, isApiVersion } from "../tenants/index.ts";
 import { overloaded, sendError } from "./errors.ts";
 import { errorView } from "./schemas.ts";
 
@@ -35,6 +41,70 @@ export function createAdmission(params: { requestsInFlightMax: number }): Admiss
  * 5,852 a second (issue #19, one run each). The answer's body is made from it for each refusal, as before.
  */
 const refusal = overloaded("too many requests in flight; retry after the seconds in Retry-After");
+
+/**
+ * The HTTP server's request listener in front of Fastify's `handler`: while the limit is reached, an API request
+ * (/v1/…) is answered here what the context's hook answers it — 503, Retry-After, the same body, in the version it
+ * names or else the current one — without Fastify making a request and a reply of it, finding its route, or running
+ * the hooks that every request runs before the hook's. Goes on to Fastify: any other request; an API request while
+ * the limit is not reached; one naming a version that is none (the versioning hook answers it 400); and every one
+ * while `fastifyAnswers()` (when refusals are logged, or when a per-address rate limit counts every request and says
+ * so in its headers).
+ *
+ * What it saves (issue #19): with the limit held reached and 256 connections sending payments as fast as they were
+ * answered, the gateway's process spent 32.6 µs of CPU a refusal through Fastify, 19.2 µs here (3 rounds of 8 s each,
+ * 33.4/32.3/32.6 against 19.5/19.2/19.2); of those 19 µs, about 6 are the kernel's (reading the request, writing
+ * the answer). In the HTTP bench's overload case at 8,192 clients (4,096 in flight, ~11,000 refused a second), the
+ * payments served went from 5,381 and 5,500 a second to 6,011 and 6,142 (two runs each, taking turns).
+ */
+export function refusingFirst(
+  admission: Admission,
+  handler: RequestListener,
+  fastifyAnswers: () => boolean,
+): RequestListener {
+  const body = Buffer.from(JSON.stringify(refusal.body()));
+  const headersByVersion = new Map<string, string[]>();
+  const headersIn = (version: string) => {
+    let headers = headersByVersion.get(version);
+    if (headers === undefined) {
+      // As the hook's answer has them: sendError's, send's, the versioning hook's, then the length.
+      headers = [
+        "retry-after",
+        String(refusal.retryAfterSeconds),
+        "content-type",
+        "application/json; charset=utf-8",
+        "switchyard-version",
+        version,
+        "content-length",
+        String(body.length),
+      ];
+      headersByVersion.set(version, headers);
+    }
+    return headers;
+  };
+  return (request: IncomingMessage, response: ServerResponse) => {
+    if (
+      admission.requestsInFlight < admission.requestsInFlightMax ||
+      request.url?.startsWith("/v1/") !== true ||
+      fastifyAnswers()
+    ) {
+      handler(request, response);
+      return;
+    }
+    const named = request.headers["switchyard-version"];
+    let version = currentApiVersion;
+    if (named !== undefined) {
+      const trimmed = typeof named === "string" ? named.trim() : "";
+      if (!isApiVersion(trimmed)) {
+        handler(request, response);
+        return;
+      }
+      version = trimmed;
+    }
+    response.writeHead(refusal.status, headersIn(version));
+    response.end(body);
+  };
+}
 
 const plugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admission }, done) => {
   const release = () => {

@@ -3,13 +3,20 @@
 // document, the rails' provider routes — and one encapsulated /v1 context holds auth, Idempotency-Key and the
 // resources (v1.ts), inside the admission limit (admission.ts: at most so many API requests in flight, the rest
 // answered 503 at once). Every limit explicit: Fastify's request timeout defaults to none.
+import http from "node:http";
 import Fastify, { type FastifyInstance, type FastifySchemaCompiler, LogController } from "fastify";
 import { serializerCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import type { ZodType } from "zod";
 import type { RailRoute } from "../../core/index.ts";
 import type { ChangeBus } from "../db/index.ts";
 import { type ApiKeyCacheLimits, apiKeyCacheDefaults } from "../tenants/index.ts";
-import { type Admission, admissionPlugin, createAdmission, requestsInFlightMaxDefault } from "./admission.ts";
+import {
+  type Admission,
+  admissionPlugin,
+  createAdmission,
+  refusingFirst,
+  requestsInFlightMaxDefault,
+} from "./admission.ts";
 import { docsPlugin } from "./docs.ts";
 import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./errors.ts";
 import { healthPlugin } from "./health.ts";
@@ -75,11 +82,30 @@ const validatorCompiler: FastifySchemaCompiler<ZodType> = ({ schema }) => {
   };
 };
 
+/** How long a connection is kept open with no request on it. */
+const keepAliveTimeoutMs = 5_000;
+
 export async function buildServer(options: ServerOptions): Promise<FastifyInstance> {
+  const admission = createAdmission({
+    requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,
+  });
+  const rateLimits = options.rateLimits ?? rateLimitsOff;
+  let logLevel = (): string => options.logLevel;
   const app = Fastify({
     requestTimeout: options.requestTimeoutMs,
     connectionTimeout: options.requestTimeoutMs,
-    keepAliveTimeout: 5_000,
+    keepAliveTimeout: keepAliveTimeoutMs,
+    // Fastify's own server, with the admission limit's refusals answered before its handler (admission.ts), except
+    // while they are logged or a per-address limit counts every request. The settings Fastify gives the server it makes.
+    serverFactory: (handler) => {
+      const fastifyAnswers = () =>
+        rateLimits.ipRequestsPerSecondMax !== null || logLevel() === "debug" || logLevel() === "trace";
+      const server = http.createServer(refusingFirst(admission, handler, fastifyAnswers));
+      server.keepAliveTimeout = keepAliveTimeoutMs;
+      server.requestTimeout = options.requestTimeoutMs;
+      server.setTimeout(options.requestTimeoutMs);
+      return server;
+    },
     bodyLimit: options.bodyLimitBytes,
     frameworkErrors: answerFrameworkError,
     // One line per answered request, written below, instead of Fastify's two (incoming, completed). Through a
@@ -94,6 +120,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       },
     },
   }).withTypeProvider<ZodTypeProvider>();
+  logLevel = () => app.log.level;
   // The access log: a refused or failed request (4xx, 5xx) at info, so that it shows at the default level; an answered
   // one at debug (LOG_LEVEL=debug), and so is load shed (429, 503: a line each when there are most of them). Fastify's
   // two info lines for every request (incoming, completed) cost a fifth of the embedded default's payments:
@@ -120,16 +147,13 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   app.setValidatorCompiler(validatorCompiler);
   // Responses are checked against their schema too: a response that does not match is a bug, answered 500.
   app.setSerializerCompiler(serializerCompiler);
-  const admission = createAdmission({
-    requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,
-  });
   app.decorate("admission", admission);
   await app.register(errorsPlugin);
   // Switchyard-Version on every response, errors too; hooks before every other.
   await app.register(versioningPlugin);
   await app.register(textSafetyPlugin);
   // The per-IP limit's hook before every route's own (admission's, auth's); the per-key one is added after auth (v1.ts).
-  await app.register(rateLimitPlugin, { limits: options.rateLimits ?? rateLimitsOff });
+  await app.register(rateLimitPlugin, { limits: rateLimits });
   await app.register(openApiPlugin, { version: apiVersion });
   await app.register(docsPlugin);
   await app.register(healthPlugin, { rails: options.rails, admission });

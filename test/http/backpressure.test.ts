@@ -8,6 +8,7 @@ import net from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { type App, createApp } from "../../gateway/app.ts";
+import { apiVersions } from "../../gateway/tenants/index.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
@@ -167,6 +168,73 @@ describe("the admission limit in front of /v1", () => {
     // Twice the limit, one after the other: each passes.
     for (let i = 0; i < 4; i += 1) expect((await balance(app)).response.status).toBe(200);
     expect(app.server.admission.requestsInFlight).toBe(0);
+  });
+
+  it("refuses a request over a socket before Fastify sees it, with the hook's answer byte for byte", async () => {
+    const held = await holdTwo("socket");
+    const overSocket = async (url: string, headers: Record<string, string> = {}) => {
+      const response = await fetch(`http://127.0.0.1:${port}${url}`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${app.demo!.apiKey}`,
+          "content-type": "application/json",
+          ...headers,
+        },
+        body: JSON.stringify(internal("0.000001")),
+      });
+      const {
+        date: _date,
+        connection: _connection,
+        "keep-alive": _keepAlive,
+        ...rest
+      } = Object.fromEntries(response.headers);
+      return { status: response.status, headers: rest, body: await response.text() };
+    };
+    const injected = async (url: string, headers: Record<string, string> = {}) => {
+      const response = await app.server.inject({
+        method: "POST",
+        url,
+        headers: {
+          authorization: `Bearer ${app.demo!.apiKey}`,
+          "content-type": "application/json",
+          ...headers,
+        },
+        payload: JSON.stringify(internal("0.000001")),
+      });
+      const { date: _date, connection: _connection, ...rest } = response.headers;
+      return { status: response.statusCode, headers: rest, body: response.body };
+    };
+    try {
+      // The same answer either way: no version named, and one named (said back).
+      const versionNamed: Record<string, string> = { "switchyard-version": ` ${apiVersions[0]!.version} ` };
+      for (const headers of [{}, versionNamed]) {
+        const socket = await overSocket("/v1/payments", headers);
+        expect(socket.status).toBe(503);
+        expect(socket).toEqual(await injected("/v1/payments", headers));
+      }
+      // A version that is none is the versioning hook's to answer, 400, as without the limit.
+      const named = await overSocket("/v1/payments", { "switchyard-version": "1999-01-01" });
+      expect([named.status, JSON.parse(named.body).error.code]).toEqual([400, "api_version_invalid"]);
+      // Before Fastify: the root's hooks, which run before the limit's and refuse an unstorable query (400), are not
+      // run for a request refused over a socket; in-process (inject), where the hook refuses, they are.
+      const unstorable = "/v1/payments?note=%00";
+      expect((await injected(unstorable)).status).toBe(400);
+      expect((await overSocket(unstorable)).status).toBe(503);
+      // While refusals are logged (debug), Fastify answers them, as the access log's hook then writes each one.
+      app.server.log.level = "debug";
+      try {
+        expect((await overSocket(unstorable)).status).toBe(400);
+      } finally {
+        app.server.log.level = "silent";
+      }
+      expect(app.server.admission.requestsInFlight).toBe(2);
+      expect(await writtenUnder(app, "socket-0")).toEqual({ payments: 0, records: 0 });
+    } finally {
+      expect(await Promise.all(held.map((h) => h.finish()))).toEqual([201, 201]);
+    }
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlight).toBe(0));
+    // Below the limit, a request over a socket goes through.
+    expect((await overSocket("/v1/payments", { "idempotency-key": "socket-after" })).status).toBe(201);
   });
 
   it("says so in the OpenAPI document: every /v1 operation may answer 503", async () => {
