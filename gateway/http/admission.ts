@@ -46,10 +46,11 @@ const refusal = overloaded("too many requests in flight; retry after the seconds
  * The HTTP server's request listener in front of Fastify's `handler`: while the limit is reached, an API request
  * (/v1/…) is answered here what the context's hook answers it — 503, Retry-After, the same body, in the version it
  * names or else the current one — without Fastify making a request and a reply of it, finding its route, or running
- * the hooks that every request runs before the hook's. Goes on to Fastify: any other request; an API request while
- * the limit is not reached; one naming a version that is none (the versioning hook answers it 400); and every one
- * while `fastifyAnswers()` (when refusals are logged, or when a per-address rate limit counts every request and says
- * so in its headers).
+ * the hooks that every request runs before the hook's. Goes on to Fastify: any other request, the paths in `outside`
+ * among them (the rails' provider routes, /v1/webhooks/…, siblings of the context: outside the limit); an API request
+ * while the limit is not reached; one naming a version that is none (the versioning hook answers it 400); and every
+ * one while `fastifyAnswers()` (when refusals are logged, or when a per-address rate limit counts every request and
+ * says so in its headers).
  *
  * What it saves (issue #19): with the limit held reached and 256 connections sending payments as fast as they were
  * answered, the gateway's process spent 32.6 µs of CPU a refusal through Fastify, 19.2 µs here (3 rounds of 8 s each,
@@ -61,6 +62,7 @@ export function refusingFirst(
   admission: Admission,
   handler: RequestListener,
   fastifyAnswers: () => boolean,
+  outside: ReadonlySet<string>,
 ): RequestListener {
   const body = Buffer.from(JSON.stringify(refusal.body()));
   const headersByVersion = new Map<string, string[]>();
@@ -83,11 +85,18 @@ export function refusingFirst(
     return headers;
   };
   return (request: IncomingMessage, response: ServerResponse) => {
+    const url = request.url;
     if (
       admission.requestsInFlight < admission.requestsInFlightMax ||
-      request.url?.startsWith("/v1/") !== true ||
+      url?.startsWith("/v1/") !== true ||
       fastifyAnswers()
     ) {
+      handler(request, response);
+      return;
+    }
+    const path = pathOf(url);
+    // A path with an escape in it may be one of `outside` once the router has decoded it.
+    if (outside.has(path) || path.includes("%")) {
       handler(request, response);
       return;
     }
@@ -104,6 +113,12 @@ export function refusingFirst(
     response.writeHead(refusal.status, headersIn(version));
     response.end(body);
   };
+}
+
+/** A request target's path: what comes before its query. */
+function pathOf(url: string): string {
+  const query = url.indexOf("?");
+  return query < 0 ? url : url.slice(0, query);
 }
 
 const plugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admission }, done) => {

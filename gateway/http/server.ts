@@ -96,11 +96,13 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     connectionTimeout: options.requestTimeoutMs,
     keepAliveTimeout: keepAliveTimeoutMs,
     // Fastify's own server, with the admission limit's refusals answered before its handler (admission.ts), except
-    // while they are logged or a per-address limit counts every request. The settings Fastify gives the server it makes.
+    // while they are logged or a per-address limit counts every request; the rails' provider routes are outside the
+    // limit. The settings Fastify gives the server it makes.
     serverFactory: (handler) => {
       const fastifyAnswers = () =>
         rateLimits.ipRequestsPerSecondMax !== null || logLevel() === "debug" || logLevel() === "trace";
-      const server = http.createServer(refusingFirst(admission, handler, fastifyAnswers));
+      const railPaths = new Set((options.railRoutes ?? []).map((route) => route.path));
+      const server = http.createServer(refusingFirst(admission, handler, fastifyAnswers, railPaths));
       server.keepAliveTimeout = keepAliveTimeoutMs;
       server.requestTimeout = options.requestTimeoutMs;
       server.setTimeout(options.requestTimeoutMs);

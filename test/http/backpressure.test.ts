@@ -7,11 +7,12 @@
 import net from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
-import { type App, createApp } from "../../gateway/app.ts";
+import { type App, createApp, railModules } from "../../gateway/app.ts";
 import { apiVersions } from "../../gateway/tenants/index.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { createToyRail, toyWebhookPath } from "../support/toy-rail-module.ts";
 import { errorOf } from "./support.ts";
 
 const internal = (amount: string) => ({
@@ -101,7 +102,10 @@ describe("the admission limit in front of /v1", () => {
   let port: number;
 
   beforeAll(async () => {
-    app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0", REQUESTS_IN_FLIGHT_MAX: "2" }));
+    // With a toy rail, for a provider's route (/v1/webhooks/toy): outside the limit.
+    app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0", REQUESTS_IN_FLIGHT_MAX: "2" }), {
+      railModules: [...railModules, () => ({ rails: [createToyRail({ id: "toy", feeFixed: 1n })] })],
+    });
     await app.server.listen({ port: 0, host: "127.0.0.1" });
     port = (app.server.server.address() as net.AddressInfo).port;
   }, 120_000);
@@ -215,6 +219,13 @@ describe("the admission limit in front of /v1", () => {
       // A version that is none is the versioning hook's to answer, 400, as without the limit.
       const named = await overSocket("/v1/payments", { "switchyard-version": "1999-01-01" });
       expect([named.status, JSON.parse(named.body).error.code]).toEqual([400, "api_version_invalid"]);
+      // A rail's provider route is a sibling of the API, outside the limit, over a socket too: the toy's answers a
+      // request without its secret 401.
+      expect((await overSocket(toyWebhookPath)).status).toBe(401);
+      expect((await injected(toyWebhookPath)).status).toBe(401);
+      // Escaped, it is the router's to say which route it is: the same answer either way.
+      const escaped = toyWebhookPath.replace("/toy", "/%74oy");
+      expect((await overSocket(escaped)).status).toBe((await injected(escaped)).status);
       // Before Fastify: the root's hooks, which run before the limit's and refuse an unstorable query (400), are not
       // run for a request refused over a socket; in-process (inject), where the hook refuses, they are.
       const unstorable = "/v1/payments?note=%00";
