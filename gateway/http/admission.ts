@@ -15,9 +15,9 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import type { FastifyPluginCallback } from "fastify";
 import fp from "fastify-plugin";
-import { currentApiVersion, isApiVersion } from "../tenants/index.ts";
 import { overloaded, sendError } from "./errors.ts";
 import { errorView } from "./schemas.ts";
+import { currentApiVersion, requestedApiVersion, versionHeaderLowerCase } from "./versioning.ts";
 
 /** The default for REQUESTS_IN_FLIGHT_MAX. */
 export const requestsInFlightMaxDefault = 4_096;
@@ -75,7 +75,7 @@ export function refusingFirst(
         String(refusal.retryAfterSeconds),
         "content-type",
         "application/json; charset=utf-8",
-        "switchyard-version",
+        versionHeaderLowerCase,
         version,
         "content-length",
         String(body.length),
@@ -100,15 +100,12 @@ export function refusingFirst(
       handler(request, response);
       return;
     }
-    const named = request.headers["switchyard-version"];
-    let version = currentApiVersion;
-    if (named !== undefined) {
-      const trimmed = typeof named === "string" ? named.trim() : "";
-      if (!isApiVersion(trimmed)) {
-        handler(request, response);
-        return;
-      }
-      version = trimmed;
+    let version: string;
+    try {
+      version = requestedApiVersion(request.headers[versionHeaderLowerCase]) ?? currentApiVersion;
+    } catch {
+      handler(request, response);
+      return;
     }
     response.writeHead(refusal.status, headersIn(version));
     response.end(body);

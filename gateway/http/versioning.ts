@@ -15,7 +15,8 @@ export { type ApiVersion, apiVersions, currentApiVersion, isApiVersion } from ".
 
 /** The header a request names a version in, and every response says its version in. */
 export const versionHeader = "Switchyard-Version";
-const versionHeaderLowerCase = versionHeader.toLowerCase();
+/** The same, as Node names request and response headers. */
+export const versionHeaderLowerCase = versionHeader.toLowerCase();
 
 declare module "fastify" {
   interface FastifyRequest {
