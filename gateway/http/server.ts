@@ -90,7 +90,11 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,
   });
   const rateLimits = options.rateLimits ?? rateLimitsOff;
-  let logLevel = (): string => options.logLevel;
+  // Read once a request comes, when `app` (made by the call below) is there.
+  const fastifyAnswers = () => {
+    const level = app.log.level;
+    return rateLimits.ipRequestsPerSecondMax !== null || level === "debug" || level === "trace";
+  };
   const app = Fastify({
     requestTimeout: options.requestTimeoutMs,
     connectionTimeout: options.requestTimeoutMs,
@@ -99,8 +103,6 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     // while they are logged or a per-address limit counts every request; the rails' provider routes are outside the
     // limit. The settings Fastify gives the server it makes.
     serverFactory: (handler) => {
-      const fastifyAnswers = () =>
-        rateLimits.ipRequestsPerSecondMax !== null || logLevel() === "debug" || logLevel() === "trace";
       const railPaths = new Set((options.railRoutes ?? []).map((route) => route.path));
       const server = http.createServer(refusingFirst(admission, handler, fastifyAnswers, railPaths));
       server.keepAliveTimeout = keepAliveTimeoutMs;
@@ -122,7 +124,6 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
       },
     },
   }).withTypeProvider<ZodTypeProvider>();
-  logLevel = () => app.log.level;
   // The access log: a refused or failed request (4xx, 5xx) at info, so that it shows at the default level; an answered
   // one at debug (LOG_LEVEL=debug), and so is load shed (429, 503: a line each when there are most of them). Fastify's
   // two info lines for every request (incoming, completed) cost a fifth of the embedded default's payments:
