@@ -40,7 +40,12 @@ async function call(
     },
     ...(payload === undefined ? {} : { payload }),
   });
-  return { status: response.statusCode, body: response.json(), headers: response.headers };
+  return {
+    status: response.statusCode,
+    body: response.json(),
+    headers: response.headers,
+    text: response.body,
+  };
 }
 
 /** A well-formed payment through the typed client, under an Idempotency-Key when given. */
@@ -195,18 +200,9 @@ describe("the admission limit in front of /v1", () => {
       return { status: response.status, headers: rest, body: await response.text() };
     };
     const injected = async (url: string, headers: Record<string, string> = {}) => {
-      const response = await app.server.inject({
-        method: "POST",
-        url,
-        headers: {
-          authorization: `Bearer ${app.demo!.apiKey}`,
-          "content-type": "application/json",
-          ...headers,
-        },
-        payload: JSON.stringify(internal("0.000001")),
-      });
+      const response = await call(app, "POST", url, { body: internal("0.000001"), headers });
       const { date: _date, connection: _connection, ...rest } = response.headers;
-      return { status: response.statusCode, headers: rest, body: response.body };
+      return { status: response.status, headers: rest, body: response.text };
     };
     try {
       // The same answer either way: no version named, and one named (said back).
