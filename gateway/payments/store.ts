@@ -206,11 +206,18 @@ function newAttempt(attempt: NewAttempt): Attempt {
 /** SQLSTATE raised by payment_key_taken(): the payment's Idempotency-Key is another payment's; nothing was written. */
 export const paymentKeyTakenCode = "SYP01";
 
-/** Whether `error` (or the error it wraps, as the ledger's LedgerStoreError does) is payment_key_taken()'s. */
+/** The unique index of a tenant's Idempotency-Keys on payments (migration 0001). */
+const idempotencyIndex = "payments_idempotency";
+
+/**
+ * Whether `error` (or the error it wraps, as the ledger's LedgerStoreError does) says the payment's Idempotency-Key is
+ * another payment's: payment_key_taken()'s, or a unique violation of that index (the internal batch's insert, which
+ * takes no ON CONFLICT: internal.ts). Either way nothing was written.
+ */
 export function isPaymentKeyTaken(error: unknown): boolean {
   for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause)
     if ((e as { code?: unknown }).code === paymentKeyTakenCode) return true;
-  return false;
+  return isUniqueViolationOf(error, idempotencyIndex);
 }
 
 /** The unique index that lets a quote pay one payment (migration 0014). */
@@ -218,11 +225,15 @@ const quoteOnceIndex = "payments_quote_once";
 
 /** Whether an error is the database refusing a second payment on one quote (a unique violation of that index). */
 export function isQuoteTaken(error: unknown): boolean {
+  return isUniqueViolationOf(error, quoteOnceIndex);
+}
+
+/** Whether `error`, or an error it wraps, is a unique violation of `index` (named by the error, or in its message). */
+function isUniqueViolationOf(error: unknown, index: string): boolean {
   for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause) {
     const { code, constraint, message } = e as { code?: unknown; constraint?: unknown; message?: unknown };
     if (code !== "23505") continue;
-    if (constraint === quoteOnceIndex || (typeof message === "string" && message.includes(quoteOnceIndex)))
-      return true;
+    if (constraint === index || (typeof message === "string" && message.includes(index))) return true;
   }
   return false;
 }

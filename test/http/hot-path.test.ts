@@ -8,6 +8,7 @@ import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { presentPayment } from "../../gateway/http/present.ts";
 import { answerOf } from "../../gateway/http/resources/payments.ts";
+import { newId } from "../../gateway/ids/index.ts";
 import { type AttemptRow, attemptColumns, attemptFromRow, getPayment } from "../../gateway/payments/store.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
@@ -203,6 +204,48 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(again.response.status).toBe(402);
     expect(again.response.headers.get("idempotent-replayed")).toBe("true");
     expect(again.error).toEqual(short!.error);
+  });
+
+  it("a key another process's payment holds, met in a batch: answered as that payment's repeat, its neighbours paid", async () => {
+    // The batch's insert meets the key in payments_idempotency (a unique violation, not a conflict clause): the batch is
+    // rolled back, the key looked up and answered, and the others written again.
+    const body = internal("0.000003");
+    const key = (n: number) => ({ header: { "Idempotency-Key": `held-${database}-${n}` } });
+    const original = await gw.client.POST("/v1/payments", { body, params: key(0) });
+    expect(original.response.status).toBe(201);
+    // Another process's payment under key 1, which this one has never seen: the same row, another id and key.
+    const heldId = newId("pay");
+    await gw.app.db.query(
+      `INSERT INTO payments
+       SELECT (jsonb_populate_record(p, jsonb_build_object('id', $2::text, 'idempotency_key', $3::text))).*
+       FROM payments p WHERE id = $1`,
+      [original.data!.id, heldId, `held-${database}-1`],
+    );
+    const transfersBefore = await gw.ledgerTransferCount();
+    const responses = await Promise.all(
+      [2, 3, 1, 4, 5].map((n) =>
+        gw.client.POST("/v1/payments", { body: n === 1 ? body : internal(`0.00000${n}`), params: key(n) }),
+      ),
+    );
+    const held = responses[2]!;
+    expect([held.response.status, held.response.headers.get("idempotent-replayed"), held.data?.id]).toEqual([
+      201,
+      "true",
+      heldId,
+    ]);
+    const neighbours = responses.filter((response) => response !== held);
+    expect(
+      neighbours.map((response) => [
+        response.response.status,
+        response.response.headers.get("idempotent-replayed"),
+      ]),
+    ).toEqual(Array(4).fill([201, null]));
+    expect(await gw.ledgerTransferCount()).toBe(transfersBefore + 4n);
+    const [row] = await gw.app.db.query<{ payments: bigint }>(
+      "SELECT count(*) AS payments FROM payments WHERE idempotency_key = $1",
+      [`held-${database}-1`],
+    );
+    expect(row!.payments).toBe(1n);
   });
 
   it("answers a payment with the bytes JSON.stringify makes of it, its route's text made once", async () => {
