@@ -48,9 +48,26 @@ const retryableCodes = new Set([
   "23505", // unique_violation: another process inserted the same id or resolved the same pending first
 ]);
 
+/** The tables the ledger's own statements write (ledger migrations). */
+const ledgerTables = new Set(["ledger_accounts", "ledger_transfers", "ledger_pending_open", "ledger_clock"]);
+
 function isRetryable(error: unknown): boolean {
   const code = sqlStateOf(error);
-  return code !== undefined && retryableCodes.has(code);
+  if (code === undefined || !retryableCodes.has(code)) return false;
+  // A unique violation on a caller's table (its statement written alongside inserts a key another request holds) is
+  // no race the batch can win by running again: the row stays, and each attempt would meet it, retryAttemptsMax
+  // times, before its caller heard of it. It is that caller's own failure (AlongsideStatementError, or each job alone
+  // where the statement is not known), at once.
+  return code !== "23505" || !violatedOutsideLedger(error);
+}
+
+/** Whether the server named the table a unique violation along `error`'s causes was in, and it is not the ledger's. */
+function violatedOutsideLedger(error: unknown): boolean {
+  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause) {
+    const table = (e as { table?: unknown }).table;
+    if (typeof table === "string") return !ledgerTables.has(table);
+  }
+  return false;
 }
 
 /**

@@ -53,4 +53,27 @@ describe("a statement written alongside that fails", () => {
     const found = await ledger.lookupTransfers([100n, 101n, 102n]);
     expect(found.map((t) => t.id)).toEqual([100n, 102n]);
   });
+
+  it("a key its caller's table already holds fails its own request at the first try: the batch is not run again for it", async () => {
+    // A sequence is not rolled back: its value counts how many times the statement ran.
+    await db.query("CREATE TABLE alongside_keys (key int PRIMARY KEY)");
+    await db.query("CREATE SEQUENCE alongside_runs");
+    await db.query("INSERT INTO alongside_keys VALUES (1)");
+    const taken = {
+      text: "INSERT INTO alongside_keys SELECT 1 WHERE nextval('alongside_runs') > 0",
+      params: [],
+    };
+    const [left, bad, right] = await Promise.allSettled([
+      ledger.createTransfersWith([transfer(200n)], { statement: () => inTransaction }),
+      ledger.createTransfersWith([transfer(201n)], { statement: () => taken }),
+      ledger.createTransfersWith([transfer(202n)], { statement: () => inTransaction }),
+    ]);
+    expect([left.status, bad.status, right.status]).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    const reason = (bad as PromiseRejectedResult).reason;
+    expect([reason instanceof AlongsideStatementError, reason.sqlState]).toEqual([true, "23505"]);
+    const [runs] = await db.query<{ last_value: bigint }>("SELECT last_value FROM alongside_runs");
+    expect(runs!.last_value).toBe(1n);
+    const found = await ledger.lookupTransfers([200n, 201n, 202n]);
+    expect(found.map((t) => t.id)).toEqual([200n, 202n]);
+  });
 });
