@@ -3,7 +3,7 @@
 // conflict, after a failure, when pipelineDepthMax is 0, and with a statement that must run under the lock
 // (Alongside.underLock: written here after the clock is locked, it sees every batch before it committed); see
 // writer.ts.
-import { SwitchyardError } from "../../core/index.ts";
+import { causeWhere, SwitchyardError } from "../../core/index.ts";
 import type { Row, Sql } from "../db/index.ts";
 import { AlongsideStatementError, batchFailure, notToRunAgain, sqlStateOf, waitGivenUp } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
@@ -63,11 +63,8 @@ function isRetryable(error: unknown): boolean {
 
 /** Whether the server named the table a unique violation along `error`'s causes was in, and it is not the ledger's. */
 function violatedOutsideLedger(error: unknown): boolean {
-  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause) {
-    const table = (e as { table?: unknown }).table;
-    if (typeof table === "string") return !ledgerTables.has(table);
-  }
-  return false;
+  const named = causeWhere(error, (e) => typeof (e as { table?: unknown }).table === "string");
+  return named !== undefined && !ledgerTables.has((named as { table: string }).table);
 }
 
 /**

@@ -1,6 +1,6 @@
 // SQL for payments and attempts. Every read of a payment is scoped to its tenant. Status changes are
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
-import type { SettlementEvidence } from "../../core/index.ts";
+import { causeWhere, type SettlementEvidence } from "../../core/index.ts";
 import type { Row, Sql, Statement } from "../db/index.ts";
 import { derivedLedgerId, ownLedgerId } from "../ids/index.ts";
 import { idToUuid } from "../ledger/index.ts";
@@ -215,9 +215,10 @@ const idempotencyIndex = "payments_idempotency";
  * takes no ON CONFLICT: internal.ts). Either way nothing was written.
  */
 export function isPaymentKeyTaken(error: unknown): boolean {
-  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause)
-    if ((e as { code?: unknown }).code === paymentKeyTakenCode) return true;
-  return isUniqueViolationOf(error, idempotencyIndex);
+  return (
+    causeWhere(error, (e) => (e as { code?: unknown }).code === paymentKeyTakenCode) !== undefined ||
+    isUniqueViolationOf(error, idempotencyIndex)
+  );
 }
 
 /** The unique index that lets a quote pay one payment (migration 0014). */
@@ -230,12 +231,13 @@ export function isQuoteTaken(error: unknown): boolean {
 
 /** Whether `error`, or an error it wraps, is a unique violation of `index` (named by the error, or in its message). */
 function isUniqueViolationOf(error: unknown, index: string): boolean {
-  for (let e = error; e instanceof Object; e = (e as { cause?: unknown }).cause) {
+  const violation = causeWhere(error, (e) => {
     const { code, constraint, message } = e as { code?: unknown; constraint?: unknown; message?: unknown };
-    if (code !== "23505") continue;
-    if (constraint === index || (typeof message === "string" && message.includes(index))) return true;
-  }
-  return false;
+    return (
+      code === "23505" && (constraint === index || (typeof message === "string" && message.includes(index)))
+    );
+  });
+  return violation !== undefined;
 }
 
 export type NewPayment = {
