@@ -3,7 +3,7 @@
 // First: the process's V8 settings, before anything below allocates.
 import "./v8-flags.ts";
 import { assets, formatAmount } from "../core/index.ts";
-import { ConfigError, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
+import { commandFailure, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
 import type { DemoPaywall } from "./app/demo-paywall.ts";
 import { type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
@@ -67,14 +67,7 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
 }
 
-main().catch((error: unknown) => {
-  if (error instanceof ConfigError) {
-    console.error(`switchyard: ${error.message}`);
-    process.exit(2);
-  }
-  console.error("switchyard: failed to start", error);
-  process.exit(1);
-});
+main().catch((error: unknown) => process.exit(commandFailure("switchyard", "failed to start", error)));
 
 function operatorText(operator: App["operator"]): string {
   switch (operator.kind) {

@@ -3,7 +3,7 @@
 // whose default collation is not C, the first run after db/bytewise.ts rebuilds every index of the gateway's tables.
 // Reads the configuration as `npm start` does (DATABASE_URL, or PGLITE_DIR); with neither, the database would be a
 // PGlite in memory, gone at exit, and there is nothing to migrate: it says so and exits 2.
-import { ConfigError, loadConfig, withStartDefaults } from "./app/config.ts";
+import { commandFailure, loadConfig, withStartDefaults } from "./app/config.ts";
 import { migrationSources } from "./app.ts";
 import { migrate, openDb } from "./db/index.ts";
 
@@ -35,12 +35,6 @@ main().then(
   },
   (error: unknown) => {
     // As `npm start`: a configuration it refuses exits 2, anything else 1.
-    if (error instanceof ConfigError) {
-      console.error(`switchyard migrate: ${error.message}`);
-      process.exitCode = 2;
-      return;
-    }
-    console.error("switchyard migrate: failed", error);
-    process.exitCode = 1;
+    process.exitCode = commandFailure("switchyard migrate", "failed", error);
   },
 );

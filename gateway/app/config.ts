@@ -270,6 +270,20 @@ export class ConfigError extends SwitchyardError {
   override name = "ConfigError";
 }
 
+/**
+ * How a command of ours (`npm start`, `npm run migrate`) ends on an error it did not handle, said on stderr under its
+ * `prefix`: a configuration it refuses in one line and exit code 2 (the operator's to fix), anything else with its
+ * cause and exit code 1, after `failed`.
+ */
+export function commandFailure(prefix: string, failed: string, error: unknown): 1 | 2 {
+  if (error instanceof ConfigError) {
+    console.error(`${prefix}: ${error.message}`);
+    return 2;
+  }
+  console.error(`${prefix}: ${failed}`, error);
+  return 1;
+}
+
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
