@@ -24,6 +24,7 @@ import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive }
 import type { LnurlFetch } from "./lnurl.ts";
 import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
 import { decide, emitOutcome, execute, newTracker, prepare, track, withdraw } from "./send.ts";
+import { unsubscribeHtlcs } from "./settles.ts";
 import {
   type LightningHealth,
   type LightningRailLimits,
@@ -143,6 +144,7 @@ function createState(params: LightningRailParams): LightningRailState {
     pumpIdle: Promise.resolve(),
     invoiceSubscription: null,
     invoiceBacklog: false,
+    htlcSubscription: null,
     tickTimer: null,
     reconnectDelayMs: limits.reconnectDelayMinMs,
     health: {
@@ -151,6 +153,8 @@ function createState(params: LightningRailParams): LightningRailState {
       checkedAtMs: 0,
       lastError: null,
       invoiceSubscription: false,
+      htlcSubscription: false,
+      htlcSettles: 0,
     },
     liquidity: null,
     probeEstimate: null,
@@ -220,6 +224,7 @@ async function stop(s: LightningRailState): Promise<void> {
   s.tickTimer = null;
   s.invoiceSubscription?.removeAllListeners();
   s.invoiceSubscription = null;
+  unsubscribeHtlcs(s);
   for (const tracker of s.trackers.values()) {
     tracker.subscription?.removeAllListeners();
     tracker.subscription = null;
