@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseBolt11 } from "./bolt11.ts";
+import { parseBolt11, splitBolt11 } from "./bolt11.ts";
 
 // The BOLT 11 specification's "$5 for a cup of coffee, within one minute" example.
 const coffee =
@@ -48,5 +48,22 @@ describe("parseBolt11", () => {
   it("refuses what is not an invoice", () => {
     expect(parseBolt11("hello")).toEqual({ ok: false, error: "invoice_malformed" });
     expect(parseBolt11("x".repeat(8000))).toEqual({ ok: false, error: "invoice_malformed" });
+  });
+});
+
+describe("splitBolt11", () => {
+  it("splits an invoice once for its readers, the last 64 kept, text past an invoice's length never", () => {
+    const first = splitBolt11(coffee);
+    expect(first.ok).toBe(true);
+    // The API, the router and the rail each read a payment's invoice: they get the one split.
+    expect(splitBolt11(coffee)).toBe(first);
+    // 64 other texts later, it is split anew (alike, another object): the kept splits are bounded.
+    for (let i = 0; i < 64; i += 1) splitBolt11(`${coffee.slice(0, 40)}${i}`);
+    const again = splitBolt11(coffee);
+    expect(again).not.toBe(first);
+    expect(again).toEqual(first);
+    const long = "x".repeat(8000);
+    expect(splitBolt11(long)).toEqual({ ok: false, error: "invoice_malformed" });
+    expect(splitBolt11(long)).not.toBe(splitBolt11(long));
   });
 });
