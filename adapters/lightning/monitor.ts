@@ -11,8 +11,7 @@ import { invoiceNetworkOf } from "./bolt11.ts";
 import { resubscribeInvoices } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { estimateFee, snapshotRoutingFee } from "./fees.ts";
-import { forgetSend, track } from "./send.ts";
-import { resubscribeHtlcs, unsubscribeHtlcs } from "./settles.ts";
+import { track } from "./send.ts";
 import { type LightningRailState, withTimeout } from "./state.ts";
 
 const reaches: readonly DestinationKind[] = ["bolt11", "lightning_node", "lightning_address"];
@@ -21,7 +20,6 @@ const latencyDefaultMs = 2_000;
 const onConnected = (s: LightningRailState) => {
   s.reconnectDelayMs = s.limits.reconnectDelayMinMs;
   resubscribeInvoices(s);
-  resubscribeHtlcs(s);
   for (const tracker of s.trackers.values()) if (tracker.detached) track(s, tracker);
 };
 
@@ -78,13 +76,11 @@ export async function tick(s: LightningRailState): Promise<void> {
       s.lnd = authenticatedLndGrpc(s.connection).lnd;
       s.invoiceSubscription?.removeAllListeners();
       s.invoiceSubscription = null;
-      unsubscribeHtlcs(s);
       for (const tracker of s.trackers.values()) {
         if (!tracker.asked) continue; // not sent yet: its send asks LND, and fails there if LND is still away
         tracker.subscription?.removeAllListeners();
         tracker.subscription = null;
         tracker.detached = true;
-        forgetSend(tracker);
       }
       s.reconnectDelayMs = Math.min(s.reconnectDelayMs * 2, s.limits.reconnectDelayMaxMs);
     }

@@ -24,7 +24,6 @@ import { type CreatedInvoice, type CreateInvoiceParams, createInvoice, receive }
 import type { LnurlFetch } from "./lnurl.ts";
 import { refreshLiquidity, scheduleTick, snapshot, tick } from "./monitor.ts";
 import { decide, emitOutcome, execute, newTracker, prepare, track, withdraw } from "./send.ts";
-import { unsubscribeHtlcs } from "./settles.ts";
 import {
   type LightningHealth,
   type LightningRailLimits,
@@ -144,7 +143,6 @@ function createState(params: LightningRailParams): LightningRailState {
     pumpIdle: Promise.resolve(),
     invoiceSubscription: null,
     invoiceBacklog: false,
-    htlcSubscription: null,
     tickTimer: null,
     reconnectDelayMs: limits.reconnectDelayMinMs,
     health: {
@@ -153,8 +151,6 @@ function createState(params: LightningRailParams): LightningRailState {
       checkedAtMs: 0,
       lastError: null,
       invoiceSubscription: false,
-      htlcSubscription: false,
-      htlcSettles: 0,
     },
     liquidity: null,
     probeEstimate: null,
@@ -224,7 +220,6 @@ async function stop(s: LightningRailState): Promise<void> {
   s.tickTimer = null;
   s.invoiceSubscription?.removeAllListeners();
   s.invoiceSubscription = null;
-  unsubscribeHtlcs(s);
   for (const tracker of s.trackers.values()) {
     tracker.subscription?.removeAllListeners();
     tracker.subscription = null;

@@ -152,7 +152,7 @@ const onPaymentFailed = (
   void classifyNoRoute(s, tracker).then((classified) => fail(s, tracker, classified));
 };
 
-export const onConfirmed = (
+const onConfirmed = (
   s: LightningRailState,
   tracker: Tracker,
   payment: { secret: string; fee_mtokens: string },
@@ -209,20 +209,10 @@ export function judgeTrackedPayment(attempt: StoredAttempt, payment: ConfirmedPa
   return { kind: "own" };
 }
 
-/**
- * What LND's updates of this process's send said, forgotten when its stream is left: followed again (after a
- * restart, a disconnect), the payment LND has may no longer be this send's, so its HTLC settles are not taken.
- */
-export function forgetSend(tracker: Tracker): void {
-  tracker.acknowledged = false;
-  tracker.htlc = null;
-}
-
 function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmitter, mode: "send" | "track") {
   tracker.subscription = subscription;
   tracker.detached = false;
   tracker.asked = true;
-  forgetSend(tracker);
   subscription.on("confirmed", (payment: ConfirmedPayment) => {
     const judged: PaymentJudgement =
       mode === "track" ? judgeTrackedPayment(tracker.attempt, payment) : { kind: "own" };
@@ -254,17 +244,9 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
   subscription.on("failed", (flags: Parameters<typeof failureFromFlags>[0]) =>
     onPaymentFailed(s, tracker, flags),
   );
-  // Only this process's send says this (sendPayment): LND took it.
-  subscription.on("in_flight", (htlc: Tracker["htlc"]) => {
-    tracker.acknowledged = true;
-    tracker.htlc = htlc;
-  });
   subscription.on("error", (error: unknown) => {
     subscription.removeAllListeners();
-    if (tracker.subscription === subscription) {
-      tracker.subscription = null;
-      forgetSend(tracker);
-    }
+    if (tracker.subscription === subscription) tracker.subscription = null;
     if (tracker.attempt.outcome !== null) return;
     const text = lndErrorText(error);
     if (mode === "track" && Array.isArray(error) && error[0] === 404) {
@@ -327,8 +309,6 @@ export function newTracker(
     undecided: null,
     waiting: 0,
     lastErrorText: null,
-    acknowledged: false,
-    htlc: null,
     feeMaxMsat: extra.feeMaxMsat,
     destination: extra.destination,
     request: extra.request,
@@ -390,27 +370,12 @@ const failedOutcome = (code: Failure["code"], message: string, retryElsewhere: b
   retryElsewhere,
 });
 
-/** An HTLC of a payment as LND's updates list it (routerrpc's HTLCAttempt; its int64s as decimal text). */
-type LndHtlc = { status?: string; route?: { total_amt_msat?: string; total_fees_msat?: string } };
-
-const msatText = /^\d{1,20}$/;
-
-/** The payment's one HTLC in flight (max_parts 1: LND sends the next only once the last failed); null when none is. */
-function htlcInFlight(htlcs: readonly LndHtlc[]): Tracker["htlc"] {
-  const inFlight = htlcs.filter((htlc) => htlc.status === "IN_FLIGHT");
-  const route = inFlight.length === 1 ? inFlight[0]?.route : undefined;
-  const amount = route?.total_amt_msat;
-  const fee = route?.total_fees_msat;
-  if (amount === undefined || fee === undefined || !msatText.test(amount) || !msatText.test(fee)) return null;
-  return { amountMsat: BigInt(amount), feeMsat: BigInt(fee) };
-}
-
 /**
- * LND's SendPaymentV2, asked directly. `lightning`'s subscribeToPayViaRequest decodes the request three times (each
- * recovering its signing key) and each update in full: about a millisecond of this process's time per payment. The
- * updates become the events attach() follows: "in_flight" (the HTLCs listed: LND took the send, and the one in
- * flight is what settles.ts books when it settles), "confirmed" (preimage, fee) or "failed" (the reason's flags);
- * LND refusing the call is an "error".
+ * LND's SendPaymentV2, asked directly for the final update only. `lightning`'s subscribeToPayViaRequest
+ * decodes the request three times (each recovering its signing key) and every in-flight update, none of which
+ * the rail reads: about a millisecond of this process's time per payment. The final update becomes the events
+ * `lightning` emits, which attach() follows: "confirmed" (preimage, fee) or "failed" (the reason's flags); LND
+ * refusing the call is an "error".
  */
 function sendPayment(
   s: LightningRailState,
@@ -425,6 +390,7 @@ function sendPayment(
     max_parts: 1,
     allow_self_payment: true,
     cancelable: true,
+    no_inflight_updates: true,
   }) as EventEmitter;
   // Once the outcome is in, nobody listens: a late error of the stream is nobody's news.
   const report = (error: unknown) => {
@@ -432,16 +398,9 @@ function sendPayment(
   };
   stream.on(
     "data",
-    (payment: {
-      status?: string;
-      failure_reason?: string;
-      payment_preimage?: string;
-      fee_msat?: string;
-      htlcs?: LndHtlc[];
-    }) => {
+    (payment: { status?: string; failure_reason?: string; payment_preimage?: string; fee_msat?: string }) => {
       try {
-        if (payment.status === "IN_FLIGHT") emitter.emit("in_flight", htlcInFlight(payment.htlcs ?? []));
-        else if (payment.status === "SUCCEEDED")
+        if (payment.status === "SUCCEEDED")
           emitter.emit("confirmed", {
             secret: payment.payment_preimage ?? "",
             fee_mtokens: payment.fee_msat ?? "0",

@@ -114,10 +114,6 @@ export type LightningHealth = {
   readonly checkedAtMs: number;
   readonly lastError: string | null;
   readonly invoiceSubscription: boolean;
-  /** LND follows its HTLC events for the rail (settles.ts): payouts' outcomes can come from their HTLCs' settles. */
-  readonly htlcSubscription: boolean;
-  /** Payouts whose outcome came from their HTLC's settle, ahead of LND's payment record (since the rail started). */
-  readonly htlcSettles: number;
 };
 
 export type Liquidity = {
@@ -154,21 +150,11 @@ export type Tracker = {
   /** How many execute calls wait for the outcome (awaitOutcome). */
   waiting: number;
   lastErrorText: string | null;
-  /**
-   * LND took this process's send of the payment (its payment stream's first update came): LND then holds no other
-   * payment of the hash, so an HTLC of the hash that LND settles is this attempt's (settles.ts).
-   */
-  acknowledged: boolean;
-  /** The payment's one HTLC in flight as LND's last update listed it: the amount it carries and the route's fee. */
-  htlc: { amountMsat: bigint; feeMsat: bigint } | null;
   feeMaxMsat: bigint;
   destination: string | null;
   request: string | null;
   readonly startedAtMs: number;
 };
-
-/** LND's SubscribeHtlcEvents stream, as the gRPC client gives it. */
-export type HtlcEventStream = EventEmitter & { cancel(): void };
 
 /** event null: nothing for the handler, only `delivered` to run in order (a cursor to move). */
 export type QueuedEvent = {
@@ -229,8 +215,6 @@ export type LightningRailState = {
   pumpIdle: Promise<void>;
   invoiceSubscription: EventEmitter | null;
   invoiceBacklog: boolean;
-  /** LND's HTLC event stream (settles.ts), while it is open. */
-  htlcSubscription: HtlcEventStream | null;
 
   // ---- the monitor ----
   tickTimer: NodeJS.Timeout | null;

@@ -73,10 +73,6 @@ beforeAll(async () => {
   await waitFor("rail connected", async () => (rail.health().connected ? true : undefined), {
     timeoutMs: 30_000,
   });
-  // LND follows its HTLC events for the rail: payouts' outcomes come from their HTLCs' settles (settles.ts).
-  await waitFor("HTLC events followed", async () => (rail.health().htlcSubscription ? true : undefined), {
-    timeoutMs: 30_000,
-  });
   // Another file may have just restarted the gateway's lnd: wait for its channels, as LND's pathfinding does.
   await waitFor(
     "gateway's route to the remote payee",
@@ -109,16 +105,11 @@ describe("Lightning routing fees on regtest", () => {
     expect(estimate).toEqual({ kind: "lightning_routing", base: hopFeeMsat(amount), ppm: 0n });
     expect(estimate.base).toBe(7_000n);
 
-    const settles = rail.health().htlcSettles;
     const outcome = await rail.execute(attempt(destination, amount, withHeadroom(estimate.base)));
     expect(outcome).toMatchObject({ status: "succeeded", fee: estimate.base });
-    // Taken from the HTLC's settle, ahead of LND's payment record, at the fee LND then records: the preimage and the
-    // fee are the payment's.
-    expect(rail.health().htlcSettles).toBe(settles + 1);
+    // What LND reports on the payment.
     const { payments } = await getPayments({ lnd: gateway });
-    const recorded = payments.find((payment) => payment.id === invoice.id);
-    expect(recorded?.fee_mtokens).toBe(estimate.base.toString());
-    expect(outcome).toMatchObject({ evidence: { preimage: recorded?.secret } });
+    expect(payments.find((payment) => payment.id === invoice.id)?.fee_mtokens).toBe(estimate.base.toString());
     expect((await getInvoice({ lnd: remote, id: invoice.id })).received_mtokens).toBe(amount.toString());
   });
 
@@ -129,10 +120,8 @@ describe("Lightning routing fees on regtest", () => {
     expect(estimate.base).toBe(hopFeeMsat(amount));
     // Another amount, another fee: the cache keeps amounts apart.
     expect(routing(await rail.estimateNetworkFee({ destination, amount: 1_000_000n })).base).toBe(7_000n);
-    const settles = rail.health().htlcSettles;
     const outcome = await rail.execute(attempt(destination, amount, withHeadroom(estimate.base)));
     expect(outcome).toMatchObject({ status: "succeeded", fee: estimate.base });
-    expect(rail.health().htlcSettles).toBe(settles + 1);
   });
 
   it("fails a fee limit below the route's fee as fee_above_max before any HTLC is sent", async () => {
@@ -172,13 +161,6 @@ describe("Lightning routing fees on regtest", () => {
         amount: 3_000_000n,
       }),
     ).toEqual({ kind: "lightning_routing", base: 0n, ppm: 0n });
-    // And pays it at 0, its outcome from the HTLC's settle too.
-    const settles = rail.health().htlcSettles;
-    const paid = await rail.execute(
-      attempt({ kind: "bolt11", invoice: invoice.request }, 1_000_000n, 1_000n),
-    );
-    expect(paid).toMatchObject({ status: "succeeded", fee: 0n });
-    expect(rail.health().htlcSettles).toBe(settles + 1);
   });
 
   it("estimates a node no channel leads to as unreachable", async () => {
