@@ -4,6 +4,8 @@
 // when it pays. The API reads an invoice with this where it enters, so a malformed one is refused as bad input
 // before anything is routed. Where a field appears twice, the first counts, as in LND's decoder; a p, h or n field
 // of another length than the specification's is skipped, as the specification says.
+
+import { setBounded } from "./bounded.ts";
 import { bareBolt11 } from "./destinations.ts";
 
 export type Bolt11Summary = {
@@ -130,8 +132,7 @@ export function splitBolt11(invoice: string): Bolt11Split {
   const kept = splits.get(invoice);
   if (kept !== undefined) return kept;
   const split = splitInvoice(invoice);
-  if (splits.size >= splitsKept) splits.delete(splits.keys().next().value as string);
-  splits.set(invoice, split);
+  setBounded(splits, invoice, split, splitsKept);
   return split;
 }
 
