@@ -63,7 +63,10 @@ function isRetryable(error: unknown): boolean {
 
 /** Whether the server named the table a unique violation along `error`'s causes was in, and it is not the ledger's. */
 function violatedOutsideLedger(error: unknown): boolean {
-  const named = causeWhere(error, (e) => typeof (e as { table?: unknown }).table === "string");
+  const named = causeWhere(error, (e) => {
+    const { code, table } = e as { code?: unknown; table?: unknown };
+    return code === "23505" && typeof table === "string";
+  });
   return named !== undefined && !ledgerTables.has((named as { table: string }).table);
 }
 
