@@ -66,3 +66,4 @@ export type {
   UsdRate,
 } from "./rail.ts";
 export { randomInt64, takeRandom } from "./random.ts";
+export { wholeBigint, wholeNumber } from "./whole-number.ts";

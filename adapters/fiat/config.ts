@@ -1,7 +1,7 @@
 // The fiat rail's settings, validated with zod from an environment record the composition root passes in
 // (nothing here reads process.env). No STRIPE_SECRET_KEY: the rail is off, and the reason says so.
 import { z } from "zod";
-import { SwitchyardError } from "../../core/index.ts";
+import { SwitchyardError, wholeNumber } from "../../core/index.ts";
 import type { StripeClientConfig } from "./client.ts";
 import { defaultFiatFeeSchedule, type FiatFeeSchedule, validateFeeSchedule } from "./fees.ts";
 import { signingSecretsMax, stripeSignatureToleranceSecondsDefault } from "./signature.ts";
@@ -19,18 +19,13 @@ export const fiatEnvSchema = z.object({
     .optional(),
   /** Webhook endpoint secrets, comma-separated: two during a rotation. */
   STRIPE_WEBHOOK_SECRETS: z.string().optional(),
-  STRIPE_WEBHOOK_TOLERANCE_SECONDS: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(3_600)
-    .default(stripeSignatureToleranceSecondsDefault),
+  STRIPE_WEBHOOK_TOLERANCE_SECONDS: wholeNumber(1, 3_600).default(stripeSignatureToleranceSecondsDefault),
   /** Another API host (stripe-mock: 127.0.0.1 with its port and http). */
   STRIPE_API_HOST: z.string().min(1).optional(),
-  STRIPE_API_PORT: z.coerce.number().int().min(1).max(65_535).optional(),
+  STRIPE_API_PORT: wholeNumber(1, 65_535).optional(),
   STRIPE_API_PROTOCOL: z.enum(["http", "https"]).optional(),
-  STRIPE_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
-  STRIPE_NETWORK_RETRIES_MAX: z.coerce.number().int().min(0).max(5).default(2),
+  STRIPE_REQUEST_TIMEOUT_MS: wholeNumber(100, 120_000).default(10_000),
+  STRIPE_NETWORK_RETRIES_MAX: wholeNumber(0, 5).default(2),
   FIAT_FEE_PPM: minorUnits.default(defaultFiatFeeSchedule.feePpm),
   FIAT_FEE_FIXED: minorUnits.default(defaultFiatFeeSchedule.feeFixed),
   FIAT_AMOUNT_MIN: minorUnits.default(defaultFiatFeeSchedule.amountMin),

@@ -3,7 +3,7 @@
 // `npm run regtest` prints these variables for its gateway node.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { SwitchyardError } from "../../core/index.ts";
+import { SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
 import type { LightningRailLimits, LndConnection } from "./state.ts";
 
 const base64 = z.string().regex(/^[A-Za-z0-9+/=\s]+$/, "base64");
@@ -22,13 +22,13 @@ export const lightningEnvSchema = z.object({
   LND_MACAROON_BASE64: base64.optional(),
   /** The rail's journal (attempt ↔ payment hash, invoice references, settle index); survives restarts. */
   LIGHTNING_JOURNAL_PATH: z.string().min(1).default(".switchyard/lightning-journal.jsonl"),
-  LIGHTNING_EXECUTE_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(15_000),
-  LIGHTNING_PAYMENT_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(60_000),
+  LIGHTNING_EXECUTE_WAIT_MS: wholeNumber(0, 600_000).default(15_000),
+  LIGHTNING_PAYMENT_TIMEOUT_MS: wholeNumber(1_000, 600_000).default(60_000),
   /** How long a payment waits for LND's route fee to its destination before routing on the snapshot's model. */
-  LIGHTNING_FEE_ESTIMATE_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2_000),
+  LIGHTNING_FEE_ESTIMATE_TIMEOUT_MS: wholeNumber(1, 60_000).default(2_000),
   /** The routing fee assumed for a destination not asked about yet: base (msat) + parts per million. */
-  LIGHTNING_UNKNOWN_ROUTE_FEE_BASE_MSAT: z.coerce.bigint().min(0n).max(100_000_000n).default(2_000n),
-  LIGHTNING_UNKNOWN_ROUTE_FEE_PPM: z.coerce.bigint().min(0n).max(1_000_000n).default(1_000n),
+  LIGHTNING_UNKNOWN_ROUTE_FEE_BASE_MSAT: wholeBigint(0n, 100_000_000n).default(2_000n),
+  LIGHTNING_UNKNOWN_ROUTE_FEE_PPM: wholeBigint(0n, 1_000_000n).default(1_000n),
   /** Hosts whose Lightning Addresses' LNURL-pay servers may be asked over plain http (comma-separated); others: https. */
   LIGHTNING_ADDRESS_HTTP_HOSTS: z.string().default(""),
 });

@@ -156,6 +156,29 @@ describe("EVM chains in the configuration", () => {
     expect(() => loadConfig({ EVM_EMBEDDED_RPC_PORT: "http" })).toThrow(ConfigError);
   });
 
+  it("reads whole numbers in decimal digits only: an empty PORT is refused, not any free port", () => {
+    expect(loadConfig({ PORT: "0" }).port).toBe(0);
+    expect(loadConfig({ PORT: "08080" }).port).toBe(8080);
+    for (const value of ["", " 8080", "8080 ", "0x1f90", "8e3", "8080.0", "-1", "65536"])
+      expect(() => loadConfig({ PORT: value }), JSON.stringify(value)).toThrow(/PORT: /);
+    expect(() => loadConfig({ EVM_EMBEDDED_RPC_PORT: "" })).toThrow(/EVM_EMBEDDED_RPC_PORT/);
+    expect(() => loadConfig({ REQUEST_TIMEOUT_MS: "" })).toThrow(/REQUEST_TIMEOUT_MS: /);
+    expect(() => loadConfig({ EVM_SPLITTER_START_BLOCK: "" })).toThrow(/EVM_SPLITTER_START_BLOCK: /);
+    const rpc = {
+      EVM_RPC_URL: "http://127.0.0.1:1",
+      EVM_HOT_WALLET_KEY: `0x${"22".repeat(32)}`,
+      EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
+      EVM_SPLITTER_ADDRESS: `0x${"11".repeat(20)}`,
+    };
+    const source = loadConfig({ ...rpc, EVM_SPLITTER_START_BLOCK: "12" }).evm.chains[0]!.source;
+    expect(source.kind === "rpc" ? source.splitter?.startBlock : null).toBe(12n);
+    expect(() => loadConfig({ ...rpc, EVM_SPLITTER_START_BLOCK: "0x0c" })).toThrow(
+      /EVM_SPLITTER_START_BLOCK: /,
+    );
+    expect(() => loadConfig({ LIGHTNING_EXECUTE_WAIT_MS: "" })).toThrow(/LIGHTNING_EXECUTE_WAIT_MS/);
+    expect(() => loadConfig({ STRIPE_REQUEST_TIMEOUT_MS: "1e4" })).toThrow(/STRIPE_REQUEST_TIMEOUT_MS/);
+  });
+
   it.each([
     ["not JSON", "[", /EVM_CHAINS is not JSON/],
     ["a rail id outside evm-…", JSON.stringify([{ id: "l2" }]), /EVM_CHAINS\.0\.id/],

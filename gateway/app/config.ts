@@ -7,7 +7,7 @@ import {
   LightningConfigError,
   loadLightningConfig,
 } from "../../adapters/lightning/index.ts";
-import { SwitchyardError } from "../../core/index.ts";
+import { SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
 import { requestsInFlightMaxDefault } from "../http/admission.ts";
 import {
   type RateLimits,
@@ -16,13 +16,15 @@ import {
 } from "../http/rate-limit.ts";
 import { defaultLedgerLimits } from "../ledger/index.ts";
 
-const port = z.coerce.number().int().min(0).max(65_535);
-const positiveInt = z.coerce.number().int().positive();
+const port = wholeNumber(0, 65_535);
+const positiveInt = wholeNumber(1);
 const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "a 0x-prefixed 20-byte hex address");
 const hotWalletKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "a 0x-prefixed 32-byte hex key");
-const confirmations = z.coerce.number().int().min(1).max(1_000);
-const blockIntervalMs = z.coerce.number().int().min(0).max(3_600_000);
-const replaceAfterMs = z.coerce.number().int().min(0).max(86_400_000);
+const confirmations = wholeNumber(1, 1_000);
+const blockIntervalMs = wholeNumber(0, 3_600_000);
+const replaceAfterMs = wholeNumber(0, 86_400_000);
+/** A block number (PostgreSQL's bigint holds it). */
+const blockNumber = wholeBigint(0n, 2n ** 63n - 1n);
 const replaceAfterMsDefault = 120_000;
 /** A price per gas in gwei, as a decimal string with at most 9 decimals (a whole number of wei). */
 const gwei = z
@@ -56,7 +58,7 @@ const evmChainEntry = z.strictObject({
   /** The stablecoin on an RPC chain (required there); the embedded chain deploys TestUSD. */
   token: address.optional(),
   splitter: address.optional(),
-  splitter_start_block: z.coerce.bigint().min(0n).default(0n),
+  splitter_start_block: blockNumber.default(0n),
   /** The ForwarderFactory of USDC deposit addresses on an RPC chain, owned by the hot wallet; unset: invoices there
    * are paid by EIP-3009 authorization only. */
   forwarder_factory: address.optional(),
@@ -136,7 +138,7 @@ const schema = z.object({
   /** RevenueSplitter on EVM_RPC_URL (deploy: node scripts/evm-deploy.ts); unset: no splits there. */
   EVM_SPLITTER_ADDRESS: address.optional(),
   /** The block the splitter was deployed in: where its watcher starts reading the first time. */
-  EVM_SPLITTER_START_BLOCK: z.coerce.bigint().min(0n).default(0n),
+  EVM_SPLITTER_START_BLOCK: blockNumber.default(0n),
   /** ForwarderFactory on EVM_RPC_URL, owned by the hot wallet (deploy: node scripts/evm-deploy.ts): a USDC deposit
    * address per invoice. Unset: invoices there are paid by EIP-3009 authorization only. */
   EVM_FORWARDER_FACTORY: address.optional(),
@@ -169,7 +171,7 @@ const schema = z.object({
    * in a netted batch, never paid at a loss on its own. On by default at 50 %; `off` pays every payout alone.
    */
   NETTING_MAX_FEE_SHARE_BPS: z
-    .union([z.literal("off"), z.coerce.number().int().min(1).max(10_000)])
+    .union([z.literal("off"), wholeNumber(1, 10_000)])
     .default(nettingMaxFeeShareBpsDefault),
   /** A batch leaves when the accrued payouts add up to this many minor units, or at the interval. */
   NETTING_BATCH_TOTAL: z

@@ -22,7 +22,7 @@
 // `listView(itemView)` as its 200, and in the handler `listPage(db, { table, tenantColumn, ... }, { tenantId, url,
 // params: listParams(request.query) })`.
 import { z } from "zod";
-import { type Row, type Sql, SwitchyardError } from "../../core/index.ts";
+import { type Row, type Sql, SwitchyardError, wholeNumber } from "../../core/index.ts";
 import { ApiError } from "./errors.ts";
 
 export const listLimitDefault = 10;
@@ -32,7 +32,7 @@ export const listCreatedSecondsMax = 253_402_300_799;
 /** The most values `expand[]` may repeat. */
 export const listExpandValuesMax = 8;
 
-const createdSeconds = z.coerce.number().int().min(0).max(listCreatedSecondsMax).optional();
+const createdSeconds = wholeNumber(0, listCreatedSecondsMax).optional();
 
 /** The parameters every list takes, for the collection whose ids start with `idPrefix`. */
 function baseShape(idPrefix: string, cursorShape?: { pattern: RegExp; message: string }) {
@@ -44,7 +44,7 @@ function baseShape(idPrefix: string, cursorShape?: { pattern: RegExp; message: s
     )
     .optional();
   return {
-    limit: z.coerce.number().int().min(1).max(listLimitMax).optional(),
+    limit: wholeNumber(1, listLimitMax).optional(),
     /** An id: the page holds the objects created before it. */
     starting_after: cursor,
     /** An id: the page holds the objects created after it. */

@@ -2,7 +2,7 @@
 // as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
 import { isAddress } from "viem";
 import { z } from "zod";
-import { assets, decimalDigitsMax } from "../../core/index.ts";
+import { assets, decimalDigitsMax, wholeNumber } from "../../core/index.ts";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
 import { isStorableText } from "./text-safety.ts";
 
@@ -431,7 +431,7 @@ export const updatePayeeBody = z.strictObject({
 export type UpdatePayeeBody = z.infer<typeof updatePayeeBody>;
 
 export const listPayeesQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(payeesListLimitMax).optional(),
+  limit: wholeNumber(1, payeesListLimitMax).optional(),
   /** A payee id: the page starts after it (older payees). */
   starting_after: z
     .string()

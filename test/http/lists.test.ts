@@ -158,6 +158,14 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         ["status=paid", "parameter_invalid", "status"],
         ["expand[]=data.route", "parameter_invalid", "expand[]"],
         ["created[gte]=-1", "parameter_invalid", "created[gte]"],
+        // Whole seconds in decimal digits: an empty value is not 0, nor 1e9 a billion, nor 0x10 sixteen.
+        ["created[lt]=", "parameter_invalid", "created[lt]"],
+        ["created=", "parameter_invalid", "created"],
+        ["created[gte]=1e9", "parameter_invalid", "created[gte]"],
+        ["created[lte]=0x10", "parameter_invalid", "created[lte]"],
+        ["created[gt]=%2012", "parameter_invalid", "created[gt]"],
+        ["limit=", "parameter_invalid", "limit"],
+        ["limit=1e1", "parameter_invalid", "limit"],
         ["created[after]=1", "parameter_unknown", "created[after]"],
         ["order=asc", "parameter_unknown", "order"],
       ] as const) {
