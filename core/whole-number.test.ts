@@ -27,11 +27,21 @@ describe("wholeNumber", () => {
       true,
     ])
       expect(limit.safeParse(value).success, JSON.stringify(value)).toBe(false);
-    expect(limit.safeParse("").error?.issues[0]?.message).toBe("a whole number in decimal digits");
+    expect(limit.safeParse("").error?.issues[0]?.message).toBe(
+      "a whole number from 1 to 100, in decimal digits",
+    );
   });
   it("keeps its bounds, and never reads more digits than a number holds exactly", () => {
-    expect(limit.safeParse("0").success).toBe(false);
-    expect(limit.safeParse("101").success).toBe(false);
+    // Out of bounds, the message says the bounds (it is a whole number in digits, just not one of these).
+    expect(limit.safeParse("0").error?.issues[0]?.message).toBe(
+      "a whole number from 1 to 100, in decimal digits",
+    );
+    expect(limit.safeParse("101").error?.issues[0]?.message).toBe(
+      "a whole number from 1 to 100, in decimal digits",
+    );
+    expect(wholeNumber(1).safeParse("0").error?.issues[0]?.message).toBe(
+      "a whole number of at least 1, in decimal digits",
+    );
     expect(limit.safeParse(7.5).success).toBe(false);
     expect(wholeNumber(0).parse("999999999999999")).toBe(999_999_999_999_999);
     expect(wholeNumber(0).safeParse("9007199254740993").success).toBe(false);

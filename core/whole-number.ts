@@ -7,18 +7,23 @@ import { z } from "zod";
 
 /** Up to 15 digits: every such number is exact as a JavaScript number. */
 const digits = /^[0-9]{1,15}$/;
-const message = "a whole number in decimal digits";
+
+/** One message for whatever is wrong (not a number, not whole, out of bounds): what is wanted. */
+const wanted = (min: number | bigint, max: number | bigint, unbounded: boolean) =>
+  `a whole number ${unbounded ? `of at least ${min}` : `from ${min} to ${max}`}, in decimal digits`;
 
 /** A whole number from `min` to `max`, written in decimal digits. */
 export function wholeNumber(min: number, max: number = Number.MAX_SAFE_INTEGER) {
+  const error = wanted(min, max, max === Number.MAX_SAFE_INTEGER);
   return z.preprocess(
     (value) => (typeof value === "string" && digits.test(value) ? Number(value) : value),
-    z.number({ error: message }).int({ error: message }).min(min).max(max),
+    z.number({ error }).int({ error }).min(min, { error }).max(max, { error }),
   );
 }
 
 /** A whole number from `min` to `max` as a bigint, written in decimal digits (up to 30), or a JSON integer. */
 export function wholeBigint(min: bigint, max: bigint) {
+  const error = wanted(min, max, false);
   return z.preprocess(
     (value) =>
       typeof value === "string" && /^[0-9]{1,30}$/.test(value)
@@ -26,6 +31,6 @@ export function wholeBigint(min: bigint, max: bigint) {
         : Number.isSafeInteger(value)
           ? BigInt(value as number)
           : value,
-    z.bigint({ error: message }).min(min).max(max),
+    z.bigint({ error }).min(min, { error }).max(max, { error }),
   );
 }
