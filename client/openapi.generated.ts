@@ -465,7 +465,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `idempotency_key_missing`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `account_not_found`, `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `asset_mismatch`, `destination_not_found`, `idempotency_key_invalid`, `idempotency_key_missing`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `payee_not_found`, `quote_not_found`, `same_account`, `unknown_asset` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -483,6 +483,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description Refused: the money cannot move: `expired`, `fee_above_max`, `insufficient_funds`, `insufficient_liquidity`, `rail_unavailable`, `rejected`, `unreachable_destination` */
+                402: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
                     headers: {
@@ -492,7 +501,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused` */
+                /** @description A conflict: an Idempotency-Key reused or in use, or the object's state: `idempotency_key_in_use`, `idempotency_key_reused`, `quote_used` */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -519,7 +528,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Refused: no route meets the request: `destination_is_gateway` */
+                /** @description Refused: no route meets the request: `destination_is_gateway`, `no_route`, `quote_constraints_unmet`, `quote_expired`, `quote_mismatch` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -1035,7 +1044,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `asset_mismatch`, `destination_not_found`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `payee_not_found`, `unknown_asset` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1046,6 +1055,15 @@ export interface paths {
                 };
                 /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: the money cannot move: `fee_above_max` */
+                402: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1089,7 +1107,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Refused: no route meets the request: `destination_is_gateway` */
+                /** @description Refused: no route meets the request: `destination_is_gateway`, `no_route` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -1320,7 +1338,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `account_not_found`, `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `asset_mismatch`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `unknown_asset` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1331,6 +1349,15 @@ export interface paths {
                 };
                 /** @description No API key, or not a valid one: `api_key_invalid`, `api_key_missing`, `api_key_mode_mismatch` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: the money cannot move: `rail_unavailable` */
+                402: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3917,7 +3944,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `account_not_found`, `api_version_invalid`, `idempotency_key_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `payee_method_duplicate` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -3964,6 +3991,15 @@ export interface paths {
                 };
                 /** @description The request body is not JSON: `unsupported_media_type` */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: no route meets the request: `destination_is_gateway` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4236,7 +4272,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `account_not_found`, `api_version_invalid`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `payee_method_duplicate` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -4283,6 +4319,15 @@ export interface paths {
                 };
                 /** @description The request body is not JSON: `unsupported_media_type` */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Refused: no route meets the request: `destination_is_gateway` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4596,7 +4641,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description The request is not valid: `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `idempotency_key_invalid`, `idempotency_key_missing`, `invalid_json`, `parameter_invalid`, `parameter_missing`, `parameter_unknown` */
+                /** @description The request is not valid: `amount_not_a_decimal`, `amount_not_positive`, `amount_too_large`, `amount_too_precise`, `api_version_invalid`, `idempotency_key_invalid`, `idempotency_key_missing`, `invalid_json`, `invoice_not_found`, `parameter_invalid`, `parameter_missing`, `parameter_unknown`, `payment_not_found` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -4625,15 +4670,6 @@ export interface paths {
                 };
                 /** @description The API key may not do this: `operator_only`, `scope_missing`, `tenant_key_required`, `tenant_suspended` */
                 403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Error"];
-                    };
-                };
-                /** @description Not found (another tenant's object is not found too): `invoice_not_found`, `payment_not_found` */
-                404: {
                     headers: {
                         [name: string]: unknown;
                     };

@@ -8,15 +8,24 @@ import { ApiError, errorsPlugin, fromZodError, overloaded, RequestValidationErro
 
 describe("the API's errors", () => {
   it("ApiError is a SwitchyardError whose short message is what the client reads", () => {
-    const error = new ApiError("payment_not_found", 'no payment "pay_1"', { param: "id" });
+    const error = new ApiError("payment_not_found", 'no payment "pay_1"', { param: "payment" });
     expect(error).toBeInstanceOf(SwitchyardError);
     expect(error.name).toBe("ApiError");
     expect(error.shortMessage).toBe('no payment "pay_1"');
     expect(error.message).toBe('no payment "pay_1"');
-    expect(error.status).toBe(404);
     expect(error.body()).toEqual({
-      error: { code: "payment_not_found", message: 'no payment "pay_1"', param: "id" },
+      error: { code: "payment_not_found", message: 'no payment "pay_1"', param: "payment" },
     });
+  });
+
+  it("answers an object not found 404 when the path names it, 400 when a parameter of the request does (Stripe's resource_missing)", () => {
+    expect(new ApiError("payment_not_found", 'no payment "pay_1"').status).toBe(404);
+    expect(new ApiError("payment_not_found", 'no payment "pay_1"', { param: "payment" }).status).toBe(400);
+    expect(new ApiError("account_not_found", "no account", { param: "methods.2.account" }).status).toBe(400);
+    // Other codes keep their status, with a param or without.
+    expect(new ApiError("insufficient_funds", "short", { param: "source.account" }).status).toBe(402);
+    expect(new ApiError("quote_used", "used", { param: "quote" }).status).toBe(409);
+    expect(new ApiError("route_not_found", "no route").status).toBe(404);
   });
 
   it("RequestValidationError is a SwitchyardError carrying the zod error as its cause", () => {

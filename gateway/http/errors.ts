@@ -108,6 +108,18 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   overloaded: 503,
 };
 
+/**
+ * An error's status: errorStatus's, but 400 for an object not found that a parameter of the request names (`param`:
+ * a field of the body, a query parameter, a header), as Stripe answers `resource_missing` for one. 404 stays for the
+ * object the path names, which such an error never carries a `param` for: a client (or a fuzzer) reading 404 on
+ * `PATCH /v1/payees/{id}` takes the payee to be gone, when it was an account one of its methods named. Not being
+ * kept by an Idempotency-Key (a 400), the request may be sent again under its key once the object exists.
+ */
+export function statusOf(code: ApiErrorCode, param: string | undefined): number {
+  const status = errorStatus[code];
+  return status === 404 && param !== undefined ? 400 : status;
+}
+
 /** What an `overloaded` answer's Retry-After says: a full queue drains within about a second. */
 export const overloadedRetryAfterSeconds = 1;
 
@@ -138,7 +150,7 @@ export class ApiError extends SwitchyardError {
     this.retryAfterSeconds = options.retryAfterSeconds;
   }
   get status(): number {
-    return errorStatus[this.code];
+    return statusOf(this.code, this.param);
   }
   body(): ApiErrorBody {
     return {

@@ -8,9 +8,10 @@ import { z } from "zod";
 import { assets, decimalDigitsMax, parseAmount } from "../../core/index.ts";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
+import type { IdPrefix } from "../ids/index.ts";
 import { isPaywallResource, paywallResourceLengthMax, paywallResourcePattern } from "../paywall/index.ts";
 import { errorStatus } from "./errors.ts";
-import { errorSchemaName, openApiPlugin } from "./openapi.ts";
+import { errorSchemaName, idPrefixOf, notFoundCodeByIdPrefix, openApiPlugin } from "./openapi.ts";
 import { createPaywallBody, updatePaywallBody } from "./resources/paywalls.ts";
 import {
   assetCodes,
@@ -318,6 +319,26 @@ describe("the gateway's OpenAPI document", () => {
     }
   });
 
+  it("files an object not found under 400 where the request's body names it, under 404 where its path does", () => {
+    const codesAt = (path: string, method: string, status: string): string[] =>
+      document.paths[path]?.[method]?.responses[status]?.["x-error-codes"] ?? [];
+    expect(codesAt("/v1/payments", "post", "400")).toEqual(
+      expect.arrayContaining([
+        "account_not_found",
+        "destination_not_found",
+        "payee_not_found",
+        "quote_not_found",
+      ]),
+    );
+    expect(codesAt("/v1/payments", "post", "404")).toEqual([]);
+    expect(codesAt("/v1/payees/{id}", "patch", "404")).toEqual(["payee_not_found"]);
+    expect(codesAt("/v1/payees/{id}", "patch", "400")).toContain("account_not_found");
+    expect(codesAt("/v1/refunds", "post", "400")).toEqual(
+      expect.arrayContaining(["invoice_not_found", "payment_not_found"]),
+    );
+    expect(codesAt("/v1/invoices/{id}/authorizations", "post", "404")).toEqual(["invoice_not_found"]);
+  });
+
   it("has one shared error schema whose code is one of the stable codes", () => {
     const { schemas } = document.components;
     expect(schemas[errorSchemaName].properties.error.properties.code).toEqual({
@@ -340,6 +361,12 @@ describe("the gateway's OpenAPI document", () => {
       if (method === "post" && operation["x-idempotency"] !== "none") required.push("409");
       if (operation.requestBody !== undefined) required.push("413", "415");
       expect([where, statuses]).toEqual([where, expect.arrayContaining(required)]);
+      const onPath = new Set<string>();
+      for (const parameter of operation.parameters ?? []) {
+        const prefix = parameter.in === "path" ? idPrefixOf(parameter) : null;
+        const code = prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as IdPrefix];
+        if (code !== undefined) onPath.add(code);
+      }
       const all = new Set<string>();
       for (const [status, response] of Object.entries(operation.responses)) {
         if (!/^[45]/.test(status)) continue;
@@ -349,11 +376,10 @@ describe("the gateway's OpenAPI document", () => {
           errorRef,
         ]);
         for (const code of response["x-error-codes"] ?? []) {
-          expect([where, code, String(errorStatus[code as keyof typeof errorStatus])]).toEqual([
-            where,
-            code,
-            status,
-          ]);
+          // An object not found is 404 for what the path names, 400 for what a parameter names (errors.ts statusOf).
+          const own = errorStatus[code as keyof typeof errorStatus];
+          const expected = own === 404 && !onPath.has(code) ? 400 : own;
+          expect([where, code, String(expected)]).toEqual([where, code, status]);
           all.add(code);
         }
       }

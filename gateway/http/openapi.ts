@@ -5,7 +5,8 @@
 //
 // Every operation's errors are written here, from what the document already says of it, so that a new route
 // gets them without a line of its own: 400 when it takes a body, a query or path parameters; 413 and 415 with a
-// body; 401 and 403 when it needs a key; 404 when its path names an object (the code from the id's prefix); 409
+// body; 401 and 403 when it needs a key; 404 when its path names an object (the code from the id's prefix), and
+// 400 for an object a parameter names that is not there (Stripe's `resource_missing` is a 400 too); 409
 // and an Idempotency-Key header on a keyed POST; 503 `overloaded` on the API's routes; 429 and 500 on all. Each response
 // is the shared Error schema and lists the stable codes it can carry (`x-error-codes`, and in its description);
 // the operation's `x-error-codes` lists them all. A route may name its business refusals in its config
@@ -91,6 +92,29 @@ function takesIdempotencyKey(operation: Operation): boolean {
   return operation["x-idempotency"] !== "none";
 }
 
+/** The not-found codes of the objects an operation's path names: answered 404 (errors.ts statusOf). */
+function pathNotFoundCodes(operation: Operation): Set<ApiErrorCode> {
+  const codes = new Set<ApiErrorCode>();
+  for (const parameter of operation.parameters ?? []) {
+    if (parameter.in !== "path") continue;
+    const prefix = idPrefixOf(parameter);
+    const code = prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as IdPrefix];
+    // An id whose kind is not known here: any of the not-found codes but the route's own.
+    if (code !== undefined) codes.add(code);
+    else for (const other of codesWithStatus(404)) if (other !== "route_not_found") codes.add(other);
+  }
+  return codes;
+}
+
+/**
+ * The status `code` is answered with on an operation: errorStatus's, but a not-found code the path does not name is
+ * an object a parameter names (a route's declared refusal), answered 400 (errors.ts statusOf).
+ */
+function statusOn(code: ApiErrorCode, onPath: Set<ApiErrorCode>): number {
+  const status = errorStatus[code];
+  return status === 404 && code !== "route_not_found" && !onPath.has(code) ? 400 : status;
+}
+
 /** The codes an operation can answer, from what the document says of it. */
 export function errorCodesOf(method: string, operation: Operation): ApiErrorCode[] {
   const codes = new Set<ApiErrorCode>();
@@ -120,14 +144,7 @@ export function errorCodesOf(method: string, operation: Operation): ApiErrorCode
     ] as const)
       codes.add(code);
   }
-  for (const parameter of parameters) {
-    if (parameter.in !== "path") continue;
-    const prefix = idPrefixOf(parameter);
-    const code = prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as IdPrefix];
-    // An id whose kind is not known here: any of the not-found codes but the route's own.
-    if (code !== undefined) codes.add(code);
-    else for (const other of codesWithStatus(404)) if (other !== "route_not_found") codes.add(other);
-  }
+  for (const code of pathNotFoundCodes(operation)) codes.add(code);
   const declared = operation["x-error-codes"];
   if (Array.isArray(declared)) {
     for (const code of declared)
@@ -173,12 +190,13 @@ export function documentErrors(document: Document): Document {
       const operation = methods[method];
       if (operation === undefined) continue;
       const codes = errorCodesOf(method, operation);
-      operation["x-error-codes"] = codes;
+      const onPath = pathNotFoundCodes(operation);
       const byStatus = new Map<string, string[]>();
       for (const code of codes) {
-        const status = String(errorStatus[code]);
+        const status = String(statusOn(code, onPath));
         byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
       }
+      operation["x-error-codes"] = codes;
       for (const [status, statusCodes] of byStatus) {
         // A response the route declares itself keeps its own schema.
         const declared = operation.responses[status]?.content;

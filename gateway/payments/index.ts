@@ -50,4 +50,9 @@ export type {
   PaymentRefusal,
   PaymentStatus,
 } from "./types.ts";
-export { attemptDestination, insufficientLiquidityMessage } from "./types.ts";
+export {
+  attemptDestination,
+  insufficientLiquidityMessage,
+  paymentFailureCodes,
+  paymentRefusals,
+} from "./types.ts";

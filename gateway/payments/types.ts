@@ -75,6 +75,41 @@ export type PaymentRefusal =
  */
 export type PaymentFailureCode = "insufficient_funds" | RailFailureCode;
 
+/** Every PaymentRefusal once, for the API's document; a Record, so that the compiler finds one left out. */
+const everyPaymentRefusal: Record<PaymentRefusal, true> = {
+  amount_not_a_decimal: true,
+  amount_not_positive: true,
+  amount_too_precise: true,
+  amount_too_large: true,
+  unknown_asset: true,
+  account_not_found: true,
+  destination_not_found: true,
+  asset_mismatch: true,
+  same_account: true,
+  quote_not_found: true,
+  quote_mismatch: true,
+  quote_expired: true,
+  payee_not_found: true,
+  quote_used: true,
+  quote_constraints_unmet: true,
+  fee_above_max: true,
+  destination_is_gateway: true,
+  no_route: true,
+};
+export const paymentRefusals = Object.keys(everyPaymentRefusal) as readonly PaymentRefusal[];
+
+/** Every PaymentFailureCode once: what a payment's request is answered when it failed. */
+const everyPaymentFailureCode: Record<PaymentFailureCode, true> = {
+  insufficient_funds: true,
+  rail_unavailable: true,
+  insufficient_liquidity: true,
+  unreachable_destination: true,
+  fee_above_max: true,
+  expired: true,
+  rejected: true,
+};
+export const paymentFailureCodes = Object.keys(everyPaymentFailureCode) as readonly PaymentFailureCode[];
+
 /** What a payment that failed `insufficient_funds` says, wherever the shortfall was found. */
 export const insufficientFundsMessage = "the source account's available balance is below the amount";
 

@@ -540,8 +540,9 @@ describe("the facilitator's routes", () => {
       authorization: `Bearer ${gw.key}`,
       "switchyard-account": "acct_nobody",
     });
-    expect(unknown.status).toBe(404);
-    expect(unknown.body.error.code).toBe("account_not_found");
+    // A header names it, not the path: 400, as for any object a request's parameter names.
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error).toMatchObject({ code: "account_not_found", param: "switchyard-account" });
     const malformedBody = await facilitator("verify", { paymentPayload: "x" });
     expect(malformedBody.status).toBe(400);
     // Nothing was claimed: the same payment still verifies.

@@ -173,14 +173,14 @@ const cases: Case[] = [
   {
     name: "an unknown source account",
     body: () => ({ ...valid(), source: { account: "acct_nobody" } }),
-    status: 404,
+    status: 400,
     code: "account_not_found",
     param: "source.account",
   },
   {
     name: "an unknown destination account",
     body: () => ({ ...valid(), destination: { type: "account", account: "acct_nobody" } }),
-    status: 404,
+    status: 400,
     code: "destination_not_found",
     param: "destination.account",
   },

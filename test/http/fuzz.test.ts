@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { errorStatus } from "../../gateway/http/errors.ts";
+import { type ApiErrorCode, errorStatus, statusOf } from "../../gateway/http/errors.ts";
 import { findUnstorableText } from "../../gateway/http/text-safety.ts";
 import { ensureOperatorKey } from "../../gateway/tenants/index.ts";
 import {
@@ -556,7 +556,7 @@ function answerProblem(status: number, text: string): string | null {
     return "an error not in the API's shape";
   if (error.param !== undefined && typeof error.param !== "string") return "a param that is not a string";
   if (!(error.code in errorStatus)) return `a code outside the closed set: ${error.code}`;
-  if (errorStatus[error.code as keyof typeof errorStatus] !== status)
-    return `${error.code} answered ${status}, not its ${errorStatus[error.code as keyof typeof errorStatus]}`;
+  const expected = statusOf(error.code as ApiErrorCode, error.param);
+  if (expected !== status) return `${error.code} answered ${status}, not its ${expected}`;
   return null;
 }

@@ -47,6 +47,15 @@ const internal = (amount: string, source = "acct_demo_customer", destination = "
 });
 
 /**
+ * A payment no rail may make: its only rail denied, refused 422 no_route before anything is written. A refusal of the
+ * service, kept under its key (an account that does not exist is a 400, which is not).
+ */
+const unroutable = (amount: string) => ({
+  ...internal(amount),
+  constraints: { rails: { deny: ["internal-usdc"] } },
+});
+
+/**
  * The digest of the payment request in the "same as ever" test, as computed since payments keep it (migration 0030): for
  * good, so a retry after an upgrade must still match it.
  */
@@ -223,6 +232,31 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await paymentsWithKey(gw.app, key)).toBe(1n);
   });
 
+  it("keeps no refusal of an account the body names that is not there (400, not 404): the request corrected runs under the key", async () => {
+    const key = `missing-${randomUUID()}`;
+    const missing = await post(gw.app, "/v1/payments", internal("0.000001", "acct_none"), {
+      "idempotency-key": key,
+    });
+    expect([missing.status, missing.body.error?.code, missing.body.error?.param]).toEqual([
+      400,
+      "account_not_found",
+      "source.account",
+    ]);
+    const unknownDestination = await post(
+      gw.app,
+      "/v1/payments",
+      internal("0.000001", "acct_demo_customer", "acct_none"),
+      { "idempotency-key": key },
+    );
+    expect([unknownDestination.status, unknownDestination.body.error?.code]).toEqual([
+      400,
+      "destination_not_found",
+    ]);
+    const corrected = await post(gw.app, "/v1/payments", internal("0.000001"), { "idempotency-key": key });
+    expect([corrected.status, corrected.body.status]).toEqual([201, "succeeded"]);
+    expect(await paymentsWithKey(gw.app, key)).toBe(1n);
+  });
+
   it("keeps a final refusal of the service (402) and answers it again", async () => {
     const empty = await fundedAccount(gw.app, 1n);
     const key = `short-${randomUUID()}`;
@@ -243,7 +277,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const via = { ...gw.app, server };
     try {
       const key = `meanwhile-${randomUUID()}`;
-      const body = internal("1", "acct_none");
+      const body = unroutable("1");
       const tenantId = gw.app.demo!.tenantId;
       meanwhile.run = async (params) => {
         await gw.app.db.query(
@@ -252,7 +286,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         );
       };
       const first = await post(via, "/v1/payments", body, { "idempotency-key": key });
-      expect([first.status, first.body.error?.code]).toEqual([404, "account_not_found"]);
+      expect([first.status, first.body.error?.code]).toEqual([422, "no_route"]);
       expect(meanwhile.run).toBeNull();
       // The record stays the other request's, for its own answer; the refusal is neither kept nor remembered.
       const [record] = await gw.app.db.query<{ response_status: number | null }>(
@@ -341,14 +375,15 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const b = await paymentsServer(gw.app);
     try {
       const key = `kept-refusal-${randomUUID()}`;
-      const body = internal("1", "acct_none");
+      const body = unroutable("1");
       const first = await post({ ...gw.app, server: a }, "/v1/payments", body, { "idempotency-key": key });
-      expect([first.status, first.body.error?.code]).toEqual([404, "account_not_found"]);
+      expect([first.status, first.body.error?.code]).toEqual([422, "no_route"]);
       const again = await post({ ...gw.app, server: b }, "/v1/payments", body, { "idempotency-key": key });
-      expect([again.status, again.headers["idempotent-replayed"]]).toEqual([404, "true"]);
+      expect([again.status, again.headers["idempotent-replayed"]]).toEqual([422, "true"]);
       expect(again.body).toEqual(first.body);
-      // Another body, refused too were it new (another unknown account; the same account twice, a 400): the key's.
-      for (const other of [internal("1", "acct_none_either"), internal("1", "acct_demo_merchant")]) {
+      // Another body, refused too were it new (another amount no rail may take; the same account twice, a 400): the
+      // key's.
+      for (const other of [unroutable("2"), internal("1", "acct_demo_merchant")]) {
         const refused = await post({ ...gw.app, server: b }, "/v1/payments", other, {
           "idempotency-key": key,
         });
@@ -365,10 +400,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     try {
       const source = await fundedAccount(gw.app, 10_000_000n);
       const key = `forgotten-${randomUUID()}`;
-      const refused = await post({ ...gw.app, server: a }, "/v1/payments", internal("1", "acct_none"), {
+      const refused = await post({ ...gw.app, server: a }, "/v1/payments", unroutable("1"), {
         "idempotency-key": key,
       });
-      expect(refused.status).toBe(404);
+      expect(refused.status).toBe(422);
       // Its record expires (the prune deletes it), and the key, new again, pays through the other process.
       await gw.app.db.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", [
         gw.app.demo!.tenantId,
@@ -442,10 +477,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const tenantId = gw.app.demo!.tenantId;
       const source = await fundedAccount(gw.app, 10_000_000n);
       const key = `old-replay-${randomUUID()}`;
-      const refusal = internal("1", "acct_none");
+      const refusal = unroutable("1");
       expect(
         (await post({ ...gw.app, server: a! }, "/v1/payments", refusal, { "idempotency-key": key })).status,
-      ).toBe(404);
+      ).toBe(422);
       // A minute before its 24 hours end, another process replays the record.
       await gw.app.db.query(
         `UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $3::double precision / 1000) + interval '1 minute'
@@ -455,7 +490,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const replayed = await post({ ...gw.app, server: b! }, "/v1/payments", refusal, {
         "idempotency-key": key,
       });
-      expect([replayed.status, replayed.headers["idempotent-replayed"]]).toEqual([404, "true"]);
+      expect([replayed.status, replayed.headers["idempotent-replayed"]]).toEqual([422, "true"]);
       // The prune takes it; the key, new again, pays through a third process; the retry of that payment through the
       // second is answered it.
       await gw.app.db.query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", [
@@ -481,38 +516,28 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     try {
       const tenantId = gw.app.demo!.tenantId;
       const key = `expired-refusal-${randomUUID()}`;
-      const first = await post({ ...gw.app, server }, "/v1/payments", internal("1", "acct_none"), {
+      const first = await post({ ...gw.app, server }, "/v1/payments", unroutable("1"), {
         "idempotency-key": key,
       });
-      expect(first.status).toBe(404);
+      expect(first.status).toBe(422);
       await gw.app.db.query(
         "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE tenant_id = $1 AND key = $2",
         [tenantId, key],
       );
-      const refused = await post(
-        { ...gw.app, server: other },
-        "/v1/payments",
-        internal("1", "acct_none_either"),
-        {
-          "idempotency-key": key,
-        },
-      );
-      expect([refused.status, refused.body.error?.code]).toEqual([404, "account_not_found"]);
+      const refused = await post({ ...gw.app, server: other }, "/v1/payments", unroutable("2"), {
+        "idempotency-key": key,
+      });
+      expect([refused.status, refused.body.error?.code]).toEqual([422, "no_route"]);
       // Its answer is kept, taking the expired record over: a retry of it is replayed, the first body refused 409.
       const [record] = await gw.app.db.query<{ response_status: number; fresh: boolean }>(
         `SELECT response_status, created_at > now() - interval '1 minute' AS fresh FROM idempotency_keys
          WHERE tenant_id = $1 AND key = $2`,
         [tenantId, key],
       );
-      expect(record).toEqual({ response_status: 404, fresh: true });
-      const firstAgain = await post(
-        { ...gw.app, server: other },
-        "/v1/payments",
-        internal("1", "acct_none"),
-        {
-          "idempotency-key": key,
-        },
-      );
+      expect(record).toEqual({ response_status: 422, fresh: true });
+      const firstAgain = await post({ ...gw.app, server: other }, "/v1/payments", unroutable("1"), {
+        "idempotency-key": key,
+      });
       expect([firstAgain.status, firstAgain.body.error?.code]).toEqual([409, "idempotency_key_reused"]);
     } finally {
       // The expired record goes, as the prune would take it (the prune's own test counts what it deletes).
@@ -668,13 +693,13 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const tenantId = gw.app.demo!.tenantId;
     const key = `raced-${randomUUID()}`;
     const body = internal("1", source);
-    const refusedBody = internal("1", "acct_none");
+    const refusedBody = unroutable("1");
     const paid = await post(gw.app, "/v1/payments", body, { "idempotency-key": key });
     expect(paid.status).toBe(201);
     // The refusal as the other process kept it: made here under a key of its own, its record then moved to this key.
     const elsewhere = `raced-elsewhere-${randomUUID()}`;
     const refused = await post(gw.app, "/v1/payments", refusedBody, { "idempotency-key": elsewhere });
-    expect([refused.status, refused.body.error?.code]).toEqual([404, "account_not_found"]);
+    expect([refused.status, refused.body.error?.code]).toEqual([422, "no_route"]);
     const moved = await gw.app.db.query(
       "UPDATE idempotency_keys SET key = $3 WHERE tenant_id = $1 AND key = $2 RETURNING 1",
       [tenantId, elsewhere, key],
@@ -691,9 +716,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       ]);
       const again = await post(other, "/v1/payments", refusedBody, { "idempotency-key": key });
       expect([again.status, again.headers["idempotent-replayed"], again.body.error?.code]).toEqual([
-        404,
+        422,
         "true",
-        "account_not_found",
+        "no_route",
       ]);
     } finally {
       await server.close();

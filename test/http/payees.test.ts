@@ -240,7 +240,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         { name: "Thief", methods: [{ type: "account", account: "acct_demo_customer" }] },
         { key: other.key },
       );
-      expect(response.status).toBe(404);
+      expect(response.status).toBe(400);
       expect(response.body.error).toMatchObject({ code: "account_not_found", param: "methods.0.account" });
       expect(await payeeCount()).toBe(before);
     });
@@ -410,7 +410,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       {
         name: "an account that does not exist",
         body: method({ type: "account", account: "acct_nobody" }),
-        status: 404,
+        status: 400,
         code: "account_not_found",
         param: "methods.0.account",
       },
@@ -502,7 +502,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         ],
         [
           { methods: [{ type: "account", account: "acct_nobody" }] },
-          404,
+          400,
           "account_not_found",
           "methods.0.account",
         ],
@@ -576,13 +576,18 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(await payeeCount()).toBe(before + 2n);
     });
 
-    it("keeps a refusal as the answer to its key", async () => {
+    it("does not keep a missing account's refusal (a 400) as the answer to its key: corrected, the request is made under it", async () => {
       const headers = { "idempotency-key": `payee-${database}-2` };
       const body = { name: "X", methods: [{ type: "account", account: "acct_nobody" }] };
       const first = await create(body, { headers });
-      expect(first.status).toBe(404);
+      expect([first.status, first.body.error?.code]).toEqual([400, "account_not_found"]);
       const again = await create(body, { headers });
-      expect([again.status, again.headers["idempotent-replayed"]]).toEqual([404, "true"]);
+      expect([again.status, again.headers["idempotent-replayed"]]).toEqual([400, undefined]);
+      const corrected = await create(
+        { name: "X", methods: [{ type: "lightning_node", pubkey }] },
+        { headers },
+      );
+      expect([corrected.status, corrected.headers["idempotent-replayed"]]).toEqual([201, undefined]);
     });
   });
 

@@ -191,7 +191,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       [{ ...body(), price: { amount: "1", asset: "DOGE" } }, 400, "unknown_asset"],
       [
         { ...body(), split: [{ payee: "pye_01m7zfckv29pdrb3m0gz9e4j5g", basis_points: 100 }] },
-        404,
+        400,
         "payee_not_found",
       ],
       [

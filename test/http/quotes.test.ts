@@ -312,8 +312,8 @@ describe("quotes", () => {
     const payment = await gw.client.POST("/v1/payments", {
       body: paymentBody("quo_01m7zfckv29pdrb3m0gz9e4j5g"),
     });
-    expect(payment.response.status).toBe(404);
-    expect(errorOf(payment).code).toBe("quote_not_found");
+    expect(payment.response.status).toBe(400);
+    expect(errorOf(payment)).toMatchObject({ code: "quote_not_found", param: "quote" });
   });
 
   it("prices a payment to one of the tenant's accounts only, as a payment would take it", async () => {
@@ -324,7 +324,7 @@ describe("quotes", () => {
     expect((await toAccount("acct_demo_merchant")).status).toBe(201);
     // Before: 201, a quote naming an account the tenant does not have (another tenant's was priced the same).
     const unknown = await toAccount("acct_nobody_here");
-    expect(unknown.status).toBe(404);
+    expect(unknown.status).toBe(400);
     expect(unknown.body.error).toMatchObject({ code: "destination_not_found", param: "destination.account" });
     const otherAsset = await toAccount("acct_demo_merchant", "BTC");
     expect(otherAsset.status).toBe(400);

@@ -635,17 +635,17 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       });
     });
 
-    it("answers another tenant's payment, invoice and refund 404, and changes nothing", async () => {
+    it("answers another tenant's payment and invoice named in the body 400, its refund read by path 404, and changes nothing", async () => {
       const payment = await pay("1");
       const mine = await refund({ payment, amount: "0.1" });
       expect(mine.status).toBe(201);
       await movesNothing(async () => {
         const theirs = await refund({ payment }, { key: otherKey });
-        expect(theirs.status).toBe(404);
-        expect(theirs.body.error.code).toBe("payment_not_found");
+        expect(theirs.status).toBe(400);
+        expect(theirs.body.error).toMatchObject({ code: "payment_not_found", param: "payment" });
         const invoice = await refund({ invoice: "inv_01m7zfckv29pdrb3m0gz9e4j51" }, { key: otherKey });
-        expect(invoice.status).toBe(404);
-        expect(invoice.body.error.code).toBe("invoice_not_found");
+        expect(invoice.status).toBe(400);
+        expect(invoice.body.error).toMatchObject({ code: "invoice_not_found", param: "invoice" });
         const read = await readRefund(mine.body.id, otherKey);
         expect(read.status).toBe(404);
         expect(read.body.error.code).toBe("refund_not_found");
@@ -668,7 +668,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         [{ payment, reason: "because" }, 400, "parameter_invalid", "reason"],
         [{ payment, surprise: true }, 400, "parameter_unknown", "surprise"],
         [{ payment: "pay_nope" }, 400, "parameter_invalid", "payment"],
-        [{ payment: "pay_01m7zfckv29pdrb3m0gz9e4j5g" }, 404, "payment_not_found", "payment"],
+        [{ payment: "pay_01m7zfckv29pdrb3m0gz9e4j5g" }, 400, "payment_not_found", "payment"],
         [
           { payment, destination: { type: "bolt11", invoice: wellFormedInvoice() } },
           400,

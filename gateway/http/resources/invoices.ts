@@ -16,7 +16,21 @@ const invoiceExpirySecondsDefault = 3_600;
 const plugin: FastifyPluginAsyncZod<InvoiceRoutesOptions> = async (app, options) => {
   app.post(
     "/invoices",
-    { schema: { body: createInvoiceBody, response: { 201: invoiceView, "4xx": errorView } } },
+    {
+      schema: { body: createInvoiceBody, response: { 201: invoiceView, "4xx": errorView } },
+      config: {
+        errorCodes: [
+          "unknown_asset",
+          "account_not_found",
+          "asset_mismatch",
+          "rail_unavailable",
+          "amount_not_a_decimal",
+          "amount_not_positive",
+          "amount_too_precise",
+          "amount_too_large",
+        ],
+      },
+    },
     async (request, reply) => {
       const { body } = request;
       const result = await createInvoice(options.settlement, {

@@ -111,7 +111,10 @@ const plugin: FastifyPluginAsyncZod<PayeeRoutesOptions> = async (app, options) =
 
   app.post(
     "/payees",
-    { schema: { body: createPayeeBody, response: { 201: payeeView, "4xx": errorView } } },
+    {
+      schema: { body: createPayeeBody, response: { 201: payeeView, "4xx": errorView } },
+      config: { errorCodes: ["payee_method_duplicate", "account_not_found", "destination_is_gateway"] },
+    },
     async (request, reply) => {
       const { body } = request;
       const result = await createPayee(deps, {
@@ -143,6 +146,7 @@ const plugin: FastifyPluginAsyncZod<PayeeRoutesOptions> = async (app, options) =
         body: updatePayeeBody,
         response: { 200: payeeView, "4xx": errorView },
       },
+      config: { errorCodes: ["payee_method_duplicate", "account_not_found", "destination_is_gateway"] },
     },
     async (request) => {
       const { body } = request;

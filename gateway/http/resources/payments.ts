@@ -10,6 +10,8 @@ import {
   type Payment,
   PaymentInvariantError,
   type PaymentsDeps,
+  paymentFailureCodes,
+  paymentRefusals,
   paymentRequestDigest,
   type StoredAnswer,
 } from "../../payments/index.ts";
@@ -121,7 +123,8 @@ const plugin: FastifyPluginAsyncZod<PaymentRoutesOptions> = async (app, options)
         idempotency: "inline",
         // Moves money: a retry without a key would pay twice.
         idempotencyRequired: true,
-        errorCodes: ["idempotency_key_missing", "destination_is_gateway"],
+        // Refused before anything is written, or failed once written (the payment is in the error's `payment`).
+        errorCodes: ["idempotency_key_missing", ...paymentRefusals, ...paymentFailureCodes],
       },
     },
     async (request, reply) => {

@@ -42,7 +42,21 @@ const plugin: FastifyPluginAsyncZod<QuoteRoutesOptions> = async (app, options) =
     "/quotes",
     {
       schema: { body: createQuoteBody, response: { 201: quoteView, "4xx": errorView } },
-      config: { errorCodes: ["destination_is_gateway"] },
+      config: {
+        errorCodes: [
+          "unknown_asset",
+          "amount_not_a_decimal",
+          "amount_not_positive",
+          "amount_too_precise",
+          "amount_too_large",
+          "destination_not_found",
+          "asset_mismatch",
+          "payee_not_found",
+          "destination_is_gateway",
+          "fee_above_max",
+          "no_route",
+        ],
+      },
     },
     async (request, reply) => {
       const { body } = request;
