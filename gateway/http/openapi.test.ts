@@ -8,7 +8,6 @@ import { z } from "zod";
 import { assets, decimalDigitsMax, parseAmount } from "../../core/index.ts";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
-import type { IdPrefix } from "../ids/index.ts";
 import { isPaywallResource, paywallResourceLengthMax, paywallResourcePattern } from "../paywall/index.ts";
 import { errorStatus } from "./errors.ts";
 import { errorSchemaName, idPrefixOf, notFoundCodeByIdPrefix, openApiPlugin } from "./openapi.ts";
@@ -364,7 +363,8 @@ describe("the gateway's OpenAPI document", () => {
       const onPath = new Set<string>();
       for (const parameter of operation.parameters ?? []) {
         const prefix = parameter.in === "path" ? idPrefixOf(parameter) : null;
-        const code = prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as IdPrefix];
+        const code =
+          prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as keyof typeof notFoundCodeByIdPrefix];
         if (code !== undefined) onPath.add(code);
       }
       const all = new Set<string>();

@@ -41,14 +41,20 @@ export const openApiPath = "/openapi.json";
 /** The component every error response refers to. */
 export const errorSchemaName = "Error";
 
-/** The object each id prefix names, and the code a missing one is answered with. */
-export const notFoundCodeByIdPrefix: Readonly<Partial<Record<IdPrefix, ApiErrorCode>>> = {
+/**
+ * The object each id prefix names, and the code a missing one is answered with. A path whose id's prefix is not here
+ * is documented with every not-found code.
+ */
+export const notFoundCodeByIdPrefix: Readonly<Partial<Record<IdPrefix | "pwv", ApiErrorCode>>> = {
   acct: "account_not_found",
   evt: "event_not_found",
   inv: "invoice_not_found",
   key: "api_key_not_found",
   pay: "payment_not_found",
   pye: "payee_not_found",
+  pwl: "paywall_not_found",
+  // A paywall verdict's id (paywall/service.ts), which is no public object's.
+  pwv: "paywall_verdict_not_found",
   quo: "quote_not_found",
   rfd: "refund_not_found",
   ten: "tenant_not_found",
@@ -98,7 +104,8 @@ function pathNotFoundCodes(operation: Operation): Set<ApiErrorCode> {
   for (const parameter of operation.parameters ?? []) {
     if (parameter.in !== "path") continue;
     const prefix = idPrefixOf(parameter);
-    const code = prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as IdPrefix];
+    const code =
+      prefix === null ? undefined : notFoundCodeByIdPrefix[prefix as keyof typeof notFoundCodeByIdPrefix];
     // An id whose kind is not known here: any of the not-found codes but the route's own.
     if (code !== undefined) codes.add(code);
     else for (const other of codesWithStatus(404)) if (other !== "route_not_found") codes.add(other);

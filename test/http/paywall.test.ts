@@ -178,6 +178,27 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect((await call("GET", `/v1/paywalls/${id}`)).status).toBe(404);
   });
 
+  it("documents a paywall's and a verdict's missing object 404 on their paths, and what a paywall's body names 400", async () => {
+    const document = (await app.server.inject({ method: "GET", url: "/openapi.json" })).json();
+    const codes = (path: string, method: string, status: string): string[] =>
+      document.paths[path]?.[method]?.responses?.[status]?.["x-error-codes"] ?? [];
+    // Before: every not-found code of the API under 404 (the ids' prefixes were not known to the document).
+    for (const method of ["get", "patch", "delete"])
+      expect([method, codes("/v1/paywalls/{id}", method, "404")]).toEqual([method, ["paywall_not_found"]]);
+    expect(codes("/v1/paywall_verdicts/{id}/complete", "post", "404")).toEqual(["paywall_verdict_not_found"]);
+    for (const method of ["post", "patch"]) {
+      const path = method === "post" ? "/v1/paywalls" : "/v1/paywalls/{id}";
+      expect(codes(path, method, "400")).toEqual(
+        expect.arrayContaining(["account_not_found", "payee_not_found"]),
+      );
+      expect(codes(path, method, "409")).toContain("paywall_resource_taken");
+    }
+    for (const path of ["/v1/x402/verify", "/v1/x402/settle"])
+      expect(codes(path, "post", "400")).toEqual(
+        expect.arrayContaining(["account_not_found", "asset_mismatch"]),
+      );
+  });
+
   it("refuses bad paywalls with a stable code and writes nothing", async () => {
     const before = await count();
     const cases: [unknown, number, string][] = [

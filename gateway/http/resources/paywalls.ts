@@ -15,6 +15,7 @@ import {
   type HeaderLine,
   type Paywall,
   type PaywallFields,
+  type PaywallRefusal,
   type PaywallResult,
   type PaywallService,
   type PaywallsDeps,
@@ -37,6 +38,21 @@ export type PaywallRoutesOptions = {
   paywalls: PaywallService;
   nowMs: () => number;
 };
+
+/** What a paywall's fields may be refused with, made or changed (paywall/paywalls.ts PaywallRefusal). */
+const paywallFieldRefusals = [
+  "paywall_resource_taken",
+  "paywall_scheme_unavailable",
+  "paywall_account_missing",
+  "paywall_split_invalid",
+  "account_not_found",
+  "payee_not_found",
+  "unknown_asset",
+  "amount_not_a_decimal",
+  "amount_not_positive",
+  "amount_too_precise",
+  "amount_too_large",
+] as const satisfies readonly PaywallRefusal[];
 
 const paywallId = z.string().regex(/^pwl_[0-9a-z]{1,64}$/, "a paywall id (pwl_…)");
 const priceSchema = z.strictObject({
@@ -242,7 +258,10 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
 
   app.post(
     "/paywalls",
-    { schema: { body: createPaywallBody, response: { 201: paywallView, "4xx": errorView } } },
+    {
+      schema: { body: createPaywallBody, response: { 201: paywallView, "4xx": errorView } },
+      config: { errorCodes: paywallFieldRefusals },
+    },
     async (request, reply) => {
       const { body } = request;
       const given = fieldsOf(body);
@@ -308,6 +327,7 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
     "/paywalls/:id",
     {
       schema: { params: idParams, body: updatePaywallBody, response: { 200: paywallView, "4xx": errorView } },
+      config: { errorCodes: paywallFieldRefusals },
     },
     async (request) => {
       const result = await updatePaywall(deps, {

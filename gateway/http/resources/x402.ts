@@ -47,6 +47,9 @@ const missingCreditHeader = () =>
     param: creditAccountHeader,
   });
 
+/** What the credited account's header may be refused with (creditOf). */
+const creditRefusals = ["account_not_found", "asset_mismatch"] as const;
+
 /** The credited account's header, as the document gives it: `settle` needs it, `verify` checks it when sent. */
 const creditHeader = (required: boolean) =>
   documentedHeaders({
@@ -87,7 +90,7 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
   app.post(
     "/x402/verify",
     {
-      config: { scope: "invoices" },
+      config: { scope: "invoices", errorCodes: creditRefusals },
       schema: {
         body: facilitatorBody,
         response: { 200: verifyResponse, "4xx": errorView },
@@ -102,7 +105,7 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
   app.post(
     "/x402/settle",
     {
-      config: { scope: "invoices" },
+      config: { scope: "invoices", errorCodes: creditRefusals },
       schema: {
         body: facilitatorBody,
         response: { 200: settleResponse, "4xx": errorView },
