@@ -38,17 +38,18 @@
 //   lone-out:     "-out" payments, each after an idle pause of 200 ms (its invoice made before the pause, untimed),
 //                 in the sequential cases' rounds. The pause is the washout: nothing of the other path's payments
 //                 is left in LND, so every payment counts; the medians of the rounds' first payments are printed
-//                 beside the others' to show it.
+//                 beside the others' to show it. Then 40 more lone payments through the gateway, not counted, are
+//                 traced (tracer, below), and where their time goes is printed stage by stage.
 import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type AuthenticatedLnd, createInvoice, payViaPaymentRequest, subscribeToInvoices } from "lightning";
-import { assets } from "../core/index.ts";
+import { assets, type Rail } from "../core/index.ts";
 import { createAccount } from "../gateway/accounts/index.ts";
-import { createApp } from "../gateway/app.ts";
-import type { Sql } from "../gateway/db/index.ts";
+import { type App, createApp } from "../gateway/app.ts";
+import type { Db, Sql } from "../gateway/db/index.ts";
 import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../scripts/lightning/index.ts";
 import { testConfig } from "../test/support/config.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
@@ -56,11 +57,13 @@ import { type BenchResult, type BenchRow, percentile } from "./report.ts";
 
 /**
  * LIGHTNING_BENCH_PAYMENTS_SEQ / _16 / _LONE: counted payments per side (seq and 16: the washouts come on top), 0 leaves
- * the case out; LIGHTNING_BENCH_DB=postgres: the gateway on PostgreSQL.
+ * the case out; LIGHTNING_BENCH_TRACED: lone payments traced after lone-out (0: none); LIGHTNING_BENCH_DB=postgres: the
+ * gateway on PostgreSQL.
  */
 const paymentsSeq = Number(process.env.LIGHTNING_BENCH_PAYMENTS_SEQ ?? 200);
 const payments16 = Number(process.env.LIGHTNING_BENCH_PAYMENTS_16 ?? 960);
 const paymentsLone = Number(process.env.LIGHTNING_BENCH_PAYMENTS_LONE ?? 200);
+const tracedLone = Number(process.env.LIGHTNING_BENCH_TRACED ?? 40);
 /** "lone-out": each payment after this long with nothing in flight, LND idle (its commitment ticker is 50 ms). */
 const lonePauseMs = 200;
 const concurrency = 16;
@@ -140,6 +143,104 @@ function pairRows(name: string, direct: Measured, gateway: Measured): [BenchRow,
   );
   process.stderr.write(`bench: ${JSON.stringify(directRow)} ${JSON.stringify(gatewayRow)}\n`);
   return [directRow, gatewayRow];
+}
+
+/**
+ * Where a lone payment's time goes in the gateway, without a line in the gateway's code: the bench wraps what the
+ * gateway calls out to — its database's `query`, `queryAll` and `transaction` (each exchange, the ledger's batches
+ * among them: PGlite's through `queryAll`, PostgreSQL's through `transaction`) and the rail's `execute` (LND, from the
+ * send to its answer) — and marks each call's start and end while a traced payment runs. A traced payment's marks, in
+ * order, name its stages ("request → database#1", "database#1", "database end → rail#1", …); the stages of the
+ * payments whose marks came in the most common order are printed as medians. Traced payments run after the counted
+ * ones, so the wrappers' own microseconds never reach a row; the wrappers are taken off again after them.
+ */
+function tracer(app: Pick<App, "db" | "rails">) {
+  const db = app.db as Pick<Db, "query" | "queryAll" | "transaction">;
+  const rail = app.rails.get("lightning") as { execute: Rail["execute"] };
+  const original = {
+    query: db.query,
+    queryAll: db.queryAll,
+    transaction: db.transaction,
+    execute: rail.execute,
+  };
+  let marks: Array<[string, number]> | null = null;
+  const wrap =
+    <A extends unknown[], R>(what: string, call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      marks?.push([`${what} start`, performance.now()]);
+      try {
+        return await call(...args);
+      } finally {
+        marks?.push([`${what} end`, performance.now()]);
+      }
+    };
+  const traces: Array<Array<[string, number]>> = [];
+  return {
+    on() {
+      db.query = wrap("database", original.query) as Db["query"];
+      db.queryAll = wrap("database", original.queryAll);
+      db.transaction = wrap("database", original.transaction) as Db["transaction"];
+      rail.execute = wrap("rail", original.execute);
+    },
+    off() {
+      Object.assign(db, {
+        query: original.query,
+        queryAll: original.queryAll,
+        transaction: original.transaction,
+      });
+      rail.execute = original.execute;
+    },
+    async traced(pay: () => Promise<unknown>): Promise<void> {
+      marks = [["request", performance.now()]];
+      await pay();
+      marks.push(["answer", performance.now()]);
+      traces.push(marks);
+      marks = null;
+    },
+    /** "stage: p50 ms" lines for the traces in the most common order. */
+    report(): string[] {
+      const named = traces.map((trace) => {
+        const seen = new Map<string, number>();
+        const stages: Array<[string, number]> = [];
+        for (let i = 1; i < trace.length; i += 1) {
+          const [mark, at] = trace[i]!;
+          const [what, edge] = mark.split(" ") as [string, string | undefined];
+          const took = at - trace[i - 1]![1];
+          // A call's end closes its own stage (a background job's query may start and end during the rail's call).
+          if (edge === "end") {
+            stages.push([`${what}#${seen.get(what) ?? 0}`, took]);
+            continue;
+          }
+          let next = "answer";
+          if (edge === "start") {
+            seen.set(what, (seen.get(what) ?? 0) + 1);
+            next = `${what}#${seen.get(what)}`;
+          }
+          // From the mark before: "request", "database end", "rail start" (a background query during the rail's call)…
+          stages.push([`${trace[i - 1]![0]} → ${next}`, took]);
+        }
+        return stages;
+      });
+      const order = (stages: Array<[string, number]>) => stages.map(([name]) => name).join(" | ");
+      const counts = new Map<string, number>();
+      for (const stages of named) counts.set(order(stages), (counts.get(order(stages)) ?? 0) + 1);
+      const [modal, count] = [...counts].sort((a, b) => b[1] - a[1])[0] ?? ["", 0];
+      const chosen = named.filter((stages) => order(stages) === modal);
+      const lines = (chosen[0] ?? []).map(([name], i) => {
+        const p50 = percentile(
+          chosen.map((stages) => stages[i]![1]),
+          50,
+        );
+        return `${name}: ${p50.toFixed(3)} ms`;
+      });
+      const others = [...counts].filter(([order]) => order !== modal).map(([order, n]) => `${n}× ${order}`);
+      return [
+        `${count} of ${named.length} traced payments in this order (p50 of each stage)`,
+        ...lines,
+        ...(others.length === 0 ? [] : ["the others, in their orders:", ...others]),
+      ];
+    },
+  };
 }
 
 /**
@@ -353,6 +454,22 @@ export async function run(): Promise<BenchResult> {
       process.stderr.write(
         `bench: lone-out p50 of the rounds' first payments: direct ${p50(firsts.direct)} ms, gateway ${p50(firsts.gateway)} ms; of the others: direct ${p50(rest.direct)} ms, gateway ${p50(rest.gateway)} ms\n`,
       );
+      if (tracedLone > 0) {
+        const trace = tracer(app);
+        trace.on();
+        try {
+          for (let i = 0; i < tracedLone; i += 1) {
+            const request = await payeeInvoice();
+            await sleep(lonePauseMs);
+            await trace.traced(() => payGateway(request));
+          }
+        } finally {
+          trace.off();
+        }
+        process.stderr.write(
+          `bench: lone-out, where the gateway's time goes: ${trace.report().join("\n  ")}\n`,
+        );
+      }
       const cold = await coldStatementMs(app.db, lonePauseMs);
       process.stderr.write(
         `bench: lone-out context: the gateway database's SELECT 1, p50 ${cold.backToBack.toFixed(3)} ms back to back, ${cold.afterPause.toFixed(3)} ms after a ${lonePauseMs} ms pause\n`,
