@@ -5,8 +5,9 @@
 // Which answers are kept (one rule for every route): the final answer of a request that began executing — a
 // success, and a refusal of the service (402, 404 for the path's object, 409, 422: asking again would be refused
 // again). Never kept: a 400 (the request is not valid — by its schema, its text or the service's own checks alike,
-// an object it names that is not there among them: corrected, it may be sent again with the same key), and transient answers (408, 429, 5xx: a retry runs again). Answers given
-// before the key is looked at (401, 403, a schema 400, 429 from the rate limit) never touch it.
+// an object it names that is not there among them: corrected, it may be sent again with the same key), and
+// transient answers (408, 429, 5xx: a retry runs again). Answers given before the key is looked at (401, 403, a
+// schema 400, 429 from the rate limit) never touch it.
 //
 // Required where a route's config says `idempotencyRequired`, on the routes that move money (POST /v1/payments, POST
 // /v1/refunds: without a key a retried request would move it twice): without one, 400 idempotency_key_missing.
