@@ -11,6 +11,7 @@ import {
   getPayee,
   type Payee,
   type PayeeMethod,
+  type PayeeRefusal,
   type PayeeResult,
   type PayeesDeps,
   updatePayee,
@@ -44,6 +45,13 @@ export function ownedByGateway(rails: ReadonlyMap<string, Rail>) {
     return (await Promise.all(asks)).includes(true);
   };
 }
+
+/** What a payee's methods are refused with, made or changed (a payee not found is PATCH's path: its 404). */
+const methodRefusals = [
+  "payee_method_duplicate",
+  "account_not_found",
+  "destination_is_gateway",
+] as const satisfies readonly PayeeRefusal[];
 
 function methodFromBody(body: PayeeMethodBody): PayeeMethod {
   switch (body.type) {
@@ -113,7 +121,7 @@ const plugin: FastifyPluginAsyncZod<PayeeRoutesOptions> = async (app, options) =
     "/payees",
     {
       schema: { body: createPayeeBody, response: { 201: payeeView, "4xx": errorView } },
-      config: { errorCodes: ["payee_method_duplicate", "account_not_found", "destination_is_gateway"] },
+      config: { errorCodes: methodRefusals },
     },
     async (request, reply) => {
       const { body } = request;
@@ -146,7 +154,7 @@ const plugin: FastifyPluginAsyncZod<PayeeRoutesOptions> = async (app, options) =
         body: updatePayeeBody,
         response: { 200: payeeView, "4xx": errorView },
       },
-      config: { errorCodes: ["payee_method_duplicate", "account_not_found", "destination_is_gateway"] },
+      config: { errorCodes: methodRefusals },
     },
     async (request) => {
       const { body } = request;

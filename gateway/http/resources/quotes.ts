@@ -3,7 +3,7 @@ import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { z } from "zod";
 import { formatAmount } from "../../../core/index.ts";
-import { createPaymentQuote, type PaymentsDeps } from "../../payments/index.ts";
+import { createPaymentQuote, type PaymentRefusal, type PaymentsDeps } from "../../payments/index.ts";
 import type { Quote } from "../../router/index.ts";
 import { tenantOf } from "../auth.ts";
 import {
@@ -55,7 +55,7 @@ const plugin: FastifyPluginAsyncZod<QuoteRoutesOptions> = async (app, options) =
           "destination_is_gateway",
           "fee_above_max",
           "no_route",
-        ],
+        ] satisfies PaymentRefusal[],
       },
     },
     async (request, reply) => {
