@@ -80,8 +80,12 @@ export type CreatePaymentResult =
   | { ok: false; keyTaken: true }
   | { ok: false; refusal: PaymentRefusal; message: string; param?: string; decision?: RouteDecision };
 
-export type Refused = Extract<CreatePaymentResult, { refusal: PaymentRefusal }>;
+/** A refusal; `R` narrows it to the codes a step can give, so that a route's list of them is checked (quotes). */
+export type Refused<R extends PaymentRefusal = PaymentRefusal> = Extract<
+  CreatePaymentResult,
+  { refusal: PaymentRefusal }
+> & { refusal: R };
 
-export function refuse(refusal: PaymentRefusal, message: string, param?: string): Refused {
+export function refuse<R extends PaymentRefusal>(refusal: R, message: string, param?: string): Refused<R> {
   return param === undefined ? { ok: false, refusal, message } : { ok: false, refusal, message, param };
 }

@@ -55,4 +55,5 @@ export {
   insufficientLiquidityMessage,
   paymentFailureCodes,
   paymentRefusals,
+  quoteRefusals,
 } from "./types.ts";

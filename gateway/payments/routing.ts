@@ -27,7 +27,7 @@ import type {
 } from "../router/types.ts";
 import { type CreatePaymentParams, type PaymentsDeps, type Refused, type Router, refuse } from "./deps.ts";
 import { getQuote, insertQuote, shareDecisionJson } from "./store.ts";
-import type { PaymentDestination } from "./types.ts";
+import type { PaymentDestination, QuoteRefusal } from "./types.ts";
 
 /** The destination a rail would pay for this intent: the destination, or the payee's first method it reaches. */
 function reachedBy(rail: RailSnapshot, destination: PaymentIntent["destination"]): Destination | null {
@@ -371,17 +371,32 @@ function targetOf(
   deps: PaymentsDeps,
   tenantId: string,
   destination: PaymentDestination,
+  payment: { asset: Asset; sourceAccountId: string },
+): Destination | Promise<PayeeTarget | Refused<PayeeTargetRefusal>>;
+/** Without a source account (a quote) no method is the payer's own: never `same_account`. */
+function targetOf(
+  deps: PaymentsDeps,
+  tenantId: string,
+  destination: PaymentDestination,
+  payment: { asset: Asset; sourceAccountId: null },
+): Destination | Promise<PayeeTarget | Refused<Exclude<PayeeTargetRefusal, "same_account">>>;
+function targetOf(
+  deps: PaymentsDeps,
+  tenantId: string,
+  destination: PaymentDestination,
   payment: { asset: Asset; sourceAccountId: string | null },
-): Destination | Promise<PayeeTarget | Refused> {
+): Destination | Promise<PayeeTarget | Refused<PayeeTargetRefusal>> {
   return destination.kind === "payee" ? payeeTarget(deps, tenantId, destination, payment) : destination;
 }
+
+type PayeeTargetRefusal = "payee_not_found" | "same_account" | "asset_mismatch";
 
 async function payeeTarget(
   deps: PaymentsDeps,
   tenantId: string,
   destination: Extract<PaymentDestination, { kind: "payee" }>,
   payment: { asset: Asset; sourceAccountId: string | null },
-): Promise<PayeeTarget | Refused> {
+): Promise<PayeeTarget | Refused<PayeeTargetRefusal>> {
   const found = await payeeMethods(deps.db, { tenantId, id: destination.payeeId });
   if (found === null)
     return refuse("payee_not_found", `no payee "${destination.payeeId}"`, "destination.payee");
@@ -420,7 +435,10 @@ async function payeeTarget(
  * nothing out of the gateway while the ledger booked it as paid out. Asked before anything is routed or held. null,
  * without a promise, when there is nothing to ask.
  */
-function gatewayOwned(deps: PaymentsDeps, target: Destination | PayeeTarget): Promise<Refused | null> | null {
+function gatewayOwned(
+  deps: PaymentsDeps,
+  target: Destination | PayeeTarget,
+): Promise<Refused<"destination_is_gateway"> | null> | null {
   // A tenant's account is a ledger account, never an address a rail pays to: nothing to ask (the internal hot path).
   if (target.kind === "account") return null;
   const destinations = target.kind === "payee" ? target.methods : [target];
@@ -433,7 +451,9 @@ function gatewayOwned(deps: PaymentsDeps, target: Destination | PayeeTarget): Pr
   return Promise.all(asks).then((owned) => (owned.includes(true) ? ownedRefusal(target) : null));
 }
 
-function ownedRefusal(target: Exclude<Destination | PayeeTarget, { kind: "account" }>): Refused {
+function ownedRefusal(
+  target: Exclude<Destination | PayeeTarget, { kind: "account" }>,
+): Refused<"destination_is_gateway"> {
   return target.kind === "payee"
     ? refuse(
         "destination_is_gateway",
@@ -460,7 +480,7 @@ const outOfPlay = new Set<Exclusion["reason"]>([
  * No rail can pay: `fee_above_max` when every rail that could have paid was ruled out by the payment's fee cap
  * alone (raise the cap and it pays), else `no_route`. Either way nothing was written or sent.
  */
-function noRoute(decision: RouteDecision): Refused {
+function noRoute(decision: RouteDecision): Refused<"fee_above_max" | "no_route"> {
   const inPlay = decision.excluded.filter((exclusion) => !outOfPlay.has(exclusion.reason));
   if (inPlay.length > 0 && inPlay.every((exclusion) => exclusion.reason === "fee_above_max"))
     return {
@@ -486,7 +506,7 @@ async function destinationAccount(
   tenantId: string,
   destination: PaymentDestination,
   asset: Asset,
-): Promise<AccountRecord | Refused | null> {
+): Promise<AccountRecord | Refused<"destination_not_found" | "asset_mismatch"> | null> {
   if (destination.kind !== "account") return null;
   const target = await deps.accounts.tenantAccount({ tenantId, id: destination.accountId });
   if (target === null)
@@ -511,7 +531,7 @@ export async function createPaymentQuote(
     policy: RoutePolicy;
     ttlMs: number;
   },
-): Promise<{ ok: true; id: string; quote: Quote } | Refused> {
+): Promise<{ ok: true; id: string; quote: Quote } | Refused<QuoteRefusal>> {
   const asset = assetByCode(params.asset);
   if (asset === null) return refuse("unknown_asset", `no asset "${params.asset}"`, "asset");
   const amount = parseAmount(params.amount, asset);

@@ -98,6 +98,35 @@ const everyPaymentRefusal: Record<PaymentRefusal, true> = {
 };
 export const paymentRefusals = Object.keys(everyPaymentRefusal) as readonly PaymentRefusal[];
 
+/** Why a quote is refused: the payment's refusals its checks can give without a source account or a quote. */
+export type QuoteRefusal = Extract<
+  PaymentRefusal,
+  | ParseAmountError
+  | "unknown_asset"
+  | "destination_not_found"
+  | "asset_mismatch"
+  | "payee_not_found"
+  | "destination_is_gateway"
+  | "fee_above_max"
+  | "no_route"
+>;
+
+/** Every QuoteRefusal once, for the API's document (createPaymentQuote gives no other, by its type). */
+const everyQuoteRefusal: Record<QuoteRefusal, true> = {
+  amount_not_a_decimal: true,
+  amount_not_positive: true,
+  amount_too_precise: true,
+  amount_too_large: true,
+  unknown_asset: true,
+  destination_not_found: true,
+  asset_mismatch: true,
+  payee_not_found: true,
+  destination_is_gateway: true,
+  fee_above_max: true,
+  no_route: true,
+};
+export const quoteRefusals = Object.keys(everyQuoteRefusal) as readonly QuoteRefusal[];
+
 /** Every PaymentFailureCode once: what a payment's request is answered when it failed. */
 const everyPaymentFailureCode: Record<PaymentFailureCode, true> = {
   insufficient_funds: true,

@@ -46,12 +46,16 @@ export function ownedByGateway(rails: ReadonlyMap<string, Rail>) {
   };
 }
 
-/** What a payee's methods are refused with, made or changed (a payee not found is PATCH's path: its 404). */
-const methodRefusals = [
-  "payee_method_duplicate",
-  "account_not_found",
-  "destination_is_gateway",
-] as const satisfies readonly PayeeRefusal[];
+/**
+ * What a payee's methods are refused with, made or changed: every PayeeRefusal but PATCH's path's (its 404). A
+ * Record, so that the compiler finds one left out.
+ */
+const everyMethodRefusal: Record<Exclude<PayeeRefusal, "payee_not_found">, true> = {
+  payee_method_duplicate: true,
+  account_not_found: true,
+  destination_is_gateway: true,
+};
+const methodRefusals = Object.keys(everyMethodRefusal) as readonly (keyof typeof everyMethodRefusal)[];
 
 function methodFromBody(body: PayeeMethodBody): PayeeMethod {
   switch (body.type) {

@@ -39,20 +39,28 @@ export type PaywallRoutesOptions = {
   nowMs: () => number;
 };
 
-/** What a paywall's fields may be refused with, made or changed (paywall/paywalls.ts PaywallRefusal). */
-const paywallFieldRefusals = [
-  "paywall_resource_taken",
-  "paywall_scheme_unavailable",
-  "paywall_account_missing",
-  "paywall_split_invalid",
-  "account_not_found",
-  "payee_not_found",
-  "unknown_asset",
-  "amount_not_a_decimal",
-  "amount_not_positive",
-  "amount_too_precise",
-  "amount_too_large",
-] as const satisfies readonly PaywallRefusal[];
+/**
+ * What a paywall's fields may be refused with, made or changed: every PaywallRefusal but the ids in a path (their
+ * 404s). A Record, so that the compiler finds one left out.
+ */
+const everyFieldRefusal: Record<
+  Exclude<PaywallRefusal, "paywall_not_found" | "paywall_verdict_not_found">,
+  true
+> = {
+  paywall_resource_taken: true,
+  paywall_scheme_unavailable: true,
+  paywall_account_missing: true,
+  paywall_split_invalid: true,
+  account_not_found: true,
+  payee_not_found: true,
+  unknown_asset: true,
+  amount_not_a_decimal: true,
+  amount_not_positive: true,
+  amount_too_precise: true,
+  amount_too_large: true,
+  parameter_invalid: true,
+};
+const paywallFieldRefusals = Object.keys(everyFieldRefusal) as readonly (keyof typeof everyFieldRefusal)[];
 
 const paywallId = z.string().regex(/^pwl_[0-9a-z]{1,64}$/, "a paywall id (pwl_…)");
 const priceSchema = z.strictObject({

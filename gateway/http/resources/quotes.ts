@@ -3,7 +3,7 @@ import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { z } from "zod";
 import { formatAmount } from "../../../core/index.ts";
-import { createPaymentQuote, type PaymentRefusal, type PaymentsDeps } from "../../payments/index.ts";
+import { createPaymentQuote, type PaymentsDeps, quoteRefusals } from "../../payments/index.ts";
 import type { Quote } from "../../router/index.ts";
 import { tenantOf } from "../auth.ts";
 import {
@@ -43,19 +43,7 @@ const plugin: FastifyPluginAsyncZod<QuoteRoutesOptions> = async (app, options) =
     {
       schema: { body: createQuoteBody, response: { 201: quoteView, "4xx": errorView } },
       config: {
-        errorCodes: [
-          "unknown_asset",
-          "amount_not_a_decimal",
-          "amount_not_positive",
-          "amount_too_precise",
-          "amount_too_large",
-          "destination_not_found",
-          "asset_mismatch",
-          "payee_not_found",
-          "destination_is_gateway",
-          "fee_above_max",
-          "no_route",
-        ] satisfies PaymentRefusal[],
+        errorCodes: quoteRefusals,
       },
     },
     async (request, reply) => {
