@@ -50,6 +50,16 @@ describe("loadFiatConfig", () => {
         FIAT_FEE_PPM: "1.5",
       }),
     ).toThrow(/FIAT_FEE_PPM/);
+    for (const refused of ["", " 7", "0x10", "1e3", "1000000000000000"])
+      expect(
+        () =>
+          loadFiatConfig({
+            STRIPE_SECRET_KEY: "sk_test_1",
+            STRIPE_WEBHOOK_SECRETS: "whsec_1",
+            FIAT_FEE_FIXED: refused,
+          }),
+        refused,
+      ).toThrow(/FIAT_FEE_FIXED/);
     expect(() =>
       loadFiatConfig({
         STRIPE_SECRET_KEY: "sk_test_1",

@@ -1,15 +1,13 @@
 // The fiat rail's settings, validated with zod from an environment record the composition root passes in
 // (nothing here reads process.env). No STRIPE_SECRET_KEY: the rail is off, and the reason says so.
 import { z } from "zod";
-import { SwitchyardError, wholeNumber } from "../../core/index.ts";
+import { SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
 import type { StripeClientConfig } from "./client.ts";
 import { defaultFiatFeeSchedule, type FiatFeeSchedule, validateFeeSchedule } from "./fees.ts";
 import { signingSecretsMax, stripeSignatureToleranceSecondsDefault } from "./signature.ts";
 
-const minorUnits = z
-  .string()
-  .regex(/^[0-9]{1,15}$/, "a whole number of minor units")
-  .transform((text) => BigInt(text));
+/** Minor units, up to 15 digits. */
+const minorUnits = wholeBigint(0n, 10n ** 15n - 1n);
 
 export const fiatEnvSchema = z.object({
   /** sk_live_…, sk_test_… or a restricted key rk_…. Unset: the fiat rail is off. */

@@ -229,6 +229,15 @@ describe("netting and rates in the configuration", () => {
     expect(() => loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "0" })).toThrow();
   });
 
+  it("reads the netting batch's total as a bigint of minor units, from 1, in decimal digits only", () => {
+    expect(loadConfig({}).netting?.batchTotal).toBe(100_000_000n);
+    expect(loadConfig({ NETTING_BATCH_TOTAL: "999999999999999999" }).netting?.batchTotal).toBe(
+      999_999_999_999_999_999n,
+    );
+    for (const refused of ["0", "", " 5", "1e6", "0x10", "1000000000000000000"])
+      expect(() => loadConfig({ NETTING_BATCH_TOTAL: refused }), refused).toThrow(/NETTING_BATCH_TOTAL/);
+  });
+
   it("reads price feeds as a JSON object of asset code to address, and refuses anything else", () => {
     const feeds = { ETH: `0x${"33".repeat(20)}`, BTC: `0x${"44".repeat(20)}` };
     expect(loadConfig({ PRICE_FEEDS: JSON.stringify(feeds) }).rates).toMatchObject({

@@ -174,10 +174,7 @@ const schema = z.object({
     .union([z.literal("off"), wholeNumber(1, 10_000)])
     .default(nettingMaxFeeShareBpsDefault),
   /** A batch leaves when the accrued payouts add up to this many minor units, or at the interval. */
-  NETTING_BATCH_TOTAL: z
-    .string()
-    .regex(/^[1-9][0-9]{0,17}$/, "a whole number of minor units")
-    .default("100000000"),
+  NETTING_BATCH_TOTAL: wholeBigint(1n, 10n ** 18n - 1n).default(100_000_000n),
   NETTING_INTERVAL_MS: positiveInt.default(60_000),
   /** How often due events are delivered to the tenants' webhook endpoints. */
   WEBHOOK_DELIVERY_INTERVAL_MS: positiveInt.default(1_000),
@@ -337,7 +334,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
         ? null
         : {
             maxFeeShareBps: e.NETTING_MAX_FEE_SHARE_BPS,
-            batchTotal: BigInt(e.NETTING_BATCH_TOTAL),
+            batchTotal: e.NETTING_BATCH_TOTAL,
             intervalMs: e.NETTING_INTERVAL_MS,
           },
     webhookDeliveryIntervalMs: e.WEBHOOK_DELIVERY_INTERVAL_MS,
