@@ -6,6 +6,7 @@ import {
   encodeFunctionData,
   erc20Abi,
   type Hex,
+  isAddress,
   parseEventLogs,
   type TransactionReceipt,
 } from "viem";
@@ -28,6 +29,16 @@ export function executeAttempt(state: EvmRailState, attempt: OutgoingAttempt): P
 }
 
 async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<AttemptOutcome> {
+  // The API refuses such an address; one stored before it did (a payment, a payee) ends failed here, nothing sent,
+  // where encoding the call threw, answered 500 and left the payment processing with its funds held for good.
+  if (attempt.destination.kind === "evm_address" && !isAddress(attempt.destination.address, { strict: true }))
+    return {
+      status: "failed",
+      code: "unreachable_destination",
+      message: `${attempt.destination.address} is not an EVM address (or its EIP-55 checksum is wrong)`,
+      retryElsewhere: false,
+      final: true,
+    };
   const call = callFor(state, attempt);
   if (call === null)
     return {

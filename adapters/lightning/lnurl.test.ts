@@ -59,6 +59,17 @@ describe("invoiceForAddress", () => {
     });
   });
 
+  it("an address whose domain and port make no URL is refused as a value, without asking anyone (it threw)", async () => {
+    handler = () => {
+      throw new Error("asked");
+    };
+    for (const address of ["a@example.com:99999", "a@example.123", "a@256.0.0.1"])
+      expect(await invoiceForAddress(address, 1_000n, params), address).toMatchObject({
+        ok: false,
+        code: "unreachable_destination",
+      });
+  });
+
   it("an amount outside the pay request's range is refused before the callback", async () => {
     serve(payRequest());
     expect(await invoiceForAddress(`a@${host}`, 10n, params)).toMatchObject({ ok: false, code: "rejected" });

@@ -103,10 +103,14 @@ async function getJson(
   }
 }
 
-/** The scheme for a host: http only when the operator named it. */
-function urlFor(params: LnurlParams, host: string, port: string | undefined, path: string): URL {
+/**
+ * The scheme for a host: http only when the operator named it. null when the host and port make no URL (a port past
+ * 65535, a last label of digits that is no IPv4 address): the API refuses such an address, but one stored before it
+ * did threw here, out of execute, and left its payment processing with the funds held.
+ */
+function urlFor(params: LnurlParams, host: string, port: string | undefined, path: string): URL | null {
   const scheme = params.httpHosts.includes(host) ? "http" : "https";
-  return new URL(`${scheme}://${host}${port === undefined ? "" : `:${port}`}${path}`);
+  return URL.parse(`${scheme}://${host}${port === undefined ? "" : `:${port}`}${path}`);
 }
 
 /** An invoice of exactly `amountMsat` for the Lightning Address, from its LNURL-pay server; or why not. */
@@ -118,7 +122,9 @@ export async function invoiceForAddress(
   const match = addressPattern.exec(address.toLowerCase());
   if (match === null) return refused("unreachable_destination", `not a Lightning Address: ${address}`, true);
   const [, name = "", host = "", port] = match;
-  const first = await getJson(urlFor(params, host, port, `/.well-known/lnurlp/${name}`), params);
+  const url = urlFor(params, host, port, `/.well-known/lnurlp/${name}`);
+  if (url === null) return refused("unreachable_destination", `not a Lightning Address: ${address}`, true);
+  const first = await getJson(url, params);
   if (!first.ok) return refused("unreachable_destination", first.why, true);
   const pay = first.json as Record<string, unknown>;
   if (pay === null || typeof pay !== "object" || pay.tag !== "payRequest")

@@ -71,14 +71,28 @@ export const assetCode = (example: string) =>
 const hex = (bytes: number) =>
   z.string().regex(new RegExp(`^0x[0-9a-fA-F]{${bytes * 2}}$`), `0x and ${bytes * 2} hex digits`);
 
-/** LUD-16: user@domain (a port allowed, as a local LNURL server has one). */
+/**
+ * LUD-16: user@domain (a port allowed, as a local LNURL server has one), whose domain and port make a URL: a port
+ * past 65535, or a last label of digits only that is no IPv4 address (`example.123`, `256.0.0.1`), is refused here,
+ * not when the rail asks the address for an invoice.
+ */
 const lightningAddress = z
   .string()
   .max(320)
   .regex(
     /^[a-z0-9._+-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?$/i,
     "a Lightning Address (name@domain)",
+  )
+  .refine(
+    (address) => URL.canParse(`https://${address.slice(address.indexOf("@") + 1)}`),
+    "a Lightning Address whose domain (and port, up to 65535) make a URL",
   );
+
+/** An EVM address whose checksum (EIP-55), when it is written in mixed case, is right. */
+const checksummedAddress = hex(20).refine(
+  (address) => isAddress(address, { strict: true }),
+  "an EVM address with a wrong EIP-55 checksum (write it all lower case, or with its checksum)",
+);
 
 /**
  * What may be a BOLT11 invoice, as a QR code or a wallet gives it (any one case, a `lightning:` prefix allowed; up
@@ -90,7 +104,7 @@ export const destinationSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("account"), account: accountId }),
   z.strictObject({
     type: z.literal("evm_address"),
-    address: hex(20),
+    address: checksummedAddress,
     /** Pay on this chain only; absent: on any EVM rail. */
     chain_id: z
       .number()
@@ -374,12 +388,6 @@ export const payeeNameLengthMax = 256;
  */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is this pattern's purpose.
 export const withoutControlCharacters = /^[^\u0000-\u001f\u007f-\u009f]*$/;
-
-/** An EVM address whose checksum (EIP-55), when it is written in mixed case, is right. */
-const checksummedAddress = hex(20).refine(
-  (address) => isAddress(address, { strict: true }),
-  "an EVM address with a wrong EIP-55 checksum (write it all lower case, or with its checksum)",
-);
 
 export const payeeMethodSchema = z.discriminatedUnion("type", [
   z.strictObject({

@@ -151,6 +151,29 @@ describe("two EVM chains, each its own rail", () => {
   });
 });
 
+describe("an address the API now refuses, stored before it did", () => {
+  it("a wrong EIP-55 checksum fails the attempt for good, nothing sent (encoding the call threw out of execute)", async () => {
+    const nonce = await pendingNonce(l2);
+    const attempt = {
+      id: "att_bad_checksum",
+      paymentId: "pay_bad_checksum",
+      amount: 1_000_000n,
+      destination: { kind: "evm_address", address: "0xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAa" },
+      feeMax: 1_000_000n,
+    } as const;
+    for (const _ of [1, 2])
+      expect(await l2Rail.execute(attempt)).toMatchObject({
+        status: "failed",
+        code: "unreachable_destination",
+        retryElsewhere: false,
+        final: true,
+      });
+    expect(await pendingNonce(l2)).toBe(nonce);
+    const sends = await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1", [attempt.id]);
+    expect(sends).toHaveLength(0);
+  });
+});
+
 describe("a base fee above the rail's cap", () => {
   it("the rail refuses to send: fee_above_max, another rail may pay, no transaction signed or sent", async () => {
     await l2.setBaseFeePerGas(2n * gwei); // the L2 rail's cap is 1 gwei

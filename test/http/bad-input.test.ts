@@ -290,6 +290,25 @@ const cases: Case[] = [
     code: "parameter_invalid",
     param: "destination.invoice",
   },
+  {
+    // It reached the EVM rail, whose call encoding threw: a 500, and the payment left processing, its funds held.
+    name: "an EVM address with a wrong EIP-55 checksum",
+    body: () => ({
+      ...valid(),
+      destination: { type: "evm_address", address: "0xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAa" },
+    }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.address",
+  },
+  ...["a@example.com:99999", "a@example.123", "a@256.0.0.1"].map((address) => ({
+    // Each made no URL when the Lightning rail asked the address for an invoice: thrown out of execute, as above.
+    name: `a Lightning Address whose domain and port make no URL (${address})`,
+    body: () => ({ ...valid(), asset: "BTC", destination: { type: "lightning_address", address } }),
+    status: 400,
+    code: "parameter_invalid",
+    param: "destination.address",
+  })),
   { name: "a missing API key", body: valid, key: null, status: 401, code: "api_key_missing" },
   {
     name: "a wrong API key",
