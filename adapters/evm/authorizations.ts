@@ -140,17 +140,20 @@ async function checkTerms(
     validBefore: auth.validBefore,
     nonce: auth.nonce,
   };
-  const valid = transfer
-    ? await verifyTypedData({
+  // Recovery throws on 65 bytes that are no signature (a v other than 27/28 or 0/1, an r or s out of range): that is
+  // a bad signature too, not a 500.
+  const valid = await (transfer
+    ? verifyTypedData({
         address: auth.from,
         ...transferWithAuthorizationTypedData(domain, message),
         signature: auth.signature,
       })
-    : await verifyTypedData({
+    : verifyTypedData({
         address: auth.from,
         ...receiveWithAuthorizationTypedData(domain, message),
         signature: auth.signature,
-      });
+      })
+  ).catch(() => false);
   if (!valid) return refused("signature_invalid", "the signature is not the payer's over these terms");
   return null;
 }

@@ -210,6 +210,14 @@ describe("an EIP-3009 authorization", () => {
     const expired = await gw.call("POST", url, await signAuthorization(inv, { validBefore: tooLate }));
     expect(expired.status).toBe(400);
     expect(expired.body.error.code).toBe("authorization_expired");
+    // 65 bytes that are no signature: recovery threw on the v (5), or on an r of 0, and answered 500.
+    for (const signature of [`0x${"11".repeat(64)}05`, `0x${"00".repeat(32)}${"11".repeat(32)}1b`]) {
+      const noSignature = await gw.call("POST", url, { ...(await signAuthorization(inv)), signature });
+      expect([noSignature.status, noSignature.body.error?.code], signature).toEqual([
+        400,
+        "signature_invalid",
+      ]);
+    }
     const malformed = await gw.call("POST", url, { ...(await signAuthorization(inv)), signature: "0x12" });
     expect(malformed.status).toBe(400);
     expect(malformed.body.error.code).toBe("parameter_invalid");
