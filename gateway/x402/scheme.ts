@@ -222,6 +222,15 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   }
 }
 
+/**
+ * A value of the payer's JSON, for a message: a string as it is, anything else as JSON (String() of an object whose
+ * `toString` is not a function throws: it was a 500), the first 64 characters.
+ */
+function shown(value: unknown): string {
+  const text = typeof value === "string" ? value : (JSON.stringify(value) ?? "nothing");
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
+}
+
 /** The requirements the payment answers: v2 by deep equality of `accepted`, v1 by scheme and network. */
 function match(
   raw: Record<string, unknown>,
@@ -233,7 +242,7 @@ function match(
     if (found !== undefined) return { requirements: found.v2 };
     const network = (accepted as { network?: unknown } | null)?.network;
     if (!built.some((b) => b.v2.network === network))
-      return refusedWith("invalid_network", `this resource is not paid on ${String(network)}`);
+      return refusedWith("invalid_network", `this resource is not paid on ${shown(network)}`);
     return refusedWith(
       "invalid_payment_requirements",
       "accepted is not one of this resource's payment requirements (amount, asset, payTo, extra)",
@@ -246,7 +255,7 @@ function match(
     if (found?.v1 != null) return { requirements: found.v1 };
     return refusedWith(
       "invalid_network",
-      `this resource is not paid with ${String(raw.scheme)} on ${String(raw.network)}`,
+      `this resource is not paid with ${shown(raw.scheme)} on ${shown(raw.network)}`,
     );
   }
   return refusedWith("invalid_x402_version", "x402Version must be 1 or 2");

@@ -797,6 +797,16 @@ describe("the paywall's x402 scheme", () => {
     expect(
       await x402.verify(resource, offers, request({ "payment-signature": header, "x-payment": header })),
     ).toMatchObject({ kind: "refused", refusal: { code: "invalid_payload_header_repeated" } });
+    // A network or scheme that is an object whose toString is no function: its refusal's message threw (a 500).
+    const base64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64");
+    for (const [name, value] of [
+      ["payment-signature", { x402Version: 2, accepted: { network: { toString: 0 } } }],
+      ["x-payment", { x402Version: 1, scheme: { toString: 0 }, network: { valueOf: 0, toString: 0 } }],
+    ] as const)
+      expect(await x402.verify(resource, offers, request({ [name]: base64(value) })), name).toMatchObject({
+        kind: "refused",
+        refusal: { code: "invalid_network" },
+      });
   });
 
   it("keeps a payer's balance held while a transfer may still be mined, and lets it go once its outcome is known", async () => {
