@@ -332,6 +332,13 @@ function amountOf(source: Source, params: CreateRefundParams, left: bigint): big
         "destination.invoice",
       );
     named = invoice.value.amountMsat;
+    // An invoice of zero (`lnbc0…`) taken as the amount broke the refunds table's check: a 500.
+    if (named === 0n)
+      return refuse(
+        "parameter_invalid",
+        "destination.invoice asks for 0 msat; a refund moves more than nothing",
+        "destination.invoice",
+      );
   }
   let amount: bigint;
   if (params.amount === null) amount = named ?? left;
