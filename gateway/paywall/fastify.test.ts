@@ -1,9 +1,10 @@
 // The Fastify glue alone (no database, no rail): the plugin at the top level leaves a user's routes as they were —
 // prefixed routes with their HEAD twins, the user's own OPTIONS route, a catch-all OPTIONS — and still answers a
 // paywalled path's preflight; inside an encapsulated scope `preflightRoutes` makes the preflight reach it.
+import { connect } from "node:net";
 import Fastify from "fastify";
 import { describe, expect, it } from "vitest";
-import type { PaywallCheck } from "./core.ts";
+import { matchPaywall, type PaywallCheck, pathOf } from "./core.ts";
 import { switchyardPaywall } from "./fastify.ts";
 
 /** Paywalls /paid/*: a preflight there is answered with the payment headers allowed; everything else is free. */
@@ -66,5 +67,58 @@ describe("switchyardPaywall in a Fastify app", () => {
     // A twin of a path that is not paywalled is the 404 it was.
     expect((await app.inject({ method: "OPTIONS", url: "/api/", headers: preflight })).statusCode).toBe(404);
     await app.close();
+  });
+});
+
+/** One raw HTTP/1.1 request over a socket (no client normalizes its target or Host): the answer's status. */
+function rawStatus(port: number, target: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () =>
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+    );
+    let answer = "";
+    socket.on("data", (chunk) => {
+      answer += chunk;
+    });
+    socket.on("error", reject);
+    socket.on("close", () => resolve(Number(answer.split(" ")[1])));
+  });
+}
+
+describe("the path the paywall reads is the one Fastify routes on", () => {
+  it("a Host with a path in it, or an absolute-form target, does not make a paid route free (it did)", async () => {
+    // The core's own reading of a URL, as the gateway's paywall does: /paid/report is priced, /free is not.
+    const walls = [{ resource: "/paid/report" }, { resource: "/free" }] as unknown as Parameters<
+      typeof matchPaywall
+    >[0];
+    const seen: string[] = [];
+    const paywall: PaywallCheck = async (request) => {
+      seen.push(request.url);
+      return matchPaywall(walls, pathOf(request.url))?.resource === "/paid/report"
+        ? { kind: "challenge", status: 402, headers: [], body: {} }
+        : { kind: "free" };
+    };
+    const app = Fastify();
+    await app.register(switchyardPaywall, { paywall });
+    app.get("/paid/report", async () => ({ report: "the paid content" }));
+    app.get("/free", async () => ({ free: true }));
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const { port } = app.server.address() as { port: number };
+      expect(await rawStatus(port, "/paid/report", `127.0.0.1:${port}`)).toBe(402);
+      expect(await rawStatus(port, "/free", `127.0.0.1:${port}`)).toBe(200);
+      for (const [target, host] of [
+        ["/paid/report", "x/free?"],
+        ["/paid/report", "x/free#"],
+        ["http://evil/paid/report", "x"],
+        ["http://evil?/paid/report", "x"],
+      ] as const)
+        expect(await rawStatus(port, target, host), `GET ${target} with Host ${host}`).toBe(402);
+      // A plain Host still names the resource's origin; another is left out rather than pasted in.
+      expect(seen).toContain(`http://127.0.0.1:${port}/paid/report`);
+      expect(seen).toContain("/paid/report");
+    } finally {
+      await app.close();
+    }
   });
 });

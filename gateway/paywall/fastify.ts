@@ -27,12 +27,27 @@ export type SwitchyardPaywallOptions = {
   readonly preflightRoutes?: boolean;
 };
 
-/** The framework-free request of a Fastify one. */
+/** A Host header as RFC 9110 has it: a name or an IPv4 address, or an IPv6 one in brackets, and a port. */
+const plainHost = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/** What Fastify's router (find-my-way) takes off an absolute-form target (`GET http://host/path`) before routing. */
+const absoluteForm = /^https?:\/\/.*?\//;
+
+/**
+ * The framework-free request of a Fastify one. Its URL's path is the one Fastify routes on: an absolute-form target
+ * is read as its path, and the origin is the request's only when its Host is a plain host and port. Node takes any
+ * text as Host, and the URL was the two pasted together: `Host: x/free?` made `GET /paid` read as `/free`, and `GET
+ * http://evil/paid` as `/evil/paid`, each free while Fastify ran the paid route's handler. Without a plain Host
+ * (and without publicOrigin) the URL is the path alone.
+ */
 export function paywallRequestOf(request: FastifyRequest, publicOrigin?: string): PaywallRequest {
-  const origin = publicOrigin ?? `${request.protocol}://${request.host}`;
+  const target = request.url.startsWith("/") ? request.url : request.url.replace(absoluteForm, "/");
+  const path = target.startsWith("/") ? target : `/${target}`;
+  const origin =
+    publicOrigin ?? (plainHost.test(request.host) ? `${request.protocol}://${request.host}` : "");
   return {
     method: request.method,
-    url: `${origin}${request.url}`,
+    url: `${origin}${path}`,
     headers: request.headers,
     rawHeaders: request.raw.rawHeaders,
   };
