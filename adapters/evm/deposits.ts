@@ -121,7 +121,15 @@ export async function depositByReference(state: EvmRailState, reference: string)
   return row ?? null;
 }
 
+/** What `receive` makes a client secret. */
+const clientSecretPattern = new RegExp(`^pay_secret_[0-9a-f]{${clientSecretBytes * 2}}$`);
+
+/**
+ * The deposit whose client secret this is; null for none. Text that cannot be one is not looked up: the wallet route
+ * takes it from anyone, and PostgreSQL refuses a NUL in a text parameter (a 500 for `"client_secret": "a\u0000"`).
+ */
 export async function depositByClientSecret(state: EvmRailState, secret: string): Promise<DepositRow | null> {
+  if (!clientSecretPattern.test(secret)) return null;
   const [row] = await state.params.db.query<DepositRow>(
     `SELECT ${depositColumns} FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND client_secret = $3`,
     [state.chainId, state.params.token.address.toLowerCase(), secret],

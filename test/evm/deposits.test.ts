@@ -284,6 +284,11 @@ describe("an EIP-3009 authorization", () => {
     const unknown = await post({ ...signed, client_secret: "pay_secret_nope" });
     expect(unknown.statusCode).toBe(404);
     expect(unknown.json().error.code).toBe("invoice_not_found");
+    // A NUL reached PostgreSQL's text parameter, which refuses it: a 500 to anyone, logged as an error each time.
+    for (const client_secret of ["a\u0000", `pay_secret_${"0".repeat(48)}`]) {
+      const none = await post({ ...signed, client_secret });
+      expect([none.statusCode, none.json().error?.code], client_secret).toEqual([404, "invoice_not_found"]);
+    }
     const forged = await post({
       ...(await signAuthorization(inv, { signer: stranger() })),
       client_secret: inv.instructions.client_secret,
