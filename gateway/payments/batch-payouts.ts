@@ -27,6 +27,7 @@ import {
   type RailFailureCode,
   type SettlementEvidence,
   SwitchyardError,
+  storableText,
 } from "../../core/index.ts";
 import {
   type AccountCache,
@@ -370,7 +371,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
     const refused = refusedPayeesOf(batch, outcome.refused ?? []);
     return {
       status: outcome.status,
-      refusedPayees: await failBatch(deps, batch, lease, outcome.message, refused),
+      refusedPayees: await failBatch(deps, batch, lease, storableText(outcome.message), refused),
     };
   }
   const payable = await payableAccount(deps);
@@ -504,7 +505,7 @@ function refusedPayeesOf(batch: BatchRow, refused: readonly PayoutRefused[]): Re
         `the rail refused payout ${index} of netting batch ${batch.id}, which has ${batch.payees.length}`,
       );
     seen.add(index);
-    return { payee: entry.payee.toLowerCase(), code, message };
+    return { payee: entry.payee.toLowerCase(), code, message: storableText(message) };
   });
 }
 

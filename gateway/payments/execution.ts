@@ -2,7 +2,14 @@
 // evidence, or void it and fall back to the next candidate when the failure says another rail may succeed. Every
 // step is idempotent and every status move conditional, so the live path, recovery and a rail's late event may
 // all drive the same attempt.
-import type { AttemptOutcome, AttemptSucceeded, OutgoingAttempt, Rail, RailEvent } from "../../core/index.ts";
+import {
+  type AttemptOutcome,
+  type AttemptSucceeded,
+  type OutgoingAttempt,
+  type Rail,
+  type RailEvent,
+  storableText,
+} from "../../core/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { findReservation, type Reservation } from "../ledger/index.ts";
 import { accruedUnderLock } from "./batch-payouts.ts";
@@ -366,7 +373,12 @@ async function failAttempt(
       { paymentId: payment.id, attemptId: attempt.id, rail: attempt.rail, railMessage: reported.message },
       "rail cannot send the amount now",
     );
-  const failure = hidden ? { ...reported, message: insufficientLiquidityMessage } : reported;
+  // Stored as the rail said it, but for what text columns refuse: a NUL in a Lightning Address server's `reason`
+  // failed the void with it, a 500, the payment processing and its funds held on every recovery pass.
+  const failure = {
+    ...reported,
+    message: hidden ? insufficientLiquidityMessage : storableText(reported.message),
+  };
   const candidatesLeft = (payment.decision?.candidates.length ?? 0) > attempt.seq + 1;
   const fallBack = failure.retryElsewhere && candidatesLeft;
   const move = {

@@ -38,6 +38,7 @@ import {
   type RailEvent,
   type SettlementEvidence,
   SwitchyardError,
+  storableText,
 } from "../../core/index.ts";
 import type { AccountRecord } from "../accounts/index.ts";
 import type { Statement } from "../db/index.ts";
@@ -729,7 +730,11 @@ async function applyOutcome(deps: RefundsDeps, refund: Refund, outcome: RailRefu
       await finishSucceeded(deps, refund, outcome);
       return;
     case "failed":
-      await finishFailed(deps, refund, { code: outcome.code, message: outcome.message, evidence: null });
+      await finishFailed(deps, refund, {
+        code: outcome.code,
+        message: storableText(outcome.message),
+        evidence: null,
+      });
       return;
     case "in_flight":
       await markInFlight(deps.db, refund.id, outcome);

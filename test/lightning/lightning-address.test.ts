@@ -40,6 +40,7 @@ async function answer(url: URL): Promise<unknown> {
   const callback = /^\/callback\/([a-z]+)$/.exec(url.pathname);
   if (callback === null) return { status: "ERROR", reason: "not found" };
   const user = callback[1]!;
+  if (user === "closed") return { status: "ERROR", reason: `closed${String.fromCharCode(0)}for now` };
   const amount = BigInt(url.searchParams.get("amount") ?? "0");
   const invoice = await createInvoice({
     lnd: payee,
@@ -119,6 +120,18 @@ describe("a Lightning Address through the gateway", () => {
       expect(response.body.error.payment.status).toBe("failed");
     }
     expect((await getPayments({ lnd: gatewayNode })).payments.length).toBe(sentBefore);
+  });
+
+  it("a server's reason holding a NUL fails the payment with it, made U+FFFD (the void failed with it: a 500, funds held)", async () => {
+    const response = await payAddress("closed");
+    expect([response.status, response.body.error?.code]).toEqual([402, "unreachable_destination"]);
+    expect(response.body.error.payment.status).toBe("failed");
+    expect(response.body.error.message).toContain("closed\uFFFDfor now");
+    const [attempt] = await app.db.query<{ failure_message: string }>(
+      "SELECT failure_message FROM attempts WHERE payment_id = $1",
+      [response.body.error.payment.id],
+    );
+    expect(attempt?.failure_message).toContain("closed\uFFFDfor now");
   });
 
   it("a host not allowed plain http is asked over https, and its failure is the address's", async () => {
