@@ -74,7 +74,8 @@ const hex = (bytes: number) =>
 /**
  * LUD-16: user@domain (a port allowed, as a local LNURL server has one), whose domain and port make a URL: a port
  * past 65535, or a last label of digits only that is no IPv4 address (`example.123`, `256.0.0.1`), is refused here,
- * not when the rail asks the address for an invoice.
+ * not when the rail asks the address for an invoice. A domain is at most 253 characters (RFC 1035), as the rail reads
+ * it.
  */
 const lightningAddress = z
   .string()
@@ -83,10 +84,10 @@ const lightningAddress = z
     /^[a-z0-9._+-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?::[0-9]{1,5})?$/i,
     "a Lightning Address (name@domain)",
   )
-  .refine(
-    (address) => URL.canParse(`https://${address.slice(address.indexOf("@") + 1)}`),
-    "a Lightning Address whose domain (and port, up to 65535) make a URL",
-  );
+  .refine((address) => {
+    const host = address.slice(address.indexOf("@") + 1);
+    return host.replace(/:[0-9]+$/, "").length <= 253 && URL.canParse(`https://${host}`);
+  }, "a Lightning Address whose domain (at most 253 characters, and its port up to 65535) make a URL");
 
 /** An EVM address whose checksum (EIP-55), when it is written in mixed case, is right. */
 const checksummedAddress = hex(20).refine(

@@ -301,7 +301,13 @@ const cases: Case[] = [
     code: "parameter_invalid",
     param: "destination.address",
   },
-  ...["a@example.com:99999", "a@example.123", "a@256.0.0.1"].map((address) => ({
+  ...[
+    "a@example.com:99999",
+    "a@example.123",
+    "a@256.0.0.1",
+    // Past 253 characters: the rail's reading of the address refused it, after the funds were held (402, not 400).
+    `a@${`${"d".repeat(50)}.`.repeat(5)}com`,
+  ].map((address) => ({
     // Each made no URL when the Lightning rail asked the address for an invoice: thrown out of execute, as above.
     name: `a Lightning Address whose domain and port make no URL (${address})`,
     body: () => ({ ...valid(), asset: "BTC", destination: { type: "lightning_address", address } }),
