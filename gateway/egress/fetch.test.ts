@@ -136,6 +136,16 @@ describe("createEgress", () => {
     expect((await refusal(egress.fetch(`http://127.0.0.1:${port + 1}/hook`))).reason).toBe("https_required");
   });
 
+  it("an allowed name with its port is trusted on that port only: on another, its address is vetted at the connection", async () => {
+    // The connection's lookup decided from the host alone: `receiver.test:<other port>` allowed it on every port,
+    // so https to this port connected to loopback unvetted.
+    const egress = egressOf(scripted({ "receiver.test": [["127.0.0.1"]] }), [`receiver.test:${port + 1}`]);
+    expect((await refusal(egress.fetch(`https://receiver.test:${port}/hook`))).reason).toBe(
+      "address_not_public",
+    );
+    expect(connections).toBe(0);
+  });
+
   it("a redirect is the answer, never followed", async () => {
     const egress = egressOf(scripted({}), ["127.0.0.1"]);
     const response = await egress.fetch(`http://127.0.0.1:${port}/redirect`);

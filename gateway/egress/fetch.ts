@@ -89,9 +89,16 @@ export function createEgress(params: EgressParams): Egress {
   const { policy } = params;
   const resolver = params.resolver ?? systemResolver;
   const limits = params.limits ?? egressLimitsDefault;
-  const dispatcher = new Agent({
-    connect: { lookup: vettedLookup(policy, resolver, limits), timeout: limits.connectTimeoutMs },
-  });
+  // Two connectors: an allowed URL's (its host and port as the allow-list names them) is resolved as the resolver
+  // answers; every other one's only to vetted addresses. The lookup is told the host alone: deciding there from the
+  // host let an entry `host:8443` open every port of that host (a Lightning Address `x@host:6443`, or an LNURL
+  // callback naming that port, reached a private address unvetted).
+  const connector = (trusted: boolean) =>
+    new Agent({
+      connect: { lookup: vettedLookup(trusted, resolver, limits), timeout: limits.connectTimeoutMs },
+    });
+  const allowedDispatcher = connector(true);
+  const vettedDispatcher = connector(false);
   const egress: Egress = {
     policy,
     vetUrl: (text) => vetUrl(text, policy),
@@ -100,6 +107,7 @@ export function createEgress(params: EgressParams): Egress {
       const verdict = vetUrl(String(url), policy);
       if (!verdict.ok) throw new EgressRefusedError(verdict.reason, verdict.message);
       try {
+        const dispatcher = verdict.allowed ? allowedDispatcher : vettedDispatcher;
         return await undiciFetch(verdict.url, { ...init, redirect: "manual", dispatcher });
       } catch (error) {
         throw refusalIn(error) ?? error;
@@ -120,7 +128,9 @@ export function createEgress(params: EgressParams): Egress {
         return { error: error instanceof Error ? error.message : String(error) };
       }
     },
-    close: () => dispatcher.close(),
+    close: async () => {
+      await Promise.all([allowedDispatcher.close(), vettedDispatcher.close()]);
+    },
   };
   return egress;
 }
@@ -179,13 +189,11 @@ export async function resolveVetted(
   return { ok: true, addresses };
 }
 
-/** The connector's lookup: an allowed host as the resolver answers it, any other only to vetted addresses. */
-function vettedLookup(policy: EgressPolicy, resolver: Resolver, limits: EgressLimits): LookupFunction {
+/** A connector's lookup: an allowed URL's (`trusted`) as the resolver answers it, any other only to vetted addresses. */
+function vettedLookup(trusted: boolean, resolver: Resolver, limits: EgressLimits): LookupFunction {
   return (hostname, options, callback) => {
     const host = hostname.toLowerCase().replace(/\.+$/, "");
-    // The port was checked against the allow-list by vetUrl before this request was sent.
-    const allowed = policy.allowHosts.some((entry) => entry === host || entry.startsWith(`${host}:`));
-    const answer = allowed
+    const answer = trusted
       ? withTimeout(resolver(host), limits.resolveTimeoutMs).then(
           (addresses): Resolution => ({ ok: true, addresses }),
           (error: unknown): Resolution => ({
