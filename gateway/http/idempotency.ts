@@ -75,7 +75,8 @@ declare module "fastify" {
   interface FastifyContextConfig {
     /**
      * `inline`: the route keeps its answer itself (with what it writes). `none`: the route takes no Idempotency-Key
-     * (it answers a secret, which is never stored): the header is not read, and the document does not offer it.
+     * (it answers a secret, which is never stored, or its request is idempotent by itself, as x402's payments are by
+     * their nonce): the header is not read, and the document does not offer it.
      */
     idempotency?: "inline" | "none";
     /** The route moves money: a request without an Idempotency-Key is refused (idempotency_key_missing). */

@@ -549,8 +549,7 @@ describe("the facilitator's routes", () => {
     expect((await facilitator("verify", payment)).body).toMatchObject({ isValid: true });
   });
 
-  it("refuses a settle without Switchyard-Account as malformed before it looks at the Idempotency-Key", async () => {
-    // schemathesis's finding: a key used before for another request was answered 409 first, not 400.
+  it("reads no Idempotency-Key: a settle is idempotent by its authorization's nonce, for the account it credited", async () => {
     const key = `settle-${randomUUID()}`;
     const settle = (body: unknown, headers: Record<string, string>) =>
       gw.app.server.inject({
@@ -559,13 +558,27 @@ describe("the facilitator's routes", () => {
         headers: { ...headers, "idempotency-key": key, "content-type": "application/json" },
         payload: JSON.stringify(body),
       });
-    const refused = { x402Version: 1, paymentPayload: {}, paymentRequirements: {} };
-    const first = await settle(refused, authHeaders());
-    const again = await settle(refused, authHeaders());
-    // The key is taken: its answer is kept and replayed.
-    expect([again.statusCode, again.headers["idempotent-replayed"]]).toEqual([first.statusCode, "true"]);
+    // The key was kept with the answer: a retry under it naming another account was told that account was credited
+    // (the first answer replayed), and a transient failure (not mined in time) was replayed for 24 hours.
+    const payment = await signedPayment();
+    const first = await settle(payment, authHeaders());
+    expect(first.json()).toMatchObject({ success: true });
+    await settledRow(payment.paymentPayload.payload.authorization.nonce as Hex);
+    const elsewhere = await settle(payment, { ...authHeaders(), "switchyard-account": "acct_demo_customer" });
+    expect(elsewhere.headers["idempotent-replayed"]).toBeUndefined();
+    expect(elsewhere.json()).toMatchObject({
+      success: false,
+      errorReason: "invalid_exact_evm_nonce_already_used",
+    });
+    const again = await settle(payment, authHeaders());
+    expect([again.headers["idempotent-replayed"], again.json()]).toEqual([undefined, first.json()]);
+    // A settle without Switchyard-Account is malformed: 400 (schemathesis's finding: a key used before was
+    // answered 409 first).
     const { "switchyard-account": _, ...withoutAccount } = authHeaders();
-    const missing = await settle({ ...refused, x402Version: 2 }, withoutAccount);
+    const missing = await settle(
+      { x402Version: 2, paymentPayload: {}, paymentRequirements: {} },
+      withoutAccount,
+    );
     expect([missing.statusCode, missing.json().error.code, missing.json().error.param]).toEqual([
       400,
       "parameter_missing",

@@ -11,6 +11,11 @@
 //
 // A refusal of the payment is a 200 with `isValid: false` / `success: false` and x402's reason (the reference
 // facilitator's habit); a malformed request body or an unknown account is the API's own 4xx.
+//
+// Neither route reads an Idempotency-Key: a payment is idempotent by its authorization's nonce. Settled again, it
+// answers its settlement for the account it credited and refuses it for another; left `submitted`, the retry reads
+// the outcome. A key kept the first answer instead, and replayed it to a retry naming another account (told that one
+// was credited) and a transient failure for 24 hours.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -90,7 +95,7 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
   app.post(
     "/x402/verify",
     {
-      config: { scope: "invoices", errorCodes: creditRefusals },
+      config: { scope: "invoices", errorCodes: creditRefusals, idempotency: "none" },
       schema: {
         body: facilitatorBody,
         response: { 200: verifyResponse, "4xx": errorView },
@@ -105,7 +110,7 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
   app.post(
     "/x402/settle",
     {
-      config: { scope: "invoices", errorCodes: creditRefusals },
+      config: { scope: "invoices", errorCodes: creditRefusals, idempotency: "none" },
       schema: {
         body: facilitatorBody,
         response: { 200: settleResponse, "4xx": errorView },
