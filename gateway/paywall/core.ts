@@ -184,6 +184,9 @@ export function withRefusalCode(lines: readonly HeaderLine[], refusal: PaymentRe
   });
 }
 
+/** A 503 for want of a rate: a price feed's next reading, or a rail's return, is a matter of seconds. */
+const rateUnavailableRetryAfterSeconds = 5;
+
 export function createPaywall(deps: PaywallDeps): PaywallCheck {
   const nowMs = deps.nowMs ?? Date.now;
   const origins = deps.corsOrigins ?? "*";
@@ -290,7 +293,7 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
       return {
         kind: "challenge",
         status: 503,
-        headers,
+        headers: [...headers, ["Retry-After", String(rateUnavailableRetryAfterSeconds)]],
         body: {
           ...body,
           error: "paywall_rate_unavailable",

@@ -440,6 +440,26 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(await challengeAt(2n, windowStartMs + 120_000)).toBe("evm=5000");
     });
 
+    it("answers 503 with Retry-After when no way to pay can be priced (it had none, as a 503 must)", async () => {
+      const check = createPaywall({
+        sql: app.db,
+        tenantId,
+        schemes: app.paywalls.schemes,
+        rates: { usdRate: () => null },
+        // A window no price was locked in yet: nothing to price USDC and BTC with.
+        nowMs: () => Math.ceil(Date.now() / 60_000) * 60_000 + 60 * 60_000,
+      });
+      const verdict = await check({ method: "GET", url: "http://shop.test/paid/report", headers: {} });
+      expect(verdict).toMatchObject({
+        kind: "challenge",
+        status: 503,
+        body: { error: "paywall_rate_unavailable" },
+      });
+      const retryAfter =
+        verdict.kind === "challenge" ? verdict.headers.find(([name]) => name === "Retry-After") : null;
+      expect(Number(retryAfter?.[1])).toBeGreaterThan(0);
+    });
+
     it("gives a price lock forgotten past cachedMax back from its row: the price of its window, as another process", async () => {
       const atMs = Math.ceil(Date.now() / 60_000) * 60_000 + 10 * 60_000 + 1_000;
       let rate = 1n;
