@@ -100,7 +100,9 @@ function fieldRefusal(t: TransferInput): CreateTransferStatus | null {
   if (!isU128(t.creditAccountId)) return "credit_account_id_out_of_range";
   if (!isU128(t.pendingId ?? 0n)) return "pending_id_out_of_range";
   if (typeof t.amount !== "bigint" || t.amount < 0n) return "amount_must_not_be_negative";
-  if (t.amount > amountMax) return "amount_must_not_exceed_max";
+  // Any u128, as TigerBeetle takes: what passes our int8 balances is refused where TigerBeetle's checks come to it
+  // (overflows_*, exceeds_pending_transfer_amount), after the id's `exists`; u128's maximum on a post is "the whole".
+  if (t.amount > u128Max) return "amount_must_not_exceed_max";
   if (!isUint(t.ledger, u32Max)) return "ledger_out_of_range";
   if (!isUint(t.code, u16Max)) return "code_out_of_range";
   if (!isUint(t.timeout ?? 0, u32Max)) return "timeout_out_of_range";
@@ -225,6 +227,11 @@ function balanceRefusal(
   return null;
 }
 
+/** A post's amount that asks for the whole pending amount: TigerBeetle's AMOUNT_MAX (u128's), or ours (int8's). */
+function asksWholePost(amount: bigint): boolean {
+  return amount === u128Max || amount === amountMax;
+}
+
 /** A post or void of a pending transfer, whose id is new. */
 function postOrVoidPendingTransfer(
   run: TransferRun,
@@ -256,7 +263,7 @@ function postOrVoidPendingTransfer(
 
   let amount: bigint;
   if (isVoid) amount = t.amount === 0n ? p.amount : t.amount;
-  else amount = t.amount === amountMax ? p.amount : t.amount;
+  else amount = asksWholePost(t.amount) ? p.amount : t.amount;
   if (amount > p.amount) return "exceeds_pending_transfer_amount";
   if (isVoid && amount < p.amount) return "pending_transfer_has_different_amount";
 
@@ -383,9 +390,9 @@ function postOrVoidExists(t: TransferInput, e: Transfer, p: Transfer): CreateTra
     return "exists_with_different_debit_account_id";
   if (t.creditAccountId !== 0n && t.creditAccountId !== e.creditAccountId)
     return "exists_with_different_credit_account_id";
-  const wholeAmount = (t.flags ?? 0) & TransferFlags.voidPendingTransfer ? 0n : amountMax;
-  if (t.amount === wholeAmount ? e.amount !== p.amount : t.amount !== e.amount)
-    return "exists_with_different_amount";
+  const asksWhole =
+    (t.flags ?? 0) & TransferFlags.voidPendingTransfer ? t.amount === 0n : asksWholePost(t.amount);
+  if (asksWhole ? e.amount !== p.amount : t.amount !== e.amount) return "exists_with_different_amount";
   const ud128 = t.userData128 ?? 0n;
   if (e.userData128 !== (ud128 === 0n ? p.userData128 : ud128)) return "exists_with_different_user_data_128";
   const ud64 = t.userData64 ?? 0n;

@@ -28,10 +28,12 @@ export const accountFlagsKnown = 1 | 2 | 4 | 8 | 32;
 export const transferFlagsKnown = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128;
 
 /**
- * The largest amount and balance: PostgreSQL's int8. TigerBeetle's are u128; ours stop at 2^63 - 1, a deliberate
- * difference (one int8 column per balance keeps rows small and arithmetic native). Larger amounts are rejected
- * with `amount_must_not_exceed_max`; balances that would pass it fail with TigerBeetle's `overflows_*` codes.
- * A post with `amount: amountMax` posts the whole pending amount (TigerBeetle's AMOUNT_MAX).
+ * The largest balance, and so the largest amount moved: PostgreSQL's int8. TigerBeetle's are u128; ours stop at
+ * 2^63 - 1, a deliberate difference (one int8 column per balance keeps rows small and arithmetic native). An amount
+ * is any u128, as TigerBeetle's: one that would take a balance past this fails with TigerBeetle's `overflows_*`
+ * codes (a post's, with `exceeds_pending_transfer_amount`), after the checks TigerBeetle makes before them (the id's
+ * `exists_*` first); only one past u128 is `amount_must_not_exceed_max`. A post with u128's maximum (TigerBeetle's
+ * AMOUNT_MAX), or with `amountMax`, posts the whole pending amount.
  */
 export const amountMax = (1n << 63n) - 1n;
 export const u128Max = (1n << 128n) - 1n;

@@ -99,6 +99,7 @@ for (const storeName of storeNames)
       const results = await ledger.createTransfers([
         { ...base, id: ledgerId(), amount: -1n },
         { ...base, id: ledgerId(), amount: amountMax + 1n },
+        { ...base, id: ledgerId(), amount: 1n << 128n },
         { ...base, id: ledgerId(), amount: 1n, creditAccountId: accounts.a },
         { ...base, id: ledgerId(), amount: 1n, creditAccountId: accounts.other },
         { ...base, id: ledgerId(), amount: 1n, ledger: 2 },
@@ -111,6 +112,8 @@ for (const storeName of storeNames)
       ]);
       expect(results.map((r) => r.status)).toEqual([
         "amount_must_not_be_negative",
+        // Any u128 is an amount, as in TigerBeetle: past our int8 balances it is their overflow.
+        "overflows_debits_posted",
         "amount_must_not_exceed_max",
         "accounts_must_be_different",
         "accounts_must_have_the_same_ledger",
@@ -558,6 +561,45 @@ for (const storeName of storeNames)
         "exists",
         "exists",
       ]);
+    });
+
+    it("takes TigerBeetle's AMOUNT_MAX (u128's maximum) where TigerBeetle does: a whole post, a balance, after exists", async () => {
+      // It was refused with amount_must_not_exceed_max before anything else was looked at, so TigerBeetle's rows
+      // with AMOUNT_MAX — a whole post, a balancing transfer, a retried id — each answered that instead.
+      const u128Max = (1n << 128n) - 1n;
+      const base = { debitAccountId: accounts.a, creditAccountId: accounts.b, ledger: L, code: 1 };
+      const [pending, single] = [ledgerId(), ledgerId()];
+      const made = await ledger.createTransfers([
+        { ...base, id: pending, amount: 70n, flags: TransferFlags.pending },
+        { ...base, id: single, amount: 5n },
+      ]);
+      expect(made.map((r) => r.status)).toEqual(["created", "created"]);
+      const post = {
+        id: ledgerId(),
+        debitAccountId: 0n,
+        creditAccountId: 0n,
+        ledger: 0,
+        code: 0,
+        amount: u128Max,
+        pendingId: pending,
+        flags: TransferFlags.postPendingTransfer,
+      };
+      const results = await ledger.createTransfers([
+        post,
+        // Retried: the same request; an id already used: its exists_* code, not the amount's.
+        post,
+        { ...base, id: single, amount: u128Max },
+        // Past the balances (TigerBeetle would take it; ours stop at int8): the overflow, as a balance past the max.
+        { ...base, id: ledgerId(), amount: u128Max, flags: TransferFlags.pending },
+      ]);
+      expect(results.map((r) => r.status)).toEqual([
+        "created",
+        "exists",
+        "exists_with_different_amount",
+        "overflows_debits_pending",
+      ]);
+      const [stored] = await ledger.lookupTransfers([post.id]);
+      expect(stored?.amount).toBe(70n);
     });
 
     it("answers a post or void retried with user data 0 after it stored its own with exists_with_different_user_data", async () => {

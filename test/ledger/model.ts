@@ -174,7 +174,7 @@ function transfer(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   const fail = (status: string) => ({ status, timestamp: ts });
   if ((flags & ~255) !== 0) return fail("reserved_flag");
   if (t.amount < 0n) return fail("amount_must_not_be_negative");
-  if (t.amount > MAX) return fail("amount_must_not_exceed_max");
+  if (t.amount > U128_MAX) return fail("amount_must_not_exceed_max");
   if (t.id === 0n) return fail("id_must_not_be_zero");
   const e = state.transfers.get(t.id);
   if (e) return transferExists(state, t, e, ts);
@@ -199,7 +199,7 @@ function transferExists(state: ModelState, t: TransferInput, e: Transfer, ts: bi
       return fail("exists_with_different_debit_account_id");
     if (t.creditAccountId !== 0n && t.creditAccountId !== e.creditAccountId)
       return fail("exists_with_different_credit_account_id");
-    const asksWhole = flags & voidF ? t.amount === 0n : t.amount === MAX;
+    const asksWhole = flags & voidF ? t.amount === 0n : t.amount === MAX || t.amount === U128_MAX;
     if (asksWhole ? e.amount !== p.amount : t.amount !== e.amount)
       return fail("exists_with_different_amount");
     const wanted128 = (t.userData128 ?? 0n) === 0n ? p.userData128 : t.userData128;
@@ -250,7 +250,13 @@ function postOrVoid(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   if (t.ledger !== 0 && t.ledger !== p.ledger) return fail("pending_transfer_has_different_ledger");
   if (t.code !== 0 && t.code !== p.code) return fail("pending_transfer_has_different_code");
   const amount =
-    flags & voidF ? (t.amount === 0n ? p.amount : t.amount) : t.amount === MAX ? p.amount : t.amount;
+    flags & voidF
+      ? t.amount === 0n
+        ? p.amount
+        : t.amount
+      : t.amount === MAX || t.amount === U128_MAX
+        ? p.amount
+        : t.amount;
   if (amount > p.amount) return fail("exceeds_pending_transfer_amount");
   if (flags & voidF && amount < p.amount) return fail("pending_transfer_has_different_amount");
   const status = state.status.get(p.id);
