@@ -2,7 +2,13 @@
 import { type Logger, silentLogger } from "../../core/logger.ts";
 import type { Db } from "../db/index.ts";
 import { LedgerRequestInvalidError, LedgerRequestTooLargeError } from "./errors.ts";
-import { anyPendingDue, selectAccounts, selectAccountTransfers, selectTransfers } from "./store.ts";
+import {
+  anyPendingDue,
+  nextPendingExpiry,
+  selectAccounts,
+  selectAccountTransfers,
+  selectTransfers,
+} from "./store.ts";
 import {
   type Account,
   type AccountInput,
@@ -15,6 +21,7 @@ import {
   defaultLedgerLimits,
   type LedgerLimits,
   type Transfer,
+  TransferFlags,
   type TransferInput,
   timestampMax,
   u16Max,
@@ -75,6 +82,45 @@ export function createLedger(params: CreateLedgerParams): Ledger {
   let closed = false;
 
   let expiryTimer: NodeJS.Timeout | undefined;
+  /**
+   * A sweep at the moment the first pending transfer made here (or found open after a sweep) expires, as TigerBeetle
+   * expires it, beside the interval's: a 1 s timeout's balances were held until the next tick, up to a second late.
+   * One timer, for the earliest expiry known; after its sweep the next open expiry is read and timed.
+   */
+  let dueSweep: { atNs: bigint; timer: NodeJS.Timeout } | null = null;
+  const sweepWhenDue = (atNs: bigint) => {
+    if (closed || limits.expiryIntervalMs === 0) return;
+    if (dueSweep !== null) {
+      if (dueSweep.atNs <= atNs) return;
+      clearTimeout(dueSweep.timer);
+    }
+    const delayMs = Number((atNs - nowNs() + 999_999n) / 1_000_000n);
+    const timer = setTimeout(() => void sweepDue(), Math.min(Math.max(delayMs, 1), 2 ** 31 - 1));
+    timer.unref();
+    dueSweep = { atNs, timer };
+  };
+  const sweepDue = async () => {
+    dueSweep = null;
+    try {
+      await ledger.expirePendingTransfers();
+      // An expiry already past that the sweep left open is the interval's (another process's, being swept).
+      const next = await nextPendingExpiry(db);
+      if (next !== null && next > nowNs()) sweepWhenDue(next);
+    } catch (error) {
+      if (!closed) logger.error({ err: error }, "ledger expiry sweep failed");
+    }
+  };
+  /** Times the sweep for the pending transfers with a timeout that `results` says were created. */
+  const noteExpiries = (transfers: readonly TransferInput[], results: readonly CreateTransferResult[]) => {
+    if (limits.expiryIntervalMs === 0) return;
+    for (let i = 0; i < transfers.length; i += 1) {
+      const t = transfers[i]!;
+      const timeout = t.timeout ?? 0;
+      if (timeout === 0 || ((t.flags ?? 0) & TransferFlags.pending) === 0) continue;
+      const result = results[i];
+      if (result?.status === "created") sweepWhenDue(result.timestamp + BigInt(timeout) * 1_000_000_000n);
+    }
+  };
   const ledger: Ledger = {
     async createAccounts(accounts) {
       if (accounts.length === 0) return [];
@@ -84,9 +130,11 @@ export function createLedger(params: CreateLedgerParams): Ledger {
     async createTransfers(transfers) {
       if (transfers.length === 0) return [];
       checkRequestSize(transfers.length, limits.batchTransfersMax);
-      return new Promise((resolve, reject) =>
+      const results = await new Promise<CreateTransferResult[]>((resolve, reject) =>
         writer.submit({ kind: "transfers", transfers, resolve, reject }),
       );
+      noteExpiries(transfers, results);
+      return results;
     },
     async createTransfersWith(transfers, alongside) {
       if (transfers.length === 0)
@@ -97,7 +145,10 @@ export function createLedger(params: CreateLedgerParams): Ledger {
           kind: "transfers",
           transfers,
           alongside,
-          resolve: (results, rows) => resolve({ results, rows }),
+          resolve: (results, rows) => {
+            noteExpiries(transfers, results);
+            resolve({ results, rows });
+          },
           reject,
         }),
       );
@@ -163,6 +214,7 @@ export function createLedger(params: CreateLedgerParams): Ledger {
     async close() {
       closed = true;
       if (expiryTimer !== undefined) clearInterval(expiryTimer);
+      if (dueSweep !== null) clearTimeout(dueSweep.timer);
       await writer.close();
     },
   };

@@ -243,6 +243,18 @@ export async function anyPendingDue(sql: Sql, nowNs: bigint): Promise<boolean> {
   return rows.length > 0;
 }
 
+/** When the open pending transfer that expires first does (nanoseconds), or null for none with a timeout. */
+export async function nextPendingExpiry(sql: Sql): Promise<bigint | null> {
+  const rows = await run(
+    sql,
+    "next expiry",
+    "SELECT expires_at FROM ledger_pending_open WHERE expires_at IS NOT NULL ORDER BY expires_at LIMIT 1",
+    [],
+  );
+  const at = rows[0]?.expires_at;
+  return at === undefined || at === null ? null : BigInt(at as bigint | string);
+}
+
 /** Open pending transfers whose timeout has passed, oldest first, locked. */
 export async function selectExpired(tx: Sql, nowNs: bigint, limit: number): Promise<Transfer[]> {
   const rows = await run(

@@ -312,7 +312,10 @@ export type LedgerLimits = {
   /** Open pending transfers the writer keeps in memory after committing them, so posting or voiding one reads
    * nothing; beyond it they are read from the database. */
   pendingCacheMax: number;
-  /** How often pending transfers are swept for expiry (0: never; call expirePendingTransfers yourself). */
+  /**
+   * How often pending transfers are swept for expiry, beside the sweep timed for the earliest expiry known (0: never,
+   * neither; call expirePendingTransfers yourself).
+   */
   expiryIntervalMs: number;
   /** The most pending transfers one expiry sweep expires. */
   expiryBatchMax: number;
