@@ -142,3 +142,33 @@ const plugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admissio
 
 // Not encapsulated: the hooks belong to the context that registers the plugin, and to the contexts inside it.
 export const admissionPlugin = fp(plugin, { name: "switchyard-admission" });
+
+/**
+ * The HTTP server's request listener in front of `next` once the server is stopping (`stopping()`: Fastify's close
+ * has begun): every request is answered 503 `overloaded` with Retry-After and `Connection: close`, in the API's shape,
+ * so that the client retries elsewhere or after the restart. Fastify answered those itself, without Retry-After, in a
+ * body of its own.
+ */
+export function stoppingFirst(stopping: () => boolean, next: RequestListener): RequestListener {
+  const stoppingRefusal = overloaded("the server is stopping; retry after the seconds in Retry-After");
+  const body = Buffer.from(JSON.stringify(stoppingRefusal.body()));
+  return (request: IncomingMessage, response: ServerResponse) => {
+    if (!stopping()) {
+      next(request, response);
+      return;
+    }
+    response.writeHead(503, [
+      "retry-after",
+      String(stoppingRefusal.retryAfterSeconds),
+      "content-type",
+      "application/json; charset=utf-8",
+      versionHeaderLowerCase,
+      currentApiVersion,
+      "connection",
+      "close",
+      "content-length",
+      String(body.length),
+    ]);
+    response.end(body);
+  };
+}

@@ -1,5 +1,7 @@
 // The server's shape, without a database: the OpenAPI document generated from the zod schemas, and which
 // routes need an API key — the /v1 context's, by where they are registered, not by their URL.
+import type { AddressInfo } from "node:net";
+import { connect } from "node:net";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RailRoute } from "../../core/index.ts";
@@ -160,5 +162,63 @@ describe("which routes need an API key", () => {
         expect(response.json().error.code).toBe(code);
       }
     }
+  });
+});
+
+describe("a request that comes while the server is stopping", () => {
+  it("is answered 503 overloaded with Retry-After in the API's shape (it was Fastify's own 503, without Retry-After)", async () => {
+    let entered: () => void = () => {};
+    const handlerEntered = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slowRoute: RailRoute = {
+      method: "POST",
+      path: "/v1/webhooks/slow",
+      bodyLimitBytes: 1_024,
+      handle: async () => {
+        entered();
+        await released;
+        return { status: 200, body: { slow: true } };
+      },
+    };
+    const stopping = await buildBareServer([slowRoute]);
+    await stopping.listen({ port: 0, host: "127.0.0.1" });
+    const { port } = stopping.server.address() as AddressInfo;
+    // The first request is held in its handler; the close begins; a second request comes on the same connection (an
+    // active one, which the close leaves open until its answer is written).
+    const socket = connect(port, "127.0.0.1");
+    let answer = "";
+    socket.on("data", (chunk) => {
+      answer += chunk;
+    });
+    const ended = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    socket.write(
+      "POST /v1/webhooks/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    );
+    await handlerEntered;
+    const closed = stopping.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    // Released once the server has the second request (an observer beside its listener), so that it comes while
+    // the first is still in flight.
+    let requests = 0;
+    const secondRead = new Promise<void>((resolve) =>
+      stopping.server.on("request", () => {
+        requests += 1;
+        if (requests === 1) resolve();
+      }),
+    );
+    socket.write("GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n");
+    await secondRead;
+    release();
+    await ended;
+    await closed;
+    const second = answer.slice(answer.indexOf("HTTP/1.1", 1));
+    expect(second.split("\r\n")[0]).toBe("HTTP/1.1 503 Service Unavailable");
+    expect(second.toLowerCase()).toContain("\r\nretry-after: ");
+    expect(JSON.parse(second.slice(second.indexOf("\r\n\r\n") + 4)).error.code).toBe("overloaded");
   });
 });

@@ -16,6 +16,7 @@ import {
   createAdmission,
   refusingFirst,
   requestsInFlightMaxDefault,
+  stoppingFirst,
 } from "./admission.ts";
 import { docsPlugin } from "./docs.ts";
 import { answerFrameworkError, errorsPlugin, RequestValidationError } from "./errors.ts";
@@ -95,6 +96,8 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     const level = app.log.level;
     return rateLimits.ipRequestsPerSecondMax !== null || level === "debug" || level === "trace";
   };
+  // Set once Fastify's close begins (preClose, below): every request is then answered 503 with Retry-After.
+  let stopping = false;
   const app = Fastify({
     requestTimeout: options.requestTimeoutMs,
     connectionTimeout: options.requestTimeoutMs,
@@ -104,7 +107,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     // limit. The settings Fastify gives the server it makes.
     serverFactory: (handler) => {
       const railPaths = new Set((options.railRoutes ?? []).map((route) => route.path));
-      const server = http.createServer(refusingFirst(admission, handler, fastifyAnswers, railPaths));
+      const server = http.createServer(
+        stoppingFirst(() => stopping, refusingFirst(admission, handler, fastifyAnswers, railPaths)),
+      );
       server.keepAliveTimeout = keepAliveTimeoutMs;
       server.requestTimeout = options.requestTimeoutMs;
       server.setTimeout(options.requestTimeoutMs);
@@ -128,6 +133,10 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   // one at debug (LOG_LEVEL=debug), and so is load shed (429, 503: a line each when there are most of them). Fastify's
   // two info lines for every request (incoming, completed) cost a fifth of the embedded default's payments:
   // 5,558–5,885/s against 6,785–6,939/s without them (PGlite, 224 clients, issue #19).
+  app.addHook("preClose", (done) => {
+    stopping = true;
+    done();
+  });
   app.addHook("onResponse", (request, reply, done) => {
     const status = reply.statusCode;
     // An answered request's line is not even built below debug (the hot path's).
