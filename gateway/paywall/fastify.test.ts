@@ -114,8 +114,11 @@ describe("the path the paywall reads is the one Fastify routes on", () => {
         ["http://evil?/paid/report", "x"],
       ] as const)
         expect(await rawStatus(port, target, host), `GET ${target} with Host ${host}`).toBe(402);
-      // A plain Host still names the resource's origin; another is left out rather than pasted in.
+      // A plain Host still names the resource's origin (a name with an underscore too); another is left out rather
+      // than pasted in.
+      expect(await rawStatus(port, "/paid/report", "paywall_app:4000")).toBe(402);
       expect(seen).toContain(`http://127.0.0.1:${port}/paid/report`);
+      expect(seen).toContain("http://paywall_app:4000/paid/report");
       expect(seen).toContain("/paid/report");
     } finally {
       await app.close();

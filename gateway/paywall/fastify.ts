@@ -27,8 +27,11 @@ export type SwitchyardPaywallOptions = {
   readonly preflightRoutes?: boolean;
 };
 
-/** A Host header as RFC 9110 has it: a name or an IPv4 address, or an IPv6 one in brackets, and a port. */
-const plainHost = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+/**
+ * A Host header as RFC 9110 has it: a name (RFC 3986's reg-name: `my_service` too) or an IPv4 address, or an IPv6
+ * one in brackets, and a port. Nothing that ends a URL's authority (`/`, `?`, `#`, `@`, `\`, a space).
+ */
+const plainHost = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
 /** What Fastify's router (find-my-way) takes off an absolute-form target (`GET http://host/path`) before routing. */
 const absoluteForm = /^https?:\/\/.*?\//;
