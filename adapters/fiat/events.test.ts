@@ -221,6 +221,31 @@ describe("a dispute's fees", () => {
     });
   });
 
+  it("takes nothing for an inquiry until its funds are withdrawn (it was a reversal that nothing gave back)", () => {
+    const inquiry = (type: string, status: string, balanceTransactions: unknown[]) => {
+      const event = dispute(type, balanceTransactions);
+      return { ...event, data: { object: { ...event.data.object, status } } };
+    };
+    expect(
+      interpretStripeEvent(inquiry("charge.dispute.created", "warning_needs_response", []), {
+        currency: "usd",
+      }),
+    ).toEqual({ kind: "ignored", reason: "dispute_inquiry" });
+    // Escalated: withdrawn then, as any dispute's reversal.
+    expect(
+      interpretStripeEvent(
+        inquiry("charge.dispute.funds_withdrawn", "needs_response", [
+          { id: "txn_w", currency: "usd", fee: 1500 },
+        ]),
+        { currency: "usd" },
+      ),
+    ).toMatchObject({ kind: "reversal", reversal: { key: "dispute:dp_1", amount: 1000n } });
+    // A dispute that is no inquiry is taken when it opens, as before.
+    expect(
+      interpretStripeEvent(inquiry("charge.dispute.created", "needs_response", []), { currency: "usd" }).kind,
+    ).toBe("reversal");
+  });
+
   it("reads funds_withdrawn as the dispute's reversal again, with the withdrawal's fee", () => {
     const withdrawn = interpretStripeEvent(
       dispute("charge.dispute.funds_withdrawn", [{ id: "txn_w", currency: "usd", fee: 1500 }]),

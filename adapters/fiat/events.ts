@@ -92,6 +92,8 @@ const disputeSchema = z
      * one by one (disputeFees): an entry that is not one does not cost the dispute its reversal.
      */
     balance_transactions: z.array(z.unknown()).nullish(),
+    /** `warning_*`: an inquiry, which takes no money unless it escalates (funds_withdrawn then). */
+    status: z.string().nullish(),
   })
   .loose();
 
@@ -378,6 +380,7 @@ export type IgnoredReason =
   | "no_payment_intent"
   | "refund_not_effective" // a charge.refunded whose refunds all failed or were canceled
   | "fee_unchanged" // a charge.updated that did not set the charge's balance transaction
+  | "dispute_inquiry" // a dispute opened as an inquiry: no funds withdrawn (unless it escalates: funds_withdrawn)
   /** An event of a connected account's own object (Connect: `account` set): never the platform's money. */
   | "connected_account";
 
@@ -481,6 +484,11 @@ function interpretDispute(event: StripeEventEnvelope, params: InterpretParams): 
   // Stripe takes the disputed amount when the dispute opens (or, for an inquiry that escalates, when its funds are
   // withdrawn: the same reversal), with its fee, and gives the amount back if it is won (the fee too, where Stripe
   // returns it): each a balance transaction of the dispute, whose fees are booked by id.
+  // An inquiry (status warning_needs_response, warning_under_review, warning_closed) withdraws nothing when it opens,
+  // and closes without a funds event: taken as a reversal, it held the amount from the tenant for good (and refused
+  // the refund Stripe advises for an inquiry). One that escalates is withdrawn then, under the same key.
+  if (event.type === "charge.dispute.created" && dispute.status?.startsWith("warning_") === true)
+    return { kind: "ignored", reason: "dispute_inquiry" };
   const fees = disputeFees(dispute.balance_transactions ?? [], params.currency);
   const withFees = fees.length === 0 ? {} : { fees };
   if (event.type === "charge.dispute.funds_reinstated")
