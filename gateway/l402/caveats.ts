@@ -31,12 +31,21 @@ export type MintedCaveats = {
   requestsMax: number | null;
 };
 
+/**
+ * A path as a condition's value: whitespace at its end percent-encoded, since a condition's value is read trimmed
+ * (readCondition). Minted as it was, the path `/files/report ` (a request for `/files/report%20`) read back as
+ * `/files/report`, and its paid token never opened it.
+ */
+function conditionPath(path: string): string {
+  return path.replace(/\s+$/u, (end) => [...end].map((c) => encodeURIComponent(c)).join(""));
+}
+
 export function mintCaveats(params: MintedCaveats): string[] {
   const name = caveatServiceName(params.service);
   return [
     `services=${name}:0`,
     `${name}_valid_until=${params.validUntilSeconds}`,
-    `${name}_path=${params.path}`,
+    `${name}_path=${conditionPath(params.path)}`,
     ...(params.requestsMax === null ? [] : [`${name}_requests=${params.requestsMax}`]),
   ];
 }
@@ -110,7 +119,7 @@ export function judgeCaveats(
       else if (request.nowMs >= Number(value) * 1000) fail("l402_expired", `the token expired at ${value}`);
     } else if (key === `${name}_path`) {
       if (!value.startsWith("/")) fail("l402_caveat_invalid", `${key} "${value}" is not a path`);
-      else if (value !== request.path)
+      else if (value !== conditionPath(request.path))
         fail("l402_path_mismatch", `the token is for ${value}, not ${request.path}`);
     } else if (key === `${name}_requests`) {
       if (!unsignedInteger.test(value) || Number(value) === 0)

@@ -99,6 +99,19 @@ describe("caveats", () => {
     expect(judgeCaveats(minted, at())).toEqual({ ok: true, requestsMax: 5 });
   });
 
+  it("keep a path ending in whitespace as it is: its token opens it, not the path without it (it opened that one instead)", () => {
+    for (const end of [" ", "\t", "\n", "\u00a0", " \u3000"]) {
+      const path = `/files/report${end}`;
+      const terms = { service: "Weather API", validUntilSeconds: 1_800_000_060, path, requestsMax: null };
+      const conditions = mintCaveats(terms);
+      expect(judgeCaveats(conditions, at(path)), JSON.stringify(end)).toEqual({
+        ok: true,
+        requestsMax: null,
+      });
+      expect(judgeCaveats(conditions, at("/files/report"))).toMatchObject({ code: "l402_path_mismatch" });
+    }
+  });
+
   it("ignore unknown conditions and other services' caveats", () => {
     const extra = [...minted, `preimage=${hash}`, "other_valid_until=1", "whatever"];
     expect(judgeCaveats(extra, at())).toEqual({ ok: true, requestsMax: 5 });
