@@ -57,7 +57,7 @@ export type L402SchemeLimits = {
   tokenRequestsMax: number | null;
   /** How long a token opens the resource after its challenge when the paywall does not say. */
   tokenLifetimeSeconds: number;
-  /** How long the invoice can be paid. */
+  /** How long the invoice can be paid: at most half the token's lifetime, which runs from the challenge. */
   invoiceExpirySeconds: number;
   /** Tokens whose root key and paid invoice this process remembers, so that reuse costs one statement. */
   tokenMemoryEntriesMax: number;
@@ -308,7 +308,9 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       amount: formatAmount(tokenPrice(offer.price.amount, requestsMax), asset),
       rail,
       description: `${resource.service}: ${requestsMax ?? "any number of"} request(s) for ${lifetimeSeconds} s`,
-      expirySeconds: limits.invoiceExpirySeconds,
+      // Payable for at most half the token's lifetime (which runs from this challenge): a token of 120 s behind an
+      // invoice of 600 s could be paid after it had expired, the payment taken and the resource never opened.
+      expirySeconds: Math.min(limits.invoiceExpirySeconds, Math.max(1, Math.floor(lifetimeSeconds / 2))),
     });
     // No invoice (the rail is unreachable, the amount out of its range): the 402 offers the other ways.
     if (!created.ok)

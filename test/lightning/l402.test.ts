@@ -4,7 +4,7 @@
 // A second gateway on the same database (another process, as far as the token is concerned: its own scheme,
 // its own pool) shares the count: together they never serve beyond it.
 import { performance } from "node:perf_hooks";
-import { authenticatedLndGrpc, pay } from "lightning";
+import { authenticatedLndGrpc, decodePaymentRequest, pay } from "lightning";
 import { Lsat } from "lsat-js";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { assets } from "../../core/index.ts";
@@ -237,6 +237,18 @@ describe("L402 on regtest", () => {
     }
     const spent = await check(request([token]));
     expect(spent.kind === "challenge" && spent.body.error).toBe("l402_requests_exhausted");
+  });
+
+  it("makes the invoice payable for at most half a short token's lifetime (paid after the token expired, it opened nothing)", async () => {
+    const brief = { ...resource, credential: { lifetimeSeconds: 120, requestsMax: null } };
+    const challengedAtS = Math.floor(Date.now() / 1000);
+    const part = await schemeA.challenge(brief, offers, request());
+    const lsat = Lsat.fromHeader(part.headers[0]![1]);
+    const invoice = await decodePaymentRequest({ lnd: payer, request: lsat.invoice });
+    const expiresAtS = Date.parse(invoice.expires_at) / 1000;
+    // The token's valid_until is the challenge's time + 120 s: the invoice expires 60 s or more before it.
+    expect(expiresAtS).toBeLessThanOrEqual(challengedAtS + 61);
+    expect(expiresAtS).toBeGreaterThan(challengedAtS);
   });
 
   it("measures what verifying a reused token costs per request (PostgreSQL, one gateway)", async () => {
