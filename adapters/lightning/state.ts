@@ -75,7 +75,9 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   preparedWaitMs: 60_000,
   paymentTimeoutMs: 60_000,
   amountMinMsat: 1n,
-  amountMaxMsat: 4_294_967_295_000n, // 0.043 BTC, the pre-wumbo payment ceiling
+  // 2^32 − 1 satoshis (42.9 BTC): a bound of our own. LND 0.21 sets none on an invoice (one of 4,294,967,296,000 msat
+  // was made on regtest); what a payment can carry is its channels' to say.
+  amountMaxMsat: 4_294_967_295_000n,
   feeCacheTtlMs: 60_000,
   feeCacheUnreachableTtlMs: 5_000,
   feeCacheEntriesMax: 1_000,
