@@ -66,5 +66,5 @@ export type {
   UsdRate,
 } from "./rail.ts";
 export { randomInt64, takeRandom } from "./random.ts";
-export { storableText } from "./text.ts";
+export { isStorableText, storableText } from "./text.ts";
 export { wholeBigint, wholeNumber } from "./whole-number.ts";

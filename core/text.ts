@@ -1,8 +1,15 @@
-// Text from outside the gateway (a rail's failure message: LND's, a chain's, Stripe's, a Lightning Address server's
-// `reason`) as PostgreSQL can store it. The API refuses such text at its door (gateway/http/text-safety.ts); what a
-// rail says comes in another way.
+// What PostgreSQL can store as text: no NUL character (text refuses the byte, jsonb the \u0000 escape) and no unpaired
+// UTF-16 surrogate (jsonb refuses its escape; text takes the UTF-8 encoder's replacement character instead). The API
+// refuses other text at its door (gateway/http/text-safety.ts, with isStorableText); text from outside the gateway
+// that comes in another way (a rail's failure message: LND's, a chain's, Stripe's, a Lightning Address server's
+// `reason`) is made storable (storableText).
 
 const nul = String.fromCharCode(0);
+
+/** Whether PostgreSQL can store this text as it is (text and jsonb): no NUL, no unpaired surrogate. */
+export function isStorableText(text: string): boolean {
+  return text.isWellFormed() && !text.includes(nul);
+}
 
 /**
  * The text with each NUL and each unpaired UTF-16 surrogate made U+FFFD: text columns refuse the NUL byte (and a

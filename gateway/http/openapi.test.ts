@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { type FastifyPluginAsyncZod, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { assets, decimalDigitsMax, parseAmount } from "../../core/index.ts";
+import { assets, decimalDigitsMax, isStorableText, parseAmount } from "../../core/index.ts";
 import { buildBareServer } from "../../test/support/bare-server.ts";
 import { tenantAccountAssets } from "../accounts/index.ts";
 import { isPaywallResource, paywallResourceLengthMax, paywallResourcePattern } from "../paywall/index.ts";
@@ -22,7 +22,6 @@ import {
   withoutControlCharacters,
   withoutNul,
 } from "./schemas.ts";
-import { isStorableText } from "./text-safety.ts";
 
 type Response = {
   description: string;

@@ -2,9 +2,8 @@
 // as at Stripe. Amounts travel as decimal strings in the asset's major unit ("1.50"), never as numbers.
 import { isAddress } from "viem";
 import { z } from "zod";
-import { assets, decimalDigitsMax, wholeNumber } from "../../core/index.ts";
+import { assets, decimalDigitsMax, isStorableText, wholeNumber } from "../../core/index.ts";
 import { payeeMethodsMax, payeesListLimitMax } from "../payees/index.ts";
-import { isStorableText } from "./text-safety.ts";
 
 const accountId = z.string().regex(/^acct_[0-9a-z_]{1,64}$/, "an account id (acct_…)");
 

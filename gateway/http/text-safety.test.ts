@@ -1,11 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  escapeUnstorable,
-  findUnstorableText,
-  isStorableText,
-  paramLengthMax,
-  unstorableTextError,
-} from "./text-safety.ts";
+import { isStorableText } from "../../core/index.ts";
+import { escapeUnstorable, findUnstorableText, paramLengthMax, unstorableTextError } from "./text-safety.ts";
 
 const nul = String.fromCharCode(0);
 const high = String.fromCharCode(0xd800);

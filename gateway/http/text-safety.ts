@@ -9,14 +9,8 @@
 // Registered once in server.ts, not encapsulated: routes added later are covered without a line of their own.
 import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
+import { isStorableText } from "../../core/index.ts";
 import { ApiError } from "./errors.ts";
-
-const nul = String.fromCharCode(0);
-
-/** Whether PostgreSQL can store this text as sent (text and jsonb): no NUL, no unpaired surrogate. */
-export function isStorableText(text: string): boolean {
-  return text.isWellFormed() && !text.includes(nul);
-}
 
 const isHighSurrogate = (unit: number) => unit >= 0xd800 && unit <= 0xdbff;
 const isLowSurrogate = (unit: number) => unit >= 0xdc00 && unit <= 0xdfff;
