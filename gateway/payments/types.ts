@@ -1,6 +1,12 @@
 // Payments and attempts: records, statuses, the closed set of reasons a payment is refused or fails,
 // and the transitions allowed between statuses. Pure.
-import type { Destination, ParseAmountError, RailFailureCode, SettlementEvidence } from "../../core/index.ts";
+import {
+  type Destination,
+  everyMember,
+  type ParseAmountError,
+  type RailFailureCode,
+  type SettlementEvidence,
+} from "../../core/index.ts";
 import type { RouteDecision, RoutePolicy } from "../router/types.ts";
 
 export type PaymentStatus = "processing" | "succeeded" | "failed";
@@ -75,8 +81,8 @@ export type PaymentRefusal =
  */
 export type PaymentFailureCode = "insufficient_funds" | RailFailureCode;
 
-/** Every PaymentRefusal once, for the API's document; a Record, so that the compiler finds one left out. */
-const everyPaymentRefusal: Record<PaymentRefusal, true> = {
+/** Every PaymentRefusal once, for the API's document. */
+export const paymentRefusals = everyMember<PaymentRefusal>({
   amount_not_a_decimal: true,
   amount_not_positive: true,
   amount_too_precise: true,
@@ -95,8 +101,7 @@ const everyPaymentRefusal: Record<PaymentRefusal, true> = {
   fee_above_max: true,
   destination_is_gateway: true,
   no_route: true,
-};
-export const paymentRefusals = Object.keys(everyPaymentRefusal) as readonly PaymentRefusal[];
+});
 
 /** Why a quote is refused: the payment's refusals its checks can give without a source account or a quote. */
 export type QuoteRefusal = Extract<
@@ -112,7 +117,7 @@ export type QuoteRefusal = Extract<
 >;
 
 /** Every QuoteRefusal once, for the API's document (createPaymentQuote gives no other, by its type). */
-const everyQuoteRefusal: Record<QuoteRefusal, true> = {
+export const quoteRefusals = everyMember<QuoteRefusal>({
   amount_not_a_decimal: true,
   amount_not_positive: true,
   amount_too_precise: true,
@@ -124,11 +129,10 @@ const everyQuoteRefusal: Record<QuoteRefusal, true> = {
   destination_is_gateway: true,
   fee_above_max: true,
   no_route: true,
-};
-export const quoteRefusals = Object.keys(everyQuoteRefusal) as readonly QuoteRefusal[];
+});
 
 /** Every PaymentFailureCode once: what a payment's request is answered when it failed. */
-const everyPaymentFailureCode: Record<PaymentFailureCode, true> = {
+export const paymentFailureCodes = everyMember<PaymentFailureCode>({
   insufficient_funds: true,
   rail_unavailable: true,
   insufficient_liquidity: true,
@@ -136,8 +140,7 @@ const everyPaymentFailureCode: Record<PaymentFailureCode, true> = {
   fee_above_max: true,
   expired: true,
   rejected: true,
-};
-export const paymentFailureCodes = Object.keys(everyPaymentFailureCode) as readonly PaymentFailureCode[];
+});
 
 /** What a payment that failed `insufficient_funds` says, wherever the shortfall was found. */
 export const insufficientFundsMessage = "the source account's available balance is below the amount";

@@ -3,7 +3,7 @@
 // ./lists.ts. Another tenant's payee is not found, never forbidden.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
-import type { Rail } from "../../../core/index.ts";
+import { everyMember, type Rail } from "../../../core/index.ts";
 import type { AccountCache } from "../../accounts/index.ts";
 import type { Db } from "../../db/index.ts";
 import {
@@ -46,16 +46,12 @@ export function ownedByGateway(rails: ReadonlyMap<string, Rail>) {
   };
 }
 
-/**
- * What a payee's methods are refused with, made or changed: every PayeeRefusal but PATCH's path's (its 404). A
- * Record, so that the compiler finds one left out.
- */
-const everyMethodRefusal: Record<Exclude<PayeeRefusal, "payee_not_found">, true> = {
+/** What a payee's methods are refused with, made or changed: every PayeeRefusal but PATCH's path's (its 404). */
+const methodRefusals = everyMember<Exclude<PayeeRefusal, "payee_not_found">>({
   payee_method_duplicate: true,
   account_not_found: true,
   destination_is_gateway: true,
-};
-const methodRefusals = Object.keys(everyMethodRefusal) as readonly (keyof typeof everyMethodRefusal)[];
+});
 
 function methodFromBody(body: PayeeMethodBody): PayeeMethod {
   switch (body.type) {

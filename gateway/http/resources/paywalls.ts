@@ -5,7 +5,7 @@
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
-import { assetByCode, formatAmount, parseAmount } from "../../../core/index.ts";
+import { assetByCode, everyMember, formatAmount, parseAmount } from "../../../core/index.ts";
 import type { AccountCache } from "../../accounts/index.ts";
 import type { Db } from "../../db/index.ts";
 import {
@@ -39,14 +39,10 @@ export type PaywallRoutesOptions = {
   nowMs: () => number;
 };
 
-/**
- * What a paywall's fields may be refused with, made or changed: every PaywallRefusal but the ids in a path (their
- * 404s). A Record, so that the compiler finds one left out.
- */
-const everyFieldRefusal: Record<
-  Exclude<PaywallRefusal, "paywall_not_found" | "paywall_verdict_not_found">,
-  true
-> = {
+/** What a paywall's fields may be refused with, made or changed: every PaywallRefusal but the ids in a path (404s). */
+const paywallFieldRefusals = everyMember<
+  Exclude<PaywallRefusal, "paywall_not_found" | "paywall_verdict_not_found">
+>({
   paywall_resource_taken: true,
   paywall_scheme_unavailable: true,
   paywall_account_missing: true,
@@ -59,8 +55,7 @@ const everyFieldRefusal: Record<
   amount_too_precise: true,
   amount_too_large: true,
   parameter_invalid: true,
-};
-const paywallFieldRefusals = Object.keys(everyFieldRefusal) as readonly (keyof typeof everyFieldRefusal)[];
+});
 
 const paywallId = z.string().regex(/^pwl_[0-9a-z]{1,64}$/, "a paywall id (pwl_…)");
 const priceSchema = z.strictObject({
