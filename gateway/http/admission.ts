@@ -15,7 +15,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import type { FastifyPluginCallback } from "fastify";
 import fp from "fastify-plugin";
-import { overloaded, sendError } from "./errors.ts";
+import { type ApiError, overloaded, sendError } from "./errors.ts";
 import { errorView } from "./schemas.ts";
 import { currentApiVersion, requestedApiVersion, versionHeaderLowerCase } from "./versioning.ts";
 
@@ -69,17 +69,7 @@ export function refusingFirst(
   const headersIn = (version: string) => {
     let headers = headersByVersion.get(version);
     if (headers === undefined) {
-      // As the hook's answer has them: sendError's, send's, the versioning hook's, then the length.
-      headers = [
-        "retry-after",
-        String(refusal.retryAfterSeconds),
-        "content-type",
-        "application/json; charset=utf-8",
-        versionHeaderLowerCase,
-        version,
-        "content-length",
-        String(body.length),
-      ];
+      headers = refusalHeaderLines(refusal, version, body);
       headersByVersion.set(version, headers);
     }
     return headers;
@@ -144,6 +134,29 @@ const plugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admissio
 export const admissionPlugin = fp(plugin, { name: "switchyard-admission" });
 
 /**
+ * The header lines of a 503 answered by a listener before Fastify, as the error plugin's answer has them: sendError's,
+ * send's, the versioning hook's, then `more`, then the length.
+ */
+function refusalHeaderLines(
+  answer: ApiError,
+  version: string,
+  body: Buffer,
+  more: readonly string[] = [],
+): string[] {
+  return [
+    "retry-after",
+    String(answer.retryAfterSeconds),
+    "content-type",
+    "application/json; charset=utf-8",
+    versionHeaderLowerCase,
+    version,
+    ...more,
+    "content-length",
+    String(body.length),
+  ];
+}
+
+/**
  * The HTTP server's request listener in front of `next` once the server is stopping (`stopping()`: Fastify's close
  * has begun): every request is answered 503 `overloaded` with Retry-After and `Connection: close`, in the API's shape,
  * so that the client retries elsewhere or after the restart. Fastify answered those itself, without Retry-After, in a
@@ -152,23 +165,13 @@ export const admissionPlugin = fp(plugin, { name: "switchyard-admission" });
 export function stoppingFirst(stopping: () => boolean, next: RequestListener): RequestListener {
   const stoppingRefusal = overloaded("the server is stopping; retry after the seconds in Retry-After");
   const body = Buffer.from(JSON.stringify(stoppingRefusal.body()));
+  const headers = refusalHeaderLines(stoppingRefusal, currentApiVersion, body, ["connection", "close"]);
   return (request: IncomingMessage, response: ServerResponse) => {
     if (!stopping()) {
       next(request, response);
       return;
     }
-    response.writeHead(503, [
-      "retry-after",
-      String(stoppingRefusal.retryAfterSeconds),
-      "content-type",
-      "application/json; charset=utf-8",
-      versionHeaderLowerCase,
-      currentApiVersion,
-      "connection",
-      "close",
-      "content-length",
-      String(body.length),
-    ]);
+    response.writeHead(stoppingRefusal.status, headers);
     response.end(body);
   };
 }
