@@ -70,10 +70,22 @@ const addInvoice = (
     );
   });
 
+/** An invoice made and journalled; or LND's refusal (or silence) to make it, after which nothing is journalled. */
+type MadeInvoice =
+  | { readonly ok: true; readonly invoice: CreatedInvoice }
+  | { readonly ok: false; readonly error: LightningRailError };
+
 export async function createInvoice(
   s: LightningRailState,
   invoiceParams: CreateInvoiceParams,
 ): Promise<CreatedInvoice> {
+  const made = await makeInvoice(s, invoiceParams);
+  if (!made.ok) throw made.error;
+  return made.invoice;
+}
+
+/** Parameters outside the rail's limits throw (the caller's bug); so does a journal that cannot be written. */
+async function makeInvoice(s: LightningRailState, invoiceParams: CreateInvoiceParams): Promise<MadeInvoice> {
   if (!s.running) throw new LightningRailError("the Lightning rail is not started");
   const { limits } = s;
   const { amountMsat, expirySeconds, reference } = invoiceParams;
@@ -102,12 +114,15 @@ export async function createInvoice(
   try {
     created = await addInvoice(s, invoiceParams);
   } catch (error) {
-    throw lndError("LND did not create the invoice", error);
+    return { ok: false, error: lndError("LND did not create the invoice", error) };
   }
   const stored: StoredInvoice = { paymentHash: created.id, reference, expiresAtMs };
   s.invoices.set(created.id, stored);
   await s.store.append({ t: "invoice", ...stored });
-  return { paymentHash: created.id, request: created.request, amountMsat, expiresAtMs, reference };
+  return {
+    ok: true,
+    invoice: { paymentHash: created.id, request: created.request, amountMsat, expiresAtMs, reference },
+  };
 }
 
 /**
@@ -129,12 +144,19 @@ export async function receive(s: LightningRailState, request: ReceiveRequest): P
       code: "rail_unavailable",
       message: `LND unreachable: ${s.health.lastError ?? ""}`,
     };
-  const invoice = await createInvoice(s, {
+  // LND refusing AddInvoice (a macaroon without invoice rights, LND gone since the last health check) made
+  // nothing anyone can pay: a refusal, as when the health check already knew.
+  const made = await makeInvoice(s, {
     amountMsat: request.amount,
     expirySeconds: request.expirySeconds,
     reference: request.reference,
     memo: request.description,
   });
+  if (!made.ok) {
+    const { shortMessage, details } = made.error;
+    return { status: "refused", code: "rail_unavailable", message: `${shortMessage}: ${details ?? ""}` };
+  }
+  const { invoice } = made;
   return {
     status: "offered",
     railReference: invoice.paymentHash,

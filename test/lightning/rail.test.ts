@@ -2,7 +2,7 @@
 // directly with `lightning`. Tests run in order; the last one restarts the gateway's lnd.
 import { createHash, randomBytes } from "node:crypto";
 import { fdatasync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -49,11 +49,12 @@ type Running = { rail: LightningRail; events: RailEvent[]; logs: LogLine[] };
 async function startRail(
   store: string | LightningRailStore,
   limits: LightningRailParams["limits"] = {},
+  lnd: LightningRailParams["lnd"] = cluster.nodes.gateway,
 ): Promise<Running> {
   const events: RailEvent[] = [];
   const logs: LogLine[] = [];
   const rail = createLightningRail({
-    lnd: cluster.nodes.gateway,
+    lnd,
     store: typeof store === "string" ? createFileRailStore(path.join(directory, store)) : store,
     limits: { refreshIntervalMs: 500, reconnectDelayMaxMs: 1_000, executeWaitMs: 30_000, ...limits },
     logger: recordingLogger({ lines: logs }).logger,
@@ -212,6 +213,37 @@ describe("lightning rail on regtest", () => {
       { timeoutMs: 30_000 },
     );
     expect(event).toMatchObject({ amount: 2_000_000n, evidence: { paymentHash: offer.railReference } });
+  });
+
+  it("receive answers a refusal, not an error, when LND does not make the invoice", async () => {
+    // LND connected and healthy, but AddInvoice refused: the rail holds LND's read-only macaroon.
+    const { macaroonPath } = cluster.nodes.gateway;
+    const readOnly = (await readFile(path.join(path.dirname(macaroonPath), "readonly.macaroon"))).toString(
+      "base64",
+    );
+    const slow = await startRail(
+      "receive-read-only.jsonl",
+      {},
+      { ...cluster.nodes.gateway, macaroon: readOnly },
+    );
+    try {
+      expect(slow.rail.health().connected).toBe(true);
+      // Before: the AddInvoice error was thrown out of receive, and the API answered 500.
+      expect(
+        await slow.rail.receive({
+          reference: "invoice-receive-read-only",
+          amount: 1_000_000n,
+          description: "no invoice",
+          expirySeconds: 600,
+        }),
+      ).toEqual({
+        status: "refused",
+        code: "rail_unavailable",
+        message: expect.stringMatching(/^LND did not create the invoice: .*permission denied/),
+      });
+    } finally {
+      await slow.rail.stop();
+    }
   });
 
   it("sends a BOLT11 invoice once, and a retry of the attempt reports the first outcome", async () => {
