@@ -19,3 +19,20 @@ export function storableText(text: string): string {
   const wellFormed = text.toWellFormed();
   return wellFormed.includes(nul) ? wellFormed.replaceAll(nul, "\uFFFD") : wellFormed;
 }
+
+/**
+ * The longest start of `text` whose UTF-8 encoding fits in `bytesMax` bytes, cut between code points (never inside
+ * one, never between a surrogate pair's halves).
+ */
+export function utf8Prefix(text: string, bytesMax: number): string {
+  if (Buffer.byteLength(text) <= bytesMax) return text;
+  let bytes = 0;
+  let end = 0;
+  for (const codePoint of text) {
+    const size = Buffer.byteLength(codePoint);
+    if (bytes + size > bytesMax) break;
+    bytes += size;
+    end += codePoint.length;
+  }
+  return text.slice(0, end);
+}

@@ -4,6 +4,7 @@
 
 import { parseBolt11 } from "../../core/bolt11.ts";
 import type { ReceiveOutcome, ReceiveRequest } from "../../core/index.ts";
+import { utf8Prefix } from "../../core/text.ts";
 import { LightningRailError, lndError } from "./errors.ts";
 import type { LightningRailState } from "./state.ts";
 import type { StoredInvoice } from "./store.ts";
@@ -127,8 +128,7 @@ async function makeInvoice(s: LightningRailState, invoiceParams: CreateInvoicePa
 
 /**
  * Money in, as the Rail contract asks: a BOLT11 invoice for the request (its description as the memo), or a
- * refusal that made nothing on LND — an amount outside the rail's range, a description too long for a memo,
- * LND out of reach.
+ * refusal that made nothing on LND — an amount outside the rail's range, LND out of reach or refusing.
  */
 export async function receive(s: LightningRailState, request: ReceiveRequest): Promise<ReceiveOutcome> {
   const { limits } = s;
@@ -136,8 +136,6 @@ export async function receive(s: LightningRailState, request: ReceiveRequest): P
     return { status: "refused", code: "amount_too_large", message: `above ${limits.amountMaxMsat} msat` };
   if (request.amount < limits.amountMinMsat)
     return { status: "refused", code: "rejected", message: `below ${limits.amountMinMsat} msat` };
-  if (Buffer.byteLength(request.description) > limits.memoLengthMax)
-    return { status: "refused", code: "rejected", message: `description over ${limits.memoLengthMax} bytes` };
   if (!s.running || !s.health.connected)
     return {
       status: "refused",
@@ -150,7 +148,8 @@ export async function receive(s: LightningRailState, request: ReceiveRequest): P
     amountMsat: request.amount,
     expirySeconds: request.expirySeconds,
     reference: request.reference,
-    memo: request.description,
+    // A BOLT11 memo holds memoLengthMax bytes: a longer description is shown cut (the gateway keeps it whole).
+    memo: utf8Prefix(request.description, limits.memoLengthMax),
   });
   if (!made.ok) {
     const { shortMessage, details } = made.error;

@@ -215,6 +215,25 @@ describe("lightning rail on regtest", () => {
     expect(event).toMatchObject({ amount: 2_000_000n, evidence: { paymentHash: offer.railReference } });
   });
 
+  it("receive offers an invoice for a description longer than a memo holds, its memo cut between characters", async () => {
+    // 300 characters of 3 bytes each: within the API's 500 characters, past BOLT11's 639 bytes.
+    const description = "日本語".repeat(100);
+    const offer = await main.rail.receive({
+      reference: "invoice-receive-long-memo",
+      amount: 1_000_000n,
+      description,
+      expirySeconds: 600,
+    });
+    // Before: refused, and the API answered 402 rail_unavailable for a description it had accepted.
+    if (offer.status !== "offered") throw new Error(`refused: ${offer.message}`);
+    const described = await decodePaymentRequest({
+      lnd: payer,
+      request: offer.instructions.bolt11 as string,
+    });
+    expect(described.description).toBe(description.slice(0, 213));
+    expect(Buffer.byteLength(described.description ?? "")).toBe(639);
+  });
+
   it("receive answers a refusal, not an error, when LND does not make the invoice", async () => {
     // LND connected and healthy, but AddInvoice refused: the rail holds LND's read-only macaroon.
     const { macaroonPath } = cluster.nodes.gateway;
