@@ -1,13 +1,15 @@
 // The event pump: every event the rail reports goes through one queue, whose handlers run up to
 // eventsConcurrentMax at once and are delivered (journal line, settle index) in arrival order. Settled invoices
 // reach it from LND's invoice subscription, caught up by settle index after any disconnect (or, with no settle
-// index yet, by looking up each open invoice); payment outcomes reach it from send.ts. A stream that breaks
-// marks LND disconnected, and the monitor's tick reconnects.
+// index yet, by looking up each open invoice; invoices long expired are looked up too, before they are forgotten);
+// payment outcomes reach it from send.ts. A stream that breaks marks LND disconnected, and the monitor's tick
+// reconnects.
 import { getInvoice, subscribeToInvoices } from "lightning";
 import type { RailEvent, RailEventHandler } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 import { lndErrorText } from "./failures.ts";
 import { type LightningRailState, type QueuedEvent, withTimeout } from "./state.ts";
+import { expiredInvoiceRetainMs } from "./store.ts";
 
 type LndInvoice = {
   id: string;
@@ -152,6 +154,63 @@ async function checkOpenInvoices(s: LightningRailState): Promise<void> {
 }
 
 /**
+ * Invoices past their expiry by more than expiredInvoiceRetainMs, asked of LND one by one (at most
+ * openInvoicesCheckMax a pass): one LND holds as paid is delivered (paid just before it expired, while the rail was
+ * stopped, its event is still owed); one LND holds as never paid (cancelled, or expired with nothing held) or does
+ * not know is forgotten. One that cannot be asked now stays for the next pass.
+ */
+export async function retireExpiredInvoices(s: LightningRailState): Promise<void> {
+  if (s.expiredInvoicesChecking) return;
+  s.expiredInvoicesChecking = true;
+  s.expiredInvoicesCheckedAtMs = s.now();
+  try {
+    const expiredBefore = s.now() - expiredInvoiceRetainMs;
+    const due = [...s.invoices.values()]
+      .filter((invoice) => invoice.expiresAtMs < expiredBefore)
+      .slice(0, s.limits.openInvoicesCheckMax);
+    for (const invoice of due) {
+      if (!s.running) return;
+      const id = invoice.paymentHash;
+      let found: LndInvoiceState | null;
+      try {
+        found = (await withTimeout(s, getInvoice({ lnd: s.lnd, id }), "getInvoice")) as LndInvoiceState;
+      } catch (error) {
+        if (error instanceof LightningRailError || !invoiceUnknown(error)) {
+          s.logger.warn(
+            { error: lndErrorText(error), paymentHash: id },
+            "checking an expired invoice failed",
+          );
+          continue;
+        }
+        found = null;
+      }
+      if (found?.is_confirmed === true) {
+        onInvoice(s, { ...found, id }, "lookup");
+        continue;
+      }
+      const payable =
+        found !== null &&
+        found.is_canceled !== true &&
+        (found.is_held === true || Date.parse(found.expires_at) > s.now());
+      // Still payable as LND sees it, or delivered while LND was asked.
+      if (payable || s.invoices.get(id) !== invoice) continue;
+      s.invoices.delete(id);
+      await s.store.append({ t: "invoice_done", paymentHash: id });
+    }
+  } finally {
+    s.expiredInvoicesChecking = false;
+  }
+}
+
+type LndInvoiceState = Omit<LndInvoice, "id"> & {
+  readonly is_canceled?: boolean;
+  readonly is_held?: boolean;
+  readonly expires_at: string;
+};
+
+const invoiceUnknown = (error: unknown) => /unable to locate invoice|not found/i.test(lndErrorText(error));
+
+/**
  * Whether LND holds the invoice of this payment hash as settled: one lookup, bounded by rpcTimeoutMs (it rejects
  * with a LightningRailError when LND does not answer). An invoice LND does not know is not settled.
  */
@@ -162,7 +221,7 @@ export async function lookupSettled(s: LightningRailState, paymentHash: string):
     return (found as { is_confirmed?: boolean }).is_confirmed === true;
   } catch (error) {
     if (error instanceof LightningRailError) throw error;
-    if (/unable to locate invoice|not found/i.test(lndErrorText(error))) return false;
+    if (invoiceUnknown(error)) return false;
     throw new LightningRailError("LND did not look up the invoice", { details: lndErrorText(error) });
   }
 }

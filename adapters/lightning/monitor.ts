@@ -8,7 +8,7 @@ import { authenticatedLndGrpc, getChannelBalance, getWalletInfo } from "lightnin
 import type { DestinationKind, RailSnapshot } from "../../core/index.ts";
 import { divCeil } from "../../core/index.ts";
 import { invoiceNetworkOf } from "./bolt11.ts";
-import { resubscribeInvoices } from "./events.ts";
+import { resubscribeInvoices, retireExpiredInvoices } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { estimateFee, snapshotRoutingFee } from "./fees.ts";
 import { track } from "./send.ts";
@@ -20,6 +20,8 @@ const latencyDefaultMs = 2_000;
 const onConnected = (s: LightningRailState) => {
   s.reconnectDelayMs = s.limits.reconnectDelayMinMs;
   resubscribeInvoices(s);
+  if (s.now() - s.expiredInvoicesCheckedAtMs >= s.limits.expiredInvoicesCheckIntervalMs)
+    void retireExpiredInvoices(s);
   for (const tracker of s.trackers.values()) if (tracker.detached) track(s, tracker);
 };
 

@@ -133,6 +133,8 @@ function createState(params: LightningRailParams): LightningRailState {
     attempts: new Map(),
     attemptByHash: new Map(),
     invoices: new Map(),
+    expiredInvoicesCheckedAtMs: 0,
+    expiredInvoicesChecking: false,
     settleIndexDelivered: 0,
     settleIndexQueued: 0,
     trackers: new Map(),

@@ -66,8 +66,13 @@ export type LightningRailLimits = {
   readonly invoiceExpirySecondsMax: number;
   readonly memoLengthMax: number;
   readonly referenceLengthMax: number;
-  /** Open invoices checked one by one when the settle index cannot replay them (settle index 0). */
+  /**
+   * Open invoices checked one by one when the settle index cannot replay them (settle index 0); also the most
+   * long-expired invoices asked about in one pass (events.ts retireExpiredInvoices).
+   */
   readonly openInvoicesCheckMax: number;
+  /** How often invoices long past their expiry are asked about, to be forgotten or delivered. */
+  readonly expiredInvoicesCheckIntervalMs: number;
 };
 
 export const lightningRailLimitsDefault: LightningRailLimits = {
@@ -101,6 +106,7 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   memoLengthMax: 639,
   referenceLengthMax: 200,
   openInvoicesCheckMax: 1_000,
+  expiredInvoicesCheckIntervalMs: 3_600_000,
 };
 
 export type FeeEstimate = { readonly feeMsat: bigint; readonly takenAtMs: number; readonly ageMs: number };
@@ -217,6 +223,9 @@ export type LightningRailState = {
   pumpIdle: Promise<void>;
   invoiceSubscription: EventEmitter | null;
   invoiceBacklog: boolean;
+  /** When the last pass over long-expired invoices began (0: never), and whether one is running. */
+  expiredInvoicesCheckedAtMs: number;
+  expiredInvoicesChecking: boolean;
 
   // ---- the monitor ----
   tickTimer: NodeJS.Timeout | null;

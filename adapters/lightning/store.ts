@@ -92,7 +92,11 @@ export class RailStoreError extends SwitchyardError {
 
 /** Finished attempts kept for idempotent retries; the oldest beyond this are forgotten on compaction. */
 export const finishedAttemptsRetainMax = 100_000;
-/** Invoices past expiry by more than this are forgotten on compaction. */
+/**
+ * Invoices past expiry by more than this are asked about (events.ts retireExpiredInvoices): forgotten once LND says
+ * they were never paid, delivered when it says they were. Compaction never forgets one by its age alone: an invoice
+ * paid just before it expired, while the rail was stopped for longer than this, is still owed its event.
+ */
 export const expiredInvoiceRetainMs = 24 * 60 * 60 * 1000;
 const journalLineLengthMax = 64 * 1024;
 
@@ -176,8 +180,8 @@ export function outcomeRecord(attemptId: string, outcome: StoredOutcome): RailSt
       };
 }
 
-/** The records that rebuild `state`, minus what is old enough to forget. */
-export function compactRecords(state: RailState, nowMs: number): RailStoreRecord[] {
+/** The records that rebuild `state`, minus the oldest finished attempts past finishedAttemptsRetainMax. */
+export function compactRecords(state: RailState): RailStoreRecord[] {
   const records: RailStoreRecord[] = [];
   const attempts = [...state.attempts.values()].sort((a, b) => a.createdAtMs - b.createdAtMs);
   const finished = attempts.filter((attempt) => attempt.outcome !== null && attempt.reported);
@@ -199,10 +203,7 @@ export function compactRecords(state: RailState, nowMs: number): RailStoreRecord
     if (attempt.outcome !== null) records.push(outcomeRecord(attempt.attemptId, attempt.outcome));
     if (attempt.reported) records.push({ t: "reported", attemptId: attempt.attemptId });
   }
-  for (const invoice of state.invoices.values()) {
-    if (invoice.expiresAtMs + expiredInvoiceRetainMs < nowMs) continue;
-    records.push({ t: "invoice", ...invoice });
-  }
+  for (const invoice of state.invoices.values()) records.push({ t: "invoice", ...invoice });
   if (state.settleIndex > 0) records.push({ t: "settle_index", value: state.settleIndex });
   return records;
 }
@@ -214,7 +215,7 @@ export function createMemoryRailStore(): LightningRailStore & { records(): reado
     async load() {
       const state = emptyRailState();
       for (const record of records) applyRecord(state, record);
-      records = compactRecords(state, Date.now());
+      records = compactRecords(state);
       return state;
     },
     async append(...appended) {
@@ -303,7 +304,7 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
             });
         }
       });
-      const compacted = compactRecords(state, Date.now());
+      const compacted = compactRecords(state);
       const temporary = `${file}.${process.pid}.tmp`;
       try {
         await mkdir(path.dirname(file), { recursive: true });

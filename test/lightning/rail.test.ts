@@ -714,6 +714,71 @@ describe("lightning rail on regtest", () => {
     await restarted.rail.stop();
   });
 
+  it("delivers an invoice paid while the rail was stopped past its expiry and a day, and forgets one never paid", async () => {
+    const journal = path.join(directory, "long-away.jsonl");
+    const running = await startRail("long-away.jsonl");
+    await payThrough(running.rail, "long-away-before", 1_000_000n);
+    await waitFor("first received", async () => running.events.find((e) => e.kind === "received"), {
+      timeoutMs: 30_000,
+    });
+    const paid = await running.rail.createInvoice({
+      amountMsat: 3_000_000n,
+      expirySeconds: 600,
+      memo: "paid while away",
+      reference: "long-away-paid",
+    });
+    const unpaid = await running.rail.createInvoice({
+      amountMsat: 1_000_000n,
+      expirySeconds: 1,
+      memo: "never paid",
+      reference: "long-away-unpaid",
+    });
+    await running.rail.stop();
+    await pay({ lnd: payer, request: paid.request });
+    await sleep(1_500); // LND's own expiry of the unpaid one
+    // The rail comes back more than a day after both expired, as its journal says (LND's clock cannot be moved).
+    const dayAndMoreAgo = Date.now() - 25 * 3600 * 1000;
+    const lines = (await readFile(journal, "utf8")).split("\n").filter((line) => line !== "");
+    const aged = lines.map((line) => {
+      const record = JSON.parse(line) as { t: string };
+      return `${JSON.stringify(record.t === "invoice" ? { ...record, expiresAtMs: dayAndMoreAgo } : record)}\n`;
+    });
+    await writeFile(journal, aged.join(""));
+    // A start that stopped before it caught up: its load compacted the journal, and nothing else happened.
+    const interrupted = createFileRailStore(journal);
+    await interrupted.load();
+    await interrupted.close();
+
+    const restarted = await startRail("long-away.jsonl");
+    try {
+      // Before: compaction forgot both by their age, and the settle index's replay took the paid one as not ours.
+      const event = await waitFor(
+        "received after a long stop",
+        async () => restarted.events.find((e) => e.kind === "received" && e.reference === "long-away-paid"),
+        { timeoutMs: 30_000 },
+      );
+      expect(event).toMatchObject({ amount: 3_000_000n, evidence: { paymentHash: paid.paymentHash } });
+      // The never-paid one is forgotten once LND says so, and not before: its line is followed by invoice_done.
+      await waitFor(
+        "the unpaid one forgotten",
+        async () =>
+          (await readFile(journal, "utf8")).includes(`"invoice_done","paymentHash":"${unpaid.paymentHash}"`)
+            ? true
+            : undefined,
+        { timeoutMs: 30_000 },
+      );
+      await sleep(1_000);
+      expect(restarted.events.flatMap((e) => (e.kind === "received" ? [e.reference] : []))).toEqual([
+        "long-away-paid",
+      ]);
+    } finally {
+      await restarted.rail.stop();
+    }
+    // Neither is in the journal once it is compacted again.
+    const again = await createFileRailStore(journal).load();
+    expect([...again.invoices.keys()]).toEqual([]);
+  });
+
   it("handles a burst of settlements together: a failed handler runs again, each is delivered once, nothing replays after restart", async () => {
     const store = createFileRailStore(path.join(directory, "burst.jsonl"));
     const rail = createLightningRail({
