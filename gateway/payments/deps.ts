@@ -23,7 +23,10 @@ export type PaymentsDeps = {
   route: Router;
   /** When set, payouts whose fee would eat too much of their value accrue and leave in netted batches. */
   netting?: NettingDeps;
-  /** Told when an attempt starts and how each rail attempt ended: the router learns success rates from it. */
+  /**
+   * Told when an attempt starts, and when one ends on its rail: succeeded, or failed because the rail is
+   * unavailable (the router's circuit and failure rate come from these; other failures are the payment's own).
+   */
   learning?: { noteAttempt(rail: string): void; recordOutcome(rail: string, ok: boolean): void };
   /**
    * How long a request waits for a rail before it is answered `processing` (its reservation durable, the rail

@@ -340,6 +340,7 @@ async function succeedAttempt(
     attempt.status = "succeeded";
     attempt.evidence = evidence;
     attempt.fee = fee;
+    deps.learning?.recordOutcome(attempt.rail, true);
   } else {
     driven.current = false;
   }
@@ -426,6 +427,10 @@ async function failAttempt(
     attempt.status = "failed";
     attempt.failureCode = failure.code;
     attempt.failureMessage = failure.message;
+    // Only the rail's own unavailability counts against it: a failure about the destination or the payment (no
+    // route to that node, an expired invoice, a fee above the payer's cap) says nothing of the rail, and counted,
+    // anyone could open a rail's circuit for every tenant by paying to destinations that fail.
+    if (failure.code === "rail_unavailable") deps.learning?.recordOutcome(attempt.rail, false);
   } else {
     driven.current = false;
   }

@@ -46,8 +46,12 @@ export function createMarket(params: {
   return {
     snapshot: () => current,
     refresh,
+    // A probe let through: the circuit reads open to every other payment at once, not after the next refresh.
     noteAttempt(rail) {
-      learning = noteAttempt(learning, rail, params.nowMs());
+      const next = noteAttempt(learning, rail, params.nowMs());
+      if (next === learning) return;
+      learning = next;
+      refresh();
     },
     recordOutcome(rail, ok) {
       learning = recordOutcome(learning, rail, ok, params.nowMs());

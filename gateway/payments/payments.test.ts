@@ -15,10 +15,11 @@ import {
   TransferFlags,
   transferCodes,
 } from "../ledger/index.ts";
-import { buildSnapshot, route, staticRateSource } from "../router/index.ts";
+import { buildSnapshot, learningConfigDefault, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   createInternalSettler,
+  createMarket,
   createPayment,
   getPayment,
   PaymentInvariantError,
@@ -40,6 +41,7 @@ type ToyRail = Rail & {
     | "fail_retryable"
     | "fail_final"
     | "fail_liquidity"
+    | "fail_unavailable"
     | "crash_before_paying"
     | "crash_after_paying";
 };
@@ -68,6 +70,16 @@ function toyRail(id: string, feeFixed: bigint): ToyRail {
           code: "insufficient_liquidity",
           message: `${id}: insufficient local balance, 4321987 available`,
           retryElsewhere: false,
+        };
+        outcomes.set(attempt.id, failed);
+        return failed;
+      }
+      if (rail.behaviour === "fail_unavailable") {
+        const failed: AttemptOutcome = {
+          status: "failed",
+          code: "rail_unavailable",
+          message: `${id} cannot be reached`,
+          retryElsewhere: true,
         };
         outcomes.set(attempt.id, failed);
         return failed;
@@ -280,6 +292,52 @@ describe("payments across two rails", () => {
     expect(cheap.paid.size).toBe(0);
     const balance = await customerBalance();
     expect(balance).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a rail failing as unavailable is priced as failing, then left out once its circuit opens; failures of the payment's own are not counted", async () => {
+    const rails = new Map<string, Rail>([
+      [cheap.id, cheap],
+      [dear.id, dear],
+    ]);
+    let nowMs = Date.now();
+    const market = createMarket({
+      rails,
+      rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
+      assetCodes: ["USDC"],
+      refreshMs: 60_000,
+      nowMs: () => nowMs,
+    });
+    const deps = { ...depsWith(db), snapshot: market.snapshot, learning: market };
+    const small = (key: string) => ({ ...request(key), amount: "0.000010" });
+    const attemptsOf = (result: Awaited<ReturnType<typeof createPayment>>) =>
+      result.ok ? result.payment.attempts.map((a) => [a.rail, a.status]) : result;
+    // Refused for the payment's sake (as an expired invoice is), more often than the circuit allows: still asked first.
+    cheap.behaviour = "fail_retryable";
+    for (let i = 0; i < learningConfigDefault.consecutiveFailuresMax + 1; i++)
+      expect(attemptsOf(await createPayment(deps, small(`k-learning-rejected-${i}`)))).toEqual([
+        ["cheap", "failed"],
+        ["dear", "succeeded"],
+      ]);
+    // Unavailable: the payment falls back, and the next one goes to the dear rail first, the cheap one now priced
+    // with its failure. Before: no outcome ever reached the router's learning, and each payment tried it first.
+    cheap.behaviour = "fail_unavailable";
+    expect(attemptsOf(await createPayment(deps, small("k-learning-unavailable")))).toEqual([
+      ["cheap", "failed"],
+      ["dear", "succeeded"],
+    ]);
+    expect(attemptsOf(await createPayment(deps, small("k-learning-after")))).toEqual([["dear", "succeeded"]]);
+    // Failures enough open its circuit; past the cool-down one payment probes it, and every other sees it open at
+    // once (before: half-open, so every payment until the next refresh went to the rail being probed).
+    const circuitOfCheap = () => market.snapshot().rails.find((r) => r.rail === "cheap")?.circuit;
+    expect(circuitOfCheap()).toBe("closed");
+    for (let i = 1; i < learningConfigDefault.consecutiveFailuresMax; i++)
+      market.recordOutcome("cheap", false);
+    expect(circuitOfCheap()).toBe("open");
+    nowMs += learningConfigDefault.openMs + 1;
+    market.refresh();
+    expect(circuitOfCheap()).toBe("half_open");
+    market.noteAttempt("cheap");
+    expect(circuitOfCheap()).toBe("open");
   });
 
   it("does not fall back after a final failure, and releases the reservation", async () => {
