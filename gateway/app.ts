@@ -580,12 +580,18 @@ function startNetting(
   closers.push(() => flush.stop());
 }
 
-/** At start every open attempt is this process's to finish; afterwards only those left quiet for a while. */
+/**
+ * At start every open attempt is this process's to finish; afterwards only those left quiet for a while. What the
+ * first pass cannot drive (a rail down, a payment whose next rail this process lacks) is logged and left to the
+ * periodic passes: one such payment must not keep the gateway from starting, every start alike.
+ */
 async function startRecovery(closers: Closers, deps: Services & { logger: Logger }): Promise<void> {
   const { market, payments } = deps;
   market.start();
   closers.push(async () => market.stop());
-  await recoverOpenAttempts(payments, { quietMs: 0 });
+  const leftOpen = (what: string) => (error: unknown) =>
+    deps.logger.error({ err: error }, `${what} at start left some open; the periodic pass tries them again`);
+  await recoverOpenAttempts(payments, { quietMs: 0 }).catch(leftOpen("recovery"));
   const recovery = startPeriodic({
     name: "recovery pass",
     intervalMs: payments.strandedQuietMs,
@@ -593,7 +599,7 @@ async function startRecovery(closers: Closers, deps: Services & { logger: Logger
     logger: deps.logger,
   });
   closers.push(() => recovery.stop());
-  await recoverPendingRefunds(payments, { quietMs: 0 });
+  await recoverPendingRefunds(payments, { quietMs: 0 }).catch(leftOpen("refund recovery"));
   const refundRecovery = startPeriodic({
     name: "refund recovery pass",
     intervalMs: payments.strandedQuietMs,

@@ -568,6 +568,36 @@ describe("payments across two rails", () => {
     expect((await getPayment(db, { tenantId, id: stuckRow!.id }))?.status).toBe("processing");
   });
 
+  it("recovery drives every stranded payment even when one of them cannot be driven, and says which", async () => {
+    // Two payments stranded between their failed first attempt and the second, which was never written.
+    cheap.behaviour = "fail_retryable";
+    for (const key of ["k-str-stuck", "k-str-after"])
+      await expect(
+        createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 1)), request(key)),
+      ).rejects.toThrow(Crash);
+    const idOf = async (key: string) =>
+      (await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = $1", [key]))[0]!.id;
+    const stuckId = await idOf("k-str-stuck");
+    const afterId = await idOf("k-str-after");
+    // The older one (taken first) cannot be driven on the dear rail; the younger one can.
+    const real = dear;
+    dear = {
+      ...real,
+      execute: (attempt: OutgoingAttempt) =>
+        attempt.paymentId === stuckId ? Promise.reject(new Crash("still down")) : real.execute(attempt),
+    };
+    try {
+      const pass = recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+      await expect(pass).rejects.toThrow(RecoveryError);
+      // Before: the first one's error left the pass at once, and the other payment stayed processing.
+      await expect(pass).rejects.toMatchObject({ paymentIds: [stuckId], attemptIds: [] });
+    } finally {
+      dear = real;
+    }
+    expect((await getPayment(db, { tenantId, id: afterId }))?.status).toBe("succeeded");
+    expect((await getPayment(db, { tenantId, id: stuckId }))?.status).toBe("processing");
+  });
+
   it("a late outcome for an attempt that already ended does not end its payment", async () => {
     cheap.behaviour = "crash_before_paying";
     await expect(createPayment(depsWith(db), request("k-late"))).rejects.toThrow(Crash);

@@ -17,9 +17,9 @@ export async function recoverOpenAttempts(
   options: { quietMs: number } = { quietMs: deps.strandedQuietMs },
 ): Promise<number> {
   const open = await listOpenAttempts(deps.db, { quietMs: options.quietMs, limit: deps.recoveryBatchMax });
-  // One attempt that cannot be driven (a bug, a dependency down) must not keep the ones after it open: each is
-  // driven on its own, and what failed is thrown together once the others had their turn.
-  const failures: Array<{ attemptId: string; error: unknown }> = [];
+  // One attempt or payment that cannot be driven (a bug, a dependency down) must not keep the ones after it open:
+  // each is driven on its own, and what failed is thrown together once the others had their turn.
+  const failures: RecoveryFailure[] = [];
   for (const attempt of open) {
     const rail = deps.rails.get(attempt.rail);
     if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
@@ -28,7 +28,7 @@ export async function recoverOpenAttempts(
       const next = await driveAttempt(deps, driven, attempt, rail, "ask_ledger");
       if (next === "fall_back") await runCandidates(deps, driven, { firstSeq: attempt.seq + 1, first: null });
     } catch (error) {
-      failures.push({ attemptId: attempt.id, error });
+      failures.push({ kind: "attempt", id: attempt.id, error });
     }
   }
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
@@ -41,41 +41,61 @@ export async function recoverOpenAttempts(
     limit: deps.recoveryBatchMax,
   });
   for (const row of stranded) {
-    const payment = await readPayment(deps, row.tenantId, row.id);
-    const accrues = row.nextSeq === 0 && payment.decision?.chosen != null;
-    if (!accrues) {
-      await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
-      continue;
+    try {
+      await recoverStranded(deps, row);
+    } catch (error) {
+      failures.push({ kind: "payment", id: row.id, error });
     }
-    const payee = accrualPayee(deps.netting, payment.decision, payment.assetCode, true);
-    if (payee === null || deps.netting === undefined) continue;
-    await accrue(deps, deps.netting, {
-      id: payment.id,
-      tenantId: payment.tenantId,
-      sourceAccountId: payment.sourceAccountId,
-      payee,
-      amount: payment.amount,
-    });
   }
   if (failures.length > 0) throw new RecoveryError(failures);
   return open.length + stranded.length;
 }
 
-/** Attempts recovery could not drive this pass; the others were driven. `cause` is the first one's error. */
+async function recoverStranded(
+  deps: PaymentsDeps,
+  row: Awaited<ReturnType<typeof listStrandedPayments>>[number],
+): Promise<void> {
+  const payment = await readPayment(deps, row.tenantId, row.id);
+  const accrues = row.nextSeq === 0 && payment.decision?.chosen != null;
+  if (!accrues) {
+    await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
+    return;
+  }
+  const payee = accrualPayee(deps.netting, payment.decision, payment.assetCode, true);
+  if (payee === null || deps.netting === undefined) return;
+  await accrue(deps, deps.netting, {
+    id: payment.id,
+    tenantId: payment.tenantId,
+    sourceAccountId: payment.sourceAccountId,
+    payee,
+    amount: payment.amount,
+  });
+}
+
+type RecoveryFailure = { readonly kind: "attempt" | "payment"; readonly id: string; readonly error: unknown };
+
+/**
+ * Open attempts, and payments stranded between two attempts, that recovery could not drive this pass; the others
+ * were driven. `cause` is the first one's error.
+ */
 export class RecoveryError extends SwitchyardError {
   override name = "RecoveryError";
   readonly attemptIds: readonly string[];
-  constructor(failures: ReadonlyArray<{ attemptId: string; error: unknown }>) {
-    super(`recovery could not drive ${failures.length} open attempt(s); the others were driven`, {
-      details: failures
-        .slice(0, 10)
-        .map(
-          (f) =>
-            `${f.attemptId}: ${f.error instanceof Error ? f.error.message.split("\n")[0] : String(f.error)}`,
-        )
-        .join("; "),
-      cause: failures[0]?.error,
-    });
-    this.attemptIds = failures.map((f) => f.attemptId);
+  readonly paymentIds: readonly string[];
+  constructor(failures: readonly RecoveryFailure[]) {
+    super(
+      `recovery could not drive ${failures.length} open attempt(s) or payment(s); the others were driven`,
+      {
+        details: failures
+          .slice(0, 10)
+          .map(
+            (f) => `${f.id}: ${f.error instanceof Error ? f.error.message.split("\n")[0] : String(f.error)}`,
+          )
+          .join("; "),
+        cause: failures[0]?.error,
+      },
+    );
+    this.attemptIds = failures.flatMap((f) => (f.kind === "attempt" ? [f.id] : []));
+    this.paymentIds = failures.flatMap((f) => (f.kind === "payment" ? [f.id] : []));
   }
 }
