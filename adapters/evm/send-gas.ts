@@ -34,7 +34,7 @@ import type { FeePaid } from "../../core/index.ts";
 import { EvmRailError } from "./errors.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { confirmedNonceOf, hashesOfSend, sendFateOf } from "./send-journal.ts";
+import { confirmedNonceOf, hashesOfSend, keepOpenSends, sendFateOf } from "./send-journal.ts";
 
 export type SendKind =
   | "payout"
@@ -156,6 +156,11 @@ export async function sendGasPass(
   const startedMs = state.nowMs();
   const result: SendGasPassResult = { booked: [], pending: 0, neverMined: 0, failed: 0 };
   await recoverWallets(state);
+  // The sends still open are broadcast again first: one whose broadcast failed and whose key nobody sends again
+  // would hold every later nonce of the wallet.
+  await keepOpenSends(state.journal).catch((error: unknown) =>
+    state.logger.warn({ error }, "send gas: broadcasting the open sends again failed; tried again next pass"),
+  );
   const wallet = state.account.address.toLowerCase();
   // Each open send is looked at once a pass: those tried by an earlier pass (or never) before those tried in this one.
   const [{ at: passStartedAt } = { at: new Date() }] = await db.query<{ at: Date }>("SELECT now() AS at");

@@ -389,13 +389,50 @@ function maxOf(first: bigint, ...rest: bigint[]): bigint {
   return max;
 }
 
+/** The most open sends one keepOpenSends looks at (the lowest nonces: each later one waits for them). */
+export const openSendsKeptMax = 64;
+
+/**
+ * Every send of the wallet whose nonce the chain has not passed yet, broadcast again, lowest nonce first, and
+ * replaced first when it has waited past replaceAfterMs. A send is otherwise broadcast again only when its key is
+ * sent again, and some keys never are (an x402 settlement, a wallet's authorization: their caller asks once): one of
+ * those whose broadcast failed (a node's 5xx, a crash between the commit and the broadcast) held every later nonce
+ * of the wallet, every payout behind it, for good. Resolves to how many it looked at; a broadcast that fails is
+ * logged by the caller (the error names the first), the others are still tried.
+ */
+export function keepOpenSends(journal: SendJournal): Promise<number> {
+  return serialized(journal, async () => {
+    const minedCount = await journal.publicClient.getTransactionCount({
+      address: journal.account.address,
+      blockTag: "latest",
+    });
+    const open = await journal.db.query<StoredRow>(
+      `SELECT attempt_id, tx_hash, raw_tx, nonce, now() - signed_at >= $4::int * interval '1 millisecond' AS due
+         FROM evm_sends WHERE chain_id = $1 AND wallet = $2 AND nonce >= $3 AND NOT gas_done
+        ORDER BY nonce LIMIT $5`,
+      [journal.chainId, walletKey(journal), minedCount, journal.replaceAfterMs, openSendsKeptMax],
+    );
+    let failed: unknown = null;
+    for (const { due, ...row } of open) {
+      try {
+        await broadcast(journal, due ? await replaceIfStuck(journal, row) : row);
+      } catch (error) {
+        failed ??= error;
+      }
+    }
+    if (failed !== null) throw failed;
+    return open.length;
+  });
+}
+
 async function broadcast(journal: SendJournal, row: SendRow): Promise<void> {
   try {
     await journal.publicClient.sendRawTransaction({ serializedTransaction: row.raw_tx });
   } catch (error) {
     // "already known" or "nonce too low" means the node has seen these bytes (or mined them): the receipt decides.
+    // Not viem's UnknownRpcError ("An unknown RPC error occurred"), which says nothing of the kind.
     const text = errorText(error).toLowerCase();
-    if (!text.includes("known") && !text.includes("nonce"))
+    if (!text.replaceAll("unknown", "").includes("known") && !text.includes("nonce"))
       throw new EvmRailError(`broadcast of ${row.tx_hash} failed`, {
         details: viemDetails(error),
         cause: error,

@@ -6,6 +6,7 @@
 // the row's lock).
 import { createPublicClient, createWalletClient, custom, keccak256, parseTransaction } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSendJournal, keepOpenSends } from "../../adapters/evm/send-journal.ts";
 import type { Db, OutgoingAttempt } from "../../core/index.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
@@ -145,5 +146,58 @@ describe("a stuck transaction", () => {
     const outcome = await rail.execute(attempt);
     expect(outcome).toMatchObject({ status: "succeeded", evidence: { txHash: second!.tx_hash } });
     await expect(gw.chain.publicClient.getTransactionReceipt({ hash: first!.tx_hash })).rejects.toThrow();
+  });
+});
+
+describe("a send whose broadcast failed, that nobody sends again", () => {
+  it("is broadcast again by the keeper, and the sends behind its nonce land", async () => {
+    // A node that takes every call but the broadcast, for one send only; its error is one viem cannot name (before,
+    // "unknown" read as "already known", and the send was taken for broadcast).
+    const { chain } = gw.chain;
+    const refusing = custom({
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_sendRawTransaction") throw new Error("An unknown RPC error occurred.");
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const failingPublic = createPublicClient({ chain, transport: refusing, pollingInterval: 50 });
+    const stranded = payout("att_broadcast_lost", 1_111n);
+    await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(stranded)).rejects.toThrow(
+      /broadcast/,
+    );
+    // The next send takes the nonce after it, and waits behind the gap.
+    const behind = payout("att_behind_the_gap", 2_222n);
+    expect(await anotherProcessRail(gw, { receiptTimeoutMs: 500 }).execute(behind)).toMatchObject({
+      status: "in_flight",
+    });
+    const sends = await gw.app.db.query<{ attempt_id: string; tx_hash: `0x${string}`; nonce: number }>(
+      "SELECT attempt_id, tx_hash, nonce FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+      [[stranded.id, behind.id]],
+    );
+    expect(sends.map((send) => send.attempt_id)).toEqual([stranded.id, behind.id]);
+    expect(Number(sends[1]!.nonce)).toBe(Number(sends[0]!.nonce) + 1);
+    for (const send of sends)
+      await expect(gw.chain.publicClient.getTransactionReceipt({ hash: send.tx_hash })).rejects.toThrow();
+
+    // Before: nothing broadcast the first again unless its key was sent again, and both stayed unmined for good.
+    const journal = createSendJournal({
+      db: gw.app.db,
+      publicClient: gw.chain.publicClient,
+      walletClient: gw.chain.walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 120_000,
+    });
+    expect(await keepOpenSends(journal)).toBeGreaterThanOrEqual(2);
+    for (const send of sends) {
+      const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
+        hash: send.tx_hash,
+        timeout: 10_000,
+      });
+      expect(receipt.status).toBe("success");
+    }
+    // Nothing is left open: a second keep finds nothing to do.
+    expect(await keepOpenSends(journal)).toBe(0);
   });
 });
