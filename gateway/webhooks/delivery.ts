@@ -14,7 +14,6 @@
 //    tenant gets a `webhook_endpoint.disabled` event.
 // Receivers dedupe on the event id: a delivery may repeat (a redelivery, a claim expired mid-attempt), never
 // vanish before giving up.
-import { createHmac } from "node:crypto";
 import type { Db, Logger, Sql } from "../../core/index.ts";
 import { textArrayLiteral } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
@@ -59,12 +58,6 @@ export const webhookLimitsDefault: WebhookLimits = {
 };
 
 export const signatureHeader = "switchyard-signature";
-
-/** `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: what a receiver checks before trusting a delivery. */
-export function signDelivery(secret: string, body: string, timestampSeconds: number): string {
-  const mac = createHmac("sha256", secret).update(`${timestampSeconds}.${body}`).digest("hex");
-  return `t=${timestampSeconds},v1=${mac}`;
-}
 
 // ---- sending: the seam the egress guard plugs into
 

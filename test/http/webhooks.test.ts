@@ -98,6 +98,21 @@ describe("webhook delivery", () => {
         toleranceSeconds: 300,
       }),
     ).toBe(false);
+    // During a rotation a delivery carries a signature per secret: either secret verifies it. Before: only the last.
+    const rotating = `${second!.signature},v1=${"ab".repeat(32)}`;
+    for (const header of [
+      rotating,
+      `t=${second!.signature.split(",")[0]!.slice(2)},v1=${"ab".repeat(32)},${second!.signature.split(",")[1]!}`,
+    ])
+      expect(
+        verifyDelivery({
+          secret: endpoint.data!.secret!,
+          body: second!.body,
+          header,
+          nowSeconds,
+          toleranceSeconds: 300,
+        }),
+      ).toBe(true);
     expect(
       verifyDelivery({
         secret: endpoint.data!.secret!,
