@@ -322,6 +322,44 @@ async function paymentSource(
  * The refund's amount: the one asked, or all that is left (a Lightning invoice that names one: that one); `left`:
  * what is left to refund of the target.
  */
+/**
+ * What is left to give back to the address a USDC refund pays (the invoice's first payer): what it paid, less what
+ * was refunded (every refund of the invoice went to it). Receipts from other addresses are theirs: a sender of dust
+ * first, then the customer's whole payment, must not make a refund of "all that is left" pay the customer's money to
+ * that sender. A receipt with no row, or no payer, is counted as the first payer's. Null for other refunds.
+ */
+async function payerLeftOf(
+  deps: RefundsDeps,
+  source: Source,
+  refunded: bigint,
+): Promise<{ payer: string; left: bigint } | null> {
+  if (source.mode.kind !== "payout" || source.mode.destination.kind !== "evm_address") return null;
+  const payer = source.mode.destination.address;
+  const [row] = await deps.db.query<{ paid: bigint | null }>(
+    `SELECT i.received_amount - COALESCE((SELECT sum(r.amount) FROM invoice_receipts r
+        WHERE r.invoice_id = i.id AND r.payer IS NOT NULL AND lower(r.payer) <> lower($2)), 0)::bigint AS paid
+       FROM invoices i WHERE i.id = $1`,
+    [source.targetId, payer],
+  );
+  return { payer, left: (row?.paid ?? 0n) - refunded };
+}
+
+/** A refusal of an amount above what the first payer may get back, said as such. */
+function payerCapped(
+  amount: bigint | Refused,
+  source: Source,
+  payerLeft: { payer: string; left: bigint },
+): bigint | Refused {
+  if (typeof amount === "bigint" || amount.refusal !== "refund_exceeds_remaining") return amount;
+  return refuse(
+    "refund_exceeds_remaining",
+    payerLeft.left <= 0n
+      ? `what ${payerLeft.payer} paid of ${source.targetId} is refunded in full; a USDC refund goes back only to the address that paid first`
+      : `the refund is above what ${payerLeft.payer} paid of ${source.targetId} and was not refunded (${payerLeft.left} minor units); a USDC refund goes back only to the address that paid first`,
+    "amount",
+  );
+}
+
 function amountOf(source: Source, params: CreateRefundParams, left: bigint): bigint | Refused {
   let named: bigint | null = null;
   if (source.mode.kind === "payout" && source.mode.destination.kind === "bolt11") {
@@ -492,6 +530,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
   const paid =
     params.target.kind === "invoice" ? await invoiceReceived(deps.db, source.targetId) : source.paid;
   const left = paid - read.refunded;
+  const payerLeft = await payerLeftOf(deps, source, read.refunded);
   // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
   // refund a disputed charge: until every reversal of it is withdrawn, nothing is refundable.
   if (params.target.kind === "invoice" && (await reversalStands(deps.db, source.targetId)))
@@ -503,7 +542,10 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
         "invoice",
       ),
     };
-  const amount = amountOf(source, params, left);
+  const amount =
+    payerLeft !== null && payerLeft.left < left
+      ? payerCapped(amountOf(source, params, payerLeft.left), source, payerLeft)
+      : amountOf(source, params, left);
   if (typeof amount !== "bigint") return { outcome: "answered", answer: amount };
   const payees = await splitPayees(deps, {
     id: source.targetId,

@@ -186,3 +186,57 @@ describe("a refund asked again while the node is out of reach", () => {
     expect(sent).toEqual([]);
   }, 60_000);
 });
+
+describe("an invoice paid by two addresses", () => {
+  it("gives back to the first payer at most what it paid: a dust sender first does not get the customer's payment", async () => {
+    const duster = gw.chain.accounts[6]!;
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "mint",
+      args: [duster.address, 1_000n],
+    });
+    const created = await gw.call("POST", "/v1/invoices", {
+      account: gw.app.demo!.merchant.id,
+      asset: "USDC",
+      amount: "10.00",
+    });
+    expect(created.status).toBe(201);
+    const invoiceId = created.body.id as string;
+    const depositAddress = created.body.instructions.deposit_address as Address;
+    // 0.000001 from someone who saw the address first, then the customer's 10.00.
+    await gw.send(duster, {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "transfer",
+      args: [depositAddress, 1n],
+    });
+    await waitUntil("the dust credited", async () => {
+      const read = await gw.call("GET", `/v1/invoices/${invoiceId}`);
+      return read.body.received_amount === "0.000001" ? true : undefined;
+    });
+    await gw.send(payer(), {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "transfer",
+      args: [depositAddress, 10_000_000n],
+    });
+    const paid = await waitUntil("invoice paid", async () => {
+      const read = await gw.call("GET", `/v1/invoices/${invoiceId}`);
+      return read.body.status === "paid" ? read.body : undefined;
+    });
+    expect(paid.payer.toLowerCase()).toBe(duster.address.toLowerCase());
+
+    // Before: "all that is left", 10.000001, went to the dust's sender.
+    const over = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "5.00" });
+    expect(over.status).toBe(409);
+    expect(over.body.error).toMatchObject({ code: "refund_exceeds_remaining", param: "amount" });
+    const all = await gw.call("POST", "/v1/refunds", { invoice: invoiceId });
+    expect(all.status).toBe(201);
+    expect(all.body).toMatchObject({ amount: "0.000001" });
+    expect(all.body.destination.address.toLowerCase()).toBe(duster.address.toLowerCase());
+    const again = await gw.call("POST", "/v1/refunds", { invoice: invoiceId });
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe("refund_exceeds_remaining");
+  });
+});
