@@ -105,7 +105,8 @@ function parseAuthorization(fields: Readonly<Record<string, string>>): Authoriza
     value: BigInt(value!),
     validAfter: BigInt(valid_after!),
     validBefore: BigInt(valid_before!),
-    nonce,
+    // One authorization, one spelling: the nonce names its send (a key), and bytes32 takes either case alike.
+    nonce: nonce.toLowerCase() as Hex,
     signature,
   };
 }
@@ -288,7 +289,8 @@ async function submit(
     );
   const sent = await sendOnce(
     state.journal,
-    `${auth.method}-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
+    // The chain in the key: an x402 payer chooses its nonce, and may use one again on another chain.
+    `${auth.method}-auth:${state.chainId}:${auth.from.toLowerCase()}:${auth.nonce}`,
     async () => ({
       to: state.params.token.address,
       data: encodeFunctionData({

@@ -184,15 +184,22 @@ export async function sendWithinQueue(
 
 type StoredRow = SendRow & { due: boolean };
 
-/** The send under `key`, broadcast again — replaced first when it is due; null when there is none. */
+/**
+ * The send under `key`, broadcast again — replaced first when it is due; null when there is none. A key is one
+ * chain's: a send of another chain under it is never broadcast or replaced here (its bytes, its nonce are that
+ * chain's), the send is refused.
+ */
 async function storedSend(journal: SendJournal, key: string): Promise<SendRow | null> {
-  const [existing] = await journal.db.query<StoredRow>(
-    `SELECT attempt_id, tx_hash, raw_tx, nonce, now() - signed_at >= $2::int * interval '1 millisecond' AS due
+  const [existing] = await journal.db.query<StoredRow & { chain_id: number }>(
+    `SELECT attempt_id, tx_hash, raw_tx, nonce, chain_id,
+            now() - signed_at >= $2::int * interval '1 millisecond' AS due
        FROM evm_sends WHERE attempt_id = $1`,
     [key, journal.replaceAfterMs],
   );
   if (existing === undefined) return null;
-  const { due, ...row } = existing;
+  const { due, chain_id: chainId, ...row } = existing;
+  if (Number(chainId) !== journal.chainId)
+    throw new EvmRailError(`send ${key} is chain ${chainId}'s, not chain ${journal.chainId}'s`);
   const current = due ? await replaceIfStuck(journal, row) : row;
   await broadcast(journal, current); // harmless if the node has it; needed if it lost it
   return current;

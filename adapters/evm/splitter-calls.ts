@@ -82,7 +82,7 @@ export function payWithAuthorization(
   const vByte = v === undefined ? yParity + 27 : Number(v); // the contract takes v as 27 or 28
   return splitterCall(
     state,
-    `auth:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`,
+    `auth:${state.chainId}:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`,
     async () => ({
       to: splitter,
       data: encodeFunctionData({

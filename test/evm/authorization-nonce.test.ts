@@ -140,3 +140,48 @@ describe("an authorization log with the invoice's nonce from another payer", () 
     expect(after.payer?.toLowerCase()).toBe(payer().address.toLowerCase());
   });
 });
+
+describe("one authorization submitted again with its nonce in capitals", () => {
+  it("is the same send: no second transaction of the hot wallet", async () => {
+    const created = await gw.call("POST", "/v1/invoices", {
+      account: gw.app.demo!.merchant.id,
+      asset: "USDC",
+      amount: "3.00",
+    });
+    expect(created.status).toBe(201);
+    const nonce = keccak256(stringToHex(`nonce spelled twice ${Date.now()}`));
+    const signed = await signTransfer(payer(), 3_000_000n, nonce);
+    const submit = (spelled: string) =>
+      submitInvoicePayment(gw.app.settlement, {
+        tenantId: gw.app.demo!.tenantId,
+        id: (created.body as InvoiceBody).id,
+        fields: {
+          method: "transfer",
+          from: payer().address,
+          to: gw.chain.walletClient.account.address,
+          value: "3000000",
+          valid_after: "0",
+          valid_before: signed.message.validBefore.toString(),
+          nonce: spelled,
+          signature: signed.signature,
+        },
+      });
+    await setAutomine(false);
+    let first: Awaited<ReturnType<typeof submit>>;
+    let second: Awaited<ReturnType<typeof submit>>;
+    try {
+      first = await submit(nonce);
+      // Still in the mempool: the token's authorizationState says unused, so only the key can tell.
+      second = await submit(`0x${nonce.slice(2).toUpperCase()}`);
+    } finally {
+      await setAutomine(true);
+    }
+    if (!first.ok || !second.ok) throw new Error("an authorization was refused");
+    // Before: a second key, a second transaction signed and sent (reverting once the first is mined).
+    expect(second.railReference).toBe(first.railReference);
+    const sends = await gw.app.db.query("SELECT attempt_id FROM evm_sends WHERE attempt_id ILIKE $1", [
+      `%${nonce.slice(2, 18)}%`,
+    ]);
+    expect(sends).toHaveLength(1);
+  });
+});

@@ -6,7 +6,7 @@
 // the row's lock).
 import { createPublicClient, createWalletClient, custom, keccak256, parseTransaction } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createSendJournal, keepOpenSends } from "../../adapters/evm/send-journal.ts";
+import { createSendJournal, keepOpenSends, sendOnce } from "../../adapters/evm/send-journal.ts";
 import type { Db, OutgoingAttempt } from "../../core/index.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
@@ -199,5 +199,34 @@ describe("a send whose broadcast failed, that nobody sends again", () => {
     }
     // Nothing is left open: a second keep finds nothing to do.
     expect(await keepOpenSends(journal)).toBe(0);
+  });
+});
+
+describe("a key whose send is another chain's", () => {
+  it("is refused: that send is never broadcast or replaced with this chain's nonce", async () => {
+    const journal = createSendJournal({
+      db: gw.app.db,
+      publicClient: gw.chain.publicClient,
+      walletClient: gw.chain.walletClient,
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 0,
+    });
+    const key = "transfer-auth:elsewhere";
+    const wallet = gw.chain.walletClient.account.address.toLowerCase();
+    await gw.app.db.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, $5, $6)",
+      [key, gw.chain.chain.id + 1, `0x${"11".repeat(32)}`, "0x02", 0, wallet],
+    );
+    // Before: chain 31338's bytes broadcast here, or, due, replaced by a transaction of this chain under its nonce.
+    await expect(
+      sendOnce(journal, key, async () => ({ to: gw.chain.contracts.testUsd, data: "0x" })),
+    ).rejects.toThrow(/is chain \d+'s, not chain/);
+    const [kept] = await gw.app.db.query<{ tx_hash: string }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+      [key],
+    );
+    expect(kept!.tx_hash).toBe(`0x${"11".repeat(32)}`);
   });
 });
