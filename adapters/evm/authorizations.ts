@@ -287,9 +287,9 @@ async function submit(
       "authorization_used",
       "this invoice has another payer's authorization, or this authorization is bound to another invoice",
     );
+  // The chain in the key: an x402 payer chooses its nonce, and may use one again on another chain.
   const sent = await sendOnce(
     state.journal,
-    // The chain in the key: an x402 payer chooses its nonce, and may use one again on another chain.
     `${auth.method}-auth:${state.chainId}:${auth.from.toLowerCase()}:${auth.nonce}`,
     async () => ({
       to: state.params.token.address,
