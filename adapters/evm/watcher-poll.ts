@@ -120,6 +120,21 @@ async function read(w: WatcherState, head: bigint): Promise<number> {
   const to = from + params.blockRangeMax - 1n < head ? from + params.blockRangeMax - 1n : head;
   const batch = await w.source.read(from, to);
   const last = await w.publicClient.getBlock({ blockNumber: to });
+  // A reorganisation while the range was read: a log of block `to` from the branch before it, or logs of one height
+  // from two branches. Stored, the event would keep its orphaned block's hash while `to` is remembered by its new
+  // one, and checkReorg (which compares remembered blocks) would never remove it: the range is read again next poll.
+  const hashes = new Map<bigint, string>([[to, last.hash]]);
+  for (const log of batch.logs) {
+    const seen = hashes.get(log.blockNumber);
+    if (seen !== undefined && seen !== log.blockHash) {
+      w.logger.warn(
+        { from: from.toString(), to: to.toString(), block: log.blockNumber.toString() },
+        "the chain reorganised while a range was read; it is read again",
+      );
+      return 0;
+    }
+    hashes.set(log.blockNumber, log.blockHash);
+  }
   await w.db.transaction(async (tx) => {
     await batch.store?.(tx);
     for (const log of batch.logs) {

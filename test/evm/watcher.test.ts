@@ -2,7 +2,7 @@
 // event has 3 confirmations, then posted; a reorg (Hardhat snapshot, event, revert, another branch) voids the
 // pending transfer; a transaction mined again after a reorg is mirrored anew; a watcher restarted from its cursor
 // (and one that crashed between the ledger and its own bookkeeping) misses nothing and doubles nothing.
-import { encodeFunctionData, type Hex, parseEventLogs } from "viem";
+import { createPublicClient, custom, encodeFunctionData, type Hex, parseEventLogs } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
 import { createSplitterMirror } from "../../gateway/app/evm.ts";
@@ -140,6 +140,61 @@ describe("reorgs", () => {
     await gw.chain.networkHelpers.mine(3);
     await gw.watcher.poll();
     expect((await gw.mirrored({ txHash: hash, logIndex, generation: 1 })).post?.amount).toBe(5_000n);
+  });
+});
+
+describe("a reorg while a range is read", () => {
+  it("an event read from the branch the chain left is never mirrored: the range is read again", async () => {
+    const before = await custody();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const lost = await gw.payDirect(payer(), splitId, 4_000n, referenceFromId("mid_read_lost"));
+    // A node that reorganises between the range's logs and its last block: the payment's block is replaced by an
+    // empty one of the same height.
+    let armed = true;
+    let logsRead = false;
+    const reorganising = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_getLogs") logsRead = true;
+          if (armed && logsRead && args.method === "eth_getBlockByNumber") {
+            armed = false;
+            await snapshot.restore();
+            await gw.chain.networkHelpers.mine(1);
+          }
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+    });
+    await gw.watcher.stop(); // its lease released: this one reads
+    const watcher = await createSplitterMirror({
+      db: gw.app.db,
+      ledger: gw.app.ledger,
+      publicClient: reorganising,
+      splitter: gw.chain.contracts.splitter,
+      token: { address: gw.chain.contracts.testUsd, asset: gw.usdc },
+      hotWallet: gw.chain.walletClient.account.address,
+      confirmations: 3,
+      startBlock: 0n,
+      pollIntervalMs: 60_000,
+    });
+    try {
+      await watcher.poll();
+    } finally {
+      await watcher.stop();
+    }
+    expect(armed).toBe(false);
+    await gw.chain.networkHelpers.mine(3);
+    await gw.watcher.poll();
+    await gw.watcher.poll();
+    // Before: stored with the orphaned block's hash while its height was remembered by the new one, never removed,
+    // and posted three blocks later: custody credited for a payment the chain does not have.
+    const mirrored = await gw.mirrored(lost);
+    expect(mirrored.pending).toBeNull();
+    expect(mirrored.post).toBeNull();
+    const after = await custody();
+    expect(after.debitsPosted - before.debitsPosted).toBe(0n);
+    expect(after.debitsPending).toBe(before.debitsPending);
   });
 });
 
