@@ -5,9 +5,10 @@ import { describe, expect, it } from "vitest";
 import { type Asset, assets, type Rail } from "../../core/index.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
 import type { AccountRecord } from "../accounts/index.ts";
-import { buildSnapshot, route, type Snapshot, staticRateSource } from "../router/index.ts";
+import { fiatRail, staticSnapshot, usd } from "../router/fixtures.ts";
+import { buildSnapshot, prepareSnapshot, route, type Snapshot, staticRateSource } from "../router/index.ts";
 import type { CreatePaymentParams, PaymentsDeps } from "./deps.ts";
-import { prepare } from "./routing.ts";
+import { prepare, underPolicy } from "./routing.ts";
 import { decisionJson } from "./store.ts";
 
 const tenantId = "ten_memo";
@@ -161,5 +162,28 @@ describe("routing a payment to an account", () => {
     expect(counter.calls).toBe(5);
     expect(afterRefresh).not.toBe(base);
     expect(afterRefresh.snapshotTakenAtMs).toBe(2);
+  });
+});
+
+describe("a quote's candidates under a payment's tighter fee cap", () => {
+  it("give the rail the fee limit a route under that cap gives, rounded down once", () => {
+    const snapshot = prepareSnapshot(staticSnapshot([fiatRail]));
+    const toStripe = { kind: "stripe_account" as const, accountId: "acct_stripe" };
+    let compared = 0;
+    for (let amount = 50n; amount <= 20_050n; amount += 97n) {
+      const intent = { asset: usd, amount, destination: toStripe };
+      const quoted = route(intent, snapshot, {});
+      const fee = quoted.chosen!.cost.feeMicroUsd;
+      for (const cap of [fee, fee + 1n, fee + 9_999n, fee + 10_000n, fee + 12_345n]) {
+        if (cap >= quoted.chosen!.feeCapMicroUsd) continue;
+        const under = underPolicy(quoted.candidates, { maxFeeMicroUsd: cap }, quoted.amountMicroUsd);
+        const direct = route(intent, snapshot, { maxFeeMicroUsd: cap });
+        // Before: the quote's limit scaled down (a second rounding) fell a cent short, as for USD 100.01 capped at
+        // its fee of 3.21: the rail was allowed 320 cents of a 321-cent fee, and the payment failed fee_above_max.
+        expect(under.candidates[0]!.feeMax).toBe(direct.chosen!.feeMax);
+        compared += 1;
+      }
+    }
+    expect(compared).toBeGreaterThan(500);
   });
 });

@@ -231,7 +231,7 @@ function routeOn(
  * their locked amounts, and their fee caps come down to the payment's caps (the rail's fee limit with them, in
  * proportion, rounded down).
  */
-function underPolicy(
+export function underPolicy(
   candidates: readonly Candidate[],
   policy: RoutePolicy,
   amountMicroUsd: bigint | null,
@@ -270,11 +270,24 @@ function underPolicy(
       kept.push(candidate);
       continue;
     }
-    const railShare = candidate.feeCapMicroUsd - candidate.cost.fxMicroUsd;
-    const feeMax = railShare <= 0n ? 0n : (candidate.feeMax * (cap - candidate.cost.fxMicroUsd)) / railShare;
-    kept.push({ ...candidate, feeCapMicroUsd: cap, feeMax });
+    kept.push({ ...candidate, feeCapMicroUsd: cap, feeMax: feeMaxUnder(candidate, cap) });
   }
   return { candidates: kept, excluded };
+}
+
+/**
+ * What the rail may spend under a lower fee cap, in its asset: (cap − fx) converted at the rate the quote converted
+ * at, rounded down once, as route() does. Scaling the quote's feeMax instead rounded down twice: a cap equal to the
+ * rail's fee left the rail a minor unit short of it, and the payment failed fee_above_max where a payment without a
+ * quote was paid. A quote without the rate (a USDC rail, where feeMax is feeCap − fx; or one written before it was
+ * kept) is scaled.
+ */
+function feeMaxUnder(candidate: Candidate, cap: bigint): bigint {
+  const fx = candidate.cost.fxMicroUsd;
+  if (cap <= fx) return 0n;
+  if (candidate.feeRate !== undefined) return ((cap - fx) * candidate.feeRate.num) / candidate.feeRate.den;
+  const railShare = candidate.feeCapMicroUsd - fx;
+  return railShare <= 0n ? 0n : (candidate.feeMax * (cap - fx)) / railShare;
 }
 
 /**

@@ -86,6 +86,8 @@ export type PreparedRail = {
   readonly railMicroUsd: bigint;
   readonly railPerMinorUnits: bigint;
   readonly railPerMinusOne: bigint;
+  /** Rail minor units per USD micro-unit, for the candidates' feeRate (made once per snapshot, shared). */
+  readonly feeRate: FxRate;
   /** Failure odds: failures / (successes + failures + 1), a prior of one success. */
   readonly failNum: bigint;
   readonly failDen: bigint;
@@ -296,6 +298,9 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
     railMicroUsd: validRate(railRate) ? railRate.microUsd : 1n,
     railPerMinorUnits: validRate(railRate) ? railRate.perMinorUnits : 1n,
     railPerMinusOne: validRate(railRate) ? railRate.perMinorUnits - 1n : 0n,
+    feeRate: validRate(railRate)
+      ? { num: railRate.perMinorUnits, den: railRate.microUsd }
+      : { num: 1n, den: 1n },
     failNum: failures,
     failDen: successes + failures + 1n,
     failDenMinusOne: successes + failures,

@@ -18,7 +18,15 @@ import {
 
 export { failureCostMicroUsdDefault };
 
-import type { Candidate, Exclusion, PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "./types.ts";
+import type {
+  Candidate,
+  Exclusion,
+  FxRate,
+  PaymentIntent,
+  RouteDecision,
+  RoutePolicy,
+  Snapshot,
+} from "./types.ts";
 
 /** Fee cap head-room over the estimate when the policy does not say: +50 %. */
 export const feeHeadroomBpsDefault = 5_000;
@@ -257,6 +265,7 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
       feeCapMicroUsd: feeCap,
       feeMax,
     };
+    if (!r.railUnitRate) (candidate as { feeRate?: FxRate }).feeRate = r.feeRate;
     // Insertion into the sorted list: a handful of rails, no comparator closure.
     let j = candidates.length;
     candidates.push(candidate);

@@ -85,6 +85,12 @@ export type Candidate = {
   readonly feeCapMicroUsd: bigint;
   /** The most the rail may spend (network + provider), in the rail's asset: (feeCap − fx) converted, rounded down. */
   readonly feeMax: bigint;
+  /**
+   * The rail asset's minor units per USD micro-unit (num / den), that feeMax was converted at: so that a lower cap
+   * (a quote paid under tighter constraints) converts the same way, rounded down once. Absent when the asset is worth
+   * one micro-USD a minor unit (USDC), where feeMax is feeCap − fx itself.
+   */
+  readonly feeRate?: FxRate;
 };
 
 export type ExclusionReason =
