@@ -598,6 +598,26 @@ describe("payments across two rails", () => {
     expect((await getPayment(db, { tenantId, id: stuckId }))?.status).toBe("processing");
   });
 
+  it("a stranded payment whose next rail this process lacks is left to a process with it", async () => {
+    cheap.behaviour = "fail_retryable";
+    await expect(
+      createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 1)), request("k-str-elsewhere")),
+    ).rejects.toThrow(Crash);
+    const [row] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE idempotency_key = 'k-str-elsewhere'",
+    );
+    // Before: "router chose unknown rail dear" on every pass of this process.
+    const withoutDear = { ...depsWith(db), rails: new Map<string, Rail>([[cheap.id, cheap]]) };
+    await recoverOpenAttempts(withoutDear, { quietMs: 0 });
+    expect((await getPayment(db, { tenantId, id: row!.id }))?.status).toBe("processing");
+    expect(dear.calls).toBe(0);
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    expect(await getPayment(db, { tenantId, id: row!.id })).toMatchObject({
+      status: "succeeded",
+      rail: "dear",
+    });
+  });
+
   it("a late outcome for an attempt that already ended does not end its payment", async () => {
     cheap.behaviour = "crash_before_paying";
     await expect(createPayment(depsWith(db), request("k-late"))).rejects.toThrow(Crash);

@@ -58,6 +58,10 @@ async function recoverStranded(
   const payment = await readPayment(deps, row.tenantId, row.id);
   const accrues = row.nextSeq === 0 && payment.decision?.chosen != null;
   if (!accrues) {
+    // Its next rail is not configured in this process (Lightning runs in one process only): left to one with it,
+    // as an open attempt on such a rail is.
+    const next = payment.decision?.candidates[row.nextSeq];
+    if (next !== undefined && !deps.rails.has(next.rail)) return;
     await runCandidates(deps, { payment, current: true }, { firstSeq: row.nextSeq, first: null });
     return;
   }
