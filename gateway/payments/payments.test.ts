@@ -618,6 +618,52 @@ describe("payments across two rails", () => {
     });
   });
 
+  it("recovery asks the rails about several open attempts at once: one waiting on its rail holds no other back", async () => {
+    cheap.behaviour = "crash_before_paying";
+    for (const key of ["k-par-1", "k-par-2", "k-par-3"])
+      await expect(createPayment(depsWith(db), { ...request(key), amount: "0.000010" })).rejects.toThrow(
+        Crash,
+      );
+    // Quiet for 0 ms means last updated before the pass's now(): a second ago, whatever the clock's grain.
+    await db.query(
+      "UPDATE attempts SET updated_at = updated_at - interval '1 second' WHERE status = 'reserving' AND payment_id IN (SELECT id FROM payments WHERE idempotency_key LIKE 'k-par-%')",
+    );
+    // A rail that answers only once three attempts are with it at once (or after 5 s, whichever is first).
+    const real = cheap;
+    real.behaviour = "pay";
+    let withRail = 0;
+    let mostAtOnce = 0;
+    let release: () => void = () => undefined;
+    const three = new Promise<void>((resolve) => {
+      release = resolve;
+      setTimeout(resolve, 5_000);
+    });
+    cheap = {
+      ...real,
+      execute: async (attempt: OutgoingAttempt) => {
+        withRail += 1;
+        mostAtOnce = Math.max(mostAtOnce, withRail);
+        if (withRail >= 3) release();
+        await three;
+        withRail -= 1;
+        return real.execute(attempt);
+      },
+    };
+    try {
+      await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    } finally {
+      cheap = real;
+    }
+    // Before: one after another, each waiting out its rail.
+    expect(mostAtOnce).toBeGreaterThanOrEqual(3);
+    for (const key of ["k-par-1", "k-par-2", "k-par-3"]) {
+      const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = $1", [
+        key,
+      ]);
+      expect((await getPayment(db, { tenantId, id: row!.id }))?.status).toBe("succeeded");
+    }
+  });
+
   it("a late outcome for an attempt that already ended does not end its payment", async () => {
     cheap.behaviour = "crash_before_paying";
     await expect(createPayment(depsWith(db), request("k-late"))).rejects.toThrow(Crash);

@@ -19,10 +19,12 @@ export async function recoverOpenAttempts(
   const open = await listOpenAttempts(deps.db, { quietMs: options.quietMs, limit: deps.recoveryBatchMax });
   // One attempt or payment that cannot be driven (a bug, a dependency down) must not keep the ones after it open:
   // each is driven on its own, and what failed is thrown together once the others had their turn.
+  // Several at once: a rail asked about an attempt in flight waits for its outcome a while (LND's payment, an
+  // unmined transaction's receipt), and one after another, a few such attempts held every other one back a pass.
   const failures: RecoveryFailure[] = [];
-  for (const attempt of open) {
+  await eachAtMost(open, recoveryConcurrencyMax, async (attempt) => {
     const rail = deps.rails.get(attempt.rail);
-    if (rail === undefined) continue; // that rail is not configured in this process; it stays open for one that has it
+    if (rail === undefined) return; // that rail is not configured in this process; it stays open for one that has it
     try {
       const driven: Driven = { payment: await paymentOf(deps, attempt), current: true };
       const next = await driveAttempt(deps, driven, attempt, rail, "ask_ledger");
@@ -30,7 +32,7 @@ export async function recoverOpenAttempts(
     } catch (error) {
       failures.push({ kind: "attempt", id: attempt.id, error });
     }
-  }
+  });
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
   // attempts makes a race with a live request in another process lose on insert instead of paying twice. One with
   // no attempt at all although its route chose a rail accrues for netting (any other is written with its first
@@ -40,15 +42,31 @@ export async function recoverOpenAttempts(
     quietMs: options.quietMs,
     limit: deps.recoveryBatchMax,
   });
-  for (const row of stranded) {
+  await eachAtMost(stranded, recoveryConcurrencyMax, async (row) => {
     try {
       await recoverStranded(deps, row);
     } catch (error) {
       failures.push({ kind: "payment", id: row.id, error });
     }
-  }
+  });
   if (failures.length > 0) throw new RecoveryError(failures);
   return open.length + stranded.length;
+}
+
+/** Attempts (and stranded payments) one pass drives at once. */
+export const recoveryConcurrencyMax = 16;
+
+/** Runs `each` over `items`, at most `limit` at once; `each` handles its own errors. */
+async function eachAtMost<T>(
+  items: readonly T[],
+  limit: number,
+  each: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await each(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 async function recoverStranded(
