@@ -147,7 +147,23 @@ describe("keys", () => {
     const [one] = await db.query<{ id: string }>("SELECT id FROM api_keys WHERE tenant_id = $1 LIMIT 1", [
       id,
     ]);
-    await revokeTenantApiKey({ db, changes }, { tenantId: id, id: one!.id });
+    // Nor by rolling: the old key works through its overlap, one more (before: rolled on and on, any number).
+    expect(
+      await rollApiKey(
+        { db, changes },
+        { tenantId: id, id: one!.id, overlapSeconds: 60, grantedScopes: scopes },
+      ),
+    ).toEqual({ ok: false, refusal: "api_keys_too_many" });
+    const rolledAtOnce = await rollApiKey(
+      { db, changes },
+      { tenantId: id, id: one!.id, overlapSeconds: 0, grantedScopes: scopes },
+    );
+    expect(rolledAtOnce.ok).toBe(true);
+    const [another] = await db.query<{ id: string }>(
+      "SELECT id FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL LIMIT 1",
+      [id],
+    );
+    await revokeTenantApiKey({ db, changes }, { tenantId: id, id: another!.id });
     expect((await issueApiKey({ db }, { tenantId: id, mode: "test" })).ok).toBe(true);
     await setTenantStatus({ db, changes }, { id, status: "suspended" });
     expect(await issueApiKey({ db }, { tenantId: id, mode: "test" })).toEqual({

@@ -189,12 +189,17 @@ async function activeKeysRefusal(tx: Sql, tenantId: string): Promise<IssueRefusa
   ]);
   if (tenant === undefined) return "tenant_not_found";
   if (tenant.status !== "active") return "tenant_suspended";
+  return (await workingKeysOf(tx, tenantId)) >= apiKeysActiveMax ? "api_keys_too_many" : null;
+}
+
+/** How many of the tenant's keys work now (not revoked, not expired). */
+async function workingKeysOf(tx: Sql, tenantId: string): Promise<number> {
   const [count] = await tx.query<{ count: number }>(
     `SELECT count(*)::int AS count FROM api_keys
      WHERE tenant_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
     [tenantId],
   );
-  return Number(count!.count) >= apiKeysActiveMax ? "api_keys_too_many" : null;
+  return Number(count!.count);
 }
 
 /** One of the tenant's keys (revoked and expired ones too), or null when the tenant has none by that id. */
@@ -264,7 +269,15 @@ export async function revokeApiKey(
 
 export type RollResult =
   | { ok: true; secret: string; key: ApiKeyRecord; rolled: ApiKeyRecord }
-  | { ok: false; refusal: "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "tenant_suspended" }
+  | {
+      ok: false;
+      refusal:
+        | "api_key_not_found"
+        | "api_key_revoked"
+        | "api_key_rolled"
+        | "tenant_suspended"
+        | "api_keys_too_many";
+    }
   | { ok: false; refusal: "scope_missing"; scopes: Scope[] };
 
 /**
@@ -295,6 +308,10 @@ export async function rollApiKey(
     if (old.rolledTo !== null) return { ok: false, refusal: "api_key_rolled" };
     const beyond = scopesBeyond(params.grantedScopes, old.scopes);
     if (beyond.length > 0) return { ok: false, refusal: "scope_missing", scopes: beyond };
+    // The old key working through an overlap is one more working key: rolled again and again, the overlaps
+    // gave a tenant any number of them (each with its own rate limit).
+    if (params.overlapSeconds > 0 && (await workingKeysOf(tx, params.tenantId)) >= apiKeysActiveMax)
+      return { ok: false, refusal: "api_keys_too_many" };
     const made = await createApiKey(tx, {
       tenantId: params.tenantId,
       mode: old.mode,

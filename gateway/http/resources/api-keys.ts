@@ -278,6 +278,11 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
             throw new ApiError("api_key_rolled", `the API key "${id}" was already rolled`);
           case "tenant_suspended":
             throw new ApiError("tenant_suspended", "the tenant is suspended");
+          case "api_keys_too_many":
+            throw new ApiError(
+              "api_keys_too_many",
+              "this tenant has as many working API keys as it may, and the rolled key would keep working through its overlap: revoke one first, or roll with expires_in_seconds 0",
+            );
           case "scope_missing":
             throw new ApiError(
               "scope_missing",
