@@ -257,7 +257,6 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     }
     tracker.lastErrorText = text;
     const classified = classifyLndError(text);
-    if (classified.kind === "failed" && mode === "send") return void fail(s, tracker, classified.failure);
     // LND refused a first send of an invoice because it has a payment of its hash: not this attempt's (execute sends
     // an attempt once, and no other attempt of this rail is paying the hash), so not this attempt's outcome either.
     // Taken as one, an invoice paid once was charged to every payment of it (or to a refund sent to it). A keysend's
@@ -274,9 +273,14 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
         retryElsewhere: false,
       });
     }
-    // Either LND already knows the hash, or the connection broke: follow the payment LND has.
+    // Either LND already knows the hash, or the connection broke: follow the payment LND has. So too for a refusal
+    // of a send: LND may say it after taking the payment (stopping, it ends every payment's stream with "routerrpc
+    // server shutting down", keeps the payment and resumes it when it starts again). Failed at once, its money left
+    // unbooked and the payment failed (paid again by its payer) while LND paid it. LND's record of the hash decides:
+    // none, and LND never took it, the attempt fails as LND said (the 404 above); one, and its outcome is the attempt's.
     tracker.detached = true;
-    if (classified.kind === "track" && s.health.connected) return track(s, tracker);
+    const follow = classified.kind === "track" || (classified.kind === "failed" && mode === "send");
+    if (follow && s.health.connected) return track(s, tracker);
     markDisconnected(s, text);
   });
 }

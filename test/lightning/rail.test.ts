@@ -890,3 +890,40 @@ describe("lightning rail on regtest", () => {
     expect(paid.status).toBe("succeeded");
   });
 });
+
+describe("the gateway's lnd stopped while a payout is in flight", () => {
+  it("the payout is followed across the restart and ends as LND ends it, not failed on LND's shutdown", async () => {
+    const running = await startRail("stopped-mid-payment.jsonl", { executeWaitMs: 120_000 });
+    try {
+      const secret = randomBytes(32).toString("hex");
+      const id = sha256(secret);
+      const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_700 });
+      const attempt = bolt11(held.request, 1_700_000n, 10_000n);
+      const outcome = running.rail.execute(attempt);
+      await waitFor(
+        "HTLC held at the payee",
+        async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
+      // LND's stop ends the payment's stream ("routerrpc server shutting down"); LND keeps the payment.
+      await control.stopNode("gateway");
+      await control.startNode("gateway");
+      await waitFor(
+        "gateway's channel to the payee active",
+        async () => {
+          const { channels } = await getChannels({ lnd: client("gateway"), is_active: true });
+          return channels.some((channel) => channel.partner_public_key === cluster.nodes.payee.publicKey)
+            ? true
+            : undefined;
+        },
+        { timeoutMs: 60_000, intervalMs: 250 },
+      );
+      await settleHodlInvoice({ lnd: payee, secret });
+      // Before: failed as rejected when the stream ended, the reservation voided, while LND went on and paid it.
+      expect(await outcome).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
+      expect((await getInvoice({ lnd: payee, id })).is_confirmed).toBe(true);
+    } finally {
+      await running.rail.stop();
+    }
+  }, 180_000);
+});
