@@ -50,10 +50,13 @@ export function createPriceLocks(deps: {
     setBounded(cached, key, prices, cachedMax);
   }
 
-  async function stored(paywallId: string, windowStartMs: number): Promise<Map<string, bigint>> {
+  // A lock is of the paywall's version it was converted from (migration 0044): one a process not yet told of a
+  // price change makes is never read as the new price's.
+  async function stored(paywall: Paywall, windowStartMs: number): Promise<Map<string, bigint>> {
     const rows = await deps.sql.query<{ asset: string; amount: bigint | string }>(
-      "SELECT asset, amount FROM paywall_rate_locks WHERE paywall_id = $1 AND window_start_ms = $2",
-      [paywallId, windowStartMs],
+      `SELECT asset, amount FROM paywall_rate_locks
+        WHERE paywall_id = $1 AND paywall_updated_at = $2 AND window_start_ms = $3`,
+      [paywall.id, paywall.updatedAt.toISOString(), windowStartMs],
     );
     return new Map(rows.map((row) => [row.asset, BigInt(row.amount)]));
   }
@@ -68,7 +71,7 @@ export function createPriceLocks(deps: {
     if (converted.length === 0) return prices;
     let locked = cached.get(key);
     if (locked === undefined || converted.some((asset) => !locked!.has(asset.code))) {
-      locked = await stored(paywall.id, windowStartMs);
+      locked = await stored(paywall, windowStartMs);
       const missing = converted.filter((asset) => !locked!.has(asset.code));
       const fresh = missing.flatMap((asset) => {
         const amount = convertPrice(deps.rates, {
@@ -81,21 +84,22 @@ export function createPriceLocks(deps: {
       if (fresh.length > 0) {
         // Another process may lock the same window at once: the first write wins, and both read it back.
         await deps.sql.query(
-          `INSERT INTO paywall_rate_locks (paywall_id, window_start_ms, asset, amount)
-           SELECT $1, $2, asset, amount::bigint FROM unnest($3::text[], $4::text[]) AS fresh (asset, amount)
+          `INSERT INTO paywall_rate_locks (paywall_id, paywall_updated_at, window_start_ms, asset, amount)
+           SELECT $1, $5, $2, asset, amount::bigint FROM unnest($3::text[], $4::text[]) AS fresh (asset, amount)
            ON CONFLICT DO NOTHING`,
           [
             paywall.id,
             windowStartMs,
             fresh.map((row) => row.asset),
             fresh.map((row) => row.amount.toString()),
+            paywall.updatedAt.toISOString(),
           ],
         );
         await deps.sql.query(
           "DELETE FROM paywall_rate_locks WHERE paywall_id = $1 AND window_start_ms < $2",
           [paywall.id, windowStartMs - windowMs],
         );
-        locked = await stored(paywall.id, windowStartMs);
+        locked = await stored(paywall, windowStartMs);
       }
       remember(key, locked);
     }
@@ -108,7 +112,7 @@ export function createPriceLocks(deps: {
     const key = keyOf(paywall, windowStartMs);
     let locked = cached.get(key);
     if (locked === undefined) {
-      locked = await stored(paywall.id, windowStartMs);
+      locked = await stored(paywall, windowStartMs);
       remember(key, locked);
     }
     return locked.size === 0 ? null : locked;

@@ -504,6 +504,26 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         expect((await usdcOf(other, paywall)).amount).toBe(amount);
     });
 
+    it("a lock made from a price changed since is never read as the new price's", async () => {
+      const atMs = Math.ceil(Date.now() / 60_000) * 60_000 + 30 * 60_000 + 1_000;
+      const id = (await call("POST", "/v1/paywalls", { ...body(), resource: "/repriced" })).body.id as string;
+      const before = (await getPaywall(app.db, { tenantId, id }))!;
+      const updated = await call("PATCH", `/v1/paywalls/${id}`, { price: { amount: "0.02", asset: "USD" } });
+      expect(updated.status).toBe(200);
+      const after = (await getPaywall(app.db, { tenantId, id }))!;
+      const process = () =>
+        createPriceLocks({
+          sql: app.db,
+          rates: { usdRate: (code) => usdRateAt(code, 1n) },
+          nowMs: () => atMs,
+        });
+      // A process not yet told of the change locks the old price for the window, after the change's write.
+      const stale = (await process().current(before, [assets.USDC])).get("USDC")!;
+      // Before: every process then read that lock as the new price's, and charged the old one for the window.
+      const fresh = (await process().current(after, [assets.USDC])).get("USDC")!;
+      expect(fresh).toBe(stale * 2n);
+    });
+
     it("builds a tenant's check again once forgotten past tenantsCachedMax, at the price locked before", async () => {
       const atMs = Math.ceil(Date.now() / 60_000) * 60_000 + 20 * 60_000 + 1_000;
       let rate = 1n;
