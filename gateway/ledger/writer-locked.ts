@@ -4,7 +4,7 @@
 // (Alongside.underLock: written here after the clock is locked, it sees every batch before it committed); see
 // writer.ts.
 import { causeWhere, SwitchyardError } from "../../core/index.ts";
-import type { Row, Sql } from "../db/index.ts";
+import { DbCommitOutcomeUnknownError, DbQueryTimeoutError, type Row, type Sql } from "../db/index.ts";
 import { AlongsideStatementError, batchFailure, notToRunAgain, sqlStateOf, waitGivenUp } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
 import {
@@ -12,7 +12,6 @@ import {
   insertAccounts,
   ledgerTransaction,
   lockClock,
-  refusedByServer,
   selectExpired,
   writeAlongside,
 } from "./store.ts";
@@ -70,14 +69,28 @@ function violatedOutsideLedger(error: unknown): boolean {
   return named !== undefined && !ledgerTables.has((named as { table: string }).table);
 }
 
+/** A system error of the socket (ECONNRESET, EPIPE, ECONNREFUSED, ETIMEDOUT, …). */
+const socketErrorCode = /^E[A-Z]+$/;
+/** What the drivers say when a connection is gone: pg's, and PGlite's once closed. */
+const connectionGoneText =
+  /connection terminated|connection error|not queryable|connection (?:is )?closed|pglite is closed/i;
+
 /**
- * Whether `error` comes down to the connection or the session failing: its first cause is neither a statement the
- * server refused nor one of Switchyard's own errors (a timeout's or a lost COMMIT's cause is the driver's error).
+ * Whether `error` comes down to the connection or the session failing, said as such along its causes: no answer in
+ * time (DbQueryTimeoutError), a COMMIT's connection lost (DbCommitOutcomeUnknownError), a socket's error, a driver's
+ * "connection terminated", or the server ending the session or refusing a connection (SQLSTATE class 08, 57P). Not
+ * merely an error the server did not raise: a caller's parameter the driver cannot send (a TypeError) is that
+ * caller's, and read as a lost connection it failed every request after it in the batch unrun.
  */
 function connectionFailedIn(error: unknown): boolean {
-  let root: unknown = error;
-  while (root instanceof Error && root.cause !== undefined) root = root.cause;
-  return !(root instanceof SwitchyardError) && !refusedByServer(root);
+  return (
+    causeWhere(error, (e) => {
+      if (e instanceof DbQueryTimeoutError || e instanceof DbCommitOutcomeUnknownError) return true;
+      const { code } = e as { code?: unknown };
+      if (typeof code === "string" && (socketErrorCode.test(code) || /^(?:08|57P)/.test(code))) return true;
+      return e instanceof Error && !(e instanceof SwitchyardError) && connectionGoneText.test(e.message);
+    }) !== undefined
+  );
 }
 
 /**

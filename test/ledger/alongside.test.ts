@@ -54,6 +54,19 @@ describe("a statement written alongside that fails", () => {
     expect(found.map((t) => t.id)).toEqual([100n, 102n]);
   });
 
+  it("a statement the client cannot send (a parameter it cannot serialize) fails its own request only", async () => {
+    const unsendable = { text: "SELECT $1::text AS never", params: [{ amount: 1n }] };
+    const [left, bad, right] = await Promise.allSettled([
+      ledger.createTransfersWith([transfer(300n)], { statement: () => inTransaction }),
+      ledger.createTransfersWith([transfer(301n)], { statement: () => unsendable }),
+      ledger.createTransfersWith([transfer(302n)], { statement: () => inTransaction }),
+    ]);
+    // Before: the client's own error read as a lost connection, and every request after it in the batch heard it.
+    expect([left.status, bad.status, right.status]).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    const found = await ledger.lookupTransfers([300n, 301n, 302n]);
+    expect(found.map((t) => t.id)).toEqual([300n, 302n]);
+  });
+
   it("a key its caller's table already holds fails its own request at the first try: the batch is not run again for it", async () => {
     // A sequence is not rolled back: its value counts how many times the statement ran.
     await db.query("CREATE TABLE alongside_keys (key int PRIMARY KEY)");
