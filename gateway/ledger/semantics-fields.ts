@@ -1,5 +1,6 @@
 // The semantics' checks of single fields, pure: ranges a u128/u64/u32/u16 field can hold, settlement evidence (valid,
 // as stored, equal), and when a pending transfer expires.
+import { isStorableText } from "../../core/text.ts";
 import {
   type Account,
   evidenceDetailEntriesMax,
@@ -34,13 +35,17 @@ export function evidenceIsValid(evidence: TransferEvidence | undefined | null): 
     reference.length > evidenceReferenceLengthMax
   )
     return false;
+  // Stored as jsonb, which refuses a NUL and an unpaired surrogate: refused as the transfer's own result, not as the
+  // whole batch's failure (its neighbours with it).
+  if (!isStorableText(rail) || !isStorableText(reference)) return false;
   if (detail === undefined) return true;
   if (typeof detail !== "object" || detail === null || Array.isArray(detail)) return false;
   const entries = Object.entries(detail);
   if (entries.length > evidenceDetailEntriesMax) return false;
   for (const [key, value] of entries) {
-    if (key.length === 0 || key.length > evidenceDetailLengthMax) return false;
-    if (typeof value !== "string" || value.length > evidenceDetailLengthMax) return false;
+    if (key.length === 0 || key.length > evidenceDetailLengthMax || !isStorableText(key)) return false;
+    if (typeof value !== "string" || value.length > evidenceDetailLengthMax || !isStorableText(value))
+      return false;
   }
   return true;
 }

@@ -109,6 +109,19 @@ for (const storeName of storeNames)
         { ...base, id: ledgerId(), amount: 0n },
         { ...base, id: ledgerId(), amount: 1n, timeout: 5 },
         { ...base, id: ledgerId(), amount: 1n, evidence: { rail: "", reference: "x" } },
+        // What jsonb cannot store: the transfer's own result, not its batch's failure.
+        {
+          ...base,
+          id: ledgerId(),
+          amount: 1n,
+          evidence: { rail: "evm", reference: `x${String.fromCharCode(0)}` },
+        },
+        {
+          ...base,
+          id: ledgerId(),
+          amount: 1n,
+          evidence: { rail: "evm", reference: "x", detail: { note: "\uD800" } },
+        },
       ]);
       expect(results.map((r) => r.status)).toEqual([
         "amount_must_not_be_negative",
@@ -123,6 +136,8 @@ for (const storeName of storeNames)
         "exceeds_credits",
         "created",
         "timeout_reserved_for_pending_transfer",
+        "evidence_invalid",
+        "evidence_invalid",
         "evidence_invalid",
       ]);
     });
