@@ -701,6 +701,25 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await refundParts(refunded.refund.id)).toEqual([5_000_000n, 6_666_000n]);
   });
 
+  it("so too when the invoice was refunded in part before: what is left counts the further receipt", async () => {
+    const invoice = await paidSplitInvoice();
+    const part = await createRefund(gw.app.payments, { ...refundOfAll(invoice), amount: "2.000000" });
+    expect(part.ok && part.refund.status).toBe("succeeded");
+    const pausing = pausingAtRefundsRead(gw.app.payments.db);
+    const rest = createRefund(
+      { ...gw.app.payments, db: pausing.db },
+      { ...refundOfAll(invoice), amount: null },
+    );
+    await pausing.reached;
+    await toy.payMore(invoice, "second", 10_000_000n);
+    pausing.open();
+    const refunded = await rest;
+    if (!refunded.ok) throw new Error(refunded.message);
+    // The claim's check of what the invoice received guards the update of an existing row too (its SELECT yields no
+    // row to insert or update): not 8.000001, read first, with its payees giving back their credit of both payments.
+    expect(refunded.refund.amount).toBe(18_000_001n);
+  });
+
   it("a reversal whose reads straddle a further receipt of the invoice is computed again with it: each payee its part", async () => {
     const invoice = await paidSplitInvoice();
     const key = `dispute-${invoice}`;
