@@ -2,7 +2,7 @@
 // rail reference. Status changes are conditional updates written beside the ledger's post or void (the first
 // writer wins; a repeated event finds nothing left to change), each with its event in the outbox.
 import type { SettlementEvidence } from "../../core/index.ts";
-import { type Sql, type Statement, serverRaised } from "../db/index.ts";
+import { type Sql, type Statement, serverRaised, textArrayLiteral } from "../db/index.ts";
 import { collectionSql, type ShortfallCollection } from "../settlement/shortfalls.ts";
 import type {
   Refund,
@@ -93,18 +93,33 @@ export async function getRefundByKey(
   return { refund: refundFromRow(row), requestSha256: digest == null ? null : Buffer.from(digest) };
 }
 
-/** Refunds still pending and untouched for `quietMs`, oldest first: what the recovery pass drives on. */
+/**
+ * Refunds still pending on one of `rails` (those this process runs) and untouched for `quietMs`, those a pass looked
+ * at least recently first (never, first; migration 0045): what the recovery pass drives on. One on a rail this process
+ * lacks is another process's.
+ */
 export async function listPendingRefunds(
   sql: Sql,
-  params: { quietMs: number; limit: number },
+  params: { quietMs: number; limit: number; rails: readonly string[] },
 ): Promise<Refund[]> {
   const rows = await sql.query<RefundRow>(
-    `SELECT * FROM refunds WHERE status = 'pending'
+    `SELECT * FROM refunds WHERE status = 'pending' AND rail = ANY($3::text[])
        AND updated_at <= now() - make_interval(secs => $1::double precision / 1000)
-     ORDER BY updated_at LIMIT $2`,
-    [params.quietMs, params.limit],
+     ORDER BY recovery_tried_at NULLS FIRST, updated_at LIMIT $2`,
+    [params.quietMs, params.limit, textArrayLiteral(params.rails)],
   );
   return rows.map(refundFromRow);
+}
+
+/**
+ * Moves the refunds a recovery pass looked at and left pending behind the others: the next pass takes those it has
+ * not looked at first, so that a batch of refunds no pass can end never holds back the ones after it.
+ */
+export async function touchPendingRefunds(sql: Sql, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await sql.query("UPDATE refunds SET recovery_tried_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'", [
+    textArrayLiteral(ids),
+  ]);
 }
 
 /**

@@ -85,6 +85,7 @@ import {
   refundsOfInvoice,
   reversalStands,
   succeededStatement,
+  touchPendingRefunds,
 } from "./refunds-store.ts";
 import {
   type Refund,
@@ -1176,6 +1177,7 @@ export async function recoverPendingRefunds(
   const pending = await listPendingRefunds(deps.db, {
     quietMs: options.quietMs,
     limit: refundRecoveryBatchMax,
+    rails: [...deps.rails.keys()],
   });
   const failures: Array<{ id: string; error: unknown }> = [];
   for (const refund of pending) {
@@ -1186,6 +1188,10 @@ export async function recoverPendingRefunds(
       failures.push({ id: refund.id, error });
     }
   }
+  await touchPendingRefunds(
+    deps.db,
+    pending.map((refund) => refund.id),
+  );
   if (failures.length > 0)
     throw new RefundInvariantError(`${failures.length} pending refund(s) could not be driven on`, {
       details: failures.map((f) => f.id).join(", "),

@@ -9,7 +9,11 @@ import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes, writeChainWith } from "../../gateway/ledger/index.ts";
 import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
-import { claimStatement } from "../../gateway/payments/refunds-store.ts";
+import {
+  claimStatement,
+  listPendingRefunds,
+  touchPendingRefunds,
+} from "../../gateway/payments/refunds-store.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { wellFormedInvoice } from "../support/bolt11.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
@@ -499,12 +503,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   describe("recovery", () => {
-    it("drives on a refund a crash left pending after its write, once", async () => {
-      const payment = await pay("2");
-      const merchantBefore = await posted(merchant);
-      const customerBefore = await posted(customer);
-      // What createRefund writes before it asks the rail: the hold, the row, the claim, refund.created.
-      const id = "rfd_01m7zfckv29pdrb3m0gz9e4j5r";
+    /** What createRefund writes before it asks the rail (the hold, the row, the claim, refund.created), and no more. */
+    async function crashedRefund(id: string, payment: string, amount: bigint, paid: bigint) {
       const payer = await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: merchant });
       const payee = await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: customer });
       const holdId = derivedLedgerId(id, "refund-hold");
@@ -516,7 +516,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
             posting: {
               debitAccountId: payer!.ledgerAccountId,
               creditAccountId: payee!.ledgerAccountId,
-              amount: 1_500_000n,
+              amount,
               ledger: 1,
               code: transferCodes.refunds.refund,
             },
@@ -530,7 +530,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
             target: { kind: "payment", paymentId: payment },
             accountId: merchant,
             assetCode: "USDC",
-            amount: 1_500_000n,
+            amount,
             rail: "internal-usdc",
             reason: null,
             metadata: {},
@@ -538,13 +538,21 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
             holdTransferId: holdId,
             idempotencyKey: null,
             requestSha256: null,
-            paid: 2_000_000n,
+            paid,
           }),
           when: "held",
           sql: gw.app.db,
         },
         "a refund's hold",
       );
+    }
+
+    it("drives on a refund a crash left pending after its write, once", async () => {
+      const payment = await pay("2");
+      const merchantBefore = await posted(merchant);
+      const customerBefore = await posted(customer);
+      const id = "rfd_01m7zfckv29pdrb3m0gz9e4j5r";
+      await crashedRefund(id, payment, 1_500_000n, 2_000_000n);
       expect((await readRefund(id)).body.status).toBe("pending");
       expect(await pendingOut(merchant)).toBe(1_500_000n);
       // What is claimed is not refundable twice meanwhile.
@@ -570,6 +578,27 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         [id],
       );
       expect(events.map((e) => e.type)).toEqual(["refund.created", "refund.succeeded"]);
+    });
+
+    it("leaves a refund on a rail this process lacks to a process with it, and takes those it looked at after the others", async () => {
+      const payment = await pay("2");
+      const [older, younger] = ["rfd_01m8gaaaaaaaaaaaaaaaaaaaaa", "rfd_01m8gbbbbbbbbbbbbbbbbbbbbb"];
+      await crashedRefund(older, payment, 500_000n, 2_000_000n);
+      await crashedRefund(younger, payment, 500_000n, 2_000_000n);
+      // A process without the rail: neither is its to drive (before: both listed, and skipped, every pass).
+      const withoutRail = { ...gw.app.payments, rails: new Map<string, Rail>() };
+      expect(await recoverPendingRefunds(withoutRail, { quietMs: 0 })).toBe(0);
+      // Looked at and left pending, a refund goes behind the ones not looked at: a batch of refunds no pass can end
+      // (500 a pass) never holds back the ones after it. Before: the oldest first, every pass.
+      const rails = ["internal-usdc"];
+      const first = await listPendingRefunds(gw.app.db, { quietMs: 0, limit: 1, rails });
+      expect(first.map((r) => r.id)).toEqual([older]);
+      await touchPendingRefunds(gw.app.db, [older]);
+      const next = await listPendingRefunds(gw.app.db, { quietMs: 0, limit: 1, rails });
+      expect(next.map((r) => r.id)).toEqual([younger]);
+      expect((await readRefund(older)).body.updated_at).toBe((await readRefund(older)).body.created_at);
+      await recoverPendingRefunds(gw.app.payments, { quietMs: 0 });
+      for (const id of [older, younger]) expect((await readRefund(id)).body.status).toBe("succeeded");
     });
   });
 
