@@ -27,7 +27,7 @@ import {
   RecoveryError,
   recoverOpenAttempts,
 } from "./index.ts";
-import { finishAttempt } from "./store.ts";
+import { finishAttempt, listOpenAttempts } from "./store.ts";
 
 class Crash extends Error {
   override name = "Crash";
@@ -608,6 +608,15 @@ describe("payments across two rails", () => {
     );
     // Before: "router chose unknown rail dear" on every pass of this process.
     const withoutDear = { ...depsWith(db), rails: new Map<string, Rail>([[cheap.id, cheap]]) };
+    // Nor is an open attempt on dear one of its: not even listed (a thousand listed and skipped held back the rest).
+    expect(
+      (await listOpenAttempts(db, { quietMs: 0, limit: 1_000, rails: [cheap.id] })).filter(
+        (a) => a.rail === "dear",
+      ),
+    ).toEqual([]);
+    expect(
+      (await listOpenAttempts(db, { quietMs: 0, limit: 1_000 })).filter((a) => a.rail === "dear").length,
+    ).toBeGreaterThan(0);
     await recoverOpenAttempts(withoutDear, { quietMs: 0 });
     expect((await getPayment(db, { tenantId, id: row!.id }))?.status).toBe("processing");
     expect(dear.calls).toBe(0);

@@ -16,7 +16,11 @@ export async function recoverOpenAttempts(
   deps: PaymentsDeps,
   options: { quietMs: number } = { quietMs: deps.strandedQuietMs },
 ): Promise<number> {
-  const open = await listOpenAttempts(deps.db, { quietMs: options.quietMs, limit: deps.recoveryBatchMax });
+  const open = await listOpenAttempts(deps.db, {
+    quietMs: options.quietMs,
+    limit: deps.recoveryBatchMax,
+    rails: [...deps.rails.keys()],
+  });
   // One attempt or payment that cannot be driven (a bug, a dependency down) must not keep the ones after it open:
   // each is driven on its own, and what failed is thrown together once the others had their turn.
   // Several at once: a rail asked about an attempt in flight waits for its outcome a while (LND's payment, an

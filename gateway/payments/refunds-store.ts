@@ -117,9 +117,10 @@ export async function listPendingRefunds(
  */
 export async function touchPendingRefunds(sql: Sql, ids: readonly string[]): Promise<void> {
   if (ids.length === 0) return;
-  await sql.query("UPDATE refunds SET recovery_tried_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'", [
-    textArrayLiteral(ids),
-  ]);
+  await sql.query(
+    "UPDATE refunds SET recovery_tried_at = now() WHERE id = ANY($1::text[]) AND status = 'pending'",
+    [textArrayLiteral(ids)],
+  );
 }
 
 /**

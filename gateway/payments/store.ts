@@ -1,7 +1,7 @@
 // SQL for payments and attempts. Every read of a payment is scoped to its tenant. Status changes are
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
 import { causeWhere, type SettlementEvidence } from "../../core/index.ts";
-import type { Row, Sql, Statement } from "../db/index.ts";
+import { type Row, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
 import { derivedLedgerId, ownLedgerId } from "../ids/index.ts";
 import { idToUuid } from "../ledger/index.ts";
 import type { Quote } from "../router/index.ts";
@@ -490,13 +490,16 @@ export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> 
 /** Attempts started and not finished, untouched for `quietMs`: what recovery resumes after a stop or a crash. */
 export async function listOpenAttempts(
   sql: Sql,
-  params: { quietMs: number; limit: number },
+  params: { quietMs: number; limit: number; rails?: readonly string[] },
 ): Promise<Attempt[]> {
+  // Only rails this process runs: a thousand attempts on another's (Lightning runs in one process) listed and
+  // skipped every pass would hold back the attempts after them for good.
   const rows = await sql.query<AttemptRow>(
     `SELECT ${attemptColumns} FROM attempts
      WHERE status IN ('reserving', 'in_flight') AND updated_at < now() - make_interval(secs => $1::double precision / 1000)
+       AND ($3::text[] IS NULL OR rail = ANY($3::text[]))
      ORDER BY created_at LIMIT $2`,
-    [params.quietMs, params.limit],
+    [params.quietMs, params.limit, params.rails === undefined ? null : textArrayLiteral(params.rails)],
   );
   return rows.map(attemptFromRow);
 }
