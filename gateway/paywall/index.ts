@@ -68,4 +68,5 @@ export {
   type PaywallService,
   pendingCompleteWithinMs,
   pendingVerdictsMax,
+  pendingVerdictsPerTenantMax,
 } from "./service.ts";

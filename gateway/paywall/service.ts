@@ -11,6 +11,8 @@ import type { PaymentScheme } from "./scheme.ts";
 
 export const paywallTenantsCachedMax = 1_000;
 export const pendingVerdictsMax = 10_000;
+/** The most one tenant's verdicts may wait in one process: no tenant takes every place of the others. */
+export const pendingVerdictsPerTenantMax = 1_000;
 export const pendingCompleteWithinMs = 5 * 60_000;
 
 export type PaywallService = {
@@ -18,7 +20,10 @@ export type PaywallService = {
   forTenant(tenantId: string): PaywallCheck;
   /** The tenant's paywalls changed (in this process): read them again at the next request. Other processes read them within paywallsRefreshMs. */
   changed(tenantId: string): void;
-  /** A paid verdict given over HTTP, kept until its complete call: its id. Null when too many wait already. */
+  /**
+   * A paid verdict given over HTTP, kept until its complete call: its id. Null when too many wait already, in the
+   * process or of the tenant. Kept in this process's memory: its complete call must reach this process.
+   */
   hold(tenantId: string, verdict: Extract<PaywallVerdict, { kind: "paid" }>): string | null;
   /** Completes a held verdict of the tenant once; null when there is none (unknown, another tenant's, done). */
   complete(tenantId: string, id: string, outcome: { served: boolean }): Promise<PaywallCompletion | null>;
@@ -42,6 +47,7 @@ export function createPaywallService(deps: {
     string,
     { tenantId: string; verdict: Extract<PaywallVerdict, { kind: "paid" }>; timer: NodeJS.Timeout }
   >();
+  const pendingOfTenant = new Map<string, number>();
 
   function forTenant(tenantId: string): PaywallCheck {
     let check = checks.get(tenantId);
@@ -57,6 +63,9 @@ export function createPaywallService(deps: {
     if (held === undefined) return null;
     pending.delete(id);
     clearTimeout(held.timer);
+    const left = (pendingOfTenant.get(held.tenantId) ?? 1) - 1;
+    if (left > 0) pendingOfTenant.set(held.tenantId, left);
+    else pendingOfTenant.delete(held.tenantId);
     return held;
   }
 
@@ -67,7 +76,9 @@ export function createPaywallService(deps: {
       checks.delete(tenantId);
     },
     hold(tenantId, verdict) {
-      if (pending.size >= pendingVerdictsMax) return null;
+      const tenantHolds = pendingOfTenant.get(tenantId) ?? 0;
+      if (pending.size >= pendingVerdictsMax || tenantHolds >= pendingVerdictsPerTenantMax) return null;
+      pendingOfTenant.set(tenantId, tenantHolds + 1);
       const id = `pwv_${randomBytes(16).toString("hex")}`;
       const timer = setTimeout(() => {
         const held = take(id);

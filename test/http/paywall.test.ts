@@ -19,6 +19,7 @@ import {
   type Paywall,
   type PaywallCheck,
   type PriceLocks,
+  pendingVerdictsPerTenantMax,
   remotePaywall,
   splitShares,
   switchyardPaywall,
@@ -522,6 +523,42 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       // Before: every process then read that lock as the new price's, and charged the old one for the window.
       const fresh = (await process().current(after, [assets.USDC])).get("USDC")!;
       expect(fresh).toBe(stale * 2n);
+    });
+
+    it("holds at most pendingVerdictsPerTenantMax of one tenant's paid verdicts: the others' places stay theirs", async () => {
+      const service = createPaywallService({
+        sql: app.db,
+        schemes: [],
+        rates: { usdRate: () => null },
+        logger: silentLogger,
+      });
+      let completed = 0;
+      const paid = {
+        kind: "paid" as const,
+        paywallId: "pw_x",
+        scheme: "toy",
+        payer: "someone",
+        complete: async () => {
+          completed += 1;
+          return { kind: "settled" as const, headers: [] };
+        },
+      };
+      try {
+        for (let n = 0; n < pendingVerdictsPerTenantMax; n++)
+          expect(service.hold("ten_busy", paid)).not.toBeNull();
+        // Before: the tenant went on to every place of the process (10,000), and every other tenant's paid request
+        // was answered 503 until its verdicts lapsed.
+        expect(service.hold("ten_busy", paid)).toBeNull();
+        const other = service.hold("ten_other", paid);
+        expect(other).not.toBeNull();
+        expect(await service.complete("ten_other", other!, { served: true })).toEqual({
+          kind: "settled",
+          headers: [],
+        });
+      } finally {
+        await service.close();
+      }
+      expect(completed).toBe(pendingVerdictsPerTenantMax + 1);
     });
 
     it("builds a tenant's check again once forgotten past tenantsCachedMax, at the price locked before", async () => {
