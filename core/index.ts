@@ -15,6 +15,7 @@ export {
   splitterEventNames,
   type WatchedEvent,
 } from "./evm-events.ts";
+export { type FeeReceipt, feeWeiOf, l1FeeWeiOf } from "./evm-fees.ts";
 export { type LogFn, type Logger, silentLogger } from "./logger.ts";
 export {
   type Asset,

@@ -15,6 +15,8 @@ import {
   assets,
   divCeil,
   type FeePaid,
+  feeWeiOf,
+  l1FeeWeiOf,
   type OutgoingAttempt,
 } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
@@ -129,13 +131,15 @@ const weiPerGwei = 1_000_000_000n;
  * wei in the ledger, which its precision does not have.
  */
 export function gasPaid(receipt: Pick<TransactionReceipt, "gasUsed" | "effectiveGasPrice">): FeePaid {
-  const wei = receipt.gasUsed * receipt.effectiveGasPrice;
+  const wei = feeWeiOf(receipt);
+  const l1Fee = l1FeeWeiOf(receipt);
   return {
     asset: assets.ETH,
     amount: divCeil(wei, weiPerGwei),
     detail: {
       gasUsed: receipt.gasUsed.toString(),
       effectiveGasPrice: receipt.effectiveGasPrice.toString(),
+      ...(l1Fee === 0n ? {} : { l1Fee: l1Fee.toString() }),
       wei: wei.toString(),
     },
   };

@@ -30,7 +30,7 @@
 // One send's fault (a node's error on its receipt, the ledger refusing its booking) is logged and ends only its
 // turn: it is tried again next pass, behind the sends not tried yet (evm_sends.gas_tried_at).
 import { type Hex, recoverTransactionAddress, type TransactionReceipt } from "viem";
-import type { FeePaid } from "../../core/index.ts";
+import { type FeePaid, feeWeiOf } from "../../core/index.ts";
 import { EvmRailError } from "./errors.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
@@ -299,7 +299,7 @@ async function markDone(
         key,
         receipt?.transactionHash.toLowerCase() ?? null,
         receipt === null ? null : receipt.status !== "success",
-        receipt === null ? 0n : receipt.gasUsed * receipt.effectiveGasPrice,
+        receipt === null ? 0n : feeWeiOf(receipt),
         bookedBy,
       ],
     );

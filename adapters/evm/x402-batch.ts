@@ -14,6 +14,7 @@ import {
   parseSignature,
   toFunctionSelector,
 } from "viem";
+import { feeWeiOf } from "../../core/index.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { claim, handedToX402 } from "./send-gas.ts";
@@ -149,9 +150,8 @@ export type AuthorizationBatchOutcome =
       status: "mined";
       txHash: Hex;
       blockNumber: bigint;
-      /** The transaction's gas: used × effective price, in wei. */
-      gasUsed: bigint;
-      effectiveGasPrice: bigint;
+      /** What the transaction cost the hot wallet, in wei (payout.ts feeWeiOf). */
+      gasWei: bigint;
       /** In the order of `items`. */
       items: AuthorizationBatchItemOutcome[];
     }
@@ -225,7 +225,7 @@ async function settleOnce(
       message: `transaction ${txHash} reverted`,
       revert: null,
       txHash,
-      gasWei: receipt.gasUsed * receipt.effectiveGasPrice,
+      gasWei: feeWeiOf(receipt),
     };
   }
   const logs = parseEventLogs({ abi: x402BatchSettlerAbi, logs: receipt.logs }).filter(
@@ -261,8 +261,7 @@ async function settleOnce(
     status: "mined",
     txHash,
     blockNumber: receipt.blockNumber,
-    gasUsed: receipt.gasUsed,
-    effectiveGasPrice: receipt.effectiveGasPrice,
+    gasWei: feeWeiOf(receipt),
     items: outcomes,
   };
 }

@@ -61,8 +61,8 @@ export type BatchSendOutcome =
       status: "mined";
       txHash: Hex;
       blockNumber: bigint;
-      gasUsed: bigint;
-      effectiveGasPrice: bigint;
+      /** What the transaction cost the hot wallet, in wei. */
+      gasWei: bigint;
       /** In the order of the items sent. */
       items: BatchItemOutcome[];
     }
@@ -394,7 +394,7 @@ async function sendOnChain(
     bookBatchGas(
       deps.settlement,
       chain,
-      { txHash: outcome.txHash, gasWei: outcome.gasUsed * outcome.effectiveGasPrice },
+      { txHash: outcome.txHash, gasWei: outcome.gasWei },
       items.map((w) => w.invoiceId),
       logger,
     ),

@@ -51,7 +51,7 @@ import {
   toBytes,
   WebSocketRequestError,
 } from "viem";
-import type { Logger } from "../../core/index.ts";
+import { feeWeiOf, type Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import { type Periodic, startPeriodic } from "../periodic/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
@@ -418,7 +418,7 @@ async function conclude(
  * (logged) when the rows cannot name their shares.
  */
 async function bookTxGas(deps: ReconcileDeps, chain: X402Chain, txHash: Hex, receipt: MinedReceipt) {
-  const gasWei = receipt.gasUsed * receipt.effectiveGasPrice;
+  const gasWei = feeWeiOf(receipt);
   if (receipt.to !== null && isAddressEqual(receipt.to, chain.token)) {
     await bookGas(deps.settlement, chain, txHash, gasWei, deps.logger);
     return true;

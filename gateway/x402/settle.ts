@@ -14,7 +14,7 @@
 // (afterSent), never thrown; the invoice is credited by the deposit watcher from the token's log, whatever happens
 // here. A row left `submitted` (not mined in time, or its record failed) keeps its transaction for reconciliation.
 import { type Address, BaseError, type Hex } from "viem";
-import { assets, divCeil, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
+import { assets, divCeil, feeWeiOf, formatAmount, type Logger, silentLogger } from "../../core/index.ts";
 import type { derivedLedgerId } from "../ids/index.ts";
 import { credit, transferCodes } from "../ledger/index.ts";
 import { railAccountOpened } from "../payments/index.ts";
@@ -242,7 +242,7 @@ async function receiptOf(
     });
     return {
       success: receipt.status === "success",
-      gasWei: receipt.gasUsed * receipt.effectiveGasPrice,
+      gasWei: feeWeiOf(receipt),
       block: receipt.blockNumber,
     };
   } catch (error) {

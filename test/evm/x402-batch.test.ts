@@ -591,7 +591,7 @@ describe("settlement faults", () => {
           message: `transaction ${sent.txHash} reverted`,
           revert: null,
           txHash: sent.txHash,
-          gasWei: sent.gasUsed * sent.effectiveGasPrice,
+          gasWei: sent.gasWei,
         };
       },
       single: createSingleSettler({ settlement: gw.app.settlement }),
