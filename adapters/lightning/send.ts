@@ -603,11 +603,13 @@ export async function execute(s: LightningRailState, attempt: OutgoingAttempt): 
 
 /**
  * sendWhenWritten, for an execute: an attempt found never taken by LND meanwhile and forgotten (neverTaken) is sent
- * afresh, since this call's reservation stands.
+ * afresh, since this call's reservation stands — or, when another call waiting on it sent it afresh already, that
+ * send is followed. Its forgotten tracker's outcome ("retry elsewhere") is no answer for either: told it, a second
+ * waiter's payment fell back to another rail while the first one's send paid on Lightning.
  */
 async function sendOrAfresh(s: LightningRailState, tracker: Tracker, attempt: OutgoingAttempt) {
   const outcome = await sendWhenWritten(s, tracker);
-  if (takenBack.has(tracker) && !s.attempts.has(attempt.id)) return await execute(s, attempt);
+  if (takenBack.has(tracker)) return await execute(s, attempt);
   return outcome;
 }
 

@@ -3,6 +3,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { fdatasync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -924,6 +925,74 @@ describe("the gateway's lnd stopped while a payout is in flight", () => {
       expect((await getInvoice({ lnd: payee, id })).is_confirmed).toBe(true);
     } finally {
       await running.rail.stop();
+    }
+  }, 180_000);
+});
+
+/** A TCP way to the gateway's lnd that refuses every connection until opened. */
+async function gatedWayTo(socket: string) {
+  const [host, port] = [
+    socket.slice(0, socket.lastIndexOf(":")),
+    Number(socket.slice(socket.lastIndexOf(":") + 1)),
+  ];
+  let open = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    if (!open) return void client.destroy();
+    const upstream = net.connect(port, host);
+    for (const end of [client, upstream]) {
+      sockets.add(end);
+      end.on("error", () => undefined);
+      end.on("close", () => {
+        sockets.delete(end);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port: own } = server.address() as net.AddressInfo;
+  return {
+    socket: `127.0.0.1:${own}`,
+    open: () => {
+      open = true;
+    },
+    close: async () => {
+      for (const end of sockets) end.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+describe("two executes waiting on an attempt LND never took", () => {
+  it("both end with the one send made afresh, neither told to retry elsewhere", async () => {
+    const invoice = await createInvoice({ lnd: payee, tokens: 1_919 });
+    const line = journalledAttempt("two-waiters", invoice, 1_919_000n);
+    await writeFile(path.join(directory, "two-waiters.jsonl"), `${JSON.stringify(line)}\n`);
+    // The rail starts while LND cannot be reached: both executes wait on the attempt it follows, until LND answers
+    // it never took it.
+    const way = await gatedWayTo(cluster.nodes.gateway.socket);
+    let running: Running | undefined;
+    try {
+      running = await startRail(
+        "two-waiters.jsonl",
+        { executeWaitMs: 120_000, reconnectDelayMaxMs: 500 },
+        { ...cluster.nodes.gateway, socket: way.socket },
+      );
+      const attempt = { ...bolt11(invoice.request, 1_919_000n, 10_000n, line.attemptId), resumed: true };
+      const first = running.rail.execute(attempt);
+      const second = running.rail.execute(attempt);
+      way.open();
+      // Before: the second heard the forgotten attempt's "LND never took the payment" (retry elsewhere) while the
+      // first sent it afresh: its payment would have gone out on another rail too.
+      const [a, b] = await Promise.all([first, second]);
+      expect(a).toMatchObject({ status: "succeeded" });
+      expect(b).toEqual(a);
+      expect((await getInvoice({ lnd: payee, id: invoice.id })).received_mtokens).toBe("1919000");
+    } finally {
+      await running?.rail.stop();
+      await way.close();
     }
   }, 180_000);
 });
