@@ -9,7 +9,7 @@ import type { RailEvent, RailEventHandler } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 import { lndErrorText } from "./failures.ts";
 import { type LightningRailState, type QueuedEvent, withTimeout } from "./state.ts";
-import { expiredInvoiceRetainMs } from "./store.ts";
+import { expiredInvoiceRetainMs, type StoredInvoice } from "./store.ts";
 
 type LndInvoice = {
   id: string;
@@ -154,52 +154,65 @@ async function checkOpenInvoices(s: LightningRailState): Promise<void> {
 }
 
 /**
- * Invoices past their expiry by more than expiredInvoiceRetainMs, asked of LND one by one (at most
- * openInvoicesCheckMax a pass): one LND holds as paid is delivered (paid just before it expired, while the rail was
- * stopped, its event is still owed); one LND holds as never paid (cancelled, or expired with nothing held) or does
- * not know is forgotten. One that cannot be asked now stays for the next pass.
+ * Invoices past their expiry by more than expiredInvoiceRetainMs, asked of LND one by one (openInvoicesCheckMax a
+ * page, pages while they come back full): one LND holds as paid is delivered (paid just before it expired, while the
+ * rail was stopped, its event is still owed); one LND holds as never paid (cancelled, or expired with nothing held) or
+ * does not know is forgotten. One that cannot be asked now stays for the next pass. Never rejects (logged).
  */
 export async function retireExpiredInvoices(s: LightningRailState): Promise<void> {
   if (s.expiredInvoicesChecking) return;
   s.expiredInvoicesChecking = true;
   s.expiredInvoicesCheckedAtMs = s.now();
   try {
-    const expiredBefore = s.now() - expiredInvoiceRetainMs;
-    const due = [...s.invoices.values()]
-      .filter((invoice) => invoice.expiresAtMs < expiredBefore)
-      .slice(0, s.limits.openInvoicesCheckMax);
-    for (const invoice of due) {
-      if (!s.running) return;
-      const id = invoice.paymentHash;
-      let found: LndInvoiceState | null;
-      try {
-        found = (await withTimeout(s, getInvoice({ lnd: s.lnd, id }), "getInvoice")) as LndInvoiceState;
-      } catch (error) {
-        if (error instanceof LightningRailError || !invoiceUnknown(error)) {
-          s.logger.warn(
-            { error: lndErrorText(error), paymentHash: id },
-            "checking an expired invoice failed",
-          );
-          continue;
-        }
-        found = null;
+    // Page after page while pages come back full: invoices made and never paid (an L402 challenge's) pile up faster
+    // than one page an interval retires. Each is asked once a pass: one that cannot be asked now waits for the next.
+    const asked = new Set<string>();
+    for (;;) {
+      const expiredBefore = s.now() - expiredInvoiceRetainMs;
+      const due = [...s.invoices.values()]
+        .filter((invoice) => invoice.expiresAtMs < expiredBefore && !asked.has(invoice.paymentHash))
+        .slice(0, s.limits.openInvoicesCheckMax);
+      for (const invoice of due) {
+        asked.add(invoice.paymentHash);
+        if (!s.running) return;
+        await retireExpiredInvoice(s, invoice);
       }
-      if (found?.is_confirmed === true) {
-        onInvoice(s, { ...found, id }, "lookup");
-        continue;
-      }
-      const payable =
-        found !== null &&
-        found.is_canceled !== true &&
-        (found.is_held === true || Date.parse(found.expires_at) > s.now());
-      // Still payable as LND sees it, or delivered while LND was asked.
-      if (payable || s.invoices.get(id) !== invoice) continue;
-      s.invoices.delete(id);
-      await s.store.append({ t: "invoice_done", paymentHash: id });
+      if (due.length < s.limits.openInvoicesCheckMax) return;
     }
+  } catch (error) {
+    // Started without a waiter (the monitor's tick): what fails is logged here, and the next pass tries again.
+    s.logger.warn({ error: lndErrorText(error) }, "retiring expired invoices failed; tried again next pass");
   } finally {
     s.expiredInvoicesChecking = false;
   }
+}
+
+async function retireExpiredInvoice(s: LightningRailState, invoice: StoredInvoice): Promise<void> {
+  const id = invoice.paymentHash;
+  let found: LndInvoiceState | null;
+  try {
+    found = (await withTimeout(s, getInvoice({ lnd: s.lnd, id }), "getInvoice")) as LndInvoiceState;
+  } catch (error) {
+    if (error instanceof LightningRailError || !invoiceUnknown(error)) {
+      s.logger.warn({ error: lndErrorText(error), paymentHash: id }, "checking an expired invoice failed");
+      return;
+    }
+    found = null;
+  }
+  // Stopped meanwhile: its journal is closed.
+  if (!s.running) return;
+  if (found?.is_confirmed === true) {
+    onInvoice(s, { ...found, id }, "lookup");
+    return;
+  }
+  const payable =
+    found !== null &&
+    found.is_canceled !== true &&
+    (found.is_held === true || Date.parse(found.expires_at) > s.now());
+  // Still payable as LND sees it, or delivered while LND was asked.
+  if (payable || s.invoices.get(id) !== invoice) return;
+  s.invoices.delete(id);
+  await s.store.append({ t: "invoice_done", paymentHash: id });
 }
 
 type LndInvoiceState = Omit<LndInvoice, "id"> & {

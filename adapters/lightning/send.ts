@@ -222,6 +222,11 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
       paymentHash: tracker.attempt.paymentHash,
       reason: judged.reason,
     };
+    // Followed after a send LND refused: a payment of the hash it has that may not be the attempt's is another's, and
+    // the attempt ends as LND refused it (left in flight, it would hold its reservation for good).
+    const refusedFirst = tracker.lastErrorText === null ? null : classifyLndError(tracker.lastErrorText);
+    if (judged.kind === "doubtful" && refusedFirst?.kind === "failed")
+      return void fail(s, tracker, refusedFirst.failure);
     if (judged.kind === "doubtful") {
       // Neither outcome is booked: taken as paid, the payer would be charged for another's payment; as failed, the
       // money may have gone out uncharged. The attempt stays in flight until an operator decides (or a restart).
@@ -257,6 +262,12 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
     }
     tracker.lastErrorText = text;
     const classified = classifyLndError(text);
+    // A refusal LND's text names (an expired invoice, a shortfall, no route) comes before LND takes the payment: the
+    // attempt fails as LND said. Followed by the hash, it would find another payment of that invoice (one made by
+    // hand, or one whose attempt the journal forgot) and take it as the attempt's own.
+    const unnamed = classified.kind === "failed" && classified.failure.code === "rejected";
+    if (classified.kind === "failed" && mode === "send" && !unnamed)
+      return void fail(s, tracker, classified.failure);
     // LND refused a first send of an invoice because it has a payment of its hash: not this attempt's (execute sends
     // an attempt once, and no other attempt of this rail is paying the hash), so not this attempt's outcome either.
     // Taken as one, an invoice paid once was charged to every payment of it (or to a refund sent to it). A keysend's
@@ -274,12 +285,12 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
       });
     }
     // Either LND already knows the hash, or the connection broke: follow the payment LND has. So too for a refusal
-    // of a send: LND may say it after taking the payment (stopping, it ends every payment's stream with "routerrpc
+    // of a send whose text LND's refusals do not name: LND may say it after taking the payment (stopping, it ends every payment's stream with "routerrpc
     // server shutting down", keeps the payment and resumes it when it starts again). Failed at once, its money left
     // unbooked and the payment failed (paid again by its payer) while LND paid it. LND's record of the hash decides:
     // none, and LND never took it, the attempt fails as LND said (the 404 above); one, and its outcome is the attempt's.
     tracker.detached = true;
-    const follow = classified.kind === "track" || (classified.kind === "failed" && mode === "send");
+    const follow = classified.kind === "track" || (unnamed && mode === "send");
     if (follow && s.health.connected) return track(s, tracker);
     markDisconnected(s, text);
   });

@@ -68,7 +68,7 @@ export type LightningRailLimits = {
   readonly referenceLengthMax: number;
   /**
    * Open invoices checked one by one when the settle index cannot replay them (settle index 0); also the most
-   * long-expired invoices asked about in one pass (events.ts retireExpiredInvoices).
+   * long-expired invoices asked about in one page of a pass (events.ts retireExpiredInvoices).
    */
   readonly openInvoicesCheckMax: number;
   /** How often invoices long past their expiry are asked about, to be forgotten or delivered. */

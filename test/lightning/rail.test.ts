@@ -552,6 +552,21 @@ describe("lightning rail on regtest", () => {
     expect(outcome).toMatchObject({ status: "failed", code: "expired", retryElsewhere: false });
   });
 
+  it("an expired invoice the gateway's lnd paid by hand before is refused, never taken as the attempt's payment", async () => {
+    const invoice = await createInvoice({
+      lnd: payee,
+      tokens: 1_313,
+      expires_at: new Date(Date.now() + 3_000).toISOString(),
+    });
+    await pay({ lnd: client("gateway"), request: invoice.request });
+    await sleep(3_500);
+    // LND refuses the send: its invoice expired. Before: followed by the hash (and LND taken for disconnected), the
+    // payment by hand was read as the attempt's own, and its payer charged for it.
+    const outcome = await main.rail.execute(bolt11(invoice.request, 1_313_000n, 10_000n));
+    expect(outcome).toMatchObject({ status: "failed", retryElsewhere: false });
+    expect(["expired", "rejected"]).toContain(outcome.status === "failed" ? outcome.code : "");
+  });
+
   it("resumes a payment in flight after the rail restarts, and settles it exactly once", async () => {
     const secret = randomBytes(32).toString("hex");
     const id = sha256(secret);
@@ -734,6 +749,12 @@ describe("lightning rail on regtest", () => {
       memo: "never paid",
       reference: "long-away-unpaid",
     });
+    const unpaidToo = await running.rail.createInvoice({
+      amountMsat: 1_000_000n,
+      expirySeconds: 1,
+      memo: "never paid either",
+      reference: "long-away-unpaid-too",
+    });
     await running.rail.stop();
     await pay({ lnd: payer, request: paid.request });
     await sleep(1_500); // LND's own expiry of the unpaid one
@@ -750,7 +771,8 @@ describe("lightning rail on regtest", () => {
     await interrupted.load();
     await interrupted.close();
 
-    const restarted = await startRail("long-away.jsonl");
+    // One invoice a page: a pass goes on while its pages come back full.
+    const restarted = await startRail("long-away.jsonl", { openInvoicesCheckMax: 1 });
     try {
       // Before: compaction forgot both by their age, and the settle index's replay took the paid one as not ours.
       const event = await waitFor(
@@ -760,14 +782,17 @@ describe("lightning rail on regtest", () => {
       );
       expect(event).toMatchObject({ amount: 3_000_000n, evidence: { paymentHash: paid.paymentHash } });
       // The never-paid one is forgotten once LND says so, and not before: its line is followed by invoice_done.
-      await waitFor(
-        "the unpaid one forgotten",
-        async () =>
-          (await readFile(journal, "utf8")).includes(`"invoice_done","paymentHash":"${unpaid.paymentHash}"`)
-            ? true
-            : undefined,
-        { timeoutMs: 30_000 },
-      );
+      for (const forgotten of [unpaid, unpaidToo])
+        await waitFor(
+          "the unpaid ones forgotten",
+          async () =>
+            (await readFile(journal, "utf8")).includes(
+              `"invoice_done","paymentHash":"${forgotten.paymentHash}"`,
+            )
+              ? true
+              : undefined,
+          { timeoutMs: 30_000 },
+        );
       await sleep(1_000);
       expect(restarted.events.flatMap((e) => (e.kind === "received" ? [e.reference] : []))).toEqual([
         "long-away-paid",
