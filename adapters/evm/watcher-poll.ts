@@ -118,22 +118,28 @@ async function read(w: WatcherState, head: bigint): Promise<number> {
   const from = await nextBlock(w);
   if (from > head) return 0;
   const to = from + params.blockRangeMax - 1n < head ? from + params.blockRangeMax - 1n : head;
+  // Block `to` before and after the range's logs: another hash after means the chain reorganised while they were
+  // read, and the logs may be of the branch it left (a log there stored, a log of the new branch missed for good: the
+  // cursor moves past `to`, remembered by its new hash, and checkReorg compares only remembered blocks).
+  const first = await w.publicClient.getBlock({ blockNumber: to });
   const batch = await w.source.read(from, to);
   const last = await w.publicClient.getBlock({ blockNumber: to });
-  // A reorganisation while the range was read: a log of block `to` from the branch before it, or logs of one height
-  // from two branches. Stored, the event would keep its orphaned block's hash while `to` is remembered by its new
-  // one, and checkReorg (which compares remembered blocks) would never remove it: the range is read again next poll.
+  // So too a log of block `to` of another hash, or logs of one height from two branches: the range is read again next
+  // poll.
   const hashes = new Map<bigint, string>([[to, last.hash]]);
-  for (const log of batch.logs) {
-    const seen = hashes.get(log.blockNumber);
-    if (seen !== undefined && seen !== log.blockHash) {
+  const mixed = (blockNumber: bigint, hash: string) => {
+    const seen = hashes.get(blockNumber);
+    hashes.set(blockNumber, hash);
+    return seen !== undefined && seen !== hash;
+  };
+  for (const log of [{ blockNumber: to, blockHash: first.hash }, ...batch.logs]) {
+    if (mixed(log.blockNumber, log.blockHash)) {
       w.logger.warn(
         { from: from.toString(), to: to.toString(), block: log.blockNumber.toString() },
         "the chain reorganised while a range was read; it is read again",
       );
       return 0;
     }
-    hashes.set(log.blockNumber, log.blockHash);
   }
   await w.db.transaction(async (tx) => {
     await batch.store?.(tx);

@@ -198,6 +198,53 @@ describe("a reorg while a range is read", () => {
   });
 });
 
+describe("a reorg while a range with no log is read", () => {
+  it("a payment of the branch the chain moved to is read again, not passed over", async () => {
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    await gw.chain.networkHelpers.mine(1); // the branch read: a block with nothing of the splitter's
+    let kept: Awaited<ReturnType<Gateway["payDirect"]>> | undefined;
+    let armed = true;
+    let logsRead = false;
+    const reorganising = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_getLogs") logsRead = true;
+          if (armed && logsRead && args.method === "eth_getBlockByNumber") {
+            armed = false;
+            // The same height again, now holding a payment.
+            await snapshot.restore();
+            kept = await gw.payDirect(payer(), splitId, 6_000n, referenceFromId("mid_read_kept"));
+          }
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+    });
+    await gw.watcher.stop();
+    const watcher = await createSplitterMirror({
+      db: gw.app.db,
+      ledger: gw.app.ledger,
+      publicClient: reorganising,
+      splitter: gw.chain.contracts.splitter,
+      token: { address: gw.chain.contracts.testUsd, asset: gw.usdc },
+      hotWallet: gw.chain.walletClient.account.address,
+      confirmations: 3,
+      startBlock: 0n,
+      pollIntervalMs: 60_000,
+    });
+    try {
+      await watcher.poll();
+    } finally {
+      await watcher.stop();
+    }
+    expect(armed).toBe(false);
+    await gw.chain.networkHelpers.mine(3);
+    await gw.watcher.catchUp(20);
+    // Before: the range passed with no log, its last block remembered by the new branch's hash: never read again.
+    expect((await gw.mirrored(kept!)).post?.amount).toBe(6_000n);
+  });
+});
+
 describe("a reorg deeper than the confirmations", () => {
   it("reverses a posted event with a compensating transfer (and says so)", async () => {
     const before = await custody();
