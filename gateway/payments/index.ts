@@ -14,7 +14,7 @@ export {
   type InternalSettler,
   type StoredAnswer,
 } from "./internal.ts";
-export { createMarket, type Market } from "./market.ts";
+export { createMarket, type Market, outcomeRefreshMs } from "./market.ts";
 export { RecoveryError, recoverOpenAttempts } from "./recovery.ts";
 export {
   applyRefundEvent,

@@ -1,8 +1,9 @@
 // What the router sees: the rails' own snapshots, priced and prepared, with what the gateway has learned of
-// each rail's recent outcomes written in. Refreshed on a timer and after every outcome, so that route()
+// each rail's recent outcomes written in. Refreshed on a timer and after outcomes (below), so that route()
 // always gets a prepared snapshot (the per-snapshot work is done once, not per payment).
 import type { Rail } from "../../core/index.ts";
 import {
+  circuitState,
   createLearningState,
   type LearningState,
   noteAttempt,
@@ -11,6 +12,9 @@ import {
   recordOutcome,
   refreshSnapshot,
 } from "../router/index.ts";
+
+/** How long after an outcome that changes no circuit the snapshot is made again with it. */
+export const outcomeRefreshMs = 50;
 
 export type Market = {
   snapshot(): PreparedSnapshot;
@@ -30,6 +34,7 @@ export function createMarket(params: {
 }): Market {
   let learning: LearningState = createLearningState();
   let timer: NodeJS.Timeout | undefined;
+  let outcomesTimer: NodeJS.Timeout | undefined;
   const build = (): PreparedSnapshot =>
     refreshSnapshot({
       rails: [...params.rails.values()].map((rail) => rail.snapshot()),
@@ -53,9 +58,22 @@ export function createMarket(params: {
       learning = next;
       refresh();
     },
+    // An outcome that opens or closes a circuit is seen at once; one that only moves the counts, within
+    // outcomeRefreshMs, together with the others of that while: made again on every outcome, the snapshot (every
+    // rail's, priced and prepared) cost a rebuild per external payment, and the routing memo of internal payments,
+    // kept per snapshot, lasted only as long as the time between two of them.
     recordOutcome(rail, ok) {
-      learning = recordOutcome(learning, rail, ok, params.nowMs());
-      refresh();
+      const nowMs = params.nowMs();
+      const before = circuitState(learning, rail, nowMs);
+      learning = recordOutcome(learning, rail, ok, nowMs);
+      if (circuitState(learning, rail, nowMs) !== before) refresh();
+      else if (outcomesTimer === undefined) {
+        outcomesTimer = setTimeout(() => {
+          outcomesTimer = undefined;
+          refresh();
+        }, outcomeRefreshMs);
+        outcomesTimer.unref();
+      }
     },
     start() {
       refresh();
@@ -64,6 +82,7 @@ export function createMarket(params: {
     },
     stop() {
       if (timer !== undefined) clearInterval(timer);
+      if (outcomesTimer !== undefined) clearTimeout(outcomesTimer);
     },
   };
 }

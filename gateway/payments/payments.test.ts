@@ -22,6 +22,7 @@ import {
   createMarket,
   createPayment,
   getPayment,
+  outcomeRefreshMs,
   PaymentInvariantError,
   type PaymentsDeps,
   RecoveryError,
@@ -325,6 +326,7 @@ describe("payments across two rails", () => {
       ["cheap", "failed"],
       ["dear", "succeeded"],
     ]);
+    await new Promise((resolve) => setTimeout(resolve, outcomeRefreshMs + 50)); // the snapshot made again with it
     expect(attemptsOf(await createPayment(deps, small("k-learning-after")))).toEqual([["dear", "succeeded"]]);
     // Failures enough open its circuit; past the cool-down one payment probes it, and every other sees it open at
     // once (before: half-open, so every payment until the next refresh went to the rail being probed).
@@ -338,6 +340,14 @@ describe("payments across two rails", () => {
     expect(circuitOfCheap()).toBe("half_open");
     market.noteAttempt("cheap");
     expect(circuitOfCheap()).toBe("open");
+    // Outcomes that open or close no circuit are taken in together, once: not a snapshot made again for each (before:
+    // each external payment's outcome rebuilt it, and with it the internal payments' routing memo went).
+    const held = market.snapshot();
+    market.recordOutcome("dear", true);
+    market.recordOutcome("dear", true);
+    expect(market.snapshot()).toBe(held);
+    await new Promise((resolve) => setTimeout(resolve, outcomeRefreshMs + 50));
+    expect(market.snapshot()).not.toBe(held);
   });
 
   it("does not fall back after a final failure, and releases the reservation", async () => {
