@@ -183,6 +183,14 @@ export async function updatePayee(
 ): Promise<PayeeResult> {
   let methods: PayeeMethod[] | null = null;
   if (params.methods !== undefined) {
+    // The payee the path names first: a method naming an account the tenant lacks is not the answer for a payee
+    // that is not there (404, as every other route answers for the object of its path).
+    const [found] = await deps.sql.query("SELECT 1 FROM payees WHERE id = $1 AND tenant_id = $2", [
+      params.id,
+      params.tenantId,
+    ]);
+    if (found === undefined)
+      return { ok: false, refusal: "payee_not_found", message: `no payee "${params.id}"` };
     const checked = await checkMethods(deps, { tenantId: params.tenantId, methods: params.methods });
     if (!checked.ok) return checked;
     methods = checked.methods;

@@ -129,6 +129,16 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect({ ...unchanged.data!, updated_at: null }).toEqual({ ...replaced.data!, updated_at: null });
     });
 
+    it("answers 404 for a payee that is not there, whatever methods the update names", async () => {
+      const missing = await gw.client.PATCH("/v1/payees/{id}", {
+        params: { path: { id: "pye_01m7zfckv29pdrb3m0gz9e4j5g" } },
+        body: { methods: [{ type: "account", account: "acct_01m7zfckv29pdrb3m0gz9e4j5g" }] },
+      });
+      // Before: 400 account_not_found on methods.0.account, for a payee that does not exist.
+      expect(missing.response.status).toBe(404);
+      expect(missing.error).toMatchObject({ error: { code: "payee_not_found" } });
+    });
+
     it("accepts the methods a retrieved payee presents as an update", async () => {
       const created = (await add()).data!;
       const again = await gw.client.PATCH("/v1/payees/{id}", {
