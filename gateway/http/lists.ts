@@ -173,6 +173,11 @@ export type ListSource<R extends Row, Item> = {
   /** Column = value conditions; a value undefined or null is no condition. */
   equals?: Readonly<Record<string, string | number | undefined | null>>;
   /**
+   * The columns of `equals` that make the collection (a parent's id: the endpoint of its deliveries), not filter it:
+   * a cursor must be an object of the collection, so of the same parent. A filter (a status) needs no such cursor.
+   */
+  scopedBy?: readonly string[];
+  /**
    * A column the list's index has between the tenant's and (created_at, id), with no index of (tenant, created_at,
    * id) beside it (the events': (tenant_id, type, created_at, id)). Without an `equals` on it the page is merged
    * from each of its values' own newest-first pages, the values found by skipping through that index: a page
@@ -233,10 +238,15 @@ export async function listPage<R extends Row, Item>(
   }
   const newer = params.cursor?.direction === "before";
   if (params.cursor !== null) {
-    const found = await sql.query(`SELECT 1 FROM ${table} WHERE ${tenant} = $1 AND id = $2`, [
-      request.tenantId,
-      params.cursor.id,
-    ]);
+    const scope = (source.scopedBy ?? []).map((column, i) => `${checkedIdentifier(column)} = $${i + 3}`);
+    const found = await sql.query(
+      `SELECT 1 FROM ${table} WHERE ${[`${tenant} = $1`, "id = $2", ...scope].join(" AND ")}`,
+      [
+        request.tenantId,
+        params.cursor.id,
+        ...(source.scopedBy ?? []).map((column) => source.equals?.[column] ?? null),
+      ],
+    );
     if (found.length === 0)
       throw new ApiError("parameter_invalid", `no ${source.noun} "${params.cursor.id}"`, {
         param: params.cursor.param,

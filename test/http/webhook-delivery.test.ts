@@ -290,6 +290,17 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     });
     expect(retried.status).toBe(200);
     expect(retried.body).toMatchObject({ id: okDelivery, status: "pending", attempt_count: 1 });
+    // A cursor is one of the list's own: a delivery of another endpoint is refused (before: a page of this endpoint's
+    // deliveries older than that one).
+    const elsewhere = await gw.call(
+      "GET",
+      `/v1/webhook_endpoints/${flakyId}/deliveries?starting_after=${okDelivery}`,
+      {
+        key: e.key,
+      },
+    );
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.body.error).toMatchObject({ code: "parameter_invalid", param: "starting_after" });
     expect(await deliverOutbox(deps())).toMatchObject({ claimed: 1, delivered: 1 });
     expect(hooks.count("/ok/log")).toBe(2);
     expect(hooks.count("/fail/log")).toBe(2);
