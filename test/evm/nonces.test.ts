@@ -149,6 +149,18 @@ describe("a stuck transaction", () => {
   });
 });
 
+/** The gateway's send journal on its database, chain and wallet, as another process would have it. */
+const gatewayJournal = (replaceAfterMs: number) =>
+  createSendJournal({
+    db: gw.app.db,
+    publicClient: gw.chain.publicClient,
+    walletClient: gw.chain.walletClient,
+    confirmations: 1,
+    receiptTimeoutMs: 30_000,
+    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+    replaceAfterMs,
+  });
+
 describe("a send whose broadcast failed, that nobody sends again", () => {
   it("is broadcast again by the keeper, and the sends behind its nonce land", async () => {
     // A node that takes every call but the broadcast, for one send only; its error is one viem cannot name (before,
@@ -180,15 +192,7 @@ describe("a send whose broadcast failed, that nobody sends again", () => {
       await expect(gw.chain.publicClient.getTransactionReceipt({ hash: send.tx_hash })).rejects.toThrow();
 
     // Before: nothing broadcast the first again unless its key was sent again, and both stayed unmined for good.
-    const journal = createSendJournal({
-      db: gw.app.db,
-      publicClient: gw.chain.publicClient,
-      walletClient: gw.chain.walletClient,
-      confirmations: 1,
-      receiptTimeoutMs: 30_000,
-      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-      replaceAfterMs: 120_000,
-    });
+    const journal = gatewayJournal(120_000);
     expect(await keepOpenSends(journal)).toBeGreaterThanOrEqual(2);
     for (const send of sends) {
       const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
@@ -204,15 +208,7 @@ describe("a send whose broadcast failed, that nobody sends again", () => {
 
 describe("a key whose send is another chain's", () => {
   it("is refused: that send is never broadcast or replaced with this chain's nonce", async () => {
-    const journal = createSendJournal({
-      db: gw.app.db,
-      publicClient: gw.chain.publicClient,
-      walletClient: gw.chain.walletClient,
-      confirmations: 1,
-      receiptTimeoutMs: 30_000,
-      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-      replaceAfterMs: 0,
-    });
+    const journal = gatewayJournal(0);
     const key = "transfer-auth:elsewhere";
     const wallet = gw.chain.walletClient.account.address.toLowerCase();
     await gw.app.db.query(

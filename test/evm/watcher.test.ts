@@ -2,7 +2,16 @@
 // event has 3 confirmations, then posted; a reorg (Hardhat snapshot, event, revert, another branch) voids the
 // pending transfer; a transaction mined again after a reorg is mirrored anew; a watcher restarted from its cursor
 // (and one that crashed between the ledger and its own bookkeeping) misses nothing and doubles nothing.
-import { createPublicClient, custom, encodeFunctionData, type Hex, parseEventLogs } from "viem";
+import {
+  type Chain,
+  createPublicClient,
+  custom,
+  encodeFunctionData,
+  type Hex,
+  type PublicClient,
+  parseEventLogs,
+  type Transport,
+} from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
 import { createSplitterMirror } from "../../gateway/app/evm.ts";
@@ -31,11 +40,11 @@ afterAll(async () => {
 const payer = () => gw.chain.accounts[payerIndex]!;
 const custody = () => gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
 
-function freshWatcher() {
+function freshWatcher(publicClient: PublicClient<Transport, Chain> = gw.chain.publicClient) {
   return createSplitterMirror({
     db: gw.app.db,
     ledger: gw.app.ledger,
-    publicClient: gw.chain.publicClient,
+    publicClient,
     splitter: gw.chain.contracts.splitter,
     token: { address: gw.chain.contracts.testUsd, asset: gw.usdc },
     hotWallet: gw.chain.walletClient.account.address,
@@ -43,6 +52,36 @@ function freshWatcher() {
     startBlock: 0n,
     pollIntervalMs: 60_000,
   });
+}
+
+/**
+ * One poll of a new watcher (the gateway's stopped, its lease released) through a node that runs `reorganise` once,
+ * between the range's logs and the block read after them. Resolves to whether it ran.
+ */
+async function pollThroughReorganisation(reorganise: () => Promise<void>): Promise<boolean> {
+  let armed = true;
+  let logsRead = false;
+  const reorganising = createPublicClient({
+    chain: gw.chain.chain,
+    transport: custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_getLogs") logsRead = true;
+        if (armed && logsRead && args.method === "eth_getBlockByNumber") {
+          armed = false;
+          await reorganise();
+        }
+        return gw.chain.provider.request(args as never);
+      },
+    }),
+  });
+  await gw.watcher.stop();
+  const watcher = await freshWatcher(reorganising);
+  try {
+    await watcher.poll();
+  } finally {
+    await watcher.stop();
+  }
+  return !armed;
 }
 
 describe("confirmations", () => {
@@ -150,40 +189,12 @@ describe("a reorg while a range is read", () => {
     const lost = await gw.payDirect(payer(), splitId, 4_000n, referenceFromId("mid_read_lost"));
     // A node that reorganises between the range's logs and its last block: the payment's block is replaced by an
     // empty one of the same height.
-    let armed = true;
-    let logsRead = false;
-    const reorganising = createPublicClient({
-      chain: gw.chain.chain,
-      transport: custom({
-        request: async (args: { method: string; params?: unknown }) => {
-          if (args.method === "eth_getLogs") logsRead = true;
-          if (armed && logsRead && args.method === "eth_getBlockByNumber") {
-            armed = false;
-            await snapshot.restore();
-            await gw.chain.networkHelpers.mine(1);
-          }
-          return gw.chain.provider.request(args as never);
-        },
+    expect(
+      await pollThroughReorganisation(async () => {
+        await snapshot.restore();
+        await gw.chain.networkHelpers.mine(1);
       }),
-    });
-    await gw.watcher.stop(); // its lease released: this one reads
-    const watcher = await createSplitterMirror({
-      db: gw.app.db,
-      ledger: gw.app.ledger,
-      publicClient: reorganising,
-      splitter: gw.chain.contracts.splitter,
-      token: { address: gw.chain.contracts.testUsd, asset: gw.usdc },
-      hotWallet: gw.chain.walletClient.account.address,
-      confirmations: 3,
-      startBlock: 0n,
-      pollIntervalMs: 60_000,
-    });
-    try {
-      await watcher.poll();
-    } finally {
-      await watcher.stop();
-    }
-    expect(armed).toBe(false);
+    ).toBe(true);
     await gw.chain.networkHelpers.mine(3);
     await gw.watcher.poll();
     await gw.watcher.poll();
@@ -203,41 +214,13 @@ describe("a reorg while a range with no log is read", () => {
     const snapshot = await gw.chain.networkHelpers.takeSnapshot();
     await gw.chain.networkHelpers.mine(1); // the branch read: a block with nothing of the splitter's
     let kept: Awaited<ReturnType<Gateway["payDirect"]>> | undefined;
-    let armed = true;
-    let logsRead = false;
-    const reorganising = createPublicClient({
-      chain: gw.chain.chain,
-      transport: custom({
-        request: async (args: { method: string; params?: unknown }) => {
-          if (args.method === "eth_getLogs") logsRead = true;
-          if (armed && logsRead && args.method === "eth_getBlockByNumber") {
-            armed = false;
-            // The same height again, now holding a payment.
-            await snapshot.restore();
-            kept = await gw.payDirect(payer(), splitId, 6_000n, referenceFromId("mid_read_kept"));
-          }
-          return gw.chain.provider.request(args as never);
-        },
+    expect(
+      await pollThroughReorganisation(async () => {
+        // The same height again, now holding a payment.
+        await snapshot.restore();
+        kept = await gw.payDirect(payer(), splitId, 6_000n, referenceFromId("mid_read_kept"));
       }),
-    });
-    await gw.watcher.stop();
-    const watcher = await createSplitterMirror({
-      db: gw.app.db,
-      ledger: gw.app.ledger,
-      publicClient: reorganising,
-      splitter: gw.chain.contracts.splitter,
-      token: { address: gw.chain.contracts.testUsd, asset: gw.usdc },
-      hotWallet: gw.chain.walletClient.account.address,
-      confirmations: 3,
-      startBlock: 0n,
-      pollIntervalMs: 60_000,
-    });
-    try {
-      await watcher.poll();
-    } finally {
-      await watcher.stop();
-    }
-    expect(armed).toBe(false);
+    ).toBe(true);
     await gw.chain.networkHelpers.mine(3);
     await gw.watcher.catchUp(20);
     // Before: the range passed with no log, its last block remembered by the new branch's hash: never read again.
