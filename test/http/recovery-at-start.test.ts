@@ -7,7 +7,7 @@ import { afterAll, expect, it } from "vitest";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
-import { createToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
+import { createToyRail, fundToy } from "../support/toy-rail-module.ts";
 
 const apps: App[] = [];
 let directory = "";
@@ -32,16 +32,7 @@ it("starts, and serves, when an attempt left open cannot be driven at start", as
   // The first process leaves a payout executing on the toy rail, which never answers.
   const first = await start(() => new Promise<void>(() => undefined));
   const key = first.demo!.apiKey;
-  const invoice = await typedClient(first, key).POST("/v1/invoices", {
-    body: { account: first.demo!.merchant.id, asset: "USDC", amount: "100", rail: "toy" },
-  });
-  const funded = await first.server.inject({
-    method: "POST",
-    url: toyWebhookPath,
-    headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
-    payload: JSON.stringify({ reference: invoice.data!.id, amount: "100000000" }),
-  });
-  expect(funded.statusCode).toBe(200);
+  await fundToy(first, key, "100");
   const posted = await typedClient(first, key).POST("/v1/payments", {
     body: {
       amount: "1.00",

@@ -8,7 +8,7 @@ import { answerOf, keptStatusOf, preferredWaitMs } from "../../gateway/http/reso
 import { getPayment } from "../../gateway/payments/index.ts";
 import { typedClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
-import { createToyRail, toyWebhookPath, toyWebhookSecret } from "../support/toy-rail-module.ts";
+import { createToyRail, fundToy } from "../support/toy-rail-module.ts";
 
 let app: App;
 let key: string;
@@ -27,16 +27,7 @@ beforeAll(async () => {
   });
   key = app.demo!.apiKey;
   // The toy pays out of what it took in: money in first, through its own provider route.
-  const invoice = await typedClient(app, key).POST("/v1/invoices", {
-    body: { account: app.demo!.merchant.id, asset: "USDC", amount: "100", rail: "toy" },
-  });
-  const paid = await app.server.inject({
-    method: "POST",
-    url: toyWebhookPath,
-    headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
-    payload: JSON.stringify({ reference: invoice.data!.id, amount: "100000000" }),
-  });
-  if (paid.statusCode !== 200) throw new Error(`the toy was not funded: ${paid.body}`);
+  await fundToy(app, key, "100");
 }, 120_000);
 
 afterAll(async () => {

@@ -13,6 +13,8 @@ import {
   type ReceiveOutcome,
   type ReceiveRequest,
 } from "../../core/index.ts";
+import type { App } from "../../gateway/app.ts";
+import { typedClient } from "./api.ts";
 
 export type ToyRail = Rail & {
   /** What the toy paid out, by attempt id (execute is idempotent per attempt). */
@@ -113,4 +115,22 @@ export function createToyRail(params: {
       };
     },
   };
+}
+
+/**
+ * Gives the toy rail something to pay out of, as its provider would: an invoice of `amount` (USDC, decimal) to the
+ * demo merchant on the toy, paid through the toy's webhook route.
+ */
+export async function fundToy(app: App, apiKey: string, amount: string): Promise<void> {
+  const invoice = await typedClient(app, apiKey).POST("/v1/invoices", {
+    body: { account: app.demo!.merchant.id, asset: "USDC", amount, rail: "toy" },
+  });
+  if (invoice.data === undefined) throw new Error(`no toy invoice: ${JSON.stringify(invoice.error)}`);
+  const paid = await app.server.inject({
+    method: "POST",
+    url: toyWebhookPath,
+    headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
+    payload: JSON.stringify({ reference: invoice.data.id, amount: (BigInt(amount) * 1_000_000n).toString() }),
+  });
+  if (paid.statusCode !== 200) throw new Error(`the toy was not funded: ${paid.body}`);
 }
