@@ -285,10 +285,11 @@ function attach(s: LightningRailState, tracker: Tracker, subscription: EventEmit
       });
     }
     // Either LND already knows the hash, or the connection broke: follow the payment LND has. So too for a refusal
-    // of a send whose text LND's refusals do not name: LND may say it after taking the payment (stopping, it ends every payment's stream with "routerrpc
-    // server shutting down", keeps the payment and resumes it when it starts again). Failed at once, its money left
-    // unbooked and the payment failed (paid again by its payer) while LND paid it. LND's record of the hash decides:
-    // none, and LND never took it, the attempt fails as LND said (the 404 above); one, and its outcome is the attempt's.
+    // of a send whose text LND's refusals do not name: LND may say it after taking the payment (stopping, it ends
+    // every payment's stream with "routerrpc server shutting down", keeps the payment and resumes it when it starts
+    // again). Failed at once, its money left unbooked and the payment failed (paid again by its payer) while LND paid
+    // it. LND's record of the hash decides: none, and LND never took it, the attempt fails as LND said (the 404
+    // above); one, and its outcome is the attempt's.
     tracker.detached = true;
     const follow = classified.kind === "track" || (unnamed && mode === "send");
     if (follow && s.health.connected) return track(s, tracker);
