@@ -182,6 +182,15 @@ export async function sendWithinQueue(
   return (await storedSend(journal, key)) ?? signAndStore(journal, key, call);
 }
 
+/** Whether the journal holds a send of its chain under `key` (one made under a key of an earlier format). */
+export async function sentUnder(journal: SendJournal, key: string): Promise<boolean> {
+  const rows = await journal.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1 AND chain_id = $2", [
+    key,
+    journal.chainId,
+  ]);
+  return rows.length > 0;
+}
+
 type StoredRow = SendRow & { due: boolean };
 
 /**

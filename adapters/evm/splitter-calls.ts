@@ -14,7 +14,14 @@ import {
   isSplitterLog,
   requireSplitter,
 } from "./rail-state.ts";
-import { type Call, receiptOf, type SendOptions, type SendRefused, sendOnce } from "./send-journal.ts";
+import {
+  type Call,
+  receiptOf,
+  type SendOptions,
+  type SendRefused,
+  sendOnce,
+  sentUnder,
+} from "./send-journal.ts";
 import { referenceFromId, settleBatchPayeesMax } from "./splits.ts";
 import type {
   DistributeParams,
@@ -73,16 +80,20 @@ async function callOnce(
   };
 }
 
-export function payWithAuthorization(
+export async function payWithAuthorization(
   state: EvmRailState,
   p: PayWithAuthorizationParams,
 ): Promise<EvmCallOutcome> {
   const splitter = requireSplitter(state);
   const { v, yParity, r, s: sig } = parseSignature(p.signature);
   const vByte = v === undefined ? yParity + 27 : Number(v); // the contract takes v as 27 or 28
-  return splitterCall(
+  // As authorizations.ts does: a send under the key of before (no chain) is the one followed.
+  const chainPart = (await sentUnder(state.journal, `auth:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`))
+    ? ""
+    : `${state.chainId}:`;
+  return await splitterCall(
     state,
-    `auth:${state.chainId}:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`,
+    `auth:${chainPart}${p.from.toLowerCase()}:${p.splitId}:${p.ref}`,
     async () => ({
       to: splitter,
       data: encodeFunctionData({

@@ -185,3 +185,51 @@ describe("one authorization submitted again with its nonce in capitals", () => {
     expect(sends).toHaveLength(1);
   });
 });
+
+describe("an authorization sent under the key of before the chain was in it", () => {
+  it("is followed when submitted again, not sent a second time", async () => {
+    const created = await gw.call("POST", "/v1/invoices", {
+      account: gw.app.demo!.merchant.id,
+      asset: "USDC",
+      amount: "2.00",
+    });
+    const nonce = keccak256(stringToHex(`nonce sent before the upgrade ${Date.now()}`));
+    const signed = await signTransfer(payer(), 2_000_000n, nonce);
+    const submit = () =>
+      submitInvoicePayment(gw.app.settlement, {
+        tenantId: gw.app.demo!.tenantId,
+        id: (created.body as InvoiceBody).id,
+        fields: {
+          method: "transfer",
+          from: payer().address,
+          to: gw.chain.walletClient.account.address,
+          value: "2000000",
+          valid_after: "0",
+          valid_before: signed.message.validBefore.toString(),
+          nonce,
+          signature: signed.signature,
+        },
+      });
+    await setAutomine(false);
+    try {
+      const first = await submit();
+      if (!first.ok) throw new Error(first.message);
+      // As the code before this chain's id was in the key stored it: still pending across the upgrade.
+      const oldKey = `transfer-auth:${payer().address.toLowerCase()}:${nonce}`;
+      await gw.app.db.query("UPDATE evm_sends SET attempt_id = $1 WHERE tx_hash = $2", [
+        oldKey,
+        (first.railReference as string).toLowerCase(),
+      ]);
+      // Before: nothing under the new key, so a second transaction was signed (to revert once the first is mined).
+      const again = await submit();
+      if (!again.ok) throw new Error(again.message);
+      expect(again.railReference).toBe(first.railReference);
+      const sends = await gw.app.db.query("SELECT attempt_id FROM evm_sends WHERE attempt_id ILIKE $1", [
+        `%${nonce.slice(2, 18)}%`,
+      ]);
+      expect(sends).toEqual([{ attempt_id: oldKey }]);
+    } finally {
+      await setAutomine(true);
+    }
+  });
+});
