@@ -28,7 +28,7 @@ import {
   RecoveryError,
   recoverOpenAttempts,
 } from "./index.ts";
-import { finishAttempt, listOpenAttempts } from "./store.ts";
+import { finishAttempt, listOpenAttempts, listStrandedPayments } from "./store.ts";
 
 class Crash extends Error {
   override name = "Crash";
@@ -616,8 +616,21 @@ describe("payments across two rails", () => {
     const [row] = await db.query<{ id: string }>(
       "SELECT id FROM payments WHERE idempotency_key = 'k-str-elsewhere'",
     );
-    // Before: "router chose unknown rail dear" on every pass of this process.
+    // Before: "router chose unknown rail dear" on every pass of this process; and listed, each pass, before others.
     const withoutDear = { ...depsWith(db), rails: new Map<string, Rail>([[cheap.id, cheap]]) };
+    const idsOf = (rows: readonly { id: string }[]) => rows.map((r) => r.id);
+    // Quiet for 0 ms means last updated before the pass's now(): a second ago, whatever the clock's grain.
+    await db.query("UPDATE payments SET updated_at = updated_at - interval '1 second' WHERE id = $1", [
+      row!.id,
+    ]);
+    await db.query(
+      "UPDATE attempts SET updated_at = updated_at - interval '1 second' WHERE payment_id = $1",
+      [row!.id],
+    );
+    expect(idsOf(await listStrandedPayments(db, { quietMs: 0, limit: 1_000 }))).toContain(row!.id);
+    expect(
+      idsOf(await listStrandedPayments(db, { quietMs: 0, limit: 1_000, rails: [cheap.id] })),
+    ).not.toContain(row!.id);
     // Nor is an open attempt on dear one of its: not even listed (a thousand listed and skipped held back the rest).
     expect(
       (await listOpenAttempts(db, { quietMs: 0, limit: 1_000, rails: [cheap.id] })).filter(

@@ -45,6 +45,7 @@ export async function recoverOpenAttempts(
   const stranded = await listStrandedPayments(deps.db, {
     quietMs: options.quietMs,
     limit: deps.recoveryBatchMax,
+    rails: [...deps.rails.keys()],
   });
   await eachAtMost(stranded, recoveryConcurrencyMax, async (row) => {
     try {

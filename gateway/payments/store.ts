@@ -511,18 +511,28 @@ export async function listOpenAttempts(
  */
 export async function listStrandedPayments(
   sql: Sql,
-  params: { quietMs: number; limit: number },
+  params: { quietMs: number; limit: number; rails?: readonly string[] },
 ): Promise<Array<{ id: string; tenantId: string; nextSeq: number }>> {
+  // With `rails`, those whose next candidate is on one of them (or who have none left: they end failed): a thousand
+  // whose next rail is another process's, listed and skipped every pass, would hold back the others for good.
   const rows = await sql.query<{ id: string; tenant_id: string; next_seq: number }>(
-    `SELECT p.id, p.tenant_id, COALESCE((SELECT max(a.seq) + 1 FROM attempts a WHERE a.payment_id = p.id), 0)::int AS next_seq
+    `SELECT p.id, p.tenant_id, next.seq AS next_seq
      FROM payments p
+     CROSS JOIN LATERAL (
+       SELECT COALESCE((SELECT max(a.seq) + 1 FROM attempts a WHERE a.payment_id = p.id), 0)::int AS seq) next
      WHERE p.status = 'processing'
        AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id AND a.status IN ('reserving', 'in_flight'))
        AND NOT EXISTS (SELECT 1 FROM netted_payouts n WHERE n.payment_id = p.id)
        AND GREATEST(p.updated_at, COALESCE((SELECT max(a.updated_at) FROM attempts a WHERE a.payment_id = p.id), p.updated_at))
            < now() - make_interval(secs => $1::double precision / 1000)
+       AND ($3::text[] IS NULL OR COALESCE(
+             (SELECT d.decision FROM route_decisions d WHERE d.digest = p.decision_digest), p.decision
+           ) -> 'candidates' -> next.seq ->> 'rail' IS NULL
+         OR COALESCE(
+             (SELECT d.decision FROM route_decisions d WHERE d.digest = p.decision_digest), p.decision
+           ) -> 'candidates' -> next.seq ->> 'rail' = ANY($3::text[]))
      ORDER BY p.created_at LIMIT $2`,
-    [params.quietMs, params.limit],
+    [params.quietMs, params.limit, params.rails === undefined ? null : textArrayLiteral(params.rails)],
   );
   return rows.map((row) => ({ id: row.id, tenantId: row.tenant_id, nextSeq: row.next_seq }));
 }
