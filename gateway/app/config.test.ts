@@ -146,6 +146,31 @@ describe("EVM chains in the configuration", () => {
       ).toThrow(/EVM_RPC_URL needs EVM_HOT_WALLET_KEY and EVM_TOKEN_ADDRESS/);
   });
 
+  it("refuses production on records in memory or on an embedded chain, as npm start would be given them", () => {
+    const own = {
+      SWITCHYARD_MODE: "production",
+      DATABASE_URL: "postgres://switchyard@127.0.0.1:1/switchyard",
+      EVM_RPC_URL: "http://127.0.0.1:1",
+      EVM_HOT_WALLET_KEY: `0x${"22".repeat(32)}`,
+      EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
+    };
+    expect(loadConfig(withStartDefaults(own)).mode).toBe("production");
+    // Before: started on an in-memory PGlite, and on Hardhat chains whose TestUSD anyone may mint as its USDC.
+    expect(() => loadConfig(withStartDefaults({ ...own, DATABASE_URL: undefined }))).toThrow(/DATABASE_URL/);
+    expect(
+      loadConfig({ ...own, DATABASE_URL: undefined, PGLITE_DIR: "/var/lib/switchyard" }).database,
+    ).toEqual({
+      kind: "pglite",
+      dataDir: "/var/lib/switchyard",
+    });
+    expect(() =>
+      loadConfig(withStartDefaults({ SWITCHYARD_MODE: "production", DATABASE_URL: own.DATABASE_URL })),
+    ).toThrow(/evm, evm-l2 would be an embedded Hardhat chain/);
+    expect(() =>
+      loadConfig({ ...own, EVM_CHAINS: JSON.stringify([{ id: "evm-l2", chain_id: 31_338 }]) }),
+    ).toThrow(/evm-l2 would be an embedded Hardhat chain/);
+  });
+
   it("serves the embedded chains to wallets at 127.0.0.1:8545 unless EVM_EMBEDDED_RPC_PORT says otherwise", () => {
     expect(loadConfig({}).embeddedRpc).toEqual({ host: "127.0.0.1", port: 8545 });
     expect(loadConfig({ EVM_EMBEDDED_RPC_PORT: "9545" }).embeddedRpc).toEqual({

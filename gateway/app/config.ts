@@ -293,6 +293,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   const e = parsed.data;
   const evm: Config["evm"] = { chains: [firstChain(e), ...furtherChains(e)] };
+  if (e.SWITCHYARD_MODE === "production") productionInfrastructure(e, evm.chains);
   let fiat: FiatConfig;
   let lightning: LightningConfig;
   try {
@@ -384,6 +385,23 @@ function jsonSetting<T>(name: string, text: string, schema: z.ZodType<T>): T {
     throw new ConfigError(`invalid configuration: ${problems}`);
   }
   return parsed.data;
+}
+
+/**
+ * Production starts on infrastructure of its own or not at all: not on records kept in memory (no DATABASE_URL nor
+ * PGLITE_DIR: gone at exit, every key and balance with them), nor on an embedded Hardhat chain (no EVM_RPC_URL, or an
+ * EVM_CHAINS entry with no rpc_url: its TestUSD, which anyone with its port may mint, would be the rail's USDC).
+ */
+function productionInfrastructure(e: Env, chains: readonly EvmChainConfig[]): void {
+  if (e.DATABASE_URL === undefined && e.PGLITE_DIR === undefined)
+    throw new ConfigError(
+      "invalid configuration: production keeps its records in DATABASE_URL (PostgreSQL): without it they would be in memory, gone at exit",
+    );
+  const embedded = chains.filter((chain) => chain.source.kind === "embedded").map((chain) => chain.id);
+  if (embedded.length > 0)
+    throw new ConfigError(
+      `invalid configuration: production pays on chains of its own: ${embedded.join(", ")} would be an embedded Hardhat chain (its TestUSD anyone may mint); set EVM_RPC_URL, and rpc_url in EVM_CHAINS`,
+    );
 }
 
 function parsePriceFeeds(text: string): Record<string, `0x${string}`> {

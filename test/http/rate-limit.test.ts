@@ -58,10 +58,17 @@ describe("the configuration", () => {
     expect(loadConfig({}).rateLimits).toEqual(rateLimitsDevelopmentDefault);
     expect(rateLimitsDevelopmentDefault.ipRequestsPerSecondMax).not.toBeNull();
     expect(rateLimitsDevelopmentDefault.keyRequestsPerSecondMax).not.toBeNull();
-    expect(loadConfig({ SWITCHYARD_MODE: "production" }).rateLimits).toEqual(rateLimitsProductionDefault);
+    // Production on infrastructure of its own (its database, its chain), as it must be.
+    const production = {
+      SWITCHYARD_MODE: "production",
+      DATABASE_URL: "postgres://switchyard@127.0.0.1:1/switchyard",
+      EVM_RPC_URL: "http://127.0.0.1:1",
+      EVM_HOT_WALLET_KEY: `0x${"22".repeat(32)}`,
+      EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
+    };
+    expect(loadConfig(production).rateLimits).toEqual(rateLimitsProductionDefault);
     expect(
-      loadConfig({ SWITCHYARD_MODE: "production", RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "7" })
-        .rateLimits,
+      loadConfig({ ...production, RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "7" }).rateLimits,
     ).toEqual({ ipRequestsPerSecondMax: null, keyRequestsPerSecondMax: 7 });
     expect(loadConfig({ RATE_LIMIT_PER_IP: "50", RATE_LIMIT_PER_KEY: "off" }).rateLimits).toEqual({
       ipRequestsPerSecondMax: 50,
