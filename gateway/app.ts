@@ -223,8 +223,24 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const logger: Logger = pino({ level: config.logLevel });
   const db = await openDb(config.database, logger.child({ module: "db" }));
   const closers: Closers = [() => db.close()];
-  const close = async () => {
-    for (const closer of closers.reverse()) await closer();
+  // In the reverse order of opening, each whatever the ones before did: one that fails (a rail's stop, a server's
+  // close) is logged and the rest still run, down to the ledger's last batch and the database; then the failures
+  // are thrown together. Closed once: a second call waits for the first.
+  let closing: Promise<void> | null = null;
+  const close = () => {
+    closing ??= (async () => {
+      const failures: unknown[] = [];
+      for (const closer of [...closers].reverse()) {
+        try {
+          await closer();
+        } catch (error) {
+          logger.error({ err: error }, "closing: a part failed to close; the rest are closed");
+          failures.push(error);
+        }
+      }
+      if (failures.length > 0) throw new AggregateError(failures, "closing: some parts failed to close");
+    })();
+    return closing;
   };
   try {
     await migrate(db, migrationSources);
@@ -351,7 +367,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       close,
     };
   } catch (error) {
-    await close();
+    // The start's error is the one to tell; a part that then failed to close is logged (above).
+    await close().catch(() => undefined);
     throw error;
   }
 }

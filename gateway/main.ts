@@ -58,10 +58,14 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.log(`switchyard: ${signal}, stopping`);
-    await listening.close();
-    await rpc?.close();
-    await app.close();
-    process.exit(0);
+    // Every part is closed whatever another did (app.close logs each failure); a failure exits non-zero.
+    const failed = (
+      await Promise.allSettled([listening.close(), rpc?.close()]).then(async (first) => [
+        ...first,
+        ...(await Promise.allSettled([app.close()])),
+      ])
+    ).some((outcome) => outcome.status === "rejected");
+    process.exit(failed ? 1 : 0);
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
