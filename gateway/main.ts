@@ -21,10 +21,15 @@ async function main(): Promise<void> {
   // kernel drops the handshakes, and each of those clients waits for its retransmission, a second or more, before its
   // first request is read. As many as the API admits in flight, for each of the port's sockets (listen.ts: several, so
   // that a burst is taken in a few turns of the loop); the kernel caps it at net.core.somaxconn.
+  // Not listening (the port taken), the app built is closed before the process ends: its passes stopped, the
+  // ledger's last batch and the database closed.
   const listening = await listenApi(app.server, {
     port: config.port,
     host: config.host,
     backlog: config.requestsInFlightMax,
+  }).catch(async (error: unknown) => {
+    await app.close().catch(() => undefined);
+    throw error;
   });
   const url = listening.address.replace("[::1]", "localhost");
   console.log(`switchyard: listening on ${url} (ready in ${Math.round(performance.now() - started)} ms)`);
@@ -37,7 +42,11 @@ async function main(): Promise<void> {
   const rpc =
     config.embeddedRpc === null || app.chains.size === 0
       ? null
-      : await serveEmbeddedChains(app.chains, config.embeddedRpc);
+      : await serveEmbeddedChains(app.chains, config.embeddedRpc).catch(async (error: unknown) => {
+          await listening.close().catch(() => undefined);
+          await app.close().catch(() => undefined);
+          throw error;
+        });
   for (const refused of rpc?.refused ?? [])
     console.log(
       `switchyard: the embedded chain of rail ${refused.rail} is not served to wallets: port ${refused.port} ${refused.reason} (set EVM_EMBEDDED_RPC_PORT, or off)`,
