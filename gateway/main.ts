@@ -68,13 +68,9 @@ async function main(): Promise<void> {
     stopping = true;
     console.log(`switchyard: ${signal}, stopping`);
     // Every part is closed whatever another did (app.close logs each failure); a failure exits non-zero.
-    const failed = (
-      await Promise.allSettled([listening.close(), rpc?.close()]).then(async (first) => [
-        ...first,
-        ...(await Promise.allSettled([app.close()])),
-      ])
-    ).some((outcome) => outcome.status === "rejected");
-    process.exit(failed ? 1 : 0);
+    const outcomes = await Promise.allSettled([listening.close(), rpc?.close()]);
+    outcomes.push(...(await Promise.allSettled([app.close()])));
+    process.exit(outcomes.some((outcome) => outcome.status === "rejected") ? 1 : 0);
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
