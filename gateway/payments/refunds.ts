@@ -320,10 +320,6 @@ async function paymentSource(
 }
 
 /**
- * The refund's amount: the one asked, or all that is left (a Lightning invoice that names one: that one); `left`:
- * what is left to refund of the target.
- */
-/**
  * What is left to give back to the address a USDC refund pays (the invoice's first payer): what it paid, less what
  * was refunded (every refund of the invoice went to it). Receipts from other addresses are theirs: a sender of dust
  * first, then the customer's whole payment, must not make a refund of "all that is left" pay the customer's money to
@@ -361,6 +357,10 @@ function payerCapped(
   );
 }
 
+/**
+ * The refund's amount: the one asked, or all that is left (a Lightning invoice that names one: that one); `left`:
+ * what is left to refund of the target.
+ */
 function amountOf(source: Source, params: CreateRefundParams, left: bigint): bigint | Refused {
   let named: bigint | null = null;
   if (source.mode.kind === "payout" && source.mode.destination.kind === "bolt11") {
