@@ -88,6 +88,7 @@ export function createLedger(params: CreateLedgerParams): Ledger {
    * One timer, for the earliest expiry known; after its sweep the next open expiry is read and timed.
    */
   let dueSweep: { atNs: bigint; timer: NodeJS.Timeout } | null = null;
+  const dueSweepRetryNs = 1_000_000_000n;
   const sweepWhenDue = (atNs: bigint) => {
     if (closed || limits.expiryIntervalMs === 0) return;
     if (dueSweep !== null) {
@@ -103,11 +104,17 @@ export function createLedger(params: CreateLedgerParams): Ledger {
     dueSweep = null;
     try {
       await ledger.expirePendingTransfers();
-      // An expiry already past that the sweep left open is the interval's (another process's, being swept).
+      // The next open expiry is timed; one already past that the sweep left open (another process's, being swept;
+      // or one this sweep's clock read just before) is tried again in a second, not left to the interval's tick.
       const next = await nextPendingExpiry(db);
-      if (next !== null && next > nowNs()) sweepWhenDue(next);
+      const now = nowNs();
+      if (next !== null) sweepWhenDue(next > now ? next : now + dueSweepRetryNs);
     } catch (error) {
-      if (!closed) logger.error({ err: error }, "ledger expiry sweep failed");
+      if (closed) return;
+      // A sweep that failed (the database busy or away) is tried again in a second: left to the interval, a 1 s
+      // timeout's balances stayed held until its tick (a minute, as a test sets it).
+      logger.error({ err: error }, "ledger expiry sweep failed; tried again in a second");
+      sweepWhenDue(nowNs() + dueSweepRetryNs);
     }
   };
   /** Times the sweep for the pending transfers with a timeout that `results` says were created. */

@@ -60,4 +60,54 @@ for (const storeName of storeNames)
         await db.close();
       }
     });
+
+    it("tries a sweep that failed again in a second, not at the interval's tick", async () => {
+      const db = await openStore(storeName);
+      // The first look for what is due fails (the database busy or away), once.
+      let failOnce = true;
+      const flaky: typeof db = new Proxy(db, {
+        get(target, key) {
+          if (key === "query")
+            return async (text: string, params?: readonly unknown[]) => {
+              if (failOnce && /expires_at <= \$1 LIMIT 1/.test(text)) {
+                failOnce = false;
+                throw new Error("the database went away for a moment");
+              }
+              return target.query(text, params);
+            };
+          const value = Reflect.get(target, key, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      const ledger = createLedger({ db: flaky, limits: { expiryIntervalMs: 60_000 } });
+      try {
+        const [a, b] = [ledgerId(), ledgerId()];
+        await ledger.createAccounts([
+          { id: a, ledger: 1, code: 1 },
+          { id: b, ledger: 1, code: 1 },
+        ]);
+        const made = await ledger.createTransfers([
+          {
+            id: ledgerId(),
+            debitAccountId: a,
+            creditAccountId: b,
+            amount: 3n,
+            ledger: 1,
+            code: 1,
+            flags: TransferFlags.pending,
+            timeout: 1,
+          },
+        ]);
+        expect(made.map((r) => r.status)).toEqual(["created"]);
+        const deadline = Date.now() + 10_000;
+        const pendingOf = async () => (await ledger.lookupAccounts([a]))[0]?.debitsPending;
+        while ((await pendingOf()) !== 0n && Date.now() < deadline) await sleep(50);
+        // Before: the timed sweep failed, and nothing swept again until the interval, a minute on.
+        expect(failOnce).toBe(false);
+        expect(await pendingOf()).toBe(0n);
+      } finally {
+        await ledger.close();
+        await db.close();
+      }
+    });
   });
