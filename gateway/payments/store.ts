@@ -487,7 +487,11 @@ export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> 
   return rows[0] === undefined ? null : attemptFromRow(rows[0]);
 }
 
-/** Attempts started and not finished, untouched for `quietMs`: what recovery resumes after a stop or a crash. */
+/**
+ * Attempts started and not finished, untouched for `quietMs`: what recovery resumes after a stop or a crash. Untouched
+ * for 0 ms is every one, even one written in the clock's current tick (`<=`: PGlite's clock is coarse, and an attempt
+ * written the same tick as the pass's now() was left out of the pass at start).
+ */
 export async function listOpenAttempts(
   sql: Sql,
   params: { quietMs: number; limit: number; rails?: readonly string[] },
@@ -496,7 +500,7 @@ export async function listOpenAttempts(
   // skipped every pass would hold back the attempts after them for good.
   const rows = await sql.query<AttemptRow>(
     `SELECT ${attemptColumns} FROM attempts
-     WHERE status IN ('reserving', 'in_flight') AND updated_at < now() - make_interval(secs => $1::double precision / 1000)
+     WHERE status IN ('reserving', 'in_flight') AND updated_at <= now() - make_interval(secs => $1::double precision / 1000)
        AND ($3::text[] IS NULL OR rail = ANY($3::text[]))
      ORDER BY created_at LIMIT $2`,
     [params.quietMs, params.limit, params.rails === undefined ? null : textArrayLiteral(params.rails)],
@@ -524,7 +528,7 @@ export async function listStrandedPayments(
        AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id AND a.status IN ('reserving', 'in_flight'))
        AND NOT EXISTS (SELECT 1 FROM netted_payouts n WHERE n.payment_id = p.id)
        AND GREATEST(p.updated_at, COALESCE((SELECT max(a.updated_at) FROM attempts a WHERE a.payment_id = p.id), p.updated_at))
-           < now() - make_interval(secs => $1::double precision / 1000)
+           <= now() - make_interval(secs => $1::double precision / 1000)
        AND ($3::text[] IS NULL OR COALESCE(
              (SELECT d.decision FROM route_decisions d WHERE d.digest = p.decision_digest), p.decision
            ) -> 'candidates' -> next.seq ->> 'rail' IS NULL
