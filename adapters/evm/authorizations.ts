@@ -40,7 +40,7 @@ import {
 import { viemDetails } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { revertName } from "./reverts.ts";
-import { sendOnce, sentUnder } from "./send-journal.ts";
+import { chainPartOfKey, sendOnce } from "./send-journal.ts";
 import { receiveWithAuthorizationTypedData, transferWithAuthorizationTypedData } from "./typed-data.ts";
 
 /** The fields a signed authorization comes in (strings: decimal numbers, 0x hex). */
@@ -287,14 +287,10 @@ async function submit(
       "authorization_used",
       "this invoice has another payer's authorization, or this authorization is bound to another invoice",
     );
-  // The chain in the key: an x402 payer chooses its nonce, and may use one again on another chain. A send made under
-  // the key of before (no chain), still pending across the upgrade, is the one followed: another would revert.
-  const chainPart = (await sentUnder(
+  const chainPart = await chainPartOfKey(
     state.journal,
     `${auth.method}-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
-  ))
-    ? ""
-    : `${state.chainId}:`;
+  );
   const sent = await sendOnce(
     state.journal,
     `${auth.method}-auth:${chainPart}${auth.from.toLowerCase()}:${auth.nonce}`,

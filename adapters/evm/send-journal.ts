@@ -182,13 +182,17 @@ export async function sendWithinQueue(
   return (await storedSend(journal, key)) ?? signAndStore(journal, key, call);
 }
 
-/** Whether the journal holds a send of its chain under `key` (one made under a key of an earlier format). */
-export async function sentUnder(journal: SendJournal, key: string): Promise<boolean> {
+/**
+ * What a key a payer's choice names puts before that choice: the chain id (`31337:`), since a payer may choose the same
+ * again on another chain; or nothing when this chain's journal holds a send under `keyBefore`, the key of before the
+ * chain was in it, still to be followed (one pending across the upgrade would otherwise be sent a second time).
+ */
+export async function chainPartOfKey(journal: SendJournal, keyBefore: string): Promise<string> {
   const rows = await journal.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1 AND chain_id = $2", [
-    key,
+    keyBefore,
     journal.chainId,
   ]);
-  return rows.length > 0;
+  return rows.length > 0 ? "" : `${journal.chainId}:`;
 }
 
 type StoredRow = SendRow & { due: boolean };

@@ -16,11 +16,11 @@ import {
 } from "./rail-state.ts";
 import {
   type Call,
+  chainPartOfKey,
   receiptOf,
   type SendOptions,
   type SendRefused,
   sendOnce,
-  sentUnder,
 } from "./send-journal.ts";
 import { referenceFromId, settleBatchPayeesMax } from "./splits.ts";
 import type {
@@ -87,10 +87,7 @@ export async function payWithAuthorization(
   const splitter = requireSplitter(state);
   const { v, yParity, r, s: sig } = parseSignature(p.signature);
   const vByte = v === undefined ? yParity + 27 : Number(v); // the contract takes v as 27 or 28
-  // As authorizations.ts does: a send under the key of before (no chain) is the one followed.
-  const chainPart = (await sentUnder(state.journal, `auth:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`))
-    ? ""
-    : `${state.chainId}:`;
+  const chainPart = await chainPartOfKey(state.journal, `auth:${p.from.toLowerCase()}:${p.splitId}:${p.ref}`);
   return await splitterCall(
     state,
     `auth:${chainPart}${p.from.toLowerCase()}:${p.splitId}:${p.ref}`,

@@ -127,19 +127,19 @@ async function read(w: WatcherState, head: bigint): Promise<number> {
   // So too a log of block `to` of another hash, or logs of one height from two branches: the range is read again next
   // poll.
   const hashes = new Map<bigint, string>([[to, last.hash]]);
-  const mixed = (blockNumber: bigint, hash: string) => {
-    const seen = hashes.get(blockNumber);
-    hashes.set(blockNumber, hash);
-    return seen !== undefined && seen !== hash;
-  };
-  for (const log of [{ blockNumber: to, blockHash: first.hash }, ...batch.logs]) {
-    if (mixed(log.blockNumber, log.blockHash)) {
-      w.logger.warn(
-        { from: from.toString(), to: to.toString(), block: log.blockNumber.toString() },
-        "the chain reorganised while a range was read; it is read again",
-      );
-      return 0;
-    }
+  const reorganised =
+    first.hash !== last.hash ||
+    batch.logs.some((log) => {
+      const seen = hashes.get(log.blockNumber);
+      hashes.set(log.blockNumber, log.blockHash);
+      return seen !== undefined && seen !== log.blockHash;
+    });
+  if (reorganised) {
+    w.logger.warn(
+      { from: from.toString(), to: to.toString() },
+      "the chain reorganised while a range was read; it is read again",
+    );
+    return 0;
   }
   await w.db.transaction(async (tx) => {
     await batch.store?.(tx);

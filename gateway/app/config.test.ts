@@ -1,5 +1,6 @@
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { productionEnv } from "../../test/support/config.ts";
 import { ConfigError, gweiToWei, loadConfig, withStartDefaults } from "./config.ts";
 
 const gwei = 1_000_000_000n;
@@ -147,13 +148,7 @@ describe("EVM chains in the configuration", () => {
   });
 
   it("refuses production on records in memory or on an embedded chain, as npm start would be given them", () => {
-    const own = {
-      SWITCHYARD_MODE: "production",
-      DATABASE_URL: "postgres://switchyard@127.0.0.1:1/switchyard",
-      EVM_RPC_URL: "http://127.0.0.1:1",
-      EVM_HOT_WALLET_KEY: `0x${"22".repeat(32)}`,
-      EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
-    };
+    const own = productionEnv;
     expect(loadConfig(withStartDefaults(own)).mode).toBe("production");
     // Before: started on an in-memory PGlite, and on Hardhat chains whose TestUSD anyone may mint as its USDC.
     expect(() => loadConfig(withStartDefaults({ ...own, DATABASE_URL: undefined }))).toThrow(/DATABASE_URL/);

@@ -73,6 +73,28 @@ async function signTransfer(signer: Account, value: bigint, nonce: Hex) {
   return { message, signature };
 }
 
+/** As the x402 settler submits a payer's transfer authorization (gateway/x402/settle.ts), for the invoice made for it. */
+function submitTransfer(
+  invoiceId: string,
+  signed: Awaited<ReturnType<typeof signTransfer>>,
+  nonce: string = signed.message.nonce,
+) {
+  return submitInvoicePayment(gw.app.settlement, {
+    tenantId: gw.app.demo!.tenantId,
+    id: invoiceId,
+    fields: {
+      method: "transfer",
+      from: signed.message.from,
+      to: signed.message.to,
+      value: signed.message.value.toString(),
+      valid_after: signed.message.validAfter.toString(),
+      valid_before: signed.message.validBefore.toString(),
+      nonce,
+      signature: signed.signature,
+    },
+  });
+}
+
 describe("an authorization log with the invoice's nonce from another payer", () => {
   it("credits nothing; the bound payer's own authorization then pays the invoice", async () => {
     const created = await gw.call("POST", "/v1/invoices", {
@@ -89,20 +111,7 @@ describe("an authorization log with the invoice's nonce from another payer", () 
     // the attacker sees the nonce and gets his own 1-unit transfer with it mined first (a higher priority fee).
     await setAutomine(false);
     // As the x402 settler submits it (gateway/x402/settle.ts): method transfer, for the invoice made for it.
-    const submitted = await submitInvoicePayment(gw.app.settlement, {
-      tenantId: gw.app.demo!.tenantId,
-      id: inv.id,
-      fields: {
-        method: "transfer",
-        from: payer().address,
-        to: gw.chain.walletClient.account.address,
-        value: "10000000",
-        valid_after: "0",
-        valid_before: signed.message.validBefore.toString(),
-        nonce,
-        signature: signed.signature,
-      },
-    });
+    const submitted = await submitTransfer(inv.id, signed);
     if (!submitted.ok) throw new Error(`the payer's authorization was refused: ${submitted.message}`);
     const forged = await signTransfer(attacker(), 1n, nonce);
     const attackHash = await gw.chain.walletClient.writeContract({
@@ -151,21 +160,7 @@ describe("one authorization submitted again with its nonce in capitals", () => {
     expect(created.status).toBe(201);
     const nonce = keccak256(stringToHex(`nonce spelled twice ${Date.now()}`));
     const signed = await signTransfer(payer(), 3_000_000n, nonce);
-    const submit = (spelled: string) =>
-      submitInvoicePayment(gw.app.settlement, {
-        tenantId: gw.app.demo!.tenantId,
-        id: (created.body as InvoiceBody).id,
-        fields: {
-          method: "transfer",
-          from: payer().address,
-          to: gw.chain.walletClient.account.address,
-          value: "3000000",
-          valid_after: "0",
-          valid_before: signed.message.validBefore.toString(),
-          nonce: spelled,
-          signature: signed.signature,
-        },
-      });
+    const submit = (spelled: string) => submitTransfer((created.body as InvoiceBody).id, signed, spelled);
     await setAutomine(false);
     let first: Awaited<ReturnType<typeof submit>>;
     let second: Awaited<ReturnType<typeof submit>>;
@@ -195,21 +190,7 @@ describe("an authorization sent under the key of before the chain was in it", ()
     });
     const nonce = keccak256(stringToHex(`nonce sent before the upgrade ${Date.now()}`));
     const signed = await signTransfer(payer(), 2_000_000n, nonce);
-    const submit = () =>
-      submitInvoicePayment(gw.app.settlement, {
-        tenantId: gw.app.demo!.tenantId,
-        id: (created.body as InvoiceBody).id,
-        fields: {
-          method: "transfer",
-          from: payer().address,
-          to: gw.chain.walletClient.account.address,
-          value: "2000000",
-          valid_after: "0",
-          valid_before: signed.message.validBefore.toString(),
-          nonce,
-          signature: signed.signature,
-        },
-      });
+    const submit = () => submitTransfer((created.body as InvoiceBody).id, signed);
     await setAutomine(false);
     try {
       const first = await submit();

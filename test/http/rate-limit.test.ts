@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../gateway/app/config.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { rateLimitsDevelopmentDefault, rateLimitsProductionDefault } from "../../gateway/http/rate-limit.ts";
+import { productionEnv } from "../support/config.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
@@ -59,16 +60,9 @@ describe("the configuration", () => {
     expect(rateLimitsDevelopmentDefault.ipRequestsPerSecondMax).not.toBeNull();
     expect(rateLimitsDevelopmentDefault.keyRequestsPerSecondMax).not.toBeNull();
     // Production on infrastructure of its own (its database, its chain), as it must be.
-    const production = {
-      SWITCHYARD_MODE: "production",
-      DATABASE_URL: "postgres://switchyard@127.0.0.1:1/switchyard",
-      EVM_RPC_URL: "http://127.0.0.1:1",
-      EVM_HOT_WALLET_KEY: `0x${"22".repeat(32)}`,
-      EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
-    };
-    expect(loadConfig(production).rateLimits).toEqual(rateLimitsProductionDefault);
+    expect(loadConfig(productionEnv).rateLimits).toEqual(rateLimitsProductionDefault);
     expect(
-      loadConfig({ ...production, RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "7" }).rateLimits,
+      loadConfig({ ...productionEnv, RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "7" }).rateLimits,
     ).toEqual({ ipRequestsPerSecondMax: null, keyRequestsPerSecondMax: 7 });
     expect(loadConfig({ RATE_LIMIT_PER_IP: "50", RATE_LIMIT_PER_KEY: "off" }).rateLimits).toEqual({
       ipRequestsPerSecondMax: 50,

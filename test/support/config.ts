@@ -6,3 +6,12 @@ import { type Config, loadConfig } from "../../gateway/app/config.ts";
 export function testConfig(env: Record<string, string | undefined>): Config {
   return loadConfig({ RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "off", ...env });
 }
+
+/** What production must be given to start (its own database and chain; loadConfig refuses it otherwise), for tests. */
+export const productionEnv: Readonly<Record<string, string>> = {
+  SWITCHYARD_MODE: "production",
+  DATABASE_URL: "postgres://switchyard@127.0.0.1:1/switchyard",
+  EVM_RPC_URL: "http://127.0.0.1:1",
+  EVM_HOT_WALLET_KEY: `0x${"22".repeat(32)}`,
+  EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
+};
