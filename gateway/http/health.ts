@@ -1,21 +1,80 @@
-// GET /healthz: whether each rail can take payments now, and the API's requests in flight against their limit. No
-// API key, and outside the admission limit (a sibling of the /v1 context).
+// GET /healthz: whether each rail can take payments now, and the API's requests in flight against their limit: the
+// process is alive (a liveness probe). GET /readyz: whether it can serve payments now, that is whether its database
+// answers (a readiness probe, or a load balancer's check): 503 while it does not, so that traffic goes to another
+// process rather than failing here. No API key for either, and outside the admission limit (siblings of the /v1
+// context).
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
-import type { Rail } from "../../core/index.ts";
+import type { Rail, Sql } from "../../core/index.ts";
 import type { Admission } from "./admission.ts";
-import { healthView } from "./schemas.ts";
+import { healthView, readinessView } from "./schemas.ts";
 
-export type HealthOptions = { rails: ReadonlyMap<string, Rail>; admission: Admission };
+export type HealthOptions = {
+  rails: ReadonlyMap<string, Rail>;
+  admission: Admission;
+  db: Sql;
+  /** How long /readyz waits for the database's answer before it calls it unavailable (default: readinessTimeoutMsDefault). */
+  readinessTimeoutMs?: number;
+};
+
+/** A database slower than this to answer `select 1` is as good as unavailable to a payment. */
+export const readinessTimeoutMsDefault = 2_000;
 
 export const healthPlugin: FastifyPluginAsyncZod<HealthOptions> = async (app, options) => {
-  app.get("/healthz", { schema: { hide: true, response: { 200: healthView } } }, async () => {
+  const railsView = () => {
     const rails: Record<string, { available: boolean }> = {};
     for (const rail of options.rails.values()) rails[rail.id] = { available: rail.snapshot().available };
+    return rails;
+  };
+  app.get("/healthz", { schema: { hide: true, response: { 200: healthView } } }, async () => {
     const { requestsInFlight, requestsInFlightMax } = options.admission;
     return {
       status: "ok" as const,
-      rails,
+      rails: railsView(),
       requests: { in_flight: requestsInFlight, in_flight_max: requestsInFlightMax },
     };
   });
+  const probeDatabase = databaseProbe(options.db, options.readinessTimeoutMs ?? readinessTimeoutMsDefault);
+  app.get(
+    "/readyz",
+    { schema: { hide: true, response: { 200: readinessView, 503: readinessView } } },
+    async (_request, reply) => {
+      const database = await probeDatabase();
+      const ready = database.available;
+      if (!ready) reply.code(503).header("retry-after", "1");
+      return { status: ready ? ("ready" as const) : ("not_ready" as const), database, rails: railsView() };
+    },
+  );
 };
+
+/**
+ * Asks the database `select 1`, bounded by `timeoutMs`. Probes asked for while one is under way share it: a load
+ * balancer's checks from many addresses cost the database one statement at a time.
+ */
+function databaseProbe(db: Sql, timeoutMs: number) {
+  let under: Promise<{ available: boolean; latency_ms: number }> | null = null;
+  const probe = async () => {
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const answered = Promise.resolve()
+      .then(() => db.query("select 1"))
+      .then(
+        () => true,
+        () => false,
+      );
+    try {
+      const available = await Promise.race([answered, timedOut]);
+      return { available, latency_ms: Math.round(performance.now() - started) };
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  return () => {
+    under ??= probe().finally(() => {
+      under = null;
+    });
+    return under;
+  };
+}

@@ -323,6 +323,12 @@ export const healthView = z.object({
   requests: z.object({ in_flight: z.number().int(), in_flight_max: z.number().int() }),
 });
 
+export const readinessView = z.object({
+  status: z.enum(["ready", "not_ready"]),
+  database: z.object({ available: z.boolean(), latency_ms: z.number().int() }),
+  rails: z.record(z.string(), z.object({ available: z.boolean() })),
+});
+
 /** The OpenAPI document: only its frame is checked; the rest is what @fastify/swagger generated. */
 export const openApiView = z.looseObject({
   openapi: z.string(),

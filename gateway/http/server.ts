@@ -54,6 +54,8 @@ export type ServerOptions = RoutesOptions & {
   requestsInFlightMax?: number;
   /** Requests a second per client IP and per API key, past which 429 rate_limited (default: none, rateLimitsOff). */
   rateLimits?: RateLimits;
+  /** How long GET /readyz waits for the database's answer (default: readinessTimeoutMsDefault). */
+  readinessTimeoutMs?: number;
 };
 
 declare module "fastify" {
@@ -168,7 +170,12 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   await app.register(rateLimitPlugin, { limits: rateLimits });
   await app.register(openApiPlugin, { version: apiVersion });
   await app.register(docsPlugin);
-  await app.register(healthPlugin, { rails: options.rails, admission });
+  await app.register(healthPlugin, {
+    rails: options.rails,
+    admission,
+    db: options.db,
+    ...(options.readinessTimeoutMs === undefined ? {} : { readinessTimeoutMs: options.readinessTimeoutMs }),
+  });
   await app.register(railRoutesPlugin, { routes: options.railRoutes ?? [] });
   // The admission limit's hook runs before any of the /v1 context's own (auth's first): a context around it.
   await app.register(async (admitted) => {

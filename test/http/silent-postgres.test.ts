@@ -17,6 +17,7 @@ import {
 } from "../../gateway/db/index.ts";
 import { ledgerMigrations } from "../../gateway/ledger/index.ts";
 import { createApiKey, createAuthenticator, createTenant } from "../../gateway/tenants/index.ts";
+import { buildBareServer } from "../support/bare-server.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { recordStatements } from "../support/recording-db.ts";
 import { type SilentProxy, startSilentProxy } from "../support/silent-proxy.ts";
@@ -162,6 +163,53 @@ describe("a PostgreSQL connection gone silent", () => {
       expect(statements.length).toBe(before + 2); // a fresh lookup, not the failed one again
     } finally {
       auth.close();
+    }
+  });
+});
+
+describe("GET /readyz with the database gone silent or down", () => {
+  /** Shorter than the pool's own bound (queryTimeoutMs): the probe's answer does not wait for the pool's. */
+  const readinessTimeoutMs = 300;
+
+  it("answers 503 not_ready within its bound while the database does not answer, and 200 ready once it does", async () => {
+    const server = await buildBareServer([], { db, readinessTimeoutMs });
+    const readiness = async () => {
+      const startedAt = performance.now();
+      const response = await server.inject({ method: "GET", url: "/readyz" });
+      return { response, elapsedMs: performance.now() - startedAt };
+    };
+    try {
+      await connected();
+      const ready = await readiness();
+      expect(ready.response.statusCode).toBe(200);
+      expect(ready.response.json()).toMatchObject({ status: "ready", database: { available: true } });
+      // Liveness says nothing of the database: the process is alive while it is away.
+      const before = statements.length;
+      proxy.swallow();
+      const [silent, alongside, alive] = await Promise.all([
+        readiness(),
+        readiness(),
+        server.inject({ method: "GET", url: "/healthz" }),
+      ]);
+      expect(alive.statusCode).toBe(200);
+      for (const answer of [silent, alongside]) {
+        expect(answer.response.statusCode).toBe(503);
+        expect(answer.response.headers["retry-after"]).toBe("1");
+        expect(answer.response.json()).toMatchObject({ status: "not_ready", database: { available: false } });
+        expect(answer.elapsedMs).toBeGreaterThanOrEqual(readinessTimeoutMs - 20);
+        expect(answer.elapsedMs).toBeLessThan(queryTimeoutMs);
+      }
+      // Both probes shared one statement: a burst of checks costs the database one at a time.
+      expect(statements.slice(before)).toEqual(["select"]);
+      // The server refusing connections (down) is not ready either; once it serves again, ready.
+      proxy.pass();
+      proxy.refuseNew(true);
+      proxy.resetAll();
+      expect((await readiness()).response.statusCode).toBe(503);
+      proxy.refuseNew(false);
+      await expect.poll(async () => (await readiness()).response.statusCode, { timeout: 5_000 }).toBe(200);
+    } finally {
+      await server.close();
     }
   });
 });

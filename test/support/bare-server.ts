@@ -8,7 +8,7 @@ import { buildServer, type ServerOptions } from "../../gateway/http/index.ts";
 
 export async function buildBareServer(
   railRoutes: readonly RailRoute[],
-  overrides: Partial<Pick<ServerOptions, "logLevel" | "logStream">> = {},
+  overrides: Partial<Pick<ServerOptions, "logLevel" | "logStream" | "db" | "readinessTimeoutMs">> = {},
 ): Promise<FastifyInstance> {
   const options = {
     db: null,
