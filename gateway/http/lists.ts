@@ -184,6 +184,13 @@ export type ListSource<R extends Row, Item> = {
    * reads at most (limit + 1) rows a value, and a write updates one index less. For a NOT NULL column of few values.
    */
   mergedOver?: string;
+  /**
+   * Rows are written with created_at the writing transaction's start (now()), and one that commits late would land
+   * behind rows a client already read past: polling newest first with `ending_before` (the last id seen) would never
+   * see it. With this, a page holds only rows older than the start of every transaction still open on the database
+   * (committedHorizon): the rows before that point are all committed, and none can come there later.
+   */
+  committedOnly?: boolean;
 } & (
   | {
       /** One row as the API shows it. */
@@ -206,6 +213,15 @@ function checkedIdentifier(name: string): string {
     });
   return name;
 }
+
+/**
+ * The start of the oldest transaction open on this database now, other than the asking one ('infinity' when none is:
+ * PGlite's single session, an idle PostgreSQL). A row whose created_at is its transaction's now() and is earlier than
+ * this is committed (or was rolled back), and no transaction still to commit writes one earlier than this.
+ */
+export const committedHorizon = `COALESCE((SELECT min(xact_start) FROM pg_stat_activity
+  WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()),
+  'infinity'::timestamptz)`;
 
 /**
  * One page of the tenant's objects of `source`, newest first by (created_at, id), as ListParams asks. A cursor
@@ -236,6 +252,7 @@ export async function listPage<R extends Row, Item>(
     values.push(params.createdUntilSeconds);
     where.push(`created_at < to_timestamp($${values.length})`);
   }
+  if (source.committedOnly === true) where.push(`created_at < ${committedHorizon}`);
   const newer = params.cursor?.direction === "before";
   if (params.cursor !== null) {
     const scope = (source.scopedBy ?? []).map((column, i) => `${checkedIdentifier(column)} = $${i + 3}`);

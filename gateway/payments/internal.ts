@@ -409,6 +409,9 @@ function batchStatement(
     texts(keyed.map((row) => row.item.idempotencyKey)),
   ].join(", ")})`;
   const now = param(at);
+  // The event's time is its transaction's start (now()), as every other event's (the outbox's default), not the
+  // batch's clock, which is earlier: the events' list counts on it to hold back what an open transaction may still
+  // commit (lists.ts committedHorizon).
   const text = `WITH
      d AS (SELECT place::int, decode(digest, 'hex') AS digest FROM ${texts(decisions.digests)} WITH ORDINALITY
              AS e (digest, place)),
@@ -426,7 +429,7 @@ function batchStatement(
      o AS (INSERT INTO outbox (public_id, tenant_id, type, payload, created_at)
        SELECT 'evt_' || substr(id, 5), tenant_id,
               CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,
-              jsonb_build_object('payment_id', id), ${now}
+              jsonb_build_object('payment_id', id), now()
        FROM p),
      k AS (SELECT 1 FROM ${keyRows} AS t (tenant_id, key) JOIN idempotency_keys USING (tenant_id, key))
      SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM k) THEN true ELSE payment_key_taken() END AS written`;

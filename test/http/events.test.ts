@@ -9,6 +9,7 @@ import { eventsList } from "../../gateway/http/resources/events.ts";
 import { insertOutboxEvent } from "../../gateway/payments/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { eventRetentionDays, pruneEvents } from "../../gateway/webhooks/events.ts";
+import { latch } from "../support/latch.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
 const eventIdPattern = /^evt_([0-9a-f]{32}|[0-9a-hjkmnp-tv-z]{26})$/;
@@ -120,13 +121,15 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const client = gw.clientFor(
       (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret,
     );
-    // 3 types × 40 events, 3 to a creation time (ties across types and within one), interleaved over 40 times.
+    // 3 types × 40 events, 3 to a creation time (ties across types and within one), interleaved over 40 times,
+    // from an hour ago (a list holds only what is older than every open transaction).
+    const base = Math.floor(Date.now() / 1000) - 3_600;
     await gw.app.db.query(
       `INSERT INTO outbox (tenant_id, type, payload, created_at)
        SELECT $1, (ARRAY['payment.succeeded', 'payment.failed', 'invoice.paid'])[1 + n % 3], '{}',
-              timestamp '2031-01-01' + make_interval(secs => n / 3)
+              to_timestamp($2::bigint) + make_interval(secs => n / 3)
        FROM generate_series(0, 119) AS n`,
-      [tenant.id],
+      [tenant.id, base],
     );
     const sorted = async (where = "") =>
       (
@@ -160,7 +163,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       page = await list({ limit: 9, ending_before: backward[0]! });
     }
     expect(backward).toEqual(expected.slice(0, -1));
-    const created = Math.floor(Date.UTC(2031, 0, 1) / 1000) + 20;
+    const created = base + 20;
     const since = await client.GET("/v1/events", {
       params: { query: { limit: 100, "created[gte]": created } },
     });
@@ -234,5 +237,63 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await gw.app.db.query("SELECT 1 FROM outbox")).toHaveLength(kept - 1);
     const gone = await gw.client.GET("/v1/events/{id}", { params: { path: { id: old!.id } } });
     expect(errorOf(gone).code).toBe("event_not_found");
+  });
+});
+
+// On PostgreSQL, where transactions commit in another order than they began: an event's created_at is its
+// transaction's start, so one committed late lands behind events already listed. A client polling newest first
+// (ending_before the newest id it has seen, as it would to catch up on missed webhooks) must still see it.
+describe("on postgres, an event committed after a later one", () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway({ database: "postgres", env: { WEBHOOK_DELIVERY_INTERVAL_MS: "3600000" } });
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  it("is not passed over by a client polling with ending_before", async () => {
+    const tenantId = gw.app.demo!.tenantId;
+    const write = (sql: Parameters<typeof insertOutboxEvent>[0], paymentId: string) =>
+      insertOutboxEvent(sql, { tenantId, type: "payment.succeeded", payload: { payment_id: paymentId } });
+    const poll = async (endingBefore: string | undefined) => {
+      const page = await gw.client.GET("/v1/events", {
+        params: {
+          query: { limit: 100, ...(endingBefore === undefined ? {} : { ending_before: endingBefore }) },
+        },
+      });
+      expect(page.response.status).toBe(200);
+      return page.data!.data;
+    };
+    await write(gw.app.db, "pay_first");
+    await expect.poll(async () => (await poll(undefined)).length).toBe(1);
+    let seen = (await poll(undefined)).map((event) => event.data.object.payment_id);
+    let newest = (await poll(undefined))[0]!.id;
+    // The slow transaction begins and writes its event; a later one writes and commits before it.
+    const written = latch();
+    const commit = latch();
+    const slow = gw.app.db.transaction(async (tx) => {
+      await write(tx, "pay_slow");
+      written.release();
+      await commit.done;
+    });
+    await written.done;
+    await write(gw.app.db, "pay_fast");
+    const catchUp = async () => {
+      const page = await poll(newest);
+      if (page.length > 0) newest = page[0]!.id;
+      seen = [...page.map((event) => event.data.object.payment_id), ...seen];
+    };
+    await catchUp();
+    commit.release();
+    await slow;
+    await expect
+      .poll(async () => {
+        await catchUp();
+        return [...seen].sort();
+      })
+      .toEqual(["pay_fast", "pay_first", "pay_slow"]);
+    // Each once, newest first in the order of their creation.
+    expect(seen).toEqual(["pay_fast", "pay_slow", "pay_first"]);
   });
 });

@@ -52,6 +52,8 @@ export function eventsList(type: string | undefined, livemode: boolean): ListSou
     noun: "event",
     equals: { type },
     mergedOver: "type",
+    // A poller reading newest first with ending_before must never pass over an event committed late.
+    committedOnly: true,
     map: (row) => presentEvent(row, livemode),
   };
 }
