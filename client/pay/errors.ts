@@ -9,7 +9,8 @@ export type PayErrorCode =
   | "no_acceptable_offer"
   | "payment_refused"
   | "malformed_challenge"
-  | "payer_failed";
+  | "payer_failed"
+  | "payment_outcome_unknown";
 
 export abstract class PayError extends SwitchyardError {
   abstract readonly code: PayErrorCode;
@@ -107,4 +108,14 @@ export class MalformedChallengeError extends PayError {
 export class PayerFailedError extends PayError {
   override name = "PayerFailedError";
   readonly code = "payer_failed";
+}
+
+/**
+ * The payer may have paid: it answered without a usable proof (a wallet's preimage missing or unreadable), or lost
+ * sight of a payment it had begun (an LND stream that broke after the payment was sent). The payment is counted
+ * against the budget; ask the wallet what became of it before paying again.
+ */
+export class PaymentOutcomeUnknownError extends PayError {
+  override name = "PaymentOutcomeUnknownError";
+  readonly code = "payment_outcome_unknown";
 }

@@ -4,11 +4,13 @@
 // on the regtest network is test/lightning/pay-l402.test.ts.
 import { createHash, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { bolt11Field, bytesToWords, signBolt11 } from "../../test/support/bolt11.ts";
 import { createBudget } from "./budget.ts";
-import { BudgetExceededError, PaymentRefusedError } from "./errors.ts";
+import { BudgetExceededError, PaymentOutcomeUnknownError, PaymentRefusedError } from "./errors.ts";
 import { type PaymentRecord, wrapFetch } from "./fetch.ts";
 import { lightningAssetId } from "./l402.ts";
-import type { LightningPayer } from "./payers.ts";
+import { lndPaymentFailed } from "./lnd.ts";
+import { type LightningPayer, weblnPayer } from "./payers.ts";
 
 const priceMsat = 2_000_000n;
 const asset = lightningAssetId("regtest");
@@ -17,11 +19,15 @@ const url = "http://shop.test/weather";
 
 type Token = { paymentHash: string; left: number };
 
+/** The shop's node key, which signs its invoices. */
+const shopKey = Buffer.alloc(32, 9);
+
 /** The shop: 402 with a new invoice and macaroon, or 200 while the presented token has requests left. */
 function toyShop(params: { requestsPerToken: number }) {
   const tokens = new Map<string, Token>();
   const invoices = new Map<string, string>(); // invoice → preimage, for the payer
   const refusals: string[] = [];
+  const revoked = new Set<string>();
   let served = 0;
   let payments = 0;
   let paymentStarted: () => void = () => {};
@@ -32,8 +38,13 @@ function toyShop(params: { requestsPerToken: number }) {
     const preimage = randomBytes(32).toString("hex");
     const paymentHash = createHash("sha256").update(Buffer.from(preimage, "hex")).digest("hex");
     const macaroon = randomBytes(16).toString("base64");
-    // BOLT11's data part has no digit 1: the id in letters.
-    const invoice = `lnbcrt20u1p${paymentHash.slice(0, 16).replace(/[0-9]/g, (d) => "acdefghjkl"[Number(d)]!)}`;
+    const invoice = signBolt11({
+      network: "bcrt",
+      amount: "20u",
+      timestampSeconds: Math.floor(Date.now() / 1000),
+      fields: [[bolt11Field.paymentHash, bytesToWords(Buffer.from(paymentHash, "hex"))]],
+      privateKey: shopKey,
+    });
     tokens.set(macaroon, { paymentHash, left: params.requestsPerToken });
     invoices.set(invoice, preimage);
     if (code !== "payment_required") refusals.push(code);
@@ -51,6 +62,8 @@ function toyShop(params: { requestsPerToken: number }) {
     if (credential === null) return challenge("payment_required");
     const token = tokens.get(credential[1]!);
     const hash = createHash("sha256").update(Buffer.from(credential[2]!, "hex")).digest("hex");
+    if (revoked.has(credential[1]!))
+      return new Response(JSON.stringify({ error: "l402_revoked" }), { status: 401 });
     if (token === undefined || token.paymentHash !== hash) return challenge("l402_preimage_mismatch");
     if (token.left === 0) return challenge("l402_requests_exhausted");
     token.left -= 1;
@@ -73,6 +86,10 @@ function toyShop(params: { requestsPerToken: number }) {
     /** Resolved when the payer is first asked to pay. */
     firstPayment,
     refusals,
+    /** Every token sold so far answers 401 from now on. */
+    revokeAll: () => {
+      for (const macaroon of tokens.keys()) revoked.add(macaroon);
+    },
     served: () => served,
     payments: () => payments,
   };
@@ -172,20 +189,57 @@ describe("wrapFetch and a counted L402 token used up", () => {
   });
 
   it("a 402 to the paid retry is refused, not paid again", async () => {
+    // A shop whose tokens serve nothing: each paid retry is refused.
+    const shop = toyShop({ requestsPerToken: 0 });
+    const paidFetch = wrapFetch(shop.fetch, { accept, lightning: shop.payer });
+    const refused = await caught(paidFetch(url));
+    expect(refused).toBeInstanceOf(PaymentRefusedError);
+    expect(refused).toMatchObject({
+      code: "payment_refused",
+      status: 402,
+      reason: "l402_requests_exhausted",
+    });
+    expect(shop.payments()).toBe(1);
+  });
+
+  it("a payer that paid but answers without the invoice's preimage: outcome unknown, counted, never a bad token", async () => {
     const shop = toyShop({ requestsPerToken: 1 });
-    // A payer whose preimages the shop does not take (another's): each paid retry is refused.
+    const budget = createBudget({ [asset]: priceMsat });
+    const wrong = "11".repeat(32);
     const lying: LightningPayer = {
       feeMsatMax: () => 0n,
       async payInvoice(params) {
         await shop.payer.payInvoice(params);
-        return { preimage: "11".repeat(32), feeMsat: 0n };
+        return { preimage: wrong, feeMsat: 0n };
       },
     };
-    const paidFetch = wrapFetch(shop.fetch, { accept, lightning: lying });
-    const refused = await caught(paidFetch(url));
-    expect(refused).toBeInstanceOf(PaymentRefusedError);
-    expect(refused).toMatchObject({ code: "payment_refused", status: 402, reason: "l402_preimage_mismatch" });
+    const paidFetch = wrapFetch(shop.fetch, { accept, lightning: lying, budget });
+    const unknown = await caught(paidFetch(url));
+    expect(unknown).toBeInstanceOf(PaymentOutcomeUnknownError);
+    expect((unknown as Error).message).not.toContain(wrong);
+    // The shop never saw a credential (no refusal), and the payment stays counted: the next is refused.
+    expect(shop.refusals).toEqual([]);
+    expect(budget.remaining(asset)).toBe(0n);
+    expect(await caught(paidFetch(url))).toBeInstanceOf(BudgetExceededError);
     expect(shop.payments()).toBe(1);
+  });
+
+  it("takes the invoice's preimage as 0x-prefixed hex or base64, as wallets give it", async () => {
+    for (const encode of [
+      (hex: string) => `0x${hex}`,
+      (hex: string) => Buffer.from(hex, "hex").toString("base64"),
+    ]) {
+      const shop = toyShop({ requestsPerToken: 1 });
+      const payer: LightningPayer = {
+        feeMsatMax: () => 0n,
+        async payInvoice(params) {
+          const paid = await shop.payer.payInvoice(params);
+          return { preimage: encode(paid.preimage), feeMsat: 0n };
+        },
+      };
+      expect((await wrapFetch(shop.fetch, { accept, lightning: payer })(url)).status).toBe(200);
+      expect(shop.served()).toBe(1);
+    }
   });
 
   it("a paid retry that fails to send keeps its token: the borrower and the next request use it, one payment", async () => {
@@ -206,5 +260,97 @@ describe("wrapFetch and a counted L402 token used up", () => {
     expect(shop.served()).toBe(2);
     // The server never answered the request that paid: no payment is reported as taken.
     expect(payments).toEqual([]);
+  });
+});
+
+describe("wrapFetch's edges", () => {
+  it("requests that waited on a payment that failed pay once between them, not once each", async () => {
+    const shop = toyShop({ requestsPerToken: 10 });
+    let release: () => void = () => {};
+    const firstAsked = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The 2nd and 3rd requests' 402s arrive once the first request's payment has begun.
+    let sends = 0;
+    const transport = async (request: Request) => {
+      sends += 1;
+      const n = sends;
+      const answer = await shop.fetch(request);
+      if (n === 2 || n === 3) await firstAsked;
+      return answer;
+    };
+    let asked = 0;
+    const payer: LightningPayer = {
+      feeMsatMax: () => 0n,
+      async payInvoice(params) {
+        asked += 1;
+        if (asked > 1) return shop.payer.payInvoice(params);
+        release();
+        await new Promise((resolve) => setTimeout(resolve, 20)); // the others now wait on this payment
+        throw new Error("no route");
+      },
+    };
+    const paidFetch = wrapFetch(transport, { accept, lightning: payer });
+    const [first, second, third] = await Promise.allSettled([paidFetch(url), paidFetch(url), paidFetch(url)]);
+    expect(first).toMatchObject({ status: "rejected", reason: { code: "payer_failed" } });
+    for (const other of [second, third]) expect(other.status === "fulfilled" && other.value.status).toBe(200);
+    expect(shop.payments()).toBe(1);
+  });
+
+  it("a cached token answered 401 is dropped and the request paid afresh, not refused until it expires", async () => {
+    const shop = toyShop({ requestsPerToken: 10 });
+    const paidFetch = wrapFetch(shop.fetch, { accept, lightning: shop.payer });
+    expect((await paidFetch(url)).status).toBe(200);
+    shop.revokeAll();
+    expect((await paidFetch(url)).status).toBe(200);
+    expect((await paidFetch(url)).status).toBe(200);
+    expect(shop.payments()).toBe(2);
+    expect(shop.served()).toBe(3);
+  });
+
+  it("a 402 reached through a redirect to another origin is returned unpaid", async () => {
+    const shop = toyShop({ requestsPerToken: 1 });
+    const elsewhere = "http://elsewhere.test/weather";
+    const transport = async (request: Request) => {
+      const answer = await shop.fetch(request);
+      if (answer.status !== 402) return answer;
+      // What fetch hands back after following a redirect: the final answer, marked redirected, with its URL.
+      const redirected = new Response(answer.body, answer);
+      Object.defineProperties(redirected, { redirected: { value: true }, url: { value: elsewhere } });
+      return redirected;
+    };
+    const answer = await wrapFetch(transport, { accept, lightning: shop.payer })(url);
+    expect(answer.status).toBe(402);
+    expect(shop.payments()).toBe(0);
+  });
+
+  it("a WebLN wallet that paid but gave no usable preimage keeps its payment counted", async () => {
+    const shop = toyShop({ requestsPerToken: 1 });
+    const budget = createBudget({ [asset]: priceMsat * 2n });
+    let sent = 0;
+    const paidFetch = wrapFetch(shop.fetch, {
+      accept,
+      budget,
+      lightning: weblnPayer({
+        async sendPayment(invoice) {
+          sent += 1;
+          await shop.payer.payInvoice({ invoice, amountMsat: priceMsat, feeMsatMax: 0n });
+          return { preimage: "" }; // a wallet reporting a payment still pending
+        },
+      }),
+    });
+    expect(await caught(paidFetch(url))).toMatchObject({ code: "payment_outcome_unknown" });
+    expect(budget.remaining(asset)).toBe(priceMsat);
+    expect(await caught(paidFetch(url))).toMatchObject({ code: "payment_outcome_unknown" });
+    expect(await caught(paidFetch(url))).toBeInstanceOf(BudgetExceededError);
+    expect(sent).toBe(2);
+  });
+
+  it("LND's failures that leave nothing sent give the reservation back; a broken stream does not", () => {
+    expect(lndPaymentFailed([503, "PaymentPathfindingFailedToFindPossibleRoute"])).toBe(true);
+    expect(lndPaymentFailed([503, "PaymentRejectedByDestination"])).toBe(true);
+    expect(lndPaymentFailed([400, "ExpectedPaymentRequestToPayViaPaymentRequest"])).toBe(true);
+    expect(lndPaymentFailed([503, "UnexpectedPaymentError", { err: { details: "EOF" } }])).toBe(false);
+    expect(lndPaymentFailed({ message: "socket hang up" })).toBe(false);
   });
 });

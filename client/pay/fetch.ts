@@ -6,10 +6,19 @@
 // costs is reserved in the budget before the payer is asked, so concurrent requests cannot together overspend; a
 // payer that fails gives its reservation back; an authorization or an invoice handed over stays spent, whatever the
 // server answers. A paid L402 token is dropped only when the server refuses it (402, 401): a paid retry that could
-// not be sent still leaves its token cached and handed to the requests waiting for it.
-import { randomBytes } from "node:crypto";
+// not be sent still leaves its token cached and handed to the requests waiting for it; a cached token answered 401
+// is dropped and the request sent again without it. A 402 reached through a redirect to another origin is returned
+// unpaid. A payer that may have paid without a usable preimage keeps its payment counted (payment_outcome_unknown).
+import { createHash, randomBytes } from "node:crypto";
+import { parseBolt11 } from "../../core/bolt11.ts";
 import { type Budget, type Reservation, unlimitedReservation } from "./budget.ts";
-import { BudgetExceededError, PayError, PayerFailedError, PaymentRefusedError } from "./errors.ts";
+import {
+  BudgetExceededError,
+  PayError,
+  PayerFailedError,
+  PaymentOutcomeUnknownError,
+  PaymentRefusedError,
+} from "./errors.ts";
 import {
   createL402TokenCache,
   type L402Token,
@@ -107,7 +116,14 @@ export function wrapFetch(
       if (pending !== undefined) await pending.catch(ignoreOtherRequestsFailure);
       token = tokens.get(scope, now());
     }
-    const first = await send(token === null ? request.clone() : withAuthorization(request.clone(), token));
+    let first = await send(token === null ? request.clone() : withAuthorization(request.clone(), token));
+    if (token !== null && first.status === 401) {
+      // The server no longer takes the cached token (revoked, or its root key rotated): forgotten, and the request
+      // sent once more without it, so that its 402 is paid afresh rather than every request refused until expiry.
+      tokens.drop(scope, token);
+      token = null;
+      first = await send(request.clone());
+    }
     return answer402({ request, url, scope, mayUseL402, answer: first, token, mayBorrow: true });
   };
 
@@ -129,6 +145,10 @@ export function wrapFetch(
   }): Promise<Response> {
     const { request, url, scope, answer, token } = attempt;
     if (answer.status !== 402) return answer;
+    // A 402 from another origin than the request's (a redirect followed) is returned unpaid: its payment would be
+    // retried at the URL the caller named, whose redirect strips the credential, and a token bought there would be
+    // sent to the first origin. Call the URL that answers 402.
+    if (answer.redirected && answer.url !== "" && new URL(answer.url).origin !== url.origin) return answer;
     if (token !== null) tokens.drop(scope, token);
 
     const body = await readBody(answer.clone());
@@ -145,7 +165,12 @@ export function wrapFetch(
       payable: (kind) => (kind === "x402" ? options.evm !== undefined : options.lightning !== undefined),
     });
     if (candidates[0]!.offer.kind === "l402" && attempt.mayBorrow) {
-      const borrowed = await otherToken(scope, token);
+      // Looked for again after each wait, right before paying (no await between the last look and payL402's
+      // registration of its payment): requests that waited on a payment that failed pay once between them.
+      const failed = new Set<Promise<L402Token>>();
+      let borrowed: L402Token | null = null;
+      do borrowed = await otherToken(scope, token, failed);
+      while (borrowed === null && anotherToken(scope, token, failed));
       if (borrowed !== null) {
         const again = await send(withAuthorization(request.clone(), borrowed));
         if (again.status === 401) await refuseToken(again, borrowed, scope);
@@ -162,15 +187,29 @@ export function wrapFetch(
    * Another request's token to this scope: one cached after `spent` was sent (its 402 was on its way while the
    * other request paid), or the one an L402 payment in flight is buying; null when there is none.
    */
-  async function otherToken(scope: string, spent: L402Token | null): Promise<L402Token | null> {
+  async function otherToken(
+    scope: string,
+    spent: L402Token | null,
+    failed: Set<Promise<L402Token>>,
+  ): Promise<L402Token | null> {
     const cached = tokens.get(scope, now());
     if (cached !== null && cached !== spent) return cached;
     const pending = inFlight.get(scope);
-    if (pending === undefined) return null;
-    return pending.then(
-      (paid) => paid,
+    if (pending === undefined || failed.has(pending)) return null;
+    const paid = await pending.then(
+      (token) => token,
       () => null,
     );
+    if (paid === null) failed.add(pending);
+    return paid;
+  }
+
+  /** Whether otherToken would find a token, or a payment to wait for, now. */
+  function anotherToken(scope: string, spent: L402Token | null, failed: Set<Promise<L402Token>>): boolean {
+    const cached = tokens.get(scope, now());
+    if (cached !== null && cached !== spent) return true;
+    const pending = inFlight.get(scope);
+    return pending !== undefined && !failed.has(pending);
   }
 
   async function payX402(
@@ -242,15 +281,18 @@ export function wrapFetch(
           feeMsatMax,
         });
       } catch (error) {
-        reservation.release();
+        // A payment that may have left stays counted; only one the payer says failed gives its reservation back.
+        if (error instanceof PaymentOutcomeUnknownError) reservation.commit();
+        else reservation.release();
         throw error instanceof PayError
           ? error
           : new PayerFailedError("The Lightning payer could not pay the invoice", { cause: error });
       }
-      if (!/^[0-9a-fA-F]{64}$/.test(paid.preimage)) {
+      const preimage = preimageOf(paid.preimage, challenge.invoice);
+      if (preimage === null) {
         reservation.commit();
-        throw new PayerFailedError("The Lightning payer returned no preimage", {
-          details: String(paid.preimage),
+        throw new PaymentOutcomeUnknownError("The Lightning payer answered without the invoice's preimage", {
+          details: shapeOf(paid.preimage),
         });
       }
       feeMsat = clampMsat(paid.feeMsat, feeMsatMax);
@@ -258,7 +300,7 @@ export function wrapFetch(
       const token: L402Token = {
         scheme: challenge.scheme,
         macaroon: challenge.macaroon,
-        preimage: paid.preimage.toLowerCase(),
+        preimage,
         expiresAtMs: macaroonExpiryMs(challenge.macaroon),
       };
       const sent = await sendOutcome(send(withAuthorization(request, token)));
@@ -299,6 +341,28 @@ export function wrapFetch(
       reason: bodyReason(await readBody(answer)),
     });
   }
+}
+
+/**
+ * A payer's preimage as 64 lowercase hex digits — given as hex, 0x-prefixed hex or base64 (LND's REST) — when it is
+ * the invoice's (its SHA-256 is the invoice's payment hash); null otherwise.
+ */
+export function preimageOf(given: unknown, invoice: string): string | null {
+  if (typeof given !== "string") return null;
+  const text = given.startsWith("0x") ? given.slice(2) : given;
+  let bytes: Buffer | null = null;
+  if (/^[0-9a-fA-F]{64}$/.test(text)) bytes = Buffer.from(text, "hex");
+  else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(given)) bytes = Buffer.from(given, "base64");
+  if (bytes === null || bytes.length !== 32) return null;
+  const parsed = parseBolt11(invoice);
+  if (!parsed.ok || createHash("sha256").update(bytes).digest("hex") !== parsed.value.paymentHash)
+    return null;
+  return bytes.toString("hex");
+}
+
+/** What a value that should have been a preimage looked like, without the value (it may be a secret after all). */
+function shapeOf(value: unknown): string {
+  return typeof value === "string" ? `a string of ${value.length} characters` : `a ${typeof value}`;
 }
 
 /** A request sent: the server's answer, or what the fetch threw (network error, timeout, abort). */

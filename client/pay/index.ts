@@ -9,7 +9,8 @@
 //   const response = await paidFetch("https://api.example/report");
 //
 // A 402 that is not paid, or a paid retry the server refuses, throws a PayError whose `code` is one of
-// budget_exceeded, amount_over_limit, no_acceptable_offer, payment_refused, malformed_challenge, payer_failed.
+// budget_exceeded, amount_over_limit, no_acceptable_offer, payment_refused, malformed_challenge, payer_failed,
+// payment_outcome_unknown.
 export { type Budget, createBudget, type Reservation } from "./budget.ts";
 export {
   AmountOverLimitError,
@@ -19,6 +20,7 @@ export {
   PayError,
   type PayErrorCode,
   PayerFailedError,
+  PaymentOutcomeUnknownError,
   PaymentRefusedError,
 } from "./errors.ts";
 export {

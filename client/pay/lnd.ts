@@ -1,7 +1,8 @@
 // An LND node as a Lightning payer, through the `lightning` package: `pay` with the invoice and a fee ceiling.
 // The package (gRPC) is loaded on the first payment, so the rest of the SDK does not need it.
-import type { AuthenticatedLnd, PayResult } from "lightning";
-import { PayerFailedError } from "./errors.ts";
+import type { AuthenticatedLnd, GetPaymentResult, PayResult } from "lightning";
+import { parseBolt11 } from "../../core/bolt11.ts";
+import { PayerFailedError, PaymentOutcomeUnknownError } from "./errors.ts";
 import type { LightningPayer } from "./payers.ts";
 
 /** How long LND may look for a route by default (ms). */
@@ -22,7 +23,7 @@ export function lndPayer(params: LndPayerParams): LightningPayer {
   return {
     feeMsatMax,
     async payInvoice({ invoice, feeMsatMax: ceiling }) {
-      const { pay } = await import("lightning");
+      const { getPayment, pay } = await import("lightning");
       let paid: PayResult;
       try {
         paid = await pay({
@@ -32,14 +33,66 @@ export function lndPayer(params: LndPayerParams): LightningPayer {
           pathfinding_timeout: params.pathfindingTimeoutMs ?? lndPathfindingTimeoutMsDefault,
         });
       } catch (error) {
-        throw new PayerFailedError("LND could not pay the invoice", {
-          details: lndText(error),
-          cause: error,
-        });
+        if (lndPaymentFailed(error))
+          throw new PayerFailedError("LND could not pay the invoice", {
+            details: lndText(error),
+            cause: error,
+          });
+        // The stream broke, or LND refused for a reason of its own (the invoice paid already): what LND recorded
+        // of the payment says whether it left.
+        const hash = parseBolt11(invoice);
+        let status: GetPaymentResult | null = null;
+        if (hash.ok)
+          try {
+            status = await getPayment({ lnd: params.lnd, id: hash.value.paymentHash });
+          } catch (lookup) {
+            if (Array.isArray(lookup) && lookup[1] === "SentPaymentNotFound")
+              throw new PayerFailedError("LND could not pay the invoice", {
+                details: lndText(error),
+                cause: error,
+              });
+          }
+        if (status?.is_confirmed === true && status.payment !== undefined)
+          return { preimage: status.payment.secret, feeMsat: BigInt(status.payment.fee_mtokens) };
+        if (status?.is_failed === true)
+          throw new PayerFailedError("LND could not pay the invoice", {
+            details: lndText(error),
+            cause: error,
+          });
+        throw new PaymentOutcomeUnknownError(
+          status?.is_pending === true
+            ? "LND is still paying the invoice"
+            : "LND may have paid the invoice: its payment stream broke",
+          { details: lndText(error), cause: error },
+        );
       }
       return { preimage: paid.secret, feeMsat: BigInt(paid.fee_mtokens) };
     },
   };
+}
+
+/**
+ * The failures `pay` reports once nothing can have left the node: a request refused before sending (4xx, an
+ * unsupported feature: 501; thrown Errors are its checks of the arguments), or a payment LND reports failed for
+ * good. Anything else (`UnexpectedPaymentError`: the gRPC stream broke, or LND refused for a reason of its own,
+ * such as the invoice being paid already) leaves the payment's fate unknown.
+ */
+const lndFinalFailures = new Set([
+  "PaymentExecutionCanceled",
+  "InsufficientBalanceToAttemptPayment",
+  "PaymentRejectedByDestination",
+  "PaymentAttemptsTimedOut",
+  "PaymentPathfindingFailedToFindPossibleRoute",
+  "FailedToFindPayableRouteToDestination",
+]);
+
+export function lndPaymentFailed(error: unknown): boolean {
+  if (error instanceof Error) return true;
+  if (!Array.isArray(error)) return false;
+  const [status, code] = error as [unknown, unknown];
+  if (typeof status === "number" && status >= 400 && status < 500) return true;
+  if (status === 501) return true;
+  return typeof code === "string" && lndFinalFailures.has(code);
 }
 
 /** What `lightning` rejected with ([code, message, details] arrays), in one line. */
