@@ -286,6 +286,14 @@ async function checkFields(
         message: `payee ${share.payeeId} has no account method in ${lacking}, which an offer is paid in`,
         param: `split.${index}.payee`,
       };
+    const shared = split.find((other) => assetCodes.some((code) => other.accounts[code] === resolved[code]));
+    if (shared !== undefined)
+      return {
+        ok: false,
+        refusal: "paywall_split_invalid",
+        message: `payees ${shared.payeeId} and ${share.payeeId} are paid to the same account: name it once, with both shares`,
+        param: `split.${index}.payee`,
+      };
     split.push({ payeeId: share.payeeId, basisPoints: share.basisPoints, accounts: resolved });
   }
   return { ok: true, accounts, split };

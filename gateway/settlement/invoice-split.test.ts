@@ -161,6 +161,24 @@ describe("an invoice with a split", () => {
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
+  it("a split naming one account twice (two payees paid to one account) gives it both shares in one transfer", async () => {
+    const settlement = deps();
+    const created = await createInvoice(settlement, {
+      ...params,
+      split: [
+        { accountId: "acct_payee_a", basisPoints: 2_500 },
+        { accountId: "acct_payee_b", basisPoints: 100 },
+        { accountId: "acct_payee_a", basisPoints: 1_000 },
+      ],
+    });
+    if (!created.ok) throw new Error(created.message);
+    const before = await balances();
+    const event = { rail: "toy", reference: created.invoice.id, amount: 10_000n, evidence };
+    expect(await applyReceived(settlement, event)).toBe("applied");
+    expect(delta(await balances(), before)).toEqual({ seller: 6_400n, a: 3_500n, b: 100n });
+    expect(await ledgerInvariantProblems(db)).toEqual([]);
+  });
+
   it("refuses a split to an account of another tenant or another asset, writing nothing", async () => {
     const [before] = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM invoices");
     const stranger = await createInvoice(deps(), {

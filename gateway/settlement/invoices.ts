@@ -192,6 +192,18 @@ export type CreateInvoiceParams = {
   split?: InvoiceSplit;
 };
 
+/**
+ * A split with each account once, its basis points summed (in the order each account first came): every share of a
+ * receipt is a transfer named after the receipt and its account, so two shares to one account (two payees paid to
+ * the same account) would be one id twice, and the receipt's credit refused for ever.
+ */
+export function mergedSplit(split: InvoiceSplit): InvoiceSplit {
+  const merged = new Map<string, number>();
+  for (const share of split)
+    merged.set(share.accountId, (merged.get(share.accountId) ?? 0) + share.basisPoints);
+  return [...merged].map(([accountId, basisPoints]) => ({ accountId, basisPoints }));
+}
+
 /** The most basis points a split may give away: all of it. */
 const splitBasisPointsMax = 10_000;
 
@@ -342,7 +354,7 @@ export async function createInvoice(
       param: offer.code === "amount_too_large" ? "amount" : "rail",
     };
   const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
-  const split = params.split === undefined || params.split.length === 0 ? null : params.split;
+  const split = params.split === undefined || params.split.length === 0 ? null : mergedSplit(params.split);
   const [written] = await deps.db
     .query<{ created_at: Date }>(
       `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, rail_reference, instructions, expires_at, split)

@@ -265,6 +265,30 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     ]);
   });
 
+  it("refuses a split whose payees are paid to the same account, which would credit one account twice", async () => {
+    const methods = [
+      { type: "account", account: app.demo!.customer.id },
+      { type: "account", account: app.demo!.btc.id },
+    ];
+    const first = await call("POST", "/v1/payees", { name: "One", methods });
+    const second = await call("POST", "/v1/payees", { name: "Same account", methods });
+    const before = await count();
+    const refused = await call("POST", "/v1/paywalls", {
+      ...body(),
+      resource: "/split-twice",
+      split: [
+        { payee: first.body.id, basis_points: 1_000 },
+        { payee: second.body.id, basis_points: 1_000 },
+      ],
+    });
+    expect([refused.status, refused.body.error.code, refused.body.error.param]).toEqual([
+      400,
+      "paywall_split_invalid",
+      "split.1.payee",
+    ]);
+    expect(await count()).toBe(before);
+  });
+
   describe("in front of a tenant's app", () => {
     let paywallId: string;
     beforeAll(async () => {
