@@ -121,7 +121,7 @@ describe("rail store", () => {
         () => settled.push(label),
         (error: unknown) => settled.push(`${label}: ${(error as Error).name}`),
       );
-    // Neither an outcome nor an invoice waits for the disk.
+    // A settle index does not wait for the disk (LND replays from an older one).
     await store.append({ t: "settle_index", value: 1 });
     expect(syncs).toHaveLength(0);
     const first = appending("a1", attempt("a1"));
@@ -149,6 +149,20 @@ describe("rail store", () => {
     syncs[2]!.done();
     await fourth;
     expect(settled.at(-1)).toBe("a4");
+    // An invoice's line waits for the disk too: the invoice is handed out only once a restart will know it as ours
+    // (a paid invoice the journal lost would be taken for another's, and never credited).
+    const invoice = appending("i1", {
+      t: "invoice",
+      paymentHash: "02".repeat(32),
+      reference: "inv_synced",
+      expiresAtMs: 2_000_000_000_000,
+    });
+    await Promise.resolve();
+    expect(syncs).toHaveLength(4);
+    expect(settled.at(-1)).toBe("a4");
+    syncs[3]!.done();
+    await invoice;
+    expect(settled.at(-1)).toBe("i1");
     await store.close();
   });
 

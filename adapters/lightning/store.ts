@@ -78,8 +78,10 @@ export type LightningRailStore = {
   load(): Promise<RailState>;
   /**
    * Appends the records in order, whole (a file: in one write). An attempt's record is the write-ahead of a
-   * payment: the append returns once it is durable (a file: synced to the disk), so that a machine that loses its
-   * page cache still knows the payment it sent. Other records may be lost in a crash: the rail asks LND again.
+   * payment, an invoice's the mapping of a payment hash to the gateway's invoice: the append returns once it is
+   * durable (a file: synced to the disk), so that a machine that loses its page cache still knows the payment it
+   * sent, and takes a paid invoice of its own for its own (one it forgot would be taken for another's, never
+   * credited). Other records may be lost in a crash: the rail asks LND again.
    */
   append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
@@ -332,7 +334,7 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
     },
     async append(...records) {
       write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
-      if (records.some((record) => record.t === "attempt")) await durable();
+      if (records.some((record) => record.t === "attempt" || record.t === "invoice")) await durable();
     },
     async close() {
       const closing = descriptor;
