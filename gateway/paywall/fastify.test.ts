@@ -88,13 +88,16 @@ function rawStatus(port: number, target: string, host: string): Promise<number> 
 describe("the path the paywall reads is the one Fastify routes on", () => {
   it("a Host with a path in it, or an absolute-form target, does not make a paid route free (it did)", async () => {
     // The core's own reading of a URL, as the gateway's paywall does: /paid/report is priced, /free is not.
-    const walls = [{ resource: "/paid/report" }, { resource: "/free" }] as unknown as Parameters<
-      typeof matchPaywall
-    >[0];
+    const walls = [
+      { resource: "/paid/report" },
+      { resource: "/free" },
+      { resource: "/" },
+    ] as unknown as Parameters<typeof matchPaywall>[0];
     const seen: string[] = [];
     const paywall: PaywallCheck = async (request) => {
       seen.push(request.url);
-      return matchPaywall(walls, pathOf(request.url))?.resource === "/paid/report"
+      const resource = matchPaywall(walls, pathOf(request.url))?.resource;
+      return resource === "/paid/report" || resource === "/"
         ? { kind: "challenge", status: 402, headers: [], body: {} }
         : { kind: "free" };
     };
@@ -102,6 +105,7 @@ describe("the path the paywall reads is the one Fastify routes on", () => {
     await app.register(switchyardPaywall, { paywall });
     app.get("/paid/report", async () => ({ report: "the paid content" }));
     app.get("/free", async () => ({ free: true }));
+    app.get("/", async () => ({ home: "paid too" }));
     await app.listen({ port: 0, host: "127.0.0.1" });
     try {
       const { port } = app.server.address() as { port: number };
@@ -112,6 +116,11 @@ describe("the path the paywall reads is the one Fastify routes on", () => {
         ["/paid/report", "x/free#"],
         ["http://evil/paid/report", "x"],
         ["http://evil?/paid/report", "x"],
+        // The router takes the scheme in any case, and a target with no path (or its query first) as /.
+        ["HTTP://evil/paid/report", "x"],
+        ["Https://evil/paid/report", "x"],
+        ["http://evil", "x"],
+        ["http://evil?/free", "x"],
       ] as const)
         expect(await rawStatus(port, target, host), `GET ${target} with Host ${host}`).toBe(402);
       // A plain Host still names the resource's origin (a name with an underscore too); another is left out rather

@@ -33,8 +33,26 @@ export type SwitchyardPaywallOptions = {
  */
 const plainHost = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
-/** What Fastify's router (find-my-way) takes off an absolute-form target (`GET http://host/path`) before routing. */
-const absoluteForm = /^https?:\/\/.*?\//;
+/**
+ * The path Fastify's router (find-my-way) routes an absolute-form target (`GET http://host/path`) on: the scheme
+ * http or https in any case, the authority up to the first `/` or `?`, then the path (`/` when there is none, the
+ * query after `/` when it comes first). Anything else is left as it came (the router then matches no route, or
+ * refuses the target as a bad URL).
+ */
+export function routedTarget(target: string): string {
+  if (target.startsWith("/")) return target;
+  const schemeEnd = target.indexOf("://");
+  if (schemeEnd < 0) return target;
+  const scheme = target.slice(0, schemeEnd).toLowerCase();
+  if (scheme !== "http" && scheme !== "https") return target;
+  const authorityStart = schemeEnd + 3;
+  const slash = target.indexOf("/", authorityStart);
+  const question = target.indexOf("?", authorityStart);
+  const ends = [slash, question].filter((at) => at >= 0);
+  if (ends.length === 0) return "/";
+  const end = Math.min(...ends);
+  return end === slash ? target.slice(end) : `/${target.slice(end)}`;
+}
 
 /**
  * The framework-free request of a Fastify one. Its URL's path is the one Fastify routes on: an absolute-form target
@@ -44,7 +62,7 @@ const absoluteForm = /^https?:\/\/.*?\//;
  * (and without publicOrigin) the URL is the path alone.
  */
 export function paywallRequestOf(request: FastifyRequest, publicOrigin?: string): PaywallRequest {
-  const target = request.url.startsWith("/") ? request.url : request.url.replace(absoluteForm, "/");
+  const target = routedTarget(request.url);
   const path = target.startsWith("/") ? target : `/${target}`;
   const origin =
     publicOrigin ?? (plainHost.test(request.host) ? `${request.protocol}://${request.host}` : "");
