@@ -45,6 +45,7 @@ export {
   paywallResourcePattern,
   paywallSplitSharesMax,
   paywallsListLimitMax,
+  paywallsPerTenantMax,
   paywallTokenLifetimeSecondsDefault,
   paywallTokenLifetimeSecondsMax,
   tenantPaywalls,

@@ -6,7 +6,7 @@
 // resource and the split's sum first (no store asked), then the offers against the schemes, then the accounts,
 // then the split's payees.
 import { type Asset, assetByCode, basisPointsTotal } from "../../core/index.ts";
-import { type Sql, serverSqlState } from "../db/index.ts";
+import { type Db, type Sql, serverSqlState } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
 import type { PaymentScheme } from "./scheme.ts";
 
@@ -46,7 +46,8 @@ export type PaywallErrorCode =
   | "paywall_scheme_unavailable"
   | "paywall_account_missing"
   | "paywall_split_invalid"
-  | "paywall_verdict_not_found";
+  | "paywall_verdict_not_found"
+  | "paywalls_too_many";
 
 export const paywallErrorStatus: Record<PaywallErrorCode, number> = {
   paywall_not_found: 404,
@@ -55,6 +56,7 @@ export const paywallErrorStatus: Record<PaywallErrorCode, number> = {
   paywall_account_missing: 400,
   paywall_split_invalid: 400,
   paywall_verdict_not_found: 404,
+  paywalls_too_many: 409,
 };
 
 export type PaywallRefusal =
@@ -73,7 +75,7 @@ export type PaywallResult =
   | { ok: false; refusal: PaywallRefusal; message: string; param?: string };
 
 export type PaywallsDeps = {
-  sql: Sql;
+  sql: Db;
   accounts: {
     tenantAccount(params: { tenantId: string; id: string }): Promise<{ id: string; asset: Asset } | null>;
   };
@@ -340,12 +342,32 @@ export async function addPaywall(
   if (!checked.ok) return checked;
   const nowMs = deps.nowMs();
   try {
-    const rows = await deps.sql.query<PaywallRow>(
-      `INSERT INTO paywalls (${columns})
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING ${columns}`,
-      [newId("pwl", nowMs), params.tenantId, ...fieldValues(fields, checked), new Date(nowMs).toISOString()],
-    );
-    return { ok: true, paywall: fromRow(rows[0]!) };
+    return await deps.sql.transaction(async (tx): Promise<PaywallResult> => {
+      // The tenant's row locked, so that two at once cannot both take the last place: a request is matched
+      // against at most paywallsPerTenantMax paywalls (tenantPaywalls), and one past them would be served free.
+      await tx.query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", [params.tenantId]);
+      const [held] = await tx.query<{ count: number }>(
+        "SELECT count(*)::int AS count FROM paywalls WHERE tenant_id = $1",
+        [params.tenantId],
+      );
+      if (Number(held!.count) >= paywallsPerTenantMax)
+        return {
+          ok: false,
+          refusal: "paywalls_too_many",
+          message: `a tenant has at most ${paywallsPerTenantMax} paywalls: delete one, or cover several resources with a prefix (/reports/*)`,
+        };
+      const rows = await tx.query<PaywallRow>(
+        `INSERT INTO paywalls (${columns})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING ${columns}`,
+        [
+          newId("pwl", nowMs),
+          params.tenantId,
+          ...fieldValues(fields, checked),
+          new Date(nowMs).toISOString(),
+        ],
+      );
+      return { ok: true, paywall: fromRow(rows[0]!) };
+    });
   } catch (error) {
     if (isUniqueViolation(error)) return taken(fields.resource);
     throw error;
@@ -363,7 +385,7 @@ export async function getPaywall(
   return rows[0] === undefined ? null : fromRow(rows[0]);
 }
 
-/** Every paywall of the tenant, for matching requests (bounded by paywallsPerTenantMax at creation time). */
+/** Every paywall of the tenant, for matching requests (at most paywallsPerTenantMax: addPaywall refuses more). */
 export async function tenantPaywalls(sql: Sql, params: { tenantId: string }): Promise<Paywall[]> {
   const rows = await sql.query<PaywallRow>(
     `SELECT ${columns} FROM paywalls WHERE tenant_id = $1 ORDER BY id LIMIT ${paywallsPerTenantMax}`,

@@ -19,10 +19,12 @@ import {
   type Paywall,
   type PaywallCheck,
   type PriceLocks,
+  paywallsPerTenantMax,
   pendingVerdictsPerTenantMax,
   remotePaywall,
   splitShares,
   switchyardPaywall,
+  tenantPaywalls,
 } from "../../gateway/paywall/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { testConfig } from "../support/config.ts";
@@ -263,6 +265,41 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       { accountId: "acct_seller", amount: 7_501n },
       { accountId: "acct_p", amount: 2_500n },
     ]);
+  });
+
+  it("refuses a paywall past the most a request is matched against, which would be served free", async () => {
+    const created = await call("POST", "/v1/paywalls", { ...body(), resource: "/bulk/template" });
+    expect(created.status).toBe(201);
+    const held = async () =>
+      Number(
+        (
+          await app.db.query<{ n: number }>("SELECT count(*)::int AS n FROM paywalls WHERE tenant_id = $1", [
+            tenantId,
+          ])
+        )[0]!.n,
+      );
+    // Copies of it up to one short of the most.
+    await app.db.query(
+      `INSERT INTO paywalls (id, tenant_id, resource, description, mime_type, price_asset, price_amount, offers,
+         accounts, split, token_lifetime_seconds, token_requests_max, metadata, created_at, updated_at)
+       SELECT 'pwl_bulk' || n, tenant_id, '/bulk/' || n, description, mime_type, price_asset, price_amount, offers,
+         accounts, split, token_lifetime_seconds, token_requests_max, metadata, created_at, updated_at
+       FROM paywalls, generate_series(1, $2::int - $3::int - 1) AS n WHERE id = $1`,
+      [created.body.id, paywallsPerTenantMax, await held()],
+    );
+    try {
+      expect(await held()).toBe(paywallsPerTenantMax - 1);
+      const last = await call("POST", "/v1/paywalls", { ...body(), resource: "/bulk/last" });
+      expect(last.status).toBe(201);
+      const past = await call("POST", "/v1/paywalls", { ...body(), resource: "/bulk/past" });
+      expect([past.status, past.body.error.code]).toEqual([409, "paywalls_too_many"]);
+      expect(await held()).toBe(paywallsPerTenantMax);
+      // Every one of them is matched: the newest too.
+      const matched = await tenantPaywalls(app.db, { tenantId });
+      expect(matched.map((paywall) => paywall.resource)).toContain("/bulk/last");
+    } finally {
+      await app.db.query("DELETE FROM paywalls WHERE tenant_id = $1 AND resource LIKE '/bulk/%'", [tenantId]);
+    }
   });
 
   it("refuses a split whose payees are paid to the same account, which would credit one account twice", async () => {

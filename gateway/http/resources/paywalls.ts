@@ -47,6 +47,7 @@ const paywallFieldRefusals = everyMember<
   paywall_scheme_unavailable: true,
   paywall_account_missing: true,
   paywall_split_invalid: true,
+  paywalls_too_many: true,
   account_not_found: true,
   payee_not_found: true,
   unknown_asset: true,
