@@ -2,7 +2,7 @@
 export { caveatServiceName, judgeCaveats, mintCaveats } from "./caveats.ts";
 export { carriesL402, challengeLines, credentialLimits, parseCredentials } from "./header.ts";
 export { decodeIdentifier, encodeIdentifier, type L402Identifier, rootKeyId } from "./identifier.ts";
-export { attenuateMacaroon, mintMacaroon, readMacaroon } from "./macaroon.ts";
+export { attenuateMacaroon, macaroonCaveatsMax, mintMacaroon, readMacaroon } from "./macaroon.ts";
 export {
   createL402Scheme,
   L402Error,

@@ -31,6 +31,7 @@ import {
   encodeIdentifier,
   judgeCaveats,
   l402TokenGraceMs,
+  macaroonCaveatsMax,
   mintCaveats,
   mintMacaroon,
   parseCredentials,
@@ -484,6 +485,29 @@ describe("the scheme", () => {
     expect(code(await verify(l402, token))).toBe("l402_requests_exhausted");
     // The original still has its other two.
     expect(code(await verify(l402, `L402 ${macaroon}:${preimage}`))).toBe("paid");
+  });
+
+  it("refuses one who has not paid before any lookup or HMAC, and a macaroon carrying more caveats than a holder needs", async () => {
+    const a = await challenged();
+    const b = await challenged(a.l402);
+    await pay(a.invoiceId, a.paymentHash);
+    // Another tenant's token (no row here) with the wrong preimage: refused for the preimage, which costs nothing,
+    // before the row is looked for.
+    expect(
+      code(await verify(a.l402, `L402 ${a.macaroon}:${b.preimage}`, { ...resource, tenantId: "ten_other" })),
+    ).toBe("l402_preimage_mismatch");
+    // Caveats appended without a key, each an HMAC to check: past macaroonCaveatsMax, malformed, even when paid.
+    const bytes = Buffer.from(a.macaroon, "base64");
+    const padded = (count: number) =>
+      attenuateMacaroon(
+        bytes,
+        Array.from({ length: count }, (_, i) => `note${i}=x`),
+      );
+    const minted = readMacaroon(bytes)!.conditions.length;
+    const atMost = `L402 ${Buffer.from(padded(macaroonCaveatsMax - minted)).toString("base64")}:${a.preimage}`;
+    expect(code(await verify(a.l402, atMost))).toBe("paid");
+    const past = `L402 ${Buffer.from(padded(macaroonCaveatsMax - minted + 1)).toString("base64")}:${a.preimage}`;
+    expect(code(await verify(a.l402, past))).toBe("l402_malformed");
   });
 
   it("refuses a token once an expiry the holder appended has passed, however the caveat is spaced, after serving it", async () => {

@@ -109,13 +109,23 @@ export type PresentedMacaroon = {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** One V2 binary macaroon, or null when the bytes are not one (or carry caveats that are not UTF-8). */
+/**
+ * The most caveats a presented macaroon may carry: a minted one has a handful, and a holder narrows it with a few
+ * more. Each costs an HMAC to verify, and a holder may append any number without a key.
+ */
+export const macaroonCaveatsMax = 32;
+
+/**
+ * One V2 binary macaroon, or null when the bytes are not one (or carry caveats that are not UTF-8, or more than
+ * macaroonCaveatsMax).
+ */
 export function readMacaroon(bytes: Uint8Array): PresentedMacaroon | null {
   let macaroon: MacaroonObject;
   const conditions: string[] = [];
   let thirdParty = false;
   try {
     macaroon = macaroonLibrary.importMacaroon(bytes);
+    if (macaroon.caveats.length > macaroonCaveatsMax) return null;
     for (const caveat of macaroon.caveats) {
       if (caveat.vid !== undefined) thirdParty = true;
       else conditions.push(utf8.decode(caveat.identifier));

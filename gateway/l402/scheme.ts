@@ -376,13 +376,15 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     if (!offers.some((o) => o.rail === rail))
       return refused("l402_not_offered", `${rail} is not offered here`);
     const { macaroon, identifier, preimagePays, keyId } = presented;
+    // First what costs nothing and needs no secret: one who has not paid the identifier's invoice is refused
+    // before a read of the database or the HMAC chain over caveats a holder may have appended.
+    if (!preimagePays) return refused("l402_preimage_mismatch", "the preimage is not the token's invoice's");
     const { tenantId } = resource;
     const stored = memory.recall(tenantId, keyId) ?? (await readToken(db, { tenantId, keyId }));
     if (stored === null)
       return refused("l402_unknown_token", "no such token here (never issued, or revoked)");
     if (!macaroon.verifies(stored.rootKey))
       return refused("l402_signature_invalid", "the macaroon's signature does not match its caveats");
-    if (!preimagePays) return refused("l402_preimage_mismatch", "the preimage is not the token's invoice's");
     if (stored.paywallId !== resource.paywallId)
       return refused("l402_service_mismatch", "the token was bought for another paywall");
     const judged = judgeRemembered(macaroon.conditions, {
