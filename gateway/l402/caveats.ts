@@ -33,11 +33,15 @@ export type MintedCaveats = {
 
 /**
  * A path as a condition's value: whitespace at its end percent-encoded, since a condition's value is read trimmed
- * (readCondition). Minted as it was, the path `/files/report ` (a request for `/files/report%20`) read back as
- * `/files/report`, and its paid token never opened it.
+ * (readCondition), and so every `%` before it, so that two paths never give one value. Minted as it was, the path
+ * `/files/report ` (a request for `/files/report%20`) read back as `/files/report`, and its paid token never opened
+ * it; with only the whitespace encoded, `/files/report ` and `/files/report%20` (a request for
+ * `/files/report%2520`) gave the same value, and a token for one opened the other.
  */
 function conditionPath(path: string): string {
-  return path.replace(/\s+$/u, (end) => [...end].map((c) => encodeURIComponent(c)).join(""));
+  return path
+    .replaceAll("%", "%25")
+    .replace(/\s+$/u, (end) => [...end].map((c) => encodeURIComponent(c)).join(""));
 }
 
 export function mintCaveats(params: MintedCaveats): string[] {

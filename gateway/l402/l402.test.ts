@@ -113,6 +113,20 @@ describe("caveats", () => {
     }
   });
 
+  it("tell a path with a literal % from the path its percent-encoding would spell (one token opened both)", () => {
+    const terms = (path: string) => ({
+      service: "Weather API",
+      validUntilSeconds: 1_800_000_060,
+      path,
+      requestsMax: null,
+    });
+    const literal = mintCaveats(terms("/files/report%20"));
+    expect(judgeCaveats(literal, at("/files/report%20"))).toEqual({ ok: true, requestsMax: null });
+    expect(judgeCaveats(literal, at("/files/report "))).toMatchObject({ code: "l402_path_mismatch" });
+    const spaced = mintCaveats(terms("/files/report "));
+    expect(judgeCaveats(spaced, at("/files/report%20"))).toMatchObject({ code: "l402_path_mismatch" });
+  });
+
   it("ignore unknown conditions and other services' caveats", () => {
     const extra = [...minted, `preimage=${hash}`, "other_valid_until=1", "whatever"];
     expect(judgeCaveats(extra, at())).toEqual({ ok: true, requestsMax: 5 });
