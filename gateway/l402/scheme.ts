@@ -366,15 +366,15 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     return { requestsMax, lifetimeSeconds };
   }
 
-  async function verify(
+  /** A token is paid for when it is bought: what the resource costs now does not enter into it. */
+  async function verifyPrepaid(
     resource: PricedResource,
-    offers: readonly { rail: string; price: SchemePrice }[],
+    rails: readonly string[],
     request: PaywallRequest,
   ): Promise<SchemeVerdict> {
     const presented = readPresented(request);
     if (!presented.ok) return refused("l402_malformed", presented.message);
-    if (!offers.some((o) => o.rail === rail))
-      return refused("l402_not_offered", `${rail} is not offered here`);
+    if (!rails.includes(rail)) return refused("l402_not_offered", `${rail} is not offered here`);
     const { macaroon, identifier, preimagePays, keyId } = presented;
     // First what costs nothing and needs no secret: one who has not paid the identifier's invoice is refused
     // before a read of the database or the HMAC chain over caveats a holder may have appended.
@@ -425,5 +425,18 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     };
   }
 
-  return { id: "l402", assetFor, carries: carriesL402, challenge, verify, close: () => counter.close() };
+  return {
+    id: "l402",
+    assetFor,
+    carries: carriesL402,
+    challenge,
+    verifyPrepaid,
+    verify: (resource, offers, request) =>
+      verifyPrepaid(
+        resource,
+        offers.map((offer) => offer.rail),
+        request,
+      ),
+    close: () => counter.close(),
+  };
 }

@@ -312,6 +312,10 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
   async function verifyLocked(request: PaywallRequest, paywall: Paywall, group: SchemeGroup) {
     const prices = await locks.current(paywall, [group.asset]);
     const offers = offersAt(group, prices);
+    // No rate to price it now: a token paid for before is still good (verifyPrepaid); a payment still to be made is
+    // refused below, unless the previous window's price was locked.
+    if (offers === null && group.scheme.verifyPrepaid !== undefined)
+      return group.scheme.verifyPrepaid(group.resource, group.rails, request);
     const first =
       offers === null
         ? ({

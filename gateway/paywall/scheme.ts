@@ -109,6 +109,16 @@ export interface PaymentScheme {
     offers: readonly { rail: string; price: SchemePrice }[],
     request: PaywallRequest,
   ): Promise<ChallengePart>;
+  /**
+   * For a scheme whose credential was paid for when it was bought (an L402 token): checks it on those rails without
+   * a price. The paywall asks this when it has no rate to price the resource now, so that a stale rate refuses only
+   * payments still to be made, not tokens already paid.
+   */
+  verifyPrepaid?(
+    resource: PricedResource,
+    rails: readonly string[],
+    request: PaywallRequest,
+  ): Promise<SchemeVerdict>;
   /** Checks the credential the request carries against what `resource` costs on those rails. */
   verify(
     resource: PricedResource,

@@ -74,6 +74,19 @@ function toyScheme(id: "x402" | "l402", asset: (typeof assets)[keyof typeof asse
       };
     },
   };
+  // The toy L402 sells tokens paid before: `x-toy-l402: prepaid` is good without a price (as an L402 token).
+  if (id === "l402")
+    scheme.verifyPrepaid = async (resource, rails, request) =>
+      request.headers[header] === "prepaid" && rails.includes("lightning")
+        ? {
+            kind: "paid",
+            payer: "toy-token",
+            async complete({ served }) {
+              completed.push({ scheme: id, served, accountId: resource.accountId, amount: 0n });
+              return { settled: true, headers: [] };
+            },
+          }
+        : { kind: "refused", refusal: { code: "toy_not_prepaid", message: "no token" } };
   return scheme;
 }
 
@@ -520,6 +533,14 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const retryAfter =
         verdict.kind === "challenge" ? verdict.headers.find(([name]) => name === "Retry-After") : null;
       expect(Number(retryAfter?.[1])).toBeGreaterThan(0);
+      // A token paid for before needs no price: it is served, though a payment still to be made is not.
+      const prepaid = await check({
+        method: "GET",
+        url: "http://shop.test/paid/report",
+        headers: { "x-toy-l402": "prepaid" },
+      });
+      expect(prepaid).toMatchObject({ kind: "paid" });
+      if (prepaid.kind === "paid") await prepaid.complete({ served: true });
     });
 
     it("gives a price lock forgotten past cachedMax back from its row: the price of its window, as another process", async () => {
