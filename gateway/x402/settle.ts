@@ -158,35 +158,42 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       await afterSent(logger, "recording the submission", context, () =>
         record(deps.settlement.db, chain, a, { status: "submitted", txHash }),
       );
-      const mined = await receiptOf(chain, txHash);
-      if (mined === null) {
+      const receipt = await receiptOf(chain, txHash);
+      if (receipt === null) {
         logger.warn(context, "x402 settlement not mined in time; the invoice is credited if it is");
         return refused("unexpected_settle_error", `transaction ${txHash} was not mined in time`, true);
       }
+      // What was mined may be a replacement of what was sent (the send-gas pass raised its fee meanwhile): the record,
+      // the gas and the answer are the mined transaction's.
+      const mined = { ...receipt, context: { txHash: receipt.hash, invoiceId } };
       if (!mined.success) {
-        await afterSent(logger, "recording the revert", context, () =>
+        await afterSent(logger, "recording the revert", mined.context, () =>
           // Its block: another's spend of the authorization (what makes most of these revert) is in it or before.
           record(deps.settlement.db, chain, a, {
             status: "failed",
-            txHash,
+            txHash: mined.hash,
             failure: "reverted",
             spentBlock: mined.block,
           }),
         );
-        await afterSent(logger, "booking the gas", context, () =>
-          bookGas(deps.settlement, chain, txHash, mined.gasWei, logger),
+        await afterSent(logger, "booking the gas", mined.context, () =>
+          bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),
         );
-        return refused("invalid_transaction_state", `transaction ${txHash} reverted`);
+        return refused("invalid_transaction_state", `transaction ${mined.hash} reverted`);
       }
-      await afterSent(logger, "recording the settlement", context, () =>
-        record(deps.settlement.db, chain, a, { status: "settled", txHash, spentBlock: mined.block }),
+      await afterSent(logger, "recording the settlement", mined.context, () =>
+        record(deps.settlement.db, chain, a, {
+          status: "settled",
+          txHash: mined.hash,
+          spentBlock: mined.block,
+        }),
       );
-      await afterSent(logger, "booking the gas", context, () =>
-        bookGas(deps.settlement, chain, txHash, mined.gasWei, logger),
+      await afterSent(logger, "booking the gas", mined.context, () =>
+        bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),
       );
       return {
         ok: true,
-        transaction: txHash,
+        transaction: mined.hash,
         payer: payment.payer,
         network: requirements.network,
         amount: a.value,
@@ -234,13 +241,14 @@ export async function afterSent(
 async function receiptOf(
   chain: X402Chain,
   hash: Hex,
-): Promise<{ success: boolean; gasWei: bigint; block: bigint } | null> {
+): Promise<{ hash: Hex; success: boolean; gasWei: bigint; block: bigint } | null> {
   try {
     const receipt = await chain.publicClient.waitForTransactionReceipt({
       hash,
       timeout: chain.receiptTimeoutMs,
     });
     return {
+      hash: receipt.transactionHash,
       success: receipt.status === "success",
       gasWei: feeWeiOf(receipt),
       block: receipt.blockNumber,

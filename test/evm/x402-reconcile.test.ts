@@ -691,3 +691,46 @@ describe("a transport fault of one transaction's read while the node answers", (
     );
   });
 });
+
+describe("a settlement whose transaction is replaced while the settler waits for its receipt", () => {
+  it("records, books and answers the transaction mined, not the one first sent", async () => {
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const p = await claimed(await payment(await newPayer("replaced while waiting"), 820n));
+    const feesBefore = await feesBooked();
+    await setAutomine(false);
+    let first: Hex;
+    let replacement: Hex;
+    let result: SettleResult;
+    try {
+      const settling = settler.settle(p.claimed, p.requirements);
+      // Sent and recorded: the settler now waits for its receipt.
+      await expect.poll(async () => (await rowOf(p))?.tx_hash ?? null, { timeout: 10_000 }).not.toBeNull();
+      first = (await rowOf(p))!.tx_hash as Hex;
+      // The same transaction at a higher fee, as the send-gas pass's bump sends it.
+      const sent = await gw.chain.publicClient.getTransaction({ hash: first });
+      replacement = await gw.chain.walletClient.sendTransaction({
+        account: gw.chain.walletClient.account,
+        chain: gw.chain.walletClient.chain,
+        to: sent.to!,
+        data: sent.input,
+        nonce: sent.nonce,
+        gas: sent.gas,
+        maxFeePerGas: sent.maxFeePerGas! * 2n,
+        maxPriorityFeePerGas: sent.maxPriorityFeePerGas! * 2n,
+      });
+      expect(replacement).not.toBe(first);
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+      result = await settling;
+    } finally {
+      await setAutomine(true);
+    }
+    if (!result.ok) throw new Error(`not settled: ${result.message}`);
+    expect(result.transaction).toBe(replacement);
+    expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: replacement });
+    const gas = await gasGweiOf(replacement);
+    const [booked] = await gw.app.ledger.lookupTransfers([singleGasId(replacement)]);
+    expect(booked?.amount).toBe(gas);
+    expect(await gw.app.ledger.lookupTransfers([singleGasId(first)])).toHaveLength(0);
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+});
