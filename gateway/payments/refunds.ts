@@ -8,9 +8,8 @@
 //   1. checks that write nothing: the target, what is left of it, the rail's limits, the destination;
 //   2. in one transaction: the ledger's holds for the amount, linked (all or none) — of an invoice whose receipts
 //      were split among payees, one on each payee's account for its part (settlement/split-reversal.ts
-//      takeBackShares: the refund's proportion of what is left to refund, applied to what is left of the payee's
-//      credit from the invoice, floored; the refund that empties the invoice takes all that is left of it; as
-//      Stripe's reverse_transfer) and one on the tenant's account for the rest, otherwise one on the tenant's
+//      takeBackShares: its proportion of all the invoice's refunds so far, less what they took from it before,
+//      floored; the refund that empties the invoice takes all that is left of it; as Stripe's reverse_transfer) and one on the tenant's account for the rest, otherwise one on the tenant's
 //      account for all of it; the refund row `pending`, its claim on what is left of the target (one upsert of the
 //      target's `refundable` row: two refunds racing for the last of it cannot both pass) and `refund.created` —
 //      refused `insufficient_funds` (the tenant's account, or a payee's, short of its part) or
@@ -554,7 +553,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
     split: source.split,
   });
   const id = newId("rfd");
-  const shares = takeBackShares(amount, left, payees, "left");
+  const shares = takeBackShares(amount, paid, payees, { kind: "refunded", refundedBefore: read.refunded });
   const fromPayees = shares.reduce((sum, share) => sum + share.amount, 0n);
   const hold = holdOf(id, source, amount - fromPayees);
   const claim = claimStatement({

@@ -967,7 +967,7 @@ async function takeBackReversal(
     const readAt = split ? (await claimableOf(deps.db, invoice.id)).version : null;
     const whole = await invoiceReceived(deps.db, invoice.id);
     const payees = await splitPayees(deps, invoice, { exceptReversal: event.key });
-    const shares = takeBackShares(event.amount, whole, payees, "credited");
+    const shares = takeBackShares(event.amount, whole, payees, { kind: "credited" });
     const legs = reversalLegs(invoice, event, { ...(await accountsFor(deps, invoice)), shares });
     // Whose each leg is, in the legs' order (the payees', then the invoice's account), and what it asked.
     const owners = [...shares.map((share) => share.accountId), invoice.accountId];

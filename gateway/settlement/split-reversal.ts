@@ -9,8 +9,9 @@
 //   claim and a reversal's legs are each written with a change of that row that passes only if it is still that
 //   version, which serialises the refunds and reversals of an invoice (see takeBackShares for why that keeps them
 //   within the credit whatever their order).
-// - A payee's part of an amount taken back: proportional to its credit (a reversal) or to what is left of it (a
-//   refund), floored, never more than what is left of its credit; the rest is the seller's (the invoice's account).
+// - A payee's part of an amount taken back: proportional to its credit, floored — of the reversal, or (a refund) of
+//   all the invoice's refunds so far, less what they took from it before — never more than what is left of its
+//   credit; the rest is the seller's (the invoice's account).
 //
 // Every ledger id of these legs is derived here, from the invoice, the receipt, the reversal or the refund and the
 // payee's account id, so that a repeat writes nothing twice and every reader finds the same transfers.
@@ -133,47 +134,76 @@ async function sumOf(ledger: Ledger, ids: readonly bigint[]): Promise<bigint> {
 /**
  * Each payee's part of `amount` taken back of `whole`, rounded down (divFloor), the seller giving the rest (every
  * rounding remainder included); zero parts are left out. Never more than what is left of a payee's credit
- * (credited − takenBack), nor, all parts together, more than `amount`. Proportional to:
- * - `credited` (a reversal of the invoice's money, `whole` what it received): divFloor(min(amount, whole) ×
- *   credited, whole) — reversing all it received takes back exactly every share it gave;
- * - `left` (a refund, `whole` what is left to refund of the invoice): divFloor(amount × (credited − takenBack),
- *   whole) — each refund takes the payee's proportion of what is left, so the refund that empties the invoice takes
- *   exactly what is left of each credit, and refunds in several parts end where one refund of all would.
+ * (credited − takenBack), nor, all parts together, more than `amount`.
+ *
+ * A reversal of the invoice's money (`credited`, `whole` what it received): divFloor(min(amount, whole) × credited,
+ * whole) — reversing all it received takes back exactly every share it gave.
+ *
+ * A refund (`refunded`, `whole` what the invoice received, `refundedBefore` what its refunds not failed took before
+ * this one): parts of what all its refunds will have taken once this one is, not of this refund alone. Of T refunded
+ * in all, a payee is owed divFloor(T × credited, whole); its part is what it is owed after this refund less what
+ * refunds took from it before (takenBack: no reversal stands when a refund is made), never below zero. The seller
+ * gives the rest, but never more than is left of its own share (what the invoice received less every payee's
+ * credit, less what the seller gave before): past that, the payees give it, in order, each up to what is left of its
+ * credit. Rounded one refund at a time instead, each part of a small refund floored to nothing, the seller gave every
+ * unit, and payees holding more than was left to refund were cut by the last refund, the seller paying what it
+ * never received. So a payee that fell behind catches up with the next refund, and the refund that empties the
+ * invoice takes exactly what is left of each credit.
  *
  * The refunds of an invoice apply one at a time, in the order of their claims on its `refundable` row, and each is
  * computed from the state its claim applies to: what is left is read first, with the row's version, the credits
  * after it, and the claim passes only if the row is still that version (payments/refunds.ts holdAndClaim); a refund's
- * holds are written, and given back, in the transaction that changes the row. From what is left L and what is left
- * of a credit C, a refund of x takes s = divFloor(x × C, L) ≤ C and leaves (L − x, C − s); one given back restores
- * both. So no order of refunds takes more than a credit, and the refund that empties the invoice (x = L) takes
- * exactly what is left of it. Values of two states must never be combined: L read after another refund's claim and
- * C before it make s up to all of C on top of what that refund took (the version check refuses such a claim).
+ * holds are written, and given back, in the transaction that changes the row. Values of two states must never be
+ * combined: what was refunded read after another refund's claim and the credits before it would count that refund's
+ * parts twice (the version check refuses such a claim).
  *
- * A reversal of the invoice's money takes its part of each credit r ≤ C, leaving C − r (L is unchanged: a refund is
- * still owed to the payer). It joins the same order: its legs are written with a touch of the `refundable` row that
- * passes only if the row is still the version read before its credits (settlement/invoices.ts takeBackReversal), so a
- * refund claimed after those reads makes it compute again, and a refund that read the row before the legs fails its
- * claim and computes again: refused `invoice_not_paid`, since the reversal's record is written with its legs
- * (settlement/invoices.ts reversalRecordStatement; payments/refunds.ts holdAndClaim).
+ * A reversal of the invoice's money takes its part of each credit r ≤ C, leaving C − r (what is left to refund is
+ * unchanged: a refund is still owed to the payer). It joins the same order: its legs are written with a touch of the
+ * `refundable` row that passes only if the row is still the version read before its credits
+ * (settlement/invoices.ts takeBackReversal), so a refund claimed after those reads makes it compute again, and a
+ * refund that read the row before the legs fails its claim and computes again: refused `invoice_not_paid`, since the
+ * reversal's record is written with its legs (settlement/invoices.ts reversalRecordStatement; payments/refunds.ts
+ * holdAndClaim).
  */
 export function takeBackShares(
   amount: bigint,
   whole: bigint,
   payees: readonly SplitPayee[],
-  proportionalTo: "credited" | "left",
+  taken: { kind: "credited" } | { kind: "refunded"; refundedBefore: bigint },
 ): PayeeShare[] {
   if (whole <= 0n || amount <= 0n) return [];
-  const basis = amount < whole ? amount : whole;
   let left = amount;
-  const shares: PayeeShare[] = [];
-  for (const payee of payees) {
+  const parts = payees.map((payee) => {
     const creditLeft = payee.credited - payee.takenBack;
-    const of = proportionalTo === "credited" ? payee.credited : creditLeft;
-    const share = least(least(divFloor(basis * of, whole), creditLeft), left);
-    if (share <= 0n) continue;
-    shares.push({ accountId: payee.accountId, ledgerAccountId: payee.ledgerAccountId, amount: share });
+    const part =
+      taken.kind === "credited"
+        ? divFloor(least(amount, whole) * payee.credited, whole)
+        : divFloor(least(taken.refundedBefore + amount, whole) * payee.credited, whole) - payee.takenBack;
+    const share = least(least(part, creditLeft), left);
+    if (share <= 0n) return 0n;
     left -= share;
+    return share;
+  });
+  if (taken.kind === "refunded") {
+    // What is left of the seller's own share: what was not split, less what it gave before. Past it, the payees give.
+    const credits = payees.reduce((sum, payee) => sum + payee.credited, 0n);
+    const payeesGave = payees.reduce((sum, payee) => sum + payee.takenBack, 0n);
+    const sellerLeft = whole - credits - (taken.refundedBefore - payeesGave);
+    let beyond = left - (sellerLeft > 0n ? sellerLeft : 0n);
+    payees.forEach((payee, i) => {
+      if (beyond <= 0n) return;
+      const room = payee.credited - payee.takenBack - parts[i]!;
+      const more = least(room, beyond);
+      if (more <= 0n) return;
+      parts[i] = parts[i]! + more;
+      beyond -= more;
+    });
   }
+  const shares: PayeeShare[] = [];
+  payees.forEach((payee, i) => {
+    if (parts[i]! > 0n)
+      shares.push({ accountId: payee.accountId, ledgerAccountId: payee.ledgerAccountId, amount: parts[i]! });
+  });
   return shares;
 }
 

@@ -274,6 +274,38 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(more.body.error.code).toBe("refund_exceeds_remaining");
   });
 
+  it("refunded in many small parts of an invoice split whole among payees: each payee gives back its own, not the seller", async () => {
+    // 100 minor units, half to each payee, none to the seller: each small refund's floored parts were all zero, the
+    // seller gave every unit, and the refund that emptied the invoice found what was left of the credits above
+    // what was left to refund: A gave back 50, B nothing, the seller 50 it never had.
+    const created = await createInvoice(gw.app.settlement, {
+      tenantId,
+      accountId: seller,
+      asset: "USDC",
+      amount: "0.0001",
+      rail: "toysplit",
+      description: "split whole",
+      expirySeconds: 600,
+      split: [
+        { accountId: payeeA, basisPoints: 5_000 },
+        { accountId: payeeB, basisPoints: 5_000 },
+      ],
+    });
+    if (!created.ok) throw new Error(created.message);
+    const invoice = created.invoice.id;
+    const before = await balances();
+    await toy.pay(invoice, 100n);
+    expect(await moved(before)).toEqual({ seller: 0n, a: 50n, b: 50n, held: [0n, 0n, 0n] });
+    for (let i = 0; i < 20; i += 1) expect((await refund({ invoice, amount: "0.000001" })).status).toBe(201);
+    // Twenty refunded: the payees' parts keep up (10 each), the seller gives no more than a rounding's unit.
+    const partway = await moved(before);
+    expect(partway.a).toBe(40n);
+    expect(partway.b).toBe(40n);
+    expect(partway.seller).toBe(0n);
+    expect((await refund({ invoice })).body).toMatchObject({ status: "succeeded", amount: "0.000080" });
+    expect(await moved(before)).toEqual({ seller: 0n, a: 0n, b: 0n, held: [0n, 0n, 0n] });
+  });
+
   it("voids every leg when the rail fails the refund: nothing moves, nothing stays held", async () => {
     const invoice = await paidSplitInvoice();
     const before = await balances();
