@@ -80,6 +80,8 @@ export type WrapFetchOptions = {
   readonly onPayment?: (payment: PaymentRecord) => void;
   /** The clock (ms since the epoch); default Date.now. */
   readonly now?: () => number;
+  /** The longest an x402 authorization is valid for (s), below the offer's maxTimeoutSeconds; default 600. */
+  readonly x402ValiditySecondsMax?: number;
 };
 
 /** Whether the request already carries a payment: it is sent as it is, and a 402 to it is returned, never paid. */
@@ -227,6 +229,9 @@ export function wrapFetch(
         offer: offer.offer,
         nowMs: now(),
         nonce: `0x${randomBytes(32).toString("hex")}`,
+        ...(options.x402ValiditySecondsMax === undefined
+          ? {}
+          : { validSecondsMax: options.x402ValiditySecondsMax }),
       });
     } catch (error) {
       reservation.release();

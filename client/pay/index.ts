@@ -55,6 +55,7 @@ export type { AcceptRule, L402Rule, X402Rule } from "./policy.ts";
 export {
   parseX402Challenge,
   readX402Receipt,
+  validSecondsMaxDefault,
   type X402Challenge,
   type X402Offer,
   type X402Receipt,

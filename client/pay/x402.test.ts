@@ -1,6 +1,14 @@
+import { privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
 import { MalformedChallengeError } from "./errors.ts";
-import { encodeBase64Json, parseX402Challenge, unpayableReason } from "./x402.ts";
+import { viemPayer } from "./payers.ts";
+import {
+  createX402Payment,
+  encodeBase64Json,
+  parseX402Challenge,
+  unpayableReason,
+  validSecondsMaxDefault,
+} from "./x402.ts";
 
 const requirement = {
   scheme: "exact",
@@ -64,5 +72,34 @@ describe("parseX402Challenge", () => {
     expect(unpayableReason(parseX402Challenge(headers({}), null)!.offers[0]!)).toMatch(/EIP-712/);
     const permit2 = { name: "USDC", version: "2", assetTransferMethod: "permit2" };
     expect(unpayableReason(parseX402Challenge(headers(permit2), null)!.offers[0]!)).toMatch(/permit2/);
+  });
+});
+
+describe("createX402Payment", () => {
+  it("signs for at most validSecondsMax whatever maxTimeoutSeconds the server asks", async () => {
+    const account = privateKeyToAccount(`0x${"11".repeat(32)}`);
+    const signWith = async (maxTimeoutSeconds: number, validSecondsMax?: number) => {
+      const header = encodeBase64Json({
+        x402Version: 2,
+        resource: { url: "x" },
+        accepts: [{ ...requirement, maxTimeoutSeconds }],
+      });
+      const challenge = parseX402Challenge(new Headers({ "payment-required": header }), null)!;
+      const payment = await createX402Payment({
+        payer: viemPayer(account),
+        challenge,
+        offer: challenge.offers[0]!,
+        nowMs: 1_800_000_000_000,
+        nonce: `0x${"22".repeat(32)}`,
+        ...(validSecondsMax === undefined ? {} : { validSecondsMax }),
+      });
+      const sent = JSON.parse(Buffer.from(payment.value, "base64").toString()) as {
+        payload: { authorization: { validBefore: string } };
+      };
+      return BigInt(sent.payload.authorization.validBefore) - 1_800_000_000n;
+    };
+    expect(await signWith(60)).toBe(60n);
+    expect(await signWith(9_000_000_000_000_000)).toBe(BigInt(validSecondsMaxDefault));
+    expect(await signWith(3_600, 120)).toBe(120n);
   });
 });

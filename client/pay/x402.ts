@@ -273,6 +273,12 @@ export function describeOffer(offer: X402Offer): string {
 export const validAfterSkewSeconds = 600;
 
 /**
+ * The longest an authorization is valid for by default, whatever the server's maxTimeoutSeconds: one the server
+ * refused, or never answered, stays a bearer authorization of the payer's money until it lapses.
+ */
+export const validSecondsMaxDefault = 600;
+
+/**
  * Signs `offer` (checked by `unpayableReason` first) and returns the payment header for the retry: its name
  * (PAYMENT-SIGNATURE for v2, X-PAYMENT for v1) and value. `nowMs` and `nonce` (32 random bytes, 0x hex) are given.
  */
@@ -282,15 +288,18 @@ export async function createX402Payment(params: {
   offer: X402Offer;
   nowMs: number;
   nonce: Hex;
+  /** The longest the authorization is valid for (s), below the offer's maxTimeoutSeconds; default 600. */
+  validSecondsMax?: number;
 }): Promise<{ name: string; value: string }> {
   const { payer, challenge, offer, nonce } = params;
   const now = BigInt(Math.floor(params.nowMs / 1000));
+  const validSeconds = Math.min(offer.maxTimeoutSeconds, params.validSecondsMax ?? validSecondsMaxDefault);
   const authorization = {
     from: getAddress(await payer.getAddress()),
     to: getAddress(offer.payTo),
     value: offer.amount,
     validAfter: now - BigInt(validAfterSkewSeconds),
-    validBefore: now + BigInt(offer.maxTimeoutSeconds),
+    validBefore: now + BigInt(validSeconds),
     nonce,
   };
   const signature = await payer.signTypedData({
