@@ -136,9 +136,14 @@ function onInvoice(s: LightningRailState, invoice: LndInvoice, source: "subscrip
   });
 }
 
-/** With no settle index yet, LND cannot replay: ask for each open invoice of ours. */
+/**
+ * With no settle index yet, LND cannot replay: ask for the open invoices of ours, the openInvoicesCheckMax that
+ * expire last (the newest: those paid while the rail was away; one expired long since is the expired pass's).
+ */
 async function checkOpenInvoices(s: LightningRailState): Promise<void> {
-  const open = [...s.invoices.values()].slice(0, s.limits.openInvoicesCheckMax);
+  const open = [...s.invoices.values()]
+    .sort((a, b) => b.expiresAtMs - a.expiresAtMs)
+    .slice(0, s.limits.openInvoicesCheckMax);
   for (const invoice of open) {
     if (!s.running) return;
     try {

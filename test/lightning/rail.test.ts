@@ -730,6 +730,38 @@ describe("lightning rail on regtest", () => {
     await restarted.rail.stop();
   });
 
+  it("with no settle index yet, asks for its newest open invoices first: one paid while stopped is delivered", async () => {
+    // A journal that never saw a settlement: LND cannot replay, so the rail asks for its open invoices, at most
+    // openInvoicesCheckMax of them. The oldest (still open, unpaid) came first and the newest, paid, was never asked.
+    const running = await startRail("newest-first.jsonl");
+    await running.rail.createInvoice({
+      amountMsat: 1_000_000n,
+      expirySeconds: 3_600,
+      memo: "old and unpaid",
+      reference: "newest-first-old",
+    });
+    const paid = await running.rail.createInvoice({
+      amountMsat: 2_000_000n,
+      expirySeconds: 3_600,
+      memo: "new and paid while away",
+      reference: "newest-first-paid",
+    });
+    await running.rail.stop();
+    await pay({ lnd: payer, request: paid.request });
+    const restarted = await startRail("newest-first.jsonl", { openInvoicesCheckMax: 1 });
+    try {
+      const event = await waitFor(
+        "the newest open invoice asked for",
+        async () =>
+          restarted.events.find((e) => e.kind === "received" && e.reference === "newest-first-paid"),
+        { timeoutMs: 30_000 },
+      );
+      expect(event).toMatchObject({ amount: 2_000_000n, evidence: { paymentHash: paid.paymentHash } });
+    } finally {
+      await restarted.rail.stop();
+    }
+  });
+
   it("delivers an invoice paid while the rail was stopped past its expiry and a day, and forgets one never paid", async () => {
     const journal = path.join(directory, "long-away.jsonl");
     const running = await startRail("long-away.jsonl");
