@@ -292,7 +292,7 @@ export const isReversalWithdrawn = (error: unknown): boolean => serverRaised(err
 /** The JSON of an event's payload, built in SQL from the refund's row (`moved`). */
 const payloadSql = (status: RefundStatus) =>
   `jsonb_strip_nulls(jsonb_build_object('refund_id', id, 'invoice_id', invoice_id, 'payment_id', payment_id,
-     'amount', amount::text, 'status', '${status}'))`;
+     'asset', asset, 'amount', amount::text, 'status', '${status}'))`;
 
 /** pending → succeeded, with the rail's proof and fee, and `refund.succeeded`; nothing when it is not pending. */
 export function succeededStatement(

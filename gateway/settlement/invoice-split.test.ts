@@ -127,6 +127,18 @@ describe("an invoice with a split", () => {
     // 10,001 × 25% = 2,500.25 → 2,500; × 33.33% = 3,333.33… → 3,333; the seller 10,001 − 5,833 = 4,168.
     expect(delta(await balances(), before)).toEqual({ seller: 4_168n, a: 2_500n, b: 3_333n });
     expect(await getInvoice(db, { tenantId, id })).toMatchObject({ status: "paid", receivedAmount: 10_001n });
+    // One receipt, told as a named one is (what came, in what), then the invoice paid: once each.
+    const events = await db.query<{ type: string; payload: Record<string, unknown> }>(
+      "SELECT type, payload FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+      [id],
+    );
+    expect(events).toEqual([
+      {
+        type: "invoice.payment_received",
+        payload: { invoice_id: id, asset: "BTC", amount: "10001", received_amount: "10001", late: false },
+      },
+      { type: "invoice.paid", payload: { invoice_id: id } },
+    ]);
     // Each share is a transfer of its own, named after the invoice (an account's transactions show it).
     const [share] = await ledger.lookupTransfers([
       derivedLedgerId(`${derivedLedgerId(id, "received")}:acct_payee_a`, "share"),

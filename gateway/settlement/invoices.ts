@@ -648,18 +648,31 @@ export async function applyReceived(
       `invoice ${invoice.id} is open but the ledger holds another receipt for it`,
     );
   }
-  // The status move and its event in one statement: both or neither, with no transaction round trips.
+  // The status move and its events in one statement: all or none, with no transaction round trips. The receipt's
+  // event first, as a named receipt's (applyReceipt): what came, in what, and the invoice's total.
   const moved = await deps.db.query(
     `WITH moved AS (
        UPDATE invoices SET status = 'paid', received_amount = $2, evidence = $3, paid_at = now(), payer = $5
        WHERE id = $1 AND status = 'open' RETURNING tenant_id)
-     INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, 'invoice.paid', $4::jsonb FROM moved RETURNING id`,
+     INSERT INTO outbox (tenant_id, type, payload)
+     SELECT tenant_id, e.type, e.payload FROM moved
+       CROSS JOIN (VALUES (1, 'invoice.payment_received', $6::jsonb), (2, 'invoice.paid', $4::jsonb))
+         AS e (place, type, payload)
+     ORDER BY e.place RETURNING id`,
     [
       invoice.id,
       event.amount,
       toJson(event.evidence),
       toJson({ invoice_id: invoice.id }),
       event.payer ?? null,
+      toJson({
+        invoice_id: invoice.id,
+        asset: invoice.assetCode,
+        amount: event.amount.toString(),
+        received_amount: event.amount.toString(),
+        ...(event.payer === undefined ? {} : { payer: event.payer }),
+        late: false,
+      }),
     ],
   );
   deps.openInvoices.forget(invoice.id);
@@ -732,6 +745,7 @@ async function applyReceipt(
       payload: {
         invoice_id: invoice.id,
         receipt: event.key,
+        asset: invoice.assetCode,
         amount: event.amount.toString(),
         received_amount: total.toString(),
         ...(event.payer === undefined ? {} : { payer: event.payer }),
@@ -888,6 +902,7 @@ function reversalRecordStatement(
   const payload = {
     invoice_id: invoice.id,
     reversal: event.key,
+    asset: invoice.assetCode,
     amount: taken.toString(),
     shortfall: (event.amount - taken).toString(),
   };
@@ -1281,6 +1296,7 @@ export async function applyReinstated(
           payload: {
             invoice_id: invoice.id,
             reversal: event.key,
+            asset: invoice.assetCode,
             amount: amount.toString(),
             shortfall_collected: collectedOfOthers.toString(),
             net: (amount - collectedOfOthers).toString(),

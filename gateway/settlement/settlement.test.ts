@@ -155,7 +155,14 @@ describe("invoices", () => {
       "SELECT tenant_id, type, payload FROM outbox WHERE payload->>'invoice_id' = $1",
       [id],
     );
-    expect(events).toEqual([{ tenant_id: tenantId, type: "invoice.paid", payload: { invoice_id: id } }]);
+    expect(events).toEqual([
+      {
+        tenant_id: tenantId,
+        type: "invoice.payment_received",
+        payload: { invoice_id: id, asset: "BTC", amount: "21000", received_amount: "21000", late: false },
+      },
+      { tenant_id: tenantId, type: "invoice.paid", payload: { invoice_id: id } },
+    ]);
   });
 });
 
@@ -497,7 +504,7 @@ describe("reversals of money received", () => {
       "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
       [id],
     );
-    expect(events.map((event) => event.type)).toEqual(["invoice.paid"]);
+    expect(events.map((event) => event.type)).toEqual(["invoice.payment_received", "invoice.paid"]);
   });
 
   it("gives back a reversal recorded after its withdrawal looked for what it took", async () => {
@@ -531,6 +538,7 @@ describe("reversals of money received", () => {
       [id],
     );
     expect(events).toEqual([
+      { type: "invoice.payment_received", amount: expect.any(String) },
       { type: "invoice.paid", amount: null },
       { type: "invoice.reversed", amount: "700" },
       { type: "invoice.reinstated", amount: "700" },

@@ -150,13 +150,20 @@ describe("a card top-up", () => {
     expect(await reversalEvents()).toEqual([
       {
         type: "invoice.reversed",
-        payload: { invoice_id: invoiceId, reversal: "dispute:dp_1", amount: "2500", shortfall: "0" },
+        payload: {
+          invoice_id: invoiceId,
+          reversal: "dispute:dp_1",
+          asset: "USD",
+          amount: "2500",
+          shortfall: "0",
+        },
       },
       {
         type: "invoice.reinstated",
         payload: {
           invoice_id: invoiceId,
           reversal: "dispute:dp_1",
+          asset: "USD",
           amount: "2500",
           shortfall_collected: "0",
           net: "2500",

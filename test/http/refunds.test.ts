@@ -253,6 +253,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(events[1]!.payload).toEqual({
         refund_id: first.body.id,
         payment_id: payment,
+        asset: "USDC",
         amount: "4000000",
         status: "succeeded",
       });
