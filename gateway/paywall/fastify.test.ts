@@ -121,6 +121,8 @@ describe("the path the paywall reads is the one Fastify routes on", () => {
         ["Https://evil/paid/report", "x"],
         ["http://evil", "x"],
         ["http://evil?/free", "x"],
+        // Any other target: the router takes its first character for the / (Node's parser lets * through).
+        ["*paid/report", "x"],
       ] as const)
         expect(await rawStatus(port, target, host), `GET ${target} with Host ${host}`).toBe(402);
       // A plain Host still names the resource's origin (a name with an underscore too); another is left out rather

@@ -34,17 +34,16 @@ export type SwitchyardPaywallOptions = {
 const plainHost = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
 /**
- * The path Fastify's router (find-my-way) routes an absolute-form target (`GET http://host/path`) on: the scheme
- * http or https in any case, the authority up to the first `/` or `?`, then the path (`/` when there is none, the
- * query after `/` when it comes first). Anything else is left as it came (the router then matches no route, or
- * refuses the target as a bad URL).
+ * The path Fastify's router (find-my-way) routes a target on. An absolute-form one (`GET http://host/path`): the
+ * scheme http or https in any case, the authority up to the first `/` or `?`, then the path (`/` when there is none,
+ * the query after `/` when it comes first). Any other target not starting with `/` (Node's parser takes `*paid`):
+ * its first character taken for the `/`, as the router does — `GET *paid/report` ran `/paid/report`'s handler.
  */
 export function routedTarget(target: string): string {
   if (target.startsWith("/")) return target;
   const schemeEnd = target.indexOf("://");
-  if (schemeEnd < 0) return target;
-  const scheme = target.slice(0, schemeEnd).toLowerCase();
-  if (scheme !== "http" && scheme !== "https") return target;
+  const scheme = schemeEnd < 0 ? "" : target.slice(0, schemeEnd).toLowerCase();
+  if (scheme !== "http" && scheme !== "https") return `/${target.slice(1)}`;
   const authorityStart = schemeEnd + 3;
   const slash = target.indexOf("/", authorityStart);
   const question = target.indexOf("?", authorityStart);
