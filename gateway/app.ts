@@ -393,10 +393,17 @@ async function openRates(
       }),
     );
   if (config.rates.httpUrl !== null)
-    sources.push(httpRateSource({ url: config.rates.httpUrl, assetCodes: Object.keys(assets) }));
+    // Every asset but the unit itself: USD is a definition, never a source's (USDC keeps its peg until one names it).
+    sources.push(
+      httpRateSource({
+        url: config.rates.httpUrl,
+        assetCodes: Object.keys(assets).filter((code) => code !== "USD"),
+      }),
+    );
   const rates = createRateFeed({
     sources,
     staticRates: config.mode === "development" ? developmentUsdRateTable : fixedUsdRates,
+    fixedRates: fixedUsdRates,
     spreadsPpm: developmentSpreadsPpm,
     maxAgeMs: config.rates.maxAgeMs,
     refreshMs: config.rates.refreshMs,

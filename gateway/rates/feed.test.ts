@@ -115,6 +115,28 @@ describe("createRateFeed", () => {
     expect(feed.usdRate("toString")).toBeNull();
   });
 
+  it("answers a fixed rate for an asset a source covers until a source has observed it", async () => {
+    // An HTTP source that may list every asset but lists only BTC: USDC kept its peg (it was missing: every
+    // payment refused no_fx_rate); once a source names USDC, that rate answers, and ages as any other.
+    const http = toySource("http", ["USDC", "BTC"]);
+    const usdc = { microUsd: 1n, perMinorUnits: 1n };
+    const feed = feedWith([http], { staticRates: { USDC: usdc }, fixedRates: { USDC: usdc } });
+    http.answer({ observations: [{ assetCode: "BTC", rate: btc, observedAtMs: clock.ms }], failures: [] });
+    await feed.refresh();
+    expect(feed.usdRate("USDC")).toEqual(usdc);
+    expect(feed.rateStatus("USDC")).toBe("fresh");
+    const depegged = { microUsd: 99n, perMinorUnits: 100n };
+    http.answer({
+      observations: [{ assetCode: "USDC", rate: depegged, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    await feed.refresh();
+    expect(feed.usdRate("USDC")).toEqual(depegged);
+    clock.ms += 61_000;
+    expect(feed.usdRate("USDC")).toBeNull();
+    expect(feed.rateStatus("USDC")).toBe("stale");
+  });
+
   it("ignores observations of assets a source did not declare; a source's latest answer replaces its last", async () => {
     const chain = toySource("chainlink", ["ETH"]);
     const feed = feedWith([chain]);

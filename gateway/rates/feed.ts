@@ -3,7 +3,8 @@
 // by the first source, in priority order, whose rate is fresh (no older than maxAgeMs). A rate that has aged
 // past maxAgeMs is stale, one never observed is missing: usdRate answers null for both, and rateStatus tells
 // them apart (the router's stale_rate vs no_fx_rate). The static table is for development: it answers only
-// assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale.
+// assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed
+// rates (USD, USDC's peg) answer an asset a source covers until a source has observed it.
 
 import type { UsdRate } from "../../core/index.ts";
 import { assetByCode, type Logger, silentLogger } from "../../core/index.ts";
@@ -18,6 +19,11 @@ export type RateFeedParams = {
   readonly sources: readonly PolledRateSource[];
   /** Development only: rates for assets no source covers, always fresh. */
   readonly staticRates?: Readonly<Record<string, UsdRate>>;
+  /**
+   * Rates that hold by definition or peg (USD, USDC): answered for an asset until a source has observed it, even one
+   * a source covers (an HTTP source may list any asset, and names only those it has).
+   */
+  readonly fixedRates?: Readonly<Record<string, UsdRate>>;
   /** Spreads charged per pair, parts per million, keyed by fxPairKey(from, to). */
   readonly spreadsPpm?: Readonly<Record<string, bigint>>;
   /** A rate older than this is stale. */
@@ -54,6 +60,12 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
   const nowMs = params.nowMs ?? Date.now;
   const logger = params.logger ?? silentLogger;
   const staticRates = params.staticRates ?? {};
+  const fixedRates = params.fixedRates ?? {};
+  /** Whether any source has observed the asset (its rate then answers, fresh or not). */
+  const observed = (assetCode: string) => held.some((byAsset) => byAsset.has(assetCode));
+  /** The fixed rate of a covered asset no source has observed yet, or null. */
+  const fixedOf = (assetCode: string): UsdRate | null =>
+    Object.hasOwn(fixedRates, assetCode) && !observed(assetCode) ? fixedRates[assetCode]! : null;
   /** Per source (same index as `sources`), the latest observation of each asset it covers. */
   const held: Map<string, RateObservation>[] = sources.map(() => new Map());
   const covered = new Set(sources.flatMap((source) => source.assetCodes));
@@ -79,8 +91,8 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
 
   function rateStatus(assetCode: string): RateStatus {
     if (!covered.has(assetCode)) return Object.hasOwn(staticRates, assetCode) ? "fresh" : "missing";
-    if (answering(assetCode) !== null) return "fresh";
-    return held.some((byAsset) => byAsset.has(assetCode)) ? "stale" : "missing";
+    if (answering(assetCode) !== null || fixedOf(assetCode) !== null) return "fresh";
+    return observed(assetCode) ? "stale" : "missing";
   }
 
   function keep(index: number, result: RateFetchResult): void {
@@ -131,7 +143,7 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     usdRate(assetCode) {
       if (!covered.has(assetCode))
         return Object.hasOwn(staticRates, assetCode) ? staticRates[assetCode]! : null;
-      return answering(assetCode)?.observation.rate ?? null;
+      return answering(assetCode)?.observation.rate ?? fixedOf(assetCode);
     },
     spreadPpm(from, to) {
       const key = fxPairKey(from, to);
