@@ -187,8 +187,9 @@ export type ListSource<R extends Row, Item> = {
   /**
    * Rows are written with created_at the writing transaction's start (now()), and one that commits late would land
    * behind rows a client already read past: polling newest first with `ending_before` (the last id seen) would never
-   * see it. With this, a page holds only rows older than the start of every transaction still open on the database
-   * (committedHorizon): the rows before that point are all committed, and none can come there later.
+   * see it. With this, a page holds only rows older than committedHorizon, read just before the page: every row
+   * before it is committed, and none can come there later. For PostgreSQL; on PGlite (one session, one transaction
+   * at a time) every row written is committed, and its coarse clock would hide the newest.
    */
   committedOnly?: boolean;
 } & (
@@ -215,13 +216,17 @@ function checkedIdentifier(name: string): string {
 }
 
 /**
- * The start of the oldest transaction open on this database now, other than the asking one ('infinity' when none is:
- * PGlite's single session, an idle PostgreSQL). A row whose created_at is its transaction's now() and is earlier than
- * this is committed (or was rolled back), and no transaction still to commit writes one earlier than this.
+ * The earlier of now and the start of the oldest transaction open on this database now, other than the asking one,
+ * as text (microseconds kept). Read in a statement of its own before the page's: a row whose created_at is its
+ * transaction's now() and is earlier than this was committed (or rolled back) before the page's statement began, and
+ * no transaction still to commit writes one earlier — one open now started at or after the horizon, one that begins
+ * later starts after now. (Read inside the page's statement, the horizon came after its snapshot: a transaction that
+ * committed in between no longer held it back, and its row, not in the snapshot, was passed over.) Another role's
+ * sessions show no start without pg_read_all_stats: the gateway's own role writes every row this guards.
  */
-export const committedHorizon = `COALESCE((SELECT min(xact_start) FROM pg_stat_activity
-  WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()),
-  'infinity'::timestamptz)`;
+export const committedHorizonQuery = `SELECT LEAST(clock_timestamp(), (SELECT min(xact_start) FROM pg_stat_activity
+  WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()))::text
+  AS horizon`;
 
 /**
  * One page of the tenant's objects of `source`, newest first by (created_at, id), as ListParams asks. A cursor
@@ -252,7 +257,11 @@ export async function listPage<R extends Row, Item>(
     values.push(params.createdUntilSeconds);
     where.push(`created_at < to_timestamp($${values.length})`);
   }
-  if (source.committedOnly === true) where.push(`created_at < ${committedHorizon}`);
+  if (source.committedOnly === true) {
+    const [read] = await sql.query<{ horizon: string }>(committedHorizonQuery);
+    values.push(read!.horizon);
+    where.push(`created_at < $${values.length}::timestamptz`);
+  }
   const newer = params.cursor?.direction === "before";
   if (params.cursor !== null) {
     const scope = (source.scopedBy ?? []).map((column, i) => `${checkedIdentifier(column)} = $${i + 3}`);

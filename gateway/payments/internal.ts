@@ -411,7 +411,7 @@ function batchStatement(
   const now = param(at);
   // The event's time is its transaction's start (now()), as every other event's (the outbox's default), not the
   // batch's clock, which is earlier: the events' list counts on it to hold back what an open transaction may still
-  // commit (lists.ts committedHorizon).
+  // commit (lists.ts committedHorizonQuery).
   const text = `WITH
      d AS (SELECT place::int, decode(digest, 'hex') AS digest FROM ${texts(decisions.digests)} WITH ORDINALITY
              AS e (digest, place)),

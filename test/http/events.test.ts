@@ -182,7 +182,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         return gw.app.db.query<R>(text, params);
       },
     };
-    const page = await listPage(recording, eventsList(undefined, false), {
+    const page = await listPage(recording, eventsList(undefined, false, gw.app.db.kind), {
       tenantId: tenant.id,
       url: "/v1/events",
       params: listParams({ limit: 10, starting_after: expected[30] }),
@@ -295,5 +295,44 @@ describe("on postgres, an event committed after a later one", () => {
       .toEqual(["pay_fast", "pay_first", "pay_slow"]);
     // Each once, newest first in the order of their creation.
     expect(seen).toEqual(["pay_fast", "pay_slow", "pay_first"]);
+  });
+
+  it("holds back what began after the horizon was read, though nothing was open then", async () => {
+    const tenantId = gw.app.demo!.tenantId;
+    const write = (sql: Parameters<typeof insertOutboxEvent>[0], paymentId: string) =>
+      insertOutboxEvent(sql, { tenantId, type: "payment.succeeded", payload: { payment_id: paymentId } });
+    // Between the horizon's read and the page's: a transaction begins and writes, a later one writes and commits.
+    const written = latch();
+    const commit = latch();
+    let slow: Promise<void> | null = null;
+    const interleaving = {
+      query: async <R extends Row>(text: string, params: readonly unknown[] = []) => {
+        const rows = await gw.app.db.query<R>(text, params);
+        if (text.includes("pg_stat_activity") && slow === null) {
+          slow = gw.app.db.transaction(async (tx) => {
+            await write(tx, "pay_began_after");
+            written.release();
+            await commit.done;
+          });
+          await written.done;
+          await write(gw.app.db, "pay_committed_after");
+        }
+        return rows;
+      },
+    };
+    const page = await listPage(interleaving, eventsList(undefined, false, "postgres"), {
+      tenantId,
+      url: "/v1/events",
+      params: listParams({ limit: 100 }),
+    });
+    commit.release();
+    await slow;
+    const listed = page.data.map((event) => event.data.object.payment_id);
+    // Neither: the one committed after the horizon would have been passed over by the next ending_before.
+    expect(listed).not.toContain("pay_committed_after");
+    expect(listed).not.toContain("pay_began_after");
+    const later = await gw.client.GET("/v1/events", { params: { query: { limit: 100 } } });
+    const now = later.data!.data.map((event) => event.data.object.payment_id);
+    expect(now).toEqual(expect.arrayContaining(["pay_committed_after", "pay_began_after"]));
   });
 });

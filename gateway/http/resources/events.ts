@@ -44,7 +44,11 @@ export const listEventsQuery = listQuery({
 });
 
 /** The events' list, of one type or of all: then merged from each type's page (outbox_tenant_type_list, 0043). */
-export function eventsList(type: string | undefined, livemode: boolean): ListSource<EventRow, EventView> {
+export function eventsList(
+  type: string | undefined,
+  livemode: boolean,
+  database: "postgres" | "pglite",
+): ListSource<EventRow, EventView> {
   return {
     table: "events",
     tenantColumn: "tenant_id",
@@ -53,7 +57,7 @@ export function eventsList(type: string | undefined, livemode: boolean): ListSou
     equals: { type },
     mergedOver: "type",
     // A poller reading newest first with ending_before must never pass over an event committed late.
-    committedOnly: true,
+    committedOnly: database === "postgres",
     map: (row) => presentEvent(row, livemode),
   };
 }
@@ -68,7 +72,7 @@ const plugin: FastifyPluginAsyncZod<EventRoutesOptions> = async (app, options) =
     "/events",
     { schema: { querystring: listEventsQuery, response: { 200: listView(eventView), "4xx": errorView } } },
     async (request) =>
-      listPage(db, eventsList(request.query.type, livemode), {
+      listPage(db, eventsList(request.query.type, livemode, db.kind), {
         tenantId: tenantOf(request).id,
         url: "/v1/events",
         params: listParams(request.query),
