@@ -60,6 +60,7 @@ import {
   shortfallCollectionAttemptsMax,
 } from "../settlement/shortfalls.ts";
 import {
+  mergedSplit,
   type PayeeShare,
   refundShareLedgerId,
   type SplitShareSpec,
@@ -255,7 +256,7 @@ async function invoiceSource(
     ...accounts,
     rail: rail.id,
     mode,
-    split: invoice.split === null ? null : fromJson<SplitShareSpec>(invoice.split),
+    split: invoice.split === null ? null : mergedSplit(fromJson<SplitShareSpec>(invoice.split)),
   };
 }
 
@@ -807,7 +808,7 @@ async function payeeHoldsOf(
   ]);
   if (invoice === undefined || invoice.split === null) return [];
   const holds = [];
-  for (const share of fromJson<SplitShareSpec>(invoice.split)) {
+  for (const share of mergedSplit(fromJson<SplitShareSpec>(invoice.split))) {
     const reservation = await findReservation(
       deps.ledger,
       refundShareLedgerId(refund.id, share.accountId, "hold"),

@@ -191,6 +191,23 @@ describe("an invoice with a split", () => {
     expect(await ledgerInvariantProblems(db)).toEqual([]);
   });
 
+  it("an invoice written before with one account twice in its split is credited once read again", async () => {
+    const created = await createInvoice(deps(), params);
+    if (!created.ok) throw new Error(created.message);
+    await db.query("UPDATE invoices SET split = $2::jsonb WHERE id = $1", [
+      created.invoice.id,
+      JSON.stringify([
+        { accountId: "acct_payee_a", basisPoints: 1_000 },
+        { accountId: "acct_payee_a", basisPoints: 1_000 },
+      ]),
+    ]);
+    const before = await balances();
+    // A process that does not remember it: the split is read from the row.
+    const event = { rail: "toy", reference: created.invoice.id, amount: 10_000n, evidence };
+    expect(await applyReceived(deps(), event)).toBe("applied");
+    expect(delta(await balances(), before)).toEqual({ seller: 8_000n, a: 2_000n, b: 0n });
+  });
+
   it("refuses a split to an account of another tenant or another asset, writing nothing", async () => {
     const [before] = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM invoices");
     const stranger = await createInvoice(deps(), {

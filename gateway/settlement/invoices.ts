@@ -61,6 +61,7 @@ import {
   shortfallCollectionGivenBackLedgerId,
 } from "./shortfalls.ts";
 import {
+  mergedSplit,
   type PayeeShare,
   receiptLedgerId,
   receiptShareLedgerId,
@@ -191,18 +192,6 @@ export type CreateInvoiceParams = {
    */
   split?: InvoiceSplit;
 };
-
-/**
- * A split with each account once, its basis points summed (in the order each account first came): every share of a
- * receipt is a transfer named after the receipt and its account, so two shares to one account (two payees paid to
- * the same account) would be one id twice, and the receipt's credit refused for ever.
- */
-export function mergedSplit(split: InvoiceSplit): InvoiceSplit {
-  const merged = new Map<string, number>();
-  for (const share of split)
-    merged.set(share.accountId, (merged.get(share.accountId) ?? 0) + share.basisPoints);
-  return [...merged].map(([accountId, basisPoints]) => ({ accountId, basisPoints }));
-}
 
 /** The most basis points a split may give away: all of it. */
 const splitBasisPointsMax = 10_000;
@@ -497,7 +486,9 @@ async function invoiceTarget(
     rail: row.rail,
     railReference: row.rail_reference,
     status: row.status,
-    split: row.split === null ? null : fromJson<InvoiceSplit>(row.split),
+    // Merged as createInvoice merges it: a split written before with one account twice (never credited: its shares
+    // were one ledger id twice) is credited once read again.
+    split: row.split === null ? null : mergedSplit(fromJson<InvoiceSplit>(row.split)),
   };
 }
 

@@ -30,6 +30,18 @@ import {
 /** A split's payees as an invoice carries them: account ids and basis points. */
 export type SplitShareSpec = readonly { readonly accountId: string; readonly basisPoints: number }[];
 
+/**
+ * A split with each account once, its basis points summed (in the order each account first came): every share of a
+ * receipt is a transfer named after the receipt and its account, so two shares to one account (two payees paid to
+ * the same account) would be one id twice, and the receipt's credit refused for ever.
+ */
+export function mergedSplit(split: SplitShareSpec): SplitShareSpec {
+  const merged = new Map<string, number>();
+  for (const share of split)
+    merged.set(share.accountId, (merged.get(share.accountId) ?? 0) + share.basisPoints);
+  return [...merged].map(([accountId, basisPoints]) => ({ accountId, basisPoints }));
+}
+
 /** The ledger transfer that credited a receipt of an invoice: its one receipt, or the one named `key`. */
 export const receiptLedgerId = (invoiceId: string, key?: string): bigint =>
   key === undefined
