@@ -297,6 +297,49 @@ describe("wrapFetch's edges", () => {
     expect(shop.payments()).toBe(1);
   });
 
+  it("waits on two failed payments at most, then pays itself; a request aborted while it waited pays nothing", async () => {
+    const shop = toyShop({ requestsPerToken: 10 });
+    let release: () => void = () => {};
+    const firstAsked = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let sends = 0;
+    const transport = async (request: Request) => {
+      sends += 1;
+      const n = sends;
+      const answer = await shop.fetch(request);
+      if (n >= 2 && n <= 4) await firstAsked;
+      return answer;
+    };
+    // Every payment fails, each after a pause: the others are waiting on it by then.
+    let asked = 0;
+    const payer: LightningPayer = {
+      feeMsatMax: () => 0n,
+      async payInvoice() {
+        asked += 1;
+        release();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        throw new Error("no route");
+      },
+    };
+    const aborted = new AbortController();
+    const paidFetch = wrapFetch(transport, { accept, lightning: payer });
+    const outcomes = Promise.allSettled([
+      paidFetch(url),
+      paidFetch(url),
+      paidFetch(url),
+      paidFetch(url, { signal: aborted.signal }),
+    ]);
+    await firstAsked;
+    aborted.abort();
+    const [first, second, third, fourth] = await outcomes;
+    for (const outcome of [first, second, third])
+      expect(outcome).toMatchObject({ status: "rejected", reason: { code: "payer_failed" } });
+    expect(fourth).toMatchObject({ status: "rejected", reason: { name: "AbortError" } });
+    // The first's payment, one waiter's after it, and one more after that: never one a waiter, in a chain.
+    expect(asked).toBe(3);
+  });
+
   it("a cached token answered 401 is dropped and the request paid afresh, not refused until it expires", async () => {
     const shop = toyShop({ requestsPerToken: 10 });
     const paidFetch = wrapFetch(shop.fetch, { accept, lightning: shop.payer });
@@ -352,5 +395,16 @@ describe("wrapFetch's edges", () => {
     expect(lndPaymentFailed([400, "ExpectedPaymentRequestToPayViaPaymentRequest"])).toBe(true);
     expect(lndPaymentFailed([503, "UnexpectedPaymentError", { err: { details: "EOF" } }])).toBe(false);
     expect(lndPaymentFailed({ message: "socket hang up" })).toBe(false);
+    // No connection when the call began: it never reached the node.
+    expect(
+      lndPaymentFailed([
+        503,
+        "UnexpectedPaymentError",
+        { err: { code: 14, details: "No connection established" } },
+      ]),
+    ).toBe(true);
+    expect(
+      lndPaymentFailed([503, "UnexpectedPaymentError", { err: { code: 14, details: "Connection dropped" } }]),
+    ).toBe(false);
   });
 });

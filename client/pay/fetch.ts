@@ -43,6 +43,9 @@ import {
   xPaymentResponseHeader,
 } from "./x402.ts";
 
+/** How many L402 payments of other requests a request waits on before it pays itself. */
+const otherPaymentWaitsMax = 2;
+
 /** The most of a 402's body read for a challenge or a refusal (bytes). */
 export const challengeBodyBytesMax = 65_536;
 
@@ -169,16 +172,22 @@ export function wrapFetch(
     if (candidates[0]!.offer.kind === "l402" && attempt.mayBorrow) {
       // Looked for again after each wait, right before paying (no await between the last look and payL402's
       // registration of its payment): requests that waited on a payment that failed pay once between them.
+      // At most two waits: the payment this request found in flight, and, when that one failed, the one another
+      // waiter began; past that a payer that keeps failing would hold the last of many requests behind every other.
       const failed = new Set<Promise<L402Token>>();
       let borrowed: L402Token | null = null;
-      do borrowed = await otherToken(scope, token, failed);
-      while (borrowed === null && anotherToken(scope, token, failed));
+      for (let waits = 1; ; waits += 1) {
+        borrowed = await otherToken(scope, token, failed);
+        if (borrowed !== null || waits >= otherPaymentWaitsMax || !anotherToken(scope, token, failed)) break;
+      }
       if (borrowed !== null) {
         const again = await send(withAuthorization(request.clone(), borrowed));
         if (again.status === 401) await refuseToken(again, borrowed, scope);
         return answer402({ ...attempt, answer: again, token: borrowed, mayBorrow: false });
       }
     }
+    // A request aborted while it waited is not paid for.
+    request.signal.throwIfAborted();
     const { candidate, reservation } = reserveFirst(candidates, options);
     if (candidate.offer.kind === "x402")
       return payX402(candidate, candidate.offer, reservation, request, url);

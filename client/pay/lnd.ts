@@ -89,11 +89,17 @@ const lndFinalFailures = new Set([
 export function lndPaymentFailed(error: unknown): boolean {
   if (error instanceof Error) return true;
   if (!Array.isArray(error)) return false;
-  const [status, code] = error as [unknown, unknown];
+  const [status, code, details] = error as [unknown, unknown, { err?: { details?: unknown } } | undefined];
   if (typeof status === "number" && status >= 400 && status < 500) return true;
   if (status === 501) return true;
+  // gRPC had no connection to LND when the call began: nothing reached it (a connection that broke mid-call says
+  // otherwise, and stays unknown).
+  if (typeof details?.err?.details === "string" && lndUnreached.test(details.err.details)) return true;
   return typeof code === "string" && lndFinalFailures.has(code);
 }
+
+/** What gRPC says of a call that found no connection to the node. */
+const lndUnreached = /^(No connection established|failed to connect to all addresses)/i;
 
 /** What `lightning` rejected with ([code, message, details] arrays), in one line. */
 function lndText(error: unknown): string {
