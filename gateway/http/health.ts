@@ -47,34 +47,32 @@ export const healthPlugin: FastifyPluginAsyncZod<HealthOptions> = async (app, op
 };
 
 /**
- * Asks the database `select 1`, bounded by `timeoutMs`. Probes asked for while one is under way share it: a load
- * balancer's checks from many addresses cost the database one statement at a time.
+ * Asks the database `select 1`, waiting at most `timeoutMs` for the answer. One statement at a time: probes asked for
+ * while one is unanswered wait on it (each with its own bound), so that a load balancer's checks cost the database
+ * one statement, and a database that does not answer one parked statement, not one more every window.
  */
 function databaseProbe(db: Sql, timeoutMs: number) {
-  let under: Promise<{ available: boolean; latency_ms: number }> | null = null;
-  const probe = async () => {
+  let unanswered: Promise<boolean> | null = null;
+  return async (): Promise<{ available: boolean; latency_ms: number }> => {
     const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), timeoutMs);
-    });
-    const answered = Promise.resolve()
+    unanswered ??= Promise.resolve()
       .then(() => db.query("select 1"))
       .then(
         () => true,
         () => false,
-      );
+      )
+      .finally(() => {
+        unanswered = null;
+      });
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
     try {
-      const available = await Promise.race([answered, timedOut]);
+      const available = await Promise.race([unanswered, timedOut]);
       return { available, latency_ms: Math.round(performance.now() - started) };
     } finally {
       clearTimeout(timer);
     }
-  };
-  return () => {
-    under ??= probe().finally(() => {
-      under = null;
-    });
-    return under;
   };
 }
