@@ -3,7 +3,7 @@
 // (the seller never gets less than the price), and stores the amount; every challenge and every paid retry in
 // that window, in this process or another, reads the same amount, so an x402 v2 client's echoed `accepted` matches
 // the requirements rebuilt for it by deep equality. A retry is checked against its window and the one before.
-import { type Asset, divCeil, setBounded } from "../../core/index.ts";
+import { type Asset, amountMax, divCeil, setBounded } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import type { RateSource } from "../router/index.ts";
 import type { Paywall } from "./paywalls.ts";
@@ -79,7 +79,9 @@ export function createPriceLocks(deps: {
           from: paywall.price.asset,
           to: asset,
         });
-        return amount === null || amount <= 0n ? [] : [{ asset: asset.code, amount }];
+        // Nothing to price it with, or more than an amount can be (a large price in a cheap asset): left out, as a
+        // rate missing is (the 402 offers the others; none left is 503).
+        return amount === null || amount <= 0n || amount > amountMax ? [] : [{ asset: asset.code, amount }];
       });
       if (fresh.length > 0) {
         // Another process may lock the same window at once: the first write wins, and both read it back.

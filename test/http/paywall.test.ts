@@ -543,6 +543,33 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       if (prepaid.kind === "paid") await prepaid.complete({ served: true });
     });
 
+    it("a price too large to convert into an offer's asset leaves that offer out, never a 500", async () => {
+      const created = await call("POST", "/v1/paywalls", {
+        ...body(),
+        resource: "/priceless",
+        price: { amount: "1000000000000000", asset: "USD" },
+      });
+      expect(created.status).toBe(201);
+      try {
+        const check = createPaywall({
+          sql: app.db,
+          tenantId,
+          schemes: app.paywalls.schemes,
+          rates: { usdRate: (code: string) => usdRateAt(code, 1n) },
+          nowMs: () => Math.ceil(Date.now() / 60_000) * 60_000 + 90 * 60_000,
+        });
+        // $10^15 is 10^21 USDC minor units and as many msat at these rates: past what an amount can be, in both.
+        const verdict = await check({ method: "GET", url: "http://shop.test/priceless", headers: {} });
+        expect(verdict).toMatchObject({
+          kind: "challenge",
+          status: 503,
+          body: { error: "paywall_rate_unavailable" },
+        });
+      } finally {
+        await call("DELETE", `/v1/paywalls/${created.body.id}`);
+      }
+    });
+
     it("gives a price lock forgotten past cachedMax back from its row: the price of its window, as another process", async () => {
       const atMs = Math.ceil(Date.now() / 60_000) * 60_000 + 10 * 60_000 + 1_000;
       let rate = 1n;
