@@ -376,8 +376,9 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     if (!presented.ok) return refused("l402_malformed", presented.message);
     if (!rails.includes(rail)) return refused("l402_not_offered", `${rail} is not offered here`);
     const { macaroon, identifier, preimagePays, keyId } = presented;
-    // First what costs nothing and needs no secret: one who has not paid the identifier's invoice is refused
-    // before a read of the database or the HMAC chain over caveats a holder may have appended.
+    // First what costs nothing and needs no secret: a copied token whose invoice was not paid is refused before a
+    // read of the database or its HMAC chain. (An identifier made up around a hash of one's own passes this and
+    // costs a lookup; what bounds the chain it may carry is macaroonCaveatsMax.)
     if (!preimagePays) return refused("l402_preimage_mismatch", "the preimage is not the token's invoice's");
     const { tenantId } = resource;
     const stored = memory.recall(tenantId, keyId) ?? (await readToken(db, { tenantId, keyId }));
