@@ -76,6 +76,32 @@ describe("createRateFeed", () => {
     expect(feed.rateStatus("ETH")).toBe("stale");
   });
 
+  it("does not take a rate that moved more than rateMoveFactorMax times at once from a fresh one; once it is stale, any", async () => {
+    const chain = toySource("chainlink", ["BTC"]);
+    const feed = feedWith([chain]);
+    const at = (microUsd: bigint) => ({
+      observations: [{ assetCode: "BTC", rate: { microUsd, perMinorUnits: 1_000n }, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    chain.answer(at(1_000n)); // $100,000
+    await feed.refresh();
+    chain.answer(at(1n)); // $100: a typo, or a feed pinned at its bound
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toEqual({ microUsd: 1_000n, perMinorUnits: 1_000n });
+    chain.answer(at(1_900n)); // within the bound: taken
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toEqual({ microUsd: 1_900n, perMinorUnits: 1_000n });
+    chain.answer(at(100n));
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toEqual({ microUsd: 1_900n, perMinorUnits: 1_000n });
+    // The last taken ages out while the source insists: stale, then the new rate is taken.
+    clock.ms += 60_001;
+    expect(feed.rateStatus("BTC")).toBe("stale");
+    chain.answer(at(100n));
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toEqual({ microUsd: 100n, perMinorUnits: 1_000n });
+  });
+
   it("answers from the first source in priority order whose rate is fresh", async () => {
     const chain = toySource("chainlink", ["ETH", "BTC"]);
     const http = toySource("http", ["ETH"]);

@@ -54,6 +54,21 @@ export type RateFeed = RateSource & {
 /** The most sources one feed polls. */
 export const rateSourcesMax = 8;
 
+/**
+ * The most a source's rate may move at once, either way, from a fresh rate it gave before: beyond it the new rate is
+ * not taken. Markets move less in a refresh; mistakes move by orders of magnitude.
+ */
+export const rateMoveFactorMax = 2n;
+
+/** Whether `next` is more than rateMoveFactorMax times `last`, or less than its fraction (exact, no division). */
+function movedTooFar(last: UsdRate, next: UsdRate): boolean {
+  const nextScaled = next.microUsd * last.perMinorUnits;
+  const lastScaled = last.microUsd * next.perMinorUnits;
+  return nextScaled > lastScaled * rateMoveFactorMax || nextScaled * rateMoveFactorMax < lastScaled;
+}
+
+const rateText = (rate: UsdRate) => `${rate.microUsd} µUSD / ${rate.perMinorUnits}`;
+
 export function createRateFeed(params: RateFeedParams): RateFeed {
   validate(params);
   const { sources, maxAgeMs, refreshMs } = params;
@@ -101,6 +116,22 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     for (const observation of result.observations) {
       // Only the assets the source declared: the map stays bounded whatever a source returns.
       if (!source.assetCodes.includes(observation.assetCode)) continue;
+      const before = byAsset.get(observation.assetCode);
+      if (before !== undefined && isFresh(before) && movedTooFar(before.rate, observation.rate)) {
+        // A typo (`price-feed -- BTC 1`), a feed pinned at its bound, a source answering in another unit: the rate
+        // it had stays, and ages out if the source keeps saying so (a stale rate excludes its rails; any rate is
+        // then taken afresh).
+        logger.error(
+          {
+            source: source.name,
+            asset: observation.assetCode,
+            from: rateText(before.rate),
+            to: rateText(observation.rate),
+          },
+          `rate moved by more than ${rateMoveFactorMax}× at once: not taken`,
+        );
+        continue;
+      }
       // The latest fetch replaces what the source said before, even with an earlier time: a feed's round ages
       // when the chain's clock jumps ahead (see chainlink.ts), and that age must show.
       byAsset.set(observation.assetCode, observation);
