@@ -187,6 +187,8 @@ export type AppOptions = {
    * system's resolver). Tests give one that answers what they need.
    */
   readonly webhookResolver?: Resolver;
+  /** How long an x402 settlement waits for its transaction to be mined (default: x402ReceiptTimeoutMs). */
+  readonly x402ReceiptTimeoutMs?: number;
 };
 
 const snapshotAssetCodes = Object.keys(assets);
@@ -205,7 +207,11 @@ type Closers = Array<() => Promise<void>>;
 const x402ReceiptTimeoutMs = 60_000;
 
 /** x402's chains: each EVM rail that takes money in (its token in USDC, its hot wallet as payTo). */
-function x402Chains(evm: readonly EvmClients[], rails: ReadonlyMap<string, Rail>): X402Chain[] {
+function x402Chains(
+  evm: readonly EvmClients[],
+  rails: ReadonlyMap<string, Rail>,
+  receiptTimeoutMs: number,
+): X402Chain[] {
   return evm
     .filter((clients) => rails.get(clients.id)?.submitSignedPayment !== undefined)
     .map((clients) => ({
@@ -215,7 +221,7 @@ function x402Chains(evm: readonly EvmClients[], rails: ReadonlyMap<string, Rail>
       token: clients.token,
       asset: assets.USDC,
       hotWallet: clients.walletClient.account.address,
-      receiptTimeoutMs: x402ReceiptTimeoutMs,
+      receiptTimeoutMs,
     }));
 }
 
@@ -294,7 +300,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const x402 = createX402Deps({
       db,
       settlement: services.settlement,
-      chains: x402Chains(evm, rails),
+      chains: x402Chains(evm, rails, options.x402ReceiptTimeoutMs ?? x402ReceiptTimeoutMs),
       logger: logger.child({ module: "x402" }),
     });
     const x402Reconcile = startX402Reconcile(x402);

@@ -8,6 +8,7 @@
 // refused before their routes run, on every gateway process. After the handler: settled (served) or the claim given
 // back; the claim holds the payer's balance while its transfer may still be mined.
 import { isDeepStrictEqual } from "node:util";
+import { BaseError, getAddress } from "viem";
 import type {
   ChallengePart,
   HeaderLine,
@@ -30,15 +31,16 @@ import type { X402Deps } from "./facilitator.ts";
 import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
-import type {
-  PaymentRequiredV1,
-  PaymentRequiredV2,
-  PaymentRequirementsV1,
-  PaymentRequirementsV2,
-  SettleResponse,
+import {
+  exactEvmPayload,
+  type PaymentRequiredV1,
+  type PaymentRequiredV2,
+  type PaymentRequirementsV1,
+  type PaymentRequirementsV2,
+  type SettleResponse,
 } from "./schemas.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { release } from "./store.ts";
+import { markOwed, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
 type Offer = { rail: string; price: SchemePrice };
@@ -134,14 +136,73 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     },
   };
 
+  /**
+   * The request a payment is owed (its settlement was in flight when the payer was answered 402), when its
+   * transaction has since been mined and spent it: a paid verdict that settles nothing more (the receipt names that
+   * transaction), or null. Taken once: a request not served owes it again.
+   */
+  async function servedAsOwed(
+    parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
+    credit: { tenantId: string; accountId: string },
+  ): Promise<SchemeVerdict | null> {
+    const read = exactEvmPayload.safeParse(parsed.payload.payload);
+    if (!read.success) return null;
+    const { chain } = parsed.requirements;
+    const authorization = {
+      from: getAddress(read.data.authorization.from),
+      nonce: read.data.authorization.nonce.toLowerCase() as `0x${string}`,
+      value: BigInt(read.data.authorization.value),
+    };
+    const txHash = await takeOwed(deps.db, chain, authorization, credit);
+    if (txHash === null) return null;
+    let mined = false;
+    try {
+      const receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash as `0x${string}` });
+      mined = receipt.status === "success";
+    } catch (error) {
+      if (!(error instanceof BaseError)) throw error;
+    }
+    if (!mined) {
+      await markOwed(deps.db, chain, authorization, true);
+      return null;
+    }
+    const receiptHeader = parsed.requirements.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
+    const receipt: SettleResponse = {
+      success: true,
+      transaction: txHash,
+      network: parsed.requirements.network,
+      payer: authorization.from,
+      amount: authorization.value.toString(),
+    };
+    let completed: ReturnType<Extract<SchemeVerdict, { kind: "paid" }>["complete"]> | null = null;
+    return {
+      kind: "paid",
+      payer: authorization.from,
+      complete(outcome) {
+        completed ??= (async () => {
+          if (!outcome.served) {
+            await markOwed(deps.db, chain, authorization, true);
+            return {
+              settled: false as const,
+              refusal: {
+                code: "resource_not_served",
+                message: "the resource was not served: it is still owed",
+              },
+              headers: [],
+            };
+          }
+          return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
+        })();
+        return completed;
+      },
+    };
+  }
+
   /** Verifies and claims a parsed payment; the verdict. */
   async function verifyAndClaim(
     resource: PricedResource,
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
   ): Promise<SchemeVerdict> {
-    const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
-    if (!verified.ok) return { kind: "refused", refusal: refusal(verified) };
-    const { payment } = verified;
     const { requirements } = parsed;
     const { chain } = requirements;
     const credit = {
@@ -149,16 +210,28 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       accountId: resource.accountId,
       ...(resource.split === undefined ? {} : { split: resource.split }),
     };
+    const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
+    if (!verified.ok) {
+      // Taken: its signature, recipient, window and value were checked first. A request it is owed is served now.
+      if (verified.refusal === "invalid_exact_evm_nonce_already_used") {
+        const owed = await servedAsOwed(parsed, credit);
+        if (owed !== null) return owed;
+      }
+      return { kind: "refused", refusal: refusal(verified) };
+    }
+    const { payment } = verified;
     // Taken before tells a copy of a payment in flight that its nonce is taken, not that funds are short.
     const claimed = await claims.claim(chain, payment.authorization, credit, verified.balance);
     if (claimed.kind === "taken")
-      return {
-        kind: "refused",
-        refusal: {
-          code: "invalid_exact_evm_nonce_already_used",
-          message: "this authorization was already taken",
-        },
-      };
+      return (
+        (await servedAsOwed(parsed, credit)) ?? {
+          kind: "refused",
+          refusal: {
+            code: "invalid_exact_evm_nonce_already_used",
+            message: "this authorization was already taken",
+          },
+        }
+      );
     if (claimed.kind === "short")
       return {
         kind: "refused",
@@ -186,6 +259,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         requirements,
       );
       if (!settled.ok) {
+        // In flight (not mined in time): the payer hears 402, and the same payment sent again once it is mined is
+        // served (servedAsOwed), once.
+        if (settled.pending === true)
+          await markOwed(deps.db, chain, payment.authorization, true).catch((error: unknown) =>
+            deps.logger.error({ error, payer: payment.payer }, "x402: marking a request owed failed"),
+          );
         const failed: SettleResponse = {
           success: false,
           errorReason: settled.refusal,
@@ -196,7 +275,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         };
         return {
           settled: false as const,
-          refusal: { code: settled.refusal, message: settled.message },
+          refusal: {
+            code: settled.refusal,
+            message:
+              settled.pending === true
+                ? `${settled.message}: send the same payment again once it is mined, and it is served`
+                : settled.message,
+          },
           headers: [[receiptHeader, encodeHeader(failed)] as const],
         };
       }

@@ -169,3 +169,41 @@ export async function sentAuthorization(
     txHash: row.tx_hash,
   };
 }
+
+/**
+ * Marks the authorization's request owed: the payer was answered 402 while its settlement was in flight. Once its
+ * transaction is mined, the same payment sent again is served once (takeOwed).
+ */
+export async function markOwed(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce">,
+  owed: boolean,
+): Promise<void> {
+  await db.query(
+    `UPDATE x402_authorizations SET owed_service = $5
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4`,
+    [...keyOf(chain, authorization), owed],
+  );
+}
+
+/**
+ * Takes the request the authorization is owed, when it is owed to this credit (tenant, account, amount) and its
+ * transaction was sent: the row's transaction hash, or null (not owed, another's, or taken by a retry at once).
+ */
+export async function takeOwed(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
+  credit: CreditTarget,
+): Promise<string | null> {
+  const [row] = await db.query<{ tx_hash: string }>(
+    `UPDATE x402_authorizations SET owed_service = false
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_service
+       AND tenant_id = $5 AND account_id = $6 AND amount = $7::numeric
+       AND status IN ('submitted', 'settled') AND tx_hash IS NOT NULL
+     RETURNING tx_hash`,
+    [...keyOf(chain, authorization), credit.tenantId, credit.accountId, authorization.value.toString()],
+  );
+  return row?.tx_hash ?? null;
+}

@@ -10,7 +10,7 @@ import {
   type WatchedEvent,
 } from "../../adapters/evm/index.ts";
 import { assets } from "../../core/index.ts";
-import { type App, createApp } from "../../gateway/app.ts";
+import { type App, type AppOptions, createApp } from "../../gateway/app.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
 import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
@@ -19,8 +19,8 @@ import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 
 export type Gateway = Awaited<ReturnType<typeof startGateway>>;
 
-export async function startGateway(env: Record<string, string> = {}) {
-  const app: App = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0", ...env }));
+export async function startGateway(env: Record<string, string> = {}, options: AppOptions = {}) {
+  const app: App = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0", ...env }), options);
   if (app.demo === null || app.chain === null || app.evmWatcher === null)
     throw new Error("development mode with the embedded chain and its splitter watcher was expected");
   const chain = app.chain;
