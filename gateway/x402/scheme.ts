@@ -8,7 +8,7 @@
 // refused before their routes run, on every gateway process. After the handler: settled (served) or the claim given
 // back; the claim holds the payer's balance while its transfer may still be mined.
 import { isDeepStrictEqual } from "node:util";
-import { BaseError, getAddress } from "viem";
+import { getAddress, type Hex, parseAbiItem } from "viem";
 import type {
   ChallengePart,
   HeaderLine,
@@ -18,7 +18,7 @@ import type {
   SchemePrice,
   SchemeVerdict,
 } from "../paywall/scheme.ts";
-import type { TokenDomainExtra, X402Chain } from "./chains.ts";
+import { eip3009Abi, type TokenDomainExtra, type X402Chain } from "./chains.ts";
 import { createClaimBatcher } from "./claims-batch.ts";
 import {
   decodeHeader,
@@ -28,6 +28,7 @@ import {
   requiredHeaderName,
 } from "./codec.ts";
 import type { X402Deps } from "./facilitator.ts";
+import { spentBy } from "./reconcile.ts";
 import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
@@ -40,8 +41,18 @@ import {
   type SettleResponse,
 } from "./schemas.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { markOwed, release, takeOwed } from "./store.ts";
+import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
+
+/** The token's event of an authorization spent, looked for when the transaction sent was replaced. */
+const authorizationUsedEvent = parseAbiItem(
+  "event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)",
+);
+/** How far back that event is looked for (a payment owed waits minutes, not days). */
+const owedLogBlocksBack = 50_000n;
+/** How many times a request is marked owed before the payer is told nothing is owed, and the pause between. */
+const owedMarkAttemptsMax = 3;
+const owedMarkPauseMs = 200;
 
 type Offer = { rail: string; price: SchemePrice };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -137,39 +148,35 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   };
 
   /**
-   * The request a payment is owed (its settlement was in flight when the payer was answered 402), when its
-   * transaction has since been mined and spent it: a paid verdict that settles nothing more (the receipt names that
-   * transaction), or null. Taken once: a request not served owes it again.
+   * The request a payment is owed at this paywall (its settlement was in flight when the payer was answered 402),
+   * once the token says its authorization is spent: a paid verdict that settles nothing more (the receipt names the
+   * transaction that spent it), or null. Taken once; a request then not served is owed again.
    */
   async function servedAsOwed(
     parsed: Extract<ReturnType<typeof parsePayment>, { ok: true }>,
-    credit: { tenantId: string; accountId: string },
+    resource: PricedResource,
   ): Promise<SchemeVerdict | null> {
     const read = exactEvmPayload.safeParse(parsed.payload.payload);
     if (!read.success) return null;
     const { chain } = parsed.requirements;
     const authorization = {
       from: getAddress(read.data.authorization.from),
-      nonce: read.data.authorization.nonce.toLowerCase() as `0x${string}`,
+      nonce: read.data.authorization.nonce.toLowerCase() as Hex,
       value: BigInt(read.data.authorization.value),
     };
-    const txHash = await takeOwed(deps.db, chain, authorization, credit);
-    if (txHash === null) return null;
-    let mined = false;
-    try {
-      const receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash as `0x${string}` });
-      mined = receipt.status === "success";
-    } catch (error) {
-      if (!(error instanceof BaseError)) throw error;
-    }
-    if (!mined) {
-      await markOwed(deps.db, chain, authorization, true);
-      return null;
-    }
+    const { paywallId } = resource;
+    const sent = await owedAt(deps.db, chain, authorization, {
+      paywallId,
+      tenantId: resource.tenantId,
+      accountId: resource.accountId,
+    });
+    if (sent === null) return null;
+    const spentBy = await spendingTransaction(chain, authorization, sent as Hex);
+    if (spentBy === null || !(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
     const receiptHeader = parsed.requirements.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
     const receipt: SettleResponse = {
       success: true,
-      transaction: txHash,
+      transaction: spentBy,
       network: parsed.requirements.network,
       payer: authorization.from,
       amount: authorization.value.toString(),
@@ -181,7 +188,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       complete(outcome) {
         completed ??= (async () => {
           if (!outcome.served) {
-            await markOwed(deps.db, chain, authorization, true);
+            await markedOwed(chain, authorization, paywallId);
             return {
               settled: false as const,
               refusal: {
@@ -196,6 +203,62 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         return completed;
       },
     };
+  }
+
+  /**
+   * The transaction that spent the authorization: the one sent, when its receipt shows the token's AuthorizationUsed
+   * of it, else the one whose log the token emitted (a fee bump's replacement, or anyone's: `to` is the hot wallet,
+   * so the money came whoever sent it). Null while it is not spent, or when the node cannot say now.
+   */
+  async function spendingTransaction(
+    chain: X402Chain,
+    authorization: { from: Hex; nonce: Hex },
+    sent: Hex,
+  ): Promise<Hex | null> {
+    try {
+      if ((await spentBy(chain, sent, authorization)) !== null) return sent;
+      const spent = await chain.publicClient.readContract({
+        address: chain.token,
+        abi: eip3009Abi,
+        functionName: "authorizationState",
+        args: [authorization.from, authorization.nonce],
+      });
+      if (!spent) return null;
+      const latest = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
+      const logs = await chain.publicClient.getLogs({
+        address: chain.token,
+        event: authorizationUsedEvent,
+        args: { authorizer: authorization.from, nonce: authorization.nonce },
+        fromBlock: latest > owedLogBlocksBack ? latest - owedLogBlocksBack : 0n,
+        toBlock: latest,
+      });
+      return logs[0]?.transactionHash ?? null;
+    } catch (error) {
+      deps.logger.warn(
+        { error, payer: authorization.from },
+        "x402: whether an owed payment was spent is unknown now",
+      );
+      return null;
+    }
+  }
+
+  /** Marks a request owed, tried a few times: true once it is marked. */
+  async function markedOwed(
+    chain: X402Chain,
+    authorization: { from: Hex; nonce: Hex },
+    paywallId: string,
+  ): Promise<boolean> {
+    for (let attempt = 1; ; attempt += 1)
+      try {
+        await markOwed(deps.db, chain, authorization, paywallId);
+        return true;
+      } catch (error) {
+        if (attempt >= owedMarkAttemptsMax) {
+          deps.logger.error({ error, payer: authorization.from }, "x402: marking a request owed failed");
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, owedMarkPauseMs));
+      }
   }
 
   /** Verifies and claims a parsed payment; the verdict. */
@@ -213,8 +276,13 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const verified = await verifyExact(deps, parsed.payload, parsed.requirements, reads);
     if (!verified.ok) {
       // Taken: its signature, recipient, window and value were checked first. A request it is owed is served now.
-      if (verified.refusal === "invalid_exact_evm_nonce_already_used") {
-        const owed = await servedAsOwed(parsed, credit);
+      // Spent, or expired since: a request it is owed here is served now. Its signature, recipient (and, spent, its
+      // window and value) were checked first.
+      if (
+        verified.refusal === "invalid_exact_evm_nonce_already_used" ||
+        verified.refusal === "invalid_exact_evm_payload_authorization_valid_before"
+      ) {
+        const owed = await servedAsOwed(parsed, resource);
         if (owed !== null) return owed;
       }
       return { kind: "refused", refusal: refusal(verified) };
@@ -224,7 +292,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     const claimed = await claims.claim(chain, payment.authorization, credit, verified.balance);
     if (claimed.kind === "taken")
       return (
-        (await servedAsOwed(parsed, credit)) ?? {
+        (await servedAsOwed(parsed, resource)) ?? {
           kind: "refused",
           refusal: {
             code: "invalid_exact_evm_nonce_already_used",
@@ -261,10 +329,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       if (!settled.ok) {
         // In flight (not mined in time): the payer hears 402, and the same payment sent again once it is mined is
         // served (servedAsOwed), once.
-        if (settled.pending === true)
-          await markOwed(deps.db, chain, payment.authorization, true).catch((error: unknown) =>
-            deps.logger.error({ error, payer: payment.payer }, "x402: marking a request owed failed"),
-          );
+        const owed =
+          settled.pending === true && (await markedOwed(chain, payment.authorization, resource.paywallId));
         const failed: SettleResponse = {
           success: false,
           errorReason: settled.refusal,
@@ -277,10 +343,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           settled: false as const,
           refusal: {
             code: settled.refusal,
-            message:
-              settled.pending === true
-                ? `${settled.message}: send the same payment again once it is mined, and it is served`
-                : settled.message,
+            message: owed
+              ? `${settled.message}: send the same payment again once it is mined (before it expires), and it is served`
+              : settled.message,
           },
           headers: [[receiptHeader, encodeHeader(failed)] as const],
         };

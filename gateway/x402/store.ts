@@ -171,39 +171,64 @@ export async function sentAuthorization(
 }
 
 /**
- * Marks the authorization's request owed: the payer was answered 402 while its settlement was in flight. Once its
- * transaction is mined, the same payment sent again is served once (takeOwed).
+ * Marks the authorization's request owed at `paywallId` (null: no longer owed): the payer was answered 402 while its
+ * settlement was in flight. Once the authorization is spent, the same payment sent again there is served once
+ * (owedTo, takeOwed).
  */
 export async function markOwed(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce">,
-  owed: boolean,
+  paywallId: string | null,
 ): Promise<void> {
   await db.query(
-    `UPDATE x402_authorizations SET owed_service = $5
+    `UPDATE x402_authorizations SET owed_paywall = $5
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4`,
-    [...keyOf(chain, authorization), owed],
+    [...keyOf(chain, authorization), paywallId],
   );
 }
 
+/** What the gateway needs to know of an owed request, and whose it is. */
+export type OwedTo = { readonly paywallId: string; readonly tenantId: string; readonly accountId: string };
+
 /**
- * Takes the request the authorization is owed, when it is owed to this credit (tenant, account, amount) and its
- * transaction was sent: the row's transaction hash, or null (not owed, another's, or taken by a retry at once).
+ * Whether the authorization's request is owed at this paywall, to this credit (tenant, account, amount), and its
+ * transaction was sent: the row's transaction hash (the one first sent), or null.
  */
-export async function takeOwed(
+export async function owedAt(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce" | "value">,
-  credit: CreditTarget,
+  owed: OwedTo,
 ): Promise<string | null> {
   const [row] = await db.query<{ tx_hash: string }>(
-    `UPDATE x402_authorizations SET owed_service = false
-     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_service
-       AND tenant_id = $5 AND account_id = $6 AND amount = $7::numeric
-       AND status IN ('submitted', 'settled') AND tx_hash IS NOT NULL
-     RETURNING tx_hash`,
-    [...keyOf(chain, authorization), credit.tenantId, credit.accountId, authorization.value.toString()],
+    `SELECT tx_hash FROM x402_authorizations
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_paywall = $5
+       AND tenant_id = $6 AND account_id = $7 AND amount = $8::numeric
+       AND status IN ('submitted', 'settled') AND tx_hash IS NOT NULL`,
+    [
+      ...keyOf(chain, authorization),
+      owed.paywallId,
+      owed.tenantId,
+      owed.accountId,
+      authorization.value.toString(),
+    ],
   );
   return row?.tx_hash ?? null;
+}
+
+/** Takes the request owed at the paywall (one caller of many at once): true when this call took it. */
+export async function takeOwed(
+  db: Db,
+  chain: X402Chain,
+  authorization: Pick<Eip3009Authorization, "from" | "nonce">,
+  paywallId: string,
+): Promise<boolean> {
+  const rows = await db.query(
+    `UPDATE x402_authorizations SET owed_paywall = NULL
+     WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_paywall = $5
+     RETURNING 1`,
+    [...keyOf(chain, authorization), paywallId],
+  );
+  return rows.length === 1;
 }

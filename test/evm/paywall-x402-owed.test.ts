@@ -20,19 +20,25 @@ describe("an x402 payment settled after the paywall answered", () => {
   beforeAll(async () => {
     // A settler that waits 300 ms for its receipt: with the chain not mining, the settlement is in flight.
     gw = await startGateway({}, { x402ReceiptTimeoutMs: 300 });
-    const created = await gw.call("POST", "/v1/paywalls", {
-      resource: "/owed",
-      description: "a report paid while the chain was slow",
-      price: { amount: "0.01", asset: "USD" },
-      offers: [{ scheme: "x402", rail: "evm" }],
-      accounts: [gw.app.demo!.merchant.id],
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    for (const resource of ["/owed", "/elsewhere"]) {
+      const created = await gw.call("POST", "/v1/paywalls", {
+        resource,
+        description: "a report paid while the chain was slow",
+        price: { amount: "0.01", asset: "USD" },
+        offers: [{ scheme: "x402", rail: "evm" }],
+        accounts: [gw.app.demo!.merchant.id],
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+    }
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/owed", async () => {
       served += 1;
       return { report: "the goods" };
+    });
+    shop.get("/elsewhere", async () => {
+      served += 1;
+      return { report: "other goods at the same price" };
     });
     base = await shop.listen({ port: 0, host: "127.0.0.1" });
   });
@@ -52,7 +58,8 @@ describe("an x402 payment settled after the paywall answered", () => {
       ).replace(".", ""),
     );
 
-  it("serves the same payment sent again once it is mined, once, and settles nothing more", async () => {
+  /** The demo payer's signed payment of the paywall at `path` (a fresh authorization each time). */
+  async function paymentFor(path: string) {
     const payer = gw.app.demo!.chains[0]!.payer!;
     const client = new x402HTTPClient(
       registerExactEvmScheme(
@@ -71,13 +78,20 @@ describe("an x402 payment settled after the paywall answered", () => {
         { signer: privateKeyToAccount(payer.privateKey) },
       ),
     );
-    const challenge = await fetch(`${base}/owed`);
+    const challenge = await fetch(`${base}${path}`);
     expect(challenge.status).toBe(402);
     const required = client.getPaymentRequiredResponse(
       (name) => challenge.headers.get(name),
       await challenge.json(),
     );
-    const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+    return {
+      payer,
+      header: client.encodePaymentSignatureHeader(await client.createPaymentPayload(required)),
+    };
+  }
+
+  it("serves the same payment sent again once it is mined, once, and settles nothing more", async () => {
+    const { payer, header } = await paymentFor("/owed");
     const before = await merchantPosted();
 
     await setAutomine(false);
@@ -96,6 +110,10 @@ describe("an x402 payment settled after the paywall answered", () => {
       await setAutomine(true);
     }
     const servedBefore = served;
+    // Owed where it was paid, not at another paywall of the same account and price.
+    const elsewhere = await fetch(`${base}/elsewhere`, { headers: header });
+    expect(elsewhere.status).toBe(402);
+    expect(served).toBe(servedBefore);
     const again = await fetch(`${base}/owed`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
     expect(await again.json()).toEqual({ report: "the goods" });
@@ -112,5 +130,35 @@ describe("an x402 payment settled after the paywall answered", () => {
     expect(third.status).toBe(402);
     expect(served).toBe(servedBefore + 1);
     await expect.poll(async () => (await merchantPosted()) - before, { timeout: 15_000 }).toBe(10_000n);
+  });
+
+  it("serves it when a fee bump's replacement of the transaction sent was mined instead, naming that one", async () => {
+    const { payer, header } = await paymentFor("/owed");
+    await setAutomine(false);
+    let replacement: `0x${string}`;
+    try {
+      expect((await fetch(`${base}/owed`, { headers: header })).status).toBe(402);
+      const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT tx_hash FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
+        [payer.address.toLowerCase()],
+      );
+      const sent = await gw.chain.publicClient.getTransaction({ hash: row!.tx_hash });
+      replacement = await gw.chain.walletClient.sendTransaction({
+        account: gw.chain.walletClient.account,
+        chain: gw.chain.walletClient.chain,
+        to: sent.to!,
+        data: sent.input,
+        nonce: sent.nonce,
+        gas: sent.gas,
+        maxFeePerGas: sent.maxFeePerGas! * 2n,
+        maxPriorityFeePerGas: sent.maxPriorityFeePerGas! * 2n,
+      });
+    } finally {
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+      await setAutomine(true);
+    }
+    const again = await fetch(`${base}/owed`, { headers: header });
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(decodePaymentResponseHeader(again.headers.get("payment-response")!).transaction).toBe(replacement);
   });
 });
