@@ -84,9 +84,21 @@ export class PaymentRefusedError extends PayError {
   readonly code = "payment_refused";
   readonly reason: string | null;
   readonly status: number;
+  /**
+   * x402: the payment's header as it was sent (name and value; never in the message). With `reason`
+   * `unexpected_settle_error` its settlement was still in flight: the same request with this header again, once the
+   * transaction is mined, is served by a gateway that owes it, and pays nothing more (wrapFetch sends a request that
+   * carries a payment as it is).
+   */
+  readonly payment: { readonly name: string; readonly value: string } | null;
 
   constructor(
-    params: { reason: string | null; status: number; scheme: string },
+    params: {
+      reason: string | null;
+      status: number;
+      scheme: string;
+      payment?: { readonly name: string; readonly value: string };
+    },
     options: SwitchyardErrorOptions = {},
   ) {
     super(`The server refused the ${params.scheme} payment`, {
@@ -95,6 +107,7 @@ export class PaymentRefusedError extends PayError {
     });
     this.reason = params.reason;
     this.status = params.status;
+    this.payment = params.payment ?? null;
   }
 }
 

@@ -173,13 +173,21 @@ export function wrapFetch(
       // Looked for again after each wait, right before paying (no await between the last look and payL402's
       // registration of its payment): requests that waited on a payment that failed pay once between them.
       // At most two waits: the payment this request found in flight, and, when that one failed, the one another
-      // waiter began; past that a payer that keeps failing would hold the last of many requests behind every other.
+      // waiter began. When both failed, the payer is failing: this request fails too (payer_failed), rather than
+      // wait behind every other in turn, or have each of many waiters pay at once when the payer comes back.
       const failed = new Set<Promise<L402Token>>();
       let borrowed: L402Token | null = null;
       for (let waits = 1; ; waits += 1) {
         borrowed = await otherToken(scope, token, failed);
-        if (borrowed !== null || waits >= otherPaymentWaitsMax || !anotherToken(scope, token, failed)) break;
+        if (borrowed !== null || !anotherToken(scope, token, failed)) break;
+        if (waits >= otherPaymentWaitsMax) break;
       }
+      // A request aborted while it waited is not paid for.
+      request.signal.throwIfAborted();
+      if (borrowed === null && failed.size >= otherPaymentWaitsMax)
+        throw new PayerFailedError("The Lightning payer failed the payments this request waited on", {
+          details: `${failed.size} payments to ${scope} failed in a row`,
+        });
       if (borrowed !== null) {
         const again = await send(withAuthorization(request.clone(), borrowed));
         if (again.status === 401) await refuseToken(again, borrowed, scope);
@@ -258,6 +266,7 @@ export function wrapFetch(
         scheme: `x402 v${offer.offer.version}`,
         status: answer.status,
         reason: x402RefusalReason(answer.headers, await readBody(answer)),
+        payment: header,
       });
     options.onPayment?.({
       scheme: "x402",

@@ -8,6 +8,7 @@ import { decodePaymentResponseHeader, x402Client, x402HTTPClient } from "@x402/f
 import Fastify, { type FastifyInstance } from "fastify";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PaymentRefusedError, viemPayer, wrapFetch } from "../../client/pay/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
@@ -160,5 +161,38 @@ describe("an x402 payment settled after the paywall answered", () => {
     const again = await fetch(`${base}/owed`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
     expect(decodePaymentResponseHeader(again.headers.get("payment-response")!).transaction).toBe(replacement);
+  });
+
+  it("the paying SDK's refusal carries the payment's header: sent again once mined, it is served and pays nothing more", async () => {
+    const payer = gw.app.demo!.chains[0]!.payer!;
+    const paidFetch = wrapFetch(fetch, {
+      accept: [
+        {
+          scheme: "x402",
+          network: `eip155:${gw.chain.chain.id}`,
+          asset: gw.chain.contracts.testUsd,
+          amountMax: 10_000n,
+        },
+      ],
+      evm: viemPayer(privateKeyToAccount(payer.privateKey)),
+    });
+    const before = await merchantPosted();
+    await setAutomine(false);
+    let refused: unknown;
+    try {
+      refused = await paidFetch(`${base}/owed`).catch((error: unknown) => error);
+    } finally {
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+      await setAutomine(true);
+    }
+    expect(refused).toBeInstanceOf(PaymentRefusedError);
+    const { reason, payment } = refused as PaymentRefusedError;
+    expect(reason).toBe("unexpected_settle_error");
+    expect(payment?.name.toLowerCase()).toBe("payment-signature");
+    expect((refused as Error).message).not.toContain(payment!.value);
+    // A request that carries a payment is sent as it is: served, and nothing is signed or paid again.
+    const again = await paidFetch(`${base}/owed`, { headers: { [payment!.name]: payment!.value } });
+    expect(again.status, await again.clone().text()).toBe(200);
+    await expect.poll(async () => (await merchantPosted()) - before, { timeout: 15_000 }).toBe(10_000n);
   });
 });
