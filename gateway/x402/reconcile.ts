@@ -214,6 +214,7 @@ async function reconcileChain(
   bounds: ReconcileSettings,
   counts: ReconcileCounts,
 ): Promise<void> {
+  await adoptSentClaims(deps.db, chain, bounds);
   const rows = await submittedRows(deps.db, chain, bounds);
   const byTx = new Map<Hex, SubmittedRow[]>();
   for (const row of rows) {
@@ -362,6 +363,28 @@ async function touch(db: Db, chain: X402Chain, rows: readonly SubmittedRow[]): P
      WHERE chain_id = $1 AND token = $2 AND status = 'submitted'
        AND (payer, nonce) IN (SELECT * FROM unnest($3::text[], $4::text[]))`,
     [chain.chainId, chain.token.toLowerCase(), rows.map((row) => row.payer), rows.map((row) => row.nonce)],
+  );
+}
+
+/**
+ * Rows left `claimed`, bound to an invoice, with no transaction, though the rail's send journal holds one for their
+ * authorization (transfer-auth:<chain id>:<payer>:<nonce>, or the key before the chain id was in it): the settler
+ * threw after the transaction was signed and stored (a broadcast the node refused; the send-gas pass broadcasts it
+ * again), or crashed before its record. They become `submitted` with that transaction, and are concluded below as
+ * any other, in this pass once quiet as long; before, nothing ever concluded them, and a retried settle of the
+ * payment was refused as taken.
+ */
+async function adoptSentClaims(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<void> {
+  await db.query(
+    `UPDATE x402_authorizations a SET status = 'submitted', tx_hash = s.tx_hash
+     FROM evm_sends s
+     WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'claimed' AND a.tx_hash IS NULL
+       AND a.invoice_id IS NOT NULL
+       AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
+       AND s.chain_id = $1
+       AND s.attempt_id IN ('transfer-auth:' || $1::text || ':' || a.payer || ':' || a.nonce,
+                            'transfer-auth:' || a.payer || ':' || a.nonce)`,
+    [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs],
   );
 }
 

@@ -11,6 +11,7 @@ import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil, type Logger, silentLogger } from "../../core/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
+import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import {
   type AuthorizationBatchSender,
   type BatchItem,
@@ -20,7 +21,7 @@ import {
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
-import { claim } from "../../gateway/x402/store.ts";
+import { claim, sentAuthorization } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
@@ -732,5 +733,45 @@ describe("a settlement whose transaction is replaced while the settler waits for
     expect(booked?.amount).toBe(gas);
     expect(await gw.app.ledger.lookupTransfers([singleGasId(first)])).toHaveLength(0);
     expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+});
+
+describe("a row left claimed by a settler that threw once its transaction was stored", () => {
+  it("is adopted from the send journal and settled once its transaction is mined, for a retried settle to find", async () => {
+    // The node refuses the next broadcast: the settler's rail stores the signed transaction, then throws.
+    const client = gw.chain.publicClient;
+    const broadcast = client.sendRawTransaction;
+    client.sendRawTransaction = async () => {
+      client.sendRawTransaction = broadcast;
+      throw new Error("the node refused the broadcast (test)");
+    };
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const p = await claimed(await payment(await newPayer("broadcast refused"), 830n));
+    const first = notOk(await settler.settle(p.claimed, p.requirements));
+    client.sendRawTransaction = broadcast;
+    expect(first).toMatchObject({
+      refusal: "unexpected_settle_error",
+      pending: true,
+    });
+    const left = await rowOf(p);
+    expect(left).toMatchObject({ status: "claimed", tx_hash: null });
+    expect(left?.invoice_id).not.toBeNull();
+    // The send-gas pass broadcasts what the journal holds, and it is mined.
+    await sendGasPassOnce(gw.app.settlement, gw.rail, chain.chainId);
+    const [sent] = await gw.app.db.query<{ tx_hash: Hex }>(
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+      [
+        `transfer-auth:${chain.chainId}:${p.claimed.authorization.from.toLowerCase()}:${p.claimed.authorization.nonce}`,
+      ],
+    );
+    expect(sent).toBeDefined();
+    await gw.chain.publicClient.waitForTransactionReceipt({ hash: sent!.tx_hash });
+    expect(await reconcile()).toMatchObject({ settled: 1 });
+    expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: sent!.tx_hash });
+    // What the facilitator's retried settle reads to answer it (before: nothing, and it was refused as taken).
+    expect(await sentAuthorization(gw.app.db, chain, p.claimed.authorization)).toMatchObject({
+      status: "settled",
+      txHash: sent!.tx_hash,
+    });
   });
 });
