@@ -13,6 +13,7 @@ import {
   createBudget,
   lightningAssetId,
   lndPayer,
+  PaymentOutcomeUnknownError,
   type PaymentRecord,
   PaymentRefusedError,
   parseL402Challenge,
@@ -263,7 +264,25 @@ describe("wrapFetch paying Switchyard's L402 on regtest", () => {
   });
 
   it("a credential the server refuses throws PaymentRefusedError with its code, and is not paid twice", async () => {
-    // A wallet that pays the invoice but hands back another preimage: the server's check of sha256(preimage) fails.
+    // Something between the payer and the server changes the preimage of the paid retry: the server's check of
+    // sha256(preimage) fails.
+    const provider = regtestWebln();
+    const tampering: typeof fetch = (input, init) => {
+      const request = new Request(input, init);
+      const credential = request.headers.get("authorization");
+      if (credential !== null)
+        request.headers.set("authorization", credential.replace(/:[0-9a-f]{64}$/, `:${"11".repeat(32)}`));
+      return fetch(request);
+    };
+    const paidFetch = wrapFetch(tampering, { accept: [rule()], lightning: weblnPayer(provider) });
+    const refused = await caught(paidFetch(`${site.url}/weather/refused`));
+    expect(refused).toBeInstanceOf(PaymentRefusedError);
+    expect(refused).toMatchObject({ code: "payment_refused", status: 402 });
+    expect((refused as PaymentRefusedError).reason).toMatch(/^l402_/);
+    expect(provider.payments).toBe(1);
+  });
+
+  it("a wallet that pays but hands back another preimage: outcome unknown, counted, no bad credential sent", async () => {
     const provider = regtestWebln();
     const lying: WebLnProvider = {
       enable: () => provider.enable!(),
@@ -272,11 +291,16 @@ describe("wrapFetch paying Switchyard's L402 on regtest", () => {
         return { preimage: "11".repeat(32) };
       },
     };
-    const paidFetch = wrapFetch(fetch, { accept: [rule()], lightning: weblnPayer(lying) });
-    const refused = await caught(paidFetch(`${site.url}/weather/refused`));
-    expect(refused).toBeInstanceOf(PaymentRefusedError);
-    expect(refused).toMatchObject({ code: "payment_refused", status: 402 });
-    expect((refused as PaymentRefusedError).reason).toMatch(/^l402_/);
+    const sent: string[] = [];
+    const recording: typeof fetch = (input, init) => {
+      const request = new Request(input, init);
+      sent.push(request.headers.get("authorization") ?? "");
+      return fetch(request);
+    };
+    const paidFetch = wrapFetch(recording, { accept: [rule()], lightning: weblnPayer(lying) });
+    const unknown = await caught(paidFetch(`${site.url}/weather/refused`));
+    expect(unknown).toBeInstanceOf(PaymentOutcomeUnknownError);
     expect(provider.payments).toBe(1);
+    expect(sent).toEqual([""]);
   });
 });
