@@ -8,7 +8,7 @@
 // refused before their routes run, on every gateway process. After the handler: settled (served) or the claim given
 // back; the claim holds the payer's balance while its transfer may still be mined.
 import { isDeepStrictEqual } from "node:util";
-import { getAddress, type Hex, parseAbiItem } from "viem";
+import { getAddress, type Hex } from "viem";
 import type {
   ChallengePart,
   HeaderLine,
@@ -18,7 +18,7 @@ import type {
   SchemePrice,
   SchemeVerdict,
 } from "../paywall/scheme.ts";
-import { eip3009Abi, type TokenDomainExtra, type X402Chain } from "./chains.ts";
+import type { TokenDomainExtra, X402Chain } from "./chains.ts";
 import { createClaimBatcher } from "./claims-batch.ts";
 import {
   decodeHeader,
@@ -44,12 +44,6 @@ import { createSimulationBatcher } from "./simulate-batch.ts";
 import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
-/** The token's event of an authorization spent, looked for when the transaction sent was replaced. */
-const authorizationUsedEvent = parseAbiItem(
-  "event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)",
-);
-/** How far back that event is looked for (a payment owed waits minutes, not days). */
-const owedLogBlocksBack = 50_000n;
 /** How many times a request is marked owed before the payer is told nothing is owed, and the pause between. */
 const owedMarkAttemptsMax = 3;
 const owedMarkPauseMs = 200;
@@ -188,12 +182,14 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       complete(outcome) {
         completed ??= (async () => {
           if (!outcome.served) {
-            await markedOwed(chain, authorization, paywallId);
+            const owed = await markedOwed(chain, authorization, paywallId);
             return {
               settled: false as const,
               refusal: {
                 code: "resource_not_served",
-                message: "the resource was not served: it is still owed",
+                message: owed
+                  ? "the resource was not served: it is still owed"
+                  : "the resource was not served, and what it is owed could not be recorded",
               },
               headers: [],
             };
@@ -206,9 +202,10 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   }
 
   /**
-   * The transaction that spent the authorization: the one sent, when its receipt shows the token's AuthorizationUsed
-   * of it, else the one whose log the token emitted (a fee bump's replacement, or anyone's: `to` is the hot wallet,
-   * so the money came whoever sent it). Null while it is not spent, or when the node cannot say now.
+   * The transaction of ours that spent the authorization: the one sent, or a fee bump's replacement of it (the send
+   * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it — a transferWithAuthorization
+   * of these very terms, so the money came to the hot wallet. Another's spend of the payer's nonce (the payer's own
+   * authorization of the nonce to itself) is none. Null while none is mined, or when the node cannot say now.
    */
   async function spendingTransaction(
     chain: X402Chain,
@@ -216,23 +213,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     sent: Hex,
   ): Promise<Hex | null> {
     try {
-      if ((await spentBy(chain, sent, authorization)) !== null) return sent;
-      const spent = await chain.publicClient.readContract({
-        address: chain.token,
-        abi: eip3009Abi,
-        functionName: "authorizationState",
-        args: [authorization.from, authorization.nonce],
-      });
-      if (!spent) return null;
-      const latest = await chain.publicClient.getBlockNumber({ cacheTime: 0 });
-      const logs = await chain.publicClient.getLogs({
-        address: chain.token,
-        event: authorizationUsedEvent,
-        args: { authorizer: authorization.from, nonce: authorization.nonce },
-        fromBlock: latest > owedLogBlocksBack ? latest - owedLogBlocksBack : 0n,
-        toBlock: latest,
-      });
-      return logs[0]?.transactionHash ?? null;
+      const rail = deps.settlement.rails.get(chain.rail) as
+        | { sendHashesOf?: (txHash: Hex) => Promise<Hex[]> }
+        | undefined;
+      const hashes = new Set<Hex>([sent, ...((await rail?.sendHashesOf?.(sent)) ?? [])]);
+      for (const hash of hashes) if ((await spentBy(chain, hash, authorization)) !== null) return hash;
+      return null;
     } catch (error) {
       deps.logger.warn(
         { error, payer: authorization.from },

@@ -3,14 +3,19 @@
 // transaction is mined, the same payment sent again is served — once — with the receipt of that transaction, and
 // nothing more is settled or credited. Before, the same payment was refused as a nonce already used, for good: the
 // payer was charged and the merchant credited, and the payer never got what it paid for.
+import { inspect } from "node:util";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { decodePaymentResponseHeader, x402Client, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
+import { parseSignature } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { PaymentRefusedError, viemPayer, wrapFetch } from "../../client/pay/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 describe("an x402 payment settled after the paywall answered", () => {
   let gw: Gateway;
@@ -143,17 +148,18 @@ describe("an x402 payment settled after the paywall answered", () => {
         "SELECT tx_hash FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
         [payer.address.toLowerCase()],
       );
-      const sent = await gw.chain.publicClient.getTransaction({ hash: row!.tx_hash });
-      replacement = await gw.chain.walletClient.sendTransaction({
-        account: gw.chain.walletClient.account,
-        chain: gw.chain.walletClient.chain,
-        to: sent.to!,
-        data: sent.input,
-        nonce: sent.nonce,
-        gas: sent.gas,
-        maxFeePerGas: sent.maxFeePerGas! * 2n,
-        maxPriorityFeePerGas: sent.maxPriorityFeePerGas! * 2n,
-      });
+      // The send-gas pass bumps the fee of what has waited long enough (here: at once).
+      await sendGasPassOnce(
+        gw.app.settlement,
+        anotherProcessRail(gw, { replaceAfterMs: 0 }),
+        gw.chain.chain.id,
+      );
+      const [send] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
+        "SELECT s.tx_hash FROM evm_sends s JOIN evm_sends_replaced r USING (attempt_id) WHERE r.tx_hash = $1",
+        [row!.tx_hash],
+      );
+      replacement = send!.tx_hash;
+      expect(replacement).not.toBe(row!.tx_hash);
     } finally {
       await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
       await setAutomine(true);
@@ -161,6 +167,68 @@ describe("an x402 payment settled after the paywall answered", () => {
     const again = await fetch(`${base}/owed`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
     expect(decodePaymentResponseHeader(again.headers.get("payment-response")!).transaction).toBe(replacement);
+  });
+
+  it("is not served on another's spend of the payer's nonce: only a transaction of ours that paid the hot wallet", async () => {
+    const { payer, header } = await paymentFor("/owed");
+    const account = privateKeyToAccount(payer.privateKey);
+    await setAutomine(false);
+    try {
+      expect((await fetch(`${base}/owed`, { headers: header })).status).toBe(402);
+      // The payer spends its own nonce first, to itself, at a higher fee: the gateway's transaction then reverts.
+      const sent = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
+        payload: { authorization: { nonce: `0x${string}` } };
+      };
+      const nonce = sent.payload.authorization.nonce;
+      const authorization = {
+        from: account.address,
+        to: account.address,
+        value: 1n,
+        validAfter: 0n,
+        validBefore: 2_000_000_000n,
+        nonce,
+      };
+      const signature = await account.signTypedData(
+        transferWithAuthorizationTypedData(
+          {
+            name: "USD Coin",
+            version: "2",
+            chainId: gw.chain.chain.id,
+            verifyingContract: gw.chain.contracts.testUsd,
+          },
+          authorization,
+        ),
+      );
+      const { v, r, s } = parseSignature(signature);
+      await gw.chain.walletClient.writeContract({
+        account: gw.chain.accounts[1]!,
+        chain: gw.chain.chain,
+        address: gw.chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "transferWithAuthorization",
+        args: [
+          authorization.from,
+          authorization.to,
+          authorization.value,
+          authorization.validAfter,
+          authorization.validBefore,
+          nonce,
+          Number(v),
+          r,
+          s,
+        ],
+        gas: 150_000n,
+        maxFeePerGas: 500_000_000_000n,
+        maxPriorityFeePerGas: 100_000_000_000n,
+      });
+    } finally {
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+      await setAutomine(true);
+    }
+    const servedBefore = served;
+    const again = await fetch(`${base}/owed`, { headers: header });
+    expect(again.status).toBe(402);
+    expect(served).toBe(servedBefore);
   });
 
   it("the paying SDK's refusal carries the payment's header: sent again once mined, it is served and pays nothing more", async () => {
@@ -189,7 +257,10 @@ describe("an x402 payment settled after the paywall answered", () => {
     const { reason, payment } = refused as PaymentRefusedError;
     expect(reason).toBe("unexpected_settle_error");
     expect(payment?.name.toLowerCase()).toBe("payment-signature");
+    // A bearer credential of the payer's money: in no message, JSON or inspection of the error.
     expect((refused as Error).message).not.toContain(payment!.value);
+    expect(JSON.stringify(refused)).not.toContain(payment!.value);
+    expect(inspect(refused, { depth: 5 })).not.toContain(payment!.value);
     // A request that carries a payment is sent as it is: served, and nothing is signed or paid again.
     const again = await paidFetch(`${base}/owed`, { headers: { [payment!.name]: payment!.value } });
     expect(again.status, await again.clone().text()).toBe(200);
