@@ -90,7 +90,7 @@ export class PaymentRefusedError extends PayError {
    * transaction is mined, is served by a gateway that owes it, and pays nothing more (wrapFetch sends a request that
    * carries a payment as it is).
    */
-  readonly payment: { readonly name: string; readonly value: string } | null;
+  declare readonly payment: { readonly name: string; readonly value: string } | null;
 
   constructor(
     params: {
@@ -107,7 +107,8 @@ export class PaymentRefusedError extends PayError {
     });
     this.reason = params.reason;
     this.status = params.status;
-    this.payment = params.payment ?? null;
+    // Not enumerable: a bearer credential of the payer's money, kept out of JSON, inspection and log serializers.
+    Object.defineProperty(this, "payment", { value: params.payment ?? null, enumerable: false });
   }
 }
 

@@ -185,8 +185,12 @@ export function wrapFetch(
       // A request aborted while it waited is not paid for.
       request.signal.throwIfAborted();
       if (borrowed === null && failed.size >= otherPaymentWaitsMax)
-        throw new PayerFailedError("The Lightning payer failed the payments this request waited on", {
+        throw new PayerFailedError("The payments of this scope this request waited on failed", {
           details: `${failed.size} payments to ${scope} failed in a row`,
+          cause: await [...failed].at(-1)!.then(
+            () => null,
+            (error: unknown) => error,
+          ),
         });
       if (borrowed !== null) {
         const again = await send(withAuthorization(request.clone(), borrowed));
