@@ -330,7 +330,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
           refusal: {
             code: settled.refusal,
             message: owed
-              ? `${settled.message}: send the same payment again once it is mined (before it expires), and it is served`
+              ? `${settled.message}: send the same payment again once it is mined, and it is served`
               : settled.message,
           },
           headers: [[receiptHeader, encodeHeader(failed)] as const],
