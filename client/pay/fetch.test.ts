@@ -263,33 +263,41 @@ describe("wrapFetch and a counted L402 token used up", () => {
   });
 });
 
+/**
+ * The shop's fetch, with the answers to the 2nd to `held`th requests sent kept back until the first payment has begun,
+ * and a payer whose first `failing` payments fail after a pause (the held requests wait on them by then).
+ */
+function failingFirstPayments(shop: ReturnType<typeof toyShop>, params: { held: number; failing: number }) {
+  let release: () => void = () => {};
+  const firstAsked = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let sends = 0;
+  const transport = async (request: Request) => {
+    sends += 1;
+    const n = sends;
+    const answer = await shop.fetch(request);
+    if (n >= 2 && n <= params.held) await firstAsked;
+    return answer;
+  };
+  let asked = 0;
+  const payer: LightningPayer = {
+    feeMsatMax: () => 0n,
+    async payInvoice(invoice) {
+      asked += 1;
+      if (asked > params.failing) return shop.payer.payInvoice(invoice);
+      release();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      throw new Error("no route");
+    },
+  };
+  return { transport, payer, firstAsked, asked: () => asked };
+}
+
 describe("wrapFetch's edges", () => {
   it("requests that waited on a payment that failed pay once between them, not once each", async () => {
     const shop = toyShop({ requestsPerToken: 10 });
-    let release: () => void = () => {};
-    const firstAsked = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    // The 2nd and 3rd requests' 402s arrive once the first request's payment has begun.
-    let sends = 0;
-    const transport = async (request: Request) => {
-      sends += 1;
-      const n = sends;
-      const answer = await shop.fetch(request);
-      if (n === 2 || n === 3) await firstAsked;
-      return answer;
-    };
-    let asked = 0;
-    const payer: LightningPayer = {
-      feeMsatMax: () => 0n,
-      async payInvoice(params) {
-        asked += 1;
-        if (asked > 1) return shop.payer.payInvoice(params);
-        release();
-        await new Promise((resolve) => setTimeout(resolve, 20)); // the others now wait on this payment
-        throw new Error("no route");
-      },
-    };
+    const { transport, payer } = failingFirstPayments(shop, { held: 3, failing: 1 });
     const paidFetch = wrapFetch(transport, { accept, lightning: payer });
     const [first, second, third] = await Promise.allSettled([paidFetch(url), paidFetch(url), paidFetch(url)]);
     expect(first).toMatchObject({ status: "rejected", reason: { code: "payer_failed" } });
@@ -297,31 +305,12 @@ describe("wrapFetch's edges", () => {
     expect(shop.payments()).toBe(1);
   });
 
-  it("waits on two failed payments at most, then pays itself; a request aborted while it waited pays nothing", async () => {
+  it("fails with the payments it waited on when two in a row failed; a request aborted while it waited pays nothing", async () => {
     const shop = toyShop({ requestsPerToken: 10 });
-    let release: () => void = () => {};
-    const firstAsked = new Promise<void>((resolve) => {
-      release = resolve;
+    const { transport, payer, firstAsked, asked } = failingFirstPayments(shop, {
+      held: 4,
+      failing: Infinity,
     });
-    let sends = 0;
-    const transport = async (request: Request) => {
-      sends += 1;
-      const n = sends;
-      const answer = await shop.fetch(request);
-      if (n >= 2 && n <= 4) await firstAsked;
-      return answer;
-    };
-    // Every payment fails, each after a pause: the others are waiting on it by then.
-    let asked = 0;
-    const payer: LightningPayer = {
-      feeMsatMax: () => 0n,
-      async payInvoice() {
-        asked += 1;
-        release();
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        throw new Error("no route");
-      },
-    };
     const aborted = new AbortController();
     const paidFetch = wrapFetch(transport, { accept, lightning: payer });
     const outcomes = Promise.allSettled([
@@ -338,7 +327,7 @@ describe("wrapFetch's edges", () => {
     expect(fourth).toMatchObject({ status: "rejected", reason: { name: "AbortError" } });
     // The first's payment and one waiter's after it; the third request, having waited on both, fails with them
     // rather than pay a third time (or wait on a third).
-    expect(asked).toBe(2);
+    expect(asked()).toBe(2);
   });
 
   it("a cached token answered 401 is dropped and the request paid afresh, not refused until it expires", async () => {

@@ -4,8 +4,7 @@
 // nothing more is settled or credited. Before, the same payment was refused as a nonce already used, for good: the
 // payer was charged and the merchant credited, and the payer never got what it paid for.
 import { inspect } from "node:util";
-import { registerExactEvmScheme } from "@x402/evm/exact/client";
-import { decodePaymentResponseHeader, x402Client, x402HTTPClient } from "@x402/fetch";
+import { decodePaymentResponseHeader, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
 import { parseSignature } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
@@ -15,7 +14,7 @@ import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-dat
 import { PaymentRefusedError, viemPayer, wrapFetch } from "../../client/pay/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
-import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, officialX402Client, startGateway } from "./support.ts";
 
 describe("an x402 payment settled after the paywall answered", () => {
   let gw: Gateway;
@@ -67,23 +66,7 @@ describe("an x402 payment settled after the paywall answered", () => {
   /** The demo payer's signed payment of the paywall at `path` (a fresh authorization each time). */
   async function paymentFor(path: string) {
     const payer = gw.app.demo!.chains[0]!.payer!;
-    const client = new x402HTTPClient(
-      registerExactEvmScheme(
-        x402Client.fromConfig({
-          schemes: [],
-          spendControls: {
-            allowedAssets: [
-              {
-                network: `eip155:${gw.chain.chain.id}`,
-                asset: gw.chain.contracts.testUsd,
-                maxAmountPerPayment: "100000",
-              },
-            ],
-          },
-        }),
-        { signer: privateKeyToAccount(payer.privateKey) },
-      ),
-    );
+    const client = new x402HTTPClient(officialX402Client(gw));
     const challenge = await fetch(`${base}${path}`);
     expect(challenge.status).toBe(402);
     const required = client.getPaymentRequiredResponse(

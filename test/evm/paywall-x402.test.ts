@@ -1,17 +1,11 @@
-// The official x402 v2 client pays Switchyard's paywall on Hardhat's chain: @x402/fetch with @x402/evm's
-// registerExactEvmScheme and a viem account holding TestUSD (the demo payer) pays a tenant's Fastify route behind
-// switchyardPaywall (in-process); the resource is served once, the seller's account credited once, the receipt in
-// PAYMENT-RESPONSE; the same payment sent again is a 402 with a code and changes nothing. A paywall with a split
-// pays each payee's share out of the seller's credit, exactly, in the same ledger request.
-import { registerExactEvmScheme } from "@x402/evm/exact/client";
-import { decodePaymentResponseHeader, wrapFetchWithPayment, x402Client, x402HTTPClient } from "@x402/fetch";
+import { decodePaymentResponseHeader, wrapFetchWithPayment, x402HTTPClient } from "@x402/fetch";
 import Fastify, { type FastifyInstance } from "fastify";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { ledgerInvariantProblems } from "../support/ledger-invariants.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { type Gateway, officialX402Client, startGateway } from "./support.ts";
 
 describe("x402 v2 (@x402/fetch) pays the paywall", () => {
   let gw: Gateway;
@@ -89,27 +83,7 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     BigInt((await gw.call("GET", `/v1/accounts/${id}/balance`)).body.posted.replace(".", ""));
   const merchantPosted = () => postedOf(gw.app.demo!.merchant.id);
 
-  const payingClient = (privateKey?: `0x${string}`) => {
-    const payer = gw.app.demo!.chains[0]!.payer;
-    expect(payer).not.toBeNull();
-    const account = privateKeyToAccount(privateKey ?? payer!.privateKey);
-    // TestUSD is no default asset of the client's: allowed by name, capped at 0.1 (the v1 client's default cap).
-    return registerExactEvmScheme(
-      x402Client.fromConfig({
-        schemes: [],
-        spendControls: {
-          allowedAssets: [
-            {
-              network: `eip155:${gw.chain.chain.id}`,
-              asset: gw.chain.contracts.testUsd,
-              maxAmountPerPayment: "100000",
-            },
-          ],
-        },
-      }),
-      { signer: account },
-    );
-  };
+  const payingClient = (privateKey?: `0x${string}`) => officialX402Client(gw, privateKey);
 
   it("is served once and credits the seller once; the payment replayed is refused", async () => {
     const client = payingClient();

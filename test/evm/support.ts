@@ -1,5 +1,9 @@
 // A gateway on the embedded defaults for one test file, with helpers for the splitter, the token and the ledger.
+
+import { registerExactEvmScheme } from "@x402/evm/exact/client";
+import { x402Client } from "@x402/fetch";
 import { type Account, type Address, type Hex, maxUint256, parseEventLogs } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
 import {
   canonicalSplit,
   createEvmRail,
@@ -186,4 +190,29 @@ export function anotherProcessRail(
     expectedLatencyMs: 1_000,
     ...overrides,
   });
+}
+
+/**
+ * The official x402 client (@x402/fetch's x402Client with @x402/evm's exact scheme) signing with the demo payer's key,
+ * or `privateKey`: TestUSD is no default asset of the client's, so it is allowed by name, capped at 0.1 (the v1
+ * client's default cap).
+ */
+export function officialX402Client(gw: Gateway, privateKey?: `0x${string}`) {
+  const payer = gw.app.demo!.chains[0]!.payer;
+  if (payer === null) throw new Error("the demo chain has no payer");
+  return registerExactEvmScheme(
+    x402Client.fromConfig({
+      schemes: [],
+      spendControls: {
+        allowedAssets: [
+          {
+            network: `eip155:${gw.chain.chain.id}`,
+            asset: gw.chain.contracts.testUsd,
+            maxAmountPerPayment: "100000",
+          },
+        ],
+      },
+    }),
+    { signer: privateKeyToAccount(privateKey ?? payer.privateKey) },
+  );
 }
