@@ -165,12 +165,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       accountId: resource.accountId,
     });
     if (sent === null) return null;
-    const spentBy = await spendingTransaction(chain, authorization, sent as Hex);
-    if (spentBy === null || !(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
+    const spending = await spendingTransaction(chain, authorization, sent as Hex);
+    if (spending === null || !(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
     const receiptHeader = parsed.requirements.version === 2 ? receiptHeaderNames.v2 : receiptHeaderNames.v1;
     const receipt: SettleResponse = {
       success: true,
-      transaction: spentBy,
+      transaction: spending,
       network: parsed.requirements.network,
       payer: authorization.from,
       amount: authorization.value.toString(),
