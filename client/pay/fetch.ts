@@ -43,7 +43,7 @@ import {
   xPaymentResponseHeader,
 } from "./x402.ts";
 
-/** How many L402 payments of other requests a request waits on before it pays itself. */
+/** How many L402 payments of other requests a request waits on; when that many failed, it fails too (payer_failed). */
 const otherPaymentWaitsMax = 2;
 
 /** The most of a 402's body read for a challenge or a refusal (bytes). */
