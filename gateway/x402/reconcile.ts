@@ -376,25 +376,25 @@ async function touch(db: Db, chain: X402Chain, rows: readonly SubmittedRow[]): P
  */
 async function adoptSentClaims(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<void> {
   await db.query(
-    `UPDATE x402_authorizations a SET status = 'submitted', tx_hash = s.tx_hash
-     FROM evm_sends s
-     WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'claimed' AND a.tx_hash IS NULL
-       AND a.invoice_id IS NOT NULL
-       AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
-       AND s.chain_id = $1
-       AND s.attempt_id IN ('transfer-auth:' || $1::text || ':' || a.payer || ':' || a.nonce,
-                            'transfer-auth:' || a.payer || ':' || a.nonce)
-       -- The send is this invoice's: the rail bound the invoice to the payer and nonce before it signed (the key
-       -- names neither the invoice nor the token, and a row left claimed may be bound to an invoice the rail refused
-       -- because another invoice holds the authorization).
-       AND EXISTS (SELECT 1 FROM evm_deposits d
-                   WHERE d.chain_id = $1 AND d.token = $2 AND d.reference = a.invoice_id
-                     AND d.auth_from = a.payer AND d.auth_nonce = a.nonce)
-       AND (a.chain_id, a.token, a.payer, a.nonce) IN (
-         SELECT chain_id, token, payer, nonce FROM x402_authorizations
-         WHERE chain_id = $1 AND token = $2 AND status = 'claimed' AND tx_hash IS NULL AND invoice_id IS NOT NULL
-           AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
-         ORDER BY updated_at LIMIT $4)`,
+    `WITH adoptable AS (
+       SELECT a.payer, a.nonce, s.tx_hash FROM x402_authorizations a
+       JOIN evm_sends s ON s.chain_id = $1
+         AND s.attempt_id IN ('transfer-auth:' || $1::text || ':' || a.payer || ':' || a.nonce,
+                              'transfer-auth:' || a.payer || ':' || a.nonce)
+       WHERE a.chain_id = $1 AND a.token = $2 AND a.status = 'claimed' AND a.tx_hash IS NULL
+         AND a.invoice_id IS NOT NULL
+         AND a.updated_at < now() - make_interval(secs => $3::double precision / 1000)
+         -- The send is this invoice's: the rail bound the invoice to the payer and nonce before it signed (the key
+         -- names neither the invoice nor the token, and a row left claimed may be bound to an invoice the rail
+         -- refused because another invoice holds the authorization).
+         AND EXISTS (SELECT 1 FROM evm_deposits d
+                     WHERE d.chain_id = $1 AND d.token = $2 AND d.reference = a.invoice_id
+                       AND d.auth_from = a.payer AND d.auth_nonce = a.nonce)
+       ORDER BY a.updated_at LIMIT $4)
+     UPDATE x402_authorizations a SET status = 'submitted', tx_hash = adoptable.tx_hash
+     FROM adoptable
+     WHERE a.chain_id = $1 AND a.token = $2 AND a.payer = adoptable.payer AND a.nonce = adoptable.nonce
+       AND a.status = 'claimed' AND a.tx_hash IS NULL`,
     [chain.chainId, chain.token.toLowerCase(), bounds.submittedQuietMs, bounds.rowsPerPassMax],
   );
 }

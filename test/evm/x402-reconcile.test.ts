@@ -21,7 +21,7 @@ import {
 import type { X402Chain } from "../../gateway/x402/chains.ts";
 import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconcile.ts";
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
-import { claim, sentAuthorization } from "../../gateway/x402/store.ts";
+import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
@@ -766,7 +766,19 @@ describe("a row left claimed by a settler that threw once its transaction was st
     );
     expect(sent).toBeDefined();
     await gw.chain.publicClient.waitForTransactionReceipt({ hash: sent!.tx_hash });
-    expect(await reconcile()).toMatchObject({ settled: 1 });
+    // An older claim bound to an invoice with nothing sent for it (a settler that stopped before sending): not
+    // adoptable, and it must not take the pass's only place from the one that is.
+    const stuck = await claimed(await payment(await newPayer("nothing sent"), 840n));
+    await record(gw.app.db, chain, stuck.claimed.authorization, {
+      status: "claimed",
+      invoiceId: "inv_nothing_sent",
+    });
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET updated_at = now() - interval '1 hour' WHERE payer = $1 AND nonce = $2",
+      [stuck.claimed.authorization.from.toLowerCase(), stuck.claimed.authorization.nonce.toLowerCase()],
+    );
+    expect(await reconcile({ rowsPerPassMax: 1 })).toMatchObject({ settled: 1 });
+    expect(await rowOf(stuck)).toMatchObject({ status: "claimed", tx_hash: null });
     expect(await rowOf(p)).toMatchObject({ status: "settled", tx_hash: sent!.tx_hash });
     // What the facilitator's retried settle reads to answer it (before: nothing, and it was refused as taken).
     expect(await sentAuthorization(gw.app.db, chain, p.claimed.authorization)).toMatchObject({
