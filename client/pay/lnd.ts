@@ -33,11 +33,9 @@ export function lndPayer(params: LndPayerParams): LightningPayer {
           pathfinding_timeout: params.pathfindingTimeoutMs ?? lndPathfindingTimeoutMsDefault,
         });
       } catch (error) {
-        if (lndPaymentFailed(error))
-          throw new PayerFailedError("LND could not pay the invoice", {
-            details: lndText(error),
-            cause: error,
-          });
+        const couldNotPay = () =>
+          new PayerFailedError("LND could not pay the invoice", { details: lndText(error), cause: error });
+        if (lndPaymentFailed(error)) throw couldNotPay();
         // The stream broke, or LND refused for a reason of its own (the invoice paid already): what LND recorded
         // of the payment says whether it left.
         const hash = parseBolt11(invoice);
@@ -46,19 +44,11 @@ export function lndPayer(params: LndPayerParams): LightningPayer {
           try {
             status = await getPayment({ lnd: params.lnd, id: hash.value.paymentHash });
           } catch (lookup) {
-            if (Array.isArray(lookup) && lookup[1] === "SentPaymentNotFound")
-              throw new PayerFailedError("LND could not pay the invoice", {
-                details: lndText(error),
-                cause: error,
-              });
+            if (Array.isArray(lookup) && lookup[1] === "SentPaymentNotFound") throw couldNotPay();
           }
         if (status?.is_confirmed === true && status.payment !== undefined)
           return { preimage: status.payment.secret, feeMsat: BigInt(status.payment.fee_mtokens) };
-        if (status?.is_failed === true)
-          throw new PayerFailedError("LND could not pay the invoice", {
-            details: lndText(error),
-            cause: error,
-          });
+        if (status?.is_failed === true) throw couldNotPay();
         throw new PaymentOutcomeUnknownError(
           status?.is_pending === true
             ? "LND is still paying the invoice"

@@ -40,13 +40,10 @@ import {
   type PaymentRequirementsV2,
   type SettleResponse,
 } from "./schemas.ts";
+import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
 import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
-
-/** How many times a request is marked owed before the payer is told nothing is owed, and the pause between. */
-const owedMarkAttemptsMax = 3;
-const owedMarkPauseMs = 200;
 
 type Offer = { rail: string; price: SchemePrice };
 type Built = { chain: X402Chain; v2: PaymentRequirementsV2; v1: PaymentRequirementsV1 | null };
@@ -228,23 +225,15 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     }
   }
 
-  /** Marks a request owed, tried a few times: true once it is marked. */
-  async function markedOwed(
+  /** Marks a request owed (retried as every bookkeeping after a transaction was sent): true once it is marked. */
+  function markedOwed(
     chain: X402Chain,
     authorization: { from: Hex; nonce: Hex },
     paywallId: string,
   ): Promise<boolean> {
-    for (let attempt = 1; ; attempt += 1)
-      try {
-        await markOwed(deps.db, chain, authorization, paywallId);
-        return true;
-      } catch (error) {
-        if (attempt >= owedMarkAttemptsMax) {
-          deps.logger.error({ error, payer: authorization.from }, "x402: marking a request owed failed");
-          return false;
-        }
-        await new Promise((resolve) => setTimeout(resolve, owedMarkPauseMs));
-      }
+    return afterSent(deps.logger, "marking the request owed", { payer: authorization.from, paywallId }, () =>
+      markOwed(deps.db, chain, authorization, paywallId),
+    );
   }
 
   /** Verifies and claims a parsed payment; the verdict. */

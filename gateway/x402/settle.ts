@@ -158,16 +158,16 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       await afterSent(logger, "recording the submission", context, () =>
         record(deps.settlement.db, chain, a, { status: "submitted", txHash }),
       );
-      const receipt = await receiptOf(chain, txHash);
-      if (receipt === null) {
+      const mined = await receiptOf(chain, txHash);
+      if (mined === null) {
         logger.warn(context, "x402 settlement not mined in time; the invoice is credited if it is");
         return refused("unexpected_settle_error", `transaction ${txHash} was not mined in time`, true);
       }
       // What was mined may be a replacement of what was sent (the send-gas pass raised its fee meanwhile): the record,
       // the gas and the answer are the mined transaction's.
-      const mined = { ...receipt, context: { txHash: receipt.hash, invoiceId } };
+      const minedContext = { txHash: mined.hash, invoiceId };
       if (!mined.success) {
-        await afterSent(logger, "recording the revert", mined.context, () =>
+        await afterSent(logger, "recording the revert", minedContext, () =>
           // Its block: another's spend of the authorization (what makes most of these revert) is in it or before.
           record(deps.settlement.db, chain, a, {
             status: "failed",
@@ -176,19 +176,19 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
             spentBlock: mined.block,
           }),
         );
-        await afterSent(logger, "booking the gas", mined.context, () =>
+        await afterSent(logger, "booking the gas", minedContext, () =>
           bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),
         );
         return refused("invalid_transaction_state", `transaction ${mined.hash} reverted`);
       }
-      await afterSent(logger, "recording the settlement", mined.context, () =>
+      await afterSent(logger, "recording the settlement", minedContext, () =>
         record(deps.settlement.db, chain, a, {
           status: "settled",
           txHash: mined.hash,
           spentBlock: mined.block,
         }),
       );
-      await afterSent(logger, "booking the gas", mined.context, () =>
+      await afterSent(logger, "booking the gas", minedContext, () =>
         bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),
       );
       return {
@@ -208,11 +208,11 @@ const afterSentAttemptsMax = 3;
 const afterSentRetryPauseMs = 200;
 
 /**
- * Bookkeeping once a transaction was sent (its record, its gas): tried `afterSentAttemptsMax` times, and a last
- * failure is logged at error level, never thrown, because the payment happened on the chain whatever the ledger
- * says. What is left undone stays findable: an x402_authorizations row left `claimed`/`submitted` with its
- * transaction, a gas booking whose id is derived from the transaction (booking it again later books it once).
- * True when it was done.
+ * Bookkeeping once a transaction was sent (its record, its gas, a request owed): tried `afterSentAttemptsMax` times,
+ * and a last failure is logged at error level, never thrown, because the payment happened on the chain whatever the
+ * ledger says. A record or a gas booking left undone stays findable for reconciliation: an x402_authorizations row
+ * left `claimed`/`submitted` with its transaction, a gas booking whose id is derived from the transaction (booking it
+ * again later books it once). True when it was done.
  */
 export async function afterSent(
   logger: Logger,
@@ -228,7 +228,7 @@ export async function afterSent(
       if (attempt >= afterSentAttemptsMax) {
         logger.error(
           { ...context, error, attempts: attempt },
-          `x402 settlement: ${what} failed after the transaction was sent; left for reconciliation`,
+          `x402 settlement: ${what} failed after the transaction was sent`,
         );
         return false;
       }

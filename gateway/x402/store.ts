@@ -171,15 +171,14 @@ export async function sentAuthorization(
 }
 
 /**
- * Marks the authorization's request owed at `paywallId` (null: no longer owed): the payer was answered 402 while its
- * settlement was in flight. Once the authorization is spent, the same payment sent again there is served once
- * (owedTo, takeOwed).
+ * Marks the authorization's request owed at `paywallId`: the payer was answered 402 while its settlement was in
+ * flight. Once the authorization is spent, the same payment sent again there is served once (owedAt, takeOwed).
  */
 export async function markOwed(
   db: Db,
   chain: X402Chain,
   authorization: Pick<Eip3009Authorization, "from" | "nonce">,
-  paywallId: string | null,
+  paywallId: string,
 ): Promise<void> {
   await db.query(
     `UPDATE x402_authorizations SET owed_paywall = $5
