@@ -9,8 +9,8 @@
 //   2. in one transaction: the ledger's holds for the amount, linked (all or none) — of an invoice whose receipts
 //      were split among payees, one on each payee's account for its part (settlement/split-reversal.ts
 //      takeBackShares: its proportion of all the invoice's refunds so far, less what they took from it before,
-//      floored; the refund that empties the invoice takes all that is left of it; as Stripe's reverse_transfer) and one on the tenant's account for the rest, otherwise one on the tenant's
-//      account for all of it; the refund row `pending`, its claim on what is left of the target (one upsert of the
+//      floored; the refund that empties the invoice takes all that is left of it; as Stripe's reverse_transfer) and
+//      one on the tenant's account for the rest, otherwise one on the tenant's account for all of it; the refund row `pending`, its claim on what is left of the target (one upsert of the
 //      target's `refundable` row: two refunds racing for the last of it cannot both pass) and `refund.created` —
 //      refused `insufficient_funds` (the tenant's account, or a payee's, short of its part) or
 //      `refund_exceeds_remaining` (or its Idempotency-Key another refund's: that one is the answer), none of it is

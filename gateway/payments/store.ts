@@ -524,17 +524,15 @@ export async function listStrandedPayments(
      FROM payments p
      CROSS JOIN LATERAL (
        SELECT COALESCE((SELECT max(a.seq) + 1 FROM attempts a WHERE a.payment_id = p.id), 0)::int AS seq) next
+     CROSS JOIN LATERAL (
+       SELECT COALESCE((SELECT d.decision FROM route_decisions d WHERE d.digest = p.decision_digest), p.decision)
+         -> 'candidates' -> next.seq ->> 'rail' AS rail) candidate
      WHERE p.status = 'processing'
        AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id AND a.status IN ('reserving', 'in_flight'))
        AND NOT EXISTS (SELECT 1 FROM netted_payouts n WHERE n.payment_id = p.id)
        AND GREATEST(p.updated_at, COALESCE((SELECT max(a.updated_at) FROM attempts a WHERE a.payment_id = p.id), p.updated_at))
            <= now() - make_interval(secs => $1::double precision / 1000)
-       AND ($3::text[] IS NULL OR COALESCE(
-             (SELECT d.decision FROM route_decisions d WHERE d.digest = p.decision_digest), p.decision
-           ) -> 'candidates' -> next.seq ->> 'rail' IS NULL
-         OR COALESCE(
-             (SELECT d.decision FROM route_decisions d WHERE d.digest = p.decision_digest), p.decision
-           ) -> 'candidates' -> next.seq ->> 'rail' = ANY($3::text[]))
+       AND ($3::text[] IS NULL OR candidate.rail IS NULL OR candidate.rail = ANY($3::text[]))
      ORDER BY p.created_at LIMIT $2`,
     [params.quietMs, params.limit, params.rails === undefined ? null : textArrayLiteral(params.rails)],
   );
