@@ -55,6 +55,16 @@ describe("an x402 payment settled after the paywall answered", () => {
 
   const setAutomine = (on: boolean) =>
     gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+  /** Runs `sending` while the chain mines nothing; then one block is mined (what it sent) and mining goes on. */
+  async function minedAfter<T>(sending: () => Promise<T>): Promise<T> {
+    await setAutomine(false);
+    try {
+      return await sending();
+    } finally {
+      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+      await setAutomine(true);
+    }
+  }
   /** The merchant's posted balance in USDC minor units. */
   const merchantPosted = async () =>
     BigInt(
@@ -83,10 +93,8 @@ describe("an x402 payment settled after the paywall answered", () => {
     const { payer, header } = await paymentFor("/owed");
     const before = await merchantPosted();
 
-    await setAutomine(false);
-    let pending: Response;
-    try {
-      pending = await fetch(`${base}/owed`, { headers: header });
+    await minedAfter(async () => {
+      const pending = await fetch(`${base}/owed`, { headers: header });
       // Not mined in time: 402, its outcome unknown, and what to do about it.
       expect(pending.status).toBe(402);
       const body = (await pending.json()) as { error: string; message: string };
@@ -94,10 +102,7 @@ describe("an x402 payment settled after the paywall answered", () => {
       expect(body.message).toMatch(/send the same payment again once it is mined/);
       // Sent again before it is mined: still not served.
       expect((await fetch(`${base}/owed`, { headers: header })).status).toBe(402);
-    } finally {
-      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
-      await setAutomine(true);
-    }
+    });
     const servedBefore = served;
     // Owed where it was paid, not at another paywall of the same account and price.
     const elsewhere = await fetch(`${base}/elsewhere`, { headers: header });
@@ -123,9 +128,7 @@ describe("an x402 payment settled after the paywall answered", () => {
 
   it("serves it when a fee bump's replacement of the transaction sent was mined instead, naming that one", async () => {
     const { payer, header } = await paymentFor("/owed");
-    await setAutomine(false);
-    let replacement: `0x${string}`;
-    try {
+    const replacement = await minedAfter(async () => {
       expect((await fetch(`${base}/owed`, { headers: header })).status).toBe(402);
       const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
         "SELECT tx_hash FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
@@ -141,12 +144,9 @@ describe("an x402 payment settled after the paywall answered", () => {
         "SELECT s.tx_hash FROM evm_sends s JOIN evm_sends_replaced r USING (attempt_id) WHERE r.tx_hash = $1",
         [row!.tx_hash],
       );
-      replacement = send!.tx_hash;
-      expect(replacement).not.toBe(row!.tx_hash);
-    } finally {
-      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
-      await setAutomine(true);
-    }
+      expect(send!.tx_hash).not.toBe(row!.tx_hash);
+      return send!.tx_hash;
+    });
     const again = await fetch(`${base}/owed`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
     expect(decodePaymentResponseHeader(again.headers.get("payment-response")!).transaction).toBe(replacement);
@@ -155,8 +155,7 @@ describe("an x402 payment settled after the paywall answered", () => {
   it("is not served on another's spend of the payer's nonce: only a transaction of ours that paid the hot wallet", async () => {
     const { payer, header } = await paymentFor("/owed");
     const account = privateKeyToAccount(payer.privateKey);
-    await setAutomine(false);
-    try {
+    await minedAfter(async () => {
       expect((await fetch(`${base}/owed`, { headers: header })).status).toBe(402);
       // The payer spends its own nonce first, to itself, at a higher fee: the gateway's transaction then reverts.
       const sent = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
@@ -204,10 +203,7 @@ describe("an x402 payment settled after the paywall answered", () => {
         maxFeePerGas: 500_000_000_000n,
         maxPriorityFeePerGas: 100_000_000_000n,
       });
-    } finally {
-      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
-      await setAutomine(true);
-    }
+    });
     const servedBefore = served;
     const again = await fetch(`${base}/owed`, { headers: header });
     expect(again.status).toBe(402);
@@ -228,14 +224,7 @@ describe("an x402 payment settled after the paywall answered", () => {
       evm: viemPayer(privateKeyToAccount(payer.privateKey)),
     });
     const before = await merchantPosted();
-    await setAutomine(false);
-    let refused: unknown;
-    try {
-      refused = await paidFetch(`${base}/owed`).catch((error: unknown) => error);
-    } finally {
-      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
-      await setAutomine(true);
-    }
+    const refused = await minedAfter(() => paidFetch(`${base}/owed`).catch((error: unknown) => error));
     expect(refused).toBeInstanceOf(PaymentRefusedError);
     const { reason, payment } = refused as PaymentRefusedError;
     expect(reason).toBe("unexpected_settle_error");
