@@ -5,9 +5,10 @@
 // payment outcomes reach it from send.ts. A stream that breaks marks LND disconnected, and the monitor's tick
 // reconnects.
 import { getInvoice, subscribeToInvoices } from "lightning";
-import type { RailEvent, RailEventHandler } from "../../core/index.ts";
+import type { RailEventHandler } from "../../core/index.ts";
 import { LightningRailError } from "./errors.ts";
 import { lndErrorText } from "./failures.ts";
+import { emitOutcome } from "./send.ts";
 import { type LightningRailState, type QueuedEvent, withTimeout } from "./state.ts";
 import { expiredInvoiceRetainMs, type StoredInvoice } from "./store.ts";
 
@@ -25,16 +26,19 @@ export function enqueue(s: LightningRailState, item: QueuedEvent): void {
 }
 
 /** Runs the handler; resolves with null when it succeeded, with what it threw or rejected with otherwise. */
-const handle = (current: RailEventHandler, event: RailEvent | null): Promise<unknown | null> =>
-  event === null
-    ? Promise.resolve(null)
-    : Promise.resolve()
-        .then(() => current(event))
-        .then(
-          () => null,
-          (error: unknown) =>
-            error ?? new LightningRailError("event handler failed", { details: String(error) }),
-        );
+const handle = (current: RailEventHandler, item: QueuedEvent): Promise<unknown | null> => {
+  const { event } = item;
+  if (event === null) return Promise.resolve(null);
+  return Promise.resolve()
+    .then(() => current(event))
+    .then(
+      () => null,
+      (error: unknown) => {
+        item.failures = (item.failures ?? 0) + 1;
+        return error ?? new LightningRailError("event handler failed", { details: String(error) });
+      },
+    );
+};
 
 /**
  * Starts the handlers of the first events (a settlement burst is handled together, so the ledger writes it as
@@ -54,7 +58,7 @@ export async function pump(s: LightningRailState): Promise<void> {
     while (s.handler !== null && s.queue.length > 0) {
       if (s.running) {
         const current = s.handler;
-        for (const item of s.queue.slice(0, concurrent)) item.handled ??= handle(current, item.event);
+        for (const item of s.queue.slice(0, concurrent)) item.handled ??= handle(current, item);
       }
       const item = s.queue[0] as QueuedEvent;
       if (item.handled === undefined) break; // stopped: left for the replay after a restart
@@ -66,6 +70,9 @@ export async function pump(s: LightningRailState): Promise<void> {
       } catch (error) {
         item.handled = undefined; // run it again
         if (!s.running) break;
+        // Failed eventAttemptsMax times: set aside, so that one event that cannot be applied does not hold every
+        // later one (a gateway that cannot apply any sets each aside in turn, and each is tried again later).
+        if ((item.failures ?? 0) >= s.limits.eventAttemptsMax && (await setAside(s, item, error))) continue;
         s.logger.warn({ error: lndErrorText(error) }, "event handler failed; retrying");
         await new Promise((resolve) => setTimeout(resolve, s.limits.eventRetryDelayMs));
       }
@@ -77,6 +84,61 @@ export async function pump(s: LightningRailState): Promise<void> {
   if (s.running && s.invoiceBacklog && s.queue.length < s.limits.pendingEventsMax / 2) {
     s.invoiceBacklog = false;
     resubscribeInvoices(s);
+  }
+}
+
+/** Takes the head out of the queue once its set-aside record is written; false (left at the head) if it is not. */
+async function setAside(s: LightningRailState, item: QueuedEvent, error: unknown): Promise<boolean> {
+  if (item.setAside === undefined) return false;
+  try {
+    await item.setAside();
+  } catch (failure) {
+    s.logger.warn({ error: lndErrorText(failure) }, "setting an event aside failed");
+    return false;
+  }
+  if (s.queue[0] === item) s.queue.shift();
+  s.logger.error(
+    {
+      error: lndErrorText(error),
+      event: item.event?.kind,
+      reference: item.event?.kind === "received" ? item.event.reference : undefined,
+      attemptId: item.event !== null && "attemptId" in item.event ? item.event.attemptId : undefined,
+      failures: item.failures,
+      retryInMs: s.limits.setAsideRetryMs,
+    },
+    "an event's handler keeps failing; set aside so that the events behind it go on, to be tried again",
+  );
+  return true;
+}
+
+/**
+ * Tries what was set aside again: each outcome is emitted anew, each invoice asked of LND and delivered as paid.
+ * A retried event is set aside again at its first failure. Never rejects (logged).
+ */
+export async function retrySetAside(s: LightningRailState): Promise<void> {
+  s.setAsideRetriedAtMs = s.now();
+  for (const [attemptId, { attempt, outcome }] of s.outcomesSetAside) {
+    s.outcomesSetAside.delete(attemptId);
+    emitOutcome(s, attempt, outcome, s.limits.eventAttemptsMax - 1);
+  }
+  const invoices = [...s.invoices.values()].filter((invoice) => invoice.setAside === true);
+  for (const invoice of invoices) {
+    if (!s.running) return;
+    if (s.invoicesQueued.has(invoice.paymentHash)) continue;
+    try {
+      const found = await withTimeout(s, getInvoice({ lnd: s.lnd, id: invoice.paymentHash }), "getInvoice");
+      onInvoice(
+        s,
+        { ...found, id: invoice.paymentHash } as LndInvoice,
+        "lookup",
+        s.limits.eventAttemptsMax - 1,
+      );
+    } catch (error) {
+      s.logger.warn(
+        { error: lndErrorText(error), paymentHash: invoice.paymentHash },
+        "asking for an invoice set aside failed; tried again later",
+      );
+    }
   }
 }
 
@@ -96,7 +158,12 @@ const advance = async (s: LightningRailState, settled: number) => {
   }
 };
 
-function onInvoice(s: LightningRailState, invoice: LndInvoice, source: "subscription" | "lookup"): void {
+function onInvoice(
+  s: LightningRailState,
+  invoice: LndInvoice,
+  source: "subscription" | "lookup",
+  failures = 0,
+): void {
   if (!invoice.is_confirmed || s.invoicesQueued.has(invoice.id)) return;
   const index = invoice.confirmed_index ?? 0;
   if (source === "subscription") {
@@ -125,12 +192,32 @@ function onInvoice(s: LightningRailState, invoice: LndInvoice, source: "subscrip
       amount: BigInt(invoice.received_mtokens),
       evidence: { rail: "lightning", paymentHash: invoice.id, preimage: invoice.secret },
     },
+    failures,
     delivered: async () => {
       s.invoicesQueued.delete(invoice.id);
       if (known !== undefined) {
         s.invoices.delete(invoice.id);
         await s.store.append({ t: "invoice_done", paymentHash: invoice.id });
       }
+      if (source === "subscription") await advance(s, index);
+    },
+    // Kept as an invoice of ours marked set aside (one made outside the rail is journalled so, its expiry
+    // unknown: now), so that the retry, and a restart past its settle index, ask LND for it again.
+    setAside: async () => {
+      if (known === undefined) {
+        const stored: StoredInvoice = {
+          paymentHash: invoice.id,
+          reference,
+          expiresAtMs: s.now(),
+          setAside: true,
+        };
+        await s.store.append({ t: "invoice", ...stored });
+        s.invoices.set(invoice.id, stored);
+      } else if (known.setAside !== true) {
+        await s.store.append({ t: "invoice_set_aside", paymentHash: invoice.id });
+        known.setAside = true;
+      }
+      s.invoicesQueued.delete(invoice.id);
       if (source === "subscription") await advance(s, index);
     },
   });

@@ -8,7 +8,7 @@ import { authenticatedLndGrpc, getChannelBalance, getWalletInfo } from "lightnin
 import type { DestinationKind, RailSnapshot } from "../../core/index.ts";
 import { divCeil } from "../../core/index.ts";
 import { invoiceNetworkOf } from "./bolt11.ts";
-import { resubscribeInvoices, retireExpiredInvoices } from "./events.ts";
+import { resubscribeInvoices, retireExpiredInvoices, retrySetAside } from "./events.ts";
 import { lndErrorText } from "./failures.ts";
 import { estimateFee, snapshotRoutingFee } from "./fees.ts";
 import { track } from "./send.ts";
@@ -22,6 +22,7 @@ const onConnected = (s: LightningRailState) => {
   resubscribeInvoices(s);
   if (s.now() - s.expiredInvoicesCheckedAtMs >= s.limits.expiredInvoicesCheckIntervalMs)
     void retireExpiredInvoices(s);
+  if (s.now() - s.setAsideRetriedAtMs >= s.limits.setAsideRetryMs) void retrySetAside(s);
   for (const tracker of s.trackers.values()) if (tracker.detached) track(s, tracker);
 };
 

@@ -145,6 +145,8 @@ function createState(params: LightningRailParams): LightningRailState {
     pumpIdle: Promise.resolve(),
     invoiceSubscription: null,
     invoiceBacklog: false,
+    outcomesSetAside: new Map(),
+    setAsideRetriedAtMs: 0,
     tickTimer: null,
     reconnectDelayMs: limits.reconnectDelayMinMs,
     health: {

@@ -66,13 +66,25 @@ const outcomeToEvent = (attempt: StoredAttempt, outcome: StoredOutcome): RailEve
         retryElsewhere: outcome.retryElsewhere,
       };
 
-/** Reports the outcome as an event; delivered, it is journalled as reported. */
-export function emitOutcome(s: LightningRailState, attempt: StoredAttempt, outcome: StoredOutcome): void {
+/**
+ * Reports the outcome as an event; delivered, it is journalled as reported. Set aside, it is kept for the retry
+ * (and, not reported, emitted again after a restart).
+ */
+export function emitOutcome(
+  s: LightningRailState,
+  attempt: StoredAttempt,
+  outcome: StoredOutcome,
+  failures = 0,
+): void {
   enqueue(s, {
     event: outcomeToEvent(attempt, outcome),
+    failures,
     delivered: async () => {
       attempt.reported = true;
       await s.store.append({ t: "reported", attemptId: attempt.attemptId });
+    },
+    setAside: async () => {
+      s.outcomesSetAside.set(attempt.attemptId, { attempt, outcome });
     },
   });
 }

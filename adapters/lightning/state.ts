@@ -54,6 +54,12 @@ export type LightningRailLimits = {
   readonly outcomeWindowMax: number;
   readonly eventRetryDelayMs: number;
   /**
+   * Failures of one event's handler after which it is set aside (journalled, for an invoice), so that the events
+   * behind it go on; what is set aside is tried again every setAsideRetryMs, and after a restart.
+   */
+  readonly eventAttemptsMax: number;
+  readonly setAsideRetryMs: number;
+  /**
    * Events whose handlers run at once (each event is about a different invoice or attempt); they are still
    * delivered, and the settle index moved, in arrival order.
    */
@@ -98,6 +104,8 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   inFlightMax: 1_000,
   outcomeWindowMax: 100,
   eventRetryDelayMs: 1_000,
+  eventAttemptsMax: 10,
+  setAsideRetryMs: 60_000,
   eventsConcurrentMax: 16,
   stopWaitMs: 5_000,
   pendingEventsMax: 1_000,
@@ -168,8 +176,15 @@ export type Tracker = {
 export type QueuedEvent = {
   event: RailEvent | null;
   delivered: () => Promise<void>;
+  /**
+   * Takes the event out of the queue's order once its handler keeps failing while others succeed: writes what a
+   * restart needs to try it again, and moves the cursor past it. Absent: never set aside.
+   */
+  setAside?: () => Promise<void>;
   /** The handler's run, once started: resolves with null, or with its failure. */
   handled?: Promise<unknown | null>;
+  /** How many times its handler failed. */
+  failures?: number;
 };
 
 export type LightningRailState = {
@@ -223,6 +238,10 @@ export type LightningRailState = {
   pumpIdle: Promise<void>;
   invoiceSubscription: EventEmitter | null;
   invoiceBacklog: boolean;
+  /** Outcomes set aside (an invoice set aside is marked in `invoices`): emitted again by the retry. */
+  readonly outcomesSetAside: Map<string, { attempt: StoredAttempt; outcome: StoredOutcome }>;
+  /** When what was set aside was last tried again (0: never, so at the first tick after a start). */
+  setAsideRetriedAtMs: number;
   /** When the last pass over long-expired invoices began (0: never), and whether one is running. */
   expiredInvoicesCheckedAtMs: number;
   expiredInvoicesChecking: boolean;

@@ -181,6 +181,31 @@ describe("rail store", () => {
     expect(store.records()).toEqual([]);
   });
 
+  it("keeps an invoice set aside marked so through a compacted reopen of the file", async () => {
+    const file = path.join(directory, "set-aside.jsonl");
+    const [kept, other] = ["02".repeat(32), "03".repeat(32)];
+    const first = createFileRailStore(file);
+    await first.load();
+    await first.append(
+      { t: "invoice", paymentHash: kept, reference: "r1", expiresAtMs: 5 },
+      { t: "invoice", paymentHash: other, reference: "r2", expiresAtMs: 6 },
+      { t: "invoice_set_aside", paymentHash: kept },
+    );
+    await first.close();
+    for (let reopen = 0; reopen < 2; reopen++) {
+      const store = createFileRailStore(file);
+      const state = await store.load();
+      expect(state.invoices.get(kept)).toEqual({
+        paymentHash: kept,
+        reference: "r1",
+        expiresAtMs: 5,
+        setAside: true,
+      });
+      expect(state.invoices.get(other)).toEqual({ paymentHash: other, reference: "r2", expiresAtMs: 6 });
+      await store.close();
+    }
+  });
+
   it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {
     const store = createMemoryRailStore();
     await store.load();

@@ -35,6 +35,8 @@ export type StoredInvoice = {
   readonly paymentHash: string;
   readonly reference: string;
   readonly expiresAtMs: number;
+  /** Paid, and its event set aside (its handler kept failing): asked of LND again, and delivered once it succeeds. */
+  setAside?: true;
 };
 
 export type RailStoreRecord =
@@ -63,7 +65,9 @@ export type RailStoreRecord =
   | { t: "reported"; attemptId: string }
   /** An attempt written ahead and never sent (its reservation was not made): forgotten. */
   | { t: "withdrawn"; attemptId: string }
-  | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number }
+  | { t: "invoice"; paymentHash: string; reference: string; expiresAtMs: number; setAside?: true }
+  /** Its event was set aside: after a restart it is asked of LND again, though the settle index is past it. */
+  | { t: "invoice_set_aside"; paymentHash: string }
   | { t: "invoice_done"; paymentHash: string }
   | { t: "settle_index"; value: number };
 
@@ -152,8 +156,14 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
         paymentHash: record.paymentHash,
         reference: record.reference,
         expiresAtMs: record.expiresAtMs,
+        ...(record.setAside === true ? { setAside: true } : {}),
       });
       return;
+    case "invoice_set_aside": {
+      const invoice = state.invoices.get(record.paymentHash);
+      if (invoice !== undefined) invoice.setAside = true;
+      return;
+    }
     case "invoice_done":
       state.invoices.delete(record.paymentHash);
       return;

@@ -879,6 +879,71 @@ describe("lightning rail on regtest", () => {
     await restarted.rail.stop();
   });
 
+  it("sets aside an event whose handler keeps failing while the rest are handled, and delivers it on a retry and after a restart", async () => {
+    const journal = "set-aside.jsonl";
+    const limits = {
+      refreshIntervalMs: 200,
+      eventRetryDelayMs: 50,
+      eventAttemptsMax: 3,
+      setAsideRetryMs: 1_000,
+      // One handler at a time: the events behind a failing one wait for it (with more, only those past the window).
+      eventsConcurrentMax: 1,
+    };
+    const failing = new Set(["poison-a", "poison-b"]);
+    const handled: string[] = [];
+    const logs: LogLine[] = [];
+    const rail = createLightningRail({
+      lnd: cluster.nodes.gateway,
+      store: createFileRailStore(path.join(directory, journal)),
+      limits,
+      logger: recordingLogger({ lines: logs }).logger,
+    });
+    rail.onEvent(async (event) => {
+      if (event.kind !== "received") return;
+      if (failing.has(event.reference)) throw new Error(`${event.reference} cannot be applied`);
+      handled.push(event.reference);
+    });
+    await rail.start();
+    try {
+      await payThrough(rail, "poison-a", 1_000n);
+      await payThrough(rail, "poison-b", 1_000n);
+      await Promise.all(["after-1", "after-2"].map((reference) => payThrough(rail, reference, 1_000n)));
+      // Before: both settlements behind the failing ones waited for good, the handler retried every 50 ms.
+      await waitFor(
+        "the settlements behind the failing ones",
+        async () => (handled.includes("after-1") && handled.includes("after-2") ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
+      expect(logs.some((line) => line.level === "error" && /set aside/.test(line.message))).toBe(true);
+      // Applicable again: the retry (every second here) delivers it, once.
+      failing.delete("poison-a");
+      await waitFor("the retried settlement", async () => (handled.includes("poison-a") ? true : undefined), {
+        timeoutMs: 30_000,
+      });
+      expect(handled.filter((reference) => reference === "poison-a")).toHaveLength(1);
+      expect(handled).not.toContain("poison-b");
+    } finally {
+      await rail.stop();
+    }
+
+    // Restarted on the same journal, the settle index past all four: the one still set aside is asked of LND and
+    // delivered; nothing else is replayed.
+    const restarted = await startRail(journal, limits);
+    try {
+      await waitFor(
+        "the settlement set aside before the restart",
+        async () => (restarted.events.length > 0 ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
+      await sleep(1_500);
+      expect(restarted.events.map((e) => (e.kind === "received" ? e.reference : e.kind))).toEqual([
+        "poison-b",
+      ]);
+    } finally {
+      await restarted.rail.stop();
+    }
+  });
+
   it("reconnects after the gateway's lnd restarts and catches up on invoices settled meanwhile", async () => {
     const invoice = await main.rail.createInvoice({
       amountMsat: 4_000_000n,
