@@ -30,6 +30,7 @@ import {
   startSendGasBooking,
 } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
+import { configSecrets, secretScrubber } from "./app/secrets.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
 import { createEgress, type Resolver } from "./egress/index.ts";
 import { startIdempotencyPrune } from "./http/idempotency.ts";
@@ -226,7 +227,9 @@ function x402Chains(
 }
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
-  const logger: Logger = pino({ level: config.logLevel });
+  // Every line scrubbed of the configuration's secrets (app/secrets.ts): an RPC provider's key in a logged error.
+  const scrub = secretScrubber(configSecrets(config));
+  const logger: Logger = pino({ level: config.logLevel, hooks: { streamWrite: scrub } });
   const db = await openDb(config.database, logger.child({ module: "db" }));
   const closers: Closers = [() => db.close()];
   // In the reverse order of opening, each whatever the ones before did: one that fails (a rail's stop, a server's
@@ -335,6 +338,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       rateLimits: config.rateLimits,
       idempotencyInProgressTimeoutMs,
       logLevel: config.logLevel,
+      logScrub: scrub,
     });
     closers.push(() => server.close());
     const demoPaywall =

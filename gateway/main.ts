@@ -6,11 +6,16 @@ import { assets, formatAmount } from "../core/index.ts";
 import { commandFailure, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
 import type { DemoPaywall } from "./app/demo-paywall.ts";
 import { type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
+import { configSecrets, secretScrubber } from "./app/secrets.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
 import { listenApi } from "./http/listen.ts";
 
+/** What a failure to start is printed through, once the configuration (and so its secrets) is known. */
+let scrub = (text: string) => text;
+
 async function main(): Promise<void> {
   const config = loadConfig(withStartDefaults(process.env));
+  scrub = secretScrubber(configSecrets(config));
   const started = performance.now();
   console.log(
     `switchyard: starting (database: ${config.database.kind}, EVM chains: ${config.evm.chains.map(chainText).join(", ")})`,
@@ -76,7 +81,7 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
 }
 
-main().catch((error: unknown) => process.exit(commandFailure("switchyard", "failed to start", error)));
+main().catch((error: unknown) => process.exit(commandFailure("switchyard", "failed to start", error, scrub)));
 
 function operatorText(operator: App["operator"]): string {
   switch (operator.kind) {

@@ -1,5 +1,6 @@
 // Every setting, one zod schema, read from the environment. Nothing else in the gateway reads process.env.
 import path from "node:path";
+import { format } from "node:util";
 import { z } from "zod";
 import { type FiatConfig, FiatConfigError, loadFiatConfig } from "../../adapters/fiat/index.ts";
 import {
@@ -274,12 +275,18 @@ export class ConfigError extends SwitchyardError {
  * `prefix`: a configuration it refuses in one line and exit code 2 (the operator's to fix), anything else with its
  * cause and exit code 1, after `failed`.
  */
-export function commandFailure(prefix: string, failed: string, error: unknown): 1 | 2 {
+/** `scrub`: what the printout of an error passes through (the configuration's secrets redacted: secrets.ts). */
+export function commandFailure(
+  prefix: string,
+  failed: string,
+  error: unknown,
+  scrub: (text: string) => string = (text) => text,
+): 1 | 2 {
   if (error instanceof ConfigError) {
-    console.error(`${prefix}: ${error.message}`);
+    console.error(scrub(`${prefix}: ${error.message}`));
     return 2;
   }
-  console.error(`${prefix}: ${failed}`, error);
+  console.error(scrub(format(`${prefix}: ${failed}`, error)));
   return 1;
 }
 

@@ -133,7 +133,7 @@ async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null):
   );
   if (source.chainId !== null && source.chainId !== chainId)
     throw new EvmSetupError(
-      `rail ${config.id} is configured for chain ${source.chainId}, but ${source.url} is chain ${chainId}`,
+      `rail ${config.id} is configured for chain ${source.chainId}, but ${new URL(source.url).host} is chain ${chainId}`,
     );
   const chain: Chain = {
     id: chainId,

@@ -42,6 +42,8 @@ export type ServerOptions = RoutesOptions & {
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** Where log lines go (default: standard output); a test reads them here. */
   logStream?: { write(line: string): void };
+  /** Applied to every line written (the configuration's secrets redacted: app/secrets.ts). */
+  logScrub?: (line: string) => string;
   /** How many valid API keys each server remembers, and for how long (default: apiKeyCacheDefaults). */
   apiKeyCache?: ApiKeyCacheLimits;
   /** Where API-key revocations by any process arrive, and where this one's are announced (the app's change bus). */
@@ -125,6 +127,7 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     logger: {
       level: options.logLevel,
       ...(options.logStream === undefined ? {} : { stream: options.logStream }),
+      ...(options.logScrub === undefined ? {} : { hooks: { streamWrite: options.logScrub } }),
       redact: {
         paths: ["req.headers.authorization", 'req.headers["stripe-signature"]'],
         censor: "[redacted]",

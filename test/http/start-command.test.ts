@@ -8,22 +8,41 @@ import { describe, expect, it } from "vitest";
 const root = path.resolve(import.meta.dirname, "../..");
 const execFileAsync = promisify(execFile);
 
+/** Runs `npm start`'s script with these variables over the test's own; resolves with its exit code and output. */
+const start = (env: Record<string, string | undefined>) =>
+  execFileAsync(process.execPath, [path.join(root, "gateway/main.ts")], {
+    cwd: root,
+    env: { ...process.env, DATABASE_URL: undefined, PGLITE_DIR: undefined, ...env },
+    timeout: 60_000,
+  }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code?: number; stdout?: string; stderr?: string }) => ({
+      code: error.code ?? -1,
+      stdout: error.stdout ?? "",
+      stderr: error.stderr ?? "",
+    }),
+  );
+
 describe("npm start", () => {
   it("with a configuration it refuses, says so in one line and exits 2", async () => {
-    const started = await execFileAsync(process.execPath, [path.join(root, "gateway/main.ts")], {
-      cwd: root,
-      env: { ...process.env, PORT: "not-a-port", DATABASE_URL: undefined, PGLITE_DIR: undefined },
-      timeout: 60_000,
-    }).then(
-      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-      (error: { code?: number; stdout?: string; stderr?: string }) => ({
-        code: error.code ?? -1,
-        stdout: error.stdout ?? "",
-        stderr: error.stderr ?? "",
-      }),
-    );
+    const started = await start({ PORT: "not-a-port" });
     expect(started.code).toBe(2);
     expect(started.stderr).toMatch(/^switchyard: invalid configuration: PORT: [^\n]+\n$/);
     expect(started.stdout).toBe("");
+  });
+
+  it("that cannot reach its RPC endpoint says so without printing the provider's key in the endpoint's path", async () => {
+    // Port 9 (discard): refused at once. Hosted endpoints carry their key in the path (…/v2/<key>).
+    const key = "k3yOfTheRpcProvider0123456789";
+    const started = await start({
+      EVM_RPC_URL: `http://127.0.0.1:9/v2/${key}`,
+      EVM_EMBEDDED_RPC_PORT: "off",
+    });
+    expect(started.code).toBe(1);
+    expect(started.stderr).toContain("switchyard: failed to start");
+    expect(started.stderr).toContain("127.0.0.1:9");
+    // Before: viem's error, printed whole, named the URL in its message and in its url field.
+    expect(started.stderr).not.toContain(key);
+    expect(started.stdout).not.toContain(key);
   });
 });
