@@ -7,7 +7,9 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import type { PaywallCheck, PaywallVerdict } from "./core.ts";
+import { remotePaywallCompleteTimeoutMsDefault } from "./remote.ts";
 import type { HeaderLine, PaywallRequest } from "./scheme.ts";
+import { outlastingWait } from "./socket-wait.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -25,6 +27,11 @@ export type SwitchyardPaywallOptions = {
    * when the plugin is registered inside an encapsulated scope (at the top level it is not needed). Default false.
    */
   readonly preflightRoutes?: boolean;
+  /**
+   * How long a paid request may wait for its payment's settlement (default: remotePaywallCompleteTimeoutMsDefault,
+   * 90 s): its socket is kept open that long, past the server's idle timeout, so that the answer reaches the payer.
+   */
+  readonly settlementWaitMs?: number;
 };
 
 /**
@@ -124,6 +131,7 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
         return reply.code(verdict.status).type("application/json").send(verdict.body);
       case "paid":
         request.paywallPaid = verdict;
+        outlastingWait(request.raw, options.settlementWaitMs ?? remotePaywallCompleteTimeoutMsDefault);
         return;
     }
   });

@@ -27,6 +27,8 @@ import {
   paywallTokenLifetimeSecondsMax,
   updatePaywall,
 } from "../../paywall/index.ts";
+import { remotePaywallCompleteTimeoutMsDefault } from "../../paywall/remote.ts";
+import { outlastingWait } from "../../paywall/socket-wait.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
@@ -422,6 +424,8 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
       },
     },
     async (request) => {
+      // A settlement's wait, as long as remotePaywall waits for this answer: the socket outlasts the idle timeout.
+      outlastingWait(request.raw, remotePaywallCompleteTimeoutMsDefault);
       const done = await options.paywalls.complete(tenantOf(request).id, request.params.id, request.body);
       if (done === null)
         throw new ApiError("paywall_verdict_not_found", `no verdict "${request.params.id}" waits`);

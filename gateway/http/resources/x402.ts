@@ -20,6 +20,8 @@ import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { AccountCache } from "../../accounts/index.ts";
+import { remotePaywallCompleteTimeoutMsDefault } from "../../paywall/remote.ts";
+import { outlastingWait } from "../../paywall/socket-wait.ts";
 import {
   type CreditTarget,
   facilitatorSettle,
@@ -123,6 +125,8 @@ const plugin: FastifyPluginAsyncZod<X402RoutesOptions> = async (app, options) =>
       },
     },
     async (request) => {
+      // Answered once the transaction is mined (up to the settler's wait): the socket outlasts the idle timeout.
+      outlastingWait(request.raw, remotePaywallCompleteTimeoutMsDefault);
       const credit = await creditOf(options, tenantOf(request).id, request.headers[creditAccountHeader]);
       if (credit === null) throw missingCreditHeader();
       return facilitatorSettle(options.x402, request.body, credit);
