@@ -71,7 +71,7 @@ export async function createAccount(
     /** The tenant's own key-value pairs (an account created over the API); absent: none. */
     metadata?: Readonly<Record<string, string>>;
   },
-): Promise<AccountRecord> {
+): Promise<AccountRecord & { createdAt: Date | null }> {
   const id = params.id ?? newId("acct");
   const ledgerAccountId = derivedLedgerId(id, "account");
   await openAccounts(
@@ -96,15 +96,17 @@ export async function createAccount(
     params.rail ?? null,
   ];
   // Without metadata the row is written as before migration 0018 (which added the column) could read it.
-  await deps.sql.query(
+  const inserted = await deps.sql.query<{ created_at: Date }>(
     params.metadata === undefined
       ? `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING created_at`
       : `INSERT INTO accounts (id, tenant_id, kind, asset, ledger_account_id, name, rail, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING created_at`,
     params.metadata === undefined ? values : [...values, JSON.stringify(params.metadata)],
   );
   return {
+    // null: the row was there before (an id given again).
+    createdAt: inserted[0]?.created_at ?? null,
     id,
     tenantId: params.tenantId,
     kind: params.kind,

@@ -74,7 +74,11 @@ export async function getTenantAccountDetail(
   return rows[0] === undefined ? null : tenantAccountFromRow(rows[0]);
 }
 
-/** Opens the ledger account and writes the row; the account is empty. */
+/**
+ * Opens the ledger account and writes the row; the account is empty. Nothing is read back once the row is written:
+ * a read that failed there would answer an error for an account made, and the Idempotency-Key's retry (its claim
+ * given back on an error) would make a second one.
+ */
 export async function createTenantAccount(
   deps: { sql: Sql; ledger: Ledger },
   params: {
@@ -92,7 +96,16 @@ export async function createTenantAccount(
     name: params.name,
     metadata: params.metadata,
   });
-  const written = await getTenantAccountDetail(deps.sql, { tenantId: params.tenantId, id: record.id });
-  if (written === null) throw new AccountSetupError(`account ${record.id} was not written`);
-  return written;
+  if (record.createdAt === null) throw new AccountSetupError(`account ${record.id} was there already`);
+  return {
+    id: record.id,
+    tenantId: params.tenantId,
+    kind: record.kind,
+    asset: record.asset,
+    ledgerAccountId: record.ledgerAccountId,
+    name: record.name,
+    rail: record.rail,
+    metadata: { ...params.metadata },
+    createdAt: record.createdAt,
+  };
 }

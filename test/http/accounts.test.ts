@@ -8,7 +8,7 @@ import type { SwitchyardClient } from "../../client/index.ts";
 import { assets } from "../../core/index.ts";
 import { getClearingAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
-import { credit, transferCodes } from "../../gateway/ledger/index.ts";
+import { credit, LedgerStoreError, transferCodes } from "../../gateway/ledger/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
@@ -92,6 +92,33 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(again.response.headers.get("idempotent-replayed")).toBe("true");
       expect(again.data?.id).toBe(first.data?.id);
       expect(first.data).toMatchObject({ asset: "USD", kind: "merchant", name: "", metadata: {} });
+      expect(await accountCount()).toBe(before + 1n);
+    });
+
+    it("answers an account it wrote even when reads fail after the write: a retry with its key makes no second one", async () => {
+      const before = await accountCount();
+      // The database too busy for every balance read while the account is made (a statement timeout).
+      const ledger = gw.app.ledger;
+      const lookupAccounts = ledger.lookupAccounts;
+      ledger.lookupAccounts = async () => {
+        throw new LedgerStoreError("lookup failed", {
+          cause: Object.assign(new Error("canceling statement due to statement timeout"), {
+            code: "57014",
+            severity: "ERROR",
+          }),
+        });
+      };
+      const request = {
+        body: { asset: "USDC" as const, kind: "customer" as const },
+        params: { header: { "Idempotency-Key": `acct-busy-${database}` } },
+      };
+      const first = await gw.client.POST("/v1/accounts", request).finally(() => {
+        ledger.lookupAccounts = lookupAccounts;
+      });
+      // Before: 503 overloaded for an account made, its key given back; the retry made a second account.
+      expect(first.response.status).toBe(201);
+      const again = await gw.client.POST("/v1/accounts", request);
+      expect([again.response.status, again.data?.id]).toEqual([201, first.data?.id]);
       expect(await accountCount()).toBe(before + 1n);
     });
 

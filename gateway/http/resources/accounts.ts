@@ -13,6 +13,7 @@ import {
   type AccountTransaction,
   accountNameLengthMax,
   accountTransactions,
+  type Balance,
   balanceOf,
   createTenantAccount,
   getTenantAccountDetail,
@@ -25,7 +26,7 @@ import {
   tenantAccountKinds,
 } from "../../accounts/index.ts";
 import type { Db } from "../../db/index.ts";
-import type { Ledger, Account as LedgerAccount } from "../../ledger/index.ts";
+import type { Ledger } from "../../ledger/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { listPage, listParams, listQuery, listView } from "../lists.ts";
@@ -116,8 +117,7 @@ export const transactionView = z.object({
   created_at: z.string(),
 });
 
-function presentAmounts(account: TenantAccount, ledgerAccount: LedgerAccount) {
-  const balance = balanceOf(account.kind, ledgerAccount);
+function presentAmounts(account: TenantAccount, balance: Balance) {
   const format = (value: bigint) => formatAmount(value, account.asset);
   return {
     available: format(balance.available),
@@ -127,7 +127,8 @@ function presentAmounts(account: TenantAccount, ledgerAccount: LedgerAccount) {
   };
 }
 
-export function presentAccount(account: TenantAccount, ledgerAccount: LedgerAccount): AccountView {
+/** `balance`: its ledger account's (balanceOf); an account just opened has nothing yet. */
+export function presentAccount(account: TenantAccount, balance: Balance): AccountView {
   if (account.kind !== "customer" && account.kind !== "merchant")
     throw new SwitchyardError("a tenant's account is neither customer nor merchant", {
       details: `account ${account.id} is ${account.kind}`,
@@ -138,11 +139,13 @@ export function presentAccount(account: TenantAccount, ledgerAccount: LedgerAcco
     asset: account.asset.code,
     kind: account.kind,
     name: account.name,
-    balance: presentAmounts(account, ledgerAccount),
+    balance: presentAmounts(account, balance),
     metadata: account.metadata,
     created_at: account.createdAt.toISOString(),
   };
 }
+
+const nothingYet: Balance = { posted: 0n, pendingOut: 0n, pendingIn: 0n, available: 0n };
 
 /** Each account with its ledger account, read in one lookup. */
 async function presentAccounts(ledger: Ledger, accounts: readonly TenantAccount[]): Promise<AccountView[]> {
@@ -152,7 +155,7 @@ async function presentAccounts(ledger: Ledger, accounts: readonly TenantAccount[
     const ledgerAccount = byId.get(account.ledgerAccountId);
     if (ledgerAccount === undefined)
       throw new SwitchyardError("an account has no ledger account", { details: `account ${account.id}` });
-    return presentAccount(account, ledgerAccount);
+    return presentAccount(account, balanceOf(account.kind, ledgerAccount));
   });
 }
 
@@ -239,7 +242,8 @@ const plugin: FastifyPluginAsyncZod<AccountRoutesOptions> = async (app, options)
           metadata: body.metadata ?? {},
         },
       );
-      return reply.code(201).send(await presentOne(options.ledger, account));
+      // Just opened, so empty: presented without reading its balance back (accounts.ts createTenantAccount).
+      return reply.code(201).send(presentAccount(account, nothingYet));
     },
   );
 
