@@ -99,6 +99,36 @@ export class EvmSetupError extends SwitchyardError {
   override name = "EvmSetupError";
 }
 
+/**
+ * Well-known chains whose gas is not ETH, by chain id: their gas would be booked, and charged to payers, as so much ETH
+ * at ETH's price (the rail's gas clearing and fee accounts are ETH's). Refused at start rather than booked wrong.
+ * Ether's own L2s (Base, OP, Arbitrum, …) and an embedded chain under any id pay in ETH.
+ */
+const nonEtherGasCoins: ReadonlyMap<number, string> = new Map([
+  [56, "BNB"],
+  [97, "BNB"],
+  [100, "xDAI"],
+  [137, "POL"],
+  [80002, "POL"],
+  [43114, "AVAX"],
+  [43113, "AVAX"],
+  [42220, "CELO"],
+  [44787, "CELO"],
+  [1329, "SEI"],
+  [1328, "SEI"],
+  [14, "FLR"],
+  [114, "FLR"],
+  [250, "FTM"],
+  [25, "CRO"],
+  [5000, "MNT"],
+  [4689, "IOTX"],
+  [3338, "PEAQ"],
+  [1514, "IP"],
+  [41923, "EDU"],
+  [143, "MON"],
+  [1284, "GLMR"],
+]);
+
 async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null): Promise<EvmClients> {
   const { source } = config;
   const common = {
@@ -131,6 +161,11 @@ async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null):
     () => createPublicClient({ transport }).getChainId(),
     (shortMessage, options) => new EvmSetupError(shortMessage, options),
   );
+  const coin = nonEtherGasCoins.get(chainId);
+  if (coin !== undefined)
+    throw new EvmSetupError(
+      `rail ${config.id}: chain ${chainId} pays its gas in ${coin}, and Switchyard books gas (and charges it to payers) in ETH only; use a chain whose gas is ETH`,
+    );
   if (source.chainId !== null && source.chainId !== chainId)
     throw new EvmSetupError(
       `rail ${config.id} is configured for chain ${source.chainId}, but ${new URL(source.url).host} is chain ${chainId}`,

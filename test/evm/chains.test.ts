@@ -4,13 +4,17 @@
 // booked out of the L2 rail's own native clearing account; a base fee above the rail's cap refuses the payout
 // (fee_above_max), nothing sent.
 import type { Hex } from "viem";
+import { generatePrivateKey } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { serveChainRpc, startEmbeddedChain } from "../../adapters/evm/dev-chain.ts";
 import type { EmbeddedChain, EvmRail } from "../../adapters/evm/index.ts";
 import { assets, divCeil } from "../../core/index.ts";
 import { getRailAccount } from "../../gateway/accounts/index.ts";
 import { embeddedL1L2 } from "../../gateway/app/config.ts";
+import { createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
+import { testConfig } from "../support/config.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 const gwei = 1_000_000_000n;
@@ -213,6 +217,31 @@ describe("a base fee above the rail's cap", () => {
     } finally {
       await l2.setBaseFeePerGas(10_000_000n);
       await mineAtHeldFee(l2);
+    }
+  });
+});
+
+describe("a chain whose gas is not ETH", () => {
+  it("is refused at start, naming its coin: its gas would be booked and charged as ETH", async () => {
+    // A node that says it is Polygon (chain 137): an embedded chain under that id, served over JSON-RPC.
+    const polygon = await startEmbeddedChain({ chainId: 137 });
+    const served = await serveChainRpc(polygon.provider, { host: "127.0.0.1", port: 0 });
+    try {
+      await expect(
+        createApp(
+          testConfig({
+            LOG_LEVEL: "silent",
+            PORT: "0",
+            EVM_RPC_URL: served.url,
+            EVM_HOT_WALLET_KEY: generatePrivateKey(),
+            EVM_TOKEN_ADDRESS: polygon.contracts.testUsd,
+            EVM_EMBEDDED_RPC_PORT: "off",
+          }),
+        ),
+      ).rejects.toThrow(/chain 137 pays its gas in POL/);
+    } finally {
+      await served.close();
+      await polygon.close();
     }
   });
 });
