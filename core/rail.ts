@@ -9,7 +9,8 @@ export type UsdRate = { readonly microUsd: bigint; readonly perMinorUnits: bigin
 
 /**
  * How a rail's network fee for one payment is estimated. Absent: `networkFeeMicroUsd` as it stands.
- * - `evm_gas`: gas units × gas price (wei) × the native token's USD rate (`usdRates[nativeAsset]`, per wei).
+ * - `evm_gas`: gas units × gas price (wei) × the native token's USD rate (`usdRates[nativeAsset]`, per minor unit of
+ *   it), over `weiPerMinorUnit` (how many wei one minor unit is: 10^9 for ETH kept in gwei; absent, 1: kept in wei).
  * - `lightning_routing`: the routing-fee estimate from the rail's quote, base + parts per million of the
  *   amount, in the rail's asset (millisatoshi).
  */
@@ -19,6 +20,7 @@ export type NetworkFeeModel =
       readonly gasUnits: bigint;
       readonly gasPriceWei: bigint;
       readonly nativeAsset: string;
+      readonly weiPerMinorUnit?: bigint;
     }
   | { readonly kind: "lightning_routing"; readonly base: bigint; readonly ppm: bigint };
 

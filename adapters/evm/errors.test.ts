@@ -109,7 +109,6 @@ describe("at the boundary", () => {
     token: { address: `0x${"aa".repeat(20)}` as const, asset: assets.USDC },
     confirmations: 1,
     gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 100_000_000_000n },
-    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
     transferGasEstimate: 60_000n,
     snapshotRefreshMs: 60_000,
     receiptTimeoutMs: 1_000,

@@ -10,7 +10,7 @@ import path from "node:path";
 import { erc20Abi } from "viem";
 import {
   amountMax,
-  divCeil,
+  assets,
   type MigrationSource,
   type OutgoingAttempt,
   type Rail,
@@ -179,12 +179,16 @@ async function refresh(state: EvmRailState): Promise<void> {
 
 function snapshotOf(state: EvmRailState): RailSnapshot {
   const { params, view } = state;
-  // gas × price (latest base fee + tip, live) is in wei; the rate turns wei into USD micro-units, rounded up: an
-  // estimate of a cost. Above the policy's cap the price stands as it is: the rail would refuse (fee_above_max).
-  const networkFeeMicroUsd = divCeil(
-    params.transferGasEstimate * view.gasPrice * params.nativeUsdRate.microUsd,
-    params.nativeUsdRate.perMinorUnits,
-  );
+  // gas × price (latest base fee + tip, live), priced by the router at the native token's live USD rate (the
+  // snapshot's usdRates: a rail unpriced without one). Above the policy's cap the price stands as it is: the rail
+  // would refuse (fee_above_max).
+  const networkFee = {
+    kind: "evm_gas",
+    gasUnits: params.transferGasEstimate,
+    gasPriceWei: view.gasPrice,
+    nativeAsset: assets.ETH.code,
+    weiPerMinorUnit: 10n ** BigInt(18 - assets.ETH.scale),
+  } as const;
   return {
     rail: state.id,
     kind: "evm",
@@ -197,7 +201,9 @@ function snapshotOf(state: EvmRailState): RailSnapshot {
     liquidity: view.liquidity,
     feeFixed: 0n,
     feePpm: 0n,
-    networkFeeMicroUsd,
+    // What no model prices: none here (the router prices networkFee).
+    networkFeeMicroUsd: 0n,
+    networkFee,
     latencyMs: params.expectedLatencyMs,
     takenAtMs: view.takenAtMs,
   };

@@ -8,7 +8,6 @@ import type {
   Rail,
   RailFailureCode,
   SettlementEvidence,
-  UsdRate,
 } from "../../core/index.ts";
 import type { DepositParams } from "./deposits.ts";
 import type { GasPolicy } from "./gas.ts";
@@ -28,8 +27,6 @@ export type EvmRailParams = {
   confirmations: number;
   /** EIP-1559 gas: the tip above the latest base fee, and the most paid per gas (above it: fee_above_max). */
   gas: GasPolicy;
-  /** USD value of the chain's native token (gas), per wei. */
-  nativeUsdRate: UsdRate;
   /** Gas of one token transfer, for the fee estimate the router sees. */
   transferGasEstimate: bigint;
   snapshotRefreshMs: number;

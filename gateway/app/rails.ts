@@ -49,7 +49,6 @@ function evmRails({ db, evm, logger }: RailContext): BuiltRails {
       ...(chain.splitter === null ? {} : { splitter: chain.splitter.address }),
       confirmations: chain.confirmations,
       gas: chain.gas,
-      nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
       transferGasEstimate: 60_000n,
       snapshotRefreshMs: 5_000,
       receiptTimeoutMs: 60_000,

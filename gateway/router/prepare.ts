@@ -211,6 +211,7 @@ export function invalidSnapshotReason(rail: RailSnapshot): string | null {
     return "chainId must be a positive integer";
   const model = rail.networkFee;
   if (model?.kind === "evm_gas" && (model.gasUnits < 0n || model.gasPriceWei < 0n)) return "gas must be ≥ 0";
+  if (model?.kind === "evm_gas" && (model.weiPerMinorUnit ?? 1n) <= 0n) return "weiPerMinorUnit must be > 0";
   if (model?.kind === "lightning_routing" && (model.base < 0n || model.ppm < 0n))
     return "routing fee must be ≥ 0";
   return null;
@@ -249,7 +250,11 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
   if (model?.kind === "evm_gas") {
     const native = snapshot.usdRates[model.nativeAsset];
     if (validRate(native)) {
-      networkMicroUsd = divCeil(model.gasUnits * model.gasPriceWei * native.microUsd, native.perMinorUnits);
+      // wei × (µUSD per minor unit) / (wei per minor unit), rounded up: an estimate of a cost.
+      networkMicroUsd = divCeil(
+        model.gasUnits * model.gasPriceWei * native.microUsd,
+        native.perMinorUnits * (model.weiPerMinorUnit ?? 1n),
+      );
     } else if (staticExclusion === null) {
       staticExclusion = rateExclusion(rail.rail, model.nativeAsset, snapshot, "the native asset");
     }

@@ -8,12 +8,13 @@ import { generatePrivateKey } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { serveChainRpc, startEmbeddedChain } from "../../adapters/evm/dev-chain.ts";
 import type { EmbeddedChain, EvmRail } from "../../adapters/evm/index.ts";
-import { assets, divCeil } from "../../core/index.ts";
+import { assets, divCeil, type RailSnapshot } from "../../core/index.ts";
 import { getRailAccount } from "../../gateway/accounts/index.ts";
 import { embeddedL1L2 } from "../../gateway/app/config.ts";
 import { createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
+import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
 import { testConfig } from "../support/config.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
@@ -39,6 +40,34 @@ async function railAccountId(rail: string, kind: "clearing" | "fee" | "capital")
   return account.ledgerAccountId;
 }
 
+/** The network fee the router prices a rail's snapshot at (USD micro-units), with ETH at `ethMicroUsdPerGwei`. */
+function pricedNetworkFee(rail: RailSnapshot, ethMicroUsdPerGwei: bigint): bigint {
+  const snapshot = buildSnapshot({
+    rails: [rail],
+    rateSource: staticRateSource({
+      usdRates: {
+        USDC: { microUsd: 1n, perMinorUnits: 1n },
+        ETH: { microUsd: ethMicroUsdPerGwei, perMinorUnits: 1n },
+      },
+    }),
+    assetCodes: ["USDC"],
+    takenAtMs: Date.now(),
+  });
+  const decision = route(
+    {
+      asset: assets.USDC,
+      amount: 1_000_000n,
+      destination: { kind: "evm_address", address: l1.accounts[7]!.address },
+    },
+    snapshot,
+    {},
+  );
+  const candidate = decision.candidates.find((each) => each.rail === rail.rail);
+  if (candidate === undefined)
+    throw new Error(`no candidate on ${rail.rail}: ${JSON.stringify(decision.excluded)}`);
+  return candidate.cost.networkMicroUsd;
+}
+
 const pendingNonce = (chain: EmbeddedChain) =>
   chain.publicClient.getTransactionCount({
     address: chain.walletClient.account.address,
@@ -62,10 +91,19 @@ describe("two EVM chains, each its own rail", () => {
     const [evm, evmL2] = [gw.rail.snapshot(), l2Rail.snapshot()];
     expect(evm).toMatchObject({ rail: "evm", chainId: 31_337, available: true });
     expect(evmL2).toMatchObject({ rail: "evm-l2", chainId: 31_338, available: true });
-    // 60,000 gas × (base fee + tip) wei × $3,000 an ETH (3 µUSD per 10⁹ wei), rounded up.
-    expect(evm.networkFeeMicroUsd).toBe(divCeil(60_000n * (25n * gwei + 1n * gwei) * 3n, gwei));
-    expect(evmL2.networkFeeMicroUsd).toBe(divCeil(60_000n * (10_000_000n + 1_000_000n) * 3n, gwei));
-    expect(evm.networkFeeMicroUsd).toBeGreaterThan(1_000n * evmL2.networkFeeMicroUsd);
+    // 60,000 gas × (base fee + tip) wei, priced by the router at ETH's rate: $3,000 an ETH (3 µUSD a gwei), rounded up.
+    const [l1Fee, l2Fee] = [pricedNetworkFee(evm, 3n), pricedNetworkFee(evmL2, 3n)];
+    expect(l1Fee).toBe(divCeil(60_000n * (25n * gwei + 1n * gwei) * 3n, gwei));
+    expect(l2Fee).toBe(divCeil(60_000n * (10_000_000n + 1_000_000n) * 3n, gwei));
+    expect(l1Fee).toBeGreaterThan(1_000n * l2Fee);
+  });
+
+  it("prices its gas at ETH's rate as the rates say it now, not at a fixed $3,000", async () => {
+    await gw.rail.refresh();
+    const snapshot = gw.rail.snapshot();
+    // Before: the rail priced its gas itself at $3,000 an ETH, whatever the price feed said.
+    expect(snapshot.networkFee).toMatchObject({ kind: "evm_gas", nativeAsset: "ETH", gasUnits: 60_000n });
+    expect(pricedNetworkFee(snapshot, 4n)).toBe(divCeil(60_000n * 26n * gwei * 4n, gwei));
   });
 
   it("an address naming the L2 is paid on the L2, with the policy's fees, and its gas booked on the L2 rail", async () => {
@@ -200,7 +238,7 @@ describe("a base fee above the rail's cap", () => {
       expect(sends).toHaveLength(0);
       // The snapshot prices the spike as it is (base fee 2 gwei + tip): the router sees what the rail would refuse.
       await l2Rail.refresh();
-      expect(l2Rail.snapshot().networkFeeMicroUsd).toBe(
+      expect(pricedNetworkFee(l2Rail.snapshot(), 3n)).toBe(
         divCeil(60_000n * (2n * gwei + 1_000_000n) * 3n, gwei),
       );
 

@@ -182,7 +182,6 @@ export function anotherProcessRail(
     splitter: gw.chain.contracts.splitter,
     confirmations: 1,
     gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-    nativeUsdRate: { microUsd: 3n, perMinorUnits: 1_000_000_000n },
     transferGasEstimate: 60_000n,
     snapshotRefreshMs: 60_000,
     receiptTimeoutMs: 30_000,
