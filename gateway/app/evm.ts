@@ -7,6 +7,7 @@ import {
   type Chain,
   createPublicClient,
   createWalletClient,
+  erc20Abi,
   http,
   type PublicClient,
   type Transport,
@@ -22,7 +23,7 @@ import {
   translatingViemErrors,
 } from "../../adapters/evm/index.ts";
 import type { Rail } from "../../core/index.ts";
-import { type Asset, type Logger, SwitchyardError, silentLogger } from "../../core/index.ts";
+import { type Asset, assets, type Logger, SwitchyardError, silentLogger } from "../../core/index.ts";
 import type { AccountCache } from "../accounts/index.ts";
 import type { Db } from "../db/index.ts";
 import type { Ledger } from "../ledger/index.ts";
@@ -177,7 +178,8 @@ async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null):
     rpcUrls: { default: { http: [source.url] } },
   };
   const publicClient = createPublicClient({ chain, transport });
-  if (source.hotWalletKey !== null && source.tokenAddress !== null)
+  if (source.hotWalletKey !== null && source.tokenAddress !== null) {
+    await checkTokenDecimals(config.id, publicClient, source.tokenAddress);
     return {
       ...common,
       chainId,
@@ -192,6 +194,7 @@ async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null):
       forwarderFactory: source.forwarderFactory,
       embedded: null,
     };
+  }
   // A development chain: the wallet, the contracts or both are the gateway's to choose, kept in the database.
   if (db === null)
     throw new EvmSetupError(`rail ${config.id} needs the database to choose its wallet or contracts`);
@@ -207,6 +210,7 @@ async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null):
       ignitionDeployment: source.ignitionDeployment ?? null,
     },
   );
+  await checkTokenDecimals(config.id, publicClient, dev.token);
   return {
     ...common,
     chainId,
@@ -218,6 +222,22 @@ async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null):
     embedded: null,
     dev,
   };
+}
+
+/**
+ * The token's decimals must be USDC's: every amount of the rail is in USDC's minor units (6 decimals), so a token of
+ * 18 (DAI) would be asked, credited and paid 10^12 times too little. Refused at start.
+ */
+async function checkTokenDecimals(rail: string, publicClient: PublicClient, token: Address): Promise<void> {
+  const decimals = await translatingViemErrors(
+    `reading the decimals of rail ${rail}'s token ${token}`,
+    () => publicClient.readContract({ address: token, abi: erc20Abi, functionName: "decimals" }),
+    (shortMessage, options) => new EvmSetupError(shortMessage, options),
+  );
+  if (decimals !== assets.USDC.scale)
+    throw new EvmSetupError(
+      `rail ${rail}: token ${token} has ${decimals} decimals; its amounts are kept as USDC's, with ${assets.USDC.scale}`,
+    );
 }
 
 export type SplitterMirrorParams = {

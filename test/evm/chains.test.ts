@@ -14,6 +14,7 @@ import { embeddedL1L2 } from "../../gateway/app/config.ts";
 import { createApp } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
+import { deployPriceFeed } from "../../gateway/rates/index.ts";
 import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
 import { testConfig } from "../support/config.ts";
 import { type Gateway, startGateway } from "./support.ts";
@@ -280,6 +281,35 @@ describe("a chain whose gas is not ETH", () => {
     } finally {
       await served.close();
       await polygon.close();
+    }
+  });
+});
+
+describe("a token whose decimals are not USDC's", () => {
+  it("is refused at start: its amounts would be read as USDC's 6 decimals", async () => {
+    const chain = await startEmbeddedChain({ chainId: 31_391 });
+    const served = await serveChainRpc(chain.provider, { host: "127.0.0.1", port: 0 });
+    try {
+      // A contract answering decimals() with 18 (a PriceFeed of 18 decimals), as DAI's would.
+      const token = await deployPriceFeed(
+        { walletClient: chain.walletClient, publicClient: chain.publicClient },
+        { assetCode: "ETH", usd: "1", decimals: 18 },
+      );
+      await expect(
+        createApp(
+          testConfig({
+            LOG_LEVEL: "silent",
+            PORT: "0",
+            EVM_RPC_URL: served.url,
+            EVM_HOT_WALLET_KEY: generatePrivateKey(),
+            EVM_TOKEN_ADDRESS: token,
+            EVM_EMBEDDED_RPC_PORT: "off",
+          }),
+        ),
+      ).rejects.toThrow(/has 18 decimals; its amounts are kept as USDC's, with 6/);
+    } finally {
+      await served.close();
+      await chain.close();
     }
   });
 });
