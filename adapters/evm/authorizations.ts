@@ -291,32 +291,51 @@ async function submit(
     state.journal,
     `${auth.method}-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
   );
-  const sent = await sendOnce(
-    state.journal,
-    `${auth.method}-auth:${chainPart}${auth.from.toLowerCase()}:${auth.nonce}`,
-    async () => ({
-      to: state.params.token.address,
-      data: encodeFunctionData({
-        abi: testUsdAbi,
-        functionName: functionOf(auth),
-        args: receiveArgs(state, auth),
-      }),
+  const key = `${auth.method}-auth:${chainPart}${auth.from.toLowerCase()}:${auth.nonce}`;
+  const sent = await sendOnce(state.journal, key, async () => ({
+    to: state.params.token.address,
+    data: encodeFunctionData({
+      abi: testUsdAbi,
+      functionName: functionOf(auth),
+      args: receiveArgs(state, auth),
     }),
-  );
+  }));
   if ("status" in sent) {
     state.logger.warn({ reference: row.reference, message: sent.message }, `${functionOf(auth)} not sent`);
-    // Nothing was sent: the invoice gives the payer and nonce back (an x402 claim given back may pay another one).
+    // Nothing was sent here: the invoice gives the payer and nonce back (an x402 claim given back may pay another
+    // one) — unless another process sent this authorization meanwhile (a send stored under the key: this one's
+    // refusal, an estimate reverted, came from that send mined); given back then, its payment was never credited.
     await state.params.db.query(
-      "UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5 WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL",
-      [state.chainId, state.params.token.address.toLowerCase(), row.reference, row.auth_from, row.auth_nonce],
+      `UPDATE evm_deposits SET auth_from = $4, auth_nonce = $5
+        WHERE chain_id = $1 AND token = $2 AND reference = $3 AND auth_tx_hash IS NULL
+          AND NOT EXISTS (SELECT 1 FROM evm_sends WHERE attempt_id = $6)`,
+      [
+        state.chainId,
+        state.params.token.address.toLowerCase(),
+        row.reference,
+        row.auth_from,
+        row.auth_nonce,
+        key,
+      ],
     );
     return sent.code === "rejected"
       ? refused("authorization_mismatch", sent.message)
       : refused("rail_unavailable", sent.message);
   }
+  // Bound again with it: another process's give-back (its own refusal, the row it read before this bind) may have
+  // run between this bind and this send.
   await state.params.db.query(
-    "UPDATE evm_deposits SET auth_tx_hash = $4 WHERE chain_id = $1 AND token = $2 AND reference = $3",
-    [state.chainId, state.params.token.address.toLowerCase(), row.reference, sent.tx_hash],
+    auth.method === "transfer"
+      ? "UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5, auth_nonce = $6 WHERE chain_id = $1 AND token = $2 AND reference = $3"
+      : "UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5 WHERE chain_id = $1 AND token = $2 AND reference = $3",
+    [
+      state.chainId,
+      state.params.token.address.toLowerCase(),
+      row.reference,
+      sent.tx_hash,
+      auth.from.toLowerCase(),
+      ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
+    ],
   );
   return { status: "submitted", railReference: sent.tx_hash };
 }

@@ -14,7 +14,7 @@ import {
 } from "../../adapters/evm/index.ts";
 import { assets } from "../../core/index.ts";
 import { sweepDepositsOnce } from "../../gateway/settlement/index.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
 let rail: EvmRail;
@@ -267,6 +267,83 @@ describe("an EIP-3009 authorization", () => {
     const afterPaid = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
     expect(afterPaid.status).toBe(409);
     expect(afterPaid.body.error.code).toBe("invoice_not_payable");
+  });
+
+  it("submitted to two processes at once, the one refused for the other's send leaves the invoice bound, and it is credited", async () => {
+    const inv = await createInvoice("3.00");
+    const before = await merchantBalance();
+    const signed = await signAuthorization(inv);
+    const fields = Object.fromEntries(Object.entries(signed).map(([name, value]) => [name, String(value)]));
+    // Two processes' rails, each on its own view of the database, paused where the race needs them:
+    // - B has read the invoice unbound and bound it, and looked for a send under the key (none yet): paused there;
+    // - A binds too, sends (mined at once), and is paused before it records its transaction;
+    // - B, let go, estimates its own send: reverted (the authorization is used), a refusal: B gives the binding back.
+    let aSent!: () => void;
+    let bDone!: () => void;
+    const aHasSent = new Promise<void>((resolve) => {
+      aSent = resolve;
+    });
+    const bHasDone = new Promise<void>((resolve) => {
+      bDone = resolve;
+    });
+    const paused = (
+      pause: (text: string, params: readonly unknown[] | undefined) => Promise<void> | null,
+      after: boolean,
+    ): typeof gw.app.db =>
+      new Proxy(gw.app.db, {
+        get(target, name) {
+          if (name === "query")
+            return async (text: string, params?: readonly unknown[]) => {
+              const waiting = pause(text, params);
+              if (waiting === null || !after) {
+                await waiting;
+                return target.query(text, params);
+              }
+              const result = await target.query(text, params);
+              await waiting;
+              return result;
+            };
+          const value = Reflect.get(target, name, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    let bLooked = false;
+    const bDb = paused((text, params) => {
+      // The journal's look for a send stored under the key (not the look for the key's chain part before it).
+      if (bLooked || !/signed_at[\s\S]*FROM evm_sends WHERE attempt_id = \$1/.test(text)) return null;
+      if (!String(params?.[0]).startsWith("receive-auth:")) return null;
+      bLooked = true;
+      return aHasSent;
+    }, true);
+    const aDb = paused((text) => {
+      if (!/SET auth_tx_hash/.test(text)) return null;
+      aSent();
+      return bHasDone;
+    }, false);
+    const deposits = { startBlock: 0n, pollIntervalMs: 250, lateWatchMs: 3_600_000, sweepSaltsMax: 50 };
+    const [a, b] = [
+      anotherProcessRail(gw, { db: aDb, deposits }),
+      anotherProcessRail(gw, { db: bDb, deposits }),
+    ];
+    const bSubmits = b.submitSignedPayment!({ reference: inv.id, fields });
+    await expect.poll(() => bLooked).toBe(true);
+    const aSubmits = a.submitSignedPayment!({ reference: inv.id, fields });
+    const bOutcome = await bSubmits;
+    bDone();
+    const aOutcome = await aSubmits;
+    expect(aOutcome).toMatchObject({ status: "submitted" });
+    expect(bOutcome).toMatchObject({ status: "refused" });
+    // Before: B's give-back unbound the invoice after A's send; the deposit watcher, which follows the payer's
+    // nonce the invoice is bound to, never credited it.
+    const [row] = await gw.app.db.query<{ auth_from: string | null }>(
+      "SELECT auth_from FROM evm_deposits WHERE reference = $1",
+      [inv.id],
+    );
+    expect(row?.auth_from).toBe(payer().address.toLowerCase());
+    await mine(3);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+    expect((await merchantBalance()) - before).toBe(3_000_000n);
   });
 
   it("a wallet submits it without an API key, with the invoice's client secret", async () => {

@@ -162,14 +162,14 @@ export type { WatchedEvent };
 
 /**
  * Another EVM rail on the gateway's database, node and hot wallet: what a second gateway process runs. `overrides`
- * change what that process is configured with (its clients, gas cap, receipt wait, replacement delay).
+ * change what that process is configured with (its clients, gas cap, receipt wait, replacement delay, deposits).
  */
 export function anotherProcessRail(
   gw: Gateway,
   overrides: Partial<
     Pick<
       EvmRailParams,
-      "db" | "publicClient" | "walletClient" | "gas" | "receiptTimeoutMs" | "replaceAfterMs"
+      "db" | "publicClient" | "walletClient" | "gas" | "receiptTimeoutMs" | "replaceAfterMs" | "deposits"
     >
   > = {},
 ): EvmRail {
