@@ -206,6 +206,28 @@ describe("rail store", () => {
     }
   });
 
+  it("is held by one process at a time: another's open is refused while it runs, a dead one's lock is taken over", async () => {
+    const file = path.join(directory, "held.jsonl");
+    const first = createFileRailStore(file);
+    await first.load();
+    const lock = JSON.parse(await readFile(`${file}.lock`, "utf8")) as { pid: number; host: string };
+    expect(lock.pid).toBe(process.pid);
+    // Another process of this host holds it (this test's parent, alive): refused, and the journal left alone.
+    await writeFile(`${file}.lock`, JSON.stringify({ pid: process.ppid, host: lock.host }));
+    const second = createFileRailStore(file);
+    // Before: the second compacted the journal (a rename) from under the first, whose later lines were lost.
+    await expect(second.load()).rejects.toThrow(/in use by another process/);
+    // One that is gone (no such pid) left it: taken over.
+    await writeFile(`${file}.lock`, JSON.stringify({ pid: 2 ** 22 + 12_345, host: lock.host }));
+    await second.load();
+    expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).pid).toBe(process.pid);
+    // The first's close leaves the second's lock; the second's removes it.
+    await first.close();
+    expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).pid).toBe(process.pid);
+    await second.close();
+    await expect(readFile(`${file}.lock`, "utf8")).rejects.toThrow(/ENOENT/);
+  });
+
   it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {
     const store = createMemoryRailStore();
     await store.load();

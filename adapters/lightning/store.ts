@@ -3,8 +3,10 @@
 // and the last settle index whose invoice was delivered. LND keeps the payments themselves; this keeps
 // only the mapping back to the gateway's ids. Stored as an append-only JSON-lines journal, compacted on
 // open.
+import { randomUUID } from "node:crypto";
 import { closeSync, fdatasync, openSync, writeSync } from "node:fs";
-import { mkdir, open, readFile, rename } from "node:fs/promises";
+import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
 
@@ -85,7 +87,8 @@ export type LightningRailStore = {
    * payment, an invoice's the mapping of a payment hash to the gateway's invoice: the append returns once it is
    * durable (a file: synced to the disk), so that a machine that loses its page cache still knows the payment it
    * sent, and takes a paid invoice of its own for its own (one it forgot would be taken for another's, never
-   * credited). Other records may be lost in a crash: the rail asks LND again.
+   * credited); so does an invoice set aside (the settle index may have moved past it). Other records may be lost in
+   * a crash: the rail asks LND again.
    */
   append(...records: RailStoreRecord[]): Promise<void>;
   close(): Promise<void>;
@@ -105,6 +108,11 @@ export const finishedAttemptsRetainMax = 100_000;
  */
 export const expiredInvoiceRetainMs = 24 * 60 * 60 * 1000;
 const journalLineLengthMax = 64 * 1024;
+/**
+ * The records an append returns only once they are on the disk: an attempt (a payment sent), an invoice (a payment
+ * hash of ours) and one set aside (a settlement the settle index has moved past, that only this line brings back).
+ */
+const durableKinds: ReadonlySet<RailStoreRecord["t"]> = new Set(["attempt", "invoice", "invoice_set_aside"]);
 
 export function emptyRailState(): RailState {
   return { attempts: new Map(), invoices: new Map(), settleIndex: 0 };
@@ -246,12 +254,67 @@ const syncToDisk: JournalSync = (descriptor) =>
     fdatasync(descriptor, (error) => (error === null ? resolve() : reject(error))),
   );
 
+/** Whether process `pid` runs on this host (signal 0 asks without sending one; EPERM: it runs as another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /**
- * An append-only JSON-lines journal in `file`, compacted (rewritten, synced and renamed) on load. `sync`: how
- * writes are made durable (fdatasync; tests watch it).
+ * Takes the journal's lock file (`<file>.lock`: this process's pid and host), made exclusively. A journal has one
+ * writer: a second process on it would compact it (a rename) from under the first, whose every later line,
+ * attempts and invoices synced as durable, then goes to a file no one reads again. A lock left by a process of this
+ * host that is gone (or by this process) is taken over; one of another host (a shared volume) is its operator's to
+ * remove.
+ */
+async function takeJournalLock(lock: string, token: string): Promise<void> {
+  const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), token });
+  for (let tries = 0; tries < 2; tries += 1) {
+    try {
+      await mkdir(path.dirname(lock), { recursive: true });
+      const handle = await open(lock, "wx");
+      try {
+        await handle.writeFile(mine);
+      } finally {
+        await handle.close();
+      }
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST")
+        throw new RailStoreError("journal lock not taken", { details: lock, cause: error });
+    }
+    let holder: { pid?: unknown; host?: unknown } = {};
+    try {
+      holder = JSON.parse(await readFile(lock, "utf8")) as typeof holder;
+    } catch {}
+    const sameHost = holder.host === os.hostname();
+    // This process's own lock: a store it left without closing (a rail stopped by a crash a test plays) is taken over.
+    const own = sameHost && holder.pid === process.pid;
+    if (!own && (!sameHost || typeof holder.pid !== "number" || processAlive(holder.pid)))
+      throw new RailStoreError(
+        "the journal is in use by another process: one journal (and one LND) per gateway process",
+        { details: `${lock}: process ${String(holder.pid)} on ${String(holder.host)}` },
+      );
+    await unlink(lock).catch(() => undefined);
+  }
+  throw new RailStoreError("journal lock not taken", { details: lock });
+}
+
+/**
+ * An append-only JSON-lines journal in `file`, compacted (rewritten, synced and renamed) on load, held by one
+ * process at a time (its lock file, from load to close). `sync`: how writes are made durable (fdatasync; tests
+ * watch it).
  */
 export function createFileRailStore(file: string, options: { sync?: JournalSync } = {}): LightningRailStore {
   const sync = options.sync ?? syncToDisk;
+  const lock = `${file}.lock`;
+  /** Names this store's lock, so that its close removes only its own (not one taken over since). */
+  const token = randomUUID();
+  let locked = false;
   let descriptor: number | null = null;
   /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
   let syncing: Promise<void> | null = null;
@@ -292,6 +355,10 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
   };
   return {
     async load() {
+      if (!locked) {
+        await takeJournalLock(lock, token);
+        locked = true;
+      }
       const state = emptyRailState();
       let text = "";
       try {
@@ -344,16 +411,21 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
     },
     async append(...records) {
       write(records.map((record) => `${JSON.stringify(record)}\n`).join(""));
-      if (records.some((record) => record.t === "attempt" || record.t === "invoice")) await durable();
+      if (records.some((record) => durableKinds.has(record.t))) await durable();
     },
     async close() {
       const closing = descriptor;
       descriptor = null;
-      if (closing === null) return;
       try {
-        closeSync(closing);
+        if (closing !== null) closeSync(closing);
       } catch (error) {
         throw new RailStoreError("journal close failed", { details: file, cause: error });
+      } finally {
+        if (locked) {
+          locked = false;
+          const held = await readFile(lock, "utf8").catch(() => "");
+          if (held.includes(token)) await unlink(lock).catch(() => undefined);
+        }
       }
     },
   };
