@@ -267,9 +267,9 @@ function processAlive(pid: number): boolean {
 /**
  * Takes the journal's lock file (`<file>.lock`: this process's pid and host), made exclusively. A journal has one
  * writer: a second process on it would compact it (a rename) from under the first, whose every later line,
- * attempts and invoices synced as durable, then goes to a file no one reads again. A lock left by a process of this
- * host that is gone (or by this process) is taken over; one of another host (a shared volume) is its operator's to
- * remove.
+ * attempts and invoices synced as durable, then goes to a file no one reads again. A lock of a live process of this
+ * host refuses the open; one left by a process gone (or by this process) is taken over, and so is one of another
+ * host (a shared volume: whether it runs cannot be asked from here, and a restarted container has a new name).
  */
 async function takeJournalLock(lock: string, token: string): Promise<void> {
   const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), token });
@@ -294,7 +294,7 @@ async function takeJournalLock(lock: string, token: string): Promise<void> {
     const sameHost = holder.host === os.hostname();
     // This process's own lock: a store it left without closing (a rail stopped by a crash a test plays) is taken over.
     const own = sameHost && holder.pid === process.pid;
-    if (!own && (!sameHost || typeof holder.pid !== "number" || processAlive(holder.pid)))
+    if (!own && sameHost && typeof holder.pid === "number" && processAlive(holder.pid))
       throw new RailStoreError(
         "the journal is in use by another process: one journal (and one LND) per gateway process",
         { details: `${lock}: process ${String(holder.pid)} on ${String(holder.host)}` },
