@@ -874,9 +874,14 @@ function parsedStale(error: unknown): boolean {
  * whose default collation is not C, the sources' tables' text columns are made COLLATE "C" (bytewise.ts).
  */
 export async function migrate(db: Db, sources: readonly MigrationSource[]): Promise<string[]> {
-  await db.exec(
-    "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-  );
+  // Under the same lock: two processes' CREATE TABLE IF NOT EXISTS at once may both create it, and the second then
+  // fails on the catalog's unique index (23505), ending that process's start.
+  await db.transaction(async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
+    await tx.query(
+      "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    );
+  });
   const applied: string[] = [];
   for (const source of sources) {
     const files = (await readdir(source.directory)).filter((name) => name.endsWith(".sql")).sort();
