@@ -47,18 +47,24 @@ export async function sweepDeposits(
   if (factory === undefined) return result;
   const token = state.params.token.address.toLowerCase();
   const { db } = state.params;
-  const open = await db.query<{ key: string; salts: Hex[]; started_at: Date }>(
-    "SELECT key, salts, started_at FROM evm_sweeps WHERE chain_id = $1 AND token = $2 AND done_at IS NULL ORDER BY started_at",
-    [state.chainId, token],
-  );
-  if (open.length === 0) {
-    const due = await db.query<{ salt: Hex }>(
+  // The open sweep, or a new one of the salts due, decided under a lock of the chain's token: two processes' passes
+  // at once each started one of the same forwarders (the second, mined after, swept nothing and cost its gas).
+  const open = await db.transaction(async (tx) => {
+    await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [
+      `evm_sweeps:${state.chainId}:${token}`,
+    ]);
+    const opened = await tx.query<{ key: string; salts: Hex[]; started_at: Date }>(
+      "SELECT key, salts, started_at FROM evm_sweeps WHERE chain_id = $1 AND token = $2 AND done_at IS NULL ORDER BY started_at",
+      [state.chainId, token],
+    );
+    if (opened.length > 0) return opened;
+    const due = await tx.query<{ salt: Hex }>(
       `SELECT salt FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND sweep_due_at IS NOT NULL
        ORDER BY sweep_due_at LIMIT $3`,
       [state.chainId, token, deposits.params.sweepSaltsMax],
     );
-    if (due.length === 0) return result;
-    const [started] = await db.query<{ key: string; salts: Hex[]; started_at: Date }>(
+    if (due.length === 0) return [];
+    return tx.query<{ key: string; salts: Hex[]; started_at: Date }>(
       `INSERT INTO evm_sweeps (key, chain_id, token, salts) VALUES ($1, $2, $3, $4)
        RETURNING key, salts, started_at`,
       [
@@ -68,8 +74,7 @@ export async function sweepDeposits(
         JSON.stringify(due.map((d) => d.salt)),
       ],
     );
-    if (started !== undefined) open.push(started);
-  }
+  });
   for (const sweep of open) {
     const sent = await sendOnce(state.journal, sweep.key, async () => ({
       to: factory,

@@ -195,6 +195,40 @@ describe("a plain transfer to the invoice's deposit address", () => {
   });
 });
 
+describe("two processes' sweep passes at once", () => {
+  it("start one sweep of the forwarders due, not one each", async () => {
+    const inv = await createInvoice("4.00");
+    await transfer(payer(), inv.instructions.deposit_address!, 4_000_000n);
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+    const other = anotherProcessRail(gw, {
+      deposits: {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: 0n,
+        pollIntervalMs: 250,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+      },
+    });
+    const sweepsBefore = await gw.app.db.query("SELECT key FROM evm_sweeps");
+    const deps = { db: gw.app.db, ledger: gw.app.ledger, accounts: gw.app.settlement.accounts };
+    await Promise.all([
+      sweepDepositsOnce(deps, rail, gw.chain.chain.id),
+      sweepDepositsOnce(deps, other, gw.chain.chain.id),
+    ]);
+    // Before: each pass found no open sweep and started its own of the same forwarder (two sends, one wasted).
+    const started = (await gw.app.db.query("SELECT key FROM evm_sweeps")).length - sweepsBefore.length;
+    expect(started).toBe(1);
+    await mine(3);
+    await sweepDepositsOnce(deps, rail, gw.chain.chain.id);
+    // Swept once, done: the forwarder emptied, one sweep transaction of its salt.
+    expect(await gw.tokenBalance(inv.instructions.deposit_address as Address)).toBe(0n);
+    const open = await gw.app.db.query("SELECT key FROM evm_sweeps WHERE done_at IS NULL");
+    expect(open).toHaveLength(0);
+  });
+});
+
 describe("an EIP-3009 authorization", () => {
   it("is refused with a stable 4xx and nothing sent when the signature, amount or validity is wrong", async () => {
     const inv = await createInvoice("10.00");
