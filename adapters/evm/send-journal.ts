@@ -29,7 +29,7 @@ import {
   type Transport,
   type WalletClient,
 } from "viem";
-import type { Db, RailFailureCode, Sql } from "../../core/index.ts";
+import { causeWhere, type Db, type RailFailureCode, type Sql } from "../../core/index.ts";
 import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
 import { currentGasFees, type GasPolicy, gweiText } from "./gas.ts";
 import { failureCodeOf, revertName, revertText } from "./reverts.ts";
@@ -266,7 +266,40 @@ async function signAndStore(
   );
   const chainId = await nodeChainId(journal);
   const { account: _account, chain: _chain, ...transaction } = request;
-  const row = await journal.db.transaction(async (tx): Promise<SendRow | SendRefused> => {
+  let row: SendRow | SendRefused;
+  try {
+    row = await storeSigned(journal, key, transaction, chainId, pending, refusalIsFinal);
+  } catch (error) {
+    // Another process stored a send under this key since the look for one (both sent the same thing at once):
+    // that one is the key's, rolled back here with the nonce this one took.
+    const stored = isSendKeyTaken(error) ? await storedSend(journal, key) : null;
+    if (stored === null) throw error;
+    return stored;
+  }
+  if ("status" in row) return row;
+  await broadcast(journal, row);
+  return row;
+}
+
+/** A send's row refused for its key: the journal's primary key (another process's send under it). */
+function isSendKeyTaken(error: unknown): boolean {
+  const taken = causeWhere(error, (cause) => {
+    const { code, constraint } = (cause ?? {}) as { code?: unknown; constraint?: unknown };
+    return code === "23505" && constraint === "evm_sends_pkey";
+  });
+  return taken !== undefined;
+}
+
+/** Under the wallet's nonce row's lock: the next nonce, the transaction signed with it, stored under `key`. */
+async function storeSigned(
+  journal: SendJournal,
+  key: string,
+  transaction: Omit<TransactionSerializable, "nonce" | "chainId">,
+  chainId: number,
+  pending: bigint,
+  refusalIsFinal: boolean,
+): Promise<SendRow | SendRefused> {
+  return journal.db.transaction(async (tx): Promise<SendRow | SendRefused> => {
     const nonce = await takeNonce(journal, tx, pending);
     // Under the nonce row's lock, as a refusal is kept: one another process kept since the look before prepare
     // decides the key (its caller has moved on).
@@ -287,9 +320,6 @@ async function signAndStore(
     );
     return signed;
   });
-  if ("status" in row) return row;
-  await broadcast(journal, row);
-  return row;
 }
 
 /**
