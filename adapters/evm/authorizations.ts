@@ -159,6 +159,14 @@ async function checkTerms(
   return null;
 }
 
+/**
+ * What the watcher has read of transfers of the token (chain $1, token $2) to a deposit address ($3), confirmed or
+ * not: answered from an index of the address (migration 0012), whatever the number of events stored.
+ */
+export const paidToAddressQuery = `SELECT sum((args->>'value')::numeric)::text AS total FROM evm_watch_events
+  WHERE chain_id = $1 AND contract = $2 AND event_name = 'Transfer' AND status <> 'removed'
+    AND lower(args->>'to') = $3`;
+
 /** Checks the chain: the nonce unused, the invoice not already paid to its address, the call simulated. */
 async function checkChain(
   state: EvmRailState,
@@ -175,12 +183,11 @@ async function checkChain(
   if (used) return refused("authorization_used", "this authorization's nonce is already used");
   if (row.deposit_address !== null) {
     // Transfers to the address the watcher has read (confirmed or not): paying again by authorization would pay twice.
-    const [paid] = await db.query<{ total: string | null }>(
-      `SELECT sum((args->>'value')::numeric)::text AS total FROM evm_watch_events
-       WHERE chain_id = $1 AND contract = $2 AND event_name = 'Transfer' AND status <> 'removed'
-         AND lower(args->>'to') = $3`,
-      [state.chainId, token.address.toLowerCase(), row.deposit_address],
-    );
+    const [paid] = await db.query<{ total: string | null }>(paidToAddressQuery, [
+      state.chainId,
+      token.address.toLowerCase(),
+      row.deposit_address,
+    ]);
     if (paid?.total != null && BigInt(paid.total) >= row.amount)
       return refused("invoice_not_payable", "the invoice was paid to its deposit address");
   }

@@ -5,6 +5,7 @@
 // never credited; under-, over-, repeated and late payments each end as the settlement documents.
 import type { Account, Address, Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { paidToAddressQuery } from "../../adapters/evm/authorizations.ts";
 import {
   depositSaltOf,
   type EvmRail,
@@ -226,6 +227,23 @@ describe("two processes' sweep passes at once", () => {
     expect(await gw.tokenBalance(inv.instructions.deposit_address as Address)).toBe(0n);
     const open = await gw.app.db.query("SELECT key FROM evm_sweeps WHERE done_at IS NULL");
     expect(open).toHaveLength(0);
+  });
+});
+
+describe("the look for transfers already paid to a deposit address", () => {
+  it("is answered from an index of the address, not by reading every event of the token", async () => {
+    // Reached by the anonymous /pay route before an authorization is submitted; the events table only grows.
+    const plan = await gw.app.db.transaction(async (tx) => {
+      await tx.query("SET LOCAL enable_seqscan = off");
+      const rows = await tx.query<{ "QUERY PLAN": string }>(`EXPLAIN ${paidToAddressQuery}`, [
+        gw.chain.chain.id,
+        gw.chain.contracts.testUsd.toLowerCase(),
+        payer().address.toLowerCase(),
+      ]);
+      return rows.map((row) => row["QUERY PLAN"]).join("\n");
+    });
+    // Before: no index could answer it (a sequential scan, however costly, was the only plan).
+    expect(plan).toMatch(/evm_watch_events_transfer_to/);
   });
 });
 
