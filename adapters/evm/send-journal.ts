@@ -61,7 +61,17 @@ export type SendJournal = {
   readonly replaceAfterMs: number;
   /** The last send queued: each send waits for it, so nonces are assigned in order. */
   queue: Promise<unknown>;
+  /** Sends queued and not done; beyond sendsQueuedMax a new key's send is refused at once. */
+  queued: number;
+  readonly sendsQueuedMax: number;
 };
+
+/**
+ * The most sends one wallet's queue holds: each takes a few calls to the node in turn, so a slow node drains it slowly,
+ * and every tenant's payouts and settlements wait behind whatever joined first. Past it a send is refused
+ * (rail_unavailable: another rail, or a retry later), not queued for however long.
+ */
+export const sendsQueuedMaxDefault = 1_000;
 
 export function createSendJournal(params: {
   db: Db;
@@ -71,12 +81,15 @@ export function createSendJournal(params: {
   receiptTimeoutMs: number;
   gas: GasPolicy;
   replaceAfterMs: number;
+  sendsQueuedMax?: number;
 }): SendJournal {
   return {
     ...params,
     account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
     queue: Promise.resolve(),
+    queued: 0,
+    sendsQueuedMax: params.sendsQueuedMax ?? sendsQueuedMaxDefault,
   };
 }
 
@@ -91,7 +104,10 @@ function localAccountOf(account: Account): LocalAccount {
 
 /** Runs `fn` after every send queued before it: nonces are assigned in order. */
 export function serialized<T>(journal: SendJournal, fn: () => Promise<T>): Promise<T> {
-  const run = journal.queue.then(fn, fn);
+  journal.queued += 1;
+  const run = journal.queue.then(fn, fn).finally(() => {
+    journal.queued -= 1;
+  });
   journal.queue = run.catch(() => undefined); // the queue goes on; the caller still sees this run's error
   return run;
 }
@@ -111,13 +127,27 @@ export type SendOptions = {
  * The send stored under `key`, rebroadcast (replaced first when it has waited too long); or a new one made by
  * `prepare` (run only when there is none). With `refusalIsFinal`, the refusal kept under `key` when there is one.
  */
-export function sendOnce(
+export async function sendOnce(
   journal: SendJournal,
   key: string,
   prepare: () => Promise<Call | SendRefused>,
   options: SendOptions = {},
 ): Promise<SendRow | SendRefused> {
   const final = options.refusalIsFinal === true;
+  // A full queue refuses a new send; a key sent before is followed as ever (its caller needs its outcome).
+  if (
+    journal.queued >= journal.sendsQueuedMax &&
+    (await journal.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1", [key])).length === 0
+  ) {
+    const refusal: SendRefused = {
+      status: "failed",
+      code: "rail_unavailable",
+      revert: null,
+      message: `${journal.queued} sends are queued on the hot wallet, the most it holds; try again later`,
+    };
+    // Kept like any refusal when the key's first outcome is its only one (a send stored under it meanwhile wins).
+    return final ? keepRefusal(journal, key, refusal) : refusal;
+  }
   return serialized(journal, async () => {
     const existing = await storedSend(journal, key);
     if (existing !== null) return existing;

@@ -4,8 +4,16 @@
 // the same nonce, both fees bumped by at least 12.5% within the cap; the replacement is the one mined and the
 // payout's evidence. The node is asked nothing while the nonce row's transaction is open (a slow node would hold
 // the row's lock).
-import { createPublicClient, createWalletClient, custom, keccak256, parseTransaction } from "viem";
+import {
+  createPublicClient,
+  createWalletClient,
+  custom,
+  encodeFunctionData,
+  keccak256,
+  parseTransaction,
+} from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { createSendJournal, keepOpenSends, sendOnce } from "../../adapters/evm/send-journal.ts";
 import type { Db, OutgoingAttempt } from "../../core/index.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
@@ -224,5 +232,53 @@ describe("a key whose send is another chain's", () => {
       [key],
     );
     expect(kept!.tx_hash).toBe(`0x${"11".repeat(32)}`);
+  });
+});
+
+describe("a wallet's send queue, full", () => {
+  it("refuses a new key's send at once (rail_unavailable), nothing signed; follows a key sent before; takes sends again once drained", async () => {
+    // A node slow to estimate gas: each send holds the queue a while.
+    const { chain } = gw.chain;
+    const slow = custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_estimateGas") await new Promise((resolve) => setTimeout(resolve, 300));
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const journal = createSendJournal({
+      db: gw.app.db,
+      publicClient: createPublicClient({ chain, transport: slow }),
+      walletClient: createWalletClient({ chain, transport: slow, account: gw.chain.walletClient.account }),
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 120_000,
+      sendsQueuedMax: 2,
+    });
+    const approve = (key: string) =>
+      sendOnce(journal, key, async () => ({
+        to: gw.chain.contracts.testUsd,
+        data: encodeFunctionData({
+          abi: testUsdAbi,
+          functionName: "approve",
+          args: ["0x000000000000000000000000000000000000dEaD", 1n],
+        }),
+      }));
+    const sent = await approve("queue-full:sent-before");
+    expect(sent).toHaveProperty("tx_hash");
+    const queued = [approve("queue-full:1"), approve("queue-full:2")];
+    // Before: the third joined the queue, however long (every tenant's sends waiting behind a slow node).
+    expect(await approve("queue-full:3")).toMatchObject({ status: "failed", code: "rail_unavailable" });
+    // A key sent before is followed (its send broadcast again), not refused.
+    const again = approve("queue-full:sent-before");
+    const outcomes = await Promise.all([...queued, again]);
+    expect(outcomes.map((outcome) => "tx_hash" in outcome)).toEqual([true, true, true]);
+    expect((outcomes[2] as { tx_hash: string }).tx_hash).toBe((sent as { tx_hash: string }).tx_hash);
+    const refusedRows = await gw.app.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1", [
+      "queue-full:3",
+    ]);
+    expect(refusedRows).toHaveLength(0);
+    // Drained: a new key is sent.
+    expect(await approve("queue-full:4")).toHaveProperty("tx_hash");
   });
 });
