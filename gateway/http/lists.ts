@@ -189,9 +189,15 @@ export type ListSource<R extends Row, Item> = {
    * behind rows a client already read past: polling newest first with `ending_before` (the last id seen) would never
    * see it. With this, a page holds only rows older than committedHorizon, read just before the page: every row
    * before it is committed, and none can come there later. For PostgreSQL; on PGlite (one session, one transaction
-   * at a time) every row written is committed, and its coarse clock would hide the newest.
+   * at a time) every row written is committed, and its coarse clock would hide the newest: there rows of one
+   * millisecond are told apart by `sequence`, in the order they were written, later ones after.
    */
   committedOnly?: boolean;
+  /**
+   * The column that orders rows of one created_at, shown nowhere (default: `id`, the shown one): a serial, so that
+   * rows one transaction wrote (one created_at) are listed in the order they were written, not by their random ids.
+   */
+  sequence?: string;
 } & (
   | {
       /** One row as the API shows it. */
@@ -262,6 +268,7 @@ export async function listPage<R extends Row, Item>(
     values.push(read!.horizon);
     where.push(`created_at < $${values.length}::timestamptz`);
   }
+  const sequence = checkedIdentifier(source.sequence ?? "id");
   const newer = params.cursor?.direction === "before";
   if (params.cursor !== null) {
     const scope = (source.scopedBy ?? []).map((column, i) => `${checkedIdentifier(column)} = $${i + 3}`);
@@ -280,7 +287,7 @@ export async function listPage<R extends Row, Item>(
     values.push(params.cursor.id);
     // Compared in SQL, so the cursor's created_at keeps its microseconds.
     where.push(
-      `(created_at, id) ${newer ? ">" : "<"} (SELECT created_at, id FROM ${table} WHERE ${tenant} = $1 AND id = $${values.length})`,
+      `(created_at, ${sequence}) ${newer ? ">" : "<"} (SELECT created_at, ${sequence} FROM ${table} WHERE ${tenant} = $1 AND id = $${values.length})`,
     );
   }
   values.push(params.limit + 1);
@@ -289,7 +296,7 @@ export async function listPage<R extends Row, Item>(
   const rows = await sql.query<R>(
     merged === undefined || source.equals?.[merged] != null
       ? `SELECT ${source.columns ?? "*"} FROM ${table} WHERE ${where.join(" AND ")}
-         ORDER BY created_at ${order}, id ${order} LIMIT $${values.length}`
+         ORDER BY created_at ${order}, ${sequence} ${order} LIMIT $${values.length}`
       : // The values, one index descent each (a loose index scan); then each value's page, then theirs merged.
         `WITH RECURSIVE list_parts (list_part) AS (
            (SELECT ${merged} FROM ${table} WHERE ${tenant} = $1 ORDER BY ${merged} LIMIT 1)
@@ -299,8 +306,8 @@ export async function listPage<R extends Row, Item>(
            FROM list_parts WHERE list_part IS NOT NULL)
          SELECT ${source.columns ?? "list_page.*"} FROM list_parts CROSS JOIN LATERAL (
            SELECT * FROM ${table} WHERE ${where.join(" AND ")} AND ${merged} = list_part
-           ORDER BY created_at ${order}, id ${order} LIMIT $${values.length}) AS list_page
-         ORDER BY created_at ${order}, id ${order} LIMIT $${values.length}`,
+           ORDER BY created_at ${order}, ${sequence} ${order} LIMIT $${values.length}) AS list_page
+         ORDER BY created_at ${order}, ${sequence} ${order} LIMIT $${values.length}`,
     values,
   );
   const page = rows.slice(0, params.limit);

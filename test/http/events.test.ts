@@ -134,7 +134,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const sorted = async (where = "") =>
       (
         await gw.app.db.query<{ id: string }>(
-          `SELECT id FROM events WHERE tenant_id = $1 ${where} ORDER BY created_at DESC, id DESC`,
+          `SELECT id FROM events WHERE tenant_id = $1 ${where} ORDER BY created_at DESC, seq DESC`,
           [tenant.id],
         )
       ).map((row) => row.id);
@@ -204,6 +204,44 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     // 11 rows a type, the cursor's row, and one a type (and one past the last) to find the types.
     expect(read).toBeGreaterThan(0);
     expect(read).toBeLessThanOrEqual(3 * 11 + 1 + 4);
+  });
+
+  it("lists events of one creation time in the order written, and one written later in its millisecond after it", async () => {
+    const tenant = await createTenant(gw.app.db, { name: "Ties" });
+    const client = gw.clientFor(
+      (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret,
+    );
+    const list = async (query: { ending_before?: string } = {}) =>
+      (await client.GET("/v1/events", { params: { query: { limit: 100, ...query } } })).data!.data.map(
+        (event) => [event.id, event.type],
+      );
+    const insert = (
+      sql: Parameters<typeof insertOutboxEvent>[0],
+      type: string,
+      publicId: string,
+      at: string,
+    ) =>
+      sql.query(
+        "INSERT INTO outbox (tenant_id, type, payload, public_id, created_at) VALUES ($1, $2, '{}', $3, $4::timestamptz)",
+        [tenant.id, type, publicId, at],
+      );
+    // Written in one transaction (one created_at), their random ids the other way round.
+    const at = new Date(Date.now() - 60_000).toISOString();
+    const [received, paid] = [`evt_${"f".repeat(32)}`, `evt_${"1".repeat(32)}`];
+    await gw.app.db.transaction(async (tx) => {
+      await insert(tx, "invoice.payment_received", received, at);
+      await insert(tx, "invoice.paid", paid, at);
+    });
+    // Before: by their ids, invoice.paid listed as older than the payment it follows.
+    expect(await list()).toEqual([
+      [paid, "invoice.paid"],
+      [received, "invoice.payment_received"],
+    ]);
+    // Another, written after the list was read, with the same creation time (PGlite's clock has whole
+    // milliseconds) and an id below both: the poller's ending_before still finds it.
+    const later = `evt_${"0".repeat(32)}`;
+    await insert(gw.app.db, "invoice.reversed", later, at);
+    expect(await list({ ending_before: paid })).toEqual([[later, "invoice.reversed"]]);
   });
 
   it("an event is written with its change or not at all: a transaction that fails leaves none", async () => {

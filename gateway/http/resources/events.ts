@@ -43,7 +43,10 @@ export const listEventsQuery = listQuery({
   },
 });
 
-/** The events' list, of one type or of all: then merged from each type's page (outbox_tenant_type_list, 0043). */
+/**
+ * The events' list, of one type or of all: then merged from each type's page (outbox_tenant_type_list, 0043, in the
+ * order written since 0047).
+ */
 export function eventsList(
   type: string | undefined,
   livemode: boolean,
@@ -58,6 +61,8 @@ export function eventsList(
     mergedOver: "type",
     // A poller reading newest first with ending_before must never pass over an event committed late.
     committedOnly: database === "postgres",
+    // Events of one created_at (one transaction's; on PGlite, one millisecond's) in the order they were written.
+    sequence: "seq",
     map: (row) => presentEvent(row, livemode),
   };
 }
