@@ -1,7 +1,8 @@
 // The deposit watcher's source and sink: the token's Transfer logs to the deposit addresses and its
 // AuthorizationUsed logs of the invoices' nonces, followed by the chain watcher (confirmations, reorgs, lease,
 // cursor: watcher.ts). A deposit is credited — a `received` rail event — only once final; one that a reorg takes
-// away before that was never credited, and one taken away after it (deeper than the confirmations) is reversed.
+// away before that was never credited, and one taken away after it (deeper than the confirmations) is reversed —
+// and given back (`reinstated`) when the same log is mined again on the new branch and is final there.
 //
 // Which addresses and nonces: those of invoices whose watch has not ended (expiry + the late window), read after
 // the head: a payment in a block up to the head was made after its invoice's row was committed, so it is there.
@@ -247,6 +248,27 @@ function evidenceOf(state: EvmRailState, log: DepositLog): EvmEvidence {
   };
 }
 
+/** The latest reversal of an earlier generation of this log that nothing gave back yet; null when none stands. */
+async function standingReorg(
+  state: EvmRailState,
+  log: DepositLog,
+): Promise<{ reference: string; generation: number } | null> {
+  const [row] = await state.params.db.query<{ reference: string; generation: number }>(
+    `SELECT reference, generation FROM evm_deposit_reorgs
+     WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND log_index = $4 AND generation < $5
+       AND (reinstated_by IS NULL OR reinstated_by = $5)
+     ORDER BY generation DESC LIMIT 1`,
+    [
+      state.chainId,
+      state.params.token.address.toLowerCase(),
+      log.txHash.toLowerCase(),
+      log.logIndex,
+      log.generation,
+    ],
+  );
+  return row === undefined ? null : { reference: row.reference, generation: Number(row.generation) };
+}
+
 /** The receipt's key among an invoice's receipts: its log, and how often a reorg brought it back. */
 const receiptKey = (log: DepositLog) => `${log.txHash.toLowerCase()}:${log.logIndex}#${log.generation}`;
 
@@ -265,16 +287,39 @@ export function depositSink(
     async final(log) {
       const paid = await invoiceOf(state, log);
       if (paid === null) return;
-      const block = await state.params.publicClient.getBlock({ blockHash: log.blockHash });
-      await deliver({
-        kind: "received",
-        reference: paid.reference,
-        amount: paid.amount,
-        evidence: evidenceOf(state, log),
-        key: receiptKey(log),
-        payer: paid.payer,
-        receivedAtMs: Number(block.timestamp) * 1000,
-      });
+      const reversed = log.generation > 0 ? await standingReorg(state, log) : null;
+      if (reversed !== null) {
+        // Mined again after a reorg took it away once credited: its reversal is given back, not a second payment.
+        await deliver({
+          kind: "reinstated",
+          reference: reversed.reference,
+          key: `reorg:${receiptKey({ ...log, generation: reversed.generation })}`,
+          evidence: evidenceOf(state, log),
+        });
+        await state.params.db.query(
+          `UPDATE evm_deposit_reorgs SET reinstated_by = $6
+           WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5`,
+          [
+            state.chainId,
+            state.params.token.address.toLowerCase(),
+            log.txHash.toLowerCase(),
+            log.logIndex,
+            reversed.generation,
+            log.generation,
+          ],
+        );
+      } else {
+        const block = await state.params.publicClient.getBlock({ blockHash: log.blockHash });
+        await deliver({
+          kind: "received",
+          reference: paid.reference,
+          amount: paid.amount,
+          evidence: evidenceOf(state, log),
+          key: receiptKey(log),
+          payer: paid.payer,
+          receivedAtMs: Number(block.timestamp) * 1000,
+        });
+      }
       if (log.kind === "transfer")
         await state.params.db.query(
           `UPDATE evm_deposits SET sweep_due_at = now()
@@ -290,6 +335,19 @@ export function depositSink(
       state.logger.error(
         { txHash: log.txHash, reference: paid.reference },
         "a reorg removed a credited deposit",
+      );
+      // Kept first: the same log mined again gives this reversal back (final, above).
+      await state.params.db.query(
+        `INSERT INTO evm_deposit_reorgs (chain_id, token, tx_hash, log_index, generation, reference)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+        [
+          state.chainId,
+          state.params.token.address.toLowerCase(),
+          log.txHash.toLowerCase(),
+          log.logIndex,
+          log.generation,
+          paid.reference,
+        ],
       );
       await deliver({
         kind: "reversed",

@@ -3,7 +3,7 @@
 // as the rail's fee) and an EIP-3009 authorization the payer signs and the gateway submits (checked first: a bad
 // one is a stable 4xx and sends nothing). Credited only once final; a deposit a reorg takes away before that is
 // never credited; under-, over-, repeated and late payments each end as the settlement documents.
-import type { Account, Address, Hex } from "viem";
+import { type Account, type Address, encodeFunctionData, type Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { paidToAddressQuery } from "../../adapters/evm/authorizations.ts";
 import {
@@ -482,6 +482,58 @@ describe("a reorg deeper than the confirmations", () => {
     await poll();
     expect((await invoice(inv.id)).status).toBe("reversed");
     expect(await merchantBalance()).toBe(before);
+  });
+
+  it("gives the reversal back when the same transfer is mined again: paid, what it received unchanged", async () => {
+    const inv = await createInvoice("3.00");
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    // Signed once, sent on both branches: the same transaction, as a reorg's new branch usually includes it again.
+    const raw = await stranger().signTransaction!({
+      type: "eip1559",
+      chainId: gw.chain.chain.id,
+      nonce: await gw.chain.publicClient.getTransactionCount({
+        address: stranger().address,
+        blockTag: "pending",
+      }),
+      to: gw.chain.contracts.testUsd,
+      data: encodeFunctionData({
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [inv.instructions.deposit_address as Address, 3_000_000n],
+      }),
+      gas: 100_000n,
+      maxFeePerGas: 200_000_000_000n,
+      maxPriorityFeePerGas: 1_000_000_000n,
+    });
+    await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+
+    await snapshot.restore();
+    await mine(6);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("reversed");
+    expect(await merchantBalance()).toBe(before);
+
+    await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    await mine(2);
+    await poll();
+    // Before: credited as a second payment (received 6.00) of an invoice left reversed for good.
+    const again = await invoice(inv.id);
+    expect([again.status, again.received_amount]).toEqual(["paid", "3.000000"]);
+    expect((await merchantBalance()) - before).toBe(3_000_000n);
+    const types = await gw.app.db.query<{ type: string }>(
+      "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+      [inv.id],
+    );
+    expect(types.map((row) => row.type)).toEqual([
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.reversed",
+      "invoice.reinstated",
+    ]);
   });
 });
 
