@@ -165,7 +165,7 @@ async function checkTerms(
  */
 export const paidToAddressQuery = `SELECT sum((args->>'value')::numeric)::text AS total FROM evm_watch_events
   WHERE chain_id = $1 AND contract = $2 AND event_name = 'Transfer' AND status <> 'removed'
-    AND lower(args->>'to') = $3`;
+    AND lower(args->>'to') COLLATE "C" = $3`;
 
 /** Checks the chain: the nonce unused, the invoice not already paid to its address, the call simulated. */
 async function checkChain(
