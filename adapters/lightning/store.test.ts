@@ -3,7 +3,13 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SwitchyardError } from "../../core/index.ts";
-import { createFileRailStore, createMemoryRailStore, RailStoreError, type RailStoreRecord } from "./store.ts";
+import {
+  createFileRailStore,
+  createMemoryRailStore,
+  journalLeaseMs,
+  RailStoreError,
+  type RailStoreRecord,
+} from "./store.ts";
 
 const attempt = (attemptId: string): RailStoreRecord => ({
   t: "attempt",
@@ -206,25 +212,38 @@ describe("rail store", () => {
     }
   });
 
-  it("is held by one process at a time: another's open is refused while it runs, a dead one's lock is taken over", async () => {
+  it("is held by one process at a time: another's open is refused while its lease holds, taken over once it lapsed or its process is gone", async () => {
     const file = path.join(directory, "held.jsonl");
     const first = createFileRailStore(file);
     await first.load();
-    const lock = JSON.parse(await readFile(`${file}.lock`, "utf8")) as { pid: number; host: string };
+    const lock = JSON.parse(await readFile(`${file}.lock`, "utf8")) as {
+      pid: number;
+      host: string;
+      renewedAtMs: number;
+    };
     expect(lock.pid).toBe(process.pid);
-    // Another process of this host holds it (this test's parent, alive): refused, and the journal left alone.
-    await writeFile(`${file}.lock`, JSON.stringify({ pid: process.ppid, host: lock.host }));
+    const held = (holder: Record<string, unknown>) => writeFile(`${file}.lock`, JSON.stringify(holder));
     const second = createFileRailStore(file);
+    // Another live process of this host (this test's parent), its lease fresh: refused, the journal left alone.
+    await held({ pid: process.ppid, host: lock.host, renewedAtMs: Date.now() });
     // Before: the second compacted the journal (a rename) from under the first, whose later lines were lost.
     await expect(second.load()).rejects.toThrow(/in use by another process/);
-    // One that is gone (no such pid) left it: taken over.
-    await writeFile(`${file}.lock`, JSON.stringify({ pid: 2 ** 22 + 12_345, host: lock.host }));
+    // A process of another host (a container on a shared volume) renewing its lease: refused too.
+    await held({ pid: 1, host: "another-host", renewedAtMs: Date.now() - 10_000 });
+    await expect(second.load()).rejects.toThrow(/in use by another process/);
+    // Its lease lapsed (it stopped renewing: gone, its pid perhaps reused since): taken over.
+    await held({ pid: process.ppid, host: "another-host", renewedAtMs: Date.now() - journalLeaseMs - 1_000 });
     await second.load();
     expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).pid).toBe(process.pid);
-    // The first's close leaves the second's lock; the second's removes it.
+    await second.close();
+    // A process of this host that is gone (no such pid), its lease fresh: taken over.
+    await held({ pid: 2 ** 22 + 12_345, host: lock.host, renewedAtMs: Date.now() });
+    const third = createFileRailStore(file);
+    await third.load();
+    // The first's close leaves the third's lock; the third's removes it.
     await first.close();
     expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).pid).toBe(process.pid);
-    await second.close();
+    await third.close();
     await expect(readFile(`${file}.lock`, "utf8")).rejects.toThrow(/ENOENT/);
   });
 

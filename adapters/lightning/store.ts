@@ -5,7 +5,7 @@
 // open.
 import { randomUUID } from "node:crypto";
 import { closeSync, fdatasync, openSync, writeSync } from "node:fs";
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type RailFailureCode, SwitchyardError } from "../../core/index.ts";
@@ -264,21 +264,31 @@ function processAlive(pid: number): boolean {
   }
 }
 
+/** How long a journal lock holds without being renewed; its holder renews it six times as often. */
+export const journalLeaseMs = 60_000;
+
+type JournalLockHolder = { pid?: unknown; host?: unknown; token?: unknown; renewedAtMs?: unknown };
+
+/** The lock's text for this store at `nowMs`. */
+const lockText = (token: string, nowMs: number) =>
+  JSON.stringify({ pid: process.pid, host: os.hostname(), token, renewedAtMs: nowMs });
+
 /**
- * Takes the journal's lock file (`<file>.lock`: this process's pid and host), made exclusively. A journal has one
- * writer: a second process on it would compact it (a rename) from under the first, whose every later line,
- * attempts and invoices synced as durable, then goes to a file no one reads again. A lock of a live process of this
- * host refuses the open; one left by a process gone (or by this process) is taken over, and so is one of another
- * host (a shared volume: whether it runs cannot be asked from here, and a restarted container has a new name).
+ * Takes the journal's lock file (`<file>.lock`: pid, host, this store's token and when its lease was last renewed),
+ * made exclusively. A journal has one writer: a second process on it would compact it (a rename) from under the
+ * first, whose every later line, attempts and invoices synced as durable, then goes to a file no one reads again.
+ * A lock is taken over when its lease ran out (its holder stopped renewing it: gone, wherever it ran, a pid reused
+ * since or not), when its process of this host is gone, or when it is this process's own (a store left unclosed, as
+ * a test plays a crash); any other refuses the open — a second live process, on this host or another (a container
+ * started before the one it replaces has stopped), until the first closes or its lease runs out.
  */
 async function takeJournalLock(lock: string, token: string): Promise<void> {
-  const mine = JSON.stringify({ pid: process.pid, host: os.hostname(), token });
   for (let tries = 0; tries < 2; tries += 1) {
     try {
       await mkdir(path.dirname(lock), { recursive: true });
       const handle = await open(lock, "wx");
       try {
-        await handle.writeFile(mine);
+        await handle.writeFile(lockText(token, Date.now()));
       } finally {
         await handle.close();
       }
@@ -287,14 +297,16 @@ async function takeJournalLock(lock: string, token: string): Promise<void> {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST")
         throw new RailStoreError("journal lock not taken", { details: lock, cause: error });
     }
-    let holder: { pid?: unknown; host?: unknown } = {};
+    let holder: JournalLockHolder = {};
     try {
-      holder = JSON.parse(await readFile(lock, "utf8")) as typeof holder;
+      holder = JSON.parse(await readFile(lock, "utf8")) as JournalLockHolder;
     } catch {}
     const sameHost = holder.host === os.hostname();
-    // This process's own lock: a store it left without closing (a rail stopped by a crash a test plays) is taken over.
     const own = sameHost && holder.pid === process.pid;
-    if (!own && sameHost && typeof holder.pid === "number" && processAlive(holder.pid))
+    const leased =
+      typeof holder.renewedAtMs === "number" && Date.now() - holder.renewedAtMs <= journalLeaseMs;
+    const gone = sameHost && typeof holder.pid === "number" && !processAlive(holder.pid);
+    if (!own && leased && !gone)
       throw new RailStoreError(
         "the journal is in use by another process: one journal (and one LND) per gateway process",
         { details: `${lock}: process ${String(holder.pid)} on ${String(holder.host)}` },
@@ -302,6 +314,15 @@ async function takeJournalLock(lock: string, token: string): Promise<void> {
     await unlink(lock).catch(() => undefined);
   }
   throw new RailStoreError("journal lock not taken", { details: lock });
+}
+
+/** Renews this store's lease, if the lock is still its own (replaced whole: a reader never sees half of it). */
+async function renewJournalLock(lock: string, token: string): Promise<void> {
+  const held = await readFile(lock, "utf8").catch(() => "");
+  if (!held.includes(token)) return;
+  const temporary = `${lock}.${process.pid}.tmp`;
+  await writeFile(temporary, lockText(token, Date.now()));
+  await rename(temporary, lock);
 }
 
 /**
@@ -315,6 +336,7 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
   /** Names this store's lock, so that its close removes only its own (not one taken over since). */
   const token = randomUUID();
   let locked = false;
+  let renewing: NodeJS.Timeout | null = null;
   let descriptor: number | null = null;
   /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
   let syncing: Promise<void> | null = null;
@@ -358,6 +380,10 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
       if (!locked) {
         await takeJournalLock(lock, token);
         locked = true;
+        renewing = setInterval(() => {
+          renewJournalLock(lock, token).catch(() => undefined);
+        }, journalLeaseMs / 6);
+        renewing.unref();
       }
       const state = emptyRailState();
       let text = "";
@@ -421,6 +447,8 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
       } catch (error) {
         throw new RailStoreError("journal close failed", { details: file, cause: error });
       } finally {
+        if (renewing !== null) clearInterval(renewing);
+        renewing = null;
         if (locked) {
           locked = false;
           const held = await readFile(lock, "utf8").catch(() => "");
