@@ -248,25 +248,31 @@ function evidenceOf(state: EvmRailState, log: DepositLog): EvmEvidence {
   };
 }
 
-/** The latest reversal of an earlier generation of this log that nothing gave back yet; null when none stands. */
+/**
+ * A reversal a reorg made of this transfer — the same transaction, to the same invoice, of the same amount (its log's
+ * place in its block may differ on the new branch) — that nothing gave back yet, or that this log gave back (asked
+ * again after a crash); null when none stands.
+ */
 async function standingReorg(
   state: EvmRailState,
   log: DepositLog,
-): Promise<{ reference: string; generation: number } | null> {
-  const [row] = await state.params.db.query<{ reference: string; generation: number }>(
-    `SELECT reference, generation FROM evm_deposit_reorgs
-     WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND log_index = $4 AND generation < $5
-       AND (reinstated_by IS NULL OR reinstated_by = $5)
-     ORDER BY generation DESC LIMIT 1`,
+  paid: { reference: string; amount: bigint },
+): Promise<{ logIndex: number; generation: number } | null> {
+  const [row] = await state.params.db.query<{ log_index: number; generation: number }>(
+    `SELECT log_index, generation FROM evm_deposit_reorgs
+     WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND reference = $4 AND amount = $5::numeric
+       AND (reinstated_by IS NULL OR reinstated_by = $6)
+     ORDER BY reinstated_by NULLS LAST, generation DESC, log_index LIMIT 1`,
     [
       state.chainId,
       state.params.token.address.toLowerCase(),
       log.txHash.toLowerCase(),
-      log.logIndex,
-      log.generation,
+      paid.reference,
+      paid.amount.toString(),
+      receiptKey(log),
     ],
   );
-  return row === undefined ? null : { reference: row.reference, generation: Number(row.generation) };
+  return row === undefined ? null : { logIndex: Number(row.log_index), generation: Number(row.generation) };
 }
 
 /** The receipt's key among an invoice's receipts: its log, and how often a reorg brought it back. */
@@ -287,13 +293,13 @@ export function depositSink(
     async final(log) {
       const paid = await invoiceOf(state, log);
       if (paid === null) return;
-      const reversed = log.generation > 0 ? await standingReorg(state, log) : null;
+      const reversed = await standingReorg(state, log, paid);
       if (reversed !== null) {
         // Mined again after a reorg took it away once credited: its reversal is given back, not a second payment.
         await deliver({
           kind: "reinstated",
-          reference: reversed.reference,
-          key: `reorg:${receiptKey({ ...log, generation: reversed.generation })}`,
+          reference: paid.reference,
+          key: `reorg:${receiptKey({ ...log, logIndex: reversed.logIndex, generation: reversed.generation })}`,
           evidence: evidenceOf(state, log),
         });
         await state.params.db.query(
@@ -303,9 +309,9 @@ export function depositSink(
             state.chainId,
             state.params.token.address.toLowerCase(),
             log.txHash.toLowerCase(),
-            log.logIndex,
+            reversed.logIndex,
             reversed.generation,
-            log.generation,
+            receiptKey(log),
           ],
         );
       } else {
@@ -338,8 +344,8 @@ export function depositSink(
       );
       // Kept first: the same log mined again gives this reversal back (final, above).
       await state.params.db.query(
-        `INSERT INTO evm_deposit_reorgs (chain_id, token, tx_hash, log_index, generation, reference)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+        `INSERT INTO evm_deposit_reorgs (chain_id, token, tx_hash, log_index, generation, reference, amount)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
         [
           state.chainId,
           state.params.token.address.toLowerCase(),
@@ -347,6 +353,7 @@ export function depositSink(
           log.logIndex,
           log.generation,
           paid.reference,
+          paid.amount.toString(),
         ],
       );
       await deliver({

@@ -3,7 +3,7 @@
 // as the rail's fee) and an EIP-3009 authorization the payer signs and the gateway submits (checked first: a bad
 // one is a stable 4xx and sends nothing). Credited only once final; a deposit a reorg takes away before that is
 // never credited; under-, over-, repeated and late payments each end as the settlement documents.
-import { type Account, type Address, encodeFunctionData, type Hex } from "viem";
+import { type Account, type Address, encodeFunctionData, type Hex, keccak256 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { paidToAddressQuery } from "../../adapters/evm/authorizations.ts";
 import {
@@ -517,7 +517,29 @@ describe("a reorg deeper than the confirmations", () => {
     expect((await invoice(inv.id)).status).toBe("reversed");
     expect(await merchantBalance()).toBe(before);
 
-    await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    // Mined again behind another transfer in its block: its log has another place there.
+    const automine = (on: boolean) =>
+      gw.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+    await automine(false);
+    try {
+      await gw.chain.walletClient.writeContract({
+        account: payer(),
+        chain: gw.chain.chain,
+        address: gw.chain.contracts.testUsd,
+        abi: testUsdAbi,
+        functionName: "transfer",
+        args: [stranger().address, 1n],
+        // A higher tip than the transfer's: mined first in the block.
+        maxFeePerGas: 300_000_000_000n,
+        maxPriorityFeePerGas: 50_000_000_000n,
+      });
+      await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+      await mine(1);
+    } finally {
+      await automine(true);
+    }
+    const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: keccak256(raw) });
+    expect(receipt.logs[0]!.logIndex).toBeGreaterThan(0);
     await mine(2);
     await poll();
     // Before: credited as a second payment (received 6.00) of an invoice left reversed for good.

@@ -1,6 +1,7 @@
--- Deposits a reorg took away after they were credited (reversed: `reorg:<receipt key>`), so that the same log mined
--- again on the new branch (a new generation of it) gives the reversal back — the invoice paid again, its received
--- amount what it was — instead of being credited as a second payment of an invoice left reversed for good.
+-- Deposits a reorg took away after they were credited (reversed: `reorg:<receipt key>`), so that the same transfer
+-- mined again on the new branch (its transaction's hash, to the same invoice, the same amount: its log's place in its
+-- block may differ) gives the reversal back — the invoice paid again, its received amount what it was — instead of
+-- being credited as a second payment of an invoice left reversed for good.
 CREATE TABLE evm_deposit_reorgs (
   chain_id integer NOT NULL,
   token text NOT NULL,
@@ -8,7 +9,9 @@ CREATE TABLE evm_deposit_reorgs (
   log_index integer NOT NULL,
   generation integer NOT NULL,
   reference text NOT NULL,
-  -- The generation that gave it back (mined again); null while it stands.
-  reinstated_by integer,
+  amount numeric NOT NULL,
+  -- The receipt key of the log that gave it back (the transfer mined again); null while it stands.
+  reinstated_by text,
   PRIMARY KEY (chain_id, token, tx_hash, log_index, generation)
 );
+CREATE INDEX evm_deposit_reorgs_tx ON evm_deposit_reorgs (chain_id, token, tx_hash);
