@@ -330,20 +330,35 @@ async function submit(
       : refused("rail_unavailable", sent.message);
   }
   // Bound again with it: another process's give-back (its own refusal, the row it read before this bind) may have
-  // run between this bind and this send.
-  await state.params.db.query(
-    auth.method === "transfer"
-      ? "UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5, auth_nonce = $6 WHERE chain_id = $1 AND token = $2 AND reference = $3"
-      : "UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5 WHERE chain_id = $1 AND token = $2 AND reference = $3",
-    [
-      state.chainId,
-      state.params.token.address.toLowerCase(),
-      row.reference,
-      sent.tx_hash,
-      auth.from.toLowerCase(),
-      ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
-    ],
-  );
+  // run between this bind and this send — unless another payer bound the invoice since (its payment is its own), or
+  // this payer and nonce went to another invoice: sent all the same, left to reconciliation, and said.
+  let recorded: unknown[] = [];
+  try {
+    recorded = await state.params.db.query(
+      auth.method === "transfer"
+        ? `UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5, auth_nonce = $6
+           WHERE chain_id = $1 AND token = $2 AND reference = $3
+             AND (auth_from IS NULL OR (auth_from = $5 AND auth_nonce = $6)) RETURNING 1`
+        : `UPDATE evm_deposits SET auth_tx_hash = $4, auth_from = $5
+           WHERE chain_id = $1 AND token = $2 AND reference = $3 AND (auth_from IS NULL OR auth_from = $5)
+           RETURNING 1`,
+      [
+        state.chainId,
+        state.params.token.address.toLowerCase(),
+        row.reference,
+        sent.tx_hash,
+        auth.from.toLowerCase(),
+        ...(auth.method === "transfer" ? [auth.nonce.toLowerCase()] : []),
+      ],
+    );
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== "23505") throw error;
+  }
+  if (recorded.length === 0)
+    state.logger.error(
+      { reference: row.reference, txHash: sent.tx_hash, from: auth.from },
+      "an authorization was sent while its invoice was bound elsewhere since; its credit is left to reconciliation",
+    );
   return { status: "submitted", railReference: sent.tx_hash };
 }
 

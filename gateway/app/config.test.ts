@@ -166,6 +166,25 @@ describe("EVM chains in the configuration", () => {
     ).toThrow(/evm-l2 would be an embedded Hardhat chain/);
   });
 
+  it("refuses production with nothing to price ETH (an EVM rail's gas) by, or BTC with LND", () => {
+    const { PRICE_FEEDS: _feeds, ...withoutRates } = productionEnv;
+    // Before: started, and every EVM route was excluded for want of ETH's rate.
+    expect(() => loadConfig(withoutRates)).toThrow(
+      /nothing gives ETH's: set PRICE_FEEDS \("ETH"\) or RATES_HTTP_URL/,
+    );
+    expect(loadConfig({ ...withoutRates, RATES_HTTP_URL: "https://rates.example.com/usd" }).mode).toBe(
+      "production",
+    );
+    expect(() =>
+      loadConfig({
+        ...productionEnv,
+        LND_SOCKET: "127.0.0.1:10009",
+        LND_CERT_BASE64: Buffer.from("cert").toString("base64"),
+        LND_MACAROON_BASE64: Buffer.from("macaroon").toString("base64"),
+      }),
+    ).toThrow(/nothing gives BTC's/);
+  });
+
   it("serves the embedded chains to wallets at 127.0.0.1:8545 unless EVM_EMBEDDED_RPC_PORT says otherwise", () => {
     expect(loadConfig({}).embeddedRpc).toEqual({ host: "127.0.0.1", port: 8545 });
     expect(loadConfig({ EVM_EMBEDDED_RPC_PORT: "9545" }).embeddedRpc).toEqual({

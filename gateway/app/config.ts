@@ -311,6 +311,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       throw new ConfigError(error.message);
     throw error;
   }
+  if (e.SWITCHYARD_MODE === "production") productionRates(e, lightning);
   return {
     fiat,
     lightning,
@@ -408,6 +409,22 @@ function productionInfrastructure(e: Env, chains: readonly EvmChainConfig[]): vo
   if (embedded.length > 0)
     throw new ConfigError(
       `invalid configuration: production pays on chains of its own: ${embedded.join(", ")} would be an embedded Hardhat chain (its TestUSD anyone may mint); set EVM_RPC_URL, and rpc_url in EVM_CHAINS`,
+    );
+}
+
+/**
+ * Production has no static rates: an EVM rail's gas is priced at ETH's rate and Lightning's at BTC's, and a rail whose
+ * asset has no rate is excluded from every route. Without a source for one of them the rail would start and never pay.
+ * An HTTP source may name any asset; price feeds name theirs.
+ */
+function productionRates(e: Env, lightning: LightningConfig): void {
+  if (e.RATES_HTTP_URL !== undefined) return;
+  const feeds = e.PRICE_FEEDS === undefined ? {} : parsePriceFeeds(e.PRICE_FEEDS);
+  const needed = ["ETH", ...(lightning.kind === "on" ? ["BTC"] : [])];
+  const missing = needed.filter((code) => feeds[code] === undefined);
+  if (missing.length > 0)
+    throw new ConfigError(
+      `invalid configuration: production prices its rails' fees at live rates, and nothing gives ${missing.join(" and ")}'s: set PRICE_FEEDS (${missing.map((code) => `"${code}"`).join(", ")}) or RATES_HTTP_URL`,
     );
 }
 

@@ -14,4 +14,5 @@ export const productionEnv: Readonly<Record<string, string>> = {
   EVM_RPC_URL: "http://127.0.0.1:1",
   EVM_HOT_WALLET_KEY: `0x${"22".repeat(32)}`,
   EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
+  PRICE_FEEDS: JSON.stringify({ ETH: `0x${"44".repeat(20)}` }),
 };
