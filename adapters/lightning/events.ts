@@ -142,6 +142,10 @@ export async function retrySetAside(s: LightningRailState): Promise<void> {
   }
 }
 
+/** An invoice set aside, asked again by any pass, is set aside again at its first failure. */
+const retriedFailures = (s: LightningRailState, invoice: StoredInvoice) =>
+  invoice.setAside === true ? s.limits.eventAttemptsMax - 1 : 0;
+
 /** A stream broke: LND is unreachable until the monitor's next tick (soon) says otherwise. */
 export function markDisconnected(s: LightningRailState, text: string): void {
   if (s.health.connected) s.logger.warn({ error: text }, "LND connection lost");
@@ -235,7 +239,12 @@ async function checkOpenInvoices(s: LightningRailState): Promise<void> {
     if (!s.running) return;
     try {
       const found = await withTimeout(s, getInvoice({ lnd: s.lnd, id: invoice.paymentHash }), "getInvoice");
-      onInvoice(s, { ...found, id: invoice.paymentHash } as LndInvoice, "lookup");
+      onInvoice(
+        s,
+        { ...found, id: invoice.paymentHash } as LndInvoice,
+        "lookup",
+        retriedFailures(s, invoice),
+      );
     } catch (error) {
       s.logger.warn(
         { error: lndErrorText(error), paymentHash: invoice.paymentHash },
@@ -294,7 +303,7 @@ async function retireExpiredInvoice(s: LightningRailState, invoice: StoredInvoic
   // Stopped meanwhile: its journal is closed.
   if (!s.running) return;
   if (found?.is_confirmed === true) {
-    onInvoice(s, { ...found, id }, "lookup");
+    onInvoice(s, { ...found, id }, "lookup", retriedFailures(s, invoice));
     return;
   }
   const payable =
