@@ -27,6 +27,22 @@ describe("the configuration's secrets", () => {
     expect(scrub("database switchyard")).toBe("database switchyard");
   });
 
+  it("redacts a password as a JSON line escapes it, and the hot wallet's key", () => {
+    const key = `0x${"ab".repeat(32)}`;
+    const config = loadConfig({
+      DATABASE_URL: "postgres://switchyard:q%22uoted%5Cpass@db.example.com/switchyard",
+      EVM_RPC_URL: "http://127.0.0.1:8545",
+      EVM_HOT_WALLET_KEY: key,
+      EVM_TOKEN_ADDRESS: `0x${"33".repeat(20)}`,
+      EVM_EMBEDDED_RPC_PORT: "off",
+    });
+    const scrub = secretScrubber(configSecrets(config));
+    const line = JSON.stringify({ error: 'password "q"uoted\\pass" refused', key });
+    expect(scrub(line)).not.toMatch(/uoted/);
+    expect(scrub(line)).not.toContain(key);
+    expect(JSON.parse(scrub(line))).toMatchObject({ key: "[redacted]" });
+  });
+
   it("leaves lines alone when no endpoint carries a path, and never redacts short strings", () => {
     const config = loadConfig({ EVM_RPC_URL: "http://127.0.0.1:8545", EVM_EMBEDDED_RPC_PORT: "off" });
     expect(configSecrets(config)).toEqual([]);

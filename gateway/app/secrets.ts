@@ -58,9 +58,17 @@ export function configSecrets(config: Config): Secret[] {
   }
   if (config.rates.httpUrl !== null) found.push(...urlSecrets(config.rates.httpUrl));
   if (config.operatorKey !== null) found.push(secret(config.operatorKey));
+  for (const chain of config.evm.chains)
+    if (chain.source.kind !== "embedded" && chain.source.hotWalletKey !== null)
+      found.push(secret(chain.source.hotWalletKey));
   if (config.fiat.kind === "on")
     found.push(secret(config.fiat.client.apiKey), ...config.fiat.webhook.secrets.map((text) => secret(text)));
   if (config.lightning.kind === "on") found.push(secret(config.lightning.lnd.macaroon));
+  // As a JSON line writes them too: a password with a quote or a backslash is escaped there.
+  for (const { text } of [...found]) {
+    const escaped = JSON.stringify(text).slice(1, -1);
+    if (escaped !== text) found.push(secret(escaped));
+  }
   const seen = new Set<string>();
   return (
     found
