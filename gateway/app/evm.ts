@@ -128,6 +128,15 @@ const nonEtherGasCoins: ReadonlyMap<number, string> = new Map([
   [41923, "EDU"],
   [143, "MON"],
   [1284, "GLMR"],
+  [146, "S"],
+  [999, "HYPE"],
+  [50, "XDC"],
+  [2020, "RON"],
+  [8217, "KAIA"],
+  [1088, "METIS"],
+  [204, "BNB"],
+  [80094, "BERA"],
+  [30, "RBTC"],
 ]);
 
 async function openChain(config: EvmChainConfig, logger: Logger, db: Db | null): Promise<EvmClients> {
