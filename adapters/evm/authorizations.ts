@@ -298,8 +298,8 @@ async function submit(
     state.journal,
     `${auth.method}-auth:${auth.from.toLowerCase()}:${auth.nonce}`,
   );
-  const key = `${auth.method}-auth:${chainPart}${auth.from.toLowerCase()}:${auth.nonce}`;
-  const sent = await sendOnce(state.journal, key, async () => ({
+  const authKey = `${auth.method}-auth:${chainPart}${auth.from.toLowerCase()}:${auth.nonce}`;
+  const sent = await sendOnce(state.journal, authKey, async () => ({
     to: state.params.token.address,
     data: encodeFunctionData({
       abi: testUsdAbi,
@@ -322,7 +322,7 @@ async function submit(
         row.reference,
         row.auth_from,
         row.auth_nonce,
-        key,
+        authKey,
       ],
     );
     return sent.code === "rejected"

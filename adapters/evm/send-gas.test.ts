@@ -78,7 +78,7 @@ const keyExpressionKinds: Readonly<Record<string, readonly SendKind[]>> = {
   distribute: ["distribute"],
   settle: ["settle_batch"],
   "x402-batch": ["x402_batch"],
-  "${auth.method}-auth": ["transfer_authorization", "receive_authorization"],
+  authKey: ["transfer_authorization", "receive_authorization"], // `${auth.method}-auth:…` (authorizations.ts)
 };
 
 const sendCall = /\b(?:sendOnce|sendWithinQueue|splitterCall)\(\s*[\w.]+,\s*(`[^`]*`|[\w.]+)\s*,/g;
