@@ -223,6 +223,7 @@ function x402Chains(
       asset: assets.USDC,
       hotWallet: clients.walletClient.account.address,
       receiptTimeoutMs,
+      confirmations: clients.confirmations,
     }));
 }
 

@@ -19,6 +19,11 @@ export type X402Chain = {
   readonly hotWallet: Address;
   /** How long settlement waits for the transaction to be mined. */
   readonly receiptTimeoutMs: number;
+  /**
+   * The blocks a transaction needs to be final on the rail (absent: 1). Past one, a single settlement's gas is booked
+   * by the rail's send-gas pass once final, not by the settler from its first receipt (settle.ts bookGas).
+   */
+  readonly confirmations?: number;
 };
 
 /** The token's EIP-712 domain as x402 puts it in `extra`. */

@@ -272,6 +272,10 @@ export async function bookGas(
   gasWei: bigint,
   logger: Logger,
 ) {
+  // A receipt of one block: on a rail that waits for more, a reorg may mine the transaction again at another price,
+  // or drop it, and the gas booked from it would be wrong for good (the send-gas pass then fails on its terms). There
+  // the pass books it, under the same id, once the transaction is final.
+  if ((chain.confirmations ?? 1) > 1) return;
   await bookGasEntries(settlement, chain, logger, [
     {
       amount: divCeil(gasWei, weiPerGwei),
