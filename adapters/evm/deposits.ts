@@ -35,6 +35,10 @@ export type DepositParams = {
   sweepSaltsMax: number;
   /** How long the lease on following deposits lasts (default 10 s). */
   leaseMs?: number;
+  /** A deposit whose crediting fails this many times in a row is held, the others go on (watcher-state.ts). */
+  sinkAttemptsMax?: number;
+  /** How often held deposits are tried again (watcher-state.ts heldRetryMsDefault). */
+  heldRetryMs?: number;
 };
 
 /** What the rail keeps for money in, beside its other state. */

@@ -137,6 +137,8 @@ async function startDepositWatcher(
     blockRangeMax: depositBlockRangeMax,
     eventsPerPollMax: depositEventsPerPollMax,
     leaseMs: deposits.leaseMs ?? 10_000,
+    ...(deposits.sinkAttemptsMax === undefined ? {} : { sinkAttemptsMax: deposits.sinkAttemptsMax }),
+    ...(deposits.heldRetryMs === undefined ? {} : { heldRetryMs: deposits.heldRetryMs }),
     logger: state.logger.child({ part: "deposit-watcher" }),
     source: depositSource(state),
     sink: depositSink(state, handler),

@@ -2,8 +2,21 @@
 // next range of its source's logs into the database, hand stored events to the sink as seen, then as final once
 // confirmed.
 import type { Hex } from "viem";
-import type { PollResult, WatcherState } from "./watcher-state.ts";
-import { holdLease, loadEvents, move, nextBlock, rememberBlock, setNextBlock } from "./watcher-store.ts";
+import {
+  heldRetryMsDefault,
+  type PollResult,
+  sinkAttemptsMaxDefault,
+  type WatcherState,
+} from "./watcher-state.ts";
+import {
+  type EventRow,
+  holdLease,
+  loadEvents,
+  move,
+  nextBlock,
+  rememberBlock,
+  setNextBlock,
+} from "./watcher-store.ts";
 
 export async function poll(w: WatcherState): Promise<PollResult> {
   const { params, sink } = w;
@@ -11,6 +24,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     const next = await nextBlock(w);
     return { head: next - 1n, read: 0, seen: 0, finalized: 0, removed: 0, nextBlock: next, standby: true };
   }
+  await releaseHeld(w);
   const latest = await w.publicClient.getBlock({ blockTag: "latest" });
   const head = latest.number;
   // The head's hash commits to every block below it: the same hash means the same chain, so a poll that left
@@ -24,7 +38,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     params.eventsPerPollMax,
   ]);
   for (const row of seen) {
-    await sink.seen(w.source.toEvent(row));
+    if (!(await handled(w, row, "seen", () => sink.seen(w.source.toEvent(row))))) continue;
     await move(w, row, "seen", "pending");
   }
   // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen.
@@ -38,7 +52,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     [finalBlockMax, params.eventsPerPollMax],
   );
   for (const row of final) {
-    await sink.final(w.source.toEvent(row));
+    if (!(await handled(w, row, "pending", () => sink.final(w.source.toEvent(row))))) continue;
     await move(w, row, "pending", "posted");
   }
   // Final blocks can no longer fork (by the confirmations rule): keep one as the anchor, forget the rest.
@@ -64,6 +78,64 @@ export async function poll(w: WatcherState): Promise<PollResult> {
   )
     w.settledAt = { hash: latest.hash, result };
   return result;
+}
+
+/**
+ * Runs an event's sink call: true once it succeeded. A failure is thrown (the poll fails, the next one tries again),
+ * until the event has failed sinkAttemptsMax times in a row: then it is held (held_seen, held_pending) and false is
+ * returned, so that the events behind it go on — before, one event that could not be applied held every later event
+ * of the contract, every tenant's deposits with them, for good. releaseHeld puts it back later.
+ */
+async function handled(
+  w: WatcherState,
+  row: EventRow,
+  step: "seen" | "pending",
+  call: () => Promise<void>,
+): Promise<boolean> {
+  const key = `${row.tx_hash}:${row.log_index}:${step}`;
+  try {
+    await call();
+    w.failures.delete(key);
+    return true;
+  } catch (error) {
+    const failures = (w.failures.get(key) ?? 0) + 1;
+    w.failures.set(key, failures);
+    if (failures < (w.params.sinkAttemptsMax ?? sinkAttemptsMaxDefault)) throw error;
+    await move(w, row, step, step === "seen" ? "held_seen" : "held_pending");
+    w.logger.error(
+      {
+        error: error instanceof Error ? error.message : String(error),
+        txHash: row.tx_hash,
+        logIndex: row.log_index,
+        event: row.event_name,
+        failures,
+      },
+      "an event keeps failing; held so that the events behind it go on, and tried again later",
+    );
+    return false;
+  }
+}
+
+/**
+ * Puts held events back (held_seen → seen, held_pending → pending) every heldRetryMs, each to be held again at its
+ * next failure; the head's settled shortcut is dropped so that the poll takes them.
+ */
+async function releaseHeld(w: WatcherState): Promise<void> {
+  const now = Date.now();
+  if (now - w.heldRetriedAtMs < (w.params.heldRetryMs ?? heldRetryMsDefault)) return;
+  w.heldRetriedAtMs = now;
+  const released = await w.db.query<{ tx_hash: string; log_index: number; status: string }>(
+    `UPDATE evm_watch_events SET status = CASE status WHEN 'held_seen' THEN 'seen' ELSE 'pending' END,
+            updated_at = now()
+     WHERE chain_id = $1 AND contract = $2 AND status IN ('held_seen', 'held_pending')
+     RETURNING tx_hash, log_index, status`,
+    [w.chainId, w.contract],
+  );
+  if (released.length === 0) return;
+  const attemptsMax = w.params.sinkAttemptsMax ?? sinkAttemptsMaxDefault;
+  for (const row of released)
+    w.failures.set(`${row.tx_hash}:${row.log_index}:${row.status}`, attemptsMax - 1);
+  w.settledAt = null;
 }
 
 /** Returns how many events a reorg removed (0 when every stored block still matches the chain). */

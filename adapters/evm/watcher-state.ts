@@ -29,6 +29,12 @@ export type ChainWatcherLimits = {
   eventsPerPollMax: number;
   /** How long the lease on following this contract lasts; the holder renews it at half its life. */
   leaseMs: number;
+  /**
+   * Failures of one event's sink call, in a row, after which it is held so that the events behind it go on (default
+   * sinkAttemptsMaxDefault); held events are tried again every heldRetryMs (default heldRetryMsDefault).
+   */
+  sinkAttemptsMax?: number;
+  heldRetryMs?: number;
   /** Where a failed poll is logged (a child of the app's logger, from the composition root); silent by default. */
   logger?: Logger;
 };
@@ -121,9 +127,18 @@ export type WatcherState = {
   settledAt: { hash: Hex; result: PollResult } | null;
   /** The last poll queued: polls never overlap. */
   running: Promise<unknown>;
+  /** Failures in a row of an event's sink call, by event and step (`<tx>:<log index>:<step>`). */
+  readonly failures: Map<string, number>;
+  /** When held events were last put back (0: never, so at the first poll). */
+  heldRetriedAtMs: number;
   stopped: boolean;
   timer: NodeJS.Timeout | undefined;
 };
+
+/** Failures in a row of one event's sink call after which it is held (ChainWatcherLimits.sinkAttemptsMax). */
+export const sinkAttemptsMaxDefault = 10;
+/** How often held events are tried again (ChainWatcherLimits.heldRetryMs). */
+export const heldRetryMsDefault = 60_000;
 
 export function createWatcherState<E>(params: ChainWatcherParams<E>): WatcherState {
   return {
@@ -140,6 +155,8 @@ export function createWatcherState<E>(params: ChainWatcherParams<E>): WatcherSta
     leaseRenewAtMs: 0,
     settledAt: null,
     running: Promise.resolve(),
+    failures: new Map(),
+    heldRetriedAtMs: 0,
     stopped: true,
     timer: undefined,
   };

@@ -12,7 +12,7 @@ export type EventRow = {
   block_hash: Hex;
   event_name: string;
   args: Record<string, unknown>;
-  status: "seen" | "pending" | "posted" | "removed";
+  status: "seen" | "pending" | "posted" | "removed" | "held_seen" | "held_pending";
   generation: number;
   recipients: Address[] | null;
   basis_points: number[] | null;

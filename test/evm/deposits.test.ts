@@ -13,8 +13,8 @@ import {
   receiveWithAuthorizationTypedData,
   testUsdAbi,
 } from "../../adapters/evm/index.ts";
-import { assets } from "../../core/index.ts";
-import { sweepDepositsOnce } from "../../gateway/settlement/index.ts";
+import { assets, silentLogger } from "../../core/index.ts";
+import { applyRailEvent, sweepDepositsOnce } from "../../gateway/settlement/index.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -193,6 +193,55 @@ describe("a plain transfer to the invoice's deposit address", () => {
     // Nothing left to sweep: a third pass sends nothing.
     const third = await sweepDepositsOnce(deps, rail, gw.chain.chain.id);
     expect(third.swept).toHaveLength(0);
+  });
+});
+
+describe("a deposit whose crediting keeps failing", () => {
+  it("is held so that the deposits behind it are credited, and credited itself once it can be", async () => {
+    const [poisoned, behind] = [await createInvoice("1.00"), await createInvoice("2.00")];
+    await transfer(payer(), poisoned.instructions.deposit_address!, 1_000_000n);
+    await transfer(payer(), behind.instructions.deposit_address!, 2_000_000n);
+    await mine(3);
+    // Another process's rail follows the deposits (this file's is stopped), with a handler that cannot apply the
+    // first deposit (as an invariant broken would), and held ones tried again at every poll.
+    let failing = true;
+    const other = anotherProcessRail(gw, {
+      deposits: {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: 0n,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+        sinkAttemptsMax: 3,
+        heldRetryMs: 0,
+      },
+    });
+    const deps = {
+      settlement: gw.app.settlement,
+      payments: gw.app.payments,
+      logger: silentLogger,
+    };
+    other.onEvent(async (event) => {
+      if (failing && event.kind === "received" && event.reference === poisoned.id)
+        throw new Error("this deposit cannot be applied");
+      await applyRailEvent(deps, "evm", event);
+    });
+    // This file's watcher gives its lease up (its polls took it), for the other's to follow the deposits.
+    await rail.depositWatcher()!.stop();
+    await other.start();
+    try {
+      const watcher = other.depositWatcher()!;
+      for (let round = 0; round < 6 && (await invoice(behind.id)).status !== "paid"; round++)
+        await watcher.poll().catch(() => undefined);
+      // Before: every poll failed at the first deposit, and the one behind it was never credited.
+      expect((await invoice(behind.id)).status).toBe("paid");
+      expect((await invoice(poisoned.id)).status).toBe("open");
+      failing = false;
+      await watcher.poll();
+      expect((await invoice(poisoned.id)).status).toBe("paid");
+    } finally {
+      await other.stop();
+    }
   });
 });
 
