@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SwitchyardError } from "../../core/index.ts";
 import {
   createFileRailStore,
@@ -245,6 +245,32 @@ describe("rail store", () => {
     expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).pid).toBe(process.pid);
     await third.close();
     await expect(readFile(`${file}.lock`, "utf8")).rejects.toThrow(/ENOENT/);
+  });
+
+  it("writes nothing more once another process took its lock over (its lease left unrenewed past half its life)", async () => {
+    const file = path.join(directory, "lost.jsonl");
+    const store = createFileRailStore(file);
+    await store.load();
+    await store.append({ t: "settle_index", value: 1 });
+    // Another host's process took it over while this one's event loop was blocked (its lease lapsed).
+    await writeFile(
+      `${file}.lock`,
+      JSON.stringify({ pid: 1, host: "another-host", renewedAtMs: Date.now() }),
+    );
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      vi.setSystemTime(Date.now() + journalLeaseMs);
+      // Before: written to the journal the other process now holds (and compacts from under this one).
+      await expect(store.append({ t: "settle_index", value: 2 })).rejects.toThrow(
+        /taken over by another process/,
+      );
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(await readFile(file, "utf8")).not.toContain('"value":2');
+    await store.close();
+    // Its close leaves the other's lock.
+    expect(JSON.parse(await readFile(`${file}.lock`, "utf8")).host).toBe("another-host");
   });
 
   it("forgets a withdrawn attempt on load, keeps one with an outcome, and takes the id again when it is written anew", async () => {

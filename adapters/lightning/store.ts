@@ -4,7 +4,7 @@
 // only the mapping back to the gateway's ids. Stored as an append-only JSON-lines journal, compacted on
 // open.
 import { randomUUID } from "node:crypto";
-import { closeSync, fdatasync, openSync, writeSync } from "node:fs";
+import { closeSync, fdatasync, openSync, readFileSync, writeSync } from "node:fs";
 import { mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -277,10 +277,10 @@ const lockText = (token: string, nowMs: number) =>
  * Takes the journal's lock file (`<file>.lock`: pid, host, this store's token and when its lease was last renewed),
  * made exclusively. A journal has one writer: a second process on it would compact it (a rename) from under the
  * first, whose every later line, attempts and invoices synced as durable, then goes to a file no one reads again.
- * A lock is taken over when its lease ran out (its holder stopped renewing it: gone, wherever it ran, a pid reused
- * since or not), when its process of this host is gone, or when it is this process's own (a store left unclosed, as
- * a test plays a crash); any other refuses the open — a second live process, on this host or another (a container
- * started before the one it replaces has stopped), until the first closes or its lease runs out.
+ * A lock of this host is refused while its process runs, and taken over once it is gone (or when it is this
+ * process's own: a store left unclosed, as a test plays a crash). A lock of another host (a shared volume: its
+ * process cannot be asked from here) is refused while its lease holds, and taken over once it lapsed (its holder
+ * stopped renewing it: a container gone, whatever name its replacement has).
  */
 async function takeJournalLock(lock: string, token: string): Promise<void> {
   for (let tries = 0; tries < 2; tries += 1) {
@@ -302,11 +302,10 @@ async function takeJournalLock(lock: string, token: string): Promise<void> {
       holder = JSON.parse(await readFile(lock, "utf8")) as JournalLockHolder;
     } catch {}
     const sameHost = holder.host === os.hostname();
-    const own = sameHost && holder.pid === process.pid;
-    const leased =
-      typeof holder.renewedAtMs === "number" && Date.now() - holder.renewedAtMs <= journalLeaseMs;
-    const gone = sameHost && typeof holder.pid === "number" && !processAlive(holder.pid);
-    if (!own && leased && !gone)
+    const held = sameHost
+      ? holder.pid !== process.pid && typeof holder.pid === "number" && processAlive(holder.pid)
+      : typeof holder.renewedAtMs === "number" && Date.now() - holder.renewedAtMs <= journalLeaseMs;
+    if (held)
       throw new RailStoreError(
         "the journal is in use by another process: one journal (and one LND) per gateway process",
         { details: `${lock}: process ${String(holder.pid)} on ${String(holder.host)}` },
@@ -316,13 +315,17 @@ async function takeJournalLock(lock: string, token: string): Promise<void> {
   throw new RailStoreError("journal lock not taken", { details: lock });
 }
 
-/** Renews this store's lease, if the lock is still its own (replaced whole: a reader never sees half of it). */
-async function renewJournalLock(lock: string, token: string): Promise<void> {
+/**
+ * Renews this store's lease: false when the lock is no longer its own (taken over). Replaced whole (a reader never
+ * sees half of it), from a temporary file named by the token.
+ */
+async function renewJournalLock(lock: string, token: string): Promise<boolean> {
   const held = await readFile(lock, "utf8").catch(() => "");
-  if (!held.includes(token)) return;
-  const temporary = `${lock}.${process.pid}.tmp`;
+  if (!held.includes(token)) return false;
+  const temporary = `${lock}.${token}.tmp`;
   await writeFile(temporary, lockText(token, Date.now()));
   await rename(temporary, lock);
+  return true;
 }
 
 /**
@@ -337,6 +340,33 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
   const token = randomUUID();
   let locked = false;
   let renewing: NodeJS.Timeout | null = null;
+  /** The renewal running, which close waits for (its rename would make the lock again). */
+  let renewal: Promise<void> = Promise.resolve();
+  /** When the lease was last renewed (or taken), and whether another process has taken the lock since. */
+  let renewedAtMs = 0;
+  let lost = false;
+  /**
+   * Refuses a write once the lock is another's: found so by a renewal, or — the lease unrenewed for longer than half
+   * its life (the event loop blocked, renewals failing) — by a look at the lock before the write. A store that lost
+   * its journal writes nothing more to it: another process compacted it, and lines written here would be lost.
+   */
+  const stillHeld = () => {
+    if (!lost && Date.now() - renewedAtMs > journalLeaseMs / 2) {
+      let text = "";
+      try {
+        text = readFileSync(lock, "utf8");
+      } catch {}
+      if (text.includes(token)) renewedAtMs = Date.now();
+      else lost = true;
+    }
+    if (lost)
+      throw new RailStoreError(
+        "the journal was taken over by another process; this one writes no more to it",
+        {
+          details: lock,
+        },
+      );
+  };
   let descriptor: number | null = null;
   /** A sync under way, and the one after it, which every append that wrote meanwhile shares (group commit). */
   let syncing: Promise<void> | null = null;
@@ -367,6 +397,7 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
    * file in the order they were appended without any queue. */
   const write = (text: string) => {
     if (descriptor === null) throw new RailStoreError("store not loaded", { details: file });
+    stillHeld();
     const bytes = Buffer.from(text);
     let written = 0;
     try {
@@ -380,8 +411,16 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
       if (!locked) {
         await takeJournalLock(lock, token);
         locked = true;
+        lost = false;
+        renewedAtMs = Date.now();
         renewing = setInterval(() => {
-          renewJournalLock(lock, token).catch(() => undefined);
+          renewal = renewJournalLock(lock, token).then(
+            (own) => {
+              if (own) renewedAtMs = Date.now();
+              else lost = true;
+            },
+            () => undefined, // tried again at the next tick; a write checks the lock itself past half the lease
+          );
         }, journalLeaseMs / 6);
         renewing.unref();
       }
@@ -449,6 +488,7 @@ export function createFileRailStore(file: string, options: { sync?: JournalSync 
       } finally {
         if (renewing !== null) clearInterval(renewing);
         renewing = null;
+        await renewal;
         if (locked) {
           locked = false;
           const held = await readFile(lock, "utf8").catch(() => "");
