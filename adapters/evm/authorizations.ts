@@ -331,7 +331,8 @@ async function submit(
   }
   // Bound again with it: another process's give-back (its own refusal, the row it read before this bind) may have
   // run between this bind and this send — unless another payer bound the invoice since (its payment is its own), or
-  // this payer and nonce went to another invoice: sent all the same, left to reconciliation, and said.
+  // this payer and nonce went to another invoice: sent all the same, and said at error level for the operator (no
+  // pass credits it: the watcher follows the invoice's binding).
   let recorded: unknown[] = [];
   try {
     recorded = await state.params.db.query(
@@ -357,7 +358,7 @@ async function submit(
   if (recorded.length === 0)
     state.logger.error(
       { reference: row.reference, txHash: sent.tx_hash, from: auth.from },
-      "an authorization was sent while its invoice was bound elsewhere since; its credit is left to reconciliation",
+      "an authorization was sent while its invoice was bound elsewhere since; its payment is not credited: see to it",
     );
   return { status: "submitted", railReference: sent.tx_hash };
 }

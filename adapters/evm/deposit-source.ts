@@ -2,7 +2,8 @@
 // AuthorizationUsed logs of the invoices' nonces, followed by the chain watcher (confirmations, reorgs, lease,
 // cursor: watcher.ts). A deposit is credited — a `received` rail event — only once final; one that a reorg takes
 // away before that was never credited, and one taken away after it (deeper than the confirmations) is reversed —
-// and given back (`reinstated`) when the same log is mined again on the new branch and is final there.
+// and given back (`reinstated`) when the same transfer (its transaction, to the same invoice, of the same amount) is
+// mined again on the new branch and is final there.
 //
 // Which addresses and nonces: those of invoices whose watch has not ended (expiry + the late window), read after
 // the head: a payment in a block up to the head was made after its invoice's row was committed, so it is there.

@@ -15,9 +15,10 @@
 //   auth:…, distribute:…           this pass (payWithAuthorization, distribute: no caller books their `gas`)
 //   sweep:…                        the sweep's booker, succeeded or reverted (sweeps.ts)
 //   transfer-auth:…                this pass, under x402's own id and amount (the booker's): x402's settler and
-//                                  its reconciliation book the same transfer, so whichever comes first books it
-//                                  and the other changes nothing — also when x402 lost the transaction (a throw
-//                                  after signing, its record failed)
+//                                  its reconciliation book the same transfer on a rail of one confirmation, so
+//                                  whichever comes first books it and the other changes nothing — also when x402
+//                                  lost the transaction (a throw after signing, its record failed); on a rail of
+//                                  more, only this pass, once final
 //   x402-batch:…                   x402's batch settler or its reconciliation when the rail handed x402 the
 //                                  batch's outcome (x402-batch.ts claims the send's gas for x402 first); this
 //                                  pass otherwise (the rail threw: no BatchSettled, a broadcast that timed out)

@@ -9,8 +9,9 @@
 // x402's sends, never booked twice:
 //  - a single settlement (`transfer-auth:`) is booked under x402's own id for its transaction (x402GasId), in the
 //    same gwei rounded up, between the same accounts, as x402's settler and reconciliation book it (x402/settle.ts
-//    bookGas): whichever books first books it, the others find it booked. So a transaction x402 lost (its settler
-//    threw after signing, its record failed, its row left `claimed`) is booked all the same.
+//    bookGas, on a rail of one confirmation): whichever books first books it, the others find it booked. So a
+//    transaction x402 lost (its settler threw after signing, its record failed, its row left `claimed`) is booked
+//    all the same; on a rail of more confirmations only here, once final.
 //  - a batch (`x402-batch:`) is x402's when the rail handed it the outcome (the rail claims the gas for x402 first:
 //    adapters/evm x402-batch.ts, and the pass then never gets here) or when an x402 authorization row carries one of
 //    the send's transactions (handed over by a process from before that claim); only otherwise is it booked here,

@@ -28,7 +28,8 @@
 // latest block's number) ends the chain's pass.
 //
 // The gas of every mined transaction is booked before its rows are concluded, through the settlers' own booking
-// (settle.ts bookGas for a transaction to the token, batch.ts bookBatchGas for one to a batch settler, split over
+// (settle.ts bookGas for a transaction to the token — on a rail of more than one confirmation left to the rail's
+// send-gas pass, once final — batch.ts bookBatchGas for one to a batch settler, split over
 // every row that carries the transaction as batch.ts splits it), under ids derived from the transaction: booking it
 // again books nothing, and a booking that fails leaves the rows `submitted` for the next pass. A row is concluded
 // only while it is still `submitted` with that transaction (a retried settle may have concluded it meanwhile).

@@ -3,7 +3,8 @@
 // credited from the rail's clearing account with the transaction as evidence when the deposit watcher sees it final),
 // and the authorization is handed to that rail (`method: "transfer"`), which checks it again and submits
 // transferWithAuthorization from the hot wallet through its send journal — the one signer and nonce sequence of that
-// wallet. The settler waits for the receipt; the gas the hot wallet paid is booked as the rail's fee, as a sweep's is.
+// wallet. The settler waits for the receipt; the gas the hot wallet paid is booked as the rail's fee, as a sweep's is
+// (on a rail of more than one confirmation by the rail's send-gas pass, once the transaction is final: bookGas).
 // Behind `X402Settler` so that a batch settler (many authorizations per transaction) can take its place.
 //
 // An authorization's life (x402_authorizations.status): claimed (before serving or settling) → submitted (its
