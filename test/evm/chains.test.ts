@@ -260,24 +260,28 @@ describe("a base fee above the rail's cap", () => {
   });
 });
 
+/** A gateway on the chain at `rpcUrl` (an embedded one served over JSON-RPC), its token `token`. */
+const startOn = (rpcUrl: string, token: string) =>
+  createApp(
+    testConfig({
+      LOG_LEVEL: "silent",
+      PORT: "0",
+      EVM_RPC_URL: rpcUrl,
+      EVM_HOT_WALLET_KEY: generatePrivateKey(),
+      EVM_TOKEN_ADDRESS: token,
+      EVM_EMBEDDED_RPC_PORT: "off",
+    }),
+  );
+
 describe("a chain whose gas is not ETH", () => {
   it("is refused at start, naming its coin: its gas would be booked and charged as ETH", async () => {
     // A node that says it is Polygon (chain 137): an embedded chain under that id, served over JSON-RPC.
     const polygon = await startEmbeddedChain({ chainId: 137 });
     const served = await serveChainRpc(polygon.provider, { host: "127.0.0.1", port: 0 });
     try {
-      await expect(
-        createApp(
-          testConfig({
-            LOG_LEVEL: "silent",
-            PORT: "0",
-            EVM_RPC_URL: served.url,
-            EVM_HOT_WALLET_KEY: generatePrivateKey(),
-            EVM_TOKEN_ADDRESS: polygon.contracts.testUsd,
-            EVM_EMBEDDED_RPC_PORT: "off",
-          }),
-        ),
-      ).rejects.toThrow(/chain 137 pays its gas in POL/);
+      await expect(startOn(served.url, polygon.contracts.testUsd)).rejects.toThrow(
+        /chain 137 pays its gas in POL/,
+      );
     } finally {
       await served.close();
       await polygon.close();
@@ -295,18 +299,9 @@ describe("a token whose decimals are not USDC's", () => {
         { walletClient: chain.walletClient, publicClient: chain.publicClient },
         { assetCode: "ETH", usd: "1", decimals: 18 },
       );
-      await expect(
-        createApp(
-          testConfig({
-            LOG_LEVEL: "silent",
-            PORT: "0",
-            EVM_RPC_URL: served.url,
-            EVM_HOT_WALLET_KEY: generatePrivateKey(),
-            EVM_TOKEN_ADDRESS: token,
-            EVM_EMBEDDED_RPC_PORT: "off",
-          }),
-        ),
-      ).rejects.toThrow(/has 18 decimals; its amounts are kept as USDC's, with 6/);
+      await expect(startOn(served.url, token)).rejects.toThrow(
+        /has 18 decimals; its amounts are kept as USDC's, with 6/,
+      );
     } finally {
       await served.close();
       await chain.close();

@@ -25,16 +25,8 @@ describe("an x402 payment settled after the paywall answered", () => {
   beforeAll(async () => {
     // A settler that waits 300 ms for its receipt: with the chain not mining, the settlement is in flight.
     gw = await startGateway({}, { x402ReceiptTimeoutMs: 300 });
-    for (const resource of ["/owed", "/elsewhere"]) {
-      const created = await gw.call("POST", "/v1/paywalls", {
-        resource,
-        description: "a report paid while the chain was slow",
-        price: { amount: "0.01", asset: "USD" },
-        offers: [{ scheme: "x402", rail: "evm" }],
-        accounts: [gw.app.demo!.merchant.id],
-      });
-      expect(created.status, JSON.stringify(created.body)).toBe(201);
-    }
+    for (const resource of ["/owed", "/elsewhere"])
+      await gw.x402Paywall(resource, "a report paid while the chain was slow");
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/owed", async () => {
@@ -53,8 +45,7 @@ describe("an x402 payment settled after the paywall answered", () => {
     await gw?.app.close();
   });
 
-  const setAutomine = (on: boolean) =>
-    gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+  const setAutomine = (on: boolean) => gw?.setAutomine(on);
   /** Runs `sending` while the chain mines nothing; then one block is mined (what it sent) and mining goes on. */
   async function minedAfter<T>(sending: () => Promise<T>): Promise<T> {
     await setAutomine(false);

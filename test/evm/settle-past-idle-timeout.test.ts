@@ -27,16 +27,8 @@ describe("a settlement that takes longer than the server's idle timeout", () => 
   beforeAll(async () => {
     gw = await startGateway({ REQUEST_TIMEOUT_MS: String(idleTimeoutMs) }, { x402ReceiptTimeoutMs: 20_000 });
     gatewayUrl = await gw.app.server.listen({ port: 0, host: "127.0.0.1" });
-    for (const resource of ["/slow", "/facilitated"]) {
-      const created = await gw.call("POST", "/v1/paywalls", {
-        resource,
-        description: "a report paid while the chain was slow",
-        price: { amount: "0.01", asset: "USD" },
-        offers: [{ scheme: "x402", rail: "evm" }],
-        accounts: [gw.app.demo!.merchant.id],
-      });
-      expect(created.status, JSON.stringify(created.body)).toBe(201);
-    }
+    for (const resource of ["/slow", "/facilitated"])
+      await gw.x402Paywall(resource, "a report paid while the chain was slow");
     shop = Fastify();
     await shop.register(switchyardPaywall, {
       paywall: remotePaywall({ baseUrl: gatewayUrl, apiKey: gw.key }),
@@ -54,8 +46,7 @@ describe("a settlement that takes longer than the server's idle timeout", () => 
     await gw?.app.close();
   });
 
-  const setAutomine = (on: boolean) =>
-    gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+  const setAutomine = (on: boolean) => gw?.setAutomine(on);
   /** Runs `sending` while the chain mines nothing for minedAfterMs; then one block is mined and mining goes on. */
   async function minedLate<T>(sending: () => Promise<T>): Promise<T> {
     await setAutomine(false);

@@ -42,6 +42,19 @@ export async function startGateway(env: Record<string, string> = {}, options: Ap
     return receipt;
   }
 
+  async function call(method: "GET" | "POST", url: string, body?: unknown) {
+    const response = await app.server.inject({
+      method,
+      url,
+      headers: withIdempotencyKey(method, url, {
+        authorization: `Bearer ${app.demo!.apiKey}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      }),
+      ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+    });
+    return { status: response.statusCode, body: response.body === "" ? null : response.json() };
+  }
+
   return {
     app,
     chain,
@@ -49,19 +62,23 @@ export async function startGateway(env: Record<string, string> = {}, options: Ap
     rail,
     mirrorIds,
     key: app.demo.apiKey,
-    async call(method: "GET" | "POST", url: string, body?: unknown) {
-      const response = await app.server.inject({
-        method,
-        url,
-        headers: withIdempotencyKey(method, url, {
-          authorization: `Bearer ${app.demo!.apiKey}`,
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        }),
-        ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
-      });
-      return { status: response.statusCode, body: response.body === "" ? null : response.json() };
-    },
+    call,
     send,
+    /** Hardhat's mining of each transaction as it comes, on or off. */
+    setAutomine: (on: boolean) =>
+      chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never }),
+    /** A paywall of the demo merchant at `resource`: 0.01 USD, paid by x402 on the rail `evm`. */
+    async x402Paywall(resource: string, description = "a report") {
+      const created = await call("POST", "/v1/paywalls", {
+        resource,
+        description,
+        price: { amount: "0.01", asset: "USD" },
+        offers: [{ scheme: "x402", rail: "evm" }],
+        accounts: [app.demo!.merchant.id],
+      });
+      if (created.status !== 201) throw new Error(`paywall not made: ${JSON.stringify(created.body)}`);
+      return created.body as { id: string };
+    },
     /** Creates a split among `recipients` (any order) and returns its id and canonical definition. */
     async createSplit(recipients: readonly Address[], basisPoints: readonly number[]) {
       const split = canonicalSplit({ recipients, basisPoints });

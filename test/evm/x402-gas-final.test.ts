@@ -17,14 +17,7 @@ describe("an x402 settlement's gas on a rail of 3 confirmations", () => {
 
   beforeAll(async () => {
     gw = await startGateway({ EVM_CONFIRMATIONS: "3", EVM_EMBEDDED_BLOCK_INTERVAL_MS: "0" });
-    const created = await gw.call("POST", "/v1/paywalls", {
-      resource: "/report",
-      description: "a report",
-      price: { amount: "0.01", asset: "USD" },
-      offers: [{ scheme: "x402", rail: "evm" }],
-      accounts: [gw.app.demo!.merchant.id],
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    await gw.x402Paywall("/report");
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/report", async () => ({ report: "the goods" }));
