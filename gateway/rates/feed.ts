@@ -184,6 +184,16 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     },
     rateStatus,
     isStale: (assetCode) => rateStatus(assetCode) === "stale",
+    lastRate(assetCode) {
+      // The fresh one usdRate answers; else the first source's (by priority) that ever observed it, however old.
+      const fresh = answering(assetCode)?.observation.rate ?? null;
+      if (fresh !== null) return fresh;
+      for (const byAsset of held) {
+        const observation = byAsset.get(assetCode);
+        if (observation !== undefined) return observation.rate;
+      }
+      return null;
+    },
     staleAssets() {
       return [...covered].filter((code) => rateStatus(code) === "stale").sort();
     },

@@ -16,6 +16,8 @@ export interface RateSource {
   spreadPpm(from: string, to: string): bigint | null;
   /** Whether the source has a rate for the asset that is too old to use (usdRate then answers null). */
   isStale?(assetCode: string): boolean;
+  /** The last rate observed of the asset, fresh or not; null when none ever was. */
+  lastRate?(assetCode: string): UsdRate | null;
 }
 
 export type StaticRates = {
@@ -58,10 +60,20 @@ export function buildSnapshot(params: {
   const usdRates: Record<string, UsdRate> = {};
   const spreads: Record<string, bigint> = {};
   const staleAssets: string[] = [];
+  const gasRates: Record<string, UsdRate> = {};
+  const gasAssets = new Set(
+    params.rails.flatMap((rail) =>
+      rail.networkFee?.kind === "evm_gas" ? [rail.networkFee.nativeAsset] : [],
+    ),
+  );
   for (const code of codes) {
     const rate = params.rateSource.usdRate(code);
     if (rate !== null) usdRates[code] = rate;
-    else if (params.rateSource.isStale?.(code) === true) staleAssets.push(code);
+    else {
+      if (params.rateSource.isStale?.(code) === true) staleAssets.push(code);
+      const last = gasAssets.has(code) ? (params.rateSource.lastRate?.(code) ?? null) : null;
+      if (last !== null) gasRates[code] = last;
+    }
   }
   for (const from of codes) {
     for (const to of codes) {
@@ -76,6 +88,7 @@ export function buildSnapshot(params: {
     fxSpreadsPpm: spreads,
     takenAtMs: params.takenAtMs,
     ...(staleAssets.length === 0 ? {} : { staleAssets }),
+    ...(Object.keys(gasRates).length === 0 ? {} : { gasRates }),
   };
 }
 

@@ -15,6 +15,12 @@ export type Snapshot = {
    * excluded as `stale_rate` rather than `no_fx_rate`.
    */
   readonly staleAssets?: readonly string[];
+  /**
+   * The last rates of native gas tokens whose rate is not fresh (left out of usdRates): a gas estimate is priced at
+   * them rather than its rail excluded — an estimate of a cost, bounded by the payment's fee cap, where an hour-old
+   * ETH price would otherwise stop every EVM payout. The payment's own amounts never use them.
+   */
+  readonly gasRates?: Readonly<Record<string, UsdRate>>;
 };
 
 /**
