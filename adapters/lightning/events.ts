@@ -121,25 +121,11 @@ export async function retrySetAside(s: LightningRailState): Promise<void> {
     s.outcomesSetAside.delete(attemptId);
     emitOutcome(s, attempt, outcome, s.limits.eventAttemptsMax - 1);
   }
-  const invoices = [...s.invoices.values()].filter((invoice) => invoice.setAside === true);
-  for (const invoice of invoices) {
-    if (!s.running) return;
-    if (s.invoicesQueued.has(invoice.paymentHash)) continue;
-    try {
-      const found = await withTimeout(s, getInvoice({ lnd: s.lnd, id: invoice.paymentHash }), "getInvoice");
-      onInvoice(
-        s,
-        { ...found, id: invoice.paymentHash } as LndInvoice,
-        "lookup",
-        s.limits.eventAttemptsMax - 1,
-      );
-    } catch (error) {
-      s.logger.warn(
-        { error: lndErrorText(error), paymentHash: invoice.paymentHash },
-        "asking for an invoice set aside failed; tried again later",
-      );
-    }
-  }
+  await askInvoices(
+    s,
+    [...s.invoices.values()].filter((invoice) => invoice.setAside === true),
+    "asking for an invoice set aside failed; tried again later",
+  );
 }
 
 /** An invoice set aside, asked again by any pass, is set aside again at its first failure. */
@@ -235,8 +221,21 @@ async function checkOpenInvoices(s: LightningRailState): Promise<void> {
   const open = [...s.invoices.values()]
     .sort((a, b) => b.expiresAtMs - a.expiresAtMs)
     .slice(0, s.limits.openInvoicesCheckMax);
-  for (const invoice of open) {
+  await askInvoices(s, open, "checking an open invoice failed");
+}
+
+/**
+ * Asks LND for each invoice, one by one, and takes what it holds as paid (onInvoice); one already queued is not asked,
+ * and one that cannot be asked now is logged (`failed`) and left to the next pass.
+ */
+async function askInvoices(
+  s: LightningRailState,
+  invoices: readonly StoredInvoice[],
+  failed: string,
+): Promise<void> {
+  for (const invoice of invoices) {
     if (!s.running) return;
+    if (s.invoicesQueued.has(invoice.paymentHash)) continue;
     try {
       const found = await withTimeout(s, getInvoice({ lnd: s.lnd, id: invoice.paymentHash }), "getInvoice");
       onInvoice(
@@ -246,10 +245,7 @@ async function checkOpenInvoices(s: LightningRailState): Promise<void> {
         retriedFailures(s, invoice),
       );
     } catch (error) {
-      s.logger.warn(
-        { error: lndErrorText(error), paymentHash: invoice.paymentHash },
-        "checking an open invoice failed",
-      );
+      s.logger.warn({ error: lndErrorText(error), paymentHash: invoice.paymentHash }, failed);
     }
   }
 }

@@ -177,7 +177,7 @@ export type QueuedEvent = {
   event: RailEvent | null;
   delivered: () => Promise<void>;
   /**
-   * Takes the event out of the queue's order once its handler keeps failing while others succeed: writes what a
+   * Takes the event out of the queue's order once its handler has failed eventAttemptsMax times: writes what a
    * restart needs to try it again, and moves the cursor past it. Absent: never set aside.
    */
   setAside?: () => Promise<void>;
