@@ -46,6 +46,29 @@ export function causeWhere(error: unknown, predicate: (error: unknown) => boolea
   return undefined;
 }
 
+/**
+ * Whether `error`, or an error it wraps, is the database's unique violation (23505) of `constraint` (named by the
+ * error, or in its message: a driver that does not set the field).
+ */
+export function isUniqueViolation(error: unknown, constraint: string): boolean {
+  const violation = causeWhere(error, (cause) => {
+    const {
+      code,
+      constraint: named,
+      message,
+    } = (cause ?? {}) as {
+      code?: unknown;
+      constraint?: unknown;
+      message?: unknown;
+    };
+    return (
+      code === "23505" &&
+      (named === constraint || (typeof message === "string" && message.includes(constraint)))
+    );
+  });
+  return violation !== undefined;
+}
+
 function detailsOf(cause: unknown): string | undefined {
   if (cause instanceof SwitchyardError) return cause.details ?? cause.shortMessage;
   if (cause instanceof Error) return cause.message.split("\n")[0];

@@ -5,7 +5,7 @@
 export { setBounded } from "./bounded.ts";
 export type { Db, MigrationSource, Row, Sql, Statement } from "./db.ts";
 export type { Destination, DestinationKind, RailKind } from "./destinations.ts";
-export { causeWhere, SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";
+export { causeWhere, isUniqueViolation, SwitchyardError, type SwitchyardErrorOptions } from "./errors.ts";
 export { everyMember } from "./every.ts";
 export {
   type SplitDefinition,

@@ -29,7 +29,7 @@ import {
   type Transport,
   type WalletClient,
 } from "viem";
-import { causeWhere, type Db, type RailFailureCode, type Sql } from "../../core/index.ts";
+import { type Db, isUniqueViolation, type RailFailureCode, type Sql } from "../../core/index.ts";
 import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
 import { currentGasFees, type GasPolicy, gweiText } from "./gas.ts";
 import { failureCodeOf, revertName, revertText } from "./reverts.ts";
@@ -302,22 +302,13 @@ async function signAndStore(
   } catch (error) {
     // Another process stored a send under this key since the look for one (both sent the same thing at once):
     // that one is the key's, rolled back here with the nonce this one took.
-    const stored = isSendKeyTaken(error) ? await storedSend(journal, key) : null;
+    const stored = isUniqueViolation(error, "evm_sends_pkey") ? await storedSend(journal, key) : null;
     if (stored === null) throw error;
     return stored;
   }
   if ("status" in row) return row;
   await broadcast(journal, row);
   return row;
-}
-
-/** A send's row refused for its key: the journal's primary key (another process's send under it). */
-function isSendKeyTaken(error: unknown): boolean {
-  const taken = causeWhere(error, (cause) => {
-    const { code, constraint } = (cause ?? {}) as { code?: unknown; constraint?: unknown };
-    return code === "23505" && constraint === "evm_sends_pkey";
-  });
-  return taken !== undefined;
 }
 
 /** Under the wallet's nonce row's lock: the next nonce, the transaction signed with it, stored under `key`. */

@@ -1,6 +1,6 @@
 // SQL for payments and attempts. Every read of a payment is scoped to its tenant. Status changes are
 // conditional updates: the first writer wins and a repeated event finds nothing left to change.
-import { causeWhere, type SettlementEvidence } from "../../core/index.ts";
+import { causeWhere, isUniqueViolation, type SettlementEvidence } from "../../core/index.ts";
 import { type Row, type Sql, type Statement, textArrayLiteral } from "../db/index.ts";
 import { derivedLedgerId, ownLedgerId } from "../ids/index.ts";
 import { idToUuid } from "../ledger/index.ts";
@@ -217,7 +217,7 @@ const idempotencyIndex = "payments_idempotency";
 export function isPaymentKeyTaken(error: unknown): boolean {
   return (
     causeWhere(error, (e) => (e as { code?: unknown }).code === paymentKeyTakenCode) !== undefined ||
-    isUniqueViolationOf(error, idempotencyIndex)
+    isUniqueViolation(error, idempotencyIndex)
   );
 }
 
@@ -226,18 +226,7 @@ const quoteOnceIndex = "payments_quote_once";
 
 /** Whether an error is the database refusing a second payment on one quote (a unique violation of that index). */
 export function isQuoteTaken(error: unknown): boolean {
-  return isUniqueViolationOf(error, quoteOnceIndex);
-}
-
-/** Whether `error`, or an error it wraps, is a unique violation of `index` (named by the error, or in its message). */
-function isUniqueViolationOf(error: unknown, index: string): boolean {
-  const violation = causeWhere(error, (e) => {
-    const { code, constraint, message } = e as { code?: unknown; constraint?: unknown; message?: unknown };
-    return (
-      code === "23505" && (constraint === index || (typeof message === "string" && message.includes(index)))
-    );
-  });
-  return violation !== undefined;
+  return isUniqueViolation(error, quoteOnceIndex);
 }
 
 export type NewPayment = {
