@@ -12,6 +12,6 @@ CREATE TABLE evm_deposit_reorgs (
   amount numeric NOT NULL,
   -- The receipt key of the log that gave it back (the transfer mined again); null while it stands.
   reinstated_by text,
+  -- Its prefix (chain, token, transaction) is how a transfer mined again finds its reversals.
   PRIMARY KEY (chain_id, token, tx_hash, log_index, generation)
 );
-CREATE INDEX evm_deposit_reorgs_tx ON evm_deposit_reorgs (chain_id, token, tx_hash);
