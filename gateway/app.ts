@@ -30,7 +30,7 @@ import {
   startSendGasBooking,
 } from "./app/evm.ts";
 import { type RailContext, type RailModule, railModules } from "./app/rails.ts";
-import { configSecrets, secretScrubber } from "./app/secrets.ts";
+import { configScrubber } from "./app/secrets.ts";
 import { type ChangeBus, type Db, type MigrationSource, migrate, openChangeBus, openDb } from "./db/index.ts";
 import { createEgress, type Resolver } from "./egress/index.ts";
 import { startIdempotencyPrune } from "./http/idempotency.ts";
@@ -229,7 +229,7 @@ function x402Chains(
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   // Every line scrubbed of the configuration's secrets (app/secrets.ts): an RPC provider's key in a logged error.
-  const scrub = secretScrubber(configSecrets(config));
+  const scrub = configScrubber(config);
   const logger: Logger = pino({ level: config.logLevel, hooks: { streamWrite: scrub } });
   const db = await openDb(config.database, logger.child({ module: "db" }));
   const closers: Closers = [() => db.close()];

@@ -6,7 +6,7 @@ import { assets, formatAmount } from "../core/index.ts";
 import { commandFailure, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
 import type { DemoPaywall } from "./app/demo-paywall.ts";
 import { type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
-import { configSecrets, secretScrubber } from "./app/secrets.ts";
+import { configScrubber } from "./app/secrets.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
 import { listenApi } from "./http/listen.ts";
 
@@ -15,7 +15,7 @@ let scrub = (text: string) => text;
 
 async function main(): Promise<void> {
   const config = loadConfig(withStartDefaults(process.env));
-  scrub = secretScrubber(configSecrets(config));
+  scrub = configScrubber(config);
   const started = performance.now();
   console.log(
     `switchyard: starting (database: ${config.database.kind}, EVM chains: ${config.evm.chains.map(chainText).join(", ")})`,

@@ -4,7 +4,7 @@
 // Reads the configuration as `npm start` does (DATABASE_URL, or PGLITE_DIR); with neither, the database would be a
 // PGlite in memory, gone at exit, and there is nothing to migrate: it says so and exits 2.
 import { commandFailure, loadConfig, withStartDefaults } from "./app/config.ts";
-import { configSecrets, secretScrubber } from "./app/secrets.ts";
+import { configScrubber } from "./app/secrets.ts";
 import { migrationSources } from "./app.ts";
 import { migrate, openDb } from "./db/index.ts";
 
@@ -13,7 +13,7 @@ let scrub = (text: string) => text;
 
 async function main(): Promise<number> {
   const config = loadConfig(withStartDefaults(process.env));
-  scrub = secretScrubber(configSecrets(config));
+  scrub = configScrubber(config);
   if (config.database.kind === "pglite" && config.database.dataDir === undefined) {
     console.error("switchyard migrate: no database to migrate: set DATABASE_URL (or PGLITE_DIR)");
     return 2;

@@ -311,8 +311,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       throw new ConfigError(error.message);
     throw error;
   }
-  if (e.SWITCHYARD_MODE === "production") productionRates(e, lightning);
-  return {
+  const config: Config = {
     fiat,
     lightning,
     port: e.PORT,
@@ -356,6 +355,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ledgerQueueTransfersMax: e.LEDGER_QUEUE_TRANSFERS_MAX,
     logLevel: e.LOG_LEVEL,
   };
+  if (config.mode === "production") productionRates(config);
+  return config;
 }
 
 type Env = z.infer<typeof schema>;
@@ -417,10 +418,10 @@ function productionInfrastructure(e: Env, chains: readonly EvmChainConfig[]): vo
  * asset has no rate is excluded from every route. Without a source for one of them the rail would start and never pay.
  * An HTTP source may name any asset; price feeds name theirs.
  */
-function productionRates(e: Env, lightning: LightningConfig): void {
-  if (e.RATES_HTTP_URL !== undefined) return;
-  const feeds = e.PRICE_FEEDS === undefined ? {} : parsePriceFeeds(e.PRICE_FEEDS);
-  const needed = ["ETH", ...(lightning.kind === "on" ? ["BTC"] : [])];
+function productionRates(config: Config): void {
+  if (config.rates.httpUrl !== null) return;
+  const feeds = config.rates.priceFeeds ?? {};
+  const needed = ["ETH", ...(config.lightning.kind === "on" ? ["BTC"] : [])];
   const missing = needed.filter((code) => feeds[code] === undefined);
   if (missing.length > 0)
     throw new ConfigError(

@@ -50,17 +50,17 @@ function urlSecrets(raw: string): Secret[] {
 /** Every secret the configuration holds, longest first (one inside another is redacted whole). */
 export function configSecrets(config: Config): Secret[] {
   const found: Secret[] = [];
-  for (const chain of config.evm.chains)
-    if (chain.source.kind !== "embedded") found.push(...urlSecrets(chain.source.url));
+  for (const { source } of config.evm.chains) {
+    if (source.kind === "embedded") continue;
+    found.push(...urlSecrets(source.url));
+    if (source.hotWalletKey !== null) found.push(secret(source.hotWalletKey));
+  }
   if (config.database.kind === "postgres") {
     const url = parsed(config.database.url);
     found.push(...(url === null ? [secret(config.database.url)] : passwordOf(url)));
   }
   if (config.rates.httpUrl !== null) found.push(...urlSecrets(config.rates.httpUrl));
   if (config.operatorKey !== null) found.push(secret(config.operatorKey));
-  for (const chain of config.evm.chains)
-    if (chain.source.kind !== "embedded" && chain.source.hotWalletKey !== null)
-      found.push(secret(chain.source.hotWalletKey));
   if (config.fiat.kind === "on")
     found.push(secret(config.fiat.client.apiKey), ...config.fiat.webhook.secrets.map((text) => secret(text)));
   if (config.lightning.kind === "on") found.push(secret(config.lightning.lnd.macaroon));
@@ -88,3 +88,7 @@ export function secretScrubber(secrets: readonly Secret[]): (text: string) => st
     return out;
   };
 }
+
+/** The scrubber of `config`'s secrets: what the app's logs and a command's failure pass through. */
+export const configScrubber = (config: Config): ((text: string) => string) =>
+  secretScrubber(configSecrets(config));
