@@ -48,10 +48,13 @@ export function buildSnapshot(params: {
   takenAtMs: number;
 }): Snapshot {
   const codes = new Set(params.assetCodes);
+  /** Native gas tokens: priced at their last rate when it is not fresh (gasRates). */
+  const gasAssets = new Set<string>();
   for (const rail of params.rails) {
     codes.add(rail.asset.code);
-    if (rail.networkFee?.kind === "evm_gas") codes.add(rail.networkFee.nativeAsset);
+    if (rail.networkFee?.kind === "evm_gas") gasAssets.add(rail.networkFee.nativeAsset);
   }
+  for (const code of gasAssets) codes.add(code);
   if (codes.size > snapshotAssetsMax) {
     throw new RangeError(
       `buildSnapshot: ${codes.size} assets, more than snapshotAssetsMax ${snapshotAssetsMax}`,
@@ -61,11 +64,6 @@ export function buildSnapshot(params: {
   const spreads: Record<string, bigint> = {};
   const staleAssets: string[] = [];
   const gasRates: Record<string, UsdRate> = {};
-  const gasAssets = new Set(
-    params.rails.flatMap((rail) =>
-      rail.networkFee?.kind === "evm_gas" ? [rail.networkFee.nativeAsset] : [],
-    ),
-  );
   for (const code of codes) {
     const rate = params.rateSource.usdRate(code);
     if (rate !== null) usdRates[code] = rate;
