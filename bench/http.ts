@@ -203,10 +203,14 @@ export async function run(): Promise<BenchResult> {
     if (wanted("overload-postgres")) {
       // Twice the best case's throughput offered (requests sent at that rate, on four times its clients). The gateway
       // admits REQUESTS_IN_FLIGHT_MAX at once (its default, or BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX): past that the excess
-      // is refused at the door (503 overloaded, Retry-After) instead of queueing.
+      // is refused at the door (503 overloaded, Retry-After) instead of queueing. Its one tenant may hold the whole pool
+      // (REQUESTS_IN_FLIGHT_PER_TENANT_MAX off): the case measures the pool's refusals, which a tenant's share would
+      // take over past a quarter of it (more than 1,024 clients).
       const inFlightMax = process.env.BENCH_HTTP_OVERLOAD_IN_FLIGHT_MAX;
-      const env: Record<string, string> =
-        inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax };
+      const env: Record<string, string> = {
+        REQUESTS_IN_FLIGHT_PER_TENANT_MAX: "off",
+        ...(inFlightMax === undefined ? {} : { REQUESTS_IN_FLIGHT_MAX: inFlightMax }),
+      };
       const clients = Number(process.env.BENCH_HTTP_OVERLOAD_CLIENTS ?? 4 * bestClients);
       if (!Number.isInteger(clients) || clients < 1)
         throw new RangeError(`BENCH_HTTP_OVERLOAD_CLIENTS must be a whole number ≥ 1 (got ${clients})`);

@@ -160,7 +160,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -537,7 +537,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -733,7 +733,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -889,7 +889,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -1116,7 +1116,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -1247,7 +1247,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -1401,7 +1401,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -1527,7 +1527,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -1696,7 +1696,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -1818,7 +1818,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -1952,7 +1952,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2070,7 +2070,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2215,7 +2215,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2315,7 +2315,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2471,7 +2471,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2612,7 +2612,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2754,7 +2754,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2878,7 +2878,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -2999,7 +2999,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -3132,7 +3132,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -3277,7 +3277,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -3402,7 +3402,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -3520,7 +3520,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -3676,7 +3676,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -3821,7 +3821,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -4007,7 +4007,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -4146,7 +4146,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -4335,7 +4335,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -4504,7 +4504,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -4713,7 +4713,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -4879,7 +4879,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5005,7 +5005,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5147,7 +5147,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5266,7 +5266,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5420,7 +5420,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5564,7 +5564,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5707,7 +5707,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5835,7 +5835,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -5965,7 +5965,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -6088,7 +6088,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -6201,7 +6201,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -6368,7 +6368,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;
@@ -6528,7 +6528,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Too many requests from this address or with this key: retry after the seconds in Retry-After: `rate_limited` */
+                /** @description Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After: `rate_limited` */
                 429: {
                     headers: {
                         [name: string]: unknown;

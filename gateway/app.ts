@@ -336,6 +336,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       requestTimeoutMs: config.requestTimeoutMs,
       bodyLimitBytes: config.bodyLimitBytes,
       requestsInFlightMax: config.requestsInFlightMax,
+      tenantRequestsInFlightMax: config.tenantRequestsInFlightMax,
       rateLimits: config.rateLimits,
       idempotencyInProgressTimeoutMs,
       logLevel: config.logLevel,

@@ -9,7 +9,7 @@ import {
   loadLightningConfig,
 } from "../../adapters/lightning/index.ts";
 import { SwitchyardError, wholeBigint, wholeNumber } from "../../core/index.ts";
-import { requestsInFlightMaxDefault } from "../http/admission.ts";
+import { requestsInFlightMaxDefault, tenantRequestsInFlightMaxDefault } from "../http/admission.ts";
 import {
   type RateLimits,
   rateLimitsDevelopmentDefault,
@@ -185,6 +185,9 @@ const schema = z.object({
   BODY_LIMIT_BYTES: positiveInt.default(64 * 1024),
   /** The most API (/v1) requests in flight in this process; more are answered 503 `overloaded` with Retry-After. */
   REQUESTS_IN_FLIGHT_MAX: positiveInt.default(requestsInFlightMaxDefault),
+  /** The most of one tenant's /v1 requests in flight; more are answered 429 rate_limited. Unset: a quarter of
+   * REQUESTS_IN_FLIGHT_MAX; `off`: only the pool's limit. */
+  REQUESTS_IN_FLIGHT_PER_TENANT_MAX: z.union([z.literal("off"), positiveInt]).optional(),
   /** Requests a second per client IP (every route) and per API key (/v1), each past it answered 429 rate_limited;
    * `off`: none (load tests). Unset: 1000 and 1000 in development, 1000 and 100 in production (gateway/http/rate-limit.ts). */
   RATE_LIMIT_PER_IP: z.union([z.literal("off"), positiveInt]).optional(),
@@ -225,6 +228,8 @@ export type Config = {
   egressAllowHosts: readonly string[];
   bodyLimitBytes: number;
   requestsInFlightMax: number;
+  /** REQUESTS_IN_FLIGHT_PER_TENANT_MAX; null: off. */
+  tenantRequestsInFlightMax: number | null;
   rateLimits: RateLimits;
   ledgerQueueTransfersMax: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -351,6 +356,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       .filter((host) => host !== ""),
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     requestsInFlightMax: e.REQUESTS_IN_FLIGHT_MAX,
+    tenantRequestsInFlightMax:
+      e.REQUESTS_IN_FLIGHT_PER_TENANT_MAX === undefined
+        ? tenantRequestsInFlightMaxDefault(e.REQUESTS_IN_FLIGHT_MAX)
+        : e.REQUESTS_IN_FLIGHT_PER_TENANT_MAX === "off"
+          ? null
+          : e.REQUESTS_IN_FLIGHT_PER_TENANT_MAX,
     rateLimits: rateLimitsOf(e),
     ledgerQueueTransfersMax: e.LEDGER_QUEUE_TRANSFERS_MAX,
     logLevel: e.LOG_LEVEL,

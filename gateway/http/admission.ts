@@ -12,26 +12,58 @@
 // While the limit is reached, a request that comes over a socket is refused sooner still, by the HTTP server's own
 // request listener (refusingFirst), before Fastify makes a request and a reply of it: the same answer for about 40%
 // less of the process's CPU. The hook stays the one that counts, and refuses what that listener lets through.
+//
+// One pool for every tenant let one tenant take all of it: requests that each wait long (a settlement waits up to a
+// minute and a half for its transaction; a payment on a slow rail up to its wait_ms) pile up even under the per-key
+// rate limit (100 a second in production is 9,000 in flight at 90 s each), and every other tenant was then answered
+// 503. So a second limit, per tenant, once auth has found the key (tenantAdmissionPlugin, as Stripe's concurrent
+// requests limiter): at most `tenantRequestsInFlightMax` of one tenant's requests in flight (a quarter of the pool
+// by default), one more answered 429 `rate_limited` with Retry-After — the tenant's own excess, not the server's.
+// The operator's credential is counted apart; a request without a key is not counted there (auth refuses it, or it
+// is a route of no tenant).
 import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
-import type { FastifyPluginCallback } from "fastify";
+import type { FastifyPluginCallback, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
-import { type ApiError, overloaded, sendError } from "./errors.ts";
+import { ApiError, overloaded, overloadedRetryAfterSeconds, sendError } from "./errors.ts";
 import { errorView } from "./schemas.ts";
 import { currentApiVersion, requestedApiVersion, versionHeaderLowerCase } from "./versioning.ts";
 
 /** The default for REQUESTS_IN_FLIGHT_MAX. */
 export const requestsInFlightMaxDefault = 4_096;
 
-/** The limit and what it counts, read by health. One per server. */
+/** The default for REQUESTS_IN_FLIGHT_PER_TENANT_MAX: a quarter of the pool, so that one tenant never fills it. */
+export function tenantRequestsInFlightMaxDefault(requestsInFlightMax: number): number {
+  return Math.ceil(requestsInFlightMax / 4);
+}
+
+/** The limits and what they count, read by health. One per server. */
 export type Admission = {
   readonly requestsInFlightMax: number;
   /** Requests admitted whose response has not closed yet. */
   requestsInFlight: number;
+  /** The most of one tenant's requests in flight at once; null: no limit of its own, only the pool's. */
+  readonly tenantRequestsInFlightMax: number | null;
+  /** Each tenant's requests (the operator's under "operator") in flight, for those with any. */
+  readonly requestsInFlightByTenant: Map<string, number>;
 };
 
-/** `requestsInFlightMax`: a positive integer (the configuration's schema checks REQUESTS_IN_FLIGHT_MAX). */
-export function createAdmission(params: { requestsInFlightMax: number }): Admission {
-  return { requestsInFlightMax: params.requestsInFlightMax, requestsInFlight: 0 };
+/**
+ * `requestsInFlightMax`: a positive integer (the configuration's schema checks REQUESTS_IN_FLIGHT_MAX);
+ * `tenantRequestsInFlightMax`: a positive integer, null for none, or unset for the default (a quarter of the pool).
+ */
+export function createAdmission(params: {
+  requestsInFlightMax: number;
+  tenantRequestsInFlightMax?: number | null | undefined;
+}): Admission {
+  return {
+    requestsInFlightMax: params.requestsInFlightMax,
+    requestsInFlight: 0,
+    tenantRequestsInFlightMax:
+      params.tenantRequestsInFlightMax === undefined
+        ? tenantRequestsInFlightMaxDefault(params.requestsInFlightMax)
+        : params.tenantRequestsInFlightMax,
+    requestsInFlightByTenant: new Map(),
+  };
 }
 
 /**
@@ -132,6 +164,54 @@ const plugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admissio
 
 // Not encapsulated: the hooks belong to the context that registers the plugin, and to the contexts inside it.
 export const admissionPlugin = fp(plugin, { name: "switchyard-admission" });
+
+/** Whose share of the pool a request counts against: its tenant's, the operator's, or none (no key). */
+function shareOf(request: FastifyRequest): string | null {
+  if (request.tenant !== null) return request.tenant.id;
+  return request.operator ? "operator" : null;
+}
+
+const tenantPlugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admission }, done) => {
+  const max = admission.tenantRequestsInFlightMax;
+  if (max === null) {
+    done();
+    return;
+  }
+  const counts = admission.requestsInFlightByTenant;
+  // Callback style, no promise: this runs for every API request.
+  app.addHook("onRequest", (request, reply, next) => {
+    const share = shareOf(request);
+    if (share === null) {
+      next();
+      return;
+    }
+    const count = counts.get(share) ?? 0;
+    if (count >= max) {
+      next(
+        new ApiError(
+          "rate_limited",
+          `too many of this tenant's requests in flight: at most ${max} at once; retry after the seconds in Retry-After`,
+          { retryAfterSeconds: overloadedRetryAfterSeconds },
+        ),
+      );
+      return;
+    }
+    counts.set(share, count + 1);
+    reply.raw.once("close", () => {
+      const left = (counts.get(share) ?? 1) - 1;
+      if (left === 0) counts.delete(share);
+      else counts.set(share, left);
+    });
+    next();
+  });
+  done();
+};
+
+/** In the /v1 context, once auth has found the key: the per-tenant limit's hook (above). */
+export const tenantAdmissionPlugin = fp(tenantPlugin, {
+  name: "switchyard-tenant-admission",
+  dependencies: ["switchyard-auth"],
+});
 
 /**
  * The header lines of a 503 answered by a listener before Fastify, as the error plugin's answer has them: sendError's,

@@ -26,11 +26,15 @@ export const healthPlugin: FastifyPluginAsyncZod<HealthOptions> = async (app, op
     return rails;
   };
   app.get("/healthz", { schema: { hide: true, response: { 200: healthView } } }, async () => {
-    const { requestsInFlight, requestsInFlightMax } = options.admission;
+    const { requestsInFlight, requestsInFlightMax, tenantRequestsInFlightMax } = options.admission;
     return {
       status: "ok" as const,
       rails: railsView(),
-      requests: { in_flight: requestsInFlight, in_flight_max: requestsInFlightMax },
+      requests: {
+        in_flight: requestsInFlight,
+        in_flight_max: requestsInFlightMax,
+        in_flight_per_tenant_max: tenantRequestsInFlightMax,
+      },
     };
   });
   const probeDatabase = databaseProbe(options.db, options.readinessTimeoutMs ?? readinessTimeoutMsDefault);

@@ -174,7 +174,8 @@ const statusDescriptions: Record<string, string> = {
   "413": "The request body is too large",
   "415": "The request body is not JSON",
   "422": "Refused: no route meets the request",
-  "429": "Too many requests from this address or with this key: retry after the seconds in Retry-After",
+  "429":
+    "Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After",
   "500": "Something went wrong on our side; retry with the same Idempotency-Key",
   "503":
     "Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key",

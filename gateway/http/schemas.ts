@@ -320,7 +320,12 @@ export const errorView = z.object({
 export const healthView = z.object({
   status: z.literal("ok"),
   rails: z.record(z.string(), z.object({ available: z.boolean() })),
-  requests: z.object({ in_flight: z.number().int(), in_flight_max: z.number().int() }),
+  requests: z.object({
+    in_flight: z.number().int(),
+    in_flight_max: z.number().int(),
+    /** Each tenant's share of the pool (REQUESTS_IN_FLIGHT_PER_TENANT_MAX); null: none of its own. */
+    in_flight_per_tenant_max: z.number().int().nullable(),
+  }),
 });
 
 export const readinessView = z.object({

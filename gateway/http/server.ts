@@ -54,6 +54,11 @@ export type ServerOptions = RoutesOptions & {
   railRoutes?: readonly RailRoute[];
   /** The most API requests in flight at once; more are answered 503 `overloaded` (default: requestsInFlightMaxDefault). */
   requestsInFlightMax?: number;
+  /**
+   * The most of one tenant's API requests in flight at once; more are answered 429 `rate_limited` (null: none; default:
+   * tenantRequestsInFlightMaxDefault, a quarter of requestsInFlightMax).
+   */
+  tenantRequestsInFlightMax?: number | null;
   /** Requests a second per client IP and per API key, past which 429 rate_limited (default: none, rateLimitsOff). */
   rateLimits?: RateLimits;
   /** How long GET /readyz waits for the database's answer (default: readinessTimeoutMsDefault). */
@@ -93,6 +98,7 @@ const keepAliveTimeoutMs = 5_000;
 export async function buildServer(options: ServerOptions): Promise<FastifyInstance> {
   const admission = createAdmission({
     requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,
+    tenantRequestsInFlightMax: options.tenantRequestsInFlightMax,
   });
   const rateLimits = options.rateLimits ?? rateLimitsOff;
   // Read once a request comes, when `app` (made by the call below) is there.

@@ -12,6 +12,7 @@ import type { PaywallService } from "../paywall/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import type { ApiKeyCacheLimits } from "../tenants/index.ts";
 import type { X402Deps } from "../x402/index.ts";
+import { tenantAdmissionPlugin } from "./admission.ts";
 import { authPlugin } from "./auth.ts";
 import { answerNotFound } from "./errors.ts";
 import { idempotencyPlugin } from "./idempotency.ts";
@@ -72,8 +73,10 @@ export const v1Plugin: FastifyPluginAsync<V1Options> = async (app, options) => {
     changes: options.changes,
     mode: options.mode,
   });
-  // The per-key rate limit, once auth has found the key (rate-limit.ts).
+  // The per-key rate limit, once auth has found the key (rate-limit.ts); then the tenant's share of the requests in
+  // flight (admission.ts).
   await app.register(keyRateLimitPlugin);
+  await app.register(tenantAdmissionPlugin, { admission: app.admission });
   // An unknown /v1 route asks for the key first, as every /v1 route does: without one, 401, not 404.
   app.setNotFoundHandler(answerNotFound);
   // A route that declares no query parameters refuses any (400 parameter_unknown), as its body refuses an unknown

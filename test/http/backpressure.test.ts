@@ -4,6 +4,7 @@
 // and a client that hangs up or a request that fails leaves nothing counted. A full ledger queue
 // (LEDGER_QUEUE_TRANSFERS_MAX, the writer held behind the clock's row lock on PostgreSQL) is the same 503, and
 // its refused payments write nothing and go through when retried.
+import { randomBytes } from "node:crypto";
 import net from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
@@ -62,6 +63,7 @@ const health = async (app: App) =>
   (await app.server.inject({ method: "GET", url: "/healthz" })).json().requests as {
     in_flight: number;
     in_flight_max: number;
+    in_flight_per_tenant_max: number | null;
   };
 
 async function writtenUnder(app: App, key: string) {
@@ -108,9 +110,17 @@ describe("the admission limit in front of /v1", () => {
 
   beforeAll(async () => {
     // With a toy rail, for a provider's route (/v1/webhooks/toy): outside the limit.
-    app = await createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0", REQUESTS_IN_FLIGHT_MAX: "2" }), {
-      railModules: [...railModules, () => ({ rails: [createToyRail({ id: "toy", feeFixed: 1n })] })],
-    });
+    app = await createApp(
+      testConfig({
+        LOG_LEVEL: "silent",
+        PORT: "0",
+        REQUESTS_IN_FLIGHT_MAX: "2",
+        REQUESTS_IN_FLIGHT_PER_TENANT_MAX: "off",
+      }),
+      {
+        railModules: [...railModules, () => ({ rails: [createToyRail({ id: "toy", feeFixed: 1n })] })],
+      },
+    );
     await app.server.listen({ port: 0, host: "127.0.0.1" });
     port = (app.server.server.address() as net.AddressInfo).port;
   }, 120_000);
@@ -143,14 +153,14 @@ describe("the admission limit in front of /v1", () => {
     }
     expect((await balance(app)).response.status).toBe(503);
     // Health and the document are outside the limit; health shows it.
-    expect(await health(app)).toEqual({ in_flight: 2, in_flight_max: 2 });
+    expect(await health(app)).toEqual({ in_flight: 2, in_flight_max: 2, in_flight_per_tenant_max: null });
     expect((await app.server.inject({ method: "GET", url: "/openapi.json" })).statusCode).toBe(200);
     expect(await writtenUnder(app, "refused-1")).toEqual({ payments: 0, records: 0 });
 
     // The held ones go through; then the count is back to 0 and requests pass again.
     expect(await Promise.all(held.map((h) => h.finish()))).toEqual([201, 201]);
     await vi.waitFor(() => expect(app.server.admission.requestsInFlight).toBe(0));
-    expect(await health(app)).toEqual({ in_flight: 0, in_flight_max: 2 });
+    expect(await health(app)).toEqual({ in_flight: 0, in_flight_max: 2, in_flight_per_tenant_max: null });
     const retried = await pay(app, "refused-1");
     expect(retried.response.status).toBe(201);
     expect(retried.response.headers.get("idempotent-replayed")).toBeNull();
@@ -251,6 +261,79 @@ describe("the admission limit in front of /v1", () => {
     ).flatMap((methods) => Object.values(methods));
     expect(operations.length).toBeGreaterThanOrEqual(7);
     for (const operation of operations) expect(Object.keys(operation.responses)).toContain("503");
+  });
+});
+
+describe("each tenant's share of the pool", () => {
+  const operatorKey = `op_${randomBytes(32).toString("base64url")}`;
+  let app: App;
+  let port: number;
+  let sibling: string;
+  let other: string;
+
+  beforeAll(async () => {
+    app = await createApp(
+      testConfig({
+        LOG_LEVEL: "silent",
+        PORT: "0",
+        REQUESTS_IN_FLIGHT_MAX: "8",
+        REQUESTS_IN_FLIGHT_PER_TENANT_MAX: "2",
+        OPERATOR_KEY: operatorKey,
+      }),
+    );
+    await app.server.listen({ port: 0, host: "127.0.0.1" });
+    port = (app.server.server.address() as net.AddressInfo).port;
+    const key = await call(app, "POST", "/v1/api_keys", { body: { name: "sibling" } });
+    expect(key.status).toBe(201);
+    sibling = key.body.secret;
+    const tenant = await call(app, "POST", "/v1/tenants", { body: { name: "Other" }, key: operatorKey });
+    expect(tenant.status).toBe(201);
+    other = tenant.body.api_key.secret;
+  }, 120_000);
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("defaults to a quarter of the pool; `off` leaves only the pool's limit", () => {
+    expect(testConfig({}).tenantRequestsInFlightMax).toBe(1_024);
+    expect(testConfig({ REQUESTS_IN_FLIGHT_MAX: "10" }).tenantRequestsInFlightMax).toBe(3);
+    expect(testConfig({ REQUESTS_IN_FLIGHT_PER_TENANT_MAX: "off" }).tenantRequestsInFlightMax).toBeNull();
+    expect(() => testConfig({ REQUESTS_IN_FLIGHT_PER_TENANT_MAX: "0" })).toThrow();
+  });
+
+  it("answers a tenant past its share 429 rate_limited, writing nothing, while other tenants and the operator are served", async () => {
+    const held = [0, 1].map((i) => holdPayment(port, app.demo!.apiKey, `share-${i}`));
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlightByTenant.get("ten_demo")).toBe(2));
+    expect(app.server.admission.requestsInFlight).toBe(2);
+    try {
+      const refused = await pay(app, "share-refused");
+      expect(refused.response.status).toBe(429);
+      expect(errorOf(refused).code).toBe("rate_limited");
+      expect(refused.response.headers.get("retry-after")).toBe("1");
+      expect(await writtenUnder(app, "share-refused")).toEqual({ payments: 0, records: 0 });
+      // The share is the tenant's, not the key's: its other key is refused too.
+      const siblings = await call(app, "GET", "/v1/accounts", { key: sibling });
+      expect([siblings.status, siblings.body.error.code]).toEqual([429, "rate_limited"]);
+      // Counted once the key is known: a request without a valid one is still 401.
+      expect((await call(app, "GET", "/v1/accounts", { key: "sk_test_not_a_key" })).status).toBe(401);
+      // Another tenant, and the operator, are served.
+      expect((await call(app, "GET", "/v1/accounts", { key: other })).status).toBe(200);
+      expect((await call(app, "GET", "/v1/tenants", { key: operatorKey })).status).toBe(200);
+      expect(await health(app)).toEqual({ in_flight: 2, in_flight_max: 8, in_flight_per_tenant_max: 2 });
+    } finally {
+      expect(await Promise.all(held.map((h) => h.finish()))).toEqual([201, 201]);
+    }
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlightByTenant.size).toBe(0));
+    expect((await pay(app, "share-refused")).response.status).toBe(201);
+  });
+
+  it("counts nothing of a tenant's after its client hangs up", async () => {
+    const held = [0, 1].map((i) => holdPayment(port, app.demo!.apiKey, `share-hung-up-${i}`));
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlightByTenant.get("ten_demo")).toBe(2));
+    await Promise.all(held.map((h) => h.abort()));
+    await vi.waitFor(() => expect(app.server.admission.requestsInFlightByTenant.size).toBe(0));
+    expect(app.server.admission.requestsInFlight).toBe(0);
+    for (let i = 0; i < 4; i += 1) expect((await balance(app)).response.status).toBe(200);
   });
 });
 
