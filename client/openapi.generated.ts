@@ -89,6 +89,10 @@ export interface paths {
                                     asset: string;
                                     amount: string;
                                     fee: string | null;
+                                    network_fee: {
+                                        asset: string;
+                                        amount: string;
+                                    } | null;
                                     evidence: ({
                                         /** @enum {string} */
                                         rail: "internal";
@@ -325,6 +329,10 @@ export interface paths {
                                 asset: string;
                                 amount: string;
                                 fee: string | null;
+                                network_fee: {
+                                    asset: string;
+                                    amount: string;
+                                } | null;
                                 evidence: ({
                                     /** @enum {string} */
                                     rail: "internal";
@@ -423,6 +431,10 @@ export interface paths {
                                 asset: string;
                                 amount: string;
                                 fee: string | null;
+                                network_fee: {
+                                    asset: string;
+                                    amount: string;
+                                } | null;
                                 evidence: ({
                                     /** @enum {string} */
                                     rail: "internal";
@@ -655,6 +667,10 @@ export interface paths {
                                 asset: string;
                                 amount: string;
                                 fee: string | null;
+                                network_fee: {
+                                    asset: string;
+                                    amount: string;
+                                } | null;
                                 evidence: ({
                                     /** @enum {string} */
                                     rail: "internal";

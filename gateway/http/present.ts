@@ -166,11 +166,20 @@ function presentAttempt(attempt: Attempt, asset: { code: string; scale: number }
     asset: asset.code,
     amount: formatAmount(attempt.amount, asset),
     fee: attempt.fee === null ? null : formatAmount(attempt.fee, asset),
+    network_fee: attempt.networkFee === null ? null : presentNetworkFee(attempt.networkFee),
     evidence: attempt.evidence === null ? null : presentEvidence(attempt.evidence),
     failure:
       attempt.failureCode === null
         ? null
         : { code: attempt.failureCode, message: failureText(attempt.failureCode, attempt.failureMessage) },
+  };
+}
+
+/** A fee paid in an asset of its own; an asset this build does not know (it cannot have booked one) in minor units. */
+function presentNetworkFee(fee: { assetCode: string; amount: bigint }) {
+  return {
+    asset: fee.assetCode,
+    amount: formatAmount(fee.amount, { scale: assetByCode(fee.assetCode)?.scale ?? 0 }),
   };
 }
 

@@ -266,6 +266,12 @@ export const paymentView = z.object({
       asset: z.string(),
       amount: z.string(),
       fee: z.string().nullable(),
+      /**
+       * What the attempt paid in another asset than its rail's: an on-chain payout's gas (ETH), as the ledger books it
+       * (what the payer was charged for it is a transaction of its account). null when none, or when its gas was a
+       * netted batch's.
+       */
+      network_fee: z.object({ asset: z.string(), amount: z.string() }).nullable(),
       evidence: evidenceView.nullable(),
       failure: failureView,
     }),

@@ -322,9 +322,20 @@ async function succeedAttempt(
 ): Promise<void> {
   const { payment } = driven;
   const { evidence, fee } = outcome;
+  const native = outcome.nativeFee;
+  const networkFee =
+    native === undefined || native.amount === 0n
+      ? null
+      : { assetCode: native.asset.code, amount: native.amount };
   const answering = answeringAs(driven, { status: "succeeded", failureCode: null });
   const finish = finishAttemptStatement({
-    attempt: { id: attempt.id, to: "succeeded", evidence, fee },
+    attempt: {
+      id: attempt.id,
+      to: "succeeded",
+      evidence,
+      fee,
+      ...(networkFee === null ? {} : { networkFee }),
+    },
     payment: {
       id: payment.id,
       status: "succeeded",
@@ -340,6 +351,7 @@ async function succeedAttempt(
     attempt.status = "succeeded";
     attempt.evidence = evidence;
     attempt.fee = fee;
+    attempt.networkFee = networkFee;
     deps.learning?.recordOutcome(attempt.rail, true);
   } else {
     driven.current = false;

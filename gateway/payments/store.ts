@@ -150,6 +150,8 @@ export type AttemptRow = {
   amount: bigint;
   fee_max: bigint;
   fee: bigint | null;
+  network_fee: bigint | null;
+  network_fee_asset: string | null;
   reserve_transfer_id: string;
   evidence: unknown;
   failure_code: PaymentFailureCode | null;
@@ -166,6 +168,10 @@ export function attemptFromRow(row: AttemptRow): Attempt {
     amount: row.amount,
     feeMax: row.fee_max,
     fee: row.fee,
+    networkFee:
+      row.network_fee === null || row.network_fee_asset === null
+        ? null
+        : { assetCode: row.network_fee_asset, amount: row.network_fee },
     reserveTransferId: BigInt(row.reserve_transfer_id),
     evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
     failureCode: row.failure_code,
@@ -174,7 +180,7 @@ export function attemptFromRow(row: AttemptRow): Attempt {
 }
 
 export const attemptColumns =
-  "id, payment_id, seq, rail, status, amount, fee_max, fee, reserve_transfer_id::text AS reserve_transfer_id, evidence, failure_code, failure_message";
+  "id, payment_id, seq, rail, status, amount, fee_max, fee, network_fee, network_fee_asset, reserve_transfer_id::text AS reserve_transfer_id, evidence, failure_code, failure_message";
 
 export type NewAttempt = {
   id: string;
@@ -197,6 +203,7 @@ function newAttempt(attempt: NewAttempt): Attempt {
     ...attempt,
     status: "reserving",
     fee: null,
+    networkFee: null,
     evidence: null,
     failureCode: null,
     failureMessage: null,
@@ -447,6 +454,7 @@ export function internalAttemptOf(
     amount: candidate.amount,
     feeMax: candidate.feeMax,
     fee: succeeded ? 0n : null,
+    networkFee: null,
     reserveTransferId: bits,
     evidence: succeeded ? { rail: "internal" } : null,
     failureCode: payment.failureCode,
@@ -533,6 +541,8 @@ export type AttemptMove = {
   id: string;
   to: AttemptStatus;
   fee?: bigint;
+  /** What it paid in another asset than its rail's (gas), as the ledger books it. */
+  networkFee?: { assetCode: string; amount: bigint };
   evidence?: SettlementEvidence;
   failureCode?: PaymentFailureCode;
   failureMessage?: string;
@@ -542,7 +552,9 @@ export type AttemptMove = {
 export function moveAttemptStatement(params: AttemptMove): Statement {
   return {
     text: `UPDATE attempts SET status = $2, fee = COALESCE($3, fee), evidence = COALESCE($4, evidence),
-       failure_code = COALESCE($5, failure_code), failure_message = COALESCE($6, failure_message), updated_at = now()
+       failure_code = COALESCE($5, failure_code), failure_message = COALESCE($6, failure_message),
+       network_fee = COALESCE($8::bigint, network_fee), network_fee_asset = COALESCE($9::text, network_fee_asset),
+       updated_at = now()
      WHERE id = $1 AND status = ANY($7::text[]) RETURNING id`,
     params: [
       params.id,
@@ -552,6 +564,8 @@ export function moveAttemptStatement(params: AttemptMove): Statement {
       params.failureCode ?? null,
       params.failureMessage ?? null,
       attemptStatusesBefore(params.to),
+      params.networkFee?.amount ?? null,
+      params.networkFee?.assetCode ?? null,
     ],
   };
 }
@@ -594,13 +608,15 @@ export function finishAttemptStatement(params: AttemptFinish): Statement {
     key === undefined
       ? ""
       : `,
-     k AS (UPDATE idempotency_keys SET response_status = $16::int, payment_id = $8
-       WHERE tenant_id = (SELECT tenant_id FROM p) AND key = $15 AND response_status IS NULL RETURNING 1)`;
+     k AS (UPDATE idempotency_keys SET response_status = $18::int, payment_id = $8
+       WHERE tenant_id = (SELECT tenant_id FROM p) AND key = $17 AND response_status IS NULL RETURNING 1)`;
   const answeredColumn = key === undefined ? "" : ", (SELECT count(*) FROM k)::int AS answered";
   return {
     text: `WITH a AS (
        UPDATE attempts SET status = $2, fee = COALESCE($3::bigint, fee), evidence = COALESCE($4::jsonb, evidence),
-         failure_code = COALESCE($5::text, failure_code), failure_message = COALESCE($6::text, failure_message), updated_at = now()
+         failure_code = COALESCE($5::text, failure_code), failure_message = COALESCE($6::text, failure_message),
+         network_fee = COALESCE($15::bigint, network_fee), network_fee_asset = COALESCE($16::text, network_fee_asset),
+         updated_at = now()
        WHERE id = $1 AND status = ANY($7::text[]) RETURNING id),
      p AS (
        UPDATE payments SET status = $9, rail = COALESCE($10::text, rail), failure_code = $11::text, failure_message = $12::text, updated_at = now()
@@ -622,6 +638,8 @@ export function finishAttemptStatement(params: AttemptFinish): Statement {
       payment.failureMessage ?? null,
       payment.event.type,
       toJson(payment.event.payload),
+      attempt.networkFee?.amount ?? null,
+      attempt.networkFee?.assetCode ?? null,
       ...(key === undefined ? [] : [key.key, key.status]),
     ],
   };

@@ -25,6 +25,11 @@ export type Attempt = {
   amount: bigint;
   feeMax: bigint;
   fee: bigint | null;
+  /**
+   * What it paid in another asset than its rail's — an EVM payout's gas, in ETH — as the ledger books it; null when
+   * none (or when it was paid for a batch: a netted payout's gas is the batch's).
+   */
+  networkFee: { assetCode: string; amount: bigint } | null;
   reserveTransferId: bigint;
   evidence: SettlementEvidence | null;
   failureCode: PaymentFailureCode | null;

@@ -4,7 +4,7 @@
 // hold. Against the embedded Hardhat chain, through the HTTP API.
 import type { Hex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assets, divCeil } from "../../core/index.ts";
+import { assets, divCeil, formatAmount } from "../../core/index.ts";
 import { getRailAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
@@ -78,6 +78,12 @@ describe("gas booked on an EVM payout", () => {
     });
     const clearingAfter = await gw.ledgerAccount(await railAccountId("clearing", assets.ETH));
     expect(clearingAfter.creditsPosted - clearingBefore.creditsPosted).toBe(gwei);
+    // The attempt says what it paid in gas, as booked: its fee is the rail's own (0 USDC), its network fee the gas. The
+    // answer and a read of the payment alike (before, only the ledger showed the gas).
+    const networkFee = { asset: "ETH", amount: formatAmount(gwei, assets.ETH) };
+    expect(attempt).toMatchObject({ fee: "0.000000", network_fee: networkFee });
+    const read = await gw.call("GET", `/v1/payments/${response.body.id}`);
+    expect(read.body.attempts[0]).toMatchObject({ fee: "0.000000", network_fee: networkFee });
 
     // The payer is charged the gas at $3,000 an ETH (3 µUSD a gwei; USDC's minor unit is 1 µUSD), at most its hold.
     const [hold] = await gw.app.ledger.lookupTransfers([
@@ -111,6 +117,7 @@ describe("gas booked on an EVM payout", () => {
     expect(response.status).toBe(402);
     expect(response.body.error.payment).toMatchObject({ status: "failed" });
     const [attempt] = response.body.error.payment.attempts;
+    expect(attempt.network_fee).toBeNull();
     const [voided] = await gw.app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "fee-hold-void")]);
     expect(voided).toBeDefined();
     const [paid] = await gw.app.ledger.lookupTransfers([derivedLedgerId(attempt.id, "native-fee-paid")]);
