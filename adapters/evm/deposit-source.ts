@@ -28,6 +28,15 @@ import type { EventRow } from "./watcher-store.ts";
 /** The most addresses (or nonces) one getLogs call filters on. */
 export const depositTopicsPerCallMax = 200;
 
+/**
+ * Past this many invoices watched, a range is read whole — the token's every Transfer and AuthorizationUsed of it,
+ * split in halves while the node refuses it — and the recipients and nonces found are looked up among the invoices,
+ * instead of filtering the node's search by every watched address and nonce (DepositParams.filterWatchedMax). Before,
+ * each poll read every invoice watched (until 30 days past its expiry) and asked the node about them 200 at a time:
+ * at a million invoices, 10,000 calls and a million rows a poll, every tenant's deposits waiting behind them.
+ */
+export const depositFilterWatchedMax = 1_000;
+
 /** One stored log of money toward an invoice. */
 export type DepositLog = {
   txHash: Hex;
@@ -61,11 +70,13 @@ export function depositSource(state: EvmRailState): LogSource<DepositLog> {
     name: "deposits",
     contract: token.address,
     async read(from, to) {
+      const filterMax = state.deposits?.params.filterWatchedMax ?? depositFilterWatchedMax;
       const watched = await db.query<{ deposit_address: string | null; auth_nonce: Hex }>(
         `SELECT deposit_address, auth_nonce FROM evm_deposits
-         WHERE chain_id = $1 AND token = $2 AND watch_until > now()`,
-        [state.chainId, token.address.toLowerCase()],
+         WHERE chain_id = $1 AND token = $2 AND watch_until > now() LIMIT $3`,
+        [state.chainId, token.address.toLowerCase(), filterMax + 1],
       );
+      if (watched.length > filterMax) return { logs: await readWhole(state, from, to) };
       const addresses = watched.flatMap((w) =>
         w.deposit_address === null ? [] : [w.deposit_address as Address],
       );
@@ -73,46 +84,140 @@ export function depositSource(state: EvmRailState): LogSource<DepositLog> {
       const nonces = [...new Set(watched.map((w) => w.auth_nonce))];
       const logs: DecodedDeposit[] = [];
       for (const group of chunks(addresses, depositTopicsPerCallMax)) {
-        const found = await publicClient.getLogs({
-          address: token.address,
-          event: transferEvent,
-          args: { to: group },
-          fromBlock: from,
-          toBlock: to,
-          strict: true,
-        });
-        for (const log of found)
-          if (log.args.value > 0n)
-            logs.push(
-              decoded(log, "Transfer", { from: log.args.from, to: log.args.to, value: log.args.value }),
-            );
+        const found = await splitting(from, to, (fromBlock, toBlock) =>
+          publicClient.getLogs({
+            address: token.address,
+            event: transferEvent,
+            args: { to: group },
+            fromBlock,
+            toBlock,
+            strict: true,
+          }),
+        );
+        for (const log of found) if (log.args.value > 0n) logs.push(transferDeposit(log));
       }
       for (const group of chunks(nonces, depositTopicsPerCallMax)) {
-        const found = await publicClient.getLogs({
-          address: token.address,
-          event: authorizationUsedEvent,
-          args: { nonce: group },
-          fromBlock: from,
-          toBlock: to,
-          strict: true,
-        });
-        for (const log of found) {
-          const moved = await authorizedTransfer(publicClient, token.address, log);
-          if (moved !== null)
-            logs.push(
-              decoded(log, "AuthorizationUsed", {
-                authorizer: log.args.authorizer,
-                nonce: log.args.nonce,
-                to: moved.to,
-                value: moved.value,
-              }),
-            );
-        }
+        const found = await splitting(from, to, (fromBlock, toBlock) =>
+          publicClient.getLogs({
+            address: token.address,
+            event: authorizationUsedEvent,
+            args: { nonce: group },
+            fromBlock,
+            toBlock,
+            strict: true,
+          }),
+        );
+        for (const log of found) await pushAuthorized(publicClient, token.address, log, logs);
       }
       return { logs };
     },
     toEvent: (row) => depositLogOf(row),
   };
+}
+
+type TransferLog = Log<bigint, number, false, typeof transferEvent, true>;
+type AuthorizationUsedLog = Log<bigint, number, false, typeof authorizationUsedEvent, true>;
+
+function transferDeposit(log: TransferLog): DecodedDeposit {
+  return decoded(log, "Transfer", { from: log.args.from, to: log.args.to, value: log.args.value });
+}
+
+/** The authorization's transfer (read from its receipt), pushed onto `logs` when it moved money. */
+async function pushAuthorized(
+  publicClient: PublicClient<Transport, Chain>,
+  token: Address,
+  log: AuthorizationUsedLog,
+  logs: DecodedDeposit[],
+): Promise<void> {
+  const moved = await authorizedTransfer(publicClient, token, log);
+  if (moved === null) return;
+  logs.push(
+    decoded(log, "AuthorizationUsed", {
+      authorizer: log.args.authorizer,
+      nonce: log.args.nonce,
+      to: moved.to,
+      value: moved.value,
+    }),
+  );
+}
+
+/**
+ * A range read whole (depositFilterWatchedMax): the token's transfers and authorizations of [from, to], those to a
+ * watched invoice's address or of a watched nonce kept. The invoices are looked up after the logs are read, as the
+ * filtered read looks them up after the head: an invoice paid in the range was committed before it was paid.
+ */
+async function readWhole(state: EvmRailState, from: bigint, to: bigint): Promise<DecodedDeposit[]> {
+  const { publicClient, token, db } = state.params;
+  const keys = [state.chainId, token.address.toLowerCase()] as const;
+  const transfers = (
+    await splitting(from, to, (fromBlock, toBlock) =>
+      publicClient.getLogs({
+        address: token.address,
+        event: transferEvent,
+        fromBlock,
+        toBlock,
+        strict: true,
+      }),
+    )
+  ).filter((log) => log.args.value > 0n);
+  const authorizations = await splitting(from, to, (fromBlock, toBlock) =>
+    publicClient.getLogs({
+      address: token.address,
+      event: authorizationUsedEvent,
+      fromBlock,
+      toBlock,
+      strict: true,
+    }),
+  );
+  const recipients = [...new Set(transfers.map((log) => log.args.to.toLowerCase()))];
+  const watchedAddresses = new Set(
+    recipients.length === 0
+      ? []
+      : (
+          await db.query<{ deposit_address: string }>(
+            `SELECT deposit_address FROM evm_deposits
+             WHERE chain_id = $1 AND token = $2 AND deposit_address = ANY($3::text[]) AND watch_until > now()`,
+            [...keys, recipients],
+          )
+        ).map((row) => row.deposit_address),
+  );
+  const nonces = [...new Set(authorizations.map((log) => log.args.nonce.toLowerCase()))];
+  const watchedNonces = new Set(
+    nonces.length === 0
+      ? []
+      : (
+          await db.query<{ auth_nonce: string }>(
+            `SELECT auth_nonce FROM evm_deposits
+             WHERE chain_id = $1 AND token = $2 AND auth_nonce = ANY($3::text[]) AND watch_until > now()`,
+            [...keys, nonces],
+          )
+        ).map((row) => row.auth_nonce.toLowerCase()),
+  );
+  const logs: DecodedDeposit[] = [];
+  for (const log of transfers)
+    if (watchedAddresses.has(log.args.to.toLowerCase())) logs.push(transferDeposit(log));
+  for (const log of authorizations)
+    if (watchedNonces.has(log.args.nonce.toLowerCase()))
+      await pushAuthorized(publicClient, token.address, log, logs);
+  return logs;
+}
+
+/**
+ * `read` of [from, to], split in halves while the node refuses a range (a provider's cap on the logs one call
+ * returns, or on the blocks it spans), down to one block, whose refusal is thrown.
+ */
+async function splitting<T>(
+  from: bigint,
+  to: bigint,
+  read: (fromBlock: bigint, toBlock: bigint) => Promise<T[]>,
+): Promise<T[]> {
+  try {
+    return await read(from, to);
+  } catch (error) {
+    if (from >= to) throw error;
+    const middle = from + (to - from) / 2n;
+    return [...(await splitting(from, middle, read)), ...(await splitting(middle + 1n, to, read))];
+  }
 }
 
 type DecodedDeposit = {

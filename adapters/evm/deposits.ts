@@ -39,6 +39,11 @@ export type DepositParams = {
   sinkAttemptsMax?: number;
   /** How often held deposits are tried again (watcher-state.ts heldRetryMsDefault). */
   heldRetryMs?: number;
+  /**
+   * Past this many invoices watched, each range is read whole and its recipients looked up, rather than the node's
+   * search filtered by every watched address (default: deposit-source.ts depositFilterWatchedMax).
+   */
+  filterWatchedMax?: number;
 };
 
 /** What the rail keeps for money in, beside its other state. */

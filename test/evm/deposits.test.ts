@@ -3,7 +3,15 @@
 // as the rail's fee) and an EIP-3009 authorization the payer signs and the gateway submits (checked first: a bad
 // one is a stable 4xx and sends nothing). Credited only once final; a deposit a reorg takes away before that is
 // never credited; under-, over-, repeated and late payments each end as the settlement documents.
-import { type Account, type Address, encodeFunctionData, type Hex, keccak256 } from "viem";
+import {
+  type Account,
+  type Address,
+  createPublicClient,
+  custom,
+  encodeFunctionData,
+  type Hex,
+  keccak256,
+} from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { paidToAddressQuery } from "../../adapters/evm/authorizations.ts";
 import {
@@ -193,6 +201,119 @@ describe("a plain transfer to the invoice's deposit address", () => {
     // Nothing left to sweep: a third pass sends nothing.
     const third = await sweepDepositsOnce(deps, rail, gw.chain.chain.id);
     expect(third.swept).toHaveLength(0);
+  });
+});
+
+describe("many invoices watched", () => {
+  it("reads each range whole and looks its recipients up, instead of asking the node about every watched address", async () => {
+    const [first, second, signedFor] = [
+      await createInvoice("1.10"),
+      await createInvoice("1.20"),
+      await createInvoice("1.30"),
+    ];
+    const watched = await gw.app.db.query("SELECT 1 FROM evm_deposits WHERE watch_until > now()");
+    expect(watched.length).toBeGreaterThan(2);
+    const before = await merchantBalance();
+    const head = await gw.chain.publicClient.getBlockNumber();
+    await transfer(payer(), first.instructions.deposit_address!, 1_100_000n);
+    await transfer(payer(), second.instructions.deposit_address!, 1_200_000n);
+    // Transfers to no invoice's address, in the same blocks: read, and not taken for deposits.
+    await transfer(payer(), stranger().address, 7_000_000n);
+    await transfer(stranger(), payer().address, 5_000_000n);
+    const signed = await signAuthorization(signedFor);
+    const fields = Object.fromEntries(Object.entries(signed).map(([name, value]) => [name, String(value)]));
+    expect(await rail.submitSignedPayment!({ reference: signedFor.id, fields })).toMatchObject({
+      status: "submitted",
+    });
+    await mine(3);
+    // Another process's rail follows the deposits from before those transfers, with at most 2 invoices to filter the
+    // node's search by; every getLogs it makes is counted.
+    const asked: unknown[][] = [];
+    const transport = custom({
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_getLogs") asked.push((args.params as { topics: unknown[] }[])[0]!.topics);
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const other = anotherProcessRail(gw, {
+      publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
+      deposits: {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: head + 1n,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+        filterWatchedMax: 2,
+      },
+    });
+    other.onEvent((event) =>
+      applyRailEvent(
+        { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger },
+        "evm",
+        event,
+      ),
+    );
+    await rail.depositWatcher()!.stop();
+    await other.start();
+    try {
+      await other.depositWatcher()!.catchUp(20);
+    } finally {
+      await other.stop();
+    }
+    for (const inv of [first, second, signedFor]) expect((await invoice(inv.id)).status).toBe("paid");
+    expect((await merchantBalance()) - before).toBe(3_600_000n);
+    // One call for the transfers and one for the authorizations of the range, neither filtered by address or nonce
+    // (before: one a kind for every 200 invoices watched, each filtered by them).
+    expect(asked.length).toBe(2);
+    for (const topics of asked) expect(topics.slice(1).every((topic) => topic === null)).toBe(true);
+  });
+
+  it("splits a range the node refuses in halves, down to a block", async () => {
+    const inv = await createInvoice("1.40");
+    const head = await gw.chain.publicClient.getBlockNumber();
+    await mine(2);
+    await transfer(payer(), inv.instructions.deposit_address!, 1_400_000n);
+    await mine(4);
+    // A node that refuses any getLogs of more than two blocks, as a provider caps a call's range or results.
+    const spans: bigint[] = [];
+    const transport = custom({
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_getLogs") {
+          const [filter] = args.params as { fromBlock: Hex; toBlock: Hex }[];
+          const span = BigInt(filter!.toBlock) - BigInt(filter!.fromBlock) + 1n;
+          spans.push(span);
+          if (span > 2n) throw new Error("query exceeds max block range 2");
+        }
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const other = anotherProcessRail(gw, {
+      publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
+      deposits: {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: head + 1n,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+        filterWatchedMax: 0,
+      },
+    });
+    other.onEvent((event) =>
+      applyRailEvent(
+        { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger },
+        "evm",
+        event,
+      ),
+    );
+    await rail.depositWatcher()!.stop();
+    await other.start();
+    try {
+      await other.depositWatcher()!.catchUp(20);
+    } finally {
+      await other.stop();
+    }
+    expect((await invoice(inv.id)).status).toBe("paid");
+    expect(spans.some((span) => span > 2n)).toBe(true);
   });
 });
 
