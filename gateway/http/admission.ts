@@ -181,7 +181,9 @@ const tenantPlugin: FastifyPluginCallback<{ admission: Admission }> = (app, { ad
   // Callback style, no promise: this runs for every API request.
   app.addHook("onRequest", (request, reply, next) => {
     const share = shareOf(request);
-    if (share === null) {
+    // A response whose connection closed while auth waited on the database (a key not remembered, the operator's)
+    // has emitted its one 'close' already: counted now, it would hold a place of its tenant's for good.
+    if (share === null || reply.raw.destroyed) {
       next();
       return;
     }
