@@ -578,6 +578,39 @@ describe("payments across two rails", () => {
     expect((await getPayment(db, { tenantId, id: stuckRow!.id }))?.status).toBe("processing");
   });
 
+  it("recovery passes take in turn the open attempts none could end: one behind them is reached", async () => {
+    cheap.behaviour = "crash_before_paying";
+    for (const key of ["k-turn-old", "k-turn-young"])
+      await expect(createPayment(depsWith(db), request(key))).rejects.toThrow(Crash);
+    const [young] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE idempotency_key = 'k-turn-young'",
+    );
+    // Every open attempt but the youngest cannot be ended (a payment held by its receiver); a pass takes one.
+    const real = cheap;
+    real.behaviour = "pay";
+    cheap = {
+      ...real,
+      execute: (attempt: OutgoingAttempt) =>
+        attempt.paymentId === young!.id ? real.execute(attempt) : Promise.reject(new Crash("held")),
+    };
+    try {
+      const [open] = await db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM attempts WHERE status IN ('reserving', 'in_flight')",
+      );
+      expect(open!.n).toBeGreaterThan(1);
+      for (let pass = 0; pass < open!.n; pass++)
+        await recoverOpenAttempts({ ...depsWith(db), recoveryBatchMax: 1 }, { quietMs: 0 }).catch(
+          (error: unknown) => {
+            if (!(error instanceof RecoveryError)) throw error;
+          },
+        );
+    } finally {
+      cheap = real;
+    }
+    // Before: every pass took the oldest open attempt again, and the youngest stayed processing for good.
+    expect((await getPayment(db, { tenantId, id: young!.id }))?.status).toBe("succeeded");
+  });
+
   it("recovery drives every stranded payment even when one of them cannot be driven, and says which", async () => {
     // Two payments stranded between their failed first attempt and the second, which was never written.
     cheap.behaviour = "fail_retryable";

@@ -3,7 +3,7 @@ import { SwitchyardError } from "../../core/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { type Driven, driveAttempt, paymentOf, readPayment, runCandidates } from "./execution.ts";
 import { accrualPayee, accrue } from "./service.ts";
-import { listOpenAttempts, listStrandedPayments } from "./store.ts";
+import { listOpenAttempts, listStrandedPayments, touchOpenAttempts } from "./store.ts";
 
 /**
  * Resumes every attempt left open by a stop or a crash: the ledger is asked whether each one's reservation
@@ -37,6 +37,11 @@ export async function recoverOpenAttempts(
       failures.push({ kind: "attempt", id: attempt.id, error });
     }
   });
+  // Those still open (the statement's condition) go behind the others for the next pass.
+  await touchOpenAttempts(
+    deps.db,
+    open.map((attempt) => attempt.id),
+  );
   // A payment with no open attempt: its next candidate was never written. The unique (payment, seq) of
   // attempts makes a race with a live request in another process lose on insert instead of paying twice. One with
   // no attempt at all although its route chose a rail accrues for netting (any other is written with its first

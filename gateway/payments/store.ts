@@ -485,7 +485,8 @@ export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> 
 }
 
 /**
- * Attempts started and not finished, untouched for `quietMs`: what recovery resumes after a stop or a crash. Untouched
+ * Attempts started and not finished, untouched for `quietMs`, those a pass looked at least recently first (never,
+ * first; migration 0049): what recovery resumes after a stop or a crash. Untouched
  * for 0 ms is every one, even one written in the clock's current tick (`<=`: PGlite's clock is coarse, and an attempt
  * written the same tick as the pass's now() was left out of the pass at start).
  */
@@ -499,10 +500,22 @@ export async function listOpenAttempts(
     `SELECT ${attemptColumns} FROM attempts
      WHERE status IN ('reserving', 'in_flight') AND updated_at <= now() - make_interval(secs => $1::double precision / 1000)
        AND ($3::text[] IS NULL OR rail = ANY($3::text[]))
-     ORDER BY created_at LIMIT $2`,
+     ORDER BY recovery_tried_at NULLS FIRST, created_at LIMIT $2`,
     [params.quietMs, params.limit, params.rails === undefined ? null : textArrayLiteral(params.rails)],
   );
   return rows.map(attemptFromRow);
+}
+
+/**
+ * Moves the open attempts a recovery pass looked at and left open behind the others (migration 0049): the next pass
+ * takes those it has not looked at first, so that attempts no pass can end never hold back the ones after them.
+ */
+export async function touchOpenAttempts(sql: Sql, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await sql.query(
+    "UPDATE attempts SET recovery_tried_at = now() WHERE id = ANY($1::text[]) AND status IN ('reserving', 'in_flight')",
+    [textArrayLiteral(ids)],
+  );
 }
 
 /**
