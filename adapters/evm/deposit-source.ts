@@ -19,7 +19,7 @@ import {
 } from "viem";
 import type { RailEvent, RailEventHandler } from "../../core/index.ts";
 import { testUsdAbi } from "./abi.generated.ts";
-import { EvmRailError } from "./errors.ts";
+import { EvmRailError, nodeUnreachable } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import type { EvmEvidence } from "./types.ts";
 import { EvmWatcherError, type LogSource, type WatchSink } from "./watcher-state.ts";
@@ -204,7 +204,8 @@ async function readWhole(state: EvmRailState, from: bigint, to: bigint): Promise
 
 /**
  * `read` of [from, to], split in halves while the node refuses a range (a provider's cap on the logs one call
- * returns, or on the blocks it spans), down to one block, whose refusal is thrown.
+ * returns, or on the blocks it spans), down to one block, whose refusal is thrown. A node out of reach (or a
+ * provider's HTTP 429) is thrown at once: halving would only ask it more.
  */
 async function splitting<T>(
   from: bigint,
@@ -214,7 +215,7 @@ async function splitting<T>(
   try {
     return await read(from, to);
   } catch (error) {
-    if (from >= to) throw error;
+    if (from >= to || nodeUnreachable(error)) throw error;
     const middle = from + (to - from) / 2n;
     return [...(await splitting(from, middle, read)), ...(await splitting(middle + 1n, to, read))];
   }

@@ -10,6 +10,7 @@ import {
   custom,
   encodeFunctionData,
   type Hex,
+  HttpRequestError,
   keccak256,
 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -314,6 +315,48 @@ describe("many invoices watched", () => {
     }
     expect((await invoice(inv.id)).status).toBe("paid");
     expect(spans.some((span) => span > 2n)).toBe(true);
+  });
+  it("does not split a range when the node is out of reach or rate-limits over HTTP: a poll fails after one call", async () => {
+    const head = await gw.chain.publicClient.getBlockNumber();
+    await mine(4);
+    let calls = 0;
+    const transport = custom(
+      {
+        request: (args: { method: string; params?: unknown }) => {
+          if (args.method === "eth_getLogs") {
+            calls += 1;
+            throw new HttpRequestError({
+              url: "http://node.invalid",
+              status: 429,
+              details: "Too Many Requests",
+            });
+          }
+          return gw.chain.provider.request(args as never);
+        },
+      },
+      { retryCount: 0 },
+    );
+    const other = anotherProcessRail(gw, {
+      publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
+      deposits: {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: head + 1n,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+        filterWatchedMax: 0,
+      },
+    });
+    await rail.depositWatcher()!.stop();
+    await other.start();
+    try {
+      // Its first poll, at start; then one more: one call each (before, each halved the range down to a block).
+      await expect.poll(() => calls).toBe(1);
+      await expect(other.depositWatcher()!.poll()).rejects.toThrow();
+    } finally {
+      await other.stop();
+    }
+    expect(calls).toBe(2);
   });
 });
 
