@@ -243,6 +243,62 @@ export async function listPage<R extends Row, Item>(
   source: ListSource<R, Item>,
   request: { tenantId: string; url: string; params: ListParams },
 ): Promise<ListPage<Item>> {
+  const release = await listTurn(request.tenantId);
+  try {
+    return await readPage(sql, source, request);
+  } finally {
+    release();
+  }
+}
+
+/**
+ * The most of one tenant's list reads that run at once in this process; the others wait their turn, in order. A
+ * list filtered by status scans the tenant's rows until it fills its page, and a tenant with millions of rows could
+ * hold every connection of the pool with a few such reads at once (up to the statement timeout each): every other
+ * tenant's reads, and the ledger's writes, queued behind them.
+ */
+export const listReadsPerTenantMax = 2;
+/** The most of one tenant's list reads waiting their turn; one more is answered 429 `rate_limited` at once. */
+export const listReadsWaitingPerTenantMax = 32;
+
+/** Each tenant's list reads running, and those waiting (in order), for tenants with any. */
+const listTurns = new Map<string, { running: number; waiting: Array<() => void> }>();
+
+/** Waits for one of the tenant's turns; returns what gives it up (to the next waiting, else back). */
+async function listTurn(tenantId: string): Promise<() => void> {
+  let turns = listTurns.get(tenantId);
+  if (turns === undefined) {
+    turns = { running: 0, waiting: [] };
+    listTurns.set(tenantId, turns);
+  }
+  const own = turns;
+  if (own.running < listReadsPerTenantMax) own.running += 1;
+  else if (own.waiting.length >= listReadsWaitingPerTenantMax)
+    throw new ApiError(
+      "rate_limited",
+      `too many of this tenant's list requests at once: ${listReadsPerTenantMax} run and ${listReadsWaitingPerTenantMax} wait at most; retry after the seconds in Retry-After`,
+      { retryAfterSeconds: 1 },
+    );
+  else await new Promise<void>((resolve) => own.waiting.push(resolve)); // handed a running turn
+  let given = false;
+  return () => {
+    if (given) return;
+    given = true;
+    const next = own.waiting.shift();
+    if (next !== undefined) next();
+    else {
+      own.running -= 1;
+      if (own.running === 0) listTurns.delete(tenantId);
+    }
+  };
+}
+
+/** One page, read (listPage, once its turn came). */
+async function readPage<R extends Row, Item>(
+  sql: Sql,
+  source: ListSource<R, Item>,
+  request: { tenantId: string; url: string; params: ListParams },
+): Promise<ListPage<Item>> {
   const table = checkedIdentifier(source.table);
   const tenant = checkedIdentifier(source.tenantColumn);
   const { params } = request;
