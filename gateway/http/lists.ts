@@ -252,14 +252,13 @@ export async function listPage<R extends Row, Item>(
 }
 
 /**
- * The most of one tenant's list reads that run at once in this process; the others wait their turn, in order. A
- * list filtered by status scans the tenant's rows until it fills its page, and a tenant with millions of rows could
- * hold every connection of the pool with a few such reads at once (up to the statement timeout each): every other
- * tenant's reads, and the ledger's writes, queued behind them.
+ * The most of one tenant's list reads that run at once in this process; the others wait their turn, in order (how many
+ * may wait is bounded by the tenant's share of the requests in flight, admission.ts). A list filtered by status scans
+ * the tenant's rows until it fills its page, and a tenant with millions of rows could hold every connection of the
+ * pool with a few such reads at once (up to the statement timeout each): every other tenant's reads, and the
+ * ledger's writes, queued behind them.
  */
 export const listReadsPerTenantMax = 2;
-/** The most of one tenant's list reads waiting their turn; one more is answered 429 `rate_limited` at once. */
-export const listReadsWaitingPerTenantMax = 32;
 
 /** Each tenant's list reads running, and those waiting (in order), for tenants with any. */
 const listTurns = new Map<string, { running: number; waiting: Array<() => void> }>();
@@ -273,12 +272,6 @@ async function listTurn(tenantId: string): Promise<() => void> {
   }
   const own = turns;
   if (own.running < listReadsPerTenantMax) own.running += 1;
-  else if (own.waiting.length >= listReadsWaitingPerTenantMax)
-    throw new ApiError(
-      "rate_limited",
-      `too many of this tenant's list requests at once: ${listReadsPerTenantMax} run and ${listReadsWaitingPerTenantMax} wait at most; retry after the seconds in Retry-After`,
-      { retryAfterSeconds: 1 },
-    );
   else await new Promise<void>((resolve) => own.waiting.push(resolve)); // handed a running turn
   let given = false;
   return () => {
