@@ -4479,6 +4479,10 @@ export interface paths {
                                     reference: string;
                                 }) | null;
                                 fee: string | null;
+                                network_fee: {
+                                    asset: string;
+                                    amount: string;
+                                } | null;
                                 failure: {
                                     code: string;
                                     message: string;
@@ -4645,6 +4649,10 @@ export interface paths {
                                 reference: string;
                             }) | null;
                             fee: string | null;
+                            network_fee: {
+                                asset: string;
+                                amount: string;
+                            } | null;
                             failure: {
                                 code: string;
                                 message: string;
@@ -4847,6 +4855,10 @@ export interface paths {
                                 reference: string;
                             }) | null;
                             fee: string | null;
+                            network_fee: {
+                                asset: string;
+                                amount: string;
+                            } | null;
                             failure: {
                                 code: string;
                                 message: string;

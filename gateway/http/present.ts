@@ -176,7 +176,7 @@ function presentAttempt(attempt: Attempt, asset: { code: string; scale: number }
 }
 
 /** A fee paid in an asset of its own; an asset this build does not know (it cannot have booked one) in minor units. */
-function presentNetworkFee(fee: { assetCode: string; amount: bigint }) {
+export function presentNetworkFee(fee: { assetCode: string; amount: bigint }) {
   return {
     asset: fee.assetCode,
     amount: formatAmount(fee.amount, { scale: assetByCode(fee.assetCode)?.scale ?? 0 }),

@@ -31,6 +31,8 @@ export type RefundRow = {
   rail_reference: string | null;
   evidence: unknown;
   fee: bigint | null;
+  network_fee: bigint | null;
+  network_fee_asset: string | null;
   failure_code: RefundFailureCode | null;
   failure_message: string | null;
   created_at: Date;
@@ -58,6 +60,10 @@ export function refundFromRow(row: RefundRow): Refund {
     railReference: row.rail_reference,
     evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
     fee: row.fee,
+    networkFee:
+      row.network_fee === null || row.network_fee_asset === null
+        ? null
+        : { assetCode: row.network_fee_asset, amount: row.network_fee },
     failureCode: row.failure_code,
     failureMessage: row.failure_message,
     createdAt: row.created_at,
@@ -205,6 +211,7 @@ export type NewRefund = Omit<
   | "railReference"
   | "evidence"
   | "fee"
+  | "networkFee"
   | "failureCode"
   | "failureMessage"
   | "createdAt"
@@ -297,16 +304,28 @@ const payloadSql = (status: RefundStatus) =>
 /** pending → succeeded, with the rail's proof and fee, and `refund.succeeded`; nothing when it is not pending. */
 export function succeededStatement(
   id: string,
-  outcome: { evidence: SettlementEvidence; railReference: string | null; fee: bigint },
+  outcome: {
+    evidence: SettlementEvidence;
+    railReference: string | null;
+    fee: bigint;
+    networkFee?: { assetCode: string; amount: bigint } | undefined;
+  },
 ): Statement {
   return {
     text: `WITH moved AS (
        UPDATE refunds SET status = 'succeeded', evidence = $2, rail_reference = coalesce($3, rail_reference), fee = $4,
-         updated_at = now()
+         network_fee = $5::bigint, network_fee_asset = $6::text, updated_at = now()
        WHERE id = $1 AND status = 'pending' RETURNING *)
      INSERT INTO outbox (tenant_id, type, payload)
      SELECT tenant_id, 'refund.succeeded', ${payloadSql("succeeded")} FROM moved RETURNING id`,
-    params: [id, toJson(outcome.evidence), outcome.railReference, outcome.fee],
+    params: [
+      id,
+      toJson(outcome.evidence),
+      outcome.railReference,
+      outcome.fee,
+      outcome.networkFee?.amount ?? null,
+      outcome.networkFee?.assetCode ?? null,
+    ],
   };
 }
 

@@ -39,6 +39,8 @@ export type Refund = {
   evidence: SettlementEvidence | null;
   /** What the rail paid to move it, in the rail's asset; booked to the rail's fee account. */
   fee: bigint | null;
+  /** What it paid in another asset than its rail's — an on-chain refund's gas, in ETH — as booked; null when none. */
+  networkFee: { assetCode: string; amount: bigint } | null;
   failureCode: RefundFailureCode | null;
   failureMessage: string | null;
   createdAt: Date;

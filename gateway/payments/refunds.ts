@@ -864,6 +864,10 @@ async function finishSucceeded(
         evidence: outcome.evidence,
         railReference: referenceOf(outcome.evidence),
         fee: outcome.fee,
+        networkFee:
+          outcome.nativeFee === undefined || outcome.nativeFee.amount === 0n
+            ? undefined
+            : { assetCode: outcome.nativeFee.asset.code, amount: outcome.nativeFee.amount },
       }),
       when: "held",
       sql: deps.db,

@@ -12,7 +12,7 @@ import {
 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
-import { assets, type Rail } from "../../core/index.ts";
+import { assets, formatAmount, type Rail } from "../../core/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
 import { wellFormedInvoice } from "../support/bolt11.ts";
@@ -118,6 +118,11 @@ describe("refunds of a USDC invoice", () => {
     const gwei = (receipt.gasUsed * receipt.effectiveGasPrice + 999_999_999n) / 1_000_000_000n;
     expect(gas.map((g) => g.amount)).toEqual([gwei]);
     expect(assets.ETH.scale).toBe(9);
+    // The refund says so: no fee in USDC, its gas as booked (before, only the ledger showed it).
+    expect(refund).toMatchObject({
+      fee: "0.000000",
+      network_fee: { asset: "ETH", amount: formatAmount(gwei, assets.ETH) },
+    });
   });
 
   it("never refunds more than came in, and takes no destination of the caller's", async () => {

@@ -227,6 +227,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         rail_reference: null,
         evidence: { rail: "internal" },
         fee: "0.000000",
+        network_fee: null,
         failure: null,
         metadata: { ticket: "T-1" },
         created_at: expect.any(String),

@@ -22,7 +22,7 @@ import {
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
 import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
-import { bolt11Destination, presentEvidence } from "../present.ts";
+import { bolt11Destination, presentEvidence, presentNetworkFee } from "../present.ts";
 import {
   bolt11Shape,
   decimalAmount,
@@ -92,6 +92,8 @@ export const refundView = z.object({
   evidence: evidenceView.nullable(),
   /** What the rail paid to move the refund, in the rail's asset; the platform's, not charged to the account. */
   fee: z.string().nullable(),
+  /** What it paid in another asset than its rail's: an on-chain refund's gas (ETH), as booked; the platform's too. */
+  network_fee: z.object({ asset: z.string(), amount: z.string() }).nullable(),
   failure: z.object({ code: z.string(), message: z.string() }).nullable(),
   metadata: z.record(z.string(), z.string()),
   created_at: z.string(),
@@ -135,6 +137,7 @@ export function presentRefund(refund: Refund): RefundView {
     evidence: refund.evidence === null ? null : presentEvidence(refund.evidence),
     // An invoice's asset is its rail's: the fee is in the refund's asset.
     fee: refund.fee === null ? null : formatAmount(refund.fee, { scale }),
+    network_fee: refund.networkFee === null ? null : presentNetworkFee(refund.networkFee),
     failure:
       refund.failureCode === null ? null : { code: refund.failureCode, message: refund.failureMessage ?? "" },
     metadata: refund.metadata,
