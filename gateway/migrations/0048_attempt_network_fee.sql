@@ -33,7 +33,3 @@ WHERE p.ledger_link IS NULL
   AND p.status <> 'processing'
   AND first.candidate IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.payment_id = p.id);
-
--- A refund says it too: an on-chain refund's gas, which the platform pays.
-ALTER TABLE refunds ADD COLUMN network_fee bigint, ADD COLUMN network_fee_asset text,
-  ADD CONSTRAINT refunds_network_fee_whole CHECK ((network_fee IS NULL) = (network_fee_asset IS NULL));
