@@ -9,17 +9,21 @@
 // the head: a payment in a block up to the head was made after its invoice's row was committed, so it is there.
 import {
   type Address,
+  BaseError,
   type Chain,
   type Hex,
+  HttpRequestError,
   isAddressEqual,
   type Log,
   type PublicClient,
   parseEventLogs,
+  SocketClosedError,
   type Transport,
+  WebSocketRequestError,
 } from "viem";
 import type { RailEvent, RailEventHandler } from "../../core/index.ts";
 import { testUsdAbi } from "./abi.generated.ts";
-import { EvmRailError, nodeUnreachable } from "./errors.ts";
+import { EvmRailError } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import type { EvmEvidence } from "./types.ts";
 import { EvmWatcherError, type LogSource, type WatchSink } from "./watcher-state.ts";
@@ -203,9 +207,10 @@ async function readWhole(state: EvmRailState, from: bigint, to: bigint): Promise
 }
 
 /**
- * `read` of [from, to], split in halves while the node refuses a range (a provider's cap on the logs one call
- * returns, or on the blocks it spans), down to one block, whose refusal is thrown. A node out of reach (or a
- * provider's HTTP 429) is thrown at once: halving would only ask it more.
+ * `read` of [from, to], split in halves while the node refuses a range or cannot answer it in time (a provider's cap
+ * on the logs one call returns or the blocks it spans; a timeout, a gateway's 5xx), down to one block, whose failure is
+ * thrown. A node out of reach (no connection, a closed socket) or rate-limiting (HTTP 429) is thrown at once: halving
+ * would only ask it more.
  */
 async function splitting<T>(
   from: bigint,
@@ -215,10 +220,22 @@ async function splitting<T>(
   try {
     return await read(from, to);
   } catch (error) {
-    if (from >= to || nodeUnreachable(error)) throw error;
+    if (from >= to || outOfReach(error)) throw error;
     const middle = from + (to - from) / 2n;
     return [...(await splitting(from, middle, read)), ...(await splitting(middle + 1n, to, read))];
   }
+}
+
+/** No answer from the node at all, or its provider's rate limit: not something a smaller range would change. */
+function outOfReach(error: unknown): boolean {
+  if (!(error instanceof BaseError)) return false;
+  const cause = error.walk(
+    (inner) =>
+      (inner instanceof HttpRequestError && (inner.status === undefined || inner.status === 429)) ||
+      inner instanceof SocketClosedError ||
+      inner instanceof WebSocketRequestError,
+  );
+  return cause !== null && cause !== undefined;
 }
 
 type DecodedDeposit = {
