@@ -5,7 +5,7 @@ import net from "node:net";
 import Fastify from "fastify";
 import fp from "fastify-plugin";
 import { afterEach, expect, it, vi } from "vitest";
-import { createAdmission, tenantAdmissionPlugin } from "./admission.ts";
+import { admissionPlugin, createAdmission, tenantAdmissionPlugin } from "./admission.ts";
 
 const servers: { close(): Promise<unknown> }[] = [];
 afterEach(async () => {
@@ -21,6 +21,7 @@ it("counts nothing of a request whose client hung up while its key was looked up
   let asked = false;
   const app = Fastify();
   servers.push(app);
+  await app.register(admissionPlugin, { admission });
   // As auth does: the tenant set by an onRequest hook that waits for the database (here, for the test).
   await app.register(
     fp(
@@ -56,4 +57,5 @@ it("counts nothing of a request whose client hung up while its key was looked up
   const answered = await fetch(`http://127.0.0.1:${port}/v1/thing`);
   expect(answered.status).toBe(200);
   expect(admission.requestsInFlightByTenant.size).toBe(0);
+  expect(admission.requestsInFlight).toBe(0);
 });

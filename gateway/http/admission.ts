@@ -140,10 +140,24 @@ function pathOf(url: string): string {
   return query < 0 ? url : url.slice(0, query);
 }
 
+/**
+ * The tenant a response holds a place of (set by the tenant hook), given back with its place in the pool by the one
+ * 'close' listener: one listener a request, not one for each count.
+ */
+const heldShare = Symbol("switchyard.admission.share");
+type CountedResponse = ServerResponse & { [heldShare]?: string };
+
 const plugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admission }, done) => {
-  const release = () => {
+  const counts = admission.requestsInFlightByTenant;
+  // A plain listener, not `once`'s wrapper made for each request: a response emits 'close' once.
+  function release(this: CountedResponse) {
     admission.requestsInFlight -= 1;
-  };
+    const share = this[heldShare];
+    if (share === undefined) return;
+    const left = (counts.get(share) ?? 1) - 1;
+    if (left === 0) counts.delete(share);
+    else counts.set(share, left);
+  }
   // Callback style, no promise: this runs for every API request.
   app.addHook("onRequest", (_request, reply, next) => {
     if (admission.requestsInFlight >= admission.requestsInFlightMax) {
@@ -151,7 +165,7 @@ const plugin: FastifyPluginCallback<{ admission: Admission }> = (app, { admissio
       return;
     }
     admission.requestsInFlight += 1;
-    reply.raw.once("close", release);
+    reply.raw.on("close", release);
     next();
   });
   // Every route behind the limit may answer 503: the document says so.
@@ -199,20 +213,19 @@ const tenantPlugin: FastifyPluginCallback<{ admission: Admission }> = (app, { ad
       return;
     }
     counts.set(share, count + 1);
-    reply.raw.once("close", () => {
-      const left = (counts.get(share) ?? 1) - 1;
-      if (left === 0) counts.delete(share);
-      else counts.set(share, left);
-    });
+    (reply.raw as CountedResponse)[heldShare] = share; // given back by the pool's 'close' listener (release)
     next();
   });
   done();
 };
 
-/** In the /v1 context, once auth has found the key: the per-tenant limit's hook (above). */
+/**
+ * In the /v1 context, once auth has found the key: the per-tenant limit's hook (above); inside the pool's context,
+ * whose 'close' listener gives its count back.
+ */
 export const tenantAdmissionPlugin = fp(tenantPlugin, {
   name: "switchyard-tenant-admission",
-  dependencies: ["switchyard-auth"],
+  dependencies: ["switchyard-admission", "switchyard-auth"],
 });
 
 /**
