@@ -87,32 +87,11 @@ export function depositSource(state: EvmRailState): LogSource<DepositLog> {
       // Once each: payers may share a nonce (each its own authorization), one topic finds all their logs.
       const nonces = [...new Set(watched.map((w) => w.auth_nonce))];
       const logs: DecodedDeposit[] = [];
-      for (const group of chunks(addresses, depositTopicsPerCallMax)) {
-        const found = await splitting(from, to, (fromBlock, toBlock) =>
-          publicClient.getLogs({
-            address: token.address,
-            event: transferEvent,
-            args: { to: group },
-            fromBlock,
-            toBlock,
-            strict: true,
-          }),
-        );
-        for (const log of found) if (log.args.value > 0n) logs.push(transferDeposit(log));
-      }
-      for (const group of chunks(nonces, depositTopicsPerCallMax)) {
-        const found = await splitting(from, to, (fromBlock, toBlock) =>
-          publicClient.getLogs({
-            address: token.address,
-            event: authorizationUsedEvent,
-            args: { nonce: group },
-            fromBlock,
-            toBlock,
-            strict: true,
-          }),
-        );
-        for (const log of found) await pushAuthorized(publicClient, token.address, log, logs);
-      }
+      for (const group of chunks(addresses, depositTopicsPerCallMax))
+        for (const log of await transferLogs(state, from, to, group)) logs.push(transferDeposit(log));
+      for (const group of chunks(nonces, depositTopicsPerCallMax))
+        for (const log of await authorizationLogs(state, from, to, group))
+          await pushAuthorized(publicClient, token.address, log, logs);
       return { logs };
     },
     toEvent: (row) => depositLogOf(row),
@@ -145,6 +124,37 @@ async function pushAuthorized(
   );
 }
 
+/** The token's transfers of [from, to] that moved money, to `to` when given (else to anyone). */
+async function transferLogs(state: EvmRailState, from: bigint, to: bigint, recipients?: Address[]) {
+  const { publicClient, token } = state.params;
+  const found = await splitting(from, to, (fromBlock, toBlock) =>
+    publicClient.getLogs({
+      address: token.address,
+      event: transferEvent,
+      ...(recipients === undefined ? {} : { args: { to: recipients } }),
+      fromBlock,
+      toBlock,
+      strict: true,
+    }),
+  );
+  return found.filter((log) => log.args.value > 0n);
+}
+
+/** The token's authorizations used in [from, to], of `nonces` when given (else any). */
+async function authorizationLogs(state: EvmRailState, from: bigint, to: bigint, nonces?: Hex[]) {
+  const { publicClient, token } = state.params;
+  return splitting(from, to, (fromBlock, toBlock) =>
+    publicClient.getLogs({
+      address: token.address,
+      event: authorizationUsedEvent,
+      ...(nonces === undefined ? {} : { args: { nonce: nonces } }),
+      fromBlock,
+      toBlock,
+      strict: true,
+    }),
+  );
+}
+
 /**
  * A range read whole (depositFilterWatchedMax): the token's transfers and authorizations of [from, to], those to a
  * watched invoice's address or of a watched nonce kept. The invoices are looked up after the logs are read, as the
@@ -152,51 +162,24 @@ async function pushAuthorized(
  */
 async function readWhole(state: EvmRailState, from: bigint, to: bigint): Promise<DecodedDeposit[]> {
   const { publicClient, token, db } = state.params;
-  const keys = [state.chainId, token.address.toLowerCase()] as const;
-  const transfers = (
-    await splitting(from, to, (fromBlock, toBlock) =>
-      publicClient.getLogs({
-        address: token.address,
-        event: transferEvent,
-        fromBlock,
-        toBlock,
-        strict: true,
-      }),
-    )
-  ).filter((log) => log.args.value > 0n);
-  const authorizations = await splitting(from, to, (fromBlock, toBlock) =>
-    publicClient.getLogs({
-      address: token.address,
-      event: authorizationUsedEvent,
-      fromBlock,
-      toBlock,
-      strict: true,
-    }),
-  );
-  const recipients = [...new Set(transfers.map((log) => log.args.to.toLowerCase()))];
-  const watchedAddresses = new Set(
-    recipients.length === 0
-      ? []
-      : (
-          await db.query<{ deposit_address: string }>(
-            `SELECT deposit_address FROM evm_deposits
-             WHERE chain_id = $1 AND token = $2 AND deposit_address = ANY($3::text[]) AND watch_until > now()`,
-            [...keys, recipients],
-          )
-        ).map((row) => row.deposit_address),
-  );
-  const nonces = [...new Set(authorizations.map((log) => log.args.nonce.toLowerCase()))];
-  const watchedNonces = new Set(
-    nonces.length === 0
-      ? []
-      : (
-          await db.query<{ auth_nonce: string }>(
-            `SELECT auth_nonce FROM evm_deposits
-             WHERE chain_id = $1 AND token = $2 AND auth_nonce = ANY($3::text[]) AND watch_until > now()`,
-            [...keys, nonces],
-          )
-        ).map((row) => row.auth_nonce.toLowerCase()),
-  );
+  const transfers = await transferLogs(state, from, to);
+  const authorizations = await authorizationLogs(state, from, to);
+  /** Those of `values` (lower case) that a watched invoice of the token has in `column`. */
+  const watchedOf = async (column: "deposit_address" | "auth_nonce", values: string[]) => {
+    if (values.length === 0) return new Set<string>();
+    const rows = await db.query<{ value: string }>(
+      `SELECT lower(${column}) AS value FROM evm_deposits
+       WHERE chain_id = $1 AND token = $2 AND ${column} = ANY($3::text[]) AND watch_until > now()`,
+      [state.chainId, token.address.toLowerCase(), values],
+    );
+    return new Set(rows.map((row) => row.value));
+  };
+  const watchedAddresses = await watchedOf("deposit_address", [
+    ...new Set(transfers.map((log) => log.args.to.toLowerCase())),
+  ]);
+  const watchedNonces = await watchedOf("auth_nonce", [
+    ...new Set(authorizations.map((log) => log.args.nonce.toLowerCase())),
+  ]);
   const logs: DecodedDeposit[] = [];
   for (const log of transfers)
     if (watchedAddresses.has(log.args.to.toLowerCase())) logs.push(transferDeposit(log));

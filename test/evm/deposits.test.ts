@@ -12,6 +12,7 @@ import {
   type Hex,
   HttpRequestError,
   keccak256,
+  type Transport,
 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { paidToAddressQuery } from "../../adapters/evm/authorizations.ts";
@@ -205,6 +206,54 @@ describe("a plain transfer to the invoice's deposit address", () => {
   });
 });
 
+/** A transport to the chain whose every eth_getLogs is first shown to `seen` (which may throw: the node's failure). */
+const gettingLogs = (seen: (filter: { fromBlock: Hex; toBlock: Hex; topics: unknown[] }) => void) =>
+  custom(
+    {
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_getLogs") seen((args.params as Parameters<typeof seen>[0][])[0]!);
+        return gw.chain.provider.request(args as never);
+      },
+    },
+    { retryCount: 0 },
+  );
+
+/**
+ * Another process's rail following the deposits from `startBlock` through `transport` and crediting what it finds
+ * (this file's watcher gives its lease up): started, driven by `drive` (caught up, unless given), then stopped.
+ */
+async function followedThrough(
+  transport: Transport,
+  deposits: { startBlock: bigint; filterWatchedMax: number },
+  drive: (watcher: NonNullable<ReturnType<EvmRail["depositWatcher"]>>) => Promise<unknown> = (watcher) =>
+    watcher.catchUp(20),
+) {
+  const other = anotherProcessRail(gw, {
+    publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
+    deposits: {
+      factory: gw.chain.contracts.forwarderFactory,
+      pollIntervalMs: 3_600_000,
+      lateWatchMs: 3_600_000,
+      sweepSaltsMax: 50,
+      ...deposits,
+    },
+  });
+  other.onEvent((event) =>
+    applyRailEvent(
+      { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger },
+      "evm",
+      event,
+    ),
+  );
+  await rail.depositWatcher()!.stop();
+  await other.start();
+  try {
+    await drive(other.depositWatcher()!);
+  } finally {
+    await other.stop();
+  }
+}
+
 describe("many invoices watched", () => {
   it("reads each range whole and looks its recipients up, instead of asking the node about every watched address", async () => {
     const [first, second, signedFor] = [
@@ -227,40 +276,13 @@ describe("many invoices watched", () => {
       status: "submitted",
     });
     await mine(3);
-    // Another process's rail follows the deposits from before those transfers, with at most 2 invoices to filter the
-    // node's search by; every getLogs it makes is counted.
+    // Another process follows the deposits from before those transfers, with at most 2 invoices to filter the node's
+    // search by; every getLogs it makes is counted.
     const asked: unknown[][] = [];
-    const transport = custom({
-      request: (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_getLogs") asked.push((args.params as { topics: unknown[] }[])[0]!.topics);
-        return gw.chain.provider.request(args as never);
-      },
-    });
-    const other = anotherProcessRail(gw, {
-      publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
-      deposits: {
-        factory: gw.chain.contracts.forwarderFactory,
-        startBlock: head + 1n,
-        pollIntervalMs: 3_600_000,
-        lateWatchMs: 3_600_000,
-        sweepSaltsMax: 50,
-        filterWatchedMax: 2,
-      },
-    });
-    other.onEvent((event) =>
-      applyRailEvent(
-        { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger },
-        "evm",
-        event,
-      ),
+    await followedThrough(
+      gettingLogs((filter) => asked.push(filter.topics)),
+      { startBlock: head + 1n, filterWatchedMax: 2 },
     );
-    await rail.depositWatcher()!.stop();
-    await other.start();
-    try {
-      await other.depositWatcher()!.catchUp(20);
-    } finally {
-      await other.stop();
-    }
     for (const inv of [first, second, signedFor]) expect((await invoice(inv.id)).status).toBe("paid");
     expect((await merchantBalance()) - before).toBe(3_600_000n);
     // One call for the transfers and one for the authorizations of the range, neither filtered by address or nonce
@@ -284,89 +306,30 @@ describe("many invoices watched", () => {
     // A node that fails any getLogs of more than two blocks, as a provider caps a call's range or results, or its
     // gateway gives up on a slow one.
     const spans: bigint[] = [];
-    const transport = custom(
-      {
-        request: (args: { method: string; params?: unknown }) => {
-          if (args.method === "eth_getLogs") {
-            const [filter] = args.params as { fromBlock: Hex; toBlock: Hex }[];
-            const span = BigInt(filter!.toBlock) - BigInt(filter!.fromBlock) + 1n;
-            spans.push(span);
-            if (span > 2n) throw refusal();
-          }
-          return gw.chain.provider.request(args as never);
-        },
-      },
-      { retryCount: 0 },
-    );
-    const other = anotherProcessRail(gw, {
-      publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
-      deposits: {
-        factory: gw.chain.contracts.forwarderFactory,
-        startBlock: head + 1n,
-        pollIntervalMs: 3_600_000,
-        lateWatchMs: 3_600_000,
-        sweepSaltsMax: 50,
-        filterWatchedMax: 0,
-      },
+    const failing = gettingLogs((filter) => {
+      const span = BigInt(filter.toBlock) - BigInt(filter.fromBlock) + 1n;
+      spans.push(span);
+      if (span > 2n) throw refusal();
     });
-    other.onEvent((event) =>
-      applyRailEvent(
-        { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger },
-        "evm",
-        event,
-      ),
-    );
-    await rail.depositWatcher()!.stop();
-    await other.start();
-    try {
-      await other.depositWatcher()!.catchUp(20);
-    } finally {
-      await other.stop();
-    }
+    await followedThrough(failing, { startBlock: head + 1n, filterWatchedMax: 0 });
     expect((await invoice(inv.id)).status).toBe("paid");
     expect(spans.some((span) => span > 2n)).toBe(true);
   });
+
   it("does not split a range when the node is out of reach or rate-limits over HTTP: a poll fails after one call", async () => {
     await createInvoice("1.50"); // one invoice watched, past filterWatchedMax 0: the range is read whole
     const head = await gw.chain.publicClient.getBlockNumber();
     await mine(4);
     let calls = 0;
-    const transport = custom(
-      {
-        request: (args: { method: string; params?: unknown }) => {
-          if (args.method === "eth_getLogs") {
-            calls += 1;
-            throw new HttpRequestError({
-              url: "http://node.invalid",
-              status: 429,
-              details: "Too Many Requests",
-            });
-          }
-          return gw.chain.provider.request(args as never);
-        },
-      },
-      { retryCount: 0 },
-    );
-    const other = anotherProcessRail(gw, {
-      publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
-      deposits: {
-        factory: gw.chain.contracts.forwarderFactory,
-        startBlock: head + 1n,
-        pollIntervalMs: 3_600_000,
-        lateWatchMs: 3_600_000,
-        sweepSaltsMax: 50,
-        filterWatchedMax: 0,
-      },
+    const limited = gettingLogs(() => {
+      calls += 1;
+      throw new HttpRequestError({ url: "http://node.invalid", status: 429, details: "Too Many Requests" });
     });
-    await rail.depositWatcher()!.stop();
-    await other.start();
-    try {
+    await followedThrough(limited, { startBlock: head + 1n, filterWatchedMax: 0 }, async (watcher) => {
       // Its first poll, at start; then one more: one call each (before, each halved the range down to a block).
       await expect.poll(() => calls).toBe(1);
-      await expect(other.depositWatcher()!.poll()).rejects.toThrow();
-    } finally {
-      await other.stop();
-    }
+      await expect(watcher.poll()).rejects.toThrow();
+    });
     expect(calls).toBe(2);
   });
 });
