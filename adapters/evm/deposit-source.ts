@@ -124,7 +124,7 @@ async function pushAuthorized(
   );
 }
 
-/** The token's transfers of [from, to] that moved money, to `to` when given (else to anyone). */
+/** The token's transfers of [from, to] that moved money, to `recipients` when given (else to anyone). */
 async function transferLogs(state: EvmRailState, from: bigint, to: bigint, recipients?: Address[]) {
   const { publicClient, token } = state.params;
   const found = await splitting(from, to, (fromBlock, toBlock) =>

@@ -253,11 +253,10 @@ export async function listPage<R extends Row, Item>(
 
 /**
  * The most of one tenant's list reads that run at once in this process; the others wait their turn, in order (a read
- * whose client hung up while it waited still takes its turn: the tenant's own lists wait behind it, no one else's). A
- * list filtered by status scans
- * the tenant's rows until it fills its page, and a tenant with millions of rows could hold every connection of the
- * pool with a few such reads at once (up to the statement timeout each): every other tenant's reads, and the
- * ledger's writes, queued behind them.
+ * whose client hung up while it waited still takes its turn: the tenant's own lists wait behind it, no one else's).
+ * A list filtered by status scans the tenant's rows until it fills its page, and a tenant with millions of rows could
+ * hold every connection of the pool with a few such reads at once (up to the statement timeout each): every other
+ * tenant's reads, and the ledger's writes, queued behind them.
  */
 export const listReadsPerTenantMax = 2;
 
