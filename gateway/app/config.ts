@@ -356,12 +356,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       .filter((host) => host !== ""),
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     requestsInFlightMax: e.REQUESTS_IN_FLIGHT_MAX,
-    tenantRequestsInFlightMax:
-      e.REQUESTS_IN_FLIGHT_PER_TENANT_MAX === undefined
-        ? tenantRequestsInFlightMaxDefault(e.REQUESTS_IN_FLIGHT_MAX)
-        : e.REQUESTS_IN_FLIGHT_PER_TENANT_MAX === "off"
-          ? null
-          : e.REQUESTS_IN_FLIGHT_PER_TENANT_MAX,
+    tenantRequestsInFlightMax: setting(
+      e.REQUESTS_IN_FLIGHT_PER_TENANT_MAX,
+      tenantRequestsInFlightMaxDefault(e.REQUESTS_IN_FLIGHT_MAX),
+    ),
     rateLimits: rateLimitsOf(e),
     ledgerQueueTransfersMax: e.LEDGER_QUEUE_TRANSFERS_MAX,
     logLevel: e.LOG_LEVEL,
@@ -372,12 +370,15 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
 
 type Env = z.infer<typeof schema>;
 
+/** A limit that may be `off` (null): its value, or `otherwise` when unset. */
+function setting(value: "off" | number | undefined, otherwise: number | null): number | null {
+  return value === undefined ? otherwise : value === "off" ? null : value;
+}
+
 /** RATE_LIMIT_PER_IP and RATE_LIMIT_PER_KEY, each defaulting by mode. */
 function rateLimitsOf(e: Env): RateLimits {
   const defaults =
     e.SWITCHYARD_MODE === "production" ? rateLimitsProductionDefault : rateLimitsDevelopmentDefault;
-  const setting = (value: "off" | number | undefined, otherwise: number | null) =>
-    value === undefined ? otherwise : value === "off" ? null : value;
   return {
     ipRequestsPerSecondMax: setting(e.RATE_LIMIT_PER_IP, defaults.ipRequestsPerSecondMax),
     keyRequestsPerSecondMax: setting(e.RATE_LIMIT_PER_KEY, defaults.keyRequestsPerSecondMax),

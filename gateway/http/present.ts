@@ -7,6 +7,7 @@ import { assetByCode, formatAmount } from "../../core/index.ts";
 import {
   type Attempt,
   insufficientLiquidityMessage,
+  type NetworkFee,
   type Payment,
   type PaymentDestination,
 } from "../payments/index.ts";
@@ -176,7 +177,7 @@ function presentAttempt(attempt: Attempt, asset: { code: string; scale: number }
 }
 
 /** A fee paid in an asset of its own; an asset this build does not know (it cannot have booked one) in minor units. */
-export function presentNetworkFee(fee: { assetCode: string; amount: bigint }) {
+export function presentNetworkFee(fee: NetworkFee) {
   return {
     asset: fee.assetCode,
     amount: formatAmount(fee.amount, { scale: assetByCode(fee.assetCode)?.scale ?? 0 }),

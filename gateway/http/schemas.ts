@@ -247,6 +247,9 @@ export const evidenceView = z.union([
 
 const failureView = z.object({ code: z.string(), message: z.string() }).nullable();
 
+/** What an attempt or a refund paid in another asset than its rail's (gas): the asset, and the amount in it. */
+export const networkFeeView = z.object({ asset: z.string(), amount: z.string() });
+
 export const paymentView = z.object({
   id: z.string(),
   object: z.literal("payment"),
@@ -271,7 +274,7 @@ export const paymentView = z.object({
        * (what the payer was charged for it is a transaction of its account). null when none, or when its gas was a
        * netted batch's.
        */
-      network_fee: z.object({ asset: z.string(), amount: z.string() }).nullable(),
+      network_fee: networkFeeView.nullable(),
       evidence: evidenceView.nullable(),
       failure: failureView,
     }),

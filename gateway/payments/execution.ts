@@ -35,6 +35,7 @@ import {
   attemptDestination,
   insufficientFundsMessage,
   insufficientLiquidityMessage,
+  networkFeeOf,
   type Payment,
   type PaymentFailureCode,
 } from "./types.ts";
@@ -322,20 +323,10 @@ async function succeedAttempt(
 ): Promise<void> {
   const { payment } = driven;
   const { evidence, fee } = outcome;
-  const native = outcome.nativeFee;
-  const networkFee =
-    native === undefined || native.amount === 0n
-      ? null
-      : { assetCode: native.asset.code, amount: native.amount };
+  const networkFee = networkFeeOf(outcome.nativeFee);
   const answering = answeringAs(driven, { status: "succeeded", failureCode: null });
   const finish = finishAttemptStatement({
-    attempt: {
-      id: attempt.id,
-      to: "succeeded",
-      evidence,
-      fee,
-      ...(networkFee === null ? {} : { networkFee }),
-    },
+    attempt: { id: attempt.id, to: "succeeded", evidence, fee, networkFee },
     payment: {
       id: payment.id,
       status: "succeeded",

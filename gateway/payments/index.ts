@@ -44,6 +44,7 @@ export { fromJson, getPayment, insertOutboxEvent, paymentRequestDigest, toJson }
 export type {
   Attempt,
   AttemptStatus,
+  NetworkFee,
   Payment,
   PaymentDestination,
   PaymentFailureCode,

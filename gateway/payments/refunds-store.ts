@@ -12,6 +12,7 @@ import type {
   RefundStatus,
 } from "./refunds-types.ts";
 import { fromJson, toJson } from "./store.ts";
+import { type NetworkFee, networkFeeOfRow } from "./types.ts";
 
 /** A row of `refunds`, as lists read it. */
 export type RefundRow = {
@@ -60,10 +61,7 @@ export function refundFromRow(row: RefundRow): Refund {
     railReference: row.rail_reference,
     evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
     fee: row.fee,
-    networkFee:
-      row.network_fee === null || row.network_fee_asset === null
-        ? null
-        : { assetCode: row.network_fee_asset, amount: row.network_fee },
+    networkFee: networkFeeOfRow(row),
     failureCode: row.failure_code,
     failureMessage: row.failure_message,
     createdAt: row.created_at,
@@ -308,7 +306,7 @@ export function succeededStatement(
     evidence: SettlementEvidence;
     railReference: string | null;
     fee: bigint;
-    networkFee?: { assetCode: string; amount: bigint } | undefined;
+    networkFee: NetworkFee | null;
   },
 ): Statement {
   return {

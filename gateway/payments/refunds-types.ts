@@ -7,6 +7,7 @@ import type {
   RailFailureCode,
   SettlementEvidence,
 } from "../../core/index.ts";
+import type { NetworkFee } from "./types.ts";
 
 export type RefundStatus = "pending" | "succeeded" | "failed";
 
@@ -40,7 +41,7 @@ export type Refund = {
   /** What the rail paid to move it, in the rail's asset; booked to the rail's fee account. */
   fee: bigint | null;
   /** What it paid in another asset than its rail's — an on-chain refund's gas, in ETH — as booked; null when none. */
-  networkFee: { assetCode: string; amount: bigint } | null;
+  networkFee: NetworkFee | null;
   failureCode: RefundFailureCode | null;
   failureMessage: string | null;
   createdAt: Date;

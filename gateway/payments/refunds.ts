@@ -100,7 +100,7 @@ import {
 } from "./refunds-types.ts";
 import { evidenceForLedger, railAccountOpened } from "./reservations.ts";
 import { fromJson, getPayment } from "./store.ts";
-import { attemptDestination } from "./types.ts";
+import { attemptDestination, networkFeeOf } from "./types.ts";
 
 /** What refunds need of the payments' dependencies: the stores, the ledger and the rails. */
 export type RefundsDeps = Pick<PaymentsDeps, "db" | "ledger" | "accounts" | "rails" | "logger">;
@@ -864,10 +864,7 @@ async function finishSucceeded(
         evidence: outcome.evidence,
         railReference: referenceOf(outcome.evidence),
         fee: outcome.fee,
-        networkFee:
-          outcome.nativeFee === undefined || outcome.nativeFee.amount === 0n
-            ? undefined
-            : { assetCode: outcome.nativeFee.asset.code, amount: outcome.nativeFee.amount },
+        networkFee: networkFeeOf(outcome.nativeFee),
       }),
       when: "held",
       sql: deps.db,

@@ -11,6 +11,8 @@ import {
   type Attempt,
   type AttemptStatus,
   attemptStatusesBefore,
+  type NetworkFee,
+  networkFeeOfRow,
   type Payment,
   type PaymentDestination,
   type PaymentFailureCode,
@@ -168,10 +170,7 @@ export function attemptFromRow(row: AttemptRow): Attempt {
     amount: row.amount,
     feeMax: row.fee_max,
     fee: row.fee,
-    networkFee:
-      row.network_fee === null || row.network_fee_asset === null
-        ? null
-        : { assetCode: row.network_fee_asset, amount: row.network_fee },
+    networkFee: networkFeeOfRow(row),
     reserveTransferId: BigInt(row.reserve_transfer_id),
     evidence: row.evidence === null ? null : fromJson<SettlementEvidence>(row.evidence),
     failureCode: row.failure_code,
@@ -554,8 +553,8 @@ export type AttemptMove = {
   id: string;
   to: AttemptStatus;
   fee?: bigint;
-  /** What it paid in another asset than its rail's (gas), as the ledger books it. */
-  networkFee?: { assetCode: string; amount: bigint };
+  /** What it paid in another asset than its rail's (gas), as the ledger books it; null or absent: none. */
+  networkFee?: NetworkFee | null;
   evidence?: SettlementEvidence;
   failureCode?: PaymentFailureCode;
   failureMessage?: string;

@@ -3,6 +3,7 @@
 import {
   type Destination,
   everyMember,
+  type FeePaid,
   type ParseAmountError,
   type RailFailureCode,
   type SettlementEvidence,
@@ -15,6 +16,29 @@ export type PaymentStatus = "processing" | "succeeded" | "failed";
  * to say), `in_flight` while the rail works on it after that, then final.
  */
 export type AttemptStatus = "reserving" | "in_flight" | "succeeded" | "failed";
+
+/**
+ * What a payout or a refund paid in another asset than its rail's (gas, in the chain's native token), as the ledger
+ * books it; kept in network_fee and network_fee_asset (migrations 0048, 0050).
+ */
+export type NetworkFee = { assetCode: string; amount: bigint };
+
+/** The network fee a rail's outcome reports, or null when it paid none. */
+export function networkFeeOf(paid: FeePaid | undefined): NetworkFee | null {
+  return paid === undefined || paid.amount === 0n
+    ? null
+    : { assetCode: paid.asset.code, amount: paid.amount };
+}
+
+/** The network fee a row keeps, or null. */
+export function networkFeeOfRow(row: {
+  network_fee: bigint | null;
+  network_fee_asset: string | null;
+}): NetworkFee | null {
+  return row.network_fee === null || row.network_fee_asset === null
+    ? null
+    : { assetCode: row.network_fee_asset, amount: row.network_fee };
+}
 
 export type Attempt = {
   id: string;
@@ -29,7 +53,7 @@ export type Attempt = {
    * What it paid in another asset than its rail's — an EVM payout's gas, in ETH — as the ledger books it; null when
    * none (or when it was paid for a batch: a netted payout's gas is the batch's).
    */
-  networkFee: { assetCode: string; amount: bigint } | null;
+  networkFee: NetworkFee | null;
   reserveTransferId: bigint;
   evidence: SettlementEvidence | null;
   failureCode: PaymentFailureCode | null;

@@ -30,6 +30,7 @@ import {
   errorView,
   evidenceView,
   metadataSchema,
+  networkFeeView,
 } from "../schemas.ts";
 
 export type RefundRoutesOptions = { refunds: RefundsDeps };
@@ -93,7 +94,7 @@ export const refundView = z.object({
   /** What the rail paid to move the refund, in the rail's asset; the platform's, not charged to the account. */
   fee: z.string().nullable(),
   /** What it paid in another asset than its rail's: an on-chain refund's gas (ETH), as booked; the platform's too. */
-  network_fee: z.object({ asset: z.string(), amount: z.string() }).nullable(),
+  network_fee: networkFeeView.nullable(),
   failure: z.object({ code: z.string(), message: z.string() }).nullable(),
   metadata: z.record(z.string(), z.string()),
   created_at: z.string(),
