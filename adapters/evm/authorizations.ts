@@ -21,12 +21,13 @@ import {
   parseSignature,
   verifyTypedData,
 } from "viem";
-import type {
-  RailRoute,
-  RailRouteReply,
-  SignedPayment,
-  SignedPaymentOutcome,
-  SignedPaymentRefusal,
+import {
+  isUniqueViolation,
+  type RailRoute,
+  type RailRouteReply,
+  type SignedPayment,
+  type SignedPaymentOutcome,
+  type SignedPaymentRefusal,
 } from "../../core/index.ts";
 import { testUsdAbi } from "./abi.generated.ts";
 import {
@@ -286,8 +287,7 @@ async function submit(
   } catch (error) {
     // Another invoice took this payer and nonce between the NOT EXISTS and the write (evm_deposits_nonce): nothing
     // was sent, so this is a refusal like the one below, not a payment of unknown fate.
-    if (typeof error !== "object" || error === null || (error as { code?: unknown }).code !== "23505")
-      throw error;
+    if (!isUniqueViolation(error, "evm_deposits_nonce")) throw error;
   }
   if (claimed === undefined)
     return refused(
@@ -353,7 +353,7 @@ async function submit(
       ],
     );
   } catch (error) {
-    if ((error as { code?: unknown }).code !== "23505") throw error;
+    if (!isUniqueViolation(error, "evm_deposits_nonce")) throw error;
   }
   if (recorded.length === 0)
     state.logger.error(

@@ -14,7 +14,7 @@ import {
   parseSignature,
   toFunctionSelector,
 } from "viem";
-import { feeWeiOf } from "../../core/index.ts";
+import { feeWeiOf, isUniqueViolation } from "../../core/index.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { claim, handedToX402 } from "./send-gas.ts";
@@ -319,8 +319,7 @@ async function bindToInvoice(
   } catch (error) {
     // Another invoice bound this (payer, nonce) between the NOT EXISTS and the write (evm_deposits_nonce): this
     // item is refused alone, as a mismatch; its neighbours in the batch are sent.
-    if (typeof error === "object" && error !== null && (error as { code?: unknown }).code === "23505")
-      return null;
+    if (isUniqueViolation(error, "evm_deposits_nonce")) return null;
     throw error;
   }
   return rows[0] ?? null;
