@@ -14,7 +14,7 @@
 // lookup like any other. An idle process renews nothing, and forgets what has expired.
 //
 // Nothing is looked up twice at once: checks of a key while its lookup runs await that lookup's answer (so the memory
-// of a busy key expiring costs one query, not one per request in flight), unless something was forgotten since that
+// of a busy key expiring costs one query, not one per request in flight), unless that key was forgotten since that
 // lookup began — it may have read the key just before its revocation committed — and then they start a fresh one.
 //
 // A secret without a key's shape and checksum (keys.ts) is refused before any lookup: a mistyped or made-up key
@@ -69,6 +69,10 @@ export type KeyCheck =
   | { ok: false; refusal: "api_key_invalid" | "tenant_suspended" };
 
 const invalid: KeyCheck = { ok: false, refusal: "api_key_invalid" };
+/** A key remembered valid: trusted until expiresAtMs, last checked at usedAtMs. */
+type ValidKey = { principal: ApiKeyPrincipal; expiresAtMs: number; usedAtMs: number };
+/** A key's lookup under way; `stale` once the bus made us forget that key (or everything) since it began. */
+type Lookup = { stale: boolean; checked: Promise<KeyCheck> };
 
 type KeyRow = ApiKeyRow & { tenant_name: string; tenant_status: string };
 
@@ -131,32 +135,34 @@ export type Authenticator = {
  * earlier of `ttlMs` from now and the key's expiry: an unknown, revoked or suspended key always asks the database, so
  * a stream of made-up keys cannot fill the memory. A key revoked by any process is forgotten when its announcement
  * arrives on the change bus, and everything is forgotten on `resync`. Nothing is remembered while the bus is not
- * listening, nor from a lookup that began before something was forgotten (it may have read the key just before its
+ * listening, nor from a lookup that began before its key was forgotten (it may have read the key just before its
  * revocation committed). Concurrent checks of one key share its lookup, refusals and failures included, unless
- * something was forgotten since it began.
+ * that key was forgotten since it began. Another key's revocation costs a lookup nothing: a tenant revoking keys in a
+ * loop does not stop every other key being remembered or renewed.
  */
 export function createAuthenticator(
   deps: { sql: Sql; nowMs: () => number; changes: ChangeFeed },
   limits: ApiKeyCacheLimits,
 ): Authenticator {
   /** Valid keys by digest, least recently checked first: trusted until expiresAtMs, last checked at usedAtMs. */
-  const valid = new Map<string, { principal: ApiKeyPrincipal; expiresAtMs: number; usedAtMs: number }>();
-  /** Counts what the bus made us forget: a lookup remembers its answer only if this did not move meanwhile. */
-  let forgotten = 0;
+  const valid = new Map<string, ValidKey>();
+  /**
+   * Lookups under way, by digest (one entry per key being looked up; only keys with a valid checksum get here); an
+   * entry leaves when its lookup settles, answered or failed. `stale`: the bus made us forget this key (or everything)
+   * since it began, so it remembers nothing and no later check joins it. Only the key's own revocation makes its
+   * lookup stale: another key's, however many, costs it nothing.
+   */
+  const lookups = new Map<string, Lookup>();
   const unsubscribe = deps.changes.subscribe((event) => {
     if (event.kind === "api_key_revoked") {
       valid.delete(event.digest);
-      forgotten += 1;
+      const running = lookups.get(event.digest);
+      if (running !== undefined) running.stale = true;
     } else if (event.kind === "resync") {
       valid.clear();
-      forgotten += 1;
+      for (const running of lookups.values()) running.stale = true;
     }
   });
-  /**
-   * Lookups under way, by digest (one entry per key being looked up; only keys with a valid checksum get here), each
-   * with the `forgotten` count when it began; an entry leaves when its lookup settles, answered or failed.
-   */
-  const lookups = new Map<string, { forgottenBefore: number; checked: Promise<KeyCheck> }>();
   /** How long a key read at `readAtMs` is trusted: ttlMs, never past its own expiry. */
   const trustedUntil = (principal: ApiKeyPrincipal, readAtMs: number) => {
     const expiresAt = principal.key.expiresAt;
@@ -165,33 +171,34 @@ export function createAuthenticator(
   };
   const renewUsedWithinMs = limits.renewUsedWithinMs ?? 0;
   /**
-   * Renews the keys in use whose trust is more than half spent, as a lookup would (from when its query began, only if
-   * nothing was forgotten meanwhile), and forgets those no longer valid and those expired. Failures renew nothing: the
-   * keys then expire as they would have.
+   * Renews the keys in use whose trust is more than half spent, as a lookup would (from when its query began, only
+   * the entries the bus did not make us forget meanwhile), and forgets those no longer valid and those expired.
+   * Failures renew nothing: the keys then expire as they would have.
    */
   const renew = async () => {
     const startedMs = deps.nowMs();
-    const forgottenBefore = forgotten;
-    const due: string[] = [];
+    const due = new Map<string, ValidKey>();
     for (const [key, entry] of valid) {
       if (entry.expiresAtMs <= startedMs) valid.delete(key);
       else if (
         startedMs - entry.usedAtMs <= renewUsedWithinMs &&
         entry.expiresAtMs - startedMs <= limits.ttlMs / 2
       )
-        due.push(key);
+        due.set(key, entry);
     }
-    if (due.length === 0 || !deps.changes.listening()) return;
+    if (due.size === 0 || !deps.changes.listening()) return;
+    const keys = [...due.keys()];
     const checks = new Map<string, KeyCheck>();
-    for (let at = 0; at < due.length; at += renewBatchMax)
-      for (const [key, check] of await checkDigests(deps.sql, due.slice(at, at + renewBatchMax)))
+    for (let at = 0; at < keys.length; at += renewBatchMax)
+      for (const [key, check] of await checkDigests(deps.sql, keys.slice(at, at + renewBatchMax)))
         checks.set(key, check);
-    for (const key of due) {
-      const entry = valid.get(key);
-      if (entry === undefined) continue;
+    const listening = deps.changes.listening();
+    for (const [key, entry] of due) {
+      // A key forgotten meanwhile (revoked, or a resync) left the memory; one looked up again since is a new entry.
+      if (valid.get(key) !== entry) continue;
       const checked = checks.get(key);
       if (checked === undefined || !checked.ok) valid.delete(key);
-      else if (forgotten === forgottenBefore && deps.changes.listening()) {
+      else if (listening) {
         entry.principal = checked.principal;
         entry.expiresAtMs = trustedUntil(checked.principal, startedMs);
       }
@@ -202,10 +209,10 @@ export function createAuthenticator(
     renew,
     more: () => valid.size > 0,
   });
-  const lookUp = async (key: string, forgottenBefore: number): Promise<KeyCheck> => {
+  const lookUp = async (key: string, stale: () => boolean): Promise<KeyCheck> => {
     const checked = await checkDigest(deps.sql, Buffer.from(key, "base64"));
     if (!checked.ok || limits.entriesMax <= 0) return checked;
-    if (forgotten !== forgottenBefore || !deps.changes.listening()) return checked;
+    if (stale() || !deps.changes.listening()) return checked;
     const nowMs = deps.nowMs();
     setBounded(
       valid,
@@ -234,8 +241,8 @@ export function createAuthenticator(
     }
     if (cached === undefined && !hasValidChecksum(secret)) return invalid;
     const running = lookups.get(key);
-    if (running !== undefined && running.forgottenBefore === forgotten) return running.checked;
-    const lookup = { forgottenBefore: forgotten, checked: lookUp(key, forgotten) };
+    if (running !== undefined && !running.stale) return running.checked;
+    const lookup: Lookup = { stale: false, checked: lookUp(key, () => lookup.stale) };
     lookups.set(key, lookup);
     const settled = () => {
       if (lookups.get(key) === lookup) lookups.delete(key);
@@ -254,7 +261,8 @@ export function createAuthenticator(
     close() {
       renewals.stop();
       unsubscribe();
-      forgotten += 1; // a lookup still under way remembers nothing, and no later check joins it
+      // A lookup still under way remembers nothing, and no later check joins it.
+      for (const running of lookups.values()) running.stale = true;
       valid.clear();
       lookups.clear();
     },

@@ -212,6 +212,48 @@ describe("the API-key memory and the change bus", () => {
     auth.close();
   });
 
+  it("remembers a key whose lookup ran while other keys were revoked: only its own revocation counts", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const others = await Promise.all(
+      Array.from({ length: 3 }, () => createApiKey(db, { tenantId: "ten_other", mode: "test" })),
+    );
+    const { sql: counted, queries } = counting();
+    let read = () => {};
+    const firstRead = new Promise<void>((resolve) => {
+      read = resolve;
+    });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // The lookup reads the key (valid), then its answer is held back until the test releases it.
+    const slow: Sql = {
+      query: async (text, params) => {
+        const rows = await counted.query(text, params);
+        read();
+        await held;
+        return rows as never;
+      },
+    };
+    const auth = createAuthenticator(
+      { sql: slow, nowMs: clock().nowMs, changes },
+      { entriesMax: 10, ttlMs: 60_000 },
+    );
+    const lookup = auth.authenticate(key.secret);
+    await firstRead;
+    // Another tenant revokes its keys while this key's lookup runs.
+    for (const other of others)
+      expect(await revokeApiKey({ db, changes }, { tenantId: "ten_other", id: other.id })).toBe(true);
+    const joined = auth.authenticate(key.secret);
+    release();
+    expect(await lookup).toEqual({ id: tenantId, name: "Auth" });
+    expect(await joined).toEqual({ id: tenantId, name: "Auth" });
+    expect(queries()).toBe(1); // the later check joined the lookup
+    expect(await auth.authenticate(key.secret)).toEqual({ id: tenantId, name: "Auth" });
+    expect(queries()).toBe(1); // and its answer was remembered
+    auth.close();
+  });
+
   it("forgets everything on resync, and remembers nothing while the bus is not listening", async () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
     const { feed, publish, setListening, subscriberCount } = manualChangeFeed();
@@ -290,6 +332,35 @@ describe("renewing keys in use", () => {
     expect(queries()).toBe(3);
     auth.close();
     await deaf.close();
+  });
+
+  it("renews a key in use although another key was revoked while the renewal ran", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "test" });
+    const other = await createApiKey(db, { tenantId: "ten_other", mode: "test" });
+    const { sql: counted, queries } = counting();
+    let renewing = false;
+    const slow: Sql = {
+      query: async (text, params) => {
+        const rows = await counted.query(text, params);
+        // The renewal's query has read the key; another tenant's key is revoked before its answer is used.
+        if (renewing && text.includes("unnest")) {
+          renewing = false;
+          await revokeApiKey({ db, changes }, { tenantId: "ten_other", id: other.id });
+        }
+        return rows as never;
+      },
+    };
+    const time = clock();
+    const auth = createAuthenticator({ sql: slow, nowMs: time.nowMs, changes }, limits);
+    expect(await auth.authenticate(key.secret)).not.toBeNull();
+    renewing = true;
+    time.advance(60); // due
+    await vi.waitFor(() => expect(renewing).toBe(false), { timeout: 5_000 });
+    await new Promise((resolve) => setTimeout(resolve, 10)); // the renewal's continuation
+    time.advance(60); // past the lookup's trust (until 100), within the renewal's (until 160)
+    expect(await auth.authenticate(key.secret)).not.toBeNull();
+    expect(queries()).toBe(2); // the lookup and the renewal: nothing more
+    auth.close();
   });
 
   it("renews no key unchecked for longer than renewUsedWithinMs", async () => {
