@@ -234,16 +234,34 @@ export const committedHorizonQuery = `SELECT LEAST(clock_timestamp(), (SELECT mi
   WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()))::text
   AS horizon`;
 
+/** What listPage is asked: whose objects, the list's path, its parameters, and whether its client hung up. */
+export type ListRequest = {
+  tenantId: string;
+  url: string;
+  params: ListParams;
+  /** True once the request's client has hung up (clientGone): a read still waiting for its turn then gives it up. */
+  gone?: () => boolean;
+};
+
+/** `gone` for listPage: whether the request's connection has closed (its client hung up). */
+export const clientGone =
+  (request: { socket: { destroyed: boolean } }): (() => boolean) =>
+  () =>
+    request.socket.destroyed;
+
 /**
  * One page of the tenant's objects of `source`, newest first by (created_at, id), as ListParams asks. A cursor
- * that is not one of the tenant's objects of the table is 400 parameter_invalid naming its parameter.
+ * that is not one of the tenant's objects of the table is 400 parameter_invalid naming its parameter. A read whose
+ * client hung up while it waited for its turn is 503 overloaded, never read (and never sent).
  */
 export async function listPage<R extends Row, Item>(
   sql: Sql,
   source: ListSource<R, Item>,
-  request: { tenantId: string; url: string; params: ListParams },
+  request: ListRequest,
 ): Promise<ListPage<Item>> {
-  const release = await listTurn(request.tenantId);
+  const release = await listTurn(request.tenantId, request.gone);
+  if (release === null)
+    throw new ApiError("overloaded", "the client hung up while its list waited for the tenant's turn");
   try {
     return await readPage(sql, source, request);
   } finally {
@@ -252,19 +270,25 @@ export async function listPage<R extends Row, Item>(
 }
 
 /**
- * The most of one tenant's list reads that run at once in this process; the others wait their turn, in order (a read
- * whose client hung up while it waited still takes its turn: the tenant's own lists wait behind it, no one else's).
- * A list filtered by status scans the tenant's rows until it fills its page, and a tenant with millions of rows could
- * hold every connection of the pool with a few such reads at once (up to the statement timeout each): every other
- * tenant's reads, and the ledger's writes, queued behind them.
+ * The most of one tenant's list reads that run at once in this process; the others wait their turn, in order. A
+ * read whose client hung up while it waited is passed over when its turn comes. A list filtered by status scans the
+ * tenant's rows until it fills its page, and a tenant with millions of rows could hold every connection of the pool
+ * with a few such reads at once (up to the statement timeout each): every other tenant's reads, and the ledger's
+ * writes, queued behind them.
  */
 export const listReadsPerTenantMax = 2;
 
-/** Each tenant's list reads running, and those waiting (in order), for tenants with any. */
-const listTurns = new Map<string, { running: number; waiting: Array<() => void> }>();
+/** A read waiting for its turn: `resume(true)` hands it a running turn, `resume(false)` tells it its client left. */
+type ListWaiter = { resume: (turn: boolean) => void; gone: (() => boolean) | undefined };
 
-/** Waits for one of the tenant's turns; returns what gives it up (to the next waiting, else back). */
-async function listTurn(tenantId: string): Promise<() => void> {
+/** Each tenant's list reads running, and those waiting (in order), for tenants with any. */
+const listTurns = new Map<string, { running: number; waiting: ListWaiter[] }>();
+
+/**
+ * Waits for one of the tenant's turns; returns what gives it up (to the next waiting read whose client is still
+ * there, else back), or null when its client hung up while it waited.
+ */
+async function listTurn(tenantId: string, gone: (() => boolean) | undefined): Promise<(() => void) | null> {
   let turns = listTurns.get(tenantId);
   if (turns === undefined) {
     turns = { running: 0, waiting: [] };
@@ -272,17 +296,17 @@ async function listTurn(tenantId: string): Promise<() => void> {
   }
   const own = turns;
   if (own.running < listReadsPerTenantMax) own.running += 1;
-  else await new Promise<void>((resolve) => own.waiting.push(resolve)); // handed a running turn
+  else if (!(await new Promise<boolean>((resume) => own.waiting.push({ resume, gone })))) return null;
   let given = false;
   return () => {
     if (given) return;
     given = true;
-    const next = own.waiting.shift();
-    if (next !== undefined) next();
-    else {
-      own.running -= 1;
-      if (own.running === 0) listTurns.delete(tenantId);
+    for (let next = own.waiting.shift(); next !== undefined; next = own.waiting.shift()) {
+      if (next.gone?.() === true) next.resume(false);
+      else return next.resume(true); // the running turn, handed on
     }
+    own.running -= 1;
+    if (own.running === 0) listTurns.delete(tenantId);
   };
 }
 
@@ -290,7 +314,7 @@ async function listTurn(tenantId: string): Promise<() => void> {
 async function readPage<R extends Row, Item>(
   sql: Sql,
   source: ListSource<R, Item>,
-  request: { tenantId: string; url: string; params: ListParams },
+  request: ListRequest,
 ): Promise<ListPage<Item>> {
   const table = checkedIdentifier(source.table);
   const tenant = checkedIdentifier(source.tenantColumn);

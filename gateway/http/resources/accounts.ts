@@ -29,7 +29,7 @@ import type { Db } from "../../db/index.ts";
 import type { Ledger } from "../../ledger/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode } from "../errors.ts";
-import { listPage, listParams, listQuery, listView } from "../lists.ts";
+import { clientGone, listPage, listParams, listQuery, listView } from "../lists.ts";
 import { balanceView, errorView, idParams, listingAssets, metadataSchema, withoutNul } from "../schemas.ts";
 
 export type AccountRoutesOptions = { db: Db; accounts: AccountCache; ledger: Ledger };
@@ -274,7 +274,12 @@ const plugin: FastifyPluginAsyncZod<AccountRoutesOptions> = async (app, options)
           mapPage: (rows: TenantAccountRow[]) =>
             presentAccounts(options.ledger, rows.map(tenantAccountFromRow)),
         },
-        { tenantId: tenantOf(request).id, url: "/v1/accounts", params: listParams(query) },
+        {
+          tenantId: tenantOf(request).id,
+          url: "/v1/accounts",
+          params: listParams(query),
+          gone: clientGone(request),
+        },
       );
     },
   );

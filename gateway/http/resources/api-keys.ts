@@ -31,7 +31,7 @@ import {
 } from "../../tenants/index.ts";
 import { apiKeyOf, keyModeOf, tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { listPage, listParams, listQuery, listView } from "../lists.ts";
+import { clientGone, listPage, listParams, listQuery, listView } from "../lists.ts";
 import { documented, errorView, withoutControlCharacters } from "../schemas.ts";
 
 export type ApiKeyRoutesOptions = {
@@ -228,7 +228,12 @@ const plugin: FastifyPluginAsyncZod<ApiKeyRoutesOptions> = async (app, options) 
           noun: "API key",
           map: (row: ApiKeyRow) => presentApiKey(apiKeyOfRow(row), nowMs),
         },
-        { tenantId: tenantOf(request).id, url: "/v1/api_keys", params: listParams(request.query) },
+        {
+          tenantId: tenantOf(request).id,
+          url: "/v1/api_keys",
+          params: listParams(request.query),
+          gone: clientGone(request),
+        },
       );
     },
   );

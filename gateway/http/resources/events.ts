@@ -14,7 +14,7 @@ import {
 } from "../../webhooks/events.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { type ListSource, listPage, listParams, listQuery, listView } from "../lists.ts";
+import { clientGone, type ListSource, listPage, listParams, listQuery, listView } from "../lists.ts";
 import { errorView } from "../schemas.ts";
 
 export type EventRoutesOptions = { db: Db; mode: "development" | "production" };
@@ -81,6 +81,7 @@ const plugin: FastifyPluginAsyncZod<EventRoutesOptions> = async (app, options) =
         tenantId: tenantOf(request).id,
         url: "/v1/events",
         params: listParams(request.query),
+        gone: clientGone(request),
       }),
   );
 

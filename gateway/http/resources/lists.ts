@@ -11,7 +11,7 @@ import { fromJson, getPayment } from "../../payments/index.ts";
 import type { Quote } from "../../router/index.ts";
 import { getInvoice } from "../../settlement/index.ts";
 import { tenantOf } from "../auth.ts";
-import { expandParam, listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
+import { clientGone, expandParam, listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { presentInvoice, presentPayment } from "../present.ts";
 import { errorView, invoiceView, payeeView, paymentView, quoteView } from "../schemas.ts";
 import { presentPayee } from "./payees.ts";
@@ -77,7 +77,7 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
               return rest;
             }),
         },
-        { tenantId, url: "/v1/payments", params },
+        { tenantId, url: "/v1/payments", params, gone: clientGone(request) },
       );
     },
   );
@@ -100,7 +100,7 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
           mapPage: async (rows: IdRow[]) =>
             (await readEach(rows, (id) => getInvoice(db, { tenantId, id }))).map(presentInvoice),
         },
-        { tenantId, url: "/v1/invoices", params: listParams(request.query) },
+        { tenantId, url: "/v1/invoices", params: listParams(request.query), gone: clientGone(request) },
       );
     },
   );
@@ -118,7 +118,12 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
           noun: "quote",
           map: (row: { id: string; quote: unknown }) => presentQuote(row.id, fromJson<Quote>(row.quote)),
         },
-        { tenantId: tenantOf(request).id, url: "/v1/quotes", params: listParams(request.query) },
+        {
+          tenantId: tenantOf(request).id,
+          url: "/v1/quotes",
+          params: listParams(request.query),
+          gone: clientGone(request),
+        },
       ),
   );
 
@@ -137,7 +142,7 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
           mapPage: async (rows: IdRow[]) =>
             (await readEach(rows, (id) => getPayee(db, { tenantId, id }))).map(presentPayee),
         },
-        { tenantId, url: "/v1/payees", params: listParams(request.query) },
+        { tenantId, url: "/v1/payees", params: listParams(request.query), gone: clientGone(request) },
       );
     },
   );

@@ -31,7 +31,7 @@ import { remotePaywallCompleteTimeoutMsDefault } from "../../paywall/remote.ts";
 import { outlastingWait } from "../../paywall/socket-wait.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { listPage, listParams, listQuery, listView } from "../lists.ts";
+import { clientGone, listPage, listParams, listQuery, listView } from "../lists.ts";
 import { assetCode, decimalAmount, documented, errorView, metadataSchema, storable } from "../schemas.ts";
 
 export type PaywallRoutesOptions = {
@@ -324,7 +324,7 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
             return found.flatMap((paywall) => (paywall === null ? [] : [presentPaywall(paywall)]));
           },
         },
-        { tenantId, url: "/v1/paywalls", params: listParams(request.query) },
+        { tenantId, url: "/v1/paywalls", params: listParams(request.query), gone: clientGone(request) },
       );
     },
   );

@@ -21,7 +21,7 @@ import {
 } from "../../payments/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
-import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
+import { clientGone, listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { bolt11Destination, presentEvidence, presentNetworkFee } from "../present.ts";
 import {
   bolt11Shape,
@@ -255,7 +255,12 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
           equals: { status: query.status, invoice_id: query.invoice, payment_id: query.payment },
           map: (row: RefundRow) => presentRefund(refundFromRow(row)),
         },
-        { tenantId: tenantOf(request).id, url: "/v1/refunds", params: listParams(query) },
+        {
+          tenantId: tenantOf(request).id,
+          url: "/v1/refunds",
+          params: listParams(query),
+          gone: clientGone(request),
+        },
       );
     },
   );

@@ -15,7 +15,7 @@ import type { Db, Sql } from "../../db/index.ts";
 import { textArrayLiteral } from "../../db/index.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode } from "../errors.ts";
-import { listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
+import { clientGone, listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { errorView } from "../schemas.ts";
 
 /** The most attempts shown with a delivery (the newest). */
@@ -147,7 +147,12 @@ const plugin: FastifyPluginAsyncZod<WebhookDeliveryRoutesOptions> = async (app, 
           scopedBy: ["endpoint_id"],
           mapPage: (rows: DeliveryRow[]) => present(db, tenantId, rows),
         },
-        { tenantId, url: `/v1/webhook_endpoints/${id}/deliveries`, params: listParams(request.query) },
+        {
+          tenantId,
+          url: `/v1/webhook_endpoints/${id}/deliveries`,
+          params: listParams(request.query),
+          gone: clientGone(request),
+        },
       );
     },
   );

@@ -35,7 +35,7 @@ import {
 } from "../../webhooks/endpoints.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { listPage, listParams, listQuery, listView } from "../lists.ts";
+import { clientGone, listPage, listParams, listQuery, listView } from "../lists.ts";
 import { createWebhookEndpointBody, errorView, storable } from "../schemas.ts";
 
 /**
@@ -283,7 +283,12 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
               .filter((endpoint) => endpoint !== null)
               .map(presentWebhookEndpoint),
         },
-        { tenantId, url: "/v1/webhook_endpoints", params: listParams(request.query) },
+        {
+          tenantId,
+          url: "/v1/webhook_endpoints",
+          params: listParams(request.query),
+          gone: clientGone(request),
+        },
       );
     },
   );
