@@ -240,20 +240,35 @@ export type ClaimedDelivery = {
  * Claims up to `countMax` due deliveries of enabled endpoints, no tenant past tenantInFlightMax in flight (its
  * unexpired claims), the tenants' turns interleaved (each one's first due, then each one's second…). A delivery
  * another pass is claiming at that moment is skipped, not waited for: passes locking their choices in different
- * orders would otherwise deadlock (they did, on PostgreSQL, once the table held a few thousand deliveries).
+ * orders would otherwise deadlock (they did, on PostgreSQL, once the table held a few thousand deliveries). A pass
+ * reads what it may claim and little more: one index descent per endpoint with pending deliveries, at most
+ * tenantInFlightMax due rows of each enabled one, and the claimed rows (migration 0051) — never a backlog.
  */
 export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Promise<ClaimedDelivery[]> {
   if (countMax <= 0) return [];
   return deps.db.query<ClaimedDelivery>(
-    `WITH busy AS (
+    // busy: each tenant's unexpired claims. pending_endpoints: each endpoint with a pending delivery, one index
+    // descent apiece (a loose scan of webhook_deliveries_endpoint_due). due: each enabled one's first $1 due and
+    // unclaimed, numbered per tenant: a tenant's first $1 overall are among them.
+    `WITH RECURSIVE busy AS (
        SELECT tenant_id, count(*)::int AS n FROM webhook_deliveries
-       WHERE status = 'pending' AND locked_until > now() GROUP BY tenant_id
+       WHERE status = 'pending' AND locked_until IS NOT NULL AND locked_until > now() GROUP BY tenant_id
+     ), pending_endpoints (endpoint_id) AS (
+       (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
+       UNION ALL
+       SELECT (SELECT d.endpoint_id FROM webhook_deliveries d
+               WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id ORDER BY d.endpoint_id LIMIT 1)
+       FROM pending_endpoints p WHERE p.endpoint_id IS NOT NULL
      ), due AS (
-       SELECT d.id, d.tenant_id,
-              row_number() OVER (PARTITION BY d.tenant_id ORDER BY d.next_attempt_at, d.id) AS turn
-       FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-       WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-         AND (d.locked_until IS NULL OR d.locked_until <= now()) AND e.enabled
+       SELECT first.id, first.tenant_id,
+              row_number() OVER (PARTITION BY first.tenant_id ORDER BY first.next_attempt_at, first.id) AS turn
+       FROM pending_endpoints p
+       JOIN webhook_endpoints e ON e.id = p.endpoint_id AND e.enabled
+       CROSS JOIN LATERAL (
+         SELECT d.id, d.tenant_id, d.next_attempt_at FROM webhook_deliveries d
+         WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+           AND (d.locked_until IS NULL OR d.locked_until <= now())
+         ORDER BY d.next_attempt_at, d.id LIMIT $1) AS first
      ), chosen AS (
        SELECT due.id FROM due LEFT JOIN busy ON busy.tenant_id = due.tenant_id
        WHERE due.turn <= $1 - coalesce(busy.n, 0)

@@ -11,6 +11,7 @@ import { createEgress } from "../../gateway/egress/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { deleteWebhookEndpoint } from "../../gateway/webhooks/endpoints.ts";
 import {
+  claimDeliveries,
   type DeliveryDeps,
   type DeliveryResponse,
   deliverOutbox,
@@ -23,6 +24,25 @@ import { latch } from "../support/latch.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 type Received = { path: string; body: any; at: number };
+
+/** The rows an explained statement read from `table` (kept or filtered out), over every node and loop of its plan. */
+function rowsRead(plan: unknown, table: string): number {
+  let read = 0;
+  const visit = (node: Record<string, unknown>) => {
+    const index = typeof node["Index Name"] === "string" ? (node["Index Name"] as string) : "";
+    if (node["Relation Name"] === table || index.startsWith(`${table}_`)) {
+      const loops = Number(node["Actual Loops"] ?? 1);
+      const rows = Number(node["Actual Rows"] ?? 0) + Number(node["Rows Removed by Filter"] ?? 0);
+      read += rows * loops;
+    }
+    for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) visit(child);
+  };
+  const explained = (typeof plan === "string" ? JSON.parse(plan) : plan) as {
+    Plan: Record<string, unknown>;
+  }[];
+  for (const statement of explained) visit(statement.Plan);
+  return read;
+}
 
 /** A receiver: /ok/… answers 204, /fail/… 500 while `failing` holds the path, /hang/… never answers. */
 function receiver() {
@@ -415,6 +435,56 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     await fanOutEvents(deps());
     expect(await deliveredEvents()).toEqual(["early, committed late", "later, committed at once"]);
     await h.quiet();
+  });
+
+  it("reads only what a pass may claim: a backlog of thousands, a disabled endpoint's and a busy tenant's, is passed over", async () => {
+    const big = await tenant("backlog");
+    await big.endpoint("/ok/backlog/down");
+    await big.endpoint("/ok/backlog/up");
+    const small = await tenant("beside a backlog");
+    await small.endpoint("/ok/beside");
+    await gw.app.db.query(
+      `INSERT INTO outbox (tenant_id, type, payload)
+       SELECT $1, 'payment.succeeded', '{"payment_id":"pay_test"}'::jsonb FROM generate_series(1, 2500)`,
+      [big.id],
+    );
+    await small.emit();
+    while ((await fanOutEvents(deps())) > 0);
+    await gw.app.db.query(
+      "UPDATE webhook_endpoints SET enabled = false WHERE tenant_id = $1 AND url LIKE $2",
+      [big.id, "%/down"],
+    );
+    // The pass's claim statement, kept to be explained below.
+    let claim: { text: string; params: readonly unknown[] | undefined } | undefined;
+    const db: Db = {
+      ...gw.app.db,
+      query: (text, params) => {
+        if (text.includes("FOR UPDATE SKIP LOCKED")) claim = { text, params };
+        return gw.app.db.query(text, params);
+      },
+    };
+    try {
+      const claimed = await claimDeliveries({ ...deps(), db }, webhookLimitsDefault.globalInFlightMax);
+      expect(claimed.filter((delivery) => delivery.tenant_id === small.id)).toHaveLength(1);
+      expect(claimed.filter((delivery) => delivery.tenant_id === big.id)).toHaveLength(
+        webhookLimitsDefault.tenantInFlightMax,
+      );
+      expect(claimed.every((delivery) => delivery.url.endsWith("/up") || delivery.tenant_id !== big.id)).toBe(
+        true,
+      );
+      // The same statement again, explained: the backlog (5,000 pending rows, 2,500 of them behind a disabled
+      // endpoint, the rest behind a tenant at its in-flight bound) is not read, on either pass.
+      const [plan] = await gw.app.db.query<{ "QUERY PLAN": unknown }>(
+        `EXPLAIN (ANALYZE, FORMAT JSON) ${claim!.text}`,
+        claim!.params,
+      );
+      const read = rowsRead(plan!["QUERY PLAN"], "webhook_deliveries");
+      expect(read).toBeGreaterThan(0);
+      expect(read).toBeLessThan(100);
+    } finally {
+      await big.quiet();
+      await small.quiet();
+    }
   });
 
   it("sends each (event, endpoint) once when passes claim at the same time", async () => {

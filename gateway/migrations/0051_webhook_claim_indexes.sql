@@ -1,0 +1,11 @@
+-- A claim pass reads only what it may claim. Before, it numbered every due delivery of every tenant (a window over
+-- all of them) and counted the claimed ones by reading every pending row: with a backlog of millions, say one
+-- tenant's endpoint down, every pass read them all. Now it visits each endpoint with pending deliveries once (a loose
+-- index scan), takes at most a tenant's in-flight bound of each enabled one's first due, and counts the claimed from
+-- an index of claimed rows alone (an attempt clears locked_until, so these are the ones in flight or crashed in
+-- flight).
+DROP INDEX IF EXISTS webhook_deliveries_due;
+CREATE INDEX webhook_deliveries_endpoint_due ON webhook_deliveries (endpoint_id, next_attempt_at, id)
+  WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_claimed ON webhook_deliveries (tenant_id)
+  WHERE status = 'pending' AND locked_until IS NOT NULL;
