@@ -675,6 +675,54 @@ describe("payments across two rails", () => {
     });
   });
 
+  it("recovery passes take in turn the stranded payments none could end: one behind them is reached", async () => {
+    cheap.behaviour = "fail_retryable";
+    for (const key of ["k-str-turn-old", "k-str-turn-young"])
+      await expect(
+        createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 1)), request(key)),
+      ).rejects.toThrow(Crash);
+    const [young] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE idempotency_key = 'k-str-turn-young'",
+    );
+    // Every stranded payment but the youngest cannot be driven on (its next attempt is never written); a pass
+    // takes one.
+    const refuse = (text: string, params?: readonly unknown[]) => {
+      if (/^\s*INSERT INTO attempts/.test(text) && !(params ?? []).includes(young!.id))
+        throw new Crash("still down");
+    };
+    const onlyYoung: Db = {
+      ...db,
+      query: async (text, params) => {
+        refuse(text, params);
+        return db.query(text, params);
+      },
+      queryAll: async (list) => {
+        for (const statement of list) refuse(statement.text, statement.params);
+        return db.queryAll(list);
+      },
+      transaction: (fn) =>
+        db.transaction((tx) =>
+          fn({
+            query: async (text, params) => {
+              refuse(text, params);
+              return tx.query(text, params);
+            },
+          }),
+        ),
+    };
+    const stranded = await listStrandedPayments(db, { quietMs: 0, limit: 1_000 });
+    expect(stranded.map((row) => row.id)).toContain(young!.id);
+    expect(stranded.length).toBeGreaterThan(1);
+    for (let pass = 0; pass < stranded.length; pass++)
+      await recoverOpenAttempts({ ...depsWith(onlyYoung), recoveryBatchMax: 1 }, { quietMs: 0 }).catch(
+        (error: unknown) => {
+          if (!(error instanceof RecoveryError)) throw error;
+        },
+      );
+    // Before: every pass took the oldest stranded payment again, and the youngest stayed processing for good.
+    expect((await getPayment(db, { tenantId, id: young!.id }))?.status).toBe("succeeded");
+  });
+
   it("recovery asks the rails about several open attempts at once: one waiting on its rail holds no other back", async () => {
     cheap.behaviour = "crash_before_paying";
     for (const key of ["k-par-1", "k-par-2", "k-par-3"])

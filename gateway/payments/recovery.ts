@@ -3,7 +3,7 @@ import { SwitchyardError } from "../../core/index.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { type Driven, driveAttempt, paymentOf, readPayment, runCandidates } from "./execution.ts";
 import { accrualPayee, accrue } from "./service.ts";
-import { listOpenAttempts, listStrandedPayments, touchOpenAttempts } from "./store.ts";
+import { listOpenAttempts, listStrandedPayments, touchOpenAttempts, touchStrandedPayments } from "./store.ts";
 
 /**
  * Resumes every attempt left open by a stop or a crash: the ledger is asked whether each one's reservation
@@ -59,6 +59,11 @@ export async function recoverOpenAttempts(
       failures.push({ kind: "payment", id: row.id, error });
     }
   });
+  // Those still processing go behind the others for the next pass.
+  await touchStrandedPayments(
+    deps.db,
+    stranded.map((row) => row.id),
+  );
   if (failures.length > 0) throw new RecoveryError(failures);
   return open.length + stranded.length;
 }

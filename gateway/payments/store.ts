@@ -518,7 +518,20 @@ export async function touchOpenAttempts(sql: Sql, ids: readonly string[]): Promi
 }
 
 /**
- * Processing payments with no attempt open, untouched for `quietMs`: a process stopped after the payment was
+ * Moves the stranded payments a recovery pass looked at behind the others (migration 0052), as touchOpenAttempts
+ * does attempts: those a pass could not end never hold back the ones after them.
+ */
+export async function touchStrandedPayments(sql: Sql, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await sql.query(
+    "UPDATE payments SET recovery_tried_at = now() WHERE id = ANY($1::text[]) AND status = 'processing'",
+    [textArrayLiteral(ids)],
+  );
+}
+
+/**
+ * Processing payments with no attempt open, untouched for `quietMs`, those no pass has looked at (or looked at
+ * longest ago) first: a process stopped after the payment was
  * written and before its first attempt, or after an attempt failed over and before the next one was written.
  * Returns each with the next candidate index to try.
  */
@@ -542,7 +555,7 @@ export async function listStrandedPayments(
        AND GREATEST(p.updated_at, COALESCE((SELECT max(a.updated_at) FROM attempts a WHERE a.payment_id = p.id), p.updated_at))
            <= now() - make_interval(secs => $1::double precision / 1000)
        AND ($3::text[] IS NULL OR candidate.rail IS NULL OR candidate.rail = ANY($3::text[]))
-     ORDER BY p.created_at LIMIT $2`,
+     ORDER BY p.recovery_tried_at NULLS FIRST, p.created_at LIMIT $2`,
     [params.quietMs, params.limit, params.rails === undefined ? null : textArrayLiteral(params.rails)],
   );
   return rows.map((row) => ({ id: row.id, tenantId: row.tenant_id, nextSeq: row.next_seq }));
