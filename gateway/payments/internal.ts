@@ -10,7 +10,9 @@
 // Failure: the statement fails whole when an Idempotency-Key of the batch is already taken (a repeat of an earlier
 // request, or another process's at the same moment): the keys taken are looked up, their payments answered
 // `key_taken` (the caller reads the record), and the others written again together. Nothing is half-written — the
-// transfers and the rows commit together or not at all — and a crash before the commit leaves nothing.
+// transfers and the rows commit together or not at all — and a crash before the commit leaves nothing. That tenant's
+// keyed payments then have their keys looked up before they join a batch, for a while (keysCheckedForMs): its retries
+// fail no other tenant's batch.
 //
 // Decisions: payments routed alike share one routing decision (routing.ts's memo), kept once in route_decisions
 // (migration 0041) and named by the SHA-256 of its JSON. A decision this settler has not seen written is written
@@ -95,23 +97,69 @@ type Waiting = {
 
 type SettlerDeps = { ledger: Ledger; sql: Db; nowMs: () => number };
 
-/** What a batch is written with: the settler's deps, and how the decisions its payments name are made sure of. */
-type Writer = SettlerDeps & { keepDecisions: (decisions: BatchDecisions) => Promise<void> | null };
+/**
+ * What a batch is written with: the settler's deps, how the decisions its payments name are made sure of, and whom to
+ * tell of a tenant whose key the batch found taken.
+ */
+type Writer = SettlerDeps & {
+  keepDecisions: (decisions: BatchDecisions) => Promise<void> | null;
+  keyFoundTaken: (tenantId: string) => void;
+};
+
+/**
+ * How long a tenant one of whose keys a batch found taken has its keyed payments looked up before they join a batch.
+ * A key taken that the HTTP layer does not remember (another process answered it, or this one before a restart, or
+ * long ago) fails the statement of the batch it is in, every tenant's payments with it: the batch runs again, and the
+ * ledger's pipeline is drained and its batches in flight run again, locked, one at a time. A client retrying lost
+ * answers, or sending old keys on purpose, would do that to every batch; looked up first (one query for all of its
+ * payments gathered in a turn), its taken keys are answered `key_taken` without touching a batch.
+ */
+export const keysCheckedForMs = 10_000;
+/** The most tenants whose keys are looked up at once; past it the one suspected longest ago is forgotten. */
+const keysCheckedTenantsMax = 10_000;
 
 export function createInternalSettler(settlerDeps: SettlerDeps): InternalSettler {
-  const deps: Writer = { ...settlerDeps, keepDecisions: decisionKeeper(settlerDeps.sql) };
+  /** Tenants whose keyed payments are looked up before they join a batch, until when (ms). */
+  const checked = new Map<string, number>();
+  const deps: Writer = {
+    ...settlerDeps,
+    keepDecisions: decisionKeeper(settlerDeps.sql),
+    keyFoundTaken: (tenantId) =>
+      setBounded(checked, tenantId, settlerDeps.nowMs() + keysCheckedForMs, keysCheckedTenantsMax),
+  };
   const gathering: Waiting[] = [];
   let scheduled = false;
-  /** Batches handed to the ledger and not answered yet. */
+  /** Batches handed to the ledger (or having their keys looked up) and not answered yet. */
   let writing = 0;
+  /** Whether a waiting payment's key is to be looked up before it joins a batch (its tenant's untilMs not past). */
+  const toCheck = (waiting: Waiting, nowMs: number): boolean => {
+    if (waiting.item.idempotencyKey === null) return false;
+    const untilMs = checked.get(waiting.item.payment.tenantId);
+    if (untilMs === undefined) return false;
+    if (untilMs > nowMs) return true;
+    checked.delete(waiting.item.payment.tenantId);
+    return false;
+  };
+  const start = (written: Promise<void>) => {
+    writing += 1;
+    void written.finally(() => {
+      writing -= 1;
+    });
+  };
   const flush = () => {
     scheduled = false;
     while (gathering.length > 0) {
       const batch = gathering.splice(0, internalBatchPaymentsMax);
-      writing += 1;
-      void write(deps, batch, keyRoundsMax).finally(() => {
-        writing -= 1;
-      });
+      if (checked.size === 0) {
+        start(write(deps, batch, keyRoundsMax));
+        continue;
+      }
+      const nowMs = deps.nowMs();
+      const joining: Waiting[] = [];
+      const looked: Waiting[] = [];
+      for (const waiting of batch) (toCheck(waiting, nowMs) ? looked : joining).push(waiting);
+      if (joining.length > 0) start(write(deps, joining, keyRoundsMax));
+      if (looked.length > 0) start(writeChecked(deps, looked));
     }
   };
   return {
@@ -129,6 +177,36 @@ export function createInternalSettler(settlerDeps: SettlerDeps): InternalSettler
       });
     },
   };
+}
+
+/**
+ * Looks the batch's keys up first (keysCheckedForMs): those taken are answered `key_taken` and their tenants looked up
+ * again for another while; the others are written together.
+ */
+async function writeChecked(deps: Writer, batch: Waiting[]): Promise<void> {
+  let taken: Set<string>;
+  try {
+    taken = await takenKeys(deps.sql, batch);
+  } catch (error) {
+    for (const waiting of batch) waiting.reject(error);
+    return;
+  }
+  const rest = answerTaken(deps, batch, taken);
+  if (rest.length > 0) await write(deps, rest, keyRoundsMax);
+}
+
+/** Answers `key_taken` to the payments whose key is in `taken` (and notes their tenants); returns the others. */
+function answerTaken(deps: Writer, batch: readonly Waiting[], taken: ReadonlySet<string>): Waiting[] {
+  const rest: Waiting[] = [];
+  for (const waiting of batch) {
+    const { tenantId } = waiting.item.payment;
+    const key = waiting.item.idempotencyKey;
+    if (key !== null && taken.has(`${tenantId}\n${key}`)) {
+      deps.keyFoundTaken(tenantId);
+      waiting.resolve({ kind: "key_taken" });
+    } else rest.push(waiting);
+  }
+  return rest;
 }
 
 /** How many times a batch is written again without the keys found taken, before its payments go one by one. */
@@ -168,6 +246,7 @@ async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise
       return;
     }
     if (batch.length === 1) {
+      deps.keyFoundTaken(batch[0]!.item.payment.tenantId);
       batch[0]!.resolve({ kind: "key_taken" });
       return;
     }
@@ -182,13 +261,7 @@ async function write(deps: Writer, batch: Waiting[], keyRounds: number): Promise
       for (const waiting of batch) waiting.reject(lookupError);
       return;
     }
-    const rest: Waiting[] = [];
-    for (const waiting of batch) {
-      const { tenantId } = waiting.item.payment;
-      const key = waiting.item.idempotencyKey;
-      if (key !== null && taken.has(`${tenantId}\n${key}`)) waiting.resolve({ kind: "key_taken" });
-      else rest.push(waiting);
-    }
+    const rest = answerTaken(deps, batch, taken);
     if (rest.length > 0) await write(deps, rest, keyRounds - 1);
     return;
   }
