@@ -89,6 +89,11 @@ export type SettlementEvidence =
 export type OutgoingAttempt = {
   readonly id: string;
   readonly paymentId: string;
+  /**
+   * The tenant the attempt pays for. A rail shares out what it holds for everyone by it (the EVM hot wallet's send
+   * queue): one tenant's burst takes its share, never every other tenant's place.
+   */
+  readonly tenantId: string;
   readonly amount: bigint; // in the rail's asset
   readonly destination: Destination;
   readonly feeMax: bigint; // in the rail's asset, from the router's quote

@@ -169,6 +169,7 @@ describe("at the boundary", () => {
     const outcome = await createEvmRail(railParams()).execute({
       id: "att_nowhere",
       paymentId: "pay_nowhere",
+      tenantId: "ten_test",
       amount: 1n,
       destination: { kind: "evm_address", address: `0x${"cc".repeat(20)}` },
       feeMax: 0n,

@@ -64,8 +64,8 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       return { to: call.to, data: call.data };
     },
     // Told "refused", a payment moves on to another attempt (a refund ends failed): the attempt never sends later,
-    // even when refused because the node was out of reach.
-    { refusalIsFinal: true },
+    // even when refused because the node was out of reach. Queued in its tenant's part of the wallet's queue.
+    { refusalIsFinal: true, share: attempt.tenantId },
   );
   if ("status" in sent) {
     const code = sent.code;

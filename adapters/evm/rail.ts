@@ -49,6 +49,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     receiptTimeoutMs: params.receiptTimeoutMs,
     gas: params.gas,
     replaceAfterMs: params.replaceAfterMs,
+    ...(params.sendsQueuedMax === undefined ? {} : { sendsQueuedMax: params.sendsQueuedMax }),
   });
   const state: EvmRailState = {
     id: params.id ?? "evm",

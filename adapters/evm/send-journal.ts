@@ -64,6 +64,10 @@ export type SendJournal = {
   /** Sends queued and not done; beyond sendsQueuedMax a new key's send is refused at once. */
   queued: number;
   readonly sendsQueuedMax: number;
+  /** Sends queued and not done by share (SendOptions.share), for shares with any. */
+  readonly queuedByShare: Map<string, number>;
+  /** The most of the queue one share holds: beyond it that share's new key is refused at once. */
+  readonly sendsQueuedPerShareMax: number;
 };
 
 /**
@@ -72,6 +76,13 @@ export type SendJournal = {
  * (rail_unavailable: another rail, or a retry later), not queued for however long.
  */
 export const sendsQueuedMaxDefault = 1_000;
+
+/**
+ * The part of the queue one share (a tenant) may hold: a quarter, as of the API's admission pool. A tenant's burst of
+ * payouts (async, each a send) then leaves three quarters of the queue to every other tenant's payouts and to the
+ * platform's own sends, instead of having them refused `rail_unavailable` — final for a payout — while it drains.
+ */
+export const sendsQueuedShareOfQueue = 0.25;
 
 export function createSendJournal(params: {
   db: Db;
@@ -83,13 +94,16 @@ export function createSendJournal(params: {
   replaceAfterMs: number;
   sendsQueuedMax?: number;
 }): SendJournal {
+  const sendsQueuedMax = params.sendsQueuedMax ?? sendsQueuedMaxDefault;
   return {
     ...params,
     account: localAccountOf(params.walletClient.account),
     chainId: params.publicClient.chain.id,
     queue: Promise.resolve(),
     queued: 0,
-    sendsQueuedMax: params.sendsQueuedMax ?? sendsQueuedMaxDefault,
+    sendsQueuedMax,
+    queuedByShare: new Map(),
+    sendsQueuedPerShareMax: Math.max(1, Math.floor(sendsQueuedMax * sendsQueuedShareOfQueue)),
   };
 }
 
@@ -102,11 +116,16 @@ function localAccountOf(account: Account): LocalAccount {
   return account;
 }
 
-/** Runs `fn` after every send queued before it: nonces are assigned in order. */
-export function serialized<T>(journal: SendJournal, fn: () => Promise<T>): Promise<T> {
+/** Runs `fn` after every send queued before it: nonces are assigned in order. Counted in `share`'s part, if any. */
+export function serialized<T>(journal: SendJournal, fn: () => Promise<T>, share?: string): Promise<T> {
   journal.queued += 1;
+  if (share !== undefined) journal.queuedByShare.set(share, (journal.queuedByShare.get(share) ?? 0) + 1);
   const run = journal.queue.then(fn, fn).finally(() => {
     journal.queued -= 1;
+    if (share === undefined) return;
+    const left = (journal.queuedByShare.get(share) ?? 1) - 1;
+    if (left > 0) journal.queuedByShare.set(share, left);
+    else journal.queuedByShare.delete(share);
   });
   journal.queue = run.catch(() => undefined); // the queue goes on; the caller still sees this run's error
   return run;
@@ -121,6 +140,11 @@ export type SendOptions = {
    * an authorization given back to its payer) leave it off.
    */
   refusalIsFinal?: boolean;
+  /**
+   * Whose send this is, for the queue's parts (sendsQueuedShareOfQueue): a tenant's id for its payouts. Absent: the
+   * platform's own (sweeps, settlements, netted batches), held back by the whole queue's bound alone.
+   */
+  share?: string;
 };
 
 /**
@@ -134,32 +158,43 @@ export async function sendOnce(
   options: SendOptions = {},
 ): Promise<SendRow | SendRefused> {
   const final = options.refusalIsFinal === true;
-  // A full queue refuses a new send; a key sent before is followed as ever (its caller needs its outcome).
+  const { share } = options;
+  // A full queue, or a share holding its whole part of it, refuses a new send; a key sent before is followed as ever
+  // (its caller needs its outcome).
+  const full = journal.queued >= journal.sendsQueuedMax;
+  const shareFull =
+    share !== undefined && (journal.queuedByShare.get(share) ?? 0) >= journal.sendsQueuedPerShareMax;
   if (
-    journal.queued >= journal.sendsQueuedMax &&
+    (full || shareFull) &&
     (await journal.db.query("SELECT 1 FROM evm_sends WHERE attempt_id = $1", [key])).length === 0
   ) {
     const refusal: SendRefused = {
       status: "failed",
       code: "rail_unavailable",
       revert: null,
-      message: `${journal.queued} sends are queued on the hot wallet, the most it holds; try again later`,
+      message: full
+        ? `${journal.queued} sends are queued on the hot wallet, the most it holds; try again later`
+        : `${journal.sendsQueuedPerShareMax} sends of this tenant are queued on the hot wallet, the most one tenant may have there; try again later`,
     };
     // Kept like any refusal when the key's first outcome is its only one (a send stored under it meanwhile wins).
     return final ? keepRefusal(journal, key, refusal) : refusal;
   }
-  return serialized(journal, async () => {
-    const existing = await storedSend(journal, key);
-    if (existing !== null) return existing;
-    if (final) {
-      const [refused] = await refusalsOf(journal.db, key);
-      if (refused !== undefined) return refused;
-    }
-    const call = await prepare();
-    // Refused by `prepare` or before signing (gas estimation, the fee cap): nothing was signed.
-    const outcome = "status" in call ? call : await signAndStore(journal, key, call, final);
-    return final && "status" in outcome ? keepRefusal(journal, key, outcome) : outcome;
-  });
+  return serialized(
+    journal,
+    async () => {
+      const existing = await storedSend(journal, key);
+      if (existing !== null) return existing;
+      if (final) {
+        const [refused] = await refusalsOf(journal.db, key);
+        if (refused !== undefined) return refused;
+      }
+      const call = await prepare();
+      // Refused by `prepare` or before signing (gas estimation, the fee cap): nothing was signed.
+      const outcome = "status" in call ? call : await signAndStore(journal, key, call, final);
+      return final && "status" in outcome ? keepRefusal(journal, key, outcome) : outcome;
+    },
+    share,
+  );
 }
 
 /** The refusal kept under `key` (none, or one). */

@@ -34,6 +34,8 @@ export type EvmRailParams = {
   /** A transaction not mined this long after it was signed is replaced (same nonce, fees bumped ≥ 12.5%, within
    * the cap) the next time its attempt is executed (recovery does). */
   replaceAfterMs: number;
+  /** The most sends the hot wallet's queue holds in this process (sendsQueuedMaxDefault), a quarter per tenant. */
+  sendsQueuedMax?: number;
   expectedLatencyMs: number;
   /** Money in (invoices): deposit addresses and EIP-3009 authorizations. Absent: the rail does not receive. */
   deposits?: DepositParams;

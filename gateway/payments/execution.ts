@@ -155,7 +155,7 @@ type Next = "done" | "fall_back";
 
 /** What the rail is asked to pay for an attempt. */
 export function outgoingOf(
-  payment: Pick<Payment, "id" | "destination" | "decision">,
+  payment: Pick<Payment, "id" | "tenantId" | "destination" | "decision">,
   attempt: Pick<Attempt, "id" | "seq" | "amount" | "feeMax">,
 ): OutgoingAttempt {
   const destination = attemptDestination(payment, attempt.seq);
@@ -164,6 +164,7 @@ export function outgoingOf(
   return {
     id: attempt.id,
     paymentId: payment.id,
+    tenantId: payment.tenantId,
     amount: attempt.amount,
     destination,
     feeMax: attempt.feeMax,
@@ -177,7 +178,7 @@ export type Prepared = { rail: Rail; attemptId: string; done: Promise<void> };
 export function prepareAttempt(
   deps: Pick<PaymentsDeps, "logger">,
   rail: Rail,
-  payment: Pick<Payment, "id" | "destination" | "decision">,
+  payment: Pick<Payment, "id" | "tenantId" | "destination" | "decision">,
   attempt: Pick<Attempt, "id" | "seq" | "amount" | "feeMax">,
 ): Prepared | null {
   if (rail.prepare === undefined) return null;

@@ -736,6 +736,7 @@ async function askRail(refund: Refund, mode: RefundMode): Promise<RailRefundOutc
       const outcome = await mode.rail.execute({
         id: refund.id,
         paymentId: refund.id,
+        tenantId: refund.tenantId,
         amount: refund.amount,
         destination: mode.destination,
         // Lightning's routing-fee cap; on a chain the gas is the platform's and the rail takes no cap.

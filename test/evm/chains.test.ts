@@ -200,6 +200,7 @@ describe("an address the API now refuses, stored before it did", () => {
     const attempt = {
       id: "att_bad_checksum",
       paymentId: "pay_bad_checksum",
+      tenantId: "ten_test",
       amount: 1_000_000n,
       destination: { kind: "evm_address", address: "0xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAa" },
       feeMax: 1_000_000n,
@@ -226,6 +227,7 @@ describe("a base fee above the rail's cap", () => {
       const outcome = await l2Rail.execute({
         id: "att_fee_spike",
         paymentId: "pay_fee_spike",
+        tenantId: "ten_test",
         amount: 1_000_000n,
         destination: { kind: "evm_address", address: l2.accounts[7]!.address, chainId: 31_338 },
         feeMax: 1_000_000n,

@@ -72,6 +72,7 @@ describe("a refusal is the outcome of its key", () => {
     const attempt: OutgoingAttempt = {
       id: "att_first_outcome",
       paymentId: "pay_first_outcome",
+      tenantId: "ten_test",
       amount: 1_500n,
       destination: { kind: "evm_address", address: payee },
       feeMax: 1_000_000n,

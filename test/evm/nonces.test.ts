@@ -30,6 +30,7 @@ afterAll(async () => {
 const payout = (id: string, amount: bigint): OutgoingAttempt => ({
   id,
   paymentId: `pay_${id}`,
+  tenantId: "ten_test",
   amount,
   destination: { kind: "evm_address", address: gw.chain.accounts[8]!.address },
   feeMax: 1_000_000n,
@@ -280,5 +281,79 @@ describe("a wallet's send queue, full", () => {
     expect(refusedRows).toHaveLength(0);
     // Drained: a new key is sent.
     expect(await approve("queue-full:4")).toHaveProperty("tx_hash");
+  });
+
+  it("holds at most a quarter of the queue for one tenant: its next send is refused, another tenant's and the platform's are queued", async () => {
+    const { chain } = gw.chain;
+    const slow = custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_estimateGas") await new Promise((resolve) => setTimeout(resolve, 200));
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const journal = createSendJournal({
+      db: gw.app.db,
+      publicClient: createPublicClient({ chain, transport: slow }),
+      walletClient: createWalletClient({ chain, transport: slow, account: gw.chain.walletClient.account }),
+      confirmations: 1,
+      receiptTimeoutMs: 30_000,
+      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+      replaceAfterMs: 120_000,
+      sendsQueuedMax: 8,
+    });
+    expect(journal.sendsQueuedPerShareMax).toBe(2);
+    const approve = (key: string, share?: string) =>
+      sendOnce(
+        journal,
+        key,
+        async () => ({
+          to: gw.chain.contracts.testUsd,
+          data: encodeFunctionData({
+            abi: testUsdAbi,
+            functionName: "approve",
+            args: ["0x000000000000000000000000000000000000dEaD", 1n],
+          }),
+        }),
+        share === undefined ? {} : { share },
+      );
+    const queued = [approve("share:busy-1", "ten_busy"), approve("share:busy-2", "ten_busy")];
+    // Before: the busy tenant's third joined the queue, and so on until the whole queue was its own.
+    expect(await approve("share:busy-3", "ten_busy")).toMatchObject({
+      status: "failed",
+      code: "rail_unavailable",
+      message: expect.stringMatching(/of this tenant/),
+    });
+    const others = [approve("share:other-1", "ten_other"), approve("share:platform-1")];
+    const outcomes = await Promise.all([...queued, ...others]);
+    expect(outcomes.map((outcome) => "tx_hash" in outcome)).toEqual([true, true, true, true]);
+    expect(journal.queuedByShare.size).toBe(0);
+    // Drained: the busy tenant's next send goes.
+    expect(await approve("share:busy-4", "ten_busy")).toHaveProperty("tx_hash");
+  });
+
+  it("counts each payout in its tenant's part: one tenant's payouts in flight never refuse another tenant's", async () => {
+    const { chain } = gw.chain;
+    const slow = custom({
+      request: async (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_estimateGas") await new Promise((resolve) => setTimeout(resolve, 300));
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    // A queue of 4: a part of 1 each.
+    const rail = anotherProcessRail(gw, {
+      publicClient: createPublicClient({ chain, transport: slow }),
+      walletClient: createWalletClient({ chain, transport: slow, account: gw.chain.walletClient.account }),
+      sendsQueuedMax: 4,
+    });
+    const of = (id: string, tenantId: string) => ({ ...payout(id, 1_000n), tenantId });
+    const first = rail.execute(of("att_share_busy_1", "ten_busy"));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await rail.execute(of("att_share_busy_2", "ten_busy"))).toMatchObject({
+      status: "failed",
+      code: "rail_unavailable",
+    });
+    const other = await rail.execute(of("att_share_other_1", "ten_other"));
+    expect(other.status).toBe("succeeded");
+    expect((await first).status).toBe("succeeded");
   });
 });

@@ -186,7 +186,14 @@ export function anotherProcessRail(
   overrides: Partial<
     Pick<
       EvmRailParams,
-      "db" | "publicClient" | "walletClient" | "gas" | "receiptTimeoutMs" | "replaceAfterMs" | "deposits"
+      | "db"
+      | "publicClient"
+      | "walletClient"
+      | "gas"
+      | "receiptTimeoutMs"
+      | "replaceAfterMs"
+      | "deposits"
+      | "sendsQueuedMax"
     >
   > = {},
 ): EvmRail {

@@ -71,6 +71,7 @@ function expectEveryPostKeyed(sent: readonly Sent[], path: string, key: string) 
 const payout = (overrides: Partial<OutgoingAttempt> = {}): OutgoingAttempt => ({
   id: "att_out_1",
   paymentId: "pay_out_1",
+  tenantId: "ten_test",
   amount: 10_000n,
   destination: { kind: "stripe_account", accountId: "acct_1Merchant" },
   feeMax: 1_000n,

@@ -61,6 +61,7 @@ describe("SQL stripe object store", () => {
     const attempt = {
       id: "att_sql_1",
       paymentId: "pay_sql_1",
+      tenantId: "ten_test",
       amount: 5_000n,
       destination: { kind: "stripe_account" as const, accountId: "acct_1Merchant" },
       feeMax: 1_000n,

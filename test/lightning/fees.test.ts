@@ -53,7 +53,7 @@ let serial = 0;
 
 const attempt = (destination: Destination, amount: bigint, feeMax: bigint): OutgoingAttempt => {
   const id = `fees-${Date.now()}-${++serial}`;
-  return { id, paymentId: `payment-${id}`, amount, destination, feeMax };
+  return { id, paymentId: `payment-${id}`, tenantId: "ten_test", amount, destination, feeMax };
 };
 
 const routing = (estimate: NetworkFeeEstimate | null) => {

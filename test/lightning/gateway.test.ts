@@ -235,6 +235,7 @@ describe("a gateway stopped after the rail's write-ahead and before the send", (
       const orphan: OutgoingAttempt = {
         id: "att_orphan_of_a_stop",
         paymentId: "pay_orphan_of_a_stop",
+        tenantId: "ten_test",
         amount: 250_000n,
         destination: { kind: "bolt11", invoice: (await createInvoice({ lnd: payee, tokens: 250 })).request },
         feeMax: 10_000n,

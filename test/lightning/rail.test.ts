@@ -75,6 +75,7 @@ const bolt11 = (
 ): OutgoingAttempt => ({
   id,
   paymentId: `payment-${id}`,
+  tenantId: "ten_test",
   amount,
   destination: { kind: "bolt11", invoice },
   feeMax,
@@ -483,6 +484,7 @@ describe("lightning rail on regtest", () => {
     const attempt: OutgoingAttempt = {
       id: attemptId("keysend"),
       paymentId: "payment-keysend",
+      tenantId: "ten_test",
       amount: 1_000_000n,
       destination: { kind: "lightning_node", pubkey: cluster.nodes.payee.publicKey },
       feeMax: 10_000n,
@@ -530,6 +532,7 @@ describe("lightning rail on regtest", () => {
     const outcome = await main.rail.execute({
       id: attemptId("stranger"),
       paymentId: "payment-stranger",
+      tenantId: "ten_test",
       amount: 1_000n,
       destination: { kind: "lightning_node", pubkey: stranger },
       feeMax: 10_000n,
@@ -654,6 +657,7 @@ describe("lightning rail on regtest", () => {
       const execute = {
         id: late.attemptId,
         paymentId: late.paymentId,
+        tenantId: "ten_test",
         amount: 1_111_000n,
         destination: { kind: "bolt11" as const, invoice: priced.request },
         feeMax: 10_000n,
