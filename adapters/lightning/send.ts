@@ -319,7 +319,13 @@ export function track(s: LightningRailState, tracker: Tracker): void {
 export function newTracker(
   s: LightningRailState,
   attempt: StoredAttempt,
-  extra: { feeMaxMsat: bigint; destination: string | null; request: string | null; eventWanted: boolean },
+  extra: {
+    tenantId: string | null;
+    feeMaxMsat: bigint;
+    destination: string | null;
+    request: string | null;
+    eventWanted: boolean;
+  },
 ): Tracker {
   let resolve: (outcome: StoredOutcome) => void = () => {};
   const settled = new Promise<StoredOutcome>((done) => {
@@ -327,6 +333,7 @@ export function newTracker(
   });
   const tracker: Tracker = {
     attempt,
+    tenantId: extra.tenantId,
     settled,
     resolve,
     subscription: null,
@@ -457,8 +464,26 @@ function refusal(s: LightningRailState, attempt: OutgoingAttempt): AttemptOutcom
     return failedOutcome("rail_unavailable", `LND unreachable: ${s.health.lastError ?? ""}`, true);
   if (s.trackers.size >= s.limits.inFlightMax)
     return failedOutcome("rail_unavailable", `${s.limits.inFlightMax} payments already in flight`, true);
+  const shareMax = inFlightPerTenantMax(s);
+  if (s.trackers.size >= shareMax) {
+    let tenants = 0;
+    for (const tracker of s.trackers.values()) if (tracker.tenantId === attempt.tenantId) tenants += 1;
+    if (tenants >= shareMax)
+      return failedOutcome(
+        "rail_unavailable",
+        `${shareMax} payments of this tenant already in flight, the most one tenant may have`,
+        true,
+      );
+  }
   return null;
 }
+
+/**
+ * The part of inFlightMax one tenant may hold: a quarter, as of the API's admission pool. Payments to hold invoices
+ * stay in flight as long as their receiver holds them (hours, up to the HTLC's expiry); one tenant paying many would
+ * otherwise take every place, and every other tenant's Lightning payouts be refused until they end.
+ */
+const inFlightPerTenantMax = (s: LightningRailState) => Math.max(1, Math.floor(s.limits.inFlightMax / 4));
 
 /** The journal's write-ahead line of an attempt. */
 const attemptRecord = (stored: StoredAttempt): RailStoreRecord => ({
@@ -762,6 +787,7 @@ async function admit(
   };
   s.attempts.set(attempt.id, stored);
   const tracker = newTracker(s, stored, {
+    tenantId: attempt.tenantId,
     feeMaxMsat: stored.feeMaxMsat,
     destination: stored.destination,
     request: stored.request,

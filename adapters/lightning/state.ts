@@ -49,6 +49,7 @@ export type LightningRailLimits = {
   readonly refreshIntervalMs: number;
   readonly reconnectDelayMinMs: number;
   readonly reconnectDelayMaxMs: number;
+  /** The most payments in flight at once; one tenant holds at most a quarter of them (send.ts refusal). */
   readonly inFlightMax: number;
   /** Recent outcomes, whose latencies and fees (of the successes) the snapshot takes the medians of. */
   readonly outcomeWindowMax: number;
@@ -141,6 +142,11 @@ export type Liquidity = {
 /** One outgoing payment followed until its outcome: its journal entry, LND's stream, who waits for it. */
 export type Tracker = {
   readonly attempt: StoredAttempt;
+  /**
+   * The tenant it pays for (OutgoingAttempt's), whose share of inFlightMax it holds; null for one followed after a
+   * restart (the journal keeps no tenant), counted in the whole bound alone.
+   */
+  readonly tenantId: string | null;
   readonly settled: Promise<StoredOutcome>;
   resolve(outcome: StoredOutcome): void;
   subscription: EventEmitter | null;

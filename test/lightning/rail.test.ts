@@ -320,6 +320,36 @@ describe("lightning rail on regtest", () => {
     expect(await first).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
   });
 
+  it("holds at most a quarter of its in-flight places for one tenant: a hold invoice's payer pins its own, not another's", async () => {
+    const shared = await startRail("tenant-share.jsonl", { inFlightMax: 4 });
+    try {
+      const secret = randomBytes(32).toString("hex");
+      const id = sha256(secret);
+      const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_200 });
+      const pinned = shared.rail.execute({
+        ...bolt11(held.request, 1_200_000n, 10_000n),
+        tenantId: "ten_holding",
+      });
+      await waitFor(
+        "HTLC held at the payee",
+        async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
+        { timeoutMs: 30_000 },
+      );
+      const next = await createInvoice({ lnd: payee, tokens: 1_000 });
+      // Before: the same tenant's next payment took another place, and so on until all four were its own.
+      expect(
+        await shared.rail.execute({ ...bolt11(next.request, 1_000_000n, 10_000n), tenantId: "ten_holding" }),
+      ).toMatchObject({ status: "failed", code: "rail_unavailable", retryElsewhere: true });
+      expect(
+        await shared.rail.execute({ ...bolt11(next.request, 1_000_000n, 10_000n), tenantId: "ten_beside" }),
+      ).toMatchObject({ status: "succeeded" });
+      await settleHodlInvoice({ lnd: payee, secret });
+      expect(await pinned).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
+    } finally {
+      await shared.rail.stop();
+    }
+  });
+
   it("a payment whose journal cannot be written sends nothing, and leaves its invoice to the next attempt", async () => {
     const journal = createFileRailStore(path.join(directory, "unwritable.jsonl"));
     let refuseAttempts = true;
