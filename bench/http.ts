@@ -619,6 +619,7 @@ async function startGateway(
       ...process.env,
       RATE_LIMIT_PER_IP: "off",
       RATE_LIMIT_PER_KEY: "off",
+      RATE_LIMIT_PER_TENANT: "off",
       ...env,
       PORT: String(port),
       HOST: "127.0.0.1",

@@ -132,6 +132,7 @@ export async function l402ReuseCase(options: L402ReuseOptions): Promise<BenchRow
         PORT: "0",
         RATE_LIMIT_PER_IP: "off",
         RATE_LIMIT_PER_KEY: "off",
+        RATE_LIMIT_PER_TENANT: "off",
         EVM_EMBEDDED_RPC_PORT: "off",
         LND_SOCKET: credentials.socket,
         LND_CERT_BASE64: credentials.cert,

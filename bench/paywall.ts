@@ -105,7 +105,13 @@ function summary(name: string, measured: readonly Measured[]): BenchRow & { requ
 
 export async function run(): Promise<BenchResult> {
   const switchyard = await createApp(
-    loadConfig({ LOG_LEVEL: "silent", PORT: "0", RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "off" }),
+    loadConfig({
+      LOG_LEVEL: "silent",
+      PORT: "0",
+      RATE_LIMIT_PER_IP: "off",
+      RATE_LIMIT_PER_KEY: "off",
+      RATE_LIMIT_PER_TENANT: "off",
+    }),
   );
   const rows: BenchRow[] = [];
   try {

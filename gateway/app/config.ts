@@ -188,10 +188,12 @@ const schema = z.object({
   /** The most of one tenant's /v1 requests in flight; more are answered 429 rate_limited. Unset: a quarter of
    * REQUESTS_IN_FLIGHT_MAX; `off`: only the pool's limit. */
   REQUESTS_IN_FLIGHT_PER_TENANT_MAX: z.union([z.literal("off"), positiveInt]).optional(),
-  /** Requests a second per client IP (every route) and per API key (/v1), each past it answered 429 rate_limited;
-   * `off`: none (load tests). Unset: 1000 and 1000 in development, 1000 and 100 in production (gateway/http/rate-limit.ts). */
+  /** Requests a second per client IP (every route), per API key and per tenant (/v1), each past it answered 429
+   * rate_limited; `off`: none (load tests). Unset: 1000, 1000 and 10000 in development, 1000, 100 and 1000 in
+   * production (gateway/http/rate-limit.ts). */
   RATE_LIMIT_PER_IP: z.union([z.literal("off"), positiveInt]).optional(),
   RATE_LIMIT_PER_KEY: z.union([z.literal("off"), positiveInt]).optional(),
+  RATE_LIMIT_PER_TENANT: z.union([z.literal("off"), positiveInt]).optional(),
   /** The most transfers waiting for the ledger's writer; a request beyond it is answered 503 `overloaded`. */
   LEDGER_QUEUE_TRANSFERS_MAX: positiveInt.default(defaultLedgerLimits.queueTransfersMax),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -375,13 +377,14 @@ function setting(value: "off" | number | undefined, otherwise: number | null): n
   return value === undefined ? otherwise : value === "off" ? null : value;
 }
 
-/** RATE_LIMIT_PER_IP and RATE_LIMIT_PER_KEY, each defaulting by mode. */
+/** RATE_LIMIT_PER_IP, RATE_LIMIT_PER_KEY and RATE_LIMIT_PER_TENANT, each defaulting by mode. */
 function rateLimitsOf(e: Env): RateLimits {
   const defaults =
     e.SWITCHYARD_MODE === "production" ? rateLimitsProductionDefault : rateLimitsDevelopmentDefault;
   return {
     ipRequestsPerSecondMax: setting(e.RATE_LIMIT_PER_IP, defaults.ipRequestsPerSecondMax),
     keyRequestsPerSecondMax: setting(e.RATE_LIMIT_PER_KEY, defaults.keyRequestsPerSecondMax),
+    tenantRequestsPerSecondMax: setting(e.RATE_LIMIT_PER_TENANT, defaults.tenantRequestsPerSecondMax),
   };
 }
 

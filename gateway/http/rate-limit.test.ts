@@ -13,7 +13,7 @@ async function limitedApp(): Promise<FastifyInstance> {
   const app = Fastify();
   await app.register(errorsPlugin);
   await app.register(rateLimitPlugin, {
-    limits: { ipRequestsPerSecondMax: 1, keyRequestsPerSecondMax: null },
+    limits: { ipRequestsPerSecondMax: 1, keyRequestsPerSecondMax: null, tenantRequestsPerSecondMax: null },
     entriesMax,
   });
   app.get("/", async () => ({ ok: true }));

@@ -1,10 +1,12 @@
-// Request rate limits (@fastify/rate-limit's counters), two of them, each a fixed window of one second:
+// Request rate limits (@fastify/rate-limit's counters), three of them, each a fixed window of one second:
 // - per client IP, before anything else of the request is looked at — before the admission limit, the API key, the
 //   body — on every route: /v1, health, the OpenAPI document, /docs, the rails' provider routes (Stripe's webhooks,
 //   /pay/…). Stripe's deliveries are counted too: a 429 is a failure Stripe retries with backoff, and the limit is far
 //   above Stripe's delivery rate to one account.
 // - per API key, after authentication, in the /v1 context: keyed by the key's id (never its secret), the operator's
 //   credential its own bucket. A tenant's keys are counted apart: a key's burst does not throttle its sibling keys.
+// - per tenant, after authentication, over all of its keys (ten keys' worth in production): a tenant cannot multiply
+//   its rate by making keys (it may hold a hundred), and so take the process's capacity from every other tenant.
 // Past either, 429 `rate_limited` with Retry-After (whole seconds until the window ends) and X-RateLimit-Limit,
 // X-RateLimit-Remaining, X-RateLimit-Reset on every counted answer (the tighter of the two counters when both count).
 //
@@ -23,10 +25,16 @@ export type RateLimits = {
   ipRequestsPerSecondMax: number | null;
   /** Per API key (and the operator's credential), on the /v1 routes. */
   keyRequestsPerSecondMax: number | null;
+  /** Per tenant, over all of its keys, on the /v1 routes (the operator's credential is not a tenant's). */
+  tenantRequestsPerSecondMax: number | null;
 };
 
-/** No limit (RATE_LIMIT_PER_IP=off RATE_LIMIT_PER_KEY=off): load tests and benches, which measure the payment path. */
-export const rateLimitsOff: RateLimits = { ipRequestsPerSecondMax: null, keyRequestsPerSecondMax: null };
+/** No limit (RATE_LIMIT_PER_IP, _PER_KEY and _PER_TENANT off): load tests and benches, which measure the payment path. */
+export const rateLimitsOff: RateLimits = {
+  ipRequestsPerSecondMax: null,
+  keyRequestsPerSecondMax: null,
+  tenantRequestsPerSecondMax: null,
+};
 
 /**
  * Development's defaults: a hostile burst against `npm start` meets 429s as it would in production, while one client
@@ -36,15 +44,17 @@ export const rateLimitsOff: RateLimits = { ipRequestsPerSecondMax: null, keyRequ
 export const rateLimitsDevelopmentDefault: RateLimits = {
   ipRequestsPerSecondMax: 1_000,
   keyRequestsPerSecondMax: 1_000,
+  tenantRequestsPerSecondMax: 10_000,
 };
 
 /**
  * Production's defaults: 100 a second per key (Stripe's own live-mode limit), and ten times that per IP so that a few
- * busy clients behind one NAT each reach their key's limit first.
+ * busy clients behind one NAT each reach their key's limit first, and per tenant (ten keys at their limit).
  */
 export const rateLimitsProductionDefault: RateLimits = {
   ipRequestsPerSecondMax: 1_000,
   keyRequestsPerSecondMax: 100,
+  tenantRequestsPerSecondMax: 1_000,
 };
 
 /** The window each limit counts in. */
@@ -54,7 +64,10 @@ export const rateLimitEntriesMax = 10_000;
 
 declare module "fastify" {
   interface FastifyInstance {
-    /** The per-key limit's hook, for the /v1 context to add after its auth hook (keyRateLimitPlugin); null: off. */
+    /**
+     * The per-key and per-tenant limits' hook, for the /v1 context to add after its auth hook (keyRateLimitPlugin);
+     * null: both off.
+     */
     keyRateLimit: onRequestHookHandler | null;
   }
 }
@@ -152,18 +165,33 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, { limits, entri
     app.addHook("onRequest", (request, reply) => count(limiter, request, reply, "from this address"));
   }
   const keyMax = limits.keyRequestsPerSecondMax;
-  if (keyMax === null) {
+  const tenantMax = limits.tenantRequestsPerSecondMax;
+  if (keyMax === null && tenantMax === null) {
     app.decorate("keyRateLimit", null);
     return;
   }
-  const limiter = app.createRateLimit({
-    max: keyMax,
-    timeWindow: rateLimitWindowMs,
-    keyGenerator: principalOf,
-  }) as Limiter;
-  app.decorate("keyRateLimit", (request: FastifyRequest, reply: FastifyReply) =>
-    count(limiter, request, reply, "with this API key"),
-  );
+  const keyLimiter =
+    keyMax === null
+      ? null
+      : (app.createRateLimit({
+          max: keyMax,
+          timeWindow: rateLimitWindowMs,
+          keyGenerator: principalOf,
+        }) as Limiter);
+  const tenantLimiter =
+    tenantMax === null
+      ? null
+      : (app.createRateLimit({
+          max: tenantMax,
+          timeWindow: rateLimitWindowMs,
+          keyGenerator: (request) => request.tenant?.id ?? "",
+        }) as Limiter);
+  app.decorate("keyRateLimit", async (request: FastifyRequest, reply: FastifyReply) => {
+    if (keyLimiter !== null) await count(keyLimiter, request, reply, "with this API key");
+    // A tenant's key, not the operator's credential (no tenant) nor a request refused before it was known.
+    if (tenantLimiter !== null && request.apiKey !== null && request.tenant !== null)
+      await count(tenantLimiter, request, reply, "of this tenant");
+  });
 };
 
 /** At the server's root, before every route: the per-IP limit's hook, and the per-key limit for keyRateLimitPlugin. */

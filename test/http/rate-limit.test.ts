@@ -37,8 +37,8 @@ async function get(
 }
 
 /** `count` requests at once; their statuses, in order. */
-async function burst(count: number, request: () => Promise<Answer>): Promise<Answer[]> {
-  return Promise.all(Array.from({ length: count }, request));
+async function burst(count: number, request: (i: number) => Promise<Answer>): Promise<Answer[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => request(i)));
 }
 
 function expectRateLimited(answer: Answer, limit: number) {
@@ -63,12 +63,21 @@ describe("the configuration", () => {
     expect(loadConfig(productionEnv).rateLimits).toEqual(rateLimitsProductionDefault);
     expect(
       loadConfig({ ...productionEnv, RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "7" }).rateLimits,
-    ).toEqual({ ipRequestsPerSecondMax: null, keyRequestsPerSecondMax: 7 });
-    expect(loadConfig({ RATE_LIMIT_PER_IP: "50", RATE_LIMIT_PER_KEY: "off" }).rateLimits).toEqual({
+    ).toEqual({
+      ipRequestsPerSecondMax: null,
+      keyRequestsPerSecondMax: 7,
+      tenantRequestsPerSecondMax: 1_000,
+    });
+    expect(
+      loadConfig({ RATE_LIMIT_PER_IP: "50", RATE_LIMIT_PER_KEY: "off", RATE_LIMIT_PER_TENANT: "off" })
+        .rateLimits,
+    ).toEqual({
       ipRequestsPerSecondMax: 50,
       keyRequestsPerSecondMax: null,
+      tenantRequestsPerSecondMax: null,
     });
     expect(() => loadConfig({ RATE_LIMIT_PER_KEY: "0" })).toThrow("RATE_LIMIT_PER_KEY");
+    expect(() => loadConfig({ RATE_LIMIT_PER_TENANT: "-1" })).toThrow("RATE_LIMIT_PER_TENANT");
     expect(() => loadConfig({ RATE_LIMIT_PER_IP: "fast" })).toThrow("RATE_LIMIT_PER_IP");
   });
 });
@@ -192,6 +201,45 @@ describe("per API key", () => {
     expect(answers.filter((answer) => answer.status === 200)).toHaveLength(limit);
     for (const answer of answers.filter((answer) => answer.status !== 200)) expectRateLimited(answer, limit);
     expect((await get(gw, "/v1/accounts", { key: gw.key })).status).toBe(200);
+  });
+});
+
+describe("per tenant", () => {
+  const limit = 6;
+  let gw: TestGateway;
+  let second: string;
+  let otherTenants: string;
+  beforeAll(async () => {
+    gw = await startTestGateway({
+      database: "pglite",
+      env: { RATE_LIMIT_PER_TENANT: String(limit), OPERATOR_KEY: operatorKey },
+    });
+    const made = await gw.call("POST", "/v1/api_keys", { body: { name: "second" } });
+    expect(made.status).toBe(201);
+    second = made.body.secret;
+    const tenant = await gw.call("POST", "/v1/tenants", { key: operatorKey, body: { name: "beside" } });
+    expect(tenant.status).toBe(201);
+    otherTenants = tenant.body.api_key.secret;
+  });
+  afterAll(async () => {
+    await gw?.app.close();
+  });
+
+  it("counts all of a tenant's keys together: a second key adds nothing, another tenant and the operator are served", async () => {
+    await nextWindow();
+    // Before: each key had its own count (none here), and a tenant making keys multiplied its rate.
+    const answers = await burst(limit + 4, (i) =>
+      get(gw, "/v1/accounts", { key: i % 2 === 0 ? gw.key : second }),
+    );
+    expect(answers.filter((answer) => answer.status === 200)).toHaveLength(limit);
+    const refused = answers.filter((answer) => answer.status === 429);
+    expect(refused).toHaveLength(4);
+    for (const answer of refused) expectRateLimited(answer, limit);
+    expect(refused[0]!.body.error.message).toMatch(/of this tenant/);
+    expect((await get(gw, "/v1/accounts", { key: otherTenants })).status).toBe(200);
+    expect((await get(gw, "/v1/tenants", { key: operatorKey })).status).toBe(200);
+    await nextWindow();
+    expect((await get(gw, "/v1/accounts", { key: second })).status).toBe(200);
   });
 });
 
