@@ -3,8 +3,8 @@
 -- tenant's endpoint down, every pass read them all. Now it visits each endpoint with pending deliveries once (a loose
 -- index scan), takes at most a tenant's in-flight bound of each enabled one's first due, and counts the claimed from
 -- an index of claimed rows alone (an attempt clears locked_until, so these are the ones in flight or crashed in
--- flight).
-DROP INDEX IF EXISTS webhook_deliveries_due;
+-- flight). webhook_deliveries_due stays: a pass asks it first whether anything is due at all, so that endpoints whose
+-- deliveries all wait out their backoff cost an idle pass nothing.
 CREATE INDEX webhook_deliveries_endpoint_due ON webhook_deliveries (endpoint_id, next_attempt_at, id)
   WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_claimed ON webhook_deliveries (tenant_id)

@@ -241,20 +241,26 @@ export type ClaimedDelivery = {
  * unexpired claims), the tenants' turns interleaved (each one's first due, then each one's second…). A delivery
  * another pass is claiming at that moment is skipped, not waited for: passes locking their choices in different
  * orders would otherwise deadlock (they did, on PostgreSQL, once the table held a few thousand deliveries). A pass
- * reads what it may claim and little more: one index descent per endpoint with pending deliveries, at most
- * tenantInFlightMax due rows of each enabled one, and the claimed rows (migration 0051) — never a backlog.
+ * reads what it may claim and little more: one index descent per endpoint with pending deliveries (none when nothing
+ * is due), at most tenantInFlightMax due rows of each enabled one, and the claimed rows (migration 0051) — never a
+ * backlog.
  */
 export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Promise<ClaimedDelivery[]> {
   if (countMax <= 0) return [];
   return deps.db.query<ClaimedDelivery>(
     // busy: each tenant's unexpired claims. pending_endpoints: each endpoint with a pending delivery, one index
-    // descent apiece (a loose scan of webhook_deliveries_endpoint_due). due: each enabled one's first $1 due and
-    // unclaimed, numbered per tenant: a tenant's first $1 overall are among them.
+    // descent apiece (a loose scan of webhook_deliveries_endpoint_due), and none when no delivery at all is due and
+    // unclaimed (webhook_deliveries_due: its first row says). due: each enabled one's first $1 due and unclaimed,
+    // numbered per tenant: a tenant's first $1 overall are among them.
     `WITH RECURSIVE busy AS (
        SELECT tenant_id, count(*)::int AS n FROM webhook_deliveries
        WHERE status = 'pending' AND locked_until IS NOT NULL AND locked_until > now() GROUP BY tenant_id
      ), pending_endpoints (endpoint_id) AS (
-       (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1)
+       (SELECT endpoint_id FROM webhook_deliveries
+        WHERE status = 'pending'
+          AND EXISTS (SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+                        AND (locked_until IS NULL OR locked_until <= now()))
+        ORDER BY endpoint_id LIMIT 1)
        UNION ALL
        SELECT (SELECT d.endpoint_id FROM webhook_deliveries d
                WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id ORDER BY d.endpoint_id LIMIT 1)
