@@ -135,10 +135,14 @@ export function createInternalSettler(settlerDeps: SettlerDeps): InternalSettler
   const toCheck = (waiting: Waiting, nowMs: number): boolean => {
     if (waiting.item.idempotencyKey === null) return false;
     const untilMs = checked.get(waiting.item.payment.tenantId);
-    if (untilMs === undefined) return false;
-    if (untilMs > nowMs) return true;
-    checked.delete(waiting.item.payment.tenantId);
-    return false;
+    return untilMs !== undefined && untilMs > nowMs;
+  };
+  /** Forgets the tenants whose while has passed: the first in the Map's order, set (or set again) longest ago. */
+  const forgetPast = (nowMs: number) => {
+    for (const [tenantId, untilMs] of checked) {
+      if (untilMs > nowMs) return;
+      checked.delete(tenantId);
+    }
   };
   const start = (written: Promise<void>) => {
     writing += 1;
@@ -150,11 +154,12 @@ export function createInternalSettler(settlerDeps: SettlerDeps): InternalSettler
     scheduled = false;
     while (gathering.length > 0) {
       const batch = gathering.splice(0, internalBatchPaymentsMax);
+      const nowMs = checked.size === 0 ? 0 : deps.nowMs();
+      if (checked.size > 0) forgetPast(nowMs);
       if (checked.size === 0) {
         start(write(deps, batch, keyRoundsMax));
         continue;
       }
-      const nowMs = deps.nowMs();
       const joining: Waiting[] = [];
       const looked: Waiting[] = [];
       for (const waiting of batch) (toCheck(waiting, nowMs) ? looked : joining).push(waiting);
