@@ -121,9 +121,11 @@ it("clientGone tells a request whose client hung up from one still waiting for i
     answer = resolve;
   });
   const seen: boolean[] = [];
+  let closed: Promise<unknown> = Promise.resolve();
   app.get("/held", async (request) => {
     const gone = clientGone(request);
     seen.push(gone());
+    closed = new Promise((resolve) => request.socket.once("close", resolve));
     asked();
     await held;
     seen.push(gone());
@@ -137,7 +139,7 @@ it("clientGone tells a request whose client hung up from one still waiting for i
     socket.write("GET /held HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     await arrived;
     socket.destroy();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await closed; // the server's side of the connection has closed
     answer();
     await vi.waitFor(() => expect(seen).toEqual([false, true]));
   } finally {

@@ -7,8 +7,9 @@
 //   credential its own bucket. A tenant's keys are counted apart: a key's burst does not throttle its sibling keys.
 // - per tenant, after authentication, over all of its keys (ten keys' worth in production): a tenant cannot multiply
 //   its rate by making keys (it may hold a hundred), and so take the process's capacity from every other tenant.
-// Past either, 429 `rate_limited` with Retry-After (whole seconds until the window ends) and X-RateLimit-Limit,
-// X-RateLimit-Remaining, X-RateLimit-Reset on every counted answer (the tighter of the two counters when both count).
+// Past any, 429 `rate_limited` with Retry-After (whole seconds until the window ends) and X-RateLimit-Limit,
+// X-RateLimit-Remaining, X-RateLimit-Reset on every counted answer (the tightest counter's when several count). A
+// request is counted by the key's counter before the tenant's: one the tenant's refuses has spent a place of its key's.
 //
 // The counters are in this process's memory (WindowStore: at most rateLimitEntriesMax keys per limit): with N processes
 // behind one address, a client may make N times the limit. The IP is the socket's peer (no trustProxy): behind a
@@ -194,10 +195,13 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, { limits, entri
   });
 };
 
-/** At the server's root, before every route: the per-IP limit's hook, and the per-key limit for keyRateLimitPlugin. */
+/**
+ * At the server's root, before every route: the per-IP limit's hook, and the per-key and per-tenant limits' hook for
+ * keyRateLimitPlugin.
+ */
 export const rateLimitPlugin = fp(plugin, { name: "switchyard-rate-limit" });
 
-/** In the /v1 context, right after the auth plugin: the per-key limit's hook, run once the key is known. */
+/** In the /v1 context, right after the auth plugin: the per-key and per-tenant limits' hook, once the key is known. */
 export const keyRateLimitPlugin = fp(
   async (app) => {
     if (app.keyRateLimit !== null) app.addHook("onRequest", app.keyRateLimit);

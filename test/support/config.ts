@@ -4,7 +4,12 @@
 import { type Config, loadConfig } from "../../gateway/app/config.ts";
 
 export function testConfig(env: Record<string, string | undefined>): Config {
-  return loadConfig({ RATE_LIMIT_PER_IP: "off", RATE_LIMIT_PER_KEY: "off", RATE_LIMIT_PER_TENANT: "off", ...env });
+  return loadConfig({
+    RATE_LIMIT_PER_IP: "off",
+    RATE_LIMIT_PER_KEY: "off",
+    RATE_LIMIT_PER_TENANT: "off",
+    ...env,
+  });
 }
 
 /** What production must be given to start (its own database and chain; loadConfig refuses it otherwise), for tests. */
