@@ -8,6 +8,7 @@ const journalledAtMs = Date.parse("2026-11-24T12:00:00.000Z");
 const attempt = (kind: StoredAttempt["kind"], amountMsat = 5_000_000n): StoredAttempt => ({
   attemptId: "att_1",
   paymentId: "pay_1",
+  tenantId: "ten_test",
   paymentHash: "ab".repeat(32),
   kind,
   amountMsat,

@@ -490,6 +490,7 @@ const attemptRecord = (stored: StoredAttempt): RailStoreRecord => ({
   t: "attempt",
   attemptId: stored.attemptId,
   paymentId: stored.paymentId,
+  ...(stored.tenantId === null ? {} : { tenantId: stored.tenantId }),
   paymentHash: stored.paymentHash,
   kind: stored.kind,
   amountMsat: stored.amountMsat.toString(),
@@ -750,6 +751,9 @@ async function admit(
   }
   // Another call for this id may have admitted it while we awaited.
   if (s.attempts.has(attempt.id)) return "known";
+  // And the rail's places, or its tenant's, may have filled meanwhile (a keysend's secret is read first).
+  const refusedAfter = refusal(s, attempt);
+  if (refusedAfter !== null) return refusedAfter;
   // Another attempt written ahead of its payment's reservation and not sent yet holds the hash; that reservation
   // may yet be refused (a payer short of funds), the attempt withdrawn and the invoice free for this one. Decided
   // once it is sent or forgotten: by its payment's execute or withdraw, within preparedWaitMs at the latest.
@@ -775,6 +779,7 @@ async function admit(
   const stored: StoredAttempt = {
     attemptId: attempt.id,
     paymentId: attempt.paymentId,
+    tenantId: attempt.tenantId,
     paymentHash,
     kind,
     amountMsat: attempt.amount,
@@ -787,7 +792,7 @@ async function admit(
   };
   s.attempts.set(attempt.id, stored);
   const tracker = newTracker(s, stored, {
-    tenantId: attempt.tenantId,
+    tenantId: stored.tenantId,
     feeMaxMsat: stored.feeMaxMsat,
     destination: stored.destination,
     request: stored.request,

@@ -143,8 +143,8 @@ export type Liquidity = {
 export type Tracker = {
   readonly attempt: StoredAttempt;
   /**
-   * The tenant it pays for (OutgoingAttempt's), whose share of inFlightMax it holds; null for one followed after a
-   * restart (the journal keeps no tenant), counted in the whole bound alone.
+   * The tenant it pays for (OutgoingAttempt's, kept in the journal), whose share of inFlightMax it holds; null for one
+   * journalled before the journal kept tenants, counted in the whole bound alone.
    */
   readonly tenantId: string | null;
   readonly settled: Promise<StoredOutcome>;

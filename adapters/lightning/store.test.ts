@@ -33,6 +33,22 @@ describe("rail store", () => {
     await rm(directory, { recursive: true, force: true });
   });
 
+  it("keeps an attempt's tenant across a reopen and a compaction; a line written before it had one reads as none", async () => {
+    const file = path.join(directory, "journal.jsonl");
+    const first = createFileRailStore(file);
+    await first.load();
+    await first.append({ ...attempt("tenanted"), tenantId: "ten_a" });
+    await first.append(attempt("older"));
+    await first.close();
+    for (let reopen = 0; reopen < 2; reopen++) {
+      const again = createFileRailStore(file);
+      const state = await again.load(); // compacts the journal it read
+      await again.close();
+      expect(state.attempts.get("tenanted")?.tenantId).toBe("ten_a");
+      expect(state.attempts.get("older")?.tenantId).toBeNull();
+    }
+  });
+
   it("replays attempts, outcomes, invoices and the settle index after a reopen", async () => {
     const file = path.join(directory, "journal.jsonl");
     const first = createFileRailStore(file);

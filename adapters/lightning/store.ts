@@ -19,6 +19,8 @@ export type StoredOutcome =
 export type StoredAttempt = {
   readonly attemptId: string;
   readonly paymentId: string;
+  /** The tenant it pays for; null in a line written before the journal kept it. */
+  readonly tenantId: string | null;
   readonly paymentHash: string;
   readonly kind: PaymentKind;
   readonly amountMsat: bigint;
@@ -46,6 +48,8 @@ export type RailStoreRecord =
       t: "attempt";
       attemptId: string;
       paymentId: string;
+      /** Absent in lines written before the journal kept it. */
+      tenantId?: string;
       paymentHash: string;
       kind: PaymentKind;
       amountMsat: string;
@@ -125,6 +129,7 @@ export function applyRecord(state: RailState, record: RailStoreRecord): void {
         state.attempts.set(record.attemptId, {
           attemptId: record.attemptId,
           paymentId: record.paymentId,
+          tenantId: typeof record.tenantId === "string" ? record.tenantId : null,
           paymentHash: record.paymentHash,
           kind: record.kind,
           amountMsat: BigInt(record.amountMsat),
@@ -212,6 +217,7 @@ export function compactRecords(state: RailState): RailStoreRecord[] {
       t: "attempt",
       attemptId: attempt.attemptId,
       paymentId: attempt.paymentId,
+      ...(attempt.tenantId === null ? {} : { tenantId: attempt.tenantId }),
       paymentHash: attempt.paymentHash,
       kind: attempt.kind,
       amountMsat: attempt.amountMsat.toString(),

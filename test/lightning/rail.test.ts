@@ -320,33 +320,46 @@ describe("lightning rail on regtest", () => {
     expect(await first).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
   });
 
-  it("holds at most a quarter of its in-flight places for one tenant: a hold invoice's payer pins its own, not another's", async () => {
-    const shared = await startRail("tenant-share.jsonl", { inFlightMax: 4 });
+  it("holds at most a quarter of its in-flight places for one tenant, across a restart: a hold invoice's payer pins its own, not another's", async () => {
+    const secret = randomBytes(32).toString("hex");
+    const id = sha256(secret);
+    const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_200 });
+    const pinning = { ...bolt11(held.request, 1_200_000n, 10_000n), tenantId: "ten_holding" };
+    const first = await startRail("tenant-share.jsonl", { inFlightMax: 4, executeWaitMs: 1_000 });
+    const next = await createInvoice({ lnd: payee, tokens: 1_000 });
+    const again = (tenantId: string) => ({ ...bolt11(next.request, 1_000_000n, 10_000n), tenantId });
     try {
-      const secret = randomBytes(32).toString("hex");
-      const id = sha256(secret);
-      const held = await createHodlInvoice({ lnd: payee, id, tokens: 1_200 });
-      const pinned = shared.rail.execute({
-        ...bolt11(held.request, 1_200_000n, 10_000n),
-        tenantId: "ten_holding",
-      });
+      expect(await first.rail.execute(pinning)).toEqual({ status: "in_flight", reference: id });
       await waitFor(
         "HTLC held at the payee",
         async () => ((await getInvoice({ lnd: payee, id })).is_held ? true : undefined),
         { timeoutMs: 30_000 },
       );
-      const next = await createInvoice({ lnd: payee, tokens: 1_000 });
       // Before: the same tenant's next payment took another place, and so on until all four were its own.
-      expect(
-        await shared.rail.execute({ ...bolt11(next.request, 1_000_000n, 10_000n), tenantId: "ten_holding" }),
-      ).toMatchObject({ status: "failed", code: "rail_unavailable", retryElsewhere: true });
-      expect(
-        await shared.rail.execute({ ...bolt11(next.request, 1_000_000n, 10_000n), tenantId: "ten_beside" }),
-      ).toMatchObject({ status: "succeeded" });
-      await settleHodlInvoice({ lnd: payee, secret });
-      expect(await pinned).toMatchObject({ status: "succeeded", evidence: { preimage: secret } });
+      expect(await first.rail.execute(again("ten_holding"))).toMatchObject({
+        status: "failed",
+        code: "rail_unavailable",
+        retryElsewhere: true,
+      });
     } finally {
-      await shared.rail.stop();
+      await first.rail.stop();
+    }
+    // Restarted, the rail follows the held payment again, still counted as its tenant's (the journal keeps it).
+    const second = await startRail("tenant-share.jsonl", { inFlightMax: 4 });
+    try {
+      expect(await second.rail.execute(again("ten_holding"))).toMatchObject({
+        status: "failed",
+        code: "rail_unavailable",
+      });
+      expect(await second.rail.execute(again("ten_beside"))).toMatchObject({ status: "succeeded" });
+      await settleHodlInvoice({ lnd: payee, secret });
+      await waitFor(
+        "the held payment's success after the restart",
+        async () => second.events.find((e) => e.kind === "attempt_succeeded" && e.attemptId === pinning.id),
+        { timeoutMs: 30_000 },
+      );
+    } finally {
+      await second.rail.stop();
     }
   });
 
