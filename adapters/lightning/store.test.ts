@@ -37,7 +37,10 @@ describe("rail store", () => {
     const file = path.join(directory, "journal.jsonl");
     const first = createFileRailStore(file);
     await first.load();
-    await first.append({ ...attempt("tenanted"), tenantId: "ten_a" });
+    await first.append({
+      ...(attempt("tenanted") as Extract<RailStoreRecord, { t: "attempt" }>),
+      tenantId: "ten_a",
+    });
     await first.append(attempt("older"));
     await first.close();
     for (let reopen = 0; reopen < 2; reopen++) {
