@@ -124,35 +124,94 @@ async function pushAuthorized(
   );
 }
 
-/** The token's transfers of [from, to] that moved money, to `recipients` when given (else to anyone). */
-async function transferLogs(state: EvmRailState, from: bigint, to: bigint, recipients?: Address[]) {
+/**
+ * The token's transfers of [from, to] that moved money, to `recipients` when given (else to anyone: a block the node
+ * refuses so is read by the watched invoices' addresses instead, watchedPages).
+ */
+async function transferLogs(
+  state: EvmRailState,
+  from: bigint,
+  to: bigint,
+  recipients?: Address[],
+): Promise<TransferLog[]> {
   const { publicClient, token } = state.params;
-  const found = await splitting(from, to, (fromBlock, toBlock) =>
-    publicClient.getLogs({
-      address: token.address,
-      event: transferEvent,
-      ...(recipients === undefined ? {} : { args: { to: recipients } }),
-      fromBlock,
-      toBlock,
-      strict: true,
-    }),
+  const found = await splitting(
+    from,
+    to,
+    (fromBlock, toBlock) =>
+      publicClient.getLogs({
+        address: token.address,
+        event: transferEvent,
+        ...(recipients === undefined ? {} : { args: { to: recipients } }),
+        fromBlock,
+        toBlock,
+        strict: true,
+      }),
+    recipients === undefined
+      ? (block) =>
+          watchedPages(state, "deposit_address", (page) =>
+            transferLogs(state, block, block, page as Address[]),
+          )
+      : undefined,
   );
   return found.filter((log) => log.args.value > 0n);
 }
 
-/** The token's authorizations used in [from, to], of `nonces` when given (else any). */
-async function authorizationLogs(state: EvmRailState, from: bigint, to: bigint, nonces?: Hex[]) {
+/**
+ * The token's authorizations used in [from, to], of `nonces` when given (else any: a block the node refuses so is
+ * read by the watched invoices' nonces instead, watchedPages).
+ */
+async function authorizationLogs(
+  state: EvmRailState,
+  from: bigint,
+  to: bigint,
+  nonces?: Hex[],
+): Promise<AuthorizationUsedLog[]> {
   const { publicClient, token } = state.params;
-  return splitting(from, to, (fromBlock, toBlock) =>
-    publicClient.getLogs({
-      address: token.address,
-      event: authorizationUsedEvent,
-      ...(nonces === undefined ? {} : { args: { nonce: nonces } }),
-      fromBlock,
-      toBlock,
-      strict: true,
-    }),
+  return splitting(
+    from,
+    to,
+    (fromBlock, toBlock) =>
+      publicClient.getLogs({
+        address: token.address,
+        event: authorizationUsedEvent,
+        ...(nonces === undefined ? {} : { args: { nonce: nonces } }),
+        fromBlock,
+        toBlock,
+        strict: true,
+      }),
+    nonces === undefined
+      ? (block) =>
+          watchedPages(state, "auth_nonce", (page) => authorizationLogs(state, block, block, page as Hex[]))
+      : undefined,
   );
+}
+
+/**
+ * `read` of every watched invoice's `column` (its deposit address, or its authorization's nonce), depositTopicsPerCallMax
+ * at a time, in the column's order (a keyset over its unique index), the logs found put together. For one block the
+ * node refuses to give whole (more logs of the token than its provider returns in one call): slow with many invoices
+ * watched, but the watcher moves on past the block instead of failing on it every poll.
+ */
+async function watchedPages<T>(
+  state: EvmRailState,
+  column: "deposit_address" | "auth_nonce",
+  read: (page: string[]) => Promise<T[]>,
+): Promise<T[]> {
+  const { token, db } = state.params;
+  const found: T[] = [];
+  let after = "";
+  for (;;) {
+    const rows = await db.query<{ value: string }>(
+      `SELECT DISTINCT ${column} AS value FROM evm_deposits
+       WHERE chain_id = $1 AND token = $2 AND ${column} IS NOT NULL AND ${column} > $3 AND watch_until > now()
+       ORDER BY 1 LIMIT $4`,
+      [state.chainId, token.address.toLowerCase(), after, depositTopicsPerCallMax],
+    );
+    if (rows.length === 0) return found;
+    found.push(...(await read(rows.map((row) => row.value))));
+    after = rows.at(-1)!.value;
+  }
 }
 
 /**
@@ -192,20 +251,28 @@ async function readWhole(state: EvmRailState, from: bigint, to: bigint): Promise
 /**
  * `read` of [from, to], split in halves while the node refuses a range or cannot answer it in time (a provider's cap
  * on the logs one call returns or the blocks it spans; a timeout, a gateway's 5xx), down to one block, whose failure is
- * thrown. A node out of reach (no connection, a closed socket) or rate-limiting (HTTP 429) is thrown at once: halving
- * would only ask it more.
+ * thrown — or, with `oneBlock`, read by it instead. A node out of reach (no connection, a closed socket) or
+ * rate-limiting (HTTP 429) is thrown at once: halving would only ask it more.
  */
 async function splitting<T>(
   from: bigint,
   to: bigint,
   read: (fromBlock: bigint, toBlock: bigint) => Promise<T[]>,
+  oneBlock?: (block: bigint) => Promise<T[]>,
 ): Promise<T[]> {
   try {
     return await read(from, to);
   } catch (error) {
-    if (from >= to || outOfReach(error)) throw error;
+    if (outOfReach(error)) throw error;
+    if (from >= to) {
+      if (oneBlock === undefined) throw error;
+      return oneBlock(from);
+    }
     const middle = from + (to - from) / 2n;
-    return [...(await splitting(from, middle, read)), ...(await splitting(middle + 1n, to, read))];
+    return [
+      ...(await splitting(from, middle, read, oneBlock)),
+      ...(await splitting(middle + 1n, to, read, oneBlock)),
+    ];
   }
 }
 

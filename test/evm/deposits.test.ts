@@ -316,6 +316,31 @@ describe("many invoices watched", () => {
     expect(spans.some((span) => span > 2n)).toBe(true);
   });
 
+  it("reads a block the node refuses to give whole by the watched invoices' addresses and nonces, and moves past it", async () => {
+    const [byTransfer, signedFor] = [await createInvoice("1.60"), await createInvoice("1.70")];
+    const head = await gw.chain.publicClient.getBlockNumber();
+    await transfer(payer(), byTransfer.instructions.deposit_address!, 1_600_000n);
+    const signed = await signAuthorization(signedFor);
+    const fields = Object.fromEntries(Object.entries(signed).map(([name, value]) => [name, String(value)]));
+    expect(await rail.submitSignedPayment!({ reference: signedFor.id, fields })).toMatchObject({
+      status: "submitted",
+    });
+    await mine(3);
+    // A node that refuses every read of the token's logs not filtered by recipient or nonce, even of one block (a
+    // block holding more of the token's logs than a provider returns in one call).
+    let filtered = 0;
+    const refusing = gettingLogs((filter) => {
+      if (filter.topics.slice(1).every((topic) => topic === null || topic === undefined))
+        throw new Error("query returned more than 10000 results");
+      filtered += 1;
+    });
+    // Before: the range was split down to one block, that block's refusal thrown, and every poll failed on it.
+    await followedThrough(refusing, { startBlock: head + 1n, filterWatchedMax: 0 });
+    expect((await invoice(byTransfer.id)).status).toBe("paid");
+    expect((await invoice(signedFor.id)).status).toBe("paid");
+    expect(filtered).toBeGreaterThan(0);
+  });
+
   it("does not split a range when the node is out of reach or rate-limits over HTTP: a poll fails after one call", async () => {
     await createInvoice("1.50"); // one invoice watched, past filterWatchedMax 0: the range is read whole
     const head = await gw.chain.publicClient.getBlockNumber();
