@@ -17,6 +17,8 @@ import {
   type Log,
   type PublicClient,
   parseEventLogs,
+  RpcError,
+  RpcRequestError,
   SocketClosedError,
   type Transport,
   WebSocketRequestError,
@@ -251,8 +253,9 @@ async function readWhole(state: EvmRailState, from: bigint, to: bigint): Promise
 /**
  * `read` of [from, to], split in halves while the node refuses a range or cannot answer it in time (a provider's cap
  * on the logs one call returns or the blocks it spans; a timeout, a gateway's 5xx), down to one block, whose failure is
- * thrown — or, with `oneBlock`, read by it instead. A node out of reach (no connection, a closed socket) or
- * rate-limiting (HTTP 429) is thrown at once: halving would only ask it more.
+ * thrown — or, with `oneBlock`, read by it instead when the node answered it with an error of its own (a JSON-RPC
+ * error: too many results), never for a timeout or a 5xx, which the next poll tries again. A node out of reach (no
+ * connection, a closed socket) or rate-limiting (HTTP 429) is thrown at once: halving would only ask it more.
  */
 async function splitting<T>(
   from: bigint,
@@ -265,7 +268,7 @@ async function splitting<T>(
   } catch (error) {
     if (outOfReach(error)) throw error;
     if (from >= to) {
-      if (oneBlock === undefined) throw error;
+      if (oneBlock === undefined || !nodeRefused(error)) throw error;
       return oneBlock(from);
     }
     const middle = from + (to - from) / 2n;
@@ -274,6 +277,14 @@ async function splitting<T>(
       ...(await splitting(middle + 1n, to, read, oneBlock)),
     ];
   }
+}
+
+/** The node answered with a JSON-RPC error of its own (not a transport's failure, a timeout or a gateway's 5xx). */
+function nodeRefused(error: unknown): boolean {
+  return (
+    error instanceof BaseError &&
+    error.walk((inner) => inner instanceof RpcError || inner instanceof RpcRequestError) != null
+  );
 }
 
 /** No answer from the node at all, or its provider's rate limit: not something a smaller range would change. */

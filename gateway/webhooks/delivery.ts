@@ -250,16 +250,17 @@ export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Pro
   return deps.db.query<ClaimedDelivery>(
     // busy: each tenant's unexpired claims. pending_endpoints: each endpoint with a pending delivery, one index
     // descent apiece (a loose scan of webhook_deliveries_endpoint_due), and none when no delivery at all is due and
-    // unclaimed (webhook_deliveries_due: its first row says). due: each enabled one's first $1 due and unclaimed,
-    // numbered per tenant: a tenant's first $1 overall are among them.
+    // unclaimed (webhook_deliveries_due walked in its order to the first such row: a scalar subquery, so that its
+    // ORDER BY and LIMIT stay and no bitmap of every due row is built). due: each enabled one's first $1 due and
+    // unclaimed, numbered per tenant: a tenant's first $1 overall are among them.
     `WITH RECURSIVE busy AS (
        SELECT tenant_id, count(*)::int AS n FROM webhook_deliveries
        WHERE status = 'pending' AND locked_until IS NOT NULL AND locked_until > now() GROUP BY tenant_id
      ), pending_endpoints (endpoint_id) AS (
        (SELECT endpoint_id FROM webhook_deliveries
         WHERE status = 'pending'
-          AND EXISTS (SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
-                        AND (locked_until IS NULL OR locked_until <= now()))
+          AND (SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+                 AND (locked_until IS NULL OR locked_until <= now()) ORDER BY next_attempt_at, id LIMIT 1) = 1
         ORDER BY endpoint_id LIMIT 1)
        UNION ALL
        SELECT (SELECT d.endpoint_id FROM webhook_deliveries d

@@ -326,6 +326,17 @@ describe("many invoices watched", () => {
       status: "submitted",
     });
     await mine(3);
+    // 250 more invoices watched, whose addresses and nonces come first in their order: the two paid are read on a
+    // later page than the first.
+    const token = gw.chain.contracts.testUsd.toLowerCase();
+    await gw.app.db.query(
+      `INSERT INTO evm_deposits (chain_id, token, reference, amount, deposit_address, salt, auth_nonce, client_secret,
+                                 expires_at, watch_until)
+       SELECT $1, $2, 'paged-' || i, 1, '0x' || lpad(to_hex(i), 40, '0'), 'paged', '0x' || lpad(to_hex(i), 64, '0'),
+              'paged-secret-' || i, now() + interval '1 hour', now() + interval '1 hour'
+       FROM generate_series(1, 250) AS i`,
+      [gw.chain.chain.id, token],
+    );
     // A node that refuses every read of the token's logs not filtered by recipient or nonce, even of one block (a
     // block holding more of the token's logs than a provider returns in one call).
     let filtered = 0;
@@ -334,11 +345,34 @@ describe("many invoices watched", () => {
         throw new Error("query returned more than 10000 results");
       filtered += 1;
     });
-    // Before: the range was split down to one block, that block's refusal thrown, and every poll failed on it.
-    await followedThrough(refusing, { startBlock: head + 1n, filterWatchedMax: 0 });
+    try {
+      // Before: the range was split down to one block, that block's refusal thrown, and every poll failed on it.
+      await followedThrough(refusing, { startBlock: head + 1n, filterWatchedMax: 0 });
+    } finally {
+      await gw.app.db.query(
+        "DELETE FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND salt = 'paged'",
+        [gw.chain.chain.id, token],
+      );
+    }
     expect((await invoice(byTransfer.id)).status).toBe("paid");
     expect((await invoice(signedFor.id)).status).toBe("paid");
     expect(filtered).toBeGreaterThan(0);
+  });
+
+  it("does not read a block by the watched invoices when the node only timed out on it: the poll fails, to be tried again", async () => {
+    await createInvoice("1.80"); // one invoice watched, past filterWatchedMax 0: the range is read whole
+    const head = await gw.chain.publicClient.getBlockNumber();
+    await mine(2);
+    let filtered = 0;
+    const slow = gettingLogs((filter) => {
+      if (filter.topics.slice(1).some((topic) => topic !== null && topic !== undefined)) filtered += 1;
+      else
+        throw new HttpRequestError({ url: "http://node.invalid", status: 504, details: "Gateway Timeout" });
+    });
+    await followedThrough(slow, { startBlock: head + 1n, filterWatchedMax: 0 }, async (watcher) => {
+      await expect(watcher.poll()).rejects.toThrow();
+    });
+    expect(filtered).toBe(0);
   });
 
   it("does not split a range when the node is out of reach or rate-limits over HTTP: a poll fails after one call", async () => {
