@@ -50,6 +50,31 @@ function counting(): { sql: Sql; queries: () => number } {
   return { sql: recordStatements(db, statements), queries: () => statements.length };
 }
 
+/**
+ * counting(), each answer held back until `release` (the query itself reaches the database at once); `firstRead`
+ * resolves once the first query has been answered by it.
+ */
+function heldAnswers() {
+  const { sql: counted, queries } = counting();
+  let read = () => {};
+  const firstRead = new Promise<void>((resolve) => {
+    read = resolve;
+  });
+  let release = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const sql: Sql = {
+    query: async (text, params) => {
+      const rows = await counted.query(text, params);
+      read();
+      await held;
+      return rows as never;
+    },
+  };
+  return { sql, queries, firstRead, release };
+}
+
 function clock() {
   const now = { ms: 1_000_000 };
   return { nowMs: () => now.ms, advance: (ms: number) => (now.ms += ms) };
@@ -217,24 +242,8 @@ describe("the API-key memory and the change bus", () => {
     const others = await Promise.all(
       Array.from({ length: 3 }, () => createApiKey(db, { tenantId: "ten_other", mode: "test" })),
     );
-    const { sql: counted, queries } = counting();
-    let read = () => {};
-    const firstRead = new Promise<void>((resolve) => {
-      read = resolve;
-    });
-    let release = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    // The lookup reads the key (valid), then its answer is held back until the test releases it.
-    const slow: Sql = {
-      query: async (text, params) => {
-        const rows = await counted.query(text, params);
-        read();
-        await held;
-        return rows as never;
-      },
-    };
+    // Every lookup reads the database at once, then its answer is held back until the test releases it.
+    const { sql: slow, queries, firstRead, release } = heldAnswers();
     const auth = createAuthenticator(
       { sql: slow, nowMs: clock().nowMs, changes },
       { entriesMax: 10, ttlMs: 60_000 },
@@ -400,24 +409,8 @@ describe("one lookup per key at a time", () => {
 
   it("a check that arrives after a revocation was heard does not join a lookup that began before it", async () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
-    const { sql: counted, queries } = counting();
-    let read = () => {};
-    const firstRead = new Promise<void>((resolve) => {
-      read = resolve;
-    });
-    let release = () => {};
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
     // Every lookup reads the database at once, then its answer is held back until the test releases it.
-    const slow: Sql = {
-      query: async (text, params) => {
-        const rows = await counted.query(text, params);
-        read();
-        await held;
-        return rows as never;
-      },
-    };
+    const { sql: slow, queries, firstRead, release } = heldAnswers();
     const auth = createAuthenticator(
       { sql: slow, nowMs: clock().nowMs, changes },
       { entriesMax: 10, ttlMs: 60_000 },

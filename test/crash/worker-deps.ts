@@ -11,24 +11,27 @@ export function workerPaymentsDeps(params: {
   db: Db;
   ledger: Ledger;
   rails: ReadonlyMap<string, Rail>;
+  /** The clock the payments and the internal settler read (default Date.now). */
+  nowMs?: () => number;
 }): PaymentsDeps {
   const { db, ledger, rails } = params;
+  const nowMs = params.nowMs ?? Date.now;
   return {
     db,
     ledger,
     accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
     rails,
-    internal: createInternalSettler({ ledger, sql: db, nowMs: Date.now }),
+    internal: createInternalSettler({ ledger, sql: db, nowMs }),
     snapshot: () =>
       buildSnapshot({
         rails: [...rails.values()].map((rail) => rail.snapshot()),
         rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
         assetCodes: ["USDC"],
-        takenAtMs: Date.now(),
+        takenAtMs: nowMs(),
       }),
     route,
     recoveryBatchMax: 1_000,
     strandedQuietMs: 0,
-    nowMs: Date.now,
+    nowMs,
   };
 }

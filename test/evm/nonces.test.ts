@@ -236,35 +236,59 @@ describe("a key whose send is another chain's", () => {
   });
 });
 
-describe("a wallet's send queue, full", () => {
-  it("refuses a new key's send at once (rail_unavailable), nothing signed; follows a key sent before; takes sends again once drained", async () => {
-    // A node slow to estimate gas: each send holds the queue a while.
-    const { chain } = gw.chain;
-    const slow = custom({
-      request: async (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_estimateGas") await new Promise((resolve) => setTimeout(resolve, 300));
-        return gw.chain.provider.request(args as never);
-      },
-    });
-    const journal = createSendJournal({
-      db: gw.app.db,
-      publicClient: createPublicClient({ chain, transport: slow }),
-      walletClient: createWalletClient({ chain, transport: slow, account: gw.chain.walletClient.account }),
-      confirmations: 1,
-      receiptTimeoutMs: 30_000,
-      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-      replaceAfterMs: 120_000,
-      sendsQueuedMax: 2,
-    });
-    const approve = (key: string) =>
-      sendOnce(journal, key, async () => ({
+/**
+ * Clients of a node slow to estimate gas (each send holds the queue `delayMs`), signing with the hot wallet;
+ * `estimating` is told of each estimate as it begins.
+ */
+function slowClients(delayMs: number, estimating: () => void = () => {}) {
+  const { chain } = gw.chain;
+  const slow = custom({
+    request: async (args: { method: string; params?: unknown }) => {
+      if (args.method === "eth_estimateGas") {
+        estimating();
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+      return gw.chain.provider.request(args as never);
+    },
+  });
+  return {
+    publicClient: createPublicClient({ chain, transport: slow }),
+    walletClient: createWalletClient({ chain, transport: slow, account: gw.chain.walletClient.account }),
+  };
+}
+
+/** A send journal on a slow node (slowClients) whose queue holds `sendsQueuedMax`, and its sends of an approve. */
+function slowJournal(delayMs: number, sendsQueuedMax: number) {
+  const journal = createSendJournal({
+    db: gw.app.db,
+    ...slowClients(delayMs),
+    confirmations: 1,
+    receiptTimeoutMs: 30_000,
+    gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
+    replaceAfterMs: 120_000,
+    sendsQueuedMax,
+  });
+  const approve = (key: string, share?: string) =>
+    sendOnce(
+      journal,
+      key,
+      async () => ({
         to: gw.chain.contracts.testUsd,
         data: encodeFunctionData({
           abi: testUsdAbi,
           functionName: "approve",
           args: ["0x000000000000000000000000000000000000dEaD", 1n],
         }),
-      }));
+      }),
+      share === undefined ? {} : { share },
+    );
+  return { journal, approve };
+}
+
+describe("a wallet's send queue, full", () => {
+  it("refuses a new key's send at once (rail_unavailable), nothing signed; follows a key sent before; takes sends again once drained", async () => {
+    // A node slow to estimate gas: each send holds the queue a while.
+    const { approve } = slowJournal(300, 2);
     const sent = await approve("queue-full:sent-before");
     expect(sent).toHaveProperty("tx_hash");
     const queued = [approve("queue-full:1"), approve("queue-full:2")];
@@ -284,38 +308,8 @@ describe("a wallet's send queue, full", () => {
   });
 
   it("holds at most a quarter of the queue for one tenant: its next send is refused, another tenant's and the platform's are queued", async () => {
-    const { chain } = gw.chain;
-    const slow = custom({
-      request: async (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_estimateGas") await new Promise((resolve) => setTimeout(resolve, 200));
-        return gw.chain.provider.request(args as never);
-      },
-    });
-    const journal = createSendJournal({
-      db: gw.app.db,
-      publicClient: createPublicClient({ chain, transport: slow }),
-      walletClient: createWalletClient({ chain, transport: slow, account: gw.chain.walletClient.account }),
-      confirmations: 1,
-      receiptTimeoutMs: 30_000,
-      gas: { priorityFeeWei: 1_000_000_000n, maxFeeWei: 200_000_000_000n },
-      replaceAfterMs: 120_000,
-      sendsQueuedMax: 8,
-    });
+    const { journal, approve } = slowJournal(200, 8);
     expect(journal.sendsQueuedPerShareMax).toBe(2);
-    const approve = (key: string, share?: string) =>
-      sendOnce(
-        journal,
-        key,
-        async () => ({
-          to: gw.chain.contracts.testUsd,
-          data: encodeFunctionData({
-            abi: testUsdAbi,
-            functionName: "approve",
-            args: ["0x000000000000000000000000000000000000dEaD", 1n],
-          }),
-        }),
-        share === undefined ? {} : { share },
-      );
     const queued = [approve("share:busy-1", "ten_busy"), approve("share:busy-2", "ten_busy")];
     // Before: the busy tenant's third joined the queue, and so on until the whole queue was its own.
     expect(await approve("share:busy-3", "ten_busy")).toMatchObject({
@@ -332,25 +326,19 @@ describe("a wallet's send queue, full", () => {
   });
 
   it("counts each payout in its tenant's part: one tenant's payouts in flight never refuse another tenant's", async () => {
-    const { chain } = gw.chain;
-    const slow = custom({
-      request: async (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_estimateGas") await new Promise((resolve) => setTimeout(resolve, 300));
-        return gw.chain.provider.request(args as never);
-      },
-    });
     // A queue of 4: a part of 1 each.
-    const rail = anotherProcessRail(gw, {
-      publicClient: createPublicClient({ chain, transport: slow }),
-      walletClient: createWalletClient({ chain, transport: slow, account: gw.chain.walletClient.account }),
-      sendsQueuedMax: 4,
+    let estimated = () => {};
+    const estimating = new Promise<void>((resolve) => {
+      estimated = resolve;
     });
+    const rail = anotherProcessRail(gw, { ...slowClients(300, () => estimated()), sendsQueuedMax: 4 });
     const of = (id: string, tenantId: string) => ({ ...payout(id, 1_000n), tenantId });
     const first = rail.execute(of("att_share_busy_1", "ten_busy"));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await estimating; // the first payout holds its tenant's place
     expect(await rail.execute(of("att_share_busy_2", "ten_busy"))).toMatchObject({
       status: "failed",
       code: "rail_unavailable",
+      message: expect.stringMatching(/of this tenant/),
     });
     const other = await rail.execute(of("att_share_other_1", "ten_other"));
     expect(other.status).toBe("succeeded");

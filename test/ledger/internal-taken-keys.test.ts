@@ -4,23 +4,23 @@
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { createInternalRail } from "../../adapters/internal/index.ts";
 import { assets, type Rail } from "../../core/index.ts";
-import { createAccount, createAccountCache } from "../../gateway/accounts/index.ts";
+import { createAccount } from "../../gateway/accounts/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
 import type { PaymentsDeps } from "../../gateway/payments/deps.ts";
-import { createInternalSettler, keysCheckedForMs } from "../../gateway/payments/internal.ts";
+import { keysCheckedForMs } from "../../gateway/payments/internal.ts";
 import { createPayment } from "../../gateway/payments/service.ts";
 import { isPaymentKeyTaken } from "../../gateway/payments/store.ts";
-import { buildSnapshot, route, staticRateSource } from "../../gateway/router/index.ts";
 import { createTenant } from "../../gateway/tenants/index.ts";
+import { workerPaymentsDeps } from "../crash/worker-deps.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
 let db: Db;
 let ledger: Ledger;
 /** Batches the settler handed to the ledger that failed on a taken key. */
 let refusedOnKey = 0;
-let nowMs = 1_000_000_000_000;
+let nowMs = Date.now();
 let deps: PaymentsDeps;
 const tenants = ["ten_retrying", "ten_beside"] as const;
 
@@ -75,24 +75,7 @@ beforeAll(async () => {
   }
   const internal = createInternalRail({ asset: assets.USDC });
   const rails = new Map<string, Rail>([[internal.id, internal]]);
-  deps = {
-    db,
-    ledger,
-    accounts: createAccountCache({ sql: db }, { entriesMax: 100 }),
-    rails,
-    internal: createInternalSettler({ ledger, sql: db, nowMs: () => nowMs }),
-    snapshot: () =>
-      buildSnapshot({
-        rails: [...rails.values()].map((rail) => rail.snapshot()),
-        rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
-        assetCodes: ["USDC"],
-        takenAtMs: 0,
-      }),
-    route,
-    recoveryBatchMax: 100,
-    strandedQuietMs: 0,
-    nowMs: () => nowMs,
-  };
+  deps = workerPaymentsDeps({ db, ledger, rails, nowMs: () => nowMs });
 }, 120_000);
 
 afterAll(async () => {
