@@ -38,6 +38,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import autocannon from "autocannon";
 import pg from "pg";
+import { rateLimitsOffEnv } from "../gateway/app/config.ts";
 import { requestsInFlightMaxDefault } from "../gateway/http/admission.ts";
 import { freePort } from "../scripts/lib/free-port.ts";
 import { createTestDatabase, startPostgres } from "../test/support/postgres.ts";
@@ -617,9 +618,7 @@ async function startGateway(
     // Never throttled: every request comes from 127.0.0.1 with one key (development's default, said again).
     env: {
       ...process.env,
-      RATE_LIMIT_PER_IP: "off",
-      RATE_LIMIT_PER_KEY: "off",
-      RATE_LIMIT_PER_TENANT: "off",
+      ...rateLimitsOffEnv,
       ...env,
       PORT: String(port),
       HOST: "127.0.0.1",

@@ -17,7 +17,7 @@ import { pay } from "lightning";
 import { Lsat } from "lsat-js";
 import { assets } from "../core/index.ts";
 import { createAccount } from "../gateway/accounts/index.ts";
-import { loadConfig } from "../gateway/app/config.ts";
+import { loadConfig, rateLimitsOffEnv } from "../gateway/app/config.ts";
 import { createApp } from "../gateway/app.ts";
 import { type PaywallCheck, switchyardPaywall } from "../gateway/paywall/index.ts";
 import { ensureLightningBinaries, startRegtestCluster, waitFor } from "../scripts/lightning/index.ts";
@@ -130,9 +130,7 @@ export async function l402ReuseCase(options: L402ReuseOptions): Promise<BenchRow
       loadConfig({
         LOG_LEVEL: "silent",
         PORT: "0",
-        RATE_LIMIT_PER_IP: "off",
-        RATE_LIMIT_PER_KEY: "off",
-        RATE_LIMIT_PER_TENANT: "off",
+        ...rateLimitsOffEnv,
         EVM_EMBEDDED_RPC_PORT: "off",
         LND_SOCKET: credentials.socket,
         LND_CERT_BASE64: credentials.cert,

@@ -22,7 +22,7 @@ import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client, x402HTTPClient } from "@x402/fetch";
 import autocannon from "autocannon";
 import { privateKeyToAccount } from "viem/accounts";
-import { loadConfig } from "../gateway/app/config.ts";
+import { loadConfig, rateLimitsOffEnv } from "../gateway/app/config.ts";
 import { createApp } from "../gateway/app.ts";
 import type { PaywallCheck, PaywallCompletion } from "../gateway/paywall/index.ts";
 import { l402ReuseCase, shop } from "./paywall-l402.ts";
@@ -108,9 +108,7 @@ export async function run(): Promise<BenchResult> {
     loadConfig({
       LOG_LEVEL: "silent",
       PORT: "0",
-      RATE_LIMIT_PER_IP: "off",
-      RATE_LIMIT_PER_KEY: "off",
-      RATE_LIMIT_PER_TENANT: "off",
+      ...rateLimitsOffEnv,
     }),
   );
   const rows: BenchRow[] = [];

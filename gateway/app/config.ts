@@ -377,6 +377,13 @@ function setting(value: "off" | number | undefined, otherwise: number | null): n
   return value === undefined ? otherwise : value === "off" ? null : value;
 }
 
+/** The settings that turn every rate limit off: what load tests and the benches run with (rateLimitsOff). */
+export const rateLimitsOffEnv = {
+  RATE_LIMIT_PER_IP: "off",
+  RATE_LIMIT_PER_KEY: "off",
+  RATE_LIMIT_PER_TENANT: "off",
+} as const;
+
 /** RATE_LIMIT_PER_IP, RATE_LIMIT_PER_KEY and RATE_LIMIT_PER_TENANT, each defaulting by mode. */
 function rateLimitsOf(e: Env): RateLimits {
   const defaults =
