@@ -37,6 +37,7 @@ import {
   type SettleResult,
   type X402Settler,
 } from "./settle.ts";
+import { spentByAnother } from "./spends.ts";
 import { record, release } from "./store.ts";
 import type { Eip3009Authorization, ExactRequirements } from "./verify.ts";
 
@@ -359,6 +360,11 @@ async function sendOnChain(
     const item = outcome.items[i]!;
     const a = w.payment.authorization;
     const context = { txHash: outcome.txHash, invoiceId: w.invoiceId };
+    // Refused as spent: perhaps by a copy of the payer's signed transfer (someone who saw it submitted it first).
+    const copy =
+      item.status === "refused" && item.refusal === "authorization_used"
+        ? await spentByAnother(chain, a, outcome.blockNumber).catch(() => null)
+        : null;
     if (item.status === "settled") {
       await afterSent(logger, "recording the settlement", context, () =>
         record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock: outcome.blockNumber }),
@@ -366,6 +372,20 @@ async function sendOnChain(
       results.push({
         ok: true,
         transaction: outcome.txHash,
+        payer: w.payment.payer,
+        network: w.requirements.network,
+        amount: a.value,
+        invoiceId: w.invoiceId,
+      });
+    } else if (copy !== null) {
+      // The copy's value came to the hot wallet all the same, and the invoice is credited from it. Settled, by it.
+      const spentBlock = copy.block;
+      await afterSent(logger, "recording the settlement by a copy", context, () =>
+        record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock }),
+      );
+      results.push({
+        ok: true,
+        transaction: copy.txHash,
         payer: w.payment.payer,
         network: w.requirements.network,
         amount: a.value,

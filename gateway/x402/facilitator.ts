@@ -7,12 +7,12 @@ import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
-import { spentBy } from "./reconcile.ts";
 import type { Refused } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
+import { spentBy } from "./spends.ts";
 import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
   type ExactRequirements,

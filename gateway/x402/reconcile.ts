@@ -4,10 +4,12 @@
 // `submittedQuietMs` (well past any settler's wait), and asks the chain for each distinct transaction's receipt once:
 //
 //   - mined, successful, with the token's AuthorizationUsed log for the row's (payer, nonce) → `settled`;
-//   - mined but not spending it (reverted, or the token refused the item, or another transaction spent it first)
-//     → `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the authorization cannot
-//     pay again), the invoice stays open, bound to the nonce, until it expires — the deposit watcher credits an
-//     invoice only from the token's log, so nothing is taken back;
+//   - mined but not spending it, while a copy of the payer's signed transfer (another's transaction, spends.ts
+//     spentByAnother) moved its value from the payer to the hot wallet → `settled`: the invoice is credited from it;
+//   - mined but not spending it otherwise (reverted, or the token refused the item, or the payer's nonce spent on
+//     other terms) → `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the
+//     authorization cannot pay again), the invoice stays open, bound to the nonce, until it expires — the deposit
+//     watcher credits an invoice only from the token's log, so nothing is taken back;
 //
 // A row's transaction is one of its send's (the EVM rail's send journal, adapters/evm send-journal.ts: the send
 // first signed, then each fee bump — same call, same nonce, another hash — of which at most one is mined). Every
@@ -42,14 +44,10 @@ import {
   type Hex,
   HttpRequestError,
   isAddressEqual,
-  keccak256,
-  pad,
   SocketClosedError,
   TimeoutError,
   TransactionNotFoundError,
-  type TransactionReceipt,
   TransactionReceiptNotFoundError,
-  toBytes,
   WebSocketRequestError,
 } from "viem";
 import { feeWeiOf, type Logger } from "../../core/index.ts";
@@ -59,49 +57,7 @@ import type { SettlementDeps } from "../settlement/index.ts";
 import { bookBatchGas } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
-import type { Eip3009Authorization } from "./verify.ts";
-
-// ---- what the chain says of a sent authorization (also the facilitator's retried settle)
-
-const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
-
-type MinedReceipt = Pick<
-  TransactionReceipt,
-  "status" | "logs" | "from" | "to" | "gasUsed" | "effectiveGasPrice" | "blockNumber"
->;
-
-/** Whether the mined `receipt` spent the authorization: successful, with the token's AuthorizationUsed log for it. */
-export function spentIn(
-  chain: X402Chain,
-  receipt: Pick<MinedReceipt, "status" | "logs">,
-  a: Pick<Eip3009Authorization, "from" | "nonce">,
-): boolean {
-  if (receipt.status !== "success") return false;
-  const authorizer = pad(a.from.toLowerCase() as Hex).toLowerCase();
-  return receipt.logs.some(
-    (log) =>
-      isAddressEqual(log.address, chain.token) &&
-      log.topics[0] === authorizationUsedTopic &&
-      log.topics[1]?.toLowerCase() === authorizer &&
-      log.topics[2]?.toLowerCase() === a.nonce.toLowerCase(),
-  );
-}
-
-/** Whether mined transaction `txHash` spent the authorization (spentIn); false if unknown. */
-export async function spentBy(
-  chain: X402Chain,
-  txHash: Hex,
-  a: Pick<Eip3009Authorization, "from" | "nonce">,
-): Promise<{ block: bigint } | null> {
-  let receipt: MinedReceipt;
-  try {
-    receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
-  } catch (error) {
-    if (!(error instanceof BaseError)) throw error;
-    return null;
-  }
-  return spentIn(chain, receipt, a) ? { block: receipt.blockNumber } : null;
-}
+import { type MinedReceipt, spentByAnother, spentIn } from "./spends.ts";
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
 async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt | null> {
@@ -175,7 +131,7 @@ export type ReconcileDeps = {
 export type ReconcileCounts = { settled: number; failed: number; left: number };
 
 /** A row read: its transaction, and its authorization's validBefore (unix seconds; null if not recorded). */
-type SubmittedRow = { payer: Hex; nonce: Hex; txHash: Hex; validBefore: bigint | null };
+type SubmittedRow = { payer: Hex; nonce: Hex; amount: bigint; txHash: Hex; validBefore: bigint | null };
 
 /** One pass over every chain; a chain whose node or rows fail is logged and left to the next pass. */
 export async function reconcileX402(
@@ -291,13 +247,24 @@ async function concludeTx(
   if (!(await bookTxGas(deps, chain, txHash, receipt))) return rows;
   for (const row of rows) {
     const spent = spentIn(chain, receipt, { from: row.payer, nonce: row.nonce });
+    // Not spent by ours: a copy of the payer's signed transfer, mined first, may have paid the hot wallet all the same
+    // (the invoice is credited from it); then the payment is settled, as the settler answers it (settle.ts).
+    const copy = spent
+      ? null
+      : await spentByAnother(
+          chain,
+          { from: row.payer, to: chain.hotWallet, value: row.amount, nonce: row.nonce },
+          receipt.blockNumber,
+        );
     const failure = receipt.status === "success" ? "not_spent" : "reverted";
     // A failure mined too carries its block: another's spend of the authorization, if that is why, is in it or before.
     const outcome = spent
       ? { status: "settled" as const, spentBlock: receipt.blockNumber }
-      : { status: "failed" as const, failure, spentBlock: receipt.blockNumber };
+      : copy !== null
+        ? { status: "settled" as const, spentBlock: copy.block }
+        : { status: "failed" as const, failure, spentBlock: receipt.blockNumber };
     if (!(await conclude(deps.db, chain, row, outcome))) continue;
-    if (spent) counts.settled += 1;
+    if (outcome.status === "settled") counts.settled += 1;
     else counts.failed += 1;
   }
   return [];
@@ -402,8 +369,14 @@ async function adoptSentClaims(db: Db, chain: X402Chain, bounds: ReconcileSettin
 
 /** The chain's `submitted` rows quiet for `submittedQuietMs`, the oldest first, at most `rowsPerPassMax`. */
 async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings): Promise<SubmittedRow[]> {
-  const rows = await db.query<{ payer: Hex; nonce: Hex; tx_hash: Hex; valid_before: string | null }>(
-    `SELECT payer, nonce, tx_hash, valid_before FROM x402_authorizations
+  const rows = await db.query<{
+    payer: Hex;
+    nonce: Hex;
+    amount: string;
+    tx_hash: Hex;
+    valid_before: string | null;
+  }>(
+    `SELECT payer, nonce, amount::text AS amount, tx_hash, valid_before FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND status = 'submitted' AND tx_hash IS NOT NULL
        AND updated_at < now() - make_interval(secs => $3::double precision / 1000)
      ORDER BY updated_at LIMIT $4`,
@@ -412,6 +385,7 @@ async function submittedRows(db: Db, chain: X402Chain, bounds: ReconcileSettings
   return rows.map((row) => ({
     payer: row.payer,
     nonce: row.nonce,
+    amount: BigInt(row.amount),
     txHash: row.tx_hash,
     validBefore: row.valid_before === null ? null : BigInt(row.valid_before),
   }));

@@ -28,7 +28,6 @@ import {
   requiredHeaderName,
 } from "./codec.ts";
 import type { X402Deps } from "./facilitator.ts";
-import { spentBy } from "./reconcile.ts";
 import { domainSeparator } from "./recover.ts";
 import { type Refused, refusedWith } from "./refusals.ts";
 import { requirementsV1, requirementsV2 } from "./requirements.ts";
@@ -42,6 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
+import { spentBy } from "./spends.ts";
 import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 

@@ -28,6 +28,7 @@ import {
 } from "../settlement/index.ts";
 import { eip3009Abi, type X402Chain } from "./chains.ts";
 import type { X402Refusal } from "./refusals.ts";
+import { spentByAnother } from "./spends.ts";
 import { type CreditTarget, record, release } from "./store.ts";
 import type { ExactRequirements, VerifiedPayment } from "./verify.ts";
 
@@ -167,6 +168,30 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       // What was mined may be a replacement of what was sent (the send-gas pass raised its fee meanwhile): the record,
       // the gas and the answer are the mined transaction's.
       const minedContext = { txHash: mined.hash, invoiceId };
+      // Reverted because a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching the
+      // mempool), was mined first: the money came to the hot wallet all the same, and the deposit watcher credits the
+      // invoice from that transaction. The payment is settled, by it; ours cost its gas.
+      const copy = mined.success ? null : await spentByAnother(chain, a, mined.block).catch(() => null);
+      if (copy !== null) {
+        await afterSent(logger, "recording the settlement by a copy", minedContext, () =>
+          record(deps.settlement.db, chain, a, {
+            status: "settled",
+            txHash: mined.hash,
+            spentBlock: copy.block,
+          }),
+        );
+        await afterSent(logger, "booking the gas", minedContext, () =>
+          bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),
+        );
+        return {
+          ok: true,
+          transaction: copy.txHash,
+          payer: payment.payer,
+          network: requirements.network,
+          amount: a.value,
+          invoiceId,
+        };
+      }
       if (!mined.success) {
         await afterSent(logger, "recording the revert", minedContext, () =>
           // Its block: another's spend of the authorization (what makes most of these revert) is in it or before.

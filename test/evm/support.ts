@@ -2,7 +2,7 @@
 
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client } from "@x402/fetch";
-import { type Account, type Address, type Hex, maxUint256, parseEventLogs } from "viem";
+import { type Account, type Address, type Hex, maxUint256, parseEventLogs, parseSignature } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import {
   canonicalSplit,
@@ -181,6 +181,55 @@ export type { WatchedEvent };
  * Another EVM rail on the gateway's database, node and hot wallet: what a second gateway process runs. `overrides`
  * change what that process is configured with (its clients, gas cap, receipt wait, replacement delay, deposits).
  */
+/** Turns the chain's automining on or off (off: transactions wait in the mempool until a block is mined). */
+export const setAutomine = (gw: Gateway, on: boolean) =>
+  gw.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+
+/**
+ * Submits a payer's signed TransferWithAuthorization as a stranger would who copied it (from the mempool, say): the
+ * same signed transfer on `token`, from another account, with a tip high enough to be mined before the gateway's
+ * transaction. Returns its hash.
+ */
+export function submitCopiedAuthorization(
+  gw: Gateway,
+  token: Address,
+  signed: {
+    authorization: {
+      from: Address;
+      to: Address;
+      value: bigint;
+      validAfter: bigint;
+      validBefore: bigint;
+      nonce: Hex;
+    };
+    signature: Hex;
+  },
+): Promise<Hex> {
+  const a = signed.authorization;
+  const { v, yParity, r, s } = parseSignature(signed.signature);
+  return gw.chain.walletClient.writeContract({
+    address: token,
+    abi: testUsdAbi,
+    functionName: "transferWithAuthorization",
+    args: [
+      a.from,
+      a.to,
+      a.value,
+      a.validAfter,
+      a.validBefore,
+      a.nonce,
+      v === undefined ? yParity + 27 : Number(v),
+      r,
+      s,
+    ],
+    account: gw.chain.accounts[4]!,
+    chain: gw.chain.chain,
+    gas: 200_000n,
+    maxPriorityFeePerGas: 1_000_000_000_000n,
+    maxFeePerGas: 2_000_000_000_000n,
+  } as never);
+}
+
 export function anotherProcessRail(
   gw: Gateway,
   overrides: Partial<

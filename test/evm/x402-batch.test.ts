@@ -25,7 +25,7 @@ import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../
 import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { type Gateway, setAutomine, startGateway, submitCopiedAuthorization } from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -368,6 +368,38 @@ describe("batch settlement on the Hardhat chain", () => {
       [forged!.address.toLowerCase()],
     );
     expect(row).toEqual({ status: "failed", failure: "signature_invalid" });
+  });
+
+  it("answers an item front-run by a copy of its authorization as settled, by the copy that paid the hot wallet", async () => {
+    const settler = batchSettler({ batchSizeMax: 2, batchWaitMsMax: 60_000 });
+    const [first, copied] = await newPayers([payerFunds, payerFunds]);
+    const payments = [await payment(first!, 400n), await payment(copied!, 450n)];
+    const hotBefore = await tokenBalance(chain.hotWallet);
+    await setAutomine(gw, false);
+    let copyTx: Hex | undefined;
+    let settling: Promise<(SettleResult | "already_claimed")[]> | undefined;
+    try {
+      settling = Promise.all(payments.map((p) => claimAndSettle(settler, p)));
+      // The batch's transaction is in the mempool: the hot wallet's pending count is past its mined one.
+      const countOf = (blockTag: "latest" | "pending") =>
+        gw.chain.publicClient.getTransactionCount({ address: chain.hotWallet, blockTag });
+      const mined = await countOf("latest");
+      await expect.poll(() => countOf("pending"), { timeout: 10_000 }).toBeGreaterThan(mined);
+      copyTx = await submitCopiedAuthorization(gw, chain.token, payments[1]!.claimed);
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await setAutomine(gw, true);
+    }
+    const [settled, front] = await settling!;
+    // Before: the copied item was refused (the token refused it in the batch), while its value had come by the copy.
+    expect(okResult(front!).transaction).toBe(copyTx);
+    expect(okResult(settled!).transaction).not.toBe(copyTx);
+    expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(850n);
+    const [row] = await gw.app.db.query<{ status: string }>(
+      "SELECT status FROM x402_authorizations WHERE payer = $1",
+      [copied!.address.toLowerCase()],
+    );
+    expect(row).toEqual({ status: "settled" });
   });
 
   it("refuses a replayed authorization: claimed again, twice in one queue, or settled again after it paid", async () => {

@@ -23,7 +23,13 @@ import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconc
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
-import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
+import {
+  anotherProcessRail,
+  type Gateway,
+  setAutomine as setAutomineOf,
+  startGateway,
+  submitCopiedAuthorization,
+} from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -65,8 +71,11 @@ afterAll(async () => {
   await gw?.app.close();
 });
 
-const setAutomine = (on: boolean) =>
-  gw?.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
+const setAutomine = (on: boolean) => (gw === undefined ? undefined : setAutomineOf(gw, on));
+
+/** The payment's authorization submitted first by a stranger who copied it (submitCopiedAuthorization). */
+const submitCopy = (p: { claimed: Pick<Payment["claimed"], "authorization" | "signature"> }) =>
+  submitCopiedAuthorization(gw, chain.token, p.claimed);
 
 /** One pass over the test's chain, every `submitted` row taken however recent. */
 const reconcile = (settings: Partial<ReconcileSettings> = {}, logger: Logger = silentLogger, on = chain) =>
@@ -142,10 +151,12 @@ async function rowOf(p: Payment) {
     tx_hash: string | null;
     failure: string | null;
     invoice_id: string | null;
-  }>("SELECT status, tx_hash, failure, invoice_id FROM x402_authorizations WHERE payer = $1 AND nonce = $2", [
-    p.claimed.authorization.from.toLowerCase(),
-    p.claimed.authorization.nonce.toLowerCase(),
-  ]);
+    spent_block: string | null;
+  }>(
+    `SELECT status, tx_hash, failure, invoice_id, spent_block::text AS spent_block FROM x402_authorizations
+     WHERE payer = $1 AND nonce = $2`,
+    [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
+  );
   return row ?? null;
 }
 
@@ -206,7 +217,7 @@ describe("a row left submitted whose transaction was mined", () => {
     const gas = await gasGweiOf(txHash);
     expect(gas).toBeGreaterThan(0n);
     expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
-    expect(await rowOf(p)).toEqual({
+    expect(await rowOf(p)).toMatchObject({
       status: "settled",
       tx_hash: txHash,
       failure: null,
@@ -290,7 +301,7 @@ describe("a row left submitted whose transaction was mined", () => {
 });
 
 describe("rows whose transaction is not mined yet, or reverted", () => {
-  it("leaves them until mined; then one is settled and the reverted one failed, each gas booked", async () => {
+  it("leaves them until mined; then both are settled, the reverted one by the stranger's copy, each gas booked", async () => {
     // Two payments of one payer sent while nothing is mined; the second one's authorization is also submitted by a
     // stranger with a higher tip, mined first, so the gateway's transaction reverts (the nonce used).
     const settler = createSingleSettler({ settlement: gw.app.settlement });
@@ -298,6 +309,7 @@ describe("rows whose transaction is not mined yet, or reverted", () => {
     const payer = await newPayer("unmined");
     const paid = await claimed(await payment(payer, 600n));
     const frontRun = await claimed(await payment(payer, 200n));
+    let copyTx: Hex;
     await setAutomine(false);
     try {
       for (const p of [paid, frontRun]) {
@@ -305,29 +317,7 @@ describe("rows whose transaction is not mined yet, or reverted", () => {
         expect(result.refusal).toBe("unexpected_settle_error");
         expect((await rowOf(p))?.status).toBe("submitted");
       }
-      const a = frontRun.claimed.authorization;
-      const { v, yParity, r, s } = parseSignature(frontRun.claimed.signature);
-      await gw.chain.walletClient.writeContract({
-        address: chain.token,
-        abi: testUsdAbi,
-        functionName: "transferWithAuthorization",
-        args: [
-          a.from,
-          a.to,
-          a.value,
-          a.validAfter,
-          a.validBefore,
-          a.nonce,
-          v === undefined ? yParity + 27 : Number(v),
-          r,
-          s,
-        ],
-        account: gw.chain.accounts[4]!,
-        chain: gw.chain.chain,
-        gas: 200_000n,
-        maxPriorityFeePerGas: 1_000_000_000_000n,
-        maxFeePerGas: 2_000_000_000_000n,
-      } as never);
+      copyTx = await submitCopy(frontRun);
 
       expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 2 });
       for (const p of [paid, frontRun]) expect((await rowOf(p))?.status).toBe("submitted");
@@ -341,18 +331,84 @@ describe("rows whose transaction is not mined yet, or reverted", () => {
     const feesBefore = await feesBooked();
     const gas = (await gasGweiOf(paidTx)) + (await gasGweiOf(revertedTx));
 
-    expect(await reconcile()).toEqual({ settled: 1, failed: 1, left: 0 });
+    // The front-run one is settled too: the stranger's copy moved its value to the hot wallet (before: failed,
+    // "reverted", while the invoice was credited from the copy).
+    expect(await reconcile()).toEqual({ settled: 2, failed: 0, left: 0 });
     expect(await rowOf(paid)).toMatchObject({ status: "settled", tx_hash: paidTx });
+    const copied = await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx! });
     expect(await rowOf(frontRun)).toMatchObject({
-      status: "failed",
-      failure: "reverted",
+      status: "settled",
       tx_hash: revertedTx,
+      spent_block: String(copied.blockNumber),
     });
     expect(await gw.app.ledger.lookupTransfers([singleGasId(paidTx), singleGasId(revertedTx)])).toHaveLength(
       2,
     );
     expect(await feesBooked()).toBe(feesBefore + gas);
     expect(await gw.tokenBalance(payer.address)).toBe(payerFunds - 800n);
+  });
+});
+
+describe("a payment front-run by a copy of its own authorization", () => {
+  it("is answered settled, by the copy that paid the hot wallet, its own reverted transaction's gas booked", async () => {
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const payer = await newPayer("copied");
+    const copied = await claimed(await payment(payer, 300n));
+    await setAutomine(false);
+    let copyTx: Hex;
+    let settling: Promise<SettleResult>;
+    try {
+      settling = settler.settle(copied.claimed, copied.requirements);
+      await expect.poll(async () => (await rowOf(copied))?.status, { timeout: 10_000 }).toBe("submitted");
+      copyTx = await submitCopy(copied);
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await setAutomine(true);
+    }
+    const ownTx = (await rowOf(copied))!.tx_hash! as Hex;
+    expect((await gw.chain.publicClient.getTransactionReceipt({ hash: ownTx })).status).toBe("reverted");
+    // Before: refused invalid_transaction_state, the row failed "reverted", while the payer had paid and the invoice
+    // was credited from the copy.
+    expect(await settling!).toMatchObject({ ok: true, transaction: copyTx!, amount: 300n });
+    const mined = await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx! });
+    expect(await rowOf(copied)).toMatchObject({
+      status: "settled",
+      tx_hash: ownTx,
+      spent_block: String(mined.blockNumber),
+    });
+    expect(await gw.app.ledger.lookupTransfers([singleGasId(ownTx)])).toHaveLength(1);
+    expect(await gw.tokenBalance(payer.address)).toBe(payerFunds - 300n);
+  });
+
+  it("is not taken for settled when the payer's nonce paid someone else (its own other authorization)", async () => {
+    const settler = createSingleSettler({ settlement: gw.app.settlement });
+    const payer = await newPayer("elsewhere");
+    const mine = await claimed(await payment(payer, 300n));
+    // The payer's own authorization of the same nonce to another address, for another amount, mined first.
+    const elsewhere = { ...mine.claimed.authorization, to: gw.chain.accounts[5]!.address, value: 200n };
+    const other = {
+      claimed: {
+        authorization: elsewhere,
+        signature: await payer.signTypedData(
+          transferWithAuthorizationTypedData(
+            { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+            elsewhere,
+          ),
+        ),
+      },
+    };
+    await setAutomine(false);
+    let settling: Promise<SettleResult>;
+    try {
+      settling = settler.settle(mine.claimed, mine.requirements);
+      await expect.poll(async () => (await rowOf(mine))?.status, { timeout: 10_000 }).toBe("submitted");
+      await submitCopy(other);
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await setAutomine(true);
+    }
+    expect(await settling!).toMatchObject({ ok: false, refusal: "invalid_transaction_state" });
+    expect(await rowOf(mine)).toMatchObject({ status: "failed", failure: "reverted" });
   });
 });
 
@@ -605,32 +661,11 @@ describe("rows whose transaction was replaced by the send journal's fee bump", (
     const [a, b] = [await newPayer("bumped, spent a"), await newPayer("bumped, stranger b")];
     const ps = [await payment(a, 330n), await payment(b, 340n)];
     let bumped: Hex;
+    let copyTx: Hex;
     try {
       ({ bumped } = await batchSentThenBumped(ps));
       // A stranger submits b's authorization with a higher tip: mined before the replacement, which refuses it.
-      const auth = ps[1]!.claimed.authorization;
-      const { v, yParity, r, s } = parseSignature(ps[1]!.claimed.signature);
-      await gw.chain.walletClient.writeContract({
-        address: chain.token,
-        abi: testUsdAbi,
-        functionName: "transferWithAuthorization",
-        args: [
-          auth.from,
-          auth.to,
-          auth.value,
-          auth.validAfter,
-          auth.validBefore,
-          auth.nonce,
-          v === undefined ? yParity + 27 : Number(v),
-          r,
-          s,
-        ],
-        account: gw.chain.accounts[4]!,
-        chain: gw.chain.chain,
-        gas: 200_000n,
-        maxPriorityFeePerGas: 1_000_000_000_000n,
-        maxFeePerGas: 2_000_000_000_000n,
-      } as never);
+      copyTx = await submitCopy(ps[1]!);
       await gw.chain.networkHelpers.mine(1);
     } finally {
       await setAutomine(true);
@@ -643,10 +678,16 @@ describe("rows whose transaction was replaced by the send journal's fee bump", (
     const gas = await gasGweiOf(bumped);
 
     const { logger, messages } = errorsLogged();
-    expect(await reconcile({}, logger)).toEqual({ settled: 1, failed: 1, left: 0 });
+    // Both settled: b's value came to the hot wallet by the stranger's copy (before: b failed, "not_spent").
+    expect(await reconcile({}, logger)).toEqual({ settled: 2, failed: 0, left: 0 });
     expect(messages).toEqual([]);
     expect(await rowOf(ps[0]!)).toMatchObject({ status: "settled", tx_hash: bumped });
-    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: bumped });
+    const copied = await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx! });
+    expect(await rowOf(ps[1]!)).toMatchObject({
+      status: "settled",
+      tx_hash: bumped,
+      spent_block: String(copied.blockNumber),
+    });
     expect(await feesBooked()).toBe(feesBefore + gas);
   });
 });

@@ -1,0 +1,122 @@
+// What the chain says of a sent x402 authorization: whether a mined transaction of ours spent it (settle.ts, the
+// facilitator's retried settle, reconciliation), and whether another's transaction spent it with these very terms — a
+// copy of the payer's signed transfer, submitted first by someone who saw it, which makes ours revert while the money
+// still comes to the hot wallet and the deposit watcher credits the invoice from that copy.
+import {
+  BaseError,
+  type Hex,
+  isAddressEqual,
+  keccak256,
+  pad,
+  parseAbiItem,
+  type TransactionReceipt,
+  toBytes,
+} from "viem";
+import type { X402Chain } from "./chains.ts";
+import type { Eip3009Authorization } from "./verify.ts";
+
+const authorizationUsedTopic = keccak256(toBytes("AuthorizationUsed(address,bytes32)"));
+
+export type MinedReceipt = Pick<
+  TransactionReceipt,
+  "status" | "logs" | "from" | "to" | "gasUsed" | "effectiveGasPrice" | "blockNumber"
+>;
+
+/** Whether the mined `receipt` spent the authorization: successful, with the token's AuthorizationUsed log for it. */
+export function spentIn(
+  chain: X402Chain,
+  receipt: Pick<MinedReceipt, "status" | "logs">,
+  a: Pick<Eip3009Authorization, "from" | "nonce">,
+): boolean {
+  if (receipt.status !== "success") return false;
+  const authorizer = pad(a.from.toLowerCase() as Hex).toLowerCase();
+  return receipt.logs.some(
+    (log) =>
+      isAddressEqual(log.address, chain.token) &&
+      log.topics[0] === authorizationUsedTopic &&
+      log.topics[1]?.toLowerCase() === authorizer &&
+      log.topics[2]?.toLowerCase() === a.nonce.toLowerCase(),
+  );
+}
+
+const transferTopic = keccak256(toBytes("Transfer(address,address,uint256)"));
+const authorizationUsedEvent = parseAbiItem(
+  "event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)",
+);
+
+/** How far back from a block spentByAnother looks for another's spend of an authorization. */
+export const anotherSpendLookbackBlocks = 1_000n;
+
+/**
+ * Whether the successful `receipt` moved the authorization's very value from its payer to its recipient: a Transfer
+ * log of the token's, from `from` to `to` of `value`.
+ */
+function movedIn(
+  chain: X402Chain,
+  receipt: Pick<MinedReceipt, "status" | "logs">,
+  a: Pick<Eip3009Authorization, "from" | "to" | "value">,
+): boolean {
+  if (receipt.status !== "success") return false;
+  const from = pad(a.from.toLowerCase() as Hex).toLowerCase();
+  const to = pad(a.to.toLowerCase() as Hex).toLowerCase();
+  return receipt.logs.some(
+    (log) =>
+      isAddressEqual(log.address, chain.token) &&
+      log.topics[0] === transferTopic &&
+      log.topics[1]?.toLowerCase() === from &&
+      log.topics[2]?.toLowerCase() === to &&
+      BigInt(log.data) === a.value,
+  );
+}
+
+/**
+ * The transaction, not ours, that spent this very authorization at or before `throughBlock` (within
+ * anotherSpendLookbackBlocks): a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching
+ * the mempool) before ours was mined. Its receipt holds the token's AuthorizationUsed of (payer, nonce) and the
+ * Transfer of the value from the payer to the recipient, so the money came where the payment sends it, and the deposit
+ * watcher credits the invoice bound to that nonce from that transaction. Null when there is none, or the node cannot
+ * say now.
+ */
+export async function spentByAnother(
+  chain: X402Chain,
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
+  throughBlock: bigint,
+): Promise<{ txHash: Hex; block: bigint } | null> {
+  try {
+    const fromBlock =
+      throughBlock > anotherSpendLookbackBlocks ? throughBlock - anotherSpendLookbackBlocks : 0n;
+    const logs = await chain.publicClient.getLogs({
+      address: chain.token,
+      event: authorizationUsedEvent,
+      args: { authorizer: a.from, nonce: a.nonce },
+      fromBlock,
+      toBlock: throughBlock,
+    });
+    for (const log of logs) {
+      if (log.transactionHash === null) continue;
+      const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
+      if (spentIn(chain, receipt, a) && movedIn(chain, receipt, a))
+        return { txHash: log.transactionHash, block: receipt.blockNumber };
+    }
+    return null;
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return null;
+  }
+}
+
+/** Whether mined transaction `txHash` spent the authorization (spentIn); false if unknown. */
+export async function spentBy(
+  chain: X402Chain,
+  txHash: Hex,
+  a: Pick<Eip3009Authorization, "from" | "nonce">,
+): Promise<{ block: bigint } | null> {
+  let receipt: MinedReceipt;
+  try {
+    receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
+  } catch (error) {
+    if (!(error instanceof BaseError)) throw error;
+    return null;
+  }
+  return spentIn(chain, receipt, a) ? { block: receipt.blockNumber } : null;
+}
