@@ -178,6 +178,7 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0050_refund_network_fee.sql",
       "gateway/0051_webhook_claim_indexes.sql",
       "gateway/0052_payment_recovery_tried.sql",
+      "gateway/0053_x402_spent_tx_hash.sql",
     ]);
   });
 

@@ -379,9 +379,9 @@ async function sendOnChain(
       });
     } else if (copy !== null) {
       // The copy's value came to the hot wallet all the same, and the invoice is credited from it. Settled, by it.
-      const spentBlock = copy.block;
+      const { block: spentBlock, txHash: spentTxHash } = copy;
       await afterSent(logger, "recording the settlement by a copy", context, () =>
-        record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock }),
+        record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock, spentTxHash }),
       );
       results.push({
         ok: true,

@@ -174,7 +174,8 @@ async function priorSettlement(
   }
   return {
     success: true,
-    transaction: prior.txHash,
+    // The transaction that moved the money: a copy of the authorization someone submitted first, if one did.
+    transaction: prior.spentTxHash ?? prior.txHash,
     network: parsed.requirements.network,
     payer: payment.payer,
     amount: prior.amount.toString(),

@@ -261,7 +261,7 @@ async function concludeTx(
     const outcome = spent
       ? { status: "settled" as const, spentBlock: receipt.blockNumber }
       : copy !== null
-        ? { status: "settled" as const, spentBlock: copy.block }
+        ? { status: "settled" as const, spentBlock: copy.block, spentTxHash: copy.txHash }
         : { status: "failed" as const, failure, spentBlock: receipt.blockNumber };
     if (!(await conclude(deps.db, chain, row, outcome))) continue;
     if (outcome.status === "settled") counts.settled += 1;
@@ -397,12 +397,13 @@ async function conclude(
   chain: X402Chain,
   row: SubmittedRow,
   outcome:
-    | { status: "settled"; spentBlock: bigint }
+    | { status: "settled"; spentBlock: bigint; spentTxHash?: Hex }
     | { status: "failed"; failure: string; spentBlock?: bigint },
 ): Promise<boolean> {
   const updated = await db.query(
     `UPDATE x402_authorizations
-     SET status = $6, failure = coalesce($7, failure), spent_block = coalesce($8, spent_block), updated_at = now()
+     SET status = $6, failure = coalesce($7, failure), spent_block = coalesce($8, spent_block),
+         spent_tx_hash = coalesce($9, spent_tx_hash), updated_at = now()
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status = 'submitted' AND tx_hash = $5
      RETURNING 1`,
     [
@@ -414,6 +415,7 @@ async function conclude(
       outcome.status,
       outcome.status === "failed" ? outcome.failure : null,
       outcome.spentBlock?.toString() ?? null,
+      outcome.status === "settled" ? (outcome.spentTxHash ?? null) : null,
     ],
   );
   return updated.length === 1;

@@ -178,6 +178,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
             status: "settled",
             txHash: mined.hash,
             spentBlock: copy.block,
+            spentTxHash: copy.txHash,
           }),
         );
         await afterSent(logger, "booking the gas", minedContext, () =>

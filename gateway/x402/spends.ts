@@ -48,34 +48,47 @@ const authorizationUsedEvent = parseAbiItem(
 export const anotherSpendLookbackBlocks = 1_000n;
 
 /**
- * Whether the successful `receipt` moved the authorization's very value from its payer to its recipient: a Transfer
- * log of the token's, from `from` to `to` of `value`.
+ * Whether the successful `receipt` spent this very authorization: the token's AuthorizationUsed of (payer, nonce), and
+ * right after it (the next log: an EIP-3009 token emits the authorization's Transfer from its `_transfer` just after)
+ * the token's Transfer of the value from the payer to the recipient. The pair, never any Transfer of the payer's in the
+ * transaction: one transaction may carry another authorization of the payer's of the same value (another nonce) beside
+ * a use of this nonce that pays elsewhere. The deposit watcher pairs them the same way (adapters/evm deposit-source.ts
+ * authorizedTransfer) when it credits the invoice bound to the nonce.
  */
-function movedIn(
+export function paidIn(
   chain: X402Chain,
   receipt: Pick<MinedReceipt, "status" | "logs">,
-  a: Pick<Eip3009Authorization, "from" | "to" | "value">,
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
 ): boolean {
   if (receipt.status !== "success") return false;
-  const from = pad(a.from.toLowerCase() as Hex).toLowerCase();
+  const authorizer = pad(a.from.toLowerCase() as Hex).toLowerCase();
   const to = pad(a.to.toLowerCase() as Hex).toLowerCase();
-  return receipt.logs.some(
+  const logs = [...receipt.logs].sort((x, y) => (x.logIndex ?? 0) - (y.logIndex ?? 0));
+  const used = logs.findIndex(
     (log) =>
       isAddressEqual(log.address, chain.token) &&
-      log.topics[0] === transferTopic &&
-      log.topics[1]?.toLowerCase() === from &&
-      log.topics[2]?.toLowerCase() === to &&
-      BigInt(log.data) === a.value,
+      log.topics[0] === authorizationUsedTopic &&
+      log.topics[1]?.toLowerCase() === authorizer &&
+      log.topics[2]?.toLowerCase() === a.nonce.toLowerCase(),
+  );
+  const next = used === -1 ? undefined : logs[used + 1];
+  return (
+    next !== undefined &&
+    isAddressEqual(next.address, chain.token) &&
+    next.topics[0] === transferTopic &&
+    next.topics[1]?.toLowerCase() === authorizer &&
+    next.topics[2]?.toLowerCase() === to &&
+    BigInt(next.data) === a.value
   );
 }
 
 /**
  * The transaction, not ours, that spent this very authorization at or before `throughBlock` (within
  * anotherSpendLookbackBlocks): a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching
- * the mempool) before ours was mined. Its receipt holds the token's AuthorizationUsed of (payer, nonce) and the
- * Transfer of the value from the payer to the recipient, so the money came where the payment sends it, and the deposit
- * watcher credits the invoice bound to that nonce from that transaction. Null when there is none, or the node cannot
- * say now.
+ * the mempool) before ours was mined. Its receipt holds the token's AuthorizationUsed of (payer, nonce) and, paired
+ * with it, the Transfer of the value from the payer to the recipient (paidIn), so the money came where the payment
+ * sends it, and the deposit watcher credits the invoice bound to that nonce from that transaction. Null when there is
+ * none, or the node cannot say now (the answer is then the one before: failed).
  */
 export async function spentByAnother(
   chain: X402Chain,
@@ -95,8 +108,7 @@ export async function spentByAnother(
     for (const log of logs) {
       if (log.transactionHash === null) continue;
       const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
-      if (spentIn(chain, receipt, a) && movedIn(chain, receipt, a))
-        return { txHash: log.transactionHash, block: receipt.blockNumber };
+      if (paidIn(chain, receipt, a)) return { txHash: log.transactionHash, block: receipt.blockNumber };
     }
     return null;
   } catch (error) {

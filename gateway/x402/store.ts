@@ -114,12 +114,15 @@ export async function record(
     txHash?: string;
     failure?: string;
     spentBlock?: bigint;
+    /** The transaction that spent it when not `txHash`, ours: another's copy of it (spends.ts spentByAnother). */
+    spentTxHash?: string;
   },
 ): Promise<void> {
   await db.query(
     `UPDATE x402_authorizations
      SET status = $5, invoice_id = coalesce($6, invoice_id), tx_hash = coalesce($7, tx_hash),
-         failure = coalesce($8, failure), spent_block = coalesce($9, spent_block), updated_at = now()
+         failure = coalesce($8, failure), spent_block = coalesce($9, spent_block),
+         spent_tx_hash = coalesce($10, spent_tx_hash), updated_at = now()
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4`,
     [
       ...keyOf(chain, authorization),
@@ -128,6 +131,7 @@ export async function record(
       change.txHash ?? null,
       change.failure ?? null,
       change.spentBlock?.toString() ?? null,
+      change.spentTxHash ?? null,
     ],
   );
 }
@@ -140,6 +144,8 @@ export type SentAuthorization = {
   readonly accountId: string;
   readonly amount: bigint;
   readonly txHash: string;
+  /** The transaction that spent it when not txHash (ours): another's copy of it, which paid the hot wallet. */
+  readonly spentTxHash: string | null;
 };
 
 /** The record of the authorization when its transaction was sent and did not fail, or null. */
@@ -154,8 +160,9 @@ export async function sentAuthorization(
     account_id: string;
     amount: string;
     tx_hash: string;
+    spent_tx_hash: string | null;
   }>(
-    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash FROM x402_authorizations
+    `SELECT status, tenant_id, account_id, amount::text AS amount, tx_hash, spent_tx_hash FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND status IN ('submitted', 'settled')
        AND tx_hash IS NOT NULL`,
     keyOf(chain, authorization),
@@ -167,6 +174,7 @@ export async function sentAuthorization(
     accountId: row.account_id,
     amount: BigInt(row.amount),
     txHash: row.tx_hash,
+    spentTxHash: row.spent_tx_hash,
   };
 }
 
@@ -201,7 +209,7 @@ export async function owedAt(
   owed: OwedTo,
 ): Promise<string | null> {
   const [row] = await db.query<{ tx_hash: string }>(
-    `SELECT tx_hash FROM x402_authorizations
+    `SELECT coalesce(spent_tx_hash, tx_hash) AS tx_hash FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_paywall = $5
        AND tenant_id = $6 AND account_id = $7 AND amount = $8::numeric
        AND status IN ('submitted', 'settled') AND tx_hash IS NOT NULL`,

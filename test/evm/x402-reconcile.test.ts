@@ -152,8 +152,10 @@ async function rowOf(p: Payment) {
     failure: string | null;
     invoice_id: string | null;
     spent_block: string | null;
+    spent_tx_hash: string | null;
   }>(
-    `SELECT status, tx_hash, failure, invoice_id, spent_block::text AS spent_block FROM x402_authorizations
+    `SELECT status, tx_hash, failure, invoice_id, spent_block::text AS spent_block, spent_tx_hash
+     FROM x402_authorizations
      WHERE payer = $1 AND nonce = $2`,
     [p.claimed.authorization.from.toLowerCase(), p.claimed.authorization.nonce.toLowerCase()],
   );
@@ -340,6 +342,7 @@ describe("rows whose transaction is not mined yet, or reverted", () => {
       status: "settled",
       tx_hash: revertedTx,
       spent_block: String(copied.blockNumber),
+      spent_tx_hash: copyTx!,
     });
     expect(await gw.app.ledger.lookupTransfers([singleGasId(paidTx), singleGasId(revertedTx)])).toHaveLength(
       2,
@@ -375,6 +378,13 @@ describe("a payment front-run by a copy of its own authorization", () => {
       status: "settled",
       tx_hash: ownTx,
       spent_block: String(mined.blockNumber),
+      spent_tx_hash: copyTx!,
+    });
+    // A retried settle (the facilitator's) answers the copy, the transaction that moved the money, not ours.
+    expect(await sentAuthorization(gw.app.db, chain, copied.claimed.authorization)).toMatchObject({
+      status: "settled",
+      txHash: ownTx,
+      spentTxHash: copyTx!,
     });
     expect(await gw.app.ledger.lookupTransfers([singleGasId(ownTx)])).toHaveLength(1);
     expect(await gw.tokenBalance(payer.address)).toBe(payerFunds - 300n);
