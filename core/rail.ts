@@ -91,7 +91,7 @@ export type OutgoingAttempt = {
   readonly paymentId: string;
   /**
    * The tenant the attempt pays for. A rail shares out what it holds for everyone by it (the EVM hot wallet's send
-   * queue): one tenant's burst takes its share, never every other tenant's place.
+   * queue, Lightning's places in flight): one tenant's burst takes its share, never every other tenant's place.
    */
   readonly tenantId: string;
   readonly amount: bigint; // in the rail's asset

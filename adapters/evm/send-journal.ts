@@ -82,7 +82,7 @@ export const sendsQueuedMaxDefault = 1_000;
  * payouts (async, each a send) then leaves three quarters of the queue to every other tenant's payouts and to the
  * platform's own sends, instead of having them refused `rail_unavailable` — final for a payout — while it drains.
  */
-export const sendsQueuedShareOfQueue = 0.25;
+const sendsQueuedShareOfQueue = 0.25;
 
 export function createSendJournal(params: {
   db: Db;

@@ -191,7 +191,6 @@ async function start(s: LightningRailState): Promise<void> {
   for (const attempt of s.attempts.values()) {
     if (attempt.outcome === null) {
       const tracker = newTracker(s, attempt, {
-        tenantId: attempt.tenantId,
         feeMaxMsat: attempt.feeMaxMsat,
         destination: attempt.destination,
         request: attempt.request,

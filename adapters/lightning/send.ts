@@ -320,7 +320,6 @@ export function newTracker(
   s: LightningRailState,
   attempt: StoredAttempt,
   extra: {
-    tenantId: string | null;
     feeMaxMsat: bigint;
     destination: string | null;
     request: string | null;
@@ -333,7 +332,6 @@ export function newTracker(
   });
   const tracker: Tracker = {
     attempt,
-    tenantId: extra.tenantId,
     settled,
     resolve,
     subscription: null,
@@ -467,7 +465,10 @@ function refusal(s: LightningRailState, attempt: OutgoingAttempt): AttemptOutcom
   const shareMax = inFlightPerTenantMax(s);
   if (s.trackers.size >= shareMax) {
     let tenants = 0;
-    for (const tracker of s.trackers.values()) if (tracker.tenantId === attempt.tenantId) tenants += 1;
+    // Its tenant's (kept in the journal: a payment followed after a restart counts too; one journalled before the
+    // journal kept tenants counts in the whole bound alone).
+    for (const tracker of s.trackers.values())
+      if (tracker.attempt.tenantId === attempt.tenantId) tenants += 1;
     if (tenants >= shareMax)
       return failedOutcome(
         "rail_unavailable",
@@ -792,7 +793,6 @@ async function admit(
   };
   s.attempts.set(attempt.id, stored);
   const tracker = newTracker(s, stored, {
-    tenantId: stored.tenantId,
     feeMaxMsat: stored.feeMaxMsat,
     destination: stored.destination,
     request: stored.request,

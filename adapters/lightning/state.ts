@@ -142,11 +142,6 @@ export type Liquidity = {
 /** One outgoing payment followed until its outcome: its journal entry, LND's stream, who waits for it. */
 export type Tracker = {
   readonly attempt: StoredAttempt;
-  /**
-   * The tenant it pays for (OutgoingAttempt's, kept in the journal), whose share of inFlightMax it holds; null for one
-   * journalled before the journal kept tenants, counted in the whole bound alone.
-   */
-  readonly tenantId: string | null;
   readonly settled: Promise<StoredOutcome>;
   resolve(outcome: StoredOutcome): void;
   subscription: EventEmitter | null;

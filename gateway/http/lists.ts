@@ -20,7 +20,7 @@
 //
 // Use: `listQuery({ idPrefix: "pay", extra: { status: statusParam([...]) } })` as the route's querystring schema,
 // `listView(itemView)` as its 200, and in the handler `listPage(db, { table, tenantColumn, ... }, { tenantId, url,
-// params: listParams(request.query) })`.
+// params: listParams(request.query), gone: clientGone(request) })`.
 import { z } from "zod";
 import { type Row, type Sql, SwitchyardError, wholeNumber } from "../../core/index.ts";
 import { ApiError } from "./errors.ts";

@@ -5,7 +5,8 @@
 // waits in its chain's queue. A queue is sent when `batchSizeMax` payments wait or when its oldest has waited
 // `batchWaitMsMax`, as one transaction from the rail's hot wallet through its send journal (the rail's
 // settleAuthorizationBatch: one signer, the database's nonce, sent once per key). Each caller gets its own item's
-// outcome from the receipt: one refused authorization fails alone.
+// outcome from the receipt: one refused authorization fails alone (one refused as spent, whose spend was a copy of it
+// that someone submitted first and that paid the hot wallet, is settled by that copy: spends.ts).
 //
 // The bound a seller waits: its payment is sent at most `batchWaitMsMax` after `settle` booked it (sooner when the
 // batch fills), and its outcome is known at most the chain's `receiptTimeoutMs` later; past that, the caller is

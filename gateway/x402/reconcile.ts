@@ -18,13 +18,17 @@
 //
 //   - one of them still pending on the node → left;
 //   - else the token says, read at the latest block: the nonce used (by a transaction not ours, as none of ours
-//     was mined) → left for a person, logged; unused once the chain's time has reached the row's validBefore (the
+//     was mined) → left for a person, logged — even when that transaction is a copy of these very terms, which a
+//     mined transaction of ours would settle (above): ours, not mined, may still be (its send is broadcast again),
+//     and its gas is booked only from a row still `submitted`; unused once the chain's time has reached the row's validBefore (the
 //     token refuses it from then on) → `failed` ("dropped"), no gas (nothing was mined); unused within its window,
 //     or no validBefore recorded (rows claimed before migration 0027) → left.
 //
 // Every row left is touched (its updated_at moved on), so the next passes take the rows behind it: the pass reads
 // the oldest first, and rows that are never concluded (a dropped transaction before its window ends, a spender not
-// ours) would otherwise fill every pass. A transaction whose reads or booking fail is logged and its rows left,
+// ours) would otherwise fill every pass. (The search for a copy, spentByAnother, is the exception: a read of it that
+// fails counts as no copy, and the row fails as it did before there was one.) A transaction whose reads or booking
+// fail is logged and its rows left,
 // touched; the pass goes on with the next — also after a transport fault (a timeout, an HTTP error) of one of its
 // reads while the node still answers. Only the node out of reach (the fault, then the node not answering the
 // latest block's number) ends the chain's pass.

@@ -199,10 +199,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   }
 
   /**
-   * The transaction of ours that spent the authorization: the one sent, or a fee bump's replacement of it (the send
-   * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it — a transferWithAuthorization
-   * of these very terms, so the money came to the hot wallet. Another's spend of the payer's nonce (the payer's own
-   * authorization of the nonce to itself) is none. Null while none is mined, or when the node cannot say now.
+   * The transaction that spent the authorization: `sent` (ours, or the copy of it that someone submitted first and that
+   * paid the hot wallet, which owedAt gives when the row keeps one), or a fee bump's replacement of ours (the send
+   * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it. Another's spend of the
+   * payer's nonce on other terms (the payer's own authorization of the nonce to itself) is none. Null while none is
+   * mined, or when the node cannot say now.
    */
   async function spendingTransaction(
     chain: X402Chain,

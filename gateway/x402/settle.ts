@@ -8,7 +8,8 @@
 // Behind `X402Settler` so that a batch settler (many authorizations per transaction) can take its place.
 //
 // An authorization's life (x402_authorizations.status): claimed (before serving or settling) → submitted (its
-// transaction sent) → settled | failed (mined: paid, or reverted/refused). A claim is given back (its row deleted)
+// transaction sent) → settled (mined: paid, by ours or by a copy of the authorization someone submitted first, which
+// paid the hot wallet while ours reverted: spends.ts) | failed (reverted or refused otherwise). A claim is given back (its row deleted)
 // only while nothing was sent — the invoice refused, booking it threw, the rail refused it before sending (and gave
 // the invoice's nonce back) — so the same authorization may come again and book a new invoice. Once a transaction
 // is sent, the payer's answer is the chain's: recording and the gas booking are retried and then logged

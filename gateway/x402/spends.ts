@@ -1,5 +1,6 @@
-// What the chain says of a sent x402 authorization: whether a mined transaction of ours spent it (settle.ts, the
-// facilitator's retried settle, reconciliation), and whether another's transaction spent it with these very terms — a
+// What the chain says of a sent x402 authorization: whether a mined transaction of ours spent it (the facilitator's
+// retried settle, the paywall's owed requests, reconciliation), and whether another's transaction spent it with these
+// very terms (the single and batch settlers, reconciliation) — a
 // copy of the payer's signed transfer, submitted first by someone who saw it, which makes ours revert while the money
 // still comes to the hot wallet and the deposit watcher credits the invoice from that copy.
 import {
@@ -45,7 +46,7 @@ const authorizationUsedEvent = parseAbiItem(
 );
 
 /** How far back from a block spentByAnother looks for another's spend of an authorization. */
-export const anotherSpendLookbackBlocks = 1_000n;
+const anotherSpendLookbackBlocks = 1_000n;
 
 /**
  * Whether the successful `receipt` spent this very authorization: the token's AuthorizationUsed of (payer, nonce), and

@@ -200,7 +200,8 @@ export type OwedTo = { readonly paywallId: string; readonly tenantId: string; re
 
 /**
  * Whether the authorization's request is owed at this paywall, to this credit (tenant, account, amount), and its
- * transaction was sent: the row's transaction hash (the one first sent), or null.
+ * transaction was sent: the transaction that spent it when another's copy did (spent_tx_hash), else the row's own
+ * transaction hash (the one first sent), or null.
  */
 export async function owedAt(
   db: Db,

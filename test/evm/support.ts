@@ -178,14 +178,6 @@ export async function startGateway(env: Record<string, string> = {}, options: Ap
 export type { WatchedEvent };
 
 /**
- * Another EVM rail on the gateway's database, node and hot wallet: what a second gateway process runs. `overrides`
- * change what that process is configured with (its clients, gas cap, receipt wait, replacement delay, deposits).
- */
-/** Turns the chain's automining on or off (off: transactions wait in the mempool until a block is mined). */
-export const setAutomine = (gw: Gateway, on: boolean) =>
-  gw.chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never });
-
-/**
  * Submits a payer's signed TransferWithAuthorization as a stranger would who copied it (from the mempool, say): the
  * same signed transfer on `token`, from another account, with a tip high enough to be mined before the gateway's
  * transaction. Returns its hash.
@@ -230,6 +222,11 @@ export function submitCopiedAuthorization(
   } as never);
 }
 
+/**
+ * Another EVM rail on the gateway's database, node and hot wallet: what a second gateway process runs. `overrides`
+ * change what that process is configured with (its clients, gas cap, receipt wait, replacement delay, deposits, the
+ * hot wallet's send queue).
+ */
 export function anotherProcessRail(
   gw: Gateway,
   overrides: Partial<

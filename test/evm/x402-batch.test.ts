@@ -25,7 +25,7 @@ import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../
 import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
-import { type Gateway, setAutomine, startGateway, submitCopiedAuthorization } from "./support.ts";
+import { type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -375,7 +375,7 @@ describe("batch settlement on the Hardhat chain", () => {
     const [first, copied] = await newPayers([payerFunds, payerFunds]);
     const payments = [await payment(first!, 400n), await payment(copied!, 450n)];
     const hotBefore = await tokenBalance(chain.hotWallet);
-    await setAutomine(gw, false);
+    await gw.setAutomine(false);
     let copyTx: Hex | undefined;
     let settling: Promise<(SettleResult | "already_claimed")[]> | undefined;
     try {
@@ -388,7 +388,7 @@ describe("batch settlement on the Hardhat chain", () => {
       copyTx = await submitCopiedAuthorization(gw, chain.token, payments[1]!.claimed);
       await gw.chain.networkHelpers.mine(1);
     } finally {
-      await setAutomine(gw, true);
+      await gw.setAutomine(true);
     }
     const [settled, front] = await settling!;
     // Before: the copied item was refused (the token refused it in the batch), while its value had come by the copy.

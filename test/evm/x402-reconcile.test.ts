@@ -4,7 +4,7 @@
 // yet → left until it is; the gas of each mined transaction booked once, a batch's split as batch.ts splits it.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Address, type Hex, keccak256, parseSignature, stringToHex, TimeoutError } from "viem";
+import { type Address, type Hex, keccak256, stringToHex, TimeoutError } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
@@ -23,13 +23,7 @@ import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconc
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
-import {
-  anotherProcessRail,
-  type Gateway,
-  setAutomine as setAutomineOf,
-  startGateway,
-  submitCopiedAuthorization,
-} from "./support.ts";
+import { anotherProcessRail, type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -71,7 +65,7 @@ afterAll(async () => {
   await gw?.app.close();
 });
 
-const setAutomine = (on: boolean) => (gw === undefined ? undefined : setAutomineOf(gw, on));
+const setAutomine = (on: boolean) => gw?.setAutomine(on);
 
 /** The payment's authorization submitted first by a stranger who copied it (submitCopiedAuthorization). */
 const submitCopy = (p: { claimed: Pick<Payment["claimed"], "authorization" | "signature"> }) =>
@@ -530,25 +524,7 @@ describe("rows whose transaction the node does not know", () => {
   it("one whose authorization a stranger spent is left for a person, said once a pass, and moved behind", async () => {
     const p = await claimed(await payment(await newPayer("spent by a stranger"), 650n));
     const a = p.claimed.authorization;
-    const { v, yParity, r, s } = parseSignature(p.claimed.signature);
-    const spent = await gw.chain.walletClient.writeContract({
-      address: chain.token,
-      abi: testUsdAbi,
-      functionName: "transferWithAuthorization",
-      args: [
-        a.from,
-        a.to,
-        a.value,
-        a.validAfter,
-        a.validBefore,
-        a.nonce,
-        v === undefined ? yParity + 27 : Number(v),
-        r,
-        s,
-      ],
-      account: gw.chain.accounts[4]!,
-      chain: gw.chain.chain,
-    } as never);
+    const spent = await submitCopy(p);
     await gw.chain.publicClient.waitForTransactionReceipt({ hash: spent });
     await leftWith(p, neverSent("stranger"), 10);
     const { logger, messages } = errorsLogged();
