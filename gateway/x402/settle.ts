@@ -173,28 +173,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       // mempool), was mined first: the money came to the hot wallet all the same, and the deposit watcher credits the
       // invoice from that transaction. The payment is settled, by it; ours cost its gas.
       const copy = mined.success ? null : await spentByAnother(chain, a, mined.block).catch(() => null);
-      if (copy !== null) {
-        await afterSent(logger, "recording the settlement by a copy", minedContext, () =>
-          record(deps.settlement.db, chain, a, {
-            status: "settled",
-            txHash: mined.hash,
-            spentBlock: copy.block,
-            spentTxHash: copy.txHash,
-          }),
-        );
-        await afterSent(logger, "booking the gas", minedContext, () =>
-          bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),
-        );
-        return {
-          ok: true,
-          transaction: copy.txHash,
-          payer: payment.payer,
-          network: requirements.network,
-          amount: a.value,
-          invoiceId,
-        };
-      }
-      if (!mined.success) {
+      if (!mined.success && copy === null) {
         await afterSent(logger, "recording the revert", minedContext, () =>
           // Its block: another's spend of the authorization (what makes most of these revert) is in it or before.
           record(deps.settlement.db, chain, a, {
@@ -209,11 +188,13 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
         );
         return refused("invalid_transaction_state", `transaction ${mined.hash} reverted`);
       }
+      const spender = copy ?? { txHash: mined.hash, block: mined.block };
       await afterSent(logger, "recording the settlement", minedContext, () =>
         record(deps.settlement.db, chain, a, {
           status: "settled",
           txHash: mined.hash,
-          spentBlock: mined.block,
+          spentBlock: spender.block,
+          ...(copy === null ? {} : { spentTxHash: copy.txHash }),
         }),
       );
       await afterSent(logger, "booking the gas", minedContext, () =>
@@ -221,7 +202,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       );
       return {
         ok: true,
-        transaction: mined.hash,
+        transaction: spender.txHash,
         payer: payment.payer,
         network: requirements.network,
         amount: a.value,

@@ -18,6 +18,7 @@ import { type App, type AppOptions, createApp } from "../../gateway/app.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
 import { railAccountOpened } from "../../gateway/payments/index.ts";
 import { evmMirrorAccounts, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
+import type { Eip3009Authorization } from "../../gateway/x402/verify.ts";
 import { testConfig } from "../support/config.ts";
 import { withIdempotencyKey } from "../support/idempotency-keys.ts";
 
@@ -185,17 +186,7 @@ export type { WatchedEvent };
 export function submitCopiedAuthorization(
   gw: Gateway,
   token: Address,
-  signed: {
-    authorization: {
-      from: Address;
-      to: Address;
-      value: bigint;
-      validAfter: bigint;
-      validBefore: bigint;
-      nonce: Hex;
-    };
-    signature: Hex;
-  },
+  signed: { authorization: Eip3009Authorization; signature: Hex },
 ): Promise<Hex> {
   const a = signed.authorization;
   const { v, yParity, r, s } = parseSignature(signed.signature);
