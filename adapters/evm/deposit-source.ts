@@ -137,7 +137,7 @@ async function transferLogs(
   recipients?: Address[],
 ): Promise<TransferLog[]> {
   const { publicClient, token } = state.params;
-  const found = await splitting(
+  const found = await readInHalves(
     from,
     to,
     (fromBlock, toBlock) =>
@@ -170,7 +170,7 @@ async function authorizationLogs(
   nonces?: Hex[],
 ): Promise<AuthorizationUsedLog[]> {
   const { publicClient, token } = state.params;
-  return splitting(
+  return readInHalves(
     from,
     to,
     (fromBlock, toBlock) =>
@@ -257,7 +257,7 @@ async function readWhole(state: EvmRailState, from: bigint, to: bigint): Promise
  * error: too many results), never for a timeout or a 5xx, which the next poll tries again. A node out of reach (no
  * connection, a closed socket) or rate-limiting (HTTP 429) is thrown at once: halving would only ask it more.
  */
-async function splitting<T>(
+export async function readInHalves<T>(
   from: bigint,
   to: bigint,
   read: (fromBlock: bigint, toBlock: bigint) => Promise<T[]>,
@@ -273,8 +273,8 @@ async function splitting<T>(
     }
     const middle = from + (to - from) / 2n;
     return [
-      ...(await splitting(from, middle, read, oneBlock)),
-      ...(await splitting(middle + 1n, to, read, oneBlock)),
+      ...(await readInHalves(from, middle, read, oneBlock)),
+      ...(await readInHalves(middle + 1n, to, read, oneBlock)),
     ];
   }
 }

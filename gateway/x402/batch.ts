@@ -6,7 +6,8 @@
 // `batchWaitMsMax`, as one transaction from the rail's hot wallet through its send journal (the rail's
 // settleAuthorizationBatch: one signer, the database's nonce, sent once per key). Each caller gets its own item's
 // outcome from the receipt: one refused authorization fails alone (one refused as spent, whose spend was a copy of it
-// that someone submitted first and that paid the hot wallet, is settled by that copy: spends.ts).
+// that someone submitted first and that paid the hot wallet, is settled by that copy: spends.ts; while the node cannot
+// say whether one did, it is answered pending and left `submitted` for reconciliation).
 //
 // The bound a seller waits: its payment is sent at most `batchWaitMsMax` after `settle` booked it (sooner when the
 // batch fills), and its outcome is known at most the chain's `receiptTimeoutMs` later; past that, the caller is
@@ -364,7 +365,7 @@ async function sendOnChain(
     // Refused as spent: perhaps by a copy of the payer's signed transfer (someone who saw it submitted it first).
     const copy =
       item.status === "refused" && item.refusal === "authorization_used"
-        ? await spentByAnother(chain, a, outcome.blockNumber).catch(() => null)
+        ? await spentByAnother(chain, a, outcome.blockNumber)
         : null;
     if (item.status === "settled") {
       await afterSent(logger, "recording the settlement", context, () =>
@@ -378,7 +379,7 @@ async function sendOnChain(
         amount: a.value,
         invoiceId: w.invoiceId,
       });
-    } else if (copy !== null) {
+    } else if (copy !== null && copy !== "unknown") {
       // The copy's value came to the hot wallet all the same, and the invoice is credited from it. Settled, by it.
       const { block: spentBlock, txHash: spentTxHash } = copy;
       await afterSent(logger, "recording the settlement by a copy", context, () =>
@@ -392,6 +393,20 @@ async function sendOnChain(
         amount: a.value,
         invoiceId: w.invoiceId,
       });
+    } else if (copy === "unknown") {
+      // Refused as spent, and the node cannot say now whether a copy paid: left `submitted` for reconciliation to
+      // look again, never taken for a failure (the payer may have paid).
+      await afterSent(logger, "recording the refusal to look at again", context, () =>
+        record(db, chain, a, { status: "submitted", txHash: outcome.txHash }),
+      );
+      results.push(
+        refused(
+          w,
+          "unexpected_settle_error",
+          `the token refused the authorization in batch ${outcome.txHash} as spent, and whether a copy of it paid could not be read now`,
+          true,
+        ),
+      );
     } else {
       await afterSent(logger, "recording the refusal", context, () =>
         record(db, chain, a, {

@@ -12,7 +12,7 @@ import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { spentBy } from "./spends.ts";
+import { spenderOf } from "./spends.ts";
 import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
   type ExactRequirements,
@@ -166,16 +166,23 @@ async function priorSettlement(
     prior.amount !== payment.authorization.value
   )
     return null;
+  // The transaction that moved the money: a copy of the authorization someone submitted first, if one did.
+  let transaction = prior.spentTxHash ?? prior.txHash;
   if (prior.status === "submitted") {
-    // Sent, its outcome never recorded: the chain says whether this authorization was spent by that transaction.
-    const spent = await spentBy(chain, prior.txHash as Hex, payment.authorization);
+    // Sent, its outcome never recorded: the chain says whether that transaction spent this authorization, or a copy
+    // of it mined first did (ours then reverted, or the token refused it in its batch) and paid the hot wallet.
+    const spent = await spenderOf(chain, prior.txHash as Hex, payment.authorization);
     if (spent === null) return null;
-    await record(deps.db, chain, payment.authorization, { status: "settled", spentBlock: spent.block });
+    await record(deps.db, chain, payment.authorization, {
+      status: "settled",
+      spentBlock: spent.block,
+      ...(spent.copy ? { spentTxHash: spent.txHash } : {}),
+    });
+    transaction = spent.txHash;
   }
   return {
     success: true,
-    // The transaction that moved the money: a copy of the authorization someone submitted first, if one did.
-    transaction: prior.spentTxHash ?? prior.txHash,
+    transaction,
     network: parsed.requirements.network,
     payer: payment.payer,
     amount: prior.amount.toString(),

@@ -1,7 +1,8 @@
 // Reconciliation of x402 authorizations whose transaction was sent but whose outcome was never recorded: a row left
 // `submitted` (settle.ts, batch.ts: the receipt was not seen within the chain's receiptTimeoutMs, or recording it
-// failed). A pass, every `x402ReconcileEveryMs`, takes per chain at most `rowsPerPassMax` such rows quiet for
-// `submittedQuietMs` (well past any settler's wait), and asks the chain for each distinct transaction's receipt once:
+// failed, or the settler saw its transaction revert and could not search for a copy). A pass, every
+// `x402ReconcileEveryMs`, takes per chain at most `rowsPerPassMax` such rows quiet for `submittedQuietMs` (well past
+// any settler's wait), and asks the chain for each distinct transaction's receipt once:
 //
 //   - mined, successful, with the token's AuthorizationUsed log for the row's (payer, nonce) → `settled`;
 //   - mined but not spending it, while a copy of the payer's signed transfer (another's transaction, spends.ts
@@ -10,6 +11,7 @@
 //     other terms) → `failed` ("reverted" / "not_spent"). As when a settler sees it: the claim stays (the
 //     authorization cannot pay again), the invoice stays open, bound to the nonce, until it expires — the deposit
 //     watcher credits an invoice only from the token's log, so nothing is taken back;
+//   - mined but not spending it while the node cannot say whether a copy paid → left, for the next pass;
 //
 // A row's transaction is one of its send's (the EVM rail's send journal, adapters/evm send-journal.ts: the send
 // first signed, then each fee bump — same call, same nonce, another hash — of which at most one is mined). Every
@@ -26,9 +28,8 @@
 //
 // Every row left is touched (its updated_at moved on), so the next passes take the rows behind it: the pass reads
 // the oldest first, and rows that are never concluded (a dropped transaction before its window ends, a spender not
-// ours) would otherwise fill every pass. (The search for a copy, spentByAnother, is the exception: a read of it that
-// fails counts as no copy, and the row fails as it did before there was one.) A transaction whose reads or booking
-// fail is logged and its rows left,
+// ours, a copy the node cannot search for now: spentByAnother's "unknown") would otherwise fill every pass. A
+// transaction whose reads or booking fail is logged and its rows left,
 // touched; the pass goes on with the next — also after a transport fault (a timeout, an HTTP error) of one of its
 // reads while the node still answers. Only the node out of reach (the fault, then the node not answering the
 // latest block's number) ends the chain's pass.
@@ -249,6 +250,7 @@ async function concludeTx(
   counts: ReconcileCounts,
 ): Promise<readonly SubmittedRow[]> {
   if (!(await bookTxGas(deps, chain, txHash, receipt))) return rows;
+  const left: SubmittedRow[] = [];
   for (const row of rows) {
     const spent = spentIn(chain, receipt, { from: row.payer, nonce: row.nonce });
     // Not spent by ours: a copy of the payer's signed transfer, mined first, may have paid the hot wallet all the same
@@ -260,6 +262,11 @@ async function concludeTx(
           { from: row.payer, to: chain.hotWallet, value: row.amount, nonce: row.nonce },
           receipt.blockNumber,
         );
+    if (copy === "unknown") {
+      // The node cannot say now whether a copy paid: never taken for none (the payer may have paid). Left.
+      left.push(row);
+      continue;
+    }
     const failure = receipt.status === "success" ? "not_spent" : "reverted";
     // A failure mined too carries its block: another's spend of the authorization, if that is why, is in it or before.
     const outcome = spent
@@ -271,7 +278,7 @@ async function concludeTx(
     if (outcome.status === "settled") counts.settled += 1;
     else counts.failed += 1;
   }
-  return [];
+  return left;
 }
 
 // ---- a send none of whose transactions was mined or is pending: what the token says

@@ -41,7 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { spentBy } from "./spends.ts";
+import { spenderOf } from "./spends.ts";
 import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
@@ -201,13 +201,14 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   /**
    * The transaction that spent the authorization: `sent` (ours, or the copy of it that someone submitted first and that
    * paid the hot wallet, which owedAt gives when the row keeps one), or a fee bump's replacement of ours (the send
-   * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it. Another's spend of the
-   * payer's nonce on other terms (the payer's own authorization of the nonce to itself) is none. Null while none is
-   * mined, or when the node cannot say now.
+   * journal's hashes of the send), whose receipt holds the token's AuthorizationUsed of it — or, when the one of ours
+   * mined did not spend it, a copy mined first that paid the hot wallet, which reconciliation has not recorded yet
+   * (spends.ts spenderOf). Another's spend of the payer's nonce on other terms (the payer's own authorization of the
+   * nonce to itself) is none. Null while none is mined, or when the node cannot say now.
    */
   async function spendingTransaction(
     chain: X402Chain,
-    authorization: { from: Hex; nonce: Hex },
+    authorization: { from: Hex; nonce: Hex; value: bigint },
     sent: Hex,
   ): Promise<Hex | null> {
     try {
@@ -215,7 +216,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         | { sendHashesOf?: (txHash: Hex) => Promise<Hex[]> }
         | undefined;
       const hashes = new Set<Hex>([sent, ...((await rail?.sendHashesOf?.(sent)) ?? [])]);
-      for (const hash of hashes) if ((await spentBy(chain, hash, authorization)) !== null) return hash;
+      const terms = { ...authorization, to: chain.hotWallet };
+      for (const hash of hashes) {
+        const spent = await spenderOf(chain, hash, terms);
+        if (spent !== null) return spent.txHash;
+      }
       return null;
     } catch (error) {
       deps.logger.warn(

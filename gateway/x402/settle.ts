@@ -9,10 +9,11 @@
 //
 // An authorization's life (x402_authorizations.status): claimed (before serving or settling) → submitted (its
 // transaction sent) → settled (mined: paid, by ours or by a copy of the authorization someone submitted first, which
-// paid the hot wallet while ours reverted: spends.ts) | failed (reverted or refused otherwise). A claim is given back (its row deleted)
-// only while nothing was sent — the invoice refused, booking it threw, the rail refused it before sending (and gave
-// the invoice's nonce back) — so the same authorization may come again and book a new invoice. Once a transaction
-// is sent, the payer's answer is the chain's: recording and the gas booking are retried and then logged
+// paid the hot wallet while ours reverted: spends.ts) | failed (reverted or refused otherwise; a revert stays
+// `submitted`, answered `pending`, while the node cannot say whether a copy paid). A claim is given back (its row
+// deleted) only while nothing was sent — the invoice refused, booking it threw, the rail refused it before sending
+// (and gave the invoice's nonce back) — so the same authorization may come again and book a new invoice. Once a
+// transaction is sent, the payer's answer is the chain's: recording and the gas booking are retried and then logged
 // (afterSent), never thrown; the invoice is credited by the deposit watcher from the token's log, whatever happens
 // here. A row left `submitted` (not mined in time, or its record failed) keeps its transaction for reconciliation.
 import { type Address, BaseError, type Hex } from "viem";
@@ -172,7 +173,23 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       // Reverted because a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching the
       // mempool), was mined first: the money came to the hot wallet all the same, and the deposit watcher credits the
       // invoice from that transaction. The payment is settled, by it; ours cost its gas.
-      const copy = mined.success ? null : await spentByAnother(chain, a, mined.block).catch(() => null);
+      const copy = mined.success ? null : await spentByAnother(chain, a, mined.block);
+      if (copy === "unknown") {
+        // Reverted, and the node cannot say now whether a copy paid: never taken for a failure (the payer may have
+        // paid). The row stays `submitted`, with the mined transaction, for reconciliation to look again; its gas is
+        // booked now, under the id reconciliation books it by.
+        await afterSent(logger, "recording the revert to look at again", minedContext, () =>
+          record(deps.settlement.db, chain, a, { status: "submitted", txHash: mined.hash }),
+        );
+        await afterSent(logger, "booking the gas", minedContext, () =>
+          bookGas(deps.settlement, chain, mined.hash, mined.gasWei, logger),
+        );
+        return refused(
+          "unexpected_settle_error",
+          `transaction ${mined.hash} reverted, and whether a copy of the authorization paid could not be read now`,
+          true,
+        );
+      }
       if (!mined.success && copy === null) {
         await afterSent(logger, "recording the revert", minedContext, () =>
           // Its block: another's spend of the authorization (what makes most of these revert) is in it or before.

@@ -1,8 +1,8 @@
-// What the chain says of a sent x402 authorization: whether a mined transaction of ours spent it (the facilitator's
-// retried settle, the paywall's owed requests, reconciliation), and whether another's transaction spent it with these
-// very terms (the single and batch settlers, reconciliation) — a
+// What the chain says of a sent x402 authorization: whether a mined transaction of ours spent it (reconciliation), and
+// whether another's transaction spent it with these very terms (the single and batch settlers, reconciliation) — a
 // copy of the payer's signed transfer, submitted first by someone who saw it, which makes ours revert while the money
-// still comes to the hot wallet and the deposit watcher credits the invoice from that copy.
+// still comes to the hot wallet and the deposit watcher credits the invoice from that copy; and which of the two did,
+// for what is answered after the settler (the facilitator's retried settle, the paywall's owed requests: spenderOf).
 import {
   BaseError,
   type Hex,
@@ -13,6 +13,7 @@ import {
   type TransactionReceipt,
   toBytes,
 } from "viem";
+import { readInHalves } from "../../adapters/evm/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
@@ -83,47 +84,57 @@ export function paidIn(
   );
 }
 
+/** What the search for another's spend of an authorization found: the copy, none, or nothing it can say now. */
+export type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "unknown";
+
 /**
  * The transaction, not ours, that spent this very authorization at or before `throughBlock` (within
  * anotherSpendLookbackBlocks): a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching
  * the mempool) before ours was mined. Its receipt holds the token's AuthorizationUsed of (payer, nonce) and, paired
  * with it, the Transfer of the value from the payer to the recipient (paidIn), so the money came where the payment
  * sends it, and the deposit watcher credits the invoice bound to that nonce from that transaction. Null when there is
- * none, or the node cannot say now (the answer is then the one before: failed).
+ * none. The range is read in halves while the node refuses it (a provider's cap on the blocks one call spans), as the
+ * deposit watcher reads it; "unknown" when the node cannot say now (out of reach, a block it will not give, a receipt
+ * it does not answer), never taken for none: the caller leaves the row for reconciliation to look again. Never throws.
  */
 export async function spentByAnother(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   throughBlock: bigint,
-): Promise<{ txHash: Hex; block: bigint } | null> {
+): Promise<AnotherSpend> {
   try {
     const fromBlock =
       throughBlock > anotherSpendLookbackBlocks ? throughBlock - anotherSpendLookbackBlocks : 0n;
-    const logs = await chain.publicClient.getLogs({
-      address: chain.token,
-      event: authorizationUsedEvent,
-      args: { authorizer: a.from, nonce: a.nonce },
-      fromBlock,
-      toBlock: throughBlock,
-    });
+    const logs = await readInHalves(fromBlock, throughBlock, (from, to) =>
+      chain.publicClient.getLogs({
+        address: chain.token,
+        event: authorizationUsedEvent,
+        args: { authorizer: a.from, nonce: a.nonce },
+        fromBlock: from,
+        toBlock: to,
+      }),
+    );
     for (const log of logs) {
       if (log.transactionHash === null) continue;
       const receipt = await chain.publicClient.getTransactionReceipt({ hash: log.transactionHash });
       if (paidIn(chain, receipt, a)) return { txHash: log.transactionHash, block: receipt.blockNumber };
     }
     return null;
-  } catch (error) {
-    if (!(error instanceof BaseError)) throw error;
-    return null;
+  } catch {
+    return "unknown";
   }
 }
 
-/** Whether mined transaction `txHash` spent the authorization (spentIn); false if unknown. */
-export async function spentBy(
+/**
+ * The transaction that spent the authorization, if mined transaction `txHash` (ours) or another's copy of it that paid
+ * the hot wallet did (spentByAnother, through the block ours was mined in): for a retried settle or a request owed,
+ * answered after the settler. Null while `txHash` is not mined, or neither spent it, or the node cannot say now.
+ */
+export async function spenderOf(
   chain: X402Chain,
   txHash: Hex,
-  a: Pick<Eip3009Authorization, "from" | "nonce">,
-): Promise<{ block: bigint } | null> {
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
+): Promise<{ txHash: Hex; block: bigint; copy: boolean } | null> {
   let receipt: MinedReceipt;
   try {
     receipt = await chain.publicClient.getTransactionReceipt({ hash: txHash });
@@ -131,5 +142,7 @@ export async function spentBy(
     if (!(error instanceof BaseError)) throw error;
     return null;
   }
-  return spentIn(chain, receipt, a) ? { block: receipt.blockNumber } : null;
+  if (spentIn(chain, receipt, a)) return { txHash, block: receipt.blockNumber, copy: false };
+  const copy = await spentByAnother(chain, a, receipt.blockNumber);
+  return copy === null || copy === "unknown" ? null : { ...copy, copy: true };
 }

@@ -7,7 +7,6 @@ import {
   type Account,
   type Address,
   createPublicClient,
-  custom,
   encodeFunctionData,
   type Hex,
   HttpRequestError,
@@ -25,7 +24,7 @@ import {
 } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import { applyRailEvent, sweepDepositsOnce } from "../../gateway/settlement/index.ts";
-import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
+import { anotherProcessRail, type Gateway, gettingLogsOf, type LogsSeen, startGateway } from "./support.ts";
 
 let gw: Gateway;
 let rail: EvmRail;
@@ -206,17 +205,8 @@ describe("a plain transfer to the invoice's deposit address", () => {
   });
 });
 
-/** A transport to the chain whose every eth_getLogs is first shown to `seen` (which may throw: the node's failure). */
-const gettingLogs = (seen: (filter: { fromBlock: Hex; toBlock: Hex; topics: unknown[] }) => void) =>
-  custom(
-    {
-      request: (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_getLogs") seen((args.params as Parameters<typeof seen>[0][])[0]!);
-        return gw.chain.provider.request(args as never);
-      },
-    },
-    { retryCount: 0 },
-  );
+/** A transport to the chain whose every eth_getLogs is first shown to `seen` (support.ts gettingLogsOf). */
+const gettingLogs = (seen: LogsSeen) => gettingLogsOf(gw, seen);
 
 /**
  * Another process's rail following the deposits from `startBlock` through `transport` and crediting what it finds

@@ -2,7 +2,18 @@
 
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { x402Client } from "@x402/fetch";
-import { type Account, type Address, type Hex, maxUint256, parseEventLogs, parseSignature } from "viem";
+import {
+  type Account,
+  type Address,
+  createPublicClient,
+  custom,
+  type Hex,
+  maxUint256,
+  type PublicClient,
+  parseEventLogs,
+  parseSignature,
+  type Transport,
+} from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import {
   canonicalSplit,
@@ -275,4 +286,32 @@ export function officialX402Client(gw: Gateway, privateKey?: `0x${string}`) {
     }),
     { signer: privateKeyToAccount(privateKey ?? payer.privateKey) },
   );
+}
+
+/** What a node is asked for by eth_getLogs: the filter's range and topics. */
+export type LogsSeen = (filter: { fromBlock: Hex; toBlock: Hex; topics: unknown[] }) => void;
+
+/** A transport to the chain whose every eth_getLogs is first shown to `seen` (which may throw: the node's failure). */
+export const gettingLogsOf = (gw: Gateway, seen: LogsSeen): Transport =>
+  custom(
+    {
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_getLogs") seen((args.params as Parameters<LogsSeen>[0][])[0]!);
+        return gw.chain.provider.request(args as never);
+      },
+    },
+    { retryCount: 0 },
+  );
+
+/** `chain` read through gettingLogsOf(`seen`): a node that may refuse some reads of logs, and answers the rest. */
+export function chainGettingLogs<C extends { publicClient: PublicClient }>(
+  gw: Gateway,
+  chain: C,
+  seen: LogsSeen,
+): C {
+  const transport = gettingLogsOf(gw, seen);
+  return {
+    ...chain,
+    publicClient: createPublicClient({ chain: gw.chain.chain, transport, pollingInterval: 50 }),
+  };
 }

@@ -5,7 +5,7 @@
 // batch's bound.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Address, type Hex, keccak256, stringToHex } from "viem";
+import { type Address, type Hex, HttpRequestError, keccak256, stringToHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
@@ -25,7 +25,7 @@ import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../
 import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
-import { type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
+import { chainGettingLogs, type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -370,16 +370,22 @@ describe("batch settlement on the Hardhat chain", () => {
     expect(row).toEqual({ status: "failed", failure: "signature_invalid" });
   });
 
-  it("answers an item front-run by a copy of its authorization as settled, by the copy that paid the hot wallet", async () => {
+  /**
+   * Two payments settled in one batch read through `on`, while a stranger's copy of the second's authorization, sent
+   * once the batch is, is mined first in the same block: the token refuses that item as spent. The two answers and the
+   * copy's transaction.
+   */
+  async function frontRunInBatch(payments: Awaited<ReturnType<typeof payment>>[], on: X402Chain = chain) {
     const settler = batchSettler({ batchSizeMax: 2, batchWaitMsMax: 60_000 });
-    const [first, copied] = await newPayers([payerFunds, payerFunds]);
-    const payments = [await payment(first!, 400n), await payment(copied!, 450n)];
-    const hotBefore = await tokenBalance(chain.hotWallet);
     await gw.setAutomine(false);
-    let copyTx: Hex | undefined;
-    let settling: Promise<(SettleResult | "already_claimed")[]> | undefined;
+    let copyTx: Hex;
+    let settling: Promise<(SettleResult | "already_claimed")[]>;
     try {
-      settling = Promise.all(payments.map((p) => claimAndSettle(settler, p)));
+      settling = Promise.all(
+        payments.map((p) =>
+          claimAndSettle(settler, { ...p, requirements: { ...p.requirements, chain: on } }),
+        ),
+      );
       // The batch's transaction is in the mempool: the hot wallet's pending count is past its mined one.
       const countOf = (blockTag: "latest" | "pending") =>
         gw.chain.publicClient.getTransactionCount({ address: chain.hotWallet, blockTag });
@@ -390,16 +396,41 @@ describe("batch settlement on the Hardhat chain", () => {
     } finally {
       await gw.setAutomine(true);
     }
-    const [settled, front] = await settling!;
+    const [settled, front] = await settling;
+    return { settled: settled!, front: front!, copyTx };
+  }
+
+  it("answers an item front-run by a copy of its authorization as settled, by the copy that paid the hot wallet", async () => {
+    const [first, copied] = await newPayers([payerFunds, payerFunds]);
+    const payments = [await payment(first!, 400n), await payment(copied!, 450n)];
+    const hotBefore = await tokenBalance(chain.hotWallet);
+    const { settled, front, copyTx } = await frontRunInBatch(payments);
     // Before: the copied item was refused (the token refused it in the batch), while its value had come by the copy.
-    expect(okResult(front!).transaction).toBe(copyTx);
-    expect(okResult(settled!).transaction).not.toBe(copyTx);
+    expect(okResult(front).transaction).toBe(copyTx);
+    expect(okResult(settled).transaction).not.toBe(copyTx);
     expect((await tokenBalance(chain.hotWallet)) - hotBefore).toBe(850n);
     const [row] = await gw.app.db.query<{ status: string }>(
       "SELECT status FROM x402_authorizations WHERE payer = $1",
       [copied!.address.toLowerCase()],
     );
     expect(row).toEqual({ status: "settled" });
+  });
+
+  it("leaves an item refused as spent submitted, answered pending, while the node cannot search for a copy", async () => {
+    const outOfReach = chainGettingLogs(gw, chain, () => {
+      throw new HttpRequestError({ url: "http://node.invalid", details: "fetch failed" });
+    });
+    const [first, copied] = await newPayers([payerFunds, payerFunds]);
+    const payments = [await payment(first!, 410n), await payment(copied!, 460n)];
+    const { settled, front } = await frontRunInBatch(payments, outOfReach);
+    okResult(settled);
+    // Before: refused invalid_exact_evm_nonce_already_used and failed, while the payer may have paid by the copy.
+    expect(front).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
+    const [row] = await gw.app.db.query<{ status: string; tx_hash: string }>(
+      "SELECT status, tx_hash FROM x402_authorizations WHERE payer = $1",
+      [copied!.address.toLowerCase()],
+    );
+    expect(row).toEqual({ status: "submitted", tx_hash: okResult(settled).transaction });
   });
 
   it("refuses a replayed authorization: claimed again, twice in one queue, or settled again after it paid", async () => {

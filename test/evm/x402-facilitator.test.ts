@@ -27,9 +27,9 @@ import {
   transferTypedData,
   type X402Settler,
 } from "../../gateway/x402/index.ts";
-import { record } from "../../gateway/x402/store.ts";
+import { claim, record } from "../../gateway/x402/store.ts";
 import { transferArgs, vrsOf } from "../../gateway/x402/verify.ts";
-import { type Gateway, startGateway } from "./support.ts";
+import { type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
 
 let gw: Gateway;
 let gatewayUrl: string;
@@ -391,7 +391,8 @@ describe("the facilitator's routes", () => {
     await gw.app.db.query("UPDATE x402_authorizations SET status = 'submitted' WHERE nonce = $1", [nonce]);
     expect((await facilitator("settle", payment)).body).toEqual(settled.body);
     expect(await rowOf()).toEqual({ status: "settled", tx_hash: settled.body.transaction });
-    // …but not when that transaction did not spend this authorization.
+    // When that transaction did not spend it, the one that did and paid the hot wallet on these terms (as a copy of it
+    // someone submitted first does) answers…
     const another = await signedPayment();
     const anotherSettled = await facilitator("settle", another);
     expect(anotherSettled.body).toMatchObject({ success: true });
@@ -400,8 +401,30 @@ describe("the facilitator's routes", () => {
       "UPDATE x402_authorizations SET status = 'submitted', tx_hash = $2 WHERE nonce = $1",
       [nonce, anotherSettled.body.transaction],
     );
-    expect((await facilitator("settle", payment)).body).toMatchObject(used);
-    expect((await rowOf())?.status).toBe("submitted");
+    expect((await facilitator("settle", payment)).body).toEqual(settled.body);
+    expect(await rowOf()).toEqual({ status: "settled", tx_hash: anotherSettled.body.transaction });
+    // …and when none did, the retry is refused, and the row left for reconciliation.
+    const unsent = await signedPayment();
+    const u = unsent.paymentPayload.payload.authorization;
+    const unsentTerms = {
+      from: u.from as Address,
+      to: u.to as Address,
+      value: BigInt(u.value),
+      validAfter: BigInt(u.validAfter),
+      validBefore: BigInt(u.validBefore),
+      nonce: u.nonce as Hex,
+    };
+    expect(await claim(gw.app.db, deps.chains.chains[0]!, unsentTerms, { tenantId, accountId })).toBe(true);
+    await record(gw.app.db, deps.chains.chains[0]!, unsentTerms, {
+      status: "submitted",
+      txHash: anotherSettled.body.transaction,
+    });
+    expect((await facilitator("settle", unsent)).body).toMatchObject(used);
+    const [unsentRow] = await gw.app.db.query<{ status: string }>(
+      "SELECT status FROM x402_authorizations WHERE nonce = $1",
+      [u.nonce.toLowerCase()],
+    );
+    expect(unsentRow?.status).toBe("submitted");
     // A payload whose signature is not the payer's over these terms is refused, whatever its nonce settled.
     const forged = {
       ...payment,
@@ -411,6 +434,57 @@ describe("the facilitator's routes", () => {
       },
     };
     expect((await facilitator("settle", forged)).body).toMatchObject({ success: false, transaction: "" });
+  });
+
+  it("answers a retried settle of a row left submitted, its transaction reverted by a copy mined first, with the copy", async () => {
+    const payment = await signedPayment();
+    const signed = payment.paymentPayload.payload;
+    const nonce = signed.authorization.nonce.toLowerCase();
+    const rowOf = async () =>
+      (
+        await gw.app.db.query<{ status: string; tx_hash: string; spent_tx_hash: string | null }>(
+          "SELECT status, tx_hash, spent_tx_hash FROM x402_authorizations WHERE nonce = $1",
+          [nonce],
+        )
+      )[0];
+    await gw.setAutomine(false);
+    let settling: ReturnType<typeof facilitator>;
+    let copyTx: Hex;
+    try {
+      settling = facilitator("settle", payment);
+      await expect.poll(async () => (await rowOf())?.status, { timeout: 10_000 }).toBe("submitted");
+      const a = signed.authorization;
+      copyTx = await submitCopiedAuthorization(gw, token, {
+        authorization: {
+          from: a.from as Address,
+          to: a.to as Address,
+          value: BigInt(a.value),
+          validAfter: BigInt(a.validAfter),
+          validBefore: BigInt(a.validBefore),
+          nonce: a.nonce as Hex,
+        },
+        signature: signed.signature as Hex,
+      });
+      await gw.chain.networkHelpers.mine(1);
+    } finally {
+      await gw.setAutomine(true);
+    }
+    expect((await settling!).body).toMatchObject({ success: true, transaction: copyTx! });
+    const ownTx = (await rowOf())!.tx_hash as Hex;
+    expect((await gw.chain.publicClient.getTransactionReceipt({ hash: ownTx })).status).toBe("reverted");
+    // Left as the settler leaves it when the node cannot say whether a copy paid: `submitted`, with ours.
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET status = 'submitted', spent_tx_hash = NULL, spent_block = NULL WHERE nonce = $1",
+      [nonce],
+    );
+    // Before: refused invalid_exact_evm_nonce_already_used until reconciliation concluded the row.
+    expect((await facilitator("settle", payment)).body).toMatchObject({
+      success: true,
+      transaction: copyTx!,
+    });
+    expect(await rowOf()).toEqual({ status: "settled", tx_hash: ownTx, spent_tx_hash: copyTx! });
+    // Credited from the copy before the next test reads the merchant's balance.
+    await settledRow(signed.authorization.nonce as Hex);
   });
 
   it("refuses bad payments with x402's reason: nothing sent, nothing credited", async () => {

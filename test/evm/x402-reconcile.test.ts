@@ -4,7 +4,7 @@
 // yet → left until it is; the gas of each mined transaction booked once, a batch's split as batch.ts splits it.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Address, type Hex, keccak256, stringToHex, TimeoutError } from "viem";
+import { type Address, type Hex, HttpRequestError, keccak256, stringToHex, TimeoutError } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EvmRail, testUsdAbi } from "../../adapters/evm/index.ts";
@@ -23,7 +23,13 @@ import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconc
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
-import { anotherProcessRail, type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
+import {
+  anotherProcessRail,
+  chainGettingLogs,
+  type Gateway,
+  startGateway,
+  submitCopiedAuthorization,
+} from "./support.ts";
 
 let gw: Gateway;
 let settlerAddress: Address;
@@ -347,41 +353,87 @@ describe("rows whose transaction is not mined yet, or reverted", () => {
 });
 
 describe("a payment front-run by a copy of its own authorization", () => {
-  it("is answered settled, by the copy that paid the hot wallet, its own reverted transaction's gas booked", async () => {
+  /**
+   * `p` settled by the single settler reading the chain through `on`, while a stranger's copy of its authorization,
+   * sent once ours is, is mined first in the same block: ours reverts. The answer, the copy's and our transaction.
+   */
+  async function frontRun(p: Payment, on: X402Chain = chain) {
     const settler = createSingleSettler({ settlement: gw.app.settlement });
-    const payer = await newPayer("copied");
-    const copied = await claimed(await payment(payer, 300n));
     await setAutomine(false);
     let copyTx: Hex;
     let settling: Promise<SettleResult>;
     try {
-      settling = settler.settle(copied.claimed, copied.requirements);
-      await expect.poll(async () => (await rowOf(copied))?.status, { timeout: 10_000 }).toBe("submitted");
-      copyTx = await submitCopy(copied);
+      settling = settler.settle(p.claimed, { ...p.requirements, chain: on });
+      await expect.poll(async () => (await rowOf(p))?.status, { timeout: 10_000 }).toBe("submitted");
+      copyTx = await submitCopy(p);
       await gw.chain.networkHelpers.mine(1);
     } finally {
       await setAutomine(true);
     }
-    const ownTx = (await rowOf(copied))!.tx_hash! as Hex;
+    const result = await settling;
+    const ownTx = (await rowOf(p))!.tx_hash! as Hex;
     expect((await gw.chain.publicClient.getTransactionReceipt({ hash: ownTx })).status).toBe("reverted");
+    return { result, copyTx, ownTx };
+  }
+
+  it("is answered settled, by the copy that paid the hot wallet, its own reverted transaction's gas booked", async () => {
+    const payer = await newPayer("copied");
+    const copied = await claimed(await payment(payer, 300n));
+    const { result, copyTx, ownTx } = await frontRun(copied);
     // Before: refused invalid_transaction_state, the row failed "reverted", while the payer had paid and the invoice
     // was credited from the copy.
-    expect(await settling!).toMatchObject({ ok: true, transaction: copyTx!, amount: 300n });
-    const mined = await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx! });
+    expect(result).toMatchObject({ ok: true, transaction: copyTx, amount: 300n });
+    const mined = await gw.chain.publicClient.getTransactionReceipt({ hash: copyTx });
     expect(await rowOf(copied)).toMatchObject({
       status: "settled",
       tx_hash: ownTx,
       spent_block: String(mined.blockNumber),
-      spent_tx_hash: copyTx!,
+      spent_tx_hash: copyTx,
     });
     // A retried settle (the facilitator's) answers the copy, the transaction that moved the money, not ours.
     expect(await sentAuthorization(gw.app.db, chain, copied.claimed.authorization)).toMatchObject({
       status: "settled",
       txHash: ownTx,
-      spentTxHash: copyTx!,
+      spentTxHash: copyTx,
     });
     expect(await gw.app.ledger.lookupTransfers([singleGasId(ownTx)])).toHaveLength(1);
     expect(await gw.tokenBalance(payer.address)).toBe(payerFunds - 300n);
+  });
+
+  it("is found through a node that caps the blocks one read of logs spans, the range read in halves", async () => {
+    const spans: bigint[] = [];
+    // A provider's cap: any eth_getLogs over more than two blocks refused with its JSON-RPC error.
+    const capped = chainGettingLogs(gw, chain, (filter) => {
+      const span = BigInt(filter.toBlock) - BigInt(filter.fromBlock) + 1n;
+      spans.push(span);
+      if (span > 2n) throw { code: -32005, message: "query exceeds max block range 2" };
+    });
+    const copied = await claimed(await payment(await newPayer("copied, capped node"), 310n));
+    const { result, copyTx } = await frontRun(copied, capped);
+    // Before: the search's one read of 1,000 blocks was refused, taken for no copy, and the payment failed.
+    expect(result).toMatchObject({ ok: true, transaction: copyTx, amount: 310n });
+    expect(spans.some((span) => span > 2n)).toBe(true);
+    expect(await rowOf(copied)).toMatchObject({ status: "settled", spent_tx_hash: copyTx });
+  });
+
+  it("is left submitted, answered pending, while the node cannot search; reconciliation settles it once it can", async () => {
+    const outOfReach = chainGettingLogs(gw, chain, () => {
+      throw new HttpRequestError({ url: "http://node.invalid", details: "fetch failed" });
+    });
+    const copied = await claimed(await payment(await newPayer("copied, node out of reach"), 320n));
+    const feesBefore = await feesBooked();
+    const { result, copyTx, ownTx } = await frontRun(copied, outOfReach);
+    // Before: refused invalid_transaction_state and failed "reverted": a payer who had paid, told it had not.
+    expect(result).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
+    expect(await rowOf(copied)).toMatchObject({ status: "submitted", tx_hash: ownTx, spent_tx_hash: null });
+    // Our reverted transaction's gas is booked all the same, once.
+    expect(await feesBooked()).toBe(feesBefore + (await gasGweiOf(ownTx)));
+    // Reconciliation through the same node leaves it; through one that answers, settles it by the copy.
+    expect(await reconcile({}, silentLogger, outOfReach)).toEqual({ settled: 0, failed: 0, left: 1 });
+    expect((await rowOf(copied))?.status).toBe("submitted");
+    expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
+    expect(await rowOf(copied)).toMatchObject({ status: "settled", tx_hash: ownTx, spent_tx_hash: copyTx });
+    expect(await feesBooked()).toBe(feesBefore + (await gasGweiOf(ownTx)));
   });
 
   it("is not taken for settled when the payer's nonce paid someone else (its own other authorization)", async () => {
