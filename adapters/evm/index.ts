@@ -29,7 +29,7 @@ export {
   readIgnitionDeployment,
   testUsdDefaults,
 } from "./deploy.ts";
-export { type DepositLog, depositTopicsPerCallMax, readInHalves } from "./deposit-source.ts";
+export { type DepositLog, depositTopicsPerCallMax } from "./deposit-source.ts";
 export {
   authorizationNonceForInvoice,
   authorizationPath,

@@ -13,7 +13,7 @@ import {
   type TransactionReceipt,
   toBytes,
 } from "viem";
-import { readInHalves } from "../../adapters/evm/index.ts";
+import { readInHalves } from "../../core/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
