@@ -30,6 +30,12 @@ export interface Db extends Sql {
   queryAll(statements: readonly Statement[]): Promise<Row[][]>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(script: string): Promise<void>;
+  /**
+   * Runs `fn` on one connection held for it alone, each statement outside any transaction (committed on its own) and
+   * without a statement timeout: for what PostgreSQL refuses inside a transaction and may take long (CREATE INDEX
+   * CONCURRENTLY in a migration), under a session's advisory lock. PGlite: its one connection.
+   */
+  session<T>(fn: (conn: Sql) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 

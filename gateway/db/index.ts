@@ -393,6 +393,43 @@ export function openPostgres(config: {
     async exec(script) {
       await answer(pool.query(script));
     },
+    async session(fn) {
+      const client = await pool.connect();
+      let broken: unknown;
+      const lost = (error: Error) => {
+        broken ??= error;
+        logger.warn({ err: error }, "postgres: a session's connection was lost");
+      };
+      client.on("error", lost);
+      try {
+        // The pool's bounds are a payment's; a session's statement (an index built over a whole table) may take
+        // minutes. The connection goes back to the pool with them restored.
+        await client.query("SET statement_timeout = 0");
+        return await fn({
+          query: <R extends Row>(text: string, params?: readonly unknown[]) =>
+            new Promise<R[]>((resolve, reject) => {
+              const statement = new pg.Query(text, params as unknown[] | undefined, (error, result) =>
+                error === undefined || error === null
+                  ? resolve((result as unknown as pg.QueryResult).rows as R[])
+                  : reject(error),
+              );
+              Object.assign(statement, { query_timeout: timerMsMax });
+              client.query(statement);
+            }),
+        });
+      } catch (error) {
+        broken ??= error;
+        throw error;
+      } finally {
+        client.off("error", lost);
+        if (broken === undefined)
+          await client.query("RESET statement_timeout").catch((error: unknown) => {
+            broken = error;
+          });
+        // A session that failed may hold what it took (an advisory lock): closed, not given back to the pool.
+        client.release(broken === undefined ? undefined : (broken as Error));
+      }
+    },
     async close() {
       await pool.end();
     },
@@ -508,6 +545,11 @@ export async function openPglite(dataDir: string | undefined): Promise<Db> {
     async exec(script) {
       await db.exec(script);
     },
+    // Its one connection: nothing else runs while a statement does, and each commits on its own.
+    session: (fn) =>
+      fn({
+        query: async (text, params) => (await db.query(text, params as unknown[] | undefined)).rows as never,
+      }),
     async close() {
       await db.close();
     },
@@ -888,19 +930,50 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
     for (const file of files) {
       const name = `${source.namespace}/${file}`;
       const script = await readFile(path.join(source.directory, file), "utf8");
-      const didApply = await db.transaction(async (tx) => {
-        await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
-        const done = await tx.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
-        if (done.length > 0) return false;
-        for (const statement of splitStatements(script)) await tx.query(statement);
-        await tx.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
-        return true;
-      });
+      const didApply = script.startsWith(outsideTransaction)
+        ? await appliedOutsideTransaction(db, name, script)
+        : await db.transaction(async (tx) => {
+            await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
+            const done = await tx.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
+            if (done.length > 0) return false;
+            for (const statement of splitStatements(script)) await tx.query(statement);
+            await tx.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
+            return true;
+          });
       if (didApply) applied.push(name);
     }
   }
   await bytewiseText(db, sources);
   return applied;
+}
+
+/**
+ * The first line of a migration whose statements run each on its own, outside a transaction: an index built with
+ * CREATE INDEX CONCURRENTLY, which PostgreSQL refuses in a transaction, and which does not stop the writes of the
+ * version still serving while `npm run migrate` runs ahead of the next (a plain CREATE INDEX holds every insert into
+ * its table until it is built: on webhook_deliveries, every payment's outbox write). Such a script must be safe to run
+ * again from its start, as a failure part-way leaves what it did so far (DROP INDEX CONCURRENTLY IF EXISTS first: a
+ * concurrent build that failed leaves its index behind, invalid).
+ */
+export const outsideTransaction = "-- migrate: outside a transaction";
+
+/**
+ * A migration marked outsideTransaction, applied on a session of its own under the migrations' advisory lock (taken
+ * for the session, as a transaction of the others takes it for the transaction): true when it was applied now.
+ */
+async function appliedOutsideTransaction(db: Db, name: string, script: string): Promise<boolean> {
+  return db.session(async (conn) => {
+    await conn.query(`SELECT pg_advisory_lock(${migrationsLock})`);
+    try {
+      const done = await conn.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
+      if (done.length > 0) return false;
+      for (const statement of splitStatements(script)) await conn.query(statement);
+      await conn.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
+      return true;
+    } finally {
+      await conn.query(`SELECT pg_advisory_unlock(${migrationsLock})`);
+    }
+  });
 }
 
 /**

@@ -751,6 +751,7 @@ describe("the paywall's x402 scheme", () => {
       },
       queryAll: (statements) => gw.app.db.queryAll(statements),
       exec: (script) => gw.app.db.exec(script),
+      session: (fn) => gw.app.db.session(fn),
       close: async () => {},
       async query(text, params) {
         const intercepted = next;

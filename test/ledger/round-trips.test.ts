@@ -24,6 +24,7 @@ function counting(db: Db) {
     query: (text, params) => db.query(text, params),
     queryAll: (statements) => db.queryAll(statements),
     exec: (script) => db.exec(script),
+    session: (fn) => db.session(fn),
     close: () => db.close(),
     transaction: (fn) =>
       db.transaction((tx) => {
