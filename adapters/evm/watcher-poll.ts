@@ -10,7 +10,9 @@ import {
 } from "./watcher-state.ts";
 import {
   type EventRow,
+  heldRemovals,
   holdLease,
+  holdRemoval,
   loadEvents,
   move,
   nextBlock,
@@ -38,21 +40,27 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     params.eventsPerPollMax,
   ]);
   for (const row of seen) {
-    if (!(await handled(w, row, "seen", () => sink.seen(w.source.toEvent(row))))) continue;
+    const call = () => sink.seen(w.source.toEvent(row));
+    if (!(await handled(w, row, "seen", call, () => move(w, row, "seen", "held_seen")))) continue;
     await move(w, row, "seen", "pending");
   }
-  // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen.
+  // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen — and
+  // no removal of its transaction's events held (checkReorg): mined again after a reorg took it away, it waits for
+  // that removal to be undone first (a credit reversed, then given back, never credited twice).
   const finalBlockMax = head - w.confirmations + 1n;
   const final = await loadEvents(
     w,
     `e.status = 'pending' AND e.block_number <= $3
      AND NOT EXISTS (SELECT 1 FROM evm_watch_events o WHERE o.chain_id = e.chain_id AND o.contract = e.contract
                      AND o.status = 'seen')
+     AND NOT EXISTS (SELECT 1 FROM evm_watch_removals_held h WHERE h.chain_id = e.chain_id
+                     AND h.contract = e.contract AND h.tx_hash = e.tx_hash)
      ORDER BY e.block_number, e.log_index LIMIT $4`,
     [finalBlockMax, params.eventsPerPollMax],
   );
   for (const row of final) {
-    if (!(await handled(w, row, "pending", () => sink.final(w.source.toEvent(row))))) continue;
+    const call = () => sink.final(w.source.toEvent(row));
+    if (!(await handled(w, row, "pending", call, () => move(w, row, "pending", "held_pending")))) continue;
     await move(w, row, "pending", "posted");
   }
   // Final blocks can no longer fork (by the confirmations rule): keep one as the anchor, forget the rest.
@@ -82,15 +90,17 @@ export async function poll(w: WatcherState): Promise<PollResult> {
 
 /**
  * Runs an event's sink call: true once it succeeded. A failure is thrown (the poll fails, the next one tries again),
- * until the event has failed sinkAttemptsMax times in a row: then it is held (held_seen, held_pending) and false is
- * returned, so that the events behind it go on — before, one event that could not be applied held every later event
- * of the contract, every tenant's deposits with them, for good. releaseHeld puts it back later.
+ * until the event has failed sinkAttemptsMax times in a row: then it is held (`hold`: held_seen, held_pending, or its
+ * removal kept in evm_watch_removals_held) and false is returned, so that the events behind it go on — before, one
+ * event that could not be applied held every later event of the contract, every tenant's deposits with them, for
+ * good. releaseHeld tries it again later.
  */
 async function handled(
   w: WatcherState,
   row: EventRow,
-  step: "seen" | "pending",
+  step: "seen" | "pending" | "removed",
   call: () => Promise<void>,
+  hold: () => Promise<void>,
 ): Promise<boolean> {
   const key = `${row.tx_hash}:${row.log_index}:${step}`;
   try {
@@ -101,13 +111,15 @@ async function handled(
     const failures = (w.failures.get(key) ?? 0) + 1;
     w.failures.set(key, failures);
     if (failures < (w.params.sinkAttemptsMax ?? sinkAttemptsMaxDefault)) throw error;
-    await move(w, row, step, step === "seen" ? "held_seen" : "held_pending");
+    await hold();
+    w.failures.delete(key);
     w.logger.error(
       {
         error: error instanceof Error ? error.message : String(error),
         txHash: row.tx_hash,
         logIndex: row.log_index,
         event: row.event_name,
+        step,
         failures,
       },
       "an event keeps failing; held so that the events behind it go on, and tried again later",
@@ -117,8 +129,9 @@ async function handled(
 }
 
 /**
- * Puts held events back (held_seen → seen, held_pending → pending) every heldRetryMs, each to be held again at its
- * next failure; the head's settled shortcut is dropped so that the poll takes them.
+ * Every heldRetryMs: puts held events back (held_seen → seen, held_pending → pending), each to be held again at its
+ * next failure, and tries each held removal once more (its row gone once it succeeds; a failure is logged and it
+ * stays); the head's settled shortcut is dropped so that the poll takes what they let through.
  */
 async function releaseHeld(w: WatcherState): Promise<void> {
   const now = Date.now();
@@ -131,14 +144,33 @@ async function releaseHeld(w: WatcherState): Promise<void> {
      RETURNING tx_hash, log_index, status`,
     [w.chainId, w.contract],
   );
-  if (released.length === 0) return;
   const attemptsMax = w.params.sinkAttemptsMax ?? sinkAttemptsMaxDefault;
   for (const row of released)
     w.failures.set(`${row.tx_hash}:${row.log_index}:${row.status}`, attemptsMax - 1);
-  w.settledAt = null;
+  const removals = await heldRemovals(w);
+  for (const row of removals) {
+    try {
+      await w.sink.removed(w.source.toEvent(row), row.was_final);
+    } catch (error) {
+      w.logger.error(
+        {
+          error: error instanceof Error ? error.message : String(error),
+          txHash: row.tx_hash,
+          logIndex: row.log_index,
+        },
+        "a held removal failed again; it stays held",
+      );
+      continue;
+    }
+    await w.db.query(
+      `DELETE FROM evm_watch_removals_held
+       WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5`,
+      [w.chainId, w.contract, row.tx_hash, row.log_index, row.generation],
+    );
+  }
+  if (released.length > 0 || removals.length > 0) w.settledAt = null;
 }
 
-/** Returns how many events a reorg removed (0 when every stored block still matches the chain). */
 async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
   const { params, sink } = w;
   const blocks = await w.db.query<{ number: bigint; hash: Hex }>(
@@ -165,7 +197,15 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     "e.block_number >= $3 AND e.status <> 'removed' ORDER BY e.block_number DESC, e.log_index DESC",
     [forked],
   );
-  for (const row of gone) await sink.removed(w.source.toEvent(row), row.status === "posted");
+  // A removal whose sink call keeps failing (a credit that cannot be reversed now) is held, the event removed all the
+  // same: before, every poll failed on it, and no deposit of any tenant was credited after the reorg.
+  const held: EventRow[] = [];
+  for (const row of gone) {
+    const call = () => sink.removed(w.source.toEvent(row), row.status === "posted");
+    await handled(w, row, "removed", call, async () => {
+      held.push(row);
+    });
+  }
   await w.db.transaction(async (tx) => {
     for (const row of gone) {
       await tx.query(
@@ -174,6 +214,7 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
         [w.chainId, w.contract, row.tx_hash, row.log_index],
       );
     }
+    for (const row of held) await holdRemoval(w, tx, row);
     await tx.query("DELETE FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number >= $3", [
       w.chainId,
       w.contract,

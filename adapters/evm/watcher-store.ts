@@ -109,6 +109,44 @@ export async function loadEvents(
   );
 }
 
+/**
+ * Keeps the removal of `row` (a reorg took it away, and its sink call keeps failing) to be tried again (releaseHeld),
+ * as the row was before its removal: its block, its generation, and whether it was final (posted).
+ */
+export async function holdRemoval(w: WatcherState, tx: Sql, row: EventRow): Promise<void> {
+  await tx.query(
+    `INSERT INTO evm_watch_removals_held
+       (chain_id, contract, tx_hash, log_index, generation, block_number, block_hash, event_name, args, was_final)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
+    [
+      w.chainId,
+      w.contract,
+      row.tx_hash,
+      row.log_index,
+      row.generation,
+      row.block_number,
+      row.block_hash,
+      row.event_name,
+      JSON.stringify(row.args),
+      row.status === "posted",
+    ],
+  );
+}
+
+/** The removals held (holdRemoval), latest first as checkReorg undoes them, each with its split's definition. */
+export async function heldRemovals(w: WatcherState): Promise<(EventRow & { was_final: boolean })[]> {
+  return w.db.query<EventRow & { was_final: boolean }>(
+    `SELECT h.tx_hash, h.log_index, h.block_number, h.block_hash, h.event_name, h.args, 'removed' AS status,
+            h.generation, h.was_final, s.recipients, s.basis_points
+     FROM evm_watch_removals_held h
+     LEFT JOIN evm_splits s
+       ON s.chain_id = h.chain_id AND s.contract = h.contract AND s.split_id = lower(h.args->>'splitId')
+     WHERE h.chain_id = $1 AND h.contract = $2
+     ORDER BY h.block_number DESC, h.log_index DESC`,
+    [w.chainId, w.contract],
+  );
+}
+
 export async function move(
   w: WatcherState,
   row: EventRow,

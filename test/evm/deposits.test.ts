@@ -724,24 +724,7 @@ describe("a reorg deeper than the confirmations", () => {
     const inv = await createInvoice("3.00");
     const before = await merchantBalance();
     const snapshot = await gw.chain.networkHelpers.takeSnapshot();
-    // Signed once, sent on both branches: the same transaction, as a reorg's new branch usually includes it again.
-    const raw = await stranger().signTransaction!({
-      type: "eip1559",
-      chainId: gw.chain.chain.id,
-      nonce: await gw.chain.publicClient.getTransactionCount({
-        address: stranger().address,
-        blockTag: "pending",
-      }),
-      to: gw.chain.contracts.testUsd,
-      data: encodeFunctionData({
-        abi: testUsdAbi,
-        functionName: "transfer",
-        args: [inv.instructions.deposit_address as Address, 3_000_000n],
-      }),
-      gas: 100_000n,
-      maxFeePerGas: 200_000_000_000n,
-      maxPriorityFeePerGas: 1_000_000_000n,
-    });
+    const raw = await signedTransfer(inv.instructions.deposit_address!, 3_000_000n);
     await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
     await mine(2);
     await poll();
@@ -793,7 +776,114 @@ describe("a reorg deeper than the confirmations", () => {
       "invoice.reinstated",
     ]);
   });
+
+  it("holds a reversal that keeps failing and goes on past the reorg; mined again, the deposit waits for it", async () => {
+    const [held, reorged, after] = [
+      await createInvoice("1.10"),
+      await createInvoice("1.20"),
+      await createInvoice("1.30"),
+    ];
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const raw = await signedTransfer(held.instructions.deposit_address!, 1_100_000n);
+    await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    await transfer(payer(), reorged.instructions.deposit_address!, 1_200_000n);
+    await mine(2);
+    // Another process's rail follows the deposits (this file's gives its lease up), with a handler that cannot reverse
+    // the first deposit (as an invariant broken would), and held ones tried again at every poll; the gateway's
+    // confirmations, so that the blocks it remembers reach back to both deposits.
+    let failing = true;
+    const other = anotherProcessRail(gw, {
+      confirmations: 3,
+      deposits: {
+        factory: gw.chain.contracts.forwarderFactory,
+        startBlock: 0n,
+        pollIntervalMs: 3_600_000,
+        lateWatchMs: 3_600_000,
+        sweepSaltsMax: 50,
+        sinkAttemptsMax: 3,
+        heldRetryMs: 0,
+      },
+    });
+    const deps = { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger };
+    other.onEvent(async (event) => {
+      if (failing && event.kind === "reversed" && event.reference === held.id)
+        throw new Error("this reversal cannot be applied");
+      await applyRailEvent(deps, "evm", event);
+    });
+    await rail.depositWatcher()!.stop();
+    await other.start();
+    const statuses = async () => [
+      (await invoice(held.id)).status,
+      (await invoice(reorged.id)).status,
+      (await invoice(after.id)).status,
+    ];
+    try {
+      const watcher = other.depositWatcher()!;
+      const polls = async (rounds: number) => {
+        for (let round = 0; round < rounds; round++) await watcher.poll().catch(() => undefined);
+      };
+      await polls(2);
+      expect(await statuses()).toEqual(["paid", "paid", "open"]);
+
+      await snapshot.restore(); // a longer branch without either transfer, then the first mined again, and another
+      await mine(6);
+      await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+      await transfer(payer(), after.instructions.deposit_address!, 1_300_000n);
+      await mine(3);
+      await polls(8);
+      // Before: every poll failed on the first deposit's reversal; the second was never reversed, the third never
+      // credited. Now: the reversal is held, the watcher goes on, and the first deposit, mined again, waits for it
+      // (credited once: its first credit stands until it is reversed).
+      expect(await statuses()).toEqual(["paid", "reversed", "paid"]);
+      expect((await merchantBalance()) - before).toBe(2_400_000n);
+      const [heldRows] = await gw.app.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM evm_watch_removals_held",
+      );
+      expect(heldRows?.n).toBe(1);
+
+      failing = false;
+      await watcher.poll();
+      // The reversal applied, then given back by the transfer mined again: paid once, what it received unchanged.
+      const again = await invoice(held.id);
+      expect([again.status, again.received_amount]).toEqual(["paid", "1.100000"]);
+      expect((await merchantBalance()) - before).toBe(2_400_000n);
+      const types = await gw.app.db.query<{ type: string }>(
+        "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+        [held.id],
+      );
+      expect(types.map((row) => row.type)).toEqual([
+        "invoice.payment_received",
+        "invoice.paid",
+        "invoice.reversed",
+        "invoice.reinstated",
+      ]);
+      expect(await gw.app.db.query("SELECT 1 FROM evm_watch_removals_held")).toEqual([]);
+    } finally {
+      await other.stop();
+    }
+  });
 });
+
+/**
+ * The stranger's transfer of `amount` to `to`, signed once to be sent on both branches of a reorg: the same
+ * transaction, as a reorg's new branch usually includes it again.
+ */
+async function signedTransfer(to: string, amount: bigint): Promise<Hex> {
+  return stranger().signTransaction!({
+    type: "eip1559",
+    chainId: gw.chain.chain.id,
+    nonce: await gw.chain.publicClient.getTransactionCount({
+      address: stranger().address,
+      blockTag: "pending",
+    }),
+    to: gw.chain.contracts.testUsd,
+    data: encodeFunctionData({ abi: testUsdAbi, functionName: "transfer", args: [to as Address, amount] }),
+    gas: 100_000n,
+    maxFeePerGas: 200_000_000_000n,
+    maxPriorityFeePerGas: 1_000_000_000n,
+  });
+}
 
 function lostLogIndex(receipt: { logs: readonly { address: string; logIndex: number }[] }): number {
   return receipt.logs.find((log) => log.address.toLowerCase() === gw.chain.contracts.testUsd.toLowerCase())!

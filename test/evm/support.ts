@@ -242,6 +242,7 @@ export function anotherProcessRail(
       | "replaceAfterMs"
       | "deposits"
       | "sendsQueuedMax"
+      | "confirmations"
     >
   > = {},
 ): EvmRail {

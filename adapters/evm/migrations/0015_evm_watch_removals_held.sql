@@ -1,0 +1,18 @@
+-- The removal of an event a reorg took away, whose sink call keeps failing (a credit the ledger cannot reverse now),
+-- held to be tried again later (watcher-poll.ts releaseHeld), as the event was before its removal. Before, every poll
+-- failed on it, and the watcher credited no deposit of any tenant after the reorg. While a removal of a transaction's
+-- event is held, an event of that transaction mined again is not made final: its removal is undone first.
+CREATE TABLE evm_watch_removals_held (
+  chain_id integer NOT NULL,
+  contract text NOT NULL,
+  tx_hash text NOT NULL,
+  log_index integer NOT NULL,
+  generation integer NOT NULL,
+  block_number bigint NOT NULL,
+  block_hash text NOT NULL,
+  event_name text NOT NULL,
+  args jsonb NOT NULL,
+  was_final boolean NOT NULL,
+  held_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (chain_id, contract, tx_hash, log_index, generation)
+);
