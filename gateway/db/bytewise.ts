@@ -14,72 +14,85 @@
 // compares a column it adds with an older one should give it COLLATE "C" itself. Tables the sources do not name are
 // never touched.
 import pg from "pg";
-import type { Db, MigrationSource } from "../../core/index.ts";
+import type { Db, MigrationSource, Sql } from "../../core/index.ts";
 
 /** The advisory lock the migrations take (db/index.ts migrate). */
 export const migrationsLock = 7350162;
 
-/** Makes the sources' tables' text columns COLLATE "C" where the database's default is another; returns them. */
+/**
+ * Makes the sources' tables' text columns COLLATE "C" where the database's default is another, in one transaction
+ * under the migrations' lock; returns them.
+ */
 export async function bytewiseText(db: Db, sources: readonly MigrationSource[]): Promise<string[]> {
-  const [database] = await db.query<{ bytewise: boolean }>(
+  if (await isBytewise(db)) return [];
+  return await db.transaction(async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
+    return bytewiseTextIn(tx, sources);
+  });
+}
+
+/** Whether the database's default collation compares as bytes already (libc's C or POSIX). */
+export async function isBytewise(sql: Sql): Promise<boolean> {
+  const [database] = await sql.query<{ bytewise: boolean }>(
     // datlocprovider came with PostgreSQL 15; before it, every database's collation was libc's.
     `SELECT coalesce(to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' AND d.datcollate IN ('C', 'POSIX') AS bytewise
      FROM pg_database d WHERE d.datname = current_database()`,
   );
-  if (database === undefined || database.bytewise) return [];
+  return database === undefined || database.bytewise;
+}
+
+/**
+ * bytewiseText's work in transaction `tx`, whose caller holds the migrations' lock (migrate holds it for its session).
+ */
+export async function bytewiseTextIn(tx: Sql, sources: readonly MigrationSource[]): Promise<string[]> {
   const owned = (table: string) =>
     table === "schema_migrations" || sources.some((source) => source.tables?.(table) === true);
-  return await db.transaction(async (tx) => {
-    await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
-    const columns = (
-      await tx.query<{ table: string; column: string; type: string }>(
-        `SELECT c.relname AS table, a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type
-         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0
-           AND NOT a.attisdropped AND a.attcollation NOT IN (0, 'pg_catalog."C"'::regcollation)
-         ORDER BY c.relname, a.attnum`,
-      )
-    ).filter((column) => owned(column.table));
-    if (columns.length === 0) return [];
-    const tables = [...new Set(columns.map((column) => column.table))];
-    // The views over those tables, and over those views: dropped newest first, made again oldest first.
-    const views = await tx.query<{ name: string; definition: string }>(
-      `WITH RECURSIVE over (oid) AS (
-         SELECT c.oid FROM pg_class c
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1::text[])
-         UNION
-         SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN over ON d.refobjid = over.oid
-         WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND r.ev_class <> d.refobjid)
-       SELECT v.relname AS name, pg_get_viewdef(v.oid) AS definition
-       FROM pg_class v JOIN over ON over.oid = v.oid
-       WHERE v.relkind = 'v' AND v.relnamespace = current_schema()::regnamespace ORDER BY v.oid`,
-      [tables],
+  const columns = (
+    await tx.query<{ table: string; column: string; type: string }>(
+      `SELECT c.relname AS table, a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+       WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0
+         AND NOT a.attisdropped AND a.attcollation NOT IN (0, 'pg_catalog."C"'::regcollation)
+       ORDER BY c.relname, a.attnum`,
+    )
+  ).filter((column) => owned(column.table));
+  if (columns.length === 0) return [];
+  const tables = [...new Set(columns.map((column) => column.table))];
+  // The views over those tables, and over those views: dropped newest first, made again oldest first.
+  const views = await tx.query<{ name: string; definition: string }>(
+    `WITH RECURSIVE over (oid) AS (
+       SELECT c.oid FROM pg_class c
+       WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1::text[])
+       UNION
+       SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN over ON d.refobjid = over.oid
+       WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND r.ev_class <> d.refobjid)
+     SELECT v.relname AS name, pg_get_viewdef(v.oid) AS definition
+     FROM pg_class v JOIN over ON over.oid = v.oid
+     WHERE v.relkind = 'v' AND v.relnamespace = current_schema()::regnamespace ORDER BY v.oid`,
+    [tables],
+  );
+  const triggers = await tx.query<{ name: string; table: string; definition: string }>(
+    `SELECT t.tgname AS name, c.relname AS table, pg_get_triggerdef(t.oid) AS definition
+     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1::text[])
+       AND EXISTS (SELECT 1 FROM pg_depend d
+                   WHERE d.classid = 'pg_trigger'::regclass AND d.objid = t.oid AND d.refobjsubid > 0)
+     ORDER BY t.oid`,
+    [tables],
+  );
+  for (const trigger of triggers)
+    await tx.query(
+      `DROP TRIGGER ${pg.escapeIdentifier(trigger.name)} ON ${pg.escapeIdentifier(trigger.table)}`,
     );
-    const triggers = await tx.query<{ name: string; table: string; definition: string }>(
-      `SELECT t.tgname AS name, c.relname AS table, pg_get_triggerdef(t.oid) AS definition
-       FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-       WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1::text[])
-         AND EXISTS (SELECT 1 FROM pg_depend d
-                     WHERE d.classid = 'pg_trigger'::regclass AND d.objid = t.oid AND d.refobjsubid > 0)
-       ORDER BY t.oid`,
-      [tables],
-    );
-    for (const trigger of triggers)
-      await tx.query(
-        `DROP TRIGGER ${pg.escapeIdentifier(trigger.name)} ON ${pg.escapeIdentifier(trigger.table)}`,
-      );
-    for (const view of [...views].reverse()) await tx.query(`DROP VIEW ${pg.escapeIdentifier(view.name)}`);
-    for (const table of tables) {
-      const changes = columns
-        .filter((column) => column.table === table)
-        .map(
-          (column) => `ALTER COLUMN ${pg.escapeIdentifier(column.column)} TYPE ${column.type} COLLATE "C"`,
-        );
-      await tx.query(`ALTER TABLE ${pg.escapeIdentifier(table)} ${changes.join(", ")}`);
-    }
-    for (const view of views)
-      await tx.query(`CREATE VIEW ${pg.escapeIdentifier(view.name)} AS ${view.definition}`);
-    for (const trigger of triggers) await tx.query(trigger.definition);
-    return columns.map((column) => `${column.table}.${column.column}`);
-  });
+  for (const view of [...views].reverse()) await tx.query(`DROP VIEW ${pg.escapeIdentifier(view.name)}`);
+  for (const table of tables) {
+    const changes = columns
+      .filter((column) => column.table === table)
+      .map((column) => `ALTER COLUMN ${pg.escapeIdentifier(column.column)} TYPE ${column.type} COLLATE "C"`);
+    await tx.query(`ALTER TABLE ${pg.escapeIdentifier(table)} ${changes.join(", ")}`);
+  }
+  for (const view of views)
+    await tx.query(`CREATE VIEW ${pg.escapeIdentifier(view.name)} AS ${view.definition}`);
+  for (const trigger of triggers) await tx.query(trigger.definition);
+  return columns.map((column) => `${column.table}.${column.column}`);
 }

@@ -15,6 +15,8 @@
 // whose server ends the session (a FATAL): DbCommitOutcomeUnknownError; only an ERROR answering it says it rolled
 // back. A connection lost while a transaction has it checked out makes the client emit
 // 'error': transaction() listens, logs it, and closes that connection.
+// One exception: a session (Db.session, which the migrations run on) has no statement timeout, for an index built
+// over a whole table; its migrations bound what they wait for a table's lock instead (migrate's lock_timeout).
 // The change bus's LISTEN connection (changes.ts) has its own bound: a ping with a timeout, then a new connection.
 // The pool's connections are in node-postgres's pipeline mode: a statement is sent when asked for, without waiting for
 // the answer of the one before it, and the server runs them in order, each with its own Sync (an error aborts the
@@ -38,7 +40,7 @@ import {
   SwitchyardError,
   silentLogger,
 } from "../../core/index.ts";
-import { bytewiseText, migrationsLock } from "./bytewise.ts";
+import { bytewiseTextIn, isBytewise, migrationsLock } from "./bytewise.ts";
 
 export {
   type Change,
@@ -403,7 +405,8 @@ export function openPostgres(config: {
       client.on("error", lost);
       try {
         // The pool's bounds are a payment's; a session's statement (an index built over a whole table) may take
-        // minutes. The connection goes back to the pool with them restored.
+        // minutes. The connection goes back to the pool with them restored (RESET ALL: to the connection's start-up
+        // settings, the pool's statement timeout among them).
         await client.query("SET statement_timeout = 0");
         return await fn({
           query: <R extends Row>(text: string, params?: readonly unknown[]) =>
@@ -421,11 +424,13 @@ export function openPostgres(config: {
         broken ??= error;
         throw error;
       } finally {
-        client.off("error", lost);
+        // The settings `fn` made (a lock_timeout) and the statement timeout back to the pool's, while the connection
+        // is still listened to: an 'error' on it now, unheard, would be thrown uncaught.
         if (broken === undefined)
-          await client.query("RESET statement_timeout").catch((error: unknown) => {
+          await client.query("RESET ALL").catch((error: unknown) => {
             broken = error;
           });
+        client.off("error", lost);
         // A session that failed may hold what it took (an advisory lock): closed, not given back to the pool.
         client.release(broken === undefined ? undefined : (broken as Error));
       }
@@ -911,40 +916,93 @@ function parsedStale(error: unknown): boolean {
 }
 
 /**
- * Applies every `*.sql` file of each source, in name order, once. Each file runs in its own transaction
- * under an advisory lock, so gateway processes that start together on one database do not race. Then, on a database
- * whose default collation is not C, the sources' tables' text columns are made COLLATE "C" (bytewise.ts).
+ * Applies every `*.sql` file of each source, in name order, once: each in its own transaction, or statement by
+ * statement when it is marked outsideTransaction. Then, on a database whose default collation is not C, the sources'
+ * tables' text columns are made COLLATE "C" (bytewise.ts). All of it on one session of its own (Db.session: no
+ * statement timeout, for an index built over a whole table) holding the migrations' advisory lock, so that gateway
+ * processes that start together on one database do not race.
+ *
+ * The lock is asked for with pg_try_advisory_lock every so often, never waited for in a statement: a statement
+ * waiting holds a snapshot, and CREATE INDEX CONCURRENTLY in the holder's migration waits for every older snapshot to
+ * end — PostgreSQL found that deadlock and failed one of the two (issue #19, migration 0051).
  */
 export async function migrate(db: Db, sources: readonly MigrationSource[]): Promise<string[]> {
-  // Under the same lock: two processes' CREATE TABLE IF NOT EXISTS at once may both create it, and the second then
-  // fails on the catalog's unique index (23505), ending that process's start.
-  await db.transaction(async (tx) => {
-    await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
-    await tx.query(
-      "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-    );
-  });
-  const applied: string[] = [];
-  for (const source of sources) {
-    const files = (await readdir(source.directory)).filter((name) => name.endsWith(".sql")).sort();
-    for (const file of files) {
-      const name = `${source.namespace}/${file}`;
-      const script = await readFile(path.join(source.directory, file), "utf8");
-      const didApply = script.startsWith(outsideTransaction)
-        ? await appliedOutsideTransaction(db, name, script)
-        : await db.transaction(async (tx) => {
-            await tx.query(`SELECT pg_advisory_xact_lock(${migrationsLock})`);
-            const done = await tx.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
-            if (done.length > 0) return false;
-            for (const statement of splitStatements(script)) await tx.query(statement);
-            await tx.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
-            return true;
-          });
-      if (didApply) applied.push(name);
+  return db.session(async (conn) => {
+    await takeMigrationsLock(conn);
+    let failed = false;
+    try {
+      // A statement waiting for a table's lock holds every later statement on that table behind it (the serving
+      // version's payments): given up past this bound, as the pool's statement timeout gave it up before.
+      await conn.query(`SET lock_timeout = ${migrationLockWaitMs}`);
+      await conn.query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+      );
+      const applied: string[] = [];
+      for (const source of sources) {
+        const files = (await readdir(source.directory)).filter((name) => name.endsWith(".sql")).sort();
+        for (const file of files) {
+          const name = `${source.namespace}/${file}`;
+          const done = await conn.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
+          if (done.length > 0) continue;
+          const script = await readFile(path.join(source.directory, file), "utf8");
+          const record = () => conn.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
+          if (script.startsWith(outsideTransaction)) {
+            for (const statement of splitStatements(script)) await conn.query(statement);
+            await record();
+          } else
+            await inTransaction(conn, async () => {
+              for (const statement of splitStatements(script)) await conn.query(statement);
+              await record();
+            });
+          applied.push(name);
+        }
+      }
+      if (!(await isBytewise(conn))) await inTransaction(conn, () => bytewiseTextIn(conn, sources));
+      return applied;
+    } catch (error) {
+      failed = true;
+      throw error;
+    } finally {
+      // After a failure the session is closed (Db.session), which gives the lock back whether this succeeds or not.
+      const unlocking = conn.query(`SELECT pg_advisory_unlock(${migrationsLock})`);
+      if (failed) await unlocking.catch(() => undefined);
+      else await unlocking;
     }
+  });
+}
+
+/** How long a migration's statement waits for a lock on a table before it fails (the migration rolled back). */
+const migrationLockWaitMs = 30_000;
+
+/** How long a migrator waits between asks for the migrations' lock, at first and at most. */
+const migrationsLockRetryMs = { first: 20, max: 500 };
+
+/** The migrations' advisory lock, for the session: asked for until it is given (migrate says why not waited for). */
+async function takeMigrationsLock(conn: Sql): Promise<void> {
+  for (
+    let pauseMs = migrationsLockRetryMs.first;
+    ;
+    pauseMs = Math.min(pauseMs * 2, migrationsLockRetryMs.max)
+  ) {
+    const [row] = await conn.query<{ taken: boolean }>(
+      `SELECT pg_try_advisory_lock(${migrationsLock}) AS taken`,
+    );
+    if (row?.taken === true) return;
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
   }
-  await bytewiseText(db, sources);
-  return applied;
+}
+
+/** `fn`'s statements on session `conn` in one transaction: committed when it resolves, rolled back when it throws. */
+async function inTransaction<T>(conn: Sql, fn: () => Promise<T>): Promise<T> {
+  await conn.query("BEGIN");
+  try {
+    const result = await fn();
+    await conn.query("COMMIT");
+    return result;
+  } catch (error) {
+    await conn.query("ROLLBACK").catch(() => undefined);
+    throw error;
+  }
 }
 
 /**
@@ -956,25 +1014,6 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
  * concurrent build that failed leaves its index behind, invalid).
  */
 export const outsideTransaction = "-- migrate: outside a transaction";
-
-/**
- * A migration marked outsideTransaction, applied on a session of its own under the migrations' advisory lock (taken
- * for the session, as a transaction of the others takes it for the transaction): true when it was applied now.
- */
-async function appliedOutsideTransaction(db: Db, name: string, script: string): Promise<boolean> {
-  return db.session(async (conn) => {
-    await conn.query(`SELECT pg_advisory_lock(${migrationsLock})`);
-    try {
-      const done = await conn.query("SELECT 1 FROM schema_migrations WHERE name = $1", [name]);
-      if (done.length > 0) return false;
-      for (const statement of splitStatements(script)) await conn.query(statement);
-      await conn.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
-      return true;
-    } finally {
-      await conn.query(`SELECT pg_advisory_unlock(${migrationsLock})`);
-    }
-  });
-}
 
 /**
  * Splits a migration script into statements at semicolons that end a line, outside dollar quotes.

@@ -119,4 +119,18 @@ describe("a migration outside a transaction", () => {
     expect(await validity()).toEqual([true]);
     expect(await migrate(db, [source])).toEqual([]);
   });
+
+  it("gives its connection back to the pool with the pool's settings: the statement timeout, no lock timeout", async () => {
+    const one = openPostgres({ url, poolSizeMax: 1, statementTimeoutMs: 12_000 });
+    try {
+      await migrate(one, [ledgerMigrations]);
+      expect(
+        await one.query(
+          "SELECT current_setting('statement_timeout') AS statement, current_setting('lock_timeout') AS lock",
+        ),
+      ).toEqual([{ statement: "12s", lock: "0" }]);
+    } finally {
+      await one.close();
+    }
+  });
 });
