@@ -16,31 +16,33 @@ import {
  * thrown — or, with `oneBlock`, read by it instead when the node answered it with an error of its own (a JSON-RPC
  * error: too many results), never for a timeout or a 5xx, which the next poll tries again. A node out of reach (no
  * connection, a closed socket) or rate-limiting (HTTP 429) is thrown at once: halving would only ask it more.
+ * `splits` narrows which failures are split (a caller a payer waits on splits only a refusal: nodeRefused).
  */
 export async function readInHalves<T>(
   from: bigint,
   to: bigint,
   read: (fromBlock: bigint, toBlock: bigint) => Promise<T[]>,
   oneBlock?: (block: bigint) => Promise<T[]>,
+  splits: (error: unknown) => boolean = () => true,
 ): Promise<T[]> {
   try {
     return await read(from, to);
   } catch (error) {
-    if (outOfReach(error)) throw error;
+    if (outOfReach(error) || !splits(error)) throw error;
     if (from >= to) {
       if (oneBlock === undefined || !nodeRefused(error)) throw error;
       return oneBlock(from);
     }
     const middle = from + (to - from) / 2n;
     return [
-      ...(await readInHalves(from, middle, read, oneBlock)),
-      ...(await readInHalves(middle + 1n, to, read, oneBlock)),
+      ...(await readInHalves(from, middle, read, oneBlock, splits)),
+      ...(await readInHalves(middle + 1n, to, read, oneBlock, splits)),
     ];
   }
 }
 
 /** The node answered with a JSON-RPC error of its own (not a transport's failure, a timeout or a gateway's 5xx). */
-function nodeRefused(error: unknown): boolean {
+export function nodeRefused(error: unknown): boolean {
   return (
     error instanceof BaseError &&
     error.walk((inner) => inner instanceof RpcError || inner instanceof RpcRequestError) != null

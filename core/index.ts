@@ -16,7 +16,7 @@ export {
   type WatchedEvent,
 } from "./evm-events.ts";
 export { type FeeReceipt, feeWeiOf, l1FeeWeiOf } from "./evm-fees.ts";
-export { readInHalves } from "./evm-ranges.ts";
+export { nodeRefused, readInHalves } from "./evm-ranges.ts";
 export { type LogFn, type Logger, silentLogger } from "./logger.ts";
 export {
   type Asset,

@@ -358,15 +358,21 @@ async function sendOnChain(
   // Mined: each item's outcome is the receipt's; the ledger's and the database's faults from here on are logged
   // and retried (afterSent), never the payer's answer.
   const results: SettleResult[] = [];
+  // Each item refused as spent: perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
+  // first). Searched all at once: every caller of the batch waits for the last.
+  const copies = await Promise.all(
+    items.map((w, i) => {
+      const item = outcome.items[i]!;
+      return item.status === "refused" && item.refusal === "authorization_used"
+        ? spentByAnother(chain, w.payment.authorization, outcome.blockNumber)
+        : null;
+    }),
+  );
   for (const [i, w] of items.entries()) {
     const item = outcome.items[i]!;
     const a = w.payment.authorization;
     const context = { txHash: outcome.txHash, invoiceId: w.invoiceId };
-    // Refused as spent: perhaps by a copy of the payer's signed transfer (someone who saw it submitted it first).
-    const copy =
-      item.status === "refused" && item.refusal === "authorization_used"
-        ? await spentByAnother(chain, a, outcome.blockNumber)
-        : null;
+    const copy = copies[i] ?? null;
     if (item.status === "settled") {
       await afterSent(logger, "recording the settlement", context, () =>
         record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock: outcome.blockNumber }),

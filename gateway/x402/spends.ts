@@ -13,7 +13,7 @@ import {
   type TransactionReceipt,
   toBytes,
 } from "viem";
-import { readInHalves } from "../../core/index.ts";
+import { nodeRefused, readInHalves } from "../../core/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
@@ -48,6 +48,8 @@ const authorizationUsedEvent = parseAbiItem(
 
 /** How far back from a block spentByAnother looks for another's spend of an authorization. */
 const anotherSpendLookbackBlocks = 1_000n;
+/** The most reads of logs one search makes (a node that caps a call at 32 blocks or more needs fewer): then unknown. */
+const anotherSpendReadsMax = 64;
 
 /**
  * Whether the successful `receipt` spent this very authorization: the token's AuthorizationUsed of (payer, nonce), and
@@ -94,8 +96,9 @@ export type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | nu
  * with it, the Transfer of the value from the payer to the recipient (paidIn), so the money came where the payment
  * sends it, and the deposit watcher credits the invoice bound to that nonce from that transaction. Null when there is
  * none. The range is read in halves while the node refuses it (a provider's cap on the blocks one call spans), as the
- * deposit watcher reads it; "unknown" when the node cannot say now (out of reach, a block it will not give, a receipt
- * it does not answer), never taken for none: the caller leaves the row for reconciliation to look again. Never throws.
+ * deposit watcher reads it, at most anotherSpendReadsMax reads; "unknown" when the node cannot say now (out of reach, a
+ * timeout, a range it refuses past that, a receipt it does not answer), never taken for none: the caller leaves the
+ * row for reconciliation to look again. Never throws.
  */
 export async function spentByAnother(
   chain: X402Chain,
@@ -105,14 +108,26 @@ export async function spentByAnother(
   try {
     const fromBlock =
       throughBlock > anotherSpendLookbackBlocks ? throughBlock - anotherSpendLookbackBlocks : 0n;
-    const logs = await readInHalves(fromBlock, throughBlock, (from, to) =>
-      chain.publicClient.getLogs({
-        address: chain.token,
-        event: authorizationUsedEvent,
-        args: { authorizer: a.from, nonce: a.nonce },
-        fromBlock: from,
-        toBlock: to,
-      }),
+    let reads = 0;
+    const logs = await readInHalves(
+      fromBlock,
+      throughBlock,
+      (from, to) => {
+        reads += 1;
+        if (reads > anotherSpendReadsMax)
+          throw new Error(`the node refused the range in more than ${anotherSpendReadsMax} reads`);
+        return chain.publicClient.getLogs({
+          address: chain.token,
+          event: authorizationUsedEvent,
+          args: { authorizer: a.from, nonce: a.nonce },
+          fromBlock: from,
+          toBlock: to,
+        });
+      },
+      undefined,
+      // Split only what the node refused (its cap on a call's range): a payer waits on this search, and a timeout or
+      // a gateway's 5xx, asked again in halves, would keep it waiting for each half's timeout.
+      nodeRefused,
     );
     for (const log of logs) {
       if (log.transactionHash === null) continue;

@@ -416,25 +416,35 @@ describe("a payment front-run by a copy of its own authorization", () => {
     expect(await rowOf(copied)).toMatchObject({ status: "settled", spent_tx_hash: copyTx });
   });
 
-  it("is left submitted, answered pending, while the node cannot search; reconciliation settles it once it can", async () => {
-    const outOfReach = chainGettingLogs(gw, chain, () => {
-      throw new HttpRequestError({ url: "http://node.invalid", details: "fetch failed" });
-    });
-    const copied = await claimed(await payment(await newPayer("copied, node out of reach"), 320n));
-    const feesBefore = await feesBooked();
-    const { result, copyTx, ownTx } = await frontRun(copied, outOfReach);
-    // Before: refused invalid_transaction_state and failed "reverted": a payer who had paid, told it had not.
-    expect(result).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
-    expect(await rowOf(copied)).toMatchObject({ status: "submitted", tx_hash: ownTx, spent_tx_hash: null });
-    // Our reverted transaction's gas is booked all the same, once.
-    expect(await feesBooked()).toBe(feesBefore + (await gasGweiOf(ownTx)));
-    // Reconciliation through the same node leaves it; through one that answers, settles it by the copy.
-    expect(await reconcile({}, silentLogger, outOfReach)).toEqual({ settled: 0, failed: 0, left: 1 });
-    expect((await rowOf(copied))?.status).toBe("submitted");
-    expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
-    expect(await rowOf(copied)).toMatchObject({ status: "settled", tx_hash: ownTx, spent_tx_hash: copyTx });
-    expect(await feesBooked()).toBe(feesBefore + (await gasGweiOf(ownTx)));
-  });
+  it.each([
+    ["out of reach", 320n, undefined],
+    ["behind a gateway that gives up (504)", 330n, 504],
+  ])(
+    "is left submitted, answered pending, while the node cannot search (%s); reconciliation settles it once it can",
+    async (how, value, status) => {
+      let reads = 0;
+      const outOfReach = chainGettingLogs(gw, chain, () => {
+        reads += 1;
+        throw new HttpRequestError({ url: "http://node.invalid", details: "fetch failed", status });
+      });
+      const copied = await claimed(await payment(await newPayer(`copied, node ${how}`), value));
+      const feesBefore = await feesBooked();
+      const { result, copyTx, ownTx } = await frontRun(copied, outOfReach);
+      // One read: a payer waits on this search, and halving what timed out would ask again for each half.
+      expect(reads).toBe(1);
+      // Before: refused invalid_transaction_state and failed "reverted": a payer who had paid, told it had not.
+      expect(result).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
+      expect(await rowOf(copied)).toMatchObject({ status: "submitted", tx_hash: ownTx, spent_tx_hash: null });
+      // Our reverted transaction's gas is booked all the same, once.
+      expect(await feesBooked()).toBe(feesBefore + (await gasGweiOf(ownTx)));
+      // Reconciliation through the same node leaves it; through one that answers, settles it by the copy.
+      expect(await reconcile({}, silentLogger, outOfReach)).toEqual({ settled: 0, failed: 0, left: 1 });
+      expect((await rowOf(copied))?.status).toBe("submitted");
+      expect(await reconcile()).toEqual({ settled: 1, failed: 0, left: 0 });
+      expect(await rowOf(copied)).toMatchObject({ status: "settled", tx_hash: ownTx, spent_tx_hash: copyTx });
+      expect(await feesBooked()).toBe(feesBefore + (await gasGweiOf(ownTx)));
+    },
+  );
 
   it("is not taken for settled when the payer's nonce paid someone else (its own other authorization)", async () => {
     const settler = createSingleSettler({ settlement: gw.app.settlement });
