@@ -26,8 +26,9 @@ async function migrationsBelow(below: number): Promise<string> {
   return folder;
 }
 
-async function connected(): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
+/** A connection of its own to the database at `to`. */
+async function connected(to: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: to });
   await client.connect();
   return client;
 }
@@ -42,52 +43,77 @@ afterAll(async () => {
 });
 
 describe("a migration outside a transaction", () => {
-  it("builds 0051's indexes while a payment's outbox write is open, without holding the writes behind it", async () => {
-    const namespace = gatewayMigrations.namespace;
-    await migrate(db, [ledgerMigrations, { namespace, directory: await migrationsBelow(51) }]);
-    // A payment's transaction that has written to the outbox and not committed yet.
-    const open = await connected();
-    const later = await connected();
-    const watcher = await connected();
-    try {
-      await open.query("BEGIN");
-      await open.query("LOCK TABLE webhook_deliveries IN ROW EXCLUSIVE MODE");
-      const migrating = migrate(db, [ledgerMigrations, { namespace, directory: await migrationsBelow(52) }]);
-      migrating.catch(() => undefined);
-      // The index build waits for that transaction, as either kind of build must.
-      await expect
-        .poll(
-          async () =>
-            (
-              await watcher.query(
-                `SELECT count(*)::int AS n FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query ILIKE '%CREATE INDEX%webhook_deliveries_endpoint_due%'`,
-              )
-            ).rows[0].n,
-          { timeout: 20_000, interval: 50 },
-        )
-        .toBe(1);
-      // The next payment's outbox write meanwhile. Before: queued behind the build's lock, refused at lock_timeout.
-      await later.query("SET lock_timeout = '3s'");
-      await later.query("BEGIN");
-      await later.query("LOCK TABLE webhook_deliveries IN ROW EXCLUSIVE MODE");
-      await later.query("COMMIT");
-      await open.query("COMMIT");
-      expect(await migrating).toEqual([`${namespace}/0051_webhook_claim_indexes.sql`]);
-      const indexes = await watcher.query(
-        `SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-         WHERE c.relname IN ('webhook_deliveries_endpoint_due', 'webhook_deliveries_claimed') ORDER BY 1`,
-      );
-      expect(indexes.rows).toEqual([
-        { name: "webhook_deliveries_claimed", valid: true },
-        { name: "webhook_deliveries_endpoint_due", valid: true },
-      ]);
-    } finally {
-      await open.query("ROLLBACK").catch(() => undefined);
-      await later.query("ROLLBACK").catch(() => undefined);
-      for (const client of [open, later, watcher]) await client.end();
-    }
-  });
+  it.each([
+    {
+      number: 47,
+      table: "outbox",
+      building: "outbox_tenant_type_list_by_id",
+      built: ["outbox_tenant_type_list"],
+    },
+    {
+      number: 51,
+      table: "webhook_deliveries",
+      building: "webhook_deliveries_endpoint_due",
+      built: ["webhook_deliveries_claimed", "webhook_deliveries_endpoint_due"],
+    },
+  ])(
+    "$number builds its indexes on $table while a payment's write is open, without holding the writes behind it",
+    async ({ number, table, building, built }) => {
+      const namespace = gatewayMigrations.namespace;
+      const freshUrl = await createTestDatabase(inject("postgresUrl"), `migrate_outside_${number}`);
+      const fresh = openPostgres({ url: freshUrl, poolSizeMax: 2, statementTimeoutMs: 30_000 });
+      const [open, later, watcher] = [
+        await connected(freshUrl),
+        await connected(freshUrl),
+        await connected(freshUrl),
+      ];
+      try {
+        await migrate(fresh, [ledgerMigrations, { namespace, directory: await migrationsBelow(number) }]);
+        // A payment's transaction that has written to the table and not committed yet.
+        await open.query("BEGIN");
+        await open.query(`LOCK TABLE ${table} IN ROW EXCLUSIVE MODE`);
+        const migrating = migrate(fresh, [
+          ledgerMigrations,
+          { namespace, directory: await migrationsBelow(number + 1) },
+        ]);
+        migrating.catch(() => undefined);
+        // The migration's index statement waits for that transaction, as any must.
+        await expect
+          .poll(
+            async () =>
+              (
+                await watcher.query(
+                  `SELECT count(*)::int AS n FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query ILIKE '%INDEX%' || $1 || '%'`,
+                  [table],
+                )
+              ).rows[0].n,
+            { timeout: 20_000, interval: 50 },
+          )
+          .toBe(1);
+        // The next payment's write meanwhile. Before: queued behind the build's lock, refused at lock_timeout.
+        await later.query("SET lock_timeout = '3s'");
+        await later.query("BEGIN");
+        await later.query(`LOCK TABLE ${table} IN ROW EXCLUSIVE MODE`);
+        await later.query("COMMIT");
+        await open.query("COMMIT");
+        expect((await migrating).filter((name) => name.startsWith(`${namespace}/00${number}_`))).toHaveLength(
+          1,
+        );
+        const indexes = await watcher.query(
+          `SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE c.relname = ANY($1::text[]) ORDER BY 1`,
+          [[...built, building]],
+        );
+        expect(indexes.rows).toEqual(built.map((name) => ({ name, valid: true })));
+      } finally {
+        await open.query("ROLLBACK").catch(() => undefined);
+        await later.query("ROLLBACK").catch(() => undefined);
+        for (const client of [open, later, watcher]) await client.end();
+        await fresh.close();
+      }
+    },
+  );
 
   it("is not recorded when a statement fails, and runs again from its start: its invalid index rebuilt", async () => {
     const folder = await mkdtemp(path.join(tmpdir(), "switchyard-migrations-"));
