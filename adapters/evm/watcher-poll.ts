@@ -45,8 +45,9 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     await move(w, row, "seen", "pending");
   }
   // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen — and
-  // no removal of its transaction's events held (checkReorg): mined again after a reorg took it away, it waits for
-  // that removal to be undone first (a credit reversed, then given back, never credited twice).
+  // no removal of the same log held (checkReorg: its transaction and arguments, wherever it now sits): mined again
+  // after a reorg took it away, it waits for that removal to be applied first (a deposit's credit reversed, then
+  // given back; the splitter's mirror voided, then posted again), never counted twice.
   const finalBlockMax = head - w.confirmations + 1n;
   const final = await loadEvents(
     w,
@@ -54,7 +55,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
      AND NOT EXISTS (SELECT 1 FROM evm_watch_events o WHERE o.chain_id = e.chain_id AND o.contract = e.contract
                      AND o.status = 'seen')
      AND NOT EXISTS (SELECT 1 FROM evm_watch_removals_held h WHERE h.chain_id = e.chain_id
-                     AND h.contract = e.contract AND h.tx_hash = e.tx_hash)
+                     AND h.contract = e.contract AND h.tx_hash = e.tx_hash AND h.args = e.args)
      ORDER BY e.block_number, e.log_index LIMIT $4`,
     [finalBlockMax, params.eventsPerPollMax],
   );
@@ -91,9 +92,11 @@ export async function poll(w: WatcherState): Promise<PollResult> {
 /**
  * Runs an event's sink call: true once it succeeded. A failure is thrown (the poll fails, the next one tries again),
  * until the event has failed sinkAttemptsMax times in a row: then it is held (`hold`: held_seen, held_pending, or its
- * removal kept in evm_watch_removals_held) and false is returned, so that the events behind it go on — before, one
+ * removal kept for evm_watch_removals_held) and false is returned, so that the events behind it go on — before, one
  * event that could not be applied held every later event of the contract, every tenant's deposits with them, for
- * good. releaseHeld tries it again later.
+ * good. releaseHeld tries it again later. Its failures stay counted until it succeeds (or releaseHeld counts them
+ * again): a removal is held for good only once checkReorg's transaction commits, and until then its next failure holds
+ * it again at once.
  */
 async function handled(
   w: WatcherState,
@@ -112,7 +115,6 @@ async function handled(
     w.failures.set(key, failures);
     if (failures < (w.params.sinkAttemptsMax ?? sinkAttemptsMaxDefault)) throw error;
     await hold();
-    w.failures.delete(key);
     w.logger.error(
       {
         error: error instanceof Error ? error.message : String(error),
@@ -199,13 +201,22 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
   );
   // A removal whose sink call keeps failing (a credit that cannot be reversed now) is held, the event removed all the
   // same: before, every poll failed on it, and no deposit of any tenant was credited after the reorg.
+  // Every removal is tried before a failure is thrown: one thrown at the first would cost the removals behind it their
+  // count of failures, and with several failing for good the watcher would take exponentially many polls to hold
+  // them all.
   const held: EventRow[] = [];
+  let failure: { error: unknown } | null = null;
   for (const row of gone) {
     const call = () => sink.removed(w.source.toEvent(row), row.status === "posted");
-    await handled(w, row, "removed", call, async () => {
-      held.push(row);
-    });
+    try {
+      await handled(w, row, "removed", call, async () => {
+        held.push(row);
+      });
+    } catch (error) {
+      failure ??= { error };
+    }
   }
+  if (failure !== null) throw failure.error;
   await w.db.transaction(async (tx) => {
     for (const row of gone) {
       await tx.query(
@@ -222,6 +233,7 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     ]);
     await setNextBlock(w, tx, rescanFrom);
   });
+  for (const row of held) w.failures.delete(`${row.tx_hash}:${row.log_index}:removed`);
   return gone.length;
 }
 

@@ -129,7 +129,7 @@ export type WatcherState = {
   running: Promise<unknown>;
   /** Failures in a row of an event's sink call, by event and step (`<tx>:<log index>:<step>`). */
   readonly failures: Map<string, number>;
-  /** When held events were last put back (0: never, so at the first poll). */
+  /** When held events were last put back and held removals tried again (0: never, so at the first poll). */
   heldRetriedAtMs: number;
   stopped: boolean;
   timer: NodeJS.Timeout | undefined;

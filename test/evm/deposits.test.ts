@@ -790,7 +790,7 @@ describe("a reorg deeper than the confirmations", () => {
     await transfer(payer(), reorged.instructions.deposit_address!, 1_200_000n);
     await mine(2);
     // Another process's rail follows the deposits (this file's gives its lease up), with a handler that cannot reverse
-    // the first deposit (as an invariant broken would), and held ones tried again at every poll; the gateway's
+    // the first two deposits (as an invariant broken would), and held ones tried again at every poll; the gateway's
     // confirmations, so that the blocks it remembers reach back to both deposits.
     let failing = true;
     const other = anotherProcessRail(gw, {
@@ -807,7 +807,7 @@ describe("a reorg deeper than the confirmations", () => {
     });
     const deps = { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger };
     other.onEvent(async (event) => {
-      if (failing && event.kind === "reversed" && event.reference === held.id)
+      if (failing && event.kind === "reversed" && [held.id, reorged.id].includes(event.reference))
         throw new Error("this reversal cannot be applied");
       await applyRailEvent(deps, "evm", event);
     });
@@ -832,18 +832,25 @@ describe("a reorg deeper than the confirmations", () => {
       await transfer(payer(), after.instructions.deposit_address!, 1_300_000n);
       await mine(3);
       await polls(8);
-      // Before: every poll failed on the first deposit's reversal; the second was never reversed, the third never
-      // credited. Now: the reversal is held, the watcher goes on, and the first deposit, mined again, waits for it
-      // (credited once: its first credit stands until it is reversed).
-      expect(await statuses()).toEqual(["paid", "reversed", "paid"]);
-      expect((await merchantBalance()) - before).toBe(2_400_000n);
+      // Before: every poll failed on the first reversal tried, and the third deposit was never credited (and with
+      // one of two held, the other's failures counted again from nothing). Now: both reversals are held, the watcher
+      // goes on, and the first deposit, mined again, waits for its own (credited once: its first credit stands until
+      // it is reversed).
+      expect(await statuses()).toEqual(["paid", "paid", "paid"]);
+      expect((await merchantBalance()) - before).toBe(3_600_000n);
       const [heldRows] = await gw.app.db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM evm_watch_removals_held",
       );
-      expect(heldRows?.n).toBe(1);
+      expect(heldRows?.n).toBe(2);
+      const revived = await gw.app.db.query<{ status: string }>(
+        "SELECT status FROM evm_watch_events WHERE tx_hash = $1",
+        [keccak256(raw)],
+      );
+      expect(revived).toEqual([{ status: "pending" }]);
 
       failing = false;
       await watcher.poll();
+      expect(await statuses()).toEqual(["paid", "reversed", "paid"]);
       // The reversal applied, then given back by the transfer mined again: paid once, what it received unchanged.
       const again = await invoice(held.id);
       expect([again.status, again.received_amount]).toEqual(["paid", "1.100000"]);
