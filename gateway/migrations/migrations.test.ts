@@ -179,6 +179,8 @@ describe("0008: netting's accrual gets a code of its own", () => {
       "gateway/0051_webhook_claim_indexes.sql",
       "gateway/0052_payment_recovery_tried.sql",
       "gateway/0053_x402_spent_tx_hash.sql",
+      "gateway/0054_netted_payouts_tenant.sql",
+      "gateway/0055_netted_payouts_by_tenant.sql",
     ]);
   });
 

@@ -540,3 +540,36 @@ describe("a payee the rail refuses", () => {
     expect((await paymentRow("pay_bad_index"))!.status).toBe("succeeded");
   });
 });
+
+describe("the payouts waiting that a flush reads", () => {
+  it("are an even share per tenant: one tenant's backlog does not keep another tenant's payout out of the batch", async () => {
+    const other = await nettingFixture(db, ledger, "netting_other", 100n);
+    await netting.fund(100n);
+    // The first tenant's backlog: six payouts to six payees, older than the other tenant's one.
+    for (let i = 0; i < 6; i++) {
+      const id = `pay_backlog_${i}`;
+      await insertPayment(id);
+      const payee = `0x${(0xd000 + i).toString(16).padStart(40, "0")}` as const;
+      expect(await accruePayout(deps(), { ...payoutOf(id, 1n), payee })).toBe("accrued");
+    }
+    await db.query(
+      "UPDATE netted_payouts SET created_at = now() - interval '2 hours' WHERE payment_id LIKE 'pay_backlog_%'",
+    );
+    await other.insertPayment("pay_other_tenant");
+    const otherPayee = "0x000000000000000000000000000000000000e0e0" as const;
+    expect(await accruePayout(deps(), other.payout("pay_other_tenant", 1n, otherPayee))).toBe("accrued");
+    const [row] = await db.query<{ tenant_id: string }>(
+      "SELECT tenant_id FROM netted_payouts WHERE payment_id = 'pay_other_tenant'",
+    );
+    expect(row?.tenant_id).toBe(other.tenantId);
+    // A window of four payouts: two tenants, two each.
+    const paying = payingDeps([]);
+    const reading = { ...paying, config: { ...paying.config, accruedReadMax: 4 } };
+    await flushNetting(reading, { force: true });
+    // Before: the window was the four oldest payouts of any tenant, all the first tenant's.
+    const batched = await db.query<{ payment_id: string }>(
+      "SELECT payment_id FROM netted_payouts WHERE batch_id IS NOT NULL AND payment_id IN ('pay_other_tenant', 'pay_backlog_0', 'pay_backlog_1', 'pay_backlog_2') ORDER BY payment_id",
+    );
+    expect(batched.map((r) => r.payment_id)).toEqual(["pay_backlog_0", "pay_backlog_1", "pay_other_tenant"]);
+  });
+});

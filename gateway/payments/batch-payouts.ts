@@ -61,6 +61,8 @@ export type NettingConfig = {
   maxFeeShareBps: number;
   threshold: NettingThreshold;
   intervalMs: number;
+  /** How many waiting payouts a flush reads at most, shared evenly among tenants (accruedReadMaxDefault). */
+  accruedReadMax?: number;
 };
 
 export type NettingDeps = {
@@ -140,8 +142,8 @@ export async function accruePayout(
         text: `WITH payment AS (
        SELECT id FROM payments WHERE id = $1 AND status = 'processing' FOR UPDATE),
      queued AS (
-       INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id)
-       SELECT $1, $2, $3, $4, $5 FROM payment
+       INSERT INTO netted_payouts (payment_id, rail, payee, amount, accrue_transfer_id, tenant_id)
+       SELECT $1, $2, $3, $4, $5, $6 FROM payment
        ON CONFLICT (payment_id) DO NOTHING RETURNING 1)
      SELECT CASE WHEN EXISTS (SELECT 1 FROM payment) THEN true ELSE netting_payment_not_processing() END AS queued`,
         params: [
@@ -150,6 +152,7 @@ export async function accruePayout(
           payment.payee.toLowerCase(),
           payment.amount,
           transferId.toString(),
+          payment.tenantId,
         ],
       },
     },
@@ -276,14 +279,10 @@ type Planned = {
 /** Plans the batch due now from the payouts waiting, writes it with them, and sends it under `lease`. */
 async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Promise<Planned> {
   const none = (trigger: string | null): Planned => ({ trigger, batch: null });
-  const accrued = await deps.db.query<{
-    payment_id: string;
-    payee: string;
-    amount: bigint;
-    created_at: Date;
-  }>(
-    "SELECT payment_id, payee, amount, created_at FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL ORDER BY created_at LIMIT 10000",
-    [deps.payer.id],
+  const accrued = await accruedWindow(
+    deps.db,
+    deps.payer.id,
+    deps.config.accruedReadMax ?? accruedReadMaxDefault,
   );
   if (accrued.length === 0) return none(null);
   // The timer runs from the last batch not refused, or from the oldest payout waiting when there was none; `force`
@@ -336,6 +335,50 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
   }
   const sent = await sendBatch(deps, { id: batchId, ref, payees, total }, lease);
   return { trigger: plan.trigger, batch: { payees: payees.length, payouts: payoutIds.length, ...sent } };
+}
+
+/** How many waiting payouts a flush reads at most (NettingConfig.accruedReadMax). */
+export const accruedReadMaxDefault = 10_000;
+
+type AccruedRow = { payment_id: string; payee: string; amount: bigint; created_at: Date };
+
+/**
+ * The payouts waiting for a batch on `rail` that a flush plans from, oldest first: each tenant's oldest, an even share
+ * of `readMax` each (at least one), so that one tenant's backlog never fills the window and keeps the others' payouts
+ * from being read — before, the window was the `readMax` oldest of any tenant. The tenants with payouts waiting are
+ * found by a loose scan of netted_payouts_accrued_by_tenant (0055), one index probe each; payouts accrued without a
+ * tenant (by a process of the version before 0054) read as one more share.
+ */
+async function accruedWindow(db: Db, rail: string, readMax: number): Promise<AccruedRow[]> {
+  const tenants = await db.query<{ tenant_id: string | null }>(
+    `WITH RECURSIVE tenants (tenant_id) AS (
+       (SELECT tenant_id FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL AND tenant_id IS NOT NULL
+        ORDER BY tenant_id LIMIT 1)
+       UNION ALL
+       SELECT (SELECT n.tenant_id FROM netted_payouts n
+               WHERE n.rail = $1 AND n.batch_id IS NULL AND n.tenant_id > t.tenant_id
+               ORDER BY n.tenant_id LIMIT 1)
+       FROM tenants t WHERE t.tenant_id IS NOT NULL)
+     SELECT tenant_id FROM tenants WHERE tenant_id IS NOT NULL
+     UNION ALL
+     (SELECT NULL FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL AND tenant_id IS NULL LIMIT 1)`,
+    [rail],
+  );
+  if (tenants.length === 0) return [];
+  const share = Math.max(1, Math.floor(readMax / tenants.length));
+  const named = tenants.flatMap((row) => (row.tenant_id === null ? [] : [row.tenant_id]));
+  const rows = await db.query<AccruedRow>(
+    `SELECT w.payment_id, w.payee, w.amount, w.created_at
+     FROM unnest($2::text[]) AS t (tenant_id)
+     CROSS JOIN LATERAL (
+       SELECT payment_id, payee, amount, created_at FROM netted_payouts
+       WHERE rail = $1 AND batch_id IS NULL AND tenant_id = t.tenant_id ORDER BY created_at LIMIT $3) w
+     UNION ALL
+     (SELECT payment_id, payee, amount, created_at FROM netted_payouts
+      WHERE rail = $1 AND batch_id IS NULL AND tenant_id IS NULL AND $4 ORDER BY created_at LIMIT $3)`,
+    [rail, named, share, named.length < tenants.length],
+  );
+  return rows.sort((x, y) => x.created_at.getTime() - y.created_at.getTime());
 }
 
 /**

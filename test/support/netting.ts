@@ -7,8 +7,10 @@ import {
   balanceOf,
   createAccount,
   createAccountCache,
+  getClearingAccount,
 } from "../../gateway/accounts/index.ts";
 import type { Db } from "../../gateway/db/index.ts";
+import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { idToUuid, type Ledger, transferCodes } from "../../gateway/ledger/index.ts";
 import type { accruePayout, NettingDeps } from "../../gateway/payments/batch-payouts.ts";
 import { paymentLedgerLink } from "../../gateway/payments/store.ts";
@@ -44,17 +46,20 @@ export async function nettingFixture(
     { sql: db, ledger },
     { tenantId, kind: "customer", asset: assets.USDC, name: "c", id: customerId },
   );
-  const clearing = await createAccount(
-    { sql: db, ledger },
-    {
-      tenantId: null,
-      kind: "clearing",
-      asset: assets.USDC,
-      name: "evm",
-      rail: "evm",
-      id: `acct_${name}_clearing`,
-    },
-  );
+  // One clearing account per rail and asset: a second fixture on the same database (another tenant) shares it.
+  const clearing =
+    (await getClearingAccount(db, { rail: "evm", asset: assets.USDC })) ??
+    (await createAccount(
+      { sql: db, ledger },
+      {
+        tenantId: null,
+        kind: "clearing",
+        asset: assets.USDC,
+        name: "evm",
+        rail: "evm",
+        id: `acct_${name}_clearing`,
+      },
+    ));
   const accounts = createAccountCache({ sql: db }, accountCacheDefaults);
   let fundings = 0n;
   const fixture: NettingFixture = {
@@ -64,7 +69,7 @@ export async function nettingFixture(
       fundings += 1n;
       await ledger.createTransfers([
         {
-          id: fundings,
+          id: derivedLedgerId(name, `funding ${fundings}`), // each fixture's own, beside another's on the ledger
           debitAccountId: clearing.ledgerAccountId,
           creditAccountId: customer.ledgerAccountId,
           amount,
