@@ -40,8 +40,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     params.eventsPerPollMax,
   ]);
   for (const row of seen) {
-    const call = () => sink.seen(w.source.toEvent(row));
-    if (!(await handled(w, row, "seen", call, () => move(w, row, "seen", "held_seen")))) continue;
+    if (!(await handled(w, row, "seen", () => sink.seen(w.source.toEvent(row))))) continue;
     await move(w, row, "seen", "pending");
   }
   // Final: at least `confirmations` blocks from its own up to the head, and every earlier event already seen — and
@@ -60,8 +59,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     [finalBlockMax, params.eventsPerPollMax],
   );
   for (const row of final) {
-    const call = () => sink.final(w.source.toEvent(row));
-    if (!(await handled(w, row, "pending", call, () => move(w, row, "pending", "held_pending")))) continue;
+    if (!(await handled(w, row, "pending", () => sink.final(w.source.toEvent(row))))) continue;
     await move(w, row, "pending", "posted");
   }
   // Final blocks can no longer fork (by the confirmations rule): keep one as the anchor, forget the rest.
@@ -91,19 +89,16 @@ export async function poll(w: WatcherState): Promise<PollResult> {
 
 /**
  * Runs an event's sink call: true once it succeeded. A failure is thrown (the poll fails, the next one tries again),
- * until the event has failed sinkAttemptsMax times in a row: then it is held (`hold`: held_seen, held_pending, or its
- * removal kept for evm_watch_removals_held) and false is returned, so that the events behind it go on — before, one
- * event that could not be applied held every later event of the contract, every tenant's deposits with them, for
- * good. releaseHeld tries it again later. Its failures stay counted until it succeeds (or releaseHeld counts them
- * again): a removal is held for good only once checkReorg's transaction commits, and until then its next failure holds
- * it again at once.
+ * until the event has failed sinkAttemptsMax times in a row: then it is held (held_seen, held_pending) and false is
+ * returned, so that the events behind it go on — before, one event that could not be applied held every later event
+ * of the contract, every tenant's deposits with them, for good. releaseHeld puts it back later. (A reorg's removal is
+ * held at its first failure: checkReorg.)
  */
 async function handled(
   w: WatcherState,
   row: EventRow,
-  step: "seen" | "pending" | "removed",
+  step: "seen" | "pending",
   call: () => Promise<void>,
-  hold: () => Promise<void>,
 ): Promise<boolean> {
   const key = `${row.tx_hash}:${row.log_index}:${step}`;
   try {
@@ -114,14 +109,13 @@ async function handled(
     const failures = (w.failures.get(key) ?? 0) + 1;
     w.failures.set(key, failures);
     if (failures < (w.params.sinkAttemptsMax ?? sinkAttemptsMaxDefault)) throw error;
-    await hold();
+    await move(w, row, step, step === "seen" ? "held_seen" : "held_pending");
     w.logger.error(
       {
         error: error instanceof Error ? error.message : String(error),
         txHash: row.tx_hash,
         logIndex: row.log_index,
         event: row.event_name,
-        step,
         failures,
       },
       "an event keeps failing; held so that the events behind it go on, and tried again later",
@@ -173,6 +167,7 @@ async function releaseHeld(w: WatcherState): Promise<void> {
   if (released.length > 0 || removals.length > 0) w.settledAt = null;
 }
 
+/** Returns how many events a reorg removed (0 when every stored block still matches the chain). */
 async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
   const { params, sink } = w;
   const blocks = await w.db.query<{ number: bigint; hash: Hex }>(
@@ -199,24 +194,29 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     "e.block_number >= $3 AND e.status <> 'removed' ORDER BY e.block_number DESC, e.log_index DESC",
     [forked],
   );
-  // A removal whose sink call keeps failing (a credit that cannot be reversed now) is held, the event removed all the
-  // same: before, every poll failed on it, and no deposit of any tenant was credited after the reorg.
-  // Every removal is tried before a failure is thrown: one thrown at the first would cost the removals behind it their
-  // count of failures, and with several failing for good the watcher would take exponentially many polls to hold
-  // them all.
+  // A removal whose sink call fails is held at once (evm_watch_removals_held), the event marked removed all the same,
+  // in the transaction that moves the cursor back: releaseHeld tries it again every heldRetryMs. Before, the poll
+  // failed on it — for good if it kept failing, and no deposit of any tenant was credited after the reorg — while the
+  // removals before it had been applied and their rows stayed posted until a poll got through: a chain that flipped
+  // back meanwhile left them reversed with their logs on chain. Now the sink calls made and the rows' new status
+  // commit together, whatever fails.
   const held: EventRow[] = [];
-  let failure: { error: unknown } | null = null;
   for (const row of gone) {
-    const call = () => sink.removed(w.source.toEvent(row), row.status === "posted");
     try {
-      await handled(w, row, "removed", call, async () => {
-        held.push(row);
-      });
+      await sink.removed(w.source.toEvent(row), row.status === "posted");
     } catch (error) {
-      failure ??= { error };
+      held.push(row);
+      w.logger.warn(
+        {
+          error: error instanceof Error ? error.message : String(error),
+          txHash: row.tx_hash,
+          logIndex: row.log_index,
+          event: row.event_name,
+        },
+        "a reorg's removal of an event failed; held, and tried again later",
+      );
     }
   }
-  if (failure !== null) throw failure.error;
   await w.db.transaction(async (tx) => {
     for (const row of gone) {
       await tx.query(
@@ -233,7 +233,6 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     ]);
     await setNextBlock(w, tx, rescanFrom);
   });
-  for (const row of held) w.failures.delete(`${row.tx_hash}:${row.log_index}:removed`);
   return gone.length;
 }
 

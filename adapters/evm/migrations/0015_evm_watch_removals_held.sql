@@ -1,6 +1,6 @@
--- The removal of an event a reorg took away, whose sink call keeps failing (a credit the ledger cannot reverse now),
--- held to be tried again later (watcher-poll.ts releaseHeld), as the event was before its removal. Before, every poll
--- failed on it, and the watcher credited no deposit of any tenant after the reorg. The event's own row is marked
+-- The removal of an event a reorg took away, whose sink call failed (a credit the ledger cannot reverse now), held to
+-- be tried again later (watcher-poll.ts releaseHeld), as the event was before its removal. Before, the poll failed on
+-- it — every poll, if it kept failing, and the watcher credited no deposit of any tenant after the reorg. The event's own row is marked
 -- removed all the same (0002's "removed": voided or reversed — here not yet). While its removal is held, the same log
 -- mined again (its transaction and arguments) is not made final: the removal is applied first, then undone by it.
 CREATE TABLE evm_watch_removals_held (
