@@ -1,7 +1,8 @@
 -- Netting reads the payouts waiting for a batch a fair share per tenant (payments/batch-payouts.ts accruedWindow), so
 -- that one tenant's backlog of accrued payouts (dust to many addresses, say) no longer fills the whole window and keeps
--- every other tenant's payouts from being read. The payout keeps its payment's tenant; those waiting now get theirs
--- (a payout already batched is never read by a flush again). A payout accrued by a process of the version before has
--- none: it is read in a share of its own.
-ALTER TABLE netted_payouts ADD COLUMN tenant_id text;
-UPDATE netted_payouts n SET tenant_id = p.tenant_id FROM payments p WHERE p.id = n.payment_id AND n.batch_id IS NULL;
+-- every other tenant's payouts from being read. A payout keeps its payment's tenant from now on. Those accrued before
+-- have none and are not given one here (an UPDATE of every waiting row would hold the table, every accrual with it,
+-- while it ran): they are read as one share of their own, oldest first, as all of them were before.
+-- COLLATE "C" from the start: on a database whose default collation is another, db/bytewise.ts would otherwise change
+-- it after the migrations, rebuilding 0055's index in a transaction that holds the table.
+ALTER TABLE netted_payouts ADD COLUMN tenant_id text COLLATE "C";

@@ -542,19 +542,38 @@ describe("a payee the rail refuses", () => {
 });
 
 describe("the payouts waiting that a flush reads", () => {
+  let other: NettingFixture;
+  const batchedOf = async (ids: string[]) =>
+    (
+      await db.query<{ payment_id: string }>(
+        "SELECT payment_id FROM netted_payouts WHERE batch_id IS NOT NULL AND payment_id = ANY($1::text[]) ORDER BY payment_id",
+        [ids],
+      )
+    ).map((row) => row.payment_id);
+  /** A flush, forced, reading at most `readMax` payouts waiting. */
+  const flushReading = (readMax: number) => {
+    const paying = payingDeps([]);
+    return flushNetting(
+      { ...paying, config: { ...paying.config, accruedReadMax: readMax } },
+      { force: true },
+    );
+  };
+
   it("are an even share per tenant: one tenant's backlog does not keep another tenant's payout out of the batch", async () => {
-    const other = await nettingFixture(db, ledger, "netting_other", 100n);
+    other = await nettingFixture(db, ledger, "netting_other", 100n);
     await netting.fund(100n);
-    // The first tenant's backlog: six payouts to six payees, older than the other tenant's one.
+    // The first tenant's backlog: six payouts to six payees, each older than the one after, all older than the other
+    // tenant's one.
     for (let i = 0; i < 6; i++) {
       const id = `pay_backlog_${i}`;
       await insertPayment(id);
       const payee = `0x${(0xd000 + i).toString(16).padStart(40, "0")}` as const;
       expect(await accruePayout(deps(), { ...payoutOf(id, 1n), payee })).toBe("accrued");
+      await db.query(
+        "UPDATE netted_payouts SET created_at = now() - make_interval(mins => 120 - $2) WHERE payment_id = $1",
+        [id, i],
+      );
     }
-    await db.query(
-      "UPDATE netted_payouts SET created_at = now() - interval '2 hours' WHERE payment_id LIKE 'pay_backlog_%'",
-    );
     await other.insertPayment("pay_other_tenant");
     const otherPayee = "0x000000000000000000000000000000000000e0e0" as const;
     expect(await accruePayout(deps(), other.payout("pay_other_tenant", 1n, otherPayee))).toBe("accrued");
@@ -562,14 +581,30 @@ describe("the payouts waiting that a flush reads", () => {
       "SELECT tenant_id FROM netted_payouts WHERE payment_id = 'pay_other_tenant'",
     );
     expect(row?.tenant_id).toBe(other.tenantId);
-    // A window of four payouts: two tenants, two each.
-    const paying = payingDeps([]);
-    const reading = { ...paying, config: { ...paying.config, accruedReadMax: 4 } };
-    await flushNetting(reading, { force: true });
-    // Before: the window was the four oldest payouts of any tenant, all the first tenant's.
-    const batched = await db.query<{ payment_id: string }>(
-      "SELECT payment_id FROM netted_payouts WHERE batch_id IS NOT NULL AND payment_id IN ('pay_other_tenant', 'pay_backlog_0', 'pay_backlog_1', 'pay_backlog_2') ORDER BY payment_id",
+    // A window of four payouts: two tenants, two each. (With the window the four oldest payouts of any tenant, it
+    // would have held the first tenant's four oldest, and the other tenant's payout would have waited.)
+    await flushReading(4);
+    expect(await batchedOf(["pay_other_tenant", "pay_backlog_0", "pay_backlog_1", "pay_backlog_2"])).toEqual([
+      "pay_backlog_0",
+      "pay_backlog_1",
+      "pay_other_tenant",
+    ]);
+  });
+
+  it("never holds more than the window, however many tenants: one each of those whose oldest waited longest", async () => {
+    // Waiting: the first tenant's backlog_2 to backlog_4, a payout accrued without a tenant (before 0054) older than
+    // all, and the other tenant's newest: three shares, a window of two.
+    await db.query(
+      "UPDATE netted_payouts SET tenant_id = NULL, created_at = now() - interval '3 hours' WHERE payment_id = 'pay_backlog_5'",
     );
-    expect(batched.map((r) => r.payment_id)).toEqual(["pay_backlog_0", "pay_backlog_1", "pay_other_tenant"]);
+    await other.insertPayment("pay_other_newest");
+    const otherPayee = "0x000000000000000000000000000000000000e0e1" as const;
+    expect(await accruePayout(deps(), other.payout("pay_other_newest", 1n, otherPayee))).toBe("accrued");
+    await flushReading(2);
+    // Before: a share of at least one each, three payouts read past a window of two.
+    expect(await batchedOf(["pay_backlog_2", "pay_backlog_3", "pay_backlog_5", "pay_other_newest"])).toEqual([
+      "pay_backlog_2",
+      "pay_backlog_5",
+    ]);
   });
 });

@@ -42,6 +42,7 @@ import { derivedLedgerId, newId } from "../ids/index.ts";
 import { credit, debit, type Ledger, transferCodes } from "../ledger/index.ts";
 import {
   type NettingThreshold,
+  nettingAccruedMax,
   nettingBatchPayeesMax,
   nettingVerdictForDecision,
   planNettingBatch,
@@ -279,11 +280,8 @@ type Planned = {
 /** Plans the batch due now from the payouts waiting, writes it with them, and sends it under `lease`. */
 async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Promise<Planned> {
   const none = (trigger: string | null): Planned => ({ trigger, batch: null });
-  const accrued = await accruedWindow(
-    deps.db,
-    deps.payer.id,
-    deps.config.accruedReadMax ?? accruedReadMaxDefault,
-  );
+  const readMax = Math.min(deps.config.accruedReadMax ?? accruedReadMaxDefault, nettingAccruedMax);
+  const accrued = await accruedWindow(deps.db, deps.payer.id, readMax);
   if (accrued.length === 0) return none(null);
   // The timer runs from the last batch not refused, or from the oldest payout waiting when there was none; `force`
   // fires it now. A refused batch does not start it over (its payouts have waited their interval already), but
@@ -347,7 +345,8 @@ type AccruedRow = { payment_id: string; payee: string; amount: bigint; created_a
  * of `readMax` each (at least one), so that one tenant's backlog never fills the window and keeps the others' payouts
  * from being read — before, the window was the `readMax` oldest of any tenant. The tenants with payouts waiting are
  * found by a loose scan of netted_payouts_accrued_by_tenant (0055), one index probe each; payouts accrued without a
- * tenant (by a process of the version before 0054) read as one more share.
+ * tenant (before 0054) read as one more share. With more tenants than `readMax`, the `readMax` whose oldest payout
+ * waited longest are read, one payout each. At most `readMax` payouts in all.
  */
 async function accruedWindow(db: Db, rail: string, readMax: number): Promise<AccruedRow[]> {
   const tenants = await db.query<{ tenant_id: string | null }>(
@@ -365,7 +364,34 @@ async function accruedWindow(db: Db, rail: string, readMax: number): Promise<Acc
     [rail],
   );
   if (tenants.length === 0) return [];
-  const share = Math.max(1, Math.floor(readMax / tenants.length));
+  const unnamed = tenants.some((row) => row.tenant_id === null);
+  const named = tenants.flatMap((row) => (row.tenant_id === null ? [] : [row.tenant_id]));
+  if (tenants.length > readMax) {
+    // One payout each of the tenants whose oldest waited longest (the tenantless share among them, as one more).
+    const oldest = await db.query<{ tenant_id: string | null }>(
+      `SELECT c.tenant_id FROM (
+         SELECT t.tenant_id FROM unnest($2::text[]) AS t (tenant_id) UNION ALL SELECT NULL WHERE $4) AS c
+       ORDER BY coalesce(
+         (SELECT created_at FROM netted_payouts n
+          WHERE n.rail = $1 AND n.batch_id IS NULL AND n.tenant_id = c.tenant_id ORDER BY created_at LIMIT 1),
+         (SELECT created_at FROM netted_payouts n
+          WHERE n.rail = $1 AND n.batch_id IS NULL AND n.tenant_id IS NULL AND c.tenant_id IS NULL
+          ORDER BY created_at LIMIT 1))
+       LIMIT $3`,
+      [rail, named, readMax, unnamed],
+    );
+    return accruedOf(db, rail, oldest, 1);
+  }
+  return accruedOf(db, rail, tenants, Math.max(1, Math.floor(readMax / tenants.length)));
+}
+
+/** The `share` oldest waiting payouts of each of `tenants` (null: those accrued without one), oldest first. */
+async function accruedOf(
+  db: Db,
+  rail: string,
+  tenants: readonly { tenant_id: string | null }[],
+  share: number,
+): Promise<AccruedRow[]> {
   const named = tenants.flatMap((row) => (row.tenant_id === null ? [] : [row.tenant_id]));
   const rows = await db.query<AccruedRow>(
     `SELECT w.payment_id, w.payee, w.amount, w.created_at
