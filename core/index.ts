@@ -69,5 +69,6 @@ export type {
   UsdRate,
 } from "./rail.ts";
 export { randomInt64, takeRandom } from "./random.ts";
+export { tenantShareOf } from "./shares.ts";
 export { isStorableText, storableText } from "./text.ts";
 export { wholeBigint, wholeNumber } from "./whole-number.ts";

@@ -29,7 +29,13 @@ import {
   type Transport,
   type WalletClient,
 } from "viem";
-import { type Db, isUniqueViolation, type RailFailureCode, type Sql } from "../../core/index.ts";
+import {
+  type Db,
+  isUniqueViolation,
+  type RailFailureCode,
+  type Sql,
+  tenantShareOf,
+} from "../../core/index.ts";
 import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
 import { currentGasFees, type GasPolicy, gweiText } from "./gas.ts";
 import { failureCodeOf, revertName, revertText } from "./reverts.ts";
@@ -77,13 +83,6 @@ export type SendJournal = {
  */
 export const sendsQueuedMaxDefault = 1_000;
 
-/**
- * The part of the queue one share (a tenant) may hold: a quarter, as of the API's admission pool. A tenant's burst of
- * payouts (async, each a send) then leaves three quarters of the queue to every other tenant's payouts and to the
- * platform's own sends, instead of having them refused `rail_unavailable` — final for a payout — while it drains.
- */
-const sendsQueuedShareOfQueue = 0.25;
-
 export function createSendJournal(params: {
   db: Db;
   publicClient: PublicClient<Transport, Chain>;
@@ -103,7 +102,10 @@ export function createSendJournal(params: {
     queued: 0,
     sendsQueuedMax,
     queuedByShare: new Map(),
-    sendsQueuedPerShareMax: Math.max(1, Math.floor(sendsQueuedMax * sendsQueuedShareOfQueue)),
+    // A quarter (core tenantShareOf), as of the API's admission pool: a tenant's burst of payouts (async, each a
+    // send) leaves three quarters of the queue to every other tenant's payouts and to the platform's own sends,
+    // instead of having them refused `rail_unavailable` — final for a payout — while it drains.
+    sendsQueuedPerShareMax: tenantShareOf(sendsQueuedMax),
   };
 }
 

@@ -9,7 +9,13 @@ import { EventEmitter } from "node:events";
 import { signMessage, subscribeToPastPayment } from "lightning";
 import { parseBolt11 } from "../../core/bolt11.ts";
 import { bareBolt11 } from "../../core/destinations.ts";
-import type { AttemptOutcome, Destination, OutgoingAttempt, RailEvent } from "../../core/index.ts";
+import {
+  type AttemptOutcome,
+  type Destination,
+  type OutgoingAttempt,
+  type RailEvent,
+  tenantShareOf,
+} from "../../core/index.ts";
 import { enqueue, markDisconnected } from "./events.ts";
 import {
   classifyLndError,
@@ -480,11 +486,12 @@ function refusal(s: LightningRailState, attempt: OutgoingAttempt): AttemptOutcom
 }
 
 /**
- * The part of inFlightMax one tenant may hold: a quarter, as of the API's admission pool. Payments to hold invoices
- * stay in flight as long as their receiver holds them (hours, up to the HTLC's expiry); one tenant paying many would
- * otherwise take every place, and every other tenant's Lightning payouts be refused until they end.
+ * The part of inFlightMax one tenant may hold: a quarter (core tenantShareOf), as of the API's admission pool.
+ * Payments to hold invoices stay in flight as long as their receiver holds them (hours, up to the HTLC's expiry); one
+ * tenant paying many would otherwise take every place, and every other tenant's Lightning payouts be refused until
+ * they end.
  */
-const inFlightPerTenantMax = (s: LightningRailState) => Math.max(1, Math.floor(s.limits.inFlightMax / 4));
+const inFlightPerTenantMax = (s: LightningRailState) => tenantShareOf(s.limits.inFlightMax);
 
 /** The journal's write-ahead line of an attempt. */
 const attemptRecord = (stored: StoredAttempt): RailStoreRecord => ({

@@ -24,6 +24,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import type { FastifyPluginCallback, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
+import { tenantShareOf } from "../../core/index.ts";
 import { ApiError, overloaded, overloadedRetryAfterSeconds, sendError } from "./errors.ts";
 import { errorView } from "./schemas.ts";
 import { currentApiVersion, requestedApiVersion, versionHeaderLowerCase } from "./versioning.ts";
@@ -33,7 +34,7 @@ export const requestsInFlightMaxDefault = 4_096;
 
 /** The default for REQUESTS_IN_FLIGHT_PER_TENANT_MAX: a quarter of the pool, so that one tenant never fills it. */
 export function tenantRequestsInFlightMaxDefault(requestsInFlightMax: number): number {
-  return Math.ceil(requestsInFlightMax / 4);
+  return tenantShareOf(requestsInFlightMax);
 }
 
 /** The limits and what they count, read by health. One per server. */
