@@ -7,9 +7,30 @@ import { revenueSplitterAbi, testUsdErrorsAbi } from "./abi.generated.ts";
 /** Errors the splitter or the token may revert with, for decoding reverts met in gas estimation. */
 const revertAbi = [...revenueSplitterAbi, ...testUsdErrorsAbi] as const;
 
-/** The name of the custom error a call reverted with, when the node returned its data. */
+/**
+ * USDC's (FiatTokenV2_2's) reason strings, read as the custom error TestUSD (OpenZeppelin's ERC20 and ERC3009) reverts
+ * with for the same refusal, so that the rail means one thing by both: matched by their words, whatever the prefix
+ * ("FiatTokenV2: …", "ECRecover: invalid signature …", "ERC20: …").
+ */
+const reasonsAsErrors: readonly (readonly [RegExp, string])[] = [
+  [/authorization is used or canceled$/, "ERC3009UsedAuthorization"],
+  [/authorization is (not yet valid|expired)$/, "ERC3009InvalidAuthorizationTime"],
+  [/invalid signature/, "ERC3009InvalidSignature"],
+  [/transfer amount exceeds balance$/, "ERC20InsufficientBalance"],
+  [/transfer amount exceeds allowance$/, "ERC20InsufficientAllowance"],
+];
+
+/**
+ * The name of the custom error a call reverted with, when the node returned its data; a reason string USDC reverts
+ * with, as the custom error it means (reasonsAsErrors); any other reason string, `Error`.
+ */
 export function revertName(error: unknown): string | null {
-  return decodedRevert(error)?.errorName ?? null;
+  const decoded = decodedRevert(error);
+  if (decoded === null) return null;
+  const [reason] = decoded.args ?? [];
+  if (decoded.errorName === "Error" && typeof reason === "string")
+    for (const [words, name] of reasonsAsErrors) if (words.test(reason)) return name;
+  return decoded.errorName;
 }
 
 /**

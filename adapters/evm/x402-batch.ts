@@ -15,6 +15,7 @@ import {
   toFunctionSelector,
 } from "viem";
 import { feeWeiOf, isUniqueViolation } from "../../core/index.ts";
+import { testUsdAbi } from "./abi.generated.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { claim, handedToX402 } from "./send-gas.ts";
@@ -256,6 +257,7 @@ async function settleOnce(
       revert,
     };
   });
+  await spentBeforeOf(state, params, sentIndexes, outcomes, receipt.blockNumber);
   await handGasToX402(state, sent.attempt_id);
   return {
     status: "mined",
@@ -264,6 +266,39 @@ async function settleOnce(
     gasWei: feeWeiOf(receipt),
     items: outcomes,
   };
+}
+
+/**
+ * Each item refused for a reason the selector does not name, whose nonce the token holds spent at the batch's block:
+ * `authorization_used` (the batch did not spend it: the item failed). A token that refuses with a reason string, as
+ * USDC does ("FiatTokenV2: authorization is used or canceled"), leaves AuthorizationFailed only `Error(string)`'s
+ * selector; the spend was a copy of the authorization someone mined first, perhaps, which x402 looks for on
+ * `authorization_used` alone (gateway/x402/spends.ts). A read that fails leaves the item `rejected`.
+ */
+async function spentBeforeOf(
+  state: EvmRailState,
+  params: AuthorizationBatchParams,
+  sentIndexes: readonly number[],
+  outcomes: AuthorizationBatchItemOutcome[],
+  blockNumber: bigint,
+): Promise<void> {
+  await Promise.all(
+    sentIndexes.map(async (itemIndex) => {
+      const outcome = outcomes[itemIndex]!;
+      if (outcome.status !== "refused" || outcome.refusal !== "rejected") return;
+      const a = params.items[itemIndex]!.authorization;
+      const used = await state.params.publicClient
+        .readContract({
+          address: state.params.token.address,
+          abi: testUsdAbi,
+          functionName: "authorizationState",
+          args: [a.from, a.nonce],
+          blockNumber,
+        })
+        .catch(() => false);
+      if (used) outcomes[itemIndex] = { ...outcome, refusal: "authorization_used" };
+    }),
+  );
 }
 
 /**

@@ -24,6 +24,7 @@ import {
 } from "../../adapters/evm/index.ts";
 import { assets, silentLogger } from "../../core/index.ts";
 import { applyRailEvent, sweepDepositsOnce } from "../../gateway/settlement/index.ts";
+import { replaceTestUsdCode } from "../support/token-code.ts";
 import { anotherProcessRail, type Gateway, gettingLogsOf, type LogsSeen, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -669,6 +670,30 @@ describe("an EIP-3009 authorization", () => {
   });
 });
 
+describe("an EIP-3009 authorization on a token that refuses with USDC's reason strings", () => {
+  let restore: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    ({ restore } = await replaceTestUsdCode(gw.chain, "FiatTokenReasonsTestUSD"));
+  });
+  afterAll(async () => {
+    await restore?.();
+  });
+
+  it("is refused as the reason says: a payer short of funds is 402 payer_insufficient_funds, nothing sent", async () => {
+    const inv = await createInvoice("10.00");
+    const nonceBefore = await hotWalletNonce();
+    const broke = gw.chain.accounts[8]!; // holds no TestUSD
+    const poor = await gw.call(
+      "POST",
+      `/v1/invoices/${inv.id}/authorizations`,
+      await signAuthorization(inv, { signer: broke, from: broke.address }),
+    );
+    // Before: "ERC20: transfer amount exceeds balance" was a reason the rail did not read: rail_unavailable.
+    expect([poor.status, poor.body.error?.code]).toEqual([402, "payer_insufficient_funds"]);
+    expect(await hotWalletNonce()).toBe(nonceBefore);
+    expect((await invoice(inv.id)).status).toBe("open");
+  });
+});
 describe("reorgs", () => {
   it("a deposit reorged out before its 3rd confirmation is never credited; the new branch's is", async () => {
     const inv = await createInvoice("7.00");

@@ -25,6 +25,7 @@ import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../
 import { claim } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
 import { recordingLogger } from "../support/recording-logger.ts";
+import { replaceTestUsdCode } from "../support/token-code.ts";
 import { chainGettingLogs, type Gateway, startGateway, submitCopiedAuthorization } from "./support.ts";
 
 let gw: Gateway;
@@ -414,6 +415,21 @@ describe("batch settlement on the Hardhat chain", () => {
       [copied!.address.toLowerCase()],
     );
     expect(row).toEqual({ status: "settled" });
+  });
+
+  it("answers an item front-run by a copy as settled on a token that refuses with USDC's reason strings", async () => {
+    const { restore } = await replaceTestUsdCode(gw.chain, "FiatTokenReasonsTestUSD");
+    try {
+      const [first, copied] = await newPayers([payerFunds, payerFunds]);
+      const payments = [await payment(first!, 420n), await payment(copied!, 470n)];
+      const { settled, front, copyTx } = await frontRunInBatch(payments);
+      okResult(settled);
+      // Before: "FiatTokenV2: authorization is used or canceled" left the batch's AuthorizationFailed only
+      // Error(string)'s selector: refused as "rejected", and no copy was looked for.
+      expect(okResult(front).transaction).toBe(copyTx);
+    } finally {
+      await restore();
+    }
   });
 
   it("leaves an item refused as spent submitted, answered pending, while the node cannot search for a copy", async () => {

@@ -1,24 +1,9 @@
 // USDC's blacklist on a test chain's TestUSD, for tests of a payee the token refuses. TestUSD has none (its gas is
 // what the x402 tests book and split), so contracts/test/BlacklistingTestUSD.sol — TestUSD with the blacklist, its
-// storage TestUSD's and one mapping after it — is deployed once with TestUSD's own constructor arguments, and its
-// code (immutables filled) is put at the TestUSD address with Hardhat's setCode: every balance, allowance and
-// authorization stays, and the EIP-712 domain is rebuilt for that address as before.
-import { readFile } from "node:fs/promises";
-import path from "node:path";
-import type { Abi, Address, Hex } from "viem";
-import { testUsdDefaults } from "../../adapters/evm/deploy.ts";
+// storage TestUSD's and one mapping after it — is put at the TestUSD address (token-code.ts).
+import type { Address, Hex } from "viem";
 import type { EmbeddedChain } from "../../adapters/evm/dev-chain.ts";
-
-const artifactPath = path.join(
-  import.meta.dirname,
-  "..",
-  "..",
-  "artifacts",
-  "contracts",
-  "test",
-  "BlacklistingTestUSD.sol",
-  "BlacklistingTestUSD.json",
-);
+import { replaceTestUsdCode } from "./token-code.ts";
 
 /** A tip far above the gateway's: a transaction sent with it is mined first in a block the gateway's is in too. */
 export type AheadFees = { maxPriorityFeePerGas: bigint; maxFeePerGas: bigint };
@@ -33,20 +18,8 @@ export async function installBlacklist(chain: EmbeddedChain): Promise<{
   unBlacklist(address: Address): Promise<void>;
   sendBlacklist(address: Address, fees: AheadFees): Promise<Hex>;
 }> {
-  const artifact = JSON.parse(await readFile(artifactPath, "utf8")) as { abi: Abi; bytecode: Hex };
+  const artifact = await replaceTestUsdCode(chain, "BlacklistingTestUSD");
   const account = chain.accounts[0]!;
-  const hash = await chain.walletClient.deployContract({
-    abi: artifact.abi,
-    bytecode: artifact.bytecode,
-    args: [testUsdDefaults.name, testUsdDefaults.symbol, testUsdDefaults.version],
-    account,
-    chain: chain.chain,
-  });
-  const deployed = await chain.publicClient.waitForTransactionReceipt({ hash });
-  if (deployed.contractAddress == null) throw new Error("BlacklistingTestUSD was not deployed");
-  const code = await chain.publicClient.getCode({ address: deployed.contractAddress });
-  if (code === undefined) throw new Error("BlacklistingTestUSD has no code");
-  await chain.networkHelpers.setCode(chain.contracts.testUsd, code);
   const send = (functionName: "blacklist" | "unBlacklist", address: Address, fees?: AheadFees) =>
     chain.walletClient.writeContract({
       address: chain.contracts.testUsd,
