@@ -92,7 +92,7 @@ export async function poll(w: WatcherState): Promise<PollResult> {
  * until the event has failed sinkAttemptsMax times in a row: then it is held (held_seen, held_pending) and false is
  * returned, so that the events behind it go on — before, one event that could not be applied held every later event
  * of the contract, every tenant's deposits with them, for good. releaseHeld puts it back later. (A reorg's removal is
- * held at its first failure: checkReorg.)
+ * held before it is applied: checkReorg.)
  */
 async function handled(
   w: WatcherState,
@@ -144,32 +144,39 @@ async function releaseHeld(w: WatcherState): Promise<void> {
   for (const row of released)
     w.failures.set(`${row.tx_hash}:${row.log_index}:${row.status}`, attemptsMax - 1);
   const removals = await heldRemovals(w);
-  for (const row of removals) {
-    try {
-      await w.sink.removed(w.source.toEvent(row), row.was_final);
-    } catch (error) {
-      w.logger.error(
-        {
-          error: error instanceof Error ? error.message : String(error),
-          txHash: row.tx_hash,
-          logIndex: row.log_index,
-        },
-        "a held removal failed again; it stays held",
-      );
-      continue;
-    }
-    await w.db.query(
-      `DELETE FROM evm_watch_removals_held
-       WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5`,
-      [w.chainId, w.contract, row.tx_hash, row.log_index, row.generation],
-    );
-  }
+  for (const row of removals) await appliedRemoval(w, row);
   if (released.length > 0 || removals.length > 0) w.settledAt = null;
+}
+
+/**
+ * Applies a held removal through the sink and forgets it (its row in evm_watch_removals_held deleted); a failure is
+ * logged and it stays held.
+ */
+async function appliedRemoval(w: WatcherState, row: EventRow & { was_final: boolean }): Promise<void> {
+  try {
+    await w.sink.removed(w.source.toEvent(row), row.was_final);
+  } catch (error) {
+    w.logger.error(
+      {
+        error: error instanceof Error ? error.message : String(error),
+        txHash: row.tx_hash,
+        logIndex: row.log_index,
+        event: row.event_name,
+      },
+      "a reorg's removal of an event failed; it stays held, and is tried again later",
+    );
+    return;
+  }
+  await w.db.query(
+    `DELETE FROM evm_watch_removals_held
+     WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5`,
+    [w.chainId, w.contract, row.tx_hash, row.log_index, row.generation],
+  );
 }
 
 /** Returns how many events a reorg removed (0 when every stored block still matches the chain). */
 async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
-  const { params, sink } = w;
+  const { params } = w;
   const blocks = await w.db.query<{ number: bigint; hash: Hex }>(
     "SELECT number, hash FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 ORDER BY number",
     [w.chainId, w.contract],
@@ -194,29 +201,13 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     "e.block_number >= $3 AND e.status <> 'removed' ORDER BY e.block_number DESC, e.log_index DESC",
     [forked],
   );
-  // A removal whose sink call fails is held at once (evm_watch_removals_held), the event marked removed all the same,
-  // in the transaction that moves the cursor back: releaseHeld tries it again every heldRetryMs. Before, the poll
-  // failed on it — for good if it kept failing, and no deposit of any tenant was credited after the reorg — while the
-  // removals before it had been applied and their rows stayed posted until a poll got through: a chain that flipped
-  // back meanwhile left them reversed with their logs on chain. Now the sink calls made and the rows' new status
-  // commit together, whatever fails.
-  const held: EventRow[] = [];
-  for (const row of gone) {
-    try {
-      await sink.removed(w.source.toEvent(row), row.status === "posted");
-    } catch (error) {
-      held.push(row);
-      w.logger.warn(
-        {
-          error: error instanceof Error ? error.message : String(error),
-          txHash: row.tx_hash,
-          logIndex: row.log_index,
-          event: row.event_name,
-        },
-        "a reorg's removal of an event failed; held, and tried again later",
-      );
-    }
-  }
+  // Every removal is held first (evm_watch_removals_held), in the transaction that marks the events removed and moves
+  // the cursor back; then each is applied through the sink, and forgotten once it is (appliedRemoval). One that fails
+  // stays held, and releaseHeld tries it again every heldRetryMs. Before, the sink was called first and a failure
+  // failed the poll — every poll, if it kept failing, and no deposit of any tenant was credited after the reorg — while
+  // the removals before it had been applied with their rows still posted: a chain that flipped back meanwhile left
+  // those deposits reversed with their logs on chain. Now a removal is on record before it is applied, and the same
+  // log mined again waits for it (the final step above).
   await w.db.transaction(async (tx) => {
     for (const row of gone) {
       await tx.query(
@@ -224,8 +215,8 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
          WHERE chain_id = $1 AND contract = $2 AND tx_hash = $3 AND log_index = $4`,
         [w.chainId, w.contract, row.tx_hash, row.log_index],
       );
+      await holdRemoval(w, tx, row);
     }
-    for (const row of held) await holdRemoval(w, tx, row);
     await tx.query("DELETE FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number >= $3", [
       w.chainId,
       w.contract,
@@ -233,6 +224,7 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     ]);
     await setNextBlock(w, tx, rescanFrom);
   });
+  for (const row of gone) await appliedRemoval(w, { ...row, was_final: row.status === "posted" });
   return gone.length;
 }
 

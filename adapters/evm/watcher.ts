@@ -6,8 +6,9 @@
 // Durability: one DB transaction stores a read range's events, the hashes of the blocks they sit in (and of the
 // range's last block) and the advanced cursor; the sink is called afterwards, from the stored rows, and each row's
 // status moves only once the sink has returned — or once its call has failed sinkAttemptsMax times in a row: then it
-// is held (held_seen, held_pending; a reorg's removal at its first failure, kept in evm_watch_removals_held while the
-// row is marked removed) and tried again every heldRetryMs, so that the events behind it go on. A crash between the two repeats a sink call, which the sink
+// is held (held_seen, held_pending) and tried again every heldRetryMs, so that the events behind it go on. A reorg's
+// removal is the other way round: kept (evm_watch_removals_held) with the row marked removed first, then applied,
+// and kept until it is. A crash between the two repeats a sink call, which the sink
 // makes harmless (its ledger ids are derived from chainId:txHash:logIndex and the event's generation).
 //
 // Reorgs: every poll compares the stored hashes of not-yet-final blocks with the chain. The lowest block whose
