@@ -272,8 +272,9 @@ async function settleOnce(
  * Each item refused for a reason the selector does not name, whose nonce the token holds spent at the batch's block:
  * `authorization_used` (the batch did not spend it: the item failed). A token that refuses with a reason string, as
  * USDC does ("FiatTokenV2: authorization is used or canceled"), leaves AuthorizationFailed only `Error(string)`'s
- * selector; the spend was a copy of the authorization someone mined first, perhaps, which x402 looks for on
- * `authorization_used` alone (gateway/x402/spends.ts). A read that fails leaves the item `rejected`.
+ * selector. The spend was a copy of the authorization someone mined first, perhaps (x402 looks for one:
+ * gateway/x402/spends.ts), or the payer's own use of the nonce elsewhere. A read that fails leaves the item
+ * `rejected`, which x402 searches for a copy of too.
  */
 async function spentBeforeOf(
   state: EvmRailState,

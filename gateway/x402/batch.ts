@@ -5,9 +5,10 @@
 // waits in its chain's queue. A queue is sent when `batchSizeMax` payments wait or when its oldest has waited
 // `batchWaitMsMax`, as one transaction from the rail's hot wallet through its send journal (the rail's
 // settleAuthorizationBatch: one signer, the database's nonce, sent once per key). Each caller gets its own item's
-// outcome from the receipt: one refused authorization fails alone (one refused as spent, whose spend was a copy of it
-// that someone submitted first and that paid the hot wallet, is settled by that copy: spends.ts; while the node cannot
-// say whether one did, it is answered pending and left `submitted` for reconciliation).
+// outcome from the receipt: one refused authorization fails alone (one refused as spent, or for a reason the token did
+// not name, whose spend was a copy of it that someone submitted first and that paid the hot wallet, is settled by that
+// copy: spends.ts; while the node cannot say whether one did, it is answered pending and left `submitted` for
+// reconciliation).
 //
 // The bound a seller waits: its payment is sent at most `batchWaitMsMax` after `settle` booked it (sooner when the
 // batch fills), and its outcome is known at most the chain's `receiptTimeoutMs` later; past that, the caller is
@@ -358,12 +359,15 @@ async function sendOnChain(
   // Mined: each item's outcome is the receipt's; the ledger's and the database's faults from here on are logged
   // and retried (afterSent), never the payer's answer.
   const results: SettleResult[] = [];
-  // Each item refused as spent: perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
-  // first). Searched all at once: every caller of the batch waits for the last.
+  // Each item refused as spent — or for a reason the token did not name, which a spend may be too when the rail could
+  // not read the nonce's state — perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
+  // first), as the single settler looks for one whatever made its transaction revert. Searched all at once: every
+  // caller of the batch waits for the last.
   const copies = await Promise.all(
     items.map((w, i) => {
       const item = outcome.items[i]!;
-      return item.status === "refused" && item.refusal === "authorization_used"
+      return item.status === "refused" &&
+        (item.refusal === "authorization_used" || item.refusal === "rejected")
         ? spentByAnother(chain, w.payment.authorization, outcome.blockNumber)
         : null;
     }),
@@ -400,8 +404,8 @@ async function sendOnChain(
         invoiceId: w.invoiceId,
       });
     } else if (copy === "unknown") {
-      // Refused as spent, and the node cannot say now whether a copy paid: left `submitted` for reconciliation to
-      // look again, never taken for a failure (the payer may have paid).
+      // Refused (as spent, or for no reason named), and the node cannot say now whether a copy paid: left `submitted`
+      // for reconciliation to look again, never taken for a failure (the payer may have paid).
       await afterSent(logger, "recording the refusal to look at again", context, () =>
         record(db, chain, a, { status: "submitted", txHash: outcome.txHash }),
       );
@@ -409,7 +413,7 @@ async function sendOnChain(
         refused(
           w,
           "unexpected_settle_error",
-          `the token refused the authorization in batch ${outcome.txHash} as spent, and whether a copy of it paid could not be read now`,
+          `the token refused the authorization in batch ${outcome.txHash}, and whether a copy of it paid could not be read now`,
           true,
         ),
       );

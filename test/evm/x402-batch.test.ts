@@ -372,11 +372,15 @@ describe("batch settlement on the Hardhat chain", () => {
   });
 
   /**
-   * Two payments settled in one batch read through `on`, while a stranger's copy of the second's authorization, sent
-   * once the batch is, is mined first in the same block: the token refuses that item as spent. The two answers and the
-   * copy's transaction.
+   * Two payments settled in one batch read through `on`, while a stranger's copy of the second's authorization (or
+   * `first`, another authorization of its nonce), sent once the batch is, is mined first in the same block: the token
+   * refuses that item as spent. The two answers and the copy's transaction.
    */
-  async function frontRunInBatch(payments: Awaited<ReturnType<typeof payment>>[], on: X402Chain = chain) {
+  async function frontRunInBatch(
+    payments: Awaited<ReturnType<typeof payment>>[],
+    on: X402Chain = chain,
+    first: Parameters<typeof submitCopiedAuthorization>[2] = payments[1]!.claimed,
+  ) {
     const settler = batchSettler({ batchSizeMax: 2, batchWaitMsMax: 60_000 });
     await gw.setAutomine(false);
     let copyTx: Hex;
@@ -392,7 +396,7 @@ describe("batch settlement on the Hardhat chain", () => {
         gw.chain.publicClient.getTransactionCount({ address: chain.hotWallet, blockTag });
       const mined = await countOf("latest");
       await expect.poll(() => countOf("pending"), { timeout: 10_000 }).toBeGreaterThan(mined);
-      copyTx = await submitCopiedAuthorization(gw, chain.token, payments[1]!.claimed);
+      copyTx = await submitCopiedAuthorization(gw, chain.token, first);
       await gw.chain.networkHelpers.mine(1);
     } finally {
       await gw.setAutomine(true);
@@ -427,6 +431,32 @@ describe("batch settlement on the Hardhat chain", () => {
       // Before: "FiatTokenV2: authorization is used or canceled" left the batch's AuthorizationFailed only
       // Error(string)'s selector: refused as "rejected", and no copy was looked for.
       expect(okResult(front).transaction).toBe(copyTx);
+    } finally {
+      await restore();
+    }
+  });
+
+  it("refuses as spent an item whose nonce the payer used elsewhere, on a token that refuses with USDC's strings", async () => {
+    const { restore } = await replaceTestUsdCode(gw.chain, "FiatTokenReasonsTestUSD");
+    try {
+      const [first, spender] = await newPayers([payerFunds, payerFunds]);
+      const payments = [await payment(first!, 430n), await payment(spender!, 480n)];
+      // The payer's own authorization of the same nonce, to another address and for another amount.
+      const mine = payments[1]!.claimed.authorization;
+      const elsewhere = { ...mine, to: gw.chain.accounts[5]!.address, value: 200n };
+      const signature = await spender!.signTypedData(
+        transferWithAuthorizationTypedData(
+          { name: "USD Coin", version: "2", chainId: chain.chainId, verifyingContract: chain.token },
+          elsewhere,
+        ),
+      );
+      const { settled, front } = await frontRunInBatch(payments, chain, {
+        authorization: elsewhere,
+        signature,
+      });
+      okResult(settled);
+      // Before: the reason string's selector alone, "rejected": invalid_transaction_state, though the token says why.
+      expect(front).toMatchObject({ ok: false, refusal: "invalid_exact_evm_nonce_already_used" });
     } finally {
       await restore();
     }
