@@ -790,11 +790,7 @@ describe("a reorg deeper than the confirmations", () => {
     const again = await invoice(inv.id);
     expect([again.status, again.received_amount]).toEqual(["paid", "3.000000"]);
     expect((await merchantBalance()) - before).toBe(3_000_000n);
-    const types = await gw.app.db.query<{ type: string }>(
-      "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
-      [inv.id],
-    );
-    expect(types.map((row) => row.type)).toEqual([
+    expect(await outboxTypesOf(inv.id)).toEqual([
       "invoice.payment_received",
       "invoice.paid",
       "invoice.reversed",
@@ -882,11 +878,7 @@ describe("a reorg deeper than the confirmations", () => {
       const again = await invoice(held.id);
       expect([again.status, again.received_amount]).toEqual(["paid", "1.100000"]);
       expect((await merchantBalance()) - before).toBe(2_400_000n);
-      const types = await gw.app.db.query<{ type: string }>(
-        "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
-        [held.id],
-      );
-      expect(types.map((row) => row.type)).toEqual([
+      expect(await outboxTypesOf(held.id)).toEqual([
         "invoice.payment_received",
         "invoice.paid",
         "invoice.reversed",
@@ -898,6 +890,15 @@ describe("a reorg deeper than the confirmations", () => {
     }
   });
 });
+
+/** The types of the invoice's events in the outbox, in the order they were written. */
+async function outboxTypesOf(invoiceId: string): Promise<string[]> {
+  const rows = await gw.app.db.query<{ type: string }>(
+    "SELECT type FROM outbox WHERE payload->>'invoice_id' = $1 ORDER BY id",
+    [invoiceId],
+  );
+  return rows.map((row) => row.type);
+}
 
 /**
  * The stranger's transfer of `amount` to `to`, signed once to be sent on both branches of a reorg: the same

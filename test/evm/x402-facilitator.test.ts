@@ -144,6 +144,25 @@ async function signedPayment(
   };
 }
 
+/** A payload's authorization (x402's strings) as the chain takes it (bigints). */
+function termsOf(given: {
+  from: string;
+  to: string;
+  value: string;
+  validAfter: string;
+  validBefore: string;
+  nonce: string;
+}) {
+  return {
+    from: given.from as Address,
+    to: given.to as Address,
+    value: BigInt(given.value),
+    validAfter: BigInt(given.validAfter),
+    validBefore: BigInt(given.validBefore),
+    nonce: given.nonce as Hex,
+  };
+}
+
 beforeAll(async () => {
   gw = await startGateway();
   await gw.app.server.listen({ port: 0, host: "127.0.0.1" });
@@ -406,14 +425,7 @@ describe("the facilitator's routes", () => {
     // …and when none did, the retry is refused, and the row left for reconciliation.
     const unsent = await signedPayment();
     const u = unsent.paymentPayload.payload.authorization;
-    const unsentTerms = {
-      from: u.from as Address,
-      to: u.to as Address,
-      value: BigInt(u.value),
-      validAfter: BigInt(u.validAfter),
-      validBefore: BigInt(u.validBefore),
-      nonce: u.nonce as Hex,
-    };
+    const unsentTerms = termsOf(u);
     expect(await claim(gw.app.db, deps.chains.chains[0]!, unsentTerms, { tenantId, accountId })).toBe(true);
     await record(gw.app.db, deps.chains.chains[0]!, unsentTerms, {
       status: "submitted",
@@ -453,16 +465,8 @@ describe("the facilitator's routes", () => {
     try {
       settling = facilitator("settle", payment);
       await expect.poll(async () => (await rowOf())?.status, { timeout: 10_000 }).toBe("submitted");
-      const a = signed.authorization;
       copyTx = await submitCopiedAuthorization(gw, token, {
-        authorization: {
-          from: a.from as Address,
-          to: a.to as Address,
-          value: BigInt(a.value),
-          validAfter: BigInt(a.validAfter),
-          validBefore: BigInt(a.validBefore),
-          nonce: a.nonce as Hex,
-        },
+        authorization: termsOf(signed.authorization),
         signature: signed.signature as Hex,
       });
       await gw.chain.networkHelpers.mine(1);
@@ -977,14 +981,7 @@ describe("the paywall's x402 scheme", () => {
     try {
       await Promise.race([claim.reached, b]);
       const { authorization: given, signature } = signedA.paymentPayload.payload;
-      const authorization = {
-        from: given.from as Address,
-        to: given.to as Address,
-        value: BigInt(given.value),
-        validAfter: BigInt(given.validAfter),
-        validBefore: BigInt(given.validBefore),
-        nonce: given.nonce as Hex,
-      };
+      const authorization = termsOf(given);
       await gw.send(gw.chain.accounts[0]!, {
         address: token,
         abi: testUsdAbi,
