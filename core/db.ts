@@ -31,9 +31,10 @@ export interface Db extends Sql {
   /** Runs a script of several statements without parameters (migrations). */
   exec(script: string): Promise<void>;
   /**
-   * Runs `fn` on one connection held for it alone, each statement outside any transaction (committed on its own) and
-   * without a statement timeout: for what PostgreSQL refuses inside a transaction and may take long (CREATE INDEX
-   * CONCURRENTLY in a migration), under a session's advisory lock. PGlite: its one connection.
+   * Runs `fn` on one connection held for it alone, without a statement timeout, each statement committed on its own
+   * unless `fn` sends BEGIN itself: for what PostgreSQL refuses inside a transaction and may take long (CREATE INDEX
+   * CONCURRENTLY in a migration), under a session's advisory lock (gateway/db migrate). The connection goes back with
+   * its settings reset. PGlite: its one connection, as it is.
    */
   session<T>(fn: (conn: Sql) => Promise<T>): Promise<T>;
   close(): Promise<void>;

@@ -110,8 +110,9 @@ export async function loadEvents(
 }
 
 /**
- * Keeps the removal of `row` (a reorg took it away, and its sink call keeps failing) to be tried again (releaseHeld),
- * as the row was before its removal: its block, its generation, and whether it was final (posted).
+ * Keeps the removal of `row` (a reorg took it away) until the sink has applied it (watcher-poll.ts checkReorg, then
+ * releaseHeld while it fails), as the row was before its removal: its block, its generation, and whether it was
+ * final (posted).
  */
 export async function holdRemoval(w: WatcherState, tx: Sql, row: EventRow): Promise<void> {
   await tx.query(

@@ -932,7 +932,8 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
     let failed = false;
     try {
       // A statement waiting for a table's lock holds every later statement on that table behind it (the serving
-      // version's payments): given up past this bound, as the pool's statement timeout gave it up before.
+      // version's payments): given up past this bound, as the pool's statement timeout gave it up before. (Not for a
+      // migration outside a transaction: below.)
       await conn.query(`SET lock_timeout = ${migrationLockWaitMs}`);
       await conn.query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
@@ -947,7 +948,11 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
           const script = await readFile(path.join(source.directory, file), "utf8");
           const record = () => conn.query("INSERT INTO schema_migrations (name) VALUES ($1)", [name]);
           if (script.startsWith(outsideTransaction)) {
+            // No bound on what these wait for: a concurrent build waits for every older transaction of the database
+            // (a dump, a long report), which lock_timeout would count, and its waits hold up no one's writes.
+            await conn.query("SET lock_timeout = 0");
             for (const statement of splitStatements(script)) await conn.query(statement);
+            await conn.query(`SET lock_timeout = ${migrationLockWaitMs}`);
             await record();
           } else
             await inTransaction(conn, async () => {
@@ -958,6 +963,7 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
         }
       }
       if (!(await isBytewise(conn))) await inTransaction(conn, () => bytewiseTextIn(conn, sources));
+      await conn.query("RESET lock_timeout"); // PGlite's one connection goes on serving with it
       return applied;
     } catch (error) {
       failed = true;
@@ -971,7 +977,10 @@ export async function migrate(db: Db, sources: readonly MigrationSource[]): Prom
   });
 }
 
-/** How long a migration's statement waits for a lock on a table before it fails (the migration rolled back). */
+/**
+ * How long a statement of a migration in a transaction waits for a lock on a table before it fails (the migration
+ * rolled back); a migration outside a transaction waits without a bound (migrate says why).
+ */
 const migrationLockWaitMs = 30_000;
 
 /** How long a migrator waits between asks for the migrations' lock, at first and at most. */

@@ -336,7 +336,7 @@ async function planAndSend(deps: NettingDeps, force: boolean, lease: string): Pr
 }
 
 /** How many waiting payouts a flush reads at most (NettingConfig.accruedReadMax). */
-export const accruedReadMaxDefault = 10_000;
+const accruedReadMaxDefault = 10_000;
 
 type AccruedRow = { payment_id: string; payee: string; amount: bigint; created_at: Date };
 

@@ -144,8 +144,9 @@ const spentNonceReads: VerifyReads = {
  * transaction, when the payment passes every check but its nonce's (signature, recipient, value against the
  * requirements, time) and the authorization was settled for the same tenant and account and amount. A row left
  * `submitted` (its outcome never recorded) is completed here when its transaction's receipt shows the token spent
- * this authorization. Anything else (another tenant or account, other requirements, a claim not sent yet, failed,
- * or a transaction that did not spend it): null, the caller refuses.
+ * this authorization, or, when it did not, a copy of the authorization mined first paid the hot wallet on these terms
+ * (spends.ts spenderOf). Anything else (another tenant or account, other requirements, a claim not sent yet, failed,
+ * or neither spent it): null, the caller refuses.
  */
 async function priorSettlement(
   deps: X402Deps,

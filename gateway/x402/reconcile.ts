@@ -1,8 +1,8 @@
 // Reconciliation of x402 authorizations whose transaction was sent but whose outcome was never recorded: a row left
 // `submitted` (settle.ts, batch.ts: the receipt was not seen within the chain's receiptTimeoutMs, or recording it
-// failed, or the settler saw its transaction revert and could not search for a copy). A pass, every
-// `x402ReconcileEveryMs`, takes per chain at most `rowsPerPassMax` such rows quiet for `submittedQuietMs` (well past
-// any settler's wait), and asks the chain for each distinct transaction's receipt once:
+// failed, or the settler saw its transaction revert, or its batch item refused, and could not search for a copy). A
+// pass, every `x402ReconcileEveryMs`, takes per chain at most `rowsPerPassMax` such rows quiet for `submittedQuietMs`
+// (well past any settler's wait), and asks the chain for each distinct transaction's receipt once:
 //
 //   - mined, successful, with the token's AuthorizationUsed log for the row's (payer, nonce) → `settled`;
 //   - mined but not spending it, while a copy of the payer's signed transfer (another's transaction, spends.ts

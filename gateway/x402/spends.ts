@@ -87,7 +87,7 @@ export function paidIn(
 }
 
 /** What the search for another's spend of an authorization found: the copy, none, or nothing it can say now. */
-export type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "unknown";
+type AnotherSpend = { readonly txHash: Hex; readonly block: bigint } | null | "unknown";
 
 /**
  * The transaction, not ours, that spent this very authorization at or before `throughBlock` (within
