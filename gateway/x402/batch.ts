@@ -368,7 +368,7 @@ async function sendOnChain(
       const item = outcome.items[i]!;
       return item.status === "refused" &&
         (item.refusal === "authorization_used" || item.refusal === "rejected")
-        ? spentByAnother(chain, w.payment.authorization, outcome.blockNumber)
+        ? spentByAnother(chain, w.payment.authorization, outcome.blockNumber, logger)
         : null;
     }),
   );

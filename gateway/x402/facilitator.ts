@@ -172,7 +172,7 @@ async function priorSettlement(
   if (prior.status === "submitted") {
     // Sent, its outcome never recorded: the chain says whether that transaction spent this authorization, or a copy
     // of it mined first did (ours then reverted, or the token refused it in its batch) and paid the hot wallet.
-    const spent = await spenderOf(chain, prior.txHash as Hex, payment.authorization);
+    const spent = await spenderOf(chain, prior.txHash as Hex, payment.authorization, deps.logger);
     if (spent === null) return null;
     await record(deps.db, chain, payment.authorization, {
       status: "settled",

@@ -261,14 +261,11 @@ async function concludeTx(
           chain,
           { from: row.payer, to: chain.hotWallet, value: row.amount, nonce: row.nonce },
           receipt.blockNumber,
+          deps.logger,
         );
     if (copy === "unknown") {
-      // The node cannot say now whether a copy paid: never taken for none (the payer may have paid). Left, said each
-      // pass: a node that can never answer (its logs pruned) leaves the row for a person.
-      deps.logger.warn(
-        { txHash, rail: chain.rail, payer: row.payer, nonce: row.nonce },
-        "x402 reconcile: whether a copy of the authorization paid cannot be read now; left for the next pass",
-      );
+      // The node cannot say now whether a copy paid (spentByAnother said why): never taken for none (the payer may
+      // have paid). Left, each pass: a node that can never answer (its logs pruned) leaves the row for a person.
       left.push(row);
       continue;
     }

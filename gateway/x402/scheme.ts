@@ -218,7 +218,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       const hashes = new Set<Hex>([sent, ...((await rail?.sendHashesOf?.(sent)) ?? [])]);
       const terms = { ...authorization, to: chain.hotWallet };
       for (const hash of hashes) {
-        const spent = await spenderOf(chain, hash, terms);
+        const spent = await spenderOf(chain, hash, terms, deps.logger);
         if (spent !== null) return spent.txHash;
       }
       return null;

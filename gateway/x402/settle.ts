@@ -173,7 +173,7 @@ export function createSingleSettler(deps: SingleSettlerDeps): X402Settler {
       // Reverted because a copy of the payer's signed transfer, submitted by someone who saw it (a bot watching the
       // mempool), was mined first: the money came to the hot wallet all the same, and the deposit watcher credits the
       // invoice from that transaction. The payment is settled, by it; ours cost its gas.
-      const copy = mined.success ? null : await spentByAnother(chain, a, mined.block);
+      const copy = mined.success ? null : await spentByAnother(chain, a, mined.block, logger);
       if (copy === "unknown") {
         // Reverted, and the node cannot say now whether a copy paid: never taken for a failure (the payer may have
         // paid). The row stays `submitted`, with the mined transaction, for reconciliation to look again; its gas is

@@ -13,7 +13,7 @@ import {
   type TransactionReceipt,
   toBytes,
 } from "viem";
-import { nodeRefused, readInHalves } from "../../core/index.ts";
+import { type Logger, nodeRefused, readInHalves } from "../../core/index.ts";
 import type { X402Chain } from "./chains.ts";
 import type { Eip3009Authorization } from "./verify.ts";
 
@@ -104,6 +104,7 @@ export async function spentByAnother(
   chain: X402Chain,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
   throughBlock: bigint,
+  logger: Logger,
 ): Promise<AnotherSpend> {
   try {
     const fromBlock =
@@ -135,7 +136,12 @@ export async function spentByAnother(
       if (paidIn(chain, receipt, a)) return { txHash: log.transactionHash, block: receipt.blockNumber };
     }
     return null;
-  } catch {
+  } catch (error) {
+    // Why, said here: a node that pruned its logs, one rate-limiting, and a bug all answer "unknown" to the caller.
+    logger.warn(
+      { error, rail: chain.rail, payer: a.from, nonce: a.nonce },
+      "x402: whether a copy of the authorization paid cannot be read now",
+    );
     return "unknown";
   }
 }
@@ -149,6 +155,7 @@ export async function spenderOf(
   chain: X402Chain,
   txHash: Hex,
   a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
+  logger: Logger,
 ): Promise<{ txHash: Hex; block: bigint; copy: boolean } | null> {
   let receipt: MinedReceipt;
   try {
@@ -158,6 +165,6 @@ export async function spenderOf(
     return null;
   }
   if (spentIn(chain, receipt, a)) return { txHash, block: receipt.blockNumber, copy: false };
-  const copy = await spentByAnother(chain, a, receipt.blockNumber);
+  const copy = await spentByAnother(chain, a, receipt.blockNumber, logger);
   return copy === null || copy === "unknown" ? null : { ...copy, copy: true };
 }

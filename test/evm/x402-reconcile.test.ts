@@ -23,6 +23,7 @@ import { type ReconcileSettings, reconcileX402 } from "../../gateway/x402/reconc
 import { type ClaimedPayment, createSingleSettler, type SettleResult } from "../../gateway/x402/settle.ts";
 import { claim, record, sentAuthorization } from "../../gateway/x402/store.ts";
 import type { ExactRequirements } from "../../gateway/x402/verify.ts";
+import { recordingLogger } from "../support/recording-logger.ts";
 import {
   anotherProcessRail,
   chainGettingLogs,
@@ -357,8 +358,8 @@ describe("a payment front-run by a copy of its own authorization", () => {
    * `p` settled by the single settler reading the chain through `on`, while a stranger's copy of its authorization,
    * sent once ours is, is mined first in the same block: ours reverts. The answer, the copy's and our transaction.
    */
-  async function frontRun(p: Payment, on: X402Chain = chain) {
-    const settler = createSingleSettler({ settlement: gw.app.settlement });
+  async function frontRun(p: Payment, on: X402Chain = chain, logger: Logger = silentLogger) {
+    const settler = createSingleSettler({ settlement: gw.app.settlement, logger });
     await setAutomine(false);
     let copyTx: Hex;
     let settling: Promise<SettleResult>;
@@ -429,9 +430,13 @@ describe("a payment front-run by a copy of its own authorization", () => {
       });
       const copied = await claimed(await payment(await newPayer(`copied, node ${how}`), value));
       const feesBefore = await feesBooked();
-      const { result, copyTx, ownTx } = await frontRun(copied, outOfReach);
+      const { logger, lines } = recordingLogger();
+      const { result, copyTx, ownTx } = await frontRun(copied, outOfReach, logger);
       // One read: a payer waits on this search, and halving what timed out would ask again for each half.
       expect(reads).toBe(1);
+      // Why it cannot say, logged with the node's error.
+      const said = lines.find((line) => line.message.includes("whether a copy of the authorization paid"));
+      expect(String((said?.fields.error as Error | undefined)?.message)).toContain("node.invalid");
       // Before: refused invalid_transaction_state and failed "reverted": a payer who had paid, told it had not.
       expect(result).toMatchObject({ ok: false, refusal: "unexpected_settle_error", pending: true });
       expect(await rowOf(copied)).toMatchObject({ status: "submitted", tx_hash: ownTx, spent_tx_hash: null });
