@@ -22,7 +22,7 @@ import {
   receiveWithAuthorizationTypedData,
   testUsdAbi,
 } from "../../adapters/evm/index.ts";
-import { assets, silentLogger } from "../../core/index.ts";
+import { assets, type RailEvent, silentLogger } from "../../core/index.ts";
 import { applyRailEvent, sweepDepositsOnce } from "../../gateway/settlement/index.ts";
 import { replaceTestUsdCode } from "../support/token-code.ts";
 import { anotherProcessRail, type Gateway, gettingLogsOf, type LogsSeen, startGateway } from "./support.ts";
@@ -390,33 +390,11 @@ describe("a deposit whose crediting keeps failing", () => {
     await transfer(payer(), poisoned.instructions.deposit_address!, 1_000_000n);
     await transfer(payer(), behind.instructions.deposit_address!, 2_000_000n);
     await mine(3);
-    // Another process's rail follows the deposits (this file's is stopped), with a handler that cannot apply the
-    // first deposit (as an invariant broken would), and held ones tried again at every poll.
+    // A handler that cannot apply the first deposit (as an invariant broken would).
     let failing = true;
-    const other = anotherProcessRail(gw, {
-      deposits: {
-        factory: gw.chain.contracts.forwarderFactory,
-        startBlock: 0n,
-        pollIntervalMs: 3_600_000,
-        lateWatchMs: 3_600_000,
-        sweepSaltsMax: 50,
-        sinkAttemptsMax: 3,
-        heldRetryMs: 0,
-      },
-    });
-    const deps = {
-      settlement: gw.app.settlement,
-      payments: gw.app.payments,
-      logger: silentLogger,
-    };
-    other.onEvent(async (event) => {
-      if (failing && event.kind === "received" && event.reference === poisoned.id)
-        throw new Error("this deposit cannot be applied");
-      await applyRailEvent(deps, "evm", event);
-    });
-    // This file's watcher gives its lease up (its polls took it), for the other's to follow the deposits.
-    await rail.depositWatcher()!.stop();
-    await other.start();
+    const other = await followedFailing(
+      (event) => failing && event.kind === "received" && event.reference === poisoned.id,
+    );
     try {
       const watcher = other.depositWatcher()!;
       for (let round = 0; round < 6 && (await invoice(behind.id)).status !== "paid"; round++)
@@ -810,30 +788,13 @@ describe("a reorg deeper than the confirmations", () => {
     await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
     await transfer(payer(), reorged.instructions.deposit_address!, 1_200_000n);
     await mine(2);
-    // Another process's rail follows the deposits (this file's gives its lease up), with a handler that cannot reverse
-    // the first two deposits (as an invariant broken would), and held ones tried again at every poll; the gateway's
-    // confirmations, so that the blocks it remembers reach back to both deposits.
+    // A handler that cannot reverse the first two deposits (as an invariant broken would); the gateway's
+    // confirmations, so that the blocks the other rail remembers reach back to both deposits.
     let failing = true;
-    const other = anotherProcessRail(gw, {
-      confirmations: 3,
-      deposits: {
-        factory: gw.chain.contracts.forwarderFactory,
-        startBlock: 0n,
-        pollIntervalMs: 3_600_000,
-        lateWatchMs: 3_600_000,
-        sweepSaltsMax: 50,
-        sinkAttemptsMax: 3,
-        heldRetryMs: 0,
-      },
-    });
-    const deps = { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger };
-    other.onEvent(async (event) => {
-      if (failing && event.kind === "reversed" && [held.id, reorged.id].includes(event.reference))
-        throw new Error("this reversal cannot be applied");
-      await applyRailEvent(deps, "evm", event);
-    });
-    await rail.depositWatcher()!.stop();
-    await other.start();
+    const other = await followedFailing(
+      (event) => failing && event.kind === "reversed" && [held.id, reorged.id].includes(event.reference),
+      3,
+    );
     const statuses = async () => [
       (await invoice(held.id)).status,
       (await invoice(reorged.id)).status,
@@ -890,6 +851,37 @@ describe("a reorg deeper than the confirmations", () => {
     }
   });
 });
+
+/**
+ * Another process's rail following the deposits, started, with held events tried again at every poll and a handler
+ * that applies each event but throws for those `refuses` names; this file's watcher gives its lease up (its polls
+ * took it) for the other's to follow. The caller stops it.
+ */
+async function followedFailing(
+  refuses: (event: RailEvent) => boolean,
+  confirmations?: number,
+): Promise<EvmRail> {
+  const other = anotherProcessRail(gw, {
+    ...(confirmations === undefined ? {} : { confirmations }),
+    deposits: {
+      factory: gw.chain.contracts.forwarderFactory,
+      startBlock: 0n,
+      pollIntervalMs: 3_600_000,
+      lateWatchMs: 3_600_000,
+      sweepSaltsMax: 50,
+      sinkAttemptsMax: 3,
+      heldRetryMs: 0,
+    },
+  });
+  const deps = { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger };
+  other.onEvent(async (event) => {
+    if (refuses(event)) throw new Error(`this ${event.kind} event cannot be applied`);
+    await applyRailEvent(deps, "evm", event);
+  });
+  await rail.depositWatcher()!.stop();
+  await other.start();
+  return other;
+}
 
 /** The types of the invoice's events in the outbox, in the order they were written. */
 async function outboxTypesOf(invoiceId: string): Promise<string[]> {
