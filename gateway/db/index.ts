@@ -241,15 +241,16 @@ export function openPostgres(config: {
    * A statement's rows. Through the pool (pool.query), the pool itself closes a connection whose statement failed.
    * `queuedAhead`: statements sent before it on the connection and not answered yet. node-postgres times a statement
    * from when it is sent, and a pipelined one's answer comes only after theirs: its bound covers them too.
+   * `timeoutMs` overrides that bound (a session's statement: as long as setTimeout allows).
    */
   const query = async <R extends Row>(
     client: pg.Pool | pg.PoolClient,
     text: string,
     params?: readonly unknown[],
     queuedAhead = 0,
+    timeoutMs = boundOf(queuedAhead),
   ) => {
     const name = names(text);
-    const timeoutMs = boundOf(queuedAhead);
     let pending: Promise<pg.QueryResult>;
     if (client === pool) {
       const config = { text, values: params as unknown[] | undefined, query_timeout: timeoutMs };
@@ -408,18 +409,7 @@ export function openPostgres(config: {
         // minutes. The connection goes back to the pool with them restored (RESET ALL: to the connection's start-up
         // settings, the pool's statement timeout among them).
         await client.query("SET statement_timeout = 0");
-        return await fn({
-          query: <R extends Row>(text: string, params?: readonly unknown[]) =>
-            new Promise<R[]>((resolve, reject) => {
-              const statement = new pg.Query(text, params as unknown[] | undefined, (error, result) =>
-                error === undefined || error === null
-                  ? resolve((result as unknown as pg.QueryResult).rows as R[])
-                  : reject(error),
-              );
-              Object.assign(statement, { query_timeout: timerMsMax });
-              client.query(statement);
-            }),
-        });
+        return await fn({ query: (text, params) => query(client, text, params, 0, timerMsMax) });
       } catch (error) {
         broken ??= error;
         throw error;
