@@ -54,6 +54,10 @@ export type SplitterEventSink = {
   seen(event: WatchedEvent): Promise<void>;
   /** Has the configured confirmations: make it final. Must be idempotent. */
   final(event: WatchedEvent): Promise<void>;
-  /** A reorg took it away; `wasFinal` says whether `final` had been applied. Must be idempotent. */
+  /**
+   * A reorg took it away. `wasFinal`: `final` may have been applied (it was called: it may have failed, before or after
+   * applying its effect), so the sink checks what `final` wrote before undoing it; false: it never was. Must be
+   * idempotent.
+   */
   removed(event: WatchedEvent, wasFinal: boolean): Promise<void>;
 };

@@ -194,6 +194,11 @@ export type RailEvent =
       key: string;
       amount: bigint;
       evidence: SettlementEvidence;
+      /**
+       * The `key` of the one receipt it takes back (a deposit a reorg removed), when it takes back one: a receipt never
+       * credited has nothing to take back, so nothing is, and the verdict is `not_ours`.
+       */
+      receipt?: string;
       /** What the provider took for the reversal (a dispute's fee). */
       fees?: readonly RailFee[];
     }

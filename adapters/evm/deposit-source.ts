@@ -415,7 +415,7 @@ export function depositSink(
   const deliver = async (event: RailEvent) => {
     const handle = handler();
     if (handle === null) throw new EvmRailError("a deposit is final before the rail has an event handler");
-    await handle(event);
+    return (await handle(event)) ?? "applied";
   };
   return {
     // Seen, not final: nothing is credited (the invoice shows nothing until the confirmations).
@@ -464,35 +464,48 @@ export function depositSink(
         );
     },
     async removed(log, wasFinal) {
-      // Removed before it was final: it was never credited, so there is nothing to undo.
+      // Removed before its `final` was called: never credited, so there is nothing to undo.
       if (!wasFinal) return;
       const paid = await invoiceOf(state, log);
       if (paid === null) return;
-      state.logger.error(
-        { txHash: log.txHash, reference: paid.reference },
-        "a reorg removed a credited deposit",
-      );
+      const reorg = [
+        state.chainId,
+        state.params.token.address.toLowerCase(),
+        log.txHash.toLowerCase(),
+        log.logIndex,
+        log.generation,
+      ];
       // Kept first: the same log mined again gives this reversal back (final, above).
       await state.params.db.query(
         `INSERT INTO evm_deposit_reorgs (chain_id, token, tx_hash, log_index, generation, reference, amount)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
-        [
-          state.chainId,
-          state.params.token.address.toLowerCase(),
-          log.txHash.toLowerCase(),
-          log.logIndex,
-          log.generation,
-          paid.reference,
-          paid.amount.toString(),
-        ],
+        [...reorg, paid.reference, paid.amount.toString()],
       );
-      await deliver({
+      // The receipt named, so that one whose `final` was called but never credited it (the call failed first) takes
+      // nothing back: the gateway answers not_ours. Before, only a posted event was reversed, and a credit whose event
+      // had not yet moved to posted (held, or a crash between the two) stood after the reorg with nothing on chain.
+      const verdict = await deliver({
         kind: "reversed",
         reference: paid.reference,
         key: `reorg:${receiptKey(log)}`,
         amount: paid.amount,
         evidence: evidenceOf(state, log),
+        receipt: receiptKey(log),
       });
+      if (verdict === "not_ours") {
+        // Nothing was reversed: the same log mined again is a receipt, not a reversal given back.
+        await state.params.db.query(
+          `DELETE FROM evm_deposit_reorgs
+           WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5
+             AND reinstated_by IS NULL`,
+          reorg,
+        );
+        return;
+      }
+      state.logger.error(
+        { txHash: log.txHash, reference: paid.reference },
+        "a reorg removed a credited deposit; its credit is reversed",
+      );
     },
   };
 }

@@ -18,6 +18,7 @@ import {
   nextBlock,
   rememberBlock,
   setNextBlock,
+  wasFinal,
 } from "./watcher-store.ts";
 
 export async function poll(w: WatcherState): Promise<PollResult> {
@@ -58,6 +59,16 @@ export async function poll(w: WatcherState): Promise<PollResult> {
      ORDER BY e.block_number, e.log_index LIMIT $4`,
     [finalBlockMax, params.eventsPerPollMax],
   );
+  // Marked before the calls, so that a call that applies its effect and then fails (or a crash before the row moves)
+  // leaves the event possibly final: a reorg that removes it then has its `final` undone (wasFinal). Before, only a
+  // posted row counted, and a deposit credited while its row was still pending stayed credited after the reorg.
+  if (final.length > 0)
+    await w.db.query(
+      `UPDATE evm_watch_events SET final_called = true
+       WHERE chain_id = $1 AND contract = $2 AND NOT final_called
+         AND (tx_hash, log_index) IN (SELECT * FROM unnest($3::text[], $4::int[]))`,
+      [w.chainId, w.contract, final.map((row) => row.tx_hash), final.map((row) => row.log_index)],
+    );
   for (const row of final) {
     if (!(await handled(w, row, "pending", () => sink.final(w.source.toEvent(row))))) continue;
     await move(w, row, "pending", "posted");
@@ -224,7 +235,7 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     ]);
     await setNextBlock(w, tx, rescanFrom);
   });
-  for (const row of gone) await appliedRemoval(w, { ...row, was_final: row.status === "posted" });
+  for (const row of gone) await appliedRemoval(w, { ...row, was_final: wasFinal(row) });
   return gone.length;
 }
 
@@ -265,7 +276,7 @@ async function read(w: WatcherState, head: bigint): Promise<number> {
            (chain_id, contract, tx_hash, log_index, block_number, block_hash, event_name, args, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'seen')
          ON CONFLICT (chain_id, contract, tx_hash, log_index) DO UPDATE
-           SET status = 'seen', generation = evm_watch_events.generation + 1,
+           SET status = 'seen', generation = evm_watch_events.generation + 1, final_called = false,
                block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
                event_name = EXCLUDED.event_name, args = EXCLUDED.args, updated_at = now()
            WHERE evm_watch_events.status = 'removed'`,

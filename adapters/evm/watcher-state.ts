@@ -73,6 +73,7 @@ export type LogSource<E> = {
 export type WatchSink<E> = {
   seen(event: E): Promise<void>;
   final(event: E): Promise<void>;
+  /** `wasFinal`: `final` may have been applied (SplitterEventSink.removed), so check what it wrote before undoing it. */
   removed(event: E, wasFinal: boolean): Promise<void>;
 };
 

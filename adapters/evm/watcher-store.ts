@@ -14,6 +14,8 @@ export type EventRow = {
   args: Record<string, unknown>;
   status: "seen" | "pending" | "posted" | "removed" | "held_seen" | "held_pending";
   generation: number;
+  /** The sink's `final` may have been called for it (set before the calls: 0016). */
+  final_called: boolean;
   recipients: Address[] | null;
   basis_points: number[] | null;
 };
@@ -100,7 +102,7 @@ export async function loadEvents(
 ): Promise<EventRow[]> {
   return w.db.query<EventRow>(
     `SELECT e.tx_hash, e.log_index, e.block_number, e.block_hash, e.event_name, e.args, e.status, e.generation,
-            s.recipients, s.basis_points
+            e.final_called, s.recipients, s.basis_points
      FROM evm_watch_events e
      LEFT JOIN evm_splits s
        ON s.chain_id = e.chain_id AND s.contract = e.contract AND s.split_id = lower(e.args->>'splitId')
@@ -111,8 +113,8 @@ export async function loadEvents(
 
 /**
  * Keeps the removal of `row` (a reorg took it away) until the sink has applied it (watcher-poll.ts checkReorg, then
- * releaseHeld while it fails), as the row was before its removal: its block, its generation, and whether it was
- * final (posted).
+ * releaseHeld while it fails), as the row was before its removal: its block, its generation, and whether it may have
+ * been final (posted, or its `final` called: wasFinal).
  */
 export async function holdRemoval(w: WatcherState, tx: Sql, row: EventRow): Promise<void> {
   await tx.query(
@@ -129,16 +131,23 @@ export async function holdRemoval(w: WatcherState, tx: Sql, row: EventRow): Prom
       row.block_hash,
       row.event_name,
       JSON.stringify(row.args),
-      row.status === "posted",
+      wasFinal(row),
     ],
   );
 }
+
+/**
+ * Whether the sink's `final` may have taken effect for the event: it is posted, or the call was made (it may have
+ * applied its effect and then failed, or the process died before the row moved). A sink handed a removal with this
+ * true checks what its `final` wrote before undoing it.
+ */
+export const wasFinal = (row: EventRow): boolean => row.status === "posted" || row.final_called;
 
 /** The removals held (holdRemoval), latest first as checkReorg undoes them, each with its split's definition. */
 export async function heldRemovals(w: WatcherState): Promise<(EventRow & { was_final: boolean })[]> {
   return w.db.query<EventRow & { was_final: boolean }>(
     `SELECT h.tx_hash, h.log_index, h.block_number, h.block_hash, h.event_name, h.args, 'removed' AS status,
-            h.generation, h.was_final, s.recipients, s.basis_points
+            h.generation, h.was_final, h.was_final AS final_called, s.recipients, s.basis_points
      FROM evm_watch_removals_held h
      LEFT JOIN evm_splits s
        ON s.chain_id = h.chain_id AND s.contract = h.contract AND s.split_id = lower(h.args->>'splitId')

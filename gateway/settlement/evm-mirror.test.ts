@@ -141,6 +141,37 @@ describe("the splitter mirror", () => {
     expect(await ledger.lookupTransfers([evmMirrorTransferId(never, "void", 0)])).toEqual([]);
   });
 
+  it("reverses a posted event the watcher hands over as not final (its row had not moved), and voids one only seen", async () => {
+    const sink = mirror();
+    const [posted, seen] = [7, 8].map((n) =>
+      watched({
+        name: "Paid",
+        splitId,
+        token,
+        payer: hotWallet,
+        amount: BigInt(n * 10),
+        ref: `0x${String(n).padStart(2, "0").repeat(32)}`,
+      }),
+    );
+    await sink.seen(posted!);
+    await sink.final(posted!);
+    await sink.seen(seen!);
+    // Before: the posted legs were voided, which the ledger refuses at every try, and never reversed.
+    await sink.removed(posted!, false);
+    await sink.removed(seen!, true);
+    const [reversal, voidOfPosted, reversalOfSeen, voided] = await Promise.all(
+      [
+        evmMirrorTransferId(posted!, "reversal", 0),
+        evmMirrorTransferId(posted!, "void", 0),
+        evmMirrorTransferId(seen!, "reversal", 0),
+        evmMirrorTransferId(seen!, "void", 0),
+      ].map(async (id) => (await ledger.lookupTransfers([id]))[0]),
+    );
+    expect(reversal?.amount).toBe(70n);
+    expect([voidOfPosted, reversalOfSeen]).toEqual([undefined, undefined]);
+    expect(voided?.flags).toBe(TransferFlags.voidPendingTransfer);
+  });
+
   it("mirrors nothing for other tokens, nor for batches another payer settled", async () => {
     const sink = mirror();
     const foreignToken = watched({

@@ -119,7 +119,8 @@ export function createEvmMirror(params: EvmMirrorParams): SplitterEventSink {
   return {
     seen: (watched) => mirrorSeen(m, watched),
     final: (watched) => mirrorFinal(m, watched),
-    removed: (watched, wasFinal) => mirrorRemoved(m, watched, wasFinal),
+    // Whether it was final is read from the ledger (mirrorRemoved), so a post cut short is undone as what it did.
+    removed: (watched) => mirrorRemoved(m, watched),
   };
 }
 
@@ -304,33 +305,45 @@ async function mirrorFinal(m: MirrorState, watched: WatchedEvent): Promise<void>
   );
 }
 
-/** Removed by a reorg: pending legs voided; legs already posted reversed by compensating transfers. */
-async function mirrorRemoved(m: MirrorState, watched: WatchedEvent, wasFinal: boolean): Promise<void> {
+/**
+ * Removed by a reorg: legs posted reversed by compensating transfers, legs still pending voided. What the ledger holds
+ * says which, not the watcher's `wasFinal`: before, a final whose post went through before the event's row moved (a
+ * crash between the two) was removed as not final, and its posted legs were "voided" (refused by the ledger, at every
+ * retry) instead of reversed. A leg never written (the crash came before it) has nothing to undo.
+ */
+async function mirrorRemoved(m: MirrorState, watched: WatchedEvent): Promise<void> {
   const mirrored = legsOf(m, watched);
   if (mirrored === null) return;
   const evidence = evidenceOf(watched);
-  if (!wasFinal) {
-    // Void what is pending. A leg never written (the crash came before it) has nothing to void.
-    const pendings = await m.ledger.lookupTransfers(
-      mirrored.legs.map((_, i) => evmMirrorTransferId(watched, "pending", i)),
-    );
-    const present = new Set(pendings.map((t) => t.id));
+  const legs = mirrored.legs.map((leg, i) => ({ leg, i }));
+  const written = new Set(
+    (
+      await m.ledger.lookupTransfers(
+        legs.flatMap(({ i }) => [
+          evmMirrorTransferId(watched, "pending", i),
+          evmMirrorTransferId(watched, "post", i),
+        ]),
+      )
+    ).map((t) => t.id),
+  );
+  const posted = legs.filter(({ i }) => written.has(evmMirrorTransferId(watched, "post", i)));
+  const pending = legs.filter(
+    ({ i }) =>
+      !written.has(evmMirrorTransferId(watched, "post", i)) &&
+      written.has(evmMirrorTransferId(watched, "pending", i)),
+  );
+  if (pending.length > 0)
     await voidLegs(
       m.ledger,
-      mirrored.legs.flatMap((leg, i) =>
-        present.has(evmMirrorTransferId(watched, "pending", i))
-          ? [heldLeg(watched, mirrored.asset, leg, i, "void", evidence)]
-          : [],
-      ),
+      pending.map(({ leg, i }) => heldLeg(watched, mirrored.asset, leg, i, "void", evidence)),
       `void ${watched.event.name} ${evidence.reference}`,
     );
-    return;
-  }
+  if (posted.length === 0) return;
   // A reorg deeper than the confirmations: the posted legs are reversed by compensating transfers.
   m.logger.error({ reference: evidence.reference }, "a reorg removed a final event; reversing its transfers");
   await reverseLegs(
     m.ledger,
-    mirrored.legs.map((leg, i) => ledgerLeg(watched, mirrored.asset, leg, i, "reversal", evidence)),
+    posted.map(({ leg, i }) => ledgerLeg(watched, mirrored.asset, leg, i, "reversal", evidence)),
     evmMirrorTransferCodes.reorgReversal,
     `reverse ${watched.event.name} ${evidence.reference}`,
   );

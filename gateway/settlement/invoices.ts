@@ -830,10 +830,28 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  */
 export async function applyReversed(
   deps: SettlementDeps,
-  event: { rail: string; reference: string; key: string; amount: bigint; evidence: SettlementEvidence },
-): Promise<{ status: "applied" | "duplicate" | "withdrawn" | "unknown_reference"; shortfall: bigint }> {
+  event: {
+    rail: string;
+    reference: string;
+    key: string;
+    amount: bigint;
+    evidence: SettlementEvidence;
+    receipt?: string;
+  },
+): Promise<{
+  status: "applied" | "duplicate" | "withdrawn" | "unknown_reference" | "not_received";
+  shortfall: bigint;
+}> {
   const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
+  // The reversal of one receipt the ledger never credited (the rail's `received` was delivered but failed before it):
+  // there is nothing to take back. The receipt's transfer, not its invoice_receipts row, says so: the credit is written
+  // before the row, and a crash between the two leaves the money credited without it.
+  if (
+    event.receipt !== undefined &&
+    (await deps.ledger.lookupTransfers([receiptLedgerId(invoice.id, event.receipt)])).length === 0
+  )
+    return { status: "not_received", shortfall: 0n };
   // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
   // that raced the withdrawal took).
   const withdrawn = async () => {

@@ -61,6 +61,8 @@ async function applyMoney(deps: RailEventDeps, rail: string, event: RailEvent): 
     }
     case "reversed": {
       const outcome = await applyReversed(deps.settlement, { rail, ...event });
+      // A reversal of one receipt never credited took nothing: the rail must not count it as a reversal.
+      if (outcome.status === "not_received") return "not_ours";
       // The shortfall is recorded with the reversal and collected from what is given back later (shortfalls.ts);
       // until then the rail's clearing account says the rail holds that much more than it does.
       if (outcome.shortfall > 0n)

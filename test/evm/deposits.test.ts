@@ -209,6 +209,64 @@ describe("a plain transfer to the invoice's deposit address", () => {
 /** A transport to the chain whose every eth_getLogs is first shown to `seen` (support.ts gettingLogsOf). */
 const gettingLogs = (seen: LogsSeen) => gettingLogsOf(gw, seen);
 
+describe("a reorg deeper than the confirmations, of deposits whose crediting failed", () => {
+  it("takes back the one credited before its answer was lost, takes nothing of the one never credited, and credits it once mined again", async () => {
+    const [lost, refused] = [await createInvoice("1.40"), await createInvoice("1.50")];
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    const paidTx = await transfer(payer(), lost.instructions.deposit_address!, 1_400_000n);
+    const raw = await signedTransfer(refused.instructions.deposit_address!, 1_500_000n);
+    await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+    await mine(2);
+    // The first credited and its answer lost (as a crash between the credit and the watcher's record of it would); the
+    // second refused before anything is credited. Neither event moves to posted.
+    let failing = true;
+    const other = await followedFailing((event) => {
+      if (!failing || event.kind !== "received") return false;
+      if (event.reference === lost.id) return "after";
+      return event.reference === refused.id;
+    }, 3);
+    try {
+      const watcher = other.depositWatcher()!;
+      // Enough polls for both to be tried, held (after 3 failures) and tried again.
+      for (let round = 0; round < 6; round++) await watcher.poll().catch(() => undefined);
+      expect([(await invoice(lost.id)).status, (await invoice(refused.id)).status]).toEqual(["paid", "open"]);
+      expect((await merchantBalance()) - before).toBe(1_400_000n);
+      const rows = await gw.app.db.query<{ status: string }>(
+        "SELECT status FROM evm_watch_events WHERE tx_hash IN ($1, $2)",
+        [paidTx.transactionHash, keccak256(raw)],
+      );
+      expect(rows).toHaveLength(2);
+      for (const row of rows) expect(["pending", "held_pending"]).toContain(row.status);
+
+      await snapshot.restore(); // a longer branch without either transfer
+      await mine(6);
+      failing = false;
+      await watcher.poll();
+      // Before: the credited deposit's event was not posted, so its removal counted as never final, and the invoice
+      // stayed paid with nothing on chain. Now its credit is taken back; the one never credited loses nothing.
+      expect([(await invoice(lost.id)).status, (await invoice(refused.id)).status]).toEqual([
+        "reversed",
+        "open",
+      ]);
+      expect(await merchantBalance()).toBe(before);
+      expect(await outboxTypesOf(refused.id)).toEqual([]);
+      expect(await gw.app.db.query("SELECT 1 FROM evm_watch_removals_held")).toEqual([]);
+
+      // The second mined again: a receipt (no reversal of it to give back), credited once.
+      await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+      await mine(3);
+      await watcher.poll();
+      const again = await invoice(refused.id);
+      expect([again.status, again.received_amount]).toEqual(["paid", "1.500000"]);
+      expect((await merchantBalance()) - before).toBe(1_500_000n);
+      expect(await outboxTypesOf(refused.id)).toEqual(["invoice.payment_received", "invoice.paid"]);
+    } finally {
+      await other.stop();
+    }
+  });
+});
+
 /**
  * Another process's rail following the deposits from `startBlock` through `transport` and crediting what it finds
  * (this file's watcher gives its lease up): started, driven by `drive` (caught up, unless given), then stopped.
@@ -854,11 +912,12 @@ describe("a reorg deeper than the confirmations", () => {
 
 /**
  * Another process's rail following the deposits, started, with held events tried again at every poll and a handler
- * that applies each event but throws for those `refuses` names; this file's watcher gives its lease up (its polls
- * took it) for the other's to follow. The caller stops it.
+ * that applies each event but throws for those `refuses` names: before applying it, or ("after") once it is applied,
+ * as a process would whose answer was lost; this file's watcher gives its lease up (its polls took it) for the other's
+ * to follow. The caller stops it.
  */
 async function followedFailing(
-  refuses: (event: RailEvent) => boolean,
+  refuses: (event: RailEvent) => boolean | "after",
   confirmations?: number,
 ): Promise<EvmRail> {
   const other = anotherProcessRail(gw, {
@@ -875,8 +934,11 @@ async function followedFailing(
   });
   const deps = { settlement: gw.app.settlement, payments: gw.app.payments, logger: silentLogger };
   other.onEvent(async (event) => {
-    if (refuses(event)) throw new Error(`this ${event.kind} event cannot be applied`);
-    await applyRailEvent(deps, "evm", event);
+    const refused = refuses(event);
+    if (refused === true) throw new Error(`this ${event.kind} event cannot be applied`);
+    const verdict = await applyRailEvent(deps, "evm", event);
+    if (refused === "after") throw new Error(`this ${event.kind} event was applied, and its answer lost`);
+    return verdict;
   });
   await rail.depositWatcher()!.stop();
   await other.start();

@@ -1,0 +1,7 @@
+-- Whether the sink's `final` may have been called for an event: set (watcher-poll.ts) before the calls are made, so it
+-- holds through a crash between the call and the status's move to posted, and through a call that applied its effect
+-- and then failed. A reorg's removal of such an event is handed to the sink as possibly final (was_final), and the sink
+-- checks what its `final` wrote before undoing it. Before, only `posted` counted: a deposit credited whose row had not
+-- yet moved (held_pending, or the crash) was removed as never final, and its credit stood with no transfer on chain.
+-- Cleared when the same log is mined again (a new generation).
+ALTER TABLE evm_watch_events ADD COLUMN final_called boolean NOT NULL DEFAULT false;
