@@ -1,13 +1,13 @@
 // Accruing a payout for a netted batch, on PGlite with the real ledger: the payer's debit and the queued payout
 // are written together, so recovery never finds a debited payment without its payout (and pays it again).
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { assets } from "../../core/index.ts";
 import { latch } from "../../test/support/latch.ts";
 import { ledgerStoppingAtReturn, type NettingFixture, nettingFixture } from "../../test/support/netting.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
-import { nettingBatchPayeesMax } from "../router/index.ts";
+import { nettingAccruedMax, nettingBatchPayeesMax } from "../router/index.ts";
 import {
   accruePayout,
   flushNetting,
@@ -558,22 +558,35 @@ describe("the payouts waiting that a flush reads", () => {
       { force: true },
     );
   };
-
-  it("are an even share per tenant: one tenant's backlog does not keep another tenant's payout out of the batch", async () => {
-    other = await nettingFixture(db, ledger, "netting_other", 100n);
-    await netting.fund(100n);
-    // The first tenant's backlog: six payouts to six payees, each older than the one after, all older than the other
-    // tenant's one.
-    for (let i = 0; i < 6; i++) {
-      const id = `pay_backlog_${i}`;
+  /**
+   * The first tenant's backlog: `count` payouts (`<prefix>_<i>`) to as many payees, each older than the one after, the
+   * oldest two hours old.
+   */
+  const backlog = async (prefix: string, count: number, payeeFrom: number) => {
+    for (let i = 0; i < count; i++) {
+      const id = `${prefix}_${i}`;
       await insertPayment(id);
-      const payee = `0x${(0xd000 + i).toString(16).padStart(40, "0")}` as const;
+      const payee = `0x${(payeeFrom + i).toString(16).padStart(40, "0")}` as const;
       expect(await accruePayout(deps(), { ...payoutOf(id, 1n), payee })).toBe("accrued");
       await db.query(
         "UPDATE netted_payouts SET created_at = now() - make_interval(mins => 120 - $2) WHERE payment_id = $1",
         [id, i],
       );
     }
+  };
+
+  beforeAll(async () => {
+    other = await nettingFixture(db, ledger, "netting_other", 100n);
+    await netting.fund(100n);
+  });
+  // Each test starts with nothing waiting (another test's payouts, or another describe's, would take shares).
+  beforeEach(async () => {
+    await flushReading(nettingAccruedMax);
+    expect(await db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL")).toEqual([]);
+  });
+
+  it("are an even share per tenant: one tenant's backlog does not keep another tenant's payout out of the batch", async () => {
+    await backlog("pay_backlog", 6, 0xd000);
     await other.insertPayment("pay_other_tenant");
     const otherPayee = "0x000000000000000000000000000000000000e0e0" as const;
     expect(await accruePayout(deps(), other.payout("pay_other_tenant", 1n, otherPayee))).toBe("accrued");
@@ -592,19 +605,20 @@ describe("the payouts waiting that a flush reads", () => {
   });
 
   it("never holds more than the window, however many tenants: one each of those whose oldest waited longest", async () => {
-    // Waiting: the first tenant's backlog_2 to backlog_4, a payout accrued without a tenant (before 0054) older than
+    // Waiting: the first tenant's window_0 to window_2, a payout accrued without a tenant (before 0054) older than
     // all, and the other tenant's newest: three shares, a window of two.
+    await backlog("pay_window", 4, 0xd100);
     await db.query(
-      "UPDATE netted_payouts SET tenant_id = NULL, created_at = now() - interval '3 hours' WHERE payment_id = 'pay_backlog_5'",
+      "UPDATE netted_payouts SET tenant_id = NULL, created_at = now() - interval '3 hours' WHERE payment_id = 'pay_window_3'",
     );
     await other.insertPayment("pay_other_newest");
     const otherPayee = "0x000000000000000000000000000000000000e0e1" as const;
     expect(await accruePayout(deps(), other.payout("pay_other_newest", 1n, otherPayee))).toBe("accrued");
     await flushReading(2);
     // Before: a share of at least one each, three payouts read past a window of two.
-    expect(await batchedOf(["pay_backlog_2", "pay_backlog_3", "pay_backlog_5", "pay_other_newest"])).toEqual([
-      "pay_backlog_2",
-      "pay_backlog_5",
+    expect(await batchedOf(["pay_window_0", "pay_window_1", "pay_window_3", "pay_other_newest"])).toEqual([
+      "pay_window_0",
+      "pay_window_3",
     ]);
   });
 });
