@@ -195,10 +195,12 @@ export type RailEvent =
       amount: bigint;
       evidence: SettlementEvidence;
       /**
-       * The `key` of the one receipt it takes back (a deposit a reorg removed), when it takes back one: a receipt never
-       * credited has nothing to take back, so nothing is, and the verdict is `not_ours`.
+       * The one credit it takes back, when it takes back one (a deposit a reorg removed): a receipt (its `key` in
+       * `received`), or what a `reinstated` gave back (the reversal's `key`). One never credited (the receipt never
+       * booked, the reversal never given back) has nothing to take back: nothing is taken, and the verdict is
+       * `not_ours`.
        */
-      receipt?: string;
+      takes?: { readonly receipt: string } | { readonly reinstated: string };
       /** What the provider took for the reversal (a dispute's fee). */
       fees?: readonly RailFee[];
     }

@@ -381,7 +381,8 @@ function evidenceOf(state: EvmRailState, log: DepositLog): EvmEvidence {
 /**
  * A reversal a reorg made of this transfer — the same transaction, to the same invoice, of the same amount (its log's
  * place in its block may differ on the new branch) — that nothing gave back yet, or that this log gave back (asked
- * again after a crash); null when none stands.
+ * again after a crash); null when none stands. Never this log's own removal's record (the removal asks what its
+ * `final` credited).
  */
 async function standingReorg(
   state: EvmRailState,
@@ -391,7 +392,7 @@ async function standingReorg(
   const [row] = await state.params.db.query<{ log_index: number; generation: number }>(
     `SELECT log_index, generation FROM evm_deposit_reorgs
      WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND reference = $4 AND amount = $5::numeric
-       AND (reinstated_by IS NULL OR reinstated_by = $6)
+       AND (reinstated_by IS NULL OR reinstated_by = $6) AND NOT (log_index = $7 AND generation = $8)
      ORDER BY reinstated_by NULLS LAST, generation DESC, log_index LIMIT 1`,
     [
       state.chainId,
@@ -400,6 +401,8 @@ async function standingReorg(
       paid.reference,
       paid.amount.toString(),
       receiptKey(log),
+      log.logIndex,
+      log.generation,
     ],
   );
   return row === undefined ? null : { logIndex: Number(row.log_index), generation: Number(row.generation) };
@@ -468,6 +471,15 @@ export function depositSink(
       if (!wasFinal) return;
       const paid = await invoiceOf(state, log);
       if (paid === null) return;
+      // What its `final` credited, asked as final asked it (before this removal's own record is written): a reversal
+      // given back, if one stood (this log mined again after a reorg), or else its receipt.
+      const prior = await standingReorg(state, log, paid);
+      const takes =
+        prior === null
+          ? { receipt: receiptKey(log) }
+          : {
+              reinstated: `reorg:${receiptKey({ ...log, logIndex: prior.logIndex, generation: prior.generation })}`,
+            };
       const reorg = [
         state.chainId,
         state.params.token.address.toLowerCase(),
@@ -481,16 +493,16 @@ export function depositSink(
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
         [...reorg, paid.reference, paid.amount.toString()],
       );
-      // The receipt named, so that one whose `final` was called but never credited it (the call failed first) takes
-      // nothing back: the gateway answers not_ours. Before, only a posted event was reversed, and a credit whose event
-      // had not yet moved to posted (held, or a crash between the two) stood after the reorg with nothing on chain.
+      // The credit named, so that one whose `final` was called but never made it (the call failed first) takes nothing
+      // back: the gateway answers not_ours. Before, only a posted event was reversed, and a credit whose event had not
+      // yet moved to posted (held, or a crash between the two) stood after the reorg with nothing on chain.
       const verdict = await deliver({
         kind: "reversed",
         reference: paid.reference,
         key: `reorg:${receiptKey(log)}`,
         amount: paid.amount,
         evidence: evidenceOf(state, log),
-        receipt: receiptKey(log),
+        takes,
       });
       if (verdict === "not_ours") {
         // Nothing was reversed: the same log mined again is a receipt, not a reversal given back.

@@ -65,9 +65,15 @@ export async function poll(w: WatcherState): Promise<PollResult> {
   if (final.length > 0)
     await w.db.query(
       `UPDATE evm_watch_events SET final_called = true
-       WHERE chain_id = $1 AND contract = $2 AND NOT final_called
-         AND (tx_hash, log_index) IN (SELECT * FROM unnest($3::text[], $4::int[]))`,
-      [w.chainId, w.contract, final.map((row) => row.tx_hash), final.map((row) => row.log_index)],
+       WHERE chain_id = $1 AND contract = $2 AND status = 'pending' AND NOT final_called
+         AND (tx_hash, log_index, generation) IN (SELECT * FROM unnest($3::text[], $4::int[], $5::int[]))`,
+      [
+        w.chainId,
+        w.contract,
+        final.map((row) => row.tx_hash),
+        final.map((row) => row.log_index),
+        final.map((row) => row.generation),
+      ],
     );
   for (const row of final) {
     if (!(await handled(w, row, "pending", () => sink.final(w.source.toEvent(row))))) continue;

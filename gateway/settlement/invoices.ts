@@ -836,7 +836,7 @@ export async function applyReversed(
     key: string;
     amount: bigint;
     evidence: SettlementEvidence;
-    receipt?: string;
+    takes?: { readonly receipt: string } | { readonly reinstated: string };
   },
 ): Promise<{
   status: "applied" | "duplicate" | "withdrawn" | "unknown_reference" | "not_received";
@@ -844,13 +844,7 @@ export async function applyReversed(
 }> {
   const invoice = await invoiceTarget(deps.db, event.reference);
   if (invoice === null || invoice.rail !== event.rail) return { status: "unknown_reference", shortfall: 0n };
-  // The reversal of one receipt the ledger never credited (the rail's `received` was delivered but failed before it):
-  // there is nothing to take back. The receipt's transfer, not its invoice_receipts row, says so: the credit is written
-  // before the row, and a crash between the two leaves the money credited without it.
-  if (
-    event.receipt !== undefined &&
-    (await deps.ledger.lookupTransfers([receiptLedgerId(invoice.id, event.receipt)])).length === 0
-  )
+  if (event.takes !== undefined && !(await creditedBy(deps, invoice.id, event.takes)))
     return { status: "not_received", shortfall: 0n };
   // Given back already, or withdrawn before it came: it takes nothing (or gives back at once what a run of this
   // that raced the withdrawal took).
@@ -883,6 +877,26 @@ export async function applyReversed(
     if (isReversalWithdrawn(error)) return await withdrawn();
     throw error;
   }
+}
+
+/**
+ * Whether the one credit a reversal takes back was made (the rail's event for it may have been delivered and failed
+ * before it was): the receipt's ledger transfer, not its invoice_receipts row, which is written after it (a crash
+ * between the two leaves the money credited without the row); or the reversal given back, by its record or, for the
+ * same reason, by the ledger transfer that gave it back.
+ */
+async function creditedBy(
+  deps: SettlementDeps,
+  invoiceId: string,
+  takes: { readonly receipt: string } | { readonly reinstated: string },
+): Promise<boolean> {
+  if ("receipt" in takes)
+    return (await deps.ledger.lookupTransfers([receiptLedgerId(invoiceId, takes.receipt)])).length > 0;
+  if ((await reversalRecord(deps.db, invoiceId, takes.reinstated))?.reinstated === true) return true;
+  return (
+    (await deps.ledger.lookupTransfers([reversalLedgerId(invoiceId, takes.reinstated, "reinstated")]))
+      .length > 0
+  );
 }
 
 /**

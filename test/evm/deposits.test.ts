@@ -834,6 +834,48 @@ describe("a reorg deeper than the confirmations", () => {
     ]);
   });
 
+  it("takes back what was given back when a second reorg removes the transfer mined again; mined a third time, paid once", async () => {
+    const inv = await createInvoice("2.50");
+    const before = await merchantBalance();
+    const raw = await signedTransfer(inv.instructions.deposit_address!, 2_500_000n);
+    const minedFinal = async () => {
+      await gw.chain.publicClient.sendRawTransaction({ serializedTransaction: raw });
+      await mine(2);
+      await poll();
+    };
+    const reorged = async (snapshot: { restore(): Promise<void> }) => {
+      await snapshot.restore(); // a longer branch without it
+      await mine(6);
+      await poll();
+    };
+    const state = async () => {
+      const read = await invoice(inv.id);
+      return [read.status, read.received_amount, (await merchantBalance()) - before];
+    };
+    const first = await gw.chain.networkHelpers.takeSnapshot();
+    await minedFinal();
+    await reorged(first);
+    expect(await state()).toEqual(["reversed", "2.500000", 0n]);
+    const second = await gw.chain.networkHelpers.takeSnapshot();
+    await minedFinal(); // the reversal given back
+    expect(await state()).toEqual(["paid", "2.500000", 2_500_000n]);
+
+    await reorged(second);
+    // Before: the removal asked for a receipt of this mining, which was never booked (the reversal was given back
+    // instead), so nothing was taken and the invoice stayed paid with nothing on chain.
+    expect(await state()).toEqual(["reversed", "2.500000", 0n]);
+    await minedFinal();
+    expect(await state()).toEqual(["paid", "2.500000", 2_500_000n]);
+    expect(await outboxTypesOf(inv.id)).toEqual([
+      "invoice.payment_received",
+      "invoice.paid",
+      "invoice.reversed",
+      "invoice.reinstated",
+      "invoice.reversed",
+      "invoice.reinstated",
+    ]);
+  });
+
   it("holds a reversal that keeps failing and goes on past the reorg; mined again, the deposit waits for it", async () => {
     const [held, reorged, after] = [
       await createInvoice("1.10"),
