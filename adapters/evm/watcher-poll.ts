@@ -3,6 +3,7 @@
 // confirmed.
 import type { Hex } from "viem";
 import {
+  EvmWatcherError,
   heldRetryMsDefault,
   type PollResult,
   sinkAttemptsMaxDefault,
@@ -118,6 +119,7 @@ async function handled(
   call: () => Promise<void>,
 ): Promise<boolean> {
   const key = `${row.tx_hash}:${row.log_index}:${step}`;
+  await stillHolding(w);
   try {
     await call();
     w.failures.delete(key);
@@ -139,6 +141,20 @@ async function handled(
     );
     return false;
   }
+}
+
+/**
+ * Before each sink call: the lease is still ours (renewed once past its half-life, as at the start of a poll), or the
+ * poll stops here. A poll can outlast the lease (a slow node under a deposit's block read, a slow database), and another
+ * watcher then takes it and follows the contract; before, this one went on applying events beside it, the two racing
+ * on the same events and removals (a removal found to take nothing dropping its record while the other's `final`
+ * credits it).
+ */
+async function stillHolding(w: WatcherState): Promise<void> {
+  if (await holdLease(w)) return;
+  throw new EvmWatcherError(
+    `another watcher took the lease on ${w.source.name} during this poll; it stops here`,
+  );
 }
 
 /**
@@ -170,6 +186,7 @@ async function releaseHeld(w: WatcherState): Promise<void> {
  * logged and it stays held.
  */
 async function appliedRemoval(w: WatcherState, row: EventRow & { was_final: boolean }): Promise<void> {
+  await stillHolding(w);
   try {
     await w.sink.removed(w.source.toEvent(row), row.was_final);
   } catch (error) {

@@ -13,9 +13,11 @@ import {
   type Transport,
 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
+import { createSplitterWatcher, referenceFromId, revenueSplitterAbi } from "../../adapters/evm/index.ts";
+import type { WatchedEvent } from "../../core/index.ts";
 import { createSplitterMirror } from "../../gateway/app/evm.ts";
 import { evmMirrorTransferCodes, evmMirrorTransferId } from "../../gateway/settlement/evm.ts";
+import { latch } from "../support/latch.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
@@ -365,5 +367,62 @@ describe("two watchers on one database", () => {
     expect((await gw.mirrored(paid)).post?.amount).toBe(44n);
     expect((await gw.watcher.poll()).standby).toBe(true);
     await other.stop();
+  });
+});
+
+describe("a poll that outlasts its lease", () => {
+  it("stops before its next event once another watcher has taken the lease, instead of applying events beside it", async () => {
+    await gw.watcher.catchUp(20);
+    await gw.watcher.stop(); // its lease released
+    const first = await gw.payDirect(payer(), splitId, 45n, referenceFromId("lease_first"));
+    const second = await gw.payDirect(payer(), splitId, 46n, referenceFromId("lease_second"));
+    await gw.chain.networkHelpers.mine(3);
+    const leaseMs = 400;
+    /** A watcher whose sink records the events it is handed as final; `slow` holds the first of them until released. */
+    const watcherWith = (finals: string[], slow?: { done: Promise<void>; reached: () => void }) =>
+      createSplitterWatcher({
+        db: gw.app.db,
+        publicClient: gw.chain.publicClient,
+        splitter: gw.chain.contracts.splitter,
+        startBlock: 0n,
+        confirmations: 3,
+        pollIntervalMs: 60_000,
+        blockRangeMax: 1_000n,
+        eventsPerPollMax: 1_000,
+        leaseMs,
+        sink: {
+          async seen() {},
+          async final(event: WatchedEvent) {
+            finals.push(event.txHash);
+            if (slow !== undefined && finals.length === 1) {
+              slow.reached();
+              await slow.done;
+            }
+          },
+          async removed() {},
+        },
+      });
+    const held = latch();
+    const reached = latch();
+    const ofSlow: string[] = [];
+    const ofOther: string[] = [];
+    const slow = watcherWith(ofSlow, { done: held.done, reached: reached.release });
+    const other = watcherWith(ofOther);
+    try {
+      const slowPoll = slow.poll();
+      await reached.done; // the slow watcher is in its first event's final
+      await new Promise((resolve) => setTimeout(resolve, leaseMs + 100)); // past its lease
+      const taken = await other.poll();
+      expect(taken.standby).toBe(false);
+      expect(ofOther).toEqual(expect.arrayContaining([first.txHash, second.txHash]));
+      held.release();
+      // Before: it went on to the second event's final, beside the watcher that holds the lease.
+      await expect(slowPoll).rejects.toThrow(/took the lease/);
+      expect(ofSlow).toHaveLength(1);
+    } finally {
+      held.release();
+      await slow.stop();
+      await other.stop();
+    }
   });
 });
