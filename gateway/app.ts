@@ -38,6 +38,7 @@ import { buildServer } from "./http/index.ts";
 import { derivedLedgerId } from "./ids/index.ts";
 import { createL402Scheme, startL402TokenPrune } from "./l402/index.ts";
 import { createLedger, credit, type Ledger, ledgerMigrations, transferCodes } from "./ledger/index.ts";
+import { gatewayLedgerParams } from "./ledger-params.ts";
 import {
   type BatchPayer,
   createInternalSettler,
@@ -261,6 +262,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       db,
       logger: logger.child({ module: "ledger" }),
       limits: { queueTransfersMax: config.ledgerQueueTransfersMax },
+      ...gatewayLedgerParams,
     });
     closers.push(() => ledger.close());
     const evm = await openEvmClients(config.evm, logger, db);

@@ -8,6 +8,7 @@ import { recordStatements } from "../../test/support/recording-db.ts";
 import { gatewayMigrations } from "../app.ts";
 import { createLocalChangeBus, type Db, migrate, openPglite, type Sql } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import { createTenant } from "../tenants/index.ts";
 import { createAccount, createAccountCache } from "./index.ts";
 
@@ -17,7 +18,7 @@ let ledger: Ledger;
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: "ten_a", name: "A" });
   await createTenant(db, { id: "ten_b", name: "B" });
   for (const [tenantId, id] of [

@@ -13,6 +13,7 @@ import { createAccount, createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import type { PaywallRequest, PricedResource, SchemeVerdict } from "../paywall/scheme.ts";
 import {
   applyReceived,
@@ -309,7 +310,7 @@ const offers = [{ rail: "toyln", price: { asset: assets.BTC, amount: 2_000n } }]
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: tenantId, name: "L402" });
   await createTenant(db, { id: "ten_other", name: "Other" });
   await createAccount(

@@ -69,6 +69,14 @@ export type CreateLedgerParams = {
   nowNs?: () => bigint;
   /** Where the writer and the expiry sweep say what went wrong (the app's, as a child); default: nowhere. */
   logger?: Logger;
+  /**
+   * `sticky` (the default, TigerBeetle's rule since 0.16.4): a transfer that fails with a transient result (an account
+   * not found or closed, a pending transfer not found, a balance limit: isTransientFailure) spends its id, and the id
+   * asked again fails with `id_already_failed`, whatever changed meanwhile; a retry takes a new id. `retryable`: nothing
+   * is recorded, and the id asked again is evaluated again — for an application whose ids are derived from its own
+   * records and asked again once the state changed (the gateway: a credit delivered again once its account exists).
+   */
+  transientFailures?: "sticky" | "retryable";
 };
 
 const defaultNowNs = () => BigInt(Date.now()) * 1_000_000n;
@@ -78,7 +86,13 @@ export function createLedger(params: CreateLedgerParams): Ledger {
   const limits: LedgerLimits = { ...defaultLedgerLimits, ...params.limits };
   const nowNs = params.nowNs ?? defaultNowNs;
   const logger = params.logger ?? silentLogger;
-  const writer = createWriter({ db, limits, nowNs, logger });
+  const writer = createWriter({
+    db,
+    limits,
+    nowNs,
+    logger,
+    stickyFailures: (params.transientFailures ?? "sticky") === "sticky",
+  });
   let closed = false;
 
   let expiryTimer: NodeJS.Timeout | undefined;

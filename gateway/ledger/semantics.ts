@@ -12,6 +12,7 @@ import {
   type CreateAccountResult,
   type CreateAccountStatus,
   type CreateTransferResult,
+  isTransientFailure,
   type PendingStatus,
   type Transfer,
   type TransferInput,
@@ -27,10 +28,17 @@ export type LedgerState = {
   transfers: Map<bigint, Transfer>;
   /** status of the pending transfers in `transfers` */
   pending: Map<bigint, PendingStatus>;
+  /** ids known to be spent by a transient failure (prefetched, or failed earlier in this batch): id_already_failed */
+  failed: Set<bigint>;
+  /**
+   * Whether a transient failure spends its id (TigerBeetle's rule, the default); when not, nothing is recorded and the
+   * id is evaluated again when asked again (CreateLedgerParams.transientFailures)
+   */
+  readonly stickyFailures: boolean;
 };
 
-export function emptyLedgerState(): LedgerState {
-  return { accounts: new Map(), transfers: new Map(), pending: new Map() };
+export function emptyLedgerState(stickyFailures = true): LedgerState {
+  return { accounts: new Map(), transfers: new Map(), pending: new Map(), failed: new Set(), stickyFailures };
 }
 
 /** What the store must write for a batch of transfers. */
@@ -45,6 +53,8 @@ export type TransferEffects = {
   pendingOpened: { id: bigint; expiresAt: bigint | null }[];
   /** pending transfers posted or voided: no longer open */
   pendingResolved: bigint[];
+  /** ids of transfers that failed with a transient result, to be kept as spent (sticky failures only) */
+  failed: bigint[];
 };
 
 export type Undo =
@@ -124,12 +134,23 @@ export function applyTransferRequests(
 ): { results: CreateTransferResult[][]; effects: TransferEffects } {
   const run: TransferRun = {
     state,
-    effects: { created: [], accountsBefore: new Map(), pendingOpened: [], pendingResolved: [] },
+    effects: { created: [], accountsBefore: new Map(), pendingOpened: [], pendingResolved: [], failed: [] },
     journal: newJournal(),
   };
   const execute = (t: TransferInput, timestamp: bigint): CreateTransferResult => {
     const status = createTransfer(run, t, timestamp);
     if (status === "exists") return { status, timestamp: state.transfers.get(t.id)!.timestamp };
+    // As TigerBeetle records it: the event's own transient failure, kept whatever becomes of its chain (a linked
+    // chain's rollback undoes the journal, not this), and never a chain's linked_event_failed.
+    if (
+      status !== "created" &&
+      state.stickyFailures &&
+      isTransientFailure(status) &&
+      !state.failed.has(t.id)
+    ) {
+      state.failed.add(t.id);
+      run.effects.failed.push(t.id);
+    }
     return { status, timestamp };
   };
   const rollback = () => rollbackTransfers(run);

@@ -166,18 +166,34 @@ export async function selectAccounts(
   return rows.map(accountFromRow);
 }
 
+/** Transfers by id; never an id a transient failure spent (its row has timestamp 0: writer-batch.ts spentIdRow). */
 export async function selectTransfers(sql: Sql, ids: readonly bigint[]): Promise<Transfer[]> {
   if (ids.length === 0) return [];
   const rows = await run(
     sql,
     "transfer read",
-    `${plannedEachTime}SELECT ${transferColumns} FROM ledger_transfers WHERE id = ANY($1::uuid[])`,
+    `${plannedEachTime}SELECT ${transferColumns} FROM ledger_transfers WHERE id = ANY($1::uuid[]) AND timestamp <> 0`,
     [uuidList(ids)],
   );
   return rows.map(transferFromRow);
 }
 
-/** Transfers by id, and for the pending ones among them what became of them. */
+/** Those of `ids` that are taken: by a transfer, or spent by a transient failure. */
+export async function selectTakenIds(sql: Sql, ids: readonly bigint[]): Promise<bigint[]> {
+  if (ids.length === 0) return [];
+  const rows = await run(
+    sql,
+    "transfer read",
+    `${plannedEachTime}SELECT id FROM ledger_transfers WHERE id = ANY($1::uuid[])`,
+    [uuidList(ids)],
+  );
+  return rows.map((row) => uuidToId(row.id as string));
+}
+
+/**
+ * Transfers by id, and for the pending ones among them what became of them; an id a transient failure spent comes
+ * back too, as its row (timestamp 0: isSpentIdRow).
+ */
 export async function selectTransfersWithStatus(
   sql: Sql,
   ids: readonly bigint[],

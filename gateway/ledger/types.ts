@@ -182,6 +182,7 @@ export const createTransferStatuses = [
   "exists_with_different_code",
   "exists_with_different_evidence",
   "exists",
+  "id_already_failed",
   "flags_are_mutually_exclusive",
   "debit_account_id_must_not_be_zero",
   "debit_account_id_must_not_be_int_max",
@@ -224,6 +225,21 @@ export const createTransferStatuses = [
   "exceeds_debits",
 ] as const;
 export type CreateTransferStatus = (typeof createTransferStatuses)[number];
+
+/**
+ * TigerBeetle's transient results: they depend on the ledger's state at the time (an account missing or closed, a
+ * pending transfer not there, a balance limit), so the same transfer asked again may end otherwise. Under sticky
+ * transient failures (CreateLedgerParams.transientFailures) the id of a transfer that failed with one is spent: asked
+ * again, it fails with `id_already_failed`.
+ */
+export const isTransientFailure = (status: CreateTransferStatus): boolean =>
+  status === "debit_account_not_found" ||
+  status === "credit_account_not_found" ||
+  status === "pending_transfer_not_found" ||
+  status === "exceeds_credits" ||
+  status === "exceeds_debits" ||
+  status === "debit_account_already_closed" ||
+  status === "credit_account_already_closed";
 
 /** `timestamp`: the created (or existing) object's timestamp; for a failure, the one the event would have had. */
 export type CreateAccountResult = { status: CreateAccountStatus; timestamp: bigint };

@@ -1,6 +1,7 @@
 // What both ways of running a batch share: the callers' statements written alongside it, resolving the callers,
 // and the balance deltas of the accounts a batch touched.
 import type { Row, Statement } from "../db/index.ts";
+import type { TransferEffects } from "./semantics.ts";
 import type { BatchWrites } from "./store-batch.ts";
 import { balanceRows, transferRows } from "./store-params.ts";
 import type { Account, CreateTransferResult, Transfer, WrittenTransfers } from "./types.ts";
@@ -47,6 +48,37 @@ export function resolveJobs(
     job.resolve(results[i]!, slot < 0 ? null : rows[slot]!);
   });
 }
+
+/**
+ * The rows a batch of transfers inserts: those it created, then a row for each id a transient failure spent — the id
+ * alone, every other field zero, timestamp 0 (TigerBeetle's orphaned id: an id with no object), which no lookup
+ * returns (store.ts) and which takes the id's place in the primary key, so that a later batch's insert of it fails
+ * and runs again, locked, where it is read as spent.
+ */
+export function writtenTransfers(effects: TransferEffects): readonly Transfer[] {
+  if (effects.failed.length === 0) return effects.created;
+  return [...effects.created, ...effects.failed.map(spentIdRow)];
+}
+
+/** A row writtenTransfers wrote for a spent id: no transfer has timestamp 0. */
+export const isSpentIdRow = (transfer: Transfer): boolean => transfer.timestamp === 0n;
+
+const spentIdRow = (id: bigint): Transfer => ({
+  id,
+  debitAccountId: 0n,
+  creditAccountId: 0n,
+  amount: 0n,
+  ledger: 0,
+  code: 0,
+  flags: 0,
+  pendingId: 0n,
+  timeout: 0,
+  userData128: 0n,
+  userData64: 0n,
+  userData32: 0,
+  timestamp: 0n,
+  evidence: null,
+});
 
 /** What a batch writes, without the clock. */
 export type BatchChanges = Omit<BatchWrites, "expectedToken" | "clock">;

@@ -26,6 +26,7 @@ import {
   noAlongside,
   noChanges,
   resolveJobs,
+  writtenTransfers,
 } from "./writer-batch.ts";
 import { loadAccounts, prefetch } from "./writer-reads.ts";
 import {
@@ -206,6 +207,7 @@ async function applyLocked(
   if (clock.token !== w.committedToken) forget(w);
   w.known.transfers.clear();
   w.known.pending.clear();
+  w.known.failed.clear();
   w.writtenBy.clear();
   w.createdFinal.length = 0;
   w.openPendings.clear();
@@ -247,6 +249,7 @@ async function applyLocked(
     w.plannedToken = null;
     w.known.transfers.clear();
     w.known.pending.clear();
+    w.known.failed.clear();
     work.settle(alongsideRows);
   };
 }
@@ -264,7 +267,7 @@ async function lockedTransfers(
   return {
     eventCount: requests.reduce((sum, request) => sum + request.length, 0),
     writes: {
-      transfers: transferRows(effects.created, w.format, w.accountIds),
+      transfers: transferRows(writtenTransfers(effects), w.format, w.accountIds),
       balances: balanceRows(deltas(effects.accountsBefore), w.format, w.accountIds),
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,

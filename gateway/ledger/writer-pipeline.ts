@@ -7,7 +7,7 @@
 import type { Row } from "../db/index.ts";
 import { KnownIdError } from "./errors.ts";
 import { applyTransferRequests, type TransferEffects } from "./semantics.ts";
-import { selectTransfers } from "./store.ts";
+import { selectTakenIds } from "./store.ts";
 import {
   type BatchWrites,
   type ClaimOrder,
@@ -17,7 +17,7 @@ import {
 } from "./store-batch.ts";
 import { type BalanceRows, balanceRows, type TransferRows, transferRows } from "./store-params.ts";
 import { type CreateTransferResult, TransferFlags, type TransferInput } from "./types.ts";
-import { type AlongsideWrites, alongsideOf, deltas, resolveJobs } from "./writer-batch.ts";
+import { type AlongsideWrites, alongsideOf, deltas, resolveJobs, writtenTransfers } from "./writer-batch.ts";
 import { prefetch } from "./writer-reads.ts";
 import { maxBigint, randomToken, type TransfersJob, type WriterState } from "./writer-state.ts";
 
@@ -54,7 +54,8 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
   await prefetch(w, w.db, requests, { forUpdate: false, lookUpIds: false }, seq);
   const firstTimestamp = maxBigint(w.plannedTimestamp + 1n, w.nowNs());
   const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
-  const final: bigint[] = [];
+  // Spent ids are dropped with the final transfers once the batch committed (then the database's row says so).
+  const final: bigint[] = [...effects.failed];
   for (const transfer of effects.created) {
     if ((transfer.flags & TransferFlags.pending) === 0) final.push(transfer.id);
     else w.writtenBy.set(transfer.id, seq);
@@ -66,7 +67,7 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
     seq,
     jobs,
     results,
-    transfers: transferRows(effects.created, w.format, w.accountIds),
+    transfers: transferRows(writtenTransfers(effects), w.format, w.accountIds),
     balances: balanceRows(deltas(effects.accountsBefore), w.format, w.accountIds),
     pendingOpened: effects.pendingOpened,
     pendingResolved: effects.pendingResolved,
@@ -97,10 +98,14 @@ function dropCommitted(w: WriterState): void {
       openPendings.delete(id);
       known.transfers.delete(id);
       known.pending.delete(id);
+      if (known.failed.size > 0) known.failed.delete(id);
     }
   }
-  while (createdFinal.length > 0 && createdFinal[0]!.seq <= committedSeq)
-    for (const id of createdFinal.shift()!.ids) known.transfers.delete(id);
+  while (createdFinal.length > 0 && createdFinal[0]!.seq <= committedSeq) {
+    const { ids } = createdFinal.shift()!;
+    for (const id of ids) known.transfers.delete(id);
+    if (known.failed.size > 0) for (const id of ids) known.failed.delete(id);
+  }
 }
 
 /** Ids of failed events the writer does not know: they must be new, or the result would have been `exists*`. */
@@ -139,7 +144,7 @@ export async function commitPlan(
   try {
     // Read before the write, outside it: an id another process stores in between changes the clock's token
     // too, so the write below aborts and the batch runs again, locked.
-    if (plan.uncheckedIds.length > 0 && (await selectTransfers(w.db, plan.uncheckedIds)).length > 0)
+    if (plan.uncheckedIds.length > 0 && (await selectTakenIds(w.db, plan.uncheckedIds)).length > 0)
       throw new KnownIdError();
     const writes: BatchWrites = {
       transfers: plan.transfers,

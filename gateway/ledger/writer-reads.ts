@@ -4,6 +4,7 @@
 import type { Sql } from "../db/index.ts";
 import { selectAccounts, selectTransfersWithStatus } from "./store.ts";
 import { TransferFlags, type TransferInput } from "./types.ts";
+import { isSpentIdRow } from "./writer-batch.ts";
 import type { WriterState } from "./writer-state.ts";
 
 /** Reads the accounts among `ids` the writer does not know, in id order (the order every writer locks them in). */
@@ -55,6 +56,12 @@ export async function prefetch(
   const found = await selectTransfersWithStatus(sql, [...transferIds]);
   for (const { transfer, status } of found) {
     if (w.known.transfers.has(transfer.id)) continue;
+    if (isSpentIdRow(transfer)) {
+      // Spent by a transient failure: id_already_failed, and no transfer (a pending id naming it is not found).
+      w.known.failed.add(transfer.id);
+      if (seq > 0) w.writtenBy.set(transfer.id, seq);
+      continue;
+    }
     w.known.transfers.set(transfer.id, transfer);
     if (status !== null) w.known.pending.set(transfer.id, status);
     if (seq > 0) w.writtenBy.set(transfer.id, seq);

@@ -55,6 +55,8 @@ export type WriterState = {
   readonly format: ParamFormat;
   /** Account ids' uuid text (PGlite's text arrays), memoized, bounded like the cache. */
   readonly accountIds: IdEncoder;
+  /** A transient failure spends its id (LedgerState.stickyFailures). */
+  readonly stickyFailures: boolean;
 
   // The queue, and whether the loop runs.
   readonly queue: Job[];
@@ -75,7 +77,8 @@ export type WriterState = {
   readonly writtenBy: Map<bigint, number>;
   /**
    * Transfers created without the pending flag never change, so they need no per-id tag: each batch's list is
-   * dropped whole once it has committed (most transfers take this way, and it saves two map operations each).
+   * dropped whole once it has committed (most transfers take this way, and it saves two map operations each). So are
+   * the ids a batch spent by a transient failure (in `known.failed`).
    */
   readonly createdFinal: { seq: number; ids: bigint[] }[];
   readonly openPendings: Set<bigint>;
@@ -95,8 +98,9 @@ export function createWriterState(params: {
   limits: LedgerLimits;
   nowNs: () => bigint;
   logger: Logger;
+  stickyFailures: boolean;
 }): WriterState {
-  const { db, limits, nowNs, logger } = params;
+  const { db, limits, nowNs, logger, stickyFailures } = params;
   // A batch in flight on PostgreSQL holds a connection while it waits for the one before it to take the clock:
   // leave a connection free for that one (and for reads), or two batches could wait on each other for ever.
   const depthMax = Math.min(limits.pipelineDepthMax, db.kind === "postgres" ? db.connectionsMax - 1 : 1);
@@ -109,6 +113,7 @@ export function createWriterState(params: {
     pipelined: depthMax >= 1,
     format: db.kind === "postgres" ? "binary" : "text",
     accountIds: createIdEncoder(limits.accountsCacheMax),
+    stickyFailures,
     queue: [],
     queuedTransfers: 0,
     running: false,
@@ -116,7 +121,7 @@ export function createWriterState(params: {
     idle: Promise.resolve(),
     signalIdle: () => undefined,
     wake: null,
-    known: emptyLedgerState(),
+    known: emptyLedgerState(stickyFailures),
     writtenBy: new Map(),
     createdFinal: [],
     openPendings: new Set(),
@@ -132,7 +137,7 @@ export function createWriterState(params: {
 
 /** Drops everything the writer knows: the next batch runs locked and reads what it needs. */
 export function forget(w: WriterState): void {
-  w.known = emptyLedgerState();
+  w.known = emptyLedgerState(w.stickyFailures);
   w.writtenBy.clear();
   w.createdFinal.length = 0;
   w.openPendings.clear();

@@ -54,6 +54,7 @@ export function createWriter(params: {
   limits: LedgerLimits;
   nowNs: () => bigint;
   logger: Logger;
+  stickyFailures: boolean;
 }): Writer {
   const w = createWriterState(params);
   const submit = (job: Job) => {

@@ -7,6 +7,7 @@ import { ledgerStoppingAtReturn, type NettingFixture, nettingFixture } from "../
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import { nettingAccruedMax, nettingBatchPayeesMax } from "../router/index.ts";
 import {
   accruePayout,
@@ -48,7 +49,7 @@ const insertPayment = (id: string) => netting.insertPayment(id);
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   netting = await nettingFixture(db, ledger, "netting", 100n);
 }, 120_000);
 

@@ -15,6 +15,7 @@ import {
   TransferFlags,
   transferCodes,
 } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import { buildSnapshot, learningConfigDefault, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
@@ -190,7 +191,7 @@ let customerCount = 0;
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: tenantId, name: "Test" });
   for (const id of ["cheap", "dear"]) {
     await createAccount(
@@ -856,7 +857,7 @@ describe("payments across two rails", () => {
   it("a payment made in one go reads nothing back, and answers what the database holds", async () => {
     const statements: string[] = [];
     const recorded = recordStatements(db, statements);
-    const recordedLedger = createLedger({ db: recorded });
+    const recordedLedger = createLedger({ ...gatewayLedgerParams, db: recorded });
     const deps = { ...depsWith(recorded), ledger: recordedLedger };
     await createPayment(deps, request("k9-warm")); // the account memory and the ledger writer's fill
     statements.length = 0;

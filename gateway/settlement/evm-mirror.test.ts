@@ -5,6 +5,7 @@ import { assets, type SplitterEvent, splitByBasisPoints, type WatchedEvent } fro
 import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, TransferFlags } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import {
   createEvmMirror,
   evmMirrorAccounts,
@@ -52,7 +53,7 @@ beforeAll(async () => {
   await migrate(db, [
     { namespace: "ledger", directory: new URL("../ledger/migrations", import.meta.url).pathname },
   ]);
-  ledger = createLedger({ db, limits: { expiryIntervalMs: 0 } });
+  ledger = createLedger({ ...gatewayLedgerParams, db, limits: { expiryIntervalMs: 0 } });
   await ledger.createAccounts([{ id: clearing, ledger: assets.USDC.ledger, code: 10 }]);
 });
 afterAll(async () => {

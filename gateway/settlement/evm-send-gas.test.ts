@@ -7,6 +7,7 @@ import { createAccountCache } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import { bookGas } from "../x402/settle.ts";
 import { bookSendGas, type MinedSendGas, x402GasId } from "./evm-send-gas.ts";
 import { createOpenInvoiceMemory, type SettlementDeps } from "./index.ts";
@@ -25,7 +26,7 @@ const logger = {
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
 });
 afterAll(async () => {
   await ledger?.close();

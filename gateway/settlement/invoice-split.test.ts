@@ -9,6 +9,7 @@ import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
@@ -50,7 +51,7 @@ const deps = (): SettlementDeps => ({
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: tenantId, name: "Split" });
   await createTenant(db, { id: "ten_other", name: "Other" });
   for (const [tenant, id] of [

@@ -10,6 +10,7 @@ import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { derivedLedgerId } from "../ids/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
@@ -53,7 +54,7 @@ function deps(database: Db = db): SettlementDeps {
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: tenantId, name: "In" });
   await createTenant(db, { id: "ten_else", name: "Else" });
   const customer = await createAccount(

@@ -16,6 +16,7 @@ import {
   TransferFlags,
   transferCodes,
 } from "../ledger/index.ts";
+import { gatewayLedgerParams } from "../ledger-params.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyReceived,
@@ -57,7 +58,7 @@ const deps = (database: Db = db): SettlementDeps => ({
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: tenantId, name: "Split reversal" });
   for (const id of ["acct_seller", "acct_payee_a", "acct_payee_b", "acct_elsewhere"]) {
     const account = await createAccount(

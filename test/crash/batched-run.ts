@@ -9,6 +9,7 @@ import { createAccount } from "../../gateway/accounts/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import { createTenant } from "../../gateway/tenants/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import {
@@ -45,7 +46,7 @@ export async function openBatchedDatabase(postgresUrl: string): Promise<BatchedD
   const url = await createTestDatabase(postgresUrl, "crash_batched");
   const db = openPostgres({ url, poolSizeMax: 2, statementTimeoutMs: 10_000 });
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  const ledger = createLedger({ db });
+  const ledger = createLedger({ ...gatewayLedgerParams, db });
   const ledgerIds = new Map<string, bigint>();
   await createTenant(db, { id: batchedTenantId, name: "batched" });
   const open = async (id: string, kind: "customer" | "merchant" | "clearing") => {

@@ -17,6 +17,7 @@ import { type Db, openPostgres, type Row, type Sql } from "../../gateway/db/inde
 import { storedRecord } from "../../gateway/http/idempotency.ts";
 import { answerOf, keptStatusOf } from "../../gateway/http/resources/payments.ts";
 import { createLedger, type Ledger } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import { createPayment, getPayment, type PaymentsDeps } from "../../gateway/payments/index.ts";
 import { isPaymentKeyTaken } from "../../gateway/payments/store.ts";
 import {
@@ -99,7 +100,7 @@ function watched(db: Db): Db {
 }
 
 const db = openPostgres({ url, poolSizeMax, statementTimeoutMs: 10_000 });
-const ledger = createLedger({ db: watched(db) });
+const ledger = createLedger({ ...gatewayLedgerParams, db: watched(db) });
 let handed = 0;
 /** The ledger as the settler sees it: each batch reported when handed, and when refused. */
 const reportingLedger: Ledger = {

@@ -6,6 +6,7 @@ import { balanceOf, createAccount } from "../../gateway/accounts/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import { createTenant } from "../../gateway/tenants/index.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 
@@ -21,7 +22,7 @@ beforeAll(async () => {
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
   await db.exec(`CREATE TABLE toy_payouts (attempt_id text PRIMARY KEY, payment_id text NOT NULL, rail text NOT NULL, amount bigint NOT NULL,
     outcome text NOT NULL CHECK (outcome IN ('paid', 'refused')))`);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   await createTenant(db, { id: "ten_crash", name: "crash" });
   const customer = await createAccount(
     { sql: db, ledger },

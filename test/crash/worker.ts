@@ -11,6 +11,7 @@ import { assets } from "../../core/index.ts";
 import { openPostgres } from "../../gateway/db/index.ts";
 import { answerOf, keptStatusOf } from "../../gateway/http/resources/payments.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import { createPayment, type PaymentsDeps, recoverOpenAttempts } from "../../gateway/payments/index.ts";
 import { toyRailSnapshot } from "../support/toy-rail.ts";
 import { workerPaymentsDeps } from "./worker-deps.ts";
@@ -19,7 +20,7 @@ const [url, runId, countText] = process.argv.slice(2);
 if (url === undefined || runId === undefined || countText === undefined)
   throw new Error("usage: worker.ts <url> <run> <count>");
 const db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 10_000 });
-const ledger = createLedger({ db });
+const ledger = createLedger({ ...gatewayLedgerParams, db });
 
 function toyRail(id: string, feeFixed: bigint, refuses: (attemptId: string) => boolean): Rail {
   return {

@@ -26,6 +26,7 @@ import { canonicalSplit, hardhatMnemonic, revenueSplitterAbi, testUsdAbi } from 
 import { assets } from "../../core/index.ts";
 import { openDb } from "../../gateway/db/index.ts";
 import { createLedger } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import {
   evmMirrorAccounts,
   evmMirrorTransferCodes,
@@ -385,7 +386,7 @@ describe.skipIf(missing.length > 0)("against your own Hardhat node", () => {
     await new Promise((resolve) => setTimeout(resolve, 15_000));
     await stop(gateway.started);
     const db = await openDb({ kind: "pglite", dataDir: path.join(dir, "split") });
-    const ledger = createLedger({ db });
+    const ledger = createLedger({ ...gatewayLedgerParams, db });
     try {
       const id = (purpose: "pending" | "post" | "void") =>
         evmMirrorTransferId(

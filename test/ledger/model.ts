@@ -30,11 +30,19 @@ export type ModelState = {
   accounts: Map<bigint, Account>;
   transfers: Map<bigint, Transfer>;
   status: Map<bigint, Status>;
+  /** Ids spent by a transient failure: kept through a linked chain's rollback (restore leaves it). */
+  failed: Set<bigint>;
   lastTimestamp: bigint;
 };
 
 export function newModel(): ModelState {
-  return { accounts: new Map(), transfers: new Map(), status: new Map(), lastTimestamp: 0n };
+  return {
+    accounts: new Map(),
+    transfers: new Map(),
+    status: new Map(),
+    failed: new Set(),
+    lastTimestamp: 0n,
+  };
 }
 
 function copy(state: ModelState): ModelState {
@@ -44,6 +52,7 @@ function copy(state: ModelState): ModelState {
     accounts,
     transfers: new Map(state.transfers),
     status: new Map(state.status),
+    failed: state.failed,
     lastTimestamp: state.lastTimestamp,
   };
 }
@@ -169,7 +178,24 @@ const pending = 2,
 
 type Outcome = { status: string; timestamp: bigint };
 
+/** TigerBeetle's transient results: the id of a transfer that failed with one is spent for good. */
+const transient = new Set([
+  "debit_account_not_found",
+  "credit_account_not_found",
+  "pending_transfer_not_found",
+  "exceeds_credits",
+  "exceeds_debits",
+  "debit_account_already_closed",
+  "credit_account_already_closed",
+]);
+
 function transfer(state: ModelState, t: TransferInput, ts: bigint): Outcome {
+  const outcome = evaluate(state, t, ts);
+  if (transient.has(outcome.status)) state.failed.add(t.id);
+  return outcome;
+}
+
+function evaluate(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   const flags = t.flags ?? 0;
   const fail = (status: string) => ({ status, timestamp: ts });
   if ((flags & ~255) !== 0) return fail("reserved_flag");
@@ -178,6 +204,7 @@ function transfer(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   if (t.id === 0n) return fail("id_must_not_be_zero");
   const e = state.transfers.get(t.id);
   if (e) return transferExists(state, t, e, ts);
+  if (state.failed.has(t.id)) return fail("id_already_failed");
   if (flags & (post | voidF)) return postOrVoid(state, t, ts);
   return createNew(state, t, ts);
 }
