@@ -8,6 +8,7 @@ import { gatewayMigrations } from "../../gateway/app.ts";
 import { migrate, openPostgres } from "../../gateway/db/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { createLedger, ledgerHolds, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 
 export type SeededTenant = { tenantId: string; apiKey: string; accounts: readonly string[] };
@@ -18,7 +19,7 @@ const fundingPerAccount = 10_000_000n; // 10 USDC: 10 million payments of 0.0000
 
 export async function seedTenants(url: string): Promise<SeededTenant[]> {
   const db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 60_000 });
-  const ledger = createLedger({ db });
+  const ledger = createLedger({ ...gatewayLedgerParams, db });
   try {
     await migrate(db, [ledgerMigrations, gatewayMigrations, evmMigrations, fiatMigrations]);
     const source = await createAccount(

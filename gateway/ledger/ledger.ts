@@ -75,6 +75,7 @@ export type CreateLedgerParams = {
    * asked again fails with `id_already_failed`, whatever changed meanwhile; a retry takes a new id. `retryable`: nothing
    * is recorded, and the id asked again is evaluated again — for an application whose ids are derived from its own
    * records and asked again once the state changed (the gateway: a credit delivered again once its account exists).
+   * An id a sticky ledger spent on the same database stays spent for it too (its row holds the id).
    */
   transientFailures?: "sticky" | "retryable";
 };

@@ -9,6 +9,7 @@ import {
   AccountFlags,
   type AccountInput,
   accountFlagsKnown,
+  accountImportedFlag,
   type CreateAccountResult,
   type CreateAccountStatus,
   type CreateTransferResult,
@@ -119,6 +120,9 @@ function runRequest<E extends { flags?: number }, S extends string>(
   return results;
 }
 
+/** Absent, or zero: a field the ledger sets, left to it. */
+const isZero = (value: bigint | undefined): boolean => value === undefined || value === 0n;
+
 function newJournal(): Journal {
   return { undo: [], inChain: false, createdMark: 0, openedMark: 0, resolvedMark: 0 };
 }
@@ -181,6 +185,11 @@ export function applyAccountRequest(
     const userData128 = a.userData128 ?? 0n;
     const userData64 = a.userData64 ?? 0n;
     const userData32 = a.userData32 ?? 0;
+    // TigerBeetle's checks of the fields it sets, in its order: the timestamp (an event not imported), the reserved
+    // field, then (below, after `exists`) the balances.
+    if (!isZero(a.timestamp) && !(isUint(flags, u16Max) && (flags & accountImportedFlag) !== 0))
+      return "timestamp_must_be_zero";
+    if (a.reserved !== undefined && a.reserved !== 0) return "reserved_field";
     if (!isUint(flags, u16Max) || (flags & ~accountFlagsKnown) !== 0) return "reserved_flag";
     if (!isU128(a.id)) return "id_out_of_range";
     if (!isUint(a.ledger, u32Max)) return "ledger_out_of_range";
@@ -205,6 +214,10 @@ export function applyAccountRequest(
       (flags & AccountFlags.creditsMustNotExceedDebits) !== 0
     )
       return "flags_are_mutually_exclusive";
+    if (!isZero(a.debitsPending)) return "debits_pending_must_be_zero";
+    if (!isZero(a.debitsPosted)) return "debits_posted_must_be_zero";
+    if (!isZero(a.creditsPending)) return "credits_pending_must_be_zero";
+    if (!isZero(a.creditsPosted)) return "credits_posted_must_be_zero";
     if (a.ledger === 0) return "ledger_must_not_be_zero";
     if (a.code === 0) return "code_must_not_be_zero";
     const account: Account = {

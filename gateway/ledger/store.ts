@@ -190,11 +190,19 @@ export async function selectTakenIds(sql: Sql, ids: readonly bigint[]): Promise<
   return rows.map((row) => uuidToId(row.id as string));
 }
 
-/**
- * Transfers by id, and for the pending ones among them what became of them; an id a transient failure spent comes
- * back too, as its row (timestamp 0: isSpentIdRow).
- */
+/** Transfers by id, and for the pending ones among them what became of them. */
 export async function selectTransfersWithStatus(
+  sql: Sql,
+  ids: readonly bigint[],
+): Promise<{ transfer: Transfer; status: PendingStatus | null }[]> {
+  return (await selectTransfersOrSpent(sql, ids)).filter(({ transfer }) => transfer.timestamp !== 0n);
+}
+
+/**
+ * selectTransfersWithStatus, and an id a transient failure spent too, as its row (timestamp 0: writer-batch.ts
+ * isSpentIdRow): what the writer reads before a batch.
+ */
+export async function selectTransfersOrSpent(
   sql: Sql,
   ids: readonly bigint[],
 ): Promise<{ transfer: Transfer; status: PendingStatus | null }[]> {

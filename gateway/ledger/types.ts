@@ -26,6 +26,9 @@ export const TransferFlags = {
 
 export const accountFlagsKnown = 1 | 2 | 4 | 8 | 32;
 export const transferFlagsKnown = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128;
+/** TigerBeetle's `imported` bits: not supported (reserved_flag), but an event with one is not asked for timestamp 0. */
+export const accountImportedFlag = 16;
+export const transferImportedFlag = 256;
 
 /**
  * The largest balance, and so the largest amount moved: PostgreSQL's int8. TigerBeetle's are u128; ours stop at
@@ -66,6 +69,17 @@ export type AccountInput = {
   userData128?: bigint;
   userData64?: bigint;
   userData32?: number;
+  /**
+   * TigerBeetle's Account fields that a new account must leave zero (the ledger sets them): a caller that passes its
+   * Account through gets `*_must_be_zero`, `reserved_field` or `timestamp_must_be_zero` as TigerBeetle answers, never
+   * the fields taken as given.
+   */
+  debitsPending?: bigint;
+  debitsPosted?: bigint;
+  creditsPending?: bigint;
+  creditsPosted?: bigint;
+  reserved?: number;
+  timestamp?: bigint;
 };
 
 export type Account = {
@@ -98,6 +112,8 @@ export type TransferInput = {
   userData64?: bigint;
   userData32?: number;
   evidence?: TransferEvidence;
+  /** The ledger sets it: anything but 0 (or absent) is `timestamp_must_be_zero`, as in TigerBeetle. */
+  timestamp?: bigint;
 };
 
 export type Transfer = {
@@ -124,6 +140,8 @@ export const createAccountStatuses = [
   "created",
   "linked_event_failed",
   "linked_event_chain_open",
+  "timestamp_must_be_zero",
+  "reserved_field",
   "reserved_flag",
   // ours: a value a u128/u64/u32/u16 field cannot hold
   "id_out_of_range",
@@ -142,6 +160,10 @@ export const createAccountStatuses = [
   "exists_with_different_code",
   "exists",
   "flags_are_mutually_exclusive",
+  "debits_pending_must_be_zero",
+  "debits_posted_must_be_zero",
+  "credits_pending_must_be_zero",
+  "credits_posted_must_be_zero",
   "ledger_must_not_be_zero",
   "code_must_not_be_zero",
 ] as const;
@@ -151,6 +173,7 @@ export const createTransferStatuses = [
   "created",
   "linked_event_failed",
   "linked_event_chain_open",
+  "timestamp_must_be_zero",
   "reserved_flag",
   // ours: a value the field's type cannot hold, or malformed evidence
   "id_out_of_range",

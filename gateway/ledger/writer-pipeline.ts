@@ -119,7 +119,15 @@ function uncheckedIds(
     const requestResults = results[r]!;
     request.forEach((t, i) => {
       const status = requestResults[i]!.status;
-      if (status !== "created" && !w.known.transfers.has(t.id) && isStorableId(t.id)) ids.push(t.id);
+      // One answered id_already_failed from memory is known spent (its own batch's row, or an earlier batch's that
+      // fails with it through the token): reading it again would only send a right answer to run again, locked.
+      if (
+        status !== "created" &&
+        status !== "id_already_failed" &&
+        !w.known.transfers.has(t.id) &&
+        isStorableId(t.id)
+      )
+        ids.push(t.id);
     });
   });
   return ids;

@@ -2,7 +2,7 @@
 // of them) and the accounts it touches. The locked path reads under the clock lock, accounts FOR UPDATE; the
 // pipelined path reads without locks and relies on the clock's token to tell it whether what it read still holds.
 import type { Sql } from "../db/index.ts";
-import { selectAccounts, selectTransfersWithStatus } from "./store.ts";
+import { selectAccounts, selectTransfersOrSpent } from "./store.ts";
 import { TransferFlags, type TransferInput } from "./types.ts";
 import { isSpentIdRow } from "./writer-batch.ts";
 import type { WriterState } from "./writer-state.ts";
@@ -53,7 +53,7 @@ export async function prefetch(
         accountIds.add(t.creditAccountId);
     }
   }
-  const found = await selectTransfersWithStatus(sql, [...transferIds]);
+  const found = await selectTransfersOrSpent(sql, [...transferIds]);
   for (const { transfer, status } of found) {
     if (w.known.transfers.has(transfer.id)) continue;
     if (isSpentIdRow(transfer)) {

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import {
   accruedUnderLock,
   accruePayout,
@@ -25,7 +26,7 @@ beforeAll(async () => {
   const url = await createTestDatabase(inject("postgresUrl"), "accrual_lock");
   db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 30_000 });
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  ledger = createLedger({ db });
+  ledger = createLedger({ ...gatewayLedgerParams, db });
   netting = await nettingFixture(db, ledger, "accrual_lock", 100n);
 }, 120_000);
 

@@ -3,6 +3,7 @@ import { SwitchyardError } from "../../core/errors.ts";
 import type { Db } from "../../gateway/db/index.ts";
 import {
   AccountFlags,
+  type AccountInput,
   AlongsideStatementError,
   amountMax,
   createLedger,
@@ -139,6 +140,59 @@ for (const storeName of storeNames)
         "evidence_invalid",
         "evidence_invalid",
         "evidence_invalid",
+      ]);
+    });
+
+    it("refuses the fields the ledger sets, with TigerBeetle's codes in its order: timestamp, reserved, balances", async () => {
+      const account = (fields: Partial<AccountInput>): AccountInput => ({
+        id: ledgerId(),
+        ledger: L,
+        code: 10,
+        ...fields,
+      });
+      const accountResults = await ledger.createAccounts([
+        account({ timestamp: 1n, reserved: 1, flags: 1 << 15 }),
+        account({ reserved: 1, flags: 1 << 15 }),
+        account({ debitsPending: 1n, ledger: 0 }),
+        account({ debitsPosted: 1n }),
+        account({ creditsPending: 1n }),
+        account({ creditsPosted: 1n, code: 0 }),
+        // An account that exists is `exists` whatever balances are asked (TigerBeetle compares flags, user data,
+        // ledger and code), but a timestamp is refused before the id is looked at.
+        { id: accounts.a, ledger: L, code: 10, creditsPosted: 5n },
+        { id: accounts.a, ledger: L, code: 10, timestamp: 7n },
+        account({ timestamp: 0n, reserved: 0, debitsPending: 0n }),
+      ]);
+      expect(accountResults.map((r) => r.status)).toEqual([
+        "timestamp_must_be_zero",
+        "reserved_field",
+        "debits_pending_must_be_zero",
+        "debits_posted_must_be_zero",
+        "credits_pending_must_be_zero",
+        "credits_posted_must_be_zero",
+        "exists",
+        "timestamp_must_be_zero",
+        "created",
+      ]);
+      const base = {
+        debitAccountId: accounts.a,
+        creditAccountId: accounts.b,
+        ledger: L,
+        code: 1,
+        amount: 1n,
+      };
+      const transferResults = await ledger.createTransfers([
+        { ...base, id: ledgerId(), timestamp: 1n, flags: 1 << 15 },
+        { ...base, id: 0n, timestamp: 1n },
+        // TigerBeetle's `imported` is not supported: reserved_flag, not asked for timestamp 0.
+        { ...base, id: ledgerId(), timestamp: 1n, flags: 1 << 8 },
+        { ...base, id: ledgerId(), timestamp: 0n },
+      ]);
+      expect(transferResults.map((r) => r.status)).toEqual([
+        "timestamp_must_be_zero",
+        "timestamp_must_be_zero",
+        "reserved_flag",
+        "created",
       ]);
     });
 

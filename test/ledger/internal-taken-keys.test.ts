@@ -8,6 +8,7 @@ import { createAccount } from "../../gateway/accounts/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import type { PaymentsDeps } from "../../gateway/payments/deps.ts";
 import { keysCheckedForMs } from "../../gateway/payments/internal.ts";
 import { createPayment } from "../../gateway/payments/service.ts";
@@ -28,7 +29,7 @@ beforeAll(async () => {
   const url = await createTestDatabase(inject("postgresUrl"), "internal_taken_keys");
   db = openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 30_000 });
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
-  const real = createLedger({ db });
+  const real = createLedger({ ...gatewayLedgerParams, db });
   ledger = {
     ...real,
     async createTransfersWith(transfers, alongside) {

@@ -32,15 +32,18 @@ export type ModelState = {
   status: Map<bigint, Status>;
   /** Ids spent by a transient failure: kept through a linked chain's rollback (restore leaves it). */
   failed: Set<bigint>;
+  /** Whether a transient failure spends its id (the ledger's default); not: the id is evaluated again. */
+  sticky: boolean;
   lastTimestamp: bigint;
 };
 
-export function newModel(): ModelState {
+export function newModel(options: { sticky?: boolean } = {}): ModelState {
   return {
     accounts: new Map(),
     transfers: new Map(),
     status: new Map(),
     failed: new Set(),
+    sticky: options.sticky ?? true,
     lastTimestamp: 0n,
   };
 }
@@ -53,6 +56,7 @@ function copy(state: ModelState): ModelState {
     transfers: new Map(state.transfers),
     status: new Map(state.status),
     failed: state.failed,
+    sticky: state.sticky,
     lastTimestamp: state.lastTimestamp,
   };
 }
@@ -191,7 +195,7 @@ const transient = new Set([
 
 function transfer(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   const outcome = evaluate(state, t, ts);
-  if (transient.has(outcome.status)) state.failed.add(t.id);
+  if (state.sticky && transient.has(outcome.status)) state.failed.add(t.id);
   return outcome;
 }
 

@@ -7,6 +7,7 @@ import { assets } from "../../core/index.ts";
 import { gatewayMigrations } from "../../gateway/app.ts";
 import { type Db, migrate, openPostgres } from "../../gateway/db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../../gateway/ledger/index.ts";
+import { gatewayLedgerParams } from "../../gateway/ledger-params.ts";
 import {
   accruePayout,
   flushNetting,
@@ -30,7 +31,7 @@ beforeAll(async () => {
     openPostgres({ url, poolSizeMax: 4, statementTimeoutMs: 30_000 }),
   );
   await migrate(dbs[0]!, [ledgerMigrations, gatewayMigrations]);
-  ledgers = dbs.map((db) => createLedger({ db }));
+  ledgers = dbs.map((db) => createLedger({ ...gatewayLedgerParams, db }));
   netting = await nettingFixture(dbs[0]!, ledgers[0]!, "netting_refusals", 100n);
 }, 120_000);
 

@@ -269,9 +269,12 @@ for (const storeName of storeNames) {
           );
           // Far enough ahead that every pending transfer of earlier runs (on this database) has expired.
           let now = clock!.timestamp_last + 1_000n * 1_000_000_000n;
-          // Every third run keeps every batch on the locked path (reads under the clock lock), the rest pipeline.
+          // Every third run keeps every batch on the locked path (reads under the clock lock), the rest pipeline. Half
+          // the runs (of either parity) with transient failures retryable, as the gateway runs the ledger.
+          const sticky = runIndex % 4 === 0 || runIndex % 4 === 3;
           const ledger = createLedger({
             db,
+            transientFailures: sticky ? "sticky" : "retryable",
             limits: { expiryIntervalMs: 0, ...(runIndex % 3 === 0 ? { pipelineDepthMax: 0 } : {}) },
             nowNs: () => now,
           });
@@ -279,7 +282,7 @@ for (const storeName of storeNames) {
           const [after] = await db.query<{ timestamp_last: bigint }>(
             "SELECT timestamp_last FROM ledger_clock",
           );
-          const model = newModel();
+          const model = newModel({ sticky });
           model.lastTimestamp = after!.timestamp_last;
           try {
             const seeded = await ledger.createAccounts(seedAccounts.map(ids.account));
@@ -350,6 +353,7 @@ for (const storeName of storeNames) {
         "pending_transfer_already_posted",
         "exists_with_different_amount",
         "debit_account_not_found",
+        "id_already_failed",
       ]) {
         expect(seen.get(status) ?? 0, status).toBeGreaterThan(0);
       }

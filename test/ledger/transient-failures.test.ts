@@ -12,9 +12,11 @@ import {
   type Ledger,
   ledgerId,
   ledgerMigrations,
+  selectLedgerTotals,
   TransferFlags,
   type TransferInput,
 } from "../../gateway/ledger/index.ts";
+import { ledgerInvariantProblems } from "../support/ledger-invariants.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { type StoreName, storeNames } from "./stores.ts";
 
@@ -155,13 +157,63 @@ for (const storeName of storeNames)
       expect(await statuses(ledger, [move(spent, 1n, { flags: 1 << 15 })])).toEqual(["reserved_flag"]);
     });
 
-    it("within one batch: requests coalesced together see the id spent by the one before", async () => {
+    it("within one request, and across requests sent together: a later event sees the id spent by an earlier one", async () => {
       const id = ledgerId();
+      expect(await statuses(ledger, [move(id, 10n ** 15n), move(id, 10n ** 15n)])).toEqual([
+        "exceeds_credits",
+        "id_already_failed",
+      ]);
+      const other = ledgerId();
       const [shortOne, again] = await Promise.all([
-        ledger.createTransfers([move(id, 10n ** 15n)]),
-        ledger.createTransfers([move(id, 10n ** 15n)]),
+        ledger.createTransfers([move(other, 10n ** 15n)]),
+        ledger.createTransfers([move(other, 10n ** 15n)]),
       ]);
       expect([shortOne[0]?.status, again[0]?.status]).toEqual(["exceeds_credits", "id_already_failed"]);
+    });
+
+    it("the other transient results spend the id too: a credit limit, a debit account not found, a closed account", async () => {
+      const [capped, closable, missing] = [ledgerId(), ledgerId(), ledgerId()];
+      const made = await ledger.createAccounts([
+        { id: capped, ledger: L, code: 10, flags: AccountFlags.creditsMustNotExceedDebits },
+        { id: closable, ledger: L, code: 10 },
+      ]);
+      expect(made.map((r) => r.status)).toEqual(["created", "created"]);
+      const overCap = move(ledgerId(), 1n, { debitAccountId: accounts.payee, creditAccountId: capped });
+      const fromMissing = move(ledgerId(), 1n, { debitAccountId: missing });
+      const closing = move(ledgerId(), 0n, {
+        debitAccountId: closable,
+        creditAccountId: accounts.payee,
+        flags: TransferFlags.pending | TransferFlags.closingDebit,
+      });
+      const fromClosed = move(ledgerId(), 0n, { debitAccountId: closable });
+      expect(await statuses(ledger, [overCap, fromMissing, closing, fromClosed])).toEqual([
+        "exceeds_debits",
+        "debit_account_not_found",
+        "created",
+        "debit_account_already_closed",
+      ]);
+      // Each cause gone: the cap met by a debit first, the account made, the closing voided.
+      expect(
+        await statuses(ledger, [
+          move(ledgerId(), 1n, { debitAccountId: capped, creditAccountId: accounts.payee }),
+        ]),
+      ).toEqual(["created"]);
+      expect((await ledger.createAccounts([{ id: missing, ledger: L, code: 10 }]))[0]?.status).toBe(
+        "created",
+      );
+      const reopen = {
+        ...closing,
+        id: ledgerId(),
+        flags: TransferFlags.voidPendingTransfer,
+        pendingId: closing.id,
+        amount: 0n,
+      };
+      expect(await statuses(ledger, [reopen])).toEqual(["created"]);
+      expect(await statuses(ledger, [overCap, fromMissing, fromClosed])).toEqual([
+        "id_already_failed",
+        "id_already_failed",
+        "id_already_failed",
+      ]);
     });
 
     it("holds across writers on one database, and for a writer started later", async () => {
@@ -179,6 +231,21 @@ for (const storeName of storeNames)
       expect(await statuses(other, [move(otherId, 10n ** 16n)])).toEqual(["exceeds_credits"]);
       await fund(10n ** 16n);
       expect(await statuses(ledger, [move(otherId, 10n ** 16n)])).toEqual(["id_already_failed"]);
+    });
+
+    it("the spent ids' rows are in no balance, listing or lookup: the books still check", async () => {
+      const [row] = await db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM ledger_transfers WHERE timestamp = 0",
+      );
+      expect(row?.n).toBeGreaterThan(5); // the tests above spent that many
+      expect(await ledgerInvariantProblems(db)).toEqual([]);
+      for (const total of await selectLedgerTotals(db)) {
+        expect(total.debitsPosted).toBe(total.creditsPosted);
+        expect(total.debitsPending).toBe(total.creditsPending);
+      }
+      const page = await ledger.getAccountTransfers({ accountId: accounts.payer, limit: 8_000 });
+      expect(page.transfers.every((t) => t.timestamp > 0n)).toBe(true);
+      expect(await ledger.expirePendingTransfers()).toBe(0);
     });
 
     it("under transientFailures: retryable, nothing is spent: the id asked again is evaluated again", async () => {
