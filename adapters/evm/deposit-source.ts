@@ -381,8 +381,7 @@ function evidenceOf(state: EvmRailState, log: DepositLog): EvmEvidence {
 /**
  * A reversal a reorg made of this transfer — the same transaction, to the same invoice, of the same amount (its log's
  * place in its block may differ on the new branch) — that nothing gave back yet, or that this log gave back (asked
- * again after a crash); null when none stands. Never this log's own removal's record (the removal asks what its
- * `final` credited).
+ * again after a crash); null when none stands.
  */
 async function standingReorg(
   state: EvmRailState,
@@ -392,7 +391,7 @@ async function standingReorg(
   const [row] = await state.params.db.query<{ log_index: number; generation: number }>(
     `SELECT log_index, generation FROM evm_deposit_reorgs
      WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND reference = $4 AND amount = $5::numeric
-       AND (reinstated_by IS NULL OR reinstated_by = $6) AND NOT (log_index = $7 AND generation = $8)
+       AND (reinstated_by IS NULL OR reinstated_by = $6)
      ORDER BY reinstated_by NULLS LAST, generation DESC, log_index LIMIT 1`,
     [
       state.chainId,
@@ -401,12 +400,27 @@ async function standingReorg(
       paid.reference,
       paid.amount.toString(),
       receiptKey(log),
-      log.logIndex,
-      log.generation,
     ],
   );
   return row === undefined ? null : { logIndex: Number(row.log_index), generation: Number(row.generation) };
 }
+
+/** The reversal this log's `final` gave back (or was about to: its mark is set first), or null. */
+async function reinstatedBy(
+  state: EvmRailState,
+  log: DepositLog,
+): Promise<{ logIndex: number; generation: number } | null> {
+  const [row] = await state.params.db.query<{ log_index: number; generation: number }>(
+    `SELECT log_index, generation FROM evm_deposit_reorgs
+     WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND reinstated_by = $4`,
+    [state.chainId, state.params.token.address.toLowerCase(), log.txHash.toLowerCase(), receiptKey(log)],
+  );
+  return row === undefined ? null : { logIndex: Number(row.log_index), generation: Number(row.generation) };
+}
+
+/** The key of the reversal a reorg made of the log at (logIndex, generation) of `log`'s transaction. */
+const reorgKey = (logIndex: number, generation: number, log: DepositLog) =>
+  `reorg:${receiptKey({ ...log, logIndex, generation })}`;
 
 /** The receipt's key among an invoice's receipts: its log, and how often a reorg brought it back. */
 const receiptKey = (log: DepositLog) => `${log.txHash.toLowerCase()}:${log.logIndex}#${log.generation}`;
@@ -428,13 +442,9 @@ export function depositSink(
       if (paid === null) return;
       const reversed = await standingReorg(state, log, paid);
       if (reversed !== null) {
-        // Mined again after a reorg took it away once credited: its reversal is given back, not a second payment.
-        await deliver({
-          kind: "reinstated",
-          reference: paid.reference,
-          key: `reorg:${receiptKey({ ...log, logIndex: reversed.logIndex, generation: reversed.generation })}`,
-          evidence: evidenceOf(state, log),
-        });
+        // Mined again after a reorg took it away once credited: its reversal is given back, not a second payment. The
+        // reversal is marked as this log's before it is given back, so that a reorg removing this log finds what its
+        // `final` may have given back (removed, below) even if the process stops between the two.
         await state.params.db.query(
           `UPDATE evm_deposit_reorgs SET reinstated_by = $6
            WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5`,
@@ -447,6 +457,12 @@ export function depositSink(
             receiptKey(log),
           ],
         );
+        await deliver({
+          kind: "reinstated",
+          reference: paid.reference,
+          key: reorgKey(reversed.logIndex, reversed.generation, log),
+          evidence: evidenceOf(state, log),
+        });
       } else {
         const block = await state.params.publicClient.getBlock({ blockHash: log.blockHash });
         await deliver({
@@ -471,15 +487,14 @@ export function depositSink(
       if (!wasFinal) return;
       const paid = await invoiceOf(state, log);
       if (paid === null) return;
-      // What its `final` credited, asked as final asked it (before this removal's own record is written): a reversal
-      // given back, if one stood (this log mined again after a reorg), or else its receipt.
-      const prior = await standingReorg(state, log, paid);
+      // What its `final` credited: the reversal it gave back, marked as this log's (this log mined again after a
+      // reorg), or else its receipt. Only this log's own mark: another log's record of the same transaction (a second
+      // transfer of the same amount to the address, removed a moment ago by this very reorg) is not what this one did.
+      const given = await reinstatedBy(state, log);
       const takes =
-        prior === null
+        given === null
           ? { receipt: receiptKey(log) }
-          : {
-              reinstated: `reorg:${receiptKey({ ...log, logIndex: prior.logIndex, generation: prior.generation })}`,
-            };
+          : { reinstated: reorgKey(given.logIndex, given.generation, log) };
       const reorg = [
         state.chainId,
         state.params.token.address.toLowerCase(),
@@ -499,19 +514,26 @@ export function depositSink(
       const verdict = await deliver({
         kind: "reversed",
         reference: paid.reference,
-        key: `reorg:${receiptKey(log)}`,
+        key: reorgKey(log.logIndex, log.generation, log),
         amount: paid.amount,
         evidence: evidenceOf(state, log),
         takes,
       });
       if (verdict === "not_ours") {
-        // Nothing was reversed: the same log mined again is a receipt, not a reversal given back.
+        // Nothing was taken: the same log mined again is a receipt (or gives back the reversal before), not a reversal
+        // given back; and a reversal this log was to give back, and did not, stands again for the next mining.
         await state.params.db.query(
           `DELETE FROM evm_deposit_reorgs
            WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND log_index = $4 AND generation = $5
              AND reinstated_by IS NULL`,
           reorg,
         );
+        if (given !== null)
+          await state.params.db.query(
+            `UPDATE evm_deposit_reorgs SET reinstated_by = NULL
+             WHERE chain_id = $1 AND token = $2 AND tx_hash = $3 AND reinstated_by = $4`,
+            [reorg[0], reorg[1], reorg[2], receiptKey(log)],
+          );
         return;
       }
       state.logger.error(

@@ -10,6 +10,7 @@ import {
   nsPerS,
   type Transfer,
   type TransferEvidence,
+  u16Max,
   u64Max,
   u128Max,
 } from "./types.ts";
@@ -19,6 +20,13 @@ export const copyAccount = (account: Account): Account => ({ ...account });
 export const isU128 = (value: bigint) => typeof value === "bigint" && value >= 0n && value <= u128Max;
 export const isU64 = (value: bigint) => typeof value === "bigint" && value >= 0n && value <= u64Max;
 export const isUint = (value: number, max: number) => Number.isInteger(value) && value >= 0 && value <= max;
+
+/**
+ * A timestamp the caller set on an event that is not imported (`importedFlag` clear in its flags): the ledger sets
+ * it, and TigerBeetle answers timestamp_must_be_zero before anything else of the event.
+ */
+export const timestampGiven = (timestamp: bigint | undefined, flags: number, importedFlag: number): boolean =>
+  timestamp !== undefined && timestamp !== 0n && !(isUint(flags, u16Max) && (flags & importedFlag) !== 0);
 
 export function expiresAt(transfer: Transfer): bigint | null {
   return transfer.timeout > 0 ? transfer.timestamp + BigInt(transfer.timeout) * nsPerS : null;

@@ -13,6 +13,7 @@ import {
   isU128,
   isUint,
   normalizeEvidence,
+  timestampGiven,
 } from "./semantics-fields.ts";
 import {
   type Account,
@@ -80,12 +81,7 @@ export function rollbackTransfers(run: TransferRun): void {
 /** Applies one transfer at `timestamp`: its result, and on `created` its changes in the run. */
 export function createTransfer(run: TransferRun, t: TransferInput, timestamp: bigint): CreateTransferStatus {
   // As TigerBeetle checks an event not imported before anything of the transfer: the ledger sets the timestamp.
-  if (
-    t.timestamp !== undefined &&
-    t.timestamp !== 0n &&
-    !(isUint(t.flags ?? 0, u16Max) && ((t.flags ?? 0) & transferImportedFlag) !== 0)
-  )
-    return "timestamp_must_be_zero";
+  if (timestampGiven(t.timestamp, t.flags ?? 0, transferImportedFlag)) return "timestamp_must_be_zero";
   const refusal = fieldRefusal(t);
   if (refusal !== null) return refusal;
   if (t.id === 0n) return "id_must_not_be_zero";

@@ -2,7 +2,7 @@
 // pending transfers it names), apply requests in arrival order, one event at a time, each seeing the ones before,
 // exactly as TigerBeetle's state machine does, and say what to write. No I/O here; the stores prefetch the state
 // and write the effects. One transfer's rules are semantics-transfer.ts; single fields' checks semantics-fields.ts.
-import { isU64, isU128, isUint } from "./semantics-fields.ts";
+import { isU64, isU128, isUint, timestampGiven } from "./semantics-fields.ts";
 import { createTransfer, rollbackTransfers, type TransferRun } from "./semantics-transfer.ts";
 import {
   type Account,
@@ -187,8 +187,7 @@ export function applyAccountRequest(
     const userData32 = a.userData32 ?? 0;
     // TigerBeetle's checks of the fields it sets, in its order: the timestamp (an event not imported), the reserved
     // field, then (below, after `exists`) the balances.
-    if (!isZero(a.timestamp) && !(isUint(flags, u16Max) && (flags & accountImportedFlag) !== 0))
-      return "timestamp_must_be_zero";
+    if (timestampGiven(a.timestamp, flags, accountImportedFlag)) return "timestamp_must_be_zero";
     if (a.reserved !== undefined && a.reserved !== 0) return "reserved_field";
     if (!isUint(flags, u16Max) || (flags & ~accountFlagsKnown) !== 0) return "reserved_flag";
     if (!isU128(a.id)) return "id_out_of_range";

@@ -315,23 +315,17 @@ async function mirrorRemoved(m: MirrorState, watched: WatchedEvent): Promise<voi
   const mirrored = legsOf(m, watched);
   if (mirrored === null) return;
   const evidence = evidenceOf(watched);
-  const legs = mirrored.legs.map((leg, i) => ({ leg, i }));
+  const legs = mirrored.legs.map((leg, i) => ({
+    leg,
+    i,
+    pendingId: evmMirrorTransferId(watched, "pending", i),
+    postId: evmMirrorTransferId(watched, "post", i),
+  }));
   const written = new Set(
-    (
-      await m.ledger.lookupTransfers(
-        legs.flatMap(({ i }) => [
-          evmMirrorTransferId(watched, "pending", i),
-          evmMirrorTransferId(watched, "post", i),
-        ]),
-      )
-    ).map((t) => t.id),
+    (await m.ledger.lookupTransfers(legs.flatMap((l) => [l.pendingId, l.postId]))).map((t) => t.id),
   );
-  const posted = legs.filter(({ i }) => written.has(evmMirrorTransferId(watched, "post", i)));
-  const pending = legs.filter(
-    ({ i }) =>
-      !written.has(evmMirrorTransferId(watched, "post", i)) &&
-      written.has(evmMirrorTransferId(watched, "pending", i)),
-  );
+  const posted = legs.filter((l) => written.has(l.postId));
+  const pending = legs.filter((l) => !written.has(l.postId) && written.has(l.pendingId));
   if (pending.length > 0)
     await voidLegs(
       m.ledger,

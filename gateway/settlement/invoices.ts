@@ -826,7 +826,8 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
  * announced too; a reversal withdrawn before it arrived (see applyReinstated) takes nothing. From its record on, no
  * refund of the invoice passes until every reversal of it is withdrawn: the record's statement touches the
  * invoice's `refundable` row, which every refund's claim of an invoice is checked against (payments/refunds.ts
- * holdAndClaim), split or not.
+ * holdAndClaim), split or not. A reversal that names the one credit it takes back (`takes`: a receipt, or what a
+ * reinstatement gave back) takes nothing when that credit was never made: `not_received` (creditedBy).
  */
 export async function applyReversed(
   deps: SettlementDeps,

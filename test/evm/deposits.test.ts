@@ -3,7 +3,10 @@
 // as the rail's fee) and an EIP-3009 authorization the payer signs and the gateway submits (checked first: a bad
 // one is a stable 4xx and sends nothing). Credited only once final; a deposit a reorg takes away before that is
 // never credited; under-, over-, repeated and late payments each end as the settlement documents.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import {
+  type Abi,
   type Account,
   type Address,
   createPublicClient,
@@ -832,6 +835,68 @@ describe("a reorg deeper than the confirmations", () => {
       "invoice.reversed",
       "invoice.reinstated",
     ]);
+  });
+
+  it("takes back both of two equal transfers one transaction made to an invoice's address", async () => {
+    const inv = await createInvoice("2.00");
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    // One transaction, two Transfer logs of 1.00 each to the address: a multicall of two transferFrom.
+    const artifact = JSON.parse(
+      await readFile(
+        path.join(
+          import.meta.dirname,
+          "../../artifacts/contracts/test/Multicall3TryAggregate.sol/Multicall3TryAggregate.json",
+        ),
+        "utf8",
+      ),
+    ) as { abi: Abi; bytecode: Hex };
+    const deployed = await gw.chain.publicClient.waitForTransactionReceipt({
+      hash: await gw.chain.walletClient.deployContract({
+        ...artifact,
+        account: gw.chain.walletClient.account,
+      }),
+    });
+    const multicall = deployed.contractAddress!;
+    await gw.send(payer(), {
+      address: gw.chain.contracts.testUsd,
+      abi: testUsdAbi,
+      functionName: "approve",
+      args: [multicall, 2_000_000n],
+    });
+    const pull = encodeFunctionData({
+      abi: testUsdAbi,
+      functionName: "transferFrom",
+      args: [payer().address, inv.instructions.deposit_address! as Address, 1_000_000n],
+    });
+    const both = await gw.send(payer(), {
+      address: multicall,
+      abi: artifact.abi,
+      functionName: "tryAggregate",
+      args: [
+        true,
+        [
+          { target: gw.chain.contracts.testUsd, callData: pull },
+          { target: gw.chain.contracts.testUsd, callData: pull },
+        ],
+      ],
+    });
+    expect(
+      both.logs.filter((log) => log.address.toLowerCase() === gw.chain.contracts.testUsd.toLowerCase()),
+    ).toHaveLength(2);
+    await mine(2);
+    await poll();
+    expect([(await invoice(inv.id)).status, (await merchantBalance()) - before]).toEqual([
+      "paid",
+      2_000_000n,
+    ]);
+
+    await snapshot.restore(); // a longer branch without it
+    await mine(6);
+    await poll();
+    // Before: the second removal took the first one's reorg record for a reversal it had given back, took nothing,
+    // and 1.00 stayed credited with nothing on chain.
+    expect([(await invoice(inv.id)).status, await merchantBalance()]).toEqual(["reversed", before]);
   });
 
   it("takes back what was given back when a second reorg removes the transfer mined again; mined a third time, paid once", async () => {

@@ -8,3 +8,5 @@
 -- look at what it wrote.
 ALTER TABLE evm_watch_events ADD COLUMN final_called boolean NOT NULL DEFAULT false;
 UPDATE evm_watch_events SET final_called = true WHERE status IN ('pending', 'held_pending');
+-- So too the removals held now: each was recorded final only if posted (0015), the rule this replaces.
+UPDATE evm_watch_removals_held SET was_final = true;
