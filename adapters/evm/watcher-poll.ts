@@ -185,10 +185,10 @@ async function releaseHeld(w: WatcherState): Promise<void> {
  * Applies a held removal through the sink and forgets it (its row in evm_watch_removals_held deleted); a failure is
  * logged and it stays held.
  */
-async function appliedRemoval(w: WatcherState, row: EventRow & { was_final: boolean }): Promise<void> {
+async function appliedRemoval(w: WatcherState, row: EventRow): Promise<void> {
   await stillHolding(w);
   try {
-    await w.sink.removed(w.source.toEvent(row), row.was_final);
+    await w.sink.removed(w.source.toEvent(row), wasFinal(row));
   } catch (error) {
     w.logger.error(
       {
@@ -258,7 +258,8 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     ]);
     await setNextBlock(w, tx, rescanFrom);
   });
-  for (const row of gone) await appliedRemoval(w, { ...row, was_final: wasFinal(row) });
+  // Each as it was before it was marked removed above: its status says whether it was posted.
+  for (const row of gone) await appliedRemoval(w, row);
   return gone.length;
 }
 

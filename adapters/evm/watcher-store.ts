@@ -143,11 +143,14 @@ export async function holdRemoval(w: WatcherState, tx: Sql, row: EventRow): Prom
  */
 export const wasFinal = (row: EventRow): boolean => row.status === "posted" || row.final_called;
 
-/** The removals held (holdRemoval), latest first as checkReorg undoes them, each with its split's definition. */
-export async function heldRemovals(w: WatcherState): Promise<(EventRow & { was_final: boolean })[]> {
-  return w.db.query<EventRow & { was_final: boolean }>(
+/**
+ * The removals held (holdRemoval), latest first as checkReorg undoes them, each with its split's definition, as rows
+ * whose wasFinal is what it was when held.
+ */
+export async function heldRemovals(w: WatcherState): Promise<EventRow[]> {
+  return w.db.query<EventRow>(
     `SELECT h.tx_hash, h.log_index, h.block_number, h.block_hash, h.event_name, h.args, 'removed' AS status,
-            h.generation, h.was_final, h.was_final AS final_called, s.recipients, s.basis_points
+            h.generation, h.was_final AS final_called, s.recipients, s.basis_points
      FROM evm_watch_removals_held h
      LEFT JOIN evm_splits s
        ON s.chain_id = h.chain_id AND s.contract = h.contract AND s.split_id = lower(h.args->>'splitId')

@@ -146,12 +146,8 @@ export function applyTransferRequests(
     if (status === "exists") return { status, timestamp: state.transfers.get(t.id)!.timestamp };
     // As TigerBeetle records it: the event's own transient failure, kept whatever becomes of its chain (a linked
     // chain's rollback undoes the journal, not this), and never a chain's linked_event_failed.
-    if (
-      status !== "created" &&
-      state.stickyFailures &&
-      isTransientFailure(status) &&
-      !state.failed.has(t.id)
-    ) {
+    // (An id spent before never gets here with a transient result: createTransfer answers it id_already_failed.)
+    if (status !== "created" && state.stickyFailures && isTransientFailure(status)) {
       state.failed.add(t.id);
       run.effects.failed.push(t.id);
     }

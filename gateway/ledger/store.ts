@@ -195,8 +195,11 @@ export async function selectTransfersWithStatus(
   sql: Sql,
   ids: readonly bigint[],
 ): Promise<{ transfer: Transfer; status: PendingStatus | null }[]> {
-  return (await selectTransfersOrSpent(sql, ids)).filter(({ transfer }) => transfer.timestamp !== 0n);
+  return (await selectTransfersOrSpent(sql, ids)).filter(({ transfer }) => !isSpentIdRow(transfer));
 }
+
+/** A row a batch wrote for an id a transient failure spent (writer-batch.ts spentIdRow): no transfer has timestamp 0. */
+export const isSpentIdRow = (transfer: Transfer): boolean => transfer.timestamp === 0n;
 
 /**
  * selectTransfersWithStatus, and an id a transient failure spent too, as its row (timestamp 0: writer-batch.ts

@@ -60,9 +60,6 @@ export function writtenTransfers(effects: TransferEffects): readonly Transfer[] 
   return [...effects.created, ...effects.failed.map(spentIdRow)];
 }
 
-/** A row writtenTransfers wrote for a spent id: no transfer has timestamp 0. */
-export const isSpentIdRow = (transfer: Transfer): boolean => transfer.timestamp === 0n;
-
 const spentIdRow = (id: bigint): Transfer => ({
   id,
   debitAccountId: 0n,

@@ -2,9 +2,8 @@
 // of them) and the accounts it touches. The locked path reads under the clock lock, accounts FOR UPDATE; the
 // pipelined path reads without locks and relies on the clock's token to tell it whether what it read still holds.
 import type { Sql } from "../db/index.ts";
-import { selectAccounts, selectTransfersOrSpent } from "./store.ts";
+import { isSpentIdRow, selectAccounts, selectTransfersOrSpent } from "./store.ts";
 import { TransferFlags, type TransferInput } from "./types.ts";
-import { isSpentIdRow } from "./writer-batch.ts";
 import type { WriterState } from "./writer-state.ts";
 
 /** Reads the accounts among `ids` the writer does not know, in id order (the order every writer locks them in). */
