@@ -1,6 +1,8 @@
 // The semantics' checks of single fields, pure: ranges a u128/u64/u32/u16 field can hold, settlement evidence (valid,
-// as stored, equal), and when a pending transfer expires.
+// as stored, equal), when a pending transfer expires, and the bounds an imported event's timestamp is checked against.
 import { isStorableText } from "../../core/text.ts";
+import { LedgerInvariantError } from "./errors.ts";
+import type { Journal, LedgerState, Undo } from "./semantics.ts";
 import {
   type Account,
   evidenceDetailEntriesMax,
@@ -20,13 +22,6 @@ export const copyAccount = (account: Account): Account => ({ ...account });
 export const isU128 = (value: bigint) => typeof value === "bigint" && value >= 0n && value <= u128Max;
 export const isU64 = (value: bigint) => typeof value === "bigint" && value >= 0n && value <= u64Max;
 export const isUint = (value: number, max: number) => Number.isInteger(value) && value >= 0 && value <= max;
-
-/**
- * A timestamp the caller set on an event that is not imported (`importedFlag` clear in its flags): the ledger sets
- * it, and TigerBeetle answers timestamp_must_be_zero before anything else of the event.
- */
-export const timestampGiven = (timestamp: bigint | undefined, flags: number, importedFlag: number): boolean =>
-  timestamp !== undefined && timestamp !== 0n && !(isUint(flags, u16Max) && (flags & importedFlag) !== 0);
 
 export function expiresAt(transfer: Transfer): bigint | null {
   return transfer.timeout > 0 ? transfer.timestamp + BigInt(transfer.timeout) * nsPerS : null;
@@ -76,4 +71,80 @@ export function evidenceEquals(a: TransferEvidence | null, b: TransferEvidence |
   if (ak.length !== bk.length) return false;
   for (const key of ak) if (a.detail![key] !== b.detail?.[key]) return false;
   return true;
+}
+
+/**
+ * What an imported event's timestamp is checked against, as TigerBeetle checks it against its trees: the latest
+ * account's and the latest transfer's timestamps, and which of the timestamps the batch's imported events carry an
+ * account or a transfer already holds. The writer reads it under the ledger's lock for a request that imports
+ * (writer-locked.ts), and the batch's own events keep it current as they are created (noteCreated).
+ */
+export type ImportedBounds = {
+  accountTimestampMax: bigint;
+  transferTimestampMax: bigint;
+  accountTimestamps: Set<bigint>;
+  transferTimestamps: Set<bigint>;
+};
+
+/** The bounds of an empty ledger. */
+export const emptyImportedBounds = (): ImportedBounds => ({
+  accountTimestampMax: 0n,
+  transferTimestampMax: 0n,
+  accountTimestamps: new Set(),
+  transferTimestamps: new Set(),
+});
+
+/** Whether an event carries the `imported` flag (`bit`: the account's or the transfer's); flags past u16 never do. */
+export const isImported = (flags: number | undefined, bit: number): boolean =>
+  flags !== undefined && isUint(flags, u16Max) && (flags & bit) !== 0;
+
+/** Whether a request imports: TigerBeetle lets its first event decide for the whole request. */
+export const importsEvents = (events: readonly { flags?: number }[], bit: number): boolean =>
+  events.length > 0 && isImported(events[0]!.flags, bit);
+
+/** The bounds an imported event is checked against; the writer must have read them (ImportedBounds). */
+export function importedBounds(state: LedgerState): ImportedBounds {
+  if (state.imported === null)
+    throw new LedgerInvariantError(
+      "an imported event reached the ledger's semantics without its bounds read",
+    );
+  return state.imported;
+}
+
+/**
+ * An account or a transfer created at `timestamp`: the bounds move past it (when the batch has them), and a broken
+ * linked chain moves them back.
+ */
+export function noteCreated(
+  state: LedgerState,
+  journal: Journal,
+  kind: "account" | "transfer",
+  timestamp: bigint,
+): void {
+  const bounds = state.imported;
+  if (bounds === null) return;
+  if (journal.inChain)
+    journal.undo.push({
+      kind: "imported",
+      accountTimestampMax: bounds.accountTimestampMax,
+      transferTimestampMax: bounds.transferTimestampMax,
+      of: kind,
+      timestamp,
+    });
+  if (kind === "account") {
+    if (timestamp > bounds.accountTimestampMax) bounds.accountTimestampMax = timestamp;
+    bounds.accountTimestamps.add(timestamp);
+  } else {
+    if (timestamp > bounds.transferTimestampMax) bounds.transferTimestampMax = timestamp;
+    bounds.transferTimestamps.add(timestamp);
+  }
+}
+
+/** Undoes one noteCreated (rollback of a broken chain, last change first). */
+export function undoNoted(state: LedgerState, entry: Extract<Undo, { kind: "imported" }>): void {
+  const bounds = state.imported;
+  if (bounds === null) return;
+  bounds.accountTimestampMax = entry.accountTimestampMax;
+  bounds.transferTimestampMax = entry.transferTimestampMax;
+  (entry.of === "account" ? bounds.accountTimestamps : bounds.transferTimestamps).delete(entry.timestamp);
 }

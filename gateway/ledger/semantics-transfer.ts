@@ -9,11 +9,13 @@ import {
   evidenceEquals,
   evidenceIsValid,
   expiresAt,
+  importedBounds,
   isU64,
   isU128,
   isUint,
   normalizeEvidence,
-  timestampGiven,
+  noteCreated,
+  undoNoted,
 } from "./semantics-fields.ts";
 import {
   type Account,
@@ -27,7 +29,6 @@ import {
   type TransferInput,
   timestampMax,
   transferFlagsKnown,
-  transferImportedFlag,
   u16Max,
   u32Max,
   u128Max,
@@ -51,6 +52,7 @@ function addTransfer(run: TransferRun, transfer: Transfer): void {
   if (run.journal.inChain) run.journal.undo.push({ kind: "transfer", id: transfer.id });
   run.state.transfers.set(transfer.id, transfer);
   run.effects.created.push(transfer);
+  noteCreated(run.state, run.journal, "transfer", transfer.timestamp);
 }
 
 /** Undoes what a broken linked chain changed, last change first. */
@@ -59,6 +61,7 @@ export function rollbackTransfers(run: TransferRun): void {
   for (let i = journal.undo.length - 1; i >= 0; i--) {
     const entry = journal.undo[i]!;
     if (entry.kind === "account") Object.assign(entry.account, entry.before);
+    else if (entry.kind === "imported") undoNoted(state, entry);
     else if (entry.kind === "transfer") {
       state.transfers.delete(entry.id);
       // created transfers of a chain are the last ones pushed; drop them in reverse order
@@ -78,10 +81,11 @@ export function rollbackTransfers(run: TransferRun): void {
   journal.undo.length = 0;
 }
 
-/** Applies one transfer at `timestamp`: its result, and on `created` its changes in the run. */
+/**
+ * Applies one transfer at `timestamp` (the ledger's, or an imported transfer's own: its timestamp is checked before,
+ * semantics.ts runRequest): its result, and on `created` its changes in the run.
+ */
 export function createTransfer(run: TransferRun, t: TransferInput, timestamp: bigint): CreateTransferStatus {
-  // As TigerBeetle checks an event not imported before anything of the transfer: the ledger sets the timestamp.
-  if (timestampGiven(t.timestamp, t.flags ?? 0, transferImportedFlag)) return "timestamp_must_be_zero";
   const refusal = fieldRefusal(t);
   if (refusal !== null) return refusal;
   if (t.id === 0n) return "id_must_not_be_zero";
@@ -133,6 +137,13 @@ function createNewTransfer(run: TransferRun, t: TransferInput, timestamp: bigint
   if (cr === undefined) return "credit_account_not_found";
   if (dr.ledger !== cr.ledger) return "accounts_must_have_the_same_ledger";
   if (t.ledger !== dr.ledger) return "transfer_must_have_the_same_ledger_as_accounts";
+  if ((flags & TransferFlags.imported) !== 0) {
+    const refused = importedRefusal(run.state, timestamp);
+    if (refused !== null) return refused;
+    if (timestamp <= dr.timestamp) return "imported_event_timestamp_must_postdate_debit_account";
+    if (timestamp <= cr.timestamp) return "imported_event_timestamp_must_postdate_credit_account";
+    if (timeout !== 0) return "imported_event_timeout_must_be_zero";
+  }
 
   if ((dr.flags & AccountFlags.closed) !== 0) return "debit_account_already_closed";
   if ((cr.flags & AccountFlags.closed) !== 0) return "credit_account_already_closed";
@@ -180,6 +191,17 @@ function createNewTransfer(run: TransferRun, t: TransferInput, timestamp: bigint
     cr.creditsPosted += amount;
   }
   return "created";
+}
+
+/**
+ * An imported transfer's timestamp, where TigerBeetle checks it (after its accounts are found, after `exists`, so that
+ * an import asked again is told what it created): after every transfer's, and no account's.
+ */
+function importedRefusal(state: LedgerState, timestamp: bigint): CreateTransferStatus | null {
+  const bounds = importedBounds(state);
+  if (timestamp <= bounds.transferTimestampMax || bounds.accountTimestamps.has(timestamp))
+    return "imported_event_timestamp_must_not_regress";
+  return null;
 }
 
 /** A new transfer's own fields, checked before its accounts are looked at. */
@@ -280,6 +302,10 @@ function postOrVoidPendingTransfer(
   if (status === "expired") return "pending_transfer_expired";
   const expiry = expiresAt(p);
   if (expiry !== null && expiry <= timestamp) return "pending_transfer_expired";
+  if ((flags & TransferFlags.imported) !== 0) {
+    const refused = importedRefusal(state, timestamp);
+    if (refused !== null) return refused;
+  }
 
   // The only movement a closed account allows is voiding a pending transfer, its own closing one included (which
   // reopens it); posting a closing transfer is refused like any other, so a closing stays undoable until it expires.

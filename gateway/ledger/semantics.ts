@@ -2,21 +2,32 @@
 // pending transfers it names), apply requests in arrival order, one event at a time, each seeing the ones before,
 // exactly as TigerBeetle's state machine does, and say what to write. No I/O here; the stores prefetch the state
 // and write the effects. One transfer's rules are semantics-transfer.ts; single fields' checks semantics-fields.ts.
-import { isU64, isU128, isUint, timestampGiven } from "./semantics-fields.ts";
+import {
+  type ImportedBounds,
+  importedBounds,
+  importsEvents,
+  isImported,
+  isU64,
+  isU128,
+  isUint,
+  noteCreated,
+  undoNoted,
+} from "./semantics-fields.ts";
 import { createTransfer, rollbackTransfers, type TransferRun } from "./semantics-transfer.ts";
 import {
   type Account,
   AccountFlags,
   type AccountInput,
   accountFlagsKnown,
-  accountImportedFlag,
   type CreateAccountResult,
   type CreateAccountStatus,
   type CreateTransferResult,
   isTransientFailure,
   type PendingStatus,
   type Transfer,
+  TransferFlags,
   type TransferInput,
+  timestampMax,
   u16Max,
   u32Max,
   u128Max,
@@ -36,10 +47,19 @@ export type LedgerState = {
    * id is evaluated again when asked again (CreateLedgerParams.transientFailures)
    */
   readonly stickyFailures: boolean;
+  /** What imported events are checked against; null when the batch imports nothing (see ImportedBounds). */
+  imported: ImportedBounds | null;
 };
 
 export function emptyLedgerState(stickyFailures = true): LedgerState {
-  return { accounts: new Map(), transfers: new Map(), pending: new Map(), failed: new Set(), stickyFailures };
+  return {
+    accounts: new Map(),
+    transfers: new Map(),
+    pending: new Map(),
+    failed: new Set(),
+    stickyFailures,
+    imported: null,
+  };
 }
 
 /** What the store must write for a batch of transfers. */
@@ -61,7 +81,14 @@ export type TransferEffects = {
 export type Undo =
   | { kind: "account"; account: Account; before: Account }
   | { kind: "transfer"; id: bigint }
-  | { kind: "pending"; id: bigint; before: PendingStatus | undefined };
+  | { kind: "pending"; id: bigint; before: PendingStatus | undefined }
+  | {
+      kind: "imported";
+      accountTimestampMax: bigint;
+      transferTimestampMax: bigint;
+      of: "account" | "transfer";
+      timestamp: bigint;
+    };
 
 /** Records changes inside a linked chain so that a broken chain leaves no trace. */
 export type Journal = {
@@ -72,21 +99,57 @@ export type Journal = {
   resolvedMark: number;
 };
 
+/** The results a request's timestamps can have before anything else of an event is looked at. */
+type TimestampStatus =
+  | "imported_event_expected"
+  | "imported_event_not_expected"
+  | "timestamp_must_be_zero"
+  | "imported_event_timestamp_out_of_range"
+  | "imported_event_timestamp_must_not_advance";
+
+/**
+ * TigerBeetle's first checks of an event, before its own fields: whether it imports as the request's first event
+ * does, and its timestamp — one the ledger sets must be zero; an imported one must be a timestamp (1 .. 2^63 - 1)
+ * from before the request's own time (`requestTimestamp`, its last event's).
+ */
+function timestampRefusal(
+  event: { flags?: number; timestamp?: bigint },
+  importing: boolean,
+  bit: number,
+  requestTimestamp: bigint,
+): TimestampStatus | null {
+  const imported = isImported(event.flags, bit);
+  if (imported !== importing) return imported ? "imported_event_not_expected" : "imported_event_expected";
+  const timestamp = event.timestamp;
+  if (!imported) return timestamp === undefined || timestamp === 0n ? null : "timestamp_must_be_zero";
+  if (typeof timestamp !== "bigint" || timestamp < 1n || timestamp > timestampMax)
+    return "imported_event_timestamp_out_of_range";
+  return timestamp >= requestTimestamp ? "imported_event_timestamp_must_not_advance" : null;
+}
+
 /**
  * Runs one request's events in order with TigerBeetle's linked-chain rules: a chain (events with `linked`, closed
  * by the first event without it) succeeds or fails as a unit; the first failing event keeps its own code and the
  * others in the chain get `linked_event_failed`; a chain still open at the end of the request fails with
  * `linked_event_chain_open` on its last event. Any result other than `created` (including `exists`) breaks a chain.
+ * Event i takes the timestamp `firstTimestamp + i`, or, imported (`importedBit` in its flags), its own; a result
+ * other than `created` or `exists` carries the former, as TigerBeetle's do.
  */
-function runRequest<E extends { flags?: number }, S extends string>(
+function runRequest<E extends { flags?: number; timestamp?: bigint }, S extends string>(
   events: readonly E[],
   firstTimestamp: bigint,
   journal: Journal,
   execute: (event: E, timestamp: bigint) => { status: S; timestamp: bigint },
   rollback: (journal: Journal) => void,
-): { status: S | "linked_event_failed" | "linked_event_chain_open"; timestamp: bigint }[] {
-  type R = { status: S | "linked_event_failed" | "linked_event_chain_open"; timestamp: bigint };
+  importedBit: number,
+): { status: S | TimestampStatus | "linked_event_failed" | "linked_event_chain_open"; timestamp: bigint }[] {
+  type R = {
+    status: S | TimestampStatus | "linked_event_failed" | "linked_event_chain_open";
+    timestamp: bigint;
+  };
   const results: R[] = new Array(events.length);
+  const importing = importsEvents(events, importedBit);
+  const requestTimestamp = firstTimestamp + BigInt(events.length) - 1n;
   let chainStart = -1;
   let chainBroken = false;
   for (let index = 0; index < events.length; index++) {
@@ -102,7 +165,16 @@ function runRequest<E extends { flags?: number }, S extends string>(
     let result: R;
     if (linked && index === events.length - 1) result = { status: "linked_event_chain_open", timestamp };
     else if (chainBroken) result = { status: "linked_event_failed", timestamp };
-    else result = execute(event, timestamp);
+    else {
+      const refusal = timestampRefusal(event, importing, importedBit, requestTimestamp);
+      if (refusal !== null) result = { status: refusal, timestamp };
+      else if (!importing) result = execute(event, timestamp);
+      else {
+        result = execute(event, event.timestamp!);
+        if (result.status !== "created" && result.status !== "exists")
+          result = { status: result.status, timestamp };
+      }
+    }
     if (result.status !== "created" && chainStart >= 0 && !chainBroken) {
       chainBroken = true;
       rollback(journal);
@@ -157,7 +229,7 @@ export function applyTransferRequests(
   const results: CreateTransferResult[][] = [];
   let timestamp = firstTimestamp;
   for (const request of requests) {
-    results.push(runRequest(request, timestamp, run.journal, execute, rollback));
+    results.push(runRequest(request, timestamp, run.journal, execute, rollback, TransferFlags.imported));
     timestamp += BigInt(request.length);
   }
   return { results, effects: run.effects };
@@ -181,9 +253,8 @@ export function applyAccountRequest(
     const userData128 = a.userData128 ?? 0n;
     const userData64 = a.userData64 ?? 0n;
     const userData32 = a.userData32 ?? 0;
-    // TigerBeetle's checks of the fields it sets, in its order: the timestamp (an event not imported), the reserved
-    // field, then (below, after `exists`) the balances.
-    if (timestampGiven(a.timestamp, flags, accountImportedFlag)) return "timestamp_must_be_zero";
+    // TigerBeetle's checks of the fields it sets, in its order: the timestamp (runRequest), the reserved field, then
+    // (below, after `exists`) the balances.
     if (a.reserved !== undefined && a.reserved !== 0) return "reserved_field";
     if (!isUint(flags, u16Max) || (flags & ~accountFlagsKnown) !== 0) return "reserved_flag";
     if (!isU128(a.id)) return "id_out_of_range";
@@ -215,6 +286,12 @@ export function applyAccountRequest(
     if (!isZero(a.creditsPosted)) return "credits_posted_must_be_zero";
     if (a.ledger === 0) return "ledger_must_not_be_zero";
     if (a.code === 0) return "code_must_not_be_zero";
+    if ((flags & AccountFlags.imported) !== 0) {
+      // After `exists`, so that an import asked again is told what it created.
+      const bounds = importedBounds(state);
+      if (timestamp <= bounds.accountTimestampMax || bounds.transferTimestamps.has(timestamp))
+        return "imported_event_timestamp_must_not_regress";
+    }
     const account: Account = {
       id: a.id,
       ledger: a.ledger,
@@ -232,6 +309,7 @@ export function applyAccountRequest(
     state.accounts.set(a.id, account);
     created.push(account);
     if (journal.inChain) journal.undo.push({ kind: "transfer", id: a.id });
+    noteCreated(state, journal, "account", timestamp);
     return "created";
   };
   const rollback = (j: Journal) => {
@@ -240,10 +318,10 @@ export function applyAccountRequest(
       if (entry.kind === "transfer") {
         state.accounts.delete(entry.id);
         if (created.at(-1)?.id === entry.id) created.pop();
-      }
+      } else if (entry.kind === "imported") undoNoted(state, entry);
     }
     j.undo.length = 0;
   };
-  const results = runRequest(accounts, firstTimestamp, journal, execute, rollback);
+  const results = runRequest(accounts, firstTimestamp, journal, execute, rollback, AccountFlags.imported);
   return { results, created };
 }

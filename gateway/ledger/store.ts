@@ -14,6 +14,7 @@ import {
 } from "../db/index.ts";
 import { AlongsideStatementError, LedgerInvariantError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
+import { emptyImportedBounds, type ImportedBounds } from "./semantics-fields.ts";
 import {
   accountColumns,
   int8ToU64,
@@ -257,6 +258,42 @@ export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Pro
       numberList(accounts.map((a) => a.timestamp)),
     ],
   );
+}
+
+/**
+ * What an imported request's events are checked against (ImportedBounds), read under the ledger's lock: the latest
+ * account's and transfer's timestamps, and which of `timestamps` (the request's own) an account or a transfer holds.
+ * Transfers have no index of their own by timestamp (it would cost every batch a third index insert): the latest one
+ * and those at a timestamp are found through each account's, one probe of `ledger_transfers_debit` per account — an
+ * import's price, paid by nothing else.
+ */
+export async function selectImportedBounds(tx: Sql, timestamps: readonly bigint[]): Promise<ImportedBounds> {
+  const rows = await run<{ kind: string; timestamp: bigint | string | null }>(
+    tx,
+    "imported bounds read",
+    `SELECT 'account_max' AS kind, max(timestamp) AS timestamp FROM ledger_accounts
+     UNION ALL
+     SELECT 'transfer_max', max(t.timestamp) FROM ledger_accounts a
+       CROSS JOIN LATERAL (SELECT timestamp FROM ledger_transfers
+                            WHERE debit_account_id = a.id ORDER BY timestamp DESC LIMIT 1) t
+     UNION ALL
+     SELECT 'account', timestamp FROM ledger_accounts WHERE timestamp = ANY($1::int8[])
+     UNION ALL
+     SELECT 'transfer', t.timestamp FROM ledger_accounts a
+       CROSS JOIN LATERAL (SELECT timestamp FROM ledger_transfers
+                            WHERE debit_account_id = a.id AND timestamp = ANY($1::int8[])) t`,
+    [numberList(timestamps)],
+  );
+  const bounds = emptyImportedBounds();
+  for (const row of rows) {
+    if (row.timestamp === null) continue;
+    const timestamp = BigInt(row.timestamp);
+    if (row.kind === "account_max") bounds.accountTimestampMax = timestamp;
+    else if (row.kind === "transfer_max") bounds.transferTimestampMax = timestamp;
+    else if (row.kind === "account") bounds.accountTimestamps.add(timestamp);
+    else bounds.transferTimestamps.add(timestamp);
+  }
+  return bounds;
 }
 
 /** Whether any open pending transfer's timeout has passed (a read, no lock). */

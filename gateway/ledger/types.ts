@@ -3,16 +3,18 @@
 // u128 wire format cannot (negative numbers, amounts beyond PostgreSQL's int8, malformed evidence).
 import type { Row, Statement } from "../db/index.ts";
 
-/** Account flag bits, TigerBeetle's values. `imported` (1 << 4) is not supported and counts as reserved. */
+/** Account flag bits, TigerBeetle's values. */
 export const AccountFlags = {
   linked: 1,
   debitsMustNotExceedCredits: 2,
   creditsMustNotExceedDebits: 4,
   history: 8,
+  /** The account carries its own timestamp, from the past (a migration into the ledger): see AccountInput.timestamp. */
+  imported: 16,
   closed: 32,
 } as const;
 
-/** Transfer flag bits, TigerBeetle's values. `imported` (1 << 8) is not supported and counts as reserved. */
+/** Transfer flag bits, TigerBeetle's values. */
 export const TransferFlags = {
   linked: 1,
   pending: 2,
@@ -22,13 +24,12 @@ export const TransferFlags = {
   balancingCredit: 32,
   closingDebit: 64,
   closingCredit: 128,
+  /** The transfer carries its own timestamp, from the past (a migration into the ledger): see TransferInput.timestamp. */
+  imported: 256,
 } as const;
 
-export const accountFlagsKnown = 1 | 2 | 4 | 8 | 32;
-export const transferFlagsKnown = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128;
-/** TigerBeetle's `imported` bits: not supported (reserved_flag), but an event with one is not asked for timestamp 0. */
-export const accountImportedFlag = 16;
-export const transferImportedFlag = 256;
+export const accountFlagsKnown = 1 | 2 | 4 | 8 | 16 | 32;
+export const transferFlagsKnown = 1 | 2 | 4 | 8 | 16 | 32 | 64 | 128 | 256;
 
 /**
  * The largest balance, and so the largest amount moved: PostgreSQL's int8. TigerBeetle's are u128; ours stop at
@@ -79,6 +80,11 @@ export type AccountInput = {
   creditsPending?: bigint;
   creditsPosted?: bigint;
   reserved?: number;
+  /**
+   * The ledger sets it: anything but 0 (or absent) is `timestamp_must_be_zero`, as in TigerBeetle, unless the account
+   * is `imported`. An imported account brings its own: 1 .. 2^63 - 1, before the request's own time, after every
+   * account's and no transfer's (the `imported_event_*` results).
+   */
   timestamp?: bigint;
 };
 
@@ -112,7 +118,12 @@ export type TransferInput = {
   userData64?: bigint;
   userData32?: number;
   evidence?: TransferEvidence;
-  /** The ledger sets it: anything but 0 (or absent) is `timestamp_must_be_zero`, as in TigerBeetle. */
+  /**
+   * The ledger sets it: anything but 0 (or absent) is `timestamp_must_be_zero`, as in TigerBeetle, unless the transfer
+   * is `imported`. An imported transfer brings its own: 1 .. 2^63 - 1, before the request's own time, after every
+   * transfer's and no account's, after both its accounts' (the `imported_event_*` results); a pending one has no
+   * timeout.
+   */
   timestamp?: bigint;
 };
 
@@ -140,7 +151,11 @@ export const createAccountStatuses = [
   "created",
   "linked_event_failed",
   "linked_event_chain_open",
+  "imported_event_expected",
+  "imported_event_not_expected",
   "timestamp_must_be_zero",
+  "imported_event_timestamp_out_of_range",
+  "imported_event_timestamp_must_not_advance",
   "reserved_field",
   "reserved_flag",
   // ours: a value a u128/u64/u32/u16 field cannot hold
@@ -166,6 +181,7 @@ export const createAccountStatuses = [
   "credits_posted_must_be_zero",
   "ledger_must_not_be_zero",
   "code_must_not_be_zero",
+  "imported_event_timestamp_must_not_regress",
 ] as const;
 export type CreateAccountStatus = (typeof createAccountStatuses)[number];
 
@@ -173,7 +189,11 @@ export const createTransferStatuses = [
   "created",
   "linked_event_failed",
   "linked_event_chain_open",
+  "imported_event_expected",
+  "imported_event_not_expected",
   "timestamp_must_be_zero",
+  "imported_event_timestamp_out_of_range",
+  "imported_event_timestamp_must_not_advance",
   "reserved_flag",
   // ours: a value the field's type cannot hold, or malformed evidence
   "id_out_of_range",
@@ -235,6 +255,10 @@ export const createTransferStatuses = [
   "pending_transfer_already_posted",
   "pending_transfer_already_voided",
   "pending_transfer_expired",
+  "imported_event_timestamp_must_not_regress",
+  "imported_event_timestamp_must_postdate_debit_account",
+  "imported_event_timestamp_must_postdate_credit_account",
+  "imported_event_timeout_must_be_zero",
   "debit_account_already_closed",
   "credit_account_already_closed",
   "overflows_debits_pending",

@@ -7,17 +7,19 @@ import { causeWhere, SwitchyardError } from "../../core/index.ts";
 import { DbCommitOutcomeUnknownError, DbQueryTimeoutError, type Row, type Sql } from "../db/index.ts";
 import { AlongsideStatementError, batchFailure, notToRunAgain, sqlStateOf, waitGivenUp } from "./errors.ts";
 import { applyAccountRequest, applyTransferRequests } from "./semantics.ts";
+import { importsEvents } from "./semantics-fields.ts";
 import {
   boundLockWaits,
   insertAccounts,
   ledgerTransaction,
   lockClock,
   selectExpired,
+  selectImportedBounds,
   writeAlongside,
 } from "./store.ts";
 import { writeBatch } from "./store-batch.ts";
 import { balanceRows, transferRows } from "./store-params.ts";
-import { type Account, AccountFlags, TransferFlags } from "./types.ts";
+import { type Account, AccountFlags, TransferFlags, timestampMax } from "./types.ts";
 import {
   type AlongsideWrites,
   alongsideOf,
@@ -33,6 +35,7 @@ import {
   type AccountsJob,
   type ExpireJob,
   forget,
+  importsTransfers,
   type Job,
   maxBigint,
   randomToken,
@@ -243,6 +246,8 @@ async function applyLocked(
     await boundLockWaits(tx, w.limits.underLockWaitMaxMs);
   }
   const alongsideRows = await writeAlongside(tx, work.alongside.statements);
+  // Bounds hold for this batch only (read under its lock).
+  w.known.imported = null;
   return () => {
     w.committedToken = token;
     w.committedTimestamp = timestampLast;
@@ -262,6 +267,10 @@ async function lockedTransfers(
 ): Promise<LockedWork> {
   const requests = jobs.map((job) => job.transfers);
   await prefetch(w, tx, requests, { forUpdate: true, lookUpIds: true }, 0);
+  // An import goes alone (takeBatch): its bounds are read here, under the lock.
+  w.known.imported = importsTransfers(jobs[0]!)
+    ? await selectImportedBounds(tx, importedTimestamps(requests[0]!))
+    : null;
   const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
   const alongside = alongsideOf(jobs, results, effects.created);
   return {
@@ -285,6 +294,9 @@ async function lockedAccounts(
 ): Promise<LockedWork> {
   const ids = job.accounts.map((a) => a.id).filter((id) => typeof id === "bigint" && id > 0n);
   await loadAccounts(w, tx, ids, { forUpdate: true });
+  w.known.imported = importsEvents(job.accounts, AccountFlags.imported)
+    ? await selectImportedBounds(tx, importedTimestamps(job.accounts))
+    : null;
   const { results, created } = applyAccountRequest(w.known, job.accounts, firstTimestamp);
   await insertAccounts(tx, created);
   return {
@@ -294,6 +306,12 @@ async function lockedAccounts(
     settle: () => job.resolve(results),
   };
 }
+
+/** The timestamps an imported request's events carry (those that can be: runRequest refuses the others first). */
+const importedTimestamps = (events: readonly { timestamp?: bigint }[]): bigint[] =>
+  events.flatMap((e) =>
+    typeof e.timestamp === "bigint" && e.timestamp > 0n && e.timestamp <= timestampMax ? [e.timestamp] : [],
+  );
 
 /** Voids open pending transfers whose timeout has passed: their amounts leave the pending balances. */
 async function lockedExpiry(w: WriterState, tx: Sql, job: ExpireJob): Promise<LockedWork> {

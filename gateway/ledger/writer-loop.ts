@@ -17,7 +17,7 @@ import {
 import type { ClaimOrder } from "./store-batch.ts";
 import { runLocked } from "./writer-locked.ts";
 import { commitPlan, type InFlight, type Plan, prepare } from "./writer-pipeline.ts";
-import { forget, type Job, runsUnderLock, type TransfersJob, type WriterState } from "./writer-state.ts";
+import { forget, type Job, runsAlone, type TransfersJob, type WriterState } from "./writer-state.ts";
 
 /** After a conflict with another process, stay locked for this many batches before pipelining again. */
 const lockedBatchesAfterConflict = 32;
@@ -237,18 +237,18 @@ function batchTransfersMax(w: WriterState, p: Pipeline): number {
 /**
  * Takes the jobs at the head of the queue that fit in `transfersMax` (at least one job). A job whose statement runs
  * under the ledger's lock (runsUnderLock) goes alone: the jobs ahead of it still go pipelined, and none behind it is
- * held to its path or to its bounded lock waits (writer-locked.ts applyLocked).
+ * held to its path or to its bounded lock waits (writer-locked.ts applyLocked). So does a request that imports
+ * (importsTransfers), whose bounds are read under the lock (writer-locked.ts lockedTransfers).
  */
 function takeBatch(w: WriterState, transfersMax: number): Job[] {
   const first = w.queue.shift()!;
   if (first.kind !== "transfers") return [first];
   const batch: Job[] = [first];
   let count = first.transfers.length;
-  const alone = runsUnderLock(first);
+  const alone = runsAlone(first);
   while (!alone && w.queue.length > 0) {
     const next = w.queue[0]!;
-    if (next.kind !== "transfers" || runsUnderLock(next) || count + next.transfers.length > transfersMax)
-      break;
+    if (next.kind !== "transfers" || runsAlone(next) || count + next.transfers.length > transfersMax) break;
     w.queue.shift();
     batch.push(next);
     count += next.transfers.length;
@@ -265,8 +265,9 @@ function canPipeline(w: WriterState, p: Pipeline, batch: readonly Job[]): boolea
     (w.committedToken !== null || p.inFlight.length > 0) &&
     // over the bound, the cache starts over; only the locked path may do that (nothing in flight)
     w.known.accounts.size <= w.limits.accountsCacheMax &&
-    // a caller's statement that must see every batch before it committed (Alongside.underLock): alone (takeBatch)
-    !runsUnderLock(batch[0]!)
+    // a caller's statement that must see every batch before it committed (Alongside.underLock), or an import: alone
+    // (takeBatch), locked
+    !runsAlone(batch[0]!)
   );
 }
 

@@ -7,14 +7,16 @@ import type { Logger } from "../../core/logger.ts";
 import { randomInt64 } from "../../core/random.ts";
 import type { Db, Row } from "../db/index.ts";
 import { emptyLedgerState, type LedgerState } from "./semantics.ts";
+import { importsEvents } from "./semantics-fields.ts";
 import { createIdEncoder, type IdEncoder, type ParamFormat } from "./store-params.ts";
-import type {
-  AccountInput,
-  Alongside,
-  CreateAccountResult,
-  CreateTransferResult,
-  LedgerLimits,
-  TransferInput,
+import {
+  type AccountInput,
+  type Alongside,
+  type CreateAccountResult,
+  type CreateTransferResult,
+  type LedgerLimits,
+  TransferFlags,
+  type TransferInput,
 } from "./types.ts";
 
 export type TransfersJob = {
@@ -43,6 +45,13 @@ export type Job = TransfersJob | AccountsJob | ExpireJob;
 /** A job whose statement written alongside must run under the ledger's lock (Alongside.underLock). */
 export const runsUnderLock = (job: Job): boolean =>
   job.kind === "transfers" && job.alongside?.underLock === true;
+
+/** A request of transfers that imports (TransferFlags.imported on its first): read under the lock (ImportedBounds). */
+export const importsTransfers = (job: Job): boolean =>
+  job.kind === "transfers" && importsEvents(job.transfers, TransferFlags.imported);
+
+/** A job that goes alone down the locked path: one whose statement needs the lock, or an import (takeBatch). */
+export const runsAlone = (job: Job): boolean => runsUnderLock(job) || importsTransfers(job);
 
 export type WriterState = {
   readonly db: Db;

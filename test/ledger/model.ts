@@ -74,13 +74,35 @@ function takeTimestamps(state: ModelState, now: bigint, count: number): bigint {
   return first;
 }
 
-function runChains<E extends { flags?: number }>(
+/** TigerBeetle's first look at an event: does it import as the request's first does, and is its timestamp right. */
+function timestampCheck(
+  e: { flags?: number; timestamp?: bigint },
+  importing: boolean,
+  bit: number,
+  last: bigint,
+): string | null {
+  const flags = e.flags ?? 0;
+  const imported = flags >= 0 && flags <= 0xffff && (flags & bit) !== 0;
+  if (importing && !imported) return "imported_event_expected";
+  if (!importing && imported) return "imported_event_not_expected";
+  const ts = e.timestamp;
+  if (!imported) return ts === undefined || ts === 0n ? null : "timestamp_must_be_zero";
+  if (ts === undefined || ts < 1n || ts > MAX) return "imported_event_timestamp_out_of_range";
+  if (ts >= last) return "imported_event_timestamp_must_not_advance";
+  return null;
+}
+
+function runChains<E extends { flags?: number; timestamp?: bigint }>(
   state: ModelState,
   events: readonly E[],
   first: bigint,
   one: (e: E, ts: bigint) => { status: string; timestamp: bigint },
+  importedBit: number,
 ): { status: string; timestamp: bigint }[] {
   const out: { status: string; timestamp: bigint }[] = [];
+  const f0 = events[0]?.flags ?? 0;
+  const importing = f0 >= 0 && f0 <= 0xffff && (f0 & importedBit) !== 0;
+  const last = first + BigInt(events.length) - 1n;
   let chainStart: number | null = null;
   let saved: ModelState | null = null;
   let broken = false;
@@ -95,7 +117,15 @@ function runChains<E extends { flags?: number }>(
     let r: { status: string; timestamp: bigint };
     if (linked && i === events.length - 1) r = { status: "linked_event_chain_open", timestamp: ts };
     else if (broken) r = { status: "linked_event_failed", timestamp: ts };
-    else r = one(e, ts);
+    else {
+      const refused = timestampCheck(e, importing, importedBit, last);
+      if (refused !== null) r = { status: refused, timestamp: ts };
+      else if (!importing) r = one(e, ts);
+      else {
+        r = one(e, e.timestamp!);
+        if (r.status !== "created" && r.status !== "exists") r = { status: r.status, timestamp: ts };
+      }
+    }
     if (r.status !== "created" && chainStart !== null && !broken) {
       broken = true;
       restore(state, saved!);
@@ -118,44 +148,55 @@ export function modelCreateAccounts(
   inputs: readonly AccountInput[],
 ): CreateAccountResult[] {
   const first = takeTimestamps(state, now, inputs.length);
-  return runChains(state, inputs, first, (a, ts) => {
-    const flags = a.flags ?? 0;
-    const ud128 = a.userData128 ?? 0n;
-    const ud64 = a.userData64 ?? 0n;
-    const ud32 = a.userData32 ?? 0;
-    const fail = (status: string) => ({ status, timestamp: ts });
-    if ((flags & ~(1 | 2 | 4 | 8 | 32)) !== 0) return fail("reserved_flag");
-    if (a.id === 0n) return fail("id_must_not_be_zero");
-    if (a.id === U128_MAX) return fail("id_must_not_be_int_max");
-    const e = state.accounts.get(a.id);
-    if (e) {
-      if (e.flags !== flags) return fail("exists_with_different_flags");
-      if (e.userData128 !== ud128) return fail("exists_with_different_user_data_128");
-      if (e.userData64 !== ud64) return fail("exists_with_different_user_data_64");
-      if (e.userData32 !== ud32) return fail("exists_with_different_user_data_32");
-      if (e.ledger !== a.ledger) return fail("exists_with_different_ledger");
-      if (e.code !== a.code) return fail("exists_with_different_code");
-      return { status: "exists", timestamp: e.timestamp };
-    }
-    if ((flags & 6) === 6) return fail("flags_are_mutually_exclusive");
-    if (a.ledger === 0) return fail("ledger_must_not_be_zero");
-    if (a.code === 0) return fail("code_must_not_be_zero");
-    state.accounts.set(a.id, {
-      id: a.id,
-      ledger: a.ledger,
-      code: a.code,
-      flags,
-      userData128: ud128,
-      userData64: ud64,
-      userData32: ud32,
-      debitsPending: 0n,
-      debitsPosted: 0n,
-      creditsPending: 0n,
-      creditsPosted: 0n,
-      timestamp: ts,
-    });
-    return { status: "created", timestamp: ts };
-  }) as CreateAccountResult[];
+  return runChains(
+    state,
+    inputs,
+    first,
+    (a, ts) => {
+      const flags = a.flags ?? 0;
+      const ud128 = a.userData128 ?? 0n;
+      const ud64 = a.userData64 ?? 0n;
+      const ud32 = a.userData32 ?? 0;
+      const fail = (status: string) => ({ status, timestamp: ts });
+      if ((flags & ~(1 | 2 | 4 | 8 | 16 | 32)) !== 0) return fail("reserved_flag");
+      if (a.id === 0n) return fail("id_must_not_be_zero");
+      if (a.id === U128_MAX) return fail("id_must_not_be_int_max");
+      const e = state.accounts.get(a.id);
+      if (e) {
+        if (e.flags !== flags) return fail("exists_with_different_flags");
+        if (e.userData128 !== ud128) return fail("exists_with_different_user_data_128");
+        if (e.userData64 !== ud64) return fail("exists_with_different_user_data_64");
+        if (e.userData32 !== ud32) return fail("exists_with_different_user_data_32");
+        if (e.ledger !== a.ledger) return fail("exists_with_different_ledger");
+        if (e.code !== a.code) return fail("exists_with_different_code");
+        return { status: "exists", timestamp: e.timestamp };
+      }
+      if ((flags & 6) === 6) return fail("flags_are_mutually_exclusive");
+      if (a.ledger === 0) return fail("ledger_must_not_be_zero");
+      if (a.code === 0) return fail("code_must_not_be_zero");
+      if (
+        flags & 16 &&
+        ([...state.accounts.values()].some((o) => o.timestamp >= ts) || transferAt(state, ts))
+      )
+        return fail("imported_event_timestamp_must_not_regress");
+      state.accounts.set(a.id, {
+        id: a.id,
+        ledger: a.ledger,
+        code: a.code,
+        flags,
+        userData128: ud128,
+        userData64: ud64,
+        userData32: ud32,
+        debitsPending: 0n,
+        debitsPosted: 0n,
+        creditsPending: 0n,
+        creditsPosted: 0n,
+        timestamp: ts,
+      });
+      return { status: "created", timestamp: ts };
+    },
+    16,
+  ) as CreateAccountResult[];
 }
 
 /** Several requests that reach the writer together: one batch, timestamps continuing across requests. */
@@ -167,7 +208,7 @@ export function modelCreateTransfers(
   const total = requests.reduce((n, r) => n + r.length, 0);
   let first = takeTimestamps(state, now, total);
   return requests.map((request) => {
-    const results = runChains(state, request, first, (t, ts) => transfer(state, t, ts));
+    const results = runChains(state, request, first, (t, ts) => transfer(state, t, ts), imported);
     first += BigInt(request.length);
     return results as CreateTransferResult[];
   });
@@ -178,7 +219,16 @@ const pending = 2,
   post = 4,
   voidF = 8,
   balDr = 16,
-  balCr = 32;
+  balCr = 32,
+  imported = 256;
+
+const transferAt = (state: ModelState, ts: bigint) =>
+  [...state.transfers.values()].some((t) => t.timestamp === ts);
+const accountAt = (state: ModelState, ts: bigint) =>
+  [...state.accounts.values()].some((a) => a.timestamp === ts);
+/** An imported transfer's timestamp: after every transfer's, and no account's. */
+const regresses = (state: ModelState, ts: bigint) =>
+  [...state.transfers.values()].some((t) => t.timestamp >= ts) || accountAt(state, ts);
 
 type Outcome = { status: string; timestamp: bigint };
 
@@ -202,7 +252,7 @@ function transfer(state: ModelState, t: TransferInput, ts: bigint): Outcome {
 function evaluate(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   const flags = t.flags ?? 0;
   const fail = (status: string) => ({ status, timestamp: ts });
-  if ((flags & ~255) !== 0) return fail("reserved_flag");
+  if ((flags & ~511) !== 0) return fail("reserved_flag");
   if (t.amount < 0n) return fail("amount_must_not_be_negative");
   if (t.amount > U128_MAX) return fail("amount_must_not_exceed_max");
   if (t.id === 0n) return fail("id_must_not_be_zero");
@@ -296,6 +346,7 @@ function postOrVoid(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   if (status === "expired") return fail("pending_transfer_expired");
   if (p.timeout > 0 && p.timestamp + BigInt(p.timeout) * SECOND <= ts)
     return fail("pending_transfer_expired");
+  if (flags & imported && regresses(state, ts)) return fail("imported_event_timestamp_must_not_regress");
   const dr = state.accounts.get(p.debitAccountId)!;
   const cr = state.accounts.get(p.creditAccountId)!;
   // TigerBeetle: the only movement a closed account allows is a void (which reopens it if the pending transfer
@@ -356,6 +407,12 @@ function createNew(state: ModelState, t: TransferInput, ts: bigint): Outcome {
   if (!cr) return fail("credit_account_not_found");
   if (dr.ledger !== cr.ledger) return fail("accounts_must_have_the_same_ledger");
   if (t.ledger !== dr.ledger) return fail("transfer_must_have_the_same_ledger_as_accounts");
+  if (flags & imported) {
+    if (regresses(state, ts)) return fail("imported_event_timestamp_must_not_regress");
+    if (ts <= dr.timestamp) return fail("imported_event_timestamp_must_postdate_debit_account");
+    if (ts <= cr.timestamp) return fail("imported_event_timestamp_must_postdate_credit_account");
+    if (timeout !== 0) return fail("imported_event_timeout_must_be_zero");
+  }
   if (dr.flags & 32) return fail("debit_account_already_closed");
   if (cr.flags & 32) return fail("credit_account_already_closed");
   let amount = t.amount;

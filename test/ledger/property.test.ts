@@ -5,6 +5,7 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Db } from "../../gateway/db/index.ts";
 import {
+  AccountFlags,
   type AccountInput,
   amountMax,
   type CreateTransferResult,
@@ -45,12 +46,19 @@ type Op =
 /** Ids are slots; a run maps slot s to (prefix << 16) | s, so runs on one database never meet. Slot 0 stays 0. */
 type Slotted<T> = T;
 
+/**
+ * An imported event's timestamp, as an offset from the ledger's last timestamp when the event is sent (withPrefix):
+ * just after it (in the past of the request's own slots when it has several, or after a tick), at it, or before it.
+ */
+const importedTimestampArb = fc.constantFrom(1n, 1n, 2n, 3n, 0n, -5n);
+
 const accountArb = fc.record({
   id: fc.integer({ min: 0, max: accountSlots }).map(BigInt),
   ledger: fc.constantFrom(1, 1, 1, 2, 0),
   code: fc.constantFrom(1, 1, 1, 7, 0),
-  flags: fc.constantFrom(0, 0, 0, 2, 2, 4, 6, 8, 32, 1, 1 | 2, 16),
+  flags: fc.constantFrom(0, 0, 0, 2, 2, 4, 6, 8, 32, 1, 1 | 2, 16, 16, 16 | 1),
   userData64: fc.constantFrom(0n, 0n, 5n, 2n ** 64n - 1n),
+  timestamp: importedTimestampArb,
 }) as fc.Arbitrary<Slotted<AccountInput>>;
 
 const amountArb = fc.oneof(
@@ -68,6 +76,8 @@ const plainFlags = [
   TransferFlags.linked,
   TransferFlags.balancingDebit,
   TransferFlags.balancingCredit,
+  TransferFlags.imported,
+  TransferFlags.imported | TransferFlags.linked,
 ];
 const pendingFlags = [
   TransferFlags.pending,
@@ -75,6 +85,7 @@ const pendingFlags = [
   TransferFlags.pending,
   TransferFlags.pending | TransferFlags.linked,
   TransferFlags.pending | TransferFlags.closingDebit,
+  TransferFlags.pending | TransferFlags.imported,
 ];
 const resolveFlags = [
   TransferFlags.postPendingTransfer,
@@ -86,6 +97,7 @@ const resolveFlags = [
   TransferFlags.postPendingTransfer | TransferFlags.linked,
   TransferFlags.postPendingTransfer | TransferFlags.voidPendingTransfer,
   TransferFlags.voidPendingTransfer | TransferFlags.pending,
+  TransferFlags.postPendingTransfer | TransferFlags.imported,
 ];
 
 const transferArb = fc
@@ -106,6 +118,7 @@ const transferArb = fc
     withEvidence: fc.boolean(),
     zeroAccounts: fc.constantFrom(true, true, true, false),
     fullAmount: fc.boolean(),
+    timestamp: importedTimestampArb,
   })
   .map((r): TransferInput => {
     const evidence = r.withEvidence
@@ -126,6 +139,7 @@ const transferArb = fc
         flags: r.resolveFlags,
         pendingId: r.pendingId,
         userData128: r.userData128,
+        timestamp: r.timestamp,
         ...(evidence === undefined ? {} : { evidence }),
       };
     }
@@ -139,6 +153,7 @@ const transferArb = fc
       flags: r.kind === "pending" ? r.pendingFlags : r.plainFlags,
       ...(r.kind === "pending" ? { timeout: r.timeout } : {}),
       userData128: r.userData128,
+      timestamp: r.timestamp,
       ...(evidence === undefined ? {} : { evidence }),
     };
   });
@@ -228,13 +243,23 @@ const seedAccounts: AccountInput[] = [
   { id: 5n, ledger: 2, code: 1 },
 ];
 
-function withPrefix(prefix: bigint) {
+/**
+ * Slot ids to this run's, and an imported event's timestamp offset (importedTimestampArb) to a timestamp after the
+ * ledger's last one (`lastTimestamp`, read as the event is sent); an event not imported carries none.
+ */
+function withPrefix(prefix: bigint, lastTimestamp: () => bigint) {
   const map = (id: bigint) => (id === 0n ? 0n : (prefix << 16n) | id);
+  const at = <E extends { flags?: number; timestamp?: bigint }>(e: E, bit: number) => {
+    const { timestamp, ...rest } = e;
+    return ((e.flags ?? 0) & bit) !== 0 && timestamp !== undefined
+      ? { ...rest, timestamp: lastTimestamp() + timestamp }
+      : rest;
+  };
   return {
     map,
-    account: (a: AccountInput): AccountInput => ({ ...a, id: map(a.id) }),
+    account: (a: AccountInput): AccountInput => ({ ...at(a, AccountFlags.imported), id: map(a.id) }),
     transfer: (t: TransferInput): TransferInput => ({
-      ...t,
+      ...at(t, TransferFlags.imported),
       id: map(t.id),
       debitAccountId: map(t.debitAccountId),
       creditAccountId: map(t.creditAccountId),
@@ -263,7 +288,7 @@ for (const storeName of storeNames) {
       await fc.assert(
         fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 12 }), async (ops) => {
           runIndex++;
-          const ids = withPrefix(BigInt(runIndex) * 7919n + BigInt(Date.now()));
+          const ids = withPrefix(BigInt(runIndex) * 7919n + BigInt(Date.now()), () => model.lastTimestamp);
           const [clock] = await db.query<{ timestamp_last: bigint }>(
             "SELECT timestamp_last FROM ledger_clock",
           );
@@ -300,6 +325,11 @@ for (const storeName of storeNames) {
               }
               const actual = await Promise.all(calls);
               actual.forEach(count);
+              // What imported requests came to (a created import is told from another created only here).
+              actual.forEach((results, i) => {
+                if (((requests[i]![0]?.flags ?? 0) & TransferFlags.imported) !== 0)
+                  count(results.map((r) => ({ status: `imported:${r.status}` })));
+              });
               expect(actual).toEqual(modelCreateTransfers(model, now, requests));
             };
             for (const op of ops) {
@@ -354,6 +384,9 @@ for (const storeName of storeNames) {
         "exists_with_different_amount",
         "debit_account_not_found",
         "id_already_failed",
+        "imported:created",
+        "imported_event_timestamp_must_not_regress",
+        "imported_event_expected",
       ]) {
         expect(seen.get(status) ?? 0, status).toBeGreaterThan(0);
       }
