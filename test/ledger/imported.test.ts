@@ -48,7 +48,7 @@ for (const storeName of storeNames)
     let ledger: Ledger;
     let now = 0n;
     /** The batch after TigerBeetle's prepare timestamp `p`: its first event takes p + 2 (after the clock's own tick). */
-    const after = (p: bigint) => {
+    const batchAfter = (p: bigint) => {
       now = p + 2n;
     };
     const accounts = async (events: AccountInput[]) => said(await ledger.createAccounts(events));
@@ -70,30 +70,30 @@ for (const storeName of storeNames)
     });
 
     it("the first event says whether a request imports (TigerBeetle: imported batch)", async () => {
-      after(10n);
+      batchAfter(10n);
       expect(await accounts([account(1n, IMP, 1n), account(2n), account(2n, IMP, 2n)])).toEqual([
         "created@1",
         "imported_event_expected@13",
         "created@2",
       ]);
-      after(14n);
+      batchAfter(14n);
       expect(await accounts([account(3n), account(4n, IMP, 3n)])).toEqual([
         "created@16",
         "imported_event_not_expected@17",
       ]);
       // Accounts and transfers are checked apart: a transfer at 10 after an account at 16 is fine.
-      after(17n);
+      batchAfter(17n);
       expect(
         await transfers([transfer(1n, 1n, 2n, { flags: TIMP, timestamp: 10n }), transfer(2n, 1n, 2n)]),
       ).toEqual(["created@10", "imported_event_expected@20"]);
-      after(20n);
+      batchAfter(20n);
       expect(
         await transfers([transfer(3n, 1n, 2n), transfer(4n, 1n, 2n, { flags: TIMP, timestamp: 0n })]),
       ).toEqual(["created@22", "imported_event_not_expected@23"]);
     });
 
     it("an imported timestamp is in range, in the past, after the latest of its kind and no other's (TigerBeetle: timestamp)", async () => {
-      after(10n);
+      batchAfter(10n);
       expect(
         await accounts([
           account(1n, IMP, 0n),
@@ -114,7 +114,7 @@ for (const storeName of storeNames)
         "created@9",
       ]);
       // `exists` whatever the timestamp, once it is not from the future.
-      after(18n);
+      batchAfter(18n);
       expect(
         await accounts([
           account(2n, IMP, 99n),
@@ -130,7 +130,7 @@ for (const storeName of storeNames)
         "exists@3",
         "exists@9",
       ]);
-      after(24n);
+      batchAfter(24n);
       const t = (id: bigint, dr: bigint, cr: bigint, timestamp: bigint) =>
         transfer(id, dr, cr, { flags: TIMP, timestamp });
       expect(
@@ -158,26 +158,26 @@ for (const storeName of storeNames)
         "imported_event_timestamp_must_not_regress@34",
         "created@5",
       ]);
-      after(35n);
+      batchAfter(35n);
       expect(
         await transfers([t(2n, 1n, 2n, 99n), t(2n, 1n, 2n, 4n), t(2n, 1n, 2n, 5n), t(2n, 1n, 2n, 6n)]),
       ).toEqual(["imported_event_timestamp_must_not_advance@37", "exists@5", "exists@5", "exists@5"]);
-      after(40n);
+      batchAfter(40n);
       expect(await transfers([t(3n, 1n, 2n, 10n)])).toEqual(["created@10"]);
       // Above every account's timestamp, but a transfer's.
-      after(42n);
+      batchAfter(42n);
       expect(await accounts([account(4n, IMP, 10n)])).toEqual([
         "imported_event_timestamp_must_not_regress@44",
       ]);
     });
 
     it("an imported pending transfer has no timeout, and an imported post resolves it (TigerBeetle: pending transfers)", async () => {
-      after(10n);
+      batchAfter(10n);
       expect(await accounts([account(1n, IMP, 1n), account(2n, IMP, 2n)])).toEqual([
         "created@1",
         "created@2",
       ]);
-      after(13n);
+      batchAfter(13n);
       const pending = TransferFlags.pending | TIMP;
       expect(
         await transfers([
@@ -188,7 +188,7 @@ for (const storeName of storeNames)
       ).toEqual(["created@3", "imported_event_timeout_must_be_zero@16", "created@4"]);
       expect(await balances(1n)).toEqual([4n, 3n, 0n, 0n]);
       expect(await balances(2n)).toEqual([0n, 0n, 4n, 3n]);
-      after(18n);
+      batchAfter(18n);
       expect(
         await transfers([
           transfer(3n, 1n, 2n, {
@@ -205,7 +205,7 @@ for (const storeName of storeNames)
     });
 
     it("a broken chain of imports leaves nothing, and its timestamps and ids are taken again (TigerBeetle: linked chain)", async () => {
-      after(10n);
+      batchAfter(10n);
       expect(
         await accounts([account(1n, IMP | LNK, 1n), account(2n, IMP | LNK, 2n), account(3n, IMP, 0n)]),
       ).toEqual([
@@ -213,18 +213,18 @@ for (const storeName of storeNames)
         "linked_event_failed@2",
         "imported_event_timestamp_out_of_range@14",
       ]);
-      after(14n);
+      batchAfter(14n);
       expect(
         await accounts([account(1n, IMP | LNK, 1n), account(2n, IMP | LNK, 2n), account(3n, IMP, 3n)]),
       ).toEqual(["created@1", "created@2", "created@3"]);
-      after(18n);
+      batchAfter(18n);
       const t = (id: bigint, flags: number, timestamp: bigint) => transfer(id, 1n, 2n, { flags, timestamp });
       expect(await transfers([t(1n, TIMP | LNK, 4n), t(2n, TIMP | LNK, 5n), t(3n, TIMP, 0n)])).toEqual([
         "linked_event_failed@4",
         "linked_event_failed@5",
         "imported_event_timestamp_out_of_range@22",
       ]);
-      after(22n);
+      batchAfter(22n);
       expect(await transfers([t(1n, TIMP | LNK, 4n), t(2n, TIMP | LNK, 5n), t(3n, TIMP, 6n)])).toEqual([
         "created@4",
         "created@5",
@@ -237,7 +237,7 @@ for (const storeName of storeNames)
     });
 
     it("within one request, a broken chain gives back the timestamps it had taken", async () => {
-      after(10n);
+      batchAfter(10n);
       expect(
         await accounts([
           account(1n, IMP | LNK, 1n),
@@ -251,7 +251,7 @@ for (const storeName of storeNames)
         "created@1",
         "created@2",
       ]);
-      after(20n);
+      batchAfter(20n);
       const t = (id: bigint, flags: number, timestamp: bigint) => transfer(id, 1n, 2n, { flags, timestamp });
       expect(
         await transfers([t(1n, TIMP | LNK, 5n), t(2n, TIMP, 1n), t(1n, TIMP, 5n), t(3n, TIMP, 6n)]),
@@ -274,17 +274,17 @@ for (const storeName of storeNames)
         expect(one!.status).toBe("created");
         const [a2] = await live.lookupAccounts([2n]);
         // This ledger's clock stands at 0: anything from before `now` (its first slot) must not advance.
-        after(one!.timestamp);
+        batchAfter(one!.timestamp);
         // Before the other writer's transfer: regresses; at one of its accounts' timestamps: regresses too.
         expect(
           await transfers([transfer(2n, 1n, 2n, { flags: TIMP, timestamp: one!.timestamp - 1n })]),
         ).toEqual([`imported_event_timestamp_must_not_regress@${one!.timestamp + 2n}`]);
-        after(one!.timestamp + 10n);
+        batchAfter(one!.timestamp + 10n);
         expect(
           (await transfers([transfer(2n, 1n, 2n, { flags: TIMP, timestamp: one!.timestamp + 1n })]))[0],
         ).toBe(`created@${one!.timestamp + 1n}`);
         // An account at the transfer's timestamp, though after every account's.
-        after(one!.timestamp + 20n);
+        batchAfter(one!.timestamp + 20n);
         expect(await accounts([account(3n, IMP, one!.timestamp + 1n)])).toEqual([
           `imported_event_timestamp_must_not_regress@${one!.timestamp + 22n}`,
         ]);
@@ -299,12 +299,12 @@ for (const storeName of storeNames)
     });
 
     it("an import waits its turn among concurrent transfers, and runs alone after those before it", async () => {
-      after(1_000n);
+      batchAfter(1_000n);
       expect(await accounts([account(1n, IMP, 1n), account(2n, IMP, 2n)])).toEqual([
         "created@1",
         "created@2",
       ]);
-      after(2_000n);
+      batchAfter(2_000n);
       const plain = Array.from({ length: 40 }, (_, i) =>
         ledger.createTransfers([transfer(100n + BigInt(i), 1n, 2n)]),
       );
