@@ -52,6 +52,8 @@ export {
 export { selectLedgerTotals, selectTransfersWithStatus } from "./store.ts";
 export {
   type Account,
+  type AccountBalance,
+  type AccountBalancesPage,
   AccountFlags,
   type AccountInput,
   type AccountTransfersFilter,

@@ -5,13 +5,17 @@ import { LedgerRequestInvalidError, LedgerRequestTooLargeError } from "./errors.
 import {
   anyPendingDue,
   nextPendingExpiry,
+  selectAccountBalances,
   selectAccounts,
   selectAccountTransfers,
   selectTransfers,
 } from "./store.ts";
 import {
   type Account,
+  type AccountBalancesPage,
+  AccountFlags,
   type AccountInput,
+  type AccountQuery,
   type AccountTransfersFilter,
   type AccountTransfersPage,
   type Alongside,
@@ -56,6 +60,11 @@ export interface Ledger {
   lookupTransfers(ids: readonly bigint[]): Promise<Transfer[]>;
   /** An account's transfers in timestamp order (newest first when `reversed`), a page at a time. */
   getAccountTransfers(filter: AccountTransfersFilter): Promise<AccountTransfersPage>;
+  /**
+   * The balances an account with the `history` flag had right after each of its transfers that the filter takes
+   * (getAccountTransfers' filter, and order), a page at a time; an account without it (or none) answers none.
+   */
+  getAccountBalances(filter: AccountTransfersFilter): Promise<AccountBalancesPage>;
   /** Voids every open pending transfer whose timeout has passed by `nowNs` (default: now). Returns how many. */
   expirePendingTransfers(nowNs?: bigint): Promise<number>;
   /** Stops taking work, finishes what is queued, stops the expiry timer. Does not close the Db. */
@@ -186,46 +195,20 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       return inOrder(ids, found);
     },
     async getAccountTransfers(filter) {
-      checkAccountFilter(filter);
-      // As in TigerBeetle: a limit beyond what one answer carries is cut to it, a field of 0 filters nothing, and a
-      // filter that can match nothing (limit 0, no account, neither side, a bound of u64's maximum, min after max)
-      // answers an empty page.
-      const limit = Math.min(filter.limit, limits.lookupLimitMax);
-      const given = <T extends bigint | number>(value: T | undefined): T | undefined =>
-        value === undefined || value === 0 || value === 0n ? undefined : value;
-      const min = given(filter.timestampMin);
-      const max = given(filter.timestampMax);
-      if (
-        limit === 0 ||
-        filter.accountId === 0n ||
-        filter.accountId === u128Max ||
-        min === u64Max ||
-        max === u64Max ||
-        (min !== undefined && max !== undefined && min > max) ||
-        // No timestamp passes timestampMax: nothing is later than it, and every one is earlier.
-        (min !== undefined && min > timestampMax) ||
-        (filter.after !== undefined && filter.after > timestampMax && filter.reversed !== true)
-      )
-        return { transfers: [], nextCursor: null };
-      const transfers = await selectAccountTransfers(db, {
-        accountId: filter.accountId,
-        limit,
-        after: filter.after !== undefined && filter.after > timestampMax ? undefined : filter.after,
-        debits: filter.debits ?? true,
-        credits: filter.credits ?? true,
-        reversed: filter.reversed ?? false,
-        code: given(filter.code),
-        userData128: given(filter.userData128),
-        userData64: given(filter.userData64),
-        userData32: given(filter.userData32),
-        timestampMin: min,
-        timestampMax: max !== undefined && max > timestampMax ? undefined : max,
-      });
-      const last = transfers.at(-1);
-      return {
-        transfers,
-        nextCursor: transfers.length === limit && last !== undefined ? last.timestamp : null,
-      };
+      const query = accountQuery(filter, limits.lookupLimitMax);
+      if (query === null) return { transfers: [], nextCursor: null };
+      const transfers = await selectAccountTransfers(db, query);
+      return { transfers, nextCursor: cursorAfter(transfers, query.limit) };
+    },
+    async getAccountBalances(filter) {
+      const query = accountQuery(filter, limits.lookupLimitMax);
+      if (query === null) return { balances: [], nextCursor: null };
+      // As in TigerBeetle: only an account with `history` kept any; any other answers an empty page.
+      const [account] = await selectAccounts(db, [query.accountId], { forUpdate: false });
+      if (account === undefined || (account.flags & AccountFlags.history) === 0)
+        return { balances: [], nextCursor: null };
+      const balances = await selectAccountBalances(db, query);
+      return { balances, nextCursor: cursorAfter(balances, query.limit) };
     },
     async expirePendingTransfers(now) {
       const at = now ?? nowNs();
@@ -275,6 +258,53 @@ function inOrder<T extends { id: bigint }>(ids: readonly bigint[], found: readon
 }
 
 /** An AccountFilter's fields within their TigerBeetle types (what its wire format could carry), or a throw. */
+/**
+ * A filter as the store reads it, or null for one that can match nothing. As in TigerBeetle: a limit beyond what one
+ * answer carries is cut to it, a field of 0 filters nothing, and a filter that can match nothing (limit 0, no account,
+ * neither side, a bound of u64's maximum, min after max) answers an empty page. A field outside its type throws.
+ */
+function accountQuery(filter: AccountTransfersFilter, limitMax: number): AccountQuery | null {
+  checkAccountFilter(filter);
+  const limit = Math.min(filter.limit, limitMax);
+  const given = <T extends bigint | number>(value: T | undefined): T | undefined =>
+    value === undefined || value === 0 || value === 0n ? undefined : value;
+  const min = given(filter.timestampMin);
+  const max = given(filter.timestampMax);
+  const debits = filter.debits ?? true;
+  const credits = filter.credits ?? true;
+  if (
+    limit === 0 ||
+    filter.accountId === 0n ||
+    filter.accountId === u128Max ||
+    (!debits && !credits) ||
+    min === u64Max ||
+    max === u64Max ||
+    (min !== undefined && max !== undefined && min > max) ||
+    // No timestamp passes timestampMax: nothing is later than it, and every one is earlier.
+    (min !== undefined && min > timestampMax) ||
+    (filter.after !== undefined && filter.after > timestampMax && filter.reversed !== true)
+  )
+    return null;
+  return {
+    accountId: filter.accountId,
+    limit,
+    after: filter.after !== undefined && filter.after > timestampMax ? undefined : filter.after,
+    debits,
+    credits,
+    reversed: filter.reversed ?? false,
+    code: given(filter.code),
+    userData128: given(filter.userData128),
+    userData64: given(filter.userData64),
+    userData32: given(filter.userData32),
+    timestampMin: min,
+    timestampMax: max !== undefined && max > timestampMax ? undefined : max,
+  };
+}
+
+/** A page's cursor: the last one's timestamp when the page is full (there may be more), else null. */
+const cursorAfter = (page: readonly { timestamp: bigint }[], limit: number): bigint | null =>
+  page.length === limit && page.length > 0 ? page.at(-1)!.timestamp : null;
+
 function checkAccountFilter(filter: AccountTransfersFilter): void {
   const outOf = (name: string, value: bigint | number | undefined, max: bigint | number) => {
     if (value === undefined) return;

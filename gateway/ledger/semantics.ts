@@ -16,6 +16,7 @@ import {
 import { createTransfer, rollbackTransfers, type TransferRun } from "./semantics-transfer.ts";
 import {
   type Account,
+  type AccountBalance,
   AccountFlags,
   type AccountInput,
   accountFlagsKnown,
@@ -76,7 +77,12 @@ export type TransferEffects = {
   pendingResolved: bigint[];
   /** ids of transfers that failed with a transient result, to be kept as spent (sticky failures only) */
   failed: bigint[];
+  /** the balances a `history` account had right after each transfer of the batch that moved it, in order */
+  history: BalanceSnapshot[];
 };
+
+/** An account's balances right after a transfer (AccountBalance), kept for accounts with the `history` flag. */
+export type BalanceSnapshot = AccountBalance & { accountId: bigint };
 
 export type Undo =
   | { kind: "account"; account: Account; before: Account }
@@ -210,7 +216,14 @@ export function applyTransferRequests(
 ): { results: CreateTransferResult[][]; effects: TransferEffects } {
   const run: TransferRun = {
     state,
-    effects: { created: [], accountsBefore: new Map(), pendingOpened: [], pendingResolved: [], failed: [] },
+    effects: {
+      created: [],
+      accountsBefore: new Map(),
+      pendingOpened: [],
+      pendingResolved: [],
+      failed: [],
+      history: [],
+    },
     journal: newJournal(),
   };
   const execute = (t: TransferInput, timestamp: bigint): CreateTransferResult => {

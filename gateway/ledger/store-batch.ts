@@ -5,8 +5,15 @@
 // none in flight before it). See writer.ts for when each runs.
 import { type Db, type Row, type Sql, type Statement, sentInOrder, textOfShape } from "../db/index.ts";
 import { ClaimTurnError, StaleClockError, toStoreError } from "./errors.ts";
+import type { BalanceSnapshot } from "./semantics.ts";
 import { type Clock, ledgerTransaction, lockClock, run, writeAlongside } from "./store.ts";
-import { type BalanceRows, insertTransfersSql, type TransferRows, uuidList } from "./store-params.ts";
+import {
+  type BalanceRows,
+  insertTransfersSql,
+  numberList,
+  type TransferRows,
+  uuidList,
+} from "./store-params.ts";
 
 /** Everything a batch writes: its transfers, the clock, balance deltas, the pending set's changes. */
 export type BatchWrites = {
@@ -17,6 +24,8 @@ export type BatchWrites = {
   balances: BalanceRows;
   pendingOpened: readonly { id: bigint; expiresAt: bigint | null }[];
   pendingResolved: readonly bigint[];
+  /** balances of `history` accounts after each transfer (none for most batches) */
+  history: readonly BalanceSnapshot[];
 };
 
 /** A statement's parts, their parameters, and its shape: a letter for each part (and variant) it has. */
@@ -85,6 +94,23 @@ function applyParts(statement: Parts, writes: BatchWrites, gate: string | null):
     params.push(uuidList(closed));
     parts.push(`closed AS (DELETE FROM ledger_pending_open WHERE id = ANY($${params.length}::uuid[])${and})`);
     statement.shape += "C";
+  }
+  if (writes.history.length > 0) {
+    const h = writes.history;
+    const at = params.length;
+    params.push(
+      uuidList(h.map((b) => b.accountId)),
+      numberList(h.map((b) => b.timestamp)),
+      numberList(h.map((b) => b.debitsPending)),
+      numberList(h.map((b) => b.debitsPosted)),
+      numberList(h.map((b) => b.creditsPending)),
+      numberList(h.map((b) => b.creditsPosted)),
+    );
+    parts.push(`history AS (INSERT INTO ledger_account_balances
+         (account_id, timestamp, debits_pending, debits_posted, credits_pending, credits_posted)
+       SELECT unnest($${at + 1}::uuid[]), unnest($${at + 2}::int8[]), unnest($${at + 3}::int8[]),
+              unnest($${at + 4}::int8[]), unnest($${at + 5}::int8[]), unnest($${at + 6}::int8[])${gate === null ? "" : ` WHERE ${gate}`})`);
+    statement.shape += "H";
   }
 }
 

@@ -24,7 +24,14 @@ import {
   uuidList,
   uuidOrNullList,
 } from "./store-params.ts";
-import type { Account, PendingStatus, Transfer, TransferEvidence } from "./types.ts";
+import type {
+  Account,
+  AccountBalance,
+  AccountQuery,
+  PendingStatus,
+  Transfer,
+  TransferEvidence,
+} from "./types.ts";
 
 const uuidOrZero = (value: unknown) =>
   value === null || value === undefined ? 0n : uuidToId(value as string);
@@ -335,23 +342,43 @@ export async function selectExpired(tx: Sql, nowNs: bigint, limit: number): Prom
   return rows.map(transferFromRow);
 }
 
-export async function selectAccountTransfers(
-  sql: Sql,
-  filter: {
-    accountId: bigint;
-    limit: number;
-    after: bigint | undefined;
-    debits: boolean;
-    credits: boolean;
-    reversed: boolean;
-    code: number | undefined;
-    userData128?: bigint | undefined;
-    userData64?: bigint | undefined;
-    userData32?: number | undefined;
-    timestampMin?: bigint | undefined;
-    timestampMax?: bigint | undefined;
-  },
-): Promise<Transfer[]> {
+export async function selectAccountTransfers(sql: Sql, filter: AccountQuery): Promise<Transfer[]> {
+  const rows = await run(sql, "account transfers read", ...accountTransfersSql(filter, transferColumns));
+  return rows.map(transferFromRow);
+}
+
+/**
+ * The balances kept for an account with `history` (ledger_account_balances) after each of its transfers the filter
+ * takes, in the transfers' order: the transfers' query, joined to them by timestamp.
+ */
+export async function selectAccountBalances(sql: Sql, filter: AccountQuery): Promise<AccountBalance[]> {
+  const [text, params] = accountTransfersSql(filter, "timestamp");
+  const order = filter.reversed ? "DESC" : "ASC";
+  const rows = await run<{
+    timestamp: bigint;
+    debits_pending: bigint;
+    debits_posted: bigint;
+    credits_pending: bigint;
+    credits_posted: bigint;
+  }>(
+    sql,
+    "account balances read",
+    `SELECT b.timestamp, b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
+       FROM (${text}) t JOIN ledger_account_balances b ON b.account_id = $1 AND b.timestamp = t.timestamp
+      ORDER BY b.timestamp ${order}`,
+    params,
+  );
+  return rows.map((row) => ({
+    debitsPending: BigInt(row.debits_pending),
+    debitsPosted: BigInt(row.debits_posted),
+    creditsPending: BigInt(row.credits_pending),
+    creditsPosted: BigInt(row.credits_posted),
+    timestamp: BigInt(row.timestamp),
+  }));
+}
+
+/** An account's transfers the filter takes, `columns` of them, in order: the text and its parameters. */
+function accountTransfersSql(filter: AccountQuery, columns: string): [string, unknown[]] {
   const order = filter.reversed ? "DESC" : "ASC";
   const comparison = filter.reversed ? "<" : ">";
   const params: unknown[] = [idToUuid(filter.accountId), filter.limit];
@@ -373,19 +400,18 @@ export async function selectAccountTransfers(
   const sides: string[] = [];
   if (filter.debits)
     sides.push(
-      `SELECT ${transferColumns} FROM ledger_transfers WHERE debit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
+      `SELECT ${columns} FROM ledger_transfers WHERE debit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
     );
   if (filter.credits)
     sides.push(
-      `SELECT ${transferColumns} FROM ledger_transfers WHERE credit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
+      `SELECT ${columns} FROM ledger_transfers WHERE credit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
     );
-  if (sides.length === 0) return [];
+  // Neither side is refused before (ledger.ts accountQuery).
   const text =
     sides.length === 1
       ? sides[0]!
       : `${sides.map((side) => `(${side})`).join(" UNION ALL ")} ORDER BY timestamp ${order} LIMIT $2`;
-  const rows = await run(sql, "account transfers read", text, params);
-  return rows.map(transferFromRow);
+  return [text, params];
 }
 
 /** Σ per ledger, for invariant checks: every ledger must balance. */

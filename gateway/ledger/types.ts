@@ -357,6 +357,35 @@ export type AccountTransfersFilter = {
 
 export type AccountTransfersPage = { transfers: Transfer[]; nextCursor: bigint | null };
 
+/** An AccountTransfersFilter as the store reads it (ledger.ts accountQuery): limits cut, zeros as absent. */
+export type AccountQuery = {
+  accountId: bigint;
+  limit: number;
+  after: bigint | undefined;
+  debits: boolean;
+  credits: boolean;
+  reversed: boolean;
+  code: number | undefined;
+  userData128: bigint | undefined;
+  userData64: bigint | undefined;
+  userData32: number | undefined;
+  timestampMin: bigint | undefined;
+  timestampMax: bigint | undefined;
+};
+
+/** An account's balances right after one of its transfers (TigerBeetle's AccountBalance): `history` accounts keep one. */
+export type AccountBalance = {
+  debitsPending: bigint;
+  debitsPosted: bigint;
+  creditsPending: bigint;
+  creditsPosted: bigint;
+  /** the transfer's */
+  timestamp: bigint;
+};
+
+/** getAccountBalances' answer: a page, as getAccountTransfers', its cursor the last balance's timestamp. */
+export type AccountBalancesPage = { balances: AccountBalance[]; nextCursor: bigint | null };
+
 export type LedgerLimits = {
   /** The most transfers one database transaction carries; also the most one createTransfers call may carry. */
   batchTransfersMax: number;

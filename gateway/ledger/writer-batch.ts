@@ -84,6 +84,7 @@ export const noChanges = (): BatchChanges => ({
   balances: balanceRows([]),
   pendingOpened: [],
   pendingResolved: [],
+  history: [],
 });
 
 /** Balance changes of the touched accounts, as deltas (right whatever the row holds), and their flags. */

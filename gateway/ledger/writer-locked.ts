@@ -280,6 +280,7 @@ async function lockedTransfers(
       balances: balanceRows(deltas(effects.accountsBefore), w.format, w.accountIds),
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,
+      history: effects.history,
     },
     alongside,
     settle: (rows) => resolveJobs(jobs, results, alongside, rows),
@@ -345,5 +346,6 @@ async function lockedExpiry(w: WriterState, tx: Sql, job: ExpireJob): Promise<Lo
     balances: balanceRows(deltas(before), w.format, w.accountIds),
     pendingOpened: [],
     pendingResolved: expired.map((t) => t.id),
+    history: [],
   });
 }

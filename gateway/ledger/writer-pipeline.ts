@@ -29,6 +29,7 @@ export type Plan = {
   balances: BalanceRows;
   pendingOpened: TransferEffects["pendingOpened"];
   pendingResolved: bigint[];
+  history: TransferEffects["history"];
   alongside: AlongsideWrites;
   /** ids of events that failed without being checked against stored transfers (ids of created ones are checked by
    * the primary key) */
@@ -71,6 +72,7 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
     balances: balanceRows(deltas(effects.accountsBefore), w.format, w.accountIds),
     pendingOpened: effects.pendingOpened,
     pendingResolved: effects.pendingResolved,
+    history: effects.history,
     alongside: alongsideOf(jobs, results, effects.created),
     uncheckedIds: uncheckedIds(w, requests, results),
     expectedToken: w.plannedToken!,
@@ -161,6 +163,7 @@ export async function commitPlan(
       balances: plan.balances,
       pendingOpened: plan.pendingOpened,
       pendingResolved: plan.pendingResolved,
+      history: plan.history,
     };
     const { statements } = plan.alongside;
     if (w.db.kind !== "postgres")

@@ -39,6 +39,7 @@ describe("a pipelined batch waiting for its turn on PostgreSQL", () => {
     balances: balanceRows([]),
     pendingOpened: [],
     pendingResolved: [],
+    history: [],
   });
 
   it("gives way after waitMaxMs, so the cycle through another writer's locked batch breaks", async () => {
