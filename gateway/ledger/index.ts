@@ -46,9 +46,11 @@ export {
 export {
   applyAccountRequest,
   applyTransferRequests,
+  type BalanceSnapshot,
   emptyLedgerState,
   type LedgerState,
 } from "./semantics.ts";
+export { emptyImportedBounds, type ImportedBounds } from "./semantics-fields.ts";
 export { selectLedgerTotals, selectTransfersWithStatus } from "./store.ts";
 export {
   type Account,

@@ -21,6 +21,8 @@ export type BatchWrites = {
   /** The token the clock must still carry (the writer's view is exact only then). */
   expectedToken: bigint;
   clock: Clock;
+  /** the latest timestamp among the transfers it creates (0: none), kept on the clock for imports' bounds */
+  transferTimestampMax: bigint;
   balances: BalanceRows;
   pendingOpened: readonly { id: bigint; expiresAt: bigint | null }[];
   pendingResolved: readonly bigint[];
@@ -42,10 +44,15 @@ function claimParts(statement: Parts, writes: BatchWrites): void {
     statement.shape += writes.transfers.hasEvidence ? "E" : "I";
     inserted = " AND (SELECT count(*) FROM inserted) >= 0";
   }
-  params.push(writes.clock.timestampLast, writes.clock.token, writes.expectedToken);
+  params.push(
+    writes.clock.timestampLast,
+    writes.clock.token,
+    writes.transferTimestampMax,
+    writes.expectedToken,
+  );
   const n = params.length;
   parts.push(
-    `clock AS (UPDATE ledger_clock SET timestamp_last = $${n - 2}, token = $${n - 1} WHERE singleton AND token = $${n}${inserted} RETURNING 1)`,
+    `clock AS (UPDATE ledger_clock SET timestamp_last = $${n - 3}, token = $${n - 2}, transfer_timestamp_max = greatest(transfer_timestamp_max, $${n - 1}) WHERE singleton AND token = $${n}${inserted} RETURNING 1)`,
   );
 }
 
@@ -280,11 +287,16 @@ export async function writeBatchClaimFirst(
     );
     const apply: Parts = {
       parts: [],
-      params: [writes.clock.timestampLast, writes.clock.token, writes.expectedToken],
+      params: [
+        writes.clock.timestampLast,
+        writes.clock.token,
+        writes.expectedToken,
+        writes.transferTimestampMax,
+      ],
       shape: "claimed:",
     };
     apply.parts.push(
-      "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2 WHERE singleton AND token = $3 RETURNING 1)",
+      "clock AS (UPDATE ledger_clock SET timestamp_last = $1, token = $2, transfer_timestamp_max = greatest(transfer_timestamp_max, $4) WHERE singleton AND token = $3 RETURNING 1)",
     );
     applyParts(apply, writes, "EXISTS (SELECT 1 FROM clock)");
     const text = `WITH ${apply.parts.join(",\n")} ${staleCheck}`;

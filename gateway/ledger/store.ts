@@ -269,36 +269,55 @@ export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Pro
 
 /**
  * What an imported request's events are checked against (ImportedBounds), read under the ledger's lock: the latest
- * account's and transfer's timestamps, and which of `timestamps` (the request's own) an account or a transfer holds.
- * Transfers have no index of their own by timestamp (it would cost every batch a third index insert): the latest one
- * and those at a timestamp are found through each account's, one probe of `ledger_transfers_debit` per account — an
- * import's price, paid by nothing else.
+ * account's timestamp (by its index) and the latest transfer's (kept on the clock: transfers have no index by
+ * timestamp), and which of the request's `timestamps` an event of the other kind holds — for a transfer import, the
+ * accounts at them (by the index); for an account import, the transfers at those of them not after the latest
+ * transfer (none can be at a later one). Only the last is costly, one probe of `ledger_transfers_debit` per account
+ * under the lock, and only for an account imported from before the latest transfer.
  */
-export async function selectImportedBounds(tx: Sql, timestamps: readonly bigint[]): Promise<ImportedBounds> {
-  const rows = await run<{ kind: string; timestamp: bigint | string | null }>(
+export async function selectImportedBounds(
+  tx: Sql,
+  kind: "accounts" | "transfers",
+  timestamps: readonly bigint[],
+): Promise<ImportedBounds> {
+  const bounds = emptyImportedBounds();
+  const [latest] = await run<{ account_max: bigint | string | null; transfer_max: bigint | string }>(
     tx,
     "imported bounds read",
-    `SELECT 'account_max' AS kind, max(timestamp) AS timestamp FROM ledger_accounts
-     UNION ALL
-     SELECT 'transfer_max', max(t.timestamp) FROM ledger_accounts a
-       CROSS JOIN LATERAL (SELECT timestamp FROM ledger_transfers
-                            WHERE debit_account_id = a.id ORDER BY timestamp DESC LIMIT 1) t
-     UNION ALL
-     SELECT 'account', timestamp FROM ledger_accounts WHERE timestamp = ANY($1::int8[])
-     UNION ALL
-     SELECT 'transfer', t.timestamp FROM ledger_accounts a
-       CROSS JOIN LATERAL (SELECT timestamp FROM ledger_transfers
-                            WHERE debit_account_id = a.id AND timestamp = ANY($1::int8[])) t`,
-    [numberList(timestamps)],
+    `SELECT (SELECT max(timestamp) FROM ledger_accounts) AS account_max, transfer_timestamp_max AS transfer_max
+       FROM ledger_clock WHERE singleton`,
+    [],
   );
-  const bounds = emptyImportedBounds();
-  for (const row of rows) {
-    if (row.timestamp === null) continue;
-    const timestamp = BigInt(row.timestamp);
-    if (row.kind === "account_max") bounds.accountTimestampMax = timestamp;
-    else if (row.kind === "transfer_max") bounds.transferTimestampMax = timestamp;
-    else if (row.kind === "account") bounds.accountTimestamps.add(timestamp);
-    else bounds.transferTimestamps.add(timestamp);
+  if (latest === undefined) throw new LedgerInvariantError("ledger_clock has no row", {});
+  bounds.accountTimestampMax = latest.account_max === null ? 0n : BigInt(latest.account_max);
+  bounds.transferTimestampMax = BigInt(latest.transfer_max);
+  if (kind === "transfers") {
+    const taken = timestamps.filter((t) => t <= bounds.accountTimestampMax);
+    if (taken.length > 0) {
+      const rows = await run<{ timestamp: bigint | string }>(
+        tx,
+        "imported bounds read",
+        "SELECT timestamp FROM ledger_accounts WHERE timestamp = ANY($1::int8[])",
+        [numberList(taken)],
+      );
+      for (const row of rows) bounds.accountTimestamps.add(BigInt(row.timestamp));
+    }
+  } else {
+    const taken = timestamps.filter((t) => t <= bounds.transferTimestampMax);
+    let newest = 0n;
+    for (const t of taken) if (t > newest) newest = t;
+    if (taken.length > 0) {
+      const rows = await run<{ timestamp: bigint | string }>(
+        tx,
+        "imported bounds read",
+        `SELECT t.timestamp FROM ledger_accounts a
+           CROSS JOIN LATERAL (SELECT timestamp FROM ledger_transfers
+                                WHERE debit_account_id = a.id AND timestamp = ANY($1::int8[])) t
+          WHERE a.timestamp < $2`,
+        [numberList(taken), newest],
+      );
+      for (const row of rows) bounds.transferTimestamps.add(BigInt(row.timestamp));
+    }
   }
   return bounds;
 }

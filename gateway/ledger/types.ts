@@ -288,7 +288,10 @@ export const isTransientFailure = (status: CreateTransferStatus): boolean =>
   status === "debit_account_already_closed" ||
   status === "credit_account_already_closed";
 
-/** `timestamp`: the created (or existing) object's timestamp; for a failure, the one the event would have had. */
+/**
+ * `timestamp`: the created (or existing) object's timestamp (an imported one's own); for a failure, the slot the
+ * ledger gave the event in its request (TigerBeetle's: an imported event's own timestamp only once it is created).
+ */
 export type CreateAccountResult = { status: CreateAccountStatus; timestamp: bigint };
 export type CreateTransferResult = { status: CreateTransferStatus; timestamp: bigint };
 

@@ -85,7 +85,15 @@ export const noChanges = (): BatchChanges => ({
   pendingOpened: [],
   pendingResolved: [],
   history: [],
+  transferTimestampMax: 0n,
 });
+
+/** The latest timestamp among the transfers a batch creates (0: none): BatchWrites.transferTimestampMax. */
+export function latestCreated(created: readonly Transfer[]): bigint {
+  let latest = 0n;
+  for (const transfer of created) if (transfer.timestamp > latest) latest = transfer.timestamp;
+  return latest;
+}
 
 /** Balance changes of the touched accounts, as deltas (right whatever the row holds), and their flags. */
 export function deltas(accountsBefore: Map<Account, Account>) {

@@ -1,8 +1,8 @@
 // A batch run locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in
 // memory; write; COMMIT. Always correct: accounts and expiry always run this way, and transfers at start, after a
-// conflict, after a failure, when pipelineDepthMax is 0, and with a statement that must run under the lock
-// (Alongside.underLock: written here after the clock is locked, it sees every batch before it committed); see
-// writer.ts.
+// conflict, after a failure, when pipelineDepthMax is 0, with a statement that must run under the lock
+// (Alongside.underLock: written here after the clock is locked, it sees every batch before it committed), and for a
+// request that imports (its bounds are read here: selectImportedBounds); see writer.ts.
 import { causeWhere, SwitchyardError } from "../../core/index.ts";
 import { DbCommitOutcomeUnknownError, DbQueryTimeoutError, type Row, type Sql } from "../db/index.ts";
 import { AlongsideStatementError, batchFailure, notToRunAgain, sqlStateOf, waitGivenUp } from "./errors.ts";
@@ -25,6 +25,7 @@ import {
   alongsideOf,
   type BatchChanges,
   deltas,
+  latestCreated,
   noAlongside,
   noChanges,
   resolveJobs,
@@ -269,7 +270,7 @@ async function lockedTransfers(
   await prefetch(w, tx, requests, { forUpdate: true, lookUpIds: true }, 0);
   // An import goes alone (takeBatch): its bounds are read here, under the lock.
   w.known.imported = importsTransfers(jobs[0]!)
-    ? await selectImportedBounds(tx, importedTimestamps(requests[0]!))
+    ? await selectImportedBounds(tx, "transfers", importedTimestamps(requests[0]!))
     : null;
   const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
   const alongside = alongsideOf(jobs, results, effects.created);
@@ -281,6 +282,7 @@ async function lockedTransfers(
       pendingOpened: effects.pendingOpened,
       pendingResolved: effects.pendingResolved,
       history: effects.history,
+      transferTimestampMax: latestCreated(effects.created),
     },
     alongside,
     settle: (rows) => resolveJobs(jobs, results, alongside, rows),
@@ -296,7 +298,7 @@ async function lockedAccounts(
   const ids = job.accounts.map((a) => a.id).filter((id) => typeof id === "bigint" && id > 0n);
   await loadAccounts(w, tx, ids, { forUpdate: true });
   w.known.imported = importsEvents(job.accounts, AccountFlags.imported)
-    ? await selectImportedBounds(tx, importedTimestamps(job.accounts))
+    ? await selectImportedBounds(tx, "accounts", importedTimestamps(job.accounts))
     : null;
   const { results, created } = applyAccountRequest(w.known, job.accounts, firstTimestamp);
   await insertAccounts(tx, created);
@@ -347,5 +349,6 @@ async function lockedExpiry(w: WriterState, tx: Sql, job: ExpireJob): Promise<Lo
     pendingOpened: [],
     pendingResolved: expired.map((t) => t.id),
     history: [],
+    transferTimestampMax: 0n,
   });
 }

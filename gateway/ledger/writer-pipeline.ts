@@ -30,6 +30,7 @@ export type Plan = {
   pendingOpened: TransferEffects["pendingOpened"];
   pendingResolved: bigint[];
   history: TransferEffects["history"];
+  transferTimestampMax: bigint;
   alongside: AlongsideWrites;
   /** ids of events that failed without being checked against stored transfers (ids of created ones are checked by
    * the primary key) */
@@ -57,9 +58,11 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
   const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
   // Spent ids are dropped with the final transfers once the batch committed (then the database's row says so).
   const final: bigint[] = [...effects.failed];
+  let transferTimestampMax = 0n;
   for (const transfer of effects.created) {
     if ((transfer.flags & TransferFlags.pending) === 0) final.push(transfer.id);
     else w.writtenBy.set(transfer.id, seq);
+    if (transfer.timestamp > transferTimestampMax) transferTimestampMax = transfer.timestamp;
   }
   w.createdFinal.push({ seq, ids: final });
   for (const id of effects.pendingResolved) w.writtenBy.set(id, seq);
@@ -73,6 +76,7 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
     pendingOpened: effects.pendingOpened,
     pendingResolved: effects.pendingResolved,
     history: effects.history,
+    transferTimestampMax,
     alongside: alongsideOf(jobs, results, effects.created),
     uncheckedIds: uncheckedIds(w, requests, results),
     expectedToken: w.plannedToken!,
@@ -164,6 +168,7 @@ export async function commitPlan(
       pendingOpened: plan.pendingOpened,
       pendingResolved: plan.pendingResolved,
       history: plan.history,
+      transferTimestampMax: plan.transferTimestampMax,
     };
     const { statements } = plan.alongside;
     if (w.db.kind !== "postgres")

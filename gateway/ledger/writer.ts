@@ -9,7 +9,8 @@
 // Two ways to run a batch:
 // - locked: BEGIN; lock the clock; read what the batch needs (accounts FOR UPDATE in id order); validate in memory;
 //   write; COMMIT. Always correct; used for accounts and expiry, after a conflict, at start, when
-//   pipelineDepthMax is 0, and for a request whose statement must run under the lock (Alongside.underLock).
+//   pipelineDepthMax is 0, for a request whose statement must run under the lock (Alongside.underLock), and for a
+//   request that imports (TigerBeetle's `imported`: its bounds are read under the lock).
 // - pipelined: validate the batch in memory against what this writer's earlier batches will have left, build
 //   its rows, and send it while the previous batch is still committing (store-batch.ts writeBatchClaimFirst,
 //   three statements in a transaction): INSERT the transfers; once the previous batch holds the clock, take

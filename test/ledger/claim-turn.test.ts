@@ -40,6 +40,7 @@ describe("a pipelined batch waiting for its turn on PostgreSQL", () => {
     pendingOpened: [],
     pendingResolved: [],
     history: [],
+    transferTimestampMax: transfer.timestamp,
   });
 
   it("gives way after waitMaxMs, so the cycle through another writer's locked batch breaks", async () => {

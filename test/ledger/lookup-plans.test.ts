@@ -90,6 +90,7 @@ describe("a batch's balance update on PostgreSQL", () => {
           pendingOpened: [],
           pendingResolved: [],
           history: [],
+          transferTimestampMax: 0n,
         });
       // More than the five runs after which PostgreSQL may keep one generic plan for a prepared statement.
       for (let run = 1; run <= 8; run += 1) await batch(run);
