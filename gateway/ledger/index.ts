@@ -58,6 +58,7 @@ export {
   type AccountBalancesPage,
   AccountFlags,
   type AccountInput,
+  type AccountsPage,
   type AccountTransfersFilter,
   type AccountTransfersPage,
   type Alongside,
@@ -73,10 +74,12 @@ export {
   type LedgerLimits,
   ledgerHolds,
   type PendingStatus,
+  type QueryFilter,
   type Transfer,
   type TransferEvidence,
   TransferFlags,
   type TransferInput,
+  type TransfersPage,
   type WrittenTransfers,
 } from "./types.ts";
 

@@ -8,6 +8,7 @@ import {
   selectAccountBalances,
   selectAccounts,
   selectAccountTransfers,
+  selectQuery,
   selectTransfers,
 } from "./store.ts";
 import {
@@ -16,6 +17,7 @@ import {
   AccountFlags,
   type AccountInput,
   type AccountQuery,
+  type AccountsPage,
   type AccountTransfersFilter,
   type AccountTransfersPage,
   type Alongside,
@@ -24,9 +26,12 @@ import {
   type CreateTransfersWithResult,
   defaultLedgerLimits,
   type LedgerLimits,
+  type Query,
+  type QueryFilter,
   type Transfer,
   TransferFlags,
   type TransferInput,
+  type TransfersPage,
   timestampMax,
   u16Max,
   u32Max,
@@ -65,6 +70,13 @@ export interface Ledger {
    * (getAccountTransfers' filter, and order), a page at a time; an account without it (or none) answers none.
    */
   getAccountBalances(filter: AccountTransfersFilter): Promise<AccountBalancesPage>;
+  /** TigerBeetle's query_accounts: the accounts whose fields equal the filter's, in timestamp order, a page at a time. */
+  queryAccounts(filter: QueryFilter): Promise<AccountsPage>;
+  /**
+   * TigerBeetle's query_transfers: the transfers whose fields equal the filter's, in timestamp order, a page at a time.
+   * It scans the transfers (they have no index by timestamp): an operator's read, not one for a request's path.
+   */
+  queryTransfers(filter: QueryFilter): Promise<TransfersPage>;
   /** Voids every open pending transfer whose timeout has passed by `nowNs` (default: now). Returns how many. */
   expirePendingTransfers(nowNs?: bigint): Promise<number>;
   /** Stops taking work, finishes what is queued, stops the expiry timer. Does not close the Db. */
@@ -210,6 +222,18 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       const balances = await selectAccountBalances(db, query);
       return { balances, nextCursor: cursorAfter(balances, query.limit) };
     },
+    async queryAccounts(filter) {
+      const query = queryOf(filter, limits.lookupLimitMax, "queryAccounts");
+      if (query === null) return { accounts: [], nextCursor: null };
+      const accounts = await selectQuery(db, "accounts", query);
+      return { accounts, nextCursor: cursorAfter(accounts, query.limit) };
+    },
+    async queryTransfers(filter) {
+      const query = queryOf(filter, limits.lookupLimitMax, "queryTransfers");
+      if (query === null) return { transfers: [], nextCursor: null };
+      const transfers = await selectQuery(db, "transfers", query);
+      return { transfers, nextCursor: cursorAfter(transfers, query.limit) };
+    },
     async expirePendingTransfers(now) {
       const at = now ?? nowNs();
       // Most sweeps find nothing: then they need not take the writer (a locked batch) at all.
@@ -264,19 +288,33 @@ function inOrder<T extends { id: bigint }>(ids: readonly bigint[], found: readon
  * neither side, a bound of u64's maximum, min after max) answers an empty page. A field outside its type throws.
  */
 function accountQuery(filter: AccountTransfersFilter, limitMax: number): AccountQuery | null {
-  checkAccountFilter(filter);
-  const limit = Math.min(filter.limit, limitMax);
-  const given = <T extends bigint | number>(value: T | undefined): T | undefined =>
-    value === undefined || value === 0 || value === 0n ? undefined : value;
-  const min = given(filter.timestampMin);
-  const max = given(filter.timestampMax);
+  const query = queryOf(filter, limitMax, "getAccountTransfers");
   const debits = filter.debits ?? true;
   const credits = filter.credits ?? true;
+  if (query === null || filter.accountId === 0n || filter.accountId === u128Max || (!debits && !credits))
+    return null;
+  return { ...query, accountId: filter.accountId, debits, credits };
+}
+
+/** `0 or absent: any`, as TigerBeetle's filters read their fields. */
+const given = <T extends bigint | number>(value: T | undefined): T | undefined =>
+  value === undefined || value === 0 || value === 0n ? undefined : value;
+
+/**
+ * A QueryFilter (or an account filter's same fields) as the store reads it, or null for one that can match nothing:
+ * limit 0, a bound of u64's maximum, min after max, a min or a forward cursor past any timestamp.
+ */
+function queryOf(
+  filter: QueryFilter & { accountId?: bigint },
+  limitMax: number,
+  operation: string,
+): Query | null {
+  checkFilter(operation, filter);
+  const limit = Math.min(filter.limit, limitMax);
+  const min = given(filter.timestampMin);
+  const max = given(filter.timestampMax);
   if (
     limit === 0 ||
-    filter.accountId === 0n ||
-    filter.accountId === u128Max ||
-    (!debits && !credits) ||
     min === u64Max ||
     max === u64Max ||
     (min !== undefined && max !== undefined && min > max) ||
@@ -286,16 +324,14 @@ function accountQuery(filter: AccountTransfersFilter, limitMax: number): Account
   )
     return null;
   return {
-    accountId: filter.accountId,
     limit,
     after: filter.after !== undefined && filter.after > timestampMax ? undefined : filter.after,
-    debits,
-    credits,
     reversed: filter.reversed ?? false,
-    code: given(filter.code),
     userData128: given(filter.userData128),
     userData64: given(filter.userData64),
     userData32: given(filter.userData32),
+    ledger: given(filter.ledger),
+    code: given(filter.code),
     timestampMin: min,
     timestampMax: max !== undefined && max > timestampMax ? undefined : max,
   };
@@ -305,7 +341,7 @@ function accountQuery(filter: AccountTransfersFilter, limitMax: number): Account
 const cursorAfter = (page: readonly { timestamp: bigint }[], limit: number): bigint | null =>
   page.length === limit && page.length > 0 ? page.at(-1)!.timestamp : null;
 
-function checkAccountFilter(filter: AccountTransfersFilter): void {
+function checkFilter(operation: string, filter: QueryFilter & { accountId?: bigint }): void {
   const outOf = (name: string, value: bigint | number | undefined, max: bigint | number) => {
     if (value === undefined) return;
     if (
@@ -314,7 +350,7 @@ function checkAccountFilter(filter: AccountTransfersFilter): void {
         : value >= 0n && value <= max
     )
       return;
-    throw new LedgerRequestInvalidError(`getAccountTransfers ${name} out of range`, {
+    throw new LedgerRequestInvalidError(`${operation} ${name} out of range`, {
       details: `${name} ${value}, must be 0..${max}`,
     });
   };
@@ -322,6 +358,7 @@ function checkAccountFilter(filter: AccountTransfersFilter): void {
   outOf("accountId", filter.accountId, u128Max);
   outOf("after", filter.after, u64Max);
   outOf("code", filter.code, u16Max);
+  outOf("ledger", filter.ledger, u32Max);
   outOf("userData128", filter.userData128, u128Max);
   outOf("userData64", filter.userData64, u64Max);
   outOf("userData32", filter.userData32, u32Max);

@@ -29,6 +29,7 @@ import type {
   AccountBalance,
   AccountQuery,
   PendingStatus,
+  Query,
   Transfer,
   TransferEvidence,
 } from "./types.ts";
@@ -431,6 +432,43 @@ function accountTransfersSql(filter: AccountQuery, columns: string): [string, un
       ? sides[0]!
       : `${sides.map((side) => `(${side})`).join(" UNION ALL ")} ORDER BY timestamp ${order} LIMIT $2`;
   return [text, params];
+}
+
+/**
+ * TigerBeetle's query_accounts / query_transfers: the rows whose fields equal the query's, in timestamp order. Accounts
+ * are walked by their timestamp index; transfers have no such index (it would cost every batch), so a query of them
+ * scans the table: a read for an operator, not for a request's path. A spent id's row (timestamp 0) is no transfer.
+ */
+export async function selectQuery(sql: Sql, table: "accounts", query: Query): Promise<Account[]>;
+export async function selectQuery(sql: Sql, table: "transfers", query: Query): Promise<Transfer[]>;
+export async function selectQuery(
+  sql: Sql,
+  table: "accounts" | "transfers",
+  query: Query,
+): Promise<Account[] | Transfer[]> {
+  const params: unknown[] = [query.limit];
+  const conditions: string[] = table === "transfers" ? ["timestamp <> 0"] : [];
+  const where = (condition: string, value: unknown) => {
+    params.push(value);
+    conditions.push(`${condition} $${params.length}`);
+  };
+  if (query.after !== undefined) where(`timestamp ${query.reversed ? "<" : ">"}`, query.after);
+  if (query.userData128 !== undefined) where("user_data_128 =", idToUuid(query.userData128));
+  if (query.userData64 !== undefined) where("user_data_64 =", u64ToInt8(query.userData64));
+  if (query.userData32 !== undefined) where("user_data_32 =", query.userData32);
+  if (query.ledger !== undefined) where("ledger =", query.ledger);
+  if (query.code !== undefined) where("code =", query.code);
+  if (query.timestampMin !== undefined) where("timestamp >=", query.timestampMin);
+  if (query.timestampMax !== undefined) where("timestamp <=", query.timestampMax);
+  const columns = table === "accounts" ? accountColumns : transferColumns;
+  const rows = await run(
+    sql,
+    `${table} query`,
+    `SELECT ${columns} FROM ledger_${table}${conditions.length > 0 ? ` WHERE ${conditions.join(" AND ")}` : ""}
+      ORDER BY timestamp ${query.reversed ? "DESC" : "ASC"} LIMIT $1`,
+    params,
+  );
+  return table === "accounts" ? rows.map(accountFromRow) : rows.map(transferFromRow);
 }
 
 /** Σ per ledger, for invariant checks: every ledger must balance. */

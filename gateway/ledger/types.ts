@@ -360,21 +360,46 @@ export type AccountTransfersFilter = {
 
 export type AccountTransfersPage = { transfers: Transfer[]; nextCursor: bigint | null };
 
-/** An AccountTransfersFilter as the store reads it (ledger.ts accountQuery): limits cut, zeros as absent. */
-export type AccountQuery = {
-  accountId: bigint;
+/**
+ * TigerBeetle's QueryFilter: the accounts (or transfers) whose fields equal those given (0 or absent: any), in
+ * timestamp order (newest first when `reversed`), a page at a time.
+ */
+export type QueryFilter = {
+  /** at most lookupLimitMax are answered (0: an empty page) */
+  limit: number;
+  /** cursor: only those with a timestamp strictly after this one (before it when `reversed`) */
+  after?: bigint;
+  reversed?: boolean;
+  userData128?: bigint;
+  userData64?: bigint;
+  userData32?: number;
+  ledger?: number;
+  code?: number;
+  /** only those with a timestamp at or after this one */
+  timestampMin?: bigint;
+  /** only those with a timestamp at or before this one */
+  timestampMax?: bigint;
+};
+
+export type AccountsPage = { accounts: Account[]; nextCursor: bigint | null };
+export type TransfersPage = { transfers: Transfer[]; nextCursor: bigint | null };
+
+/** A QueryFilter as the store reads it (ledger.ts queryOf): limits cut, zeros as absent. */
+export type Query = {
   limit: number;
   after: bigint | undefined;
-  debits: boolean;
-  credits: boolean;
   reversed: boolean;
-  code: number | undefined;
   userData128: bigint | undefined;
   userData64: bigint | undefined;
   userData32: number | undefined;
+  ledger: number | undefined;
+  code: number | undefined;
   timestampMin: bigint | undefined;
   timestampMax: bigint | undefined;
 };
+
+/** An AccountTransfersFilter as the store reads it (ledger.ts accountQuery): limits cut, zeros as absent. */
+export type AccountQuery = Query & { accountId: bigint; debits: boolean; credits: boolean };
 
 /** An account's balances right after one of its transfers (TigerBeetle's AccountBalance): `history` accounts keep one. */
 export type AccountBalance = {
