@@ -363,31 +363,23 @@ export async function selectExpired(tx: Sql, nowNs: bigint, limit: number): Prom
 }
 
 export async function selectAccountTransfers(sql: Sql, filter: AccountQuery): Promise<Transfer[]> {
-  const rows = await run(sql, "account transfers read", ...accountTransfersSql(filter, transferColumns));
+  const rows = await run(sql, "account transfers read", ...accountTransfersSql(filter, "transfers"));
   return rows.map(transferFromRow);
 }
 
 /**
  * The balances kept for an account with `history` (ledger_account_balances) after each of its transfers the filter
- * takes, in the transfers' order: the transfers' query, joined to them by timestamp.
+ * takes, in the transfers' order. Joined before the limit: a transfer with none (one written before migration 003)
+ * neither takes a place in the page nor ends it early.
  */
 export async function selectAccountBalances(sql: Sql, filter: AccountQuery): Promise<AccountBalance[]> {
-  const [text, params] = accountTransfersSql(filter, "timestamp");
-  const order = filter.reversed ? "DESC" : "ASC";
   const rows = await run<{
     timestamp: bigint;
     debits_pending: bigint;
     debits_posted: bigint;
     credits_pending: bigint;
     credits_posted: bigint;
-  }>(
-    sql,
-    "account balances read",
-    `SELECT b.timestamp, b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted
-       FROM (${text}) t JOIN ledger_account_balances b ON b.account_id = $1 AND b.timestamp = t.timestamp
-      ORDER BY b.timestamp ${order}`,
-    params,
-  );
+  }>(sql, "account balances read", ...accountTransfersSql(filter, "balances"));
   return rows.map((row) => ({
     debitsPending: BigInt(row.debits_pending),
     debitsPosted: BigInt(row.debits_posted),
@@ -397,8 +389,18 @@ export async function selectAccountBalances(sql: Sql, filter: AccountQuery): Pro
   }));
 }
 
-/** An account's transfers the filter takes, `columns` of them, in order: the text and its parameters. */
-function accountTransfersSql(filter: AccountQuery, columns: string): [string, unknown[]] {
+/** The transfers' columns, or an account's balance after each (history), as accountTransfersSql reads them. */
+const accountReads = {
+  transfers: { columns: transferColumns.replace(/(\w+)/g, "t.$1"), from: "ledger_transfers t" },
+  balances: {
+    columns: "t.timestamp, b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted",
+    from: "ledger_transfers t JOIN ledger_account_balances b ON b.account_id = $1 AND b.timestamp = t.timestamp",
+  },
+};
+
+/** An account's transfers the filter takes (or its balances after them), in order: the text and its parameters. */
+function accountTransfersSql(filter: AccountQuery, read: keyof typeof accountReads): [string, unknown[]] {
+  const { columns, from } = accountReads[read];
   const order = filter.reversed ? "DESC" : "ASC";
   const comparison = filter.reversed ? "<" : ">";
   const params: unknown[] = [idToUuid(filter.accountId), filter.limit];
@@ -407,24 +409,24 @@ function accountTransfersSql(filter: AccountQuery, columns: string): [string, un
     params.push(value);
     extra += ` AND ${condition} $${params.length}`;
   };
-  if (filter.after !== undefined) where(`timestamp ${comparison}`, filter.after);
-  if (filter.code !== undefined) where("code =", filter.code);
-  if (filter.userData128 !== undefined) where("user_data_128 =", idToUuid(filter.userData128));
-  if (filter.userData64 !== undefined) where("user_data_64 =", u64ToInt8(filter.userData64));
-  if (filter.userData32 !== undefined) where("user_data_32 =", filter.userData32);
-  if (filter.timestampMin !== undefined) where("timestamp >=", filter.timestampMin);
-  if (filter.timestampMax !== undefined) where("timestamp <=", filter.timestampMax);
+  if (filter.after !== undefined) where(`t.timestamp ${comparison}`, filter.after);
+  if (filter.code !== undefined) where("t.code =", filter.code);
+  if (filter.userData128 !== undefined) where("t.user_data_128 =", idToUuid(filter.userData128));
+  if (filter.userData64 !== undefined) where("t.user_data_64 =", u64ToInt8(filter.userData64));
+  if (filter.userData32 !== undefined) where("t.user_data_32 =", filter.userData32);
+  if (filter.timestampMin !== undefined) where("t.timestamp >=", filter.timestampMin);
+  if (filter.timestampMax !== undefined) where("t.timestamp <=", filter.timestampMax);
   // One side is one indexed scan, already in order; both are two such scans merged (each limited first, since a
   // transfer never debits and credits the same account). A lone side must not be wrapped in the union's outer
   // ORDER BY: PostgreSQL refuses two ORDER BY clauses on one parenthesized query.
   const sides: string[] = [];
   if (filter.debits)
     sides.push(
-      `SELECT ${columns} FROM ledger_transfers WHERE debit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
+      `SELECT ${columns} FROM ${from} WHERE t.debit_account_id = $1${extra} ORDER BY t.timestamp ${order} LIMIT $2`,
     );
   if (filter.credits)
     sides.push(
-      `SELECT ${columns} FROM ledger_transfers WHERE credit_account_id = $1${extra} ORDER BY timestamp ${order} LIMIT $2`,
+      `SELECT ${columns} FROM ${from} WHERE t.credit_account_id = $1${extra} ORDER BY t.timestamp ${order} LIMIT $2`,
     );
   // Neither side is refused before (ledger.ts accountQuery).
   const text =

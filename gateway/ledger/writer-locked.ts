@@ -53,7 +53,13 @@ const retryableCodes = new Set([
 ]);
 
 /** The tables the ledger's own statements write (ledger migrations). */
-const ledgerTables = new Set(["ledger_accounts", "ledger_transfers", "ledger_pending_open", "ledger_clock"]);
+const ledgerTables = new Set([
+  "ledger_accounts",
+  "ledger_transfers",
+  "ledger_pending_open",
+  "ledger_clock",
+  "ledger_account_balances",
+]);
 
 function isRetryable(error: unknown): boolean {
   const code = sqlStateOf(error);

@@ -200,6 +200,26 @@ for (const storeName of storeNames)
       expect(kept.map((r) => BigInt(r.timestamp))).toEqual([ts(1n), ts(4n), ts(1n), ts(4n)]);
     });
 
+    it("skips a transfer kept without a balance (written before history was kept) rather than end the page", async () => {
+      await ledger.createAccounts([
+        { id: 1n, ledger: 1, code: 1, flags: HIST },
+        { id: 2n, ledger: 1, code: 1 },
+      ]);
+      for (const id of [1n, 2n, 3n, 4n, 5n]) await create([move(id, 2n, 1n, id)]);
+      // As a ledger upgraded to migration 003 has them: the first three transfers kept nothing.
+      await db.query("DELETE FROM ledger_account_balances WHERE timestamp <= $1", [ts(3n)]);
+      const page = await ledger.getAccountBalances({ accountId: 1n, limit: 2 });
+      expect(rows(page.balances)).toEqual([
+        [4n, 0n, 0n, 0n, 10n],
+        [5n, 0n, 0n, 0n, 15n],
+      ]);
+      expect(page.nextCursor).toBe(ts(5n));
+      expect(await balancesOf({ accountId: 1n, reversed: true, limit: 3 })).toEqual([
+        [5n, 0n, 0n, 0n, 15n],
+        [4n, 0n, 0n, 0n, 10n],
+      ]);
+    });
+
     it("keeps them in order through batches written while others commit, and an expiry is no transfer", async () => {
       await ledger.createAccounts([
         { id: 1n, ledger: 1, code: 1, flags: HIST },
