@@ -98,7 +98,9 @@ export function createTransfer(run: TransferRun, t: TransferInput, timestamp: bi
   const existing = run.state.transfers.get(t.id);
   if (existing !== undefined) return transferExists(t, existing, run.state.transfers);
   // Where TigerBeetle looks for an orphaned id: after `exists`, before anything of the transfer itself.
-  if (run.state.failed.size > 0 && run.state.failed.has(t.id)) return "id_already_failed";
+  const { failed, spent } = run.state;
+  if ((failed.size > 0 && failed.has(t.id)) || (spent.size > 0 && spent.has(t.id)))
+    return "id_already_failed";
 
   if (((t.flags ?? 0) & (TransferFlags.postPendingTransfer | TransferFlags.voidPendingTransfer)) !== 0)
     return postOrVoidPendingTransfer(run, t, timestamp);

@@ -44,6 +44,11 @@ export type LedgerState = {
   /** ids known to be spent by a transient failure (prefetched, or failed earlier in this batch): id_already_failed */
   failed: Set<bigint>;
   /**
+   * ids spent by batches that committed, which the writer keeps across batches (bounded: LedgerLimits.spentIdsCacheMax);
+   * a spent id never becomes free, so this is never stale: id_already_failed
+   */
+  spent: ReadonlySet<bigint>;
+  /**
    * Whether a transient failure spends its id (TigerBeetle's rule, the default); when not, nothing is recorded and the
    * id is evaluated again when asked again (CreateLedgerParams.transientFailures)
    */
@@ -52,12 +57,13 @@ export type LedgerState = {
   imported: ImportedBounds | null;
 };
 
-export function emptyLedgerState(stickyFailures = true): LedgerState {
+export function emptyLedgerState(stickyFailures = true, spent: ReadonlySet<bigint> = new Set()): LedgerState {
   return {
     accounts: new Map(),
     transfers: new Map(),
     pending: new Map(),
     failed: new Set(),
+    spent,
     stickyFailures,
     imported: null,
   };

@@ -433,6 +433,12 @@ export type LedgerLimits = {
    * nothing; beyond it they are read from the database. */
   pendingCacheMax: number;
   /**
+   * Ids spent by a transient failure (sticky transient failures) that the writer remembers once committed, so that a
+   * retry of one is answered id_already_failed from memory rather than taken for new, refused by the primary key and
+   * run again locked; beyond it the memory starts over. A spent id never becomes free: the memory is never stale.
+   */
+  spentIdsCacheMax: number;
+  /**
    * How often pending transfers are swept for expiry, beside the sweep timed for the earliest expiry known (0: never,
    * neither; call expirePendingTransfers yourself).
    */
@@ -468,6 +474,7 @@ export const defaultLedgerLimits: LedgerLimits = {
   retryAttemptsMax: 8,
   accountsCacheMax: 1_000_000,
   pendingCacheMax: 100_000,
+  spentIdsCacheMax: 100_000,
   expiryIntervalMs: 1000,
   expiryBatchMax: 8190,
   pipelineDepthMax: 2,

@@ -40,6 +40,7 @@ import {
   type Job,
   maxBigint,
   randomToken,
+  rememberSpent,
   runsUnderLock,
   type TransfersJob,
   type WriterState,
@@ -255,10 +256,13 @@ async function applyLocked(
   const alongsideRows = await writeAlongside(tx, work.alongside.statements);
   // Bounds hold for this batch only (read under its lock).
   w.known.imported = null;
+  // The ids it spent or found spent, remembered once it has committed.
+  const spent = w.known.failed.size > 0 ? [...w.known.failed] : null;
   return () => {
     w.committedToken = token;
     w.committedTimestamp = timestampLast;
     w.plannedToken = null;
+    if (spent !== null) rememberSpent(w, spent);
     w.known.transfers.clear();
     w.known.pending.clear();
     w.known.failed.clear();

@@ -19,7 +19,13 @@ import { type BalanceRows, balanceRows, type TransferRows, transferRows } from "
 import { type CreateTransferResult, TransferFlags, type TransferInput } from "./types.ts";
 import { type AlongsideWrites, alongsideOf, deltas, resolveJobs, writtenTransfers } from "./writer-batch.ts";
 import { prefetch } from "./writer-reads.ts";
-import { maxBigint, randomToken, type TransfersJob, type WriterState } from "./writer-state.ts";
+import {
+  maxBigint,
+  randomToken,
+  rememberSpent,
+  type TransfersJob,
+  type WriterState,
+} from "./writer-state.ts";
 
 export type Plan = {
   seq: number;
@@ -31,6 +37,8 @@ export type Plan = {
   pendingResolved: bigint[];
   history: TransferEffects["history"];
   transferTimestampMax: bigint;
+  /** ids this batch spends (sticky transient failures): remembered once it has committed */
+  spent: bigint[];
   alongside: AlongsideWrites;
   /** ids of events that failed without being checked against stored transfers (ids of created ones are checked by
    * the primary key) */
@@ -77,6 +85,7 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
     pendingResolved: effects.pendingResolved,
     history: effects.history,
     transferTimestampMax,
+    spent: effects.failed,
     alongside: alongsideOf(jobs, results, effects.created),
     uncheckedIds: uncheckedIds(w, requests, results),
     expectedToken: w.plannedToken!,
@@ -183,6 +192,7 @@ export async function commitPlan(
   w.committedSeq = plan.seq;
   w.committedToken = plan.token;
   w.committedTimestamp = plan.timestampLast;
+  if (plan.spent.length > 0) rememberSpent(w, plan.spent);
   resolveJobs(plan.jobs, plan.results, plan.alongside, rows);
   return null;
 }

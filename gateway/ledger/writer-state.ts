@@ -91,6 +91,8 @@ export type WriterState = {
    */
   readonly createdFinal: { seq: number; ids: bigint[] }[];
   readonly openPendings: Set<bigint>;
+  /** Ids committed batches spent (known.spent is this set): kept across batches and forget(), bounded. */
+  readonly spentIds: Set<bigint>;
   committedToken: bigint | null;
   committedTimestamp: bigint;
   committedSeq: number;
@@ -113,6 +115,7 @@ export function createWriterState(params: {
   // A batch in flight on PostgreSQL holds a connection while it waits for the one before it to take the clock:
   // leave a connection free for that one (and for reads), or two batches could wait on each other for ever.
   const depthMax = Math.min(limits.pipelineDepthMax, db.kind === "postgres" ? db.connectionsMax - 1 : 1);
+  const spentIds = new Set<bigint>();
   return {
     db,
     limits,
@@ -130,10 +133,11 @@ export function createWriterState(params: {
     idle: Promise.resolve(),
     signalIdle: () => undefined,
     wake: null,
-    known: emptyLedgerState(stickyFailures),
+    known: emptyLedgerState(stickyFailures, spentIds),
     writtenBy: new Map(),
     createdFinal: [],
     openPendings: new Set(),
+    spentIds,
     committedToken: null,
     committedTimestamp: 0n,
     committedSeq: 0,
@@ -144,14 +148,25 @@ export function createWriterState(params: {
   };
 }
 
-/** Drops everything the writer knows: the next batch runs locked and reads what it needs. */
+/**
+ * Drops everything the writer knows but the ids committed batches spent (never stale: a spent id never becomes free):
+ * the next batch runs locked and reads what it needs.
+ */
 export function forget(w: WriterState): void {
-  w.known = emptyLedgerState(w.stickyFailures);
+  w.known = emptyLedgerState(w.stickyFailures, w.spentIds);
   w.writtenBy.clear();
   w.createdFinal.length = 0;
   w.openPendings.clear();
   w.committedToken = null;
   w.plannedToken = null;
+}
+
+/** Ids a committed batch spent, or found spent: remembered (LedgerState.spent), up to the bound. */
+export function rememberSpent(w: WriterState, ids: Iterable<bigint>): void {
+  for (const id of ids) {
+    if (w.spentIds.size >= w.limits.spentIdsCacheMax) w.spentIds.clear();
+    w.spentIds.add(id);
+  }
 }
 
 /** A batch's clock token: random, so that another process's batch never carries the same one. */

@@ -37,6 +37,27 @@ async function openShared(name: StoreName): Promise<{ db: Db; another(): Promise
   return { db, another: async () => open() };
 }
 
+/** `db`, noting in `refused` the SQLSTATE of every statement the database refuses (in or out of a transaction). */
+function refusalsOf(db: Db, refused: string[]): Db {
+  const noted = <T>(answer: Promise<T>): Promise<T> =>
+    answer.catch((error: unknown) => {
+      refused.push(String((error as { code?: unknown }).code ?? error));
+      throw error;
+    });
+  return {
+    ...db,
+    kind: db.kind,
+    connectionsMax: db.connectionsMax,
+    query: (text, params) => noted(db.query(text, params)),
+    queryAll: (statements) => noted(db.queryAll(statements)),
+    exec: (script) => db.exec(script),
+    session: (fn) => db.session(fn),
+    close: async () => undefined, // the database itself is closed with the suite's
+    transaction: (fn) =>
+      db.transaction((tx) => fn({ query: (text, params) => noted(tx.query(text, params)) })),
+  };
+}
+
 for (const storeName of storeNames)
   describe(`transient failures on ${storeName}`, () => {
     let db: Db;
@@ -215,6 +236,27 @@ for (const storeName of storeNames)
         "id_already_failed",
         "id_already_failed",
       ]);
+    });
+
+    it("a writer remembers the ids its committed batches spent: a retry is refused from memory, not by the key", async () => {
+      // Its own batches only, one after another: each after the first goes pipelined (the clock's token is its own),
+      // where an id the writer does not know is taken for new, and the spent id's row then refuses the insert (23505):
+      // the batch, and any behind it, ran again locked. Now the id is answered from what the writer remembers.
+      const refused: string[] = [];
+      const own = ledgerOn(refusalsOf(db, refused));
+      const id = ledgerId();
+      expect(await statuses(own, [move(id, 10n ** 17n)])).toEqual(["exceeds_credits"]);
+      expect(
+        await statuses(own, [
+          move(ledgerId(), 10n ** 17n, { debitAccountId: accounts.payee, creditAccountId: accounts.payer }),
+        ]),
+      ).toEqual(["created"]);
+      for (let i = 0; i < 3; i++)
+        expect(await statuses(own, [move(id, 10n ** 17n), move(ledgerId(), 1n)])).toEqual([
+          "id_already_failed",
+          "created",
+        ]);
+      expect(refused).toEqual([]);
     });
 
     it("holds across writers on one database, and for a writer started later", async () => {
