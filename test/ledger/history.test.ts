@@ -51,6 +51,16 @@ for (const storeName of storeNames)
         b.creditsPending,
         b.creditsPosted,
       ]);
+    /** Accounts 1 and 2 on ledger 1, with these flags. */
+    const twoAccounts = async (flags1: number, flags2: number) =>
+      expect(
+        (
+          await ledger.createAccounts([
+            { id: 1n, ledger: 1, code: 1, flags: flags1 },
+            { id: 2n, ledger: 1, code: 1, flags: flags2 },
+          ])
+        ).map((r) => r.status),
+      ).toEqual(["created", "created"]);
     const balancesOf = async (filter: Partial<AccountTransfersFilter> & { accountId: bigint }) =>
       rows((await ledger.getAccountBalances({ limit: 10, ...filter })).balances);
     /** The filter's timestamp bounds, named by transfer as TigerBeetle's tables name them. */
@@ -69,10 +79,7 @@ for (const storeName of storeNames)
     });
 
     it("keeps an account's balances after each transfer, filtered as its transfers are (TigerBeetle: single-phase)", async () => {
-      await ledger.createAccounts([
-        { id: 1n, ledger: 1, code: 1, flags: HIST },
-        { id: 2n, ledger: 1, code: 1, flags: HIST },
-      ]);
+      await twoAccounts(HIST, HIST);
       await create([
         move(1n, 1n, 2n, 10n, { userData128: 1000n, userData64: 10n, userData32: 1, code: 1 }),
         move(2n, 2n, 1n, 11n, { userData128: 1001n, userData64: 10n, userData32: 2, code: 2 }),
@@ -135,10 +142,7 @@ for (const storeName of storeNames)
     });
 
     it("moves a pending amount to posted (TigerBeetle: two-phase)", async () => {
-      await ledger.createAccounts([
-        { id: 1n, ledger: 1, code: 1, flags: HIST },
-        { id: 2n, ledger: 1, code: 1, flags: HIST },
-      ]);
+      await twoAccounts(HIST, HIST);
       await create([move(1n, 1n, 2n, 1n, { flags: TransferFlags.pending })]);
       await create([
         move(2n, 0n, 0n, 1n, { flags: TransferFlags.postPendingTransfer, pendingId: 1n, ledger: 0, code: 0 }),
@@ -154,10 +158,7 @@ for (const storeName of storeNames)
     });
 
     it("answers nothing for a filter that can match nothing, or an account without history (TigerBeetle: invalid filter)", async () => {
-      await ledger.createAccounts([
-        { id: 1n, ledger: 1, code: 1, flags: HIST },
-        { id: 2n, ledger: 1, code: 1 },
-      ]);
+      await twoAccounts(HIST, 0);
       await create([move(1n, 1n, 2n, 2n), move(2n, 1n, 2n, 1n, { code: 2 })]);
       expect(await balancesOf({ accountId: 3n })).toEqual([]);
       expect(await balancesOf({ accountId: 2n })).toEqual([]);
@@ -177,10 +178,7 @@ for (const storeName of storeNames)
     });
 
     it("keeps nothing of a broken chain, and the balance a balancing transfer left", async () => {
-      await ledger.createAccounts([
-        { id: 1n, ledger: 1, code: 1, flags: HIST | AccountFlags.debitsMustNotExceedCredits },
-        { id: 2n, ledger: 1, code: 1, flags: HIST },
-      ]);
+      await twoAccounts(HIST | AccountFlags.debitsMustNotExceedCredits, HIST);
       await create([move(1n, 2n, 1n, 5n)]);
       const broken = await ledger.createTransfers([
         move(2n, 1n, 2n, 2n, { flags: TransferFlags.linked }),
@@ -201,10 +199,7 @@ for (const storeName of storeNames)
     });
 
     it("skips a transfer kept without a balance (written before history was kept) rather than end the page", async () => {
-      await ledger.createAccounts([
-        { id: 1n, ledger: 1, code: 1, flags: HIST },
-        { id: 2n, ledger: 1, code: 1 },
-      ]);
+      await twoAccounts(HIST, 0);
       for (const id of [1n, 2n, 3n, 4n, 5n]) await create([move(id, 2n, 1n, id)]);
       // As a ledger upgraded to migration 003 has them: the first three transfers kept nothing.
       await db.query("DELETE FROM ledger_account_balances WHERE timestamp <= $1", [ts(3n)]);
@@ -221,10 +216,7 @@ for (const storeName of storeNames)
     });
 
     it("keeps them in order through batches written while others commit, and an expiry is no transfer", async () => {
-      await ledger.createAccounts([
-        { id: 1n, ledger: 1, code: 1, flags: HIST },
-        { id: 2n, ledger: 1, code: 1 },
-      ]);
+      await twoAccounts(HIST, 0);
       // Many callers at once: on PostgreSQL the writer pipelines their batches.
       const calls = Array.from({ length: 60 }, (_, i) =>
         ledger.createTransfers([move(100n + BigInt(i), 2n, 1n, 1n)]),

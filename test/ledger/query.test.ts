@@ -12,8 +12,17 @@ import {
 } from "../../gateway/ledger/index.ts";
 import { openStore, storeNames } from "./stores.ts";
 
+type Fields = [ud128: bigint, ud64: bigint, ud32: number, ledger: number, code: number];
+const fieldsOf = ([userData128, userData64, userData32, ledger, code]: Fields) => ({
+  userData128,
+  userData64,
+  userData32,
+  ledger,
+  code,
+});
+
 /** Eight rows of TigerBeetle's table: user data 128, 64 and 32, ledger and code (code i + 1 in the transfers'). */
-const table: [ud128: bigint, ud64: bigint, ud32: number, ledger: number, code: number][] = [
+const table: Fields[] = [
   [1000n, 10n, 1, 1, 1],
   [1000n, 11n, 2, 2, 2],
   [1000n, 10n, 3, 3, 3],
@@ -36,14 +45,7 @@ for (const storeName of storeNames)
       db = await openStore(storeName);
       ledger = createLedger({ db, limits: { expiryIntervalMs: 0 } });
       const made = await ledger.createAccounts(
-        table.map(([userData128, userData64, userData32, ledgerNo, code], i) => ({
-          id: BigInt(i + 1),
-          userData128,
-          userData64,
-          userData32,
-          ledger: ledgerNo,
-          code,
-        })),
+        table.map((row, i) => ({ id: BigInt(i + 1), ...fieldsOf(row) })),
       );
       expect(made.map((r) => r.status)).toEqual(table.map(() => "created"));
       accountAt.push(...made.map((r) => r.timestamp));
@@ -64,7 +66,7 @@ for (const storeName of storeNames)
         [101n, 102n],
         [102n, 101n],
       ];
-      const transferTable: [bigint, bigint, number, number, number][] = [
+      const transferTable: Fields[] = [
         [1000n, 10n, 1, 1, 1],
         [1000n, 11n, 2, 2, 2],
         [1000n, 10n, 3, 1, 3],
@@ -75,16 +77,12 @@ for (const storeName of storeNames)
         [1000n, 10n, 1, 1, 1],
       ];
       const created = await ledger.createTransfers(
-        transferTable.map(([userData128, userData64, userData32, ledgerNo, code], i) => ({
+        transferTable.map((row, i) => ({
           id: BigInt(i + 1),
           debitAccountId: pairs[i]![0],
           creditAccountId: pairs[i]![1],
           amount: i === 0 ? 0n : BigInt(10 + i),
-          userData128,
-          userData64,
-          userData32,
-          ledger: ledgerNo,
-          code,
+          ...fieldsOf(row),
         })),
       );
       expect(created.map((r) => r.status)).toEqual(transferTable.map(() => "created"));

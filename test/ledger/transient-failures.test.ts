@@ -252,11 +252,13 @@ for (const storeName of storeNames)
         ]),
       ).toEqual(["created"]);
       for (let i = 0; i < 3; i++)
-        expect(await statuses(own, [move(id, 10n ** 17n), move(ledgerId(), 1n)])).toEqual([
+        expect(await statuses(own, [move(id, 10n ** 17n), move(ledgerId(), 0n)])).toEqual([
           "id_already_failed",
           "created",
         ]);
       expect(refused).toEqual([]);
+      // The payer's balance as the tests after this one expect it.
+      expect(await statuses(own, [move(ledgerId(), 10n ** 17n)])).toEqual(["created"]);
     });
 
     it("holds across writers on one database, and for a writer started later", async () => {
