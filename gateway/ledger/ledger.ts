@@ -207,13 +207,13 @@ export function createLedger(params: CreateLedgerParams): Ledger {
       return inOrder(ids, found);
     },
     async getAccountTransfers(filter) {
-      const query = accountQuery(filter, limits.lookupLimitMax);
+      const query = accountQuery(filter, limits.lookupLimitMax, "getAccountTransfers");
       if (query === null) return { transfers: [], nextCursor: null };
       const transfers = await selectAccountTransfers(db, query);
       return { transfers, nextCursor: cursorAfter(transfers, query.limit) };
     },
     async getAccountBalances(filter) {
-      const query = accountQuery(filter, limits.lookupLimitMax);
+      const query = accountQuery(filter, limits.lookupLimitMax, "getAccountBalances");
       if (query === null) return { balances: [], nextCursor: null };
       // As in TigerBeetle: only an account with `history` kept any; any other answers an empty page.
       const [account] = await selectAccounts(db, [query.accountId], { forUpdate: false });
@@ -287,8 +287,12 @@ function inOrder<T extends { id: bigint }>(ids: readonly bigint[], found: readon
  * answer carries is cut to it, a field of 0 filters nothing, and a filter that can match nothing (limit 0, no account,
  * neither side, a bound of u64's maximum, min after max) answers an empty page. A field outside its type throws.
  */
-function accountQuery(filter: AccountTransfersFilter, limitMax: number): AccountQuery | null {
-  const query = queryOf(filter, limitMax, "getAccountTransfers");
+function accountQuery(
+  filter: AccountTransfersFilter,
+  limitMax: number,
+  operation: string,
+): AccountQuery | null {
+  const query = queryOf(filter, limitMax, operation);
   const debits = filter.debits ?? true;
   const credits = filter.credits ?? true;
   if (query === null || filter.accountId === 0n || filter.accountId === u128Max || (!debits && !credits))

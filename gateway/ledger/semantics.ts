@@ -44,8 +44,8 @@ export type LedgerState = {
   /** ids known to be spent by a transient failure (prefetched, or failed earlier in this batch): id_already_failed */
   failed: Set<bigint>;
   /**
-   * ids spent by batches that committed, which the writer keeps across batches (bounded: LedgerLimits.spentIdsCacheMax);
-   * a spent id never becomes free, so this is never stale: id_already_failed
+   * ids spent by batches that committed, or read as spent under the lock, which the writer keeps across batches
+   * (bounded: LedgerLimits.spentIdsCacheMax); a spent id never becomes free, so this is never stale: id_already_failed
    */
   spent: ReadonlySet<bigint>;
   /**

@@ -433,9 +433,10 @@ export type LedgerLimits = {
    * nothing; beyond it they are read from the database. */
   pendingCacheMax: number;
   /**
-   * Ids spent by a transient failure (sticky transient failures) that the writer remembers once committed, so that a
-   * retry of one is answered id_already_failed from memory rather than taken for new, refused by the primary key and
-   * run again locked; beyond it the memory starts over. A spent id never becomes free: the memory is never stale.
+   * Ids spent by a transient failure that the writer remembers (those its committed batches spent, and those a locked
+   * batch read as spent), so that a retry of one is answered id_already_failed from memory rather than taken for new,
+   * refused by the primary key and run again locked; beyond it the memory starts over (0: remember none). A spent id
+   * never becomes free: the memory is never stale.
    */
   spentIdsCacheMax: number;
   /**

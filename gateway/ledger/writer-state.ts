@@ -91,7 +91,10 @@ export type WriterState = {
    */
   readonly createdFinal: { seq: number; ids: bigint[] }[];
   readonly openPendings: Set<bigint>;
-  /** Ids committed batches spent (known.spent is this set): kept across batches and forget(), bounded. */
+  /**
+   * Ids committed batches spent, or read as spent under the lock (known.spent is this set): kept across batches and
+   * forget(), bounded.
+   */
   readonly spentIds: Set<bigint>;
   committedToken: bigint | null;
   committedTimestamp: bigint;
@@ -163,6 +166,7 @@ export function forget(w: WriterState): void {
 
 /** Ids a committed batch spent, or found spent: remembered (LedgerState.spent), up to the bound. */
 export function rememberSpent(w: WriterState, ids: Iterable<bigint>): void {
+  if (!(w.limits.spentIdsCacheMax > 0)) return; // 0 (or not a number): remember none
   for (const id of ids) {
     if (w.spentIds.size >= w.limits.spentIdsCacheMax) w.spentIds.clear();
     w.spentIds.add(id);

@@ -256,9 +256,18 @@ for (const storeName of storeNames)
           "id_already_failed",
           "created",
         ]);
+      // An id spent by a pipelined batch (the first above ran locked: the writer knew no clock yet) is remembered too.
+      const later = ledgerId();
+      expect(await statuses(own, [move(later, 10n ** 18n)])).toEqual(["exceeds_credits"]);
+      const topUp = { debitAccountId: accounts.payee, creditAccountId: accounts.payer };
+      expect(await statuses(own, [move(ledgerId(), 10n ** 18n, topUp)])).toEqual(["created"]);
+      expect(await statuses(own, [move(later, 10n ** 18n), move(ledgerId(), 0n)])).toEqual([
+        "id_already_failed",
+        "created",
+      ]);
       expect(refused).toEqual([]);
       // The payer's balance as the tests after this one expect it.
-      expect(await statuses(own, [move(ledgerId(), 10n ** 17n)])).toEqual(["created"]);
+      expect(await statuses(own, [move(ledgerId(), 10n ** 17n + 10n ** 18n)])).toEqual(["created"]);
     });
 
     it("holds across writers on one database, and for a writer started later", async () => {
