@@ -73,26 +73,33 @@ export function evidenceEquals(a: TransferEvidence | null, b: TransferEvidence |
   return true;
 }
 
+/** The two kinds of event a request may import. */
+export type ImportedKind = "account" | "transfer";
+
 /**
- * What an imported event's timestamp is checked against, as TigerBeetle checks it against its trees: the latest
- * account's and the latest transfer's timestamps, and which of the timestamps the batch's imported events carry an
- * account or a transfer already holds. The writer reads it under the ledger's lock for a request that imports
- * (writer-locked.ts), and the batch's own events keep it current as they are created (noteCreated).
+ * What an imported event's timestamp is checked against, as TigerBeetle checks it against its trees, for each kind:
+ * the latest one's timestamp, and which of the timestamps the request's imported events carry one already holds. The
+ * writer reads them under the ledger's lock for a request that imports (writer-locked.ts), and the request's own
+ * events keep them current as they are created (noteCreated).
  */
-export type ImportedBounds = {
-  accountTimestampMax: bigint;
-  transferTimestampMax: bigint;
-  accountTimestamps: Set<bigint>;
-  transferTimestamps: Set<bigint>;
-};
+export type ImportedBounds = Record<ImportedKind, { timestampMax: bigint; timestamps: Set<bigint> }>;
 
 /** The bounds of an empty ledger. */
 export const emptyImportedBounds = (): ImportedBounds => ({
-  accountTimestampMax: 0n,
-  transferTimestampMax: 0n,
-  accountTimestamps: new Set(),
-  transferTimestamps: new Set(),
+  account: { timestampMax: 0n, timestamps: new Set() },
+  transfer: { timestampMax: 0n, timestamps: new Set() },
 });
+
+export const otherKind = (kind: ImportedKind): ImportedKind => (kind === "account" ? "transfer" : "account");
+
+/**
+ * TigerBeetle's imported_event_timestamp_must_not_regress: an imported event's timestamp must come after every one of
+ * its kind's, and be no other kind's.
+ */
+export const importRegresses = (state: LedgerState, kind: ImportedKind, timestamp: bigint): boolean => {
+  const bounds = importedBounds(state);
+  return timestamp <= bounds[kind].timestampMax || bounds[otherKind(kind)].timestamps.has(timestamp);
+};
 
 /** Whether an event carries the `imported` flag (`bit`: the account's or the transfer's); flags past u16 never do. */
 export const isImported = (flags: number | undefined, bit: number): boolean =>
@@ -118,33 +125,21 @@ export function importedBounds(state: LedgerState): ImportedBounds {
 export function noteCreated(
   state: LedgerState,
   journal: Journal,
-  kind: "account" | "transfer",
+  kind: ImportedKind,
   timestamp: bigint,
 ): void {
-  const bounds = state.imported;
-  if (bounds === null) return;
+  if (state.imported === null) return;
+  const bounds = state.imported[kind];
   if (journal.inChain)
-    journal.undo.push({
-      kind: "imported",
-      accountTimestampMax: bounds.accountTimestampMax,
-      transferTimestampMax: bounds.transferTimestampMax,
-      of: kind,
-      timestamp,
-    });
-  if (kind === "account") {
-    if (timestamp > bounds.accountTimestampMax) bounds.accountTimestampMax = timestamp;
-    bounds.accountTimestamps.add(timestamp);
-  } else {
-    if (timestamp > bounds.transferTimestampMax) bounds.transferTimestampMax = timestamp;
-    bounds.transferTimestamps.add(timestamp);
-  }
+    journal.undo.push({ kind: "imported", of: kind, timestampMax: bounds.timestampMax, timestamp });
+  if (timestamp > bounds.timestampMax) bounds.timestampMax = timestamp;
+  bounds.timestamps.add(timestamp);
 }
 
 /** Undoes one noteCreated (rollback of a broken chain, last change first). */
 export function undoNoted(state: LedgerState, entry: Extract<Undo, { kind: "imported" }>): void {
-  const bounds = state.imported;
-  if (bounds === null) return;
-  bounds.accountTimestampMax = entry.accountTimestampMax;
-  bounds.transferTimestampMax = entry.transferTimestampMax;
-  (entry.of === "account" ? bounds.accountTimestamps : bounds.transferTimestamps).delete(entry.timestamp);
+  if (state.imported === null) return;
+  const bounds = state.imported[entry.of];
+  bounds.timestampMax = entry.timestampMax;
+  bounds.timestamps.delete(entry.timestamp);
 }

@@ -9,7 +9,7 @@ import {
   evidenceEquals,
   evidenceIsValid,
   expiresAt,
-  importedBounds,
+  importRegresses,
   isU64,
   isU128,
   isUint,
@@ -144,8 +144,7 @@ function createNewTransfer(run: TransferRun, t: TransferInput, timestamp: bigint
   if (dr.ledger !== cr.ledger) return "accounts_must_have_the_same_ledger";
   if (t.ledger !== dr.ledger) return "transfer_must_have_the_same_ledger_as_accounts";
   if ((flags & TransferFlags.imported) !== 0) {
-    const refused = importedRefusal(run.state, timestamp);
-    if (refused !== null) return refused;
+    if (importRegresses(run.state, "transfer", timestamp)) return "imported_event_timestamp_must_not_regress";
     if (timestamp <= dr.timestamp) return "imported_event_timestamp_must_postdate_debit_account";
     if (timestamp <= cr.timestamp) return "imported_event_timestamp_must_postdate_credit_account";
     if (timeout !== 0) return "imported_event_timeout_must_be_zero";
@@ -215,17 +214,6 @@ const balanceAfter = (account: Account, timestamp: bigint): BalanceSnapshot => (
   creditsPosted: account.creditsPosted,
   timestamp,
 });
-
-/**
- * An imported transfer's timestamp, where TigerBeetle checks it (after its accounts are found, after `exists`, so that
- * an import asked again is told what it created): after every transfer's, and no account's.
- */
-function importedRefusal(state: LedgerState, timestamp: bigint): CreateTransferStatus | null {
-  const bounds = importedBounds(state);
-  if (timestamp <= bounds.transferTimestampMax || bounds.accountTimestamps.has(timestamp))
-    return "imported_event_timestamp_must_not_regress";
-  return null;
-}
 
 /** A new transfer's own fields, checked before its accounts are looked at. */
 function newTransferRefusal(t: TransferInput): CreateTransferStatus | null {
@@ -325,10 +313,9 @@ function postOrVoidPendingTransfer(
   if (status === "expired") return "pending_transfer_expired";
   const expiry = expiresAt(p);
   if (expiry !== null && expiry <= timestamp) return "pending_transfer_expired";
-  if ((flags & TransferFlags.imported) !== 0) {
-    const refused = importedRefusal(state, timestamp);
-    if (refused !== null) return refused;
-  }
+  // Where TigerBeetle checks an imported post's or void's timestamp: after its pending transfer's status.
+  if ((flags & TransferFlags.imported) !== 0 && importRegresses(state, "transfer", timestamp))
+    return "imported_event_timestamp_must_not_regress";
 
   // The only movement a closed account allows is voiding a pending transfer, its own closing one included (which
   // reopens it); posting a closing transfer is refused like any other, so a closing stays undoable until it expires.

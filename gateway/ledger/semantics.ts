@@ -4,7 +4,8 @@
 // and write the effects. One transfer's rules are semantics-transfer.ts; single fields' checks semantics-fields.ts.
 import {
   type ImportedBounds,
-  importedBounds,
+  type ImportedKind,
+  importRegresses,
   importsEvents,
   isImported,
   isU64,
@@ -94,13 +95,7 @@ export type Undo =
   | { kind: "account"; account: Account; before: Account }
   | { kind: "transfer"; id: bigint }
   | { kind: "pending"; id: bigint; before: PendingStatus | undefined }
-  | {
-      kind: "imported";
-      accountTimestampMax: bigint;
-      transferTimestampMax: bigint;
-      of: "account" | "transfer";
-      timestamp: bigint;
-    };
+  | { kind: "imported"; of: ImportedKind; timestampMax: bigint; timestamp: bigint };
 
 /** Records changes inside a linked chain so that a broken chain leaves no trace. */
 export type Journal = {
@@ -305,12 +300,9 @@ export function applyAccountRequest(
     if (!isZero(a.creditsPosted)) return "credits_posted_must_be_zero";
     if (a.ledger === 0) return "ledger_must_not_be_zero";
     if (a.code === 0) return "code_must_not_be_zero";
-    if ((flags & AccountFlags.imported) !== 0) {
-      // After `exists`, so that an import asked again is told what it created.
-      const bounds = importedBounds(state);
-      if (timestamp <= bounds.accountTimestampMax || bounds.transferTimestamps.has(timestamp))
-        return "imported_event_timestamp_must_not_regress";
-    }
+    // After `exists`, so that an import asked again is told what it created.
+    if ((flags & AccountFlags.imported) !== 0 && importRegresses(state, "account", timestamp))
+      return "imported_event_timestamp_must_not_regress";
     const account: Account = {
       id: a.id,
       ledger: a.ledger,

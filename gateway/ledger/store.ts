@@ -14,7 +14,12 @@ import {
 } from "../db/index.ts";
 import { AlongsideStatementError, LedgerInvariantError, toStoreError } from "./errors.ts";
 import { idToUuid, uuidToId } from "./id.ts";
-import { emptyImportedBounds, type ImportedBounds } from "./semantics-fields.ts";
+import {
+  emptyImportedBounds,
+  type ImportedBounds,
+  type ImportedKind,
+  otherKind,
+} from "./semantics-fields.ts";
 import {
   accountColumns,
   int8ToU64,
@@ -278,7 +283,7 @@ export async function insertAccounts(tx: Sql, accounts: readonly Account[]): Pro
  */
 export async function selectImportedBounds(
   tx: Sql,
-  kind: "accounts" | "transfers",
+  kind: ImportedKind,
   timestamps: readonly bigint[],
 ): Promise<ImportedBounds> {
   const bounds = emptyImportedBounds();
@@ -290,36 +295,26 @@ export async function selectImportedBounds(
     [],
   );
   if (latest === undefined) throw new LedgerInvariantError("ledger_clock has no row", {});
-  bounds.accountTimestampMax = latest.account_max === null ? 0n : BigInt(latest.account_max);
-  bounds.transferTimestampMax = BigInt(latest.transfer_max);
-  if (kind === "transfers") {
-    const taken = timestamps.filter((t) => t <= bounds.accountTimestampMax);
-    if (taken.length > 0) {
-      const rows = await run<{ timestamp: bigint | string }>(
-        tx,
-        "imported bounds read",
-        "SELECT timestamp FROM ledger_accounts WHERE timestamp = ANY($1::int8[])",
-        [numberList(taken)],
-      );
-      for (const row of rows) bounds.accountTimestamps.add(BigInt(row.timestamp));
-    }
-  } else {
-    const taken = timestamps.filter((t) => t <= bounds.transferTimestampMax);
-    let newest = 0n;
-    for (const t of taken) if (t > newest) newest = t;
-    if (taken.length > 0) {
-      const rows = await run<{ timestamp: bigint | string }>(
-        tx,
-        "imported bounds read",
-        `SELECT t.timestamp FROM ledger_accounts a
-           CROSS JOIN LATERAL (SELECT timestamp FROM ledger_transfers
-                                WHERE debit_account_id = a.id AND timestamp = ANY($1::int8[])) t
-          WHERE a.timestamp < $2`,
-        [numberList(taken), newest],
-      );
-      for (const row of rows) bounds.transferTimestamps.add(BigInt(row.timestamp));
-    }
-  }
+  bounds.account.timestampMax = latest.account_max === null ? 0n : BigInt(latest.account_max);
+  bounds.transfer.timestampMax = BigInt(latest.transfer_max);
+  // Only the other kind's at the request's timestamps, and none can be at one after that kind's latest.
+  const other = bounds[otherKind(kind)];
+  const taken = timestamps.filter((t) => t <= other.timestampMax);
+  if (taken.length === 0) return bounds;
+  let newest = 0n;
+  for (const t of taken) if (t > newest) newest = t;
+  const [text, params] =
+    kind === "transfer"
+      ? ["SELECT timestamp FROM ledger_accounts WHERE timestamp = ANY($1::int8[])", [numberList(taken)]]
+      : [
+          `SELECT t.timestamp FROM ledger_accounts a
+             CROSS JOIN LATERAL (SELECT timestamp FROM ledger_transfers
+                                  WHERE debit_account_id = a.id AND timestamp = ANY($1::int8[])) t
+            WHERE a.timestamp < $2`,
+          [numberList(taken), newest],
+        ];
+  const rows = await run<{ timestamp: bigint | string }>(tx, "imported bounds read", text, params);
+  for (const row of rows) other.timestamps.add(BigInt(row.timestamp));
   return bounds;
 }
 

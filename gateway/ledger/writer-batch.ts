@@ -88,12 +88,12 @@ export const noChanges = (): BatchChanges => ({
   transferTimestampMax: 0n,
 });
 
-/** The latest timestamp among the transfers a batch creates (0: none): BatchWrites.transferTimestampMax. */
-export function latestCreated(created: readonly Transfer[]): bigint {
-  let latest = 0n;
-  for (const transfer of created) if (transfer.timestamp > latest) latest = transfer.timestamp;
-  return latest;
-}
+/**
+ * The latest timestamp among the transfers a batch creates (0: none): BatchWrites.transferTimestampMax. The last
+ * created is the latest: the ledger's timestamps increase through a batch, and an imported one must come after every
+ * transfer's (importRegresses).
+ */
+export const latestCreated = (created: readonly Transfer[]): bigint => created.at(-1)?.timestamp ?? 0n;
 
 /** Balance changes of the touched accounts, as deltas (right whatever the row holds), and their flags. */
 export function deltas(accountsBefore: Map<Account, Account>) {

@@ -280,7 +280,7 @@ async function lockedTransfers(
   await prefetch(w, tx, requests, { forUpdate: true, lookUpIds: true }, 0);
   // An import goes alone (takeBatch): its bounds are read here, under the lock.
   w.known.imported = importsTransfers(jobs[0]!)
-    ? await selectImportedBounds(tx, "transfers", importedTimestamps(requests[0]!))
+    ? await selectImportedBounds(tx, "transfer", importedTimestamps(requests[0]!))
     : null;
   const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
   const alongside = alongsideOf(jobs, results, effects.created);
@@ -308,7 +308,7 @@ async function lockedAccounts(
   const ids = job.accounts.map((a) => a.id).filter((id) => typeof id === "bigint" && id > 0n);
   await loadAccounts(w, tx, ids, { forUpdate: true });
   w.known.imported = importsEvents(job.accounts, AccountFlags.imported)
-    ? await selectImportedBounds(tx, "accounts", importedTimestamps(job.accounts))
+    ? await selectImportedBounds(tx, "account", importedTimestamps(job.accounts))
     : null;
   const { results, created } = applyAccountRequest(w.known, job.accounts, firstTimestamp);
   await insertAccounts(tx, created);

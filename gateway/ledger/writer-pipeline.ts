@@ -17,7 +17,14 @@ import {
 } from "./store-batch.ts";
 import { type BalanceRows, balanceRows, type TransferRows, transferRows } from "./store-params.ts";
 import { type CreateTransferResult, TransferFlags, type TransferInput } from "./types.ts";
-import { type AlongsideWrites, alongsideOf, deltas, resolveJobs, writtenTransfers } from "./writer-batch.ts";
+import {
+  type AlongsideWrites,
+  alongsideOf,
+  deltas,
+  latestCreated,
+  resolveJobs,
+  writtenTransfers,
+} from "./writer-batch.ts";
 import { prefetch } from "./writer-reads.ts";
 import {
   maxBigint,
@@ -66,11 +73,9 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
   const { results, effects } = applyTransferRequests(w.known, requests, firstTimestamp);
   // Spent ids are dropped with the final transfers once the batch committed (then the database's row says so).
   const final: bigint[] = [...effects.failed];
-  let transferTimestampMax = 0n;
   for (const transfer of effects.created) {
     if ((transfer.flags & TransferFlags.pending) === 0) final.push(transfer.id);
     else w.writtenBy.set(transfer.id, seq);
-    if (transfer.timestamp > transferTimestampMax) transferTimestampMax = transfer.timestamp;
   }
   w.createdFinal.push({ seq, ids: final });
   for (const id of effects.pendingResolved) w.writtenBy.set(id, seq);
@@ -84,7 +89,7 @@ export async function prepare(w: WriterState, jobs: TransfersJob[]): Promise<Pla
     pendingOpened: effects.pendingOpened,
     pendingResolved: effects.pendingResolved,
     history: effects.history,
-    transferTimestampMax,
+    transferTimestampMax: latestCreated(effects.created),
     spent: effects.failed,
     alongside: alongsideOf(jobs, results, effects.created),
     uncheckedIds: uncheckedIds(w, requests, results),
