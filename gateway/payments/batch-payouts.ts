@@ -49,7 +49,7 @@ import {
 } from "../router/index.ts";
 import type { RouteDecision } from "../router/types.ts";
 import { railAccountOpened } from "./reservations.ts";
-import { finishPayment, insertOutboxEvent, paymentLedgerLink, toJson } from "./store.ts";
+import { finishPayment, paymentEventColumns, paymentEventSql, paymentLedgerLink, toJson } from "./store.ts";
 
 /**
  * A rail that pays many payees at once: any rail with the Rail contract's optional `payoutBatch` (on EVM, one
@@ -503,20 +503,7 @@ async function sendBatch(deps: NettingDeps, batch: BatchRow, lease: string): Pro
           toJson(evidence),
         ],
       );
-      const [payment] = await tx.query<{ tenant_id: string }>(
-        "SELECT tenant_id FROM payments WHERE id = $1",
-        [payout.payment_id],
-      );
-      if (
-        (await finishPayment(tx, { id: payout.payment_id, status: "succeeded", rail: deps.payer.id })) !==
-        null
-      ) {
-        await insertOutboxEvent(tx, {
-          tenantId: payment!.tenant_id,
-          type: "payment.succeeded",
-          payload: { payment_id: payout.payment_id },
-        });
-      }
+      await finishPayment(tx, { id: payout.payment_id, status: "succeeded", rail: deps.payer.id });
     }
   });
   return { status: "succeeded", refusedPayees: 0 };
@@ -675,10 +662,9 @@ async function returnRefusedPayout(deps: NettingDeps, payout: RefusedPayout): Pr
         WHERE payment_id = $1 AND refusal_code IS NOT NULL RETURNING 1),
      failed AS (
        UPDATE payments SET status = 'failed', failure_code = $2, failure_message = $3, updated_at = now()
-        WHERE id = $1 AND status = 'processing' RETURNING tenant_id),
+        WHERE id = $1 AND status = 'processing' RETURNING ${paymentEventColumns}),
      event AS (
-       INSERT INTO outbox (tenant_id, type, payload)
-       SELECT tenant_id, 'payment.failed', jsonb_build_object('payment_id', $1::text) FROM failed RETURNING 1)
+       INSERT INTO outbox (tenant_id, type, payload) SELECT ${paymentEventSql} FROM failed RETURNING 1)
      SELECT CASE WHEN EXISTS (SELECT 1 FROM failed) OR EXISTS (SELECT 1 FROM earlier WHERE returned_at IS NOT NULL)
                  THEN true ELSE netting_refused_payment_not_processing() END AS returned`,
         params: [payout.payment_id, payout.refusal_code, payout.refusal_message],

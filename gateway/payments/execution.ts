@@ -26,7 +26,6 @@ import {
   getPayment,
   getPaymentById,
   insertAttempt,
-  insertOutboxEvent,
   moveAttempt,
   moveAttemptStatement,
 } from "./store.ts";
@@ -127,27 +126,20 @@ export async function runCandidates(
  */
 export async function failPayment(
   deps: Pick<PaymentsDeps, "db">,
-  payment: { id: string; tenantId: string },
+  payment: { id: string },
   failureCode: PaymentFailureCode,
   failureMessage: string,
   options: { unlessAccrued?: boolean } = {},
 ): Promise<Date | null> {
   return await deps.db.transaction(async (tx) => {
     if (options.unlessAccrued === true && (await accruedUnderLock(tx, payment.id))) return null;
-    const finished = await finishPayment(tx, {
+    return await finishPayment(tx, {
       id: payment.id,
       status: "failed",
       rail: null,
       failureCode,
       failureMessage,
     });
-    if (finished !== null)
-      await insertOutboxEvent(tx, {
-        tenantId: payment.tenantId,
-        type: "payment.failed",
-        payload: { payment_id: payment.id },
-      });
-    return finished;
   });
 }
 
@@ -332,7 +324,6 @@ async function succeedAttempt(
       id: payment.id,
       status: "succeeded",
       rail: attempt.rail,
-      event: { type: "payment.succeeded", payload: { payment_id: payment.id } },
       ...(answering === undefined ? {} : { answering }),
     },
   });
@@ -406,7 +397,6 @@ async function failAttempt(
           rail: null,
           failureCode: failure.code,
           failureMessage: failure.message,
-          event: { type: "payment.failed", payload: { payment_id: payment.id } },
           ...(answering === undefined ? {} : { answering }),
         },
       });

@@ -35,7 +35,14 @@ import { hash } from "node:crypto";
 import { setBounded } from "../../core/index.ts";
 import { type Db, type Sql, type Statement, textArrayLiteral, textOfShape } from "../db/index.ts";
 import { type Ledger, type MoveOutcome, moveEach, type Posting } from "../ledger/index.ts";
-import { decisionJson, internalAttemptOf, isPaymentKeyTaken, toJson } from "./store.ts";
+import {
+  decisionJson,
+  internalAttemptOf,
+  isPaymentKeyTaken,
+  paymentEventColumns,
+  paymentEventSql,
+  toJson,
+} from "./store.ts";
 import { insufficientFundsMessage, type Payment, type PaymentFailureCode } from "./types.ts";
 
 /** The answer an HTTP request with an Idempotency-Key gets, kept with the payment: its status and JSON body. */
@@ -503,12 +510,9 @@ function batchStatement(
          AS t (id, tenant_id, status, asset, amount, source_account_id, destination, policy, decision_place, rail,
                failure_code, failure_message, metadata, idempotency_key, quote_id, sha)
          JOIN d ON d.place = t.decision_place
-       RETURNING tenant_id, id, status),
+       RETURNING ${paymentEventColumns}),
      o AS (INSERT INTO outbox (public_id, tenant_id, type, payload, created_at)
-       SELECT 'evt_' || substr(id, 5), tenant_id,
-              CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,
-              jsonb_build_object('payment_id', id), now()
-       FROM p),
+       SELECT 'evt_' || substr(id, 5), ${paymentEventSql}, now() FROM p),
      k AS (SELECT 1 FROM ${keyRows} AS t (tenant_id, key) JOIN idempotency_keys USING (tenant_id, key))
      SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM k) THEN true ELSE payment_key_taken() END AS written`;
   // One shape: every array is one parameter, whatever the batch's size.

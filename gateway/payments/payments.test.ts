@@ -245,6 +245,14 @@ const request = (key: string) => ({
   quoteId: null,
 });
 
+/** The events written for a payment: type and data.object, as stored. */
+async function eventsOf(paymentId: string): Promise<{ type: string; payload: unknown }[]> {
+  return await db.query<{ type: string; payload: unknown }>(
+    "SELECT type, payload FROM outbox WHERE payload->>'payment_id' = $1 ORDER BY id",
+    [paymentId],
+  );
+}
+
 function paidEverywhere(): bigint {
   return [...cheap.paid.values(), ...dear.paid.values()].reduce((a, b) => a + b, 0n);
 }
@@ -279,6 +287,20 @@ describe("payments across two rails", () => {
     expect(result.ok && result.payment.rail).toBe("cheap");
     expect(paidEverywhere()).toBe(100n);
     expect((await customerBalance()).posted).toBe(900n);
+    // Its event tells what happened: a receiver needs no read of the payment to know the amount and the rail.
+    expect(await eventsOf(result.ok ? result.payment.id : "")).toEqual([
+      {
+        type: "payment.succeeded",
+        payload: {
+          payment_id: result.ok ? result.payment.id : "",
+          status: "succeeded",
+          asset: "USDC",
+          amount: "100",
+          source_account: customerId,
+          rail: "cheap",
+        },
+      },
+    ]);
   });
 
   it("falls back to the next rail when the first fails in a way another may fix, voiding the first reservation", async () => {
@@ -356,6 +378,20 @@ describe("payments across two rails", () => {
     const result = await createPayment(depsWith(db), request("k3"));
     expect(result.ok && result.payment.status).toBe("failed");
     expect(dear.calls).toBe(0);
+    // Its event says why, and names no rail: none carried it.
+    expect(await eventsOf(result.ok ? result.payment.id : "")).toEqual([
+      {
+        type: "payment.failed",
+        payload: {
+          payment_id: result.ok ? result.payment.id : "",
+          status: "failed",
+          asset: "USDC",
+          amount: "100",
+          source_account: customerId,
+          failure_code: "rejected",
+        },
+      },
+    ]);
     expect(await customerBalance()).toEqual({
       posted: 1_000n,
       pendingOut: 0n,
@@ -782,7 +818,6 @@ describe("payments across two rails", () => {
         id: row!.id,
         status: "succeeded",
         rail: "cheap",
-        event: { type: "payment.succeeded", payload: {} },
       },
     });
     expect(finished).toEqual({ attemptMoved: false, paymentFinishedAt: null, keyAnswered: false });
@@ -819,7 +854,6 @@ describe("payments across two rails", () => {
           id: ids.paymentId,
           status: "succeeded",
           rail: "cheap",
-          event: { type: "payment.succeeded", payload: {} },
           answering: { key, status: 201 },
         },
       });

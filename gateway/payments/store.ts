@@ -602,6 +602,26 @@ export async function moveAttempt(sql: Sql, params: AttemptMove): Promise<boolea
   return attemptMoved(await sql.query(statement.text, statement.params));
 }
 
+/**
+ * The columns of a payment row that its end's event is made of: RETURNING these from the statement that ends it,
+ * then write the event with paymentEventSql.
+ */
+export const paymentEventColumns =
+  "id, tenant_id, status, asset, amount, source_account_id, rail, failure_code";
+
+/**
+ * The event that tells a payment's end (`payment.succeeded`, `payment.failed`), as `(tenant_id, type, payload)` to
+ * select from rows holding paymentEventColumns. Its `data.object` is the payment's facts at its end: id, status,
+ * asset, amount (minor units, as text), source account, the rail that carried it, and a failed one's code; what
+ * is not known (a failed payment's rail, a succeeded one's code) is left out, as a refund's event leaves it out. A
+ * webhook's receiver learns what happened, and why, without reading the payment back. Every writer of a payment's
+ * end takes it from here, so that the event is the same whichever path ended the payment.
+ */
+export const paymentEventSql = `tenant_id,
+  CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,
+  jsonb_strip_nulls(jsonb_build_object('payment_id', id, 'status', status, 'asset', asset, 'amount', amount::text,
+    'source_account', source_account_id, 'rail', rail, 'failure_code', failure_code))`;
+
 export type AttemptFinish = {
   attempt: AttemptMove & { to: "succeeded" | "failed" };
   payment: {
@@ -610,7 +630,6 @@ export type AttemptFinish = {
     rail: string | null;
     failureCode?: PaymentFailureCode;
     failureMessage?: string;
-    event: { type: string; payload: unknown };
     /** The Idempotency-Key of the request waiting for this payment, answered in the same statement (its status). */
     answering?: { key: string; status: number };
   };
@@ -633,20 +652,20 @@ export function finishAttemptStatement(params: AttemptFinish): Statement {
     key === undefined
       ? ""
       : `,
-     k AS (UPDATE idempotency_keys SET response_status = $18::int, payment_id = $8
-       WHERE tenant_id = (SELECT tenant_id FROM p) AND key = $17 AND response_status IS NULL RETURNING 1)`;
+     k AS (UPDATE idempotency_keys SET response_status = $16::int, payment_id = $8
+       WHERE tenant_id = (SELECT tenant_id FROM p) AND key = $15 AND response_status IS NULL RETURNING 1)`;
   const answeredColumn = key === undefined ? "" : ", (SELECT count(*) FROM k)::int AS answered";
   return {
     text: `WITH a AS (
        UPDATE attempts SET status = $2, fee = COALESCE($3::bigint, fee), evidence = COALESCE($4::jsonb, evidence),
          failure_code = COALESCE($5::text, failure_code), failure_message = COALESCE($6::text, failure_message),
-         network_fee = COALESCE($15::bigint, network_fee), network_fee_asset = COALESCE($16::text, network_fee_asset),
+         network_fee = COALESCE($13::bigint, network_fee), network_fee_asset = COALESCE($14::text, network_fee_asset),
          updated_at = now()
        WHERE id = $1 AND status = ANY($7::text[]) RETURNING id),
      p AS (
        UPDATE payments SET status = $9, rail = COALESCE($10::text, rail), failure_code = $11::text, failure_message = $12::text, updated_at = now()
-       WHERE id = $8 AND status = 'processing' AND EXISTS (SELECT 1 FROM a) RETURNING tenant_id, updated_at),
-     o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT tenant_id, $13::text, $14::jsonb FROM p)${answered}
+       WHERE id = $8 AND status = 'processing' AND EXISTS (SELECT 1 FROM a) RETURNING ${paymentEventColumns}, updated_at),
+     o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT ${paymentEventSql} FROM p)${answered}
      SELECT (SELECT count(*) FROM a)::int AS moved, (SELECT updated_at FROM p) AS finished_at${answeredColumn}`,
     params: [
       attempt.id,
@@ -661,8 +680,6 @@ export function finishAttemptStatement(params: AttemptFinish): Statement {
       payment.rail,
       payment.failureCode ?? null,
       payment.failureMessage ?? null,
-      payment.event.type,
-      toJson(payment.event.payload),
       attempt.networkFee?.amount ?? null,
       attempt.networkFee?.assetCode ?? null,
       ...(key === undefined ? [] : [key.key, key.status]),
@@ -684,6 +701,7 @@ export async function finishAttempt(sql: Sql, params: AttemptFinish): Promise<At
   return attemptFinished(await sql.query(statement.text, statement.params));
 }
 
+/** Ends a processing payment, with the event that tells it, in one statement; null when it had already ended. */
 export async function finishPayment(
   sql: Sql,
   params: {
@@ -695,8 +713,11 @@ export async function finishPayment(
   },
 ): Promise<Date | null> {
   const rows = await sql.query<{ updated_at: Date }>(
-    `UPDATE payments SET status = $2, rail = COALESCE($3, rail), failure_code = $4, failure_message = $5, updated_at = now()
-     WHERE id = $1 AND status = 'processing' RETURNING updated_at`,
+    `WITH p AS (
+       UPDATE payments SET status = $2, rail = COALESCE($3, rail), failure_code = $4, failure_message = $5, updated_at = now()
+       WHERE id = $1 AND status = 'processing' RETURNING ${paymentEventColumns}, updated_at),
+     o AS (INSERT INTO outbox (tenant_id, type, payload) SELECT ${paymentEventSql} FROM p)
+     SELECT updated_at FROM p`,
     [params.id, params.status, params.rail, params.failureCode ?? null, params.failureMessage ?? null],
   );
   return rows[0]?.updated_at ?? null;

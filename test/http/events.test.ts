@@ -50,6 +50,15 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(list.response.status).toBe(200);
     const event = list.data!.data.find((item) => item.data.object.payment_id === paymentId);
     expect(event).toMatchObject({ object: "event", type: "payment.succeeded", livemode: false });
+    // The payment's facts at its end, an amount in minor units (0.01 USDC), as a refund's event carries its own.
+    expect(event!.data.object).toEqual({
+      payment_id: paymentId,
+      status: "succeeded",
+      asset: "USDC",
+      amount: "10000",
+      source_account: gw.app.demo!.customer.id,
+      rail: "internal-usdc",
+    });
     // An internal payment's event is named by the payment id's characters (payments/internal.ts).
     expect(event!.id).toBe(`evt_${paymentId.slice("pay_".length)}`);
     expect(event!.created).toBeGreaterThanOrEqual(before);

@@ -87,6 +87,15 @@ describe("netting", () => {
     );
     expect(payments.every((p) => p.data!.status === "succeeded")).toBe(true);
     expect(hashes.size).toBe(1); // one transaction for all six
+    // Each payout's end is told once, with the rail the batch paid it on.
+    const told = await app.db.query<{ type: string; payment_id: string; rail: string; amount: string }>(
+      `SELECT type, payload->>'payment_id' AS payment_id, payload->>'rail' AS rail, payload->>'amount' AS amount
+       FROM outbox WHERE payload->>'payment_id' = ANY($1::text[])`,
+      [ids],
+    );
+    expect(told.map((event) => event.payment_id).sort()).toEqual([...ids].sort());
+    for (const event of told)
+      expect(event).toMatchObject({ type: "payment.succeeded", rail: "evm", amount: "10000" });
 
     // A second flush finds nothing to send.
     expect(await flushNetting(app.payments.netting!, { force: true })).toMatchObject({ batches: 0 });
@@ -260,11 +269,13 @@ describe("netting, a payee the token refuses", () => {
       });
     // The refused payouts' money is the payer's again; only what was paid left.
     expect(customerBefore - (await posted("acct_demo_customer"))).toBe(20_000n);
-    const events = await app.db.query<{ payment_id: string }>(
-      "SELECT payload->>'payment_id' AS payment_id FROM outbox WHERE type = 'payment.failed' AND payload->>'payment_id' = ANY($1::text[])",
+    const events = await app.db.query<{ payment_id: string; failure_code: string }>(
+      `SELECT payload->>'payment_id' AS payment_id, payload->>'failure_code' AS failure_code FROM outbox
+       WHERE type = 'payment.failed' AND payload->>'payment_id' = ANY($1::text[])`,
       [refused],
     );
     expect(events.map((event) => event.payment_id).sort()).toEqual([...refused].sort());
+    expect(events.map((event) => event.failure_code)).toEqual(refused.map(() => "rejected"));
 
     // Nothing is left queued, the payable account is square, and the rail is not paused for the refusal.
     expect(await app.db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL")).toEqual([]);
