@@ -4588,6 +4588,10 @@ export interface paths {
                             /** @enum {string} */
                             type: "bolt11";
                             invoice: string;
+                        } | {
+                            /** @enum {string} */
+                            type: "evm_address";
+                            address: string;
                         };
                     } & (unknown | unknown);
                 };

@@ -89,7 +89,7 @@ const lightningAddress = z
   }, "a Lightning Address whose domain (at most 253 characters, and its port up to 65535) make a URL");
 
 /** An EVM address whose checksum (EIP-55), when it is written in mixed case, is right. */
-const checksummedAddress = hex(20).refine(
+export const checksummedAddress = hex(20).refine(
   (address) => isAddress(address, { strict: true }),
   "an EVM address with a wrong EIP-55 checksum (write it all lower case, or with its checksum)",
 );

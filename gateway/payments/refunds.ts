@@ -218,27 +218,23 @@ async function invoiceSource(
       return refuse("parameter_invalid", "a Lightning refund pays a bolt11 invoice", "destination.type");
     mode = { kind: "payout", rail, destination: params.destination };
   } else if (rail.kind === "evm") {
-    if (params.destination !== null)
+    if (params.destination !== null && params.destination.kind !== "evm_address")
       return refuse(
         "parameter_invalid",
-        "a USDC refund goes back to the address that paid: leave out destination",
-        "destination",
+        "a USDC refund goes back to an address that paid the invoice: destination {type: evm_address, address}, or none for the first",
+        "destination.type",
       );
-    if (invoice.payer === null || !/^0x[0-9a-fA-F]{40}$/.test(invoice.payer))
-      return refuse(
-        "refund_unsupported",
-        `the address that paid invoice ${params.invoiceId} is not known, so it cannot be paid back`,
-        "invoice",
-      );
+    const payer = await refundedPayer(deps, {
+      invoiceId: params.invoiceId,
+      firstPayer: invoice.payer,
+      asked: params.destination?.address ?? null,
+    });
+    if (typeof payer !== "string") return payer;
     const chainId = rail.snapshot().chainId;
     mode = {
       kind: "payout",
       rail,
-      destination: {
-        kind: "evm_address",
-        address: invoice.payer as `0x${string}`,
-        ...(chainId === undefined ? {} : { chainId }),
-      },
+      destination: { kind: "evm_address", address: payer, ...(chainId === undefined ? {} : { chainId }) },
     };
   } else {
     return refuse("refund_unsupported", `invoices paid on ${rail.id} cannot be refunded`, "invoice");
@@ -319,29 +315,71 @@ async function paymentSource(
   };
 }
 
+const evmAddressShape = /^0x[0-9a-fA-F]{40}$/;
+
 /**
- * What is left to give back to the address a USDC refund pays (the invoice's first payer): what it paid, less what
- * was refunded (every refund of the invoice went to it). Receipts from other addresses are theirs: a sender of dust
- * first, then the customer's whole payment, must not make a refund of "all that is left" pay the customer's money to
- * that sender. A receipt with no row, or no payer, is counted as the first payer's. Null for other refunds.
+ * The address a USDC refund of an invoice pays: the one asked, if it paid the invoice (the first payer, or the payer
+ * of any receipt, in any case of its letters), written as the chain reported it; absent, the first payer. Money is
+ * only ever given back to an address it came from.
+ */
+async function refundedPayer(
+  deps: RefundsDeps,
+  params: { invoiceId: string; firstPayer: string | null; asked: `0x${string}` | null },
+): Promise<`0x${string}` | Refused> {
+  const first =
+    params.firstPayer !== null && evmAddressShape.test(params.firstPayer) ? params.firstPayer : null;
+  if (params.asked === null || (first !== null && first.toLowerCase() === params.asked.toLowerCase())) {
+    if (first === null)
+      return refuse(
+        "refund_unsupported",
+        `the address that paid invoice ${params.invoiceId} is not known, so it cannot be paid back`,
+        "invoice",
+      );
+    return first as `0x${string}`;
+  }
+  const [receipt] = await deps.db.query<{ payer: string }>(
+    "SELECT payer FROM invoice_receipts WHERE invoice_id = $1 AND lower(payer) = lower($2) LIMIT 1",
+    [params.invoiceId, params.asked],
+  );
+  if (receipt === undefined || !evmAddressShape.test(receipt.payer))
+    return refuse(
+      "parameter_invalid",
+      `${params.asked} did not pay invoice ${params.invoiceId}: a USDC refund goes back only to an address that paid it`,
+      "destination.address",
+    );
+  return receipt.payer as `0x${string}`;
+}
+
+/**
+ * What is left to give back to the address a USDC refund pays: what it paid, less what was refunded to it (refunds
+ * not failed whose destination is that address). Receipts from other addresses are theirs: a sender of dust first,
+ * then the customer's whole payment, must not make a refund of "all that is left" pay the customer's money to that
+ * sender. A receipt with no row, or no payer, is counted as the first payer's (invoice.payer). Read after the
+ * claim's version (holdAndClaim), so a refund claimed meanwhile, to any payer, makes the claim compute again.
+ * Null for other refunds.
  */
 async function payerLeftOf(
   deps: RefundsDeps,
   source: Source,
-  refunded: bigint,
 ): Promise<{ payer: string; left: bigint } | null> {
   if (source.mode.kind !== "payout" || source.mode.destination.kind !== "evm_address") return null;
   const payer = source.mode.destination.address;
-  const [row] = await deps.db.query<{ paid: bigint | null }>(
-    `SELECT i.received_amount - COALESCE((SELECT sum(r.amount) FROM invoice_receipts r
-        WHERE r.invoice_id = i.id AND r.payer IS NOT NULL AND lower(r.payer) <> lower($2)), 0)::bigint AS paid
+  const [row] = await deps.db.query<{ payer_left: bigint | null }>(
+    `SELECT (CASE WHEN lower(i.payer) = lower($2)
+              THEN i.received_amount - COALESCE((SELECT sum(r.amount) FROM invoice_receipts r
+                     WHERE r.invoice_id = i.id AND r.payer IS NOT NULL AND lower(r.payer) <> lower($2)), 0)
+              ELSE COALESCE((SELECT sum(r.amount) FROM invoice_receipts r
+                     WHERE r.invoice_id = i.id AND lower(r.payer) = lower($2)), 0) END
+          - COALESCE((SELECT sum(f.amount) FROM refunds f
+              WHERE f.invoice_id = i.id AND f.status <> 'failed' AND lower(f.destination->>'address') = lower($2)), 0)
+          )::bigint AS payer_left
        FROM invoices i WHERE i.id = $1`,
     [source.targetId, payer],
   );
-  return { payer, left: (row?.paid ?? 0n) - refunded };
+  return { payer, left: row?.payer_left ?? 0n };
 }
 
-/** A refusal of an amount above what the first payer may get back, said as such. */
+/** A refusal of an amount above what the paying address may get back, said as such. */
 function payerCapped(
   amount: bigint | Refused,
   source: Source,
@@ -351,8 +389,8 @@ function payerCapped(
   return refuse(
     "refund_exceeds_remaining",
     payerLeft.left <= 0n
-      ? `what ${payerLeft.payer} paid of ${source.targetId} is refunded in full; a USDC refund goes back only to the address that paid first`
-      : `the refund is above what ${payerLeft.payer} paid of ${source.targetId} and was not refunded (${payerLeft.left} minor units); a USDC refund goes back only to the address that paid first`,
+      ? `what ${payerLeft.payer} paid of ${source.targetId} is refunded in full; a USDC refund gives each address back at most what it paid (name another in destination)`
+      : `the refund is above what ${payerLeft.payer} paid of ${source.targetId} and was not refunded (${payerLeft.left} minor units); a USDC refund gives each address back at most what it paid`,
     "amount",
   );
 }
@@ -531,7 +569,7 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
   const paid =
     params.target.kind === "invoice" ? await invoiceReceived(deps.db, source.targetId) : source.paid;
   const left = paid - read.refunded;
-  const payerLeft = await payerLeftOf(deps, source, read.refunded);
+  const payerLeft = await payerLeftOf(deps, source);
   // A payment taken back (a dispute lost, a deposit reorganised away) is not refunded on top, as Stripe refuses to
   // refund a disputed charge: until every reversal of it is withdrawn, nothing is refundable.
   if (params.target.kind === "invoice" && (await reversalStands(deps.db, source.targetId)))

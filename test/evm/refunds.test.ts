@@ -1,7 +1,7 @@
 // Refunds of a USDC invoice on the Hardhat chain through the HTTP API: the invoice paid by a plain transfer to its
 // deposit address, then refunded in part to the address that paid (a token transfer from the gateway's hot wallet,
-// its tx hash the evidence, its gas booked on the rail's fee account), never more than came in, and a destination of
-// the caller's refused.
+// its tx hash the evidence, its gas booked on the rail's fee account), never more than came in; of an invoice paid
+// by several addresses, to the one named, never more than it paid, and never to an address that did not pay.
 import {
   type Account,
   type Address,
@@ -125,7 +125,7 @@ describe("refunds of a USDC invoice", () => {
     });
   });
 
-  it("never refunds more than came in, and takes no destination of the caller's", async () => {
+  it("never refunds more than came in, and pays no destination but an address that paid", async () => {
     const transfers = await gw.app.db.query("SELECT count(*) FROM ledger_transfers");
     const over = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "6.01" });
     expect(over.status).toBe(409);
@@ -135,7 +135,7 @@ describe("refunds of a USDC invoice", () => {
       destination: { type: "bolt11", invoice: wellFormedInvoice() },
     });
     expect(elsewhere.status).toBe(400);
-    expect(elsewhere.body.error.param).toBe("destination");
+    expect(elsewhere.body.error.param).toBe("destination.type");
     expect(await gw.app.db.query("SELECT count(*) FROM ledger_transfers")).toEqual(transfers);
   });
 });
@@ -243,5 +243,47 @@ describe("an invoice paid by two addresses", () => {
     const again = await gw.call("POST", "/v1/refunds", { invoice: invoiceId });
     expect(again.status).toBe(409);
     expect(again.body.error.code).toBe("refund_exceeds_remaining");
-  });
+
+    // The customer's 10.00 goes back to the customer, named as the destination: in parts, never more than it paid.
+    // Before: any destination of a USDC refund was refused, and the customer's money could not be given back at all.
+    const customer = { type: "evm_address", address: payer().address.toLowerCase() };
+    const tokensBefore = await gw.tokenBalance(payer().address);
+    const part = await gw.call("POST", "/v1/refunds", {
+      invoice: invoiceId,
+      amount: "4.00",
+      destination: customer,
+    });
+    expect(part.status).toBe(201);
+    expect(part.body.destination.address.toLowerCase()).toBe(payer().address.toLowerCase());
+    const tooMuch = await gw.call("POST", "/v1/refunds", {
+      invoice: invoiceId,
+      amount: "6.000001",
+      destination: customer,
+    });
+    expect(tooMuch.status).toBe(409);
+    expect(tooMuch.body.error).toMatchObject({ code: "refund_exceeds_remaining", param: "amount" });
+    const rest = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, destination: customer });
+    expect(rest.status).toBe(201);
+    expect(rest.body.amount).toBe("6.000000");
+    for (const id of [part.body.id, rest.body.id])
+      expect(
+        await waitUntil("refund settled", async () => {
+          const read = await gw.call("GET", `/v1/refunds/${id}`);
+          return read.body.status === "pending" ? undefined : read.body.status;
+        }),
+      ).toBe("succeeded");
+    expect((await gw.tokenBalance(payer().address)) - tokensBefore).toBe(10_000_000n);
+    const emptied = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, destination: customer });
+    expect(emptied.status).toBe(409);
+    expect(emptied.body.error.code).toBe("refund_exceeds_remaining");
+
+    // Money goes back only to where it came from: an address that never paid is refused.
+    const stranger = await gw.call("POST", "/v1/refunds", {
+      invoice: invoiceId,
+      amount: "0.000001",
+      destination: { type: "evm_address", address: gw.chain.accounts[5]!.address },
+    });
+    expect(stranger.status).toBe(400);
+    expect(stranger.body.error).toMatchObject({ code: "parameter_invalid", param: "destination.address" });
+  }, 60_000);
 });

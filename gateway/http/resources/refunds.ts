@@ -1,6 +1,6 @@
 // /v1/refunds: money given back to whoever paid. Create against a paid invoice (`invoice`: Stripe refunds the
-// PaymentIntent; Lightning pays a BOLT11 invoice the payer gives as `destination`; USDC goes back to the address that
-// paid) or a succeeded internal payment
+// PaymentIntent; Lightning pays a BOLT11 invoice the payer gives as `destination`; USDC goes back to an address that
+// paid, the first unless `destination` names another) or a succeeded internal payment
 // (`payment`: moved back between the two accounts); retrieve; list (Stripe's convention, newest first, `status`,
 // `invoice`, `payment`). With an Idempotency-Key (claimed first, as on most routes) a repeat is the same refund.
 // Another tenant's invoice, payment or refund is not found, never forbidden.
@@ -25,6 +25,7 @@ import { clientGone, listPage, listParams, listQuery, listView, statusParam } fr
 import { bolt11Destination, presentEvidence, presentNetworkFee } from "../present.ts";
 import {
   bolt11Shape,
+  checksummedAddress,
   decimalAmount,
   documented,
   errorView,
@@ -54,7 +55,10 @@ export const createRefundBody = documented(
     amount: decimalAmount().optional(),
     reason: z.enum(["duplicate", "fraudulent", "requested_by_customer"]).optional(),
     metadata: metadataSchema.optional(),
-    /** Where the rail pays the refund, when it cannot go back the way it came: Lightning, an invoice of the payer's. */
+    /**
+     * Where the rail pays the refund, when it cannot go back the way it came: Lightning, an invoice of the payer's;
+     * USDC, which of the addresses that paid the invoice (absent: the first that paid).
+     */
     destination: z
       .discriminatedUnion("type", [
         z.strictObject({
@@ -62,6 +66,7 @@ export const createRefundBody = documented(
           // As a payment's bolt11 destination takes it (schemas.ts).
           invoice: z.string().regex(bolt11Shape, "a BOLT11 invoice"),
         }),
+        z.strictObject({ type: z.literal("evm_address"), address: checksummedAddress }),
       ])
       .optional(),
   }),
@@ -159,6 +164,7 @@ function refundOf(result: CreateRefundResult): Refund {
 
 function destinationOf(body: CreateRefundBody["destination"]): RefundDestination | null {
   if (body === undefined) return null;
+  if (body.type === "evm_address") return { kind: "evm_address", address: body.address as `0x${string}` };
   return bolt11Destination(body.invoice);
 }
 
