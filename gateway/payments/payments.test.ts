@@ -245,10 +245,10 @@ const request = (key: string) => ({
   quoteId: null,
 });
 
-/** The events written for a payment: type and data.object, as stored. */
+/** The events written for a payment: type and data.object, as the events view shows them (and deliveries carry). */
 async function eventsOf(paymentId: string): Promise<{ type: string; payload: unknown }[]> {
   return await db.query<{ type: string; payload: unknown }>(
-    "SELECT type, payload FROM outbox WHERE payload->>'payment_id' = $1 ORDER BY id",
+    "SELECT type, payload FROM events WHERE payload->>'payment_id' = $1 ORDER BY seq",
     [paymentId],
   );
 }

@@ -602,25 +602,18 @@ export async function moveAttempt(sql: Sql, params: AttemptMove): Promise<boolea
   return attemptMoved(await sql.query(statement.text, statement.params));
 }
 
-/**
- * The columns of a payment row that its end's event is made of: RETURNING these from the statement that ends it,
- * then write the event with paymentEventSql.
- */
-export const paymentEventColumns =
-  "id, tenant_id, status, asset, amount, source_account_id, rail, failure_code";
+/** The columns of a payment row its end's event is made of: RETURN these from the statement that ends it. */
+export const paymentEventColumns = "id, tenant_id, status";
 
 /**
  * The event that tells a payment's end (`payment.succeeded`, `payment.failed`), as `(tenant_id, type, payload)` to
- * select from rows holding paymentEventColumns. Its `data.object` is the payment's facts at its end: id, status,
- * asset, amount (minor units, as text), source account, the rail that carried it, and a failed one's code; what
- * is not known (a failed payment's rail, a succeeded one's code) is left out, as a refund's event leaves it out. A
- * webhook's receiver learns what happened, and why, without reading the payment back. Every writer of a payment's
- * end takes it from here, so that the event is the same whichever path ended the payment.
+ * select from rows holding paymentEventColumns. Only the payment's id is stored: the `events` view (migration 0056)
+ * joins the payment's facts at its end (status, asset, amount, source account, rail or failure code), which never
+ * change once it has ended, so a payment pays no bytes for them on the hot path. Every writer of a payment's end
+ * takes it from here, so the event is the same whichever path ended the payment.
  */
 export const paymentEventSql = `tenant_id,
-  CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END,
-  jsonb_strip_nulls(jsonb_build_object('payment_id', id, 'status', status, 'asset', asset, 'amount', amount::text,
-    'source_account', source_account_id, 'rail', rail, 'failure_code', failure_code))`;
+  CASE WHEN status = 'succeeded' THEN 'payment.succeeded' ELSE 'payment.failed' END, jsonb_build_object('payment_id', id)`;
 
 export type AttemptFinish = {
   attempt: AttemptMove & { to: "succeeded" | "failed" };

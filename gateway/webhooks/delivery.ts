@@ -243,7 +243,7 @@ export type ClaimedDelivery = {
  * orders would otherwise deadlock (they did, on PostgreSQL, once the table held a few thousand deliveries). A pass
  * reads what it may claim and little more: one index descent per endpoint with pending deliveries (none when nothing
  * is due), at most tenantInFlightMax due rows of each enabled one, and the claimed rows (migration 0051) — never a
- * backlog.
+ * backlog. Each comes with its event as the `events` view shows it (a payment's with the payment's facts, 0056).
  */
 export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Promise<ClaimedDelivery[]> {
   if (countMax <= 0) return [];
@@ -286,10 +286,10 @@ export async function claimDeliveries(deps: DeliveryDeps, countMax: number): Pro
      UPDATE webhook_deliveries d
      SET locked_until = now() + make_interval(secs => $3::double precision / 1000), claims = d.claims + 1,
        redeliver = false
-     FROM outbox o, webhook_endpoints e
+     FROM events o, webhook_endpoints e
      WHERE d.id IN (SELECT id FROM locked) AND (d.locked_until IS NULL OR d.locked_until <= now())
-       AND d.status = 'pending' AND o.id = d.event_id AND e.id = d.endpoint_id
-     RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, o.id AS event_seq, o.public_id AS event_id,
+       AND d.status = 'pending' AND o.seq = d.event_id AND e.id = d.endpoint_id
+     RETURNING d.id, d.tenant_id, d.endpoint_id, d.attempts, o.seq AS event_seq, o.id AS event_id,
        o.type, o.payload, o.created_at AS event_created_at, e.url, e.secret,
        CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret, d.claims`,
     [deps.limits.tenantInFlightMax, countMax, deps.limits.claimMs],

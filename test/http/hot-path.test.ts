@@ -78,10 +78,10 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const event = await gw.client.GET("/v1/events/{id}", {
       params: { path: { id: `evt_${ids[3]!.slice("pay_".length)}` } },
     });
-    expect([event.response.status, event.data?.type, event.data?.data.object]).toEqual([
+    expect([event.response.status, event.data?.type, event.data?.data.object]).toMatchObject([
       200,
       "payment.succeeded",
-      { payment_id: ids[3] },
+      { payment_id: ids[3], status: "succeeded", asset: "USDC" },
     ]);
     expect(row!.events).toBe(BigInt(count));
     // Each keeps its key's answer itself (its key, its request's digest, its status): no record beside it.

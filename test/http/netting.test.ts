@@ -90,7 +90,7 @@ describe("netting", () => {
     // Each payout's end is told once, with the rail the batch paid it on.
     const told = await app.db.query<{ type: string; payment_id: string; rail: string; amount: string }>(
       `SELECT type, payload->>'payment_id' AS payment_id, payload->>'rail' AS rail, payload->>'amount' AS amount
-       FROM outbox WHERE payload->>'payment_id' = ANY($1::text[])`,
+       FROM events WHERE payload->>'payment_id' = ANY($1::text[])`,
       [ids],
     );
     expect(told.map((event) => event.payment_id).sort()).toEqual([...ids].sort());
@@ -270,7 +270,7 @@ describe("netting, a payee the token refuses", () => {
     // The refused payouts' money is the payer's again; only what was paid left.
     expect(customerBefore - (await posted("acct_demo_customer"))).toBe(20_000n);
     const events = await app.db.query<{ payment_id: string; failure_code: string }>(
-      `SELECT payload->>'payment_id' AS payment_id, payload->>'failure_code' AS failure_code FROM outbox
+      `SELECT payload->>'payment_id' AS payment_id, payload->>'failure_code' AS failure_code FROM events
        WHERE type = 'payment.failed' AND payload->>'payment_id' = ANY($1::text[])`,
       [refused],
     );
