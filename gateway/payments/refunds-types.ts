@@ -16,7 +16,7 @@ export type RefundTarget = { kind: "invoice"; invoiceId: string } | { kind: "pay
 
 export type RefundReason = "duplicate" | "fraudulent" | "requested_by_customer";
 
-/** Where a rail pays a refund: an invoice the payer supplied (Lightning), the address that paid (EVM). */
+/** Where a rail pays a refund: an invoice the payer supplied (Lightning), an address that paid (EVM). */
 export type RefundDestination = Extract<Destination, { kind: "bolt11" | "evm_address" }>;
 
 export type Refund = {
@@ -73,7 +73,7 @@ export type RefundRefusal =
 /**
  * How a rail gives money back: `provider` asks the rail's provider to refund what it took in (Stripe, through the
  * rail's refundReceived); `payout` pays the refund out like an attempt (Lightning to an invoice the payer gave, EVM
- * to the address that paid), once per refund id; `ledger` moves it between two accounts of the tenant (internal).
+ * to an address that paid), once per refund id; `ledger` moves it between two accounts of the tenant (internal).
  */
 export type RefundMode =
   | { kind: "provider"; rail: Rail; reference: string; railReference: string }

@@ -1,6 +1,6 @@
 // Refunds: money given back to whoever paid. Against an invoice that was paid, on the rail it came in by (Stripe
-// refunds its PaymentIntent; Lightning pays an invoice the payer supplies; EVM pays the address that paid, its gas
-// booked as the rail's fee), or
+// refunds its PaymentIntent; Lightning pays an invoice the payer supplies; EVM pays an address that paid — the first,
+// or the one `destination` names — at most what it paid, its gas booked as the rail's fee), or
 // against an internal payment that succeeded (moved back between the two accounts). A payout on a rail that cannot
 // pull money back (on-chain, Lightning) is refused `refund_unsupported`.
 //
@@ -26,6 +26,7 @@
 //      every hold voided, the claim given back, `refund.failed`; in flight → the rail's event ends it later
 //      (applyRefundEvent, called by the settlement before anything else looks at the event).
 // The ledger's post or void and the status change with its event are one transaction (writeChainWith's statement).
+import { isAddress } from "viem";
 import { bolt11ErrorText, parseBolt11 } from "../../core/bolt11.ts";
 import {
   type Asset,
@@ -315,8 +316,6 @@ async function paymentSource(
   };
 }
 
-const evmAddressShape = /^0x[0-9a-fA-F]{40}$/;
-
 /**
  * The address a USDC refund of an invoice pays: the one asked, if it paid the invoice (the first payer, or the payer
  * of any receipt, in any case of its letters), written as the chain reported it; absent, the first payer. Money is
@@ -327,7 +326,7 @@ async function refundedPayer(
   params: { invoiceId: string; firstPayer: string | null; asked: `0x${string}` | null },
 ): Promise<`0x${string}` | Refused> {
   const first =
-    params.firstPayer !== null && evmAddressShape.test(params.firstPayer) ? params.firstPayer : null;
+    params.firstPayer !== null && isAddress(params.firstPayer, { strict: false }) ? params.firstPayer : null;
   if (params.asked === null || (first !== null && first.toLowerCase() === params.asked.toLowerCase())) {
     if (first === null)
       return refuse(
@@ -341,7 +340,7 @@ async function refundedPayer(
     "SELECT payer FROM invoice_receipts WHERE invoice_id = $1 AND lower(payer) = lower($2) LIMIT 1",
     [params.invoiceId, params.asked],
   );
-  if (receipt === undefined || !evmAddressShape.test(receipt.payer))
+  if (receipt === undefined || !isAddress(receipt.payer, { strict: false }))
     return refuse(
       "parameter_invalid",
       `${params.asked} did not pay invoice ${params.invoiceId}: a USDC refund goes back only to an address that paid it`,

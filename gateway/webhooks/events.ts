@@ -1,7 +1,7 @@
 // Events as the API shows them (GET /v1/events) and as deliveries carry them: a change writes its event into the
-// outbox in the change's own transaction (payments' insertOutboxEvent, or SQL of its own); the database gives each
-// a random public id (migration 0019). `data.object` is what the change wrote: the object's id and the facts of
-// that change (e.g. a payment's end: `{ payment_id, status, asset, amount, source_account, rail | failure_code }`,
+// outbox in the change's own transaction (insertOutboxEvent, payments' paymentEventSql, or SQL of its own); the
+// database gives each a random public id (migration 0019). `data.object` is the object's id and the facts of that
+// change (e.g. a payment's end: `{ payment_id, status, asset, amount, source_account, rail | failure_code }`,
 // whose facts the `events` view joins from the payment, migration 0056; `{ invoice_id, amount, received_amount }`),
 // not a copy of the whole object.
 // Events are kept eventRetentionDays, then pruned (pruneEvents, a periodic pass).

@@ -125,7 +125,7 @@ describe("refunds of a USDC invoice", () => {
     });
   });
 
-  it("never refunds more than came in, and pays no destination but an address that paid", async () => {
+  it("never refunds more than came in, and takes no destination but an EVM address", async () => {
     const transfers = await gw.app.db.query("SELECT count(*) FROM ledger_transfers");
     const over = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "6.01" });
     expect(over.status).toBe(409);

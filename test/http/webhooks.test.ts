@@ -74,10 +74,15 @@ describe("webhook delivery", () => {
     const [first, second] = received;
     expect(second!.body).toBe(first!.body); // the same event, with the same id, again
     const event = JSON.parse(second!.body);
-    expect(event).toMatchObject({
-      object: "event",
-      type: "payment.succeeded",
-      data: { object: { payment_id: payment.data!.id } },
+    expect(event).toMatchObject({ object: "event", type: "payment.succeeded" });
+    // The payment's facts ride along, as GET /v1/events/:id shows them (the delivery reads through the events view).
+    expect(event.data.object).toEqual({
+      payment_id: payment.data!.id,
+      status: "succeeded",
+      asset: "USDC",
+      amount: "100000",
+      source_account: "acct_demo_customer",
+      rail: payment.data!.rail,
     });
     const nowSeconds = Math.floor(Date.now() / 1000);
     expect(

@@ -26,7 +26,7 @@ export const eventView = z.object({
   type: z.string(),
   /** Unix seconds. */
   created: z.number().int(),
-  /** `object`: what the change wrote: the object's id and the facts of the change. */
+  /** `object`: the object's id and the facts of the change (a payment's: its facts at its end). */
   data: z.object({ object: z.record(z.string(), z.unknown()) }),
   livemode: z.boolean(),
 });

@@ -1,8 +1,8 @@
 // /v1/refunds: money given back to whoever paid. Create against a paid invoice (`invoice`: Stripe refunds the
 // PaymentIntent; Lightning pays a BOLT11 invoice the payer gives as `destination`; USDC goes back to an address that
-// paid, the first unless `destination` names another) or a succeeded internal payment
-// (`payment`: moved back between the two accounts); retrieve; list (Stripe's convention, newest first, `status`,
-// `invoice`, `payment`). With an Idempotency-Key (claimed first, as on most routes) a repeat is the same refund.
+// paid, the first unless `destination` names another) or a succeeded internal payment (`payment`: moved back
+// between the two accounts); retrieve; list (Stripe's convention, newest first, `status`, `invoice`, `payment`).
+// With an Idempotency-Key (claimed first, as on most routes) a repeat is the same refund.
 // Another tenant's invoice, payment or refund is not found, never forbidden.
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
