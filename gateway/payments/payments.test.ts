@@ -245,12 +245,34 @@ const request = (key: string) => ({
   quoteId: null,
 });
 
+type Created = Awaited<ReturnType<typeof createPayment>>;
+const paymentIdOf = (result: Created) => (result.ok ? result.payment.id : "");
+
 /** The events written for a payment: type and data.object, as the events view shows them (and deliveries carry). */
-async function eventsOf(paymentId: string): Promise<{ type: string; payload: unknown }[]> {
+async function eventsOf(result: Created): Promise<{ type: string; payload: unknown }[]> {
   return await db.query<{ type: string; payload: unknown }>(
     "SELECT type, payload FROM events WHERE payload->>'payment_id' = $1 ORDER BY seq",
-    [paymentId],
+    [paymentIdOf(result)],
   );
+}
+
+/** The event of a request(…) payment's end: its facts, and the rail that carried it or the code it failed with. */
+function endEvent(
+  result: Created,
+  status: "succeeded" | "failed",
+  how: { rail: string } | { failure_code: string },
+) {
+  return {
+    type: `payment.${status}`,
+    payload: {
+      payment_id: paymentIdOf(result),
+      status,
+      asset: "USDC",
+      amount: "100",
+      source_account: customerId,
+      ...how,
+    },
+  };
 }
 
 function paidEverywhere(): bigint {
@@ -288,19 +310,7 @@ describe("payments across two rails", () => {
     expect(paidEverywhere()).toBe(100n);
     expect((await customerBalance()).posted).toBe(900n);
     // Its event tells what happened: a receiver needs no read of the payment to know the amount and the rail.
-    expect(await eventsOf(result.ok ? result.payment.id : "")).toEqual([
-      {
-        type: "payment.succeeded",
-        payload: {
-          payment_id: result.ok ? result.payment.id : "",
-          status: "succeeded",
-          asset: "USDC",
-          amount: "100",
-          source_account: customerId,
-          rail: "cheap",
-        },
-      },
-    ]);
+    expect(await eventsOf(result)).toEqual([endEvent(result, "succeeded", { rail: "cheap" })]);
   });
 
   it("falls back to the next rail when the first fails in a way another may fix, voiding the first reservation", async () => {
@@ -379,19 +389,7 @@ describe("payments across two rails", () => {
     expect(result.ok && result.payment.status).toBe("failed");
     expect(dear.calls).toBe(0);
     // Its event says why, and names no rail: none carried it.
-    expect(await eventsOf(result.ok ? result.payment.id : "")).toEqual([
-      {
-        type: "payment.failed",
-        payload: {
-          payment_id: result.ok ? result.payment.id : "",
-          status: "failed",
-          asset: "USDC",
-          amount: "100",
-          source_account: customerId,
-          failure_code: "rejected",
-        },
-      },
-    ]);
+    expect(await eventsOf(result)).toEqual([endEvent(result, "failed", { failure_code: "rejected" })]);
     expect(await customerBalance()).toEqual({
       posted: 1_000n,
       pendingOut: 0n,
