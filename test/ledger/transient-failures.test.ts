@@ -19,6 +19,7 @@ import {
 } from "../../gateway/ledger/index.ts";
 import { ledgerInvariantProblems } from "../support/ledger-invariants.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { noteRefusals } from "../support/recording-db.ts";
 import { type StoreName, storeNames } from "./stores.ts";
 
 const L = 1;
@@ -35,27 +36,6 @@ async function openShared(name: StoreName): Promise<{ db: Db; another(): Promise
   const db = open();
   await migrate(db, [ledgerMigrations]);
   return { db, another: async () => open() };
-}
-
-/** `db`, noting in `refused` the SQLSTATE of every statement the database refuses (in or out of a transaction). */
-function refusalsOf(db: Db, refused: string[]): Db {
-  const noted = <T>(answer: Promise<T>): Promise<T> =>
-    answer.catch((error: unknown) => {
-      refused.push(String((error as { code?: unknown }).code ?? error));
-      throw error;
-    });
-  return {
-    ...db,
-    kind: db.kind,
-    connectionsMax: db.connectionsMax,
-    query: (text, params) => noted(db.query(text, params)),
-    queryAll: (statements) => noted(db.queryAll(statements)),
-    exec: (script) => db.exec(script),
-    session: (fn) => db.session(fn),
-    close: async () => undefined, // the database itself is closed with the suite's
-    transaction: (fn) =>
-      db.transaction((tx) => fn({ query: (text, params) => noted(tx.query(text, params)) })),
-  };
 }
 
 for (const storeName of storeNames)
@@ -248,14 +228,12 @@ for (const storeName of storeNames)
       // where an id the writer does not know is taken for new, and the spent id's row then refuses the insert (23505):
       // the batch, and any behind it, ran again locked. Now the id is answered from what the writer remembers.
       const refused: string[] = [];
-      const own = ledgerOn(refusalsOf(db, refused));
+      // Closed with the suite's database, not on its own.
+      const own = ledgerOn({ ...noteRefusals(db, refused), close: async () => undefined });
       const id = ledgerId();
       expect(await statuses(own, [move(id, 10n ** 17n)])).toEqual(["exceeds_credits"]);
-      expect(
-        await statuses(own, [
-          move(ledgerId(), 10n ** 17n, { debitAccountId: accounts.payee, creditAccountId: accounts.payer }),
-        ]),
-      ).toEqual(["created"]);
+      const topUp = { debitAccountId: accounts.payee, creditAccountId: accounts.payer };
+      expect(await statuses(own, [move(ledgerId(), 10n ** 17n, topUp)])).toEqual(["created"]);
       for (let i = 0; i < 3; i++)
         expect(await statuses(own, [move(id, 10n ** 17n), move(ledgerId(), 0n)])).toEqual([
           "id_already_failed",
@@ -264,7 +242,6 @@ for (const storeName of storeNames)
       // An id spent by a pipelined batch (the first above ran locked: the writer knew no clock yet) is remembered too.
       const later = ledgerId();
       expect(await statuses(own, [move(later, 10n ** 18n)])).toEqual(["exceeds_credits"]);
-      const topUp = { debitAccountId: accounts.payee, creditAccountId: accounts.payer };
       expect(await statuses(own, [move(ledgerId(), 10n ** 18n, topUp)])).toEqual(["created"]);
       expect(await statuses(own, [move(later, 10n ** 18n), move(ledgerId(), 0n)])).toEqual([
         "id_already_failed",

@@ -1,30 +1,43 @@
 // A database that tells of every statement sent through it (directly, with queryAll, or inside a transaction)
 // before it is sent: noteStatements for the statements' text, recordStatements for their first word, for tests that
-// pin down how many statements a path costs; crashingOnce, for tests of what a crash between two writes leaves.
+// pin down how many statements a path costs; noteRefusals for the statements the database refuses; crashingOnce, for
+// tests of what a crash between two writes leaves.
 import type { Db } from "../../gateway/db/index.ts";
+
+/**
+ * `db`, each statement sent through `send` with its text (one, or a queryAll's together): the one place the three ways
+ * a statement goes in (query, queryAll, a transaction's query) are wrapped.
+ */
+function wrapStatements(db: Db, send: <T>(texts: readonly string[], go: () => Promise<T>) => Promise<T>): Db {
+  return {
+    ...db,
+    query: (text, params) => send([text], () => db.query(text, params)),
+    queryAll: (list) =>
+      send(
+        list.map((statement) => statement.text),
+        () => db.queryAll(list),
+      ),
+    transaction: (fn) =>
+      db.transaction((tx) => fn({ query: (text, params) => send([text], () => tx.query(text, params)) })),
+  };
+}
 
 /** `db`, telling `noted` of each statement's text before it is sent: one, or a queryAll's together. */
 export function noteStatements(db: Db, noted: (texts: readonly string[]) => void): Db {
-  return {
-    ...db,
-    query: (text, params) => {
-      noted([text]);
-      return db.query(text, params);
-    },
-    queryAll: (list) => {
-      noted(list.map((statement) => statement.text));
-      return db.queryAll(list);
-    },
-    transaction: (fn) =>
-      db.transaction((tx) =>
-        fn({
-          query: (text, params) => {
-            noted([text]);
-            return tx.query(text, params);
-          },
-        }),
-      ),
-  };
+  return wrapStatements(db, (texts, go) => {
+    noted(texts);
+    return go();
+  });
+}
+
+/** `db`, noting in `refused` the SQLSTATE of every statement the database refuses (in or out of a transaction). */
+export function noteRefusals(db: Db, refused: string[]): Db {
+  return wrapStatements(db, (_texts, go) =>
+    go().catch((error: unknown) => {
+      refused.push(String((error as { code?: unknown }).code ?? error));
+      throw error;
+    }),
+  );
 }
 
 /** `db`, recording the first word of each statement (statements sent together with queryAll: joined by "+"). */
