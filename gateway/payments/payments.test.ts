@@ -207,6 +207,11 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
+  // Recovery drives every open attempt and stranded payment in the database, as in production; some tests leave
+  // theirs open on purpose, and the next test's rails (fresh toys under the same ids) would be asked to drive them.
+  // Each test starts with none open, so that what its recovery does is its own, in whatever order tests run.
+  await db.query("UPDATE attempts SET status = 'failed' WHERE status IN ('reserving', 'in_flight')");
+  await db.query("UPDATE payments SET status = 'failed' WHERE status = 'processing'");
   customerCount += 1;
   customerId = `acct_customer_${customerCount}`;
   const customer = await createAccount(
@@ -684,6 +689,11 @@ describe("payments across two rails", () => {
     const [row] = await db.query<{ id: string }>(
       "SELECT id FROM payments WHERE idempotency_key = 'k-str-elsewhere'",
     );
+    // And an attempt left open on dear: the process died before dear paid it.
+    dear.behaviour = "crash_before_paying";
+    await expect(createPayment(depsWith(db), request("k-open-elsewhere"))).rejects.toThrow(Crash);
+    dear.behaviour = "pay";
+    const dearCalls = dear.calls;
     // Before: "router chose unknown rail dear" on every pass of this process; and listed, each pass, before others.
     const withoutDear = { ...depsWith(db), rails: new Map<string, Rail>([[cheap.id, cheap]]) };
     const idsOf = (rows: readonly { id: string }[]) => rows.map((r) => r.id);
@@ -702,9 +712,16 @@ describe("payments across two rails", () => {
     ).toBeGreaterThan(0);
     await recoverOpenAttempts(withoutDear, { quietMs: 0 });
     expect((await getPayment(db, { tenantId, id: row!.id }))?.status).toBe("processing");
-    expect(dear.calls).toBe(0);
+    expect(dear.calls).toBe(dearCalls);
     await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
     expect(await getPayment(db, { tenantId, id: row!.id })).toMatchObject({
+      status: "succeeded",
+      rail: "dear",
+    });
+    const [open] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE idempotency_key = 'k-open-elsewhere'",
+    );
+    expect(await getPayment(db, { tenantId, id: open!.id })).toMatchObject({
       status: "succeeded",
       rail: "dear",
     });
