@@ -8,7 +8,7 @@ import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations, transferCodes } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
-import { nettingAccruedMax, nettingBatchPayeesMax } from "../router/index.ts";
+import { nettingBatchPayeesMax } from "../router/index.ts";
 import {
   accruePayout,
   flushNetting,
@@ -31,13 +31,13 @@ const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
   ...deps(),
   db: on,
   payer: {
-    id: "evm",
+    id: netting.rail,
     asset: assets.USDC,
     payoutBatch: async (batch) => {
       paid.push(batch.payouts.reduce((sum, payout) => sum + payout.amount, 0n));
       return {
         status: "succeeded",
-        evidence: { rail: "external", railId: "evm", reference: batch.reference },
+        evidence: { rail: "external", railId: netting.rail, reference: batch.reference },
         fee: 0n,
       };
     },
@@ -50,8 +50,15 @@ beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
   ledger = createLedger({ ...gatewayLedgerParams, db });
-  netting = await nettingFixture(db, ledger, "netting", 100n);
 }, 120_000);
+
+// Each test pays by a rail of its own, from a customer of its own holding 100: a flush plans, pauses after a refusal
+// and times each rail on its own, so no payout, batch or refusal of another test's is in its way, in any order.
+let fixtures = 0;
+beforeEach(async () => {
+  fixtures += 1;
+  netting = await nettingFixture(db, ledger, `netting_${fixtures}`, 100n, `evm_${fixtures}`);
+});
 
 afterAll(async () => {
   await ledger?.close();
@@ -130,7 +137,7 @@ describe("accrual and flushes racing", () => {
     };
     const request = accrue({ db }, { ...deps(), ledger: requestLedger }, payout);
     await short.done;
-    await netting.fund(30n); // leaves the payer 25 after this payout, what the next test accrues
+    await netting.fund(30n); // leaves the payer 25 after this payout
     expect(statusOf(await accrue({ db }, deps(), payout))).toBe("processing");
     recovered.release();
     // Before: the request failed it for its funds, while its payout stayed queued (and was paid by the next batch).
@@ -155,7 +162,8 @@ describe("accrual and flushes racing", () => {
     const queued = async () =>
       (
         await db.query<{ total: bigint | null }>(
-          "SELECT sum(amount)::bigint AS total FROM netted_payouts WHERE batch_id IS NULL",
+          "SELECT sum(amount)::bigint AS total FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL",
+          [netting.rail],
         )
       )[0]!.total ?? 0n;
     const owed = await queued();
@@ -165,7 +173,7 @@ describe("accrual and flushes racing", () => {
     const refusing: NettingDeps = {
       ...deps(),
       payer: {
-        id: "evm",
+        id: netting.rail,
         asset: assets.USDC,
         payoutBatch: async () => {
           asked.release();
@@ -208,7 +216,7 @@ describe("accrual and flushes racing", () => {
     const payer = (mode: "in_flight" | "throw_for_stuck"): NettingDeps => ({
       ...deps(),
       payer: {
-        id: "evm",
+        id: netting.rail,
         asset: assets.USDC,
         payoutBatch: async (batch) => {
           if (mode === "in_flight") {
@@ -219,7 +227,7 @@ describe("accrual and flushes racing", () => {
           paid.push(batch.reference);
           return {
             status: "succeeded",
-            evidence: { rail: "external", railId: "evm", reference: batch.reference },
+            evidence: { rail: "external", railId: netting.rail, reference: batch.reference },
             fee: 0n,
           };
         },
@@ -247,12 +255,7 @@ describe("flushes of two processes", () => {
     expect(await accruePayout(deps(), payoutOf(id, amount))).toBe("accrued");
   };
 
-  beforeAll(async () => {
-    await netting.fund(10n);
-  });
-
   it("a flush whose payouts another flush batched first writes no batch and is no error", async () => {
-    await flushNetting(payingDeps([]), { force: true }); // what earlier tests left sending or waiting
     await accrueOne("pay_overtaken", 2n);
     const paid: bigint[] = [];
     // Process B's flush runs between A's plan and A's write: B batches the payouts A planned.
@@ -281,7 +284,7 @@ describe("flushes of two processes", () => {
     const refused: NettingDeps = {
       ...deps(),
       payer: {
-        id: "evm",
+        id: netting.rail,
         asset: assets.USDC,
         payoutBatch: async () => ({ status: "failed", code: "fee_above_max", message: "gas above the cap" }),
       },
@@ -292,10 +295,12 @@ describe("flushes of two processes", () => {
     expect(await flushNetting(payingDeps(paid))).toMatchObject({ batches: 0 });
     // The last batch paid and the payout both an hour old; the refused batch made just now, refused a minute ago.
     await db.query(
-      "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE status <> 'failed'",
+      "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE rail = $1 AND status <> 'failed'",
+      [netting.rail],
     );
     await db.query(
-      "UPDATE netting_batches SET updated_at = now() - interval '1 minute' WHERE status = 'failed'",
+      "UPDATE netting_batches SET updated_at = now() - interval '1 minute' WHERE rail = $1 AND status = 'failed'",
+      [netting.rail],
     );
     await db.query(
       "UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE payment_id = 'pay_timer'",
@@ -319,14 +324,20 @@ describe("a flush with more payees due than one batch takes", () => {
     const totals: bigint[] = []; // each payout is 1: a batch's total is its payee count
     const paying = payingDeps(totals);
     // The timer due (not forced): the payouts and every batch an hour old.
-    await db.query("UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE batch_id IS NULL");
     await db.query(
-      "UPDATE netting_batches SET created_at = now() - interval '1 hour', updated_at = now() - interval '1 hour'",
+      "UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE rail = $1 AND batch_id IS NULL",
+      [netting.rail],
+    );
+    await db.query(
+      "UPDATE netting_batches SET created_at = now() - interval '1 hour', updated_at = now() - interval '1 hour' WHERE rail = $1",
+      [netting.rail],
     );
     // Before: one batch of 200, and the last payee waited for the next interval.
     expect(await flushNetting(paying)).toMatchObject({ trigger: "timer", batches: 2, payouts: count });
     expect(totals).toEqual([BigInt(nettingBatchPayeesMax), 1n]);
-    const waiting = await db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL");
+    const waiting = await db.query("SELECT 1 FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL", [
+      netting.rail,
+    ]);
     expect(waiting).toEqual([]);
   }, 60_000);
 });
@@ -340,7 +351,7 @@ describe("a payee the rail refuses", () => {
     ...deps(),
     ...over,
     payer: {
-      id: "evm",
+      id: netting.rail,
       asset: assets.USDC,
       payoutBatch: async (batch) => {
         const addresses = batch.payouts.map(({ destination }) =>
@@ -359,7 +370,7 @@ describe("a payee the rail refuses", () => {
         paid.push(addresses);
         return {
           status: "succeeded",
-          evidence: { rail: "external", railId: "evm", reference: batch.reference },
+          evidence: { rail: "external", railId: netting.rail, reference: batch.reference },
           fee: 0n,
         };
       },
@@ -384,11 +395,6 @@ describe("a payee the rail refuses", () => {
         [ids],
       )
     ).map((row) => row.id);
-
-  beforeAll(async () => {
-    await netting.fund(1_000n);
-    await flushNetting(payingDeps([]), { force: true }); // what earlier tests left waiting
-  });
 
   it("pays the others in the same flush; its payouts fail with the rail's code and their money goes back", async () => {
     await accrueTo("pay_refused_a", 3n, refusedPayee);
@@ -461,7 +467,9 @@ describe("a payee the rail refuses", () => {
     expect(await customerPosted()).toBe(before + 6n);
     expect((await paymentRow("pay_beside_down"))!.status).toBe("processing");
     // The batch the node did not answer is sent again once its lease runs out.
-    await db.query("UPDATE netting_batches SET leased_until = now() WHERE status = 'sending'");
+    await db.query("UPDATE netting_batches SET leased_until = now() WHERE rail = $1 AND status = 'sending'", [
+      netting.rail,
+    ]);
     const paid: string[][] = [];
     await flushNetting(refusingDeps(paid), { force: true });
     expect(paid).toEqual([[otherPayee]]);
@@ -474,7 +482,8 @@ describe("a payee the rail refuses", () => {
     await accrueTo("pay_after_refusal", 2n, otherPayee);
     // The last batch paid and the payout an hour old; the batch refused for its payee, refused just now.
     await db.query(
-      "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE refused_payees IS NULL",
+      "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE rail = $1 AND refused_payees IS NULL",
+      [netting.rail],
     );
     await db.query(
       "UPDATE netted_payouts SET created_at = now() - interval '1 hour' WHERE payment_id = 'pay_after_refusal'",
@@ -521,7 +530,7 @@ describe("a payee the rail refuses", () => {
     const lying: NettingDeps = {
       ...deps(),
       payer: {
-        id: "evm",
+        id: netting.rail,
         asset: assets.USDC,
         payoutBatch: async () => ({
           status: "failed",
@@ -534,7 +543,9 @@ describe("a payee the rail refuses", () => {
     await expect(flushNetting(lying, { force: true })).rejects.toBeInstanceOf(NettingInvariantError);
     expect((await paymentRow("pay_bad_index"))!.status).toBe("processing");
     // Its batch is still sending: once its lease runs out, a flush asks the rail again, under the same reference.
-    await db.query("UPDATE netting_batches SET leased_until = now() WHERE status = 'sending'");
+    await db.query("UPDATE netting_batches SET leased_until = now() WHERE rail = $1 AND status = 'sending'", [
+      netting.rail,
+    ]);
     const paid: bigint[] = [];
     await flushNetting(payingDeps(paid));
     expect(paid).toEqual([2n]);
@@ -576,14 +587,9 @@ describe("the payouts waiting that a flush reads", () => {
     }
   };
 
-  beforeAll(async () => {
-    other = await nettingFixture(db, ledger, "netting_other", 100n);
-    await netting.fund(100n);
-  });
-  // Each test starts with nothing waiting (another test's payouts, or another describe's, would take shares).
+  // Another tenant paying by the same rail.
   beforeEach(async () => {
-    await flushReading(nettingAccruedMax);
-    expect(await db.query("SELECT 1 FROM netted_payouts WHERE batch_id IS NULL")).toEqual([]);
+    other = await nettingFixture(db, ledger, `${netting.tenantId}_other`, 100n, netting.rail);
   });
 
   it("are an even share per tenant: one tenant's backlog does not keep another tenant's payout out of the batch", async () => {

@@ -18,6 +18,8 @@ import { createTenant } from "../../gateway/tenants/index.ts";
 
 export type NettingFixture = {
   tenantId: string;
+  /** The rail the payouts go by (netting's payer's id): a flush plans, pauses and times each rail on its own. */
+  rail: string;
   /** The customer's account id, the source of every payment and payout made here. */
   customerId: string;
   /** Credits the customer `amount` from the rail's clearing account (a funding transfer of its own). */
@@ -32,12 +34,16 @@ export type NettingFixture = {
   deps(): NettingDeps;
 };
 
-/** Makes the tenant and its accounts (ids prefixed `name`), the customer funded with `funding`. */
+/**
+ * Makes the tenant and its accounts (ids prefixed `name`), the customer funded with `funding` from `rail`'s clearing
+ * account. A test with a rail of its own sees no payout, batch or refusal another test left on a rail.
+ */
 export async function nettingFixture(
   db: Db,
   ledger: Ledger,
   name: string,
   funding: bigint,
+  rail = "evm",
 ): Promise<NettingFixture> {
   const tenantId = `ten_${name}`;
   const customerId = `acct_${name}_customer`;
@@ -48,15 +54,15 @@ export async function nettingFixture(
   );
   // One clearing account per rail and asset: a second fixture on the same database (another tenant) shares it.
   const clearing =
-    (await getClearingAccount(db, { rail: "evm", asset: assets.USDC })) ??
+    (await getClearingAccount(db, { rail, asset: assets.USDC })) ??
     (await createAccount(
       { sql: db, ledger },
       {
         tenantId: null,
         kind: "clearing",
         asset: assets.USDC,
-        name: "evm",
-        rail: "evm",
+        name: rail,
+        rail,
         id: `acct_${name}_clearing`,
       },
     ));
@@ -64,6 +70,7 @@ export async function nettingFixture(
   let fundings = 0n;
   const fixture: NettingFixture = {
     tenantId,
+    rail,
     customerId,
     async fund(amount) {
       fundings += 1n;
@@ -95,7 +102,7 @@ export async function nettingFixture(
       ledger,
       accounts,
       payer: {
-        id: "evm",
+        id: rail,
         asset: assets.USDC,
         payoutBatch: async () => ({
           status: "failed",
