@@ -68,8 +68,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("ids are not a counter, and another tenant's events are not found nor listed", async () => {
-    await pay();
-    await pay();
+    for (let i = 0; i < 3; i++) await pay();
     await insertOutboxEvent(gw.app.db, {
       tenantId: other.tenantId,
       type: "payment.succeeded",
@@ -105,6 +104,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("pages newest first, filters by type and created, and refuses a bad filter", async () => {
+    await pay();
+    await pay(); // two pages of one, whatever other tests wrote
     const all = await gw.client.GET("/v1/events", { params: { query: { limit: 100 } } });
     const ids = all.data!.data.map((event) => event.id);
     const firstPage = await gw.client.GET("/v1/events", { params: { query: { limit: 1 } } });
@@ -300,11 +301,13 @@ describe("on postgres, an event committed after a later one", () => {
   });
 
   it("is not passed over by a client polling with ending_before", async () => {
-    const tenantId = gw.app.demo!.tenantId;
+    // A tenant of its own: what it has seen is only what this test wrote, whatever ran before.
+    const { id: tenantId } = await createTenant(gw.app.db, { name: "Polling" });
+    const client = gw.clientFor((await createApiKey(gw.app.db, { tenantId, mode: "test" })).secret);
     const write = (sql: Parameters<typeof insertOutboxEvent>[0], paymentId: string) =>
       insertOutboxEvent(sql, { tenantId, type: "payment.succeeded", payload: { payment_id: paymentId } });
     const poll = async (endingBefore: string | undefined) => {
-      const page = await gw.client.GET("/v1/events", {
+      const page = await client.GET("/v1/events", {
         params: {
           query: { limit: 100, ...(endingBefore === undefined ? {} : { ending_before: endingBefore }) },
         },

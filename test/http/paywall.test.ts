@@ -486,6 +486,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     });
 
     it("keeps the locked price through a rate change within the window", async () => {
+      const now = createPaywall({ sql: app.db, tenantId, schemes: app.paywalls.schemes, rates: app.rates });
+      const asked = await now({ method: "GET", url: "http://shop.test/paid/report", headers: {} });
+      expect(asked.kind).toBe("challenge");
       const [row] = await app.db.query<{ n: string }>(
         "SELECT count(*)::text AS n FROM paywall_rate_locks WHERE paywall_id = $1",
         [paywallId],

@@ -29,6 +29,25 @@ const client = () => typedClient(app, key);
 const balance = async (account: string) =>
   (await client().GET("/v1/accounts/{id}/balance", { params: { path: { id: account } } })).data!.available;
 
+/** A toy invoice of the demo merchant's for `amount`, paid through the toy provider's route: the toy then holds it. */
+async function takeIn(amount: string, key: string) {
+  const invoice = await client().POST("/v1/invoices", {
+    body: { account: app.demo!.merchant.id, asset: "USDC", amount, rail: "toy" },
+    params: { header: { "Idempotency-Key": key } },
+  });
+  expect(invoice.response.status).toBe(201);
+  const paid = await app.server.inject({
+    method: "POST",
+    url: toyWebhookPath,
+    headers: { "content-type": "application/json", "x-toy-secret": toyWebhookSecret },
+    payload: JSON.stringify({
+      reference: invoice.data!.id,
+      amount: toy.offers.get(invoice.data!.id)!.toString(),
+    }),
+  });
+  expect(paid.statusCode).toBe(200);
+}
+
 describe("a toy rail registered through the composition root's rail modules", () => {
   it("is wired like every rail: health, snapshot, clearing account", async () => {
     const health = await app.server.inject({ method: "GET", url: "/healthz" });
@@ -73,6 +92,9 @@ describe("a toy rail registered through the composition root's rail modules", ()
   });
 
   it("pays money out: the router picks the toy as the cheapest rail to an address, and the payment shows its evidence", async () => {
+    // The toy sends only what it holds (more fails as insufficient_liquidity, and the payment falls back to evm):
+    // money taken in on it first, whatever ran before.
+    await takeIn("2.50", "toy-invoice-for-payout");
     const customer = app.demo!.customer.id;
     const before = await balance(customer);
     const payment = await client().POST("/v1/payments", {
