@@ -421,6 +421,7 @@ async function openRates(
     spreadsPpm: developmentSpreadsPpm,
     maxAgeMs: config.rates.maxAgeMs,
     refreshMs: config.rates.refreshMs,
+    disagreementMaxBps: config.rates.disagreementMaxBps,
     logger: deps.logger.child({ module: "rates" }),
   });
   await rates.refresh();

@@ -268,6 +268,13 @@ describe("netting and rates in the configuration", () => {
     expect(() => loadConfig({ NETTING_MAX_FEE_SHARE_BPS: "0" })).toThrow();
   });
 
+  it("lets two rate sources be 5 % apart by default before neither is used; RATES_DISAGREEMENT_MAX_BPS sets it", () => {
+    expect(loadConfig({}).rates.disagreementMaxBps).toBe(500);
+    expect(loadConfig({ RATES_DISAGREEMENT_MAX_BPS: "150" }).rates.disagreementMaxBps).toBe(150);
+    for (const bad of ["0", "10001", "2.5", "5%"])
+      expect(() => loadConfig({ RATES_DISAGREEMENT_MAX_BPS: bad })).toThrow();
+  });
+
   it("reads the netting batch's total as a bigint of minor units, from 1, in decimal digits only", () => {
     expect(loadConfig({}).netting?.batchTotal).toBe(100_000_000n);
     expect(loadConfig({ NETTING_BATCH_TOTAL: "999999999999999999" }).netting?.batchTotal).toBe(

@@ -16,6 +16,7 @@ import {
   rateLimitsProductionDefault,
 } from "../http/rate-limit.ts";
 import { defaultLedgerLimits } from "../ledger/index.ts";
+import { rateDisagreementMaxBpsDefault } from "../rates/feed.ts";
 
 const port = wholeNumber(0, 65_535);
 const positiveInt = wholeNumber(1);
@@ -168,6 +169,11 @@ const schema = z.object({
   RATES_MAX_AGE_MS: positiveInt.default(3_600_000),
   RATES_REFRESH_MS: positiveInt.default(30_000),
   /**
+   * Two sources' fresh rates of one asset further apart than this (basis points of the lower) are neither used: the
+   * rails that need the rate are excluded (disputed_rate).
+   */
+  RATES_DISAGREEMENT_MAX_BPS: wholeNumber(1, 10_000).default(rateDisagreementMaxBpsDefault),
+  /**
    * Netting on the EVM rail: a payout whose fee is above this share of its value (basis points) accrues and leaves
    * in a netted batch, never paid at a loss on its own. On by default at 50 %; `off` pays every payout alone.
    */
@@ -218,6 +224,8 @@ export type Config = {
     httpUrl: string | null;
     maxAgeMs: number;
     refreshMs: number;
+    /** Two sources' fresh rates of an asset further apart than this (bps of the lower): neither is used. */
+    disagreementMaxBps: number;
   };
   /** Stripe: off unless STRIPE_SECRET_KEY is set (the fiat rail reads its own variables, adapters/fiat/config.ts). */
   fiat: FiatConfig;
@@ -343,6 +351,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       httpUrl: e.RATES_HTTP_URL ?? null,
       maxAgeMs: e.RATES_MAX_AGE_MS,
       refreshMs: e.RATES_REFRESH_MS,
+      disagreementMaxBps: e.RATES_DISAGREEMENT_MAX_BPS,
     },
     netting:
       e.NETTING_MAX_FEE_SHARE_BPS === "off"

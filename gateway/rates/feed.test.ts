@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { Logger } from "../../core/index.ts";
+import type { Logger, UsdRate } from "../../core/index.ts";
 import { fxPairKey } from "../router/index.ts";
 import { RateConfigError } from "./errors.ts";
 import { createRateFeed } from "./feed.ts";
@@ -7,6 +7,7 @@ import type { PolledRateSource, RateFetchResult } from "./types.ts";
 
 const eth3000 = { microUsd: 3n, perMinorUnits: 1n };
 const eth3100 = { microUsd: 31n, perMinorUnits: 10n };
+const eth3151 = { microUsd: 3_151n, perMinorUnits: 1_000n };
 const btc = { microUsd: 1n, perMinorUnits: 1n };
 
 /** A source whose next answer the test sets; counts its fetches. */
@@ -126,6 +127,99 @@ describe("createRateFeed", () => {
     clock.ms += 41_000;
     expect(feed.rateStatus("ETH")).toBe("stale");
     expect(feed.staleAssets()).toEqual(["BTC", "ETH"]);
+  });
+
+  it("answers neither of two fresh rates further apart than disagreementMaxBps, and says so once when it begins and once when it ends", async () => {
+    const logged: { level: string; fields: unknown; message: string }[] = [];
+    const logger = {
+      error: (fields: unknown, message: string) => logged.push({ level: "error", fields, message }),
+      info: (fields: unknown, message: string) => logged.push({ level: "info", fields, message }),
+      warn() {},
+      debug() {},
+      child: () => logger,
+    } as unknown as Logger;
+    const chain = toySource("chainlink", ["ETH"]);
+    const http = toySource("http", ["ETH"]);
+    const feed = feedWith([chain, http], { logger, disagreementMaxBps: 500 });
+    const both = (chainRate: UsdRate, httpRate: UsdRate) => {
+      chain.answer({
+        observations: [{ assetCode: "ETH", rate: chainRate, observedAtMs: clock.ms }],
+        failures: [],
+      });
+      http.answer({
+        observations: [{ assetCode: "ETH", rate: httpRate, observedAtMs: clock.ms }],
+        failures: [],
+      });
+    };
+    // 5 % apart exactly: within the bound, the first source answers.
+    both(eth3000, { microUsd: 315n, perMinorUnits: 100n });
+    await feed.refresh();
+    expect(feed.usdRate("ETH")).toEqual(eth3000);
+    expect(feed.rateStatus("ETH")).toBe("fresh");
+    // Beyond it, either way (the HTTP source's first rate of $3,151 is as much a suspect as the chain's $3,000).
+    both(eth3000, eth3151);
+    await feed.refresh();
+    expect(feed.usdRate("ETH")).toBeNull();
+    expect(feed.rateStatus("ETH")).toBe("disputed");
+    expect(feed.isDisputed?.("ETH")).toBe(true);
+    expect(feed.isStale?.("ETH")).toBe(false);
+    expect(feed.rateOrigin("ETH")).toBeNull();
+    // A gas estimate is priced at the higher of the two: never below what either source says it costs.
+    expect(feed.lastRate?.("ETH")).toEqual(eth3151);
+    both(eth3151, eth3000);
+    await feed.refresh();
+    expect(feed.rateStatus("ETH")).toBe("disputed");
+    expect(feed.lastRate?.("ETH")).toEqual(eth3151);
+    expect(logged).toEqual([
+      {
+        level: "error",
+        fields: {
+          asset: "ETH",
+          low: { source: "chainlink", rate: "3 µUSD / 1" },
+          high: { source: "http", rate: "3151 µUSD / 1000" },
+        },
+        message: "rate sources disagree by more than 500 bps: neither is used",
+      },
+    ]);
+    // Once one of them ages out, the other answers alone.
+    clock.ms += 30_000;
+    chain.answer({
+      observations: [{ assetCode: "ETH", rate: eth3151, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    http.answer({ observations: [], failures: [] });
+    await feed.refresh();
+    expect(feed.rateStatus("ETH")).toBe("disputed");
+    clock.ms += 30_001;
+    expect(feed.usdRate("ETH")).toEqual(eth3151);
+    expect(feed.rateOrigin("ETH")?.source).toBe("chainlink");
+    await feed.refresh();
+    expect(logged.at(-1)).toEqual({
+      level: "info",
+      fields: { asset: "ETH", status: "fresh" },
+      message: "rate sources no longer disagree",
+    });
+    expect(logged).toHaveLength(2);
+  });
+
+  it("checks a source's first rate against another's: a second source's first word is not taken on trust", async () => {
+    const chain = toySource("chainlink", ["BTC"]);
+    const http = toySource("http", ["BTC"]);
+    const feed = feedWith([chain, http]);
+    chain.answer({ observations: [{ assetCode: "BTC", rate: btc, observedAtMs: clock.ms }], failures: [] });
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toEqual(btc);
+    // The HTTP source starts up quoting in cents: a hundred times the chain's. Before: the chain answered, and had
+    // the chain's rate aged first, the cents would have been taken as dollars.
+    http.answer({
+      observations: [
+        { assetCode: "BTC", rate: { microUsd: 100n, perMinorUnits: 1n }, observedAtMs: clock.ms },
+      ],
+      failures: [],
+    });
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toBeNull();
+    expect(feed.rateStatus("BTC")).toBe("disputed");
   });
 
   it("answers static rates only for assets no source covers", async () => {
@@ -249,6 +343,8 @@ describe("createRateFeed", () => {
     expect(() => feedWith([], { staticRates: { ETH: { microUsd: 0n, perMinorUnits: 1n } } })).toThrow(
       RateConfigError,
     );
+    expect(() => feedWith([], { disagreementMaxBps: 0 })).toThrow(RateConfigError);
+    expect(() => feedWith([], { disagreementMaxBps: 2.5 })).toThrow(RateConfigError);
     const many = Array.from({ length: 9 }, (_, i) => toySource(`s${i}`, []));
     expect(() => feedWith(many)).toThrow(RateConfigError);
   });

@@ -2,7 +2,10 @@
 // what it holds. Per source and asset it keeps the latest rate and the time it describes; an asset is answered
 // by the first source, in priority order, whose rate is fresh (no older than maxAgeMs). A rate that has aged
 // past maxAgeMs is stale, one never observed is missing: usdRate answers null for both, and rateStatus tells
-// them apart (the router's stale_rate vs no_fx_rate). The static table is for development: it answers only
+// them apart (the router's stale_rate vs no_fx_rate). Two sources with fresh rates of an asset check each other:
+// further apart than disagreementMaxBps, neither is used (disputed: the router's disputed_rate), since nothing
+// says which one is wrong — a source's first rate, or its first after a pause, has no rate of its own to be
+// checked against, only the others'. The static table is for development: it answers only
 // assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed
 // rates (USD, USDC's peg) answer an asset a source covers until a source has observed it.
 
@@ -12,7 +15,7 @@ import { fxPairKey, type RateSource } from "../router/index.ts";
 import { RateConfigError } from "./errors.ts";
 import type { PolledRateSource, RateFetchResult, RateObservation } from "./types.ts";
 
-export type RateStatus = "fresh" | "stale" | "missing";
+export type RateStatus = "fresh" | "stale" | "disputed" | "missing";
 
 export type RateFeedParams = {
   /** In priority order: the first with a fresh rate for an asset answers it. */
@@ -28,6 +31,11 @@ export type RateFeedParams = {
   readonly spreadsPpm?: Readonly<Record<string, bigint>>;
   /** A rate older than this is stale. */
   readonly maxAgeMs: number;
+  /**
+   * How far apart two sources' fresh rates of one asset may be, basis points of the lower, before neither is used;
+   * default rateDisagreementMaxBpsDefault.
+   */
+  readonly disagreementMaxBps?: number;
   /** Time between the end of one refresh and the start of the next. */
   readonly refreshMs: number;
   /** Wall clock, ms since the epoch; default Date.now. */
@@ -37,7 +45,10 @@ export type RateFeedParams = {
 };
 
 export type RateFeed = RateSource & {
-  /** fresh: usdRate answers it; stale: only rates older than maxAgeMs; missing: never observed, or unknown. */
+  /**
+   * fresh: usdRate answers it; stale: only rates older than maxAgeMs; disputed: fresh rates of two sources further
+   * apart than disagreementMaxBps; missing: never observed, or unknown.
+   */
   rateStatus(assetCode: string): RateStatus;
   /** The assets whose every source's rate is stale, sorted. */
   staleAssets(): string[];
@@ -67,11 +78,36 @@ function movedTooFar(last: UsdRate, next: UsdRate): boolean {
   return nextScaled > lastScaled * rateMoveFactorMax || nextScaled * rateMoveFactorMax < lastScaled;
 }
 
+/**
+ * How far apart two sources may put an asset by default (5 %): more than a feed that updates on a 0.5 % deviation
+ * and a market quote a refresh apart differ, even on a fast day; less than a source in another unit, or pinned.
+ */
+export const rateDisagreementMaxBpsDefault = 500;
+
+/** Whether `a` is below `b` (exact, no division). */
+const below = (a: UsdRate, b: UsdRate) => a.microUsd * b.perMinorUnits < b.microUsd * a.perMinorUnits;
+
+/** Whether `high` is more than `bps` basis points above `low` (exact, no division). */
+function apartBy(low: UsdRate, high: UsdRate, bps: number): boolean {
+  return (
+    high.microUsd * low.perMinorUnits * 10_000n > low.microUsd * high.perMinorUnits * (10_000n + BigInt(bps))
+  );
+}
+
 const rateText = (rate: UsdRate) => `${rate.microUsd} µUSD / ${rate.perMinorUnits}`;
+
+/** A source's fresh observation, and the source's index in priority order. */
+type Held = { readonly observation: RateObservation; readonly index: number };
+
+/** What the fresh rates of an asset say: the one that answers it, or two too far apart to answer it; null: none. */
+type Reading =
+  | ({ readonly kind: "fresh" } & Held)
+  | { readonly kind: "disputed"; readonly low: Held; readonly high: Held };
 
 export function createRateFeed(params: RateFeedParams): RateFeed {
   validate(params);
   const { sources, maxAgeMs, refreshMs } = params;
+  const disagreementMaxBps = params.disagreementMaxBps ?? rateDisagreementMaxBpsDefault;
   const nowMs = params.nowMs ?? Date.now;
   const logger = params.logger ?? silentLogger;
   const staticRates = params.staticRates ?? {};
@@ -95,19 +131,57 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     return nowMs() - observation.observedAtMs <= maxAgeMs;
   }
 
-  /** The fresh observation that answers an asset, and its source's index; null when none is fresh. */
-  function answering(assetCode: string): { observation: RateObservation; index: number } | null {
+  /** Assets disputed at the last refresh: a dispute is logged when it begins and when it ends, not at each read. */
+  const disputed = new Set<string>();
+
+  /**
+   * The fresh rates of an asset: the first source's in priority order, unless the lowest and the highest are more
+   * than disagreementMaxBps apart; null when none is fresh.
+   */
+  function reading(assetCode: string): Reading | null {
+    let first: Held | null = null;
+    let low: Held | null = null;
+    let high: Held | null = null;
     for (let index = 0; index < sources.length; index += 1) {
       const observation = held[index]!.get(assetCode);
-      if (observation !== undefined && isFresh(observation)) return { observation, index };
+      if (observation === undefined || !isFresh(observation)) continue;
+      const one = { observation, index };
+      first ??= one;
+      if (low === null || below(observation.rate, low.observation.rate)) low = one;
+      if (high === null || below(high.observation.rate, observation.rate)) high = one;
     }
-    return null;
+    if (first === null || low === null || high === null) return null;
+    return apartBy(low.observation.rate, high.observation.rate, disagreementMaxBps)
+      ? { kind: "disputed", low, high }
+      : { kind: "fresh", ...first };
   }
 
   function rateStatus(assetCode: string): RateStatus {
     if (!covered.has(assetCode)) return Object.hasOwn(staticRates, assetCode) ? "fresh" : "missing";
-    if (answering(assetCode) !== null || fixedOf(assetCode) !== null) return "fresh";
+    const now = reading(assetCode);
+    if (now !== null) return now.kind;
+    if (fixedOf(assetCode) !== null) return "fresh";
     return observed(assetCode) ? "stale" : "missing";
+  }
+
+  /** Logs each asset whose sources began or ceased to disagree since the last refresh. */
+  function noteDisputes(): void {
+    for (const assetCode of covered) {
+      const now = reading(assetCode);
+      if (now?.kind === "disputed" && !disputed.has(assetCode)) {
+        disputed.add(assetCode);
+        const side = ({ observation, index }: Held) => ({
+          source: sources[index]!.name,
+          rate: rateText(observation.rate),
+        });
+        logger.error(
+          { asset: assetCode, low: side(now.low), high: side(now.high) },
+          `rate sources disagree by more than ${disagreementMaxBps} bps: neither is used`,
+        );
+      } else if (now?.kind !== "disputed" && disputed.delete(assetCode)) {
+        logger.info({ asset: assetCode, status: rateStatus(assetCode) }, "rate sources no longer disagree");
+      }
+    }
   }
 
   function keep(index: number, result: RateFetchResult): void {
@@ -153,6 +227,7 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
       // A source's fetchRates never rejects by contract; one that does is a bug in it, reported, not fatal.
       else logger.error({ source: sources[index]!.name, err: result.reason }, "rate source threw");
     });
+    noteDisputes();
   }
 
   function refresh(): Promise<void> {
@@ -174,7 +249,9 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     usdRate(assetCode) {
       if (!covered.has(assetCode))
         return Object.hasOwn(staticRates, assetCode) ? staticRates[assetCode]! : null;
-      return answering(assetCode)?.observation.rate ?? fixedOf(assetCode);
+      const now = reading(assetCode);
+      if (now === null) return fixedOf(assetCode);
+      return now.kind === "fresh" ? now.observation.rate : null;
     },
     spreadPpm(from, to) {
       const key = fxPairKey(from, to);
@@ -184,10 +261,12 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     },
     rateStatus,
     isStale: (assetCode) => rateStatus(assetCode) === "stale",
+    isDisputed: (assetCode) => rateStatus(assetCode) === "disputed",
     lastRate(assetCode) {
-      // The fresh one usdRate answers; else the first source's (by priority) that ever observed it, however old.
-      const fresh = answering(assetCode)?.observation.rate ?? null;
-      if (fresh !== null) return fresh;
+      // The fresh one usdRate answers; the higher of two that disagree (a gas estimate priced at it is never below
+      // what either source says it costs); else the first source's (by priority) that ever observed it, however old.
+      const now = covered.has(assetCode) ? reading(assetCode) : null;
+      if (now !== null) return now.kind === "fresh" ? now.observation.rate : now.high.observation.rate;
       for (const byAsset of held) {
         const observation = byAsset.get(assetCode);
         if (observation !== undefined) return observation.rate;
@@ -198,10 +277,10 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
       return [...covered].filter((code) => rateStatus(code) === "stale").sort();
     },
     rateOrigin(assetCode) {
-      const found = covered.has(assetCode) ? answering(assetCode) : null;
-      return found === null
-        ? null
-        : { source: sources[found.index]!.name, observedAtMs: found.observation.observedAtMs };
+      const found = covered.has(assetCode) ? reading(assetCode) : null;
+      return found?.kind === "fresh"
+        ? { source: sources[found.index]!.name, observedAtMs: found.observation.observedAtMs }
+        : null;
     },
     refresh,
     start() {
@@ -228,6 +307,7 @@ function validate(params: RateFeedParams): void {
   for (const [what, value] of [
     ["maxAgeMs", params.maxAgeMs],
     ["refreshMs", params.refreshMs],
+    ["disagreementMaxBps", params.disagreementMaxBps ?? rateDisagreementMaxBpsDefault],
   ] as const)
     if (!Number.isInteger(value) || value <= 0)
       throw new RateConfigError(`rate feed: ${what} must be a positive integer, not ${value}`);

@@ -16,6 +16,8 @@ export interface RateSource {
   spreadPpm(from: string, to: string): bigint | null;
   /** Whether the source has a rate for the asset that is too old to use (usdRate then answers null). */
   isStale?(assetCode: string): boolean;
+  /** Whether the source's own sources give rates of the asset too far apart to use either (usdRate then answers null). */
+  isDisputed?(assetCode: string): boolean;
   /** The last rate observed of the asset, fresh or not; null when none ever was. */
   lastRate?(assetCode: string): UsdRate | null;
 }
@@ -63,12 +65,14 @@ export function buildSnapshot(params: {
   const usdRates: Record<string, UsdRate> = {};
   const spreads: Record<string, bigint> = {};
   const staleAssets: string[] = [];
+  const disputedAssets: string[] = [];
   const gasRates: Record<string, UsdRate> = {};
   for (const code of codes) {
     const rate = params.rateSource.usdRate(code);
     if (rate !== null) usdRates[code] = rate;
     else {
       if (params.rateSource.isStale?.(code) === true) staleAssets.push(code);
+      else if (params.rateSource.isDisputed?.(code) === true) disputedAssets.push(code);
       const last = gasAssets.has(code) ? (params.rateSource.lastRate?.(code) ?? null) : null;
       if (last !== null) gasRates[code] = last;
     }
@@ -86,6 +90,7 @@ export function buildSnapshot(params: {
     fxSpreadsPpm: spreads,
     takenAtMs: params.takenAtMs,
     ...(staleAssets.length === 0 ? {} : { staleAssets }),
+    ...(disputedAssets.length === 0 ? {} : { disputedAssets }),
     ...(Object.keys(gasRates).length === 0 ? {} : { gasRates }),
   };
 }

@@ -192,6 +192,7 @@ function exclusionsFor(rail: RailSnapshot): Record<ExclusionReason, Exclusion> {
     ),
     no_fx_rate: make("no_fx_rate", `no USD rate for the payment's asset or the rail's asset ${code}`),
     stale_rate: make("stale_rate", `the USD rate of the rail's asset ${code} is too old to use`),
+    disputed_rate: make("disputed_rate", `the USD rate sources of the rail's asset ${code} disagree`),
     circuit_open: make("circuit_open", "the rail failed repeatedly and is paused until it is probed back in"),
   };
 }
@@ -217,11 +218,25 @@ export function invalidSnapshotReason(rail: RailSnapshot): string | null {
   return null;
 }
 
-/** A rate missing for `code`: stale_rate when the source has one too old to use, else no_fx_rate. */
-function rateExclusion(rail: string, code: string, snapshot: Snapshot, what: string): Exclusion {
-  return snapshot.staleAssets?.includes(code)
-    ? { rail, reason: "stale_rate", detail: `the USD rate of ${what} ${code} is too old to use` }
-    : { rail, reason: "no_fx_rate", detail: `no USD rate for ${what} ${code}` };
+/**
+ * A rate missing for `code`: stale_rate when the source has one too old to use, disputed_rate when its sources
+ * disagree, else no_fx_rate.
+ */
+export function rateExclusion(rail: string, code: string, snapshot: Snapshot, what: string): Exclusion {
+  if (snapshot.staleAssets?.includes(code) === true)
+    return { rail, reason: "stale_rate", detail: `the USD rate of ${what} ${code} is too old to use` };
+  if (snapshot.disputedAssets?.includes(code) === true)
+    return {
+      rail,
+      reason: "disputed_rate",
+      detail: `the USD rate sources of ${what} ${code} disagree: neither rate is used`,
+    };
+  return { rail, reason: "no_fx_rate", detail: `no USD rate for ${what} ${code}` };
+}
+
+/** Whether the snapshot leaves `code` out of its rates for a reason of its own (stale or disputed), not for none. */
+export function rateWithheld(snapshot: Snapshot, code: string): boolean {
+  return snapshot.staleAssets?.includes(code) === true || snapshot.disputedAssets?.includes(code) === true;
 }
 
 function countOf(value: number): bigint {
@@ -271,7 +286,7 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
       if (validRate(rate)) cross[code] = crossFor(code, rate, rail, railRate, snapshot.fxSpreadsPpm);
     }
   } else if (staticExclusion === null) {
-    staticExclusion = snapshot.staleAssets?.includes(rail.asset.code)
+    staticExclusion = rateWithheld(snapshot, rail.asset.code)
       ? rateExclusion(rail.rail, rail.asset.code, snapshot, "the rail's asset")
       : exclusions.no_fx_rate;
   }

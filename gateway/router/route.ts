@@ -6,7 +6,8 @@
 //
 // Exclusion precedence (the first that applies is reported): not_allowed, rail_unavailable, circuit_open,
 // no_fx_rate (for the rail's asset), unreachable_destination, no_fx_rate (for the payment's asset),
-// below_minimum, above_maximum, insufficient_liquidity, latency_above_max, fee_above_max.
+// below_minimum, above_maximum, insufficient_liquidity, latency_above_max, fee_above_max. A rate the source
+// withholds is reported in no_fx_rate's place as stale_rate (too old) or disputed_rate (its sources disagree).
 import { basisPointsTotal, type Destination, divCeil, ppmTotal, SwitchyardError } from "../../core/index.ts";
 import {
   chainIdReaches,
@@ -14,6 +15,8 @@ import {
   failureCostMicroUsdDefault,
   type PreparedRail,
   preparedFor,
+  rateExclusion,
+  rateWithheld,
 } from "./prepare.ts";
 
 export { failureCostMicroUsdDefault };
@@ -182,12 +185,8 @@ export function route(intent: PaymentIntent, snapshot: Snapshot, policy: RoutePo
     const cross = hasPaymentRate ? r.cross[code] : undefined;
     if (cross === undefined) {
       excluded.push(
-        snapshot.staleAssets?.includes(code) === true
-          ? {
-              rail: r.rail,
-              reason: "stale_rate",
-              detail: `the USD rate of the payment's asset ${code} is too old to use`,
-            }
+        rateWithheld(snapshot, code)
+          ? rateExclusion(r.rail, code, snapshot, "the payment's asset")
           : r.exclusions.no_fx_rate,
       );
       continue;

@@ -1,5 +1,5 @@
-// A rate the source has but too old to use: the rails that need it are excluded as stale_rate (not no_fx_rate),
-// the others route as before.
+// A rate the source has but too old to use, or whose sources disagree: the rails that need it are excluded as
+// stale_rate or disputed_rate (not no_fx_rate), the others route as before.
 import { describe, expect, it } from "vitest";
 import { evmRail, lightningRail, staticUsdRates, usdc } from "./fixtures.ts";
 import { buildSnapshot, type PaymentIntent, type RateSource, route } from "./index.ts";
@@ -65,5 +65,59 @@ describe("stale rates", () => {
   it("fresh rates route as before", () => {
     const decision = route(toBolt11, snapshotWith([]), {});
     expect(decision.chosen?.rail).toBe("lightning");
+  });
+});
+
+describe("disputed rates", () => {
+  /** The fixtures' rates, with `disputed` withheld as the rate feed withholds a rate its sources disagree on. */
+  const disputedSnapshot = (disputed: readonly string[], gasRates = false) =>
+    buildSnapshot({
+      rails: [evmRail, lightningRail],
+      rateSource: {
+        usdRate: (code) => (disputed.includes(code) ? null : (staticUsdRates[code] ?? null)),
+        spreadPpm: () => null,
+        isStale: () => false,
+        isDisputed: (code) => disputed.includes(code),
+        ...(gasRates ? { lastRate: (code: string) => staticUsdRates[code] ?? null } : {}),
+      },
+      assetCodes: ["USDC", "BTC", "ETH"],
+      takenAtMs: 0,
+    });
+
+  it("a disputed rate of the rail's asset excludes that rail as disputed_rate, and the snapshot names the asset", () => {
+    const snapshot = disputedSnapshot(["BTC"]);
+    expect(snapshot.disputedAssets).toEqual(["BTC"]);
+    expect(snapshot.staleAssets).toBeUndefined();
+    const decision = route(toBolt11, snapshot, {});
+    expect(decision.chosen).toBeNull();
+    expect(decision.excluded).toContainEqual({
+      rail: "lightning",
+      reason: "disputed_rate",
+      detail: "the USD rate sources of the rail's asset BTC disagree: neither rate is used",
+    });
+  });
+
+  it("a disputed rate of the payment's asset excludes every rail that converts from it as disputed_rate", () => {
+    const decision = route(toBolt11, disputedSnapshot(["USDC"]), {});
+    expect(decision.excluded).toContainEqual({
+      rail: "lightning",
+      reason: "disputed_rate",
+      detail: "the USD rate sources of the payment's asset USDC disagree: neither rate is used",
+    });
+  });
+
+  it("a gas token's disputed rate prices the estimate at the rate the source gives for it, as a stale one does", () => {
+    const toAddress: PaymentIntent = {
+      asset: usdc,
+      amount: 5_000_000n,
+      destination: { kind: "evm_address", address: "0x00000000000000000000000000000000000000aa" },
+    };
+    const snapshot = disputedSnapshot(["ETH"], true);
+    expect(snapshot.gasRates).toEqual({ ETH: staticUsdRates.ETH });
+    expect(route(toAddress, snapshot, {}).chosen?.rail).toBe("evm");
+    // Without a rate to price it at, the rail that pays gas in it is left out, and says why.
+    expect(route(toAddress, disputedSnapshot(["ETH"]), {}).excluded).toContainEqual(
+      expect.objectContaining({ rail: "evm", reason: "disputed_rate" }),
+    );
   });
 });

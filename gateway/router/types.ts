@@ -16,6 +16,11 @@ export type Snapshot = {
    */
   readonly staleAssets?: readonly string[];
   /**
+   * Assets whose rate sources disagree beyond their bound (left out of usdRates): a rail that needs one is excluded
+   * as `disputed_rate`.
+   */
+  readonly disputedAssets?: readonly string[];
+  /**
    * The last rates of native gas tokens whose rate is not fresh (left out of usdRates): a gas estimate is priced at
    * them rather than its rail excluded — an estimate of a cost, bounded by the payment's fee cap, where an hour-old
    * ETH price would otherwise stop every EVM payout. The payment's own amounts never use them.
@@ -110,6 +115,7 @@ export type ExclusionReason =
   | "latency_above_max"
   | "no_fx_rate"
   | "stale_rate"
+  | "disputed_rate"
   | "circuit_open";
 
 export type Exclusion = { readonly rail: string; readonly reason: ExclusionReason; readonly detail: string };

@@ -1,6 +1,9 @@
 // The rate sources against a real in-process Hardhat chain: PriceFeed contracts deployed through the helper the
 // gateway's development chain uses (ETH at $3,000, BTC at $100,000), read with viem as Chainlink feeds, moved
-// by `npm run price-feed`'s own functions, and aged past maxAgeMs with evm_increaseTime: stale, not missing.
+// by `npm run price-feed`'s own functions, and aged past maxAgeMs with evm_increaseTime: stale, not missing; and
+// checked against an HTTP source over a real local server: far enough apart, neither is used.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { type Address, createWalletClient, custom, numberToHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedChain, startEmbeddedChain } from "../../adapters/evm/index.ts";
@@ -9,6 +12,7 @@ import {
   chainlinkFeedSource,
   createRateFeed,
   deployPriceFeeds,
+  httpRateSource,
   PriceFeedError,
   priceFeedAbi,
   type RateFeed,
@@ -131,5 +135,53 @@ describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
     expect(rateFeed.rateStatus("ETH")).toBe("fresh");
     expect(rateFeed.usdRate("ETH")).toEqual({ microUsd: 59n, perMinorUnits: 20n });
     expect(rateFeed.staleAssets()).toEqual(["BTC"]);
+  });
+});
+
+describe("a price feed checked against an HTTP source", () => {
+  let server: Server;
+  let httpEth = "3000.00";
+  let checked: RateFeed;
+
+  beforeAll(async () => {
+    server = createServer((_request, response) => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify({ rates: { ETH: httpEth } }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    checked = createRateFeed({
+      sources: [
+        chainlinkFeedSource({
+          client: chain.publicClient,
+          feeds: [{ assetCode: "ETH", address: feeds.ETH! }],
+        }),
+        httpRateSource({ url: `http://127.0.0.1:${port}/rates`, assetCodes: ["ETH"] }),
+      ],
+      maxAgeMs,
+      refreshMs: 60_000,
+      disagreementMaxBps: 500,
+    });
+    await updatePriceFeed(clients(), { feed: feeds.ETH!, usd: "3000" });
+  });
+  afterAll(async () => {
+    await checked?.stop();
+    await new Promise((resolve) => server?.close(resolve));
+  });
+
+  it("within the bound the feed answers; further apart, neither; close again, the feed", async () => {
+    await checked.refresh();
+    expect(checked.usdRate("ETH")).toEqual({ microUsd: 3n, perMinorUnits: 1n });
+    expect(checked.rateOrigin("ETH")?.source).toBe("chainlink");
+    httpEth = "2700.00"; // 11 % under the chain's $3,000
+    await checked.refresh();
+    expect(checked.rateStatus("ETH")).toBe("disputed");
+    expect(checked.usdRate("ETH")).toBeNull();
+    expect(checked.lastRate?.("ETH")).toEqual({ microUsd: 3n, perMinorUnits: 1n });
+    // The chain moves to the HTTP source's side: within 5 % of $2,700, the chain's rate answers again.
+    await updatePriceFeed(clients(), { feed: feeds.ETH!, usd: "2800" });
+    await checked.refresh();
+    expect(checked.rateStatus("ETH")).toBe("fresh");
+    expect(checked.usdRate("ETH")).toEqual({ microUsd: 14n, perMinorUnits: 5n });
   });
 });
