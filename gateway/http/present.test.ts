@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { wellFormedInvoice } from "../../test/support/bolt11.ts";
 import type { Payment } from "../payments/types.ts";
+import type { ExclusionReason, RouteDecision } from "../router/types.ts";
 import { ApiError } from "./errors.ts";
-import { destinationFromBody, presentPayment } from "./present.ts";
+import { destinationFromBody, presentPayment, refusalError } from "./present.ts";
 
 describe("destinationFromBody", () => {
   it("keeps a BOLT11 invoice as LND is handed it: lower case, whatever case the caller wrote it in", () => {
@@ -80,5 +81,30 @@ describe("presentPayment", () => {
   it("refuses an invalid time as toISOString does, after any other", () => {
     presentPayment(paymentAt(new Date(0), new Date(0)));
     expect(() => presentPayment(paymentAt(new Date(Number.NaN), new Date(0)))).toThrow(RangeError);
+  });
+});
+
+describe("refusalError", () => {
+  const decision = (excluded: RouteDecision["excluded"]): RouteDecision => ({
+    chosen: null,
+    candidates: [],
+    excluded,
+    amountMicroUsd: 1_000_000n,
+    snapshotTakenAtMs: 0,
+  });
+  const refusal = (reasons: ExclusionReason[]) =>
+    refusalError({
+      refusal: "no_route",
+      message: "no rail can make this payment under its constraints",
+      decision: decision(reasons.map((reason, i) => ({ rail: `rail_${i}`, reason, detail: reason }))),
+    }).code;
+
+  it("says amount_too_large when every rail with a chance takes less; one whose rate is withheld never had one", () => {
+    expect(refusal(["above_maximum", "unreachable_destination"])).toBe("amount_too_large");
+    // Before: a rail left out for a stale or disputed rate counted as in reach, and the answer was no_route.
+    expect(refusal(["above_maximum", "stale_rate"])).toBe("amount_too_large");
+    expect(refusal(["above_maximum", "disputed_rate"])).toBe("amount_too_large");
+    expect(refusal(["above_maximum", "fee_above_max"])).toBe("no_route");
+    expect(refusal(["stale_rate", "disputed_rate"])).toBe("no_route");
   });
 });

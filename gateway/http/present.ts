@@ -11,6 +11,7 @@ import {
   type Payment,
   type PaymentDestination,
 } from "../payments/index.ts";
+import { outOfPlayReasons } from "../router/index.ts";
 import type { CostBreakdown, RouteDecision, RoutePolicy } from "../router/types.ts";
 import type { Invoice } from "../settlement/index.ts";
 import { ApiError, type ApiErrorCode } from "./errors.ts";
@@ -271,29 +272,17 @@ function usdToMicro(text: string): bigint {
   return BigInt(whole) * 1_000_000n + BigInt(fraction.padEnd(6, "0"));
 }
 
-/** A refusal from a service (payments, quotes, invoices) as the API error it is, with the route when there is one. */
-/**
- * Reasons that say a rail never had a chance at this payment, whatever its amount (as payments/routing.ts's
- * outOfPlay: an internal rail moves its own asset only, `no_fx_rate`): among the rest, `above_maximum` alone
- * means the amount is the problem.
- */
-const outOfReach = new Set([
-  "not_allowed",
-  "rail_unavailable",
-  "circuit_open",
-  "unreachable_destination",
-  "no_fx_rate",
-]);
-
 /**
  * `no_route` because every rail that reaches the destination takes less in one payment (each rail's snapshot's
- * amountMax, checked by the router before any rail is asked): 400 `amount_too_large`, the route attached.
+ * amountMax, checked by the router before any rail is asked): 400 `amount_too_large`, the route attached. The rails
+ * that never had a chance (outOfPlayReasons) do not count.
  */
 function amountAboveEveryMaximum(decision: RouteDecision): boolean {
-  const inReach = decision.excluded.filter((exclusion) => !outOfReach.has(exclusion.reason));
+  const inReach = decision.excluded.filter((exclusion) => !outOfPlayReasons.has(exclusion.reason));
   return inReach.length > 0 && inReach.every((exclusion) => exclusion.reason === "above_maximum");
 }
 
+/** A refusal from a service (payments, quotes, invoices) as the API error it is, with the route when there is one. */
 export function refusalError(result: {
   refusal: ApiErrorCode;
   message: string;

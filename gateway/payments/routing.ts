@@ -10,6 +10,7 @@ import {
   convert,
   createQuote,
   crossRate,
+  outOfPlayReasons,
   type Quote,
   quoteCandidates,
   quoteMatches,
@@ -480,21 +481,12 @@ function ownedRefusal(
       );
 }
 
-/** Reasons that say a rail never had a chance, whatever the payment's caps. */
-const outOfPlay = new Set<Exclusion["reason"]>([
-  "not_allowed",
-  "rail_unavailable",
-  "circuit_open",
-  "unreachable_destination",
-  "no_fx_rate",
-]);
-
 /**
  * No rail can pay: `fee_above_max` when every rail that could have paid was ruled out by the payment's fee cap
  * alone (raise the cap and it pays), else `no_route`. Either way nothing was written or sent.
  */
 function noRoute(decision: RouteDecision): Refused<"fee_above_max" | "no_route"> {
-  const inPlay = decision.excluded.filter((exclusion) => !outOfPlay.has(exclusion.reason));
+  const inPlay = decision.excluded.filter((exclusion) => !outOfPlayReasons.has(exclusion.reason));
   if (inPlay.length > 0 && inPlay.every((exclusion) => exclusion.reason === "fee_above_max"))
     return {
       ok: false,

@@ -129,7 +129,7 @@ describe("createRateFeed", () => {
     expect(feed.staleAssets()).toEqual(["BTC", "ETH"]);
   });
 
-  it("answers neither of two fresh rates further apart than disagreementMaxBps, and says so once when it begins and once when it ends", async () => {
+  it("answers neither of two fresh rates further apart than disagreementMaxBps until two agree again, and says so when it begins and when it ends", async () => {
     const logged: { level: string; fields: unknown; message: string }[] = [];
     const logger = {
       error: (fields: unknown, message: string) => logged.push({ level: "error", fields, message }),
@@ -141,82 +141,83 @@ describe("createRateFeed", () => {
     const chain = toySource("chainlink", ["ETH"]);
     const http = toySource("http", ["ETH"]);
     const feed = feedWith([chain, http], { logger, disagreementMaxBps: 500 });
-    const both = (chainRate: UsdRate, httpRate: UsdRate) => {
-      chain.answer({
-        observations: [{ assetCode: "ETH", rate: chainRate, observedAtMs: clock.ms }],
+    const says = (source: ReturnType<typeof toySource>, rate: UsdRate | null) =>
+      source.answer({
+        observations: rate === null ? [] : [{ assetCode: "ETH", rate, observedAtMs: clock.ms }],
         failures: [],
       });
-      http.answer({
-        observations: [{ assetCode: "ETH", rate: httpRate, observedAtMs: clock.ms }],
-        failures: [],
-      });
-    };
     // 5 % apart exactly: within the bound, the first source answers.
-    both(eth3000, { microUsd: 315n, perMinorUnits: 100n });
+    says(chain, eth3000);
+    says(http, { microUsd: 315n, perMinorUnits: 100n });
     await feed.refresh();
     expect(feed.usdRate("ETH")).toEqual(eth3000);
     expect(feed.rateStatus("ETH")).toBe("fresh");
     // Beyond it, either way (the HTTP source's first rate of $3,151 is as much a suspect as the chain's $3,000).
-    both(eth3000, eth3151);
+    says(http, eth3151);
     await feed.refresh();
     expect(feed.usdRate("ETH")).toBeNull();
     expect(feed.rateStatus("ETH")).toBe("disputed");
     expect(feed.isDisputed?.("ETH")).toBe(true);
     expect(feed.isStale?.("ETH")).toBe(false);
     expect(feed.rateOrigin("ETH")).toBeNull();
-    // A gas estimate is priced at the higher of the two: never below what either source says it costs.
-    expect(feed.lastRate?.("ETH")).toEqual(eth3151);
-    both(eth3151, eth3000);
+    // Nor a gas estimate: priced at a rate one source may have wrong by orders of magnitude, its cap would be too.
+    expect(feed.lastRate?.("ETH")).toBeNull();
+    says(chain, eth3151);
+    says(http, eth3000);
     await feed.refresh();
     expect(feed.rateStatus("ETH")).toBe("disputed");
-    expect(feed.lastRate?.("ETH")).toEqual(eth3151);
-    expect(logged).toEqual([
-      {
-        level: "error",
-        fields: {
-          asset: "ETH",
-          low: { source: "chainlink", rate: "3 µUSD / 1" },
-          high: { source: "http", rate: "3151 µUSD / 1000" },
-        },
-        message: "rate sources disagree by more than 500 bps: neither is used",
+    const began = {
+      level: "error",
+      fields: {
+        asset: "ETH",
+        low: { source: "chainlink", rate: "3 µUSD / 1" },
+        high: { source: "http", rate: "3151 µUSD / 1000" },
       },
-    ]);
-    // Once one of them ages out, the other answers alone.
+      message: "rate sources disagree by more than 500 bps: neither is used until two agree",
+    };
+    expect(logged).toEqual([began]);
+    // One of them ageing out ends nothing: the one left may be the wrong one (before: it answered alone).
     clock.ms += 30_000;
-    chain.answer({
-      observations: [{ assetCode: "ETH", rate: eth3151, observedAtMs: clock.ms }],
-      failures: [],
-    });
-    http.answer({ observations: [], failures: [] });
+    says(chain, eth3151);
+    says(http, null);
+    await feed.refresh();
+    clock.ms += 30_001;
     await feed.refresh();
     expect(feed.rateStatus("ETH")).toBe("disputed");
-    clock.ms += 30_001;
-    expect(feed.usdRate("ETH")).toEqual(eth3151);
-    expect(feed.rateOrigin("ETH")?.source).toBe("chainlink");
+    expect(feed.usdRate("ETH")).toBeNull();
+    expect(feed.lastRate?.("ETH")).toBeNull();
+    // Two fresh rates that agree end it.
+    says(chain, eth3000);
+    says(http, eth3100);
     await feed.refresh();
-    expect(logged.at(-1)).toEqual({
-      level: "info",
-      fields: { asset: "ETH", status: "fresh" },
-      message: "rate sources no longer disagree",
-    });
-    expect(logged).toHaveLength(2);
+    expect(feed.usdRate("ETH")).toEqual(eth3000);
+    expect(feed.rateOrigin("ETH")?.source).toBe("chainlink");
+    expect(logged).toEqual([
+      began,
+      { level: "info", fields: { asset: "ETH" }, message: "rate sources agree again: the rate is used" },
+    ]);
   });
 
-  it("checks a source's first rate against another's: a second source's first word is not taken on trust", async () => {
+  it("checks a source's first rate against another's, and does not take it once the other's ages out", async () => {
     const chain = toySource("chainlink", ["BTC"]);
     const http = toySource("http", ["BTC"]);
     const feed = feedWith([chain, http]);
     chain.answer({ observations: [{ assetCode: "BTC", rate: btc, observedAtMs: clock.ms }], failures: [] });
     await feed.refresh();
     expect(feed.usdRate("BTC")).toEqual(btc);
-    // The HTTP source starts up quoting in cents: a hundred times the chain's. Before: the chain answered, and had
-    // the chain's rate aged first, the cents would have been taken as dollars.
-    http.answer({
-      observations: [
-        { assetCode: "BTC", rate: { microUsd: 100n, perMinorUnits: 1n }, observedAtMs: clock.ms },
-      ],
-      failures: [],
+    // The HTTP source starts up quoting in cents: a hundred times the chain's. Before: the chain answered, and once
+    // the chain's rate aged, the cents were taken as dollars.
+    const cents = { microUsd: 100n, perMinorUnits: 1n };
+    http.answer({ observations: [{ assetCode: "BTC", rate: cents, observedAtMs: clock.ms }], failures: [] });
+    await feed.refresh();
+    expect(feed.usdRate("BTC")).toBeNull();
+    expect(feed.rateStatus("BTC")).toBe("disputed");
+    chain.answer({
+      observations: [],
+      failures: [{ assetCode: "BTC", reason: "unreachable", details: "down" }],
     });
+    clock.ms += 60_001;
+    http.answer({ observations: [{ assetCode: "BTC", rate: cents, observedAtMs: clock.ms }], failures: [] });
     await feed.refresh();
     expect(feed.usdRate("BTC")).toBeNull();
     expect(feed.rateStatus("BTC")).toBe("disputed");

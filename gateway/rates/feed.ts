@@ -4,8 +4,9 @@
 // past maxAgeMs is stale, one never observed is missing: usdRate answers null for both, and rateStatus tells
 // them apart (the router's stale_rate vs no_fx_rate). Two sources with fresh rates of an asset check each other:
 // further apart than disagreementMaxBps, neither is used (disputed: the router's disputed_rate), since nothing
-// says which one is wrong — a source's first rate, or its first after a pause, has no rate of its own to be
-// checked against, only the others'. The static table is for development: it answers only
+// says which one is wrong, until two fresh rates agree again — one of them ageing out ends nothing. A source's
+// first rate, or its first after a pause, has no rate of its own to be checked against, only the others'; with a
+// single source, or the others stale, it is taken as it comes. The static table is for development: it answers only
 // assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed
 // rates (USD, USDC's peg) answer an asset a source covers until a source has observed it.
 
@@ -18,7 +19,7 @@ import type { PolledRateSource, RateFetchResult, RateObservation } from "./types
 export type RateStatus = "fresh" | "stale" | "disputed" | "missing";
 
 export type RateFeedParams = {
-  /** In priority order: the first with a fresh rate for an asset answers it. */
+  /** In priority order: the first with a fresh rate for an asset answers it (unless the asset is disputed). */
   readonly sources: readonly PolledRateSource[];
   /** Development only: rates for assets no source covers, always fresh. */
   readonly staticRates?: Readonly<Record<string, UsdRate>>;
@@ -40,7 +41,7 @@ export type RateFeedParams = {
   readonly refreshMs: number;
   /** Wall clock, ms since the epoch; default Date.now. */
   readonly nowMs?: () => number;
-  /** Where failed fetches are reported (warn); silent by default. */
+  /** Where failed fetches (warn), rates not taken and disputes (error) are reported; silent by default. */
   readonly logger?: Logger;
 };
 
@@ -99,10 +100,8 @@ const rateText = (rate: UsdRate) => `${rate.microUsd} µUSD / ${rate.perMinorUni
 /** A source's fresh observation, and the source's index in priority order. */
 type Held = { readonly observation: RateObservation; readonly index: number };
 
-/** What the fresh rates of an asset say: the one that answers it, or two too far apart to answer it; null: none. */
-type Reading =
-  | ({ readonly kind: "fresh" } & Held)
-  | { readonly kind: "disputed"; readonly low: Held; readonly high: Held };
+/** What the fresh rates of an asset say: the one that answers it, or that none does while they disagree. */
+type Reading = ({ readonly kind: "fresh" } & Held) | { readonly kind: "disputed" };
 
 export function createRateFeed(params: RateFeedParams): RateFeed {
   validate(params);
@@ -131,29 +130,43 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     return nowMs() - observation.observedAtMs <= maxAgeMs;
   }
 
-  /** Assets disputed at the last refresh: a dispute is logged when it begins and when it ends, not at each read. */
-  const disputed = new Set<string>();
-
   /**
-   * The fresh rates of an asset: the first source's in priority order, unless the lowest and the highest are more
-   * than disagreementMaxBps apart; null when none is fresh.
+   * Assets whose sources disagree. A dispute ends when two fresh rates agree again, not when one of them ages out: the
+   * one left may be the wrong one (an HTTP source quoting cents is fresh after every fetch, while a feed that stopped
+   * updating ages). Begun and ended at refresh, where it is logged; a restart forgets it.
    */
-  function reading(assetCode: string): Reading | null {
-    let first: Held | null = null;
-    let low: Held | null = null;
-    let high: Held | null = null;
+  const disputes = new Set<string>();
+
+  /** The fresh rates of an asset: the first in priority order, the lowest, the highest; null when none is fresh. */
+  function freshOf(assetCode: string): { first: Held; low: Held; high: Held; count: number } | null {
+    let found: { first: Held; low: Held; high: Held; count: number } | null = null;
     for (let index = 0; index < sources.length; index += 1) {
       const observation = held[index]!.get(assetCode);
       if (observation === undefined || !isFresh(observation)) continue;
       const one = { observation, index };
-      first ??= one;
-      if (low === null || below(observation.rate, low.observation.rate)) low = one;
-      if (high === null || below(high.observation.rate, observation.rate)) high = one;
+      if (found === null) found = { first: one, low: one, high: one, count: 1 };
+      else {
+        found.count += 1;
+        if (below(observation.rate, found.low.observation.rate)) found.low = one;
+        if (below(found.high.observation.rate, observation.rate)) found.high = one;
+      }
     }
-    if (first === null || low === null || high === null) return null;
-    return apartBy(low.observation.rate, high.observation.rate, disagreementMaxBps)
-      ? { kind: "disputed", low, high }
-      : { kind: "fresh", ...first };
+    return found;
+  }
+
+  /**
+   * What answers an asset: two or more fresh rates answer the first in priority order, unless the lowest and the
+   * highest are more than disagreementMaxBps apart; one alone answers, unless its asset's dispute still holds; null
+   * when none is fresh.
+   */
+  function reading(assetCode: string): Reading | null {
+    const fresh = freshOf(assetCode);
+    if (fresh === null) return null;
+    if (fresh.count > 1)
+      return apartBy(fresh.low.observation.rate, fresh.high.observation.rate, disagreementMaxBps)
+        ? { kind: "disputed" }
+        : { kind: "fresh", ...fresh.first };
+    return disputes.has(assetCode) ? { kind: "disputed" } : { kind: "fresh", ...fresh.first };
   }
 
   function rateStatus(assetCode: string): RateStatus {
@@ -164,22 +177,27 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     return observed(assetCode) ? "stale" : "missing";
   }
 
-  /** Logs each asset whose sources began or ceased to disagree since the last refresh. */
+  /**
+   * Begins a dispute where two fresh rates are too far apart, and ends one where two fresh rates agree; logs each
+   * beginning and end. A single fresh rate does neither.
+   */
   function noteDisputes(): void {
     for (const assetCode of covered) {
-      const now = reading(assetCode);
-      if (now?.kind === "disputed" && !disputed.has(assetCode)) {
-        disputed.add(assetCode);
+      const fresh = freshOf(assetCode);
+      if (fresh === null || fresh.count < 2) continue;
+      if (apartBy(fresh.low.observation.rate, fresh.high.observation.rate, disagreementMaxBps)) {
+        if (disputes.has(assetCode)) continue;
+        disputes.add(assetCode);
         const side = ({ observation, index }: Held) => ({
           source: sources[index]!.name,
           rate: rateText(observation.rate),
         });
         logger.error(
-          { asset: assetCode, low: side(now.low), high: side(now.high) },
-          `rate sources disagree by more than ${disagreementMaxBps} bps: neither is used`,
+          { asset: assetCode, low: side(fresh.low), high: side(fresh.high) },
+          `rate sources disagree by more than ${disagreementMaxBps} bps: neither is used until two agree`,
         );
-      } else if (now?.kind !== "disputed" && disputed.delete(assetCode)) {
-        logger.info({ asset: assetCode, status: rateStatus(assetCode) }, "rate sources no longer disagree");
+      } else if (disputes.delete(assetCode)) {
+        logger.info({ asset: assetCode }, "rate sources agree again: the rate is used");
       }
     }
   }
@@ -263,10 +281,12 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     isStale: (assetCode) => rateStatus(assetCode) === "stale",
     isDisputed: (assetCode) => rateStatus(assetCode) === "disputed",
     lastRate(assetCode) {
-      // The fresh one usdRate answers; the higher of two that disagree (a gas estimate priced at it is never below
-      // what either source says it costs); else the first source's (by priority) that ever observed it, however old.
+      // The fresh one usdRate answers; none while disputed (a gas estimate at a rate one source may have wrong by
+      // orders of magnitude would be a fee cap as wrong); else the first source's (by priority) that ever observed
+      // it, however old.
       const now = covered.has(assetCode) ? reading(assetCode) : null;
-      if (now !== null) return now.kind === "fresh" ? now.observation.rate : now.high.observation.rate;
+      if (now?.kind === "disputed") return null;
+      if (now !== null) return now.observation.rate;
       for (const byAsset of held) {
         const observation = byAsset.get(assetCode);
         if (observation !== undefined) return observation.rate;

@@ -1,6 +1,7 @@
 // Rates for the router: sources polled in the background (Chainlink-style price feeds read with viem, an HTTP
 // endpoint) behind one RateFeed that answers the router's synchronous RateSource and tells a stale rate from a
-// missing one, and sources that disagree from either; the PriceFeed contract's deployment (the development chain) and updates (npm run price-feed).
+// missing one, and sources that disagree from either; the PriceFeed contract's deployment (the development chain)
+// and updates (npm run price-feed).
 
 export { aggregatorV3Abi, priceFeedAbi, priceFeedOwnerAbi } from "./abi.ts";
 export {

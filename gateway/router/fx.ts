@@ -18,7 +18,7 @@ export interface RateSource {
   isStale?(assetCode: string): boolean;
   /** Whether the source's own sources give rates of the asset too far apart to use either (usdRate then answers null). */
   isDisputed?(assetCode: string): boolean;
-  /** The last rate observed of the asset, fresh or not; null when none ever was. */
+  /** The last rate observed of the asset, fresh or not; null when none ever was, or while its sources disagree. */
   lastRate?(assetCode: string): UsdRate | null;
 }
 
@@ -50,7 +50,7 @@ export function buildSnapshot(params: {
   takenAtMs: number;
 }): Snapshot {
   const codes = new Set(params.assetCodes);
-  /** Native gas tokens: priced at their last rate when it is not fresh (gasRates). */
+  /** Native gas tokens: priced at their last rate when it is stale (gasRates); never while disputed. */
   const gasAssets = new Set<string>();
   for (const rail of params.rails) {
     codes.add(rail.asset.code);

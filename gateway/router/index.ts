@@ -67,7 +67,13 @@ export {
   quoteTtlMsMax,
   sameDestination,
 } from "./quote.ts";
-export { failureCostMicroUsdDefault, feeHeadroomBpsDefault, RouterInputError, route } from "./route.ts";
+export {
+  failureCostMicroUsdDefault,
+  feeHeadroomBpsDefault,
+  outOfPlayReasons,
+  RouterInputError,
+  route,
+} from "./route.ts";
 export type {
   Candidate,
   CostBreakdown,

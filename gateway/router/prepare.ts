@@ -263,7 +263,8 @@ function prepareRail(rail: RailSnapshot, snapshot: Snapshot): PreparedRail {
   let routingPpm = 0n;
   const model = rail.networkFee;
   if (model?.kind === "evm_gas") {
-    // A stale rate of the gas token still prices the estimate (Snapshot.gasRates); none at all excludes the rail.
+    // A stale rate of the gas token still prices the estimate (Snapshot.gasRates); none at all (or a disputed one)
+    // excludes the rail.
     const native = snapshot.usdRates[model.nativeAsset] ?? snapshot.gasRates?.[model.nativeAsset];
     if (validRate(native)) {
       // wei × (µUSD per minor unit) / (wei per minor unit), rounded up: an estimate of a cost.

@@ -24,12 +24,28 @@ export { failureCostMicroUsdDefault };
 import type {
   Candidate,
   Exclusion,
+  ExclusionReason,
   FxRate,
   PaymentIntent,
   RouteDecision,
   RoutePolicy,
   Snapshot,
 } from "./types.ts";
+
+/**
+ * Reasons that say a rail never had a chance at a payment, whatever its amount and caps (an internal rail moves its
+ * own asset only: `no_fx_rate`). Among the other exclusions, those the caller can change — `fee_above_max`,
+ * `above_maximum` — say whether the amount or the cap is why no rail pays.
+ */
+export const outOfPlayReasons: ReadonlySet<ExclusionReason> = new Set<ExclusionReason>([
+  "not_allowed",
+  "rail_unavailable",
+  "circuit_open",
+  "unreachable_destination",
+  "no_fx_rate",
+  "stale_rate",
+  "disputed_rate",
+]);
 
 /** Fee cap head-room over the estimate when the policy does not say: +50 %. */
 export const feeHeadroomBpsDefault = 5_000;

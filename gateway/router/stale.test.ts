@@ -70,7 +70,7 @@ describe("stale rates", () => {
 
 describe("disputed rates", () => {
   /** The fixtures' rates, with `disputed` withheld as the rate feed withholds a rate its sources disagree on. */
-  const disputedSnapshot = (disputed: readonly string[], gasRates = false) =>
+  const disputedSnapshot = (disputed: readonly string[]) =>
     buildSnapshot({
       rails: [evmRail, lightningRail],
       rateSource: {
@@ -78,7 +78,7 @@ describe("disputed rates", () => {
         spreadPpm: () => null,
         isStale: () => false,
         isDisputed: (code) => disputed.includes(code),
-        ...(gasRates ? { lastRate: (code: string) => staticUsdRates[code] ?? null } : {}),
+        lastRate: (code) => (disputed.includes(code) ? null : (staticUsdRates[code] ?? null)),
       },
       assetCodes: ["USDC", "BTC", "ETH"],
       takenAtMs: 0,
@@ -106,18 +106,19 @@ describe("disputed rates", () => {
     });
   });
 
-  it("a gas token's disputed rate prices the estimate at the rate the source gives for it, as a stale one does", () => {
+  it("a gas token's disputed rate leaves out the rail that pays gas in it: no estimate at a rate either source may have wrong", () => {
     const toAddress: PaymentIntent = {
       asset: usdc,
       amount: 5_000_000n,
       destination: { kind: "evm_address", address: "0x00000000000000000000000000000000000000aa" },
     };
-    const snapshot = disputedSnapshot(["ETH"], true);
-    expect(snapshot.gasRates).toEqual({ ETH: staticUsdRates.ETH });
-    expect(route(toAddress, snapshot, {}).chosen?.rail).toBe("evm");
-    // Without a rate to price it at, the rail that pays gas in it is left out, and says why.
-    expect(route(toAddress, disputedSnapshot(["ETH"]), {}).excluded).toContainEqual(
-      expect.objectContaining({ rail: "evm", reason: "disputed_rate" }),
-    );
+    expect(route(toAddress, disputedSnapshot([]), {}).chosen?.rail).toBe("evm");
+    const snapshot = disputedSnapshot(["ETH"]);
+    expect(snapshot.gasRates).toBeUndefined();
+    expect(route(toAddress, snapshot, {}).excluded).toContainEqual({
+      rail: "evm",
+      reason: "disputed_rate",
+      detail: "the USD rate sources of the native asset ETH disagree: neither rate is used",
+    });
   });
 });

@@ -21,9 +21,10 @@ export type Snapshot = {
    */
   readonly disputedAssets?: readonly string[];
   /**
-   * The last rates of native gas tokens whose rate is not fresh (left out of usdRates): a gas estimate is priced at
-   * them rather than its rail excluded — an estimate of a cost, bounded by the payment's fee cap, where an hour-old
-   * ETH price would otherwise stop every EVM payout. The payment's own amounts never use them.
+   * The last rates of native gas tokens whose rate is stale (left out of usdRates): a gas estimate is priced at them
+   * rather than its rail excluded — an estimate of a cost, bounded by the payment's fee cap, where an hour-old ETH
+   * price would otherwise stop every EVM payout. The payment's own amounts never use them. None for a disputed one:
+   * the fee cap would be as wrong as the source that is.
    */
   readonly gasRates?: Readonly<Record<string, UsdRate>>;
 };
