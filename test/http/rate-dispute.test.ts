@@ -1,0 +1,72 @@
+// Two rate sources through the whole gateway: the development chain's ETH price feed ($3,000) and an HTTP source over
+// a local server (RATES_HTTP_URL). Further apart than RATES_DISAGREEMENT_MAX_BPS, neither prices ETH: the EVM rail,
+// whose gas is paid in it, is left out as disputed_rate, and a payout to an address is refused before anything is
+// written, its route saying why. Once the two agree again, it pays.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
+
+let server: Server;
+let httpEth = "3000.00";
+let gw: TestGateway;
+
+beforeAll(async () => {
+  server = createServer((_request, response) => {
+    response.writeHead(200, { "content-type": "application/json" });
+    response.end(JSON.stringify({ rates: { ETH: httpEth } }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  gw = await startTestGateway({
+    database: "pglite",
+    env: { RATES_HTTP_URL: `http://127.0.0.1:${port}/rates`, RATES_DISAGREEMENT_MAX_BPS: "200" },
+  });
+}, 120_000);
+afterAll(async () => {
+  await gw?.app.close();
+  await new Promise((resolve) => server?.close(resolve));
+});
+
+const payout = () =>
+  gw.client.POST("/v1/payments", {
+    body: {
+      amount: "1.00",
+      asset: "USDC",
+      source: { account: gw.app.demo!.customer.id },
+      destination: { type: "evm_address", address: gw.app.demo!.payee! },
+    },
+  });
+
+describe("a price feed and an HTTP source that disagree on ETH", () => {
+  it("leave the EVM rail out as disputed_rate, writing nothing, until they agree again", async () => {
+    expect(gw.app.rates.rateStatus("ETH")).toBe("fresh");
+    const agreed = await payout();
+    expect(agreed.data).toMatchObject({ status: "succeeded", rail: "evm" });
+
+    httpEth = "2900.00"; // 3.4 % under the feed: more than the 2 % allowed
+    await gw.app.rates.refresh();
+    expect(gw.app.rates.rateStatus("ETH")).toBe("disputed");
+    // The market's snapshot is taken anew within its interval: the refusal comes once it has seen the dispute.
+    await expect
+      .poll(async () => (await payout()).response.status, { timeout: 10_000, interval: 200 })
+      .not.toBe(201);
+    const paymentsBefore = await gw.app.db.query<{ n: string }>("SELECT count(*)::text AS n FROM payments");
+    const refused = await payout();
+    expect(errorOf(refused)).toMatchObject({ code: "no_route" });
+    expect(errorOf(refused).route.excluded).toContainEqual({
+      rail: "evm",
+      reason: "disputed_rate",
+      detail: "the USD rate sources of the native asset ETH disagree: neither rate is used",
+    });
+    const paymentsAfter = await gw.app.db.query<{ n: string }>("SELECT count(*)::text AS n FROM payments");
+    expect(paymentsAfter).toEqual(paymentsBefore);
+
+    httpEth = "3030.00"; // 1 % over: they agree
+    await gw.app.rates.refresh();
+    expect(gw.app.rates.rateStatus("ETH")).toBe("fresh");
+    await expect
+      .poll(async () => (await payout()).data?.status, { timeout: 10_000, interval: 200 })
+      .toBe("succeeded");
+  });
+});
