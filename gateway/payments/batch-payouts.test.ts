@@ -46,6 +46,19 @@ const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
 
 const insertPayment = (id: string) => netting.insertPayment(id);
 
+/**
+ * A batch paid on the test's rail (payment `id`, 1 to a payee of its own): the last paid batch, which a flush on the
+ * timer times from once the test has aged it.
+ */
+async function paidBatch(id: string) {
+  await insertPayment(id);
+  const payee = "0x00000000000000000000000000000000000000cc" as const;
+  expect(await accruePayout(deps(), netting.payout(id, 1n, payee))).toBe("accrued");
+  const paid: bigint[] = [];
+  expect(await flushNetting(payingDeps(paid), { force: true })).toMatchObject({ batches: 1 });
+  expect(paid).toEqual([1n]);
+}
+
 beforeAll(async () => {
   db = await openPglite(undefined);
   await migrate(db, [ledgerMigrations, gatewayMigrations]);
@@ -280,6 +293,7 @@ describe("flushes of two processes", () => {
   });
 
   it("a refused batch does not start the timer over: its payouts go with the next flush once they waited", async () => {
+    await paidBatch("pay_timer_before");
     await accrueOne("pay_timer", 3n);
     const refused: NettingDeps = {
       ...deps(),
@@ -314,6 +328,7 @@ describe("flushes of two processes", () => {
 describe("a flush with more payees due than one batch takes", () => {
   it("pays them all in batches of nettingBatchPayeesMax, not the rest an interval later", async () => {
     await netting.fund(1_000n);
+    await paidBatch("pay_many_before");
     const count = nettingBatchPayeesMax + 1;
     for (let i = 0; i < count; i++) {
       const id = `pay_many_${i}`;
@@ -477,6 +492,7 @@ describe("a payee the rail refuses", () => {
   });
 
   it("a batch refused for a payee does not pause the rail: a payout due on the timer leaves at the next flush", async () => {
+    await paidBatch("pay_refused_c_before");
     await accrueTo("pay_refused_c", 3n, refusedPayee);
     await flushNetting(refusingDeps([]), { force: true });
     await accrueTo("pay_after_refusal", 2n, otherPayee);
@@ -587,9 +603,12 @@ describe("the payouts waiting that a flush reads", () => {
     }
   };
 
-  // Another tenant paying by the same rail.
+  // Another tenant paying by the same rail; nothing waiting on it yet (another payout would take a share).
   beforeEach(async () => {
     other = await nettingFixture(db, ledger, `${netting.tenantId}_other`, 100n, netting.rail);
+    expect(
+      await db.query("SELECT 1 FROM netted_payouts WHERE rail = $1 AND batch_id IS NULL", [netting.rail]),
+    ).toEqual([]);
   });
 
   it("are an even share per tenant: one tenant's backlog does not keep another tenant's payout out of the batch", async () => {

@@ -92,8 +92,8 @@ describe("a toy rail registered through the composition root's rail modules", ()
   });
 
   it("pays money out: the router picks the toy as the cheapest rail to an address, and the payment shows its evidence", async () => {
-    // The toy sends only what it holds (more fails as insufficient_liquidity, and the payment falls back to evm):
-    // money taken in on it first, whatever ran before.
+    // The gateway sends on the toy only what the toy's clearing account holds (more: its reservation fails as
+    // insufficient_liquidity, and the payment falls back to evm): money taken in on it first, whatever ran before.
     await takeIn("2.50", "toy-invoice-for-payout");
     const customer = app.demo!.customer.id;
     const before = await balance(customer);

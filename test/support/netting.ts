@@ -1,6 +1,7 @@
 // What tests of netted payouts (gateway/payments/batch-payouts.ts) stand on, on any store: a tenant with a USDC
-// customer account, the EVM rail's clearing account that funds it, payments of that customer left processing, and
-// netting's dependencies with a rail that refuses every batch (a test gives its own payer where it pays).
+// customer account, the clearing account of the rail it pays by (the EVM rail's unless named) that funds it,
+// payments of that customer left processing, and netting's dependencies with a rail that refuses every batch (a
+// test gives its own payer where it pays).
 import { assets } from "../../core/index.ts";
 import {
   accountCacheDefaults,
