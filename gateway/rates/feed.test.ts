@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { Logger, UsdRate } from "../../core/index.ts";
+import { recordingLogger } from "../../test/support/recording-logger.ts";
 import { fxPairKey } from "../router/index.ts";
 import { RateConfigError } from "./errors.ts";
 import { createRateFeed } from "./feed.ts";
@@ -130,14 +131,7 @@ describe("createRateFeed", () => {
   });
 
   it("answers neither of two fresh rates further apart than disagreementMaxBps until two agree again, and says so when it begins and when it ends", async () => {
-    const logged: { level: string; fields: unknown; message: string }[] = [];
-    const logger = {
-      error: (fields: unknown, message: string) => logged.push({ level: "error", fields, message }),
-      info: (fields: unknown, message: string) => logged.push({ level: "info", fields, message }),
-      warn() {},
-      debug() {},
-      child: () => logger,
-    } as unknown as Logger;
+    const { logger, lines: logged } = recordingLogger();
     const chain = toySource("chainlink", ["ETH"]);
     const http = toySource("http", ["ETH"]);
     const feed = feedWith([chain, http], { logger, disagreementMaxBps: 500 });

@@ -2,8 +2,6 @@
 // gateway's development chain uses (ETH at $3,000, BTC at $100,000), read with viem as Chainlink feeds, moved
 // by `npm run price-feed`'s own functions, and aged past maxAgeMs with evm_increaseTime: stale, not missing; and
 // checked against an HTTP source over a real local server: far enough apart, neither is used.
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { type Address, createWalletClient, custom, numberToHex } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedChain, startEmbeddedChain } from "../../adapters/evm/index.ts";
@@ -11,6 +9,7 @@ import {
   aggregatorV3Abi,
   chainlinkFeedSource,
   createRateFeed,
+  deployPriceFeed,
   deployPriceFeeds,
   httpRateSource,
   PriceFeedError,
@@ -20,6 +19,7 @@ import {
   updatePriceFeed,
 } from "../../gateway/rates/index.ts";
 import { parsePriceFeedArgs, runPriceFeedCommand } from "../../scripts/price-feed.ts";
+import { type RatesServer, startRatesServer } from "../support/rates-server.ts";
 
 const maxAgeMs = 60 * 60 * 1000;
 let chain: EmbeddedChain;
@@ -139,47 +139,43 @@ describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
 });
 
 describe("a price feed checked against an HTTP source", () => {
-  let server: Server;
-  let httpEth = "3000.00";
+  let server: RatesServer;
   let checked: RateFeed;
+  /** A feed of its own: the tests above move theirs, in their order. */
+  let ethFeed: Address;
 
   beforeAll(async () => {
-    server = createServer((_request, response) => {
-      response.writeHead(200, { "content-type": "application/json" });
-      response.end(JSON.stringify({ rates: { ETH: httpEth } }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const { port } = server.address() as AddressInfo;
+    ethFeed = await deployPriceFeed(clients(), { assetCode: "ETH", usd: "3000" });
+    server = await startRatesServer({ ETH: "3000.00" });
     checked = createRateFeed({
       sources: [
         chainlinkFeedSource({
           client: chain.publicClient,
-          feeds: [{ assetCode: "ETH", address: feeds.ETH! }],
+          feeds: [{ assetCode: "ETH", address: ethFeed }],
         }),
-        httpRateSource({ url: `http://127.0.0.1:${port}/rates`, assetCodes: ["ETH"] }),
+        httpRateSource({ url: server.url, assetCodes: ["ETH"] }),
       ],
       maxAgeMs,
       refreshMs: 60_000,
       disagreementMaxBps: 500,
     });
-    await updatePriceFeed(clients(), { feed: feeds.ETH!, usd: "3000" });
   });
   afterAll(async () => {
     await checked?.stop();
-    await new Promise((resolve) => server?.close(resolve));
+    await server?.close();
   });
 
   it("within the bound the feed answers; further apart, neither; close again, the feed", async () => {
     await checked.refresh();
     expect(checked.usdRate("ETH")).toEqual({ microUsd: 3n, perMinorUnits: 1n });
     expect(checked.rateOrigin("ETH")?.source).toBe("chainlink");
-    httpEth = "2700.00"; // 11 % under the chain's $3,000
+    server.rates = { ETH: "2700.00" }; // 11 % under the chain's $3,000
     await checked.refresh();
     expect(checked.rateStatus("ETH")).toBe("disputed");
     expect(checked.usdRate("ETH")).toBeNull();
     expect(checked.lastRate?.("ETH")).toBeNull(); // no gas estimate either
     // The chain moves to the HTTP source's side: within 5 % of $2,700, they agree, and the chain's rate answers.
-    await updatePriceFeed(clients(), { feed: feeds.ETH!, usd: "2800" });
+    await updatePriceFeed(clients(), { feed: ethFeed, usd: "2800" });
     await checked.refresh();
     expect(checked.rateStatus("ETH")).toBe("fresh");
     expect(checked.usdRate("ETH")).toEqual({ microUsd: 14n, perMinorUnits: 5n });

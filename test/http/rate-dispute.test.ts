@@ -2,30 +2,23 @@
 // a local server (RATES_HTTP_URL). Further apart than RATES_DISAGREEMENT_MAX_BPS, neither prices ETH: the EVM rail,
 // whose gas is paid in it, is left out as disputed_rate, and a payout to an address is refused before anything is
 // written, its route saying why. Once the two agree again, it pays.
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RatesServer, startRatesServer } from "../support/rates-server.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
-let server: Server;
-let httpEth = "3000.00";
+let server: RatesServer;
 let gw: TestGateway;
 
 beforeAll(async () => {
-  server = createServer((_request, response) => {
-    response.writeHead(200, { "content-type": "application/json" });
-    response.end(JSON.stringify({ rates: { ETH: httpEth } }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
+  server = await startRatesServer({ ETH: "3000.00" });
   gw = await startTestGateway({
     database: "pglite",
-    env: { RATES_HTTP_URL: `http://127.0.0.1:${port}/rates`, RATES_DISAGREEMENT_MAX_BPS: "200" },
+    env: { RATES_HTTP_URL: server.url, RATES_DISAGREEMENT_MAX_BPS: "200" },
   });
 }, 120_000);
 afterAll(async () => {
   await gw?.app.close();
-  await new Promise((resolve) => server?.close(resolve));
+  await server?.close();
 });
 
 const payout = () =>
@@ -44,7 +37,7 @@ describe("a price feed and an HTTP source that disagree on ETH", () => {
     const agreed = await payout();
     expect(agreed.data).toMatchObject({ status: "succeeded", rail: "evm" });
 
-    httpEth = "2900.00"; // 3.4 % under the feed: more than the 2 % allowed
+    server.rates = { ETH: "2900.00" }; // 3.4 % under the feed: more than the 2 % allowed
     await gw.app.rates.refresh();
     expect(gw.app.rates.rateStatus("ETH")).toBe("disputed");
     // The market's snapshot is taken anew within its interval: the refusal comes once it has seen the dispute.
@@ -62,7 +55,7 @@ describe("a price feed and an HTTP source that disagree on ETH", () => {
     const paymentsAfter = await gw.app.db.query<{ n: string }>("SELECT count(*)::text AS n FROM payments");
     expect(paymentsAfter).toEqual(paymentsBefore);
 
-    httpEth = "3030.00"; // 1 % over: they agree
+    server.rates = { ETH: "3030.00" }; // 1 % over: they agree
     await gw.app.rates.refresh();
     expect(gw.app.rates.rateStatus("ETH")).toBe("fresh");
     await expect
