@@ -169,8 +169,8 @@ const schema = z.object({
   RATES_MAX_AGE_MS: positiveInt.default(3_600_000),
   RATES_REFRESH_MS: positiveInt.default(30_000),
   /**
-   * Two sources' fresh rates of one asset further apart than this (basis points of the lower) are neither used: the
-   * rails that need the rate are excluded (disputed_rate).
+   * The sources' latest rates of one asset (a stale one included) further apart than this (basis points of the
+   * lower) are none of them used: the rails that need the rate are excluded (disputed_rate).
    */
   RATES_DISAGREEMENT_MAX_BPS: wholeNumber(1, 10_000).default(rateDisagreementMaxBpsDefault),
   /**
@@ -224,7 +224,7 @@ export type Config = {
     httpUrl: string | null;
     maxAgeMs: number;
     refreshMs: number;
-    /** Two sources' fresh rates of an asset further apart than this (bps of the lower): neither is used. */
+    /** The sources' latest rates of an asset further apart than this (bps of the lower): none is used. */
     disagreementMaxBps: number;
   };
   /** Stripe: off unless STRIPE_SECRET_KEY is set (the fiat rail reads its own variables, adapters/fiat/config.ts). */

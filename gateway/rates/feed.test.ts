@@ -130,7 +130,7 @@ describe("createRateFeed", () => {
     expect(feed.staleAssets()).toEqual(["BTC", "ETH"]);
   });
 
-  it("answers neither of two fresh rates further apart than disagreementMaxBps until two agree again, and says so when it begins and when it ends", async () => {
+  it("answers neither of two rates further apart than disagreementMaxBps, a stale one included, until they agree again, and says so when it begins and when it ends", async () => {
     const { logger, lines: logged } = recordingLogger();
     const chain = toySource("chainlink", ["ETH"]);
     const http = toySource("http", ["ETH"]);
@@ -164,13 +164,14 @@ describe("createRateFeed", () => {
       level: "error",
       fields: {
         asset: "ETH",
-        low: { source: "chainlink", rate: "3 µUSD / 1" },
-        high: { source: "http", rate: "3151 µUSD / 1000" },
+        low: { source: "chainlink", rate: "3 µUSD / 1", fresh: true },
+        high: { source: "http", rate: "3151 µUSD / 1000", fresh: true },
       },
-      message: "rate sources disagree by more than 500 bps: neither is used until two agree",
+      message: "rate sources disagree by more than 500 bps: neither is used until they agree",
     };
     expect(logged).toEqual([began]);
-    // One of them ageing out ends nothing: the one left may be the wrong one (before: it answered alone).
+    // One of them ageing out ends nothing: the one left may be the wrong one (before: it answered alone). Its last
+    // rate still counts, and so would after a restart: nothing of the dispute is kept but the rates.
     clock.ms += 30_000;
     says(chain, eth3151);
     says(http, null);
@@ -192,7 +193,7 @@ describe("createRateFeed", () => {
     ]);
   });
 
-  it("checks a source's first rate against another's, and does not take it once the other's ages out", async () => {
+  it("checks a source's first rate against another's, stale or not; takes a correction the other confirms", async () => {
     const chain = toySource("chainlink", ["BTC"]);
     const http = toySource("http", ["BTC"]);
     const feed = feedWith([chain, http]);
@@ -215,6 +216,20 @@ describe("createRateFeed", () => {
     await feed.refresh();
     expect(feed.usdRate("BTC")).toBeNull();
     expect(feed.rateStatus("BTC")).toBe("disputed");
+    // A feed started now, knowing nothing of the above, reads the same from the same rates.
+    const restarted = feedWith([chain, http]);
+    chain.answer({
+      observations: [{ assetCode: "BTC", rate: btc, observedAtMs: clock.ms - 60_001 }],
+      failures: [],
+    });
+    await restarted.refresh();
+    expect(restarted.rateStatus("BTC")).toBe("disputed");
+    // The HTTP source corrects itself: a hundredfold move, taken because the chain's rate confirms it (alone, the
+    // move check would keep the cents until they aged out).
+    http.answer({ observations: [{ assetCode: "BTC", rate: btc, observedAtMs: clock.ms }], failures: [] });
+    await feed.refresh();
+    expect(feed.rateStatus("BTC")).toBe("fresh");
+    expect(feed.usdRate("BTC")).toEqual(btc);
   });
 
   it("answers static rates only for assets no source covers", async () => {

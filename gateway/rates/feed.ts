@@ -2,11 +2,14 @@
 // what it holds. Per source and asset it keeps the latest rate and the time it describes; an asset is answered
 // by the first source, in priority order, whose rate is fresh (no older than maxAgeMs). A rate that has aged
 // past maxAgeMs is stale, one never observed is missing: usdRate answers null for both, and rateStatus tells
-// them apart (the router's stale_rate vs no_fx_rate). Two sources with fresh rates of an asset check each other:
-// further apart than disagreementMaxBps, neither is used (disputed: the router's disputed_rate), since nothing
-// says which one is wrong, until two fresh rates agree again — one of them ageing out ends nothing. A source's
-// first rate, or its first after a pause, has no rate of its own to be checked against, only the others'; with a
-// single source, or the others stale, it is taken as it comes. The static table is for development: it answers only
+// them apart (the router's stale_rate vs no_fx_rate). The sources check each other: when the lowest and the highest
+// of their latest rates of an asset, fresh or stale, are further apart than disagreementMaxBps, none is used
+// (disputed: the router's disputed_rate), since nothing says which one is wrong, until they come within it. A stale
+// rate counts: the source that went quiet may be the right one (an HTTP source quoting cents is fresh after every
+// fetch, while a feed that stopped updating ages), and nothing held in memory is needed, so a restart or another
+// process reads the same. The price: while one source is down, the others must stay within the bound of its last
+// rate. A single source's first rate has nothing to be checked against, and is taken as it comes. The static table
+// is for development: it answers only
 // assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed
 // rates (USD, USDC's peg) answer an asset a source covers until a source has observed it.
 
@@ -33,8 +36,8 @@ export type RateFeedParams = {
   /** A rate older than this is stale. */
   readonly maxAgeMs: number;
   /**
-   * How far apart two sources' fresh rates of one asset may be, basis points of the lower, before neither is used;
-   * default rateDisagreementMaxBpsDefault.
+   * How far apart the sources' latest rates of one asset (a stale one included) may be, basis points of the lower,
+   * before none is used; default rateDisagreementMaxBpsDefault.
    */
   readonly disagreementMaxBps?: number;
   /** Time between the end of one refresh and the start of the next. */
@@ -47,8 +50,8 @@ export type RateFeedParams = {
 
 export type RateFeed = RateSource & {
   /**
-   * fresh: usdRate answers it; stale: only rates older than maxAgeMs; disputed: fresh rates of two sources further
-   * apart than disagreementMaxBps; missing: never observed, or unknown.
+   * fresh: usdRate answers it; stale: only rates older than maxAgeMs; disputed: a fresh rate, but the sources' latest
+   * rates (a stale one included) further apart than disagreementMaxBps; missing: never observed, or unknown.
    */
   rateStatus(assetCode: string): RateStatus;
   /** The assets whose every source's rate is stale, sorted. */
@@ -131,22 +134,19 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
   }
 
   /**
-   * Assets whose sources disagree. A dispute ends when two fresh rates agree again, not when one of them ages out: the
-   * one left may be the wrong one (an HTTP source quoting cents is fresh after every fetch, while a feed that stopped
-   * updating ages). Begun and ended at refresh, where it is logged; a restart forgets it.
+   * What the sources hold of an asset: the first fresh rate in priority order (null when none is fresh), and the
+   * lowest and the highest of every source's latest, fresh or stale. Null when no source has observed it.
    */
-  const disputes = new Set<string>();
-
-  /** The fresh rates of an asset: the first in priority order, the lowest, the highest; null when none is fresh. */
-  function freshOf(assetCode: string): { first: Held; low: Held; high: Held; count: number } | null {
-    let found: { first: Held; low: Held; high: Held; count: number } | null = null;
+  function latestOf(assetCode: string): { first: Held | null; low: Held; high: Held } | null {
+    let found: { first: Held | null; low: Held; high: Held } | null = null;
     for (let index = 0; index < sources.length; index += 1) {
       const observation = held[index]!.get(assetCode);
-      if (observation === undefined || !isFresh(observation)) continue;
+      if (observation === undefined) continue;
       const one = { observation, index };
-      if (found === null) found = { first: one, low: one, high: one, count: 1 };
+      const fresh = isFresh(observation);
+      if (found === null) found = { first: fresh ? one : null, low: one, high: one };
       else {
-        found.count += 1;
+        if (fresh) found.first ??= one;
         if (below(observation.rate, found.low.observation.rate)) found.low = one;
         if (below(found.high.observation.rate, observation.rate)) found.high = one;
       }
@@ -154,20 +154,35 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     return found;
   }
 
+  /** Whether the lowest and the highest of the sources' latest rates are further apart than disagreementMaxBps. */
+  const disagree = (latest: { low: Held; high: Held }) =>
+    apartBy(latest.low.observation.rate, latest.high.observation.rate, disagreementMaxBps);
+
   /**
-   * What answers an asset: two or more fresh rates answer the first in priority order, unless the lowest and the
-   * highest are more than disagreementMaxBps apart; one alone answers, unless its asset's dispute still holds; null
-   * when none is fresh.
+   * What answers an asset: the first fresh rate in priority order, unless the sources' latest rates disagree (a
+   * stale one too: the source that went quiet may be the right one); null when none is fresh.
    */
   function reading(assetCode: string): Reading | null {
-    const fresh = freshOf(assetCode);
-    if (fresh === null) return null;
-    if (fresh.count > 1)
-      return apartBy(fresh.low.observation.rate, fresh.high.observation.rate, disagreementMaxBps)
-        ? { kind: "disputed" }
-        : { kind: "fresh", ...fresh.first };
-    return disputes.has(assetCode) ? { kind: "disputed" } : { kind: "fresh", ...fresh.first };
+    const latest = latestOf(assetCode);
+    if (latest === null || latest.first === null) return null;
+    return disagree(latest) ? { kind: "disputed" } : { kind: "fresh", ...latest.first };
   }
+
+  /** Whether `rate` is within disagreementMaxBps of the latest rate of every other source, and there is one. */
+  function othersConfirm(index: number, assetCode: string, rate: UsdRate): boolean {
+    let others = 0;
+    for (let other = 0; other < sources.length; other += 1) {
+      const observation = other === index ? undefined : held[other]!.get(assetCode);
+      if (observation === undefined) continue;
+      others += 1;
+      const [low, high] = below(rate, observation.rate) ? [rate, observation.rate] : [observation.rate, rate];
+      if (apartBy(low, high, disagreementMaxBps)) return false;
+    }
+    return others > 0;
+  }
+
+  /** Assets whose sources disagreed at the last refresh: a dispute is logged when it begins and when it ends. */
+  const disputed = new Set<string>();
 
   function rateStatus(assetCode: string): RateStatus {
     if (!covered.has(assetCode)) return Object.hasOwn(staticRates, assetCode) ? "fresh" : "missing";
@@ -177,26 +192,23 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     return observed(assetCode) ? "stale" : "missing";
   }
 
-  /**
-   * Begins a dispute where two fresh rates are too far apart, and ends one where two fresh rates agree; logs each
-   * beginning and end. A single fresh rate does neither.
-   */
+  /** Logs each asset whose sources began or ceased to disagree since the last refresh. */
   function noteDisputes(): void {
     for (const assetCode of covered) {
-      const fresh = freshOf(assetCode);
-      if (fresh === null || fresh.count < 2) continue;
-      if (apartBy(fresh.low.observation.rate, fresh.high.observation.rate, disagreementMaxBps)) {
-        if (disputes.has(assetCode)) continue;
-        disputes.add(assetCode);
+      const latest = latestOf(assetCode);
+      const now = latest !== null && disagree(latest);
+      if (now && !disputed.has(assetCode)) {
+        disputed.add(assetCode);
         const side = ({ observation, index }: Held) => ({
           source: sources[index]!.name,
           rate: rateText(observation.rate),
+          fresh: isFresh(observation),
         });
         logger.error(
-          { asset: assetCode, low: side(fresh.low), high: side(fresh.high) },
-          `rate sources disagree by more than ${disagreementMaxBps} bps: neither is used until two agree`,
+          { asset: assetCode, low: side(latest.low), high: side(latest.high) },
+          `rate sources disagree by more than ${disagreementMaxBps} bps: neither is used until they agree`,
         );
-      } else if (disputes.delete(assetCode)) {
+      } else if (!now && disputed.delete(assetCode)) {
         logger.info({ asset: assetCode }, "rate sources agree again: the rate is used");
       }
     }
@@ -209,10 +221,15 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
       // Only the assets the source declared: the map stays bounded whatever a source returns.
       if (!source.assetCodes.includes(observation.assetCode)) continue;
       const before = byAsset.get(observation.assetCode);
-      if (before !== undefined && isFresh(before) && movedTooFar(before.rate, observation.rate)) {
+      if (
+        before !== undefined &&
+        isFresh(before) &&
+        movedTooFar(before.rate, observation.rate) &&
+        !othersConfirm(index, observation.assetCode, observation.rate)
+      ) {
         // A typo (`price-feed -- BTC 1`), a feed pinned at its bound, a source answering in another unit: the rate
         // it had stays, and ages out if the source keeps saying so (a stale rate excludes its rails; any rate is
-        // then taken afresh).
+        // then taken afresh). A move the other sources' rates confirm is taken: a source correcting its own mistake.
         logger.error(
           {
             source: source.name,
@@ -281,12 +298,12 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     isStale: (assetCode) => rateStatus(assetCode) === "stale",
     isDisputed: (assetCode) => rateStatus(assetCode) === "disputed",
     lastRate(assetCode) {
-      // The fresh one usdRate answers; none while disputed (a gas estimate at a rate one source may have wrong by
-      // orders of magnitude would be a fee cap as wrong); else the first source's (by priority) that ever observed
-      // it, however old.
-      const now = covered.has(assetCode) ? reading(assetCode) : null;
-      if (now?.kind === "disputed") return null;
-      if (now !== null) return now.observation.rate;
+      // The fresh one usdRate answers, else the first source's (by priority) that ever observed it, however old; none
+      // while the sources' latest rates disagree, stale or not (a gas estimate at a rate one source may have wrong
+      // by orders of magnitude would be a fee cap as wrong).
+      const latest = covered.has(assetCode) ? latestOf(assetCode) : null;
+      if (latest === null || disagree(latest)) return null;
+      if (latest.first !== null) return latest.first.observation.rate;
       for (const byAsset of held) {
         const observation = byAsset.get(assetCode);
         if (observation !== undefined) return observation.rate;

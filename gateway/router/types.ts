@@ -16,8 +16,8 @@ export type Snapshot = {
    */
   readonly staleAssets?: readonly string[];
   /**
-   * Assets whose rate sources disagree beyond their bound (left out of usdRates): a rail that needs one is excluded
-   * as `disputed_rate`.
+   * Assets whose rate sources disagree beyond their bound (left out of usdRates, and of gasRates): a rail that needs
+   * one is excluded as `disputed_rate`.
    */
   readonly disputedAssets?: readonly string[];
   /**
