@@ -9,9 +9,9 @@
 // fetch, while a feed that stopped updating ages), and nothing held in memory is needed, so a restart or another
 // process reads the same. The price: while one source is down, the others must stay within the bound of its last
 // rate. A single source's first rate has nothing to be checked against, and is taken as it comes. The static table
-// is for development: it answers only
-// assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed
-// rates (USD, USDC's peg) answer an asset a source covers until a source has observed it.
+// is for development: it answers only assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale
+// feed still shows as stale. Fixed rates (USD, USDC's peg) answer an asset a source covers until a source has
+// observed it.
 
 import type { UsdRate } from "../../core/index.ts";
 import { assetByCode, type Logger, silentLogger } from "../../core/index.ts";
@@ -100,10 +100,10 @@ function apartBy(low: UsdRate, high: UsdRate, bps: number): boolean {
 
 const rateText = (rate: UsdRate) => `${rate.microUsd} µUSD / ${rate.perMinorUnits}`;
 
-/** A source's fresh observation, and the source's index in priority order. */
+/** A source's latest observation of an asset, and the source's index in priority order. */
 type Held = { readonly observation: RateObservation; readonly index: number };
 
-/** What the fresh rates of an asset say: the one that answers it, or that none does while they disagree. */
+/** What answers an asset: a source's fresh rate, or none while the sources' rates disagree. */
 type Reading = ({ readonly kind: "fresh" } & Held) | { readonly kind: "disputed" };
 
 export function createRateFeed(params: RateFeedParams): RateFeed {
