@@ -1,6 +1,6 @@
 // The payments service on PGlite with the real ledger and router, and toy rails that can fail or "die"
 // (throw) on either side of paying: two rails must never both pay one payment, whatever the crash point.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts";
 import { assets, SwitchyardError } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
@@ -236,6 +236,17 @@ beforeEach(async () => {
     })),
   );
   expect(results.map((r) => r.status)).toEqual(["created", "created"]);
+});
+
+// What a test leaves open by mistake would otherwise go unseen: the beforeEach above closes it for the next test.
+let leavesWorkOpen = false;
+afterEach(async () => {
+  const open = await db.query<{ id: string; status: string }>(
+    "SELECT id, status FROM payments WHERE source_account_id = $1 AND status = 'processing'",
+    [customerId],
+  );
+  if (!leavesWorkOpen) expect(open, "a payment this test left processing").toEqual([]);
+  leavesWorkOpen = false;
 });
 
 const request = (key: string) => ({
@@ -588,6 +599,7 @@ describe("payments across two rails", () => {
   });
 
   it("recovery drives every open attempt even when one of them cannot be driven, and says which", async () => {
+    leavesWorkOpen = true; // the attempt no rail can drive stays open
     cheap.behaviour = "crash_before_paying";
     const stuck = createPayment(depsWith(db), request("k-rec-stuck"));
     await expect(stuck).rejects.toThrow(Crash);
@@ -619,6 +631,7 @@ describe("payments across two rails", () => {
   });
 
   it("recovery passes take in turn the open attempts none could end: one behind them is reached", async () => {
+    leavesWorkOpen = true; // the attempts none could end stay open
     cheap.behaviour = "crash_before_paying";
     for (const key of ["k-turn-old", "k-turn-young"])
       await expect(createPayment(depsWith(db), request(key))).rejects.toThrow(Crash);
@@ -652,6 +665,7 @@ describe("payments across two rails", () => {
   });
 
   it("recovery drives every stranded payment even when one of them cannot be driven, and says which", async () => {
+    leavesWorkOpen = true; // the stranded payment that cannot be driven stays processing
     // Two payments stranded between their failed first attempt and the second, which was never written.
     cheap.behaviour = "fail_retryable";
     for (const key of ["k-str-stuck", "k-str-after"])
@@ -728,6 +742,7 @@ describe("payments across two rails", () => {
   });
 
   it("recovery passes take in turn the stranded payments none could end: one behind them is reached", async () => {
+    leavesWorkOpen = true; // the stranded payments none could end stay processing
     cheap.behaviour = "fail_retryable";
     for (const key of ["k-str-turn-old", "k-str-turn-young"])
       await expect(
@@ -818,6 +833,7 @@ describe("payments across two rails", () => {
   });
 
   it("a late outcome for an attempt that already ended does not end its payment", async () => {
+    leavesWorkOpen = true; // the payment stays processing: that is what it checks
     cheap.behaviour = "crash_before_paying";
     await expect(createPayment(depsWith(db), request("k-late"))).rejects.toThrow(Crash);
     const [row] = await db.query<{ id: string }>("SELECT id FROM payments WHERE idempotency_key = 'k-late'");
