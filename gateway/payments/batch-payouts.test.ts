@@ -46,14 +46,18 @@ const payingDeps = (paid: bigint[], on: Db = db): NettingDeps => ({
 
 const insertPayment = (id: string) => netting.insertPayment(id);
 
+/** Payment `id` of the customer's, processing, and its payout of `amount` to `to` accrued. */
+async function accrued(id: string, amount: bigint, to: `0x${string}` = payee) {
+  await insertPayment(id);
+  expect(await accruePayout(deps(), netting.payout(id, amount, to))).toBe("accrued");
+}
+
 /**
  * A batch paid on the test's rail (payment `id`, 1 to a payee of its own): the last paid batch, which a flush on the
  * timer times from once the test has aged it.
  */
 async function paidBatch(id: string) {
-  await insertPayment(id);
-  const payee = "0x00000000000000000000000000000000000000cc" as const;
-  expect(await accruePayout(deps(), netting.payout(id, 1n, payee))).toBe("accrued");
+  await accrued(id, 1n, "0x00000000000000000000000000000000000000cc");
   const paid: bigint[] = [];
   expect(await flushNetting(payingDeps(paid), { force: true })).toMatchObject({ batches: 1 });
   expect(paid).toEqual([1n]);
@@ -167,11 +171,8 @@ describe("accrual and flushes racing", () => {
     for (const [id, amount] of [
       ["pay_flush_a", 15n],
       ["pay_flush_b", 5n],
-    ] as const) {
-      await insertPayment(id);
-      const payout = payoutOf(id, amount);
-      expect(await accruePayout(deps(), payout)).toBe("accrued");
-    }
+    ] as const)
+      await accrued(id, amount);
     const queued = async () =>
       (
         await db.query<{ total: bigint | null }>(
@@ -218,12 +219,7 @@ describe("accrual and flushes racing", () => {
   });
 
   it("a batch whose rail throws when it is resumed holds up neither the other batches nor the payouts waiting", async () => {
-    const accrueOne = async (id: string, amount: bigint) => {
-      await insertPayment(id);
-      const payout = payoutOf(id, amount);
-      expect(await accruePayout(deps(), payout)).toBe("accrued");
-    };
-    await accrueOne("pay_stuck", 3n);
+    await accrued("pay_stuck", 3n);
     let stuck: string | null = null;
     const paid: string[] = [];
     const payer = (mode: "in_flight" | "throw_for_stuck"): NettingDeps => ({
@@ -247,7 +243,7 @@ describe("accrual and flushes racing", () => {
       },
     });
     await flushNetting(payer("in_flight"), { force: true });
-    await accrueOne("pay_waiting", 2n);
+    await accrued("pay_waiting", 2n);
     // Before: the resumed batch's throw ended the flush, and the payout waiting behind it was never sent.
     await expect(flushNetting(payer("throw_for_stuck"), { force: true })).rejects.toBeInstanceOf(
       NettingResumeError,
@@ -263,13 +259,8 @@ describe("accrual and flushes racing", () => {
 });
 
 describe("flushes of two processes", () => {
-  const accrueOne = async (id: string, amount: bigint) => {
-    await insertPayment(id);
-    expect(await accruePayout(deps(), payoutOf(id, amount))).toBe("accrued");
-  };
-
   it("a flush whose payouts another flush batched first writes no batch and is no error", async () => {
-    await accrueOne("pay_overtaken", 2n);
+    await accrued("pay_overtaken", 2n);
     const paid: bigint[] = [];
     // Process B's flush runs between A's plan and A's write: B batches the payouts A planned.
     let overtaken = false;
@@ -294,7 +285,7 @@ describe("flushes of two processes", () => {
 
   it("a refused batch does not start the timer over: its payouts go with the next flush once they waited", async () => {
     await paidBatch("pay_timer_before");
-    await accrueOne("pay_timer", 3n);
+    await accrued("pay_timer", 3n);
     const refused: NettingDeps = {
       ...deps(),
       payer: {
@@ -331,10 +322,7 @@ describe("a flush with more payees due than one batch takes", () => {
     await paidBatch("pay_many_before");
     const count = nettingBatchPayeesMax + 1;
     for (let i = 0; i < count; i++) {
-      const id = `pay_many_${i}`;
-      await insertPayment(id);
-      const payee = `0x${(0xc000 + i).toString(16).padStart(40, "0")}` as const;
-      expect(await accruePayout(deps(), { ...payoutOf(id, 1n), payee })).toBe("accrued");
+      await accrued(`pay_many_${i}`, 1n, `0x${(0xc000 + i).toString(16).padStart(40, "0")}`);
     }
     const totals: bigint[] = []; // each payout is 1: a batch's total is its payee count
     const paying = payingDeps(totals);
@@ -392,10 +380,6 @@ describe("a payee the rail refuses", () => {
     },
   });
 
-  const accrueTo = async (id: string, amount: bigint, to: `0x${string}`) => {
-    await insertPayment(id);
-    expect(await accruePayout(deps(), netting.payout(id, amount, to))).toBe("accrued");
-  };
   const paymentRow = async (id: string) =>
     (
       await db.query<{ status: string; failure_code: string | null; failure_message: string | null }>(
@@ -412,9 +396,9 @@ describe("a payee the rail refuses", () => {
     ).map((row) => row.id);
 
   it("pays the others in the same flush; its payouts fail with the rail's code and their money goes back", async () => {
-    await accrueTo("pay_refused_a", 3n, refusedPayee);
-    await accrueTo("pay_refused_b", 4n, refusedPayee);
-    await accrueTo("pay_beside", 5n, otherPayee);
+    await accrued("pay_refused_a", 3n, refusedPayee);
+    await accrued("pay_refused_b", 4n, refusedPayee);
+    await accrued("pay_beside", 5n, otherPayee);
     const before = await customerPosted();
     const paid: string[][] = [];
     // Before: the batch was refused whole, every payout went back in the queue, and the next batch held the same payee.
@@ -457,8 +441,8 @@ describe("a payee the rail refuses", () => {
   it("gives the refused payouts back even when the rail stops answering later in the flush", async () => {
     // The refused payee's batch is answered; the next batch (the others, sent again at once) meets a node away. The
     // give-back needs no rail: the refused payment fails and its money goes back in this flush all the same.
-    await accrueTo("pay_refused_then_down", 6n, refusedPayee);
-    await accrueTo("pay_beside_down", 2n, otherPayee);
+    await accrued("pay_refused_then_down", 6n, refusedPayee);
+    await accrued("pay_beside_down", 2n, otherPayee);
     const before = await customerPosted();
     const refusing = refusingDeps([]);
     let calls = 0;
@@ -493,9 +477,9 @@ describe("a payee the rail refuses", () => {
 
   it("a batch refused for a payee does not pause the rail: a payout due on the timer leaves at the next flush", async () => {
     await paidBatch("pay_refused_c_before");
-    await accrueTo("pay_refused_c", 3n, refusedPayee);
+    await accrued("pay_refused_c", 3n, refusedPayee);
     await flushNetting(refusingDeps([]), { force: true });
-    await accrueTo("pay_after_refusal", 2n, otherPayee);
+    await accrued("pay_after_refusal", 2n, otherPayee);
     // The last batch paid and the payout an hour old; the batch refused for its payee, refused just now.
     await db.query(
       "UPDATE netting_batches SET created_at = now() - interval '1 hour' WHERE rail = $1 AND refused_payees IS NULL",
@@ -511,7 +495,7 @@ describe("a payee the rail refuses", () => {
   });
 
   it("a flush stopped before it gave the money back: the next flush gives it back, once", async () => {
-    await accrueTo("pay_refused_stopped", 6n, refusedPayee);
+    await accrued("pay_refused_stopped", 6n, refusedPayee);
     const before = await customerPosted();
     // The ledger write of the return fails (the process stops there): the refusal is kept, the money not yet back.
     const stopping = ledgerStoppingAtReturn(ledger);
@@ -542,7 +526,7 @@ describe("a payee the rail refuses", () => {
   });
 
   it("a rail that names a payout its batch does not have is a bug: nothing of the batch is failed", async () => {
-    await accrueTo("pay_bad_index", 2n, otherPayee);
+    await accrued("pay_bad_index", 2n, otherPayee);
     const lying: NettingDeps = {
       ...deps(),
       payer: {
@@ -593,9 +577,7 @@ describe("the payouts waiting that a flush reads", () => {
   const backlog = async (prefix: string, count: number, payeeFrom: number) => {
     for (let i = 0; i < count; i++) {
       const id = `${prefix}_${i}`;
-      await insertPayment(id);
-      const payee = `0x${(payeeFrom + i).toString(16).padStart(40, "0")}` as const;
-      expect(await accruePayout(deps(), { ...payoutOf(id, 1n), payee })).toBe("accrued");
+      await accrued(id, 1n, `0x${(payeeFrom + i).toString(16).padStart(40, "0")}`);
       await db.query(
         "UPDATE netted_payouts SET created_at = now() - make_interval(mins => 120 - $2) WHERE payment_id = $1",
         [id, i],
