@@ -134,17 +134,20 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
   }
 
   /**
-   * What the sources hold of an asset: the first fresh rate in priority order (null when none is fresh), and the
-   * lowest and the highest of every source's latest, fresh or stale. Null when no source has observed it.
+   * What the sources hold of an asset: the first fresh rate in priority order (null when none is fresh), the first
+   * rate in priority order however old, and the lowest and the highest of every source's latest, fresh or stale. Null
+   * when no source has observed it.
    */
-  function latestOf(assetCode: string): { first: Held | null; low: Held; high: Held } | null {
-    let found: { first: Held | null; low: Held; high: Held } | null = null;
+  function latestOf(
+    assetCode: string,
+  ): { first: Held | null; firstSeen: Held; low: Held; high: Held } | null {
+    let found: { first: Held | null; firstSeen: Held; low: Held; high: Held } | null = null;
     for (let index = 0; index < sources.length; index += 1) {
       const observation = held[index]!.get(assetCode);
       if (observation === undefined) continue;
       const one = { observation, index };
       const fresh = isFresh(observation);
-      if (found === null) found = { first: fresh ? one : null, low: one, high: one };
+      if (found === null) found = { first: fresh ? one : null, firstSeen: one, low: one, high: one };
       else {
         if (fresh) found.first ??= one;
         if (below(observation.rate, found.low.observation.rate)) found.low = one;
@@ -303,12 +306,7 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
       // by orders of magnitude would be a fee cap as wrong).
       const latest = covered.has(assetCode) ? latestOf(assetCode) : null;
       if (latest === null || disagree(latest)) return null;
-      if (latest.first !== null) return latest.first.observation.rate;
-      for (const byAsset of held) {
-        const observation = byAsset.get(assetCode);
-        if (observation !== undefined) return observation.rate;
-      }
-      return null;
+      return (latest.first ?? latest.firstSeen).observation.rate;
     },
     staleAssets() {
       return [...covered].filter((code) => rateStatus(code) === "stale").sort();
