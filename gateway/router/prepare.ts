@@ -99,8 +99,12 @@ export type PreparedRail = {
   readonly latencyMsBig: bigint;
   /** Keyed by payment asset code. */
   readonly cross: Readonly<Record<string, PreparedCross>>;
-  readonly exclusions: Readonly<Record<ExclusionReason, Exclusion>>;
+  /** Each reason's exclusion of this rail, made once; a withheld rate's (stale, disputed) is made when it happens. */
+  readonly exclusions: Readonly<Record<PreparedReason, Exclusion>>;
 };
+
+/** The reasons whose exclusion of a rail is the same for every payment. */
+type PreparedReason = Exclude<ExclusionReason, "stale_rate" | "disputed_rate">;
 
 export type PreparedRails = {
   readonly rails: readonly PreparedRail[];
@@ -160,10 +164,10 @@ function validRate(rate: UsdRate | undefined): rate is UsdRate {
   return rate !== undefined && rate.microUsd > 0n && rate.perMinorUnits > 0n;
 }
 
-function exclusionsFor(rail: RailSnapshot): Record<ExclusionReason, Exclusion> {
+function exclusionsFor(rail: RailSnapshot): Record<PreparedReason, Exclusion> {
   const id = rail.rail;
   const code = rail.asset.code;
-  const make = (reason: ExclusionReason, detail: string): Exclusion => ({ rail: id, reason, detail });
+  const make = (reason: PreparedReason, detail: string): Exclusion => ({ rail: id, reason, detail });
   return {
     rail_unavailable: make("rail_unavailable", "the rail is not available"),
     not_allowed: make("not_allowed", "the policy does not allow this rail"),
@@ -191,8 +195,6 @@ function exclusionsFor(rail: RailSnapshot): Record<ExclusionReason, Exclusion> {
       `the rail's expected latency of ${rail.latencyMs} ms is above the policy's maximum`,
     ),
     no_fx_rate: make("no_fx_rate", `no USD rate for the payment's asset or the rail's asset ${code}`),
-    stale_rate: make("stale_rate", `the USD rate of the rail's asset ${code} is too old to use`),
-    disputed_rate: make("disputed_rate", `the USD rate sources of the rail's asset ${code} disagree`),
     circuit_open: make("circuit_open", "the rail failed repeatedly and is paused until it is probed back in"),
   };
 }
