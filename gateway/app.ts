@@ -7,6 +7,7 @@ import { EventEmitter } from "node:events";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
+import type { Address } from "viem";
 import { type EmbeddedChain, evmMigrations, type SplitterWatcher } from "../adapters/evm/index.ts";
 import { fiatMigrations } from "../adapters/fiat/index.ts";
 import { assets, type Logger, type Rail } from "../core/index.ts";
@@ -165,6 +166,12 @@ export type App = {
   chains: ReadonlyMap<string, EmbeddedChain>;
   /** The USD rates the router prices with, refreshed in the background; says which are stale. */
   rates: RateFeed;
+  /**
+   * The price feeds the rates read on the first chain, asset code → address: PRICE_FEEDS, or in development the
+   * feeds deployed on the embedded chain at this start (owned by its hot wallet; `npm run price-feed` moves one).
+   * Null: none.
+   */
+  priceFeeds: Readonly<Record<string, Address>> | null;
   /** Follows the first EVM rail's RevenueSplitter events into the ledger; null without a splitter. */
   evmWatcher: SplitterWatcher | null;
   /** A watcher per EVM rail with a splitter, by rail id. */
@@ -269,7 +276,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     closers.push(() => closeEvmClients(evm));
     const embedded = embeddedChains(evm);
     const { rails, batchPayer } = await buildRails(closers, { config, db, ledger, logger, evm }, options);
-    const rates = await openRates(closers, { config, evm, logger });
+    const { rates, priceFeeds } = await openRates(closers, { config, evm, logger });
     const services = createServices({ db, ledger, rails, changes, logger, rates });
     // The demo is funded before the rails start, so that their first snapshot sees the funds.
     const demo =
@@ -372,6 +379,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       chain: embedded.get("evm") ?? null,
       chains: embedded,
       rates,
+      priceFeeds,
       evmWatcher: evmWatchers.get("evm") ?? null,
       evmWatchers,
       demo,
@@ -392,7 +400,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
 async function openRates(
   closers: Closers,
   deps: { config: Config; evm: readonly EvmClients[]; logger: Logger },
-): Promise<RateFeed> {
+): Promise<{ rates: RateFeed; priceFeeds: Readonly<Record<string, Address>> | null }> {
   const { config } = deps;
   const first = deps.evm.find((clients) => clients.id === "evm") ?? deps.evm[0];
   let feeds = config.rates.priceFeeds;
@@ -427,7 +435,7 @@ async function openRates(
   await rates.refresh();
   rates.start();
   closers.push(() => rates.stop());
-  return rates;
+  return { rates, priceFeeds: first === undefined ? null : feeds };
 }
 
 // ---- rails: built by their modules, then given their clearing accounts alike

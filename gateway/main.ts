@@ -5,7 +5,7 @@ import "./v8-flags.ts";
 import { assets, formatAmount } from "../core/index.ts";
 import { commandFailure, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
 import type { DemoPaywall } from "./app/demo-paywall.ts";
-import { type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
+import { developmentAccountKey, type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
 import { configScrubber } from "./app/secrets.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
 import { listenApi } from "./http/listen.ts";
@@ -58,6 +58,9 @@ async function main(): Promise<void> {
     );
   console.log(operatorText(app.operator));
   if (rpc !== null && rpc.served.length > 0) console.log(walletsText(rpc.served, app.demo));
+  const feedChain = rpc?.served.find((chain) => chain.rail === "evm");
+  if (config.rates.priceFeeds === null && app.priceFeeds !== null && feedChain !== undefined)
+    console.log(priceFeedsText(app.priceFeeds, feedChain));
   if (app.demo !== null)
     console.log(
       demoText(app.demo, url, {
@@ -118,6 +121,24 @@ function walletsText(served: readonly ServedEmbeddedChain[], demo: DemoTenant | 
   return `
 Wallets (MetaMask, viem, ethers, x402 clients) reach the embedded chains over JSON-RPC (EVM_EMBEDDED_RPC_PORT):
 ${lines.join("\n")}${payerText}`;
+}
+
+/**
+ * The price feeds deployed on the embedded chain at this start (PRICE_FEEDS unset), and how to move one: signed by
+ * their owner, the chain's hot wallet (development account 0, whose key is Hardhat's, public).
+ */
+function priceFeedsText(feeds: Readonly<Record<string, string>>, chain: ServedEmbeddedChain): string {
+  const listed = Object.entries(feeds)
+    .map(([code, address]) => `${code} ${address}`)
+    .join(", ");
+  const move =
+    feeds.ETH === undefined
+      ? ""
+      : `
+A new ETH price (USD), read within RATES_REFRESH_MS (a move past 2x is not taken at once):
+  EVM_RPC_URL=${chain.url} EVM_HOT_WALLET_KEY=${developmentAccountKey(0)} npm run price-feed -- ETH 3100 --feed ${feeds.ETH}`;
+  return `
+The router's USD rates come from price feeds deployed at this start on rail ${chain.rail}: ${listed}.${move}`;
 }
 
 /** How to use the demo tenant: a curl for every rail that is configured, each of which works as printed. */

@@ -3,8 +3,8 @@
 // the account that deployed it). The feed is --feed, or the asset's entry in PRICE_FEEDS (JSON: {"ETH": "0x…"}).
 // `npm run price-feed -- deploy [ETH=3000 BTC=100000]`: deploys a feed per asset (default: ETH at $3,000 and BTC
 // at $100,000) and prints PRICE_FEEDS as JSON. Prints what it did as JSON; `npm run compile` must have run.
-// The embedded chain of `npm start` lives inside the gateway's process: there the gateway calls the same
-// functions (updatePriceFeed, deployPriceFeeds from gateway/rates).
+// `npm start` deploys the feeds on its embedded chain itself (deployPriceFeeds, from gateway/rates) and prints this
+// command for them, with the chain's URL and the key of their owner.
 import { type Address, createPublicClient, createWalletClient, http, isAddress } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { assetByCode } from "../core/index.ts";

@@ -15,6 +15,7 @@ import {
   type PublicClient,
   parseTransaction,
   type Transport,
+  toHex,
   type WalletClient,
 } from "viem";
 import { mnemonicToAccount } from "viem/accounts";
@@ -24,6 +25,13 @@ import { type DeployedContracts, deployContracts } from "./deploy.ts";
 type NetworkHelpers = Awaited<ReturnType<typeof import("hardhat")["network"]["create"]>>["networkHelpers"];
 
 export const hardhatMnemonic = "test test test test test test test test test test test junk";
+
+/** A development account's private key: Hardhat's test mnemonic, public, so never for real money. */
+export function developmentAccountKey(index: number): Hex {
+  const key = mnemonicToAccount(hardhatMnemonic, { addressIndex: index }).getHdKey().privateKey;
+  if (key === null) throw new Error(`development account ${index} has no private key`);
+  return toHex(key);
+}
 
 /** Hardhat's own chain id: the first embedded chain's. */
 export const hardhatChainId = 31_337;

@@ -38,6 +38,7 @@ export {
   forwarderAddressOf,
 } from "./deposits.ts";
 export {
+  developmentAccountKey,
   type EmbeddedChain,
   type EmbeddedChainOptions,
   hardhatChainId,

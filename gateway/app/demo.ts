@@ -19,11 +19,10 @@ import {
   TransactionNotFoundError,
   type TransactionSerialized,
   type Transport,
-  toHex,
   type WalletClient,
 } from "viem";
 import { mnemonicToAccount } from "viem/accounts";
-import { hardhatMnemonic, testUsdAbi } from "../../adapters/evm/index.ts";
+import { developmentAccountKey, hardhatMnemonic, testUsdAbi } from "../../adapters/evm/index.ts";
 import { type Asset, assets, SwitchyardError } from "../../core/index.ts";
 import {
   type AccountRecord,
@@ -337,12 +336,10 @@ async function creditMint(
 /** 1,000 TestUSD minted to the payer on an embedded chain (new at every start): not in the ledger, it is the payer's. */
 async function fundPayer(source: DemoChainSource): Promise<DemoPayer> {
   const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: demoPayerAccountIndex });
-  const privateKey = account.getHdKey().privateKey;
-  if (privateKey === null) throw new DemoSetupError("the payer's development key is missing");
   await mint(source, account.address, demoFundingUsdc);
   return {
     address: account.address,
-    privateKey: toHex(privateKey),
+    privateKey: developmentAccountKey(demoPayerAccountIndex),
     accountIndex: demoPayerAccountIndex,
     balance: demoFundingUsdc,
   };

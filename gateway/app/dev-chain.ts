@@ -34,6 +34,8 @@ import {
 } from "../../adapters/evm/index.ts";
 import { type Db, type Logger, SwitchyardError } from "../../core/index.ts";
 
+export { developmentAccountKey } from "../../adapters/evm/index.ts";
+
 /** A development chain cannot be used as configured (no account to take, its contracts gone, another wallet). */
 export class DevChainSetupError extends SwitchyardError {
   override name = "DevChainSetupError";

@@ -8,7 +8,9 @@ import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { type Address, createPublicClient, http } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { priceFeedAbi } from "../../gateway/rates/index.ts";
 
 const root = path.join(import.meta.dirname, "..", "..");
 const run = promisify(execFile);
@@ -153,5 +155,32 @@ describe("npm start's paywalled demo", () => {
     await stop(gateway);
     gateway = await startGateway(env);
     expect(gateway.output()).toContain(`paywall ${paywallId![1]}, `);
+  });
+
+  it("prints the price feeds it deployed and a command that moves ETH's, which works as printed", async () => {
+    const text = gateway!.output();
+    const feeds =
+      /price feeds deployed at this start on rail evm: ETH (0x[0-9a-fA-F]{40}), BTC (0x[0-9a-fA-F]{40})\./.exec(
+        text,
+      );
+    const move =
+      /^ {2}(EVM_RPC_URL=\S+ EVM_HOT_WALLET_KEY=0x[0-9a-f]{64} npm run price-feed -- ETH 3100 --feed (0x[0-9a-fA-F]{40}))$/m.exec(
+        text,
+      );
+    expect(feeds, text).not.toBeNull();
+    expect(move, text).not.toBeNull();
+    expect(move![2]).toBe(feeds![1]);
+    const output = await shell(move![1]!);
+    // npm's own lines ("> switchyard@… price-feed") come first; the command's JSON after them.
+    const printed = JSON.parse(output.slice(output.indexOf("{"))) as Record<string, unknown>;
+    expect(printed).toMatchObject({ asset: "ETH", roundId: "2", answer: "310000000000" });
+    // What the gateway's rates read: the feed at the printed address, on the chain it serves.
+    const client = createPublicClient({ transport: http(`http://127.0.0.1:${env.EVM_EMBEDDED_RPC_PORT}`) });
+    const [, answer] = await client.readContract({
+      address: feeds![1] as Address,
+      abi: priceFeedAbi,
+      functionName: "latestRoundData",
+    });
+    expect(answer).toBe(310_000_000_000n);
   });
 });
