@@ -5,13 +5,14 @@
 // reported it.
 import { authenticatedLndGrpc, getPayments } from "lightning";
 import { erc20Abi, numberToHex } from "viem";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { assets, divCeil } from "../../core/index.ts";
 import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { embeddedL1L2 } from "../../gateway/app/config.ts";
 import type { App } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { selectLedgerTotals } from "../../gateway/ledger/index.ts";
+import { devPriceFeedSpecs, updatePriceFeed } from "../../gateway/rates/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { signEvent, stripeEvents } from "../fiat/stripe-events.ts";
 import { apiClient } from "../support/api.ts";
@@ -83,6 +84,34 @@ async function customerLedger() {
   const record = await getTenantAccount(app.db, { tenantId: app.demo!.tenantId, id: "acct_demo_customer" });
   const [account] = await app.ledger.lookupAccounts([record!.ledgerAccountId]);
   return account!;
+}
+
+/**
+ * Every feed the gateway deployed answers its start price again, in a round of the L1's time now: what a test that
+ * aged the L1 leaves for the tests after it (Lightning needs BTC's rate).
+ */
+async function freshFeeds(payeeId: string): Promise<void> {
+  const l1 = app.chains.get("evm")!;
+  for (const spec of devPriceFeedSpecs)
+    await updatePriceFeed(l1, { feed: app.priceFeeds![spec.assetCode]!, usd: spec.usd });
+  await app.rates.refresh();
+  expect(app.rates.rateStatus("BTC")).toBe("fresh");
+  await waitFor(
+    "the market's snapshot to see the fresh rate",
+    async () => ((await lightningExcluded(payeeId)) ? undefined : true),
+    { timeoutMs: 10_000 },
+  );
+}
+
+/** A quote to the payee, and whether it leaves Lightning out for a stale rate. */
+async function lightningExcluded(payeeId: string) {
+  const answer = await call("POST", "/v1/quotes", {
+    amount: "0.50",
+    asset: "USDC",
+    destination: { type: "payee", payee: payeeId },
+  });
+  const excluded = answer.body.route?.excluded as { rail: string; reason: string }[] | undefined;
+  return excluded?.some((e) => e.rail === "lightning" && e.reason === "stale_rate") ? answer : undefined;
 }
 
 describe("a payee on every rail", () => {
@@ -297,23 +326,12 @@ describe("a payee on every rail", () => {
     const l1 = app.chains.get("evm")!;
     await l1.provider.request({ method: "evm_increaseTime", params: [numberToHex(2 * 60 * 60)] } as never);
     await l1.provider.request({ method: "evm_mine", params: [] } as never);
+    onTestFinished(() => freshFeeds(id));
     await app.rates.refresh();
     expect(app.rates.rateStatus("BTC")).toBe("stale");
-    const quote = await waitFor(
-      "the market's snapshot to see the stale rate",
-      async () => {
-        const answer = await call("POST", "/v1/quotes", {
-          amount: "0.50",
-          asset: "USDC",
-          destination: { type: "payee", payee: id },
-        });
-        const excluded = answer.body.route?.excluded as { rail: string; reason: string }[] | undefined;
-        return excluded?.some((e) => e.rail === "lightning" && e.reason === "stale_rate")
-          ? answer
-          : undefined;
-      },
-      { timeoutMs: 10_000 },
-    );
+    const quote = await waitFor("the market's snapshot to see the stale rate", () => lightningExcluded(id), {
+      timeoutMs: 10_000,
+    });
     expect(quote.status).toBe(201);
     expect(quote.body.rail).toBe("evm-l2");
   });
