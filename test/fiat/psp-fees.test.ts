@@ -6,15 +6,15 @@
 // processes on one PostgreSQL database, against stripe-mock, the webhooks through the real route; a dispute's fees come
 // in its own balance transactions, as Stripe sends them. stripe-mock's balance transactions all say fee 0, so a card
 // payment's processing fee is given to the settlement as the rail would deliver it.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assets, type RailEvent } from "../../core/index.ts";
-import { createAccount } from "../../gateway/accounts/index.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import type { RailEvent } from "../../core/index.ts";
 import type { App } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes } from "../../gateway/ledger/index.ts";
 import { applyRailEvent } from "../../gateway/settlement/index.ts";
 import { railFeeFundingLedgerId, railFeeLedgerId } from "../../gateway/settlement/rail-fees.ts";
 import { apiClient } from "../support/api.ts";
+import { openCardInvoice, payCardInvoice } from "./card-invoice.ts";
 import { deliverStripeEvent, stripeEvents, twoStripeMockGateways } from "./stripe-events.ts";
 
 const secret = "whsec_psp_fees_test";
@@ -42,50 +42,40 @@ const applied = (app: App, event: RailEvent) =>
     event,
   );
 
+// The helpers below work on process `a`'s database unless given another process (one on a database of its own).
+
 /** The fiat rail's USD account of `kind`: debits less credits (clearing and fee are debit-normal; capital is not). */
-async function railBalance(kind: "clearing" | "fee" | "capital"): Promise<bigint> {
-  const [row] = await a.db.query<{ ledger_account_id: bigint }>(
+async function railBalance(kind: "clearing" | "fee" | "capital", app: App = a): Promise<bigint> {
+  const [row] = await app.db.query<{ ledger_account_id: bigint }>(
     "SELECT ledger_account_id FROM accounts WHERE kind = $1 AND rail = 'fiat' AND asset = 'USD'",
     [kind],
   );
   if (row === undefined) return 0n; // not opened yet: nothing booked on it
-  const [account] = await a.ledger.lookupAccounts([BigInt(row.ledger_account_id)]);
+  const [account] = await app.ledger.lookupAccounts([BigInt(row.ledger_account_id)]);
   return account!.debitsPosted - account!.creditsPosted;
 }
 
-/** A card invoice of 25.00 into an account of its own; `pay` delivers Stripe's payment_intent.succeeded to `app`. */
-async function cardInvoice(name: string, app: App = a) {
-  const accountId = `acct_${name}`;
-  await createAccount(
-    { sql: a.db, ledger: a.ledger },
-    { tenantId: a.demo!.tenantId, kind: "customer", asset: assets.USD, name, id: accountId },
-  );
-  const created = await apiClient(a)("POST", "/v1/invoices", {
-    account: accountId,
-    amount: "25.00",
-    asset: "USD",
-    description: name,
-  });
-  expect(created.status).toBe(201);
-  const invoiceId: string = created.body.id;
-  const intentId: string = created.body.instructions.payment_intent;
-  const paid = stripeEvents.intentSucceeded(`evt_${name}_paid`, {
-    intentId,
-    amount: 2500,
-    paymentId: invoiceId,
-    attemptId: "invoice",
-    reference: invoiceId,
-  });
-  return { invoiceId, intentId, pay: () => deliver(app, paid) };
+/**
+ * A card invoice of 25.00 into an account of its own, made through `app`; `pay` delivers Stripe's
+ * payment_intent.succeeded to `payTo` (`app` unless told).
+ */
+async function cardInvoice(name: string, { app = a, payTo = app }: { app?: App; payTo?: App } = {}) {
+  const invoice = await openCardInvoice(app, name);
+  return { ...invoice, pay: () => payCardInvoice(payTo, invoice, secret) };
 }
 
 describe("Stripe's fees", () => {
   it("leave the customers' money whole: a payment refunded and another disputed after their fees, on Stripe's first money", async () => {
     // The first payments on this database: the clearing account holds nothing else. When a fee was booked against it
     // alone, the refund's hold (insufficient_liquidity: a 500) and the dispute (a webhook refused for ever) no longer
-    // fitted.
-    expect(await railBalance("clearing")).toBe(0n);
-    const refunded = await cardInvoice("fee_then_refund");
+    // fitted. So two processes on a database of their own: the suite's may hold the other tests' money already.
+    const [first, second] = await twoStripeMockGateways(secret, "fiat_psp_fees_first_money");
+    onTestFinished(async () => {
+      await first.close();
+      await second.close();
+    });
+    expect(await railBalance("clearing", first)).toBe(0n);
+    const refunded = await cardInvoice("fee_then_refund", { app: first });
     const received: RailEvent = {
       kind: "received",
       reference: refunded.invoiceId,
@@ -93,12 +83,12 @@ describe("Stripe's fees", () => {
       evidence: { rail: "fiat", pspId: refunded.intentId },
       fees: [{ id: "txn_card_fee_then_refund", amount: 103n }],
     };
-    expect(await applied(a, received)).toBe("applied");
+    expect(await applied(first, received)).toBe("applied");
     // Paid through Stripe's webhook (stripe-mock's fee: 0), so that its dispute finds it credited.
-    const disputed = await cardInvoice("fee_then_dispute");
+    const disputed = await cardInvoice("fee_then_dispute", { app: first });
     await disputed.pay();
-    expect(await railBalance("clearing")).toBe(5000n);
-    const refund = await apiClient(a)("POST", "/v1/refunds", {
+    expect(await railBalance("clearing", first)).toBe(5000n);
+    const refund = await apiClient(first)("POST", "/v1/refunds", {
       invoice: refunded.invoiceId,
       amount: "25.00",
     });
@@ -106,15 +96,15 @@ describe("Stripe's fees", () => {
     expect(refund.body.status).toBe("succeeded");
     const dispute = { disputeId: "dp_after_fee", intentId: disputed.intentId, amount: 2500 };
     await deliver(
-      b,
+      second,
       stripeEvents.disputeCreated("evt_dispute_after_fee", {
         ...dispute,
         fees: [{ id: "txn_dispute_after_fee", amount: -2500, fee: 1500 }],
       }),
     );
-    expect(await railBalance("clearing")).toBe(0n);
-    expect(await railBalance("fee")).toBe(103n + 1500n);
-    expect(await railBalance("capital")).toBe(-(103n + 1500n));
+    expect(await railBalance("clearing", first)).toBe(0n);
+    expect(await railBalance("fee", first)).toBe(103n + 1500n);
+    expect(await railBalance("capital", first)).toBe(-(103n + 1500n));
   });
 
   it("books a dispute's fee once, funded by the operator, and its return when the dispute is won", async () => {
@@ -169,7 +159,7 @@ describe("Stripe's fees", () => {
 
   it("keeps a dispute's fee while the dispute waits for its payment, and books it with the dispute", async () => {
     const [clearingBefore, feesBefore] = [await railBalance("clearing"), await railBalance("fee")];
-    const { intentId, pay } = await cardInvoice("fee_dispute_first", b);
+    const { intentId, pay } = await cardInvoice("fee_dispute_first", { payTo: b });
     // Stripe delivers the dispute before the payment: it is parked (no money of it is credited yet).
     const opened = {
       disputeId: "dp_fee_first",
