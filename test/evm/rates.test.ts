@@ -3,7 +3,7 @@
 // by `npm run price-feed`'s own functions, and aged past maxAgeMs with evm_increaseTime: stale, not missing; and
 // checked against an HTTP source over a real local server: far enough apart, neither is used.
 import { type Address, createWalletClient, custom, numberToHex } from "viem";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { type EmbeddedChain, startEmbeddedChain } from "../../adapters/evm/index.ts";
 import {
   aggregatorV3Abi,
@@ -23,15 +23,23 @@ import { type RatesServer, startRatesServer } from "../support/rates-server.ts";
 
 const maxAgeMs = 60 * 60 * 1000;
 let chain: EmbeddedChain;
-let feeds: Record<string, Address>;
-let rateFeed: RateFeed;
 
 const clients = () => ({ walletClient: chain.walletClient, publicClient: chain.publicClient });
 
 beforeAll(async () => {
   chain = await startEmbeddedChain({ chainId: 31_390 });
-  feeds = await deployPriceFeeds(clients());
-  rateFeed = createRateFeed({
+});
+afterAll(async () => {
+  await chain?.close();
+});
+
+/**
+ * Feeds of the test's own, as the development chain deploys them (ETH $3,000, BTC $100,000, in rounds of the chain's
+ * time now), and a rate feed reading them: a test moves or ages its feeds, never another test's.
+ */
+async function ownFeeds(): Promise<{ feeds: Record<string, Address>; rateFeed: RateFeed }> {
+  const feeds = await deployPriceFeeds(clients());
+  const rateFeed = createRateFeed({
     sources: [
       chainlinkFeedSource({
         client: chain.publicClient,
@@ -45,11 +53,9 @@ beforeAll(async () => {
     maxAgeMs,
     refreshMs: 60_000,
   });
-});
-afterAll(async () => {
-  await rateFeed?.stop();
-  await chain?.close();
-});
+  onTestFinished(() => rateFeed.stop());
+  return { feeds, rateFeed };
+}
 
 describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
   it("the ABIs gateway/rates uses are the compiled contract's", async () => {
@@ -68,6 +74,7 @@ describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
   });
 
   it("deploys ETH at $3,000 and BTC at $100,000, read back as the development table's rates", async () => {
+    const { feeds, rateFeed } = await ownFeeds();
     const description = await chain.publicClient.readContract({
       address: feeds.ETH!,
       abi: priceFeedAbi,
@@ -83,6 +90,7 @@ describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
   });
 
   it("npm run price-feed -- ETH 3100.25 posts round 2, and the feed reads it exactly", async () => {
+    const { feeds, rateFeed } = await ownFeeds();
     const command = parsePriceFeedArgs(["ETH", "3100.25"], { PRICE_FEEDS: JSON.stringify(feeds) });
     if ("error" in command) throw new Error(command.error);
     const result = await runPriceFeedCommand(clients(), command);
@@ -93,6 +101,7 @@ describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
   });
 
   it("refuses a price finer than the feed's decimals, and an account that does not own the feed", async () => {
+    const { feeds, rateFeed } = await ownFeeds();
     await expect(updatePriceFeed(clients(), { feed: feeds.ETH!, usd: "3000.000000001" })).rejects.toThrow(
       PriceFeedError,
     );
@@ -115,10 +124,20 @@ describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
     );
     expect((revert as { data: { errorName: string } }).data.errorName).toBe("PriceFeedUnauthorized");
     await rateFeed.refresh();
-    expect(rateFeed.usdRate("ETH")).toEqual({ microUsd: 12_401n, perMinorUnits: 4_000n });
+    expect(rateFeed.usdRate("ETH")).toEqual({ microUsd: 3n, perMinorUnits: 1n });
+    // Neither refused update made a round: the feed still answers its first.
+    const [round, answer] = await chain.publicClient.readContract({
+      address: feeds.ETH!,
+      abi: priceFeedAbi,
+      functionName: "latestRoundData",
+    });
+    expect([round, answer]).toEqual([1n, 300_000_000_000n]);
   });
 
   it("a feed not updated for longer than maxAgeMs on the chain's clock is stale, and fresh again once updated", async () => {
+    const { feeds, rateFeed } = await ownFeeds();
+    await rateFeed.refresh();
+    expect(rateFeed.rateStatus("ETH")).toBe("fresh");
     await chain.provider.request({ method: "evm_increaseTime", params: [numberToHex(2 * 60 * 60)] } as never);
     await chain.provider.request({ method: "evm_mine", params: [] } as never);
     await rateFeed.refresh();
@@ -141,7 +160,7 @@ describe("PriceFeed on a Hardhat chain, read as a Chainlink feed", () => {
 describe("a price feed checked against an HTTP source", () => {
   let server: RatesServer;
   let checked: RateFeed;
-  /** A feed of its own: the tests above move theirs, in their order. */
+  /** A feed of its own, as each test above has. */
   let ethFeed: Address;
 
   beforeAll(async () => {
