@@ -52,34 +52,57 @@ async function waitUntil<T>(what: string, read: () => Promise<T | undefined>): P
   throw new Error(`timed out waiting for ${what}`);
 }
 
-describe("refunds of a USDC invoice", () => {
-  let invoiceId: string;
+/** An invoice of 10.00 USDC to the demo merchant, open: its id and deposit address. */
+async function openInvoice(): Promise<{ invoiceId: string; depositAddress: Address }> {
+  const created = await gw.call("POST", "/v1/invoices", {
+    account: gw.app.demo!.merchant.id,
+    asset: "USDC",
+    amount: "10.00",
+  });
+  expect(created.status).toBe(201);
+  return { invoiceId: created.body.id, depositAddress: created.body.instructions.deposit_address };
+}
 
+/** The payer's transfer of 10.00 to the invoice's deposit address, and the invoice once it reads paid. */
+async function pay(invoice: { invoiceId: string; depositAddress: Address }) {
+  await gw.send(payer(), {
+    address: gw.chain.contracts.testUsd,
+    abi: testUsdAbi,
+    functionName: "transfer",
+    args: [invoice.depositAddress, 10_000_000n],
+  });
+  return waitUntil("invoice paid", async () => {
+    const read = await gw.call("GET", `/v1/invoices/${invoice.invoiceId}`);
+    return read.body.status === "paid" ? read.body : undefined;
+  });
+}
+
+/** An invoice of 10.00 paid by the payer: each test refunds one of its own. */
+async function paidInvoice(): Promise<string> {
+  const invoice = await openInvoice();
+  await pay(invoice);
+  return invoice.invoiceId;
+}
+
+/** The refund once it is no longer pending. */
+const settled = (id: string) =>
+  waitUntil("refund settled", async () => {
+    const read = await gw.call("GET", `/v1/refunds/${id}`);
+    return read.body.status === "pending" ? undefined : read.body;
+  });
+
+describe("refunds of a USDC invoice", () => {
   it("has an invoice of 10.00 paid by a transfer to its deposit address", async () => {
-    const created = await gw.call("POST", "/v1/invoices", {
-      account: gw.app.demo!.merchant.id,
-      asset: "USDC",
-      amount: "10.00",
-    });
-    expect(created.status).toBe(201);
-    invoiceId = created.body.id;
-    const notPaid = await gw.call("POST", "/v1/refunds", { invoice: invoiceId });
+    const invoice = await openInvoice();
+    const notPaid = await gw.call("POST", "/v1/refunds", { invoice: invoice.invoiceId });
     expect(notPaid.status).toBe(409);
     expect(notPaid.body.error.code).toBe("invoice_not_paid");
-    await gw.send(payer(), {
-      address: gw.chain.contracts.testUsd,
-      abi: testUsdAbi,
-      functionName: "transfer",
-      args: [created.body.instructions.deposit_address as Address, 10_000_000n],
-    });
-    const paid = await waitUntil("invoice paid", async () => {
-      const read = await gw.call("GET", `/v1/invoices/${invoiceId}`);
-      return read.body.status === "paid" ? read.body : undefined;
-    });
+    const paid = await pay(invoice);
     expect(paid.payer.toLowerCase()).toBe(payer().address.toLowerCase());
   });
 
   it("pays part of it back to the address that paid, its gas booked as the rail's fee", async () => {
+    const invoiceId = await paidInvoice();
     const merchantBefore = await merchantPosted();
     const tokensBefore = await gw.tokenBalance(payer().address);
     const created = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "4.00" });
@@ -91,10 +114,7 @@ describe("refunds of a USDC invoice", () => {
       destination: { type: "evm_address", address: expect.any(String) },
     });
     expect(created.body.destination.address.toLowerCase()).toBe(payer().address.toLowerCase());
-    const refund = await waitUntil("refund settled", async () => {
-      const read = await gw.call("GET", `/v1/refunds/${created.body.id}`);
-      return read.body.status === "pending" ? undefined : read.body;
-    });
+    const refund = await settled(created.body.id);
     expect(refund).toMatchObject({
       status: "succeeded",
       evidence: { rail: "evm", tx_hash: expect.stringMatching(/^0x[0-9a-f]{64}$/) },
@@ -126,6 +146,11 @@ describe("refunds of a USDC invoice", () => {
   });
 
   it("never refunds more than came in, and takes no destination but an EVM address", async () => {
+    // 4.00 of the 10.00 given back first: what remains is 6.00.
+    const invoiceId = await paidInvoice();
+    const part = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "4.00" });
+    expect(part.status).toBe(201);
+    expect((await settled(part.body.id)).status).toBe("succeeded");
     const transfers = await gw.app.db.query("SELECT count(*) FROM ledger_transfers");
     const over = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "6.01" });
     expect(over.status).toBe(409);
@@ -156,9 +181,7 @@ describe("a refund asked again while the node is out of reach", () => {
   }
 
   it("ends failed, its hold given back: the rail keeps that refusal and would never pay the refund", async () => {
-    const [invoice] = await gw.app.db.query<{ id: string }>(
-      "SELECT id FROM invoices WHERE status = 'paid' AND asset = 'USDC' ORDER BY created_at LIMIT 1",
-    );
+    const invoiceId = await paidInvoice();
     const merchantBefore = await merchantPosted();
     // The first ask never answers (the process stopped mid-call): the refund stays pending for recovery.
     const rails = gw.app.payments.rails as Map<string, Rail>;
@@ -171,7 +194,7 @@ describe("a refund asked again while the node is out of reach", () => {
     });
     let created: Awaited<ReturnType<Gateway["call"]>>;
     try {
-      created = await gw.call("POST", "/v1/refunds", { invoice: invoice!.id, amount: "1.00" });
+      created = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, amount: "1.00" });
     } finally {
       rails.set("evm", real);
     }
@@ -265,13 +288,7 @@ describe("an invoice paid by two addresses", () => {
     const rest = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, destination: customer });
     expect(rest.status).toBe(201);
     expect(rest.body.amount).toBe("6.000000");
-    for (const id of [part.body.id, rest.body.id])
-      expect(
-        await waitUntil("refund settled", async () => {
-          const read = await gw.call("GET", `/v1/refunds/${id}`);
-          return read.body.status === "pending" ? undefined : read.body.status;
-        }),
-      ).toBe("succeeded");
+    for (const id of [part.body.id, rest.body.id]) expect((await settled(id)).status).toBe("succeeded");
     expect((await gw.tokenBalance(payer().address)) - tokensBefore).toBe(10_000_000n);
     const emptied = await gw.call("POST", "/v1/refunds", { invoice: invoiceId, destination: customer });
     expect(emptied.status).toBe(409);
