@@ -232,6 +232,54 @@ describe("createRateFeed", () => {
     expect(feed.usdRate("BTC")).toEqual(btc);
   });
 
+  it("drops a source's rate of an asset its answer no longer names, as a restart would; a failure keeps it", async () => {
+    const { logger, lines: logged } = recordingLogger();
+    const chain = toySource("chainlink", ["ETH"]);
+    const http = toySource("http", ["ETH", "BTC"]);
+    const feed = feedWith([chain, http], { logger, disagreementMaxBps: 500 });
+    const unlisted = (assetCode: string) => ({
+      assetCode,
+      reason: "not_listed" as const,
+      details: `no rates.${assetCode}`,
+    });
+    chain.answer({
+      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    http.answer({
+      observations: [{ assetCode: "ETH", rate: eth3151, observedAtMs: clock.ms }],
+      failures: [unlisted("BTC")],
+    });
+    await feed.refresh();
+    expect(feed.rateStatus("ETH")).toBe("disputed");
+    // A failure says nothing of the rate: it still counts.
+    http.answer({ observations: [], failures: [{ assetCode: "ETH", reason: "timeout", details: "slow" }] });
+    await feed.refresh();
+    expect(feed.rateStatus("ETH")).toBe("disputed");
+    // The HTTP source lists ETH no more. Before: its last rate weighed in every check until a restart.
+    http.answer({ observations: [], failures: [unlisted("ETH"), unlisted("BTC")] });
+    await feed.refresh();
+    expect(feed.rateStatus("ETH")).toBe("fresh");
+    expect(feed.usdRate("ETH")).toEqual(eth3000);
+    expect(feed.rateOrigin("ETH")?.source).toBe("chainlink");
+    await feed.refresh();
+    // Said once each, not at every refresh: BTC never listed, ETH's rate dropped.
+    const warned = logged.filter((line) => line.level === "warn");
+    expect(warned.map((line) => [line.fields.asset, line.fields.reason, line.message])).toEqual([
+      ["BTC", "not_listed", "rate source failed"],
+      ["ETH", "timeout", "rate source failed"],
+      ["ETH", "not_listed", "rate source no longer names the asset: its last rate is dropped"],
+    ]);
+    expect(warned[2]?.fields.dropped).toBe("3151 µUSD / 1000");
+    // Named again, it counts again.
+    http.answer({
+      observations: [{ assetCode: "ETH", rate: eth3151, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    await feed.refresh();
+    expect(feed.rateStatus("ETH")).toBe("disputed");
+  });
+
   it("answers static rates only for assets no source covers", async () => {
     const chain = toySource("chainlink", ["ETH"]);
     const usdc = { microUsd: 1n, perMinorUnits: 1n };

@@ -8,7 +8,9 @@
 // rate counts: the source that went quiet may be the right one (an HTTP source quoting cents is fresh after every
 // fetch, while a feed that stopped updating ages), and nothing held in memory is needed, so a restart or another
 // process reads the same. The price: while one source is down, the others must stay within the bound of its last
-// rate. A single source's first rate has nothing to be checked against, and is taken as it comes. The static table
+// rate. A source whose answer stops naming an asset has withdrawn its rate: the rate is dropped, as a restart would
+// drop it (a source that fails keeps its last rate until it ages). A single source's first rate has nothing to be
+// checked against, and is taken as it comes. The static table
 // is for development: it answers only assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale
 // feed still shows as stale. Fixed rates (USD, USDC's peg) answer an asset a source covers until a source has
 // observed it.
@@ -186,6 +188,8 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
 
   /** Assets whose sources disagreed at the last refresh: a dispute is logged when it begins and when it ends. */
   const disputed = new Set<string>();
+  /** Per source, the assets its last answer did not name: logged when that begins, not at every refresh. */
+  const unlisted: Set<string>[] = sources.map(() => new Set());
 
   function rateStatus(assetCode: string): RateStatus {
     if (!covered.has(assetCode)) return Object.hasOwn(staticRates, assetCode) ? "fresh" : "missing";
@@ -223,6 +227,7 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     for (const observation of result.observations) {
       // Only the assets the source declared: the map stays bounded whatever a source returns.
       if (!source.assetCodes.includes(observation.assetCode)) continue;
+      unlisted[index]!.delete(observation.assetCode);
       const before = byAsset.get(observation.assetCode);
       if (
         before !== undefined &&
@@ -248,11 +253,34 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
       // when the chain's clock jumps ahead (see chainlink.ts), and that age must show.
       byAsset.set(observation.assetCode, observation);
     }
-    for (const failure of result.failures)
-      logger.warn(
-        { source: source.name, asset: failure.assetCode, reason: failure.reason, details: failure.details },
-        "rate source failed",
-      );
+    for (const failure of result.failures) {
+      const fields = {
+        source: source.name,
+        asset: failure.assetCode,
+        reason: failure.reason,
+        details: failure.details,
+      };
+      if (
+        failure.reason !== "not_listed" ||
+        failure.assetCode === null ||
+        !source.assetCodes.includes(failure.assetCode)
+      ) {
+        logger.warn(fields, "rate source failed");
+        continue;
+      }
+      // The source says it has no rate of the asset now, not that it failed to give one: its last rate is its word
+      // no more. Kept, it would answer until it aged and weigh in every dispute check until a restart (a source
+      // that dropped ETH, against a feed that then moved 5 %: disputed for good).
+      const last = byAsset.get(failure.assetCode);
+      byAsset.delete(failure.assetCode);
+      if (last !== undefined)
+        logger.warn(
+          { ...fields, dropped: rateText(last.rate) },
+          "rate source no longer names the asset: its last rate is dropped",
+        );
+      else if (!unlisted[index]!.has(failure.assetCode)) logger.warn(fields, "rate source failed");
+      unlisted[index]!.add(failure.assetCode);
+    }
   }
 
   async function refreshOnce(): Promise<void> {
