@@ -293,7 +293,7 @@ describe("createRateFeed", () => {
     expect(feed.usdRate("toString")).toBeNull();
   });
 
-  it("answers a fixed rate for an asset a source covers until a source has observed it", async () => {
+  it("answers a fixed rate for an asset a source covers while no source holds a rate of it", async () => {
     // An HTTP source that may list every asset but lists only BTC: USDC kept its peg (it was missing: every
     // payment refused no_fx_rate); once a source names USDC, that rate answers, and ages as any other.
     const http = toySource("http", ["USDC", "BTC"]);

@@ -10,10 +10,9 @@
 // process reads the same. The price: while one source is down, the others must stay within the bound of its last
 // rate. A source whose answer stops naming an asset has withdrawn its rate: the rate is dropped, as a restart would
 // drop it (a source that fails keeps its last rate until it ages). A single source's first rate has nothing to be
-// checked against, and is taken as it comes. The static table
-// is for development: it answers only assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale
-// feed still shows as stale. Fixed rates (USD, USDC's peg) answer an asset a source covers until a source has
-// observed it.
+// checked against, and is taken as it comes. The static table is for development: it answers only assets no source
+// covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed rates (USD, USDC's
+// peg) answer an asset a source covers while no source holds a rate of it.
 
 import type { UsdRate } from "../../core/index.ts";
 import { assetByCode, type Logger, silentLogger } from "../../core/index.ts";
@@ -29,8 +28,8 @@ export type RateFeedParams = {
   /** Development only: rates for assets no source covers, always fresh. */
   readonly staticRates?: Readonly<Record<string, UsdRate>>;
   /**
-   * Rates that hold by definition or peg (USD, USDC): answered for an asset until a source has observed it, even one
-   * a source covers (an HTTP source may list any asset, and names only those it has).
+   * Rates that hold by definition or peg (USD, USDC): answered for an asset while no source holds a rate of it, even
+   * one a source covers (an HTTP source may list any asset, and names only those it has).
    */
   readonly fixedRates?: Readonly<Record<string, UsdRate>>;
   /** Spreads charged per pair, parts per million, keyed by fxPairKey(from, to). */
@@ -116,9 +115,9 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
   const logger = params.logger ?? silentLogger;
   const staticRates = params.staticRates ?? {};
   const fixedRates = params.fixedRates ?? {};
-  /** Whether any source has observed the asset (its rate then answers, fresh or not). */
+  /** Whether any source holds a rate of the asset (its rate then answers, fresh or not). */
   const observed = (assetCode: string) => held.some((byAsset) => byAsset.has(assetCode));
-  /** The fixed rate of a covered asset no source has observed yet, or null. */
+  /** The fixed rate of a covered asset no source holds a rate of, or null. */
   const fixedOf = (assetCode: string): UsdRate | null =>
     Object.hasOwn(fixedRates, assetCode) && !observed(assetCode) ? fixedRates[assetCode]! : null;
   /** Per source (same index as `sources`), the latest observation of each asset it covers. */
