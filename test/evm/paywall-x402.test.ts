@@ -11,8 +11,15 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
   let gw: Gateway;
   let shop: FastifyInstance;
   let base: string;
-  let served = 0;
+  /** How many requests /report and /held have served, each its own: a test counts only its own route's. */
+  const served = { report: 0, held: 0 };
   let splitPayeeAccount: string;
+  /**
+   * Each paywall's seller, by resource: a merchant account of its own. The watcher runs on, so a payment another
+   * test leaves uncredited (the last one of the gate's, say) is credited during the next test: on one shared
+   * merchant it would be counted as that test's.
+   */
+  const sellers = new Map<string, string>();
   /** While set, the next request into GET /held says it entered, then waits for `hold.released` before serving. */
   let hold: { entered: () => void; released: Promise<void> } | null = null;
   /** Every request into GET /gate counts itself in, then waits for `gate.opened`. */
@@ -20,14 +27,16 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
 
   beforeAll(async () => {
     gw = await startGateway();
-    /** A paywall of the demo tenant at 0.01 USD by x402 on the EVM rail, crediting the merchant. */
+    /** A paywall of the demo tenant at 0.01 USD by x402 on the EVM rail, crediting a seller of its own. */
     const paywall = async (resource: string, description: string, extra: Record<string, unknown> = {}) => {
+      const seller = await gw.merchantAccount(`seller of ${resource}`);
+      sellers.set(resource, seller.id);
       const created = await gw.call("POST", "/v1/paywalls", {
         resource,
         description,
         price: { amount: "0.01", asset: "USD" },
         offers: [{ scheme: "x402", rail: "evm" }],
-        accounts: [gw.app.demo!.merchant.id],
+        accounts: [seller.id],
         ...extra,
       });
       expect(created.status, JSON.stringify(created.body)).toBe(201);
@@ -53,7 +62,7 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
     shop.get("/report", async () => {
-      served += 1;
+      served.report += 1;
       return { report: "the goods" };
     });
     shop.get("/split-report", async () => ({ report: "the shared goods" }));
@@ -63,7 +72,7 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       hold = null;
       held?.entered();
       await held?.released;
-      served += 1;
+      served.held += 1;
       return { report: "the held goods" };
     });
     shop.get("/gate", async () => {
@@ -81,7 +90,8 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
 
   const postedOf = async (id: string) =>
     BigInt((await gw.call("GET", `/v1/accounts/${id}/balance`)).body.posted.replace(".", ""));
-  const merchantPosted = () => postedOf(gw.app.demo!.merchant.id);
+  const sellerOf = (resource: string) => sellers.get(resource)!;
+  const sellerPosted = (resource: string) => postedOf(sellerOf(resource));
 
   const payingClient = (privateKey?: `0x${string}`) => officialX402Client(gw, privateKey);
 
@@ -92,22 +102,22 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       sent.push(new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined)));
       return fetch(input, init);
     };
-    const before = await merchantPosted();
+    const before = await sellerPosted("/report");
 
     const paidFetch = wrapFetchWithPayment(recording, client);
     const response = await paidFetch(`${base}/report`);
     expect(response.status, await response.clone().text()).toBe(200);
     expect(await response.json()).toEqual({ report: "the goods" });
-    expect(served).toBe(1);
+    expect(served.report).toBe(1);
     const receipt = decodePaymentResponseHeader(response.headers.get("payment-response")!);
     expect(receipt).toMatchObject({ success: true, network: `eip155:${gw.chain.chain.id}` });
     expect(receipt.transaction).toMatch(/^0x[0-9a-f]{64}$/);
 
     // 0.01 USD at the peg is 10 000 µUSDC, credited once (the settlement's booking may follow the receipt).
     const deadline = Date.now() + 15_000;
-    while ((await merchantPosted()) === before && Date.now() < deadline)
+    while ((await sellerPosted("/report")) === before && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
-    expect((await merchantPosted()) - before).toBe(10_000n);
+    expect((await sellerPosted("/report")) - before).toBe(10_000n);
 
     const signature = sent.at(-1)!.get("payment-signature");
     expect(signature).not.toBeNull();
@@ -119,13 +129,13 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     const required = JSON.parse(Buffer.from(replay.headers.get("payment-required")!, "base64").toString());
     expect(required).toMatchObject({ x402Version: 2, error: refusal });
     expect(required.accepts.length).toBeGreaterThan(0);
-    expect(served).toBe(1);
+    expect(served.report).toBe(1);
     await new Promise((r) => setTimeout(r, 500));
-    expect((await merchantPosted()) - before).toBe(10_000n);
+    expect((await sellerPosted("/report")) - before).toBe(10_000n);
   });
 
   it("with a 25% split: the seller gets 75% and the payee 25%, exactly, both named after the invoice", async () => {
-    const merchant = gw.app.demo!.merchant.id;
+    const merchant = sellerOf("/split-report");
     const before = { seller: await postedOf(merchant), payee: await postedOf(splitPayeeAccount) };
     const response = await wrapFetchWithPayment(fetch, payingClient())(`${base}/split-report`);
     expect(response.status, await response.clone().text()).toBe(200);
@@ -159,7 +169,7 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
       await challenge.json(),
     );
     const header = client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-    const before = { served, posted: await merchantPosted() };
+    const before = { served: served.held, posted: await sellerPosted("/held") };
     let release = () => {};
     let entered = () => {};
     const inHandler = new Promise<void>((resolve) => {
@@ -190,12 +200,12 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     const after = await fetch(`${base}/held`, { headers: header });
     expect(after.status).toBe(402);
     expect(((await after.json()) as { error: string }).error).toBe("invalid_exact_evm_nonce_already_used");
-    expect(served - before.served).toBe(1);
+    expect(served.held - before.served).toBe(1);
     const settled = Date.now() + 15_000;
-    while ((await merchantPosted()) === before.posted && Date.now() < settled)
+    while ((await sellerPosted("/held")) === before.posted && Date.now() < settled)
       await new Promise((r) => setTimeout(r, 100));
     await new Promise((r) => setTimeout(r, 300));
-    expect((await merchantPosted()) - before.posted).toBe(10_000n);
+    expect((await sellerPosted("/held")) - before.posted).toBe(10_000n);
   });
 
   it("runs the route only for the payments the payer's balance covers together: the others are refused first", async () => {
@@ -224,7 +234,7 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
         client.encodePaymentSignatureHeader(await client.createPaymentPayload(required)),
       ),
     );
-    const before = await merchantPosted();
+    const before = await sellerPosted("/gate");
     gate.entered = 0;
     gate.served = 0;
     gate.opened = new Promise((resolve) => {
@@ -257,9 +267,9 @@ describe("x402 v2 (@x402/fetch) pays the paywall", () => {
     expect(answers.filter((a) => a.status === 200)).toHaveLength(2);
     expect(gate.served).toBe(2);
     const deadline = Date.now() + 15_000;
-    while ((await merchantPosted()) - before < 20_000n && Date.now() < deadline)
+    while ((await sellerPosted("/gate")) - before < 20_000n && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
-    expect((await merchantPosted()) - before).toBe(20_000n);
+    expect((await sellerPosted("/gate")) - before).toBe(20_000n);
 
     // The served payments' holds went with their completion, and a refused payment's claim was given back: funded
     // again, the payer is served at once with an authorization refused above.

@@ -25,6 +25,7 @@ import {
   type WatchedEvent,
 } from "../../adapters/evm/index.ts";
 import { assets } from "../../core/index.ts";
+import { type AccountRecord, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { type App, type AppOptions, createApp } from "../../gateway/app.ts";
 import type { Account as LedgerAccount, Transfer } from "../../gateway/ledger/index.ts";
 import { railAccountOpened } from "../../gateway/payments/index.ts";
@@ -90,6 +91,17 @@ export async function startGateway(env: Record<string, string> = {}, options: Ap
       });
       if (created.status !== 201) throw new Error(`paywall not made: ${JSON.stringify(created.body)}`);
       return created.body as { id: string };
+    },
+    /**
+     * A new USDC merchant account of the demo tenant, made through the API: one test's own, so that no payment of
+     * another test, credited late, moves the balance it measures.
+     */
+    async merchantAccount(name: string): Promise<AccountRecord> {
+      const created = await call("POST", "/v1/accounts", { asset: "USDC", kind: "merchant", name });
+      if (created.status !== 201) throw new Error(`account not made: ${JSON.stringify(created.body)}`);
+      const account = await getTenantAccount(app.db, { tenantId: app.demo!.tenantId, id: created.body.id });
+      if (account === null) throw new Error(`account ${created.body.id} not found`);
+      return account;
     },
     /** Creates a split among `recipients` (any order) and returns its id and canonical definition. */
     async createSplit(recipients: readonly Address[], basisPoints: readonly number[]) {

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi, x402BatchSettlerAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { assets, divCeil, silentLogger } from "../../core/index.ts";
+import type { AccountRecord } from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { getInvoice } from "../../gateway/settlement/index.ts";
 import {
@@ -127,8 +128,15 @@ function requirementsFor(amount: bigint): ExactRequirements {
   };
 }
 
-/** The payer's signed x402 payment of `value` (a signer other than the payer makes a bad one). */
-async function payment(payer: Payer, value: bigint, options: { signer?: Payer; nonce?: Hex } = {}) {
+/**
+ * The payer's signed x402 payment of `value`, credited to `merchant` (the demo merchant unless named; a signer other
+ * than the payer makes a bad one).
+ */
+async function payment(
+  payer: Payer,
+  value: bigint,
+  options: { signer?: Payer; nonce?: Hex; merchant?: AccountRecord } = {},
+) {
   const nowS = BigInt(Math.floor(Date.now() / 1000));
   const authorization = {
     from: payer.address,
@@ -151,7 +159,7 @@ async function payment(payer: Payer, value: bigint, options: { signer?: Payer; n
     payer: payer.address,
     authorization,
     signature,
-    credit: { tenantId: gw.app.demo!.tenantId, accountId: gw.app.demo!.merchant.id },
+    credit: { tenantId: gw.app.demo!.tenantId, accountId: (options.merchant ?? gw.app.demo!.merchant).id },
     description: "x402 batch test",
   };
   return { claimed, requirements };
@@ -168,11 +176,21 @@ async function claimAndSettle(
 
 const tokenBalance = (address: Address) => gw.tokenBalance(address);
 
-async function merchantBalance(): Promise<bigint> {
-  const account = await gw.ledgerAccount(gw.app.demo!.merchant.ledgerAccountId);
+/**
+ * The chain's head, read from the node: viem answers getBlockNumber from a cache for the client's polling interval,
+ * which may still hold a block from before the transactions just mined (the new payers' mints).
+ */
+const headBlock = () => gw.chain.publicClient.getBlockNumber({ cacheTime: 0 });
+
+async function merchantBalance(merchant: AccountRecord): Promise<bigint> {
+  const account = await gw.ledgerAccount(merchant.ledgerAccountId);
   return account.creditsPosted - account.debitsPosted;
 }
 
+/**
+ * The deposit watcher is stopped: this credits every payment settled since the last catch-up, other tests' too
+ * (a test that measures a merchant's balance pays a merchant of its own).
+ */
 async function creditFinal() {
   await gw.chain.networkHelpers.mine(1);
   await gw.rail.depositWatcher()!.catchUp(20);
@@ -225,9 +243,11 @@ describe("batch settlement on the Hardhat chain", () => {
     const count = 8;
     const settler = batchSettler({ batchSizeMax: count, batchWaitMsMax: 60_000 });
     const payers = await newPayers(Array.from({ length: count }, () => payerFunds));
-    const payments = await Promise.all(payers.map((payer, i) => payment(payer, 1_000n + BigInt(i))));
+    const merchant = await gw.merchantAccount("x402 batch of N");
+    const payments = await Promise.all(
+      payers.map((payer, i) => payment(payer, 1_000n + BigInt(i), { merchant })),
+    );
     const hotBefore = await tokenBalance(chain.hotWallet);
-    const merchantBefore = await merchantBalance();
 
     const results = (await Promise.all(payments.map((p) => claimAndSettle(settler, p)))).map(okResult);
 
@@ -248,7 +268,7 @@ describe("batch settlement on the Hardhat chain", () => {
       const invoice = await getInvoice(gw.app.db, { tenantId: gw.app.demo!.tenantId, id: result.invoiceId });
       expect(invoice?.status).toBe("paid");
     }
-    expect((await merchantBalance()) - merchantBefore).toBe(total);
+    expect(await merchantBalance(merchant)).toBe(total); // a new account: all of it is this batch's
     // Each row records the block its value left the payer in (the paywall counts it against balances read before).
     for (const p of payments) expect(await spentBlockOf(p)).toBe(receipt.blockNumber);
 
@@ -326,8 +346,8 @@ describe("batch settlement on the Hardhat chain", () => {
   it("credits each invoice its own amount when one payer's two authorizations of different values share a transaction", async () => {
     const settler = batchSettler({ batchSizeMax: 2, batchWaitMsMax: 60_000 });
     const payer = await newPayer();
-    const payments = [await payment(payer, 3n), await payment(payer, 5n)];
-    const merchantBefore = await merchantBalance();
+    const merchant = await gw.merchantAccount("x402 batch, one payer's two values");
+    const payments = [await payment(payer, 3n, { merchant }), await payment(payer, 5n, { merchant })];
 
     const results = (await Promise.all(payments.map((p) => claimAndSettle(settler, p)))).map(okResult);
     expect(results[0]!.transaction).toBe(results[1]!.transaction);
@@ -342,7 +362,7 @@ describe("batch settlement on the Hardhat chain", () => {
         receivedAmount: payments[i]!.claimed.authorization.value,
       });
     }
-    expect((await merchantBalance()) - merchantBefore).toBe(8n);
+    expect(await merchantBalance(merchant)).toBe(8n); // a new account: all of it is these two's
   });
 
   it("fails a bad item alone: a wrong signer and a payer short of funds, the rest settle in the same transaction", async () => {
@@ -526,12 +546,12 @@ describe("batch settlement on the Hardhat chain", () => {
     const settler = batchSettler({ batchSizeMax: 100, batchWaitMsMax: waitMs });
     const [early, late] = await newPayers([payerFunds, payerFunds]);
     const [p1, p2] = await Promise.all([payment(early!, 10n), payment(late!, 20n)]);
-    const blockBefore = await gw.chain.publicClient.getBlockNumber();
+    const blockBefore = await headBlock();
     const startedMs = Date.now();
     const first = claimAndSettle(settler, p1);
     await new Promise((resolve) => setTimeout(resolve, waitMs / 2));
     // Nothing sent yet: the batch is waiting for more.
-    expect(await gw.chain.publicClient.getBlockNumber()).toBe(blockBefore);
+    expect(await headBlock()).toBe(blockBefore);
     const second = claimAndSettle(settler, p2);
     const [r1, r2] = [okResult(await first), okResult(await second)];
     const elapsedMs = Date.now() - startedMs;
