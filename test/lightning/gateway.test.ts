@@ -7,7 +7,9 @@ import path from "node:path";
 import { authenticatedLndGrpc, createInvoice, getFailedPayments, getPayments, pay } from "lightning";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { OutgoingAttempt } from "../../core/index.ts";
+import { getTenantAccount } from "../../gateway/accounts/index.ts";
 import type { App } from "../../gateway/app.ts";
+import { idToUuid } from "../../gateway/ledger/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
 import { btcAccount, startLightningGateway, topUpByInvoice } from "../support/lightning-gateway.ts";
@@ -25,20 +27,24 @@ let gateway: Awaited<ReturnType<typeof startLightningGateway>>;
 beforeAll(async () => {
   gateway = await startLightningGateway(cluster);
   app = gateway.app;
-  await btcAccount(app, { id: accountId });
+  // Money to pay with, whatever test runs first.
+  await btcAccount(app, { id: accountId, funding: { amount: "0.0001", payer } });
 });
 afterAll(async () => {
   await gateway?.close();
 });
 
-const posted = async () => (await call("GET", `/v1/accounts/${accountId}/balance`)).body.posted as string;
+const posted = async (account = accountId) =>
+  (await call("GET", `/v1/accounts/${account}/balance`)).body.posted as string;
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
 
 describe("the Lightning rail through the gateway", () => {
   it("credits an account when its invoice is paid, once, with the payment hash as evidence", async () => {
+    const credited = "acct_btc_credited";
+    await btcAccount(app, { id: credited });
     const invoice = await call("POST", "/v1/invoices", {
-      account: accountId,
+      account: credited,
       amount: "0.00001",
       asset: "BTC",
       description: "top-up",
@@ -55,11 +61,15 @@ describe("the Lightning rail through the gateway", () => {
         timeoutMs: 30_000,
       },
     );
-    expect(await posted()).toBe("0.00001000000");
-    const [row] = await app.db.query<{ evidence: { reference: string } }>(
-      "SELECT evidence FROM ledger_transfers WHERE evidence->>'rail' = 'lightning'",
+    expect(await posted(credited)).toBe("0.00001000000");
+    const record = await getTenantAccount(app.db, { tenantId: app.demo!.tenantId, id: credited });
+    const rows = await app.db.query<{ evidence: { rail: string; reference: string } }>(
+      "SELECT evidence FROM ledger_transfers WHERE credit_account_id = $1",
+      [idToUuid(record!.ledgerAccountId)],
     );
-    expect(row?.evidence.reference).toBe(invoice.body.instructions.payment_hash);
+    expect(rows.map((row) => [row.evidence.rail, row.evidence.reference])).toEqual([
+      ["lightning", invoice.body.instructions.payment_hash],
+    ]);
   });
 
   it("pays a BOLT11 invoice and debits the account by exactly its amount", async () => {

@@ -15,14 +15,12 @@ const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
 const payee = authenticatedLndGrpc(cluster.nodes.payee).lnd;
 const remote = authenticatedLndGrpc(cluster.nodes.remote).lnd;
-const accountId = "acct_btc_refunds";
 let app: App;
 let gateway: Awaited<ReturnType<typeof startLightningGateway>>;
 
 beforeAll(async () => {
   gateway = await startLightningGateway(cluster);
   app = gateway.app;
-  await btcAccount(app, { id: accountId });
 });
 afterAll(async () => {
   await gateway?.close();
@@ -30,8 +28,35 @@ afterAll(async () => {
 
 const call = (method: "GET" | "POST", url: string, body?: unknown) => apiClient(app)(method, url, body);
 
+let accountCount = 0;
+
+/**
+ * An account of its own and its invoice of 10,000 sat, paid by the payer node: each test refunds an invoice it paid,
+ * and reads a balance only its own refunds move.
+ */
+async function paidInvoice(): Promise<{ accountId: string; invoiceId: string }> {
+  accountCount += 1;
+  const accountId = `acct_btc_refunds_${accountCount}`;
+  await btcAccount(app, { id: accountId });
+  const invoice = await call("POST", "/v1/invoices", {
+    account: accountId,
+    amount: "0.0001",
+    asset: "BTC",
+    description: "an order",
+  });
+  expect(invoice.status).toBe(201);
+  const invoiceId: string = invoice.body.id;
+  await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
+  await waitFor(
+    "invoice paid",
+    async () => ((await call("GET", `/v1/invoices/${invoiceId}`)).body.status === "paid" ? true : undefined),
+    { timeoutMs: 30_000 },
+  );
+  return { accountId, invoiceId };
+}
+
 /** The account's posted balance and what it holds pending, in msat. */
-async function balance(): Promise<{ posted: bigint; pending: bigint }> {
+async function balance(accountId: string): Promise<{ posted: bigint; pending: bigint }> {
   const [account] = await app.db.query<{ ledger_account_id: bigint }>(
     "SELECT ledger_account_id FROM accounts WHERE id = $1",
     [accountId],
@@ -53,28 +78,13 @@ async function settled(id: string) {
 }
 
 describe("refunds of a Lightning invoice", () => {
-  let invoiceId: string;
-
   it("has an invoice of 10,000 sat paid by the payer node", async () => {
-    const invoice = await call("POST", "/v1/invoices", {
-      account: accountId,
-      amount: "0.0001",
-      asset: "BTC",
-      description: "an order",
-    });
-    expect(invoice.status).toBe(201);
-    invoiceId = invoice.body.id;
-    await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
-    await waitFor(
-      "invoice paid",
-      async () =>
-        (await call("GET", `/v1/invoices/${invoiceId}`)).body.status === "paid" ? true : undefined,
-      { timeoutMs: 30_000 },
-    );
-    expect((await balance()).posted).toBe(10_000_000n);
+    const { accountId } = await paidInvoice();
+    expect(await balance(accountId)).toEqual({ posted: 10_000_000n, pending: 0n });
   });
 
   it("pays the payer's invoice of the refund's amount from the gateway's node", async () => {
+    const { accountId, invoiceId } = await paidInvoice();
     const { id: hash, request } = await createInvoice({ lnd: payer, tokens: 2_000, description: "refund" });
     // Without `amount`, the refund is what the invoice asks.
     const created = await call("POST", "/v1/refunds", {
@@ -92,7 +102,7 @@ describe("refunds of a Lightning invoice", () => {
       destination: { type: "bolt11", invoice: request },
     });
     expect((await getInvoice({ lnd: payer, id: hash })).is_confirmed).toBe(true);
-    expect(await balance()).toEqual({ posted: 8_000_000n, pending: 0n });
+    expect(await balance(accountId)).toEqual({ posted: 8_000_000n, pending: 0n });
     const events = await app.db.query<{ type: string }>(
       "SELECT type FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
       [refund.id],
@@ -101,6 +111,7 @@ describe("refunds of a Lightning invoice", () => {
   });
 
   it("pays an amountless invoice the refund's amount, and books the routing fee LND paid", async () => {
+    const { accountId, invoiceId } = await paidInvoice();
     // Behind the payee's fee-charging hop: 1,000 sat cost 2,000 msat + 5,000 ppm = 7,000 msat.
     const { id: hash, request } = await createInvoice({ lnd: remote, description: "refund, far away" });
     const created = await call("POST", "/v1/refunds", {
@@ -113,7 +124,7 @@ describe("refunds of a Lightning invoice", () => {
     expect(refund).toMatchObject({ status: "succeeded", amount: "0.00001000000", fee: "0.00000007000" });
     expect((await getInvoice({ lnd: remote, id: hash })).is_confirmed).toBe(true);
     // The tenant pays the refund; the fee is the rail's, from its fee account, with the refund as its evidence.
-    expect(await balance()).toEqual({ posted: 7_000_000n, pending: 0n });
+    expect(await balance(accountId)).toEqual({ posted: 9_000_000n, pending: 0n });
     const fees = await app.db.query<{
       amount: bigint;
       evidence: { reference: string; detail: Record<string, string> };
@@ -126,7 +137,8 @@ describe("refunds of a Lightning invoice", () => {
   });
 
   it("fails a refund LND cannot pay and releases its hold: nothing lost, the amount refundable again", async () => {
-    // An invoice already paid (by the first refund) cannot be paid again.
+    const { accountId, invoiceId } = await paidInvoice();
+    // An invoice already paid (here by the payee) cannot be paid again.
     const { request } = await createInvoice({ lnd: payer, tokens: 1_000, description: "twice" });
     await pay({ lnd: payee, request });
     const created = await call("POST", "/v1/refunds", {
@@ -136,7 +148,7 @@ describe("refunds of a Lightning invoice", () => {
     expect(created.status).toBe(201);
     const refund = await settled(created.body.id);
     expect(refund).toMatchObject({ status: "failed", failure: { code: expect.any(String) } });
-    expect(await balance()).toEqual({ posted: 7_000_000n, pending: 0n });
+    expect(await balance(accountId)).toEqual({ posted: 10_000_000n, pending: 0n });
     const events = await app.db.query<{ type: string }>(
       "SELECT type FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
       [refund.id],
@@ -146,10 +158,23 @@ describe("refunds of a Lightning invoice", () => {
       "SELECT paid - refunded AS left FROM refundable WHERE target_id = $1",
       [invoiceId],
     );
-    expect(left!.left).toBe(7_000_000n);
+    expect(left!.left).toBe(10_000_000n);
   });
 
   it("refuses bad input and more than is left before LND is asked", async () => {
+    // 3,000 of the 10,000 sat given back first: 7,000 are left.
+    const { invoiceId } = await paidInvoice();
+    const { request: first } = await createInvoice({
+      lnd: payer,
+      tokens: 3_000,
+      description: "a first part",
+    });
+    const part = await call("POST", "/v1/refunds", {
+      invoice: invoiceId,
+      destination: { type: "bolt11", invoice: first },
+    });
+    expect(part.status).toBe(201);
+    expect((await settled(part.body.id)).status).toBe("succeeded");
     const transfers = await app.db.query("SELECT count(*) FROM ledger_transfers");
     const refunds = await app.db.query("SELECT count(*) FROM refunds");
     const missing = await call("POST", "/v1/refunds", { invoice: invoiceId, amount: "0.00001" });
@@ -185,6 +210,7 @@ describe("refunds of a Lightning invoice", () => {
   });
 
   it("refuses to refund a Lightning payout: it cannot be pulled back", async () => {
+    const { accountId } = await paidInvoice();
     const { request } = await createInvoice({ lnd: payee, tokens: 500, description: "a payout" });
     const payment = await call("POST", "/v1/payments", {
       amount: "0.000005",
