@@ -13,7 +13,7 @@ import {
   parseEventLogs,
   parseSignature,
 } from "viem";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
   authorizationNonceOf,
   batchHashOf,
@@ -37,6 +37,7 @@ type Connection = Awaited<ReturnType<typeof network.connect>>;
 type Viem = Connection["viem"];
 type PublicClient = Awaited<ReturnType<Viem["getPublicClient"]>>;
 type WalletClient = Awaited<ReturnType<Viem["getWalletClients"]>>[number];
+type Snapshot = Awaited<ReturnType<Connection["networkHelpers"]["takeSnapshot"]>>;
 
 const splitterWithTokenErrors = [...revenueSplitterAbi, ...testUsdErrorsAbi] as const;
 
@@ -47,6 +48,7 @@ let payer: WalletClient;
 let testUsd: Address;
 let splitter: Address;
 let chainId: number;
+let deployed: Snapshot;
 
 // Ascending, as a split requires.
 const recipientA = getAddress("0x0000000000000000000000000000000000000b0b");
@@ -77,6 +79,13 @@ beforeAll(async () => {
       args: [gateway.account.address, 1_000_000_000n],
     }),
   );
+  deployed = await connection.networkHelpers.takeSnapshot();
+});
+
+// Every test starts from the deployment and makes the state it needs itself, so what one leaves behind (a
+// split's balances, an approval, the splitter's holdings) never decides another's outcome, in any order.
+beforeEach(async () => {
+  await deployed.restore();
 });
 
 afterAll(async () => {
@@ -110,6 +119,18 @@ async function revertName(call: Promise<unknown>): Promise<string | undefined> {
     throw error;
   }
   return undefined;
+}
+
+/** Lets the splitter move the wallet's TestUSD with transferFrom, as pay and settleBatch do. */
+async function approveSplitter(wallet: WalletClient) {
+  await mined(
+    await wallet.writeContract({
+      address: testUsd,
+      abi: testUsdAbi,
+      functionName: "approve",
+      args: [splitter, maxUint256],
+    }),
+  );
 }
 
 async function createSplit(recipients: readonly Address[], basisPoints: readonly number[]): Promise<Hex> {
@@ -224,52 +245,32 @@ describe("splits", () => {
 describe("paying into a split, distributing, withdrawing", () => {
   const recipients = [recipientA, recipientB, recipientC];
   const basisPoints = [3333, 3333, 3334];
+  const payRef = referenceFromId("pay_01jd0000000000000000000001");
+  const authorizedRef = referenceFromId("pay_01jd0000000000000000000002");
   let splitId: Hex;
 
-  beforeAll(async () => {
+  beforeEach(async () => {
     splitId = await createSplit(recipients, basisPoints);
   });
 
-  it("pay: transferFrom into the split, Paid event with split id, token, payer, amount, reference", async () => {
-    await mined(
-      await payer.writeContract({
-        address: testUsd,
-        abi: testUsdAbi,
-        functionName: "approve",
-        args: [splitter, maxUint256],
-      }),
-    );
-    const ref = referenceFromId("pay_01jd0000000000000000000001");
-    const receipt = await mined(
+  // The story's steps, each the subject of one test below. A later step's test takes the earlier steps first, so
+  // distribute always finds both payments (3_000_001) and withdraw the balances distribute credited.
+
+  /** The payer approves the splitter and pays 1_000_001 into the split. */
+  async function pay() {
+    await approveSplitter(payer);
+    return mined(
       await payer.writeContract({
         address: splitter,
         abi: revenueSplitterAbi,
         functionName: "pay",
-        args: [splitId, testUsd, 1_000_001n, ref],
+        args: [splitId, testUsd, 1_000_001n, payRef],
       }),
     );
-    const [paid] = parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs });
-    expect(paid?.args).toEqual({
-      splitId,
-      token: testUsd,
-      payer: getAddress(payer.account.address),
-      amount: 1_000_001n,
-      ref,
-    });
-    expect(idFromReference(paid!.args.ref)).toBe("pay_01jd0000000000000000000001");
-    expect(typeof paid?.logIndex).toBe("number");
-    expect(
-      await publicClient.readContract({
-        address: splitter,
-        abi: revenueSplitterAbi,
-        functionName: "undistributedOf",
-        args: [splitId, testUsd],
-      }),
-    ).toBe(1_000_001n);
-  });
+  }
 
-  it("payWithAuthorization: the payer signs ReceiveWithAuthorization once, the gateway submits", async () => {
-    const ref = referenceFromId("pay_01jd0000000000000000000002");
+  /** The payer signs ReceiveWithAuthorization for 2_000_000 into the split once; the gateway submits it. */
+  async function payWithAuthorization() {
     const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
     const domain = {
       name: testUsdDefaults.name,
@@ -285,7 +286,7 @@ describe("paying into a split, distributing, withdrawing", () => {
         value: 2_000_000n,
         validAfter: 0n,
         validBefore,
-        nonce: authorizationNonceOf(splitId, ref),
+        nonce: authorizationNonceOf(splitId, authorizedRef),
       }),
     });
     const { v, r, s } = parseSignature(signature);
@@ -296,12 +297,11 @@ describe("paying into a split, distributing, withdrawing", () => {
       2_000_000n,
       0n,
       validBefore,
-      ref,
+      authorizedRef,
       Number(v),
       r,
       s,
     ] as const;
-    const payerBefore = await tokenBalance(payer.account.address);
     const receipt = await mined(
       await gateway.writeContract({
         address: splitter,
@@ -310,12 +310,51 @@ describe("paying into a split, distributing, withdrawing", () => {
         args,
       }),
     );
+    return { args, receipt };
+  }
+
+  async function distribute() {
+    return mined(
+      await gateway.writeContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "distribute",
+        args: [splitId, testUsd, referenceFromId("dis_1")],
+      }),
+    );
+  }
+
+  it("pay: transferFrom into the split, Paid event with split id, token, payer, amount, reference", async () => {
+    const receipt = await pay();
+    const [paid] = parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs });
+    expect(paid?.args).toEqual({
+      splitId,
+      token: testUsd,
+      payer: getAddress(payer.account.address),
+      amount: 1_000_001n,
+      ref: payRef,
+    });
+    expect(idFromReference(paid!.args.ref)).toBe("pay_01jd0000000000000000000001");
+    expect(typeof paid?.logIndex).toBe("number");
+    expect(
+      await publicClient.readContract({
+        address: splitter,
+        abi: revenueSplitterAbi,
+        functionName: "undistributedOf",
+        args: [splitId, testUsd],
+      }),
+    ).toBe(1_000_001n);
+  });
+
+  it("payWithAuthorization: the payer signs ReceiveWithAuthorization once, the gateway submits", async () => {
+    const payerBefore = await tokenBalance(payer.account.address);
+    const { args, receipt } = await payWithAuthorization();
     const [paid] = parseEventLogs({ abi: revenueSplitterAbi, eventName: "Paid", logs: receipt.logs });
     expect(paid?.args).toMatchObject({
       splitId,
       payer: getAddress(payer.account.address),
       amount: 2_000_000n,
-      ref,
+      ref: authorizedRef,
     });
     expect(payerBefore - (await tokenBalance(payer.account.address))).toBe(2_000_000n);
     expect(receipt.from).toBe(gateway.account.address.toLowerCase());
@@ -335,14 +374,9 @@ describe("paying into a split, distributing, withdrawing", () => {
   });
 
   it("distribute: one call credits every recipient, by the same rule as splitByBasisPoints", async () => {
-    const receipt = await mined(
-      await gateway.writeContract({
-        address: splitter,
-        abi: revenueSplitterAbi,
-        functionName: "distribute",
-        args: [splitId, testUsd, referenceFromId("dis_1")],
-      }),
-    );
+    await pay();
+    await payWithAuthorization();
+    const receipt = await distribute();
     const [distributed] = parseEventLogs({
       abi: revenueSplitterAbi,
       eventName: "Distributed",
@@ -374,6 +408,9 @@ describe("paying into a split, distributing, withdrawing", () => {
   });
 
   it("withdraw and withdrawAll pay recipients their balances, with Withdrawn events", async () => {
+    await pay();
+    await payWithAuthorization();
+    await distribute();
     const expected = splitByBasisPoints(3_000_001n, basisPoints);
     const receipt = await mined(
       await gateway.writeContract({
@@ -412,14 +449,7 @@ describe("paying into a split, distributing, withdrawing", () => {
 
 describe("settleBatch", () => {
   it("pays many netted payouts in one transaction, once per reference", async () => {
-    await mined(
-      await gateway.writeContract({
-        address: testUsd,
-        abi: testUsdAbi,
-        functionName: "approve",
-        args: [splitter, maxUint256],
-      }),
-    );
+    await approveSplitter(gateway);
     const payees = Array.from({ length: 25 }, (_, i) =>
       getAddress(`0x${"5e77".padEnd(36, "0")}${(i + 1).toString(16).padStart(4, "0")}`),
     );
@@ -489,6 +519,8 @@ describe("the documented limits", () => {
     const base = Math.floor(totalBps / max);
     const basisPoints = recipients.map((_, i) => (i < totalBps - base * max ? base + 1 : base));
     expect(basisPoints.reduce((a, b) => a + b, 0)).toBe(10_000);
+    // The gateway pays into the split and settles the batch from its own TestUSD, both with transferFrom.
+    await approveSplitter(gateway);
     const created = await mined(
       await gateway.writeContract({
         address: splitter,

@@ -29,7 +29,7 @@ import {
   stringToHex,
 } from "viem";
 import { mnemonicToAccount, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { hardhatMnemonic } from "../../adapters/evm/dev-chain.ts";
 import { deployContracts, testUsdAbi, testUsdDefaults } from "../../adapters/evm/index.ts";
 import {
@@ -40,6 +40,8 @@ import {
 } from "../support/x402-channels.ts";
 
 type Connection = Awaited<ReturnType<typeof network.connect>>;
+type Snapshot = Awaited<ReturnType<Connection["networkHelpers"]["takeSnapshot"]>>;
+type Payer = Awaited<ReturnType<typeof newPayer>>;
 
 const price = 1_000n; // a tenth of a cent of a 6-decimal dollar
 const payments = 100;
@@ -53,6 +55,7 @@ let testUsd: Address;
 let escrowAbi: Abi;
 let facilitator: x402Facilitator;
 let net: `eip155:${number}`;
+let installed: Snapshot;
 const receiver = mnemonicToAccount(hardhatMnemonic, { addressIndex: 3 }).address;
 const receiverAuthorizer = privateKeyToAccount(keccak256(stringToHex("x402 channels receiver authorizer")));
 
@@ -138,6 +141,36 @@ async function newPayer(label: string) {
   return { account, client, storage, pay };
 }
 
+/** A payer whose first payment, the deposit, the facilitator has verified and settled into the payer's channel. */
+async function depositedPayer(label: string) {
+  const payer = await newPayer(label);
+  const { envelope: deposit, payload, charged } = await payer.pay();
+  const settled = await facilitator.settle(deposit, requirements());
+  expect(settled, settled.errorMessage).toMatchObject({ success: true });
+  await charged();
+  return { ...payer, channelId: payload.voucher.channelId, depositAmount: BigInt(payload.deposit!.amount) };
+}
+
+/** The payer's next `count` payments: cumulative vouchers, each verified by the facilitator and then charged. */
+async function payVouchers(payer: Payer, count: number) {
+  const vouchers = [];
+  for (let i = 0; i < count; i += 1) {
+    const { envelope: voucher, payload, charged } = await payer.pay();
+    const verified = await facilitator.verify(voucher, requirements());
+    await charged();
+    vouchers.push({ payload, verified });
+  }
+  return vouchers;
+}
+
+/** A payer after the story's first `payments` payments (the deposit, then cumulative vouchers), with the last voucher. */
+async function payerWithVouchers(label: string) {
+  const payer = await depositedPayer(label);
+  const vouchers = await payVouchers(payer, payments - 1);
+  for (const { verified } of vouchers) expect(verified.isValid, verified.invalidReason).toBe(true);
+  return { ...payer, lastVoucher: vouchers.at(-1)!.payload };
+}
+
 function claimOf(payload: {
   channelConfig: Record<string, unknown>;
   voucher: { maxClaimableAmount: string; signature: Hex };
@@ -147,6 +180,19 @@ function claimOf(payload: {
     signature: payload.voucher.signature,
     totalClaimed: payload.voucher.maxClaimableAmount,
   };
+}
+
+/** A payer after the receiver has claimed its last voucher and settled the claim: where a refund starts. */
+async function payerAfterSettle(label: string) {
+  const payer = await payerWithVouchers(label);
+  for (const request of [
+    { type: "claim", claims: [claimOf(payer.lastVoucher)] },
+    { type: "settle", receiver, token: testUsd },
+  ]) {
+    const done = await facilitator.settle(envelope(request), requirements());
+    expect(done, done.errorMessage).toMatchObject({ success: true });
+  }
+  return payer;
 }
 
 beforeAll(async () => {
@@ -168,6 +214,13 @@ beforeAll(async () => {
   }).extend(publicActions);
   const signer = toFacilitatorEvmSigner({ ...submitter, address: submitter.account.address } as never);
   facilitator = new x402Facilitator().register(net, new BatchFacilitator(signer, receiverAuthorizer));
+  installed = await connection.networkHelpers.takeSnapshot();
+});
+
+// Every test starts from the installed contracts with a channel of its own, and takes the story's earlier steps
+// itself (the helpers above), so the escrow's and the receiver's totals it checks hold only its own payments.
+beforeEach(async () => {
+  await installed.restore();
 });
 
 afterAll(async () => {
@@ -175,18 +228,13 @@ afterAll(async () => {
 });
 
 describe("x402 batch-settlement on X402ChannelEscrow, official client and facilitator", () => {
-  let first: Awaited<ReturnType<typeof newPayer>>;
-  let channelId: Hex;
-  let depositAmount: bigint;
-  let lastVoucher: Awaited<ReturnType<Awaited<ReturnType<typeof newPayer>>["pay"]>>["payload"];
-
   it("verifies and submits the client's deposit: the payer's TestUSD goes through the collector into the channel", async () => {
-    first = await newPayer("one");
+    const first = await newPayer("one");
     const payerBefore = await tokenBalance(first.account.address);
     const { envelope: deposit, payload, charged } = await first.pay();
     expect(payload.type).toBe("deposit");
-    channelId = payload.voucher.channelId;
-    depositAmount = BigInt(payload.deposit!.amount);
+    const channelId = payload.voucher.channelId;
+    const depositAmount = BigInt(payload.deposit!.amount);
     expect(depositAmount).toBe(minDeposit);
     expect(await read<Hex>("getChannelId", [payload.channelConfig])).toBe(channelId);
 
@@ -222,20 +270,21 @@ describe("x402 batch-settlement on X402ChannelEscrow, official client and facili
   });
 
   it(`verifies ${payments - 1} further vouchers, each cumulative, none on chain`, async () => {
+    const first = await depositedPayer("vouchers");
     const blockBefore = await publicClient.getBlockNumber();
-    for (let i = 2; i <= payments; i += 1) {
-      const { envelope: voucher, payload, charged } = await first.pay();
+    const vouchers = await payVouchers(first, payments - 1);
+    expect(vouchers).toHaveLength(payments - 1);
+    for (const [index, { payload, verified }] of vouchers.entries()) {
+      // The deposit was payment 1; voucher `index` is payment index + 2, and covers all of them.
       expect(payload.type).toBe("voucher");
-      expect(payload.voucher.maxClaimableAmount).toBe((price * BigInt(i)).toString());
-      const verified = await facilitator.verify(voucher, requirements());
+      expect(payload.voucher.maxClaimableAmount).toBe((price * BigInt(index + 2)).toString());
       expect(verified.isValid, verified.invalidReason).toBe(true);
-      await charged();
-      lastVoucher = payload;
     }
     expect(await publicClient.getBlockNumber()).toBe(blockBefore);
   });
 
   it("refuses, through the facilitator, a claim above the voucher and a claim with a forged voucher", async () => {
+    const { channelId, depositAmount, lastVoucher } = await payerWithVouchers("refused claims");
     const tooMuch = { ...claimOf(lastVoucher), totalClaimed: (price * BigInt(payments) + 1n).toString() };
     const refused = await facilitator.settle(envelope({ type: "claim", claims: [tooMuch] }), requirements());
     expect(refused).toMatchObject({
@@ -258,6 +307,7 @@ describe("x402 batch-settlement on X402ChannelEscrow, official client and facili
   });
 
   it(`claims the last of ${payments} vouchers in one claimWithSignature, then settles it to the receiver`, async () => {
+    const { channelId, depositAmount, lastVoucher } = await payerWithVouchers("claim");
     const receiverBefore = await tokenBalance(receiver);
     const claimed = await facilitator.settle(
       envelope({ type: "claim", claims: [claimOf(lastVoucher)] }),
@@ -287,6 +337,8 @@ describe("x402 batch-settlement on X402ChannelEscrow, official client and facili
   });
 
   it("refuses a voucher above the channel's balance", async () => {
+    const first = await payerAfterSettle("over balance");
+    const { channelId, depositAmount, lastVoucher } = first;
     const over = await signVoucher(first.account, channelId, (depositAmount + 1n).toString(), net);
     const verified = await facilitator.verify(
       envelope({ type: "voucher", channelConfig: lastVoucher.channelConfig, voucher: over }),
@@ -299,6 +351,8 @@ describe("x402 batch-settlement on X402ChannelEscrow, official client and facili
   });
 
   it("refunds the unclaimed rest to the payer, claiming the outstanding voucher first in one multicall", async () => {
+    const first = await payerAfterSettle("refund");
+    const { channelId, depositAmount } = first;
     const { envelope: voucher, payload, charged } = await first.pay();
     expect((await facilitator.verify(voucher, requirements())).isValid).toBe(true);
     await charged();
@@ -327,6 +381,13 @@ describe("x402 batch-settlement on X402ChannelEscrow, official client and facili
       charges,
       charges - price,
     ]);
+    // The next settle pays it out: in the story's order, the five payers' settle swept it along with theirs.
+    const swept = await facilitator.settle(
+      envelope({ type: "settle", receiver, token: testUsd }),
+      requirements(),
+    );
+    expect(swept, swept.errorMessage).toMatchObject({ success: true, amount: price.toString() });
+    expect(await read<readonly bigint[]>("receivers", [receiver, testUsd])).toEqual([charges, charges]);
   });
 
   it("claims one voucher from each of five payers in one claimWithSignature and pays the receiver in one settle", async () => {
@@ -340,7 +401,7 @@ describe("x402 batch-settlement on X402ChannelEscrow, official client and facili
     }
     const receiverBefore = await tokenBalance(receiver);
     const [claimedBefore, settledBefore] = await read<readonly bigint[]>("receivers", [receiver, testUsd]);
-    const unsettled = claimedBefore! - settledBefore!; // the refund's bundled claim
+    const unsettled = claimedBefore! - settledBefore!; // claimed earlier, not yet paid: swept along
     const claimed = await facilitator.settle(envelope({ type: "claim", claims }), requirements());
     expect(claimed, claimed.errorMessage).toMatchObject({ success: true });
     for (const claim of claims) {
