@@ -189,7 +189,11 @@ describe("createRateFeed", () => {
     expect(feed.rateOrigin("ETH")?.source).toBe("chainlink");
     expect(logged).toEqual([
       began,
-      { level: "info", fields: { asset: "ETH" }, message: "rate sources agree again: the rate is used" },
+      {
+        level: "info",
+        fields: { asset: "ETH" },
+        message: "rate sources no longer disagree: the rate is used",
+      },
     ]);
   });
 
@@ -232,7 +236,7 @@ describe("createRateFeed", () => {
     expect(feed.usdRate("BTC")).toEqual(btc);
   });
 
-  it("drops a source's rate of an asset its answer no longer names, as a restart would; a failure keeps it", async () => {
+  it("counts a rate its source no longer names in the dispute check while it is fresh, not once it is stale", async () => {
     const { logger, lines: logged } = recordingLogger();
     const chain = toySource("chainlink", ["ETH"]);
     const http = toySource("http", ["ETH", "BTC"]);
@@ -242,35 +246,52 @@ describe("createRateFeed", () => {
       reason: "not_listed" as const,
       details: `no rates.${assetCode}`,
     });
-    chain.answer({
-      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms }],
-      failures: [],
-    });
+    const chainSays = (rate: UsdRate) =>
+      chain.answer({ observations: [{ assetCode: "ETH", rate, observedAtMs: clock.ms }], failures: [] });
+    chainSays(eth3000);
     http.answer({
       observations: [{ assetCode: "ETH", rate: eth3151, observedAtMs: clock.ms }],
       failures: [unlisted("BTC")],
     });
     await feed.refresh();
     expect(feed.rateStatus("ETH")).toBe("disputed");
-    // A failure says nothing of the rate: it still counts.
-    http.answer({ observations: [], failures: [{ assetCode: "ETH", reason: "timeout", details: "slow" }] });
+    // The HTTP source lists ETH no more: an answer that names nothing ends no dispute while its rate is fresh.
+    http.answer({ observations: [], failures: [unlisted("ETH"), unlisted("BTC")] });
+    await feed.refresh();
     await feed.refresh();
     expect(feed.rateStatus("ETH")).toBe("disputed");
-    // The HTTP source lists ETH no more. Before: its last rate weighed in every check until a restart.
-    http.answer({ observations: [], failures: [unlisted("ETH"), unlisted("BTC")] });
+    // Once stale, it weighs no more, and the feed's fresh rate answers. Before: the dispute held until a restart. (A
+    // source that fails instead keeps its stale rate in the check: see above.)
+    clock.ms += 60_001;
+    chainSays(eth3000);
     await feed.refresh();
     expect(feed.rateStatus("ETH")).toBe("fresh");
     expect(feed.usdRate("ETH")).toEqual(eth3000);
     expect(feed.rateOrigin("ETH")?.source).toBe("chainlink");
-    await feed.refresh();
-    // Said once each, not at every refresh: BTC never listed, ETH's rate dropped.
-    const warned = logged.filter((line) => line.level === "warn");
-    expect(warned.map((line) => [line.fields.asset, line.fields.reason, line.message])).toEqual([
-      ["BTC", "not_listed", "rate source failed"],
-      ["ETH", "timeout", "rate source failed"],
-      ["ETH", "not_listed", "rate source no longer names the asset: its last rate is dropped"],
+    // Said once each, not at every refresh.
+    expect(logged.filter((line) => line.level !== "error")).toEqual([
+      {
+        level: "warn",
+        fields: { source: "http", asset: "BTC", reason: "not_listed", details: "no rates.BTC" },
+        message: "rate source failed",
+      },
+      {
+        level: "warn",
+        fields: {
+          source: "http",
+          asset: "ETH",
+          reason: "not_listed",
+          details: "no rates.ETH",
+          last: "3151 µUSD / 1000",
+        },
+        message: "rate source no longer names the asset: its last rate counts until it is stale",
+      },
+      {
+        level: "info",
+        fields: { asset: "ETH" },
+        message: "rate sources no longer disagree: the rate is used",
+      },
     ]);
-    expect(warned[2]?.fields.dropped).toBe("3151 µUSD / 1000");
     // Named again, it counts again.
     http.answer({
       observations: [{ assetCode: "ETH", rate: eth3151, observedAtMs: clock.ms }],
@@ -278,6 +299,24 @@ describe("createRateFeed", () => {
     });
     await feed.refresh();
     expect(feed.rateStatus("ETH")).toBe("disputed");
+  });
+
+  it("keeps a pegged asset's named rate when its source stops naming it: it ages, the peg does not come back", async () => {
+    const http = toySource("http", ["USDC"]);
+    const feed = feedWith([http], { fixedRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } });
+    const depeg = { microUsd: 95n, perMinorUnits: 100n };
+    http.answer({ observations: [{ assetCode: "USDC", rate: depeg, observedAtMs: clock.ms }], failures: [] });
+    await feed.refresh();
+    http.answer({
+      observations: [],
+      failures: [{ assetCode: "USDC", reason: "not_listed", details: "no rates.USDC" }],
+    });
+    await feed.refresh();
+    expect(feed.usdRate("USDC")).toEqual(depeg);
+    clock.ms += 60_001;
+    await feed.refresh();
+    expect(feed.rateStatus("USDC")).toBe("stale");
+    expect(feed.usdRate("USDC")).toBeNull();
   });
 
   it("answers static rates only for assets no source covers", async () => {

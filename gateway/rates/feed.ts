@@ -8,9 +8,9 @@
 // rate counts: the source that went quiet may be the right one (an HTTP source quoting cents is fresh after every
 // fetch, while a feed that stopped updating ages), and nothing held in memory is needed, so a restart or another
 // process reads the same. The price: while one source is down, the others must stay within the bound of its last
-// rate. A source whose answer stops naming an asset has withdrawn its rate: the rate is dropped, as a restart would
-// drop it (a source that fails keeps its last rate until it ages). A single source's first rate has nothing to be
-// checked against, and is taken as it comes. The static table is for development: it answers only assets no source
+// rate. A source whose answer stops naming an asset has not gone quiet: it says it has no rate, so its last one
+// weighs in the check only while fresh (it still answers until it ages, as a failed source's does). A single source's
+// first rate has nothing to be checked against, and is taken as it comes. The static table is for development: it answers only assets no source
 // covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed rates (USD, USDC's
 // peg) answer an asset a source covers while no source holds a rate of it.
 
@@ -142,20 +142,23 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
   function latestOf(
     assetCode: string,
   ): { first: Held | null; firstSeen: Held; low: Held; high: Held } | null {
-    let found: { first: Held | null; firstSeen: Held; low: Held; high: Held } | null = null;
+    let first: Held | null = null;
+    let firstSeen: Held | null = null;
+    let low: Held | null = null;
+    let high: Held | null = null;
     for (let index = 0; index < sources.length; index += 1) {
       const observation = held[index]!.get(assetCode);
       if (observation === undefined) continue;
       const one = { observation, index };
       const fresh = isFresh(observation);
-      if (found === null) found = { first: fresh ? one : null, firstSeen: one, low: one, high: one };
-      else {
-        if (fresh) found.first ??= one;
-        if (below(observation.rate, found.low.observation.rate)) found.low = one;
-        if (below(found.high.observation.rate, observation.rate)) found.high = one;
-      }
+      firstSeen ??= one;
+      if (fresh) first ??= one;
+      if (!fresh && withdrawn(index, assetCode)) continue;
+      if (low === null || below(observation.rate, low.observation.rate)) low = one;
+      if (high === null || below(high.observation.rate, observation.rate)) high = one;
     }
-    return found;
+    if (firstSeen === null) return null;
+    return { first, firstSeen, low: low ?? firstSeen, high: high ?? firstSeen };
   }
 
   /** Whether the lowest and the highest of the sources' latest rates are further apart than disagreementMaxBps. */
@@ -177,7 +180,7 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     let others = 0;
     for (let other = 0; other < sources.length; other += 1) {
       const observation = other === index ? undefined : held[other]!.get(assetCode);
-      if (observation === undefined) continue;
+      if (observation === undefined || (!isFresh(observation) && withdrawn(other, assetCode))) continue;
       others += 1;
       const [low, high] = below(rate, observation.rate) ? [rate, observation.rate] : [observation.rate, rate];
       if (apartBy(low, high, disagreementMaxBps)) return false;
@@ -187,8 +190,13 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
 
   /** Assets whose sources disagreed at the last refresh: a dispute is logged when it begins and when it ends. */
   const disputed = new Set<string>();
-  /** Per source, the assets its last answer did not name: logged when that begins, not at every refresh. */
+  /**
+   * Per source, the assets its last answer said it does not list (not_listed). Its rate of one, once stale, no longer
+   * weighs in the check: it has not gone quiet (which may make it the right one), it has said it has nothing. Kept
+   * in memory, as a restart forgets the rate itself.
+   */
   const unlisted: Set<string>[] = sources.map(() => new Set());
+  const withdrawn = (index: number, assetCode: string) => unlisted[index]!.has(assetCode);
 
   function rateStatus(assetCode: string): RateStatus {
     if (!covered.has(assetCode)) return Object.hasOwn(staticRates, assetCode) ? "fresh" : "missing";
@@ -215,7 +223,7 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
           `rate sources disagree by more than ${disagreementMaxBps} bps: neither is used until they agree`,
         );
       } else if (!now && disputed.delete(assetCode)) {
-        logger.info({ asset: assetCode }, "rate sources agree again: the rate is used");
+        logger.info({ asset: assetCode }, "rate sources no longer disagree: the rate is used");
       }
     }
   }
@@ -267,18 +275,19 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
         logger.warn(fields, "rate source failed");
         continue;
       }
-      // The source says it has no rate of the asset now, not that it failed to give one: its last rate is its word
-      // no more. Kept, it would answer until it aged and weigh in every dispute check until a restart (a source
-      // that dropped ETH, against a feed that then moved 5 %: disputed for good).
-      const last = byAsset.get(failure.assetCode);
-      byAsset.delete(failure.assetCode);
-      if (last !== undefined)
-        logger.warn(
-          { ...fields, dropped: rateText(last.rate) },
-          "rate source no longer names the asset: its last rate is dropped",
-        );
-      else if (!unlisted[index]!.has(failure.assetCode)) logger.warn(fields, "rate source failed");
+      // The source says it has no rate of the asset now, not that it failed to give one. Its last rate stays (it
+      // answers until it ages, and the 2x move check and USDC's peg still see it), but once stale it no longer
+      // weighs in the dispute check: counted for ever, a source that dropped ETH against a feed that then moved 5 %
+      // left ETH disputed until a restart. Said once, not at every refresh.
+      if (withdrawn(index, failure.assetCode)) continue;
       unlisted[index]!.add(failure.assetCode);
+      const last = byAsset.get(failure.assetCode);
+      if (last === undefined) logger.warn(fields, "rate source failed");
+      else
+        logger.warn(
+          { ...fields, last: rateText(last.rate) },
+          "rate source no longer names the asset: its last rate counts until it is stale",
+        );
     }
   }
 
