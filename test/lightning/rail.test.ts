@@ -35,7 +35,7 @@ import { type LogLine, recordingLogger } from "../support/recording-logger.ts";
 
 const cluster = inject("lightningCluster");
 const control = clusterControl(inject("lightningControlUrl"));
-const client = (name: "gateway" | "payer" | "payee"): AuthenticatedLnd =>
+const client = (name: "gateway" | "payer" | "payee" | "remote"): AuthenticatedLnd =>
   authenticatedLndGrpc(cluster.nodes[name]).lnd;
 const payer = client("payer");
 const payee = client("payee");
@@ -141,14 +141,15 @@ describe("lightning rail on regtest", () => {
     expect(snapshot.liquidity).toBeGreaterThan(0n);
     expect(main.rail.liquidity()?.inboundMsat).toBeGreaterThan(0n);
 
-    // gateway → payee → payer: the payee charges its routing fee (1 sat base by default).
+    // gateway → payee → remote: every route to the remote node is through the payee, which charges its routing fee.
+    // (Not the payer: once it has paid the gateway, the gateway reaches it over their own channel, free.)
     const estimate = await main.rail.estimateFee({
-      destination: { kind: "lightning_node", pubkey: cluster.nodes.payer.publicKey },
+      destination: { kind: "lightning_node", pubkey: cluster.nodes.remote.publicKey },
       amountMsat: 1_000_000n,
     });
     expect(estimate.ok && estimate.value.feeMsat).toBeGreaterThan(0n);
     const again = await main.rail.estimateFee({
-      destination: { kind: "lightning_node", pubkey: cluster.nodes.payer.publicKey },
+      destination: { kind: "lightning_node", pubkey: cluster.nodes.remote.publicKey },
       amountMsat: 1_000_000n,
     });
     expect(again.ok && estimate.ok && again.value.takenAtMs).toBe(estimate.ok && estimate.value.takenAtMs);
@@ -559,14 +560,15 @@ describe("lightning rail on regtest", () => {
   });
 
   it("fails cleanly when the fee limit is below the route's fee, and leaves nothing in flight", async () => {
-    // The gateway reaches the payer only through the payee, who charges a routing fee.
-    const invoice = await createInvoice({ lnd: payer, tokens: 1_000 });
+    // The gateway reaches the remote node only through the payee, who charges a routing fee (remoteHopFee: 7,000 msat
+    // for 1,000 sat). Not the payer: once it has paid the gateway, their own channel carries the payment free.
+    const invoice = await createInvoice({ lnd: client("remote"), tokens: 1_000 });
     const outcome = await main.rail.execute(bolt11(invoice.request, 1_000_000n, 0n));
     expect(outcome).toMatchObject({ status: "failed", code: "fee_above_max", retryElsewhere: true });
     const pending = await getPendingPayments({ lnd: client("gateway") });
     expect(pending.payments.filter((payment) => payment.id === invoice.id)).toHaveLength(0);
 
-    const paid = await main.rail.execute(bolt11(invoice.request, 1_000_000n, 5_000n));
+    const paid = await main.rail.execute(bolt11(invoice.request, 1_000_000n, 10_000n));
     expect(paid).toMatchObject({ status: "succeeded" });
     expect(paid.status === "succeeded" && paid.fee).toBeGreaterThan(0n);
   });
