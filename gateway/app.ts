@@ -22,6 +22,7 @@ import {
 import type { Config } from "./app/config.ts";
 import { type DemoTenant, demoChainSourcesOf, ensureDemoTenant } from "./app/demo.ts";
 import { type DemoPaywall, ensureDemoPaywall, registerDemoPaywallRoutes } from "./app/demo-paywall.ts";
+import { priceFeedOwner } from "./app/dev-chain.ts";
 import {
   closeEvmClients,
   createSplitterMirror,
@@ -168,7 +169,8 @@ export type App = {
   rates: RateFeed;
   /**
    * The price feeds the rates read on the first chain, asset code → address: PRICE_FEEDS, or in development the
-   * feeds deployed on the embedded chain at this start (owned by its hot wallet; `npm run price-feed` moves one).
+   * feeds deployed on the embedded chain at this start (owned by development account priceFeedOwnerAccountIndex, not
+   * the hot wallet; `npm run price-feed` moves one).
    * Null: none.
    */
   priceFeeds: Readonly<Record<string, Address>> | null;
@@ -405,7 +407,7 @@ async function openRates(
   const first = deps.evm.find((clients) => clients.id === "evm") ?? deps.evm[0];
   let feeds = config.rates.priceFeeds;
   if (feeds === null && config.mode === "development" && first?.embedded !== null && first !== undefined)
-    feeds = await deployPriceFeeds({ walletClient: first.walletClient, publicClient: first.publicClient });
+    feeds = await deployPriceFeeds(priceFeedOwner(first.embedded));
   const sources: PolledRateSource[] = [];
   if (feeds !== null && first !== undefined)
     sources.push(

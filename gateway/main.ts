@@ -5,7 +5,12 @@ import "./v8-flags.ts";
 import { assets, formatAmount } from "../core/index.ts";
 import { commandFailure, type EvmChainConfig, loadConfig, withStartDefaults } from "./app/config.ts";
 import type { DemoPaywall } from "./app/demo-paywall.ts";
-import { developmentAccountKey, type ServedEmbeddedChain, serveEmbeddedChains } from "./app/dev-chain.ts";
+import {
+  developmentAccountKey,
+  priceFeedOwnerAccountIndex,
+  type ServedEmbeddedChain,
+  serveEmbeddedChains,
+} from "./app/dev-chain.ts";
 import { configScrubber } from "./app/secrets.ts";
 import { type App, createApp, type DemoTenant, demoFundingUsdc } from "./app.ts";
 import { listenApi } from "./http/listen.ts";
@@ -125,7 +130,7 @@ ${lines.join("\n")}${payerText}`;
 
 /**
  * The price feeds deployed on the embedded chain at this start (PRICE_FEEDS unset), and how to move one: signed by
- * their owner, the chain's hot wallet (development account 0, whose key is Hardhat's, public).
+ * their owner, development account priceFeedOwnerAccountIndex (Hardhat's key, public; not the hot wallet).
  */
 function priceFeedsText(feeds: Readonly<Record<string, string>>, chain: ServedEmbeddedChain): string {
   const listed = Object.entries(feeds)
@@ -136,7 +141,7 @@ function priceFeedsText(feeds: Readonly<Record<string, string>>, chain: ServedEm
       ? ""
       : `
 A new ETH price (USD), read within RATES_REFRESH_MS (a move past 2x is not taken at once):
-  EVM_RPC_URL=${chain.url} EVM_HOT_WALLET_KEY=${developmentAccountKey(0)} npm run price-feed -- ETH 3100 --feed ${feeds.ETH}`;
+  EVM_RPC_URL=${chain.url} EVM_HOT_WALLET_KEY=${developmentAccountKey(priceFeedOwnerAccountIndex)} npm run price-feed -- ETH 3100 --feed ${feeds.ETH}`;
   return `
 The router's USD rates come from price feeds deployed at this start on rail ${chain.rail}: ${listed}.${move}`;
 }

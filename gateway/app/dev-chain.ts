@@ -12,6 +12,7 @@ import {
   type Chain,
   ContractFunctionRevertedError,
   createWalletClient,
+  custom,
   getAddress,
   type Hex,
   type PublicClient,
@@ -420,6 +421,24 @@ export async function canMint(
       return false;
     throw error;
   }
+}
+
+/**
+ * The development account that deploys and owns the price feeds of `npm start`'s embedded chain: not the hot wallet
+ * (account 0), so that `npm run price-feed` never spends a nonce the gateway's own sends count on.
+ */
+export const priceFeedOwnerAccountIndex = 9;
+
+/** The price feeds' owner on an embedded chain (development account priceFeedOwnerAccountIndex), and its reader. */
+export function priceFeedOwner(chain: EmbeddedChain): {
+  walletClient: WalletClient<Transport, Chain, Account>;
+  publicClient: EmbeddedChain["publicClient"];
+} {
+  const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: priceFeedOwnerAccountIndex });
+  return {
+    walletClient: createWalletClient({ chain: chain.chain, transport: custom(chain.provider), account }),
+    publicClient: chain.publicClient,
+  };
 }
 
 export type ServedEmbeddedChain = {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } fro
 import { assets, divCeil } from "../../core/index.ts";
 import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
 import { embeddedL1L2 } from "../../gateway/app/config.ts";
+import { priceFeedOwner } from "../../gateway/app/dev-chain.ts";
 import type { App } from "../../gateway/app.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { selectLedgerTotals } from "../../gateway/ledger/index.ts";
@@ -91,9 +92,9 @@ async function customerLedger() {
  * aged the L1 leaves for the tests after it (Lightning needs BTC's rate).
  */
 async function freshFeeds(payeeId: string): Promise<void> {
-  const l1 = app.chains.get("evm")!;
+  const owner = priceFeedOwner(app.chains.get("evm")!);
   for (const spec of devPriceFeedSpecs)
-    await updatePriceFeed(l1, { feed: app.priceFeeds![spec.assetCode]!, usd: spec.usd });
+    await updatePriceFeed(owner, { feed: app.priceFeeds![spec.assetCode]!, usd: spec.usd });
   await app.rates.refresh();
   expect(app.rates.rateStatus("BTC")).toBe("fresh");
   await waitFor(
