@@ -365,6 +365,7 @@ describe("two watchers on one database", () => {
   it("one follows the splitter; the other stands by, reading nothing, until the first stops", async () => {
     await gw.watcher.catchUp(20); // holds the lease
     const other = await freshWatcher();
+    onTestFinished(() => other.stop());
     const paid = await gw.payDirect(payer(), splitId, 44n, referenceFromId("standby"));
     await gw.chain.networkHelpers.mine(3);
 
@@ -377,7 +378,6 @@ describe("two watchers on one database", () => {
     expect(following.standby).toBe(false);
     expect((await gw.mirrored(paid)).post?.amount).toBe(44n);
     expect((await gw.watcher.poll()).standby).toBe(true);
-    await other.stop();
   });
 });
 

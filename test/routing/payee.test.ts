@@ -337,7 +337,8 @@ describe("a payee on every rail", () => {
     expect(quote.body.rail).toBe("evm-l2");
   });
 
-  it("every ledger balances after all of it", async () => {
+  // After all of it, in whatever order: every ledger balances.
+  afterAll(async () => {
     for (const totals of await selectLedgerTotals(app.db)) {
       expect(totals.debitsPosted).toBe(totals.creditsPosted);
       expect(totals.debitsPending).toBe(totals.creditsPending);
