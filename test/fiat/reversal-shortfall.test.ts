@@ -6,12 +6,11 @@
 // the real route.
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { assets } from "../../core/index.ts";
-import { createAccount } from "../../gateway/accounts/index.ts";
 import { type App, createApp } from "../../gateway/app.ts";
 import { apiClient } from "../support/api.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
+import { paidCardInvoice } from "./card-invoice.ts";
 import { deliverStripeEvent, stripeEvents, stripeMockEnv, twoStripeMockGateways } from "./stripe-events.ts";
 
 const secret = "whsec_reversal_shortfall_test";
@@ -80,28 +79,7 @@ async function balanceEventsOf(invoiceId: string, app: App = a): Promise<string[
 
 /** A customer account of its own, and a paid card invoice of 25.00 into it. */
 async function paidInvoice(name: string, app: App = a) {
-  const accountId = `acct_${name}`;
-  await createAccount(
-    { sql: app.db, ledger: app.ledger },
-    { tenantId: app.demo!.tenantId, kind: "customer", asset: assets.USD, name, id: accountId },
-  );
-  const created = await call(
-    "POST",
-    "/v1/invoices",
-    { account: accountId, amount: "25.00", asset: "USD", description: name },
-    app,
-  );
-  expect(created.status).toBe(201);
-  const invoiceId: string = created.body.id;
-  const intentId: string = created.body.instructions.payment_intent;
-  const paid = stripeEvents.intentSucceeded(`evt_${name}_paid`, {
-    intentId,
-    amount: 2500,
-    paymentId: invoiceId,
-    attemptId: "invoice",
-    reference: invoiceId,
-  });
-  expect((await deliver(app, paid)).status).toBe(200);
+  const { accountId, invoiceId, intentId } = await paidCardInvoice(app, name, secret);
   const account = await ledgerAccountOf("id = $1", [accountId], app);
   const posted = () => balanceOf(account, "credit", app);
   expect(await posted()).toBe(2500n);

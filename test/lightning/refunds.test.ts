@@ -9,7 +9,7 @@ import { transferCodes } from "../../gateway/ledger/index.ts";
 import { waitFor } from "../../scripts/lightning/index.ts";
 import { apiClient } from "../support/api.ts";
 import { wellFormedInvoice } from "../support/bolt11.ts";
-import { btcAccount, startLightningGateway } from "../support/lightning-gateway.ts";
+import { btcAccount, startLightningGateway, topUpByInvoice } from "../support/lightning-gateway.ts";
 
 const cluster = inject("lightningCluster");
 const payer = authenticatedLndGrpc(cluster.nodes.payer).lnd;
@@ -38,20 +38,12 @@ async function paidInvoice(): Promise<{ accountId: string; invoiceId: string }> 
   accountCount += 1;
   const accountId = `acct_btc_refunds_${accountCount}`;
   await btcAccount(app, { id: accountId });
-  const invoice = await call("POST", "/v1/invoices", {
+  const invoiceId = await topUpByInvoice(app, {
     account: accountId,
     amount: "0.0001",
-    asset: "BTC",
+    payer,
     description: "an order",
   });
-  expect(invoice.status).toBe(201);
-  const invoiceId: string = invoice.body.id;
-  await pay({ lnd: payer, request: invoice.body.instructions.bolt11 });
-  await waitFor(
-    "invoice paid",
-    async () => ((await call("GET", `/v1/invoices/${invoiceId}`)).body.status === "paid" ? true : undefined),
-    { timeoutMs: 30_000 },
-  );
   return { accountId, invoiceId };
 }
 

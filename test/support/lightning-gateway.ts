@@ -57,17 +57,20 @@ export async function btcAccount(
   if (params.funding !== undefined) await topUpByInvoice(app, { account: params.id, ...params.funding });
 }
 
-/** Puts `amount` BTC on an account the way it arrives on Lightning: its invoice, paid by the payer node. */
+/**
+ * Puts `amount` BTC on an account the way it arrives on Lightning: its invoice, paid by the payer node. Resolves to the
+ * invoice's id once it reads paid.
+ */
 export async function topUpByInvoice(
   app: App,
-  params: { account: string; amount: string; payer: AuthenticatedLnd },
-): Promise<void> {
+  params: { account: string; amount: string; payer: AuthenticatedLnd; description?: string },
+): Promise<string> {
   const call = apiClient(app);
   const invoice = await call("POST", "/v1/invoices", {
     account: params.account,
     amount: params.amount,
     asset: "BTC",
-    description: "top-up",
+    description: params.description ?? "top-up",
   });
   if (invoice.status !== 201) throw new Error(`top-up invoice refused: ${JSON.stringify(invoice.body)}`);
   await pay({ lnd: params.payer, request: invoice.body.instructions.bolt11 });
@@ -77,4 +80,5 @@ export async function topUpByInvoice(
       (await call("GET", `/v1/invoices/${invoice.body.id}`)).body.status === "paid" ? true : undefined,
     { timeoutMs: invoicePaidTimeoutMs },
   );
+  return invoice.body.id;
 }
