@@ -1,6 +1,7 @@
 // The EVM rail's splitter calls through the gateway (EVM_CONFIRMATIONS=1), each mirrored into the ledger by the
 // watcher: pay into a split through the HTTP API, payWithAuthorization signed with signTypedData, distribute,
-// a recipient's withdrawal, and settleBatch from the hot wallet.
+// a recipient's withdrawal, and settleBatch from the hot wallet. Each test pays into a split of its own, so that it
+// holds what that test put there whatever ran before it.
 import { type Hex, parseSignature } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -16,19 +17,52 @@ import { evmMirrorTransferCodes } from "../../gateway/settlement/evm.ts";
 import { type Gateway, startGateway } from "./support.ts";
 
 let gw: Gateway;
-let split: { splitId: Hex; recipients: readonly `0x${string}`[]; basisPoints: readonly number[] };
 
 beforeAll(async () => {
   gw = await startGateway();
-  const [a, b, c] = gw.chain.accounts.slice(2, 5);
-  split = await gw.createSplit([a!.address, b!.address, c!.address], [5000, 3333, 1667]);
 });
 afterAll(async () => {
   await gw?.app.close();
 });
 
+type Split = Awaited<ReturnType<Gateway["createSplit"]>>;
+
+/**
+ * A new split among accounts 2 to 4 by `basisPoints`, which no other test of this file may use: a split's id is the
+ * hash of its recipients and shares, so the same ones would be another test's split.
+ */
+const splitOf = (basisPoints: readonly number[]): Promise<Split> =>
+  gw.createSplit(
+    gw.chain.accounts.slice(2, 5).map((account) => account.address),
+    basisPoints,
+  );
+
+/** The file's payer: account 6, funded (and the splitter approved) as a test needs. */
+const payer = () => gw.chain.accounts[6]!;
+
+/**
+ * A new split by `basisPoints` (splitOf), paid `amount` directly by the payer, with the watcher caught up: the split's
+ * account holds `amount`. Distributed under `distributeKey` when given, its recipients then owed their shares.
+ */
+async function paidSplit(
+  basisPoints: readonly number[],
+  amount: bigint,
+  distributeKey?: string,
+): Promise<Split> {
+  const split = await splitOf(basisPoints);
+  await gw.fund(payer(), amount);
+  await gw.payDirect(payer(), split.splitId, amount, referenceFromId("pay_direct"));
+  if (distributeKey !== undefined) {
+    const outcome = await gw.rail.distribute({ key: distributeKey, splitId: split.splitId });
+    if (outcome.status !== "succeeded") throw new Error(`the split's distribution ${outcome.status}`);
+  }
+  await gw.watcher.catchUp(10);
+  return split;
+}
+
 describe("paying into a split through the HTTP API", () => {
   it("pays from the hot wallet with the attempt id as reference, and the ledger mirrors Paid as posted", async () => {
+    const split = await splitOf([6000, 2500, 1500]);
     const custodyBefore = await gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc)).catch(() => null);
     const response = await gw.call("POST", "/v1/payments", {
       amount: "2.000001",
@@ -102,10 +136,13 @@ describe("paying into a split through the HTTP API", () => {
   });
 });
 
-/** `signer` signs the test token's receiveWithAuthorization of `value` from `from` to the splitter, for `ref`. */
+/**
+ * `signer` signs the test token's receiveWithAuthorization of `value` from `from` to the splitter, for `ref` into
+ * split `splitId`.
+ */
 const signSplitterAuthorization = (
   signer: Gateway["chain"]["accounts"][number],
-  params: { from: Hex; value: bigint; validBefore: bigint; ref: Hex },
+  params: { splitId: Hex; from: Hex; value: bigint; validBefore: bigint; ref: Hex },
 ) =>
   signer.signTypedData!(
     receiveWithAuthorizationTypedData(
@@ -121,19 +158,20 @@ const signSplitterAuthorization = (
         value: params.value,
         validAfter: 0n,
         validBefore: params.validBefore,
-        nonce: authorizationNonceOf(split.splitId, params.ref),
+        nonce: authorizationNonceOf(params.splitId, params.ref),
       },
     ),
   );
 
 describe("the rail's splitter calls", () => {
   it("payWithAuthorization: a payer signs once with signTypedData, the gateway submits once", async () => {
-    const payer = gw.chain.accounts[6]!;
-    await gw.fund(payer, 10_000_000n);
+    const split = await splitOf([5000, 3000, 2000]);
+    await gw.fund(payer(), 10_000_000n);
     const ref = referenceFromId("pay_auth_1");
     const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
-    const signature = await signSplitterAuthorization(payer, {
-      from: payer.address,
+    const signature = await signSplitterAuthorization(payer(), {
+      splitId: split.splitId,
+      from: payer().address,
       value: 3_000_000n,
       validBefore,
       ref,
@@ -141,7 +179,7 @@ describe("the rail's splitter calls", () => {
     expect(parseSignature(signature).r).toMatch(/^0x/);
     const params = {
       splitId: split.splitId,
-      from: payer.address,
+      from: payer().address,
       amount: 3_000_000n,
       validAfter: 0n,
       validBefore,
@@ -169,19 +207,20 @@ describe("the rail's splitter calls", () => {
   });
 
   it("a bad signature is refused before anything is sent", async () => {
-    const payer = gw.chain.accounts[6]!;
+    const split = await splitOf([4000, 4000, 2000]);
     const other = gw.chain.accounts[7]!;
     const ref = referenceFromId("pay_auth_bad");
     const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
     const signature = await signSplitterAuthorization(other, {
-      from: payer.address,
+      splitId: split.splitId,
+      from: payer().address,
       value: 1_000_000n,
       validBefore,
       ref,
     });
     const outcome = await gw.rail.payWithAuthorization({
       splitId: split.splitId,
-      from: payer.address,
+      from: payer().address,
       amount: 1_000_000n,
       validAfter: 0n,
       validBefore,
@@ -192,6 +231,8 @@ describe("the rail's splitter calls", () => {
   });
 
   it("distribute: the split's account is drained into its recipients' by the contract's remainder rule", async () => {
+    // An odd amount: the shares leave a remainder, for the first recipient.
+    const split = await paidSplit([5000, 3333, 1667], 5_000_001n);
     const splitAccountId = gw.mirrorIds.split(split.splitId, gw.usdc);
     const before = await gw.ledgerAccount(splitAccountId);
     const owed = before.creditsPosted - before.debitsPosted;
@@ -225,6 +266,7 @@ describe("the rail's splitter calls", () => {
   });
 
   it("a recipient's withdrawal moves its account back to custody", async () => {
+    const split = await paidSplit([7000, 2000, 1000], 4_000_000n, "dist_withdrawal");
     const custodyBefore = await gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
     const recipientAccount = gw.mirrorIds.recipient(split.splitId, 1, gw.usdc);
     const owed = await gw.ledgerAccount(recipientAccount);
