@@ -37,7 +37,7 @@ describe("the local change bus", () => {
     changes.subscribe((event) => heard.push(event));
     const seenInside: number[] = [];
     await transactionAnnouncing({ db, changes }, async (tx, announce) => {
-      await tx.query("INSERT INTO things (id) VALUES ('a')");
+      await tx.query("INSERT INTO things (id) VALUES ('delivered')");
       await announce(revoked);
       await announce(accountChanged);
       seenInside.push(heard.length);
@@ -51,10 +51,11 @@ describe("the local change bus", () => {
     const changes = createLocalChangeBus();
     const heard: ChangeEvent[] = [];
     changes.subscribe((event) => heard.push(event));
+    await db.query("INSERT INTO things (id) VALUES ('taken')");
     await expect(
       transactionAnnouncing({ db, changes }, async (tx, announce) => {
         await announce(revoked);
-        await tx.query("INSERT INTO things (id) VALUES ('a')"); // a duplicate key: rolls back
+        await tx.query("INSERT INTO things (id) VALUES ('taken')"); // a duplicate key: rolls back
       }),
     ).rejects.toThrow();
     expect(heard).toEqual([]);
