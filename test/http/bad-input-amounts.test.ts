@@ -3,7 +3,7 @@
 // an invoice on a rail that takes less creates nothing on it, and a payment whose only reachable rails all take
 // less is refused the same way instead of a bare `no_route`. Shown with a toy rail built from core's contract
 // alone, so the check is the gateway's and not any one adapter's.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type App, createApp, railModules } from "../../gateway/app.ts";
 import { testConfig } from "../support/config.ts";
 import { createToyRail, type ToyRail } from "../support/toy-rail-module.ts";
@@ -13,6 +13,7 @@ const toyAmountMax = 1_000_000_000n;
 
 let app: App;
 let toy: ToyRail;
+/** How many times the toy was asked for an offer in the test running: each test counts its own. */
 let offersAsked = 0;
 
 beforeAll(async () => {
@@ -33,6 +34,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await app?.close();
+});
+
+// One test's offer (the one at the maximum) must not count as another's: "the rail never asked" holds per test.
+beforeEach(() => {
+  offersAsked = 0;
 });
 
 async function call(url: string, body: unknown, headers: Record<string, string> = {}) {

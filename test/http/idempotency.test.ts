@@ -11,7 +11,7 @@
 //   the balance through two gateway processes on one PostgreSQL never overdraw.
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance } from "fastify";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { assets } from "../../core/index.ts";
 import {
   accountCacheDefaults,
@@ -34,6 +34,7 @@ import {
   createRefund,
 } from "../../gateway/payments/index.ts";
 import { apiKeyCacheDefaults } from "../../gateway/tenants/index.ts";
+import { fanOutEvents, webhookLimitsDefault } from "../../gateway/webhooks/index.ts";
 import { testConfig } from "../support/config.ts";
 import { createTestDatabase } from "../support/postgres.ts";
 import { noteStatements } from "../support/recording-db.ts";
@@ -136,6 +137,27 @@ async function paymentsWithKey(app: App, key: string): Promise<bigint> {
 }
 
 /**
+ * Returns once the webhook fan-out's cursor (outbox_fan_out) is past every event in the outbox. The background
+ * delivery pass (every second) moves that cursor over the events earlier tests' payments wrote: a digest of every
+ * table taken before it catches up sees the cursor move, though the request under test wrote nothing. Fanned out
+ * here rather than waited for, so the test does not wait on the pass's timer; no endpoint is registered in this
+ * file, so no delivery is made.
+ */
+async function fanOutCaughtUp(app: App): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      await fanOutEvents({ db: app.db, limits: webhookLimitsDefault, nowMs: Date.now });
+      // An event of a transaction still open is not fanned out yet: asked again until it is.
+      const [behind] = await app.db.query<{ count: number }>(
+        `SELECT count(*)::int AS count FROM outbox o, outbox_fan_out c WHERE (o.xact, o.id) > (c.xact, c.id)`,
+      );
+      expect(behind!.count).toBe(0);
+    },
+    { timeout: 10_000, interval: 50 },
+  );
+}
+
+/**
  * The gateway's HTTP server (buildServer, as the app builds it) over the gateway's services, its Idempotency-Key
  * plugin remembering at most `rememberedAnswersMax` answers (100 unless given), and the text of each statement of
  * the server's plugins and routes recorded in `statements` when given (the payment service's own are not). A valid
@@ -187,6 +209,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   it("refuses a payment and a refund without an Idempotency-Key: 400 idempotency_key_missing, nothing written", async () => {
+    // The fan-out settled first, so that the digests below can change only by what these requests write.
+    await fanOutCaughtUp(gw.app);
     const digests = await gw.tableDigests();
     const transfers = await gw.ledgerTransferCount();
     const paid = await post(gw.app, "/v1/payments", internal("1"));
