@@ -2,7 +2,7 @@
 // in part and in full, posted as a ledger reversal with its events; never more than was paid, also when two refunds
 // race for the last of it; an Idempotency-Key repeated; another tenant's objects not found; lists; and every refusal
 // with its stable code and nothing moved or written.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
 import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
@@ -150,6 +150,27 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(response.status).toBe(201);
     expect(response.body.status).toBe("succeeded");
     return response.body.id;
+  }
+
+  /** A USDC merchant account `id` of the demo tenant's own, empty: balances exact whatever other tests paid. */
+  async function ownAccount(id: string): Promise<string> {
+    await createAccount(
+      { sql: gw.app.db, ledger: gw.app.ledger },
+      { tenantId: "ten_demo", kind: "merchant", asset: assets.USDC, name: id, id },
+    );
+    return id;
+  }
+
+  /** An invoice to `account` on the toy rail of `usdc` whole USDC, paid in full through the toy's provider. */
+  async function paidToyInvoice(account: string, usdc: number): Promise<string> {
+    const created = await gw.call("POST", "/v1/invoices", {
+      body: { account, amount: String(usdc), asset: "USDC", rail: "toyrefunds" },
+    });
+    expect(created.body).toMatchObject({ status: "open" });
+    const invoiceId: string = created.body.id;
+    await toy.pay(invoiceId, BigInt(usdc) * 1_000_000n);
+    expect((await gw.call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("paid");
+    return invoiceId;
   }
 
   type Answer = { status: number; body: any; headers: Record<string, string> };
@@ -370,18 +391,15 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   });
 
   describe("refunds through a rail's provider (refundReceived)", () => {
-    let invoiceId: string;
-
     it("refunds a paid invoice through the provider, and refuses above the rail's maximum before asking it", async () => {
-      const created = await gw.call("POST", "/v1/invoices", {
-        body: { account: merchant, amount: "10", asset: "USDC", rail: "toyrefunds" },
-      });
-      expect(created.body).toMatchObject({ status: "open" });
-      invoiceId = created.body.id;
-      await toy.pay(invoiceId, 10_000_000n);
-      expect((await gw.call("GET", `/v1/invoices/${invoiceId}`)).body.status).toBe("paid");
-      // The rail moves at most 5 USDC at once now.
+      const invoiceId = await paidToyInvoice(merchant, 10);
+      // The rail moves at most 5 USDC at once now; put back after, since the toy is shared with every other test
+      // of this database (its invoices above 5 USDC would be refused).
+      const amountMax = toy.limits.amountMax;
       toy.limits.amountMax = 5_000_000n;
+      onTestFinished(() => {
+        toy.limits.amountMax = amountMax;
+      });
 
       await movesNothing(async () => {
         const above = await refund({ invoice: invoiceId, amount: "6" });
@@ -408,12 +426,15 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     });
 
     it("fails a refund the provider refuses: the hold released, the amount refundable again", async () => {
-      const merchantBefore = await posted(merchant);
+      // An invoice and an account of its own: nothing another test refunded or held counts here.
+      const owner = await ownAccount(`acct_refused_${database}`);
+      const invoiceId = await paidToyInvoice(owner, 10);
+      const ownerBefore = await posted(owner);
       const failed = await refund({ invoice: invoiceId, amount: "1" });
       expect(failed.status).toBe(201);
       expect(failed.body).toMatchObject({ status: "failed", failure: { code: "rejected" } });
-      expect(await posted(merchant)).toBe(merchantBefore);
-      expect(await pendingOut(merchant)).toBe(0n);
+      expect(await posted(owner)).toBe(ownerBefore);
+      expect(await pendingOut(owner)).toBe(0n);
       const events = await gw.app.db.query<{ type: string; payload: any }>(
         "SELECT type, payload FROM outbox WHERE payload->>'refund_id' = $1 ORDER BY id",
         [failed.body.id],
@@ -425,28 +446,19 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         shortfall_collected: "0",
         net: "1000000",
       });
-      // 10 paid, 4 refunded: 6 are left, the failed 1 among them.
+      // 10 paid, none refunded: all 10 are left, the failed 1 among them.
       const [left] = await gw.app.db.query<{ left: bigint }>(
         "SELECT paid - refunded AS left FROM refundable WHERE target_id = $1",
         [invoiceId],
       );
-      expect(left!.left).toBe(6_000_000n);
+      expect(left!.left).toBe(10_000_000n);
     });
   });
 
   describe("a dispute while a refund is in flight, and the refund fails", () => {
     it("settles the dispute's shortfall from the hold released: the account keeps nothing the provider took", async () => {
-      const owner = `acct_in_flight_${database}`;
-      await createAccount(
-        { sql: gw.app.db, ledger: gw.app.ledger },
-        { tenantId: "ten_demo", kind: "merchant", asset: assets.USDC, name: owner, id: owner },
-      );
-      const created = await gw.call("POST", "/v1/invoices", {
-        body: { account: owner, amount: "5", asset: "USDC", rail: "toyrefunds" },
-      });
-      expect(created.body).toMatchObject({ status: "open" });
-      const invoiceId = created.body.id;
-      await toy.pay(invoiceId, 5_000_000n);
+      const owner = await ownAccount(`acct_in_flight_${database}`);
+      const invoiceId = await paidToyInvoice(owner, 5);
       const inFlight = await refund({ invoice: invoiceId, amount: "2" });
       expect(inFlight.body).toMatchObject({
         status: "pending",
@@ -729,6 +741,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
 
   describe("the list", () => {
     it("pages newest first with Stripe's parameters and filters by status and payment", async () => {
+      // A failed refund of its own to filter for (the toy's provider refuses 1 USDC), not one another test left.
+      const refused = await refund({ invoice: await paidToyInvoice(merchant, 1), amount: "1" });
+      expect(refused.body.status).toBe("failed");
       const payment = await pay("3");
       const made: string[] = [];
       for (const amount of ["1", "1", "1"]) {
@@ -753,6 +768,7 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       const failed = await listRefunds({ status: "failed" });
       expect(failed.status).toBe(200);
       expect(failed.body.data.length).toBeGreaterThanOrEqual(1);
+      expect(failed.body.data.map((r: { id: string }) => r.id)).toContain(refused.body.id);
       expect(failed.body.data.every((r: { status: string }) => r.status === "failed")).toBe(true);
       const succeeded = await listRefunds({ status: "succeeded", limit: 100 });
       expect(succeeded.body.data.length).toBeGreaterThanOrEqual(3);
