@@ -9,10 +9,11 @@
 // fetch, while a feed that stopped updating ages), and nothing held in memory is needed, so a restart or another
 // process reads the same. The price: while one source is down, the others must stay within the bound of its last
 // rate. A source whose answer stops naming an asset has not gone quiet: it says it has no rate, so its last one
-// weighs in the check only while fresh (it still answers until it ages, as a failed source's does). A single source's
-// first rate has nothing to be checked against, and is taken as it comes. The static table is for development: it answers only assets no source
-// covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed rates (USD, USDC's
-// peg) answer an asset a source covers while no source holds a rate of it.
+// weighs in the check only while fresh (it still answers until it ages, as a failed source's does; which sources said
+// so is the one thing held in memory, and a restart forgets their rates too). A single source's first rate has
+// nothing to be checked against, and is taken as it comes. The static table is for development: it answers only
+// assets no source covers (USDC, USD beside feeds for ETH and BTC), so a stale feed still shows as stale. Fixed rates
+// (USD, USDC's peg) answer an asset a source covers while no source holds a rate of it.
 
 import type { UsdRate } from "../../core/index.ts";
 import { assetByCode, type Logger, silentLogger } from "../../core/index.ts";
