@@ -292,7 +292,13 @@ describe("createRateFeed", () => {
         message: "rate sources no longer disagree: the rate is used",
       },
     ]);
-    // Named again, it counts again.
+    // Named again, even by a price of it that fails, its stale rate counts again, as a quiet source's does.
+    http.answer({
+      observations: [],
+      failures: [{ assetCode: "ETH", reason: "malformed", details: "rates.ETH is not a price" }],
+    });
+    await feed.refresh();
+    expect(feed.rateStatus("ETH")).toBe("disputed");
     http.answer({
       observations: [{ assetCode: "ETH", rate: eth3151, observedAtMs: clock.ms }],
       failures: [],

@@ -38,8 +38,9 @@ export type RateFeedParams = {
   /** A rate older than this is stale. */
   readonly maxAgeMs: number;
   /**
-   * How far apart the sources' latest rates of one asset (a stale one included) may be, basis points of the lower,
-   * before none is used; default rateDisagreementMaxBpsDefault.
+   * How far apart the sources' latest rates of one asset (a stale one included, unless its source has since said it
+   * does not list the asset) may be, basis points of the lower, before none is used; default
+   * rateDisagreementMaxBpsDefault.
    */
   readonly disagreementMaxBps?: number;
   /** Time between the end of one refresh and the start of the next. */
@@ -53,7 +54,7 @@ export type RateFeedParams = {
 export type RateFeed = RateSource & {
   /**
    * fresh: usdRate answers it; stale: only rates older than maxAgeMs; disputed: a fresh rate, but the sources' latest
-   * rates (a stale one included) further apart than disagreementMaxBps; missing: never observed, or unknown.
+   * rates (a stale one included, as in disagreementMaxBps) further apart than it; missing: never observed, or unknown.
    */
   rateStatus(assetCode: string): RateStatus;
   /** The assets whose every source's rate is stale, sorted. */
@@ -137,8 +138,8 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
 
   /**
    * What the sources hold of an asset: the first fresh rate in priority order (null when none is fresh), the first
-   * rate in priority order however old, and the lowest and the highest of every source's latest, fresh or stale. Null
-   * when no source has observed it.
+   * rate in priority order however old, and the lowest and the highest of every source's latest, fresh or stale (a
+   * stale one whose source has since said it does not list the asset left out). Null when no source has observed it.
    */
   function latestOf(
     assetCode: string,
@@ -192,9 +193,10 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
   /** Assets whose sources disagreed at the last refresh: a dispute is logged when it begins and when it ends. */
   const disputed = new Set<string>();
   /**
-   * Per source, the assets its last answer said it does not list (not_listed). Its rate of one, once stale, no longer
-   * weighs in the check: it has not gone quiet (which may make it the right one), it has said it has nothing. Kept
-   * in memory, as a restart forgets the rate itself.
+   * Per source, the assets whose last mention in its answers said it does not list them (not_listed): its next answer
+   * that names one (a rate, or a failure of that asset's) takes it out. Its rate of one, once stale, no longer weighs
+   * in the check: it has not gone quiet (which may make it the right one), it has said it has nothing. Kept in memory,
+   * as a restart forgets the rate itself.
    */
   const unlisted: Set<string>[] = sources.map(() => new Set());
   const withdrawn = (index: number, assetCode: string) => unlisted[index]!.has(assetCode);
@@ -273,6 +275,8 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
         failure.assetCode === null ||
         !source.assetCodes.includes(failure.assetCode)
       ) {
+        // A failure of the asset (a malformed price of it): the source names it again, and fails, as a quiet one.
+        if (failure.assetCode !== null) unlisted[index]!.delete(failure.assetCode);
         logger.warn(fields, "rate source failed");
         continue;
       }
