@@ -40,6 +40,15 @@ const splitOf = (basisPoints: readonly number[]): Promise<Split> =>
 /** The file's payer: account 6, funded (and the splitter approved) as a test needs. */
 const payer = () => gw.chain.accounts[6]!;
 
+/** What the splitter holds for the split, not yet distributed. */
+const undistributed = (split: Split) =>
+  gw.chain.publicClient.readContract({
+    address: gw.chain.contracts.splitter,
+    abi: revenueSplitterAbi,
+    functionName: "undistributedOf",
+    args: [split.splitId, gw.chain.contracts.testUsd],
+  });
+
 /**
  * A new split by `basisPoints` (splitOf), paid `amount` directly by the payer, with the watcher caught up: the split's
  * account holds `amount`. Distributed under `distributeKey` when given, its recipients then owed their shares.
@@ -79,15 +88,7 @@ describe("paying into a split through the HTTP API", () => {
     const receipt = await gw.chain.publicClient.getTransactionReceipt({ hash: evidence.tx_hash });
     const paid = receipt.logs.find((log) => log.logIndex === evidence.log_index);
     expect(paid?.address.toLowerCase()).toBe(gw.chain.contracts.splitter.toLowerCase());
-    const [undistributed] = await Promise.all([
-      gw.chain.publicClient.readContract({
-        address: gw.chain.contracts.splitter,
-        abi: revenueSplitterAbi,
-        functionName: "undistributedOf",
-        args: [split.splitId, gw.chain.contracts.testUsd],
-      }),
-    ]);
-    expect(undistributed).toBe(2_000_001n);
+    expect(await undistributed(split)).toBe(2_000_001n);
 
     await gw.watcher.catchUp(10);
     const mirrored = await gw.mirrored({ txHash: evidence.tx_hash, logIndex: evidence.log_index });
@@ -204,10 +205,19 @@ describe("the rail's splitter calls", () => {
     });
     expect(mirrored.pending?.amount).toBe(3_000_000n);
     expect(mirrored.post?.amount).toBe(3_000_000n);
+    // Paid once: the split holds the one payment, on the chain and in the ledger.
+    expect(await undistributed(split)).toBe(3_000_000n);
+    const account = await gw.ledgerAccount(gw.mirrorIds.split(split.splitId, gw.usdc));
+    expect(account.creditsPosted - account.debitsPosted).toBe(3_000_000n);
   });
 
   it("a bad signature is refused before anything is sent", async () => {
     const split = await splitOf([4000, 4000, 2000]);
+    const hotWallet = gw.chain.walletClient.account.address;
+    const nonceBefore = await gw.chain.publicClient.getTransactionCount({
+      address: hotWallet,
+      blockTag: "pending",
+    });
     const other = gw.chain.accounts[7]!;
     const ref = referenceFromId("pay_auth_bad");
     const validBefore = BigInt(Math.floor(Date.now() / 1000) + 3600);
@@ -228,6 +238,10 @@ describe("the rail's splitter calls", () => {
       signature,
     });
     expect(outcome).toMatchObject({ status: "failed", code: "rejected" });
+    expect(await gw.chain.publicClient.getTransactionCount({ address: hotWallet, blockTag: "pending" })).toBe(
+      nonceBefore,
+    );
+    expect(await undistributed(split)).toBe(0n);
   });
 
   it("distribute: the split's account is drained into its recipients' by the contract's remainder rule", async () => {
