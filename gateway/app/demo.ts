@@ -21,7 +21,7 @@ import {
   type Transport,
   type WalletClient,
 } from "viem";
-import { mnemonicToAccount } from "viem/accounts";
+import { mnemonicToAccount, privateKeyToAccount } from "viem/accounts";
 import { developmentAccountKey, hardhatMnemonic, testUsdAbi } from "../../adapters/evm/index.ts";
 import { type Asset, assets, SwitchyardError } from "../../core/index.ts";
 import {
@@ -335,11 +335,13 @@ async function creditMint(
 
 /** 1,000 TestUSD minted to the payer on an embedded chain (new at every start): not in the ledger, it is the payer's. */
 async function fundPayer(source: DemoChainSource): Promise<DemoPayer> {
-  const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: demoPayerAccountIndex });
+  // One derivation from the mnemonic (its seed is the costly part): the key, and the address from it.
+  const privateKey = developmentAccountKey(demoPayerAccountIndex);
+  const account = privateKeyToAccount(privateKey);
   await mint(source, account.address, demoFundingUsdc);
   return {
     address: account.address,
-    privateKey: developmentAccountKey(demoPayerAccountIndex),
+    privateKey,
     accountIndex: demoPayerAccountIndex,
     balance: demoFundingUsdc,
   };

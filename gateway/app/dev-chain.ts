@@ -434,7 +434,8 @@ export function priceFeedOwner(chain: EmbeddedChain): {
   walletClient: WalletClient<Transport, Chain, Account>;
   publicClient: EmbeddedChain["publicClient"];
 } {
-  const account = mnemonicToAccount(hardhatMnemonic, { addressIndex: priceFeedOwnerAccountIndex });
+  // The chain's accounts are development accounts 1 to 9, derived when it started.
+  const account = chain.accounts[priceFeedOwnerAccountIndex - 1]!;
   return {
     walletClient: createWalletClient({ chain: chain.chain, transport: custom(chain.provider), account }),
     publicClient: chain.publicClient,
