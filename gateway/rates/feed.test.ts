@@ -307,6 +307,63 @@ describe("createRateFeed", () => {
     expect(feed.rateStatus("ETH")).toBe("disputed");
   });
 
+  it("answers a gas estimate from a stale rate that counts before one whose source no longer lists the asset", async () => {
+    // The HTTP source comes first here: its rate, withdrawn and stale, must not price gas while the feed's stale rate
+    // (which the dispute check uses) is there. Before, lastRate answered the first rate in priority order, whatever.
+    const http = toySource("http", ["ETH"]);
+    const chain = toySource("chainlink", ["ETH"]);
+    const feed = feedWith([http, chain], { disagreementMaxBps: 500 });
+    http.answer({
+      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    chain.answer({
+      observations: [{ assetCode: "ETH", rate: eth3100, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    await feed.refresh();
+    expect(feed.lastRate?.("ETH")).toEqual(eth3000);
+    http.answer({
+      observations: [],
+      failures: [{ assetCode: "ETH", reason: "not_listed", details: "no rates.ETH" }],
+    });
+    chain.answer({
+      observations: [],
+      failures: [{ assetCode: "ETH", reason: "unreachable", details: "down" }],
+    });
+    await feed.refresh();
+    expect(feed.lastRate?.("ETH")).toEqual(eth3000); // fresh: the first in priority order still answers
+    clock.ms += 60_001;
+    expect(feed.rateStatus("ETH")).toBe("stale");
+    expect(feed.lastRate?.("ETH")).toEqual(eth3100);
+    // Named again (a failure of its price names it), the HTTP source's stale rate counts again, and comes first.
+    http.answer({
+      observations: [],
+      failures: [{ assetCode: "ETH", reason: "malformed", details: "not a price" }],
+    });
+    await feed.refresh();
+    expect(feed.lastRate?.("ETH")).toEqual(eth3000);
+  });
+
+  it("answers a gas estimate from a withdrawn stale rate when no other source holds one", async () => {
+    const http = toySource("http", ["ETH"]);
+    const chain = toySource("chainlink", ["ETH"]);
+    const feed = feedWith([chain, http]);
+    http.answer({
+      observations: [{ assetCode: "ETH", rate: eth3000, observedAtMs: clock.ms }],
+      failures: [],
+    });
+    await feed.refresh();
+    http.answer({
+      observations: [],
+      failures: [{ assetCode: "ETH", reason: "not_listed", details: "no rates.ETH" }],
+    });
+    await feed.refresh();
+    clock.ms += 60_001;
+    expect(feed.rateStatus("ETH")).toBe("stale");
+    expect(feed.lastRate?.("ETH")).toEqual(eth3000);
+  });
+
   it("keeps a pegged asset's named rate when its source stops naming it: it ages, the peg does not come back", async () => {
     const http = toySource("http", ["USDC"]);
     const feed = feedWith([http], { fixedRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } });

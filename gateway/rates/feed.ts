@@ -138,14 +138,16 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
 
   /**
    * What the sources hold of an asset: the first fresh rate in priority order (null when none is fresh), the first
-   * rate in priority order however old, and the lowest and the highest of every source's latest, fresh or stale (a
-   * stale one whose source has since said it does not list the asset left out). Null when no source has observed it.
+   * rate in priority order however old, and the lowest and the highest of every source's latest, fresh or stale. A
+   * stale rate whose source has since said it does not list the asset is left out of the lowest and the highest, and
+   * is the first however old only when no other source holds a rate that counts. Null when no source has observed it.
    */
   function latestOf(
     assetCode: string,
   ): { first: Held | null; firstSeen: Held; low: Held; high: Held } | null {
     let first: Held | null = null;
     let firstSeen: Held | null = null;
+    let firstWithdrawn: Held | null = null;
     let low: Held | null = null;
     let high: Held | null = null;
     for (let index = 0; index < sources.length; index += 1) {
@@ -153,12 +155,16 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
       if (observation === undefined) continue;
       const one = { observation, index };
       const fresh = isFresh(observation);
-      firstSeen ??= one;
       if (fresh) first ??= one;
-      if (!fresh && withdrawn(index, assetCode)) continue;
+      if (!fresh && withdrawn(index, assetCode)) {
+        firstWithdrawn ??= one;
+        continue;
+      }
+      firstSeen ??= one;
       if (low === null || below(observation.rate, low.observation.rate)) low = one;
       if (high === null || below(high.observation.rate, observation.rate)) high = one;
     }
+    firstSeen ??= firstWithdrawn;
     if (firstSeen === null) return null;
     return { first, firstSeen, low: low ?? firstSeen, high: high ?? firstSeen };
   }
@@ -342,7 +348,8 @@ export function createRateFeed(params: RateFeedParams): RateFeed {
     isStale: (assetCode) => rateStatus(assetCode) === "stale",
     isDisputed: (assetCode) => rateStatus(assetCode) === "disputed",
     lastRate(assetCode) {
-      // The fresh one usdRate answers, else the first source's (by priority) that ever observed it, however old; none
+      // The fresh one usdRate answers, else the first source's (by priority) that counts, however old (one whose
+      // source no longer lists the asset only when no other holds one); none
       // while the sources' latest rates disagree, stale or not (a gas estimate at a rate one source may have wrong
       // by orders of magnitude would be a fee cap as wrong).
       const latest = covered.has(assetCode) ? latestOf(assetCode) : null;
