@@ -21,18 +21,30 @@ describe("an x402 payment settled after the paywall answered", () => {
   let shop: FastifyInstance;
   let base: string;
   let served = 0;
+  /**
+   * Each test's paywall, by resource, crediting a seller of its own: a payment one test leaves to be credited (the
+   * watcher books it when it is mined) would otherwise move the balance the next one measures.
+   */
+  const sellers = new Map<string, string>();
 
   beforeAll(async () => {
     // A settler that waits 300 ms for its receipt: with the chain not mining, the settlement is in flight.
     gw = await startGateway({}, { x402ReceiptTimeoutMs: 300 });
-    for (const resource of ["/owed", "/elsewhere"])
-      await gw.x402Paywall(resource, "a report paid while the chain was slow");
+    const owed = ["/owed", "/owed-replaced", "/owed-spent", "/owed-sdk"];
+    for (const resource of owed) {
+      const seller = await gw.merchantAccount(`seller of ${resource}`);
+      sellers.set(resource, seller.id);
+      await gw.x402Paywall(resource, "a report paid while the chain was slow", seller.id);
+    }
+    // Another paywall of the same account and price as /owed.
+    await gw.x402Paywall("/elsewhere", "a report paid while the chain was slow", sellers.get("/owed"));
     shop = Fastify();
     await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
-    shop.get("/owed", async () => {
-      served += 1;
-      return { report: "the goods" };
-    });
+    for (const resource of owed)
+      shop.get(resource, async () => {
+        served += 1;
+        return { report: "the goods" };
+      });
     shop.get("/elsewhere", async () => {
       served += 1;
       return { report: "other goods at the same price" };
@@ -56,12 +68,13 @@ describe("an x402 payment settled after the paywall answered", () => {
       await setAutomine(true);
     }
   }
-  /** The merchant's posted balance in USDC minor units. */
-  const merchantPosted = async () =>
+  /** The posted balance, in USDC minor units, of the seller the paywall at `resource` credits. */
+  const sellerPosted = async (resource: string) =>
     BigInt(
-      (
-        (await gw.call("GET", `/v1/accounts/${gw.app.demo!.merchant.id}/balance`)).body.posted as string
-      ).replace(".", ""),
+      ((await gw.call("GET", `/v1/accounts/${sellers.get(resource)}/balance`)).body.posted as string).replace(
+        ".",
+        "",
+      ),
     );
 
   /** The demo payer's signed payment of the paywall at `path` (a fresh authorization each time). */
@@ -82,7 +95,7 @@ describe("an x402 payment settled after the paywall answered", () => {
 
   it("serves the same payment sent again once it is mined, once, and settles nothing more", async () => {
     const { payer, header } = await paymentFor("/owed");
-    const before = await merchantPosted();
+    const before = await sellerPosted("/owed");
 
     await minedAfter(async () => {
       const pending = await fetch(`${base}/owed`, { headers: header });
@@ -114,13 +127,13 @@ describe("an x402 payment settled after the paywall answered", () => {
     const third = await fetch(`${base}/owed`, { headers: header });
     expect(third.status).toBe(402);
     expect(served).toBe(servedBefore + 1);
-    await expect.poll(async () => (await merchantPosted()) - before, { timeout: 15_000 }).toBe(10_000n);
+    await expect.poll(async () => (await sellerPosted("/owed")) - before, { timeout: 15_000 }).toBe(10_000n);
   });
 
   it("serves it when a fee bump's replacement of the transaction sent was mined instead, naming that one", async () => {
-    const { payer, header } = await paymentFor("/owed");
+    const { payer, header } = await paymentFor("/owed-replaced");
     const replacement = await minedAfter(async () => {
-      expect((await fetch(`${base}/owed`, { headers: header })).status).toBe(402);
+      expect((await fetch(`${base}/owed-replaced`, { headers: header })).status).toBe(402);
       const [row] = await gw.app.db.query<{ tx_hash: `0x${string}` }>(
         "SELECT tx_hash FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
         [payer.address.toLowerCase()],
@@ -138,16 +151,16 @@ describe("an x402 payment settled after the paywall answered", () => {
       expect(send!.tx_hash).not.toBe(row!.tx_hash);
       return send!.tx_hash;
     });
-    const again = await fetch(`${base}/owed`, { headers: header });
+    const again = await fetch(`${base}/owed-replaced`, { headers: header });
     expect(again.status, await again.clone().text()).toBe(200);
     expect(decodePaymentResponseHeader(again.headers.get("payment-response")!).transaction).toBe(replacement);
   });
 
   it("is not served on another's spend of the payer's nonce: only a transaction of ours that paid the hot wallet", async () => {
-    const { payer, header } = await paymentFor("/owed");
+    const { payer, header } = await paymentFor("/owed-spent");
     const account = privateKeyToAccount(payer.privateKey);
     await minedAfter(async () => {
-      expect((await fetch(`${base}/owed`, { headers: header })).status).toBe(402);
+      expect((await fetch(`${base}/owed-spent`, { headers: header })).status).toBe(402);
       // The payer spends its own nonce first, to itself, at a higher fee: the gateway's transaction then reverts.
       const sent = JSON.parse(Buffer.from(header["PAYMENT-SIGNATURE"]!, "base64").toString()) as {
         payload: { authorization: { nonce: `0x${string}` } };
@@ -196,7 +209,7 @@ describe("an x402 payment settled after the paywall answered", () => {
       });
     });
     const servedBefore = served;
-    const again = await fetch(`${base}/owed`, { headers: header });
+    const again = await fetch(`${base}/owed-spent`, { headers: header });
     expect(again.status).toBe(402);
     expect(served).toBe(servedBefore);
   });
@@ -214,8 +227,8 @@ describe("an x402 payment settled after the paywall answered", () => {
       ],
       evm: viemPayer(privateKeyToAccount(payer.privateKey)),
     });
-    const before = await merchantPosted();
-    const refused = await minedAfter(() => paidFetch(`${base}/owed`).catch((error: unknown) => error));
+    const before = await sellerPosted("/owed-sdk");
+    const refused = await minedAfter(() => paidFetch(`${base}/owed-sdk`).catch((error: unknown) => error));
     expect(refused).toBeInstanceOf(PaymentRefusedError);
     const { reason, payment } = refused as PaymentRefusedError;
     expect(reason).toBe("unexpected_settle_error");
@@ -225,8 +238,10 @@ describe("an x402 payment settled after the paywall answered", () => {
     expect(JSON.stringify(refused)).not.toContain(payment!.value);
     expect(inspect(refused, { depth: 5 })).not.toContain(payment!.value);
     // A request that carries a payment is sent as it is: served, and nothing is signed or paid again.
-    const again = await paidFetch(`${base}/owed`, { headers: { [payment!.name]: payment!.value } });
+    const again = await paidFetch(`${base}/owed-sdk`, { headers: { [payment!.name]: payment!.value } });
     expect(again.status, await again.clone().text()).toBe(200);
-    await expect.poll(async () => (await merchantPosted()) - before, { timeout: 15_000 }).toBe(10_000n);
+    await expect
+      .poll(async () => (await sellerPosted("/owed-sdk")) - before, { timeout: 15_000 })
+      .toBe(10_000n);
   });
 });

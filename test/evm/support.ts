@@ -80,14 +80,14 @@ export async function startGateway(env: Record<string, string> = {}, options: Ap
     /** Hardhat's mining of each transaction as it comes, on or off. */
     setAutomine: (on: boolean) =>
       chain.publicClient.request({ method: "evm_setAutomine" as never, params: [on] as never }),
-    /** A paywall of the demo merchant at `resource`: 0.01 USD, paid by x402 on the rail `evm`. */
-    async x402Paywall(resource: string, description = "a report") {
+    /** A paywall at `resource` crediting `account` (the demo merchant unless named): 0.01 USD by x402 on `evm`. */
+    async x402Paywall(resource: string, description = "a report", account = app.demo!.merchant.id) {
       const created = await call("POST", "/v1/paywalls", {
         resource,
         description,
         price: { amount: "0.01", asset: "USD" },
         offers: [{ scheme: "x402", rail: "evm" }],
-        accounts: [app.demo!.merchant.id],
+        accounts: [account],
       });
       if (created.status !== 201) throw new Error(`paywall not made: ${JSON.stringify(created.body)}`);
       return created.body as { id: string };
