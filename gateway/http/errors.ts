@@ -18,6 +18,7 @@ export type ApiErrorCode =
   | PaymentFailureCode
   | PayeeRefusal
   | InvoicePaymentRefusal
+  | "amount_too_small"
   | "invalid_json"
   | "unsupported_media_type"
   | "body_too_large"
@@ -60,6 +61,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   amount_not_positive: 400,
   amount_too_precise: 400,
   amount_too_large: 400,
+  amount_too_small: 400,
   unknown_asset: 400,
   asset_mismatch: 400,
   same_account: 400,

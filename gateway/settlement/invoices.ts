@@ -168,7 +168,8 @@ export type InvoiceRefusal =
   | "amount_not_a_decimal"
   | "amount_not_positive"
   | "amount_too_precise"
-  | "amount_too_large";
+  | "amount_too_large"
+  | "amount_too_small";
 
 export type CreateInvoiceResult =
   | { ok: true; invoice: Invoice }
@@ -277,14 +278,23 @@ async function checkInvoiceRequest(
       param: "rail",
     };
   }
-  // The rail's most for one payment (core/rail.ts: Stripe's 99,999,999 minor units, a Lightning invoice's
-  // ceiling), checked before the provider is asked: above it, nothing is made on the rail or written here.
-  const amountMax = receiver.snapshot?.().amountMax;
-  if (amountMax !== undefined && amount.value > amountMax)
+  // The rail's least and most for one payment (core/rail.ts: Stripe's 50 cents and 99,999,999 minor units, a
+  // Lightning invoice's ceiling), checked before the provider is asked: outside them, nothing is made on the rail or
+  // written here. Before, the least was left to the rail, whose refusal answered 402 rail_unavailable (Stripe's
+  // minimum) for an amount that is the request's own mistake.
+  const limits = receiver.snapshot?.();
+  if (limits !== undefined && amount.value > limits.amountMax)
     return {
       ok: false,
       refusal: "amount_too_large",
-      message: `${receiver.id} takes at most ${amountMax} ${asset.code} minor units in one payment`,
+      message: `${receiver.id} takes at most ${limits.amountMax} ${asset.code} minor units in one payment`,
+      param: "amount",
+    };
+  if (limits !== undefined && amount.value < limits.amountMin)
+    return {
+      ok: false,
+      refusal: "amount_too_small",
+      message: `${receiver.id} takes at least ${limits.amountMin} ${asset.code} minor units in one payment`,
       param: "amount",
     };
   const receive = receiver.receive.bind(receiver);

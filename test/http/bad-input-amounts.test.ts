@@ -1,5 +1,6 @@
 // An amount above a rail's maximum for one payment (its snapshot's amountMax: Stripe's 99,999,999 minor units,
-// a Lightning invoice's ceiling, …) is refused 400 `amount_too_large` naming `amount` before the rail is asked:
+// a Lightning invoice's ceiling, …) is refused 400 `amount_too_large` naming `amount` before the rail is asked
+// (an invoice below its minimum, 400 `amount_too_small`):
 // an invoice on a rail that takes less creates nothing on it, and a payment whose only reachable rails all take
 // less is refused the same way instead of a bare `no_route`. Shown with a toy rail built from core's contract
 // alone, so the check is the gateway's and not any one adapter's.
@@ -8,8 +9,9 @@ import { type App, createApp, railModules } from "../../gateway/app.ts";
 import { testConfig } from "../support/config.ts";
 import { createToyRail, type ToyRail } from "../support/toy-rail-module.ts";
 
-/** The toy takes at most 1,000.000000 USDC in one payment. */
+/** The toy takes at most 1,000.000000 USDC in one payment, and at least 0.000050 (as Stripe: 50 cents). */
 const toyAmountMax = 1_000_000_000n;
+const toyAmountMin = 50n;
 
 let app: App;
 let toy: ToyRail;
@@ -20,7 +22,7 @@ beforeAll(async () => {
   const base = createToyRail({ id: "toy", feeFixed: 1n });
   toy = {
     ...base,
-    snapshot: () => ({ ...base.snapshot(), amountMax: toyAmountMax }),
+    snapshot: () => ({ ...base.snapshot(), amountMin: toyAmountMin, amountMax: toyAmountMax }),
     receive: (request) => {
       offersAsked += 1;
       return base.receive!(request);
@@ -78,6 +80,39 @@ describe("an amount above a rail's maximum", () => {
     }
     expect(offersAsked).toBe(0);
     expect(await count("invoices")).toBe(invoicesBefore);
+  });
+
+  it("an invoice below the rail's minimum: 400 amount_too_small, the rail never asked, nothing written", async () => {
+    // Before, the rail was asked, and its refusal (Stripe's minimum charge) answered 402 rail_unavailable, kept under
+    // the key: the request's own mistake told as the rail's.
+    const invoicesBefore = await count("invoices");
+    for (const headers of [{}, { "idempotency-key": "under-min-invoice" }] as Record<string, string>[]) {
+      const answer = await call(
+        "/v1/invoices",
+        { account: app.demo!.merchant.id, amount: "0.000049", asset: "USDC", rail: "toy" },
+        headers,
+      );
+      expect(answer).toEqual({
+        status: 400,
+        body: {
+          error: {
+            code: "amount_too_small",
+            message: expect.stringContaining("at least 50"),
+            param: "amount",
+          },
+        },
+      });
+    }
+    expect(offersAsked).toBe(0);
+    expect(await count("invoices")).toBe(invoicesBefore);
+    const atMinimum = await call("/v1/invoices", {
+      account: app.demo!.merchant.id,
+      amount: "0.000050",
+      asset: "USDC",
+      rail: "toy",
+    });
+    expect(atMinimum.status).toBe(201);
+    expect(offersAsked).toBe(1);
   });
 
   it("an invoice at the maximum is offered", async () => {

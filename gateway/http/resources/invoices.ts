@@ -26,6 +26,7 @@ const invoiceRefusals = everyMember<InvoiceRefusal>({
   amount_not_positive: true,
   amount_too_precise: true,
   amount_too_large: true,
+  amount_too_small: true,
 });
 
 /** How long an invoice stays payable when the request does not say. */
