@@ -14,7 +14,7 @@ import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import express from "express";
 import { type Account, type Address, getAddress, type Hex, toHex } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import type { Db } from "../../core/db.ts";
 import { assets, silentLogger } from "../../core/index.ts";
@@ -57,11 +57,11 @@ function listen(app: express.Express): Promise<{ url: string; close(): Promise<v
 
 const authHeaders = () => ({
   authorization: `Bearer ${gw.key}`,
-  "switchyard-account": gw.app.demo!.merchant.id,
+  "switchyard-account": merchant.id,
 });
 
 async function merchantBalance(): Promise<bigint> {
-  const account = await gw.ledgerAccount(gw.app.demo!.merchant.ledgerAccountId);
+  const account = await gw.ledgerAccount(merchant.ledgerAccountId);
   return account.creditsPosted - account.debitsPosted;
 }
 
@@ -198,6 +198,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw?.app.close();
 });
+/**
+ * The account each test's payments credit: one of its own, so that a payment another test left to be credited (the
+ * watcher books what is mined) moves no balance this one measures, and no row of another's is counted as its own.
+ */
+let merchant: { id: string; ledgerAccountId: bigint };
+beforeEach(async () => {
+  merchant = await gw.merchantAccount(`x402 facilitator merchant ${randomUUID()}`);
+});
 
 /** Waits until the deposit watcher has credited the invoice of the authorization with nonce `nonce`. */
 async function settledRow(nonce: Hex) {
@@ -230,8 +238,8 @@ describe("the official @x402/express server with Switchyard as its facilitator",
       new HTTPFacilitatorClient({
         url: `${gatewayUrl}/v1/x402`,
         createAuthHeaders: async () => ({
-          verify: { Authorization: `Bearer ${gw.key}`, "Switchyard-Account": gw.app.demo!.merchant.id },
-          settle: { Authorization: `Bearer ${gw.key}`, "Switchyard-Account": gw.app.demo!.merchant.id },
+          verify: { Authorization: `Bearer ${gw.key}`, "Switchyard-Account": merchant.id },
+          settle: { Authorization: `Bearer ${gw.key}`, "Switchyard-Account": merchant.id },
           supported: { Authorization: `Bearer ${gw.key}` },
         }),
       }),
@@ -308,16 +316,20 @@ describe("the official @x402/express server with Switchyard as its facilitator",
       expect((await merchantBalance()) - before).toBe(price);
       expect(payerBefore - (await gw.tokenBalance(payer().address))).toBe(price);
 
-      // The header the client paid with, sent again: the facilitator refuses it, nothing is served or credited.
+      // The header the client paid with, sent again: the facilitator refuses it, nothing is served, recorded (one
+      // authorization of its nonce, none more of the tenant's: the file's other tests leave theirs) or credited.
       expect(sent).toHaveLength(1);
+      const authorizations = () =>
+        gw.app.db.query<{ nonce: Hex }>("SELECT nonce FROM x402_authorizations WHERE tenant_id = $1", [
+          gw.app.demo!.tenantId,
+        ]);
+      const recordedBefore = await authorizations();
       const again = await fetch(`${site.url}/report`, { headers: { "PAYMENT-SIGNATURE": sent[0]! } });
       expect(again.status).toBe(402);
       expect(served).toBe(1);
-      const [count] = await gw.app.db.query<{ n: string }>(
-        "SELECT count(*)::text AS n FROM x402_authorizations WHERE tenant_id = $1",
-        [gw.app.demo!.tenantId],
-      );
-      expect(count!.n).toBe("1");
+      const recorded = await authorizations();
+      expect(recorded).toHaveLength(recordedBefore.length);
+      expect(recorded.filter((one) => one.nonce === row!.nonce)).toHaveLength(1);
       await new Promise((resolve) => setTimeout(resolve, 500));
       expect((await merchantBalance()) - before).toBe(price);
     } finally {
@@ -377,7 +389,7 @@ describe("the facilitator's routes", () => {
       ],
     });
     const tenantId = gw.app.demo!.tenantId;
-    const accountId = gw.app.demo!.merchant.id;
+    const accountId = merchant.id;
     const used = { success: false, errorReason: "invalid_exact_evm_nonce_already_used", transaction: "" };
     // The same tenant and account, straight to the facilitator: the prior success.
     expect(await facilitatorSettle(deps, payment, { tenantId, accountId })).toMatchObject({
@@ -683,7 +695,7 @@ describe("the paywall's x402 scheme", () => {
   function scheme(options: { settler?: X402Settler; db?: Db; nowMs?: () => number } = {}) {
     const { settler, db = gw.app.db, nowMs } = options;
     resource.tenantId = gw.app.demo!.tenantId;
-    resource.accountId = gw.app.demo!.merchant.id;
+    resource.accountId = merchant.id;
     const deps = createX402Deps({
       db,
       settlement: gw.app.settlement,
