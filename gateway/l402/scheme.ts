@@ -293,7 +293,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     request: PaywallRequest,
   ): Promise<ChallengePart> {
     const offer = offers.find((o) => o.rail === rail);
-    if (offer === undefined) return { headers: [] };
+    if (offer === undefined) return { headers: [], unavailable: true };
     const asset = assetFor(rail);
     if (asset === null || offer.price.asset.code !== asset.code)
       throw new L402Error(`an L402 price must be in ${asset?.code ?? "the rail's asset"} on ${rail}`, {
@@ -312,9 +312,14 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       // invoice of 600 s could be paid after it had expired, the payment taken and the resource never opened.
       expirySeconds: Math.min(limits.invoiceExpirySeconds, Math.max(1, Math.floor(lifetimeSeconds / 2))),
     });
-    // No invoice (the rail is unreachable, the amount out of its range): the 402 offers the other ways.
+    // No invoice (the rail is unreachable, the amount out of its range): the 402 offers the other ways, or, when
+    // there are none, the paywall answers 503.
     if (!created.ok)
-      return { headers: [], body: { l402: { unavailable: created.refusal, message: created.message } } };
+      return {
+        headers: [],
+        body: { l402: { unavailable: created.refusal, message: created.message } },
+        unavailable: true,
+      };
     const { invoice } = created;
     const paymentHash = invoice.railReference ?? "";
     const bolt11 = invoice.instructions.bolt11 ?? "";

@@ -16,6 +16,7 @@ import { corsHeaders, isPreflight, type PaywallCorsOrigins, preflightHeaders } f
 import { type Paywall, tenantPaywalls } from "./paywalls.ts";
 import { createPriceLocks, type PriceLocks } from "./price.ts";
 import type {
+  ChallengePart,
   HeaderLine,
   PaymentRefusal,
   PaymentScheme,
@@ -269,37 +270,49 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
       paywall,
       found.map((group) => group.asset),
     );
+    /** Each scheme's part: offered, or left out for want of a price, or because its rail made no offer now. */
     const parts = await Promise.all(
-      found.map(async (group) => {
+      found.map(async (group): Promise<ChallengePart | "unpriced" | "unavailable"> => {
         const offers = offersAt(group, prices);
-        if (offers === null) return null;
+        if (offers === null) return "unpriced";
         // A scheme that cannot make its offer now (its rail down) is left out of the 402; the others stand.
         return group.scheme.challenge(group.resource, offers, request).catch((error: unknown) => {
           logger.warn({ err: error, paywall: paywall.id, scheme: group.scheme.id }, "paywall: no challenge");
-          return null;
+          return "unavailable" as const;
         });
       }),
     );
-    const offered = parts.filter((part) => part !== null);
     const headers: HeaderLine[] = [["Cache-Control", "no-store"], ...corsHeaders(request, origins)];
     let body: Record<string, unknown> = {};
-    for (const part of offered) {
+    let offered = 0;
+    for (const part of parts) {
+      if (typeof part === "string") continue;
+      // A part that offers nothing still says why in the body.
+      body = { ...body, ...part.body };
+      if (part.unavailable === true) continue;
+      offered += 1;
       headers.push(
         ...(refusal.code === paymentRequiredCode ? part.headers : withRefusalCode(part.headers, refusal)),
       );
-      body = { ...body, ...part.body };
     }
-    if (offered.length === 0 && found.length > 0)
+    if (offered === 0 && found.length > 0) {
+      // Before, a part that made no offer (LND out of reach) counted as one: a 402 with nothing to pay.
+      const unpriced = parts.every((part) => part === "unpriced");
       return {
         kind: "challenge",
         status: 503,
         headers: [...headers, ["Retry-After", String(rateUnavailableRetryAfterSeconds)]],
         body: {
           ...body,
-          error: "paywall_rate_unavailable",
-          message: "no way to pay can be priced now; retry later",
+          ...(unpriced
+            ? { error: "paywall_rate_unavailable", message: "no way to pay can be priced now; retry later" }
+            : {
+                error: "paywall_rail_unavailable",
+                message: "no way to pay can be offered now: its rail is out of reach; retry later",
+              }),
         },
       };
+    }
     return {
       kind: "challenge",
       status: 402,

@@ -70,6 +70,12 @@ export type HeaderLine = readonly [name: string, value: string];
 export type ChallengePart = {
   readonly headers: readonly HeaderLine[];
   readonly body?: Readonly<Record<string, unknown>>;
+  /**
+   * The scheme could make no way to pay now (its rail out of reach, the provider refusing): the part offers nothing,
+   * its body only says why. A paywall none of whose parts offers anything answers 503 with Retry-After, not a 402 a
+   * client cannot pay (an L402 client reads a 402 without WWW-Authenticate as no challenge at all).
+   */
+  readonly unavailable?: boolean;
 };
 
 /** Why a presented payment was not taken: a stable code the 402's body carries, and words for a person. */

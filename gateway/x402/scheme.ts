@@ -107,7 +107,8 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
 
     async challenge(resource, offers, request): Promise<ChallengePart> {
       const built = await build(resource, offers, request.url);
-      if (built.length === 0) return { headers: [] };
+      // No chain of the offers could be read now (its token's domain): nothing to pay with.
+      if (built.length === 0) return { headers: [], unavailable: true };
       const v2: PaymentRequiredV2 = {
         x402Version: 2,
         error: "Payment required",

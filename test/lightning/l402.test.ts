@@ -239,6 +239,61 @@ describe("L402 on regtest", () => {
     expect(spent.kind === "challenge" && spent.body.error).toBe("l402_requests_exhausted");
   });
 
+  it("answers 503 with Retry-After when no invoice can be made (LND out of reach), not a 402 with nothing to pay", async () => {
+    // The rail refuses as it does when LND is unreachable (adapters/lightning/invoices.ts receive); the rest is real.
+    // Before, the scheme's part that made no invoice counted as an offer: a 402 without WWW-Authenticate, which an
+    // L402 client (lnget) reads as no challenge at all, and no Retry-After.
+    const app = first.app;
+    const lightning = app.settlement.rails.get("lightning")!;
+    const unreachable = Object.assign(Object.create(lightning) as typeof lightning, {
+      receive: async () => ({
+        status: "refused" as const,
+        code: "rail_unavailable" as const,
+        message: "LND unreachable: connect ECONNREFUSED",
+      }),
+    });
+    const down = createL402Scheme({
+      settlement: {
+        ...app.settlement,
+        rails: new Map([...app.settlement.rails, ["lightning", unreachable]]),
+      },
+    });
+    const added = await addPaywall(
+      { sql: app.db, accounts: app.settlement.accounts, schemes: [down], nowMs: Date.now },
+      {
+        tenantId: resource.tenantId,
+        fields: {
+          resource: "/weather/down",
+          description: "weather while LND is out of reach",
+          mimeType: "application/json",
+          price: { asset: assets.BTC, amount: pricePerRequestMsat },
+          offers: [{ scheme: "l402", rail: "lightning" }],
+          accountIds: [sellerAccount],
+          split: [],
+          tokenLifetimeSeconds: 600,
+          tokenRequestsMax: 2,
+          metadata: {},
+        },
+      },
+    );
+    if (!added.ok) throw new Error(added.message);
+    const check = createPaywall({
+      sql: app.db,
+      tenantId: resource.tenantId,
+      schemes: [down],
+      rates: app.rates,
+    });
+    const verdict = await check({ ...request(), url: "http://127.0.0.1:8080/weather/down" });
+    if (verdict.kind !== "challenge") throw new Error(`expected a challenge, got ${verdict.kind}`);
+    expect(verdict.status).toBe(503);
+    expect(verdict.body).toMatchObject({
+      error: "paywall_rail_unavailable",
+      l402: { unavailable: "rail_unavailable" },
+    });
+    expect(Number(verdict.headers.find(([name]) => name === "Retry-After")?.[1])).toBeGreaterThan(0);
+    expect(verdict.headers.filter(([name]) => name === "WWW-Authenticate")).toEqual([]);
+  });
+
   it("makes the invoice payable for at most half a short token's lifetime (paid after the token expired, it opened nothing)", async () => {
     const brief = { ...resource, credential: { lifetimeSeconds: 120, requestsMax: null } };
     const challengedAtS = Math.floor(Date.now() / 1000);
