@@ -182,7 +182,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -567,7 +567,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -767,7 +767,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -923,7 +923,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1150,7 +1150,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1281,7 +1281,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1435,7 +1435,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded`, `rail_unreachable` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1561,7 +1561,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1730,7 +1730,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded`, `rail_unreachable` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1852,7 +1852,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1986,7 +1986,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2104,7 +2104,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2249,7 +2249,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2349,7 +2349,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2505,7 +2505,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2646,7 +2646,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2788,7 +2788,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2912,7 +2912,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3033,7 +3033,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3166,7 +3166,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3311,7 +3311,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3436,7 +3436,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3554,7 +3554,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3710,7 +3710,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3855,7 +3855,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4041,7 +4041,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4180,7 +4180,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4369,7 +4369,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4542,7 +4542,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4759,7 +4759,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4929,7 +4929,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5055,7 +5055,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5197,7 +5197,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5316,7 +5316,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5470,7 +5470,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5614,7 +5614,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5757,7 +5757,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5885,7 +5885,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6015,7 +6015,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6138,7 +6138,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6251,7 +6251,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6418,7 +6418,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6578,7 +6578,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, or the database too busy: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6621,7 +6621,7 @@ export interface components {
          * @description Every stable error code the API answers with
          * @enum {string}
          */
-        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "amount_too_small" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "method_not_allowed" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "paywalls_too_many" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
+        ErrorCode: "account_not_found" | "amount_not_a_decimal" | "amount_not_positive" | "amount_too_large" | "amount_too_precise" | "amount_too_small" | "api_key_invalid" | "api_key_missing" | "api_key_mode_mismatch" | "api_key_not_found" | "api_key_revoked" | "api_key_rolled" | "api_keys_too_many" | "api_version_invalid" | "asset_mismatch" | "authorization_expired" | "authorization_mismatch" | "authorization_used" | "body_too_large" | "destination_is_gateway" | "destination_not_found" | "event_not_found" | "expired" | "fee_above_max" | "idempotency_key_in_use" | "idempotency_key_invalid" | "idempotency_key_missing" | "idempotency_key_reused" | "insufficient_funds" | "insufficient_liquidity" | "internal_error" | "invalid_json" | "invoice_not_found" | "invoice_not_paid" | "invoice_not_payable" | "method_not_allowed" | "no_route" | "operator_only" | "overloaded" | "parameter_invalid" | "parameter_missing" | "parameter_unknown" | "payee_method_duplicate" | "payee_not_found" | "payer_insufficient_funds" | "payment_not_found" | "payment_not_succeeded" | "paywall_account_missing" | "paywall_not_found" | "paywall_resource_taken" | "paywall_scheme_unavailable" | "paywall_split_invalid" | "paywall_verdict_not_found" | "paywalls_too_many" | "quote_constraints_unmet" | "quote_expired" | "quote_mismatch" | "quote_not_found" | "quote_used" | "rail_unavailable" | "rail_unreachable" | "rate_limited" | "refund_exceeds_remaining" | "refund_not_found" | "refund_unsupported" | "rejected" | "request_timeout" | "route_not_found" | "same_account" | "scope_missing" | "signature_invalid" | "tenant_key_required" | "tenant_not_found" | "tenant_suspended" | "unknown_asset" | "unreachable_destination" | "unsupported_media_type" | "webhook_delivery_not_found" | "webhook_endpoint_limit_reached" | "webhook_endpoint_not_found";
     };
     responses: never;
     parameters: never;

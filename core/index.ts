@@ -68,6 +68,7 @@ export type {
   SignedPaymentRefusal,
   UsdRate,
 } from "./rail.ts";
+export { railUnreachableRetryAfterSeconds } from "./rail.ts";
 export { randomInt64, takeRandom } from "./random.ts";
 export { tenantShareOf } from "./shares.ts";
 export { isStorableText, storableText } from "./text.ts";

@@ -289,7 +289,13 @@ export type SignedPaymentRefusal =
   | "authorization_used"
   | "payer_insufficient_funds"
   | "invoice_not_payable"
-  | "rail_unavailable";
+  | "rail_unavailable"
+  // The provider (the chain's node) could not be reached to check or send it: nothing was sent, and the same payment
+  // may be sent again shortly (503 with Retry-After, kept under no Idempotency-Key).
+  | "rail_unreachable";
+
+/** What a rail_unreachable answer's Retry-After says: a provider's return (LND, a chain's node) takes seconds. */
+export const railUnreachableRetryAfterSeconds = 5;
 
 /** `submitted`: on its way (credited by a `received` event once final); `railReference` is its transaction. */
 export type SignedPaymentOutcome =
@@ -310,7 +316,12 @@ export type RailRouteRequest = {
 };
 
 /** The answer to a provider: an HTTP status and a JSON body. */
-export type RailRouteReply = { readonly status: number; readonly body: Readonly<Record<string, unknown>> };
+export type RailRouteReply = {
+  readonly status: number;
+  readonly body: Readonly<Record<string, unknown>>;
+  /** Headers of the answer (a 503's Retry-After). */
+  readonly headers?: Readonly<Record<string, string>>;
+};
 
 /**
  * An HTTP route a rail contributes for its provider's calls, framework-free: the server mounts it outside the

@@ -25,6 +25,7 @@ import {
   isUniqueViolation,
   type RailRoute,
   type RailRouteReply,
+  railUnreachableRetryAfterSeconds,
   type SignedPayment,
   type SignedPaymentOutcome,
   type SignedPaymentRefusal,
@@ -38,7 +39,7 @@ import {
   depositByReference,
   tokenDomainOf,
 } from "./deposits.ts";
-import { viemDetails } from "./errors.ts";
+import { nodeUnreachable, viemDetails } from "./errors.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { revertName } from "./reverts.ts";
 import { chainPartOfKey, sendOnce } from "./send-journal.ts";
@@ -133,7 +134,13 @@ async function checkTerms(
     return refused("authorization_mismatch", "valid_before must not be after the invoice's expiry");
   if (auth.validBefore < nowS + (transfer ? transferValidityMarginS : authorizationValidityMarginS))
     return refused("authorization_expired", "the authorization expires too soon to be mined");
-  const domain = await tokenDomainOf(state, deposits);
+  let domain: Awaited<ReturnType<typeof tokenDomainOf>>;
+  try {
+    domain = await tokenDomainOf(state, deposits);
+  } catch (error) {
+    if (nodeUnreachable(error)) return unreachable(state, error);
+    throw error;
+  }
   const message = {
     from: auth.from,
     to: state.account.address,
@@ -175,12 +182,19 @@ async function checkChain(
   auth: Authorization,
 ): Promise<Refused | null> {
   const { publicClient, token, db } = state.params;
-  const used = await publicClient.readContract({
-    address: token.address,
-    abi: testUsdAbi,
-    functionName: "authorizationState",
-    args: [auth.from, auth.nonce],
-  });
+  let used: boolean;
+  try {
+    used = await publicClient.readContract({
+      address: token.address,
+      abi: testUsdAbi,
+      functionName: "authorizationState",
+      args: [auth.from, auth.nonce],
+    });
+  } catch (error) {
+    // Before, the node out of reach here answered 500: the payer's to send again, not the gateway's failure.
+    if (nodeUnreachable(error)) return unreachable(state, error);
+    throw error;
+  }
   if (used) return refused("authorization_used", "this authorization's nonce is already used");
   if (row.deposit_address !== null) {
     // Transfers to the address the watcher has read (confirmed or not): paying again by authorization would pay twice.
@@ -213,11 +227,24 @@ async function checkChain(
       case "ERC20InsufficientBalance":
         return refused("payer_insufficient_funds", `${auth.from} holds less than ${auth.value}`);
       default:
+        if (nodeUnreachable(error)) return unreachable(state, error);
         state.logger.warn({ error: viemDetails(error) }, `simulating ${functionOf(auth)} failed`);
         return refused("rail_unavailable", `the chain would not take it: ${revert ?? error.shortMessage}`);
     }
   }
   return null;
+}
+
+/** The chain's node did not answer a read the checks need: nothing was sent, and the payer may send it again. */
+function unreachable(state: EvmRailState, error: unknown): Refused {
+  state.logger.warn(
+    { error: viemDetails(error) },
+    "checking an authorization: the chain's node is out of reach",
+  );
+  return refused(
+    "rail_unreachable",
+    "the chain's node could not be reached; nothing was sent: send it again later",
+  );
 }
 
 const functionOf = (auth: Authorization) =>
@@ -384,11 +411,13 @@ export const signedPaymentRefusalStatus: Record<SignedPaymentRefusal, number> = 
   payer_insufficient_funds: 402,
   invoice_not_payable: 409,
   rail_unavailable: 402,
+  rail_unreachable: 503,
 };
 
 const errorReply = (status: number, code: string, message: string): RailRouteReply => ({
   status,
   body: { error: { code, message } },
+  ...(status === 503 ? { headers: { "retry-after": String(railUnreachableRetryAfterSeconds) } } : {}),
 });
 
 /** POST /pay/<rail>/authorizations: a wallet submits the payer's authorization with the invoice's client secret. */

@@ -3,7 +3,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import type { ZodError } from "zod";
-import { causeWhere, SwitchyardError } from "../../core/index.ts";
+import { causeWhere, railUnreachableRetryAfterSeconds, SwitchyardError } from "../../core/index.ts";
 import { serverSqlState } from "../db/index.ts";
 import { LedgerBackpressureError, LedgerClosedError, LedgerStoreError } from "../ledger/index.ts";
 import type { PayeeRefusal } from "../payees/index.ts";
@@ -125,6 +125,12 @@ export function statusOf(code: ApiErrorCode, param: string | undefined): number 
 /** What an `overloaded` answer's Retry-After says: a full queue drains within about a second. */
 export const overloadedRetryAfterSeconds = 1;
 
+/** The Retry-After of a code answered 503 whenever it is, unless the error names its own. */
+const retryAfterSecondsOf: Partial<Record<ApiErrorCode, number>> = {
+  overloaded: overloadedRetryAfterSeconds,
+  rail_unreachable: railUnreachableRetryAfterSeconds,
+};
+
 export type ApiErrorBody = {
   error: { code: ApiErrorCode; message: string; param?: string } & Record<string, unknown>;
 };
@@ -149,7 +155,7 @@ export class ApiError extends SwitchyardError {
     this.code = code;
     this.param = options.param;
     this.extra = options.extra ?? {};
-    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? retryAfterSecondsOf[code];
   }
   get status(): number {
     return statusOf(this.code, this.param);

@@ -22,6 +22,7 @@ export const railRoutesPlugin: FastifyPluginAsync<RailRoutesOptions> = async (ap
       handler: async (request, reply) => {
         const rawBody = Buffer.isBuffer(request.body) ? request.body : emptyBody;
         const answer = await route.handle({ headers: request.headers, rawBody });
+        if (answer.headers !== undefined) reply.headers(answer.headers);
         return reply.code(answer.status).send(answer.body);
       },
     });

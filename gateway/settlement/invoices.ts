@@ -165,6 +165,7 @@ export type InvoiceRefusal =
   | "account_not_found"
   | "asset_mismatch"
   | "rail_unavailable"
+  | "rail_unreachable"
   | "amount_not_a_decimal"
   | "amount_not_positive"
   | "amount_too_precise"
@@ -345,13 +346,23 @@ export async function createInvoice(
     description: params.description,
     expirySeconds: params.expirySeconds,
   });
-  if (offer.status === "refused")
+  if (offer.status === "refused") {
+    // The provider out of reach (LND, the chain's node, Stripe): nothing was made, and the same request may be sent
+    // again shortly under its key (503, kept under none). Before, a 402 rail_unavailable kept the outage's answer
+    // under the Idempotency-Key for 24 hours.
+    if (offer.code === "rail_unavailable")
+      return {
+        ok: false,
+        refusal: "rail_unreachable",
+        message: `${rail} cannot be reached now; nothing was made: send the request again later (${offer.message})`,
+      };
     return {
       ok: false,
       refusal: offer.code === "amount_too_large" ? "amount_too_large" : "rail_unavailable",
       message: `${rail} cannot take this payment: ${offer.message}`,
       param: offer.code === "amount_too_large" ? "amount" : "rail",
     };
+  }
   const expiresAt = offer.expiresAtMs === null ? null : new Date(offer.expiresAtMs);
   const split = params.split === undefined || params.split.length === 0 ? null : mergedSplit(params.split);
   const [written] = await deps.db
@@ -820,6 +831,7 @@ export const invoicePaymentRefusalStatus: Record<InvoicePaymentRefusal, number> 
   payer_insufficient_funds: 402,
   invoice_not_payable: 409,
   rail_unavailable: 402,
+  rail_unreachable: 503,
 };
 
 /**

@@ -13,6 +13,7 @@ import {
   encodeFunctionData,
   type Hex,
   HttpRequestError,
+  http,
   keccak256,
   type Transport,
 } from "viem";
@@ -595,6 +596,34 @@ describe("an EIP-3009 authorization", () => {
     expect(poor.body.error.code).toBe("payer_insufficient_funds");
     expect(await hotWalletNonce()).toBe(nonceBefore);
     expect((await invoice(inv.id)).status).toBe("open");
+  });
+
+  it("is refused rail_unreachable, nothing sent, while the chain's node is out of reach; sent again later, submitted", async () => {
+    // Another process whose node does not answer (nothing listens on port 9). Before, its first read threw: the API
+    // answered 500 internal_error, logged as a failure of the gateway's own.
+    const inv = await createInvoice("2.00");
+    const nonceBefore = await hotWalletNonce();
+    const signed = await signAuthorization(inv);
+    const fields = Object.fromEntries(Object.entries(signed).map(([name, value]) => [name, String(value)]));
+    const cutOff = anotherProcessRail(gw, {
+      publicClient: createPublicClient({
+        chain: gw.chain.chain,
+        transport: http("http://127.0.0.1:9", { retryCount: 0, timeout: 2_000 }),
+      }),
+      deposits: { startBlock: 0n, pollIntervalMs: 250, lateWatchMs: 3_600_000, sweepSaltsMax: 50 },
+    });
+    expect(await cutOff.submitSignedPayment!({ reference: inv.id, fields })).toMatchObject({
+      status: "refused",
+      code: "rail_unreachable",
+    });
+    expect(await hotWalletNonce()).toBe(nonceBefore);
+    const submitted = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(202);
+    // Credited before the test ends: the other tests measure the merchant's balance.
+    await gw.chain.publicClient.waitForTransactionReceipt({ hash: submitted.body.transaction });
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
   });
 
   it("is submitted by the gateway, credited once final, and a second submission is refused", async () => {

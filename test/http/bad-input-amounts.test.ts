@@ -17,14 +17,18 @@ let app: App;
 let toy: ToyRail;
 /** How many times the toy was asked for an offer in the test running: each test counts its own. */
 let offersAsked = 0;
+/** While set, the toy refuses every offer as a rail whose provider is out of reach does. */
+let toyDown = false;
 
 beforeAll(async () => {
   const base = createToyRail({ id: "toy", feeFixed: 1n });
   toy = {
     ...base,
     snapshot: () => ({ ...base.snapshot(), amountMin: toyAmountMin, amountMax: toyAmountMax }),
-    receive: (request) => {
+    receive: async (request) => {
       offersAsked += 1;
+      if (toyDown)
+        return { status: "refused", code: "rail_unavailable", message: "the provider did not answer" };
       return base.receive!(request);
     },
     execute: (attempt) => base.execute(attempt),
@@ -41,6 +45,7 @@ afterAll(async () => {
 // One test's offer (the one at the maximum) must not count as another's: "the rail never asked" holds per test.
 beforeEach(() => {
   offersAsked = 0;
+  toyDown = false;
 });
 
 async function call(url: string, body: unknown, headers: Record<string, string> = {}) {
@@ -165,5 +170,35 @@ describe("an amount above a rail's maximum", () => {
     });
     expect(answer.status).toBe(400);
     expect(answer.body.error).toMatchObject({ code: "amount_too_large", param: "amount" });
+  });
+});
+
+describe("an invoice while its rail's provider is out of reach", () => {
+  it("is 503 rail_unreachable with Retry-After, kept under no key: the same key sent again later makes it", async () => {
+    // Before: 402 rail_unavailable, kept under the Idempotency-Key for 24 hours, so the retry the answer invites,
+    // with the same key, was answered the outage again.
+    const invoicesBefore = await count("invoices");
+    const body = { account: app.demo!.merchant.id, amount: "1.000000", asset: "USDC", rail: "toy" };
+    const headers = { "idempotency-key": `invoice-while-down-${Date.now()}` };
+    toyDown = true;
+    const down = await app.server.inject({
+      method: "POST",
+      url: "/v1/invoices",
+      headers: {
+        authorization: `Bearer ${app.demo!.apiKey}`,
+        "content-type": "application/json",
+        ...headers,
+      },
+      payload: JSON.stringify(body),
+    });
+    expect(down.statusCode).toBe(503);
+    expect(down.headers["retry-after"]).toBe("5");
+    expect(down.json().error).toMatchObject({ code: "rail_unreachable" });
+    expect(await count("invoices")).toBe(invoicesBefore);
+    toyDown = false;
+    const later = await call("/v1/invoices", body, headers);
+    expect(later.status, JSON.stringify(later.body)).toBe(201);
+    expect(offersAsked).toBe(2);
+    expect(await count("invoices")).toBe(invoicesBefore + 1n);
   });
 });

@@ -288,7 +288,7 @@ describe("L402 on regtest", () => {
     expect(verdict.status).toBe(503);
     expect(verdict.body).toMatchObject({
       error: "paywall_rail_unavailable",
-      l402: { unavailable: "rail_unavailable" },
+      l402: { unavailable: "rail_unreachable" },
     });
     expect(Number(verdict.headers.find(([name]) => name === "Retry-After")?.[1])).toBeGreaterThan(0);
     expect(verdict.headers.filter(([name]) => name === "WWW-Authenticate")).toEqual([]);

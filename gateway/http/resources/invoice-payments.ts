@@ -56,6 +56,8 @@ const plugin: FastifyPluginAsyncZod<InvoicePaymentRoutesOptions> = async (app, o
           "payer_insufficient_funds",
           "invoice_not_payable",
           "rail_unavailable",
+          "rail_unreachable",
+          "invoice_not_found",
         ),
       },
     },

@@ -22,6 +22,7 @@ const invoiceRefusals = everyMember<InvoiceRefusal>({
   account_not_found: true,
   asset_mismatch: true,
   rail_unavailable: true,
+  rail_unreachable: true,
   amount_not_a_decimal: true,
   amount_not_positive: true,
   amount_too_precise: true,
