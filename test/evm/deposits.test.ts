@@ -616,6 +616,17 @@ describe("an EIP-3009 authorization", () => {
       status: "refused",
       code: "rail_unreachable",
     });
+    // A wallet posting to that process's own route (no API key) hears 503 with Retry-After.
+    const [route] = cutOff.routes!;
+    const answer = await route!.handle({
+      headers: { "content-type": "application/json" },
+      rawBody: Buffer.from(JSON.stringify({ ...fields, client_secret: inv.instructions.client_secret })),
+    });
+    expect(answer).toMatchObject({
+      status: 503,
+      headers: { "retry-after": "5" },
+      body: { error: { code: "rail_unreachable" } },
+    });
     expect(await hotWalletNonce()).toBe(nonceBefore);
     const submitted = await gw.call("POST", `/v1/invoices/${inv.id}/authorizations`, signed);
     expect(submitted.status, JSON.stringify(submitted.body)).toBe(202);
