@@ -210,14 +210,21 @@ export function createAuthenticator(
     more: () => valid.size > 0,
   });
   const lookUp = async (key: string, stale: () => boolean): Promise<KeyCheck> => {
+    // Trusted from when the query began, as a renewal is: the row may have been read just before a revocation whose
+    // announcement this process then missed, and the time until its answer was handled (a slow link, a busy loop)
+    // must not be added to the bound.
+    const startedMs = deps.nowMs();
     const checked = await checkDigest(deps.sql, Buffer.from(key, "base64"));
     if (!checked.ok || limits.entriesMax <= 0) return checked;
     if (stale() || !deps.changes.listening()) return checked;
-    const nowMs = deps.nowMs();
     setBounded(
       valid,
       key,
-      { principal: checked.principal, expiresAtMs: trustedUntil(checked.principal, nowMs), usedAtMs: nowMs },
+      {
+        principal: checked.principal,
+        expiresAtMs: trustedUntil(checked.principal, startedMs),
+        usedAtMs: deps.nowMs(),
+      },
       limits.entriesMax,
     );
     renewals.start();

@@ -114,6 +114,25 @@ describe("the API-key memory", () => {
     expect(await auth.authenticate(key.secret)).toBeNull();
   });
 
+  it("trusts a key looked up for ttlMs from when its query began, not from when its answer was handled", async () => {
+    const key = await createApiKey(db, { tenantId, mode: "live" });
+    const time = clock();
+    const { sql, firstRead, release } = heldAnswers();
+    // The revocation is announced where this memory does not hear it: only ttlMs bounds it.
+    const auth = createAuthenticator(
+      { sql, nowMs: time.nowMs, changes: createLocalChangeBus() },
+      { entriesMax: 10, ttlMs: 3_000 },
+    );
+    const checking = auth.authenticate(key.secret);
+    await firstRead; // the row is read: the key was valid then
+    expect(await revokeApiKey({ db, changes }, { tenantId, id: key.id })).toBe(true);
+    time.advance(1_000); // the answer handled a second later
+    release();
+    expect(await checking).not.toBeNull();
+    time.advance(2_000); // ttlMs after the query began. Before: trusted until 3 s after the answer, 4 s in all.
+    expect(await auth.authenticate(key.secret)).toBeNull();
+  });
+
   it("only the key's own tenant can revoke it", async () => {
     const key = await createApiKey(db, { tenantId, mode: "test" });
     expect(await revokeApiKey({ db, changes }, { tenantId: "ten_other", id: key.id })).toBe(false);
