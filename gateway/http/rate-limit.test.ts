@@ -59,3 +59,30 @@ describe("the per-IP counts, at most entriesMax clients", () => {
     expect(await from("198.51.100.2")).toBe(200);
   });
 });
+
+describe("a request whose peer's address is gone", () => {
+  it("is counted under one key of its own, never a 500", async () => {
+    // A client that sends a request and resets its connection at once: Node then gives no remoteAddress, and the
+    // library's default key (normalizeIP(request.ip)) threw, answering 500 internal_error. As its socket would.
+    const app = Fastify();
+    app.addHook("onRequest", async (request) => {
+      if (request.headers["x-peer-gone"] !== undefined)
+        Object.defineProperty(request.socket, "remoteAddress", { value: undefined });
+    });
+    await app.register(errorsPlugin);
+    await app.register(rateLimitPlugin, {
+      limits: { ipRequestsPerSecondMax: 1, keyRequestsPerSecondMax: null, tenantRequestsPerSecondMax: null },
+    });
+    app.get("/", async () => ({ ok: true }));
+    try {
+      const gone = () => app.inject({ method: "GET", url: "/", headers: { "x-peer-gone": "1" } });
+      expect((await gone()).statusCode).toBe(200);
+      expect((await gone()).statusCode).toBe(429); // they share their count: one a second between them
+      expect((await app.inject({ method: "GET", url: "/", remoteAddress: "192.0.2.9" })).statusCode).toBe(
+        200,
+      );
+    } finally {
+      await app.close();
+    }
+  });
+});

@@ -14,7 +14,7 @@
 // The counters are in this process's memory (WindowStore: at most rateLimitEntriesMax keys per limit): with N processes
 // behind one address, a client may make N times the limit. The IP is the socket's peer (no trustProxy): behind a
 // reverse proxy every request has the proxy's address, and the per-IP limit should then be off or set high.
-import fastifyRateLimit, { type FastifyRateLimitStore } from "@fastify/rate-limit";
+import fastifyRateLimit, { type FastifyRateLimitStore, normalizeIP } from "@fastify/rate-limit";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from "fastify";
 import fp from "fastify-plugin";
 import { setBounded } from "../../core/index.ts";
@@ -136,6 +136,16 @@ async function count(limiter: Limiter, request: FastifyRequest, reply: FastifyRe
     );
 }
 
+/**
+ * The key a request's per-IP count is kept under: the library's (an IPv6 address by its /64, an IPv4-mapped one as
+ * IPv4), or one key shared by every request whose peer's address is gone (a connection reset as soon as its request
+ * was sent: Node then has no remoteAddress, and the library's own key threw, answering 500).
+ */
+function addressOf(request: FastifyRequest): string {
+  const ip = request.ip as string | undefined;
+  return ip === undefined ? "address-gone" : normalizeIP(ip);
+}
+
 /** The key a request's per-key count is kept under: the key's id, or the operator's. */
 function principalOf(request: FastifyRequest): string {
   if (request.apiKey !== null) return request.apiKey.id;
@@ -162,7 +172,11 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, { limits, entri
   });
   const ipMax = limits.ipRequestsPerSecondMax;
   if (ipMax !== null) {
-    const limiter = app.createRateLimit({ max: ipMax, timeWindow: rateLimitWindowMs }) as Limiter;
+    const limiter = app.createRateLimit({
+      max: ipMax,
+      timeWindow: rateLimitWindowMs,
+      keyGenerator: addressOf,
+    }) as Limiter;
     app.addHook("onRequest", (request, reply) => count(limiter, request, reply, "from this address"));
   }
   const keyMax = limits.keyRequestsPerSecondMax;
