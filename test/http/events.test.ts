@@ -8,7 +8,7 @@ import { listPage, listParams } from "../../gateway/http/lists.ts";
 import { eventsList } from "../../gateway/http/resources/events.ts";
 import { insertOutboxEvent } from "../../gateway/payments/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
-import { eventRetentionDays, pruneEvents } from "../../gateway/webhooks/events.ts";
+import { eventRetentionDays, pruneBatchEventsMax, pruneEvents } from "../../gateway/webhooks/events.ts";
 import { latch } from "../support/latch.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
@@ -269,21 +269,23 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await gw.app.db.query("SELECT 1 FROM outbox")).toHaveLength(before.length);
   });
 
-  it(`prunes events older than ${eventRetentionDays} days`, async () => {
-    await insertOutboxEvent(gw.app.db, {
-      tenantId: gw.app.demo!.tenantId,
-      type: "payment.succeeded",
-      payload: { payment_id: "pay_old" },
-    });
-    const [old] = await gw.app.db.query<{ id: string }>(
-      `UPDATE outbox SET created_at = now() - make_interval(days => $1::int + 1)
-       WHERE payload->>'payment_id' = 'pay_old' RETURNING public_id AS id`,
-      [eventRetentionDays],
+  it(`prunes every event older than ${eventRetentionDays} days in one pass, a batch at a time`, async () => {
+    // Three more old events than a batch: before, a pass deleted one batch and left the rest for the next hour.
+    const oldCount = pruneBatchEventsMax + 3;
+    await gw.app.db.query(
+      `INSERT INTO outbox (tenant_id, type, payload, created_at)
+       SELECT $1, 'payment.succeeded', jsonb_build_object('payment_id', 'pay_old_' || n),
+              now() - make_interval(days => $2::int + 1)
+         FROM generate_series(1, $3::int) AS n`,
+      [gw.app.demo!.tenantId, eventRetentionDays, oldCount],
     );
-    const kept = (await gw.app.db.query("SELECT 1 FROM outbox")).length;
-    expect((await pruneEvents(gw.app.db)).deleted).toBe(1);
-    expect(await gw.app.db.query("SELECT 1 FROM outbox")).toHaveLength(kept - 1);
-    const gone = await gw.client.GET("/v1/events/{id}", { params: { path: { id: old!.id } } });
+    const old = await gw.app.db.query<{ id: string }>(
+      "SELECT public_id AS id FROM outbox WHERE payload->>'payment_id' = 'pay_old_1'",
+    );
+    const kept = (await gw.app.db.query("SELECT 1 FROM outbox")).length - oldCount;
+    expect((await pruneEvents(gw.app.db)).deleted).toBe(oldCount);
+    expect(await gw.app.db.query("SELECT 1 FROM outbox")).toHaveLength(kept);
+    const gone = await gw.client.GET("/v1/events/{id}", { params: { path: { id: old[0]!.id } } });
     expect(errorOf(gone).code).toBe("event_not_found");
   });
 });
