@@ -78,10 +78,10 @@ describe("createEgress", () => {
 
   it("a name with any non-public address among its answers is refused, at registration and delivery", async () => {
     const egress = egressOf(scripted({ "mixed.example": [["93.184.216.34", "10.0.0.5"]] }));
-    expect(await egress.vetRegistration("https://mixed.example/hook")).toMatchObject({
-      ok: false,
-      reason: "address_not_public",
-    });
+    const registered = await egress.vetRegistration("https://mixed.example/hook");
+    expect(registered).toMatchObject({ ok: false, reason: "address_not_public" });
+    // The message reaches the tenant: it names the range, never the internal address the name answered.
+    expect(registered.ok ? "" : registered.message).not.toContain("10.0.0.5");
     expect((await refusal(egress.fetch(`https://mixed.example:${port}/`))).reason).toBe("address_not_public");
     const v6 = egressOf(scripted({ "six.example": [["::ffff:127.0.0.1"]] }));
     expect(await v6.vetRegistration("https://six.example/")).toMatchObject({ ok: false });

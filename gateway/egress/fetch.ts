@@ -183,7 +183,9 @@ export async function resolveVetted(
       return {
         ok: false,
         reason: "address_not_public",
-        message: `${hostname} resolves to ${address}, not a public address (${verdict.range})`,
+        // Not the address itself: the message reaches the tenant (the API's 400, a delivery attempt's error), and the
+        // name's answer is the gateway's network's (a split-horizon zone's internal addresses), not the tenant's.
+        message: `${hostname} resolves to an address that is not public (${verdict.range})`,
       };
   }
   return { ok: true, addresses };
