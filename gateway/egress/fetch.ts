@@ -4,6 +4,7 @@
 // connects, and the address vetted is the address connected to. SNI and Host stay the URL's hostname. Redirects
 // are never followed (a 3xx is the answer); an IP literal is vetted by `vetUrl` and connected to as written.
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
+import { Resolver as DnsResolver } from "node:dns/promises";
 import type { LookupFunction } from "node:net";
 import { Agent, type Response, type RequestInit as UndiciRequestInit, fetch as undiciFetch } from "undici";
 import { SwitchyardError } from "../../core/index.ts";
@@ -13,12 +14,55 @@ import { type EgressPolicy, type EgressRefusal, hostOf, type UrlVerdict, vetUrl 
 /** What a hostname resolves to: every address, as `dns.lookup(host, { all: true })` answers. */
 export type Resolver = (hostname: string) => Promise<readonly LookupAddress[]>;
 
+/**
+ * The system's resolution (getaddrinfo: /etc/hosts, then DNS), for the hosts the operator allows (EGRESS_ALLOW_HOSTS
+ * may name one only /etc/hosts knows). It runs in libuv's thread pool (four threads), and a lookup whose nameserver
+ * never answers holds its thread until the system gives up, whatever the caller's timeout: not for names a tenant
+ * chooses.
+ */
 export const systemResolver: Resolver = (hostname) =>
   new Promise((resolve, reject) =>
     dnsLookup(hostname, { all: true, verbatim: true }, (error, addresses) =>
       error === null ? resolve(addresses) : reject(error),
     ),
   );
+
+/** How long each nameserver is given to answer a query, and how many times it is asked (c-ares' own bound). */
+export const dnsQueryTimeoutMs = 1_000;
+export const dnsQueryTries = 2;
+
+/**
+ * Resolution by DNS queries on the event loop's own sockets (c-ares: Node's `dns.Resolver`, the nameservers of
+ * /etc/resolv.conf unless `servers` names others): the A and AAAA records, every address of both. Nothing waits in
+ * the thread pool, and a query unanswered ends by its own bound (dnsQueryTimeoutMs, dnsQueryTries). For the names
+ * tenants choose (webhook endpoints, Lightning Addresses): before, each went through getaddrinfo, and a tenant's
+ * names under a nameserver that never answers held the pool's four threads, stalling every other tenant's deliveries
+ * (and the process's file and crypto work) behind them. /etc/hosts is not read: such names are the operator's.
+ */
+export function dnsResolver(options: { servers?: readonly string[] } = {}): Resolver {
+  const dns = new DnsResolver({ timeout: dnsQueryTimeoutMs, tries: dnsQueryTries });
+  if (options.servers !== undefined) dns.setServers([...options.servers]);
+  return async (hostname) => {
+    const [v4, v6] = await Promise.allSettled([dns.resolve4(hostname), dns.resolve6(hostname)]);
+    const addresses: LookupAddress[] = [
+      ...(v4.status === "fulfilled" ? v4.value.map((address) => ({ address, family: 4 })) : []),
+      ...(v6.status === "fulfilled" ? v6.value.map((address) => ({ address, family: 6 })) : []),
+    ];
+    if (addresses.length > 0) return addresses;
+    // No address: the name's failure (not found, no answer), unless each kind merely has no record of its type.
+    for (const answer of [v4, v6])
+      if (answer.status === "rejected" && (answer.reason as NodeJS.ErrnoException).code !== "ENODATA")
+        throw answer.reason;
+    return [];
+  };
+}
+
+/** The resolution of names tenants choose, unless a test gives its own: dnsResolver on the system's nameservers. */
+let publicResolverOnce: Resolver | null = null;
+function publicResolver(): Resolver {
+  publicResolverOnce ??= dnsResolver();
+  return publicResolverOnce;
+}
 
 export type EgressLimits = {
   /** A connection not made within this is abandoned. */
@@ -80,14 +124,18 @@ export type EgressPost = {
 
 export type EgressParams = {
   readonly policy: EgressPolicy;
-  /** The system's resolver unless given (tests give one that answers what they need). */
+  /**
+   * Resolves every name, allowed or vetted, when given (tests give one that answers what they need); else an allowed
+   * host by the system's resolver and every other name by DNS queries (dnsResolver).
+   */
   readonly resolver?: Resolver;
   readonly limits?: EgressLimits;
 };
 
 export function createEgress(params: EgressParams): Egress {
   const { policy } = params;
-  const resolver = params.resolver ?? systemResolver;
+  const resolver = params.resolver ?? publicResolver();
+  const allowedResolver = params.resolver ?? systemResolver;
   const limits = params.limits ?? egressLimitsDefault;
   // Two connectors: an allowed URL's (its host and port as the allow-list names them) is resolved as the resolver
   // answers; every other one's only to vetted addresses. The lookup is told the host alone: deciding there from the
@@ -95,7 +143,10 @@ export function createEgress(params: EgressParams): Egress {
   // callback naming that port, reached a private address unvetted).
   const connector = (trusted: boolean) =>
     new Agent({
-      connect: { lookup: vettedLookup(trusted, resolver, limits), timeout: limits.connectTimeoutMs },
+      connect: {
+        lookup: vettedLookup(trusted, trusted ? allowedResolver : resolver, limits),
+        timeout: limits.connectTimeoutMs,
+      },
     });
   const allowedDispatcher = connector(true);
   const vettedDispatcher = connector(false);
@@ -148,7 +199,7 @@ export async function vetRegistration(
   const verdict = vetUrl(text, policy);
   if (!verdict.ok || verdict.allowed || isLiteral(hostOf(verdict.url))) return verdict;
   const limits = params.limits ?? egressLimitsDefault;
-  const resolved = await resolveVetted(hostOf(verdict.url), params.resolver ?? systemResolver, {
+  const resolved = await resolveVetted(hostOf(verdict.url), params.resolver ?? publicResolver(), {
     resolveTimeoutMs: limits.registrationResolveTimeoutMs,
   });
   if (!resolved.ok && resolved.reason !== "unresolvable") return resolved;

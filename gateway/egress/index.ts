@@ -3,6 +3,7 @@
 export { type AddressRange, type AddressVerdict, classifyAddress } from "./address.ts";
 export {
   createEgress,
+  dnsResolver,
   type Egress,
   type EgressInit,
   type EgressLimits,
