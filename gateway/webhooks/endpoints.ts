@@ -4,6 +4,7 @@
 // receiver can move to the new one without losing a delivery. A tenant has at most webhookEndpointsPerTenantMax.
 import type { Db, Sql } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
+import { webhookDeliveryGiveUpAfterMs } from "./delivery.ts";
 import { newWebhookSecret } from "./signing.ts";
 
 /** How many endpoints one tenant may have. */
@@ -146,7 +147,12 @@ export async function getWebhookEndpoint(
   return row === undefined ? null : endpointOf(row);
 }
 
-/** Each field given replaced; null when the tenant has no such endpoint. */
+/**
+ * Each field given replaced; null when the tenant has no such endpoint. Enabled again, an endpoint's deliveries left
+ * pending while it was disabled and now past their retries (giveUpAfterMs from their fan-out) are given up, as their
+ * next attempt would have done after sending them: an endpoint off for a month gets no burst of month-old events,
+ * only what it would still be retried. Those within their retries go on where they were.
+ */
 export async function updateWebhookEndpoint(
   sql: Sql,
   params: {
@@ -161,12 +167,22 @@ export async function updateWebhookEndpoint(
   const [row] = await sql.query<EndpointRow>(
     // Enabled or disabled by hand, the endpoint's failing time starts over (null): time spent disabled is not
     // failing, and re-enabled it gets a whole disableAfterMs before delivery disables it again.
-    `UPDATE webhook_endpoints SET url = COALESCE($3, url),
-       description = CASE WHEN $4::boolean THEN $5 ELSE description END,
-       failing_since = CASE WHEN $6::boolean IS DISTINCT FROM enabled AND $6::boolean IS NOT NULL THEN NULL
-                            ELSE failing_since END,
-       enabled = COALESCE($6, enabled), enabled_events = COALESCE($7::jsonb, enabled_events), updated_at = now()
-     WHERE tenant_id = $1 AND id = $2 RETURNING ${endpointColumns}`,
+    `WITH updated AS (
+       UPDATE webhook_endpoints e SET url = COALESCE($3, url),
+         description = CASE WHEN $4::boolean THEN $5 ELSE description END,
+         failing_since = CASE WHEN $6::boolean IS DISTINCT FROM e.enabled AND $6::boolean IS NOT NULL THEN NULL
+                              ELSE failing_since END,
+         enabled = COALESCE($6, e.enabled), enabled_events = COALESCE($7::jsonb, enabled_events), updated_at = now()
+       FROM (SELECT enabled FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2) before
+       WHERE e.tenant_id = $1 AND e.id = $2
+       RETURNING e.*, before.enabled AS was_enabled
+     ), given_up AS (
+       UPDATE webhook_deliveries d SET status = 'failed', completed_at = now(), locked_until = NULL
+       FROM updated
+       WHERE updated.enabled AND NOT updated.was_enabled AND d.endpoint_id = updated.id AND d.status = 'pending'
+         AND d.created_at <= now() - make_interval(secs => $8::double precision / 1000)
+     )
+     SELECT ${endpointColumns} FROM updated`,
     [
       params.tenantId,
       params.id,
@@ -175,6 +191,7 @@ export async function updateWebhookEndpoint(
       params.description ?? null,
       params.enabled ?? null,
       params.enabledEvents === undefined ? null : JSON.stringify(params.enabledEvents),
+      webhookDeliveryGiveUpAfterMs,
     ],
   );
   return row === undefined ? null : endpointOf(row);

@@ -701,6 +701,45 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
     expect(await deliveryOf(endpoint)).toMatchObject({ status: "succeeded", attempts: 2 });
   });
 
+  it("enabled again, gives up what ran past its retries while disabled instead of sending it; the rest goes on", async () => {
+    const t = await tenant("paused past the retries");
+    const endpoint = await t.endpoint("/fail/paused");
+    hooks.failing.add("/fail/paused");
+    await t.emit();
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 1, retried: 1 });
+    const [stale] = await gw.app.db.query<{ id: string }>(
+      "SELECT id FROM webhook_deliveries WHERE endpoint_id = $1",
+      [endpoint],
+    );
+    await t.emit();
+    // The first is due again at once (no backoff here): both are retried.
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 2, retried: 2 });
+    const set = async (enabled: boolean) =>
+      (await gw.call("POST", `/v1/webhook_endpoints/${endpoint}`, { key: t.key, body: { enabled } })).status;
+    expect(await set(false)).toBe(200);
+    // Disabled for days: the first delivery's retries (3 days from its fan-out) ran out meanwhile; both are due.
+    await gw.app.db.query(
+      "UPDATE webhook_deliveries SET created_at = now() - interval '4 days' WHERE id = $1",
+      [stale!.id],
+    );
+    await gw.app.db.query("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE endpoint_id = $1", [
+      endpoint,
+    ]);
+    hooks.failing.delete("/fail/paused");
+    expect(await set(true)).toBe(200);
+    // Before: both were sent, the four-day-old one once more before it was given up.
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 1, delivered: 1 });
+    expect(hooks.count("/fail/paused")).toBe(4); // three failed attempts, then the one still within its retries
+    const statuses = await gw.app.db.query<{ id: string; status: string }>(
+      "SELECT id, status FROM webhook_deliveries WHERE endpoint_id = $1",
+      [endpoint],
+    );
+    expect(
+      Object.fromEntries(statuses.map((row) => [row.id === stale!.id ? "stale" : "recent", row.status])),
+    ).toEqual({ stale: "failed", recent: "succeeded" });
+    await t.quiet();
+  });
+
   it("counts no time an endpoint spent disabled by hand as failing: re-enabled, it gets a whole period", async () => {
     const t = await tenant("disabled by hand");
     const endpoint = await t.endpoint("/fail/by-hand");
