@@ -18,9 +18,12 @@ describe("matching a request to a paywall", () => {
       "//demo//paid/report",
       "http://h:99999/demo/paid/report?x=1#y",
       "/demo/paid/%72eport",
+      // A router that ends the path at `;` (Fastify's useSemicolonDelimiter) serves this from the paid route: before,
+      // the paywall read `/demo/paid/report;x` and matched nothing, so it was served free.
+      "/demo/paid/report;x=1",
     ])
       expect({ url, resource: matched(url) }).toEqual({ url, resource: "/demo/paid/*" });
-    for (const url of ["/report", "/report/", "/REPORT", "/%72eport"])
+    for (const url of ["/report", "/report/", "/REPORT", "/%72eport", "/report;jsessionid=1"])
       expect({ url, resource: matched(url) }).toEqual({ url, resource: "/report" });
   });
 

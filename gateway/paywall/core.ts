@@ -87,7 +87,9 @@ export const paywallsRefreshMsDefault = 1_000;
 export const pathsRememberedLimits = { urlsMax: 1_000, urlLengthMax: 1_024 } as const;
 
 /**
- * The path of an absolute or relative URL, without query or fragment, as loosely as any router could read it: each
+ * The path of an absolute or relative URL, without query or fragment, and up to a `;` (Fastify's
+ * useSemicolonDelimiter, and routers that read matrix parameters, serve `/paid;x` from `/paid`), as loosely as any
+ * router could read it: each
  * segment percent-decoded (a segment that does not decode is kept as sent), repeated slashes as one, lower case.
  * A paywall is matched on this form and so is its resource: `/demo/p%61id/x`, `//Demo/paid/x` and `/demo/paid/x/`
  * reach the same handler in a router that decodes, merges slashes, ignores case or a trailing slash, and all pay.
@@ -110,7 +112,7 @@ export function pathReader(
     if (known !== undefined) return known;
     const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
     const rest = start < 0 ? "/" : url.slice(start);
-    const end = rest.search(/[?#]/);
+    const end = rest.search(/[?#;]/);
     const path = start < 0 ? "/" : looseForm(end < 0 ? rest : rest.slice(0, end));
     if (remembered) setBounded(paths, url, path, limits.urlsMax);
     return path;

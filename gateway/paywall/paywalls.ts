@@ -106,10 +106,11 @@ export const paywallTokenLifetimeSecondsMax = 30 * 24 * 3_600;
 export const paywallsListLimitMax = 100;
 
 /**
- * A path of printable characters without query or fragment; `*` only as the last character (a prefix). Written so
- * that the API document can state it as it is (no lookaround, no Unicode classes).
+ * A path of printable characters without query, fragment or `;` (a router may end the path there: pathOf does);
+ * `*` only as the last character (a prefix). Written so that the API document can state it as it is (no lookaround,
+ * no Unicode classes).
  */
-export const paywallResourcePattern = /^\/[A-Za-z0-9\-._~!$&'()+,;=:@%/]*\*?$/;
+export const paywallResourcePattern = /^\/[A-Za-z0-9\-._~!$&'()+,=:@%/]*\*?$/;
 
 export function isPaywallResource(text: string): boolean {
   return text.length <= paywallResourceLengthMax && paywallResourcePattern.test(text);

@@ -220,6 +220,8 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     const cases: [unknown, number, string][] = [
       [{ ...body(), resource: "paid" }, 400, "parameter_invalid"],
       [{ ...body(), resource: "/a*b" }, 400, "parameter_invalid"],
+      // A path ends at `;` for the paywall (as for a router that reads matrix parameters): never inside a resource.
+      [{ ...body(), resource: "/a;b" }, 400, "parameter_invalid"],
       [{ ...body(), offers: [{ scheme: "x402", rail: "lightning" }] }, 400, "paywall_scheme_unavailable"],
       [{ ...body(), offers: [{ scheme: "bitcoin", rail: "evm" }] }, 400, "parameter_invalid"],
       [{ ...body(), accounts: [app.demo!.merchant.id] }, 400, "paywall_account_missing"],
