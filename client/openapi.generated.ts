@@ -182,7 +182,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -567,7 +567,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -767,7 +767,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -923,7 +923,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1150,7 +1150,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1281,7 +1281,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1435,7 +1435,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded`, `rail_unreachable` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded`, `rail_unreachable` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1561,7 +1561,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1730,7 +1730,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded`, `rail_unreachable` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded`, `rail_unreachable` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1852,7 +1852,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -1986,7 +1986,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2104,7 +2104,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2249,7 +2249,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2349,7 +2349,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2505,7 +2505,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2646,7 +2646,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2788,7 +2788,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -2912,7 +2912,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3033,7 +3033,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3166,7 +3166,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3311,7 +3311,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3436,7 +3436,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3554,7 +3554,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3710,7 +3710,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -3855,7 +3855,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4041,7 +4041,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4180,7 +4180,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4369,7 +4369,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4542,7 +4542,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4759,7 +4759,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -4929,7 +4929,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5055,7 +5055,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5197,7 +5197,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5316,7 +5316,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5470,7 +5470,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5614,7 +5614,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5757,7 +5757,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -5885,7 +5885,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6015,7 +6015,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6138,7 +6138,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6251,7 +6251,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6418,7 +6418,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -6578,7 +6578,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
+                /** @description Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key: `overloaded` */
                 503: {
                     headers: {
                         [name: string]: unknown;

@@ -194,8 +194,9 @@ export type AppOptions = {
   /** The ways paywalls can be paid (default: x402 on the EVM rails that take money in, and L402 on Lightning). */
   readonly paymentSchemes?: readonly PaymentScheme[];
   /**
-   * What the names of webhook endpoints' URLs resolve to, when registered and when delivered to (default: the
-   * system's resolver). Tests give one that answers what they need.
+   * What the names of webhook endpoints' URLs resolve to, when registered and when delivered to (default: DNS
+   * queries, egress's dnsResolver; an allowed host by the system's resolver). Tests give one that answers what they
+   * need.
    */
   readonly webhookResolver?: Resolver;
   /** How long an x402 settlement waits for its transaction to be mined (default: x402ReceiptTimeoutMs). */

@@ -352,8 +352,11 @@ async function submit(
         authKey,
       ],
     );
-    return sent.code === "rejected"
-      ? refused("authorization_mismatch", sent.message)
+    // Nothing was sent: a node that stopped answering since the checks, or the hot wallet's queue full, is for the
+    // payer to send it again shortly (503), as the checks' own reads are.
+    if (sent.code === "rejected") return refused("authorization_mismatch", sent.message);
+    return sent.code === "rail_unavailable"
+      ? refused("rail_unreachable", sent.message)
       : refused("rail_unavailable", sent.message);
   }
   // Bound again with it: another process's give-back (its own refusal, the row it read before this bind) may have

@@ -33,8 +33,11 @@ export const dnsQueryTries = 2;
 
 /**
  * Resolution by DNS queries on the event loop's own sockets (c-ares: Node's `dns.Resolver`, the nameservers of
- * /etc/resolv.conf unless `servers` names others): the A and AAAA records, every address of both. Nothing waits in
- * the thread pool, and a query unanswered ends by its own bound (dnsQueryTimeoutMs, dnsQueryTries). For the names
+ * /etc/resolv.conf as the process read it when it started, 127.0.0.1 without one, unless `servers` names others): the
+ * A and AAAA records, every address of both, answered when both are (a nameserver that drops AAAA queries delays
+ * every answer by its timeout). Nothing waits in the thread pool, and a query unanswered ends by its own bound
+ * (dnsQueryTimeoutMs, doubled at each of dnsQueryTries per nameserver: about 3 s for one silent nameserver); the
+ * callers' own timeouts (resolveTimeoutMs, registrationResolveTimeoutMs) bound what they wait. For the names
  * tenants choose (webhook endpoints, Lightning Addresses): before, each went through getaddrinfo, and a tenant's
  * names under a nameserver that never answers held the pool's four threads, stalling every other tenant's deliveries
  * (and the process's file and crypto work) behind them. /etc/hosts is not read: such names are the operator's.
@@ -72,7 +75,7 @@ export type EgressLimits = {
   /**
    * The resolution at registration, which the registering request waits for. It only refuses early what every
    * connection refuses anyway (a name that does not answer in time is accepted and vetted when it connects), so a
-   * slow resolver should not hold the request: a lost DNS packet is retried after 5 s by the system's resolver.
+   * slow resolver should not hold the request: a lost DNS packet is asked again only after dnsQueryTimeoutMs.
    */
   readonly registrationResolveTimeoutMs: number;
 };

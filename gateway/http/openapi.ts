@@ -178,7 +178,7 @@ const statusDescriptions: Record<string, string> = {
     "Too many requests from this address or with this key, or too many of this tenant's in flight at once: retry after the seconds in Retry-After",
   "500": "Something went wrong on our side; retry with the same Idempotency-Key",
   "503":
-    "Overloaded, stopping, the database too busy, or a rail's provider out of reach: retry after the seconds in Retry-After, with the same Idempotency-Key",
+    "Unavailable for now (the codes say which: overloaded, stopping or the database too busy; a rail's provider out of reach): retry after the seconds in Retry-After, with the same Idempotency-Key",
   "4XX": "Another refusal: the code says which",
 };
 

@@ -44,7 +44,7 @@ export type RoutesOptions = {
   settlement: SettlementDeps;
   /** What webhook endpoint URLs are vetted under; public addresses only (no host allowed) unless given. */
   egress?: EgressPolicy | undefined;
-  /** What their names resolve to when they are registered: the system's resolver unless given (tests). */
+  /** What their names resolve to when they are registered: DNS queries (egress's dnsResolver) unless given (tests). */
   webhookResolver?: Resolver | undefined;
   /** The paywalls' service (/v1/paywalls, /v1/paywall_verdicts); the routes are absent without it. */
   paywalls?: PaywallService | undefined;

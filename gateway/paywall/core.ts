@@ -34,7 +34,10 @@ export type PaywallVerdict =
   | { readonly kind: "preflight"; readonly status: 204; readonly headers: readonly HeaderLine[] }
   | {
       readonly kind: "challenge";
-      /** 402; 503 when no way to pay can be priced now (no rate for any scheme's asset). */
+      /**
+       * 402; 503 when no way to pay can be offered now (no rate for any scheme's asset, or every scheme's rail out of
+       * reach: paywall_rate_unavailable, paywall_rail_unavailable).
+       */
       readonly status: 402 | 503;
       readonly headers: readonly HeaderLine[];
       readonly body: Readonly<Record<string, unknown>>;
@@ -87,9 +90,9 @@ export const paywallsRefreshMsDefault = 1_000;
 export const pathsRememberedLimits = { urlsMax: 1_000, urlLengthMax: 1_024 } as const;
 
 /**
- * The path of an absolute or relative URL, without query or fragment, and up to a `;` (Fastify's
- * useSemicolonDelimiter, and routers that read matrix parameters, serve `/paid;x` from `/paid`), as loosely as any
- * router could read it: each
+ * The path of an absolute or relative URL, without query or fragment, and up to a `;` (Fastify with
+ * useSemicolonDelimiter serves `/paid;x` from `/paid`; a router that strips `;…` from each segment, as Spring does,
+ * is not matched: `/paid;x/report` reads `/paid`), as loosely as any router could read it: each
  * segment percent-decoded (a segment that does not decode is kept as sent), repeated slashes as one, lower case.
  * A paywall is matched on this form and so is its resource: `/demo/p%61id/x`, `//Demo/paid/x` and `/demo/paid/x/`
  * reach the same handler in a router that decodes, merges slashes, ignores case or a trailing slash, and all pay.
@@ -306,6 +309,10 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
         headers: [...headers, ["Retry-After", String(rateUnavailableRetryAfterSeconds)]],
         body: {
           ...body,
+          // A payment the request carried was refused too: said beside, as a 402 would have.
+          ...(refusal.code === paymentRequiredCode
+            ? {}
+            : { refusal: { code: refusal.code, message: refusal.message } }),
           ...(unpriced
             ? { error: "paywall_rate_unavailable", message: "no way to pay can be priced now; retry later" }
             : {

@@ -106,7 +106,7 @@ export const paywallTokenLifetimeSecondsMax = 30 * 24 * 3_600;
 export const paywallsListLimitMax = 100;
 
 /**
- * A path of printable characters without query, fragment or `;` (a router may end the path there: pathOf does);
+ * A path of printable characters without query, fragment or `;` (Fastify may end the path there: pathOf does);
  * `*` only as the last character (a prefix). Written so that the API document can state it as it is (no lookaround,
  * no Unicode classes).
  */

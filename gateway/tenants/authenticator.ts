@@ -132,7 +132,7 @@ export type Authenticator = {
 
 /**
  * Authentication with a per-process memory of valid keys. Only keys found valid are remembered, each until the
- * earlier of `ttlMs` from now and the key's expiry: an unknown, revoked or suspended key always asks the database, so
+ * earlier of `ttlMs` from when its lookup's query began and the key's expiry: an unknown, revoked or suspended key always asks the database, so
  * a stream of made-up keys cannot fill the memory. A key revoked by any process is forgotten when its announcement
  * arrives on the change bus, and everything is forgotten on `resync`. Nothing is remembered while the bus is not
  * listening, nor from a lookup that began before its key was forgotten (it may have read the key just before its

@@ -151,7 +151,8 @@ export async function getWebhookEndpoint(
  * Each field given replaced; null when the tenant has no such endpoint. Enabled again, an endpoint's deliveries left
  * pending while it was disabled and now past their retries (giveUpAfterMs from their fan-out) are given up, as their
  * next attempt would have done after sending them: an endpoint off for a month gets no burst of month-old events,
- * only what it would still be retried. Those within their retries go on where they were.
+ * only what it would still be retried. Those within their retries go on where they were, and so does one the tenant
+ * asked to be sent again (its redelivery: POST …/retry) while the endpoint was disabled.
  */
 export async function updateWebhookEndpoint(
   sql: Sql,
@@ -180,7 +181,7 @@ export async function updateWebhookEndpoint(
        UPDATE webhook_deliveries d SET status = 'failed', completed_at = now(), locked_until = NULL
        FROM updated
        WHERE updated.enabled AND NOT updated.was_enabled AND d.endpoint_id = updated.id AND d.status = 'pending'
-         AND d.created_at <= now() - make_interval(secs => $8::double precision / 1000)
+         AND NOT d.redeliver AND d.created_at <= now() - make_interval(secs => $8::double precision / 1000)
      )
      SELECT ${endpointColumns} FROM updated`,
     [

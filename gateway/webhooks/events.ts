@@ -13,6 +13,8 @@ import { type Periodic, startPeriodic } from "../periodic/index.ts";
 export const eventRetentionDays = 30;
 /** How many events one statement of the prune pass deletes at most (the pass runs them until none is left). */
 export const pruneBatchEventsMax = 10_000;
+/** The longest one prune pass deletes for: the rest waits for the next (a stop waits for the pass running). */
+export const prunePassMsMax = 30_000;
 /**
  * How often the prune pass runs: as often as the Idempotency-Key records' prune. Every payment writes an event; a pass
  * of one batch an hour kept up with 2.8 events a second, and never ran in a process restarted within the hour.
@@ -86,15 +88,17 @@ export async function eventBySeq(
 
 /**
  * Deletes every event older than the retention, `batchMax` (default pruneBatchEventsMax) a statement until one
- * deletes fewer, each in no order (outbox_created is a BRIN index, migration 0039: the pages of old ranges are read
- * until enough rows are found, with nothing to sort); returns how many. Each statement commits on its own: a pass cut
- * short keeps what it deleted.
+ * deletes fewer or prunePassMsMax has passed, each in no order (outbox_created is a BRIN index, migration 0039: the
+ * pages of old ranges are read until enough rows are found, with nothing to sort); returns how many. Each statement
+ * commits on its own: a pass cut short keeps what it deleted.
  */
 export async function pruneEvents(
   sql: Sql,
-  params: { retentionDays?: number; batchMax?: number } = {},
+  params: { retentionDays?: number; batchMax?: number; nowMs?: () => number } = {},
 ): Promise<{ deleted: number }> {
-  const batchMax = params.batchMax ?? pruneBatchEventsMax;
+  const batchMax = Math.max(1, params.batchMax ?? pruneBatchEventsMax);
+  const nowMs = params.nowMs ?? Date.now;
+  const untilMs = nowMs() + prunePassMsMax;
   let deleted = 0;
   for (;;) {
     const rows = await sql.query(
@@ -104,7 +108,7 @@ export async function pruneEvents(
       [params.retentionDays ?? eventRetentionDays, batchMax],
     );
     deleted += rows.length;
-    if (rows.length < batchMax) return { deleted };
+    if (rows.length < batchMax || nowMs() >= untilMs) return { deleted };
   }
 }
 

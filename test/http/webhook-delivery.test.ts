@@ -712,31 +712,44 @@ describe.each(["pglite", "postgres"] as const)("webhook delivery per endpoint on
       [endpoint],
     );
     await t.emit();
-    // The first is due again at once (no backoff here): both are retried.
-    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 2, retried: 2 });
+    await t.emit();
+    // The first is due again at once (no backoff here): all three are retried.
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 3, retried: 3 });
+    const [asked, recent] = await gw.app.db.query<{ id: string }>(
+      "SELECT id FROM webhook_deliveries WHERE endpoint_id = $1 AND id <> $2 ORDER BY id",
+      [endpoint, stale!.id],
+    );
     const set = async (enabled: boolean) =>
       (await gw.call("POST", `/v1/webhook_endpoints/${endpoint}`, { key: t.key, body: { enabled } })).status;
     expect(await set(false)).toBe(200);
-    // Disabled for days: the first delivery's retries (3 days from its fan-out) ran out meanwhile; both are due.
+    // Disabled for days: two deliveries' retries (3 days from their fan-out) ran out meanwhile, and the tenant asked
+    // for one of them to be sent again; all are due.
     await gw.app.db.query(
-      "UPDATE webhook_deliveries SET created_at = now() - interval '4 days' WHERE id = $1",
-      [stale!.id],
+      "UPDATE webhook_deliveries SET created_at = now() - interval '4 days' WHERE id = ANY($1::text[])",
+      [[stale!.id, asked!.id]],
     );
+    const retried = await gw.call("POST", `/v1/webhook_endpoints/${endpoint}/deliveries/${asked!.id}/retry`, {
+      key: t.key,
+    });
+    expect(retried.status).toBe(200);
     await gw.app.db.query("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE endpoint_id = $1", [
       endpoint,
     ]);
     hooks.failing.delete("/fail/paused");
     expect(await set(true)).toBe(200);
-    // Before: both were sent, the four-day-old one once more before it was given up.
-    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 1, delivered: 1 });
-    expect(hooks.count("/fail/paused")).toBe(4); // three failed attempts, then the one still within its retries
+    // Before: all three were sent, the four-day-old one not asked for once more before it was given up.
+    expect(await deliverOutbox(deps())).toMatchObject({ claimed: 2, delivered: 2 });
+    expect(hooks.count("/fail/paused")).toBe(6); // four failed attempts, then the two still wanted
     const statuses = await gw.app.db.query<{ id: string; status: string }>(
       "SELECT id, status FROM webhook_deliveries WHERE endpoint_id = $1",
       [endpoint],
     );
-    expect(
-      Object.fromEntries(statuses.map((row) => [row.id === stale!.id ? "stale" : "recent", row.status])),
-    ).toEqual({ stale: "failed", recent: "succeeded" });
+    const named = { [stale!.id]: "stale", [asked!.id]: "asked", [recent!.id]: "recent" };
+    expect(Object.fromEntries(statuses.map((row) => [named[row.id], row.status]))).toEqual({
+      stale: "failed",
+      asked: "succeeded",
+      recent: "succeeded",
+    });
     await t.quiet();
   });
 

@@ -40,7 +40,8 @@ import { createWebhookEndpointBody, errorView, storable } from "../schemas.ts";
 
 /**
  * `egress`: the policy a URL is vetted under (gateway/egress): public addresses only, but for the hosts allowed.
- * `resolver`: what a URL's name resolves to when it is registered (the system's unless given: tests).
+ * `resolver`: what a URL's name resolves to when it is registered (DNS queries, egress's dnsResolver, unless given:
+ * tests).
  */
 export type WebhookEndpointRoutesOptions = { db: Db; egress: EgressPolicy; resolver?: Resolver | undefined };
 
