@@ -76,6 +76,34 @@ const request = (authorizations: readonly string[] = []): PaywallRequest => ({
 
 const code = (verdict: SchemeVerdict) => (verdict.kind === "refused" ? verdict.refusal.code : "paid");
 
+/**
+ * A paywall of the first gateway's tenant at `path` (L402 on the Lightning rail, tokens of two requests for 600 s,
+ * crediting the seller), and the paywall core's check of requests with `scheme` as its one way to pay.
+ */
+async function l402Paywall(path: string, description: string, scheme: PaymentScheme) {
+  const app = first.app;
+  const added = await addPaywall(
+    { sql: app.db, accounts: app.settlement.accounts, schemes: [scheme], nowMs: Date.now },
+    {
+      tenantId: resource.tenantId,
+      fields: {
+        resource: path,
+        description,
+        mimeType: "application/json",
+        price: { asset: assets.BTC, amount: pricePerRequestMsat },
+        offers: [{ scheme: "l402", rail: "lightning" }],
+        accountIds: [sellerAccount],
+        split: [],
+        tokenLifetimeSeconds: 600,
+        tokenRequestsMax: 2,
+        metadata: {},
+      },
+    },
+  );
+  if (!added.ok) throw new Error(added.message);
+  return createPaywall({ sql: app.db, tenantId: resource.tenantId, schemes: [scheme], rates: app.rates });
+}
+
 /** The challenge's two WWW-Authenticate lines, read by lsat-js as a client would. */
 async function challengedAndPaid() {
   const part = await schemeA.challenge(resource, offers, request());
@@ -194,32 +222,7 @@ describe("L402 on regtest", () => {
   });
 
   it("through the paywall (gateway/paywall core): one 402 with the L402 lines, paid, served its count, then a 402 again", async () => {
-    const app = first.app;
-    const added = await addPaywall(
-      { sql: app.db, accounts: app.settlement.accounts, schemes: [schemeA], nowMs: Date.now },
-      {
-        tenantId: resource.tenantId,
-        fields: {
-          resource: "/weather/*",
-          description: "weather",
-          mimeType: "application/json",
-          price: { asset: assets.BTC, amount: pricePerRequestMsat },
-          offers: [{ scheme: "l402", rail: "lightning" }],
-          accountIds: [sellerAccount],
-          split: [],
-          tokenLifetimeSeconds: 600,
-          tokenRequestsMax: 2,
-          metadata: {},
-        },
-      },
-    );
-    if (!added.ok) throw new Error(added.message);
-    const check = createPaywall({
-      sql: app.db,
-      tenantId: resource.tenantId,
-      schemes: [schemeA],
-      rates: app.rates,
-    });
+    const check = await l402Paywall("/weather/*", "weather", schemeA);
     const unpaid = await check(request());
     if (unpaid.kind !== "challenge") throw new Error(`expected a challenge, got ${unpaid.kind}`);
     expect(unpaid.status).toBe(402);
@@ -258,31 +261,7 @@ describe("L402 on regtest", () => {
         rails: new Map([...app.settlement.rails, ["lightning", unreachable]]),
       },
     });
-    const added = await addPaywall(
-      { sql: app.db, accounts: app.settlement.accounts, schemes: [down], nowMs: Date.now },
-      {
-        tenantId: resource.tenantId,
-        fields: {
-          resource: "/weather/down",
-          description: "weather while LND is out of reach",
-          mimeType: "application/json",
-          price: { asset: assets.BTC, amount: pricePerRequestMsat },
-          offers: [{ scheme: "l402", rail: "lightning" }],
-          accountIds: [sellerAccount],
-          split: [],
-          tokenLifetimeSeconds: 600,
-          tokenRequestsMax: 2,
-          metadata: {},
-        },
-      },
-    );
-    if (!added.ok) throw new Error(added.message);
-    const check = createPaywall({
-      sql: app.db,
-      tenantId: resource.tenantId,
-      schemes: [down],
-      rates: app.rates,
-    });
+    const check = await l402Paywall("/weather/down", "weather while LND is out of reach", down);
     const verdict = await check({ ...request(), url: "http://127.0.0.1:8080/weather/down" });
     if (verdict.kind !== "challenge") throw new Error(`expected a challenge, got ${verdict.kind}`);
     expect(verdict.status).toBe(503);
