@@ -290,8 +290,9 @@ export type SignedPaymentRefusal =
   | "payer_insufficient_funds"
   | "invoice_not_payable"
   | "rail_unavailable"
-  // The provider (the chain's node) could not be reached to check or send it: nothing was sent, and the same payment
-  // may be sent again shortly (503 with Retry-After, kept under no Idempotency-Key).
+  // The provider (the chain's node) could not be reached to check or send it, or the hot wallet's queue is full:
+  // nothing was sent, and the same payment may be sent again shortly (503 with Retry-After, kept under no
+  // Idempotency-Key).
   | "rail_unreachable";
 
 /** What a rail_unreachable answer's Retry-After says: a provider's return (LND, a chain's node) takes seconds. */

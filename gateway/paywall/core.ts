@@ -301,7 +301,8 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
       );
     }
     if (offered === 0 && found.length > 0) {
-      // Before, a part that made no offer (LND out of reach) counted as one: a 402 with nothing to pay.
+      // Before, a part that made no offer (LND out of reach, an amount outside the rail's range) counted as one: a 402
+      // with nothing to pay.
       const unpriced = parts.every((part) => part === "unpriced");
       return {
         kind: "challenge",
@@ -317,7 +318,8 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
             ? { error: "paywall_rate_unavailable", message: "no way to pay can be priced now; retry later" }
             : {
                 error: "paywall_rail_unavailable",
-                message: "no way to pay can be offered now: its rail is out of reach; retry later",
+                message:
+                  "no way to pay can be offered now: its rail made no offer (out of reach, or refused); retry later",
               }),
         },
       };

@@ -11,7 +11,7 @@ import { type Periodic, startPeriodic } from "../periodic/index.ts";
 
 /** How long an event is kept, from its creation. */
 export const eventRetentionDays = 30;
-/** How many events one statement of the prune pass deletes at most (the pass runs them until none is left). */
+/** How many events one statement of the prune pass deletes at most (the pass runs them until one is short). */
 export const pruneBatchEventsMax = 10_000;
 /** The longest one prune pass deletes for: the rest waits for the next (a stop waits for the pass running). */
 export const prunePassMsMax = 30_000;
