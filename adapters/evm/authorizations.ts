@@ -134,13 +134,9 @@ async function checkTerms(
     return refused("authorization_mismatch", "valid_before must not be after the invoice's expiry");
   if (auth.validBefore < nowS + (transfer ? transferValidityMarginS : authorizationValidityMarginS))
     return refused("authorization_expired", "the authorization expires too soon to be mined");
-  let domain: Awaited<ReturnType<typeof tokenDomainOf>>;
-  try {
-    domain = await tokenDomainOf(state, deposits);
-  } catch (error) {
-    if (nodeUnreachable(error)) return unreachable(state, error);
-    throw error;
-  }
+  const read = await readOrUnreachable(state, () => tokenDomainOf(state, deposits));
+  if ("status" in read) return read;
+  const domain = read.value;
   const message = {
     from: auth.from,
     to: state.account.address,
@@ -182,20 +178,17 @@ async function checkChain(
   auth: Authorization,
 ): Promise<Refused | null> {
   const { publicClient, token, db } = state.params;
-  let used: boolean;
-  try {
-    used = await publicClient.readContract({
+  // Before, the node out of reach here answered 500: the payer's to send again, not the gateway's failure.
+  const used = await readOrUnreachable(state, () =>
+    publicClient.readContract({
       address: token.address,
       abi: testUsdAbi,
       functionName: "authorizationState",
       args: [auth.from, auth.nonce],
-    });
-  } catch (error) {
-    // Before, the node out of reach here answered 500: the payer's to send again, not the gateway's failure.
-    if (nodeUnreachable(error)) return unreachable(state, error);
-    throw error;
-  }
-  if (used) return refused("authorization_used", "this authorization's nonce is already used");
+    }),
+  );
+  if ("status" in used) return used;
+  if (used.value) return refused("authorization_used", "this authorization's nonce is already used");
   if (row.deposit_address !== null) {
     // Transfers to the address the watcher has read (confirmed or not): paying again by authorization would pay twice.
     const [paid] = await db.query<{ total: string | null }>(paidToAddressQuery, [
@@ -233,6 +226,19 @@ async function checkChain(
     }
   }
   return null;
+}
+
+/** A read the checks need: its answer, or the refusal of a node out of reach (any other error is thrown). */
+async function readOrUnreachable<T>(
+  state: EvmRailState,
+  read: () => Promise<T>,
+): Promise<{ readonly value: T } | Refused> {
+  try {
+    return { value: await read() };
+  } catch (error) {
+    if (nodeUnreachable(error)) return unreachable(state, error);
+    throw error;
+  }
 }
 
 /** The chain's node did not answer a read the checks need: nothing was sent, and the payer may send it again. */
