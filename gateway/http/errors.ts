@@ -193,7 +193,7 @@ export function fromZodError(error: ZodError, prefix = ""): ApiError {
  * its rail paid before the write of its outcome timed out — is found again by the key, and finished by recovery).
  */
 export function overloaded(message: string): ApiError {
-  return new ApiError("overloaded", message, { retryAfterSeconds: overloadedRetryAfterSeconds });
+  return new ApiError("overloaded", message); // its Retry-After: retryAfterSecondsOf
 }
 
 export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
