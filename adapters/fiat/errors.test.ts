@@ -28,7 +28,18 @@ describe("translateStripeError", () => {
       true,
     ],
     ["any other invalid request", { statusCode: 400, type: "invalid_request_error" }, "rejected", true],
-    ["a key reused with other parameters", { statusCode: 400, type: "idempotency_error" }, "rejected", false],
+    [
+      "a key in use by a try Stripe still runs (409: outcome unknown)",
+      { statusCode: 409, type: "idempotency_error", code: "idempotency_key_in_use" },
+      "rail_unavailable",
+      false,
+    ],
+    [
+      "a key used before with other parameters (a request under it ran)",
+      { statusCode: 400, type: "idempotency_error" },
+      "rail_unavailable",
+      false,
+    ],
     [
       "rate limiting (the client may have retried a try Stripe ran)",
       { statusCode: 429, type: "invalid_request_error", code: "rate_limit" },

@@ -59,7 +59,11 @@ export function translateStripeError(error: unknown): FiatFailure {
   if (error instanceof Stripe.errors.StripeAPIError) return failure("rail_unavailable", false);
   // Too many requests: Stripe ran none of this try, but the client may have retried an earlier one it ran.
   if (error instanceof Stripe.errors.StripeRateLimitError) return failure("rail_unavailable", false);
-  if (error instanceof Stripe.errors.StripeIdempotencyError) return failure("rejected", false);
+  // The key was used before with other parameters (400; a key still in use by a try Stripe runs is a 409, which
+  // stripe-node makes a StripeAPIError, answered above): a request under this key ran, and its outcome is not this
+  // answer. Asked again under the same key, never taken for a refusal: a refund or transfer recorded failed while
+  // Stripe made it would leave its amount free to be paid a second time.
+  if (error instanceof Stripe.errors.StripeIdempotencyError) return failure("rail_unavailable", false);
   // Credentials refused: the request never ran, another rail may take the payment.
   if (error instanceof Stripe.errors.StripeAuthenticationError) return failure("rail_unavailable", true);
   if (error instanceof Stripe.errors.StripePermissionError) return failure("rail_unavailable", true);
