@@ -12,7 +12,7 @@ import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { spenderOf } from "./spends.ts";
+import { sendHashesOfRail, spenderOfSend } from "./spends.ts";
 import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
   type ExactRequirements,
@@ -99,7 +99,12 @@ export async function facilitatorSettle(
   });
   const checked = await checkPayment(deps, request);
   if (!checked.ok) {
-    if (checked.refusal === "invalid_exact_evm_nonce_already_used") {
+    // Taken, or its window shut since (a retry after a settle whose transaction was not mined in time: the window is
+    // checked before the nonce): a settlement it had answers again.
+    if (
+      checked.refusal === "invalid_exact_evm_nonce_already_used" ||
+      checked.refusal === "invalid_exact_evm_payload_authorization_valid_before"
+    ) {
       const prior = await priorSettlement(deps, request, credit);
       if (prior !== null) return prior;
     }
@@ -132,21 +137,26 @@ export async function facilitatorSettle(
   };
 }
 
-/** Verification that takes a claimed and spent nonce: the rest of the checks, as for a first settle. */
+/**
+ * Verification that takes a claimed and spent nonce, and a window shut since it was claimed: the rest of the checks, as
+ * for a first settle.
+ */
 const spentNonceReads: VerifyReads = {
   ...singleReads,
   isClaimed: null,
   checkChain: async () => ({ ok: true, balance: null }),
+  windowChecked: false,
 };
 
 /**
  * A settle retried after it succeeded (the official resource servers retry): the same success, the same
- * transaction, when the payment passes every check but its nonce's (signature, recipient, value against the
- * requirements, time) and the authorization was settled for the same tenant and account and amount. A row left
- * `submitted` (its outcome never recorded) is completed here when its transaction's receipt shows the token spent
- * this authorization, or, when it did not, a copy of the authorization mined first paid the hot wallet on these terms
- * (spends.ts spenderOf). Anything else (another tenant or account, other requirements, a claim not sent yet, failed,
- * or neither spent it): null, the caller refuses.
+ * transaction, when the payment passes every check but its nonce's and its window's (signature, recipient, value
+ * against the requirements; the window was checked when it was claimed) and the authorization was settled for the same
+ * tenant and account and amount. A row left `submitted` (its outcome never recorded) is completed here when its
+ * transaction's receipt, or a fee bump's that replaced it, shows the token spent this authorization, or, when it did
+ * not, a copy of the authorization mined first paid the hot wallet on these terms (spends.ts spenderOfSend). Anything
+ * else (another tenant or account, other requirements, a claim not sent yet, failed, or neither spent it): null, the
+ * caller refuses.
  */
 async function priorSettlement(
   deps: X402Deps,
@@ -170,14 +180,23 @@ async function priorSettlement(
   // The transaction that moved the money: a copy of the authorization someone submitted first, if one did.
   let transaction = prior.spentTxHash ?? prior.txHash;
   if (prior.status === "submitted") {
-    // Sent, its outcome never recorded: the chain says whether that transaction spent this authorization, or a copy
-    // of it mined first did (ours then reverted, or the token refused it in its batch) and paid the hot wallet.
-    const spent = await spenderOf(chain, prior.txHash as Hex, payment.authorization, deps.logger);
+    // Sent, its outcome never recorded: the chain says whether that transaction (or a fee bump that replaced it) spent
+    // this authorization, or a copy of it mined first did (ours then reverted, or the token refused it in its batch)
+    // and paid the hot wallet.
+    const sendHashes = sendHashesOfRail(deps.settlement.rails.get(chain.rail));
+    const spent = await spenderOfSend(
+      chain,
+      prior.txHash as Hex,
+      payment.authorization,
+      deps.logger,
+      sendHashes,
+    );
     if (spent === null) return null;
+    // A replacement of ours is the row's transaction from now on (as reconciliation moves it); a copy is kept beside.
     await record(deps.db, chain, payment.authorization, {
       status: "settled",
       spentBlock: spent.block,
-      ...(spent.copy ? { spentTxHash: spent.txHash } : {}),
+      ...(spent.copy ? { spentTxHash: spent.txHash } : spent.replaced ? { txHash: spent.txHash } : {}),
     });
     transaction = spent.txHash;
   }

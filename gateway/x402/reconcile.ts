@@ -62,7 +62,7 @@ import type { SettlementDeps } from "../settlement/index.ts";
 import { bookBatchGas } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
-import { type MinedReceipt, spentByAnother, spentIn } from "./spends.ts";
+import { type MinedReceipt, type SendHashes, sendHashesOfRail, spentByAnother, spentIn } from "./spends.ts";
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
 async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt | null> {
@@ -230,14 +230,9 @@ async function reconcileTx(
 
 const sameHash = (x: Hex, y: Hex) => x.toLowerCase() === y.toLowerCase();
 
-/** What the chain's EVM rail tells of its sends (its `sendHashesOf`, beyond the Rail contract). */
-type SendJournalReader = { sendHashesOf(txHash: Hex): Promise<Hex[]> };
-
 /** The chain's rail's reading of its send journal; null for a rail without one (every hash its own send). */
-function sendJournalOf(deps: ReconcileDeps, chain: X402Chain): SendJournalReader["sendHashesOf"] | null {
-  const rail = deps.settlement.rails.get(chain.rail);
-  const read = (rail as Partial<SendJournalReader> | undefined)?.sendHashesOf;
-  return typeof read === "function" ? read.bind(rail) : null;
+function sendJournalOf(deps: ReconcileDeps, chain: X402Chain): SendHashes | null {
+  return sendHashesOfRail(deps.settlement.rails.get(chain.rail));
 }
 
 /** Books the mined transaction's gas, then concludes each of its rows read in this pass; returns the rows left. */

@@ -41,7 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { spenderOf } from "./spends.ts";
+import { sendHashesOfRail, spenderOfSend } from "./spends.ts";
 import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
@@ -213,16 +213,9 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
     sent: Hex,
   ): Promise<Hex | null> {
     try {
-      const rail = deps.settlement.rails.get(chain.rail) as
-        | { sendHashesOf?: (txHash: Hex) => Promise<Hex[]> }
-        | undefined;
-      const hashes = new Set<Hex>([sent, ...((await rail?.sendHashesOf?.(sent)) ?? [])]);
       const terms = { ...authorization, to: chain.hotWallet };
-      for (const hash of hashes) {
-        const spent = await spenderOf(chain, hash, terms, deps.logger);
-        if (spent !== null) return spent.txHash;
-      }
-      return null;
+      const sendHashes = sendHashesOfRail(deps.settlement.rails.get(chain.rail));
+      return (await spenderOfSend(chain, sent, terms, deps.logger, sendHashes))?.txHash ?? null;
     } catch (error) {
       deps.logger.warn(
         { error, payer: authorization.from },

@@ -168,3 +168,36 @@ export async function spenderOf(
   const copy = await spentByAnother(chain, a, receipt.blockNumber, logger);
   return copy === null || copy === "unknown" ? null : { ...copy, copy: true };
 }
+
+/** The transactions of one send of the chain's rail, from any of them: its current one, then those it replaced. */
+export type SendHashes = (txHash: Hex) => Promise<Hex[]>;
+
+/**
+ * The chain's EVM rail's reading of its send journal (its `sendHashesOf`, beyond the Rail contract); null for a rail
+ * without one, each of whose hashes is then a send of its own.
+ */
+export function sendHashesOfRail(rail: unknown): SendHashes | null {
+  const read = (rail as { sendHashesOf?: unknown } | undefined)?.sendHashesOf;
+  return typeof read === "function" ? (read as SendHashes).bind(rail) : null;
+}
+
+/**
+ * spenderOf over every transaction of our send `sent`: `sent` itself, then the fee bumps of the send that replaced it
+ * (`sendHashes`, the rail's send journal), any of which may be the one mined. `replaced`: what spent it is one of
+ * those replacements, ours (a copy someone else submitted is `copy`). Null while none is mined, or none spent it.
+ */
+export async function spenderOfSend(
+  chain: X402Chain,
+  sent: Hex,
+  a: Pick<Eip3009Authorization, "from" | "to" | "value" | "nonce">,
+  logger: Logger,
+  sendHashes: SendHashes | null,
+): Promise<{ txHash: Hex; block: bigint; copy: boolean; replaced: boolean } | null> {
+  const same = (x: Hex, y: Hex) => x.toLowerCase() === y.toLowerCase();
+  const journal = (await sendHashes?.(sent)) ?? [];
+  for (const hash of [sent, ...journal.filter((hash) => !same(hash, sent))]) {
+    const spent = await spenderOf(chain, hash, a, logger);
+    if (spent !== null) return { ...spent, replaced: !spent.copy && !same(hash, sent) };
+  }
+  return null;
+}

@@ -144,6 +144,11 @@ export type VerifyReads = {
   checkChain(chain: X402Chain, authorization: Eip3009Authorization, signature: Hex): Promise<Refused | Taken>;
   /** The token's EIP-712 domain separator (recover.ts domainSeparator), which a caller may keep; computed if absent. */
   separator?(chain: X402Chain, domain: { name: string; version: string }): Uint8Array;
+  /**
+   * false: the validity window is not checked (a retried settle of an authorization already sent, whose window was
+   * checked when it was claimed and may have shut since: facilitator.ts priorSettlement).
+   */
+  windowChecked?: false;
 };
 
 export const singleReads: VerifyReads = { isClaimed, checkChain };
@@ -195,12 +200,12 @@ export async function verifyExact(
   if (!isAddressEqual(authorization.to, requirements.payTo))
     return refusedWith("invalid_exact_evm_payload_recipient_mismatch", `to must be ${requirements.payTo}`);
   const nowS = BigInt(Math.floor(deps.nowMs() / 1000));
-  if (authorization.validBefore < nowS + validBeforeMarginS)
+  if (reads.windowChecked !== false && authorization.validBefore < nowS + validBeforeMarginS)
     return refusedWith(
       "invalid_exact_evm_payload_authorization_valid_before",
       "the authorization has expired",
     );
-  if (authorization.validAfter > nowS)
+  if (reads.windowChecked !== false && authorization.validAfter > nowS)
     return refusedWith(
       "invalid_exact_evm_payload_authorization_valid_after",
       "the authorization is not valid yet",

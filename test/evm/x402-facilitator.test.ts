@@ -338,6 +338,27 @@ describe("the official @x402/express server with Switchyard as its facilitator",
   });
 });
 
+/** The facilitator's deps on the gateway's database and chain, called without the routes; `nowMs`, its clock. */
+function facilitatorDeps(nowMs?: () => number) {
+  return createX402Deps({
+    db: gw.app.db,
+    settlement: gw.app.settlement,
+    logger: silentLogger,
+    chains: [
+      {
+        rail: "evm",
+        chainId: gw.chain.chain.id,
+        publicClient: gw.chain.publicClient,
+        token,
+        asset: assets.USDC,
+        hotWallet,
+        receiptTimeoutMs: 60_000,
+      },
+    ],
+    ...(nowMs === undefined ? {} : { nowMs }),
+  });
+}
+
 describe("the facilitator's routes", () => {
   it("verify and settle a good payment: valid, then settled once with the transaction", async () => {
     const payment = await signedPayment();
@@ -372,22 +393,7 @@ describe("the facilitator's routes", () => {
     const settled = await facilitator("settle", payment);
     expect(settled.body).toMatchObject({ success: true });
     await settledRow(payment.paymentPayload.payload.authorization.nonce as Hex); // credited before the next test
-    const deps = createX402Deps({
-      db: gw.app.db,
-      settlement: gw.app.settlement,
-      logger: silentLogger,
-      chains: [
-        {
-          rail: "evm",
-          chainId: gw.chain.chain.id,
-          publicClient: gw.chain.publicClient,
-          token,
-          asset: assets.USDC,
-          hotWallet,
-          receiptTimeoutMs: 60_000,
-        },
-      ],
-    });
+    const deps = facilitatorDeps();
     const tenantId = gw.app.demo!.tenantId;
     const accountId = merchant.id;
     const used = { success: false, errorReason: "invalid_exact_evm_nonce_already_used", transaction: "" };
@@ -458,6 +464,51 @@ describe("the facilitator's routes", () => {
       },
     };
     expect((await facilitator("settle", forged)).body).toMatchObject({ success: false, transaction: "" });
+  });
+
+  it("answers a retried settle after the authorization's window shut, and one whose transaction a fee bump replaced", async () => {
+    const payment = await signedPayment();
+    const settled = await facilitator("settle", payment);
+    expect(settled.body).toMatchObject({ success: true });
+    const nonce = payment.paymentPayload.payload.authorization.nonce as Hex;
+    await settledRow(nonce);
+    const credit = { tenantId: gw.app.demo!.tenantId, accountId: merchant.id };
+    // An hour on, its validBefore is past: the retry (a resource server's, after a settle not mined in time) answers
+    // the settlement. Before, the window's refusal came first and no prior settlement was looked for.
+    const later = facilitatorDeps(() => Date.now() + 3_600_000);
+    expect(await facilitatorSettle(later, payment, credit)).toMatchObject({
+      success: true,
+      transaction: settled.body.transaction,
+    });
+    // An authorization never settled is still refused past its window.
+    const unsettled = await signedPayment();
+    expect(await facilitatorSettle(later, unsettled, credit)).toMatchObject({
+      success: false,
+      errorReason: "invalid_exact_evm_payload_authorization_valid_before",
+    });
+    // Left `submitted` with the transaction a fee bump replaced (never mined): the retry follows the send journal to
+    // the replacement that was, answers it, and the row carries it. Before: refused, its receipt not found.
+    const mined = settled.body.transaction as Hex;
+    const [send] = await gw.app.db.query<{ attempt_id: string }>(
+      "SELECT attempt_id FROM evm_sends WHERE tx_hash = lower($1)",
+      [mined],
+    );
+    expect(send).toBeDefined();
+    const bumped = toHex(crypto.getRandomValues(new Uint8Array(32)));
+    await gw.app.db.query(
+      "INSERT INTO evm_sends_replaced (attempt_id, tx_hash, raw_tx) VALUES ($1, $2, '0x')",
+      [send!.attempt_id, bumped],
+    );
+    await gw.app.db.query(
+      "UPDATE x402_authorizations SET status = 'submitted', tx_hash = $2 WHERE nonce = $1",
+      [nonce.toLowerCase(), bumped],
+    );
+    expect((await facilitator("settle", payment)).body).toEqual(settled.body);
+    const [row] = await gw.app.db.query<{ status: string; tx_hash: string }>(
+      "SELECT status, tx_hash FROM x402_authorizations WHERE nonce = $1",
+      [nonce.toLowerCase()],
+    );
+    expect(row).toEqual({ status: "settled", tx_hash: mined });
   });
 
   it("answers a retried settle of a row left submitted, its transaction reverted by a copy mined first, with the copy", async () => {
