@@ -7,7 +7,7 @@ import type { Logger } from "../../core/index.ts";
 import type { Db } from "../db/index.ts";
 import type { SettlementDeps } from "../settlement/index.ts";
 import { type ChainRegistry, caip2Of, v1NetworkOf } from "./chains.ts";
-import type { Refused } from "./refusals.ts";
+import { type Refused, refusedWith } from "./refusals.ts";
 import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
@@ -59,9 +59,27 @@ export async function checkPayment(
 ): Promise<{ ok: true; payment: VerifiedPayment; requirements: ExactRequirements } | Refused> {
   const parsed = parsePayment(request.paymentPayload, request.paymentRequirements, deps.chains);
   if (!parsed.ok) return parsed;
+  const bounds = deps.settlement.rails.get(parsed.requirements.chain.rail)?.snapshot?.();
+  const outside = bounds === undefined ? null : outsideBounds(parsed.requirements.amount, bounds);
+  if (outside !== null) return refusedWith("invalid_payment_requirements", `the amount must be ${outside}`);
   const verified = await verifyExact(deps, parsed.payload, parsed.requirements, facilitatorReads);
   if (!verified.ok) return verified;
+  const value = verified.payment.authorization.value; // v1: at least the amount, so perhaps above the rail's most
+  const above = bounds === undefined ? null : outsideBounds(value, bounds);
+  if (above !== null)
+    return refusedWith("invalid_exact_evm_payload_authorization_value", `value must be ${above}`);
   return { ok: true, payment: verified.payment, requirements: parsed.requirements };
+}
+
+/**
+ * What an amount must be to be paid on the rail (its snapshot's least and most for one payment, which the invoice a
+ * settle makes is held to), or null when it is: checked on /verify as on /settle, where an amount outside them (a
+ * requirement of 0) was valid on /verify and then failed as the settle's unexpected_settle_error.
+ */
+function outsideBounds(amount: bigint, bounds: { amountMin: bigint; amountMax: bigint }): string | null {
+  if (amount < bounds.amountMin) return `at least ${bounds.amountMin} atomic units`;
+  if (amount > bounds.amountMax) return `at most ${bounds.amountMax} atomic units`;
+  return null;
 }
 
 /** POST /verify: whether settling this payment would succeed now (nothing is claimed or sent). */

@@ -568,6 +568,12 @@ describe("the facilitator's routes", () => {
         "invalid_payment_requirements",
         await signedPayment({ accepted: requirements({ payTo: stranger().address }) }),
       ],
+      // Below the rail's least for one payment (1 atomic unit): before, valid on /verify, then /settle's invoice
+      // refused it (answered unexpected_settle_error).
+      [
+        "invalid_payment_requirements",
+        await signedPayment({ value: 0n, accepted: requirements({ amount: "0" }) }),
+      ],
       ["invalid_exact_evm_payload_recipient_mismatch", await signedPayment({ to: stranger().address })],
       [
         "invalid_exact_evm_payload_authorization_valid_before",
