@@ -15,7 +15,11 @@ export class NettingInputError extends SwitchyardError {
   override name = "NettingInputError";
 }
 
-/** Accrue when fee > maxFeeShareBps of the amount (both USD micro-units; compared exactly, no rounding). */
+/**
+ * Accrue when fee > maxFeeShareBps of the amount (both USD micro-units, compared exactly as given). A routed payout's
+ * amount comes rounded down to a whole micro-USD (RouteDecision.amountMicroUsd, where one minor unit of its asset is
+ * worth less than that): the verdict then leans to accruing, by less than one micro-USD of value.
+ */
 export function nettingVerdict(params: {
   amountMicroUsd: bigint;
   feeMicroUsd: bigint;
