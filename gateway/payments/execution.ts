@@ -428,7 +428,10 @@ async function failAttempt(
   } else {
     driven.current = false;
   }
-  return fallBack ? "fall_back" : "done";
+  // Another writer ended the attempt first (a rail's event beside recovery, a redelivered event): what comes next is
+  // its to decide. Falling back here too made a second attempt of the same seq, or paid on the next rail a payment
+  // that writer had ended.
+  return fallBack && moved ? "fall_back" : "done";
 }
 
 /** Applies a rail's own report about an attempt in flight. Unknown or finished attempts change nothing. */

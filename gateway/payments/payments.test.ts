@@ -19,6 +19,7 @@ import { gatewayLedgerParams } from "../ledger-params.ts";
 import { buildSnapshot, learningConfigDefault, route, staticRateSource } from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
+  applyRailEvent,
   createInternalSettler,
   createMarket,
   createPayment,
@@ -830,6 +831,43 @@ describe("payments across two rails", () => {
       ]);
       expect((await getPayment(db, { tenantId, id: row!.id }))?.status).toBe("succeeded");
     }
+  });
+
+  it("two reports of one attempt's retryable failure at once fall back once: the one that did not end it leaves the next rail to the one that did", async () => {
+    cheap.behaviour = "crash_before_paying";
+    await expect(createPayment(depsWith(db), request("k-twice-failed"))).rejects.toThrow(Crash);
+    const [row] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE idempotency_key = 'k-twice-failed'",
+    );
+    const [attempt] = await db.query<{ id: string }>("SELECT id FROM attempts WHERE payment_id = $1", [
+      row!.id,
+    ]);
+    const failed = {
+      kind: "attempt_failed" as const,
+      attemptId: attempt!.id,
+      code: "rail_unavailable" as const,
+      message: "cheap cannot be reached",
+      retryElsewhere: true,
+    };
+    // Both read the attempt open before either ends it (a rail's event beside recovery, or a redelivered one). Before,
+    // each went on to the next rail whether or not its own write ended the attempt: the second one's attempt 1 broke
+    // the attempt's unique (payment, seq), or, had the first ended the payment, paid on the next rail regardless.
+    const events = await Promise.allSettled([
+      applyRailEvent(depsWith(db), failed),
+      applyRailEvent(depsWith(db), failed),
+    ]);
+    expect(events.map((event) => event.status)).toEqual(["fulfilled", "fulfilled"]);
+    expect(dear.paid.size).toBe(1);
+    expect(cheap.paid.size).toBe(0);
+    expect((await getPayment(db, { tenantId, id: row!.id }))?.status).toBe("succeeded");
+    const attempts = await db.query<{ seq: number; status: string }>(
+      "SELECT seq, status FROM attempts WHERE payment_id = $1 ORDER BY seq",
+      [row!.id],
+    );
+    expect(attempts).toEqual([
+      { seq: 0, status: "failed" },
+      { seq: 1, status: "succeeded" },
+    ]);
   });
 
   it("a late outcome for an attempt that already ended does not end its payment", async () => {
