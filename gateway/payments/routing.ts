@@ -1,8 +1,16 @@
 // Checking a payment request and routing it: the router on the current snapshot, or a quote's frozen decision
 // less what the snapshot now rules out; and quotes themselves. Nothing here writes but the quote.
 
+import { parseBolt11 } from "../../core/bolt11.ts";
 import type { Destination, NetworkFeeEstimate, RailSnapshot } from "../../core/index.ts";
-import { type Asset, assetByCode, basisPointsTotal, parseAmount } from "../../core/index.ts";
+import {
+  type Asset,
+  assetByCode,
+  assets,
+  basisPointsTotal,
+  formatAmount,
+  parseAmount,
+} from "../../core/index.ts";
 import type { AccountRecord } from "../accounts/index.ts";
 import { newId } from "../ids/index.ts";
 import { payeeMethods } from "../payees/index.ts";
@@ -552,6 +560,9 @@ export async function createPaymentQuote(
   const decision = await routeNow(deps, intent, params.policy);
   const created = createQuote(decision, intent, deps.nowMs(), params.ttlMs);
   if (!created.ok) return noRoute(decision);
+  const unpayable =
+    decision.chosen === null ? null : invoiceAmountRefusal(params.destination, decision.chosen);
+  if (unpayable !== null) return unpayable;
   const id = newId("quo");
   await insertQuote(deps.db, { id, tenantId: params.tenantId, quote: created.quote });
   return { ok: true, id, quote: created.quote };
@@ -610,5 +621,29 @@ export async function prepare(
       : await routeByQuote(deps, params.tenantId, params.quoteId, intent, params.policy);
   if ("refusal" in decision) return decision;
   if (decision.chosen === null) return noRoute(decision);
+  const unpayable = invoiceAmountRefusal(params.destination, decision.chosen);
+  if (unpayable !== null) return unpayable;
   return { ok: true, asset, amount: amount.value, source, target, decision };
+}
+
+/**
+ * A Lightning invoice that names its amount is paid exactly that: the rail refuses to send another ("the invoice asks
+ * …"). A payment whose chosen rail would send another amount (asked in BTC for another amount, or converted from
+ * another asset, rounded, to a near one) is refused here, naming what the invoice asks, before anything is written.
+ * Before, the payment, its attempt and its reservation were written and the rail's refusal answered 402 rejected.
+ */
+function invoiceAmountRefusal(
+  destination: PaymentDestination,
+  chosen: Pick<Candidate, "rail" | "asset" | "amount">,
+): Refused<"parameter_invalid"> | null {
+  if (destination.kind !== "bolt11") return null;
+  const invoice = parseBolt11(destination.invoice);
+  if (!invoice.ok || invoice.value.amountMsat === null || chosen.asset.code !== assets.BTC.code) return null;
+  const asked = invoice.value.amountMsat;
+  if (chosen.amount === asked) return null;
+  return refuse(
+    "parameter_invalid",
+    `destination.invoice asks ${formatAmount(asked, assets.BTC)} BTC; this payment would send ${formatAmount(chosen.amount, assets.BTC)} BTC on ${chosen.rail}`,
+    "destination.invoice",
+  );
 }

@@ -101,6 +101,7 @@ export type PaymentRefusal =
   | "quote_constraints_unmet"
   | "fee_above_max"
   | "destination_is_gateway"
+  | "parameter_invalid"
   | "no_route";
 
 /**
@@ -129,6 +130,7 @@ export const paymentRefusals = everyMember<PaymentRefusal>({
   quote_constraints_unmet: true,
   fee_above_max: true,
   destination_is_gateway: true,
+  parameter_invalid: true,
   no_route: true,
 });
 
@@ -142,6 +144,7 @@ export type QuoteRefusal = Extract<
   | "payee_not_found"
   | "destination_is_gateway"
   | "fee_above_max"
+  | "parameter_invalid"
   | "no_route"
 >;
 
@@ -157,6 +160,7 @@ export const quoteRefusals = everyMember<QuoteRefusal>({
   payee_not_found: true,
   destination_is_gateway: true,
   fee_above_max: true,
+  parameter_invalid: true,
   no_route: true,
 });
 

@@ -107,4 +107,39 @@ describe("a USDC balance pays a BOLT11 invoice", () => {
       expect(totals.debitsPending).toBe(totals.creditsPending);
     }
   });
+
+  it("refuses an invoice whose amount the payment would not send exactly, before anything is written", async () => {
+    const customer = await getTenantAccount(app.db, {
+      tenantId: app.demo!.tenantId,
+      id: "acct_demo_customer",
+    });
+    const before = await ledgerAccount(customer!.ledgerAccountId);
+    const paymentCount = async () =>
+      (await app.db.query<{ n: number }>("SELECT count(*)::int AS n FROM payments"))[0]!.n;
+    const paymentsBefore = await paymentCount();
+    const { request } = await createInvoice({ lnd: payee, tokens: 5_000 });
+    // 5.000001 USDC converts to 5,000.001 sat, and 0.00005001 BTC is another amount: neither is what the invoice asks.
+    // Before: written, reserved, then refused by the rail, 402 rejected.
+    for (const [amount, asset] of [
+      ["5.000001", "USDC"],
+      ["0.00005001", "BTC"],
+    ] as const) {
+      const response = await call("POST", "/v1/payments", {
+        amount,
+        asset,
+        source: { account: asset === "USDC" ? "acct_demo_customer" : "acct_fx_btc" },
+        destination: { type: "bolt11", invoice: request },
+      });
+      expect({ amount, status: response.status, body: response.body }).toMatchObject({
+        amount,
+        status: 400,
+        body: { error: { code: "parameter_invalid", param: "destination.invoice" } },
+      });
+      expect(response.body.error.message).toContain("asks 0.00005000000 BTC");
+    }
+    expect(await paymentCount()).toBe(paymentsBefore);
+    const after = await ledgerAccount(customer!.ledgerAccountId);
+    expect(after.debitsPending).toBe(before.debitsPending);
+    expect(after.debitsPosted).toBe(before.debitsPosted);
+  });
 });
