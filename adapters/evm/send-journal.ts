@@ -436,7 +436,8 @@ const replacementBumpEighths = 9n;
 /**
  * Replaces a send that has waited too long: the same call, the same nonce, fees bumped by ≥ 12.5% (or to what
  * the base fee asks now, when more), within the cap. Nothing is replaced when a transaction with its nonce has
- * been mined (the receipt decides) or when the bump would pass the cap (the send waits as it is).
+ * been mined (the receipt decides), when the bump would pass the cap (the send waits as it is), or when a lower nonce
+ * is still open and the send offers what the chain asks now (it waits for that one, not for its fees).
  */
 async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendRow> {
   const mined = await journal.publicClient.getTransactionCount({
@@ -449,6 +450,15 @@ async function replaceIfStuck(journal: SendJournal, row: SendRow): Promise<SendR
     return row;
   const fees = await currentGasFees(journal.publicClient, journal.gas);
   if (fees.kind === "above_max") return row;
+  // Waiting behind a lower nonce of the wallet while offering what the chain asks now: its place holds it, not its
+  // fees, and it waits as it is. Bumped at every pass, each send queued behind one stuck nonce compounded 12.5% a pass
+  // (ten passes: 3.2 times the tip), and paid that once the queue moved. Once the lowest, it is replaced if still due.
+  if (
+    row.nonce > mined &&
+    old.maxFeePerGas >= fees.maxFeePerGas &&
+    old.maxPriorityFeePerGas >= fees.maxPriorityFeePerGas
+  )
+    return row;
   const bump = (wei: bigint) => (wei * replacementBumpEighths + 7n) / 8n; // rounded up
   const tip = maxOf(bump(old.maxPriorityFeePerGas), fees.maxPriorityFeePerGas);
   const maxFee = maxOf(bump(old.maxFeePerGas), fees.maxFeePerGas, tip);

@@ -215,6 +215,63 @@ describe("a send whose broadcast failed, that nobody sends again", () => {
   });
 });
 
+describe("sends queued behind a nonce that is not mined", () => {
+  it("are left as they are while they offer what the chain asks: only the lowest is replaced", async () => {
+    const { chain } = gw.chain;
+    const refusing = custom({
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_sendRawTransaction") throw new Error("An unknown RPC error occurred.");
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const failingPublic = createPublicClient({ chain, transport: refusing, pollingInterval: 50 });
+    const stranded = payout("att_queue_head", 3_331n);
+    await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(stranded)).rejects.toThrow(
+      /broadcast/,
+    );
+    const behind = payout("att_queued_behind", 3_332n);
+    expect(await anotherProcessRail(gw, { receiptTimeoutMs: 300 }).execute(behind)).toMatchObject({
+      status: "in_flight",
+    });
+    const sendsOf = () =>
+      gw.app.db.query<{ attempt_id: string; tx_hash: `0x${string}`; nonce: number }>(
+        "SELECT attempt_id, tx_hash, nonce FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
+        [[stranded.id, behind.id]],
+      );
+    const [head, queued] = await sendsOf();
+    const setAutomine = (on: boolean) =>
+      gw.chain.provider.request({ method: "evm_setAutomine", params: [on] } as never);
+    await setAutomine(false);
+    try {
+      // Both due at once (replaceAfterMs 0), nothing mined meanwhile: the head is replaced, the one behind it waits.
+      // Before, it was bumped too, at every pass, while only the head held it.
+      expect(await keepOpenSends(gatewayJournal(0))).toBe(2);
+      expect(await keepOpenSends(gatewayJournal(0))).toBe(2);
+      const [headAfter, queuedAfter] = await sendsOf();
+      expect(headAfter!.tx_hash).not.toBe(head!.tx_hash);
+      expect(queuedAfter!.tx_hash).toBe(queued!.tx_hash);
+      const replaced = await gw.app.db.query<{ attempt_id: string }>(
+        "SELECT attempt_id FROM evm_sends_replaced WHERE attempt_id = ANY($1)",
+        [[stranded.id, behind.id]],
+      );
+      expect(replaced.map((row) => row.attempt_id)).toEqual([stranded.id, stranded.id]);
+    } finally {
+      await setAutomine(true);
+    }
+    // Both land once blocks come.
+    await gw.chain.networkHelpers.mine(1);
+    const journal = gatewayJournal(120_000);
+    await keepOpenSends(journal);
+    for (const send of await sendsOf()) {
+      const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
+        hash: send.tx_hash,
+        timeout: 10_000,
+      });
+      expect(receipt.status).toBe("success");
+    }
+  });
+});
+
 describe("a key whose send is another chain's", () => {
   it("is refused: that send is never broadcast or replaced with this chain's nonce", async () => {
     const journal = gatewayJournal(0);
