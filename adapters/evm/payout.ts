@@ -22,7 +22,7 @@ import {
 import { revenueSplitterAbi } from "./abi.generated.ts";
 import { EvmRailError, translatingViemErrors } from "./errors.ts";
 import { type EvmRailState, ensureAllowance, evidenceOf, isSplitterLog } from "./rail-state.ts";
-import { receiptOf, type SendRow, sendOnce } from "./send-journal.ts";
+import { confirmedNonceOf, receiptOf, type SendRow, sendFateOf, sendOnce } from "./send-journal.ts";
 import { referenceFromId } from "./splits.ts";
 
 /** Pays the attempt once (a repeat follows the transaction already sent) and reports how it ended. */
@@ -93,7 +93,20 @@ async function outcomeOf(
   row: SendRow,
 ): Promise<AttemptOutcome> {
   const receipt = await receiptOf(state.journal, row);
-  if (receipt === null) return { status: "in_flight", reference: row.tx_hash };
+  if (receipt === null) {
+    // None of its transactions mined, and the wallet's nonce past it at a final depth (taken by a transaction sent
+    // outside the journal): it never will be. Before, every recovery pass waited for it again, its reservation held.
+    const fate = await sendFateOf(state.journal, row, await confirmedNonceOf(state.journal));
+    if (fate.status === "never_mined")
+      return {
+        status: "failed",
+        code: "rejected",
+        message: `transaction ${row.tx_hash} was never mined: the wallet's nonce ${row.nonce} went to another transaction`,
+        retryElsewhere: true,
+        final: true, // nothing of it can be mined any more
+      };
+    return { status: "in_flight", reference: row.tx_hash };
+  }
   if (receipt.status !== "success") {
     return {
       status: "failed",

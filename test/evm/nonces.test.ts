@@ -272,6 +272,44 @@ describe("sends queued behind a nonce that is not mined", () => {
   });
 });
 
+describe("a payout whose nonce another transaction took", () => {
+  it("fails once that transaction is final: none of its own can be mined any more", async () => {
+    const { chain } = gw.chain;
+    const refusing = custom({
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_sendRawTransaction") throw new Error("An unknown RPC error occurred.");
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const failingPublic = createPublicClient({ chain, transport: refusing, pollingInterval: 50 });
+    const lost = payout("att_nonce_taken", 4_441n);
+    await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(lost)).rejects.toThrow(
+      /broadcast/,
+    );
+    const [send] = await gw.app.db.query<{ nonce: number }>(
+      "SELECT nonce FROM evm_sends WHERE attempt_id = $1",
+      [lost.id],
+    );
+    // The wallet's key used outside the journal (an operator's cancel) for that nonce, then buried.
+    const wallet = gw.chain.walletClient;
+    await wallet.sendTransaction({
+      account: wallet.account,
+      chain: wallet.chain,
+      to: wallet.account.address,
+      value: 0n,
+      nonce: Number(send!.nonce),
+    });
+    for (let i = 0; i < 10; i += 1)
+      await gw.chain.provider.request({ method: "evm_mine", params: [] } as never);
+    // Run again (recovery does). Before: in_flight at every pass, for good.
+    expect(await anotherProcessRail(gw, { receiptTimeoutMs: 300 }).execute(lost)).toMatchObject({
+      status: "failed",
+      code: "rejected",
+      final: true,
+    });
+  });
+});
+
 describe("a key whose send is another chain's", () => {
   it("is refused: that send is never broadcast or replaced with this chain's nonce", async () => {
     const journal = gatewayJournal(0);
