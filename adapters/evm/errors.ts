@@ -1,7 +1,15 @@
 // The EVM adapter's thrown errors and the one place viem's errors (JSON-RPC, transport, contract) are translated:
 // into a SwitchyardError with viem's short message and details as its details and viem's error as its cause.
 // (A revert met in gas estimation is not thrown: reverts.ts reads it into the rail's closed set of failures.)
-import { BaseError, HttpRequestError, SocketClosedError, TimeoutError, WebSocketRequestError } from "viem";
+import {
+  BaseError,
+  ExecutionRevertedError,
+  HttpRequestError,
+  InsufficientFundsError,
+  SocketClosedError,
+  TimeoutError,
+  WebSocketRequestError,
+} from "viem";
 import { SwitchyardError, type SwitchyardErrorOptions } from "../../core/index.ts";
 
 /** The EVM rail's: a bug, a misconfiguration, or the node out of reach or answering nonsense. */
@@ -51,6 +59,26 @@ export function nodeUnreachable(error: unknown): boolean {
       cause instanceof SocketClosedError,
   );
   return transport !== null && transport !== undefined;
+}
+
+const executionErrorCode = 3;
+
+/**
+ * Whether the chain refused the call itself: it reverted (with or without data the gateway decodes), or the wallet
+ * cannot pay its gas. Anything else a node answers (a rate limit inside a 200, "header not found" from a node behind,
+ * an error no class names) says nothing of the call.
+ */
+export function chainRefused(error: unknown): boolean {
+  if (!(error instanceof BaseError)) return false;
+  const refusal = error.walk(
+    (cause) =>
+      cause instanceof ExecutionRevertedError ||
+      cause instanceof InsufficientFundsError ||
+      // JSON-RPC's code 3, an execution error (geth's "execution reverted"; Hardhat's own error under an
+      // UnknownRpcError, which viem does not name)
+      (cause as { code?: unknown }).code === executionErrorCode,
+  );
+  return refusal !== null && refusal !== undefined;
 }
 
 /** Every message in the error's chain (a node's reason often sits in `details`, below a generic short message). */

@@ -36,7 +36,14 @@ import {
   type Sql,
   tenantShareOf,
 } from "../../core/index.ts";
-import { EvmRailError, errorText, nodeUnreachable, shortMessage, viemDetails } from "./errors.ts";
+import {
+  chainRefused,
+  EvmRailError,
+  errorText,
+  nodeUnreachable,
+  shortMessage,
+  viemDetails,
+} from "./errors.ts";
 import { currentGasFees, type GasPolicy, gweiText } from "./gas.ts";
 import { failureCodeOf, revertName, revertText } from "./reverts.ts";
 
@@ -319,10 +326,14 @@ async function signAndStore(
     });
     if (call.gasAboveEstimate !== undefined) request.gas = (request.gas ?? 0n) + call.gasAboveEstimate;
   } catch (error) {
-    // Gas estimation runs the call: a revert here means it cannot succeed now; a node out of reach has said
-    // nothing about it. Either way nothing was sent.
+    // Gas estimation runs the call: a revert here (or a wallet short of gas) means it cannot succeed now; a node out
+    // of reach, or one answering an error that is neither, has said nothing about it: rail_unavailable. (Before, the
+    // latter read as a shortfall of the wallet, insufficient_liquidity, and was kept so.) Either way nothing was sent.
     const revert = revertName(error);
-    const code = revert === null && nodeUnreachable(error) ? "rail_unavailable" : failureCodeOf(revert);
+    const code =
+      revert === null && (nodeUnreachable(error) || !chainRefused(error))
+        ? "rail_unavailable"
+        : failureCodeOf(revert);
     // The message says why in words: a reason string as it is (a token's "Blacklistable: …"), not `Error`.
     return { status: "failed", code, revert, message: revertText(error) ?? shortMessage(error) };
   }

@@ -13,7 +13,9 @@ import {
   parseTransaction,
 } from "viem";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chainRefused } from "../../adapters/evm/errors.ts";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
+import { revertName } from "../../adapters/evm/reverts.ts";
 import { createSendJournal, keepOpenSends, sendOnce } from "../../adapters/evm/send-journal.ts";
 import type { Db, OutgoingAttempt } from "../../core/index.ts";
 import { anotherProcessRail, type Gateway, startGateway } from "./support.ts";
@@ -269,6 +271,49 @@ describe("sends queued behind a nonce that is not mined", () => {
       });
       expect(receipt.status).toBe("success");
     }
+  });
+});
+
+describe("a gas estimate the node answers with an error that is no refusal of the call", () => {
+  it("fails rail_unavailable, not as a shortfall of the wallet: nothing signed", async () => {
+    const { chain } = gw.chain;
+    // A node behind the others ("header not found"): it said nothing of the call.
+    const behindNode = custom({
+      request: (args: { method: string; params?: unknown }) => {
+        if (args.method === "eth_estimateGas") throw new Error("header not found");
+        return gw.chain.provider.request(args as never);
+      },
+    });
+    const wallet = gw.chain.walletClient;
+    const walletClient = createWalletClient({ account: wallet.account, chain, transport: behindNode });
+    const attempt = payout("att_estimate_unknown", 5_551n);
+    const outcome = await anotherProcessRail(gw, { walletClient }).execute(attempt);
+    // Before: insufficient_liquidity, as if the hot wallet were short.
+    expect(outcome).toMatchObject({ status: "failed", code: "rail_unavailable" });
+    expect(
+      await gw.app.db.query("SELECT attempt_id FROM evm_sends WHERE attempt_id = $1", [attempt.id]),
+    ).toEqual([]);
+  });
+
+  it("still takes a revert whose data the gateway cannot decode for the chain's refusal", async () => {
+    // Hardhat's answer (code 3 under an error viem does not name), as geth's "execution reverted" is.
+    const wallet = gw.chain.walletClient;
+    const refused = await wallet
+      .prepareTransactionRequest({
+        account: wallet.account,
+        chain: wallet.chain,
+        to: gw.chain.contracts.splitter,
+        data: "0xdeadbeef",
+        type: "eip1559",
+        parameters: ["chainId", "gas", "type"],
+      })
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(refused).not.toBeNull();
+    expect(revertName(refused)).toBeNull();
+    expect(chainRefused(refused)).toBe(true);
   });
 });
 
