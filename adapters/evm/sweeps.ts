@@ -11,7 +11,7 @@ import { forwarderFactoryAbi } from "./abi.generated.ts";
 import type { DepositState } from "./deposits.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { finalReceiptOf, sendOnce } from "./send-journal.ts";
+import { confirmedNonceOf, sendFateOf, sendOnce } from "./send-journal.ts";
 
 /** One sweep whose transaction is final: what it moved and the gas it cost. */
 export type DepositSweep = {
@@ -92,11 +92,20 @@ export async function sweepDeposits(
       );
       continue;
     }
-    const receipt = await finalReceiptOf(state.journal, sent);
-    if (receipt === null) {
+    const fate = await sendFateOf(state.journal, sent, await confirmedNonceOf(state.journal));
+    if (fate.status === "never_mined") {
+      // Its nonce went to another transaction at a final depth: this sweep never will be mined. Done, its salts
+      // still due for the next one (before, it stayed open, and no forwarder was swept again). Its gas is none: the
+      // send-gas pass marks the send never mined.
+      state.logger.warn({ key: sweep.key }, "a sweep was never mined; its forwarders go in the next one");
+      await db.query("UPDATE evm_sweeps SET done_at = now() WHERE key = $1", [sweep.key]);
+      continue;
+    }
+    if (fate.status === "pending") {
       result.pending += 1;
       continue;
     }
+    const { receipt } = fate;
     const swept = parseEventLogs({ abi: forwarderFactoryAbi, eventName: "Swept", logs: receipt.logs });
     const done: DepositSweep = {
       key: sweep.key,

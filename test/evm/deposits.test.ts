@@ -1218,3 +1218,39 @@ describe("under-, over-, repeated and late payments", () => {
     expect(receipt?.late).toBe(true);
   });
 });
+
+describe("a sweep whose nonce another transaction took", () => {
+  it("is done once that transaction is final, leaving the next pass free to start another", async () => {
+    // Signed and journaled, never broadcast, under nonce 0: long passed, at every block with the confirmations.
+    const account = gw.chain.walletClient.account;
+    const raw = await account.signTransaction!({
+      chainId: gw.chain.chain.id,
+      type: "eip1559",
+      nonce: 0,
+      to: gw.chain.contracts.forwarderFactory,
+      gas: 100_000n,
+      maxFeePerGas: 1n,
+      maxPriorityFeePerGas: 1n,
+    });
+    const key = `sweep:${gw.chain.chain.id}:never-mined`;
+    await gw.app.db.query(
+      "INSERT INTO evm_sends (attempt_id, chain_id, tx_hash, raw_tx, nonce, wallet) VALUES ($1, $2, $3, $4, 0, $5)",
+      [key, gw.chain.chain.id, keccak256(raw), raw, account.address.toLowerCase()],
+    );
+    await gw.app.db.query("INSERT INTO evm_sweeps (key, chain_id, token, salts) VALUES ($1, $2, $3, '[]')", [
+      key,
+      gw.chain.chain.id,
+      gw.chain.contracts.testUsd.toLowerCase(),
+    ]);
+    // Blocks with their state (the wallet's count is read at one of them: hardhat_mine's blocks read 0).
+    for (let i = 0; i < 10; i += 1)
+      await gw.chain.provider.request({ method: "evm_mine", params: [] } as never);
+    await sweepDepositsOnce(sweepDeps(), rail, gw.chain.chain.id);
+    // Before: open at every pass (its receipt never comes), and no sweep of any forwarder was started again.
+    const [sweep] = await gw.app.db.query<{ done: boolean }>(
+      "SELECT done_at IS NOT NULL AS done FROM evm_sweeps WHERE key = $1",
+      [key],
+    );
+    expect(sweep).toEqual({ done: true });
+  });
+});
