@@ -417,7 +417,10 @@ export type AccountBalancesPage = { balances: AccountBalance[]; nextCursor: bigi
 export type LedgerLimits = {
   /** The most transfers one database transaction carries; also the most one createTransfers call may carry. */
   batchTransfersMax: number;
-  /** The most transfers waiting for the writer; beyond it callers get LedgerBackpressureError. */
+  /**
+   * The most transfers waiting for the writer; beyond it callers get LedgerBackpressureError. One request is taken
+   * whatever its size (up to batchTransfersMax) when nothing waits.
+   */
   queueTransfersMax: number;
   /** How long the writer lingers for more work before it starts a batch while idle (0: start at once). */
   batchWaitMs: number;

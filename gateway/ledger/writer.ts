@@ -61,7 +61,9 @@ export function createWriter(params: {
   const submit = (job: Job) => {
     if (w.closed) throw new LedgerClosedError();
     const count = job.kind === "transfers" ? job.transfers.length : 0;
-    if (w.queuedTransfers + count > w.limits.queueTransfersMax) {
+    // A request larger than the whole queue (at most batchTransfersMax: the settler's batch of internal payments, under
+    // a queue configured smaller) is taken when nothing waits; refused at every size, it was refused at every retry.
+    if (w.queuedTransfers > 0 && w.queuedTransfers + count > w.limits.queueTransfersMax) {
       throw new LedgerBackpressureError({
         queuedTransfers: w.queuedTransfers,
         queueTransfersMax: w.limits.queueTransfersMax,

@@ -807,5 +807,15 @@ for (const storeName of storeNames)
       expect((await first).map((r) => r.status)).toEqual(["created", "created"]);
       expect((await second).map((r) => r.status)).toEqual(["created"]);
       await small.close();
+      // A request larger than the whole queue is taken when nothing waits (before: refused at every retry).
+      const smallQueue = createLedger({
+        db,
+        limits: { batchTransfersMax: 4, queueTransfersMax: 1, expiryIntervalMs: 0 },
+        nowNs: () => now,
+      });
+      const whole = smallQueue.createTransfers([t(), t(), t()]);
+      await expect(smallQueue.createTransfers([t()])).rejects.toBeInstanceOf(LedgerBackpressureError);
+      expect((await whole).map((r) => r.status)).toEqual(["created", "created", "created"]);
+      await smallQueue.close();
     });
   });
