@@ -20,9 +20,16 @@ import {
   type OutgoingAttempt,
 } from "../../core/index.ts";
 import { revenueSplitterAbi } from "./abi.generated.ts";
-import { EvmRailError, translatingViemErrors } from "./errors.ts";
+import { EvmRailError, translatingViemErrors, viemDetails } from "./errors.ts";
 import { type EvmRailState, ensureAllowance, evidenceOf, isSplitterLog } from "./rail-state.ts";
-import { confirmedNonceOf, receiptOf, type SendRow, sendFateOf, sendOnce } from "./send-journal.ts";
+import {
+  confirmedNonceOf,
+  receiptOf,
+  type SendFate,
+  type SendRow,
+  sendFateOf,
+  sendOnce,
+} from "./send-journal.ts";
 import { referenceFromId } from "./splits.ts";
 
 /** Pays the attempt once (a repeat follows the transaction already sent) and reports how it ended. */
@@ -92,11 +99,11 @@ async function outcomeOf(
   attempt: OutgoingAttempt,
   row: SendRow,
 ): Promise<AttemptOutcome> {
-  const receipt = await receiptOf(state.journal, row);
+  let receipt = await receiptOf(state.journal, row);
   if (receipt === null) {
     // None of its transactions mined, and the wallet's nonce past it at a final depth (taken by a transaction sent
     // outside the journal): it never will be. Before, every recovery pass waited for it again, its reservation held.
-    const fate = await sendFateOf(state.journal, row, await confirmedNonceOf(state.journal));
+    const fate = await fateOrPending(state, row);
     if (fate.status === "never_mined")
       return {
         status: "failed",
@@ -105,7 +112,8 @@ async function outcomeOf(
         retryElsewhere: true,
         final: true, // nothing of it can be mined any more
       };
-    return { status: "in_flight", reference: row.tx_hash };
+    if (fate.status === "pending") return { status: "in_flight", reference: row.tx_hash };
+    receipt = fate.receipt; // mined since the wait gave up
   }
   if (receipt.status !== "success") {
     return {
@@ -129,6 +137,22 @@ async function outcomeOf(
     fee: 0n,
     nativeFee: gasPaid(receipt),
   };
+}
+
+/**
+ * sendFateOf for a send whose receipt did not come in time; pending when the node cannot say now (a read of an older
+ * block's state it no longer keeps, a transport error): the send is then in flight, as it was before the question.
+ */
+async function fateOrPending(state: EvmRailState, row: SendRow): Promise<SendFate> {
+  try {
+    return await sendFateOf(state.journal, row, await confirmedNonceOf(state.journal));
+  } catch (error) {
+    state.logger.warn(
+      { error: viemDetails(error), txHash: row.tx_hash },
+      "whether a payout can still be mined is unknown now",
+    );
+    return { status: "pending" };
+  }
 }
 
 const weiPerGwei = 1_000_000_000n;

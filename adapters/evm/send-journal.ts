@@ -673,11 +673,17 @@ export async function confirmedNonceOf(journal: SendJournal): Promise<number> {
 
 /** The send's current transaction, then each its replacements superseded. */
 export async function hashesOfSend(db: Db, row: Pick<SendRow, "attempt_id" | "tx_hash">): Promise<Hex[]> {
-  const superseded = await db.query<{ tx_hash: Hex }>(
-    "SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1",
+  // The send's current transaction as stored now, too: `row` may have been read before a fee bump replaced it (a
+  // payout waiting for its receipt while the keeper bumps it), whose hash is then in neither `row` nor the replaced.
+  const others = await db.query<{ tx_hash: Hex }>(
+    `SELECT tx_hash FROM evm_sends WHERE attempt_id = $1
+     UNION SELECT tx_hash FROM evm_sends_replaced WHERE attempt_id = $1`,
     [row.attempt_id],
   );
-  return [row.tx_hash, ...superseded.map((replaced) => replaced.tx_hash)];
+  const hashes = [row.tx_hash];
+  for (const { tx_hash: hash } of others)
+    if (!hashes.some((known) => known.toLowerCase() === hash.toLowerCase())) hashes.push(hash);
+  return hashes;
 }
 
 function confirmedReceipt(journal: SendJournal, hash: Hex): Promise<TransactionReceipt | null> {

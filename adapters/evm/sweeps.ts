@@ -9,9 +9,10 @@ import { encodeFunctionData, type Hex, parseEventLogs } from "viem";
 import type { FeePaid } from "../../core/index.ts";
 import { forwarderFactoryAbi } from "./abi.generated.ts";
 import type { DepositState } from "./deposits.ts";
+import { viemDetails } from "./errors.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
-import { confirmedNonceOf, sendFateOf, sendOnce } from "./send-journal.ts";
+import { confirmedNonceOf, type SendFate, sendFateOf, sendOnce } from "./send-journal.ts";
 
 /** One sweep whose transaction is final: what it moved and the gas it cost. */
 export type DepositSweep = {
@@ -92,7 +93,19 @@ export async function sweepDeposits(
       );
       continue;
     }
-    const fate = await sendFateOf(state.journal, sent, await confirmedNonceOf(state.journal));
+    let fate: SendFate;
+    try {
+      fate = await sendFateOf(state.journal, sent, await confirmedNonceOf(state.journal));
+    } catch (error) {
+      // The node cannot say now (an older block's state it no longer keeps, a transport error): pending, as a sweep
+      // whose receipt has not come is; the other open sweeps are still looked at.
+      state.logger.warn(
+        { error: viemDetails(error), key: sweep.key },
+        "whether a sweep was mined is unknown now",
+      );
+      result.pending += 1;
+      continue;
+    }
     if (fate.status === "never_mined") {
       // Its nonce went to another transaction at a final depth: this sweep never will be mined. Done, its salts
       // still due for the next one (before, it stayed open, and no forwarder was swept again). Its gas is none: the
