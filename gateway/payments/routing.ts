@@ -629,7 +629,8 @@ export async function prepare(
 /**
  * A Lightning invoice that names its amount is paid exactly that: the rail refuses to send another ("the invoice asks
  * …"). A payment whose chosen rail would send another amount (asked in BTC for another amount, or converted from
- * another asset, rounded, to a near one) is refused here, naming what the invoice asks, before anything is written.
+ * another asset, rounded, to a near one) is refused here, naming what the invoice asks, before anything is written
+ * (param `amount`: what the payer can change).
  * Before, the payment, its attempt and its reservation were written and the rail's refusal answered 402 rejected.
  */
 function invoiceAmountRefusal(
@@ -644,6 +645,6 @@ function invoiceAmountRefusal(
   return refuse(
     "parameter_invalid",
     `destination.invoice asks ${formatAmount(asked, assets.BTC)} BTC; this payment would send ${formatAmount(chosen.amount, assets.BTC)} BTC on ${chosen.rail}`,
-    "destination.invoice",
+    "amount", // what the payer can change: the invoice's amount is fixed
   );
 }

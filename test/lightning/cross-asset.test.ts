@@ -133,7 +133,7 @@ describe("a USDC balance pays a BOLT11 invoice", () => {
       expect({ amount, status: response.status, body: response.body }).toMatchObject({
         amount,
         status: 400,
-        body: { error: { code: "parameter_invalid", param: "destination.invoice" } },
+        body: { error: { code: "parameter_invalid", param: "amount" } },
       });
       expect(response.body.error.message).toContain("asks 0.00005000000 BTC");
     }
