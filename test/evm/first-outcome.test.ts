@@ -54,7 +54,7 @@ const nextNonce = async () =>
       "SELECT next_nonce FROM evm_nonces WHERE chain_id = $1 AND wallet = $2",
       [gw.chain.chain.id, gw.chain.walletClient.account.address.toLowerCase()],
     )
-  )[0]?.next_nonce;
+  )[0]?.next_nonce ?? 0n; // no row yet: nothing taken (a test run first, before any send of the wallet)
 
 /** A harmless call from the hot wallet: approving nothing to a payee. */
 const harmlessCall = () => ({

@@ -195,8 +195,10 @@ describe("the hot wallet's gas, booked", () => {
     ).toHaveLength(101);
 
     // A booking no payment carries names its transaction and what it was.
+    // This test's approve (one of its transactions): another test journals an approve never mined.
     const [approve] = await gw.app.db.query<{ tx_hash: Hex }>(
-      "SELECT tx_hash FROM evm_sends WHERE attempt_id LIKE 'approve:%'",
+      "SELECT tx_hash FROM evm_sends WHERE attempt_id LIKE 'approve:%' AND tx_hash = ANY($1)",
+      [transactions.map((tx) => tx.hash.toLowerCase())],
     );
     const [booked] = await gw.app.ledger.lookupTransfers([
       derivedLedgerId(`${chain.chain.id}:${approve!.tx_hash}`, "send-gas"),
