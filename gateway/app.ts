@@ -449,10 +449,12 @@ async function buildRails(
   options: AppOptions,
 ): Promise<{ rails: Map<string, Rail>; batchPayer: BatchPayer | null }> {
   const rails = new Map<string, Rail>();
-  const built = (options.railModules ?? railModules).map((module) => module(context));
-  for (const { rails: moduleRails, close } of built) {
-    for (const rail of moduleRails) rails.set(rail.id, rail);
+  // Each module's close is registered as soon as it is built: one that throws after others were built (all were
+  // built before any was registered) left theirs open.
+  for (const module of options.railModules ?? railModules) {
+    const { rails: moduleRails, close } = module(context);
     if (close !== undefined) closers.push(close);
+    for (const rail of moduleRails) rails.set(rail.id, rail);
   }
   // Netting pays through the first rail that pays many payees at once (the Rail contract's payoutBatch).
   const batchPayer = batchPayerOf(rails.values());
@@ -589,8 +591,11 @@ async function startRails(
   };
   for (const rail of deps.rails.values()) {
     rail.onEvent((event) => applyRailEvent(railEvents, rail.id, event));
-    await rail.start();
+    // Stopped at close even when its start fails partway: the EVM rail arms its refresh before a read of the node
+    // that may fail, and that timer went on polling after the failed start. A rail's stop copes with a start that
+    // did not finish.
     closers.push(() => rail.stop());
+    await rail.start();
   }
 }
 

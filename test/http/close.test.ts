@@ -22,3 +22,46 @@ it("closes every part when one fails to close, and says so", async () => {
   // Closed once: asked again, the same answer, not the parts closed again in another order.
   await expect(app.close()).rejects.toThrow(/some parts failed to close/);
 }, 120_000);
+
+it("stops a rail whose start failed partway, with everything started before it", async () => {
+  const toy = createToyRail({ id: "toy-half-started", feeFixed: 1n });
+  let stopped = 0;
+  const halfStarting = {
+    ...toy,
+    async start() {
+      throw new Error("the node did not answer the rail's first read");
+    },
+    async stop() {
+      stopped += 1;
+    },
+  };
+  await expect(
+    createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+      railModules: [...railModules, () => ({ rails: [halfStarting] })],
+    }),
+  ).rejects.toThrow(/first read/);
+  // Before: its stop was registered only once its start had resolved, and what it had armed ran on.
+  expect(stopped).toBe(1);
+}, 120_000);
+
+it("closes the rail modules built before one that threw", async () => {
+  let closed = 0;
+  await expect(
+    createApp(testConfig({ LOG_LEVEL: "silent", PORT: "0" }), {
+      railModules: [
+        ...railModules,
+        () => ({
+          rails: [],
+          close: async () => {
+            closed += 1;
+          },
+        }),
+        () => {
+          throw new Error("a rail module's configuration is refused");
+        },
+      ],
+    }),
+  ).rejects.toThrow(/configuration is refused/);
+  // Before: every module was built before any close was registered, and the first one's stayed open.
+  expect(closed).toBe(1);
+}, 120_000);
