@@ -172,22 +172,32 @@ const gatewayJournal = (replaceAfterMs: number) =>
     replaceAfterMs,
   });
 
+/**
+ * A payout signed and journaled whose broadcast failed, on a node that takes every call but the broadcast (its error
+ * one viem cannot name: before, "unknown" read as "already known", and the send was taken for broadcast).
+ */
+async function strandedPayout(id: string, amount: bigint): Promise<OutgoingAttempt> {
+  const refusing = custom({
+    request: (args: { method: string; params?: unknown }) => {
+      if (args.method === "eth_sendRawTransaction") throw new Error("An unknown RPC error occurred.");
+      return gw.chain.provider.request(args as never);
+    },
+  });
+  const failingPublic = createPublicClient({
+    chain: gw.chain.chain,
+    transport: refusing,
+    pollingInterval: 50,
+  });
+  const stranded = payout(id, amount);
+  await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(stranded)).rejects.toThrow(
+    /broadcast/,
+  );
+  return stranded;
+}
+
 describe("a send whose broadcast failed, that nobody sends again", () => {
   it("is broadcast again by the keeper, and the sends behind its nonce land", async () => {
-    // A node that takes every call but the broadcast, for one send only; its error is one viem cannot name (before,
-    // "unknown" read as "already known", and the send was taken for broadcast).
-    const { chain } = gw.chain;
-    const refusing = custom({
-      request: (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_sendRawTransaction") throw new Error("An unknown RPC error occurred.");
-        return gw.chain.provider.request(args as never);
-      },
-    });
-    const failingPublic = createPublicClient({ chain, transport: refusing, pollingInterval: 50 });
-    const stranded = payout("att_broadcast_lost", 1_111n);
-    await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(stranded)).rejects.toThrow(
-      /broadcast/,
-    );
+    const stranded = await strandedPayout("att_broadcast_lost", 1_111n);
     // The next send takes the nonce after it, and waits behind the gap.
     const behind = payout("att_behind_the_gap", 2_222n);
     expect(await anotherProcessRail(gw, { receiptTimeoutMs: 500 }).execute(behind)).toMatchObject({
@@ -219,18 +229,7 @@ describe("a send whose broadcast failed, that nobody sends again", () => {
 
 describe("sends queued behind a nonce that is not mined", () => {
   it("are left as they are while they offer what the chain asks: only the lowest is replaced", async () => {
-    const { chain } = gw.chain;
-    const refusing = custom({
-      request: (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_sendRawTransaction") throw new Error("An unknown RPC error occurred.");
-        return gw.chain.provider.request(args as never);
-      },
-    });
-    const failingPublic = createPublicClient({ chain, transport: refusing, pollingInterval: 50 });
-    const stranded = payout("att_queue_head", 3_331n);
-    await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(stranded)).rejects.toThrow(
-      /broadcast/,
-    );
+    const stranded = await strandedPayout("att_queue_head", 3_331n);
     const behind = payout("att_queued_behind", 3_332n);
     expect(await anotherProcessRail(gw, { receiptTimeoutMs: 300 }).execute(behind)).toMatchObject({
       status: "in_flight",
@@ -319,18 +318,7 @@ describe("a gas estimate the node answers with an error that is no refusal of th
 
 describe("a payout whose nonce another transaction took", () => {
   it("fails once that transaction is final: none of its own can be mined any more", async () => {
-    const { chain } = gw.chain;
-    const refusing = custom({
-      request: (args: { method: string; params?: unknown }) => {
-        if (args.method === "eth_sendRawTransaction") throw new Error("An unknown RPC error occurred.");
-        return gw.chain.provider.request(args as never);
-      },
-    });
-    const failingPublic = createPublicClient({ chain, transport: refusing, pollingInterval: 50 });
-    const lost = payout("att_nonce_taken", 4_441n);
-    await expect(anotherProcessRail(gw, { publicClient: failingPublic }).execute(lost)).rejects.toThrow(
-      /broadcast/,
-    );
+    const lost = await strandedPayout("att_nonce_taken", 4_441n);
     const [send] = await gw.app.db.query<{ nonce: number }>(
       "SELECT nonce FROM evm_sends WHERE attempt_id = $1",
       [lost.id],

@@ -338,10 +338,10 @@ describe("the official @x402/express server with Switchyard as its facilitator",
   });
 });
 
-/** The facilitator's deps on the gateway's database and chain, called without the routes; `nowMs`, its clock. */
-function facilitatorDeps(nowMs?: () => number) {
+/** x402's deps on the gateway's chain, called without the routes; `nowMs`, their clock, `db` (the gateway's). */
+function facilitatorDeps(nowMs?: () => number, db: Db = gw.app.db) {
   return createX402Deps({
-    db: gw.app.db,
+    db,
     settlement: gw.app.settlement,
     logger: silentLogger,
     chains: [
@@ -753,23 +753,7 @@ describe("the paywall's x402 scheme", () => {
     const { settler, db = gw.app.db, nowMs } = options;
     resource.tenantId = gw.app.demo!.tenantId;
     resource.accountId = merchant.id;
-    const deps = createX402Deps({
-      db,
-      settlement: gw.app.settlement,
-      logger: silentLogger,
-      ...(nowMs === undefined ? {} : { nowMs }),
-      chains: [
-        {
-          rail: "evm",
-          chainId: gw.chain.chain.id,
-          publicClient: gw.chain.publicClient,
-          token,
-          asset: assets.USDC,
-          hotWallet,
-          receiptTimeoutMs: 60_000,
-        },
-      ],
-    });
+    const deps = facilitatorDeps(nowMs, db);
     return createX402Scheme(settler === undefined ? deps : { ...deps, settler });
   }
 
