@@ -29,6 +29,9 @@ afterAll(async () => {
   await gw?.app.close();
 });
 
+const setAutomine = (on: boolean) =>
+  gw.chain.provider.request({ method: "evm_setAutomine", params: [on] } as never);
+
 const payout = (id: string, amount: bigint): OutgoingAttempt => ({
   id,
   paymentId: `pay_${id}`,
@@ -119,8 +122,6 @@ describe("the nonce row's transaction", () => {
 describe("a stuck transaction", () => {
   it("is replaced when its attempt runs again after replaceAfterMs: same nonce, fees bumped ≥ 12.5%, the replacement mined", async () => {
     const rail = anotherProcessRail(gw, { receiptTimeoutMs: 300, replaceAfterMs: 0 });
-    const setAutomine = (on: boolean) =>
-      gw.chain.provider.request({ method: "evm_setAutomine", params: [on] } as never);
     const attempt = payout("att_stuck", 4_242n);
     await setAutomine(false);
     let first: { tx_hash: `0x${string}`; raw_tx: `0x${string}`; nonce: number } | undefined;
@@ -195,18 +196,44 @@ async function strandedPayout(id: string, amount: bigint): Promise<OutgoingAttem
   return stranded;
 }
 
-describe("a send whose broadcast failed, that nobody sends again", () => {
-  it("is broadcast again by the keeper, and the sends behind its nonce land", async () => {
-    const stranded = await strandedPayout("att_broadcast_lost", 1_111n);
-    // The next send takes the nonce after it, and waits behind the gap.
-    const behind = payout("att_behind_the_gap", 2_222n);
-    expect(await anotherProcessRail(gw, { receiptTimeoutMs: 500 }).execute(behind)).toMatchObject({
-      status: "in_flight",
-    });
-    const sends = await gw.app.db.query<{ attempt_id: string; tx_hash: `0x${string}`; nonce: number }>(
+/**
+ * A stranded payout (strandedPayout) and one sent after it, which takes the next nonce and waits behind the gap;
+ * `sendsOf` reads both sends, lowest nonce first.
+ */
+async function sendBehindAGap(head: [string, bigint], next: [string, bigint], receiptTimeoutMs: number) {
+  const stranded = await strandedPayout(...head);
+  const behind = payout(...next);
+  expect(await anotherProcessRail(gw, { receiptTimeoutMs }).execute(behind)).toMatchObject({
+    status: "in_flight",
+  });
+  const sendsOf = () =>
+    gw.app.db.query<{ attempt_id: string; tx_hash: `0x${string}`; nonce: number }>(
       "SELECT attempt_id, tx_hash, nonce FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
       [[stranded.id, behind.id]],
     );
+  return { stranded, behind, sendsOf };
+}
+
+/** Waits for each send's transaction to be mined, and expects it a success. */
+async function expectMined(sends: readonly { tx_hash: `0x${string}` }[]): Promise<void> {
+  for (const send of sends) {
+    const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
+      hash: send.tx_hash,
+      timeout: 10_000,
+    });
+    expect(receipt.status).toBe("success");
+  }
+}
+
+describe("a send whose broadcast failed, that nobody sends again", () => {
+  it("is broadcast again by the keeper, and the sends behind its nonce land", async () => {
+    // The next send takes the nonce after it, and waits behind the gap.
+    const { stranded, behind, sendsOf } = await sendBehindAGap(
+      ["att_broadcast_lost", 1_111n],
+      ["att_behind_the_gap", 2_222n],
+      500,
+    );
+    const sends = await sendsOf();
     expect(sends.map((send) => send.attempt_id)).toEqual([stranded.id, behind.id]);
     expect(Number(sends[1]!.nonce)).toBe(Number(sends[0]!.nonce) + 1);
     for (const send of sends)
@@ -215,13 +242,7 @@ describe("a send whose broadcast failed, that nobody sends again", () => {
     // Before: nothing broadcast the first again unless its key was sent again, and both stayed unmined for good.
     const journal = gatewayJournal(120_000);
     expect(await keepOpenSends(journal)).toBeGreaterThanOrEqual(2);
-    for (const send of sends) {
-      const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
-        hash: send.tx_hash,
-        timeout: 10_000,
-      });
-      expect(receipt.status).toBe("success");
-    }
+    await expectMined(sends);
     // Nothing is left open: a second keep finds nothing to do.
     expect(await keepOpenSends(journal)).toBe(0);
   });
@@ -229,19 +250,12 @@ describe("a send whose broadcast failed, that nobody sends again", () => {
 
 describe("sends queued behind a nonce that is not mined", () => {
   it("are left as they are while they offer what the chain asks: only the lowest is replaced", async () => {
-    const stranded = await strandedPayout("att_queue_head", 3_331n);
-    const behind = payout("att_queued_behind", 3_332n);
-    expect(await anotherProcessRail(gw, { receiptTimeoutMs: 300 }).execute(behind)).toMatchObject({
-      status: "in_flight",
-    });
-    const sendsOf = () =>
-      gw.app.db.query<{ attempt_id: string; tx_hash: `0x${string}`; nonce: number }>(
-        "SELECT attempt_id, tx_hash, nonce FROM evm_sends WHERE attempt_id = ANY($1) ORDER BY nonce",
-        [[stranded.id, behind.id]],
-      );
+    const { stranded, behind, sendsOf } = await sendBehindAGap(
+      ["att_queue_head", 3_331n],
+      ["att_queued_behind", 3_332n],
+      300,
+    );
     const [head, queued] = await sendsOf();
-    const setAutomine = (on: boolean) =>
-      gw.chain.provider.request({ method: "evm_setAutomine", params: [on] } as never);
     await setAutomine(false);
     try {
       // Both due at once (replaceAfterMs 0), nothing mined meanwhile: the head is replaced, the one behind it waits.
@@ -263,13 +277,7 @@ describe("sends queued behind a nonce that is not mined", () => {
     await gw.chain.networkHelpers.mine(1);
     const journal = gatewayJournal(120_000);
     await keepOpenSends(journal);
-    for (const send of await sendsOf()) {
-      const receipt = await gw.chain.publicClient.waitForTransactionReceipt({
-        hash: send.tx_hash,
-        timeout: 10_000,
-      });
-      expect(receipt.status).toBe("success");
-    }
+    await expectMined(await sendsOf());
   });
 });
 
