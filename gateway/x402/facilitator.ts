@@ -12,7 +12,7 @@ import { exactScheme } from "./requirements.ts";
 import type { SettleResponse, SupportedResponse, VerifyResponse } from "./schemas.ts";
 import type { X402Settler } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { sendHashesOfRail, spenderOfSend } from "./spends.ts";
+import { sendJournalOf, spenderOfSend } from "./spends.ts";
 import { type CreditTarget, claim, record, sentAuthorization } from "./store.ts";
 import {
   type ExactRequirements,
@@ -201,7 +201,7 @@ async function priorSettlement(
     // Sent, its outcome never recorded: the chain says whether that transaction (or a fee bump that replaced it) spent
     // this authorization, or a copy of it mined first did (ours then reverted, or the token refused it in its batch)
     // and paid the hot wallet.
-    const sendHashes = sendHashesOfRail(deps.settlement.rails.get(chain.rail));
+    const sendHashes = sendJournalOf(deps.settlement.rails, chain);
     const spent = await spenderOfSend(
       chain,
       prior.txHash as Hex,

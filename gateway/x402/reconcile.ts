@@ -62,7 +62,7 @@ import type { SettlementDeps } from "../settlement/index.ts";
 import { bookBatchGas } from "./batch.ts";
 import { type ChainRegistry, eip3009Abi, type X402Chain } from "./chains.ts";
 import { bookGas } from "./settle.ts";
-import { type MinedReceipt, type SendHashes, sendHashesOfRail, spentByAnother, spentIn } from "./spends.ts";
+import { type MinedReceipt, sameHash, sendJournalOf, spentByAnother, spentIn } from "./spends.ts";
 
 /** The transaction's receipt; null while it is not mined (a node out of reach throws). */
 async function minedReceipt(chain: X402Chain, txHash: Hex): Promise<MinedReceipt | null> {
@@ -214,7 +214,7 @@ async function reconcileTx(
   rows: readonly SubmittedRow[],
   counts: ReconcileCounts,
 ): Promise<readonly SubmittedRow[]> {
-  const ofSend = (await sendJournalOf(deps, chain)?.(txHash)) ?? [];
+  const ofSend = (await sendJournalOf(deps.settlement.rails, chain)?.(txHash)) ?? [];
   const hashes = ofSend.some((hash) => sameHash(hash, txHash)) ? ofSend : [txHash, ...ofSend];
   for (const hash of hashes) {
     const receipt = await minedReceipt(chain, hash);
@@ -226,13 +226,6 @@ async function reconcileTx(
   }
   for (const hash of hashes) if (await pending(chain, hash)) return rows;
   return concludeUnmined(deps, chain, txHash, rows, counts);
-}
-
-const sameHash = (x: Hex, y: Hex) => x.toLowerCase() === y.toLowerCase();
-
-/** The chain's rail's reading of its send journal; null for a rail without one (every hash its own send). */
-function sendJournalOf(deps: ReconcileDeps, chain: X402Chain): SendHashes | null {
-  return sendHashesOfRail(deps.settlement.rails.get(chain.rail));
 }
 
 /** Books the mined transaction's gas, then concludes each of its rows read in this pass; returns the rows left. */

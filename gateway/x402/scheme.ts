@@ -41,7 +41,7 @@ import {
 } from "./schemas.ts";
 import { afterSent } from "./settle.ts";
 import { createSimulationBatcher } from "./simulate-batch.ts";
-import { sendHashesOfRail, spenderOfSend } from "./spends.ts";
+import { sendJournalOf, spenderOfSend } from "./spends.ts";
 import { markOwed, owedAt, release, takeOwed } from "./store.ts";
 import { parsePayment, type VerifyReads, verifyExact } from "./verify.ts";
 
@@ -214,7 +214,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
   ): Promise<Hex | null> {
     try {
       const terms = { ...authorization, to: chain.hotWallet };
-      const sendHashes = sendHashesOfRail(deps.settlement.rails.get(chain.rail));
+      const sendHashes = sendJournalOf(deps.settlement.rails, chain);
       return (await spenderOfSend(chain, sent, terms, deps.logger, sendHashes))?.txHash ?? null;
     } catch (error) {
       deps.logger.warn(

@@ -169,14 +169,21 @@ export async function spenderOf(
   return copy === null || copy === "unknown" ? null : { ...copy, copy: true };
 }
 
+/** Whether two transaction hashes are the same, whatever the case of their hex digits. */
+export const sameHash = (x: Hex, y: Hex) => x.toLowerCase() === y.toLowerCase();
+
 /** The transactions of one send of the chain's rail, from any of them: its current one, then those it replaced. */
 export type SendHashes = (txHash: Hex) => Promise<Hex[]>;
 
 /**
- * The chain's EVM rail's reading of its send journal (its `sendHashesOf`, beyond the Rail contract); null for a rail
- * without one, each of whose hashes is then a send of its own.
+ * The reading of the send journal of `chain`'s rail among `rails` (its `sendHashesOf`, beyond the Rail contract); null
+ * for a rail without one, each of whose hashes is then a send of its own.
  */
-export function sendHashesOfRail(rail: unknown): SendHashes | null {
+export function sendJournalOf(
+  rails: { get(id: string): unknown },
+  chain: Pick<X402Chain, "rail">,
+): SendHashes | null {
+  const rail = rails.get(chain.rail);
   const read = (rail as { sendHashesOf?: unknown } | undefined)?.sendHashesOf;
   return typeof read === "function" ? (read as SendHashes).bind(rail) : null;
 }
@@ -193,11 +200,10 @@ export async function spenderOfSend(
   logger: Logger,
   sendHashes: SendHashes | null,
 ): Promise<{ txHash: Hex; block: bigint; copy: boolean; replaced: boolean } | null> {
-  const same = (x: Hex, y: Hex) => x.toLowerCase() === y.toLowerCase();
   const journal = (await sendHashes?.(sent)) ?? [];
-  for (const hash of [sent, ...journal.filter((hash) => !same(hash, sent))]) {
+  for (const hash of [sent, ...journal.filter((hash) => !sameHash(hash, sent))]) {
     const spent = await spenderOf(chain, hash, a, logger);
-    if (spent !== null) return { ...spent, replaced: !spent.copy && !same(hash, sent) };
+    if (spent !== null) return { ...spent, replaced: !spent.copy && !sameHash(hash, sent) };
   }
   return null;
 }
