@@ -301,6 +301,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         netting: config.netting,
         batchPayer,
       });
+    } else if (config.netting !== null && rails.size > 0) {
+      // Payouts under the netting threshold are paid one by one, as with netting off.
+      logger.warn(
+        "netting is on but no rail pays batches (an EVM rail needs EVM_SPLITTER_ADDRESS): small payouts are not netted",
+      );
     }
     await startRecovery(closers, { ...services, logger });
     const idempotencyPrune = startIdempotencyPrune({

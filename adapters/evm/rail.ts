@@ -13,6 +13,7 @@ import {
   assets,
   type MigrationSource,
   type OutgoingAttempt,
+  type PayoutBatch,
   type Rail,
   type RailEventHandler,
   type RailSnapshot,
@@ -107,7 +108,11 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
     distribute: (p) => distribute(state, p),
     settleBatch: (p) => settleBatch(state, p),
     settleAuthorizationBatch: (p) => settleAuthorizationBatch(state, p),
-    payoutBatch: (batch) => payoutBatch(state, batch),
+    // Netting's batches go through the RevenueSplitter: a rail without one pays no batch (netting then pays through
+    // another rail, or not at all), where offering it would queue payouts no batch could ever send.
+    ...(params.splitter === undefined
+      ? {}
+      : { payoutBatch: (batch: PayoutBatch) => payoutBatch(state, batch) }),
     ownsDestination: (destination) => ownsDestination(state, destination),
     onEvent(given: RailEventHandler) {
       // Payout outcomes come back from execute; money in comes from the deposit watcher, once final.

@@ -47,6 +47,13 @@ const batchOf = (name: string, payouts: ReadonlyArray<readonly [Address, bigint]
 
 const balances = () => Promise.all([...good, ...blacklisted].map((address) => gw.tokenBalance(address)));
 
+describe("which rail pays netted batches", () => {
+  it("only a rail with a RevenueSplitter offers them: without one, payouts netted to it could never be sent", () => {
+    expect(anotherProcessRail(gw).payoutBatch).toBeTypeOf("function");
+    expect(anotherProcessRail(gw, { splitter: undefined }).payoutBatch).toBeUndefined();
+  });
+});
+
 describe("a netted batch the token refuses", () => {
   it("names the payees it is refused for, by index, and pays nobody", async () => {
     const before = await balances();

@@ -239,7 +239,7 @@ export function submitCopiedAuthorization(
 /**
  * Another EVM rail on the gateway's database, node and hot wallet: what a second gateway process runs. `overrides`
  * change what that process is configured with (its clients, gas cap, receipt wait, replacement delay, deposits, the
- * hot wallet's send queue).
+ * hot wallet's send queue, its RevenueSplitter).
  */
 export function anotherProcessRail(
   gw: Gateway,
@@ -255,6 +255,7 @@ export function anotherProcessRail(
       | "deposits"
       | "sendsQueuedMax"
       | "confirmations"
+      | "splitter"
     >
   > = {},
 ): EvmRail {
