@@ -315,6 +315,9 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
 
   app.addHook("preHandler", async (request, reply) => {
     if (request.method !== "POST" || request.tenant === null) return;
+    // No route took the request (404, 405): nothing ran, so nothing is kept under its key (the corrected request
+    // runs under it), and its body, which no schema bounded, is never hashed.
+    if (request.is404) return;
     if (request.routeOptions.config.idempotency === "none") return;
     const header = request.headers["idempotency-key"];
     if (header === undefined) {

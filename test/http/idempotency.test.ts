@@ -256,6 +256,47 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(await paymentsWithKey(gw.app, key)).toBe(1n);
   });
 
+  it("keeps nothing for a request no route takes (a path mistyped, a method the path does not take): the corrected request runs under the key, and the body, never validated, is never hashed", async () => {
+    const key = `no-route-${randomUUID()}`;
+    const records = async () =>
+      (
+        await gw.app.db.query<{ n: string }>(
+          "SELECT count(*)::text AS n FROM idempotency_keys WHERE key = $1",
+          [key],
+        )
+      )[0]!.n;
+    const mistyped = await post(gw.app, "/v1/payment", internal("0.000001"), { "idempotency-key": key });
+    expect(mistyped.status).toBe(404);
+    expect(mistyped.body.error.code).toBe("route_not_found");
+    const wrongMethod = await post(
+      gw.app,
+      "/v1/payments/pay_00000000000000000000000000",
+      internal("0.000001"),
+      {
+        "idempotency-key": key,
+      },
+    );
+    expect(wrongMethod.status).toBe(405);
+    await expect(records()).resolves.toBe("0");
+    // A body no schema looked at, nested deeper than JSON.stringify recurses: not a 500.
+    const deep = await gw.app.server.inject({
+      method: "POST",
+      url: "/v1/nothing",
+      headers: {
+        authorization: `Bearer ${gw.app.demo!.apiKey}`,
+        "content-type": "application/json",
+        "idempotency-key": key,
+      },
+      payload: `${"[".repeat(8_000)}${"]".repeat(8_000)}`,
+    });
+    expect(deep.statusCode).toBe(404);
+    expect(deep.json().error.code).toBe("route_not_found");
+    await expect(records()).resolves.toBe("0");
+    const corrected = await post(gw.app, "/v1/payments", internal("0.000001"), { "idempotency-key": key });
+    expect(corrected.status).toBe(201);
+    expect(corrected.body.status).toBe("succeeded");
+  });
+
   it("keeps no refusal of an account the body names that is not there (400, not 404): the request corrected runs under the key", async () => {
     const key = `missing-${randomUUID()}`;
     const missing = await post(gw.app, "/v1/payments", internal("0.000001", "acct_none"), {
