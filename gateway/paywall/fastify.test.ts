@@ -136,3 +136,42 @@ describe("the path the paywall reads is the one Fastify routes on", () => {
     }
   });
 });
+
+describe("a paid request whose settlement is refused", () => {
+  it("answers the 402 with none of the handler's headers: no Location, cookie or link to what was not paid for", async () => {
+    const app = Fastify();
+    const paywall: PaywallCheck = async () => ({
+      kind: "paid",
+      paywallId: "pw_test",
+      scheme: "x402",
+      payer: "0x01",
+      complete: async () => ({
+        kind: "refused",
+        status: 402,
+        headers: [["PAYMENT-RESPONSE", "refused"]],
+        body: { error: "settle_failed" },
+      }),
+    });
+    // A header set before the verdict (another plugin's) stays.
+    app.addHook("onRequest", async (_request, reply) => {
+      reply.header("x-request-id", "r1");
+    });
+    await app.register(switchyardPaywall, { paywall });
+    app.get("/paid/download", async (_request, reply) => {
+      reply.header("location", "https://files.example/presigned?sig=secret");
+      reply.header("set-cookie", "download=granted");
+      reply.header("content-length", "19");
+      return reply.code(200).send("the paid content...");
+    });
+    await app.ready();
+    const answer = await app.inject({ method: "GET", url: "/paid/download" });
+    expect(answer.statusCode).toBe(402);
+    expect(answer.json()).toEqual({ error: "settle_failed" });
+    expect(answer.headers.location).toBeUndefined();
+    expect(answer.headers["set-cookie"]).toBeUndefined();
+    expect(answer.headers["payment-response"]).toBe("refused");
+    expect(answer.headers["x-request-id"]).toBe("r1");
+    expect(answer.body).not.toContain("paid content");
+    await app.close();
+  });
+});

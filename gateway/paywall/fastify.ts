@@ -15,6 +15,11 @@ declare module "fastify" {
   interface FastifyRequest {
     /** The paywall's paid verdict for this request, until it is completed; null otherwise. */
     paywallPaid: Extract<PaywallVerdict, { kind: "paid" }> | null;
+    /**
+     * The answer's header names when the paid verdict was given: a settlement refused keeps only these, so that
+     * nothing the handler set (a Location, a Set-Cookie, a link to the paid content) goes out with the 402.
+     */
+    paywallHeadersBefore: ReadonlySet<string> | null;
   }
 }
 
@@ -94,6 +99,7 @@ export function setHeaderLines(reply: FastifyReply, lines: readonly HeaderLine[]
 
 const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options) => {
   app.decorateRequest("paywallPaid", null);
+  app.decorateRequest("paywallHeadersBefore", null);
 
   // A browser preflights the paid retry (OPTIONS with Access-Control-Request-Method). Registered at the top level,
   // the hook runs for every request, also the OPTIONS no route matches (Fastify's 404 runs the root's hooks). Inside
@@ -131,6 +137,7 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
         return reply.code(verdict.status).type("application/json").send(verdict.body);
       case "paid":
         request.paywallPaid = verdict;
+        request.paywallHeadersBefore = new Set(Object.keys(reply.getHeaders()));
         outlastingWait(request.raw, options.settlementWaitMs ?? remotePaywallCompleteTimeoutMsDefault);
         return;
     }
@@ -147,7 +154,10 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
       setHeaderLines(reply, done.headers);
       return payload;
     }
-    reply.removeHeader("content-length");
+    // The handler's answer is discarded, its headers with it (the content's length among them).
+    const before = request.paywallHeadersBefore;
+    for (const name of Object.keys(reply.getHeaders()))
+      if (before === null || !before.has(name)) reply.removeHeader(name);
     setHeaderLines(reply, done.headers);
     reply.code(done.status).type("application/json");
     return JSON.stringify(done.body);
