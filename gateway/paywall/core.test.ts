@@ -2,7 +2,14 @@
 // trailing slash: a spelling it serves from a paid route must meet the paywall (before, `/demo/p%61id/report` was
 // judged free while Fastify served it from `/demo/paid/:name`).
 import { describe, expect, it } from "vitest";
-import { matchPaywall, pathOf, pathReader, pathsRememberedLimits } from "./core.ts";
+import {
+  matchPaywall,
+  pathOf,
+  pathReader,
+  pathsRememberedLimits,
+  paywallOfUrl,
+  withoutDotSegments,
+} from "./core.ts";
 import type { Paywall } from "./paywalls.ts";
 
 const paywall = (resource: string) => ({ id: `pwl_${resource}`, resource }) as unknown as Paywall;
@@ -25,6 +32,26 @@ describe("matching a request to a paywall", () => {
       expect({ url, resource: matched(url) }).toEqual({ url, resource: "/demo/paid/*" });
     for (const url of ["/report", "/report/", "/REPORT", "/%72eport", "/report;jsessionid=1"])
       expect({ url, resource: matched(url) }).toEqual({ url, resource: "/report" });
+  });
+
+  it("a dot segment is no way around a paywall: the path a file server resolves it to pays (it was judged free)", () => {
+    const files = [paywall("/files/secret/*"), paywall("/files/*"), paywall("/exact")];
+    const covering = (url: string) => paywallOfUrl(files, url)?.resource ?? null;
+    for (const url of [
+      "http://h/files/public/../secret/a.pdf",
+      "http://h/files/public/%2e%2e/secret/a.pdf",
+      "http://h/files/x/%2E%2E/secret/a.pdf",
+      "/files/./secret/a.pdf",
+      "/files/a/b/../../secret/a.pdf",
+    ])
+      expect({ url, resource: covering(url) }).toEqual({ url, resource: "/files/secret/*" });
+    expect(covering("/free/../exact")).toBe("/exact");
+    // The path as sent still counts: `..` that a router keeps in a paid prefix's value pays that prefix.
+    expect(covering("/files/secret/../../elsewhere")).toBe("/files/secret/*");
+    expect(covering("/free/../other")).toBeNull();
+    expect(withoutDotSegments("/a/b/..")).toBe("/a/");
+    expect(withoutDotSegments("/..")).toBe("/");
+    expect(withoutDotSegments("/a/./b")).toBe("/a/b");
   });
 
   it("takes the longest prefix, an exact resource first, and leaves other paths free", () => {

@@ -161,6 +161,40 @@ export function matchPaywall(paywalls: readonly Paywall[], path: string): Paywal
   return best;
 }
 
+/**
+ * The path without its `.` and `..` segments (RFC 3986 remove_dot_segments) over pathOf's form: the file a static
+ * handler serves for `/files/public/../secret/a.pdf` is `secret/a.pdf`.
+ */
+export function withoutDotSegments(path: string): string {
+  const segments = path.split("/").slice(1);
+  if (!segments.some((segment) => segment === "." || segment === "..")) return path;
+  const kept: string[] = [];
+  for (const segment of segments) {
+    if (segment === "..") kept.pop();
+    else if (segment !== ".") kept.push(segment);
+  }
+  const last = segments.at(-1);
+  return `/${kept.join("/")}${(last === "." || last === "..") && kept.length > 0 ? "/" : ""}`;
+}
+
+/**
+ * The paywall covering a request's URL: matched on pathOf's form and on that form without dot segments (a router
+ * such as find-my-way keeps `..` in a wildcard's value, and the handler behind it — a static file server — resolves
+ * it), the more specific of the two (an exact resource, else the longer prefix): a spelling that reaches a paid
+ * file through a free or cheaper prefix pays for it.
+ */
+export function paywallOfUrl(paywalls: readonly Paywall[], url: string): Paywall | null {
+  const path = pathOf(url);
+  const asSent = matchPaywall(paywalls, path);
+  const resolved = withoutDotSegments(path);
+  if (resolved === path) return asSent;
+  const asResolved = matchPaywall(paywalls, resolved);
+  if (asSent === null || asResolved === null) return asSent ?? asResolved;
+  const exact = (paywall: Paywall) => !paywall.resource.endsWith("*");
+  if (exact(asSent) !== exact(asResolved)) return exact(asSent) ? asSent : asResolved;
+  return asResolved.resource.length > asSent.resource.length ? asResolved : asSent;
+}
+
 // ---- the paywall
 
 type Offer = { rail: string; price: SchemePrice };
@@ -400,7 +434,7 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
   }
 
   return async (request) => {
-    const paywall = matchPaywall(await paywalls(), pathOf(request.url));
+    const paywall = paywallOfUrl(await paywalls(), request.url);
     if (paywall === null) return { kind: "free" };
     if (isPreflight(request))
       return { kind: "preflight", status: 204, headers: preflightHeaders(request, origins) };
