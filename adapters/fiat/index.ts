@@ -67,5 +67,6 @@ export {
   createStripeWebhookRoute,
   type StripeWebhookErrorCode,
   type StripeWebhookRouteParams,
+  stripeWebhookBodyLimitBytes,
   stripeWebhookPath,
 } from "./webhook-route.ts";

@@ -9,12 +9,19 @@ import type { StripeWebhookStore } from "./store.ts";
 
 export const stripeWebhookPath = "/v1/webhooks/stripe";
 
+/**
+ * The body limit Stripe's events need: most are a few kB, but a Dispute carries the merchant's text evidence (up to
+ * 150,000 characters in all, each up to 6 bytes once JSON-escaped), and an event refused 413 is never applied (a won
+ * dispute's money never given back). The signature is checked before anything is parsed.
+ */
+export const stripeWebhookBodyLimitBytes = 1024 * 1024;
+
 export type StripeWebhookRouteParams = {
   /** Endpoint signing secrets (whsec_…), several during a rotation. */
   readonly secrets: readonly string[];
   /** How far the signed timestamp may be from now (Stripe's default: 300 s). */
   readonly toleranceSeconds: number;
-  /** Stripe events are a few kB; larger bodies are refused unread. */
+  /** Larger bodies are refused unread (stripeWebhookBodyLimitBytes: what Stripe's events need). */
   readonly bodyLimitBytes: number;
   readonly store: StripeWebhookStore;
   /** Must be idempotent (keys: FiatEvent.key / PSP ids), as events are redelivered. */

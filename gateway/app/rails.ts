@@ -8,6 +8,7 @@ import {
   createSqlStripeObjectStore,
   createSqlStripeWebhookStore,
   createStripeClient,
+  stripeWebhookBodyLimitBytes,
 } from "../../adapters/fiat/index.ts";
 import { createInternalRail } from "../../adapters/internal/index.ts";
 import { createFileRailStore, createLightningRail } from "../../adapters/lightning/index.ts";
@@ -98,7 +99,7 @@ function fiatRails({ config, db, logger }: RailContext): BuiltRails {
         webhooks: {
           secrets: config.fiat.webhook.secrets,
           toleranceSeconds: config.fiat.webhook.toleranceSeconds,
-          bodyLimitBytes: config.bodyLimitBytes,
+          bodyLimitBytes: Math.max(config.bodyLimitBytes, stripeWebhookBodyLimitBytes),
           store: createSqlStripeWebhookStore(db),
         },
         logger: logger.child({ module: "rail", rail: "fiat" }),

@@ -155,6 +155,20 @@ describe("a card top-up", () => {
     ]);
   });
 
+  it("gives the money back when the won dispute carries the merchant's evidence, past the API's body limit (it was refused 413 at every delivery)", async () => {
+    const topUp = await paidCardInvoice(app, "topup_dispute_evidence", secret);
+    const dispute = wholeDispute(topUp, "dp_evidence");
+    expect((await deliver(stripeEvents.disputeCreated("evt_dispute_evidence", dispute))).status).toBe(200);
+    expect(await available(topUp.accountId)).toBe("0.00");
+    const won = stripeEvents.disputeFundsReinstated("evt_dispute_evidence_won", dispute);
+    // Stripe allows 150,000 characters of text evidence in all; the Dispute object carries it.
+    const object = won.data.object as Record<string, unknown>;
+    object.evidence = { uncategorized_text: "é".repeat(150_000) };
+    expect(Buffer.byteLength(JSON.stringify(won))).toBeGreaterThan(64 * 1024);
+    expect((await deliver(won)).status).toBe(200);
+    expect(await available(topUp.accountId)).toBe("25.00");
+  });
+
   it("announces each partial refund, and gives back one that failed", async () => {
     const { accountId, invoiceId, intentId } = await paidCardInvoice(app, "topup_refunded", secret);
     const first = { refundId: "re_part_1", intentId, amount: 500 };
