@@ -13,7 +13,7 @@ import {
   type RequestCounter,
   requestCounterDefaults,
 } from "./counter.ts";
-import { revokeToken } from "./tokens.ts";
+import { revokeToken, takeRequests } from "./tokens.ts";
 
 const tenantId = "ten_counter";
 const hexOf = (text: string) => createHash("sha256").update(text).digest("hex");
@@ -243,5 +243,21 @@ describe("leases", () => {
     for (let i = 0; i < 5; i += 1) expect((await counter.take(ask(keyId, 50))).ok).toBe(true);
     expect(await used(keyId)).toBe(5);
     await counter.close();
+  });
+});
+
+describe("counting an uncounted token", () => {
+  it("saturates at the column's most rather than overflowing it: the token's requests, and another token's in the same statement, are served (an integer out of range failed them all)", async () => {
+    const hot = await token(null);
+    await db.query("UPDATE l402_tokens SET requests_used = 2147483640 WHERE key_id = $1", [hot]);
+    const other = await token(5);
+    const asks = [
+      ...Array.from({ length: 10 }, () => ({ tenantId, keyId: hot, requestsMax: null })),
+      { tenantId, keyId: other, requestsMax: 5 },
+    ];
+    const results = await takeRequests(db, asks);
+    expect(results.every((result) => result.ok)).toBe(true);
+    expect(await used(hot)).toBe(2147483647);
+    expect(await used(other)).toBe(1);
   });
 });

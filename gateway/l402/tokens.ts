@@ -111,7 +111,8 @@ export const takeRequestsBatchTokensMax = 500;
  * Counts many requests, as `takeRequest` would one after another in the order given, with one statement per
  * round: each token's requests of a round are counted together (n at once, granted up to what its bound leaves),
  * under a row lock (taken in key order, so two processes' batches never deadlock), so processes sharing the
- * database never serve beyond the count. Asks for one token with
+ * database never serve beyond the count. An uncounted token's count stops at the column's most (2^31 − 1) rather
+ * than failing the statement, and every token in it. Asks for one token with
  * different bounds (attenuated macaroons) go to further rounds, so each is judged against its own bound.
  */
 export async function takeRequests(sql: Sql, asks: readonly TakeRequestAsk[]): Promise<TakeRequestResult[]> {
@@ -155,7 +156,7 @@ export async function takeRequests(sql: Sql, asks: readonly TakeRequestAsk[]): P
            FROM l402_tokens t JOIN asked a ON a.key_id = t.key_id AND a.tenant_id = t.tenant_id
           ORDER BY t.tenant_id, t.key_id
             FOR UPDATE OF t)
-       UPDATE l402_tokens t SET requests_used = t.requests_used + c.granted
+       UPDATE l402_tokens t SET requests_used = least(t.requests_used::int8 + c.granted, 2147483647)
          FROM locked c WHERE t.key_id = c.key_id AND t.tenant_id = c.tenant_id
        RETURNING t.key_id, t.tenant_id, c.before, c.granted`,
       params,
