@@ -10,7 +10,7 @@ import { LightningRailError } from "./errors.ts";
 import { lndErrorText } from "./failures.ts";
 import { emitOutcome } from "./send.ts";
 import { type LightningRailState, type QueuedEvent, withTimeout } from "./state.ts";
-import { expiredInvoiceRetainMs, type StoredInvoice } from "./store.ts";
+import type { StoredInvoice } from "./store.ts";
 
 type LndInvoice = {
   id: string;
@@ -214,13 +214,13 @@ function onInvoice(
 }
 
 /**
- * With no settle index yet, LND cannot replay: ask for the open invoices of ours, the openInvoicesCheckMax that
- * expire last (the newest: those paid while the rail was away; one expired long since is the expired pass's).
+ * With no settle index yet, LND cannot replay: ask for the open invoices of ours, the openInvoicesCheckMax made last
+ * (the map keeps the journal's order, the order they were made in: those paid while the rail was away are among the
+ * newest; by expiry, a short-lived one made last came after older long-lived ones). One left out is the expired
+ * pass's, once it expires.
  */
 async function checkOpenInvoices(s: LightningRailState): Promise<void> {
-  const open = [...s.invoices.values()]
-    .sort((a, b) => b.expiresAtMs - a.expiresAtMs)
-    .slice(0, s.limits.openInvoicesCheckMax);
+  const open = [...s.invoices.values()].slice(-s.limits.openInvoicesCheckMax).reverse();
   await askInvoices(s, open, "checking an open invoice failed");
 }
 
@@ -251,30 +251,24 @@ async function askInvoices(
 }
 
 /**
- * Invoices past their expiry by more than expiredInvoiceRetainMs, asked of LND one by one (openInvoicesCheckMax a
- * page, pages while they come back full): one LND holds as paid is delivered (paid just before it expired, while the
- * rail was stopped, its event is still owed); one LND holds as never paid (cancelled, or expired with nothing held) or
- * does not know is forgotten. One that cannot be asked now stays for the next pass. Never rejects (logged).
+ * Invoices past their expiry by more than expiredInvoiceAskAfterMs, asked of LND one by one, the first expired first:
+ * one LND holds as paid is delivered (paid just before it expired, while the rail was stopped, its event is still
+ * owed); one LND holds as never paid (cancelled, or expired with nothing held) or does not know is forgotten. One that
+ * cannot be asked now stays for the next pass. The due ones are found once a pass (invoices made and never paid, an
+ * L402 challenge's, pile up: a scan of all of them per page made a pass quadratic). Never rejects (logged).
  */
 export async function retireExpiredInvoices(s: LightningRailState): Promise<void> {
   if (s.expiredInvoicesChecking) return;
   s.expiredInvoicesChecking = true;
   s.expiredInvoicesCheckedAtMs = s.now();
   try {
-    // Page after page while pages come back full: invoices made and never paid (an L402 challenge's) pile up faster
-    // than one page an interval retires. Each is asked once a pass: one that cannot be asked now waits for the next.
-    const asked = new Set<string>();
-    for (;;) {
-      const expiredBefore = s.now() - expiredInvoiceRetainMs;
-      const due = [...s.invoices.values()]
-        .filter((invoice) => invoice.expiresAtMs < expiredBefore && !asked.has(invoice.paymentHash))
-        .slice(0, s.limits.openInvoicesCheckMax);
-      for (const invoice of due) {
-        asked.add(invoice.paymentHash);
-        if (!s.running) return;
-        await retireExpiredInvoice(s, invoice);
-      }
-      if (due.length < s.limits.openInvoicesCheckMax) return;
+    const expiredBefore = s.now() - s.limits.expiredInvoiceAskAfterMs;
+    const due: StoredInvoice[] = [];
+    for (const invoice of s.invoices.values()) if (invoice.expiresAtMs < expiredBefore) due.push(invoice);
+    due.sort((a, b) => a.expiresAtMs - b.expiresAtMs);
+    for (const invoice of due) {
+      if (!s.running) return;
+      await retireExpiredInvoice(s, invoice);
     }
   } catch (error) {
     // Started without a waiter (the monitor's tick): what fails is logged here, and the next pass tries again.

@@ -73,13 +73,17 @@ export type LightningRailLimits = {
   readonly invoiceExpirySecondsMax: number;
   readonly memoLengthMax: number;
   readonly referenceLengthMax: number;
-  /**
-   * Open invoices checked one by one when the settle index cannot replay them (settle index 0); also the most
-   * long-expired invoices asked about in one page of a pass (events.ts retireExpiredInvoices).
-   */
+  /** Open invoices checked one by one when the settle index cannot replay them (settle index 0), the newest. */
   readonly openInvoicesCheckMax: number;
-  /** How often invoices long past their expiry are asked about, to be forgotten or delivered. */
+  /** How often invoices past their expiry (by expiredInvoiceAskAfterMs) are asked about, to be forgotten or delivered. */
   readonly expiredInvoicesCheckIntervalMs: number;
+  /**
+   * How long past its expiry an invoice is kept before LND is asked about it: forgotten once LND says it was never
+   * paid (cancelled, or expired with nothing held: LND settles nothing after), delivered when it says it was (paid just
+   * before it expired, while the rail was stopped). A margin for the clocks, not a retention: every unpaid L402
+   * challenge is held in memory until then. Compaction never forgets an invoice by its age alone.
+   */
+  readonly expiredInvoiceAskAfterMs: number;
 };
 
 export const lightningRailLimitsDefault: LightningRailLimits = {
@@ -115,7 +119,8 @@ export const lightningRailLimitsDefault: LightningRailLimits = {
   memoLengthMax: 639,
   referenceLengthMax: 200,
   openInvoicesCheckMax: 1_000,
-  expiredInvoicesCheckIntervalMs: 3_600_000,
+  expiredInvoicesCheckIntervalMs: 300_000,
+  expiredInvoiceAskAfterMs: 600_000,
 };
 
 export type FeeEstimate = { readonly feeMsat: bigint; readonly takenAtMs: number; readonly ageMs: number };

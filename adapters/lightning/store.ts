@@ -105,12 +105,6 @@ export class RailStoreError extends SwitchyardError {
 
 /** Finished attempts kept for idempotent retries; the oldest beyond this are forgotten on compaction. */
 export const finishedAttemptsRetainMax = 100_000;
-/**
- * Invoices past expiry by more than this are asked about (events.ts retireExpiredInvoices): forgotten once LND says
- * they were never paid, delivered when it says they were. Compaction never forgets one by its age alone: an invoice
- * paid just before it expired, while the rail was stopped for longer than this, is still owed its event.
- */
-export const expiredInvoiceRetainMs = 24 * 60 * 60 * 1000;
 const journalLineLengthMax = 64 * 1024;
 /**
  * The records an append returns only once they are on the disk: an attempt (a payment sent), an invoice (a payment

@@ -784,10 +784,11 @@ describe("lightning rail on regtest", () => {
   it("with no settle index yet, asks for its newest open invoices first: one paid while stopped is delivered", async () => {
     // A journal that never saw a settlement: LND cannot replay, so the rail asks for its open invoices, at most
     // openInvoicesCheckMax of them. The oldest (still open, unpaid) came first and the newest, paid, was never asked.
+    // The newest by when it was made, not by when it expires: the old one expires later, and it was asked instead.
     const running = await startRail("newest-first.jsonl");
     await running.rail.createInvoice({
       amountMsat: 1_000_000n,
-      expirySeconds: 3_600,
+      expirySeconds: 7_200,
       memo: "old and unpaid",
       reference: "newest-first-old",
     });
@@ -854,7 +855,7 @@ describe("lightning rail on regtest", () => {
     await interrupted.load();
     await interrupted.close();
 
-    // One invoice a page: a pass goes on while its pages come back full.
+    // One open invoice asked at start (the catch-up): the expired pass asks about the others.
     const restarted = await startRail("long-away.jsonl", { openInvoicesCheckMax: 1 });
     try {
       // Before: compaction forgot both by their age, and the settle index's replay took the paid one as not ours.
@@ -886,6 +887,40 @@ describe("lightning rail on regtest", () => {
     // Neither is in the journal once it is compacted again.
     const again = await createFileRailStore(journal).load();
     expect([...again.invoices.keys()]).toEqual([]);
+  });
+
+  it("forgets an unpaid invoice once it has expired by the clocks' margin, not a day later: unpaid L402 challenges do not pile up in memory", async () => {
+    const journal = path.join(directory, "short-margin.jsonl");
+    const running = await startRail("short-margin.jsonl", {
+      expiredInvoiceAskAfterMs: 500,
+      expiredInvoicesCheckIntervalMs: 500,
+    });
+    try {
+      const unpaid = await Promise.all(
+        [1, 2, 3].map((n) =>
+          running.rail.createInvoice({
+            amountMsat: 1_000_000n,
+            expirySeconds: 1,
+            memo: `a challenge never paid ${n}`,
+            reference: `short-margin-${n}`,
+          }),
+        ),
+      );
+      for (const invoice of unpaid)
+        await waitFor(
+          "the unpaid invoice forgotten",
+          async () =>
+            (await readFile(journal, "utf8")).includes(
+              `"invoice_done","paymentHash":"${invoice.paymentHash}"`,
+            )
+              ? true
+              : undefined,
+          { timeoutMs: 20_000 },
+        );
+      expect(running.events.filter((e) => e.kind === "received")).toEqual([]);
+    } finally {
+      await running.rail.stop();
+    }
   });
 
   it("handles a burst of settlements together: a failed handler runs again, each is delivered once, nothing replays after restart", async () => {
