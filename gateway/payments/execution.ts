@@ -12,6 +12,7 @@ import {
 } from "../../core/index.ts";
 import { derivedLedgerId, newId } from "../ids/index.ts";
 import { findReservation, type Reservation } from "../ledger/index.ts";
+import { type Candidate, quoteTtlMsMax } from "../router/index.ts";
 import { accruedUnderLock } from "./batch-payouts.ts";
 import type { PaymentsDeps } from "./deps.ts";
 import { PaymentInvariantError } from "./errors.ts";
@@ -95,6 +96,18 @@ export async function runCandidates(
       attempt = params.first.attempt;
       known = params.first.reservation;
     } else {
+      const priced = stalePriceOf(deps, payment, candidate);
+      if (priced !== null) {
+        // The rail would pay an amount converted at that price, whatever the rate is now: the FX desk pays the
+        // difference, or the payee is short of it. The payment ends; paid again, it is priced now.
+        const finished = await failPayment(deps, payment, "rail_unavailable", priced);
+        noteFinished(driven, finished, {
+          status: "failed",
+          failureCode: "rail_unavailable",
+          failureMessage: priced,
+        });
+        return;
+      }
       const attemptId = newId("att");
       attempt = await insertAttempt(deps.db, {
         id: attemptId,
@@ -118,6 +131,22 @@ export async function runCandidates(
     failureCode: "rail_unavailable",
     failureMessage: message,
   });
+}
+
+/**
+ * Why a later attempt may not pay `candidate` at the price its decision converted at: a rail in another asset than the
+ * payment's, routed longer ago than a quote may lock a price (quoteTtlMsMax) — a first attempt that stayed in flight
+ * for hours before it failed, or a payment stranded while every process was down. Null when it may.
+ */
+function stalePriceOf(
+  deps: Pick<PaymentsDeps, "nowMs">,
+  payment: Pick<Payment, "assetCode" | "decision">,
+  candidate: Candidate,
+): string | null {
+  if (payment.decision === null || candidate.asset.code === payment.assetCode) return null;
+  const ageMs = deps.nowMs() - payment.decision.snapshotTakenAtMs;
+  if (ageMs <= quoteTtlMsMax) return null;
+  return `the next rail (${candidate.rail}) pays in ${candidate.asset.code}, at a rate taken ${Math.floor(ageMs / 1_000)} s ago, more than the ${quoteTtlMsMax / 1_000} s a price may be held: not paid at it`;
 }
 
 /**

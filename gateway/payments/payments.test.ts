@@ -16,7 +16,13 @@ import {
   transferCodes,
 } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
-import { buildSnapshot, learningConfigDefault, route, staticRateSource } from "../router/index.ts";
+import {
+  buildSnapshot,
+  learningConfigDefault,
+  quoteTtlMsMax,
+  route,
+  staticRateSource,
+} from "../router/index.ts";
 import { createTenant } from "../tenants/index.ts";
 import {
   applyRailEvent,
@@ -497,6 +503,39 @@ describe("payments across two rails", () => {
     expect(dear.paid.size).toBe(1);
     expect(cheap.paid.size).toBe(0);
     expect(await customerBalance()).toEqual({ posted: 900n, pendingOut: 0n, pendingIn: 0n, available: 900n });
+  });
+
+  it("a fallback to a rail in another asset, priced longer ago than a quote may hold a price, is not paid at that price: the payment fails and nothing is held", async () => {
+    cheap.behaviour = "fail_retryable";
+    const created = createPayment(depsWith(dyingDb(db, /^\s*INSERT INTO attempts/, 1)), request("k6-stale"));
+    await expect(created).rejects.toThrow(Crash);
+    // The decision as a payment routed to a rail in another asset keeps it, routed past quoteTtlMsMax ago (its first
+    // attempt in flight for that long, or every process down).
+    const [row] = await db.query<{ id: string }>(
+      "SELECT id FROM payments WHERE source_account_id = $1 AND status = 'processing'",
+      [customerId],
+    );
+    await db.query(
+      `UPDATE payments p SET decision = jsonb_set(jsonb_set(
+         COALESCE(p.decision::jsonb, (SELECT d.decision::jsonb FROM route_decisions d WHERE d.digest = p.decision_digest)),
+         '{candidates,1,asset,code}', '"USD"'), '{snapshotTakenAtMs}', to_jsonb($2::bigint))::json
+       WHERE id = $1`,
+      [row!.id, Date.now() - quoteTtlMsMax - 60_000],
+    );
+    await recoverOpenAttempts(depsWith(db), { quietMs: 0 });
+    expect(dear.calls).toBe(0);
+    const [ended] = await db.query<{ status: string; failure_code: string; failure_message: string }>(
+      "SELECT status, failure_code, failure_message FROM payments WHERE id = $1",
+      [row!.id],
+    );
+    expect(ended).toMatchObject({ status: "failed", failure_code: "rail_unavailable" });
+    expect(ended!.failure_message).toContain("pays in USD, at a rate taken");
+    expect(await customerBalance()).toEqual({
+      posted: 1_000n,
+      pendingOut: 0n,
+      pendingIn: 0n,
+      available: 1_000n,
+    });
   });
 
   it("a payment, its first attempt and their reservation are written together: a ledger that fails leaves none of them", async () => {
