@@ -187,3 +187,58 @@ describe("a quote's candidates under a payment's tighter fee cap", () => {
     expect(compared).toBeGreaterThan(500);
   });
 });
+
+describe("a BOLT11 invoice that names its amount, paid from another asset", () => {
+  // BOLT11's own example: 2500u, 250,000 sat. BTC at $95,000.50: a cent is 10,526.26… msat, so no cent amount
+  // converts to the invoice's exactly.
+  const invoice =
+    "lnbc2500u1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdq5xysxxatsyp3k7enxv4jsxqzpuaztrnwngzn3kdzw5hydlzf03qdgm2hdq27cqv3agm2awhz5se903vruatfhq77w3ls4evs3ch9zw97j25emudupq63nyw24cg27h2rspfj9srp";
+  const asked = 250_000_000n;
+  const lightning = {
+    ...toyRailSnapshot("lightning", 0n),
+    kind: "lightning" as const,
+    asset: assets.BTC,
+    reaches: ["bolt11" as const],
+  };
+  const snapshot = buildSnapshot({
+    rails: [lightning],
+    rateSource: staticRateSource({
+      usdRates: {
+        USD: { microUsd: 10_000n, perMinorUnits: 1n },
+        BTC: { microUsd: 190_001n, perMinorUnits: 200_000n },
+      },
+    }),
+    assetCodes: ["USD", "BTC"],
+    takenAtMs: 1,
+  });
+  const deps = {
+    accounts: {
+      tenantAccount: async ({ id }: { id: string }) =>
+        id === "acct_usd" ? account("acct_usd", assets.USD) : null,
+    },
+    rails: new Map([
+      ["lightning", { id: "lightning", kind: "lightning", asset: assets.BTC } as unknown as Rail],
+    ]),
+    snapshot: () => snapshot,
+    route,
+  } as unknown as PaymentsDeps;
+  const paying = (amount: string) =>
+    prepare(
+      deps,
+      params({ asset: "USD", amount, sourceAccountId: "acct_usd", destination: { kind: "bolt11", invoice } }),
+    );
+
+  it("is paid by the least amount whose conversion reaches it, the rail sending exactly what it asks (every cent amount was refused)", async () => {
+    const paid = await paying("237.51");
+    if (!paid.ok) throw new Error(`refused: ${JSON.stringify(paid)}`);
+    expect(paid.decision.chosen).toMatchObject({ rail: "lightning", amount: asked });
+    expect(paid.decision.candidates[0]!.amount).toBe(asked);
+    // A cent less converts to less than it asks; a cent more to more than the payer's last cent covers: both refused,
+    // naming the amount that pays it.
+    for (const amount of ["237.50", "237.52"]) {
+      const refused = await paying(amount);
+      expect(refused).toMatchObject({ ok: false, refusal: "parameter_invalid", param: "amount" });
+      expect(refused.ok ? "" : refused.message).toContain("(237.51 USD at the rate now)");
+    }
+  });
+});

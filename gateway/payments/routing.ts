@@ -557,12 +557,10 @@ export async function createPaymentQuote(
   const owned = await gatewayOwned(deps, target);
   if (owned !== null) return owned;
   const intent = { asset, amount: amount.value, destination: target };
-  const decision = await routeNow(deps, intent, params.policy);
-  const created = createQuote(decision, intent, deps.nowMs(), params.ttlMs);
-  if (!created.ok) return noRoute(decision);
-  const unpayable =
-    decision.chosen === null ? null : invoiceAmountRefusal(params.destination, decision.chosen);
-  if (unpayable !== null) return unpayable;
+  const fitted = fittedToInvoice(params.destination, await routeNow(deps, intent, params.policy), intent);
+  if ("refusal" in fitted) return fitted;
+  const created = createQuote(fitted, intent, deps.nowMs(), params.ttlMs);
+  if (!created.ok) return noRoute(fitted);
   const id = newId("quo");
   await insertQuote(deps.db, { id, tenantId: params.tenantId, quote: created.quote });
   return { ok: true, id, quote: created.quote };
@@ -621,30 +619,53 @@ export async function prepare(
       : await routeByQuote(deps, params.tenantId, params.quoteId, intent, params.policy);
   if ("refusal" in decision) return decision;
   if (decision.chosen === null) return noRoute(decision);
-  const unpayable = invoiceAmountRefusal(params.destination, decision.chosen);
-  if (unpayable !== null) return unpayable;
-  return { ok: true, asset, amount: amount.value, source, target, decision };
+  const fitted = fittedToInvoice(params.destination, decision, intent);
+  if ("refusal" in fitted) return fitted;
+  return { ok: true, asset, amount: amount.value, source, target, decision: fitted };
 }
 
 /**
  * A Lightning invoice that names its amount is paid exactly that: the rail refuses to send another ("the invoice asks
- * …"). A payment whose chosen rail would send another amount (asked in BTC for another amount, or converted from
- * another asset, rounded, to a near one) is refused here, naming what the invoice asks, before anything is written
- * (param `amount`: what the payer can change).
- * Before, the payment, its attempt and its reservation were written and the rail's refusal answered 402 rejected.
+ * …"). Converted from another asset, rounded down, a payer's amount rarely lands on the invoice's (at $100,000 a BTC
+ * one cent is 10,000 msat): the payment amount that reaches it is taken, the least that does — its conversion at
+ * least what the invoice asks, one minor unit less short of it — and the rail sends what the invoice asks, the FX desk
+ * keeping the remainder of the payer's last unit (less than one of them). Any other amount (asked in BTC for another
+ * amount, or converted to less, or to more than that last unit covers) is refused here, naming what the invoice asks
+ * and, across assets, the payment amount that pays it at the rate now, before anything is written (param `amount`:
+ * what the payer can change). Before, the payment, its attempt and its reservation were written and the rail's
+ * refusal answered 402 rejected.
  */
-function invoiceAmountRefusal(
+function fittedToInvoice(
   destination: PaymentDestination,
-  chosen: Pick<Candidate, "rail" | "asset" | "amount">,
-): Refused<"parameter_invalid"> | null {
-  if (destination.kind !== "bolt11") return null;
+  decision: RouteDecision,
+  paid: { asset: Asset; amount: bigint },
+): RouteDecision | Refused<"parameter_invalid"> {
+  const chosen = decision.chosen;
+  if (destination.kind !== "bolt11" || chosen === null || chosen.asset.code !== assets.BTC.code)
+    return decision;
   const invoice = parseBolt11(destination.invoice);
-  if (!invoice.ok || invoice.value.amountMsat === null || chosen.asset.code !== assets.BTC.code) return null;
+  if (!invoice.ok || invoice.value.amountMsat === null) return decision;
   const asked = invoice.value.amountMsat;
-  if (chosen.amount === asked) return null;
+  if (chosen.amount === asked) return decision;
+  const cross = paid.asset.code !== chosen.asset.code;
+  const reaches = (candidate: Candidate) =>
+    candidate.amount >= asked && ((paid.amount - 1n) * candidate.rate.num) / candidate.rate.den < asked;
+  if (cross && reaches(chosen)) {
+    const candidates = decision.candidates.map((candidate) =>
+      candidate.asset.code === assets.BTC.code && candidate.amount !== asked && reaches(candidate)
+        ? { ...candidate, amount: asked }
+        : candidate,
+    );
+    return { ...decision, candidates, chosen: candidates[0] ?? null };
+  }
+  // The least payment amount whose conversion reaches the invoice's: asked ÷ rate, rounded up.
+  const { num, den } = chosen.rate;
+  const least = num > 0n ? (asked * den + num - 1n) / num : null;
+  const pays =
+    cross && least !== null ? ` (${formatAmount(least, paid.asset)} ${paid.asset.code} at the rate now)` : "";
   return refuse(
     "parameter_invalid",
-    `destination.invoice asks ${formatAmount(asked, assets.BTC)} BTC; this payment would send ${formatAmount(chosen.amount, assets.BTC)} BTC on ${chosen.rail}`,
+    `destination.invoice asks ${formatAmount(asked, assets.BTC)} BTC${pays}; this payment would send ${formatAmount(chosen.amount, assets.BTC)} BTC on ${chosen.rail}`,
     "amount", // what the payer can change: the invoice's amount is fixed
   );
 }
