@@ -132,12 +132,34 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       const raw = decoded.value as Record<string, unknown>;
       const built = await build(resource, offers, request.url);
       const matched = match(raw, built);
-      if ("ok" in matched) return { kind: "refused", refusal: refusal(matched) };
+      if ("ok" in matched)
+        return (
+          (await owedOnOtherTerms(raw, built, resource)) ?? { kind: "refused", refusal: refusal(matched) }
+        );
       const parsed = parsePayment(raw, matched.requirements, deps.chains);
       if (!parsed.ok) return { kind: "refused", refusal: refusal(parsed) };
       return await verifyAndClaim(resource, parsed);
     },
   };
+
+  /**
+   * A v2 payment on one of the resource's networks whose terms are not the resource's now (its price or account
+   * changed, or the price lock's window moved, since it was paid): served if its request is owed here (servedAsOwed:
+   * owed at this paywall, and spent on the chain to the gateway), else null. The payer was told to send the same
+   * payment again once it is mined; a price moved meanwhile is no reason to refuse what it paid for.
+   */
+  async function owedOnOtherTerms(
+    raw: Record<string, unknown>,
+    built: readonly Built[],
+    resource: PricedResource,
+  ): Promise<SchemeVerdict | null> {
+    if (raw.x402Version !== 2) return null;
+    const network = (raw.accepted as { network?: unknown } | null)?.network;
+    const same = built.find((b) => b.v2.network === network);
+    if (same === undefined) return null;
+    const parsed = parsePayment(raw, same.v2, deps.chains);
+    return parsed.ok ? await servedAsOwed(parsed, resource) : null;
+  }
 
   /**
    * The request a payment is owed at this paywall (its settlement was in flight when the payer was answered 402),
@@ -157,11 +179,7 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       value: BigInt(read.data.authorization.value),
     };
     const { paywallId } = resource;
-    const sent = await owedAt(deps.db, chain, authorization, {
-      paywallId,
-      tenantId: resource.tenantId,
-      accountId: resource.accountId,
-    });
+    const sent = await owedAt(deps.db, chain, authorization, { paywallId, tenantId: resource.tenantId });
     if (sent === null) return null;
     const spending = await spendingTransaction(chain, authorization, sent as Hex);
     if (spending === null || !(await takeOwed(deps.db, chain, authorization, paywallId))) return null;
@@ -253,9 +271,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
       // Taken: its signature, recipient, window and value were checked first. A request it is owed is served now.
       // Spent, or expired since: a request it is owed here is served now. Its signature, recipient (and, spent, its
       // window and value) were checked first.
+      // Of a value below the price now (a v1 payment, the price raised since it was paid): likewise.
       if (
         verified.refusal === "invalid_exact_evm_nonce_already_used" ||
-        verified.refusal === "invalid_exact_evm_payload_authorization_valid_before"
+        verified.refusal === "invalid_exact_evm_payload_authorization_valid_before" ||
+        verified.refusal === "invalid_exact_evm_payload_authorization_value"
       ) {
         const owed = await servedAsOwed(parsed, resource);
         if (owed !== null) return owed;

@@ -196,12 +196,13 @@ export async function markOwed(
 }
 
 /** What the gateway needs to know of an owed request, and whose it is. */
-export type OwedTo = { readonly paywallId: string; readonly tenantId: string; readonly accountId: string };
+export type OwedTo = { readonly paywallId: string; readonly tenantId: string };
 
 /**
- * Whether the authorization's request is owed at this paywall, to this credit (tenant, account, amount), and its
- * transaction was sent: the transaction that spent it when another's copy did (spent_tx_hash), else the row's own
- * transaction hash (the one first sent), or null.
+ * Whether the authorization's request is owed at this paywall, of this tenant, for this amount, and its transaction
+ * was sent: the transaction that spent it when another's copy did (spent_tx_hash), else the row's own transaction hash
+ * (the one first sent), or null. Not by account: the paywall's account may have changed since it was paid (the row
+ * credited the one it had then).
  */
 export async function owedAt(
   db: Db,
@@ -212,15 +213,9 @@ export async function owedAt(
   const [row] = await db.query<{ tx_hash: string }>(
     `SELECT coalesce(spent_tx_hash, tx_hash) AS tx_hash FROM x402_authorizations
      WHERE chain_id = $1 AND token = $2 AND payer = $3 AND nonce = $4 AND owed_paywall = $5
-       AND tenant_id = $6 AND account_id = $7 AND amount = $8::numeric
+       AND tenant_id = $6 AND amount = $7::numeric
        AND status IN ('submitted', 'settled') AND tx_hash IS NOT NULL`,
-    [
-      ...keyOf(chain, authorization),
-      owed.paywallId,
-      owed.tenantId,
-      owed.accountId,
-      authorization.value.toString(),
-    ],
+    [...keyOf(chain, authorization), owed.paywallId, owed.tenantId, authorization.value.toString()],
   );
   return row?.tx_hash ?? null;
 }

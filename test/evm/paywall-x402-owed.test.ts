@@ -26,15 +26,17 @@ describe("an x402 payment settled after the paywall answered", () => {
    * watcher books it when it is mined) would otherwise move the balance the next one measures.
    */
   const sellers = new Map<string, string>();
+  const paywallIds = new Map<string, string>();
 
   beforeAll(async () => {
     // A settler that waits 300 ms for its receipt: with the chain not mining, the settlement is in flight.
     gw = await startGateway({}, { x402ReceiptTimeoutMs: 300 });
-    const owed = ["/owed", "/owed-replaced", "/owed-spent", "/owed-sdk"];
+    const owed = ["/owed", "/owed-replaced", "/owed-spent", "/owed-sdk", "/owed-repriced"];
     for (const resource of owed) {
       const seller = await gw.merchantAccount(`seller of ${resource}`);
       sellers.set(resource, seller.id);
-      await gw.x402Paywall(resource, "a report paid while the chain was slow", seller.id);
+      const paywall = await gw.x402Paywall(resource, "a report paid while the chain was slow", seller.id);
+      paywallIds.set(resource, paywall.id);
     }
     // Another paywall of the same account and price as /owed.
     await gw.x402Paywall("/elsewhere", "a report paid while the chain was slow", sellers.get("/owed"));
@@ -128,6 +130,40 @@ describe("an x402 payment settled after the paywall answered", () => {
     expect(third.status).toBe(402);
     expect(served).toBe(servedBefore + 1);
     await expect.poll(async () => (await sellerPosted("/owed")) - before, { timeout: 15_000 }).toBe(10_000n);
+  });
+
+  it("serves it though the paywall's price and account changed since it was paid (it was refused as not the resource's requirements)", async () => {
+    const { header } = await paymentFor("/owed-repriced");
+    await minedAfter(async () => {
+      expect((await fetch(`${base}/owed-repriced`, { headers: header })).status).toBe(402);
+    });
+    const other = await gw.merchantAccount("the new seller of /owed-repriced");
+    const changed = await gw.app.server.inject({
+      method: "PATCH",
+      url: `/v1/paywalls/${paywallIds.get("/owed-repriced")}`,
+      headers: { authorization: `Bearer ${gw.key}`, "content-type": "application/json" },
+      payload: JSON.stringify({ price: { amount: "0.02", asset: "USD" }, accounts: [other.id] }),
+    });
+    expect(changed.statusCode, changed.body).toBe(200);
+    // The shop's paywall asks the new price (its paywalls are read again within a second).
+    await expect
+      .poll(
+        async () => {
+          const required = (await fetch(`${base}/owed-repriced`)).headers.get("payment-required")!;
+          return (
+            JSON.parse(Buffer.from(required, "base64").toString("utf8")) as { accepts: { amount: string }[] }
+          ).accepts[0]!.amount;
+        },
+        { timeout: 5_000 },
+      )
+      .toBe("20000");
+    const servedBefore = served;
+    const again = await fetch(`${base}/owed-repriced`, { headers: header });
+    expect(again.status, await again.clone().text()).toBe(200);
+    expect(served).toBe(servedBefore + 1);
+    // Once, and a new payment pays the new price.
+    expect((await fetch(`${base}/owed-repriced`, { headers: header })).status).toBe(402);
+    expect(served).toBe(servedBefore + 1);
   });
 
   it("serves it when a fee bump's replacement of the transaction sent was mined instead, naming that one", async () => {
