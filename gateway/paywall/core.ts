@@ -55,7 +55,12 @@ export type PaywallVerdict =
     };
 
 export type PaywallCompletion =
-  | { readonly kind: "settled"; readonly headers: readonly HeaderLine[] }
+  | {
+      readonly kind: "settled";
+      readonly headers: readonly HeaderLine[];
+      /** The answer never reached the payer: the same payment sent again is served once (the scheme's). */
+      readonly undelivered?: () => Promise<boolean>;
+    }
   | {
       readonly kind: "refused";
       readonly status: 402;
@@ -400,7 +405,11 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
     const complete = async (outcome: { served: boolean }): Promise<PaywallCompletion> => {
       const done = await verdict.complete(outcome);
       if (done.settled)
-        return { kind: "settled", headers: [...done.headers, ...corsHeaders(request, origins)] };
+        return {
+          kind: "settled",
+          headers: [...done.headers, ...corsHeaders(request, origins)],
+          ...(done.undelivered === undefined ? {} : { undelivered: done.undelivered }),
+        };
       logger.warn(
         { paywall: paywall.id, scheme: group.scheme.id, refusal: done.refusal.code },
         "paywall: not settled",

@@ -152,6 +152,10 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
     if (!served) return payload;
     if (done.kind === "settled") {
       setHeaderLines(reply, done.headers);
+      // Paid, and the payer gone before the answer was written (it gave up while the payment settled, or the
+      // connection broke): the same payment sent again is served. Before, its retry was refused as a nonce used.
+      const { undelivered } = done;
+      if (undelivered !== undefined) whenUndelivered(reply, () => void undelivered());
       return payload;
     }
     // The handler's answer is discarded, its headers with it (the content's length among them).
@@ -171,5 +175,20 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
     await paid.complete({ served: false });
   });
 };
+
+/** Runs `then` once if the answer is not written whole: the connection closed first (or already had). */
+function whenUndelivered(reply: FastifyReply, then: () => void): void {
+  const response = reply.raw;
+  if (response.writableFinished) return;
+  // The response's own state: a request is destroyed once its body was read (Node 24), a response only once its
+  // connection is gone.
+  if (response.destroyed) {
+    then();
+    return;
+  }
+  response.once("close", () => {
+    if (!response.writableFinished) then();
+  });
+}
 
 export const switchyardPaywall = fp(plugin, { name: "switchyard-paywall", fastify: "5.x" });

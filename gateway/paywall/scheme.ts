@@ -93,10 +93,16 @@ export type SchemeVerdict =
   | {
       readonly kind: "paid";
       readonly payer: string;
-      complete(outcome: {
-        served: boolean;
-      }): Promise<
-        | { settled: true; headers: readonly HeaderLine[] }
+      complete(outcome: { served: boolean }): Promise<
+        | {
+            settled: true;
+            headers: readonly HeaderLine[];
+            /**
+             * The answer never reached the payer (it went away while its payment settled): the same payment sent
+             * again is served once. True once that is recorded. Absent where a retry needs nothing (an L402 token).
+             */
+            undelivered?: () => Promise<boolean>;
+          }
         | { settled: false; refusal: PaymentRefusal; headers: readonly HeaderLine[] }
       >;
     }

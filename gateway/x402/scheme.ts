@@ -210,7 +210,11 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
               headers: [],
             };
           }
-          return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
+          return {
+            settled: true as const,
+            headers: [[receiptHeader, encodeHeader(receipt)] as const],
+            undelivered: () => markedOwed(chain, authorization, paywallId),
+          };
         })();
         return completed;
       },
@@ -352,7 +356,12 @@ export function createX402Scheme(deps: X402Deps): PaymentScheme {
         payer: settled.payer,
         amount: settled.amount.toString(),
       };
-      return { settled: true as const, headers: [[receiptHeader, encodeHeader(receipt)] as const] };
+      return {
+        settled: true as const,
+        headers: [[receiptHeader, encodeHeader(receipt)] as const],
+        // Settled, and the answer lost on its way (the payer went away while it settled): owed, as one in flight.
+        undelivered: () => markedOwed(chain, payment.authorization, resource.paywallId),
+      };
     };
     let completed: ReturnType<Extract<SchemeVerdict, { kind: "paid" }>["complete"]> | null = null;
     return {
