@@ -177,7 +177,7 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
 };
 
 /** Runs `then` once if the answer is not written whole: the connection closed first (or already had). */
-function whenUndelivered(reply: FastifyReply, then: () => void): void {
+export function whenUndelivered(reply: FastifyReply, then: () => void): void {
   const response = reply.raw;
   if (response.writableFinished) return;
   // The response's own state: a request is destroyed once its body was read (Node 24), a response only once its

@@ -91,7 +91,13 @@ export function remotePaywall(options: RemotePaywallOptions): PaywallCheck {
             completeTimeoutMs,
           );
           if (done.status === 200 && done.body.result === "settled")
-            return { kind: "settled", headers: done.body.headers };
+            return {
+              kind: "settled",
+              headers: done.body.headers,
+              // Completed again as not served: Switchyard then serves the same payment sent again, once.
+              undelivered: async () =>
+                (await post(`/v1/paywall_verdicts/${verdict.id}/complete`, { served: false })).status === 200,
+            };
           if (done.status === 200 && done.body.result === "refused")
             return { kind: "refused", status: 402, headers: done.body.headers, body: done.body.body };
           return {

@@ -25,7 +25,12 @@ export type PaywallService = {
    * process or of the tenant. Kept in this process's memory: its complete call must reach this process.
    */
   hold(tenantId: string, verdict: Extract<PaywallVerdict, { kind: "paid" }>): string | null;
-  /** Completes a held verdict of the tenant once; null when there is none (unknown, another tenant's, done). */
+  /**
+   * Completes a held verdict of the tenant once; null when there is none (unknown, another tenant's, completed longer
+   * than pendingCompleteWithinMs ago). Completed again, it answers the first result; `served: false` after a
+   * settlement says its answer never reached the payer (remotePaywall's `undelivered`): the same payment sent again
+   * is then served once.
+   */
   complete(tenantId: string, id: string, outcome: { served: boolean }): Promise<PaywallCompletion | null>;
   close(): Promise<void>;
 };
@@ -48,6 +53,12 @@ export function createPaywallService(deps: {
     { tenantId: string; verdict: Extract<PaywallVerdict, { kind: "paid" }>; timer: NodeJS.Timeout }
   >();
   const pendingOfTenant = new Map<string, number>();
+  // Completed verdicts, for a repeated complete call (a retry, or the payer's answer undelivered), for as long as one
+  // may wait; as many as may wait.
+  const completed = new Map<
+    string,
+    { tenantId: string; result: Promise<PaywallCompletion>; untilMs: number }
+  >();
 
   function forTenant(tenantId: string): PaywallCheck {
     let check = checks.get(tenantId);
@@ -92,9 +103,26 @@ export function createPaywallService(deps: {
     },
     async complete(tenantId, id, outcome) {
       const held = pending.get(id);
-      if (held === undefined || held.tenantId !== tenantId) return null;
+      if (held === undefined || held.tenantId !== tenantId) {
+        const done = completed.get(id);
+        if (done === undefined || done.tenantId !== tenantId) return null;
+        if (done.untilMs <= nowMs()) {
+          completed.delete(id);
+          return null;
+        }
+        const result = await done.result;
+        if (!outcome.served && result.kind === "settled") await result.undelivered?.();
+        return result;
+      }
       take(id);
-      return held.verdict.complete(outcome);
+      const result = held.verdict.complete(outcome);
+      setBounded(
+        completed,
+        id,
+        { tenantId, result, untilMs: nowMs() + pendingCompleteWithinMs },
+        pendingVerdictsMax,
+      );
+      return result;
     },
     async close() {
       const left = [...pending.keys()].map((id) => take(id));

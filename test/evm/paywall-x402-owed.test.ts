@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
 import { PaymentRefusedError, viemPayer, wrapFetch } from "../../client/pay/index.ts";
-import { switchyardPaywall } from "../../gateway/paywall/index.ts";
+import { remotePaywall, switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { anotherProcessRail, type Gateway, officialX402Client, startGateway } from "./support.ts";
 
@@ -282,79 +282,91 @@ describe("an x402 payment settled after the paywall answered", () => {
   });
 });
 
-describe("an x402 payment settled after the payer went away", () => {
-  let gw: Gateway;
-  let shop: FastifyInstance;
-  let base: string;
-  let served = 0;
+describe.each(["in process", "remote"] as const)(
+  "an x402 payment settled after the payer went away (%s)",
+  (where) => {
+    let gw: Gateway;
+    let shop: FastifyInstance;
+    let base: string;
+    let served = 0;
 
-  beforeAll(async () => {
-    // The settler's default wait for its receipt (a minute): the settlement succeeds once the block is mined.
-    gw = await startGateway();
-    await gw.x402Paywall("/gone", "a report whose buyer left while it settled");
-    shop = Fastify();
-    await shop.register(switchyardPaywall, { paywall: gw.app.paywalls.forTenant(gw.app.demo!.tenantId) });
-    shop.get("/gone", async () => {
-      served += 1;
-      return { report: "the goods" };
+    beforeAll(async () => {
+      // The settler's default wait for its receipt (a minute): the settlement succeeds once the block is mined.
+      gw = await startGateway();
+      await gw.x402Paywall("/gone", "a report whose buyer left while it settled");
+      shop = Fastify();
+      const paywall =
+        where === "remote"
+          ? remotePaywall({
+              baseUrl: await gw.app.server.listen({ port: 0, host: "127.0.0.1" }),
+              apiKey: gw.key,
+            })
+          : gw.app.paywalls.forTenant(gw.app.demo!.tenantId);
+      await shop.register(switchyardPaywall, { paywall });
+      shop.get("/gone", async () => {
+        served += 1;
+        return { report: "the goods" };
+      });
+      base = await shop.listen({ port: 0, host: "127.0.0.1" });
     });
-    base = await shop.listen({ port: 0, host: "127.0.0.1" });
-  });
-  afterAll(async () => {
-    await gw?.setAutomine(true);
-    await shop?.close();
-    await gw?.app.close();
-  });
+    afterAll(async () => {
+      await gw?.setAutomine(true);
+      await shop?.close();
+      await gw?.app.close();
+    });
 
-  it("is served when the same payment is sent again: settled while nobody was there to read the answer (its retry was refused as a nonce used)", async () => {
-    const client = new x402HTTPClient(officialX402Client(gw));
-    const paymentHeader = async () => {
-      const challenge = await fetch(`${base}/gone`);
-      const required = client.getPaymentRequiredResponse(
-        (name) => challenge.headers.get(name),
-        await challenge.json(),
-      );
-      return client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-    };
-    const payer = gw.app.demo!.chains[0]!.payer!.address.toLowerCase();
-    const latest = async () =>
-      (
-        await gw.app.db.query<{ status: string; tx_hash: string | null; owed_paywall: string | null }>(
-          "SELECT status, tx_hash, owed_paywall FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
-          [payer],
-        )
-      )[0];
-    // An answer delivered leaves nothing owed: the same payment sent again is refused.
-    const delivered = await paymentHeader();
-    expect((await fetch(`${base}/gone`, { headers: delivered })).status).toBe(200);
-    await expect.poll(async () => (await latest())?.status, { timeout: 15_000 }).toBe("settled");
-    expect((await latest())?.owed_paywall).toBeNull();
-    expect((await fetch(`${base}/gone`, { headers: delivered })).status).toBe(402);
-    expect(served).toBe(1);
-    served = 0;
-
-    const header = await paymentHeader();
-    await gw.setAutomine(false);
-    try {
-      // The payer gives up while its payment waits to be mined: the handler has answered, the answer is not sent.
-      const leaving = new AbortController();
-      const request = fetch(`${base}/gone`, { headers: header, signal: leaving.signal }).catch(() => "gone");
-      await expect.poll(async () => (await latest())?.status, { timeout: 15_000 }).toBe("submitted");
+    it("is served when the same payment is sent again: settled while nobody was there to read the answer (its retry was refused as a nonce used)", async () => {
+      const client = new x402HTTPClient(officialX402Client(gw));
+      const paymentHeader = async () => {
+        const challenge = await fetch(`${base}/gone`);
+        const required = client.getPaymentRequiredResponse(
+          (name) => challenge.headers.get(name),
+          await challenge.json(),
+        );
+        return client.encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+      };
+      const payer = gw.app.demo!.chains[0]!.payer!.address.toLowerCase();
+      const latest = async () =>
+        (
+          await gw.app.db.query<{ status: string; tx_hash: string | null; owed_paywall: string | null }>(
+            "SELECT status, tx_hash, owed_paywall FROM x402_authorizations WHERE payer = $1 ORDER BY created_at DESC LIMIT 1",
+            [payer],
+          )
+        )[0];
+      // An answer delivered leaves nothing owed: the same payment sent again is refused.
+      const delivered = await paymentHeader();
+      expect((await fetch(`${base}/gone`, { headers: delivered })).status).toBe(200);
+      await expect.poll(async () => (await latest())?.status, { timeout: 15_000 }).toBe("settled");
+      expect((await latest())?.owed_paywall).toBeNull();
+      expect((await fetch(`${base}/gone`, { headers: delivered })).status).toBe(402);
       expect(served).toBe(1);
-      leaving.abort();
-      expect(await request).toBe("gone");
-    } finally {
-      await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
-      await gw.setAutomine(true);
-    }
-    await expect
-      .poll(latest, { timeout: 15_000 })
-      .toMatchObject({ status: "settled", owed_paywall: expect.stringMatching(/^pwl_/) });
-    const again = await fetch(`${base}/gone`, { headers: header });
-    expect(again.status, await again.clone().text()).toBe(200);
-    expect(served).toBe(2);
-    // Once.
-    expect((await fetch(`${base}/gone`, { headers: header })).status).toBe(402);
-    expect(served).toBe(2);
-  });
-});
+      served = 0;
+
+      const header = await paymentHeader();
+      await gw.setAutomine(false);
+      try {
+        // The payer gives up while its payment waits to be mined: the handler has answered, the answer is not sent.
+        const leaving = new AbortController();
+        const request = fetch(`${base}/gone`, { headers: header, signal: leaving.signal }).catch(
+          () => "gone",
+        );
+        await expect.poll(async () => (await latest())?.status, { timeout: 15_000 }).toBe("submitted");
+        expect(served).toBe(1);
+        leaving.abort();
+        expect(await request).toBe("gone");
+      } finally {
+        await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+        await gw.setAutomine(true);
+      }
+      await expect
+        .poll(latest, { timeout: 15_000 })
+        .toMatchObject({ status: "settled", owed_paywall: expect.stringMatching(/^pwl_/) });
+      const again = await fetch(`${base}/gone`, { headers: header });
+      expect(again.status, await again.clone().text()).toBe(200);
+      expect(served).toBe(2);
+      // Once.
+      expect((await fetch(`${base}/gone`, { headers: header })).status).toBe(402);
+      expect(served).toBe(2);
+    });
+  },
+);

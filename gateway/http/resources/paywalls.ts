@@ -8,6 +8,7 @@ import { z } from "zod";
 import { assetByCode, everyMember, formatAmount, parseAmount } from "../../../core/index.ts";
 import type { AccountCache } from "../../accounts/index.ts";
 import type { Db } from "../../db/index.ts";
+import { whenUndelivered } from "../../paywall/fastify.ts";
 import {
   addPaywall,
   deletePaywall,
@@ -423,13 +424,20 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
         response: { 200: completionView, "4xx": errorView },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       // A settlement's wait, as long as remotePaywall waits for this answer: the socket outlasts the idle timeout.
       outlastingWait(request.raw, remotePaywallCompleteTimeoutMsDefault);
       const done = await options.paywalls.complete(tenantOf(request).id, request.params.id, request.body);
       if (done === null)
         throw new ApiError("paywall_verdict_not_found", `no verdict "${request.params.id}" waits`);
-      if (done.kind === "settled") return { result: "settled" as const, headers: lines(done.headers) };
+      if (done.kind === "settled") {
+        // The tenant's app gone before this answer reached it (it gave up, or the connection broke): its payer is
+        // not served either, so the same payment sent again is.
+        const { undelivered } = done;
+        if (request.body.served && undelivered !== undefined)
+          whenUndelivered(reply, () => void undelivered());
+        return { result: "settled" as const, headers: lines(done.headers) };
+      }
       return {
         result: "refused" as const,
         status: done.status,
