@@ -81,8 +81,21 @@ declare module "fastify" {
     idempotency?: "inline" | "none";
     /** The route moves money: a request without an Idempotency-Key is refused (idempotency_key_missing). */
     idempotencyRequired?: boolean;
-    /** Top-level fields of the answer never kept (a secret shown once): a replay answers without them. */
+    /**
+     * Top-level fields of the answer never kept (a secret shown once): the record keeps their SHA-256 instead, and a
+     * replay answers without them, unless `idempotencyRestore` gives them back.
+     */
     idempotencyOmit?: readonly string[];
+    /**
+     * For a replay of an answer with omitted fields: the fields to give back, read from where they live (a webhook
+     * endpoint's secret), each only while its value still hashes to what the record kept (a secret rotated since is
+     * not shown: the replay answers without it).
+     */
+    idempotencyRestore?: (
+      request: FastifyRequest,
+      answer: Readonly<Record<string, unknown>>,
+      digests: Readonly<Record<string, string>>,
+    ) => Promise<Record<string, unknown>>;
   }
 }
 
@@ -284,12 +297,43 @@ export function answerFromRecord(
   }
 }
 
-/** A JSON object answer without the `omit` fields (an error answer has none of them: unchanged). */
+/** Where a kept answer holds the SHA-256 of each field it omits (withoutFields). */
+const omittedDigestsField = "__omitted_sha256";
+
+/** The hex SHA-256 of an omitted field's value, as withoutFields keeps it. */
+export function omittedDigest(value: string): string {
+  return hash("sha256", value, "hex");
+}
+
+/**
+ * A JSON object answer without the `omit` fields, their SHA-256 kept in their stead (omittedDigestsField) for a
+ * replay to check what it gives back against (an error answer has none of them: unchanged).
+ */
 function withoutFields(body: string, omit: readonly string[] | undefined): string {
   if (omit === undefined || omit.length === 0) return body;
   const parsed = JSON.parse(body) as Record<string, unknown>;
-  for (const field of omit) delete parsed[field];
+  const digests: Record<string, string> = {};
+  for (const field of omit) {
+    const value = parsed[field];
+    if (typeof value === "string") digests[field] = omittedDigest(value);
+    delete parsed[field];
+  }
+  if (Object.keys(digests).length > 0) parsed[omittedDigestsField] = digests;
   return JSON.stringify(parsed);
+}
+
+/** A kept answer as a replay sends it: without the omitted fields' digests, with what the route gives back of them. */
+async function replayedAnswer(request: FastifyRequest, answer: StoredAnswer): Promise<StoredAnswer> {
+  const { idempotencyOmit: omit, idempotencyRestore: restore } = request.routeOptions.config;
+  if (omit === undefined || !answer.body.includes(omittedDigestsField)) return answer;
+  const parsed = JSON.parse(answer.body) as Record<string, unknown>;
+  const digests = parsed[omittedDigestsField];
+  delete parsed[omittedDigestsField];
+  const given =
+    restore === undefined || typeof digests !== "object" || digests === null
+      ? {}
+      : await restore(request, parsed, digests as Record<string, string>);
+  return { status: answer.status, body: JSON.stringify({ ...parsed, ...given }) };
 }
 
 const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
@@ -389,6 +433,8 @@ const plugin: FastifyPluginAsync<IdempotencyOptions> = async (app, options) => {
     });
     // The claim failed, so a record exists; gone since (a server error deleted it), or turned 24 hours old since:
     // being run, retry (a retry takes it over).
+    if (record.kind === "answered")
+      return sendReplay(request, reply, await replayedAnswer(request, record.answer));
     return answerFromRecord(request, reply, record.kind === "none" ? { kind: "in_use" } : record);
   });
 

@@ -229,6 +229,21 @@ export async function rotateWebhookSecret(
   return row === undefined ? null : { endpoint: endpointOf(row), secret };
 }
 
+/**
+ * The endpoint's signing secret now, for a replayed answer that showed it (an Idempotency-Key's retry of its
+ * creation or rotation); null when the tenant has no such endpoint.
+ */
+export async function currentWebhookSecret(
+  sql: Sql,
+  params: { tenantId: string; id: string },
+): Promise<string | null> {
+  const [row] = await sql.query<{ secret: string }>(
+    "SELECT secret FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
+    [params.tenantId, params.id],
+  );
+  return row?.secret ?? null;
+}
+
 /** Where one delivery goes: the endpoint and its secrets in force, newest first (signedHeaders takes them). */
 export type DeliveryTarget = { endpointId: string; url: string; secrets: string[] };
 

@@ -1,13 +1,14 @@
-// /v1/webhook_endpoints: where the tenant's events are delivered. Create (the secret in that answer only: a replay
-// with the same Idempotency-Key answers without it, the key's record never keeps it), retrieve, list, update
-// (POST /v1/webhook_endpoints/:id: each field given replaced), delete, and rotate the secret
-// (POST /v1/webhook_endpoints/:id/rotate_secret: the new secret shown once; the one before keeps signing for
+// /v1/webhook_endpoints: where the tenant's events are delivered. Create (the secret in that answer, and in a replay
+// with the same Idempotency-Key while it is still the endpoint's; the key's record keeps only its hash), retrieve,
+// list, update (POST /v1/webhook_endpoints/:id: each field given replaced), delete, and rotate the secret
+// (POST /v1/webhook_endpoints/:id/rotate_secret: the new secret shown, as on creation; the one before keeps signing for
 // `expires_in_seconds`, 24 h unless said). At most webhookEndpointsPerTenantMax per tenant: one more is 409
 // webhook_endpoint_limit_reached. Another tenant's endpoint is not found.
 //
 // A URL is vetted in two steps (gateway/egress): its text first, then the addresses its name resolves to now. The
 // second waits on DNS, so what refuses a request without it comes before it: the tenant's limit on a create, the
 // endpoint's existence on an update. A refusal that does not depend on the URL never waits for its lookup.
+import type { FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -22,6 +23,7 @@ import {
 import {
   allEventTypes,
   createWebhookEndpoint,
+  currentWebhookSecret,
   deleteWebhookEndpoint,
   eventTypes,
   getWebhookEndpoint,
@@ -35,6 +37,7 @@ import {
 } from "../../webhooks/endpoints.ts";
 import { tenantOf } from "../auth.ts";
 import { ApiError } from "../errors.ts";
+import { omittedDigest } from "../idempotency.ts";
 import { clientGone, listPage, listParams, listQuery, listView } from "../lists.ts";
 import { createWebhookEndpointBody, errorView, storable } from "../schemas.ts";
 
@@ -101,9 +104,9 @@ export const webhookEndpointItemView = z.object({
   updated_at: z.string(),
 });
 
-/** The answer of a creation or rotation: the secret shown this once (a replay of the request leaves it out). */
+/** The answer of a creation or rotation: the secret shown (a replay shows it while it is still the endpoint's). */
 export const webhookEndpointWithSecretView = webhookEndpointItemView.extend({
-  /** `whsec_` and base64: what deliveries are signed with (Standard Webhooks). Absent in a replay. */
+  /** `whsec_` and base64: what deliveries are signed with (Standard Webhooks). Absent in a replay once rotated since. */
   secret: z.string().optional(),
 });
 
@@ -153,6 +156,22 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
       ),
     );
 
+  /**
+   * A replay of an answer that showed the endpoint's secret (its creation, a rotation) shows it again while it is
+   * still the one the answer showed: the Idempotency-Key's retry of a request whose answer was lost gets what the
+   * first answer said (before, the new secret could never be read, and the next rotation dropped the one the
+   * receiver held). Rotated since, it is not shown.
+   */
+  const secretStillCurrent = async (
+    request: FastifyRequest,
+    answer: Readonly<Record<string, unknown>>,
+    digests: Readonly<Record<string, string>>,
+  ): Promise<Record<string, unknown>> => {
+    if (typeof answer.id !== "string" || digests.secret === undefined) return {};
+    const secret = await currentWebhookSecret(db, { tenantId: tenantOf(request).id, id: answer.id });
+    return secret !== null && omittedDigest(secret) === digests.secret ? { secret } : {};
+  };
+
   app.post(
     "/webhook_endpoints",
     {
@@ -160,7 +179,11 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
         body: createWebhookEndpointRequest,
         response: { 201: webhookEndpointWithSecretView, "4xx": errorView },
       },
-      config: { idempotencyOmit: ["secret"], errorCodes: ["webhook_endpoint_limit_reached"] },
+      config: {
+        idempotencyOmit: ["secret"],
+        idempotencyRestore: secretStillCurrent,
+        errorCodes: ["webhook_endpoint_limit_reached"],
+      },
     },
     async (request, reply) => {
       const { body } = request;
@@ -248,7 +271,7 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
         body: rotateWebhookSecretRequest,
         response: { 200: webhookEndpointWithSecretView, "4xx": errorView },
       },
-      config: { idempotencyOmit: ["secret"] },
+      config: { idempotencyOmit: ["secret"], idempotencyRestore: secretStillCurrent },
     },
     async (request) => {
       const { id } = request.params;
