@@ -34,21 +34,36 @@ describe("matching a request to a paywall", () => {
       expect({ url, resource: matched(url) }).toEqual({ url, resource: "/report" });
   });
 
-  it("a dot segment is no way around a paywall: the path a file server resolves it to pays (it was judged free)", () => {
-    const files = [paywall("/files/secret/*"), paywall("/files/*"), paywall("/exact")];
-    const covering = (url: string) => paywallOfUrl(files, url)?.resource ?? null;
+  it("a dot segment is no way around a paywall: a path whose readings disagree is ambiguous (it was free, or priced as the cheaper reading)", () => {
+    const files = [
+      paywall("/files/secret/*"),
+      paywall("/files/*"),
+      paywall("/exact"),
+      paywall("/previews/*"),
+    ];
+    const covering = (url: string) => {
+      const found = paywallOfUrl(files, url);
+      return found === "ambiguous" || found === null ? found : found.resource;
+    };
     for (const url of [
       "http://h/files/public/../secret/a.pdf",
       "http://h/files/public/%2e%2e/secret/a.pdf",
       "http://h/files/x/%2E%2E/secret/a.pdf",
       "/files/./secret/a.pdf",
       "/files/a/b/../../secret/a.pdf",
+      "/free/../exact",
+      // Cut at `;` the path reads /x (free); a router that keeps the `;` serves what `..` resolves to.
+      "/x;/../files/secret/a.pdf",
+      "/x/..;/files/secret/a.pdf",
+      // A longer resource is not the dearer one: neither reading is taken.
+      "/previews/a/../../files/secret/a.pdf",
+      "/files/secret/../../elsewhere",
     ])
-      expect({ url, resource: covering(url) }).toEqual({ url, resource: "/files/secret/*" });
-    expect(covering("/free/../exact")).toBe("/exact");
-    // The path as sent still counts: `..` that a router keeps in a paid prefix's value pays that prefix.
-    expect(covering("/files/secret/../../elsewhere")).toBe("/files/secret/*");
+      expect({ url, covering: covering(url) }).toEqual({ url, covering: "ambiguous" });
+    // Readings that agree: the one paywall, or none.
+    expect(covering("/files/secret/./a.pdf")).toBe("/files/secret/*");
     expect(covering("/free/../other")).toBeNull();
+    expect(covering("/files/secret/a.pdf")).toBe("/files/secret/*");
     expect(withoutDotSegments("/a/b/..")).toBe("/a/");
     expect(withoutDotSegments("/..")).toBe("/");
     expect(withoutDotSegments("/a/./b")).toBe("/a/b");

@@ -36,9 +36,10 @@ export type PaywallVerdict =
       readonly kind: "challenge";
       /**
        * 402; 503 when no way to pay can be offered now (no rate for any scheme's asset, or every scheme's rail out of
-       * reach: paywall_rate_unavailable, paywall_rail_unavailable).
+       * reach: paywall_rate_unavailable, paywall_rail_unavailable); 400 for a path whose dot segments make which
+       * paywall covers it ambiguous (path_not_normalized).
        */
-      readonly status: 402 | 503;
+      readonly status: 400 | 402 | 503;
       readonly headers: readonly HeaderLine[];
       readonly body: Readonly<Record<string, unknown>>;
     }
@@ -183,21 +184,44 @@ export function withoutDotSegments(path: string): string {
 }
 
 /**
- * The paywall covering a request's URL: matched on pathOf's form and on that form without dot segments (a router
- * such as find-my-way keeps `..` in a wildcard's value, and the handler behind it — a static file server — resolves
- * it), the more specific of the two (an exact resource, else the longer prefix): a spelling that reaches a paid
- * file through a free or cheaper prefix pays for it.
+ * The paywall covering a request's URL, or "ambiguous". A path without dot segments is matched on pathOf's form. One
+ * with `.` or `..` segments reaches what its handler makes of them, which the paywall cannot know: a router such as
+ * find-my-way keeps them (and a `;` and what follows it) in a wildcard's value, and a static file server behind it
+ * resolves them (`/files/public/../secret/a.pdf` serves `secret/a.pdf`, `/x;/../full/a.pdf` serves `full/a.pdf`).
+ * Such a path is matched in every reading — as sent, cut at `;` or not, its dot segments resolved — and when the
+ * readings do not agree on one paywall (or on none) it is "ambiguous": answered 400, neither free nor priced as one
+ * of them (before, `/public/../secret/a.pdf` was free, and the more specific reading by length was a cheaper one to
+ * pick). Ordinary clients never send dot segments: browsers and fetch resolve them first.
  */
-export function paywallOfUrl(paywalls: readonly Paywall[], url: string): Paywall | null {
+export function paywallOfUrl(paywalls: readonly Paywall[], url: string): Paywall | null | "ambiguous" {
   const path = pathOf(url);
-  const asSent = matchPaywall(paywalls, path);
-  const resolved = withoutDotSegments(path);
-  if (resolved === path) return asSent;
-  const asResolved = matchPaywall(paywalls, resolved);
-  if (asSent === null || asResolved === null) return asSent ?? asResolved;
-  const exact = (paywall: Paywall) => !paywall.resource.endsWith("*");
-  if (exact(asSent) !== exact(asResolved)) return exact(asSent) ? asSent : asResolved;
-  return asResolved.resource.length > asSent.resource.length ? asResolved : asSent;
+  const whole = pathUpToQuery(url);
+  if (!hasDotSegment(whole)) return matchPaywall(paywalls, path);
+  const readings = [
+    path,
+    withoutDotSegments(path),
+    withoutDotSegments(whole),
+    withoutDotSegments(whole.replace(/;[^/]*/g, "")),
+  ];
+  const matched = new Set(readings.map((reading) => matchPaywall(paywalls, reading)));
+  return matched.size === 1 ? ([...matched][0] ?? null) : "ambiguous";
+}
+
+/** The path of a URL as pathOf reads it, up to its query or fragment only (a `;` and what follows kept). */
+function pathUpToQuery(url: string): string {
+  const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const rest = url.slice(start);
+  const end = rest.search(/[?#]/);
+  return looseForm(end < 0 ? rest : rest.slice(0, end));
+}
+
+/** Whether a path (pathOf's loose form) has a `.` or `..` segment, a segment's `;…` aside. */
+function hasDotSegment(path: string): boolean {
+  return path.split("/").some((segment) => {
+    const bare = segment.split(";")[0];
+    return bare === "." || bare === "..";
+  });
 }
 
 // ---- the paywall
@@ -445,6 +469,16 @@ export function createPaywall(deps: PaywallDeps): PaywallCheck {
   return async (request) => {
     const paywall = paywallOfUrl(await paywalls(), request.url);
     if (paywall === null) return { kind: "free" };
+    if (paywall === "ambiguous")
+      return {
+        kind: "challenge",
+        status: 400,
+        headers: [["Cache-Control", "no-store"], ...corsHeaders(request, origins)],
+        body: {
+          error: "path_not_normalized",
+          message: "the path's . or .. segments make what it reaches unclear: send it with them resolved",
+        },
+      };
     if (isPreflight(request))
       return { kind: "preflight", status: 204, headers: preflightHeaders(request, origins) };
     const found = groups(paywall);
