@@ -429,6 +429,29 @@ describe("the scheme", () => {
     expect(code(await verify(l402, token))).toBe("l402_requests_exhausted");
   });
 
+  it("gives back a request served whose answer never reached the payer, once: the token serves it again", async () => {
+    const { l402, macaroon, invoiceId, paymentHash, preimage } = await challenged();
+    const token = `L402 ${macaroon}:${preimage}`;
+    await pay(invoiceId, paymentHash);
+    for (let i = 0; i < 3; i += 1) {
+      const verdict = await verify(l402, token);
+      if (verdict.kind !== "paid") throw new Error(`not paid: ${code(verdict)}`);
+      const done = await verdict.complete({ served: true });
+      if (!done.settled || done.undelivered === undefined)
+        throw new Error("no way to say it was not delivered");
+      // The first answer never reached the payer: said twice, given back once.
+      if (i === 0) {
+        expect(await done.undelivered()).toBe(true);
+        expect(await done.undelivered()).toBe(true);
+      }
+    }
+    // Three served of a token of three, one of them undelivered: one more.
+    const fourth = await verify(l402, token);
+    expect(code(fourth)).toBe("paid");
+    if (fourth.kind === "paid") await fourth.complete({ served: true });
+    expect(code(await verify(l402, token))).toBe("l402_requests_exhausted");
+  });
+
   it("counts across processes: a scheme that never saw the token serves only what is left", async () => {
     const { macaroon, invoiceId, paymentHash, preimage } = await challenged();
     await pay(invoiceId, paymentHash);

@@ -420,13 +420,29 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
       return refused("l402_requests_exhausted", "the token's requests are used up");
     }
     let completed = false;
+    let givenBack = false;
+    const giveBack = async () => {
+      if (givenBack) return;
+      givenBack = true;
+      await counter.giveBack({ tenantId, keyId });
+    };
     return {
       kind: "paid",
       payer: identifier.tokenId,
       async complete({ served }) {
-        if (!served && !completed) await counter.giveBack({ tenantId, keyId });
+        if (!served && !completed) await giveBack();
         completed = true;
-        return { settled: true, headers: [] };
+        // Served, but the answer never reached the payer: its request is given back, so the token serves it again
+        // (a token of one request was used up by an answer nobody read).
+        if (!served) return { settled: true, headers: [] };
+        return {
+          settled: true,
+          headers: [],
+          undelivered: async () => {
+            await giveBack();
+            return true;
+          },
+        };
       },
     };
   }

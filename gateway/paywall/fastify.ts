@@ -155,7 +155,15 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
       // Paid, and the payer gone before the answer was written (it gave up while the payment settled, or the
       // connection broke): the same payment sent again is served. Before, its retry was refused as a nonce used.
       const { undelivered } = done;
-      if (undelivered !== undefined) whenUndelivered(reply, () => void undelivered());
+      if (undelivered !== undefined)
+        whenUndelivered(reply, () => {
+          undelivered().catch((error: unknown) =>
+            request.log.warn(
+              { err: error },
+              "paywall: a paid answer never delivered could not be recorded owed",
+            ),
+          );
+        });
       return payload;
     }
     // The handler's answer is discarded, its headers with it (the content's length among them).
@@ -176,18 +184,23 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
   });
 };
 
-/** Runs `then` once if the answer is not written whole: the connection closed first (or already had). */
+/**
+ * Runs `then` once if the answer is not written whole: the connection (HTTP/1) or stream (HTTP/2) closed before it
+ * was, or already had. Written whole: ended and flushed (an HTTP/2 stream cancelled reads as flushed, not ended).
+ */
 export function whenUndelivered(reply: FastifyReply, then: () => void): void {
-  const response = reply.raw;
-  if (response.writableFinished) return;
+  const response = reply.raw as FastifyReply["raw"] & { stream?: { destroyed: boolean } };
+  const delivered = () => response.writableEnded && response.writableFinished;
+  if (delivered()) return;
   // The response's own state: a request is destroyed once its body was read (Node 24), a response only once its
-  // connection is gone.
-  if (response.destroyed) {
+  // connection is gone; an HTTP/2 response has no `destroyed`, its stream has.
+  const gone = response.destroyed ?? response.stream?.destroyed ?? false;
+  if (gone) {
     then();
     return;
   }
   response.once("close", () => {
-    if (!response.writableFinished) then();
+    if (!delivered()) then();
   });
 }
 

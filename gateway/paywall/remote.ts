@@ -78,7 +78,7 @@ export function remotePaywall(options: RemotePaywallOptions): PaywallCheck {
       case "challenge":
         return {
           kind: "challenge",
-          status: verdict.status === 503 ? 503 : 402,
+          status: verdict.status === 503 || verdict.status === 400 ? verdict.status : 402,
           headers: verdict.headers,
           body: verdict.body ?? {},
         };
@@ -94,9 +94,13 @@ export function remotePaywall(options: RemotePaywallOptions): PaywallCheck {
             return {
               kind: "settled",
               headers: done.body.headers,
-              // Completed again as not served: Switchyard then serves the same payment sent again, once.
-              undelivered: async () =>
-                (await post(`/v1/paywall_verdicts/${verdict.id}/complete`, { served: false })).status === 200,
+              // Completed again as not served: Switchyard then serves the same payment sent again, once. Switchyard
+              // out of reach: false (never a rejection: the tenant's app has nothing to do about it).
+              undelivered: () =>
+                post(`/v1/paywall_verdicts/${verdict.id}/complete`, { served: false }).then(
+                  (answer) => answer.status === 200,
+                  () => false,
+                ),
             };
           if (done.status === 200 && done.body.result === "refused")
             return { kind: "refused", status: 402, headers: done.body.headers, body: done.body.body };

@@ -99,7 +99,8 @@ export type SchemeVerdict =
             headers: readonly HeaderLine[];
             /**
              * The answer never reached the payer (it went away while its payment settled): the same payment sent
-             * again is served once. True once that is recorded. Absent where a retry needs nothing (an L402 token).
+             * again is served once (x402: the request owed; L402: the token's request given back). True once that
+             * is recorded. Never rejects.
              */
             undelivered?: () => Promise<boolean>;
           }

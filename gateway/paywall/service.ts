@@ -14,6 +14,11 @@ export const pendingVerdictsMax = 10_000;
 /** The most one tenant's verdicts may wait in one process: no tenant takes every place of the others. */
 export const pendingVerdictsPerTenantMax = 1_000;
 export const pendingCompleteWithinMs = 5 * 60_000;
+/**
+ * The most completed verdicts kept for a repeated complete call (pendingCompleteWithinMs each): what 300 paid requests
+ * a second leave in that time. Past it, the oldest is forgotten first (its repeat answers 404).
+ */
+export const completedVerdictsMax = 100_000;
 
 export type PaywallService = {
   readonly schemes: readonly PaymentScheme[];
@@ -120,7 +125,7 @@ export function createPaywallService(deps: {
         completed,
         id,
         { tenantId, result, untilMs: nowMs() + pendingCompleteWithinMs },
-        pendingVerdictsMax,
+        completedVerdictsMax,
       );
       return result;
     },

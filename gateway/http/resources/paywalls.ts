@@ -435,7 +435,14 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
         // not served either, so the same payment sent again is.
         const { undelivered } = done;
         if (request.body.served && undelivered !== undefined)
-          whenUndelivered(reply, () => void undelivered());
+          whenUndelivered(reply, () => {
+            undelivered().catch((error: unknown) =>
+              request.log.warn(
+                { err: error },
+                "paywall: a paid answer never delivered could not be recorded owed",
+              ),
+            );
+          });
         return { result: "settled" as const, headers: lines(done.headers) };
       }
       return {
