@@ -1,8 +1,9 @@
 // The Fastify glue alone (no database, no rail): the plugin at the top level leaves a user's routes as they were —
 // prefixed routes with their HEAD twins, the user's own OPTIONS route, a catch-all OPTIONS — and still answers a
 // paywalled path's preflight; inside an encapsulated scope `preflightRoutes` makes the preflight reach it.
+import { connect as connectHttp2 } from "node:http2";
 import { connect } from "node:net";
-import Fastify from "fastify";
+import Fastify, { type FastifyInstance } from "fastify";
 import { describe, expect, it } from "vitest";
 import { matchPaywall, type PaywallCheck, pathOf } from "./core.ts";
 import { switchyardPaywall } from "./fastify.ts";
@@ -174,4 +175,72 @@ describe("a paid request whose settlement is refused", () => {
     expect(answer.body).not.toContain("paid content");
     await app.close();
   });
+});
+
+describe("a paid answer that never reaches the payer", () => {
+  /** A paywall whose every request is paid, settling after `settleMs`; counts the answers said undelivered. */
+  function slowPaid(settleMs: number) {
+    const counted = { undelivered: 0 };
+    const paywall: PaywallCheck = async () => ({
+      kind: "paid",
+      paywallId: "pw_test",
+      scheme: "x402",
+      payer: "0x01",
+      complete: async () => {
+        await new Promise((resolve) => setTimeout(resolve, settleMs));
+        return {
+          kind: "settled",
+          headers: [],
+          undelivered: async () => {
+            counted.undelivered += 1;
+            return true;
+          },
+        };
+      },
+    });
+    return { paywall, counted };
+  }
+
+  for (const http2 of [false, true]) {
+    it(`is said undelivered when the payer left while it settled, and only then (HTTP/${http2 ? 2 : 1})`, async () => {
+      const { paywall, counted } = slowPaid(300);
+      // One type for both: the plugin and the route are the same on either server.
+      const app = (http2 ? Fastify({ http2: true }) : Fastify()) as unknown as FastifyInstance;
+      await app.register(switchyardPaywall, { paywall });
+      app.get("/paid", async () => ({ report: "the goods" }));
+      const base = await app.listen({ port: 0, host: "127.0.0.1" });
+      try {
+        const session = http2 ? connectHttp2(base) : null;
+        const get = (signalAfterMs?: number) =>
+          new Promise<string>((resolve) => {
+            if (session !== null) {
+              const stream = session.request({ ":path": "/paid" });
+              let body = "";
+              stream.on("data", (chunk) => {
+                body += chunk;
+              });
+              stream.on("end", () => resolve(body));
+              stream.on("error", () => resolve("gone"));
+              stream.on("close", () => resolve(body === "" ? "gone" : body));
+              stream.end();
+              if (signalAfterMs !== undefined) setTimeout(() => stream.close(), signalAfterMs);
+              return;
+            }
+            const leaving = new AbortController();
+            fetch(`${base}/paid`, { signal: leaving.signal })
+              .then((answer) => answer.text())
+              .then(resolve, () => resolve("gone"));
+            if (signalAfterMs !== undefined) setTimeout(() => leaving.abort(), signalAfterMs);
+          });
+        expect(await get()).toContain("the goods");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(counted.undelivered).toBe(0);
+        expect(await get(100)).not.toContain("the goods");
+        await expect.poll(() => counted.undelivered, { timeout: 3_000 }).toBe(1);
+        session?.close();
+      } finally {
+        await app.close();
+      }
+    });
+  }
 });
