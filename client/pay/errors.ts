@@ -126,10 +126,24 @@ export class PayerFailedError extends PayError {
 
 /**
  * The payer may have paid: it answered without a usable proof (a wallet's preimage missing or unreadable), or lost
- * sight of a payment it had begun (an LND stream that broke after the payment was sent). The payment is counted
- * against the budget; ask the wallet what became of it before paying again.
+ * sight of a payment it had begun (an LND stream that broke after the payment was sent), or the request carrying an
+ * x402 payment got no answer (a timeout, an abort, the connection lost while the payment settled). The payment is
+ * counted against the budget; ask the wallet what became of it before paying again — or, with `payment`, send the
+ * same request again carrying it: a gateway that settled it serves it once (it is owed), one that did not takes it
+ * as the payment it is, and nothing more is signed (wrapFetch sends a request that carries a payment as it is).
  */
 export class PaymentOutcomeUnknownError extends PayError {
   override name = "PaymentOutcomeUnknownError";
   readonly code = "payment_outcome_unknown";
+  /** x402: the payment's header as it was sent (name and value; never in the message, JSON or inspection). */
+  declare readonly payment: { readonly name: string; readonly value: string } | null;
+
+  constructor(
+    shortMessage: string,
+    options: SwitchyardErrorOptions & { payment?: { readonly name: string; readonly value: string } } = {},
+  ) {
+    const { payment, ...rest } = options;
+    super(shortMessage, rest);
+    Object.defineProperty(this, "payment", { value: payment ?? null, enumerable: false });
+  }
 }

@@ -264,7 +264,17 @@ export function wrapFetch(
     const retry = request.clone();
     retry.headers.set(header.name, header.value);
     retry.headers.set("access-control-expose-headers", `${paymentResponseHeader},${xPaymentResponseHeader}`);
-    const answer = await send(retry);
+    let answer: Response;
+    try {
+      answer = await send(retry);
+    } catch (error) {
+      // Sent, and no answer: the payment may settle (a gateway waits for its block). A new request would sign and pay
+      // again; the same payment sent again is served once if it settled.
+      throw new PaymentOutcomeUnknownError("The request carrying the x402 payment got no answer", {
+        cause: error,
+        payment: header,
+      });
+    }
     if (answer.status === 402 || answer.status === 412)
       throw new PaymentRefusedError({
         scheme: `x402 v${offer.offer.version}`,

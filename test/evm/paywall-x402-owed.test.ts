@@ -11,7 +11,12 @@ import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../adapters/evm/index.ts";
 import { transferWithAuthorizationTypedData } from "../../adapters/evm/typed-data.ts";
-import { PaymentRefusedError, viemPayer, wrapFetch } from "../../client/pay/index.ts";
+import {
+  PaymentOutcomeUnknownError,
+  PaymentRefusedError,
+  viemPayer,
+  wrapFetch,
+} from "../../client/pay/index.ts";
 import { remotePaywall, switchyardPaywall } from "../../gateway/paywall/index.ts";
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { anotherProcessRail, type Gateway, officialX402Client, startGateway } from "./support.ts";
@@ -367,6 +372,76 @@ describe.each(["in process", "remote"] as const)(
       // Once.
       expect((await fetch(`${base}/gone`, { headers: header })).status).toBe(402);
       expect(served).toBe(2);
+    });
+
+    it("the paying SDK's request that got no answer carries the payment: sent again, it is served and nothing more is signed (a new request paid twice)", async () => {
+      const payer = gw.app.demo!.chains[0]!.payer!;
+      const paidFetch = wrapFetch(fetch, {
+        accept: [
+          {
+            scheme: "x402",
+            network: `eip155:${gw.chain.chain.id}`,
+            asset: gw.chain.contracts.testUsd,
+            amountMax: 10_000n,
+          },
+        ],
+        evm: viemPayer(privateKeyToAccount(payer.privateKey)),
+      });
+      served = 0;
+      const before = await gw.app.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM x402_authorizations",
+      );
+      await gw.setAutomine(false);
+      let unknown: unknown;
+      try {
+        const leaving = new AbortController();
+        const request = paidFetch(`${base}/gone`, { signal: leaving.signal }).catch(
+          (error: unknown) => error,
+        );
+        await expect.poll(() => served, { timeout: 15_000 }).toBe(1);
+        // Its transaction sent (mined only by the block below: a transaction sent after it would wait for the next).
+        await expect
+          .poll(
+            async () =>
+              (
+                await gw.app.db.query<{ status: string }>(
+                  "SELECT status FROM x402_authorizations ORDER BY created_at DESC LIMIT 1",
+                )
+              )[0]?.status,
+            { timeout: 15_000 },
+          )
+          .toBe("submitted");
+        leaving.abort();
+        unknown = await request;
+      } finally {
+        await gw.chain.publicClient.request({ method: "evm_mine" as never, params: [] as never });
+        await gw.setAutomine(true);
+      }
+      expect(unknown).toBeInstanceOf(PaymentOutcomeUnknownError);
+      const { payment } = unknown as PaymentOutcomeUnknownError;
+      expect(payment?.name.toLowerCase()).toBe("payment-signature");
+      // A bearer credential of the payer's money: in no message, JSON or inspection of the error.
+      expect(JSON.stringify(unknown)).not.toContain(payment!.value);
+      expect(inspect(unknown, { depth: 5 })).not.toContain(payment!.value);
+      await expect
+        .poll(
+          async () =>
+            (
+              await gw.app.db.query<{ owed_paywall: string | null }>(
+                "SELECT owed_paywall FROM x402_authorizations ORDER BY created_at DESC LIMIT 1",
+              )
+            )[0]?.owed_paywall ?? null,
+          { timeout: 15_000 },
+        )
+        .not.toBeNull();
+      const again = await paidFetch(`${base}/gone`, { headers: { [payment!.name]: payment!.value } });
+      expect(again.status, await again.clone().text()).toBe(200);
+      expect(served).toBe(2);
+      // One authorization signed and claimed for both requests.
+      const after = await gw.app.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM x402_authorizations",
+      );
+      expect(after[0]!.n - before[0]!.n).toBe(1);
     });
   },
 );
