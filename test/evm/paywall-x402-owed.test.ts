@@ -21,6 +21,21 @@ import { remotePaywall, switchyardPaywall } from "../../gateway/paywall/index.ts
 import { sendGasPassOnce } from "../../gateway/settlement/index.ts";
 import { anotherProcessRail, type Gateway, officialX402Client, startGateway } from "./support.ts";
 
+/** The paying SDK's fetch with the demo payer's key, taking TestUSD up to the paywalls' price. */
+function demoPayerFetch(gw: Gateway) {
+  return wrapFetch(fetch, {
+    accept: [
+      {
+        scheme: "x402",
+        network: `eip155:${gw.chain.chain.id}`,
+        asset: gw.chain.contracts.testUsd,
+        amountMax: 10_000n,
+      },
+    ],
+    evm: viemPayer(privateKeyToAccount(gw.app.demo!.chains[0]!.payer!.privateKey)),
+  });
+}
+
 describe("an x402 payment settled after the paywall answered", () => {
   let gw: Gateway;
   let shop: FastifyInstance;
@@ -256,18 +271,7 @@ describe("an x402 payment settled after the paywall answered", () => {
   });
 
   it("the paying SDK's refusal carries the payment's header: sent again once mined, it is served and pays nothing more", async () => {
-    const payer = gw.app.demo!.chains[0]!.payer!;
-    const paidFetch = wrapFetch(fetch, {
-      accept: [
-        {
-          scheme: "x402",
-          network: `eip155:${gw.chain.chain.id}`,
-          asset: gw.chain.contracts.testUsd,
-          amountMax: 10_000n,
-        },
-      ],
-      evm: viemPayer(privateKeyToAccount(payer.privateKey)),
-    });
+    const paidFetch = demoPayerFetch(gw);
     const before = await sellerPosted("/owed-sdk");
     const refused = await minedAfter(() => paidFetch(`${base}/owed-sdk`).catch((error: unknown) => error));
     expect(refused).toBeInstanceOf(PaymentRefusedError);
@@ -375,18 +379,7 @@ describe.each(["in process", "remote"] as const)(
     });
 
     it("the paying SDK's request that got no answer carries the payment: sent again, it is served and nothing more is signed (a new request paid twice)", async () => {
-      const payer = gw.app.demo!.chains[0]!.payer!;
-      const paidFetch = wrapFetch(fetch, {
-        accept: [
-          {
-            scheme: "x402",
-            network: `eip155:${gw.chain.chain.id}`,
-            asset: gw.chain.contracts.testUsd,
-            amountMax: 10_000n,
-          },
-        ],
-        evm: viemPayer(privateKeyToAccount(payer.privateKey)),
-      });
+      const paidFetch = demoPayerFetch(gw);
       served = 0;
       const before = await gw.app.db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM x402_authorizations",
