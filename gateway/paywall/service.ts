@@ -58,8 +58,8 @@ export function createPaywallService(deps: {
     { tenantId: string; verdict: Extract<PaywallVerdict, { kind: "paid" }>; timer: NodeJS.Timeout }
   >();
   const pendingOfTenant = new Map<string, number>();
-  // Completed verdicts, for a repeated complete call (a retry, or the payer's answer undelivered), for as long as one
-  // may wait; as many as may wait.
+  // Completed verdicts, for a repeated complete call (a retry, or the payer's answer undelivered), each for as long as
+  // a verdict may wait, at most completedVerdictsMax of them.
   const completed = new Map<
     string,
     { tenantId: string; result: Promise<PaywallCompletion>; untilMs: number }
