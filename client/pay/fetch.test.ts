@@ -398,3 +398,34 @@ describe("wrapFetch's edges", () => {
     ).toBe(false);
   });
 });
+
+describe("wrapFetch's own checks", () => {
+  it("a token just paid and refused as unpaid (the server's node slow or out of reach) is kept: the next request offers it, one payment", async () => {
+    const shop = toyShop({ requestsPerToken: 5 });
+    let unpaidAnswered = false;
+    const transport = async (request: Request): Promise<Response> => {
+      if (!unpaidAnswered && request.headers.has("authorization")) {
+        unpaidAnswered = true;
+        await Promise.resolve();
+        return new Response(JSON.stringify({ error: "l402_invoice_unpaid" }), { status: 402 });
+      }
+      return shop.fetch(request);
+    };
+    const paidFetch = wrapFetch(transport, { accept, lightning: shop.payer });
+    const refused = await caught(paidFetch(url));
+    expect(refused).toBeInstanceOf(PaymentRefusedError);
+    expect((refused as PaymentRefusedError).reason).toBe("l402_invoice_unpaid");
+    const again = await paidFetch(url);
+    expect(again.status).toBe(200);
+    // Before: the token was dropped and the second request paid a new invoice.
+    expect(shop.payments()).toBe(1);
+  });
+
+  it("refuses a cap that is not a bigint when it is made: compared with an amount it is always false, which paid any amount", () => {
+    for (const amountMsatMax of [undefined, Number.NaN, "1e4", 10_000, -1n])
+      expect(() =>
+        wrapFetch(fetch, { accept: [{ ...accept[0]!, amountMsatMax: amountMsatMax as unknown as bigint }] }),
+      ).toThrow(TypeError);
+    expect(() => wrapFetch(fetch, { accept })).not.toThrow();
+  });
+});

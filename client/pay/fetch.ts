@@ -101,6 +101,15 @@ export function wrapFetch(
   fetch: FetchLike | typeof globalThis.fetch,
   options: WrapFetchOptions,
 ): (input: string | URL | Request, init?: RequestInit) => Promise<Response> {
+  // A cap that is not a bigint compares false with every amount (`10n > undefined`, `10n > "1e4"`): checked here, so
+  // that a rule written from JavaScript, or from JSON, never turns into "pay any amount".
+  for (const rule of options.accept) {
+    const cap = rule.scheme === "x402" ? rule.amountMax : rule.amountMsatMax;
+    if (typeof cap !== "bigint" || cap < 0n)
+      throw new TypeError(
+        `wrapFetch: every accept rule needs ${rule.scheme === "x402" ? "amountMax" : "amountMsatMax"} as a bigint of at least 0n, got ${String(cap)}`,
+      );
+  }
   const send = fetch as FetchLike;
   const tokens = options.l402Tokens ?? createL402TokenCache();
   const inFlight = new Map<string, Promise<L402Token>>();
@@ -342,7 +351,7 @@ export function wrapFetch(
       };
       const sent = await sendOutcome(send(withAuthorization(request, token)));
       if ("answer" in sent && (sent.answer.status === 402 || sent.answer.status === 401))
-        return refuseToken(sent.answer, token, scope);
+        return refuseToken(sent.answer, token, scope, { paidNow: true });
       tokens.set(scope, token);
       return { token, sent };
     })();
@@ -369,14 +378,22 @@ export function wrapFetch(
     return answer;
   }
 
-  /** A token the server refused (402, 401): forgotten, and PaymentRefusedError thrown with the server's reason. */
-  async function refuseToken(answer: Response, token: L402Token, scope: string): Promise<never> {
-    tokens.drop(scope, token);
-    throw new PaymentRefusedError({
-      scheme: token.scheme,
-      status: answer.status,
-      reason: bodyReason(await readBody(answer)),
-    });
+  /**
+   * A token the server refused (402, 401): forgotten, and PaymentRefusedError thrown with the server's reason. One
+   * just paid (its preimage checked against the invoice) and refused as unpaid is kept: the server has not seen the
+   * invoice settled yet (its node slow or out of reach), and the next request offers it again rather than paying a
+   * new invoice.
+   */
+  async function refuseToken(
+    answer: Response,
+    token: L402Token,
+    scope: string,
+    options: { paidNow?: boolean } = {},
+  ): Promise<never> {
+    const reason = bodyReason(await readBody(answer));
+    if (options.paidNow === true && reason === "l402_invoice_unpaid") tokens.set(scope, token);
+    else tokens.drop(scope, token);
+    throw new PaymentRefusedError({ scheme: token.scheme, status: answer.status, reason });
   }
 }
 
