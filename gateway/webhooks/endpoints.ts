@@ -1,6 +1,7 @@
 // Webhook endpoints: where a tenant's events are delivered, which event types each takes, and the secrets that
-// sign its deliveries. A secret is shown once, when it is made (creation, rotation); only the delivery reads it
-// again (deliveryTargets, endpointSecrets). A rotation keeps the secret before signing too until it expires, so a
+// sign its deliveries. A secret is shown when it is made (creation, rotation); only the delivery reads it again
+// (deliveryTargets), and a replay of the answer that showed it while it is still the endpoint's (deliveryTarget,
+// gateway/http/resources/webhook-endpoints.ts). A rotation keeps the secret before signing too until it expires, so a
 // receiver can move to the new one without losing a delivery. A tenant has at most webhookEndpointsPerTenantMax.
 import type { Db, Sql } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
@@ -229,21 +230,6 @@ export async function rotateWebhookSecret(
   return row === undefined ? null : { endpoint: endpointOf(row), secret };
 }
 
-/**
- * The endpoint's signing secret now, for a replayed answer that showed it (an Idempotency-Key's retry of its
- * creation or rotation); null when the tenant has no such endpoint.
- */
-export async function currentWebhookSecret(
-  sql: Sql,
-  params: { tenantId: string; id: string },
-): Promise<string | null> {
-  const [row] = await sql.query<{ secret: string }>(
-    "SELECT secret FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
-    [params.tenantId, params.id],
-  );
-  return row?.secret ?? null;
-}
-
 /** Where one delivery goes: the endpoint and its secrets in force, newest first (signedHeaders takes them). */
 export type DeliveryTarget = { endpointId: string; url: string; secrets: string[] };
 
@@ -274,7 +260,10 @@ export async function deliveryTargets(
   return rows.map(targetOf);
 }
 
-/** One endpoint of the tenant's as a delivery target (a redelivery, say), enabled or not; null if none. */
+/**
+ * One endpoint of the tenant's as a delivery target (a redelivery, say, or its secret for a replayed answer), enabled or
+ * not; null if none.
+ */
 export async function deliveryTarget(
   sql: Sql,
   params: { tenantId: string; endpointId: string },

@@ -23,8 +23,8 @@ import {
 import {
   allEventTypes,
   createWebhookEndpoint,
-  currentWebhookSecret,
   deleteWebhookEndpoint,
+  deliveryTarget,
   eventTypes,
   getWebhookEndpoint,
   hasRoomForWebhookEndpoint,
@@ -168,8 +168,10 @@ const plugin: FastifyPluginAsyncZod<WebhookEndpointRoutesOptions> = async (app, 
     digests: Readonly<Record<string, string>>,
   ): Promise<Record<string, unknown>> => {
     if (typeof answer.id !== "string" || digests.secret === undefined) return {};
-    const secret = await currentWebhookSecret(db, { tenantId: tenantOf(request).id, id: answer.id });
-    return secret !== null && omittedDigest(secret) === digests.secret ? { secret } : {};
+    // The secrets in force, newest first: the endpoint's own is the first.
+    const target = await deliveryTarget(db, { tenantId: tenantOf(request).id, endpointId: answer.id });
+    const secret = target?.secrets[0];
+    return secret !== undefined && omittedDigest(secret) === digests.secret ? { secret } : {};
   };
 
   app.post(
