@@ -119,13 +119,18 @@ export function pathReader(
     const remembered = url.length <= limits.urlLengthMax;
     const known = remembered ? paths.get(url) : undefined;
     if (known !== undefined) return known;
-    const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
-    const rest = start < 0 ? "/" : url.slice(start);
-    const end = rest.search(/[?#;]/);
-    const path = start < 0 ? "/" : looseForm(end < 0 ? rest : rest.slice(0, end));
+    const rest = fromPath(url);
+    const end = rest === null ? -1 : rest.search(/[?#;]/);
+    const path = rest === null ? "/" : looseForm(end < 0 ? rest : rest.slice(0, end));
     if (remembered) setBounded(paths, url, path, limits.urlsMax);
     return path;
   };
+}
+
+/** A URL from its path's first `/` on (the whole of a relative URL); null when it has no path. */
+function fromPath(url: string): string | null {
+  const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+  return start < 0 ? null : url.slice(start);
 }
 
 function looseForm(path: string): string {
@@ -195,7 +200,13 @@ export function withoutDotSegments(path: string): string {
  */
 export function paywallOfUrl(paywalls: readonly Paywall[], url: string): Paywall | null | "ambiguous" {
   const path = pathOf(url);
-  const whole = pathUpToQuery(url);
+  // A dot segment needs a `.`, plain or percent-encoded, in the path as sent: without one (nearly every request),
+  // nothing more is read.
+  const rest = fromPath(url) ?? "/";
+  const end = rest.search(/[?#]/);
+  const sent = end < 0 ? rest : rest.slice(0, end);
+  if (!/\.|%2e/i.test(sent)) return matchPaywall(paywalls, path);
+  const whole = looseForm(sent);
   if (!hasDotSegment(whole)) return matchPaywall(paywalls, path);
   const readings = [
     path,
@@ -205,15 +216,6 @@ export function paywallOfUrl(paywalls: readonly Paywall[], url: string): Paywall
   ];
   const matched = new Set(readings.map((reading) => matchPaywall(paywalls, reading)));
   return matched.size === 1 ? ([...matched][0] ?? null) : "ambiguous";
-}
-
-/** The path of a URL as pathOf reads it, up to its query or fragment only (a `;` and what follows kept). */
-function pathUpToQuery(url: string): string {
-  const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return "/";
-  const rest = url.slice(start);
-  const end = rest.search(/[?#]/);
-  return looseForm(end < 0 ? rest : rest.slice(0, end));
 }
 
 /** Whether a path (pathOf's loose form) has a `.` or `..` segment, a segment's `;…` aside. */
