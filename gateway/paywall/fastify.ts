@@ -154,16 +154,7 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
       setHeaderLines(reply, done.headers);
       // Paid, and the payer gone before the answer was written (it gave up while the payment settled, or the
       // connection broke): the same payment sent again is served. Before, its retry was refused as a nonce used.
-      const { undelivered } = done;
-      if (undelivered !== undefined)
-        whenUndelivered(reply, () => {
-          undelivered().catch((error: unknown) =>
-            request.log.warn(
-              { err: error },
-              "paywall: a paid answer never delivered could not be recorded owed",
-            ),
-          );
-        });
+      if (done.undelivered !== undefined) whenUndelivered(reply, done.undelivered);
       return payload;
     }
     // The handler's answer is discarded, its headers with it (the content's length among them).
@@ -185,10 +176,16 @@ const plugin: FastifyPluginAsync<SwitchyardPaywallOptions> = async (app, options
 };
 
 /**
- * Runs `then` once if the answer is not written whole: the connection (HTTP/1) or stream (HTTP/2) closed before it
- * was, or already had. Written whole: ended and flushed (an HTTP/2 stream cancelled reads as flushed, not ended).
+ * Says a paid answer `undelivered` (once, its failure logged) if it is not written whole: the connection (HTTP/1) or
+ * stream (HTTP/2) closed before it was, or already had. Written whole: ended and flushed (an HTTP/2 stream cancelled
+ * reads as flushed, not ended).
  */
-export function whenUndelivered(reply: FastifyReply, then: () => void): void {
+export function whenUndelivered(reply: FastifyReply, undelivered: () => Promise<boolean>): void {
+  const then = () => {
+    undelivered().catch((error: unknown) =>
+      reply.log.warn({ err: error }, "paywall: a paid answer never delivered could not be recorded owed"),
+    );
+  };
   const response = reply.raw as FastifyReply["raw"] & { stream?: { destroyed: boolean } };
   const delivered = () => response.writableEnded && response.writableFinished;
   if (delivered()) return;

@@ -433,16 +433,7 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
       if (done.kind === "settled") {
         // The tenant's app gone before this answer reached it (it gave up, or the connection broke): its payer is
         // not served either, so the same payment sent again is.
-        const { undelivered } = done;
-        if (request.body.served && undelivered !== undefined)
-          whenUndelivered(reply, () => {
-            undelivered().catch((error: unknown) =>
-              request.log.warn(
-                { err: error },
-                "paywall: a paid answer never delivered could not be recorded owed",
-              ),
-            );
-          });
+        if (request.body.served && done.undelivered !== undefined) whenUndelivered(reply, done.undelivered);
         return { result: "settled" as const, headers: lines(done.headers) };
       }
       return {
