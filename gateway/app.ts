@@ -301,7 +301,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         netting: config.netting,
         batchPayer,
       });
-    } else if (config.netting !== null && rails.size > 0) {
+    } else if (config.netting !== null) {
       // Payouts under the netting threshold are paid one by one, as with netting off.
       logger.warn(
         "netting is on but no rail pays batches (an EVM rail needs EVM_SPLITTER_ADDRESS): small payouts are not netted",
