@@ -67,6 +67,17 @@ async function startRail(
   return { rail, events, logs };
 }
 
+/** Waits until the rail's journal says it forgot the invoice (its `invoice_done` line). */
+const forgottenIn = (journal: string, paymentHash: string, timeoutMs: number) =>
+  waitFor(
+    "the unpaid invoice forgotten",
+    async () =>
+      (await readFile(journal, "utf8")).includes(`"invoice_done","paymentHash":"${paymentHash}"`)
+        ? true
+        : undefined,
+    { timeoutMs },
+  );
+
 const bolt11 = (
   invoice: string,
   amount: bigint,
@@ -866,17 +877,7 @@ describe("lightning rail on regtest", () => {
       );
       expect(event).toMatchObject({ amount: 3_000_000n, evidence: { paymentHash: paid.paymentHash } });
       // The never-paid one is forgotten once LND says so, and not before: its line is followed by invoice_done.
-      for (const forgotten of [unpaid, unpaidToo])
-        await waitFor(
-          "the unpaid ones forgotten",
-          async () =>
-            (await readFile(journal, "utf8")).includes(
-              `"invoice_done","paymentHash":"${forgotten.paymentHash}"`,
-            )
-              ? true
-              : undefined,
-          { timeoutMs: 30_000 },
-        );
+      for (const forgotten of [unpaid, unpaidToo]) await forgottenIn(journal, forgotten.paymentHash, 30_000);
       await sleep(1_000);
       expect(restarted.events.flatMap((e) => (e.kind === "received" ? [e.reference] : []))).toEqual([
         "long-away-paid",
@@ -906,17 +907,7 @@ describe("lightning rail on regtest", () => {
           }),
         ),
       );
-      for (const invoice of unpaid)
-        await waitFor(
-          "the unpaid invoice forgotten",
-          async () =>
-            (await readFile(journal, "utf8")).includes(
-              `"invoice_done","paymentHash":"${invoice.paymentHash}"`,
-            )
-              ? true
-              : undefined,
-          { timeoutMs: 20_000 },
-        );
+      for (const invoice of unpaid) await forgottenIn(journal, invoice.paymentHash, 20_000);
       expect(running.events.filter((e) => e.kind === "received")).toEqual([]);
     } finally {
       await running.rail.stop();
