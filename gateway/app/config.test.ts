@@ -218,6 +218,22 @@ describe("EVM chains in the configuration", () => {
     expect(() => loadConfig({ STRIPE_REQUEST_TIMEOUT_MS: "1e4" })).toThrow(/STRIPE_REQUEST_TIMEOUT_MS/);
   });
 
+  it("refuses a duration a timer cannot hold (over 2^31 − 1 ms) rather than firing it at once", () => {
+    const most = String(2 ** 31 - 1);
+    for (const name of [
+      "REQUEST_TIMEOUT_MS",
+      "DATABASE_STATEMENT_TIMEOUT_MS",
+      "RATES_MAX_AGE_MS",
+      "RATES_REFRESH_MS",
+      "NETTING_INTERVAL_MS",
+      "WEBHOOK_DELIVERY_INTERVAL_MS",
+    ]) {
+      expect(() => loadConfig({ [name]: most }), name).not.toThrow();
+      expect(() => loadConfig({ [name]: String(2 ** 31) }), name).toThrow(new RegExp(`${name}: `));
+    }
+    expect(loadConfig({ WEBHOOK_DELIVERY_INTERVAL_MS: most }).webhookDeliveryIntervalMs).toBe(2 ** 31 - 1);
+  });
+
   it.each([
     ["not JSON", "[", /EVM_CHAINS is not JSON/],
     ["a rail id outside evm-…", JSON.stringify([{ id: "l2" }]), /EVM_CHAINS\.0\.id/],

@@ -20,6 +20,11 @@ import { rateDisagreementMaxBpsDefault } from "../rates/feed.ts";
 
 const port = wholeNumber(0, 65_535);
 const positiveInt = wholeNumber(1);
+/**
+ * A duration that sets a timer (or PostgreSQL's statement_timeout): at most 2^31 − 1 ms, about 24.8 days. Node fires a
+ * longer timer at once (after a warning) and PostgreSQL refuses a longer timeout, so a larger setting is refused here.
+ */
+const timerMs = wholeNumber(1, 2 ** 31 - 1);
 const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "a 0x-prefixed 20-byte hex address");
 const hotWalletKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "a 0x-prefixed 32-byte hex key");
 const confirmations = wholeNumber(1, 1_000);
@@ -124,7 +129,7 @@ const schema = z.object({
   DATABASE_URL: z.string().url().optional(),
   PGLITE_DIR: z.string().optional(),
   DATABASE_POOL_SIZE_MAX: positiveInt.default(10),
-  DATABASE_STATEMENT_TIMEOUT_MS: positiveInt.default(10_000),
+  DATABASE_STATEMENT_TIMEOUT_MS: timerMs.default(10_000),
   /** The first EVM chain (rail "evm"). JSON-RPC endpoint; unset: Hardhat's in-process chain with the contracts deployed at start. */
   EVM_RPC_URL: z.string().url().optional(),
   /** Hex private key of the gateway's hot wallet on EVM_RPC_URL (and on every chain of EVM_CHAINS that names none). */
@@ -157,7 +162,7 @@ const schema = z.object({
   EVM_REPLACE_AFTER_MS: replaceAfterMs.default(replaceAfterMsDefault),
   /** Further EVM chains, each its own rail: a JSON array of `evmChainEntry` (see README). Unset: none. */
   EVM_CHAINS: z.string().optional(),
-  REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  REQUEST_TIMEOUT_MS: timerMs.default(30_000),
   /**
    * Chainlink-style price feeds on the first EVM chain, a JSON object of asset code → feed address, e.g.
    * {"ETH":"0x…","BTC":"0x…"}. Unset in development on the embedded chain: feeds are deployed at start.
@@ -166,8 +171,8 @@ const schema = z.object({
   /** An HTTP source of USD rates, {"rates": {"BTC": "100000.00", …}}, read after the feeds. Unset: none. */
   RATES_HTTP_URL: z.string().url().optional(),
   /** A rate older than this is stale: the rails that need it are excluded (stale_rate). */
-  RATES_MAX_AGE_MS: positiveInt.default(3_600_000),
-  RATES_REFRESH_MS: positiveInt.default(30_000),
+  RATES_MAX_AGE_MS: timerMs.default(3_600_000),
+  RATES_REFRESH_MS: timerMs.default(30_000),
   /**
    * The sources' latest rates of one asset (a stale one included) further apart than this (basis points of the
    * lower) are none of them used: the rails that need the rate are excluded (disputed_rate).
@@ -182,9 +187,9 @@ const schema = z.object({
     .default(nettingMaxFeeShareBpsDefault),
   /** A batch leaves when the accrued payouts add up to this many minor units, or at the interval. */
   NETTING_BATCH_TOTAL: wholeBigint(1n, 10n ** 18n - 1n).default(100_000_000n),
-  NETTING_INTERVAL_MS: positiveInt.default(60_000),
+  NETTING_INTERVAL_MS: timerMs.default(60_000),
   /** How often due events are delivered to the tenants' webhook endpoints. */
-  WEBHOOK_DELIVERY_INTERVAL_MS: positiveInt.default(1_000),
+  WEBHOOK_DELIVERY_INTERVAL_MS: timerMs.default(1_000),
   /** Hosts (host or host:port, comma-separated) reached whatever their address, and over http in development: the
    * tests' local receivers. Every other outbound URL (webhooks, Lightning Addresses) must reach a public address. */
   EGRESS_ALLOW_HOSTS: z.string().default(""),
