@@ -18,6 +18,40 @@ import { listenApi } from "./http/listen.ts";
 /** What a failure to start is printed through, once the configuration (and so its secrets) is known. */
 let scrub = (text: string) => text;
 
+/**
+ * How long a stop may take before the process exits anyway (non-zero): a pass stuck on a peer that never answers does
+ * not keep it up. Under a supervisor's usual 30 s before it kills, so that the reason is printed first.
+ */
+const stopDeadlineMs = 25_000;
+
+/**
+ * SIGINT and SIGTERM, taken from the first line: one that comes while the app is still starting stops it once it has
+ * started (its database and chains closed in order, not cut mid-write); a second one, at any time, exits at once.
+ */
+const signals = (() => {
+  let received: string | null = null;
+  let onSignal: ((signal: string) => void) | null = null;
+  const take = (signal: string) => {
+    if (received !== null) {
+      console.log(`switchyard: ${signal} again, exiting now`);
+      process.exit(1);
+    }
+    received = signal;
+    if (onSignal === null)
+      console.log(`switchyard: ${signal} while starting: stopping once started (again: exit now)`);
+    else onSignal(signal);
+  };
+  process.on("SIGINT", () => take("SIGINT"));
+  process.on("SIGTERM", () => take("SIGTERM"));
+  return {
+    /** Calls `stop` on the first signal, now if it has already come. */
+    whenSignalled(stop: (signal: string) => void): void {
+      onSignal = stop;
+      if (received !== null) stop(received);
+    },
+  };
+})();
+
 async function main(): Promise<void> {
   const config = loadConfig(withStartDefaults(process.env));
   scrub = configScrubber(config);
@@ -75,18 +109,18 @@ async function main(): Promise<void> {
       }),
     );
   if (app.demoPaywall !== null) console.log(demoPaywallText(app.demoPaywall, url, rpc?.served ?? []));
-  let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
     console.log(`switchyard: ${signal}, stopping`);
+    setTimeout(() => {
+      console.log(`switchyard: not stopped after ${stopDeadlineMs / 1000} s, exiting`);
+      process.exit(1);
+    }, stopDeadlineMs).unref();
     // Every part is closed whatever another did (app.close logs each failure); a failure exits non-zero.
     const outcomes = await Promise.allSettled([listening.close(), rpc?.close()]);
     outcomes.push(...(await Promise.allSettled([app.close()])));
     process.exit(outcomes.some((outcome) => outcome.status === "rejected") ? 1 : 0);
   };
-  process.on("SIGINT", () => void stop("SIGINT"));
-  process.on("SIGTERM", () => void stop("SIGTERM"));
+  signals.whenSignalled((signal) => void stop(signal));
 }
 
 main().catch((error: unknown) => process.exit(commandFailure("switchyard", "failed to start", error, scrub)));

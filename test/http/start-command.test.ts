@@ -1,6 +1,7 @@
 // `npm start` (gateway/main.ts), a process of its own, with a configuration it refuses: says what is wrong in one
-// line on stderr and exits 2, as `npm run migrate` does (migrate-command.test.ts), before it starts anything.
-import { execFile } from "node:child_process";
+// line on stderr and exits 2, as `npm run migrate` does (migrate-command.test.ts), before it starts anything. And a
+// signal that comes while it starts stops it in order once started, rather than cutting it off mid-start.
+import { execFile, spawn } from "node:child_process";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -44,5 +45,41 @@ describe("npm start", () => {
     // Before: viem's error, printed whole, named the URL in its message and in its url field.
     expect(started.stderr).not.toContain(key);
     expect(started.stdout).not.toContain(key);
+  });
+
+  it("stopped by SIGTERM while it starts, finishes starting, stops in order and exits 0", async () => {
+    const child = spawn(process.execPath, [path.join(root, "gateway/main.ts")], {
+      cwd: root,
+      env: {
+        ...process.env,
+        DATABASE_URL: undefined,
+        PGLITE_DIR: undefined,
+        PORT: "0",
+        EVM_EMBEDDED_RPC_PORT: "off",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on("exit", (code, signal) => resolve({ code, signal })),
+    );
+    const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      const before = stdout;
+      stdout += chunk;
+      // The first line is printed once the configuration is read, before the app is built: the start is under way.
+      if (!before.includes("switchyard: starting") && stdout.includes("switchyard: starting"))
+        child.kill("SIGTERM");
+    });
+    child.stderr.resume();
+    const { code, signal } = await ended;
+    clearTimeout(killer);
+    // Before: Node's default SIGTERM ended the process where it stood (signal SIGTERM, no code).
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(stdout).toContain("switchyard: SIGTERM while starting: stopping once started");
+    expect(stdout).toContain("switchyard: listening on");
+    expect(stdout.indexOf("switchyard: SIGTERM, stopping")).toBeGreaterThan(
+      stdout.indexOf("switchyard: listening on"),
+    );
   });
 });
