@@ -148,6 +148,12 @@ export type AttemptOutcome =
        * rail that could not be reached, asked again, may try anew (its first answer says nothing for good).
        */
       final?: boolean;
+      /**
+       * Refused for load, not for ill health: the rail's queue full, or the paying tenant's share of it (its other
+       * payments in flight). Says nothing of whether the rail works, so the router's circuit does not count it: counted,
+       * one tenant holding its share full would open the rail's circuit for every tenant.
+       */
+      busy?: true;
     };
 
 /**

@@ -79,8 +79,9 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
     return {
       status: "failed",
       code,
-      message:
-        code === "rail_unavailable"
+      message: sent.busy
+        ? sent.message
+        : code === "rail_unavailable"
           ? `the node did not answer: ${sent.message}`
           : code === "fee_above_max"
             ? `gas on chain ${state.chainId}: ${sent.message}`
@@ -89,6 +90,7 @@ async function payOnce(state: EvmRailState, attempt: OutgoingAttempt): Promise<A
       // chain's cap, a split unknown on this chain (a split lives on one chain; another rail's may have it).
       retryElsewhere: true,
       final: true, // kept in evm_send_refusals
+      ...(sent.busy ? { busy: true as const } : {}),
     };
   }
   return outcomeOf(state, attempt, sent);

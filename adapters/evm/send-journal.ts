@@ -54,7 +54,14 @@ export type SendRow = { attempt_id: string; tx_hash: `0x${string}`; raw_tx: `0x$
  * A call gas estimation says would revert, that the node did not answer, or whose gas would cost more than the
  * policy's cap (fee_above_max): nothing was signed or sent (with `refusalIsFinal`, the refusal is kept).
  */
-export type SendRefused = { status: "failed"; code: RailFailureCode; revert: string | null; message: string };
+export type SendRefused = {
+  status: "failed";
+  code: RailFailureCode;
+  revert: string | null;
+  message: string;
+  /** Refused because the wallet's queue, or the tenant's share of it, was full: load, not the node's ill health. */
+  busy: boolean;
+};
 
 /** A contract call to send; `gasAboveEstimate` is added to the estimate (a call that needs headroom at its end). */
 export type Call = { to: Address; data: Hex; gasAboveEstimate?: bigint };
@@ -181,6 +188,7 @@ export async function sendOnce(
       status: "failed",
       code: "rail_unavailable",
       revert: null,
+      busy: true,
       message: full
         ? `${journal.queued} sends are queued on the hot wallet, the most it holds; try again later`
         : `${journal.sendsQueuedPerShareMax} sends of this tenant are queued on the hot wallet, the most one tenant may have there; try again later`,
@@ -209,7 +217,7 @@ export async function sendOnce(
 /** The refusal kept under `key` (none, or one). */
 function refusalsOf(sql: Sql, key: string): Promise<SendRefused[]> {
   return sql.query<SendRefused>(
-    "SELECT 'failed' AS status, code, revert, message FROM evm_send_refusals WHERE attempt_id = $1",
+    "SELECT 'failed' AS status, code, revert, message, busy FROM evm_send_refusals WHERE attempt_id = $1",
     [key],
   );
 }
@@ -232,9 +240,9 @@ async function keepRefusal(
     );
     if (sent !== undefined) return sent;
     await tx.query(
-      `INSERT INTO evm_send_refusals (attempt_id, chain_id, code, revert, message) VALUES ($1, $2, $3, $4, $5)
+      `INSERT INTO evm_send_refusals (attempt_id, chain_id, code, revert, message, busy) VALUES ($1, $2, $3, $4, $5, $6)
        ON CONFLICT (attempt_id) DO NOTHING`,
-      [key, journal.chainId, refusal.code, refusal.revert, refusal.message],
+      [key, journal.chainId, refusal.code, refusal.revert, refusal.message, refusal.busy],
     );
     const [kept] = await refusalsOf(tx, key);
     if (kept === undefined) throw new EvmRailError(`the refusal of ${key} vanished inside its transaction`);
@@ -311,6 +319,7 @@ async function signAndStore(
         status: "failed",
         code: "fee_above_max",
         revert: null,
+        busy: false,
         message: `the base fee (${gweiText(fees.baseFeeWei)}) and the tip are above the rail's max fee (${gweiText(fees.maxFeeWei)})`,
       };
     // The nonce is not the node's to give: it comes from the database below.
@@ -335,7 +344,7 @@ async function signAndStore(
         ? "rail_unavailable"
         : failureCodeOf(revert);
     // The message says why in words: a reason string as it is (a token's "Blacklistable: …"), not `Error`.
-    return { status: "failed", code, revert, message: revertText(error) ?? shortMessage(error) };
+    return { status: "failed", code, revert, message: revertText(error) ?? shortMessage(error), busy: false };
   }
   // Read before the lock, so that no RPC runs inside the transaction: a send of any gateway process moves the
   // row on before it is broadcast, so a count read early is behind the row, never ahead of it.

@@ -402,7 +402,11 @@ const deriveKeysendSecret = async (s: LightningRailState): Promise<Buffer> => {
   return s.keysendSecret;
 };
 
-const failedOutcome = (code: Failure["code"], message: string, retryElsewhere: boolean): AttemptOutcome => ({
+const failedOutcome = (
+  code: Failure["code"],
+  message: string,
+  retryElsewhere: boolean,
+): Extract<AttemptOutcome, { status: "failed" }> => ({
   status: "failed",
   code,
   message,
@@ -467,7 +471,10 @@ function refusal(s: LightningRailState, attempt: OutgoingAttempt): AttemptOutcom
   if (!s.health.connected)
     return failedOutcome("rail_unavailable", `LND unreachable: ${s.health.lastError ?? ""}`, true);
   if (s.trackers.size >= s.limits.inFlightMax)
-    return failedOutcome("rail_unavailable", `${s.limits.inFlightMax} payments already in flight`, true);
+    return {
+      ...failedOutcome("rail_unavailable", `${s.limits.inFlightMax} payments already in flight`, true),
+      busy: true,
+    };
   const shareMax = inFlightPerTenantMax(s);
   if (s.trackers.size >= shareMax) {
     let tenants = 0;
@@ -476,11 +483,14 @@ function refusal(s: LightningRailState, attempt: OutgoingAttempt): AttemptOutcom
     for (const tracker of s.trackers.values())
       if (tracker.attempt.tenantId === attempt.tenantId) tenants += 1;
     if (tenants >= shareMax)
-      return failedOutcome(
-        "rail_unavailable",
-        `${shareMax} payments of this tenant already in flight, the most one tenant may have`,
-        true,
-      );
+      return {
+        ...failedOutcome(
+          "rail_unavailable",
+          `${shareMax} payments of this tenant already in flight, the most one tenant may have`,
+          true,
+        ),
+        busy: true,
+      };
   }
   return null;
 }

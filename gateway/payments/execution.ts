@@ -308,6 +308,7 @@ async function applyOutcome(
         code: outcome.code,
         message: outcome.message,
         retryElsewhere: outcome.retryElsewhere,
+        ...(outcome.busy === true ? { busy: true } : {}),
         reservation: reservation ?? "ask_ledger",
       });
   }
@@ -385,6 +386,8 @@ async function failAttempt(
     code: PaymentFailureCode;
     message: string;
     retryElsewhere: boolean;
+    /** Refused for load, not ill health (AttemptOutcome's busy): not counted against the rail. */
+    busy?: true;
     /** The reservation to void; null when none was made. */
     reservation: Reservation | "ask_ledger" | null;
   },
@@ -452,8 +455,10 @@ async function failAttempt(
     attempt.failureMessage = failure.message;
     // Only the rail's own unavailability counts against it: a failure about the destination or the payment (no
     // route to that node, an expired invoice, a fee above the payer's cap) says nothing of the rail, and counted,
-    // anyone could open a rail's circuit for every tenant by paying to destinations that fail.
-    if (failure.code === "rail_unavailable") deps.learning?.recordOutcome(attempt.rail, false);
+    // anyone could open a rail's circuit for every tenant by paying to destinations that fail. Nor does a refusal
+    // for load (busy): one tenant holding its share of the rail's queue full would open it for every tenant.
+    if (failure.code === "rail_unavailable" && failure.busy !== true)
+      deps.learning?.recordOutcome(attempt.rail, false);
   } else {
     driven.current = false;
   }

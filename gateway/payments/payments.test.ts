@@ -51,6 +51,7 @@ type ToyRail = Rail & {
     | "fail_final"
     | "fail_liquidity"
     | "fail_unavailable"
+    | "fail_busy"
     | "crash_before_paying"
     | "crash_after_paying";
 };
@@ -83,12 +84,15 @@ function toyRail(id: string, feeFixed: bigint): ToyRail {
         outcomes.set(attempt.id, failed);
         return failed;
       }
-      if (rail.behaviour === "fail_unavailable") {
+      if (rail.behaviour === "fail_unavailable" || rail.behaviour === "fail_busy") {
         const failed: AttemptOutcome = {
           status: "failed",
           code: "rail_unavailable",
           message: `${id} cannot be reached`,
           retryElsewhere: true,
+          ...(rail.behaviour === "fail_busy"
+            ? { busy: true as const, message: `${id}: this tenant's share is full` }
+            : {}),
         };
         outcomes.set(attempt.id, failed);
         return failed;
@@ -375,6 +379,21 @@ describe("payments across two rails", () => {
         ["cheap", "failed"],
         ["dear", "succeeded"],
       ]);
+    // Refused for load (a tenant's share of the rail's queue full: busy), more often than the circuit allows: still
+    // asked first, its circuit closed. Before: counted as the rail's ill health, so one tenant holding its share full
+    // opened the rail's circuit for every tenant.
+    cheap.behaviour = "fail_busy";
+    for (let i = 0; i < learningConfigDefault.consecutiveFailuresMax + 1; i++)
+      expect(attemptsOf(await createPayment(deps, small(`k-learning-busy-${i}`)))).toEqual([
+        ["cheap", "failed"],
+        ["dear", "succeeded"],
+      ]);
+    await new Promise((resolve) => setTimeout(resolve, outcomeRefreshMs + 50));
+    expect(market.snapshot().rails.find((r) => r.rail === "cheap")?.circuit).toBe("closed");
+    expect(attemptsOf(await createPayment(deps, small("k-learning-busy-after")))).toEqual([
+      ["cheap", "failed"],
+      ["dear", "succeeded"],
+    ]);
     // Unavailable: the payment falls back, and the next one goes to the dear rail first, the cheap one now priced
     // with its failure. Before: no outcome ever reached the router's learning, and each payment tried it first.
     cheap.behaviour = "fail_unavailable";

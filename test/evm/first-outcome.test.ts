@@ -126,6 +126,7 @@ describe("a refusal is the outcome of its key", () => {
       code: "rail_unavailable" as const,
       revert: null,
       message: "the node did not answer the estimate",
+      busy: false,
     };
     expect(await sendOnce(journal(), key, async () => refusal, { refusalIsFinal: true })).toEqual(refusal);
     proceed.release();
@@ -145,7 +146,7 @@ describe("a refusal is the outcome of its key", () => {
       async () => {
         preparing.release();
         await proceed.done;
-        return { status: "failed", code: "rail_unavailable", revert: null, message: "no answer" };
+        return { status: "failed", code: "rail_unavailable", revert: null, message: "no answer", busy: false };
       },
       { refusalIsFinal: true },
     );
@@ -165,6 +166,7 @@ describe("a refusal is the outcome of its key", () => {
       code: "rail_unavailable" as const,
       revert: null,
       message: "x",
+      busy: false,
     };
     expect(await sendOnce(journal(), key, async () => refusal)).toEqual(refusal);
     expect(await sendOnce(journal(), key, async () => harmlessCall())).toMatchObject({ attempt_id: key });

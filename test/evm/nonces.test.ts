@@ -450,7 +450,12 @@ describe("a wallet's send queue, full", () => {
     expect(sent).toHaveProperty("tx_hash");
     const queued = [approve("queue-full:1"), approve("queue-full:2")];
     // Before: the third joined the queue, however long (every tenant's sends waiting behind a slow node).
-    expect(await approve("queue-full:3")).toMatchObject({ status: "failed", code: "rail_unavailable" });
+    // Refused for load (busy), which the router's circuit does not count against the rail.
+    expect(await approve("queue-full:3")).toMatchObject({
+      status: "failed",
+      code: "rail_unavailable",
+      busy: true,
+    });
     // A key sent before is followed (its send broadcast again), not refused.
     const again = approve("queue-full:sent-before");
     const outcomes = await Promise.all([...queued, again]);
@@ -472,6 +477,7 @@ describe("a wallet's send queue, full", () => {
     expect(await approve("share:busy-3", "ten_busy")).toMatchObject({
       status: "failed",
       code: "rail_unavailable",
+      busy: true,
       message: expect.stringMatching(/of this tenant/),
     });
     const others = [approve("share:other-1", "ten_other"), approve("share:platform-1")];
@@ -492,11 +498,17 @@ describe("a wallet's send queue, full", () => {
     const of = (id: string, tenantId: string) => ({ ...payout(id, 1_000n), tenantId });
     const first = rail.execute(of("att_share_busy_1", "ten_busy"));
     await estimating; // the first payout holds its tenant's place
-    expect(await rail.execute(of("att_share_busy_2", "ten_busy"))).toMatchObject({
+    // Busy, so that the router's circuit does not count it (before: counted as the rail's ill health, five of them
+    // opened its circuit for every tenant), and said as the wallet's queue, not as a node that did not answer.
+    const refused = await rail.execute(of("att_share_busy_2", "ten_busy"));
+    expect(refused).toMatchObject({
       status: "failed",
       code: "rail_unavailable",
-      message: expect.stringMatching(/of this tenant/),
+      busy: true,
+      message: expect.stringMatching(/^\d+ sends of this tenant are queued/),
     });
+    // Asked again (as recovery asks), the kept refusal still says busy.
+    expect(await rail.execute(of("att_share_busy_2", "ten_busy"))).toEqual(refused);
     const other = await rail.execute(of("att_share_other_1", "ten_other"));
     expect(other.status).toBe("succeeded");
     expect((await first).status).toBe("succeeded");
