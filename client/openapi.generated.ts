@@ -4687,7 +4687,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description Refused: the money cannot move: `insufficient_funds`, `rail_unavailable` */
+                /** @description Refused: the money cannot move: `insufficient_funds`, `insufficient_liquidity`, `rail_unavailable` */
                 402: {
                     headers: {
                         [name: string]: unknown;

@@ -68,6 +68,7 @@ export type RefundRefusal =
   | "parameter_missing"
   | "parameter_invalid"
   | "insufficient_funds"
+  | "insufficient_liquidity"
   | "idempotency_key_reused";
 
 /**

@@ -648,6 +648,16 @@ async function holdAndClaim(deps: RefundsDeps, source: Source, params: CreateRef
       ),
     };
   }
+  if (held.outcome === "insufficient_liquidity")
+    // The rail's clearing account holds less than the refund: the rail really holds that much less (paid out for
+    // other payments, cross-asset ones included). A condition of the moment, as for a payment: refused, not a 500.
+    return {
+      outcome: "answered",
+      answer: refuse(
+        "insufficient_liquidity",
+        `rail ${source.rail} does not hold enough to pay this refund now; nothing was refunded`,
+      ),
+    };
   const [row] = (held.rows ?? []) as RefundRow[];
   if (held.outcome !== "reserved" || row === undefined)
     throw new RefundInvariantError(`the ledger refused the hold of refund ${id}: ${held.outcome}`);

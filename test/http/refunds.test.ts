@@ -5,10 +5,16 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { RequestBody } from "../../client/index.ts";
 import { assets, type Rail, type RailEventHandler } from "../../core/index.ts";
-import { createAccount, getTenantAccount } from "../../gateway/accounts/index.ts";
+import {
+  accountCacheDefaults,
+  createAccount,
+  createAccountCache,
+  getClearingAccount,
+  getTenantAccount,
+} from "../../gateway/accounts/index.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { transferCodes, writeChainWith } from "../../gateway/ledger/index.ts";
-import { recoverPendingRefunds } from "../../gateway/payments/index.ts";
+import { railAccountOpened, recoverPendingRefunds } from "../../gateway/payments/index.ts";
 import {
   claimStatement,
   listPendingRefunds,
@@ -387,6 +393,52 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         expect(response.body.error.code).toBe("insufficient_funds");
       });
       expect(await pendingOut(merchant)).toBe(0n);
+    });
+
+    it("refuses when the rail holds less than the refund: 402 insufficient_liquidity, nothing written", async () => {
+      const account = await ownAccount("acct_refund_rail_short");
+      const invoice = await paidToyInvoice(account, 3);
+      // The rail pays out what it holds for others (a cross-asset payout draws on it so): its clearing account is left
+      // with nothing beyond what is held already.
+      const clearing = (await getClearingAccount(gw.app.db, { rail: "toyrefunds", asset: assets.USDC }))!;
+      const capital = await railAccountOpened(
+        {
+          accounts: createAccountCache({ sql: gw.app.db }, accountCacheDefaults),
+          db: gw.app.db,
+          ledger: gw.app.ledger,
+        },
+        { kind: "capital", rail: "toyrefunds", asset: assets.USDC },
+      );
+      const [held] = await gw.app.ledger.lookupAccounts([clearing.ledgerAccountId]);
+      const headroom = held!.debitsPosted - held!.creditsPosted - held!.creditsPending;
+      const move = (id: string, debit: bigint, credit: bigint) =>
+        gw.app.ledger.createTransfers([
+          {
+            id: derivedLedgerId(id, "test"),
+            debitAccountId: debit,
+            creditAccountId: credit,
+            amount: headroom,
+            ledger: assets.USDC.ledger,
+            code: transferCodes.payments.capitalIn,
+          },
+        ]);
+      expect(
+        (await move(`${invoice}-out`, capital.ledgerAccountId, clearing.ledgerAccountId))[0]?.status,
+      ).toBe("created");
+      const before = await posted(account);
+      await movesNothing(async () => {
+        const response = await refund({ invoice });
+        // Before: the ledger's refusal was thrown as an invariant broken, 500 internal_error.
+        expect(response.status).toBe(402);
+        expect(response.body.error).toMatchObject({ code: "insufficient_liquidity" });
+        expect(response.body.error.message).toMatch(/rail toyrefunds does not hold enough/);
+      });
+      expect(await posted(account)).toBe(before);
+      expect(await pendingOut(account)).toBe(0n);
+      // The whole of it is still refundable once the rail holds it again.
+      await move(`${invoice}-back-early`, clearing.ledgerAccountId, capital.ledgerAccountId);
+      const refunded = await refund({ invoice });
+      expect([refunded.status, refunded.body.amount]).toEqual([201, "3.000000"]);
     });
   });
 

@@ -190,6 +190,7 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
           "amount_too_precise",
           "amount_too_large",
           "insufficient_funds",
+          "insufficient_liquidity",
         ),
       },
       // Moves money: a retry without a key would refund twice.
