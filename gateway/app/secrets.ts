@@ -89,6 +89,17 @@ export function secretScrubber(secrets: readonly Secret[]): (text: string) => st
   };
 }
 
+/**
+ * The scrubber of a script that reads EVM_RPC_URL and EVM_HOT_WALLET_KEY alone (scripts/evm-deploy.ts,
+ * scripts/price-feed.ts): what its failure passes through, as npm start's does.
+ */
+export const rpcScrubber = (url: string, key: string): ((text: string) => string) =>
+  secretScrubber(
+    [...urlSecrets(url), secret(key)]
+      .filter((entry) => entry.text.length >= 8)
+      .sort((a, b) => b.text.length - a.text.length),
+  );
+
 /** The scrubber of `config`'s secrets: what the app's logs and a command's failure pass through. */
 export const configScrubber = (config: Config): ((text: string) => string) =>
   secretScrubber(configSecrets(config));

@@ -83,3 +83,33 @@ describe("npm start", () => {
     );
   });
 });
+
+describe("the scripts that read EVM_RPC_URL and EVM_HOT_WALLET_KEY", () => {
+  it.each([
+    ["evm-deploy", ["scripts/evm-deploy.ts"]],
+    ["price-feed", ["scripts/price-feed.ts", "ETH", "3000", "--feed", `0x${"33".repeat(20)}`]],
+  ])("%s: a failed RPC call is printed without the provider's key or the wallet's", async (name, args) => {
+    const key = "k3yOfTheRpcProvider0123456789";
+    const wallet = `0x${"2a".repeat(32)}`;
+    const ran = await execFileAsync(process.execPath, args, {
+      cwd: root,
+      env: { ...process.env, EVM_RPC_URL: `http://127.0.0.1:9/v2/${key}`, EVM_HOT_WALLET_KEY: wallet },
+      timeout: 60_000,
+    }).then(
+      () => ({ code: 0, stdout: "", stderr: "" }),
+      (error: { code?: number; stdout?: string; stderr?: string }) => ({
+        code: error.code ?? -1,
+        stdout: error.stdout ?? "",
+        stderr: error.stderr ?? "",
+      }),
+    );
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toContain(`${name}: failed`);
+    expect(ran.stderr).toContain("127.0.0.1:9");
+    // Before: viem's error, uncaught, printed whole with the URL in its message and its url field.
+    for (const secret of [key, wallet.slice(2)]) {
+      expect(ran.stderr).not.toContain(secret);
+      expect(ran.stdout).not.toContain(secret);
+    }
+  });
+});
