@@ -108,7 +108,7 @@ describe.skipIf(missing.length > 0)("a development chain's record", () => {
   /** A fresh `hardhat node` on the same port (the one before stopped): nothing of the old chain on it. */
   async function startNode() {
     await stop(node);
-    node = spawnProcess(hardhatBin, ["node", "--port", new URL(nodeUrl).port], {});
+    node = spawnProcess(hardhatBin, ["node", "--hostname", "127.0.0.1", "--port", new URL(nodeUrl).port], {});
     await ready(node, /Started HTTP and WebSocket JSON-RPC server/);
   }
   afterAll(async () => {

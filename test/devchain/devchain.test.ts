@@ -111,7 +111,7 @@ describe.skipIf(missing.length > 0)("against your own Hardhat node", () => {
     nodeUrl = `http://127.0.0.1:${port}`;
     node = await startProcess(
       hardhatBin,
-      ["node", "--port", String(port)],
+      ["node", "--hostname", "127.0.0.1", "--port", String(port)],
       {},
       /Started HTTP and WebSocket JSON-RPC server/,
     );
@@ -168,6 +168,14 @@ describe.skipIf(missing.length > 0)("against your own Hardhat node", () => {
 
   it("funds the demo once, pays out on chain, and a restart repeats nothing; two gateways take two wallets", async () => {
     const client = createPublicClient({ transport: http(nodeUrl) });
+    // The test's node listens on loopback only (Hardhat's own default is every interface inside a container).
+    const nodeListening = await run("ss", ["-ltnH", `sport = :${new URL(nodeUrl).port}`]);
+    expect(
+      nodeListening.stdout
+        .trim()
+        .split("\n")
+        .map((line) => line.trim().split(/\s+/)[3]),
+    ).toEqual([`127.0.0.1:${new URL(nodeUrl).port}`]);
     const first = await startGateway("a");
     // It listens with a backlog of REQUESTS_IN_FLIGHT_MAX (4,096 by default), not Node's 511: a burst of new
     // connections is held by the kernel, not dropped (a listening socket's Send-Q, as `ss` shows it, is its backlog).
