@@ -97,6 +97,15 @@ export function tenantOf(request: { tenant: Tenant | null }): Tenant {
   return request.tenant;
 }
 
+/**
+ * Refuses the request (403 scope_missing) unless its key has `scope` too: for a route whose body asks for more than
+ * its own scope covers (a refund of a payment reverses money a `payments` key moved).
+ */
+export function requireScope(request: { apiKey: ApiKeyRecord | null }, scope: ResourceScope): void {
+  if (!scopeGranted(apiKeyOf(request).scopes, { scope, readSuffices: false }))
+    throw scopeMissing({ scope, readSuffices: false });
+}
+
 /** The key of the request; only reached on tenants' routes, where the hook has set it. */
 export function apiKeyOf(request: { apiKey: ApiKeyRecord | null }): ApiKeyRecord {
   if (request.apiKey === null)

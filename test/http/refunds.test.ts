@@ -395,6 +395,32 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(await pendingOut(merchant)).toBe(0n);
     });
 
+    it("refuses a payment's refund to a key without the payments scope: 403 scope_missing, its key left free", async () => {
+      const payment = await pay("1");
+      const invoicesOnly = (
+        await createApiKey(gw.app.db, { tenantId: "ten_demo", mode: "test", scopes: ["invoices"] })
+      ).secret;
+      const idempotencyKey = `refund-scope-${payment}`;
+      await movesNothing(async () => {
+        // Before: the invoices scope refunded (reversed) a transfer a payments key had made.
+        const refused = await refund({ payment }, { key: invoicesOnly, idempotencyKey });
+        expect(refused.status).toBe(403);
+        expect(refused.body.error).toMatchObject({ code: "scope_missing", scope: "payments" });
+      });
+      // An invoice's refund is still the invoices scope's; the refused request kept nothing under its key.
+      const invoice = await paidToyInvoice(await ownAccount("acct_refund_scope"), 3);
+      expect((await refund({ invoice }, { key: invoicesOnly })).status).toBe(201);
+      const withScope = (
+        await createApiKey(gw.app.db, {
+          tenantId: "ten_demo",
+          mode: "test",
+          scopes: ["invoices", "payments"],
+        })
+      ).secret;
+      const refunded = await refund({ payment }, { key: withScope, idempotencyKey });
+      expect([refunded.status, refunded.body.amount]).toEqual([201, "1.000000"]);
+    });
+
     it("refuses when the rail holds less than the refund: 402 insufficient_liquidity, nothing written", async () => {
       const account = await ownAccount("acct_refund_rail_short");
       const invoice = await paidToyInvoice(account, 3);

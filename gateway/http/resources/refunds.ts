@@ -19,7 +19,7 @@ import {
   type RefundsDeps,
   refundFromRow,
 } from "../../payments/index.ts";
-import { tenantOf } from "../auth.ts";
+import { requireScope, tenantOf } from "../auth.ts";
 import { ApiError, type ApiErrorCode, overloaded } from "../errors.ts";
 import { clientGone, listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { bolt11Destination, presentEvidence, presentNetworkFee } from "../present.ts";
@@ -206,6 +206,15 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
         throw new ApiError("parameter_invalid", "give the invoice or the payment to refund, not both", {
           param: "payment",
         });
+      // The route's scope (invoices) gives back money received; a payment's refund reverses money a payment moved
+      // out, which takes the payments scope too (else an invoices-only key could undo a payments key's transfers).
+      if (body.payment !== undefined)
+        try {
+          requireScope(request, "payments");
+        } catch (error) {
+          request.idempotencyOutcome = "refused"; // nothing was done: the key stays free for a key with the scope
+          throw error;
+        }
       const result = await createRefund(deps, {
         tenantId: tenantOf(request).id,
         target:
