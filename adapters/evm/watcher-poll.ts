@@ -218,8 +218,19 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
   let matching: bigint | null = null;
   let forked: bigint | null = null;
   for (const block of blocks) {
-    const current = block.number > head ? null : await w.publicClient.getBlock({ blockNumber: block.number });
-    if (current === null || current.hash !== block.hash) {
+    // A block read before and above the head now: the node answering lags behind the one that answered then (an
+    // endpoint behind a load balancer, a node catching up), or the chain went back to a shorter branch. Not known to
+    // be gone until the chain is past it again: then its hash says. Before, it counted as forked, and a lag of
+    // `confirmations` blocks reversed the deposits credited there (invoice.reversed), given back on the next poll.
+    if (block.number > head) {
+      w.logger.warn(
+        { head: head.toString(), block: block.number.toString(), watcher: w.source.name },
+        "the node's head is below a block already read (a lagging node); nothing is undone until it is past it",
+      );
+      break;
+    }
+    const current = await w.publicClient.getBlock({ blockNumber: block.number });
+    if (current.hash !== block.hash) {
       forked = block.number;
       break;
     }

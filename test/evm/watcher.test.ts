@@ -263,6 +263,51 @@ describe("a reorg deeper than the confirmations", () => {
   });
 });
 
+describe("a node whose head lags behind a block already read", () => {
+  it("undoes nothing: a posted event stays posted, nothing reversed, and the poll after it changes nothing", async () => {
+    await gw.watcher.catchUp(20);
+    const paid = await gw.payDirect(payer(), splitId, 4_000n, referenceFromId("lagging_node"));
+    for (let i = 0; i < 3; i++) {
+      await gw.watcher.poll(); // each block read and kept: the event's, then two more
+      if (i < 2) await gw.chain.networkHelpers.mine(1);
+    }
+    expect((await gw.mirrored(paid)).post?.amount).toBe(4_000n);
+    const head = await gw.chain.publicClient.getBlockNumber();
+    // An endpoint behind a load balancer answering from a node 3 blocks behind: `latest` is block head − 3, below the
+    // event's block; every block it has is the chain's own.
+    const lagging = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom({
+        request: async (args: { method: string; params?: unknown[] }) => {
+          if (args.method === "eth_getBlockByNumber" && args.params?.[0] === "latest")
+            return gw.chain.provider.request({
+              method: "eth_getBlockByNumber",
+              params: [`0x${(head - 3n).toString(16)}`, args.params[1] ?? false],
+            } as never);
+          return gw.chain.provider.request(args as never);
+        },
+      }),
+    });
+    await gw.watcher.stop();
+    const watcher = await freshWatcher(lagging);
+    try {
+      const result = await watcher.poll();
+      // Before: the blocks above the lagging head counted as forked, and the posted event was reversed.
+      expect(result.removed).toBe(0);
+    } finally {
+      await watcher.stop();
+    }
+    expect((await gw.eventRow(paid.txHash, paid.logIndex))?.status).toBe("posted");
+    const [reversal] = await gw.app.ledger.lookupTransfers([
+      evmMirrorTransferId({ chainId: gw.chain.chain.id, ...paid, generation: 0 }, "reversal", 0),
+    ]);
+    expect(reversal).toBeUndefined();
+    // The node caught up: the same chain, nothing to undo.
+    expect((await gw.watcher.poll()).removed).toBe(0);
+    expect((await gw.mirrored(paid)).post?.amount).toBe(4_000n);
+  });
+});
+
 describe("restart", () => {
   it("a new watcher resumes from the persisted cursor: events while it was down are mirrored once", async () => {
     await gw.watcher.catchUp(20);
