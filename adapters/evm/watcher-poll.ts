@@ -6,6 +6,7 @@ import {
   EvmWatcherError,
   heldRetryMsDefault,
   type PollResult,
+  reorgDepthBlocksDefault,
   sinkAttemptsMaxDefault,
   type WatcherState,
 } from "./watcher-state.ts";
@@ -80,11 +81,14 @@ export async function poll(w: WatcherState): Promise<PollResult> {
     if (!(await handled(w, row, "pending", () => sink.final(w.source.toEvent(row))))) continue;
     await move(w, row, "pending", "posted");
   }
-  // Final blocks can no longer fork (by the confirmations rule): keep one as the anchor, forget the rest.
+  // Blocks read are kept until they are reorgDepthBlocks below the final ones, and one below those as the anchor: a
+  // reorg deeper than the confirmations (final events credited) is found at the block where it forked, as long as it
+  // is within them. Before, only the newest final block was kept: a reorg below it left its final events standing.
+  const keptFrom = finalBlockMax - (params.reorgDepthBlocks ?? reorgDepthBlocksDefault);
   await w.db.query(
     `DELETE FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3
        AND number < (SELECT max(number) FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3)`,
-    [w.chainId, w.contract, finalBlockMax],
+    [w.chainId, w.contract, keptFrom],
   );
   const result: PollResult = {
     head,
@@ -208,16 +212,25 @@ async function appliedRemoval(w: WatcherState, row: EventRow): Promise<void> {
   );
 }
 
-/** Returns how many events a reorg removed (0 when every stored block still matches the chain). */
+/**
+ * Returns how many events a reorg removed (0 when every block compared still matches the chain). The blocks not
+ * final yet are compared, from the newest final one (the anchor) up; the lowest that no longer matches is where the
+ * chain forked. When the anchor itself no longer matches (a reorg deeper than the confirmations), the older blocks
+ * kept (reorgDepthBlocks) are compared from the newest down until one matches: a block whose hash matches commits to
+ * every block below it.
+ */
 async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
   const { params } = w;
   const blocks = await w.db.query<{ number: bigint; hash: Hex }>(
     "SELECT number, hash FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 ORDER BY number",
     [w.chainId, w.contract],
   );
+  const finalBlockMax = head - w.confirmations + 1n;
+  let anchor = 0;
+  while (anchor + 1 < blocks.length && blocks[anchor + 1]!.number < finalBlockMax) anchor += 1;
   let matching: bigint | null = null;
   let forked: bigint | null = null;
-  for (const block of blocks) {
+  for (const block of blocks.slice(anchor)) {
     // A block read before and above the head now: the node answering lags behind the one that answered then (an
     // endpoint behind a load balancer, a node catching up), or the chain went back to a shorter branch. Not known to
     // be gone until the chain is past it again: then its hash says. Before, it counted as forked, and a lag of
@@ -237,6 +250,18 @@ async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
     matching = block.number;
   }
   if (forked === null) return 0;
+  // Deeper than the anchor: down through the older blocks kept, to the newest that still matches.
+  for (let i = anchor - 1; matching === null && i >= 0; i--) {
+    const block = blocks[i]!;
+    const current = await w.publicClient.getBlock({ blockNumber: block.number });
+    if (current.hash === block.hash) matching = block.number;
+    else forked = block.number;
+  }
+  if (matching === null)
+    w.logger.error(
+      { forked: forked.toString(), watcher: w.source.name },
+      "a reorg deeper than every block the watcher kept: events below the oldest of them may stand though gone",
+    );
   // The fork lies above the highest block that still matches; without one, within the finality window.
   const floor = forked - w.confirmations;
   let rescanFrom = matching !== null ? matching + 1n : params.startBlock;

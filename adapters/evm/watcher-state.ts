@@ -35,6 +35,11 @@ export type ChainWatcherLimits = {
    */
   sinkAttemptsMax?: number;
   heldRetryMs?: number;
+  /**
+   * How many blocks below the final ones the watcher keeps the hashes it read (default reorgDepthBlocksDefault): a
+   * reorg deeper than the confirmations but within these is undone exactly, its final events reversed.
+   */
+  reorgDepthBlocks?: bigint;
   /** Where a failed poll is logged (a child of the app's logger, from the composition root); silent by default. */
   logger?: Logger;
 };
@@ -140,6 +145,11 @@ export type WatcherState = {
 export const sinkAttemptsMaxDefault = 10;
 /** How often held events are tried again (ChainWatcherLimits.heldRetryMs). */
 export const heldRetryMsDefault = 60_000;
+/**
+ * Blocks kept below the final ones (ChainWatcherLimits.reorgDepthBlocks): Ethereum finalises in two epochs (64
+ * blocks), and a reorg past the confirmations but before finality is within them; four times that for margin.
+ */
+export const reorgDepthBlocksDefault = 256n;
 
 export function createWatcherState<E>(params: ChainWatcherParams<E>): WatcherState {
   return {

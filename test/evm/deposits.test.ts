@@ -864,6 +864,28 @@ describe("a reorg deeper than the confirmations", () => {
     expect(await merchantBalance()).toBe(before);
   });
 
+  it("takes it back also after polls past its finality (its block no longer the watcher's anchor)", async () => {
+    const inv = await createInvoice("2.50");
+    const before = await merchantBalance();
+    const snapshot = await gw.chain.networkHelpers.takeSnapshot();
+    await transfer(stranger(), inv.instructions.deposit_address!, 2_500_000n);
+    await mine(2);
+    await poll();
+    expect((await invoice(inv.id)).status).toBe("paid");
+    // The watcher goes on, a block a poll: the deposit's block falls below the final blocks it keeps.
+    for (let i = 0; i < 4; i++) {
+      await mine(1);
+      await poll();
+    }
+    await snapshot.restore(); // a branch without it, longer than the one that had it
+    await mine(12);
+    await poll();
+    // Before: only the newest final block was kept; the reorg was found above the deposit's block, which was left
+    // credited with nothing on chain.
+    expect((await invoice(inv.id)).status).toBe("reversed");
+    expect(await merchantBalance()).toBe(before);
+  });
+
   it("gives the reversal back when the same transfer is mined again: paid, what it received unchanged", async () => {
     const inv = await createInvoice("3.00");
     const before = await merchantBalance();

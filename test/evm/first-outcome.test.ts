@@ -146,7 +146,13 @@ describe("a refusal is the outcome of its key", () => {
       async () => {
         preparing.release();
         await proceed.done;
-        return { status: "failed", code: "rail_unavailable", revert: null, message: "no answer", busy: false };
+        return {
+          status: "failed",
+          code: "rail_unavailable",
+          revert: null,
+          message: "no answer",
+          busy: false,
+        };
       },
       { refusalIsFinal: true },
     );
