@@ -904,7 +904,7 @@ async function finishSucceeded(
     ),
     ...(await feeLegs(deps, refund, outcome)),
   ];
-  await writeChainWith(
+  const { outcome: written } = await writeChainWith(
     deps.ledger,
     members,
     {
@@ -919,12 +919,18 @@ async function finishSucceeded(
     },
     `refund ${refund.id}`,
   );
+  // The rail paid it: a refusal here leaves the refund pending with nothing said. Thrown, it is logged, and the
+  // rail's event is delivered again (recovery asks again) rather than taken as applied.
+  if (written !== "reserved")
+    throw new RefundInvariantError(
+      `the ledger refused the post of refund ${refund.id}, which the rail paid: ${written}`,
+    );
 }
 
 /**
  * What the rail paid to move the refund (a routing fee in its asset, gas in the native token): from the rail's fee
- * account to the account it left (its clearing account), as payments book theirs. The platform's cost: the tenant
- * is charged the refund's amount only.
+ * account to the account it left (its clearing account), as payments book theirs; a routing fee funded by the
+ * operator's capital first. The platform's cost: the tenant is charged the refund's amount only.
  */
 async function feeLegs(
   deps: RefundsDeps,
@@ -958,6 +964,28 @@ async function feeLegs(
   for (const fee of paid) {
     const fees = await railAccountOpened(deps, { kind: "fee", rail: refund.rail, asset: fee.asset });
     const from = await railAccountOpened(deps, { kind: "clearing", rail: refund.rail, asset: fee.asset });
+    // A fee in the rail's own asset (a routing fee) is funded by the operator's capital first, as a provider's fees are
+    // (settlement/rail-fees.ts): the clearing account holds the customers' money, and a refund of all of it plus the
+    // fee was refused there (exceeds_debits) — the refund left pending for good, its holds with it. Gas comes out of
+    // the native token the operator put on the rail, booked as capital when first seen, as a payment's does.
+    if (fee.purpose === "refund-fee-paid") {
+      const capital = await railAccountOpened(deps, { kind: "capital", rail: refund.rail, asset: fee.asset });
+      legs.push({
+        kind: "move",
+        posting: {
+          debitAccountId: from.ledgerAccountId,
+          creditAccountId: capital.ledgerAccountId,
+          amount: fee.amount,
+          ledger: fee.asset.ledger,
+          code: transferCodes.payments.capitalIn,
+        },
+        transfer: {
+          id: derivedLedgerId(refund.id, "refund-fee-funded"),
+          userData128: derivedLedgerId(refund.id, "refund-hold"),
+          evidence: { rail: refund.rail, reference, detail: { kind: "fee_funded", refund: refund.id } },
+        },
+      });
+    }
     const posting: Posting = {
       debitAccountId: fees.ledgerAccountId,
       creditAccountId: from.ledgerAccountId,

@@ -106,6 +106,68 @@ function createRefundingToyRail() {
   };
 }
 
+/**
+ * A Lightning-kind rail built from the Rail contract alone: takes BTC in for invoices (its `pay`), and pays a refund to
+ * the BOLT11 invoice given, reporting `fee` msat of routing fee beside it (as LND does a route through a hop that
+ * charges).
+ */
+function createLightningToyRail(fee: bigint) {
+  let handler: RailEventHandler | null = null;
+  const paid = new Map<string, bigint>();
+  const rail: Rail = {
+    id: "toyln",
+    kind: "lightning",
+    asset: assets.BTC,
+    async start() {},
+    async stop() {},
+    snapshot: () => ({
+      rail: "toyln",
+      kind: "lightning",
+      asset: assets.BTC,
+      available: true,
+      reaches: [],
+      amountMin: 1n,
+      amountMax: 10n ** 12n,
+      liquidity: null,
+      feeFixed: 0n,
+      feePpm: 0n,
+      networkFeeMicroUsd: 0n,
+      latencyMs: 1_000,
+      takenAtMs: 0,
+    }),
+    async execute(attempt) {
+      paid.set(attempt.id, attempt.amount);
+      return {
+        status: "succeeded",
+        evidence: { rail: "external", railId: "toyln", reference: `toyln_out_${attempt.id}` },
+        fee,
+      };
+    },
+    onEvent(next) {
+      handler = next;
+    },
+    balance: async () => 0n,
+    receive: async (request) => ({
+      status: "offered",
+      railReference: `toyln_${request.reference}`,
+      expiresAtMs: null,
+      instructions: { pay: request.reference },
+    }),
+  };
+  return {
+    rail,
+    paid,
+    async pay(invoiceId: string, amount: bigint) {
+      await handler!({
+        kind: "received",
+        reference: invoiceId,
+        amount,
+        evidence: { rail: "external", railId: "toyln", reference: `toyln_in_${invoiceId}` },
+      });
+    },
+  };
+}
+
 const customer = "acct_demo_customer";
 const merchant = "acct_demo_merchant";
 
@@ -113,9 +175,13 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
   let gw: TestGateway;
   let otherKey: string;
   const toy = createRefundingToyRail();
+  const toyLightning = createLightningToyRail(7_000n);
 
   beforeAll(async () => {
-    gw = await startTestGateway({ database, extraRailModules: [() => ({ rails: [toy.rail] })] });
+    gw = await startTestGateway({
+      database,
+      extraRailModules: [() => ({ rails: [toy.rail, toyLightning.rail] })],
+    });
     const tenant = await createTenant(gw.app.db, { name: "Other" });
     otherKey = (await createApiKey(gw.app.db, { tenantId: tenant.id, mode: "test" })).secret;
   });
@@ -465,6 +531,44 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       await move(`${invoice}-back-early`, clearing.ledgerAccountId, capital.ledgerAccountId);
       const refunded = await refund({ invoice });
       expect([refunded.status, refunded.body.amount]).toEqual([201, "3.000000"]);
+    });
+  });
+
+  describe("refunds paid out on a Lightning rail", () => {
+    it("refunds all an invoice took in, the routing fee funded by the operator: succeeded, nothing left held", async () => {
+      const account = "acct_refund_ln_all";
+      await createAccount(
+        { sql: gw.app.db, ledger: gw.app.ledger },
+        { tenantId: "ten_demo", kind: "merchant", asset: assets.BTC, name: account, id: account },
+      );
+      const created = await gw.call("POST", "/v1/invoices", {
+        body: { account, amount: "0.00000001", asset: "BTC", rail: "toyln" },
+      });
+      expect(created.status).toBe(201);
+      const invoice: string = created.body.id;
+      await toyLightning.pay(invoice, 1_000n); // 1 sat: all the rail's clearing account holds
+      // Refunded whole to a 1-sat BOLT11; the route costs 7 sat, the platform's.
+      const response = await refund({
+        invoice,
+        destination: { type: "bolt11", invoice: wellFormedInvoice() },
+      });
+      expect(response.status).toBe(201);
+      // Before: the fee left the clearing account below zero, the ledger refused the whole post and nothing said so:
+      // the refund stayed pending for good, its hold on the account with it.
+      expect(response.body).toMatchObject({ status: "succeeded", amount: "0.00000001000" });
+      const record = await getTenantAccount(gw.app.db, { tenantId: "ten_demo", id: account });
+      const [ledgerAccount] = await gw.app.ledger.lookupAccounts([record!.ledgerAccountId]);
+      expect(ledgerAccount!.creditsPosted - ledgerAccount!.debitsPosted).toBe(0n);
+      expect(ledgerAccount!.debitsPending).toBe(0n);
+      // The fee paid is booked (fee account ← clearing), funded by the operator's capital (clearing ← capital): the
+      // clearing account is left with what the node holds for customers, nothing.
+      const clearing = (await getClearingAccount(gw.app.db, { rail: "toyln", asset: assets.BTC }))!;
+      const [held] = await gw.app.ledger.lookupAccounts([clearing.ledgerAccountId]);
+      expect(held!.debitsPosted - held!.creditsPosted).toBe(0n);
+      const [feeLeg] = await gw.app.ledger.lookupTransfers([
+        derivedLedgerId(response.body.id, "refund-fee-paid"),
+      ]);
+      expect(feeLeg).toMatchObject({ amount: 7_000n, code: transferCodes.payments.feePaid });
     });
   });
 
