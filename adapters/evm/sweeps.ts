@@ -9,7 +9,7 @@ import { encodeFunctionData, type Hex, parseEventLogs } from "viem";
 import type { FeePaid } from "../../core/index.ts";
 import { forwarderFactoryAbi } from "./abi.generated.ts";
 import type { DepositState } from "./deposits.ts";
-import { viemDetails } from "./errors.ts";
+import { chainRefused, viemDetails } from "./errors.ts";
 import { gasPaid } from "./payout.ts";
 import type { EvmRailState } from "./rail-state.ts";
 import { confirmedNonceOf, type SendFate, sendFateOf, sendOnce } from "./send-journal.ts";
@@ -38,6 +38,13 @@ export type SweepPassResult = {
 /** Books a sweep's gas; resolves once booked (idempotent: a crash before the sweep is marked done repeats it). */
 export type SweepBooker = (sweep: DepositSweep) => Promise<void>;
 
+/**
+ * How long a forwarder the token will not move out of (a blacklisted address, a paused token) is left out of sweeps
+ * before it is tried again: a sweep moves all its forwarders or none, so one such forwarder in it stopped every
+ * sweep of the chain's token for good, every later deposit left in its forwarder.
+ */
+export const unsweepableRetryMs = 24 * 60 * 60 * 1000;
+
 export async function sweepDeposits(
   state: EvmRailState,
   deposits: DepositState,
@@ -60,7 +67,7 @@ export async function sweepDeposits(
     );
     if (opened.length > 0) return opened;
     const due = await tx.query<{ salt: Hex }>(
-      `SELECT salt FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND sweep_due_at IS NOT NULL
+      `SELECT salt FROM evm_deposits WHERE chain_id = $1 AND token = $2 AND sweep_due_at <= now()
        ORDER BY sweep_due_at LIMIT $3`,
       [state.chainId, token, deposits.params.sweepSaltsMax],
     );
@@ -87,6 +94,18 @@ export async function sweepDeposits(
     }));
     if ("status" in sent) {
       result.refused = sent.message;
+      // Gas above the cap, or a node out of reach: the same sweep next pass. Anything else is the chain refusing the
+      // call: the forwarders it would not sweep are left out for a while, and this sweep closes (nothing was sent)
+      // so that the next pass starts one of the others.
+      if (sent.code !== "rail_unavailable" && sent.code !== "fee_above_max") {
+        const aside = await setAsideUnsweepable(state, factory, sweep.salts);
+        if (aside > 0)
+          await db.query(
+            `UPDATE evm_sweeps SET done_at = now()
+             WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM evm_sends WHERE attempt_id = $1)`,
+            [sweep.key],
+          );
+      }
       state.logger.warn(
         { key: sweep.key, message: sent.message },
         "a sweep was not sent; the next pass tries again",
@@ -141,6 +160,46 @@ export async function sweepDeposits(
         );
     });
     result.swept.push(done);
+    // Reverted on chain: its forwarders stay due, and the next sweep would take the same ones and revert again, its
+    // gas paid every pass. Those the token will not move out of are left out for a while.
+    if (done.reverted) await setAsideUnsweepable(state, factory, sweep.salts);
   }
   return result;
+}
+
+/**
+ * Asks the chain (eth_call, nothing sent) whether each forwarder of `salts` can be swept alone, and leaves those it
+ * refuses out of sweeps for unsweepableRetryMs (logged, with their addresses: money the hot wallet does not get). A node
+ * that does not answer ends the asking: the forwarders not asked stay due. Returns how many were left out.
+ */
+async function setAsideUnsweepable(
+  state: EvmRailState,
+  factory: Hex,
+  salts: readonly Hex[],
+): Promise<number> {
+  const token = state.params.token.address;
+  const refused: Hex[] = [];
+  for (const salt of salts) {
+    try {
+      await state.params.publicClient.call({
+        account: state.journal.account.address,
+        to: factory,
+        data: encodeFunctionData({ abi: forwarderFactoryAbi, functionName: "sweep", args: [token, [salt]] }),
+      });
+    } catch (error) {
+      if (!chainRefused(error)) break;
+      refused.push(salt);
+      state.logger.error(
+        { salt, token, error: viemDetails(error) },
+        "a deposit forwarder cannot be swept (the token refuses to move its balance): left out of sweeps for a day",
+      );
+    }
+  }
+  if (refused.length > 0)
+    await state.params.db.query(
+      `UPDATE evm_deposits SET sweep_due_at = now() + $4::bigint * interval '1 millisecond'
+       WHERE chain_id = $1 AND token = $2 AND salt = ANY($3::text[]) AND sweep_due_at IS NOT NULL`,
+      [state.chainId, token.toLowerCase(), refused, unsweepableRetryMs],
+    );
+  return refused.length;
 }

@@ -17,7 +17,7 @@ import {
   keccak256,
   type Transport,
 } from "viem";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { paidToAddressQuery } from "../../adapters/evm/authorizations.ts";
 import {
   depositSaltOf,
@@ -142,7 +142,7 @@ async function sweptUntilNothingDue(): Promise<void> {
   await poll();
   for (let pass = 0; pass < 5; pass++) {
     const [left] = await gw.app.db.query<{ due: number; open: number }>(
-      `SELECT (SELECT count(*)::int FROM evm_deposits WHERE chain_id = $1 AND sweep_due_at IS NOT NULL) AS due,
+      `SELECT (SELECT count(*)::int FROM evm_deposits WHERE chain_id = $1 AND sweep_due_at <= now()) AS due,
               (SELECT count(*)::int FROM evm_sweeps WHERE chain_id = $1 AND done_at IS NULL) AS open`,
       [gw.chain.chain.id],
     );
@@ -540,6 +540,51 @@ describe("two processes' sweep passes at once", () => {
     expect(await gw.tokenBalance(inv.instructions.deposit_address as Address)).toBe(0n);
     const open = await gw.app.db.query("SELECT key FROM evm_sweeps WHERE done_at IS NULL");
     expect(open).toHaveLength(0);
+  });
+});
+
+describe("a forwarder the token will not move out of (a blacklisted address)", () => {
+  it("is left out of sweeps for a while, and the other forwarders are swept", async () => {
+    await sweptUntilNothingDue();
+    const { abi, restore } = await replaceTestUsdCode(gw.chain, "BlacklistingTestUSD");
+    const blocked = await createInvoice("1.00");
+    const other = await createInvoice("2.00");
+    await transfer(payer(), blocked.instructions.deposit_address!, 1_000_000n);
+    await transfer(payer(), other.instructions.deposit_address!, 2_000_000n);
+    await mine(2);
+    await poll();
+    expect((await invoice(other.id)).status).toBe("paid");
+    const [deposit] = await gw.app.db.query<{ salt: string }>(
+      "SELECT salt FROM evm_deposits WHERE reference = $1",
+      [blocked.id],
+    );
+    onTestFinished(async () => {
+      await restore();
+      // Due again, now that the token moves it: later tests' sweeps take it.
+      await gw.app.db.query("UPDATE evm_deposits SET sweep_due_at = now() WHERE salt = $1", [deposit!.salt]);
+    });
+    await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.testUsd,
+      abi,
+      functionName: "blacklist",
+      args: [blocked.instructions.deposit_address as Address],
+    });
+    const hot = gw.chain.walletClient.account.address;
+    const hotBefore = await gw.tokenBalance(hot);
+    for (let pass = 0; pass < 3; pass++) {
+      await sweepDepositsOnce(sweepDeps(), rail, gw.chain.chain.id);
+      await mine(3);
+    }
+    // Before: the sweep of both reverted in its gas estimate every pass, and stayed open: nothing was ever swept.
+    expect(await gw.tokenBalance(other.instructions.deposit_address as Address)).toBe(0n);
+    expect((await gw.tokenBalance(hot)) - hotBefore).toBe(2_000_000n);
+    expect(await gw.tokenBalance(blocked.instructions.deposit_address as Address)).toBe(1_000_000n);
+    const [left] = await gw.app.db.query<{ later: boolean }>(
+      "SELECT sweep_due_at > now() + interval '23 hours' AS later FROM evm_deposits WHERE salt = $1",
+      [deposit!.salt],
+    );
+    expect(left?.later).toBe(true);
+    expect(await gw.app.db.query("SELECT key FROM evm_sweeps WHERE done_at IS NULL")).toHaveLength(0);
   });
 });
 
