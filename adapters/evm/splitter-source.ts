@@ -5,6 +5,7 @@ import type { Address, Chain, Hex, Log, PublicClient, Transport } from "viem";
 import { parseEventLogs } from "viem";
 import {
   type Db,
+  readInHalves,
   type SplitterEvent,
   type SplitterEventName,
   splitterEventNames,
@@ -28,11 +29,15 @@ export function splitterSource(deps: SourceDeps): LogSource<WatchedEvent> {
     name: "the splitter",
     contract: deps.splitter,
     async read(from, to) {
-      const logs = await deps.publicClient.getLogs({ address: deps.splitter, fromBlock: from, toBlock: to });
+      // Split in halves while the node refuses the range (a provider's cap on the blocks one call spans, or on the logs
+      // it returns), as the deposits' reads are: before, such a refusal failed every poll at the same range for good.
+      const logs = await readInHalves(from, to, (fromBlock, toBlock) =>
+        deps.publicClient.getLogs({ address: deps.splitter, fromBlock, toBlock }),
+      );
       const events = parseEventLogs({ abi: revenueSplitterAbi, logs: logs as Log[], strict: true }).filter(
         (log) => (splitterEventNames as readonly string[]).includes(log.eventName),
       );
-      const earlier = await splitsCreatedEarlier(deps, key, events);
+      const earlier = await splitsCreatedEarlier(deps, key, events, from);
       return {
         logs: events.map((log) => {
           if (log.blockHash === null || log.transactionHash === null || log.logIndex === null)
@@ -66,6 +71,7 @@ async function splitsCreatedEarlier(
   deps: SourceDeps,
   key: { chainId: number; contract: string },
   events: readonly { eventName: string; args: unknown }[],
+  before: bigint,
 ): Promise<CreatedSplit[]> {
   const created = new Set<string>();
   const wanted = new Set<string>();
@@ -83,14 +89,21 @@ async function splitsCreatedEarlier(
   for (const row of known) wanted.delete(row.split_id);
   const found: CreatedSplit[] = [];
   for (const splitId of wanted) {
-    const logs = await deps.publicClient.getLogs({
-      address: deps.splitter,
-      event: splitCreatedEvent,
-      args: { splitId: splitId as Hex },
-      fromBlock: 0n,
-      toBlock: "latest",
-      strict: true,
-    });
+    // Every block before the range read, in halves while the node refuses a span that long (many providers cap one
+    // call's blocks): before, one call from block 0 to the latest, refused so, failed every poll for good.
+    const logs =
+      before === 0n
+        ? []
+        : await readInHalves(0n, before - 1n, (fromBlock, toBlock) =>
+            deps.publicClient.getLogs({
+              address: deps.splitter,
+              event: splitCreatedEvent,
+              args: { splitId: splitId as Hex },
+              fromBlock,
+              toBlock,
+              strict: true,
+            }),
+          );
     const log = logs[0];
     if (log !== undefined) found.push(log.args as CreatedSplit);
   }

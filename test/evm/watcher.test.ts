@@ -406,6 +406,67 @@ describe("a split created before the watcher's first block", () => {
   });
 });
 
+describe("a node that refuses a getLogs call spanning more than 50 blocks (a provider's cap)", () => {
+  it("is read in halves: the range read, and an earlier split's SplitCreated found, its Distributed mirrored", async () => {
+    await gw.watcher.catchUp(20);
+    const [c, d] = gw.chain.accounts.slice(4, 6);
+    await gw.chain.networkHelpers.mine(60); // the search for the split's creation spans more than the cap too
+    const early = await gw.createSplit([c!.address, d!.address], [2500, 7500]);
+    const created = await gw.chain.publicClient.getBlockNumber();
+    await gw.chain.networkHelpers.mine(60);
+    const head = await gw.chain.publicClient.getBlockNumber();
+    let refused = 0;
+    const capped = createPublicClient({
+      chain: gw.chain.chain,
+      transport: custom(
+        {
+          request: async (args: { method: string; params?: unknown[] }) => {
+            if (args.method === "eth_getLogs") {
+              const filter = args.params?.[0] as { fromBlock: Hex; toBlock: Hex | "latest" };
+              const to = filter.toBlock === "latest" ? head + 1_000n : BigInt(filter.toBlock);
+              if (to - BigInt(filter.fromBlock) >= 50n) {
+                refused += 1;
+                throw new Error("block range is too large (the most is 50 blocks)");
+              }
+            }
+            return gw.chain.provider.request(args as never);
+          },
+        },
+        { retryCount: 0 },
+      ),
+    });
+    await gw.watcher.stop();
+    // The watcher goes on from after the split's creation (EVM_SPLITTER_START_BLOCK past it), over a range longer
+    // than the node's cap.
+    await gw.app.db.query("UPDATE evm_watch_cursors SET next_block = $1", [created + 1n]);
+    await gw.payDirect(payer(), early.splitId, 20_000n, referenceFromId("capped_paid"));
+    const receipt = await gw.send(gw.chain.accounts[0]!, {
+      address: gw.chain.contracts.splitter,
+      abi: revenueSplitterAbi,
+      functionName: "distribute",
+      args: [early.splitId, gw.chain.contracts.testUsd, referenceFromId("capped_distributed")],
+    });
+    const [distributed] = parseEventLogs({
+      abi: revenueSplitterAbi,
+      eventName: "Distributed",
+      logs: receipt.logs,
+    });
+    await gw.chain.networkHelpers.mine(3);
+    const watcher = await freshWatcher(capped);
+    try {
+      // Before: every poll failed on the range (and on the search for the split from block 0), the cursor stuck.
+      await watcher.catchUp(20);
+    } finally {
+      await watcher.stop();
+    }
+    expect(refused).toBeGreaterThan(0);
+    const coordinates = { txHash: distributed!.transactionHash, logIndex: distributed!.logIndex };
+    const legs = await Promise.all(early.basisPoints.map((_, leg) => gw.mirrored(coordinates, leg)));
+    // 20,000 units in the contract's recipient order: each share twice its basis points.
+    expect(legs.map((leg) => leg.post?.amount)).toEqual(early.basisPoints.map((bp) => BigInt(bp) * 2n));
+  });
+});
+
 describe("two watchers on one database", () => {
   it("one follows the splitter; the other stands by, reading nothing, until the first stops", async () => {
     await gw.watcher.catchUp(20); // holds the lease
