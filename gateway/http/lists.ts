@@ -187,8 +187,8 @@ export type ListSource<R extends Row, Item> = {
   /**
    * Rows are written with created_at the writing transaction's start (now()), and one that commits late would land
    * behind rows a client already read past: polling newest first with `ending_before` (the last id seen) would never
-   * see it. With this, a page holds only rows older than committedHorizon, read just before the page: every row
-   * before it is committed, and none can come there later. For PostgreSQL; on PGlite (one session, one transaction
+   * see it. With this, the first page and a page toward newer rows hold only rows older than committedHorizon, read
+   * just before the page: every row before it is committed, and none can come there later. For PostgreSQL; on PGlite (one session, one transaction
    * at a time) every row written is committed, and its coarse clock would hide the newest: there rows of one
    * millisecond are told apart by `sequence`, in the order they were written, later ones after.
    */
@@ -336,13 +336,16 @@ async function readPage<R extends Row, Item>(
     values.push(params.createdUntilSeconds);
     where.push(`created_at < to_timestamp($${values.length})`);
   }
-  if (source.committedOnly === true) {
+  const newer = params.cursor?.direction === "before";
+  // Only at the newest edge (the first page, and pages toward newer rows): a page toward older rows is bounded by its
+  // cursor. Before, a `starting_after` cursor newer than the horizon (an event id from a webhook) left out committed
+  // rows between the horizon and it, and a walk on from that page never came back to them.
+  if (source.committedOnly === true && (params.cursor === null || newer)) {
     const [read] = await sql.query<{ horizon: string }>(committedHorizonQuery);
     values.push(read!.horizon);
     where.push(`created_at < $${values.length}::timestamptz`);
   }
   const sequence = checkedIdentifier(source.sequence ?? "id");
-  const newer = params.cursor?.direction === "before";
   if (params.cursor !== null) {
     const scope = (source.scopedBy ?? []).map((column, i) => `${checkedIdentifier(column)} = $${i + 3}`);
     const found = await sql.query(

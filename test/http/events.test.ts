@@ -349,6 +349,46 @@ describe("on postgres, an event committed after a later one", () => {
     expect(seen).toEqual(["pay_fast", "pay_slow", "pay_first"]);
   });
 
+  it("a page toward older events (starting_after) shows every committed one, whatever transaction is open", async () => {
+    const { id: tenantId } = await createTenant(gw.app.db, { name: "Backfilling" });
+    const client = gw.clientFor((await createApiKey(gw.app.db, { tenantId, mode: "test" })).secret);
+    const write = (paymentId: string) =>
+      insertOutboxEvent(gw.app.db, {
+        tenantId,
+        type: "payment.succeeded",
+        payload: { payment_id: paymentId },
+      });
+    // A transaction left open on the database (a backup's, an idle psql session's), begun before both events.
+    const opened = latch();
+    const close = latch();
+    const open = gw.app.db.transaction(async (tx) => {
+      await tx.query("SELECT 1");
+      opened.release();
+      await close.done;
+    });
+    await opened.done;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 5)); // the events' created_at after its start
+      await write("pay_older");
+      await write("pay_newer");
+      const [newer] = await gw.app.db.query<{ id: string }>(
+        "SELECT public_id AS id FROM outbox WHERE tenant_id = $1 AND payload->>'payment_id' = 'pay_newer'",
+        [tenantId],
+      );
+      // The client learnt of the newer one (its webhook) and backfills what came before it.
+      const page = await client.GET("/v1/events", {
+        params: { query: { limit: 100, starting_after: newer!.id } },
+      });
+      expect(page.response.status).toBe(200);
+      // Before: held back by the open transaction's start, though committed and older than the cursor; the walk on
+      // from this page never came back to it.
+      expect(page.data!.data.map((event) => event.data.object.payment_id)).toEqual(["pay_older"]);
+    } finally {
+      close.release();
+      await open;
+    }
+  });
+
   // The horizon is read in a statement of its own, before the page's: read inside it (as it was), a transaction that
   // committed between the page's snapshot and its read of pg_stat_activity was passed over — a race within one
   // statement, which no test can hold open. This pins what the separate read must then do: hold back what begins
