@@ -7,6 +7,7 @@ import type { Ledger } from "../ledger/index.ts";
 import type { PaymentIntent, RouteDecision, RoutePolicy, Snapshot } from "../router/types.ts";
 import type { NettingDeps } from "./batch-payouts.ts";
 import type { IdempotencyRecord, InternalSettler, StoredAnswer } from "./internal.ts";
+import type { Market } from "./market.ts";
 import type { Payment, PaymentDestination, PaymentRefusal } from "./types.ts";
 
 export type Router = (intent: PaymentIntent, snapshot: Snapshot, policy: RoutePolicy) => RouteDecision;
@@ -27,7 +28,7 @@ export type PaymentsDeps = {
    * Told when an attempt starts, and when one ends on its rail: succeeded, or failed because the rail is
    * unavailable (the router's circuit and failure rate come from these; other failures are the payment's own).
    */
-  learning?: { noteAttempt(rail: string): void; recordOutcome(rail: string, ok: boolean): void };
+  learning?: Pick<Market, "noteAttempt" | "recordOutcome" | "releaseProbe">;
   /**
    * How long a request waits for a rail before it is answered `processing` (its reservation durable, the rail
    * still working; the outcome follows by webhook and GET). Unset: until the rail reports. Internal payments never

@@ -249,7 +249,20 @@ export async function driveAttempt(
   if (reservation === "absent") reservation = (await reserve(deps, payment, attempt, rail, null)).reservation;
   if (typeof reservation === "string")
     return failAttempt(deps, driven, attempt, refusalFailure(reservation, rail));
-  deps.learning?.noteAttempt(rail.id);
+  // A new attempt on a rail whose circuit opened since it was routed, or whose probe another payment took: not sent
+  // (the rail never sees its id), the payment goes on to its next candidate. One resumed may have been sent: asked.
+  if (
+    known !== "ask_ledger" &&
+    deps.learning !== undefined &&
+    !deps.learning.noteAttempt(rail.id, attempt.id)
+  )
+    return failAttempt(deps, driven, attempt, {
+      code: "rail_unavailable",
+      message: `rail ${rail.id} is believed down (its circuit is open, or another payment is probing it); not sent`,
+      retryElsewhere: true,
+      busy: true,
+      reservation,
+    });
   const outgoing = outgoingOf(payment, attempt);
   const outcome: AttemptOutcome = await rail.execute(
     known === "ask_ledger" ? { ...outgoing, resumed: true } : outgoing,
@@ -365,7 +378,7 @@ async function succeedAttempt(
     attempt.evidence = evidence;
     attempt.fee = fee;
     attempt.networkFee = networkFee;
-    deps.learning?.recordOutcome(attempt.rail, true);
+    deps.learning?.recordOutcome(attempt.rail, true, attempt.id);
   } else {
     driven.current = false;
   }
@@ -458,7 +471,8 @@ async function failAttempt(
     // anyone could open a rail's circuit for every tenant by paying to destinations that fail. Nor does a refusal
     // for load (busy): one tenant holding its share of the rail's queue full would open it for every tenant.
     if (failure.code === "rail_unavailable" && failure.busy !== true)
-      deps.learning?.recordOutcome(attempt.rail, false);
+      deps.learning?.recordOutcome(attempt.rail, false, attempt.id);
+    else deps.learning?.releaseProbe(attempt.rail, attempt.id);
   } else {
     driven.current = false;
   }

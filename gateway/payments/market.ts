@@ -11,6 +11,7 @@ import {
   type RateSource,
   recordOutcome,
   refreshSnapshot,
+  releaseProbe,
 } from "../router/index.ts";
 
 /** How long after an outcome that changes no circuit the snapshot is made again with it. */
@@ -19,8 +20,15 @@ export const outcomeRefreshMs = 50;
 export type Market = {
   snapshot(): PreparedSnapshot;
   refresh(): PreparedSnapshot;
-  noteAttempt(rail: string): void;
-  recordOutcome(rail: string, ok: boolean): void;
+  /**
+   * An attempt is about to be sent: whether it may go, that is whether the rail's circuit is closed, or half-open
+   * and this attempt is now its probe. Routed while half-open, every payment had the rail as a candidate until the
+   * first one claimed the probe; the others are now told no, and fall back without asking the rail.
+   */
+  noteAttempt(rail: string, attemptId?: string): boolean;
+  recordOutcome(rail: string, ok: boolean, attemptId?: string): void;
+  /** The attempt ended in a way that says nothing of the rail: if it was the probe, the next one may probe. */
+  releaseProbe(rail: string, attemptId: string): void;
   start(): void;
   stop(): void;
 };
@@ -52,8 +60,17 @@ export function createMarket(params: {
     snapshot: () => current,
     refresh,
     // A probe let through: the circuit reads open to every other payment at once, not after the next refresh.
-    noteAttempt(rail) {
-      const next = noteAttempt(learning, rail, params.nowMs());
+    noteAttempt(rail, attemptId) {
+      const nowMs = params.nowMs();
+      const circuit = circuitState(learning, rail, nowMs);
+      if (circuit === "open") return false;
+      if (circuit === "closed") return true;
+      learning = noteAttempt(learning, rail, nowMs, attemptId ?? null);
+      refresh();
+      return true;
+    },
+    releaseProbe(rail, attemptId) {
+      const next = releaseProbe(learning, rail, attemptId);
       if (next === learning) return;
       learning = next;
       refresh();
@@ -62,10 +79,10 @@ export function createMarket(params: {
     // outcomeRefreshMs, together with the others of that while: made again on every outcome, the snapshot (every
     // rail's, priced and prepared) cost a rebuild per external payment, and the routing memo of internal payments,
     // kept per snapshot, lasted only as long as the time between two of them.
-    recordOutcome(rail, ok) {
+    recordOutcome(rail, ok, attemptId) {
       const nowMs = params.nowMs();
       const before = circuitState(learning, rail, nowMs);
-      learning = recordOutcome(learning, rail, ok, nowMs);
+      learning = recordOutcome(learning, rail, ok, nowMs, attemptId ?? null);
       if (circuitState(learning, rail, nowMs) !== before) refresh();
       else if (outcomesTimer === undefined) {
         outcomesTimer = setTimeout(() => {

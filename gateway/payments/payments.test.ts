@@ -425,6 +425,38 @@ describe("payments across two rails", () => {
     expect(market.snapshot()).not.toBe(held);
   });
 
+  it("past the cool-down, one payment probes the rail: those routed to it meanwhile go on without asking it", async () => {
+    // The cheap rail alone in this market: whatever it is priced at, each payment has it first.
+    const rails = new Map<string, Rail>([[cheap.id, cheap]]);
+    let nowMs = Date.now();
+    const market = createMarket({
+      rails,
+      rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
+      assetCodes: ["USDC"],
+      refreshMs: 60_000,
+      nowMs: () => nowMs,
+    });
+    const deps = { ...depsWith(db), snapshot: market.snapshot, learning: market };
+    const circuitOfCheap = () => market.snapshot().rails.find((r) => r.rail === "cheap")?.circuit;
+    for (let i = 0; i < learningConfigDefault.consecutiveFailuresMax; i++)
+      market.recordOutcome("cheap", false);
+    expect(circuitOfCheap()).toBe("open");
+    nowMs += learningConfigDefault.openMs + 1;
+    market.refresh();
+    expect(circuitOfCheap()).toBe("half_open");
+    const asked = cheap.calls;
+    const small = (key: string) => ({ ...request(key), amount: "0.000010" });
+    // Routed together while the snapshot says half-open: each has the cheap rail first.
+    const results = await Promise.all([1, 2, 3].map((i) => createPayment(deps, small(`k-half-open-${i}`))));
+    // Before: every one of them was sent on the rail believed down, not one probe.
+    expect(cheap.calls - asked).toBe(1);
+    const ends = results.map((result) => (result.ok ? result.payment.status : null)).sort();
+    // The other two, with no other rail, fail without having been sent (nothing taken from the payer).
+    expect(ends).toEqual(["failed", "failed", "succeeded"]);
+    // The probe succeeded: closed.
+    expect(circuitOfCheap()).toBe("closed");
+  });
+
   it("does not fall back after a final failure, and releases the reservation", async () => {
     cheap.behaviour = "fail_final";
     const result = await createPayment(depsWith(db), request("k3"));

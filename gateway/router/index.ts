@@ -31,6 +31,7 @@ export {
   type RailHealth,
   recordOutcome,
   refreshSnapshot,
+  releaseProbe,
   windowCounts,
 } from "./learning.ts";
 export {

@@ -12,6 +12,7 @@ import {
   prepareSnapshot,
   recordOutcome,
   refreshSnapshot,
+  releaseProbe,
   route,
   staticRateSource,
   staticUsdRates,
@@ -122,6 +123,28 @@ describe("learning: the circuit breaker", () => {
     expect(circuitState(state, "evm", 5)).toBe("open");
     state = record(createLearningState(config), "+-+-+", 0);
     expect(circuitState(state, "evm", 5)).toBe("closed");
+  });
+
+  it("takes only the named probe's outcome as the probe's: a late answer of another attempt only counts", () => {
+    let state = record(createLearningState(config), "---", 0); // opened at 2 for 1 000
+    state = noteAttempt(state, "evm", 1_100, "att_probe");
+    // An attempt sent before the circuit opened succeeds late: before, it closed the circuit with nothing probed.
+    state = recordOutcome(state, "evm", true, 1_200, "att_sent_before");
+    expect(circuitState(state, "evm", 1_200)).toBe("open");
+    state = recordOutcome(state, "evm", true, 1_300, "att_probe");
+    expect(circuitState(state, "evm", 1_300)).toBe("closed");
+  });
+
+  it("lets the next attempt probe at once when the probe ended saying nothing of the rail", () => {
+    let state = record(createLearningState(config), "---", 0);
+    state = noteAttempt(state, "evm", 1_100, "att_no_route");
+    expect(circuitState(state, "evm", 1_150)).toBe("open"); // the probe in flight
+    // Its destination had no route (not recorded): before, every other payment waited out probeTimeoutMs.
+    state = releaseProbe(state, "evm", "att_no_route");
+    expect(circuitState(state, "evm", 1_150)).toBe("half_open");
+    // Another attempt's end releases nothing.
+    state = noteAttempt(state, "evm", 1_160, "att_next");
+    expect(releaseProbe(state, "evm", "att_other")).toBe(state);
   });
 
   it("never mutates the state it is given", () => {

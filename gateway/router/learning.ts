@@ -53,6 +53,11 @@ export type RailHealth = {
   readonly closedAtMs: number;
   /** When the probe now in flight was let through; null when none is. */
   readonly probeStartedAtMs: number | null;
+  /**
+   * The attempt that is the probe, when its caller named it: only its outcome closes or reopens the circuit (another
+   * attempt's, sent before the circuit opened and answered late, only counts in the window).
+   */
+  readonly probeAttemptId: string | null;
 };
 
 export type LearningState = {
@@ -87,6 +92,7 @@ const emptyHealth: RailHealth = {
   openForMs: 0,
   closedAtMs: Number.NEGATIVE_INFINITY,
   probeStartedAtMs: null,
+  probeAttemptId: null,
 };
 
 function healthOf(state: LearningState, rail: string): RailHealth {
@@ -118,17 +124,46 @@ export function circuitState(state: LearningState, rail: string, nowMs: number):
  * Call when an attempt starts on the rail. When its circuit is half-open this attempt is the probe, and the
  * circuit reads as open to everyone else until the probe's outcome arrives or it times out.
  */
-export function noteAttempt(state: LearningState, rail: string, nowMs: number): LearningState {
+export function noteAttempt(
+  state: LearningState,
+  rail: string,
+  nowMs: number,
+  attemptId: string | null = null,
+): LearningState {
   if (circuitState(state, rail, nowMs) !== "half_open") return state;
-  return withHealth(state, rail, { ...healthOf(state, rail), probeStartedAtMs: nowMs });
+  return withHealth(state, rail, {
+    ...healthOf(state, rail),
+    probeStartedAtMs: nowMs,
+    probeAttemptId: attemptId,
+  });
+}
+
+/**
+ * Call when attempt `attemptId` ended in a way that says nothing of the rail (a destination without a route, a fee
+ * above the payer's cap), so no outcome is recorded: if it was the probe, the next attempt may probe at once rather
+ * than after probeTimeoutMs (before, one tenant paying such a destination at every cool-down kept the rail closed).
+ */
+export function releaseProbe(state: LearningState, rail: string, attemptId: string): LearningState {
+  const health = healthOf(state, rail);
+  if (health.probeAttemptId !== attemptId) return state;
+  return withHealth(state, rail, { ...health, probeStartedAtMs: null, probeAttemptId: null });
 }
 
 function withHealth(state: LearningState, rail: string, health: RailHealth): LearningState {
   return { config: state.config, rails: { ...state.rails, [rail]: health } };
 }
 
-/** Records one attempt's final outcome on a rail. */
-export function recordOutcome(state: LearningState, rail: string, ok: boolean, nowMs: number): LearningState {
+/**
+ * Records one attempt's final outcome on a rail. Past an open circuit's cool-down, the outcome of the probe (the
+ * attempt noteAttempt named; any outcome when the probe was not named) closes or reopens it; another's only counts.
+ */
+export function recordOutcome(
+  state: LearningState,
+  rail: string,
+  ok: boolean,
+  nowMs: number,
+  attemptId: string | null = null,
+): LearningState {
   const config = state.config;
   const before = healthOf(state, rail);
   const kept =
@@ -140,14 +175,25 @@ export function recordOutcome(state: LearningState, rail: string, ok: boolean, n
   if (before.circuit === "open") {
     // Before the cool-down ends an outcome (a late answer) only counts in the window. After it, the outcome
     // is the probe's answer: success closes the circuit, failure opens it again for twice as long.
-    if (nowMs >= before.openedAtMs + before.openForMs) {
+    // An attempt sent before the circuit opened, answered after the cool-down, is not the probe: before, its late
+    // success closed the circuit with nothing probed.
+    const probe = before.probeAttemptId === null || before.probeAttemptId === attemptId;
+    if (nowMs >= before.openedAtMs + before.openForMs && probe) {
       health = ok
-        ? { ...health, circuit: "closed", openForMs: 0, closedAtMs: nowMs, probeStartedAtMs: null }
+        ? {
+            ...health,
+            circuit: "closed",
+            openForMs: 0,
+            closedAtMs: nowMs,
+            probeStartedAtMs: null,
+            probeAttemptId: null,
+          }
         : {
             ...health,
             openedAtMs: nowMs,
             openForMs: Math.min(before.openForMs * 2, config.openMsMax),
             probeStartedAtMs: null,
+            probeAttemptId: null,
           };
     }
   } else if (before.circuit === "closed" && !ok) {
@@ -162,6 +208,7 @@ export function recordOutcome(state: LearningState, rail: string, ok: boolean, n
         openedAtMs: nowMs,
         openForMs: config.openMs,
         probeStartedAtMs: null,
+        probeAttemptId: null,
       };
     }
   }
