@@ -52,6 +52,7 @@ import {
   recoverOpenAttempts,
   recoverPendingRefunds,
 } from "./payments/index.ts";
+import { startQuotePrune } from "./payments/quote-prune.ts";
 import { createPaywallService, type PaymentScheme, type PaywallService } from "./paywall/index.ts";
 import { startPeriodic } from "./periodic/index.ts";
 import {
@@ -375,6 +376,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
     const eventPrune = startEventPrune({ sql: db, logger });
     closers.push(() => eventPrune.stop());
+    const quotePrune = startQuotePrune({ sql: db, logger });
+    closers.push(() => quotePrune.stop());
     return {
       server,
       db,

@@ -3,6 +3,7 @@ import { destinationFromBody, policyFrom } from "../../gateway/http/present.ts";
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
 import { createPayment } from "../../gateway/payments/index.ts";
+import { pruneQuotes } from "../../gateway/payments/quote-prune.ts";
 import { railAccountOpened } from "../../gateway/payments/reservations.ts";
 import { errorOf, startTestGateway, type TestGateway } from "./support.ts";
 
@@ -306,6 +307,26 @@ describe("quotes", () => {
     // 54.9-cent cap.
     expect(beyond).toBeGreaterThan(0n);
     expect(beyond * 10_000n).toBeLessThanOrEqual(capMicroUsd);
+  });
+
+  it("keeps an unused quote 30 days past its expiry, then prunes it; one a payment was made on stays", async () => {
+    const ask = async () => (await gw.client.POST("/v1/quotes", { body: quoteBody() })).data!.id;
+    const [unused, recent, paid] = [await ask(), await ask(), await ask()];
+    expect((await gw.client.POST("/v1/payments", { body: paymentBody(paid) })).response.status).toBe(201);
+    const expiredDaysAgo = (id: string, days: number) =>
+      gw.app.db.query("UPDATE quotes SET expires_at = now() - make_interval(days => $2::int) WHERE id = $1", [
+        id,
+        days,
+      ]);
+    await expiredDaysAgo(unused, 31);
+    await expiredDaysAgo(recent, 29);
+    await expiredDaysAgo(paid, 31);
+    // Before: no prune; every quote asked for was kept for good.
+    const { deleted } = await pruneQuotes(gw.app.db);
+    expect(deleted).toBeGreaterThanOrEqual(1);
+    const kept = async (id: string) =>
+      (await gw.app.db.query("SELECT 1 FROM quotes WHERE id = $1", [id])).length === 1;
+    expect([await kept(unused), await kept(recent), await kept(paid)]).toEqual([false, true, true]);
   });
 
   it("does not find a quote that is not the tenant's", async () => {
