@@ -24,21 +24,27 @@ import {IERC3009} from "@openzeppelin/contracts/interfaces/draft-IERC3009.sol";
 /// An authorization whose value or window does not fit those widths (or that needs an ERC-1271 signature) is
 /// settled one by one instead; every USDC amount fits 128 bits and every timestamp 48.
 ///
-/// Limits: at most ITEMS_MAX = 256 items (the bitmap is one word). Gas: 40,056 per item measured with TestUSD
+/// Limits: at most ITEMS_MAX = 256 items (the bitmap is one word). Gas: 40,385 per item measured with TestUSD
 /// (npm run bench -- gas, x402-batch-100: 4.0M for 100), so a full batch is about 10.3M, under the 2^24 ≈ 16.8M
 /// per-transaction cap of EIP-7825 with some room for a heavier token (USDC behind its proxy).
 ///
-/// Gas and failures: a call that fails for want of gas must not pass for an authorization the token refused
-/// (the caller would drop a good payment). When an item fails and less than FAILURE_GAS_RESERVE gas is left,
-/// the whole call reverts with X402BatchGasTooLow. Why this catches it: by EIP-150 an item's call gets 63/64
-/// of the gas left, so an item that ran out of gas leaves at most 1/63 of what it was given; with a 50,000
-/// reserve, an item would have had to be given over 3.1M gas (about 80 times what one costs) to run out and
-/// still leave the reserve. Gas unused is not charged, so the reserve costs a caller nothing but a gas limit
-/// 50,000 above the estimate.
+/// Gas and failures: each item's call is given exactly ITEM_GAS_MAX (200,000: five times what one costs with
+/// TestUSD, and USDC's with an ERC-1271 signer's check), never more. Given all the gas left, as it was, one payer
+/// whose signature check burns what it is given (an EIP-7702-delegated account's isValidSignature, which USDC
+/// calls for a payer with code) took all but 1/64 of it: every batch with that payer in it reverted, or cost the
+/// caller up to the 16.8M cap, at no cost to the payer, whose authorization never ran. Now such an item fails
+/// alone, at a cost of ITEM_GAS_MAX. An item that needs more than that is refused like any the token refuses.
+/// A call that fails for want of the caller's gas must still not pass for a refusal (the caller would drop a good
+/// payment): before each item, unless ITEM_GAS_MAX (and the 1/64 EIP-150 keeps back) and FAILURE_GAS_RESERVE
+/// (to log a refusal after it) are left, the whole call reverts with X402BatchGasTooLow. Gas unused is not
+/// charged, so the headroom costs a caller nothing but a gas limit about 250,000 above what the items use.
 contract X402BatchSettler {
     uint256 public constant ITEMS_MAX = 256;
     uint256 public constant ITEM_BYTES = 145;
     uint256 public constant FAILURE_GAS_RESERVE = 50_000;
+    uint256 public constant ITEM_GAS_MAX = 200_000;
+    /// What must be left before an item: its call's gas, the 1/64 of it EIP-150 keeps back, and the reserve.
+    uint256 private constant ITEM_GAS_NEEDED = ITEM_GAS_MAX + ITEM_GAS_MAX / 63 + 1 + FAILURE_GAS_RESERVE;
 
     /// @notice `count` items were offered for `token` to `to`; bit i of `settledBitmap` is set when item i settled.
     event BatchSettled(address indexed token, address indexed to, uint256 count, uint256 settledBitmap);
@@ -70,12 +76,12 @@ contract X402BatchSettler {
         if (to == address(0) || to == address(this)) revert X402BatchInvalidPayee(to);
 
         for (uint256 i = 0; i < count; ++i) {
+            uint256 gasLeft = gasleft();
+            if (gasLeft < ITEM_GAS_NEEDED) revert X402BatchGasTooLow(i, gasLeft, ITEM_GAS_NEEDED);
             (bool ok, bytes4 reason) = _settleOne(token, to, items, i);
             if (ok) {
                 settledBitmap |= uint256(1) << i;
             } else {
-                uint256 gasLeft = gasleft();
-                if (gasLeft < FAILURE_GAS_RESERVE) revert X402BatchGasTooLow(i, gasLeft, FAILURE_GAS_RESERVE);
                 uint256 at = i * ITEM_BYTES;
                 emit AuthorizationFailed(
                     token, address(bytes20(items[at:at + 20])), bytes32(items[at + 48:at + 80]), i, reason
@@ -107,7 +113,7 @@ contract X402BatchSettler {
             mstore(add(m, 196), shr(248, calldataload(add(p, 144)))) // v: 1 byte
             mstore(add(m, 228), calldataload(add(p, 80))) // r
             mstore(add(m, 260), calldataload(add(p, 112))) // s
-            ok := call(gas(), token, 0, m, 292, 0, 0)
+            ok := call(ITEM_GAS_MAX, token, 0, m, 292, 0, 0)
             if and(iszero(ok), gt(returndatasize(), 3)) {
                 returndatacopy(m, 0, 4)
                 reason := and(mload(m), 0xffffffff00000000000000000000000000000000000000000000000000000000)

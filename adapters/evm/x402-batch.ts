@@ -201,7 +201,8 @@ async function settleOnce(
     functionName: "settle",
     args: [token, state.account.address, packAuthorizations(sentItems)],
   });
-  // The estimate is what the items use; the contract wants its reserve left when an item fails last.
+  // The estimate covers what the contract asks to be left before each item (its call's gas cap and the reserve to
+  // log a refusal); the reserve once more on top, for items that cost more when mined than when estimated.
   const sent = await sendOnce(state.journal, `x402-batch:${params.key}`, async () => ({
     to: params.settler,
     data,

@@ -7,21 +7,56 @@ import {ERC3009} from "@openzeppelin/contracts/token/ERC20/extensions/draft-ERC3
 import {IERC20Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
 import {CheatTest, Vm} from "./Vm.sol";
 
-/// A token whose transferWithAuthorization needs a million gas and burns all it was given when short of it
+/// A token whose transferWithAuthorization needs `gasNeeded` gas and burns all it was given when short of it
 /// (as `invalid` does): an item short of gas then looks, to the settler, like a refusal without data.
 contract GasHungryToken {
-    uint256 public constant GAS_NEEDED = 1_000_000;
+    uint256 public immutable gasNeeded;
     uint256 public settled;
+
+    constructor(uint256 gasNeeded_) {
+        gasNeeded = gasNeeded_;
+    }
 
     function transferWithAuthorization(address, address, uint256, uint256, uint256, bytes32, uint8, bytes32, bytes32)
         external
     {
-        if (gasleft() < GAS_NEEDED) {
+        if (gasleft() < gasNeeded) {
             assembly {
                 invalid()
             }
         }
         settled += 1;
+    }
+}
+
+/// A token whose transferWithAuthorization burns every bit of gas it is given for one payer (as USDC's call of an
+/// EIP-7702-delegated payer's isValidSignature can be made to) and, for any other, writes a fresh slot (about what
+/// a real authorization's nonce costs).
+contract GriefedToken {
+    address public immutable griefer;
+    mapping(bytes32 nonce => bool) public used;
+
+    constructor(address griefer_) {
+        griefer = griefer_;
+    }
+
+    function transferWithAuthorization(
+        address from,
+        address,
+        uint256,
+        uint256,
+        uint256,
+        bytes32 nonce,
+        uint8,
+        bytes32,
+        bytes32
+    ) external {
+        if (from == griefer) {
+            assembly {
+                invalid()
+            }
+        }
+        used[nonce] = true;
     }
 }
 
@@ -323,10 +358,10 @@ contract X402BatchSettlerTest is CheatTest {
         assertEq(abi.decode(returned, (uint256)), 0x7, "all settled");
     }
 
-    /// A heavy token shows why the settler keeps FAILURE_GAS_RESERVE: an item that ran out of gas leaves the
-    /// settler enough to log a refusal, and without the reserve it would. With it the call reverts instead.
+    /// A heavy token (but within ITEM_GAS_MAX) shows why the settler checks the gas left before each item: an item
+    /// short of the caller's gas would look like a refusal. Whatever the caller gives, it settles or the call reverts.
     function testFuzz_aHeavyItemShortOfGasRevertsTheCall(uint256 gasLimit) public {
-        GasHungryToken hungry = new GasHungryToken();
+        GasHungryToken hungry = new GasHungryToken(150_000);
         uint256 g = bound(gasLimit, 60_000, 4_000_000);
         bytes memory items = new bytes(145); // one item: its failure is the last thing the call pays for
         (bool ok, bytes memory returned) =
@@ -337,5 +372,41 @@ contract X402BatchSettlerTest is CheatTest {
         } else {
             assertEq(hungry.settled(), 0, "nothing settled when it reverts");
         }
+    }
+
+    /// An item that needs more than ITEM_GAS_MAX is refused alone, however much gas the caller gives.
+    function test_anItemHeavierThanItsCapIsRefusedAlone() public {
+        GasHungryToken hungry = new GasHungryToken(1_000_000);
+        bytes memory items = new bytes(145 * 2);
+        (bool ok, bytes memory returned) = address(settler).call{gas: 10_000_000}(
+            abi.encodeCall(X402BatchSettler.settle, (address(hungry), PAYEE, items))
+        );
+        assertTrue(ok, "the call settles what it can");
+        assertEq(abi.decode(returned, (uint256)), 0, "neither settled");
+        assertEq(hungry.settled(), 0, "nothing settled");
+    }
+
+    /// One payer whose authorization burns all the gas it is given fails alone: the 15 others settle, and the batch
+    /// costs that payer's item ITEM_GAS_MAX. Before, it was given all but 1/64 of the gas left, and the items after
+    /// it ran out: the call reverted whatever gas the caller gave, up to the 2^24 cap.
+    function test_aPayerThatBurnsItsGasFailsAloneAtACostOfItsCap() public {
+        address griefer = vm.addr(_payer(0));
+        GriefedToken griefed = new GriefedToken(griefer);
+        bytes memory items;
+        for (uint256 i = 0; i < 16; ++i) {
+            bytes memory item = new bytes(145);
+            address from = i == 0 ? griefer : vm.addr(_payer(i));
+            for (uint256 b = 0; b < 20; ++b) item[b] = bytes20(from)[b];
+            item[79] = bytes1(uint8(i + 1)); // the nonce's last byte: a fresh slot each
+            items = bytes.concat(items, item);
+        }
+        uint256 before = gasleft();
+        (bool ok, bytes memory returned) = address(settler).call{gas: 16_000_000}(
+            abi.encodeCall(X402BatchSettler.settle, (address(griefed), PAYEE, items))
+        );
+        uint256 used = before - gasleft();
+        assertTrue(ok, "the batch settles");
+        assertEq(abi.decode(returned, (uint256)), 0xFFFE, "all but the griefer's");
+        assertLe(used, 1_000_000, "the griefer's item cost at most its cap");
     }
 }
