@@ -135,6 +135,10 @@ describe("keys", () => {
       ok: false,
       refusal: "api_key_not_found",
     });
+    // Asked by a narrower key, the dead key is revoked already all the same (before: scope_missing).
+    expect(
+      await revokeTenantApiKey({ db, changes }, { tenantId, id: key.id, grantedScopes: ["read", "keys"] }),
+    ).toEqual({ ok: false, refusal: "api_key_revoked" });
   });
 
   it("issues keys up to apiKeysActiveMax working ones per tenant, and none to a suspended tenant", async () => {

@@ -232,12 +232,17 @@ export async function revokeTenantApiKey(
 ): Promise<RevokeResult> {
   return transactionAnnouncing(deps, async (tx, announce): Promise<RevokeResult> => {
     if (params.grantedScopes !== undefined) {
-      const [target] = await tx.query<ApiKeyRow>(
-        `SELECT ${apiKeyColumns} FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
+      const [target] = await tx.query<ApiKeyRow & { working: boolean }>(
+        `SELECT ${apiKeyColumns}, revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AS working
+         FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE`,
         [params.id, params.tenantId],
       );
+      // A key that no longer works is api_key_revoked to every caller, as to a key with every scope (before, a
+      // narrower key was told scope_missing about a key that was dead already).
       const beyond =
-        target === undefined ? [] : scopesBeyond(params.grantedScopes, apiKeyOfRow(target).scopes);
+        target === undefined || !target.working
+          ? []
+          : scopesBeyond(params.grantedScopes, apiKeyOfRow(target).scopes);
       if (beyond.length > 0) return { ok: false, refusal: "scope_missing", scopes: beyond };
     }
     const rows = await tx.query<ApiKeyRow & { secret_sha256: Uint8Array }>(
