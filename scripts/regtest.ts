@@ -7,6 +7,16 @@ import { ensureLightningBinaries, nodeNames, startRegtestCluster } from "./light
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
+// A signal while the network starts: exit, which stops every daemon started so far (process.ts exitsWithThisProcess
+// stops its children on exit). Node's default for SIGINT/SIGTERM ends the process without an exit event, and left
+// btcd and the lnd nodes running. Replaced by an orderly shutdown once the network is up.
+const whileStarting = (signal: NodeJS.Signals) => {
+  log(`regtest: ${signal} while starting; stopping what started`);
+  process.exit(130);
+};
+process.on("SIGINT", whileStarting);
+process.on("SIGTERM", whileStarting);
+
 const binaries = await ensureLightningBinaries({ onProgress: log });
 log(
   `regtest: binaries ${binaries.cached ? "from cache" : "built"} in ${(binaries.durationMs / 1000).toFixed(1)} s`,
@@ -55,6 +65,8 @@ const shutdown = async (signal: string) => {
   log("regtest: stopped");
   process.exit(0);
 };
+process.off("SIGINT", whileStarting);
+process.off("SIGTERM", whileStarting);
 process.on("SIGINT", () => void shutdown("SIGINT"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 // Keep the process alive until a signal arrives.

@@ -86,7 +86,10 @@ export async function startBtcd(params: BtcdParams): Promise<Btcd> {
     const started = daemon;
     await waitFor(
       "btcd rpc.cert",
-      async () => (existsSync(certPath) && existsSync(keyPath) ? true : undefined),
+      async () => {
+        if (started.child.exitCode !== null) throw new Error(`btcd exited, see ${started.logFile}`);
+        return existsSync(certPath) && existsSync(keyPath) ? true : undefined;
+      },
       { timeoutMs: startTimeoutMs },
     );
     ca = readFileSync(certPath);
@@ -144,7 +147,11 @@ export async function startBtcd(params: BtcdParams): Promise<Btcd> {
       request.end(body);
     });
 
-  await launch(params.miningAddresses ?? []);
+  // Whatever step failed, the daemon launched is stopped (the one failure path this function's header promises).
+  await launch(params.miningAddresses ?? []).catch(async (error: unknown) => {
+    await (daemon as Daemon | null)?.stop({ killAfterMs: 5_000 });
+    throw error;
+  });
 
   return {
     rpcHost,

@@ -138,6 +138,8 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
     ...(saved === null ? {} : { miningAddresses: nodeNames.map((alias) => saved[alias]) }),
   });
   const started: LndNode[] = [];
+  /** Each node's start, so that a failure waits for the others to settle before stopping those that started. */
+  let starting: Promise<unknown>[] = [];
   const addresses = new Map<NodeName, string>();
   const stopAll = async () => {
     await Promise.allSettled(started.map((node) => node.stop()));
@@ -160,30 +162,29 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
     log(
       `regtest: btcd up; starting lnd ${nodeNames.join(", ")}${saved === null ? "" : " from saved wallets"}`,
     );
-    const nodeList = await Promise.all(
-      nodeNames.map(async (alias, i) => {
-        const template = templateOf(alias);
-        const node = await startLndNode({
-          binary: params.binaries.lnd,
-          alias,
-          directory: path.join(directory, alias),
-          rpcPort: port(2 + i * 2),
-          p2pPort: port(3 + i * 2),
-          btcd,
-          ...(saved === null || template === null ? {} : { template }),
-        });
-        started.push(node);
-        if (saved !== null) return node;
-        const { address } = await createChainAddress({ lnd: node.lnd(), format: "p2wpkh" });
-        addresses.set(alias, address);
-        // btcd has only the genesis block so far: the wallet fits any regtest chain.
-        if (template !== null) {
-          log(`regtest: saving ${alias}'s wallet in ${template}`);
-          await node.saveTemplate(template, { [miningAddressFile]: `${address}\n` });
-        }
-        return node;
-      }),
-    );
+    starting = nodeNames.map(async (alias, i) => {
+      const template = templateOf(alias);
+      const node = await startLndNode({
+        binary: params.binaries.lnd,
+        alias,
+        directory: path.join(directory, alias),
+        rpcPort: port(2 + i * 2),
+        p2pPort: port(3 + i * 2),
+        btcd,
+        ...(saved === null || template === null ? {} : { template }),
+      });
+      started.push(node);
+      if (saved !== null) return node;
+      const { address } = await createChainAddress({ lnd: node.lnd(), format: "p2wpkh" });
+      addresses.set(alias, address);
+      // btcd has only the genesis block so far: the wallet fits any regtest chain.
+      if (template !== null) {
+        log(`regtest: saving ${alias}'s wallet in ${template}`);
+        await node.saveTemplate(template, { [miningAddressFile]: `${address}\n` });
+      }
+      return node;
+    });
+    const nodeList = (await Promise.all(starting)) as LndNode[];
     const nodes = Object.fromEntries(nodeNames.map((name, i) => [name, nodeList[i]])) as Record<
       NodeName,
       LndNode
@@ -342,6 +343,9 @@ export async function startRegtestCluster(params: StartClusterParams): Promise<R
     };
   } catch (error) {
     log(`regtest: start failed (${String(error)}); logs in ${directory}`);
+    // The nodes still starting when one failed finish first: before, they started after this clean-up and were left
+    // running.
+    await Promise.allSettled(starting);
     await Promise.allSettled(started.map((node) => node.stop()));
     await btcd.stop();
     throw error;

@@ -130,7 +130,12 @@ export async function startLndNode(params: LndNodeParams): Promise<LndNode> {
 
   const fromTemplate = params.template !== undefined && existsSync(path.join(params.template, "tls.cert"));
   if (fromTemplate) await cp(params.template as string, params.directory, { recursive: true });
-  await start();
+  // A start that fails (credentials or RPC never came) stops the daemon it launched: left running, it outlived the
+  // cluster's own clean-up, which knows only the nodes that started.
+  await start().catch(async (error: unknown) => {
+    await (daemon as Daemon | null)?.stop({ killAfterMs: 5_000 });
+    throw error;
+  });
 
   const stop = async () => {
     await (daemon as Daemon | null)?.stop({ killAfterMs: 30_000 });

@@ -28,7 +28,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     keepDirectory: process.env.KEEP_REGTEST === "1",
   });
   log(`lightning: cluster started in ${(cluster.startDurationMs / 1000).toFixed(1)} s`);
-  const control = await serveClusterControl(cluster);
+  // A control server that cannot start leaves no cluster running behind the failed setup.
+  const control = await serveClusterControl(cluster).catch(async (error: unknown) => {
+    await cluster.stop();
+    throw error;
+  });
   project.provide("lightningCluster", cluster.describe());
   project.provide("lightningControlUrl", control.url);
   return async () => {
