@@ -195,7 +195,7 @@ export const createPaymentBody = z.strictObject({
 });
 export type CreatePaymentBody = z.infer<typeof createPaymentBody>;
 
-export const idParams = (prefix: "pay" | "acct" | "inv" | "pye") =>
+export const idParams = (prefix: "pay" | "acct" | "inv" | "pye" | "rfd") =>
   z.strictObject({ id: z.string().regex(new RegExp(`^${prefix}_[0-9a-z_]{1,64}$`)) });
 
 const costView = z.object({

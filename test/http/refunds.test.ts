@@ -922,6 +922,9 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
         const unknown = await readRefund("rfd_01m7zfckv29pdrb3m0gz9e4j5g");
         expect(unknown.status).toBe(404);
         expect(unknown.body.error.code).toBe("refund_not_found");
+        // Of a refund id's shape, mistyped (too short): not found, as an invoice's is (before: 400).
+        const mistyped = await readRefund("rfd_abc");
+        expect([mistyped.status, mistyped.body.error.code]).toEqual([404, "refund_not_found"]);
         const malformed = await readRefund("re_123");
         expect(malformed.status).toBe(400);
       });

@@ -30,6 +30,7 @@ import {
   documented,
   errorView,
   evidenceView,
+  idParams,
   metadataSchema,
   networkFeeView,
 } from "../schemas.ts";
@@ -39,7 +40,6 @@ export type RefundRoutesOptions = { refunds: RefundsDeps };
 /** A route's business refusals, for the OpenAPI document (openapi.ts files each under its status). */
 const refusals = (...codes: ApiErrorCode[]): Record<never, never> => ({ "x-error-codes": codes });
 
-const refundId = z.string().regex(/^rfd_[0-9a-z]{26}$/, "a refund id (rfd_…)");
 const invoiceId = z.string().regex(/^inv_[0-9a-z]{26}$/, "an invoice id (inv_…)");
 const paymentId = z.string().regex(/^pay_[0-9a-z]{26}$/, "a payment id (pay_…)");
 
@@ -245,7 +245,8 @@ const plugin: FastifyPluginAsyncZod<RefundRoutesOptions> = async (app, options) 
     "/refunds/:id",
     {
       schema: {
-        params: z.strictObject({ id: refundId }),
+        // An id of the refund's shape but no refund of the tenant's (a mistyped one too) is 404, as invoices' are.
+        params: idParams("rfd"),
         response: { 200: refundView, "4xx": errorView },
       },
     },
