@@ -5,9 +5,10 @@ import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts"
 import { assets, SwitchyardError } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
-import { balanceOf, createAccount, createAccountCache } from "../accounts/index.ts";
+import { balanceOf, createAccount, createAccountCache, getClearingAccount } from "../accounts/index.ts";
 import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
+import { derivedLedgerId } from "../ids/index.ts";
 import {
   createLedger,
   type Ledger,
@@ -45,6 +46,8 @@ class Crash extends Error {
 type ToyRail = Rail & {
   paid: Map<string, bigint>; // attempt id → amount: what actually left on this rail
   calls: number;
+  /** The fee a payout reports it cost beside its amount (a route's fee), in the rail's asset. */
+  fee: bigint;
   behaviour:
     | "pay"
     | "fail_retryable"
@@ -64,6 +67,7 @@ function toyRail(id: string, feeFixed: bigint): ToyRail {
     asset: assets.USDC,
     paid: new Map(),
     calls: 0,
+    fee: 0n,
     behaviour: "pay",
     async start() {},
     async stop() {},
@@ -111,7 +115,7 @@ function toyRail(id: string, feeFixed: bigint): ToyRail {
       const done: AttemptOutcome = {
         status: "succeeded",
         evidence: { rail: "fiat", pspId: `${id}-${attempt.id}` },
-        fee: 0n,
+        fee: rail.fee,
       };
       outcomes.set(attempt.id, done);
       if (rail.behaviour === "crash_after_paying") throw new Crash(`${id} died after paying`);
@@ -455,6 +459,49 @@ describe("payments across two rails", () => {
     expect(ends).toEqual(["failed", "failed", "succeeded"]);
     // The probe succeeded: closed.
     expect(circuitOfCheap()).toBe("closed");
+  });
+
+  it("a payout's fee the rail's clearing account has no room for is funded by the operator's capital, not a 500", async () => {
+    // Others' payouts took the clearing account's room but for this payout's amount: the rail pays the amount and a
+    // fee of 3 (its own liquidity, which the ledger does not hold, covers it).
+    const clearing = (await getClearingAccount(db, { rail: "cheap", asset: assets.USDC }))!;
+    const capital = await createAccount(
+      { sql: db, ledger },
+      {
+        tenantId: null,
+        kind: "capital",
+        asset: assets.USDC,
+        name: "others",
+        rail: "cheap",
+        id: `acct_others_${customerCount}`,
+      },
+    );
+    const [held] = await ledger.lookupAccounts([clearing.ledgerAccountId]);
+    const room = held!.debitsPosted - held!.creditsPosted - held!.creditsPending;
+    const [drained] = await ledger.createTransfers([
+      {
+        id: 7_000_000n + BigInt(customerCount),
+        debitAccountId: capital.ledgerAccountId,
+        creditAccountId: clearing.ledgerAccountId,
+        amount: room - 100n,
+        ledger: 1,
+        code: transferCodes.payments.funding,
+      },
+    ]);
+    expect(drained?.status).toBe("created");
+    cheap.fee = 3n;
+    const result = await createPayment(depsWith(db), { ...request("k-fee-no-room"), amount: "0.000100" });
+    // Before: the post's fee leg was refused (exceeds_debits) and createPayment threw, the payment left processing.
+    expect(result.ok && [result.payment.status, result.payment.rail]).toEqual(["succeeded", "cheap"]);
+    const attempt = result.ok ? result.payment.attempts[0]! : null;
+    const [funded, feePaid] = await ledger.lookupTransfers([
+      derivedLedgerId(attempt!.id, "fee-funded"),
+      derivedLedgerId(attempt!.id, "fee-paid"),
+    ]);
+    expect(funded).toMatchObject({ amount: 3n, code: transferCodes.payments.capitalIn });
+    expect(feePaid).toMatchObject({ amount: 3n, code: transferCodes.payments.feePaid });
+    const [after] = await ledger.lookupAccounts([clearing.ledgerAccountId]);
+    expect(after!.debitsPosted - after!.creditsPosted - after!.creditsPending).toBe(0n);
   });
 
   it("does not fall back after a final failure, and releases the reservation", async () => {

@@ -344,14 +344,52 @@ export async function resolveReservation(
       )),
     );
   }
-  const { rows } = await writeChainWith(
+  const written = await writeChainWith(
     deps.ledger,
     members,
     { statement: alongside, when: "held", sql: deps.db },
     transfer.label,
   );
-  if (rows === null) throw new PaymentInvariantError(`${transfer.label}: no rows`);
-  return rows;
+  if (written.rows !== null) return written.rows;
+  // The rail paid the amount and its fee, but its clearing account held room for the amount only (its reservation),
+  // and others' reservations took the rest: the fee leg was refused (exceeds_debits). The node really had it (its own
+  // liquidity, which the ledger does not hold), so the operator's capital funds the fee, as it funds a provider's
+  // fees and a refund's (settlement/rail-fees.ts). Only then, so that a payment's chain is as ever otherwise. Before,
+  // this threw: a 500 for a payment paid, left processing with the payer's funds held on every recovery pass.
+  const feePaid = members.findIndex(
+    (member) => member.kind === "move" && member.transfer.id === derivedLedgerId(attempt.id, "fee-paid"),
+  );
+  const leg = feePaid >= 0 ? members[feePaid] : undefined;
+  if (how === "post" && written.outcome === "insufficient_liquidity" && leg?.kind === "move") {
+    const capital = await railAccountOpened(deps, { kind: "capital", rail: rail.id, asset: rail.asset });
+    members.splice(feePaid, 0, {
+      kind: "move",
+      posting: {
+        debitAccountId: leg.posting.creditAccountId,
+        creditAccountId: capital.ledgerAccountId,
+        amount: leg.posting.amount,
+        ledger: leg.posting.ledger,
+        code: transferCodes.payments.capitalIn,
+      },
+      transfer: {
+        id: derivedLedgerId(attempt.id, "fee-funded"),
+        userData128: attempt.reserveTransferId,
+        evidence: {
+          rail: rail.id,
+          reference: evidence === undefined ? attempt.id : evidenceForLedger(evidence).reference,
+          detail: { kind: "fee_funded" },
+        },
+      },
+    });
+    const funded = await writeChainWith(
+      deps.ledger,
+      members,
+      { statement: alongside, when: "held", sql: deps.db },
+      transfer.label,
+    );
+    if (funded.rows !== null) return funded.rows;
+  }
+  throw new PaymentInvariantError(`${transfer.label}: refused (${written.outcome})`);
 }
 
 /** The asset whose ledger this is. */
