@@ -109,7 +109,7 @@ export async function runCandidates(
         return;
       }
       const attemptId = newId("att");
-      attempt = await insertAttempt(deps.db, {
+      const inserted = await insertAttempt(deps.db, {
         id: attemptId,
         paymentId: payment.id,
         seq,
@@ -118,6 +118,12 @@ export async function runCandidates(
         feeMax: candidate.feeMax,
         reserveTransferId: derivedLedgerId(attemptId, "reserve"),
       });
+      if (inserted === null) {
+        // Another writer took this fallback first: what comes next is its to do (the request answers what it reads).
+        driven.current = false;
+        return;
+      }
+      attempt = inserted;
       payment.attempts.push(attempt);
     }
     const next = await driveAttempt(deps, driven, attempt, rail, known);

@@ -504,6 +504,39 @@ describe("payments across two rails", () => {
     expect(after!.debitsPosted - after!.creditsPosted - after!.creditsPending).toBe(0n);
   });
 
+  it("a fallback another process's recovery took first is left to it: no 500, the payment read back", async () => {
+    leavesWorkOpen = true; // the other process's attempt is its to drive
+    cheap.behaviour = "fail_retryable";
+    // Just before this process writes its fallback attempt (seq 1), another process starting up writes its own.
+    let raced = false;
+    const racing: Db = {
+      ...db,
+      query: async (text, params) => {
+        if (!raced && text.startsWith("INSERT INTO attempts") && params?.[2] === 1) {
+          raced = true;
+          await db.query(
+            `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
+             VALUES ('att_other_process', $1, 1, 'dear', 'reserving', 100, 0, 1)`,
+            [params[1]],
+          );
+        }
+        return db.query(text, params);
+      },
+    };
+    // Before: the unique (payment_id, seq) refused this process's insert, and createPayment threw (a 500).
+    const result = await createPayment(depsWith(racing), request("k-raced-fallback"));
+    expect(raced).toBe(true);
+    expect(result.ok && result.payment.status).toBe("processing");
+    expect(
+      result.ok &&
+        result.payment.attempts.map((a) => [a.id.startsWith("att_other") ? "other" : a.rail, a.seq]),
+    ).toEqual([
+      ["cheap", 0],
+      ["other", 1],
+    ]);
+    expect(dear.calls).toBe(0);
+  });
+
   it("does not fall back after a final failure, and releases the reservation", async () => {
     cheap.behaviour = "fail_final";
     const result = await createPayment(depsWith(db), request("k3"));

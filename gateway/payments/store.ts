@@ -461,10 +461,16 @@ export function internalAttemptOf(
   };
 }
 
-export async function insertAttempt(sql: Sql, attempt: NewAttempt): Promise<Attempt> {
-  await sql.query(
+/**
+ * Writes a new attempt; null when the payment has one of that seq already: another process's recovery (a process
+ * starting recovers every open payment, those another process is driving too) took the same fallback first, and that
+ * attempt is the one that goes. Before, the unique violation was a 500 to the request driving the payment.
+ */
+export async function insertAttempt(sql: Sql, attempt: NewAttempt): Promise<Attempt | null> {
+  const inserted = await sql.query(
     `INSERT INTO attempts (id, payment_id, seq, rail, status, amount, fee_max, reserve_transfer_id)
-     VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)`,
+     VALUES ($1, $2, $3, $4, 'reserving', $5, $6, $7)
+     ON CONFLICT (payment_id, seq) DO NOTHING RETURNING id`,
     [
       attempt.id,
       attempt.paymentId,
@@ -475,7 +481,7 @@ export async function insertAttempt(sql: Sql, attempt: NewAttempt): Promise<Atte
       attempt.reserveTransferId.toString(),
     ],
   );
-  return newAttempt(attempt);
+  return inserted.length === 0 ? null : newAttempt(attempt);
 }
 
 export async function getAttempt(sql: Sql, id: string): Promise<Attempt | null> {
