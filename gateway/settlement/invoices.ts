@@ -271,6 +271,15 @@ async function checkInvoiceRequest(
       r.asset.code === asset.code &&
       (params.rail === null || r.id === params.rail),
   );
+  // A rail named that receives another asset is the request's own mistake (400), not this deployment's want (402).
+  const named = params.rail === null ? undefined : deps.rails.get(params.rail);
+  if (receiver === undefined && named?.receive !== undefined && named.asset.code !== asset.code)
+    return {
+      ok: false,
+      refusal: "asset_mismatch",
+      message: `rail ${named.id} receives ${named.asset.code}, not ${asset.code}`,
+      param: "rail",
+    };
   if (receiver?.receive === undefined) {
     return {
       ok: false,

@@ -95,6 +95,23 @@ describe("an amount above a rail's maximum", () => {
     },
   );
 
+  it("an invoice on a rail that receives another asset: 400 asset_mismatch naming the rail, nothing written", async () => {
+    const invoicesBefore = await count("invoices");
+    const answer = await call("/v1/invoices", {
+      account: app.demo!.btc.id,
+      amount: "0.0001",
+      asset: "BTC",
+      rail: "toy",
+    });
+    // Before: 402 rail_unavailable, as if the deployment lacked the rail (and kept under a key as such).
+    expect(answer).toEqual({
+      status: 400,
+      body: { error: { code: "asset_mismatch", message: "rail toy receives USDC, not BTC", param: "rail" } },
+    });
+    expect(offersAsked).toBe(0);
+    expect(await count("invoices")).toBe(invoicesBefore);
+  });
+
   it.each(["1000.000000", "0.000050"])("an invoice at the rail's bound (%s) is offered", async (amount) => {
     const answer = await call("/v1/invoices", {
       account: app.demo!.merchant.id,
