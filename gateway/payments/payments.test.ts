@@ -310,6 +310,18 @@ function paidEverywhere(): bigint {
   return [...cheap.paid.values(), ...dear.paid.values()].reduce((a, b) => a + b, 0n);
 }
 
+/** A market over `rails` on `clock` (moved by the test), and payments deps that route on it and learn from them. */
+function learningMarket(rails: readonly Rail[], clock: { nowMs: number }) {
+  const market = createMarket({
+    rails: new Map(rails.map((rail) => [rail.id, rail])),
+    rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
+    assetCodes: ["USDC"],
+    refreshMs: 60_000,
+    nowMs: () => clock.nowMs,
+  });
+  return { market, deps: { ...depsWith(db), snapshot: market.snapshot, learning: market } };
+}
+
 describe("payments across two rails", () => {
   it("voids a same-asset fee hold whole when the rate moved between routing and reserving", async () => {
     // Routed at one USDC rate, reserved at twice it: the fee hold is the attempt's fee limit all the same (capped at
@@ -360,19 +372,8 @@ describe("payments across two rails", () => {
   });
 
   it("a rail failing as unavailable is priced as failing, then left out once its circuit opens; failures of the payment's own are not counted", async () => {
-    const rails = new Map<string, Rail>([
-      [cheap.id, cheap],
-      [dear.id, dear],
-    ]);
-    let nowMs = Date.now();
-    const market = createMarket({
-      rails,
-      rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
-      assetCodes: ["USDC"],
-      refreshMs: 60_000,
-      nowMs: () => nowMs,
-    });
-    const deps = { ...depsWith(db), snapshot: market.snapshot, learning: market };
+    const clock = { nowMs: Date.now() };
+    const { market, deps } = learningMarket([cheap, dear], clock);
     const small = (key: string) => ({ ...request(key), amount: "0.000010" });
     const attemptsOf = (result: Awaited<ReturnType<typeof createPayment>>) =>
       result.ok ? result.payment.attempts.map((a) => [a.rail, a.status]) : result;
@@ -414,7 +415,7 @@ describe("payments across two rails", () => {
     for (let i = 1; i < learningConfigDefault.consecutiveFailuresMax; i++)
       market.recordOutcome("cheap", false);
     expect(circuitOfCheap()).toBe("open");
-    nowMs += learningConfigDefault.openMs + 1;
+    clock.nowMs += learningConfigDefault.openMs + 1;
     market.refresh();
     expect(circuitOfCheap()).toBe("half_open");
     market.noteAttempt("cheap");
@@ -431,21 +432,13 @@ describe("payments across two rails", () => {
 
   it("past the cool-down, one payment probes the rail: those routed to it meanwhile go on without asking it", async () => {
     // The cheap rail alone in this market: whatever it is priced at, each payment has it first.
-    const rails = new Map<string, Rail>([[cheap.id, cheap]]);
-    let nowMs = Date.now();
-    const market = createMarket({
-      rails,
-      rateSource: staticRateSource({ usdRates: { USDC: { microUsd: 1n, perMinorUnits: 1n } } }),
-      assetCodes: ["USDC"],
-      refreshMs: 60_000,
-      nowMs: () => nowMs,
-    });
-    const deps = { ...depsWith(db), snapshot: market.snapshot, learning: market };
+    const clock = { nowMs: Date.now() };
+    const { market, deps } = learningMarket([cheap], clock);
     const circuitOfCheap = () => market.snapshot().rails.find((r) => r.rail === "cheap")?.circuit;
     for (let i = 0; i < learningConfigDefault.consecutiveFailuresMax; i++)
       market.recordOutcome("cheap", false);
     expect(circuitOfCheap()).toBe("open");
-    nowMs += learningConfigDefault.openMs + 1;
+    clock.nowMs += learningConfigDefault.openMs + 1;
     market.refresh();
     expect(circuitOfCheap()).toBe("half_open");
     const asked = cheap.calls;

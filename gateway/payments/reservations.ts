@@ -344,12 +344,14 @@ export async function resolveReservation(
       )),
     );
   }
-  const written = await writeChainWith(
-    deps.ledger,
-    members,
-    { statement: alongside, when: "held", sql: deps.db },
-    transfer.label,
-  );
+  const write = () =>
+    writeChainWith(
+      deps.ledger,
+      members,
+      { statement: alongside, when: "held", sql: deps.db },
+      transfer.label,
+    );
+  const written = await write();
   if (written.rows !== null) return written.rows;
   // The rail paid the amount and its fee, but its clearing account held room for the amount only (its reservation),
   // and others' reservations took the rest: the fee leg was refused (exceeds_debits). The node really had it (its own
@@ -381,12 +383,7 @@ export async function resolveReservation(
         },
       },
     });
-    const funded = await writeChainWith(
-      deps.ledger,
-      members,
-      { statement: alongside, when: "held", sql: deps.db },
-      transfer.label,
-    );
+    const funded = await write();
     if (funded.rows !== null) return funded.rows;
   }
   throw new PaymentInvariantError(`${transfer.label}: refused (${written.outcome})`);

@@ -24,6 +24,16 @@ import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { wellFormedInvoice } from "../support/bolt11.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
+/** A toy rail's `receive`: offers the invoice under `prefix`_<reference>, paid when the test says so. */
+const offeredAs =
+  (prefix: string): NonNullable<Rail["receive"]> =>
+  async (request) => ({
+    status: "offered",
+    railReference: `${prefix}_${request.reference}`,
+    expiresAtMs: null,
+    instructions: { pay: request.reference },
+  });
+
 /**
  * A rail built from the Rail contract alone that takes USDC in for invoices and refunds it through its "provider"
  * (refundReceived); `amountMax` is what it moves at once (lowered by a test after money came in); a refund of
@@ -64,12 +74,7 @@ function createRefundingToyRail() {
       handler = next;
     },
     balance: async () => 0n,
-    receive: async (request) => ({
-      status: "offered",
-      railReference: `toy_${request.reference}`,
-      expiresAtMs: null,
-      instructions: { pay: request.reference },
-    }),
+    receive: offeredAs("toy"),
     async refundReceived(refund) {
       if (refund.amount === 1_000_000n)
         return { status: "failed", code: "rejected", message: "the toy provider refuses 1 USDC" };
@@ -147,12 +152,7 @@ function createLightningToyRail(fee: bigint) {
       handler = next;
     },
     balance: async () => 0n,
-    receive: async (request) => ({
-      status: "offered",
-      railReference: `toyln_${request.reference}`,
-      expiresAtMs: null,
-      instructions: { pay: request.reference },
-    }),
+    receive: offeredAs("toyln"),
   };
   return {
     rail,
