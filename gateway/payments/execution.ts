@@ -80,7 +80,11 @@ function answeringAs(
 export async function runCandidates(
   deps: PaymentsDeps,
   driven: Driven,
-  params: { firstSeq: number; first: { attempt: Attempt; reservation: Reservation | Refusal } | null },
+  params: {
+    firstSeq: number;
+    /** `prepared`: what the rail wrote ahead for it (prepareAttempt), taken back if it is not sent after all. */
+    first: { attempt: Attempt; reservation: Reservation | Refusal; prepared?: Prepared | null } | null;
+  },
 ): Promise<void> {
   const { payment } = driven;
   if (payment.decision === null) throw new PaymentInvariantError(`payment ${payment.id} has no decision`);
@@ -92,9 +96,11 @@ export async function runCandidates(
     let attempt: Attempt;
     // A fresh attempt id: its reservation cannot exist yet.
     let known: ReservationKnown = "absent";
+    let prepared: Prepared | null = null;
     if (seq === params.firstSeq && params.first !== null) {
       attempt = params.first.attempt;
       known = params.first.reservation;
+      prepared = params.first.prepared ?? null;
     } else {
       const priced = stalePriceOf(deps, payment, candidate);
       if (priced !== null) {
@@ -126,7 +132,7 @@ export async function runCandidates(
       attempt = inserted;
       payment.attempts.push(attempt);
     }
-    const next = await driveAttempt(deps, driven, attempt, rail, known);
+    const next = await driveAttempt(deps, driven, attempt, rail, known, prepared);
     if (next !== "fall_back") return;
   }
   // Only reached when a stopped process left the payment with no candidate after its last failure.
@@ -242,6 +248,7 @@ export async function driveAttempt(
   attempt: Attempt,
   rail: Rail,
   known: ReservationKnown,
+  prepared: Prepared | null = null,
 ): Promise<Next> {
   const { payment } = driven;
   let reservation: Reservation | Refusal | "absent";
@@ -261,7 +268,10 @@ export async function driveAttempt(
     known !== "ask_ledger" &&
     deps.learning !== undefined &&
     !deps.learning.noteAttempt(rail.id, attempt.id)
-  )
+  ) {
+    // What the rail wrote ahead for it is taken back (a Lightning attempt's tracker held its place in the rail's
+    // in-flight count, and its invoice's, until it lapsed).
+    await withdrawPrepared(deps, prepared);
     return failAttempt(deps, driven, attempt, {
       code: "rail_unavailable",
       message: `rail ${rail.id} is believed down (its circuit is open, or another payment is probing it); not sent`,
@@ -269,6 +279,7 @@ export async function driveAttempt(
       busy: true,
       reservation,
     });
+  }
   const outgoing = outgoingOf(payment, attempt);
   const outcome: AttemptOutcome = await rail.execute(
     known === "ask_ledger" ? { ...outgoing, resumed: true } : outgoing,

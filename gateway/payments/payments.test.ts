@@ -442,6 +442,15 @@ describe("payments across two rails", () => {
     market.refresh();
     expect(circuitOfCheap()).toBe("half_open");
     const asked = cheap.calls;
+    // The rail writes each first attempt ahead (as Lightning's journal does), to be executed or taken back.
+    const writtenAhead: string[] = [];
+    const takenBack: string[] = [];
+    cheap.prepare = async (attempt) => {
+      writtenAhead.push(attempt.id);
+    };
+    cheap.withdraw = async (attemptId) => {
+      takenBack.push(attemptId);
+    };
     const small = (key: string) => ({ ...request(key), amount: "0.000010" });
     // Routed together while the snapshot says half-open: each has the cheap rail first.
     const results = await Promise.all([1, 2, 3].map((i) => createPayment(deps, small(`k-half-open-${i}`))));
@@ -450,6 +459,13 @@ describe("payments across two rails", () => {
     const ends = results.map((result) => (result.ok ? result.payment.status : null)).sort();
     // The other two, with no other rail, fail without having been sent (nothing taken from the payer).
     expect(ends).toEqual(["failed", "failed", "succeeded"]);
+    // What the rail wrote ahead for the two not sent is taken back (before: left until it lapsed, holding its place).
+    expect(writtenAhead).toHaveLength(3);
+    expect(takenBack).toHaveLength(2);
+    const sent = results.flatMap((result) =>
+      result.ok && result.payment.status === "succeeded" ? [result.payment.attempts[0]!.id] : [],
+    );
+    expect(takenBack).not.toContain(sent[0]);
     // The probe succeeded: closed.
     expect(circuitOfCheap()).toBe("closed");
   });

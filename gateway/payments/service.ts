@@ -113,7 +113,8 @@ export async function createPayment(
   }
   const row = { ...fields, idempotencyKey: params.idempotencyKey, requestSha256, quoteId: params.quoteId };
   let driven: Driven;
-  let first: { attempt: Attempt; reservation: Reservation | Refusal } | null = null;
+  let first: { attempt: Attempt; reservation: Reservation | Refusal; prepared: Prepared | null } | null =
+    null;
   let writtenAhead: Prepared | null = null;
   // Answered in the write that ends the payment, if it ends while the request waits (record: written unanswered).
   const answering = record === null ? {} : { answering: record };
@@ -153,7 +154,7 @@ export async function createPayment(
         current: true,
         ...answering,
       };
-      first = { attempt, reservation: written.reservation };
+      first = { attempt, reservation: written.reservation, prepared: writtenAhead };
     }
   } catch (error) {
     // Nothing is sent for an attempt whose reservation is not known to be made (recovery asks the ledger first).
