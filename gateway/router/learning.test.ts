@@ -135,6 +135,15 @@ describe("learning: the circuit breaker", () => {
     expect(circuitState(state, "evm", 1_300)).toBe("closed");
   });
 
+  it("closes on a slow probe's late success though another probe took its place after the timeout", () => {
+    let state = record(createLearningState(config), "---", 0); // opened at 2 for 1 000
+    state = noteAttempt(state, "evm", 1_100, "att_slow"); // a payout waiting for its confirmations
+    state = noteAttempt(state, "evm", 1_600, "att_next"); // the probe timed out (500): another goes
+    // Before: only the newest probe's answer counted, and the slow one's success left the circuit open.
+    state = recordOutcome(state, "evm", true, 1_700, "att_slow");
+    expect(circuitState(state, "evm", 1_700)).toBe("closed");
+  });
+
   it("lets the next attempt probe at once when the probe ended saying nothing of the rail", () => {
     let state = record(createLearningState(config), "---", 0);
     state = noteAttempt(state, "evm", 1_100, "att_no_route");

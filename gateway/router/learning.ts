@@ -54,11 +54,17 @@ export type RailHealth = {
   /** When the probe now in flight was let through; null when none is. */
   readonly probeStartedAtMs: number | null;
   /**
-   * The attempt that is the probe, when its caller named it: only its outcome closes or reopens the circuit (another
-   * attempt's, sent before the circuit opened and answered late, only counts in the window).
+   * The attempts let through as probes since the circuit opened, when their callers named them (the newest last,
+   * the one in flight now if probeStartedAtMs is set): only their outcomes close or reopen the circuit (an attempt's
+   * sent before the circuit opened and answered late only counts in the window). Every probe of this opening, not
+   * only the newest: a probe slower than probeTimeoutMs (a payout waiting for its confirmations) is followed by
+   * another, and its late success must still close the circuit. At most probesRememberedMax.
    */
-  readonly probeAttemptId: string | null;
+  readonly probeAttemptIds: readonly string[];
 };
+
+/** How many probes of one opening are remembered (RailHealth's probeAttemptIds). */
+const probesRememberedMax = 16;
 
 export type LearningState = {
   readonly config: LearningConfig;
@@ -92,7 +98,7 @@ const emptyHealth: RailHealth = {
   openForMs: 0,
   closedAtMs: Number.NEGATIVE_INFINITY,
   probeStartedAtMs: null,
-  probeAttemptId: null,
+  probeAttemptIds: [],
 };
 
 function healthOf(state: LearningState, rail: string): RailHealth {
@@ -131,10 +137,12 @@ export function noteAttempt(
   attemptId: string | null = null,
 ): LearningState {
   if (circuitState(state, rail, nowMs) !== "half_open") return state;
+  const health = healthOf(state, rail);
+  const probes = attemptId === null ? health.probeAttemptIds : [...health.probeAttemptIds, attemptId];
   return withHealth(state, rail, {
-    ...healthOf(state, rail),
+    ...health,
     probeStartedAtMs: nowMs,
-    probeAttemptId: attemptId,
+    probeAttemptIds: probes.slice(-probesRememberedMax),
   });
 }
 
@@ -145,8 +153,12 @@ export function noteAttempt(
  */
 export function releaseProbe(state: LearningState, rail: string, attemptId: string): LearningState {
   const health = healthOf(state, rail);
-  if (health.probeAttemptId !== attemptId) return state;
-  return withHealth(state, rail, { ...health, probeStartedAtMs: null, probeAttemptId: null });
+  if (health.probeStartedAtMs === null || health.probeAttemptIds.at(-1) !== attemptId) return state;
+  return withHealth(state, rail, {
+    ...health,
+    probeStartedAtMs: null,
+    probeAttemptIds: health.probeAttemptIds.slice(0, -1),
+  });
 }
 
 function withHealth(state: LearningState, rail: string, health: RailHealth): LearningState {
@@ -154,8 +166,9 @@ function withHealth(state: LearningState, rail: string, health: RailHealth): Lea
 }
 
 /**
- * Records one attempt's final outcome on a rail. Past an open circuit's cool-down, the outcome of the probe (the
- * attempt noteAttempt named; any outcome when the probe was not named) closes or reopens it; another's only counts.
+ * Records one attempt's final outcome on a rail. Past an open circuit's cool-down, the outcome of a probe (an attempt
+ * noteAttempt named since the circuit opened; any outcome when none was named) closes or reopens it; another's only
+ * counts.
  */
 export function recordOutcome(
   state: LearningState,
@@ -177,7 +190,9 @@ export function recordOutcome(
     // is the probe's answer: success closes the circuit, failure opens it again for twice as long.
     // An attempt sent before the circuit opened, answered after the cool-down, is not the probe: before, its late
     // success closed the circuit with nothing probed.
-    const probe = before.probeAttemptId === null || before.probeAttemptId === attemptId;
+    const probe =
+      before.probeAttemptIds.length === 0 ||
+      (attemptId !== null && before.probeAttemptIds.includes(attemptId));
     if (nowMs >= before.openedAtMs + before.openForMs && probe) {
       health = ok
         ? {
@@ -186,14 +201,14 @@ export function recordOutcome(
             openForMs: 0,
             closedAtMs: nowMs,
             probeStartedAtMs: null,
-            probeAttemptId: null,
+            probeAttemptIds: [],
           }
         : {
             ...health,
             openedAtMs: nowMs,
             openForMs: Math.min(before.openForMs * 2, config.openMsMax),
             probeStartedAtMs: null,
-            probeAttemptId: null,
+            probeAttemptIds: [],
           };
     }
   } else if (before.circuit === "closed" && !ok) {
@@ -208,7 +223,7 @@ export function recordOutcome(
         openedAtMs: nowMs,
         openForMs: config.openMs,
         probeStartedAtMs: null,
-        probeAttemptId: null,
+        probeAttemptIds: [],
       };
     }
   }
