@@ -37,6 +37,11 @@ const signals = (() => {
       process.exit(1);
     }
     received = signal;
+    // Counted from the first signal, the start included (a database that never answers holds a start for good).
+    setTimeout(() => {
+      console.log(`switchyard: not stopped ${stopDeadlineMs / 1000} s after ${signal}, exiting`);
+      process.exit(1);
+    }, stopDeadlineMs).unref();
     if (onSignal === null)
       console.log(`switchyard: ${signal} while starting: stopping once started (again: exit now)`);
     else onSignal(signal);
@@ -111,10 +116,6 @@ async function main(): Promise<void> {
   if (app.demoPaywall !== null) console.log(demoPaywallText(app.demoPaywall, url, rpc?.served ?? []));
   const stop = async (signal: string) => {
     console.log(`switchyard: ${signal}, stopping`);
-    setTimeout(() => {
-      console.log(`switchyard: not stopped after ${stopDeadlineMs / 1000} s, exiting`);
-      process.exit(1);
-    }, stopDeadlineMs).unref();
     // Every part is closed whatever another did (app.close logs each failure); a failure exits non-zero.
     const outcomes = await Promise.allSettled([listening.close(), rpc?.close()]);
     outcomes.push(...(await Promise.allSettled([app.close()])));
