@@ -89,25 +89,47 @@ async function splitsCreatedEarlier(
   for (const row of known) wanted.delete(row.split_id);
   const found: CreatedSplit[] = [];
   for (const splitId of wanted) {
-    // Every block before the range read, in halves while the node refuses a span that long (many providers cap one
-    // call's blocks): before, one call from block 0 to the latest, refused so, failed every poll for good.
-    const logs =
-      before === 0n
-        ? []
-        : await readInHalves(0n, before - 1n, (fromBlock, toBlock) =>
-            deps.publicClient.getLogs({
-              address: deps.splitter,
-              event: splitCreatedEvent,
-              args: { splitId: splitId as Hex },
-              fromBlock,
-              toBlock,
-              strict: true,
-            }),
-          );
-    const log = logs[0];
-    if (log !== undefined) found.push(log.args as CreatedSplit);
+    const log = await splitCreatedBefore(deps, splitId as Hex, before);
+    if (log !== undefined) found.push(log);
   }
   return found;
+}
+
+/** The first window searched back from the watcher's start for a split's creation; each next one is twice as long. */
+const createdSearchBlocksFirst = 10_000n;
+const createdSearchBlocksMax = 1_000_000n;
+
+/**
+ * The SplitCreated of `splitId` in a block before `before` (the range being read: a split created before the
+ * watcher's first block, EVM_SPLITTER_START_BLOCK past it): searched back from there in windows (10,000 blocks, then
+ * twice as many each time, up to a million), each read in halves while the node refuses its span (many providers cap
+ * one call's blocks), until found or block 0. Before, one call from block 0 to the latest: refused so, it failed every
+ * poll for good; and read whole, it cost a capped provider thousands of calls though the split was just before.
+ */
+async function splitCreatedBefore(
+  deps: SourceDeps,
+  splitId: Hex,
+  before: bigint,
+): Promise<CreatedSplit | undefined> {
+  let span = createdSearchBlocksFirst;
+  for (let to = before - 1n; to >= 0n; ) {
+    const from = to - span + 1n > 0n ? to - span + 1n : 0n;
+    const logs = await readInHalves(from, to, (fromBlock, toBlock) =>
+      deps.publicClient.getLogs({
+        address: deps.splitter,
+        event: splitCreatedEvent,
+        args: { splitId },
+        fromBlock,
+        toBlock,
+        strict: true,
+      }),
+    );
+    const log = logs.at(-1);
+    if (log !== undefined) return log.args as CreatedSplit;
+    to = from - 1n;
+    if (span < createdSearchBlocksMax) span *= 2n;
+  }
+  return undefined;
 }
 
 function toWatched(chainId: number, splitter: Address, row: EventRow): WatchedEvent {
