@@ -285,9 +285,9 @@ describe("a row left submitted whose transaction was mined", () => {
     expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent", tx_hash: txHash });
     expect((await rowOf(ps[2]!))?.status).toBe("settled");
     expect((await rowOf(ps[3]!))?.status).toBe("settled");
-    // One share per item, by invoice id (the remainder to the smallest), each under batch.ts's id.
-    // (A remainder to give, or the order would not show: the calldata is the same every run, so is the gas.)
-    expect(gas % BigInt(sentItems.length)).not.toBe(0n);
+    // One share per item, by invoice id (the remainder to the smallest), each under batch.ts's id. (The gas varies
+    // with the payers' signatures, fresh keys each run: about one run in four it divides evenly, and then the order
+    // shows nothing, but the shares and their sum are still checked. Before, such a run failed here.)
     const shares = splitEvenlyRemainderToFirst(gas, sentItems.length);
     const ids = sentItems
       .map((item) => item.reference)
