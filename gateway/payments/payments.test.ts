@@ -319,7 +319,12 @@ function learningMarket(rails: readonly Rail[], clock: { nowMs: number }) {
     refreshMs: 60_000,
     nowMs: () => clock.nowMs,
   });
-  return { market, deps: { ...depsWith(db), snapshot: market.snapshot, learning: market } };
+  return {
+    market,
+    deps: { ...depsWith(db), snapshot: market.snapshot, learning: market },
+    /** The circuit of `rail` as the market's snapshot has it now. */
+    circuitOf: (rail: string) => market.snapshot().rails.find((r) => r.rail === rail)?.circuit,
+  };
 }
 
 describe("payments across two rails", () => {
@@ -373,7 +378,7 @@ describe("payments across two rails", () => {
 
   it("a rail failing as unavailable is priced as failing, then left out once its circuit opens; failures of the payment's own are not counted", async () => {
     const clock = { nowMs: Date.now() };
-    const { market, deps } = learningMarket([cheap, dear], clock);
+    const { market, deps, circuitOf } = learningMarket([cheap, dear], clock);
     const small = (key: string) => ({ ...request(key), amount: "0.000010" });
     const attemptsOf = (result: Awaited<ReturnType<typeof createPayment>>) =>
       result.ok ? result.payment.attempts.map((a) => [a.rail, a.status]) : result;
@@ -394,7 +399,7 @@ describe("payments across two rails", () => {
         ["dear", "succeeded"],
       ]);
     await new Promise((resolve) => setTimeout(resolve, outcomeRefreshMs + 50));
-    expect(market.snapshot().rails.find((r) => r.rail === "cheap")?.circuit).toBe("closed");
+    expect(circuitOf("cheap")).toBe("closed");
     expect(attemptsOf(await createPayment(deps, small("k-learning-busy-after")))).toEqual([
       ["cheap", "failed"],
       ["dear", "succeeded"],
@@ -410,16 +415,15 @@ describe("payments across two rails", () => {
     expect(attemptsOf(await createPayment(deps, small("k-learning-after")))).toEqual([["dear", "succeeded"]]);
     // Failures enough open its circuit; past the cool-down one payment probes it, and every other sees it open at
     // once (before: half-open, so every payment until the next refresh went to the rail being probed).
-    const circuitOfCheap = () => market.snapshot().rails.find((r) => r.rail === "cheap")?.circuit;
-    expect(circuitOfCheap()).toBe("closed");
+    expect(circuitOf("cheap")).toBe("closed");
     for (let i = 1; i < learningConfigDefault.consecutiveFailuresMax; i++)
       market.recordOutcome("cheap", false);
-    expect(circuitOfCheap()).toBe("open");
+    expect(circuitOf("cheap")).toBe("open");
     clock.nowMs += learningConfigDefault.openMs + 1;
     market.refresh();
-    expect(circuitOfCheap()).toBe("half_open");
+    expect(circuitOf("cheap")).toBe("half_open");
     market.noteAttempt("cheap");
-    expect(circuitOfCheap()).toBe("open");
+    expect(circuitOf("cheap")).toBe("open");
     // Outcomes that open or close no circuit are taken in together, once: not a snapshot made again for each (before:
     // each external payment's outcome rebuilt it, and with it the internal payments' routing memo went).
     const held = market.snapshot();
@@ -433,14 +437,13 @@ describe("payments across two rails", () => {
   it("past the cool-down, one payment probes the rail: those routed to it meanwhile go on without asking it", async () => {
     // The cheap rail alone in this market: whatever it is priced at, each payment has it first.
     const clock = { nowMs: Date.now() };
-    const { market, deps } = learningMarket([cheap], clock);
-    const circuitOfCheap = () => market.snapshot().rails.find((r) => r.rail === "cheap")?.circuit;
+    const { market, deps, circuitOf } = learningMarket([cheap], clock);
     for (let i = 0; i < learningConfigDefault.consecutiveFailuresMax; i++)
       market.recordOutcome("cheap", false);
-    expect(circuitOfCheap()).toBe("open");
+    expect(circuitOf("cheap")).toBe("open");
     clock.nowMs += learningConfigDefault.openMs + 1;
     market.refresh();
-    expect(circuitOfCheap()).toBe("half_open");
+    expect(circuitOf("cheap")).toBe("half_open");
     const asked = cheap.calls;
     // The rail writes each first attempt ahead (as Lightning's journal does), to be executed or taken back.
     const writtenAhead: string[] = [];
@@ -467,7 +470,7 @@ describe("payments across two rails", () => {
     );
     expect(takenBack).not.toContain(sent[0]);
     // The probe succeeded: closed.
-    expect(circuitOfCheap()).toBe("closed");
+    expect(circuitOf("cheap")).toBe("closed");
   });
 
   it("a payout's fee the rail's clearing account has no room for is funded by the operator's capital, not a 500", async () => {

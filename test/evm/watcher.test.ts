@@ -46,6 +46,26 @@ afterAll(async () => {
 const payer = () => gw.chain.accounts[payerIndex]!;
 const custody = () => gw.ledgerAccount(gw.mirrorIds.custody(gw.usdc));
 
+/**
+ * `amount` paid into the split (reference `${name}_paid`), then distributed by account 0 (`${name}_distributed`):
+ * where the Distributed log is, to read its mirrored legs.
+ */
+async function paidAndDistributed(splitId: Hex, amount: bigint, name: string) {
+  await gw.payDirect(payer(), splitId, amount, referenceFromId(`${name}_paid`));
+  const receipt = await gw.send(gw.chain.accounts[0]!, {
+    address: gw.chain.contracts.splitter,
+    abi: revenueSplitterAbi,
+    functionName: "distribute",
+    args: [splitId, gw.chain.contracts.testUsd, referenceFromId(`${name}_distributed`)],
+  });
+  const [distributed] = parseEventLogs({
+    abi: revenueSplitterAbi,
+    eventName: "Distributed",
+    logs: receipt.logs,
+  });
+  return { txHash: distributed!.transactionHash, logIndex: distributed!.logIndex };
+}
+
 function freshWatcher(publicClient: PublicClient<Transport, Chain> = gw.chain.publicClient) {
   return createSplitterMirror({
     db: gw.app.db,
@@ -379,22 +399,10 @@ describe("a split created before the watcher's first block", () => {
     // The watcher goes on from after the split's creation, as with EVM_SPLITTER_START_BLOCK past it.
     const head = await gw.chain.publicClient.getBlockNumber();
     await gw.app.db.query("UPDATE evm_watch_cursors SET next_block = $1", [head + 1n]);
-    await gw.payDirect(payer(), late.splitId, 10_000n, referenceFromId("late_paid"));
-    const receipt = await gw.send(gw.chain.accounts[0]!, {
-      address: gw.chain.contracts.splitter,
-      abi: revenueSplitterAbi,
-      functionName: "distribute",
-      args: [late.splitId, gw.chain.contracts.testUsd, referenceFromId("late_distributed")],
-    });
-    const [distributed] = parseEventLogs({
-      abi: revenueSplitterAbi,
-      eventName: "Distributed",
-      logs: receipt.logs,
-    });
+    const coordinates = await paidAndDistributed(late.splitId, 10_000n, "late");
     await gw.chain.networkHelpers.mine(3);
     await gw.watcher.catchUp(20);
 
-    const coordinates = { txHash: distributed!.transactionHash, logIndex: distributed!.logIndex };
     const legs = await Promise.all(late.basisPoints.map((_, leg) => gw.mirrored(coordinates, leg)));
     // 10,000 units split 60/40 in the contract's recipient order: each share is its basis points.
     expect(legs.map((leg) => leg.post?.amount)).toEqual(late.basisPoints.map((bp) => BigInt(bp)));
@@ -439,18 +447,7 @@ describe("a node that refuses a getLogs call spanning more than 50 blocks (a pro
     // The watcher goes on from after the split's creation (EVM_SPLITTER_START_BLOCK past it), over a range longer
     // than the node's cap.
     await gw.app.db.query("UPDATE evm_watch_cursors SET next_block = $1", [created + 1n]);
-    await gw.payDirect(payer(), early.splitId, 20_000n, referenceFromId("capped_paid"));
-    const receipt = await gw.send(gw.chain.accounts[0]!, {
-      address: gw.chain.contracts.splitter,
-      abi: revenueSplitterAbi,
-      functionName: "distribute",
-      args: [early.splitId, gw.chain.contracts.testUsd, referenceFromId("capped_distributed")],
-    });
-    const [distributed] = parseEventLogs({
-      abi: revenueSplitterAbi,
-      eventName: "Distributed",
-      logs: receipt.logs,
-    });
+    const coordinates = await paidAndDistributed(early.splitId, 20_000n, "capped");
     await gw.chain.networkHelpers.mine(3);
     const watcher = await freshWatcher(capped);
     try {
@@ -460,7 +457,6 @@ describe("a node that refuses a getLogs call spanning more than 50 blocks (a pro
       await watcher.stop();
     }
     expect(refused).toBeGreaterThan(0);
-    const coordinates = { txHash: distributed!.transactionHash, logIndex: distributed!.logIndex };
     const legs = await Promise.all(early.basisPoints.map((_, leg) => gw.mirrored(coordinates, leg)));
     // 20,000 units in the contract's recipient order: each share twice its basis points.
     expect(legs.map((leg) => leg.post?.amount)).toEqual(early.basisPoints.map((bp) => BigInt(bp) * 2n));

@@ -17,6 +17,7 @@ import { createRefund } from "../../gateway/payments/refunds.ts";
 import { applyReversed, createInvoice } from "../../gateway/settlement/index.ts";
 import { refundShareLedgerId, reversalShareLedgerId } from "../../gateway/settlement/split-reversal.ts";
 import { latch } from "../support/latch.ts";
+import { receivingToySnapshot } from "../support/toy-rail.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 /** A rail that takes USDC in for invoices and refunds it through its provider; a refund of 1 USDC it fails. */
@@ -28,21 +29,7 @@ function createRefundingToyRail() {
     asset: assets.USDC,
     async start() {},
     async stop() {},
-    snapshot: () => ({
-      rail: "toysplit",
-      kind: "fiat",
-      asset: assets.USDC,
-      available: true,
-      reaches: [],
-      amountMin: 1n,
-      amountMax: 100_000_000n,
-      liquidity: null,
-      feeFixed: 0n,
-      feePpm: 0n,
-      networkFeeMicroUsd: 0n,
-      latencyMs: 1_000,
-      takenAtMs: 0,
-    }),
+    snapshot: () => receivingToySnapshot(rail, 100_000_000n),
     execute: async () => ({
       status: "failed",
       code: "rejected",

@@ -22,6 +22,7 @@ import {
 } from "../../gateway/payments/refunds-store.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
 import { wellFormedInvoice } from "../support/bolt11.ts";
+import { receivingToySnapshot } from "../support/toy-rail.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 /** A toy rail's `receive`: offers the invoice under `prefix`_<reference>, paid when the test says so. */
@@ -49,21 +50,7 @@ function createRefundingToyRail() {
     asset: assets.USDC,
     async start() {},
     async stop() {},
-    snapshot: () => ({
-      rail: "toyrefunds",
-      kind: "fiat",
-      asset: assets.USDC,
-      available: true,
-      reaches: [],
-      amountMin: 1n,
-      amountMax: limits.amountMax,
-      liquidity: null,
-      feeFixed: 0n,
-      feePpm: 0n,
-      networkFeeMicroUsd: 0n,
-      latencyMs: 1_000,
-      takenAtMs: 0,
-    }),
+    snapshot: () => receivingToySnapshot(rail, limits.amountMax),
     execute: async () => ({
       status: "failed",
       code: "rejected",
@@ -125,21 +112,7 @@ function createLightningToyRail(fee: bigint) {
     asset: assets.BTC,
     async start() {},
     async stop() {},
-    snapshot: () => ({
-      rail: "toyln",
-      kind: "lightning",
-      asset: assets.BTC,
-      available: true,
-      reaches: [],
-      amountMin: 1n,
-      amountMax: 10n ** 12n,
-      liquidity: null,
-      feeFixed: 0n,
-      feePpm: 0n,
-      networkFeeMicroUsd: 0n,
-      latencyMs: 1_000,
-      takenAtMs: 0,
-    }),
+    snapshot: () => receivingToySnapshot(rail, 10n ** 12n),
     async execute(attempt) {
       paid.set(attempt.id, attempt.amount);
       return {
