@@ -4,7 +4,7 @@
 // table and its list index grew without bound. A pruned quote is 404 as one never made.
 import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
-import { type Periodic, startPeriodic } from "../periodic/index.ts";
+import { deleteInBatches, type Periodic, startPeriodic } from "../periodic/index.ts";
 
 /** How long past its expiry an unused quote is kept (as long as events are: a client reconciling finds it). */
 export const quoteRetentionDays = 30;
@@ -15,33 +15,30 @@ export const quotePruneIntervalMs = 10 * 60 * 1000;
 /** The most time one pass spends deleting: what is left waits for the next pass. */
 const quotePrunePassMsMax = 30_000;
 
-/**
- * Deletes unused quotes expired longer ago than the retention, `batchMax` a statement until one deletes fewer or the
- * pass has run quotePrunePassMsMax; returns how many. Each statement commits on its own.
- */
-export async function pruneQuotes(
+/** Deletes unused quotes expired longer ago than the retention (deleteInBatches); returns how many. */
+export function pruneQuotes(
   sql: Sql,
   params: { retentionDays?: number; batchMax?: number; nowMs?: () => number } = {},
 ): Promise<{ deleted: number }> {
-  const batchMax = Math.max(1, params.batchMax ?? quotePruneBatchMax);
-  const nowMs = params.nowMs ?? Date.now;
-  const untilMs = nowMs() + quotePrunePassMsMax;
-  let deleted = 0;
-  for (;;) {
-    // payments_quote_once (migration 0014) answers the NOT EXISTS; quotes_expires (0057) finds the old ones. A quote
-    // expired that long is never paid now (a payment on it is refused quote_expired before anything is written).
-    const rows = await sql.query(
-      `DELETE FROM quotes WHERE id IN (
-         SELECT q.id FROM quotes q
-         WHERE q.expires_at < now() - make_interval(days => $1::int)
-           AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.quote_id = q.id)
-         LIMIT $2)
-       RETURNING id`,
-      [params.retentionDays ?? quoteRetentionDays, batchMax],
-    );
-    deleted += rows.length;
-    if (rows.length < batchMax || nowMs() >= untilMs) return { deleted };
-  }
+  // payments_quote_once (migration 0014) answers the NOT EXISTS; quotes_expires (0057) finds the old ones. A quote
+  // expired that long is never paid now (a payment on it is refused quote_expired before anything is written).
+  return deleteInBatches(
+    sql,
+    {
+      text: `DELETE FROM quotes WHERE id IN (
+               SELECT q.id FROM quotes q
+               WHERE q.expires_at < now() - make_interval(days => $1::int)
+                 AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.quote_id = q.id)
+               LIMIT $2)
+             RETURNING id`,
+      param: params.retentionDays ?? quoteRetentionDays,
+    },
+    {
+      batchMax: params.batchMax ?? quotePruneBatchMax,
+      passMsMax: quotePrunePassMsMax,
+      ...(params.nowMs === undefined ? {} : { nowMs: params.nowMs }),
+    },
+  );
 }
 
 /** The prune pass, every quotePruneIntervalMs, until stopped. */

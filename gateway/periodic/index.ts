@@ -2,6 +2,7 @@
 // not keep the process alive. A tick that finds the previous pass still running is skipped, so a slow pass
 // never piles up work behind it; a failed pass is logged and the next tick tries again.
 import type { Logger } from "../../core/index.ts";
+import type { Sql } from "../db/index.ts";
 
 export type Periodic = { stop(): Promise<void> };
 
@@ -33,4 +34,25 @@ export function startPeriodic(params: PeriodicParams): Periodic {
       await running;
     },
   };
+}
+
+/**
+ * A prune pass's deletes: `statement` (a DELETE of at most `$2` rows, `RETURNING` one column each, `$1` its own
+ * parameter) run again and again until one deletes fewer than `batchMax` or `passMsMax` has passed; returns how many it
+ * deleted. Each statement commits on its own: a pass cut short keeps what it deleted.
+ */
+export async function deleteInBatches(
+  sql: Sql,
+  statement: { text: string; param: unknown },
+  limits: { batchMax: number; passMsMax: number; nowMs?: () => number },
+): Promise<{ deleted: number }> {
+  const batchMax = Math.max(1, limits.batchMax);
+  const nowMs = limits.nowMs ?? Date.now;
+  const untilMs = nowMs() + limits.passMsMax;
+  let deleted = 0;
+  for (;;) {
+    const rows = await sql.query(statement.text, [statement.param, batchMax]);
+    deleted += rows.length;
+    if (rows.length < batchMax || nowMs() >= untilMs) return { deleted };
+  }
 }

@@ -7,7 +7,7 @@
 // Events are kept eventRetentionDays, then pruned (pruneEvents, a periodic pass).
 import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
-import { type Periodic, startPeriodic } from "../periodic/index.ts";
+import { deleteInBatches, type Periodic, startPeriodic } from "../periodic/index.ts";
 
 /** How long an event is kept, from its creation. */
 export const eventRetentionDays = 30;
@@ -92,24 +92,24 @@ export async function eventBySeq(
  * pages of old ranges are read until enough rows are found, with nothing to sort); returns how many. Each statement
  * commits on its own: a pass cut short keeps what it deleted.
  */
-export async function pruneEvents(
+export function pruneEvents(
   sql: Sql,
   params: { retentionDays?: number; batchMax?: number; nowMs?: () => number } = {},
 ): Promise<{ deleted: number }> {
-  const batchMax = Math.max(1, params.batchMax ?? pruneBatchEventsMax);
-  const nowMs = params.nowMs ?? Date.now;
-  const untilMs = nowMs() + prunePassMsMax;
-  let deleted = 0;
-  for (;;) {
-    const rows = await sql.query(
-      `DELETE FROM outbox WHERE id IN (
-         SELECT id FROM outbox WHERE created_at < now() - make_interval(days => $1::int) LIMIT $2)
-       RETURNING id`,
-      [params.retentionDays ?? eventRetentionDays, batchMax],
-    );
-    deleted += rows.length;
-    if (rows.length < batchMax || nowMs() >= untilMs) return { deleted };
-  }
+  return deleteInBatches(
+    sql,
+    {
+      text: `DELETE FROM outbox WHERE id IN (
+               SELECT id FROM outbox WHERE created_at < now() - make_interval(days => $1::int) LIMIT $2)
+             RETURNING id`,
+      param: params.retentionDays ?? eventRetentionDays,
+    },
+    {
+      batchMax: params.batchMax ?? pruneBatchEventsMax,
+      passMsMax: prunePassMsMax,
+      ...(params.nowMs === undefined ? {} : { nowMs: params.nowMs }),
+    },
+  );
 }
 
 /** The prune pass, every eventPruneIntervalMs, until stopped. */
