@@ -9,8 +9,7 @@ import path from "node:path";
 import { createPublicClient, createWalletClient, defineChain, http } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { deployForwarderFactory, deployRevenueSplitter, deployWithIgnition } from "../adapters/evm/index.ts";
-import { commandFailure } from "../gateway/app/config.ts";
-import { rpcScrubber } from "../gateway/app/secrets.ts";
+import { rpcCommandFailure } from "../gateway/app/secrets.ts";
 
 const rpcTimeoutMs = 30_000;
 const usage =
@@ -72,15 +71,7 @@ async function main(argv: readonly string[]): Promise<void> {
   console.log(JSON.stringify({ chainId, ...deployed }, null, 2));
 }
 
-// A failure is printed without the endpoint's path (a hosted endpoint's key is there: viem's errors name the URL)
-// or the wallet's key, as npm start prints its own.
+// A failure is printed without the endpoint's path or the wallet's key, as npm start prints its own.
 await main(process.argv.slice(2)).catch((error: unknown) =>
-  process.exit(
-    commandFailure(
-      "evm-deploy",
-      "failed",
-      error,
-      rpcScrubber(process.env.EVM_RPC_URL ?? "", process.env.EVM_HOT_WALLET_KEY ?? ""),
-    ),
-  ),
+  process.exit(rpcCommandFailure("evm-deploy", error, process.env)),
 );

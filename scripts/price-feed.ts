@@ -8,8 +8,7 @@
 import { type Address, createPublicClient, createWalletClient, http, isAddress } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { assetByCode } from "../core/index.ts";
-import { commandFailure } from "../gateway/app/config.ts";
-import { rpcScrubber } from "../gateway/app/secrets.ts";
+import { rpcCommandFailure } from "../gateway/app/secrets.ts";
 import {
   deployPriceFeeds,
   devPriceFeedSpecs,
@@ -110,16 +109,8 @@ async function main(argv: readonly string[]): Promise<void> {
   console.log(JSON.stringify(result, null, 2));
 }
 
-// A failure is printed without the endpoint's path (a hosted endpoint's key is there: viem's errors name the URL)
-// or the wallet's key, as npm start prints its own.
+// A failure is printed without the endpoint's path or the wallet's key, as npm start prints its own.
 if (import.meta.main)
   await main(process.argv.slice(2)).catch((error: unknown) =>
-    process.exit(
-      commandFailure(
-        "price-feed",
-        "failed",
-        error,
-        rpcScrubber(process.env.EVM_RPC_URL ?? "", process.env.EVM_HOT_WALLET_KEY ?? ""),
-      ),
-    ),
+    process.exit(rpcCommandFailure("price-feed", error, process.env)),
   );

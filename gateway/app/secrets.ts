@@ -2,7 +2,7 @@
 // start-up failure pass through. A hosted JSON-RPC endpoint carries its provider's key in its path
 // (…/v2/<key>), and viem's errors name the URL they asked in their message and in an enumerable field: a
 // logged error would print it. Redacting at the writer catches every path to it, those not written yet too.
-import type { Config } from "./config.ts";
+import { type Config, commandFailure } from "./config.ts";
 
 const redacted = "[redacted]";
 
@@ -64,6 +64,11 @@ export function configSecrets(config: Config): Secret[] {
   if (config.fiat.kind === "on")
     found.push(secret(config.fiat.client.apiKey), ...config.fiat.webhook.secrets.map((text) => secret(text)));
   if (config.lightning.kind === "on") found.push(secret(config.lightning.lnd.macaroon));
+  return redactable(found);
+}
+
+/** `found` as a scrubber takes them: with their JSON-escaped forms, each once, none too short, longest first. */
+function redactable(found: Secret[]): Secret[] {
   // As a JSON line writes them too: a password with a quote or a backslash is escaped there.
   for (const { text } of [...found]) {
     const escaped = JSON.stringify(text).slice(1, -1);
@@ -90,15 +95,21 @@ export function secretScrubber(secrets: readonly Secret[]): (text: string) => st
 }
 
 /**
- * The scrubber of a script that reads EVM_RPC_URL and EVM_HOT_WALLET_KEY alone (scripts/evm-deploy.ts,
- * scripts/price-feed.ts): what its failure passes through, as npm start's does.
+ * The failure of a script that reads EVM_RPC_URL and EVM_HOT_WALLET_KEY alone (scripts/evm-deploy.ts,
+ * scripts/price-feed.ts), printed as npm start prints its own (commandFailure) without either: a hosted endpoint's
+ * key is in its path, and viem's errors name the URL. Returns the exit code.
  */
-export const rpcScrubber = (url: string, key: string): ((text: string) => string) =>
-  secretScrubber(
-    [...urlSecrets(url), secret(key)]
-      .filter((entry) => entry.text.length >= 8)
-      .sort((a, b) => b.text.length - a.text.length),
-  );
+export function rpcCommandFailure(
+  prefix: string,
+  error: unknown,
+  env: { EVM_RPC_URL?: string | undefined; EVM_HOT_WALLET_KEY?: string | undefined },
+): 1 | 2 {
+  const found = [
+    ...(env.EVM_RPC_URL === undefined ? [] : urlSecrets(env.EVM_RPC_URL)),
+    ...(env.EVM_HOT_WALLET_KEY === undefined ? [] : [secret(env.EVM_HOT_WALLET_KEY)]),
+  ];
+  return commandFailure(prefix, "failed", error, secretScrubber(redactable(found)));
+}
 
 /** The scrubber of `config`'s secrets: what the app's logs and a command's failure pass through. */
 export const configScrubber = (config: Config): ((text: string) => string) =>
