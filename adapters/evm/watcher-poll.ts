@@ -37,7 +37,9 @@ export async function poll(w: WatcherState): Promise<PollResult> {
   if (w.settledAt !== null && w.settledAt.hash === latest.hash)
     return { ...w.settledAt.result, read: 0, seen: 0, finalized: 0, removed: 0 };
   w.settledAt = null;
-  const removed = await checkReorg(w, head);
+  // The newest block whose events are final: at least `confirmations` blocks from its own up to the head.
+  const finalBlockMax = head - w.confirmations + 1n;
+  const removed = await checkReorg(w, head, finalBlockMax);
   const readCount = await read(w, head);
   const seen = await loadEvents(w, "e.status = 'seen' ORDER BY e.block_number, e.log_index LIMIT $3", [
     params.eventsPerPollMax,
@@ -50,7 +52,6 @@ export async function poll(w: WatcherState): Promise<PollResult> {
   // no removal of the same log held (checkReorg: its transaction and arguments, wherever it now sits): mined again
   // after a reorg took it away, it waits for that removal to be applied first (a deposit's credit reversed, then
   // given back; the splitter's mirror voided, then posted again), never counted twice.
-  const finalBlockMax = head - w.confirmations + 1n;
   const final = await loadEvents(
     w,
     `e.status = 'pending' AND e.block_number <= $3
@@ -219,13 +220,12 @@ async function appliedRemoval(w: WatcherState, row: EventRow): Promise<void> {
  * kept (reorgDepthBlocks) are compared from the newest down until one matches: a block whose hash matches commits to
  * every block below it.
  */
-async function checkReorg(w: WatcherState, head: bigint): Promise<number> {
+async function checkReorg(w: WatcherState, head: bigint, finalBlockMax: bigint): Promise<number> {
   const { params } = w;
   const blocks = await w.db.query<{ number: bigint; hash: Hex }>(
     "SELECT number, hash FROM evm_watch_blocks WHERE chain_id = $1 AND contract = $2 ORDER BY number",
     [w.chainId, w.contract],
   );
-  const finalBlockMax = head - w.confirmations + 1n;
   let anchor = 0;
   while (anchor + 1 < blocks.length && blocks[anchor + 1]!.number < finalBlockMax) anchor += 1;
   let matching: bigint | null = null;
