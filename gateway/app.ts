@@ -266,7 +266,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   };
   try {
     await migrate(db, migrationSources);
-    const operator = await ensureOperatorKey(db, { configured: config.operatorKey });
+    const operator = await ensureOperatorKey(db, {
+      configured: config.operatorKey,
+      generate: config.mode !== "production",
+    });
     const changes = await openChangeBus(config.database, logger.child({ module: "changes" }));
     closers.push(() => changes.close());
     const ledger = createLedger({

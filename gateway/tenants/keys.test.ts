@@ -228,6 +228,24 @@ describe("the operator's credential", () => {
     expect(await isOperatorKey(db, "op_short")).toBe(false);
     await expect(ensureOperatorKey(db, { configured: "hunter2" })).rejects.toThrow("op_");
   });
+
+  it("is never made where it would be printed into the logs (production): OPERATOR_KEY or a stored one", async () => {
+    await db.query("DELETE FROM operator_credentials");
+    await expect(ensureOperatorKey(db, { configured: null, generate: false })).rejects.toThrow(
+      /set OPERATOR_KEY/,
+    );
+    const [none] = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM operator_credentials");
+    expect(none!.n).toBe(0);
+    const configured = `op_${"p".repeat(40)}`;
+    expect(await ensureOperatorKey(db, { configured, generate: false })).toMatchObject({
+      kind: "configured",
+    });
+    expect(await ensureOperatorKey(db, { configured: null, generate: false })).toEqual({
+      kind: "existing",
+      hint: expect.stringMatching(/^op_ppp…pppp$/),
+    });
+    expect(await isOperatorKey(db, configured)).toBe(true);
+  });
 });
 
 describe("the key format's checksum", () => {

@@ -27,14 +27,16 @@ const hintOf = (secret: string) => `${secret.slice(0, 6)}…${secret.slice(-4)}`
  * Makes sure the deployment has an operator credential. With `configured` (OPERATOR_KEY) its digest is stored,
  * replacing any other (a generated one, or an earlier OPERATOR_KEY): only the configured key works. Without, the
  * stored one is kept, or — at the first start — one is made, stored and returned once. Two processes starting at
- * once store one credential: the one that lost the race reports `existing`.
+ * once store one credential: the one that lost the race reports `existing`. With `generate: false` (production) none
+ * is made: the first start without OPERATOR_KEY throws, since the only way to hand a made one over is the process's
+ * output, which production ships to its logs.
  *
  * Call at start, after the migrations: `const operator = await ensureOperatorKey(db, { configured: config.operatorKey })`,
  * and print `operator.secret` when `operator.kind === "created"`.
  */
 export async function ensureOperatorKey(
   sql: Sql,
-  params: { configured: string | null },
+  params: { configured: string | null; generate?: boolean },
 ): Promise<OperatorKeyBootstrap> {
   if (params.configured !== null) {
     if (!operatorKeyPattern.test(params.configured))
@@ -48,6 +50,15 @@ export async function ensureOperatorKey(
       [digestOf(params.configured), hint],
     );
     return { kind: "configured", hint };
+  }
+  if (params.generate === false) {
+    const [stored] = await sql.query<{ hint: string }>(
+      "SELECT hint FROM operator_credentials WHERE id = 'operator'",
+    );
+    if (stored !== undefined) return { kind: "existing", hint: stored.hint };
+    throw new OperatorKeyError(
+      "production makes no operator credential (it would be printed into the logs): set OPERATOR_KEY to op_ and 32 to 200 URL-safe characters, e.g. the output of: node -e \"console.log('op_' + require('crypto').randomBytes(32).toString('base64url'))\"",
+    );
   }
   const secret = `op_${randomBytes(32).toString("base64url")}`;
   const inserted = await sql.query(
