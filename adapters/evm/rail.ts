@@ -122,7 +122,7 @@ export function createEvmRail(params: EvmRailParams): EvmRail {
   };
 }
 
-/** Follows the token's transfers to deposit addresses and the invoices' authorizations (from the head at first start). */
+/** Follows the token's transfers to deposit addresses and the invoices' authorizations (from the head at the first start). */
 async function startDepositWatcher(
   state: EvmRailState,
   deposits: NonNullable<EvmRailParams["deposits"]>,
@@ -149,6 +149,8 @@ async function startDepositWatcher(
     source: depositSource(state),
     sink: depositSink(state, handler),
   });
+  // The head read above counts only at the first start: kept now, before any invoice can be made on the rail.
+  await watcher.keepStartBlock();
   watcher.start();
   return watcher;
 }

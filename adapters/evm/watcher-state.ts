@@ -105,6 +105,8 @@ export type ChainWatcher = {
   start(): void;
   stop(): Promise<void>;
   nextBlock(): Promise<bigint>;
+  /** Keeps the start block as the cursor unless one is kept already (keepStartBlock); answers the cursor. */
+  keepStartBlock(): Promise<bigint>;
 };
 
 export type SplitterWatcher = ChainWatcher;

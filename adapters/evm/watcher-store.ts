@@ -60,6 +60,20 @@ export async function nextBlock(w: WatcherState, sql: Sql = w.db): Promise<bigin
   return row?.next_block ?? w.params.startBlock;
 }
 
+/**
+ * Stores the start block as the cursor if the watcher has none yet, and answers the cursor kept. A start block read
+ * from the head (the deposit watcher's) is then the first start's, not each start's: until the first poll stored a
+ * cursor, a restart read a later head and skipped the blocks in between, with deposits to invoices made meanwhile.
+ */
+export async function keepStartBlock(w: WatcherState): Promise<bigint> {
+  await w.db.query(
+    `INSERT INTO evm_watch_cursors (chain_id, contract, next_block) VALUES ($1, $2, $3)
+     ON CONFLICT (chain_id, contract) DO NOTHING`,
+    [w.chainId, w.contract, w.params.startBlock],
+  );
+  return nextBlock(w);
+}
+
 export async function setNextBlock(w: WatcherState, sql: Sql, next: bigint): Promise<void> {
   await sql.query(
     `INSERT INTO evm_watch_cursors (chain_id, contract, next_block) VALUES ($1, $2, $3)

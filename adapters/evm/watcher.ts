@@ -34,7 +34,7 @@ import {
   type SplitterWatcherParams,
   type WatcherState,
 } from "./watcher-state.ts";
-import { nextBlock, releaseLease } from "./watcher-store.ts";
+import { keepStartBlock, nextBlock, releaseLease } from "./watcher-store.ts";
 
 export {
   type ChainWatcher,
@@ -103,6 +103,7 @@ export function createChainWatcher<E>(params: ChainWatcherParams<E>): ChainWatch
       await releaseLease(w); // another process's watcher may take over at once
     },
     nextBlock: () => nextBlock(w),
+    keepStartBlock: () => keepStartBlock(w),
   };
   return watcher;
 }

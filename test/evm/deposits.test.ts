@@ -471,6 +471,53 @@ describe("many invoices watched", () => {
   });
 });
 
+describe("the deposit watcher's start block, read from the head", () => {
+  it("is the first start's: a restart before any poll kept a cursor reads from it, not from the later head", async () => {
+    const key = [gw.chain.chain.id, gw.chain.contracts.testUsd.toLowerCase()];
+    const [kept] = await gw.app.db.query<{ next_block: bigint }>(
+      "SELECT next_block FROM evm_watch_cursors WHERE chain_id = $1 AND contract = $2",
+      key,
+    );
+    expect(kept).toBeDefined();
+    await gw.app.db.query("DELETE FROM evm_watch_cursors WHERE chain_id = $1 AND contract = $2", key);
+    onTestFinished(async () => {
+      await gw.app.db.query(
+        `INSERT INTO evm_watch_cursors (chain_id, contract, next_block) VALUES ($1, $2, $3)
+         ON CONFLICT (chain_id, contract) DO UPDATE SET next_block = EXCLUDED.next_block`,
+        [...key, kept!.next_block],
+      );
+    });
+    // A node refusing every getLogs: no poll gets as far as keeping a cursor.
+    const refusing = gettingLogs(() => {
+      throw new Error("query exceeds max block range 0");
+    });
+    /** Another process's rail started with no start block (from the head), stopped: the cursor it leaves. */
+    const startedAndStopped = async () => {
+      const other = anotherProcessRail(gw, {
+        publicClient: createPublicClient({ chain: gw.chain.chain, transport: refusing, pollingInterval: 50 }),
+        deposits: {
+          factory: gw.chain.contracts.forwarderFactory,
+          pollIntervalMs: 3_600_000,
+          lateWatchMs: 3_600_000,
+          sweepSaltsMax: 50,
+        },
+      });
+      await other.start();
+      try {
+        return await other.depositWatcher()!.nextBlock();
+      } finally {
+        await other.stop();
+      }
+    };
+    const headBefore = await gw.chain.publicClient.getBlockNumber();
+    const first = await startedAndStopped();
+    expect(first).toBeGreaterThanOrEqual(headBefore);
+    await mine(5);
+    // An invoice paid in the blocks between the two starts is read by the second: it starts where the first did.
+    expect(await startedAndStopped()).toBe(first);
+  });
+});
+
 describe("a deposit whose crediting keeps failing", () => {
   it("is held so that the deposits behind it are credited, and credited itself once it can be", async () => {
     const [poisoned, behind] = [await createInvoice("1.00"), await createInvoice("2.00")];
