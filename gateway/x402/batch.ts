@@ -22,7 +22,12 @@
 // Gas: the transaction's gas (used × effective price, in gwei rounded up) is booked once per batch, as the rail's
 // fee against its ETH clearing account, split into one share per payment sent: each share is the total divided by
 // the payments, rounded down, and the remainder goes to the payment whose invoice id is smallest
-// (`splitEvenlyRemainderToFirst` over the invoices in id order, so the reconciler books the same shares).
+// (`splitEvenlyRemainderToFirst` over the invoices in id order, so the reconciler books the same shares). It is booked
+// before the rows are concluded, as reconciliation books it: a booking the settler gives up on (afterSent's tries
+// spent) leaves every row of the batch `submitted` with its transaction, whatever each caller was answered, and
+// reconciliation books the gas, then concludes them. Concluded first, `settled` or `failed`, nothing read the rows
+// again, and the gas of a mined batch — reverted too — stayed unbooked for good: the rail hands a batch's gas to x402
+// (adapters/evm x402-batch.ts), so its send-gas pass books none of it.
 //
 // What does not fit a packed item (a value above 2^128 − 1, a window past 2^48 − 1, an ERC-1271 signature that is
 // not 65 bytes), or a chain without a batch sender, goes to the single settler.
@@ -303,28 +308,28 @@ async function sendOnChain(
         refused(w, "unexpected_settle_error", `the batch was not sent: ${outcome.message}`),
       );
     }
-    for (const w of items)
-      await afterSent(
-        logger,
-        "recording the revert",
-        { txHash: outcome.txHash, invoiceId: w.invoiceId },
-        () =>
-          record(db, chain, w.payment.authorization, {
-            status: "failed",
-            txHash: outcome.txHash!,
-            failure: "reverted",
-          }),
-      );
-    // A revert costs its gas as a success does: booked the same way, over the payments it carried.
+    // A revert costs its gas as a success does: booked the same way, over the payments it carried, before the rows
+    // are concluded (a gas not booked, or not known, leaves them `submitted` for reconciliation, which reads it from
+    // the receipt).
     const { txHash, gasWei } = outcome;
-    if (gasWei !== null)
-      await afterSent(logger, "booking the reverted batch's gas", { txHash }, () =>
+    const gasBooked =
+      gasWei !== null &&
+      (await afterSent(logger, "booking the reverted batch's gas", { txHash }, () =>
         bookBatchGas(
           deps.settlement,
           chain,
           { txHash, gasWei },
           items.map((w) => w.invoiceId),
           logger,
+        ),
+      ));
+    for (const w of items)
+      await afterSent(logger, "recording the revert", { txHash, invoiceId: w.invoiceId }, () =>
+        record(
+          db,
+          chain,
+          w.payment.authorization,
+          gasBooked ? { status: "failed", txHash, failure: "reverted" } : { status: "submitted", txHash },
         ),
       );
     return items.map((w) => refused(w, "invalid_transaction_state", `transaction ${txHash} reverted`));
@@ -359,6 +364,25 @@ async function sendOnChain(
   // Mined: each item's outcome is the receipt's; the ledger's and the database's faults from here on are logged
   // and retried (afterSent), never the payer's answer.
   const results: SettleResult[] = [];
+  const gasBooked = await afterSent(logger, "booking the batch's gas", { txHash: outcome.txHash }, () =>
+    bookBatchGas(
+      deps.settlement,
+      chain,
+      { txHash: outcome.txHash, gasWei: outcome.gasWei },
+      items.map((w) => w.invoiceId),
+      logger,
+    ),
+  );
+  /** The item's outcome; `submitted` with the batch while its gas is not booked, for reconciliation to conclude. */
+  const concluded = (w: Waiting, what: string, change: Parameters<typeof record>[3]) =>
+    afterSent(logger, what, { txHash: outcome.txHash, invoiceId: w.invoiceId }, () =>
+      record(
+        db,
+        chain,
+        w.payment.authorization,
+        gasBooked ? change : { status: "submitted", txHash: outcome.txHash },
+      ),
+    );
   // Each item refused as spent — or for a reason the token did not name, which a spend may be too when the rail could
   // not read the nonce's state — perhaps by a copy of the payer's signed transfer (someone who saw it submitted it
   // first), as the single settler looks for one whatever made its transaction revert. Searched all at once: every
@@ -378,9 +402,11 @@ async function sendOnChain(
     const context = { txHash: outcome.txHash, invoiceId: w.invoiceId };
     const copy = copies[i] ?? null;
     if (item.status === "settled") {
-      await afterSent(logger, "recording the settlement", context, () =>
-        record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock: outcome.blockNumber }),
-      );
+      await concluded(w, "recording the settlement", {
+        status: "settled",
+        txHash: outcome.txHash,
+        spentBlock: outcome.blockNumber,
+      });
       results.push({
         ok: true,
         transaction: outcome.txHash,
@@ -392,9 +418,12 @@ async function sendOnChain(
     } else if (copy !== null && copy !== "unknown") {
       // The copy's value came to the hot wallet all the same, and the invoice is credited from it. Settled, by it.
       const { block: spentBlock, txHash: spentTxHash } = copy;
-      await afterSent(logger, "recording the settlement by a copy", context, () =>
-        record(db, chain, a, { status: "settled", txHash: outcome.txHash, spentBlock, spentTxHash }),
-      );
+      await concluded(w, "recording the settlement by a copy", {
+        status: "settled",
+        txHash: outcome.txHash,
+        spentBlock,
+        spentTxHash,
+      });
       results.push({
         ok: true,
         transaction: copy.txHash,
@@ -418,15 +447,13 @@ async function sendOnChain(
         ),
       );
     } else {
-      await afterSent(logger, "recording the refusal", context, () =>
-        record(db, chain, a, {
-          status: "failed",
-          txHash: outcome.txHash,
-          failure: item.refusal,
-          // Spent by another before this batch was mined: its value had left the payer's balance by this block.
-          ...(item.refusal === "authorization_used" ? { spentBlock: outcome.blockNumber } : {}),
-        }),
-      );
+      await concluded(w, "recording the refusal", {
+        status: "failed",
+        txHash: outcome.txHash,
+        failure: item.refusal,
+        // Spent by another before this batch was mined: its value had left the payer's balance by this block.
+        ...(item.refusal === "authorization_used" ? { spentBlock: outcome.blockNumber } : {}),
+      });
       results.push(
         refused(
           w,
@@ -436,15 +463,6 @@ async function sendOnChain(
       );
     }
   }
-  await afterSent(logger, "booking the batch's gas", { txHash: outcome.txHash }, () =>
-    bookBatchGas(
-      deps.settlement,
-      chain,
-      { txHash: outcome.txHash, gasWei: outcome.gasWei },
-      items.map((w) => w.invoiceId),
-      logger,
-    ),
-  );
   return results;
 }
 

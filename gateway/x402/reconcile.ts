@@ -1,6 +1,7 @@
 // Reconciliation of x402 authorizations whose transaction was sent but whose outcome was never recorded: a row left
 // `submitted` (settle.ts, batch.ts: the receipt was not seen within the chain's receiptTimeoutMs, or recording it
-// failed, or the settler saw its transaction revert, or its batch item refused, and could not search for a copy). A
+// failed, or the settler saw its transaction revert, or its batch item refused, and could not search for a copy, or
+// the batch settler could not book its batch's gas, which it books before it concludes the rows, as a pass does). A
 // pass, every `x402ReconcileEveryMs`, takes per chain at most `rowsPerPassMax` such rows quiet for `submittedQuietMs`
 // (well past any settler's wait), and asks the chain for each distinct transaction's receipt once:
 //

@@ -881,3 +881,126 @@ describe("a row left claimed by a settler that threw once its transaction was st
     });
   });
 });
+
+/**
+ * A batch settler whose every gas booking fails (afterSent's tries all spent), its batches sent through the rail to
+ * X402BatchSettler; `revert`: the batch is mined reverted — once broadcast (automine off, nothing mined), the settler
+ * contract's code is a bare revert for the one block that mines it, then its own again.
+ */
+async function settledWithoutGas(ps: readonly Payment[], revert: boolean) {
+  let key: string | undefined;
+  const settler = createBatchSettler({
+    settlement: settlementWithoutGas(),
+    senderOf: () => (batch) => {
+      key = batch.key;
+      return gw.rail.settleAuthorizationBatch({ ...batch, settler: settlerAddress });
+    },
+    single: createSingleSettler({ settlement: gw.app.settlement }),
+    settings: { batchSizeMax: ps.length, batchWaitMsMax: 60_000 },
+  });
+  for (const p of ps) await claimed(p);
+  if (!revert) {
+    const results = await Promise.all(ps.map((p) => settler.settle(p.claimed, p.requirements)));
+    await settler.close();
+    return results;
+  }
+  const own = await gw.chain.publicClient.getCode({ address: settlerAddress });
+  if (own === undefined) throw new Error("X402BatchSettler has no code");
+  let settling: Promise<SettleResult[]>;
+  await setAutomine(false);
+  try {
+    settling = Promise.all(ps.map((p) => settler.settle(p.claimed, p.requirements)));
+    for (let broadcast = false; !broadcast; ) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (key === undefined) continue;
+      const [sent] = await gw.app.db.query<{ tx_hash: Hex }>(
+        "SELECT tx_hash FROM evm_sends WHERE attempt_id = $1",
+        [`x402-batch:${key}`],
+      );
+      broadcast =
+        sent !== undefined &&
+        (await gw.chain.publicClient.getTransaction({ hash: sent.tx_hash }).then(
+          () => true,
+          () => false,
+        ));
+    }
+    await gw.chain.networkHelpers.setCode(settlerAddress, "0x60006000fd"); // PUSH1 0, PUSH1 0, REVERT
+    await gw.chain.networkHelpers.mine(1);
+  } finally {
+    await gw.chain.networkHelpers.setCode(settlerAddress, own);
+    await setAutomine(true);
+  }
+  const results = await settling;
+  await settler.close();
+  return results;
+}
+
+describe("a mined batch whose gas its settler could not book", () => {
+  it("reverted as a whole: reconciliation books its gas once, split as batch.ts splits it, and fails its rows", async () => {
+    const ps = [
+      await payment(await newPayer("reverted, gas unbooked a"), 110n),
+      await payment(await newPayer("reverted, gas unbooked b"), 120n),
+      await payment(await newPayer("reverted, gas unbooked c"), 130n),
+    ];
+    const results = await settledWithoutGas(ps, true);
+    // The payer's answer is the chain's, whatever the ledger did.
+    for (const result of results) expect(notOk(result).refusal).toBe("invalid_transaction_state");
+    const rows = await Promise.all(ps.map(rowOf));
+    const txHash = rows[0]!.tx_hash! as Hex;
+    expect((await gw.chain.publicClient.getTransactionReceipt({ hash: txHash })).status).toBe("reverted");
+    for (const row of rows) expect(row?.tx_hash).toBe(txHash);
+    // By invoice id, as batch.ts splits the gas (the remainder to the smallest).
+    const ids = rows
+      .map((row) => row!.invoice_id!)
+      .sort()
+      .map((invoiceId) => batchGasId(txHash, invoiceId));
+    expect(await gw.app.ledger.lookupTransfers(ids)).toHaveLength(0);
+
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(txHash);
+    expect(gas).toBeGreaterThan(0n);
+    // Before: each row `failed` at once, which reconciliation never reads, and the gas the hot wallet paid for the
+    // revert was never booked (the rail had handed it to x402, so the send-gas pass books none of it either).
+    const counts = await reconcile();
+    expect(await feesBooked()).toBe(feesBefore + gas);
+    expect(counts).toEqual({ settled: 0, failed: 3, left: 0 });
+    for (const p of ps)
+      expect(await rowOf(p)).toMatchObject({ status: "failed", failure: "reverted", tx_hash: txHash });
+    const shares = splitEvenlyRemainderToFirst(gas, ps.length);
+    const booked = new Map((await gw.app.ledger.lookupTransfers(ids)).map((t) => [t.id, t.amount]));
+    expect(ids.map((id) => booked.get(id))).toEqual(shares);
+    // Once: another pass finds nothing, books nothing.
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+
+  it("settled in part: each payer answered by the receipt, and reconciliation books the gas and concludes them", async () => {
+    const [a, b, stranger] = [
+      await newPayer("partly, gas unbooked a"),
+      await newPayer("partly, gas unbooked b"),
+      await newPayer("partly, gas unbooked stranger"),
+    ];
+    const ps = [await payment(a, 140n), await payment(b, 150n, stranger), await payment(a, 160n)];
+    const results = await settledWithoutGas(ps, false);
+    expect(results[0]).toMatchObject({ ok: true });
+    expect(notOk(results[1]!).refusal).toBe("invalid_exact_evm_payload_signature");
+    expect(results[2]).toMatchObject({ ok: true });
+    const rows = await Promise.all(ps.map(rowOf));
+    const txHash = rows[0]!.tx_hash! as Hex;
+    for (const row of rows) expect(row?.tx_hash).toBe(txHash);
+
+    const feesBefore = await feesBooked();
+    const gas = await gasGweiOf(txHash);
+    // Before: the rows settled, failed, settled at once, and the batch's gas never booked.
+    const counts = await reconcile();
+    expect(await feesBooked()).toBe(feesBefore + gas);
+    expect(counts).toEqual({ settled: 2, failed: 1, left: 0 });
+    expect((await rowOf(ps[0]!))?.status).toBe("settled");
+    expect(await rowOf(ps[1]!)).toMatchObject({ status: "failed", failure: "not_spent" });
+    expect((await rowOf(ps[2]!))?.status).toBe("settled");
+    const ids = rows.map((row) => batchGasId(txHash, row!.invoice_id!));
+    expect(await gw.app.ledger.lookupTransfers(ids)).toHaveLength(3);
+    expect(await reconcile()).toEqual({ settled: 0, failed: 0, left: 0 });
+    expect(await feesBooked()).toBe(feesBefore + gas);
+  });
+});
