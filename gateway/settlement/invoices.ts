@@ -429,7 +429,8 @@ export async function createInvoice(
   };
 }
 
-type InvoiceRow = {
+/** An invoice's row as `SELECT *` reads it (getInvoice, and the invoices' list: lists.ts). */
+export type InvoiceRow = {
   id: string;
   tenant_id: string;
   account_id: string;
@@ -448,7 +449,7 @@ type InvoiceRow = {
   paid_at: Date | null;
 };
 
-function fromRow(row: InvoiceRow): Invoice {
+export function invoiceFromRow(row: InvoiceRow): Invoice {
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -474,7 +475,7 @@ export async function getInvoice(db: Db, params: { tenantId: string; id: string 
     params.id,
     params.tenantId,
   ]);
-  return rows[0] === undefined ? null : fromRow(rows[0]);
+  return rows[0] === undefined ? null : invoiceFromRow(rows[0]);
 }
 
 /**

@@ -9,6 +9,8 @@ import { getClearingAccount, getTenantAccount } from "../../gateway/accounts/ind
 import { derivedLedgerId } from "../../gateway/ids/index.ts";
 import { credit, transferCodes } from "../../gateway/ledger/index.ts";
 import { createApiKey, createTenant } from "../../gateway/tenants/index.ts";
+import { buildBareServer } from "../support/bare-server.ts";
+import { noteStatements } from "../support/recording-db.ts";
 import { startTestGateway, type TestGateway } from "./support.ts";
 
 type Listed = { id: string };
@@ -249,6 +251,69 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
       expect(idsOf(await invoices({ ending_before: made[2], limit: 1 }))).toEqual([made[1]]);
       expect((await list("/v1/invoices?status=succeeded")).status).toBe(400);
       expect(idsOf(await invoices({}, other.client))).toEqual([]);
+    });
+
+    it("reads a page of invoices in one statement, however many it holds", async () => {
+      const tenantOwn = await newTenant("Invoice page");
+      const account = (
+        await tenantOwn.client.POST("/v1/accounts", { body: { asset: "USDC", kind: "merchant" } })
+      ).data!.id;
+      const made: string[] = [];
+      for (let index = 0; index < 12; index += 1) {
+        const id = `inv_page${database}${index}`;
+        await gw.app.db.query(
+          `INSERT INTO invoices (id, tenant_id, account_id, asset, amount, rail, status, description, created_at)
+           VALUES ($1, $2, $3, 'USDC', $4, 'evm', $5, 'paged', to_timestamp($6))`,
+          [
+            id,
+            tenantOwn.id,
+            account,
+            1_000_000 + index,
+            index % 3 === 1 ? "paid" : "open",
+            1_900_000_100 + index,
+          ],
+        );
+        made.unshift(id);
+      }
+      // The gateway's own routes over a database that notes each statement naming invoices (the key's lookup and
+      // the tenant's are not counted).
+      const statements: string[] = [];
+      const server = await buildBareServer([], {
+        db: noteStatements(gw.app.db, (texts) =>
+          statements.push(...texts.filter((text) => /invoices/.test(text))),
+        ),
+      });
+      try {
+        const read = async (query: string) => {
+          statements.length = 0;
+          const response = await server.inject({
+            method: "GET",
+            url: `/v1/invoices?${query}`,
+            headers: { authorization: `Bearer ${tenantOwn.key}` },
+          });
+          expect(response.statusCode).toBe(200);
+          return {
+            body: response.json() as { data: Listed[]; has_more: boolean },
+            statements: statements.length,
+          };
+        };
+        const first = await read("limit=10");
+        expect([idsOf(first.body), first.body.has_more]).toEqual([made.slice(0, 10), true]);
+        // The page's own: its rows whole. Before, each invoice of the page was read again by its id: 11 here.
+        expect(first.statements).toBe(1);
+        // A cursor is checked by a statement of its own; a filter costs none.
+        const next = await read(`limit=10&starting_after=${made[9]}`);
+        expect([idsOf(next.body), next.statements]).toEqual([made.slice(10), 2]);
+        const open = await read("status=open&limit=100");
+        expect([open.body.data.length, open.statements]).toEqual([8, 1]);
+        // Each item as GET /v1/invoices/:id answers it.
+        for (const item of [...first.body.data, ...next.body.data]) {
+          const one = await tenantOwn.client.GET("/v1/invoices/{id}", { params: { path: { id: item.id } } });
+          expect(item).toEqual(one.data);
+        }
+      } finally {
+        await server.close();
+      }
     });
 
     it("lists quotes", async () => {

@@ -2,14 +2,14 @@
 // created[…], newest first, has_more): GET /v1/payments (status; expand[]=data.attempts for each payment's
 // attempts, absent otherwise), /v1/invoices (status), /v1/quotes and /v1/payees. Accounts list in ./accounts.ts,
 // webhook endpoints in ./webhook-endpoints.ts, events in ./events.ts. Items are presented as each resource's GET
-// presents one, by the same readers.
+// presents one, by the same readers (an invoice from the page's own row, as getInvoice reads one).
 import fp from "fastify-plugin";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import type { Db } from "../../db/index.ts";
 import { getPayee } from "../../payees/index.ts";
 import { fromJson, getPayment } from "../../payments/index.ts";
 import type { Quote } from "../../router/index.ts";
-import { getInvoice } from "../../settlement/index.ts";
+import { type InvoiceRow, invoiceFromRow } from "../../settlement/index.ts";
 import { tenantOf } from "../auth.ts";
 import { clientGone, expandParam, listPage, listParams, listQuery, listView, statusParam } from "../lists.ts";
 import { presentInvoice, presentPayment } from "../present.ts";
@@ -87,22 +87,25 @@ const plugin: FastifyPluginAsyncZod<ListRoutesOptions> = async (app, options) =>
     {
       schema: { querystring: listInvoicesQuery, response: { 200: listView(invoiceView), "4xx": errorView } },
     },
-    async (request) => {
-      const tenantId = tenantOf(request).id;
-      return listPage(
+    async (request) =>
+      listPage(
         db,
         {
           table: "invoices",
           tenantColumn: "tenant_id",
-          columns: "id",
           noun: "invoice",
           equals: { status: request.query.status },
-          mapPage: async (rows: IdRow[]) =>
-            (await readEach(rows, (id) => getInvoice(db, { tenantId, id }))).map(presentInvoice),
+          // Each row whole, read by the page's own statement and made an invoice as getInvoice makes one. Before, the
+          // page read ids and then each invoice again by its id: a statement per invoice, 101 for a page of 100.
+          map: (row: InvoiceRow) => presentInvoice(invoiceFromRow(row)),
         },
-        { tenantId, url: "/v1/invoices", params: listParams(request.query), gone: clientGone(request) },
-      );
-    },
+        {
+          tenantId: tenantOf(request).id,
+          url: "/v1/invoices",
+          params: listParams(request.query),
+          gone: clientGone(request),
+        },
+      ),
   );
 
   app.get(
