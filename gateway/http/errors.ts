@@ -103,6 +103,7 @@ export const errorStatus: Record<ApiErrorCode, number> = {
   quote_not_found: 404,
   quote_mismatch: 422,
   quote_expired: 422,
+  quote_stale: 422,
   quote_used: 409,
   quote_constraints_unmet: 422,
   internal_error: 500,

@@ -65,7 +65,10 @@ export type CreatePaymentParams = {
    * 0030) so that a later request under the key with another body is refused. With the record: its own.
    */
   requestSha256?: Buffer;
-  /** A quote to honour: its locked rates and fee caps, or quote_expired. */
+  /**
+   * A quote to honour: its locked rates and fee caps, on those of its rails that can take them now; else
+   * quote_expired, or quote_stale when none can.
+   */
   quoteId: string | null;
   /** This request's own bound on waiting for a rail (`Prefer: respond-async` is 0); else deps.railWaitMs. */
   waitMs?: number;

@@ -1,7 +1,7 @@
 // The payments service on PGlite with the real ledger and router, and toy rails that can fail or "die"
 // (throw) on either side of paying: two rails must never both pay one payment, whatever the crash point.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { AttemptOutcome, OutgoingAttempt, Rail } from "../../core/index.ts";
+import type { AttemptOutcome, OutgoingAttempt, Rail, RailSnapshot } from "../../core/index.ts";
 import { assets, SwitchyardError } from "../../core/index.ts";
 import { recordStatements } from "../../test/support/recording-db.ts";
 import { toyRailSnapshot } from "../../test/support/toy-rail.ts";
@@ -21,6 +21,7 @@ import {
   buildSnapshot,
   learningConfigDefault,
   quoteTtlMsMax,
+  type RoutePolicy,
   route,
   staticRateSource,
 } from "../router/index.ts";
@@ -30,6 +31,7 @@ import {
   createInternalSettler,
   createMarket,
   createPayment,
+  createPaymentQuote,
   getPayment,
   outcomeRefreshMs,
   PaymentInvariantError,
@@ -1189,6 +1191,80 @@ describe("payments across two rails", () => {
     expect(read?.decision?.candidates.map((candidate) => candidate.destination)).toEqual(
       stored.candidates.map(() => ({ kind: "evm_address", address: payee })),
     );
+  });
+});
+
+describe("a payment on a quote, the quote's rails changed since", () => {
+  /** A quote of request(…)'s payment on the two toys, cheap first; `policy` as the quote's constraints. */
+  async function quoted(deps: PaymentsDeps, policy: RoutePolicy = {}) {
+    const created = await createPaymentQuote(deps, {
+      tenantId,
+      asset: "USDC",
+      amount: "0.000100",
+      destination: { kind: "evm_address", address: payee },
+      policy,
+      ttlMs: 60_000,
+    });
+    if (!created.ok) throw new Error(`no quote: ${created.refusal}`);
+    expect(created.quote.decision.candidates.map((candidate) => candidate.rail)).toEqual(
+      policy.maxFeeMicroUsd === undefined ? ["cheap", "dear"] : ["cheap"],
+    );
+    return { quoteId: created.id, locked: created.quote.decision.candidates };
+  }
+  const now = (rail: ToyRail, change: Partial<RailSnapshot>) => {
+    const before = rail.snapshot();
+    rail.snapshot = () => ({ ...before, ...change });
+  };
+
+  it("never goes to a rail the snapshot now rules out: the quote's next rail pays, at its locked price", async () => {
+    // Down, its snapshot not trusted (route() calls it unavailable), its maximum below the locked amount.
+    for (const [key, change] of [
+      ["down", { available: false }],
+      ["untrusted", { feeFixed: -1n }],
+      ["maximum", { amountMax: 99n }],
+    ] as const) {
+      cheap = toyRail("cheap", 1n);
+      const deps = depsWith(db);
+      const { quoteId, locked } = await quoted(deps);
+      now(cheap, change);
+      const result = await createPayment(deps, { ...request(`k-quote-moved-${key}`), quoteId });
+      expect([
+        key,
+        result.ok && result.payment.attempts.map((a) => [a.rail, a.status, a.amount, a.feeMax]),
+      ]).toEqual([key, [["dear", "succeeded", locked[1]!.amount, locked[1]!.feeMax]]]);
+      // Before: a rail whose snapshot was not trusted, or whose maximum the locked amount was above, paid it.
+      expect([key, cheap.calls]).toEqual([key, 0]);
+    }
+  });
+
+  it("refuses with quote_stale, writing nothing, when no rail the quote priced can take the payment now", async () => {
+    const deps = depsWith(db);
+    // The dear rail above the quote's fee cap, the cheap one chosen; then the cheap one goes down.
+    const { quoteId } = await quoted(deps, { maxFeeMicroUsd: 3n });
+    now(cheap, { circuit: "open" });
+    const balance = await customerBalance();
+    const result = await createPayment(deps, { ...request("k-quote-stale"), quoteId });
+    // Before: fee_above_max (402), from the quote's own exclusion of the dear rail, though no cap was why.
+    expect(result).toMatchObject({
+      ok: false,
+      refusal: "quote_stale",
+      param: "quote",
+      decision: {
+        chosen: null,
+        excluded: [
+          { rail: "dear", reason: "fee_above_max" },
+          { rail: "cheap", reason: "circuit_open" },
+        ],
+      },
+    });
+    expect([cheap.calls, dear.calls]).toEqual([0, 0]);
+    expect(await customerBalance()).toEqual(balance);
+    const written = await db.query("SELECT id FROM payments WHERE quote_id = $1", [quoteId]);
+    expect(written).toEqual([]);
+    // The quote is not used up: once its rail is back, it pays.
+    now(cheap, { circuit: "closed" });
+    const paid = await createPayment(deps, { ...request("k-quote-stale-back"), quoteId });
+    expect(paid.ok && paid.payment.rail).toBe("cheap");
   });
 });
 

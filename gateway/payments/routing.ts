@@ -349,6 +349,24 @@ async function routeByQuote(
       `quote ${quoteId} expired at ${new Date(quote.expiresAtMs).toISOString()}`,
       "quote",
     );
+  // Every rail the quote priced is ruled out now (down, its circuit open, its limits moved past the locked
+  // amount): said as such, with the reasons. Before, this was the router's no_route, or fee_above_max when the
+  // quote's own exclusions were fee caps, though no cap of the payer's was why.
+  if (quoted.candidates.length === 0)
+    return {
+      ...refuse(
+        "quote_stale",
+        `no rail quote ${quoteId} priced can take the payment now (${quoted.excluded.map((e) => `${e.rail}: ${e.reason}`).join("; ")}): quote again`,
+        "quote",
+      ),
+      decision: {
+        chosen: null,
+        candidates: [],
+        excluded: [...quote.decision.excluded, ...quoted.excluded],
+        amountMicroUsd: quote.decision.amountMicroUsd,
+        snapshotTakenAtMs: quote.decision.snapshotTakenAtMs,
+      },
+    };
   const honoured = stillPayeeMethods(quoted, intent.destination);
   if (honoured.candidates.length === 0 && quoted.candidates.length > 0)
     return refuse(

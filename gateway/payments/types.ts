@@ -96,6 +96,7 @@ export type PaymentRefusal =
   | "quote_not_found"
   | "quote_mismatch"
   | "quote_expired"
+  | "quote_stale"
   | "payee_not_found"
   | "quote_used"
   | "quote_constraints_unmet"
@@ -125,6 +126,7 @@ export const paymentRefusals = everyMember<PaymentRefusal>({
   quote_not_found: true,
   quote_mismatch: true,
   quote_expired: true,
+  quote_stale: true,
   payee_not_found: true,
   quote_used: true,
   quote_constraints_unmet: true,

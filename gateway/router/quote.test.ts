@@ -75,6 +75,44 @@ describe("quotes", () => {
     ]);
   });
 
+  it("drops a rail the snapshot now says cannot take the locked attempt, keeping its price: as route() would, but fees", () => {
+    const now = (lightning: Partial<typeof lightningRail>) =>
+      quoteCandidates(
+        quote,
+        prepareSnapshot(staticSnapshot([internalRail, evmRail, { ...lightningRail, ...lightning }, second])),
+        20_000,
+      );
+    const cases: [Partial<typeof lightningRail>, string][] = [
+      // A snapshot route() does not trust is a rail it calls unavailable.
+      [{ feeFixed: -1n }, "rail_unavailable"],
+      [{ asset: usdc }, "rail_unavailable"],
+      [{ circuit: "open" }, "circuit_open"],
+      [{ reaches: ["lightning_node"] }, "unreachable_destination"],
+      [{ amountMin: 4_166_667n }, "below_minimum"],
+      [{ amountMax: 4_166_665n }, "above_maximum"],
+      [{ liquidity: 4_166_665n }, "insufficient_liquidity"],
+    ];
+    for (const [lightning, reason] of cases) {
+      const result = now(lightning);
+      expect([lightning, result.ok && result.excluded.map((e) => [e.rail, e.reason])]).toEqual([
+        lightning,
+        [["lightning", reason]],
+      ]);
+      expect(result.ok && result.candidates.map((c) => [c.rail, c.amount])).toEqual([
+        ["lightning-2", 4_166_666n],
+      ]);
+    }
+    // Its fees moved: the quote's price holds (the rail is held to the locked fee limit), the rail stays.
+    const dearer = now({
+      feeFixed: 1_000_000n,
+      networkFee: { kind: "lightning_routing", base: 9_000_000n, ppm: 0n },
+    });
+    expect(dearer.ok && dearer.candidates.map((c) => [c.rail, c.feeMax])).toEqual([
+      ["lightning", quote.chosen.feeMax],
+      ["lightning-2", quote.decision.candidates[1]!.feeMax],
+    ]);
+  });
+
   it("matches only the payment it priced", () => {
     expect(quoteMatches(quote, { ...intent })).toBe(true);
     expect(quoteMatches(quote, { ...intent, amount: 251n })).toBe(false);

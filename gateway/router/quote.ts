@@ -1,8 +1,10 @@
 // Quotes: a decision frozen for a time-to-live. The quote locks, for every candidate, the conversion rate,
 // the amount to send on that rail and the fee cap; a payment made with the quote id honours them until
-// the quote expires, or fails with quote_expired.
+// the quote expires, or fails with quote_expired. The price holds, the rails' state does not: a payment goes
+// only to the quote's rails that the snapshot at payment time says can take the locked attempt.
 
-import { divCeil, SwitchyardError } from "../../core/index.ts";
+import { divCeil, type RailSnapshot, SwitchyardError } from "../../core/index.ts";
+import { chainIdReaches, invalidSnapshotReason, reachableByKind } from "./prepare.ts";
 import type { Candidate, Exclusion, PaymentIntent, RouteDecision, Snapshot } from "./types.ts";
 
 /** The longest time-to-live a quote may have. */
@@ -82,8 +84,8 @@ export type QuoteCandidatesResult =
 
 /**
  * The quote's candidates, in the quote's order with its locked amounts and fee caps, less the rails that
- * the current snapshot rules out (unavailable, circuit open, not enough liquidity for the locked amount).
- * The payments service tries them in order; an empty list means no rail can honour the quote now.
+ * the current snapshot rules out (quotedRailExclusion). The payments service tries them in order; an empty
+ * list means no rail can honour the quote now.
  */
 export function quoteCandidates(quote: Quote, snapshot: Snapshot, nowMs: number): QuoteCandidatesResult {
   const check = checkQuote(quote, nowMs);
@@ -91,30 +93,54 @@ export function quoteCandidates(quote: Quote, snapshot: Snapshot, nowMs: number)
   const candidates: Candidate[] = [];
   const excluded: Exclusion[] = [];
   for (const candidate of quote.decision.candidates) {
-    const rail = snapshot.rails.find((r) => r.rail === candidate.rail);
-    if (rail === undefined || !rail.available) {
-      excluded.push({
-        rail: candidate.rail,
-        reason: "rail_unavailable",
-        detail: "the rail is not available now",
-      });
-    } else if (rail.circuit === "open") {
-      excluded.push({
-        rail: candidate.rail,
-        reason: "circuit_open",
-        detail: "the rail's circuit is open now",
-      });
-    } else if (rail.liquidity !== null && candidate.amount > rail.liquidity) {
-      excluded.push({
-        rail: candidate.rail,
-        reason: "insufficient_liquidity",
-        detail: "the locked amount is above what the rail can send now",
-      });
-    } else {
-      candidates.push(candidate);
-    }
+    const exclusion = quotedRailExclusion(
+      candidate,
+      snapshot.rails.find((r) => r.rail === candidate.rail),
+    );
+    if (exclusion === null) candidates.push(candidate);
+    else excluded.push(exclusion);
   }
   return { ok: true, candidates, excluded };
+}
+
+/**
+ * Why the rail, as the snapshot now has it, cannot take the quote's locked attempt, or null: everything route()
+ * would rule it out for with the locked amount, in route()'s precedence, but its rates and fees. Those are the
+ * quote's price, held until it expires (the rail is held to the locked fee limit: above it, it refuses and sends
+ * nothing). Before, only availability, an open circuit and liquidity were asked: a rail whose snapshot the router
+ * no longer trusted (route() calls it unavailable), one that moved another asset or no longer reached the
+ * destination, or one whose limits moved past the locked amount was asked to pay it.
+ */
+function quotedRailExclusion(candidate: Candidate, rail: RailSnapshot | undefined): Exclusion | null {
+  const exclude = (reason: Exclusion["reason"], detail: string): Exclusion => ({
+    rail: candidate.rail,
+    reason,
+    detail,
+  });
+  if (rail === undefined || !rail.available)
+    return exclude("rail_unavailable", "the rail is not available now");
+  const invalid = invalidSnapshotReason(rail);
+  if (invalid !== null) return exclude("rail_unavailable", `invalid rail snapshot now: ${invalid}`);
+  if (rail.asset.code !== candidate.asset.code)
+    return exclude(
+      "rail_unavailable",
+      `the rail moves ${rail.asset.code} now, not the quote's ${candidate.asset.code}`,
+    );
+  if (rail.circuit === "open") return exclude("circuit_open", "the rail's circuit is open now");
+  const destination = candidate.destination;
+  if (
+    !rail.reaches.includes(destination.kind) ||
+    !(reachableByKind[rail.kind] ?? []).includes(destination.kind) ||
+    (destination.kind === "evm_address" && !chainIdReaches(rail.chainId, destination.chainId))
+  )
+    return exclude("unreachable_destination", "the rail no longer reaches the destination the quote priced");
+  if (candidate.amount < rail.amountMin)
+    return exclude("below_minimum", "the locked amount is below the rail's minimum now");
+  if (candidate.amount > rail.amountMax)
+    return exclude("above_maximum", "the locked amount is above the rail's maximum now");
+  if (rail.liquidity !== null && candidate.amount > rail.liquidity)
+    return exclude("insufficient_liquidity", "the locked amount is above what the rail can send now");
+  return null;
 }
 
 /** Seconds left on a quote, rounded up; 0 once expired. */
