@@ -35,7 +35,7 @@ import fp from "fastify-plugin";
 import { type Logger, setBounded } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
 import type { StoredAnswer } from "../payments/index.ts";
-import { type Periodic, startPeriodic } from "../periodic/index.ts";
+import { deleteInBatches, type Periodic, startPeriodic } from "../periodic/index.ts";
 import { tenantOf } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 
@@ -111,6 +111,8 @@ export const idempotencyRecordTtlMs = 24 * 60 * 60 * 1000;
 /** How often expired records are pruned, and how many one statement deletes. */
 export const idempotencyPruneEveryMs = 10 * 60 * 1000;
 export const idempotencyPruneBatchMax = 5_000;
+/** The most time one prune pass spends deleting: what is left waits for the next pass. */
+const idempotencyPrunePassMsMax = 30_000;
 
 /**
  * Whether an answer with this status is kept under its key (see the header): not a 400, not a transient answer.
@@ -121,23 +123,30 @@ export function isKeptAnswer(status: number): boolean {
   return status < 500 && status !== 400 && status !== 408 && status !== 429;
 }
 
-/** Deletes records older than `ttlMs`, up to `batchMax` at a time until none is left; returns how many. */
+/**
+ * Deletes records older than `ttlMs`, by idempotency_keys_created_at (migration 0024), `batchMax` a statement
+ * (deleteInBatches: until one deletes fewer or the pass has run idempotencyPrunePassMsMax); returns how many.
+ */
 export async function pruneIdempotencyRecords(
   sql: Sql,
-  params: { ttlMs: number; batchMax: number },
+  params: { ttlMs: number; batchMax: number; nowMs?: () => number },
 ): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const deleted = await sql.query<{ key: string }>(
-      `DELETE FROM idempotency_keys WHERE (tenant_id, key) IN (
-         SELECT tenant_id, key FROM idempotency_keys
-         WHERE created_at < now() - make_interval(secs => $1::double precision / 1000) LIMIT $2)
-       RETURNING key`,
-      [params.ttlMs, params.batchMax],
-    );
-    total += deleted.length;
-    if (deleted.length < params.batchMax) return total;
-  }
+  const { deleted } = await deleteInBatches(
+    sql,
+    {
+      text: `DELETE FROM idempotency_keys WHERE (tenant_id, key) IN (
+               SELECT tenant_id, key FROM idempotency_keys
+               WHERE created_at < now() - make_interval(secs => $1::double precision / 1000) LIMIT $2)
+             RETURNING key`,
+      param: params.ttlMs,
+    },
+    {
+      batchMax: params.batchMax,
+      passMsMax: idempotencyPrunePassMsMax,
+      ...(params.nowMs === undefined ? {} : { nowMs: params.nowMs }),
+    },
+  );
+  return deleted;
 }
 
 /** The periodic prune of expired idempotency records, for the composition root. */

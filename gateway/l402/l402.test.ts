@@ -14,6 +14,8 @@ import { gatewayMigrations } from "../app.ts";
 import { type Db, migrate, openPglite } from "../db/index.ts";
 import { createLedger, type Ledger, ledgerMigrations } from "../ledger/index.ts";
 import { gatewayLedgerParams } from "../ledger-params.ts";
+import { createPaywall } from "../paywall/core.ts";
+import { addPaywall, getPaywall, type PaywallFields, updatePaywall } from "../paywall/paywalls.ts";
 import type { PaywallRequest, PricedResource, SchemeVerdict } from "../paywall/scheme.ts";
 import {
   applyReceived,
@@ -272,6 +274,8 @@ const preimages = new Map<string, string>(); // payment hash → preimage
 /** Payment hashes the toy rail holds as paid before the gateway has booked them, and how often it was asked. */
 const settledOnRail = new Set<string>();
 const railLookups: string[] = [];
+/** The Lightning rail's most for one invoice (adapters/lightning: lightningRailLimitsDefault.amountMaxMsat). */
+const lightningInvoiceMsatMax = 4_294_967_295_000n;
 const toyLightning: ReceivingRail = {
   async lookupReceived(paymentHash) {
     railLookups.push(paymentHash);
@@ -279,6 +283,22 @@ const toyLightning: ReceivingRail = {
   },
   id: "toyln",
   asset: assets.BTC,
+  // The Lightning rail's bounds on one invoice (its snapshot), which createInvoice checks.
+  snapshot: () => ({
+    rail: "toyln",
+    kind: "lightning",
+    asset: assets.BTC,
+    available: true,
+    reaches: [],
+    amountMin: 1n,
+    amountMax: lightningInvoiceMsatMax,
+    liquidity: null,
+    feeFixed: 0n,
+    feePpm: 0n,
+    networkFeeMicroUsd: 0n,
+    latencyMs: 0,
+    takenAtMs: Date.now(),
+  }),
   async receive(offer) {
     const preimage = randomBytes(32).toString("hex");
     const paymentHash = createHash("sha256").update(Buffer.from(preimage, "hex")).digest("hex");
@@ -772,5 +792,157 @@ describe("the scheme", () => {
     expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 1 })).toBe(0);
     // A pruned token is no longer known.
     expect(code(await verify(scheme(), `L402 ${old.macaroon}:${old.preimage}`))).toBe("l402_unknown_token");
+  });
+  it("deletes with a token expired past the grace its challenge's invoice when nothing was paid into it; a paid one stays", async () => {
+    const unpaid = await challenged();
+    const paid = await challenged();
+    await pay(paid.invoiceId, paid.paymentHash);
+    // Its token past the grace, its invoice expired only lately: the invoice waits for its own day.
+    const lately = await challenged();
+    const live = await challenged();
+    const ago = (ms: number) => `now() - make_interval(secs => ${ms}::double precision / 1000)`;
+    const past = l402TokenGraceMs + 60_000;
+    for (const [{ invoiceId }, invoiceExpiredMs] of [
+      [unpaid, past],
+      [paid, past],
+      [lately, 60_000],
+    ] as const) {
+      await db.query(`UPDATE l402_tokens SET valid_until = ${ago(past)} WHERE invoice_id = $1`, [invoiceId]);
+      await db.query(`UPDATE invoices SET expires_at = ${ago(invoiceExpiredMs)} WHERE id = $1`, [invoiceId]);
+    }
+    expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 2 })).toBeGreaterThanOrEqual(3);
+    const ids = [unpaid, paid, lately, live].map((c) => c.invoiceId);
+    const kept = async (table: "invoices" | "l402_tokens", column: string) => {
+      const rows = await db.query<{ id: string }>(
+        `SELECT ${column} AS id FROM ${table} WHERE ${column} = ANY($1::text[])`,
+        [`{${ids.join(",")}}`],
+      );
+      return ids.map((id) => rows.some((row) => row.id === id));
+    };
+    // Before: every invoice stayed, an unpaid challenge's as a paid one's.
+    expect(await kept("invoices", "id")).toEqual([false, true, true, true]);
+    expect(await kept("l402_tokens", "invoice_id")).toEqual([false, false, false, true]);
+    expect(await getInvoice(db, { tenantId, id: paid.invoiceId })).toMatchObject({ status: "paid" });
+    // The token still valid serves once paid.
+    await pay(live.invoiceId, live.paymentHash);
+    expect(code(await verify(scheme(), `L402 ${live.macaroon}:${live.preimage}`))).toBe("paid");
+  });
+
+  it("prunes for at most one pass's time: a pass cut short keeps what it deleted, the next deletes the rest", async () => {
+    const expired = [await challenged(), await challenged(), await challenged()];
+    await db.query(
+      `UPDATE l402_tokens SET valid_until = now() - make_interval(secs => $2::double precision / 1000)
+        WHERE invoice_id = ANY($1::text[])`,
+      [`{${expired.map((c) => c.invoiceId).join(",")}}`, l402TokenGraceMs + 60_000],
+    );
+    // A clock an hour later at each reading: the pass is over after its first statement.
+    let atMs = 0;
+    const nowMs = () => (atMs += 3_600_000);
+    // Before: nowMs was not read and the loop ran until a statement deleted fewer than batchMax (3 here).
+    expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 1, nowMs })).toBe(1);
+    expect(await pruneL402Tokens(db, { graceMs: l402TokenGraceMs, batchMax: 1 })).toBeGreaterThanOrEqual(2);
+    const left = await db.query("SELECT 1 FROM l402_tokens WHERE invoice_id = ANY($1::text[])", [
+      `{${expired.map((c) => c.invoiceId).join(",")}}`,
+    ]);
+    expect(left).toHaveLength(0);
+  });
+});
+
+describe("a paywall's L402 token price", () => {
+  // One invoice is at most LND's ceiling (the rail's snapshot, checked by createInvoice): 4,294,967,295,000 msat, which
+  // 1,000 requests at 4,294,967,295 msat make exactly.
+  const most = lightningInvoiceMsatMax;
+  const perRequestAtMost = most / 1_000n;
+  const usd = (amount: bigint) => ({ asset: assets.USD, amount });
+  const btc = (amount: bigint) => ({ asset: assets.BTC, amount });
+  /** A US cent is 10,000 µUSD; a millisatoshi 1 µUSD (BTC at $100,000). */
+  const rates = {
+    usdRate: (asset: string) => ({ microUsd: asset === "USD" ? 10_000n : 1n, perMinorUnits: 1n }),
+  };
+  const deps = () => ({
+    sql: db,
+    accounts: settlement.accounts,
+    schemes: [scheme()],
+    rates,
+    nowMs: Date.now,
+  });
+  const fields = (
+    path: string,
+    price: PaywallFields["price"],
+    tokenRequestsMax: number | null,
+  ): PaywallFields => ({
+    resource: path,
+    description: "priced",
+    mimeType: "application/json",
+    price,
+    offers: [{ scheme: "l402", rail: "toyln" }],
+    accountIds: [resource.accountId],
+    split: [],
+    tokenLifetimeSeconds: 3600,
+    tokenRequestsMax,
+    metadata: {},
+  });
+  const add = (path: string, price: PaywallFields["price"], requestsMax: number | null) =>
+    addPaywall(deps(), { tenantId, fields: fields(path, price, requestsMax) });
+  const paywalls = async () =>
+    Number((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM paywalls"))[0]!.n);
+
+  it("refuses, made or changed, a paywall whose token costs more than one invoice can be; the most is taken and invoiced", async () => {
+    const before = await paywalls();
+    // Before: taken, and every challenge then failed amount_too_large, answered 503 paywall_rail_unavailable for good.
+    expect(await add("/priced/over", btc(perRequestAtMost), 1_001)).toMatchObject({
+      ok: false,
+      refusal: "amount_too_large",
+      param: "l402.token_requests_max",
+    });
+    // The schema's most requests at about 4 sat each.
+    expect(await add("/priced/many", btc(4_295n), 1_000_000_000)).toMatchObject({
+      ok: false,
+      refusal: "amount_too_large",
+    });
+    expect(await add("/priced/once", btc(most + 1n), null)).toMatchObject({
+      ok: false,
+      refusal: "amount_too_large",
+      param: "price.amount",
+    });
+    expect(await paywalls()).toBe(before);
+
+    const added = await add("/priced/most", btc(perRequestAtMost), 1_000);
+    if (!added.ok) throw new Error(added.message);
+    const check = createPaywall({ sql: db, tenantId, schemes: deps().schemes, rates });
+    const verdict = await check({ method: "GET", url: "http://127.0.0.1/priced/most", headers: {} });
+    expect(verdict).toMatchObject({ kind: "challenge", status: 402 });
+    const [invoiced] = await db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM invoices WHERE tenant_id = $1 AND amount = $2",
+      [tenantId, most],
+    );
+    expect(invoiced!.n).toBe(1);
+
+    const change = (changed: Partial<PaywallFields>) =>
+      updatePaywall(deps(), { tenantId, id: added.paywall.id, fields: changed });
+    expect(await change({ tokenRequestsMax: 1_001 })).toMatchObject({
+      ok: false,
+      refusal: "amount_too_large",
+    });
+    expect(await change({ price: btc(perRequestAtMost + 1n) })).toMatchObject({
+      ok: false,
+      refusal: "amount_too_large",
+      param: "l402.token_requests_max",
+    });
+    expect(await getPaywall(db, { tenantId, id: added.paywall.id })).toMatchObject({
+      price: { amount: perRequestAtMost },
+      tokenRequestsMax: 1_000,
+    });
+    expect(await change({ price: btc(most), tokenRequestsMax: null })).toMatchObject({ ok: true });
+  });
+
+  it("checks a price in another asset at the rate now, converted as the 402 converts it", async () => {
+    // 1 cent is 10,000 msat: 429,496,729 requests are 4,294,967,290,000 msat, one more is past the most.
+    expect(await add("/priced/usd-over", usd(1n), 429_496_730)).toMatchObject({
+      ok: false,
+      refusal: "amount_too_large",
+      message: expect.stringContaining("at the rate now"),
+    });
+    expect(await add("/priced/usd-most", usd(1n), 429_496_729)).toMatchObject({ ok: true });
   });
 });

@@ -10,7 +10,7 @@
 //   → a request is left on its count (l402_requests_exhausted).
 // A refusal is a 402 again with a fresh challenge (Aperture's choice, so that lnget and lsat-js pay again).
 import { createHash, randomBytes } from "node:crypto";
-import { type Asset, formatAmount, SwitchyardError, setBounded } from "../../core/index.ts";
+import { type Asset, amountMax, formatAmount, SwitchyardError, setBounded } from "../../core/index.ts";
 import { pathOf } from "../paywall/core.ts";
 import type {
   ChallengePart,
@@ -354,6 +354,36 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     return { headers: challengeLines({ macaroon, invoice: bolt11 }) };
   }
 
+  /**
+   * The most a challenge's invoice can be, as createInvoice bounds it: what an amount can be, and within that what
+   * the rail takes in one payment (its snapshot's amountMax: a Lightning invoice's ceiling).
+   */
+  function invoiceAmountMax(): bigint {
+    const railMax = deps.settlement.rails.get(rail)?.snapshot?.().amountMax;
+    return railMax !== undefined && railMax < amountMax ? railMax : amountMax;
+  }
+
+  /**
+   * A token no invoice can be made for: its price (tokenPrice, as a challenge computes it) above invoiceAmountMax.
+   * Before, such a paywall was taken and every challenge of it failed (amount_too_large): 503 for good.
+   */
+  function termsRefusal(
+    offered: string,
+    price: SchemePrice,
+    credential: PricedResource["credential"],
+  ): string | null {
+    if (offered !== rail) return null;
+    const requestsMax = credential !== undefined ? credential.requestsMax : limits.tokenRequestsMax;
+    const amount = tokenPrice(price.amount, requestsMax);
+    const most = invoiceAmountMax();
+    if (amount <= most) return null;
+    const cost =
+      requestsMax === null
+        ? `${amount} ${price.asset.code} minor units`
+        : `${requestsMax} × ${price.amount} = ${amount} ${price.asset.code} minor units`;
+    return `a token costs ${cost}, above the ${most} one invoice on ${rail} can be`;
+  }
+
   /** What a token opens: the paywall's terms (its `credential`), else this scheme's defaults. */
   function tokenTerms(resource: PricedResource): { requestsMax: number | null; lifetimeSeconds: number } {
     const requestsMax =
@@ -452,6 +482,7 @@ export function createL402Scheme(deps: L402SchemeDeps): PaymentScheme {
     assetFor,
     carries: carriesL402,
     challenge,
+    termsRefusal,
     verifyPrepaid,
     verify: (resource, offers, request) =>
       verifyPrepaid(

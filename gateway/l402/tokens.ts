@@ -2,10 +2,10 @@
 // minted with, and its request count. Every statement is scoped to the tenant: another tenant's token is not
 // found. Counting locks the row and adds what its bound leaves, so that processes sharing the database never serve
 // beyond the count; the requests of concurrent callers are counted by one statement (takeRequests, group commit).
-// Rows expired for a day are pruned (every 10 minutes, beside the idempotency prune).
+// Rows expired for a day are pruned (every 10 minutes, beside the idempotency prune), with their invoice when unpaid.
 import type { Logger } from "../../core/index.ts";
 import type { Sql } from "../db/index.ts";
-import { type Periodic, startPeriodic } from "../periodic/index.ts";
+import { deleteInBatches, type Periodic, startPeriodic } from "../periodic/index.ts";
 
 export type TokenRecord = {
   keyId: string;
@@ -246,27 +246,49 @@ export const l402TokenGraceMs = 24 * 60 * 60 * 1000;
 /** How often expired tokens are pruned, and how many one statement deletes. */
 export const l402TokenPruneEveryMs = 10 * 60 * 1000;
 export const l402TokenPruneBatchMax = 5_000;
+/** The most time one pass spends deleting: what is left waits for the next pass. */
+const l402TokenPrunePassMsMax = 30_000;
 
 /**
  * Deletes the rows of tokens that expired more than `graceMs` ago (every tenant's: an expired token serves no
- * one), up to `batchMax` at a time until none is left, by the valid_until index; returns how many.
+ * one), by the valid_until index, and with each the invoice of its challenge when nothing was paid into it and it
+ * expired as long ago (deleteInBatches); returns how many tokens. Before, the invoices stayed: every request without
+ * a token makes one, so a paywall's unpaid challenges piled up in invoices for good.
  */
 export async function pruneL402Tokens(
   sql: Sql,
-  params: { graceMs: number; batchMax: number },
+  params: { graceMs: number; batchMax: number; nowMs?: () => number },
 ): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const deleted = await sql.query<{ key_id: string }>(
-      `DELETE FROM l402_tokens WHERE key_id IN (
-         SELECT key_id FROM l402_tokens
-         WHERE valid_until < now() - make_interval(secs => $1::double precision / 1000) LIMIT $2)
-       RETURNING key_id`,
-      [params.graceMs, params.batchMax],
-    );
-    total += deleted.length;
-    if (deleted.length < params.batchMax) return total;
-  }
+  // An invoice paid (or with any receipt) stays: it is money in. An unpaid one expired a day ago is never paid now
+  // (LND settles nothing past expiry; the rail asks LND about each invoice minutes after its expiry, delivering one
+  // paid just before). Its token goes in the same statement, which its foreign key needs (l402_tokens_invoice,
+  // migration 0059, finds the token of each invoice).
+  const { deleted } = await deleteInBatches(
+    sql,
+    {
+      text: `WITH tokens AS (
+               DELETE FROM l402_tokens WHERE key_id IN (
+                 SELECT key_id FROM l402_tokens
+                 WHERE valid_until < now() - make_interval(secs => $1::double precision / 1000) LIMIT $2)
+               RETURNING key_id, invoice_id),
+             unpaid AS (
+               DELETE FROM invoices i USING tokens t
+               WHERE i.id = t.invoice_id AND i.status = 'open' AND i.received_amount IS NULL
+                 AND i.expires_at < now() - make_interval(secs => $1::double precision / 1000)
+                 -- Never one a row refers to (each by its invoice_id index): such a delete would fail the pass.
+                 AND NOT EXISTS (SELECT 1 FROM invoice_receipts r WHERE r.invoice_id = i.id)
+                 AND NOT EXISTS (SELECT 1 FROM invoice_reversals v WHERE v.invoice_id = i.id)
+                 AND NOT EXISTS (SELECT 1 FROM refunds f WHERE f.invoice_id = i.id))
+             SELECT key_id FROM tokens`,
+      param: params.graceMs,
+    },
+    {
+      batchMax: params.batchMax,
+      passMsMax: l402TokenPrunePassMsMax,
+      ...(params.nowMs === undefined ? {} : { nowMs: params.nowMs }),
+    },
+  );
+  return deleted;
 }
 
 /** The periodic prune of expired L402 tokens, for the composition root (beside the idempotency prune). */

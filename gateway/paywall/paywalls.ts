@@ -3,11 +3,13 @@
 // the tenant's account that is credited in each asset offered, an optional split to its payees' accounts, and
 // what an L402 token buys. Every read and write is scoped to its tenant: another tenant's paywall is as unknown
 // as one that does not exist. Expected refusals are values (PaywallErrorCode), checked in a fixed order: the
-// resource and the split's sum first (no store asked), then the offers against the schemes, then the accounts,
-// then the split's payees.
+// resource and the split's sum first (no store asked), then the offers against the schemes (the price too among
+// them: one a scheme could never ask for), then the accounts, then the split's payees.
 import { type Asset, assetByCode, basisPointsTotal } from "../../core/index.ts";
 import { type Db, type Sql, serverSqlState } from "../db/index.ts";
 import { newId } from "../ids/index.ts";
+import type { RateSource } from "../router/index.ts";
+import { convertPrice } from "./price.ts";
 import type { PaymentScheme } from "./scheme.ts";
 
 /** One way to pay: a scheme (`x402`, `l402`) on one of the gateway's rails. */
@@ -81,6 +83,11 @@ export type PaywallsDeps = {
   };
   /** The schemes this gateway offers, and through them which rails each can be paid on. */
   schemes: readonly PaymentScheme[];
+  /**
+   * What a price in another asset than an offer's is converted at, to check it against what the offer's rail takes
+   * (offerPriceRefusal); absent: such a price is not checked.
+   */
+  rates?: Pick<RateSource, "usdRate">;
   nowMs: () => number;
 };
 
@@ -218,6 +225,46 @@ function offerAssets(schemes: readonly PaymentScheme[], offers: readonly Paywall
   return found;
 }
 
+/**
+ * The first offer whose scheme could never ask for the price (termsRefusal: an L402 token's price × its requests above
+ * what one Lightning invoice takes), in the offer's asset: exact for a price in it; for a price in another asset, at
+ * the rate now, converted as the price locks convert it (rounded up), a rate moving later being the 402's to meet;
+ * not checked without a rate.
+ */
+function offerPriceRefusal(
+  deps: PaywallsDeps,
+  fields: PaywallFields,
+  offered: readonly Asset[],
+): Refused | null {
+  for (const [index, offer] of fields.offers.entries()) {
+    const scheme = deps.schemes.find((candidate) => candidate.id === offer.scheme);
+    const asset = offered[index];
+    if (scheme?.termsRefusal === undefined || asset === undefined) continue;
+    const amount =
+      fields.price.asset.code === asset.code
+        ? fields.price.amount
+        : deps.rates === undefined
+          ? null
+          : convertPrice(deps.rates, { amount: fields.price.amount, from: fields.price.asset, to: asset });
+    if (amount === null) continue;
+    const refusal = scheme.termsRefusal(
+      offer.rail,
+      { asset, amount },
+      { lifetimeSeconds: fields.tokenLifetimeSeconds, requestsMax: fields.tokenRequestsMax },
+    );
+    if (refusal === null) continue;
+    const converted = fields.price.asset.code === asset.code ? "" : " at the rate now";
+    const counted = fields.tokenRequestsMax !== null;
+    return {
+      ok: false,
+      refusal: "amount_too_large",
+      message: `${offer.scheme} on ${offer.rail}: ${refusal}${converted}: lower the price${counted ? " or l402.token_requests_max" : ""}`,
+      param: counted ? "l402.token_requests_max" : "price.amount",
+    };
+  }
+  return null;
+}
+
 async function checkFields(
   deps: PaywallsDeps,
   tenantId: string,
@@ -243,6 +290,8 @@ async function checkFields(
     };
   const offered = offerAssets(deps.schemes, fields.offers);
   if (!Array.isArray(offered)) return offered;
+  const unpriceable = offerPriceRefusal(deps, fields, offered);
+  if (unpriceable !== null) return unpriceable;
   const assetCodes = [...new Set(offered.map((asset) => asset.code))];
   const accounts: Record<string, string> = {};
   for (const [index, id] of fields.accountIds.entries()) {

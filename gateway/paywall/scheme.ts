@@ -123,6 +123,12 @@ export interface PaymentScheme {
     request: PaywallRequest,
   ): Promise<ChallengePart>;
   /**
+   * Why no challenge on `rail` could ever ask for `price` with `credential`'s terms (more than its rail takes in one
+   * payment: an L402 token's price × its requests), in words; null when one can. Asked when a paywall is made or
+   * changed, so that such a paywall is refused then rather than answered 503 at every request.
+   */
+  termsRefusal?(rail: string, price: SchemePrice, credential: PricedResource["credential"]): string | null;
+  /**
    * For a scheme whose credential was paid for when it was bought (an L402 token): checks it on those rails without
    * a price. The paywall asks this when it has no rate to price the resource now, so that a stale rate refuses only
    * payments still to be made, not tokens already paid.

@@ -22,6 +22,8 @@ export const completedVerdictsMax = 100_000;
 
 export type PaywallService = {
   readonly schemes: readonly PaymentScheme[];
+  /** The rates prices are converted at (a paywall made or changed is checked at them: PaywallsDeps). */
+  readonly rates: Pick<RateSource, "usdRate">;
   forTenant(tenantId: string): PaywallCheck;
   /** The tenant's paywalls changed (in this process): read them again at the next request. Other processes read them within paywallsRefreshMs. */
   changed(tenantId: string): void;
@@ -87,6 +89,7 @@ export function createPaywallService(deps: {
 
   return {
     schemes: deps.schemes,
+    rates: deps.rates,
     forTenant,
     changed(tenantId) {
       checks.delete(tenantId);

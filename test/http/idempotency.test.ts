@@ -704,6 +704,32 @@ describe.each(["pglite", "postgres"] as const)("on %s", (database) => {
     expect(left.map((row) => row.key)).toEqual([fresh]);
   });
 
+  it("prunes for at most one pass's time: a pass cut short keeps what it deleted, the next deletes the rest", async () => {
+    const keys = [1, 2, 3].map((n) => `bounded-${n}-${randomUUID()}`);
+    const body = { name: "Pruned key", methods: [{ type: "account", account: "acct_demo_merchant" }] };
+    for (const key of keys)
+      expect((await post(gw.app, "/v1/payees", body, { "idempotency-key": key })).status).toBe(201);
+    await gw.app.db.query(
+      `UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $2::double precision / 1000)
+        WHERE key = ANY($1::text[])`,
+      [`{${keys.join(",")}}`, idempotencyRecordTtlMs + 60_000],
+    );
+    // A clock an hour later at each reading: the pass is over after its first statement.
+    let atMs = 0;
+    const nowMs = () => (atMs += 3_600_000);
+    // Before: nowMs was not read and the loop ran until a statement deleted fewer than batchMax (3 here).
+    expect(
+      await pruneIdempotencyRecords(gw.app.db, { ttlMs: idempotencyRecordTtlMs, batchMax: 1, nowMs }),
+    ).toBe(1);
+    expect(
+      await pruneIdempotencyRecords(gw.app.db, { ttlMs: idempotencyRecordTtlMs, batchMax: 1 }),
+    ).toBeGreaterThanOrEqual(2);
+    const left = await gw.app.db.query("SELECT 1 FROM idempotency_keys WHERE key = ANY($1::text[])", [
+      `{${keys.join(",")}}`,
+    ]);
+    expect(left).toHaveLength(0);
+  });
+
   it("an internal payment keeps its key's answer itself, no record beside it: another process replays it and refuses another body 409, and the key is held against other routes for 24 hours, both ways", async () => {
     const source = await fundedAccount(gw.app, 10_000_000n);
     const key = `kept-${randomUUID()}`;

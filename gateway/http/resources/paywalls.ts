@@ -259,6 +259,7 @@ const plugin: FastifyPluginAsyncZod<PaywallRoutesOptions> = async (app, options)
     sql: options.db,
     accounts: options.accounts,
     schemes: options.paywalls.schemes,
+    rates: options.paywalls.rates,
     nowMs: options.nowMs,
   };
   const idParams = z.strictObject({ id: paywallId });
